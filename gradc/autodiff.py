@@ -1,0 +1,76 @@
+"""Reverse-mode autodiff over the IR.
+
+`vjp` appends the backward to the same graph, so the result is one joint graph (value and
+gradients) that the later passes simplify and fuse as a whole, and that `vjp` can differentiate
+again (grad of grad). Only active nodes are visited: those that depend on a differentiated input
+and that the output depends on.
+"""
+import numpy as np
+
+from .errors import NonDifferentiableError
+from .ops import fn
+
+
+def is_differentiable(value):
+    return np.issubdtype(value.dtype, np.floating)
+
+
+def active_nodes(graph, wrt, out):
+    """Nodes on a path from any of `wrt` to `out`, in graph order."""
+    varied = {v.id for v in wrt}
+    forward = []
+    for node in graph.nodes:
+        if any(v.id in varied for v in node.inputs) and is_differentiable(node.output):
+            varied.add(node.output.id)
+            forward.append(node)
+    needed = {out.id}
+    active = []
+    for node in reversed(forward):
+        if node.output.id in needed:
+            active.append(node)
+            needed.update(v.id for v in node.inputs)
+    return list(reversed(active))
+
+
+def vjp(graph, out, wrt, seed=None):
+    """Build d(out)/d(wrt) · seed as new nodes of `graph`; return one cotangent per `wrt` value.
+
+    A `wrt` value that `out` does not depend on gets zeros.
+    """
+    for w in wrt:
+        if not is_differentiable(w):
+            raise NonDifferentiableError(
+                f"cannot differentiate with respect to a {w.dtype} value; gradients need float "
+                "arguments (leave integer and boolean arguments out of argnums)")
+    saved_stamp = graph.stamp_user_source
+    graph.stamp_user_source = False  # backward nodes take the source of their forward node
+    try:
+        if seed is None:
+            with graph.at_source(out.node.source if out.node else graph.source):
+                seed = fn.ones_like(out)
+        cotangent = {out.id: seed}
+        for node in reversed(active_nodes(graph, wrt, out)):
+            g = cotangent.pop(node.output.id, None)
+            if g is None:
+                continue
+            with graph.at_source(node.source):
+                rule = node.opdef.vjp
+                if rule is None:
+                    raise NonDifferentiableError(
+                        f"op {node.op!r} has no gradient rule", source=node.source)
+                in_cts = rule(node, g)
+                for i, (x, ct) in enumerate(zip(node.inputs, in_cts)):
+                    if ct is None or i in node.opdef.nondiff or not is_differentiable(x):
+                        continue
+                    if ct.shape != x.shape or ct.dtype != x.dtype:
+                        raise AssertionError(
+                            f"VJP of {node.op} gave {ct} for input {x}")  # a bug in an op rule
+                    prev = cotangent.get(x.id)
+                    cotangent[x.id] = ct if prev is None else prev + ct
+        results = []
+        for w in wrt:
+            ct = cotangent.get(w.id)
+            results.append(ct if ct is not None else fn.zeros_like(w))
+        return results
+    finally:
+        graph.stamp_user_source = saved_stamp

@@ -1,0 +1,214 @@
+"""The IR: a flat, typed SSA graph, in the manner of a jaxpr.
+
+A `Graph` holds its `inputs`, an ordered list of `Node`s (each node's inputs come before it) and
+its `outputs`. Every `Value` has a static shape and dtype; broadcasting is an explicit
+`broadcast_to` node. Nodes are hash-consed when built: applying the same op with the same
+attributes to the same inputs twice returns the first value (CSE at construction).
+
+Values double as tracers: the NumPy operators and protocols on `Value` build nodes, so model code,
+VJP rules and rewrites all read like NumPy (see `gradc.ops.fn` and `gradc.trace`).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class Value:
+    """One SSA value: a static shape and dtype, owned by the graph that made it."""
+
+    __slots__ = ("graph", "id", "shape", "dtype", "node", "name")
+    __array_priority__ = 1000
+
+    def __init__(self, graph, vid, shape, dtype, node=None, name=None):
+        self.graph = graph
+        self.id = vid
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = np.dtype(dtype)
+        self.node = node  # the node that produced it; None for a graph input
+        self.name = name
+
+    # --- static facts ------------------------------------------------------------------------
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of a 0-d traced value")
+        return self.shape[0]
+
+    @property
+    def type_str(self):
+        return type_str(self.shape, self.dtype)
+
+    def __repr__(self):
+        return f"%{self.id}:{self.type_str}"
+
+    # The NumPy-like surface (operators, methods, ufunc and function protocols) lives in
+    # gradc.trace, which installs it on this class; it is the same surface VJP rules use.
+
+
+def type_str(shape, dtype):
+    short = {"float32": "f32", "float64": "f64", "int64": "i64", "int32": "i32", "bool": "bool",
+             "float16": "f16", "int8": "i8", "uint8": "u8"}.get(np.dtype(dtype).name, np.dtype(dtype).name)
+    return f"{short}[{','.join(str(d) for d in shape)}]"
+
+
+@dataclass(eq=False)
+class Node:
+    op: str
+    inputs: tuple
+    attrs: tuple  # sorted (name, value) pairs of hashable static parameters
+    output: Value
+    source: str  # the user's "file:line" that created it
+
+    @property
+    def attr(self):
+        return dict(self.attrs)
+
+    @property
+    def opdef(self):
+        from .ops.registry import get_op
+        return get_op(self.op)
+
+
+class Graph:
+    """A graph under construction and, when finished, the IR itself.
+
+    `apply` is the one way nodes are made: it checks the op's shape/dtype rule and hash-conses.
+    """
+
+    def __init__(self):
+        self.inputs: list[Value] = []
+        self.nodes: list[Node] = []
+        self.outputs: list[Value] = []
+        self._next_id = 0
+        self._memo: dict = {}
+        self.source = "<gradc>"  # source line stamped on new nodes
+        self.merged = 0  # how many node constructions hash-consing merged
+        # While tracing user code, each new node is stamped with the user's file:line; passes
+        # and VJP rules turn this off and stamp the source of the node they come from.
+        self.stamp_user_source = False
+
+    def _new_value(self, shape, dtype, node=None, name=None):
+        v = Value(self, self._next_id, shape, dtype, node, name)
+        self._next_id += 1
+        return v
+
+    def add_input(self, shape, dtype, name=None):
+        v = self._new_value(shape, dtype, name=name)
+        self.inputs.append(v)
+        return v
+
+    def apply(self, op, inputs, **attrs):
+        from .ops.registry import get_op
+        opdef = get_op(op)
+        inputs = tuple(inputs)
+        for v in inputs:
+            if v.graph is not self:
+                raise ValueError(f"{op}: input {v} belongs to another graph")
+        attrs_t = tuple(sorted(attrs.items()))
+        key = (op, tuple(v.id for v in inputs), repr(attrs_t))
+        hit = self._memo.get(key)
+        if hit is not None:
+            self.merged += 1
+            return hit
+        shape, dtype = opdef.infer(inputs, **attrs)
+        node = Node(op, inputs, attrs_t, None, self.source)
+        out = self._new_value(shape, dtype, node=node)
+        node.output = out
+        self.nodes.append(node)
+        self._memo[key] = out
+        return out
+
+    @contextlib.contextmanager
+    def at_source(self, source):
+        saved = self.source
+        self.source = source
+        try:
+            yield
+        finally:
+            self.source = saved
+
+    def __str__(self):
+        return format_graph(self)
+
+
+def format_attr(value):
+    if isinstance(value, np.dtype):
+        return value.name
+    return repr(value)
+
+
+def format_graph(graph, title=None):
+    """Print like a jaxpr: one equation a line with its type and the user's source line."""
+    lines = []
+    if title:
+        lines.append(f"# {title}")
+    ins = ", ".join(f"%{v.id}:{v.type_str}" + (f" ({v.name})" if v.name else "") for v in graph.inputs)
+    lines.append(f"{{ lambda {ins} .")
+    for n in graph.nodes:
+        args = " ".join(f"%{v.id}" for v in n.inputs)
+        attrs = " ".join(f"{k}={format_attr(v)}" for k, v in n.attrs)
+        rhs = " ".join(p for p in (n.op, attrs, args) if p)
+        eq = f"  %{n.output.id}:{n.output.type_str} = {rhs}"
+        lines.append(f"{eq:<60}  # {n.source}")
+    lines.append("  in (" + ", ".join(f"%{v.id}" for v in graph.outputs) + ") }")
+    return "\n".join(lines)
+
+
+def replay(graph, rewrite=None, outputs=None):
+    """Rebuild `graph` node by node into a fresh graph (hash-consing merges duplicates).
+
+    `rewrite(new_graph, node, new_inputs)` may return a replacement value for a node, or None to
+    rebuild it unchanged. Only nodes that the outputs need are rebuilt, so replay is also DCE.
+    Returns the new graph; its inputs correspond one to one with the old graph's inputs.
+    """
+    live = live_nodes(graph, outputs if outputs is not None else graph.outputs)
+    new = Graph()
+    env = {}
+    for v in graph.inputs:
+        env[v.id] = new.add_input(v.shape, v.dtype, name=v.name)
+    for node in graph.nodes:
+        if node.output.id not in live:
+            continue
+        ins = tuple(env[v.id] for v in node.inputs)
+        with new.at_source(node.source):
+            out = rewrite(new, node, ins) if rewrite else None
+            if out is None:
+                out = new.apply(node.op, ins, **dict(node.attrs))
+        if out.shape != node.output.shape or out.dtype != node.output.dtype:
+            raise AssertionError(f"rewrite of {node.op} changed its type: {out} vs {node.output}")
+        env[node.output.id] = out
+    new.outputs = [env[v.id] for v in (outputs if outputs is not None else graph.outputs)]
+    return new
+
+
+def live_nodes(graph, outputs):
+    """Ids of the values that `outputs` depend on."""
+    live = set()
+    stack = [v for v in outputs]
+    while stack:
+        v = stack.pop()
+        if v.id in live:
+            continue
+        live.add(v.id)
+        if v.node is not None:
+            stack.extend(v.node.inputs)
+    return live
+
+
+def consumers(graph):
+    """Map value id -> list of nodes that read it."""
+    users = {}
+    for n in graph.nodes:
+        for v in n.inputs:
+            users.setdefault(v.id, []).append(n)
+    return users

@@ -1,0 +1,202 @@
+"""Elementwise ops: same-shape inputs, one scalar expression per element.
+
+Each op: its NumPy reference, its VJP (built from Values with NumPy operators), and the scalar
+expression that the fused loop kernels emit. Constants in emitted code carry their dtype
+(`f32(0.5)`) because Numba would otherwise promote float32 arithmetic to float64.
+"""
+import numpy as np
+
+from ..errors import ShapeError
+from . import fn
+from .registry import CONST, ELEMENTWISE, OpDef, register
+
+CODE_DTYPE = {"float32": "f32", "float64": "f64", "int64": "i64", "int32": "i32", "bool": "bool_",
+              "int8": "i8", "uint8": "u8", "int16": "i16", "float16": "f16"}
+
+
+def lit(value, dtype):
+    """A typed literal for generated code."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return "True" if value else "False"
+    if np.issubdtype(dtype, np.floating):
+        v = float(value)
+        if np.isnan(v):
+            return f"{CODE_DTYPE[dtype.name]}(np.nan)"
+        if np.isinf(v):
+            return f"{CODE_DTYPE[dtype.name]}({'' if v > 0 else '-'}np.inf)"
+        return f"{CODE_DTYPE[dtype.name]}({v!r})"
+    return f"{CODE_DTYPE[dtype.name]}({int(value)})"
+
+
+def same_shape(inputs, out_dtype=None):
+    shape = inputs[0].shape
+    for v in inputs[1:]:
+        if v.shape != shape:
+            raise ShapeError(f"elementwise op on shapes {[x.shape for x in inputs]}")
+    return shape, np.dtype(out_dtype) if out_dtype is not None else inputs[0].dtype
+
+
+def _infer_same(*inputs, **_):
+    dtypes = {v.dtype for v in inputs}
+    if len(dtypes) != 1:
+        raise TypeError(f"elementwise op on mixed dtypes {dtypes}: promote first")
+    return same_shape(inputs)
+
+
+def _infer_bool(*inputs, **_):
+    return same_shape(inputs, np.bool_)
+
+
+def elementwise(name, ref, scalar, vjp=None, infer=_infer_same, nondiff=(), cost=1):
+    def infer_(inputs, **attrs):
+        return infer(*inputs, **attrs)
+
+    def ref_(*arrays, **attrs):
+        return ref(*arrays, **attrs)
+
+    return register(OpDef(name, ELEMENTWISE, infer_, ref_, vjp=vjp, scalar=scalar,
+                          nondiff=nondiff, cost=cost))
+
+
+def _x(node, i=0):
+    return node.inputs[i]
+
+
+def _y(node):
+    return node.output
+
+
+# --- constants (scalars; they broadcast into loops as literals) ------------------------------
+register(OpDef(
+    "const", CONST,
+    infer=lambda inputs, value, dtype: ((), np.dtype(dtype)),
+    ref=lambda value, dtype: np.array(value, dtype=dtype),
+    scalar=lambda dt, value, dtype: lit(value, dt),
+))
+register(OpDef(
+    "constant", CONST,
+    infer=lambda inputs, data: (data.array.shape, data.array.dtype),
+    ref=lambda data: data.array,
+))
+
+# --- arithmetic ------------------------------------------------------------------------------
+elementwise("add", np.add, lambda dt, a, b: f"{a} + {b}",
+            vjp=lambda n, g: [g, g])
+elementwise("subtract", np.subtract, lambda dt, a, b: f"{a} - {b}",
+            vjp=lambda n, g: [g, -g])
+elementwise("multiply", np.multiply, lambda dt, a, b: f"{a} * {b}",
+            vjp=lambda n, g: [g * _x(n, 1), g * _x(n, 0)])
+elementwise("divide", np.divide, lambda dt, a, b: f"{a} / {b}",
+            vjp=lambda n, g: [g / _x(n, 1), -g * _y(n) / _x(n, 1)])
+elementwise("power", np.power, lambda dt, a, b: f"{a} ** {b}", cost=8,
+            vjp=lambda n, g: [g * _x(n, 1) * _x(n, 0) ** (_x(n, 1) - 1),
+                              g * _y(n) * np.log(_x(n, 0))])
+elementwise("negative", np.negative, lambda dt, a: f"-{a}",
+            vjp=lambda n, g: [-g])
+elementwise("maximum", np.maximum, lambda dt, a, b: f"max2({a}, {b})",
+            vjp=lambda n, g: [fn.where(_x(n, 0) >= _x(n, 1), g, 0),
+                              fn.where(_x(n, 0) >= _x(n, 1), 0, g)])
+elementwise("minimum", np.minimum, lambda dt, a, b: f"min2({a}, {b})",
+            vjp=lambda n, g: [fn.where(_x(n, 0) <= _x(n, 1), g, 0),
+                              fn.where(_x(n, 0) <= _x(n, 1), 0, g)])
+elementwise("square", np.square, lambda dt, a: f"{a} * {a}",
+            vjp=lambda n, g: [g * 2 * _x(n)])
+elementwise("reciprocal", lambda a: np.reciprocal(a), lambda dt, a: f"{lit(1, dt)} / {a}",
+            vjp=lambda n, g: [-g * _y(n) * _y(n)])
+elementwise("abs", np.abs, lambda dt, a: f"abs({a})",
+            vjp=lambda n, g: [g * np.sign(_x(n))])
+elementwise("sign", np.sign, lambda dt, a: f"np.sign({a})",
+            vjp=lambda n, g: [fn.zeros_like(_x(n))])
+elementwise("copy", np.copy, lambda dt, a: a,
+            vjp=lambda n, g: [g])
+# `alias` marks a value as a fresh variable for a nested gradient (its tag keeps it from
+# merging with other uses of the same value); simplify removes it after autodiff.
+elementwise("alias", lambda a, tag: a, lambda dt, a, tag: a, vjp=lambda n, g: [g],
+            infer=lambda a, tag: (a.shape, a.dtype))
+
+# --- transcendental --------------------------------------------------------------------------
+elementwise("exp", np.exp, lambda dt, a: f"np.exp({a})", cost=4,
+            vjp=lambda n, g: [g * _y(n)])
+elementwise("log", np.log, lambda dt, a: f"np.log({a})", cost=4,
+            vjp=lambda n, g: [g / _x(n)])
+elementwise("tanh", np.tanh, lambda dt, a: f"np.tanh({a})", cost=6,
+            vjp=lambda n, g: [g * (1 - _y(n) * _y(n))])
+elementwise("sin", np.sin, lambda dt, a: f"np.sin({a})", cost=4,
+            vjp=lambda n, g: [g * np.cos(_x(n))])
+elementwise("cos", np.cos, lambda dt, a: f"np.cos({a})", cost=4,
+            vjp=lambda n, g: [-g * np.sin(_x(n))])
+elementwise("sqrt", np.sqrt, lambda dt, a: f"np.sqrt({a})", cost=2,
+            vjp=lambda n, g: [g * 0.5 / _y(n)])
+elementwise("log1p", np.log1p, lambda dt, a: f"np.log1p({a})", cost=4,
+            vjp=lambda n, g: [g / (1 + _x(n))])
+elementwise("expm1", np.expm1, lambda dt, a: f"np.expm1({a})", cost=4,
+            vjp=lambda n, g: [g * (_y(n) + 1)])
+
+# --- activations: stable scalar forms with hand-written VJPs ---------------------------------
+def _np_sigmoid(x):
+    with np.errstate(over="ignore"):
+        return (1 / (1 + np.exp(-x))).astype(x.dtype)
+
+
+def _np_log1p_exp_neg_abs(x):
+    return np.log1p(np.exp(-np.abs(x)))
+
+
+elementwise("relu", lambda a: np.maximum(a, 0).astype(a.dtype), lambda dt, a: f"max2({a}, {lit(0, dt)})",
+            vjp=lambda n, g: [fn.where(_x(n) > 0, g, 0)])
+elementwise("sigmoid", _np_sigmoid, lambda dt, a: f"{lit(1, dt)} / ({lit(1, dt)} + np.exp(-{a}))", cost=5,
+            vjp=lambda n, g: [g * _y(n) * (1 - _y(n))])
+elementwise("softplus",  # max(x, 0) + log1p(exp(-|x|)): no overflow for large |x|
+            lambda a: (np.maximum(a, 0) + _np_log1p_exp_neg_abs(a)).astype(a.dtype),
+            lambda dt, a: f"max2({a}, {lit(0, dt)}) + np.log1p(np.exp(-abs({a})))", cost=8,
+            vjp=lambda n, g: [g * fn.unary("sigmoid", _x(n))])
+elementwise("log_sigmoid",  # min(x, 0) - log1p(exp(-|x|))
+            lambda a: (np.minimum(a, 0) - _np_log1p_exp_neg_abs(a)).astype(a.dtype),
+            lambda dt, a: f"min2({a}, {lit(0, dt)}) - np.log1p(np.exp(-abs({a})))", cost=8,
+            vjp=lambda n, g: [g * fn.unary("sigmoid", -_x(n))])
+
+# --- comparisons, selection, casts ------------------------------------------------------------
+for _name, _ref, _sym in [("less", np.less, "<"), ("less_equal", np.less_equal, "<="),
+                          ("greater", np.greater, ">"), ("greater_equal", np.greater_equal, ">="),
+                          ("equal", np.equal, "=="), ("not_equal", np.not_equal, "!=")]:
+    elementwise(_name, _ref, (lambda sym: lambda dt, a, b: f"{a} {sym} {b}")(_sym),
+                vjp=lambda n, g: [None, None], infer=_infer_bool, nondiff=(0, 1))
+
+elementwise("logical_and", np.logical_and, lambda dt, a, b: f"{a} and {b}",
+            vjp=lambda n, g: [None, None], infer=_infer_bool, nondiff=(0, 1))
+elementwise("logical_or", np.logical_or, lambda dt, a, b: f"{a} or {b}",
+            vjp=lambda n, g: [None, None], infer=_infer_bool, nondiff=(0, 1))
+elementwise("logical_not", np.logical_not, lambda dt, a: f"not {a}",
+            vjp=lambda n, g: [None], infer=_infer_bool, nondiff=(0,))
+
+
+def _infer_where(cond, a, b):
+    if cond.dtype != np.bool_:
+        raise TypeError("where: the condition must be boolean")
+    if a.dtype != b.dtype:
+        raise TypeError("where: branches of mixed dtypes; promote first")
+    return same_shape((cond, a, b), a.dtype)
+
+
+elementwise("where", lambda c, a, b: np.where(c, a, b),
+            lambda dt, c, a, b: f"{a} if {c} else {b}",
+            vjp=lambda n, g: [None, fn.where(_x(n, 0), g, 0), fn.where(_x(n, 0), 0, g)],
+            infer=_infer_where, nondiff=(0,))
+
+
+def _astype_vjp(node, g):
+    src = node.inputs[0].dtype
+    if not np.issubdtype(src, np.floating):
+        return [None]
+    return [fn.astype(g, src)]
+
+
+def _astype_scalar(dt, a, dtype):
+    if np.dtype(dtype) == np.bool_:
+        return f"{a} != 0"
+    return f"{CODE_DTYPE[np.dtype(dtype).name]}({a})"
+
+
+elementwise("astype", lambda a, dtype: a.astype(dtype), _astype_scalar, vjp=_astype_vjp,
+            infer=lambda a, dtype: (a.shape, np.dtype(dtype)))

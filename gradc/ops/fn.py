@@ -1,0 +1,439 @@
+"""NumPy-like functions on IR values.
+
+These do what NumPy does implicitly — dtype promotion, broadcasting, axis normalization,
+`keepdims` — as explicit nodes, and then call `Graph.apply` on primitive ops. Tracing, VJP rules,
+rewrites and `gradc.nn` all build graphs through these functions.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..errors import ShapeError, UnsupportedOpError
+from ..ir import Value
+
+
+class ConstArray:
+    """An array constant in the graph, hashable by content (so equal constants merge)."""
+
+    __slots__ = ("array", "_key")
+
+    def __init__(self, array):
+        self.array = np.ascontiguousarray(array)
+        self.array.setflags(write=False)
+        self._key = (self.array.shape, self.array.dtype.str, hash(self.array.tobytes()))
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, ConstArray) and self._key == other._key and np.array_equal(
+            self.array, other.array)
+
+    def __repr__(self):
+        if self.array.size <= 6:
+            return f"array({self.array.tolist()})"
+        return f"<{self.array.dtype.name}{list(self.array.shape)} constant>"
+
+
+# ---------------------------------------------------------------------------------------------
+# constants and dtypes
+
+def const(graph, value, dtype):
+    """A scalar constant of `dtype` (shape ())."""
+    dtype = np.dtype(dtype)
+    value = np.array(value, dtype=dtype).item()
+    return graph.apply("const", (), value=value, dtype=dtype)
+
+
+def full(graph, shape, value, dtype):
+    return broadcast_to(const(graph, value, dtype), shape)
+
+
+def zeros_like(x):
+    return full(x.graph, x.shape, 0, x.dtype)
+
+
+def ones_like(x):
+    return full(x.graph, x.shape, 1, x.dtype)
+
+
+def array_const(graph, array):
+    array = np.asarray(array)
+    if array.ndim == 0:
+        return const(graph, array.item(), array.dtype)
+    return graph.apply("constant", (), data=ConstArray(array))
+
+
+def _scalar_dtype(value, other_dtype):
+    """NumPy 2's rule for a Python scalar next to an array: the scalar is 'weak'."""
+    if isinstance(value, (bool, np.bool_)):
+        return other_dtype if other_dtype is not None else np.dtype(bool)
+    if other_dtype is None:
+        return np.result_type(value)
+    return np.result_type(other_dtype, value)
+
+
+def as_value(x, like: Value | None = None, graph=None):
+    """Turn a Python number or NumPy array into a constant value in the graph of `like`."""
+    if isinstance(x, Value):
+        return x
+    graph = graph if graph is not None else like.graph
+    if isinstance(x, (numbers.Number, np.bool_)) and not isinstance(x, np.generic):
+        dt = _scalar_dtype(x, like.dtype if like is not None else None)
+        return const(graph, x, dt)
+    if isinstance(x, (np.ndarray, np.generic, list, tuple)):
+        arr = np.asarray(x)
+        if arr.dtype == object:
+            raise UnsupportedOpError("object arrays cannot be used in a traced function")
+        return array_const(graph, arr)
+    raise UnsupportedOpError(
+        f"cannot use a {type(x).__name__} as an array in a traced function")
+
+
+def _operands(*xs):
+    like = next((x for x in xs if isinstance(x, Value)), None)
+    if like is None:
+        raise TypeError("expected at least one traced value")
+    # Python scalars take the dtype of the array operands (weak typing), arrays their own.
+    arrays = [x for x in xs if isinstance(x, Value) or isinstance(x, (np.ndarray, np.generic))]
+    base = np.result_type(*[a.dtype for a in arrays]) if arrays else like.dtype
+    out = []
+    for x in xs:
+        if isinstance(x, Value):
+            out.append(x)
+        elif isinstance(x, (np.ndarray, np.generic)):
+            out.append(as_value(x, like))
+        else:
+            out.append(const(like.graph, x, _scalar_dtype(x, base)))
+    return out
+
+
+def astype(x, dtype):
+    dtype = np.dtype(dtype)
+    if x.dtype == dtype:
+        return x
+    return x.graph.apply("astype", (x,), dtype=dtype)
+
+
+def promote(*xs, float_only=False):
+    vals = _operands(*xs)
+    dtype = np.result_type(*[v.dtype for v in vals])
+    if float_only and not np.issubdtype(dtype, np.floating):
+        dtype = np.dtype(np.float64)
+    return [astype(v, dtype) for v in vals]
+
+
+# ---------------------------------------------------------------------------------------------
+# broadcasting
+
+def broadcast_shapes(*shapes):
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        raise ShapeError(
+            "shapes " + ", ".join(str(tuple(s)) for s in shapes) + " cannot be broadcast together"
+        ) from None
+
+
+def broadcast_to(x, shape):
+    shape = tuple(int(d) for d in shape)
+    if x.shape == shape:
+        return x
+    if len(shape) < x.ndim or broadcast_shapes(x.shape, shape) != shape:
+        raise ShapeError(f"cannot broadcast shape {x.shape} to {shape}")
+    if x.ndim < len(shape):
+        x = reshape(x, (1,) * (len(shape) - x.ndim) + x.shape)
+    if x.shape == shape:
+        return x
+    return x.graph.apply("broadcast_to", (x,), shape=shape)
+
+
+def broadcast_all(*xs):
+    shape = broadcast_shapes(*[x.shape for x in xs])
+    return [broadcast_to(x, shape) for x in xs]
+
+
+def elementwise(op, *xs, float_only=False, out_dtype_same=True, **attrs):
+    vals = promote(*xs, float_only=float_only)
+    vals = broadcast_all(*vals)
+    return vals[0].graph.apply(op, vals, **attrs)
+
+
+# ---------------------------------------------------------------------------------------------
+# elementwise arithmetic
+
+def add(a, b):
+    return elementwise("add", a, b)
+
+
+def subtract(a, b):
+    return elementwise("subtract", a, b)
+
+
+def multiply(a, b):
+    return elementwise("multiply", a, b)
+
+
+def divide(a, b):
+    return elementwise("divide", a, b, float_only=True)
+
+
+def power(a, b):
+    return elementwise("power", a, b)
+
+
+def maximum(a, b):
+    return elementwise("maximum", a, b)
+
+
+def minimum(a, b):
+    return elementwise("minimum", a, b)
+
+
+def compare(op, a, b):
+    return elementwise(op, a, b)
+
+
+def unary(op, x, float_only=True):
+    (x,) = promote(x, float_only=float_only)
+    return x.graph.apply(op, (x,))
+
+
+def negative(x):
+    return unary("negative", x, float_only=False)
+
+
+def where(cond, a, b):
+    like = next(v for v in (cond, a, b) if isinstance(v, Value))
+    cond = as_value(cond, like)
+    if cond.dtype != np.bool_:
+        cond = not_equal(cond, 0)
+    a, b = promote(a, b) if (isinstance(a, Value) or isinstance(b, Value)) else _operands(a, b)
+    cond, a, b = broadcast_all(cond, a, b)
+    return a.graph.apply("where", (cond, a, b))
+
+
+def not_equal(a, b):
+    return compare("not_equal", a, b)
+
+
+def clip(x, lo, hi):
+    if lo is not None:
+        x = maximum(x, lo)
+    if hi is not None:
+        x = minimum(x, hi)
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# reductions
+
+def normalize_axes(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (int, np.integer)):
+        axis = (axis,)
+    out = []
+    for a in axis:
+        a = int(a)
+        if not -ndim <= a < ndim:
+            raise ShapeError(f"axis {a} is out of bounds for an array of {ndim} dimensions")
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ShapeError(f"repeated axis in {axis}")
+    return tuple(sorted(out))
+
+
+def _drop_axes(shape, axes):
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+def reduce(op, x, axis=None, keepdims=False):
+    axes = normalize_axes(axis, x.ndim)
+    if op == "sum" and x.dtype == np.bool_:
+        x = astype(x, np.int64)
+    y = x.graph.apply(op, (x,), axes=axes) if axes else x
+    return y if keepdims else reshape(y, _drop_axes(x.shape, axes))
+
+
+def sum(x, axis=None, keepdims=False):  # noqa: A001 - mirrors np.sum
+    return reduce("sum", x, axis, keepdims)
+
+
+def max(x, axis=None, keepdims=False):  # noqa: A001
+    return reduce("max", x, axis, keepdims)
+
+
+def min(x, axis=None, keepdims=False):  # noqa: A001
+    return reduce("min", x, axis, keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    axes = normalize_axes(axis, x.ndim)
+    count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    if not np.issubdtype(x.dtype, np.floating):
+        x = astype(x, np.float64)
+    return multiply(sum(x, axes, keepdims), 1.0 / count)
+
+
+# ---------------------------------------------------------------------------------------------
+# shapes and movement
+
+def reshape(x, shape):
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    shape = list(int(d) for d in shape)
+    if shape.count(-1) > 1:
+        raise ShapeError(f"can only specify one unknown dimension in reshape {tuple(shape)}")
+    if -1 in shape:
+        known = int(np.prod([d for d in shape if d != -1], dtype=np.int64))
+        if known == 0 or x.size % known:
+            raise ShapeError(f"cannot reshape {x.shape} into {tuple(shape)}")
+        shape[shape.index(-1)] = x.size // known
+    shape = tuple(shape)
+    if int(np.prod(shape, dtype=np.int64)) != x.size:
+        raise ShapeError(f"cannot reshape array of shape {x.shape} into shape {shape}")
+    if shape == x.shape:
+        return x
+    return x.graph.apply("reshape", (x,), shape=shape)
+
+
+def transpose(x, axes=None):
+    perm = tuple(reversed(range(x.ndim))) if axes is None else tuple(a % x.ndim for a in axes)
+    if sorted(perm) != list(range(x.ndim)):
+        raise ShapeError(f"axes {axes} are not a permutation of {x.ndim} dimensions")
+    if perm == tuple(range(x.ndim)):
+        return x
+    return x.graph.apply("transpose", (x,), perm=perm)
+
+
+def swapaxes(x, a, b):
+    perm = list(range(x.ndim))
+    a, b = a % x.ndim, b % x.ndim
+    perm[a], perm[b] = perm[b], perm[a]
+    return transpose(x, perm)
+
+
+def moveaxis(x, source, destination):
+    perm = [i for i in range(x.ndim) if i != source % x.ndim]
+    perm.insert(destination % x.ndim, source % x.ndim)
+    return transpose(x, perm)
+
+
+def expand_dims(x, axis):
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    nd = x.ndim + len(axes)
+    axes = sorted(a % nd for a in axes)
+    shape = list(x.shape)
+    for a in axes:
+        shape.insert(a, 1)
+    return reshape(x, shape)
+
+
+def squeeze(x, axis=None):
+    if axis is None:
+        axes = [i for i, d in enumerate(x.shape) if d == 1]
+    else:
+        axes = normalize_axes(axis, x.ndim)
+        for a in axes:
+            if x.shape[a] != 1:
+                raise ShapeError(f"cannot squeeze axis {a} of size {x.shape[a]}")
+    return reshape(x, _drop_axes(x.shape, axes))
+
+
+def slice_(x, starts, stops, steps):
+    """Basic slicing with normalized, in-range starts/stops and nonzero steps."""
+    starts, stops, steps = tuple(starts), tuple(stops), tuple(steps)
+    if starts == (0,) * x.ndim and stops == x.shape and steps == (1,) * x.ndim:
+        return x
+    return x.graph.apply("slice", (x,), starts=starts, stops=stops, steps=steps)
+
+
+def concatenate(xs, axis=0):
+    xs = promote(*xs)
+    nd = xs[0].ndim
+    if nd == 0:
+        raise ShapeError("zero-dimensional arrays cannot be concatenated")
+    axis = normalize_axes(axis, nd)[0]
+    for x in xs[1:]:
+        if x.ndim != nd or _drop_axes(x.shape, (axis,)) != _drop_axes(xs[0].shape, (axis,)):
+            raise ShapeError("all the input array dimensions except for the concatenation axis "
+                             f"must match exactly, got {[v.shape for v in xs]}")
+    if len(xs) == 1:
+        return xs[0]
+    return xs[0].graph.apply("concatenate", tuple(xs), axis=axis)
+
+
+def stack(xs, axis=0):
+    like = next(x for x in xs if isinstance(x, Value))
+    xs = [as_value(x, like) for x in xs]
+    shapes = {x.shape for x in xs}
+    if len(shapes) != 1:
+        raise ShapeError(f"all input arrays must have the same shape, got {[x.shape for x in xs]}")
+    axis = axis % (xs[0].ndim + 1)
+    return concatenate([expand_dims(x, axis) for x in xs], axis)
+
+
+def take(x, indices, axis=None):
+    if axis is None:
+        x, axis = reshape(x, (x.size,)), 0
+    axis = normalize_axes(axis, x.ndim)[0]
+    idx = as_value(indices, x)
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise UnsupportedOpError(f"take needs integer indices, got {idx.dtype}")
+    return x.graph.apply("take", (x, astype(idx, np.int64)), axis=axis)
+
+
+def take_along_axis(x, indices, axis):
+    axis = normalize_axes(axis, x.ndim)[0]
+    idx = as_value(indices, x)
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise UnsupportedOpError(f"take_along_axis needs integer indices, got {idx.dtype}")
+    if idx.ndim != x.ndim:
+        raise ShapeError(f"indices of {idx.ndim} dimensions for an array of {x.ndim}")
+    shape = list(x.shape)
+    shape[axis] = idx.shape[axis]
+    return x.graph.apply("take_along_axis", (x, broadcast_to(astype(idx, np.int64), shape)),
+                         axis=axis)
+
+
+# ---------------------------------------------------------------------------------------------
+# linear algebra
+
+def matmul(a, b):
+    a, b = promote(a, b, float_only=True)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError("matmul: input operand does not have enough dimensions (use * for scalars)")
+    if a.ndim == 1 and b.ndim == 1:
+        return reshape(matmul(reshape(a, (1, -1)), reshape(b, (-1, 1))), ())
+    if a.ndim == 1:
+        out = matmul(reshape(a, (1, -1)), b)
+        return reshape(out, out.shape[:-2] + out.shape[-1:])
+    if b.ndim == 1:
+        out = matmul(a, reshape(b, (-1, 1)))
+        return reshape(out, out.shape[:-1])
+    if a.shape[-1] != b.shape[-2]:
+        raise ShapeError(f"matmul: shapes {a.shape} and {b.shape} do not align "
+                         f"({a.shape[-1]} != {b.shape[-2]})")
+    if a.ndim == 2 and b.ndim == 2:
+        return a.graph.apply("matmul", (a, b), ta=False, tb=False)
+    if b.ndim == 2:  # (..., m, k) @ (k, n): fold the batch into rows
+        out = a.graph.apply("matmul", (reshape(a, (-1, a.shape[-1])), b), ta=False, tb=False)
+        return reshape(out, a.shape[:-1] + (b.shape[-1],))
+    batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a = broadcast_to(a, batch + a.shape[-2:])
+    b = broadcast_to(b, batch + b.shape[-2:])
+    nb = int(np.prod(batch, dtype=np.int64))
+    out = a.graph.apply("bmm", (reshape(a, (nb,) + a.shape[-2:]), reshape(b, (nb,) + b.shape[-2:])),
+                        ta=False, tb=False)
+    return reshape(out, batch + out.shape[-2:])
+
+
+def dot(a, b):
+    if isinstance(a, Value) and isinstance(b, Value) and a.ndim > 2 and b.ndim > 2:
+        raise UnsupportedOpError("np.dot of two arrays of more than 2 dimensions; use matmul (@)")
+    if not (isinstance(a, Value) and a.ndim) or not (isinstance(b, Value) and b.ndim):
+        return multiply(a, b)
+    return matmul(a, b)

@@ -1,0 +1,83 @@
+"""Matrix products: `matmul` (2-D) and `bmm` (batched 3-D), each with transpose flags so that
+the backward's `g @ B.T` reads B in place instead of copying a transpose. Emitted as BLAS calls
+through Numba's np.dot into the planned, contiguous output buffer.
+"""
+import numpy as np
+
+from ..errors import ShapeError
+from .registry import KERNEL, OpDef, register
+
+
+def _dims(a, b, ta, tb):
+    m, k = (a[1], a[0]) if ta else (a[0], a[1])
+    k2, n = (b[1], b[0]) if tb else (b[0], b[1])
+    if k != k2:
+        raise ShapeError(f"matmul: inner dimensions {k} and {k2} differ")
+    return m, k, n
+
+
+def _op(x, t):
+    return np.swapaxes(x, -1, -2) if t else x
+
+
+def _vjp(node, g):
+    """C = op(A) @ op(B); each cotangent is again one product with transpose flags."""
+    a, b = node.inputs
+    ta, tb = node.attr["ta"], node.attr["tb"]
+    mm = lambda x, y, tx, ty: node.output.graph.apply(node.op, (x, y), ta=tx, tb=ty)  # noqa: E731
+    ga = mm(b, g, tb, True) if ta else mm(g, b, False, not tb)
+    gb = mm(g, a, True, ta) if tb else mm(a, g, not ta, False)
+    return [ga, gb]
+
+
+def _infer_mm(inputs, ta, tb):
+    a, b = inputs
+    if a.ndim != 2 or b.ndim != 2:
+        raise ShapeError(f"matmul op takes 2-D operands, got {a.shape} and {b.shape}")
+    m, _, n = _dims(a.shape, b.shape, ta, tb)
+    return (m, n), a.dtype
+
+
+def _infer_bmm(inputs, ta, tb):
+    a, b = inputs
+    if a.ndim != 3 or b.ndim != 3 or a.shape[0] != b.shape[0]:
+        raise ShapeError(f"bmm takes 3-D operands with one batch size, got {a.shape}, {b.shape}")
+    m, _, n = _dims(a.shape[1:], b.shape[1:], ta, tb)
+    return (a.shape[0], m, n), a.dtype
+
+
+def _operand(k, name, shape2, t):
+    rows, cols = shape2
+    r, c = k.param(f"{name}_rows", rows), k.param(f"{name}_cols", cols)
+    return f"{name}.reshape(({r}, {c})){'.T' if t else ''}"
+
+
+def _matmul_kernel(k):
+    a, b = k.inputs
+    ta, tb = k.attr["ta"], k.attr["tb"]
+    m, n = k.output.shape
+    k.line(f"np.dot({_operand(k, 'x0', a.shape, ta)}, {_operand(k, 'x1', b.shape, tb)}, "
+           f"out.reshape(({k.param('m', m)}, {k.param('n', n)})))")
+
+
+def _bmm_kernel(k):
+    a, b = k.inputs
+    ta, tb = k.attr["ta"], k.attr["tb"]
+    nb, m, n = k.output.shape
+    batch = k.param("batch", nb)
+    sa, sb, so = (k.param("a_step", a.shape[1] * a.shape[2]), k.param("b_step", b.shape[1] * b.shape[2]),
+                  k.param("out_step", m * n))
+    k.line(f"for i in range({batch}):")
+    k.line(f"    a = x0[i * {sa}:(i + 1) * {sa}]")
+    k.line(f"    b = x1[i * {sb}:(i + 1) * {sb}]")
+    k.line(f"    c = out[i * {so}:(i + 1) * {so}]")
+    k.line(f"    np.dot({_operand(k, 'a', a.shape[1:], ta)}, {_operand(k, 'b', b.shape[1:], tb)}, "
+           f"c.reshape(({k.param('m', m)}, {k.param('n', n)})))")
+
+
+register(OpDef("matmul", KERNEL, _infer_mm,
+               ref=lambda a, b, ta, tb: np.matmul(_op(a, ta), _op(b, tb)),
+               vjp=_vjp, kernel=_matmul_kernel))
+register(OpDef("bmm", KERNEL, _infer_bmm,
+               ref=lambda a, b, ta, tb: np.matmul(_op(a, ta), _op(b, tb)),
+               vjp=_vjp, kernel=_bmm_kernel))

@@ -1,0 +1,70 @@
+"""Numerically stable composites with hand-written VJPs.
+
+Autodiff sees `logsumexp`, `softmax` and `log_softmax` as single ops and uses the VJPs below, so
+the backward never differentiates through the max-shift. After autodiff, `lower` rewrites each
+into primitives (max-shifted, so logits of ±1000 neither overflow nor lose the answer).
+Outputs keep the reduced axes (keepdims form), like the reductions.
+"""
+import numpy as np
+
+from . import fn
+from .registry import COMPOSITE, OpDef, register
+
+
+def _np_logsumexp(x, axes):
+    m = np.max(x, axis=axes, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    return (np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True)) + m).astype(x.dtype)
+
+
+def _lse_lower(x, axes):
+    m = fn.max(x, axes, keepdims=True)
+    shifted = x - fn.broadcast_to(m, x.shape)
+    return np.log(fn.sum(np.exp(shifted), axes, keepdims=True)) + m
+
+
+def _softmax_lower(x, axes):
+    e = np.exp(x - fn.broadcast_to(fn.max(x, axes, keepdims=True), x.shape))
+    return e / fn.broadcast_to(fn.sum(e, axes, keepdims=True), x.shape)
+
+
+def _log_softmax_lower(x, axes):
+    return x - fn.broadcast_to(_lse_lower(x, axes), x.shape)
+
+
+def _apply(op, x, axes):
+    return x.graph.apply(op, (x,), axes=axes)
+
+
+def _lse_vjp(node, g):
+    x = node.inputs[0]
+    return [fn.broadcast_to(g, x.shape) * _apply("softmax", x, node.attr["axes"])]
+
+
+def _softmax_vjp(node, g):
+    y, axes = node.output, node.attr["axes"]
+    return [y * (g - fn.broadcast_to(fn.sum(g * y, axes, keepdims=True), y.shape))]
+
+
+def _log_softmax_vjp(node, g):
+    x, axes = node.inputs[0], node.attr["axes"]
+    return [g - _apply("softmax", x, axes) * fn.broadcast_to(fn.sum(g, axes, keepdims=True), x.shape)]
+
+
+def _keepdims_infer(inputs, axes):
+    (x,) = inputs
+    return tuple(1 if i in axes else d for i, d in enumerate(x.shape)), x.dtype
+
+
+def _same_infer(inputs, axes):
+    return inputs[0].shape, inputs[0].dtype
+
+
+register(OpDef("logsumexp", COMPOSITE, _keepdims_infer, ref=_np_logsumexp, vjp=_lse_vjp,
+               lower=_lse_lower))
+register(OpDef("softmax", COMPOSITE, _same_infer,
+               ref=lambda x, axes: np.exp(x - _np_logsumexp(x, axes)).astype(x.dtype),
+               vjp=_softmax_vjp, lower=_softmax_lower))
+register(OpDef("log_softmax", COMPOSITE, _same_infer,
+               ref=lambda x, axes: (x - _np_logsumexp(x, axes)).astype(x.dtype),
+               vjp=_log_softmax_vjp, lower=_log_softmax_lower))

@@ -1,0 +1,62 @@
+"""The op registry: each op is defined once, with everything the compiler needs to know of it.
+
+An `OpDef` holds, side by side (micrograd-style):
+- `infer(inputs, **attrs) -> (shape, dtype)`: the shape/dtype rule, which also validates;
+- `ref(*arrays, **attrs) -> ndarray`: the NumPy reference the interpreter runs;
+- `vjp(node, g) -> [cotangent or None per input]`: builds backward IR from Values;
+- how it is emitted: `scalar(dtype, *arg_exprs, **attrs) -> str` for elementwise ops, a
+  `kernel` template for ops that are their own loop kernel, or `lower` for composites that are
+  rewritten into primitive ops before fusion.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import UnsupportedOpError
+
+# op kinds, which decide how fusion and code generation treat an op
+ELEMENTWISE = "elementwise"  # same-shape inputs, one scalar expression per element
+REDUCE = "reduce"  # sum/max/min over axes, keepdims form
+VIEW = "view"  # reshape/broadcast/transpose/slice: an index map, no kernel of its own
+MATMUL = "matmul"  # a BLAS call
+KERNEL = "kernel"  # its own loop kernel (gather, scatter, concatenate...)
+COMPOSITE = "composite"  # lowered to primitives after autodiff; has a hand-written VJP
+CONST = "const"
+
+
+@dataclass
+class OpDef:
+    name: str
+    kind: str
+    infer: Callable
+    ref: Callable
+    vjp: Callable | None = None
+    scalar: Callable | None = None
+    kernel: Callable | None = None
+    lower: Callable | None = None
+    view: Callable | None = None  # VIEW ops: (offset, strides) of the input -> of the output
+    nondiff: tuple = ()  # inputs that never get a cotangent (labels, masks)
+    cost: int = 1  # rough per-element cost of an elementwise op (transcendentals > 1)
+    doc: str = field(default="")
+
+
+_OPS: dict[str, OpDef] = {}
+
+
+def register(opdef: OpDef) -> OpDef:
+    if opdef.name in _OPS:
+        raise ValueError(f"op {opdef.name!r} registered twice")
+    _OPS[opdef.name] = opdef
+    return opdef
+
+
+def get_op(name: str) -> OpDef:
+    try:
+        return _OPS[name]
+    except KeyError:
+        raise UnsupportedOpError(f"unknown op {name!r}") from None
+
+
+def all_ops() -> dict[str, OpDef]:
+    return dict(_OPS)

@@ -1,0 +1,21 @@
+"""The pass pipeline, in order. Each pass is a pure function Graph -> Graph.
+
+    trace -> BEFORE_AUTODIFF -> autodiff -> AFTER_AUTODIFF -> fuse -> plan -> codegen
+"""
+from .cse import cse
+from .dce import dce
+from .lower import lower_composites
+from .simplify import simplify
+
+BEFORE_AUTODIFF = (simplify, cse, dce)
+# Composites are lowered after autodiff (their VJPs are hand-written), then simplified again so
+# the stability rewrites and CSE also reach the backward graph.
+AFTER_AUTODIFF = (simplify, lower_composites, simplify, cse, dce)
+
+
+def run_passes(graph, passes, log=None):
+    for p in passes:
+        graph = p(graph)
+        if log is not None:
+            log.append((p.__name__, graph))
+    return graph

@@ -1,0 +1,253 @@
+"""Fusion: partition the joint graph into kernels.
+
+- View ops (reshape, broadcast_to, transpose, slice) get no kernel: a value read through views is
+  a strided load of the buffer underneath (`layouts`).
+- Elementwise ops over one iteration space join one loop kernel; a reduction joins the loop kernel
+  that computes its input, as an accumulator. Inside a kernel, values are scalars in registers;
+  only values read by other kernels (or returned) are stored.
+- Every other op (matmul, gathers, scatters, concatenate) is a kernel of its own.
+
+A node starts a new kernel instead of joining one when it reads the candidate's value through a
+view (that would recompute it per broadcast element or need a value not yet computed), reads a
+reduction of that kernel (not ready until the loop ends), or would make kernels depend on each
+other in a cycle. Every such decision is recorded for `explain`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..ir import replay
+from ..ops.movement import contiguous_strides
+from ..ops.registry import CONST, ELEMENTWISE, KERNEL, REDUCE, VIEW
+
+
+@dataclass(eq=False)
+class Kernel:
+    index: int
+    kind: str  # "loop" or the op name of a library kernel
+    shape: tuple  # iteration space of a loop kernel; output shape otherwise
+    nodes: list = field(default_factory=list)
+    deps: set = field(default_factory=set)  # kernels whose buffers this one reads
+    stores: list = field(default_factory=list)  # values this kernel writes to memory
+    notes: list = field(default_factory=list)
+
+    @property
+    def name(self):
+        return f"k{self.index}"
+
+
+@dataclass
+class Fusion:
+    graph: object
+    kernels: list  # in execution order
+    layouts: dict  # value id -> (base value, offset, strides) for every value with storage
+    notes: list  # refusals and decisions, for explain
+
+
+# ---------------------------------------------------------------------------------------------
+# legalization: make every kernel input and every output addressable
+
+def base_layout(v):
+    """(base value, offset, strides) of `v` through view ops, or None if a view in the chain is
+    not expressible as strides. A constant scalar's base is the const itself (strides 0)."""
+    node = v.node
+    if node is None or node.opdef.kind != VIEW:
+        return v, 0, contiguous_strides(v.shape)
+    inner = base_layout(node.inputs[0])
+    if inner is None:
+        return None
+    base, offset, strides = inner
+    mapped = node.opdef.view((offset, strides), node.inputs[0].shape, **node.attr)
+    return None if mapped is None else (base, mapped[0], mapped[1])
+
+
+def _is_contiguous(layout, shape):
+    base, _, strides = layout
+    if base.node is not None and base.node.op == "const":
+        return False
+    return all(s == c for s, c, d in zip(strides, contiguous_strides(shape), shape) if d != 1)
+
+
+def _copy(x):
+    return x.graph.apply("copy", (x,))
+
+
+def legalize(graph):
+    """Insert copies where a view cannot be strided, where a library kernel needs a contiguous
+    input, and for outputs that are not computed by a kernel (inputs, views, constants,
+    duplicates), so every output owns a buffer of its own."""
+
+    def rewrite(new, node, ins):
+        kind = node.opdef.kind
+        if kind == VIEW and base_layout(ins[0]) is not None:
+            probe = new.apply(node.op, ins, **node.attr)
+            if base_layout(probe) is None:
+                return new.apply(node.op, (_copy(ins[0]),), **node.attr)
+            return probe
+        if kind == KERNEL:
+            fixed = tuple(x if (layout := base_layout(x)) is not None and _is_contiguous(layout, x.shape)
+                          else _copy(x) for x in ins)
+            return new.apply(node.op, fixed, **node.attr)
+        return None
+
+    g = replay(graph, rewrite)
+    outs, seen = [], set()
+    for v in g.outputs:
+        layout = base_layout(v)
+        base = layout[0] if layout is not None else None
+        owns_buffer = (base is not None and base.node is not None and base.node.opdef.kind
+                       not in (VIEW, CONST) and layout[1] == 0 and _is_contiguous(layout, v.shape))
+        if not owns_buffer or base.id in seen:
+            with g.at_source(v.node.source if v.node else "<output>"):
+                v = g.apply("alias", (v,), tag=len(outs))  # a copy into the output's own buffer
+            base = v
+        seen.add(base.id)
+        outs.append(v)
+    g.outputs = outs
+    return g
+
+
+# ---------------------------------------------------------------------------------------------
+# grouping
+
+def fuse(graph):
+    graph = legalize(graph)
+    kernels: list[Kernel] = []
+    home = {}  # value id -> kernel that computes it (for computed values)
+    notes = []
+
+    def producer(v):
+        """The kernel whose buffer a read of `v` depends on (through views), or None."""
+        layout = base_layout(v)
+        return home.get(layout[0].id) if layout is not None else None
+
+    def reaches(src, dst):
+        """Does kernel `src` (transitively) depend on kernel `dst`?"""
+        stack, seen = [src], set()
+        while stack:
+            k = stack.pop()
+            if k is dst:
+                return True
+            if k.index in seen:
+                continue
+            seen.add(k.index)
+            stack.extend(k.deps)
+        return False
+
+    def can_join(k, node, identity_inputs):
+        if k.kind != "loop" or k.shape != _space(node):
+            return False, "a different iteration space"
+        for x in node.inputs:
+            p = producer(x)
+            if p is None or x.id in identity_inputs:
+                continue
+            if p is k:
+                why = ("reads a reduction of this kernel, which is ready only after the loop"
+                       if p is home.get(x.id) and x.node.opdef.kind == REDUCE else
+                       "reads a value of this kernel through a view (broadcast/transpose/slice)")
+                return False, why
+            if reaches(p, k):
+                return False, "would make kernels depend on each other in a cycle"
+        return True, ""
+
+    for node in graph.nodes:
+        kind = node.opdef.kind
+        if kind in (VIEW, CONST):
+            continue
+        target = None
+        if kind in (ELEMENTWISE, REDUCE):
+            # candidates: loop kernels computing one of our inputs elementwise, same space
+            identity = {x.id for x in node.inputs
+                        if x.id in home and x.node.opdef.kind == ELEMENTWISE}
+            for cand in sorted({home[i] for i in identity}, key=lambda k: -k.index):
+                ok, why = can_join(cand, node, {i for i in identity if home[i] is cand})
+                if ok:
+                    target = cand
+                    break
+                notes.append(f"{node.op} at {node.source} not fused into {cand.name}: {why}")
+            if target is None and not identity:
+                # horizontal fusion: independent work over the same space shares one loop
+                for cand in reversed(kernels):
+                    if cand.kind == "loop" and cand.shape == _space(node) and \
+                            can_join(cand, node, set())[0]:
+                        target = cand
+                        break
+        if target is None:
+            target = Kernel(len(kernels), "loop" if kind in (ELEMENTWISE, REDUCE) else node.op,
+                            _space(node))
+            kernels.append(target)
+        target.nodes.append(node)
+        home[node.output.id] = target
+        for x in node.inputs:
+            p = producer(x)
+            if p is not None and p is not target:
+                target.deps.add(p)
+
+    # stores: values read outside their kernel (or through a view), and the outputs
+    read_as_buffer = set()
+    for k in kernels:
+        for node in k.nodes:
+            for x in node.inputs:
+                layout = base_layout(x)
+                base = layout[0] if layout else x
+                if base.id in home and (home[base.id] is not k or base is not x
+                                        or base.node.opdef.kind == REDUCE):
+                    read_as_buffer.add(base.id)
+    out_ids = {v.id for v in graph.outputs}
+    for k in kernels:
+        for node in k.nodes:
+            v = node.output
+            if v.id in read_as_buffer or v.id in out_ids or node.opdef.kind in (REDUCE, KERNEL):
+                k.stores.append(v)
+
+    ordered = _schedule(kernels)
+    layouts = {}
+    for node in graph.nodes:
+        layout = base_layout(node.output)
+        if layout is not None:
+            layouts[node.output.id] = layout
+    for v in graph.inputs:
+        layouts[v.id] = (v, 0, contiguous_strides(v.shape))
+    return Fusion(graph, ordered, layouts, notes)
+
+
+def _space(node):
+    """A node's iteration space: its input's shape for a reduction, else its output shape."""
+    return node.inputs[0].shape if node.opdef.kind == REDUCE else node.output.shape
+
+
+def _schedule(kernels):
+    """Topological order of kernels by their buffer dependencies, stable in creation order."""
+    done, order = set(), []
+
+    def visit(k):
+        if k.index in done:
+            return
+        done.add(k.index)
+        for d in sorted(k.deps, key=lambda d: d.index):
+            visit(d)
+        order.append(k)
+
+    for k in kernels:
+        visit(k)
+    for i, k in enumerate(order):
+        k.index = i
+    return order
+
+
+def kernel_count_by_kind(fusion):
+    counts = {}
+    for k in fusion.kernels:
+        counts[k.kind] = counts.get(k.kind, 0) + 1
+    return counts
+
+
+def describe(fusion):
+    lines = []
+    for k in fusion.kernels:
+        ops = ", ".join(n.op for n in k.nodes)
+        shape = "x".join(str(d) for d in k.shape) or "scalar"
+        stores = ", ".join(f"%{v.id}" for v in k.stores)
+        lines.append(f"{k.name}: {k.kind} over [{shape}]: {ops} -> {stores}")
+    return "\n".join(lines)
+

@@ -1,0 +1,137 @@
+"""Algebraic simplification, constant folding and stability rewrites.
+
+Each rule looks at one node whose inputs are already simplified (the graph is rebuilt in order)
+and returns a replacement value or None. Rules only fire where the result is exactly equal in
+exact arithmetic and no less stable in floating point (so `x * 0` is left alone: NaN * 0 is NaN).
+"""
+import numpy as np
+
+from ..ir import replay
+from ..ops import fn
+from ..ops.registry import ELEMENTWISE
+
+
+def const_value(v):
+    """The scalar a value is filled with, if it is a (broadcast or reshaped) scalar constant."""
+    node = v.node
+    while node is not None and node.op in ("broadcast_to", "reshape"):
+        node = node.inputs[0].node
+    if node is not None and node.op == "const":
+        return node.attr["value"]
+    return None
+
+
+def is_const(v, c):
+    value = const_value(v)
+    return value is not None and value == c
+
+
+def op_of(v):
+    return v.node.op if v.node is not None else None
+
+
+def _fold(graph, node, ins):
+    if ins and all(op_of(v) == "const" for v in ins) and node.opdef.kind == ELEMENTWISE:
+        result = node.opdef.ref(*[np.array(v.node.attr["value"], v.dtype) for v in ins], **node.attr)
+        return fn.const(graph, np.asarray(result).item(), node.output.dtype)
+    return None
+
+
+def _arith(graph, node, ins):
+    op = node.op
+    a = ins[0] if ins else None
+    b = ins[1] if len(ins) > 1 else None
+    if op == "add":
+        if is_const(b, 0):
+            return a
+        if is_const(a, 0):
+            return b
+    if op == "subtract":
+        if is_const(b, 0):
+            return a
+        if is_const(a, 0):
+            return -b
+    if op == "multiply":
+        if is_const(b, 1):
+            return a
+        if is_const(a, 1):
+            return b
+        if is_const(b, -1):
+            return -a
+        if a is b:
+            return fn.unary("square", a, float_only=False)
+    if op == "divide":
+        if is_const(b, 1):
+            return a
+        if is_const(a, 1) and op_of(b) == "add" and is_const(b.node.inputs[0], 1) and \
+                op_of(b.node.inputs[1]) == "exp" and op_of(b.node.inputs[1].node.inputs[0]) == "negative":
+            return fn.unary("sigmoid", b.node.inputs[1].node.inputs[0].node.inputs[0])  # 1/(1+e^-x)
+    if op == "power":
+        for c, rewrite in ((1, lambda x: x), (2, lambda x: fn.unary("square", x, float_only=False)),
+                           (0.5, lambda x: fn.unary("sqrt", x)), (-1, lambda x: fn.unary("reciprocal", x))):
+            if is_const(b, c) and (c in (1, 2) or np.issubdtype(a.dtype, np.floating)):
+                return rewrite(a)
+    if op == "negative" and op_of(a) == "negative":
+        return a.node.inputs[0]
+    if op == "where" and ins[1] is ins[2]:
+        return ins[1]
+    if op in ("copy", "alias"):
+        return a
+    return None
+
+
+def _stability(graph, node, ins):
+    """Rewrite unstable compositions into the stable ops: log(sigmoid(x)) -> log_sigmoid(x)..."""
+    if node.op == "log" and ins[0].node is not None:
+        inner = ins[0].node
+        if inner.op == "sigmoid":
+            return fn.unary("log_sigmoid", inner.inputs[0])
+        if inner.op == "softmax":
+            return graph.apply("log_softmax", inner.inputs, **inner.attr)
+        if inner.op == "exp":
+            return inner.inputs[0]
+        if inner.op == "add" and is_const(inner.inputs[0], 1) and op_of(inner.inputs[1]) == "exp":
+            return fn.unary("softplus", inner.inputs[1].node.inputs[0])
+    if node.op == "log1p" and op_of(ins[0]) == "exp":
+        return fn.unary("softplus", ins[0].node.inputs[0])
+    return None
+
+
+def _movement(graph, node, ins):
+    op = node.op
+    x = ins[0] if ins else None
+    if op == "reshape" and op_of(x) == "reshape":
+        return fn.reshape(x.node.inputs[0], node.attr["shape"])
+    if op == "transpose" and op_of(x) == "transpose":
+        inner = x.node.attr["perm"]
+        return fn.transpose(x.node.inputs[0], tuple(inner[p] for p in node.attr["perm"]))
+    if op == "broadcast_to" and op_of(x) == "broadcast_to":
+        return fn.broadcast_to(x.node.inputs[0], node.attr["shape"])
+    if op == "astype" and x.dtype == node.attr["dtype"]:
+        return x
+    if op in ("matmul", "bmm"):  # absorb transposes of the last two axes into the BLAS flags
+        a, b = ins
+        ta, tb = node.attr["ta"], node.attr["tb"]
+        swap = tuple(range(a.ndim - 2)) + (a.ndim - 1, a.ndim - 2)
+        changed = False
+        if op_of(a) == "transpose" and a.node.attr["perm"] == swap:
+            a, ta, changed = a.node.inputs[0], not ta, True
+        if op_of(b) == "transpose" and b.node.attr["perm"] == swap:
+            b, tb, changed = b.node.inputs[0], not tb, True
+        if changed:
+            return graph.apply(op, (a, b), ta=ta, tb=tb)
+    return None
+
+
+RULES = (_fold, _arith, _stability, _movement)
+
+
+def simplify(graph):
+    def rewrite(new_graph, node, ins):
+        for rule in RULES:
+            out = rule(new_graph, node, ins)
+            if out is not None:
+                return out
+        return None
+
+    return replay(graph, rewrite)

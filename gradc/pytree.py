@@ -1,0 +1,73 @@
+"""Pytrees: nested dicts, lists and tuples whose array leaves are the dynamic arguments.
+
+`flatten` returns the array leaves and a hashable tree description in which every non-array leaf
+(Python numbers, strings, None) is stored by value: those are static arguments, part of the
+compiled signature.
+"""
+import numpy as np
+
+from .errors import SignatureError
+from .ir import Value
+
+LEAF = ("*",)
+
+
+def is_array_leaf(x):
+    return isinstance(x, (np.ndarray, np.generic, Value))
+
+
+def flatten(tree):
+    leaves = []
+
+    def walk(x):
+        if is_array_leaf(x):
+            leaves.append(x)
+            return LEAF
+        if isinstance(x, dict):
+            keys = sorted(x, key=repr)
+            return ("dict", tuple(keys), tuple(walk(x[k]) for k in keys))
+        if isinstance(x, tuple) and hasattr(x, "_fields"):
+            return ("namedtuple", type(x), tuple(walk(v) for v in x))
+        if isinstance(x, (list, tuple)):
+            return (type(x).__name__, tuple(walk(v) for v in x))
+        try:
+            hash(x)
+        except TypeError:
+            raise SignatureError(
+                f"cannot pass a {type(x).__name__} to a compiled function: arguments are "
+                "pytrees (dict, list, tuple) of NumPy arrays, and hashable static values") from None
+        return ("static", x)
+
+    return leaves, walk(tree)
+
+
+def unflatten(treedef, leaves):
+    it = iter(leaves)
+
+    def build(t):
+        if t == LEAF:
+            return next(it)
+        kind = t[0]
+        if kind == "dict":
+            return {k: build(c) for k, c in zip(t[1], t[2])}
+        if kind == "namedtuple":
+            return t[1](*[build(c) for c in t[2]])
+        if kind in ("list", "tuple"):
+            items = [build(c) for c in t[1]]
+            return items if kind == "list" else tuple(items)
+        return t[1]
+
+    return build(treedef)
+
+
+def describe(treedef):
+    """A short human description of a tree's structure, for error messages."""
+    if treedef == LEAF:
+        return "array"
+    kind = treedef[0]
+    if kind == "dict":
+        return "{" + ", ".join(f"{k!r}: {describe(c)}" for k, c in zip(treedef[1], treedef[2])) + "}"
+    if kind in ("list", "tuple", "namedtuple"):
+        inner = ", ".join(describe(c) for c in treedef[-1])
+        return f"[{inner}]" if kind == "list" else f"({inner})"
+    return repr(treedef[1])

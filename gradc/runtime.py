@@ -1,0 +1,268 @@
+"""Compiled functions: the per-signature cache, the compile pipeline, and the call path.
+
+A call flattens its arguments, looks up the signature (pytree structure, shapes, dtypes, static
+values), and on a hit hands buffer addresses to the driver: no tracing, no compiling, no
+allocation. On a miss it traces, runs the passes, fuses, plans, generates and loads code, and
+says why under GRADC_LOG=compiles.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+
+from . import autodiff, pytree
+from .codegen.modules import content_name, load_module
+from .codegen.program import Program
+from .errors import NonDifferentiableError, SignatureError
+from .ir import Value
+from .ops import fn
+from .passes import AFTER_AUTODIFF, BEFORE_AUTODIFF, run_passes
+from .passes.fuse import fuse
+from .passes.memory import plan_buffers
+from .trace import trace, user_source
+
+
+def _log_enabled(topic):
+    return topic in os.environ.get("GRADC_LOG", "").split(",")
+
+
+def _log(msg):
+    print(f"gradc: {msg}", file=sys.stderr, flush=True)
+
+
+def _normalize_argnums(argnums, nargs, src):
+    many = isinstance(argnums, (tuple, list))
+    nums = tuple(argnums) if many else (argnums,)
+    for a in nums:
+        if not isinstance(a, int) or not -nargs <= a < nargs:
+            raise SignatureError(f"argnums={argnums!r} does not fit a call with {nargs} "
+                                 "positional arguments", source=src)
+    return tuple(a % nargs for a in nums), many
+
+
+def differentiable_leaves(args, argnums, src):
+    """The array leaves of the differentiated arguments, checked to be floating point."""
+    out = []
+    for a in argnums:
+        leaves, _ = pytree.flatten(args[a])
+        if not leaves:
+            raise NonDifferentiableError(
+                f"argument {a} has no arrays to differentiate (a Python number is static: pass a "
+                "NumPy float array instead)", source=src)
+        for x in leaves:
+            dt = x.dtype if isinstance(x, Value) else np.asarray(x).dtype
+            if not np.issubdtype(dt, np.floating):
+                raise NonDifferentiableError(
+                    f"argument {a} has a {dt} array: gradients need floating-point arguments; "
+                    "leave integer and boolean arguments out of argnums", source=src)
+        out.append(leaves)
+    return out
+
+
+def check_scalar_output(out, src):
+    if not isinstance(out, Value) or out.shape != () or not np.issubdtype(out.dtype, np.floating):
+        what = f"shape {out.shape} {out.dtype}" if isinstance(out, Value) else type(out).__name__
+        raise NonDifferentiableError(
+            f"grad needs a function that returns a scalar float, got {what}; reduce it first "
+            "(e.g. .sum() or .mean())", source=(out.node.source if isinstance(out, Value) and out.node
+                                               else src))
+
+
+class Compiled:
+    """One compiled signature: the graph after each stage, the plan, the arena and the driver."""
+
+    def __init__(self, stages, fusion, plan, program, driver, out_kind):
+        self.stages = stages  # [(name, graph)] for explain
+        self.fusion, self.plan, self.program = fusion, plan, program
+        self.driver = driver
+        self.out_kind = out_kind
+        self._raw = np.zeros(plan.arena_bytes + 64, np.uint8)
+        start = (-self._raw.ctypes.data) % 64
+        self.arena = self._raw[start:start + plan.arena_bytes]
+        self.address = self.arena.ctypes.data
+        for vid, array in plan.constants.items():
+            off = plan.offsets[vid]
+            self.arena[off:off + array.nbytes] = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+        graph = fusion.graph
+        self.input_types = [(v.shape, v.dtype) for v in graph.inputs]
+        self.outputs = [self.view(v) for v in graph.outputs]
+        self.lock = threading.Lock()
+
+    def view(self, v):
+        off = self.plan.offsets[v.id]
+        return self.arena[off:off + v.size * v.dtype.itemsize].view(v.dtype).reshape(v.shape)
+
+    def run(self, leaves):
+        keep = []  # contiguous copies that must live until the driver returns
+        addresses = []
+        for x, (shape, dtype) in zip(leaves, self.input_types):
+            if not (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.dtype == dtype):
+                x = np.ascontiguousarray(x, dtype=dtype)
+                keep.append(x)
+            addresses.append(x.ctypes.data)
+        self.driver(self.address, *addresses)
+        return self.outputs
+
+
+def compile_graph(graph, wrt_count, title):
+    """Run the passes after tracing (and autodiff, done by the caller); generate and load code."""
+    timings = {}
+    t0 = time.perf_counter()
+    stages = [("traced", graph)]
+    graph = run_passes(graph, AFTER_AUTODIFF, stages)
+    fusion = fuse(graph)
+    plan = plan_buffers(fusion)
+    timings["passes"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    program = Program(fusion, plan, title)
+    timings["codegen"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for name, source in program.kernel_modules.items():
+        load_module(name, source)
+    driver_mod = load_module(content_name("gradc_driver", program.driver_source), program.driver_source)
+    timings["numba"] = time.perf_counter() - t0
+    return stages, fusion, plan, program, driver_mod.run, timings
+
+
+class Function:
+    """A compiled function: `jit`, `grad` or `value_and_grad` of `fun`."""
+
+    def __init__(self, fun, mode, argnums=0, copy=False, target="cpu", max_signatures=None):
+        if target not in ("cpu",):
+            raise NotImplementedError(f"target={target!r} is not available yet; use target='cpu'")
+        self.fun, self.mode, self.argnums, self.copy = fun, mode, argnums, copy
+        self.target = target
+        self.max_signatures = max_signatures
+        self.cache = {}
+        self._last_key = None
+        self.__name__ = getattr(fun, "__name__", "fn")
+        self.__doc__ = getattr(fun, "__doc__", None)
+        self.__wrapped__ = fun
+
+    def __repr__(self):
+        return f"<gradc.{self.mode} of {self.__name__}>"
+
+    # --- tracing ---------------------------------------------------------------------------
+    def trace_joint(self, args, kwargs):
+        """Trace into a new graph; for gradients, append the backward. Returns (graph, out_tree)."""
+        graph, out_tree, outs = trace(self.fun, args, kwargs)
+        if self.mode == "jit":
+            return run_passes(graph, BEFORE_AUTODIFF), out_tree
+        src = getattr(self, "_call_source", None)
+        argnums, many = _normalize_argnums(self.argnums, len(args), src)
+        leaves = differentiable_leaves(args, argnums, src)
+        if len(outs) != 1:
+            raise NonDifferentiableError("grad needs a function that returns one scalar", source=src)
+        check_scalar_output(outs[0], src)
+        # graph inputs are in flatten order of (args, kwargs): find those of the argnums
+        positions, cursor = [], 0
+        for i, a in enumerate(args):
+            n = len(pytree.flatten(a)[0])
+            if i in argnums:
+                positions.append((i, list(range(cursor, cursor + n))))
+            cursor += n
+        graph = run_passes(graph, BEFORE_AUTODIFF)
+        order = {i: pos for i, pos in positions}
+        wrt = [graph.inputs[p] for i in argnums for p in order[i]]
+        grads = autodiff.vjp(graph, graph.outputs[0], wrt)
+        graph.outputs = [graph.outputs[0]] + grads
+        grad_trees = [pytree.flatten(args[i])[1] for i in argnums]
+        return graph, (out_tree, grad_trees, many, [len(order[i]) for i in argnums])
+
+    # --- calling ---------------------------------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        leaves, treedef = pytree.flatten((args, kwargs))
+        if any(isinstance(x, Value) for x in leaves):
+            return self._inline(args, kwargs)
+        key = (treedef, tuple((np.shape(x), np.asarray(x).dtype.str) if not isinstance(x, np.ndarray)
+                              else (x.shape, x.dtype.str) for x in leaves))
+        compiled = self.cache.get(key)
+        if compiled is None:
+            self._call_source = user_source()
+            compiled = self._compile(key, args, kwargs)
+        with compiled.lock:
+            outs = compiled.run(leaves)
+            return self._package(compiled, outs)
+
+    def _compile(self, key, args, kwargs):
+        if self.max_signatures is not None and len(self.cache) >= self.max_signatures:
+            raise SignatureError(
+                f"{self.__name__} would compile signature number {len(self.cache) + 1}, over "
+                f"max_signatures={self.max_signatures}: {_why(self._last_key, key)}",
+                source=self._call_source)
+        t0 = time.perf_counter()
+        graph, out_info = self.trace_joint(args, kwargs)
+        t_trace = time.perf_counter() - t0
+        title = f"{self.mode} of {self.__name__} from {self._call_source}"
+        stages, fusion, plan, program, driver, timings = compile_graph(graph, 0, title)
+        compiled = Compiled(stages, fusion, plan, program, driver, out_info)
+        if _log_enabled("compiles"):
+            _log(f"compiled {self.mode}({self.__name__}) at {self._call_source}: "
+                 f"{_why(self._last_key, key)}; {len(fusion.kernels)} kernels; trace "
+                 f"{t_trace * 1e3:.0f} ms, passes {timings['passes'] * 1e3:.0f} ms, codegen "
+                 f"{timings['codegen'] * 1e3:.0f} ms, numba {timings['numba'] * 1e3:.0f} ms")
+        self.cache[key] = compiled
+        self._last_key = key
+        return compiled
+
+    def _package(self, compiled, outs):
+        if self.mode == "jit":
+            return pytree.unflatten(compiled.out_kind, [_result(o, fresh=True) for o in outs])
+        out_tree, grad_trees, many, counts = compiled.out_kind
+        value = _result(outs[0], fresh=True)
+        grads, cursor = [], 1
+        for tree, n in zip(grad_trees, counts):
+            grads.append(pytree.unflatten(tree, [_result(o, fresh=self.copy)
+                                                 for o in outs[cursor:cursor + n]]))
+            cursor += n
+        grads = tuple(grads) if many else grads[0]
+        return grads if self.mode == "grad" else (value, grads)
+
+    # --- inside another trace: grad of grad ------------------------------------------------
+    def _inline(self, args, kwargs):
+        if self.mode == "jit":
+            return self.fun(*args, **kwargs)
+        like = next(x for x in pytree.flatten((args, kwargs))[0] if isinstance(x, Value))
+        graph = like.graph
+        src = user_source()
+        argnums, many = _normalize_argnums(self.argnums, len(args), src)
+        differentiable_leaves(args, argnums, src)
+        args = list(args)
+        wrt, trees = [], []
+        for i in argnums:  # fresh variables, so only this function's uses are differentiated
+            leaves, tree = pytree.flatten(args[i])
+            marked = [graph.apply("alias", (fn.as_value(x, like),), tag=f"grad{graph._next_id}")
+                      for x in leaves]
+            wrt.append(marked)
+            trees.append(tree)
+            args[i] = pytree.unflatten(tree, marked)
+        out = self.fun(*args, **kwargs)
+        check_scalar_output(out, src)
+        flat = [w for ws in wrt for w in ws]
+        grads_flat = autodiff.vjp(graph, out, flat)
+        grads, cursor = [], 0
+        for tree, ws in zip(trees, wrt):
+            grads.append(pytree.unflatten(tree, grads_flat[cursor:cursor + len(ws)]))
+            cursor += len(ws)
+        grads = tuple(grads) if many else grads[0]
+        return grads if self.mode == "grad" else (out, grads)
+
+
+def _result(view, fresh):
+    if view.shape == ():
+        return view.dtype.type(view[()])
+    return view.copy() if fresh else view
+
+
+def _why(old, new):
+    if old is None:
+        return "first call"
+    if old[0] != new[0]:
+        return "the argument structure or static values changed"
+    changes = [f"input {i}: {a[0]}/{np.dtype(a[1]).name} -> {b[0]}/{np.dtype(b[1]).name}"
+               for i, (a, b) in enumerate(zip(old[1], new[1])) if a != b]
+    return "new signature (" + "; ".join(changes) + ")"
