@@ -64,6 +64,7 @@ softmax.__doc__ = "exp(x) / sum(exp(x), axis), max-shifted."
 log_softmax.__doc__ = "x - logsumexp(x, axis)."
 
 
+@traced
 def cross_entropy(logits, labels):
     """Mean softmax cross-entropy of `logits` (batch, classes) against integer `labels` (batch,)."""
     logp = log_softmax(logits, axis=-1)
@@ -74,6 +75,7 @@ def cross_entropy(logits, labels):
     return -np.mean(logp[np.arange(n), np.asarray(labels)])
 
 
+@traced
 def mse(pred, target):
     """Mean squared error."""
     diff = pred - target

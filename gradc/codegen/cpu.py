@@ -282,7 +282,7 @@ class KernelWriter:
         return self._params.add(name, int(value))
 
     def size(self, v):
-        which = "out" if v is self.output else f"x{list(self.inputs).index(v)}"
+        which = "out" if v is self.output else f"x{[x.id for x in self.inputs].index(v.id)}"
         return self.param(f"len_{which}", v.size)
 
     def line(self, text):

@@ -142,8 +142,9 @@ def fuse(graph):
             if p is None or x.id in identity_inputs:
                 continue
             if p is k:
+                base = base_layout(x)[0]
                 why = ("reads a reduction of this kernel, which is ready only after the loop"
-                       if p is home.get(x.id) and x.node.opdef.kind == REDUCE else
+                       if base.node.opdef.kind == REDUCE else
                        "reads a value of this kernel through a view (broadcast/transpose/slice)")
                 return False, why
             if reaches(p, k):
