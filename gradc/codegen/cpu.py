@@ -26,15 +26,22 @@ ARRAY_OF = {"float32": "f32_array", "float64": "f64_array", "int64": "i64_array"
 class KernelSource:
     """One kernel: canonical source plus the driver's argument expressions for one call."""
 
-    def __init__(self, title, params, body, call_args):
+    def __init__(self, title, params, body, call_args, helper=None):
         self.params = params
         body_text = "\n".join(body)
-        digest = hashlib.sha1(f"{title}\n{params}\n{body_text}".encode()).hexdigest()[:10]
+        helper_text = ""
+        if helper is not None:  # a parallel loop nest, called from the kernel
+            name, args, lines = helper
+            helper_text = (f"@njit(**JIT_OPTIONS, parallel=True)\n"
+                           f"def {name}({', '.join(args)}):\n" + "\n".join(lines) + "\n\n\n")
+        digest = hashlib.sha1(f"{title}\n{params}\n{helper_text}{body_text}".encode()).hexdigest()[:10]
         self.name = f"{title}_{digest}"
         self.call_args = call_args
         sig = ", ".join(["int64"] * len(params))
-        self.source = (f'@njit("void({sig})", **JIT_OPTIONS)\n'
-                       f"def {self.name}({', '.join(params)}):\n{body_text}\n")
+        self.source = (helper_text.replace(f"{title}_body", f"{self.name}_body") +
+                       f'@njit("void({sig})", **JIT_OPTIONS)\n'
+                       f"def {self.name}({', '.join(params)}):\n"
+                       + body_text.replace(f"{title}_body", f"{self.name}_body") + "\n")
 
 
 def _array_ctor(dtype):
@@ -197,50 +204,83 @@ def loop_kernel(kernel, fusion, address):
             emit(1, f"for j in range({extent_of[acc.array][0]}):")
             emit(2, f"{acc.array}[j] = {ident}")
 
+    # Parallel kernels split the outermost loop into CHUNKS ranges run by a prange in a nested
+    # function (Numba drops stores to arrays made inside a parfor's own function). A reduction
+    # over everything leaves one partial result per chunk in planned scratch, combined after.
+    parallel = kernel.parallel
+    full = [(acc, node) for acc, node, start, _ in reductions if start == 0] if parallel else []
+    nest = []
+    nest_emit = lambda depth, text: nest.append("    " * depth + text)  # noqa: E731
+    out = nest_emit if parallel else emit
     depth = 1
+    if parallel:
+        out(depth, "for c in prange(CHUNKS):")
+        depth += 1
     for l in range(ndim):
         for acc, node, start, _ in reductions:
             if start == l:
-                emit(depth, f"acc{acc.array[1:]} = {lit(identity(node.op, node.output.dtype), node.output.dtype)}")
-        emit(depth, f"for {loopvars[l]} in range(n{l}):")
+                out(depth, f"acc{acc.array[1:]} = {lit(identity(node.op, node.output.dtype), node.output.dtype)}")
+        span = f"c * n0 // CHUNKS, (c + 1) * n0 // CHUNKS" if parallel and l == 0 else f"n{l}"
+        out(depth, f"for {loopvars[l]} in range({span}):")
         depth += 1
     for acc, role, name in accesses:
         if role == "load":
-            emit(depth, f"{name} = {acc.array}[{index[id(acc)]}]")
+            out(depth, f"{name} = {acc.array}[{index[id(acc)]}]")
     for node, name in body_ops:
         if node.opdef.kind == REDUCE:
             continue
         args = [local[x.id] for x in node.inputs]
         expr = node.opdef.scalar(node.output.dtype, *args, **node.attr)
-        emit(depth, f"{name} = {expr}  # {node.op}")
+        out(depth, f"{name} = {expr}  # {node.op}")
     for acc, role, node in accesses:
         if role != "store":
             continue
         value = local[node.inputs[0].id] if node.opdef.kind == REDUCE else local[node.output.id]
         target = f"{acc.array}[{index[id(acc)]}]"
         if node.opdef.kind != REDUCE:
-            emit(depth, f"{target} = {value}")
+            out(depth, f"{target} = {value}")
             continue
         start, in_memory = next((s, m) for a, n, s, m in reductions if a is acc)
         if start < ndim:
             accname = f"acc{acc.array[1:]}"
-            emit(depth, f"{accname} = {combine(node.op, accname, value)}  # {node.op}")
+            out(depth, f"{accname} = {combine(node.op, accname, value)}  # {node.op}")
         elif in_memory:
-            emit(depth, f"{target} = {combine(node.op, target, value)}  # {node.op}")
+            out(depth, f"{target} = {combine(node.op, target, value)}  # {node.op}")
         else:  # only size-1 axes reduced: a copy
-            emit(depth, f"{target} = {value}  # {node.op}")
+            out(depth, f"{target} = {value}  # {node.op}")
     for l in reversed(range(ndim)):
         depth -= 1
         for acc, node, start, in_memory in reductions:
             if start == l:
                 accname = f"acc{acc.array[1:]}"
-                target = f"{acc.array}[{index[id(acc)]}]"
-                emit(depth, f"{target} = {combine(node.op, target, accname) if in_memory else accname}")
+                target = (f"part{acc.array[1:]}[c]" if parallel and l == 0 else
+                          f"{acc.array}[{index[id(acc)]}]")
+                out(depth, f"{target} = {combine(node.op, target, accname) if in_memory else accname}")
 
     ops = [n.op for n, _ in body_ops]
     title = "loop_" + "_".join(dict.fromkeys(o for o in ops if o not in ("copy", "alias")))[:40]
     title = title.rstrip("_") if title != "loop_" else "loop_copy"
-    return KernelSource(title, params.names, lines, params.values)
+    if not parallel:
+        return KernelSource(title, params.names, lines, params.values)
+
+    title += "_par"
+    for acc, node in full:
+        ptr = address(("partial", kernel.index, node.output.id), 0)
+        params.add(f"q{acc.array[1:]}", ptr)
+        emit(1, f"part{acc.array[1:]} = {_array_ctor(node.output.dtype)}(q{acc.array[1:]}, CHUNKS)")
+    inner_args = [n for n in params.names if not n.startswith(("p", "q"))] + \
+        [name for name, _, _ in arrays.values()] + [f"part{acc.array[1:]}" for acc, _ in full]
+    emit(1, f"{title}_body({', '.join(inner_args)})")
+    for acc, node in full:
+        p = f"part{acc.array[1:]}"
+        emit(1, f"acc = {p}[0]")
+        emit(1, "for c in range(1, CHUNKS):")
+        emit(2, f"acc = {combine(node.op, 'acc', f'{p}[c]')}")
+        emit(1, f"{acc.array}[{index[id(acc)]}] = acc")
+    return KernelSource(title, params.names, lines, params.values,
+                        helper=(f"{title}_body", inner_args, nest))
+
+
 
 
 def _eval_extent(expr, sizes, params):

@@ -42,6 +42,8 @@ class Program:
         input_of = {v.id: name for v, name in zip(graph.inputs, self.input_names)}
 
         def address(base, offset_elements):
+            if isinstance(base, tuple):  # a kernel's private scratch ("partial", kernel, value)
+                return f"A + {plan.offsets[base]}"
             byte = offset_elements * base.dtype.itemsize
             if base.id in input_of:
                 root = input_of[base.id]

@@ -7,13 +7,14 @@ MemInfo on every call).
 Numba.
 """
 import numpy as np
-from numba import carray, njit, types
+from numba import carray, njit, prange, types  # noqa: F401  (prange: parallel kernels)
 from numba.extending import intrinsic
 
 # Fast-math without 'nnan' and 'ninf': vectorized reductions and reassociation are allowed, but
 # NaN and Inf keep their meaning, so check_finite and NaN propagation still work.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+CHUNKS = 16  # a parallel kernel's outer loop is split into this many ranges
 
 f32, f64, i64, i32, i16, i8, u8, bool_ = (np.float32, np.float64, np.int64, np.int32, np.int16,
                                           np.int8, np.uint8, np.bool_)
@@ -39,36 +40,36 @@ _i32_ptr = _pointer_intrinsic(types.int32)
 _bool_ptr = _pointer_intrinsic(types.boolean)
 
 
-@njit(inline="always")
+@njit
 def f32_array(address, n):
     return carray(_f32_ptr(address), (n,))
 
 
-@njit(inline="always")
+@njit
 def f64_array(address, n):
     return carray(_f64_ptr(address), (n,))
 
 
-@njit(inline="always")
+@njit
 def i64_array(address, n):
     return carray(_i64_ptr(address), (n,))
 
 
-@njit(inline="always")
+@njit
 def i32_array(address, n):
     return carray(_i32_ptr(address), (n,))
 
 
-@njit(inline="always")
+@njit
 def bool_array(address, n):
     return carray(_bool_ptr(address), (n,))
 
 
-@njit(inline="always")
+@njit
 def max2(a, b):
     return a if (a >= b or a != a) else b  # NaN in a or b propagates, like np.maximum
 
 
-@njit(inline="always")
+@njit
 def min2(a, b):
     return a if (a <= b or a != a) else b

@@ -1,6 +1,6 @@
 """The buffer plan: every stored value gets a byte offset in one preallocated arena.
 
-Layout: [outputs | constants | scratch]. Outputs (the value and the gradients) sit side by side at
+Layout: [outputs | constants and per-chunk partials | scratch]. Outputs (the value and the gradients) sit side by side at
 the front, in output order, so the gradients form one flat region (one allreduce covers them).
 Scratch slots are reused: a slot is free once the last kernel that reads its value has run (a
 kernel's outputs are placed before its dead inputs are freed, so no kernel reads and writes one
@@ -47,6 +47,12 @@ def plan_buffers(fusion):
             offsets[node.output.id] = cursor
             constants[node.output.id] = node.attr["data"].array
             cursor += _aligned(nbytes(node.output))
+    from .fuse import partial_slots
+    from ..codegen.rt import CHUNKS
+    for k in fusion.kernels:  # per-chunk partial results of parallel reductions
+        for v in partial_slots(k):
+            offsets[("partial", k.index, v.id)] = cursor
+            cursor += _aligned(CHUNKS * v.dtype.itemsize)
     constant_bytes = cursor - output_bytes
     scratch_start = cursor
 
