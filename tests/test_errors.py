@@ -1,0 +1,343 @@
+"""Errors a user can cause: each is a gradc.GradcError subclass whose message names this file and
+the exact line that caused it, and no Numba (or other internal) exception escapes instead.
+
+The offending line of each case ends with a `# MARKER` comment; `line_of` finds it."""
+import os
+import re
+
+import numpy as np
+import pytest
+
+import gradc  # tests/conftest.py points GRADC_CACHE_DIR at a session temp dir
+
+THIS_FILE = os.path.basename(__file__)
+
+X3 = np.linspace(-1.0, 1.0, 3)
+X4 = np.linspace(-1.0, 1.0, 4)
+
+
+def line_of(marker):
+    with open(__file__, encoding="utf-8") as f:
+        hits = [i for i, line in enumerate(f, start=1) if line.rstrip().endswith(f"# {marker}")]
+    assert len(hits) == 1, marker
+    return hits[0]
+
+
+def displayed_chain(exc):
+    """The exceptions Python prints for `exc`: itself, then its cause or unsuppressed context."""
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ if exc.__cause__ is not None else (
+            None if exc.__suppress_context__ else exc.__context__)
+
+
+def check(excinfo, cls, marker):
+    """The error (a pytest ExceptionInfo or an exception) is `cls` (a GradcError), names
+    THIS_FILE:<line of marker>, and shows no Numba exception in its chain."""
+    e = excinfo if isinstance(excinfo, BaseException) else excinfo.value
+    assert issubclass(cls, gradc.GradcError)
+    assert isinstance(e, cls), f"{type(e).__name__}: {e}"
+    msg = str(e)
+    line = line_of(marker)
+    assert re.search(rf"{re.escape(THIS_FILE)}:{line}(?!\d)", msg), (
+        f"message should name {THIS_FILE}:{line}: {msg}")
+    for link in displayed_chain(e):
+        assert not type(link).__module__.startswith("numba"), f"a Numba error escaped: {link!r}"
+    return msg
+
+
+# ---------------------------------------------------------------------------------------------
+# unsupported NumPy functions
+
+def uses_inv(x):
+    return np.sum(np.linalg.inv(x))  # INV
+
+
+def uses_sort(x):
+    return np.sum(np.sort(x) * 2.0)  # SORT
+
+
+def uses_cumsum(x):
+    return np.sum(np.cumsum(x))  # CUMSUM
+
+
+def uses_ufunc_method(x):
+    return np.add.accumulate(x)  # ACCUMULATE
+
+
+@pytest.mark.parametrize("fun, marker, name", [
+    (uses_inv, "INV", "linalg.inv"),
+    (uses_sort, "SORT", "sort"),
+    (uses_cumsum, "CUMSUM", "cumsum"),
+    (uses_ufunc_method, "ACCUMULATE", "accumulate"),
+])
+@pytest.mark.parametrize("api", ["jit", "grad"])
+def test_unsupported_numpy_function(fun, marker, name, api):
+    x = np.eye(3) + 0.1
+    with pytest.raises(gradc.UnsupportedOpError) as excinfo:
+        getattr(gradc, api)(fun)(x)
+    msg = check(excinfo, gradc.UnsupportedOpError, marker)
+    assert re.search(rf"\b{re.escape(name)}\b", msg), msg
+
+
+def test_unsupported_function_in_a_helper_names_the_helper_line():
+    def helper(x):
+        y = np.tanh(x)
+        return np.cumsum(y)  # HELPER-CUMSUM
+
+    def loss(x):
+        return np.sum(helper(x) * 2.0)
+
+    with pytest.raises(gradc.UnsupportedOpError) as excinfo:
+        gradc.value_and_grad(loss)(X3)
+    check(excinfo, gradc.UnsupportedOpError, "HELPER-CUMSUM")
+
+
+# ---------------------------------------------------------------------------------------------
+# shapes
+
+def test_broadcast_mismatch_is_a_shape_error():
+    def f(x, y):
+        z = np.tanh(x)
+        return np.sum(z + y)  # ADD-MISMATCH
+
+    with pytest.raises(gradc.ShapeError) as excinfo:
+        gradc.grad(f)(X3, X4)
+    msg = check(excinfo, gradc.ShapeError, "ADD-MISMATCH")
+    assert "(3,)" in msg and "(4,)" in msg
+
+
+def test_matmul_mismatch_is_a_shape_error():
+    def f(a, b):
+        return np.sum(a @ b)  # MATMUL-MISMATCH
+
+    with pytest.raises(gradc.ShapeError) as excinfo:
+        gradc.jit(f)(np.ones((2, 3)), np.ones((4, 5)))
+    msg = check(excinfo, gradc.ShapeError, "MATMUL-MISMATCH")
+    assert "3" in msg and "4" in msg
+
+
+def test_bad_reshape_is_a_shape_error():
+    def f(x):
+        return np.sum(x.reshape(5, 2))  # RESHAPE
+
+    with pytest.raises(gradc.ShapeError) as excinfo:
+        gradc.grad(f)(np.ones((3, 4)))
+    check(excinfo, gradc.ShapeError, "RESHAPE")
+
+
+def test_cross_entropy_with_wrong_label_count_names_the_callers_line():
+    def f(logits, labels):
+        return gradc.nn.cross_entropy(logits, labels)  # XENT
+
+    with pytest.raises(gradc.ShapeError) as excinfo:
+        gradc.grad(f)(np.ones((6, 3)), np.zeros(5, dtype=np.int64))
+    check(excinfo, gradc.ShapeError, "XENT")
+
+
+# ---------------------------------------------------------------------------------------------
+# branching on traced values
+
+def branch_if(x):
+    if x.sum() > 0:  # IF
+        return np.sum(x)
+    return -np.sum(x)
+
+
+def branch_while(x):
+    s = np.sum(x)
+    while s > 10:  # WHILE
+        s = s / 2
+    return s
+
+
+def branch_bool(x):
+    flag = bool(x[0])  # BOOL
+    return np.sum(x) if flag else np.sum(-x)
+
+
+def branch_float(x):
+    return np.sum(x) * float(x.sum())  # FLOAT
+
+
+def branch_int(x):
+    return np.sum(x[: int(x[0])])  # INT
+
+
+def branch_item(x):
+    return np.sum(x) + x.sum().item()  # ITEM
+
+
+def branch_asarray(x):
+    return np.sum(np.asarray(x) * 2.0)  # ASARRAY
+
+
+@pytest.mark.parametrize("fun, marker", [
+    (branch_if, "IF"), (branch_while, "WHILE"), (branch_bool, "BOOL"), (branch_float, "FLOAT"),
+    (branch_int, "INT"), (branch_item, "ITEM"), (branch_asarray, "ASARRAY"),
+])
+def test_branching_on_a_traced_value(fun, marker):
+    with pytest.raises(gradc.TracedBranchError) as excinfo:
+        gradc.value_and_grad(fun)(X3)
+    msg = check(excinfo, gradc.TracedBranchError, marker)
+    if marker != "ASARRAY":
+        assert "np.where" in msg or "static" in msg  # says what to do instead
+
+
+def test_branch_on_static_value_is_fine():
+    def f(x, flag):
+        if flag:
+            return np.sum(np.tanh(x))
+        return np.sum(x * x)
+
+    g = gradc.grad(f)
+    np.testing.assert_allclose(g(X3, True), 1 - np.tanh(X3) ** 2, rtol=1e-12)
+    np.testing.assert_allclose(g(X3, False), 2 * X3, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# gradients of things that have none
+
+def test_non_scalar_output_to_grad():
+    def f(x):
+        return np.tanh(x) * 2.0  # NON-SCALAR
+
+    with pytest.raises(gradc.NonDifferentiableError) as excinfo:
+        gradc.grad(f)(X3)
+    msg = check(excinfo, gradc.NonDifferentiableError, "NON-SCALAR")
+    assert "(3,)" in msg and "scalar" in msg
+
+
+def test_non_scalar_output_to_value_and_grad():
+    def f(x):
+        return x * 2.0  # NON-SCALAR-VG
+
+    with pytest.raises(gradc.NonDifferentiableError) as excinfo:
+        gradc.value_and_grad(f)(X3)
+    check(excinfo, gradc.NonDifferentiableError, "NON-SCALAR-VG")
+
+
+def test_integer_output_to_grad():
+    def f(x):
+        return np.sum(x > 0)  # INT-OUTPUT
+
+    with pytest.raises(gradc.NonDifferentiableError) as excinfo:
+        gradc.grad(f)(X3)
+    check(excinfo, gradc.NonDifferentiableError, "INT-OUTPUT")
+
+
+def _sum_times(x, w):
+    return np.sum(x * w)
+
+
+def test_integer_argument_in_argnums():
+    g = gradc.grad(_sum_times, argnums=(0, 1))
+    with pytest.raises(gradc.NonDifferentiableError) as excinfo:
+        g(np.arange(3), X3)  # INT-ARG
+    msg = check(excinfo, gradc.NonDifferentiableError, "INT-ARG")
+    assert "int64" in msg and "argument 0" in msg
+
+
+def test_boolean_argument_in_argnums():
+    g = gradc.value_and_grad(_sum_times, argnums=1)
+    with pytest.raises(gradc.NonDifferentiableError) as excinfo:
+        g(X3, np.array([True, False, True]))  # BOOL-ARG
+    msg = check(excinfo, gradc.NonDifferentiableError, "BOOL-ARG")
+    assert "bool" in msg and "argument 1" in msg
+
+
+def test_python_number_in_argnums():
+    g = gradc.grad(_sum_times, argnums=1)
+    with pytest.raises(gradc.NonDifferentiableError) as excinfo:
+        g(X3, 2.0)  # PY-NUMBER-ARG
+    check(excinfo, gradc.NonDifferentiableError, "PY-NUMBER-ARG")
+
+
+def test_integer_argument_outside_argnums_is_fine():
+    g = gradc.grad(_sum_times, argnums=1)
+    np.testing.assert_allclose(g(np.arange(3), X3), np.arange(3.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# call-time inputs
+
+def test_unhashable_non_pytree_argument():
+    f = gradc.jit(lambda x: np.sum(x))
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        f({1.0, 2.0})  # SET-ARG
+    check(excinfo, gradc.SignatureError, "SET-ARG")
+
+
+def test_unhashable_object_inside_a_pytree():
+    class Box:
+        __hash__ = None
+
+    g = gradc.grad(lambda p: np.sum(p["w"]))
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        g({"w": X3, "extra": Box()})  # BOX-ARG
+    msg = check(excinfo, gradc.SignatureError, "BOX-ARG")
+    assert "Box" in msg
+
+
+def test_complex_input_is_rejected_at_call_time():
+    f = gradc.jit(lambda x: x * 2.0)
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        f(X3.astype(np.complex128))  # COMPLEX-ARG
+    msg = check(excinfo, gradc.SignatureError, "COMPLEX-ARG")
+    assert "complex128" in msg
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.uint8])
+def test_uncommon_dtype_either_works_or_is_a_signature_error(dtype):
+    """The natural expectation is NumPy's result; an explicit SignatureError naming the call is
+    acceptable. An internal CompileError ("never the user's fault") or a Numba error is not."""
+    x = np.arange(1, 4).astype(dtype)
+    f = gradc.jit(lambda x: x * x + x)
+    try:
+        out = f(x)  # ODD-DTYPE
+    except gradc.SignatureError as e:
+        check(e, gradc.SignatureError, "ODD-DTYPE")
+        assert np.dtype(dtype).name in str(e)
+    else:
+        np.testing.assert_allclose(np.asarray(out, np.float64), (x * x + x).astype(np.float64),
+                                   rtol=1e-3)
+
+
+def test_argnums_out_of_range():
+    g = gradc.grad(lambda x: np.sum(x), argnums=2)
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        g(X3)  # ARGNUMS-RANGE
+    check(excinfo, gradc.SignatureError, "ARGNUMS-RANGE")
+
+
+def test_max_signatures_caps_recompiles():
+    f = gradc.jit(lambda x: x * 2.0, max_signatures=1)
+    np.testing.assert_allclose(f(X3), 2 * X3)
+    np.testing.assert_allclose(f(X3 + 1.0), 2 * X3 + 2.0)  # same signature: fine
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        f(X4)  # MAX-SIGNATURES
+    msg = check(excinfo, gradc.SignatureError, "MAX-SIGNATURES")
+    assert "(3,)" in msg and "(4,)" in msg
+    assert len(f.cache) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# after an error
+
+def test_failed_trace_does_not_poison_the_function():
+    def f(x, y):
+        return np.sum(np.tanh(x) * y)
+
+    g = gradc.grad(f)
+    with pytest.raises(gradc.ShapeError):
+        g(X3, X4)
+    assert len(g.cache) == 0
+    np.testing.assert_allclose(g(X3, X3), X3 * (1 - np.tanh(X3) ** 2), rtol=1e-12)
+
+
+def test_every_error_class_is_exported_and_a_gradc_error():
+    for name in ["ShapeError", "UnsupportedOpError", "TracedBranchError", "SignatureError",
+                 "NonDifferentiableError", "NonFiniteError", "CompileError"]:
+        cls = getattr(gradc, name)
+        assert issubclass(cls, gradc.GradcError) and cls is not gradc.GradcError
+    assert issubclass(gradc.GradcError, Exception)
