@@ -89,10 +89,15 @@ def _mlp_case():
     return gradc.value_and_grad(mlp_loss), (params, x, y), np_mlp(params, x, y)
 
 
-def _fused_case():
+def _fused_case(n=64):
     rng = np.random.default_rng(1)
-    w, b, x = (rng.standard_normal(64) for _ in range(3))
+    w, b, x = (rng.standard_normal(n) for _ in range(3))
     return gradc.value_and_grad(fused, argnums=(0, 1)), (w, b, x), np_fused(w, b, x)
+
+
+def _fused_parallel_case():
+    """2**17 elements: big enough for gradc's multi-threaded (prange) loop kernels."""
+    return _fused_case(n=1 << 17)
 
 
 def _assert_matches(result, expected):
@@ -106,7 +111,8 @@ def _assert_matches(result, expected):
         np.testing.assert_allclose(g, r, rtol=1e-8, atol=1e-12)
 
 
-@pytest.mark.parametrize("case", [_mlp_case, _fused_case], ids=["mlp_cross_entropy", "elementwise_reduction"])
+@pytest.mark.parametrize("case", [_mlp_case, _fused_case, _fused_parallel_case],
+                         ids=["mlp_cross_entropy", "elementwise_reduction", "parallel_loops"])
 def test_warm_calls_do_not_touch_numba_allocation_counters(case):
     vg, args, expected = case()
     _assert_matches(vg(*args), expected)  # warm-up: trace, compile, first run

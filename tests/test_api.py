@@ -463,7 +463,8 @@ def test_no_log_without_gradc_log(monkeypatch, capsys):
     assert "gradc" not in capsys.readouterr().err
 
 
-def test_static_python_numbers_are_part_of_the_signature():
+def test_static_python_numbers_are_part_of_the_signature(monkeypatch, capsys):
+    monkeypatch.setenv("GRADC_LOG", "compiles")
     calls = []
 
     def scaled(w, x, k):
@@ -475,6 +476,7 @@ def test_static_python_numbers_are_part_of_the_signature():
     g2 = g2.copy()
     v3, g3 = vg(W5, X5, 3.0)
     assert calls == [2.0, 3.0] and len(vg.cache) == 2
+    assert "static" in capsys.readouterr().err.splitlines()[-1]  # the log says why
     assert float(v2) == pytest.approx(2 * T5.sum(), rel=1e-12)
     assert float(v3) == pytest.approx(3 * T5.sum(), rel=1e-12)
     np.testing.assert_allclose(g2, 2 * X5 * (1 - T5 ** 2), rtol=1e-12)
@@ -511,8 +513,20 @@ def test_explain_shows_ir_with_sources_kernels_and_memory_plan():
     assert re.search(r"kernel", text, re.I)
     assert re.search(r"\d[\d,.]*\s*(bytes|B|KiB|MiB)\b", text)
     assert re.search(r"reuse", text, re.I)  # the naive (no reuse) figure beside the plan
+    m = re.search(r"arena total: ([\d,.]+) KiB\s+without reuse: ([\d,.]+) KiB", text)
+    if m:  # the planned arena is never bigger than one slot per value
+        arena, naive = (float(g.replace(",", "")) for g in m.groups())
+        assert 0 < arena <= naive
     # explain only reports: it neither runs nor mutates anything
     assert np.all(np.isfinite(params["W1"]))
+
+
+def test_explain_accepts_a_compiled_function_and_argnums():
+    params, x, y = make_mlp(seed=11)
+    text = gradc.explain(MLP_VG, params, x, y)
+    assert f"{THIS_FILE}:{line_of('MLP-TANH')}" in text
+    text = gradc.explain(mlp_loss, params, x, y, argnums=1)
+    assert "matmul" in text
 
 
 def _compiled_entries(f):

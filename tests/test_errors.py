@@ -93,6 +93,61 @@ def test_unsupported_function_in_a_helper_names_the_helper_line():
     check(excinfo, gradc.UnsupportedOpError, "HELPER-CUMSUM")
 
 
+def uses_setitem(x):
+    y = np.tanh(x)
+    y[0] = 1.0  # SETITEM
+    return np.sum(y)
+
+
+def uses_std_method(x):
+    return x.std()  # STD-METHOD
+
+
+def uses_argmax_method(x):
+    return np.sum(x * x.argmax())  # ARGMAX-METHOD
+
+
+def uses_norm(x):
+    return np.linalg.norm(x)  # NORM
+
+
+@pytest.mark.parametrize("fun, marker, name", [
+    (uses_setitem, "SETITEM", None),
+    (uses_std_method, "STD-METHOD", "std"),
+    (uses_argmax_method, "ARGMAX-METHOD", "argmax"),
+    (uses_norm, "NORM", "linalg.norm"),
+])
+def test_unsupported_array_feature(fun, marker, name):
+    """Item assignment and ndarray methods gradc does not trace are UnsupportedOpErrors naming
+    the line (not a bare TypeError/AttributeError from the tracer class)."""
+    with pytest.raises(gradc.GradcError) as excinfo:
+        gradc.grad(fun)(X3)
+    msg = check(excinfo, gradc.UnsupportedOpError, marker)
+    if name:
+        assert re.search(rf"\b{re.escape(name)}\b", msg), msg
+
+
+def floor_div(x):
+    return np.sum((x * 3.0) // 2.0)  # FLOORDIV
+
+
+def modulo(x):
+    return np.sum((x * 3.0) % 2.0)  # MOD
+
+
+@pytest.mark.parametrize("fun, marker", [(floor_div, "FLOORDIV"), (modulo, "MOD")])
+def test_numpy_operator_either_works_or_is_unsupported_op_error(fun, marker):
+    """`//` and `%` are NumPy operators: they should match NumPy, or be refused with an
+    UnsupportedOpError naming the line, never a bare TypeError."""
+    x = np.linspace(-2.0, 2.0, 7)
+    try:
+        out = gradc.jit(fun)(x)
+    except gradc.GradcError as e:
+        check(e, gradc.UnsupportedOpError, marker)
+    else:
+        assert float(out) == pytest.approx(float(fun(x)))
+
+
 # ---------------------------------------------------------------------------------------------
 # shapes
 
