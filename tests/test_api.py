@@ -615,6 +615,76 @@ def test_value_and_grad_of_a_function_calling_grad():
     np.testing.assert_allclose(g, 36 * W5 ** 3, rtol=1e-12)
 
 
+def test_hessian_vector_product_with_pytree_params_via_inner_value_and_grad():
+    rng = np.random.default_rng(20)
+    x = rng.standard_normal((4, 3))
+    p = {"w": rng.standard_normal((3, 2)), "b": rng.standard_normal(2)}
+    v = {"w": rng.standard_normal((3, 2)), "b": rng.standard_normal(2)}
+
+    def f(p, x):
+        return np.sum(np.tanh(x @ p["w"] + p["b"]))
+
+    def directional(p, v, x):
+        _, g = gradc.value_and_grad(f)(p, x)
+        return np.sum(g["w"] * v["w"]) + np.sum(g["b"] * v["b"])
+
+    def np_grad(p):
+        d = 1 - np.tanh(x @ p["w"] + p["b"]) ** 2
+        return {"w": x.T @ d, "b": d.sum(0)}
+
+    hv = gradc.grad(directional)(p, v, x)
+    eps = 1e-6
+    plus = np_grad({k: p[k] + eps * v[k] for k in p})
+    minus = np_grad({k: p[k] - eps * v[k] for k in p})
+    expected = {k: (plus[k] - minus[k]) / (2 * eps) for k in p}
+    assert_tree_close(hv, expected, rtol=1e-6, atol=1e-8)
+
+
+def test_third_derivative_by_nesting_grad_three_times():
+    d1 = gradc.grad(lambda w: np.sum(w ** 4))
+    d2 = gradc.grad(lambda w: np.sum(d1(w)))
+    d3 = gradc.grad(lambda w: np.sum(d2(w)))
+    w = np.array([1.0, 2.0, -0.5])
+    np.testing.assert_allclose(d3(w), 24 * w, rtol=1e-12)
+
+
+def test_gradient_penalty_inner_grad_with_respect_to_data():
+    def inner(w, x):
+        return np.sum(np.tanh(x * w))
+
+    def penalty(w, x):
+        gx = gradc.grad(inner, argnums=1)(w, x)
+        return np.sum(gx ** 2)
+
+    def ref(w):
+        return np.sum((w * (1 - np.tanh(X5 * w) ** 2)) ** 2)
+
+    w = W5.copy()
+    g = gradc.grad(penalty)(w, X5)
+    np.testing.assert_allclose(g, finite_diff(lambda: ref(w), w), rtol=1e-6, atol=1e-9)
+
+
+def test_jit_function_called_inside_a_traced_function():
+    inner = gradc.jit(lambda w: np.tanh(w) * 2.0)
+    g = gradc.grad(lambda w: np.sum(inner(w)))(W5)
+    np.testing.assert_allclose(g, 2 * (1 - np.tanh(W5) ** 2), rtol=1e-12)
+
+
+def test_weight_shared_across_an_unrolled_loop():
+    rng = np.random.default_rng(21)
+    W = 0.5 * rng.standard_normal((3, 3))
+    h0 = rng.standard_normal(3)
+
+    def rnn(W, h0, steps):
+        h = h0
+        for _ in range(steps):
+            h = np.tanh(W @ h)
+        return np.sum(h)
+
+    g = gradc.grad(rnn)(W, h0, 4)
+    np.testing.assert_allclose(g, finite_diff(lambda: rnn(W, h0, 4), W), rtol=1e-6, atol=1e-9)
+
+
 # ---------------------------------------------------------------------------------------------
 # call-time conversion of inputs
 
