@@ -34,5 +34,5 @@ def value_and_grad(fun=None, *, argnums=0, copy=False, target="cpu", max_signatu
 
 def explain(fun, *args, **kwargs):
     """A report of how gradc compiles `fun` for these arguments (see gradc.explain module)."""
-    from .explain import explain as _explain
+    from .report import explain as _explain
     return _explain(fun, *args, **kwargs)

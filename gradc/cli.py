@@ -49,7 +49,7 @@ def example_args(spec):
 
 
 def cmd_explain(ns):
-    from .explain import explain
+    from .report import explain
     fun = load_attr(ns.target, "FUNC")
     args = example_args(ns.example)
     print(explain(fun, *args, argnums=ns.argnums, mode="jit" if ns.jit else "value_and_grad"))

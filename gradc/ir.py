@@ -16,6 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 
+# dtypes that graph values (and so inputs) may have; the CPU kernels have buffers of these
+SUPPORTED_DTYPES = tuple(np.dtype(d) for d in ("float32", "float64", "int32", "int64", "bool"))
+
+
 class Value:
     """One SSA value: a static shape and dtype, owned by the graph that made it."""
 

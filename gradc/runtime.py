@@ -18,7 +18,7 @@ from . import autodiff, pytree
 from .codegen.modules import content_name, load_module
 from .codegen.program import Program
 from .errors import NonDifferentiableError, SignatureError
-from .ir import Value
+from .ir import SUPPORTED_DTYPES, Value
 from .ops import fn
 from .passes import AFTER_AUTODIFF, BEFORE_AUTODIFF, run_passes
 from .passes.fuse import fuse
@@ -175,7 +175,10 @@ class Function:
 
     # --- calling ---------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
-        leaves, treedef = pytree.flatten((args, kwargs))
+        try:
+            leaves, treedef = pytree.flatten((args, kwargs))
+        except SignatureError as e:
+            raise SignatureError(str(e), source=user_source()) from None
         if any(isinstance(x, Value) for x in leaves):
             return self._inline(args, kwargs)
         key = (treedef, tuple((np.shape(x), np.asarray(x).dtype.str) if not isinstance(x, np.ndarray)
@@ -189,6 +192,12 @@ class Function:
             return self._package(compiled, outs)
 
     def _compile(self, key, args, kwargs):
+        for i, (shape, dtype) in enumerate(key[1]):
+            if np.dtype(dtype) not in SUPPORTED_DTYPES:
+                raise SignatureError(
+                    f"an input array has dtype {np.dtype(dtype).name}, which gradc does not "
+                    "support; convert it with .astype(np.float32) (supported: "
+                    + ", ".join(d.name for d in SUPPORTED_DTYPES) + ")", source=self._call_source)
         if self.max_signatures is not None and len(self.cache) >= self.max_signatures:
             raise SignatureError(
                 f"{self.__name__} would compile signature number {len(self.cache) + 1}, over "

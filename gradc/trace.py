@@ -71,20 +71,29 @@ def traced(method):
 # ---------------------------------------------------------------------------------------------
 # ufuncs and functions
 
+def _logical(op, a, b):
+    a, b = fn._operands(a, b)
+    a, b = fn.broadcast_all(fn.astype(a, bool), fn.astype(b, bool))
+    return a.graph.apply(op, (a, b))
+
+
 UFUNCS = {
     np.add: fn.add, np.subtract: fn.subtract, np.multiply: fn.multiply,
     np.divide: fn.divide, np.true_divide: fn.divide, np.power: fn.power,
     np.maximum: fn.maximum, np.minimum: fn.minimum, np.fmax: fn.maximum, np.fmin: fn.minimum,
     np.negative: fn.negative, np.positive: lambda x: x,
     np.matmul: fn.matmul,
+    np.floor_divide: fn.floor_divide, np.remainder: fn.remainder, np.mod: fn.remainder,
+    np.floor: lambda x: fn.unary("floor", x, float_only=False),
+    np.ceil: lambda x: fn.unary("ceil", x, float_only=False),
     np.less: functools.partial(fn.compare, "less"),
     np.less_equal: functools.partial(fn.compare, "less_equal"),
     np.greater: functools.partial(fn.compare, "greater"),
     np.greater_equal: functools.partial(fn.compare, "greater_equal"),
     np.equal: functools.partial(fn.compare, "equal"),
     np.not_equal: functools.partial(fn.compare, "not_equal"),
-    np.logical_and: lambda a, b: fn.elementwise("logical_and", fn.astype(fn.as_value(a, b if isinstance(b, Value) else None) if not isinstance(a, Value) else a, bool), fn.astype(fn.as_value(b, a) if not isinstance(b, Value) else b, bool)),
-    np.logical_or: lambda a, b: fn.elementwise("logical_or", fn.astype(fn.as_value(a, b if isinstance(b, Value) else None) if not isinstance(a, Value) else a, bool), fn.astype(fn.as_value(b, a) if not isinstance(b, Value) else b, bool)),
+    np.logical_and: lambda a, b: _logical("logical_and", a, b),
+    np.logical_or: lambda a, b: _logical("logical_or", a, b),
     np.logical_not: lambda x: x.graph.apply("logical_not", (fn.astype(x, bool),)),
     np.abs: lambda x: fn.unary("abs", x, float_only=False),
     np.absolute: lambda x: fn.unary("abs", x, float_only=False),
@@ -176,6 +185,12 @@ def supported_numpy_names():
     return sorted(names)
 
 
+def _qualified(func):
+    module = getattr(func, "__module__", "numpy") or "numpy"
+    prefix = "np." + module[len("numpy."):] + "." if module.startswith("numpy.") else "np."
+    return prefix + func.__name__
+
+
 @traced
 def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
     name = getattr(ufunc, "__name__", str(ufunc))
@@ -200,7 +215,7 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
 def _array_function(self, func, types, args, kwargs):
     impl = FUNCTIONS.get(func)
     if impl is None:
-        raise UnsupportedOpError(f"np.{func.__name__} is not supported in traced code; supported: "
+        raise UnsupportedOpError(f"{_qualified(func)} is not supported in traced code; supported: "
                                  + ", ".join(supported_numpy_names()))
     return impl(*args, **kwargs)
 
@@ -233,11 +248,12 @@ def _basic_index(x, index):
     n_real = sum(1 for i in index if i is not None and i is not Ellipsis)
     if n_real > x.ndim:
         raise ShapeError(f"too many indices ({n_real}) for an array of {x.ndim} dimensions")
-    if sum(1 for i in index if i is Ellipsis) > 1:
+    if sum(1 for i in index if i is Ellipsis) > 1:  # (`is`: == on arrays is elementwise)
         raise ShapeError("an index can only have a single ellipsis")
-    if Ellipsis in index:
-        k = index.index(Ellipsis)
+    if any(i is Ellipsis for i in index):
+        k = next(j for j, i in enumerate(index) if i is Ellipsis)
         index = index[:k] + (slice(None),) * (x.ndim - n_real) + index[k + 1:]
+        n_real = x.ndim
     index = index + (slice(None),) * (x.ndim - n_real)
     starts, stops, steps, out_shape = [], [], [], []
     dim = 0
@@ -328,12 +344,29 @@ def _array(self, *args, **kwargs):
         "function gradc does not trace); keep traced values symbolic", source=user_source())
 
 
+def _setitem(self, index, value):
+    raise UnsupportedOpError(
+        "item assignment (x[i] = v) on a traced value: arrays are immutable in a traced function; "
+        "build the result with np.where, np.concatenate or arithmetic instead", source=user_source())
+
+
+def _getattr(self, name):
+    if name.startswith("__"):
+        raise AttributeError(name)
+    raise UnsupportedOpError(
+        f"the ndarray attribute or method .{name} is not supported in traced code; supported: "
+        "T, shape, ndim, dtype, size, sum, mean, max, min, reshape, transpose, swapaxes, squeeze, "
+        "flatten, ravel, astype, dot, clip", source=user_source())
+
+
 _SURFACE = {
     "__add__": _binary(fn.add), "__radd__": _binary(fn.add, True),
     "__sub__": _binary(fn.subtract), "__rsub__": _binary(fn.subtract, True),
     "__mul__": _binary(fn.multiply), "__rmul__": _binary(fn.multiply, True),
     "__truediv__": _binary(fn.divide), "__rtruediv__": _binary(fn.divide, True),
     "__pow__": _binary(fn.power), "__rpow__": _binary(fn.power, True),
+    "__floordiv__": _binary(fn.floor_divide), "__rfloordiv__": _binary(fn.floor_divide, True),
+    "__mod__": _binary(fn.remainder), "__rmod__": _binary(fn.remainder, True),
     "__matmul__": _binary(fn.matmul), "__rmatmul__": _binary(fn.matmul, True),
     "__lt__": _binary(functools.partial(fn.compare, "less")),
     "__le__": _binary(functools.partial(fn.compare, "less_equal")),
@@ -354,6 +387,8 @@ _SURFACE = {
     "__complex__": _branch_error("complex()"),
     "item": _branch_error(".item()"), "tolist": _branch_error(".tolist()"),
     "__array__": _array,
+    "__setitem__": _setitem,
+    "__getattr__": _getattr,
     "__array_ufunc__": _array_ufunc,
     "__array_function__": _array_function,
     "T": property(traced(lambda self: fn.transpose(self))),

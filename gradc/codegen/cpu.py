@@ -87,8 +87,9 @@ def _collapse(shape, strides_list):
 
 
 class _Access:
-    def __init__(self, array, strides, dtype):
+    def __init__(self, array, strides, dtype, origin=0):
         self.array, self.strides, self.dtype = array, strides, dtype
+        self.origin = origin  # elements from the array's start to index 0 (negative strides)
 
 
 def _index(access, sizes, params, loopvars):
@@ -107,10 +108,10 @@ def _index(access, sizes, params, loopvars):
         for l in nz[1:]:
             expr = f"({expr}) * n{l} + {loopvars[l]}" if "+" in expr else f"{expr} * n{l} + {loopvars[l]}"
         return expr, " * ".join(f"n{l}" for l in nz)
-    if any(access.strides[l] < 0 for l in nz):
-        raise CompileError("negative strides are not supported")
     terms = [f"{loopvars[l]} * {params.add(f's{access.array}_{l}', access.strides[l])}" for l in nz]
-    extent = sum((sizes[l] - 1) * access.strides[l] for l in nz) + 1
+    if access.origin:
+        terms.insert(0, params.add(f"o{access.array}", access.origin))
+    extent = access.origin + sum((sizes[l] - 1) * s for l, s in enumerate(access.strides) if s > 0) + 1
     return " + ".join(terms), params.add(f"len{access.array}", extent)
 
 
@@ -139,11 +140,13 @@ def loop_kernel(kernel, fusion, address):
             if base.node is not None and base.node.op == "const":
                 local[x.id] = lit(base.node.attr["value"], x.dtype)
                 continue
-            arr = array_for(base, offset, x.dtype)
+            # negative strides (x[::-1]): address the lowest element, index from an origin
+            low = sum(min(0, (n - 1) * s) for n, s in zip(x.shape, strides))
+            arr = array_for(base, offset + low, x.dtype)
             key = (arr, strides)
             if key not in loads:
                 loads[key] = f"t{next(counter)}"
-                accesses.append((_Access(arr, strides, x.dtype), "load", loads[key]))
+                accesses.append((_Access(arr, strides, x.dtype, origin=-low), "load", loads[key]))
             local[x.id] = loads[key]
         name = f"t{next(counter)}"
         local[node.output.id] = name

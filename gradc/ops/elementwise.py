@@ -92,6 +92,14 @@ elementwise("divide", np.divide, lambda dt, a, b: f"{a} / {b}",
 elementwise("power", np.power, lambda dt, a, b: f"{a} ** {b}", cost=8,
             vjp=lambda n, g: [g * _x(n, 1) * _x(n, 0) ** (_x(n, 1) - 1),
                               g * _y(n) * np.log(_x(n, 0))])
+elementwise("floor_divide", np.floor_divide, lambda dt, a, b: f"{a} // {b}",
+            vjp=lambda n, g: [fn.zeros_like(_x(n, 0)), fn.zeros_like(_x(n, 1))])
+elementwise("remainder", np.remainder, lambda dt, a, b: f"{a} % {b}",  # sign of the divisor
+            vjp=lambda n, g: [g, -g * np.floor_divide(_x(n, 0), _x(n, 1))])
+elementwise("floor", np.floor, lambda dt, a: f"np.floor({a})",
+            vjp=lambda n, g: [fn.zeros_like(_x(n))])
+elementwise("ceil", np.ceil, lambda dt, a: f"np.ceil({a})",
+            vjp=lambda n, g: [fn.zeros_like(_x(n))])
 elementwise("negative", np.negative, lambda dt, a: f"-{a}",
             vjp=lambda n, g: [-g])
 elementwise("maximum", np.maximum, lambda dt, a, b: f"max2({a}, {b})",

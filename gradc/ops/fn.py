@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 
 from ..errors import ShapeError, UnsupportedOpError
-from ..ir import Value
+from ..ir import SUPPORTED_DTYPES, Value
 
 
 class ConstArray:
@@ -114,6 +114,9 @@ def astype(x, dtype):
     dtype = np.dtype(dtype)
     if x.dtype == dtype:
         return x
+    if dtype not in SUPPORTED_DTYPES:
+        raise UnsupportedOpError(f"dtype {dtype.name} is not supported; use one of "
+                                 + ", ".join(d.name for d in SUPPORTED_DTYPES))
     return x.graph.apply("astype", (x,), dtype=dtype)
 
 
@@ -182,6 +185,14 @@ def divide(a, b):
 
 def power(a, b):
     return elementwise("power", a, b)
+
+
+def floor_divide(a, b):
+    return elementwise("floor_divide", a, b)
+
+
+def remainder(a, b):
+    return elementwise("remainder", a, b)
 
 
 def maximum(a, b):

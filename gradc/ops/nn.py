@@ -29,7 +29,9 @@ def _softmax_lower(x, axes):
 
 
 def _log_softmax_lower(x, axes):
-    return x - fn.broadcast_to(_lse_lower(x, axes), x.shape)
+    # (x - m) - log(sum(exp(x - m))): x - m is exact, so large logits keep their digits
+    shifted = x - fn.broadcast_to(fn.max(x, axes, keepdims=True), x.shape)
+    return shifted - fn.broadcast_to(np.log(fn.sum(np.exp(shifted), axes, keepdims=True)), x.shape)
 
 
 def _apply(op, x, axes):
@@ -65,6 +67,11 @@ register(OpDef("logsumexp", COMPOSITE, _keepdims_infer, ref=_np_logsumexp, vjp=_
 register(OpDef("softmax", COMPOSITE, _same_infer,
                ref=lambda x, axes: np.exp(x - _np_logsumexp(x, axes)).astype(x.dtype),
                vjp=_softmax_vjp, lower=_softmax_lower))
-register(OpDef("log_softmax", COMPOSITE, _same_infer,
-               ref=lambda x, axes: (x - _np_logsumexp(x, axes)).astype(x.dtype),
+def _np_log_softmax(x, axes):
+    m = np.max(x, axis=axes, keepdims=True)
+    shifted = x - np.where(np.isfinite(m), m, 0)
+    return (shifted - np.log(np.sum(np.exp(shifted), axis=axes, keepdims=True))).astype(x.dtype)
+
+
+register(OpDef("log_softmax", COMPOSITE, _same_infer, ref=_np_log_softmax,
                vjp=_log_softmax_vjp, lower=_log_softmax_lower))

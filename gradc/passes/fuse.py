@@ -197,7 +197,7 @@ def fuse(graph):
                 if base.id in home and (home[base.id] is not k or base is not x
                                         or base.node.opdef.kind == REDUCE):
                     read_as_buffer.add(base.id)
-    out_ids = {v.id for v in graph.outputs}
+    out_ids = {base_layout(v)[0].id for v in graph.outputs}  # an output may be a reshape
     for k in kernels:
         for node in k.nodes:
             v = node.output

@@ -1,4 +1,4 @@
-"""`gradc.explain`: how a function is compiled, stage by stage, for one set of arguments.
+"""The report behind `gradc.explain`: how a function is compiled, stage by stage, for one set of arguments.
 
 The report holds the traced IR, the IR after the passes (with source lines), what CSE merged and
 where forward and backward share work, the kernels with what each fused (and why fusions were
