@@ -3,6 +3,7 @@
     f = gradc.jit(loss)                         # compiled forward
     g = gradc.grad(loss)                        # gradients of argument 0
     vg = gradc.value_and_grad(loss, argnums=0)  # (value, gradients)
+    step = gradc.train_step(loss, gradc.optim.Adam(lr=1e-3))  # loss = step(params, x, y)
     print(gradc.explain(loss, params, x, y))    # IR, passes, kernels, memory plan
 """
 __version__ = "0.1.0"
@@ -11,8 +12,10 @@ from . import ops  # noqa: E402,F401  (registers every op)
 from . import nn  # noqa: E402,F401
 from .errors import (CompileError, GradcError, NonDifferentiableError, NonFiniteError,  # noqa: E402
                      ShapeError, SignatureError, TracedBranchError, UnsupportedOpError)
+from . import optim  # noqa: E402,F401
 from .api import explain, grad, jit, value_and_grad  # noqa: E402
+from .train import train_step  # noqa: E402
 
-__all__ = ["jit", "grad", "value_and_grad", "explain", "nn", "GradcError", "ShapeError",
+__all__ = ["jit", "grad", "value_and_grad", "train_step", "explain", "nn", "optim", "GradcError", "ShapeError",
            "UnsupportedOpError", "TracedBranchError", "SignatureError", "NonDifferentiableError",
            "NonFiniteError", "CompileError", "__version__"]

@@ -100,6 +100,9 @@ class Graph:
         # While tracing user code, each new node is stamped with the user's file:line; passes
         # and VJP rules turn this off and stamp the source of the node they come from.
         self.stamp_user_source = False
+        # output index -> input index: that output is written into that input's own buffer
+        # (a train step's new parameters and optimizer state), never into the arena
+        self.aliases = {}
 
     def _new_value(self, shape, dtype, node=None, name=None):
         v = Value(self, self._next_id, shape, dtype, node, name)
@@ -192,6 +195,7 @@ def replay(graph, rewrite=None, outputs=None):
             raise AssertionError(f"rewrite of {node.op} changed its type: {out} vs {node.output}")
         env[node.output.id] = out
     new.outputs = [env[v.id] for v in (outputs if outputs is not None else graph.outputs)]
+    new.aliases = dict(graph.aliases) if outputs is None else {}
     return new
 
 

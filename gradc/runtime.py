@@ -89,7 +89,7 @@ class Compiled:
             self.arena[off:off + array.nbytes] = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
         graph = fusion.graph
         self.input_types = [(v.shape, v.dtype) for v in graph.inputs]
-        self.outputs = [self.view(v) for v in graph.outputs]
+        self.outputs = [None if v.id in plan.aliases else self.view(v) for v in graph.outputs]
         self.lock = threading.Lock()
 
     def view(self, v):

@@ -45,6 +45,7 @@ class Program:
             if isinstance(base, tuple):  # a kernel's private scratch ("partial", kernel, value)
                 return f"A + {plan.offsets[base]}"
             byte = offset_elements * base.dtype.itemsize
+            base = plan.aliases.get(base.id, base)  # written in place into an input's buffer
             if base.id in input_of:
                 root = input_of[base.id]
             else:
@@ -66,8 +67,11 @@ class Program:
                  "arena's address and each input's buffer address; outputs are written at fixed",
                  "offsets of the arena:"]
         for i, v in enumerate(fusion.graph.outputs):
-            lines.append(f"    output {i}: {v.type_str} at byte {self.plan.offsets[v.id]} "
-                         f"({nbytes(v)} bytes)")
+            if v.id in self.plan.aliases:
+                where = f"in place, into input {self.plan.aliases[v.id].name}"
+            else:
+                where = f"at byte {self.plan.offsets[v.id]} ({nbytes(v)} bytes)"
+            lines.append(f"    output {i}: {v.type_str} {where}")
         lines.append('"""')
         for mod, ks in sorted({(f"gradc_{k.name}", k.name) for k in self.kernels}):
             lines.append(f"from {mod} import {ks}")

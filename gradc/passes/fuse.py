@@ -118,6 +118,12 @@ def fuse(graph):
     kernels: list[Kernel] = []
     home = {}  # value id -> kernel that computes it (for computed values)
     notes = []
+    # In-place outputs (a train step's new parameters) overwrite an input's buffer: the kernel
+    # that writes one must run after every other kernel that reads the old value, and must read
+    # it only at the element it writes.
+    overwrites = {base_layout(graph.outputs[o])[0].id: graph.inputs[i].id
+                  for o, i in graph.aliases.items()}
+    readers, strided_readers = {}, {}  # input id -> kernels reading it (through a view)
 
     def producer(v):
         """The kernel whose buffer a read of `v` depends on (through views), or None."""
@@ -140,6 +146,12 @@ def fuse(graph):
     def can_join(k, node, identity_inputs):
         if k.kind != "loop" or k.shape != _space(node):
             return False, "a different iteration space"
+        target = overwrites.get(node.output.id)
+        if target is not None:
+            if k in strided_readers.get(target, ()):
+                return False, "the kernel reads, through a view, the buffer this node overwrites"
+            if any(r is not k and reaches(r, k) for r in readers.get(target, ())):
+                return False, "overwriting its input here would race with a kernel reading it"
         for x in node.inputs:
             p = producer(x)
             if p is None or x.id in identity_inputs:
@@ -186,6 +198,13 @@ def fuse(graph):
             p = producer(x)
             if p is not None and p is not target:
                 target.deps.add(p)
+            layout = base_layout(x)
+            if layout is not None:
+                readers.setdefault(layout[0].id, set()).add(target)
+                if layout[0] is not x:
+                    strided_readers.setdefault(layout[0].id, set()).add(target)
+        if node.output.id in overwrites:  # run after every other reader of the old value
+            target.deps.update(r for r in readers.get(overwrites[node.output.id], ()) if r is not target)
 
     # stores: values read outside their kernel (or through a view), and the outputs
     read_as_buffer = set()

@@ -27,6 +27,7 @@ class BufferPlan:
     naive_bytes: int  # every stored value in a slot of its own
     input_bytes: int
     constants: dict = field(default_factory=dict)  # value id -> array to copy in once
+    aliases: dict = field(default_factory=dict)  # value id -> input Value it is written into
 
 
 def nbytes(v):
@@ -36,8 +37,13 @@ def nbytes(v):
 def plan_buffers(fusion):
     graph = fusion.graph
     offsets, cursor = {}, 0
-    for v in graph.outputs:  # an output may be a contiguous view (reshape) of what a kernel stores
-        offsets[v.id] = offsets[fusion.layouts[v.id][0].id] = cursor
+    aliases = {}  # value id -> the input whose buffer it is written into
+    for i, v in enumerate(graph.outputs):
+        base = fusion.layouts[v.id][0]  # an output may be a contiguous view (reshape) of a store
+        if i in graph.aliases:
+            aliases[v.id] = aliases[base.id] = graph.inputs[graph.aliases[i]]
+            continue
+        offsets[v.id] = offsets[base.id] = cursor
         cursor += _aligned(nbytes(v))
     output_bytes = cursor
 
@@ -71,7 +77,7 @@ def plan_buffers(fusion):
     naive = output_bytes + constant_bytes
     for k in fusion.kernels:
         for v in k.stores:
-            if v.id in offsets:
+            if v.id in offsets or v.id in aliases:
                 continue
             size = _aligned(nbytes(v))
             naive += size
@@ -91,7 +97,7 @@ def plan_buffers(fusion):
 
     input_bytes = sum(nbytes(v) for v in graph.inputs)
     return BufferPlan(offsets, end, output_bytes, constant_bytes, end - scratch_start, naive,
-                      input_bytes, constants)
+                      input_bytes, constants, aliases)
 
 
 def _coalesce(free):

@@ -1,0 +1,204 @@
+"""`gradc.train_step`: forward, backward and optimizer update as one compiled call.
+
+The step owns the optimizer state (fixed arrays shaped like the parameters) and a few runtime
+scalars (learning rate, bias corrections). The compiled graph's outputs are the loss, the new
+parameters and the new state; the new values are written in place into the parameters' and the
+state's own buffers (`graph.aliases`), so a step allocates nothing and returns the loss.
+
+With check_finite=True the update is guarded: every new value is `where(ok, new, old)` where `ok`
+says the loss and all gradients are finite, so a bad step leaves parameters and state exactly as
+they were, and the call raises NonFiniteError.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from . import autodiff, pytree
+from .errors import NonFiniteError, SignatureError
+from .ops import fn
+from .passes import BEFORE_AUTODIFF, run_passes
+from .runtime import (Compiled, _log, _log_enabled, _why, check_scalar_output, compile_graph,
+                      differentiable_leaves)
+from .trace import trace, user_source
+
+
+def global_norm_clip(grads, max_norm):
+    """PyTorch's clip_grad_norm_: scale every gradient by min(1, max_norm / (norm + 1e-6))."""
+    total = None
+    for g in grads:
+        sq = fn.sum(g * g)
+        total = sq if total is None else total + sq
+    coef = fn.minimum(max_norm / (np.sqrt(total) + 1e-6), 1.0)
+    return [g * fn.broadcast_to(fn.astype(coef, g.dtype), g.shape) for g in grads]
+
+
+def all_finite(values):
+    """A boolean scalar: every element of every value is finite (x*0 is 0 exactly when x is)."""
+    acc = None
+    for v in values:
+        z = fn.sum(fn.astype(v, np.float64) * 0.0)
+        acc = z if acc is None else acc + z
+    return acc == 0.0
+
+
+class TrainStep:
+    """`loss = step(params, *batch)`: one optimizer step, params updated in place."""
+
+    def __init__(self, loss_fn, optimizer, argnums=0, check_finite=False, clip_norm=None,
+                 target="cpu"):
+        if target != "cpu":
+            raise NotImplementedError(f"target={target!r} is not available yet; use target='cpu'")
+        if not isinstance(argnums, int):
+            raise SignatureError("train_step updates one argument: argnums must be an int")
+        self.loss_fn, self.optimizer, self.argnums = loss_fn, optimizer, argnums
+        self.check_finite, self.clip_norm = check_finite, clip_norm
+        self.__name__ = getattr(loss_fn, "__name__", "loss")
+        self.step_count = 0
+        self.cache = {}
+        self.lock = threading.Lock()
+        self._param_spec = None  # (treedef, [(shape, dtype)]) fixed by the first call
+        self._state = None  # {slot: [array per parameter leaf]}
+        self._scalars = {name: np.zeros((), np.float32) for name in optimizer.scalar_names}
+        self._last_key = None
+
+    # --- state -----------------------------------------------------------------------------
+    def state_dict(self):
+        """Optimizer state as plain NumPy arrays (copies): step count and every slot."""
+        if self._state is None:
+            return {"step": self.step_count, "state": {}}
+        tree = self._param_spec[0]
+        return {"step": self.step_count,
+                "state": {slot: pytree.unflatten(tree, [a.copy() for a in arrays])
+                          for slot, arrays in self._state.items()}}
+
+    def load_state_dict(self, state):
+        """Restore what `state_dict` returned (the step must have been called once, or the
+        parameter structure is taken from the state)."""
+        self.step_count = int(state["step"])
+        for slot, tree_value in state["state"].items():
+            leaves, tree = pytree.flatten(tree_value)
+            if self._state is None:
+                self._param_spec = (tree, [(a.shape, a.dtype) for a in leaves])
+                self._state = {s: [np.zeros(a.shape, a.dtype) for a in leaves]
+                               for s in self.optimizer.slots}
+            for dst, src in zip(self._state[slot], leaves):
+                np.copyto(dst, src)
+
+    # --- calling ---------------------------------------------------------------------------
+    def __call__(self, *args):
+        src = user_source()
+        with self.lock:
+            params = args[self.argnums]
+            p_leaves, p_tree = pytree.flatten(params)
+            self._check_params(p_leaves, p_tree, src)
+            leaves, treedef = pytree.flatten((args, {}))
+            key = (treedef, tuple((np.shape(x), np.asarray(x).dtype.str) for x in leaves))
+            compiled = self.cache.get(key)
+            if compiled is None:
+                compiled = self._compile(key, args, src)
+            step = self.step_count + 1
+            for name, value in self.optimizer.scalars(step).items():
+                self._scalars[name][()] = value
+            state = [a for slot in self.optimizer.slots for a in self._state[slot]]
+            scalars = [self._scalars[n] for n in self.optimizer.scalar_names]
+            outs = compiled.run(leaves + state + scalars)
+            loss = float(outs[0])
+            if self.check_finite and not bool(outs[-1]):
+                raise NonFiniteError(
+                    f"the loss ({loss}) or a gradient is not finite; parameters and optimizer "
+                    "state were left unchanged", source=src)
+            self.step_count = step
+            return loss
+
+    def _check_params(self, leaves, tree, src):
+        spec = (tree, [(np.shape(x), np.asarray(x).dtype) for x in leaves])
+        for x in leaves:
+            if not (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.flags.writeable
+                    and np.issubdtype(x.dtype, np.floating)):
+                raise SignatureError(
+                    "train_step updates parameters in place: each must be a writeable, "
+                    "C-contiguous float NumPy array (use np.ascontiguousarray(p, np.float32))",
+                    source=src)
+        if self._param_spec is None:
+            self._param_spec = spec
+            self._state = {slot: [np.zeros(x.shape, x.dtype) for x in leaves]
+                           for slot in self.optimizer.slots}
+        elif spec != self._param_spec:
+            raise SignatureError(
+                f"this train_step was first called with parameters {pytree.describe(self._param_spec[0])} "
+                f"of shapes {[s for s, _ in self._param_spec[1]]}; now {pytree.describe(tree)} of "
+                f"shapes {[s for s, _ in spec[1]]}. Its optimizer state is shaped like the first; "
+                "make a new train_step for other parameters", source=src)
+
+    def _compile(self, key, args, src):
+        graph, out_tree, outs = trace(self.loss_fn, args)
+        argnums = (self.argnums,)
+        differentiable_leaves(args, argnums, src)
+        if len(outs) != 1:
+            raise SignatureError("train_step needs a loss function returning one scalar", source=src)
+        check_scalar_output(outs[0], src)
+        graph = run_passes(graph, BEFORE_AUTODIFF)
+        before = sum(len(pytree.flatten(a)[0]) for a in args[:self.argnums])
+        n_params = len(pytree.flatten(args[self.argnums])[0])
+        params = graph.inputs[before:before + n_params]
+        loss = graph.outputs[0]
+        grads = autodiff.vjp(graph, loss, params)
+        graph.stamp_user_source = False
+        with graph.at_source(f"optimizer {type(self.optimizer).__name__}"):
+            state_in = {slot: [graph.add_input(p.shape, p.dtype, name=f"{slot}[{i}]")
+                               for i, p in enumerate(params)] for slot in self.optimizer.slots}
+            scalars = {name: graph.add_input((), np.float32, name=name)
+                       for name in self.optimizer.scalar_names}
+            if self.clip_norm is not None:
+                grads = global_norm_clip(grads, self.clip_norm)
+            ok = all_finite([loss] + grads) if self.check_finite else None
+            new_params, new_state = [], {slot: [] for slot in self.optimizer.slots}
+            for i, (p, g) in enumerate(zip(params, grads)):
+                s = {k: fn.astype(v, p.dtype) for k, v in scalars.items()}
+                new_p, st = self.optimizer.update(p, g, {k: v[i] for k, v in state_in.items()}, s)
+                if ok is not None:
+                    new_p = fn.where(ok, new_p, p)
+                    st = {k: fn.where(ok, v, state_in[k][i]) for k, v in st.items()}
+                new_params.append(new_p)
+                for slot in self.optimizer.slots:
+                    new_state[slot].append(st[slot])
+        outputs = [loss] + new_params + [v for slot in self.optimizer.slots for v in new_state[slot]]
+        aliases = {1 + i: _index(graph.inputs, p) for i, p in enumerate(params)}
+        k = 1 + len(params)
+        for slot in self.optimizer.slots:
+            for v_in in state_in[slot]:
+                aliases[k] = _index(graph.inputs, v_in)
+                k += 1
+        if ok is not None:
+            outputs.append(ok)
+        graph.outputs = outputs
+        graph.aliases = aliases
+        title = f"train_step of {self.__name__} with {self.optimizer!r} from {src}"
+        stages, fusion, plan, program, driver, timings = compile_graph(graph, 0, title)
+        compiled = Compiled(stages, fusion, plan, program, driver, None)
+        if _log_enabled("compiles"):
+            _log(f"compiled train_step({self.__name__}) at {src}: {_why(self._last_key, key)}; "
+                 f"{len(fusion.kernels)} kernels; passes {timings['passes'] * 1e3:.0f} ms, codegen "
+                 f"{timings['codegen'] * 1e3:.0f} ms, numba {timings['numba'] * 1e3:.0f} ms")
+        self.cache[key] = compiled
+        self._last_key = key
+        return compiled
+
+
+def _index(values, v):
+    return next(i for i, x in enumerate(values) if x is v)
+
+
+def train_step(loss_fn=None, optimizer=None, *, argnums=0, check_finite=False, clip_norm=None,
+               target="cpu"):
+    """Compile `loss_fn`'s forward, backward and `optimizer`'s update into one call:
+    `loss = step(params, *batch)` updates `params` (argument `argnums`) in place and returns
+    the loss as a float."""
+    if optimizer is None:
+        raise TypeError("train_step needs an optimizer, e.g. gradc.optim.Adam(lr=1e-3)")
+    if loss_fn is None:
+        return lambda f: TrainStep(f, optimizer, argnums, check_finite, clip_norm, target)
+    return TrainStep(loss_fn, optimizer, argnums, check_finite, clip_norm, target)
+
