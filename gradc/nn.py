@@ -80,3 +80,112 @@ def mse(pred, target):
     """Mean squared error."""
     diff = pred - target
     return np.mean(diff * diff)
+
+
+# --- layers -----------------------------------------------------------------------------------
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _unfold(x, kh, kw, stride, padding, pad):
+    attrs = dict(kh=kh, kw=kw, stride=stride, padding=padding, pad=float(pad))
+    if isinstance(x, Value):
+        return x.graph.apply("unfold", (x,), **attrs)
+    return get_op("unfold").ref(np.asarray(x), **attrs)
+
+
+def _windows(x, kernel, stride, padding, pad):
+    kh, kw = _pair(kernel)
+    stride = kh if stride is None else stride
+    if _pair(stride)[0] != _pair(stride)[1] or _pair(padding)[0] != _pair(padding)[1]:
+        raise NotImplementedError("gradc.nn windows take one stride and one padding for both axes")
+    return _unfold(x, kh, kw, _pair(stride)[0], _pair(padding)[0], pad)  # N,OH,OW,C,KH,KW
+
+
+@traced
+def conv2d(x, w, b=None, stride=1, padding=0):
+    """2-D convolution (cross-correlation, as in PyTorch), NCHW input x[N,C,H,W], weights
+    w[OC,C,KH,KW], optional bias b[OC]. Lowered to im2col (`unfold`) + one matmul; its gradient
+    is a matmul and a scatter-add (`fold`)."""
+    oc, c, kh, kw = w.shape
+    if x.shape[1] != c:
+        from .errors import ShapeError
+        raise ShapeError(f"conv2d: input has {x.shape[1]} channels, weights expect {c}")
+    cols = _windows(x, (kh, kw), stride, padding, 0.0)
+    n, oh, ow = cols.shape[:3]
+    out = cols.reshape(n * oh * ow, c * kh * kw) @ w.reshape(oc, c * kh * kw).T
+    out = out.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2)
+    if b is not None:
+        out = out + b.reshape(1, oc, 1, 1)
+    return out
+
+
+@traced
+def max_pool2d(x, kernel=2, stride=None, padding=0):
+    """Max over kernel x kernel windows of x[N,C,H,W] (stride defaults to the kernel size)."""
+    return _pool(x, kernel, stride, padding, np.max, -np.inf)
+
+
+@traced
+def avg_pool2d(x, kernel=2, stride=None, padding=0):
+    """Mean over windows; padding counts as zeros (PyTorch's count_include_pad=True)."""
+    return _pool(x, kernel, stride, padding, np.mean, 0.0)
+
+
+def _pool(x, kernel, stride, padding, reduce, pad):
+    kh, kw = _pair(kernel)
+    s = kh if stride is None else _pair(stride)[0]
+    n, c, h, w = x.shape
+    if s == kh == kw and padding == 0 and h % kh == 0 and w % kw == 0:
+        # non-overlapping windows: a reshape and a reduction, no gather
+        return reduce(x.reshape(n, c, h // kh, kh, w // kw, kw), axis=(3, 5))
+    patches = _windows(x, (kh, kw), s, padding, pad)
+    return reduce(patches, axis=(4, 5)).transpose(0, 3, 1, 2)
+
+
+@traced
+def layer_norm(x, gamma=None, beta=None, eps=1e-5, axis=-1):
+    """(x - mean) / sqrt(var + eps) * gamma + beta over `axis` (biased variance, as PyTorch)."""
+    mu = np.mean(x, axis=axis, keepdims=True)
+    d = x - mu
+    var = np.mean(d * d, axis=axis, keepdims=True)
+    y = d / np.sqrt(var + eps)
+    if gamma is not None:
+        y = y * gamma
+    if beta is not None:
+        y = y + beta
+    return y
+
+
+@traced
+def embedding(table, indices):
+    """Rows of `table` (vocab, dim) for integer `indices` of any shape; the gradient is a
+    scatter-add into the rows used."""
+    return np.take(table, indices, axis=0)
+
+
+@traced
+def dropout(x, mask, rate):
+    """Inverted dropout with an explicit `mask` (True = keep), e.g. from `dropout_mask`:
+    x * mask / (1 - rate). gradc keeps no hidden random state: pass a new mask each step."""
+    if not 0 <= rate < 1:
+        raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+    return np.where(mask, x * (1.0 / (1.0 - rate)), 0.0)
+
+
+def dropout_mask(rng, shape, rate):
+    """A keep-mask for `dropout`, drawn from a NumPy Generator (outside the traced function)."""
+    return rng.random(shape) >= rate
+
+
+@traced
+def gelu(x):
+    """GELU, tanh form: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+
+
+@traced
+def flatten(x, start_axis=1):
+    """Merge the axes from `start_axis` on: (N, C, H, W) -> (N, C*H*W)."""
+    return x.reshape(x.shape[:start_axis] + (-1,))
