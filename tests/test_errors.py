@@ -396,3 +396,64 @@ def test_every_error_class_is_exported_and_a_gradc_error():
         cls = getattr(gradc, name)
         assert issubclass(cls, gradc.GradcError) and cls is not gradc.GradcError
     assert issubclass(gradc.GradcError, Exception)
+
+
+# ---------------------------------------------------------------------------------------------
+# train_step
+
+def _ts_loss(p, x):
+    return np.sum(np.tanh(p["w"] * x))
+
+
+def test_train_step_params_of_another_shape_is_a_signature_error():
+    step = gradc.train_step(_ts_loss, gradc.optim.Adam(lr=0.1))
+    step({"w": X3.copy()}, X3)
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        step({"w": X4.copy()}, X4)  # TS-SHAPE
+    check(excinfo, gradc.SignatureError, "TS-SHAPE")
+
+
+def test_train_step_params_of_another_structure_is_a_signature_error():
+    step = gradc.train_step(_ts_loss, gradc.optim.SGD(lr=0.1))
+    step({"w": X3.copy()}, X3)
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        step({"w": X3.copy(), "extra": X3.copy()}, X3)  # TS-STRUCTURE
+    check(excinfo, gradc.SignatureError, "TS-STRUCTURE")
+
+
+def test_train_step_params_of_another_dtype_is_a_signature_error():
+    step = gradc.train_step(_ts_loss, gradc.optim.SGD(lr=0.1))
+    step({"w": X3.copy()}, X3)
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        step({"w": X3.astype(np.float32)}, X3)  # TS-DTYPE
+    check(excinfo, gradc.SignatureError, "TS-DTYPE")
+
+
+def test_train_step_rejects_params_it_cannot_update_in_place():
+    step = gradc.train_step(_ts_loss, gradc.optim.SGD(lr=0.1))
+    frozen = X3.copy()
+    frozen.flags.writeable = False
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        step({"w": frozen}, X3)  # TS-READONLY
+    check(excinfo, gradc.SignatureError, "TS-READONLY")
+    np.testing.assert_array_equal(frozen, X3)
+
+
+def test_train_step_check_finite_leaves_params_and_state_unchanged():
+    step = gradc.train_step(_ts_loss, gradc.optim.Adam(lr=0.1), check_finite=True)
+    p = {"w": X3.copy()}
+    step(p, X3)
+    after_one = p["w"].copy()
+    state = step.state_dict()
+    bad = X3.copy()
+    bad[1] = np.nan
+    with pytest.raises(gradc.NonFiniteError) as excinfo:
+        step(p, bad)  # TS-NONFINITE
+    check(excinfo, gradc.NonFiniteError, "TS-NONFINITE")
+    np.testing.assert_array_equal(p["w"], after_one)
+    again = step.state_dict()
+    assert again["step"] == state["step"] == 1
+    for slot in state["state"]:
+        np.testing.assert_array_equal(again["state"][slot]["w"], state["state"][slot]["w"])
+    step(p, X3)  # and training goes on
+    assert step.state_dict()["step"] == 2 and not np.array_equal(p["w"], after_one)
