@@ -1,0 +1,697 @@
+"""`gradc.train_step`: forward + backward + optimizer update as one compiled call.
+
+The optimizer updates are checked against NumPy implementations of torch.optim's single-tensor
+rules written here in float32, in PyTorch's order of operations, on a loss whose gradient is
+known exactly (`sum(p * c)` has gradient `c`), so the comparison isolates the update. Where
+PyTorch is installed, the same trajectories are also compared with `torch.optim` itself.
+
+Compiles are the expensive part (a few tenths of a second each), so compiled steps are shared:
+every trajectory is computed once per module (`functools.cache`) and checked by several tests.
+"""
+import copy
+import functools
+import math
+import sys
+import threading
+
+import numpy as np
+import pytest
+from numba.core.runtime import _nrt_python, rtsys
+
+import gradc  # tests/conftest.py points GRADC_CACHE_DIR at a session temp dir
+from gradc.optim import SGD, Adam, AdamW
+
+F32 = np.float32
+MAXULP = 4  # gradc's kernels use fast-math (contract, arcp): a few ulp of float32 rounding
+
+
+def here():
+    """The caller's line number (to check that errors name the user's line)."""
+    return sys._getframe(1).f_lineno
+
+
+def assert_ulp(actual, expected, maxulp=MAXULP, what=""):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.dtype == expected.dtype, (what, actual.dtype, expected.dtype)
+    assert actual.shape == expected.shape, (what, actual.shape, expected.shape)
+    try:
+        np.testing.assert_array_max_ulp(actual, expected, maxulp=maxulp)
+    except AssertionError as e:
+        raise AssertionError(f"{what}: {e}\nactual={actual}\nexpected={expected}") from None
+
+
+def copy_tree(tree):
+    return {k: v.copy() for k, v in tree.items()}
+
+
+def assert_bit_identical(a, b, what=""):
+    """Two dicts of arrays (or state_dicts) are equal bit for bit."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), (what, a.keys(), b.keys())
+        for k in a:
+            assert_bit_identical(a[k], b[k], f"{what}[{k!r}]")
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and a.shape == b.shape, what
+        bits = [np.ascontiguousarray(v).view(np.uint8) for v in (a, b)]
+        assert np.array_equal(*bits), f"{what}: {a} != {b}"
+    else:
+        assert a == b, (what, a, b)
+
+
+# --- the linear loss: gradient c, exactly -------------------------------------------------------
+
+def linear_loss(p, c):
+    return np.sum(p["w"] * c["w"]) + np.sum(p["b"] * c["b"])
+
+
+SHAPES = {"w": (3, 4), "b": (5,)}
+N_STEPS = 5
+
+
+def linear_problem(n_steps=N_STEPS, seed=0):
+    """Initial params and one gradient per step. Every element keeps one sign throughout
+    (params in ±[1, 2], gradients in ±[0.5, 1.5] with the same sign), so nothing cancels and
+    a few ulp of float32 rounding stay a few ulp; the updates are 1e-3..1e-1, thousands of ulp."""
+    rng = np.random.default_rng(seed)
+    sign = {k: np.where(rng.random(s) < 0.5, -1, 1).astype(F32) for k, s in SHAPES.items()}
+    p0 = {k: sign[k] * rng.uniform(1, 2, s).astype(F32) for k, s in SHAPES.items()}
+    cs = [{k: sign[k] * rng.uniform(0.5, 1.5, s).astype(F32) for k, s in SHAPES.items()}
+          for _ in range(n_steps)]
+    return p0, cs
+
+
+# --- NumPy float32 versions of torch.optim's _single_tensor_sgd / _single_tensor_adam -----------
+
+def torch_lerp(start, end, weight):
+    """torch.lerp's formula (it switches at weight 0.5 for accuracy)."""
+    w = F32(weight)
+    if abs(w) < 0.5:
+        return start + w * (end - start)
+    return end - (end - start) * (F32(1) - w)
+
+
+class RefSGD:
+    def __init__(self, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+        self.lr, self.momentum, self.dampening = lr, momentum, dampening
+        self.nesterov, self.weight_decay = nesterov, weight_decay
+        self.state = {}
+
+    def step(self, params, grads):
+        for k, p in params.items():
+            dtype = p.dtype.type
+            g = grads[k]
+            if self.weight_decay != 0:
+                g = g + dtype(self.weight_decay) * p          # grad.add(param, alpha=wd)
+            if self.momentum != 0:
+                buf = self.state.get(k)
+                if buf is None:
+                    buf = g.copy()                             # torch.clone(grad)
+                else:                                          # buf.mul_(m).add_(g, alpha=1-damp)
+                    buf = buf * dtype(self.momentum) + dtype(1 - self.dampening) * g
+                self.state[k] = buf
+                g = g + dtype(self.momentum) * buf if self.nesterov else buf
+            params[k] = p + dtype(-self.lr) * g                # param.add_(grad, alpha=-lr)
+
+    def slots(self):
+        return {"momentum_buffer": dict(self.state)} if self.momentum else {}
+
+
+class RefAdam:
+    decoupled = False
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+        self.t = 0
+        self.m, self.v = {}, {}
+
+    def step(self, params, grads):
+        self.t += 1
+        b1, b2 = self.betas
+        for k, p in params.items():
+            dtype = p.dtype.type
+            g = grads[k]
+            if self.weight_decay != 0:
+                if self.decoupled:
+                    p = p * dtype(1 - self.lr * self.weight_decay)   # param.mul_(1 - lr*wd)
+                else:
+                    g = g + dtype(self.weight_decay) * p             # grad.add(param, alpha=wd)
+            m = self.m.get(k, np.zeros_like(p))
+            v = self.v.get(k, np.zeros_like(p))
+            m = torch_lerp(m, g, 1 - b1)                             # exp_avg.lerp_(grad, 1-b1)
+            v = v * dtype(b2) + dtype(1 - b2) * g * g                # mul_(b2).addcmul_(g, g, 1-b2)
+            bias_correction1 = 1 - b1 ** self.t                      # Python floats (double)
+            bias_correction2 = 1 - b2 ** self.t
+            step_size = self.lr / bias_correction1
+            bias_correction2_sqrt = math.sqrt(bias_correction2)
+            denom = np.sqrt(v) / dtype(bias_correction2_sqrt) + dtype(self.eps)
+            params[k] = p + dtype(-step_size) * m / denom           # addcdiv_(m, denom, -step_size)
+            self.m[k], self.v[k] = m, v
+
+    def slots(self):
+        return {"exp_avg": dict(self.m), "exp_avg_sq": dict(self.v)}
+
+
+class RefAdamW(RefAdam):
+    decoupled = True
+
+
+CONFIGS = {  # name: (gradc optimizer class, reference class, torch class name, kwargs)
+    "sgd": (SGD, RefSGD, "SGD", dict(lr=0.05)),
+    "sgd_wd": (SGD, RefSGD, "SGD", dict(lr=0.05, weight_decay=0.1)),
+    "momentum": (SGD, RefSGD, "SGD", dict(lr=0.02, momentum=0.9)),
+    "momentum_dampening_wd": (SGD, RefSGD, "SGD",
+                              dict(lr=0.02, momentum=0.8, dampening=0.25, weight_decay=0.1)),
+    "nesterov_wd": (SGD, RefSGD, "SGD", dict(lr=0.02, momentum=0.9, nesterov=True,
+                                             weight_decay=0.05)),
+    "adam": (Adam, RefAdam, "Adam", dict(lr=0.01)),
+    "adam_wd": (Adam, RefAdam, "Adam", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6,
+                                            weight_decay=0.1)),
+    "adam_low_beta1": (Adam, RefAdam, "Adam", dict(lr=0.01, betas=(0.3, 0.9))),  # lerp w >= 0.5
+    "adamw": (AdamW, RefAdamW, "AdamW", dict(lr=0.01, weight_decay=0.1)),
+}
+
+
+@functools.cache
+def gradc_trajectory(name):
+    """Run N_STEPS gradc steps; returns (losses, [(params, state_dict) after each step])."""
+    opt_cls, _, _, kwargs = CONFIGS[name]
+    step = gradc.train_step(linear_loss, opt_cls(**kwargs))
+    p0, cs = linear_problem()
+    params = copy_tree(p0)
+    ids = {k: id(v) for k, v in params.items()}
+    losses, snapshots = [], []
+    for c in cs:
+        losses.append(step(params, c))
+        snapshots.append((copy_tree(params), step.state_dict()))
+    assert {k: id(v) for k, v in params.items()} == ids  # updated in place, same arrays
+    assert len(step.cache) == 1
+    return losses, snapshots
+
+
+def reference_trajectory(name):
+    _, ref_cls, _, kwargs = CONFIGS[name]
+    ref = ref_cls(**kwargs)
+    p0, cs = linear_problem()
+    params = copy_tree(p0)
+    losses, snapshots = [], []
+    for c in cs:
+        losses.append(sum(float(np.sum(params[k].astype(np.float64) * c[k])) for k in params))
+        ref.step(params, c)
+        snapshots.append((copy_tree(params), ref.slots()))
+    return losses, snapshots
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_optimizer_steps_match_numpy_reference_of_torch_rules(name):
+    got_losses, got = gradc_trajectory(name)
+    ref_losses, ref = reference_trajectory(name)
+    # the loss returned is the loss at the parameters before the update
+    np.testing.assert_allclose(got_losses, ref_losses, rtol=1e-5)
+    for t, ((g_params, g_state), (r_params, r_slots)) in enumerate(zip(got, ref), start=1):
+        for k in SHAPES:
+            assert_ulp(g_params[k], r_params[k], what=f"{name} step {t} param {k}")
+        assert g_state["step"] == t
+        assert set(g_state["state"]) == set(r_slots), (g_state["state"].keys(), r_slots.keys())
+        for slot, tree in r_slots.items():
+            for k in SHAPES:
+                assert_ulp(g_state["state"][slot][k], tree[k], what=f"{name} step {t} {slot}[{k}]")
+
+
+def test_first_step_rules_exactly():
+    """Spelled out for one element: SGD momentum's first step uses buf = g (not m*0 + (1-d)*g),
+    and Adam's first step moves every parameter by ~lr (the bias corrections cancel)."""
+    p0, cs = linear_problem()
+    _, mom = gradc_trajectory("momentum_dampening_wd")
+    kw = CONFIGS["momentum_dampening_wd"][3]
+    g1 = cs[0]["w"] + F32(kw["weight_decay"]) * p0["w"]
+    np.testing.assert_array_equal(mom[0][1]["state"]["momentum_buffer"]["w"], g1)
+    _, adam = gradc_trajectory("adam")
+    moved = np.abs(adam[0][0]["w"] - p0["w"])
+    np.testing.assert_allclose(moved, CONFIGS["adam"][3]["lr"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_optimizer_steps_match_torch_optim(name):
+    torch = pytest.importorskip("torch")
+    _, _, torch_name, kwargs = CONFIGS[name]
+    _, got = gradc_trajectory(name)
+    p0, cs = linear_problem()
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in p0.items()}
+    opt = getattr(torch.optim, torch_name)(list(tp.values()), foreach=False, **kwargs)
+    torch_slots = {"SGD": ["momentum_buffer"] if kwargs.get("momentum") else [],
+                   "Adam": ["exp_avg", "exp_avg_sq"], "AdamW": ["exp_avg", "exp_avg_sq"]}
+    for t, (c, (g_params, g_state)) in enumerate(zip(cs, got), start=1):
+        for k in tp:
+            tp[k].grad = torch.from_numpy(c[k].copy())
+        opt.step()
+        for k in tp:
+            assert_ulp(g_params[k], tp[k].detach().numpy(), what=f"{name} step {t} param {k}")
+            for slot in torch_slots[torch_name]:
+                assert_ulp(g_state["state"][slot][k], opt.state[tp[k]][slot].numpy(),
+                           what=f"{name} step {t} {slot}[{k}]")
+
+
+@pytest.mark.parametrize("opt_cls, ref_cls", [(SGD, RefSGD), (Adam, RefAdam)])
+def test_float64_parameters_update_in_float64(opt_cls, ref_cls):
+    """PyTorch computes a float64 parameter's update with the learning rate (and Adam's bias
+    corrections) in float64; rounding them to float32 first is an error of ~1e-8 relative in
+    every update, millions of float64 ulp."""
+    kwargs = dict(lr=0.1, momentum=0.9) if opt_cls is SGD else dict(lr=0.1)
+    step = gradc.train_step(linear_loss, opt_cls(**kwargs))
+    ref = ref_cls(**kwargs)
+    p0, cs = linear_problem()
+    params = {k: v.astype(np.float64) for k, v in p0.items()}
+    expected = copy_tree(params)
+    for t, c in enumerate(cs[:3], start=1):
+        c = {k: v.astype(np.float64) for k, v in c.items()}
+        step(params, c)
+        ref.step(expected, c)
+        for k in SHAPES:
+            assert_ulp(params[k], expected[k], what=f"float64 {opt_cls.__name__} step {t} {k}")
+
+
+@pytest.mark.parametrize("change", ["weight_decay", "momentum_to_nesterov", "betas"])
+def test_changing_a_baked_in_hyperparameter_is_not_silently_ignored(change):
+    """Only the learning rate is a runtime scalar; the other hyperparameters are compiled into
+    the update (`Optimizer.static()`, "part of the signature"). Changing one between calls must
+    either take effect (a new compile) or raise, never keep training with the old value."""
+    name = {"weight_decay": "sgd", "momentum_to_nesterov": "momentum", "betas": "adam"}[change]
+    opt_cls, ref_cls, _, kwargs = CONFIGS[name]
+    opt = opt_cls(**kwargs)
+    step = gradc.train_step(linear_loss, opt)
+    p0, cs = linear_problem()
+    params = copy_tree(p0)
+    step(params, cs[0])
+    new = {"weight_decay": dict(weight_decay=0.5), "momentum_to_nesterov": dict(nesterov=True),
+           "betas": dict(betas=(0.5, 0.9))}[change]
+    for k, v in new.items():
+        setattr(opt, k, v)
+    ref = ref_cls(**kwargs)  # PyTorch reads the hyperparameters at every step
+    expected = copy_tree(p0)
+    ref.step(expected, cs[0])
+    for k, v in new.items():
+        setattr(ref, k, v)
+    try:
+        step(params, cs[1])
+    except gradc.GradcError:
+        return  # refusing is fine
+    ref.step(expected, cs[1])
+    for k in SHAPES:
+        assert_ulp(params[k], expected[k], what=f"after setting {new}: {k}")
+
+
+# --- learning-rate schedule, clipping --------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["momentum", "adam", "adamw"])
+def test_learning_rate_schedule_takes_effect_without_recompiling(name):
+    opt_cls, ref_cls, _, kwargs = CONFIGS[name]
+    opt = opt_cls(**kwargs)
+    ref = ref_cls(**kwargs)
+    step = gradc.train_step(linear_loss, opt)
+    p0, cs = linear_problem()
+    params, expected = copy_tree(p0), copy_tree(p0)
+    constant = copy_tree(p0)
+    const_ref = ref_cls(**kwargs)
+    lrs = [0.1, 0.05, 0.02, 0.005, 0.001]
+    for t, (lr, c) in enumerate(zip(lrs, cs), start=1):
+        opt.lr = ref.lr = lr
+        step(params, c)
+        ref.step(expected, c)
+        const_ref.step(constant, c)
+        for k in SHAPES:
+            assert_ulp(params[k], expected[k], what=f"{name} lr={lr} step {t} {k}")
+    assert len(step.cache) == 1
+    assert not np.allclose(params["w"], constant["w"])  # the schedule changed the result
+
+
+def clip_loss(p, c):
+    return np.sum(p["w"] * c["w"]) + np.sum(p["b"] * c["b"])
+
+
+CLIP_STEP = None
+
+
+def clipped_step():
+    global CLIP_STEP
+    if CLIP_STEP is None:
+        CLIP_STEP = gradc.train_step(clip_loss, SGD(lr=0.5), clip_norm=1.5)
+    return CLIP_STEP
+
+
+def clip_grads_reference(grads, max_norm):
+    """torch.nn.utils.clip_grad_norm_ in NumPy: one norm over all gradients, and the factor
+    max_norm / (norm + 1e-6) clamped to at most 1."""
+    total = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads.values()))
+    coef = min(max_norm / (total + 1e-6), 1.0)
+    return {k: g * coef for k, g in grads.items()}, total
+
+
+@pytest.mark.parametrize("scale", [0.1, 3.0], ids=["below_max_norm", "above_max_norm"])
+def test_clip_norm_is_global_norm_clipping(scale):
+    step = clipped_step()
+    p0, cs = linear_problem()
+    # "w" has a much larger gradient than "b": per-tensor clipping would give another answer
+    c = {"w": cs[0]["w"] * F32(scale), "b": cs[0]["b"] * F32(scale / 10)}
+    clipped, total = clip_grads_reference(c, 1.5)
+    assert (total > 1.5) == (scale > 1)
+    params = copy_tree(p0)
+    step(params, c)
+    for k in SHAPES:
+        expected = p0[k].astype(np.float64) - 0.5 * clipped[k]
+        np.testing.assert_allclose(params[k], expected, rtol=1e-6, atol=1e-6, err_msg=k)
+    applied = {k: (p0[k].astype(np.float64) - params[k]) / 0.5 for k in SHAPES}
+    norm = math.sqrt(sum(float(np.sum(a * a)) for a in applied.values()))
+    np.testing.assert_allclose(norm, min(total, 1.5), rtol=1e-5)
+
+
+def test_clip_norm_matches_torch_clip_grad_norm():
+    torch = pytest.importorskip("torch")
+    step = clipped_step()
+    p0, cs = linear_problem()
+    params = copy_tree(p0)
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in p0.items()}
+    opt = torch.optim.SGD(list(tp.values()), lr=0.5, foreach=False)
+    for scale, c in zip([4.0, 0.05, 2.0], cs):
+        c = {k: v * F32(scale) for k, v in c.items()}
+        step(params, c)
+        for k in tp:
+            tp[k].grad = torch.from_numpy(c[k].copy())
+        torch.nn.utils.clip_grad_norm_(list(tp.values()), 1.5, foreach=False)
+        opt.step()
+        for k in tp:
+            np.testing.assert_allclose(params[k], tp[k].detach().numpy(), rtol=2e-6, atol=1e-6)
+
+
+# --- the MLP: allocations, failures, state_dict, batch shapes -----------------------------------
+
+def mlp_loss(params, x, y):
+    h = np.tanh(x @ params["W1"] + params["b1"])
+    logits = h @ params["W2"] + params["b2"]
+    return gradc.nn.cross_entropy(logits, y)
+
+
+def np_mlp_loss(params, x, y):
+    p = {k: v.astype(np.float64) for k, v in params.items()}
+    h = np.tanh(x.astype(np.float64) @ p["W1"] + p["b1"])
+    logits = h @ p["W2"] + p["b2"]
+    m = logits.max(axis=1, keepdims=True)
+    logp = logits - m - np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
+    return -logp[np.arange(len(y)), y].mean()
+
+
+def make_mlp(seed=0, dtype=F32):
+    rng = np.random.default_rng(seed)
+    return {"W1": (0.5 * rng.standard_normal((4, 6))).astype(dtype),
+            "b1": (0.1 * rng.standard_normal(6)).astype(dtype),
+            "W2": (0.5 * rng.standard_normal((6, 3))).astype(dtype),
+            "b2": (0.1 * rng.standard_normal(3)).astype(dtype)}
+
+
+def batches(n_batches, n=8, seed=1):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((n, 4)).astype(F32), rng.integers(0, 3, n))
+            for _ in range(n_batches)]
+
+
+@pytest.fixture
+def nrt_stats():
+    was_on = _nrt_python.memsys_stats_enabled()
+    _nrt_python.memsys_enable_stats()
+    yield
+    if not was_on:
+        _nrt_python.memsys_disable_stats()
+
+
+def nrt_counts():
+    s = rtsys.get_allocation_stats()
+    return (s.alloc, s.free, s.mi_alloc, s.mi_free)
+
+
+def test_train_step_allocates_nothing_after_warmup(nrt_stats):
+    step = gradc.train_step(mlp_loss, Adam(lr=0.05))
+    params = make_mlp()
+    data = batches(11)
+    step(params, *data[0])  # warm-up: trace, compile, state
+    start = copy_tree(params)
+    before = nrt_counts()
+    losses = [step(params, x, y) for x, y in data[1:]]
+    after = nrt_counts()
+    assert after == before, f"NRT (alloc, free, mi_alloc, mi_free) moved: {before} -> {after}"
+    assert all(np.isfinite(losses))
+    for k in params:
+        assert not np.array_equal(params[k], start[k]), k
+    assert step.state_dict()["step"] == 11
+
+
+def test_loss_is_the_loss_before_the_update():
+    step = gradc.train_step(mlp_loss, Adam(lr=0.05))
+    params = make_mlp()
+    for x, y in batches(3):
+        expected = np_mlp_loss(params, x, y)
+        assert step(params, x, y) == pytest.approx(expected, rel=1e-5)
+
+
+def test_nonfinite_input_raises_and_leaves_everything_bit_identical():
+    data = batches(4)
+    step = gradc.train_step(mlp_loss, Adam(lr=0.05), check_finite=True)
+    params = make_mlp()
+    for x, y in data[:2]:
+        step(params, x, y)
+    saved_params, saved_state = copy_tree(params), step.state_dict()
+    bad = data[2][0].copy()
+    bad[3, 1] = np.nan
+    line = here() + 2
+    with pytest.raises(gradc.NonFiniteError) as e:
+        step(params, bad, data[2][1])
+    assert isinstance(e.value, gradc.GradcError)
+    assert str(e.value).startswith(f"test_train.py:{line}:"), str(e.value)
+    assert_bit_identical(params, saved_params, "params")
+    assert_bit_identical(step.state_dict(), saved_state, "state_dict")
+    # the failed call did not count: the next steps are those of a run that never saw it
+    for x, y in data[2:]:
+        step(params, x, y)
+    twin = gradc.train_step(mlp_loss, Adam(lr=0.05), check_finite=True)
+    twin_params = make_mlp()
+    for x, y in data:
+        twin(twin_params, x, y)
+    assert_bit_identical(params, twin_params, "params")
+    assert_bit_identical(step.state_dict(), twin.state_dict(), "state_dict")
+
+
+def sqrt_loss(p, x):
+    return np.sum(np.sqrt(p["w"] * x))
+
+
+def test_nonfinite_gradient_with_finite_loss_is_caught():
+    """sqrt(w * 0) is 0 but its gradient is 0 * inf: the loss is finite, a gradient is not."""
+    step = gradc.train_step(sqrt_loss, SGD(lr=0.1, momentum=0.9), check_finite=True)
+    params = {"w": np.array([1.0, 2.0, 3.0], F32)}
+    step(params, np.array([1.0, 1.0, 1.0], F32))
+    saved_params, saved_state = copy_tree(params), step.state_dict()
+    with pytest.raises(gradc.NonFiniteError):
+        step(params, np.array([1.0, 0.0, 1.0], F32))
+    assert_bit_identical(params, saved_params, "params")
+    assert_bit_identical(step.state_dict(), saved_state, "state_dict")
+
+
+def test_without_check_finite_nan_goes_through():
+    """The guard is opt-in: without it a NaN batch is not an error (and poisons the params)."""
+    step = gradc.train_step(sqrt_loss, SGD(lr=0.1))
+    params = {"w": np.array([1.0, 2.0, 3.0], F32)}
+    loss = step(params, np.array([1.0, np.nan, 1.0], F32))
+    assert np.isnan(loss) and np.isnan(params["w"][1])
+
+
+@functools.cache
+def trained_mlp_step():
+    """A step with some optimizer state, shared by the error tests."""
+    step = gradc.train_step(mlp_loss, Adam(lr=0.05))
+    params = make_mlp()
+    for x, y in batches(3):
+        step(params, x, y)
+    return step, params
+
+
+@pytest.mark.parametrize("how", ["shape", "dtype", "structure", "extra_key", "int_dtype",
+                                 "not_contiguous", "read_only"])
+def test_bad_params_raise_signature_error_and_change_nothing(how):
+    step, params = trained_mlp_step()
+    saved_params, saved_state = copy_tree(params), step.state_dict()
+    bad = copy_tree(params)
+    if how == "shape":
+        bad["W1"] = np.zeros((6, 4), F32)
+    elif how == "dtype":
+        bad = {k: v.astype(np.float64) for k, v in bad.items()}
+    elif how == "structure":
+        bad = [bad["W1"], bad["b1"], bad["W2"], bad["b2"]]
+    elif how == "extra_key":
+        bad["W3"] = np.zeros((3, 3), F32)
+    elif how == "int_dtype":
+        bad["b2"] = np.zeros(3, np.int32)
+    elif how == "not_contiguous":
+        bad["W2"] = np.asfortranarray(bad["W2"])
+    elif how == "read_only":
+        bad["b1"].flags.writeable = False
+    bad_before = copy.deepcopy(bad)
+    x, y = batches(1)[0]
+    line = here() + 2
+    with pytest.raises(gradc.SignatureError) as e:
+        step(bad, x, y)
+    assert isinstance(e.value, gradc.GradcError)
+    assert str(e.value).startswith(f"test_train.py:{line}:"), str(e.value)
+    assert_bit_identical(params, saved_params, "params")
+    assert_bit_identical(step.state_dict(), saved_state, "state_dict")
+    if isinstance(bad, dict):
+        assert_bit_identical(bad, bad_before, "the rejected params")
+    assert len(step.cache) == 1
+
+
+def test_batch_that_fails_to_trace_changes_nothing_and_the_step_still_works():
+    step, params = trained_mlp_step()
+    saved_params, saved_state = copy_tree(params), step.state_dict()
+    x, y = batches(1)[0]
+    with pytest.raises(gradc.GradcError):
+        step(params, np.zeros((8, 5), F32), y)  # x @ W1 does not fit
+    assert_bit_identical(params, saved_params, "params")
+    assert_bit_identical(step.state_dict(), saved_state, "state_dict")
+    step(params, x, y)
+    assert step.state_dict()["step"] == saved_state["step"] + 1
+    assert not np.array_equal(params["W1"], saved_params["W1"])
+
+
+@pytest.mark.parametrize("opt", [Adam(lr=0.05), SGD(lr=0.05, momentum=0.9, nesterov=True)],
+                         ids=["adam", "nesterov"])
+def test_state_dict_round_trip_into_a_new_step(opt):
+    data = batches(20, seed=7)
+    step = gradc.train_step(mlp_loss, opt)
+    params = make_mlp()
+    for x, y in data[:10]:
+        step(params, x, y)
+    saved = step.state_dict()
+    saved_params = copy_tree(params)
+    for x, y in data[10:]:
+        step(params, x, y)
+
+    fresh = gradc.train_step(mlp_loss, type(opt)(**vars(opt)))
+    fresh.load_state_dict(saved)
+    restored = copy_tree(saved_params)
+    for x, y in data[10:]:
+        fresh(restored, x, y)
+    assert_bit_identical(restored, params, "params")
+    assert_bit_identical(fresh.state_dict(), step.state_dict(), "state_dict")
+    assert fresh.state_dict()["step"] == 20
+
+
+def test_state_dict_is_a_copy():
+    step, params = trained_mlp_step()
+    sd = step.state_dict()
+    keep = step.state_dict()
+    for slot in sd["state"].values():
+        for a in slot.values():
+            a[...] = 123.0
+    assert_bit_identical(step.state_dict(), keep, "state_dict")
+    assert set(keep["state"]) == {"exp_avg", "exp_avg_sq"}
+    assert set(keep["state"]["exp_avg"]) == set(params)
+
+
+def test_load_state_dict_into_a_used_step_resumes_exactly():
+    """Loading into a step that already ran (e.g. to roll back) replaces its state and count."""
+    data = batches(6, seed=3)
+    step = gradc.train_step(mlp_loss, Adam(lr=0.05))
+    params = make_mlp()
+    for x, y in data[:3]:
+        step(params, x, y)
+    saved, saved_params = step.state_dict(), copy_tree(params)
+    for x, y in data[3:]:
+        step(params, x, y)
+    after_first, sd_first = copy_tree(params), step.state_dict()
+    step.load_state_dict(saved)
+    for k in params:
+        params[k][...] = saved_params[k]
+    for x, y in data[3:]:
+        step(params, x, y)
+    assert_bit_identical(params, after_first, "params")
+    assert_bit_identical(step.state_dict(), sd_first, "state_dict")
+
+
+def test_batch_shape_change_retraces_but_params_change_is_an_error():
+    step = gradc.train_step(mlp_loss, Adam(lr=0.05))
+    params = make_mlp()
+    (x8, y8), = batches(1, n=8)
+    (x5, y5), = batches(1, n=5, seed=2)
+    expected = np_mlp_loss(params, x8, y8)
+    assert step(params, x8, y8) == pytest.approx(expected, rel=1e-5)
+    before = copy_tree(params)
+    expected = np_mlp_loss(params, x5, y5)
+    assert step(params, x5, y5) == pytest.approx(expected, rel=1e-5)
+    assert len(step.cache) == 2
+    assert not np.array_equal(params["W1"], before["W1"])
+    step(params, x8, y8)
+    assert len(step.cache) == 2  # back to the first signature: no new compile
+    assert step.state_dict()["step"] == 3
+    other = make_mlp()
+    other["W1"] = np.zeros((4, 7), F32)
+    other["W2"] = np.zeros((7, 3), F32)
+    with pytest.raises(gradc.SignatureError, match="train_step"):
+        step(other, x8, y8)
+
+
+def test_argnums_selects_the_parameters():
+    step = gradc.train_step(lambda c, p: np.sum(p * c), SGD(lr=0.5), argnums=1)
+    c = np.array([1.0, -2.0, 4.0], F32)
+    p = np.array([0.0, 1.0, 2.0], F32)
+    step(c, p)
+    np.testing.assert_array_equal(p, [-0.5, 2.0, 0.0])
+    np.testing.assert_array_equal(c, [1.0, -2.0, 4.0])
+
+
+# --- threads ------------------------------------------------------------------------------------
+
+THREAD_SHAPES = {"w": (64, 64), "b": (4096,)}
+
+
+def thread_loss(p, c):
+    return np.sum(p["w"] * c["w"]) + np.sum(p["b"] * c["b"])
+
+
+def test_concurrent_calls_are_serialized():
+    """Thread A's gradients touch only "w", thread B's only "b" (plain SGD: a zero gradient is
+    no change), so each thread's losses and its half of the parameters must be exactly those
+    of running its calls alone, whatever the interleaving. Two calls running at once on the
+    step's shared buffers would mix the gradients of the two threads."""
+    rng = np.random.default_rng(5)
+    n_calls = 200
+    p0 = {k: rng.standard_normal(s).astype(F32) for k, s in THREAD_SHAPES.items()}
+    zeros = {k: np.zeros(s, F32) for k, s in THREAD_SHAPES.items()}
+    work = {"A": [dict(zeros, w=rng.standard_normal(THREAD_SHAPES["w"]).astype(F32))
+                  for _ in range(n_calls)],
+            "B": [dict(zeros, b=rng.standard_normal(THREAD_SHAPES["b"]).astype(F32))
+                  for _ in range(n_calls)]}
+
+    step = gradc.train_step(thread_loss, SGD(lr=0.01))
+    params = copy_tree(p0)
+    step(params, zeros)  # compile first (a zero gradient changes nothing)
+    barrier = threading.Barrier(2)
+    losses, errors = {}, []
+
+    def run(name):
+        try:
+            barrier.wait()
+            losses[name] = [step(params, c) for c in work[name]]
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in work]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+    alone = gradc.train_step(thread_loss, SGD(lr=0.01))
+    for name, key in (("A", "w"), ("B", "b")):
+        solo = copy_tree(p0)
+        expected = [alone(solo, c) for c in work[name]]
+        assert losses[name] == expected, name
+        assert_bit_identical(params[key], solo[key], f"params[{key!r}]")
+    assert step.state_dict()["step"] == 1 + 2 * n_calls
