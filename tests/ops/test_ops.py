@@ -1,0 +1,658 @@
+"""Every op, through the public API, on plain NumPy user code.
+
+For each case in CASES:
+- the compiled forward (`gradc.jit`) on float32 inputs equals an independent NumPy reference,
+  with NumPy's output shape and dtype;
+- `gradc.value_and_grad` of `sum(f(x) * r)` (r a fixed random cotangent) on float64 inputs gives
+  the reference value (tight) and gradients equal to central finite differences of the reference;
+- no call mutates its inputs.
+
+`test_every_op_is_covered` fails when an op is registered without a case here.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pytest
+import scipy.special as sp
+
+import gradc
+from gradc import autodiff
+from gradc.ops import all_ops
+from gradc.passes import AFTER_AUTODIFF, BEFORE_AUTODIFF, run_passes
+from gradc.passes.fuse import fuse
+from gradc.trace import trace
+
+# ---------------------------------------------------------------------------------------------
+# input generators: each takes a numpy Generator and returns one array (float64 or int64)
+
+
+def normal(*shape):
+    return lambda rng: rng.standard_normal(shape)
+
+
+def positive(*shape, lo=0.5, hi=2.0):
+    return lambda rng: rng.uniform(lo, hi, shape)
+
+
+def away(*shape, margin=0.2):
+    """Normal-ish values at least `margin` away from 0 (kinks of abs, relu, sign, 1/x)."""
+    def gen(rng):
+        return rng.choice([-1.0, 1.0], shape) * rng.uniform(margin, 1.5, shape)
+    return gen
+
+
+def away_from(points, *shape, margin=0.05, lo=-1.5, hi=1.5):
+    """Uniform values at least `margin` away from each of `points` (kinks of clip)."""
+    def gen(rng):
+        x = rng.uniform(lo, hi, shape)
+        for p in points:
+            near = np.abs(x - p) < margin
+            x = np.where(near, p + np.sign(x - p + 1e-12) * margin * 2, x)
+        return x
+    return gen
+
+
+def quotient_apart(*shape):
+    """(x, y) with x / y at least 0.1 away from an integer (jumps of // and %), mixed signs."""
+    def gen(rng):
+        y = rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 2.0, shape)
+        q = rng.integers(-3, 3, shape) + rng.uniform(0.1, 0.9, shape)
+        return [q * y, y]
+    return gen
+
+
+def ints(high, *shape):
+    return lambda rng: rng.integers(0, high, shape).astype(np.int64)
+
+
+def pair_apart(*shape, margin=0.1):
+    """Two arrays whose elements differ by at least `margin` (kinks of maximum/minimum)."""
+    def gen(rng):
+        x = rng.standard_normal(shape)
+        y = x + rng.choice([-1.0, 1.0], shape) * rng.uniform(margin, 1.0, shape)
+        return [x, y]
+    return gen
+
+
+def pair_tied(*shape):
+    """Two arrays equal in about half of their elements (for ==, <=, ...)."""
+    def gen(rng):
+        x = rng.standard_normal(shape)
+        y = np.where(rng.random(shape) < 0.5, x, rng.standard_normal(shape))
+        return [x, y]
+    return gen
+
+
+@dataclass
+class Case:
+    name: str
+    fn: Callable  # plain NumPy user code, traced by gradc
+    args: list | Callable  # list of generators, or one generator returning the list
+    ref: Callable | None = None  # independent NumPy reference; default: fn on NumPy arrays
+    grad: bool = True  # is the output differentiable (float) w.r.t. the float arguments?
+    fd_eps: float = 1e-6
+    grad_rtol: float = 1e-5
+    grad_atol: float = 1e-6
+    marks: list = field(default_factory=list)
+
+    def make_args(self, dtype=np.float64):
+        rng = np.random.default_rng(zlib.crc32(self.name.encode()))
+        if callable(self.args):
+            arrays = self.args(rng)
+        else:
+            arrays = [gen(rng) for gen in self.args]
+        return [a.astype(dtype) if np.issubdtype(a.dtype, np.floating) else a for a in arrays]
+
+    def reference(self, *args):
+        return (self.ref or self.fn)(*args)
+
+    def argnums(self, args):
+        return tuple(i for i, a in enumerate(args) if np.issubdtype(a.dtype, np.floating))
+
+
+nn = gradc.nn
+
+
+def _windows_ref(x, kh, kw, stride, padding, pad):
+    """Independent sliding windows: x[N,C,H,W] -> [N,C,OH,OW,KH,KW]."""
+    n, c, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)),
+                constant_values=pad)
+    oh, ow = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
+    out = np.empty((n, c, oh, ow, kh, kw), x.dtype)
+    for a in range(oh):
+        for b in range(ow):
+            out[:, :, a, b] = xp[:, :, a * stride:a * stride + kh, b * stride:b * stride + kw]
+    return out
+
+
+def conv2d_ref(x, w, b=None, stride=1, padding=0):
+    win = _windows_ref(x, w.shape[2], w.shape[3], stride, padding, 0.0)
+    out = np.einsum("ncabij,ocij->noab", win, w)
+    return out if b is None else out + b[None, :, None, None]
+
+
+def pool_ref(x, k, stride, padding, reduce):
+    pad = -np.inf if reduce is np.max else 0.0
+    return reduce(_windows_ref(x, k, k, stride or k, padding, pad), axis=(4, 5))
+
+
+def layer_norm_ref(x, gamma, beta, eps=1e-5):
+    mu = x.mean(axis=-1, keepdims=True)
+    var = x.var(axis=-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * gamma + beta
+
+
+def masks(*shape):
+    return lambda rng: rng.random(shape) < 0.7
+
+
+CASES = [
+    # --- arithmetic with broadcasting and Python scalars --------------------------------------
+    Case("add_broadcast", lambda x, y: x + y, [normal(3, 4), normal(4)]),
+    Case("add_scalar", lambda x: x + 2.5, [normal(3, 4)]),
+    Case("subtract_outer_broadcast", lambda x, y: x - y, [normal(3, 1), normal(1, 4)]),
+    Case("rsubtract_scalar", lambda x: 1.0 - x, [normal(3, 4)]),
+    Case("multiply_broadcast_3d", lambda x, y: x * y, [normal(2, 3, 4), normal(3, 1)]),
+    Case("multiply_same", lambda x, y: np.multiply(x, y), [normal(3, 4), normal(3, 4)]),
+    Case("divide", lambda x, y: x / y, [normal(3, 4), away(3, 4)]),
+    Case("rdivide_scalar", lambda x: 2.0 / x, [away(3, 4)]),
+    Case("power", lambda x, y: x ** y, [positive(3, 4), normal(3, 4)]),
+    Case("power_int_exponent", lambda x: x ** 3, [normal(3, 4)]),
+    Case("power_half", lambda x: np.power(x, 0.5), [positive(3, 4)]),
+    Case("rpower", lambda x: 2.0 ** x, [normal(3, 4)]),
+    Case("negative", lambda x: -x, [normal(3, 4)]),
+    Case("floor_divide", lambda x, y: x // y, quotient_apart(3, 4)),
+    Case("floor_divide_int", lambda i, j: i // j,
+         lambda rng: [rng.integers(-9, 9, (3, 4)), rng.choice([-3, -2, 2, 5], (3, 4))], grad=False),
+    Case("remainder", lambda x, y: x % y, quotient_apart(3, 4)),
+    Case("remainder_scalar", lambda x: np.remainder(x, 0.75) * x, [away_from(
+        [-1.5, -0.75, 0.0, 0.75, 1.5], 3, 4)]),
+    Case("mod_int", lambda i: np.mod(i, 3) + i // 4, [lambda rng: rng.integers(-9, 9, (3, 4))],
+         grad=False),
+    Case("floor", lambda x: np.floor(x) * x, [away_from([-2, -1, 0, 1, 2], 3, 4)]),
+    Case("ceil", lambda x: np.ceil(x), [away_from([-2, -1, 0, 1, 2], 3, 4)]),
+    Case("maximum", lambda x, y: np.maximum(x, y), pair_apart(3, 4)),
+    Case("minimum", lambda x, y: np.minimum(x, y), pair_apart(3, 4)),
+    Case("maximum_scalar", lambda x: np.maximum(x, 0.25), [away_from([0.25], 3, 4)]),
+    Case("square", lambda x: np.square(x), [normal(3, 4)]),
+    Case("reciprocal", lambda x: np.reciprocal(x), [away(3, 4)]),
+    Case("abs", lambda x: np.abs(x), [away(3, 4)]),
+    Case("abs_operator", lambda x: abs(x) * x, [away(3, 4)]),
+    Case("sign", lambda x: np.sign(x), [away(3, 4)]),
+    Case("sign_times", lambda x: np.sign(x) * x ** 2, [away(3, 4)]),
+    # --- transcendental -------------------------------------------------------------------
+    Case("exp", lambda x: np.exp(x), [normal(3, 4)]),
+    Case("log", lambda x: np.log(x), [positive(3, 4)]),
+    Case("tanh", lambda x: np.tanh(x), [normal(3, 4)]),
+    Case("sin", lambda x: np.sin(x), [normal(3, 4)]),
+    Case("cos", lambda x: np.cos(x), [normal(3, 4)]),
+    Case("sqrt", lambda x: np.sqrt(x), [positive(3, 4)]),
+    Case("log1p", lambda x: np.log1p(x), [positive(3, 4, lo=-0.5, hi=2.0)]),
+    Case("expm1", lambda x: np.expm1(x), [normal(3, 4)]),
+    Case("elementwise_chain", lambda x, w, b: np.tanh(x * w + b) ** 2 * nn.sigmoid(x * w)
+         + 0.5 * np.exp(-np.abs(b)), [normal(3, 4), normal(3, 4), away(3, 4)],
+         ref=lambda x, w, b: np.tanh(x * w + b) ** 2 * sp.expit(x * w) + 0.5 * np.exp(-np.abs(b))),
+    # --- comparisons, logic, selection, casts ---------------------------------------------
+    Case("less", lambda x, y: x < y, pair_tied(3, 4), grad=False),
+    Case("less_equal", lambda x, y: x <= y, pair_tied(3, 4), grad=False),
+    Case("greater", lambda x, y: np.greater(x, y), pair_tied(3, 4), grad=False),
+    Case("greater_equal", lambda x, y: x >= y, pair_tied(3, 4), grad=False),
+    Case("equal", lambda x, y: x == y, pair_tied(3, 4), grad=False),
+    Case("not_equal", lambda x, y: x != y, pair_tied(3, 4), grad=False),
+    Case("compare_scalar", lambda x: x > 0.0, [away(3, 4)], grad=False),
+    Case("logical_and", lambda x, y: (x > 0) & (y > 0), [away(3, 4), away(3, 4)], grad=False),
+    Case("logical_or", lambda x, y: np.logical_or(x > 0, y > 0), [away(3, 4), away(3, 4)],
+         grad=False),
+    Case("logical_not", lambda x: ~(x > 0), [away(3, 4)], grad=False),
+    Case("where", lambda x, y: np.where(x > 0, x * y, y), [away(3, 4), normal(3, 4)]),
+    Case("where_scalar_branch", lambda x: np.where(x > 0, x, 0.0), [away(3, 4)]),
+    Case("where_broadcast", lambda c, x, y: np.where(c > 0, x, y),
+         [away(3, 1), normal(1, 4), normal(3, 4)]),
+    Case("where_compare_tied", lambda x, y: np.where(x <= y, x * y, x - y), pair_apart(3, 4)),
+    Case("where_logic", lambda x, y: np.where(np.logical_and(x > 0, ~(y > 0)), x, y * 2.0),
+         [away(3, 4), away(3, 4)]),
+    Case("clip", lambda x: np.clip(x, -0.5, 0.5), [away_from([-0.5, 0.5], 3, 4)]),
+    Case("clip_method_lower", lambda x: x.clip(0.0) * x, [away(3, 4)]),
+    Case("astype_bool_to_float", lambda x: (x > 0).astype(np.float64) * x, [away(3, 4)]),
+    Case("astype_float_to_int", lambda x: (x * 3).astype(np.int64), [normal(3, 4)], grad=False),
+    Case("astype_to_float32", lambda x: x.astype(np.float32) * 2, [normal(3, 4)],
+         fd_eps=1e-2, grad_rtol=1e-4, grad_atol=1e-5),
+    Case("array_constant", lambda x: x * np.array([1.0, -2.0, 3.0, 0.5]), [normal(3, 4)]),
+    # --- reductions -----------------------------------------------------------------------
+    Case("sum_all", lambda x: np.sum(x), [normal(3, 4)]),
+    Case("sum_axis0", lambda x: np.sum(x, axis=0), [normal(3, 4)]),
+    Case("sum_axis1_keepdims", lambda x: x.sum(axis=1, keepdims=True), [normal(3, 4)]),
+    Case("sum_axes_3d", lambda x: np.sum(x, axis=(0, 2)), [normal(2, 3, 4)]),
+    Case("sum_of_product", lambda x, y: np.sum(x * y, axis=-1), [normal(3, 4), normal(4)]),
+    Case("mean_last_axis", lambda x: np.mean(x, axis=-1), [normal(3, 4)]),
+    Case("mean_all_keepdims", lambda x: np.mean(x, keepdims=True), [normal(3, 4)]),
+    Case("mean_method_3d", lambda x: x.mean(axis=(1, 2)), [normal(2, 3, 4)]),
+    Case("max_axis1", lambda x: np.max(x, axis=1), [normal(3, 4)]),
+    Case("max_all", lambda x: x.max(), [normal(3, 4)]),
+    Case("amax_axis0", lambda x: np.amax(x, axis=0), [normal(3, 4)]),
+    Case("min_axis0_keepdims", lambda x: np.min(x, axis=0, keepdims=True), [normal(3, 4)]),
+    Case("min_3d", lambda x: np.min(x, axis=(1, 2)), [normal(2, 3, 4)]),
+    Case("max_of_chain", lambda x: np.max(np.tanh(x) * 2.0, axis=-1, keepdims=True) - x,
+         [normal(3, 4)]),
+    # --- shapes and movement --------------------------------------------------------------
+    Case("reshape", lambda x: x.reshape(4, 3) * 2.0, [normal(3, 4)]),
+    Case("reshape_infer", lambda x: np.reshape(x, (2, -1)), [normal(3, 4)]),
+    Case("ravel", lambda x: np.ravel(np.tanh(x)), [normal(3, 4)]),
+    Case("transpose_T", lambda x: x.T, [normal(3, 4)]),
+    Case("transpose_axes", lambda x: np.transpose(x, (2, 0, 1)) * 3.0, [normal(2, 3, 4)]),
+    Case("transpose_times", lambda x, y: x.T * y, [normal(3, 4), normal(4, 3)]),
+    Case("swapaxes", lambda x: np.swapaxes(x, 0, 2), [normal(2, 3, 4)]),
+    Case("expand_dims", lambda x, y: np.expand_dims(x, 1) * y, [normal(3, 4), normal(3, 2, 4)]),
+    Case("squeeze_axis", lambda x: np.squeeze(x, axis=1) * 2.0, [normal(3, 1, 4)]),
+    Case("squeeze_all", lambda x: x.squeeze(), [normal(1, 3, 1)]),
+    Case("broadcast_to", lambda x: np.broadcast_to(x, (2, 3, 4)), [normal(3, 1)]),
+    Case("broadcast_to_times", lambda x, y: np.broadcast_to(x, (3, 4)) * y,
+         [normal(4), normal(3, 4)]),
+    # --- slicing, concatenation -----------------------------------------------------------
+    Case("slice_rows", lambda x: x[1:3], [normal(4, 5)]),
+    Case("slice_steps", lambda x: x[::2, 1:] * 2.0, [normal(4, 5)]),
+    Case("slice_negative_steps", lambda x: x[::-1, ::-2], [normal(4, 5)]),
+    Case("slice_int_index", lambda x: x[:, 1], [normal(4, 5)]),
+    Case("slice_none_ellipsis", lambda x: x[None, ..., 1:3], [normal(4, 5)]),
+    Case("slice_overlapping", lambda x: np.tanh(x[1:, :]) * x[:-1, :], [normal(4, 5)]),
+    Case("slice_3d", lambda x: x[1, :, 2:] + x[0, :, :2], [normal(2, 3, 4)]),
+    Case("concatenate_axis0", lambda x, y: np.concatenate([x, y], axis=0),
+         [normal(2, 3), normal(3, 3)]),
+    Case("concatenate_axis1", lambda x, y: np.concatenate([x, np.tanh(y), x], axis=1),
+         [normal(2, 3), normal(2, 2)]),
+    Case("concatenate_3d_middle", lambda x, y: np.concatenate((x, y), axis=1) * 2.0,
+         [normal(2, 1, 3), normal(2, 2, 3)]),
+    Case("stack", lambda x, y: np.stack([x, y]), [normal(3, 4), normal(3, 4)]),
+    Case("stack_last_axis", lambda x, y: np.stack([x, y * 2.0], axis=-1),
+         [normal(3, 4), normal(3, 4)]),
+    # --- integer-array indexing -----------------------------------------------------------
+    Case("arange_labels_index", lambda x, lab: x[np.arange(x.shape[0]), lab],
+         [normal(5, 4), ints(4, 5)]),
+    Case("take_axis0_repeats", lambda w, idx: np.take(w, idx, axis=0),
+         lambda rng: [rng.standard_normal((5, 3)), np.array([4, 0, 2, 2, 4, 1, 2])]),
+    Case("take_2d_indices", lambda w, idx: np.take(w, idx, axis=0),
+         [normal(5, 3), ints(5, 2, 3)]),
+    Case("take_axis1_index", lambda x, idx: x[:, idx], [normal(3, 5), ints(5, 4)]),
+    Case("take_negative_constant_indices", lambda w: np.take(w, np.array([-1, 0, -2, -1]), axis=0),
+         [normal(5, 3)]),
+    Case("take_list_index", lambda w: w[[0, 2, 2]] * 2.0, [normal(4, 3)]),
+    Case("take_along_axis", lambda x, idx: np.take_along_axis(x, idx, axis=1),
+         [normal(3, 5), ints(5, 3, 2)]),
+    Case("take_along_axis0", lambda x, idx: np.take_along_axis(x, idx, axis=0),
+         [normal(3, 5), ints(3, 4, 5)]),
+    # --- matmul ---------------------------------------------------------------------------
+    Case("matmul_1d_1d", lambda a, b: a @ b, [normal(4), normal(4)]),
+    Case("matmul_2d_1d", lambda a, b: a @ b, [normal(3, 4), normal(4)]),
+    Case("matmul_1d_2d", lambda a, b: a @ b, [normal(3), normal(3, 4)]),
+    Case("matmul_2d_2d", lambda a, b: a @ b, [normal(3, 4), normal(4, 2)]),
+    Case("matmul_batched_3d", lambda a, b: a @ b, [normal(2, 3, 4), normal(2, 4, 5)]),
+    Case("matmul_3d_2d", lambda a, b: a @ b, [normal(2, 3, 4), normal(4, 5)]),
+    Case("matmul_broadcast_batch", lambda a, b: np.matmul(a, b), [normal(2, 3, 4), normal(1, 4, 2)]),
+    Case("matmul_transposed_operands", lambda a, b: a.T @ b.T, [normal(4, 3), normal(2, 4)]),
+    Case("matmul_of_slice", lambda a, b: a[:, 1:] @ b, [normal(3, 5), normal(4, 2)]),
+    Case("dot_2d", lambda a, b: np.dot(a, b), [normal(3, 4), normal(4, 2)]),
+    Case("outer", lambda a, b: np.outer(a, b), [normal(3), normal(4)]),
+    Case("mlp", lambda x, w1, b1, w2, b2: np.tanh(x @ w1 + b1) @ w2 + b2,
+         [normal(5, 3), normal(3, 4), normal(4), normal(4, 2), normal(2)]),
+    # --- gradc.nn ---------------------------------------------------------------------------
+    Case("nn_relu", lambda x: nn.relu(x), [away(3, 4)], ref=lambda x: np.maximum(x, 0)),
+    Case("nn_sigmoid", lambda x: nn.sigmoid(x), [normal(3, 4)], ref=sp.expit),
+    Case("nn_softplus", lambda x: nn.softplus(x), [normal(3, 4)],
+         ref=lambda x: np.logaddexp(0, x)),
+    Case("nn_log_sigmoid", lambda x: nn.log_sigmoid(x), [normal(3, 4)],
+         ref=lambda x: -np.logaddexp(0, -x)),
+    Case("nn_logsumexp", lambda x: nn.logsumexp(x), [normal(3, 4)],
+         ref=lambda x: sp.logsumexp(x, axis=-1)),
+    Case("nn_logsumexp_axis0_keepdims", lambda x: nn.logsumexp(x, axis=0, keepdims=True),
+         [normal(3, 4)], ref=lambda x: sp.logsumexp(x, axis=0, keepdims=True)),
+    Case("nn_logsumexp_all_3d", lambda x: nn.logsumexp(x, axis=(1, 2)), [normal(2, 3, 4)],
+         ref=lambda x: sp.logsumexp(x, axis=(1, 2))),
+    Case("nn_softmax", lambda x: nn.softmax(x), [normal(3, 4)],
+         ref=lambda x: sp.softmax(x, axis=-1)),
+    Case("nn_softmax_axis0", lambda x: nn.softmax(x, axis=0), [normal(3, 4)],
+         ref=lambda x: sp.softmax(x, axis=0)),
+    Case("nn_log_softmax", lambda x: nn.log_softmax(x, axis=1), [normal(3, 4)],
+         ref=lambda x: sp.log_softmax(x, axis=1)),
+    Case("nn_cross_entropy", lambda z, y: nn.cross_entropy(z, y), [normal(5, 4), ints(4, 5)],
+         ref=lambda z, y: -np.mean(sp.log_softmax(z, axis=-1)[np.arange(len(y)), y])),
+    Case("nn_mse", lambda p, t: nn.mse(p, t), [normal(3, 4), normal(3, 4)],
+         ref=lambda p, t: np.mean((p - t) ** 2)),
+    Case("nn_gelu", lambda x: nn.gelu(x), [normal(3, 4)],
+         ref=lambda x: 0.5 * x * (1 + np.tanh(float(np.sqrt(2 / np.pi)) * (x + 0.044715 * x ** 3)))),
+    Case("nn_layer_norm", lambda x, g, b: nn.layer_norm(x, g, b), [normal(3, 5), normal(5), normal(5)],
+         ref=layer_norm_ref),
+    Case("nn_layer_norm_plain", lambda x: nn.layer_norm(x), [normal(2, 3, 4)],
+         ref=lambda x: layer_norm_ref(x, 1.0, 0.0)),
+    Case("nn_embedding", lambda t, i: nn.embedding(t, i), [normal(6, 3), ints(6, 2, 4)],
+         ref=lambda t, i: t[i]),
+    Case("nn_dropout", lambda x, m: nn.dropout(x, m, 0.25), [normal(3, 4), masks(3, 4)],
+         ref=lambda x, m: x * m / 0.75),
+    Case("nn_flatten", lambda x: nn.flatten(np.tanh(x)), [normal(2, 3, 2, 2)],
+         ref=lambda x: np.tanh(x).reshape(2, 12)),
+    Case("nn_conv2d", lambda x, w, b: nn.conv2d(x, w, b, padding=1),
+         [normal(2, 3, 5, 5), normal(4, 3, 3, 3), normal(4)],
+         ref=lambda x, w, b: conv2d_ref(x, w, b, padding=1)),
+    Case("nn_conv2d_stride2", lambda x, w: nn.conv2d(x, w, stride=2),
+         [normal(1, 2, 6, 6), normal(3, 2, 2, 2)], ref=lambda x, w: conv2d_ref(x, w, stride=2)),
+    Case("nn_max_pool2d", lambda x: nn.max_pool2d(x, 2), [normal(2, 2, 4, 4)],
+         ref=lambda x: pool_ref(x, 2, None, 0, np.max)),
+    Case("nn_max_pool2d_overlapping_padded", lambda x: nn.max_pool2d(x, 3, stride=2, padding=1),
+         [normal(1, 2, 5, 5)], ref=lambda x: pool_ref(x, 3, 2, 1, np.max)),
+    Case("nn_avg_pool2d", lambda x: nn.avg_pool2d(x, 2), [normal(2, 2, 4, 4)],
+         ref=lambda x: pool_ref(x, 2, None, 0, np.mean)),
+    Case("nn_avg_pool2d_padded", lambda x: nn.avg_pool2d(x, 3, stride=1, padding=1),
+         [normal(1, 2, 4, 4)], ref=lambda x: pool_ref(x, 3, 1, 1, np.mean)),
+    Case("nn_mlp_cross_entropy",
+         lambda x, w1, b1, w2, y: nn.cross_entropy(nn.relu(x @ w1 + b1) @ w2, y),
+         [normal(5, 3), normal(3, 4), normal(4), normal(4, 3), ints(3, 5)],
+         ref=lambda x, w1, b1, w2, y: -np.mean(sp.log_softmax(
+             np.maximum(x @ w1 + b1, 0) @ w2, axis=-1)[np.arange(len(y)), y])),
+]
+
+CASE_IDS = [c.name for c in CASES]
+assert len(set(CASE_IDS)) == len(CASE_IDS), "duplicate case names"
+GRAD_CASES = [c for c in CASES if c.grad]
+
+# ops that user code does not reach directly: the VJPs' scatters, and the copies/aliases that
+# legalization and nested gradients insert
+REACHED_ONLY_INDIRECTLY = {"take_grad", "take_along_axis_grad", "unslice", "fold", "copy",
+                           "alias"}
+
+
+def _snapshot(args):
+    return [np.array(a, copy=True) for a in args]
+
+
+def _assert_unchanged(args, saved):
+    for a, s in zip(args, saved):
+        assert a.dtype == s.dtype and a.shape == s.shape
+        np.testing.assert_array_equal(a, s, err_msg="gradc mutated an input array")
+
+
+def _cotangent(case, args):
+    """A fixed random cotangent r shaped like the output, so the test loss is sum(f(x) * r)."""
+    out = np.asarray(case.reference(*args))
+    rng = np.random.default_rng(zlib.crc32(b"r" + case.name.encode()))
+    return rng.standard_normal(out.shape) if out.shape else np.float64(rng.standard_normal())
+
+
+def numerical_grad(f, args, i, eps):
+    """Central finite differences of scalar f with respect to args[i]."""
+    x = args[i]
+    g = np.zeros_like(x, dtype=np.float64)
+    for idx in np.ndindex(x.shape):
+        plus, minus = x.copy(), x.copy()
+        plus[idx] += eps
+        minus[idx] -= eps
+        hi = f(*args[:i], plus, *args[i + 1:])
+        lo = f(*args[:i], minus, *args[i + 1:])
+        g[idx] = (hi - lo) / (2 * eps)
+    return g
+
+
+# ---------------------------------------------------------------------------------------------
+# (a) compiled forward == NumPy reference
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_forward_float32(case):
+    args = case.make_args(np.float32)
+    saved = _snapshot(args)
+    expected = np.asarray(case.reference(*args))
+    out = gradc.jit(case.fn)(*args)
+    _assert_unchanged(args, saved)
+    got = np.asarray(out)
+    assert got.shape == expected.shape
+    assert got.dtype == expected.dtype, f"gradc gave {got.dtype}, NumPy gives {expected.dtype}"
+    if expected.dtype == np.bool_ or np.issubdtype(expected.dtype, np.integer):
+        np.testing.assert_array_equal(got, expected)
+    else:
+        np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# (b) gradients == central finite differences (float64), and the float64 value is tight
+
+
+@pytest.mark.parametrize("case", GRAD_CASES, ids=[c.name for c in GRAD_CASES])
+def test_value_and_grad_float64(case):
+    args = case.make_args(np.float64)
+    r = _cotangent(case, args)
+    argnums = case.argnums(args)
+    assert argnums, "a gradient case needs a float argument"
+
+    def loss(*a):
+        return np.sum(case.fn(*a) * r)
+
+    def loss_ref(*a):
+        return np.sum(np.asarray(case.reference(*a), dtype=np.float64) * r)
+
+    saved = _snapshot(args)
+    value, grads = gradc.value_and_grad(loss, argnums=argnums, copy=True)(*args)
+    _assert_unchanged(args, saved)
+
+    assert np.asarray(value).dtype == np.float64
+    np.testing.assert_allclose(value, loss_ref(*args), rtol=1e-12, atol=1e-12)
+    assert len(grads) == len(argnums)
+    for i, g in zip(argnums, grads):
+        assert g.shape == args[i].shape and g.dtype == args[i].dtype
+        expected = numerical_grad(loss_ref, args, i, case.fd_eps)
+        np.testing.assert_allclose(g, expected, rtol=case.grad_rtol, atol=case.grad_atol,
+                                   err_msg=f"gradient of argument {i}")
+
+
+# ---------------------------------------------------------------------------------------------
+# every registered op has a test
+
+
+def _graphs_of(case):
+    """The graphs gradc builds for a case: the traced forward, and (for differentiable cases)
+    the joint graph after autodiff, after the passes, and as fused (legalized)."""
+    args = case.make_args(np.float64)
+    forward, _, _ = trace(case.fn, args)
+    graphs = {"forward": forward, "jit-fused": fuse(run_passes(
+        run_passes(trace(case.fn, args)[0], BEFORE_AUTODIFF), AFTER_AUTODIFF)).graph}
+    if case.grad:
+        r = _cotangent(case, args)
+        graph, _, outs = trace(lambda *a: np.sum(case.fn(*a) * r), args)
+        graph = run_passes(graph, BEFORE_AUTODIFF)
+        wrt = [graph.inputs[i] for i in case.argnums(args)]
+        graph.outputs = [graph.outputs[0]] + autodiff.vjp(graph, graph.outputs[0], wrt)
+        graphs["joint"] = graph
+        after = run_passes(graph, AFTER_AUTODIFF)
+        graphs["optimized"] = after
+        graphs["fused"] = fuse(after).graph
+    return {name: {n.op for n in g.nodes} for name, g in graphs.items()}
+
+
+def test_every_op_is_covered():
+    ops = set(all_ops())
+    in_forward, anywhere = set(), set()
+    for case in CASES:
+        try:
+            seen = _graphs_of(case)
+        except Exception:  # that case's own tests report the failure
+            continue
+        in_forward |= seen["forward"]
+        for s in seen.values():
+            anywhere |= s
+    # what user code reaches directly must appear in some traced forward graph of the table
+    missing_forward = sorted(ops - REACHED_ONLY_INDIRECTLY - in_forward)
+    assert not missing_forward, f"ops with no case in tests/ops/test_ops.py: {missing_forward}"
+    # scatters (VJPs), copies and aliases must appear in some differentiated/compiled graph
+    missing = sorted(ops - anywhere)
+    assert not missing, f"ops never reached by the case table: {missing}"
+
+
+def test_grad_of_grad_reaches_alias():
+    """`alias` marks the variables of a nested gradient: it is in the traced graph of a grad of a
+    function that calls gradc.grad."""
+    inner = gradc.grad(lambda x: np.sum(np.sin(x)))
+    graph, _, _ = trace(lambda x: np.sum(inner(x) ** 2), [np.ones(3)])
+    assert "alias" in {n.op for n in graph.nodes}
+
+
+# ---------------------------------------------------------------------------------------------
+# a few semantics the table cannot pin
+
+
+def test_max_gradient_is_shared_between_ties():
+    g = gradc.grad(lambda x: np.max(x), copy=True)(np.array([1.0, 3.0, 3.0, -2.0]))
+    np.testing.assert_allclose(g, [0.0, 0.5, 0.5, 0.0])
+
+
+def test_take_grad_accumulates_repeated_indices():
+    w = np.arange(12.0).reshape(4, 3)
+    idx = np.array([1, 1, 3, 1])
+    g = gradc.grad(lambda w, i: np.sum(np.take(w, i, axis=0)), copy=True)(w, idx)
+    np.testing.assert_array_equal(g, [[0, 0, 0], [3, 3, 3], [0, 0, 0], [1, 1, 1]])
+
+
+def test_take_index_out_of_range_raises():
+    f = gradc.jit(lambda w, i: np.take(w, i, axis=0))
+    w = np.ones((4, 3))
+    np.testing.assert_array_equal(f(w, np.array([3, 0])), np.ones((2, 3)))
+    with pytest.raises(IndexError):
+        f(w, np.array([4, 0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# numerical stability: inputs of +-1000 in float32 give finite, correct values and gradients
+
+BIG = np.array([[1000.0, -1000.0, 999.0, 0.0],
+                [-1000.0, -999.0, -1000.0, -998.0],
+                [1000.0, 1000.0, 1000.0, -1000.0]])
+BIG_LABELS = np.array([1, 3, 0])
+BIG_R = np.array([[0.3, -1.2, 0.8, 0.5], [1.1, 0.4, -0.7, 0.2], [-0.6, 0.9, 0.1, -1.3]])
+
+
+def _softmax(x, axis=-1):
+    return sp.softmax(x, axis=axis)
+
+
+# name, function of (x, r), reference value, reference gradient (all in float64)
+STABLE = [
+    ("sigmoid", lambda x, r: np.sum(nn.sigmoid(x) * r),
+     lambda x, r: np.sum(sp.expit(x) * r),
+     lambda x, r: r * sp.expit(x) * sp.expit(-x)),
+    ("softplus", lambda x, r: np.sum(nn.softplus(x) * r),
+     lambda x, r: np.sum(np.logaddexp(0, x) * r),
+     lambda x, r: r * sp.expit(x)),
+    ("log_sigmoid", lambda x, r: np.sum(nn.log_sigmoid(x) * r),
+     lambda x, r: np.sum(-np.logaddexp(0, -x) * r),
+     lambda x, r: r * sp.expit(-x)),
+    ("logsumexp", lambda x, r: np.sum(nn.logsumexp(x, axis=-1) * r[:, 0]),
+     lambda x, r: np.sum(sp.logsumexp(x, axis=-1) * r[:, 0]),
+     lambda x, r: r[:, :1] * _softmax(x)),
+    ("softmax", lambda x, r: np.sum(nn.softmax(x, axis=-1) * r),
+     lambda x, r: np.sum(_softmax(x) * r),
+     lambda x, r: _softmax(x) * (r - np.sum(r * _softmax(x), axis=-1, keepdims=True))),
+    ("log_softmax", lambda x, r: np.sum(nn.log_softmax(x, axis=-1) * r),
+     lambda x, r: np.sum(sp.log_softmax(x, axis=-1) * r),
+     lambda x, r: r - _softmax(x) * np.sum(r, axis=-1, keepdims=True)),
+    ("cross_entropy", lambda x, r: nn.cross_entropy(x, BIG_LABELS),
+     lambda x, r: -np.mean(sp.log_softmax(x, axis=-1)[np.arange(3), BIG_LABELS]),
+     lambda x, r: (_softmax(x) - np.eye(4)[BIG_LABELS]) / 3),
+    # the user's naive formulas, which simplify rewrites into the stable ops
+    ("log_of_sigmoid", lambda x, r: np.sum(np.log(nn.sigmoid(x)) * r),
+     lambda x, r: np.sum(-np.logaddexp(0, -x) * r),
+     lambda x, r: r * sp.expit(-x)),
+    ("log_one_plus_exp", lambda x, r: np.sum(np.log(1 + np.exp(x)) * r),
+     lambda x, r: np.sum(np.logaddexp(0, x) * r),
+     lambda x, r: r * sp.expit(x)),
+]
+
+
+@pytest.mark.parametrize("name,f,ref,ref_grad", STABLE, ids=[s[0] for s in STABLE])
+def test_stable_at_large_inputs_float32(name, f, ref, ref_grad):
+    x = BIG.astype(np.float32)
+    r = BIG_R.astype(np.float32)
+    value, g = gradc.value_and_grad(f, copy=True)(x, r)
+    assert np.isfinite(value), f"{name}: value {value}"
+    assert np.all(np.isfinite(g)), f"{name}: gradient {g}"
+    assert np.asarray(value).dtype == np.float32 and g.dtype == np.float32
+    x64, r64 = x.astype(np.float64), r.astype(np.float64)
+    np.testing.assert_allclose(value, ref(x64, r64), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(g, ref_grad(x64, r64), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fn_name", ["sigmoid", "softplus", "log_sigmoid", "logsumexp",
+                                     "softmax", "log_softmax"])
+def test_stable_forward_at_large_inputs_float32(fn_name):
+    x = BIG.astype(np.float32)
+    out = gradc.jit(getattr(nn, fn_name))(x)
+    ref = {"sigmoid": sp.expit, "softplus": lambda v: np.logaddexp(0, v),
+           "log_sigmoid": lambda v: -np.logaddexp(0, -v),
+           "logsumexp": lambda v: sp.logsumexp(v, axis=-1),
+           "softmax": _softmax, "log_softmax": lambda v: sp.log_softmax(v, axis=-1)}[fn_name]
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(out, ref(BIG), rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# grad of grad: Hessian-vector products
+
+
+A_HVP = np.random.default_rng(7).standard_normal((4, 3))
+
+
+def _f_hvp(x):
+    return np.sum(np.tanh(A_HVP @ x) ** 2) + np.sum(np.exp(0.1 * x) * x)
+
+
+def _grad_f_hvp(x):
+    """The gradient of _f_hvp, by hand."""
+    t = np.tanh(A_HVP @ x)
+    return A_HVP.T @ (2 * t * (1 - t * t)) + np.exp(0.1 * x) * (1 + 0.1 * x)
+
+
+def test_hessian_vector_product_matches_finite_differences():
+    grad_f = gradc.grad(_f_hvp)
+    hvp = gradc.grad(lambda x, v: np.sum(grad_f(x) * v), copy=True)
+    rng = np.random.default_rng(3)
+    x, v = rng.standard_normal(3), rng.standard_normal(3)
+    saved = _snapshot([x, v])
+    got = hvp(x, v)
+    _assert_unchanged([x, v], saved)
+    eps = 1e-5
+    expected = (_grad_f_hvp(x + eps * v) - _grad_f_hvp(x - eps * v)) / (2 * eps)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-8)
+    # the inner gradient alone, compiled, also matches the hand-written one
+    np.testing.assert_allclose(gradc.grad(_f_hvp, copy=True)(x), _grad_f_hvp(x), rtol=1e-10)
+
+
+W_HVP = np.random.default_rng(11).standard_normal((3, 4))
+
+
+def test_hessian_vector_product_through_stable_composites():
+    """grad of grad through logsumexp (whose VJP is softmax) and softplus (whose VJP is sigmoid)."""
+    def f(x):
+        return nn.logsumexp(x @ W_HVP) + np.sum(nn.softplus(x))
+
+    def grad_ref(x):
+        return W_HVP @ sp.softmax(x @ W_HVP) + sp.expit(x)
+
+    hvp = gradc.grad(lambda x, v: np.sum(gradc.grad(f)(x) * v), copy=True)
+    rng = np.random.default_rng(5)
+    x, v = rng.standard_normal(3), rng.standard_normal(3)
+    eps = 1e-5
+    expected = (grad_ref(x + eps * v) - grad_ref(x - eps * v)) / (2 * eps)
+    np.testing.assert_allclose(hvp(x, v), expected, rtol=1e-6, atol=1e-8)
+
+
+def test_value_and_grad_of_grad_norm():
+    """value_and_grad of a function of the gradient: d/dx |grad f(x)|^2 = 2 H grad f."""
+    grad_f = gradc.grad(_f_hvp)
+    vg = gradc.value_and_grad(lambda x: np.sum(grad_f(x) ** 2), copy=True)
+    x = np.random.default_rng(9).standard_normal(3)
+    value, g = vg(x)
+    gf = _grad_f_hvp(x)
+    np.testing.assert_allclose(value, np.sum(gf ** 2), rtol=1e-10)
+    eps = 1e-5
+    hess_gf = (_grad_f_hvp(x + eps * gf) - _grad_f_hvp(x - eps * gf)) / (2 * eps)
+    np.testing.assert_allclose(g, 2 * hess_gf, rtol=1e-6, atol=1e-8)

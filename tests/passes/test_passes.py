@@ -1,0 +1,585 @@
+"""The pass pipeline, stage by stage, against the reference interpreter.
+
+- every pass in BEFORE_AUTODIFF and AFTER_AUTODIFF keeps `evaluate` results (forward graphs and
+  joint value+gradient graphs), and leaves its input graph untouched;
+- the pass order is pinned;
+- simplify, CSE and DCE do what they say;
+- fusion: a whole elementwise chain with its reduction (and its gradient) is one kernel, matmuls
+  are kernels of their own, and the fused (legalized) graph still evaluates the same;
+- the buffer plan reuses memory, and no two values alive at the same time overlap.
+
+No Numba compiles here: everything runs on the IR and the NumPy interpreter.
+"""
+from __future__ import annotations
+
+import zlib
+from itertools import combinations
+
+import numpy as np
+import pytest
+import scipy.special as sp
+
+import gradc
+from gradc import autodiff
+from gradc.interpret import evaluate
+from gradc.ir import Graph
+from gradc.passes import AFTER_AUTODIFF, BEFORE_AUTODIFF, run_passes
+from gradc.passes.cse import cse
+from gradc.passes.dce import dce
+from gradc.passes.lower import lower_composites
+from gradc.passes.simplify import simplify
+from gradc.passes.fuse import fuse
+from gradc.passes.memory import nbytes, plan_buffers
+from gradc.trace import trace
+
+nn = gradc.nn
+
+
+# ---------------------------------------------------------------------------------------------
+# the graphs under test: (name, loss function, input generator, argnums)
+
+def _mlp(x, y, w1, b1, w2, b2):
+    h = np.tanh(x @ w1 + b1)
+    return nn.cross_entropy(h @ w2 + b2, y)
+
+
+def _w3(x, w, b):
+    return np.sum(np.tanh(x * w + b) ** 2 * nn.sigmoid(x * w) + 0.5 * np.exp(-np.abs(b)))
+
+
+def _softmax_xent(z, y):
+    return nn.cross_entropy(z, y)
+
+
+def _chain(x, y):
+    a = np.exp(-x * x) * np.sin(y) + np.log(1 + x * x)
+    return np.sum(np.sqrt(a * a + 1.0) / (1.0 + np.abs(y)) - np.maximum(x, y) * 0.5)
+
+
+def _broadcast(x, v, c):
+    d = x[:, None, :] - v[None, :, :]  # (4, 3, 5)
+    return np.sum(d * d * c) + np.sum(np.tanh(x) * v.sum(axis=0))
+
+
+def _slicing(x, y):
+    z = np.concatenate([x[1:], x[:-1] * 2.0, y], axis=0)
+    s = np.stack([z[:, 0], z[:, -1]], axis=1)
+    return np.sum(z[::2] ** 2) + np.sum(np.tanh(s)) + np.sum(x[:, 1:3] @ y[:, :2].T)
+
+
+def _reductions(x):
+    m = np.max(x, axis=1, keepdims=True)
+    return np.sum(np.min(x, axis=0) * np.mean(x, axis=0)) + np.sum((x - m) ** 2) + \
+        nn.logsumexp(x.reshape(-1))
+
+
+def _stable(x):
+    return np.sum(np.log(nn.sigmoid(x)) + np.log(1 + np.exp(x)) + 1.0 / (1.0 + np.exp(-x)) * x
+                  + nn.log_softmax(x, axis=0) * 1.0)
+
+
+def _gather(w, idx, x, lab):
+    e = np.take(w, idx, axis=0)  # (6, 3)
+    return np.sum(np.tanh(e @ x)) + np.sum(w[np.arange(5), lab] ** 2)
+
+
+def _reshaped(x, w):
+    return np.sum(np.tanh(x.reshape(6, 2)) @ w) + np.sum(np.squeeze(w[:, :1], axis=1) ** 2)
+
+
+def _gen(specs):
+    def make(seed):
+        rng = np.random.default_rng(seed)
+        return [s(rng) for s in specs]
+    return make
+
+
+N = lambda *shape: lambda rng: rng.standard_normal(shape)  # noqa: E731
+LABELS = lambda high, n: lambda rng: rng.integers(0, high, n).astype(np.int64)  # noqa: E731
+
+GRAPHS = [
+    ("mlp", _mlp, _gen([N(8, 3), LABELS(4, 8), N(3, 5), N(5), N(5, 4), N(4)]), (2, 3, 4, 5)),
+    ("w3", _w3, _gen([N(16), N(16), N(16)]), (1, 2)),
+    ("softmax_cross_entropy", _softmax_xent, _gen([N(6, 4), LABELS(4, 6)]), (0,)),
+    ("elementwise_chain", _chain, _gen([N(3, 4), N(3, 4)]), (0, 1)),
+    ("broadcasting", _broadcast, _gen([N(4, 5), N(3, 5), N(1, 3, 1)]), (0, 1, 2)),
+    ("slicing_concat", _slicing, _gen([N(4, 5), N(2, 5)]), (0, 1)),
+    ("reductions", _reductions, _gen([N(3, 4)]), (0,)),
+    ("stability", _stable, _gen([N(3, 4)]), (0,)),
+    ("reshape_gradients", _reshaped, _gen([N(3, 4), N(2, 3)]), (0, 1)),
+    ("gather", _gather, _gen([N(5, 3), LABELS(5, 6), N(3, 2), LABELS(3, 5)]), (0, 2)),
+]
+GRAPH_IDS = [g[0] for g in GRAPHS]
+
+
+def forward_graph(fn, make):
+    graph, _, _ = trace(fn, make(0))
+    return graph
+
+
+def joint_graph(fn, make, argnums):
+    """What value_and_grad builds: trace, BEFORE_AUTODIFF, then the backward appended."""
+    graph = run_passes(forward_graph(fn, make), BEFORE_AUTODIFF)
+    wrt = [graph.inputs[i] for i in argnums]
+    graph.outputs = [graph.outputs[0]] + autodiff.vjp(graph, graph.outputs[0], wrt)
+    return graph
+
+
+def assert_same_results(before, after, make, what):
+    for seed in (1, 2):
+        args = make(seed)
+        want = evaluate(before, args)
+        got = evaluate(after, args)
+        assert len(got) == len(want)
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert g.shape == w.shape and g.dtype == w.dtype, f"{what}: output {i}"
+            np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12,
+                                       err_msg=f"{what}: output {i}, seed {seed}")
+
+
+def fingerprint(graph):
+    return (len(graph.nodes), [v.id for v in graph.outputs], [v.id for v in graph.inputs],
+            str(graph))
+
+
+def run_checked(graph, passes, make, label):
+    """Run `passes` one by one; each must keep the results and leave its input unchanged."""
+    for p in passes:
+        before_print = fingerprint(graph)
+        new = p(graph)
+        assert fingerprint(graph) == before_print, f"{p.__name__} modified its input graph"
+        assert_same_results(graph, new, make, f"{label}: {p.__name__}")
+        graph = new
+    return graph
+
+
+# ---------------------------------------------------------------------------------------------
+# every pass preserves evaluate()
+
+
+def test_pass_order_is_pinned():
+    assert [p.__name__ for p in BEFORE_AUTODIFF] == ["simplify", "cse", "dce"]
+    assert [p.__name__ for p in AFTER_AUTODIFF] == [
+        "simplify", "lower_composites", "simplify", "cse", "dce"]
+
+
+@pytest.mark.parametrize("name,fn,make,argnums", GRAPHS, ids=GRAPH_IDS)
+def test_passes_preserve_forward(name, fn, make, argnums):
+    graph = forward_graph(fn, make)
+    graph = run_checked(graph, BEFORE_AUTODIFF, make, f"{name} forward")
+    graph = run_checked(graph, AFTER_AUTODIFF, make, f"{name} forward")
+    assert_same_results(graph, fuse(graph).graph, make, f"{name} forward: fuse/legalize")
+
+
+@pytest.mark.parametrize("name,fn,make,argnums", GRAPHS, ids=GRAPH_IDS)
+def test_passes_preserve_joint_graph(name, fn, make, argnums):
+    graph = joint_graph(fn, make, argnums)
+    assert len(graph.outputs) == 1 + len(argnums)
+    final = run_checked(graph, AFTER_AUTODIFF, make, f"{name} joint")
+    assert_same_results(graph, fuse(final).graph, make, f"{name} joint: fuse/legalize")
+    # after the pipeline only primitives remain: composites are lowered before fusion
+    kinds = {n.opdef.kind for n in final.nodes}
+    assert "composite" not in kinds
+
+
+@pytest.mark.parametrize("name,fn,make,argnums", GRAPHS, ids=GRAPH_IDS)
+def test_joint_graph_gradients_match_finite_differences(name, fn, make, argnums):
+    """The oracle itself: evaluate() of the joint graph gives the value and FD gradients."""
+    graph = joint_graph(fn, make, argnums)
+    args = make(3)
+    outs = evaluate(graph, args)
+    np.testing.assert_allclose(outs[0], fn(*args), rtol=1e-12)
+    eps = 1e-6
+    for i, g in zip(argnums, outs[1:]):
+        x = args[i]
+        fd = np.zeros_like(x)
+        for idx in np.ndindex(x.shape):
+            plus, minus = [a.copy() for a in args], [a.copy() for a in args]
+            plus[i][idx] += eps
+            minus[i][idx] -= eps
+            fd[idx] = (fn(*plus) - fn(*minus)) / (2 * eps)
+        np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-6, err_msg=f"{name}: argument {i}")
+
+
+@pytest.mark.parametrize("name,fn,make,argnums", GRAPHS, ids=GRAPH_IDS)
+def test_no_duplicate_nodes_after_pipeline(name, fn, make, argnums):
+    graph = run_passes(joint_graph(fn, make, argnums), AFTER_AUTODIFF)
+    keys = [(n.op, tuple(v.id for v in n.inputs), repr(n.attrs)) for n in graph.nodes]
+    dupes = {k for k in keys if keys.count(k) > 1}
+    assert not dupes, f"repeated nodes after CSE: {sorted(dupes)[:5]}"
+
+
+@pytest.mark.parametrize("name,fn,make,argnums", GRAPHS, ids=GRAPH_IDS)
+def test_no_dead_nodes_after_pipeline(name, fn, make, argnums):
+    graph = run_passes(joint_graph(fn, make, argnums), AFTER_AUTODIFF)
+    used = {v.id for n in graph.nodes for v in n.inputs} | {v.id for v in graph.outputs}
+    dead = [n for n in graph.nodes if n.output.id not in used]
+    assert not dead, f"dead nodes after DCE: {[n.op for n in dead]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# simplify
+
+
+def ops_of(graph):
+    return [n.op for n in graph.nodes]
+
+
+def simplified(fn, *args):
+    """simplify, then CSE and DCE (the BEFORE_AUTODIFF pipeline): simplify rewires uses to the
+    rewritten values and leaves the nodes it bypassed for DCE to drop."""
+    graph, _, _ = trace(fn, list(args))
+    make = lambda seed: [np.random.default_rng(seed).standard_normal(np.shape(a))  # noqa: E731
+                         for a in args]
+    new = simplify(graph)
+    assert_same_results(graph, new, make, "simplify")
+    new = run_passes(new, BEFORE_AUTODIFF[1:])
+    assert_same_results(graph, new, make, "simplify+cse+dce")
+    return new
+
+
+X34 = np.zeros((3, 4))
+
+
+def test_simplify_log_sigmoid():
+    g = simplified(lambda x: np.log(nn.sigmoid(x)), X34)
+    assert "log_sigmoid" in ops_of(g)
+    assert "log" not in ops_of(g) and "sigmoid" not in ops_of(g)
+
+
+def test_simplify_naive_sigmoid_formula():
+    g = simplified(lambda x: 1 / (1 + np.exp(-x)), X34)
+    assert ops_of(g) == ["sigmoid"]
+
+
+def test_simplify_log_one_plus_exp_is_softplus():
+    g = simplified(lambda x: np.log(1 + np.exp(x)), X34)
+    assert ops_of(g) == ["softplus"]
+
+
+def test_simplify_log1p_exp_is_softplus():
+    g = simplified(lambda x: np.log1p(np.exp(x)), X34)
+    assert ops_of(g) == ["softplus"]
+
+
+def test_simplify_log_of_softmax_is_log_softmax():
+    g = simplified(lambda x: np.log(nn.softmax(x, axis=-1)), X34)
+    assert ops_of(g) == ["log_softmax"]
+
+
+@pytest.mark.parametrize("f", [lambda x: x * 1, lambda x: 1.0 * x, lambda x: x + 0.0,
+                               lambda x: x - 0, lambda x: x / 1.0, lambda x: x ** 1,
+                               lambda x: -(-x), lambda x: np.log(np.exp(x)),
+                               lambda x: np.where(x > 0, x, x), lambda x: x.T.T,
+                               lambda x: x.astype(x.dtype)],
+                         ids=["x*1", "1*x", "x+0", "x-0", "x/1", "x**1", "--x", "log_exp",
+                              "where_same", "TT", "astype_same"])
+def test_simplify_identities_disappear(f):
+    g = simplified(lambda x: f(x), X34)
+    assert g.nodes == [] and g.outputs[0] is g.inputs[0], str(g)
+
+
+def test_simplify_x_times_zero_is_kept():
+    """x * 0 is not 0 when x is NaN or inf: the rule must not fire."""
+    g = simplified(lambda x: x * 0.0, X34)
+    assert "multiply" in ops_of(g)
+
+
+def test_simplify_power_rewrites():
+    assert ops_of(simplified(lambda x: x ** 2, X34)) == ["square"]
+    assert ops_of(simplified(lambda x: x ** 0.5, X34)) == ["sqrt"]
+    assert ops_of(simplified(lambda x: x ** -1, X34)) == ["reciprocal"]
+    assert "square" in ops_of(simplified(lambda x: x * x, X34))
+
+
+def test_simplify_folds_constants():
+    g = simplified(lambda x: x * (np.float64(2.0) * 3.0 + 1.0), X34)
+    consts = [n for n in g.nodes if n.op == "const"]
+    assert len(consts) == 1 and consts[0].attr["value"] == 7.0
+    assert ops_of(g).count("multiply") == 1
+    assert set(ops_of(g)) <= {"const", "reshape", "broadcast_to", "multiply"}
+
+
+def test_simplify_absorbs_transposes_into_matmul_flags():
+    g = simplified(lambda a, b: a.T @ b.T, np.zeros((4, 3)), np.zeros((2, 4)))
+    assert "transpose" not in ops_of(g)
+    (mm,) = [n for n in g.nodes if n.op == "matmul"]
+    assert mm.attr == {"ta": True, "tb": True}
+    assert mm.inputs[0] is g.inputs[0] and mm.inputs[1] is g.inputs[1]
+
+
+def test_simplify_absorbs_transposes_into_bmm_flags():
+    g = simplified(lambda a, b: np.swapaxes(a, 1, 2) @ b, np.zeros((2, 4, 3)), np.zeros((2, 4, 5)))
+    assert "transpose" not in ops_of(g)
+    (mm,) = [n for n in g.nodes if n.op == "bmm"]
+    assert mm.attr == {"ta": True, "tb": False}
+
+
+def test_backward_matmuls_use_flags_not_transposes():
+    """The VJP of a @ b is g @ b.T and a.T @ g: no transpose nodes, just flags."""
+    graph = run_passes(joint_graph(lambda a, b: np.sum(np.tanh(a @ b)), _gen([N(3, 4), N(4, 2)]),
+                                   (0, 1)), AFTER_AUTODIFF)
+    assert "transpose" not in ops_of(graph)
+    flags = sorted((n.attr["ta"], n.attr["tb"]) for n in graph.nodes if n.op == "matmul")
+    assert flags == [(False, False), (False, True), (True, False)]
+
+
+def test_simplify_removes_nested_gradient_aliases():
+    inner = gradc.grad(lambda x: np.sum(np.sin(x)))
+    graph, _, _ = trace(lambda x: np.sum(inner(x) * x), [np.ones(3)])
+    assert "alias" in ops_of(graph)
+    new = simplify(graph)
+    assert "alias" not in ops_of(new)
+    assert_same_results(graph, new, _gen([N(3)]), "simplify of grad of grad")
+
+
+def test_stability_rewrites_reach_the_backward():
+    """After autodiff the whole joint graph is finite at x = +-1000 (float32)."""
+    x = np.array([[-1000.0, 1000.0], [0.5, -3.0]], np.float32)
+    make = lambda seed: [x]  # noqa: E731
+    graph = run_passes(joint_graph(lambda x: np.sum(np.log(nn.sigmoid(x)) + np.log(1 + np.exp(x))),
+                                   make, (0,)), AFTER_AUTODIFF)
+    value, grad = evaluate(graph, [x])
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(value, np.sum(-np.logaddexp(0, -x64) + np.logaddexp(0, x64)),
+                               rtol=1e-6)
+    np.testing.assert_allclose(grad, sp.expit(-x64) + sp.expit(x64), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# CSE and DCE
+
+
+def test_cse_pass_merges_duplicate_nodes():
+    g = Graph()
+    x = g.add_input((3,), np.float64)
+    a = g.apply("exp", (x,))
+    g._memo.clear()  # defeat hash-consing to build a graph with a duplicate, as a rewrite might
+    b = g.apply("exp", (x,))
+    assert a is not b
+    g.outputs = [g.apply("add", (a, b))]
+    new = cse(g)
+    assert ops_of(new) == ["exp", "add"]
+    (add,) = [n for n in new.nodes if n.op == "add"]
+    assert add.inputs[0] is add.inputs[1]
+    assert new.merged >= 1
+    assert_same_results(g, new, _gen([N(3)]), "cse")
+
+
+def test_backward_reuses_forward_sigmoid():
+    """softplus' VJP is sigmoid(x): the backward's sigmoid is the forward's node."""
+    graph = joint_graph(lambda x: np.sum(nn.softplus(x)) + np.sum(nn.sigmoid(x) * x),
+                        _gen([N(3, 4)]), (0,))
+    assert ops_of(graph).count("sigmoid") == 1
+    assert graph.merged >= 1
+    final = run_passes(graph, AFTER_AUTODIFF)
+    assert ops_of(final).count("sigmoid") == 1
+
+
+def test_cse_merges_lowered_composites_with_their_vjps():
+    """logsumexp's VJP is softmax(x); after lowering both compute max(x) and exp(x - max):
+    CSE leaves one of each."""
+    graph = joint_graph(lambda x: np.sum(nn.logsumexp(x, axis=-1)), _gen([N(3, 4)]), (0,))
+    final = run_passes(graph, AFTER_AUTODIFF)
+    assert ops_of(final).count("max") == 1
+    assert ops_of(final).count("exp") == 1
+
+
+def test_cse_in_mlp_backward_recomputes_nothing():
+    """The MLP's backward reads the forward's activations: one tanh, one exp per softmax."""
+    make = GRAPHS[0][2]
+    final = run_passes(joint_graph(_mlp, make, (2, 3, 4, 5)), AFTER_AUTODIFF)
+    forward = run_passes(run_passes(forward_graph(_mlp, make), BEFORE_AUTODIFF), AFTER_AUTODIFF)
+    for op in ("tanh", "exp", "max", "log"):
+        assert ops_of(final).count(op) == ops_of(forward).count(op), op
+    # the two forward matmuls and their four VJPs (the first layer's x-gradient is not needed)
+    assert ops_of(final).count("matmul") == 2 + 3
+
+
+def test_dce_removes_unused_nodes():
+    def f(x):
+        unused = np.exp(x) * 3.0  # noqa: F841
+        return np.sum(np.tanh(x))
+
+    graph, _, _ = trace(f, [X34])
+    assert "exp" in ops_of(graph)
+    new = dce(graph)
+    assert "exp" not in ops_of(new) and "multiply" not in ops_of(new)
+    assert len(new.nodes) < len(graph.nodes)
+    assert_same_results(graph, new, _gen([N(3, 4)]), "dce")
+
+
+def test_dce_drops_forward_work_only_the_value_needs_when_it_is_not_an_output():
+    graph = joint_graph(lambda x: np.sum(np.exp(x)), _gen([N(3)]), (0,))
+    graph.outputs = graph.outputs[1:]  # keep only the gradient
+    new = dce(graph)
+    assert "sum" not in ops_of(new)
+    assert ops_of(new).count("exp") == 1
+
+
+def test_lower_composites_leaves_only_primitives():
+    graph, _, _ = trace(lambda x: nn.logsumexp(x) + np.sum(nn.softmax(x) * nn.log_softmax(x)),
+                        [X34])
+    new = lower_composites(graph)
+    assert not {"logsumexp", "softmax", "log_softmax"} & set(ops_of(new))
+    assert_same_results(graph, new, _gen([N(3, 4)]), "lower")
+
+
+# ---------------------------------------------------------------------------------------------
+# fusion
+
+
+def fused(fn, make, argnums=None):
+    graph = joint_graph(fn, make, argnums) if argnums else run_passes(
+        forward_graph(fn, make), BEFORE_AUTODIFF)
+    graph = run_passes(graph, AFTER_AUTODIFF)
+    fusion = fuse(graph)
+    assert_same_results(graph, fusion.graph, make, "fuse")
+    return fusion
+
+
+def kernel_ops(fusion):
+    return [[n.op for n in k.nodes] for k in fusion.kernels]
+
+
+def test_w3_value_and_gradient_is_one_kernel():
+    fusion = fused(_w3, _gen([N(1000), N(1000), N(1000)]), (1, 2))
+    assert len(fusion.kernels) == 1, kernel_ops(fusion)
+    (k,) = fusion.kernels
+    assert k.kind == "loop"
+    assert {"tanh", "sigmoid", "exp", "sum"} <= {n.op for n in k.nodes}
+
+
+def test_elementwise_chain_with_reduction_is_one_kernel():
+    fusion = fused(lambda x, y: np.sum(np.exp(x) * y + np.tanh(y) ** 2), _gen([N(4, 5), N(4, 5)]))
+    assert len(fusion.kernels) == 1, kernel_ops(fusion)
+
+
+def test_reduction_over_one_axis_fuses_its_producer():
+    fusion = fused(lambda x: np.sum(np.exp(x) * 2.0, axis=1), _gen([N(4, 5)]))
+    assert len(fusion.kernels) == 1, kernel_ops(fusion)
+
+
+def test_matmuls_are_separate_kernels():
+    fusion = fused(_mlp, GRAPHS[0][2], (2, 3, 4, 5))
+    n_matmul = sum(n.op == "matmul" for n in fusion.graph.nodes)
+    mm_kernels = [k for k in fusion.kernels if any(n.op == "matmul" for n in k.nodes)]
+    assert len(mm_kernels) == n_matmul == 5
+    for k in mm_kernels:
+        assert k.kind == "matmul" and len(k.nodes) == 1
+
+
+@pytest.mark.parametrize("name,fn,make,argnums", GRAPHS, ids=GRAPH_IDS)
+def test_fusion_partitions_and_schedules_the_graph(name, fn, make, argnums):
+    fusion = fused(fn, make, argnums)
+    placed = [n for k in fusion.kernels for n in k.nodes]
+    assert len(placed) == len({id(n) for n in placed}), "a node in two kernels"
+    computed = [n for n in fusion.graph.nodes if n.opdef.kind not in ("view", "const")]
+    assert {id(n) for n in placed} == {id(n) for n in computed}
+    for i, k in enumerate(fusion.kernels):
+        assert k.index == i
+        assert all(d.index < i for d in k.deps), f"{k.name} runs before a kernel it reads"
+        # inside a kernel, nodes are in dependency order
+        pos = {n.output.id: j for j, n in enumerate(k.nodes)}
+        for j, n in enumerate(k.nodes):
+            assert all(pos.get(x.id, -1) < j for x in n.inputs)
+    # outputs are stored
+    stored = {v.id for k in fusion.kernels for v in k.stores}
+    for v in fusion.graph.outputs:
+        assert fusion.layouts[v.id][0].id in stored
+
+
+def test_fewer_kernels_than_elementwise_nodes():
+    fusion = fused(_chain, GRAPHS[3][2], (0, 1))
+    n_elementwise = sum(n.opdef.kind == "elementwise" for n in fusion.graph.nodes)
+    assert n_elementwise > 20
+    assert len(fusion.kernels) <= 3, kernel_ops(fusion)
+
+
+# ---------------------------------------------------------------------------------------------
+# the buffer plan
+
+
+def mlp_plan(batch=32, hidden=16):
+    make = _gen([N(batch, 3), LABELS(4, batch), N(3, hidden), N(hidden), N(hidden, hidden),
+                 N(hidden)])
+
+    def loss(x, y, w1, b1, w2, b2):
+        h = np.tanh(x @ w1 + b1)
+        h2 = nn.relu(h @ w2 + b2)
+        return nn.cross_entropy(h2[:, :4], y)
+
+    graph = run_passes(joint_graph(loss, make, (2, 3, 4, 5)), AFTER_AUTODIFF)
+    fusion = fuse(graph)
+    return fusion, plan_buffers(fusion)
+
+
+def test_plan_reuses_memory_for_mlp():
+    fusion, plan = mlp_plan()
+    assert plan.arena_bytes < plan.naive_bytes, (plan.arena_bytes, plan.naive_bytes)
+    assert plan.arena_bytes == plan.output_bytes + plan.constant_bytes + plan.scratch_bytes
+
+
+def _lifetimes(fusion, plan):
+    """(first kernel, last kernel) for every stored value; outputs and constants live forever."""
+    graph = fusion.graph
+    forever = {fusion.layouts[v.id][0].id for v in graph.outputs} | set(plan.constants)
+    life = {}
+    for k in fusion.kernels:
+        for v in k.stores:
+            life[v.id] = [k.index, k.index]
+    for k in fusion.kernels:
+        for n in k.nodes:
+            for x in n.inputs:
+                layout = fusion.layouts.get(x.id)
+                assert layout is not None, f"{x} read by {k.name} has no strided layout"
+                base = layout[0].id
+                if base in life:
+                    life[base][1] = max(life[base][1], k.index)
+    for vid in forever:
+        life[vid] = [-1, len(fusion.kernels)]
+    return life
+
+
+def assert_no_live_overlap(fusion, plan):
+    values = {v.id: v for k in fusion.kernels for v in k.stores}
+    values.update({n.output.id: n.output for n in fusion.graph.nodes if n.op == "constant"})
+    life = _lifetimes(fusion, plan)
+    for vid, v in values.items():
+        assert vid in plan.offsets, f"stored value %{vid} has no slot"
+        off = plan.offsets[vid]
+        assert off % 64 == 0
+        assert 0 <= off and off + nbytes(v) <= plan.arena_bytes
+    for (a, va), (b, vb) in combinations(values.items(), 2):
+        (a0, a1), (b0, b1) = life[a], life[b]
+        if a1 < b0 or b1 < a0:
+            continue  # never alive at the same time
+        oa, ob = plan.offsets[a], plan.offsets[b]
+        assert oa + nbytes(va) <= ob or ob + nbytes(vb) <= oa, (
+            f"%{a} [{oa}, {oa + nbytes(va)}) alive in kernels {life[a]} overlaps "
+            f"%{b} [{ob}, {ob + nbytes(vb)}) alive in kernels {life[b]}")
+
+
+def test_plan_mlp_no_overlap_of_live_values():
+    fusion, plan = mlp_plan()
+    assert_no_live_overlap(fusion, plan)
+
+
+@pytest.mark.parametrize("name,fn,make,argnums", GRAPHS, ids=GRAPH_IDS)
+def test_plan_no_overlap_of_live_values(name, fn, make, argnums):
+    fusion = fused(fn, make, argnums)
+    assert_no_live_overlap(fusion, plan_buffers(fusion))
+
+
+def test_plan_outputs_are_one_flat_region_in_order():
+    fusion, plan = mlp_plan()
+    outs = fusion.graph.outputs
+    offsets = [plan.offsets[v.id] for v in outs]
+    assert offsets == sorted(offsets) and offsets[0] == 0
+    assert all(o + nbytes(v) <= plan.output_bytes for o, v in zip(offsets, outs))
+    # nothing else lives in the output region
+    out_bases = {fusion.layouts[v.id][0].id for v in outs} | {v.id for v in outs}
+    for vid, off in plan.offsets.items():
+        if vid not in out_bases:
+            assert off >= plan.output_bytes
