@@ -745,61 +745,7 @@ def test_numpy_scalar_argument_is_an_array_leaf():
 
 
 # ---------------------------------------------------------------------------------------------
-# train_step: forward, backward and the optimizer update as one call, params updated in place
-
-def test_train_step_sgd_updates_params_in_place_in_float64():
-    params, x, y = make_mlp(seed=30)
-    before = {k: v.copy() for k, v in params.items()}
-    ids = {k: id(v) for k, v in params.items()}
-    step = gradc.train_step(mlp_loss, gradc.optim.SGD(lr=0.1))
-    loss = step(params, x, y)
-    ref_loss, ref_grads, _ = np_mlp(before, x, y)
-    assert type(loss) is float and loss == pytest.approx(ref_loss, rel=1e-12)
-    assert {k: id(v) for k, v in params.items()} == ids  # the same arrays, updated in place
-    for k in params:
-        # float64 parameters get float64 arithmetic, as `p -= lr * g` in NumPy (or PyTorch) does
-        np.testing.assert_allclose(params[k], before[k] - 0.1 * ref_grads[k], rtol=1e-12,
-                                   atol=1e-14, err_msg=k)
-
-
-def test_train_step_sgd_momentum_follows_pytorch_over_steps():
-    params, x, y = make_mlp(seed=31, dtype=np.float32)
-    ref = {k: v.astype(np.float64) for k, v in params.items()}
-    step = gradc.train_step(mlp_loss, gradc.optim.SGD(lr=0.2, momentum=0.9))
-    buf = {}
-    for i in range(4):
-        loss = step(params, x, y)
-        ref_loss, g, _ = np_mlp(ref, x.astype(np.float64), y)
-        assert loss == pytest.approx(ref_loss, rel=1e-4)
-        for k in ref:
-            buf[k] = g[k].copy() if i == 0 else 0.9 * buf[k] + g[k]
-            ref[k] = ref[k] - 0.2 * buf[k]
-    for k in params:
-        assert params[k].dtype == np.float32
-        np.testing.assert_allclose(params[k], ref[k], rtol=1e-4, atol=1e-5, err_msg=k)
-    assert len(step.cache) == 1
-
-
-def test_train_step_adam_follows_pytorch_over_steps():
-    params, x, y = make_mlp(seed=32, dtype=np.float32)
-    ref = {k: v.astype(np.float64) for k, v in params.items()}
-    lr, b1, b2, eps = 0.05, 0.9, 0.999, 1e-8
-    step = gradc.train_step(mlp_loss, gradc.optim.Adam(lr=lr, betas=(b1, b2), eps=eps))
-    m = {k: np.zeros_like(v) for k, v in ref.items()}
-    v = {k: np.zeros_like(v) for k, v in ref.items()}
-    losses = []
-    for t in range(1, 6):
-        losses.append(step(params, x, y))
-        _, g, _ = np_mlp(ref, x.astype(np.float64), y)
-        for k in ref:
-            m[k] = b1 * m[k] + (1 - b1) * g[k]
-            v[k] = b2 * v[k] + (1 - b2) * g[k] ** 2
-            denom = np.sqrt(v[k]) / np.sqrt(1 - b2 ** t) + eps
-            ref[k] = ref[k] - lr / (1 - b1 ** t) * m[k] / denom
-    for k in params:
-        np.testing.assert_allclose(params[k], ref[k], rtol=1e-4, atol=1e-5, err_msg=k)
-    assert losses[-1] < losses[0]
-
+# train_step: as a decorator (optimizers, errors and allocations are in tests/test_train.py)
 
 def test_train_step_as_decorator_and_batch_shape_change_retraces():
     calls = []
