@@ -7,13 +7,20 @@ scalars computed in float64 from the step count, then rounded to float32, as PyT
 
     SGD:   d = g + wd*p;  buf = momentum*buf + (1-dampening)*d  (buf = d at step 1)
            d = d + momentum*buf (nesterov) or d = buf;           p = p - lr*d
-    Adam:  g = g + wd*p;  m = m + (1-b1)*(g - m);  v = b2*v + (1-b2)*g*g
+    Adam:  g = g + wd*p;  m = lerp(m, g, 1-b1);  v = b2*v + (1-b2)*g*g
            p = p - (lr/(1-b1^t)) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
     AdamW: p = p*(1 - lr*wd), then Adam with no weight decay.
 """
 import math
 
 import numpy as np
+
+
+def _lerp(start, end, weight):
+    """torch.lerp's formula, which switches form at weight 0.5 for accuracy."""
+    if abs(weight) < 0.5:
+        return start + weight * (end - start)
+    return end - (end - start) * (1 - weight)
 
 
 class Optimizer:
@@ -98,7 +105,7 @@ class Adam(Optimizer):
             p = p * s["decay"]
         elif self.weight_decay:
             g = g + self.weight_decay * p
-        m = state["exp_avg"] + (1 - b1) * (g - state["exp_avg"])
+        m = _lerp(state["exp_avg"], g, 1 - b1)
         v = state["exp_avg_sq"] * b2 + (1 - b2) * g * g
         denom = np.sqrt(v) / s["bias_correction2_sqrt"] + self.eps
         return p - s["step_size"] * (m / denom), {"exp_avg": m, "exp_avg_sq": v}

@@ -103,7 +103,7 @@ class Compiled:
             if not (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.dtype == dtype):
                 x = np.ascontiguousarray(x, dtype=dtype)
                 keep.append(x)
-            addresses.append(x.ctypes.data)
+            addresses.append(x.__array_interface__["data"][0])  # (x.ctypes leaves GC garbage)
         self.driver(self.address, *addresses)
         return self.outputs
 
@@ -272,6 +272,8 @@ def _why(old, new):
         return "first call"
     if old[0] != new[0]:
         return "the argument structure or static values changed"
+    if old[2:] != new[2:]:
+        return "the optimizer's hyperparameters changed"
     changes = [f"input {i}: {a[0]}/{np.dtype(a[1]).name} -> {b[0]}/{np.dtype(b[1]).name}"
                for i, (a, b) in enumerate(zip(old[1], new[1])) if a != b]
     return "new signature (" + "; ".join(changes) + ")"

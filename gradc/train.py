@@ -60,7 +60,8 @@ class TrainStep:
         self.lock = threading.Lock()
         self._param_spec = None  # (treedef, [(shape, dtype)]) fixed by the first call
         self._state = None  # {slot: [array per parameter leaf]}
-        self._scalars = {name: np.zeros((), np.float32) for name in optimizer.scalar_names}
+        # float64, rounded to each parameter's dtype in the graph (as PyTorch rounds a Python float)
+        self._scalars = {name: np.zeros((), np.float64) for name in optimizer.scalar_names}
         self._last_key = None
 
     # --- state -----------------------------------------------------------------------------
@@ -94,10 +95,15 @@ class TrainStep:
             p_leaves, p_tree = pytree.flatten(params)
             self._check_params(p_leaves, p_tree, src)
             leaves, treedef = pytree.flatten((args, {}))
-            key = (treedef, tuple((np.shape(x), np.asarray(x).dtype.str) for x in leaves))
+            # hyperparameters other than the learning rate are compiled into the update
+            key = (treedef, tuple((np.shape(x), np.asarray(x).dtype.str) for x in leaves),
+                   self.optimizer.static())
             compiled = self.cache.get(key)
             if compiled is None:
                 compiled = self._compile(key, args, src)
+            for slot in self.optimizer.slots:  # e.g. momentum switched on after some steps
+                if slot not in self._state:
+                    self._state[slot] = [np.zeros(x.shape, x.dtype) for x in p_leaves]
             step = self.step_count + 1
             for name, value in self.optimizer.scalars(step).items():
                 self._scalars[name][()] = value
@@ -149,7 +155,7 @@ class TrainStep:
         with graph.at_source(f"optimizer {type(self.optimizer).__name__}"):
             state_in = {slot: [graph.add_input(p.shape, p.dtype, name=f"{slot}[{i}]")
                                for i, p in enumerate(params)] for slot in self.optimizer.slots}
-            scalars = {name: graph.add_input((), np.float32, name=name)
+            scalars = {name: graph.add_input((), np.float64, name=name)
                        for name in self.optimizer.scalar_names}
             if self.clip_norm is not None:
                 grads = global_norm_clip(grads, self.clip_norm)
