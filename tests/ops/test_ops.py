@@ -656,3 +656,69 @@ def test_value_and_grad_of_grad_norm():
     eps = 1e-5
     hess_gf = (_grad_f_hvp(x + eps * gf) - _grad_f_hvp(x - eps * gf)) / (2 * eps)
     np.testing.assert_allclose(g, 2 * hess_gf, rtol=1e-6, atol=1e-8)
+
+
+# grad of grad through the VJPs of VJP ops (unslice, take_grad, take_along_axis_grad, fold,
+# concatenate, extremum, matmul flags): H v by gradc vs central differences of gradc's gradient
+_IDX = np.array([3, 0, 3, 1])
+_LAB = np.array([2, 0, 1, 2, 0])
+HVP_CASES = [
+    ("slices", lambda x: np.sum(np.tanh(x[1:] * x[:-1]) ** 2), (4, 3)),
+    ("take", lambda w: np.sum(np.tanh(np.take(w, _IDX, axis=0) * 1.5) ** 2), (4, 3)),
+    ("cross_entropy", lambda z: nn.cross_entropy(z * z, _LAB), (5, 3)),
+    ("concatenate", lambda x: np.sum(np.tanh(np.concatenate([x, x[::-1] * 2.0], axis=1)) ** 2),
+     (3, 2)),
+    ("max", lambda x: np.sum(np.max(np.sin(x) * x, axis=1) ** 2), (3, 4)),
+    ("matmul", lambda x: np.sum(np.tanh(x @ x.T) * x[:, :3].T), (3, 4)),
+    ("bmm", lambda x: np.sum(np.tanh(x @ np.swapaxes(x, 1, 2))), (2, 3, 2)),
+    ("conv_pool", lambda w: np.sum(np.tanh(nn.max_pool2d(nn.conv2d(_CONV_X, w, padding=1), 2))),
+     (2, 2, 3, 3)),
+    ("layer_norm", lambda x: np.sum(nn.layer_norm(x) * _LN_R), (3, 4)),
+]
+_CONV_X = np.random.default_rng(21).standard_normal((1, 2, 4, 4))
+_LN_R = np.random.default_rng(22).standard_normal((3, 4))
+
+
+@pytest.mark.parametrize("name,f,shape", HVP_CASES, ids=[c[0] for c in HVP_CASES])
+def test_hessian_vector_products(name, f, shape):
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    x, v = rng.standard_normal(shape), rng.standard_normal(shape)
+    grad_f = gradc.grad(f, copy=True)
+    hvp = gradc.grad(lambda x, v: np.sum(gradc.grad(f)(x) * v), copy=True)(x, v)
+    eps = 1e-5
+    expected = (grad_f(x + eps * v) - grad_f(x - eps * v)) / (2 * eps)
+    np.testing.assert_allclose(hvp, expected, rtol=1e-5, atol=1e-7)
+
+
+# gradients in float32 keep float32 all the way and agree with the float64 gradients
+F32_GRAD_CASES = [c for c in GRAD_CASES if c.name in {
+    "elementwise_chain", "divide", "where_broadcast", "clip", "max_of_chain", "slice_overlapping",
+    "concatenate_axis1", "take_axis0_repeats", "arange_labels_index", "matmul_batched_3d", "mlp",
+    "nn_cross_entropy", "nn_log_softmax", "nn_layer_norm", "nn_conv2d", "nn_max_pool2d",
+    "array_constant", "power"}]
+
+
+def test_float32_gradient_cases_exist():
+    assert len(F32_GRAD_CASES) == 18
+
+
+@pytest.mark.parametrize("case", F32_GRAD_CASES, ids=[c.name for c in F32_GRAD_CASES])
+def test_value_and_grad_float32(case):
+    args32 = case.make_args(np.float32)
+    args64 = [a.astype(np.float64) if a.dtype == np.float32 else a for a in args32]
+    r = _cotangent(case, args64)
+    argnums = case.argnums(args32)
+
+    def loss_ref(*a):
+        return np.sum(np.asarray(case.reference(*a), dtype=np.float64) * r)
+
+    r32 = np.asarray(r, dtype=np.float32)
+    value, grads = gradc.value_and_grad(lambda *a: np.sum(case.fn(*a) * r32), argnums=argnums,
+                                        copy=True)(*args32)
+    assert np.asarray(value).dtype == np.asarray(case.reference(*args32)).dtype
+    np.testing.assert_allclose(value, loss_ref(*args64), rtol=1e-4, atol=1e-4)
+    for i, g in zip(argnums, grads):
+        assert g.dtype == np.float32, f"gradient of argument {i} is {g.dtype}"
+        expected = numerical_grad(loss_ref, args64, i, case.fd_eps)
+        np.testing.assert_allclose(g, expected, rtol=1e-3,
+                                   atol=1e-4 * (1 + np.max(np.abs(expected))))
