@@ -1,0 +1,532 @@
+"""gradc.nn layers: conv2d, pooling, layer_norm, embedding, dropout, gelu, flatten.
+
+Forwards are checked, compiled (`gradc.jit`) and on plain NumPy arrays, against NumPy references
+written here with explicit loops over output positions; gradients (float64) against central
+finite differences of those references, and against PyTorch where it is installed.
+
+gradc's kernels are shape-generic, so the compiled functions below are module-level and shared:
+after the first compile of each kernel, other shapes and settings cost little.
+"""
+import numpy as np
+import pytest
+
+import gradc  # tests/conftest.py points GRADC_CACHE_DIR at a session temp dir
+from gradc import nn
+
+RNG = np.random.default_rng(1234)
+X = RNG.standard_normal((2, 2, 5, 5))     # N, C, H, W
+W = RNG.standard_normal((3, 2, 3, 3))     # OC, C, KH, KW
+B = RNG.standard_normal(3)
+
+
+# --- NumPy references -----------------------------------------------------------------------
+
+def pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def windows(x, k, s, p, value):
+    """{(a, b): x_padded[:, :, a*sh : a*sh+kh, b*sw : b*sw+kw]} over all output positions;
+    k, s, p are ints or (height, width) pairs, as in PyTorch."""
+    (kh, kw), (sh, sw), (ph, pw) = pair(k), pair(s), pair(p)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+    oh = (x.shape[2] + 2 * ph - kh) // sh + 1
+    ow = (x.shape[3] + 2 * pw - kw) // sw + 1
+    return oh, ow, {(a, b): xp[:, :, a * sh:a * sh + kh, b * sw:b * sw + kw]
+                    for a in range(oh) for b in range(ow)}
+
+
+def ref_conv2d(x, w, b=None, stride=1, padding=0):
+    oh, ow, wins = windows(x, w.shape[2:], stride, padding, 0.0)
+    out = np.zeros((x.shape[0], w.shape[0], oh, ow), np.result_type(x, w))
+    for (a, c), patch in wins.items():
+        out[:, :, a, c] = np.einsum("nchw,ochw->no", patch, w)
+    if b is not None:
+        out += b[None, :, None, None]
+    return out
+
+
+def ref_pool(x, k, s, p, kind):
+    s = k if s is None else s  # PyTorch: the stride defaults to the kernel size
+    oh, ow, wins = windows(x, k, s, p, -np.inf if kind == "max" else 0.0)
+    out = np.zeros(x.shape[:2] + (oh, ow), x.dtype)
+    for (a, c), patch in wins.items():
+        out[:, :, a, c] = (patch.max(axis=(2, 3)) if kind == "max" else
+                           patch.sum(axis=(2, 3)) / patch[0, 0].size)
+    return out
+
+
+def ref_layer_norm(x, gamma=None, beta=None, eps=1e-5, axis=-1):
+    mu = x.mean(axis=axis, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=axis, keepdims=True)
+    y = (x - mu) / np.sqrt(var + eps)
+    if gamma is not None:
+        y = y * gamma
+    if beta is not None:
+        y = y + beta
+    return y
+
+
+def ref_gelu(x):
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
+def numeric_grad(f, args, i, eps=1e-6):
+    """Central differences of the scalar f(*args) with respect to args[i] (float64)."""
+    x = args[i]
+    g = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        old = x[idx]
+        x[idx] = old + eps
+        fp = f(*args)
+        x[idx] = old - eps
+        fm = f(*args)
+        x[idx] = old
+        g[idx] = (fp - fm) / (2 * eps)
+    return g
+
+
+def check_against_fd(grads, ref_loss, args, wrt, rtol=1e-6, atol=1e-7):
+    args = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+    for g, i in zip(grads, wrt):
+        expected = numeric_grad(ref_loss, args, i)
+        assert g.shape == args[i].shape and g.dtype == args[i].dtype
+        np.testing.assert_allclose(g, expected, rtol=rtol, atol=atol, err_msg=f"argument {i}")
+
+
+# --- compiled functions, shared by the tests --------------------------------------------------
+
+conv_fwd = gradc.jit(lambda x, w, b, s, p: nn.conv2d(x, w, b, stride=s, padding=p))
+conv_grad = gradc.grad(lambda x, w, b, r, s, p: np.sum(nn.conv2d(x, w, b, stride=s, padding=p) * r),
+                       argnums=(0, 1, 2))
+conv_grad_nobias = gradc.grad(lambda x, w, r, s, p: np.sum(nn.conv2d(x, w, stride=s, padding=p) * r),
+                              argnums=(0, 1))
+max_fwd = gradc.jit(lambda x, k, s, p: nn.max_pool2d(x, k, s, p))
+avg_fwd = gradc.jit(lambda x, k, s, p: nn.avg_pool2d(x, k, s, p))
+max_grad = gradc.grad(lambda x, r, k, s, p: np.sum(nn.max_pool2d(x, k, s, p) * r))
+avg_grad = gradc.grad(lambda x, r, k, s, p: np.sum(nn.avg_pool2d(x, k, s, p) * r))
+
+CONV_CASES = [(1, 0), (1, 1), (2, 0), (2, 1)]  # (stride, padding)
+POOL_CASES = [  # (kernel, stride, padding)
+    (2, None, 0),  # non-overlapping windows that tile the image (the reshape fast path)
+    (2, None, 1),  # non-overlapping, padded
+    (2, 2, 0),     # 5x5 image: the last row and column are dropped
+    (3, 1, 1),     # overlapping windows (stride < kernel) with padding
+    (3, 2, 1),
+    (2, 1, 0),
+]
+X4 = RNG.standard_normal((2, 3, 4, 4))  # an image that 2x2 windows tile exactly
+
+
+def pool_input(k, s, p):
+    return X4 if (k, s, p) == (2, None, 0) else X
+
+
+# --- conv2d -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("stride, padding", CONV_CASES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_conv2d_forward(stride, padding, bias, dtype):
+    x, w, b = X.astype(dtype), W.astype(dtype), B.astype(dtype) if bias else None
+    expected = ref_conv2d(X, W, B if bias else None, stride, padding)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-5)
+    for got in (conv_fwd(x, w, b, stride, padding), nn.conv2d(x, w, b, stride, padding)):
+        assert got.dtype == dtype and got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, **tol)
+
+
+def test_conv2d_output_sizes():
+    x = np.zeros((1, 2, 7, 6))
+    for k, s, p in [(3, 1, 0), (3, 2, 1), (1, 1, 0), (2, 3, 1), (7, 1, 0)]:
+        w = np.zeros((4, 2, k, k))
+        oh, ow = (7 + 2 * p - k) // s + 1, (6 + 2 * p - k) // s + 1 if k <= 6 + 2 * p else None
+        if ow is None:
+            with pytest.raises(gradc.GradcError):
+                conv_fwd(x, w, None, s, p)
+            continue
+        assert conv_fwd(x, w, None, s, p).shape == (1, 4, oh, ow)
+
+
+def test_conv2d_channel_mismatch_is_a_shape_error():
+    with pytest.raises(gradc.ShapeError, match="channels"):
+        conv_fwd(X, np.zeros((3, 4, 3, 3)), None, 1, 0)
+
+
+@pytest.mark.parametrize("stride, padding", CONV_CASES)
+def test_conv2d_gradients_match_finite_differences(stride, padding):
+    r = RNG.standard_normal(ref_conv2d(X, W, B, stride, padding).shape)
+    grads = conv_grad(X, W, B, r, stride, padding)
+    check_against_fd(grads, lambda x, w, b: np.sum(ref_conv2d(x, w, b, stride, padding) * r),
+                     [X, W, B], (0, 1, 2))
+
+
+def test_conv2d_gradients_without_bias():
+    r = RNG.standard_normal(ref_conv2d(X, W, None, 2, 1).shape)
+    gx, gw = conv_grad_nobias(X, W, r, 2, 1)
+    check_against_fd((gx, gw), lambda x, w: np.sum(ref_conv2d(x, w, None, 2, 1) * r), [X, W], (0, 1))
+
+
+# --- pooling ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kernel, stride, padding", POOL_CASES)
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pool_forward(kind, kernel, stride, padding):
+    x = pool_input(kernel, stride, padding)
+    expected = ref_pool(x, kernel, stride, padding, kind)
+    fwd, plain = (max_fwd, nn.max_pool2d) if kind == "max" else (avg_fwd, nn.avg_pool2d)
+    for got in (fwd(x, kernel, stride, padding), plain(x, kernel, stride, padding)):
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_max_pool_all_negative_window_with_padding():
+    """Padding is -inf for max pooling, not 0: a window of negatives has a negative max."""
+    x = -1.0 - np.arange(16.0).reshape(1, 1, 4, 4)
+    got = max_fwd(x, 3, 2, 1)
+    np.testing.assert_array_equal(got, ref_pool(x, 3, 2, 1, "max"))
+    assert got[0, 0, 0, 0] == -1.0
+
+
+def test_avg_pool_counts_padding():
+    x = np.ones((1, 1, 4, 4))
+    got = avg_fwd(x, 3, 1, 1)
+    assert got[0, 0, 0, 0] == pytest.approx(4 / 9)  # corner: 4 pixels, 5 padded zeros
+    assert got[0, 0, 1, 1] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kernel, stride, padding", POOL_CASES)
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pool_gradients_match_finite_differences(kind, kernel, stride, padding):
+    x = pool_input(kernel, stride, padding)
+    r = RNG.standard_normal(ref_pool(x, kernel, stride, padding, kind).shape)
+    g = (max_grad if kind == "max" else avg_grad)(x, r, kernel, stride, padding)
+    check_against_fd([g], lambda x: np.sum(ref_pool(x, kernel, stride, padding, kind) * r),
+                     [x], (0,))
+
+
+def test_max_pool_gradient_goes_to_the_argmax():
+    """Overlapping windows: a pixel that is the max of several windows gets all their
+    gradients, the others none."""
+    x = np.zeros((1, 1, 3, 3))
+    x[0, 0, 1, 1] = 5.0
+    x[0, 0, 0, 0] = 1.0
+    r = np.arange(1.0, 5.0).reshape(1, 1, 2, 2)
+    g = max_grad(x, r, 2, 1, 0)  # all four 2x2 windows contain the centre
+    expected = np.zeros_like(x)
+    expected[0, 0, 1, 1] = r.sum()
+    np.testing.assert_array_equal(g, expected)
+
+
+def test_max_pool_gradient_with_ties_is_a_subgradient():
+    """Max pooling after a ReLU sees windows of equal zeros. Whichever tied element gets the
+    gradient (PyTorch: the first), each window passes on exactly its upstream gradient, and
+    only to elements that attain its max."""
+    x = np.maximum(RNG.standard_normal((1, 2, 4, 4)), 0.0)
+    x[0, 0, :2, :2] = 0.0  # one all-zero window
+    r = RNG.standard_normal((1, 2, 2, 2))
+    g = max_grad(x, r, 2, None, 0)
+    blocks = g.reshape(1, 2, 2, 2, 2, 2).transpose(0, 1, 2, 4, 3, 5)   # n, c, a, b, i, j
+    xb = x.reshape(1, 2, 2, 2, 2, 2).transpose(0, 1, 2, 4, 3, 5)
+    np.testing.assert_allclose(blocks.sum(axis=(4, 5)), r, rtol=1e-12)
+    is_max = xb == xb.max(axis=(4, 5), keepdims=True)
+    assert not blocks[~is_max].any()
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("stride", [None, (2, 3), (1, 2)], ids=["default", "s2x3", "s1x2"])
+def test_pool_non_square_kernel_and_stride_pairs(kind, stride):
+    """kernel=(2, 3): PyTorch's default stride is (2, 3), the kernel size on each axis. gradc
+    may refuse pairs with a GradcError, but must not silently pool with other windows."""
+    x = RNG.standard_normal((1, 2, 4, 9))
+    expected = ref_pool(x, (2, 3), stride, 0, kind)
+    fwd = max_fwd if kind == "max" else avg_fwd
+    try:
+        got = fwd(x, (2, 3), stride, 0)
+    except gradc.GradcError:
+        return
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("stride, padding", [((1, 2), 0), (1, (0, 1)), ((2, 1), (1, 0))],
+                         ids=["s1x2", "p0x1", "s2x1_p1x0"])
+def test_conv2d_stride_and_padding_pairs(stride, padding):
+    """Per-axis stride/padding as in PyTorch, or a GradcError saying they are not supported
+    (gradc's errors are all GradcError subclasses)."""
+    expected = ref_conv2d(X, W, B, stride, padding)
+    try:
+        got = conv_fwd(X, W, B, stride, padding)
+    except gradc.GradcError:
+        return
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_non_square_kernel_and_image():
+    x = RNG.standard_normal((1, 2, 4, 6))
+    w = RNG.standard_normal((3, 2, 2, 3))
+    for s, p in [(1, 0), (2, 1)]:
+        np.testing.assert_allclose(conv_fwd(x, w, B, s, p), ref_conv2d(x, w, B, s, p),
+                                   rtol=1e-12, atol=1e-12)
+
+
+# --- layer_norm -------------------------------------------------------------------------------
+
+LN_X = RNG.standard_normal((3, 4, 5))
+LN_G = RNG.standard_normal(5)
+LN_B = RNG.standard_normal(5)
+LN_G2 = RNG.standard_normal((4, 5))
+
+ln_fwd = gradc.jit(lambda x, g, b, axis: nn.layer_norm(x, g, b, axis=axis))
+ln_grad = gradc.grad(lambda x, g, b, r: np.sum(nn.layer_norm(x, g, b) * r), argnums=(0, 1, 2))
+ln_grad_2axes = gradc.grad(lambda x, g, r: np.sum(nn.layer_norm(x, g, axis=(1, 2)) * r),
+                           argnums=(0, 1))
+
+
+@pytest.mark.parametrize("case", ["affine", "plain", "two_axes", "axis0"])
+def test_layer_norm_forward(case):
+    x = LN_X
+    g, b, axis = {"affine": (LN_G, LN_B, -1), "plain": (None, None, -1),
+                  "two_axes": (LN_G2, None, (1, 2)), "axis0": (None, None, 0)}[case]
+    expected = ref_layer_norm(x, g, b, axis=axis)
+    for got in (ln_fwd(x, g, b, axis), nn.layer_norm(x, g, b, axis=axis)):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    if case == "plain":  # normalized: mean 0, biased variance 1 - eps/(var+eps)
+        got = ln_fwd(x, None, None, -1)
+        np.testing.assert_allclose(got.mean(-1), 0, atol=1e-12)
+        np.testing.assert_allclose(got.var(-1), 1, rtol=1e-3)
+
+
+def test_layer_norm_float32_constant_rows():
+    """A constant row has variance 0: the output is 0 (eps keeps it finite), not NaN."""
+    x = np.ones((2, 6), np.float32) * np.float32(3.5)
+    got = ln_fwd(x, None, None, -1)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, np.zeros_like(x))
+
+
+def test_layer_norm_gradients_match_finite_differences():
+    r = RNG.standard_normal(LN_X.shape)
+    grads = ln_grad(LN_X, LN_G, LN_B, r)
+    check_against_fd(grads, lambda x, g, b: np.sum(ref_layer_norm(x, g, b) * r),
+                     [LN_X, LN_G, LN_B], (0, 1, 2))
+
+
+def test_layer_norm_over_two_axes_gradients_match_finite_differences():
+    r = RNG.standard_normal(LN_X.shape)
+    grads = ln_grad_2axes(LN_X, LN_G2, r)
+    check_against_fd(grads, lambda x, g: np.sum(ref_layer_norm(x, g, axis=(1, 2)) * r),
+                     [LN_X, LN_G2], (0, 1))
+
+
+# --- embedding --------------------------------------------------------------------------------
+
+TABLE = RNG.standard_normal((7, 3))
+IDX = np.array([[1, 3, 1, 6], [0, 1, 3, 1]])  # row 1 four times, row 3 twice; 2, 4, 5 unused
+
+emb_fwd = gradc.jit(nn.embedding)
+emb_grad = gradc.grad(lambda t, i, r: np.sum(nn.embedding(t, i) * r))
+
+
+def test_embedding_forward():
+    for got in (emb_fwd(TABLE, IDX), nn.embedding(TABLE, IDX)):
+        assert got.shape == (2, 4, 3)
+        np.testing.assert_array_equal(got, TABLE[IDX])
+    np.testing.assert_array_equal(emb_fwd(TABLE, np.array([5, 5, 0])), TABLE[[5, 5, 0]])
+
+
+def test_embedding_gradient_scatter_adds_repeated_indices():
+    r = RNG.standard_normal((2, 4, 3))
+    g = emb_grad(TABLE, IDX, r)
+    expected = np.zeros_like(TABLE)
+    for (i, j), row in np.ndenumerate(IDX):
+        expected[row] += r[i, j]
+    np.testing.assert_allclose(g, expected, rtol=1e-14, atol=1e-14)
+    assert not g[[2, 4, 5]].any()
+    check_against_fd([g], lambda t: np.sum(t[IDX] * r), [TABLE], (0,))
+
+
+def test_embedding_negative_indices_count_from_the_end():
+    """NumPy's (np.take) semantics, forward and gradient: -1 is the last row."""
+    idx = np.array([[-1, 6, 0, -7]])
+    np.testing.assert_array_equal(emb_fwd(TABLE, idx), TABLE[idx])
+    r = RNG.standard_normal((1, 4, 3))
+    expected = np.zeros_like(TABLE)
+    expected[6] = r[0, 0] + r[0, 1]
+    expected[0] = r[0, 2] + r[0, 3]
+    np.testing.assert_allclose(emb_grad(TABLE, idx, r), expected, rtol=1e-14)
+
+
+@pytest.mark.parametrize("bad", [7, -8, 1000])
+def test_embedding_index_out_of_range_raises(bad):
+    """An index past the vocabulary must raise (as NumPy does), never read other memory."""
+    with pytest.raises((IndexError, gradc.GradcError)):
+        emb_fwd(TABLE, np.array([[0, bad, 1, 2]]))
+    with pytest.raises((IndexError, gradc.GradcError)):
+        emb_grad(TABLE, np.array([[0, bad, 1, 2]]), np.ones((1, 4, 3)))
+
+
+# --- dropout, gelu, flatten -------------------------------------------------------------------
+
+drop_fwd = gradc.jit(lambda x, m, rate: nn.dropout(x, m, rate))
+gelu_fwd = gradc.jit(nn.gelu)
+gelu_grad = gradc.grad(lambda x: np.sum(nn.gelu(x)))
+flat_fwd = gradc.jit(lambda x, a: nn.flatten(x, a))
+
+
+def test_dropout_mask_is_reproducible_and_has_the_rate():
+    m = nn.dropout_mask(np.random.default_rng(3), (200, 50), 0.3)
+    assert m.dtype == bool and m.shape == (200, 50)
+    np.testing.assert_array_equal(m, np.random.default_rng(3).random((200, 50)) >= 0.3)
+    assert abs(1 - m.mean() - 0.3) < 0.02
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.25, 0.5])
+def test_dropout_forward(rate):
+    x = RNG.standard_normal((4, 6)).astype(np.float32)
+    mask = nn.dropout_mask(np.random.default_rng(7), x.shape, rate)
+    expected = np.where(mask, x / np.float32(1 - rate), 0)
+    for got in (drop_fwd(x, mask, rate), nn.dropout(x, mask, rate)):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+    if rate == 0:
+        np.testing.assert_array_equal(drop_fwd(x, mask, rate), x)
+
+
+def test_dropout_rejects_a_rate_of_one():
+    x = np.ones(3)
+    with pytest.raises((ValueError, gradc.GradcError)):
+        drop_fwd(x, np.ones(3, bool), 1.0)
+    with pytest.raises(ValueError):
+        nn.dropout(x, np.ones(3, bool), 1.0)
+
+
+def test_gelu_forward_and_gradient():
+    x = np.linspace(-6, 6, 25)
+    for got in (gelu_fwd(x), nn.gelu(x)):
+        np.testing.assert_allclose(got, ref_gelu(x), rtol=1e-12, atol=1e-15)
+    got = gelu_fwd(np.array([0.0, 30.0, -30.0]))
+    np.testing.assert_allclose(got, [0.0, 30.0, 0.0], atol=1e-12)
+    check_against_fd([gelu_grad(x)], lambda x: np.sum(ref_gelu(x)), [x], (0,))
+
+
+def test_flatten():
+    x = RNG.standard_normal((2, 3, 2, 2))
+    for a, shape in [(1, (2, 12)), (2, (2, 3, 4)), (0, (24,))]:
+        for got in (flat_fwd(x, a), nn.flatten(x, a)):
+            assert got.shape == shape
+            np.testing.assert_array_equal(got, x.reshape(shape))
+
+
+# --- a 3-step tanh RNN --------------------------------------------------------------------------
+
+RNN_P = {"W": 0.5 * RNG.standard_normal((4, 4)), "U": 0.5 * RNG.standard_normal((3, 4)),
+         "b": 0.1 * RNG.standard_normal(4), "h0": 0.1 * RNG.standard_normal((2, 4))}
+RNN_XS = RNG.standard_normal((3, 2, 3))   # time, batch, features
+RNN_R = RNG.standard_normal((2, 4))
+
+
+def rnn_loss(params, xs, r):
+    h = params["h0"]
+    for t in range(xs.shape[0]):
+        h = np.tanh(h @ params["W"] + xs[t] @ params["U"] + params["b"])
+    return np.sum(h * r)
+
+
+rnn_grad = gradc.grad(rnn_loss, argnums=(0, 1))
+
+
+def test_rnn_gradients_match_finite_differences():
+    gp, gxs = rnn_grad(RNN_P, RNN_XS, RNN_R)
+    params = {k: v.copy() for k, v in RNN_P.items()}
+    for k in params:
+        expected = numeric_grad(lambda v: rnn_loss(params, RNN_XS, RNN_R), [params[k]], 0)
+        np.testing.assert_allclose(gp[k], expected, rtol=1e-6, atol=1e-8, err_msg=k)
+    xs = RNN_XS.copy()
+    np.testing.assert_allclose(gxs, numeric_grad(lambda xs: rnn_loss(RNN_P, xs, RNN_R), [xs], 0),
+                               rtol=1e-6, atol=1e-8)
+
+
+# --- PyTorch ----------------------------------------------------------------------------------
+
+def torch_grads(torch, f, arrays):
+    ts = [torch.tensor(a, requires_grad=True) for a in arrays]
+    f(*ts).backward()
+    return [t.grad.numpy() for t in ts]
+
+
+@pytest.mark.parametrize("stride, padding", CONV_CASES)
+def test_conv2d_matches_torch(stride, padding):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    r = RNG.standard_normal(ref_conv2d(X, W, B, stride, padding).shape)
+    out = F.conv2d(torch.tensor(X), torch.tensor(W), torch.tensor(B), stride, padding).numpy()
+    np.testing.assert_allclose(conv_fwd(X, W, B, stride, padding), out, rtol=1e-12, atol=1e-12)
+    expected = torch_grads(torch, lambda x, w, b: (F.conv2d(x, w, b, stride, padding)
+                                                   * torch.tensor(r)).sum(), [X, W, B])
+    for g, e in zip(conv_grad(X, W, B, r, stride, padding), expected):
+        np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel, stride, padding", POOL_CASES)
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pool_matches_torch(kind, kernel, stride, padding):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x = pool_input(kernel, stride, padding)
+    tf = ((lambda t: F.max_pool2d(t, kernel, stride, padding)) if kind == "max" else
+          (lambda t: F.avg_pool2d(t, kernel, stride, padding, count_include_pad=True)))
+    out = tf(torch.tensor(x)).numpy()
+    fwd, grad = (max_fwd, max_grad) if kind == "max" else (avg_fwd, avg_grad)
+    np.testing.assert_allclose(fwd(x, kernel, stride, padding), out, rtol=1e-12, atol=1e-12)
+    r = RNG.standard_normal(out.shape)
+    (expected,) = torch_grads(torch, lambda t: (tf(t) * torch.tensor(r)).sum(), [x])
+    np.testing.assert_allclose(grad(x, r, kernel, stride, padding), expected, rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_layer_norm_matches_torch():
+    torch = pytest.importorskip("torch")
+    r = RNG.standard_normal(LN_X.shape)
+    expected = torch_grads(torch, lambda x, g, b: (torch.nn.functional.layer_norm(
+        x, (5,), g, b, eps=1e-5) * torch.tensor(r)).sum(), [LN_X, LN_G, LN_B])
+    for g, e in zip(ln_grad(LN_X, LN_G, LN_B, r), expected):
+        np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-12)
+    out = torch.nn.functional.layer_norm(torch.tensor(LN_X), (4, 5), torch.tensor(LN_G2)).numpy()
+    np.testing.assert_allclose(ln_fwd(LN_X, LN_G2, None, (1, 2)), out, rtol=1e-10, atol=1e-12)
+
+
+def test_embedding_matches_torch():
+    torch = pytest.importorskip("torch")
+    r = RNG.standard_normal((2, 4, 3))
+    t = torch.tensor(TABLE, requires_grad=True)
+    (torch.nn.functional.embedding(torch.tensor(IDX), t) * torch.tensor(r)).sum().backward()
+    np.testing.assert_allclose(emb_grad(TABLE, IDX, r), t.grad.numpy(), rtol=1e-14, atol=1e-14)
+
+
+def test_gelu_matches_torch():
+    torch = pytest.importorskip("torch")
+    x = np.linspace(-6, 6, 25)
+    (expected,) = torch_grads(torch, lambda t: torch.nn.functional.gelu(t, approximate="tanh")
+                              .sum(), [x])
+    out = torch.nn.functional.gelu(torch.tensor(x), approximate="tanh").numpy()
+    np.testing.assert_allclose(gelu_fwd(x), out, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(gelu_grad(x), expected, rtol=1e-10, atol=1e-14)
+
+
+def test_rnn_matches_torch():
+    torch = pytest.importorskip("torch")
+    names = list(RNN_P)
+    xs_t, r_t = torch.tensor(RNN_XS), torch.tensor(RNN_R)
+
+    def f(*ts):
+        p = dict(zip(names, ts))
+        h = p["h0"]
+        for t in range(3):
+            h = torch.tanh(h @ p["W"] + xs_t[t] @ p["U"] + p["b"])
+        return (h * r_t).sum()
+
+    expected = torch_grads(torch, f, [RNN_P[k] for k in names])
+    gp, _ = rnn_grad(RNN_P, RNN_XS, RNN_R)
+    for k, e in zip(names, expected):
+        np.testing.assert_allclose(gp[k], e, rtol=1e-10, atol=1e-12, err_msg=k)
