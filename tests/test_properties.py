@@ -20,6 +20,8 @@ import gradc
 from gradc import autodiff
 from gradc.interpret import evaluate
 from gradc.passes import AFTER_AUTODIFF, BEFORE_AUTODIFF, run_passes
+from gradc.passes.fuse import fuse
+from gradc.passes.memory import nbytes, plan_buffers
 from gradc.trace import trace
 
 nn = gradc.nn
@@ -246,3 +248,47 @@ def test_random_programs_compiled_forward(program, dtype):
     else:
         scale = 1.0 + np.max(np.abs(out))
         np.testing.assert_allclose(got, out, rtol=1e-4, atol=1e-5 * scale)
+
+
+def joint_graph_of(shapes, exprs, seed):
+    xs, r, _ = make_inputs(shapes, exprs, seed)
+    n = len(xs)
+    graph, _, _ = trace(lambda *a: np.sum(run(exprs, a[:n]) * a[n]), xs + [r])
+    graph = run_passes(graph, BEFORE_AUTODIFF)
+    graph.outputs = [graph.outputs[0]] + autodiff.vjp(graph, graph.outputs[0], graph.inputs[:n])
+    return run_passes(graph, AFTER_AUTODIFF), xs + [r]
+
+
+@settings(max_examples=100, **SETTINGS)
+@given(programs(max_steps=8, reductions=True))
+def test_random_programs_fusion_and_buffer_plan(program):
+    """No compiling: the fused (legalized) graph evaluates like the graph, kernels run after the
+    kernels they read, and no two values alive in the same kernel share arena bytes."""
+    graph, args = joint_graph_of(*program)
+    fusion = fuse(graph)
+    for got, want in zip(evaluate(fusion.graph, args), evaluate(graph, args)):
+        assert_close(got, want, "evaluate(fused graph)")
+    for k in fusion.kernels:
+        assert all(d.index < k.index for d in k.deps)
+    plan = plan_buffers(fusion)
+    # lifetimes over the kernel schedule: [kernel that stores it, last kernel that reads it]
+    life = {v.id: [k.index, k.index] for k in fusion.kernels for v in k.stores}
+    for k in fusion.kernels:
+        for node in k.nodes:
+            for x in node.inputs:
+                base = fusion.layouts[x.id][0].id
+                if base in life:
+                    life[base][1] = max(life[base][1], k.index)
+    for v in fusion.graph.outputs:
+        life[fusion.layouts[v.id][0].id] = [-1, len(fusion.kernels)]
+    stored = {v.id: v for k in fusion.kernels for v in k.stores}
+    for vid, v in stored.items():
+        assert plan.offsets[vid] + nbytes(v) <= plan.arena_bytes
+    items = sorted(stored.items())
+    for i, (a, va) in enumerate(items):
+        for b, vb in items[i + 1:]:
+            if life[a][1] < life[b][0] or life[b][1] < life[a][0]:
+                continue
+            oa, ob = plan.offsets[a], plan.offsets[b]
+            assert oa + nbytes(va) <= ob or ob + nbytes(vb) <= oa, (
+                f"%{a} and %{b} are alive together (kernels {life[a]}, {life[b]}) and overlap")

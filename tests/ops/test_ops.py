@@ -280,6 +280,7 @@ CASES = [
     Case("take_axis1_index", lambda x, idx: x[:, idx], [normal(3, 5), ints(5, 4)]),
     Case("take_negative_constant_indices", lambda w: np.take(w, np.array([-1, 0, -2, -1]), axis=0),
          [normal(5, 3)]),
+    Case("take_python_int_index", lambda x: np.take(x, 1, axis=1) * 2.0, [normal(3, 4)]),
     Case("take_list_index", lambda w: w[[0, 2, 2]] * 2.0, [normal(4, 3)]),
     Case("take_along_axis", lambda x, idx: np.take_along_axis(x, idx, axis=1),
          [normal(3, 5), ints(5, 3, 2)]),
@@ -295,6 +296,7 @@ CASES = [
     Case("matmul_broadcast_batch", lambda a, b: np.matmul(a, b), [normal(2, 3, 4), normal(1, 4, 2)]),
     Case("matmul_transposed_operands", lambda a, b: a.T @ b.T, [normal(4, 3), normal(2, 4)]),
     Case("matmul_of_slice", lambda a, b: a[:, 1:] @ b, [normal(3, 5), normal(4, 2)]),
+    Case("matmul_int", lambda i, j: i @ j, [ints(5, 3, 4), ints(5, 4, 2)], grad=False),
     Case("dot_2d", lambda a, b: np.dot(a, b), [normal(3, 4), normal(4, 2)]),
     Case("outer", lambda a, b: np.outer(a, b), [normal(3), normal(4)]),
     Case("mlp", lambda x, w1, b1, w2, b2: np.tanh(x @ w1 + b1) @ w2 + b2,
@@ -504,6 +506,14 @@ def test_grad_of_grad_reaches_alias():
 def test_max_gradient_is_shared_between_ties():
     g = gradc.grad(lambda x: np.max(x), copy=True)(np.array([1.0, 3.0, 3.0, -2.0]))
     np.testing.assert_allclose(g, [0.0, 0.5, 0.5, 0.0])
+
+
+def test_power_gradient_at_zero_base_is_finite():
+    """d/dw 0**w = 0 for w > 0 (0**w is constant 0 there), as in JAX and PyTorch — not
+    0 * log(0) = NaN."""
+    base = np.array([0.0, 2.0, 0.0])
+    g = gradc.grad(lambda w: np.sum(base ** w), copy=True)(np.array([2.0, 1.5, 0.5]))
+    np.testing.assert_allclose(g, [0.0, np.log(2.0) * 2.0 ** 1.5, 0.0])
 
 
 def test_take_grad_accumulates_repeated_indices():
