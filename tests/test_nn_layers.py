@@ -138,14 +138,15 @@ def test_conv2d_forward(stride, padding, bias, dtype):
 
 def test_conv2d_output_sizes():
     x = np.zeros((1, 2, 7, 6))
-    for k, s, p in [(3, 1, 0), (3, 2, 1), (1, 1, 0), (2, 3, 1), (7, 1, 0)]:
+    for k, s, p in [(3, 1, 0), (3, 2, 1), (1, 1, 0), (2, 3, 1), (6, 1, 0), (8, 1, 1)]:
         w = np.zeros((4, 2, k, k))
-        oh, ow = (7 + 2 * p - k) // s + 1, (6 + 2 * p - k) // s + 1 if k <= 6 + 2 * p else None
-        if ow is None:
-            with pytest.raises(gradc.GradcError):
-                conv_fwd(x, w, None, s, p)
-            continue
-        assert conv_fwd(x, w, None, s, p).shape == (1, 4, oh, ow)
+        expected = (1, 4, (7 + 2 * p - k) // s + 1, (6 + 2 * p - k) // s + 1)
+        assert conv_fwd(x, w, None, s, p).shape == expected
+
+
+def test_conv2d_window_larger_than_the_image_is_a_shape_error():
+    with pytest.raises(gradc.ShapeError):
+        conv_fwd(np.zeros((1, 2, 7, 6)), np.zeros((4, 2, 7, 7)), None, 1, 0)
 
 
 def test_conv2d_channel_mismatch_is_a_shape_error():
