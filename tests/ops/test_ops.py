@@ -732,3 +732,60 @@ def test_value_and_grad_float32(case):
         expected = numerical_grad(loss_ref, args64, i, case.fd_eps)
         np.testing.assert_allclose(g, expected, rtol=1e-3,
                                    atol=1e-4 * (1 + np.max(np.abs(expected))))
+
+
+# ---------------------------------------------------------------------------------------------
+# big loops take the parallel path (prange over chunks, per-chunk partial reductions)
+
+from gradc.passes.fuse import PARALLEL_MIN_ITERATIONS  # noqa: E402
+
+_ROWS = 257  # odd sizes: chunks of unequal length
+_COLS = PARALLEL_MIN_ITERATIONS // _ROWS + 3
+
+
+def _parallel_kernels(fun):
+    (compiled,) = fun.cache.values()
+    return [k for k in compiled.fusion.kernels if getattr(k, "parallel", False)]
+
+
+def test_parallel_reductions_forward():
+    def f(x, y):
+        e = np.tanh(x) * y.T + 0.5
+        return (np.sum(e), np.sum(e, axis=1), np.max(e, axis=-1, keepdims=True), np.min(e),
+                np.mean(e * e))
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((_ROWS, _COLS))
+    y = rng.standard_normal((_COLS, _ROWS))
+    jf = gradc.jit(f)
+    got = jf(x, y)
+    assert _parallel_kernels(jf), "no kernel took the parallel path: make the arrays bigger"
+    for g, w in zip(got, f(x, y)):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-9)
+    # a reduction over the outer axis would race across chunks: it must still be right
+    g = gradc.jit(lambda x: np.sum(np.tanh(x), axis=0) + np.max(x * 2.0, axis=0))
+    np.testing.assert_allclose(g(x), np.sum(np.tanh(x), axis=0) + np.max(x * 2.0, axis=0),
+                               rtol=1e-10, atol=1e-9)
+
+
+def test_parallel_w3_value_and_grad():
+    n = PARALLEL_MIN_ITERATIONS + 37
+    rng = np.random.default_rng(2)
+    x, w, b = (rng.standard_normal(n) for _ in range(3))
+
+    def loss(x, w, b):
+        return np.sum(np.tanh(x * w + b) ** 2 * nn.sigmoid(x * w) + 0.5 * np.exp(-np.abs(b)))
+
+    vg = gradc.value_and_grad(loss, argnums=(1, 2), copy=True)
+    value, (gw, gb) = vg(x, w, b)
+    assert _parallel_kernels(vg)
+    u = x * w
+    t, s, e = np.tanh(u + b), sp.expit(u), np.exp(-np.abs(b))
+    du = 2 * t * s * (1 - t * t) + t * t * s * (1 - s)
+    np.testing.assert_allclose(value, np.sum(t * t * s + 0.5 * e), rtol=1e-10)
+    np.testing.assert_allclose(gw, x * du, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(gb, 2 * t * s * (1 - t * t) - 0.5 * e * np.sign(b), rtol=1e-9,
+                               atol=1e-12)
+    # a second call with new values reuses the buffers and is still right
+    value2, (gw2, _) = vg(x, -w, b)
+    np.testing.assert_allclose(value2, loss(x, -w, b), rtol=1e-10)
