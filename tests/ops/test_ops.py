@@ -115,6 +115,9 @@ class Case:
 
 
 nn = gradc.nn
+# two different constants of one shape and dtype, too big to print in full
+_CONST_A = np.arange(12.0).reshape(3, 4)
+_CONST_B = np.linspace(-1.0, 1.0, 12).reshape(3, 4)
 
 
 def _windows_ref(x, kh, kw, stride, padding, pad):
@@ -223,6 +226,8 @@ CASES = [
     Case("astype_to_float32", lambda x: x.astype(np.float32) * 2, [normal(3, 4)],
          fd_eps=1e-2, grad_rtol=1e-4, grad_atol=1e-5),
     Case("array_constant", lambda x: x * np.array([1.0, -2.0, 3.0, 0.5]), [normal(3, 4)]),
+    Case("two_big_array_constants", lambda x: x * _CONST_A + np.tanh(x) * _CONST_B,
+         [normal(3, 4)]),
     # --- reductions -----------------------------------------------------------------------
     Case("sum_all", lambda x: np.sum(x), [normal(3, 4)]),
     Case("sum_axis0", lambda x: np.sum(x, axis=0), [normal(3, 4)]),

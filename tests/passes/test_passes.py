@@ -351,6 +351,19 @@ def test_stability_rewrites_reach_the_backward():
 # CSE and DCE
 
 
+def test_hash_consing_keeps_different_constants_apart():
+    a, b = np.arange(12.0).reshape(3, 4), np.ones((3, 4))
+    graph, _, _ = trace(lambda x: x * a + x * b, [X34])
+    consts = [n for n in graph.nodes if n.op == "constant"]
+    assert len(consts) == 2
+    x = np.full((3, 4), 2.0)
+    for g in (graph, run_passes(graph, BEFORE_AUTODIFF)):
+        np.testing.assert_array_equal(evaluate(g, [x])[0], x * a + x * b)
+    # equal constants do merge
+    graph, _, _ = trace(lambda x: x * a + x * a.copy(), [X34])
+    assert sum(n.op == "constant" for n in graph.nodes) == 1
+
+
 def test_cse_pass_merges_duplicate_nodes():
     g = Graph()
     x = g.add_input((3,), np.float64)
