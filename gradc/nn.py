@@ -88,19 +88,13 @@ def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
-def _unfold(x, kh, kw, stride, padding, pad):
-    attrs = dict(kh=kh, kw=kw, stride=stride, padding=padding, pad=float(pad))
+def _windows(x, kernel, stride, padding, pad):
+    """Patches (N, OH, OW, C, KH, KW) of x[N,C,H,W] (see gradc.ops.conv)."""
+    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel), _pair(stride), _pair(padding)
+    attrs = dict(kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw, pad=float(pad))
     if isinstance(x, Value):
         return x.graph.apply("unfold", (x,), **attrs)
     return get_op("unfold").ref(np.asarray(x), **attrs)
-
-
-def _windows(x, kernel, stride, padding, pad):
-    kh, kw = _pair(kernel)
-    stride = kh if stride is None else stride
-    if _pair(stride)[0] != _pair(stride)[1] or _pair(padding)[0] != _pair(padding)[1]:
-        raise NotImplementedError("gradc.nn windows take one stride and one padding for both axes")
-    return _unfold(x, kh, kw, _pair(stride)[0], _pair(padding)[0], pad)  # N,OH,OW,C,KH,KW
 
 
 @traced
@@ -135,12 +129,12 @@ def avg_pool2d(x, kernel=2, stride=None, padding=0):
 
 def _pool(x, kernel, stride, padding, reduce, pad):
     kh, kw = _pair(kernel)
-    s = kh if stride is None else _pair(stride)[0]
+    sh, sw = (kh, kw) if stride is None else _pair(stride)
     n, c, h, w = x.shape
-    if s == kh == kw and padding == 0 and h % kh == 0 and w % kw == 0:
+    if (sh, sw) == (kh, kw) and _pair(padding) == (0, 0) and h % kh == 0 and w % kw == 0:
         # non-overlapping windows: a reshape and a reduction, no gather
         return reduce(x.reshape(n, c, h // kh, kh, w // kw, kw), axis=(3, 5))
-    patches = _windows(x, (kh, kw), s, padding, pad)
+    patches = _windows(x, (kh, kw), (sh, sw), padding, pad)
     return reduce(patches, axis=(4, 5)).transpose(0, 3, 1, 2)
 
 

@@ -91,7 +91,8 @@ elementwise("divide", np.divide, lambda dt, a, b: f"{a} / {b}",
             vjp=lambda n, g: [g / _x(n, 1), -g * _y(n) / _x(n, 1)])
 elementwise("power", np.power, lambda dt, a, b: f"{a} ** {b}", cost=8,
             vjp=lambda n, g: [g * _x(n, 1) * _x(n, 0) ** (_x(n, 1) - 1),
-                              g * _y(n) * np.log(_x(n, 0))])
+                              # d/db a**b = a**b log a, taken as 0 at a = 0 (as JAX does)
+                              g * _y(n) * np.log(fn.where(_x(n, 0) == 0, 1, _x(n, 0)))])
 elementwise("floor_divide", np.floor_divide, lambda dt, a, b: f"{a} // {b}",
             vjp=lambda n, g: [fn.zeros_like(_x(n, 0)), fn.zeros_like(_x(n, 1))])
 elementwise("remainder", np.remainder, lambda dt, a, b: f"{a} % {b}",  # sign of the divisor

@@ -391,7 +391,7 @@ def take(x, indices, axis=None):
     if axis is None:
         x, axis = reshape(x, (x.size,)), 0
     axis = normalize_axes(axis, x.ndim)[0]
-    idx = as_value(indices, x)
+    idx = indices if isinstance(indices, Value) else as_value(np.asarray(indices), x)
     if not np.issubdtype(idx.dtype, np.integer):
         raise UnsupportedOpError(f"take needs integer indices, got {idx.dtype}")
     return x.graph.apply("take", (x, astype(idx, np.int64)), axis=axis)
@@ -414,7 +414,9 @@ def take_along_axis(x, indices, axis):
 # linear algebra
 
 def matmul(a, b):
-    a, b = promote(a, b, float_only=True)
+    a, b = promote(a, b)
+    if a.dtype == np.bool_:
+        a, b = astype(a, np.int64), astype(b, np.int64)
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError("matmul: input operand does not have enough dimensions (use * for scalars)")
     if a.ndim == 1 and b.ndim == 1:

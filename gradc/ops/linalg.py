@@ -84,7 +84,7 @@ def _product(k, a, b, c, a_shape, b_shape):
     """One 2-D product of the flat arrays named a, b into c: BLAS, or loops when small."""
     ta, tb = k.attr["ta"], k.attr["tb"]
     m, kk, n = _dims(a_shape, b_shape, ta, tb)
-    if m * n * kk <= SMALL_MATMUL:
+    if m * n * kk <= SMALL_MATMUL or not np.issubdtype(k.output.dtype, np.floating):  # no int BLAS
         _loop_matmul(k, a, b, c, k.param("m", m), k.param("n", n), k.param("k", kk), ta, tb)
     else:
         k.line(f"np.dot({_operand(k, a, a_shape, ta)}, {_operand(k, b, b_shape, tb)}, "
