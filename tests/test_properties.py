@@ -89,7 +89,7 @@ def programs(draw, max_steps=6, reductions=True):
     """A random program: input shapes, and steps each building one expression from earlier ones.
 
     An expression is ("in", i) | ("un", op, e) | ("bin", op, e1, e2) | ("const", c)
-    | ("move", op, e) | ("red", op, axes, keepdims, e); `e` are indices into the list of
+    | ("array", shape, seed) | ("move", op, e) | ("red", op, axes, keepdims, e); `e` are indices into the list of
     earlier expressions.
     """
     ndim = draw(st.integers(1, 3))
@@ -106,7 +106,7 @@ def programs(draw, max_steps=6, reductions=True):
     for _ in range(draw(st.integers(1, max_steps))):
         kind = draw(st.sampled_from(kinds))
         # operand: the latest expression half of the time (long chains), else any earlier one
-        candidates = [j for j, e in enumerate(exprs) if e[0] != "const"]
+        candidates = [j for j, e in enumerate(exprs) if e[0] not in ("const", "array")]
         a = candidates[-1] if draw(st.booleans()) else draw(st.sampled_from(candidates))
         if kind in ("red", "move") and len(shape_of[a]) == 0:
             kind = "un"
@@ -123,10 +123,15 @@ def programs(draw, max_steps=6, reductions=True):
             if draw(st.booleans()) and len(partners) > 1:
                 b = draw(st.sampled_from(partners))
                 b_shape = shape_of[b]
-            else:
+            elif draw(st.booleans()):
                 exprs.append(("const", draw(st.sampled_from(CONSTANTS))))
                 shape_of.append(())
                 b, b_shape = len(exprs) - 1, ()
+            else:  # a NumPy array captured by the function: an array constant in the graph
+                b_shape = shape_of[a][draw(st.integers(0, len(shape_of[a]))):]
+                exprs.append(("array", b_shape, draw(st.integers(0, 3))))
+                shape_of.append(b_shape)
+                b = len(exprs) - 1
             pair = (a, b) if draw(st.booleans()) else (b, a)
             exprs.append(("bin", op, *pair))
             shape_of.append(np.broadcast_shapes(shape_of[a], b_shape))
@@ -151,6 +156,8 @@ def run(exprs, xs):
             vals.append(xs[e[1]])
         elif e[0] == "const":
             vals.append(e[1])
+        elif e[0] == "array":
+            vals.append(np.random.default_rng(e[2]).uniform(-1.5, 1.5, e[1]))
         elif e[0] == "un":
             vals.append(UNARY[e[1]](vals[e[2]]))
         elif e[0] == "move":
