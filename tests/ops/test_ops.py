@@ -214,6 +214,7 @@ CASES = [
     Case("logical_not", lambda x: ~(x > 0), [away(3, 4)], grad=False),
     Case("where", lambda x, y: np.where(x > 0, x * y, y), [away(3, 4), normal(3, 4)]),
     Case("where_scalar_branch", lambda x: np.where(x > 0, x, 0.0), [away(3, 4)]),
+    Case("where_two_python_scalars", lambda x: np.where(x > 0, 1.0, -1.0) * x, [away(3, 4)]),
     Case("where_broadcast", lambda c, x, y: np.where(c > 0, x, y),
          [away(3, 1), normal(1, 4), normal(3, 4)]),
     Case("where_compare_tied", lambda x, y: np.where(x <= y, x * y, x - y), pair_apart(3, 4)),
