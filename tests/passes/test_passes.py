@@ -474,6 +474,15 @@ def test_reduction_over_one_axis_fuses_its_producer():
     assert len(fusion.kernels) == 1, kernel_ops(fusion)
 
 
+def test_fusion_refusals_are_explained():
+    """softmax: the division reads a sum that is ready only after its loop, so it cannot join
+    that kernel; the refusal is recorded with its reason, for explain."""
+    fusion = fused(lambda x: nn.softmax(x, axis=-1), _gen([N(3, 4)]))
+    assert len(fusion.kernels) >= 2
+    assert any("divide" in note and "not fused" in note and "reduction" in note
+               for note in fusion.notes), fusion.notes
+
+
 def test_matmuls_are_separate_kernels():
     fusion = fused(_mlp, GRAPHS[0][2], (2, 3, 4, 5))
     n_matmul = sum(n.op == "matmul" for n in fusion.graph.nodes)
