@@ -1,9 +1,10 @@
 """Property-based tests: random expression graphs through the whole pipeline.
 
 Hypothesis draws a small program — random unary and binary elementwise ops, broadcasting between
-random compatible shapes (up to 3-D, at most 4 per axis), transposes, slices and reshapes,
-reductions over random axes with and without keepdims — as plain NumPy code. Then `gradc.value_and_grad` of `sum(expr * r)` (compiled:
-passes, fusion, buffer plan, Numba) must agree with the reference interpreter on the traced joint
+random compatible shapes (up to 3-D, at most 4 per axis), scalar and array constants,
+transposes, slices and reshapes, reductions over random axes with and without keepdims — as
+plain NumPy code. Then `gradc.value_and_grad` of `sum(expr * r)` (compiled: passes, fusion,
+buffer plan, Numba) must agree with the reference interpreter on the traced joint
 graph and with NumPy itself; so must the forward compiled by `gradc.jit`.
 
 Values are drawn from a seeded NumPy generator (continuous, so no accidental ties at the kinks of
@@ -89,8 +90,8 @@ def programs(draw, max_steps=6, reductions=True):
     """A random program: input shapes, and steps each building one expression from earlier ones.
 
     An expression is ("in", i) | ("un", op, e) | ("bin", op, e1, e2) | ("const", c)
-    | ("array", shape, seed) | ("move", op, e) | ("red", op, axes, keepdims, e); `e` are indices into the list of
-    earlier expressions.
+    | ("array", shape, seed) | ("move", op, e) | ("red", op, axes, keepdims, e); `e` are
+    indices into the list of earlier expressions.
     """
     ndim = draw(st.integers(1, 3))
     base = tuple(draw(st.lists(st.integers(1, 4), min_size=ndim, max_size=ndim)))

@@ -12,7 +12,6 @@ No Numba compiles here: everything runs on the IR and the NumPy interpreter.
 """
 from __future__ import annotations
 
-import zlib
 from itertools import combinations
 
 import numpy as np
