@@ -59,6 +59,16 @@ class Value:
     # gradc.trace, which installs it on this class; it is the same surface VJP rules use.
 
 
+def _attr_key(value):
+    """A hash key for attributes that keeps apart what == would merge: 0.0 and -0.0 (floats by
+    repr); arrays compare by content through ConstArray's own equality."""
+    if isinstance(value, float):
+        return ("float", repr(value))
+    if isinstance(value, tuple):
+        return tuple(_attr_key(v) for v in value)
+    return value
+
+
 def type_str(shape, dtype):
     short = {"float32": "f32", "float64": "f64", "int64": "i64", "int32": "i32", "bool": "bool",
              "float16": "f16", "int8": "i8", "uint8": "u8"}.get(np.dtype(dtype).name, np.dtype(dtype).name)
@@ -122,7 +132,7 @@ class Graph:
             if v.graph is not self:
                 raise ValueError(f"{op}: input {v} belongs to another graph")
         attrs_t = tuple(sorted(attrs.items()))
-        key = (op, tuple(v.id for v in inputs), repr(attrs_t))
+        key = (op, tuple(v.id for v in inputs), _attr_key(attrs_t))
         hit = self._memo.get(key)
         if hit is not None:
             self.merged += 1

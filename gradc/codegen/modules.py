@@ -18,6 +18,7 @@ import numba
 import numpy as np
 
 from .. import __version__
+from . import vecmath
 
 _loaded_dirs = set()
 
@@ -25,7 +26,9 @@ _loaded_dirs = set()
 def cache_root():
     root = os.environ.get("GRADC_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "gradc")
-    tag = f"gradc{__version__}-numba{numba.__version__}-numpy{np.__version__}-py{sys.version_info[0]}{sys.version_info[1]}"
+    vecmath.enable()  # before the first kernel compiles; decides the cache tag below
+    tag = (f"gradc{__version__}-numba{numba.__version__}-numpy{np.__version__}"
+           f"-py{sys.version_info[0]}{sys.version_info[1]}-{vecmath.tag()}")
     path = os.path.join(root, tag.replace(".", "_"))
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path
@@ -68,6 +71,7 @@ def load_module(name, source):
     write_module(name, source)
     sys.modules.pop(name, None)
     importlib.invalidate_caches()
-    mod = importlib.import_module(name)
+    with vecmath.compiling():  # kernels compile (or load from Numba's cache) on import
+        mod = importlib.import_module(name)
     mod.__gradc_source__ = source
     return mod

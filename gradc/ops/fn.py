@@ -221,7 +221,10 @@ def where(cond, a, b):
     cond = as_value(cond, like)
     if cond.dtype != np.bool_:
         cond = not_equal(cond, 0)
-    a, b = promote(a, b) if (isinstance(a, Value) or isinstance(b, Value)) else _operands(a, b)
+    if not isinstance(a, Value) and not isinstance(b, Value):  # both Python numbers or arrays
+        dtype = np.result_type(np.asarray(a), np.asarray(b))
+        a, b = (as_value(np.asarray(v, dtype), cond) for v in (a, b))
+    a, b = promote(a, b)
     cond, a, b = broadcast_all(cond, a, b)
     return a.graph.apply("where", (cond, a, b))
 
