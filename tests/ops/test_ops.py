@@ -236,6 +236,8 @@ CASES = [
     Case("sum_axis0", lambda x: np.sum(x, axis=0), [normal(3, 4)]),
     Case("sum_axis1_keepdims", lambda x: x.sum(axis=1, keepdims=True), [normal(3, 4)]),
     Case("sum_axes_3d", lambda x: np.sum(x, axis=(0, 2)), [normal(2, 3, 4)]),
+    Case("sum_int32", lambda i: np.sum(i, axis=0) * 3 + np.sum(i),
+         [lambda rng: rng.integers(-5, 5, (3, 4)).astype(np.int32)], grad=False),
     Case("sum_of_product", lambda x, y: np.sum(x * y, axis=-1), [normal(3, 4), normal(4)]),
     Case("mean_last_axis", lambda x: np.mean(x, axis=-1), [normal(3, 4)]),
     Case("mean_all_keepdims", lambda x: np.mean(x, keepdims=True), [normal(3, 4)]),
@@ -512,6 +514,28 @@ def test_grad_of_grad_reaches_alias():
 
 # ---------------------------------------------------------------------------------------------
 # a few semantics the table cannot pin
+
+
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "softplus", "log_sigmoid", "logsumexp",
+                                  "softmax", "log_softmax", "gelu"])
+def test_nn_functions_on_integer_arrays(name):
+    """gradc.nn functions take integer arrays like NumPy ufuncs do (as floats), traced or not:
+    "They also work on plain NumPy arrays (outside tracing), with the same semantics"."""
+    f = getattr(nn, name)
+    i = np.array([[3, -1, 0, 2], [-2, 5, 1, 1]])
+    ref = {"relu": lambda v: np.maximum(v, 0.0), "sigmoid": sp.expit,
+           "softplus": lambda v: np.logaddexp(0, v), "log_sigmoid": lambda v: -np.logaddexp(0, -v),
+           "logsumexp": lambda v: sp.logsumexp(v, axis=-1),
+           "softmax": lambda v: sp.softmax(v, axis=-1),
+           "log_softmax": lambda v: sp.log_softmax(v, axis=-1),
+           "gelu": lambda v: 0.5 * v * (1 + np.tanh(float(np.sqrt(2 / np.pi))
+                                                    * (v + 0.044715 * v ** 3)))}[name]
+    expected = ref(i)
+    eager = np.asarray(f(i))
+    compiled = np.asarray(gradc.jit(f)(i))
+    for what, got in (("eager", eager), ("compiled", compiled)):
+        assert got.dtype == expected.dtype, f"{what}: {got.dtype}"
+        np.testing.assert_allclose(got, expected, rtol=1e-12, err_msg=what)
 
 
 def test_max_gradient_is_shared_between_ties():
