@@ -92,6 +92,11 @@ class Compiled:
         self.outputs = [None if v.id in plan.aliases else self.view(v) for v in graph.outputs]
         self.lock = threading.Lock()
 
+    def output_region(self, dtype):
+        """The outputs (value and gradients, side by side) as one flat array of `dtype`: what a
+        data-parallel step allreduces in place. Alignment padding between them stays zero."""
+        return self.arena[:self.plan.output_bytes].view(dtype)
+
     def view(self, v):
         off = self.plan.offsets[v.id]
         return self.arena[off:off + v.size * v.dtype.itemsize].view(v.dtype).reshape(v.shape)
@@ -181,8 +186,7 @@ class Function:
             raise SignatureError(str(e), source=user_source()) from None
         if any(isinstance(x, Value) for x in leaves):
             return self._inline(args, kwargs)
-        key = (treedef, tuple((np.shape(x), np.asarray(x).dtype.str) if not isinstance(x, np.ndarray)
-                              else (x.shape, x.dtype.str) for x in leaves))
+        key = signature_key(leaves, treedef)
         compiled = self.cache.get(key)
         if compiled is None:
             self._call_source = user_source()
@@ -190,6 +194,15 @@ class Function:
         with compiled.lock:
             outs = compiled.run(leaves)
             return self._package(compiled, outs)
+
+    def compiled_for(self, *args, **kwargs):
+        """The compiled signature for these arguments (compiling it if needed)."""
+        leaves, treedef = pytree.flatten((args, kwargs))
+        key = signature_key(leaves, treedef)
+        if key not in self.cache:
+            self._call_source = user_source()
+            self._compile(key, args, kwargs)
+        return self.cache[key]
 
     def _compile(self, key, args, kwargs):
         for i, (shape, dtype) in enumerate(key[1]):
@@ -259,6 +272,12 @@ class Function:
             cursor += len(ws)
         grads = tuple(grads) if many else grads[0]
         return grads if self.mode == "grad" else (out, grads)
+
+
+def signature_key(leaves, treedef):
+    """What a compiled version is keyed by: pytree structure with static values, shapes, dtypes."""
+    return (treedef, tuple((x.shape, x.dtype.str) if isinstance(x, np.ndarray)
+                           else (np.shape(x), np.asarray(x).dtype.str) for x in leaves))
 
 
 def _result(view, fresh):

@@ -20,7 +20,7 @@ from .errors import NonFiniteError, SignatureError
 from .ops import fn
 from .passes import BEFORE_AUTODIFF, run_passes
 from .runtime import (Compiled, _log, _log_enabled, _why, check_scalar_output, compile_graph,
-                      differentiable_leaves)
+                      differentiable_leaves, signature_key)
 from .trace import trace, user_source
 
 
@@ -96,8 +96,7 @@ class TrainStep:
             self._check_params(p_leaves, p_tree, src)
             leaves, treedef = pytree.flatten((args, {}))
             # hyperparameters other than the learning rate are compiled into the update
-            key = (treedef, tuple((np.shape(x), np.asarray(x).dtype.str) for x in leaves),
-                   self.optimizer.static())
+            key = signature_key(leaves, treedef) + (self.optimizer.static(),)
             compiled = self.cache.get(key)
             if compiled is None:
                 compiled = self._compile(key, args, src)
