@@ -149,8 +149,9 @@ def programs(draw, max_steps=6, reductions=True):
     return shapes, exprs, seed
 
 
-def run(exprs, xs):
-    """Evaluate the program on arrays or traced values (the same NumPy code)."""
+def run(exprs, xs, all_values=False):
+    """Evaluate the program on arrays or traced values (the same NumPy code); with all_values,
+    return every intermediate value too."""
     vals = []
     for e in exprs:
         if e[0] == "in":
@@ -168,7 +169,7 @@ def run(exprs, xs):
         else:
             _, op, axes, keepdims, a = e
             vals.append(REDUCE[op](vals[a], axis=axes, keepdims=keepdims))
-    return vals[-1]
+    return vals if all_values else vals[-1]
 
 
 def make_inputs(shapes, exprs, seed):
@@ -177,6 +178,14 @@ def make_inputs(shapes, exprs, seed):
     out = np.asarray(run(exprs, xs), dtype=np.float64)
     r = rng.standard_normal(out.shape)
     return xs, r, out
+
+
+def magnitude(exprs, xs):
+    """The largest |value| anywhere in the program: rounding errors scale with it (a difference
+    of two large intermediates can be a small output)."""
+    with np.errstate(all="ignore"):
+        return max(float(np.max(np.abs(v))) if np.size(v) else 0.0
+                   for v in run(exprs, xs, all_values=True))
 
 
 def reference_joint(loss, args, n):
@@ -189,10 +198,10 @@ def reference_joint(loss, args, n):
     return evaluate(graph, args), evaluate(run_passes(graph, AFTER_AUTODIFF), args)
 
 
-def assert_close(got, want, what):
+def assert_close(got, want, what, magnitude=0.0, rtol=1e-7, atol=1e-9):
     want = np.asarray(want)
-    scale = 1.0 + (np.max(np.abs(want)) if want.size else 0.0)
-    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9 * scale, err_msg=what)
+    scale = 1.0 + max(np.max(np.abs(want)) if want.size else 0.0, magnitude)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol * scale, err_msg=what)
 
 
 def check_program(shapes, exprs, seed):
@@ -200,6 +209,7 @@ def check_program(shapes, exprs, seed):
     if not np.all(np.isfinite(out)):
         return
     n = len(xs)
+    mag = magnitude(exprs, xs)
 
     def loss(*args):
         return np.sum(run(exprs, args[:n]) * args[n])
@@ -211,14 +221,14 @@ def check_program(shapes, exprs, seed):
         np.testing.assert_array_equal(a, s)
     (want_value, *want_grads), optimized = reference_joint(loss, args, n)
 
-    assert_close(value, np.sum(out * r), "value vs NumPy")
-    assert_close(value, want_value, "value vs evaluate(joint graph)")
+    assert_close(value, np.sum(out * r), "value vs NumPy", mag)
+    assert_close(value, want_value, "value vs evaluate(joint graph)", mag)
     assert len(grads) == n
     for i, (g, w) in enumerate(zip(grads, want_grads)):
         assert g.shape == xs[i].shape and g.dtype == np.float64
-        assert_close(g, w, f"gradient {i} vs evaluate(joint graph)")
+        assert_close(g, w, f"gradient {i} vs evaluate(joint graph)", mag)
     for i, (o, w) in enumerate(zip(optimized, [want_value] + want_grads)):
-        assert_close(o, w, f"output {i}: evaluate after AFTER_AUTODIFF passes")
+        assert_close(o, w, f"output {i}: evaluate after AFTER_AUTODIFF passes", mag)
 
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow],
@@ -251,11 +261,11 @@ def test_random_programs_compiled_forward(program, dtype):
         return
     got = np.asarray(gradc.jit(lambda *a: run(exprs, a))(*xs))
     assert got.shape == out.shape and got.dtype == out.dtype
+    mag = magnitude(exprs, [x.astype(np.float64) for x in xs])
     if dtype == np.float64:
-        assert_close(got, out, "jit forward vs NumPy")
+        assert_close(got, out, "jit forward vs NumPy", mag)
     else:
-        scale = 1.0 + np.max(np.abs(out))
-        np.testing.assert_allclose(got, out, rtol=1e-4, atol=1e-5 * scale)
+        assert_close(got, out, "jit forward vs NumPy (float32)", mag, rtol=1e-4, atol=1e-5)
 
 
 def joint_graph_of(shapes, exprs, seed):
