@@ -266,8 +266,8 @@ def _drop_axes(shape, axes):
 
 def reduce(op, x, axis=None, keepdims=False):
     axes = normalize_axes(axis, x.ndim)
-    if op == "sum" and x.dtype == np.bool_:
-        x = astype(x, np.int64)
+    if op == "sum" and (x.dtype == np.bool_ or np.issubdtype(x.dtype, np.signedinteger)):
+        x = astype(x, np.int64)  # NumPy sums booleans and small integers as int64
     y = x.graph.apply(op, (x,), axes=axes) if axes else x
     return y if keepdims else reshape(y, _drop_axes(x.shape, axes))
 
