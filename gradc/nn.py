@@ -42,6 +42,8 @@ def _composite(op, keepdims_out):
     def f(x, axis=-1, keepdims=False):
         if _value(x) is None:
             x = np.asarray(x)
+            if not np.issubdtype(x.dtype, np.floating):
+                x = x.astype(np.float64)
             axes = fn.normalize_axes(axis, x.ndim)
             out = get_op(op).ref(x, axes=axes)
             return out if keepdims or not keepdims_out else np.squeeze(out, axis=axes)
