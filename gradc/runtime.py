@@ -113,7 +113,7 @@ class Compiled:
         return self.outputs
 
 
-def compile_graph(graph, wrt_count, title):
+def compile_graph(graph, title):
     """Run the passes after tracing (and autodiff, done by the caller); generate and load code."""
     timings = {}
     t0 = time.perf_counter()
@@ -159,7 +159,7 @@ class Function:
             return run_passes(graph, BEFORE_AUTODIFF), out_tree
         src = getattr(self, "_call_source", None)
         argnums, many = _normalize_argnums(self.argnums, len(args), src)
-        leaves = differentiable_leaves(args, argnums, src)
+        differentiable_leaves(args, argnums, src)
         if len(outs) != 1:
             raise NonDifferentiableError("grad needs a function that returns one scalar", source=src)
         check_scalar_output(outs[0], src)
@@ -220,7 +220,7 @@ class Function:
         graph, out_info = self.trace_joint(args, kwargs)
         t_trace = time.perf_counter() - t0
         title = f"{self.mode} of {self.__name__} from {self._call_source}"
-        stages, fusion, plan, program, driver, timings = compile_graph(graph, 0, title)
+        stages, fusion, plan, program, driver, timings = compile_graph(graph, title)
         compiled = Compiled(stages, fusion, plan, program, driver, out_info)
         if _log_enabled("compiles"):
             _log(f"compiled {self.mode}({self.__name__}) at {self._call_source}: "

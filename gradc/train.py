@@ -181,7 +181,7 @@ class TrainStep:
         graph.outputs = outputs
         graph.aliases = aliases
         title = f"train_step of {self.__name__} with {self.optimizer!r} from {src}"
-        stages, fusion, plan, program, driver, timings = compile_graph(graph, 0, title)
+        stages, fusion, plan, program, driver, timings = compile_graph(graph, title)
         compiled = Compiled(stages, fusion, plan, program, driver, None)
         if _log_enabled("compiles"):
             _log(f"compiled train_step({self.__name__}) at {src}: {_why(self._last_key, key)}; "

@@ -14,7 +14,7 @@ import hashlib
 import numpy as np
 
 from ..errors import CompileError
-from ..ops.elementwise import CODE_DTYPE, lit
+from ..ops.elementwise import lit
 from ..ops.movement import contiguous_strides
 from ..ops.reduction import combine, identity
 from ..ops.registry import KERNEL, REDUCE
@@ -223,7 +223,7 @@ def loop_kernel(kernel, fusion, address):
         for acc, node, start, _ in reductions:
             if start == l:
                 out(depth, f"acc{acc.array[1:]} = {lit(identity(node.op, node.output.dtype), node.output.dtype)}")
-        span = f"c * n0 // CHUNKS, (c + 1) * n0 // CHUNKS" if parallel and l == 0 else f"n{l}"
+        span = "c * n0 // CHUNKS, (c + 1) * n0 // CHUNKS" if parallel and l == 0 else f"n{l}"
         out(depth, f"for {loopvars[l]} in range({span}):")
         depth += 1
     for acc, role, name in accesses:

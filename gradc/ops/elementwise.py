@@ -48,7 +48,7 @@ def _infer_bool(*inputs, **_):
     return same_shape(inputs, np.bool_)
 
 
-def elementwise(name, ref, scalar, vjp=None, infer=_infer_same, nondiff=(), cost=1):
+def elementwise(name, ref, scalar, vjp=None, infer=_infer_same, nondiff=()):
     def infer_(inputs, **attrs):
         return infer(*inputs, **attrs)
 
@@ -56,7 +56,7 @@ def elementwise(name, ref, scalar, vjp=None, infer=_infer_same, nondiff=(), cost
         return ref(*arrays, **attrs)
 
     return register(OpDef(name, ELEMENTWISE, infer_, ref_, vjp=vjp, scalar=scalar,
-                          nondiff=nondiff, cost=cost))
+                          nondiff=nondiff))
 
 
 def _x(node, i=0):
@@ -89,7 +89,7 @@ elementwise("multiply", np.multiply, lambda dt, a, b: f"{a} * {b}",
             vjp=lambda n, g: [g * _x(n, 1), g * _x(n, 0)])
 elementwise("divide", np.divide, lambda dt, a, b: f"{a} / {b}",
             vjp=lambda n, g: [g / _x(n, 1), -g * _y(n) / _x(n, 1)])
-elementwise("power", np.power, lambda dt, a, b: f"{a} ** {b}", cost=8,
+elementwise("power", np.power, lambda dt, a, b: f"{a} ** {b}",
             vjp=lambda n, g: [g * _x(n, 1) * _x(n, 0) ** (_x(n, 1) - 1),
                               # d/db a**b = a**b log a, taken as 0 at a = 0 (as JAX does)
                               g * _y(n) * np.log(fn.where(_x(n, 0) == 0, 1, _x(n, 0)))])
@@ -125,21 +125,21 @@ elementwise("alias", lambda a, tag: a, lambda dt, a, tag: a, vjp=lambda n, g: [g
             infer=lambda a, tag: (a.shape, a.dtype))
 
 # --- transcendental --------------------------------------------------------------------------
-elementwise("exp", np.exp, lambda dt, a: f"np.exp({a})", cost=4,
+elementwise("exp", np.exp, lambda dt, a: f"np.exp({a})",
             vjp=lambda n, g: [g * _y(n)])
-elementwise("log", np.log, lambda dt, a: f"np.log({a})", cost=4,
+elementwise("log", np.log, lambda dt, a: f"np.log({a})",
             vjp=lambda n, g: [g / _x(n)])
-elementwise("tanh", np.tanh, lambda dt, a: f"np.tanh({a})", cost=6,
+elementwise("tanh", np.tanh, lambda dt, a: f"np.tanh({a})",
             vjp=lambda n, g: [g * (1 - _y(n) * _y(n))])
-elementwise("sin", np.sin, lambda dt, a: f"np.sin({a})", cost=4,
+elementwise("sin", np.sin, lambda dt, a: f"np.sin({a})",
             vjp=lambda n, g: [g * np.cos(_x(n))])
-elementwise("cos", np.cos, lambda dt, a: f"np.cos({a})", cost=4,
+elementwise("cos", np.cos, lambda dt, a: f"np.cos({a})",
             vjp=lambda n, g: [-g * np.sin(_x(n))])
-elementwise("sqrt", np.sqrt, lambda dt, a: f"np.sqrt({a})", cost=2,
+elementwise("sqrt", np.sqrt, lambda dt, a: f"np.sqrt({a})",
             vjp=lambda n, g: [g * 0.5 / _y(n)])
-elementwise("log1p", np.log1p, lambda dt, a: f"np.log1p({a})", cost=4,
+elementwise("log1p", np.log1p, lambda dt, a: f"np.log1p({a})",
             vjp=lambda n, g: [g / (1 + _x(n))])
-elementwise("expm1", np.expm1, lambda dt, a: f"np.expm1({a})", cost=4,
+elementwise("expm1", np.expm1, lambda dt, a: f"np.expm1({a})",
             vjp=lambda n, g: [g * (_y(n) + 1)])
 
 # --- activations: stable scalar forms with hand-written VJPs ---------------------------------
@@ -154,15 +154,15 @@ def _np_log1p_exp_neg_abs(x):
 
 elementwise("relu", lambda a: np.maximum(a, 0).astype(a.dtype), lambda dt, a: f"max2({a}, {lit(0, dt)})",
             vjp=lambda n, g: [fn.where(_x(n) > 0, g, 0)])
-elementwise("sigmoid", _np_sigmoid, lambda dt, a: f"{lit(1, dt)} / ({lit(1, dt)} + np.exp(-{a}))", cost=5,
+elementwise("sigmoid", _np_sigmoid, lambda dt, a: f"{lit(1, dt)} / ({lit(1, dt)} + np.exp(-{a}))",
             vjp=lambda n, g: [g * _y(n) * (1 - _y(n))])
 elementwise("softplus",  # max(x, 0) + log1p(exp(-|x|)): no overflow for large |x|
             lambda a: (np.maximum(a, 0) + _np_log1p_exp_neg_abs(a)).astype(a.dtype),
-            lambda dt, a: f"max2({a}, {lit(0, dt)}) + np.log1p(np.exp(-abs({a})))", cost=8,
+            lambda dt, a: f"max2({a}, {lit(0, dt)}) + np.log1p(np.exp(-abs({a})))",
             vjp=lambda n, g: [g * fn.unary("sigmoid", _x(n))])
 elementwise("log_sigmoid",  # min(x, 0) - log1p(exp(-|x|))
             lambda a: (np.minimum(a, 0) - _np_log1p_exp_neg_abs(a)).astype(a.dtype),
-            lambda dt, a: f"min2({a}, {lit(0, dt)}) - np.log1p(np.exp(-abs({a})))", cost=8,
+            lambda dt, a: f"min2({a}, {lit(0, dt)}) - np.log1p(np.exp(-abs({a})))",
             vjp=lambda n, g: [g * fn.unary("sigmoid", -_x(n))])
 
 # --- comparisons, selection, casts ------------------------------------------------------------

@@ -158,7 +158,7 @@ def broadcast_all(*xs):
     return [broadcast_to(x, shape) for x in xs]
 
 
-def elementwise(op, *xs, float_only=False, out_dtype_same=True, **attrs):
+def elementwise(op, *xs, float_only=False, **attrs):
     vals = promote(*xs, float_only=float_only)
     vals = broadcast_all(*vals)
     return vals[0].graph.apply(op, vals, **attrs)

@@ -19,7 +19,7 @@ def _fold(shape, axis):
 
 def _check_index(k, idx_expr, n):
     k.line(f"j = {idx_expr}")
-    k.line(f"if j < 0:")
+    k.line("if j < 0:")
     k.line(f"    j += {n}")
     k.line(f"if j < 0 or j >= {n}:")
     k.line(f"    raise IndexError('gradc: index out of range in {k.op} ({k.source})')")

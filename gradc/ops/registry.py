@@ -10,7 +10,7 @@ An `OpDef` holds, side by side (micrograd-style):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import UnsupportedOpError
@@ -37,8 +37,6 @@ class OpDef:
     lower: Callable | None = None
     view: Callable | None = None  # VIEW ops: (offset, strides) of the input -> of the output
     nondiff: tuple = ()  # inputs that never get a cotangent (labels, masks)
-    cost: int = 1  # rough per-element cost of an elementwise op (transcendentals > 1)
-    doc: str = field(default="")
 
 
 _OPS: dict[str, OpDef] = {}

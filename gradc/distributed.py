@@ -1,0 +1,398 @@
+"""Data-parallel training over MPI (`mpi4py`): `gradc.distributed.train_step`.
+
+Every rank runs the same compiled forward+backward on its own shard of the data. The loss and the
+gradients of a compiled signature live side by side in one flat region of its arena
+(`Compiled.output_region`: [loss, padding, grad0, padding, grad1, ...], padding zero), so one
+in-place `Allreduce(MPI.IN_PLACE, region, SUM)` per step sums the losses and the gradients of
+all ranks at once, with no packing and no copy. The update is a second compiled call,
+`gradc.train_step` of
+
+    apply(params, grads) = (1/size) * sum_i np.sum(params_i * grads_i)
+
+whose gradient with respect to `params` is exactly `grads / size` (1/size is a power of two for
+2, 4, 8... ranks, so the scaling is exact there): the averaged gradient goes through the same fused
+optimizer update as a single-process `gradc.train_step` (SGD, Adam, AdamW, `clip_norm` on the
+averaged gradient, `check_finite`). The first step checks that every rank has the same model
+(parameter structure, shapes, dtypes, optimizer) with one small allgather, then broadcasts the
+parameters from rank 0, so all ranks start, and stay, bit-identical.
+
+Failures. A step that fails on some ranks (a compile error, a bad batch) fails on every rank
+together: the failing rank still joins the step's allreduce, with a zero buffer whose padding
+slot after the loss is 1; every rank sees the count of failed ranks there, gathers their errors,
+and raises — the failed rank its own exception, the others `RankFailedError` naming it and its
+error. Nothing is updated on any rank, and training may go on. An exception *outside* the step
+(in the user's own loop) cannot be seen by the other ranks, which would wait in the next
+allreduce: wrap the loop in `abort_on_error()` (or run `python -m mpi4py script.py`), which
+prints the rank and the error and calls `MPI_Abort`, and/or give the step a `timeout`.
+
+Only the CPU target exists; for a GPU target the allreduce would run on host copies of the
+region (or on device memory with a CUDA-aware MPI).
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+import traceback
+
+import numpy as np
+
+from . import pytree
+from .api import value_and_grad
+from .errors import CompileError, GradcError, NonFiniteError, SignatureError
+from .passes.memory import ALIGN
+from .train import train_step as _train_step
+from .trace import user_source
+
+__all__ = ["train_step", "DataParallelStep", "shard", "abort_on_error", "world",
+           "DistributedError", "ModelMismatchError", "RankFailedError"]
+
+
+class DistributedError(GradcError):
+    """A data-parallel step that cannot go on; raised on every rank together."""
+
+
+class ModelMismatchError(DistributedError):
+    """The ranks were given different models (parameter structure, shapes, dtypes, optimizer)."""
+
+
+class RankFailedError(DistributedError):
+    """Another rank failed this step; `failures` maps each failed rank to its error text."""
+
+    def __init__(self, message, failures=None, source=None):
+        self.failures = dict(failures or {})
+        super().__init__(message, source=source)
+
+
+_FLAG = 1  # the region element right after the loss: alignment padding, zero unless a rank failed
+
+
+def _mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError as e:
+        raise ImportError(
+            "gradc.distributed needs mpi4py and an MPI library: pip install 'gradc[mpi]' "
+            "(the mpi4py and mpich wheels), then run with mpiexec -n N python script.py") from e
+    return MPI
+
+
+def world():
+    """MPI.COMM_WORLD (imports mpi4py, which initialises MPI)."""
+    return _mpi().COMM_WORLD
+
+
+def _aligned(n):
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+# --- data ----------------------------------------------------------------------------------
+
+def shard(data, rank=None, size=None, comm=None):
+    """This rank's share of a dataset: rows [rank*m, (rank+1)*m) with m = len // size.
+
+    `data` is an array or a tuple/list of arrays of the same length (sharded alike: `x, y =
+    shard((x, y))`). Every rank gets the same number of rows (the last len % size rows are
+    dropped), so all ranks run the same number of steps. The shards are views (no copy) of
+    contiguous blocks: shuffle first (with the same seed on every rank) if the data is ordered.
+    `rank`/`size` default to those of `comm` (MPI.COMM_WORLD)."""
+    if rank is None or size is None:
+        comm = comm if comm is not None else world()
+        rank = comm.Get_rank() if rank is None else rank
+        size = comm.Get_size() if size is None else size
+    if not (isinstance(size, (int, np.integer)) and size >= 1 and 0 <= rank < size):
+        raise ValueError(f"shard: rank {rank} of size {size} is not a rank")
+    many = isinstance(data, (tuple, list))
+    arrays = list(data) if many else [data]
+    lengths = {len(a) for a in arrays}
+    if len(lengths) != 1:
+        raise ValueError(f"shard: the arrays have different lengths {sorted(lengths)}")
+    n = lengths.pop()
+    m = n // size
+    if m == 0:
+        raise ValueError(f"shard: {n} rows cannot give each of {size} ranks at least one")
+    parts = [a[rank * m:(rank + 1) * m] for a in arrays]
+    return type(data)(parts) if many else parts[0]
+
+
+# --- failures outside the step -------------------------------------------------------------
+
+def _abort(comm, what):
+    """Print the rank and `what`, then MPI_Abort every rank."""
+    sys.stdout.flush()
+    print(f"gradc.distributed: rank {comm.Get_rank()} of {comm.Get_size()}: {what}; aborting "
+          "all ranks (MPI_Abort)", file=sys.stderr, flush=True)
+    time.sleep(0.5)  # let mpiexec forward the message before it kills the job
+    comm.Abort(1)
+
+
+@contextlib.contextmanager
+def abort_on_error(comm=None):
+    """Around a training loop: an exception on one rank prints its traceback, the rank and the
+    error, and aborts every rank (MPI_Abort), instead of leaving the others waiting in the next
+    collective forever. A no-op with one rank (the exception propagates)."""
+    comm = comm if comm is not None else world()
+    try:
+        yield comm
+    except BaseException as e:
+        if comm.Get_size() == 1 or (isinstance(e, SystemExit) and e.code in (None, 0)):
+            raise
+        traceback.print_exc()
+        _abort(comm, f"{type(e).__name__}: {e}")
+
+
+# --- the step ------------------------------------------------------------------------------
+
+def _apply_fn(scale):
+    def apply_averaged_gradients(params, grads):
+        """The update's 'loss': its gradient with respect to params is scale * grads."""
+        p_leaves, _ = pytree.flatten(params)
+        g_leaves, _ = pytree.flatten(grads)
+        total = None
+        for p, g in zip(p_leaves, g_leaves):
+            term = np.sum(p * g)
+            total = term if total is None else total + term
+        return total * scale
+    return apply_averaged_gradients
+
+
+def _describe_error(e):
+    text = f"{type(e).__name__}: {e}"
+    return text if len(text) < 2000 else text[:2000] + "..."
+
+
+class DataParallelStep:
+    """`loss = step(params, *batch)` on every rank: the local forward+backward, one in-place
+    allreduce of the loss and gradients, and the optimizer update with the averaged gradient.
+    Returns the mean of the ranks' losses (the global mean loss when the shards' batches have
+    equal sizes and the loss is a mean)."""
+
+    def __init__(self, loss_fn, optimizer, argnums=0, comm=None, check_finite=False,
+                 clip_norm=None, target="cpu", timeout=None, root=0):
+        if not isinstance(argnums, int):
+            raise SignatureError("train_step updates one argument: argnums must be an int")
+        self.comm = comm if comm is not None else world()
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.loss_fn, self.optimizer, self.argnums = loss_fn, optimizer, argnums
+        self.check_finite, self.timeout, self.root = check_finite, timeout, root
+        self.__name__ = getattr(loss_fn, "__name__", "loss")
+        self.grad_fn = value_and_grad(loss_fn, argnums=argnums, target=target)
+        self.update = _train_step(_apply_fn(1.0 / self.size), optimizer, argnums=0,
+                                  check_finite=check_finite, clip_norm=clip_norm, target=target)
+        self.lock = threading.Lock()
+        self.allreduce_s = 0.0  # time spent in the allreduce, summed over steps
+        self._region_spec = None  # (dtype, nbytes, offsets of the gradients) agreed at step 1
+        self._views = {}  # id(compiled) -> (region, gradient tree of views into it)
+        self._failed = None  # a zero region with the failure flag, joined by a failed rank
+
+    # --- what train_step exposes -----------------------------------------------------------
+    @property
+    def step_count(self):
+        return self.update.step_count
+
+    @property
+    def cache(self):
+        """The compiled forward+backward signatures (one per batch shape)."""
+        return self.grad_fn.cache
+
+    def state_dict(self):
+        """The optimizer state (identical on every rank): save it from rank 0."""
+        return self.update.state_dict()
+
+    def load_state_dict(self, state):
+        """Restore the optimizer state: load the same state on every rank."""
+        self.update.load_state_dict(state)
+
+    # --- calling ---------------------------------------------------------------------------
+    def __call__(self, *args):
+        src = user_source()
+        with self.lock:
+            if self._region_spec is None:
+                self._first_step(args, src)
+            error, region, grads = None, None, None
+            try:
+                region, grads = self._forward_backward(args, src)
+            except Exception as e:  # joined below, so the other ranks fail too instead of waiting
+                error = e
+            if error is not None:
+                region = self._failed
+                region[_FLAG] = 1
+            self._allreduce(region)
+            failed = region[_FLAG]
+            if failed != 0:
+                region[:] = 0
+                self._raise_failure(error, src)
+            loss = float(region[0]) / self.size
+            if self.check_finite and not np.isfinite(loss):
+                raise NonFiniteError(
+                    f"the mean loss over the {self.size} ranks ({loss}) is not finite; parameters "
+                    "and optimizer state were left unchanged on every rank", source=src)
+            try:
+                self.update(args[self.argnums], grads)
+            except NonFiniteError:
+                raise NonFiniteError(
+                    f"an averaged gradient is not finite (mean loss {loss}); parameters and "
+                    "optimizer state were left unchanged on every rank", source=src) from None
+            return loss
+
+    def _forward_backward(self, args, src):
+        compiled = self.grad_fn.compiled_for(*args)
+        views = self._views.get(id(compiled))
+        if views is None:
+            views = self._views[id(compiled)] = self._layout(compiled, args, src)[:2]
+        region, grads = views
+        leaves, _ = pytree.flatten((args, {}))
+        with compiled.lock:
+            compiled.run(leaves)
+        return region, grads
+
+    def _layout(self, compiled, args, src):
+        """The compiled signature's output region and the gradient views into it, checked to be
+        laid out as [loss | pad | grad0 | pad | grad1 ...] in one dtype, and (after the first
+        step) exactly as the first step's, which every rank agreed on."""
+        outs = compiled.outputs
+        dtypes = {o.dtype for o in outs}
+        if len(dtypes) != 1:
+            raise SignatureError(
+                "a data-parallel train_step allreduces the loss and the gradients as one array, "
+                "so they need one dtype; got " + ", ".join(sorted(d.name for d in dtypes)) +
+                " (give every parameter and input the same float dtype)", source=src)
+        dtype = outs[0].dtype
+        region = compiled.output_region(dtype)
+        offsets, cursor = [0], _aligned(dtype.itemsize)
+        for o in outs[1:]:
+            offsets.append(cursor)
+            cursor += _aligned(o.nbytes)
+        actual = [o.ctypes.data - region.ctypes.data for o in outs]
+        if actual != offsets or region.nbytes != cursor:
+            raise CompileError(
+                "gradc.distributed expects the loss and gradients laid out as [loss | grad0 | "
+                f"grad1 ...] with {ALIGN}-byte alignment; this gradc's plan differs (offsets "
+                f"{actual}, region {region.nbytes} bytes)")
+        spec = (dtype.str, region.nbytes, tuple(offsets))
+        if self._region_spec is not None and spec != self._region_spec:
+            raise SignatureError(
+                f"these arguments make the loss and gradients {dtype.name}, {region.nbytes} "
+                f"bytes, but the first step's were {np.dtype(self._region_spec[0]).name}, "
+                f"{self._region_spec[1]} bytes; every step must keep the parameters' and the "
+                "loss's dtype", source=src)
+        grads = pytree.unflatten(pytree.flatten(args[self.argnums])[1], outs[1:])
+        return region, grads, spec
+
+    def _allreduce(self, region):
+        MPI = _mpi()
+        t0 = time.perf_counter()
+        if self.timeout is None:
+            self.comm.Allreduce(MPI.IN_PLACE, region, op=MPI.SUM)
+        else:
+            self._wait(self.comm.Iallreduce(MPI.IN_PLACE, region, op=MPI.SUM),
+                       "the gradient allreduce")
+        self.allreduce_s += time.perf_counter() - t0
+
+    def _wait(self, request, what):
+        deadline = time.monotonic() + self.timeout
+        while not request.Test():
+            if time.monotonic() > deadline:
+                _abort(self.comm, f"step {self.step_count + 1}: the other ranks did not join "
+                        f"{what} within {self.timeout:g} s (did a rank fail outside the step, or "
+                        "do the ranks run different numbers of steps?)")
+            time.sleep(0)
+
+    def _gather(self, obj, what):
+        if self.timeout is not None:
+            self._wait(self.comm.Ibarrier(), what)
+        return self.comm.allgather(obj)
+
+    def _raise_failure(self, error, src, failures=None):
+        if failures is None:
+            failures = self._gather(None if error is None else _describe_error(error),
+                                    "the failure report")
+            failures = {r: e for r, e in enumerate(failures) if e is not None}
+        step = self.step_count + 1
+        if error is not None:
+            others = [r for r in failures if r != self.rank]
+            error.add_note(f"gradc.distributed: step {step} failed on rank {self.rank} of "
+                           f"{self.size}" + (f" (and on ranks {others})" if others else "") +
+                           "; every rank raised, nothing was updated")
+            raise error
+        lines = "; ".join(f"rank {r}: {e}" for r, e in failures.items())
+        raise RankFailedError(
+            f"step {step} failed on rank{'s' if len(failures) > 1 else ''} "
+            f"{', '.join(map(str, failures))} of {self.size} ({lines}); parameters and optimizer "
+            "state were left unchanged on every rank", failures, source=src)
+
+    # --- the first step: same model everywhere, then rank 0's parameters -------------------
+    def _signature(self, args):
+        params = args[self.argnums] if len(args) > self.argnums else None
+        leaves, tree = pytree.flatten(params)
+        return {"params": pytree.describe(tree),
+                "shapes": [tuple(np.shape(x)) for x in leaves],
+                "dtypes": [np.asarray(x).dtype.name for x in leaves],
+                "optimizer": repr(self.optimizer)}
+
+    def _first_step(self, args, src):
+        error, signature, spec = None, None, None
+        try:
+            signature = self._signature(args)
+            self._check_params(args, src)
+            compiled = self.grad_fn.compiled_for(*args)
+            region, grads, spec = self._layout(compiled, args, src)
+        except Exception as e:  # reported to every rank below
+            error = e
+        infos = self._gather((signature, spec, None if error is None else _describe_error(error)),
+                             "the first step's model check")
+        signatures = [s for s, _, _ in infos]
+        if any(s != signatures[0] for s in signatures):
+            raise ModelMismatchError(_mismatch(signatures), source=src)
+        failures = {r: e for r, (_, _, e) in enumerate(infos) if e is not None}
+        if failures:
+            self._raise_failure(error, src, failures)
+        if any(s != spec for _, s, _ in infos):
+            raise ModelMismatchError(
+                "the ranks' loss and gradient regions differ (" + "; ".join(
+                    f"rank {r}: {s}" for r, (_, s, _) in enumerate(infos)) + ")", source=src)
+        for leaf in pytree.flatten(args[self.argnums])[0]:
+            self.comm.Bcast(leaf, root=self.root)  # every rank starts from rank 0's parameters
+        self._views[id(compiled)] = region, grads
+        self._failed = np.zeros(spec[1] // np.dtype(spec[0]).itemsize, spec[0])
+        self._region_spec = spec
+
+    def _check_params(self, args, src):
+        for x in pytree.flatten(args[self.argnums])[0]:
+            if not (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.flags.writeable
+                    and np.issubdtype(x.dtype, np.floating)):
+                raise SignatureError(
+                    "train_step updates parameters in place: each must be a writeable, "
+                    "C-contiguous float NumPy array (use np.ascontiguousarray(p, np.float32))",
+                    source=src)
+
+
+def _mismatch(signatures):
+    def summary(sig):
+        if sig is None:
+            return "no usable parameters"
+        return (f"parameters {sig['params']} of shapes {sig['shapes']} "
+                f"({', '.join(sorted(set(sig['dtypes'])))}), {sig['optimizer']}")
+
+    lines = [f"rank 0 has {summary(signatures[0])}"]
+    lines += [f"rank {r} has {summary(s)}" for r, s in enumerate(signatures)
+              if r and s != signatures[0]]
+    return ("the ranks were given different models: every rank must build the same parameters "
+            "and optimizer (rank 0's values are broadcast at the first step); " + "; ".join(lines))
+
+
+def train_step(loss_fn=None, optimizer=None, *, argnums=0, comm=None, check_finite=False,
+               clip_norm=None, target="cpu", timeout=None, root=0):
+    """A data-parallel `gradc.train_step`: run it on every rank (`mpiexec -n N`) with that
+    rank's batch; `loss = step(params, *batch)` updates `params` in place with the gradient
+    averaged over the ranks and returns the ranks' mean loss. `comm` defaults to
+    MPI.COMM_WORLD. `timeout` (seconds, default None: wait forever) aborts every rank when the
+    others do not join a step's allreduce in time. Other options as for `gradc.train_step`."""
+    if optimizer is None:
+        raise TypeError("train_step needs an optimizer, e.g. gradc.optim.SGD(lr=0.1)")
+    options = dict(argnums=argnums, comm=comm, check_finite=check_finite, clip_norm=clip_norm,
+                   target=target, timeout=timeout, root=root)
+    if loss_fn is None:
+        return lambda f: DataParallelStep(f, optimizer, **options)
+    return DataParallelStep(loss_fn, optimizer, **options)
