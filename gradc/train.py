@@ -89,17 +89,19 @@ class TrainStep:
 
     # --- calling ---------------------------------------------------------------------------
     def __call__(self, *args):
-        src = user_source()
         with self.lock:
-            params = args[self.argnums]
-            p_leaves, p_tree = pytree.flatten(params)
-            self._check_params(p_leaves, p_tree, src)
             leaves, treedef = pytree.flatten((args, {}))
             # hyperparameters other than the learning rate are compiled into the update
             key = signature_key(leaves, treedef) + (self.optimizer.static(),)
             compiled = self.cache.get(key)
-            if compiled is None:
-                compiled = self._compile(key, args, src)
+            if compiled is None or not all(x.flags.c_contiguous and x.flags.writeable
+                                           for x in leaves[compiled.param_leaves]):
+                src = user_source()  # the slow path: first call, new signature, or an error
+                p_leaves, p_tree = pytree.flatten(args[self.argnums])
+                self._check_params(p_leaves, p_tree, src)
+                if compiled is None:
+                    compiled = self._compile(key, args, src)
+            p_leaves = leaves[compiled.param_leaves]
             for slot in self.optimizer.slots:  # e.g. momentum switched on after some steps
                 if slot not in self._state:
                     self._state[slot] = [np.zeros(x.shape, x.dtype) for x in p_leaves]
@@ -113,7 +115,7 @@ class TrainStep:
             if self.check_finite and not bool(outs[-1]):
                 raise NonFiniteError(
                     f"the loss ({loss}) or a gradient is not finite; parameters and optimizer "
-                    "state were left unchanged", source=src)
+                    "state were left unchanged", source=user_source())
             self.step_count = step
             return loss
 
@@ -183,6 +185,7 @@ class TrainStep:
         title = f"train_step of {self.__name__} with {self.optimizer!r} from {src}"
         stages, fusion, plan, program, driver, timings = compile_graph(graph, title)
         compiled = Compiled(stages, fusion, plan, program, driver, None)
+        compiled.param_leaves = slice(before, before + n_params)  # where params sit in the leaves
         if _log_enabled("compiles"):
             _log(f"compiled train_step({self.__name__}) at {src}: {_why(self._last_key, key)}; "
                  f"{len(fusion.kernels)} kernels; passes {timings['passes'] * 1e3:.0f} ms, codegen "
