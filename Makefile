@@ -2,8 +2,9 @@ PYTHON ?= python3
 
 .PHONY: install example examples test bench
 
+# mpi: mpi4py and the mpich wheel (mpiexec in the environment's bin/) for tests/test_distributed.py
 install:
-	$(PYTHON) -m pip install -e ".[test,examples]"
+	$(PYTHON) -m pip install -e ".[test,examples,mpi]"
 
 example: install
 	$(PYTHON) examples/linear_regression.py

@@ -42,6 +42,7 @@ from . import pytree
 from .api import value_and_grad
 from .errors import CompileError, GradcError, NonFiniteError, SignatureError
 from .passes.memory import ALIGN
+from .runtime import signature_key
 from .train import train_step as _train_step
 from .trace import user_source
 
@@ -206,46 +207,51 @@ class DataParallelStep:
 
     # --- calling ---------------------------------------------------------------------------
     def __call__(self, *args):
-        src = user_source()
         with self.lock:
             if self._region_spec is None:
-                self._first_step(args, src)
+                self._first_step(args)
             error, region, grads = None, None, None
             try:
-                region, grads = self._forward_backward(args, src)
+                region, grads = self._forward_backward(args)
             except Exception as e:  # joined below, so the other ranks fail too instead of waiting
                 error = e
             if error is not None:
                 region = self._failed
                 region[_FLAG] = 1
             self._allreduce(region)
-            failed = region[_FLAG]
-            if failed != 0:
+            if region[_FLAG] != 0:
                 region[:] = 0
-                self._raise_failure(error, src)
+                self._raise_failure(error)
             loss = float(region[0]) / self.size
             if self.check_finite and not np.isfinite(loss):
                 raise NonFiniteError(
                     f"the mean loss over the {self.size} ranks ({loss}) is not finite; parameters "
-                    "and optimizer state were left unchanged on every rank", source=src)
+                    "and optimizer state were left unchanged on every rank", source=user_source())
             try:
                 self.update(args[self.argnums], grads)
             except NonFiniteError:
                 raise NonFiniteError(
                     f"an averaged gradient is not finite (mean loss {loss}); parameters and "
-                    "optimizer state were left unchanged on every rank", source=src) from None
+                    "optimizer state were left unchanged on every rank",
+                    source=user_source()) from None
             return loss
 
-    def _forward_backward(self, args, src):
-        compiled = self.grad_fn.compiled_for(*args)
+    def _forward_backward(self, args):
+        """The local loss and gradients, in the output region; raises what would make this
+        rank's update fail (checked here, before the allreduce, so every rank hears of it)."""
+        for x in pytree.flatten(args[self.argnums])[0]:
+            if not (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.flags.writeable):
+                self._check_params(args, user_source())
+        leaves, treedef = pytree.flatten((args, {}))
+        compiled = self.grad_fn.cache.get(signature_key(leaves, treedef))
+        if compiled is None:  # a new batch signature: trace and compile
+            compiled = self.grad_fn.compiled_for(*args)
         views = self._views.get(id(compiled))
         if views is None:
-            views = self._views[id(compiled)] = self._layout(compiled, args, src)[:2]
-        region, grads = views
-        leaves, _ = pytree.flatten((args, {}))
+            views = self._views[id(compiled)] = self._layout(compiled, args, user_source())[:2]
         with compiled.lock:
             compiled.run(leaves)
-        return region, grads
+        return views
 
     def _layout(self, compiled, args, src):
         """The compiled signature's output region and the gradient views into it, checked to be
@@ -304,7 +310,7 @@ class DataParallelStep:
             self._wait(self.comm.Ibarrier(), what)
         return self.comm.allgather(obj)
 
-    def _raise_failure(self, error, src, failures=None):
+    def _raise_failure(self, error, failures=None):
         if failures is None:
             failures = self._gather(None if error is None else _describe_error(error),
                                     "the failure report")
@@ -320,7 +326,7 @@ class DataParallelStep:
         raise RankFailedError(
             f"step {step} failed on rank{'s' if len(failures) > 1 else ''} "
             f"{', '.join(map(str, failures))} of {self.size} ({lines}); parameters and optimizer "
-            "state were left unchanged on every rank", failures, source=src)
+            "state were left unchanged on every rank", failures, source=user_source())
 
     # --- the first step: same model everywhere, then rank 0's parameters -------------------
     def _signature(self, args):
@@ -331,7 +337,8 @@ class DataParallelStep:
                 "dtypes": [np.asarray(x).dtype.name for x in leaves],
                 "optimizer": repr(self.optimizer)}
 
-    def _first_step(self, args, src):
+    def _first_step(self, args):
+        src = user_source()
         error, signature, spec = None, None, None
         try:
             signature = self._signature(args)
@@ -347,7 +354,7 @@ class DataParallelStep:
             raise ModelMismatchError(_mismatch(signatures), source=src)
         failures = {r: e for r, (_, _, e) in enumerate(infos) if e is not None}
         if failures:
-            self._raise_failure(error, src, failures)
+            self._raise_failure(error, failures)
         if any(s != spec for _, s, _ in infos):
             raise ModelMismatchError(
                 "the ranks' loss and gradient regions differ (" + "; ".join(
