@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: install example examples test bench
+.PHONY: install example examples test bench kernels
 
 # mpi: mpi4py and the mpich wheel (mpiexec in the environment's bin/) for tests/test_distributed.py
 install:
@@ -19,3 +19,13 @@ test: install
 
 bench:
 	$(PYTHON) benchmarks/bench_fuse.py
+
+# ahead-of-time modules for the examples (NumPy + Numba only; see kernels/README.md). Regenerating
+# them must give identical files: tests/test_aot.py compiles these same lines into a temporary
+# folder and compares, so edit an example -> run `make kernels` -> commit kernels/.
+GRADC ?= $(PYTHON) -m gradc.cli
+kernels:
+	$(GRADC) compile examples/linear_regression.py:loss --example examples/aot_specs.py:linear_regression_args --value-and-grad -q -o kernels/linear_regression_vg.py
+	$(GRADC) compile examples/linear_regression.py:loss --example examples/aot_specs.py:linear_regression_args --train sgd --lr 0.1 -q -o kernels/linear_regression_sgd.py
+	$(GRADC) compile examples/digits_mlp.py:loss --example examples/aot_specs.py:digits_mlp_args --train adam --lr 3e-3 -q -o kernels/digits_mlp_adam.py
+	$(GRADC) compile examples/digits_cnn.py:loss --example examples/aot_specs.py:digits_cnn_args --train adam --lr 3e-3 -q -o kernels/digits_cnn_adam.py

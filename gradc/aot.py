@@ -153,9 +153,9 @@ def build(fun, args, mode="value_and_grad", argnums=0, optimizer=None, clip_norm
                 raise AotError("--train needs an optimizer")
             step = TrainStep(fun, optimizer, argnums=argnums, check_finite=check_finite,
                              clip_norm=clip_norm)
-            params = args[argnums] if isinstance(argnums, int) and -len(args) <= argnums < len(args) else None
-            if params is None:
+            if not (isinstance(argnums, int) and -len(args) <= argnums < len(args)):
                 raise AotError(f"argnums={argnums!r} does not fit {len(args)} arguments")
+            params = args[argnums]
             p_leaves, p_tree = pytree.flatten(params)
             step._check_params(p_leaves, p_tree, src)
             key = (treedef, tuple((np.shape(x), np.asarray(x).dtype.str) for x in leaves),
@@ -179,8 +179,9 @@ def _strip_docstring(source):
     if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None),
                                                               ast.Constant):
         lines = source.splitlines()
-        first = body[0].value.value.strip().splitlines()[0]
-        return "# " + first + "\n" + "\n".join(lines[body[0].end_lineno:]).strip("\n") + "\n"
+        first = " ".join(body[0].value.value.strip().split("\n\n")[0].split())
+        comment = textwrap.fill(first, width=98, initial_indent="# ", subsequent_indent="# ")
+        return comment + "\n" + "\n".join(lines[body[0].end_lineno:]).strip("\n") + "\n"
     return source
 
 
@@ -284,6 +285,11 @@ class _SourceLines:
     def _path(self, base):
         if base not in self.paths:
             found = None
+            for p in list(self.paths.values()):  # a neighbour of the function's own file first
+                near = os.path.join(os.path.dirname(p), base) if p else None
+                if near and os.path.isfile(near):
+                    self.paths[base] = near
+                    return near
             for name in sorted(sys.modules):
                 f = getattr(sys.modules[name], "__file__", None)
                 if f and os.path.basename(f) == base and f.endswith(".py"):
@@ -329,6 +335,8 @@ def generate(fun, args, mode="value_and_grad", argnums=0, optimizer=None, clip_n
         raise AotError("--train updates one argument: --argnums must be one integer")
     raw_args = tuple(args)
     compiled, owner = build(fun, raw_args, mode, argnums, optimizer, clip_norm, check_finite)
+    if mode == "train":
+        argnums %= len(raw_args)
     args = tuple(materialize(raw_args))
     name = getattr(fun, "__name__", "fn")
     if not name.isidentifier() or name.startswith("_"):
@@ -436,7 +444,8 @@ class _Generator:
         elif self.mode == "grad":
             d += [f"    from {{module}} import {self.name}", f"    grads = {self.name}({sig})", ""]
         else:
-            d += [f"    from {{module}} import {self.name}", f"    value, grads = {self.name}({sig})", ""]
+            d += [f"    from {{module}} import {self.name}",
+                  f"    value, grads = {self.name}({sig})", ""]
         d += ["Calling convention (version " + str(CALLING_CONVENTION) + ")", "",
               f"    `{self.name}` takes the arguments the Python function takes, positionally, as "
               "pytrees (dicts,",
@@ -611,6 +620,7 @@ class _Generator:
                  '"""' + _docstring_safe(doc) + '\n"""',
                  "import base64",
                  "import math",
+                 "import sys",
                  "import threading",
                  "",
                  "import numpy as np",
@@ -634,9 +644,12 @@ class _Generator:
                  "# rewrites what Numba compiles for these kernels. Numba's disk cache is "
                  "used only with the",
                  "# hook on, so machine code that calls libmvec never loads into a process "
-                 "without it.",
+                 "without it, and only",
+                 "# when this module is in sys.modules (Numba cannot reload cached kernels of "
+                 "a module that is not).",
                  "_VECMATH = enable()",
-                 "JIT_OPTIONS = dict(JIT_OPTIONS, cache=_VECMATH)",
+                 "JIT_OPTIONS = dict(JIT_OPTIONS, cache=_VECMATH and sys.modules.get(__name__) "
+                 "is not None)",
                  '_state["active"] = True  # the kernels below compile (eagerly: explicit '
                  'signatures) with the hook',
                  "",
@@ -714,7 +727,9 @@ _COMMON = '''def _flatten(tree, x, path, leaves):
             _flatten(t, x[k], f"{path}[{k!r}]", leaves)
     elif kind in ("list", "tuple"):
         if not isinstance(x, (list, tuple)) or type(x).__name__ != kind or len(x) != len(tree[1]):
-            got = f"{type(x).__name__} of length {len(x)}" if isinstance(x, (list, tuple)) else type(x).__name__
+            got = type(x).__name__
+            if isinstance(x, (list, tuple)):
+                got += f" of length {len(x)}"
             raise TypeError(f"{path} must be a {kind} of length {len(tree[1])}, got {got}")
         for i, (t, v) in enumerate(zip(tree[1], x)):
             _flatten(t, v, f"{path}[{i}]", leaves)

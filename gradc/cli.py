@@ -120,9 +120,8 @@ def _check_target(ns):
 def cmd_compile(ns):
     from . import aot
     _check_target(ns)
-    if ns.train is None and any(v is not None for v in (ns.lr, ns.momentum, ns.weight_decay,
-                                                        ns.clip_norm)) or (
-            ns.train is None and ns.check_finite):
+    train_only = (ns.lr, ns.momentum, ns.weight_decay, ns.clip_norm)
+    if ns.train is None and (any(v is not None for v in train_only) or ns.check_finite):
         raise CliError("--lr, --momentum, --weight-decay, --clip-norm and --check-finite go with "
                        "--train")
     fun, args = load(ns)
@@ -221,7 +220,8 @@ def graph_dot(compiled, title):
              '  node [shape=box, fontname="monospace", fontsize=10];',
              '  edge [fontname="monospace", fontsize=9];']
     for i, v in enumerate(graph.inputs):
-        lines.append(f'  v{v.id} [shape=ellipse, label="{_dot_label(f"{v.name or i}\n{v.type_str}")}"];')
+        label = _dot_label(f"{v.name or f'input {i}'}\n{v.type_str}")
+        lines.append(f'  v{v.id} [shape=ellipse, label="{label}"];')
 
     def node_line(n, indent):
         label = f"%{n.output.id} = {n.op}\n{n.output.type_str}\n{n.source}"
@@ -231,8 +231,8 @@ def graph_dot(compiled, title):
     for k in fusion.kernels:
         shape = "x".join(str(d) for d in k.shape) or "scalar"
         lines.append(f"  subgraph cluster_{k.name} {{")
-        lines.append(f'    label="{_dot_label(f"{k.name}: {k.kind} over [{shape}]")}"; '
-                     'style=rounded; color=blue;')
+        label = _dot_label(f"{k.name}: {k.kind} over [{shape}]")
+        lines.append(f'    label="{label}"; style=rounded; color=blue;')
         for n in k.nodes:
             lines.append(node_line(n, "    "))
         lines.append("  }")
@@ -277,8 +277,7 @@ def build_parser():
         description="Compile FUNC for the example arguments' signature into ONE Python module "
                     "that imports only NumPy and Numba: its kernels, driver, buffer plan and a "
                     "callable named after FUNC, which returns what gradc.value_and_grad (or "
-                    "grad, jit, train_step) would, bit for bit. The output is reproducible.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+                    "grad, jit, train_step) would, bit for bit. The output is reproducible.")
     _common(p, "the argument(s) to differentiate (N or N,M; one N with --train; default 0)")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--value-and-grad", dest="mode", action="store_const",

@@ -1,0 +1,356 @@
+"""Ahead-of-time modules (`gradc compile`, gradc/aot.py): reproducible, standalone, and
+bit-identical to gradc's own value_and_grad / grad / jit / train_step.
+
+Numba compiles every kernel again for a generated module (~0.3 s each), so the models are small
+and one subprocess runs everything that must run without gradc.
+"""
+import importlib.util
+import os
+import shlex
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import gradc
+from gradc import aot, cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KERNELS = os.path.join(ROOT, "kernels")
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+
+
+def makefile_kernel_commands():
+    """The `gradc compile` lines of the Makefile's `kernels` target, as argv lists."""
+    with open(os.path.join(ROOT, "Makefile"), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    start = lines.index("kernels:")
+    commands = []
+    for line in lines[start + 1:]:
+        if not line.startswith("\t"):
+            break
+        argv = shlex.split(line.strip())
+        assert argv[0] == "$(GRADC)", line
+        commands.append(argv[1:])
+    return commands
+
+
+def load_module(path, name):
+    """Import a generated file under its own name (in sys.modules, so Numba's cache works)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def same_bits(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+# --- reproducibility ---------------------------------------------------------------------------
+
+def test_regenerating_kernels_gives_identical_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    commands = makefile_kernel_commands()
+    assert len(commands) >= 3
+    made = []
+    for argv in commands:
+        out = argv[argv.index("-o") + 1]
+        assert out.startswith("kernels/")
+        argv[argv.index("-o") + 1] = str(tmp_path / os.path.basename(out))
+        assert cli.main(argv) == 0
+        made.append(os.path.basename(out))
+    committed = sorted(f for f in os.listdir(KERNELS) if f.endswith(".py"))
+    assert sorted(made) == committed, "kernels/ holds files the Makefile does not make"
+    for name in made:
+        with open(tmp_path / name, "rb") as f:
+            new = f.read()
+        with open(os.path.join(KERNELS, name), "rb") as f:
+            old = f.read()
+        assert new == old, f"kernels/{name} is stale: run `make kernels` and commit it"
+        text = new.decode("utf-8")
+        assert ROOT not in text and str(tmp_path) not in text  # no absolute paths
+        assert imported_roots(text) <= ALLOWED_IMPORTS, name
+
+
+ALLOWED_IMPORTS = {"numpy", "numba", "llvmlite", "base64", "math", "sys", "threading",
+                   "contextlib", "ctypes", "os", "re"}
+
+
+def imported_roots(text):
+    import ast
+    roots = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            roots.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_kernels_cover_the_examples():
+    names = {f for f in os.listdir(KERNELS) if f.endswith(".py")}
+    for expected in ("linear_regression_vg.py", "digits_mlp_adam.py", "digits_cnn_adam.py"):
+        assert expected in names
+    with open(os.path.join(KERNELS, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    for name in names:
+        assert name in readme, f"kernels/README.md does not describe {name}"
+
+
+def test_header_says_what_was_compiled():
+    path = os.path.join(KERNELS, "digits_mlp_adam.py")
+    with open(path, encoding="utf-8") as f:
+        head = f.read(4000)
+    with open(os.path.join(ROOT, "examples", "digits_mlp.py"), "rb") as f:
+        import hashlib
+        digest = hashlib.sha256(f.read()).hexdigest()
+    assert f"gradc {gradc.__version__}" in head
+    assert f"examples/digits_mlp.py (sha256 {digest})" in head
+    assert "Calling convention version 1" in head
+    assert "train_step of `loss`" in head and "Adam(lr=0.003" in head
+    assert "params = {'W1': float32[64,128]" in head  # the pytree layout
+    assert "y = int64[32]" in head
+
+
+# --- a model with a bit of everything, run without gradc ---------------------------------------
+
+MODEL = '''
+import numpy as np
+import gradc
+
+
+def model(params, x, labels, opts):
+    h = np.tanh(x @ params["W"] + params["b"])
+    logits = h @ params["layers"][0] * opts[1] + np.array([0.5, -1.0, 2.0], np.float32)
+    big = np.sum(np.exp(-params["big"] * params["big"])) * 1e-5   # parallel loop kernel
+    return gradc.nn.cross_entropy(logits, labels) + big
+
+
+def small(params, x, labels, opts):
+    h = np.tanh(x @ params["W"] + params["b"])
+    return gradc.nn.cross_entropy(h @ params["layers"][0] * opts[1], labels)
+
+
+def forward(params, x, labels, opts):
+    h = np.tanh(x @ params["W"] + params["b"])
+    return {"h": h, "m": np.mean(h, axis=0)}, np.sum(h) * 2.0, opts[0]
+
+
+def args():
+    rng = np.random.default_rng(0)
+    f32 = lambda *s: rng.standard_normal(s).astype(np.float32)
+    params = {"W": f32(5, 4), "b": f32(4), "layers": [f32(4, 3)], "big": f32(512, 256)}
+    return params, f32(6, 5), np.array([0, 2, 1, 1, 0, 2]), ("static", 1.5)
+'''
+
+CHILD = r'''
+import importlib.abc, sys
+ROOT = sys.argv[1]
+class NoGradc(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "gradc" or name.startswith("gradc."):
+            raise ImportError("gradc must not be imported by a generated module")
+sys.meta_path.insert(0, NoGradc())
+sys.path[:] = [p for p in sys.path if p not in ("", ".", ROOT) and "editable" not in p
+               and "gradc" not in p]
+sys.path.insert(0, sys.argv[2])
+import numpy as np
+import model_vg, model_grad, model_jit
+data = np.load(sys.argv[3], allow_pickle=False)
+params = {"W": data["W"], "b": data["b"], "layers": [data["L0"]], "big": data["big"]}
+args = (params, data["x"], data["labels"], ("static", 1.5))
+out = {}
+value, grads = model_vg.model(*args)
+out["vg_value"] = value
+for k in ("W", "b", "big"):
+    out["vg_" + k] = grads[k]
+out["vg_L0"] = grads["layers"][0]
+g_params, g_x = model_grad.small(*args)
+out["g_W"], out["g_x"] = g_params["W"], g_x
+(d, s, st) = model_jit.forward(*args)
+out["j_h"], out["j_m"], out["j_s"] = d["h"], d["m"], s
+assert st == "static"
+# non-contiguous inputs are copied, as gradc does
+value2, _ = model_vg.model(params, np.asfortranarray(data["x"]), data["labels"], ("static", 1.5))
+out["vg_value_fortran"] = value2
+errors = []
+for bad in [(params, data["x"][:, :4], data["labels"], ("static", 1.5)),
+            (params, data["x"].astype(np.float64), data["labels"], ("static", 1.5)),
+            ({"W": data["W"]}, data["x"], data["labels"], ("static", 1.5)),
+            (params, data["x"], data["labels"], ("static", 2.5)),
+            (params, data["x"], data["labels"])]:
+    try:
+        model_vg.model(*bad)
+    except (TypeError, ValueError) as e:
+        errors.append(f"{type(e).__name__}: {e}")
+out["errors"] = np.array(errors)
+assert "gradc" not in sys.modules and not any(m.startswith("gradc") for m in sys.modules)
+np.savez(sys.argv[4], **out)
+'''
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("aot_model")
+    (d / "aot_model.py").write_text(MODEL)
+    fun = cli.load_attr(str(d / "aot_model.py") + ":model", "FUNC")
+    forward = cli.load_attr(str(d / "aot_model.py") + ":forward", "FUNC")
+    small = cli.load_attr(str(d / "aot_model.py") + ":small", "FUNC")
+    args = cli.load_attr(str(d / "aot_model.py") + ":args", "ARGS")()
+    return d, fun, forward, small, args
+
+
+def test_generated_module_runs_without_gradc_and_matches(model, tmp_path):
+    d, fun, forward, small, args = model
+    aot.compile_module(fun, args, str(tmp_path / "model_vg.py"))
+    aot.compile_module(small, args, str(tmp_path / "model_grad.py"), mode="grad", argnums=(0, 1))
+    aot.compile_module(forward, args, str(tmp_path / "model_jit.py"), mode="jit")
+    source = (tmp_path / "model_vg.py").read_text()
+    assert "prange" in source and "CONSTANTS = [\n    (" in source  # parallel kernel, a constant
+    params, x, labels, _ = args
+    np.savez(tmp_path / "in.npz", W=params["W"], b=params["b"], L0=params["layers"][0],
+             big=params["big"], x=x, labels=labels)
+    child = tmp_path / "child.py"
+    child.write_text(CHILD)
+    env = dict(os.environ, PYTHONPATH="", NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    proc = subprocess.run([sys.executable, str(child), ROOT, str(tmp_path),
+                           str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+                          cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = np.load(tmp_path / "out.npz")
+
+    value, grads = gradc.value_and_grad(fun)(*args)
+    assert same_bits(out["vg_value"], value) and same_bits(out["vg_value_fortran"], value)
+    for k in ("W", "b", "big"):
+        assert same_bits(out["vg_" + k], grads[k]), k
+    assert same_bits(out["vg_L0"], grads["layers"][0])
+    g_params, g_x = gradc.grad(small, argnums=(0, 1))(*args)
+    assert same_bits(out["g_W"], g_params["W"]) and same_bits(out["g_x"], g_x)
+    d_, s, _ = gradc.jit(forward)(*args)
+    assert same_bits(out["j_h"], d_["h"]) and same_bits(out["j_m"], d_["m"])
+    assert same_bits(out["j_s"], s)
+
+    errors = list(out["errors"])
+    assert len(errors) == 5
+    assert "ValueError: x must be float32[6, 5], got float32[6, 4]" in errors[0]
+    assert "ValueError: x must be float32[6, 5], got float64[6, 5]" in errors[1]
+    assert "TypeError: params must be a dict with keys ['W', 'b', 'big', 'layers']" in errors[2]
+    assert "TypeError: opts[1] was compiled as the static value 1.5; got 2.5" in errors[3]
+    assert "TypeError: model() takes 4 arguments (params, x, labels, opts), got 3" in errors[4]
+
+
+def test_module_documents_its_calling_convention(model, tmp_path):
+    _, fun, _, _, args = model
+    source = aot.generate(fun, args, module_name="model_vg")
+    doc = source.split('"""')[1]
+    assert "value, grads = model(params, x, labels, opts)" in doc
+    assert "params = {'W': float32[5,4], 'b': float32[4], 'big': float32[512,256], " \
+           "'layers': [float32[4,3]]}" in doc
+    assert "opts = ('static', 1.5)" in doc
+    assert "3   params['layers'][0]" in doc and "5   labels" in doc
+    # every kernel line that computes carries its op; the driver carries the user's lines
+    assert "# tanh" in source and "# exp" in source
+    assert 'h = np.tanh(x @ params["W"] + params["b"])' in source.split("def run(")[1]
+
+
+def test_compiling_is_deterministic_and_refuses_what_it_cannot_write(model):
+    _, fun, _, _, args = model
+    assert aot.generate(fun, args) == aot.generate(fun, args)
+
+    def run(p):  # a name the generated module uses itself
+        return np.sum(p * p)
+
+    with pytest.raises(aot.AotError, match="rename the function"):
+        aot.generate(run, (np.ones(3, np.float32),))
+    with pytest.raises(aot.AotError, match="lambda"):
+        aot.generate(lambda p: np.sum(p), (np.ones(3, np.float32),))
+
+    def obj_static(p, o):
+        return np.sum(p)
+
+    with pytest.raises(aot.AotError, match="static"):
+        aot.generate(obj_static, (np.ones(3, np.float32), frozenset({1})))
+
+
+def test_spec_placeholders():
+    s = aot.Spec((2, 3), np.int64)
+    assert s == aot.Spec([2, 3], "int64") and repr(s) == "Spec((2, 3), int64)"
+    a = aot.materialize(({"w": aot.Spec(4)}, s))
+    assert a[0]["w"].dtype == np.float32 and a[0]["w"].shape == (4,)
+    assert a[1].dtype == np.int64 and not a[1].any()
+    assert same_bits(aot.materialize(aot.Spec(4)), aot.materialize(aot.Spec(4)))
+
+
+# --- training steps ------------------------------------------------------------------------------
+
+def test_train_module_matches_gradc_train_step_for_50_steps(tmp_path):
+    import digits_mlp as dm
+    from sklearn.datasets import load_digits
+    path = tmp_path / "digits_mlp_adam_copy.py"
+    with open(os.path.join(KERNELS, "digits_mlp_adam.py"), "rb") as f:
+        path.write_bytes(f.read())
+    mod = load_module(str(path), "digits_mlp_adam_copy")
+    assert "gradc" not in getattr(mod, "__dict__")
+
+    digits = load_digits()
+    x = (digits.data / 16.0).astype(np.float32)
+    y = digits.target.astype(np.int64)
+    p_aot = dm.init_params(0)
+    p_ref = {k: v.copy() for k, v in p_aot.items()}
+    opt = gradc.optim.Adam(lr=3e-3)
+    ref = gradc.train_step(dm.loss, opt)
+    step = mod.loss
+    rng = np.random.default_rng(0)
+    for i in range(50):
+        idx = rng.choice(len(x), 32, replace=False)
+        if i % 10 == 0:  # a schedule: the learning rate changes without recompiling
+            step.lr = opt.lr = 3e-3 * 0.5 * (1 + np.cos(np.pi * i / 50))
+        loss_aot = step(p_aot, x[idx], y[idx])  # a plain loop, no gradc
+        loss_ref = ref(p_ref, x[idx], y[idx])
+        assert type(loss_aot) is float and loss_aot == loss_ref, i
+    for k in p_ref:
+        assert same_bits(p_aot[k], p_ref[k]), k
+    state, ref_state = step.state_dict(), ref.state_dict()
+    assert state["step"] == ref_state["step"] == 50
+    names = sorted(p_ref)  # the module's state is in flat (sorted-key) order
+    for slot in ("exp_avg", "exp_avg_sq"):
+        for k, a in zip(names, state["state"][slot]):
+            assert same_bits(a, ref_state["state"][slot][k])
+
+    with pytest.raises(ValueError, match="x must be float32"):
+        step(p_aot, x[:31], y[:31])
+    with pytest.raises(TypeError, match="in place"):
+        step({k: np.asfortranarray(v) if v.ndim == 2 else v for k, v in p_aot.items()},
+             x[:32], y[:32])
+    assert step.step_count == 50  # failed calls change nothing
+
+
+def test_momentum_step_with_clipping_matches_gradc(tmp_path):
+    import linear_regression as lr
+    x, y = lr.make_data(n=16)
+    params = {"w": np.zeros((3, 1), np.float32), "b": np.zeros(1, np.float32)}
+    opt = aot.make_optimizer("momentum", lr=0.05)
+    aot.compile_module(lr.loss, (params, x, y), str(tmp_path / "lr_momentum.py"), mode="train",
+                       optimizer=opt, clip_norm=1.0, check_finite=True)
+    mod = load_module(str(tmp_path / "lr_momentum.py"), "lr_momentum")
+    ref = gradc.train_step(lr.loss, aot.make_optimizer("momentum", lr=0.05), clip_norm=1.0,
+                           check_finite=True)
+    p_ref = {k: v.copy() for k, v in params.items()}
+    for _ in range(5):
+        assert mod.loss(params, x, y) == ref(p_ref, x, y)
+    assert all(same_bits(params[k], p_ref[k]) for k in params)
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    before = {k: v.copy() for k, v in params.items()}
+    with pytest.raises(FloatingPointError, match="left unchanged"):
+        mod.loss(params, bad, y)
+    assert all(same_bits(params[k], before[k]) for k in params) and mod.loss.step_count == 5
+    fresh = mod.TrainStep(lr=0.1)
+    assert fresh.lr == 0.1 and fresh.step_count == 0 and mod.loss.lr == 0.05
+    text = textwrap.dedent(open(tmp_path / "lr_momentum.py").read())
+    assert "copied from gradc.optim.SGD.scalars" in text
