@@ -15,7 +15,8 @@ from .errors import (CompileError, GradcError, NonDifferentiableError, NonFinite
 from . import optim  # noqa: E402,F401
 from .api import explain, grad, jit, value_and_grad  # noqa: E402
 from .train import train_step  # noqa: E402
+from .aot import Spec  # noqa: E402
 
-__all__ = ["jit", "grad", "value_and_grad", "train_step", "explain", "nn", "optim", "GradcError", "ShapeError",
+__all__ = ["Spec", "jit", "grad", "value_and_grad", "train_step", "explain", "nn", "optim", "GradcError", "ShapeError",
            "UnsupportedOpError", "TracedBranchError", "SignatureError", "NonDifferentiableError",
            "NonFiniteError", "CompileError", "__version__"]

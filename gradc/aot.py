@@ -25,15 +25,12 @@ from __future__ import annotations
 
 import ast
 import base64
-import contextlib
 import hashlib
 import inspect
 import linecache
 import os
 import sys
 import textwrap
-import threading
-import types
 
 import numpy as np
 
@@ -101,22 +98,6 @@ class AotError(ValueError):
 # ---------------------------------------------------------------------------------------------
 # compiling: gradc's own pipeline, without loading (Numba-compiling) the kernels
 
-@contextlib.contextmanager
-def _codegen_only():
-    """Run gradc's compile path up to the generated source: module loading is skipped (the
-    driver is None), so no kernel is Numba-compiled. Not thread-safe (it swaps a global)."""
-    from . import runtime
-    saved = runtime.load_module
-    runtime.load_module = lambda name, source: types.SimpleNamespace(run=None)
-    try:
-        yield
-    finally:
-        runtime.load_module = saved
-
-
-_LOCK = threading.Lock()
-
-
 def make_optimizer(name, lr=None, momentum=None, weight_decay=None):
     """The optimizer `--train NAME` stands for, with gradc's defaults for what is not given."""
     from . import optim
@@ -145,28 +126,17 @@ def build(fun, args, mode="value_and_grad", argnums=0, optimizer=None, clip_norm
     if mode not in MODES:
         raise AotError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     args = tuple(materialize(args))
-    leaves, treedef = pytree.flatten((args, {}))
-    src = f"{getattr(fun, '__name__', 'fn')}"
-    with _LOCK, _codegen_only():
-        if mode == "train":
-            if optimizer is None:
-                raise AotError("--train needs an optimizer")
-            step = TrainStep(fun, optimizer, argnums=argnums, check_finite=check_finite,
-                             clip_norm=clip_norm)
-            if not (isinstance(argnums, int) and -len(args) <= argnums < len(args)):
-                raise AotError(f"argnums={argnums!r} does not fit {len(args)} arguments")
-            params = args[argnums]
-            p_leaves, p_tree = pytree.flatten(params)
-            step._check_params(p_leaves, p_tree, src)
-            key = (treedef, tuple((np.shape(x), np.asarray(x).dtype.str) for x in leaves),
-                   optimizer.static())
-            compiled = step._compile(key, args, src)
-            return compiled, step
-        f = Function(fun, mode, argnums=argnums)
-        key = (treedef, tuple((np.shape(x), np.asarray(x).dtype.str) for x in leaves))
-        f._call_source = src
-        compiled = f._compile(key, args, {})
-        return compiled, f
+    src = f"{getattr(fun, '__name__', 'fn')}"  # not a file:line, so the output is reproducible
+    if mode == "train":
+        if optimizer is None:
+            raise AotError("--train needs an optimizer")
+        step = TrainStep(fun, optimizer, argnums=argnums, check_finite=check_finite,
+                         clip_norm=clip_norm)
+        if not (isinstance(argnums, int) and -len(args) <= argnums < len(args)):
+            raise AotError(f"argnums={argnums!r} does not fit {len(args)} arguments")
+        return step.lower(*args, load=False, source=src), step
+    f = Function(fun, mode, argnums=argnums)
+    return f.lower(*args, load=False, source=src), f
 
 
 # ---------------------------------------------------------------------------------------------

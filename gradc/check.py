@@ -27,7 +27,7 @@ from .aot import materialize
 from .interpret import evaluate
 from .ir import Graph
 from .passes import BEFORE_AUTODIFF, run_passes
-from .runtime import _normalize_argnums, differentiable_leaves
+from .runtime import normalize_argnums, differentiable_leaves
 from .errors import NonDifferentiableError
 from .trace import trace
 
@@ -182,7 +182,7 @@ def check(fun, *args, argnums=0, seed=0, eps=EPS, rtol=RTOL, **kwargs):
     args = tuple(materialize(args, seed))
     graph, _, outs = trace(fun, args, kwargs)
     name = getattr(fun, "__name__", "fn")
-    argnums_t, _ = _normalize_argnums(argnums, len(args), None)
+    argnums_t, _ = normalize_argnums(argnums, len(args), None)
     differentiable_leaves(args, argnums_t, None)
     floats = [v for v in outs if np.issubdtype(v.dtype, np.floating)]
     if not floats:

@@ -34,7 +34,7 @@ def _log(msg):
     print(f"gradc: {msg}", file=sys.stderr, flush=True)
 
 
-def _normalize_argnums(argnums, nargs, src):
+def normalize_argnums(argnums, nargs, src):
     many = isinstance(argnums, (tuple, list))
     nums = tuple(argnums) if many else (argnums,)
     for a in nums:
@@ -113,8 +113,9 @@ class Compiled:
         return self.outputs
 
 
-def compile_graph(graph, title):
-    """Run the passes after tracing (and autodiff, done by the caller); generate and load code."""
+def compile_graph(graph, title, load=True):
+    """Run the passes after tracing (and autodiff, done by the caller); generate code, and load
+    it (Numba-compile the kernels) unless load=False, which returns no driver."""
     timings = {}
     t0 = time.perf_counter()
     stages = [("traced", graph)]
@@ -126,11 +127,14 @@ def compile_graph(graph, title):
     program = Program(fusion, plan, title)
     timings["codegen"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    for name, source in program.kernel_modules.items():
-        load_module(name, source)
-    driver_mod = load_module(content_name("gradc_driver", program.driver_source), program.driver_source)
+    driver = None
+    if load:
+        for name, source in program.kernel_modules.items():
+            load_module(name, source)
+        driver = load_module(content_name("gradc_driver", program.driver_source),
+                             program.driver_source).run
     timings["numba"] = time.perf_counter() - t0
-    return stages, fusion, plan, program, driver_mod.run, timings
+    return stages, fusion, plan, program, driver, timings
 
 
 class Function:
@@ -158,7 +162,7 @@ class Function:
         if self.mode == "jit":
             return run_passes(graph, BEFORE_AUTODIFF), out_tree
         src = getattr(self, "_call_source", None)
-        argnums, many = _normalize_argnums(self.argnums, len(args), src)
+        argnums, many = normalize_argnums(self.argnums, len(args), src)
         differentiable_leaves(args, argnums, src)
         if len(outs) != 1:
             raise NonDifferentiableError("grad needs a function that returns one scalar", source=src)
@@ -195,6 +199,14 @@ class Function:
             outs = compiled.run(leaves)
             return self._package(compiled, outs)
 
+    def lower(self, *args, load=False, source=None, **kwargs):
+        """Trace and compile for these arguments without caching the result; with load=False
+        nothing is Numba-compiled and the Compiled has no driver (what `gradc compile` writes
+        out). `source` names the caller in the generated code (default: the calling line)."""
+        leaves, treedef = pytree.flatten((args, kwargs))
+        self._call_source = source or user_source()
+        return self._compile(signature_key(leaves, treedef), args, kwargs, load=load, cache=False)
+
     def compiled_for(self, *args, **kwargs):
         """The compiled signature for these arguments (compiling it if needed)."""
         leaves, treedef = pytree.flatten((args, kwargs))
@@ -204,14 +216,14 @@ class Function:
             self._compile(key, args, kwargs)
         return self.cache[key]
 
-    def _compile(self, key, args, kwargs):
+    def _compile(self, key, args, kwargs, load=True, cache=True):
         for i, (shape, dtype) in enumerate(key[1]):
             if np.dtype(dtype) not in SUPPORTED_DTYPES:
                 raise SignatureError(
                     f"an input array has dtype {np.dtype(dtype).name}, which gradc does not "
                     "support; convert it with .astype(np.float32) (supported: "
                     + ", ".join(d.name for d in SUPPORTED_DTYPES) + ")", source=self._call_source)
-        if self.max_signatures is not None and len(self.cache) >= self.max_signatures:
+        if cache and self.max_signatures is not None and len(self.cache) >= self.max_signatures:
             raise SignatureError(
                 f"{self.__name__} would compile signature number {len(self.cache) + 1}, over "
                 f"max_signatures={self.max_signatures}: {_why(self._last_key, key)}",
@@ -220,8 +232,10 @@ class Function:
         graph, out_info = self.trace_joint(args, kwargs)
         t_trace = time.perf_counter() - t0
         title = f"{self.mode} of {self.__name__} from {self._call_source}"
-        stages, fusion, plan, program, driver, timings = compile_graph(graph, title)
+        stages, fusion, plan, program, driver, timings = compile_graph(graph, title, load)
         compiled = Compiled(stages, fusion, plan, program, driver, out_info)
+        if not cache:
+            return compiled
         if _log_enabled("compiles"):
             _log(f"compiled {self.mode}({self.__name__}) at {self._call_source}: "
                  f"{_why(self._last_key, key)}; {len(fusion.kernels)} kernels; trace "
@@ -251,7 +265,7 @@ class Function:
         like = next(x for x in pytree.flatten((args, kwargs))[0] if isinstance(x, Value))
         graph = like.graph
         src = user_source()
-        argnums, many = _normalize_argnums(self.argnums, len(args), src)
+        argnums, many = normalize_argnums(self.argnums, len(args), src)
         differentiable_leaves(args, argnums, src)
         args = list(args)
         wrt, trees = [], []

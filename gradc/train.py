@@ -139,7 +139,18 @@ class TrainStep:
                 f"shapes {[s for s, _ in spec[1]]}. Its optimizer state is shaped like the first; "
                 "make a new train_step for other parameters", source=src)
 
-    def _compile(self, key, args, src):
+    def lower(self, *args, load=False, source=None):
+        """Trace and compile for these arguments without caching the result; with load=False
+        nothing is Numba-compiled and the Compiled has no driver (what `gradc compile` writes
+        out). `source` names the caller in the generated code (default: the calling line)."""
+        src = source or user_source()
+        p_leaves, p_tree = pytree.flatten(args[self.argnums])
+        self._check_params(p_leaves, p_tree, src)
+        leaves, treedef = pytree.flatten((args, {}))
+        key = signature_key(leaves, treedef) + (self.optimizer.static(),)
+        return self._compile(key, args, src, load=load, cache=False)
+
+    def _compile(self, key, args, src, load=True, cache=True):
         graph, out_tree, outs = trace(self.loss_fn, args)
         argnums = (self.argnums,)
         differentiable_leaves(args, argnums, src)
@@ -183,9 +194,11 @@ class TrainStep:
         graph.outputs = outputs
         graph.aliases = aliases
         title = f"train_step of {self.__name__} with {self.optimizer!r} from {src}"
-        stages, fusion, plan, program, driver, timings = compile_graph(graph, title)
+        stages, fusion, plan, program, driver, timings = compile_graph(graph, title, load)
         compiled = Compiled(stages, fusion, plan, program, driver, None)
         compiled.param_leaves = slice(before, before + n_params)  # where params sit in the leaves
+        if not cache:
+            return compiled
         if _log_enabled("compiles"):
             _log(f"compiled train_step({self.__name__}) at {src}: {_why(self._last_key, key)}; "
                  f"{len(fusion.kernels)} kernels; passes {timings['passes'] * 1e3:.0f} ms, codegen "
@@ -200,13 +213,20 @@ def _index(values, v):
 
 
 def train_step(loss_fn=None, optimizer=None, *, argnums=0, check_finite=False, clip_norm=None,
-               target="cpu"):
+               target="cpu", distributed=False, comm=None, timeout=None):
     """Compile `loss_fn`'s forward, backward and `optimizer`'s update into one call:
     `loss = step(params, *batch)` updates `params` (argument `argnums`) in place and returns
-    the loss as a float."""
+    the loss as a float. distributed=True trains data-parallel over MPI (gradc.distributed:
+    one allreduce of the gradients per step; `comm` defaults to COMM_WORLD, `timeout` in
+    seconds aborts a rank left waiting)."""
     if optimizer is None:
         raise TypeError("train_step needs an optimizer, e.g. gradc.optim.Adam(lr=1e-3)")
-    if loss_fn is None:
-        return lambda f: TrainStep(f, optimizer, argnums, check_finite, clip_norm, target)
-    return TrainStep(loss_fn, optimizer, argnums, check_finite, clip_norm, target)
+    if distributed:  # data parallel over MPI; mpi4py is imported only here
+        from .distributed import train_step as data_parallel
+        make = lambda f: data_parallel(f, optimizer, argnums=argnums, comm=comm,  # noqa: E731
+                                       check_finite=check_finite, clip_norm=clip_norm,
+                                       target=target, timeout=timeout)
+    else:
+        make = lambda f: TrainStep(f, optimizer, argnums, check_finite, clip_norm, target)  # noqa: E731
+    return make if loss_fn is None else make(loss_fn)
 

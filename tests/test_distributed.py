@@ -192,3 +192,14 @@ def test_distributed_digits_example_reaches_95_percent():
     rc, stdout, stderr, seconds = mpiexec(example, "--quiet")
     assert rc == 0, (stdout, stderr)
     assert "OK: digits MLP on 2 ranks test_accuracy" in stdout, stdout
+
+
+def test_train_step_distributed_flag_builds_a_data_parallel_step():
+    """`gradc.train_step(..., distributed=True)` is the data-parallel step (one rank here)."""
+    pytest.importorskip("mpi4py")
+    p = {"w": np.ones(3, np.float32)}
+    step = gradc.train_step(lambda p, x: np.mean((x @ p["w"]) ** 2), gradc.optim.SGD(0.1),
+                            distributed=True)
+    x = np.ones((4, 3), np.float32)
+    assert step(p, x) == pytest.approx(9.0)
+    assert np.allclose(p["w"], 1.0 - 0.1 * 2 * 3.0)  # d/dw mean((x@w)^2) = 2*(x@w)*x -> 6 each
