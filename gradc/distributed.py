@@ -4,15 +4,11 @@ Every rank runs the same compiled forward+backward on its own shard of the data.
 gradients of a compiled signature live side by side in one flat region of its arena
 (`Compiled.output_region`: [loss, padding, grad0, padding, grad1, ...], padding zero), so one
 in-place `Allreduce(MPI.IN_PLACE, region, SUM)` per step sums the losses and the gradients of
-all ranks at once, with no packing and no copy. The update is a second compiled call,
-`gradc.train_step` of
-
-    apply(params, grads) = (1/size) * sum_i np.sum(params_i * grads_i)
-
-whose gradient with respect to `params` is exactly `grads / size` (1/size is a power of two for
-2, 4, 8... ranks, so the scaling is exact there): the averaged gradient goes through the same fused
-optimizer update as a single-process `gradc.train_step` (SGD, Adam, AdamW, `clip_norm` on the
-averaged gradient, `check_finite`). The first step checks that every rank has the same model
+all ranks at once, with no packing and no copy. The update is a second compiled call, an
+update-only step (`gradc.train.update_step`) that takes the summed gradients, scales them by
+1/size inside its kernels (exact for 2, 4, 8... ranks) and runs the same fused optimizer update as
+a single-process `gradc.train_step` (SGD, Adam, AdamW, `clip_norm` on the averaged gradient,
+`check_finite`). The first step checks that every rank has the same model
 (parameter structure, shapes, dtypes, optimizer) with one small allgather, then broadcasts the
 parameters from rank 0, so all ranks start, and stay, bit-identical.
 
@@ -43,7 +39,7 @@ from .api import value_and_grad
 from .errors import CompileError, GradcError, NonFiniteError, SignatureError
 from .passes.memory import ALIGN
 from .runtime import signature_key
-from .train import train_step as _train_step
+from .train import update_step
 from .trace import user_source
 
 __all__ = ["train_step", "DataParallelStep", "shard", "abort_on_error", "world",
@@ -145,19 +141,6 @@ def abort_on_error(comm=None):
 
 # --- the step ------------------------------------------------------------------------------
 
-def _apply_fn(scale):
-    def apply_averaged_gradients(params, grads):
-        """The update's 'loss': its gradient with respect to params is scale * grads."""
-        p_leaves, _ = pytree.flatten(params)
-        g_leaves, _ = pytree.flatten(grads)
-        total = None
-        for p, g in zip(p_leaves, g_leaves):
-            term = np.sum(p * g)
-            total = term if total is None else total + term
-        return total * scale
-    return apply_averaged_gradients
-
-
 def _describe_error(e):
     text = f"{type(e).__name__}: {e}"
     return text if len(text) < 2000 else text[:2000] + "..."
@@ -179,8 +162,9 @@ class DataParallelStep:
         self.check_finite, self.timeout, self.root = check_finite, timeout, root
         self.__name__ = getattr(loss_fn, "__name__", "loss")
         self.grad_fn = value_and_grad(loss_fn, argnums=argnums, target=target)
-        self.update = _train_step(_apply_fn(1.0 / self.size), optimizer, argnums=0,
-                                  check_finite=check_finite, clip_norm=clip_norm, target=target)
+        # the update alone, with the summed gradients scaled to their mean inside its kernels
+        self.update = update_step(optimizer, check_finite=check_finite, clip_norm=clip_norm,
+                                  grad_scale=1.0 / self.size)
         self.lock = threading.Lock()
         self.allreduce_s = 0.0  # time spent in the allreduce, summed over steps
         self._region_spec = None  # (dtype, nbytes, offsets of the gradients) agreed at step 1

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import autodiff, pytree
 from .errors import NonFiniteError, SignatureError
+from .ir import Graph
 from .ops import fn
 from .passes import BEFORE_AUTODIFF, run_passes
 from .runtime import (Compiled, _log, _log_enabled, _why, check_scalar_output, compile_graph,
@@ -43,17 +44,26 @@ def all_finite(values):
     return acc == 0.0
 
 
+def update_step(optimizer, check_finite=False, clip_norm=None, grad_scale=1.0):
+    """An update-only step: `step(params, grads)` applies `optimizer` with the given gradients
+    (times `grad_scale`) in place, as a train step would after its backward."""
+    return TrainStep(None, optimizer, 0, check_finite, clip_norm, grad_scale=grad_scale)
+
+
 class TrainStep:
     """`loss = step(params, *batch)`: one optimizer step, params updated in place."""
 
     def __init__(self, loss_fn, optimizer, argnums=0, check_finite=False, clip_norm=None,
-                 target="cpu"):
+                 target="cpu", grad_scale=1.0):
         if target != "cpu":
             raise NotImplementedError(f"target={target!r} is not available yet; use target='cpu'")
         if not isinstance(argnums, int):
             raise SignatureError("train_step updates one argument: argnums must be an int")
         self.loss_fn, self.optimizer, self.argnums = loss_fn, optimizer, argnums
         self.check_finite, self.clip_norm = check_finite, clip_norm
+        # loss_fn=None makes an update-only step, `step(params, grads)`, whose gradients (times
+        # grad_scale) are given: the optimizer, clipping and check_finite without a forward
+        self.grad_scale = grad_scale
         self.__name__ = getattr(loss_fn, "__name__", "loss")
         self.step_count = 0
         self.cache = {}
@@ -150,10 +160,13 @@ class TrainStep:
         key = signature_key(leaves, treedef) + (self.optimizer.static(),)
         return self._compile(key, args, src, load=load, cache=False)
 
-    def _compile(self, key, args, src, load=True, cache=True):
+    def _joint_graph(self, args, src):
+        """The loss and the gradients of the parameters, as one graph (or, for an update-only
+        step, the gradients as inputs). Returns (graph, params, loss, grads, first param leaf)."""
+        if self.loss_fn is None:
+            return self._gradients_given(args, src)
         graph, out_tree, outs = trace(self.loss_fn, args)
-        argnums = (self.argnums,)
-        differentiable_leaves(args, argnums, src)
+        differentiable_leaves(args, (self.argnums,), src)
         if len(outs) != 1:
             raise SignatureError("train_step needs a loss function returning one scalar", source=src)
         check_scalar_output(outs[0], src)
@@ -162,7 +175,27 @@ class TrainStep:
         n_params = len(pytree.flatten(args[self.argnums])[0])
         params = graph.inputs[before:before + n_params]
         loss = graph.outputs[0]
-        grads = autodiff.vjp(graph, loss, params)
+        return graph, params, loss, autodiff.vjp(graph, loss, params), before
+
+    def _gradients_given(self, args, src):
+        if len(args) != 2:
+            raise SignatureError("an update-only step takes (params, grads)", source=src)
+        p_leaves, p_tree = pytree.flatten(args[0])
+        g_leaves, g_tree = pytree.flatten(args[1])
+        if g_tree != p_tree or [np.shape(g) for g in g_leaves] != [p.shape for p in p_leaves]:
+            raise SignatureError(f"gradients {pytree.describe(g_tree)} do not match parameters "
+                                 f"{pytree.describe(p_tree)} in structure or shapes", source=src)
+        graph = Graph()
+        params = [graph.add_input(p.shape, p.dtype, name=f"params[{i}]") for i, p in enumerate(p_leaves)]
+        grads = [fn.astype(graph.add_input(p.shape, np.asarray(g).dtype, name=f"grads[{i}]"), p.dtype)
+                 for i, (p, g) in enumerate(zip(p_leaves, g_leaves))]
+        if self.grad_scale != 1:
+            grads = [g * self.grad_scale for g in grads]
+        return graph, params, fn.const(graph, 0.0, np.float32), grads, 0
+
+    def _compile(self, key, args, src, load=True, cache=True):
+        graph, params, loss, grads, before = self._joint_graph(args, src)
+        n_params = len(params)
         graph.stamp_user_source = False
         with graph.at_source(f"optimizer {type(self.optimizer).__name__}"):
             state_in = {slot: [graph.add_input(p.shape, p.dtype, name=f"{slot}[{i}]")

@@ -115,9 +115,11 @@ def test_errors_are_gradc_errors():
 @needs_mpi
 def test_the_update_step_applies_exactly_the_averaged_gradient(checks):
     results = checks[0]
-    # d/dp of scale * sum(p * g) is scale * g bit for bit: SGD(lr=1) gives p - scale*g exactly
-    assert results["update_gradient_exact"] == {"1.0": True, "0.5": True,
-                                                "0.3333333333333333": True}
+    # the update-only step with SGD(lr=1) gives p - scale*g: bit for bit where the scaling is
+    # exact (powers of two: 2, 4, 8... ranks), within one rounding of NumPy's two-step formula
+    # otherwise (the fused kernel may contract the product into the subtraction)
+    ulps = results["update_gradient_exact"]
+    assert ulps["1.0"] == 0 and ulps["0.5"] == 0 and ulps["0.3333333333333333"] <= 1.0, ulps
     # one rank: the same trajectory as gradc.train_step (4 ulp of fast-math rounding allowed)
     for name, r in results["one_rank"].items():
         assert r["max_abs_param_diff"] <= 1e-6 and r["max_loss_diff"] <= 1e-6, (name, r)
