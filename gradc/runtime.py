@@ -101,7 +101,9 @@ class Compiled:
         off = self.plan.offsets[v.id]
         return self.arena[off:off + v.size * v.dtype.itemsize].view(v.dtype).reshape(v.shape)
 
-    def run(self, leaves):
+    def run(self, leaves, owned=()):
+        """Run on the caller's array `leaves`; `owned` are the addresses of the remaining inputs,
+        buffers gradc owns (a train step's optimizer state), which never move."""
         keep = []  # contiguous copies that must live until the driver returns
         addresses = []
         for x, (shape, dtype) in zip(leaves, self.input_types):
@@ -109,11 +111,49 @@ class Compiled:
                 x = np.ascontiguousarray(x, dtype=dtype)
                 keep.append(x)
             addresses.append(x.__array_interface__["data"][0])  # (x.ctypes leaves GC garbage)
-        self.driver(self.address, *addresses)
+        self.driver(self.address, *addresses, *owned)
         return self.outputs
 
 
-def compile_graph(graph, title, load=True):
+class CudaCompiled(Compiled):
+    """target="cuda" (gradc/codegen/cuda.py): the same interface; the host arena mirrors the
+    device's outputs region, and the driver copies inputs in and outputs back on each call."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.driver is not None:
+            self.driver.upload_constants(self.arena)
+
+    def run(self, leaves, owned=()):
+        hosts = [x if isinstance(x, np.ndarray) and x.flags.c_contiguous and x.dtype == dtype
+                 else np.ascontiguousarray(x, dtype=dtype)
+                 for x, (shape, dtype) in zip(leaves, self.input_types)]
+        for address, (shape, dtype) in zip(owned, self.input_types[len(leaves):]):
+            hosts.append(_host_array(address, shape, dtype))  # gradc-owned buffers, by address
+        self.driver(self.arena, hosts)
+        return self.outputs
+
+
+def _host_array(address, shape, dtype):
+    import ctypes
+    n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    raw = np.ctypeslib.as_array(ctypes.cast(address, ctypes.POINTER(ctypes.c_uint8)), shape=(n,))
+    return raw.view(dtype).reshape(shape)
+
+
+COMPILED = {"cpu": Compiled, "cuda": CudaCompiled}  # by target
+
+
+def check_target(target):
+    """target="cpu" or "cuda" (which needs numba.cuda and a GPU, or the simulator)."""
+    if target not in COMPILED:
+        raise NotImplementedError(f"target={target!r} is not available; use 'cpu' or 'cuda'")
+    if target == "cuda":
+        from .codegen.cuda import require_cuda
+        require_cuda()
+
+
+def compile_graph(graph, title, load=True, target="cpu"):
     """Run the passes after tracing (and autodiff, done by the caller); generate code, and load
     it (Numba-compile the kernels) unless load=False, which returns no driver."""
     timings = {}
@@ -124,11 +164,17 @@ def compile_graph(graph, title, load=True):
     plan = plan_buffers(fusion)
     timings["passes"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    program = Program(fusion, plan, title)
+    if target == "cuda":  # target="cuda": gradc/codegen/cuda.py
+        from .codegen.cuda import CudaProgram
+        program = CudaProgram(fusion, plan, title)
+    else:
+        program = Program(fusion, plan, title)
     timings["codegen"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     driver = None
-    if load:
+    if load and target == "cuda":
+        driver = program.load()
+    elif load:
         for name, source in program.kernel_modules.items():
             load_module(name, source)
         driver = load_module(content_name("gradc_driver", program.driver_source),
@@ -141,8 +187,7 @@ class Function:
     """A compiled function: `jit`, `grad` or `value_and_grad` of `fun`."""
 
     def __init__(self, fun, mode, argnums=0, copy=False, target="cpu", max_signatures=None):
-        if target not in ("cpu",):
-            raise NotImplementedError(f"target={target!r} is not available yet; use target='cpu'")
+        check_target(target)
         self.fun, self.mode, self.argnums, self.copy = fun, mode, argnums, copy
         self.target = target
         self.max_signatures = max_signatures
@@ -232,8 +277,8 @@ class Function:
         graph, out_info = self.trace_joint(args, kwargs)
         t_trace = time.perf_counter() - t0
         title = f"{self.mode} of {self.__name__} from {self._call_source}"
-        stages, fusion, plan, program, driver, timings = compile_graph(graph, title, load)
-        compiled = Compiled(stages, fusion, plan, program, driver, out_info)
+        stages, fusion, plan, program, driver, timings = compile_graph(graph, title, load, self.target)
+        compiled = COMPILED[self.target](stages, fusion, plan, program, driver, out_info)
         if not cache:
             return compiled
         if _log_enabled("compiles"):

@@ -20,8 +20,8 @@ from .errors import NonFiniteError, SignatureError
 from .ir import Graph
 from .ops import fn
 from .passes import BEFORE_AUTODIFF, run_passes
-from .runtime import (Compiled, _log, _log_enabled, _why, check_scalar_output, compile_graph,
-                      differentiable_leaves, signature_key)
+from .runtime import (COMPILED, _log, _log_enabled, _why, check_scalar_output, check_target,
+                      compile_graph, differentiable_leaves, signature_key)
 from .trace import trace, user_source
 
 
@@ -55,8 +55,8 @@ class TrainStep:
 
     def __init__(self, loss_fn, optimizer, argnums=0, check_finite=False, clip_norm=None,
                  target="cpu", grad_scale=1.0):
-        if target != "cpu":
-            raise NotImplementedError(f"target={target!r} is not available yet; use target='cpu'")
+        check_target(target)
+        self.target = target
         if not isinstance(argnums, int):
             raise SignatureError("train_step updates one argument: argnums must be an int")
         self.loss_fn, self.optimizer, self.argnums = loss_fn, optimizer, argnums
@@ -118,9 +118,7 @@ class TrainStep:
             step = self.step_count + 1
             for name, value in self.optimizer.scalars(step).items():
                 self._scalars[name][()] = value
-            state = [a for slot in self.optimizer.slots for a in self._state[slot]]
-            scalars = [self._scalars[n] for n in self.optimizer.scalar_names]
-            outs = compiled.run(leaves + state + scalars)
+            outs = compiled.run(leaves, self._owned_addresses())
             loss = float(outs[0])
             if self.check_finite and not bool(outs[-1]):
                 raise NonFiniteError(
@@ -128,6 +126,16 @@ class TrainStep:
                     "state were left unchanged", source=user_source())
             self.step_count = step
             return loss
+
+    def _owned_addresses(self):
+        """Addresses of the optimizer state and runtime scalars, in the graph's input order
+        (cached: load_state_dict copies into the same arrays)."""
+        owned = [a for slot in self.optimizer.slots for a in self._state[slot]] + \
+            [self._scalars[n] for n in self.optimizer.scalar_names]
+        key = tuple(id(a) for a in owned)
+        if getattr(self, "_owned", (None,))[0] != key:
+            self._owned = (key, [a.__array_interface__["data"][0] for a in owned], owned)
+        return self._owned[1]
 
     def _check_params(self, leaves, tree, src):
         spec = (tree, [(np.shape(x), np.asarray(x).dtype) for x in leaves])
@@ -227,8 +235,8 @@ class TrainStep:
         graph.outputs = outputs
         graph.aliases = aliases
         title = f"train_step of {self.__name__} with {self.optimizer!r} from {src}"
-        stages, fusion, plan, program, driver, timings = compile_graph(graph, title, load)
-        compiled = Compiled(stages, fusion, plan, program, driver, None)
+        stages, fusion, plan, program, driver, timings = compile_graph(graph, title, load, self.target)
+        compiled = COMPILED[self.target](stages, fusion, plan, program, driver, None)
         compiled.param_leaves = slice(before, before + n_params)  # where params sit in the leaves
         if not cache:
             return compiled

@@ -311,18 +311,13 @@ def unfold_02a8f7ae58(p_x0, p_out, len_x0, len_out, N, C, H, W, OH, OW, KH, KW, 
                             out[row + i * KW + j] = x0[src] if inside else f32(0.0)
 
 
-# matmul_69e0c62337: matmul; called by k1, k15
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_69e0c62337(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
+# matmul_8c88743242: matmul; called by k1, k15
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def matmul_8c88743242(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
     x0 = f32_array(p_x0, len_x0)
     x1 = f32_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
-    for i in range(m):
-        for j in range(n):
-            acc = f32(0.0)
-            for p in range(k):
-                acc += x0[i * k + p] * x1[j * k + p]
-            out[i * n + j] = acc
+    np.dot(x0.reshape((x0_rows, x0_cols)), x1.reshape((x1_rows, x1_cols)).T, out.reshape((m, n)))
 
 
 # loop_add_relu_greater_8643fbdf53: add, relu, greater; called by k2
@@ -361,19 +356,13 @@ def loop_max_2fc049e88f(n0, n1, n2, n3, p0, p1):
                 a1[i0 * n2 + i2] = max2(a1[i0 * n2 + i2], acc1)
 
 
-# matmul_6393c33df1: matmul; called by k4
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_6393c33df1(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
+# matmul_3469deddb8: matmul; called by k4
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def matmul_3469deddb8(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
     x0 = f32_array(p_x0, len_x0)
     x1 = f32_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
-    for i in range(m):
-        for j in range(n):
-            out[i * n + j] = f32(0.0)
-        for p in range(k):
-            s = x0[i * k + p]
-            for j in range(n):
-                out[i * n + j] += s * x1[p * n + j]
+    np.dot(x0.reshape((x0_rows, x0_cols)), x1.reshape((x1_rows, x1_cols)), out.reshape((m, n)))
 
 
 # loop_add_max_69b41dadb1: add, max; called by k5
@@ -553,19 +542,13 @@ def loop_multiply_subtract_sum_403430fe4b(n0, n1, p0, p1, p2, p3, p4):
             a4[i1] = a4[i1] + t4  # sum
 
 
-# matmul_afd9460ca3: matmul; called by k16, k22
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_afd9460ca3(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
+# matmul_a04a1ae222: matmul; called by k16, k22
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def matmul_a04a1ae222(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
     x0 = f32_array(p_x0, len_x0)
     x1 = f32_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
-    for i in range(m):
-        for j in range(n):
-            out[i * n + j] = f32(0.0)
-        for p in range(k):
-            s = x0[p * m + i]
-            for j in range(n):
-                out[i * n + j] += s * x1[p * n + j]
+    np.dot(x0.reshape((x0_rows, x0_cols)).T, x1.reshape((x1_rows, x1_cols)), out.reshape((m, n)))
 
 
 # loop_equal_astype_sum_215015768f: equal, astype, sum; called by k17
@@ -705,7 +688,7 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     unfold_02a8f7ae58(x, A + 64, 2048, 18432, 32, 1, 8, 8, 8, 8, 3, 3, 1, 1, 1, 1)
     # k1: matmul over [2048x16] -> %21
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    matmul_69e0c62337(A + 64, params_conv_w, A + 73792, 18432, 144, 32768, 2048, 16, 9)
+    matmul_8c88743242(A + 64, params_conv_w, A + 73792, 18432, 144, 32768, 2048, 9, 16, 9, 2048, 16)
     # k2: add, relu, greater over [32x16x8x8] -> %27, %79
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
@@ -715,7 +698,7 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     loop_max_2fc049e88f(2048, 2, 4, 2, A + 204864, A + 73792)
     # k4: matmul over [32x10] -> %31
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_6393c33df1(A + 73792, params_W, A + 106560, 8192, 2560, 320, 32, 10, 256)
+    matmul_3469deddb8(A + 73792, params_W, A + 106560, 8192, 2560, 320, 32, 256, 256, 10, 32, 10)
     # k5: add, max over [32x10] -> %34, %35
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
@@ -751,10 +734,10 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     loop_multiply_subtract_sum_403430fe4b(32, 10, A + 110656, A + 106688, A + 106880, A + 108160, A + 106816)
     # k15: matmul over [32x256] -> %63
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_69e0c62337(A + 108160, params_W, A + 109440, 320, 2560, 8192, 32, 256, 10)
+    matmul_8c88743242(A + 108160, params_W, A + 109440, 320, 2560, 8192, 32, 10, 256, 10, 32, 256)
     # k16: matmul over [256x10] -> %64
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_afd9460ca3(A + 73792, A + 108160, A + 142208, 8192, 320, 2560, 256, 10, 32)
+    matmul_a04a1ae222(A + 73792, A + 108160, A + 142208, 8192, 320, 2560, 32, 256, 32, 10, 256, 10)
     # k17: equal, astype, sum over [32x16x4x2x4x2] -> %67, %69
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     loop_equal_astype_sum_215015768f(2048, 2, 4, 2, A + 204864, A + 73792, A + 152448, A + 368704)
@@ -773,7 +756,7 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     loop_copy_c3372a7570(32, 64, 16, A + 401472, A + 152448, 1024, 1, 64, 32768)
     # k22: matmul over [16x9] -> %87
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    matmul_afd9460ca3(A + 152448, A + 64, A + 73792, 32768, 18432, 144, 16, 9, 2048)
+    matmul_a04a1ae222(A + 152448, A + 64, A + 73792, 32768, 18432, 144, 2048, 16, 2048, 9, 16, 9)
     # k23: subtract, multiply, add, sqrt, divide over [256x10] -> %96, %106, %119
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_ee0f7ff75f(2560, A + 142208, exp_avg_0, exp_avg_sq_0, A + 106624, A + 106560, params_W, exp_avg_0, exp_avg_sq_0, params_W)

@@ -292,19 +292,13 @@ JIT_OPTIONS = dict(JIT_OPTIONS, cache=_VECMATH and sys.modules.get(__name__) is 
 _state["active"] = True  # the kernels below compile (eagerly: explicit signatures) with the hook
 
 
-# matmul_6393c33df1: matmul; called by k0, k2
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_6393c33df1(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
+# matmul_3469deddb8: matmul; called by k0, k2
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def matmul_3469deddb8(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
     x0 = f32_array(p_x0, len_x0)
     x1 = f32_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
-    for i in range(m):
-        for j in range(n):
-            out[i * n + j] = f32(0.0)
-        for p in range(k):
-            s = x0[i * k + p]
-            for j in range(n):
-                out[i * n + j] += s * x1[p * n + j]
+    np.dot(x0.reshape((x0_rows, x0_cols)), x1.reshape((x1_rows, x1_cols)), out.reshape((m, n)))
 
 
 # loop_add_relu_greater_85d413ba68: add, relu, greater; called by k1
@@ -502,33 +496,22 @@ def loop_multiply_subtract_sum_403430fe4b(n0, n1, p0, p1, p2, p3, p4):
             a4[i1] = a4[i1] + t4  # sum
 
 
-# matmul_69e0c62337: matmul; called by k13
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_69e0c62337(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
+# matmul_8c88743242: matmul; called by k13
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def matmul_8c88743242(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
     x0 = f32_array(p_x0, len_x0)
     x1 = f32_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
-    for i in range(m):
-        for j in range(n):
-            acc = f32(0.0)
-            for p in range(k):
-                acc += x0[i * k + p] * x1[j * k + p]
-            out[i * n + j] = acc
+    np.dot(x0.reshape((x0_rows, x0_cols)), x1.reshape((x1_rows, x1_cols)).T, out.reshape((m, n)))
 
 
-# matmul_afd9460ca3: matmul; called by k14, k16
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_afd9460ca3(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
+# matmul_a04a1ae222: matmul; called by k14, k16
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def matmul_a04a1ae222(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
     x0 = f32_array(p_x0, len_x0)
     x1 = f32_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
-    for i in range(m):
-        for j in range(n):
-            out[i * n + j] = f32(0.0)
-        for p in range(k):
-            s = x0[p * m + i]
-            for j in range(n):
-                out[i * n + j] += s * x1[p * n + j]
+    np.dot(x0.reshape((x0_rows, x0_cols)).T, x1.reshape((x1_rows, x1_cols)), out.reshape((m, n)))
 
 
 # loop_where_sum_ff7285b7d1: where, sum; called by k15
@@ -597,13 +580,13 @@ def run(A, params_W1, params_W2, params_b1, params_b2, x, y, exp_avg_0, exp_avg_
     the flat order of `INPUTS`. Allocates nothing."""
     # k0: matmul over [32x128] -> %18
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    matmul_6393c33df1(x, params_W1, A + 64, 2048, 8192, 4096, 32, 128, 64)
+    matmul_3469deddb8(x, params_W1, A + 64, 2048, 8192, 4096, 32, 64, 64, 128, 32, 128)
     # k1: add, relu, greater over [32x128] -> %22, %60
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
     loop_add_relu_greater_85d413ba68(32, 128, A + 64, params_b1, A + 16448, A + 32832)
     # k2: matmul over [32x10] -> %23
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    matmul_6393c33df1(A + 16448, params_W2, A + 64, 4096, 1280, 320, 32, 10, 128)
+    matmul_3469deddb8(A + 16448, params_W2, A + 64, 4096, 1280, 320, 32, 128, 128, 10, 32, 10)
     # k3: add, max over [32x10] -> %26, %27
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
@@ -639,16 +622,16 @@ def run(A, params_W1, params_W2, params_b1, params_b2, x, y, exp_avg_0, exp_avg_
     loop_multiply_subtract_sum_403430fe4b(32, 10, A + 4160, A + 192, A + 384, A + 1664, A + 320)
     # k13: matmul over [32x128] -> %55
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    matmul_69e0c62337(A + 1664, params_W2, A + 36928, 320, 1280, 4096, 32, 128, 10)
+    matmul_8c88743242(A + 1664, params_W2, A + 36928, 320, 1280, 4096, 32, 10, 128, 10, 32, 128)
     # k14: matmul over [128x10] -> %56
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    matmul_afd9460ca3(A + 16448, A + 1664, A + 2944, 4096, 320, 1280, 128, 10, 32)
+    matmul_a04a1ae222(A + 16448, A + 1664, A + 2944, 4096, 320, 1280, 32, 128, 32, 10, 128, 10)
     # k15: where, sum over [32x128] -> %61, %62
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
     loop_where_sum_ff7285b7d1(32, 128, A + 32832, A + 36928, A + 8064, A + 384)
     # k16: matmul over [64x128] -> %64
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    matmul_afd9460ca3(x, A + 8064, A + 53312, 2048, 4096, 8192, 64, 128, 32)
+    matmul_a04a1ae222(x, A + 8064, A + 53312, 2048, 4096, 8192, 32, 64, 32, 128, 64, 128)
     # k17: subtract, multiply, add, sqrt, divide over [64x128] -> %72, %82, %95
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_ee0f7ff75f(8192, A + 53312, exp_avg_0, exp_avg_sq_0, A + 128, A + 64, params_W1, exp_avg_0, exp_avg_sq_0, params_W1)

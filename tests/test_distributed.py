@@ -23,7 +23,7 @@ from gradc.distributed import shard
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SCRIPTS = os.path.join(HERE, "mpi_scripts")
-BOUND_S = 120  # no MPI job may take longer; a hang fails the test instead of blocking CI
+BOUND_S = 240  # no MPI job may take longer; a hang fails the test instead of blocking CI
 
 
 def find_mpiexec():

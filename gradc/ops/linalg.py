@@ -52,10 +52,11 @@ def _operand(k, name, shape2, t):
     return f"{name}.reshape(({r}, {c})){'.T' if t else ''}"
 
 
-# Below this many multiply-adds a plain loop nest beats BLAS: OpenBLAS wakes its threads for
-# every call, which costs more than a small product (measured: 512x32 @ 32x32 took 0.53 ms
-# through 2-thread BLAS, 0.02 ms single-threaded).
-SMALL_MATMUL = 1 << 20
+# Below this many multiply-adds a plain loop nest beats the BLAS call's fixed cost (W1's
+# 100x2 @ 2x16). Above it BLAS wins by far on an idle machine (measured here, us per call,
+# loops vs BLAS: 32x64@64x128 13 vs 6; 64x128@128x32 35 vs 6; 512x32@32x32 90 vs 10), though
+# OpenBLAS's threads suffer when the cores are busy with other work.
+SMALL_MATMUL = 1 << 13
 
 
 def _loop_matmul(k, a, b, c, m, n, kk, ta, tb):
