@@ -2,6 +2,7 @@
 not move over 10 calls, and no NumPy array is allocated per call. The results are checked
 against NumPy so that a call that did nothing would fail."""
 import gc
+import os
 import tracemalloc
 
 import numpy as np
@@ -96,8 +97,14 @@ def _fused_case(n=64):
 
 
 def _fused_parallel_case():
-    """2**17 elements: big enough for gradc's multi-threaded (prange) loop kernels."""
-    return _fused_case(n=1 << 17)
+    """2**17 elements, with multi-threaded (prange) loop kernels switched on for them."""
+    os.environ["GRADC_PARALLEL_MIN_ITERATIONS"] = str(1 << 17)
+    try:
+        case = _fused_case(n=1 << 17)
+        case[0].compiled_for(*case[1])  # compile while parallel loops are on
+        return case
+    finally:
+        del os.environ["GRADC_PARALLEL_MIN_ITERATIONS"]
 
 
 def _assert_matches(result, expected):

@@ -205,7 +205,8 @@ def model(tmp_path_factory):
     return d, fun, forward, small, args
 
 
-def test_generated_module_runs_without_gradc_and_matches(model, tmp_path):
+def test_generated_module_runs_without_gradc_and_matches(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADC_PARALLEL_MIN_ITERATIONS", str(1 << 17))  # parallel loops are opt-in
     d, fun, forward, small, args = model
     aot.compile_module(fun, args, str(tmp_path / "model_vg.py"))
     aot.compile_module(small, args, str(tmp_path / "model_grad.py"), mode="grad", argnums=(0, 1))

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import os
+
 import numpy as np
 
 from ..ir import replay
@@ -236,17 +238,25 @@ def fuse(graph):
     return Fusion(graph, ordered, layouts, notes)
 
 
-# A parallel loop costs a thread-pool wake-up per call (~7 us here) and a slower compile; it
-# pays off only for big kernels: W3's 1M-element loop ran 22 ms -> 11 ms on 2 cores.
-PARALLEL_MIN_ITERATIONS = 1 << 17
+def parallel_min_iterations():
+    """Loops of at least this many iterations run on all cores; None (the default) for never.
+
+    Measured on this project's 2-core machines, parallel loops lost every time once the math
+    was vectorized: 1M-element tanh map 0.43 ms serial vs 1.46 ms parallel, W3's fused value and
+    gradient 1.6 ms vs 3.2-7 ms (the loop inside Numba's parfor runs scalar, and two shared
+    cores leave nothing to win on a memory-bound loop). Set GRADC_PARALLEL_MIN_ITERATIONS to
+    opt in on bigger machines (e.g. 131072)."""
+    value = os.environ.get("GRADC_PARALLEL_MIN_ITERATIONS", "")
+    return int(value) if value else None
 
 
 def decide_parallel(k):
     """Split a loop kernel's outermost loop across threads when it is big and no reduction
     accumulates in memory across outer iterations (that would race). Reductions over trailing
     axes are private to an iteration; a reduction over everything gets per-chunk partials."""
+    threshold = parallel_min_iterations()
     dims = [d for d, n in enumerate(k.shape) if n != 1]
-    if k.kind != "loop" or not dims or int(np.prod(k.shape)) < PARALLEL_MIN_ITERATIONS:
+    if threshold is None or k.kind != "loop" or not dims or int(np.prod(k.shape)) < threshold:
         return False
     for node in k.nodes:
         if node.opdef.kind == REDUCE:

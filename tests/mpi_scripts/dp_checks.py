@@ -59,7 +59,7 @@ if rank == 0:
     exact = {}
     for scale in (1.0, 0.5, 1 / 3):
         p = {"small": rng.standard_normal((7, 5)).astype(np.float32),
-             "large": rng.standard_normal(200_000).astype(np.float32)}  # a parallel kernel
+             "large": rng.standard_normal(200_000).astype(np.float32)}  # a big loop
         g = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in p.items()}
         expected = {k: v - g[k] * np.float32(scale) for k, v in p.items()}
         update_step(gradc.optim.SGD(lr=1.0), grad_scale=scale)(p, g)

@@ -26,7 +26,7 @@ import gradc
 from gradc import autodiff
 from gradc.ops import all_ops
 from gradc.passes import AFTER_AUTODIFF, BEFORE_AUTODIFF, run_passes
-from gradc.passes.fuse import PARALLEL_MIN_ITERATIONS, fuse
+from gradc.passes.fuse import fuse
 from gradc.trace import trace
 
 # ---------------------------------------------------------------------------------------------
@@ -770,10 +770,17 @@ def test_value_and_grad_float32(case):
 
 
 # ---------------------------------------------------------------------------------------------
-# big loops take the parallel path (prange over chunks, per-chunk partial reductions)
+# big loops take the parallel path (prange over chunks, per-chunk partial reductions); it is
+# opt-in (GRADC_PARALLEL_MIN_ITERATIONS), so these tests opt in
 
+PARALLEL_MIN_ITERATIONS = 1 << 17
 _ROWS = 257  # odd sizes: chunks of unequal length
 _COLS = PARALLEL_MIN_ITERATIONS // _ROWS + 3
+
+
+@pytest.fixture
+def parallel_loops(monkeypatch):
+    monkeypatch.setenv("GRADC_PARALLEL_MIN_ITERATIONS", str(PARALLEL_MIN_ITERATIONS))
 
 
 def _parallel_kernels(fun, *args):
@@ -781,7 +788,7 @@ def _parallel_kernels(fun, *args):
     return [k for k in compiled.fusion.kernels if getattr(k, "parallel", False)]
 
 
-def test_parallel_reductions_forward():
+def test_parallel_reductions_forward(parallel_loops):
     def f(x, y):
         e = np.tanh(x) * y.T + 0.5
         return (np.sum(e), np.sum(e, axis=1), np.max(e, axis=-1, keepdims=True), np.min(e),
@@ -801,7 +808,7 @@ def test_parallel_reductions_forward():
                                rtol=1e-10, atol=1e-9)
 
 
-def test_parallel_w3_value_and_grad():
+def test_parallel_w3_value_and_grad(parallel_loops):
     n = PARALLEL_MIN_ITERATIONS + 37
     rng = np.random.default_rng(2)
     x, w, b = (rng.standard_normal(n) for _ in range(3))
