@@ -1,0 +1,302 @@
+"""What generated CUDA kernels use (gradc/codegen/cuda.py): typed literals, device-function
+equivalents of the CPU helpers (max2/min2, and the `np.*` math the ops' scalar expressions name,
+renamed `cu_*`), and the library kernels (matmul, gathers, scatter-adds, slicing, windows), each
+written once, flat and shape-generic: sizes are arguments.
+
+Every kernel is a grid-stride loop (any launch size is correct). Scatter-adds (take_grad,
+take_along_axis_grad, fold) and reductions accumulate with atomics into an output that a `fill`
+launch initialised, so float sums are in a non-deterministic order.
+
+Importing this module imports numba.cuda: import it only for target="cuda".
+"""
+import math
+
+import numpy as np
+from numba import config, cuda
+
+f32, f64, i64, i32, i16, i8, u8, bool_ = (np.float32, np.float64, np.int64, np.int32, np.int16,
+                                          np.int8, np.uint8, np.bool_)
+cu_nan = float("nan")
+cu_inf = float("inf")
+
+
+# --- scalar helpers (device functions) ------------------------------------------------------
+@cuda.jit(device=True)
+def max2(a, b):
+    return a if (a >= b or a != a) else b  # NaN in a or b propagates, like np.maximum
+
+
+@cuda.jit(device=True)
+def min2(a, b):
+    return a if (a <= b or a != a) else b
+
+
+SIMULATOR = bool(config.ENABLE_CUDASIM)
+
+if SIMULATOR:
+    # Under the simulator device functions run as Python on NumPy scalars: NumPy's ufuncs give
+    # the IEEE results (log(0) = -inf, sqrt(-1) = nan) where the math module would raise.
+    def _ufunc(f):
+        def apply(x):
+            with np.errstate(all="ignore"):
+                return f(x)
+        return cuda.jit(device=True)(apply)
+
+    cu_exp, cu_log, cu_log1p, cu_expm1, cu_tanh, cu_sin, cu_cos, cu_sqrt = map(_ufunc, (
+        np.exp, np.log, np.log1p, np.expm1, np.tanh, np.sin, np.cos, np.sqrt))
+    cu_floor_f32 = cu_floor_f64 = _ufunc(np.floor)
+    cu_ceil_f32 = cu_ceil_f64 = _ufunc(np.ceil)
+    cu_sign_f32 = cu_sign_f64 = cu_sign_i64 = cu_sign_i32 = _ufunc(np.sign)
+else:
+    from numba.cuda import libdevice
+
+    # math.* on a float32 argument compiles to the float32 function (expf, logf...)
+    @cuda.jit(device=True)
+    def cu_exp(x):
+        return math.exp(x)
+
+    @cuda.jit(device=True)
+    def cu_log(x):
+        return math.log(x)
+
+    @cuda.jit(device=True)
+    def cu_log1p(x):
+        return math.log1p(x)
+
+    @cuda.jit(device=True)
+    def cu_expm1(x):
+        return math.expm1(x)
+
+    @cuda.jit(device=True)
+    def cu_tanh(x):
+        return math.tanh(x)
+
+    @cuda.jit(device=True)
+    def cu_sin(x):
+        return math.sin(x)
+
+    @cuda.jit(device=True)
+    def cu_cos(x):
+        return math.cos(x)
+
+    @cuda.jit(device=True)
+    def cu_sqrt(x):
+        return math.sqrt(x)
+
+    # floor, ceil and sign keep their argument's dtype: one device function per dtype
+    @cuda.jit(device=True)
+    def cu_floor_f32(x):
+        return libdevice.floorf(x)
+
+    @cuda.jit(device=True)
+    def cu_floor_f64(x):
+        return libdevice.floor(x)
+
+    @cuda.jit(device=True)
+    def cu_ceil_f32(x):
+        return libdevice.ceilf(x)
+
+    @cuda.jit(device=True)
+    def cu_ceil_f64(x):
+        return libdevice.ceil(x)
+
+    @cuda.jit(device=True)
+    def cu_sign_f32(x):
+        return f32(1) if x > 0 else (f32(-1) if x < 0 else x)
+
+    @cuda.jit(device=True)
+    def cu_sign_f64(x):
+        return f64(1) if x > 0 else (f64(-1) if x < 0 else x)
+
+    @cuda.jit(device=True)
+    def cu_sign_i64(x):
+        return i64(1) if x > 0 else (i64(-1) if x < 0 else i64(0))
+
+    @cuda.jit(device=True)
+    def cu_sign_i32(x):
+        return i32(1) if x > 0 else (i32(-1) if x < 0 else i32(0))
+
+
+# --- small kernels ---------------------------------------------------------------------------
+@cuda.jit
+def fill(out, n, value):
+    for t in range(cuda.grid(1), n, cuda.gridsize(1)):
+        out[t] = value
+
+
+@cuda.jit
+def copy_rows(out, x, n_outer, width, row, col):
+    """out[a * row + col + b] = x[a * width + b]: one input of a concatenate."""
+    for t in range(cuda.grid(1), n_outer * width, cuda.gridsize(1)):
+        a = t // width
+        b = t - a * width
+        out[a * row + col + b] = x[t]
+
+
+@cuda.jit
+def matmul(out, x, y, batch, m, n, k, ta, tb, a_step, b_step, zero):
+    """out[t] = op(x[t]) @ op(y[t]) for each batch t: one thread per output element."""
+    for e in range(cuda.grid(1), batch * m * n, cuda.gridsize(1)):
+        bt = e // (m * n)
+        r = e - bt * m * n
+        i = r // n
+        j = r - i * n
+        a0 = bt * a_step
+        b0 = bt * b_step
+        acc = zero
+        for p in range(k):
+            av = x[a0 + p * m + i] if ta else x[a0 + i * k + p]
+            bv = y[b0 + j * k + p] if tb else y[b0 + p * n + j]
+            acc += av * bv
+        out[e] = acc
+
+
+# Tiled matmul: a block of TILE x TILE threads computes a TILE x TILE tile of the output,
+# staging TILE-wide panels of op(x) and op(y) in shared memory; blocks stride over the tiles
+# (of every batch), so each thread of a block runs the same number of tiles and syncs.
+TILE = 8 if SIMULATOR else 16
+
+
+def _tiled_matmul(dtype):
+    @cuda.jit
+    def kernel(out, x, y, batch, m, n, k, ta, tb, a_step, b_step, zero):
+        sa = cuda.shared.array((TILE, TILE), dtype)
+        sb = cuda.shared.array((TILE, TILE), dtype)
+        tx = cuda.threadIdx.x % TILE
+        ty = cuda.threadIdx.x // TILE
+        tm = (m + TILE - 1) // TILE
+        tn = (n + TILE - 1) // TILE
+        for tile in range(cuda.blockIdx.x, batch * tm * tn, cuda.gridDim.x):
+            bt = tile // (tm * tn)
+            r = tile - bt * tm * tn
+            i = (r // tn) * TILE + ty
+            j = (r - (r // tn) * tn) * TILE + tx
+            a0 = bt * a_step
+            b0 = bt * b_step
+            acc = zero
+            for p0 in range(0, k, TILE):
+                pa = p0 + tx
+                if i < m and pa < k:
+                    sa[ty, tx] = x[a0 + pa * m + i] if ta else x[a0 + i * k + pa]
+                else:
+                    sa[ty, tx] = zero
+                pb = p0 + ty
+                if j < n and pb < k:
+                    sb[ty, tx] = y[b0 + j * k + pb] if tb else y[b0 + pb * n + j]
+                else:
+                    sb[ty, tx] = zero
+                cuda.syncthreads()
+                for q in range(TILE):
+                    acc += sa[ty, q] * sb[q, tx]
+                cuda.syncthreads()
+            if i < m and j < n:
+                out[bt * m * n + i * n + j] = acc
+    return kernel
+
+
+matmul_tiled_f32 = _tiled_matmul(np.float32)
+matmul_tiled_f64 = _tiled_matmul(np.float64)
+
+
+@cuda.jit(device=True)
+def _index(j, n, err, code):
+    if j < 0:
+        j += n
+    if j < 0 or j >= n:
+        err[0] = code
+        return 0
+    return j
+
+
+@cuda.jit
+def take(out, x, idx, outer, n, inner, m, err, code):
+    for e in range(cuda.grid(1), outer * m * inner, cuda.gridsize(1)):
+        a = e // (m * inner)
+        r = e - a * m * inner
+        t = r // inner
+        b = r - t * inner
+        j = _index(idx[t], n, err, code)
+        out[e] = x[(a * n + j) * inner + b]
+
+
+@cuda.jit
+def take_grad(out, g, idx, outer, n, inner, m, err, code):
+    """Scatter-add of g into out (zeroed by a fill launch before)."""
+    for e in range(cuda.grid(1), outer * m * inner, cuda.gridsize(1)):
+        a = e // (m * inner)
+        r = e - a * m * inner
+        t = r // inner
+        b = r - t * inner
+        j = _index(idx[t], n, err, code)
+        cuda.atomic.add(out, (a * n + j) * inner + b, g[e])
+
+
+@cuda.jit
+def take_along_axis(out, x, idx, outer, n, inner, m, err, code):
+    for e in range(cuda.grid(1), outer * m * inner, cuda.gridsize(1)):
+        a = e // (m * inner)
+        r = e - a * m * inner
+        t = r // inner
+        b = r - t * inner
+        j = _index(idx[e], n, err, code)
+        out[e] = x[(a * n + j) * inner + b]
+
+
+@cuda.jit
+def take_along_axis_grad(out, g, idx, outer, n, inner, m, err, code):
+    for e in range(cuda.grid(1), outer * m * inner, cuda.gridsize(1)):
+        a = e // (m * inner)
+        r = e - a * m * inner
+        t = r // inner
+        b = r - t * inner
+        j = _index(idx[e], n, err, code)
+        cuda.atomic.add(out, (a * n + j) * inner + b, g[e])
+
+
+@cuda.jit
+def unslice(out, g, size, shape, dst_strides, offset):
+    """out[offset + sum(i_d * dst_strides[d])] = g[i] (out zeroed by a fill launch before)."""
+    ndim = shape.shape[0]
+    for e in range(cuda.grid(1), size, cuda.gridsize(1)):
+        r = e
+        dst = offset
+        for d in range(ndim - 1, -1, -1):
+            i = r % shape[d]
+            r = r // shape[d]
+            dst += i * dst_strides[d]
+        out[dst] = g[e]
+
+
+@cuda.jit(device=True)
+def _window(e, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW):
+    """Patch element e = (n, a, b, c, i, j) -> (source pixel index, inside the image)."""
+    j = e % KW
+    r = e // KW
+    i = r % KH
+    r = r // KH
+    c = r % C
+    r = r // C
+    b = r % OW
+    r = r // OW
+    a = r % OH
+    n = r // OH
+    y = a * SH - PH + i
+    z = b * SW - PW + j
+    inside = y >= 0 and y < H and z >= 0 and z < W
+    return ((n * C + c) * H + y) * W + z, inside
+
+
+@cuda.jit
+def unfold(out, x, size, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW, pad):
+    for e in range(cuda.grid(1), size, cuda.gridsize(1)):
+        src, inside = _window(e, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW)
+        out[e] = x[src] if inside else pad
+
+
+@cuda.jit
+def fold(out, g, size, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW):
+    """Scatter-add of the patches g into the image out (zeroed by a fill launch before)."""
+    for e in range(cuda.grid(1), size, cuda.gridsize(1)):
+        src, inside = _window(e, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW)
+        if inside:
+            cuda.atomic.add(out, src, g[e])
