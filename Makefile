@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: install example examples test bench kernels
+.PHONY: install example examples test bench bench-quick bench-fuse kernels
 
 # mpi: mpi4py and the mpich wheel (mpiexec in the environment's bin/) for tests/test_distributed.py
 install:
@@ -17,7 +17,19 @@ examples: install
 test: install
 	$(PYTHON) -m pytest -q -x --durations=15
 
+# W1-W6: gradc against NumPy by hand and, where installed, PyTorch (eager, torch.compile) and
+# JAX; 7-10 minutes on 2 cores. BENCH_ARGS="--only W2,W3 --threads 2" etc.; see
+# `python3 benchmarks/run.py --help`. The full output of the last reference run is in
+# benchmarks/RESULTS.md.
+BENCH_ARGS ?=
 bench:
+	$(PYTHON) benchmarks/run.py $(BENCH_ARGS)
+
+bench-quick:
+	$(PYTHON) benchmarks/run.py --quick $(BENCH_ARGS)
+
+# W3 alone in more detail, and the moons MLP's compile in fresh processes
+bench-fuse:
 	$(PYTHON) benchmarks/bench_fuse.py
 
 # ahead-of-time modules for the examples (NumPy + Numba only; see kernels/README.md). Regenerating

@@ -1,0 +1,983 @@
+"""gradc's benchmark suite: six training-step workloads, gradc side by side with NumPy written by
+hand and, where installed, PyTorch eager, torch.compile and jax.jit.
+
+    python3 benchmarks/run.py                  # everything (7-10 minutes on 2 cores)
+    python3 benchmarks/run.py --quick          # smoke test: W1 and W3, few repetitions
+    python3 benchmarks/run.py --only W2,W3     # some workloads (names or keys: mlp, fuse, ...)
+    python3 benchmarks/run.py --threads 2      # BLAS/OpenMP/Numba/XLA threads (default 1)
+
+One step = forward + backward + SGD update of every parameter, float32, returning the loss as a
+Python float (see benchmarks/workloads.py for the six workloads and benchmarks/systems.py for
+how each system runs them). For every workload the runner
+
+1. checks that every system computes the same loss and the same update from the same start;
+2. in fresh processes, times the first step with empty caches (cold: the compile) and with warm
+   caches (warm start: from after `import numba` to the end of the first step, including the
+   import of gradc / torch / jax), and parses gradc's per-phase compile times from
+   GRADC_LOG=compiles;
+3. in this process, times the steps of all systems alternately (rotating the order each
+   round, after warm-up), reporting the median and the minimum over all timed steps and the
+   ratio of each system's time to gradc's (above 1: gradc is faster);
+4. reports a roofline (max(FLOPs / SGEMM rate, compulsory bytes / memory bandwidth), both
+   measured at the start of the run), the memory each system needs for a step, and where
+   gradc's step time goes, kernel by kernel.
+
+Output is Markdown (tables and notes), so it can be saved as it is (benchmarks/RESULTS.md).
+Peers that are not installed are reported as "absent". Threads are set explicitly: with
+threadpoolctl (pip install -e ".[bench]") in this process, with environment variables
+(OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS, XLA_FLAGS) in the child processes; torch.set_num_threads
+and numba.set_num_threads here.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+QUICK_SUBSET = ("W1", "W3")
+
+
+def pin_cpus(threads):
+    """Pin this process (so every thread it starts later, and its child processes) to `threads`
+    CPUs, the last ones it may run on. Libraries that size their own pools from the CPUs they may
+    use (XLA does) then cannot use more than their share. Returns the CPUs, or None."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if threads >= len(cpus):
+        return None
+    chosen = cpus[-threads:]
+    os.sched_setaffinity(0, chosen)
+    return chosen
+
+
+def thread_env(threads):
+    """Environment variables that fix the thread count of every library we load."""
+    return {
+        "OMP_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "NUMBA_NUM_THREADS": str(threads),
+        "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
+                      + ("false" if threads == 1 else "true")
+                      + f" intra_op_parallelism_threads={threads}").strip(),
+    }
+
+
+# =============================================================================================
+# Child process: one system's first step in a fresh process
+
+
+def child_main(system, wname, threads):
+    """Time one system's first step in this fresh process and print `RESULT {json}`.
+
+    start_s is measured from after `import numpy, numba` to the end of the first step: the
+    import of the system (gradc, torch or jax), building its step function, and the first call
+    (which compiles, or loads from the caches named in the environment). Making the data is not
+    counted.
+    """
+    import numba  # noqa: F401  (the clock starts after this)
+    import numpy as np  # noqa: F401
+
+    sys.path.insert(0, str(HERE))
+    if system != "gradc":  # workloads imports gradc; that is not a peer's cost
+        import gradc  # noqa: F401
+    pc = time.perf_counter
+    t0 = pc()
+    import gradc  # noqa: F401,F811  (for gradc: this import is part of its start)
+    import systems
+    import workloads
+    if system != "gradc":
+        why = systems.available(system)  # imports torch / jax
+        if why:
+            print("RESULT " + json.dumps({"absent": why}))
+            return
+    if system.startswith("torch"):
+        import torch
+        torch.set_num_threads(threads)
+    if system == "jax":
+        import jax
+        cache = os.environ.get("BENCH_JAX_CACHE")
+        if cache:
+            jax.config.update("jax_compilation_cache_dir", cache)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+            jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    import_s = pc() - t0
+    w = workloads.get(wname)
+    params, batch = w.init(0)
+    t1 = pc()
+    runner = systems.make(system, w, params, batch)
+    build_s = pc() - t1
+    t1 = pc()
+    loss = runner.step()
+    first_s = pc() - t1
+    t1 = pc()
+    runner.step()
+    second_s = pc() - t1
+    print("RESULT " + json.dumps({"import_s": import_s, "build_s": build_s, "first_s": first_s,
+                                  "second_s": second_s, "start_s": import_s + build_s + first_s,
+                                  "loss": loss}), flush=True)
+
+
+_LOG_FIELDS = ("trace", "passes", "codegen", "numba")
+
+
+def parse_compile_log(text):
+    """Per-phase milliseconds summed over GRADC_LOG=compiles lines, and the kernel count."""
+    phases = {k: 0.0 for k in _LOG_FIELDS}
+    kernels, n = 0, 0
+    for line in text.splitlines():
+        if "gradc: compiled" not in line:
+            continue
+        n += 1
+        for k in _LOG_FIELDS:
+            m = re.search(rf"\b{k} (\d+(?:\.\d+)?) ms", line)
+            if m:
+                phases[k] += float(m.group(1)) / 1e3
+        m = re.search(r"(\d+) kernels", line)
+        if m:
+            kernels += int(m.group(1))
+    return (phases, kernels) if n else (None, None)
+
+
+def run_child(system, wname, threads, env_extra, timeout):
+    env = dict(os.environ)
+    env.update(thread_env(threads))
+    env.update(env_extra)
+    env.pop("GRADC_LOG", None)
+    if system == "gradc":
+        env["GRADC_LOG"] = "compiles"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", system, wname,
+           "--threads", str(threads)]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, env=env, cwd=str(ROOT), capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    wall = time.perf_counter() - t0
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return {"error": f"exit {proc.returncode}: {tail[:200]}"}
+    r = json.loads(lines[-1][len("RESULT "):])
+    r["wall_s"] = wall
+    if system == "gradc":
+        r["phases"], r["kernels"] = parse_compile_log(proc.stderr)
+    return r
+
+
+# =============================================================================================
+# Formatting
+
+
+class Out:
+    """Print and keep the text (for --output)."""
+
+    def __init__(self):
+        self.lines = []
+
+    def __call__(self, text=""):
+        print(text, flush=True)
+        self.lines.append(text)
+
+    def table(self, header, rows, align=None):
+        rows = [[str(c) for c in r] for r in rows]
+        widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+        align = align or ["l"] + ["r"] * (len(header) - 1)
+
+        def fmt(cells):
+            return "| " + " | ".join(c.ljust(w) if a == "l" else c.rjust(w)
+                                     for c, w, a in zip(cells, widths, align)) + " |"
+
+        self(fmt([str(h) for h in header]))
+        self("|" + "|".join("-" * (w + 2) if a == "l" else "-" * (w + 1) + ":"
+                            for w, a in zip(widths, align)) + "|")
+        for r in rows:
+            self(fmt(r))
+        self()
+
+
+def fmt_t(s):
+    if s is None:
+        return "n/a"
+    if s >= 1.0:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.3g} ms" if s < 0.1 else f"{s * 1e3:.0f} ms"
+    return f"{s * 1e6:.3g} µs"
+
+
+def fmt_b(n):
+    if n is None:
+        return "n/a"
+    if n >= 2 ** 20:
+        return f"{n / 2 ** 20:.2f} MiB"
+    if n >= 2 ** 10:
+        return f"{n / 2 ** 10:.1f} KiB"
+    return f"{n} B"
+
+
+def fmt_ratio(x):
+    return f"{x:.2f}×" if x < 10 else f"{x:.1f}×"
+
+
+# =============================================================================================
+# Machine, libraries, threads
+
+
+def cpu_model():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        fields = dict(ln.split(":", 1) for ln in out.splitlines() if ":" in ln)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        return (f"{fields.get('Model name', '?')}, {fields.get('CPU(s)', '?')} CPUs "
+                f"({fields.get('Core(s) per socket', '?')} cores per socket, "
+                f"{fields.get('Thread(s) per core', '?')} thread per core), "
+                f"L2 {fields.get('L2 cache', '?')}, L3 {fields.get('L3 cache', '?')}")
+    except OSError:
+        return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+
+
+def git_describe():
+    """' (git abc1234)' for the checkout gradc was imported from, noting uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                              capture_output=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "gradc"], cwd=ROOT,
+                               text=True, capture_output=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    if not head:
+        return ""
+    return f" (git {head}{', with uncommitted changes in gradc/' if dirty else ''})"
+
+
+def owner_of(path):
+    p = path.replace("\\", "/")
+    if p.startswith(("/usr/lib", "/lib")):
+        return "system (numba's omp layer)" if "gomp" in p else "system"
+    for name in ("numpy", "scipy", "torch", "jaxlib", "jax", "numba", "sklearn"):
+        if f"/{name}.libs/" in p or f"/{name}/" in p or f"/{name}_" in p:
+            return name
+    return "?"
+
+
+def library_report(out, threads, have):
+    """Which BLAS/OpenMP libraries each package loaded, and their thread counts."""
+    rows = []
+    try:
+        from threadpoolctl import threadpool_info
+        for p in threadpool_info():
+            rows.append([owner_of(p.get("filepath", "")), p.get("user_api"),
+                         f"{p.get('internal_api')} {p.get('version') or ''}".strip(),
+                         p.get("num_threads"), Path(p.get("filepath", "")).name])
+    except ImportError:
+        out("threadpoolctl is not installed (pip install -e \".[bench]\"): thread counts were "
+            "set through environment variables only, and the loaded libraries are not listed.")
+    if "torch" in have:
+        import torch
+        cfg = torch.__config__.show()
+        m = re.search(r"Intel\(R\) oneAPI Math Kernel Library Version ([\w.\-]+)", cfg)
+        rows.append(["torch", "blas", f"MKL {m.group(1) if m else '?'} (linked into libtorch)",
+                     torch.get_num_threads(), "torch.get_num_threads()"])
+    if "jax" in have:
+        rows.append(["jax", "-", "XLA:CPU (own GEMM/Eigen kernels, no BLAS library)", threads,
+                     "XLA_FLAGS"])
+    import numba
+    rows.append(["numba", "-", f"threading layer {_numba_layer()}", numba.get_num_threads(),
+                 "numba.get_num_threads()"])
+    if rows:
+        out.table(["loaded by", "api", "library", "threads", "file / knob"], rows,
+                  ["l", "l", "l", "r", "l"])
+    out("gradc's matmul kernels call `np.dot` inside Numba, which calls the BLAS of "
+        "`scipy.linalg.cython_blas` (the scipy row above); NumPy by hand uses NumPy's own "
+        "OpenBLAS; torch uses MKL/oneDNN; XLA its own kernels.")
+    out()
+
+
+def _numba_layer():
+    import numba
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet
+        return f"not started yet (config {numba.config.THREADING_LAYER})"
+
+
+# =============================================================================================
+# Calibration: SGEMM rate and memory bandwidth
+
+
+def calibrate(out, quick):
+    """SGEMM rate (NumPy float32 matmul 1024³, 1 and 2 threads) and memory bandwidth (a large
+    copy and add). Each is the best of several repetitions; single-threaded, also by process CPU
+    time, which leaves out time spent waiting for a CPU held by other work (the higher of the
+    two rates is the one used: a roofline is a lower bound)."""
+    import numpy as np
+    reps = 5 if quick else 15
+    a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+    b = a.copy()
+    c = np.empty_like(a)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        threadpool_limits = None
+    rows, sgemm = [], {}
+    for nt in (1, 2):
+        if threadpool_limits is None and nt != 1:
+            continue
+        ctx = threadpool_limits(limits=nt, user_api="blas") if threadpool_limits else _null()
+        with ctx:
+            np.matmul(a, b, out=c)
+            wall, cpu = _best(lambda: np.matmul(a, b, out=c), reps)
+        flops = 2 * 1024 ** 3
+        sgemm[nt] = max(flops / wall, flops / cpu) if nt == 1 else flops / wall
+        rows.append([f"SGEMM 1024³ float32, {nt} thread{'s' if nt > 1 else ''}",
+                     f"{flops / wall / 1e9:.1f} GFLOP/s",
+                     f"{flops / cpu / 1e9:.1f} GFLOP/s" if nt == 1 else "",
+                     f"{sgemm[nt] / 1e9:.1f} GFLOP/s"])
+    n = 2 ** 25  # 128 MiB per array, 4x the L3 of most machines
+    x = np.ones(n, np.float32)
+    y = np.ones(n, np.float32)
+    z = np.empty(n, np.float32)
+    np.copyto(z, x)
+    bws = []
+    for label, nbytes, fn in (
+            ("copy 128 MiB float32 (read + write)", 2 * x.nbytes, lambda: np.copyto(z, x)),
+            ("add 2 x 128 MiB -> 128 MiB (2 reads + 1 write)", 3 * x.nbytes,
+             lambda: np.add(x, y, out=z))):
+        wall, cpu = _best(fn, max(3, reps // 2))
+        bws.append(max(nbytes / wall, nbytes / cpu))
+        rows.append([label, f"{nbytes / wall / 1e9:.1f} GB/s", f"{nbytes / cpu / 1e9:.1f} GB/s",
+                     f"{bws[-1] / 1e9:.1f} GB/s"])
+    out("## Machine rates (measured now, NumPy)")
+    out()
+    out.table(["measure", "by wall time", "by CPU time", "used"], rows)
+    return {"sgemm": sgemm, "bandwidth": max(bws)}
+
+
+def _best(fn, reps):
+    """Minimum wall time and minimum process CPU time of `fn` over `reps` calls."""
+    walls, cpus = [], []
+    for _ in range(reps):
+        c0, t0 = time.process_time(), time.perf_counter()
+        fn()
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return min(walls), max(min(cpus), 1e-9)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+# =============================================================================================
+# In-process timing
+
+
+def agreement(ref, params0, runner):
+    """Relative error of `runner`'s first loss and first update against NumPy by hand."""
+    import numpy as np
+    loss_ref, upd_ref = ref
+    loss_err = abs(runner.first_loss - loss_ref) / max(abs(loss_ref), 1e-30)
+    upd_err = 0.0
+    for k, p0 in params0.items():
+        d = np.asarray(runner.first_params[k], np.float64) - p0
+        dr = upd_ref[k]
+        upd_err = max(upd_err, float(np.linalg.norm(d - dr) / max(np.linalg.norm(dr), 1e-30)))
+    return loss_err, upd_err
+
+
+def time_alternating(runners, rounds, target_s, warm_s):
+    """Warm up each runner, then `rounds` rounds; each round runs every system in turn (the
+    order rotates), `calls[system]` steps each, timed one by one."""
+    pc = time.perf_counter
+    calls = {}
+    for name, r in runners.items():
+        ts = []
+        t_end = pc() + warm_s
+        while len(ts) < 5 or (pc() < t_end and len(ts) < 500):
+            t0 = pc()
+            r.step()
+            ts.append(pc() - t0)
+        calls[name] = max(1, min(5000, int(target_s / statistics.median(ts))))
+    samples = {name: [] for name in runners}
+    cpu = {name: 0.0 for name in runners}
+    wall = {name: 0.0 for name in runners}
+    cpu_step = {name: [] for name in runners}  # per round: CPU time ÷ steps
+    last = {}
+    names = list(runners)
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(rounds):
+            order = names[i % len(names):] + names[:i % len(names)]
+            for name in order:
+                r, s = runners[name], samples[name]
+                c0, w0 = time.process_time(), pc()
+                for _ in range(calls[name]):
+                    t0 = pc()
+                    last[name] = r.step()
+                    s.append(pc() - t0)
+                c1, w1 = time.process_time(), pc()
+                cpu[name] += c1 - c0
+                wall[name] += w1 - w0
+                cpu_step[name].append((c1 - c0) / calls[name])
+            gc.collect()
+    finally:
+        gc.enable()
+    return {name: {"median": statistics.median(s), "min": min(s), "n": len(s),
+                   "q1": statistics.quantiles(s, n=4)[0] if len(s) > 1 else s[0],
+                   "q3": statistics.quantiles(s, n=4)[2] if len(s) > 1 else s[0],
+                   "cpu_per_wall": cpu[name] / wall[name] if wall[name] else None,
+                   "cpu_median": statistics.median(cpu_step[name]),
+                   "calls_per_round": calls[name], "last_loss": last.get(name)}
+            for name, s in samples.items()}
+
+
+# =============================================================================================
+# gradc: where the step time goes
+
+
+def profile_gradc(runner, n):
+    """Where gradc's step time goes: the train_step wrapper, the generated driver, the cost of
+    calling each kernel, and each kernel's work.
+
+    The driver's source is executed again in its module's namespace (so it calls the same
+    compiled kernels) with a perf_counter pair around each kernel call, and once more with each
+    kernel replaced by a no-op Numba function of the same arguments: a kernel's work is its
+    timed call minus the no-op call. Step, driver, instrumented and no-op steps interleave."""
+    import numpy as np
+    compiled = runner.compiled()
+    orig = compiled.driver
+    pc = time.perf_counter
+    kernels = compiled.fusion.kernels
+    src = compiled.program.driver_source
+
+    acc = [0.0]
+
+    def timed_driver(*args):
+        t0 = pc()
+        orig(*args)
+        acc[0] = pc() - t0
+
+    # the driver again, with a perf_counter pair around each kernel call; and a copy in which
+    # each kernel is a no-op Numba function of the same arguments (what calling costs)
+    lines, noop_lines, labels, nargs = [], [], [], []
+    for line in src.splitlines():
+        m = re.match(r"    # (k\d+): (.*?)(\s+\(.*\))?$", line)
+        call = re.match(r"    (\w+)\((.*)\)$", line)
+        if m:
+            labels.append(m.group(1) + ": " + m.group(2))
+            lines.append(line)
+            noop_lines.append(line)
+        elif labels and re.match(r"    # k\d+:", lines[-1]) and call:
+            i = len(labels) - 1
+            k = len(call.group(2).split(",")) if call.group(2).strip() else 0
+            nargs.append(k)
+            for dst, text in ((lines, line), (noop_lines, f"    _noop{k}({call.group(2)})")):
+                dst += ["    _t0 = _pc()", text, f"    _T[{i}] += _pc() - _t0"]
+        else:
+            lines.append(line)
+            noop_lines.append(line)
+    if len(nargs) != len(labels):
+        raise RuntimeError("could not match the driver's kernel calls to its kernel comments")
+    ns = dict(orig.__globals__)
+    T = np.zeros(len(labels))
+    ns.update(_pc=pc, _T=T)
+    import numba
+    for k in set(nargs):
+        params = ", ".join(f"a{j}" for j in range(k))
+        body = {}
+        exec(f"def _noop({params}):\n    pass\n", body)
+        ns[f"_noop{k}"] = numba.njit("void(" + ", ".join(["int64"] * k) + ")",
+                                     nogil=True)(body["_noop"])
+    exec(compile("\n".join(noop_lines), "<gradc driver, no-op kernels>", "exec"), ns)
+    noop_driver = ns["run"]
+    exec(compile("\n".join(lines), "<gradc driver, instrumented>", "exec"), ns)
+    instrumented = ns["run"]
+    # the three measurements interleave step by step, so load from elsewhere hits all alike;
+    # medians, not means, so a step interrupted by the scheduler does not count
+    step_t, driver_t, kernel_t, noop_t = [], [], [], []
+    gc.disable()
+    try:
+        for _ in range(n):
+            compiled.driver = orig
+            t0 = pc()
+            runner.step()
+            step_t.append(pc() - t0)
+            compiled.driver = timed_driver
+            runner.step()
+            driver_t.append(acc[0])
+            compiled.driver = instrumented
+            T[:] = 0
+            runner.step()
+            kernel_t.append(T.copy())
+            compiled.driver = noop_driver  # the kernels do not run: nothing changes
+            T[:] = 0
+            runner.step()
+            noop_t.append(T.copy())
+    finally:
+        compiled.driver = orig
+        gc.enable()
+    per_call = np.median(np.array(noop_t), axis=0)
+    per_kernel = np.maximum(np.median(np.array(kernel_t), axis=0) - per_call, 0.0)
+    kinds = {}
+    for k, t in zip(kernels, per_kernel):
+        kind = getattr(k, "kind", "?")
+        kinds[kind] = kinds.get(kind, 0.0) + t
+    order = np.argsort(-per_kernel)
+    return {
+        "n": n,
+        "step": statistics.median(step_t),
+        "driver": statistics.median(driver_t),
+        "kernels_sum": float(per_kernel.sum()),
+        "calls_sum": float(per_call.sum()),
+        "n_kernels": len(kernels),
+        "by_kind": kinds,
+        "kind_counts": {kd: sum(1 for k in kernels if getattr(k, "kind", "?") == kd) for kd in kinds},
+        "top": [(labels[i], float(per_kernel[i])) for i in order[:4]],
+    }
+
+
+# =============================================================================================
+# Main
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke test: {', '.join(QUICK_SUBSET)} (unless --only), few repetitions")
+    parser.add_argument("--only", default=None, help="comma-separated workloads, e.g. W2,W3 or mlp,fuse")
+    parser.add_argument("--systems", default=None,
+                        help="comma-separated subset of gradc,numpy,torch,torch.compile,jax")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads for BLAS, OpenMP, Numba, torch and XLA (default 1)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not pin the benchmark (and its child processes) to --threads CPUs")
+    parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 21, quick 3)")
+    parser.add_argument("--round-ms", type=float, default=None,
+                        help="milliseconds per system per round (default 100, quick 30)")
+    parser.add_argument("--no-start", action="store_true",
+                        help="skip the fresh-process cold/warm start measurements")
+    parser.add_argument("--output", metavar="FILE.md", default=None,
+                        help="also write the report (Markdown) to this file")
+    parser.add_argument("--json", metavar="FILE.json", default=None, help="write raw results")
+    parser.add_argument("--explain", metavar="DIR", default=None,
+                        help="write gradc.explain's report (value_and_grad of each workload's "
+                        "loss) into DIR")
+    parser.add_argument("--keep-cache", action="store_true",
+                        help="keep the temporary cache directories (printed)")
+    parser.add_argument("--child", nargs=2, metavar=("SYSTEM", "WORKLOAD"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        return child_main(args.child[0], args.child[1], args.threads)
+
+    threads = args.threads
+    rounds = args.rounds or (3 if args.quick else 21)
+    round_s = (args.round_ms or (30 if args.quick else 100)) / 1e3
+    warm_s = 0.1 if args.quick else 0.5
+    child_timeout = 1800
+
+    pinned = pin_cpus(threads) if not args.no_pin else None
+    session = Path(tempfile.mkdtemp(prefix="gradc-bench-"))
+    os.environ["GRADC_CACHE_DIR"] = str(session / "gradc-main")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(session / "inductor-main")
+    os.environ.pop("GRADC_LOG", None)
+    try:
+        import threadpoolctl  # noqa: F401
+        have_tpc = True
+    except ImportError:
+        have_tpc = False
+    # XLA reads its flags when jax starts; without threadpoolctl the BLAS/OpenMP environment
+    # variables must also be set before NumPy and torch load their libraries.
+    env = thread_env(threads)
+    os.environ["XLA_FLAGS"] = env["XLA_FLAGS"]
+    if not have_tpc:
+        os.environ.update(env)
+
+    sys.path.insert(0, str(HERE))
+    import numba
+    import numpy as np
+
+    import gradc
+    import systems
+    import workloads
+
+    out = Out()
+    try:
+        names = (args.only.split(",") if args.only
+                 else list(QUICK_SUBSET) if args.quick else list(workloads.WORKLOADS))
+        chosen = [workloads.get(n.strip()) for n in names if n.strip()]
+        wanted = args.systems.split(",") if args.systems else list(systems.SYSTEMS)
+        for s in wanted:
+            if s not in systems.SYSTEMS:
+                parser.error(f"unknown system {s!r}; choose from {', '.join(systems.SYSTEMS)}")
+        status = {s: (systems.available(s) if s in wanted else "not selected (--systems)")
+                  for s in systems.SYSTEMS}
+        have = [s for s in systems.SYSTEMS if status[s] is None]
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        if "torch" in have or "torch.compile" in have:
+            import torch
+            torch.set_num_threads(threads)
+            try:
+                torch.set_num_interop_threads(1)
+            except RuntimeError:
+                pass
+            import logging
+            logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
+            logging.getLogger("torch._inductor").setLevel(logging.ERROR)
+        if "jax" in have:
+            import jax  # noqa: F401
+        limit_threads(threads, have_tpc)
+
+        out(f"# gradc benchmarks{' (quick)' if args.quick else ''}")
+        out()
+        out(f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}")
+        out(f"- machine: {cpu_model()}; load average at start "
+            + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+        vers = [f"python {platform.python_version()}", f"numpy {np.__version__}",
+                f"numba {numba.__version__}", f"gradc {gradc.__version__}{git_describe()}"]
+        for s, mod in (("torch", "torch"), ("jax", "jax")):
+            if status[s] is None:
+                vers.append(f"{mod} {sys.modules[mod].__version__}")
+        out("- versions: " + ", ".join(vers))
+        out("- peers: " + "; ".join(f"{s}: {status[s] or 'measured'}" for s in systems.SYSTEMS
+                                    if s != "gradc"))
+        out(f"- threads: {threads} for every library"
+            + (f", and the process (with its children) pinned to CPU{'s' if len(pinned) > 1 else ''} "
+               + ",".join(map(str, pinned)) if pinned else ", not pinned")
+            + f"; {rounds} alternating rounds of about {round_s * 1e3:.0f} ms per system after "
+            f"{warm_s:.1f} s of warm-up each")
+        out()
+        out("## Libraries and threads")
+        out()
+        library_report(out, threads, have)
+        rates = calibrate(out, args.quick)
+        sgemm = rates["sgemm"].get(threads) or max(rates["sgemm"].values())
+
+        results = {}
+        for w in chosen:
+            out(f"## {w.name} {w.key}: {w.title}")
+            out()
+            results[w.name] = bench_workload(out, w, have, status, threads, session, rounds,
+                                             round_s, warm_s, args, child_timeout, sgemm, rates)
+        summary(out, chosen, results, have, status, threads)
+        out("load average at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+        if args.output:
+            Path(args.output).write_text("\n".join(out.lines) + "\n", encoding="utf-8")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"rates": rates, "results": results},
+                                                  indent=1, default=str), encoding="utf-8")
+    finally:
+        if args.keep_cache:
+            print(f"caches kept in {session}", file=sys.stderr)
+        else:
+            shutil.rmtree(session, ignore_errors=True)
+    return 0
+
+
+def limit_threads(threads, have_tpc):
+    """Limit every BLAS/OpenMP library loaded so far (again before each workload: torch.compile
+    and jax may load more). scipy's BLAS, which gradc's matmul kernels call through Numba, is
+    loaded first so that it is limited too."""
+    import scipy.linalg  # noqa: F401  (loads scipy.linalg.cython_blas and its OpenBLAS)
+    if have_tpc:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(limits=threads)
+
+
+def bench_workload(out, w, have, status, threads, session, rounds, round_s, warm_s, args,
+                   child_timeout, sgemm, rates):
+    import numpy as np
+
+    import systems
+    res = {"status": {}, "start": {}, "time": {}, "memory": {}, "notes": []}
+    params, batch = w.init(0)
+
+    # --- 1. fresh processes: cold first step and warm start ----------------------------------
+    if not args.no_start:
+        caches = {s: session / f"{w.key}-{s.replace('.', '_')}" for s in systems.SYSTEMS}
+        for s in systems.SYSTEMS:
+            if status[s] is not None:
+                continue
+            extra = {"GRADC_CACHE_DIR": str(caches["gradc"]),
+                     "TORCHINDUCTOR_CACHE_DIR": str(caches[s] / "inductor"),
+                     "BENCH_JAX_CACHE": str(caches[s] / "jax")}
+            runs = {}
+            kinds = ("cold", "warm") if s in ("gradc", "torch.compile", "jax") else ("warm",)
+            for kind in kinds:
+                runs[kind] = run_child(s, w.name, threads, extra, child_timeout)
+            res["start"][s] = runs
+
+    # --- 2. this process: build, agree, time -------------------------------------------------
+    os.environ["GRADC_CACHE_DIR"] = str(session / f"{w.key}-gradc")  # warm from the children
+    limit_threads(threads, "threadpoolctl" in sys.modules)
+    runners = {}
+    numpy_ref = systems.make("numpy", w, params, batch)
+    ref_loss = numpy_ref.step()
+    ref_upd = {k: np.asarray(v, np.float64) - params[k] for k, v in numpy_ref.params().items()}
+    for s in systems.SYSTEMS:
+        if status[s] is not None:
+            res["status"][s] = status[s]
+            continue
+        try:
+            t0 = time.perf_counter()
+            r = systems.make(s, w, params, batch)
+            r.first_loss = r.step()
+            r.first_s = time.perf_counter() - t0
+            r.first_params = {k: np.array(v, copy=True) for k, v in r.params().items()}
+            loss_err, upd_err = agreement((ref_loss, ref_upd), params, r)
+            r.agree = (loss_err, upd_err)
+            ok = loss_err < 1e-3 and upd_err < 2e-2
+            res["status"][s] = "measured" if ok else "MISMATCH"
+            if not ok:
+                res["notes"].append(f"{s} disagrees with NumPy by hand: loss rel. error "
+                                    f"{loss_err:.1e}, update rel. error {upd_err:.1e}")
+            runners[s] = r
+        except Exception as e:  # a peer that cannot run this workload is reported, not fatal
+            res["status"][s] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
+            res["notes"].append(f"{s} failed: {type(e).__name__}: {e}")
+    if not runners:
+        return res
+    res["time"] = time_alternating(runners, rounds, round_s, warm_s)
+    for s, r in runners.items():
+        t = res["time"][s]
+        t["first_in_process"] = r.first_s
+        t["agree"] = r.agree
+        if t["last_loss"] is not None and not np.isfinite(t["last_loss"]):
+            res["notes"].append(f"{s}: the loss became {t['last_loss']} during timing")
+
+    # --- 3. memory, profile, roofline --------------------------------------------------------
+    for s, r in runners.items():
+        try:
+            res["memory"][s] = r.memory()
+        except Exception as e:
+            res["memory"][s] = {}
+            res["notes"].append(f"{s} memory: {type(e).__name__}: {e}")
+    if "gradc" in runners:
+        try:
+            n = max(5, min(500, int(0.3 / res["time"]["gradc"]["median"])))
+            res["profile"] = profile_gradc(runners["gradc"], n)
+        except Exception as e:
+            res["notes"].append(f"gradc profile failed: {type(e).__name__}: {e}")
+        if args.explain:
+            import gradc
+            d = Path(args.explain)
+            d.mkdir(parents=True, exist_ok=True)
+            text = gradc.explain(w.loss, {k: v.copy() for k, v in params.items()}, *batch)
+            (d / f"{w.name}_{w.key}.txt").write_text(text, encoding="utf-8")
+    flops = w.flops()
+    nbytes = w.compulsory_bytes(params, batch)
+    res["roofline"] = {"flops": flops, "bytes": nbytes, "t_flops": flops / sgemm,
+                       "t_bytes": nbytes / rates["bandwidth"]}
+    res["roofline"]["t"] = max(res["roofline"]["t_flops"], res["roofline"]["t_bytes"])
+    res["param_bytes"] = w.param_bytes(params)
+    res["batch_bytes"] = sum(b.nbytes for b in batch)
+    report_workload(out, w, res, threads)
+    runners.clear()  # free this workload's buffers before the next
+    gc.collect()
+    return res
+
+
+def report_workload(out, w, res, threads):
+    T = res["time"]
+    g = T.get("gradc")
+    rows = []
+    for s, st in res["status"].items():
+        if s not in T:
+            rows.append([s, st, "", "", "", "", "", "", "", ""])
+            continue
+        t = T[s]
+        ratio = fmt_ratio(t["median"] / g["median"]) if g else "n/a"
+        rows.append([s + (" (!)" if st == "MISMATCH" else ""), fmt_t(t["median"]), fmt_t(t["min"]),
+                     f"{fmt_t(t['q1'])} – {fmt_t(t['q3'])}", ratio,
+                     fmt_ratio(t["min"] / g["min"]) if g else "n/a", fmt_t(t["cpu_median"]), t["n"],
+                     f"{t['cpu_per_wall']:.2f}" if t["cpu_per_wall"] else "n/a",
+                     f"{t['agree'][0]:.0e} / {t['agree'][1]:.0e}"])
+    out("Step time (forward + backward + SGD update), all systems alternating in this process; "
+        "÷ gradc = median ÷ gradc's median (above 1: gradc is faster), min ÷ gradc likewise for "
+        "the minima; CPU/step = process CPU time per step (median over rounds; it leaves out time "
+        "spent waiting for a CPU that other work holds); CPU/wall = process CPU "
+        f"time ÷ wall time while timing (above {threads} would mean a library uses more threads "
+        "than asked; below 1, that the process waited for a CPU held by other work); agreement "
+        "= relative error of the first loss / first update against NumPy by hand.")
+    out()
+    out.table(["system", "median", "min", "quartiles", "÷ gradc", "min ÷ gradc", "CPU/step",
+               "steps", "CPU/wall", "agreement"], rows)
+    rf = res["roofline"]
+    out(f"Roofline: {rf['flops'] / 1e6:.2f} MFLOP → {fmt_t(rf['t_flops'])} at the measured SGEMM "
+        f"rate; {fmt_b(rf['bytes'])} compulsory traffic → {fmt_t(rf['t_bytes'])} at the measured "
+        f"bandwidth; bound {fmt_t(rf['t'])}"
+        + (f"; gradc's median is {g['median'] / rf['t']:.1f}× the bound." if g else "."))
+    out()
+    if res["start"]:
+        rows = []
+        for s, runs in res["start"].items():
+            for kind, r in runs.items():
+                if "error" in r or "absent" in r:
+                    rows.append([s, kind, r.get("error") or r.get("absent"), "", "", "", ""])
+                    continue
+                phases = ""
+                if r.get("phases"):
+                    p = r["phases"]
+                    rest = r["first_s"] - sum(p.values())
+                    phases = (", ".join(f"{k} {fmt_t(v)}" for k, v in p.items() if v)
+                              + f", rest {fmt_t(max(rest, 0.0))}")
+                rows.append([s, kind, fmt_t(r["import_s"]), fmt_t(r["first_s"]),
+                             fmt_t(r["start_s"]), fmt_t(r["second_s"]), phases])
+        out("Fresh processes (cold: empty caches; warm: the caches the cold run filled — "
+            "GRADC_CACHE_DIR, TORCHINDUCTOR_CACHE_DIR, JAX's persistent compilation cache). "
+            "start = import of the system + building the step + first step, measured from "
+            "after `import numpy, numba`; gradc's phases are from GRADC_LOG=compiles (its "
+            "train_step log has no trace time: trace and autodiff are in \"rest\").")
+        out()
+        out.table(["system", "run", "import", "first step", "start", "second step",
+                   "gradc phases (first step)"], rows,
+                  ["l", "l", "r", "r", "r", "r", "l"])
+    mem = res["memory"]
+    rows = []
+    for s in res["status"]:
+        m = mem.get(s)
+        if m is None:
+            continue
+        if s == "gradc" and m:
+            rows.append([s, fmt_b(m["arena"]),
+                         f"planned arena (activations, gradients, scratch; {fmt_b(m['naive'])} "
+                         "without reuse)"])
+        elif s == "numpy" and m:
+            rows.append([s, fmt_b(m["peak"]), "peak of NumPy allocations in one step (tracemalloc)"])
+        elif s.startswith("torch") and m:
+            rows.append([s, fmt_b(m["peak"]), "peak bytes allocated in one step (profiler "
+                         "memory events)"])
+        elif s == "jax" and m:
+            rows.append([s, fmt_b(m["temp+out"]), "XLA buffer assignment: temporaries + "
+                         "non-donated outputs"])
+        else:
+            rows.append([s, "n/a", "not measurable"])
+    out(f"Memory for one step beyond parameters ({fmt_b(res['param_bytes'])}) and batch "
+        f"({fmt_b(res['batch_bytes'])}):")
+    out()
+    out.table(["system", "bytes", "what"], rows, ["l", "r", "l"])
+    p = res.get("profile")
+    if p:
+        rest = p["driver"] - p["calls_sum"] - p["kernels_sum"]
+        out(f"Where gradc's step goes (medians of {p['n']} interleaved steps): step "
+            f"{fmt_t(p['step'])} = train_step's Python wrapper {fmt_t(max(p['step'] - p['driver'], 0))}"
+            f" + generated driver {fmt_t(p['driver'])}; in the driver, {p['n_kernels']} kernel "
+            f"calls cost {fmt_t(p['calls_sum'])} to make (the same calls to no-op Numba "
+            f"functions), the kernels' work {fmt_t(p['kernels_sum'])}"
+            + (f", the driver's own code {fmt_t(rest)}" if rest > 0 else "")
+            + "; work by kind: "
+            + ", ".join(f"{k} ×{p['kind_counts'][k]} {fmt_t(v)}"
+                        for k, v in sorted(p["by_kind"].items(), key=lambda kv: -kv[1]))
+            + ". Slowest kernels (work, share of all kernel work):")
+        out()
+        for label, t in p["top"]:
+            share = t / p["kernels_sum"] if p["kernels_sum"] else 0
+            out(f"- {label}: {fmt_t(t)} ({share:.0%})")
+        out()
+    for note in res["notes"]:
+        out(f"- note: {note}")
+    if res["notes"]:
+        out()
+
+
+def summary(out, chosen, results, have, status, threads):
+    cols = ["numpy", "torch", "torch.compile", "jax"]
+    out("## Summary")
+    out()
+    for stat, what in (("median", "Median"), ("min", "Minimum")):
+        out(f"{what} step time ({threads} thread{'s' if threads > 1 else ''}); in brackets each "
+            f"system's {stat} ÷ gradc's (above 1: gradc is faster).")
+        out()
+        rows = []
+        for w in chosen:
+            r = results[w.name]
+            T = r["time"]
+            g = T.get("gradc")
+            row = [f"{w.name} {w.key}", fmt_t(g[stat]) if g else r["status"].get("gradc", "n/a")]
+            for s in cols:
+                if s in T:
+                    row.append(fmt_t(T[s][stat]) + (f" ({fmt_ratio(T[s][stat] / g[stat])})"
+                                                    if g else "")
+                               + (" (!)" if r["status"].get(s) == "MISMATCH" else ""))
+                else:
+                    st = r["status"].get(s, "n/a")
+                    row.append("absent" if st.startswith("absent") else st.split(":")[0])
+            rf = r["roofline"]
+            row += [fmt_t(rf["t"]), f"{g[stat] / rf['t']:.1f}×" if g else "n/a"]
+            rows.append(row)
+        out.table(["workload", "gradc"] + cols + ["roofline", "gradc ÷ roofline"], rows)
+
+    rows = []
+    for w in chosen:
+        r = results[w.name]
+        st = r["start"]
+
+        def cell(s, kind, key):
+            x = st.get(s, {}).get(kind)
+            if x is None:
+                return "absent" if (status[s] or "").startswith("absent") else "n/a"
+            if "error" in x:
+                return "failed"
+            return fmt_t(x[key])
+
+        gp = st.get("gradc", {}).get("cold", {}).get("phases")
+        phases = ("/".join(fmt_t(gp[k]) for k in ("passes", "codegen", "numba")) if gp else "n/a")
+        kern = st.get("gradc", {}).get("cold", {}).get("kernels")
+        rows.append([f"{w.name} {w.key}", kern if kern is not None else "n/a",
+                     cell("gradc", "cold", "first_s"), phases, cell("gradc", "warm", "start_s"),
+                     cell("torch", "warm", "start_s"), cell("torch.compile", "cold", "first_s"),
+                     cell("torch.compile", "warm", "start_s"), cell("jax", "cold", "first_s"),
+                     cell("jax", "warm", "start_s")])
+    if any(results[w.name]["start"] for w in chosen):
+        out("Compile and start-up, each in a fresh process: cold = the first step with empty "
+            "caches; warm start = import + build + first step with the caches filled, from "
+            "after `import numpy, numba`; gradc phases = passes/codegen/numba of the cold compile.")
+        out()
+        out.table(["workload", "gradc kernels", "gradc cold", "gradc phases", "gradc warm start",
+                   "torch warm start", "torch.compile cold", "torch.compile warm start",
+                   "jax cold", "jax warm start"], rows)
+    rows = []
+    for w in chosen:
+        r = results[w.name]
+        m = r["memory"]
+
+        def mcell(s, key):
+            if s not in m:
+                return "absent" if (status[s] or "").startswith("absent") else "n/a"
+            return fmt_b(m[s].get(key)) if m[s] else "n/a"
+
+        rows.append([f"{w.name} {w.key}", fmt_b(r["param_bytes"] + r["batch_bytes"]),
+                     mcell("gradc", "arena"), mcell("gradc", "naive"), mcell("numpy", "peak"),
+                     mcell("torch", "peak"), mcell("torch.compile", "peak"),
+                     mcell("jax", "temp+out")])
+    out("Memory per step beyond parameters and batch: gradc's planned arena (and without reuse), "
+        "NumPy's tracemalloc peak, PyTorch's profiler peak, XLA's planned temporaries.")
+    out()
+    out.table(["workload", "params + batch", "gradc arena", "gradc no reuse", "numpy peak",
+               "torch peak", "torch.compile peak", "jax (XLA plan)"], rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
