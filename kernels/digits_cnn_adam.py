@@ -637,24 +637,21 @@ def loop_copy_c3372a7570(n0, n1, n2, p0, p1, sa0_0, sa0_1, sa0_2, lena0):
                 a1[(i0 * n1 + i1) * n2 + i2] = t1
 
 
-# loop_subtract_multiply_add_sqrt_divide_ee0f7ff75f: subtract, multiply, add, sqrt, divide; called by k23, k24, k25, k26
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_subtract_multiply_add_sqrt_divide_ee0f7ff75f(n0, p0, p1, p2, p3, p4, p5, p6, p7, p8):
+# loop_subtract_multiply_add_sqrt_divide_d0cd73cddf: subtract, multiply, add, sqrt, divide; called by k23, k24, k25, k26
+@njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(n0, p0, p1, p2, p3, p4, p5):
     a0 = f32_array(p0, n0)
     a1 = f32_array(p1, n0)
     a2 = f32_array(p2, n0)
     a3 = f32_array(p3, 1)
     a4 = f32_array(p4, 1)
     a5 = f32_array(p5, n0)
-    a6 = f32_array(p6, n0)
-    a7 = f32_array(p7, n0)
-    a8 = f32_array(p8, n0)
+    t11 = a3[0]
+    t15 = a4[0]
     for i0 in range(n0):
         t0 = a0[i0]
         t1 = a1[i0]
         t5 = a2[i0]
-        t11 = a3[0]
-        t15 = a4[0]
         t17 = a5[i0]
         t2 = t0 - t1  # subtract
         t3 = f32(0.10000000149011612) * t2  # multiply
@@ -669,9 +666,9 @@ def loop_subtract_multiply_add_sqrt_divide_ee0f7ff75f(n0, p0, p1, p2, p3, p4, p5
         t14 = t4 / t13  # divide
         t16 = t15 * t14  # multiply
         t18 = t17 - t16  # subtract
-        a6[i0] = t4
-        a7[i0] = t9
-        a8[i0] = t18
+        a1[i0] = t4
+        a2[i0] = t9
+        a5[i0] = t18
 
 
 _state["active"] = False
@@ -759,16 +756,16 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     matmul_a04a1ae222(A + 152448, A + 64, A + 73792, 32768, 18432, 144, 2048, 16, 2048, 9, 16, 9)
     # k23: subtract, multiply, add, sqrt, divide over [256x10] -> %96, %106, %119
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_ee0f7ff75f(2560, A + 142208, exp_avg_0, exp_avg_sq_0, A + 106624, A + 106560, params_W, exp_avg_0, exp_avg_sq_0, params_W)
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(2560, A + 142208, exp_avg_0, exp_avg_sq_0, A + 106624, A + 106560, params_W)
     # k24: subtract, multiply, add, sqrt, divide over [10] -> %124, %132, %144
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_ee0f7ff75f(10, A + 106816, exp_avg_1, exp_avg_sq_1, A + 106624, A + 106560, params_b, exp_avg_1, exp_avg_sq_1, params_b)
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(10, A + 106816, exp_avg_1, exp_avg_sq_1, A + 106624, A + 106560, params_b)
     # k25: subtract, multiply, add, sqrt, divide over [16] -> %148, %154, %163
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_ee0f7ff75f(16, A + 106688, exp_avg_2, exp_avg_sq_2, A + 106624, A + 106560, params_conv_b, exp_avg_2, exp_avg_sq_2, params_conv_b)
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(16, A + 106688, exp_avg_2, exp_avg_sq_2, A + 106624, A + 106560, params_conv_b)
     # k26: subtract, multiply, add, sqrt, divide over [16x1x3x3] -> %168, %176, %188
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_ee0f7ff75f(144, A + 73792, exp_avg_3, exp_avg_sq_3, A + 106624, A + 106560, params_conv_w, exp_avg_3, exp_avg_sq_3, params_conv_w)
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(144, A + 73792, exp_avg_3, exp_avg_sq_3, A + 106624, A + 106560, params_conv_w)
 
 
 # ================================================================================================

@@ -532,24 +532,21 @@ def loop_where_sum_ff7285b7d1(n0, n1, p0, p1, p2, p3):
             a3[i1] = a3[i1] + t2  # sum
 
 
-# loop_subtract_multiply_add_sqrt_divide_ee0f7ff75f: subtract, multiply, add, sqrt, divide; called by k17, k18, k19, k20
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_subtract_multiply_add_sqrt_divide_ee0f7ff75f(n0, p0, p1, p2, p3, p4, p5, p6, p7, p8):
+# loop_subtract_multiply_add_sqrt_divide_d0cd73cddf: subtract, multiply, add, sqrt, divide; called by k17, k18, k19, k20
+@njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(n0, p0, p1, p2, p3, p4, p5):
     a0 = f32_array(p0, n0)
     a1 = f32_array(p1, n0)
     a2 = f32_array(p2, n0)
     a3 = f32_array(p3, 1)
     a4 = f32_array(p4, 1)
     a5 = f32_array(p5, n0)
-    a6 = f32_array(p6, n0)
-    a7 = f32_array(p7, n0)
-    a8 = f32_array(p8, n0)
+    t11 = a3[0]
+    t15 = a4[0]
     for i0 in range(n0):
         t0 = a0[i0]
         t1 = a1[i0]
         t5 = a2[i0]
-        t11 = a3[0]
-        t15 = a4[0]
         t17 = a5[i0]
         t2 = t0 - t1  # subtract
         t3 = f32(0.10000000149011612) * t2  # multiply
@@ -564,9 +561,9 @@ def loop_subtract_multiply_add_sqrt_divide_ee0f7ff75f(n0, p0, p1, p2, p3, p4, p5
         t14 = t4 / t13  # divide
         t16 = t15 * t14  # multiply
         t18 = t17 - t16  # subtract
-        a6[i0] = t4
-        a7[i0] = t9
-        a8[i0] = t18
+        a1[i0] = t4
+        a2[i0] = t9
+        a5[i0] = t18
 
 
 _state["active"] = False
@@ -634,16 +631,16 @@ def run(A, params_W1, params_W2, params_b1, params_b2, x, y, exp_avg_0, exp_avg_
     matmul_a04a1ae222(x, A + 8064, A + 53312, 2048, 4096, 8192, 32, 64, 32, 128, 64, 128)
     # k17: subtract, multiply, add, sqrt, divide over [64x128] -> %72, %82, %95
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_ee0f7ff75f(8192, A + 53312, exp_avg_0, exp_avg_sq_0, A + 128, A + 64, params_W1, exp_avg_0, exp_avg_sq_0, params_W1)
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(8192, A + 53312, exp_avg_0, exp_avg_sq_0, A + 128, A + 64, params_W1)
     # k18: subtract, multiply, add, sqrt, divide over [128x10] -> %99, %105, %114
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_ee0f7ff75f(1280, A + 2944, exp_avg_1, exp_avg_sq_1, A + 128, A + 64, params_W2, exp_avg_1, exp_avg_sq_1, params_W2)
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(1280, A + 2944, exp_avg_1, exp_avg_sq_1, A + 128, A + 64, params_W2)
     # k19: subtract, multiply, add, sqrt, divide over [128] -> %119, %127, %139
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_ee0f7ff75f(128, A + 384, exp_avg_2, exp_avg_sq_2, A + 128, A + 64, params_b1, exp_avg_2, exp_avg_sq_2, params_b1)
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(128, A + 384, exp_avg_2, exp_avg_sq_2, A + 128, A + 64, params_b1)
     # k20: subtract, multiply, add, sqrt, divide over [10] -> %143, %149, %158
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_ee0f7ff75f(10, A + 320, exp_avg_3, exp_avg_sq_3, A + 128, A + 64, params_b2, exp_avg_3, exp_avg_sq_3, params_b2)
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(10, A + 320, exp_avg_3, exp_avg_sq_3, A + 128, A + 64, params_b2)
 
 
 # ================================================================================================

@@ -294,20 +294,20 @@ def matmul_6393c33df1(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
                 out[i * n + j] += s * x1[p * n + j]
 
 
-# loop_add_subtract_square_sum_multiply_39a0f66e5f: add, subtract, square, sum, multiply; called by k1
+# loop_add_subtract_square_sum_multiply_6b59763cca: add, subtract, square, sum, multiply; called by k1
 @njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_subtract_square_sum_multiply_39a0f66e5f(n0, p0, p1, p2, p3, p4, p5):
+def loop_add_subtract_square_sum_multiply_6b59763cca(n0, p0, p1, p2, p3, p4, p5):
     a0 = f32_array(p0, n0)
     a1 = f32_array(p1, 1)
     a2 = f32_array(p2, n0)
     a3 = f32_array(p3, 1)
     a4 = f32_array(p4, n0)
     a5 = f32_array(p5, 1)
+    t1 = a1[0]
     acc3 = f32(0.0)
     acc5 = f32(0.0)
     for i0 in range(n0):
         t0 = a0[i0]
-        t1 = a1[0]
         t3 = a2[i0]
         t2 = t0 + t1  # add
         t4 = t2 - t3  # subtract
@@ -351,35 +351,33 @@ def matmul_afd9460ca3(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
                 out[i * n + j] += s * x1[p * n + j]
 
 
-# loop_multiply_subtract_c6d4baad48: multiply, subtract; called by k4
-@njit("void(int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_multiply_subtract_c6d4baad48(p0, p1, p2, p3):
+# loop_multiply_subtract_38f9527032: multiply, subtract; called by k4
+@njit("void(int64, int64, int64)", **JIT_OPTIONS)
+def loop_multiply_subtract_38f9527032(p0, p1, p2):
     a0 = f32_array(p0, 1)
     a1 = f32_array(p1, 1)
     a2 = f32_array(p2, 1)
-    a3 = f32_array(p3, 1)
     t0 = a0[0]
     t1 = a1[0]
     t3 = a2[0]
     t2 = t0 * t1  # multiply
     t4 = t3 - t2  # subtract
-    a3[0] = t4
+    a2[0] = t4
 
 
-# loop_multiply_subtract_364dc36176: multiply, subtract; called by k5
-@njit("void(int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_multiply_subtract_364dc36176(n0, p0, p1, p2, p3):
+# loop_multiply_subtract_a40bf8677e: multiply, subtract; called by k5
+@njit("void(int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_multiply_subtract_a40bf8677e(n0, p0, p1, p2):
     a0 = f32_array(p0, 1)
     a1 = f32_array(p1, n0)
     a2 = f32_array(p2, n0)
-    a3 = f32_array(p3, n0)
+    t0 = a0[0]
     for i0 in range(n0):
-        t0 = a0[0]
         t1 = a1[i0]
         t3 = a2[i0]
         t2 = t0 * t1  # multiply
         t4 = t3 - t2  # subtract
-        a3[i0] = t4
+        a2[i0] = t4
 
 
 _state["active"] = False
@@ -397,7 +395,7 @@ def run(A, params_b, params_w, x, y, lr):
     # k1: add, subtract, square, sum, multiply over [256x1] -> %11, %21, %22
     #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
     #   linear_regression.py:39  return np.mean((pred - y) ** 2)
-    loop_add_subtract_square_sum_multiply_39a0f66e5f(256, A + 64, params_b, y, A + 1088, A + 1152, A + 2176)
+    loop_add_subtract_square_sum_multiply_6b59763cca(256, A + 64, params_b, y, A + 1088, A + 1152, A + 2176)
     # k2: multiply, astype over [scalar] -> %14, %25
     #   linear_regression.py:39  return np.mean((pred - y) ** 2)
     #   optimizer SGD
@@ -407,10 +405,10 @@ def run(A, params_b, params_w, x, y, lr):
     matmul_afd9460ca3(x, A + 1152, A + 128, 768, 256, 3, 3, 1, 256)
     # k4: multiply, subtract over [1] -> %28
     #   optimizer SGD
-    loop_multiply_subtract_c6d4baad48(A + 64, A + 2176, params_b, params_b)
+    loop_multiply_subtract_38f9527032(A + 64, A + 2176, params_b)
     # k5: multiply, subtract over [3x1] -> %32
     #   optimizer SGD
-    loop_multiply_subtract_364dc36176(3, A + 64, A + 128, params_w, params_w)
+    loop_multiply_subtract_a40bf8677e(3, A + 64, A + 128, params_w)
 
 
 # ================================================================================================

@@ -289,20 +289,20 @@ def matmul_6393c33df1(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
                 out[i * n + j] += s * x1[p * n + j]
 
 
-# loop_add_subtract_square_sum_multiply_39a0f66e5f: add, subtract, square, sum, multiply; called by k1
+# loop_add_subtract_square_sum_multiply_6b59763cca: add, subtract, square, sum, multiply; called by k1
 @njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_subtract_square_sum_multiply_39a0f66e5f(n0, p0, p1, p2, p3, p4, p5):
+def loop_add_subtract_square_sum_multiply_6b59763cca(n0, p0, p1, p2, p3, p4, p5):
     a0 = f32_array(p0, n0)
     a1 = f32_array(p1, 1)
     a2 = f32_array(p2, n0)
     a3 = f32_array(p3, 1)
     a4 = f32_array(p4, n0)
     a5 = f32_array(p5, 1)
+    t1 = a1[0]
     acc3 = f32(0.0)
     acc5 = f32(0.0)
     for i0 in range(n0):
         t0 = a0[i0]
-        t1 = a1[0]
         t3 = a2[i0]
         t2 = t0 + t1  # add
         t4 = t2 - t3  # subtract
@@ -356,7 +356,7 @@ def run(A, params_b, params_w, x, y):
     # k1: add, subtract, square, sum, multiply over [256x1] -> %10, %20, %21
     #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
     #   linear_regression.py:39  return np.mean((pred - y) ** 2)
-    loop_add_subtract_square_sum_multiply_39a0f66e5f(256, A + 192, params_b, y, A + 1216, A + 1280, A + 64)
+    loop_add_subtract_square_sum_multiply_6b59763cca(256, A + 192, params_b, y, A + 1216, A + 1280, A + 64)
     # k2: multiply over [scalar] -> %13
     #   linear_regression.py:39  return np.mean((pred - y) ** 2)
     loop_multiply_6b5d37d3fb(A + 1216, A)
