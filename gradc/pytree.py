@@ -20,11 +20,11 @@ def flatten(tree):
     leaves = []
 
     def walk(x):
-        if is_array_leaf(x):
+        if type(x) is np.ndarray or is_array_leaf(x):  # (the common case first: it runs per call)
             leaves.append(x)
             return LEAF
         if isinstance(x, dict):
-            keys = sorted(x, key=repr)
+            keys = sorted(x, key=repr)  # (generated AOT modules order keys the same way)
             return ("dict", tuple(keys), tuple(walk(x[k]) for k in keys))
         if isinstance(x, tuple) and hasattr(x, "_fields"):
             return ("namedtuple", type(x), tuple(walk(v) for v in x))
