@@ -39,7 +39,7 @@ from .api import value_and_grad
 from .errors import CompileError, GradcError, NonFiniteError, SignatureError
 from .passes.memory import ALIGN
 from .runtime import signature_key
-from .train import update_step
+from .train import check_updatable, update_step
 from .trace import user_source
 
 __all__ = ["train_step", "DataParallelStep", "shard", "abort_on_error", "world",
@@ -350,13 +350,7 @@ class DataParallelStep:
         self._region_spec = spec
 
     def _check_params(self, args, src):
-        for x in pytree.flatten(args[self.argnums])[0]:
-            if not (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.flags.writeable
-                    and np.issubdtype(x.dtype, np.floating)):
-                raise SignatureError(
-                    "train_step updates parameters in place: each must be a writeable, "
-                    "C-contiguous float NumPy array (use np.ascontiguousarray(p, np.float32))",
-                    source=src)
+        check_updatable(pytree.flatten(args[self.argnums])[0], src)
 
 
 def _mismatch(signatures):

@@ -44,6 +44,17 @@ def all_finite(values):
     return acc == 0.0
 
 
+def check_updatable(leaves, src):
+    """Parameters are updated in place: each must be a writeable, C-contiguous float array."""
+    for x in leaves:
+        if not (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.flags.writeable
+                and np.issubdtype(x.dtype, np.floating)):
+            raise SignatureError(
+                "train_step updates parameters in place: each must be a writeable, "
+                "C-contiguous float NumPy array (use np.ascontiguousarray(p, np.float32))",
+                source=src)
+
+
 def update_step(optimizer, check_finite=False, clip_norm=None, grad_scale=1.0):
     """An update-only step: `step(params, grads)` applies `optimizer` with the given gradients
     (times `grad_scale`) in place, as a train step would after its backward."""
@@ -139,13 +150,7 @@ class TrainStep:
 
     def _check_params(self, leaves, tree, src):
         spec = (tree, [(np.shape(x), np.asarray(x).dtype) for x in leaves])
-        for x in leaves:
-            if not (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.flags.writeable
-                    and np.issubdtype(x.dtype, np.floating)):
-                raise SignatureError(
-                    "train_step updates parameters in place: each must be a writeable, "
-                    "C-contiguous float NumPy array (use np.ascontiguousarray(p, np.float32))",
-                    source=src)
+        check_updatable(leaves, src)
         if self._param_spec is None:
             self._param_spec = spec
             self._state = {slot: [np.zeros(x.shape, x.dtype) for x in leaves]
