@@ -115,38 +115,20 @@ class Compiled:
         return self.outputs
 
 
-class CudaCompiled(Compiled):
-    """target="cuda" (gradc/codegen/cuda.py): the same interface; the host arena mirrors the
-    device's outputs region, and the driver copies inputs in and outputs back on each call."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.driver is not None:
-            self.driver.upload_constants(self.arena)
-
-    def run(self, leaves, owned=()):
-        hosts = [x if isinstance(x, np.ndarray) and x.flags.c_contiguous and x.dtype == dtype
-                 else np.ascontiguousarray(x, dtype=dtype)
-                 for x, (shape, dtype) in zip(leaves, self.input_types)]
-        for address, (shape, dtype) in zip(owned, self.input_types[len(leaves):]):
-            hosts.append(_host_array(address, shape, dtype))  # gradc-owned buffers, by address
-        self.driver(self.arena, hosts)
-        return self.outputs
+TARGETS = ("cpu", "cuda")
 
 
-def _host_array(address, shape, dtype):
-    import ctypes
-    n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-    raw = np.ctypeslib.as_array(ctypes.cast(address, ctypes.POINTER(ctypes.c_uint8)), shape=(n,))
-    return raw.view(dtype).reshape(shape)
-
-
-COMPILED = {"cpu": Compiled, "cuda": CudaCompiled}  # by target
+def make_compiled(target, *args):
+    """The Compiled of a target (target="cuda": gradc/cuda_runtime.py, imported only then)."""
+    if target == "cuda":
+        from .cuda_runtime import CudaCompiled
+        return CudaCompiled(*args)
+    return Compiled(*args)
 
 
 def check_target(target):
     """target="cpu" or "cuda" (which needs numba.cuda and a GPU, or the simulator)."""
-    if target not in COMPILED:
+    if target not in TARGETS:
         raise NotImplementedError(f"target={target!r} is not available; use 'cpu' or 'cuda'")
     if target == "cuda":
         from .codegen.cuda import require_cuda
@@ -278,7 +260,7 @@ class Function:
         t_trace = time.perf_counter() - t0
         title = f"{self.mode} of {self.__name__} from {self._call_source}"
         stages, fusion, plan, program, driver, timings = compile_graph(graph, title, load, self.target)
-        compiled = COMPILED[self.target](stages, fusion, plan, program, driver, out_info)
+        compiled = make_compiled(self.target, stages, fusion, plan, program, driver, out_info)
         if not cache:
             return compiled
         if _log_enabled("compiles"):

@@ -20,8 +20,8 @@ from .errors import NonFiniteError, SignatureError
 from .ir import Graph
 from .ops import fn
 from .passes import BEFORE_AUTODIFF, run_passes
-from .runtime import (COMPILED, _log, _log_enabled, _why, check_scalar_output, check_target,
-                      compile_graph, differentiable_leaves, signature_key)
+from .runtime import (_log, _log_enabled, _why, check_scalar_output, check_target, compile_graph,
+                      differentiable_leaves, make_compiled, signature_key)
 from .trace import trace, user_source
 
 
@@ -241,7 +241,7 @@ class TrainStep:
         graph.aliases = aliases
         title = f"train_step of {self.__name__} with {self.optimizer!r} from {src}"
         stages, fusion, plan, program, driver, timings = compile_graph(graph, title, load, self.target)
-        compiled = COMPILED[self.target](stages, fusion, plan, program, driver, None)
+        compiled = make_compiled(self.target, stages, fusion, plan, program, driver, None)
         compiled.param_leaves = slice(before, before + n_params)  # where params sit in the leaves
         if not cache:
             return compiled
