@@ -423,8 +423,7 @@ def trace(fun, args, kwargs=None):
     leaves, treedef = pytree.flatten((args, kwargs))
     graph = Graph()
     names = leaf_names((args, kwargs), _param_names(fun))
-    values = [graph.add_input(np.shape(x), np.asarray(x).dtype if not isinstance(x, Value) else x.dtype,
-                              name=name) for x, name in zip(leaves, names)]
+    values = [graph.add_input(*pytree.leaf_type(x), name=name) for x, name in zip(leaves, names)]
     targs, tkwargs = pytree.unflatten(treedef, values)
     graph.stamp_user_source = True
     try:

@@ -15,10 +15,9 @@ BufferPlan as the CPU target.
   scatter-adds (take_grad, take_along_axis_grad, fold) one per input element, with atomics.
 - Every buffer lives in ONE device array allocated when the signature is compiled: the plan's
   arena (outputs, constants, scratch), then a slot per graph input, then small kernel constants
-  and an error flag. Each call copies the NumPy inputs into their slots, launches the kernels in
-  order, and copies back the outputs region; an output written in place into an input (a
-  train_step's parameters and optimizer state) is copied back into the caller's array, so the
-  in-place contract of train_step holds.
+  and an error flag. The driver copies inputs into their slots, launches the kernels in order,
+  and copies back the outputs region; what crosses when is decided by gradc/cuda_runtime.py
+  (a train step's optimizer state stays on the device, device-array parameters too).
 
 Importing this module does not import numba.cuda; `require_cuda` does, and says what to install
 or set when there is no CUDA.
@@ -40,6 +39,7 @@ from ..ops.movement import contiguous_strides
 from ..ops.reduction import identity
 from ..ops.registry import REDUCE
 from ..passes.memory import ALIGN, nbytes
+from ..pytree import is_device_array
 from .cpu import _collapse
 from .modules import content_name, load_module
 
@@ -345,12 +345,10 @@ class CudaDriver:
             view(buf).copy_to_device(array.reshape(-1))
         plan = program.plan
         self.outputs_region = self.arena[:plan.output_bytes] if plan.output_bytes else None
-        graph = program.fusion.graph
-        self.writeback = [(i, self.inputs[i]) for i, v in enumerate(graph.inputs)
-                          if any(a.id == v.id for a in plan.aliases.values())]
         self.err = view(program.err)
         self.checks_errors = bool(program.err_sources)
         self._err_host = np.zeros(1, np.int32)
+        self.copied = [0, 0]  # bytes copied host to device, device to host (over all calls)
 
     def upload_constants(self, host_arena):
         """Copy the plan's constants (laid out in the host arena by Compiled) to the device."""
@@ -359,15 +357,29 @@ class CudaDriver:
             lo, hi = plan.output_bytes, plan.output_bytes + plan.constant_bytes
             self.arena[lo:hi].copy_to_device(host_arena[lo:hi])
 
-    def __call__(self, host_arena, leaves):
-        for dev, x in zip(self.inputs, leaves):
-            dev.copy_to_device(x.reshape(-1))
+    def upload(self, i, x):
+        """Input i's values from a host array (C-contiguous, its dtype) or a device array."""
+        self.inputs[i].copy_to_device(x.reshape(-1))
+        if not is_device_array(x):
+            self.copied[0] += x.nbytes
+
+    def download(self, i, x):
+        """Input i's device values (after a step: the new values of an in-place output) into
+        the host or device array x."""
+        if is_device_array(x):
+            x.reshape(-1).copy_to_device(self.inputs[i])
+        else:
+            self.inputs[i].copy_to_host(x.reshape(-1))
+            self.copied[1] += x.nbytes
+
+    def launch(self, host_arena):
+        """Run every kernel in order, then copy the outputs region (the values that are not
+        written in place: a loss, gradients, a jit's results) into the host arena."""
         for kernel, args in self.calls:
             kernel(*args)
         if self.outputs_region is not None:
             self.outputs_region.copy_to_host(host_arena[:self.program.plan.output_bytes])
-        for i, dev in self.writeback:  # in-place outputs: back into the caller's arrays
-            dev.copy_to_host(leaves[i].reshape(-1))
+            self.copied[1] += self.program.plan.output_bytes
         if self.checks_errors:
             self.err.copy_to_host(self._err_host)
             code = int(self._err_host[0])
