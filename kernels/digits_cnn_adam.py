@@ -25,7 +25,7 @@ Calling convention (version 1)
         x = float32[32,1,8,8]
         y = int64[32]
 
-    Flat argument order (the pytree leaves, dict keys sorted by repr), as `run` takes them:
+    Flat argument order (the pytree leaves, dict keys sorted by repr), as the kernels take them:
 
         0   params['W']                  float32[256,10]
         1   params['b']                  float32[10]
@@ -901,6 +901,17 @@ class Compiled:
         n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         return self.arena[offset:offset + n].view(dtype).reshape(shape)
 
+    def _run(self, arrays, owned=()):
+        """Run the kernels on the caller's arrays and the arrays this object owns (a train
+        step's optimizer state and runtime scalars)."""
+        run(self.address, *[_address(x) for x in arrays], *[_address(x) for x in owned])
+
+    def _owned_changed(self):
+        """(The kernels read the owned arrays where they are: nothing to do.)"""
+
+    def _read_owned(self):
+        """(The kernels write the owned arrays where they are: nothing to do.)"""
+
 
 def _result(view, fresh):
     if view.shape == ():
@@ -970,9 +981,8 @@ class TrainStep(Compiled):
             step = self.step_count + 1
             for name, value in self.hyper.scalars(step).items():
                 self.scalars[name][()] = value
-            inputs = (arrays + [a for slot in SLOTS for a in self.state[slot]]
+            self._run(arrays, [a for slot in SLOTS for a in self.state[slot]]
                       + [self.scalars[name] for name in SCALAR_NAMES])
-            run(self.address, *[_address(x) for x in inputs])
             loss = float(self.outputs[0])
             if CHECK_FINITE and not bool(self.outputs[-1]):
                 raise FloatingPointError(f"the loss ({loss}) or a gradient is not finite; "
@@ -982,6 +992,7 @@ class TrainStep(Compiled):
 
     def state_dict(self):
         """The optimizer state as plain NumPy arrays (copies): the step count and every slot."""
+        self._read_owned()
         return {"step": self.step_count,
                 "state": {slot: [a.copy() for a in arrays] for slot, arrays in self.state.items()}}
 
@@ -991,6 +1002,7 @@ class TrainStep(Compiled):
         for slot, arrays in state["state"].items():
             for dst, src in zip(self.state[slot], arrays):
                 np.copyto(dst, src)
+        self._owned_changed()
 
 
 def _n_leaves(tree):

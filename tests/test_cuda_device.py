@@ -24,7 +24,8 @@ def results():
 @pytest.mark.parametrize("name", [
     "numpy_params_in_sync", "device_params_copy_back_only_the_loss", "state_dict_round_trip",
     "host_writes_between_steps_are_seen", "value_and_grad_device_inputs",
-    "device_array_to_cpu_function_is_an_error"])
+    "device_array_to_cpu_function_is_an_error", "reductions_match_cpu_and_repeat_exactly",
+    "bool_and_int_reductions"])
 def test_device_residency(results, name):
     r = results[name]
     assert r["ok"], f"{name}: {r['err']}\n{r.get('trace', '')}"

@@ -5,10 +5,13 @@ BufferPlan as the CPU target.
   computes the fused scalar expressions (each op's `scalar`, with `np.*` math mapped to the
   device functions of gradc/codegen/cuda_rt.py) for the elements it owns, loading inputs through
   their strided index maps. Sizes and strides are literals of the kernel's source.
-- A reduction accumulates straight into its output with `cuda.atomic.add` / `max` / `min`; a
-  `fill` launch before the kernel sets the output to the reduction's identity (0, -inf, +inf).
-  Float sums are therefore in a non-deterministic order (results differ from the CPU target in
-  the last bits, and from run to run).
+- A short reduction (at most SHORT_REDUCTION elements per output) is a loop in the thread that
+  owns the output element. A longer one is a block reduction: each block owns one output element (or a chunk of the
+  elements it reduces, combined in order by a second `rows_<op>` launch when the outputs are
+  too few to fill the GPU); its threads accumulate strided elements, then combine their
+  accumulators as a tree in shared memory. The order is fixed, so results are deterministic
+  (they differ from the CPU target's sequential sums in the last bits). Reductions over
+  different axes in one fused kernel are split into one kernel per set of axes.
 - Library kernels are the shape-generic kernels of cuda_rt.py: matmul/bmm as a tiled
   shared-memory kernel for floats (one thread per output element for integers); take,
   take_along_axis, unslice, concatenate and unfold one thread per output element; the
@@ -36,7 +39,7 @@ from ..ops.elementwise import CODE_DTYPE, lit
 from ..ops.indexing import _fold
 from ..ops.linalg import _dims
 from ..ops.movement import contiguous_strides
-from ..ops.reduction import identity
+from ..ops.reduction import combine, identity
 from ..ops.registry import REDUCE
 from ..passes.memory import ALIGN, nbytes
 from ..pytree import is_device_array
@@ -72,9 +75,8 @@ def _aligned(n):
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-ATOMIC = {"sum": "add", "max": "max", "min": "min"}
-ATOMIC_DTYPES = ("float32", "float64", "int32", "int64")
-PER_DTYPE = ("floor", "ceil", "sign")  # device functions that keep their argument's dtype
+PER_DTYPE = ("floor", "ceil", "sign")
+SHORT_REDUCTION = 64  # reductions of at most this many elements: a thread per output element  # device functions that keep their argument's dtype
 
 
 class Buf:
@@ -96,6 +98,8 @@ class Launch:
         self.kernel, self.args, self.total = kernel, args, int(total)
         self.generated, self.comment = generated, comment
         self.threads = threads  # a fixed block size (the tiled matmul's TILE x TILE)
+        self.sources = ()  # the user's file:line of the ops it runs
+        self.size_source = None  # (work items, block size) as source, where they depend on TILE
 
 
 def _cuda_expr(node, expr):
@@ -114,6 +118,52 @@ def _cuda_expr(node, expr):
         return f"cu_{name}"
 
     return re.sub(r"\bnp\.(\w+)", sub, expr)
+
+
+class _LoopWriter:
+    """Source lines of a loop kernel over collapsed loop dims `sizes` (loop variables i0, i1...)."""
+
+    def __init__(self, sizes, local):
+        self.sizes, self.local, self.lines = sizes, local, []
+        self.total = int(np.prod(sizes, dtype=np.int64)) if sizes else 1
+
+    def line(self, depth, text):
+        self.lines.append("    " * depth + text)
+
+    def split(self, depth, var, dims):
+        """Loop variables of `dims` (row-major) from the flat index `var`."""
+        dims = list(dims)
+        if not dims:
+            return
+        if len(dims) == 1:
+            self.line(depth, f"i{dims[0]} = {var}")
+            return
+        self.line(depth, f"r = {var}")
+        for k, l in enumerate(reversed(dims)):
+            if k == len(dims) - 1:
+                self.line(depth, f"i{l} = r")
+            else:
+                self.line(depth, f"i{l} = r % {self.sizes[l]}")
+                self.line(depth, f"r = r // {self.sizes[l]}")
+
+    def index(self, acc):
+        offset, strides = acc[1], acc[2]
+        terms = [f"i{l} * {s}" if s != 1 else f"i{l}" for l, s in enumerate(strides) if s != 0]
+        if offset or not terms:
+            terms.insert(0, str(offset))
+        return " + ".join(terms)
+
+    def loads(self, depth, accesses):
+        for acc in accesses:
+            if acc[3] == "load":
+                self.line(depth, f"{acc[4]} = {acc[0]}[{self.index(acc)}]")
+
+    def compute(self, depth, body):
+        for node, name in body:
+            if node.opdef.kind != REDUCE:
+                args = [self.local[x.id] for x in node.inputs]
+                expr = node.opdef.scalar(node.output.dtype, *args, **node.attr)
+                self.line(depth, f"{name} = {_cuda_expr(node, expr)}  # {node.op}")
 
 
 class CudaProgram:
@@ -170,6 +220,11 @@ class CudaProgram:
 
     # --- loop kernels ----------------------------------------------------------------------
     def _loop(self, kernel):
+        """A fused loop kernel. Without reductions: one thread per element of the flattened
+        iteration space. With reductions: a block per output element (or per chunk of its
+        reduced elements, then a `rows_<op>` pass), reducing in shared memory in a fixed order,
+        so results are deterministic; reductions over different axes in one fused kernel become
+        one such kernel per set of axes (each recomputing the kernel's elementwise work)."""
         fusion = self.fusion
         arrays = {}  # base id -> (name, Buf)
         local = {}
@@ -202,77 +257,160 @@ class CudaProgram:
             local[node.output.id] = name
             body.append((node, name))
 
-        fills = []
         stored = {v.id for v in kernel.stores}
         for node in kernel.nodes:
             v = node.output
-            if v.id not in stored:
-                continue
-            arr = array_for(v)
-            if node.opdef.kind == REDUCE:
-                if v.dtype.name not in ATOMIC_DTYPES:
-                    raise CompileError(f"{node.op} of {v.dtype.name} values has no CUDA kernel "
-                                       "(atomics take float32/64 and int32/64); cast first",
-                                       source=node.source)
-                strides = tuple(0 if d in node.attr["axes"] else s
-                                for d, s in enumerate(contiguous_strides(v.shape)))
-                start = np.array(identity(node.op, v.dtype), v.dtype)[()]
-                fills.append(Launch("fill", [arrays[v.id][1], v.size, start], v.size,
-                                    comment=f"{node.op} identity"))
-            else:
-                strides = contiguous_strides(kernel.shape)
-            accesses.append([arr, 0, strides, "store", node])
+            if v.id in stored:
+                strides = (tuple(0 if d in node.attr["axes"] else s
+                                 for d, s in enumerate(contiguous_strides(v.shape)))
+                           if node.opdef.kind == REDUCE else contiguous_strides(kernel.shape))
+                accesses.append([array_for(v), 0, strides, "store", node])
 
         sizes, collapsed = _collapse(kernel.shape, [a[2] for a in accesses])
-        loopvars = [f"i{l}" for l in range(len(sizes))]
-
-        def index(offset, strides):
-            terms = [f"{i} * {s}" if s != 1 else i for i, s in zip(loopvars, strides) if s != 0]
-            if offset or not terms:
-                terms.insert(0, str(offset))
-            return " + ".join(terms)
-
-        total = int(np.prod(sizes, dtype=np.int64)) if sizes else 1
-        lines = [f"    for e in range(cuda.grid(1), {total}, cuda.gridsize(1)):"]
-        emit = lambda text: lines.append("        " + text)  # noqa: E731
-        if sizes:
-            emit("r = e")
-            for l in reversed(range(len(sizes))):
-                if l == 0:
-                    emit(f"{loopvars[l]} = r")
-                else:
-                    emit(f"{loopvars[l]} = r % {sizes[l]}")
-                    emit(f"r = r // {sizes[l]}")
         for acc, cs in zip(accesses, collapsed):
-            if acc[3] == "load":
-                emit(f"{acc[4]} = {acc[0]}[{index(acc[1], cs)}]")
-        for node, name in body:
-            if node.opdef.kind == REDUCE:
-                continue
-            expr = node.opdef.scalar(node.output.dtype, *[local[x.id] for x in node.inputs], **node.attr)
-            emit(f"{name} = {_cuda_expr(node, expr)}  # {node.op}")
-        for acc, cs in zip(accesses, collapsed):
-            if acc[3] != "store":
-                continue
-            node = acc[4]
-            where = index(acc[1], cs)
-            if node.opdef.kind == REDUCE:
-                code = CODE_DTYPE[node.output.dtype.name]
-                emit(f"cuda.atomic.{ATOMIC[node.op]}({acc[0]}, {where}, "
-                     f"{code}({local[node.inputs[0].id]}))  # {node.op}")
-            else:
-                emit(f"{acc[0]}[{where}] = {local[node.output.id]}")
-
+            acc[2] = tuple(cs)
+        # group the reductions by the loop dims they reduce over (none: a reduction of size-1
+        # axes only, a copy); each group is one kernel, the first also does the plain stores
+        groups = {}
+        for acc in accesses:
+            if acc[3] == "store" and acc[4].opdef.kind == REDUCE:
+                red = tuple(l for l, st in enumerate(acc[2]) if st == 0)
+                groups.setdefault(red, []).append(acc)
+        plain = [acc for acc in accesses if acc[3] == "load" or acc[4].opdef.kind != REDUCE]
         ops = [n.op for n, _ in body]
         title = "_".join(dict.fromkeys(o for o in ops if o not in ("copy", "alias")))[:40].rstrip("_")
-        name = f"k{kernel.index}_{title or 'copy'}"
-        params = [n for n, _ in arrays.values()]
-        source = "@cuda.jit\n" + f"def {name}({', '.join(params)}):\n" + "\n".join(lines) + "\n"
-        self.kernel_sources.append((name, source))
         shape = "x".join(str(d) for d in kernel.shape) or "scalar"
-        self.launches += fills
-        self.launches.append(Launch(name, [b for _, b in arrays.values()], total, generated=True,
-                                    comment=f"{kernel.name}: {', '.join(dict.fromkeys(ops))} over [{shape}]"))
+        parts = list(groups.items()) or [((), [])]
+        for k, (red, reductions) in enumerate(parts):
+            part = (plain if k == 0 else [a for a in plain if a[3] == "load"]) + reductions
+            name = f"k{kernel.index}{'abcdefghijklmnopqrstuvwxyz'[k] if len(parts) > 1 else ''}_{title or 'copy'}"
+            w = _LoopWriter(sizes, local)
+            kernel_arrays = dict(arrays)
+            n_red = int(np.prod([sizes[l] for l in red], dtype=np.int64))
+            if red and n_red <= SHORT_REDUCTION:
+                self._thread_reduction(w, part, body, red)
+                launches = [Launch(name, [b for _, b in kernel_arrays.values()],
+                                   w.total // n_red, generated=True)]
+            elif red:
+                blocks, passes = self._block_reduction(w, part, body, red, kernel_arrays)
+                launch = Launch(name, [b for _, b in kernel_arrays.values()],
+                                blocks * w.red_threads, generated=True, threads=w.red_threads)
+                launch.size_source = (f"{blocks} * RED_THREADS", "RED_THREADS")
+                launches = [launch] + passes
+            else:
+                self._flat(w, part, body)
+                launches = [Launch(name, [b for _, b in kernel_arrays.values()], w.total,
+                                   generated=True)]
+            params = [n for n, _ in kernel_arrays.values()]
+            source = "@cuda.jit\n" + f"def {name}({', '.join(params)}):\n" + "\n".join(w.lines) + "\n"
+            self.kernel_sources.append((name, source))
+            for launch in launches:
+                if launch.generated:
+                    launch.comment = f"{kernel.name}: {', '.join(dict.fromkeys(ops))} over [{shape}]"
+                launch.sources = tuple(dict.fromkeys(n.source for n in kernel.nodes))
+            self.launches += launches
+
+    def _flat(self, w, accesses, body):
+        """One thread per element of the flattened iteration space (a reduction here reduces
+        only size-1 axes: a copy)."""
+        w.line(1, f"for e in range(cuda.grid(1), {w.total}, cuda.gridsize(1)):")
+        w.split(2, "e", range(len(w.sizes)))
+        w.loads(2, accesses)
+        w.compute(2, body)
+        for acc in accesses:
+            if acc[3] == "store":
+                node = acc[4]
+                value = w.local[(node.inputs[0] if node.opdef.kind == REDUCE else node.output).id]
+                w.line(2, f"{acc[0]}[{w.index(acc)}] = {value}  # {node.op}")
+
+    def _thread_reduction(self, w, accesses, body, red):
+        """A short reduction: one thread per output element loops over what it reduces."""
+        kept = [l for l in range(len(w.sizes)) if l not in red]
+        n_out = w.total // int(np.prod([w.sizes[l] for l in red], dtype=np.int64))
+        reductions = [acc for acc in accesses if acc[3] == "store" and acc[4].opdef.kind == REDUCE]
+        w.line(1, f"for o in range(cuda.grid(1), {n_out}, cuda.gridsize(1)):")
+        w.split(2, "o", kept)
+        for j, acc in enumerate(reductions):
+            node = acc[4]
+            w.line(2, f"acc{j} = {lit(identity(node.op, node.output.dtype), node.output.dtype)}")
+        w.line(2, f"for q in range({w.total // n_out}):")
+        w.split(3, "q", red)
+        w.loads(3, accesses)
+        w.compute(3, body)
+        for acc in accesses:
+            if acc[3] == "store" and acc[4].opdef.kind != REDUCE:
+                w.line(3, f"{acc[0]}[{w.index(acc)}] = {w.local[acc[4].output.id]}")
+        for j, acc in enumerate(reductions):
+            node = acc[4]
+            w.line(3, f"acc{j} = {_cuda_expr(node, combine(node.op, f'acc{j}', w.local[node.inputs[0].id]))}")
+        for j, acc in enumerate(reductions):
+            w.line(2, f"{acc[0]}[{w.index(acc)}] = acc{j}  # {acc[4].op}")
+
+    def _block_reduction(self, w, accesses, body, red, arrays):
+        """Block `b` reduces chunk `b % chunks` of output element `b // chunks`: its threads
+        stride over the chunk, then combine their accumulators in shared memory. Returns
+        (blocks, the launches of the second pass that combines chunks)."""
+        from .cuda_rt import RED_THREADS
+        w.red_threads = RED_THREADS
+        kept = [l for l in range(len(w.sizes)) if l not in red]
+        n_out = int(np.prod([w.sizes[l] for l in kept], dtype=np.int64))
+        n_red = int(np.prod([w.sizes[l] for l in red], dtype=np.int64))
+        # chunks: enough blocks to fill a GPU, each thread still summing a few elements
+        chunks = max(1, min(-(-n_red // (4 * 128)), -(-512 // n_out)))
+        chunk = -(-n_red // chunks)
+        chunks = -(-n_red // chunk)
+        reductions = [acc for acc in accesses if acc[3] == "store" and acc[4].opdef.kind == REDUCE]
+        passes = []
+        for j, acc in enumerate(reductions):
+            v = acc[4].output
+            w.line(1, f"sh{j} = cuda.shared.array(RED_THREADS, {CODE_DTYPE[v.dtype.name]})"
+                      f"  # {acc[4].op}")
+            if chunks > 1:
+                partial = Buf(self._cursor, v.dtype, n_out * chunks)
+                self._cursor += _aligned(n_out * chunks * v.dtype.itemsize)
+                arrays[("partial", j)] = (f"p{j}", partial)
+                passes.append(Launch(f"rows_{acc[4].op}", [arrays[v.id][1], partial, n_out, chunks],
+                                     n_out, comment=f"{acc[4].op}: combine {chunks} chunks"))
+        w.line(1, "t = cuda.threadIdx.x")
+        w.line(1, f"for b in range(cuda.blockIdx.x, {n_out * chunks}, cuda.gridDim.x):")
+        if chunks > 1:
+            w.line(2, f"o = b // {chunks}")
+            w.line(2, f"start = (b - o * {chunks}) * {chunk}")
+            stop = f"min(start + {chunk}, {n_red})"
+        else:
+            w.line(2, "o = b")
+            w.line(2, "start = 0")
+            stop = str(n_red)
+        w.split(2, "o", kept)
+        for j, acc in enumerate(reductions):
+            node = acc[4]
+            w.line(2, f"acc{j} = {lit(identity(node.op, node.output.dtype), node.output.dtype)}")
+        w.line(2, f"for q in range(start + t, {stop}, RED_THREADS):")
+        w.split(3, "q", red)
+        w.loads(3, accesses)
+        w.compute(3, body)
+        for acc in accesses:
+            if acc[3] == "store" and acc[4].opdef.kind != REDUCE:
+                w.line(3, f"{acc[0]}[{w.index(acc)}] = {w.local[acc[4].output.id]}")
+        for j, acc in enumerate(reductions):
+            node = acc[4]
+            w.line(3, f"acc{j} = {_cuda_expr(node, combine(node.op, f'acc{j}', w.local[node.inputs[0].id]))}")
+        for j, _ in enumerate(reductions):
+            w.line(2, f"sh{j}[t] = acc{j}")
+        w.line(2, "cuda.syncthreads()")
+        w.line(2, "s = RED_THREADS // 2")
+        w.line(2, "while s > 0:  # a tree over the block's accumulators, in a fixed order")
+        w.line(3, "if t < s:")
+        for j, acc in enumerate(reductions):
+            w.line(4, f"sh{j}[t] = {_cuda_expr(acc[4], combine(acc[4].op, f'sh{j}[t]', f'sh{j}[t + s]'))}")
+        w.line(3, "cuda.syncthreads()")
+        w.line(3, "s //= 2")
+        w.line(2, "if t == 0:")
+        for j, acc in enumerate(reductions):
+            target = f"p{j}[b]" if chunks > 1 else f"{acc[0]}[{w.index(acc)}]"
+            w.line(3, f"{target} = sh{j}[0]  # {acc[4].op}")
+        w.line(2, "cuda.syncthreads()  # (the next output reuses the shared arrays)")
+        return n_out * chunks, passes
 
     # --- library kernels -------------------------------------------------------------------
     def _library(self, kernel):
@@ -285,6 +423,7 @@ class CudaProgram:
         ins = [self._view(x) for x in node.inputs]
         for launch in emitter(self, node, out, ins):
             launch.comment = launch.comment or f"{kernel.name}: {node.op} ({node.source})"
+            launch.sources = (node.source,)
             self.launches.append(launch)
 
     def error_code(self, node):
@@ -306,6 +445,12 @@ class CudaProgram:
 
     def describe(self):
         return "\n".join(f"{l.kernel}[{l.total}]  # {l.comment}" for l in self.launches)
+
+    @property
+    def driver_source(self):
+        """What `gradc explain` shows: the launches in order, then the loop kernels' module."""
+        return "# launches, in order: kernel[work items]  # what it computes\n" + \
+            self.describe() + "\n\n" + self.module_source
 
 
 # threads per block, and the most blocks a launch uses (grid-stride loops cover the rest); the
@@ -413,10 +558,12 @@ def _matmul(prog, node, out, ins):
     args = [out, ins[0], ins[1], batch, m, n, k, ta, tb, *steps, _zero(node)]
     dtype = node.output.dtype.name
     if dtype in ("float32", "float64"):  # shared-memory tiles (cuda_rt.matmul_tiled_*)
-        from .cuda_rt import TILE
-        tiles = batch * -(-m // TILE) * -(-n // TILE)
-        return [Launch(f"matmul_tiled_{CODE_DTYPE[dtype]}", args, tiles * TILE * TILE,
-                       threads=TILE * TILE)]
+        from .cuda_rt import TILE, tiled_items
+        launch = Launch(f"matmul_tiled_{CODE_DTYPE[dtype]}", args, tiled_items(batch, m, n),
+                        threads=TILE * TILE)
+        # TILE differs under the simulator: a generated module sizes the launch when it loads
+        launch.size_source = (f"tiled_items({batch}, {m}, {n})", "TILE * TILE")
+        return [launch]
     return [Launch("matmul", args, batch * m * n)]
 
 
@@ -478,9 +625,40 @@ LIBRARY = {
 }
 
 
-def kernel_ptx(program):
+def kernel_ptx(program, cc=None):
     """[(kernel name, PTX)] of every kernel a program launches, compiled for the argument types
-    of its launch (needs the CUDA compiler: not under the simulator)."""
+    of its launch and compute capability `cc` (default: the GPU's, or (9, 0) where there is
+    none: the CUDA compiler, NVVM, is needed, not a GPU; not under the simulator)."""
+    from numba import cuda
+    try:
+        device_cc = cuda.get_current_device().compute_capability
+    except Exception:  # noqa: BLE001 - no driver or no GPU: compile for an H100/H200
+        with _no_device(cc or (9, 0)):
+            return _kernel_ptx(program, cc or (9, 0))
+    return _kernel_ptx(program, cc or device_cc)
+
+
+class _no_device:
+    """numba-cuda compiles the device functions a kernel calls for the current GPU's compute
+    capability even inside `compile_ptx(cc=...)`; without a GPU, say it is `cc` meanwhile."""
+
+    def __init__(self, cc):
+        self.cc = cc
+
+    def __enter__(self):
+        import types as pytypes
+
+        from numba.cuda import dispatcher
+        self.module, self.saved = dispatcher, getattr(dispatcher, "get_current_device", None)
+        if self.saved is not None:
+            dispatcher.get_current_device = lambda: pytypes.SimpleNamespace(compute_capability=self.cc)
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            self.module.get_current_device = self.saved
+
+
+def _kernel_ptx(program, cc):
     from numba import cuda, from_dtype, types
 
     from . import cuda_rt
@@ -502,6 +680,6 @@ def kernel_ptx(program):
         if (launch.kernel, sig) in seen:
             continue
         seen.add((launch.kernel, sig))
-        ptx, _ = cuda.compile_ptx(fn.py_func, sig)
+        ptx, _ = cuda.compile_ptx(fn.py_func, sig, cc=cc)
         out.append((launch.kernel, ptx))
     return out

@@ -124,6 +124,39 @@ def fill(out, n, value):
         out[t] = value
 
 
+# Block reductions (gradc/codegen/cuda.py): threads per block, a power of two; the simulator
+# runs each thread as a Python thread, so its blocks are small
+RED_THREADS = 32 if SIMULATOR else 128
+
+
+@cuda.jit
+def rows_sum(out, partial, rows, width):
+    """out[o] = the sum of partial[o * width : (o + 1) * width], in order."""
+    for o in range(cuda.grid(1), rows, cuda.gridsize(1)):
+        acc = partial[o * width]
+        for c in range(1, width):
+            acc += partial[o * width + c]
+        out[o] = acc
+
+
+@cuda.jit
+def rows_max(out, partial, rows, width):
+    for o in range(cuda.grid(1), rows, cuda.gridsize(1)):
+        acc = partial[o * width]
+        for c in range(1, width):
+            acc = max2(acc, partial[o * width + c])
+        out[o] = acc
+
+
+@cuda.jit
+def rows_min(out, partial, rows, width):
+    for o in range(cuda.grid(1), rows, cuda.gridsize(1)):
+        acc = partial[o * width]
+        for c in range(1, width):
+            acc = min2(acc, partial[o * width + c])
+        out[o] = acc
+
+
 @cuda.jit
 def copy_rows(out, x, n_outer, width, row, col):
     """out[a * row + col + b] = x[a * width + b]: one input of a concatenate."""
@@ -155,6 +188,11 @@ def matmul(out, x, y, batch, m, n, k, ta, tb, a_step, b_step, zero):
 # staging TILE-wide panels of op(x) and op(y) in shared memory; blocks stride over the tiles
 # (of every batch), so each thread of a block runs the same number of tiles and syncs.
 TILE = 8 if SIMULATOR else 16
+
+
+def tiled_items(batch, m, n):
+    """Work items of a tiled matmul launch: a TILE x TILE block per output tile."""
+    return batch * -(-m // TILE) * -(-n // TILE) * TILE * TILE
 
 
 def _tiled_matmul(dtype):

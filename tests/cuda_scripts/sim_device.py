@@ -146,4 +146,38 @@ def _():
     raise AssertionError("no error")
 
 
+# --- reductions: shared-memory trees in a fixed order ------------------------------------------
+X = rng.standard_normal((3, 700)).astype(np.float32)
+
+
+def chunked_sum(x):  # 2100 elements into one: chunks, then a second pass
+    return np.sum(np.tanh(x) * 2.0)
+
+
+def mixed_axes(x):  # one fused kernel reducing over axis 1 and over axis 0
+    return x.max(axis=1).sum() + x.sum(axis=0).max()
+
+
+@check("reductions_match_cpu_and_repeat_exactly")
+def _():
+    errs = []
+    for f in (chunked_sum, mixed_axes):
+        gpu = gradc.value_and_grad(f, target="cuda")
+        (v1, g1), (v2, g2) = gpu(X), gpu(X)
+        assert v1 == v2 and np.array_equal(g1, g2), f"{f.__name__}: differs from run to run"
+        v, g = gradc.value_and_grad(f)(X)
+        errs += [close(v1, v, 1e-5), close(g1, g)]
+    return max(errs)
+
+
+@check("bool_and_int_reductions")
+def _():
+    def count(x):
+        return (x > 0).sum(axis=1), (x > 0).max(axis=0), np.any(x > 2.0, axis=1), (x > -3.0).all(axis=0)
+    got, want = gradc.jit(count, target="cuda")(X), gradc.jit(count)(X)
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype and np.array_equal(a, b), (a, b)
+    return 0.0
+
+
 json.dump(RESULTS, sys.stdout)
