@@ -845,7 +845,9 @@ _TRAIN_CLASS = '''class TrainStep(Compiled):
         n = _n_leaves_before(ARGNUMS)
         params = INPUTS[n:n + _n_leaves(ARGS_TREE[1][ARGNUMS])]
         self.state = {slot: [np.zeros(shape, dtype) for _, shape, dtype in params] for slot in SLOTS}
-        self.scalars = {name: np.zeros((), np.float64) for name in SCALAR_NAMES}
+        first = len(INPUTS) - len(SCALAR_NAMES)  # the last inputs, in their compiled dtype
+        self.scalars = {name: np.zeros((), dtype)
+                        for name, (_, _, dtype) in zip(SCALAR_NAMES, INPUTS[first:])}
 
     @property
     def lr(self):

@@ -92,7 +92,8 @@ class TrainStep:
         self.lock = threading.Lock()
         self._param_spec = None  # (treedef, [(shape, dtype)]) fixed by the first call
         self._state = None  # {slot: [array per parameter leaf]}
-        # float64, rounded to each parameter's dtype in the graph (as PyTorch rounds a Python float)
+        # the learning rate and other per-step scalars (given the parameters' dtype when the
+        # step compiles: _scalar_inputs)
         self._scalars = {name: np.zeros((), np.float64) for name in optimizer.scalar_names}
         self._last_key = None
         self._on_device = None  # target="cuda": the CudaCompiled holding the current state
@@ -193,6 +194,17 @@ class TrainStep:
                 f"shapes {[s for s, _ in spec[1]]}. Its optimizer state is shaped like the first; "
                 "make a new train_step for other parameters", source=src)
 
+    def _scalar_inputs(self, graph, param_dtypes):
+        """Graph inputs for the runtime scalars, in the parameters' dtype when they share one, so
+        a float32 model reads float32 scalars (no float64 in its kernels); the host arrays that
+        feed them take that dtype too (writing a float64 into them rounds to nearest)."""
+        dtypes = set(param_dtypes)
+        dtype = dtypes.pop() if len(dtypes) == 1 else np.dtype(np.float64)
+        for name in self.optimizer.scalar_names:
+            if self._scalars[name].dtype != dtype:
+                self._scalars[name] = np.zeros((), dtype)
+        return {name: graph.add_input((), dtype, name=name) for name in self.optimizer.scalar_names}
+
     def lower(self, *args, load=False, source=None):
         """Trace and compile for these arguments without caching the result; with load=False
         nothing is Numba-compiled and the Compiled has no driver (what `gradc compile` writes
@@ -245,8 +257,7 @@ class TrainStep:
         with graph.at_source(f"optimizer {type(self.optimizer).__name__}"):
             state_in = {slot: [graph.add_input(p.shape, p.dtype, name=f"{slot}[{i}]")
                                for i, p in enumerate(params)] for slot in self.optimizer.slots}
-            scalars = {name: graph.add_input((), np.float64, name=name)
-                       for name in self.optimizer.scalar_names}
+            scalars = self._scalar_inputs(graph, [p.dtype for p in params])
             if self.clip_norm is not None:
                 grads = global_norm_clip(grads, self.clip_norm)
             ok = all_finite([loss] + grads) if self.check_finite else None

@@ -34,7 +34,7 @@ Calling convention (version 1)
 
     then the optimizer state and runtime scalars, which the step owns:
 
-        4   lr                           float64[]
+        4   lr                           float32[]
 
     Returns the loss as a Python float; the parameters and the optimizer state are updated in place.
 
@@ -321,19 +321,14 @@ def loop_add_subtract_square_sum_multiply_6b59763cca(n0, p0, p1, p2, p3, p4, p5)
     a5[0] = acc5
 
 
-# loop_multiply_astype_ed8026fe92: multiply, astype; called by k2
-@njit("void(int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_multiply_astype_ed8026fe92(p0, p1, p2, p3):
+# loop_multiply_6b5d37d3fb: multiply; called by k2
+@njit("void(int64, int64)", **JIT_OPTIONS)
+def loop_multiply_6b5d37d3fb(p0, p1):
     a0 = f32_array(p0, 1)
-    a1 = f64_array(p1, 1)
-    a2 = f32_array(p2, 1)
-    a3 = f32_array(p3, 1)
+    a1 = f32_array(p1, 1)
     t0 = a0[0]
-    t2 = a1[0]
     t1 = t0 * f32(0.00390625)  # multiply
-    t3 = f32(t2)  # astype
-    a2[0] = t1
-    a3[0] = t3
+    a1[0] = t1
 
 
 # matmul_afd9460ca3: matmul; called by k3
@@ -396,19 +391,18 @@ def run(A, params_b, params_w, x, y, lr):
     #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
     #   linear_regression.py:39  return np.mean((pred - y) ** 2)
     loop_add_subtract_square_sum_multiply_6b59763cca(256, A + 64, params_b, y, A + 1088, A + 1152, A + 2176)
-    # k2: multiply, astype over [scalar] -> %14, %25
+    # k2: multiply over [scalar] -> %14
     #   linear_regression.py:39  return np.mean((pred - y) ** 2)
-    #   optimizer SGD
-    loop_multiply_astype_ed8026fe92(A + 1088, lr, A, A + 64)
+    loop_multiply_6b5d37d3fb(A + 1088, A)
     # k3: matmul over [3x1] -> %24
     #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
-    matmul_afd9460ca3(x, A + 1152, A + 128, 768, 256, 3, 3, 1, 256)
-    # k4: multiply, subtract over [1] -> %28
+    matmul_afd9460ca3(x, A + 1152, A + 64, 768, 256, 3, 3, 1, 256)
+    # k4: multiply, subtract over [1] -> %27
     #   optimizer SGD
-    loop_multiply_subtract_38f9527032(A + 64, A + 2176, params_b)
-    # k5: multiply, subtract over [3x1] -> %32
+    loop_multiply_subtract_38f9527032(lr, A + 2176, params_b)
+    # k5: multiply, subtract over [3x1] -> %31
     #   optimizer SGD
-    loop_multiply_subtract_a40bf8677e(3, A + 64, A + 128, params_w)
+    loop_multiply_subtract_a40bf8677e(3, lr, A + 64, params_w)
 
 
 # ================================================================================================
@@ -425,7 +419,7 @@ INPUTS = [
     ("params['w']", (3, 1), '<f4'),
     ('x', (256, 3), '<f4'),
     ('y', (256, 1), '<f4'),
-    ('lr', (), '<f8'),
+    ('lr', (), '<f4'),
 ]
 # (byte offset in the arena, or None when written in place into input i, i or None, shape, dtype)
 OUTPUTS = [
@@ -580,7 +574,9 @@ class TrainStep(Compiled):
         n = _n_leaves_before(ARGNUMS)
         params = INPUTS[n:n + _n_leaves(ARGS_TREE[1][ARGNUMS])]
         self.state = {slot: [np.zeros(shape, dtype) for _, shape, dtype in params] for slot in SLOTS}
-        self.scalars = {name: np.zeros((), np.float64) for name in SCALAR_NAMES}
+        first = len(INPUTS) - len(SCALAR_NAMES)  # the last inputs, in their compiled dtype
+        self.scalars = {name: np.zeros((), dtype)
+                        for name, (_, _, dtype) in zip(SCALAR_NAMES, INPUTS[first:])}
 
     @property
     def lr(self):
