@@ -75,8 +75,8 @@ def _aligned(n):
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-PER_DTYPE = ("floor", "ceil", "sign")
-SHORT_REDUCTION = 64  # reductions of at most this many elements: a thread per output element  # device functions that keep their argument's dtype
+PER_DTYPE = ("floor", "ceil", "sign", "sin", "cos")  # device functions, one per argument dtype
+SHORT_REDUCTION = 64  # reductions of at most this many elements: a thread per output element
 
 
 class Buf:
