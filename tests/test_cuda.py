@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -22,18 +23,61 @@ ROOT = os.path.dirname(HERE)
 BOUND_S = 300
 
 
-def _run(script, env_extra):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
-               **env_extra)
-    return subprocess.run([sys.executable, os.path.join(HERE, "cuda_scripts", script)],
-                          capture_output=True, text=True, env=env, timeout=BOUND_S, cwd=ROOT)
+SCRIPTS = {  # fixture -> (script, environment)
+    "sim_results": ("sim_checks.py", {"NUMBA_ENABLE_CUDASIM": "1"}),
+    "model_results": ("sim_models.py", {"NUMBA_ENABLE_CUDASIM": "1"}),
+    "ptx_results": ("ptx_check.py", {"NUMBA_ENABLE_CUDASIM": "0"}),
+}
+_PROCS = {}  # script -> (Popen, stdout file, stderr file)
+
+
+def _start(fixture):
+    script, env_extra = SCRIPTS[fixture]
+    if script not in _PROCS:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+                   **env_extra)
+        out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        proc = subprocess.Popen([sys.executable, os.path.join(HERE, "cuda_scripts", script)],
+                                stdout=out, stderr=err, text=True, env=env, cwd=ROOT)
+        _PROCS[script] = (proc, out, err)
+    return _PROCS[script]
+
+
+def _results(request, fixture):
+    """The JSON the fixture's script printed. The first call starts every script that the
+    selected tests need, so they run side by side (each is mostly one busy thread)."""
+    for name in SCRIPTS:
+        if any(name in getattr(item, "fixturenames", ()) for item in request.session.items):
+            _start(name)
+    proc, out, err = _start(fixture)
+    try:
+        rc = proc.wait(timeout=BOUND_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"{SCRIPTS[fixture][0]} ran over {BOUND_S} s")
+    out.seek(0)
+    err.seek(0)
+    stdout, stderr = out.read(), err.read()
+    assert rc == 0, stderr[-3000:]
+    return json.loads(stdout)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_scripts():
+    yield
+    for proc, out, err in _PROCS.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        out.close()
+        err.close()
+    _PROCS.clear()
 
 
 @pytest.fixture(scope="module")
-def sim_results():
-    proc = _run("sim_checks.py", {"NUMBA_ENABLE_CUDASIM": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout)
+def sim_results(request):
+    return _results(request, "sim_results")
 
 
 CHECKS = ["elementwise", "transcendental", "activations", "where_compare", "floor_sign_jit",
@@ -59,10 +103,8 @@ MODELS = ["linear_regression", "moons_mlp", "digits_mlp", "digits_cnn", "sequenc
 
 
 @pytest.fixture(scope="module")
-def model_results():
-    proc = _run("sim_models.py", {"NUMBA_ENABLE_CUDASIM": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout)
+def model_results(request):
+    return _results(request, "model_results")
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -89,10 +131,8 @@ KNOWN_F64 = {"transcendental": "BUGS-cuda.md #1", **{p: "BUGS-cuda.md #2" for p 
 
 
 @pytest.fixture(scope="module")
-def ptx_results():
-    proc = _run("ptx_check.py", {"NUMBA_ENABLE_CUDASIM": "0"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(proc.stdout)
+def ptx_results(request):
+    r = _results(request, "ptx_results")
     if "skipped" in r:
         print("PTX checks skipped:", r["skipped"])
         pytest.skip(r["skipped"])

@@ -10,7 +10,8 @@ with atomics, in any order.
     NUMBA_ENABLE_CUDASIM=1 python tests/cuda_scripts/sim_models.py [MODEL ...]
 
 Prints one JSON object: {model: {"vg": {...}, "train": {...}}}, each part {"ok", "err" (max abs
-difference, or the error), "s" (seconds: both targets, the simulator most of it)}.
+difference, or the error), "s_cuda" (seconds on target="cuda": the simulator)}, and per model
+"s" and "cpu_s" (wall and CPU seconds, both targets and the compiles).
 """
 import copy
 import json
@@ -77,7 +78,7 @@ def check_train_step(m):
 def main(names):
     results = {}
     for name in names:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         r = results[name] = {}
         try:
             m = MODELS[name]()
@@ -90,6 +91,7 @@ def main(names):
             except Exception as e:  # noqa: BLE001 - reported to the test
                 r[part] = _fail(e)
         r["s"] = round(time.perf_counter() - t0, 2)
+        r["cpu_s"] = round(time.process_time() - c0, 2)  # all threads: the load-independent figure
     return results
 
 
