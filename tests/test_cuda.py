@@ -140,7 +140,8 @@ def ptx_results(request):
 
 
 def _f64(r, program):
-    return [e for key in ("expected_f64", "unexpected_f64") for e in r[key] if e["program"] == program]
+    return [e for key in ("expected_f64", "unexpected_f64") for e in r[key]
+            if e["program"] == program]
 
 
 def test_ptx_covers_every_program(ptx_results):

@@ -40,7 +40,8 @@ def compare(a, b, rtol=RTOL, atol=ATOL):
     for x, y in zip(la, lb):
         assert x.shape == y.shape and x.dtype == y.dtype, (x.shape, y.shape, x.dtype, y.dtype)
         if not np.allclose(x, y, rtol=rtol, atol=atol, equal_nan=True):
-            raise AssertionError(f"max abs difference {np.nanmax(np.abs(x.astype(np.float64) - y)):.3g}")
+            diff = np.nanmax(np.abs(x.astype(np.float64) - y))
+            raise AssertionError(f"max abs difference {diff:.3g}")
         if x.size and np.issubdtype(x.dtype, np.floating):
             finite = np.isfinite(y)
             if finite.any():
@@ -164,7 +165,7 @@ def digits_cnn():
     x = (r.integers(0, 17, (4, 1, 6, 6)) / 16.0).astype(np.float32)  # 6x6 images: 3x3 after pooling
     y = r.integers(0, 10, 4).astype(np.int64)
     params = ex.init_params(0, channels=channels)
-    params["W"] = (r.standard_normal((channels * 3 * 3, 10)) / np.sqrt(channels * 9)).astype(np.float32)
+    params["W"] = (r.standard_normal((channels * 9, 10)) / np.sqrt(channels * 9)).astype(np.float32)
     params["conv_b"] = (r.standard_normal(channels) * 0.1).astype(np.float32)
     return dict(loss=ex.loss, params=params, batch=(x, y),
                 make_optimizer=lambda: gradc.optim.Adam(lr=3e-3), steps=2)

@@ -1,12 +1,13 @@
 """PTX of every kernel target="cuda" launches, for the op families and the examples' models
-(tests/cuda_scripts/cases.py), float32: `cuda.compile_ptx` must succeed for each, and a kernel
-whose IR is all float32 (and integers) must have no double-precision code in its PTX.
+(tests/cuda_scripts/cases.py, float32): `cuda.compile_ptx` must succeed for each, and
+tests/test_cuda.py checks where double precision (`.f64`) shows up in the PTX.
 
 Run WITHOUT the simulator (NUMBA_ENABLE_CUDASIM unset or 0; tests/test_cuda.py runs it in a
-subprocess; it imports numba.cuda, so the test process only imports its f64_lines): it needs Numba's CUDA
-compiler (NVVM: numba-cuda with its NVRTC/NVVM wheels, or a CUDA toolkit), not a GPU. With no GPU
-the compute capability is fixed to CC below: `compile_ptx` is given it, and numba-cuda's
-device-function dispatcher, which asks the current device for it, is given a stand-in device.
+subprocess; it imports numba.cuda, so the test process only imports its f64_lines). It needs
+Numba's CUDA compiler (NVVM: numba-cuda with its NVRTC/NVVM wheels, or a CUDA toolkit), not a
+GPU. With no GPU the compute capability is fixed to CC below: `compile_ptx` is given it, and
+numba-cuda's device-function dispatcher, which asks the current device for it (and fails
+without one), is given a stand-in device.
 
 Programs are built without a GPU the way `gradc compile` does: `lower(..., load=False)` of a
 Function / TrainStep made for target="cpu" and switched to target="cuda" (making one for "cuda"
@@ -14,8 +15,9 @@ directly asks for a GPU).
 
 Prints one JSON object: {"skipped": reason} where compile_ptx does not work here, else
 {"cc", "gpu", "programs": {name: {"kernels", "s"} or {"error"}}, "kernels": count,
-"unexpected_f64": [...], "expected_f64": [...]} (each entry: program, kernel, argument types,
-the first lines with .f64).
+"unexpected_f64": [...], "expected_f64": [...]}: kernels with .f64 in their PTX, expected where
+an argument or a value of the kernel's IR is float64 (each entry: program, kernel, argument
+types, the first lines with .f64).
 """
 import copy
 import json
@@ -97,10 +99,11 @@ def programs():
         if name in FLOAT64_CASES:
             continue
         kw = {} if mode == "jit" else {"argnums": argnums}
-        out.append((name, lowered(lambda fn=fn, mode=mode, kw=kw: getattr(gradc, mode)(fn, **kw), *args)))
+        make = lambda fn=fn, mode=mode, kw=kw: getattr(gradc, mode)(fn, **kw)  # noqa: E731
+        out.append((name, lowered(make, *args)))
     p, xs, ys = mlp_setup()
-    out.append(("train_step_adam", lowered(lambda: gradc.train_step(mlp_loss, gradc.optim.Adam(lr=0.05)),
-                                           p, xs, ys)))
+    out.append(("train_step_adam",
+                lowered(lambda: gradc.train_step(mlp_loss, gradc.optim.Adam(lr=0.05)), p, xs, ys)))
     for name, setup_model in MODELS.items():
         m = setup_model()
         out.append((f"{name}/value_and_grad",
@@ -111,11 +114,13 @@ def programs():
     m = MODELS["digits_mlp"]()
     out.append(("digits_mlp/train_step clip_norm check_finite",
                 lowered(lambda: gradc.train_step(m["loss"], m["make_optimizer"](), clip_norm=1.0,
-                                                 check_finite=True), copy.deepcopy(m["params"]), *m["batch"])))
+                                                 check_finite=True),
+                        copy.deepcopy(m["params"]), *m["batch"])))
     # the float64 case last: its PTX must show .f64 (the detector works)
     for name, fn, args, mode, argnums in OP_CASES:
         if name in FLOAT64_CASES:
-            out.append((name, lowered(lambda fn=fn, a=argnums: gradc.value_and_grad(fn, argnums=a), *args)))
+            make = lambda fn=fn, a=argnums: gradc.value_and_grad(fn, argnums=a)  # noqa: E731
+            out.append((name, lowered(make, *args)))
     return out
 
 
@@ -160,7 +165,8 @@ def main():
             ptxs = kernel_ptx(program)
             assert len(ptxs) == len(calls), (len(ptxs), len(calls))
         except Exception as e:  # noqa: BLE001 - reported to the test
-            result["programs"][name] = {"error": f"{type(e).__name__}: {' '.join(str(e).split())[:600]}",
+            msg = " ".join(str(e).split())[:600]
+            result["programs"][name] = {"error": f"{type(e).__name__}: {msg}",
                                         "trace": traceback.format_exc()[-2000:]}
             continue
         for (kernel, ptx), (_, sig) in zip(ptxs, calls):
