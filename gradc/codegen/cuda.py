@@ -376,7 +376,8 @@ class CudaProgram:
         if chunks > 1:
             w.line(2, f"o = b // {chunks}")
             w.line(2, f"start = (b - o * {chunks}) * {chunk}")
-            stop = f"min(start + {chunk}, {n_red})"
+            w.line(2, f"stop = start + {chunk} if start + {chunk} < {n_red} else {n_red}")
+            stop = "stop"
         else:
             w.line(2, "o = b")
             w.line(2, "start = 0")

@@ -74,7 +74,7 @@ fmaf = fmaf_host
 def trig_reduce_f32(x):
     """(q, r) with x = (4n + q) * pi/2 + r, |r| <= pi/4 (about)."""
     if abs(x) <= f32(1000.0):  # Cody-Waite: three fused steps, exact enough for small k
-        k = math.floor(x * f32(0.636619772) + f32(0.5))
+        k = i64(math.floor(x * f32(0.636619772) + f32(0.5)))
         kf = f32(k)
         r = fmaf(-kf, PIO2_HI, x)
         r = fmaf(-kf, PIO2_MID, r)
