@@ -617,12 +617,40 @@ def _windows(prog, node, out, ins):
     return [_fill_zero(out, node), Launch("fold", [out, ins[0], size, *geometry], size)]
 
 
+def _conv(prog, node, out, ins):
+    """conv2d and its two gradients, one thread per output element (cuda_rt.conv2d...)."""
+    a = node.attr
+    if node.op == "conv2d":
+        (x, w), kh, kw = node.inputs, node.inputs[1].shape[2], node.inputs[1].shape[3]
+        n, c, h, wd = x.shape
+        o, oh, ow = w.shape[0], *node.output.shape[2:]
+    elif node.op == "conv2d_grad_input":
+        (g, w), (n, c, h, wd) = node.inputs, a["x_shape"]
+        kh, kw, o, oh, ow = w.shape[2], w.shape[3], g.shape[1], g.shape[2], g.shape[3]
+    else:  # conv2d_grad_weight(x, g)
+        (x, g), kh, kw = node.inputs, a["kh"], a["kw"]
+        n, c, h, wd = x.shape
+        o, oh, ow = g.shape[1], g.shape[2], g.shape[3]
+    geometry = [n, c, h, wd, oh, ow, o, kh, kw, a["sh"], a["sw"], a["ph"], a["pw"]]
+    return [Launch(node.op, [out, *ins, *geometry, _zero(node)], node.output.size)]
+
+
+def _pool_argmax(prog, node, out, ins):
+    n, c, h, w = node.inputs[0].shape
+    oh, ow = node.output.shape[2:]
+    a = node.attr
+    return [Launch("pool_argmax", [out, ins[0], n * c, h, w, oh, ow, a["kh"], a["kw"], a["sh"],
+                                   a["sw"], a["ph"], a["pw"]], node.output.size)]
+
+
 LIBRARY = {
     "matmul": _matmul, "bmm": _matmul,
     "take": _gather, "take_grad": _gather,
     "take_along_axis": _gather, "take_along_axis_grad": _gather,
     "unslice": _unslice, "concatenate": _concatenate,
     "unfold": _windows, "fold": _windows,
+    "conv2d": _conv, "conv2d_grad_input": _conv, "conv2d_grad_weight": _conv,
+    "pool_argmax": _pool_argmax,
 }
 
 

@@ -440,3 +440,95 @@ def fold(out, g, size, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW):
         src, inside = _window(e, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW)
         if inside:
             cuda.atomic.add(out, src, g[e])
+
+
+# --- direct convolution and max pooling (gradc/ops/conv.py): one thread per output element,
+# summing in a fixed order (deterministic, no atomics); NCHW images, OCKK weights
+@cuda.jit
+def conv2d(out, x, w, N, C, H, W, OH, OW, O, KH, KW, SH, SW, PH, PW, zero):
+    """out[n,o,a,b] = sum over c,i,j of w[o,c,i,j] * x[n,c,a*SH-PH+i,b*SW-PW+j] (zero outside)."""
+    for e in range(cuda.grid(1), N * O * OH * OW, cuda.gridsize(1)):
+        b = e % OW
+        a = (e // OW) % OH
+        o = (e // (OW * OH)) % O
+        n = e // (OW * OH * O)
+        acc = zero
+        for c in range(C):
+            for i in range(KH):
+                y = a * SH - PH + i
+                if y < 0 or y >= H:
+                    continue
+                for j in range(KW):
+                    z = b * SW - PW + j
+                    if z >= 0 and z < W:
+                        acc += w[((o * C + c) * KH + i) * KW + j] * x[((n * C + c) * H + y) * W + z]
+        out[e] = acc
+
+
+@cuda.jit
+def conv2d_grad_input(out, g, w, N, C, H, W, OH, OW, O, KH, KW, SH, SW, PH, PW, zero):
+    """out[n,c,y,z] = sum of w[o,c,i,j] * g[n,o,a,b] over the outputs (a, b) whose window
+    reads pixel (y, z): a*SH - PH + i == y, b*SW - PW + j == z."""
+    for e in range(cuda.grid(1), N * C * H * W, cuda.gridsize(1)):
+        z = e % W
+        y = (e // W) % H
+        c = (e // (W * H)) % C
+        n = e // (W * H * C)
+        acc = zero
+        for o in range(O):
+            for i in range(KH):
+                ta = y + PH - i
+                if ta < 0 or ta % SH != 0 or ta // SH >= OH:
+                    continue
+                for j in range(KW):
+                    tb = z + PW - j
+                    if tb >= 0 and tb % SW == 0 and tb // SW < OW:
+                        acc += (w[((o * C + c) * KH + i) * KW + j]
+                                * g[((n * O + o) * OH + ta // SH) * OW + tb // SW])
+        out[e] = acc
+
+
+@cuda.jit
+def conv2d_grad_weight(out, x, g, N, C, H, W, OH, OW, O, KH, KW, SH, SW, PH, PW, zero):
+    """out[o,c,i,j] = sum over n,a,b of g[n,o,a,b] * x[n,c,a*SH-PH+i,b*SW-PW+j] (inside)."""
+    for e in range(cuda.grid(1), O * C * KH * KW, cuda.gridsize(1)):
+        j = e % KW
+        i = (e // KW) % KH
+        c = (e // (KW * KH)) % C
+        o = e // (KW * KH * C)
+        acc = zero
+        for n in range(N):
+            for a in range(OH):
+                y = a * SH - PH + i
+                if y < 0 or y >= H:
+                    continue
+                for b in range(OW):
+                    z = b * SW - PW + j
+                    if z >= 0 and z < W:
+                        acc += g[((n * O + o) * OH + a) * OW + b] * x[((n * C + c) * H + y) * W + z]
+        out[e] = acc
+
+
+@cuda.jit
+def pool_argmax(out, x, planes, H, W, OH, OW, KH, KW, SH, SW, PH, PW):
+    """out[p,a,b] = the in-plane index y*W + z of window (a, b)'s maximum: the first in
+    row-major order, a NaN over any number (the last NaN); padding is never picked."""
+    for e in range(cuda.grid(1), planes * OH * OW, cuda.gridsize(1)):
+        b = e % OW
+        a = (e // OW) % OH
+        xp = (e // (OW * OH)) * H * W
+        y0 = a * SH - PH
+        z0 = b * SW - PW
+        i_lo = max(0, -y0)
+        j_lo = max(0, -z0)
+        best_t = (y0 + i_lo) * W + z0 + j_lo
+        best = x[xp + best_t]
+        for i in range(i_lo, min(KH, H - y0)):
+            for j in range(j_lo, min(KW, W - z0)):
+                t = (y0 + i) * W + z0 + j
+                v = x[xp + t]
+                if v > best or v != v:
+                    best = v
+                    best_t = t
+        out[e] = best_t
+
