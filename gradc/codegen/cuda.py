@@ -376,6 +376,7 @@ class CudaProgram:
         if chunks > 1:
             w.line(2, f"o = b // {chunks}")
             w.line(2, f"start = (b - o * {chunks}) * {chunk}")
+            # (no builtin min: Numba's own CUDA target fails to type it)
             w.line(2, f"stop = start + {chunk} if start + {chunk} < {n_red} else {n_red}")
             stop = "stop"
         else:

@@ -519,12 +519,16 @@ def pool_argmax(out, x, planes, H, W, OH, OW, KH, KW, SH, SW, PH, PW):
         xp = (e // (OW * OH)) * H * W
         y0 = a * SH - PH
         z0 = b * SW - PW
-        i_lo = max(0, -y0)
-        j_lo = max(0, -z0)
+        # the window's rows and columns inside the image (no builtin min/max: Numba's own
+        # CUDA target fails to type them)
+        i_lo = -y0 if y0 < 0 else 0
+        j_lo = -z0 if z0 < 0 else 0
+        i_hi = KH if KH < H - y0 else H - y0
+        j_hi = KW if KW < W - z0 else W - z0
         best_t = (y0 + i_lo) * W + z0 + j_lo
         best = x[xp + best_t]
-        for i in range(i_lo, min(KH, H - y0)):
-            for j in range(j_lo, min(KW, W - z0)):
+        for i in range(i_lo, i_hi):
+            for j in range(j_lo, j_hi):
                 t = (y0 + i) * W + z0 + j
                 v = x[xp + t]
                 if v > best or v != v:
