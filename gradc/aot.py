@@ -528,9 +528,13 @@ class _Generator:
         for v, n in zip(graph.inputs, self.program.input_names):
             out.append(f"    ({(v.name or n)!r}, {tuple(v.shape)!r}, {v.dtype.str!r}),")
         out.append("]")
-        out.append("# (byte offset in the arena, or None when written in place into input i, "
-                   "i or None, shape, dtype)")
-        out.append("OUTPUTS = [")
+        return out + self._outputs_and_arguments("arena")
+
+    def _outputs_and_arguments(self, region):
+        """The OUTPUTS table (where each output is) and the tables of the call's arguments."""
+        plan, graph = self.plan, self.graph
+        out = [f"# (byte offset in the {region}, or None when written in place into input i, "
+               "i or None, shape, dtype)", "OUTPUTS = ["]
         index = {v.id: i for i, v in enumerate(graph.inputs)}
         for v in graph.outputs:
             if v.id in plan.aliases:
@@ -538,12 +542,9 @@ class _Generator:
                            f"{v.dtype.str!r}),")
             else:
                 out.append(f"    ({plan.offsets[v.id]}, None, {tuple(v.shape)!r}, {v.dtype.str!r}),")
-        out.append("]")
-        out.append(f"ARGS_TREE = {self.args_tree!r}")
-        out.append(f"NAME = {self.name!r}")
-        out.append(f"N_ARGS = {len(self.args)}")
-        out.append(f"ARG_NAMES = {tuple(_param_names(self.fun, len(self.args)))!r}")
-        return out
+        return out + ["]", f"ARGS_TREE = {self.args_tree!r}", f"NAME = {self.name!r}",
+                      f"N_ARGS = {len(self.args)}",
+                      f"ARG_NAMES = {tuple(_param_names(self.fun, len(self.args)))!r}"]
 
     def _callable(self):
         mode = self.mode

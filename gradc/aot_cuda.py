@@ -106,26 +106,11 @@ class CudaGenerator(aot._Generator):
         out.append("]")
         out.append("# the byte offset of each input's slot in the device arena")
         out.append(f"INPUT_SLOTS = {[buf.offset for buf in program.input_bufs]!r}")
-        out.append("# (byte offset in the outputs region, or None when written in place into "
-                   "input i, i or None, shape, dtype)")
-        out.append("OUTPUTS = [")
-        index = {v.id: i for i, v in enumerate(graph.inputs)}
-        for v in graph.outputs:
-            if v.id in plan.aliases:
-                out.append(f"    (None, {index[plan.aliases[v.id].id]}, {tuple(v.shape)!r}, "
-                           f"{v.dtype.str!r}),")
-            else:
-                out.append(f"    ({plan.offsets[v.id]}, None, {tuple(v.shape)!r}, {v.dtype.str!r}),")
-        out.append("]")
         n_scalars = len(self.optimizer.scalar_names) if self.mode == "train" else 0
         out.append(f"RUNTIME_SCALARS = {n_scalars}  # the last inputs: uploaded on every call")
         out.append(f"ERROR_FLAG = {program.err.offset}  # int32: which index check failed (0: none)")
         out.append(f"ERROR_SOURCES = {dict(sorted(program.err_sources.items()))!r}")
-        out.append(f"ARGS_TREE = {self.args_tree!r}")
-        out.append(f"NAME = {self.name!r}")
-        out.append(f"N_ARGS = {len(self.args)}")
-        out.append(f"ARG_NAMES = {tuple(aot._param_names(self.fun, len(self.args)))!r}")
-        return out
+        return out + self._outputs_and_arguments("outputs region")
 
     def module(self):
         from .codegen import cuda_rt

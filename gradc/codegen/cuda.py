@@ -158,6 +158,24 @@ class _LoopWriter:
             if acc[3] == "load":
                 self.line(depth, f"{acc[4]} = {acc[0]}[{self.index(acc)}]")
 
+    def accumulate(self, loop, red, accesses, body, reductions):
+        """At depth 2: start an accumulator per reduction, then `for q in <loop>` over the
+        reduced elements (dims `red`): loads, the fused work, plain stores, accumulate."""
+        for j, acc in enumerate(reductions):
+            node = acc[4]
+            self.line(2, f"acc{j} = {lit(identity(node.op, node.output.dtype), node.output.dtype)}")
+        self.line(2, f"for q in {loop}:")
+        self.split(3, "q", red)
+        self.loads(3, accesses)
+        self.compute(3, body)
+        for acc in accesses:
+            if acc[3] == "store" and acc[4].opdef.kind != REDUCE:
+                self.line(3, f"{acc[0]}[{self.index(acc)}] = {self.local[acc[4].output.id]}")
+        for j, acc in enumerate(reductions):
+            node = acc[4]
+            step = combine(node.op, f"acc{j}", self.local[node.inputs[0].id])
+            self.line(3, f"acc{j} = {_cuda_expr(node, step)}")
+
     def compute(self, depth, body):
         for node, name in body:
             if node.opdef.kind != REDUCE:
@@ -330,19 +348,7 @@ class CudaProgram:
         reductions = [acc for acc in accesses if acc[3] == "store" and acc[4].opdef.kind == REDUCE]
         w.line(1, f"for o in range(cuda.grid(1), {n_out}, cuda.gridsize(1)):")
         w.split(2, "o", kept)
-        for j, acc in enumerate(reductions):
-            node = acc[4]
-            w.line(2, f"acc{j} = {lit(identity(node.op, node.output.dtype), node.output.dtype)}")
-        w.line(2, f"for q in range({w.total // n_out}):")
-        w.split(3, "q", red)
-        w.loads(3, accesses)
-        w.compute(3, body)
-        for acc in accesses:
-            if acc[3] == "store" and acc[4].opdef.kind != REDUCE:
-                w.line(3, f"{acc[0]}[{w.index(acc)}] = {w.local[acc[4].output.id]}")
-        for j, acc in enumerate(reductions):
-            node = acc[4]
-            w.line(3, f"acc{j} = {_cuda_expr(node, combine(node.op, f'acc{j}', w.local[node.inputs[0].id]))}")
+        w.accumulate(f"range({w.total // n_out})", red, accesses, body, reductions)
         for j, acc in enumerate(reductions):
             w.line(2, f"{acc[0]}[{w.index(acc)}] = acc{j}  # {acc[4].op}")
 
@@ -384,19 +390,7 @@ class CudaProgram:
             w.line(2, "start = 0")
             stop = str(n_red)
         w.split(2, "o", kept)
-        for j, acc in enumerate(reductions):
-            node = acc[4]
-            w.line(2, f"acc{j} = {lit(identity(node.op, node.output.dtype), node.output.dtype)}")
-        w.line(2, f"for q in range(start + t, {stop}, RED_THREADS):")
-        w.split(3, "q", red)
-        w.loads(3, accesses)
-        w.compute(3, body)
-        for acc in accesses:
-            if acc[3] == "store" and acc[4].opdef.kind != REDUCE:
-                w.line(3, f"{acc[0]}[{w.index(acc)}] = {w.local[acc[4].output.id]}")
-        for j, acc in enumerate(reductions):
-            node = acc[4]
-            w.line(3, f"acc{j} = {_cuda_expr(node, combine(node.op, f'acc{j}', w.local[node.inputs[0].id]))}")
+        w.accumulate(f"range(start + t, {stop}, RED_THREADS)", red, accesses, body, reductions)
         for j, _ in enumerate(reductions):
             w.line(2, f"sh{j}[t] = acc{j}")
         w.line(2, "cuda.syncthreads()")
