@@ -154,7 +154,7 @@ _CUDA_COMPILED = '''class Compiled:
     host copy of the outputs region."""
 
     def __init__(self):
-        self.device = cuda.device_array(max(DEVICE_BYTES, 1), np.uint8)
+        self.device = cuda.to_device(np.zeros(max(DEVICE_BYTES, 1), np.uint8))  # padding reads 0
         self._views = {}
         for offset, dtype, shape, data in CONSTANTS:
             array = np.frombuffer(base64.b64decode("".join(data)), dtype)

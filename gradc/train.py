@@ -66,10 +66,11 @@ def check_updatable(leaves, src, target="cpu"):
                 "np.float32))", source=src)
 
 
-def update_step(optimizer, check_finite=False, clip_norm=None, grad_scale=1.0):
+def update_step(optimizer, check_finite=False, clip_norm=None, grad_scale=1.0, target="cpu"):
     """An update-only step: `step(params, grads)` applies `optimizer` with the given gradients
     (times `grad_scale`) in place, as a train step would after its backward."""
-    return TrainStep(None, optimizer, 0, check_finite, clip_norm, grad_scale=grad_scale)
+    return TrainStep(None, optimizer, 0, check_finite, clip_norm, target=target,
+                     grad_scale=grad_scale)
 
 
 class TrainStep:

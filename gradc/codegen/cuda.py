@@ -464,7 +464,9 @@ class CudaDriver:
         self.program, self.cuda = program, cuda
         from numba import config
         simulator = bool(config.ENABLE_CUDASIM)
-        self.arena = cuda.device_array(max(program.device_bytes, 1), np.uint8)
+        # zeroed once: the alignment padding between outputs is copied back with them and must
+        # read as zero (gradc.distributed allreduces the region, padding and all)
+        self.arena = cuda.to_device(np.zeros(max(program.device_bytes, 1), np.uint8))
         views = {}
 
         def view(buf):
