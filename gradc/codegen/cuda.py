@@ -629,7 +629,13 @@ def _conv(prog, node, out, ins):
         n, c, h, wd = x.shape
         o, oh, ow = g.shape[1], g.shape[2], g.shape[3]
     geometry = [n, c, h, wd, oh, ow, o, kh, kw, a["sh"], a["sw"], a["ph"], a["pw"]]
-    return [Launch(node.op, [out, *ins, *geometry, _zero(node)], node.output.size)]
+    args = [out, *ins, *geometry, _zero(node)]
+    if node.op != "conv2d_grad_weight":
+        return [Launch(node.op, args, node.output.size)]
+    from .cuda_rt import RED_THREADS  # a block per weight: cuda_rt.conv2d_grad_weight
+    launch = Launch(node.op, args, node.output.size * RED_THREADS, threads=RED_THREADS)
+    launch.size_source = (f"{node.output.size} * RED_THREADS", "RED_THREADS")
+    return [launch]
 
 
 def _pool_argmax(prog, node, out, ins):

@@ -490,23 +490,36 @@ def conv2d_grad_input(out, g, w, N, C, H, W, OH, OW, O, KH, KW, SH, SW, PH, PW, 
 
 @cuda.jit
 def conv2d_grad_weight(out, x, g, N, C, H, W, OH, OW, O, KH, KW, SH, SW, PH, PW, zero):
-    """out[o,c,i,j] = sum over n,a,b of g[n,o,a,b] * x[n,c,a*SH-PH+i,b*SW-PW+j] (inside)."""
-    for e in range(cuda.grid(1), O * C * KH * KW, cuda.gridsize(1)):
+    """out[o,c,i,j] = sum over n,a,b of g[n,o,a,b] * x[n,c,a*SH-PH+i,b*SW-PW+j] (inside): a
+    block per weight (few weights, many terms each), its threads striding over (n, a, b), then
+    a tree in shared memory, as the loop kernels' block reductions."""
+    sh = cuda.shared.array(RED_THREADS, out.dtype)
+    t = cuda.threadIdx.x
+    for e in range(cuda.blockIdx.x, O * C * KH * KW, cuda.gridDim.x):
         j = e % KW
         i = (e // KW) % KH
         c = (e // (KW * KH)) % C
         o = e // (KW * KH * C)
         acc = zero
-        for n in range(N):
-            for a in range(OH):
-                y = a * SH - PH + i
-                if y < 0 or y >= H:
-                    continue
-                for b in range(OW):
-                    z = b * SW - PW + j
-                    if z >= 0 and z < W:
-                        acc += g[((n * O + o) * OH + a) * OW + b] * x[((n * C + c) * H + y) * W + z]
-        out[e] = acc
+        for q in range(t, N * OH * OW, RED_THREADS):
+            b = q % OW
+            a = (q // OW) % OH
+            n = q // (OW * OH)
+            y = a * SH - PH + i
+            z = b * SW - PW + j
+            if y >= 0 and y < H and z >= 0 and z < W:
+                acc += g[((n * O + o) * OH + a) * OW + b] * x[((n * C + c) * H + y) * W + z]
+        sh[t] = acc
+        cuda.syncthreads()
+        s = RED_THREADS // 2
+        while s > 0:
+            if t < s:
+                sh[t] = sh[t] + sh[t + s]
+            cuda.syncthreads()
+            s //= 2
+        if t == 0:
+            out[e] = sh[0]
+        cuda.syncthreads()
 
 
 @cuda.jit
