@@ -102,16 +102,23 @@ def _windows(x, kernel, stride, padding, pad):
 @traced
 def conv2d(x, w, b=None, stride=1, padding=0):
     """2-D convolution (cross-correlation, as in PyTorch), NCHW input x[N,C,H,W], weights
-    w[OC,C,KH,KW], optional bias b[OC]. Lowered to im2col (`unfold`) + one matmul; its gradient
-    is a matmul and a scatter-add (`fold`)."""
+    w[OC,C,KH,KW], optional bias b[OC]. One `conv2d` op (a direct loop nest, see
+    gradc.ops.conv); its gradients are the ops conv2d_grad_input and conv2d_grad_weight."""
     oc, c, kh, kw = w.shape
     if x.shape[1] != c:
         from .errors import ShapeError
         raise ShapeError(f"conv2d: input has {x.shape[1]} channels, weights expect {c}")
-    cols = _windows(x, (kh, kw), stride, padding, 0.0)
-    n, oh, ow = cols.shape[:3]
-    out = cols.reshape(n * oh * ow, c * kh * kw) @ w.reshape(oc, c * kh * kw).T
-    out = out.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2)
+    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    if isinstance(x, Value) or isinstance(w, Value):
+        like = x if isinstance(x, Value) else w
+        x, w = fn.as_value(x, like), fn.as_value(w, like)
+        dtype = np.result_type(x.dtype, w.dtype)  # as x @ w would promote
+        x, w = fn.astype(x, dtype), fn.astype(w, dtype)
+        out = x.graph.apply("conv2d", (x, w), sh=sh, sw=sw, ph=ph, pw=pw)
+    else:
+        x, w = np.asarray(x), np.asarray(w)
+        dtype = np.result_type(x.dtype, w.dtype)
+        out = get_op("conv2d").ref(x.astype(dtype), w.astype(dtype), sh=sh, sw=sw, ph=ph, pw=pw)
     if b is not None:
         out = out + b.reshape(1, oc, 1, 1)
     return out

@@ -114,3 +114,212 @@ register(OpDef("unfold", KERNEL, _unfold_infer, ref=_unfold_ref, vjp=_unfold_vjp
 register(OpDef("fold", KERNEL,
                lambda inputs, x_shape, **window: (tuple(x_shape), inputs[0].dtype),
                ref=_fold_ref, vjp=_fold_vjp, kernel=_fold_kernel))
+
+
+# --- direct convolution ------------------------------------------------------------------------
+# conv2d(x[N,C,H,W], w[O,C,KH,KW]) -> y[N,O,OH,OW], y[n,o,a,b] = sum over c,i,j of
+# w[o,c,i,j] * x[n, c, a*sh - ph + i, b*sw - pw + j] (zero outside the image): PyTorch's conv2d
+# without bias. Its two VJPs are ops of their own, and the three close under differentiation
+# (each is bilinear; the VJP of each is one of the others), so grad of grad needs nothing else.
+# The kernels loop over output rows innermost, so for stride 1 the loads and stores are
+# contiguous and vectorize; compared with unfold + matmul they read the image once instead of
+# KH*KW times and write NCHW directly (no transposes around a GEMM). The window offsets (i, j)
+# sit outside the row loops, with each offset's valid row/column range computed once, so the
+# inner loops have no bounds tests.
+
+CONV = ("sh", "sw", "ph", "pw")
+
+
+def _conv_geometry(x_shape, w_shape, sh, sw, ph, pw):
+    n, c, h, w = x_shape
+    o, c2, kh, kw = w_shape
+    if c != c2:
+        raise ShapeError(f"conv2d: input has {c} channels, weights expect {c2}")
+    return (*_geometry(x_shape, kh, kw, sh, sw, ph, pw), o, kh, kw)
+
+
+def _conv_infer(inputs, sh, sw, ph, pw):
+    x, w = inputs
+    if x.ndim != 4 or w.ndim != 4:
+        raise ShapeError(f"conv2d takes NCHW input and OCKK weights, got {x.shape}, {w.shape}")
+    n, c, h, wd, oh, ow, o, kh, kw = _conv_geometry(x.shape, w.shape, sh, sw, ph, pw)
+    return (n, o, oh, ow), x.dtype
+
+
+def _shifted_windows(x, kh, kw, sh, sw, ph, pw):
+    """(i, j, x[:, :, rows, cols]) for each window offset: the (N, C, OH, OW) pixels that
+    offset reads, from x zero-padded."""
+    n, c, h, w, oh, ow = _geometry(x.shape, kh, kw, sh, sw, ph, pw)
+    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), x.dtype)
+    xp[:, :, ph:ph + h, pw:pw + w] = x
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, xp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+
+
+def _conv_ref(x, w, sh, sw, ph, pw):
+    out = 0
+    for i, j, win in _shifted_windows(x, w.shape[2], w.shape[3], sh, sw, ph, pw):
+        out = out + np.einsum("ncab,oc->noab", win, w[:, :, i, j])
+    return np.asarray(out, x.dtype)
+
+
+def _conv_grad_input_ref(g, w, x_shape, sh, sw, ph, pw):
+    n, c, h, wd = x_shape
+    kh, kw = w.shape[2:]
+    oh, ow = g.shape[2:]
+    xp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw), g.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            xp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += \
+                np.einsum("noab,oc->ncab", g, w[:, :, i, j])
+    return xp[:, :, ph:ph + h, pw:pw + wd]
+
+
+def _conv_grad_weight_ref(x, g, kh, kw, sh, sw, ph, pw):
+    out = np.zeros((g.shape[1], x.shape[1], kh, kw), x.dtype)
+    for i, j, win in _shifted_windows(x, kh, kw, sh, sw, ph, pw):
+        out[:, :, i, j] = np.einsum("noab,ncab->oc", g, win)
+    return out
+
+
+def _conv_params(k, x_shape, w_shape, attrs):
+    n, c, h, w, oh, ow, o, kh, kw = _conv_geometry(x_shape, w_shape, *(attrs[a] for a in CONV))
+    names = ("N", "C", "H", "W", "OH", "OW", "O", "KH", "KW", "SH", "SW", "PH", "PW")
+    values = (n, c, h, w, oh, ow, o, kh, kw, *(attrs[a] for a in CONV))
+    return dict(zip(names, (k.param(s, v) for s, v in zip(names, values))))
+
+
+def _offset_loops(k, p):
+    """Open the loops over the window offset (i, j) and the output rows a whose pixel row
+    a*SH - PH + i is inside the image; set b_lo, b_hi to the columns likewise, and `xrow` to the
+    flat index of the pixel under output (a, 0) in plane `xp` (x's plane offset)."""
+    k.line(f"for i in range({p['KH']}):")
+    k.line(f"    a_lo = max(0, ({p['PH']} - i + {p['SH']} - 1) // {p['SH']})")
+    k.line(f"    a_hi = min({p['OH']}, ({p['H']} - 1 + {p['PH']} - i) // {p['SH']} + 1)")
+    k.line(f"    for j in range({p['KW']}):")
+    k.line(f"        b_lo = max(0, ({p['PW']} - j + {p['SW']} - 1) // {p['SW']})")
+    k.line(f"        b_hi = min({p['OW']}, ({p['W']} - 1 + {p['PW']} - j) // {p['SW']} + 1)")
+    k.line(f"        wi = ((o * {p['C']} + c) * {p['KH']} + i) * {p['KW']} + j")
+    k.line("        for a in range(a_lo, a_hi):")
+    k.line(f"            yrow = yp + a * {p['OW']}")
+    k.line(f"            xrow = xp + (a * {p['SH']} - {p['PH']} + i) * {p['W']} - {p['PW']} + j")
+
+
+def _row_loop(k, p, body):
+    """The innermost loop over output columns; stride 1 gets its own copy of the loop, whose
+    contiguous accesses LLVM vectorizes (a stride it cannot see as 1 keeps the loop scalar)."""
+    k.line(f"if {p['SW']} == 1:")
+    k.line("    for b in range(b_lo, b_hi):")
+    k.line("        " + body.format(col="b"))
+    k.line("else:")
+    k.line("    for b in range(b_lo, b_hi):")
+    k.line("        " + body.format(col=f"b * {p['SW']}"))
+
+
+def _conv_kernel(k):
+    x, w = k.inputs
+    p = _conv_params(k, x.shape, w.shape, k.attr)
+    plane, xplane = f"{p['OH']} * {p['OW']}", f"{p['H']} * {p['W']}"
+    k.line(f"for n in range({p['N']}):")
+    k.line(f"    for o in range({p['O']}):")
+    k.line(f"        yp = (n * {p['O']} + o) * {plane}")
+    k.line(f"        for t in range(yp, yp + {plane}):")
+    k.line(f"            out[t] = {k.zero}")
+    k.line(f"        for c in range({p['C']}):")
+    k.line(f"            xp = (n * {p['C']} + c) * {xplane}")
+    with k.indent(3):
+        _offset_loops(k, p)
+        with k.indent(3):
+            k.line("wv = x1[wi]")
+            _row_loop(k, p, "out[yrow + b] += wv * x0[xrow + {col}]")
+
+
+def _conv_grad_input_kernel(k):
+    g, w = k.inputs
+    p = _conv_params(k, k.attr["x_shape"], w.shape, k.attr)
+    plane, xplane = f"{p['OH']} * {p['OW']}", f"{p['H']} * {p['W']}"
+    k.line(f"for n in range({p['N']}):")
+    k.line(f"    for c in range({p['C']}):")
+    k.line(f"        xp = (n * {p['C']} + c) * {xplane}")
+    k.line(f"        for t in range(xp, xp + {xplane}):")
+    k.line(f"            out[t] = {k.zero}")
+    k.line(f"        for o in range({p['O']}):")
+    k.line(f"            yp = (n * {p['O']} + o) * {plane}")
+    with k.indent(3):
+        _offset_loops(k, p)
+        with k.indent(3):
+            k.line("wv = x1[wi]")
+            _row_loop(k, p, "out[xrow + {col}] += wv * x0[yrow + b]")
+
+
+def _conv_grad_weight_kernel(k):
+    x, g = k.inputs
+    w_shape = (g.shape[1], x.shape[1], k.attr["kh"], k.attr["kw"])
+    p = _conv_params(k, x.shape, w_shape, k.attr)
+    plane, xplane = f"{p['OH']} * {p['OW']}", f"{p['H']} * {p['W']}"
+    k.line(f"for t in range({k.size(k.output)}):")
+    k.line(f"    out[t] = {k.zero}")
+    k.line(f"for n in range({p['N']}):")  # images outermost: both planes stay in cache
+    k.line(f"    for o in range({p['O']}):")
+    k.line(f"        yp = (n * {p['O']} + o) * {plane}")
+    k.line(f"        for c in range({p['C']}):")
+    k.line(f"            xp = (n * {p['C']} + c) * {xplane}")
+    with k.indent(3):
+        _offset_loops(k, p)
+        with k.indent(3):
+            k.line(f"acc = {k.zero}")
+            _row_loop(k, p, "acc += x1[yrow + b] * x0[xrow + {col}]")
+            k.line("out[wi] += acc")
+
+
+def _conv_attrs(node):
+    return {a: node.attr[a] for a in CONV}
+
+
+def _conv_vjp(node, g):
+    x, w = node.inputs
+    graph = node.output.graph
+    return [graph.apply("conv2d_grad_input", (g, w), x_shape=x.shape, **_conv_attrs(node)),
+            graph.apply("conv2d_grad_weight", (x, g), kh=w.shape[2], kw=w.shape[3],
+                        **_conv_attrs(node))]
+
+
+def _conv_grad_input_vjp(node, gg):
+    g, w = node.inputs  # gx = B(g, w), bilinear: d/dg is conv2d(gg, w), d/dw pairs gg with g
+    graph = node.output.graph
+    return [graph.apply("conv2d", (gg, w), **_conv_attrs(node)),
+            graph.apply("conv2d_grad_weight", (gg, g), kh=w.shape[2], kw=w.shape[3],
+                        **_conv_attrs(node))]
+
+
+def _conv_grad_weight_vjp(node, gg):
+    x, g = node.inputs
+    graph = node.output.graph
+    return [graph.apply("conv2d_grad_input", (g, gg), x_shape=x.shape, **_conv_attrs(node)),
+            graph.apply("conv2d", (x, gg), **_conv_attrs(node))]
+
+
+def _conv_grad_input_infer(inputs, x_shape, sh, sw, ph, pw):
+    g, w = inputs
+    n, c, h, wd, oh, ow, o, kh, kw = _conv_geometry(x_shape, w.shape, sh, sw, ph, pw)
+    if g.shape != (n, o, oh, ow):
+        raise ShapeError(f"conv2d_grad_input: gradient {g.shape} does not fit {x_shape}")
+    return tuple(x_shape), g.dtype
+
+
+def _conv_grad_weight_infer(inputs, kh, kw, sh, sw, ph, pw):
+    x, g = inputs
+    n, c, h, wd, oh, ow = _geometry(x.shape, kh, kw, sh, sw, ph, pw)
+    if g.shape[0] != n or g.shape[2:] != (oh, ow):
+        raise ShapeError(f"conv2d_grad_weight: gradient {g.shape} does not fit {x.shape}")
+    return (g.shape[1], c, kh, kw), x.dtype
+
+
+register(OpDef("conv2d", KERNEL, _conv_infer, ref=_conv_ref, vjp=_conv_vjp,
+               kernel=_conv_kernel))
+register(OpDef("conv2d_grad_input", KERNEL, _conv_grad_input_infer, ref=_conv_grad_input_ref,
+               vjp=_conv_grad_input_vjp, kernel=_conv_grad_input_kernel))
+register(OpDef("conv2d_grad_weight", KERNEL, _conv_grad_weight_infer,
+               ref=_conv_grad_weight_ref, vjp=_conv_grad_weight_vjp,
+               kernel=_conv_grad_weight_kernel))
