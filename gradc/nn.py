@@ -126,8 +126,23 @@ def conv2d(x, w, b=None, stride=1, padding=0):
 
 @traced
 def max_pool2d(x, kernel=2, stride=None, padding=0):
-    """Max over kernel x kernel windows of x[N,C,H,W] (stride defaults to the kernel size)."""
-    return _pool(x, kernel, stride, padding, np.max, -np.inf)
+    """Max over kernel x kernel windows of x[N,C,H,W] (stride defaults to the kernel size;
+    padding is never the max, and may be at most half the window, as in PyTorch). The gradient
+    of each window goes to its first maximum in row-major order (PyTorch's rule), not shared
+    between ties as np.max's is: a gather at the windows' argmax (`pool_argmax`), whose
+    gradient is a scatter-add."""
+    (kh, kw), (ph, pw) = _pair(kernel), _pair(padding)
+    sh, sw = (kh, kw) if stride is None else _pair(stride)
+    attrs = dict(kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw)
+    n, c, h, w = x.shape
+    if not isinstance(x, Value):
+        x = np.asarray(x)
+        idx = get_op("pool_argmax").ref(x, **attrs)
+        flat = np.take_along_axis(x.reshape(n, c, h * w), idx.reshape(n, c, -1), axis=2)
+        return flat.reshape(idx.shape)
+    idx = x.graph.apply("pool_argmax", (x,), **attrs)
+    flat = fn.take_along_axis(x.reshape(n, c, h * w), idx.reshape(n, c, -1), 2)
+    return flat.reshape(idx.shape)
 
 
 @traced

@@ -323,3 +323,66 @@ register(OpDef("conv2d_grad_input", KERNEL, _conv_grad_input_infer, ref=_conv_gr
 register(OpDef("conv2d_grad_weight", KERNEL, _conv_grad_weight_infer,
                ref=_conv_grad_weight_ref, vjp=_conv_grad_weight_vjp,
                kernel=_conv_grad_weight_kernel))
+
+
+# --- max pooling -------------------------------------------------------------------------------
+# pool_argmax(x[N,C,H,W]) -> int64 [N,C,OH,OW]: for each window, the flat index (y * W + z) in its
+# image plane of the window's maximum. Ties go to the first maximum in row-major window order,
+# and a NaN counts as the maximum (the first NaN), as in PyTorch; padding is never picked. max
+# pooling is then a gather at these indices (take_along_axis), and its gradient that gather's
+# scatter-add: each window's gradient goes to one pixel, in one pass, where the reduction's VJP
+# compared every pixel with its window's max, counted ties and divided among them.
+
+def _pool_argmax_infer(inputs, kh, kw, sh, sw, ph, pw):
+    (x,) = inputs
+    if x.ndim != 4:
+        raise ShapeError(f"pooling takes NCHW arrays, got shape {x.shape}")
+    if 2 * ph > kh or 2 * pw > kw:  # else a window could hold padding only
+        raise ShapeError(f"pool padding {(ph, pw)} is more than half the window {(kh, kw)}")
+    n, c, h, w, oh, ow = _geometry(x.shape, kh, kw, sh, sw, ph, pw)
+    return (n, c, oh, ow), np.dtype(np.int64)
+
+
+def _pool_argmax_ref(x, kh, kw, sh, sw, ph, pw):
+    n, c, h, w, oh, ow = _geometry(x.shape, kh, kw, sh, sw, ph, pw)
+    xp = np.full((n, c, h + 2 * ph, w + 2 * pw), -np.inf, np.float64)
+    xp[:, :, ph:ph + h, pw:pw + w] = x
+    rows, cols = np.meshgrid(np.arange(h + 2 * ph) - ph, np.arange(w + 2 * pw) - pw, indexing="ij")
+    flat = rows * w + cols
+    out = np.empty((n, c, oh, ow), np.int64)
+    for a in range(oh):
+        for b in range(ow):
+            win = xp[:, :, a * sh:a * sh + kh, b * sw:b * sw + kw].reshape(n, c, kh * kw)
+            nan = np.isnan(win)
+            pick = np.where(nan.any(-1), nan.argmax(-1), win.argmax(-1))  # argmax: first max
+            out[:, :, a, b] = flat[a * sh:a * sh + kh, b * sw:b * sw + kw].reshape(-1)[pick]
+    return out
+
+
+def _pool_argmax_kernel(k):
+    (x,) = k.inputs
+    n, c, h, w, oh, ow = _geometry(x.shape, *_window(k.attr))
+    P, H, W = k.param("planes", n * c), k.param("H", h), k.param("W", w)
+    OH, OW = k.param("OH", oh), k.param("OW", ow)
+    KH, KW, SH, SW, PH, PW = (k.param(s.upper(), k.attr[s]) for s in WINDOW)
+    k.line(f"for p in range({P}):")
+    k.line(f"    xp = p * {H} * {W}")
+    k.line(f"    for a in range({OH}):")
+    k.line(f"        y0 = a * {SH} - {PH}")
+    k.line(f"        i_lo, i_hi = max(0, -y0), min({KH}, {H} - y0)")
+    k.line(f"        for b in range({OW}):")
+    k.line(f"            z0 = b * {SW} - {PW}")
+    k.line(f"            j_lo, j_hi = max(0, -z0), min({KW}, {W} - z0)")
+    k.line(f"            best_t = (y0 + i_lo) * {W} + z0 + j_lo")
+    k.line("            best = x0[xp + best_t]")
+    k.line("            for i in range(i_lo, i_hi):")
+    k.line(f"                row = (y0 + i) * {W} + z0")
+    k.line("                for j in range(j_lo, j_hi):")
+    k.line("                    v = x0[xp + row + j]")
+    k.line("                    if v > best or (v != v and best == best):")
+    k.line("                        best, best_t = v, row + j")
+    k.line(f"            out[(p * {OH} + a) * {OW} + b] = best_t")
+
+
+register(OpDef("pool_argmax", KERNEL, _pool_argmax_infer, ref=_pool_argmax_ref,
+               kernel=_pool_argmax_kernel))
