@@ -184,10 +184,15 @@ def _conv_grad_weight_ref(x, g, kh, kw, sh, sw, ph, pw):
 
 
 def _conv_params(k, x_shape, w_shape, attrs):
+    """Sizes and paddings are kernel parameters; the window (KH, KW) and strides are literals,
+    so the loops over a window unroll and strided accesses have known steps (one kernel per
+    window shape and stride, shared by every image size, batch and channel count)."""
     n, c, h, w, oh, ow, o, kh, kw = _conv_geometry(x_shape, w_shape, *(attrs[a] for a in CONV))
-    names = ("N", "C", "H", "W", "OH", "OW", "O", "KH", "KW", "SH", "SW", "PH", "PW")
-    values = (n, c, h, w, oh, ow, o, kh, kw, *(attrs[a] for a in CONV))
-    return dict(zip(names, (k.param(s, v) for s, v in zip(names, values))))
+    names = ("N", "C", "H", "W", "OH", "OW", "O", "PH", "PW")
+    p = dict(zip(names, (k.param(s, v) for s, v in
+                         zip(names, (n, c, h, w, oh, ow, o, attrs["ph"], attrs["pw"])))))
+    p.update(KH=kh, KW=kw, SH=attrs["sh"], SW=attrs["sw"])
+    return p
 
 
 def _offset_loops(k, p):
@@ -206,33 +211,83 @@ def _offset_loops(k, p):
     k.line(f"            xrow = xp + (a * {p['SH']} - {p['PH']} + i) * {p['W']} - {p['PW']} + j")
 
 
-def _row_loop(k, p, body):
-    """The innermost loop over output columns; stride 1 gets its own copy of the loop, whose
-    contiguous accesses LLVM vectorizes (a stride it cannot see as 1 keeps the loop scalar)."""
-    k.line(f"if {p['SW']} == 1:")
-    k.line("    for b in range(b_lo, b_hi):")
-    k.line("        " + body.format(col="b"))
-    k.line("else:")
-    k.line("    for b in range(b_lo, b_hi):")
-    k.line("        " + body.format(col=f"b * {p['SW']}"))
+def _interior_columns(k, p):
+    """b_lo, b_hi: the output columns whose whole window is inside the image's columns."""
+    k.line(f"b_lo = min({p['OW']}, ({p['PW']} + {p['SW'] - 1}) // {p['SW']})")
+    k.line(f"b_hi = max(b_lo, min({p['OW']}, ({p['W']} - {p['KW']} + {p['PW']}) // {p['SW']} + 1))")
+
+
+def _window_rows(k, p, interior, border):
+    """Loop over output rows a; in rows whose window is inside the image, `interior()` writes
+    the loop over columns b_lo..b_hi, reading window row i from the slice r{i} (starting at
+    column b_lo's window) and output row a from `orow` (starting at b_lo); `border(cols)` writes
+    the loop over the other columns, bounds-checked."""
+    KH, SH, SW, H, W = p["KH"], p["SH"], p["SW"], p["H"], p["W"]
+    k.line(f"for a in range({p['OH']}):")
+    k.line(f"    y0 = a * {SH} - {p['PH']}")
+    k.line(f"    yrow = yp + a * {p['OW']}")
+    k.line(f"    if y0 >= 0 and y0 + {KH} <= {H}:")
+    with k.indent(2):
+        # slices that start at 0 let LLVM see the indices as non-negative (no wrap-around
+        # test per element), so the column loop vectorizes
+        for i in range(KH):
+            k.line(f"r{i} = x0[xp + (y0 + {i}) * {W} + b_lo * {SW} - {p['PW']}:]")
+        interior()
+        border("0, b_lo")
+        border(f"b_hi, {p['OW']}")
+    k.line("    else:")
+    with k.indent(2):
+        border(p["OW"])
+
+
+def _border_terms(k, p, body):
+    """Open bounds-checked loops over one window (top-left y0, z0) for column b; `body` is
+    the statement for pixel x0[xi] and weight index wp + wi."""
+    k.line(f"z0 = b * {p['SW']} - {p['PW']}")
+    k.line(f"for i in range(max(0, -y0), min({p['KH']}, {p['H']} - y0)):")
+    k.line(f"    for j in range(max(0, -z0), min({p['KW']}, {p['W']} - z0)):")
+    k.line(f"        xi = xp + (y0 + i) * {p['W']} + z0 + j")
+    k.line(f"        wi = i * {p['KW']} + j")
+    k.line(f"        {body}")
+
+
+def _taps(p):
+    """(weight local, window row slice, column offset expression) of every window offset."""
+    step = "" if p["SW"] == 1 else f" * {p['SW']}"
+    return [(f"w{i}_{j}", f"r{i}", f"b{step} + {j}" if j else f"b{step}")
+            for i in range(p["KH"]) for j in range(p["KW"])]
 
 
 def _conv_kernel(k):
     x, w = k.inputs
     p = _conv_params(k, x.shape, w.shape, k.attr)
-    plane, xplane = f"{p['OH']} * {p['OW']}", f"{p['H']} * {p['W']}"
+    taps, plane = _taps(p), f"{p['OH']} * {p['OW']}"
+    _interior_columns(k, p)
     k.line(f"for n in range({p['N']}):")
     k.line(f"    for o in range({p['O']}):")
     k.line(f"        yp = (n * {p['O']} + o) * {plane}")
     k.line(f"        for t in range(yp, yp + {plane}):")
     k.line(f"            out[t] = {k.zero}")
     k.line(f"        for c in range({p['C']}):")
-    k.line(f"            xp = (n * {p['C']} + c) * {xplane}")
+    k.line(f"            xp = (n * {p['C']} + c) * {p['H']} * {p['W']}")
+    k.line(f"            wp = (o * {p['C']} + c) * {p['KH'] * p['KW']}")
     with k.indent(3):
-        _offset_loops(k, p)
-        with k.indent(3):
-            k.line("wv = x1[wi]")
-            _row_loop(k, p, "out[yrow + b] += wv * x0[xrow + {col}]")
+        for t, (wname, _, _) in enumerate(taps):
+            k.line(f"{wname} = x1[wp + {t}]")
+
+        def interior():
+            k.line("orow = out[yrow + b_lo:]")
+            k.line("for b in range(b_hi - b_lo):")
+            k.line("    orow[b] += " + " + ".join(f"{wn} * {r}[{col}]" for wn, r, col in taps))
+
+        def border(cols):
+            k.line(f"for b in range({cols}):")
+            with k.indent():
+                k.line(f"acc = {k.zero}")
+                _border_terms(k, p, "acc += x1[wp + wi] * x0[xi]")
+                k.line("out[yrow + b] += acc")
+
+        _window_rows(k, p, interior, border)
 
 
 def _conv_grad_input_kernel(k):
@@ -250,27 +305,45 @@ def _conv_grad_input_kernel(k):
         _offset_loops(k, p)
         with k.indent(3):
             k.line("wv = x1[wi]")
-            _row_loop(k, p, "out[xrow + {col}] += wv * x0[yrow + b]")
+            k.line("for b in range(b_lo, b_hi):")
+            k.line(f"    out[xrow + b * {p['SW']}] += wv * x0[yrow + b]")
 
 
 def _conv_grad_weight_kernel(k):
     x, g = k.inputs
     w_shape = (g.shape[1], x.shape[1], k.attr["kh"], k.attr["kw"])
     p = _conv_params(k, x.shape, w_shape, k.attr)
-    plane, xplane = f"{p['OH']} * {p['OW']}", f"{p['H']} * {p['W']}"
+    taps, plane = _taps(p), f"{p['OH']} * {p['OW']}"
     k.line(f"for t in range({k.size(k.output)}):")
     k.line(f"    out[t] = {k.zero}")
+    _interior_columns(k, p)
     k.line(f"for n in range({p['N']}):")  # images outermost: both planes stay in cache
     k.line(f"    for o in range({p['O']}):")
     k.line(f"        yp = (n * {p['O']} + o) * {plane}")
     k.line(f"        for c in range({p['C']}):")
-    k.line(f"            xp = (n * {p['C']} + c) * {xplane}")
+    k.line(f"            xp = (n * {p['C']} + c) * {p['H']} * {p['W']}")
+    k.line(f"            wp = (o * {p['C']} + c) * {p['KH'] * p['KW']}")
     with k.indent(3):
-        _offset_loops(k, p)
-        with k.indent(3):
-            k.line(f"acc = {k.zero}")
-            _row_loop(k, p, "acc += x1[yrow + b] * x0[xrow + {col}]")
-            k.line("out[wi] += acc")
+        # one sum per window offset, all updated from each gradient pixel (one pass over the
+        # planes instead of KH*KW), vectorized along the row
+        k.line(" = ".join(wn for wn, _, _ in taps) + f" = {k.zero}")
+
+        def interior():
+            k.line("grow = x1[yrow + b_lo:]")
+            k.line("for b in range(b_hi - b_lo):")
+            k.line("    gv = grow[b]")
+            for wn, r, col in taps:
+                k.line(f"    {wn} += gv * {r}[{col}]")
+
+        def border(cols):
+            k.line(f"for b in range({cols}):")
+            with k.indent():
+                k.line("gv = x1[yrow + b]")
+                _border_terms(k, p, "out[wp + wi] += gv * x0[xi]")
+
+        _window_rows(k, p, interior, border)
+        for t, (wn, _, _) in enumerate(taps):
+            k.line(f"out[wp + {t}] += {wn}")
 
 
 def _conv_attrs(node):
@@ -327,11 +400,11 @@ register(OpDef("conv2d_grad_weight", KERNEL, _conv_grad_weight_infer,
 
 # --- max pooling -------------------------------------------------------------------------------
 # pool_argmax(x[N,C,H,W]) -> int64 [N,C,OH,OW]: for each window, the flat index (y * W + z) in its
-# image plane of the window's maximum. Ties go to the first maximum in row-major window order,
-# and a NaN counts as the maximum (the first NaN), as in PyTorch; padding is never picked. max
-# pooling is then a gather at these indices (take_along_axis), and its gradient that gather's
-# scatter-add: each window's gradient goes to one pixel, in one pass, where the reduction's VJP
-# compared every pixel with its window's max, counted ties and divided among them.
+# image plane of the window's maximum. PyTorch's rule: ties go to the first maximum in row-major
+# window order, and a NaN is always the maximum (the last NaN, if several); padding is never
+# picked. Max pooling is then a gather at these indices (take_along_axis), and its gradient that
+# gather's scatter-add: each window's gradient goes to one pixel, in one pass (the reduction's
+# VJP compared every pixel with its window's max, counted ties and divided among them).
 
 def _pool_argmax_infer(inputs, kh, kw, sh, sw, ph, pw):
     (x,) = inputs
@@ -353,34 +426,53 @@ def _pool_argmax_ref(x, kh, kw, sh, sw, ph, pw):
     for a in range(oh):
         for b in range(ow):
             win = xp[:, :, a * sh:a * sh + kh, b * sw:b * sw + kw].reshape(n, c, kh * kw)
-            nan = np.isnan(win)
-            pick = np.where(nan.any(-1), nan.argmax(-1), win.argmax(-1))  # argmax: first max
+            last_nan = kh * kw - 1 - np.isnan(win)[..., ::-1].argmax(-1)
+            pick = np.where(np.isnan(win).any(-1), last_nan, win.argmax(-1))  # first max
             out[:, :, a, b] = flat[a * sh:a * sh + kh, b * sw:b * sw + kw].reshape(-1)[pick]
     return out
 
 
+def _scan_window(k, rows, cols, W):
+    """The argmax scan over one window whose top-left pixel is (y0, z0)."""
+    k.line(f"for i in range({rows}):")
+    k.line(f"    row = (y0 + i) * {W} + z0")
+    k.line(f"    for j in range({cols}):")
+    k.line("        v = x0[xp + row + j]")
+    k.line("        take = (v > best) | (v != v)")  # bitwise: no branches
+    k.line("        best = v if take else best")
+    k.line("        best_t = row + j if take else best_t")
+
+
 def _pool_argmax_kernel(k):
+    # The window size is a literal of the kernel (one kernel per window size; image sizes stay
+    # parameters): LLVM unrolls the scan of windows fully inside the image, 4x faster than
+    # loops with run-time bounds (W4: 90 vs 360 us). Windows over the padding take the bounded
+    # scan.
     (x,) = k.inputs
+    kh, kw = k.attr["kh"], k.attr["kw"]
     n, c, h, w, oh, ow = _geometry(x.shape, *_window(k.attr))
     P, H, W = k.param("planes", n * c), k.param("H", h), k.param("W", w)
     OH, OW = k.param("OH", oh), k.param("OW", ow)
-    KH, KW, SH, SW, PH, PW = (k.param(s.upper(), k.attr[s]) for s in WINDOW)
+    SH, SW, PH, PW = (k.param(s.upper(), k.attr[s]) for s in ("sh", "sw", "ph", "pw"))
     k.line(f"for p in range({P}):")
     k.line(f"    xp = p * {H} * {W}")
     k.line(f"    for a in range({OH}):")
     k.line(f"        y0 = a * {SH} - {PH}")
-    k.line(f"        i_lo, i_hi = max(0, -y0), min({KH}, {H} - y0)")
+    k.line(f"        rows_inside = y0 >= 0 and y0 + {kh} <= {H}")
     k.line(f"        for b in range({OW}):")
     k.line(f"            z0 = b * {SW} - {PW}")
-    k.line(f"            j_lo, j_hi = max(0, -z0), min({KW}, {W} - z0)")
-    k.line(f"            best_t = (y0 + i_lo) * {W} + z0 + j_lo")
-    k.line("            best = x0[xp + best_t]")
-    k.line("            for i in range(i_lo, i_hi):")
-    k.line(f"                row = (y0 + i) * {W} + z0")
-    k.line("                for j in range(j_lo, j_hi):")
-    k.line("                    v = x0[xp + row + j]")
-    k.line("                    if v > best or (v != v and best == best):")
-    k.line("                        best, best_t = v, row + j")
+    k.line(f"            if rows_inside and z0 >= 0 and z0 + {kw} <= {W}:")
+    k.line(f"                best_t = y0 * {W} + z0")
+    k.line("                best = x0[xp + best_t]")
+    with k.indent(4):
+        _scan_window(k, kh, kw, W)
+    k.line("            else:")
+    k.line(f"                i_lo, i_hi = max(0, -y0), min({kh}, {H} - y0)")
+    k.line(f"                j_lo, j_hi = max(0, -z0), min({kw}, {W} - z0)")
+    k.line(f"                best_t = (y0 + i_lo) * {W} + z0 + j_lo")
+    k.line("                best = x0[xp + best_t]")
+    with k.indent(4):
+        _scan_window(k, "i_lo, i_hi", "j_lo, j_hi", W)
     k.line(f"            out[(p * {OH} + a) * {OW} + b] = best_t")
 
 
