@@ -51,7 +51,7 @@ Calling convention (version 1)
 
     Returns the loss as a Python float; the parameters and the optimizer state are updated in place.
 
-Low level: `run(A, *addresses)` runs the kernels; A is the address of a 532544-byte,
+Low level: `run(A, *addresses)` runs the kernels; A is the address of a 557120-byte,
 64-byte aligned arena holding the constants at their offsets (`CONSTANTS`), then one address per
 input in the flat order above (`INPUTS`); outputs are written into the arena or in place (`OUTPUTS`).
 """
@@ -292,45 +292,82 @@ JIT_OPTIONS = dict(JIT_OPTIONS, cache=_VECMATH and sys.modules.get(__name__) is 
 _state["active"] = True  # the kernels below compile (eagerly: explicit signatures) with the hook
 
 
-# unfold_02a8f7ae58: unfold; called by k0
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def unfold_02a8f7ae58(p_x0, p_out, len_x0, len_out, N, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW):
-    x0 = f32_array(p_x0, len_x0)
-    out = f32_array(p_out, len_out)
-    for n in range(N):
-        for a in range(OH):
-            for b in range(OW):
-                for c in range(C):
-                    row = (((n * OH + a) * OW + b) * C + c) * KH * KW
-                    for i in range(KH):
-                        y = a * SH - PH + i
-                        for j in range(KW):
-                            z = b * SW - PW + j
-                            inside = y >= 0 and y < H and z >= 0 and z < W
-                            src = ((n * C + c) * H + y) * W + z
-                            out[row + i * KW + j] = x0[src] if inside else f32(0.0)
-
-
-# matmul_8c88743242: matmul; called by k1, k15
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_8c88743242(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
+# conv2d_2cd9e31fe0: conv2d; called by k0
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def conv2d_2cd9e31fe0(p_x0, p_x1, p_out, len_x0, len_x1, len_out, N, C, H, W, OH, OW, O, PH, PW):
     x0 = f32_array(p_x0, len_x0)
     x1 = f32_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
-    np.dot(x0.reshape((x0_rows, x0_cols)), x1.reshape((x1_rows, x1_cols)).T, out.reshape((m, n)))
+    b_lo = min(OW, (PW + 0) // 1)
+    b_hi = max(b_lo, min(OW, (W - 3 + PW) // 1 + 1))
+    for n in range(N):
+        for o in range(O):
+            yp = (n * O + o) * OH * OW
+            for t in range(yp, yp + OH * OW):
+                out[t] = f32(0.0)
+            for c in range(C):
+                xp = (n * C + c) * H * W
+                wp = (o * C + c) * 9
+                w0_0 = x1[wp + 0]
+                w0_1 = x1[wp + 1]
+                w0_2 = x1[wp + 2]
+                w1_0 = x1[wp + 3]
+                w1_1 = x1[wp + 4]
+                w1_2 = x1[wp + 5]
+                w2_0 = x1[wp + 6]
+                w2_1 = x1[wp + 7]
+                w2_2 = x1[wp + 8]
+                for a in range(OH):
+                    y0 = a * 1 - PH
+                    yrow = yp + a * OW
+                    if y0 >= 0 and y0 + 3 <= H:
+                        r0 = x0[xp + (y0 + 0) * W + b_lo * 1 - PW:]
+                        r1 = x0[xp + (y0 + 1) * W + b_lo * 1 - PW:]
+                        r2 = x0[xp + (y0 + 2) * W + b_lo * 1 - PW:]
+                        orow = out[yrow + b_lo:]
+                        for b in range(b_hi - b_lo):
+                            orow[b] += w0_0 * r0[b] + w0_1 * r0[b + 1] + w0_2 * r0[b + 2] + w1_0 * r1[b] + w1_1 * r1[b + 1] + w1_2 * r1[b + 2] + w2_0 * r2[b] + w2_1 * r2[b + 1] + w2_2 * r2[b + 2]
+                        for b in range(0, b_lo):
+                            acc = f32(0.0)
+                            z0 = b * 1 - PW
+                            for i in range(max(0, -y0), min(3, H - y0)):
+                                for j in range(max(0, -z0), min(3, W - z0)):
+                                    xi = xp + (y0 + i) * W + z0 + j
+                                    wi = i * 3 + j
+                                    acc += x1[wp + wi] * x0[xi]
+                            out[yrow + b] += acc
+                        for b in range(b_hi, OW):
+                            acc = f32(0.0)
+                            z0 = b * 1 - PW
+                            for i in range(max(0, -y0), min(3, H - y0)):
+                                for j in range(max(0, -z0), min(3, W - z0)):
+                                    xi = xp + (y0 + i) * W + z0 + j
+                                    wi = i * 3 + j
+                                    acc += x1[wp + wi] * x0[xi]
+                            out[yrow + b] += acc
+                    else:
+                        for b in range(OW):
+                            acc = f32(0.0)
+                            z0 = b * 1 - PW
+                            for i in range(max(0, -y0), min(3, H - y0)):
+                                for j in range(max(0, -z0), min(3, W - z0)):
+                                    xi = xp + (y0 + i) * W + z0 + j
+                                    wi = i * 3 + j
+                                    acc += x1[wp + wi] * x0[xi]
+                            out[yrow + b] += acc
 
 
-# loop_add_relu_greater_8643fbdf53: add, relu, greater; called by k2
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_relu_greater_8643fbdf53(n0, n1, n2, p0, p1, p2, p3, sa0_0, sa0_1, sa0_2, lena0):
-    a0 = f32_array(p0, lena0)
+# loop_add_relu_greater_c6250d7cd7: add, relu, greater; called by k1
+@njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_add_relu_greater_c6250d7cd7(n0, n1, n2, p0, p1, p2, p3):
+    a0 = f32_array(p0, n0 * n1 * n2)
     a1 = f32_array(p1, n1)
     a2 = f32_array(p2, n0 * n1 * n2)
     a3 = bool_array(p3, n0 * n1 * n2)
     for i0 in range(n0):
         for i1 in range(n1):
             for i2 in range(n2):
-                t0 = a0[i0 * sa0_0 + i1 * sa0_1 + i2 * sa0_2]
+                t0 = a0[(i0 * n1 + i1) * n2 + i2]
                 t1 = a1[i1]
                 t2 = t0 + t1  # add
                 t3 = max2(t2, f32(0.0))  # relu
@@ -339,21 +376,58 @@ def loop_add_relu_greater_8643fbdf53(n0, n1, n2, p0, p1, p2, p3, sa0_0, sa0_1, s
                 a3[(i0 * n1 + i1) * n2 + i2] = t4
 
 
-# loop_max_2fc049e88f: max; called by k3
-@njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_max_2fc049e88f(n0, n1, n2, n3, p0, p1):
-    a0 = f32_array(p0, n0 * n1 * n2 * n3)
-    a1 = f32_array(p1, n0 * n2)
-    for j in range(n0 * n2):
-        a1[j] = f32(-np.inf)
-    for i0 in range(n0):
-        for i1 in range(n1):
-            for i2 in range(n2):
-                acc1 = f32(-np.inf)
-                for i3 in range(n3):
-                    t0 = a0[((i0 * n1 + i1) * n2 + i2) * n3 + i3]
-                    acc1 = max2(acc1, t0)  # max
-                a1[i0 * n2 + i2] = max2(a1[i0 * n2 + i2], acc1)
+# pool_argmax_c30f074330: pool_argmax; called by k2
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def pool_argmax_c30f074330(p_x0, p_out, len_x0, len_out, planes, H, W, OH, OW, SH, SW, PH, PW):
+    x0 = f32_array(p_x0, len_x0)
+    out = i64_array(p_out, len_out)
+    for p in range(planes):
+        xp = p * H * W
+        for a in range(OH):
+            y0 = a * SH - PH
+            rows_inside = y0 >= 0 and y0 + 2 <= H
+            for b in range(OW):
+                z0 = b * SW - PW
+                if rows_inside and z0 >= 0 and z0 + 2 <= W:
+                    best_t = y0 * W + z0
+                    best = x0[xp + best_t]
+                    for i in range(2):
+                        row = (y0 + i) * W + z0
+                        for j in range(2):
+                            v = x0[xp + row + j]
+                            take = (v > best) | (v != v)
+                            best = v if take else best
+                            best_t = row + j if take else best_t
+                else:
+                    i_lo, i_hi = max(0, -y0), min(2, H - y0)
+                    j_lo, j_hi = max(0, -z0), min(2, W - z0)
+                    best_t = (y0 + i_lo) * W + z0 + j_lo
+                    best = x0[xp + best_t]
+                    for i in range(i_lo, i_hi):
+                        row = (y0 + i) * W + z0
+                        for j in range(j_lo, j_hi):
+                            v = x0[xp + row + j]
+                            take = (v > best) | (v != v)
+                            best = v if take else best
+                            best_t = row + j if take else best_t
+                out[(p * OH + a) * OW + b] = best_t
+
+
+# take_along_axis_36ddf330f0: take_along_axis; called by k3
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def take_along_axis_36ddf330f0(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer, n, inner, m):
+    x0 = f32_array(p_x0, len_x0)
+    x1 = i64_array(p_x1, len_x1)
+    out = f32_array(p_out, len_out)
+    for a in range(outer):
+        for t in range(m):
+            for b in range(inner):
+                j = x1[(a * m + t) * inner + b]
+                if j < 0:
+                    j += n
+                if j < 0 or j >= n:
+                    raise IndexError('gradc: index out of range in take_along_axis (digits_cnn.py:57)')
+                out[(a * m + t) * inner + b] = x0[(a * n + j) * inner + b]
 
 
 # matmul_3469deddb8: matmul; called by k4
@@ -542,7 +616,16 @@ def loop_multiply_subtract_sum_403430fe4b(n0, n1, p0, p1, p2, p3, p4):
             a4[i1] = a4[i1] + t4  # sum
 
 
-# matmul_a04a1ae222: matmul; called by k16, k22
+# matmul_8c88743242: matmul; called by k15
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def matmul_8c88743242(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
+    x0 = f32_array(p_x0, len_x0)
+    x1 = f32_array(p_x1, len_x1)
+    out = f32_array(p_out, len_out)
+    np.dot(x0.reshape((x0_rows, x0_cols)), x1.reshape((x1_rows, x1_cols)).T, out.reshape((m, n)))
+
+
+# matmul_a04a1ae222: matmul; called by k16
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def matmul_a04a1ae222(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
     x0 = f32_array(p_x0, len_x0)
@@ -551,59 +634,26 @@ def matmul_a04a1ae222(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_co
     np.dot(x0.reshape((x0_rows, x0_cols)).T, x1.reshape((x1_rows, x1_cols)), out.reshape((m, n)))
 
 
-# loop_equal_astype_sum_215015768f: equal, astype, sum; called by k17
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_equal_astype_sum_215015768f(n0, n1, n2, n3, p0, p1, p2, p3):
-    a0 = f32_array(p0, n0 * n1 * n2 * n3)
-    a1 = f32_array(p1, n0 * n2)
-    a2 = bool_array(p2, n0 * n1 * n2 * n3)
-    a3 = f32_array(p3, n0 * n2)
-    for j in range(n0 * n2):
-        a3[j] = f32(0.0)
-    for i0 in range(n0):
-        for i1 in range(n1):
-            for i2 in range(n2):
-                acc3 = f32(0.0)
-                for i3 in range(n3):
-                    t0 = a0[((i0 * n1 + i1) * n2 + i2) * n3 + i3]
-                    t1 = a1[i0 * n2 + i2]
-                    t2 = t0 == t1  # equal
-                    t3 = f32(t2)  # astype
-                    a2[((i0 * n1 + i1) * n2 + i2) * n3 + i3] = t2
-                    acc3 = acc3 + t3  # sum
-                a3[i0 * n2 + i2] = a3[i0 * n2 + i2] + acc3
+# take_along_axis_grad_88a45ebf85: take_along_axis_grad; called by k17
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def take_along_axis_grad_88a45ebf85(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer, n, inner, m):
+    x0 = f32_array(p_x0, len_x0)
+    x1 = i64_array(p_x1, len_x1)
+    out = f32_array(p_out, len_out)
+    for i in range(len_out):
+        out[i] = f32(0.0)
+    for a in range(outer):
+        for t in range(m):
+            for b in range(inner):
+                j = x1[(a * m + t) * inner + b]
+                if j < 0:
+                    j += n
+                if j < 0 or j >= n:
+                    raise IndexError('gradc: index out of range in take_along_axis_grad (digits_cnn.py:57)')
+                out[(a * n + j) * inner + b] += x0[(a * m + t) * inner + b]
 
 
-# loop_divide_76ac197233: divide; called by k18
-@njit("void(int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_divide_76ac197233(n0, p0, p1, p2):
-    a0 = f32_array(p0, n0)
-    a1 = f32_array(p1, n0)
-    a2 = f32_array(p2, n0)
-    for i0 in range(n0):
-        t0 = a0[i0]
-        t1 = a1[i0]
-        t2 = t0 / t1  # divide
-        a2[i0] = t2
-
-
-# loop_where_d309c7d1cb: where; called by k19
-@njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_where_d309c7d1cb(n0, n1, n2, n3, p0, p1, p2):
-    a0 = bool_array(p0, n0 * n1 * n2 * n3)
-    a1 = f32_array(p1, n0 * n2)
-    a2 = f32_array(p2, n0 * n1 * n2 * n3)
-    for i0 in range(n0):
-        for i1 in range(n1):
-            for i2 in range(n2):
-                for i3 in range(n3):
-                    t0 = a0[((i0 * n1 + i1) * n2 + i2) * n3 + i3]
-                    t1 = a1[i0 * n2 + i2]
-                    t2 = t1 if t0 else f32(0.0)  # where
-                    a2[((i0 * n1 + i1) * n2 + i2) * n3 + i3] = t2
-
-
-# loop_where_sum_92d33aa5cc: where, sum; called by k20
+# loop_where_sum_92d33aa5cc: where, sum; called by k18
 @njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def loop_where_sum_92d33aa5cc(n0, n1, n2, p0, p1, p2, p3):
     a0 = bool_array(p0, n0 * n1 * n2)
@@ -624,20 +674,79 @@ def loop_where_sum_92d33aa5cc(n0, n1, n2, p0, p1, p2, p3):
             a3[i1] = a3[i1] + acc3
 
 
-# loop_copy_c3372a7570: copy; called by k21
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_copy_c3372a7570(n0, n1, n2, p0, p1, sa0_0, sa0_1, sa0_2, lena0):
-    a0 = f32_array(p0, lena0)
-    a1 = f32_array(p1, n0 * n1 * n2)
-    for i0 in range(n0):
-        for i1 in range(n1):
-            for i2 in range(n2):
-                t0 = a0[i0 * sa0_0 + i1 * sa0_1 + i2 * sa0_2]
-                t1 = t0  # copy
-                a1[(i0 * n1 + i1) * n2 + i2] = t1
+# conv2d_grad_weight_34b51d629a: conv2d_grad_weight; called by k19
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def conv2d_grad_weight_34b51d629a(p_x0, p_x1, p_out, len_x0, len_x1, len_out, N, C, H, W, OH, OW, O, PH, PW):
+    x0 = f32_array(p_x0, len_x0)
+    x1 = f32_array(p_x1, len_x1)
+    out = f32_array(p_out, len_out)
+    for t in range(len_out):
+        out[t] = f32(0.0)
+    b_lo = min(OW, (PW + 0) // 1)
+    b_hi = max(b_lo, min(OW, (W - 3 + PW) // 1 + 1))
+    for n in range(N):
+        for o in range(O):
+            yp = (n * O + o) * OH * OW
+            for c in range(C):
+                xp = (n * C + c) * H * W
+                wp = (o * C + c) * 9
+                w0_0 = w0_1 = w0_2 = w1_0 = w1_1 = w1_2 = w2_0 = w2_1 = w2_2 = f32(0.0)
+                for a in range(OH):
+                    y0 = a * 1 - PH
+                    yrow = yp + a * OW
+                    if y0 >= 0 and y0 + 3 <= H:
+                        r0 = x0[xp + (y0 + 0) * W + b_lo * 1 - PW:]
+                        r1 = x0[xp + (y0 + 1) * W + b_lo * 1 - PW:]
+                        r2 = x0[xp + (y0 + 2) * W + b_lo * 1 - PW:]
+                        grow = x1[yrow + b_lo:]
+                        for b in range(b_hi - b_lo):
+                            gv = grow[b]
+                            w0_0 += gv * r0[b]
+                            w0_1 += gv * r0[b + 1]
+                            w0_2 += gv * r0[b + 2]
+                            w1_0 += gv * r1[b]
+                            w1_1 += gv * r1[b + 1]
+                            w1_2 += gv * r1[b + 2]
+                            w2_0 += gv * r2[b]
+                            w2_1 += gv * r2[b + 1]
+                            w2_2 += gv * r2[b + 2]
+                        for b in range(0, b_lo):
+                            gv = x1[yrow + b]
+                            z0 = b * 1 - PW
+                            for i in range(max(0, -y0), min(3, H - y0)):
+                                for j in range(max(0, -z0), min(3, W - z0)):
+                                    xi = xp + (y0 + i) * W + z0 + j
+                                    wi = i * 3 + j
+                                    out[wp + wi] += gv * x0[xi]
+                        for b in range(b_hi, OW):
+                            gv = x1[yrow + b]
+                            z0 = b * 1 - PW
+                            for i in range(max(0, -y0), min(3, H - y0)):
+                                for j in range(max(0, -z0), min(3, W - z0)):
+                                    xi = xp + (y0 + i) * W + z0 + j
+                                    wi = i * 3 + j
+                                    out[wp + wi] += gv * x0[xi]
+                    else:
+                        for b in range(OW):
+                            gv = x1[yrow + b]
+                            z0 = b * 1 - PW
+                            for i in range(max(0, -y0), min(3, H - y0)):
+                                for j in range(max(0, -z0), min(3, W - z0)):
+                                    xi = xp + (y0 + i) * W + z0 + j
+                                    wi = i * 3 + j
+                                    out[wp + wi] += gv * x0[xi]
+                out[wp + 0] += w0_0
+                out[wp + 1] += w0_1
+                out[wp + 2] += w0_2
+                out[wp + 3] += w1_0
+                out[wp + 4] += w1_1
+                out[wp + 5] += w1_2
+                out[wp + 6] += w2_0
+                out[wp + 7] += w2_1
+                out[wp + 8] += w2_2
 
 
-# loop_subtract_multiply_add_sqrt_divide_d0cd73cddf: subtract, multiply, add, sqrt, divide; called by k23, k24, k25, k26
+# loop_subtract_multiply_add_sqrt_divide_d0cd73cddf: subtract, multiply, add, sqrt, divide; called by k20, k21, k22, k23
 @njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(n0, p0, p1, p2, p3, p4, p5):
     a0 = f32_array(p0, n0)
@@ -680,99 +789,90 @@ _state["active"] = False
 def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, exp_avg_1, exp_avg_2, exp_avg_3, exp_avg_sq_0, exp_avg_sq_1, exp_avg_sq_2, exp_avg_sq_3, lr, step_size, bias_correction2_sqrt, decay):
     """Run the kernels in order. A: the arena's address; then each input's buffer address, in
     the flat order of `INPUTS`. Allocates nothing."""
-    # k0: unfold over [32x8x8x1x3x3] -> %18
+    # k0: conv2d over [32x16x8x8] -> %18
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    unfold_02a8f7ae58(x, A + 64, 2048, 18432, 32, 1, 8, 8, 8, 8, 3, 3, 1, 1, 1, 1)
-    # k1: matmul over [2048x16] -> %21
-    #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    matmul_8c88743242(A + 64, params_conv_w, A + 73792, 18432, 144, 32768, 2048, 9, 16, 9, 2048, 16)
-    # k2: add, relu, greater over [32x16x8x8] -> %27, %79
+    conv2d_2cd9e31fe0(x, params_conv_w, A + 64, 2048, 144, 32768, 32, 1, 8, 8, 8, 8, 16, 1, 1)
+    # k1: add, relu, greater over [32x16x8x8] -> %22, %68
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    loop_add_relu_greater_8643fbdf53(32, 16, 64, A + 73792, params_conv_b, A + 204864, A + 335936, 1024, 1, 16, 32768)
-    # k3: max over [32x16x4x2x4x2] -> %29
+    loop_add_relu_greater_c6250d7cd7(32, 16, 64, A + 64, params_conv_b, A + 131136, A + 262208)
+    # k2: pool_argmax over [32x16x4x4] -> %23
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    loop_max_2fc049e88f(2048, 2, 4, 2, A + 204864, A + 73792)
-    # k4: matmul over [32x10] -> %31
+    pool_argmax_c30f074330(A + 131136, A + 64, 32768, 8192, 512, 8, 8, 4, 4, 2, 2, 0, 0)
+    # k3: take_along_axis over [32x16x16] -> %26
+    #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
+    take_along_axis_36ddf330f0(A + 131136, A + 64, A + 65600, 32768, 8192, 8192, 512, 64, 1, 16)
+    # k4: matmul over [32x10] -> %28
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_3469deddb8(A + 73792, params_W, A + 106560, 8192, 2560, 320, 32, 256, 256, 10, 32, 10)
-    # k5: add, max over [32x10] -> %34, %35
+    matmul_3469deddb8(A + 65600, params_W, A + 98368, 8192, 2560, 320, 32, 256, 256, 10, 32, 10)
+    # k5: add, max over [32x10] -> %31, %32
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_max_69b41dadb1(32, 10, A + 106560, params_b, A + 107840, A + 109120)
-    # k6: subtract, exp, sum over [32x10] -> %37, %38, %39
+    loop_add_max_69b41dadb1(32, 10, A + 98368, params_b, A + 99648, A + 100928)
+    # k6: subtract, exp, sum over [32x10] -> %34, %35, %36
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_subtract_exp_sum_02a62508d5(32, 10, A + 107840, A + 109120, A + 106560, A + 109248, A + 110528)
-    # k7: log over [32x1] -> %40
+    loop_subtract_exp_sum_02a62508d5(32, 10, A + 99648, A + 100928, A + 98368, A + 101056, A + 102336)
+    # k7: log over [32x1] -> %37
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_log_2a5196b308(32, A + 110528, A + 107840)
-    # k8: subtract over [32x10] -> %42
+    loop_log_2a5196b308(32, A + 102336, A + 99648)
+    # k8: subtract over [32x10] -> %39
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_subtract_4e1c340d18(32, 10, A + 106560, A + 107840, A + 107968)
-    # k9: take_along_axis over [32x1] -> %44
+    loop_subtract_4e1c340d18(32, 10, A + 98368, A + 99648, A + 99776)
+    # k9: take_along_axis over [32x1] -> %41
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_14d61a4236(A + 107968, y, A + 106560, 320, 32, 32, 32, 10, 1, 1)
-    # k10: sum, copy over [32x1] -> %45, %53
+    take_along_axis_14d61a4236(A + 99776, y, A + 98368, 320, 32, 32, 32, 10, 1, 1)
+    # k10: sum, copy over [32x1] -> %42, %50
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_f11a05989d(32, A + 106560, A + 106688, A + 106752)
-    # k11: multiply, negative, astype over [scalar] -> %49, %89, %90
+    loop_sum_f11a05989d(32, A + 98368, A + 98496, A + 98560)
+    # k11: multiply, negative, astype over [scalar] -> %46, %73, %74
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     #   optimizer Adam
-    loop_multiply_negative_astype_d800d783eb(A + 106688, step_size, bias_correction2_sqrt, A, A + 106560, A + 106624)
-    # k12: take_along_axis_grad over [32x10] -> %54
+    loop_multiply_negative_astype_d800d783eb(A + 98496, step_size, bias_correction2_sqrt, A, A + 98368, A + 98432)
+    # k12: take_along_axis_grad over [32x10] -> %51
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_grad_301a5eda92(A + 106752, y, A + 106880, 32, 32, 320, 32, 10, 1, 1)
-    # k13: divide, sum over [32x10] -> %56, %57
+    take_along_axis_grad_301a5eda92(A + 98560, y, A + 98688, 32, 32, 320, 32, 10, 1, 1)
+    # k13: divide, sum over [32x10] -> %53, %54
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_divide_sum_15680547e7(32, 10, A + 109248, A + 110528, A + 106880, A + 110656, A + 106688)
-    # k14: multiply, subtract, sum over [32x10] -> %60, %61
+    loop_divide_sum_15680547e7(32, 10, A + 101056, A + 102336, A + 98688, A + 102464, A + 98496)
+    # k14: multiply, subtract, sum over [32x10] -> %57, %58
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    loop_multiply_subtract_sum_403430fe4b(32, 10, A + 110656, A + 106688, A + 106880, A + 108160, A + 106816)
-    # k15: matmul over [32x256] -> %63
+    loop_multiply_subtract_sum_403430fe4b(32, 10, A + 102464, A + 98496, A + 98688, A + 99968, A + 98624)
+    # k15: matmul over [32x256] -> %60
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_8c88743242(A + 108160, params_W, A + 109440, 320, 2560, 8192, 32, 10, 256, 10, 32, 256)
-    # k16: matmul over [256x10] -> %64
+    matmul_8c88743242(A + 99968, params_W, A + 101248, 320, 2560, 8192, 32, 10, 256, 10, 32, 256)
+    # k16: matmul over [256x10] -> %61
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_a04a1ae222(A + 73792, A + 108160, A + 142208, 8192, 320, 2560, 32, 256, 32, 10, 256, 10)
-    # k17: equal, astype, sum over [32x16x4x2x4x2] -> %67, %69
+    matmul_a04a1ae222(A + 65600, A + 99968, A + 134016, 8192, 320, 2560, 32, 256, 32, 10, 256, 10)
+    # k17: take_along_axis_grad over [32x16x64] -> %63
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    loop_equal_astype_sum_215015768f(2048, 2, 4, 2, A + 204864, A + 73792, A + 152448, A + 368704)
-    # k18: divide over [32x16x4x1x4x1] -> %70
-    #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    loop_divide_76ac197233(8192, A + 109440, A + 368704, A + 73792)
-    # k19: where over [32x16x4x2x4x2] -> %75
-    #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    loop_where_d309c7d1cb(2048, 2, 4, 2, A + 152448, A + 73792, A + 185216)
-    # k20: where, sum over [32x16x8x8] -> %80, %81
+    take_along_axis_grad_88a45ebf85(A + 101248, A + 64, A + 294976, 8192, 8192, 32768, 512, 64, 1, 16)
+    # k18: where, sum over [32x16x8x8] -> %69, %70
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    loop_where_sum_92d33aa5cc(32, 16, 64, A + 335936, A + 185216, A + 401472, A + 106688)
-    # k21: copy over [32x8x8x16] -> %85
+    loop_where_sum_92d33aa5cc(32, 16, 64, A + 262208, A + 294976, A + 426048, A + 98496)
+    # k19: conv2d_grad_weight over [16x1x3x3] -> %72
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    loop_copy_c3372a7570(32, 64, 16, A + 401472, A + 152448, 1024, 1, 64, 32768)
-    # k22: matmul over [16x9] -> %87
-    #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    matmul_a04a1ae222(A + 152448, A + 64, A + 73792, 32768, 18432, 144, 2048, 16, 2048, 9, 16, 9)
-    # k23: subtract, multiply, add, sqrt, divide over [256x10] -> %96, %106, %119
+    conv2d_grad_weight_34b51d629a(x, A + 426048, A + 98688, 2048, 32768, 144, 32, 1, 8, 8, 8, 8, 16, 1, 1)
+    # k20: subtract, multiply, add, sqrt, divide over [256x10] -> %80, %90, %103
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(2560, A + 142208, exp_avg_0, exp_avg_sq_0, A + 106624, A + 106560, params_W)
-    # k24: subtract, multiply, add, sqrt, divide over [10] -> %124, %132, %144
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(2560, A + 134016, exp_avg_0, exp_avg_sq_0, A + 98432, A + 98368, params_W)
+    # k21: subtract, multiply, add, sqrt, divide over [10] -> %108, %116, %128
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(10, A + 106816, exp_avg_1, exp_avg_sq_1, A + 106624, A + 106560, params_b)
-    # k25: subtract, multiply, add, sqrt, divide over [16] -> %148, %154, %163
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(10, A + 98624, exp_avg_1, exp_avg_sq_1, A + 98432, A + 98368, params_b)
+    # k22: subtract, multiply, add, sqrt, divide over [16] -> %132, %138, %147
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(16, A + 106688, exp_avg_2, exp_avg_sq_2, A + 106624, A + 106560, params_conv_b)
-    # k26: subtract, multiply, add, sqrt, divide over [16x1x3x3] -> %168, %176, %188
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(16, A + 98496, exp_avg_2, exp_avg_sq_2, A + 98432, A + 98368, params_conv_b)
+    # k23: subtract, multiply, add, sqrt, divide over [16x1x3x3] -> %152, %160, %172
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(144, A + 73792, exp_avg_3, exp_avg_sq_3, A + 106624, A + 106560, params_conv_w)
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(144, A + 98688, exp_avg_3, exp_avg_sq_3, A + 98432, A + 98368, params_conv_w)
 
 
 # ================================================================================================
 # buffer plan and calling convention
 # ================================================================================================
 # The buffer plan: every intermediate value has a fixed offset in one arena.
-ARENA_BYTES = 532544
+ARENA_BYTES = 557120
 # (offset, dtype, shape, data): constants copied into the arena once
 CONSTANTS = [
 ]
