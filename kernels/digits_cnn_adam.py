@@ -292,20 +292,21 @@ JIT_OPTIONS = dict(JIT_OPTIONS, cache=_VECMATH and sys.modules.get(__name__) is 
 _state["active"] = True  # the kernels below compile (eagerly: explicit signatures) with the hook
 
 
-# conv2d_2cd9e31fe0: conv2d; called by k0
+# conv2d_e01ce9827c: conv2d; called by k0
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def conv2d_2cd9e31fe0(p_x0, p_x1, p_out, len_x0, len_x1, len_out, N, C, H, W, OH, OW, O, PH, PW):
+def conv2d_e01ce9827c(p_x0, p_x1, p_out, len_x0, len_x1, len_out, N, C, H, W, OH, OW, O, PH, PW):
     x0 = f32_array(p_x0, len_x0)
     x1 = f32_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
+    a_lo = min(OH, (PH + 0) // 1)
+    a_hi = max(a_lo, min(OH, (H - 3 + PH) // 1 + 1))
     b_lo = min(OW, (PW + 0) // 1)
     b_hi = max(b_lo, min(OW, (W - 3 + PW) // 1 + 1))
+    border = a_lo > 0 or a_hi < OH or b_lo > 0 or b_hi < OW
     for n in range(N):
         for o in range(O):
-            yp = (n * O + o) * OH * OW
-            for t in range(yp, yp + OH * OW):
-                out[t] = f32(0.0)
             for c in range(C):
+                yp = (n * O + o) * OH * OW
                 xp = (n * C + c) * H * W
                 wp = (o * C + c) * 9
                 w0_0 = x1[wp + 0]
@@ -317,44 +318,97 @@ def conv2d_2cd9e31fe0(p_x0, p_x1, p_out, len_x0, len_x1, len_out, N, C, H, W, OH
                 w2_0 = x1[wp + 6]
                 w2_1 = x1[wp + 7]
                 w2_2 = x1[wp + 8]
-                for a in range(OH):
-                    y0 = a * 1 - PH
-                    yrow = yp + a * OW
-                    if y0 >= 0 and y0 + 3 <= H:
-                        r0 = x0[xp + (y0 + 0) * W + b_lo * 1 - PW:]
-                        r1 = x0[xp + (y0 + 1) * W + b_lo * 1 - PW:]
-                        r2 = x0[xp + (y0 + 2) * W + b_lo * 1 - PW:]
-                        orow = out[yrow + b_lo:]
-                        for b in range(b_hi - b_lo):
-                            orow[b] += w0_0 * r0[b] + w0_1 * r0[b + 1] + w0_2 * r0[b + 2] + w1_0 * r1[b] + w1_1 * r1[b + 1] + w1_2 * r1[b + 2] + w2_0 * r2[b] + w2_1 * r2[b + 1] + w2_2 * r2[b + 2]
-                        for b in range(0, b_lo):
-                            acc = f32(0.0)
-                            z0 = b * 1 - PW
-                            for i in range(max(0, -y0), min(3, H - y0)):
-                                for j in range(max(0, -z0), min(3, W - z0)):
-                                    xi = xp + (y0 + i) * W + z0 + j
-                                    wi = i * 3 + j
-                                    acc += x1[wp + wi] * x0[xi]
-                            out[yrow + b] += acc
-                        for b in range(b_hi, OW):
-                            acc = f32(0.0)
-                            z0 = b * 1 - PW
-                            for i in range(max(0, -y0), min(3, H - y0)):
-                                for j in range(max(0, -z0), min(3, W - z0)):
-                                    xi = xp + (y0 + i) * W + z0 + j
-                                    wi = i * 3 + j
-                                    acc += x1[wp + wi] * x0[xi]
-                            out[yrow + b] += acc
+                if c == 0:
+                    for a in range(a_lo, a_hi):
+                        y0 = a * 1 - PH
+                        oq = np.uint64(yp + a * OW + b_lo)
+                        q0 = np.uint64(xp + (y0 + 0) * W + b_lo * 1 - PW)
+                        q1 = np.uint64(xp + (y0 + 1) * W + b_lo * 1 - PW)
+                        q2 = np.uint64(xp + (y0 + 2) * W + b_lo * 1 - PW)
+                        for b in range(np.uint64(b_hi - b_lo)):
+                            out[oq + b] = w0_0 * x0[q0 + b] + w0_1 * x0[q0 + b + np.uint64(1)] + w0_2 * x0[q0 + b + np.uint64(2)] + w1_0 * x0[q1 + b] + w1_1 * x0[q1 + b + np.uint64(1)] + w1_2 * x0[q1 + b + np.uint64(2)] + w2_0 * x0[q2 + b] + w2_1 * x0[q2 + b + np.uint64(1)] + w2_2 * x0[q2 + b + np.uint64(2)]
+                else:
+                    for a in range(a_lo, a_hi):
+                        y0 = a * 1 - PH
+                        oq = np.uint64(yp + a * OW + b_lo)
+                        q0 = np.uint64(xp + (y0 + 0) * W + b_lo * 1 - PW)
+                        q1 = np.uint64(xp + (y0 + 1) * W + b_lo * 1 - PW)
+                        q2 = np.uint64(xp + (y0 + 2) * W + b_lo * 1 - PW)
+                        for b in range(np.uint64(b_hi - b_lo)):
+                            out[oq + b] += w0_0 * x0[q0 + b] + w0_1 * x0[q0 + b + np.uint64(1)] + w0_2 * x0[q0 + b + np.uint64(2)] + w1_0 * x0[q1 + b] + w1_1 * x0[q1 + b + np.uint64(1)] + w1_2 * x0[q1 + b + np.uint64(2)] + w2_0 * x0[q2 + b] + w2_1 * x0[q2 + b + np.uint64(1)] + w2_2 * x0[q2 + b + np.uint64(2)]
+    if border:
+        for n in range(N):
+            for o in range(O):
+                for c in range(C):
+                    yp = (n * O + o) * OH * OW
+                    xp = (n * C + c) * H * W
+                    wp = (o * C + c) * 9
+                    if c == 0:
+                        for a in range(OH):
+                            y0 = a * 1 - PH
+                            yrow = yp + a * OW
+                            if a_lo <= a < a_hi:
+                                for b in range(0, b_lo):
+                                    acc = f32(0.0)
+                                    z0 = b * 1 - PW
+                                    for i in range(max(0, -y0), min(3, H - y0)):
+                                        for j in range(max(0, -z0), min(3, W - z0)):
+                                            xi = xp + (y0 + i) * W + z0 + j
+                                            wi = i * 3 + j
+                                            acc += x1[wp + wi] * x0[xi]
+                                    out[yrow + b] = acc
+                                for b in range(b_hi, OW):
+                                    acc = f32(0.0)
+                                    z0 = b * 1 - PW
+                                    for i in range(max(0, -y0), min(3, H - y0)):
+                                        for j in range(max(0, -z0), min(3, W - z0)):
+                                            xi = xp + (y0 + i) * W + z0 + j
+                                            wi = i * 3 + j
+                                            acc += x1[wp + wi] * x0[xi]
+                                    out[yrow + b] = acc
+                            else:
+                                for b in range(OW):
+                                    acc = f32(0.0)
+                                    z0 = b * 1 - PW
+                                    for i in range(max(0, -y0), min(3, H - y0)):
+                                        for j in range(max(0, -z0), min(3, W - z0)):
+                                            xi = xp + (y0 + i) * W + z0 + j
+                                            wi = i * 3 + j
+                                            acc += x1[wp + wi] * x0[xi]
+                                    out[yrow + b] = acc
                     else:
-                        for b in range(OW):
-                            acc = f32(0.0)
-                            z0 = b * 1 - PW
-                            for i in range(max(0, -y0), min(3, H - y0)):
-                                for j in range(max(0, -z0), min(3, W - z0)):
-                                    xi = xp + (y0 + i) * W + z0 + j
-                                    wi = i * 3 + j
-                                    acc += x1[wp + wi] * x0[xi]
-                            out[yrow + b] += acc
+                        for a in range(OH):
+                            y0 = a * 1 - PH
+                            yrow = yp + a * OW
+                            if a_lo <= a < a_hi:
+                                for b in range(0, b_lo):
+                                    acc = f32(0.0)
+                                    z0 = b * 1 - PW
+                                    for i in range(max(0, -y0), min(3, H - y0)):
+                                        for j in range(max(0, -z0), min(3, W - z0)):
+                                            xi = xp + (y0 + i) * W + z0 + j
+                                            wi = i * 3 + j
+                                            acc += x1[wp + wi] * x0[xi]
+                                    out[yrow + b] += acc
+                                for b in range(b_hi, OW):
+                                    acc = f32(0.0)
+                                    z0 = b * 1 - PW
+                                    for i in range(max(0, -y0), min(3, H - y0)):
+                                        for j in range(max(0, -z0), min(3, W - z0)):
+                                            xi = xp + (y0 + i) * W + z0 + j
+                                            wi = i * 3 + j
+                                            acc += x1[wp + wi] * x0[xi]
+                                    out[yrow + b] += acc
+                            else:
+                                for b in range(OW):
+                                    acc = f32(0.0)
+                                    z0 = b * 1 - PW
+                                    for i in range(max(0, -y0), min(3, H - y0)):
+                                        for j in range(max(0, -z0), min(3, W - z0)):
+                                            xi = xp + (y0 + i) * W + z0 + j
+                                            wi = i * 3 + j
+                                            acc += x1[wp + wi] * x0[xi]
+                                    out[yrow + b] += acc
 
 
 # loop_add_relu_greater_c6250d7cd7: add, relu, greater; called by k1
@@ -376,41 +430,87 @@ def loop_add_relu_greater_c6250d7cd7(n0, n1, n2, p0, p1, p2, p3):
                 a3[(i0 * n1 + i1) * n2 + i2] = t4
 
 
-# pool_argmax_ac2e0ad031: pool_argmax; called by k2
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def pool_argmax_ac2e0ad031(p_x0, p_out, len_x0, len_out, planes, H, W, OH, OW, SH, SW, PH, PW):
+# pool_argmax_b7412f94e8: pool_argmax; called by k2
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def pool_argmax_b7412f94e8(p_x0, p_out, len_x0, len_out, H, W, OH, OW, PH, PW, planes):
     x0 = f32_array(p_x0, len_x0)
     out = i64_array(p_out, len_out)
-    for p in range(planes):
-        plane = x0[p * H * W:]
-        for a in range(OH):
-            y0 = a * SH - PH
-            rows_inside = y0 >= 0 and y0 + 2 <= H
-            for b in range(OW):
-                z0 = b * SW - PW
-                if rows_inside and z0 >= 0 and z0 + 2 <= W:
-                    best_t = y0 * W + z0
-                    best = plane[best_t]
-                    for i in range(2):
-                        row = (y0 + i) * W + z0
-                        for j in range(2):
-                            v = plane[row + j]
-                            take = (v > best) | (v != v)
-                            best = v if take else best
-                            best_t = row + j if take else best_t
+    a_lo = min(OH, (PH + 1) // 2)
+    a_hi = max(a_lo, min(OH, (H - 2 + PH) // 2 + 1))
+    b_lo = min(OW, (PW + 1) // 2)
+    b_hi = max(b_lo, min(OW, (W - 2 + PW) // 2 + 1))
+    border = a_lo > 0 or a_hi < OH or b_lo > 0 or b_hi < OW
+    for plane in range(planes):
+        xp, yp = plane * H * W, plane * OH * OW
+        xq = np.uint64(xp)
+        for a in range(a_lo, a_hi):
+            y0 = a * 2 - PH
+            oq = np.uint64(yp + a * OW + b_lo)
+            q0 = np.uint64(xp + (y0 + 0) * W + b_lo * 2 - PW)
+            q1 = np.uint64(xp + (y0 + 1) * W + b_lo * 2 - PW)
+            for b in range(np.uint64(b_hi - b_lo)):
+                corner = q0 + b * np.uint64(2)
+                best, best_t = x0[corner], corner
+                v = x0[corner + np.uint64(1)]
+                take = (v > best) | (v != v)
+                best = v if take else best
+                best_t = corner + np.uint64(1) if take else best_t
+                v = x0[corner + np.uint64(1 * W + 0)]
+                take = (v > best) | (v != v)
+                best = v if take else best
+                best_t = corner + np.uint64(1 * W + 0) if take else best_t
+                v = x0[corner + np.uint64(1 * W + 1)]
+                take = (v > best) | (v != v)
+                best = v if take else best
+                best_t = corner + np.uint64(1 * W + 1) if take else best_t
+                out[oq + b] = best_t - xq
+    if border:
+        for plane in range(planes):
+            xp, yp = plane * H * W, plane * OH * OW
+            for a in range(OH):
+                y0 = a * 2 - PH
+                yrow = yp + a * OW
+                if a_lo <= a < a_hi:
+                    for b in range(0, b_lo):
+                        z0 = b * 2 - PW
+                        i_lo, i_hi = max(0, -y0), min(2, H - y0)
+                        j_lo, j_hi = max(0, -z0), min(2, W - z0)
+                        best_t = (y0 + i_lo) * W + z0 + j_lo
+                        best = x0[xp + best_t]
+                        for i in range(i_lo, i_hi):
+                            for j in range(j_lo, j_hi):
+                                v = x0[xp + (y0 + i) * W + z0 + j]
+                                take = (v > best) | (v != v)
+                                best = v if take else best
+                                best_t = (y0 + i) * W + z0 + j if take else best_t
+                        out[yrow + b] = best_t
+                    for b in range(b_hi, OW):
+                        z0 = b * 2 - PW
+                        i_lo, i_hi = max(0, -y0), min(2, H - y0)
+                        j_lo, j_hi = max(0, -z0), min(2, W - z0)
+                        best_t = (y0 + i_lo) * W + z0 + j_lo
+                        best = x0[xp + best_t]
+                        for i in range(i_lo, i_hi):
+                            for j in range(j_lo, j_hi):
+                                v = x0[xp + (y0 + i) * W + z0 + j]
+                                take = (v > best) | (v != v)
+                                best = v if take else best
+                                best_t = (y0 + i) * W + z0 + j if take else best_t
+                        out[yrow + b] = best_t
                 else:
-                    i_lo, i_hi = max(0, -y0), min(2, H - y0)
-                    j_lo, j_hi = max(0, -z0), min(2, W - z0)
-                    best_t = (y0 + i_lo) * W + z0 + j_lo
-                    best = plane[best_t]
-                    for i in range(i_lo, i_hi):
-                        row = (y0 + i) * W + z0
-                        for j in range(j_lo, j_hi):
-                            v = plane[row + j]
-                            take = (v > best) | (v != v)
-                            best = v if take else best
-                            best_t = row + j if take else best_t
-                out[(p * OH + a) * OW + b] = best_t
+                    for b in range(OW):
+                        z0 = b * 2 - PW
+                        i_lo, i_hi = max(0, -y0), min(2, H - y0)
+                        j_lo, j_hi = max(0, -z0), min(2, W - z0)
+                        best_t = (y0 + i_lo) * W + z0 + j_lo
+                        best = x0[xp + best_t]
+                        for i in range(i_lo, i_hi):
+                            for j in range(j_lo, j_hi):
+                                v = x0[xp + (y0 + i) * W + z0 + j]
+                                take = (v > best) | (v != v)
+                                best = v if take else best
+                                best_t = (y0 + i) * W + z0 + j if take else best_t
+                        out[yrow + b] = best_t
 
 
 # take_along_axis_36ddf330f0: take_along_axis; called by k3
@@ -674,76 +774,88 @@ def loop_where_sum_92d33aa5cc(n0, n1, n2, p0, p1, p2, p3):
             a3[i1] = a3[i1] + acc3
 
 
-# conv2d_grad_weight_34b51d629a: conv2d_grad_weight; called by k19
+# conv2d_grad_weight_2c592dc71f: conv2d_grad_weight; called by k19
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def conv2d_grad_weight_34b51d629a(p_x0, p_x1, p_out, len_x0, len_x1, len_out, N, C, H, W, OH, OW, O, PH, PW):
+def conv2d_grad_weight_2c592dc71f(p_x0, p_x1, p_out, len_x0, len_x1, len_out, N, C, H, W, OH, OW, O, PH, PW):
     x0 = f32_array(p_x0, len_x0)
     x1 = f32_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
     for t in range(len_out):
         out[t] = f32(0.0)
+    a_lo = min(OH, (PH + 0) // 1)
+    a_hi = max(a_lo, min(OH, (H - 3 + PH) // 1 + 1))
     b_lo = min(OW, (PW + 0) // 1)
     b_hi = max(b_lo, min(OW, (W - 3 + PW) // 1 + 1))
+    border = a_lo > 0 or a_hi < OH or b_lo > 0 or b_hi < OW
     for n in range(N):
         for o in range(O):
-            yp = (n * O + o) * OH * OW
             for c in range(C):
+                yp = (n * O + o) * OH * OW
                 xp = (n * C + c) * H * W
                 wp = (o * C + c) * 9
-                w0_0 = w0_1 = w0_2 = w1_0 = w1_1 = w1_2 = w2_0 = w2_1 = w2_2 = f32(0.0)
-                for a in range(OH):
+                s0_0 = s0_1 = s0_2 = s1_0 = s1_1 = s1_2 = s2_0 = s2_1 = s2_2 = f32(0.0)
+                for a in range(a_lo, a_hi):
                     y0 = a * 1 - PH
-                    yrow = yp + a * OW
-                    if y0 >= 0 and y0 + 3 <= H:
-                        r0 = x0[xp + (y0 + 0) * W + b_lo * 1 - PW:]
-                        r1 = x0[xp + (y0 + 1) * W + b_lo * 1 - PW:]
-                        r2 = x0[xp + (y0 + 2) * W + b_lo * 1 - PW:]
-                        grow = x1[yrow + b_lo:]
-                        for b in range(b_hi - b_lo):
-                            gv = grow[b]
-                            w0_0 += gv * r0[b]
-                            w0_1 += gv * r0[b + 1]
-                            w0_2 += gv * r0[b + 2]
-                            w1_0 += gv * r1[b]
-                            w1_1 += gv * r1[b + 1]
-                            w1_2 += gv * r1[b + 2]
-                            w2_0 += gv * r2[b]
-                            w2_1 += gv * r2[b + 1]
-                            w2_2 += gv * r2[b + 2]
-                        for b in range(0, b_lo):
-                            gv = x1[yrow + b]
-                            z0 = b * 1 - PW
-                            for i in range(max(0, -y0), min(3, H - y0)):
-                                for j in range(max(0, -z0), min(3, W - z0)):
-                                    xi = xp + (y0 + i) * W + z0 + j
-                                    wi = i * 3 + j
-                                    out[wp + wi] += gv * x0[xi]
-                        for b in range(b_hi, OW):
-                            gv = x1[yrow + b]
-                            z0 = b * 1 - PW
-                            for i in range(max(0, -y0), min(3, H - y0)):
-                                for j in range(max(0, -z0), min(3, W - z0)):
-                                    xi = xp + (y0 + i) * W + z0 + j
-                                    wi = i * 3 + j
-                                    out[wp + wi] += gv * x0[xi]
-                    else:
-                        for b in range(OW):
-                            gv = x1[yrow + b]
-                            z0 = b * 1 - PW
-                            for i in range(max(0, -y0), min(3, H - y0)):
-                                for j in range(max(0, -z0), min(3, W - z0)):
-                                    xi = xp + (y0 + i) * W + z0 + j
-                                    wi = i * 3 + j
-                                    out[wp + wi] += gv * x0[xi]
-                out[wp + 0] += w0_0
-                out[wp + 1] += w0_1
-                out[wp + 2] += w0_2
-                out[wp + 3] += w1_0
-                out[wp + 4] += w1_1
-                out[wp + 5] += w1_2
-                out[wp + 6] += w2_0
-                out[wp + 7] += w2_1
-                out[wp + 8] += w2_2
+                    oq = np.uint64(yp + a * OW + b_lo)
+                    q0 = np.uint64(xp + (y0 + 0) * W + b_lo * 1 - PW)
+                    q1 = np.uint64(xp + (y0 + 1) * W + b_lo * 1 - PW)
+                    q2 = np.uint64(xp + (y0 + 2) * W + b_lo * 1 - PW)
+                    for b in range(np.uint64(b_hi - b_lo)):
+                        gv = x1[oq + b]
+                        s0_0 += gv * x0[q0 + b]
+                        s0_1 += gv * x0[q0 + b + np.uint64(1)]
+                        s0_2 += gv * x0[q0 + b + np.uint64(2)]
+                        s1_0 += gv * x0[q1 + b]
+                        s1_1 += gv * x0[q1 + b + np.uint64(1)]
+                        s1_2 += gv * x0[q1 + b + np.uint64(2)]
+                        s2_0 += gv * x0[q2 + b]
+                        s2_1 += gv * x0[q2 + b + np.uint64(1)]
+                        s2_2 += gv * x0[q2 + b + np.uint64(2)]
+                out[wp + 0] += s0_0
+                out[wp + 1] += s0_1
+                out[wp + 2] += s0_2
+                out[wp + 3] += s1_0
+                out[wp + 4] += s1_1
+                out[wp + 5] += s1_2
+                out[wp + 6] += s2_0
+                out[wp + 7] += s2_1
+                out[wp + 8] += s2_2
+    if border:
+        for n in range(N):
+            for o in range(O):
+                for c in range(C):
+                    yp = (n * O + o) * OH * OW
+                    xp = (n * C + c) * H * W
+                    wp = (o * C + c) * 9
+                    for a in range(OH):
+                        y0 = a * 1 - PH
+                        yrow = yp + a * OW
+                        if a_lo <= a < a_hi:
+                            for b in range(0, b_lo):
+                                gv = x1[yrow + b]
+                                z0 = b * 1 - PW
+                                for i in range(max(0, -y0), min(3, H - y0)):
+                                    for j in range(max(0, -z0), min(3, W - z0)):
+                                        xi = xp + (y0 + i) * W + z0 + j
+                                        wi = i * 3 + j
+                                        out[wp + wi] += gv * x0[xi]
+                            for b in range(b_hi, OW):
+                                gv = x1[yrow + b]
+                                z0 = b * 1 - PW
+                                for i in range(max(0, -y0), min(3, H - y0)):
+                                    for j in range(max(0, -z0), min(3, W - z0)):
+                                        xi = xp + (y0 + i) * W + z0 + j
+                                        wi = i * 3 + j
+                                        out[wp + wi] += gv * x0[xi]
+                        else:
+                            for b in range(OW):
+                                gv = x1[yrow + b]
+                                z0 = b * 1 - PW
+                                for i in range(max(0, -y0), min(3, H - y0)):
+                                    for j in range(max(0, -z0), min(3, W - z0)):
+                                        xi = xp + (y0 + i) * W + z0 + j
+                                        wi = i * 3 + j
+                                        out[wp + wi] += gv * x0[xi]
 
 
 # loop_subtract_multiply_add_sqrt_divide_d0cd73cddf: subtract, multiply, add, sqrt, divide; called by k20, k21, k22, k23
@@ -791,14 +903,14 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     the flat order of `INPUTS`. Allocates nothing."""
     # k0: conv2d over [32x16x8x8] -> %18
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    conv2d_2cd9e31fe0(x, params_conv_w, A + 64, 2048, 144, 32768, 32, 1, 8, 8, 8, 8, 16, 1, 1)
+    conv2d_e01ce9827c(x, params_conv_w, A + 64, 2048, 144, 32768, 32, 1, 8, 8, 8, 8, 16, 1, 1)
     # k1: add, relu, greater over [32x16x8x8] -> %22, %68
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     loop_add_relu_greater_c6250d7cd7(32, 16, 64, A + 64, params_conv_b, A + 131136, A + 262208)
     # k2: pool_argmax over [32x16x4x4] -> %23
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    pool_argmax_ac2e0ad031(A + 131136, A + 64, 32768, 8192, 512, 8, 8, 4, 4, 2, 2, 0, 0)
+    pool_argmax_b7412f94e8(A + 131136, A + 64, 32768, 8192, 8, 8, 4, 4, 0, 0, 512)
     # k3: take_along_axis over [32x16x16] -> %26
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     take_along_axis_36ddf330f0(A + 131136, A + 64, A + 65600, 32768, 8192, 8192, 512, 64, 1, 16)
@@ -853,7 +965,7 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     loop_where_sum_92d33aa5cc(32, 16, 64, A + 262208, A + 294976, A + 426048, A + 98496)
     # k19: conv2d_grad_weight over [16x1x3x3] -> %72
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    conv2d_grad_weight_34b51d629a(x, A + 426048, A + 98688, 2048, 32768, 144, 32, 1, 8, 8, 8, 8, 16, 1, 1)
+    conv2d_grad_weight_2c592dc71f(x, A + 426048, A + 98688, 2048, 32768, 144, 32, 1, 8, 8, 8, 8, 16, 1, 1)
     # k20: subtract, multiply, add, sqrt, divide over [256x10] -> %80, %90, %103
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(2560, A + 134016, exp_avg_0, exp_avg_sq_0, A + 98432, A + 98368, params_W)

@@ -6,6 +6,8 @@ x[n, c, a*sh - ph + i, b*sw - pw + j] (`pad` outside the image; strides sh, sw a
 ph, pw per axis). Rows of the patches are contiguous (C*KH*KW each); padded average pooling is a
 reduction over their last two axes. All these ops are loop kernels of their own.
 """
+import contextlib
+
 import numpy as np
 
 from ..errors import ShapeError
@@ -211,34 +213,60 @@ def _offset_loops(k, p):
     k.line(f"            xrow = xp + (a * {p['SH']} - {p['PH']} + i) * {p['W']} - {p['PW']} + j")
 
 
-def _interior_columns(k, p):
-    """b_lo, b_hi: the output columns whose whole window is inside the image's columns."""
-    k.line(f"b_lo = min({p['OW']}, ({p['PW']} + {p['SW'] - 1}) // {p['SW']})")
-    k.line(f"b_hi = max(b_lo, min({p['OW']}, ({p['W']} - {p['KW']} + {p['PW']}) // {p['SW']} + 1))")
+def _interior(k, p):
+    """a_lo..a_hi, b_lo..b_hi: the output rows and columns whose whole window is inside the
+    image; `border`: whether any output is not (padding, or a stride that leaves pixels)."""
+    for lo, hi, size, out, pad, step, k_ in (("a_lo", "a_hi", "H", "OH", "PH", "SH", "KH"),
+                                           ("b_lo", "b_hi", "W", "OW", "PW", "SW", "KW")):
+        k.line(f"{lo} = min({p[out]}, ({p[pad]} + {p[step] - 1}) // {p[step]})")
+        k.line(f"{hi} = max({lo}, min({p[out]}, ({p[size]} - {p[k_]} + {p[pad]}) // {p[step]} + 1))")
+    k.line(f"border = a_lo > 0 or a_hi < {p['OH']} or b_lo > 0 or b_hi < {p['OW']}")
 
 
-def _window_rows(k, p, interior, border):
-    """Loop over output rows a; in rows whose window is inside the image, `interior()` writes
-    the loop over columns b = 0..b_hi-b_lo (column b_lo + b), reading tap (i, j) at
-    x0[q{i}_{j} + b * SW] and the output row at `oq + b`; `border(cols)` writes the loop over
-    the other columns, bounds-checked."""
-    KH, KW, SH, SW, H, W = p["KH"], p["KW"], p["SH"], p["SW"], p["H"], p["W"]
-    k.line(f"for a in range({p['OH']}):")
-    k.line(f"    y0 = a * {SH} - {p['PH']}")
-    k.line(f"    yrow = yp + a * {p['OW']}")
-    k.line(f"    if y0 >= 0 and y0 + {KH} <= {H}:")
-    with k.indent(2):
+@contextlib.contextmanager
+def _planes(k, p, outer):
+    """Loops over images n and channel pairs (o, c), `outer` ("o" or "c") the outer of the
+    two; sets yp and xp (offsets of the output and input planes) and wp (of the weights)."""
+    inner = "c" if outer == "o" else "o"
+    k.line(f"for n in range({p['N']}):")
+    k.line(f"    for {outer} in range({p[outer.upper()]}):")
+    k.line(f"        for {inner} in range({p[inner.upper()]}):")
+    k.line(f"            yp = (n * {p['O']} + o) * {p['OH']} * {p['OW']}")
+    k.line(f"            xp = (n * {p['C']} + c) * {p['H']} * {p['W']}")
+    k.line(f"            wp = (o * {p['C']} + c) * {p['KH'] * p['KW']}")
+    with k.indent(3):
+        yield
+
+
+def _interior_rows(k, p, interior):
+    """The loop over the output rows a whose window is inside the image, and in them over the
+    columns b = 0..b_hi-b_lo (column b_lo + b); `interior()` writes that loop's body, which
+    reads tap (i, j) at x0[q{i} + b * SW + j] and the output at `oq + b`."""
+    k.line("for a in range(a_lo, a_hi):")
+    with k.indent():
         # unsigned indices: Numba adds a wrap-around test to every signed index it cannot
         # prove non-negative, which costs the column loop its vectorization (W4's weight
         # gradient: 196 us with signed slices, 99 us unsigned)
-        k.line("oq = np.uint64(yrow + b_lo)")
-        for i in range(KH):
-            k.line(f"q{i}_0 = np.uint64(xp + (y0 + {i}) * {W} + b_lo * {SW} - {p['PW']})")
-            for j in range(1, KW):
-                k.line(f"q{i}_{j} = q{i}_0 + np.uint64({j})")
+        k.line(f"y0 = a * {p['SH']} - {p['PH']}")
+        k.line(f"oq = np.uint64(yp + a * {p['OW']} + b_lo)")
+        for i in range(p["KH"]):
+            k.line(f"q{i} = np.uint64(xp + (y0 + {i}) * {p['W']} + b_lo * {p['SW']} - {p['PW']})")
         k.line("for b in range(np.uint64(b_hi - b_lo)):")
         with k.indent():
             interior()
+
+
+def _border_rows(k, p, border):
+    """The outputs the interior loops skip: `border(cols)` writes a bounds-checked loop over
+    the columns `cols` of row a (y0: the window's top row, yrow: the output row's offset).
+    Border loops live in a loop nest of their own, after the interior one, run only when there
+    is a border: in the interior's nest they slowed W4's forward from 80 to 135 us, with no
+    border to do."""
+    k.line(f"for a in range({p['OH']}):")
+    k.line(f"    y0 = a * {p['SH']} - {p['PH']}")
+    k.line(f"    yrow = yp + a * {p['OW']}")
+    k.line("    if a_lo <= a < a_hi:")
+    with k.indent(2):
         border("0, b_lo")
         border(f"b_hi, {p['OW']}")
     k.line("    else:")
@@ -260,33 +288,30 @@ def _border_terms(k, p, body):
 def _taps(p, name):
     """(local `name`{i}_{j}, pixel expression in the interior loop) of every window offset."""
     col = "b" if p["SW"] == 1 else f"b * np.uint64({p['SW']})"
-    return [(f"{name}{i}_{j}", f"x0[q{i}_{j} + {col}]")
+    return [(f"{name}{i}_{j}", f"x0[q{i} + {col}{f' + np.uint64({j})' if j else ''}]")
             for i in range(p["KH"]) for j in range(p["KW"])]
 
 
 def _conv_kernel(k):
     x, w = k.inputs
     p = _conv_params(k, x.shape, w.shape, k.attr)
-    taps, plane = _taps(p, "w"), f"{p['OH']} * {p['OW']}"  # weights
-    _interior_columns(k, p)
-    k.line(f"for n in range({p['N']}):")
-    k.line(f"    for o in range({p['O']}):")
-    k.line(f"        yp = (n * {p['O']} + o) * {plane}")
-    k.line(f"        for c in range({p['C']}):")
-    k.line(f"            xp = (n * {p['C']} + c) * {p['H']} * {p['W']}")
-    k.line(f"            wp = (o * {p['C']} + c) * {p['KH'] * p['KW']}")
-    with k.indent(3):
+    taps = _taps(p, "w")  # weights
+    total = " + ".join(f"{wn} * {px}" for wn, px in taps)
+    _interior(k, p)
+    # the first channel stores, the others add: no zeroing pass, and the first pass has no
+    # load of the output (W4, one channel: 156 us with zeroing and +=, 69 us storing)
+    with _planes(k, p, "o"):
         for t, (wname, _) in enumerate(taps):
             k.line(f"{wname} = x1[wp + {t}]")
-        # the first channel stores, the others add: no zeroing pass, and the first pass has
-        # no load of the output (W4, one channel: 156 us with zeroing and +=, 69 us storing)
-        total = " + ".join(f"{wn} * {px}" for wn, px in taps)
         for first in (True, False):
             k.line("if c == 0:" if first else "else:")
             with k.indent():
-                def interior():
-                    k.line(f"out[oq + b] {'=' if first else '+='} {total}")
-
+                _interior_rows(k, p, lambda: k.line(f"out[oq + b] {'=' if first else '+='} {total}"))
+    k.line("if border:")
+    with k.indent(), _planes(k, p, "o"):
+        for first in (True, False):
+            k.line("if c == 0:" if first else "else:")
+            with k.indent():
                 def border(cols):
                     k.line(f"for b in range({cols}):")
                     with k.indent():
@@ -294,7 +319,7 @@ def _conv_kernel(k):
                         _border_terms(k, p, "acc += x1[wp + wi] * x0[xi]")
                         k.line(f"out[yrow + b] {'=' if first else '+='} acc")
 
-                _window_rows(k, p, interior, border)
+                _border_rows(k, p, border)
 
 
 def _conv_grad_input_kernel(k):
@@ -320,17 +345,11 @@ def _conv_grad_weight_kernel(k):
     x, g = k.inputs
     w_shape = (g.shape[1], x.shape[1], k.attr["kh"], k.attr["kw"])
     p = _conv_params(k, x.shape, w_shape, k.attr)
-    taps, plane = _taps(p, "s"), f"{p['OH']} * {p['OW']}"  # sums
+    taps = _taps(p, "s")  # sums
     k.line(f"for t in range({k.size(k.output)}):")
     k.line(f"    out[t] = {k.zero}")
-    _interior_columns(k, p)
-    k.line(f"for n in range({p['N']}):")  # images outermost: both planes stay in cache
-    k.line(f"    for o in range({p['O']}):")
-    k.line(f"        yp = (n * {p['O']} + o) * {plane}")
-    k.line(f"        for c in range({p['C']}):")
-    k.line(f"            xp = (n * {p['C']} + c) * {p['H']} * {p['W']}")
-    k.line(f"            wp = (o * {p['C']} + c) * {p['KH'] * p['KW']}")
-    with k.indent(3):
+    _interior(k, p)
+    with _planes(k, p, "o"):  # images outermost: both planes stay in cache
         # one sum per window offset, all updated from each gradient pixel (one pass over the
         # planes instead of KH*KW), vectorized along the row
         k.line(" = ".join(wn for wn, _ in taps) + f" = {k.zero}")
@@ -340,15 +359,18 @@ def _conv_grad_weight_kernel(k):
             for wn, px in taps:
                 k.line(f"{wn} += gv * {px}")
 
+        _interior_rows(k, p, interior)
+        for t, (wn, _) in enumerate(taps):
+            k.line(f"out[wp + {t}] += {wn}")
+    k.line("if border:")
+    with k.indent(), _planes(k, p, "o"):
         def border(cols):
             k.line(f"for b in range({cols}):")
             with k.indent():
                 k.line("gv = x1[yrow + b]")
                 _border_terms(k, p, "out[wp + wi] += gv * x0[xi]")
 
-        _window_rows(k, p, interior, border)
-        for t, (wn, _) in enumerate(taps):
-            k.line(f"out[wp + {t}] += {wn}")
+        _border_rows(k, p, border)
 
 
 def _conv_attrs(node):
@@ -437,48 +459,65 @@ def _pool_argmax_ref(x, kh, kw, sh, sw, ph, pw):
     return out
 
 
-def _scan_window(k, rows, cols, W):
-    """The argmax scan over one window whose top-left pixel is (y0, z0)."""
-    k.line(f"for i in range({rows}):")
-    k.line(f"    row = (y0 + i) * {W} + z0")
-    k.line(f"    for j in range({cols}):")
-    k.line("        v = plane[row + j]")
-    k.line("        take = (v > best) | (v != v)")  # bitwise: no branches
-    k.line("        best = v if take else best")
-    k.line("        best_t = row + j if take else best_t")
+def _take_if_max(k, v, index):
+    """Keep (v, index) if v beats the best so far: strictly greater (ties keep the first), or
+    NaN (so NaN wins); bitwise ops and selects, not branches."""
+    k.line(f"v = {v}")
+    k.line("take = (v > best) | (v != v)")
+    k.line("best = v if take else best")
+    k.line(f"best_t = {index} if take else best_t")
 
 
 def _pool_argmax_kernel(k):
-    # The window size is a literal of the kernel (one kernel per window size; image sizes stay
-    # parameters): LLVM unrolls the scan of windows fully inside the image, 2x faster than loops
-    # with run-time bounds (W4's pooling: 160 vs 360 us). Windows over padding take the bounded
-    # scan.
+    # The window and strides are literals of the kernel (one kernel per window shape; sizes
+    # and paddings stay parameters), and windows inside the image take the interior loops of
+    # the convolution (unrolled scan, unsigned indices; borders in a pass of their own). W4's
+    # pooling: 360 us with run-time window bounds, 204 us with the window literal, 120 us so.
     (x,) = k.inputs
-    kh, kw = k.attr["kh"], k.attr["kw"]
     n, c, h, w, oh, ow = _geometry(x.shape, *_window(k.attr))
-    P, H, W = k.param("planes", n * c), k.param("H", h), k.param("W", w)
-    OH, OW = k.param("OH", oh), k.param("OW", ow)
-    SH, SW, PH, PW = (k.param(s.upper(), k.attr[s]) for s in ("sh", "sw", "ph", "pw"))
-    k.line(f"for p in range({P}):")
-    k.line(f"    plane = x0[p * {H} * {W}:]")
-    k.line(f"    for a in range({OH}):")
-    k.line(f"        y0 = a * {SH} - {PH}")
-    k.line(f"        rows_inside = y0 >= 0 and y0 + {kh} <= {H}")
-    k.line(f"        for b in range({OW}):")
-    k.line(f"            z0 = b * {SW} - {PW}")
-    k.line(f"            if rows_inside and z0 >= 0 and z0 + {kw} <= {W}:")
-    k.line(f"                best_t = y0 * {W} + z0")
-    k.line("                best = plane[best_t]")
-    with k.indent(4):
-        _scan_window(k, kh, kw, W)
-    k.line("            else:")
-    k.line(f"                i_lo, i_hi = max(0, -y0), min({kh}, {H} - y0)")
-    k.line(f"                j_lo, j_hi = max(0, -z0), min({kw}, {W} - z0)")
-    k.line(f"                best_t = (y0 + i_lo) * {W} + z0 + j_lo")
-    k.line("                best = plane[best_t]")
-    with k.indent(4):
-        _scan_window(k, "i_lo, i_hi", "j_lo, j_hi", W)
-    k.line(f"            out[(p * {OH} + a) * {OW} + b] = best_t")
+    names = ("H", "W", "OH", "OW", "PH", "PW")
+    p = dict(zip(names, (k.param(s, v) for s, v in zip(names, (h, w, oh, ow, k.attr["ph"],
+                                                                  k.attr["pw"])))))
+    p.update(KH=k.attr["kh"], KW=k.attr["kw"], SH=k.attr["sh"], SW=k.attr["sw"])
+    planes = k.param("planes", n * c)
+    col = "b" if p["SW"] == 1 else f"b * np.uint64({p['SW']})"
+    _interior(k, p)
+    k.line(f"for plane in range({planes}):")
+    k.line(f"    xp, yp = plane * {p['H']} * {p['W']}, plane * {p['OH']} * {p['OW']}")
+    k.line("    xq = np.uint64(xp)")
+    with k.indent():
+        def interior():  # indices into x0, from the window's corner; the output is in-plane
+            k.line(f"corner = q0 + {col}")
+            k.line("best, best_t = x0[corner], corner")
+            for i in range(p["KH"]):
+                for j in range(p["KW"]):
+                    if i or j:
+                        row = f"{i} * {p['W']} + " if i else ""
+                        t = f"corner + np.uint64({row}{j})"
+                        _take_if_max(k, f"x0[{t}]", t)
+            k.line("out[oq + b] = best_t - xq")
+
+        _interior_rows(k, p, interior)
+    k.line("if border:")
+    k.line(f"    for plane in range({planes}):")
+    k.line(f"        xp, yp = plane * {p['H']} * {p['W']}, plane * {p['OH']} * {p['OW']}")
+    with k.indent(2):
+        def border(cols):
+            k.line(f"for b in range({cols}):")
+            with k.indent():
+                k.line(f"z0 = b * {p['SW']} - {p['PW']}")
+                k.line(f"i_lo, i_hi = max(0, -y0), min({p['KH']}, {p['H']} - y0)")
+                k.line(f"j_lo, j_hi = max(0, -z0), min({p['KW']}, {p['W']} - z0)")
+                k.line(f"best_t = (y0 + i_lo) * {p['W']} + z0 + j_lo")
+                k.line("best = x0[xp + best_t]")
+                k.line("for i in range(i_lo, i_hi):")
+                k.line("    for j in range(j_lo, j_hi):")
+                with k.indent(2):
+                    t = f"(y0 + i) * {p['W']} + z0 + j"
+                    _take_if_max(k, f"x0[xp + {t}]", t)
+                k.line("out[yrow + b] = best_t")
+
+        _border_rows(k, p, border)
 
 
 register(OpDef("pool_argmax", KERNEL, _pool_argmax_infer, ref=_pool_argmax_ref,
