@@ -51,7 +51,7 @@ Calling convention (version 1)
 
     Returns the loss as a Python float; the parameters and the optimizer state are updated in place.
 
-Low level: `run(A, *addresses)` runs the kernels; A is the address of a 557120-byte,
+Low level: `run(A, *addresses)` runs the kernels; A is the address of a 569920-byte,
 64-byte aligned arena holding the constants at their offsets (`CONSTANTS`), then one address per
 input in the flat order above (`INPUTS`); outputs are written into the arena or in place (`OUTPUTS`).
 """
@@ -292,17 +292,27 @@ JIT_OPTIONS = dict(JIT_OPTIONS, cache=_VECMATH and sys.modules.get(__name__) is 
 _state["active"] = True  # the kernels below compile (eagerly: explicit signatures) with the hook
 
 
-# conv2d_e01ce9827c: conv2d; called by k0
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def conv2d_e01ce9827c(p_x0, p_x1, p_out, len_x0, len_x1, len_out, N, C, H, W, OH, OW, O, PH, PW):
+# unslice_54d990d459: unslice; called by k0
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def unslice_54d990d459(p_x0, p_out, len_x0, len_out, m0, m1, m2, m3, m_stride0, m_stride1, m_stride2, offset, stride0, stride1, stride2, stride3):
+    x0 = f32_array(p_x0, len_x0)
+    out = f32_array(p_out, len_out)
+    for i in range(len_out):
+        out[i] = f32(0.0)
+    for i0 in range(m0):
+        for i1 in range(m1):
+            for i2 in range(m2):
+                for i3 in range(m3):
+                    out[offset + i0 * stride0 + i1 * stride1 + i2 * stride2 + i3 * stride3] = x0[i0 * m_stride0 + i1 * m_stride1 + i2 * m_stride2 + i3]
+
+
+# conv2d_2d3ab94591: conv2d; called by k1
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def conv2d_2d3ab94591(p_x0, p_x1, p_out, len_x0, len_x1, len_out, N, C, H, W, OH, OW, O):
     x0 = f32_array(p_x0, len_x0)
     x1 = f32_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
-    a_lo = min(OH, (PH + 0) // 1)
-    a_hi = max(a_lo, min(OH, (H - 3 + PH) // 1 + 1))
-    b_lo = min(OW, (PW + 0) // 1)
-    b_hi = max(b_lo, min(OW, (W - 3 + PW) // 1 + 1))
-    border = a_lo > 0 or a_hi < OH or b_lo > 0 or b_hi < OW
+    a_lo, a_hi, b_lo, b_hi = 0, OH, 0, OW  # every window is inside
     for n in range(N):
         for o in range(O):
             for c in range(C):
@@ -320,98 +330,25 @@ def conv2d_e01ce9827c(p_x0, p_x1, p_out, len_x0, len_x1, len_out, N, C, H, W, OH
                 w2_2 = x1[wp + 8]
                 if c == 0:
                     for a in range(a_lo, a_hi):
-                        y0 = a * 1 - PH
+                        y0 = a * 1 - 0
                         oq = np.uint64(yp + a * OW + b_lo)
-                        q0 = np.uint64(xp + (y0 + 0) * W + b_lo * 1 - PW)
-                        q1 = np.uint64(xp + (y0 + 1) * W + b_lo * 1 - PW)
-                        q2 = np.uint64(xp + (y0 + 2) * W + b_lo * 1 - PW)
+                        q0 = np.uint64(xp + (y0 + 0) * W + b_lo * 1 - 0)
+                        q1 = np.uint64(xp + (y0 + 1) * W + b_lo * 1 - 0)
+                        q2 = np.uint64(xp + (y0 + 2) * W + b_lo * 1 - 0)
                         for b in range(np.uint64(b_hi - b_lo)):
                             out[oq + b] = w0_0 * x0[q0 + b] + w0_1 * x0[q0 + b + np.uint64(1)] + w0_2 * x0[q0 + b + np.uint64(2)] + w1_0 * x0[q1 + b] + w1_1 * x0[q1 + b + np.uint64(1)] + w1_2 * x0[q1 + b + np.uint64(2)] + w2_0 * x0[q2 + b] + w2_1 * x0[q2 + b + np.uint64(1)] + w2_2 * x0[q2 + b + np.uint64(2)]
                 else:
                     for a in range(a_lo, a_hi):
-                        y0 = a * 1 - PH
+                        y0 = a * 1 - 0
                         oq = np.uint64(yp + a * OW + b_lo)
-                        q0 = np.uint64(xp + (y0 + 0) * W + b_lo * 1 - PW)
-                        q1 = np.uint64(xp + (y0 + 1) * W + b_lo * 1 - PW)
-                        q2 = np.uint64(xp + (y0 + 2) * W + b_lo * 1 - PW)
+                        q0 = np.uint64(xp + (y0 + 0) * W + b_lo * 1 - 0)
+                        q1 = np.uint64(xp + (y0 + 1) * W + b_lo * 1 - 0)
+                        q2 = np.uint64(xp + (y0 + 2) * W + b_lo * 1 - 0)
                         for b in range(np.uint64(b_hi - b_lo)):
                             out[oq + b] += w0_0 * x0[q0 + b] + w0_1 * x0[q0 + b + np.uint64(1)] + w0_2 * x0[q0 + b + np.uint64(2)] + w1_0 * x0[q1 + b] + w1_1 * x0[q1 + b + np.uint64(1)] + w1_2 * x0[q1 + b + np.uint64(2)] + w2_0 * x0[q2 + b] + w2_1 * x0[q2 + b + np.uint64(1)] + w2_2 * x0[q2 + b + np.uint64(2)]
-    if border:
-        for n in range(N):
-            for o in range(O):
-                for c in range(C):
-                    yp = (n * O + o) * OH * OW
-                    xp = (n * C + c) * H * W
-                    wp = (o * C + c) * 9
-                    if c == 0:
-                        for a in range(OH):
-                            y0 = a * 1 - PH
-                            yrow = yp + a * OW
-                            if a_lo <= a < a_hi:
-                                for b in range(0, b_lo):
-                                    acc = f32(0.0)
-                                    z0 = b * 1 - PW
-                                    for i in range(max(0, -y0), min(3, H - y0)):
-                                        for j in range(max(0, -z0), min(3, W - z0)):
-                                            xi = xp + (y0 + i) * W + z0 + j
-                                            wi = i * 3 + j
-                                            acc += x1[wp + wi] * x0[xi]
-                                    out[yrow + b] = acc
-                                for b in range(b_hi, OW):
-                                    acc = f32(0.0)
-                                    z0 = b * 1 - PW
-                                    for i in range(max(0, -y0), min(3, H - y0)):
-                                        for j in range(max(0, -z0), min(3, W - z0)):
-                                            xi = xp + (y0 + i) * W + z0 + j
-                                            wi = i * 3 + j
-                                            acc += x1[wp + wi] * x0[xi]
-                                    out[yrow + b] = acc
-                            else:
-                                for b in range(OW):
-                                    acc = f32(0.0)
-                                    z0 = b * 1 - PW
-                                    for i in range(max(0, -y0), min(3, H - y0)):
-                                        for j in range(max(0, -z0), min(3, W - z0)):
-                                            xi = xp + (y0 + i) * W + z0 + j
-                                            wi = i * 3 + j
-                                            acc += x1[wp + wi] * x0[xi]
-                                    out[yrow + b] = acc
-                    else:
-                        for a in range(OH):
-                            y0 = a * 1 - PH
-                            yrow = yp + a * OW
-                            if a_lo <= a < a_hi:
-                                for b in range(0, b_lo):
-                                    acc = f32(0.0)
-                                    z0 = b * 1 - PW
-                                    for i in range(max(0, -y0), min(3, H - y0)):
-                                        for j in range(max(0, -z0), min(3, W - z0)):
-                                            xi = xp + (y0 + i) * W + z0 + j
-                                            wi = i * 3 + j
-                                            acc += x1[wp + wi] * x0[xi]
-                                    out[yrow + b] += acc
-                                for b in range(b_hi, OW):
-                                    acc = f32(0.0)
-                                    z0 = b * 1 - PW
-                                    for i in range(max(0, -y0), min(3, H - y0)):
-                                        for j in range(max(0, -z0), min(3, W - z0)):
-                                            xi = xp + (y0 + i) * W + z0 + j
-                                            wi = i * 3 + j
-                                            acc += x1[wp + wi] * x0[xi]
-                                    out[yrow + b] += acc
-                            else:
-                                for b in range(OW):
-                                    acc = f32(0.0)
-                                    z0 = b * 1 - PW
-                                    for i in range(max(0, -y0), min(3, H - y0)):
-                                        for j in range(max(0, -z0), min(3, W - z0)):
-                                            xi = xp + (y0 + i) * W + z0 + j
-                                            wi = i * 3 + j
-                                            acc += x1[wp + wi] * x0[xi]
-                                    out[yrow + b] += acc
 
 
-# loop_add_relu_greater_c6250d7cd7: add, relu, greater; called by k1
+# loop_add_relu_greater_c6250d7cd7: add, relu, greater; called by k2
 @njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def loop_add_relu_greater_c6250d7cd7(n0, n1, n2, p0, p1, p2, p3):
     a0 = f32_array(p0, n0 * n1 * n2)
@@ -430,7 +367,7 @@ def loop_add_relu_greater_c6250d7cd7(n0, n1, n2, p0, p1, p2, p3):
                 a3[(i0 * n1 + i1) * n2 + i2] = t4
 
 
-# pool_argmax_b7412f94e8: pool_argmax; called by k2
+# pool_argmax_b7412f94e8: pool_argmax; called by k3
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def pool_argmax_b7412f94e8(p_x0, p_out, len_x0, len_out, H, W, OH, OW, PH, PW, planes):
     x0 = f32_array(p_x0, len_x0)
@@ -513,7 +450,7 @@ def pool_argmax_b7412f94e8(p_x0, p_out, len_x0, len_out, H, W, OH, OW, PH, PW, p
                         out[yrow + b] = best_t
 
 
-# take_along_axis_36ddf330f0: take_along_axis; called by k3
+# take_along_axis_36ddf330f0: take_along_axis; called by k4
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def take_along_axis_36ddf330f0(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer, n, inner, m):
     x0 = f32_array(p_x0, len_x0)
@@ -530,7 +467,7 @@ def take_along_axis_36ddf330f0(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer
                 out[(a * m + t) * inner + b] = x0[(a * n + j) * inner + b]
 
 
-# matmul_3469deddb8: matmul; called by k4
+# matmul_3469deddb8: matmul; called by k5
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def matmul_3469deddb8(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
     x0 = f32_array(p_x0, len_x0)
@@ -539,7 +476,7 @@ def matmul_3469deddb8(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_co
     np.dot(x0.reshape((x0_rows, x0_cols)), x1.reshape((x1_rows, x1_cols)), out.reshape((m, n)))
 
 
-# loop_add_max_69b41dadb1: add, max; called by k5
+# loop_add_max_69b41dadb1: add, max; called by k6
 @njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def loop_add_max_69b41dadb1(n0, n1, p0, p1, p2, p3):
     a0 = f32_array(p0, n0 * n1)
@@ -557,7 +494,7 @@ def loop_add_max_69b41dadb1(n0, n1, p0, p1, p2, p3):
         a3[i0] = acc3
 
 
-# loop_subtract_exp_sum_02a62508d5: subtract, exp, sum; called by k6
+# loop_subtract_exp_sum_02a62508d5: subtract, exp, sum; called by k7
 @njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def loop_subtract_exp_sum_02a62508d5(n0, n1, p0, p1, p2, p3, p4):
     a0 = f32_array(p0, n0 * n1)
@@ -578,7 +515,7 @@ def loop_subtract_exp_sum_02a62508d5(n0, n1, p0, p1, p2, p3, p4):
         a4[i0] = acc4
 
 
-# loop_log_2a5196b308: log; called by k7
+# loop_log_2a5196b308: log; called by k8
 @njit("void(int64, int64, int64)", **JIT_OPTIONS)
 def loop_log_2a5196b308(n0, p0, p1):
     a0 = f32_array(p0, n0)
@@ -589,7 +526,7 @@ def loop_log_2a5196b308(n0, p0, p1):
         a1[i0] = t1
 
 
-# loop_subtract_4e1c340d18: subtract; called by k8
+# loop_subtract_4e1c340d18: subtract; called by k9
 @njit("void(int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def loop_subtract_4e1c340d18(n0, n1, p0, p1, p2):
     a0 = f32_array(p0, n0 * n1)
@@ -603,7 +540,7 @@ def loop_subtract_4e1c340d18(n0, n1, p0, p1, p2):
             a2[i0 * n1 + i1] = t2
 
 
-# take_along_axis_14d61a4236: take_along_axis; called by k9
+# take_along_axis_14d61a4236: take_along_axis; called by k10
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def take_along_axis_14d61a4236(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer, n, inner, m):
     x0 = f32_array(p_x0, len_x0)
@@ -620,7 +557,7 @@ def take_along_axis_14d61a4236(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer
                 out[(a * m + t) * inner + b] = x0[(a * n + j) * inner + b]
 
 
-# loop_sum_f11a05989d: sum, copy; called by k10
+# loop_sum_f11a05989d: sum, copy; called by k11
 @njit("void(int64, int64, int64, int64)", **JIT_OPTIONS)
 def loop_sum_f11a05989d(n0, p0, p1, p2):
     a0 = f32_array(p0, n0)
@@ -635,7 +572,7 @@ def loop_sum_f11a05989d(n0, p0, p1, p2):
     a1[0] = acc1
 
 
-# loop_multiply_negative_astype_d800d783eb: multiply, negative, astype; called by k11
+# loop_multiply_negative_astype_d800d783eb: multiply, negative, astype; called by k12
 @njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def loop_multiply_negative_astype_d800d783eb(p0, p1, p2, p3, p4, p5):
     a0 = f32_array(p0, 1)
@@ -656,7 +593,7 @@ def loop_multiply_negative_astype_d800d783eb(p0, p1, p2, p3, p4, p5):
     a5[0] = t6
 
 
-# take_along_axis_grad_301a5eda92: take_along_axis_grad; called by k12
+# take_along_axis_grad_301a5eda92: take_along_axis_grad; called by k13
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def take_along_axis_grad_301a5eda92(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer, n, inner, m):
     x0 = f32_array(p_x0, len_x0)
@@ -675,7 +612,7 @@ def take_along_axis_grad_301a5eda92(p_x0, p_x1, p_out, len_x0, len_x1, len_out, 
                 out[(a * n + j) * inner + b] += x0[(a * m + t) * inner + b]
 
 
-# loop_divide_sum_15680547e7: divide, sum; called by k13
+# loop_divide_sum_15680547e7: divide, sum; called by k14
 @njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def loop_divide_sum_15680547e7(n0, n1, p0, p1, p2, p3, p4):
     a0 = f32_array(p0, n0 * n1)
@@ -695,7 +632,7 @@ def loop_divide_sum_15680547e7(n0, n1, p0, p1, p2, p3, p4):
         a4[i0] = acc4
 
 
-# loop_multiply_subtract_sum_403430fe4b: multiply, subtract, sum; called by k14
+# loop_multiply_subtract_sum_403430fe4b: multiply, subtract, sum; called by k15
 @njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def loop_multiply_subtract_sum_403430fe4b(n0, n1, p0, p1, p2, p3, p4):
     a0 = f32_array(p0, n0 * n1)
@@ -716,7 +653,7 @@ def loop_multiply_subtract_sum_403430fe4b(n0, n1, p0, p1, p2, p3, p4):
             a4[i1] = a4[i1] + t4  # sum
 
 
-# matmul_8c88743242: matmul; called by k15
+# matmul_8c88743242: matmul; called by k16
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def matmul_8c88743242(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
     x0 = f32_array(p_x0, len_x0)
@@ -725,7 +662,7 @@ def matmul_8c88743242(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_co
     np.dot(x0.reshape((x0_rows, x0_cols)), x1.reshape((x1_rows, x1_cols)).T, out.reshape((m, n)))
 
 
-# matmul_a04a1ae222: matmul; called by k16
+# matmul_a04a1ae222: matmul; called by k17
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def matmul_a04a1ae222(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
     x0 = f32_array(p_x0, len_x0)
@@ -734,7 +671,7 @@ def matmul_a04a1ae222(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_co
     np.dot(x0.reshape((x0_rows, x0_cols)).T, x1.reshape((x1_rows, x1_cols)), out.reshape((m, n)))
 
 
-# take_along_axis_grad_88a45ebf85: take_along_axis_grad; called by k17
+# take_along_axis_grad_88a45ebf85: take_along_axis_grad; called by k18
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def take_along_axis_grad_88a45ebf85(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer, n, inner, m):
     x0 = f32_array(p_x0, len_x0)
@@ -753,7 +690,7 @@ def take_along_axis_grad_88a45ebf85(p_x0, p_x1, p_out, len_x0, len_x1, len_out, 
                 out[(a * n + j) * inner + b] += x0[(a * m + t) * inner + b]
 
 
-# loop_where_sum_92d33aa5cc: where, sum; called by k18
+# loop_where_sum_92d33aa5cc: where, sum; called by k19
 @njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def loop_where_sum_92d33aa5cc(n0, n1, n2, p0, p1, p2, p3):
     a0 = bool_array(p0, n0 * n1 * n2)
@@ -774,19 +711,15 @@ def loop_where_sum_92d33aa5cc(n0, n1, n2, p0, p1, p2, p3):
             a3[i1] = a3[i1] + acc3
 
 
-# conv2d_grad_weight_2c592dc71f: conv2d_grad_weight; called by k19
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def conv2d_grad_weight_2c592dc71f(p_x0, p_x1, p_out, len_x0, len_x1, len_out, N, C, H, W, OH, OW, O, PH, PW):
+# conv2d_grad_weight_cee8d31671: conv2d_grad_weight; called by k20
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def conv2d_grad_weight_cee8d31671(p_x0, p_x1, p_out, len_x0, len_x1, len_out, N, C, H, W, OH, OW, O):
     x0 = f32_array(p_x0, len_x0)
     x1 = f32_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
+    a_lo, a_hi, b_lo, b_hi = 0, OH, 0, OW  # every window is inside
     for t in range(len_out):
         out[t] = f32(0.0)
-    a_lo = min(OH, (PH + 0) // 1)
-    a_hi = max(a_lo, min(OH, (H - 3 + PH) // 1 + 1))
-    b_lo = min(OW, (PW + 0) // 1)
-    b_hi = max(b_lo, min(OW, (W - 3 + PW) // 1 + 1))
-    border = a_lo > 0 or a_hi < OH or b_lo > 0 or b_hi < OW
     for n in range(N):
         for o in range(O):
             for c in range(C):
@@ -795,11 +728,11 @@ def conv2d_grad_weight_2c592dc71f(p_x0, p_x1, p_out, len_x0, len_x1, len_out, N,
                 wp = (o * C + c) * 9
                 s0_0 = s0_1 = s0_2 = s1_0 = s1_1 = s1_2 = s2_0 = s2_1 = s2_2 = f32(0.0)
                 for a in range(a_lo, a_hi):
-                    y0 = a * 1 - PH
+                    y0 = a * 1 - 0
                     oq = np.uint64(yp + a * OW + b_lo)
-                    q0 = np.uint64(xp + (y0 + 0) * W + b_lo * 1 - PW)
-                    q1 = np.uint64(xp + (y0 + 1) * W + b_lo * 1 - PW)
-                    q2 = np.uint64(xp + (y0 + 2) * W + b_lo * 1 - PW)
+                    q0 = np.uint64(xp + (y0 + 0) * W + b_lo * 1 - 0)
+                    q1 = np.uint64(xp + (y0 + 1) * W + b_lo * 1 - 0)
+                    q2 = np.uint64(xp + (y0 + 2) * W + b_lo * 1 - 0)
                     for b in range(np.uint64(b_hi - b_lo)):
                         gv = x1[oq + b]
                         s0_0 += gv * x0[q0 + b]
@@ -820,45 +753,9 @@ def conv2d_grad_weight_2c592dc71f(p_x0, p_x1, p_out, len_x0, len_x1, len_out, N,
                 out[wp + 6] += s2_0
                 out[wp + 7] += s2_1
                 out[wp + 8] += s2_2
-    if border:
-        for n in range(N):
-            for o in range(O):
-                for c in range(C):
-                    yp = (n * O + o) * OH * OW
-                    xp = (n * C + c) * H * W
-                    wp = (o * C + c) * 9
-                    for a in range(OH):
-                        y0 = a * 1 - PH
-                        yrow = yp + a * OW
-                        if a_lo <= a < a_hi:
-                            for b in range(0, b_lo):
-                                gv = x1[yrow + b]
-                                z0 = b * 1 - PW
-                                for i in range(max(0, -y0), min(3, H - y0)):
-                                    for j in range(max(0, -z0), min(3, W - z0)):
-                                        xi = xp + (y0 + i) * W + z0 + j
-                                        wi = i * 3 + j
-                                        out[wp + wi] += gv * x0[xi]
-                            for b in range(b_hi, OW):
-                                gv = x1[yrow + b]
-                                z0 = b * 1 - PW
-                                for i in range(max(0, -y0), min(3, H - y0)):
-                                    for j in range(max(0, -z0), min(3, W - z0)):
-                                        xi = xp + (y0 + i) * W + z0 + j
-                                        wi = i * 3 + j
-                                        out[wp + wi] += gv * x0[xi]
-                        else:
-                            for b in range(OW):
-                                gv = x1[yrow + b]
-                                z0 = b * 1 - PW
-                                for i in range(max(0, -y0), min(3, H - y0)):
-                                    for j in range(max(0, -z0), min(3, W - z0)):
-                                        xi = xp + (y0 + i) * W + z0 + j
-                                        wi = i * 3 + j
-                                        out[wp + wi] += gv * x0[xi]
 
 
-# loop_subtract_multiply_add_sqrt_divide_d0cd73cddf: subtract, multiply, add, sqrt, divide; called by k20, k21, k22, k23
+# loop_subtract_multiply_add_sqrt_divide_d0cd73cddf: subtract, multiply, add, sqrt, divide; called by k21, k22, k23, k24
 @njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(n0, p0, p1, p2, p3, p4, p5):
     a0 = f32_array(p0, n0)
@@ -901,90 +798,93 @@ _state["active"] = False
 def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, exp_avg_1, exp_avg_2, exp_avg_3, exp_avg_sq_0, exp_avg_sq_1, exp_avg_sq_2, exp_avg_sq_3, lr, step_size, bias_correction2_sqrt, decay):
     """Run the kernels in order. A: the arena's address; then each input's buffer address, in
     the flat order of `INPUTS`. Allocates nothing."""
-    # k0: conv2d over [32x16x8x8] -> %18
+    # k0: unslice over [32x1x10x10] -> %18
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    conv2d_e01ce9827c(x, params_conv_w, A + 64, 2048, 144, 32768, 32, 1, 8, 8, 8, 8, 16, 1, 1)
-    # k1: add, relu, greater over [32x16x8x8] -> %22, %68
+    unslice_54d990d459(x, A + 64, 2048, 3200, 32, 1, 8, 8, 64, 64, 8, 11, 100, 100, 10, 1)
+    # k1: conv2d over [32x16x8x8] -> %19
+    #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
+    conv2d_2d3ab94591(A + 64, params_conv_w, A + 12864, 3200, 144, 32768, 32, 1, 10, 10, 8, 8, 16)
+    # k2: add, relu, greater over [32x16x8x8] -> %23, %69
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    loop_add_relu_greater_c6250d7cd7(32, 16, 64, A + 64, params_conv_b, A + 131136, A + 262208)
-    # k2: pool_argmax over [32x16x4x4] -> %23
+    loop_add_relu_greater_c6250d7cd7(32, 16, 64, A + 12864, params_conv_b, A + 143936, A + 275008)
+    # k3: pool_argmax over [32x16x4x4] -> %24
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    pool_argmax_b7412f94e8(A + 131136, A + 64, 32768, 8192, 8, 8, 4, 4, 0, 0, 512)
-    # k3: take_along_axis over [32x16x16] -> %26
+    pool_argmax_b7412f94e8(A + 143936, A + 12864, 32768, 8192, 8, 8, 4, 4, 0, 0, 512)
+    # k4: take_along_axis over [32x16x16] -> %27
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    take_along_axis_36ddf330f0(A + 131136, A + 64, A + 65600, 32768, 8192, 8192, 512, 64, 1, 16)
-    # k4: matmul over [32x10] -> %28
+    take_along_axis_36ddf330f0(A + 143936, A + 12864, A + 78400, 32768, 8192, 8192, 512, 64, 1, 16)
+    # k5: matmul over [32x10] -> %29
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_3469deddb8(A + 65600, params_W, A + 98368, 8192, 2560, 320, 32, 256, 256, 10, 32, 10)
-    # k5: add, max over [32x10] -> %31, %32
+    matmul_3469deddb8(A + 78400, params_W, A + 111168, 8192, 2560, 320, 32, 256, 256, 10, 32, 10)
+    # k6: add, max over [32x10] -> %32, %33
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_max_69b41dadb1(32, 10, A + 98368, params_b, A + 99648, A + 100928)
-    # k6: subtract, exp, sum over [32x10] -> %34, %35, %36
+    loop_add_max_69b41dadb1(32, 10, A + 111168, params_b, A + 112448, A + 113728)
+    # k7: subtract, exp, sum over [32x10] -> %35, %36, %37
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_subtract_exp_sum_02a62508d5(32, 10, A + 99648, A + 100928, A + 98368, A + 101056, A + 102336)
-    # k7: log over [32x1] -> %37
+    loop_subtract_exp_sum_02a62508d5(32, 10, A + 112448, A + 113728, A + 111168, A + 113856, A + 115136)
+    # k8: log over [32x1] -> %38
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_log_2a5196b308(32, A + 102336, A + 99648)
-    # k8: subtract over [32x10] -> %39
+    loop_log_2a5196b308(32, A + 115136, A + 112448)
+    # k9: subtract over [32x10] -> %40
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_subtract_4e1c340d18(32, 10, A + 98368, A + 99648, A + 99776)
-    # k9: take_along_axis over [32x1] -> %41
+    loop_subtract_4e1c340d18(32, 10, A + 111168, A + 112448, A + 112576)
+    # k10: take_along_axis over [32x1] -> %42
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_14d61a4236(A + 99776, y, A + 98368, 320, 32, 32, 32, 10, 1, 1)
-    # k10: sum, copy over [32x1] -> %42, %50
+    take_along_axis_14d61a4236(A + 112576, y, A + 111168, 320, 32, 32, 32, 10, 1, 1)
+    # k11: sum, copy over [32x1] -> %43, %51
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_f11a05989d(32, A + 98368, A + 98496, A + 98560)
-    # k11: multiply, negative, astype over [scalar] -> %46, %73, %74
+    loop_sum_f11a05989d(32, A + 111168, A + 111296, A + 111360)
+    # k12: multiply, negative, astype over [scalar] -> %47, %74, %75
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     #   optimizer Adam
-    loop_multiply_negative_astype_d800d783eb(A + 98496, step_size, bias_correction2_sqrt, A, A + 98368, A + 98432)
-    # k12: take_along_axis_grad over [32x10] -> %51
+    loop_multiply_negative_astype_d800d783eb(A + 111296, step_size, bias_correction2_sqrt, A, A + 111168, A + 111232)
+    # k13: take_along_axis_grad over [32x10] -> %52
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_grad_301a5eda92(A + 98560, y, A + 98688, 32, 32, 320, 32, 10, 1, 1)
-    # k13: divide, sum over [32x10] -> %53, %54
+    take_along_axis_grad_301a5eda92(A + 111360, y, A + 111488, 32, 32, 320, 32, 10, 1, 1)
+    # k14: divide, sum over [32x10] -> %54, %55
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_divide_sum_15680547e7(32, 10, A + 101056, A + 102336, A + 98688, A + 102464, A + 98496)
-    # k14: multiply, subtract, sum over [32x10] -> %57, %58
+    loop_divide_sum_15680547e7(32, 10, A + 113856, A + 115136, A + 111488, A + 115264, A + 111296)
+    # k15: multiply, subtract, sum over [32x10] -> %58, %59
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    loop_multiply_subtract_sum_403430fe4b(32, 10, A + 102464, A + 98496, A + 98688, A + 99968, A + 98624)
-    # k15: matmul over [32x256] -> %60
+    loop_multiply_subtract_sum_403430fe4b(32, 10, A + 115264, A + 111296, A + 111488, A + 112768, A + 111424)
+    # k16: matmul over [32x256] -> %61
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_8c88743242(A + 99968, params_W, A + 101248, 320, 2560, 8192, 32, 10, 256, 10, 32, 256)
-    # k16: matmul over [256x10] -> %61
+    matmul_8c88743242(A + 112768, params_W, A + 114048, 320, 2560, 8192, 32, 10, 256, 10, 32, 256)
+    # k17: matmul over [256x10] -> %62
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_a04a1ae222(A + 65600, A + 99968, A + 134016, 8192, 320, 2560, 32, 256, 32, 10, 256, 10)
-    # k17: take_along_axis_grad over [32x16x64] -> %63
+    matmul_a04a1ae222(A + 78400, A + 112768, A + 146816, 8192, 320, 2560, 32, 256, 32, 10, 256, 10)
+    # k18: take_along_axis_grad over [32x16x64] -> %64
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    take_along_axis_grad_88a45ebf85(A + 101248, A + 64, A + 294976, 8192, 8192, 32768, 512, 64, 1, 16)
-    # k18: where, sum over [32x16x8x8] -> %69, %70
+    take_along_axis_grad_88a45ebf85(A + 114048, A + 12864, A + 307776, 8192, 8192, 32768, 512, 64, 1, 16)
+    # k19: where, sum over [32x16x8x8] -> %70, %71
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    loop_where_sum_92d33aa5cc(32, 16, 64, A + 262208, A + 294976, A + 426048, A + 98496)
-    # k19: conv2d_grad_weight over [16x1x3x3] -> %72
+    loop_where_sum_92d33aa5cc(32, 16, 64, A + 275008, A + 307776, A + 438848, A + 111296)
+    # k20: conv2d_grad_weight over [16x1x3x3] -> %73
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    conv2d_grad_weight_2c592dc71f(x, A + 426048, A + 98688, 2048, 32768, 144, 32, 1, 8, 8, 8, 8, 16, 1, 1)
-    # k20: subtract, multiply, add, sqrt, divide over [256x10] -> %80, %90, %103
+    conv2d_grad_weight_cee8d31671(A + 64, A + 438848, A + 111488, 3200, 32768, 144, 32, 1, 10, 10, 8, 8, 16)
+    # k21: subtract, multiply, add, sqrt, divide over [256x10] -> %81, %91, %104
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(2560, A + 134016, exp_avg_0, exp_avg_sq_0, A + 98432, A + 98368, params_W)
-    # k21: subtract, multiply, add, sqrt, divide over [10] -> %108, %116, %128
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(2560, A + 146816, exp_avg_0, exp_avg_sq_0, A + 111232, A + 111168, params_W)
+    # k22: subtract, multiply, add, sqrt, divide over [10] -> %109, %117, %129
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(10, A + 98624, exp_avg_1, exp_avg_sq_1, A + 98432, A + 98368, params_b)
-    # k22: subtract, multiply, add, sqrt, divide over [16] -> %132, %138, %147
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(10, A + 111424, exp_avg_1, exp_avg_sq_1, A + 111232, A + 111168, params_b)
+    # k23: subtract, multiply, add, sqrt, divide over [16] -> %133, %139, %148
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(16, A + 98496, exp_avg_2, exp_avg_sq_2, A + 98432, A + 98368, params_conv_b)
-    # k23: subtract, multiply, add, sqrt, divide over [16x1x3x3] -> %152, %160, %172
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(16, A + 111296, exp_avg_2, exp_avg_sq_2, A + 111232, A + 111168, params_conv_b)
+    # k24: subtract, multiply, add, sqrt, divide over [16x1x3x3] -> %153, %161, %173
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(144, A + 98688, exp_avg_3, exp_avg_sq_3, A + 98432, A + 98368, params_conv_w)
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(144, A + 111488, exp_avg_3, exp_avg_sq_3, A + 111232, A + 111168, params_conv_w)
 
 
 # ================================================================================================
 # buffer plan and calling convention
 # ================================================================================================
 # The buffer plan: every intermediate value has a fixed offset in one arena.
-ARENA_BYTES = 557120
+ARENA_BYTES = 569920
 # (offset, dtype, shape, data): constants copied into the arena once
 CONSTANTS = [
 ]

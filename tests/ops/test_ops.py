@@ -359,6 +359,8 @@ CASES = [
          ref=lambda x, w: conv2d_ref(x, w, stride=2, padding=1)),
     Case("nn_conv2d_5x5_padding2", lambda x, w: nn.conv2d(x, w, padding=2),
          [normal(1, 1, 6, 5), normal(2, 1, 5, 5)], ref=lambda x, w: conv2d_ref(x, w, padding=2)),
+    Case("nn_conv2d_wide_im2col", lambda x, w: nn.conv2d(x, w, padding=1),  # > DIRECT_MAX_TAPS
+         [normal(1, 33, 3, 3), normal(2, 33, 3, 3)], ref=lambda x, w: conv2d_ref(x, w, padding=1)),
     Case("nn_max_pool2d", lambda x: nn.max_pool2d(x, 2), [normal(2, 2, 4, 4)],
          ref=lambda x: pool_ref(x, 2, None, 0, np.max)),
     Case("nn_max_pool2d_overlapping_padded", lambda x: nn.max_pool2d(x, 3, stride=2, padding=1),
