@@ -3,8 +3,9 @@ convolution `conv2d` and its two VJPs; `pool_argmax`, the windows' argmax for ma
 
 unfold(x[N,C,H,W]) -> patches[N,OH,OW,C,KH,KW], where patches[n,a,b,c,i,j] =
 x[n, c, a*sh - ph + i, b*sw - pw + j] (`pad` outside the image; strides sh, sw and paddings
-ph, pw per axis). Rows of the patches are contiguous (C*KH*KW each); padded average pooling is a
-reduction over their last two axes. All these ops are loop kernels of their own.
+ph, pw per axis). Rows of the patches are contiguous (C*KH*KW each), so a wide convolution is
+one matmul on them, and padded average pooling a reduction over their last two axes. All these
+ops are loop kernels of their own.
 """
 import contextlib
 
@@ -123,7 +124,8 @@ register(OpDef("fold", KERNEL,
 # conv2d(x[N,C,H,W], w[O,C,KH,KW]) -> y[N,O,OH,OW], y[n,o,a,b] = sum over c,i,j of
 # w[o,c,i,j] * x[n, c, a*sh + i, b*sw + j]: PyTorch's conv2d without bias or padding (gradc.nn
 # pads the image first, with `unslice`, so every window is inside it and the loops need no
-# bounds tests; padded loops ran the border 20x slower per pixel than the interior). Its two
+# bounds tests: a train step of a padded 3 -> 16 channel 3x3 layer on 32x16x16 took 2.9 ms
+# with bounds-checked border loops, 0.44 ms padding first). Its two
 # VJPs are ops of their own, and the three close under differentiation (each is bilinear; the
 # VJP of each is one of the others), so grad of grad needs nothing else.
 # Why not im2col + GEMM for narrow layers: on W4 (1 -> 8 channels, 3x3, 32x28x28) unfold
@@ -421,8 +423,8 @@ def _border_rows(k, p, border):
     """The outputs the interior loops skip: `border(cols)` writes a bounds-checked loop over
     the columns `cols` of row a (y0: the window's top row, yrow: the output row's offset).
     A loop nest of its own, after the interior one, run only when there is a border: border
-    loops in the interior's nest slowed its loops down (the convolution's by 40%, with no
-    border to do)."""
+    loops in the interior's nest slowed its loops down (W4's convolution, when it still had
+    padding, from 80 to 135 us, with no border to do)."""
     k.line(f"for a in range({p['OH']}):")
     k.line(f"    y0 = a * {p['SH']} - {p['PH']}")
     k.line(f"    yrow = yp + a * {p['OW']}")
