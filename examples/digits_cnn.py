@@ -3,8 +3,8 @@
 The same data as digits_mlp.py (scikit-learn's bundled 8x8 digits, 80/20 fixed-seed split), as
 images (N, 1, 8, 8). The model is a 3x3 convolution with 16 channels and padding 1 (8x8 ->
 8x8), relu, 2x2 max pooling (-> 16 x 4 x 4), flatten, and one dense layer to 10 logits, with a
-softmax cross-entropy loss. gradc lowers the convolution to im2col + one matmul; its gradient
-is a matmul and a scatter-add. Every step is one compiled call; minibatches have a fixed size.
+softmax cross-entropy loss. gradc runs the convolution and its gradients as direct loop
+kernels, max pooling as a gather at each window's argmax. Every step is one compiled call.
 
     python3 examples/digits_cnn.py [--epochs N] [--seed S] [--batch-size B] [--lr LR]
                                    [--channels C] [--plot loss.png] [--quiet]

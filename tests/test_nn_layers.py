@@ -486,6 +486,23 @@ def test_pool_matches_torch(kind, kernel, stride, padding):
                                atol=1e-12)
 
 
+@pytest.mark.parametrize("kernel, stride, padding", [(2, None, 0), (3, 1, 1), (3, 2, 1)])
+def test_max_pool_ties_and_nan_match_torch(kernel, stride, padding):
+    """Ties (windows of ReLU zeros, repeated values) send the gradient where PyTorch does, to
+    the first maximum; a NaN is the maximum, as in PyTorch."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x = np.maximum(np.round(RNG.standard_normal((2, 2, 6, 6)), 0), 0.0)
+    x[1, 1, 2, 3] = np.nan
+    tf = lambda t: F.max_pool2d(t, kernel, stride, padding)  # noqa: E731
+    out = tf(torch.tensor(x)).numpy()
+    np.testing.assert_array_equal(max_fwd(x, kernel, stride, padding), out)
+    r = RNG.standard_normal(out.shape)
+    (expected,) = torch_grads(torch, lambda t: (tf(t) * torch.tensor(r)).sum(), [x])
+    np.testing.assert_allclose(max_grad(x, r, kernel, stride, padding), expected, rtol=1e-12,
+                               atol=1e-12)
+
+
 def test_layer_norm_matches_torch():
     torch = pytest.importorskip("torch")
     r = RNG.standard_normal(LN_X.shape)

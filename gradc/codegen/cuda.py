@@ -628,7 +628,8 @@ def _conv(prog, node, out, ins):
         (x, g), kh, kw = node.inputs, a["kh"], a["kw"]
         n, c, h, wd = x.shape
         o, oh, ow = g.shape[1], g.shape[2], g.shape[3]
-    geometry = [n, c, h, wd, oh, ow, o, kh, kw, a["sh"], a["sw"], a["ph"], a["pw"]]
+    # (the ops take a padded image: nn.conv2d pads first; padding attributes, if any, count)
+    geometry = [n, c, h, wd, oh, ow, o, kh, kw, a["sh"], a["sw"], a.get("ph", 0), a.get("pw", 0)]
     args = [out, *ins, *geometry, _zero(node)]
     if node.op != "conv2d_grad_weight":
         return [Launch(node.op, args, node.output.size)]

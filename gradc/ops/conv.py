@@ -1,14 +1,18 @@
-"""Sliding windows: `unfold` (im2col) and its VJP `fold` (col2im, a scatter-add).
+"""Sliding windows: `unfold` (im2col) and its VJP `fold` (col2im, a scatter-add); the direct
+convolution `conv2d` and its two VJPs; `pool_argmax`, the windows' argmax for max pooling.
 
 unfold(x[N,C,H,W]) -> patches[N,OH,OW,C,KH,KW], where patches[n,a,b,c,i,j] =
 x[n, c, a*sh - ph + i, b*sw - pw + j] (`pad` outside the image; strides sh, sw and paddings
-ph, pw per axis). Rows of the
-patches are contiguous (C*KH*KW each), so conv2d is one matmul on them, and pooling is a
-reduction over the last two axes. Both ops are loop kernels of their own.
+ph, pw per axis). Rows of the patches are contiguous (C*KH*KW each), so a wide convolution is
+one matmul on them, and padded average pooling a reduction over their last two axes. All these
+ops are loop kernels of their own.
 """
+import contextlib
+
 import numpy as np
 
 from ..errors import ShapeError
+from . import fn
 from .elementwise import lit
 from .registry import KERNEL, OpDef, register
 
@@ -114,3 +118,376 @@ register(OpDef("unfold", KERNEL, _unfold_infer, ref=_unfold_ref, vjp=_unfold_vjp
 register(OpDef("fold", KERNEL,
                lambda inputs, x_shape, **window: (tuple(x_shape), inputs[0].dtype),
                ref=_fold_ref, vjp=_fold_vjp, kernel=_fold_kernel))
+
+
+# --- direct convolution ------------------------------------------------------------------------
+# conv2d(x[N,C,H,W], w[O,C,KH,KW]) -> y[N,O,OH,OW], y[n,o,a,b] = sum over c,i,j of
+# w[o,c,i,j] * x[n, c, a*sh + i, b*sw + j]: PyTorch's conv2d without bias or padding (gradc.nn
+# pads the image first, with `unslice`, so every window is inside it and the loops need no
+# bounds tests: a train step of a padded 3 -> 16 channel 3x3 layer on 32x16x16 took 2.9 ms
+# with bounds-checked border loops, 0.44 ms padding first). Its two
+# VJPs are ops of their own, and the three close under differentiation (each is bilinear; the
+# VJP of each is one of the others), so grad of grad needs nothing else.
+# Why not im2col + GEMM for narrow layers: on W4 (1 -> 8 channels, 3x3, 32x28x28) unfold
+# alone took 690 us, the products with K = 9 ran at 7-14 GFLOP/s in BLAS, and transposes around
+# them cost 230 us more; these loops read each image once and write NCHW. Wide layers are
+# another matter (see gradc.nn.DIRECT_MAX_TAPS).
+
+CONV = ("sh", "sw")
+
+
+def _conv_geometry(x_shape, w_shape, sh, sw):
+    n, c, h, w = x_shape
+    o, c2, kh, kw = w_shape
+    if c != c2:
+        raise ShapeError(f"conv2d: input has {c} channels, weights expect {c2}")
+    return (*_geometry(x_shape, kh, kw, sh, sw, 0, 0), o, kh, kw)
+
+
+def _conv_infer(inputs, sh, sw):
+    x, w = inputs
+    if x.ndim != 4 or w.ndim != 4:
+        raise ShapeError(f"conv2d takes NCHW input and OCKK weights, got {x.shape}, {w.shape}")
+    n, c, h, wd, oh, ow, o, kh, kw = _conv_geometry(x.shape, w.shape, sh, sw)
+    return (n, o, oh, ow), x.dtype
+
+
+def _shifted_windows(x, kh, kw, sh, sw):
+    """(i, j, x[:, :, rows, cols]) for each window offset: the (N, C, OH, OW) pixels it reads."""
+    n, c, h, w, oh, ow = _geometry(x.shape, kh, kw, sh, sw, 0, 0)
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, x[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+
+
+def _conv_ref(x, w, sh, sw):
+    out = 0
+    for i, j, win in _shifted_windows(x, w.shape[2], w.shape[3], sh, sw):
+        out = out + np.einsum("ncab,oc->noab", win, w[:, :, i, j])
+    return np.asarray(out, x.dtype)
+
+
+def _conv_grad_input_ref(g, w, x_shape, sh, sw):
+    out = np.zeros(x_shape, g.dtype)
+    oh, ow = g.shape[2:]
+    for i in range(w.shape[2]):
+        for j in range(w.shape[3]):
+            out[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += \
+                np.einsum("noab,oc->ncab", g, w[:, :, i, j])
+    return out
+
+
+def _conv_grad_weight_ref(x, g, kh, kw, sh, sw):
+    out = np.zeros((g.shape[1], x.shape[1], kh, kw), x.dtype)
+    for i, j, win in _shifted_windows(x, kh, kw, sh, sw):
+        out[:, :, i, j] = np.einsum("noab,ncab->oc", g, win)
+    return out
+
+
+def _conv_params(k, x_shape, w_shape, attrs):
+    """Sizes are kernel parameters; the window (KH, KW) and strides are literals, so the loops
+    over a window unroll and strided accesses have known steps (one kernel per window shape and
+    stride, shared by every image size, batch and channel count)."""
+    n, c, h, w, oh, ow, o, kh, kw = _conv_geometry(x_shape, w_shape, attrs["sh"], attrs["sw"])
+    names = ("N", "C", "H", "W", "OH", "OW", "O")
+    p = dict(zip(names, (k.param(s, v) for s, v in zip(names, (n, c, h, w, oh, ow, o)))))
+    p.update(KH=kh, KW=kw, SH=attrs["sh"], SW=attrs["sw"], PH=0, PW=0)
+    k.line(f"a_lo, a_hi, b_lo, b_hi = 0, {p['OH']}, 0, {p['OW']}  # every window is inside")
+    return p
+
+
+@contextlib.contextmanager
+def _planes(k, p, outer):
+    """Loops over images n and channel pairs (o, c), `outer` ("o" or "c") the outer of the
+    two; sets yp and xp (offsets of the output and input planes) and wp (of the weights)."""
+    inner = "c" if outer == "o" else "o"
+    k.line(f"for n in range({p['N']}):")
+    k.line(f"    for {outer} in range({p[outer.upper()]}):")
+    k.line(f"        for {inner} in range({p[inner.upper()]}):")
+    k.line(f"            yp = (n * {p['O']} + o) * {p['OH']} * {p['OW']}")
+    k.line(f"            xp = (n * {p['C']} + c) * {p['H']} * {p['W']}")
+    k.line(f"            wp = (o * {p['C']} + c) * {p['KH'] * p['KW']}")
+    with k.indent(3):
+        yield
+
+
+def _interior_rows(k, p, interior):
+    """The loop over the output rows a_lo..a_hi, and in them over the columns
+    b = 0..b_hi-b_lo (column b_lo + b), whose windows are inside the image; `interior()`
+    writes that loop's body, which reads tap (i, j) at x0[q{i} + b * SW + j] and the output
+    at `oq + b`."""
+    k.line("for a in range(a_lo, a_hi):")
+    with k.indent():
+        # unsigned indices: Numba adds a wrap-around test to every signed index it cannot
+        # prove non-negative, which costs the column loop its vectorization (W4's weight
+        # gradient: 196 us with signed slices, 99 us unsigned)
+        k.line(f"y0 = a * {p['SH']} - {p['PH']}")
+        k.line(f"oq = np.uint64(yp + a * {p['OW']} + b_lo)")
+        for i in range(p["KH"]):
+            k.line(f"q{i} = np.uint64(xp + (y0 + {i}) * {p['W']} + b_lo * {p['SW']} - {p['PW']})")
+        k.line("for b in range(np.uint64(b_hi - b_lo)):")
+        with k.indent():
+            interior()
+
+
+def _taps(p, name):
+    """(local `name`{i}_{j}, pixel expression in the interior loop) of every window offset."""
+    col = "b" if p["SW"] == 1 else f"b * np.uint64({p['SW']})"
+    return [(f"{name}{i}_{j}", f"x0[q{i} + {col}{f' + np.uint64({j})' if j else ''}]")
+            for i in range(p["KH"]) for j in range(p["KW"])]
+
+
+def _conv_kernel(k):
+    x, w = k.inputs
+    p = _conv_params(k, x.shape, w.shape, k.attr)
+    taps = _taps(p, "w")  # weights
+    total = " + ".join(f"{wn} * {px}" for wn, px in taps)
+    # the first channel stores, the others add: no zeroing pass, and the first pass has no
+    # load of the output (W4, one channel: 156 us with zeroing and +=, 69 us storing)
+    with _planes(k, p, "o"):
+        for t, (wname, _) in enumerate(taps):
+            k.line(f"{wname} = x1[wp + {t}]")
+        for first in (True, False):
+            k.line("if c == 0:" if first else "else:")
+            with k.indent():
+                _interior_rows(k, p, lambda: k.line(f"out[oq + b] {'=' if first else '+='} {total}"))
+
+
+def _conv_grad_input_kernel(k):
+    # A scatter: each gradient pixel adds w * g to the KH*KW pixels of its window, one window
+    # offset per loop (consecutive columns of one loop never write the same pixel, so it
+    # vectorizes).
+    g, w = k.inputs
+    p = _conv_params(k, k.attr["x_shape"], w.shape, k.attr)
+    step = "" if p["SW"] == 1 else f" * np.uint64({p['SW']})"
+    plane = f"{p['H']} * {p['W']}"
+    with _planes(k, p, "c"):
+        k.line("if o == 0:")
+        k.line(f"    for t in range(xp, xp + {plane}):")
+        k.line(f"        out[t] = {k.zero}")
+        k.line("for a in range(a_lo, a_hi):")
+        k.line(f"    gq = np.uint64(yp + a * {p['OW']})")
+        for i in range(p["KH"]):
+            for j in range(p["KW"]):
+                k.line(f"    xq = np.uint64(xp + (a * {p['SH']} + {i}) * {p['W']} + {j})")
+                k.line(f"    wv = x1[wp + {i * p['KW'] + j}]")
+                k.line(f"    for b in range(np.uint64(b_hi - b_lo)):")
+                k.line(f"        out[xq + b{step}] += wv * x0[gq + b]")
+
+
+def _conv_grad_weight_kernel(k):
+    x, g = k.inputs
+    w_shape = (g.shape[1], x.shape[1], k.attr["kh"], k.attr["kw"])
+    p = _conv_params(k, x.shape, w_shape, k.attr)
+    taps = _taps(p, "s")  # sums
+    k.line(f"for t in range({k.size(k.output)}):")
+    k.line(f"    out[t] = {k.zero}")
+    with _planes(k, p, "o"):  # images outermost: both planes stay in cache
+        # one sum per window offset, all updated from each gradient pixel (one pass over the
+        # planes instead of KH*KW), vectorized along the row
+        k.line(" = ".join(wn for wn, _ in taps) + f" = {k.zero}")
+
+        def interior():
+            k.line("gv = x1[oq + b]")
+            for wn, px in taps:
+                k.line(f"{wn} += gv * {px}")
+
+        _interior_rows(k, p, interior)
+        for t, (wn, _) in enumerate(taps):
+            k.line(f"out[wp + {t}] += {wn}")
+
+
+def _conv_attrs(node):
+    return {a: node.attr[a] for a in CONV}
+
+
+def _input_grad(g, w, x_shape, sh, sw):
+    """The VJP of conv2d for its input. With stride 1 it is itself a convolution: of g
+    zero-padded by the window less one, with the weights flipped and their channel axes
+    swapped; that runs as the forward's all-taps loops (a train step of a 16 -> 32 channel
+    3x3 layer on 8x8 images: 7.4 ms through conv2d_grad_input's per-tap scatter, 2.6 ms so)."""
+    graph = g.graph
+    if (sh, sw) != (1, 1):
+        return graph.apply("conv2d_grad_input", (g, w), x_shape=tuple(x_shape), sh=sh, sw=sw)
+    n, o, oh, ow = g.shape
+    kh, kw = w.shape[2:]
+    padded = graph.apply("unslice", (g,), shape=(n, o, oh + 2 * (kh - 1), ow + 2 * (kw - 1)),
+                         starts=(0, 0, kh - 1, kw - 1), stops=(n, o, oh + kh - 1, ow + kw - 1),
+                         steps=(1, 1, 1, 1))
+    flipped = fn.slice_(w, (0, 0, kh - 1, kw - 1), (w.shape[0], w.shape[1], -1, -1), (1, 1, -1, -1))
+    return graph.apply("conv2d", (padded, fn.transpose(flipped, (1, 0, 2, 3))), sh=1, sw=1)
+
+
+def _conv_vjp(node, g):
+    x, w = node.inputs
+    graph = node.output.graph
+    return [_input_grad(g, w, x.shape, **_conv_attrs(node)),
+            graph.apply("conv2d_grad_weight", (x, g), kh=w.shape[2], kw=w.shape[3],
+                        **_conv_attrs(node))]
+
+
+def _conv_grad_input_vjp(node, gg):
+    g, w = node.inputs  # gx = B(g, w), bilinear: d/dg is conv2d(gg, w), d/dw pairs gg with g
+    graph = node.output.graph
+    return [graph.apply("conv2d", (gg, w), **_conv_attrs(node)),
+            graph.apply("conv2d_grad_weight", (gg, g), kh=w.shape[2], kw=w.shape[3],
+                        **_conv_attrs(node))]
+
+
+def _conv_grad_weight_vjp(node, gg):
+    x, g = node.inputs
+    graph = node.output.graph
+    return [_input_grad(g, gg, x.shape, **_conv_attrs(node)),
+            graph.apply("conv2d", (x, gg), **_conv_attrs(node))]
+
+
+def _conv_grad_input_infer(inputs, x_shape, sh, sw):
+    g, w = inputs
+    n, c, h, wd, oh, ow, o, kh, kw = _conv_geometry(x_shape, w.shape, sh, sw)
+    if g.shape != (n, o, oh, ow):
+        raise ShapeError(f"conv2d_grad_input: gradient {g.shape} does not fit {x_shape}")
+    return tuple(x_shape), g.dtype
+
+
+def _conv_grad_weight_infer(inputs, kh, kw, sh, sw):
+    x, g = inputs
+    n, c, h, wd, oh, ow = _geometry(x.shape, kh, kw, sh, sw, 0, 0)
+    if g.shape[0] != n or g.shape[2:] != (oh, ow):
+        raise ShapeError(f"conv2d_grad_weight: gradient {g.shape} does not fit {x.shape}")
+    return (g.shape[1], c, kh, kw), x.dtype
+
+
+register(OpDef("conv2d", KERNEL, _conv_infer, ref=_conv_ref, vjp=_conv_vjp,
+               kernel=_conv_kernel))
+register(OpDef("conv2d_grad_input", KERNEL, _conv_grad_input_infer, ref=_conv_grad_input_ref,
+               vjp=_conv_grad_input_vjp, kernel=_conv_grad_input_kernel))
+register(OpDef("conv2d_grad_weight", KERNEL, _conv_grad_weight_infer,
+               ref=_conv_grad_weight_ref, vjp=_conv_grad_weight_vjp,
+               kernel=_conv_grad_weight_kernel))
+
+
+# --- max pooling -------------------------------------------------------------------------------
+# pool_argmax(x[N,C,H,W]) -> int64 [N,C,OH,OW]: for each window, the flat index (y * W + z) in its
+# image plane of the window's maximum. PyTorch's rule: ties go to the first maximum in row-major
+# window order, and a NaN is always the maximum (the last NaN, if several); padding is never
+# picked. Max pooling is then a gather at these indices (take_along_axis), and its gradient that
+# gather's scatter-add: each window's gradient goes to one pixel, in one pass (the reduction's
+# VJP compared every pixel with its window's max, counted ties and divided among them).
+
+def _pool_argmax_infer(inputs, kh, kw, sh, sw, ph, pw):
+    (x,) = inputs
+    if x.ndim != 4:
+        raise ShapeError(f"pooling takes NCHW arrays, got shape {x.shape}")
+    if 2 * ph > kh or 2 * pw > kw:  # else a window could hold padding only
+        raise ShapeError(f"pool padding {(ph, pw)} is more than half the window {(kh, kw)}")
+    n, c, h, w, oh, ow = _geometry(x.shape, kh, kw, sh, sw, ph, pw)
+    return (n, c, oh, ow), np.dtype(np.int64)
+
+
+def _pool_argmax_ref(x, kh, kw, sh, sw, ph, pw):
+    n, c, h, w, oh, ow = _geometry(x.shape, kh, kw, sh, sw, ph, pw)
+    xp = np.full((n, c, h + 2 * ph, w + 2 * pw), -np.inf, np.float64)
+    xp[:, :, ph:ph + h, pw:pw + w] = x
+    rows, cols = np.meshgrid(np.arange(h + 2 * ph) - ph, np.arange(w + 2 * pw) - pw, indexing="ij")
+    flat = rows * w + cols
+    out = np.empty((n, c, oh, ow), np.int64)
+    for a in range(oh):
+        for b in range(ow):
+            win = xp[:, :, a * sh:a * sh + kh, b * sw:b * sw + kw].reshape(n, c, kh * kw)
+            last_nan = kh * kw - 1 - np.isnan(win)[..., ::-1].argmax(-1)
+            pick = np.where(np.isnan(win).any(-1), last_nan, win.argmax(-1))  # first max
+            out[:, :, a, b] = flat[a * sh:a * sh + kh, b * sw:b * sw + kw].reshape(-1)[pick]
+    return out
+
+
+def _take_if_max(k, v, index):
+    """Keep (v, index) if v beats the best so far: strictly greater (ties keep the first), or
+    NaN (so NaN wins); bitwise ops and selects, not branches."""
+    k.line(f"v = {v}")
+    k.line("take = (v > best) | (v != v)")
+    k.line("best = v if take else best")
+    k.line(f"best_t = {index} if take else best_t")
+
+
+def _interior(k, p):
+    """a_lo..a_hi, b_lo..b_hi: the output rows and columns whose whole window is inside the
+    image; `border`: whether any output is not (padding, or a stride that leaves pixels)."""
+    for lo, hi, size, out, pad, step, k_ in (("a_lo", "a_hi", "H", "OH", "PH", "SH", "KH"),
+                                           ("b_lo", "b_hi", "W", "OW", "PW", "SW", "KW")):
+        k.line(f"{lo} = min({p[out]}, ({p[pad]} + {p[step] - 1}) // {p[step]})")
+        k.line(f"{hi} = max({lo}, min({p[out]}, ({p[size]} - {p[k_]} + {p[pad]}) // {p[step]} + 1))")
+    k.line(f"border = a_lo > 0 or a_hi < {p['OH']} or b_lo > 0 or b_hi < {p['OW']}")
+
+
+def _border_rows(k, p, border):
+    """The outputs the interior loops skip: `border(cols)` writes a bounds-checked loop over
+    the columns `cols` of row a (y0: the window's top row, yrow: the output row's offset).
+    A loop nest of its own, after the interior one, run only when there is a border: border
+    loops in the interior's nest slowed its loops down (W4's convolution, when it still had
+    padding, from 80 to 135 us, with no border to do)."""
+    k.line(f"for a in range({p['OH']}):")
+    k.line(f"    y0 = a * {p['SH']} - {p['PH']}")
+    k.line(f"    yrow = yp + a * {p['OW']}")
+    k.line("    if a_lo <= a < a_hi:")
+    with k.indent(2):
+        border("0, b_lo")
+        border(f"b_hi, {p['OW']}")
+    k.line("    else:")
+    with k.indent(2):
+        border(p["OW"])
+
+
+def _pool_argmax_kernel(k):
+    # The window and strides are literals of the kernel (one kernel per window shape; sizes
+    # and paddings stay parameters), and windows inside the image take the interior loops of
+    # the convolution (unrolled scan, unsigned indices; borders in a pass of their own). W4's
+    # pooling: 360 us with run-time window bounds, 204 us with the window literal, 120 us so.
+    (x,) = k.inputs
+    n, c, h, w, oh, ow = _geometry(x.shape, *_window(k.attr))
+    names = ("H", "W", "OH", "OW", "PH", "PW")
+    p = dict(zip(names, (k.param(s, v) for s, v in zip(names, (h, w, oh, ow, k.attr["ph"],
+                                                                  k.attr["pw"])))))
+    p.update(KH=k.attr["kh"], KW=k.attr["kw"], SH=k.attr["sh"], SW=k.attr["sw"])
+    planes = k.param("planes", n * c)
+    col = "b" if p["SW"] == 1 else f"b * np.uint64({p['SW']})"
+    _interior(k, p)
+    k.line(f"for plane in range({planes}):")
+    k.line(f"    xp, yp = plane * {p['H']} * {p['W']}, plane * {p['OH']} * {p['OW']}")
+    k.line("    xq = np.uint64(xp)")
+    with k.indent():
+        def interior():  # indices into x0, from the window's corner; the output is in-plane
+            k.line(f"corner = q0 + {col}")
+            k.line("best, best_t = x0[corner], corner")
+            for i in range(p["KH"]):
+                for j in range(p["KW"]):
+                    if i or j:
+                        row = f"{i} * {p['W']} + " if i else ""
+                        t = f"corner + np.uint64({row}{j})"
+                        _take_if_max(k, f"x0[{t}]", t)
+            k.line("out[oq + b] = best_t - xq")
+
+        _interior_rows(k, p, interior)
+    k.line("if border:")
+    k.line(f"    for plane in range({planes}):")
+    k.line(f"        xp, yp = plane * {p['H']} * {p['W']}, plane * {p['OH']} * {p['OW']}")
+    with k.indent(2):
+        def border(cols):
+            k.line(f"for b in range({cols}):")
+            with k.indent():
+                k.line(f"z0 = b * {p['SW']} - {p['PW']}")
+                k.line(f"i_lo, i_hi = max(0, -y0), min({p['KH']}, {p['H']} - y0)")
+                k.line(f"j_lo, j_hi = max(0, -z0), min({p['KW']}, {p['W']} - z0)")
+                k.line(f"best_t = (y0 + i_lo) * {p['W']} + z0 + j_lo")
+                k.line("best = x0[xp + best_t]")
+                k.line("for i in range(i_lo, i_hi):")
+                k.line("    for j in range(j_lo, j_hi):")
+                with k.indent(2):
+                    t = f"(y0 + i) * {p['W']} + z0 + j"
+                    _take_if_max(k, f"x0[xp + {t}]", t)
+                k.line("out[yrow + b] = best_t")
+
+        _border_rows(k, p, border)
+
+
+register(OpDef("pool_argmax", KERNEL, _pool_argmax_infer, ref=_pool_argmax_ref,
+               kernel=_pool_argmax_kernel))

@@ -354,6 +354,13 @@ CASES = [
          ref=lambda x, w, b: conv2d_ref(x, w, b, padding=1)),
     Case("nn_conv2d_stride2", lambda x, w: nn.conv2d(x, w, stride=2),
          [normal(1, 2, 6, 6), normal(3, 2, 2, 2)], ref=lambda x, w: conv2d_ref(x, w, stride=2)),
+    Case("nn_conv2d_rect_window_stride2_padded", lambda x, w: nn.conv2d(x, w, stride=2, padding=1),
+         [normal(2, 2, 7, 6), normal(3, 2, 2, 3)],
+         ref=lambda x, w: conv2d_ref(x, w, stride=2, padding=1)),
+    Case("nn_conv2d_5x5_padding2", lambda x, w: nn.conv2d(x, w, padding=2),
+         [normal(1, 1, 6, 5), normal(2, 1, 5, 5)], ref=lambda x, w: conv2d_ref(x, w, padding=2)),
+    Case("nn_conv2d_wide_im2col", lambda x, w: nn.conv2d(x, w, padding=1),  # > DIRECT_MAX_TAPS
+         [normal(1, 33, 3, 3), normal(2, 33, 3, 3)], ref=lambda x, w: conv2d_ref(x, w, padding=1)),
     Case("nn_max_pool2d", lambda x: nn.max_pool2d(x, 2), [normal(2, 2, 4, 4)],
          ref=lambda x: pool_ref(x, 2, None, 0, np.max)),
     Case("nn_max_pool2d_overlapping_padded", lambda x: nn.max_pool2d(x, 3, stride=2, padding=1),
@@ -376,7 +383,7 @@ GRAD_CASES = [c for c in CASES if c.grad]
 # ops that user code does not reach directly: the VJPs' scatters, and the copies/aliases that
 # legalization and nested gradients insert
 REACHED_ONLY_INDIRECTLY = {"take_grad", "take_along_axis_grad", "unslice", "fold", "copy",
-                           "alias"}
+                           "alias", "conv2d_grad_input", "conv2d_grad_weight"}
 
 
 def _snapshot(args):
@@ -541,6 +548,35 @@ def test_nn_functions_on_integer_arrays(name):
 def test_max_gradient_is_shared_between_ties():
     g = gradc.grad(lambda x: np.max(x), copy=True)(np.array([1.0, 3.0, 3.0, -2.0]))
     np.testing.assert_allclose(g, [0.0, 0.5, 0.5, 0.0])
+
+
+def test_max_pool_gradient_goes_to_the_first_max():
+    """PyTorch's rule: each window's gradient goes to its first maximum in row-major order
+    (not shared between ties as np.max's is); overlapping windows add up."""
+    x = np.array([[[[1.0, 3.0, 3.0, 0.0],
+                    [3.0, 2.0, 0.0, 0.0],
+                    [5.0, 5.0, 1.0, 2.0],
+                    [5.0, 5.0, 2.0, 1.0]]]])
+    g = gradc.grad(lambda x: np.sum(nn.max_pool2d(x, 2)), copy=True)(x)
+    np.testing.assert_array_equal(g[0, 0], [[0, 1, 1, 0], [0, 0, 0, 0], [1, 0, 0, 1],
+                                            [0, 0, 0, 0]])
+    # stride 1: windows overlap, the middle 3 is the first max of two windows
+    g = gradc.grad(lambda x: np.sum(nn.max_pool2d(x[:, :, :2, :3], 2, stride=1)), copy=True)(x)
+    np.testing.assert_array_equal(g[0, 0, :2, :3], [[0, 2, 0], [0, 0, 0]])
+
+
+def test_max_pool_propagates_nan():
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    x[0, 0, 0, 1] = np.nan
+    out = gradc.jit(lambda x: nn.max_pool2d(x, 2))(x)
+    assert np.isnan(out[0, 0, 0, 0]) and out[0, 0, 1, 1] == 15.0
+    g = gradc.grad(lambda x: np.sum(nn.max_pool2d(x, 2) * 2.0), copy=True)(x)
+    assert g[0, 0, 0, 1] == 2.0 and g.sum() == 8.0
+
+
+def test_pool_padding_more_than_half_the_window_is_an_error():
+    with pytest.raises(gradc.GradcError):
+        gradc.jit(lambda x: nn.max_pool2d(x, 2, padding=2))(np.ones((1, 1, 4, 4)))
 
 
 def test_power_gradient_at_zero_base_is_finite():
