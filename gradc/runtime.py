@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from . import autodiff, pytree
+from .codegen.driver_rt import entry_address
 from .codegen.modules import content_name, load_module
 from .codegen.program import Program
 from .errors import NonDifferentiableError, SignatureError
@@ -79,6 +80,9 @@ class Compiled:
         self.stages = stages  # [(name, graph)] for explain
         self.fusion, self.plan, self.program = fusion, plan, program
         self.driver = driver
+        # a CPU driver's table of kernel entry points lives on its module (see load_driver)
+        table = getattr(sys.modules.get(getattr(driver, "__module__", None)), "kernel_table", None)
+        self.kernels_address = 0 if table is None else table.ctypes.data
         self.out_kind = out_kind
         self._raw = np.zeros(plan.arena_bytes + 64, np.uint8)
         start = (-self._raw.ctypes.data) % 64
@@ -111,7 +115,7 @@ class Compiled:
                 x = np.ascontiguousarray(x, dtype=dtype)
                 keep.append(x)
             addresses.append(x.__array_interface__["data"][0])  # (x.ctypes leaves GC garbage)
-        self.driver(self.address, *addresses, *owned)
+        self.driver(self.kernels_address, self.address, *addresses, *owned)
         return self.outputs
 
 
@@ -157,12 +161,21 @@ def compile_graph(graph, title, load=True, target="cpu"):
     if load and target == "cuda":
         driver = program.load()
     elif load:
-        for name, source in program.kernel_modules.items():
-            load_module(name, source)
-        driver = load_module(content_name("gradc_driver", program.driver_source),
-                             program.driver_source).run
+        driver = load_driver(program)
     timings["numba"] = time.perf_counter() - t0
     return stages, fusion, plan, program, driver, timings
+
+
+def load_driver(program):
+    """Load (compile, or take from the disk cache) a CPU program's kernels and driver; fill the
+    driver module's table of kernel entry points once (the same for every user of the module)."""
+    for name, source in program.kernel_modules.items():
+        load_module(name, source)
+    module = load_module(content_name("gradc_driver", program.driver_source), program.driver_source)
+    if not hasattr(module, "kernel_table"):
+        module.kernel_table = np.array([entry_address(getattr(sys.modules[m], f))
+                                        for m, f in module.KERNELS] or [0], np.int64)
+    return module.run
 
 
 class Function:
