@@ -11,6 +11,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 
 import numpy as np
 
@@ -83,6 +84,7 @@ class Compiled:
         # a CPU driver's table of kernel entry points lives on its module (see load_driver)
         table = getattr(sys.modules.get(getattr(driver, "__module__", None)), "kernel_table", None)
         self.kernels_address = 0 if table is None else table.ctypes.data
+        self.fast = None  # the LastCall that recognizes this signature (see last_call)
         self.out_kind = out_kind
         self._raw = np.zeros(plan.arena_bytes + 64, np.uint8)
         start = (-self._raw.ctypes.data) % 64
@@ -95,6 +97,15 @@ class Compiled:
         self.input_types = [(v.shape, v.dtype) for v in graph.inputs]
         self.outputs = [None if v.id in plan.aliases else self.view(v) for v in graph.outputs]
         self.lock = threading.Lock()
+
+    def last_call(self, treedef, leaves, writeable=()):
+        """This signature's LastCall (made once, on a call whose leaves the driver could take as
+        they are), or None: not a CPU program, a tree it does not handle, or not made yet."""
+        if self.fast is None and self.kernels_address and all(
+                type(x) is np.ndarray and x.flags.c_contiguous and x.dtype == dtype
+                for x, (_, dtype) in zip(leaves, self.input_types)):
+            self.fast = LastCall.make(treedef, leaves, self, writeable) or False
+        return self.fast or None
 
     def output_region(self, dtype):
         """The outputs (value and gradients, side by side) as one flat array of `dtype`: what a
@@ -188,6 +199,7 @@ class Function:
         self.max_signatures = max_signatures
         self.cache = {}
         self._last_key = None
+        self._last_call = None  # a LastCall: the last call's signature, recognized fast
         self.__name__ = getattr(fun, "__name__", "fn")
         self.__doc__ = getattr(fun, "__doc__", None)
         self.__wrapped__ = fun
@@ -224,6 +236,13 @@ class Function:
 
     # --- calling ---------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
+        last = self._last_call
+        if last is not None:  # the same signature as the last call: no flatten, key or lookup
+            compiled = last.compiled
+            with compiled.lock:
+                if last.match((args, kwargs)):
+                    compiled.driver(compiled.kernels_address, compiled.address, *last.addresses)
+                    return self._package(compiled, compiled.outputs)
         try:
             leaves, treedef = pytree.flatten((args, kwargs))
         except SignatureError as e:
@@ -237,6 +256,7 @@ class Function:
             compiled = self._compile(key, args, kwargs)
         with compiled.lock:
             outs = compiled.run(leaves)
+            self._last_call = compiled.last_call(treedef, leaves)
             return self._package(compiled, outs)
 
     def lower(self, *args, load=False, source=None, **kwargs):
@@ -326,6 +346,91 @@ class Function:
             cursor += len(ws)
         grads = tuple(grads) if many else grads[0]
         return grads if self.mode == "grad" else (out, grads)
+
+
+class LastCall:
+    """The last call's signature, recognized without flattening, hashing or a cache lookup.
+
+    `match(x)` is generated from the signature's tree (x is what was flattened: `(args, kwargs)`)
+    and checks exactly what the signature key holds: the same containers (exact types, lengths,
+    dict keys), static values of the same type and value, and every leaf a NumPy array of the same
+    shape, strides (so still C-contiguous) and dtype; leaves in `writeable` must be writeable. It
+    refreshes `addresses` (what the driver takes) only for arrays that are not the ones it saw
+    last, held by weak reference (an array's data never moves while it lives; taking an address
+    costs ~1 us). Anything else returns False and the caller takes the slow way (flatten, key,
+    cache), which also raises the errors. Returns None for trees it does not handle."""
+
+    def __init__(self, source, consts, leaves, compiled):
+        self.source = source  # readable: print(f._last_call.source)
+        self.refs = [weakref.ref(x) for x in leaves]
+        self.addresses = [x.__array_interface__["data"][0] for x in leaves]
+        namespace = dict(consts, ndarray=np.ndarray, ref=weakref.ref, refs=self.refs,
+                         addresses=self.addresses)
+        exec(compile(source, "<gradc LastCall.match>", "exec"), namespace)
+        self.match = namespace["match"]
+        self.compiled = compiled
+
+    @classmethod
+    def make(cls, treedef, leaves, compiled, writeable=()):
+        """The LastCall of a signature, or None if its tree holds something it does not handle."""
+        consts, lines = {}, []
+        if not _match_lines(treedef, "x", lines, consts, iter(range(len(leaves)))):
+            return None
+        for i, x in enumerate(leaves):
+            consts.update({f"S{i}": x.shape, f"T{i}": x.strides, f"D{i}": x.dtype})
+            lines += [f"if l{i}.shape != S{i} or l{i}.strides != T{i} or l{i}.dtype is not D{i}:",
+                      "    return False"]
+            if i in writeable:
+                lines += [f"if not l{i}.flags.writeable:", "    return False"]
+            lines += [f"if refs[{i}]() is not l{i}:",
+                      f"    refs[{i}] = ref(l{i})",
+                      f"    addresses[{i}] = l{i}.__array_interface__['data'][0]"]
+        lines.append("return True")
+        source = "def match(x):\n" + "".join(f"    {line}\n" for line in lines)
+        return cls(source, consts, leaves, compiled)
+
+
+_STATIC_TYPES = (int, float, bool, str, type(None))
+
+
+def _match_lines(tree, expr, lines, consts, leaf_ids):
+    """Lines that check the value at `expr` against `tree` (returning False when it differs) and
+    bind each leaf to `l<i>`. False if the tree holds something the fast path does not handle."""
+    if tree == pytree.LEAF:
+        i = next(leaf_ids)
+        lines += [f"l{i} = {expr}", f"if type(l{i}) is not ndarray:", "    return False"]
+        return True
+    kind = tree[0]
+    if kind == "static":
+        if type(tree[1]) not in _STATIC_TYPES:
+            return False
+        name = f"V{len(consts)}"
+        consts[name] = tree[1]
+        lines += [f"if type({expr}) is not type({name}) or {expr} != {name}:", "    return False"]
+        return True
+    var = f"c{len(lines)}"
+    if kind == "dict":
+        keys, children = tree[1], tree[2]
+        container = dict
+    elif kind == "namedtuple":
+        keys, children, container = range(len(tree[2])), tree[2], tree[1]
+    else:
+        keys, children, container = range(len(tree[1])), tree[1], (list if kind == "list" else tuple)
+    ctype = f"C{len(consts)}"
+    consts[ctype] = container
+    lines += [f"{var} = {expr}", f"if type({var}) is not {ctype} or len({var}) != {len(children)}:",
+              "    return False"]
+    for key, child in zip(keys, children):
+        if kind == "dict":
+            kname = f"K{len(consts)}"
+            consts[kname] = key
+            lines += [f"if {kname} not in {var}:", "    return False"]
+            item = f"{var}[{kname}]"
+        else:
+            item = f"{var}[{key}]"
+        if not _match_lines(child, item, lines, consts, leaf_ids):
+            return False
+    return True
 
 
 def signature_key(leaves, treedef):
