@@ -456,19 +456,20 @@ def time_alternating(runners, rounds, target_s, warm_s):
 
 
 def profile_gradc(runner, n):
-    """Where gradc's step time goes: the train_step wrapper, the generated driver, the cost of
-    calling each kernel, and each kernel's work.
+    """Where gradc's step time goes: the train_step wrapper, the generated driver (one @njit
+    function that calls every kernel through its entry point), and each kernel's work.
 
-    The driver's source is executed again in its module's namespace (so it calls the same
-    compiled kernels) with a perf_counter pair around each kernel call, and once more with each
-    kernel replaced by a no-op Numba function of the same arguments: a kernel's work is its
-    timed call minus the no-op call. Step, driver, instrumented and no-op steps interleave."""
+    Each kernel's work is measured by a Python copy of the driver that calls the same compiled
+    kernels through their Python wrappers with a perf_counter pair around each call, minus the
+    same calls to no-op Numba functions of the same arguments. The driver's own cost is then its
+    time minus the kernels' work. Step, driver, instrumented and no-op steps interleave."""
     import numpy as np
+    import numba
     compiled = runner.compiled()
     orig = compiled.driver
     pc = time.perf_counter
     kernels = compiled.fusion.kernels
-    src = compiled.program.driver_source
+    program = compiled.program
 
     acc = [0.0]
 
@@ -477,40 +478,29 @@ def profile_gradc(runner, n):
         orig(*args)
         acc[0] = pc() - t0
 
-    # the driver again, with a perf_counter pair around each kernel call; and a copy in which
-    # each kernel is a no-op Numba function of the same arguments (what calling costs)
-    lines, noop_lines, labels, nargs = [], [], [], []
-    for line in src.splitlines():
-        m = re.match(r"    # (k\d+): (.*?)(\s+\(.*\))?$", line)
-        call = re.match(r"    (\w+)\((.*)\)$", line)
-        if m:
-            labels.append(m.group(1) + ": " + m.group(2))
-            lines.append(line)
-            noop_lines.append(line)
-        elif labels and re.match(r"    # k\d+:", lines[-1]) and call:
-            i = len(labels) - 1
-            k = len(call.group(2).split(",")) if call.group(2).strip() else 0
-            nargs.append(k)
-            for dst, text in ((lines, line), (noop_lines, f"    _noop{k}({call.group(2)})")):
-                dst += ["    _t0 = _pc()", text, f"    _T[{i}] += _pc() - _t0"]
-        else:
-            lines.append(line)
-            noop_lines.append(line)
-    if len(nargs) != len(labels):
-        raise RuntimeError("could not match the driver's kernel calls to its kernel comments")
-    ns = dict(orig.__globals__)
+    params = ", ".join(["K", "A"] + program.input_names)
+    lines, noop_lines, labels, nargs = [f"def run({params}):"], [f"def run({params}):"], [], []
+    ns = {"_pc": pc}
+    for i, (k, ks) in enumerate(zip(kernels, program.kernels)):
+        shape = "x".join(str(d) for d in k.shape) or "scalar"
+        stores = ", ".join(f"%{v.id}" for v in k.stores)
+        ops = ", ".join(dict.fromkeys(node.op for node in k.nodes))
+        labels.append(f"{k.name}: {ops} over [{shape}] -> {stores}")
+        ns[ks.name] = getattr(sys.modules[f"gradc_{ks.name}"], ks.name)
+        args = ", ".join(ks.call_args)
+        nargs.append(len(ks.call_args))
+        for dst, call in ((lines, f"{ks.name}({args})"), (noop_lines, f"_noop{len(ks.call_args)}({args})")):
+            dst += ["    _t0 = _pc()", f"    {call}", f"    _T[{i}] += _pc() - _t0"]
     T = np.zeros(len(labels))
-    ns.update(_pc=pc, _T=T)
-    import numba
+    ns["_T"] = T
     for k in set(nargs):
-        params = ", ".join(f"a{j}" for j in range(k))
         body = {}
-        exec(f"def _noop({params}):\n    pass\n", body)
+        exec(f"def _noop({', '.join(f'a{j}' for j in range(k))}):\n    pass\n", body)
         ns[f"_noop{k}"] = numba.njit("void(" + ", ".join(["int64"] * k) + ")",
                                      nogil=True)(body["_noop"])
-    exec(compile("\n".join(noop_lines), "<gradc driver, no-op kernels>", "exec"), ns)
+    exec(compile("\n".join(noop_lines + ["    pass"]), "<gradc driver, no-op kernels>", "exec"), ns)
     noop_driver = ns["run"]
-    exec(compile("\n".join(lines), "<gradc driver, instrumented>", "exec"), ns)
+    exec(compile("\n".join(lines + ["    pass"]), "<gradc driver, instrumented>", "exec"), ns)
     instrumented = ns["run"]
     # the three measurements interleave step by step, so load from elsewhere hits all alike;
     # medians, not means, so a step interrupted by the scheduler does not count
@@ -880,13 +870,14 @@ def report_workload(out, w, res, threads):
     out.table(["system", "bytes", "what"], rows, ["l", "r", "l"])
     p = res.get("profile")
     if p:
-        rest = p["driver"] - p["calls_sum"] - p["kernels_sum"]
+        rest = max(p["driver"] - p["kernels_sum"], 0.0)
         out(f"Where gradc's step goes (medians of {p['n']} interleaved steps): step "
             f"{fmt_t(p['step'])} = train_step's Python wrapper {fmt_t(max(p['step'] - p['driver'], 0))}"
-            f" + generated driver {fmt_t(p['driver'])}; in the driver, {p['n_kernels']} kernel "
-            f"calls cost {fmt_t(p['calls_sum'])} to make (the same calls to no-op Numba "
-            f"functions), the kernels' work {fmt_t(p['kernels_sum'])}"
-            + (f", the driver's own code {fmt_t(rest)}" if rest > 0 else "")
+            f" + generated driver {fmt_t(p['driver'])} (one @njit call); in the driver, the "
+            f"kernels' work {fmt_t(p['kernels_sum'])} (each kernel called from Python, minus a "
+            f"no-op call: {fmt_t(p['calls_sum'])} for all {p['n_kernels']}) and the rest "
+            f"{fmt_t(rest)} (one dispatch and {p['n_kernels']} calls through entry points); per-call "
+            f"overhead (wrapper + the driver's rest) {fmt_t(max(p['step'] - p['kernels_sum'], 0))}"
             + "; work by kind: "
             + ", ".join(f"{k} ×{p['kind_counts'][k]} {fmt_t(v)}"
                         for k, v in sorted(p["by_kind"].items(), key=lambda kv: -kv[1]))
