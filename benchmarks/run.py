@@ -460,11 +460,13 @@ def profile_gradc(runner, n):
     function that calls every kernel through its entry point), and each kernel's work.
 
     Each kernel's work is measured by a Python copy of the driver that calls the same compiled
-    kernels through their Python wrappers with a perf_counter pair around each call, minus the
-    same calls to no-op Numba functions of the same arguments. The driver's own cost is then its
-    time minus the kernels' work. Step, driver, instrumented and no-op steps interleave."""
+    kernels through their C entry points (ctypes) with a perf_counter pair around each call, minus
+    the same calls to a no-op Numba function of the same arguments. The driver's own cost is then
+    its time minus the kernels' work. Step, driver, instrumented and no-op steps interleave."""
+    import ctypes
     import numpy as np
     import numba
+    from gradc.codegen.driver_rt import entry_address
     compiled = runner.compiled()
     orig = compiled.driver
     pc = time.perf_counter
@@ -478,6 +480,9 @@ def profile_gradc(runner, n):
         orig(*args)
         acc[0] = pc() - t0
 
+    def c_function(address, nargs):
+        return ctypes.CFUNCTYPE(None, *[ctypes.c_int64] * nargs)(address)
+
     params = ", ".join(["K", "A"] + program.input_names)
     lines, noop_lines, labels, nargs = [f"def run({params}):"], [f"def run({params}):"], [], []
     ns = {"_pc": pc}
@@ -486,18 +491,20 @@ def profile_gradc(runner, n):
         stores = ", ".join(f"%{v.id}" for v in k.stores)
         ops = ", ".join(dict.fromkeys(node.op for node in k.nodes))
         labels.append(f"{k.name}: {ops} over [{shape}] -> {stores}")
-        ns[ks.name] = getattr(sys.modules[f"gradc_{ks.name}"], ks.name)
+        count = len(ks.call_args)
+        ns[ks.name] = c_function(entry_address(getattr(sys.modules[f"gradc_{ks.name}"], ks.name)),
+                                 count)
         args = ", ".join(ks.call_args)
-        nargs.append(len(ks.call_args))
-        for dst, call in ((lines, f"{ks.name}({args})"), (noop_lines, f"_noop{len(ks.call_args)}({args})")):
+        nargs.append(count)
+        for dst, call in ((lines, f"{ks.name}({args})"), (noop_lines, f"_noop{count}({args})")):
             dst += ["    _t0 = _pc()", f"    {call}", f"    _T[{i}] += _pc() - _t0"]
     T = np.zeros(len(labels))
     ns["_T"] = T
     for k in set(nargs):
         body = {}
         exec(f"def _noop({', '.join(f'a{j}' for j in range(k))}):\n    pass\n", body)
-        ns[f"_noop{k}"] = numba.njit("void(" + ", ".join(["int64"] * k) + ")",
-                                     nogil=True)(body["_noop"])
+        noop = numba.njit("void(" + ", ".join(["int64"] * k) + ")", nogil=True)(body["_noop"])
+        ns[f"_noop{k}"] = c_function(entry_address(noop), k)
     exec(compile("\n".join(noop_lines + ["    pass"]), "<gradc driver, no-op kernels>", "exec"), ns)
     noop_driver = ns["run"]
     exec(compile("\n".join(lines + ["    pass"]), "<gradc driver, instrumented>", "exec"), ns)
@@ -874,8 +881,8 @@ def report_workload(out, w, res, threads):
         out(f"Where gradc's step goes (medians of {p['n']} interleaved steps): step "
             f"{fmt_t(p['step'])} = train_step's Python wrapper {fmt_t(max(p['step'] - p['driver'], 0))}"
             f" + generated driver {fmt_t(p['driver'])} (one @njit call); in the driver, the "
-            f"kernels' work {fmt_t(p['kernels_sum'])} (each kernel called from Python, minus a "
-            f"no-op call: {fmt_t(p['calls_sum'])} for all {p['n_kernels']}) and the rest "
+            f"kernels' work {fmt_t(p['kernels_sum'])} (each kernel called from Python through ctypes, "
+            f"minus a no-op call: {fmt_t(p['calls_sum'])} for all {p['n_kernels']}) and the rest "
             f"{fmt_t(rest)} (one dispatch and {p['n_kernels']} calls through entry points); per-call "
             f"overhead (wrapper + the driver's rest) {fmt_t(max(p['step'] - p['kernels_sum'], 0))}"
             + "; work by kind: "
