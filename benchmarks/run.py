@@ -456,8 +456,8 @@ def time_alternating(runners, rounds, target_s, warm_s):
 
 
 def profile_gradc(runner, n):
-    """Where gradc's step time goes: the train_step wrapper, the generated driver (one @njit
-    function that calls every kernel through its entry point), and each kernel's work.
+    """Where gradc's step time goes: the train_step wrapper, the generated driver (one call into
+    an @njit loop that calls every kernel through its entry point), and each kernel's work.
 
     Each kernel's work is measured by a Python copy of the driver that calls the same compiled
     kernels through their C entry points (ctypes) with a perf_counter pair around each call, minus
@@ -483,8 +483,9 @@ def profile_gradc(runner, n):
     def c_function(address, nargs):
         return ctypes.CFUNCTYPE(None, *[ctypes.c_int64] * nargs)(address)
 
-    params = ", ".join(["K", "A"] + program.input_names)
-    lines, noop_lines, labels, nargs = [f"def run({params}):"], [f"def run({params}):"], [], []
+    head = ["def run(A, io):"] + [f"    {name} = int(io[{i}])"
+                                  for i, name in enumerate(program.input_names)]
+    lines, noop_lines, labels, nargs = list(head), list(head), [], []
     ns = {"_pc": pc}
     for i, (k, ks) in enumerate(zip(kernels, program.kernels)):
         shape = "x".join(str(d) for d in k.shape) or "scalar"
@@ -679,6 +680,8 @@ def main(argv=None):
             results[w.name] = bench_workload(out, w, have, status, threads, session, rounds,
                                              round_s, warm_s, args, child_timeout, sgemm, rates)
         summary(out, chosen, results, have, status, threads)
+        if not args.no_start and any(w.name == "W2" for w in chosen):
+            depth_report(out, session, threads, child_timeout)
         out("load average at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
         if args.output:
             Path(args.output).write_text("\n".join(out.lines) + "\n", encoding="utf-8")
@@ -691,6 +694,45 @@ def main(argv=None):
         else:
             shutil.rmtree(session, ignore_errors=True)
     return 0
+
+
+DEPTHS = (2, 10)
+
+
+def depth_report(out, session, threads, child_timeout, repeats=2):
+    """Cold compile time against depth: W2's MLP with 2 and with 10 layers, each compiled in a
+    fresh process with an empty cache (the best of `repeats`). Kernels shared by structure across
+    layers should make the deep one cost little more than the shallow one."""
+    rows, best = [], {}
+    for layers in DEPTHS:
+        runs = []
+        for r in range(repeats):
+            cache = session / f"depth{layers}-{r}"
+            runs.append(run_child("gradc", f"mlp-depth-{layers}", threads,
+                                  {"GRADC_CACHE_DIR": str(cache)}, child_timeout))
+            shutil.rmtree(cache, ignore_errors=True)
+        ok = [x for x in runs if "error" not in x]
+        if not ok:
+            rows.append([f"{layers} layers", "failed", runs[0]["error"], "", ""])
+            continue
+        x = min(ok, key=lambda x: x["first_s"])
+        best[layers] = x["first_s"]
+        phases = x.get("phases") or {}
+        rows.append([f"{layers} layers", x.get("kernels", "n/a"), fmt_t(x["first_s"]),
+                     fmt_t(phases["numba"]) if "numba" in phases else "n/a",
+                     fmt_t(x["start_s"])])
+    out("## Compile time against depth")
+    out()
+    out(f"W2's MLP (784-256-…-256-10, relu, softmax cross-entropy, batch 128, train_step SGD) with "
+        f"{' and '.join(map(str, DEPTHS))} layers; each a fresh process with an empty cache, the "
+        f"best of {repeats}.")
+    out()
+    out.table(["depth", "kernels", "cold first step", "of which numba", "start (import+build+step)"],
+              rows)
+    if len(best) == len(DEPTHS):
+        lo, hi = DEPTHS[0], DEPTHS[-1]
+        out(f"{hi}-layer ÷ {lo}-layer cold compile: {best[hi] / best[lo]:.2f}×")
+        out()
 
 
 def limit_threads(threads, have_tpc):

@@ -16,7 +16,7 @@ import weakref
 import numpy as np
 
 from . import autodiff, pytree
-from .codegen.driver_rt import entry_address
+from .codegen.driver_rt import entry_address, program_table
 from .codegen.modules import content_name, load_module
 from .codegen.program import Program
 from .errors import NonDifferentiableError, SignatureError
@@ -81,9 +81,12 @@ class Compiled:
         self.stages = stages  # [(name, graph)] for explain
         self.fusion, self.plan, self.program = fusion, plan, program
         self.driver = driver
-        # a CPU driver's table of kernel entry points lives on its module (see load_driver)
-        table = getattr(sys.modules.get(getattr(driver, "__module__", None)), "kernel_table", None)
-        self.kernels_address = 0 if table is None else table.ctypes.data
+        # what a CPU driver takes besides the arena: the inputs' addresses, then scratch
+        program_table = getattr(sys.modules.get(getattr(driver, "__module__", None)),
+                                "program_table", None)
+        self.io = np.zeros(len(fusion.graph.inputs) + (0 if program_table is None else
+                                                       int(program_table[2])), np.int64)
+        self.io_address = self.io.ctypes.data if program_table is not None else 0
         self.fast = None  # the LastCall that recognizes this signature (see last_call)
         self.out_kind = out_kind
         self._raw = np.zeros(plan.arena_bytes + 64, np.uint8)
@@ -101,7 +104,7 @@ class Compiled:
     def last_call(self, treedef, leaves, writeable=()):
         """This signature's LastCall (made once, on a call whose leaves the driver could take as
         they are), or None: not a CPU program, a tree it does not handle, or not made yet."""
-        if self.fast is None and self.kernels_address and all(
+        if self.fast is None and self.io_address and all(
                 type(x) is np.ndarray and x.flags.c_contiguous and x.dtype == dtype
                 for x, (_, dtype) in zip(leaves, self.input_types)):
             self.fast = LastCall.make(treedef, leaves, self, writeable) or False
@@ -120,13 +123,17 @@ class Compiled:
         """Run on the caller's array `leaves`; `owned` are the addresses of the remaining inputs,
         buffers gradc owns (a train step's optimizer state), which never move."""
         keep = []  # contiguous copies that must live until the driver returns
-        addresses = []
-        for x, (shape, dtype) in zip(leaves, self.input_types):
+        io = self.io
+        for i, (x, (shape, dtype)) in enumerate(zip(leaves, self.input_types)):
             if not (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.dtype == dtype):
                 x = np.ascontiguousarray(x, dtype=dtype)
                 keep.append(x)
-            addresses.append(x.__array_interface__["data"][0])  # (x.ctypes leaves GC garbage)
-        self.driver(self.kernels_address, self.address, *addresses, *owned)
+            io[i] = x.__array_interface__["data"][0]  # (x.ctypes leaves GC garbage)
+        for j, address in enumerate(owned, start=len(leaves)):
+            io[j] = address
+        if self.fast:
+            self.fast.forget()  # io no longer holds the addresses it remembers
+        self.driver(self.address, self.io_address)
         return self.outputs
 
 
@@ -178,14 +185,16 @@ def compile_graph(graph, title, load=True, target="cpu"):
 
 
 def load_driver(program):
-    """Load (compile, or take from the disk cache) a CPU program's kernels and driver; fill the
-    driver module's table of kernel entry points once (the same for every user of the module)."""
-    for name, source in program.kernel_modules.items():
-        load_module(name, source)
+    """Load (compile, or take from the disk cache) a CPU program's kernels, the loop that runs
+    its calls and its driver; fill the driver's PROGRAM table once (the same for every user)."""
+    kernels = {name: entry_address(getattr(load_module(name, source), name[len("gradc_"):]))
+               for name, source in program.kernel_modules.items()}
+    load_module(program.calls_module, program.calls_source)
     module = load_module(content_name("gradc_driver", program.driver_source), program.driver_source)
-    if not hasattr(module, "kernel_table"):
-        module.kernel_table = np.array([entry_address(getattr(sys.modules[m], f))
-                                        for m, f in module.KERNELS] or [0], np.int64)
+    if module.PROGRAM is None:
+        module.program_table = program_table(program.encoded_calls(), len(program.input_names),
+                                             kernels)
+        module.PROGRAM = module.program_table.ctypes.data
     return module.run
 
 
@@ -241,7 +250,7 @@ class Function:
             compiled = last.compiled
             with compiled.lock:
                 if last.match((args, kwargs)):
-                    compiled.driver(compiled.kernels_address, compiled.address, *last.addresses)
+                    compiled.driver(compiled.address, compiled.io_address)
                     return self._package(compiled, compiled.outputs)
         try:
             leaves, treedef = pytree.flatten((args, kwargs))
@@ -348,6 +357,10 @@ class Function:
         return grads if self.mode == "grad" else (out, grads)
 
 
+def _forgotten():
+    return None  # what a forgotten weak reference returns: no array is this one
+
+
 class LastCall:
     """The last call's signature, recognized without flattening, hashing or a cache lookup.
 
@@ -355,20 +368,23 @@ class LastCall:
     and checks exactly what the signature key holds: the same containers (exact types, lengths,
     dict keys), static values of the same type and value, and every leaf a NumPy array of the same
     shape, strides (so still C-contiguous) and dtype; leaves in `writeable` must be writeable. It
-    refreshes `addresses` (what the driver takes) only for arrays that are not the ones it saw
-    last, held by weak reference (an array's data never moves while it lives; taking an address
-    costs ~1 us). Anything else returns False and the caller takes the slow way (flatten, key,
-    cache), which also raises the errors. Returns None for trees it does not handle."""
+    writes the leaves' addresses into the compiled signature's `io` (what the driver reads) only
+    for arrays that are not the ones it saw last, held by weak reference (an array's data never
+    moves while it lives; taking an address costs ~1 us). Anything else returns False and the
+    caller takes the slow way (flatten, key, cache), which also raises the errors."""
 
     def __init__(self, source, consts, leaves, compiled):
         self.source = source  # readable: print(f._last_call.source)
-        self.refs = [weakref.ref(x) for x in leaves]
-        self.addresses = [x.__array_interface__["data"][0] for x in leaves]
+        self.refs = [_forgotten] * len(leaves)  # the first match takes every address
         namespace = dict(consts, ndarray=np.ndarray, ref=weakref.ref, refs=self.refs,
-                         addresses=self.addresses)
+                         addresses=compiled.io)
         exec(compile(source, "<gradc LastCall.match>", "exec"), namespace)
         self.match = namespace["match"]
         self.compiled = compiled
+
+    def forget(self):
+        """Someone else wrote the addresses in io: take them all again next time."""
+        self.refs[:] = [_forgotten] * len(self.refs)
 
     @classmethod
     def make(cls, treedef, leaves, compiled, writeable=()):

@@ -139,8 +139,7 @@ class TrainStep:
             for name, value in self.optimizer.scalars(step).items():
                 self._scalars[name][()] = value
             if fast:
-                compiled.driver(compiled.kernels_address, compiled.address, *last.addresses,
-                                *last.owned)
+                compiled.driver(compiled.address, compiled.io_address)  # io: see LastCall
                 outs = compiled.outputs
             else:
                 owned = self._owned_addresses()
@@ -149,8 +148,8 @@ class TrainStep:
                 # child of the flattened `(args, {})`)
                 params = range(compiled.param_leaves.start, compiled.param_leaves.stop)
                 last = self._last_call = compiled.last_call(treedef[1][0], leaves, params)
-                if last is not None:
-                    last.state, last.static, last.owned = self._state, static, owned
+                if last is not None:  # (owned are in io now, where the fast way leaves them)
+                    last.state, last.static = self._state, static
             loss = float(outs[0])
             if self.check_finite and not bool(outs[-1]):
                 raise NonFiniteError(
