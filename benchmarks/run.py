@@ -31,6 +31,7 @@ and numba.set_num_threads here.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -457,10 +458,10 @@ def time_alternating(runners, rounds, target_s, warm_s):
 
 def profile_gradc(runner, n):
     """Where gradc's step time goes: the train_step wrapper, the generated driver (one call into
-    an @njit loop that calls every kernel through its entry point), and each kernel's work.
+    an @njit loop that calls every kernel's native function by address), and each kernel's work.
 
     Each kernel's work is measured by a Python copy of the driver that calls the same compiled
-    kernels through their C entry points (ctypes) with a perf_counter pair around each call, minus
+    kernels' native functions (through ctypes) with a perf_counter pair around each call, minus
     the same calls to a no-op Numba function of the same arguments. The driver's own cost is then
     its time minus the kernels' work. Step, driver, instrumented and no-op steps interleave."""
     import ctypes
@@ -480,8 +481,14 @@ def profile_gradc(runner, n):
         orig(*args)
         acc[0] = pc() - t0
 
+    # a kernel's native Numba function: int32 status f(void **ret, void **excinfo, int64 ...)
+    slots = (ctypes.c_void_p * 2)()
+    ret, excinfo = ctypes.addressof(slots), ctypes.addressof(slots) + ctypes.sizeof(ctypes.c_void_p)
+
     def c_function(address, nargs):
-        return ctypes.CFUNCTYPE(None, *[ctypes.c_int64] * nargs)(address)
+        native = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p,
+                                  *[ctypes.c_int64] * nargs)(address)
+        return functools.partial(native, ret, excinfo)
 
     head = ["def run(A, io):"] + [f"    {name} = int(io[{i}])"
                                   for i, name in enumerate(program.input_names)]
@@ -925,7 +932,7 @@ def report_workload(out, w, res, threads):
             f" + generated driver {fmt_t(p['driver'])} (one @njit call); in the driver, the "
             f"kernels' work {fmt_t(p['kernels_sum'])} (each kernel called from Python through ctypes, "
             f"minus a no-op call: {fmt_t(p['calls_sum'])} for all {p['n_kernels']}) and the rest "
-            f"{fmt_t(rest)} (one dispatch and {p['n_kernels']} calls through entry points); per-call "
+            f"{fmt_t(rest)} (one dispatch and {p['n_kernels']} calls by address); per-call "
             f"overhead (wrapper + the driver's rest) {fmt_t(max(p['step'] - p['kernels_sum'], 0))}"
             + "; work by kind: "
             + ", ".join(f"{k} ×{p['kind_counts'][k]} {fmt_t(v)}"

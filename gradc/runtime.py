@@ -17,7 +17,7 @@ import numpy as np
 
 from . import autodiff, pytree
 from .codegen.driver_rt import entry_address, program_table
-from .codegen.modules import content_name, load_module
+from .codegen.modules import content_name, load_module, load_modules
 from .codegen.program import Program
 from .errors import NonDifferentiableError, SignatureError
 from .ir import SUPPORTED_DTYPES, Value
@@ -187,8 +187,9 @@ def compile_graph(graph, title, load=True, target="cpu"):
 def load_driver(program):
     """Load (compile, or take from the disk cache) a CPU program's kernels, the loop that runs
     its calls and its driver; fill the driver's PROGRAM table once (the same for every user)."""
-    kernels = {name: entry_address(getattr(load_module(name, source), name[len("gradc_"):]))
-               for name, source in program.kernel_modules.items()}
+    modules = load_modules(program.kernel_modules)
+    kernels = {name: entry_address(getattr(module, name[len("gradc_"):]))
+               for name, module in modules.items()}
     load_module(program.calls_module, program.calls_source)
     module = load_module(content_name("gradc_driver", program.driver_source), program.driver_source)
     if module.PROGRAM is None:

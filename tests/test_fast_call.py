@@ -151,3 +151,16 @@ def test_train_step_batch_shape_change_and_back():
     assert len(step.cache) == 2
     with pytest.raises(gradc.GradcError):
         step({"W": params["W"]}, x, y)
+
+
+def test_a_kernel_error_is_raised_on_a_fast_call():
+    f = gradc.jit(lambda w, i: np.take(w, i, axis=0))
+    w = np.ones((4, 3))
+    i = np.array([3, 0])
+    f(w, i)
+    f(w, i)
+    i[0] = 4  # the same arrays: the fast way
+    with pytest.raises(IndexError, match=r"index out of range in take \(test_fast_call\.py:\d+\)"):
+        f(w, i)
+    i[0] = 1
+    np.testing.assert_array_equal(f(w, i), np.ones((2, 3)))

@@ -1,5 +1,5 @@
 """What a generated CPU driver runs on: a step's kernel calls are data (a table of int64 words),
-walked by one `@njit` loop, `run_program`, that calls each kernel through its C entry point.
+walked by one `@njit` loop, `run_program`, that calls each kernel's native function by address.
 
 Why data and not code: a step then costs one dispatch from Python (~0.3 us) instead of one per
 kernel (~0.5 us each), and nothing is compiled per signature. An `@njit` driver with one call
@@ -27,9 +27,11 @@ CONSTANT, ARENA, INPUT = 0, 1, 2
 
 @functools.lru_cache(maxsize=None)
 def call_from(n):
-    """An intrinsic `call_n(address, words)`: call `void f(int64 x n)` at `address` with the n
-    int64 at address `words`. (Loading the arguments in LLVM, not as n Numba array reads, makes
-    a call site ~10x cheaper to compile: `call(f, a[0], ..., a[11])` cost ~25 ms.)"""
+    """An intrinsic `call_n(address, words)`: call the kernel of n int64 arguments whose native
+    Numba function is at `address` with the n int64 at address `words`; an exception it raises
+    propagates to the caller (Numba's own call convention, as between two @njit functions).
+    (Loading the arguments in LLVM, not as n Numba array reads, makes a call site ~10x cheaper
+    to compile: `call(f, a[0], ..., a[11])` cost ~25 ms.)"""
     @intrinsic
     def call_n(typingctx, address, words):
         if not (isinstance(address, types.Integer) and isinstance(words, types.Integer)):
@@ -39,8 +41,13 @@ def call_from(n):
             i64 = ir.IntType(64)
             base = builder.inttoptr(llargs[1], i64.as_pointer())
             values = [builder.load(builder.gep(base, [ir.Constant(i64, j)])) for j in range(n)]
-            fnty = ir.FunctionType(ir.VoidType(), [i64] * n)
-            builder.call(builder.inttoptr(llargs[0], fnty.as_pointer()), values)
+            argtypes = [types.int64] * n
+            fnty = context.call_conv.get_function_type(types.void, argtypes)
+            kernel = builder.inttoptr(llargs[0], fnty.as_pointer())
+            status, _ = context.call_conv.call_function(builder, kernel, types.void, argtypes,
+                                                        values)
+            with builder.if_then(status.is_error, likely=False):
+                context.call_conv.return_status_propagate(builder, status)
             return context.get_dummy_value()
 
         return types.void(address, words), codegen
@@ -49,10 +56,11 @@ def call_from(n):
 
 
 def entry_address(kernel):
-    """The address of a compiled kernel's C entry point (Numba makes one for every `@njit`
-    function unless told not to): `void kernel(int64, ...)`, callable with `call_from(n)`."""
+    """The address of a compiled kernel's native Numba function (`status f(ret, excinfo, int64
+    ...)`), callable with `call_from(n)`: unlike its C wrapper, it reports an exception (an
+    index out of range) to the caller instead of printing it."""
     (cres,) = kernel.overloads.values()
-    return cres.library.get_pointer_to_function(cres.fndesc.llvm_cfunc_wrapper_name)
+    return cres.library.get_pointer_to_function(cres.fndesc.mangled_name)
 
 
 def interpreter_source(arg_counts):
