@@ -120,10 +120,13 @@ def load_modules(sources):
     helper = claims = None
     if len(uncached) >= HELPER_MIN_MODULES and os.environ.get("GRADC_COMPILE_HELPER", "1") != "0":
         claims = tempfile.mkdtemp(prefix="claims-", dir=module_dir())
+        here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(  # this gradc, not another install
+            [here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
         helper = subprocess.Popen(
             [sys.executable, "-m", "gradc.codegen.compile_helper", module_dir(), claims,
-             *reversed(uncached)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+             *reversed(uncached)], env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     later = []  # the helper's: load them from the cache once it has finished
     for name in pending:
         if helper is not None and name in uncached and not claim(claims, name):
