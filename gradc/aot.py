@@ -118,9 +118,11 @@ def make_optimizer(name, lr=None, momentum=None, weight_decay=None):
 
 
 def build(fun, args, mode="value_and_grad", argnums=0, optimizer=None, clip_norm=None,
-          check_finite=False):
+          check_finite=False, target="cpu"):
     """Trace and compile `fun` for `args` (Specs allowed) as `mode` would; return the
     `gradc.runtime.Compiled` (its driver is None: nothing was loaded)."""
+    if target not in ("cpu", "cuda"):
+        raise AotError(f"target must be 'cpu' or 'cuda', got {target!r}")
     from .runtime import Function
     from .train import TrainStep
     if mode not in MODES:
@@ -132,10 +134,12 @@ def build(fun, args, mode="value_and_grad", argnums=0, optimizer=None, clip_norm
             raise AotError("--train needs an optimizer")
         step = TrainStep(fun, optimizer, argnums=argnums, check_finite=check_finite,
                          clip_norm=clip_norm)
+        step.target = target  # (set after the constructor: generating code needs no GPU)
         if not (isinstance(argnums, int) and -len(args) <= argnums < len(args)):
             raise AotError(f"argnums={argnums!r} does not fit {len(args)} arguments")
         return step.lower(*args, load=False, source=src), step
     f = Function(fun, mode, argnums=argnums)
+    f.target = target
     return f.lower(*args, load=False, source=src), f
 
 
@@ -297,14 +301,16 @@ def _comment_safe(text):
 # the module
 
 def generate(fun, args, mode="value_and_grad", argnums=0, optimizer=None, clip_norm=None,
-             check_finite=False, command=None, source_file=None, module_name=None):
+             check_finite=False, command=None, source_file=None, module_name=None,
+             target="cpu"):
     """The standalone module's source (a str) for `fun` compiled on `args` as `mode`.
     `command` (the command line, for the header), `source_file` (default: where `fun` is
     defined) and `module_name` (for the usage example) only change comments."""
     if mode == "train" and not isinstance(argnums, int):
         raise AotError("--train updates one argument: --argnums must be one integer")
     raw_args = tuple(args)
-    compiled, owner = build(fun, raw_args, mode, argnums, optimizer, clip_norm, check_finite)
+    compiled, owner = build(fun, raw_args, mode, argnums, optimizer, clip_norm, check_finite,
+                            target)
     if mode == "train":
         argnums %= len(raw_args)
     args = tuple(materialize(raw_args))
@@ -317,8 +323,12 @@ def generate(fun, args, mode="value_and_grad", argnums=0, optimizer=None, clip_n
             source_file = inspect.getsourcefile(fun)
         except TypeError:
             source_file = None
-    g = _Generator(compiled, owner, fun, name, args, mode, argnums, optimizer, clip_norm,
-                   check_finite, command, source_file, module_name)
+    if target == "cuda":
+        from .aot_cuda import CudaGenerator as generator
+    else:
+        generator = _Generator
+    g = generator(compiled, owner, fun, name, args, mode, argnums, optimizer, clip_norm,
+                  check_finite, command, source_file, module_name)
     return g.module()
 
 
@@ -343,6 +353,8 @@ def compile_module(fun, args, out_path, **kwargs):
 
 
 class _Generator:
+    target = "cpu"
+
     def __init__(self, compiled, owner, fun, name, args, mode, argnums, optimizer, clip_norm,
                  check_finite, command, source_file, module_name):
         self.module_name = module_name
@@ -369,7 +381,7 @@ class _Generator:
                    + (f", argnums={self.argnums!r}" if self.mode != "jit" else "")
                    + (f", optimizer {self.optimizer!r}" if self.mode == "train" else "")
                    + (f", clip_norm={self.clip_norm!r}" if self.clip_norm is not None else "")
-                   + (", check_finite=True" if self.check_finite else "") + ", target cpu")
+                   + (", check_finite=True" if self.check_finite else "") + f", target {self.target}")
         if self.source_file and os.path.isfile(self.source_file):
             out.append(f"# Source: {display_path(self.source_file)} "
                        f"(sha256 {file_sha256(self.source_file)})")
@@ -423,8 +435,8 @@ class _Generator:
               "leaves are",
               "    static and must equal the values it was compiled with:", ""]
         d += arg_lines
-        d += ["", "    Flat argument order (the pytree leaves, dict keys sorted by repr), as `run` "
-              "takes them:", ""]
+        d += ["", "    Flat argument order (the pytree leaves, dict keys sorted by repr), as the "
+              "kernels take them:", ""]
         d += self._input_table(0, n_user)
         if self.mode == "train":
             d += ["", "    then the optimizer state and runtime scalars, which the step owns:", ""]
@@ -516,9 +528,13 @@ class _Generator:
         for v, n in zip(graph.inputs, self.program.input_names):
             out.append(f"    ({(v.name or n)!r}, {tuple(v.shape)!r}, {v.dtype.str!r}),")
         out.append("]")
-        out.append("# (byte offset in the arena, or None when written in place into input i, "
-                   "i or None, shape, dtype)")
-        out.append("OUTPUTS = [")
+        return out + self._outputs_and_arguments("arena")
+
+    def _outputs_and_arguments(self, region):
+        """The OUTPUTS table (where each output is) and the tables of the call's arguments."""
+        plan, graph = self.plan, self.graph
+        out = [f"# (byte offset in the {region}, or None when written in place into input i, "
+               "i or None, shape, dtype)", "OUTPUTS = ["]
         index = {v.id: i for i, v in enumerate(graph.inputs)}
         for v in graph.outputs:
             if v.id in plan.aliases:
@@ -526,12 +542,9 @@ class _Generator:
                            f"{v.dtype.str!r}),")
             else:
                 out.append(f"    ({plan.offsets[v.id]}, None, {tuple(v.shape)!r}, {v.dtype.str!r}),")
-        out.append("]")
-        out.append(f"ARGS_TREE = {self.args_tree!r}")
-        out.append(f"NAME = {self.name!r}")
-        out.append(f"N_ARGS = {len(self.args)}")
-        out.append(f"ARG_NAMES = {tuple(_param_names(self.fun, len(self.args)))!r}")
-        return out
+        return out + ["]", f"ARGS_TREE = {self.args_tree!r}", f"NAME = {self.name!r}",
+                      f"N_ARGS = {len(self.args)}",
+                      f"ARG_NAMES = {tuple(_param_names(self.fun, len(self.args)))!r}"]
 
     def _callable(self):
         mode = self.mode
@@ -764,6 +777,17 @@ class Compiled:
         n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         return self.arena[offset:offset + n].view(dtype).reshape(shape)
 
+    def _run(self, arrays, owned=()):
+        """Run the kernels on the caller's arrays and the arrays this object owns (a train
+        step's optimizer state and runtime scalars)."""
+        run(self.address, *[_address(x) for x in arrays], *[_address(x) for x in owned])
+
+    def _owned_changed(self):
+        """(The kernels read the owned arrays where they are: nothing to do.)"""
+
+    def _read_owned(self):
+        """(The kernels write the owned arrays where they are: nothing to do.)"""
+
 
 def _result(view, fresh):
     if view.shape == ():
@@ -784,7 +808,7 @@ _GRAD_CLASS = '''class @CLASS@(Compiled):
     def __call__(self, *args):
         arrays = _leaves(NAME, args)
         with self.lock:
-            run(self.address, *[_address(x) for x in arrays])
+            self._run(arrays)
             outs = self.outputs
             value = _result(outs[0], fresh=True)
             grads, cursor = [], 1
@@ -803,7 +827,7 @@ _JIT_CLASS = '''class Jit(Compiled):
     def __call__(self, *args):
         arrays = _leaves(NAME, args)
         with self.lock:
-            run(self.address, *[_address(x) for x in arrays])
+            self._run(arrays)
             return _unflatten(OUT_TREE, iter([_result(o, fresh=True) for o in self.outputs]))
 
 '''
@@ -822,7 +846,9 @@ _TRAIN_CLASS = '''class TrainStep(Compiled):
         n = _n_leaves_before(ARGNUMS)
         params = INPUTS[n:n + _n_leaves(ARGS_TREE[1][ARGNUMS])]
         self.state = {slot: [np.zeros(shape, dtype) for _, shape, dtype in params] for slot in SLOTS}
-        self.scalars = {name: np.zeros((), np.float64) for name in SCALAR_NAMES}
+        first = len(INPUTS) - len(SCALAR_NAMES)  # the last inputs, in their compiled dtype
+        self.scalars = {name: np.zeros((), dtype)
+                        for name, (_, _, dtype) in zip(SCALAR_NAMES, INPUTS[first:])}
 
     @property
     def lr(self):
@@ -844,9 +870,8 @@ _TRAIN_CLASS = '''class TrainStep(Compiled):
             step = self.step_count + 1
             for name, value in self.hyper.scalars(step).items():
                 self.scalars[name][()] = value
-            inputs = (arrays + [a for slot in SLOTS for a in self.state[slot]]
+            self._run(arrays, [a for slot in SLOTS for a in self.state[slot]]
                       + [self.scalars[name] for name in SCALAR_NAMES])
-            run(self.address, *[_address(x) for x in inputs])
             loss = float(self.outputs[0])
             if CHECK_FINITE and not bool(self.outputs[-1]):
                 raise FloatingPointError(f"the loss ({loss}) or a gradient is not finite; "
@@ -856,6 +881,7 @@ _TRAIN_CLASS = '''class TrainStep(Compiled):
 
     def state_dict(self):
         """The optimizer state as plain NumPy arrays (copies): the step count and every slot."""
+        self._read_owned()
         return {"step": self.step_count,
                 "state": {slot: [a.copy() for a in arrays] for slot, arrays in self.state.items()}}
 
@@ -865,6 +891,7 @@ _TRAIN_CLASS = '''class TrainStep(Compiled):
         for slot, arrays in state["state"].items():
             for dst, src in zip(self.state[slot], arrays):
                 np.copyto(dst, src)
+        self._owned_changed()
 
 
 def _n_leaves(tree):

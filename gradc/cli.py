@@ -109,9 +109,6 @@ def _one_line(e):
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def _check_target(ns):
-    if ns.target_device != "cpu":
-        raise CliError(f"--target {ns.target_device} is not available yet; use --target cpu")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,7 +116,6 @@ def _check_target(ns):
 
 def cmd_compile(ns):
     from . import aot
-    _check_target(ns)
     train_only = (ns.lr, ns.momentum, ns.weight_decay, ns.clip_norm)
     if ns.train is None and (any(v is not None for v in train_only) or ns.check_finite):
         raise CliError("--lr, --momentum, --weight-decay, --clip-norm and --check-finite go with "
@@ -136,7 +132,8 @@ def cmd_compile(ns):
     try:
         aot.compile_module(fun, args, ns.output, mode=mode, argnums=ns.argnums,
                            optimizer=optimizer, clip_norm=ns.clip_norm,
-                           check_finite=ns.check_finite, command=command)
+                           check_finite=ns.check_finite, command=command,
+                           target=ns.target_device)
     except aot.AotError as e:
         raise CliError(str(e)) from e
     if not ns.quiet:
@@ -172,12 +169,15 @@ def cmd_explain(ns):
     from .aot import materialize
     from .report import report
     from .runtime import Function
-    _check_target(ns)
     fun, args = load(ns)
     args = tuple(materialize(args))
     f = Function(fun, "jit" if ns.jit else "value_and_grad", argnums=ns.argnums)
-    f(*args)
-    compiled = f.cache[f._last_key]
+    if ns.target_device == "cuda":  # the CUDA launches and kernels, generated without a GPU
+        f.target = "cuda"
+        compiled = f.lower(*args, load=False, source=f.__name__)
+    else:
+        f(*args)
+        compiled = f.cache[f._last_key]
     print(report(compiled, f))
     if ns.dot:
         with open(ns.dot, "w", encoding="utf-8") as out:
@@ -297,7 +297,7 @@ def build_parser():
     p.add_argument("--check-finite", action="store_true",
                    help="a non-finite loss or gradient leaves everything unchanged and raises")
     p.add_argument("--target", dest="target_device", default="cpu", choices=("cpu", "cuda"),
-                   help="code generation target (cpu; cuda is not available yet)")
+                   help="code generation target (default cpu; cuda needs no GPU to generate)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.py", help="the module to write")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(run=cmd_compile)
@@ -313,7 +313,7 @@ def build_parser():
     p.add_argument("--dot", metavar="FILE", help="write the IR as Graphviz DOT (kernels as "
                                                  "clusters) to FILE")
     p.add_argument("--target", dest="target_device", default="cpu", choices=("cpu", "cuda"),
-                   help="code generation target (cpu; cuda is not available yet)")
+                   help="code generation target (default cpu; cuda needs no GPU to generate)")
     p.set_defaults(run=cmd_explain)
 
     p = sub.add_parser(

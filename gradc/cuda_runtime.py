@@ -1,28 +1,83 @@
-"""target="cuda" at run time: the Compiled of a signature whose buffers live on the device."""
+"""target="cuda" at run time: a compiled signature whose buffers live on the device.
+
+What crosses between host and device on a call:
+- data inputs (a batch): NumPy arrays are copied in on every call; device arrays (Numba's
+  `cuda.to_device`, or anything with `__cuda_array_interface__`) are copied device to device;
+- outputs that are not written in place (a loss, gradients, a jit's results) come back into
+  the host arena, from which they are returned as NumPy values;
+- parameters a train step updates in place: device arrays stay on the device (the step writes
+  them there, so only the loss crosses to the host); NumPy parameters are copied in before the
+  step and the new values back into the same arrays after it, so the arrays you hold are always
+  the parameters (no stale copy to forget; pass device arrays to save those copies);
+- a train step's optimizer state and the gradc-owned buffers of a step live on the device
+  between steps: they cross only when the step's state is read or loaded (`state_dict`,
+  `load_state_dict`) or when another compiled signature of the same step takes over.
+"""
 from __future__ import annotations
 
 import numpy as np
 
+from .pytree import is_device_array
 from .runtime import Compiled
 
 
 class CudaCompiled(Compiled):
-    """target="cuda" (gradc/codegen/cuda.py): the same interface; the host arena mirrors the
-    device's outputs region, and the driver copies inputs in and outputs back on each call."""
+    """The same interface as Compiled; `driver` is a CudaDriver (gradc/codegen/cuda.py)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        graph = self.fusion.graph
+        in_place = {v.id for v in self.plan.aliases.values()}
+        self.updated_inputs = [i for i, v in enumerate(graph.inputs) if v.id in in_place]
+        self.owned_on_device = False  # the gradc-owned inputs (optimizer state) are current there
+        self.runtime_scalars = 0  # how many of the last owned inputs change every call (set by
+        # TrainStep: learning rate, bias corrections), uploaded on every call
         if self.driver is not None:
             self.driver.upload_constants(self.arena)
 
     def run(self, leaves, owned=()):
-        hosts = [x if isinstance(x, np.ndarray) and x.flags.c_contiguous and x.dtype == dtype
-                 else np.ascontiguousarray(x, dtype=dtype)
-                 for x, (shape, dtype) in zip(leaves, self.input_types)]
-        for address, (shape, dtype) in zip(owned, self.input_types[len(leaves):]):
-            hosts.append(_host_array(address, shape, dtype))  # gradc-owned buffers, by address
-        self.driver(self.arena, hosts)
+        """`leaves`: the caller's arrays (host or device); `owned`: addresses of gradc's host
+        buffers for the remaining inputs (optimizer state, then runtime scalars)."""
+        driver = self.driver
+        types = self.input_types
+        for i, x in enumerate(leaves):
+            shape, dtype = types[i]
+            if is_device_array(x):
+                if x.dtype != dtype or tuple(x.shape) != tuple(shape):
+                    raise TypeError(f"device array input {i} is {x.dtype}{tuple(x.shape)}, "
+                                    f"compiled for {np.dtype(dtype)}{tuple(shape)}")
+                driver.upload(i, _numba_array(x, driver.cuda))
+            else:
+                driver.upload(i, np.ascontiguousarray(x, dtype=dtype))
+        first_scalar = len(owned) - self.runtime_scalars
+        for j, address in enumerate(owned):
+            if j >= first_scalar or not self.owned_on_device:
+                shape, dtype = types[len(leaves) + j]
+                driver.upload(len(leaves) + j, _host_array(address, shape, dtype))
+        self.owned_on_device = True
+        driver.launch(self.arena)
+        for i in self.updated_inputs:  # new parameters into the caller's arrays
+            if i < len(leaves):
+                x = leaves[i]
+                driver.download(i, _numba_array(x, driver.cuda) if is_device_array(x) else x)
         return self.outputs
+
+    def pull_owned(self, state_arrays, first):
+        """Copy the device values of inputs `first`, `first + 1`, ... (the optimizer state) into
+        their host arrays, for state_dict or a switch of signature."""
+        if self.owned_on_device:
+            for j, host in enumerate(state_arrays):
+                self.driver.download(first + j, host)
+
+    def forget_owned(self):
+        """The host copies of the owned inputs changed (load_state_dict, or another signature
+        ran): upload them again on the next call."""
+        self.owned_on_device = False
+
+
+def _numba_array(x, cuda):
+    """A Numba device array for x (wrapping a foreign `__cuda_array_interface__` array)."""
+    return x if hasattr(x, "copy_to_host") else cuda.as_cuda_array(x)
 
 
 def _host_array(address, shape, dtype):

@@ -21,8 +21,11 @@ error. Nothing is updated on any rank, and training may go on. An exception *out
 allreduce: wrap the loop in `abort_on_error()` (or run `python -m mpi4py script.py`), which
 prints the rank and the error and calls `MPI_Abort`, and/or give the step a `timeout`.
 
-Only the CPU target exists; for a GPU target the allreduce would run on host copies of the
-region (or on device memory with a CUDA-aware MPI).
+With target="cuda" both compiled calls run on the device and the allreduce runs on the host
+copy of the region, which the forward+backward copies back anyway (the loss and the gradients);
+the parameters cross to the device and back with the update (NumPy parameters, as for a
+single-process CUDA train step), the optimizer state stays there. A CUDA-aware MPI could
+allreduce the device region in place instead: not done.
 """
 from __future__ import annotations
 
@@ -164,7 +167,7 @@ class DataParallelStep:
         self.grad_fn = value_and_grad(loss_fn, argnums=argnums, target=target)
         # the update alone, with the summed gradients scaled to their mean inside its kernels
         self.update = update_step(optimizer, check_finite=check_finite, clip_norm=clip_norm,
-                                  grad_scale=1.0 / self.size)
+                                  grad_scale=1.0 / self.size, target=target)
         self.lock = threading.Lock()
         self.allreduce_s = 0.0  # time spent in the allreduce, summed over steps
         self._region_spec = None  # (dtype, nbytes, offsets of the gradients) agreed at step 1

@@ -13,7 +13,21 @@ LEAF = ("*",)
 
 
 def is_array_leaf(x):
-    return isinstance(x, (np.ndarray, np.generic, Value))
+    return isinstance(x, (np.ndarray, np.generic, Value)) or is_device_array(x)
+
+
+def is_device_array(x):
+    """A CUDA device array (for target="cuda"): Numba's, the simulator's, or any object with
+    `__cuda_array_interface__` (CuPy, PyTorch)."""
+    return hasattr(x, "__cuda_array_interface__") or (
+        hasattr(x, "copy_to_host") and hasattr(x, "shape") and hasattr(x, "dtype"))
+
+
+def leaf_type(x):
+    """(shape, dtype) of an array leaf, without copying a device array to the host."""
+    if hasattr(x, "dtype") and hasattr(x, "shape"):
+        return tuple(x.shape), np.dtype(x.dtype)
+    return np.shape(x), np.asarray(x).dtype
 
 
 def flatten(tree):

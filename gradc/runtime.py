@@ -56,13 +56,21 @@ def differentiable_leaves(args, argnums, src):
                 f"argument {a} has no arrays to differentiate (a Python number is static: pass a "
                 "NumPy float array instead)", source=src)
         for x in leaves:
-            dt = x.dtype if isinstance(x, Value) else np.asarray(x).dtype
+            dt = pytree.leaf_type(x)[1]
             if not np.issubdtype(dt, np.floating):
                 raise NonDifferentiableError(
                     f"argument {a} has a {dt} array: gradients need floating-point arguments; "
                     "leave integer and boolean arguments out of argnums", source=src)
         out.append(leaves)
     return out
+
+
+def check_device_leaves(leaves, target, src):
+    """CUDA device arrays are inputs of target="cuda" only."""
+    if target != "cuda" and any(pytree.is_device_array(x) for x in leaves):
+        raise SignatureError("a CUDA device array was passed to a target='cpu' function: pass "
+                             "NumPy arrays (x.copy_to_host()), or compile with target='cuda'",
+                             source=src)
 
 
 def check_scalar_output(out, src):
@@ -298,6 +306,7 @@ class Function:
                 f"{self.__name__} would compile signature number {len(self.cache) + 1}, over "
                 f"max_signatures={self.max_signatures}: {_why(self._last_key, key)}",
                 source=self._call_source)
+        check_device_leaves(pytree.flatten((args, kwargs))[0], self.target, self._call_source)
         t0 = time.perf_counter()
         graph, out_info = self.trace_joint(args, kwargs)
         t_trace = time.perf_counter() - t0
@@ -453,7 +462,12 @@ def _match_lines(tree, expr, lines, consts, leaf_ids):
 def signature_key(leaves, treedef):
     """What a compiled version is keyed by: pytree structure with static values, shapes, dtypes."""
     return (treedef, tuple((x.shape, x.dtype.str) if isinstance(x, np.ndarray)
-                           else (np.shape(x), np.asarray(x).dtype.str) for x in leaves))
+                           else _leaf_key(x) for x in leaves))
+
+
+def _leaf_key(x):
+    shape, dtype = pytree.leaf_type(x)
+    return shape, dtype.str
 
 
 def _result(view, fresh):

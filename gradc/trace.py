@@ -130,6 +130,15 @@ def _reduction(f):
     return impl
 
 
+def _logical_reduction(f):
+    def impl(a, axis=None, out=None, keepdims=False, **kw):
+        _no_out(out, f.__name__)
+        if kw.get("where") is not None:
+            raise UnsupportedOpError(f"np.{f.__name__}(where=) is not supported")
+        return f(fn.as_value(a) if not isinstance(a, Value) else a, axis, keepdims=keepdims)
+    return impl
+
+
 def _ones_zeros_like(value):
     def impl(a, dtype=None, **kw):
         return fn.full(a.graph, a.shape, value, dtype or a.dtype)
@@ -157,6 +166,7 @@ FUNCTIONS = {
     np.sum: _reduction(fn.sum), np.mean: _reduction(fn.mean),
     np.max: _reduction(fn.max), np.amax: _reduction(fn.max),
     np.min: _reduction(fn.min), np.amin: _reduction(fn.min),
+    np.any: _logical_reduction(fn.any), np.all: _logical_reduction(fn.all),
     np.reshape: lambda a, shape=None, *args, **kw: fn.reshape(a, kw.get("newshape", shape)),
     np.transpose: lambda a, axes=None: fn.transpose(a, axes),
     np.swapaxes: fn.swapaxes, np.moveaxis: fn.moveaxis,
@@ -395,6 +405,10 @@ _SURFACE = {
     "mT": property(traced(lambda self: fn.swapaxes(self, -1, -2))),
     "sum": _method_reduction(fn.sum), "mean": _method_reduction(fn.mean),
     "max": _method_reduction(fn.max), "min": _method_reduction(fn.min),
+    "any": traced(lambda self, axis=None, out=None, keepdims=False, **kw:
+                  _logical_reduction(fn.any)(self, axis, out, keepdims, **kw)),
+    "all": traced(lambda self, axis=None, out=None, keepdims=False, **kw:
+                  _logical_reduction(fn.all)(self, axis, out, keepdims, **kw)),
     "reshape": traced(_reshape_method),
     "transpose": traced(_transpose_method),
     "swapaxes": traced(fn.swapaxes),
@@ -423,8 +437,7 @@ def trace(fun, args, kwargs=None):
     leaves, treedef = pytree.flatten((args, kwargs))
     graph = Graph()
     names = leaf_names((args, kwargs), _param_names(fun))
-    values = [graph.add_input(np.shape(x), np.asarray(x).dtype if not isinstance(x, Value) else x.dtype,
-                              name=name) for x, name in zip(leaves, names)]
+    values = [graph.add_input(*pytree.leaf_type(x), name=name) for x, name in zip(leaves, names)]
     targs, tkwargs = pytree.unflatten(treedef, values)
     graph.stamp_user_source = True
     try:

@@ -20,8 +20,10 @@ from .errors import NonFiniteError, SignatureError
 from .ir import Graph
 from .ops import fn
 from .passes import BEFORE_AUTODIFF, run_passes
-from .runtime import (_log, _log_enabled, _why, check_scalar_output, check_target, compile_graph,
-                      differentiable_leaves, make_compiled, signature_key)
+from .pytree import is_device_array
+from .runtime import (_log, _log_enabled, _why, check_device_leaves, check_scalar_output,
+                      check_target, compile_graph, differentiable_leaves, make_compiled,
+                      signature_key)
 from .trace import trace, user_source
 
 
@@ -44,21 +46,31 @@ def all_finite(values):
     return acc == 0.0
 
 
-def check_updatable(leaves, src):
-    """Parameters are updated in place: each must be a writeable, C-contiguous float array."""
+def updatable(x, target="cpu"):
+    """A parameter a step can update in place: a writeable, C-contiguous float NumPy array (or,
+    for target="cuda", a C-contiguous float device array)."""
+    if target == "cuda" and is_device_array(x):
+        return np.issubdtype(x.dtype, np.floating) and x.is_c_contiguous()
+    return (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.flags.writeable
+            and np.issubdtype(x.dtype, np.floating))
+
+
+def check_updatable(leaves, src, target="cpu"):
+    """Parameters are updated in place: each must be `updatable`."""
     for x in leaves:
-        if not (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.flags.writeable
-                and np.issubdtype(x.dtype, np.floating)):
+        if not updatable(x, target):
+            device = ", or a C-contiguous float device array" if target == "cuda" else ""
             raise SignatureError(
                 "train_step updates parameters in place: each must be a writeable, "
-                "C-contiguous float NumPy array (use np.ascontiguousarray(p, np.float32))",
-                source=src)
+                f"C-contiguous float NumPy array{device} (use np.ascontiguousarray(p, "
+                "np.float32))", source=src)
 
 
-def update_step(optimizer, check_finite=False, clip_norm=None, grad_scale=1.0):
+def update_step(optimizer, check_finite=False, clip_norm=None, grad_scale=1.0, target="cpu"):
     """An update-only step: `step(params, grads)` applies `optimizer` with the given gradients
     (times `grad_scale`) in place, as a train step would after its backward."""
-    return TrainStep(None, optimizer, 0, check_finite, clip_norm, grad_scale=grad_scale)
+    return TrainStep(None, optimizer, 0, check_finite, clip_norm, target=target,
+                     grad_scale=grad_scale)
 
 
 class TrainStep:
@@ -81,15 +93,18 @@ class TrainStep:
         self.lock = threading.Lock()
         self._param_spec = None  # (treedef, [(shape, dtype)]) fixed by the first call
         self._state = None  # {slot: [array per parameter leaf]}
-        # float64, rounded to each parameter's dtype in the graph (as PyTorch rounds a Python float)
+        # the learning rate and other per-step scalars (given the parameters' dtype when the
+        # step compiles: _scalar_inputs)
         self._scalars = {name: np.zeros((), np.float64) for name in optimizer.scalar_names}
         self._last_key = None
+        self._on_device = None  # target="cuda": the CudaCompiled holding the current state
 
     # --- state -----------------------------------------------------------------------------
     def state_dict(self):
         """Optimizer state as plain NumPy arrays (copies): step count and every slot."""
         if self._state is None:
             return {"step": self.step_count, "state": {}}
+        self._pull_device_state()
         tree = self._param_spec[0]
         return {"step": self.step_count,
                 "state": {slot: pytree.unflatten(tree, [a.copy() for a in arrays])
@@ -107,6 +122,22 @@ class TrainStep:
                                for s in self.optimizer.slots}
             for dst, src in zip(self._state[slot], leaves):
                 np.copyto(dst, src)
+        if self._on_device is not None:  # target="cuda": upload the loaded state on the next step
+            self._on_device.forget_owned()
+
+    def _pull_device_state(self):
+        """target="cuda": the optimizer state lives on the device between steps; bring it into
+        the host arrays (before they are read, or before another signature uploads them)."""
+        if self._on_device is not None:
+            state = [a for slot in self.optimizer.slots for a in self._state.get(slot, ())]
+            self._on_device.pull_owned(state, self._on_device.first_owned)
+
+    def _activate(self, compiled):
+        """target="cuda": make `compiled` the signature whose device holds the optimizer state."""
+        if self._on_device is not compiled:
+            self._pull_device_state()
+            compiled.forget_owned()
+            self._on_device = compiled
 
     # --- calling ---------------------------------------------------------------------------
     def __call__(self, *args):
@@ -124,7 +155,7 @@ class TrainStep:
                 static = self.optimizer.static()
                 key = signature_key(leaves, treedef) + (static,)
                 compiled = self.cache.get(key)
-                if compiled is None or not all(x.flags.c_contiguous and x.flags.writeable
+                if compiled is None or not all(updatable(x, self.target)
                                                for x in leaves[compiled.param_leaves]):
                     src = user_source()  # the slow path: first call, new signature, or an error
                     p_leaves, p_tree = pytree.flatten(args[self.argnums])
@@ -142,8 +173,9 @@ class TrainStep:
                 compiled.driver(compiled.address, compiled.io_address)  # io: see LastCall
                 outs = compiled.outputs
             else:
-                owned = self._owned_addresses()
-                outs = compiled.run(leaves, owned)
+                if self.target == "cuda":
+                    self._activate(compiled)
+                outs = compiled.run(leaves, self._owned_addresses())
                 # next time, recognize this call fast (LastCall.match sees `args`, the first
                 # child of the flattened `(args, {})`)
                 params = range(compiled.param_leaves.start, compiled.param_leaves.stop)
@@ -169,8 +201,8 @@ class TrainStep:
         return self._owned[1]
 
     def _check_params(self, leaves, tree, src):
-        spec = (tree, [(np.shape(x), np.asarray(x).dtype) for x in leaves])
-        check_updatable(leaves, src)
+        check_updatable(leaves, src, self.target)
+        spec = (tree, [(tuple(x.shape), np.dtype(x.dtype)) for x in leaves])
         if self._param_spec is None:
             self._param_spec = spec
             self._state = {slot: [np.zeros(x.shape, x.dtype) for x in leaves]
@@ -181,6 +213,17 @@ class TrainStep:
                 f"of shapes {[s for s, _ in self._param_spec[1]]}; now {pytree.describe(tree)} of "
                 f"shapes {[s for s, _ in spec[1]]}. Its optimizer state is shaped like the first; "
                 "make a new train_step for other parameters", source=src)
+
+    def _scalar_inputs(self, graph, param_dtypes):
+        """Graph inputs for the runtime scalars, in the parameters' dtype when they share one, so
+        a float32 model reads float32 scalars (no float64 in its kernels); the host arrays that
+        feed them take that dtype too (writing a float64 into them rounds to nearest)."""
+        dtypes = set(param_dtypes)
+        dtype = dtypes.pop() if len(dtypes) == 1 else np.dtype(np.float64)
+        for name in self.optimizer.scalar_names:
+            if self._scalars[name].dtype != dtype:
+                self._scalars[name] = np.zeros((), dtype)
+        return {name: graph.add_input((), dtype, name=name) for name in self.optimizer.scalar_names}
 
     def lower(self, *args, load=False, source=None):
         """Trace and compile for these arguments without caching the result; with load=False
@@ -227,14 +270,14 @@ class TrainStep:
         return graph, params, fn.const(graph, 0.0, np.float32), grads, 0
 
     def _compile(self, key, args, src, load=True, cache=True):
+        check_device_leaves(pytree.flatten(args)[0], self.target, src)
         graph, params, loss, grads, before = self._joint_graph(args, src)
         n_params = len(params)
         graph.stamp_user_source = False
         with graph.at_source(f"optimizer {type(self.optimizer).__name__}"):
             state_in = {slot: [graph.add_input(p.shape, p.dtype, name=f"{slot}[{i}]")
                                for i, p in enumerate(params)] for slot in self.optimizer.slots}
-            scalars = {name: graph.add_input((), np.float64, name=name)
-                       for name in self.optimizer.scalar_names}
+            scalars = self._scalar_inputs(graph, [p.dtype for p in params])
             if self.clip_norm is not None:
                 grads = global_norm_clip(grads, self.clip_norm)
             ok = all_finite([loss] + grads) if self.check_finite else None
@@ -263,6 +306,9 @@ class TrainStep:
         stages, fusion, plan, program, driver, timings = compile_graph(graph, title, load, self.target)
         compiled = make_compiled(self.target, stages, fusion, plan, program, driver, None)
         compiled.param_leaves = slice(before, before + n_params)  # where params sit in the leaves
+        if self.target == "cuda":  # which inputs are gradc's: state (kept on the device), scalars
+            compiled.first_owned = len(graph.inputs) - len(scalars) - n_params * len(self.optimizer.slots)
+            compiled.runtime_scalars = len(scalars)
         if not cache:
             return compiled
         if _log_enabled("compiles"):

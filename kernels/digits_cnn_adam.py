@@ -25,7 +25,7 @@ Calling convention (version 1)
         x = float32[32,1,8,8]
         y = int64[32]
 
-    Flat argument order (the pytree leaves, dict keys sorted by repr), as `run` takes them:
+    Flat argument order (the pytree leaves, dict keys sorted by repr), as the kernels take them:
 
         0   params['W']                  float32[256,10]
         1   params['b']                  float32[10]
@@ -44,10 +44,10 @@ Calling convention (version 1)
         11  exp_avg_sq[1]                float32[10]
         12  exp_avg_sq[2]                float32[16]
         13  exp_avg_sq[3]                float32[16,1,3,3]
-        14  lr                           float64[]
-        15  step_size                    float64[]
-        16  bias_correction2_sqrt        float64[]
-        17  decay                        float64[]
+        14  lr                           float32[]
+        15  step_size                    float32[]
+        16  bias_correction2_sqrt        float32[]
+        17  decay                        float32[]
 
     Returns the loss as a Python float; the parameters and the optimizer state are updated in place.
 
@@ -461,25 +461,15 @@ def loop_sum_f11a05989d(n0, p0, p1, p2):
     a1[0] = acc1
 
 
-# loop_multiply_negative_astype_d800d783eb: multiply, negative, astype; called by k11
-@njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_multiply_negative_astype_d800d783eb(p0, p1, p2, p3, p4, p5):
+# loop_multiply_negative_027317776b: multiply, negative; called by k11
+@njit("void(int64, int64)", **JIT_OPTIONS)
+def loop_multiply_negative_027317776b(p0, p1):
     a0 = f32_array(p0, 1)
-    a1 = f64_array(p1, 1)
-    a2 = f64_array(p2, 1)
-    a3 = f32_array(p3, 1)
-    a4 = f32_array(p4, 1)
-    a5 = f32_array(p5, 1)
+    a1 = f32_array(p1, 1)
     t0 = a0[0]
-    t3 = a1[0]
-    t5 = a2[0]
     t1 = t0 * f32(0.03125)  # multiply
     t2 = -t1  # negative
-    t4 = f32(t3)  # astype
-    t6 = f32(t5)  # astype
-    a3[0] = t2
-    a4[0] = t4
-    a5[0] = t6
+    a1[0] = t2
 
 
 # take_along_axis_grad_301a5eda92: take_along_axis_grad; called by k12
@@ -715,20 +705,19 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     # k10: sum, copy over [32x1] -> %45, %53
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     loop_sum_f11a05989d(32, A + 106560, A + 106688, A + 106752)
-    # k11: multiply, negative, astype over [scalar] -> %49, %89, %90
+    # k11: multiply, negative over [scalar] -> %49
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    #   optimizer Adam
-    loop_multiply_negative_astype_d800d783eb(A + 106688, step_size, bias_correction2_sqrt, A, A + 106560, A + 106624)
+    loop_multiply_negative_027317776b(A + 106688, A)
     # k12: take_along_axis_grad over [32x10] -> %54
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     take_along_axis_grad_301a5eda92(A + 106752, y, A + 106880, 32, 32, 320, 32, 10, 1, 1)
     # k13: divide, sum over [32x10] -> %56, %57
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_divide_sum_15680547e7(32, 10, A + 109248, A + 110528, A + 106880, A + 110656, A + 106688)
+    loop_divide_sum_15680547e7(32, 10, A + 109248, A + 110528, A + 106880, A + 110656, A + 106560)
     # k14: multiply, subtract, sum over [32x10] -> %60, %61
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    loop_multiply_subtract_sum_403430fe4b(32, 10, A + 110656, A + 106688, A + 106880, A + 108160, A + 106816)
+    loop_multiply_subtract_sum_403430fe4b(32, 10, A + 110656, A + 106560, A + 106880, A + 108160, A + 106688)
     # k15: matmul over [32x256] -> %63
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     matmul_8c88743242(A + 108160, params_W, A + 109440, 320, 2560, 8192, 32, 10, 256, 10, 32, 256)
@@ -747,25 +736,25 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     # k20: where, sum over [32x16x8x8] -> %80, %81
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    loop_where_sum_92d33aa5cc(32, 16, 64, A + 335936, A + 185216, A + 401472, A + 106688)
+    loop_where_sum_92d33aa5cc(32, 16, 64, A + 335936, A + 185216, A + 401472, A + 316288)
     # k21: copy over [32x8x8x16] -> %85
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     loop_copy_c3372a7570(32, 64, 16, A + 401472, A + 152448, 1024, 1, 64, 32768)
     # k22: matmul over [16x9] -> %87
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    matmul_a04a1ae222(A + 152448, A + 64, A + 73792, 32768, 18432, 144, 2048, 16, 2048, 9, 16, 9)
-    # k23: subtract, multiply, add, sqrt, divide over [256x10] -> %96, %106, %119
+    matmul_a04a1ae222(A + 152448, A + 64, A + 283520, 32768, 18432, 144, 2048, 16, 2048, 9, 16, 9)
+    # k23: subtract, multiply, add, sqrt, divide over [256x10] -> %94, %104, %117
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(2560, A + 142208, exp_avg_0, exp_avg_sq_0, A + 106624, A + 106560, params_W)
-    # k24: subtract, multiply, add, sqrt, divide over [10] -> %124, %132, %144
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(2560, A + 142208, exp_avg_0, exp_avg_sq_0, bias_correction2_sqrt, step_size, params_W)
+    # k24: subtract, multiply, add, sqrt, divide over [10] -> %122, %130, %142
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(10, A + 106816, exp_avg_1, exp_avg_sq_1, A + 106624, A + 106560, params_b)
-    # k25: subtract, multiply, add, sqrt, divide over [16] -> %148, %154, %163
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(10, A + 106688, exp_avg_1, exp_avg_sq_1, bias_correction2_sqrt, step_size, params_b)
+    # k25: subtract, multiply, add, sqrt, divide over [16] -> %146, %152, %161
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(16, A + 106688, exp_avg_2, exp_avg_sq_2, A + 106624, A + 106560, params_conv_b)
-    # k26: subtract, multiply, add, sqrt, divide over [16x1x3x3] -> %168, %176, %188
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(16, A + 316288, exp_avg_2, exp_avg_sq_2, bias_correction2_sqrt, step_size, params_conv_b)
+    # k26: subtract, multiply, add, sqrt, divide over [16x1x3x3] -> %166, %174, %186
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(144, A + 73792, exp_avg_3, exp_avg_sq_3, A + 106624, A + 106560, params_conv_w)
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(144, A + 283520, exp_avg_3, exp_avg_sq_3, bias_correction2_sqrt, step_size, params_conv_w)
 
 
 # ================================================================================================
@@ -792,10 +781,10 @@ INPUTS = [
     ('exp_avg_sq[1]', (10,), '<f4'),
     ('exp_avg_sq[2]', (16,), '<f4'),
     ('exp_avg_sq[3]', (16, 1, 3, 3), '<f4'),
-    ('lr', (), '<f8'),
-    ('step_size', (), '<f8'),
-    ('bias_correction2_sqrt', (), '<f8'),
-    ('decay', (), '<f8'),
+    ('lr', (), '<f4'),
+    ('step_size', (), '<f4'),
+    ('bias_correction2_sqrt', (), '<f4'),
+    ('decay', (), '<f4'),
 ]
 # (byte offset in the arena, or None when written in place into input i, i or None, shape, dtype)
 OUTPUTS = [
@@ -901,6 +890,17 @@ class Compiled:
         n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         return self.arena[offset:offset + n].view(dtype).reshape(shape)
 
+    def _run(self, arrays, owned=()):
+        """Run the kernels on the caller's arrays and the arrays this object owns (a train
+        step's optimizer state and runtime scalars)."""
+        run(self.address, *[_address(x) for x in arrays], *[_address(x) for x in owned])
+
+    def _owned_changed(self):
+        """(The kernels read the owned arrays where they are: nothing to do.)"""
+
+    def _read_owned(self):
+        """(The kernels write the owned arrays where they are: nothing to do.)"""
+
 
 def _result(view, fresh):
     if view.shape == ():
@@ -948,7 +948,9 @@ class TrainStep(Compiled):
         n = _n_leaves_before(ARGNUMS)
         params = INPUTS[n:n + _n_leaves(ARGS_TREE[1][ARGNUMS])]
         self.state = {slot: [np.zeros(shape, dtype) for _, shape, dtype in params] for slot in SLOTS}
-        self.scalars = {name: np.zeros((), np.float64) for name in SCALAR_NAMES}
+        first = len(INPUTS) - len(SCALAR_NAMES)  # the last inputs, in their compiled dtype
+        self.scalars = {name: np.zeros((), dtype)
+                        for name, (_, _, dtype) in zip(SCALAR_NAMES, INPUTS[first:])}
 
     @property
     def lr(self):
@@ -970,9 +972,8 @@ class TrainStep(Compiled):
             step = self.step_count + 1
             for name, value in self.hyper.scalars(step).items():
                 self.scalars[name][()] = value
-            inputs = (arrays + [a for slot in SLOTS for a in self.state[slot]]
+            self._run(arrays, [a for slot in SLOTS for a in self.state[slot]]
                       + [self.scalars[name] for name in SCALAR_NAMES])
-            run(self.address, *[_address(x) for x in inputs])
             loss = float(self.outputs[0])
             if CHECK_FINITE and not bool(self.outputs[-1]):
                 raise FloatingPointError(f"the loss ({loss}) or a gradient is not finite; "
@@ -982,6 +983,7 @@ class TrainStep(Compiled):
 
     def state_dict(self):
         """The optimizer state as plain NumPy arrays (copies): the step count and every slot."""
+        self._read_owned()
         return {"step": self.step_count,
                 "state": {slot: [a.copy() for a in arrays] for slot, arrays in self.state.items()}}
 
@@ -991,6 +993,7 @@ class TrainStep(Compiled):
         for slot, arrays in state["state"].items():
             for dst, src in zip(self.state[slot], arrays):
                 np.copyto(dst, src)
+        self._owned_changed()
 
 
 def _n_leaves(tree):

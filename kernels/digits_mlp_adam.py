@@ -25,7 +25,7 @@ Calling convention (version 1)
         x = float32[32,64]
         y = int64[32]
 
-    Flat argument order (the pytree leaves, dict keys sorted by repr), as `run` takes them:
+    Flat argument order (the pytree leaves, dict keys sorted by repr), as the kernels take them:
 
         0   params['W1']                 float32[64,128]
         1   params['W2']                 float32[128,10]
@@ -44,10 +44,10 @@ Calling convention (version 1)
         11  exp_avg_sq[1]                float32[128,10]
         12  exp_avg_sq[2]                float32[128]
         13  exp_avg_sq[3]                float32[10]
-        14  lr                           float64[]
-        15  step_size                    float64[]
-        16  bias_correction2_sqrt        float64[]
-        17  decay                        float64[]
+        14  lr                           float32[]
+        15  step_size                    float32[]
+        16  bias_correction2_sqrt        float32[]
+        17  decay                        float32[]
 
     Returns the loss as a Python float; the parameters and the optimizer state are updated in place.
 
@@ -415,25 +415,15 @@ def loop_sum_f11a05989d(n0, p0, p1, p2):
     a1[0] = acc1
 
 
-# loop_multiply_negative_astype_d800d783eb: multiply, negative, astype; called by k9
-@njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_multiply_negative_astype_d800d783eb(p0, p1, p2, p3, p4, p5):
+# loop_multiply_negative_027317776b: multiply, negative; called by k9
+@njit("void(int64, int64)", **JIT_OPTIONS)
+def loop_multiply_negative_027317776b(p0, p1):
     a0 = f32_array(p0, 1)
-    a1 = f64_array(p1, 1)
-    a2 = f64_array(p2, 1)
-    a3 = f32_array(p3, 1)
-    a4 = f32_array(p4, 1)
-    a5 = f32_array(p5, 1)
+    a1 = f32_array(p1, 1)
     t0 = a0[0]
-    t3 = a1[0]
-    t5 = a2[0]
     t1 = t0 * f32(0.03125)  # multiply
     t2 = -t1  # negative
-    t4 = f32(t3)  # astype
-    t6 = f32(t5)  # astype
-    a3[0] = t2
-    a4[0] = t4
-    a5[0] = t6
+    a1[0] = t2
 
 
 # take_along_axis_grad_6d1d0bad7a: take_along_axis_grad; called by k10
@@ -603,20 +593,19 @@ def run(A, params_W1, params_W2, params_b1, params_b2, x, y, exp_avg_0, exp_avg_
     # k8: sum, copy over [32x1] -> %37, %45
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     loop_sum_f11a05989d(32, A + 64, A + 192, A + 256)
-    # k9: multiply, negative, astype over [scalar] -> %41, %65, %66
+    # k9: multiply, negative over [scalar] -> %41
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    #   optimizer Adam
-    loop_multiply_negative_astype_d800d783eb(A + 192, step_size, bias_correction2_sqrt, A, A + 64, A + 128)
+    loop_multiply_negative_027317776b(A + 192, A)
     # k10: take_along_axis_grad over [32x10] -> %46
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     take_along_axis_grad_6d1d0bad7a(A + 256, y, A + 384, 32, 32, 320, 32, 10, 1, 1)
     # k11: divide, sum over [32x10] -> %48, %49
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_divide_sum_15680547e7(32, 10, A + 2752, A + 4032, A + 384, A + 4160, A + 192)
+    loop_divide_sum_15680547e7(32, 10, A + 2752, A + 4032, A + 384, A + 4160, A + 64)
     # k12: multiply, subtract, sum over [32x10] -> %52, %53
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    loop_multiply_subtract_sum_403430fe4b(32, 10, A + 4160, A + 192, A + 384, A + 1664, A + 320)
+    loop_multiply_subtract_sum_403430fe4b(32, 10, A + 4160, A + 64, A + 384, A + 1664, A + 192)
     # k13: matmul over [32x128] -> %55
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     matmul_8c88743242(A + 1664, params_W2, A + 36928, 320, 1280, 4096, 32, 10, 128, 10, 32, 128)
@@ -625,22 +614,22 @@ def run(A, params_W1, params_W2, params_b1, params_b2, x, y, exp_avg_0, exp_avg_
     matmul_a04a1ae222(A + 16448, A + 1664, A + 2944, 4096, 320, 1280, 32, 128, 32, 10, 128, 10)
     # k15: where, sum over [32x128] -> %61, %62
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    loop_where_sum_ff7285b7d1(32, 128, A + 32832, A + 36928, A + 8064, A + 384)
+    loop_where_sum_ff7285b7d1(32, 128, A + 32832, A + 36928, A + 8064, A + 256)
     # k16: matmul over [64x128] -> %64
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
     matmul_a04a1ae222(x, A + 8064, A + 53312, 2048, 4096, 8192, 32, 64, 32, 128, 64, 128)
-    # k17: subtract, multiply, add, sqrt, divide over [64x128] -> %72, %82, %95
+    # k17: subtract, multiply, add, sqrt, divide over [64x128] -> %70, %80, %93
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(8192, A + 53312, exp_avg_0, exp_avg_sq_0, A + 128, A + 64, params_W1)
-    # k18: subtract, multiply, add, sqrt, divide over [128x10] -> %99, %105, %114
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(8192, A + 53312, exp_avg_0, exp_avg_sq_0, bias_correction2_sqrt, step_size, params_W1)
+    # k18: subtract, multiply, add, sqrt, divide over [128x10] -> %97, %103, %112
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(1280, A + 2944, exp_avg_1, exp_avg_sq_1, A + 128, A + 64, params_W2)
-    # k19: subtract, multiply, add, sqrt, divide over [128] -> %119, %127, %139
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(1280, A + 2944, exp_avg_1, exp_avg_sq_1, bias_correction2_sqrt, step_size, params_W2)
+    # k19: subtract, multiply, add, sqrt, divide over [128] -> %117, %125, %137
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(128, A + 384, exp_avg_2, exp_avg_sq_2, A + 128, A + 64, params_b1)
-    # k20: subtract, multiply, add, sqrt, divide over [10] -> %143, %149, %158
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(128, A + 256, exp_avg_2, exp_avg_sq_2, bias_correction2_sqrt, step_size, params_b1)
+    # k20: subtract, multiply, add, sqrt, divide over [10] -> %141, %147, %156
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(10, A + 320, exp_avg_3, exp_avg_sq_3, A + 128, A + 64, params_b2)
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(10, A + 192, exp_avg_3, exp_avg_sq_3, bias_correction2_sqrt, step_size, params_b2)
 
 
 # ================================================================================================
@@ -667,10 +656,10 @@ INPUTS = [
     ('exp_avg_sq[1]', (128, 10), '<f4'),
     ('exp_avg_sq[2]', (128,), '<f4'),
     ('exp_avg_sq[3]', (10,), '<f4'),
-    ('lr', (), '<f8'),
-    ('step_size', (), '<f8'),
-    ('bias_correction2_sqrt', (), '<f8'),
-    ('decay', (), '<f8'),
+    ('lr', (), '<f4'),
+    ('step_size', (), '<f4'),
+    ('bias_correction2_sqrt', (), '<f4'),
+    ('decay', (), '<f4'),
 ]
 # (byte offset in the arena, or None when written in place into input i, i or None, shape, dtype)
 OUTPUTS = [
@@ -776,6 +765,17 @@ class Compiled:
         n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         return self.arena[offset:offset + n].view(dtype).reshape(shape)
 
+    def _run(self, arrays, owned=()):
+        """Run the kernels on the caller's arrays and the arrays this object owns (a train
+        step's optimizer state and runtime scalars)."""
+        run(self.address, *[_address(x) for x in arrays], *[_address(x) for x in owned])
+
+    def _owned_changed(self):
+        """(The kernels read the owned arrays where they are: nothing to do.)"""
+
+    def _read_owned(self):
+        """(The kernels write the owned arrays where they are: nothing to do.)"""
+
 
 def _result(view, fresh):
     if view.shape == ():
@@ -823,7 +823,9 @@ class TrainStep(Compiled):
         n = _n_leaves_before(ARGNUMS)
         params = INPUTS[n:n + _n_leaves(ARGS_TREE[1][ARGNUMS])]
         self.state = {slot: [np.zeros(shape, dtype) for _, shape, dtype in params] for slot in SLOTS}
-        self.scalars = {name: np.zeros((), np.float64) for name in SCALAR_NAMES}
+        first = len(INPUTS) - len(SCALAR_NAMES)  # the last inputs, in their compiled dtype
+        self.scalars = {name: np.zeros((), dtype)
+                        for name, (_, _, dtype) in zip(SCALAR_NAMES, INPUTS[first:])}
 
     @property
     def lr(self):
@@ -845,9 +847,8 @@ class TrainStep(Compiled):
             step = self.step_count + 1
             for name, value in self.hyper.scalars(step).items():
                 self.scalars[name][()] = value
-            inputs = (arrays + [a for slot in SLOTS for a in self.state[slot]]
+            self._run(arrays, [a for slot in SLOTS for a in self.state[slot]]
                       + [self.scalars[name] for name in SCALAR_NAMES])
-            run(self.address, *[_address(x) for x in inputs])
             loss = float(self.outputs[0])
             if CHECK_FINITE and not bool(self.outputs[-1]):
                 raise FloatingPointError(f"the loss ({loss}) or a gradient is not finite; "
@@ -857,6 +858,7 @@ class TrainStep(Compiled):
 
     def state_dict(self):
         """The optimizer state as plain NumPy arrays (copies): the step count and every slot."""
+        self._read_owned()
         return {"step": self.step_count,
                 "state": {slot: [a.copy() for a in arrays] for slot, arrays in self.state.items()}}
 
@@ -866,6 +868,7 @@ class TrainStep(Compiled):
         for slot, arrays in state["state"].items():
             for dst, src in zip(self.state[slot], arrays):
                 np.copyto(dst, src)
+        self._owned_changed()
 
 
 def _n_leaves(tree):

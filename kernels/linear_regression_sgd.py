@@ -25,7 +25,7 @@ Calling convention (version 1)
         x = float32[256,3]
         y = float32[256,1]
 
-    Flat argument order (the pytree leaves, dict keys sorted by repr), as `run` takes them:
+    Flat argument order (the pytree leaves, dict keys sorted by repr), as the kernels take them:
 
         0   params['b']                  float32[1]
         1   params['w']                  float32[3,1]
@@ -34,7 +34,7 @@ Calling convention (version 1)
 
     then the optimizer state and runtime scalars, which the step owns:
 
-        4   lr                           float64[]
+        4   lr                           float32[]
 
     Returns the loss as a Python float; the parameters and the optimizer state are updated in place.
 
@@ -321,19 +321,14 @@ def loop_add_subtract_square_sum_multiply_6b59763cca(n0, p0, p1, p2, p3, p4, p5)
     a5[0] = acc5
 
 
-# loop_multiply_astype_ed8026fe92: multiply, astype; called by k2
-@njit("void(int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_multiply_astype_ed8026fe92(p0, p1, p2, p3):
+# loop_multiply_6b5d37d3fb: multiply; called by k2
+@njit("void(int64, int64)", **JIT_OPTIONS)
+def loop_multiply_6b5d37d3fb(p0, p1):
     a0 = f32_array(p0, 1)
-    a1 = f64_array(p1, 1)
-    a2 = f32_array(p2, 1)
-    a3 = f32_array(p3, 1)
+    a1 = f32_array(p1, 1)
     t0 = a0[0]
-    t2 = a1[0]
     t1 = t0 * f32(0.00390625)  # multiply
-    t3 = f32(t2)  # astype
-    a2[0] = t1
-    a3[0] = t3
+    a1[0] = t1
 
 
 # matmul_afd9460ca3: matmul; called by k3
@@ -396,19 +391,18 @@ def run(A, params_b, params_w, x, y, lr):
     #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
     #   linear_regression.py:39  return np.mean((pred - y) ** 2)
     loop_add_subtract_square_sum_multiply_6b59763cca(256, A + 64, params_b, y, A + 1088, A + 1152, A + 2176)
-    # k2: multiply, astype over [scalar] -> %14, %25
+    # k2: multiply over [scalar] -> %14
     #   linear_regression.py:39  return np.mean((pred - y) ** 2)
-    #   optimizer SGD
-    loop_multiply_astype_ed8026fe92(A + 1088, lr, A, A + 64)
+    loop_multiply_6b5d37d3fb(A + 1088, A)
     # k3: matmul over [3x1] -> %24
     #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
-    matmul_afd9460ca3(x, A + 1152, A + 128, 768, 256, 3, 3, 1, 256)
-    # k4: multiply, subtract over [1] -> %28
+    matmul_afd9460ca3(x, A + 1152, A + 64, 768, 256, 3, 3, 1, 256)
+    # k4: multiply, subtract over [1] -> %27
     #   optimizer SGD
-    loop_multiply_subtract_38f9527032(A + 64, A + 2176, params_b)
-    # k5: multiply, subtract over [3x1] -> %32
+    loop_multiply_subtract_38f9527032(lr, A + 2176, params_b)
+    # k5: multiply, subtract over [3x1] -> %31
     #   optimizer SGD
-    loop_multiply_subtract_a40bf8677e(3, A + 64, A + 128, params_w)
+    loop_multiply_subtract_a40bf8677e(3, lr, A + 64, params_w)
 
 
 # ================================================================================================
@@ -425,7 +419,7 @@ INPUTS = [
     ("params['w']", (3, 1), '<f4'),
     ('x', (256, 3), '<f4'),
     ('y', (256, 1), '<f4'),
-    ('lr', (), '<f8'),
+    ('lr', (), '<f4'),
 ]
 # (byte offset in the arena, or None when written in place into input i, i or None, shape, dtype)
 OUTPUTS = [
@@ -521,6 +515,17 @@ class Compiled:
         n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         return self.arena[offset:offset + n].view(dtype).reshape(shape)
 
+    def _run(self, arrays, owned=()):
+        """Run the kernels on the caller's arrays and the arrays this object owns (a train
+        step's optimizer state and runtime scalars)."""
+        run(self.address, *[_address(x) for x in arrays], *[_address(x) for x in owned])
+
+    def _owned_changed(self):
+        """(The kernels read the owned arrays where they are: nothing to do.)"""
+
+    def _read_owned(self):
+        """(The kernels write the owned arrays where they are: nothing to do.)"""
+
 
 def _result(view, fresh):
     if view.shape == ():
@@ -569,7 +574,9 @@ class TrainStep(Compiled):
         n = _n_leaves_before(ARGNUMS)
         params = INPUTS[n:n + _n_leaves(ARGS_TREE[1][ARGNUMS])]
         self.state = {slot: [np.zeros(shape, dtype) for _, shape, dtype in params] for slot in SLOTS}
-        self.scalars = {name: np.zeros((), np.float64) for name in SCALAR_NAMES}
+        first = len(INPUTS) - len(SCALAR_NAMES)  # the last inputs, in their compiled dtype
+        self.scalars = {name: np.zeros((), dtype)
+                        for name, (_, _, dtype) in zip(SCALAR_NAMES, INPUTS[first:])}
 
     @property
     def lr(self):
@@ -591,9 +598,8 @@ class TrainStep(Compiled):
             step = self.step_count + 1
             for name, value in self.hyper.scalars(step).items():
                 self.scalars[name][()] = value
-            inputs = (arrays + [a for slot in SLOTS for a in self.state[slot]]
+            self._run(arrays, [a for slot in SLOTS for a in self.state[slot]]
                       + [self.scalars[name] for name in SCALAR_NAMES])
-            run(self.address, *[_address(x) for x in inputs])
             loss = float(self.outputs[0])
             if CHECK_FINITE and not bool(self.outputs[-1]):
                 raise FloatingPointError(f"the loss ({loss}) or a gradient is not finite; "
@@ -603,6 +609,7 @@ class TrainStep(Compiled):
 
     def state_dict(self):
         """The optimizer state as plain NumPy arrays (copies): the step count and every slot."""
+        self._read_owned()
         return {"step": self.step_count,
                 "state": {slot: [a.copy() for a in arrays] for slot, arrays in self.state.items()}}
 
@@ -612,6 +619,7 @@ class TrainStep(Compiled):
         for slot, arrays in state["state"].items():
             for dst, src in zip(self.state[slot], arrays):
                 np.copyto(dst, src)
+        self._owned_changed()
 
 
 def _n_leaves(tree):

@@ -21,7 +21,7 @@ Calling convention (version 1)
         x = float32[256,3]
         y = float32[256,1]
 
-    Flat argument order (the pytree leaves, dict keys sorted by repr), as `run` takes them:
+    Flat argument order (the pytree leaves, dict keys sorted by repr), as the kernels take them:
 
         0   params['b']                  float32[1]
         1   params['w']                  float32[3,1]
@@ -474,6 +474,17 @@ class Compiled:
         n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         return self.arena[offset:offset + n].view(dtype).reshape(shape)
 
+    def _run(self, arrays, owned=()):
+        """Run the kernels on the caller's arrays and the arrays this object owns (a train
+        step's optimizer state and runtime scalars)."""
+        run(self.address, *[_address(x) for x in arrays], *[_address(x) for x in owned])
+
+    def _owned_changed(self):
+        """(The kernels read the owned arrays where they are: nothing to do.)"""
+
+    def _read_owned(self):
+        """(The kernels write the owned arrays where they are: nothing to do.)"""
+
 
 def _result(view, fresh):
     if view.shape == ():
@@ -498,7 +509,7 @@ class ValueAndGrad(Compiled):
     def __call__(self, *args):
         arrays = _leaves(NAME, args)
         with self.lock:
-            run(self.address, *[_address(x) for x in arrays])
+            self._run(arrays)
             outs = self.outputs
             value = _result(outs[0], fresh=True)
             grads, cursor = [], 1

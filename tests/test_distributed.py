@@ -205,3 +205,17 @@ def test_train_step_distributed_flag_builds_a_data_parallel_step():
     x = np.ones((4, 3), np.float32)
     assert step(p, x) == pytest.approx(9.0)
     assert np.allclose(p["w"], 1.0 - 0.1 * 2 * 3.0)  # d/dw mean((x@w)^2) = 2*(x@w)*x -> 6 each
+
+
+@needs_mpi
+def test_cuda_target_two_ranks_match_one_cpu_process(tmp_path, monkeypatch):
+    """target="cuda" (under the simulator): the device forward+backward, the allreduce of its
+    host output region, the device update: the same training as one CPU process."""
+    monkeypatch.setenv("NUMBA_ENABLE_CUDASIM", "1")
+    out = str(tmp_path / "dp_cuda.json")
+    rc, stdout, stderr, _ = mpiexec("dp_cuda.py", out)
+    assert rc == 0 and os.path.exists(out), f"rc {rc}:\n{stdout}\n{stderr[-3000:]}"
+    with open(out) as f:
+        r = json.load(f)
+    assert r["target"] == "CudaCompiled", r
+    assert r["losses"][-1] < r["losses"][0] and r["max_diff"] <= 1e-5, r

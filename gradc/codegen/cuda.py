@@ -5,20 +5,22 @@ BufferPlan as the CPU target.
   computes the fused scalar expressions (each op's `scalar`, with `np.*` math mapped to the
   device functions of gradc/codegen/cuda_rt.py) for the elements it owns, loading inputs through
   their strided index maps. Sizes and strides are literals of the kernel's source.
-- A reduction accumulates straight into its output with `cuda.atomic.add` / `max` / `min`; a
-  `fill` launch before the kernel sets the output to the reduction's identity (0, -inf, +inf).
-  Float sums are therefore in a non-deterministic order (results differ from the CPU target in
-  the last bits, and from run to run).
+- A short reduction (at most SHORT_REDUCTION elements per output) is a loop in the thread that
+  owns the output element. A longer one is a block reduction: each block owns one output element (or a chunk of the
+  elements it reduces, combined in order by a second `rows_<op>` launch when the outputs are
+  too few to fill the GPU); its threads accumulate strided elements, then combine their
+  accumulators as a tree in shared memory. The order is fixed, so results are deterministic
+  (they differ from the CPU target's sequential sums in the last bits). Reductions over
+  different axes in one fused kernel are split into one kernel per set of axes.
 - Library kernels are the shape-generic kernels of cuda_rt.py: matmul/bmm as a tiled
   shared-memory kernel for floats (one thread per output element for integers); take,
   take_along_axis, unslice, concatenate and unfold one thread per output element; the
   scatter-adds (take_grad, take_along_axis_grad, fold) one per input element, with atomics.
 - Every buffer lives in ONE device array allocated when the signature is compiled: the plan's
   arena (outputs, constants, scratch), then a slot per graph input, then small kernel constants
-  and an error flag. Each call copies the NumPy inputs into their slots, launches the kernels in
-  order, and copies back the outputs region; an output written in place into an input (a
-  train_step's parameters and optimizer state) is copied back into the caller's array, so the
-  in-place contract of train_step holds.
+  and an error flag. The driver copies inputs into their slots, launches the kernels in order,
+  and copies back the outputs region; what crosses when is decided by gradc/cuda_runtime.py
+  (a train step's optimizer state stays on the device, device-array parameters too).
 
 Importing this module does not import numba.cuda; `require_cuda` does, and says what to install
 or set when there is no CUDA.
@@ -37,9 +39,10 @@ from ..ops.elementwise import CODE_DTYPE, lit
 from ..ops.indexing import _fold
 from ..ops.linalg import _dims
 from ..ops.movement import contiguous_strides
-from ..ops.reduction import identity
+from ..ops.reduction import combine, identity
 from ..ops.registry import REDUCE
 from ..passes.memory import ALIGN, nbytes
+from ..pytree import is_device_array
 from .cpu import _collapse
 from .modules import content_name, load_module
 
@@ -72,9 +75,8 @@ def _aligned(n):
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-ATOMIC = {"sum": "add", "max": "max", "min": "min"}
-ATOMIC_DTYPES = ("float32", "float64", "int32", "int64")
-PER_DTYPE = ("floor", "ceil", "sign")  # device functions that keep their argument's dtype
+PER_DTYPE = ("floor", "ceil", "sign", "sin", "cos")  # device functions, one per argument dtype
+SHORT_REDUCTION = 64  # reductions of at most this many elements: a thread per output element
 
 
 class Buf:
@@ -96,6 +98,8 @@ class Launch:
         self.kernel, self.args, self.total = kernel, args, int(total)
         self.generated, self.comment = generated, comment
         self.threads = threads  # a fixed block size (the tiled matmul's TILE x TILE)
+        self.sources = ()  # the user's file:line of the ops it runs
+        self.size_source = None  # (work items, block size) as source, where they depend on TILE
 
 
 def _cuda_expr(node, expr):
@@ -114,6 +118,70 @@ def _cuda_expr(node, expr):
         return f"cu_{name}"
 
     return re.sub(r"\bnp\.(\w+)", sub, expr)
+
+
+class _LoopWriter:
+    """Source lines of a loop kernel over collapsed loop dims `sizes` (loop variables i0, i1...)."""
+
+    def __init__(self, sizes, local):
+        self.sizes, self.local, self.lines = sizes, local, []
+        self.total = int(np.prod(sizes, dtype=np.int64)) if sizes else 1
+
+    def line(self, depth, text):
+        self.lines.append("    " * depth + text)
+
+    def split(self, depth, var, dims):
+        """Loop variables of `dims` (row-major) from the flat index `var`."""
+        dims = list(dims)
+        if not dims:
+            return
+        if len(dims) == 1:
+            self.line(depth, f"i{dims[0]} = {var}")
+            return
+        self.line(depth, f"r = {var}")
+        for k, l in enumerate(reversed(dims)):
+            if k == len(dims) - 1:
+                self.line(depth, f"i{l} = r")
+            else:
+                self.line(depth, f"i{l} = r % {self.sizes[l]}")
+                self.line(depth, f"r = r // {self.sizes[l]}")
+
+    def index(self, acc):
+        offset, strides = acc[1], acc[2]
+        terms = [f"i{l} * {s}" if s != 1 else f"i{l}" for l, s in enumerate(strides) if s != 0]
+        if offset or not terms:
+            terms.insert(0, str(offset))
+        return " + ".join(terms)
+
+    def loads(self, depth, accesses):
+        for acc in accesses:
+            if acc[3] == "load":
+                self.line(depth, f"{acc[4]} = {acc[0]}[{self.index(acc)}]")
+
+    def accumulate(self, loop, red, accesses, body, reductions):
+        """At depth 2: start an accumulator per reduction, then `for q in <loop>` over the
+        reduced elements (dims `red`): loads, the fused work, plain stores, accumulate."""
+        for j, acc in enumerate(reductions):
+            node = acc[4]
+            self.line(2, f"acc{j} = {lit(identity(node.op, node.output.dtype), node.output.dtype)}")
+        self.line(2, f"for q in {loop}:")
+        self.split(3, "q", red)
+        self.loads(3, accesses)
+        self.compute(3, body)
+        for acc in accesses:
+            if acc[3] == "store" and acc[4].opdef.kind != REDUCE:
+                self.line(3, f"{acc[0]}[{self.index(acc)}] = {self.local[acc[4].output.id]}")
+        for j, acc in enumerate(reductions):
+            node = acc[4]
+            step = combine(node.op, f"acc{j}", self.local[node.inputs[0].id])
+            self.line(3, f"acc{j} = {_cuda_expr(node, step)}")
+
+    def compute(self, depth, body):
+        for node, name in body:
+            if node.opdef.kind != REDUCE:
+                args = [self.local[x.id] for x in node.inputs]
+                expr = node.opdef.scalar(node.output.dtype, *args, **node.attr)
+                self.line(depth, f"{name} = {_cuda_expr(node, expr)}  # {node.op}")
 
 
 class CudaProgram:
@@ -170,6 +238,11 @@ class CudaProgram:
 
     # --- loop kernels ----------------------------------------------------------------------
     def _loop(self, kernel):
+        """A fused loop kernel. Without reductions: one thread per element of the flattened
+        iteration space. With reductions: a block per output element (or per chunk of its
+        reduced elements, then a `rows_<op>` pass), reducing in shared memory in a fixed order,
+        so results are deterministic; reductions over different axes in one fused kernel become
+        one such kernel per set of axes (each recomputing the kernel's elementwise work)."""
         fusion = self.fusion
         arrays = {}  # base id -> (name, Buf)
         local = {}
@@ -202,77 +275,138 @@ class CudaProgram:
             local[node.output.id] = name
             body.append((node, name))
 
-        fills = []
         stored = {v.id for v in kernel.stores}
         for node in kernel.nodes:
             v = node.output
-            if v.id not in stored:
-                continue
-            arr = array_for(v)
-            if node.opdef.kind == REDUCE:
-                if v.dtype.name not in ATOMIC_DTYPES:
-                    raise CompileError(f"{node.op} of {v.dtype.name} values has no CUDA kernel "
-                                       "(atomics take float32/64 and int32/64); cast first",
-                                       source=node.source)
-                strides = tuple(0 if d in node.attr["axes"] else s
-                                for d, s in enumerate(contiguous_strides(v.shape)))
-                start = np.array(identity(node.op, v.dtype), v.dtype)[()]
-                fills.append(Launch("fill", [arrays[v.id][1], v.size, start], v.size,
-                                    comment=f"{node.op} identity"))
-            else:
-                strides = contiguous_strides(kernel.shape)
-            accesses.append([arr, 0, strides, "store", node])
+            if v.id in stored:
+                strides = (tuple(0 if d in node.attr["axes"] else s
+                                 for d, s in enumerate(contiguous_strides(v.shape)))
+                           if node.opdef.kind == REDUCE else contiguous_strides(kernel.shape))
+                accesses.append([array_for(v), 0, strides, "store", node])
 
         sizes, collapsed = _collapse(kernel.shape, [a[2] for a in accesses])
-        loopvars = [f"i{l}" for l in range(len(sizes))]
-
-        def index(offset, strides):
-            terms = [f"{i} * {s}" if s != 1 else i for i, s in zip(loopvars, strides) if s != 0]
-            if offset or not terms:
-                terms.insert(0, str(offset))
-            return " + ".join(terms)
-
-        total = int(np.prod(sizes, dtype=np.int64)) if sizes else 1
-        lines = [f"    for e in range(cuda.grid(1), {total}, cuda.gridsize(1)):"]
-        emit = lambda text: lines.append("        " + text)  # noqa: E731
-        if sizes:
-            emit("r = e")
-            for l in reversed(range(len(sizes))):
-                if l == 0:
-                    emit(f"{loopvars[l]} = r")
-                else:
-                    emit(f"{loopvars[l]} = r % {sizes[l]}")
-                    emit(f"r = r // {sizes[l]}")
         for acc, cs in zip(accesses, collapsed):
-            if acc[3] == "load":
-                emit(f"{acc[4]} = {acc[0]}[{index(acc[1], cs)}]")
-        for node, name in body:
-            if node.opdef.kind == REDUCE:
-                continue
-            expr = node.opdef.scalar(node.output.dtype, *[local[x.id] for x in node.inputs], **node.attr)
-            emit(f"{name} = {_cuda_expr(node, expr)}  # {node.op}")
-        for acc, cs in zip(accesses, collapsed):
-            if acc[3] != "store":
-                continue
-            node = acc[4]
-            where = index(acc[1], cs)
-            if node.opdef.kind == REDUCE:
-                code = CODE_DTYPE[node.output.dtype.name]
-                emit(f"cuda.atomic.{ATOMIC[node.op]}({acc[0]}, {where}, "
-                     f"{code}({local[node.inputs[0].id]}))  # {node.op}")
-            else:
-                emit(f"{acc[0]}[{where}] = {local[node.output.id]}")
-
+            acc[2] = tuple(cs)
+        # group the reductions by the loop dims they reduce over (none: a reduction of size-1
+        # axes only, a copy); each group is one kernel, the first also does the plain stores
+        groups = {}
+        for acc in accesses:
+            if acc[3] == "store" and acc[4].opdef.kind == REDUCE:
+                red = tuple(l for l, st in enumerate(acc[2]) if st == 0)
+                groups.setdefault(red, []).append(acc)
+        plain = [acc for acc in accesses if acc[3] == "load" or acc[4].opdef.kind != REDUCE]
         ops = [n.op for n, _ in body]
         title = "_".join(dict.fromkeys(o for o in ops if o not in ("copy", "alias")))[:40].rstrip("_")
-        name = f"k{kernel.index}_{title or 'copy'}"
-        params = [n for n, _ in arrays.values()]
-        source = "@cuda.jit\n" + f"def {name}({', '.join(params)}):\n" + "\n".join(lines) + "\n"
-        self.kernel_sources.append((name, source))
         shape = "x".join(str(d) for d in kernel.shape) or "scalar"
-        self.launches += fills
-        self.launches.append(Launch(name, [b for _, b in arrays.values()], total, generated=True,
-                                    comment=f"{kernel.name}: {', '.join(dict.fromkeys(ops))} over [{shape}]"))
+        parts = list(groups.items()) or [((), [])]
+        for k, (red, reductions) in enumerate(parts):
+            part = (plain if k == 0 else [a for a in plain if a[3] == "load"]) + reductions
+            name = f"k{kernel.index}{'abcdefghijklmnopqrstuvwxyz'[k] if len(parts) > 1 else ''}_{title or 'copy'}"
+            w = _LoopWriter(sizes, local)
+            kernel_arrays = dict(arrays)
+            n_red = int(np.prod([sizes[l] for l in red], dtype=np.int64))
+            if red and n_red <= SHORT_REDUCTION:
+                self._thread_reduction(w, part, body, red)
+                launches = [Launch(name, [b for _, b in kernel_arrays.values()],
+                                   w.total // n_red, generated=True)]
+            elif red:
+                blocks, passes = self._block_reduction(w, part, body, red, kernel_arrays)
+                launch = Launch(name, [b for _, b in kernel_arrays.values()],
+                                blocks * w.red_threads, generated=True, threads=w.red_threads)
+                launch.size_source = (f"{blocks} * RED_THREADS", "RED_THREADS")
+                launches = [launch] + passes
+            else:
+                self._flat(w, part, body)
+                launches = [Launch(name, [b for _, b in kernel_arrays.values()], w.total,
+                                   generated=True)]
+            params = [n for n, _ in kernel_arrays.values()]
+            source = "@cuda.jit\n" + f"def {name}({', '.join(params)}):\n" + "\n".join(w.lines) + "\n"
+            self.kernel_sources.append((name, source))
+            for launch in launches:
+                if launch.generated:
+                    launch.comment = f"{kernel.name}: {', '.join(dict.fromkeys(ops))} over [{shape}]"
+                launch.sources = tuple(dict.fromkeys(n.source for n in kernel.nodes))
+            self.launches += launches
+
+    def _flat(self, w, accesses, body):
+        """One thread per element of the flattened iteration space (a reduction here reduces
+        only size-1 axes: a copy)."""
+        w.line(1, f"for e in range(cuda.grid(1), {w.total}, cuda.gridsize(1)):")
+        w.split(2, "e", range(len(w.sizes)))
+        w.loads(2, accesses)
+        w.compute(2, body)
+        for acc in accesses:
+            if acc[3] == "store":
+                node = acc[4]
+                value = w.local[(node.inputs[0] if node.opdef.kind == REDUCE else node.output).id]
+                w.line(2, f"{acc[0]}[{w.index(acc)}] = {value}  # {node.op}")
+
+    def _thread_reduction(self, w, accesses, body, red):
+        """A short reduction: one thread per output element loops over what it reduces."""
+        kept = [l for l in range(len(w.sizes)) if l not in red]
+        n_out = w.total // int(np.prod([w.sizes[l] for l in red], dtype=np.int64))
+        reductions = [acc for acc in accesses if acc[3] == "store" and acc[4].opdef.kind == REDUCE]
+        w.line(1, f"for o in range(cuda.grid(1), {n_out}, cuda.gridsize(1)):")
+        w.split(2, "o", kept)
+        w.accumulate(f"range({w.total // n_out})", red, accesses, body, reductions)
+        for j, acc in enumerate(reductions):
+            w.line(2, f"{acc[0]}[{w.index(acc)}] = acc{j}  # {acc[4].op}")
+
+    def _block_reduction(self, w, accesses, body, red, arrays):
+        """Block `b` reduces chunk `b % chunks` of output element `b // chunks`: its threads
+        stride over the chunk, then combine their accumulators in shared memory. Returns
+        (blocks, the launches of the second pass that combines chunks)."""
+        from .cuda_rt import RED_THREADS
+        w.red_threads = RED_THREADS
+        kept = [l for l in range(len(w.sizes)) if l not in red]
+        n_out = int(np.prod([w.sizes[l] for l in kept], dtype=np.int64))
+        n_red = int(np.prod([w.sizes[l] for l in red], dtype=np.int64))
+        # chunks: enough blocks to fill a GPU, each thread still summing a few elements
+        chunks = max(1, min(-(-n_red // (4 * 128)), -(-512 // n_out)))
+        chunk = -(-n_red // chunks)
+        chunks = -(-n_red // chunk)
+        reductions = [acc for acc in accesses if acc[3] == "store" and acc[4].opdef.kind == REDUCE]
+        passes = []
+        for j, acc in enumerate(reductions):
+            v = acc[4].output
+            w.line(1, f"sh{j} = cuda.shared.array(RED_THREADS, {CODE_DTYPE[v.dtype.name]})"
+                      f"  # {acc[4].op}")
+            if chunks > 1:
+                partial = Buf(self._cursor, v.dtype, n_out * chunks)
+                self._cursor += _aligned(n_out * chunks * v.dtype.itemsize)
+                arrays[("partial", j)] = (f"p{j}", partial)
+                passes.append(Launch(f"rows_{acc[4].op}", [arrays[v.id][1], partial, n_out, chunks],
+                                     n_out, comment=f"{acc[4].op}: combine {chunks} chunks"))
+        w.line(1, "t = cuda.threadIdx.x")
+        w.line(1, f"for b in range(cuda.blockIdx.x, {n_out * chunks}, cuda.gridDim.x):")
+        if chunks > 1:
+            w.line(2, f"o = b // {chunks}")
+            w.line(2, f"start = (b - o * {chunks}) * {chunk}")
+            # (no builtin min: Numba's own CUDA target fails to type it)
+            w.line(2, f"stop = start + {chunk} if start + {chunk} < {n_red} else {n_red}")
+            stop = "stop"
+        else:
+            w.line(2, "o = b")
+            w.line(2, "start = 0")
+            stop = str(n_red)
+        w.split(2, "o", kept)
+        w.accumulate(f"range(start + t, {stop}, RED_THREADS)", red, accesses, body, reductions)
+        for j, _ in enumerate(reductions):
+            w.line(2, f"sh{j}[t] = acc{j}")
+        w.line(2, "cuda.syncthreads()")
+        w.line(2, "s = RED_THREADS // 2")
+        w.line(2, "while s > 0:  # a tree over the block's accumulators, in a fixed order")
+        w.line(3, "if t < s:")
+        for j, acc in enumerate(reductions):
+            w.line(4, f"sh{j}[t] = {_cuda_expr(acc[4], combine(acc[4].op, f'sh{j}[t]', f'sh{j}[t + s]'))}")
+        w.line(3, "cuda.syncthreads()")
+        w.line(3, "s //= 2")
+        w.line(2, "if t == 0:")
+        for j, acc in enumerate(reductions):
+            target = f"p{j}[b]" if chunks > 1 else f"{acc[0]}[{w.index(acc)}]"
+            w.line(3, f"{target} = sh{j}[0]  # {acc[4].op}")
+        w.line(2, "cuda.syncthreads()  # (the next output reuses the shared arrays)")
+        return n_out * chunks, passes
 
     # --- library kernels -------------------------------------------------------------------
     def _library(self, kernel):
@@ -285,6 +419,7 @@ class CudaProgram:
         ins = [self._view(x) for x in node.inputs]
         for launch in emitter(self, node, out, ins):
             launch.comment = launch.comment or f"{kernel.name}: {node.op} ({node.source})"
+            launch.sources = (node.source,)
             self.launches.append(launch)
 
     def error_code(self, node):
@@ -307,6 +442,12 @@ class CudaProgram:
     def describe(self):
         return "\n".join(f"{l.kernel}[{l.total}]  # {l.comment}" for l in self.launches)
 
+    @property
+    def driver_source(self):
+        """What `gradc explain` shows: the launches in order, then the loop kernels' module."""
+        return "# launches, in order: kernel[work items]  # what it computes\n" + \
+            self.describe() + "\n\n" + self.module_source
+
 
 # threads per block, and the most blocks a launch uses (grid-stride loops cover the rest); the
 # simulator runs every thread as a Python thread, so it gets small launches
@@ -323,7 +464,9 @@ class CudaDriver:
         self.program, self.cuda = program, cuda
         from numba import config
         simulator = bool(config.ENABLE_CUDASIM)
-        self.arena = cuda.device_array(max(program.device_bytes, 1), np.uint8)
+        # zeroed once: the alignment padding between outputs is copied back with them and must
+        # read as zero (gradc.distributed allreduces the region, padding and all)
+        self.arena = cuda.to_device(np.zeros(max(program.device_bytes, 1), np.uint8))
         views = {}
 
         def view(buf):
@@ -345,12 +488,10 @@ class CudaDriver:
             view(buf).copy_to_device(array.reshape(-1))
         plan = program.plan
         self.outputs_region = self.arena[:plan.output_bytes] if plan.output_bytes else None
-        graph = program.fusion.graph
-        self.writeback = [(i, self.inputs[i]) for i, v in enumerate(graph.inputs)
-                          if any(a.id == v.id for a in plan.aliases.values())]
         self.err = view(program.err)
         self.checks_errors = bool(program.err_sources)
         self._err_host = np.zeros(1, np.int32)
+        self.copied = [0, 0]  # bytes copied host to device, device to host (over all calls)
 
     def upload_constants(self, host_arena):
         """Copy the plan's constants (laid out in the host arena by Compiled) to the device."""
@@ -359,15 +500,29 @@ class CudaDriver:
             lo, hi = plan.output_bytes, plan.output_bytes + plan.constant_bytes
             self.arena[lo:hi].copy_to_device(host_arena[lo:hi])
 
-    def __call__(self, host_arena, leaves):
-        for dev, x in zip(self.inputs, leaves):
-            dev.copy_to_device(x.reshape(-1))
+    def upload(self, i, x):
+        """Input i's values from a host array (C-contiguous, its dtype) or a device array."""
+        self.inputs[i].copy_to_device(x.reshape(-1))
+        if not is_device_array(x):
+            self.copied[0] += x.nbytes
+
+    def download(self, i, x):
+        """Input i's device values (after a step: the new values of an in-place output) into
+        the host or device array x."""
+        if is_device_array(x):
+            x.reshape(-1).copy_to_device(self.inputs[i])
+        else:
+            self.inputs[i].copy_to_host(x.reshape(-1))
+            self.copied[1] += x.nbytes
+
+    def launch(self, host_arena):
+        """Run every kernel in order, then copy the outputs region (the values that are not
+        written in place: a loss, gradients, a jit's results) into the host arena."""
         for kernel, args in self.calls:
             kernel(*args)
         if self.outputs_region is not None:
             self.outputs_region.copy_to_host(host_arena[:self.program.plan.output_bytes])
-        for i, dev in self.writeback:  # in-place outputs: back into the caller's arrays
-            dev.copy_to_host(leaves[i].reshape(-1))
+            self.copied[1] += self.program.plan.output_bytes
         if self.checks_errors:
             self.err.copy_to_host(self._err_host)
             code = int(self._err_host[0])
@@ -401,10 +556,12 @@ def _matmul(prog, node, out, ins):
     args = [out, ins[0], ins[1], batch, m, n, k, ta, tb, *steps, _zero(node)]
     dtype = node.output.dtype.name
     if dtype in ("float32", "float64"):  # shared-memory tiles (cuda_rt.matmul_tiled_*)
-        from .cuda_rt import TILE
-        tiles = batch * -(-m // TILE) * -(-n // TILE)
-        return [Launch(f"matmul_tiled_{CODE_DTYPE[dtype]}", args, tiles * TILE * TILE,
-                       threads=TILE * TILE)]
+        from .cuda_rt import TILE, tiled_items
+        launch = Launch(f"matmul_tiled_{CODE_DTYPE[dtype]}", args, tiled_items(batch, m, n),
+                        threads=TILE * TILE)
+        # TILE differs under the simulator: a generated module sizes the launch when it loads
+        launch.size_source = (f"tiled_items({batch}, {m}, {n})", "TILE * TILE")
+        return [launch]
     return [Launch("matmul", args, batch * m * n)]
 
 
@@ -457,18 +614,77 @@ def _windows(prog, node, out, ins):
     return [_fill_zero(out, node), Launch("fold", [out, ins[0], size, *geometry], size)]
 
 
+def _conv(prog, node, out, ins):
+    """conv2d and its two gradients, one thread per output element (cuda_rt.conv2d...)."""
+    a = node.attr
+    if node.op == "conv2d":
+        (x, w), kh, kw = node.inputs, node.inputs[1].shape[2], node.inputs[1].shape[3]
+        n, c, h, wd = x.shape
+        o, oh, ow = w.shape[0], *node.output.shape[2:]
+    elif node.op == "conv2d_grad_input":
+        (g, w), (n, c, h, wd) = node.inputs, a["x_shape"]
+        kh, kw, o, oh, ow = w.shape[2], w.shape[3], g.shape[1], g.shape[2], g.shape[3]
+    else:  # conv2d_grad_weight(x, g)
+        (x, g), kh, kw = node.inputs, a["kh"], a["kw"]
+        n, c, h, wd = x.shape
+        o, oh, ow = g.shape[1], g.shape[2], g.shape[3]
+    geometry = [n, c, h, wd, oh, ow, o, kh, kw, a["sh"], a["sw"], a["ph"], a["pw"]]
+    return [Launch(node.op, [out, *ins, *geometry, _zero(node)], node.output.size)]
+
+
+def _pool_argmax(prog, node, out, ins):
+    n, c, h, w = node.inputs[0].shape
+    oh, ow = node.output.shape[2:]
+    a = node.attr
+    return [Launch("pool_argmax", [out, ins[0], n * c, h, w, oh, ow, a["kh"], a["kw"], a["sh"],
+                                   a["sw"], a["ph"], a["pw"]], node.output.size)]
+
+
 LIBRARY = {
     "matmul": _matmul, "bmm": _matmul,
     "take": _gather, "take_grad": _gather,
     "take_along_axis": _gather, "take_along_axis_grad": _gather,
     "unslice": _unslice, "concatenate": _concatenate,
     "unfold": _windows, "fold": _windows,
+    "conv2d": _conv, "conv2d_grad_input": _conv, "conv2d_grad_weight": _conv,
+    "pool_argmax": _pool_argmax,
 }
 
 
-def kernel_ptx(program):
+def kernel_ptx(program, cc=None):
     """[(kernel name, PTX)] of every kernel a program launches, compiled for the argument types
-    of its launch (needs the CUDA compiler: not under the simulator)."""
+    of its launch and compute capability `cc` (default: the GPU's, or (9, 0) where there is
+    none: the CUDA compiler, NVVM, is needed, not a GPU; not under the simulator)."""
+    from numba import cuda
+    try:
+        device_cc = cuda.get_current_device().compute_capability
+    except Exception:  # noqa: BLE001 - no driver or no GPU: compile for an H100/H200
+        with _no_device(cc or (9, 0)):
+            return _kernel_ptx(program, cc or (9, 0))
+    return _kernel_ptx(program, cc or device_cc)
+
+
+class _no_device:
+    """numba-cuda compiles the device functions a kernel calls for the current GPU's compute
+    capability even inside `compile_ptx(cc=...)`; without a GPU, say it is `cc` meanwhile."""
+
+    def __init__(self, cc):
+        self.cc = cc
+
+    def __enter__(self):
+        import types as pytypes
+
+        from numba.cuda import dispatcher
+        self.module, self.saved = dispatcher, getattr(dispatcher, "get_current_device", None)
+        if self.saved is not None:
+            dispatcher.get_current_device = lambda: pytypes.SimpleNamespace(compute_capability=self.cc)
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            self.module.get_current_device = self.saved
+
+
+def _kernel_ptx(program, cc):
     from numba import cuda, from_dtype, types
 
     from . import cuda_rt
@@ -490,6 +706,6 @@ def kernel_ptx(program):
         if (launch.kernel, sig) in seen:
             continue
         seen.add((launch.kernel, sig))
-        ptx, _ = cuda.compile_ptx(fn.py_func, sig)
+        ptx, _ = cuda.compile_ptx(fn.py_func, sig, cc=cc)
         out.append((launch.kernel, ptx))
     return out

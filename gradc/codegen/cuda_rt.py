@@ -33,6 +33,94 @@ def min2(a, b):
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 
+
+# --- float32 sin and cos ----------------------------------------------------------------------
+# libdevice's sinf/cosf reduce large arguments (|x| > 105615) in double precision; these reduce
+# in float32 and 64-bit integers only, so a float32 graph's PTX has no .f64. Accuracy: at most
+# 2.3 ulp against the exact result over all float32 inputs sampled (tests/test_cuda_trig.py).
+def _two_over_pi_words(n_words):
+    """The first 32 * n_words bits of 2/pi after the binary point, as 32-bit words, computed
+    with Python integers (Machin's formula for pi)."""
+    bits = 32 * n_words + 64
+
+    def atan_inv(k):  # atan(1/k) * 2**bits
+        total, term, n, sign = 0, (1 << bits) // k, 1, 1
+        while term:
+            total += sign * (term // n)
+            term //= k * k
+            n, sign = n + 2, -sign
+        return total
+
+    t = ((2 << (2 * bits)) // (16 * atan_inv(5) - 4 * atan_inv(239))) >> 64
+    return [(t >> (32 * (n_words - 1 - i))) & 0xFFFFFFFF for i in range(n_words)]
+
+
+# two zero words first: the window of a small argument starts before the first bit of 2/pi
+TWO_OVER_PI = np.array([0, 0] + _two_over_pi_words(8), np.int64)
+PIO2_HI = f32(np.pi / 2)  # pi/2 in three float32 pieces
+PIO2_MID = f32(np.pi / 2 - float(PIO2_HI))
+PIO2_LO = f32(np.pi / 2 - float(PIO2_HI) - float(PIO2_MID))
+
+
+def fmaf_host(a, b, c):
+    """a * b + c of float32s, the product exact in float64 (libdevice's fmaf on the GPU; this
+    stands in for it on the host, in tests)."""
+    return f32(f64(a) * f64(b) + f64(c))
+
+
+fmaf = fmaf_host
+
+
+def trig_reduce_f32(x):
+    """(q, r) with x = (4n + q) * pi/2 + r, |r| <= pi/4 (about)."""
+    if abs(x) <= f32(1000.0):  # Cody-Waite: three fused steps, exact enough for small k
+        k = i64(math.floor(x * f32(0.636619772) + f32(0.5)))
+        kf = f32(k)
+        r = fmaf(-kf, PIO2_HI, x)
+        r = fmaf(-kf, PIO2_MID, r)
+        return k & 3, fmaf(-kf, PIO2_LO, r)
+    # Payne-Hanek in integers: |x| = m * 2**e (m < 2**24) times the 96 bits of 2/pi that
+    # matter; bits 94-95 of the product are the quadrant, bits 32-93 the fraction
+    mant, exp = math.frexp(abs(x))
+    m = i64(mant * f32(16777216.0))
+    start = exp - 24 - 2 + 64  # the window's first bit, counting the two zero words
+    j, s = start >> 5, start & 31
+    w0 = ((TWO_OVER_PI[j] << s) | (TWO_OVER_PI[j + 1] >> (32 - s))) & 0xFFFFFFFF
+    w1 = ((TWO_OVER_PI[j + 1] << s) | (TWO_OVER_PI[j + 2] >> (32 - s))) & 0xFFFFFFFF
+    w2 = ((TWO_OVER_PI[j + 2] << s) | (TWO_OVER_PI[j + 3] >> (32 - s))) & 0xFFFFFFFF
+    mid = m * w1 + ((m * w2) >> 32)
+    hi = m * w0 + (mid >> 32)
+    q = (hi >> 30) & 3
+    frac = ((hi & 0x3FFFFFFF) << 32) | (mid & 0xFFFFFFFF)  # 62 bits after the point
+    if frac >= (1 << 61):  # past half way: the next quadrant, a negative remainder
+        frac -= 1 << 62
+        q = (q + 1) & 3
+    f = f32(frac) * f32(2.0 ** -62)
+    r = fmaf(f, PIO2_HI, f * PIO2_MID)
+    if x < 0:
+        return (-q) & 3, -r
+    return q, r
+
+
+def sincos_f32(x, shift):
+    """sin(x) (shift 0) or cos(x) (shift 1) of a float32: Cephes' minimax polynomials on the
+    reduced argument."""
+    if not abs(x) < f32(np.inf):
+        return x - x  # nan for inf and nan
+    if shift == 0 and abs(x) < f32(2.0 ** -12):
+        return x  # sin(x) rounds to x (keeps -0.0)
+    q, r = trig_reduce_f32(x)
+    q = (q + shift) & 3
+    z = r * r
+    if q & 1:
+        p = f32(1.0) - f32(0.5) * z + z * z * (f32(4.166664568298827e-2) + z * (
+            f32(-1.388731625493765e-3) + z * f32(2.443315711809948e-5)))
+    else:
+        p = r + r * z * (f32(-1.6666654611e-1) + z * (f32(8.3321608736e-3)
+                                                     + z * f32(-1.9515295891e-4)))
+    return -p if q & 2 else p
+
+
 if SIMULATOR:
     # Under the simulator device functions run as Python on NumPy scalars: NumPy's ufuncs give
     # the IEEE results (log(0) = -inf, sqrt(-1) = nan) where the math module would raise.
@@ -42,8 +130,10 @@ if SIMULATOR:
                 return f(x)
         return cuda.jit(device=True)(apply)
 
-    cu_exp, cu_log, cu_log1p, cu_expm1, cu_tanh, cu_sin, cu_cos, cu_sqrt = map(_ufunc, (
-        np.exp, np.log, np.log1p, np.expm1, np.tanh, np.sin, np.cos, np.sqrt))
+    cu_exp, cu_log, cu_log1p, cu_expm1, cu_tanh, cu_sqrt = map(_ufunc, (
+        np.exp, np.log, np.log1p, np.expm1, np.tanh, np.sqrt))
+    cu_sin_f32 = cu_sin_f64 = _ufunc(np.sin)
+    cu_cos_f32 = cu_cos_f64 = _ufunc(np.cos)
     cu_floor_f32 = cu_floor_f64 = _ufunc(np.floor)
     cu_ceil_f32 = cu_ceil_f64 = _ufunc(np.ceil)
     cu_sign_f32 = cu_sign_f64 = cu_sign_i64 = cu_sign_i32 = _ufunc(np.sign)
@@ -71,12 +161,24 @@ else:
     def cu_tanh(x):
         return math.tanh(x)
 
+    fmaf = libdevice.fmaf
+    trig_reduce_f32 = cuda.jit(device=True)(trig_reduce_f32)
+    sincos_f32 = cuda.jit(device=True)(sincos_f32)
+
     @cuda.jit(device=True)
-    def cu_sin(x):
+    def cu_sin_f32(x):
+        return sincos_f32(x, 0)
+
+    @cuda.jit(device=True)
+    def cu_cos_f32(x):
+        return sincos_f32(x, 1)
+
+    @cuda.jit(device=True)
+    def cu_sin_f64(x):
         return math.sin(x)
 
     @cuda.jit(device=True)
-    def cu_cos(x):
+    def cu_cos_f64(x):
         return math.cos(x)
 
     @cuda.jit(device=True)
@@ -124,6 +226,39 @@ def fill(out, n, value):
         out[t] = value
 
 
+# Block reductions (gradc/codegen/cuda.py): threads per block, a power of two; the simulator
+# runs each thread as a Python thread, so its blocks are small
+RED_THREADS = 32 if SIMULATOR else 128
+
+
+@cuda.jit
+def rows_sum(out, partial, rows, width):
+    """out[o] = the sum of partial[o * width : (o + 1) * width], in order."""
+    for o in range(cuda.grid(1), rows, cuda.gridsize(1)):
+        acc = partial[o * width]
+        for c in range(1, width):
+            acc += partial[o * width + c]
+        out[o] = acc
+
+
+@cuda.jit
+def rows_max(out, partial, rows, width):
+    for o in range(cuda.grid(1), rows, cuda.gridsize(1)):
+        acc = partial[o * width]
+        for c in range(1, width):
+            acc = max2(acc, partial[o * width + c])
+        out[o] = acc
+
+
+@cuda.jit
+def rows_min(out, partial, rows, width):
+    for o in range(cuda.grid(1), rows, cuda.gridsize(1)):
+        acc = partial[o * width]
+        for c in range(1, width):
+            acc = min2(acc, partial[o * width + c])
+        out[o] = acc
+
+
 @cuda.jit
 def copy_rows(out, x, n_outer, width, row, col):
     """out[a * row + col + b] = x[a * width + b]: one input of a concatenate."""
@@ -155,6 +290,11 @@ def matmul(out, x, y, batch, m, n, k, ta, tb, a_step, b_step, zero):
 # staging TILE-wide panels of op(x) and op(y) in shared memory; blocks stride over the tiles
 # (of every batch), so each thread of a block runs the same number of tiles and syncs.
 TILE = 8 if SIMULATOR else 16
+
+
+def tiled_items(batch, m, n):
+    """Work items of a tiled matmul launch: a TILE x TILE block per output tile."""
+    return batch * -(-m // TILE) * -(-n // TILE) * TILE * TILE
 
 
 def _tiled_matmul(dtype):
@@ -300,3 +440,99 @@ def fold(out, g, size, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW):
         src, inside = _window(e, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW)
         if inside:
             cuda.atomic.add(out, src, g[e])
+
+
+# --- direct convolution and max pooling (gradc/ops/conv.py): one thread per output element,
+# summing in a fixed order (deterministic, no atomics); NCHW images, OCKK weights
+@cuda.jit
+def conv2d(out, x, w, N, C, H, W, OH, OW, O, KH, KW, SH, SW, PH, PW, zero):
+    """out[n,o,a,b] = sum over c,i,j of w[o,c,i,j] * x[n,c,a*SH-PH+i,b*SW-PW+j] (zero outside)."""
+    for e in range(cuda.grid(1), N * O * OH * OW, cuda.gridsize(1)):
+        b = e % OW
+        a = (e // OW) % OH
+        o = (e // (OW * OH)) % O
+        n = e // (OW * OH * O)
+        acc = zero
+        for c in range(C):
+            for i in range(KH):
+                y = a * SH - PH + i
+                if y < 0 or y >= H:
+                    continue
+                for j in range(KW):
+                    z = b * SW - PW + j
+                    if z >= 0 and z < W:
+                        acc += w[((o * C + c) * KH + i) * KW + j] * x[((n * C + c) * H + y) * W + z]
+        out[e] = acc
+
+
+@cuda.jit
+def conv2d_grad_input(out, g, w, N, C, H, W, OH, OW, O, KH, KW, SH, SW, PH, PW, zero):
+    """out[n,c,y,z] = sum of w[o,c,i,j] * g[n,o,a,b] over the outputs (a, b) whose window
+    reads pixel (y, z): a*SH - PH + i == y, b*SW - PW + j == z."""
+    for e in range(cuda.grid(1), N * C * H * W, cuda.gridsize(1)):
+        z = e % W
+        y = (e // W) % H
+        c = (e // (W * H)) % C
+        n = e // (W * H * C)
+        acc = zero
+        for o in range(O):
+            for i in range(KH):
+                ta = y + PH - i
+                if ta < 0 or ta % SH != 0 or ta // SH >= OH:
+                    continue
+                for j in range(KW):
+                    tb = z + PW - j
+                    if tb >= 0 and tb % SW == 0 and tb // SW < OW:
+                        acc += (w[((o * C + c) * KH + i) * KW + j]
+                                * g[((n * O + o) * OH + ta // SH) * OW + tb // SW])
+        out[e] = acc
+
+
+@cuda.jit
+def conv2d_grad_weight(out, x, g, N, C, H, W, OH, OW, O, KH, KW, SH, SW, PH, PW, zero):
+    """out[o,c,i,j] = sum over n,a,b of g[n,o,a,b] * x[n,c,a*SH-PH+i,b*SW-PW+j] (inside)."""
+    for e in range(cuda.grid(1), O * C * KH * KW, cuda.gridsize(1)):
+        j = e % KW
+        i = (e // KW) % KH
+        c = (e // (KW * KH)) % C
+        o = e // (KW * KH * C)
+        acc = zero
+        for n in range(N):
+            for a in range(OH):
+                y = a * SH - PH + i
+                if y < 0 or y >= H:
+                    continue
+                for b in range(OW):
+                    z = b * SW - PW + j
+                    if z >= 0 and z < W:
+                        acc += g[((n * O + o) * OH + a) * OW + b] * x[((n * C + c) * H + y) * W + z]
+        out[e] = acc
+
+
+@cuda.jit
+def pool_argmax(out, x, planes, H, W, OH, OW, KH, KW, SH, SW, PH, PW):
+    """out[p,a,b] = the in-plane index y*W + z of window (a, b)'s maximum: the first in
+    row-major order, a NaN over any number (the last NaN); padding is never picked."""
+    for e in range(cuda.grid(1), planes * OH * OW, cuda.gridsize(1)):
+        b = e % OW
+        a = (e // OW) % OH
+        xp = (e // (OW * OH)) * H * W
+        y0 = a * SH - PH
+        z0 = b * SW - PW
+        # the window's rows and columns inside the image (no builtin min/max: Numba's own
+        # CUDA target fails to type them)
+        i_lo = -y0 if y0 < 0 else 0
+        j_lo = -z0 if z0 < 0 else 0
+        i_hi = KH if KH < H - y0 else H - y0
+        j_hi = KW if KW < W - z0 else W - z0
+        best_t = (y0 + i_lo) * W + z0 + j_lo
+        best = x[xp + best_t]
+        for i in range(i_lo, i_hi):
+            for j in range(j_lo, j_hi):
+                t = (y0 + i) * W + z0 + j
+                v = x[xp + t]
+                if v > best or v != v:
+                    best = v
+                    best_t = t
+        out[e] = best_t
+

@@ -284,6 +284,16 @@ def min(x, axis=None, keepdims=False):  # noqa: A001
     return reduce("min", x, axis, keepdims)
 
 
+def any(x, axis=None, keepdims=False):  # noqa: A001
+    """np.any: the max of the values as booleans."""
+    return reduce("max", astype(x, np.bool_), axis, keepdims)
+
+
+def all(x, axis=None, keepdims=False):  # noqa: A001
+    """np.all: the min of the values as booleans."""
+    return reduce("min", astype(x, np.bool_), axis, keepdims)
+
+
 def mean(x, axis=None, keepdims=False):
     axes = normalize_axes(axis, x.ndim)
     count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))

@@ -5,12 +5,14 @@
 from .cse import cse
 from .dce import dce
 from .lower import lower_composites
+from .products import merge_products
 from .simplify import simplify
 
 BEFORE_AUTODIFF = (simplify, cse, dce)
 # Composites are lowered after autodiff (their VJPs are hand-written), then simplified again so
-# the stability rewrites and CSE also reach the backward graph.
-AFTER_AUTODIFF = (simplify, lower_composites, simplify, cse, dce)
+# the stability rewrites and CSE also reach the backward graph; sums of products (a weight's
+# gradient over time steps) become one product.
+AFTER_AUTODIFF = (simplify, lower_composites, simplify, merge_products, cse, dce)
 
 
 def run_passes(graph, passes, log=None):

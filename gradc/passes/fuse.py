@@ -116,22 +116,50 @@ def legalize(graph):
 # grouping
 
 def fuse(graph):
+    """Group the legalized graph's nodes into kernels (see the module docstring)."""
     graph = legalize(graph)
-    kernels: list[Kernel] = []
-    home = {}  # value id -> kernel that computes it (for computed values)
-    notes = []
-    # In-place outputs (a train step's new parameters) overwrite an input's buffer: the kernel
-    # that writes one must run after every other kernel that reads the old value, and must read
-    # it only at the element it writes.
-    overwrites = {base_layout(graph.outputs[o])[0].id: graph.inputs[i].id
-                  for o, i in graph.aliases.items()}
-    readers, strided_readers = {}, {}  # input id -> kernels reading it (through a view)
+    fuser = _Fuser(graph)
+    for node in graph.nodes:
+        if node.opdef.kind not in (VIEW, CONST):
+            fuser.place(node)
+    kernels = fuser.kernels
+    _mark_stores(graph, kernels, fuser.home)
+    ordered = _schedule(kernels)
+    for k in ordered:
+        k.parallel = decide_parallel(k)
+    layouts = {}
+    for node in graph.nodes:
+        layout = base_layout(node.output)
+        if layout is not None:
+            layouts[node.output.id] = layout
+    for v in graph.inputs:
+        layouts[v.id] = (v, 0, contiguous_strides(v.shape))
+    return Fusion(graph, ordered, layouts, fuser.notes)
 
-    def producer(v):
+
+class _Fuser:
+    """Greedy grouping, node by node in graph order: a node joins the newest loop kernel that
+    computes one of its inputs elementwise over the same iteration space (vertical fusion), or
+    else any loop kernel over that space it is independent of (horizontal), where that makes
+    no dependency cycle and no race on an overwritten input; otherwise it starts a kernel."""
+
+    def __init__(self, graph):
+        self.kernels: list[Kernel] = []
+        self.home = {}  # value id -> kernel that computes it (for computed values)
+        self.notes = []  # why fusions were refused, for explain
+        # In-place outputs (a train step's new parameters) overwrite an input's buffer: the
+        # kernel that writes one must run after every other kernel that reads the old value,
+        # and must read it only at the element it writes.
+        self.overwrites = {base_layout(graph.outputs[o])[0].id: graph.inputs[i].id
+                           for o, i in graph.aliases.items()}
+        self.readers, self.strided_readers = {}, {}  # input id -> kernels reading it (via a view)
+
+    def producer(self, v):
         """The kernel whose buffer a read of `v` depends on (through views), or None."""
         layout = base_layout(v)
-        return home.get(layout[0].id) if layout is not None else None
+        return self.home.get(layout[0].id) if layout is not None else None
 
+    @staticmethod
     def reaches(src, dst):
         """Does kernel `src` (transitively) depend on kernel `dst`?"""
         stack, seen = [src], set()
@@ -145,17 +173,19 @@ def fuse(graph):
             stack.extend(k.deps)
         return False
 
-    def can_join(k, node, identity_inputs):
+    def can_join(self, k, node, identity_inputs):
+        """(whether `node` may join kernel `k`, why not); `identity_inputs` are inputs `k`
+        computes elementwise, read at the same element."""
         if k.kind != "loop" or k.shape != _space(node):
             return False, "a different iteration space"
-        target = overwrites.get(node.output.id)
+        target = self.overwrites.get(node.output.id)
         if target is not None:
-            if k in strided_readers.get(target, ()):
+            if k in self.strided_readers.get(target, ()):
                 return False, "the kernel reads, through a view, the buffer this node overwrites"
-            if any(r is not k and reaches(r, k) for r in readers.get(target, ())):
+            if any(r is not k and self.reaches(r, k) for r in self.readers.get(target, ())):
                 return False, "overwriting its input here would race with a kernel reading it"
         for x in node.inputs:
-            p = producer(x)
+            p = self.producer(x)
             if p is None or x.id in identity_inputs:
                 continue
             if p is k:
@@ -164,51 +194,53 @@ def fuse(graph):
                        if base.node.opdef.kind == REDUCE else
                        "reads a value of this kernel through a view (broadcast/transpose/slice)")
                 return False, why
-            if reaches(p, k):
+            if self.reaches(p, k):
                 return False, "would make kernels depend on each other in a cycle"
         return True, ""
 
-    for node in graph.nodes:
+    def target_for(self, node):
+        """The loop kernel `node` joins, or None."""
+        home = self.home
+        identity = {x.id for x in node.inputs
+                    if x.id in home and x.node.opdef.kind == ELEMENTWISE}
+        for cand in sorted({home[i] for i in identity}, key=lambda k: -k.index):
+            ok, why = self.can_join(cand, node, {i for i in identity if home[i] is cand})
+            if ok:
+                return cand
+            self.notes.append(f"{node.op} at {node.source} not fused into {cand.name}: {why}")
+        if not identity:  # horizontal fusion: independent work over the same space, one loop
+            for cand in reversed(self.kernels):
+                if cand.kind == "loop" and cand.shape == _space(node) and \
+                        self.can_join(cand, node, set())[0]:
+                    return cand
+        return None
+
+    def place(self, node):
         kind = node.opdef.kind
-        if kind in (VIEW, CONST):
-            continue
-        target = None
-        if kind in (ELEMENTWISE, REDUCE):
-            # candidates: loop kernels computing one of our inputs elementwise, same space
-            identity = {x.id for x in node.inputs
-                        if x.id in home and x.node.opdef.kind == ELEMENTWISE}
-            for cand in sorted({home[i] for i in identity}, key=lambda k: -k.index):
-                ok, why = can_join(cand, node, {i for i in identity if home[i] is cand})
-                if ok:
-                    target = cand
-                    break
-                notes.append(f"{node.op} at {node.source} not fused into {cand.name}: {why}")
-            if target is None and not identity:
-                # horizontal fusion: independent work over the same space shares one loop
-                for cand in reversed(kernels):
-                    if cand.kind == "loop" and cand.shape == _space(node) and \
-                            can_join(cand, node, set())[0]:
-                        target = cand
-                        break
+        target = self.target_for(node) if kind in (ELEMENTWISE, REDUCE) else None
         if target is None:
-            target = Kernel(len(kernels), "loop" if kind in (ELEMENTWISE, REDUCE) else node.op,
+            target = Kernel(len(self.kernels), "loop" if kind in (ELEMENTWISE, REDUCE) else node.op,
                             _space(node))
-            kernels.append(target)
+            self.kernels.append(target)
         target.nodes.append(node)
-        home[node.output.id] = target
+        self.home[node.output.id] = target
         for x in node.inputs:
-            p = producer(x)
+            p = self.producer(x)
             if p is not None and p is not target:
                 target.deps.add(p)
             layout = base_layout(x)
             if layout is not None:
-                readers.setdefault(layout[0].id, set()).add(target)
+                self.readers.setdefault(layout[0].id, set()).add(target)
                 if layout[0] is not x:
-                    strided_readers.setdefault(layout[0].id, set()).add(target)
-        if node.output.id in overwrites:  # run after every other reader of the old value
-            target.deps.update(r for r in readers.get(overwrites[node.output.id], ()) if r is not target)
+                    self.strided_readers.setdefault(layout[0].id, set()).add(target)
+        if node.output.id in self.overwrites:  # run after every other reader of the old value
+            old = self.overwrites[node.output.id]
+            target.deps.update(r for r in self.readers.get(old, ()) if r is not target)
 
-    # stores: values read outside their kernel (or through a view), and the outputs
+
+def _mark_stores(graph, kernels, home):
+    """A kernel stores the values read outside it (or through a view, or a reduction's), the
+    graph's outputs, and what library kernels compute."""
     read_as_buffer = set()
     for k in kernels:
         for node in k.nodes:
@@ -224,18 +256,6 @@ def fuse(graph):
             v = node.output
             if v.id in read_as_buffer or v.id in out_ids or node.opdef.kind in (REDUCE, KERNEL):
                 k.stores.append(v)
-
-    ordered = _schedule(kernels)
-    for k in ordered:
-        k.parallel = decide_parallel(k)
-    layouts = {}
-    for node in graph.nodes:
-        layout = base_layout(node.output)
-        if layout is not None:
-            layouts[node.output.id] = layout
-    for v in graph.inputs:
-        layouts[v.id] = (v, 0, contiguous_strides(v.shape))
-    return Fusion(graph, ordered, layouts, notes)
 
 
 def parallel_min_iterations():

@@ -26,6 +26,7 @@ from gradc.passes import AFTER_AUTODIFF, BEFORE_AUTODIFF, run_passes
 from gradc.passes.cse import cse
 from gradc.passes.dce import dce
 from gradc.passes.lower import lower_composites
+from gradc.passes.products import merge_products
 from gradc.passes.simplify import simplify
 from gradc.passes.fuse import fuse
 from gradc.passes.memory import nbytes, plan_buffers
@@ -86,6 +87,13 @@ def _reshaped(x, w):
     return np.sum(np.tanh(x.reshape(6, 2)) @ w) + np.sum(np.squeeze(w[:, :1], axis=1) ** 2)
 
 
+def _rnn(x, wx, wh, b):
+    h = np.tanh(x[0] @ wx + b)
+    for t in range(1, x.shape[0]):
+        h = np.tanh(x[t] @ wx + h @ wh + b)
+    return np.sum(h * h)
+
+
 def _gen(specs):
     def make(seed):
         rng = np.random.default_rng(seed)
@@ -107,6 +115,7 @@ GRAPHS = [
     ("stability", _stable, _gen([N(3, 4)]), (0,)),
     ("reshape_gradients", _reshaped, _gen([N(3, 4), N(2, 3)]), (0, 1)),
     ("gather", _gather, _gen([N(5, 3), LABELS(5, 6), N(3, 2), LABELS(3, 5)]), (0, 2)),
+    ("unrolled_rnn", _rnn, _gen([N(5, 2, 3), N(3, 8), N(8, 8), N(8)]), (1, 2, 3)),
 ]
 GRAPH_IDS = [g[0] for g in GRAPHS]
 
@@ -159,7 +168,7 @@ def run_checked(graph, passes, make, label):
 def test_pass_order_is_pinned():
     assert [p.__name__ for p in BEFORE_AUTODIFF] == ["simplify", "cse", "dce"]
     assert [p.__name__ for p in AFTER_AUTODIFF] == [
-        "simplify", "lower_composites", "simplify", "cse", "dce"]
+        "simplify", "lower_composites", "simplify", "merge_products", "cse", "dce"]
 
 
 @pytest.mark.parametrize("name,fn,make,argnums", GRAPHS, ids=GRAPH_IDS)
@@ -604,3 +613,55 @@ def test_plan_outputs_are_one_flat_region_in_order():
     for vid, off in plan.offsets.items():
         if vid not in out_bases:
             assert off >= plan.output_bytes
+
+
+# ---------------------------------------------------------------------------------------------
+# merge_products: a sum of matrix products becomes one product
+
+def _after_autodiff_without(graph, skipped):
+    return run_passes(graph, [p for p in AFTER_AUTODIFF if p is not skipped])
+
+
+def _count(graph, op):
+    return sum(n.op == op for n in graph.nodes)
+
+
+def test_merge_products_makes_one_product_per_weight_gradient_over_time():
+    """The recurrent weight's gradient (4 steps: 4 products) becomes one product of the
+    concatenated steps, the results stay the same, and the plan needs less memory."""
+    make = _gen([N(5, 2, 3), N(3, 8), N(8, 8), N(8)])
+    joint = joint_graph(_rnn, make, (1, 2, 3))
+    merged = run_passes(joint, AFTER_AUTODIFF)
+    plain = _after_autodiff_without(joint, merge_products)
+    assert _count(merged, "matmul") <= _count(plain, "matmul") - 3
+    assert _count(merged, "concatenate") >= 2
+    assert_same_results(plain, merged, make, "merge_products")
+    arena = [plan_buffers(fuse(g)).arena_bytes for g in (merged, plain)]
+    assert arena[0] < arena[1], arena
+
+
+def test_merge_products_keeps_products_whose_operands_are_larger():
+    """Two products with a long contracted axis: concatenating the operands would copy more
+    than adding the two small products, so nothing changes."""
+    def f(a1, b1, a2, b2):
+        return np.sum((a1.T @ b1 + a2.T @ b2) ** 2)
+    make = _gen([N(50, 2), N(50, 3), N(50, 2), N(50, 3)])
+    graph = forward_graph(f, make)
+    assert _count(merge_products(graph), "matmul") == _count(graph, "matmul") == 2
+    assert _count(merge_products(graph), "concatenate") == 0
+
+
+def test_merge_products_keeps_products_used_elsewhere():
+    def f(a1, b1, a2, b2):
+        p = a1 @ b1
+        return np.sum((p + a2 @ b2) ** 2) + np.sum(p)
+    make = _gen([N(8, 1), N(1, 8), N(8, 1), N(1, 8)])
+    graph = forward_graph(f, make)
+    assert _count(merge_products(graph), "concatenate") == 0
+    def g(a1, b1, a2, b2):
+        return np.sum((a1 @ b1 + a2 @ b2) ** 2)
+    graph = forward_graph(g, make)
+    out = merge_products(graph)
+    assert _count(dce(out), "matmul") == 1 and _count(out, "concatenate") == 2
+    assert_same_results(graph, out, make, "merge_products")
+
