@@ -95,3 +95,14 @@ def test_load_modules_imports_every_module(tmp_path, monkeypatch, n):
     assert sorted(loaded) == sorted(sources)
     assert [loaded[k].VALUE for k in sorted(sources)] == list(range(n))
     np.testing.assert_equal(len(loaded), n)
+
+
+def test_no_helper_when_off_or_on_one_cpu(monkeypatch):
+    monkeypatch.setenv("GRADC_COMPILE_HELPER", "0")
+    assert not modules._helper_may_run()
+    monkeypatch.setenv("GRADC_COMPILE_HELPER", "1")
+    if hasattr(os, "sched_getaffinity"):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+        assert not modules._helper_may_run()
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+        assert modules._helper_may_run() == ("mpi4py.MPI" not in sys.modules)

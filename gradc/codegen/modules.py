@@ -111,14 +111,15 @@ def load_modules(sources):
     helper process (gradc/codegen/compile_helper.py) compiles some into the cache while this one
     compiles the others; each takes a module by creating its claim file, this process from the
     front, the helper from the back, and this one loads the helper's from the cache once it is
-    done. Returns {name: module}. GRADC_COMPILE_HELPER=0 turns the helper off."""
+    done. Returns {name: module}. GRADC_COMPILE_HELPER=0 turns the helper off (see also
+    _helper_may_run)."""
     pending = [n for n, src in sources.items()
                if getattr(sys.modules.get(n), "__gradc_source__", None) != src]
     for name in pending:
         write_module(name, sources[name])
     uncached = [n for n in pending if not numba_cached(n)]
     helper = claims = None
-    if len(uncached) >= HELPER_MIN_MODULES and os.environ.get("GRADC_COMPILE_HELPER", "1") != "0":
+    if len(uncached) >= HELPER_MIN_MODULES and _helper_may_run():
         claims = tempfile.mkdtemp(prefix="claims-", dir=module_dir())
         here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(  # this gradc, not another install
@@ -128,23 +129,35 @@ def load_modules(sources):
              *reversed(uncached)], env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     later = []  # the helper's: load them from the cache once it has finished
-    for name in pending:
-        if helper is not None and name in uncached and not claim(claims, name):
-            later.append(name)
-            continue
-        load_module(name, sources[name])
-    if helper is not None:
-        try:
-            helper.wait(timeout=600)
-        except subprocess.TimeoutExpired:  # then this process compiles what is left itself
-            helper.kill()
-            helper.wait()
-        for name in os.listdir(claims):
-            os.unlink(os.path.join(claims, name))
-        os.rmdir(claims)
+    try:
+        for name in pending:
+            if helper is not None and name in uncached and not claim(claims, name):
+                later.append(name)
+                continue
+            load_module(name, sources[name])
+    finally:
+        if helper is not None:
+            try:
+                helper.wait(timeout=600 if later else 0)  # (none of its own taken: stop it)
+            except subprocess.TimeoutExpired:
+                helper.kill()
+                helper.wait()
+            for name in os.listdir(claims):
+                os.unlink(os.path.join(claims, name))
+            os.rmdir(claims)
     for name in later:
         load_module(name, sources[name])
     return {name: sys.modules[name] for name in sources}
+
+
+def _helper_may_run():
+    """Not when turned off, not without a second CPU for it (a process pinned to one CPU), and
+    not in an MPI job (its ranks have the CPUs, and some MPIs do not want their ranks to fork)."""
+    if os.environ.get("GRADC_COMPILE_HELPER", "1") == "0" or "mpi4py.MPI" in sys.modules:
+        return False
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) >= 2
+    return (os.cpu_count() or 1) >= 2
 
 
 def claim(claims, name):
