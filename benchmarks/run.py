@@ -490,10 +490,10 @@ def profile_gradc(runner, n):
                                   *[ctypes.c_int64] * nargs)(address)
         return functools.partial(native, ret, excinfo)
 
-    head = ["def run(A, io):"] + [f"    {name} = int(io[{i}])"
-                                  for i, name in enumerate(program.input_names)]
+    head = ["def run(A, io_address):"] + [f"    {name} = int(_io[{i}])"  # (io_address is _io's)
+                                          for i, name in enumerate(program.input_names)]
     lines, noop_lines, labels, nargs = list(head), list(head), [], []
-    ns = {"_pc": pc}
+    ns = {"_pc": pc, "_io": compiled.io}
     for i, (k, ks) in enumerate(zip(kernels, program.kernels)):
         shape = "x".join(str(d) for d in k.shape) or "scalar"
         stores = ", ".join(f"%{v.id}" for v in k.stores)
