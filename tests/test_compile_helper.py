@@ -97,7 +97,9 @@ def test_load_modules_imports_every_module(tmp_path, monkeypatch, n):
     np.testing.assert_equal(len(loaded), n)
 
 
-def test_no_helper_when_off_or_on_one_cpu(monkeypatch):
+def test_no_helper_unless_asked_or_on_one_cpu(monkeypatch):
+    monkeypatch.delenv("GRADC_COMPILE_HELPER", raising=False)
+    assert not modules._helper_may_run()
     monkeypatch.setenv("GRADC_COMPILE_HELPER", "0")
     assert not modules._helper_may_run()
     monkeypatch.setenv("GRADC_COMPILE_HELPER", "1")
@@ -106,3 +108,20 @@ def test_no_helper_when_off_or_on_one_cpu(monkeypatch):
         assert not modules._helper_may_run()
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
         assert modules._helper_may_run() == ("mpi4py.MPI" not in sys.modules)
+
+
+def test_the_helper_fills_numba_cache_and_stops_at_a_taken_module(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
+    body = ("from numba import njit\n\n\n@njit('void(int64)', cache=True)\n"
+            "def f(n):\n    for i in range(n):\n        pass\n")
+    names = [f"gradc_helper_test_{i}" for i in range(3)]
+    for i, name in enumerate(names):
+        modules.write_module(name, body + f"# {i}\n")
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    assert modules.claim(str(claims), names[2])  # taken by "this process": the helper stops
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    subprocess.run([sys.executable, "-m", "gradc.codegen.compile_helper", modules.module_dir(),
+                    str(claims), *names], env=env, check=True, timeout=300)
+    assert [modules.numba_cached(n) for n in names] == [True, True, False]
+    assert sorted(os.listdir(claims)) == sorted(names)
