@@ -70,7 +70,7 @@ def interpreter_source(arg_counts):
     for i, n in enumerate(counts):
         branches += [f"        {'if' if i == 0 else 'elif'} n == {n}:",
                      f"            call_{n}(f, io_address + 8 * s)"]
-    return (f"from gradc.codegen.driver_rt import call_from\n\n"
+    return ("from gradc.codegen.driver_rt import call_from\n\n"
             + "".join(f"call_{n} = call_from({n})\n" for n in counts)) + f'''
 
 @njit("void(int64, int64, int64)", **JIT_OPTIONS)
