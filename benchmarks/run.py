@@ -31,6 +31,7 @@ and numba.set_num_threads here.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -456,19 +457,22 @@ def time_alternating(runners, rounds, target_s, warm_s):
 
 
 def profile_gradc(runner, n):
-    """Where gradc's step time goes: the train_step wrapper, the generated driver, the cost of
-    calling each kernel, and each kernel's work.
+    """Where gradc's step time goes: the train_step wrapper, the generated driver (one call into
+    an @njit loop that calls every kernel's native function by address), and each kernel's work.
 
-    The driver's source is executed again in its module's namespace (so it calls the same
-    compiled kernels) with a perf_counter pair around each kernel call, and once more with each
-    kernel replaced by a no-op Numba function of the same arguments: a kernel's work is its
-    timed call minus the no-op call. Step, driver, instrumented and no-op steps interleave."""
+    Each kernel's work is measured by a Python copy of the driver that calls the same compiled
+    kernels' native functions (through ctypes) with a perf_counter pair around each call, minus
+    the same calls to a no-op Numba function of the same arguments. The driver's own cost is then
+    its time minus the kernels' work. Step, driver, instrumented and no-op steps interleave."""
+    import ctypes
     import numpy as np
+    import numba
+    from gradc.codegen.driver_rt import entry_address
     compiled = runner.compiled()
     orig = compiled.driver
     pc = time.perf_counter
     kernels = compiled.fusion.kernels
-    src = compiled.program.driver_source
+    program = compiled.program
 
     acc = [0.0]
 
@@ -477,40 +481,41 @@ def profile_gradc(runner, n):
         orig(*args)
         acc[0] = pc() - t0
 
-    # the driver again, with a perf_counter pair around each kernel call; and a copy in which
-    # each kernel is a no-op Numba function of the same arguments (what calling costs)
-    lines, noop_lines, labels, nargs = [], [], [], []
-    for line in src.splitlines():
-        m = re.match(r"    # (k\d+): (.*?)(\s+\(.*\))?$", line)
-        call = re.match(r"    (\w+)\((.*)\)$", line)
-        if m:
-            labels.append(m.group(1) + ": " + m.group(2))
-            lines.append(line)
-            noop_lines.append(line)
-        elif labels and re.match(r"    # k\d+:", lines[-1]) and call:
-            i = len(labels) - 1
-            k = len(call.group(2).split(",")) if call.group(2).strip() else 0
-            nargs.append(k)
-            for dst, text in ((lines, line), (noop_lines, f"    _noop{k}({call.group(2)})")):
-                dst += ["    _t0 = _pc()", text, f"    _T[{i}] += _pc() - _t0"]
-        else:
-            lines.append(line)
-            noop_lines.append(line)
-    if len(nargs) != len(labels):
-        raise RuntimeError("could not match the driver's kernel calls to its kernel comments")
-    ns = dict(orig.__globals__)
+    # a kernel's native Numba function: int32 status f(void **ret, void **excinfo, int64 ...)
+    slots = (ctypes.c_void_p * 2)()
+    ret, excinfo = ctypes.addressof(slots), ctypes.addressof(slots) + ctypes.sizeof(ctypes.c_void_p)
+
+    def c_function(address, nargs):
+        native = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p,
+                                  *[ctypes.c_int64] * nargs)(address)
+        return functools.partial(native, ret, excinfo)
+
+    head = ["def run(A, io_address):"] + [f"    {name} = int(_io[{i}])"  # (io_address is _io's)
+                                          for i, name in enumerate(program.input_names)]
+    lines, noop_lines, labels, nargs = list(head), list(head), [], []
+    ns = {"_pc": pc, "_io": compiled.io}
+    for i, (k, ks) in enumerate(zip(kernels, program.kernels)):
+        shape = "x".join(str(d) for d in k.shape) or "scalar"
+        stores = ", ".join(f"%{v.id}" for v in k.stores)
+        ops = ", ".join(dict.fromkeys(node.op for node in k.nodes))
+        labels.append(f"{k.name}: {ops} over [{shape}] -> {stores}")
+        count = len(ks.call_args)
+        ns[ks.name] = c_function(entry_address(getattr(sys.modules[f"gradc_{ks.name}"], ks.name)),
+                                 count)
+        args = ", ".join(ks.call_args)
+        nargs.append(count)
+        for dst, call in ((lines, f"{ks.name}({args})"), (noop_lines, f"_noop{count}({args})")):
+            dst += ["    _t0 = _pc()", f"    {call}", f"    _T[{i}] += _pc() - _t0"]
     T = np.zeros(len(labels))
-    ns.update(_pc=pc, _T=T)
-    import numba
+    ns["_T"] = T
     for k in set(nargs):
-        params = ", ".join(f"a{j}" for j in range(k))
         body = {}
-        exec(f"def _noop({params}):\n    pass\n", body)
-        ns[f"_noop{k}"] = numba.njit("void(" + ", ".join(["int64"] * k) + ")",
-                                     nogil=True)(body["_noop"])
-    exec(compile("\n".join(noop_lines), "<gradc driver, no-op kernels>", "exec"), ns)
+        exec(f"def _noop({', '.join(f'a{j}' for j in range(k))}):\n    pass\n", body)
+        noop = numba.njit("void(" + ", ".join(["int64"] * k) + ")", nogil=True)(body["_noop"])
+        ns[f"_noop{k}"] = c_function(entry_address(noop), k)
+    exec(compile("\n".join(noop_lines + ["    pass"]), "<gradc driver, no-op kernels>", "exec"), ns)
     noop_driver = ns["run"]
-    exec(compile("\n".join(lines), "<gradc driver, instrumented>", "exec"), ns)
+    exec(compile("\n".join(lines + ["    pass"]), "<gradc driver, instrumented>", "exec"), ns)
     instrumented = ns["run"]
     # the three measurements interleave step by step, so load from elsewhere hits all alike;
     # medians, not means, so a step interrupted by the scheduler does not count
@@ -682,6 +687,8 @@ def main(argv=None):
             results[w.name] = bench_workload(out, w, have, status, threads, session, rounds,
                                              round_s, warm_s, args, child_timeout, sgemm, rates)
         summary(out, chosen, results, have, status, threads)
+        if not args.no_start and any(w.name == "W2" for w in chosen):
+            depth_report(out, session, threads, child_timeout)
         out("load average at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
         if args.output:
             Path(args.output).write_text("\n".join(out.lines) + "\n", encoding="utf-8")
@@ -694,6 +701,45 @@ def main(argv=None):
         else:
             shutil.rmtree(session, ignore_errors=True)
     return 0
+
+
+DEPTHS = (2, 10)
+
+
+def depth_report(out, session, threads, child_timeout, repeats=2):
+    """Cold compile time against depth: W2's MLP with 2 and with 10 layers, each compiled in a
+    fresh process with an empty cache (the best of `repeats`). Kernels shared by structure across
+    layers should make the deep one cost little more than the shallow one."""
+    rows, best = [], {}
+    for layers in DEPTHS:
+        runs = []
+        for r in range(repeats):
+            cache = session / f"depth{layers}-{r}"
+            runs.append(run_child("gradc", f"mlp-depth-{layers}", threads,
+                                  {"GRADC_CACHE_DIR": str(cache)}, child_timeout))
+            shutil.rmtree(cache, ignore_errors=True)
+        ok = [x for x in runs if "error" not in x]
+        if not ok:
+            rows.append([f"{layers} layers", "failed", runs[0]["error"], "", ""])
+            continue
+        x = min(ok, key=lambda x: x["first_s"])
+        best[layers] = x["first_s"]
+        phases = x.get("phases") or {}
+        rows.append([f"{layers} layers", x.get("kernels", "n/a"), fmt_t(x["first_s"]),
+                     fmt_t(phases["numba"]) if "numba" in phases else "n/a",
+                     fmt_t(x["start_s"])])
+    out("## Compile time against depth")
+    out()
+    out(f"W2's MLP (784-256-…-256-10, relu, softmax cross-entropy, batch 128, train_step SGD) with "
+        f"{' and '.join(map(str, DEPTHS))} layers; each a fresh process with an empty cache, the "
+        f"best of {repeats}.")
+    out()
+    out.table(["depth", "kernels", "cold first step", "of which numba", "start (import+build+step)"],
+              rows)
+    if len(best) == len(DEPTHS):
+        lo, hi = DEPTHS[0], DEPTHS[-1]
+        out(f"{hi}-layer ÷ {lo}-layer cold compile: {best[hi] / best[lo]:.2f}×")
+        out()
 
 
 def limit_threads(threads, have_tpc):
@@ -880,13 +926,14 @@ def report_workload(out, w, res, threads):
     out.table(["system", "bytes", "what"], rows, ["l", "r", "l"])
     p = res.get("profile")
     if p:
-        rest = p["driver"] - p["calls_sum"] - p["kernels_sum"]
+        rest = max(p["driver"] - p["kernels_sum"], 0.0)
         out(f"Where gradc's step goes (medians of {p['n']} interleaved steps): step "
             f"{fmt_t(p['step'])} = train_step's Python wrapper {fmt_t(max(p['step'] - p['driver'], 0))}"
-            f" + generated driver {fmt_t(p['driver'])}; in the driver, {p['n_kernels']} kernel "
-            f"calls cost {fmt_t(p['calls_sum'])} to make (the same calls to no-op Numba "
-            f"functions), the kernels' work {fmt_t(p['kernels_sum'])}"
-            + (f", the driver's own code {fmt_t(rest)}" if rest > 0 else "")
+            f" + generated driver {fmt_t(p['driver'])} (one @njit call); in the driver, the "
+            f"kernels' work {fmt_t(p['kernels_sum'])} (each kernel called from Python through ctypes, "
+            f"minus a no-op call: {fmt_t(p['calls_sum'])} for all {p['n_kernels']}) and the rest "
+            f"{fmt_t(rest)} (one dispatch and {p['n_kernels']} calls by address); per-call "
+            f"overhead (wrapper + the driver's rest) {fmt_t(max(p['step'] - p['kernels_sum'], 0))}"
             + "; work by kind: "
             + ", ".join(f"{k} ×{p['kind_counts'][k]} {fmt_t(v)}"
                         for k, v in sorted(p["by_kind"].items(), key=lambda kv: -kv[1]))

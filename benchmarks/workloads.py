@@ -546,8 +546,31 @@ class Attn(Workload):
 WORKLOADS = {w.name: w for w in (Tiny(), Mlp(), Fuse(), Cnn(), Rnn(), Attn())}
 
 
+class DeepMlp(Mlp):
+    """W2's MLP with `layers` weight matrices (784-256-...-256-10): for compile time against depth
+    only (benchmarks/run.py's compile section), not one of the timed workloads."""
+
+    def __init__(self, layers):
+        self.layers = layers
+        self.sizes = (784,) + (256,) * (layers - 1) + (10,)
+        self.name = self.key = f"mlp-depth-{layers}"
+        self.title = f"MLP {'-'.join(map(str, self.sizes))}, relu, softmax cross-entropy, batch 128"
+
+    def loss(self, params, x, y):
+        h = x
+        for i in range(1, self.layers):
+            h = gradc.nn.relu(h @ params[f"W{i}"] + params[f"b{i}"])
+        n = self.layers
+        return gradc.nn.cross_entropy(h @ params[f"W{n}"] + params[f"b{n}"], y)
+
+    def numpy_step(self, params, x, y, lr):
+        raise NotImplementedError("compile-time workload only")
+
+
 def get(name):
-    """A workload by name ("W2") or key ("mlp")."""
+    """A workload by name ("W2") or key ("mlp"); "mlp-depth-N" is W2's MLP with N layers."""
+    if name.lower().startswith("mlp-depth-"):
+        return DeepMlp(int(name.rsplit("-", 1)[1]))
     for w in WORKLOADS.values():
         if name.upper() == w.name or name.lower() == w.key:
             return w

@@ -11,11 +11,13 @@ import os
 import sys
 import threading
 import time
+import weakref
 
 import numpy as np
 
 from . import autodiff, pytree
-from .codegen.modules import content_name, load_module
+from .codegen.driver_rt import entry_address, program_table
+from .codegen.modules import content_name, load_module, load_modules
 from .codegen.program import Program
 from .errors import NonDifferentiableError, SignatureError
 from .ir import SUPPORTED_DTYPES, Value
@@ -87,6 +89,13 @@ class Compiled:
         self.stages = stages  # [(name, graph)] for explain
         self.fusion, self.plan, self.program = fusion, plan, program
         self.driver = driver
+        # what a CPU driver takes besides the arena: the inputs' addresses, then scratch
+        program_table = getattr(sys.modules.get(getattr(driver, "__module__", None)),
+                                "program_table", None)
+        self.io = np.zeros(len(fusion.graph.inputs) + (0 if program_table is None else
+                                                       int(program_table[2])), np.int64)
+        self.io_address = self.io.ctypes.data if program_table is not None else 0
+        self.fast = None  # the LastCall that recognizes this signature (see last_call)
         self.out_kind = out_kind
         self._raw = np.zeros(plan.arena_bytes + 64, np.uint8)
         start = (-self._raw.ctypes.data) % 64
@@ -99,6 +108,15 @@ class Compiled:
         self.input_types = [(v.shape, v.dtype) for v in graph.inputs]
         self.outputs = [None if v.id in plan.aliases else self.view(v) for v in graph.outputs]
         self.lock = threading.Lock()
+
+    def last_call(self, treedef, leaves, writeable=()):
+        """This signature's LastCall (made once, on a call whose leaves the driver could take as
+        they are), or None: not a CPU program, a tree it does not handle, or not made yet."""
+        if self.fast is None and self.io_address and all(
+                type(x) is np.ndarray and x.flags.c_contiguous and x.dtype == dtype
+                for x, (_, dtype) in zip(leaves, self.input_types)):
+            self.fast = LastCall.make(treedef, leaves, self, writeable) or False
+        return self.fast or None
 
     def output_region(self, dtype):
         """The outputs (value and gradients, side by side) as one flat array of `dtype`: what a
@@ -113,13 +131,17 @@ class Compiled:
         """Run on the caller's array `leaves`; `owned` are the addresses of the remaining inputs,
         buffers gradc owns (a train step's optimizer state), which never move."""
         keep = []  # contiguous copies that must live until the driver returns
-        addresses = []
-        for x, (shape, dtype) in zip(leaves, self.input_types):
+        io = self.io
+        for i, (x, (shape, dtype)) in enumerate(zip(leaves, self.input_types)):
             if not (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.dtype == dtype):
                 x = np.ascontiguousarray(x, dtype=dtype)
                 keep.append(x)
-            addresses.append(x.__array_interface__["data"][0])  # (x.ctypes leaves GC garbage)
-        self.driver(self.address, *addresses, *owned)
+            io[i] = x.__array_interface__["data"][0]  # (x.ctypes leaves GC garbage)
+        for j, address in enumerate(owned, start=len(leaves)):
+            io[j] = address
+        if self.fast:
+            self.fast.forget()  # io no longer holds the addresses it remembers
+        self.driver(self.address, self.io_address)
         return self.outputs
 
 
@@ -165,12 +187,24 @@ def compile_graph(graph, title, load=True, target="cpu"):
     if load and target == "cuda":
         driver = program.load()
     elif load:
-        for name, source in program.kernel_modules.items():
-            load_module(name, source)
-        driver = load_module(content_name("gradc_driver", program.driver_source),
-                             program.driver_source).run
+        driver = load_driver(program)
     timings["numba"] = time.perf_counter() - t0
     return stages, fusion, plan, program, driver, timings
+
+
+def load_driver(program):
+    """Load (compile, or take from the disk cache) a CPU program's kernels, the loop that runs
+    its calls and its driver; fill the driver's PROGRAM table once (the same for every user)."""
+    modules = load_modules(program.kernel_modules)
+    kernels = {name: entry_address(getattr(module, name[len("gradc_"):]))
+               for name, module in modules.items()}
+    load_module(program.calls_module, program.calls_source)
+    module = load_module(content_name("gradc_driver", program.driver_source), program.driver_source)
+    if module.PROGRAM is None:
+        module.program_table = program_table(program.encoded_calls(), len(program.input_names),
+                                             kernels)
+        module.PROGRAM = module.program_table.ctypes.data
+    return module.run
 
 
 class Function:
@@ -183,6 +217,7 @@ class Function:
         self.max_signatures = max_signatures
         self.cache = {}
         self._last_key = None
+        self._last_call = None  # a LastCall: the last call's signature, recognized fast
         self.__name__ = getattr(fun, "__name__", "fn")
         self.__doc__ = getattr(fun, "__doc__", None)
         self.__wrapped__ = fun
@@ -219,6 +254,13 @@ class Function:
 
     # --- calling ---------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
+        last = self._last_call
+        if last is not None:  # the same signature as the last call: no flatten, key or lookup
+            compiled = last.compiled
+            with compiled.lock:
+                if last.match((args, kwargs)):
+                    compiled.driver(compiled.address, compiled.io_address)
+                    return self._package(compiled, compiled.outputs)
         try:
             leaves, treedef = pytree.flatten((args, kwargs))
         except SignatureError as e:
@@ -232,6 +274,7 @@ class Function:
             compiled = self._compile(key, args, kwargs)
         with compiled.lock:
             outs = compiled.run(leaves)
+            self._last_call = compiled.last_call(treedef, leaves)
             return self._package(compiled, outs)
 
     def lower(self, *args, load=False, source=None, **kwargs):
@@ -322,6 +365,98 @@ class Function:
             cursor += len(ws)
         grads = tuple(grads) if many else grads[0]
         return grads if self.mode == "grad" else (out, grads)
+
+
+def _forgotten():
+    return None  # what a forgotten weak reference returns: no array is this one
+
+
+class LastCall:
+    """The last call's signature, recognized without flattening, hashing or a cache lookup.
+
+    `match(x)` is generated from the signature's tree (x is what was flattened: `(args, kwargs)`)
+    and checks exactly what the signature key holds: the same containers (exact types, lengths,
+    dict keys), static values of the same type and value, and every leaf a NumPy array of the same
+    shape, strides (so still C-contiguous) and dtype; leaves in `writeable` must be writeable. It
+    writes the leaves' addresses into the compiled signature's `io` (what the driver reads) only
+    for arrays that are not the ones it saw last, held by weak reference (an array's data never
+    moves while it lives; taking an address costs ~1 us). Anything else returns False and the
+    caller takes the slow way (flatten, key, cache), which also raises the errors."""
+
+    def __init__(self, source, consts, leaves, compiled):
+        self.source = source  # readable: print(f._last_call.source)
+        self.refs = [_forgotten] * len(leaves)  # the first match takes every address
+        namespace = dict(consts, ndarray=np.ndarray, ref=weakref.ref, refs=self.refs,
+                         addresses=compiled.io)
+        exec(compile(source, "<gradc LastCall.match>", "exec"), namespace)
+        self.match = namespace["match"]
+        self.compiled = compiled
+
+    def forget(self):
+        """Someone else wrote the addresses in io: take them all again next time."""
+        self.refs[:] = [_forgotten] * len(self.refs)
+
+    @classmethod
+    def make(cls, treedef, leaves, compiled, writeable=()):
+        """The LastCall of a signature, or None if its tree holds something it does not handle."""
+        consts, lines = {}, []
+        if not _match_lines(treedef, "x", lines, consts, iter(range(len(leaves)))):
+            return None
+        for i, x in enumerate(leaves):
+            consts.update({f"S{i}": x.shape, f"T{i}": x.strides, f"D{i}": x.dtype})
+            lines += [f"if l{i}.shape != S{i} or l{i}.strides != T{i} or l{i}.dtype is not D{i}:",
+                      "    return False"]
+            if i in writeable:
+                lines += [f"if not l{i}.flags.writeable:", "    return False"]
+            lines += [f"if refs[{i}]() is not l{i}:",
+                      f"    refs[{i}] = ref(l{i})",
+                      f"    addresses[{i}] = l{i}.__array_interface__['data'][0]"]
+        lines.append("return True")
+        source = "def match(x):\n" + "".join(f"    {line}\n" for line in lines)
+        return cls(source, consts, leaves, compiled)
+
+
+_STATIC_TYPES = (int, float, bool, str, type(None))
+
+
+def _match_lines(tree, expr, lines, consts, leaf_ids):
+    """Lines that check the value at `expr` against `tree` (returning False when it differs) and
+    bind each leaf to `l<i>`. False if the tree holds something the fast path does not handle."""
+    if tree == pytree.LEAF:
+        i = next(leaf_ids)
+        lines += [f"l{i} = {expr}", f"if type(l{i}) is not ndarray:", "    return False"]
+        return True
+    kind = tree[0]
+    if kind == "static":
+        if type(tree[1]) not in _STATIC_TYPES:
+            return False
+        name = f"V{len(consts)}"
+        consts[name] = tree[1]
+        lines += [f"if type({expr}) is not type({name}) or {expr} != {name}:", "    return False"]
+        return True
+    var = f"c{len(lines)}"
+    if kind == "dict":
+        keys, children = tree[1], tree[2]
+        container = dict
+    elif kind == "namedtuple":
+        keys, children, container = range(len(tree[2])), tree[2], tree[1]
+    else:
+        keys, children, container = range(len(tree[1])), tree[1], (list if kind == "list" else tuple)
+    ctype = f"C{len(consts)}"
+    consts[ctype] = container
+    lines += [f"{var} = {expr}", f"if type({var}) is not {ctype} or len({var}) != {len(children)}:",
+              "    return False"]
+    for key, child in zip(keys, children):
+        if kind == "dict":
+            kname = f"K{len(consts)}"
+            consts[kname] = key
+            lines += [f"if {kname} not in {var}:", "    return False"]
+            item = f"{var}[{kname}]"
+        else:
+            item = f"{var}[{key}]"
+        if not _match_lines(child, item, lines, consts, leaf_ids):
+            return False
+    return True
 
 
 def signature_key(leaves, treedef):
