@@ -279,19 +279,26 @@ JIT_OPTIONS = dict(JIT_OPTIONS, cache=_VECMATH and sys.modules.get(__name__) is 
 _state["active"] = True  # the kernels below compile (eagerly: explicit signatures) with the hook
 
 
-# matmul_6393c33df1: matmul; called by k0
+# matmul_98f78cc040: matmul; called by k0
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_6393c33df1(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
+def matmul_98f78cc040(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     x0 = f32_array(p_x0, len_x0)
     x1 = f32_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
-    for i in range(m):
-        for j in range(n):
-            out[i * n + j] = f32(0.0)
-        for p in range(k):
-            s = x0[i * k + p]
+    if n == 1:
+        for i in range(m):
+            acc = f32(0.0)
+            for p in range(k):
+                acc += x0[i * k + p] * x1[p]
+            out[i] = acc
+    else:
+        for i in range(m):
             for j in range(n):
-                out[i * n + j] += s * x1[p * n + j]
+                out[i * n + j] = f32(0.0)
+            for p in range(k):
+                s = x0[i * k + p]
+                for j in range(n):
+                    out[i * n + j] += s * x1[p * n + j]
 
 
 # loop_add_subtract_square_sum_multiply_6b59763cca: add, subtract, square, sum, multiply; called by k1
@@ -331,19 +338,27 @@ def loop_multiply_6b5d37d3fb(p0, p1):
     a1[0] = t1
 
 
-# matmul_afd9460ca3: matmul; called by k3
+# matmul_d171f60564: matmul; called by k3
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_afd9460ca3(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
+def matmul_d171f60564(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     x0 = f32_array(p_x0, len_x0)
     x1 = f32_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
-    for i in range(m):
-        for j in range(n):
-            out[i * n + j] = f32(0.0)
+    if n == 1:
+        for i in range(m):
+            out[i] = f32(0.0)
         for p in range(k):
-            s = x0[p * m + i]
+            s = x1[p]
+            for i in range(m):
+                out[i] += x0[p * m + i] * s
+    else:
+        for i in range(m):
             for j in range(n):
-                out[i * n + j] += s * x1[p * n + j]
+                out[i * n + j] = f32(0.0)
+            for p in range(k):
+                s = x0[p * m + i]
+                for j in range(n):
+                    out[i * n + j] += s * x1[p * n + j]
 
 
 # loop_multiply_subtract_38f9527032: multiply, subtract; called by k4
@@ -386,7 +401,7 @@ def run(A, params_b, params_w, x, y, lr):
     the flat order of `INPUTS`. Allocates nothing."""
     # k0: matmul over [256x1] -> %5
     #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
-    matmul_6393c33df1(x, params_w, A + 64, 768, 3, 256, 256, 1, 3)
+    matmul_98f78cc040(x, params_w, A + 64, 768, 3, 256, 256, 1, 3)
     # k1: add, subtract, square, sum, multiply over [256x1] -> %11, %21, %22
     #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
     #   linear_regression.py:39  return np.mean((pred - y) ** 2)
@@ -396,7 +411,7 @@ def run(A, params_b, params_w, x, y, lr):
     loop_multiply_6b5d37d3fb(A + 1088, A)
     # k3: matmul over [3x1] -> %24
     #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
-    matmul_afd9460ca3(x, A + 1152, A + 64, 768, 256, 3, 3, 1, 256)
+    matmul_d171f60564(x, A + 1152, A + 64, 768, 256, 3, 3, 1, 256)
     # k4: multiply, subtract over [1] -> %27
     #   optimizer SGD
     loop_multiply_subtract_38f9527032(lr, A + 2176, params_b)

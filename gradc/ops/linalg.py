@@ -64,21 +64,41 @@ def _loop_matmul(k, a, b, c, m, n, kk, ta, tb):
     A = (lambda i, p: f"{a}[{p} * {m} + {i}]") if ta else (lambda i, p: f"{a}[{i} * {kk} + {p}]")
     B = (lambda p, j: f"{b}[{j} * {kk} + {p}]") if tb else (lambda p, j: f"{b}[{p} * {n} + {j}]")
     zero = k.zero
-    if tb:  # rows of op(b) are contiguous in p: a dot product per output
-        k.line(f"for i in range({m}):")
-        k.line(f"    for j in range({n}):")
-        k.line(f"        acc = {zero}")
-        k.line(f"        for p in range({kk}):")
-        k.line(f"            acc += {A('i', 'p')} * {B('p', 'j')}")
-        k.line(f"        {c}[i * {n} + j] = acc")
-        return
-    k.line(f"for i in range({m}):")  # rows of b are contiguous in j: axpy into a row of c
-    k.line(f"    for j in range({n}):")
-    k.line(f"        {c}[i * {n} + j] = {zero}")
-    k.line(f"    for p in range({kk}):")
-    k.line(f"        s = {A('i', 'p')}")
-    k.line(f"        for j in range({n}):")
-    k.line(f"            {c}[i * {n} + j] += s * {B('p', 'j')}")
+    # a matrix-vector product (one output column; b is then a vector in either layout): the
+    # contiguous axis innermost (a loop of one over j would keep c's element in memory: W1's
+    # two such products took 6 us each)
+    k.line(f"if {n} == 1:")
+    with k.indent():
+        if ta:
+            k.line(f"for i in range({m}):")
+            k.line(f"    {c}[i] = {zero}")
+            k.line(f"for p in range({kk}):")
+            k.line(f"    s = {b}[p]")
+            k.line(f"    for i in range({m}):")
+            k.line(f"        {c}[i] += {A('i', 'p')} * s")
+        else:
+            k.line(f"for i in range({m}):")
+            k.line("    acc = " + zero)
+            k.line(f"    for p in range({kk}):")
+            k.line(f"        acc += {A('i', 'p')} * {b}[p]")
+            k.line(f"    {c}[i] = acc")
+    k.line("else:")
+    with k.indent():
+        if tb:  # rows of op(b) are contiguous in p: a dot product per output
+            k.line(f"for i in range({m}):")
+            k.line(f"    for j in range({n}):")
+            k.line(f"        acc = {zero}")
+            k.line(f"        for p in range({kk}):")
+            k.line(f"            acc += {A('i', 'p')} * {B('p', 'j')}")
+            k.line(f"        {c}[i * {n} + j] = acc")
+        else:
+            k.line(f"for i in range({m}):")  # rows of b are contiguous in j: axpy into c's row
+            k.line(f"    for j in range({n}):")
+            k.line(f"        {c}[i * {n} + j] = {zero}")
+            k.line(f"    for p in range({kk}):")
+            k.line(f"        s = {A('i', 'p')}")
+            k.line(f"        for j in range({n}):")
+            k.line(f"            {c}[i * {n} + j] += s * {B('p', 'j')}")
 
 
 def _product(k, a, b, c, a_shape, b_shape):
