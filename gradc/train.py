@@ -220,8 +220,8 @@ class TrainStep:
         feed them take that dtype too (writing a float64 into them rounds to nearest)."""
         dtypes = set(param_dtypes)
         dtype = dtypes.pop() if len(dtypes) == 1 else np.dtype(np.float64)
-        for name in self.optimizer.scalar_names:
-            if self._scalars[name].dtype != dtype:
+        for name in self.optimizer.scalar_names:  # (momentum switched on: a new scalar)
+            if name not in self._scalars or self._scalars[name].dtype != dtype:
                 self._scalars[name] = np.zeros((), dtype)
         return {name: graph.add_input((), dtype, name=name) for name in self.optimizer.scalar_names}
 

@@ -697,3 +697,25 @@ def test_concurrent_calls_are_serialized():
         assert losses[name] == expected, name
         assert_bit_identical(params[key], solo[key], f"params[{key!r}]")
     assert step.state_dict()["step"] == 1 + 2 * n_calls
+
+
+def test_momentum_switched_on_after_the_first_step():
+    """A new optimizer slot and runtime scalar (SGD momentum turned on between steps): the step
+    recompiles and starts the momentum buffer from the current gradient, as PyTorch would."""
+    def loss(p, x):
+        return np.sum((x @ p["w"]) ** 2)
+    x = np.array([[1.0, 2.0, 0.5]], np.float32)
+    p = {"w": np.array([[0.5], [-0.25], [1.0]], np.float32)}
+    opt = gradc.optim.SGD(lr=0.01)
+    step = gradc.train_step(loss, opt)
+    step(p, x)
+    opt.momentum = 0.9
+    w = p["w"].astype(np.float64).copy()
+    buf = None
+    for _ in range(2):
+        g = 2 * x.T.astype(np.float64) @ (x.astype(np.float64) @ w)
+        buf = g if buf is None else 0.9 * buf + g
+        w = w - 0.01 * buf
+        step(p, x)
+    np.testing.assert_allclose(p["w"], w, rtol=1e-5)
+    assert set(step.state_dict()["state"]) == {"momentum_buffer"}
