@@ -231,32 +231,24 @@ def fill(out, n, value):
 RED_THREADS = 32 if SIMULATOR else 128
 
 
-@cuda.jit
-def rows_sum(out, partial, rows, width):
-    """out[o] = the sum of partial[o * width : (o + 1) * width], in order."""
-    for o in range(cuda.grid(1), rows, cuda.gridsize(1)):
-        acc = partial[o * width]
-        for c in range(1, width):
-            acc += partial[o * width + c]
-        out[o] = acc
+@cuda.jit(device=True)
+def add2(a, b):
+    return a + b
 
 
-@cuda.jit
-def rows_max(out, partial, rows, width):
-    for o in range(cuda.grid(1), rows, cuda.gridsize(1)):
-        acc = partial[o * width]
-        for c in range(1, width):
-            acc = max2(acc, partial[o * width + c])
-        out[o] = acc
+def _rows(combine):
+    """A kernel: out[o] = partial[o * width] combined with the rest of its row, in order."""
+    @cuda.jit
+    def rows(out, partial, n_rows, width):
+        for o in range(cuda.grid(1), n_rows, cuda.gridsize(1)):
+            acc = partial[o * width]
+            for c in range(1, width):
+                acc = combine(acc, partial[o * width + c])
+            out[o] = acc
+    return rows
 
 
-@cuda.jit
-def rows_min(out, partial, rows, width):
-    for o in range(cuda.grid(1), rows, cuda.gridsize(1)):
-        acc = partial[o * width]
-        for c in range(1, width):
-            acc = min2(acc, partial[o * width + c])
-        out[o] = acc
+rows_sum, rows_max, rows_min = _rows(add2), _rows(max2), _rows(min2)
 
 
 @cuda.jit
