@@ -51,7 +51,7 @@ Calling convention (version 1)
 
     Returns the loss as a Python float; the parameters and the optimizer state are updated in place.
 
-Low level: `run(A, *addresses)` runs the kernels; A is the address of a 569920-byte,
+Low level: `run(A, *addresses)` runs the kernels; A is the address of a 438848-byte,
 64-byte aligned arena holding the constants at their offsets (`CONSTANTS`), then one address per
 input in the flat order above (`INPUTS`); outputs are written into the arena or in place (`OUTPUTS`).
 """
@@ -643,7 +643,41 @@ def loop_multiply_subtract_sum_403430fe4b(n0, n1, p0, p1, p2, p3, p4):
             a4[i1] = a4[i1] + t4  # sum
 
 
-# matmul_8c88743242: matmul; called by k16
+# loop_subtract_multiply_add_sqrt_divide_d0cd73cddf: subtract, multiply, add, sqrt, divide; called by k16, k19, k22, k24
+@njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(n0, p0, p1, p2, p3, p4, p5):
+    a0 = f32_array(p0, n0)
+    a1 = f32_array(p1, n0)
+    a2 = f32_array(p2, n0)
+    a3 = f32_array(p3, 1)
+    a4 = f32_array(p4, 1)
+    a5 = f32_array(p5, n0)
+    t11 = a3[0]
+    t15 = a4[0]
+    for i0 in range(n0):
+        t0 = a0[i0]
+        t1 = a1[i0]
+        t5 = a2[i0]
+        t17 = a5[i0]
+        t2 = t0 - t1  # subtract
+        t3 = f32(0.10000000149011612) * t2  # multiply
+        t4 = t1 + t3  # add
+        t6 = t5 * f32(0.9990000128746033)  # multiply
+        t7 = f32(0.0010000000474974513) * t0  # multiply
+        t8 = t7 * t0  # multiply
+        t9 = t6 + t8  # add
+        t10 = np.sqrt(t9)  # sqrt
+        t12 = t10 / t11  # divide
+        t13 = t12 + f32(9.99999993922529e-09)  # add
+        t14 = t4 / t13  # divide
+        t16 = t15 * t14  # multiply
+        t18 = t17 - t16  # subtract
+        a1[i0] = t4
+        a2[i0] = t9
+        a5[i0] = t18
+
+
+# matmul_8c88743242: matmul; called by k17
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def matmul_8c88743242(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
     x0 = f32_array(p_x0, len_x0)
@@ -652,7 +686,7 @@ def matmul_8c88743242(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_co
     np.dot(x0.reshape((x0_rows, x0_cols)), x1.reshape((x1_rows, x1_cols)).T, out.reshape((m, n)))
 
 
-# matmul_a04a1ae222: matmul; called by k17
+# matmul_a04a1ae222: matmul; called by k18
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def matmul_a04a1ae222(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
     x0 = f32_array(p_x0, len_x0)
@@ -661,7 +695,7 @@ def matmul_a04a1ae222(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_co
     np.dot(x0.reshape((x0_rows, x0_cols)).T, x1.reshape((x1_rows, x1_cols)), out.reshape((m, n)))
 
 
-# take_along_axis_grad_88a45ebf85: take_along_axis_grad; called by k18
+# take_along_axis_grad_88a45ebf85: take_along_axis_grad; called by k20
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def take_along_axis_grad_88a45ebf85(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer, n, inner, m):
     x0 = f32_array(p_x0, len_x0)
@@ -680,7 +714,7 @@ def take_along_axis_grad_88a45ebf85(p_x0, p_x1, p_out, len_x0, len_x1, len_out, 
                 out[(a * n + j) * inner + b] += x0[(a * m + t) * inner + b]
 
 
-# loop_where_sum_92d33aa5cc: where, sum; called by k19
+# loop_where_sum_92d33aa5cc: where, sum; called by k21
 @njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def loop_where_sum_92d33aa5cc(n0, n1, n2, p0, p1, p2, p3):
     a0 = bool_array(p0, n0 * n1 * n2)
@@ -701,7 +735,7 @@ def loop_where_sum_92d33aa5cc(n0, n1, n2, p0, p1, p2, p3):
             a3[i1] = a3[i1] + acc3
 
 
-# conv2d_grad_weight_cee8d31671: conv2d_grad_weight; called by k20
+# conv2d_grad_weight_cee8d31671: conv2d_grad_weight; called by k23
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def conv2d_grad_weight_cee8d31671(p_x0, p_x1, p_out, len_x0, len_x1, len_out, N, C, H, W, OH, OW, O):
     x0 = f32_array(p_x0, len_x0)
@@ -743,40 +777,6 @@ def conv2d_grad_weight_cee8d31671(p_x0, p_x1, p_out, len_x0, len_x1, len_out, N,
                 out[wp + 6] += s2_0
                 out[wp + 7] += s2_1
                 out[wp + 8] += s2_2
-
-
-# loop_subtract_multiply_add_sqrt_divide_d0cd73cddf: subtract, multiply, add, sqrt, divide; called by k21, k22, k23, k24
-@njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(n0, p0, p1, p2, p3, p4, p5):
-    a0 = f32_array(p0, n0)
-    a1 = f32_array(p1, n0)
-    a2 = f32_array(p2, n0)
-    a3 = f32_array(p3, 1)
-    a4 = f32_array(p4, 1)
-    a5 = f32_array(p5, n0)
-    t11 = a3[0]
-    t15 = a4[0]
-    for i0 in range(n0):
-        t0 = a0[i0]
-        t1 = a1[i0]
-        t5 = a2[i0]
-        t17 = a5[i0]
-        t2 = t0 - t1  # subtract
-        t3 = f32(0.10000000149011612) * t2  # multiply
-        t4 = t1 + t3  # add
-        t6 = t5 * f32(0.9990000128746033)  # multiply
-        t7 = f32(0.0010000000474974513) * t0  # multiply
-        t8 = t7 * t0  # multiply
-        t9 = t6 + t8  # add
-        t10 = np.sqrt(t9)  # sqrt
-        t12 = t10 / t11  # divide
-        t13 = t12 + f32(9.99999993922529e-09)  # add
-        t14 = t4 / t13  # divide
-        t16 = t15 * t14  # multiply
-        t18 = t17 - t16  # subtract
-        a1[i0] = t4
-        a2[i0] = t9
-        a5[i0] = t18
 
 
 _state["active"] = False
@@ -839,41 +839,41 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     loop_multiply_subtract_sum_403430fe4b(32, 10, A + 115264, A + 111168, A + 111488, A + 112768, A + 111296)
-    # k16: matmul over [32x256] -> %61
-    #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_8c88743242(A + 112768, params_W, A + 114048, 320, 2560, 8192, 32, 10, 256, 10, 32, 256)
-    # k17: matmul over [256x10] -> %62
-    #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_a04a1ae222(A + 78400, A + 112768, A + 146816, 8192, 320, 2560, 32, 256, 32, 10, 256, 10)
-    # k18: take_along_axis_grad over [32x16x64] -> %64
-    #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    take_along_axis_grad_88a45ebf85(A + 114048, A + 12864, A + 307776, 8192, 8192, 32768, 512, 64, 1, 16)
-    # k19: where, sum over [32x16x8x8] -> %70, %71
-    #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    loop_where_sum_92d33aa5cc(32, 16, 64, A + 275008, A + 307776, A + 438848, A + 111360)
-    # k20: conv2d_grad_weight over [16x1x3x3] -> %73
-    #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    conv2d_grad_weight_cee8d31671(A + 64, A + 438848, A + 111424, 3200, 32768, 144, 32, 1, 10, 10, 8, 8, 16)
-    # k21: subtract, multiply, add, sqrt, divide over [256x10] -> %79, %89, %102
-    #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(2560, A + 146816, exp_avg_0, exp_avg_sq_0, bias_correction2_sqrt, step_size, params_W)
-    # k22: subtract, multiply, add, sqrt, divide over [10] -> %107, %115, %127
+    # k16: subtract, multiply, add, sqrt, divide over [10] -> %107, %115, %127
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(10, A + 111296, exp_avg_1, exp_avg_sq_1, bias_correction2_sqrt, step_size, params_b)
-    # k23: subtract, multiply, add, sqrt, divide over [16] -> %131, %137, %146
+    # k17: matmul over [32x256] -> %61
+    #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
+    matmul_8c88743242(A + 112768, params_W, A + 114048, 320, 2560, 8192, 32, 10, 256, 10, 32, 256)
+    # k18: matmul over [256x10] -> %62
+    #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
+    matmul_a04a1ae222(A + 78400, A + 112768, A + 146816, 8192, 320, 2560, 32, 256, 32, 10, 256, 10)
+    # k19: subtract, multiply, add, sqrt, divide over [256x10] -> %79, %89, %102
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(16, A + 111360, exp_avg_2, exp_avg_sq_2, bias_correction2_sqrt, step_size, params_conv_b)
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(2560, A + 146816, exp_avg_0, exp_avg_sq_0, bias_correction2_sqrt, step_size, params_W)
+    # k20: take_along_axis_grad over [32x16x64] -> %64
+    #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
+    take_along_axis_grad_88a45ebf85(A + 114048, A + 12864, A + 307776, 8192, 8192, 32768, 512, 64, 1, 16)
+    # k21: where, sum over [32x16x8x8] -> %70, %71
+    #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
+    #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
+    loop_where_sum_92d33aa5cc(32, 16, 64, A + 275008, A + 307776, A + 12864, A + 143936)
+    # k22: subtract, multiply, add, sqrt, divide over [16] -> %131, %137, %146
+    #   optimizer Adam
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(16, A + 143936, exp_avg_2, exp_avg_sq_2, bias_correction2_sqrt, step_size, params_conv_b)
+    # k23: conv2d_grad_weight over [16x1x3x3] -> %73
+    #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
+    conv2d_grad_weight_cee8d31671(A + 64, A + 12864, A + 143936, 3200, 32768, 144, 32, 1, 10, 10, 8, 8, 16)
     # k24: subtract, multiply, add, sqrt, divide over [16x1x3x3] -> %151, %159, %171
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(144, A + 111424, exp_avg_3, exp_avg_sq_3, bias_correction2_sqrt, step_size, params_conv_w)
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(144, A + 143936, exp_avg_3, exp_avg_sq_3, bias_correction2_sqrt, step_size, params_conv_w)
 
 
 # ================================================================================================
 # buffer plan and calling convention
 # ================================================================================================
 # The buffer plan: every intermediate value has a fixed offset in one arena.
-ARENA_BYTES = 569920
+ARENA_BYTES = 438848
 # (offset, dtype, shape, data): constants copied into the arena once
 CONSTANTS = [
 ]

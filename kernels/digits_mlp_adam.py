@@ -51,7 +51,7 @@ Calling convention (version 1)
 
     Returns the loss as a Python float; the parameters and the optimizer state are updated in place.
 
-Low level: `run(A, *addresses)` runs the kernels; A is the address of a 86080-byte,
+Low level: `run(A, *addresses)` runs the kernels; A is the address of a 53312-byte,
 64-byte aligned arena holding the constants at their offsets (`CONSTANTS`), then one address per
 input in the flat order above (`INPUTS`); outputs are written into the arena or in place (`OUTPUTS`).
 """
@@ -486,43 +486,7 @@ def loop_multiply_subtract_sum_403430fe4b(n0, n1, p0, p1, p2, p3, p4):
             a4[i1] = a4[i1] + t4  # sum
 
 
-# matmul_8c88743242: matmul; called by k13
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_8c88743242(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
-    x0 = f32_array(p_x0, len_x0)
-    x1 = f32_array(p_x1, len_x1)
-    out = f32_array(p_out, len_out)
-    np.dot(x0.reshape((x0_rows, x0_cols)), x1.reshape((x1_rows, x1_cols)).T, out.reshape((m, n)))
-
-
-# matmul_a04a1ae222: matmul; called by k14, k16
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_a04a1ae222(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
-    x0 = f32_array(p_x0, len_x0)
-    x1 = f32_array(p_x1, len_x1)
-    out = f32_array(p_out, len_out)
-    np.dot(x0.reshape((x0_rows, x0_cols)).T, x1.reshape((x1_rows, x1_cols)), out.reshape((m, n)))
-
-
-# loop_where_sum_ff7285b7d1: where, sum; called by k15
-@njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_where_sum_ff7285b7d1(n0, n1, p0, p1, p2, p3):
-    a0 = bool_array(p0, n0 * n1)
-    a1 = f32_array(p1, n0 * n1)
-    a2 = f32_array(p2, n0 * n1)
-    a3 = f32_array(p3, n1)
-    for j in range(n1):
-        a3[j] = f32(0.0)
-    for i0 in range(n0):
-        for i1 in range(n1):
-            t0 = a0[i0 * n1 + i1]
-            t1 = a1[i0 * n1 + i1]
-            t2 = t1 if t0 else f32(0.0)  # where
-            a2[i0 * n1 + i1] = t2
-            a3[i1] = a3[i1] + t2  # sum
-
-
-# loop_subtract_multiply_add_sqrt_divide_d0cd73cddf: subtract, multiply, add, sqrt, divide; called by k17, k18, k19, k20
+# loop_subtract_multiply_add_sqrt_divide_d0cd73cddf: subtract, multiply, add, sqrt, divide; called by k13, k16, k18, k20
 @njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(n0, p0, p1, p2, p3, p4, p5):
     a0 = f32_array(p0, n0)
@@ -554,6 +518,42 @@ def loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(n0, p0, p1, p2, p3, p4, p5
         a1[i0] = t4
         a2[i0] = t9
         a5[i0] = t18
+
+
+# matmul_8c88743242: matmul; called by k14
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def matmul_8c88743242(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
+    x0 = f32_array(p_x0, len_x0)
+    x1 = f32_array(p_x1, len_x1)
+    out = f32_array(p_out, len_out)
+    np.dot(x0.reshape((x0_rows, x0_cols)), x1.reshape((x1_rows, x1_cols)).T, out.reshape((m, n)))
+
+
+# matmul_a04a1ae222: matmul; called by k15, k19
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def matmul_a04a1ae222(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
+    x0 = f32_array(p_x0, len_x0)
+    x1 = f32_array(p_x1, len_x1)
+    out = f32_array(p_out, len_out)
+    np.dot(x0.reshape((x0_rows, x0_cols)).T, x1.reshape((x1_rows, x1_cols)), out.reshape((m, n)))
+
+
+# loop_where_sum_ff7285b7d1: where, sum; called by k17
+@njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_where_sum_ff7285b7d1(n0, n1, p0, p1, p2, p3):
+    a0 = bool_array(p0, n0 * n1)
+    a1 = f32_array(p1, n0 * n1)
+    a2 = f32_array(p2, n0 * n1)
+    a3 = f32_array(p3, n1)
+    for j in range(n1):
+        a3[j] = f32(0.0)
+    for i0 in range(n0):
+        for i1 in range(n1):
+            t0 = a0[i0 * n1 + i1]
+            t1 = a1[i0 * n1 + i1]
+            t2 = t1 if t0 else f32(0.0)  # where
+            a2[i0 * n1 + i1] = t2
+            a3[i1] = a3[i1] + t2  # sum
 
 
 _state["active"] = False
@@ -606,37 +606,37 @@ def run(A, params_W1, params_W2, params_b1, params_b2, x, y, exp_avg_0, exp_avg_
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     loop_multiply_subtract_sum_403430fe4b(32, 10, A + 4160, A + 64, A + 384, A + 1664, A + 192)
-    # k13: matmul over [32x128] -> %55
-    #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    matmul_8c88743242(A + 1664, params_W2, A + 36928, 320, 1280, 4096, 32, 10, 128, 10, 32, 128)
-    # k14: matmul over [128x10] -> %56
-    #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    matmul_a04a1ae222(A + 16448, A + 1664, A + 2944, 4096, 320, 1280, 32, 128, 32, 10, 128, 10)
-    # k15: where, sum over [32x128] -> %61, %62
-    #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    loop_where_sum_ff7285b7d1(32, 128, A + 32832, A + 36928, A + 8064, A + 256)
-    # k16: matmul over [64x128] -> %64
-    #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    matmul_a04a1ae222(x, A + 8064, A + 53312, 2048, 4096, 8192, 32, 64, 32, 128, 64, 128)
-    # k17: subtract, multiply, add, sqrt, divide over [64x128] -> %70, %80, %93
-    #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(8192, A + 53312, exp_avg_0, exp_avg_sq_0, bias_correction2_sqrt, step_size, params_W1)
-    # k18: subtract, multiply, add, sqrt, divide over [128x10] -> %97, %103, %112
-    #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(1280, A + 2944, exp_avg_1, exp_avg_sq_1, bias_correction2_sqrt, step_size, params_W2)
-    # k19: subtract, multiply, add, sqrt, divide over [128] -> %117, %125, %137
-    #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(128, A + 256, exp_avg_2, exp_avg_sq_2, bias_correction2_sqrt, step_size, params_b1)
-    # k20: subtract, multiply, add, sqrt, divide over [10] -> %141, %147, %156
+    # k13: subtract, multiply, add, sqrt, divide over [10] -> %141, %147, %156
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(10, A + 192, exp_avg_3, exp_avg_sq_3, bias_correction2_sqrt, step_size, params_b2)
+    # k14: matmul over [32x128] -> %55
+    #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
+    matmul_8c88743242(A + 1664, params_W2, A + 36928, 320, 1280, 4096, 32, 10, 128, 10, 32, 128)
+    # k15: matmul over [128x10] -> %56
+    #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
+    matmul_a04a1ae222(A + 16448, A + 1664, A + 2944, 4096, 320, 1280, 32, 128, 32, 10, 128, 10)
+    # k16: subtract, multiply, add, sqrt, divide over [128x10] -> %97, %103, %112
+    #   optimizer Adam
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(1280, A + 2944, exp_avg_1, exp_avg_sq_1, bias_correction2_sqrt, step_size, params_W2)
+    # k17: where, sum over [32x128] -> %61, %62
+    #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
+    loop_where_sum_ff7285b7d1(32, 128, A + 32832, A + 36928, A + 64, A + 16448)
+    # k18: subtract, multiply, add, sqrt, divide over [128] -> %117, %125, %137
+    #   optimizer Adam
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(128, A + 16448, exp_avg_2, exp_avg_sq_2, bias_correction2_sqrt, step_size, params_b1)
+    # k19: matmul over [64x128] -> %64
+    #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
+    matmul_a04a1ae222(x, A + 64, A + 16448, 2048, 4096, 8192, 32, 64, 32, 128, 64, 128)
+    # k20: subtract, multiply, add, sqrt, divide over [64x128] -> %70, %80, %93
+    #   optimizer Adam
+    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(8192, A + 16448, exp_avg_0, exp_avg_sq_0, bias_correction2_sqrt, step_size, params_W1)
 
 
 # ================================================================================================
 # buffer plan and calling convention
 # ================================================================================================
 # The buffer plan: every intermediate value has a fixed offset in one arena.
-ARENA_BYTES = 86080
+ARENA_BYTES = 53312
 # (offset, dtype, shape, data): constants copied into the arena once
 CONSTANTS = [
 ]

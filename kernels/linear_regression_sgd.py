@@ -328,7 +328,21 @@ def loop_add_subtract_square_sum_multiply_6b59763cca(n0, p0, p1, p2, p3, p4, p5)
     a5[0] = acc5
 
 
-# loop_multiply_6b5d37d3fb: multiply; called by k2
+# loop_multiply_subtract_38f9527032: multiply, subtract; called by k2
+@njit("void(int64, int64, int64)", **JIT_OPTIONS)
+def loop_multiply_subtract_38f9527032(p0, p1, p2):
+    a0 = f32_array(p0, 1)
+    a1 = f32_array(p1, 1)
+    a2 = f32_array(p2, 1)
+    t0 = a0[0]
+    t1 = a1[0]
+    t3 = a2[0]
+    t2 = t0 * t1  # multiply
+    t4 = t3 - t2  # subtract
+    a2[0] = t4
+
+
+# loop_multiply_6b5d37d3fb: multiply; called by k3
 @njit("void(int64, int64)", **JIT_OPTIONS)
 def loop_multiply_6b5d37d3fb(p0, p1):
     a0 = f32_array(p0, 1)
@@ -338,7 +352,7 @@ def loop_multiply_6b5d37d3fb(p0, p1):
     a1[0] = t1
 
 
-# matmul_d171f60564: matmul; called by k3
+# matmul_d171f60564: matmul; called by k4
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def matmul_d171f60564(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     x0 = f32_array(p_x0, len_x0)
@@ -359,20 +373,6 @@ def matmul_d171f60564(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
                 s = x0[p * m + i]
                 for j in range(n):
                     out[i * n + j] += s * x1[p * n + j]
-
-
-# loop_multiply_subtract_38f9527032: multiply, subtract; called by k4
-@njit("void(int64, int64, int64)", **JIT_OPTIONS)
-def loop_multiply_subtract_38f9527032(p0, p1, p2):
-    a0 = f32_array(p0, 1)
-    a1 = f32_array(p1, 1)
-    a2 = f32_array(p2, 1)
-    t0 = a0[0]
-    t1 = a1[0]
-    t3 = a2[0]
-    t2 = t0 * t1  # multiply
-    t4 = t3 - t2  # subtract
-    a2[0] = t4
 
 
 # loop_multiply_subtract_a40bf8677e: multiply, subtract; called by k5
@@ -406,18 +406,18 @@ def run(A, params_b, params_w, x, y, lr):
     #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
     #   linear_regression.py:39  return np.mean((pred - y) ** 2)
     loop_add_subtract_square_sum_multiply_6b59763cca(256, A + 64, params_b, y, A + 1088, A + 1152, A + 2176)
-    # k2: multiply over [scalar] -> %14
-    #   linear_regression.py:39  return np.mean((pred - y) ** 2)
-    loop_multiply_6b5d37d3fb(A + 1088, A)
-    # k3: matmul over [3x1] -> %24
-    #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
-    matmul_d171f60564(x, A + 1152, A + 64, 768, 256, 3, 3, 1, 256)
-    # k4: multiply, subtract over [1] -> %27
+    # k2: multiply, subtract over [1] -> %27
     #   optimizer SGD
     loop_multiply_subtract_38f9527032(lr, A + 2176, params_b)
+    # k3: multiply over [scalar] -> %14
+    #   linear_regression.py:39  return np.mean((pred - y) ** 2)
+    loop_multiply_6b5d37d3fb(A + 1088, A)
+    # k4: matmul over [3x1] -> %24
+    #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
+    matmul_d171f60564(x, A + 1152, A + 2176, 768, 256, 3, 3, 1, 256)
     # k5: multiply, subtract over [3x1] -> %31
     #   optimizer SGD
-    loop_multiply_subtract_a40bf8677e(3, lr, A + 64, params_w)
+    loop_multiply_subtract_a40bf8677e(3, lr, A + 2176, params_w)
 
 
 # ================================================================================================

@@ -124,7 +124,8 @@ def fuse(graph):
             fuser.place(node)
     kernels = fuser.kernels
     _mark_stores(graph, kernels, fuser.home)
-    ordered = _schedule(kernels)
+    in_region = {base_layout(v)[0].id for i, v in enumerate(graph.outputs) if i not in graph.aliases}
+    ordered = _schedule(kernels, in_region)
     for k in ordered:
         k.parallel = decide_parallel(k)
     layouts = {}
@@ -299,8 +300,17 @@ def _space(node):
     return node.inputs[0].shape if node.opdef.kind == REDUCE else node.output.shape
 
 
-def _schedule(kernels):
-    """Topological order of kernels by their buffer dependencies, stable in creation order."""
+def _schedule(kernels, region_outputs):
+    """Topological order of kernels by their buffer dependencies, stable in creation order,
+    except that a kernel no other kernel depends on, and that writes no output into the arena's
+    output region, runs as soon as its inputs are ready: a train step's in-place update of one
+    parameter, so that parameter's gradient is dead before the next gradient is computed,
+    instead of every gradient living until the updates at the end. (Outputs in the region keep
+    their place: the views returned by the last call may be passed back as this call's inputs,
+    so writing them early could overwrite an input that a later kernel reads.)"""
+    has_dependents = {d.index for k in kernels for d in k.deps}
+    sinks = [k for k in kernels if k.index not in has_dependents
+             and not any(v.id in region_outputs for v in k.stores)]
     done, order = set(), []
 
     def visit(k):
@@ -311,8 +321,15 @@ def _schedule(kernels):
             visit(d)
         order.append(k)
 
+    def run_ready_sinks():
+        for s in sinks:
+            if s.index not in done and all(d.index in done for d in s.deps):
+                done.add(s.index)
+                order.append(s)
+
     for k in kernels:
         visit(k)
+        run_ready_sinks()
     for i, k in enumerate(order):
         k.index = i
     return order

@@ -71,22 +71,39 @@ def plan_buffers(fusion):
                 if layout is not None:
                     last_read[layout[0].id] = k.index
 
-    free: list[tuple[int, int]] = []  # (offset, size) of free scratch slots
-    end = scratch_start
-    live = {}  # value id -> (offset, size)
-    naive = output_bytes + constant_bytes
+    # two placements, the smaller kept: best fit, and best fit that grows a free block at the
+    # top of the arena rather than leaving it behind (W2 1.58 -> 0.91 MiB, but W6 1.01 -> 1.13)
+    scratch = [_place_scratch(fusion, offsets, aliases, last_read, scratch_start, grow)
+               for grow in (False, True)]
+    placed, end = min(scratch, key=lambda p: p[1])
+    offsets.update(placed)
+    naive = output_bytes + constant_bytes + sum(  # every scratch value in a slot of its own
+        _aligned(nbytes(v)) for k in fusion.kernels for v in k.stores if v.id in placed)
+
+    input_bytes = sum(nbytes(v) for v in graph.inputs)
+    return BufferPlan(offsets, end, output_bytes, constant_bytes, end - scratch_start, naive,
+                      input_bytes, constants, aliases)
+
+
+def _place_scratch(fusion, fixed, aliases, last_read, start, grow_top):
+    """Offsets of the kernels' stored values in the scratch region, in schedule order: a value
+    takes the smallest free slot it fits (with grow_top, else the free slot at the top, grown),
+    and its slot is free after the last kernel that reads it. Returns (offsets, arena end)."""
+    offsets, free, live, end = {}, [], {}, start  # free: (offset, size) slots
     for k in fusion.kernels:
         for v in k.stores:
-            if v.id in offsets or v.id in aliases:
+            if v.id in fixed or v.id in aliases or v.id in offsets:
                 continue
             size = _aligned(nbytes(v))
-            naive += size
             fit = min((s for s in free if s[1] >= size), key=lambda s: s[1], default=None)
             if fit is not None:
                 free.remove(fit)
                 if fit[1] > size:
                     free.append((fit[0] + size, fit[1] - size))
                 offsets[v.id] = fit[0]
+            elif grow_top and free and free[-1][0] + free[-1][1] == end:
+                offsets[v.id] = free.pop()[0]
+                end = offsets[v.id] + size
             else:
                 offsets[v.id] = end
                 end += size
@@ -94,10 +111,7 @@ def plan_buffers(fusion):
         for vid in [vid for vid in live if last_read.get(vid, -1) <= k.index]:
             free.append(live.pop(vid))
             free = _coalesce(free)
-
-    input_bytes = sum(nbytes(v) for v in graph.inputs)
-    return BufferPlan(offsets, end, output_bytes, constant_bytes, end - scratch_start, naive,
-                      input_bytes, constants, aliases)
+    return offsets, end
 
 
 def _coalesce(free):
