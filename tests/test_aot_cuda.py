@@ -15,7 +15,7 @@ from gradc import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
-from digits_mlp import loss  # noqa: E402
+from digits_mlp import forward, loss  # noqa: E402
 
 SPECS = '''
 import numpy as np
@@ -24,6 +24,10 @@ from gradc.aot import Spec
 def args():
     params = {"W1": Spec((6, 5)), "b1": Spec((5,)), "W2": Spec((5, 3)), "b2": Spec((3,))}
     return params, Spec((4, 6), np.float32), Spec((4,), np.int64)
+
+
+def forward_args():
+    return args()[:2]
 '''
 
 
@@ -42,9 +46,11 @@ def results(tmp_path_factory):
     folder = tmp_path_factory.mktemp("aot_cuda")
     (folder / "specs.py").write_text(SPECS)
     model = os.path.join(ROOT, "examples", "digits_mlp.py")
-    for what, out in ((["--train", "adam", "--lr", "0.05"], "mlp_step_cuda.py"),
-                      (["--value-and-grad"], "mlp_vg_cuda.py")):
-        assert cli.main(["compile", f"{model}:loss", "--example", f"{folder}/specs.py:args",
+    for fun, spec, what, out in (
+            ("loss", "args", ["--train", "adam", "--lr", "0.05"], "mlp_step_cuda.py"),
+            ("loss", "args", ["--value-and-grad"], "mlp_vg_cuda.py"),
+            ("forward", "forward_args", ["--jit"], "mlp_forward_cuda.py")):
+        assert cli.main(["compile", f"{model}:{fun}", "--example", f"{folder}/specs.py:{spec}",
                          *what, "--target", "cuda", "-q", "-o", str(folder / out)]) in (0, None)
     params, batches = inputs()
     arrays = {f"p_{k}": v for k, v in params.items()}
@@ -88,6 +94,13 @@ def test_value_and_grad_module_matches_gradc_cpu(results):
     assert abs(got["value"] - float(value)) <= 1e-5 * abs(float(value)) + 1e-6
     for k, g in grads.items():
         np.testing.assert_allclose(np.array(got["grads"][k], np.float32), g, rtol=1e-5, atol=1e-6)
+
+
+def test_jit_module_matches_gradc_cpu(results):
+    _, got = results
+    params, batches = inputs()
+    want = gradc.jit(forward)(params, batches[0][0])
+    np.testing.assert_allclose(np.array(got["forward"], np.float32), want, rtol=1e-5, atol=1e-6)
 
 
 def test_explain_shows_cuda_launches(tmp_path, capsys):

@@ -33,4 +33,7 @@ from mlp_vg_cuda import loss as value_and_grad  # noqa: E402
 
 value, grads = value_and_grad(params(), *batches[0])
 out["value"], out["grads"] = float(value), {k: v.tolist() for k, v in grads.items()}
+from mlp_forward_cuda import forward  # noqa: E402
+
+out["forward"] = forward(params(), batches[0][0]).tolist()
 json.dump(out, sys.stdout)
