@@ -340,49 +340,41 @@ def _index(j, n, err, code):
     return j
 
 
+@cuda.jit(device=True)
+def _gathered(e, idx, one_per_row, n, inner, m, err, code):
+    """Output element e = (a, t, b) of a gather reads (a, j, b) of its source, j = idx[t] (take:
+    one index per row) or idx[e] (take_along_axis); the flat index of that source element."""
+    a = e // (m * inner)
+    r = e - a * m * inner
+    t = r // inner
+    b = r - t * inner
+    j = _index(idx[t] if one_per_row else idx[e], n, err, code)
+    return (a * n + j) * inner + b
+
+
 @cuda.jit
 def take(out, x, idx, outer, n, inner, m, err, code):
     for e in range(cuda.grid(1), outer * m * inner, cuda.gridsize(1)):
-        a = e // (m * inner)
-        r = e - a * m * inner
-        t = r // inner
-        b = r - t * inner
-        j = _index(idx[t], n, err, code)
-        out[e] = x[(a * n + j) * inner + b]
+        out[e] = x[_gathered(e, idx, True, n, inner, m, err, code)]
 
 
 @cuda.jit
 def take_grad(out, g, idx, outer, n, inner, m, err, code):
     """Scatter-add of g into out (zeroed by a fill launch before)."""
     for e in range(cuda.grid(1), outer * m * inner, cuda.gridsize(1)):
-        a = e // (m * inner)
-        r = e - a * m * inner
-        t = r // inner
-        b = r - t * inner
-        j = _index(idx[t], n, err, code)
-        cuda.atomic.add(out, (a * n + j) * inner + b, g[e])
+        cuda.atomic.add(out, _gathered(e, idx, True, n, inner, m, err, code), g[e])
 
 
 @cuda.jit
 def take_along_axis(out, x, idx, outer, n, inner, m, err, code):
     for e in range(cuda.grid(1), outer * m * inner, cuda.gridsize(1)):
-        a = e // (m * inner)
-        r = e - a * m * inner
-        t = r // inner
-        b = r - t * inner
-        j = _index(idx[e], n, err, code)
-        out[e] = x[(a * n + j) * inner + b]
+        out[e] = x[_gathered(e, idx, False, n, inner, m, err, code)]
 
 
 @cuda.jit
 def take_along_axis_grad(out, g, idx, outer, n, inner, m, err, code):
     for e in range(cuda.grid(1), outer * m * inner, cuda.gridsize(1)):
-        a = e // (m * inner)
-        r = e - a * m * inner
-        t = r // inner
-        b = r - t * inner
-        j = _index(idx[e], n, err, code)
-        cuda.atomic.add(out, (a * n + j) * inner + b, g[e])
+        cuda.atomic.add(out, _gathered(e, idx, False, n, inner, m, err, code), g[e])
 
 
 @cuda.jit
