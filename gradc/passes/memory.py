@@ -89,7 +89,8 @@ def _place_scratch(fusion, fixed, aliases, last_read, start, grow_top):
     """Offsets of the kernels' stored values in the scratch region, in schedule order: a value
     takes the smallest free slot it fits (with grow_top, else the free slot at the top, grown),
     and its slot is free after the last kernel that reads it. Returns (offsets, arena end)."""
-    offsets, free, live, end = {}, [], {}, start  # free: (offset, size) slots
+    offsets, free, end = {}, [], start  # free: (offset, size) slots
+    expiring = {}  # kernel index -> slots free once that kernel has run
     for k in fusion.kernels:
         for v in k.stores:
             if v.id in fixed or v.id in aliases or v.id in offsets:
@@ -107,10 +108,10 @@ def _place_scratch(fusion, fixed, aliases, last_read, start, grow_top):
             else:
                 offsets[v.id] = end
                 end += size
-            live[v.id] = (offsets[v.id], size)
-        for vid in [vid for vid in live if last_read.get(vid, -1) <= k.index]:
-            free.append(live.pop(vid))
-            free = _coalesce(free)
+            expiring.setdefault(max(last_read.get(v.id, -1), k.index), []).append(
+                (offsets[v.id], size))
+        if k.index in expiring:
+            free = _coalesce(free + expiring.pop(k.index))
     return offsets, end
 
 
