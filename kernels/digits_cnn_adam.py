@@ -211,6 +211,11 @@ def tag():
 # fast-math flags. Kernels take buffer addresses (plain integers) instead of arrays, so calling
 # one costs well under a microsecond and allocates nothing (unboxing a NumPy array allocates a
 # Numba MemInfo on every call).
+import ctypes
+import glob
+import os
+
+import llvmlite.binding
 import numpy as np
 from numba import carray, njit, prange, types  # noqa: F401  (prange: parallel kernels)
 from numba.extending import intrinsic
@@ -278,6 +283,73 @@ def max2(a, b):
 @njit
 def min2(a, b):
     return a if (a <= b or a != a) else b
+
+
+# --- matrix products -------------------------------------------------------------------------
+# NumPy's wheels bundle OpenBLAS with 64-bit integers and prefixed names (scipy_cblas_sgemm64_).
+# A kernel calls it by that name (Numba resolves the symbol when it links the kernel, from the
+# disk cache too), which compiles in ~45 ms against ~150 ms for a kernel that calls np.dot, and
+# leaves SciPy's OpenBLAS (what Numba's np.dot calls) unused: its second thread pool fought
+# NumPy's for the cores when both ran with default threads. A NumPy without that library (MKL,
+# Accelerate builds), or GRADC_BLAS=numba, takes np.dot inside Numba instead.
+def _numpy_openblas():
+    """ctypes handle of the OpenBLAS bundled with NumPy, or None."""
+    if os.environ.get("GRADC_BLAS", "openblas") != "openblas":
+        return None
+    root = os.path.dirname(os.path.dirname(os.path.abspath(np.__file__)))
+    for pattern in ("numpy.libs/libscipy_openblas64_*", "numpy/.dylibs/libscipy_openblas64_*"):
+        for path in sorted(glob.glob(os.path.join(root, pattern))):
+            try:
+                lib = ctypes.CDLL(path)
+                names = ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_")
+                for name in names:
+                    llvmlite.binding.add_symbol(name, ctypes.cast(getattr(lib, name),
+                                                                  ctypes.c_void_p).value)
+                return lib
+            except (OSError, AttributeError):
+                continue
+    return None
+
+
+BLAS = "openblas" if _numpy_openblas() is not None else "numba"  # (part of the cache key)
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+
+def _cblas_gemm(name, numba_type, pointer):
+    """c[m,n] = op(a) @ op(b) on flat C-ordered arrays; op transposes where ta/tb is set."""
+    ptr = types.CPointer(numba_type)
+    gemm = types.ExternalFunction(name, types.void(
+        types.int32, types.int32, types.int32, types.int64, types.int64, types.int64, numba_type,
+        ptr, types.int64, ptr, types.int64, numba_type, ptr, types.int64))
+    one, zero = numba_type(1), numba_type(0)
+
+    @njit(**JIT_OPTIONS)
+    def product(ta, tb, m, n, k, a, b, c):
+        gemm(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS, m, n, k, one,
+             pointer(a.ctypes.data), m if ta else k, pointer(b.ctypes.data), k if tb else n,
+             zero, pointer(c.ctypes.data), n)
+
+    return product
+
+
+@njit(**JIT_OPTIONS)
+def _numba_gemm(ta, tb, m, n, k, a, b, c):
+    out = c.reshape((m, n))
+    if ta and tb:
+        np.dot(a.reshape((k, m)).T, b.reshape((n, k)).T, out)
+    elif ta:
+        np.dot(a.reshape((k, m)).T, b.reshape((k, n)), out)
+    elif tb:
+        np.dot(a.reshape((m, k)), b.reshape((n, k)).T, out)
+    else:
+        np.dot(a.reshape((m, k)), b.reshape((k, n)), out)
+
+
+if BLAS == "openblas":
+    sgemm = _cblas_gemm("scipy_cblas_sgemm64_", types.float32, _f32_ptr)
+    dgemm = _cblas_gemm("scipy_cblas_dgemm64_", types.float64, _f64_ptr)
+else:
+    sgemm = dgemm = _numba_gemm
 
 
 # ================================================================================================
@@ -467,13 +539,13 @@ def take_along_axis_36ddf330f0(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer
                 out[(a * m + t) * inner + b] = x0[(a * n + j) * inner + b]
 
 
-# matmul_3469deddb8: matmul; called by k5
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_3469deddb8(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
+# matmul_17bc0866b2: matmul; called by k5
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def matmul_17bc0866b2(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     x0 = f32_array(p_x0, len_x0)
     x1 = f32_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
-    np.dot(x0.reshape((x0_rows, x0_cols)), x1.reshape((x1_rows, x1_cols)), out.reshape((m, n)))
+    sgemm(False, False, m, n, k, x0, x1, out)
 
 
 # loop_add_max_69b41dadb1: add, max; called by k6
@@ -677,22 +749,22 @@ def loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(n0, p0, p1, p2, p3, p4, p5
         a5[i0] = t18
 
 
-# matmul_8c88743242: matmul; called by k17
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_8c88743242(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
+# matmul_ceb85c3715: matmul; called by k17
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def matmul_ceb85c3715(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     x0 = f32_array(p_x0, len_x0)
     x1 = f32_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
-    np.dot(x0.reshape((x0_rows, x0_cols)), x1.reshape((x1_rows, x1_cols)).T, out.reshape((m, n)))
+    sgemm(False, True, m, n, k, x0, x1, out)
 
 
-# matmul_a04a1ae222: matmul; called by k18
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_a04a1ae222(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
+# matmul_9311a5314d: matmul; called by k18
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def matmul_9311a5314d(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     x0 = f32_array(p_x0, len_x0)
     x1 = f32_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
-    np.dot(x0.reshape((x0_rows, x0_cols)).T, x1.reshape((x1_rows, x1_cols)), out.reshape((m, n)))
+    sgemm(True, False, m, n, k, x0, x1, out)
 
 
 # take_along_axis_grad_88a45ebf85: take_along_axis_grad; called by k20
@@ -806,7 +878,7 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     take_along_axis_36ddf330f0(A + 143936, A + 12864, A + 78400, 32768, 8192, 8192, 512, 64, 1, 16)
     # k5: matmul over [32x10] -> %29
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_3469deddb8(A + 78400, params_W, A + 111168, 8192, 2560, 320, 32, 256, 256, 10, 32, 10)
+    matmul_17bc0866b2(A + 78400, params_W, A + 111168, 8192, 2560, 320, 32, 10, 256)
     # k6: add, max over [32x10] -> %32, %33
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
@@ -844,10 +916,10 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(10, A + 111296, exp_avg_1, exp_avg_sq_1, bias_correction2_sqrt, step_size, params_b)
     # k17: matmul over [32x256] -> %61
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_8c88743242(A + 112768, params_W, A + 114048, 320, 2560, 8192, 32, 10, 256, 10, 32, 256)
+    matmul_ceb85c3715(A + 112768, params_W, A + 114048, 320, 2560, 8192, 32, 256, 10)
     # k18: matmul over [256x10] -> %62
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_a04a1ae222(A + 78400, A + 112768, A + 146816, 8192, 320, 2560, 32, 256, 32, 10, 256, 10)
+    matmul_9311a5314d(A + 78400, A + 112768, A + 146816, 8192, 320, 2560, 256, 10, 32)
     # k19: subtract, multiply, add, sqrt, divide over [256x10] -> %79, %89, %102
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(2560, A + 146816, exp_avg_0, exp_avg_sq_0, bias_correction2_sqrt, step_size, params_W)

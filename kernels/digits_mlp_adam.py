@@ -211,6 +211,11 @@ def tag():
 # fast-math flags. Kernels take buffer addresses (plain integers) instead of arrays, so calling
 # one costs well under a microsecond and allocates nothing (unboxing a NumPy array allocates a
 # Numba MemInfo on every call).
+import ctypes
+import glob
+import os
+
+import llvmlite.binding
 import numpy as np
 from numba import carray, njit, prange, types  # noqa: F401  (prange: parallel kernels)
 from numba.extending import intrinsic
@@ -280,6 +285,73 @@ def min2(a, b):
     return a if (a <= b or a != a) else b
 
 
+# --- matrix products -------------------------------------------------------------------------
+# NumPy's wheels bundle OpenBLAS with 64-bit integers and prefixed names (scipy_cblas_sgemm64_).
+# A kernel calls it by that name (Numba resolves the symbol when it links the kernel, from the
+# disk cache too), which compiles in ~45 ms against ~150 ms for a kernel that calls np.dot, and
+# leaves SciPy's OpenBLAS (what Numba's np.dot calls) unused: its second thread pool fought
+# NumPy's for the cores when both ran with default threads. A NumPy without that library (MKL,
+# Accelerate builds), or GRADC_BLAS=numba, takes np.dot inside Numba instead.
+def _numpy_openblas():
+    """ctypes handle of the OpenBLAS bundled with NumPy, or None."""
+    if os.environ.get("GRADC_BLAS", "openblas") != "openblas":
+        return None
+    root = os.path.dirname(os.path.dirname(os.path.abspath(np.__file__)))
+    for pattern in ("numpy.libs/libscipy_openblas64_*", "numpy/.dylibs/libscipy_openblas64_*"):
+        for path in sorted(glob.glob(os.path.join(root, pattern))):
+            try:
+                lib = ctypes.CDLL(path)
+                names = ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_")
+                for name in names:
+                    llvmlite.binding.add_symbol(name, ctypes.cast(getattr(lib, name),
+                                                                  ctypes.c_void_p).value)
+                return lib
+            except (OSError, AttributeError):
+                continue
+    return None
+
+
+BLAS = "openblas" if _numpy_openblas() is not None else "numba"  # (part of the cache key)
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+
+def _cblas_gemm(name, numba_type, pointer):
+    """c[m,n] = op(a) @ op(b) on flat C-ordered arrays; op transposes where ta/tb is set."""
+    ptr = types.CPointer(numba_type)
+    gemm = types.ExternalFunction(name, types.void(
+        types.int32, types.int32, types.int32, types.int64, types.int64, types.int64, numba_type,
+        ptr, types.int64, ptr, types.int64, numba_type, ptr, types.int64))
+    one, zero = numba_type(1), numba_type(0)
+
+    @njit(**JIT_OPTIONS)
+    def product(ta, tb, m, n, k, a, b, c):
+        gemm(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS, m, n, k, one,
+             pointer(a.ctypes.data), m if ta else k, pointer(b.ctypes.data), k if tb else n,
+             zero, pointer(c.ctypes.data), n)
+
+    return product
+
+
+@njit(**JIT_OPTIONS)
+def _numba_gemm(ta, tb, m, n, k, a, b, c):
+    out = c.reshape((m, n))
+    if ta and tb:
+        np.dot(a.reshape((k, m)).T, b.reshape((n, k)).T, out)
+    elif ta:
+        np.dot(a.reshape((k, m)).T, b.reshape((k, n)), out)
+    elif tb:
+        np.dot(a.reshape((m, k)), b.reshape((n, k)).T, out)
+    else:
+        np.dot(a.reshape((m, k)), b.reshape((k, n)), out)
+
+
+if BLAS == "openblas":
+    sgemm = _cblas_gemm("scipy_cblas_sgemm64_", types.float32, _f32_ptr)
+    dgemm = _cblas_gemm("scipy_cblas_dgemm64_", types.float64, _f64_ptr)
+else:
+    sgemm = dgemm = _numba_gemm
+
+
 # ================================================================================================
 # kernels
 # ================================================================================================
@@ -292,13 +364,13 @@ JIT_OPTIONS = dict(JIT_OPTIONS, cache=_VECMATH and sys.modules.get(__name__) is 
 _state["active"] = True  # the kernels below compile (eagerly: explicit signatures) with the hook
 
 
-# matmul_3469deddb8: matmul; called by k0, k2
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_3469deddb8(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
+# matmul_17bc0866b2: matmul; called by k0, k2
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def matmul_17bc0866b2(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     x0 = f32_array(p_x0, len_x0)
     x1 = f32_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
-    np.dot(x0.reshape((x0_rows, x0_cols)), x1.reshape((x1_rows, x1_cols)), out.reshape((m, n)))
+    sgemm(False, False, m, n, k, x0, x1, out)
 
 
 # loop_add_relu_greater_85d413ba68: add, relu, greater; called by k1
@@ -520,22 +592,22 @@ def loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(n0, p0, p1, p2, p3, p4, p5
         a5[i0] = t18
 
 
-# matmul_8c88743242: matmul; called by k14
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_8c88743242(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
+# matmul_ceb85c3715: matmul; called by k14
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def matmul_ceb85c3715(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     x0 = f32_array(p_x0, len_x0)
     x1 = f32_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
-    np.dot(x0.reshape((x0_rows, x0_cols)), x1.reshape((x1_rows, x1_cols)).T, out.reshape((m, n)))
+    sgemm(False, True, m, n, k, x0, x1, out)
 
 
-# matmul_a04a1ae222: matmul; called by k15, k19
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_a04a1ae222(p_x0, p_x1, p_out, len_x0, len_x1, len_out, x0_rows, x0_cols, x1_rows, x1_cols, m, n):
+# matmul_9311a5314d: matmul; called by k15, k19
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def matmul_9311a5314d(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     x0 = f32_array(p_x0, len_x0)
     x1 = f32_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
-    np.dot(x0.reshape((x0_rows, x0_cols)).T, x1.reshape((x1_rows, x1_cols)), out.reshape((m, n)))
+    sgemm(True, False, m, n, k, x0, x1, out)
 
 
 # loop_where_sum_ff7285b7d1: where, sum; called by k17
@@ -567,13 +639,13 @@ def run(A, params_W1, params_W2, params_b1, params_b2, x, y, exp_avg_0, exp_avg_
     the flat order of `INPUTS`. Allocates nothing."""
     # k0: matmul over [32x128] -> %18
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    matmul_3469deddb8(x, params_W1, A + 64, 2048, 8192, 4096, 32, 64, 64, 128, 32, 128)
+    matmul_17bc0866b2(x, params_W1, A + 64, 2048, 8192, 4096, 32, 128, 64)
     # k1: add, relu, greater over [32x128] -> %22, %60
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
     loop_add_relu_greater_85d413ba68(32, 128, A + 64, params_b1, A + 16448, A + 32832)
     # k2: matmul over [32x10] -> %23
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    matmul_3469deddb8(A + 16448, params_W2, A + 64, 4096, 1280, 320, 32, 128, 128, 10, 32, 10)
+    matmul_17bc0866b2(A + 16448, params_W2, A + 64, 4096, 1280, 320, 32, 10, 128)
     # k3: add, max over [32x10] -> %26, %27
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
@@ -611,10 +683,10 @@ def run(A, params_W1, params_W2, params_b1, params_b2, x, y, exp_avg_0, exp_avg_
     loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(10, A + 192, exp_avg_3, exp_avg_sq_3, bias_correction2_sqrt, step_size, params_b2)
     # k14: matmul over [32x128] -> %55
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    matmul_8c88743242(A + 1664, params_W2, A + 36928, 320, 1280, 4096, 32, 10, 128, 10, 32, 128)
+    matmul_ceb85c3715(A + 1664, params_W2, A + 36928, 320, 1280, 4096, 32, 128, 10)
     # k15: matmul over [128x10] -> %56
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    matmul_a04a1ae222(A + 16448, A + 1664, A + 2944, 4096, 320, 1280, 32, 128, 32, 10, 128, 10)
+    matmul_9311a5314d(A + 16448, A + 1664, A + 2944, 4096, 320, 1280, 128, 10, 32)
     # k16: subtract, multiply, add, sqrt, divide over [128x10] -> %97, %103, %112
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(1280, A + 2944, exp_avg_1, exp_avg_sq_1, bias_correction2_sqrt, step_size, params_W2)
@@ -626,7 +698,7 @@ def run(A, params_W1, params_W2, params_b1, params_b2, x, y, exp_avg_0, exp_avg_
     loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(128, A + 16448, exp_avg_2, exp_avg_sq_2, bias_correction2_sqrt, step_size, params_b1)
     # k19: matmul over [64x128] -> %64
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    matmul_a04a1ae222(x, A + 64, A + 16448, 2048, 4096, 8192, 32, 64, 32, 128, 64, 128)
+    matmul_9311a5314d(x, A + 64, A + 16448, 2048, 4096, 8192, 64, 128, 32)
     # k20: subtract, multiply, add, sqrt, divide over [64x128] -> %70, %80, %93
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(8192, A + 16448, exp_avg_0, exp_avg_sq_0, bias_correction2_sqrt, step_size, params_W1)

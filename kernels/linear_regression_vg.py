@@ -193,6 +193,11 @@ def tag():
 # fast-math flags. Kernels take buffer addresses (plain integers) instead of arrays, so calling
 # one costs well under a microsecond and allocates nothing (unboxing a NumPy array allocates a
 # Numba MemInfo on every call).
+import ctypes
+import glob
+import os
+
+import llvmlite.binding
 import numpy as np
 from numba import carray, njit, prange, types  # noqa: F401  (prange: parallel kernels)
 from numba.extending import intrinsic
@@ -260,6 +265,73 @@ def max2(a, b):
 @njit
 def min2(a, b):
     return a if (a <= b or a != a) else b
+
+
+# --- matrix products -------------------------------------------------------------------------
+# NumPy's wheels bundle OpenBLAS with 64-bit integers and prefixed names (scipy_cblas_sgemm64_).
+# A kernel calls it by that name (Numba resolves the symbol when it links the kernel, from the
+# disk cache too), which compiles in ~45 ms against ~150 ms for a kernel that calls np.dot, and
+# leaves SciPy's OpenBLAS (what Numba's np.dot calls) unused: its second thread pool fought
+# NumPy's for the cores when both ran with default threads. A NumPy without that library (MKL,
+# Accelerate builds), or GRADC_BLAS=numba, takes np.dot inside Numba instead.
+def _numpy_openblas():
+    """ctypes handle of the OpenBLAS bundled with NumPy, or None."""
+    if os.environ.get("GRADC_BLAS", "openblas") != "openblas":
+        return None
+    root = os.path.dirname(os.path.dirname(os.path.abspath(np.__file__)))
+    for pattern in ("numpy.libs/libscipy_openblas64_*", "numpy/.dylibs/libscipy_openblas64_*"):
+        for path in sorted(glob.glob(os.path.join(root, pattern))):
+            try:
+                lib = ctypes.CDLL(path)
+                names = ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_")
+                for name in names:
+                    llvmlite.binding.add_symbol(name, ctypes.cast(getattr(lib, name),
+                                                                  ctypes.c_void_p).value)
+                return lib
+            except (OSError, AttributeError):
+                continue
+    return None
+
+
+BLAS = "openblas" if _numpy_openblas() is not None else "numba"  # (part of the cache key)
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+
+def _cblas_gemm(name, numba_type, pointer):
+    """c[m,n] = op(a) @ op(b) on flat C-ordered arrays; op transposes where ta/tb is set."""
+    ptr = types.CPointer(numba_type)
+    gemm = types.ExternalFunction(name, types.void(
+        types.int32, types.int32, types.int32, types.int64, types.int64, types.int64, numba_type,
+        ptr, types.int64, ptr, types.int64, numba_type, ptr, types.int64))
+    one, zero = numba_type(1), numba_type(0)
+
+    @njit(**JIT_OPTIONS)
+    def product(ta, tb, m, n, k, a, b, c):
+        gemm(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS, m, n, k, one,
+             pointer(a.ctypes.data), m if ta else k, pointer(b.ctypes.data), k if tb else n,
+             zero, pointer(c.ctypes.data), n)
+
+    return product
+
+
+@njit(**JIT_OPTIONS)
+def _numba_gemm(ta, tb, m, n, k, a, b, c):
+    out = c.reshape((m, n))
+    if ta and tb:
+        np.dot(a.reshape((k, m)).T, b.reshape((n, k)).T, out)
+    elif ta:
+        np.dot(a.reshape((k, m)).T, b.reshape((k, n)), out)
+    elif tb:
+        np.dot(a.reshape((m, k)), b.reshape((n, k)).T, out)
+    else:
+        np.dot(a.reshape((m, k)), b.reshape((k, n)), out)
+
+
+if BLAS == "openblas":
+    sgemm = _cblas_gemm("scipy_cblas_sgemm64_", types.float32, _f32_ptr)
+    dgemm = _cblas_gemm("scipy_cblas_dgemm64_", types.float64, _f64_ptr)
+else:
+    sgemm = dgemm = _numba_gemm
 
 
 # ================================================================================================

@@ -21,7 +21,7 @@ import numba
 import numpy as np
 
 from .. import __version__
-from . import vecmath
+from . import rt, vecmath
 
 _loaded_dirs = set()
 
@@ -31,7 +31,7 @@ def cache_root():
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "gradc")
     vecmath.enable()  # before the first kernel compiles; decides the cache tag below
     tag = (f"gradc{__version__}-numba{numba.__version__}-numpy{np.__version__}"
-           f"-py{sys.version_info[0]}{sys.version_info[1]}-{vecmath.tag()}")
+           f"-py{sys.version_info[0]}{sys.version_info[1]}-{vecmath.tag()}-{rt.BLAS}")
     path = os.path.join(root, tag.replace(".", "_"))
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path

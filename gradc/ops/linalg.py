@@ -1,6 +1,6 @@
 """Matrix products: `matmul` (2-D) and `bmm` (batched 3-D), each with transpose flags so that
 the backward's `g @ B.T` reads B in place instead of copying a transpose. Emitted as BLAS calls
-through Numba's np.dot into the planned, contiguous output buffer.
+(gradc/codegen/rt.py: NumPy's own OpenBLAS) into the planned, contiguous output buffer.
 """
 import numpy as np
 
@@ -44,12 +44,6 @@ def _infer_bmm(inputs, ta, tb):
         raise ShapeError(f"bmm takes 3-D operands with one batch size, got {a.shape}, {b.shape}")
     m, _, n = _dims(a.shape[1:], b.shape[1:], ta, tb)
     return (a.shape[0], m, n), a.dtype
-
-
-def _operand(k, name, shape2, t):
-    rows, cols = shape2
-    r, c = k.param(f"{name}_rows", rows), k.param(f"{name}_cols", cols)
-    return f"{name}.reshape(({r}, {c})){'.T' if t else ''}"
 
 
 # Below this many multiply-adds a plain loop nest beats the BLAS call's fixed cost (W1's
@@ -107,9 +101,10 @@ def _product(k, a, b, c, a_shape, b_shape):
     m, kk, n = _dims(a_shape, b_shape, ta, tb)
     if m * n * kk <= SMALL_MATMUL or not np.issubdtype(k.output.dtype, np.floating):  # no int BLAS
         _loop_matmul(k, a, b, c, k.param("m", m), k.param("n", n), k.param("k", kk), ta, tb)
-    else:
-        k.line(f"np.dot({_operand(k, a, a_shape, ta)}, {_operand(k, b, b_shape, tb)}, "
-               f"{c}.reshape(({k.param('m', m)}, {k.param('n', n)})))")
+    else:  # BLAS: gradc/codegen/rt.py
+        gemm = "sgemm" if k.output.dtype == np.float32 else "dgemm"
+        k.line(f"{gemm}({ta}, {tb}, {k.param('m', m)}, {k.param('n', n)}, {k.param('k', kk)}, "
+               f"{a}, {b}, {c})")
 
 
 def _matmul_kernel(k):

@@ -1,0 +1,59 @@
+"""Matrix products go to NumPy's own OpenBLAS (gradc/codegen/rt.py), or to np.dot inside Numba
+where NumPy has no bundled OpenBLAS (GRADC_BLAS=numba takes that path here). Both must give
+NumPy's products and gradients, for every transpose combination and the batched product."""
+import glob
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+import gradc
+from gradc.codegen import rt
+
+CHECK = textwrap.dedent("""
+    import numpy as np, gradc
+    from gradc.codegen import rt
+
+    def f(a, b, c):  # products large enough for BLAS (over SMALL_MATMUL), every layout
+        return (np.sum(np.tanh(a @ b)) + np.sum((a.T @ c) ** 2) + np.sum(np.sin(b.T @ a.T))
+                + np.sum(np.cos(np.stack([a, c]) @ np.stack([b, b]))))
+
+    rng = np.random.default_rng(0)
+    for dtype, tol in ((np.float32, 2e-4), (np.float64, 1e-10)):
+        a, b, c = (rng.standard_normal((32, 32)).astype(dtype) for _ in range(3))
+        value, grads = gradc.value_and_grad(f, argnums=(0, 1, 2))(a, b, c)
+        ref = f(a.astype(np.float64), b.astype(np.float64), c.astype(np.float64))
+        assert abs(value - ref) <= tol * abs(ref), (dtype, value, ref)
+        # d/da of sum(tanh(a @ b)) alone, by hand
+        g = gradc.grad(lambda a, b: np.sum(np.tanh(a @ b)))(a, b)
+        t = np.tanh(a.astype(np.float64) @ b)
+        np.testing.assert_allclose(g, (1 - t * t) @ b.T.astype(np.float64), rtol=tol * 10, atol=tol)
+    print(rt.BLAS)
+""")
+
+
+def _run(env_blas, tmp_path):
+    env = dict(os.environ, GRADC_CACHE_DIR=str(tmp_path / env_blas), GRADC_BLAS=env_blas)
+    out = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_products_through_numpys_openblas_and_through_numba_agree_with_numpy(tmp_path):
+    assert _run("numba", tmp_path) == "numba"
+    bundled = glob.glob(os.path.join(os.path.dirname(os.path.dirname(np.__file__)),
+                                     "numpy.libs", "libscipy_openblas64_*"))
+    assert _run("openblas", tmp_path) == ("openblas" if bundled else "numba")
+
+
+def test_numpy_wheels_openblas_is_the_one_gradc_calls():
+    """On a NumPy wheel (bundled OpenBLAS), gradc's kernels call it: one BLAS, one thread pool."""
+    bundled = glob.glob(os.path.join(os.path.dirname(os.path.dirname(np.__file__)),
+                                     "numpy.libs", "libscipy_openblas64_*"))
+    if os.environ.get("GRADC_BLAS", "openblas") == "openblas" and bundled:
+        assert rt.BLAS == "openblas"
+    a = np.arange(64 * 64, dtype=np.float32).reshape(64, 64) / 4096
+    np.testing.assert_allclose(gradc.jit(lambda x: x @ x.T)(a), a @ a.T, rtol=1e-5)
