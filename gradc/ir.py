@@ -11,6 +11,7 @@ VJP rules and rewrites all read like NumPy (see `gradc.ops.fn` and `gradc.trace`
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,8 +88,8 @@ class Node:
     def attr(self):
         return dict(self.attrs)
 
-    @property
-    def opdef(self):
+    @functools.cached_property
+    def opdef(self):  # (looked up once: the passes ask for it millions of times on long graphs)
         from .ops.registry import get_op
         return get_op(self.op)
 

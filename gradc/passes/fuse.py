@@ -138,6 +138,9 @@ def fuse(graph):
     return Fusion(graph, ordered, layouts, fuser.notes)
 
 
+HORIZONTAL_WINDOW = 16  # loop kernels of one iteration space a node may join horizontally
+
+
 class _Fuser:
     """Greedy grouping, node by node in graph order: a node joins the newest loop kernel that
     computes one of its inputs elementwise over the same iteration space (vertical fusion), or
@@ -221,7 +224,9 @@ class _Fuser:
                 return cand
             self.notes.append(f"{node.op} at {node.source} not fused into {cand.name}: {why}")
         if not identity:  # horizontal fusion: independent work over the same space, one loop
-            for cand in reversed(self.by_space.get(_space(node), ())):
+            # (among the newest few such loops: a 400-step unroll has thousands of one shape,
+            # and joining one far back would only lengthen what stays live)
+            for cand in reversed(self.by_space.get(_space(node), ())[-HORIZONTAL_WINDOW:]):
                 if self.can_join(cand, node, set())[0]:
                     return cand
         return None
