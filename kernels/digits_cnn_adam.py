@@ -51,7 +51,7 @@ Calling convention (version 1)
 
     Returns the loss as a Python float; the parameters and the optimizer state are updated in place.
 
-Low level: `run(A, *addresses)` runs the kernels; A is the address of a 438848-byte,
+Low level: `run(A, *addresses)` runs the kernels; A is the address of a 439232-byte,
 64-byte aligned arena holding the constants at their offsets (`CONSTANTS`), then one address per
 input in the flat order above (`INPUTS`); outputs are written into the arena or in place (`OUTPUTS`).
 """
@@ -224,6 +224,9 @@ from numba.extending import intrinsic
 # NaN and Inf keep their meaning, so check_finite and NaN propagation still work.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+# functions kernels call: compiled into each kernel that calls them (and so cached with it); not
+# cached on their own, which would write beside this file (in site-packages, or an AOT module)
+CALLEE_OPTIONS = dict(nogil=True, fastmath=FASTMATH, error_model="numpy")
 CHUNKS = 16  # a parallel kernel's outer loop is split into this many ranges
 
 f32, f64, i64, i32, i16, i8, u8, bool_ = (np.float32, np.float64, np.int64, np.int32, np.int16,
@@ -323,7 +326,7 @@ def _cblas_gemm(name, numba_type, pointer):
         ptr, types.int64, ptr, types.int64, numba_type, ptr, types.int64))
     one, zero = numba_type(1), numba_type(0)
 
-    @njit(**JIT_OPTIONS)
+    @njit(**CALLEE_OPTIONS)
     def product(ta, tb, m, n, k, a, b, c):
         gemm(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS, m, n, k, one,
              pointer(a.ctypes.data), m if ta else k, pointer(b.ctypes.data), k if tb else n,
@@ -332,7 +335,7 @@ def _cblas_gemm(name, numba_type, pointer):
     return product
 
 
-@njit(**JIT_OPTIONS)
+@njit(**CALLEE_OPTIONS)
 def _numba_gemm(ta, tb, m, n, k, a, b, c):
     out = c.reshape((m, n))
     if ta and tb:
@@ -629,30 +632,34 @@ def take_along_axis_14d61a4236(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer
                 out[(a * m + t) * inner + b] = x0[(a * n + j) * inner + b]
 
 
-# loop_sum_f11a05989d: sum, copy; called by k11
-@njit("void(int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_sum_f11a05989d(n0, p0, p1, p2):
+# loop_sum_792d47d78b: sum, copy; called by k11
+@njit("void(int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_sum_792d47d78b(n0, p0, p1, p2, p3):
     a0 = f32_array(p0, n0)
     a1 = f32_array(p1, 1)
-    a2 = f32_array(p2, n0)
-    acc1 = f32(0.0)
+    a2 = f32_array(p2, 1)
+    a3 = f32_array(p3, n0)
+    t2 = a1[0]
+    acc2 = f32(0.0)
     for i0 in range(n0):
         t0 = a0[i0]
-        t2 = f32(-0.03125)  # copy
-        acc1 = acc1 + t0  # sum
-        a2[i0] = t2
-    a1[0] = acc1
+        t3 = t2  # copy
+        acc2 = acc2 + t0  # sum
+        a3[i0] = t3
+    a2[0] = acc2
 
 
-# loop_multiply_negative_027317776b: multiply, negative; called by k12
-@njit("void(int64, int64)", **JIT_OPTIONS)
-def loop_multiply_negative_027317776b(p0, p1):
+# loop_multiply_negative_15ae7badef: multiply, negative; called by k12
+@njit("void(int64, int64, int64)", **JIT_OPTIONS)
+def loop_multiply_negative_15ae7badef(p0, p1, p2):
     a0 = f32_array(p0, 1)
     a1 = f32_array(p1, 1)
+    a2 = f32_array(p2, 1)
     t0 = a0[0]
-    t1 = t0 * f32(0.03125)  # multiply
-    t2 = -t1  # negative
-    a1[0] = t2
+    t1 = a1[0]
+    t2 = t0 * t1  # multiply
+    t3 = -t2  # negative
+    a2[0] = t3
 
 
 # take_along_axis_grad_301a5eda92: take_along_axis_grad; called by k13
@@ -715,38 +722,46 @@ def loop_multiply_subtract_sum_403430fe4b(n0, n1, p0, p1, p2, p3, p4):
             a4[i1] = a4[i1] + t4  # sum
 
 
-# loop_subtract_multiply_add_sqrt_divide_d0cd73cddf: subtract, multiply, add, sqrt, divide; called by k16, k19, k22, k24
-@njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(n0, p0, p1, p2, p3, p4, p5):
+# loop_subtract_multiply_add_sqrt_divide_98534a4443: subtract, multiply, add, sqrt, divide; called by k16, k19, k22, k24
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_subtract_multiply_add_sqrt_divide_98534a4443(n0, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9):
     a0 = f32_array(p0, n0)
     a1 = f32_array(p1, n0)
-    a2 = f32_array(p2, n0)
-    a3 = f32_array(p3, 1)
+    a2 = f32_array(p2, 1)
+    a3 = f32_array(p3, n0)
     a4 = f32_array(p4, 1)
-    a5 = f32_array(p5, n0)
-    t11 = a3[0]
-    t15 = a4[0]
+    a5 = f32_array(p5, 1)
+    a6 = f32_array(p6, 1)
+    a7 = f32_array(p7, 1)
+    a8 = f32_array(p8, 1)
+    a9 = f32_array(p9, n0)
+    t3 = a2[0]
+    t7 = a4[0]
+    t9 = a5[0]
+    t14 = a6[0]
+    t16 = a7[0]
+    t19 = a8[0]
     for i0 in range(n0):
         t0 = a0[i0]
         t1 = a1[i0]
-        t5 = a2[i0]
-        t17 = a5[i0]
+        t6 = a3[i0]
+        t21 = a9[i0]
         t2 = t0 - t1  # subtract
-        t3 = f32(0.10000000149011612) * t2  # multiply
-        t4 = t1 + t3  # add
-        t6 = t5 * f32(0.9990000128746033)  # multiply
-        t7 = f32(0.0010000000474974513) * t0  # multiply
-        t8 = t7 * t0  # multiply
-        t9 = t6 + t8  # add
-        t10 = np.sqrt(t9)  # sqrt
-        t12 = t10 / t11  # divide
-        t13 = t12 + f32(9.99999993922529e-09)  # add
-        t14 = t4 / t13  # divide
-        t16 = t15 * t14  # multiply
-        t18 = t17 - t16  # subtract
-        a1[i0] = t4
-        a2[i0] = t9
-        a5[i0] = t18
+        t4 = t3 * t2  # multiply
+        t5 = t1 + t4  # add
+        t8 = t6 * t7  # multiply
+        t10 = t9 * t0  # multiply
+        t11 = t10 * t0  # multiply
+        t12 = t8 + t11  # add
+        t13 = np.sqrt(t12)  # sqrt
+        t15 = t13 / t14  # divide
+        t17 = t15 + t16  # add
+        t18 = t5 / t17  # divide
+        t20 = t19 * t18  # multiply
+        t22 = t21 - t20  # subtract
+        a1[i0] = t5
+        a3[i0] = t12
+        a9[i0] = t22
 
 
 # matmul_ceb85c3715: matmul; called by k17
@@ -862,92 +877,110 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     the flat order of `INPUTS`. Allocates nothing."""
     # k0: unslice over [32x1x10x10] -> %18
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    unslice_54d990d459(x, A + 64, 2048, 3200, 32, 1, 8, 8, 64, 64, 8, 11, 100, 100, 10, 1)
+    unslice_54d990d459(x, A + 448, 2048, 3200, 32, 1, 8, 8, 64, 64, 8, 11, 100, 100, 10, 1)
     # k1: conv2d over [32x16x8x8] -> %19
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    conv2d_2d3ab94591(A + 64, params_conv_w, A + 12864, 3200, 144, 32768, 32, 1, 10, 10, 8, 8, 16)
+    conv2d_2d3ab94591(A + 448, params_conv_w, A + 13248, 3200, 144, 32768, 32, 1, 10, 10, 8, 8, 16)
     # k2: add, relu, greater over [32x16x8x8] -> %23, %69
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    loop_add_relu_greater_c6250d7cd7(32, 16, 64, A + 12864, params_conv_b, A + 143936, A + 275008)
+    loop_add_relu_greater_c6250d7cd7(32, 16, 64, A + 13248, params_conv_b, A + 144320, A + 275392)
     # k3: pool_argmax over [32x16x4x4] -> %24
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    pool_argmax_b7412f94e8(A + 143936, A + 12864, 32768, 8192, 8, 8, 4, 4, 0, 0, 512)
+    pool_argmax_b7412f94e8(A + 144320, A + 13248, 32768, 8192, 8, 8, 4, 4, 0, 0, 512)
     # k4: take_along_axis over [32x16x16] -> %27
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    take_along_axis_36ddf330f0(A + 143936, A + 12864, A + 78400, 32768, 8192, 8192, 512, 64, 1, 16)
+    take_along_axis_36ddf330f0(A + 144320, A + 13248, A + 78784, 32768, 8192, 8192, 512, 64, 1, 16)
     # k5: matmul over [32x10] -> %29
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_17bc0866b2(A + 78400, params_W, A + 111168, 8192, 2560, 320, 32, 10, 256)
+    matmul_17bc0866b2(A + 78784, params_W, A + 111552, 8192, 2560, 320, 32, 10, 256)
     # k6: add, max over [32x10] -> %32, %33
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_max_69b41dadb1(32, 10, A + 111168, params_b, A + 112448, A + 113728)
+    loop_add_max_69b41dadb1(32, 10, A + 111552, params_b, A + 112832, A + 114112)
     # k7: subtract, exp, sum over [32x10] -> %35, %36, %37
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_subtract_exp_sum_02a62508d5(32, 10, A + 112448, A + 113728, A + 111168, A + 113856, A + 115136)
+    loop_subtract_exp_sum_02a62508d5(32, 10, A + 112832, A + 114112, A + 111552, A + 114240, A + 115520)
     # k8: log over [32x1] -> %38
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_log_2a5196b308(32, A + 115136, A + 112448)
+    loop_log_2a5196b308(32, A + 115520, A + 112832)
     # k9: subtract over [32x10] -> %40
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_subtract_4e1c340d18(32, 10, A + 111168, A + 112448, A + 112576)
+    loop_subtract_4e1c340d18(32, 10, A + 111552, A + 112832, A + 112960)
     # k10: take_along_axis over [32x1] -> %42
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_14d61a4236(A + 112576, y, A + 111168, 320, 32, 32, 32, 10, 1, 1)
+    take_along_axis_14d61a4236(A + 112960, y, A + 111552, 320, 32, 32, 32, 10, 1, 1)
     # k11: sum, copy over [32x1] -> %43, %51
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_f11a05989d(32, A + 111168, A + 111296, A + 111360)
+    loop_sum_792d47d78b(32, A + 111552, A + 128, A + 111680, A + 111744)
     # k12: multiply, negative over [scalar] -> %47
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_multiply_negative_027317776b(A + 111296, A)
+    loop_multiply_negative_15ae7badef(A + 111680, A + 64, A)
     # k13: take_along_axis_grad over [32x10] -> %52
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_grad_301a5eda92(A + 111360, y, A + 111488, 32, 32, 320, 32, 10, 1, 1)
+    take_along_axis_grad_301a5eda92(A + 111744, y, A + 111872, 32, 32, 320, 32, 10, 1, 1)
     # k14: divide, sum over [32x10] -> %54, %55
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_divide_sum_15680547e7(32, 10, A + 113856, A + 115136, A + 111488, A + 115264, A + 111168)
+    loop_divide_sum_15680547e7(32, 10, A + 114240, A + 115520, A + 111872, A + 115648, A + 111552)
     # k15: multiply, subtract, sum over [32x10] -> %58, %59
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    loop_multiply_subtract_sum_403430fe4b(32, 10, A + 115264, A + 111168, A + 111488, A + 112768, A + 111296)
+    loop_multiply_subtract_sum_403430fe4b(32, 10, A + 115648, A + 111552, A + 111872, A + 113152, A + 111680)
     # k16: subtract, multiply, add, sqrt, divide over [10] -> %107, %115, %127
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(10, A + 111296, exp_avg_1, exp_avg_sq_1, bias_correction2_sqrt, step_size, params_b)
+    loop_subtract_multiply_add_sqrt_divide_98534a4443(10, A + 111680, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b)
     # k17: matmul over [32x256] -> %61
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_ceb85c3715(A + 112768, params_W, A + 114048, 320, 2560, 8192, 32, 256, 10)
+    matmul_ceb85c3715(A + 113152, params_W, A + 114432, 320, 2560, 8192, 32, 256, 10)
     # k18: matmul over [256x10] -> %62
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_9311a5314d(A + 78400, A + 112768, A + 146816, 8192, 320, 2560, 256, 10, 32)
+    matmul_9311a5314d(A + 78784, A + 113152, A + 147200, 8192, 320, 2560, 256, 10, 32)
     # k19: subtract, multiply, add, sqrt, divide over [256x10] -> %79, %89, %102
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(2560, A + 146816, exp_avg_0, exp_avg_sq_0, bias_correction2_sqrt, step_size, params_W)
+    loop_subtract_multiply_add_sqrt_divide_98534a4443(2560, A + 147200, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W)
     # k20: take_along_axis_grad over [32x16x64] -> %64
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    take_along_axis_grad_88a45ebf85(A + 114048, A + 12864, A + 307776, 8192, 8192, 32768, 512, 64, 1, 16)
+    take_along_axis_grad_88a45ebf85(A + 114432, A + 13248, A + 308160, 8192, 8192, 32768, 512, 64, 1, 16)
     # k21: where, sum over [32x16x8x8] -> %70, %71
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    loop_where_sum_92d33aa5cc(32, 16, 64, A + 275008, A + 307776, A + 12864, A + 143936)
+    loop_where_sum_92d33aa5cc(32, 16, 64, A + 275392, A + 308160, A + 13248, A + 144320)
     # k22: subtract, multiply, add, sqrt, divide over [16] -> %131, %137, %146
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(16, A + 143936, exp_avg_2, exp_avg_sq_2, bias_correction2_sqrt, step_size, params_conv_b)
+    loop_subtract_multiply_add_sqrt_divide_98534a4443(16, A + 144320, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_b)
     # k23: conv2d_grad_weight over [16x1x3x3] -> %73
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    conv2d_grad_weight_cee8d31671(A + 64, A + 12864, A + 143936, 3200, 32768, 144, 32, 1, 10, 10, 8, 8, 16)
+    conv2d_grad_weight_cee8d31671(A + 448, A + 13248, A + 144320, 3200, 32768, 144, 32, 1, 10, 10, 8, 8, 16)
     # k24: subtract, multiply, add, sqrt, divide over [16x1x3x3] -> %151, %159, %171
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(144, A + 143936, exp_avg_3, exp_avg_sq_3, bias_correction2_sqrt, step_size, params_conv_w)
+    loop_subtract_multiply_add_sqrt_divide_98534a4443(144, A + 144320, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_w)
 
 
 # ================================================================================================
 # buffer plan and calling convention
 # ================================================================================================
 # The buffer plan: every intermediate value has a fixed offset in one arena.
-ARENA_BYTES = 438848
+ARENA_BYTES = 439232
 # (offset, dtype, shape, data): constants copied into the arena once
 CONSTANTS = [
+    (64, '<f4', (1,), (
+        "AAAAPQ=="
+    )),
+    (128, '<f4', (1,), (
+        "AAAAvQ=="
+    )),
+    (192, '<f4', (1,), (
+        "zczMPQ=="
+    )),
+    (256, '<f4', (1,), (
+        "d75/Pw=="
+    )),
+    (320, '<f4', (1,), (
+        "bxKDOg=="
+    )),
+    (384, '<f4', (1,), (
+        "d8wrMg=="
+    )),
 ]
 # (name, shape, dtype) of each input, in the order `run` takes them
 INPUTS = [

@@ -51,7 +51,7 @@ Calling convention (version 1)
 
     Returns the loss as a Python float; the parameters and the optimizer state are updated in place.
 
-Low level: `run(A, *addresses)` runs the kernels; A is the address of a 53312-byte,
+Low level: `run(A, *addresses)` runs the kernels; A is the address of a 53696-byte,
 64-byte aligned arena holding the constants at their offsets (`CONSTANTS`), then one address per
 input in the flat order above (`INPUTS`); outputs are written into the arena or in place (`OUTPUTS`).
 """
@@ -224,6 +224,9 @@ from numba.extending import intrinsic
 # NaN and Inf keep their meaning, so check_finite and NaN propagation still work.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+# functions kernels call: compiled into each kernel that calls them (and so cached with it); not
+# cached on their own, which would write beside this file (in site-packages, or an AOT module)
+CALLEE_OPTIONS = dict(nogil=True, fastmath=FASTMATH, error_model="numpy")
 CHUNKS = 16  # a parallel kernel's outer loop is split into this many ranges
 
 f32, f64, i64, i32, i16, i8, u8, bool_ = (np.float32, np.float64, np.int64, np.int32, np.int16,
@@ -323,7 +326,7 @@ def _cblas_gemm(name, numba_type, pointer):
         ptr, types.int64, ptr, types.int64, numba_type, ptr, types.int64))
     one, zero = numba_type(1), numba_type(0)
 
-    @njit(**JIT_OPTIONS)
+    @njit(**CALLEE_OPTIONS)
     def product(ta, tb, m, n, k, a, b, c):
         gemm(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS, m, n, k, one,
              pointer(a.ctypes.data), m if ta else k, pointer(b.ctypes.data), k if tb else n,
@@ -332,7 +335,7 @@ def _cblas_gemm(name, numba_type, pointer):
     return product
 
 
-@njit(**JIT_OPTIONS)
+@njit(**CALLEE_OPTIONS)
 def _numba_gemm(ta, tb, m, n, k, a, b, c):
     out = c.reshape((m, n))
     if ta and tb:
@@ -472,30 +475,34 @@ def take_along_axis_b2d1405c14(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer
                 out[(a * m + t) * inner + b] = x0[(a * n + j) * inner + b]
 
 
-# loop_sum_f11a05989d: sum, copy; called by k8
-@njit("void(int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_sum_f11a05989d(n0, p0, p1, p2):
+# loop_sum_792d47d78b: sum, copy; called by k8
+@njit("void(int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_sum_792d47d78b(n0, p0, p1, p2, p3):
     a0 = f32_array(p0, n0)
     a1 = f32_array(p1, 1)
-    a2 = f32_array(p2, n0)
-    acc1 = f32(0.0)
+    a2 = f32_array(p2, 1)
+    a3 = f32_array(p3, n0)
+    t2 = a1[0]
+    acc2 = f32(0.0)
     for i0 in range(n0):
         t0 = a0[i0]
-        t2 = f32(-0.03125)  # copy
-        acc1 = acc1 + t0  # sum
-        a2[i0] = t2
-    a1[0] = acc1
+        t3 = t2  # copy
+        acc2 = acc2 + t0  # sum
+        a3[i0] = t3
+    a2[0] = acc2
 
 
-# loop_multiply_negative_027317776b: multiply, negative; called by k9
-@njit("void(int64, int64)", **JIT_OPTIONS)
-def loop_multiply_negative_027317776b(p0, p1):
+# loop_multiply_negative_15ae7badef: multiply, negative; called by k9
+@njit("void(int64, int64, int64)", **JIT_OPTIONS)
+def loop_multiply_negative_15ae7badef(p0, p1, p2):
     a0 = f32_array(p0, 1)
     a1 = f32_array(p1, 1)
+    a2 = f32_array(p2, 1)
     t0 = a0[0]
-    t1 = t0 * f32(0.03125)  # multiply
-    t2 = -t1  # negative
-    a1[0] = t2
+    t1 = a1[0]
+    t2 = t0 * t1  # multiply
+    t3 = -t2  # negative
+    a2[0] = t3
 
 
 # take_along_axis_grad_6d1d0bad7a: take_along_axis_grad; called by k10
@@ -558,38 +565,46 @@ def loop_multiply_subtract_sum_403430fe4b(n0, n1, p0, p1, p2, p3, p4):
             a4[i1] = a4[i1] + t4  # sum
 
 
-# loop_subtract_multiply_add_sqrt_divide_d0cd73cddf: subtract, multiply, add, sqrt, divide; called by k13, k16, k18, k20
-@njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(n0, p0, p1, p2, p3, p4, p5):
+# loop_subtract_multiply_add_sqrt_divide_98534a4443: subtract, multiply, add, sqrt, divide; called by k13, k16, k18, k20
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_subtract_multiply_add_sqrt_divide_98534a4443(n0, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9):
     a0 = f32_array(p0, n0)
     a1 = f32_array(p1, n0)
-    a2 = f32_array(p2, n0)
-    a3 = f32_array(p3, 1)
+    a2 = f32_array(p2, 1)
+    a3 = f32_array(p3, n0)
     a4 = f32_array(p4, 1)
-    a5 = f32_array(p5, n0)
-    t11 = a3[0]
-    t15 = a4[0]
+    a5 = f32_array(p5, 1)
+    a6 = f32_array(p6, 1)
+    a7 = f32_array(p7, 1)
+    a8 = f32_array(p8, 1)
+    a9 = f32_array(p9, n0)
+    t3 = a2[0]
+    t7 = a4[0]
+    t9 = a5[0]
+    t14 = a6[0]
+    t16 = a7[0]
+    t19 = a8[0]
     for i0 in range(n0):
         t0 = a0[i0]
         t1 = a1[i0]
-        t5 = a2[i0]
-        t17 = a5[i0]
+        t6 = a3[i0]
+        t21 = a9[i0]
         t2 = t0 - t1  # subtract
-        t3 = f32(0.10000000149011612) * t2  # multiply
-        t4 = t1 + t3  # add
-        t6 = t5 * f32(0.9990000128746033)  # multiply
-        t7 = f32(0.0010000000474974513) * t0  # multiply
-        t8 = t7 * t0  # multiply
-        t9 = t6 + t8  # add
-        t10 = np.sqrt(t9)  # sqrt
-        t12 = t10 / t11  # divide
-        t13 = t12 + f32(9.99999993922529e-09)  # add
-        t14 = t4 / t13  # divide
-        t16 = t15 * t14  # multiply
-        t18 = t17 - t16  # subtract
-        a1[i0] = t4
-        a2[i0] = t9
-        a5[i0] = t18
+        t4 = t3 * t2  # multiply
+        t5 = t1 + t4  # add
+        t8 = t6 * t7  # multiply
+        t10 = t9 * t0  # multiply
+        t11 = t10 * t0  # multiply
+        t12 = t8 + t11  # add
+        t13 = np.sqrt(t12)  # sqrt
+        t15 = t13 / t14  # divide
+        t17 = t15 + t16  # add
+        t18 = t5 / t17  # divide
+        t20 = t19 * t18  # multiply
+        t22 = t21 - t20  # subtract
+        a1[i0] = t5
+        a3[i0] = t12
+        a9[i0] = t22
 
 
 # matmul_ceb85c3715: matmul; called by k14
@@ -639,78 +654,96 @@ def run(A, params_W1, params_W2, params_b1, params_b2, x, y, exp_avg_0, exp_avg_
     the flat order of `INPUTS`. Allocates nothing."""
     # k0: matmul over [32x128] -> %18
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    matmul_17bc0866b2(x, params_W1, A + 64, 2048, 8192, 4096, 32, 128, 64)
+    matmul_17bc0866b2(x, params_W1, A + 448, 2048, 8192, 4096, 32, 128, 64)
     # k1: add, relu, greater over [32x128] -> %22, %60
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    loop_add_relu_greater_85d413ba68(32, 128, A + 64, params_b1, A + 16448, A + 32832)
+    loop_add_relu_greater_85d413ba68(32, 128, A + 448, params_b1, A + 16832, A + 33216)
     # k2: matmul over [32x10] -> %23
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    matmul_17bc0866b2(A + 16448, params_W2, A + 64, 4096, 1280, 320, 32, 10, 128)
+    matmul_17bc0866b2(A + 16832, params_W2, A + 448, 4096, 1280, 320, 32, 10, 128)
     # k3: add, max over [32x10] -> %26, %27
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_max_69b41dadb1(32, 10, A + 64, params_b2, A + 1344, A + 2624)
+    loop_add_max_69b41dadb1(32, 10, A + 448, params_b2, A + 1728, A + 3008)
     # k4: subtract, exp, sum over [32x10] -> %29, %30, %31
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_subtract_exp_sum_02a62508d5(32, 10, A + 1344, A + 2624, A + 64, A + 2752, A + 4032)
+    loop_subtract_exp_sum_02a62508d5(32, 10, A + 1728, A + 3008, A + 448, A + 3136, A + 4416)
     # k5: log over [32x1] -> %32
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_log_2a5196b308(32, A + 4032, A + 1344)
+    loop_log_2a5196b308(32, A + 4416, A + 1728)
     # k6: subtract over [32x10] -> %34
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_subtract_4e1c340d18(32, 10, A + 64, A + 1344, A + 1472)
+    loop_subtract_4e1c340d18(32, 10, A + 448, A + 1728, A + 1856)
     # k7: take_along_axis over [32x1] -> %36
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_b2d1405c14(A + 1472, y, A + 64, 320, 32, 32, 32, 10, 1, 1)
+    take_along_axis_b2d1405c14(A + 1856, y, A + 448, 320, 32, 32, 32, 10, 1, 1)
     # k8: sum, copy over [32x1] -> %37, %45
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_f11a05989d(32, A + 64, A + 192, A + 256)
+    loop_sum_792d47d78b(32, A + 448, A + 128, A + 576, A + 640)
     # k9: multiply, negative over [scalar] -> %41
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_multiply_negative_027317776b(A + 192, A)
+    loop_multiply_negative_15ae7badef(A + 576, A + 64, A)
     # k10: take_along_axis_grad over [32x10] -> %46
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_grad_6d1d0bad7a(A + 256, y, A + 384, 32, 32, 320, 32, 10, 1, 1)
+    take_along_axis_grad_6d1d0bad7a(A + 640, y, A + 768, 32, 32, 320, 32, 10, 1, 1)
     # k11: divide, sum over [32x10] -> %48, %49
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_divide_sum_15680547e7(32, 10, A + 2752, A + 4032, A + 384, A + 4160, A + 64)
+    loop_divide_sum_15680547e7(32, 10, A + 3136, A + 4416, A + 768, A + 4544, A + 448)
     # k12: multiply, subtract, sum over [32x10] -> %52, %53
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    loop_multiply_subtract_sum_403430fe4b(32, 10, A + 4160, A + 64, A + 384, A + 1664, A + 192)
+    loop_multiply_subtract_sum_403430fe4b(32, 10, A + 4544, A + 448, A + 768, A + 2048, A + 576)
     # k13: subtract, multiply, add, sqrt, divide over [10] -> %141, %147, %156
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(10, A + 192, exp_avg_3, exp_avg_sq_3, bias_correction2_sqrt, step_size, params_b2)
+    loop_subtract_multiply_add_sqrt_divide_98534a4443(10, A + 576, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b2)
     # k14: matmul over [32x128] -> %55
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    matmul_ceb85c3715(A + 1664, params_W2, A + 36928, 320, 1280, 4096, 32, 128, 10)
+    matmul_ceb85c3715(A + 2048, params_W2, A + 37312, 320, 1280, 4096, 32, 128, 10)
     # k15: matmul over [128x10] -> %56
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    matmul_9311a5314d(A + 16448, A + 1664, A + 2944, 4096, 320, 1280, 128, 10, 32)
+    matmul_9311a5314d(A + 16832, A + 2048, A + 3328, 4096, 320, 1280, 128, 10, 32)
     # k16: subtract, multiply, add, sqrt, divide over [128x10] -> %97, %103, %112
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(1280, A + 2944, exp_avg_1, exp_avg_sq_1, bias_correction2_sqrt, step_size, params_W2)
+    loop_subtract_multiply_add_sqrt_divide_98534a4443(1280, A + 3328, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W2)
     # k17: where, sum over [32x128] -> %61, %62
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    loop_where_sum_ff7285b7d1(32, 128, A + 32832, A + 36928, A + 64, A + 16448)
+    loop_where_sum_ff7285b7d1(32, 128, A + 33216, A + 37312, A + 448, A + 16832)
     # k18: subtract, multiply, add, sqrt, divide over [128] -> %117, %125, %137
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(128, A + 16448, exp_avg_2, exp_avg_sq_2, bias_correction2_sqrt, step_size, params_b1)
+    loop_subtract_multiply_add_sqrt_divide_98534a4443(128, A + 16832, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b1)
     # k19: matmul over [64x128] -> %64
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    matmul_9311a5314d(x, A + 64, A + 16448, 2048, 4096, 8192, 64, 128, 32)
+    matmul_9311a5314d(x, A + 448, A + 16832, 2048, 4096, 8192, 64, 128, 32)
     # k20: subtract, multiply, add, sqrt, divide over [64x128] -> %70, %80, %93
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_d0cd73cddf(8192, A + 16448, exp_avg_0, exp_avg_sq_0, bias_correction2_sqrt, step_size, params_W1)
+    loop_subtract_multiply_add_sqrt_divide_98534a4443(8192, A + 16832, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W1)
 
 
 # ================================================================================================
 # buffer plan and calling convention
 # ================================================================================================
 # The buffer plan: every intermediate value has a fixed offset in one arena.
-ARENA_BYTES = 53312
+ARENA_BYTES = 53696
 # (offset, dtype, shape, data): constants copied into the arena once
 CONSTANTS = [
+    (64, '<f4', (1,), (
+        "AAAAPQ=="
+    )),
+    (128, '<f4', (1,), (
+        "AAAAvQ=="
+    )),
+    (192, '<f4', (1,), (
+        "zczMPQ=="
+    )),
+    (256, '<f4', (1,), (
+        "d75/Pw=="
+    )),
+    (320, '<f4', (1,), (
+        "bxKDOg=="
+    )),
+    (384, '<f4', (1,), (
+        "d8wrMg=="
+    )),
 ]
 # (name, shape, dtype) of each input, in the order `run` takes them
 INPUTS = [

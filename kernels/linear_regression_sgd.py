@@ -38,7 +38,7 @@ Calling convention (version 1)
 
     Returns the loss as a Python float; the parameters and the optimizer state are updated in place.
 
-Low level: `run(A, *addresses)` runs the kernels; A is the address of a 2240-byte,
+Low level: `run(A, *addresses)` runs the kernels; A is the address of a 2304-byte,
 64-byte aligned arena holding the constants at their offsets (`CONSTANTS`), then one address per
 input in the flat order above (`INPUTS`); outputs are written into the arena or in place (`OUTPUTS`).
 """
@@ -211,6 +211,9 @@ from numba.extending import intrinsic
 # NaN and Inf keep their meaning, so check_finite and NaN propagation still work.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+# functions kernels call: compiled into each kernel that calls them (and so cached with it); not
+# cached on their own, which would write beside this file (in site-packages, or an AOT module)
+CALLEE_OPTIONS = dict(nogil=True, fastmath=FASTMATH, error_model="numpy")
 CHUNKS = 16  # a parallel kernel's outer loop is split into this many ranges
 
 f32, f64, i64, i32, i16, i8, u8, bool_ = (np.float32, np.float64, np.int64, np.int32, np.int16,
@@ -310,7 +313,7 @@ def _cblas_gemm(name, numba_type, pointer):
         ptr, types.int64, ptr, types.int64, numba_type, ptr, types.int64))
     one, zero = numba_type(1), numba_type(0)
 
-    @njit(**JIT_OPTIONS)
+    @njit(**CALLEE_OPTIONS)
     def product(ta, tb, m, n, k, a, b, c):
         gemm(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS, m, n, k, one,
              pointer(a.ctypes.data), m if ta else k, pointer(b.ctypes.data), k if tb else n,
@@ -319,7 +322,7 @@ def _cblas_gemm(name, numba_type, pointer):
     return product
 
 
-@njit(**JIT_OPTIONS)
+@njit(**CALLEE_OPTIONS)
 def _numba_gemm(ta, tb, m, n, k, a, b, c):
     out = c.reshape((m, n))
     if ta and tb:
@@ -373,31 +376,33 @@ def matmul_98f78cc040(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
                     out[i * n + j] += s * x1[p * n + j]
 
 
-# loop_add_subtract_square_sum_multiply_6b59763cca: add, subtract, square, sum, multiply; called by k1
-@njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_subtract_square_sum_multiply_6b59763cca(n0, p0, p1, p2, p3, p4, p5):
+# loop_add_subtract_square_sum_multiply_fe490ac155: add, subtract, square, sum, multiply; called by k1
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_add_subtract_square_sum_multiply_fe490ac155(n0, p0, p1, p2, p3, p4, p5, p6):
     a0 = f32_array(p0, n0)
     a1 = f32_array(p1, 1)
     a2 = f32_array(p2, n0)
     a3 = f32_array(p3, 1)
-    a4 = f32_array(p4, n0)
-    a5 = f32_array(p5, 1)
+    a4 = f32_array(p4, 1)
+    a5 = f32_array(p5, n0)
+    a6 = f32_array(p6, 1)
     t1 = a1[0]
-    acc3 = f32(0.0)
-    acc5 = f32(0.0)
+    t7 = a3[0]
+    acc4 = f32(0.0)
+    acc6 = f32(0.0)
     for i0 in range(n0):
         t0 = a0[i0]
         t3 = a2[i0]
         t2 = t0 + t1  # add
         t4 = t2 - t3  # subtract
         t5 = t4 * t4  # square
-        t7 = f32(0.00390625) * f32(2.0)  # multiply
-        t8 = t7 * t4  # multiply
-        acc3 = acc3 + t5  # sum
-        a4[i0] = t8
-        acc5 = acc5 + t8  # sum
-    a3[0] = acc3
-    a5[0] = acc5
+        t8 = t7 * f32(2.0)  # multiply
+        t9 = t8 * t4  # multiply
+        acc4 = acc4 + t5  # sum
+        a5[i0] = t9
+        acc6 = acc6 + t9  # sum
+    a4[0] = acc4
+    a6[0] = acc6
 
 
 # loop_multiply_subtract_38f9527032: multiply, subtract; called by k2
@@ -414,14 +419,16 @@ def loop_multiply_subtract_38f9527032(p0, p1, p2):
     a2[0] = t4
 
 
-# loop_multiply_6b5d37d3fb: multiply; called by k3
-@njit("void(int64, int64)", **JIT_OPTIONS)
-def loop_multiply_6b5d37d3fb(p0, p1):
+# loop_multiply_864c6772c0: multiply; called by k3
+@njit("void(int64, int64, int64)", **JIT_OPTIONS)
+def loop_multiply_864c6772c0(p0, p1, p2):
     a0 = f32_array(p0, 1)
     a1 = f32_array(p1, 1)
+    a2 = f32_array(p2, 1)
     t0 = a0[0]
-    t1 = t0 * f32(0.00390625)  # multiply
-    a1[0] = t1
+    t1 = a1[0]
+    t2 = t0 * t1  # multiply
+    a2[0] = t2
 
 
 # matmul_d171f60564: matmul; called by k4
@@ -473,32 +480,35 @@ def run(A, params_b, params_w, x, y, lr):
     the flat order of `INPUTS`. Allocates nothing."""
     # k0: matmul over [256x1] -> %5
     #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
-    matmul_98f78cc040(x, params_w, A + 64, 768, 3, 256, 256, 1, 3)
+    matmul_98f78cc040(x, params_w, A + 128, 768, 3, 256, 256, 1, 3)
     # k1: add, subtract, square, sum, multiply over [256x1] -> %11, %21, %22
     #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
     #   linear_regression.py:39  return np.mean((pred - y) ** 2)
-    loop_add_subtract_square_sum_multiply_6b59763cca(256, A + 64, params_b, y, A + 1088, A + 1152, A + 2176)
+    loop_add_subtract_square_sum_multiply_fe490ac155(256, A + 128, params_b, y, A + 64, A + 1152, A + 1216, A + 2240)
     # k2: multiply, subtract over [1] -> %27
     #   optimizer SGD
-    loop_multiply_subtract_38f9527032(lr, A + 2176, params_b)
+    loop_multiply_subtract_38f9527032(lr, A + 2240, params_b)
     # k3: multiply over [scalar] -> %14
     #   linear_regression.py:39  return np.mean((pred - y) ** 2)
-    loop_multiply_6b5d37d3fb(A + 1088, A)
+    loop_multiply_864c6772c0(A + 1152, A + 64, A)
     # k4: matmul over [3x1] -> %24
     #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
-    matmul_d171f60564(x, A + 1152, A + 2176, 768, 256, 3, 3, 1, 256)
+    matmul_d171f60564(x, A + 1216, A + 2240, 768, 256, 3, 3, 1, 256)
     # k5: multiply, subtract over [3x1] -> %31
     #   optimizer SGD
-    loop_multiply_subtract_a40bf8677e(3, lr, A + 2176, params_w)
+    loop_multiply_subtract_a40bf8677e(3, lr, A + 2240, params_w)
 
 
 # ================================================================================================
 # buffer plan and calling convention
 # ================================================================================================
 # The buffer plan: every intermediate value has a fixed offset in one arena.
-ARENA_BYTES = 2240
+ARENA_BYTES = 2304
 # (offset, dtype, shape, data): constants copied into the arena once
 CONSTANTS = [
+    (64, '<f4', (1,), (
+        "AACAOw=="
+    )),
 ]
 # (name, shape, dtype) of each input, in the order `run` takes them
 INPUTS = [

@@ -22,6 +22,9 @@ from numba.extending import intrinsic
 # NaN and Inf keep their meaning, so check_finite and NaN propagation still work.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+# functions kernels call: compiled into each kernel that calls them (and so cached with it); not
+# cached on their own, which would write beside this file (in site-packages, or an AOT module)
+CALLEE_OPTIONS = dict(nogil=True, fastmath=FASTMATH, error_model="numpy")
 CHUNKS = 16  # a parallel kernel's outer loop is split into this many ranges
 
 f32, f64, i64, i32, i16, i8, u8, bool_ = (np.float32, np.float64, np.int64, np.int32, np.int16,
@@ -121,7 +124,7 @@ def _cblas_gemm(name, numba_type, pointer):
         ptr, types.int64, ptr, types.int64, numba_type, ptr, types.int64))
     one, zero = numba_type(1), numba_type(0)
 
-    @njit(**JIT_OPTIONS)
+    @njit(**CALLEE_OPTIONS)
     def product(ta, tb, m, n, k, a, b, c):
         gemm(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS, m, n, k, one,
              pointer(a.ctypes.data), m if ta else k, pointer(b.ctypes.data), k if tb else n,
@@ -130,7 +133,7 @@ def _cblas_gemm(name, numba_type, pointer):
     return product
 
 
-@njit(**JIT_OPTIONS)
+@njit(**CALLEE_OPTIONS)
 def _numba_gemm(ta, tb, m, n, k, a, b, c):
     out = c.reshape((m, n))
     if ta and tb:

@@ -20,7 +20,7 @@ class ConstArray:
     __slots__ = ("array", "_key")
 
     def __init__(self, array):
-        self.array = np.ascontiguousarray(array)
+        self.array = np.array(array, order="C")  # (a copy; ascontiguousarray makes 0-d 1-d)
         self.array.setflags(write=False)
         self._key = (self.array.shape, self.array.dtype.str, hash(self.array.tobytes()))
 

@@ -21,6 +21,7 @@ import os
 import numpy as np
 
 from ..ir import replay
+from ..ops.fn import ConstArray
 from ..ops.movement import contiguous_strides
 from ..ops.registry import CONST, ELEMENTWISE, KERNEL, REDUCE, VIEW
 
@@ -77,6 +78,17 @@ def _copy(x):
     return x.graph.apply("copy", (x,))
 
 
+def _literal(value, dtype):
+    """Whether a scalar constant is written into kernels as a literal. Other float constants (a
+    mean's 1/N, an epsilon) are read from the arena's constant region instead, so the kernel that
+    uses them is the same for every batch size and every such value: a new batch size compiles
+    no new kernel. Integers and the few values that appear whatever the shapes stay literals."""
+    if not np.issubdtype(dtype, np.floating):
+        return True
+    v = float(value)
+    return not np.isfinite(v) or (v.is_integer() and abs(v) <= 2 ** 24) or abs(v) == 0.5
+
+
 def legalize(graph):
     """Insert copies where a view cannot be strided, where a library kernel needs a contiguous
     input, and for outputs that are not computed by a kernel (inputs, views, constants,
@@ -84,6 +96,9 @@ def legalize(graph):
 
     def rewrite(new, node, ins):
         kind = node.opdef.kind
+        if node.op == "const" and not _literal(node.attr["value"], node.output.dtype):
+            return new.apply("constant", (), data=ConstArray(np.array(node.attr["value"],
+                                                                      node.output.dtype)))
         if kind == VIEW and base_layout(ins[0]) is not None:
             probe = new.apply(node.op, ins, **node.attr)
             if base_layout(probe) is None:
