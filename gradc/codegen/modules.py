@@ -101,7 +101,10 @@ def _prepare(root):
     root down and that the last two can be written; returns ROOT/TAG/modules. Raises
     UnsafeDirectory or OSError."""
     root = os.path.abspath(root)
-    os.makedirs(os.path.dirname(root), exist_ok=True)  # above the root: not gradc's to judge
+    try:  # above the root: not gradc's to judge
+        os.makedirs(os.path.dirname(root), exist_ok=True)
+    except FileExistsError:  # not a directory: say so below, for the root itself
+        pass
     chain = [root]
     for part in (cache_tag(), "modules", "__pycache__"):
         chain.append(os.path.join(chain[-1], part))
