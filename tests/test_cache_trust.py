@@ -109,7 +109,7 @@ needs_root = pytest.mark.skipif(os.getuid() != 0,
                                 reason="making files another user owns needs root")
 
 
-# --- a private cache is used; one others can write into is not ---------------------------------
+# --- a private cache is used; one others can write into is not -----------------------------------
 
 def test_a_private_cache_through_the_users_own_link_is_used(tmp_path, monkeypatch,
                                                             fresh_modules):
@@ -215,7 +215,7 @@ def test_links_and_sticky_directories_of_another_user_are_refused(tmp_path, monk
     assert os.listdir(sticky) == []
 
 
-# --- a cache that cannot be written ---------------------------------------------------------------
+# --- a cache that cannot be written --------------------------------------------------------------
 
 @pytest.mark.parametrize("where", ["a regular file", "below a regular file"])
 def test_a_cache_path_that_is_no_directory_falls_back_with_one_warning(tmp_path, monkeypatch,
@@ -303,7 +303,7 @@ def test_a_disk_that_fills_mid_write_falls_back_to_memory_with_one_warning(tmp_p
     assert out["warnings"] == []
 
 
-# --- an ahead-of-time module -----------------------------------------------------------------------
+# --- an ahead-of-time module ---------------------------------------------------------------------
 
 def test_an_aot_module_imports_from_a_read_only_folder_with_no_writable_home(tmp_path):
     prefix = unprivileged()

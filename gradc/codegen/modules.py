@@ -53,8 +53,8 @@ _told = set()
 
 def configured_root():
     """The cache root the user asked for: GRADC_CACHE_DIR, else the XDG cache directory's gradc."""
-    return os.environ.get("GRADC_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "gradc")
+    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.environ.get("GRADC_CACHE_DIR") or os.path.join(cache_home, "gradc")
 
 
 def cache_tag():
@@ -136,7 +136,8 @@ def distrust(path, may_be_sticky=True):
     st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode):
         if st.st_uid != me:
-            return f"{path} is a symbolic link owned by {_user(st.st_uid)}, not by you ({_user(me)})"
+            return (f"{path} is a symbolic link owned by {_user(st.st_uid)}, not by you "
+                    f"({_user(me)})")
         st = os.stat(path)
     if not stat.S_ISDIR(st.st_mode):
         return f"{path} is not a directory"
