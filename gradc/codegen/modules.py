@@ -21,8 +21,9 @@ Files are written to a temporary name and renamed, so concurrent processes never
 from __future__ import annotations
 
 import atexit
-import json
+import contextlib
 import hashlib
+import json
 import linecache
 import os
 import pwd
@@ -251,7 +252,8 @@ def _write_atomically(path, data):
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
-        _unlink(tmp)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
 
 
@@ -350,7 +352,7 @@ def _sums_path(folder, name):
 def _drop_unrecorded(folder, name, numba_dir):
     """Delete module `name`'s Numba files whose sha256 is not the one gradc recorded (damaged,
     foreign, or left by a process that stopped first); returns the others, {file: (stat key,
-    sha256)}."""
+    sha256)}. Raises OSError when one cannot be deleted (Numba would load it)."""
     try:
         with open(_sums_path(folder, name), encoding="utf-8") as f:
             recorded = json.load(f)
@@ -365,7 +367,8 @@ def _drop_unrecorded(folder, name, numba_dir):
         if seen is not None and isinstance(sums, dict) and sums.get(entry) == seen[1]:
             kept[entry] = seen
         else:
-            _unlink(path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
     return kept
 
 
@@ -400,13 +403,6 @@ def _hash(path):
 
 def _stat_key(st):
     return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def numba_cached(name, folder=None):
