@@ -35,3 +35,8 @@ class NonFiniteError(GradcError):
 
 class CompileError(GradcError):
     """Code generation or Numba compilation failed; a bug in gradc, never the user's fault."""
+
+
+class CacheWarning(UserWarning):
+    """gradc's disk cache could not be used (not private to the user, or not writable): it
+    caches elsewhere for this process, or in memory, and goes on."""

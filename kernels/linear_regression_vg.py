@@ -342,10 +342,26 @@ else:
 # ================================================================================================
 # As in gradc: the libmvec hook (where the machine has libmvec; GRADC_VECMATH=0 turns it off)
 # rewrites what Numba compiles for these kernels. Numba's disk cache is used only with the
-# hook on, so machine code that calls libmvec never loads into a process without it, and only
-# when this module is in sys.modules (Numba cannot reload cached kernels of a module that is not).
+# hook on, so machine code that calls libmvec never loads into a process without it, only when
+# this module is in sys.modules (Numba cannot reload cached kernels of a module that is not), and
+# only where Numba can write a cache (imported from a read-only folder by a user with no writable
+# home, the kernels compile on every import).
+
+
+def _numba_can_cache():
+    """Whether Numba finds a writable place to cache kernels defined in this file (as it looks
+    for one: a __pycache__ beside it, NUMBA_CACHE_DIR, the user's cache directory)."""
+    from numba.core.caching import FunctionCache
+    try:
+        FunctionCache(_numba_can_cache)
+    except Exception:  # RuntimeError: "no locator available"
+        return False
+    return True
+
+
 _VECMATH = enable()
-JIT_OPTIONS = dict(JIT_OPTIONS, cache=_VECMATH and sys.modules.get(__name__) is not None)
+JIT_OPTIONS = dict(JIT_OPTIONS, cache=_VECMATH and sys.modules.get(__name__) is not None
+                   and _numba_can_cache())
 _state["active"] = True  # the kernels below compile (eagerly: explicit signatures) with the hook
 
 

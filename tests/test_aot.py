@@ -149,19 +149,20 @@ def args():
 '''
 
 CHILD = r'''
-import importlib.abc, sys
+import importlib.abc, os, sys
 ROOT = sys.argv[1]
 class NoGradc(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name == "gradc" or name.startswith("gradc."):
             raise ImportError("gradc must not be imported by a generated module")
-sys.meta_path.insert(0, NoGradc())
-sys.path[:] = [p for p in sys.path if p not in ("", ".", ROOT) and "editable" not in p
-               and "gradc" not in p]
-sys.path.insert(0, sys.argv[2])
+sys.meta_path.insert(0, NoGradc())  # before any finder, an editable install's too
+# and no folder the gradc package is in (not every path with "gradc" in its name: the generated
+# modules come from a folder named like a virtual environment, gradc-env)
+sys.path[:] = [p for p in sys.path if p not in ("", ".", ROOT)
+               and not os.path.exists(os.path.join(p, "gradc", "__init__.py"))]
 import numpy as np
 import model_vg, model_grad, model_jit
-data = np.load(sys.argv[3], allow_pickle=False)
+data = np.load(sys.argv[2], allow_pickle=False)
 params = {"W": data["W"], "b": data["b"], "layers": [data["L0"]], "big": data["big"]}
 args = (params, data["x"], data["labels"], ("static", 1.5))
 out = {}
@@ -190,7 +191,7 @@ for bad in [(params, data["x"][:, :4], data["labels"], ("static", 1.5)),
         errors.append(f"{type(e).__name__}: {e}")
 out["errors"] = np.array(errors)
 assert "gradc" not in sys.modules and not any(m.startswith("gradc") for m in sys.modules)
-np.savez(sys.argv[4], **out)
+np.savez(sys.argv[3], **out)
 '''
 
 
@@ -208,18 +209,19 @@ def model(tmp_path_factory):
 def test_generated_module_runs_without_gradc_and_matches(model, tmp_path, monkeypatch):
     monkeypatch.setenv("GRADC_PARALLEL_MIN_ITERATIONS", str(1 << 17))  # parallel loops are opt-in
     d, fun, forward, small, args = model
-    aot.compile_module(fun, args, str(tmp_path / "model_vg.py"))
-    aot.compile_module(small, args, str(tmp_path / "model_grad.py"), mode="grad", argnums=(0, 1))
-    aot.compile_module(forward, args, str(tmp_path / "model_jit.py"), mode="jit")
-    source = (tmp_path / "model_vg.py").read_text()
+    site = tmp_path / "gradc-env" / "site-packages"  # on the child's path: gradc in its name
+    aot.compile_module(fun, args, str(site / "model_vg.py"))
+    aot.compile_module(small, args, str(site / "model_grad.py"), mode="grad", argnums=(0, 1))
+    aot.compile_module(forward, args, str(site / "model_jit.py"), mode="jit")
+    source = (site / "model_vg.py").read_text()
     assert "prange" in source and "CONSTANTS = [\n    (" in source  # parallel kernel, a constant
     params, x, labels, _ = args
     np.savez(tmp_path / "in.npz", W=params["W"], b=params["b"], L0=params["layers"][0],
              big=params["big"], x=x, labels=labels)
     child = tmp_path / "child.py"
     child.write_text(CHILD)
-    env = dict(os.environ, PYTHONPATH="", NUMBA_CACHE_DIR=str(tmp_path / "numba"))
-    proc = subprocess.run([sys.executable, str(child), ROOT, str(tmp_path),
+    env = dict(os.environ, PYTHONPATH=str(site), NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    proc = subprocess.run([sys.executable, str(child), ROOT,
                            str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
                           cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

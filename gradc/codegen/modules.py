@@ -1,109 +1,425 @@
-"""Generated modules on disk.
+"""Generated modules on disk, and what gradc trusts of its disk cache.
 
-Every generated module is a real file in a private cache directory, imported by name, so Numba's
-`cache=True` can keep its machine code between processes, and users can open the source. A file
-is named by the hash of its content: one whose content does not match its name (truncated,
-corrupt, or written by something else) is rewritten, never imported. Files are written to a
-temporary name and renamed, so concurrent processes never see half a file.
+Every generated module is a real file in a cache directory, so Numba's `cache=True` can keep its
+machine code between processes, and users can open the source. Nothing there runs on trust:
+
+- The directories. Every directory from the cache root down must be the user's and writable by
+  no one else; a sticky directory (like /tmp) may hold one of them (ssh's StrictModes). A cache
+  that fails this, or that cannot be written (a regular file, a read-only directory, a full
+  disk), is not used: gradc caches in a private temporary directory for the rest of the process
+  (or in memory, when even that fails) and says so once, with a CacheWarning.
+- The source. A module runs from the source gradc generated in this process, compiled in memory:
+  no `.pyc` is ever read. The file is rewritten when it differs (truncated, damaged, foreign),
+  because Numba keys its cache on it.
+- Numba's cache files, an index (a pickle) and data (machine code) that Numba loads unchecked.
+  After a module is imported, the sha256 of each of its Numba files goes into a checksum file
+  beside the module (`NAME.sha256`); before the next import, Numba files that do not match are
+  deleted, so Numba compiles those kernels again instead of loading them.
+
+Files are written to a temporary name and renamed, so concurrent processes never see half a file.
 """
 from __future__ import annotations
 
-import glob
+import atexit
+import contextlib
 import hashlib
-import importlib
-import importlib.util
+import json
+import linecache
 import os
+import pwd
+import shutil
+import stat
 import subprocess
 import sys
 import tempfile
+import types
+import warnings
 
 import numba
 import numpy as np
+from numba.core.caching import FunctionCache
 
 from .. import __version__
+from ..errors import CacheWarning
 from . import rt, vecmath
 
-_loaded_dirs = set()
+_places = {}  # configured cache root -> the module directory in use for it (None: in memory)
+_temporary = {}  # "root": this process's private temporary cache root, once made (None: failed)
+_numba_dirs = {}  # module directory -> the directory Numba caches its modules' kernels in
+_untold = []  # (place, why) not yet in a warning
+_told = set()
 
 
-def cache_root():
-    root = os.environ.get("GRADC_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "gradc")
-    vecmath.enable()  # before the first kernel compiles; decides the cache tag below
+# --- where: the cache directory, checked, or a fallback -------------------------------------
+
+def configured_root():
+    """The cache root the user asked for: GRADC_CACHE_DIR, else the XDG cache directory's gradc."""
+    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.environ.get("GRADC_CACHE_DIR") or os.path.join(cache_home, "gradc")
+
+
+def cache_tag():
+    """The per-version directory name under the root: nothing compiled by another gradc, Numba,
+    NumPy or Python, or with the libmvec hook set differently, is ever loaded."""
+    vecmath.enable()  # before the first kernel compiles; decides the tag
     tag = (f"gradc{__version__}-numba{numba.__version__}-numpy{np.__version__}"
            f"-py{sys.version_info[0]}{sys.version_info[1]}-{vecmath.tag()}-{rt.BLAS}")
-    path = os.path.join(root, tag.replace(".", "_"))
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    return path
+    return tag.replace(".", "_")
 
 
 def module_dir():
-    path = os.path.join(cache_root(), "modules")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    if path not in _loaded_dirs:
-        sys.path.append(path)
-        _loaded_dirs.add(path)
-    return path
+    """The directory generated modules go in (Numba caches beside them): ROOT/TAG/modules of the
+    configured root when it is safe and writable, else of a private temporary root; None when
+    not even that works (modules are then compiled in memory and nothing is cached). Decided
+    once per process and root; a warning says why whenever it is not the configured root."""
+    root = configured_root()
+    if root not in _places:
+        vecmath.enable()
+        _places[root] = _first_usable((root, _temporary_root))
+        _tell(_places[root])
+    return _places[root]
 
+
+def _first_usable(roots):
+    """The module directory under the first root that can be used (a callable root is made
+    only when reached); None when none can. Why each could not goes into _untold."""
+    for root in roots:
+        if callable(root):
+            root = root()
+            if root is None:
+                continue
+        try:
+            return _prepare(root)
+        except UnsafeDirectory as e:
+            _untold.append((root, str(e)))
+        except OSError as e:
+            _untold.append((root, _os_reason(e)))
+    return None
+
+
+def _prepare(root):
+    """Make ROOT/TAG/modules/__pycache__ (each missing one 0700), check each directory from the
+    root down and that the last two can be written; returns ROOT/TAG/modules. Raises
+    UnsafeDirectory or OSError."""
+    root = os.path.abspath(root)
+    try:  # above the root: not gradc's to judge
+        os.makedirs(os.path.dirname(root), exist_ok=True)
+    except FileExistsError:  # not a directory: say so below, for the root itself
+        pass
+    chain = [root]
+    for part in (cache_tag(), "modules", "__pycache__"):
+        chain.append(os.path.join(chain[-1], part))
+    for i, path in enumerate(chain):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        why = distrust(path, may_be_sticky=i < len(chain) - 1)
+        if why:
+            raise UnsafeDirectory(why)
+    for path in chain[-2:]:  # the modules and Numba's cache beside them (__pycache__)
+        fd, probe = tempfile.mkstemp(dir=path, suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    return chain[-2]
+
+
+class UnsafeDirectory(Exception):
+    """A cache directory someone else could write into."""
+
+
+def distrust(path, may_be_sticky=True):
+    """Why directory `path` cannot hold gradc's cache (another user could plant files there),
+    or None. Links are not followed for the check: a symbolic link must be the user's, then
+    what it points to is checked too. A sticky directory (others cannot move or delete what is
+    not theirs) owned by root or the user may hold the next one, when `may_be_sticky`."""
+    me = os.getuid()
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        if st.st_uid != me:
+            return (f"{path} is a symbolic link owned by {_user(st.st_uid)}, not by you "
+                    f"({_user(me)})")
+        st = os.stat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a directory"
+    writable_by_others = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if st.st_uid == me and not writable_by_others:
+        return None
+    if may_be_sticky and st.st_mode & stat.S_ISVTX and st.st_uid in (0, me):
+        return None  # the next directory down is checked on its own
+    if st.st_uid != me:
+        return f"{path} is owned by {_user(st.st_uid)}, not by you ({_user(me)})"
+    who = " and ".join(w for bit, w in ((stat.S_IWGRP, "its group"), (stat.S_IWOTH, "others"))
+                       if st.st_mode & bit)
+    return f"{path} is writable by {who} (mode {stat.S_IMODE(st.st_mode):o})"
+
+
+def _user(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _os_reason(error):
+    where = f"{error.filename}: " if error.filename else ""
+    return f"{where}{error.strerror or error}"
+
+
+def _temporary_root():
+    """This process's private cache root (mkdtemp: 0700, an unguessable name), removed at exit;
+    None when there is no usable temporary directory."""
+    if "root" not in _temporary:
+        try:
+            _temporary["root"] = tempfile.mkdtemp(prefix="gradc-cache-")
+        except OSError as e:
+            _temporary["root"] = None
+            _untold.append(("a temporary directory", _os_reason(e)))
+        else:
+            atexit.register(shutil.rmtree, _temporary["root"], ignore_errors=True)
+    return _temporary["root"]
+
+
+def _abandon(folder, error):
+    """Writing under `folder` failed (`error`: a full disk, a directory made read-only...): every
+    root that used it moves on, to the temporary root, or to memory when it was that one."""
+    _untold.append((os.path.dirname(os.path.dirname(folder)), _os_reason(error)))
+    temporary = _temporary.get("root")
+    if temporary and folder.startswith(temporary + os.sep):
+        instead = None
+    else:
+        instead = _first_usable((_temporary_root,))
+    for root, used in _places.items():
+        if used == folder:
+            _places[root] = instead
+
+
+def _tell(folder):
+    """One warning for the reasons gathered since the last (each told once per process): which
+    cache was refused and why, and where gradc caches instead (`folder`, or None: memory)."""
+    news = [(place, why) for place, why in _untold if (place, why) not in _told]
+    _untold.clear()
+    if not news:
+        return
+    _told.update(news)
+    refused = "; nor in ".join(f"{place}: {why}" for place, why in news)
+    if folder is None:
+        instead = "It keeps compiled code in memory instead: nothing is cached on disk"
+    else:
+        instead = (f"It caches in {os.path.dirname(os.path.dirname(folder))} instead, for this "
+                   "process only")
+    _warn(f"gradc does not cache compiled code in {refused}. {instead}. To cache between runs, "
+          "set GRADC_CACHE_DIR to a directory that is yours and writable only by you.")
+
+
+def _warn(message):
+    """Warn at the user's line (the innermost frame outside gradc and NumPy)."""
+    from ..trace import _internal
+    frame = sys._getframe(1)
+    while frame is not None and _internal(frame.f_code.co_filename):
+        frame = frame.f_back
+    if frame is None:
+        warnings.warn(message, CacheWarning, stacklevel=2)
+    else:
+        warnings.warn_explicit(message, CacheWarning, frame.f_code.co_filename, frame.f_lineno,
+                               module=frame.f_globals.get("__name__"))
+
+
+# --- the modules -----------------------------------------------------------------------------
 
 def content_name(prefix, source):
     return f"{prefix}_{hashlib.sha1(source.encode()).hexdigest()[:16]}"
 
 
-def write_module(name, source):
-    """Write `source` as module `name` unless an identical file is already there."""
-    path = os.path.join(module_dir(), name + ".py")
+def write_module(name, source, folder=None):
+    """Write `source` as module `name` in `folder` (default: module_dir()) unless an identical
+    file is already there; returns its path."""
+    path = os.path.join(folder or module_dir(), name + ".py")
     try:
         with open(path, encoding="utf-8") as f:
             if f.read() == source:
                 return path
     except (OSError, UnicodeDecodeError):
         pass
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(source)
-    os.replace(tmp, path)
-    try:  # bytecode of what was there before could pass Python's mtime and size check
-        os.unlink(importlib.util.cache_from_source(path))
-    except OSError:
-        pass
+    _write_atomically(path, source.encode("utf-8"))
     return path
 
 
+def _write_atomically(path, data):
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def load_module(name, source):
-    """Import generated module `name` with exactly `source` (writing it first if needed)."""
+    """Import generated module `name` with exactly `source`: from the cache (writing the file
+    first if needed), or where module_dir() falls back to when that cannot be written."""
     mod = sys.modules.get(name)
     if mod is not None and getattr(mod, "__gradc_source__", None) == source:
         return mod
-    write_module(name, source)
-    sys.modules.pop(name, None)
-    importlib.invalidate_caches()
-    with vecmath.compiling():  # kernels compile (or load from Numba's cache) on import
+    while True:
+        folder = module_dir()
+        if folder is None:
+            mod = _load_in_memory(name, source)
+            break
         try:
-            mod = importlib.import_module(name)
-        except Exception:
-            # Numba unpickles its cache entries without checking them: a damaged index or data
-            # file raises here. Drop this module's entries and compile again (once).
-            stale = glob.glob(os.path.join(module_dir(), "__pycache__", f"{name}.*.nb[ic]"))
-            if not stale:
-                raise
-            for path in stale:
-                os.unlink(path)
-            sys.modules.pop(name, None)
-            mod = importlib.import_module(name)
-    mod.__gradc_source__ = source
+            mod = load_from(folder, name, source)
+            break
+        except OSError as e:
+            _abandon(folder, e)  # and try again where the cache went
+    _tell(folder)
     return mod
 
+
+def load_from(folder, name, source):
+    """Import module `name` from `folder`: write the file if it differs from `source`, delete
+    the Numba cache files gradc did not record, run the source, record what Numba used or
+    wrote. Raises OSError when something cannot be written."""
+    path = write_module(name, source, folder)
+    numba_dir = numba_cache_dir(folder, path)
+    checked = _drop_unrecorded(folder, name, numba_dir)
+    with vecmath.compiling():  # kernels compile (or load from Numba's cache) as the module runs
+        mod = _run_module(name, source, path)
+    _record(folder, name, numba_dir, checked)
+    return mod
+
+
+def _run_module(name, source, filename):
+    """Run `source` as a fresh module `name`, compiled here (never from a `.pyc`). It is in
+    sys.modules while it runs, as with an import: Numba finds cached kernels' globals there."""
+    code = compile(source, filename, "exec", dont_inherit=True)
+    module = types.ModuleType(name)
+    module.__file__ = filename
+    sys.modules[name] = module
+    try:
+        exec(code, module.__dict__)
+    except BaseException:
+        if sys.modules.get(name) is module:
+            del sys.modules[name]
+        raise
+    module.__gradc_source__ = source
+    return module
+
+
+def _load_in_memory(name, source):
+    """No directory can be written: run the module from memory, with Numba's disk cache off."""
+    filename = f"<gradc {name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    rt.JIT_OPTIONS["cache"] = False  # the generated modules take their options from rt
+    try:
+        with vecmath.compiling():
+            return _run_module(name, source, filename)
+    finally:
+        rt.JIT_OPTIONS["cache"] = True
+
+
+# --- Numba's cache files, checked against what gradc recorded --------------------------------
+
+def numba_cache_dir(folder, path):
+    """Where Numba caches the kernels of the modules in `folder` (`path`: one of them), by
+    Numba's own choice: NUMBA_CACHE_DIR's directory for `folder` if set, else folder/__pycache__."""
+    if folder not in _numba_dirs:
+        scope = {"__name__": os.path.basename(path)[:-3]}
+        exec(compile("def probe():\n    pass\n", path, "exec", dont_inherit=True), scope)
+        try:
+            _numba_dirs[folder] = FunctionCache(scope["probe"]).cache_path
+        except RuntimeError as e:  # "no locator available": it could not write anywhere
+            raise OSError(f"Numba cannot write a cache for {path} ({e})") from None
+    return _numba_dirs[folder]
+
+
+def _numba_files(numba_dir, name):
+    """{file name: path} of Numba's index and data files for module `name`."""
+    prefix = name + "."
+    try:
+        entries = os.listdir(numba_dir)
+    except FileNotFoundError:
+        return {}
+    return {e: os.path.join(numba_dir, e) for e in entries
+            if e.startswith(prefix) and e.endswith((".nbi", ".nbc"))}
+
+
+def _sums_path(folder, name):
+    return os.path.join(folder, name + ".sha256")
+
+
+def _drop_unrecorded(folder, name, numba_dir):
+    """Delete module `name`'s Numba files whose sha256 is not the one gradc recorded (damaged,
+    foreign, or left by a process that stopped first); returns the others, {file: (stat key,
+    sha256)}. Raises OSError when one cannot be deleted (Numba would load it)."""
+    try:
+        with open(_sums_path(folder, name), encoding="utf-8") as f:
+            recorded = json.load(f)
+        if recorded.get("numba_dir") != numba_dir:
+            recorded = {}
+    except (OSError, ValueError, AttributeError):
+        recorded = {}
+    sums = recorded.get("files", {})
+    kept = {}
+    for entry, path in _numba_files(numba_dir, name).items():
+        seen = _hash(path)
+        if seen is not None and isinstance(sums, dict) and sums.get(entry) == seen[1]:
+            kept[entry] = seen
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+    return kept
+
+
+def _record(folder, name, numba_dir, checked):
+    """Write module `name`'s checksum file for the Numba files it has now, unless they are the
+    ones just checked (a warm start writes nothing)."""
+    now = {}
+    for entry, path in _numba_files(numba_dir, name).items():
+        try:
+            key = _stat_key(os.stat(path))
+        except OSError:
+            continue
+        seen = checked[entry] if entry in checked and checked[entry][0] == key else _hash(path)
+        if seen is not None:
+            now[entry] = seen
+    if now == checked and (now or not os.path.exists(_sums_path(folder, name))):
+        return
+    files = {entry: digest for entry, (_, digest) in sorted(now.items())}
+    _write_atomically(_sums_path(folder, name),
+                      json.dumps({"numba_dir": numba_dir, "files": files}).encode())
+
+
+def _hash(path):
+    """(stat key, sha256) of the file at `path`; None when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            key = _stat_key(os.fstat(f.fileno()))
+            return key, hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def _stat_key(st):
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def numba_cached(name, folder=None):
+    """Whether Numba's disk cache has an index for generated module `name` (it may still be
+    stale: then importing compiles, as without it)."""
+    folder = folder or module_dir()
+    if folder is None:
+        return False
+    numba_dir = numba_cache_dir(folder, os.path.join(folder, name + ".py"))
+    return any(e.endswith(".nbi") for e in _numba_files(numba_dir, name))
+
+
+# --- many modules at once, with a helper process -------------------------------------------
 
 # A helper process costs ~0.8 s of CPU before it compiles anything (importing Numba and gradc,
 # Numba's first-use set-up); below this many kernels to compile it cannot pay for itself.
 HELPER_MIN_MODULES = 6
-
-
-def numba_cached(name):
-    """Whether Numba's disk cache has an index for generated module `name` (it may still be
-    stale: then importing compiles, as without it)."""
-    return bool(glob.glob(os.path.join(module_dir(), "__pycache__", f"{name}.*.nbi")))
 
 
 def load_modules(sources):
@@ -115,19 +431,7 @@ def load_modules(sources):
     _helper_may_run)."""
     pending = [n for n, src in sources.items()
                if getattr(sys.modules.get(n), "__gradc_source__", None) != src]
-    for name in pending:
-        write_module(name, sources[name])
-    uncached = [n for n in pending if not numba_cached(n)]
-    helper = claims = None
-    if len(uncached) >= HELPER_MIN_MODULES and _helper_may_run():
-        claims = tempfile.mkdtemp(prefix="claims-", dir=module_dir())
-        here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(  # this gradc, not another install
-            [here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-        helper = subprocess.Popen(
-            [sys.executable, "-m", "gradc.codegen.compile_helper", module_dir(), claims,
-             *reversed(uncached)], env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    helper, claims, uncached = _start_helper(pending, sources)
     later = []  # the helper's: load them from the cache once it has finished
     try:
         for name in pending:
@@ -142,12 +446,38 @@ def load_modules(sources):
             except subprocess.TimeoutExpired:
                 helper.kill()
                 helper.wait()
-            for name in os.listdir(claims):
-                os.unlink(os.path.join(claims, name))
-            os.rmdir(claims)
+            shutil.rmtree(claims, ignore_errors=True)
     for name in later:
         load_module(name, sources[name])
     return {name: sys.modules[name] for name in sources}
+
+
+def _start_helper(pending, sources):
+    """(helper process, claims directory, modules it may take), or (None, None, []) when a
+    helper would not pay, may not run, or the cache cannot be written."""
+    if len(pending) < HELPER_MIN_MODULES or not _helper_may_run():
+        return None, None, []
+    folder = module_dir()
+    if folder is None:
+        return None, None, []
+    try:
+        for name in pending:
+            write_module(name, sources[name], folder)
+        uncached = [n for n in pending if not numba_cached(n, folder)]
+        if len(uncached) < HELPER_MIN_MODULES:
+            return None, None, []
+        claims = tempfile.mkdtemp(prefix="claims-", dir=folder)
+    except OSError as e:
+        _abandon(folder, e)  # the loads that follow say so, and go where the cache went
+        return None, None, []
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(  # this gradc, not another install
+        [here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    helper = subprocess.Popen(
+        [sys.executable, "-m", "gradc.codegen.compile_helper", folder, claims,
+         *reversed(uncached)], env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return helper, claims, uncached
 
 
 def _helper_may_run():
