@@ -301,11 +301,20 @@ def sum(x, axis=None, keepdims=False):  # noqa: A001 - mirrors np.sum
 
 
 def max(x, axis=None, keepdims=False):  # noqa: A001
+    _check_identity("max", x, axis)
     return reduce("max", x, axis, keepdims)
 
 
 def min(x, axis=None, keepdims=False):  # noqa: A001
+    _check_identity("min", x, axis)
     return reduce("min", x, axis, keepdims)
+
+
+def _check_identity(name, x, axis):
+    """max and min have no value for an empty set (NumPy raises, rather than give -inf)."""
+    if 0 in [x.shape[a] for a in normalize_axes(axis, x.ndim)]:
+        raise ShapeError(f"np.{name} over an axis of length 0 of shape {x.shape}: a reduction "
+                         "with no identity has no value there; pass non-empty arrays")
 
 
 def any(x, axis=None, keepdims=False):  # noqa: A001
