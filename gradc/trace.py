@@ -159,8 +159,12 @@ def _no_where(where, name):
                                  "input instead")
 
 
-def _array_arg(a, like=None):
-    return a if isinstance(a, Value) else fn.as_value(a, like)
+def _array_arg(a, *others):
+    """`a` as a graph value: a NumPy array becomes a constant of the graph of the traced value
+    among `others` that brought the call here."""
+    if isinstance(a, Value):
+        return a
+    return fn.as_value(a, next((x for x in others if isinstance(x, Value)), None))
 
 
 def _reduction(f, name):
@@ -180,8 +184,10 @@ def _reduction(f, name):
 def _order(order, name, allowed="CFA"):
     """The layout a reshape reads and writes in: traced values are C-contiguous, so 'A' and 'K'
     (the array's own layout) are 'C'."""
-    if order is None or (isinstance(order, str) and order.upper() in allowed):
-        return "F" if order is not None and order.upper() == "F" else "C"
+    if order is None:
+        return "C"
+    if isinstance(order, str) and order.upper() in allowed:
+        return "F" if order.upper() == "F" else "C"
     raise ValueError(f"{name}: order must be one of {', '.join(map(repr, allowed))}, got {order!r}")
 
 
@@ -209,18 +215,28 @@ def _np_ravel(a, order="C"):
 
 def _np_clip(a, a_min=_ABSENT, a_max=_ABSENT, out=None, min=_ABSENT, max=_ABSENT,  # noqa: A002
              **ufunc_kwargs):
+    """np.clip: the bounds as a_min and a_max (both, positionally or not) or as min/max."""
     _no_out(out, "clip")
     if ufunc_kwargs:
         raise UnsupportedOpError(f"np.clip with {', '.join(ufunc_kwargs)}= is not supported")
-    if (min is not _ABSENT or max is not _ABSENT) and (a_min is not _ABSENT or a_max is not _ABSENT):
+    if a_min is _ABSENT and a_max is _ABSENT:
+        a_min, a_max = min, max
+    elif a_min is _ABSENT or a_max is _ABSENT:
+        missing = "a_min" if a_min is _ABSENT else "a_max"
+        raise TypeError(f"np.clip() missing 1 required positional argument: '{missing}'")
+    elif min is not _ABSENT or max is not _ABSENT:
         raise ValueError("np.clip: give the bounds as a_min/a_max or as min/max, not both")
-    lo = a_min if a_min is not _ABSENT else min
-    hi = a_max if a_max is not _ABSENT else max
-    return fn.clip(_array_arg(a), None if lo is _ABSENT else lo, None if hi is _ABSENT else hi)
+    lo, hi = (None if bound is _ABSENT else bound for bound in (a_min, a_max))
+    return fn.clip(_array_arg(a, lo, hi), lo, hi)
+
+
+def _clip_method(self, min=None, max=None, out=None, **kwargs):  # noqa: A002
+    return _np_clip(self, min=min, max=max, out=out, **kwargs)
 
 
 def _like(value):
     def impl(a, fill_value=value, dtype=None, order="K", subok=True, shape=None, device=None):
+        a = _array_arg(a, fill_value)
         shape = a.shape if shape is None else (shape,) if isinstance(shape, (int, np.integer)) \
             else tuple(shape)
         dtype = np.dtype(dtype or a.dtype)
@@ -254,7 +270,7 @@ def _joined(join, name):
 
 def _np_take(a, indices, axis=None, out=None, mode="raise"):
     _no_out(out, "take")
-    return fn.take(_array_arg(a), indices, axis, mode)
+    return fn.take(_array_arg(a, indices), indices, axis, mode)
 
 
 def _np_size(a, axis=None):
@@ -289,7 +305,8 @@ FUNCTIONS = {
     np.where: _where, np.clip: _np_clip,
     np.dot: _without_out(fn.dot, "dot"), np.outer: _without_out(fn.outer, "outer"),
     np.take: _np_take,
-    np.take_along_axis: lambda arr, indices, axis=-1: fn.take_along_axis(arr, indices, axis),
+    np.take_along_axis: lambda arr, indices, axis=-1: fn.take_along_axis(
+        _array_arg(arr, indices), indices, axis),
     np.zeros_like: _like(0), np.ones_like: _like(1), np.full_like: _like(None),
     np.shape: lambda a: a.shape, np.ndim: lambda a: a.ndim, np.size: _np_size,
 }
@@ -573,7 +590,7 @@ _SURFACE = {
     "ravel": _method(np.ravel),
     "astype": traced(_astype_method),
     "dot": _method(np.dot),
-    "clip": _method(np.clip),
+    "clip": traced(_clip_method),
     "copy": lambda self, order="C": self,
 }
 for _name, _impl in _SURFACE.items():

@@ -79,6 +79,24 @@ def test_every_spelling_numpy_accepts_gives_numpys_result():
         np.testing.assert_allclose(g, e, rtol=1e-6, err_msg=f"spelling {k}")
 
 
+A = np.arange(12.0).reshape(3, 4)
+
+
+def constants_first(i, lo, v):
+    """NumPy constants in the first position, traced values after them."""
+    return (np.clip(A, lo, None), np.clip(A, max=v), np.take_along_axis(A, i[None, :], 1),
+            np.where(A > 3, v, A), np.concatenate([A, A * v]), np.stack([A, v + A]),
+            np.dot(A.T, v * A[:, 0]), np.outer(A[0], v))
+
+
+def test_numpy_constants_next_to_traced_arguments():
+    args = (np.array([3, 0]), np.float64(2.5), np.float64(-1.0))
+    got = gradc.jit(constants_first)(*args)
+    for k, (g, e) in enumerate(zip(got, constants_first(*args))):
+        assert g.shape == e.shape and g.dtype == e.dtype, k
+        np.testing.assert_allclose(g, e, rtol=1e-12, err_msg=f"result {k}")
+
+
 def test_every_numpy_parameter_reaches_the_implementation():
     """Each implementation takes every parameter of the installed NumPy's signature by name, so
     no argument NumPy accepts can fail inside gradc."""
@@ -119,6 +137,10 @@ def both_bound_spellings(x):
     return np.clip(x, 0.0, 1.0, min=0.0)  # BOTH-BOUNDS
 
 
+def one_positional_bound(x):
+    return np.clip(x, 0.5)  # ONE-BOUND
+
+
 def bad_order(x):
     return x.reshape((2, 6), order="Q")  # BAD-ORDER
 
@@ -142,6 +164,7 @@ def where_by_keywords(x):
 @pytest.mark.parametrize("fun, marker, words", [
     (method_keyword, "METHOD-UNKNOWN", [".sum", "axes"]),
     (both_bound_spellings, "BOTH-BOUNDS", ["clip", "min"]),
+    (one_positional_bound, "ONE-BOUND", ["np.clip", "a_max"]),
     (bad_order, "BAD-ORDER", ["order", "'Q'"]),
     (bad_take_mode, "BAD-MODE", ["mode", "'bounce'"]),
     (reshape_without_shape, "NO-SHAPE", ["reshape", "shape"]),
