@@ -17,6 +17,11 @@ class ShapeError(GradcError):
     """Shapes that do not fit together (broadcasting, matmul, reshape...)."""
 
 
+class ArgumentError(GradcError, TypeError, ValueError):
+    """Arguments NumPy itself would refuse: a missing, unexpected or repeated argument (NumPy's
+    TypeError) or a value it does not take (NumPy's ValueError, such as an unknown `order=`)."""
+
+
 class TracedBranchError(GradcError):
     """Python control flow (`if`, `while`, `bool()`, `float()`) on a traced value."""
 

@@ -11,32 +11,66 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import site
 import sys
+import sysconfig
 
 import numpy as np
 
 from . import pytree
-from .errors import GradcError, ShapeError, TracedBranchError, UnsupportedOpError
+from .errors import ArgumentError, GradcError, ShapeError, TracedBranchError, UnsupportedOpError
 from .ir import Graph, Value
 from .ops import fn
 
 _GRADC_DIR = os.path.dirname(os.path.abspath(__file__))
 _NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__))
 _USER_FACING = (os.path.join(_GRADC_DIR, "nn.py"),)  # gradc code that users call from traced code
+# The standard library and installed packages: code there (SciPy, ...) is a library the user's
+# code called, not the user's own line.
+_LIBRARY_DIRS = tuple(sorted({os.path.abspath(p) + os.sep for p in (
+    *(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")),
+    *site.getsitepackages(), site.getusersitepackages())}))
 
 
-def _internal(filename):
-    filename = os.path.abspath(filename)
-    if filename in _USER_FACING:
-        return True
-    return filename.startswith(_GRADC_DIR) or filename.startswith(_NUMPY_DIR) or filename.startswith("<")
+@functools.lru_cache(maxsize=4096)
+def _frame_kind(filename):
+    """"gradc" for gradc's and NumPy's own code, "library" for another installed library's or the
+    standard library's, "user" for the rest."""
+    path = os.path.abspath(filename)
+    if path in _USER_FACING:
+        return "gradc"
+    if filename.startswith("<") or path.startswith((_GRADC_DIR + os.sep, _NUMPY_DIR + os.sep)):
+        return "gradc"
+    parts = path.split(os.sep)
+    if path.startswith(_LIBRARY_DIRS) or "site-packages" in parts or "dist-packages" in parts:
+        return "library"
+    return "user"
+
+
+def _user_frame():
+    """The innermost frame of the user's own code, and the outermost library frame inside it
+    (the library call that led here, or None). Falls back to the innermost library frame when
+    no frame is the user's (their code installed as a package)."""
+    frame, called, fallback = sys._getframe(1), None, None
+    while frame is not None:
+        kind = _frame_kind(frame.f_code.co_filename)
+        if kind == "user":
+            return frame, called
+        if kind == "library":
+            called = frame
+            fallback = fallback or frame
+        frame = frame.f_back
+    return fallback, None
+
+
+def _describe(frame):
+    return f"{frame.f_globals.get('__name__', '?')}.{frame.f_code.co_name}"
 
 
 def user_source():
-    """The `file:line` of the innermost frame outside gradc and NumPy."""
-    frame = sys._getframe(1)
-    while frame is not None and _internal(frame.f_code.co_filename):
-        frame = frame.f_back
+    """The `file:line` of the innermost frame of the user's own code: outside gradc, NumPy and
+    other libraries (an error inside SciPy called on a traced value names the user's call)."""
+    frame, _ = _user_frame()
     if frame is None:
         return "<unknown>"
     return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
@@ -60,8 +94,8 @@ def traced(method):
                 if e.source is None:
                     raise type(e)(str(e), source=src) from None
                 raise
-            except (ValueError, TypeError) as e:
-                raise ShapeError(str(e), source=src) from None
+            except (ValueError, TypeError) as e:  # NumPy's errors for arguments it refuses
+                raise ArgumentError(str(e), source=src) from None
             finally:
                 graph.stamp_user_source = True
 
@@ -105,11 +139,12 @@ for _name in ["exp", "log", "tanh", "sin", "cos", "sqrt", "log1p", "expm1"]:
     UFUNCS[getattr(np, _name)] = functools.partial(fn.unary, _name)
 
 
-def _np_clip(a, a_min=None, a_max=None, out=None, **kw):
-    a_min = kw.pop("min", a_min)
-    a_max = kw.pop("max", a_max)
-    _no_out(out, "clip")
-    return fn.clip(a, a_min, a_max)
+# NumPy functions. Each implementation takes NumPy's own parameter names: a call is bound against
+# the NumPy function's signature first (`_bind`), and the implementation receives by name the
+# arguments the user gave, so every spelling NumPy accepts works. Omitted ones take the
+# implementation's defaults.
+
+_ABSENT = np._NoValue  # NumPy's default for arguments it passes on only when given
 
 
 def _no_out(out, name):
@@ -118,75 +153,199 @@ def _no_out(out, name):
                                  "in a traced function; use the returned value")
 
 
-def _reduction(f):
-    def impl(a, axis=None, dtype=None, out=None, keepdims=False, **kw):
-        _no_out(out, f.__name__)
-        if kw.get("where") is not None or kw.get("initial") is not None:
-            raise UnsupportedOpError(f"np.{f.__name__}(where=/initial=) is not supported")
-        x = fn.as_value(a) if not isinstance(a, Value) else a
+def _no_where(where, name):
+    if where is not _ABSENT and where is not True:
+        raise UnsupportedOpError(f"np.{name}(where=...) is not supported; use np.where on the "
+                                 "input instead")
+
+
+def _array_arg(a, *others):
+    """`a` as a graph value: a NumPy array becomes a constant of the graph of the traced value
+    among `others` that brought the call here."""
+    if isinstance(a, Value):
+        return a
+    return fn.as_value(a, next((x for x in others if isinstance(x, Value)), None))
+
+
+def _reduction(f, name):
+    def impl(a, axis=None, dtype=None, out=None, keepdims=False, initial=_ABSENT, where=_ABSENT):
+        _no_out(out, name)
+        _no_where(where, name)
+        if initial is not _ABSENT:
+            raise UnsupportedOpError(f"np.{name}(initial=...) is not supported")
+        x = _array_arg(a)
         if dtype is not None:
             x = fn.astype(x, dtype)
-        return f(x, axis, keepdims=keepdims)
+        y = f(x, axis, keepdims=bool(keepdims) and keepdims is not _ABSENT)
+        return y if dtype is None else fn.astype(y, dtype)  # sums of small integers are int64
     return impl
 
 
-def _logical_reduction(f):
-    def impl(a, axis=None, out=None, keepdims=False, **kw):
-        _no_out(out, f.__name__)
-        if kw.get("where") is not None:
-            raise UnsupportedOpError(f"np.{f.__name__}(where=) is not supported")
-        return f(fn.as_value(a) if not isinstance(a, Value) else a, axis, keepdims=keepdims)
+def _order(order, name, allowed="CFA"):
+    """The layout a reshape reads and writes in: traced values are C-contiguous, so 'A' and 'K'
+    (the array's own layout) are 'C'."""
+    if order is None:
+        return "C"
+    if isinstance(order, str) and order.upper() in allowed:
+        return "F" if order.upper() == "F" else "C"
+    raise ValueError(f"{name}: order must be one of {', '.join(map(repr, allowed))}, got {order!r}")
+
+
+def _reshape_in_order(a, shape, order):
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    if order == "C":
+        return fn.reshape(a, shape)
+    # Fortran order: the first index varies fastest, i.e. C order on the reversed axes
+    return fn.transpose(fn.reshape(fn.transpose(a), tuple(shape)[::-1]))
+
+
+def _np_reshape(a, shape=None, order="C", newshape=None, copy=None):
+    if shape is None and newshape is None:
+        raise TypeError("np.reshape() missing the required argument 'shape'")
+    if shape is not None and newshape is not None:
+        raise TypeError("np.reshape(): give `shape` or `newshape`, not both")
+    return _reshape_in_order(a, shape if shape is not None else newshape,
+                             _order(order, "np.reshape"))
+
+
+def _np_ravel(a, order="C"):
+    return _reshape_in_order(_array_arg(a), (-1,), _order(order, "np.ravel", "CFAK"))
+
+
+def _np_clip(a, a_min=_ABSENT, a_max=_ABSENT, out=None, min=_ABSENT, max=_ABSENT,  # noqa: A002
+             **ufunc_kwargs):
+    """np.clip: the bounds as a_min and a_max (both, positionally or not) or as min/max."""
+    _no_out(out, "clip")
+    if ufunc_kwargs:
+        raise UnsupportedOpError(f"np.clip with {', '.join(ufunc_kwargs)}= is not supported")
+    if a_min is _ABSENT and a_max is _ABSENT:
+        a_min, a_max = min, max
+    elif a_min is _ABSENT or a_max is _ABSENT:
+        missing = "a_min" if a_min is _ABSENT else "a_max"
+        raise TypeError(f"np.clip() missing 1 required positional argument: '{missing}'")
+    elif min is not _ABSENT or max is not _ABSENT:
+        raise ValueError("np.clip: give the bounds as a_min/a_max or as min/max, not both")
+    lo, hi = (None if bound is _ABSENT else bound for bound in (a_min, a_max))
+    return fn.clip(_array_arg(a, lo, hi), lo, hi)
+
+
+def _clip_method(self, min=None, max=None, out=None, **kwargs):  # noqa: A002
+    return _np_clip(self, min=min, max=max, out=out, **kwargs)
+
+
+def _like(value):
+    def impl(a, fill_value=value, dtype=None, order="K", subok=True, shape=None, device=None):
+        a = _array_arg(a, fill_value)
+        shape = a.shape if shape is None else (shape,) if isinstance(shape, (int, np.integer)) \
+            else tuple(shape)
+        dtype = np.dtype(dtype or a.dtype)
+        if isinstance(fill_value, Value):  # a traced fill value
+            return fn.broadcast_to(fn.astype(fill_value, dtype), shape)
+        return fn.full(a.graph, shape, fill_value, dtype)
     return impl
 
 
-def _ones_zeros_like(value):
-    def impl(a, dtype=None, **kw):
-        return fn.full(a.graph, a.shape, value, dtype or a.dtype)
-    return impl
-
-
-def _full_like(a, fill_value, dtype=None, **kw):
-    return fn.full(a.graph, a.shape, fill_value, dtype or a.dtype)
-
-
-def _where(cond, x=None, y=None):
-    if x is None or y is None:
+def _where(condition, x=_ABSENT, y=_ABSENT):
+    if x is _ABSENT or y is _ABSENT:
         raise UnsupportedOpError("np.where(cond) with one argument gives data-dependent shapes; "
                                  "use np.where(cond, x, y)")
-    return fn.where(cond, x, y)
+    return fn.where(condition, x, y)
 
 
-def _concat_args(arrays, axis=0, out=None, **kw):
-    _no_out(out, "concatenate")
-    like = next(a for a in arrays if isinstance(a, Value))
-    return [fn.as_value(a, like) for a in arrays], axis
+def _joined(join, name):
+    """np.concatenate / np.stack; axis=None (concatenate) joins the flattened arrays."""
+    def impl(arrays, axis=0, out=None, dtype=None, casting="same_kind"):
+        _no_out(out, name)
+        arrays = list(arrays)
+        like = next(a for a in arrays if isinstance(a, Value))
+        arrays = [fn.as_value(a, like) for a in arrays]
+        if dtype is not None:
+            arrays = [fn.astype(a, dtype) for a in arrays]
+        if axis is None:
+            arrays, axis = [fn.reshape(a, (a.size,)) for a in arrays], 0
+        return join(arrays, axis)
+    return impl
+
+
+def _np_take(a, indices, axis=None, out=None, mode="raise"):
+    _no_out(out, "take")
+    return fn.take(_array_arg(a, indices), indices, axis, mode)
+
+
+def _np_size(a, axis=None):
+    if axis is None:
+        return a.size
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else axis
+    return int(np.prod([a.shape[fn.normalize_axis(i, a.ndim)] for i in axes], dtype=np.int64))
+
+
+def _without_out(f, name):
+    def impl(a, b, out=None):
+        _no_out(out, name)
+        return f(a, b)
+    return impl
 
 
 FUNCTIONS = {
-    np.sum: _reduction(fn.sum), np.mean: _reduction(fn.mean),
-    np.max: _reduction(fn.max), np.amax: _reduction(fn.max),
-    np.min: _reduction(fn.min), np.amin: _reduction(fn.min),
-    np.any: _logical_reduction(fn.any), np.all: _logical_reduction(fn.all),
-    np.reshape: lambda a, shape=None, *args, **kw: fn.reshape(a, kw.get("newshape", shape)),
-    np.transpose: lambda a, axes=None: fn.transpose(a, axes),
-    np.swapaxes: fn.swapaxes, np.moveaxis: fn.moveaxis,
-    np.expand_dims: fn.expand_dims, np.squeeze: lambda a, axis=None: fn.squeeze(a, axis),
-    np.broadcast_to: lambda a, shape, **kw: fn.broadcast_to(a, shape),
-    np.ravel: lambda a, order="C": fn.reshape(a, (-1,)),
-    np.concatenate: lambda arrays, axis=0, out=None, **kw: fn.concatenate(*_concat_args(arrays, axis, out)),
-    np.stack: lambda arrays, axis=0, out=None, **kw: fn.stack(*_concat_args(arrays, axis, out)),
+    np.sum: _reduction(fn.sum, "sum"), np.mean: _reduction(fn.mean, "mean"),
+    np.max: _reduction(fn.max, "max"), np.amax: _reduction(fn.max, "amax"),
+    np.min: _reduction(fn.min, "min"), np.amin: _reduction(fn.min, "amin"),
+    np.any: _reduction(fn.any, "any"), np.all: _reduction(fn.all, "all"),
+    np.reshape: _np_reshape,
+    np.transpose: lambda a, axes=None: fn.transpose(_array_arg(a), axes),
+    np.swapaxes: lambda a, axis1, axis2: fn.swapaxes(_array_arg(a), axis1, axis2),
+    np.moveaxis: lambda a, source, destination: fn.moveaxis(_array_arg(a), source, destination),
+    np.expand_dims: lambda a, axis: fn.expand_dims(_array_arg(a), axis),
+    np.squeeze: lambda a, axis=None: fn.squeeze(_array_arg(a), axis),
+    np.broadcast_to: lambda array, shape, subok=False: fn.broadcast_to(
+        _array_arg(array), (shape,) if isinstance(shape, (int, np.integer)) else shape),
+    np.ravel: _np_ravel,
+    np.concatenate: _joined(fn.concatenate, "concatenate"), np.stack: _joined(fn.stack, "stack"),
     np.where: _where, np.clip: _np_clip,
-    np.dot: lambda a, b, out=None: (_no_out(out, "dot"), fn.dot(a, b))[1],
-    np.matmul: lambda a, b, out=None, **kw: (_no_out(out, "matmul"), fn.matmul(a, b))[1],
-    np.take: lambda a, indices, axis=None, out=None, mode="raise": fn.take(a, indices, axis),
-    np.take_along_axis: lambda arr, indices, axis: fn.take_along_axis(arr, indices, axis),
-    np.zeros_like: _ones_zeros_like(0), np.ones_like: _ones_zeros_like(1),
-    np.full_like: _full_like,
-    np.shape: lambda a: a.shape, np.ndim: lambda a: a.ndim, np.size: lambda a, axis=None: (
-        a.size if axis is None else a.shape[axis]),
-    np.square: lambda x: fn.unary("square", x, float_only=False),
-    np.outer: lambda a, b, out=None: fn.multiply(fn.reshape(a, (-1, 1)), fn.reshape(b, (1, -1))),
+    np.dot: _without_out(fn.dot, "dot"), np.outer: _without_out(fn.outer, "outer"),
+    np.take: _np_take,
+    np.take_along_axis: lambda arr, indices, axis=-1: fn.take_along_axis(
+        _array_arg(arr, indices), indices, axis),
+    np.zeros_like: _like(0), np.ones_like: _like(1), np.full_like: _like(None),
+    np.shape: lambda a: a.shape, np.ndim: lambda a: a.ndim, np.size: _np_size,
 }
+
+
+@functools.lru_cache(maxsize=None)
+def _signature(func):
+    try:
+        return inspect.signature(func)
+    except (TypeError, ValueError):  # a C function without one: arguments go through as given
+        return None
+
+
+def _bind(func, args, kwargs, name):
+    """The arguments of a call of NumPy's `func`, by NumPy's parameter names (extra keywords of
+    a `**kwargs` parameter flattened in); a call NumPy would refuse raises its TypeError."""
+    sig = _signature(func)
+    if sig is None:
+        return args, kwargs
+    try:
+        bound = sig.bind(*args, **kwargs)
+    except TypeError as e:
+        raise ArgumentError(f"{name}(): {e}") from None
+    named = {}
+    for param, value in bound.arguments.items():
+        if sig.parameters[param].kind == inspect.Parameter.VAR_KEYWORD:
+            named.update(value)
+        else:
+            named[param] = value
+    return (), named
+
+
+def _call_numpy(func, args, kwargs, name=None):
+    impl = FUNCTIONS.get(func)
+    if impl is None:
+        raise UnsupportedOpError(f"{_qualified(func)} is not supported in traced code; supported: "
+                                 + ", ".join(supported_numpy_names()))
+    args, kwargs = _bind(func, args, kwargs, name or _qualified(func))
+    return impl(*args, **kwargs)
 
 
 def supported_numpy_names():
@@ -201,20 +360,32 @@ def _qualified(func):
     return prefix + func.__name__
 
 
+def _ufunc_name(ufunc):
+    """NumPy's ufunc `np.name`, SciPy's `scipy.special.name`: ufuncs do not know their module,
+    so look for them where they are exported (SciPy only if the user imported it)."""
+    name = getattr(ufunc, "__name__", str(ufunc))
+    if getattr(np, name, None) is ufunc:
+        return f"np.{name}"
+    special = sys.modules.get("scipy.special")
+    if special is not None and getattr(special, name, None) is ufunc:
+        return f"scipy.special.{name}"
+    return f"the ufunc {name}"
+
+
 @traced
 def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
-    name = getattr(ufunc, "__name__", str(ufunc))
+    name = _ufunc_name(ufunc)
     if method != "__call__":
-        raise UnsupportedOpError(f"np.{name}.{method} is not supported in traced code; "
+        raise UnsupportedOpError(f"{name}.{method} is not supported in traced code; "
                                  "see the supported list in the README")
-    _no_out(kwargs.pop("out", None), name)
+    _no_out(kwargs.pop("out", None), ufunc.__name__)
     impl = UFUNCS.get(ufunc)
     if impl is None:
-        raise UnsupportedOpError(f"np.{name} is not supported in traced code; supported: "
+        raise UnsupportedOpError(f"{name} is not supported in traced code; supported: "
                                  + ", ".join(supported_numpy_names()))
     kwargs.pop("casting", None)
     if kwargs:
-        raise UnsupportedOpError(f"np.{name} with {', '.join(kwargs)}= is not supported")
+        raise UnsupportedOpError(f"{name} with {', '.join(kwargs)}= is not supported")
     like = next(x for x in inputs if isinstance(x, Value))
     args = [x if isinstance(x, Value) or not isinstance(x, (np.ndarray, list)) else fn.as_value(x, like)
             for x in inputs]
@@ -223,11 +394,7 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
 
 @traced
 def _array_function(self, func, types, args, kwargs):
-    impl = FUNCTIONS.get(func)
-    if impl is None:
-        raise UnsupportedOpError(f"{_qualified(func)} is not supported in traced code; supported: "
-                                 + ", ".join(supported_numpy_names()))
-    return impl(*args, **kwargs)
+    return _call_numpy(func, args, kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,23 +490,29 @@ def _binary(f, reflected=False):
     return traced(lambda self, other: f(self, other))
 
 
-def _method_reduction(f):
-    @traced
-    def method(self, axis=None, dtype=None, out=None, keepdims=False, **kw):
-        return _reduction(f)(self, axis=axis, dtype=dtype, out=out, keepdims=keepdims, **kw)
-    return method
+def _method(func):
+    """`x.name(...)` as `np.name(x, ...)`: these methods take the function's arguments after the
+    array."""
+    name = "." + func.__name__
+    return traced(lambda self, *args, **kwargs: _call_numpy(func, (self,) + args, kwargs, name))
 
 
-def _reshape_method(self, *shape, order="C"):
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+def _reshape_method(self, *shape, order="C", copy=None):
+    if not shape:
+        raise TypeError(".reshape() needs the new shape")
+    if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
         shape = shape[0]
-    return fn.reshape(self, shape)
+    return _reshape_in_order(self, shape, _order(order, ".reshape"))
 
 
 def _transpose_method(self, *axes):
-    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+    if len(axes) == 1 and (axes[0] is None or not isinstance(axes[0], (int, np.integer))):
         axes = axes[0]
     return fn.transpose(self, axes or None)
+
+
+def _astype_method(self, dtype, order="K", casting="unsafe", subok=True, copy=True):
+    return fn.astype(self, dtype)
 
 
 def _iter(self):
@@ -349,9 +522,13 @@ def _iter(self):
 
 
 def _array(self, *args, **kwargs):
+    _, library = _user_frame()
+    how = (f"inside {_describe(library)}, which gradc cannot trace" if library else
+           "(np.asarray, np.array, or a NumPy function gradc does not trace)")
     raise TracedBranchError(
-        "a traced value was converted to a NumPy array (np.asarray, np.array, or a NumPy "
-        "function gradc does not trace); keep traced values symbolic", source=user_source())
+        f"a traced value was converted to a NumPy array {how}; keep traced values symbolic: use "
+        "the NumPy functions, operators and gradc.nn functions listed in the README",
+        source=user_source())
 
 
 def _setitem(self, index, value):
@@ -403,21 +580,17 @@ _SURFACE = {
     "__array_function__": _array_function,
     "T": property(traced(lambda self: fn.transpose(self))),
     "mT": property(traced(lambda self: fn.swapaxes(self, -1, -2))),
-    "sum": _method_reduction(fn.sum), "mean": _method_reduction(fn.mean),
-    "max": _method_reduction(fn.max), "min": _method_reduction(fn.min),
-    "any": traced(lambda self, axis=None, out=None, keepdims=False, **kw:
-                  _logical_reduction(fn.any)(self, axis, out, keepdims, **kw)),
-    "all": traced(lambda self, axis=None, out=None, keepdims=False, **kw:
-                  _logical_reduction(fn.all)(self, axis, out, keepdims, **kw)),
+    "sum": _method(np.sum), "mean": _method(np.mean), "max": _method(np.max),
+    "min": _method(np.min), "any": _method(np.any), "all": _method(np.all),
     "reshape": traced(_reshape_method),
     "transpose": traced(_transpose_method),
-    "swapaxes": traced(fn.swapaxes),
-    "squeeze": traced(lambda self, axis=None: fn.squeeze(self, axis)),
-    "flatten": traced(lambda self, order="C": fn.reshape(self, (-1,))),
-    "ravel": traced(lambda self, order="C": fn.reshape(self, (-1,))),
-    "astype": traced(lambda self, dtype, **kw: fn.astype(self, dtype)),
-    "dot": traced(lambda self, other: fn.dot(self, other)),
-    "clip": traced(lambda self, min=None, max=None: fn.clip(self, min, max)),
+    "swapaxes": _method(np.swapaxes),
+    "squeeze": _method(np.squeeze),
+    "flatten": _method(np.ravel),
+    "ravel": _method(np.ravel),
+    "astype": traced(_astype_method),
+    "dot": _method(np.dot),
+    "clip": traced(_clip_method),
     "copy": lambda self, order="C": self,
 }
 for _name, _impl in _SURFACE.items():

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+import scipy.special
 
 import gradc  # tests/conftest.py points GRADC_CACHE_DIR at a session temp dir
 
@@ -149,6 +150,48 @@ def test_numpy_operator_either_works_or_is_unsupported_op_error(fun, marker):
 
 
 # ---------------------------------------------------------------------------------------------
+# other libraries called on traced values
+
+def uses_scipy_ufunc(x):
+    return np.sum(scipy.special.gammaln(x))  # SCIPY-UFUNC
+
+
+def uses_scipy_function(x):
+    return scipy.special.logsumexp(x * 2.0)  # SCIPY-FUNCTION
+
+
+def test_a_scipy_ufunc_is_named_as_scipys():
+    with pytest.raises(gradc.UnsupportedOpError) as excinfo:
+        gradc.grad(uses_scipy_ufunc)(X3)
+    msg = check(excinfo, gradc.UnsupportedOpError, "SCIPY-UFUNC")
+    assert "scipy.special.gammaln is not supported" in msg and "np.gammaln" not in msg
+
+
+def test_an_error_inside_another_library_names_the_users_call():
+    """SciPy's logsumexp converts its argument to an array deep inside SciPy: the error names the
+    user's call of it (not SciPy's file) and which library function it was."""
+    with pytest.raises(gradc.TracedBranchError) as excinfo:
+        gradc.value_and_grad(uses_scipy_function)(X3)
+    msg = check(excinfo, gradc.TracedBranchError, "SCIPY-FUNCTION")
+    assert "scipy.special" in msg and "logsumexp" in msg
+
+
+# ---------------------------------------------------------------------------------------------
+# arguments
+
+def sum_method_keywords(x):
+    return np.sum(x.sum(axes=0))  # METHOD-KEYWORD
+
+
+def test_a_wrong_argument_is_an_argument_error_not_a_shape_error():
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        gradc.grad(sum_method_keywords)(np.ones((2, 3)))
+    msg = check(excinfo, gradc.ArgumentError, "METHOD-KEYWORD")
+    assert not isinstance(excinfo.value, gradc.ShapeError)
+    assert isinstance(excinfo.value, TypeError) and "axes" in msg
+
+
+# ---------------------------------------------------------------------------------------------
 # shapes
 
 def test_broadcast_mismatch_is_a_shape_error():
@@ -170,6 +213,16 @@ def test_matmul_mismatch_is_a_shape_error():
         gradc.jit(f)(np.ones((2, 3)), np.ones((4, 5)))
     msg = check(excinfo, gradc.ShapeError, "MATMUL-MISMATCH")
     assert "3" in msg and "4" in msg
+
+
+def test_dot_mismatch_is_a_shape_error():
+    def f(a, b):
+        return np.sum(np.dot(a, b))  # DOT-MISMATCH
+
+    with pytest.raises(gradc.ShapeError) as excinfo:
+        gradc.grad(f)(np.ones((2, 3)), np.ones((2, 4, 5)))
+    msg = check(excinfo, gradc.ShapeError, "DOT-MISMATCH")
+    assert "(2, 3)" in msg and "(2, 4, 5)" in msg and "not aligned" in msg
 
 
 def test_bad_reshape_is_a_shape_error():
@@ -391,7 +444,7 @@ def test_failed_trace_does_not_poison_the_function():
 
 
 def test_every_error_class_is_exported_and_a_gradc_error():
-    for name in ["ShapeError", "UnsupportedOpError", "TracedBranchError", "SignatureError",
+    for name in ["ArgumentError", "ShapeError", "UnsupportedOpError", "TracedBranchError", "SignatureError",
                  "NonDifferentiableError", "NonFiniteError", "CompileError"]:
         cls = getattr(gradc, name)
         assert issubclass(cls, gradc.GradcError) and cls is not gradc.GradcError

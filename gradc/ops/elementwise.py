@@ -89,10 +89,27 @@ elementwise("multiply", np.multiply, lambda dt, a, b: f"{a} * {b}",
             vjp=lambda n, g: [g * _x(n, 1), g * _x(n, 0)])
 elementwise("divide", np.divide, lambda dt, a, b: f"{a} / {b}",
             vjp=lambda n, g: [g / _x(n, 1), -g * _y(n) / _x(n, 1)])
-elementwise("power", np.power, lambda dt, a, b: f"{a} ** {b}",
-            vjp=lambda n, g: [g * _x(n, 1) * _x(n, 0) ** (_x(n, 1) - 1),
-                              # d/db a**b = a**b log a, taken as 0 at a = 0 (as JAX does)
-                              g * _y(n) * np.log(fn.where(_x(n, 0) == 0, 1, _x(n, 0)))])
+def _power_vjp(node, g):
+    a, b = node.inputs
+    return [_power_base_cotangent(g, a, b),
+            # d/db a**b = a**b log a, taken as 0 at a = 0 (as JAX does)
+            g * node.output * np.log(fn.where(a == 0, 1, a))]
+
+
+def _power_base_cotangent(g, a, b):
+    """g * d/da a**b = g b a**(b-1), and 0 where b = 0 (a**0 is constant 1), as in JAX and
+    autograd: not 0 * 0**-1 = NaN at a = 0. Where b may be 0, a is replaced by 1 under the mask
+    too, so that the derivative of this derivative (grad of grad) stays finite there."""
+    exponent = fn.const_value(b)
+    if exponent == 0:
+        return fn.zeros_like(a)
+    if exponent is not None:
+        return g * b * a ** (b - 1)
+    zero = b == 0
+    return fn.where(zero, 0, g * b * fn.where(zero, 1, a) ** (b - 1))
+
+
+elementwise("power", np.power, lambda dt, a, b: f"{a} ** {b}", vjp=_power_vjp)
 elementwise("floor_divide", np.floor_divide, lambda dt, a, b: f"{a} // {b}",
             vjp=lambda n, g: [fn.zeros_like(_x(n, 0)), fn.zeros_like(_x(n, 1))])
 elementwise("remainder", np.remainder, lambda dt, a, b: f"{a} % {b}",  # sign of the divisor

@@ -7,6 +7,8 @@ rewrites and `gradc.nn` all build graphs through these functions.
 from __future__ import annotations
 
 import numbers
+import operator
+import warnings
 
 import numpy as np
 
@@ -39,6 +41,16 @@ class ConstArray:
 
 # ---------------------------------------------------------------------------------------------
 # constants and dtypes
+
+def const_value(v):
+    """The scalar a value is filled with, if it is a (broadcast or reshaped) scalar constant."""
+    node = v.node
+    while node is not None and node.op in ("broadcast_to", "reshape"):
+        node = node.inputs[0].node
+    if node is not None and node.op == "const":
+        return node.attr["value"]
+    return None
+
 
 def const(graph, value, dtype):
     """A scalar constant of `dtype` (shape ())."""
@@ -96,7 +108,10 @@ def _operands(*xs):
     like = next((x for x in xs if isinstance(x, Value)), None)
     if like is None:
         raise TypeError("expected at least one traced value")
-    # Python scalars take the dtype of the array operands (weak typing), arrays their own.
+    # Python scalars take the dtype of the array operands (weak typing); arrays, and lists and
+    # tuples (which NumPy turns into arrays), their own.
+    xs = [x if isinstance(x, Value) or not isinstance(x, (list, tuple)) else as_value(x, like)
+          for x in xs]
     arrays = [x for x in xs if isinstance(x, Value) or isinstance(x, (np.ndarray, np.generic))]
     base = np.result_type(*[a.dtype for a in arrays]) if arrays else like.dtype
     out = []
@@ -108,6 +123,12 @@ def _operands(*xs):
         else:
             out.append(const(like.graph, x, _scalar_dtype(x, base)))
     return out
+
+
+def _as_arrays(*xs):
+    """Operands as NumPy's array functions (dot, outer) take them: a Python number is an array of
+    its own dtype here, not weakly typed as it is next to an array in an operator."""
+    return promote(*[x if isinstance(x, Value) else np.asarray(x) for x in xs])
 
 
 def astype(x, dtype):
@@ -244,17 +265,20 @@ def clip(x, lo, hi):
 # ---------------------------------------------------------------------------------------------
 # reductions
 
+def normalize_axis(axis, ndim):
+    """One axis in range(ndim) (negative counts from the end), as NumPy checks it."""
+    a = operator.index(axis)
+    if not -ndim <= a < ndim:
+        raise ShapeError(f"axis {a} is out of bounds for an array of {ndim} dimensions")
+    return a % ndim
+
+
 def normalize_axes(axis, ndim):
     if axis is None:
         return tuple(range(ndim))
     if isinstance(axis, (int, np.integer)):
         axis = (axis,)
-    out = []
-    for a in axis:
-        a = int(a)
-        if not -ndim <= a < ndim:
-            raise ShapeError(f"axis {a} is out of bounds for an array of {ndim} dimensions")
-        out.append(a % ndim)
+    out = [normalize_axis(a, ndim) for a in axis]
     if len(set(out)) != len(out):
         raise ShapeError(f"repeated axis in {axis}")
     return tuple(sorted(out))
@@ -277,11 +301,20 @@ def sum(x, axis=None, keepdims=False):  # noqa: A001 - mirrors np.sum
 
 
 def max(x, axis=None, keepdims=False):  # noqa: A001
+    _check_identity("max", x, axis)
     return reduce("max", x, axis, keepdims)
 
 
 def min(x, axis=None, keepdims=False):  # noqa: A001
+    _check_identity("min", x, axis)
     return reduce("min", x, axis, keepdims)
+
+
+def _check_identity(name, x, axis):
+    """max and min have no value for an empty set (NumPy raises, rather than give -inf)."""
+    if 0 in [x.shape[a] for a in normalize_axes(axis, x.ndim)]:
+        raise ShapeError(f"np.{name} over an axis of length 0 of shape {x.shape}: a reduction "
+                         "with no identity has no value there; pass non-empty arrays")
 
 
 def any(x, axis=None, keepdims=False):  # noqa: A001
@@ -299,6 +332,11 @@ def mean(x, axis=None, keepdims=False):
     count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
     if not np.issubdtype(x.dtype, np.floating):
         x = astype(x, np.float64)
+    if count == 0:  # as NumPy: NaN (0 / 0) with its warning, which names the user's line
+        file, _, line = x.graph.source.rpartition(":")
+        warnings.warn_explicit("Mean of empty slice", RuntimeWarning, file,
+                               int(line) if line.isdigit() else 0)
+        return multiply(sum(x, axes, keepdims), np.nan)
     return multiply(sum(x, axes, keepdims), 1.0 / count)
 
 
@@ -325,9 +363,14 @@ def reshape(x, shape):
 
 
 def transpose(x, axes=None):
-    perm = tuple(reversed(range(x.ndim))) if axes is None else tuple(a % x.ndim for a in axes)
+    if axes is None:
+        perm = tuple(reversed(range(x.ndim)))
+    elif len(axes) != x.ndim:
+        raise ShapeError(f"axes {tuple(axes)} do not match an array of {x.ndim} dimensions")
+    else:
+        perm = tuple(normalize_axis(a, x.ndim) for a in axes)
     if sorted(perm) != list(range(x.ndim)):
-        raise ShapeError(f"axes {axes} are not a permutation of {x.ndim} dimensions")
+        raise ShapeError(f"axes {tuple(axes)} are not a permutation of {x.ndim} dimensions")
     if perm == tuple(range(x.ndim)):
         return x
     return x.graph.apply("transpose", (x,), perm=perm)
@@ -335,21 +378,33 @@ def transpose(x, axes=None):
 
 def swapaxes(x, a, b):
     perm = list(range(x.ndim))
-    a, b = a % x.ndim, b % x.ndim
+    a, b = normalize_axis(a, x.ndim), normalize_axis(b, x.ndim)
     perm[a], perm[b] = perm[b], perm[a]
     return transpose(x, perm)
 
 
 def moveaxis(x, source, destination):
-    perm = [i for i in range(x.ndim) if i != source % x.ndim]
-    perm.insert(destination % x.ndim, source % x.ndim)
+    """np.moveaxis: `source` (an axis or a sequence of axes) moves to `destination`."""
+    many = not isinstance(source, (int, np.integer))
+    source = [normalize_axis(a, x.ndim) for a in (source if many else [source])]
+    if isinstance(destination, (int, np.integer)) == many:
+        raise ShapeError("moveaxis: `source` and `destination` must both be axes or both be "
+                         "sequences of axes")
+    destination = [normalize_axis(a, x.ndim) for a in (destination if many else [destination])]
+    if len(source) != len(destination):
+        raise ShapeError("moveaxis: `source` and `destination` must have the same number of "
+                         "elements")
+    if len(set(source)) != len(source) or len(set(destination)) != len(destination):
+        raise ShapeError("moveaxis: repeated axis")
+    perm = [i for i in range(x.ndim) if i not in source]
+    for dest, src in sorted(zip(destination, source)):
+        perm.insert(dest, src)
     return transpose(x, perm)
 
 
 def expand_dims(x, axis):
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    nd = x.ndim + len(axes)
-    axes = sorted(a % nd for a in axes)
+    axes = normalize_axes(axes, x.ndim + len(axes))
     shape = list(x.shape)
     for a in axes:
         shape.insert(a, 1)
@@ -400,18 +455,30 @@ def stack(xs, axis=0):
     return concatenate([expand_dims(x, axis) for x in xs], axis)
 
 
-def take(x, indices, axis=None):
+def take(x, indices, axis=None, mode="raise"):
+    """np.take; mode "raise" checks the indices when the compiled function runs, "wrap" and "clip"
+    bring them into range first."""
     if axis is None:
         x, axis = reshape(x, (x.size,)), 0
-    axis = normalize_axes(axis, x.ndim)[0]
+    axis = normalize_axis(axis, x.ndim)
     idx = indices if isinstance(indices, Value) else as_value(np.asarray(indices), x)
     if not np.issubdtype(idx.dtype, np.integer):
         raise UnsupportedOpError(f"take needs integer indices, got {idx.dtype}")
-    return x.graph.apply("take", (x, astype(idx, np.int64)), axis=axis)
+    idx = astype(idx, np.int64)
+    n = x.shape[axis]
+    if mode == "wrap":
+        idx = remainder(idx, n)
+    elif mode == "clip":
+        idx = clip(idx, 0, n - 1)
+    elif mode != "raise":
+        raise ValueError(f"take: mode must be 'raise', 'wrap' or 'clip', got {mode!r}")
+    return x.graph.apply("take", (x, idx), axis=axis)
 
 
 def take_along_axis(x, indices, axis):
-    axis = normalize_axes(axis, x.ndim)[0]
+    if axis is None:  # as NumPy: along the flattened array
+        x, axis = reshape(x, (x.size,)), 0
+    axis = normalize_axis(axis, x.ndim)
     idx = as_value(indices, x)
     if not np.issubdtype(idx.dtype, np.integer):
         raise UnsupportedOpError(f"take_along_axis needs integer indices, got {idx.dtype}")
@@ -428,8 +495,8 @@ def take_along_axis(x, indices, axis):
 
 def matmul(a, b):
     a, b = promote(a, b)
-    if a.dtype == np.bool_:
-        a, b = astype(a, np.int64), astype(b, np.int64)
+    if a.dtype == np.bool_:  # NumPy's boolean product is an "or" of "and"s: a count > 0
+        return astype(matmul(astype(a, np.int64), astype(b, np.int64)), np.bool_)
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError("matmul: input operand does not have enough dimensions (use * for scalars)")
     if a.ndim == 1 and b.ndim == 1:
@@ -458,8 +525,28 @@ def matmul(a, b):
 
 
 def dot(a, b):
-    if isinstance(a, Value) and isinstance(b, Value) and a.ndim > 2 and b.ndim > 2:
-        raise UnsupportedOpError("np.dot of two arrays of more than 2 dimensions; use matmul (@)")
-    if not (isinstance(a, Value) and a.ndim) or not (isinstance(b, Value) and b.ndim):
+    """np.dot: for a 0-d operand, multiplication; otherwise the sum over the last axis of a and
+    the second-to-last axis of b (its only axis if b is 1-D), giving the shape
+    a.shape[:-1] + b.shape[:-2] + b.shape[-1:]. Unlike matmul, the leading axes of b do not
+    broadcast against a's: each pairs with every row of a."""
+    a, b = _as_arrays(a, b)
+    if a.ndim == 0 or b.ndim == 0:
         return multiply(a, b)
-    return matmul(a, b)
+    k_axis = b.ndim - 2 if b.ndim >= 2 else 0
+    if a.shape[-1] != b.shape[k_axis]:
+        raise ShapeError(f"dot: shapes {a.shape} and {b.shape} are not aligned: "
+                         f"{a.shape[-1]} (dim {a.ndim - 1}) != {b.shape[k_axis]} (dim {k_axis})")
+    if b.ndim <= 2:  # matmul's rule is dot's here (a's leading axes fold into rows)
+        return matmul(a, b)
+    # b's contracted axis first and its other axes folded into columns: one 2-D product
+    k, n = b.shape[-2], b.shape[-1]
+    rows = int(np.prod(a.shape[:-1], dtype=np.int64))
+    cols = int(np.prod(b.shape[:-2], dtype=np.int64)) * n
+    out = matmul(reshape(a, (rows, k)), reshape(moveaxis(b, -2, 0), (k, cols)))
+    return reshape(out, a.shape[:-1] + b.shape[:-2] + (n,))
+
+
+def outer(a, b):
+    """np.outer: every element of a (flattened) times every element of b (flattened)."""
+    a, b = _as_arrays(a, b)
+    return multiply(reshape(a, (a.size, 1)), reshape(b, (1, b.size)))

@@ -8,17 +8,8 @@ import numpy as np
 
 from ..ir import replay
 from ..ops import fn
+from ..ops.fn import const_value
 from ..ops.registry import ELEMENTWISE
-
-
-def const_value(v):
-    """The scalar a value is filled with, if it is a (broadcast or reshaped) scalar constant."""
-    node = v.node
-    while node is not None and node.op in ("broadcast_to", "reshape"):
-        node = node.inputs[0].node
-    if node is not None and node.op == "const":
-        return node.attr["value"]
-    return None
 
 
 def is_const(v, c):

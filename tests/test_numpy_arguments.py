@@ -1,0 +1,233 @@
+"""Every NumPy function and ndarray method gradc traces takes its arguments as NumPy does
+(positionally or by keyword, by each name NumPy accepts), and gives NumPy's result; a call NumPy
+would refuse is a gradc.ArgumentError (a TypeError) naming the user's line, never a ShapeError.
+
+The spellings share one compiled function; the reference is the same function run by NumPy.
+"""
+import inspect
+import os
+import re
+
+import numpy as np
+import pytest
+
+import gradc
+from gradc.trace import FUNCTIONS
+
+THIS_FILE = os.path.basename(__file__)
+IDX = np.array([[2, 0, 1, 2], [1, 1, 0, 2], [0, 2, 2, 0]])
+
+
+def spellings(x, y3, z, v):
+    """x: (3, 4); y3: (2, 3, 4); z: (1, 3, 1); v: (4,)."""
+    return [
+        # reductions
+        np.sum(x, axis=0, dtype=np.float32, keepdims=True), np.sum(a=x), x.sum(axis=1),
+        x.sum(0, None, None, True), np.sum(x > 0, axis=1), np.sum(x > 0, dtype=np.int32),
+        np.mean(x, axis=(0, 1), keepdims=True), x.mean(1), np.mean(a=x, dtype=np.float32),
+        np.max(x, axis=1, keepdims=True), np.amax(x, 0), x.max(axis=0), x.max(0, None, True),
+        np.min(a=x, axis=-1), np.amin(x, axis=(0, 1)), x.min(keepdims=True),
+        np.any(x > 0.5, axis=0), (x > 0).all(axis=1, keepdims=True), np.all(a=x > -5.0),
+        # shapes and movement
+        np.reshape(x, shape=(4, 3)), np.reshape(x, (4, 3), order="F"), np.reshape(x, -1),
+        x.reshape(4, 3), x.reshape((2, 6), order="F"), x.reshape([6, 2]), x.reshape(-1, order="A"),
+        np.transpose(x, axes=(1, 0)), np.transpose(a=y3, axes=[2, 0, 1]), x.transpose(1, 0),
+        y3.transpose((1, 2, 0)), x.transpose(None), np.transpose(y3, (-1, 0, 1)),
+        np.swapaxes(x, axis1=0, axis2=1), np.swapaxes(y3, -1, 0), x.swapaxes(0, 1),
+        np.moveaxis(y3, source=0, destination=-1), np.moveaxis(y3, [0, 1], [2, 0]),
+        np.expand_dims(x, axis=(0, 2)), np.expand_dims(a=v, axis=-1),
+        np.squeeze(z, axis=(0,)), np.squeeze(a=z), z.squeeze(axis=0), z.squeeze(-1),
+        np.broadcast_to(v, shape=(3, 4)), np.broadcast_to(array=v, shape=(2, 3, 4)),
+        np.ravel(x, order="F"), np.ravel(a=x), x.ravel(order="K"), x.flatten("F"),
+        np.concatenate([x, x], axis=None), np.concatenate((x, x), axis=1, dtype=np.float32),
+        np.concatenate([x, 2.0 * x], 0), np.stack([x, x], axis=-1), np.stack(arrays=[x, x]),
+        np.stack((x, x), 1, dtype=np.float32),
+        # selection and clipping
+        np.clip(x, a_min=-0.5, a_max=0.5), np.clip(x, min=-0.5), np.clip(x, max=0.5),
+        np.clip(x, -0.2, None), x.clip(min=-0.1, max=0.2), x.clip(-0.1), x.clip(None, 0.3),
+        np.where(x > 0, x, 0.0), np.where(x > 0, 1.0, v),
+        # indexing
+        np.take(x, indices=[2, 0], axis=1), np.take(x, [5, -1]), np.take(x, [13, -14], mode="wrap"),
+        np.take(x, [7, -1], axis=1, mode="clip"), np.take(a=v, indices=1),
+        np.take_along_axis(x, IDX, axis=0), np.take_along_axis(arr=x, indices=IDX[:1, :3], axis=1),
+        np.take_along_axis(x, np.array([11, 0, 5]), axis=None),
+        # products
+        np.dot(a=x, b=v), x.dot(b=v), x.dot(v), np.outer(a=v, b=v), np.outer(x, v),
+        # constructors and dtypes
+        np.zeros_like(x, dtype=np.float32), np.ones_like(a=x, shape=(2,)),
+        np.full_like(x, fill_value=2.5, shape=(2, 2)), np.full_like(x, 7, np.int64),
+        x.astype(dtype=np.float32, copy=False), x.astype(np.int64, casting="unsafe"),
+        x.copy(order="F"),
+        np.size(x, axis=1) * v, np.size(a=x) * v, np.ndim(a=x) * v, np.shape(a=x)[0] * v,
+    ]
+
+
+def _inputs():
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal((3, 4)), rng.standard_normal((2, 3, 4)),
+            rng.standard_normal((1, 3, 1)), rng.standard_normal(4))
+
+
+def test_every_spelling_numpy_accepts_gives_numpys_result():
+    args = _inputs()
+    got = gradc.jit(spellings)(*args)
+    expected = spellings(*args)
+    assert len(got) == len(expected)
+    for k, (g, e) in enumerate(zip(got, expected)):
+        g, e = np.asarray(g), np.asarray(e)
+        assert g.shape == e.shape and g.dtype == e.dtype, (k, g.shape, e.shape, g.dtype, e.dtype)
+        np.testing.assert_allclose(g, e, rtol=1e-6, err_msg=f"spelling {k}")
+
+
+A = np.arange(12.0).reshape(3, 4)
+
+
+def constants_first(i, lo, v):
+    """NumPy constants in the first position, traced values after them."""
+    return (np.clip(A, lo, None), np.clip(A, max=v), np.take_along_axis(A, i[None, :], 1),
+            np.where(A > 3, v, A), np.concatenate([A, A * v]), np.stack([A, v + A]),
+            np.dot(A.T, v * A[:, 0]), np.outer(A[0], v))
+
+
+def test_numpy_constants_next_to_traced_arguments():
+    args = (np.array([3, 0]), np.float64(2.5), np.float64(-1.0))
+    got = gradc.jit(constants_first)(*args)
+    for k, (g, e) in enumerate(zip(got, constants_first(*args))):
+        assert g.shape == e.shape and g.dtype == e.dtype, k
+        np.testing.assert_allclose(g, e, rtol=1e-12, err_msg=f"result {k}")
+
+
+def test_every_numpy_parameter_reaches_the_implementation():
+    """Each implementation takes every parameter of the installed NumPy's signature by name, so
+    no argument NumPy accepts can fail inside gradc."""
+    for func, impl in FUNCTIONS.items():
+        numpy_params = inspect.signature(func).parameters.values()
+        ours = inspect.signature(impl).parameters
+        takes_any = any(p.kind == p.VAR_KEYWORD for p in ours.values())
+        for p in numpy_params:
+            if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                continue
+            assert p.name in ours or takes_any, f"np.{func.__name__}: {p.name}"
+
+
+def line_of(marker):
+    with open(__file__, encoding="utf-8") as f:
+        hits = [i for i, line in enumerate(f, start=1) if line.rstrip().endswith(f"# {marker}")]
+    assert len(hits) == 1, marker
+    return hits[0]
+
+
+def missing_axis(x):
+    return np.swapaxes(x, 0)  # MISSING
+
+
+def unknown_keyword(x):
+    return np.squeeze(x, axes=0)  # UNKNOWN
+
+
+def method_keyword(x):
+    return x.sum(axes=0)  # METHOD-UNKNOWN
+
+
+def repeated_argument(x):
+    return np.transpose(x, (1, 0), axes=(1, 0))  # REPEATED
+
+
+def both_bound_spellings(x):
+    return np.clip(x, 0.0, 1.0, min=0.0)  # BOTH-BOUNDS
+
+
+def one_positional_bound(x):
+    return np.clip(x, 0.5)  # ONE-BOUND
+
+
+def bad_order(x):
+    return x.reshape((2, 6), order="Q")  # BAD-ORDER
+
+
+def bad_take_mode(x):
+    return np.take(x, [0], mode="bounce")  # BAD-MODE
+
+
+def reshape_without_shape(x):
+    return x.reshape()  # NO-SHAPE
+
+
+def concatenate_by_keyword(x):
+    return np.concatenate(arrays=[x, x])  # POSITIONAL-ONLY
+
+
+def where_by_keywords(x):
+    return np.where(x > 0, x=x, y=-x)  # WHERE-KEYWORDS
+
+
+@pytest.mark.parametrize("fun, marker, words", [
+    (method_keyword, "METHOD-UNKNOWN", [".sum", "axes"]),
+    (both_bound_spellings, "BOTH-BOUNDS", ["clip", "min"]),
+    (one_positional_bound, "ONE-BOUND", ["np.clip", "a_max"]),
+    (bad_order, "BAD-ORDER", ["order", "'Q'"]),
+    (bad_take_mode, "BAD-MODE", ["mode", "'bounce'"]),
+    (reshape_without_shape, "NO-SHAPE", ["reshape", "shape"]),
+    (concatenate_by_keyword, "POSITIONAL-ONLY", ["np.concatenate", "arrays"]),
+])
+def test_a_call_numpy_refuses_is_an_argument_error_naming_the_line(fun, marker, words):
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        gradc.jit(fun)(np.ones((3, 4)))
+    e = excinfo.value
+    assert isinstance(e, TypeError) and not isinstance(e, gradc.ShapeError)
+    msg = str(e)
+    assert re.match(rf"{re.escape(THIS_FILE)}:{line_of(marker)}: ", msg), msg
+    for word in words:
+        assert word in msg, msg
+
+
+@pytest.mark.parametrize("fun, marker, words", [
+    (missing_axis, "MISSING", ["swapaxes", "axis2"]),
+    (unknown_keyword, "UNKNOWN", ["squeeze", "axes"]),
+    (repeated_argument, "REPEATED", ["transpose", "axes"]),
+    (where_by_keywords, "WHERE-KEYWORDS", ["where", "x, y"]),
+])
+def test_numpys_own_argument_check_raises_its_type_error_at_the_line(fun, marker, words):
+    """NumPy checks these calls itself before gradc sees them (its dispatchers bind the
+    arguments): the error is NumPy's own TypeError, raised at the user's line, as without gradc."""
+    with pytest.raises(TypeError) as excinfo:
+        gradc.jit(fun)(np.ones((3, 4)))
+    assert not isinstance(excinfo.value, gradc.ShapeError)
+    innermost = excinfo.traceback[-1]
+    assert os.path.basename(str(innermost.path)) == THIS_FILE
+    assert innermost.lineno + 1 == line_of(marker)
+    for word in words:
+        assert word in str(excinfo.value)
+
+
+def swap_out_of_range(x):
+    return np.swapaxes(x, 0, 2)  # SWAP-RANGE
+
+
+def move_out_of_range(x):
+    return np.moveaxis(x, 0, -3)  # MOVE-RANGE
+
+
+def transpose_out_of_range(x):
+    return np.transpose(x, (0, 2))  # TRANSPOSE-RANGE
+
+
+def expand_out_of_range(x):
+    return np.expand_dims(x, 3)  # EXPAND-RANGE
+
+
+def max_of_nothing(x):
+    return np.max(x[:0], axis=0)  # EMPTY-MAX
+
+
+@pytest.mark.parametrize("fun, marker", [
+    (swap_out_of_range, "SWAP-RANGE"), (move_out_of_range, "MOVE-RANGE"),
+    (transpose_out_of_range, "TRANSPOSE-RANGE"), (expand_out_of_range, "EXPAND-RANGE"),
+    (max_of_nothing, "EMPTY-MAX"),
+])
+def test_an_axis_numpy_refuses_is_a_shape_error_not_a_wrapped_axis(fun, marker):
+    """An out-of-range axis is refused as NumPy refuses it (it used to wrap around silently), and
+    np.max of nothing raises as in NumPy (it used to give -inf)."""
+    with pytest.raises(gradc.ShapeError) as excinfo:
+        gradc.jit(fun)(np.ones((3, 4)))
+    assert re.match(rf"{re.escape(THIS_FILE)}:{line_of(marker)}: ", str(excinfo.value))
