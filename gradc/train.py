@@ -22,9 +22,9 @@ from .ops import fn
 from .passes import BEFORE_AUTODIFF, run_passes
 from .pytree import is_device_array
 from .runtime import (_log, _log_enabled, _why, check_device_leaves, check_scalar_output,
-                      check_target, compile_graph, differentiable_leaves, make_compiled,
-                      signature_key)
-from .trace import trace, user_source
+                      check_target, compile_graph, differentiable_leaves, first_overlap,
+                      make_compiled, signature_key)
+from .trace import _param_names, leaf_names, trace, user_source
 
 
 def global_norm_clip(grads, max_norm):
@@ -101,18 +101,24 @@ class TrainStep:
 
     # --- state -----------------------------------------------------------------------------
     def state_dict(self):
-        """Optimizer state as plain NumPy arrays (copies): step count and every slot."""
-        if self._state is None:
-            return {"step": self.step_count, "state": {}}
-        self._pull_device_state()
-        tree = self._param_spec[0]
-        return {"step": self.step_count,
-                "state": {slot: pytree.unflatten(tree, [a.copy() for a in arrays])
-                          for slot, arrays in self._state.items()}}
+        """Optimizer state as plain NumPy arrays (copies): step count and every slot, as after
+        a whole step (it waits for a step running in another thread)."""
+        with self.lock:
+            if self._state is None:
+                return {"step": self.step_count, "state": {}}
+            self._pull_device_state()
+            tree = self._param_spec[0]
+            return {"step": self.step_count,
+                    "state": {slot: pytree.unflatten(tree, [a.copy() for a in arrays])
+                              for slot, arrays in self._state.items()}}
 
     def load_state_dict(self, state):
         """Restore what `state_dict` returned (the step must have been called once, or the
         parameter structure is taken from the state)."""
+        with self.lock:
+            self._load_state(state)
+
+    def _load_state(self, state):
         self.step_count = int(state["step"])
         for slot, tree_value in state["state"].items():
             leaves, tree = pytree.flatten(tree_value)
@@ -160,9 +166,13 @@ class TrainStep:
                     src = user_source()  # the slow path: first call, new signature, or an error
                     p_leaves, p_tree = pytree.flatten(args[self.argnums])
                     self._check_params(p_leaves, p_tree, src)
+                    self._check_apart(args, p_leaves)
                     if compiled is None:
                         compiled = self._compile(key, args, src)
+                else:
+                    self._check_apart(args, leaves[compiled.param_leaves])
                 p_leaves = leaves[compiled.param_leaves]
+                params = range(compiled.param_leaves.start, compiled.param_leaves.stop)
                 for slot in self.optimizer.slots:  # e.g. momentum switched on after some steps
                     if slot not in self._state:
                         self._state[slot] = [np.zeros(x.shape, x.dtype) for x in p_leaves]
@@ -175,10 +185,10 @@ class TrainStep:
             else:
                 if self.target == "cuda":
                     self._activate(compiled)
-                outs = compiled.run(leaves, self._owned_addresses())
+                # a batch array that is (part of) a parameter is read from a copy
+                outs = compiled.run(leaves, self._owned_addresses(), written=params)
                 # next time, recognize this call fast (LastCall.match sees `args`, the first
                 # child of the flattened `(args, {})`)
-                params = range(compiled.param_leaves.start, compiled.param_leaves.stop)
                 last = self._last_call = compiled.last_call(treedef[1][0], leaves, params)
                 if last is not None:  # (owned are in io now, where the fast way leaves them)
                     last.state, last.static = self._state, static
@@ -213,6 +223,22 @@ class TrainStep:
                 f"of shapes {[s for s, _ in self._param_spec[1]]}; now {pytree.describe(tree)} of "
                 f"shapes {[s for s, _ in spec[1]]}. Its optimizer state is shaped like the first; "
                 "make a new train_step for other parameters", source=src)
+
+    def _check_apart(self, args, p_leaves):
+        """Parameters are updated in place one by one, so two that share memory (the same array
+        passed twice, or overlapping slices of one) would lose an update: refuse them."""
+        pair = first_overlap(p_leaves)
+        if pair is not None:
+            argnum = self.argnums % len(args)
+            argnames = _param_names(self.loss_fn) if self.loss_fn is not None else []
+            argname = argnames[argnum] if argnum < len(argnames) else f"arg{argnum}"
+            names = leaf_names(((args[argnum],), {}), [argname])
+            a, b = (names[i] for i in pair)
+            raise SignatureError(
+                f"parameters {a} and {b} share memory: train_step updates each parameter in "
+                "place with its own gradient and optimizer state, so one update would be lost. "
+                "To tie them, pass the array once and use it in both places in the loss; to "
+                "train them separately, pass a copy", source=user_source())
 
     def _scalar_inputs(self, graph, param_dtypes):
         """Graph inputs for the runtime scalars, in the parameters' dtype when they share one, so
