@@ -66,6 +66,24 @@ def check_updatable(leaves, src, target="cpu"):
                 "np.float32))", source=src)
 
 
+def check_apart(p_leaves, args, argnums, loss_fn):
+    """Parameters are updated in place one by one, so two that share memory (the same array
+    passed twice, or overlapping slices of one) would lose an update: refuse them, naming both
+    (`p_leaves` are the updatable leaves of `args[argnums]`, the parameters of `loss_fn`)."""
+    pair = first_overlap(p_leaves)
+    if pair is None:
+        return
+    argnum = argnums % len(args)
+    argnames = _param_names(loss_fn) if loss_fn is not None else []
+    argname = argnames[argnum] if argnum < len(argnames) else f"arg{argnum}"
+    a, b = (leaf_names(((args[argnum],), {}), [argname])[i] for i in pair)
+    raise SignatureError(
+        f"parameters {a} and {b} share memory: train_step updates each parameter in place with "
+        "its own gradient and optimizer state, so one of the two updates would be lost. To tie "
+        "them, pass the array once and use it in both places in the loss; to train them "
+        "separately, pass a copy", source=user_source())
+
+
 def update_step(optimizer, check_finite=False, clip_norm=None, grad_scale=1.0, target="cpu"):
     """An update-only step: `step(params, grads)` applies `optimizer` with the given gradients
     (times `grad_scale`) in place, as a train step would after its backward."""
@@ -166,11 +184,11 @@ class TrainStep:
                     src = user_source()  # the slow path: first call, new signature, or an error
                     p_leaves, p_tree = pytree.flatten(args[self.argnums])
                     self._check_params(p_leaves, p_tree, src)
-                    self._check_apart(args, p_leaves)
+                    check_apart(p_leaves, args, self.argnums, self.loss_fn)
                     if compiled is None:
                         compiled = self._compile(key, args, src)
                 else:
-                    self._check_apart(args, leaves[compiled.param_leaves])
+                    check_apart(leaves[compiled.param_leaves], args, self.argnums, self.loss_fn)
                 p_leaves = leaves[compiled.param_leaves]
                 params = range(compiled.param_leaves.start, compiled.param_leaves.stop)
                 for slot in self.optimizer.slots:  # e.g. momentum switched on after some steps
@@ -223,22 +241,6 @@ class TrainStep:
                 f"of shapes {[s for s, _ in self._param_spec[1]]}; now {pytree.describe(tree)} of "
                 f"shapes {[s for s, _ in spec[1]]}. Its optimizer state is shaped like the first; "
                 "make a new train_step for other parameters", source=src)
-
-    def _check_apart(self, args, p_leaves):
-        """Parameters are updated in place one by one, so two that share memory (the same array
-        passed twice, or overlapping slices of one) would lose an update: refuse them."""
-        pair = first_overlap(p_leaves)
-        if pair is not None:
-            argnum = self.argnums % len(args)
-            argnames = _param_names(self.loss_fn) if self.loss_fn is not None else []
-            argname = argnames[argnum] if argnum < len(argnames) else f"arg{argnum}"
-            names = leaf_names(((args[argnum],), {}), [argname])
-            a, b = (names[i] for i in pair)
-            raise SignatureError(
-                f"parameters {a} and {b} share memory: train_step updates each parameter in "
-                "place with its own gradient and optimizer state, so one update would be lost. "
-                "To tie them, pass the array once and use it in both places in the loss; to "
-                "train them separately, pass a copy", source=user_source())
 
     def _scalar_inputs(self, graph, param_dtypes):
         """Graph inputs for the runtime scalars, in the parameters' dtype when they share one, so
