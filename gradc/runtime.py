@@ -169,7 +169,7 @@ def byte_span(x):
 
 def first_overlap(arrays):
     """The positions (i, j) of two C-contiguous `arrays` whose memory overlaps, or None."""
-    spans = sorted((byte_span(x) + (i,) for i, x in enumerate(arrays) if x.size), key=lambda s: s[0])
+    spans = sorted(byte_span(x) + (i,) for i, x in enumerate(arrays) if x.size)
     for (_, end, i), (start, _, j) in zip(spans, spans[1:]):
         if start < end:
             return min(i, j), max(i, j)
@@ -482,13 +482,10 @@ class LastCall:
                 overlaps.append(f"LO{i} < a < {arena_end}")
             if x.nbytes and params:
                 overlaps.append(f"hits(a, a + {x.nbytes})")
-            lines.append(f"if {'moved or ' if params else ''}refs[{i}]() is not l{i}:")
+            lines += [f"if {'moved or ' if params else ''}refs[{i}]() is not l{i}:",
+                      f"    a = l{i}.__array_interface__['data'][0]"]
             if overlaps:
-                lines += [f"    a = l{i}.__array_interface__['data'][0]",
-                          f"    if {' or '.join(overlaps)}:", "        forget()",
-                          "        return False"]
-            else:
-                lines.append(f"    a = l{i}.__array_interface__['data'][0]")
+                lines += [f"    if {' or '.join(overlaps)}:", "        forget()", "        return False"]
             lines += [f"    refs[{i}] = ref(l{i})", f"    addresses[{i}] = a"]
         lines.append("return True")
         source = "def match(x):\n" + "".join(f"    {line}\n" for line in lines)

@@ -134,20 +134,17 @@ class TrainStep:
         """Restore what `state_dict` returned (the step must have been called once, or the
         parameter structure is taken from the state)."""
         with self.lock:
-            self._load_state(state)
-
-    def _load_state(self, state):
-        self.step_count = int(state["step"])
-        for slot, tree_value in state["state"].items():
-            leaves, tree = pytree.flatten(tree_value)
-            if self._state is None:
-                self._param_spec = (tree, [(a.shape, a.dtype) for a in leaves])
-                self._state = {s: [np.zeros(a.shape, a.dtype) for a in leaves]
-                               for s in self.optimizer.slots}
-            for dst, src in zip(self._state[slot], leaves):
-                np.copyto(dst, src)
-        if self._on_device is not None:  # target="cuda": upload the loaded state on the next step
-            self._on_device.forget_owned()
+            self.step_count = int(state["step"])
+            for slot, tree_value in state["state"].items():
+                leaves, tree = pytree.flatten(tree_value)
+                if self._state is None:
+                    self._param_spec = (tree, [(a.shape, a.dtype) for a in leaves])
+                    self._state = {s: [np.zeros(a.shape, a.dtype) for a in leaves]
+                                   for s in self.optimizer.slots}
+                for dst, src in zip(self._state[slot], leaves):
+                    np.copyto(dst, src)
+            if self._on_device is not None:  # target="cuda": upload the loaded state next step
+                self._on_device.forget_owned()
 
     def _pull_device_state(self):
         """target="cuda": the optimizer state lives on the device between steps; bring it into

@@ -235,8 +235,8 @@ def test_overlapping_parameters_are_refused_after_fast_steps_too(layout):
     A, B = TIED[layout](buf)
     bad = {"A": A.reshape(4, 4), "B": B.reshape(4, 4)}
     before, state = buf.copy(), step.state_dict()
-    with pytest.raises(gradc.SignatureError,
-                       match=rf"^{THIS_FILE}:\d+: parameters params\['A'\] and params\['B'\] share"):
+    with pytest.raises(gradc.SignatureError, match=rf"^{THIS_FILE}:\d+: parameters "
+                                                   r"params\['A'\] and params\['B'\] share"):
         step(bad, x)
     assert_same_bits(buf, before)
     assert_same_bits(step.state_dict(), state)
