@@ -440,7 +440,8 @@ class LastCall:
         namespace = dict(consts, ndarray=np.ndarray, ref=weakref.ref, refs=self.refs,
                          addresses=compiled.io, forget=self.forget)
         if spans is not None:
-            namespace.update(starts=spans.starts, params_apart=spans.apart, hits=spans.hits)
+            namespace.update(starts=spans.starts, params_apart=spans.apart, bisect=bisect_left,
+                             param_starts=spans.lo, param_ends=spans.hi)
         exec(compile(source, "<gradc LastCall.match>", "exec"), namespace)
         self.match = namespace["match"]
         self.compiled = compiled
@@ -480,10 +481,11 @@ class LastCall:
             if x.nbytes and arena_end > arena_start:  # a + nbytes > arena_start and a < arena_end
                 consts[f"LO{i}"] = arena_start - x.nbytes
                 overlaps.append(f"LO{i} < a < {arena_end}")
-            if x.nbytes and params:
-                overlaps.append(f"hits(a, a + {x.nbytes})")
             lines += [f"if {'moved or ' if params else ''}refs[{i}]() is not l{i}:",
                       f"    a = l{i}.__array_interface__['data'][0]"]
+            if x.nbytes and params:  # (inline: a call of _ParamSpans.hits costs ~0.15 us)
+                lines.append(f"    k = bisect(param_starts, a + {x.nbytes})")
+                overlaps.append("k and param_ends[k - 1] > a")
             if overlaps:
                 lines += [f"    if {' or '.join(overlaps)}:", "        forget()", "        return False"]
             lines += [f"    refs[{i}] = ref(l{i})", f"    addresses[{i}] = a"]
@@ -494,7 +496,8 @@ class LastCall:
 
 class _ParamSpans:
     """A train step's parameters' byte ranges as LastCall last took them, sorted (they must not
-    overlap), so whether another input overlaps one is a bisection."""
+    overlap), so whether another input's [start, end) overlaps one is a bisection: only the last
+    parameter starting before `end` can, if it ends after `start`."""
 
     def __init__(self, sizes, params):
         self.starts = [0] * len(sizes)  # LastCall.match writes a parameter's address here
@@ -510,12 +513,6 @@ class _ParamSpans:
         self.lo[:] = [start for start, _ in spans]
         self.hi[:] = [end for _, end in spans]
         return True
-
-    def hits(self, start, end):
-        """Whether [start, end) overlaps a parameter: only the last one starting before `end`
-        can (the ranges are sorted and apart)."""
-        k = bisect_left(self.lo, end) - 1
-        return k >= 0 and self.hi[k] > start
 
 
 _STATIC_TYPES = (int, float, bool, str, type(None))
