@@ -747,12 +747,6 @@ def _span(x):
     return start, start + x.nbytes
 
 
-def _overlaps(x, spans):
-    """Whether the memory of array `x` overlaps one of the byte ranges `spans`."""
-    start, end = _span(x)
-    return any(s < end and start < e for s, e in spans)
-
-
 def _first_overlap(arrays):
     """The positions (i, j) of two C-contiguous `arrays` whose memory overlaps, or None."""
     spans = sorted(_span(x) + (i,) for i, x in enumerate(arrays) if x.size)
@@ -764,6 +758,12 @@ def _first_overlap(arrays):
 
 def _address(x):
     return x.__array_interface__["data"][0]
+
+
+def _overlaps(x, spans):
+    """Whether the memory of array `x` overlaps one of the byte ranges `spans`."""
+    start, end = _span(x)
+    return any(s < end and start < e for s, e in spans)
 
 
 class Compiled:
