@@ -35,9 +35,12 @@ class CudaCompiled(Compiled):
         if self.driver is not None:
             self.driver.upload_constants(self.arena)
 
-    def run(self, leaves, owned=()):
+    def run(self, leaves, owned=(), written=()):
         """`leaves`: the caller's arrays (host or device); `owned`: addresses of gradc's host
-        buffers for the remaining inputs (optimizer state, then runtime scalars)."""
+        buffers for the remaining inputs (optimizer state, then runtime scalars). Every input
+        is copied to the device before the launches, and the new values come back after them,
+        so inputs that overlap each other, the host arena or the parameters (`written`) need
+        no copy here."""
         driver = self.driver
         types = self.input_types
         for i, x in enumerate(leaves):

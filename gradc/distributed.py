@@ -42,7 +42,7 @@ from .api import value_and_grad
 from .errors import CompileError, GradcError, NonFiniteError, SignatureError
 from .passes.memory import ALIGN
 from .runtime import signature_key
-from .train import check_updatable, update_step
+from .train import check_apart, check_updatable, update_step
 from .trace import user_source
 
 __all__ = ["train_step", "DataParallelStep", "shard", "abort_on_error", "world",
@@ -226,9 +226,11 @@ class DataParallelStep:
     def _forward_backward(self, args):
         """The local loss and gradients, in the output region; raises what would make this
         rank's update fail (checked here, before the allreduce, so every rank hears of it)."""
-        for x in pytree.flatten(args[self.argnums])[0]:
+        p_leaves = pytree.flatten(args[self.argnums])[0]
+        for x in p_leaves:
             if not (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.flags.writeable):
                 self._check_params(args, user_source())
+        check_apart(p_leaves, args, self.argnums, self.loss_fn)  # (the update would refuse them)
         leaves, treedef = pytree.flatten((args, {}))
         compiled = self.grad_fn.cache.get(signature_key(leaves, treedef))
         if compiled is None:  # a new batch signature: trace and compile
@@ -353,7 +355,9 @@ class DataParallelStep:
         self._region_spec = spec
 
     def _check_params(self, args, src):
-        check_updatable(pytree.flatten(args[self.argnums])[0], src)
+        p_leaves = pytree.flatten(args[self.argnums])[0]
+        check_updatable(p_leaves, src)
+        check_apart(p_leaves, args, self.argnums, self.loss_fn)
 
 
 def _mismatch(signatures):

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import weakref
+from bisect import bisect_left
 
 import numpy as np
 
@@ -127,22 +128,52 @@ class Compiled:
         off = self.plan.offsets[v.id]
         return self.arena[off:off + v.size * v.dtype.itemsize].view(v.dtype).reshape(v.shape)
 
-    def run(self, leaves, owned=()):
+    def run(self, leaves, owned=(), written=range(0)):
         """Run on the caller's array `leaves`; `owned` are the addresses of the remaining inputs,
-        buffers gradc owns (a train step's optimizer state), which never move."""
+        buffers gradc owns (a train step's optimizer state), which never move. `written` are
+        the positions of leaves the driver writes in place (a train step's parameters, checked
+        apart by the caller): every other leaf whose memory overlaps them or the arena (an
+        output handed out earlier, or a view of one) is read from a copy, so the result is what
+        copies of the inputs would give."""
         keep = []  # contiguous copies that must live until the driver returns
         io = self.io
+        spans = [byte_span(leaves[i]) for i in written]
+        spans.append((self.address, self.address + self.plan.arena_bytes))
         for i, (x, (shape, dtype)) in enumerate(zip(leaves, self.input_types)):
             if not (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.dtype == dtype):
                 x = np.ascontiguousarray(x, dtype=dtype)
                 keep.append(x)
-            io[i] = x.__array_interface__["data"][0]  # (x.ctypes leaves GC garbage)
+            address = x.__array_interface__["data"][0]  # (x.ctypes leaves GC garbage)
+            if i not in written and any(start < address + x.nbytes and address < end
+                                        for start, end in spans):
+                x = x.copy()  # the driver would overwrite what it still has to read
+                keep.append(x)
+                address = x.__array_interface__["data"][0]
+            io[i] = address
         for j, address in enumerate(owned, start=len(leaves)):
             io[j] = address
         if self.fast:
             self.fast.forget()  # io no longer holds the addresses it remembers
         self.driver(self.address, self.io_address)
         return self.outputs
+
+
+def byte_span(x):
+    """[start, end) of a C-contiguous array's memory (a NumPy or a CUDA device array)."""
+    if isinstance(x, np.ndarray):
+        start = x.__array_interface__["data"][0]
+        return start, start + x.nbytes
+    start = x.__cuda_array_interface__["data"][0]
+    return start, start + x.size * x.dtype.itemsize
+
+
+def first_overlap(arrays):
+    """The positions (i, j) of two C-contiguous `arrays` whose memory overlaps, or None."""
+    spans = sorted(byte_span(x) + (i,) for i, x in enumerate(arrays) if x.size)
+    for (_, end, i), (start, _, j) in zip(spans, spans[1:]):
+        if start < end:
+            return min(i, j), max(i, j)
+    return None
 
 
 TARGETS = ("cpu", "cuda")
@@ -184,12 +215,17 @@ def compile_graph(graph, title, load=True, target="cpu"):
     timings["codegen"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     driver = None
-    if load and target == "cuda":
-        driver = program.load()
-    elif load:
-        driver = load_driver(program)
+    if load:
+        with _LOADING:
+            driver = program.load() if target == "cuda" else load_driver(program)
     timings["numba"] = time.perf_counter() - t0
     return stages, fusion, plan, program, driver, timings
+
+
+# Loading generated modules is one thread at a time: load_module replaces a module in
+# sys.modules, which breaks another thread's import of the same module (a KeyError from
+# importlib); and a driver's PROGRAM table is filled once.
+_LOADING = threading.RLock()
 
 
 def load_driver(program):
@@ -216,6 +252,7 @@ class Function:
         self.target = target
         self.max_signatures = max_signatures
         self.cache = {}
+        self._compiling = threading.RLock()  # one compile at a time: see compiled_once
         self._last_key = None
         self._last_call = None  # a LastCall: the last call's signature, recognized fast
         self.__name__ = getattr(fun, "__name__", "fn")
@@ -270,8 +307,7 @@ class Function:
         key = signature_key(leaves, treedef)
         compiled = self.cache.get(key)
         if compiled is None:
-            self._call_source = user_source()
-            compiled = self._compile(key, args, kwargs)
+            compiled = self.compiled_once(key, args, kwargs)
         with compiled.lock:
             outs = compiled.run(leaves)
             self._last_call = compiled.last_call(treedef, leaves)
@@ -289,10 +325,18 @@ class Function:
         """The compiled signature for these arguments (compiling it if needed)."""
         leaves, treedef = pytree.flatten((args, kwargs))
         key = signature_key(leaves, treedef)
-        if key not in self.cache:
-            self._call_source = user_source()
-            self._compile(key, args, kwargs)
-        return self.cache[key]
+        compiled = self.cache.get(key)
+        return compiled if compiled is not None else self.compiled_once(key, args, kwargs)
+
+    def compiled_once(self, key, args, kwargs):
+        """The compiled signature `key`, compiled now unless it is cached: threads whose first
+        calls come at once compile it once, the others waiting for it."""
+        with self._compiling:
+            compiled = self.cache.get(key)
+            if compiled is None:
+                self._call_source = user_source()
+                compiled = self._compile(key, args, kwargs)
+            return compiled
 
     def _compile(self, key, args, kwargs, load=True, cache=True):
         for i, (shape, dtype) in enumerate(key[1]):
@@ -377,17 +421,27 @@ class LastCall:
     `match(x)` is generated from the signature's tree (x is what was flattened: `(args, kwargs)`)
     and checks exactly what the signature key holds: the same containers (exact types, lengths,
     dict keys), static values of the same type and value, and every leaf a NumPy array of the same
-    shape, strides (so still C-contiguous) and dtype; leaves in `writeable` must be writeable. It
-    writes the leaves' addresses into the compiled signature's `io` (what the driver reads) only
-    for arrays that are not the ones it saw last, held by weak reference (an array's data never
-    moves while it lives; taking an address costs ~1 us). Anything else returns False and the
-    caller takes the slow way (flatten, key, cache), which also raises the errors."""
+    shape, strides (so still C-contiguous) and dtype; leaves in `writeable` (a train step's
+    parameters) must be writeable. It writes the leaves' addresses into the compiled signature's
+    `io` (what the driver reads) only for arrays that are not the ones it saw last, held by weak
+    reference (an array's data never moves while it lives; taking an address costs ~1 us).
+    Anything else returns False and the caller takes the slow way (flatten, key, cache), which
+    also raises the errors.
 
-    def __init__(self, source, consts, leaves, compiled):
+    Aliasing is checked where an address is taken, so a call with the same arrays checks
+    nothing: a leaf must not overlap the arena (an output handed out earlier, or a view of one),
+    nor a parameter, and parameters must not overlap each other (a new parameter array re-checks
+    every leaf). Where one does, match returns False: the slow way copies it (Compiled.run), or
+    raises (tied parameters)."""
+
+    def __init__(self, source, consts, leaves, compiled, spans):
         self.source = source  # readable: print(f._last_call.source)
         self.refs = [_forgotten] * len(leaves)  # the first match takes every address
         namespace = dict(consts, ndarray=np.ndarray, ref=weakref.ref, refs=self.refs,
-                         addresses=compiled.io)
+                         addresses=compiled.io, forget=self.forget)
+        if spans is not None:
+            namespace.update(starts=spans.starts, params_apart=spans.apart, bisect=bisect_left,
+                             param_starts=spans.lo, param_ends=spans.hi)
         exec(compile(source, "<gradc LastCall.match>", "exec"), namespace)
         self.match = namespace["match"]
         self.compiled = compiled
@@ -408,12 +462,57 @@ class LastCall:
                       "    return False"]
             if i in writeable:
                 lines += [f"if not l{i}.flags.writeable:", "    return False"]
+        params = [i for i in range(len(leaves)) if i in writeable]
+        spans = _ParamSpans([x.nbytes for x in leaves], params) if params else None
+        if params:
+            lines.append("moved = False  # a parameter array is not the last one")
+        for i in params:
             lines += [f"if refs[{i}]() is not l{i}:",
                       f"    refs[{i}] = ref(l{i})",
-                      f"    addresses[{i}] = l{i}.__array_interface__['data'][0]"]
+                      f"    addresses[{i}] = starts[{i}] = l{i}.__array_interface__['data'][0]",
+                      "    moved = True"]
+        if params:
+            lines += ["if moved and not params_apart():", "    forget()", "    return False"]
+        arena_start, arena_end = compiled.address, compiled.address + compiled.plan.arena_bytes
+        for i, x in enumerate(leaves):
+            if i in writeable:
+                continue
+            overlaps = []
+            if x.nbytes and arena_end > arena_start:  # a + nbytes > arena_start and a < arena_end
+                consts[f"LO{i}"] = arena_start - x.nbytes
+                overlaps.append(f"LO{i} < a < {arena_end}")
+            lines += [f"if {'moved or ' if params else ''}refs[{i}]() is not l{i}:",
+                      f"    a = l{i}.__array_interface__['data'][0]"]
+            if x.nbytes and params:  # (inline: a call of _ParamSpans.hits costs ~0.15 us)
+                lines.append(f"    k = bisect(param_starts, a + {x.nbytes})")
+                overlaps.append("k and param_ends[k - 1] > a")
+            if overlaps:
+                lines += [f"    if {' or '.join(overlaps)}:", "        forget()", "        return False"]
+            lines += [f"    refs[{i}] = ref(l{i})", f"    addresses[{i}] = a"]
         lines.append("return True")
         source = "def match(x):\n" + "".join(f"    {line}\n" for line in lines)
-        return cls(source, consts, leaves, compiled)
+        return cls(source, consts, leaves, compiled, spans)
+
+
+class _ParamSpans:
+    """A train step's parameters' byte ranges as LastCall last took them, sorted (they must not
+    overlap), so whether another input's [start, end) overlaps one is a bisection: only the last
+    parameter starting before `end` can, if it ends after `start`."""
+
+    def __init__(self, sizes, params):
+        self.starts = [0] * len(sizes)  # LastCall.match writes a parameter's address here
+        self.sizes = sizes
+        self.params = [i for i in params if sizes[i]]  # (an empty array overlaps nothing)
+        self.lo, self.hi = [], []
+
+    def apart(self):
+        """Sort the parameters' ranges; False if two overlap."""
+        spans = sorted((self.starts[i], self.starts[i] + self.sizes[i]) for i in self.params)
+        if any(start < end for (_, end), (start, _) in zip(spans, spans[1:])):
+            return False
+        self.lo[:] = [start for start, _ in spans]
+        self.hi[:] = [end for _, end in spans]
+        return True
 
 
 _STATIC_TYPES = (int, float, bool, str, type(None))

@@ -22,9 +22,9 @@ from .ops import fn
 from .passes import BEFORE_AUTODIFF, run_passes
 from .pytree import is_device_array
 from .runtime import (_log, _log_enabled, _why, check_device_leaves, check_scalar_output,
-                      check_target, compile_graph, differentiable_leaves, make_compiled,
-                      signature_key)
-from .trace import trace, user_source
+                      check_target, compile_graph, differentiable_leaves, first_overlap,
+                      make_compiled, signature_key)
+from .trace import _param_names, leaf_names, trace, user_source
 
 
 def global_norm_clip(grads, max_norm):
@@ -66,6 +66,24 @@ def check_updatable(leaves, src, target="cpu"):
                 "np.float32))", source=src)
 
 
+def check_apart(p_leaves, args, argnums, loss_fn):
+    """Parameters are updated in place one by one, so two that share memory (the same array
+    passed twice, or overlapping slices of one) would lose an update: refuse them, naming both
+    (`p_leaves` are the updatable leaves of `args[argnums]`, the parameters of `loss_fn`)."""
+    pair = first_overlap(p_leaves)
+    if pair is None:
+        return
+    argnum = argnums % len(args)
+    argnames = _param_names(loss_fn) if loss_fn is not None else []
+    argname = argnames[argnum] if argnum < len(argnames) else f"arg{argnum}"
+    a, b = (leaf_names(((args[argnum],), {}), [argname])[i] for i in pair)
+    raise SignatureError(
+        f"parameters {a} and {b} share memory: train_step updates each parameter in place with "
+        "its own gradient and optimizer state, so one of the two updates would be lost. To tie "
+        "them, pass the array once and use it in both places in the loss; to train them "
+        "separately, pass a copy", source=user_source())
+
+
 def update_step(optimizer, check_finite=False, clip_norm=None, grad_scale=1.0, target="cpu"):
     """An update-only step: `step(params, grads)` applies `optimizer` with the given gradients
     (times `grad_scale`) in place, as a train step would after its backward."""
@@ -101,29 +119,32 @@ class TrainStep:
 
     # --- state -----------------------------------------------------------------------------
     def state_dict(self):
-        """Optimizer state as plain NumPy arrays (copies): step count and every slot."""
-        if self._state is None:
-            return {"step": self.step_count, "state": {}}
-        self._pull_device_state()
-        tree = self._param_spec[0]
-        return {"step": self.step_count,
-                "state": {slot: pytree.unflatten(tree, [a.copy() for a in arrays])
-                          for slot, arrays in self._state.items()}}
+        """Optimizer state as plain NumPy arrays (copies): step count and every slot, as after
+        a whole step (it waits for a step running in another thread)."""
+        with self.lock:
+            if self._state is None:
+                return {"step": self.step_count, "state": {}}
+            self._pull_device_state()
+            tree = self._param_spec[0]
+            return {"step": self.step_count,
+                    "state": {slot: pytree.unflatten(tree, [a.copy() for a in arrays])
+                              for slot, arrays in self._state.items()}}
 
     def load_state_dict(self, state):
         """Restore what `state_dict` returned (the step must have been called once, or the
         parameter structure is taken from the state)."""
-        self.step_count = int(state["step"])
-        for slot, tree_value in state["state"].items():
-            leaves, tree = pytree.flatten(tree_value)
-            if self._state is None:
-                self._param_spec = (tree, [(a.shape, a.dtype) for a in leaves])
-                self._state = {s: [np.zeros(a.shape, a.dtype) for a in leaves]
-                               for s in self.optimizer.slots}
-            for dst, src in zip(self._state[slot], leaves):
-                np.copyto(dst, src)
-        if self._on_device is not None:  # target="cuda": upload the loaded state on the next step
-            self._on_device.forget_owned()
+        with self.lock:
+            self.step_count = int(state["step"])
+            for slot, tree_value in state["state"].items():
+                leaves, tree = pytree.flatten(tree_value)
+                if self._state is None:
+                    self._param_spec = (tree, [(a.shape, a.dtype) for a in leaves])
+                    self._state = {s: [np.zeros(a.shape, a.dtype) for a in leaves]
+                                   for s in self.optimizer.slots}
+                for dst, src in zip(self._state[slot], leaves):
+                    np.copyto(dst, src)
+            if self._on_device is not None:  # target="cuda": upload the loaded state next step
+                self._on_device.forget_owned()
 
     def _pull_device_state(self):
         """target="cuda": the optimizer state lives on the device between steps; bring it into
@@ -160,9 +181,13 @@ class TrainStep:
                     src = user_source()  # the slow path: first call, new signature, or an error
                     p_leaves, p_tree = pytree.flatten(args[self.argnums])
                     self._check_params(p_leaves, p_tree, src)
+                    check_apart(p_leaves, args, self.argnums, self.loss_fn)
                     if compiled is None:
                         compiled = self._compile(key, args, src)
+                else:
+                    check_apart(leaves[compiled.param_leaves], args, self.argnums, self.loss_fn)
                 p_leaves = leaves[compiled.param_leaves]
+                params = range(compiled.param_leaves.start, compiled.param_leaves.stop)
                 for slot in self.optimizer.slots:  # e.g. momentum switched on after some steps
                     if slot not in self._state:
                         self._state[slot] = [np.zeros(x.shape, x.dtype) for x in p_leaves]
@@ -175,10 +200,10 @@ class TrainStep:
             else:
                 if self.target == "cuda":
                     self._activate(compiled)
-                outs = compiled.run(leaves, self._owned_addresses())
+                # a batch array that is (part of) a parameter is read from a copy
+                outs = compiled.run(leaves, self._owned_addresses(), written=params)
                 # next time, recognize this call fast (LastCall.match sees `args`, the first
                 # child of the flattened `(args, {})`)
-                params = range(compiled.param_leaves.start, compiled.param_leaves.stop)
                 last = self._last_call = compiled.last_call(treedef[1][0], leaves, params)
                 if last is not None:  # (owned are in io now, where the fast way leaves them)
                     last.state, last.static = self._state, static

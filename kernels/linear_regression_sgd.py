@@ -604,8 +604,29 @@ def _leaves(name, args):
     return arrays
 
 
+def _span(x):
+    """[start, end) of a C-contiguous array's memory."""
+    start = x.__array_interface__["data"][0]
+    return start, start + x.nbytes
+
+
+def _first_overlap(arrays):
+    """The positions (i, j) of two C-contiguous `arrays` whose memory overlaps, or None."""
+    spans = sorted(_span(x) + (i,) for i, x in enumerate(arrays) if x.size)
+    for (_, end, i), (start, _, j) in zip(spans, spans[1:]):
+        if start < end:
+            return min(i, j), max(i, j)
+    return None
+
+
 def _address(x):
     return x.__array_interface__["data"][0]
+
+
+def _overlaps(x, spans):
+    """Whether the memory of array `x` overlaps one of the byte ranges `spans`."""
+    start, end = _span(x)
+    return any(s < end and start < e for s, e in spans)
 
 
 class Compiled:
@@ -621,6 +642,7 @@ class Compiled:
             self.arena[offset:offset + array.nbytes] = array.view(np.uint8).reshape(-1)
         self.outputs = [None if offset is None else self.view(offset, shape, dtype)
                         for offset, _, shape, dtype in OUTPUTS]
+        self.updated = sorted(i for offset, i, _, _ in OUTPUTS if offset is None)
         self.lock = threading.Lock()
 
     def view(self, offset, shape, dtype):
@@ -630,7 +652,13 @@ class Compiled:
 
     def _run(self, arrays, owned=()):
         """Run the kernels on the caller's arrays and the arrays this object owns (a train
-        step's optimizer state and runtime scalars)."""
+        step's optimizer state and runtime scalars). An array whose memory overlaps what the
+        kernels write (the arena, which holds the outputs handed out earlier, or a parameter
+        updated in place) is read from a copy, as if a copy had been passed."""
+        written = [i for i in self.updated if i < len(arrays)]
+        spans = [(self.address, self.address + ARENA_BYTES)] + [_span(arrays[i]) for i in written]
+        arrays = [x.copy() if i not in written and _overlaps(x, spans) else x
+                  for i, x in enumerate(arrays)]
         run(self.address, *[_address(x) for x in arrays], *[_address(x) for x in owned])
 
     def _owned_changed(self):
@@ -703,10 +731,18 @@ class TrainStep(Compiled):
     def __call__(self, *args):
         arrays = _leaves(NAME, args)
         n = _n_leaves_before(ARGNUMS)
-        for x, given in zip(arrays[n:], _params(args)):
+        params = _params(args)
+        for x, (_, given) in zip(arrays[n:], params):
             if x is not given or not x.flags.writeable:
                 raise TypeError(f"{ARG_NAMES[ARGNUMS]}: a TrainStep updates the parameters in "
                                 "place: each must be a writeable, C-contiguous NumPy array")
+        pair = _first_overlap([x for _, x in params])
+        if pair is not None:
+            a, b = (params[i][0] for i in pair)
+            raise ValueError(f"parameters {a} and {b} share memory: a TrainStep updates each "
+                             "parameter in place with its own gradient and optimizer state, so "
+                             "one update would be lost; pass the array once (and use it twice "
+                             "in the loss) to tie them, or pass a copy")
         with self.lock:
             step = self.step_count + 1
             for name, value in self.hyper.scalars(step).items():
@@ -721,18 +757,22 @@ class TrainStep(Compiled):
             return loss
 
     def state_dict(self):
-        """The optimizer state as plain NumPy arrays (copies): the step count and every slot."""
-        self._read_owned()
-        return {"step": self.step_count,
-                "state": {slot: [a.copy() for a in arrays] for slot, arrays in self.state.items()}}
+        """The optimizer state as plain NumPy arrays (copies): the step count and every slot,
+        as after a whole step (it waits for a step running in another thread)."""
+        with self.lock:
+            self._read_owned()
+            return {"step": self.step_count,
+                    "state": {slot: [a.copy() for a in arrays]
+                              for slot, arrays in self.state.items()}}
 
     def load_state_dict(self, state):
         """Restore what `state_dict` returned."""
-        self.step_count = int(state["step"])
-        for slot, arrays in state["state"].items():
-            for dst, src in zip(self.state[slot], arrays):
-                np.copyto(dst, src)
-        self._owned_changed()
+        with self.lock:
+            self.step_count = int(state["step"])
+            for slot, arrays in state["state"].items():
+                for dst, src in zip(self.state[slot], arrays):
+                    np.copyto(dst, src)
+            self._owned_changed()
 
 
 def _n_leaves(tree):
@@ -750,9 +790,10 @@ def _n_leaves_before(argnum):
 
 
 def _params(args):
+    """The parameters' (path, array) pairs."""
     leaves = []
     _flatten(ARGS_TREE[1][ARGNUMS], args[ARGNUMS], ARG_NAMES[ARGNUMS], leaves)
-    return [x for _, x in leaves]
+    return leaves
 
 
 loss = TrainStep()

@@ -563,8 +563,29 @@ def _leaves(name, args):
     return arrays
 
 
+def _span(x):
+    """[start, end) of a C-contiguous array's memory."""
+    start = x.__array_interface__["data"][0]
+    return start, start + x.nbytes
+
+
+def _first_overlap(arrays):
+    """The positions (i, j) of two C-contiguous `arrays` whose memory overlaps, or None."""
+    spans = sorted(_span(x) + (i,) for i, x in enumerate(arrays) if x.size)
+    for (_, end, i), (start, _, j) in zip(spans, spans[1:]):
+        if start < end:
+            return min(i, j), max(i, j)
+    return None
+
+
 def _address(x):
     return x.__array_interface__["data"][0]
+
+
+def _overlaps(x, spans):
+    """Whether the memory of array `x` overlaps one of the byte ranges `spans`."""
+    start, end = _span(x)
+    return any(s < end and start < e for s, e in spans)
 
 
 class Compiled:
@@ -580,6 +601,7 @@ class Compiled:
             self.arena[offset:offset + array.nbytes] = array.view(np.uint8).reshape(-1)
         self.outputs = [None if offset is None else self.view(offset, shape, dtype)
                         for offset, _, shape, dtype in OUTPUTS]
+        self.updated = sorted(i for offset, i, _, _ in OUTPUTS if offset is None)
         self.lock = threading.Lock()
 
     def view(self, offset, shape, dtype):
@@ -589,7 +611,13 @@ class Compiled:
 
     def _run(self, arrays, owned=()):
         """Run the kernels on the caller's arrays and the arrays this object owns (a train
-        step's optimizer state and runtime scalars)."""
+        step's optimizer state and runtime scalars). An array whose memory overlaps what the
+        kernels write (the arena, which holds the outputs handed out earlier, or a parameter
+        updated in place) is read from a copy, as if a copy had been passed."""
+        written = [i for i in self.updated if i < len(arrays)]
+        spans = [(self.address, self.address + ARENA_BYTES)] + [_span(arrays[i]) for i in written]
+        arrays = [x.copy() if i not in written and _overlaps(x, spans) else x
+                  for i, x in enumerate(arrays)]
         run(self.address, *[_address(x) for x in arrays], *[_address(x) for x in owned])
 
     def _owned_changed(self):

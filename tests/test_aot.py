@@ -357,3 +357,54 @@ def test_momentum_step_with_clipping_matches_gradc(tmp_path):
     assert fresh.lr == 0.1 and fresh.step_count == 0 and mod.loss.lr == 0.05
     text = textwrap.dedent(open(tmp_path / "lr_momentum.py").read())
     assert "copied from gradc.optim.SGD.scalars" in text
+
+
+# --- aliasing: inputs overlapping what the kernels write ----------------------------------------
+
+def kernels_module(tmp_path, name):
+    """A copy of kernels/NAME.py, imported under its own name."""
+    path = tmp_path / f"{name}_copy.py"
+    with open(os.path.join(KERNELS, f"{name}.py"), "rb") as f:
+        path.write_bytes(f.read())
+    return load_module(str(path), f"{name}_copy")
+
+
+def test_module_fed_its_own_gradient_views_matches_gradc_on_copies(tmp_path):
+    import linear_regression as lr
+    mod = kernels_module(tmp_path, "linear_regression_vg")
+    x, y = lr.make_data()
+    params = {"w": np.full((3, 1), 0.5, np.float32), "b": np.ones(1, np.float32)}
+    ref = gradc.value_and_grad(lr.loss, copy=True)
+    _, grads = mod.loss(params, x, y)
+    for _ in range(3):  # the gradients (views of the module's arena) as the next parameters
+        expected = ref({k: v.copy() for k, v in grads.items()}, x, y)
+        value, grads = mod.loss(grads, x, y)
+        assert same_bits(value, expected[0])
+        assert all(same_bits(grads[k], expected[1][k]) for k in grads)
+
+
+def test_train_module_reads_a_batch_overlapping_a_parameter_from_a_copy(tmp_path):
+    import linear_regression as lr
+    mod = kernels_module(tmp_path, "linear_regression_sgd")
+    x0, y = lr.make_data()
+    buf = x0.copy()  # w lives in the first three numbers of the batch x
+    params = {"w": buf.reshape(-1)[:3].reshape(3, 1), "b": np.ones(1, np.float32)}
+    p_ref = {k: v.copy() for k, v in params.items()}
+    ref = gradc.train_step(lr.loss, aot.make_optimizer("sgd", lr=0.1))
+    for i in range(3):
+        expected = ref(p_ref, buf.copy(), y)  # (before the step writes w into buf)
+        assert mod.loss(params, buf, y) == expected, i
+        assert all(same_bits(params[k], p_ref[k]) for k in params), i
+
+
+@pytest.mark.parametrize("layout", ["same memory", "overlapping slices"])
+def test_train_module_refuses_parameters_that_share_memory(tmp_path, layout):
+    import linear_regression as lr
+    mod = kernels_module(tmp_path, "linear_regression_sgd")
+    x, y = lr.make_data()
+    buf = np.ones(4, np.float32)
+    w = buf[:3].reshape(3, 1)
+    b = buf[:1] if layout == "same memory" else buf[2:3]
+    with pytest.raises(ValueError, match=r"parameters params\['b'\] and params\['w'\] share memory"):
+        mod.loss({"w": w, "b": b}, x, y)
+    assert same_bits(buf, np.ones(4, np.float32)) and mod.loss.step_count == 0

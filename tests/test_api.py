@@ -7,6 +7,7 @@ shared by structure across compiled functions)."""
 import os
 import re
 import sys
+import threading
 from collections import namedtuple
 
 import numpy as np
@@ -410,6 +411,40 @@ def test_same_signature_neither_traces_nor_compiles_again(monkeypatch, capsys):
     t = np.tanh(W5 * 0.5 * (X5 + 1.0))
     assert float(value) == pytest.approx(t.sum(), rel=1e-12)
     np.testing.assert_allclose(g, (X5 + 1.0) * (1 - t ** 2), rtol=1e-12)
+
+
+def test_concurrent_first_calls_on_a_cold_cache_compile_once(tmp_path, monkeypatch, capsys):
+    """Eight threads make the first call of one function at once, on an empty disk cache: the
+    signature compiles once, the other threads waiting for it, and every thread gets the
+    right gradient (no error from threads loading the same generated modules)."""
+    monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+
+    def cold_cache_only(w, x):  # compiled nowhere else: its generated modules are new
+        return np.sum(np.sin(w * x) * w)
+
+    f = gradc.grad(cold_cache_only)
+    barrier = threading.Barrier(8)
+    results = [None] * 8
+
+    def first_call(i):
+        barrier.wait()
+        try:
+            results[i] = f(W5, X5).copy()
+        except BaseException as e:  # reported below
+            results[i] = e
+
+    threads = [threading.Thread(target=first_call, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    expected = np.cos(W5 * X5) * X5 * W5 + np.sin(W5 * X5)
+    for r in results:
+        assert not isinstance(r, BaseException), repr(r)
+        np.testing.assert_allclose(r, expected, rtol=1e-12)
+    assert len(f.cache) == 1
+    assert capsys.readouterr().err.count("compiled grad(cold_cache_only)") == 1
 
 
 def test_new_shape_retraces_and_logs_why(monkeypatch, capsys):

@@ -207,6 +207,22 @@ def test_train_step_distributed_flag_builds_a_data_parallel_step():
     assert np.allclose(p["w"], 1.0 - 0.1 * 2 * 3.0)  # d/dw mean((x@w)^2) = 2*(x@w)*x -> 6 each
 
 
+def test_data_parallel_step_refuses_parameters_that_share_memory():
+    """Tied parameters would lose an update (as in gradc.train_step): refused, naming both,
+    before the allreduce (one rank here), and nothing changes."""
+    pytest.importorskip("mpi4py")
+    step = gradc.train_step(lambda p, x: np.mean((x @ p["w"]) ** 2) + np.sum(p["v"]),
+                            gradc.optim.SGD(0.1), distributed=True)
+    w = np.ones(3, np.float32)
+    x = np.ones((4, 3), np.float32)
+    for _ in range(2):  # the first step (model check) and a later one
+        with pytest.raises(gradc.SignatureError, match=r"p\['v'\] and p\['w'\] share memory"):
+            step({"w": w, "v": w}, x)
+        np.testing.assert_array_equal(w, 1.0)
+        step({"w": np.ones(3, np.float32), "v": np.ones(3, np.float32)}, x)
+    assert step.step_count == 2
+
+
 @needs_mpi
 def test_cuda_target_two_ranks_match_one_cpu_process(tmp_path, monkeypatch):
     """target="cuda" (under the simulator): the device forward+backward, the allreduce of its

@@ -13,6 +13,7 @@ import functools
 import math
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -697,6 +698,46 @@ def test_concurrent_calls_are_serialized():
         assert losses[name] == expected, name
         assert_bit_identical(params[key], solo[key], f"params[{key!r}]")
     assert step.state_dict()["step"] == 1 + 2 * n_calls
+
+
+def test_state_dict_from_another_thread_is_the_state_after_a_whole_step():
+    """One thread trains while another takes state_dict() in a loop: every snapshot is the
+    state after some whole step (its step count and every slot of that same step), never one
+    taken while a step was writing the state."""
+    rng = np.random.default_rng(6)
+    params = {k: rng.standard_normal(s).astype(F32) for k, s in THREAD_SHAPES.items()}
+    data = [{k: rng.standard_normal(s).astype(F32) for k, s in THREAD_SHAPES.items()}
+            for _ in range(4)]
+    step = gradc.train_step(thread_loss, Adam(lr=0.01))
+    step(params, data[0])
+    after = {1: step.state_dict()}  # step count -> the state then, seen by the training thread
+    snapshots, done = [], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            snapshots.append(step.state_dict())
+            time.sleep(0)  # let the training thread in
+
+    watcher = threading.Thread(target=watch)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often: within the step and within state_dict
+    watcher.start()
+    deadline = time.monotonic() + 30
+    try:
+        while len(after) < 200 or len(snapshots) < 50:  # (whichever thread gets less time)
+            assert time.monotonic() < deadline, (len(after), len(snapshots))
+            step(params, data[len(after) % 4])
+            after[len(after) + 1] = step.state_dict()
+    finally:
+        done.set()
+        watcher.join()
+        sys.setswitchinterval(interval)
+    seen = {s["step"] for s in snapshots}
+    assert len(seen) > 1, seen  # (snapshots taken while the steps went on)
+    for s in snapshots:
+        for slot, tree in after[s["step"]]["state"].items():
+            for k in tree:
+                assert_bit_identical(s["state"][slot][k], tree[k], f"step {s['step']} {slot}[{k}]")
 
 
 def test_momentum_switched_on_after_the_first_step():
