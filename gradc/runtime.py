@@ -7,7 +7,9 @@ says why under GRADC_LOG=compiles.
 """
 from __future__ import annotations
 
+import math
 import os
+import re
 import sys
 import threading
 import time
@@ -19,13 +21,13 @@ from . import autodiff, pytree
 from .codegen.driver_rt import entry_address, program_table
 from .codegen.modules import content_name, load_module, load_modules
 from .codegen.program import Program
-from .errors import NonDifferentiableError, SignatureError
+from .errors import IndexOutOfRangeError, NonDifferentiableError, SignatureError
 from .ir import SUPPORTED_DTYPES, Value
 from .ops import fn
 from .passes import AFTER_AUTODIFF, BEFORE_AUTODIFF, run_passes
 from .passes.fuse import fuse
 from .passes.memory import plan_buffers
-from .trace import trace, user_source
+from .trace import argument_names, current_graph, leaf_names, trace, user_source
 
 
 def _log_enabled(topic):
@@ -46,15 +48,23 @@ def normalize_argnums(argnums, nargs, src):
     return tuple(a % nargs for a in nums), many
 
 
-def differentiable_leaves(args, argnums, src):
-    """The array leaves of the differentiated arguments, checked to be floating point."""
+def differentiable_leaves(args, argnums, src, names=()):
+    """The array leaves of the differentiated arguments, checked to be floating point. (Their
+    Python floats are TracedFloat leaves by now: `pytree.trace_floats`.) `names`: the
+    function's parameter names, for messages."""
     out = []
     for a in argnums:
+        name = names[a] if a < len(names) else f"argument {a}"
+        for path, number in pytree.python_numbers(args[a], name):
+            raise NonDifferentiableError(
+                f"{path} is a Python {type(number).__name__} ({number!r}) in a differentiated "
+                f"argument: gradients need floats; pass {float(number)!r} or a NumPy float "
+                "array, or move it out of the differentiated arguments", source=src)
         leaves, _ = pytree.flatten(args[a])
         if not leaves:
             raise NonDifferentiableError(
-                f"argument {a} has no arrays to differentiate (a Python number is static: pass a "
-                "NumPy float array instead)", source=src)
+                f"argument {a} has no arrays to differentiate: pass NumPy float arrays or Python "
+                "floats", source=src)
         for x in leaves:
             dt = pytree.leaf_type(x)[1]
             if not np.issubdtype(dt, np.floating):
@@ -71,6 +81,24 @@ def check_device_leaves(leaves, target, src):
         raise SignatureError("a CUDA device array was passed to a target='cpu' function: pass "
                              "NumPy arrays (x.copy_to_host()), or compile with target='cuda'",
                              source=src)
+
+
+def check_input_dtypes(key, names, src):
+    """Every input of a signature `key` has a dtype the kernels read (in native byte order)."""
+    for (_, dtype), name in zip(key[1], names):
+        dtype = np.dtype(dtype)
+        if dtype in SUPPORTED_DTYPES:
+            continue
+        if dtype.newbyteorder("=") in SUPPORTED_DTYPES:
+            order = {">": "big", "<": "little"}[dtype.byteorder]
+            raise SignatureError(
+                f"{name} is {dtype.name} in {order}-endian byte order ({dtype.str!r}), which gradc "
+                f"does not read; convert it with .astype(np.{dtype.name}) (native byte order)",
+                source=src)
+        raise SignatureError(
+            f"{name} has dtype {dtype.name}, which gradc does not support; convert it with "
+            ".astype(np.float32) (supported: " + ", ".join(d.name for d in SUPPORTED_DTYPES) + ")",
+            source=src)
 
 
 def check_scalar_output(out, src):
@@ -108,6 +136,37 @@ class Compiled:
         self.input_types = [(v.shape, v.dtype) for v in graph.inputs]
         self.outputs = [None if v.id in plan.aliases else self.view(v) for v in graph.outputs]
         self.lock = threading.Lock()
+        if driver is not None and any(n.opdef.checks_indices for n in graph.nodes):
+            self._report_index_errors()
+
+    def _report_index_errors(self):
+        """Make the driver's IndexError (an index out of range, found by a kernel) a GradcError
+        that names the caller's line and the input that holds the index."""
+        driver, index_error = self.driver, self.index_error
+
+        def run(*args):
+            try:
+                return driver(*args)
+            except IndexError as e:
+                raise index_error(e) from None
+
+        self.driver = run
+
+    def index_error(self, error):
+        """The IndexOutOfRangeError for a kernel's IndexError "index out of range in OP (SOURCE)"
+        (or "in OP at SOURCE"): which input holds the indices, and their valid range."""
+        message = str(error).removeprefix("gradc: ")
+        found = re.search(r"in (\w+) (?:\((.*)\)|at (.*))$", message)
+        op, source = (found[1], found[2] or found[3]) if found else (None, None)
+        node = next((n for n in self.fusion.graph.nodes if n.op == op and n.source == source), None)
+        if node is not None:
+            axis = node.attr["axis"]
+            size = node.attr["size"] if "size" in node.attr else node.inputs[0].shape[axis]
+            message += (f": {_input_name(node.inputs[1])} holds an index outside [-{size}, {size}) "
+                        f"(axis {axis} has {size} entries)")
+        if self.plan.aliases:  # (a train step: see passes/fuse.py _schedule)
+            message += "; the parameters and the optimizer state are unchanged"
+        return IndexOutOfRangeError(message, source=user_source())
 
     def last_call(self, treedef, leaves, writeable=()):
         """This signature's LastCall (made once, on a call whose leaves the driver could take as
@@ -227,13 +286,16 @@ class Function:
 
     # --- tracing ---------------------------------------------------------------------------
     def trace_joint(self, args, kwargs):
-        """Trace into a new graph; for gradients, append the backward. Returns (graph, out_tree)."""
-        graph, out_tree, outs = trace(self.fun, args, kwargs)
+        """Trace into a new graph; for gradients, append the backward. Returns (graph, out_info):
+        the output tree, or for gradients (output tree, gradient trees, whether argnums is a
+        tuple, leaves per gradient tree, indices of the outputs that are Python floats)."""
         if self.mode == "jit":
+            graph, out_tree, outs = trace(self.fun, args, kwargs)
             return run_passes(graph, BEFORE_AUTODIFF), out_tree
         src = getattr(self, "_call_source", None)
         argnums, many = normalize_argnums(self.argnums, len(args), src)
-        differentiable_leaves(args, argnums, src)
+        differentiable_leaves(args, argnums, src, argument_names(self.fun))
+        graph, out_tree, outs = trace(self.fun, args, kwargs)
         if len(outs) != 1:
             raise NonDifferentiableError("grad needs a function that returns one scalar", source=src)
         check_scalar_output(outs[0], src)
@@ -250,7 +312,19 @@ class Function:
         grads = autodiff.vjp(graph, graph.outputs[0], wrt)
         graph.outputs = [graph.outputs[0]] + grads
         grad_trees = [pytree.flatten(args[i])[1] for i in argnums]
-        return graph, (out_tree, grad_trees, many, [len(order[i]) for i in argnums])
+        floats = [type(x) is pytree.TracedFloat for i in argnums for x in pytree.flatten(args[i])[0]]
+        return graph, (out_tree, grad_trees, many, [len(order[i]) for i in argnums],
+                       frozenset(1 + j for j, f in enumerate(floats) if f))
+
+    def _trace_floats(self, args):
+        """The arguments with the Python floats of the differentiated ones traced (a gradient's
+        contract: pytree.TracedFloat); `args` itself for jit, or when there are none."""
+        if self.mode == "jit":
+            return args
+        nums = self.argnums if isinstance(self.argnums, (tuple, list)) else (self.argnums,)
+        nums = {a % len(args) for a in nums if isinstance(a, int) and -len(args) <= a < len(args)}
+        traced = tuple(pytree.trace_floats(a) if i in nums else a for i, a in enumerate(args))
+        return args if all(a is b for a, b in zip(traced, args)) else traced
 
     # --- calling ---------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
@@ -261,12 +335,13 @@ class Function:
                 if last.match((args, kwargs)):
                     compiled.driver(compiled.address, compiled.io_address)
                     return self._package(compiled, compiled.outputs)
+        args = self._trace_floats(args)
         try:
             leaves, treedef = pytree.flatten((args, kwargs))
         except SignatureError as e:
             raise SignatureError(str(e), source=user_source()) from None
-        if any(isinstance(x, Value) for x in leaves):
-            return self._inline(args, kwargs)
+        if current_graph() is not None or any(isinstance(x, Value) for x in leaves):
+            return self._inline(args, kwargs)  # called while tracing another function
         key = signature_key(leaves, treedef)
         compiled = self.cache.get(key)
         if compiled is None:
@@ -281,12 +356,14 @@ class Function:
         """Trace and compile for these arguments without caching the result; with load=False
         nothing is Numba-compiled and the Compiled has no driver (what `gradc compile` writes
         out). `source` names the caller in the generated code (default: the calling line)."""
+        args = self._trace_floats(args)
         leaves, treedef = pytree.flatten((args, kwargs))
         self._call_source = source or user_source()
         return self._compile(signature_key(leaves, treedef), args, kwargs, load=load, cache=False)
 
     def compiled_for(self, *args, **kwargs):
         """The compiled signature for these arguments (compiling it if needed)."""
+        args = self._trace_floats(args)
         leaves, treedef = pytree.flatten((args, kwargs))
         key = signature_key(leaves, treedef)
         if key not in self.cache:
@@ -295,12 +372,8 @@ class Function:
         return self.cache[key]
 
     def _compile(self, key, args, kwargs, load=True, cache=True):
-        for i, (shape, dtype) in enumerate(key[1]):
-            if np.dtype(dtype) not in SUPPORTED_DTYPES:
-                raise SignatureError(
-                    f"an input array has dtype {np.dtype(dtype).name}, which gradc does not "
-                    "support; convert it with .astype(np.float32) (supported: "
-                    + ", ".join(d.name for d in SUPPORTED_DTYPES) + ")", source=self._call_source)
+        check_input_dtypes(key, leaf_names((args, kwargs), argument_names(self.fun)),
+                           self._call_source)
         if cache and self.max_signatures is not None and len(self.cache) >= self.max_signatures:
             raise SignatureError(
                 f"{self.__name__} would compile signature number {len(self.cache) + 1}, over "
@@ -327,31 +400,35 @@ class Function:
     def _package(self, compiled, outs):
         if self.mode == "jit":
             return pytree.unflatten(compiled.out_kind, [_result(o, fresh=True) for o in outs])
-        out_tree, grad_trees, many, counts = compiled.out_kind
+        out_tree, grad_trees, many, counts, floats = compiled.out_kind
         value = _result(outs[0], fresh=True)
+        if floats:  # the gradient of a Python float is a Python float
+            outs = [float(o) if i in floats else o for i, o in enumerate(outs)]
         grads, cursor = [], 1
-        for tree, n in zip(grad_trees, counts):
-            grads.append(pytree.unflatten(tree, [_result(o, fresh=self.copy)
-                                                 for o in outs[cursor:cursor + n]]))
+        for tree, n in zip(grad_trees, counts):  # (0-d gradients too are arrays, like params)
+            grads.append(pytree.unflatten(tree, [o.copy() if self.copy and type(o) is not float
+                                                 else o for o in outs[cursor:cursor + n]]))
             cursor += n
         grads = tuple(grads) if many else grads[0]
         return grads if self.mode == "grad" else (value, grads)
 
     # --- inside another trace: grad of grad ------------------------------------------------
     def _inline(self, args, kwargs):
+        """Called while another function is traced (grad of grad, or a gradient taken at a
+        constant point of a function that closes over traced values): build this function,
+        and its gradient, into that function's graph."""
         if self.mode == "jit":
             return self.fun(*args, **kwargs)
-        like = next(x for x in pytree.flatten((args, kwargs))[0] if isinstance(x, Value))
-        graph = like.graph
+        graph = current_graph() or next(x.graph for x in pytree.flatten((args, kwargs))[0]
+                                        if isinstance(x, Value))
         src = user_source()
         argnums, many = normalize_argnums(self.argnums, len(args), src)
-        differentiable_leaves(args, argnums, src)
+        differentiable_leaves(args, argnums, src, argument_names(self.fun))
         args = list(args)
         wrt, trees = [], []
         for i in argnums:  # fresh variables, so only this function's uses are differentiated
             leaves, tree = pytree.flatten(args[i])
-            marked = [graph.apply("alias", (fn.as_value(x, like),), tag=f"grad{graph._next_id}")
-                      for x in leaves]
+            marked = [_fresh_variable(graph, x) for x in leaves]
             wrt.append(marked)
             trees.append(tree)
             args[i] = pytree.unflatten(tree, marked)
@@ -365,6 +442,17 @@ class Function:
             cursor += len(ws)
         grads = tuple(grads) if many else grads[0]
         return grads if self.mode == "grad" else (out, grads)
+
+
+def _fresh_variable(graph, x):
+    """A new value of `graph` equal to `x` (a traced value, an array, or a TracedFloat: weak,
+    float64), to differentiate with respect to."""
+    value = fn.const(graph, x, np.float64) if type(x) is pytree.TracedFloat else fn.as_value(
+        x, graph=graph)
+    fresh = graph.apply("alias", (value,), tag=f"grad{graph._next_id}")
+    if type(x) is pytree.TracedFloat or fn.is_weak(x):
+        graph.weak.add(fresh.id)
+    return fresh
 
 
 def _forgotten():
@@ -468,6 +556,14 @@ def signature_key(leaves, treedef):
 def _leaf_key(x):
     shape, dtype = pytree.leaf_type(x)
     return shape, dtype.str
+
+
+def _input_name(v):
+    """The name of the graph input that `v` is computed from through casts and views (the
+    indices of a gather: a label array, embedding ids), or "an input"."""
+    while v.node is not None and len(v.node.inputs) == 1:
+        v = v.node.inputs[0]
+    return v.name if v.node is None and v.name else "an input"
 
 
 def _result(view, fresh):

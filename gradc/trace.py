@@ -12,6 +12,7 @@ import functools
 import inspect
 import os
 import sys
+import threading
 
 import numpy as np
 
@@ -319,8 +320,21 @@ def _branch_error(what):
 
 def _binary(f, reflected=False):
     if reflected:
-        return traced(lambda self, other: f(other, self))
-    return traced(lambda self, other: f(self, other))
+        return traced(lambda self, other: _python_result(f(other, self), self, other))
+    return traced(lambda self, other: _python_result(f(self, other), self, other))
+
+
+def _python_result(out, *operands):
+    """A Python operator's result: weak when its operands are weak values and Python numbers,
+    as Python arithmetic on Python floats gives a Python float (NumPy functions do not: their
+    results are NumPy values)."""
+    if not (isinstance(out, Value) and np.issubdtype(out.dtype, np.floating)) or not all(
+            fn.is_weak(x) or isinstance(x, (int, float)) and not isinstance(x, np.generic)
+            for x in operands):
+        return out
+    weak = out.graph.apply("alias", (out,), tag="weak")  # (a value of its own: `out` may be
+    out.graph.weak.add(weak.id)                           # the result of a NumPy call too)
+    return weak
 
 
 def _method_reduction(f):
@@ -386,8 +400,9 @@ _SURFACE = {
     "__ne__": _binary(functools.partial(fn.compare, "not_equal")),
     "__and__": _binary(UFUNCS[np.logical_and]), "__or__": _binary(UFUNCS[np.logical_or]),
     "__invert__": traced(lambda self: UFUNCS[np.logical_not](self)),
-    "__neg__": traced(fn.negative), "__pos__": lambda self: self,
-    "__abs__": traced(lambda self: fn.unary("abs", self, float_only=False)),
+    "__neg__": traced(lambda self: _python_result(fn.negative(self), self)),
+    "__pos__": lambda self: self,
+    "__abs__": traced(lambda self: _python_result(fn.unary("abs", self, float_only=False), self)),
     "__getitem__": traced(_getitem),
     "__iter__": _iter,
     "__hash__": object.__hash__,
@@ -436,14 +451,19 @@ def trace(fun, args, kwargs=None):
     kwargs = kwargs or {}
     leaves, treedef = pytree.flatten((args, kwargs))
     graph = Graph()
-    names = leaf_names((args, kwargs), _param_names(fun))
+    names = leaf_names((args, kwargs), argument_names(fun))
     values = [graph.add_input(*pytree.leaf_type(x), name=name) for x, name in zip(leaves, names)]
+    for x, v in zip(leaves, values):
+        if type(x) is pytree.TracedFloat:  # a Python float: weakly typed, as NumPy's are
+            graph.weak.add(v.id)
     targs, tkwargs = pytree.unflatten(treedef, values)
     graph.stamp_user_source = True
+    _active.graphs.append(graph)
     try:
         out = fun(*targs, **tkwargs)
     finally:
         graph.stamp_user_source = False
+        _active.graphs.pop()
     out_leaves, out_tree = pytree.flatten(out)
     outs = []
     for v in out_leaves:
@@ -456,7 +476,22 @@ def trace(fun, args, kwargs=None):
     return graph, out_tree, outs
 
 
-def _param_names(fun):
+class _Active(threading.local):
+    def __init__(self):  # (runs once in each thread that uses it)
+        self.graphs = []  # the graphs this thread is tracing, innermost last
+
+
+_active = _Active()
+
+
+def current_graph():
+    """The graph this thread is tracing into, or None outside a trace."""
+    graphs = _active.graphs
+    return graphs[-1] if graphs else None
+
+
+def argument_names(fun):
+    """The names of `fun`'s positional parameters (for messages), or [] if it has no signature."""
     try:
         params = list(inspect.signature(fun).parameters.values())
     except (TypeError, ValueError):
