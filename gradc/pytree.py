@@ -101,14 +101,17 @@ def trace_floats(tree):
     return tree
 
 
-def python_numbers(tree, path):
-    """(path, value) of each Python int, float or bool in `tree` (paths like `p['n']`)."""
-    if isinstance(tree, (int, float)) and not is_array_leaf(tree):
-        return [(path, tree)]
-    if isinstance(tree, dict):
-        return [hit for k in sorted(tree, key=repr) for hit in python_numbers(tree[k], f"{path}[{k!r}]")]
-    if isinstance(tree, (list, tuple)):
-        return [hit for i, v in enumerate(tree) for hit in python_numbers(v, f"{path}[{i}]")]
+def static_numbers(treedef, path):
+    """(path, value) of each static Python number (int, float, bool) in a tree description;
+    paths like `p['n']`, from `path` for the root."""
+    if treedef[0] == "static":
+        number = isinstance(treedef[1], (int, float)) and not isinstance(treedef[1], np.generic)
+        return [(path, treedef[1])] if number else []
+    if treedef[0] == "dict":
+        return [hit for k, c in zip(treedef[1], treedef[2])
+                for hit in static_numbers(c, f"{path}[{k!r}]")]
+    if treedef[0] in ("list", "tuple", "namedtuple"):
+        return [hit for i, c in enumerate(treedef[-1]) for hit in static_numbers(c, f"{path}[{i}]")]
     return []
 
 

@@ -55,12 +55,12 @@ def differentiable_leaves(args, argnums, src, names=()):
     out = []
     for a in argnums:
         name = names[a] if a < len(names) else f"argument {a}"
-        for path, number in pytree.python_numbers(args[a], name):
+        leaves, tree = pytree.flatten(args[a])
+        for path, number in pytree.static_numbers(tree, name):
             raise NonDifferentiableError(
                 f"{path} is a Python {type(number).__name__} ({number!r}) in a differentiated "
                 f"argument: gradients need floats; pass {float(number)!r} or a NumPy float "
                 "array, or move it out of the differentiated arguments", source=src)
-        leaves, _ = pytree.flatten(args[a])
         if not leaves:
             raise NonDifferentiableError(
                 f"argument {a} has no arrays to differentiate: pass NumPy float arrays or Python "
@@ -515,12 +515,18 @@ def _match_lines(tree, expr, lines, consts, leaf_ids):
         lines += [f"l{i} = {expr}", f"if type(l{i}) is not ndarray:", "    return False"]
         return True
     kind = tree[0]
+    if kind == "float":  # a traced Python float: the slow way converts it
+        return False
     if kind == "static":
         if type(tree[1]) not in _STATIC_TYPES:
             return False
         name = f"V{len(consts)}"
         consts[name] = tree[1]
-        lines += [f"if type({expr}) is not type({name}) or {expr} != {name}:", "    return False"]
+        differs = f"type({expr}) is not type({name}) or {expr} != {name}"
+        if tree[1] == 0.0 and type(tree[1]) is float:  # (0.0 == -0.0; 1/x tells them apart)
+            consts["copysign"] = math.copysign
+            differs += f" or copysign(1.0, {expr}) != copysign(1.0, {name})"
+        lines += [f"if {differs}:", "    return False"]  # (a NaN never matches: the slow way)
         return True
     var = f"c{len(lines)}"
     if kind == "dict":

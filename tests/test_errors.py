@@ -301,11 +301,22 @@ def test_boolean_argument_in_argnums():
     assert "bool" in msg and "argument 1" in msg
 
 
-def test_python_number_in_argnums():
+def test_python_int_in_argnums():
+    """A Python float in argnums is traced (tests/test_calling_conventions.py); an int or a
+    bool is refused, as JAX does, naming where it is."""
     g = gradc.grad(_sum_times, argnums=1)
     with pytest.raises(gradc.NonDifferentiableError) as excinfo:
-        g(X3, 2.0)  # PY-NUMBER-ARG
-    check(excinfo, gradc.NonDifferentiableError, "PY-NUMBER-ARG")
+        g(X3, 2)  # PY-INT-ARG
+    msg = check(excinfo, gradc.NonDifferentiableError, "PY-INT-ARG")
+    assert "w is a Python int" in msg and "2.0" in msg
+
+
+def test_python_bool_inside_a_differentiated_pytree():
+    g = gradc.grad(lambda p: np.sum(p["w"]) * (2.0 if p["twice"] else 1.0))
+    with pytest.raises(gradc.NonDifferentiableError) as excinfo:
+        g({"w": X3, "twice": True})  # PY-BOOL-LEAF
+    msg = check(excinfo, gradc.NonDifferentiableError, "PY-BOOL-LEAF")
+    assert "p['twice'] is a Python bool" in msg
 
 
 def test_integer_argument_outside_argnums_is_fine():
