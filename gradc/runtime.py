@@ -7,6 +7,7 @@ says why under GRADC_LOG=compiles.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -110,6 +111,18 @@ def check_scalar_output(out, src):
                                                else src))
 
 
+def reporting_index_errors(run, index_error):
+    """`run` (a driver) with its IndexError raised as `index_error(error)` instead."""
+    @functools.wraps(run)
+    def reporting(*args):
+        try:
+            return run(*args)
+        except IndexError as e:
+            raise index_error(e) from None
+
+    return reporting
+
+
 class Compiled:
     """One compiled signature: the graph after each stage, the plan, the arena and the driver."""
 
@@ -142,15 +155,7 @@ class Compiled:
     def _report_index_errors(self):
         """Make the driver's IndexError (an index out of range, found by a kernel) a GradcError
         that names the caller's line and the input that holds the index."""
-        driver, index_error = self.driver, self.index_error
-
-        def run(*args):
-            try:
-                return driver(*args)
-            except IndexError as e:
-                raise index_error(e) from None
-
-        self.driver = run
+        self.driver = reporting_index_errors(self.driver, self.index_error)
 
     def index_error(self, error):
         """The IndexOutOfRangeError for a kernel's IndexError "index out of range in OP (SOURCE)"
