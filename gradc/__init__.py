@@ -10,8 +10,9 @@ __version__ = "0.1.0"
 
 from . import ops  # noqa: E402,F401  (registers every op)
 from . import nn  # noqa: E402,F401
-from .errors import (CompileError, GradcError, NonDifferentiableError, NonFiniteError,  # noqa: E402
-                     ShapeError, SignatureError, TracedBranchError, UnsupportedOpError)
+from .errors import (CompileError, GradcError, IndexOutOfRangeError,  # noqa: E402
+                     NonDifferentiableError, NonFiniteError, ShapeError, SignatureError,
+                     TracedBranchError, UnsupportedOpError)
 from . import optim  # noqa: E402,F401
 from .api import explain, grad, jit, value_and_grad  # noqa: E402
 from .train import train_step  # noqa: E402
@@ -19,4 +20,4 @@ from .aot import Spec  # noqa: E402
 
 __all__ = ["Spec", "jit", "grad", "value_and_grad", "train_step", "explain", "nn", "optim", "GradcError", "ShapeError",
            "UnsupportedOpError", "TracedBranchError", "SignatureError", "NonDifferentiableError",
-           "NonFiniteError", "CompileError", "__version__"]
+           "NonFiniteError", "IndexOutOfRangeError", "CompileError", "__version__"]

@@ -403,7 +403,8 @@ def test_failed_trace_does_not_poison_the_function():
 
 def test_every_error_class_is_exported_and_a_gradc_error():
     for name in ["ShapeError", "UnsupportedOpError", "TracedBranchError", "SignatureError",
-                 "NonDifferentiableError", "NonFiniteError", "CompileError"]:
+                 "NonDifferentiableError", "NonFiniteError", "IndexOutOfRangeError", "CompileError"]:
         cls = getattr(gradc, name)
         assert issubclass(cls, gradc.GradcError) and cls is not gradc.GradcError
     assert issubclass(gradc.GradcError, Exception)
+    assert issubclass(gradc.IndexOutOfRangeError, IndexError)  # as NumPy would raise
