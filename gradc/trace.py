@@ -364,8 +364,9 @@ def _iter(self):
 
 def _array(self, *args, **kwargs):
     raise TracedBranchError(
-        "a traced value was converted to a NumPy array (np.asarray, np.array, or a NumPy "
-        "function gradc does not trace); keep traced values symbolic", source=user_source())
+        "a traced value was converted to a NumPy array (np.asarray, np.array, a NumPy "
+        "function gradc does not trace, or a NumPy function given a Python list of traced "
+        "values: np.stack the list first); keep traced values symbolic", source=user_source())
 
 
 def _setitem(self, index, value):

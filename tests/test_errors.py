@@ -408,3 +408,62 @@ def test_every_error_class_is_exported_and_a_gradc_error():
         assert issubclass(cls, gradc.GradcError) and cls is not gradc.GradcError
     assert issubclass(gradc.GradcError, Exception)
     assert issubclass(gradc.IndexOutOfRangeError, IndexError)  # as NumPy would raise
+
+
+# ---------------------------------------------------------------------------------------------
+# calling conventions (the results are in tests/test_calling_conventions.py)
+
+def test_big_endian_input_names_the_byte_order():
+    f = gradc.jit(lambda x: x * 2.0)
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        f(X3.astype(">f4"))  # BIG-ENDIAN
+    msg = check(excinfo, gradc.SignatureError, "BIG-ENDIAN")
+    assert "x is float32 in big-endian byte order ('>f4')" in msg and ".astype(np.float32)" in msg
+
+
+def test_big_endian_train_step_parameter_names_the_byte_order():
+    step = gradc.train_step(lambda p, x: np.sum(p * x), gradc.optim.SGD(lr=0.1))
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        step(X3.astype(">f8"), X3)  # BIG-ENDIAN-PARAM
+    msg = check(excinfo, gradc.SignatureError, "BIG-ENDIAN-PARAM")
+    assert "byte order ('>f8')" in msg
+
+
+def test_python_float_among_train_step_params_names_its_path():
+    step = gradc.train_step(lambda p, x: np.sum(p["w"] * x) * p["scale"], gradc.optim.SGD(lr=0.1))
+    w = X3.copy()
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        step({"w": w, "scale": 2.0}, X3)  # PY-FLOAT-PARAM
+    msg = check(excinfo, gradc.SignatureError, "PY-FLOAT-PARAM")
+    assert "p['scale'] is a Python float (2.0)" in msg and "np.array(2.0)" in msg
+    np.testing.assert_array_equal(w, X3)
+
+
+def test_label_out_of_range_names_the_call_and_the_labels():
+    vg = gradc.value_and_grad(lambda logits, labels: gradc.nn.cross_entropy(logits, labels))
+    with pytest.raises(gradc.IndexOutOfRangeError) as excinfo:
+        vg(np.zeros((2, 3)), np.array([0, 3]))  # LABEL-RANGE
+    msg = check(excinfo, gradc.IndexOutOfRangeError, "LABEL-RANGE")
+    assert "labels holds an index outside [-3, 3)" in msg and "take_along_axis" in msg
+
+
+def test_per_parameter_weight_decay_is_not_supported_yet():
+    with pytest.raises(gradc.UnsupportedOpError) as excinfo:
+        gradc.optim.AdamW(weight_decay={"w": 0.1, "b": 0.0})  # WD-TREE
+    msg = check(excinfo, gradc.UnsupportedOpError, "WD-TREE")
+    assert "not supported yet" in msg and "one float" in msg
+
+
+def test_numpy_function_given_a_list_of_traced_values():
+    g = gradc.grad(lambda xs: np.sum(xs))  # LIST-OF-TRACED
+    with pytest.raises(gradc.TracedBranchError) as excinfo:
+        g([1.0, 2.0])
+    msg = check(excinfo, gradc.TracedBranchError, "LIST-OF-TRACED")
+    assert "np.stack" in msg
+
+
+def test_dot_with_a_batched_second_argument_is_refused_not_broadcast():
+    f = gradc.jit(lambda a, b: np.dot(a, b))  # DOT-3D
+    with pytest.raises(gradc.UnsupportedOpError) as excinfo:  # (NumPy's dot is not matmul here)
+        f(np.ones((2, 3)), np.ones((4, 3, 5)))
+    check(excinfo, gradc.UnsupportedOpError, "DOT-3D")
