@@ -35,9 +35,9 @@ class CudaCompiled(Compiled):
         if self.driver is not None:
             self.driver.upload_constants(self.arena)
 
-    def _report_index_errors(self):
+    def _report_index_errors(self, report):
         """(The launches find an index out of range: see Compiled.)"""
-        self.driver.launch = reporting_index_errors(self.driver.launch, self.index_error)
+        self.driver.launch = reporting_index_errors(self.driver.launch, report)
 
     def run(self, leaves, owned=()):
         """`leaves`: the caller's arrays (host or device); `owned`: addresses of gradc's host

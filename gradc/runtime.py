@@ -111,14 +111,40 @@ def check_scalar_output(out, src):
                                                else src))
 
 
-def reporting_index_errors(run, index_error):
-    """`run` (a driver) with its IndexError raised as `index_error(error)` instead."""
+def index_error_reporter(graph, in_place):
+    """`report(error, frame=None)`: the IndexOutOfRangeError for a kernel's IndexError "index
+    out of range in OP (SOURCE)" (or "in OP at SOURCE") of `graph`: the caller's line (from
+    `frame`), which input holds the indices and their valid range. `in_place`: the graph writes
+    inputs in place (a train step, whose schedule checks indices before: passes/fuse.py)."""
+    gathers = {}  # (op, source) -> (name of the indices' input, size of the axis, the axis)
+    for node in graph.nodes:
+        if node.opdef.checks_indices:
+            axis = node.attr["axis"]
+            size = node.attr["size"] if "size" in node.attr else node.inputs[0].shape[axis]
+            gathers[node.op, node.source] = (_input_name(node.inputs[1]), size, axis)
+
+    def report(error, frame=None):
+        message = str(error).removeprefix("gradc: ")
+        found = re.search(r"in (\w+) (?:\((.*)\)|at (.*))$", message)
+        gather = gathers.get((found[1], found[2] or found[3])) if found else None
+        if gather is not None:
+            name, size, axis = gather
+            message += f": {name} holds an index outside [-{size}, {size}) (axis {axis} has {size} entries)"
+        if in_place:
+            message += "; the parameters and the optimizer state are unchanged"
+        return IndexOutOfRangeError(message, source=user_source(frame))
+
+    return report
+
+
+def reporting_index_errors(run, report):
+    """`run` with its IndexError raised as `report(error)` instead."""
     @functools.wraps(run)
     def reporting(*args):
         try:
             return run(*args)
         except IndexError as e:
-            raise index_error(e) from None
+            raise report(e) from None
 
     return reporting
 
@@ -150,28 +176,16 @@ class Compiled:
         self.outputs = [None if v.id in plan.aliases else self.view(v) for v in graph.outputs]
         self.lock = threading.Lock()
         if driver is not None and any(n.opdef.checks_indices for n in graph.nodes):
-            self._report_index_errors()
+            self._report_index_errors(index_error_reporter(graph, bool(plan.aliases)))
 
-    def _report_index_errors(self):
-        """Make the driver's IndexError (an index out of range, found by a kernel) a GradcError
-        that names the caller's line and the input that holds the index."""
-        self.driver = reporting_index_errors(self.driver, self.index_error)
-
-    def index_error(self, error):
-        """The IndexOutOfRangeError for a kernel's IndexError "index out of range in OP (SOURCE)"
-        (or "in OP at SOURCE"): which input holds the indices, and their valid range."""
-        message = str(error).removeprefix("gradc: ")
-        found = re.search(r"in (\w+) (?:\((.*)\)|at (.*))$", message)
-        op, source = (found[1], found[2] or found[3]) if found else (None, None)
-        node = next((n for n in self.fusion.graph.nodes if n.op == op and n.source == source), None)
-        if node is not None:
-            axis = node.attr["axis"]
-            size = node.attr["size"] if "size" in node.attr else node.inputs[0].shape[axis]
-            message += (f": {_input_name(node.inputs[1])} holds an index outside [-{size}, {size}) "
-                        f"(axis {axis} has {size} entries)")
-        if self.plan.aliases:  # (a train step: see passes/fuse.py _schedule)
-            message += "; the parameters and the optimizer state are unchanged"
-        return IndexOutOfRangeError(message, source=user_source())
+    def _report_index_errors(self, report):
+        """A kernel's IndexError (an index out of range) is raised as `report(error)`, a
+        GradcError that names the caller's line and the input holding the indices: by the
+        generated driver (a try costs nothing until it catches), which the first signature
+        with that driver tells how (the same driver is the same graph)."""
+        module = sys.modules.get(getattr(self.driver, "__module__", None))
+        if module is not None and getattr(module, "ON_INDEX_ERROR", False) is None:
+            module.ON_INDEX_ERROR = report
 
     def last_call(self, treedef, leaves, writeable=()):
         """This signature's LastCall (made once, on a call whose leaves the driver could take as

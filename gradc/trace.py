@@ -33,9 +33,10 @@ def _internal(filename):
     return filename.startswith(_GRADC_DIR) or filename.startswith(_NUMPY_DIR) or filename.startswith("<")
 
 
-def user_source():
-    """The `file:line` of the innermost frame outside gradc and NumPy."""
-    frame = sys._getframe(1)
+def user_source(frame=None):
+    """The `file:line` of the innermost frame outside gradc and NumPy (from `frame`, default
+    the caller's)."""
+    frame = frame or sys._getframe(1)
     while frame is not None and _internal(frame.f_code.co_filename):
         frame = frame.f_back
     if frame is None:
