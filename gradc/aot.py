@@ -369,6 +369,8 @@ class _Generator:
         self.graph = compiled.fusion.graph
         self.plan = compiled.plan
         self.program = compiled.program
+        if mode != "train":  # (as a call traces them: Python floats at argnums are leaves)
+            args = owner.traced_args(args)
         _, treedef = pytree.flatten((args, {}))
         self.args_tree = _portable_tree(treedef[1][0], "an argument")
         self.lines = _SourceLines([source_file])

@@ -335,7 +335,7 @@ class Function:
         return graph, (out_tree, grad_trees, many, [len(order[i]) for i in argnums],
                        frozenset(1 + j for j, f in enumerate(floats) if f))
 
-    def _trace_floats(self, args):
+    def traced_args(self, args):
         """The arguments with the Python floats of the differentiated ones traced (a gradient's
         contract: pytree.TracedFloat); `args` itself for jit, or when there are none."""
         if self.mode == "jit":
@@ -354,7 +354,7 @@ class Function:
                 if last.match((args, kwargs)):
                     compiled.driver(compiled.address, compiled.io_address)
                     return self._package(compiled, compiled.outputs)
-        args = self._trace_floats(args)
+        args = self.traced_args(args)
         try:
             leaves, treedef = pytree.flatten((args, kwargs))
         except SignatureError as e:
@@ -375,14 +375,14 @@ class Function:
         """Trace and compile for these arguments without caching the result; with load=False
         nothing is Numba-compiled and the Compiled has no driver (what `gradc compile` writes
         out). `source` names the caller in the generated code (default: the calling line)."""
-        args = self._trace_floats(args)
+        args = self.traced_args(args)
         leaves, treedef = pytree.flatten((args, kwargs))
         self._call_source = source or user_source()
         return self._compile(signature_key(leaves, treedef), args, kwargs, load=load, cache=False)
 
     def compiled_for(self, *args, **kwargs):
         """The compiled signature for these arguments (compiling it if needed)."""
-        args = self._trace_floats(args)
+        args = self.traced_args(args)
         leaves, treedef = pytree.flatten((args, kwargs))
         key = signature_key(leaves, treedef)
         if key not in self.cache:

@@ -280,6 +280,36 @@ def test_compiling_is_deterministic_and_refuses_what_it_cannot_write(model):
         aot.generate(obj_static, (np.ones(3, np.float32), frozenset({1})))
 
 
+def scaled_tanh(s, x, k):
+    return np.sum(np.tanh(s * x)) * k
+
+
+def test_python_float_in_a_differentiated_argument(tmp_path):
+    """A Python float at argnums is traced, as in gradc: the module takes a Python float there
+    (any value) and returns its gradient as a float; 0-d gradients are 0-d arrays."""
+    x = np.linspace(-1.0, 1.0, 4).astype(np.float32)
+    args = (0.5, x, 2.0)
+    aot.compile_module(scaled_tanh, args, str(tmp_path / "scaled_vg.py"), argnums=(0, 1))
+    mod = load_module(str(tmp_path / "scaled_vg.py"), "scaled_vg")
+    vg = gradc.value_and_grad(scaled_tanh, argnums=(0, 1))
+    for s in (0.5, -1.25):
+        value, (g_s, g_x) = mod.scaled_tanh(s, x, 2.0)
+        ref_value, (ref_s, ref_x) = vg(s, x, 2.0)
+        assert type(g_s) is float and g_s == ref_s
+        assert same_bits(value, ref_value) and same_bits(g_x, ref_x)
+    with pytest.raises(TypeError, match=r"s must be a Python float, got float64"):
+        mod.scaled_tanh(np.float64(0.5), x, 2.0)
+    with pytest.raises(TypeError, match="compiled as the static value 2.0; got 2"):
+        mod.scaled_tanh(0.5, x, 2)  # (an int is not the float it was compiled with)
+    aot.compile_module(cube, ({"a": np.array(2.0)},), str(tmp_path / "cube.py"), mode="grad")
+    grads = load_module(str(tmp_path / "cube.py"), "cube").cube({"a": np.array(2.0)})
+    assert type(grads["a"]) is np.ndarray and grads["a"].shape == () and grads["a"] == 12.0
+
+
+def cube(p):
+    return p["a"] ** 3
+
+
 def test_spec_placeholders():
     s = aot.Spec((2, 3), np.int64)
     assert s == aot.Spec([2, 3], "int64") and repr(s) == "Spec((2, 3), int64)"
