@@ -111,7 +111,7 @@ def test_header_says_what_was_compiled():
         digest = hashlib.sha256(f.read()).hexdigest()
     assert f"gradc {gradc.__version__}" in head
     assert f"examples/digits_mlp.py (sha256 {digest})" in head
-    assert "Calling convention version 1" in head
+    assert f"Calling convention version {aot.CALLING_CONVENTION}" in head
     assert "train_step of `loss`" in head and "Adam(lr=0.003" in head
     assert "params = {'W1': float32[64,128]" in head  # the pytree layout
     assert "y = int64[32]" in head
