@@ -148,7 +148,17 @@ def _ones_zeros_like(value):
 
 
 def _full_like(a, fill_value, dtype=None, **kw):
-    return fn.full(a.graph, a.shape, fill_value, dtype or a.dtype)
+    if np.ndim(fill_value) == 0:
+        return fn.full(a.graph, a.shape, fill_value, dtype or a.dtype)
+    fill = np.asarray(fill_value, dtype or a.dtype)  # (an array-like fill broadcasts, as in NumPy)
+    return fn.broadcast_to(fn.as_value(fill, a), a.shape)
+
+
+def _outer(a, b, out=None):
+    _no_out(out, "outer")
+    like = a if isinstance(a, Value) else b
+    a, b = fn.as_value(a, like), fn.as_value(b, like)
+    return fn.multiply(fn.reshape(a, (-1, 1)), fn.reshape(b, (1, -1)))
 
 
 def _where(cond, x=None, y=None):
@@ -187,7 +197,7 @@ FUNCTIONS = {
     np.shape: lambda a: a.shape, np.ndim: lambda a: a.ndim, np.size: lambda a, axis=None: (
         a.size if axis is None else a.shape[axis]),
     np.square: lambda x: fn.unary("square", x, float_only=False),
-    np.outer: lambda a, b, out=None: fn.multiply(fn.reshape(a, (-1, 1)), fn.reshape(b, (1, -1))),
+    np.outer: _outer,
 }
 
 

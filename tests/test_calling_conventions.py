@@ -123,7 +123,8 @@ W2 = np.array([[1.0, -2.0], [0.5, 3.0]])
 def with_lists(x):
     return (np.dot(x, [1, 2]), x + [1, 2], np.maximum(x, [0, 1]), [1.0, 2.0] - x,
             np.where(x > 0.6, x, [5.0, 6.0]), x @ [[1.0], [2.0]], np.dot(x, W2), np.dot(W2, x),
-            x * (3.0, 4.0))
+            x * (3.0, 4.0), np.outer(x, [1, 2, 3]), np.full_like(x, [7, 8]), np.clip(x, [0, 1], 1.2),
+            np.concatenate([x, [1.0]]))
 
 
 def test_lists_in_traced_code_are_arrays_as_in_numpy():
