@@ -343,8 +343,9 @@ def _python_result(out, *operands):
             fn.is_weak(x) or isinstance(x, (int, float)) and not isinstance(x, np.generic)
             for x in operands):
         return out
-    weak = out.graph.apply("alias", (out,), tag="weak")  # (a value of its own: `out` may be
-    out.graph.weak.add(weak.id)                           # the result of a NumPy call too)
+    # (an alias of its own: `out` may also be the result of a NumPy call, which stays strong)
+    weak = out.graph.apply("alias", (out,), tag="weak")
+    out.graph.weak.add(weak.id)
     return weak
 
 
