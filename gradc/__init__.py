@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 from . import ops  # noqa: E402,F401  (registers every op)
 from . import nn  # noqa: E402,F401
 from .errors import (ArgumentError, CacheWarning, CompileError, GradcError,  # noqa: E402
+                     IndexOutOfRangeError,
                      NonDifferentiableError, NonFiniteError, ShapeError, SignatureError,
                      TracedBranchError, UnsupportedOpError)
 from . import optim  # noqa: E402,F401
@@ -20,4 +21,4 @@ from .aot import Spec  # noqa: E402
 
 __all__ = ["Spec", "jit", "grad", "value_and_grad", "train_step", "explain", "nn", "optim", "GradcError", "ArgumentError", "ShapeError",
            "UnsupportedOpError", "TracedBranchError", "SignatureError", "NonDifferentiableError",
-           "NonFiniteError", "CompileError", "CacheWarning", "__version__"]
+           "NonFiniteError", "IndexOutOfRangeError", "CompileError", "CacheWarning", "__version__"]

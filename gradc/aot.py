@@ -36,7 +36,8 @@ import numpy as np
 
 from . import __version__, pytree
 
-CALLING_CONVENTION = 1  # bump when the generated module's interface changes
+CALLING_CONVENTION = 2  # bump when the generated module's interface changes
+# 2: 0-d gradients are 0-d arrays; a Python float in a differentiated argument is traced
 MODES = ("value_and_grad", "grad", "jit", "train")
 
 
@@ -182,7 +183,7 @@ _NOTHING = object()
 
 def _portable_tree(treedef, what):
     """gradc's pytree description, checked to be writable as a Python literal."""
-    if treedef == pytree.LEAF:
+    if treedef in (pytree.LEAF, pytree.FLOAT):
         return treedef
     kind = treedef[0]
     if kind == "dict":
@@ -195,7 +196,7 @@ def _portable_tree(treedef, what):
     if kind in ("list", "tuple"):
         return (kind, tuple(_portable_tree(c, what) for c in treedef[1]))
     _literal(treedef[1], f"{what}: static value")
-    return treedef
+    return treedef[:2]  # ("static", value): the generated _same_static compares exactly
 
 
 def _describe(tree, leaves):
@@ -205,6 +206,9 @@ def _describe(tree, leaves):
     def walk(t):
         if t == pytree.LEAF:
             return next(it)
+        if t == pytree.FLOAT:
+            next(it)
+            return "float"
         kind = t[0]
         if kind == "dict":
             return "{" + ", ".join(f"{k!r}: {walk(c)}" for k, c in zip(t[1], t[2])) + "}"
@@ -219,7 +223,7 @@ def _describe(tree, leaves):
 
 
 def _count(tree):
-    if tree == pytree.LEAF:
+    if tree in (pytree.LEAF, pytree.FLOAT):
         return 1
     if tree[0] == "dict":
         return sum(_count(c) for c in tree[2])
@@ -365,6 +369,8 @@ class _Generator:
         self.graph = compiled.fusion.graph
         self.plan = compiled.plan
         self.program = compiled.program
+        if mode != "train":  # (as a call traces them: Python floats at argnums are leaves)
+            args = owner.traced_args(args)
         _, treedef = pytree.flatten((args, {}))
         self.args_tree = _portable_tree(treedef[1][0], "an argument")
         self.lines = _SourceLines([source_file])
@@ -465,7 +471,7 @@ class _Generator:
             out_tree = self.c.out_kind
             return (_describe(out_tree, [_type(v.shape, v.dtype) for v in outs])
                     + " (fresh arrays; 0-d results as NumPy scalars).")
-        out_tree, grad_trees, many, counts = self.c.out_kind
+        out_tree, grad_trees, many, counts, _ = self.c.out_kind
         grads, cursor = [], 1
         for tree, n in zip(grad_trees, counts):
             grads.append(_describe(tree, [_type(v.shape, v.dtype) for v in outs[cursor:cursor + n]]))
@@ -554,7 +560,7 @@ class _Generator:
             out_tree = _portable_tree(self.c.out_kind, "a returned value")
             return [f"OUT_TREE = {out_tree!r}", "", "", _JIT_CLASS,
                     f"{self.name} = Jit()", ""]
-        out_tree, grad_trees, many, counts = self.c.out_kind
+        out_tree, grad_trees, many, counts, _ = self.c.out_kind
         trees = tuple(_portable_tree(t, "a differentiated argument") for t in grad_trees)
         cls = "ValueAndGrad" if mode == "value_and_grad" else "Grad"
         return [f"GRAD_TREES = {trees!r}", f"GRAD_COUNTS = {tuple(counts)!r}",
@@ -720,6 +726,10 @@ _COMMON = '''def _flatten(tree, x, path, leaves):
         if not isinstance(x, (np.ndarray, np.generic)):
             raise TypeError(f"{path} must be a NumPy array, got {type(x).__name__}")
         leaves.append((path, x))
+    elif kind == "float":  # a Python float in a differentiated argument
+        if type(x) is not float:
+            raise TypeError(f"{path} must be a Python float, got {type(x).__name__}")
+        leaves.append((path, np.float64(x)))
     elif kind == "dict":
         if not isinstance(x, dict) or tuple(sorted(x, key=repr)) != tuple(tree[1]):
             got = sorted(x, key=repr) if isinstance(x, dict) else type(x).__name__
@@ -734,15 +744,27 @@ _COMMON = '''def _flatten(tree, x, path, leaves):
             raise TypeError(f"{path} must be a {kind} of length {len(tree[1])}, got {got}")
         for i, (t, v) in enumerate(zip(tree[1], x)):
             _flatten(t, v, f"{path}[{i}]", leaves)
-    else:  # a static value: compiled in
-        if isinstance(x, (np.ndarray, np.generic)) or x != tree[1]:
-            raise TypeError(f"{path} was compiled as the static value {tree[1]!r}; got {x!r}")
+    elif not _same_static(x, tree[1]):  # a static value: compiled in
+        raise TypeError(f"{path} was compiled as the static value {tree[1]!r}; got {x!r}")
+
+
+def _same_static(x, value):
+    """x is the static `value`: of its type and equal, with the sign of a float zero (1/x
+    tells 0.0 from -0.0); a NaN is a NaN."""
+    if type(x) is not type(value):
+        return False
+    if type(x) is float:
+        return x == value and math.copysign(1.0, x) == math.copysign(1.0, value) or (
+            x != x and value != value)
+    return x == value
 
 
 def _unflatten(tree, it):
     kind = tree[0]
     if kind == "*":
         return next(it)
+    if kind == "float":  # the gradient of a Python float
+        return float(next(it))
     if kind == "dict":
         return {k: _unflatten(t, it) for k, t in zip(tree[1], tree[2])}
     if kind in ("list", "tuple"):
@@ -761,6 +783,9 @@ def _leaves(name, args):
         _flatten(tree, x, arg_name, leaves)
     arrays = []
     for (path, x), (_, shape, dtype) in zip(leaves, INPUTS):
+        if not x.dtype.isnative:
+            raise ValueError(f"{path} is {x.dtype.name} in non-native byte order "
+                             f"({x.dtype.str!r}); convert it with .astype(np.{x.dtype.name})")
         if x.shape != shape or x.dtype.str != dtype:
             raise ValueError(f"{path} must be {np.dtype(dtype).name}{list(shape)}, got "
                              f"{x.dtype.name}{list(x.shape)} (this module was compiled for one "
@@ -858,8 +883,8 @@ _GRAD_CLASS = '''class @CLASS@(Compiled):
             outs = self.outputs
             value = _result(outs[0], fresh=True)
             grads, cursor = [], 1
-            for tree, n in zip(GRAD_TREES, GRAD_COUNTS):
-                grads.append(_unflatten(tree, iter([_result(o, self.copy)
+            for tree, n in zip(GRAD_TREES, GRAD_COUNTS):  # (0-d gradients too are arrays)
+                grads.append(_unflatten(tree, iter([o.copy() if self.copy else o
                                                     for o in outs[cursor:cursor + n]])))
                 cursor += n
             grads = tuple(grads) if MANY_ARGNUMS else grads[0]
@@ -953,7 +978,7 @@ _TRAIN_CLASS = '''class TrainStep(Compiled):
 
 
 def _n_leaves(tree):
-    if tree[0] == "*":
+    if tree[0] in ("*", "float"):
         return 1
     if tree[0] == "dict":
         return sum(_n_leaves(t) for t in tree[2])

@@ -110,6 +110,9 @@ class CudaGenerator(aot._Generator):
         out.append(f"RUNTIME_SCALARS = {n_scalars}  # the last inputs: uploaded on every call")
         out.append(f"ERROR_FLAG = {program.err.offset}  # int32: which index check failed (0: none)")
         out.append(f"ERROR_SOURCES = {dict(sorted(program.err_sources.items()))!r}")
+        check = program.first_in_place if (program.first_in_place or -1) >= 0 else None
+        out.append(f"CHECK_BEFORE = {check!r}  # the first launch that writes an input in place: "
+                   "an index error found before it raises first")
         return out + self._outputs_and_arguments("outputs region")
 
     def module(self):
@@ -159,8 +162,12 @@ _CUDA_COMPILED = '''class Compiled:
         for offset, dtype, shape, data in CONSTANTS:
             array = np.frombuffer(base64.b64decode("".join(data)), dtype)
             self._view(offset, dtype, array.size).copy_to_device(array)
-        self.calls = [(kernel[launch_size(total, SIMULATOR, threads)], args)
-                      for kernel, total, threads, args in launches(self._view) if total]
+        self.calls, self.check_at = [], None
+        for i, (kernel, total, threads, args) in enumerate(launches(self._view)):
+            if i == CHECK_BEFORE:
+                self.check_at = len(self.calls)
+            if total:
+                self.calls.append((kernel[launch_size(total, SIMULATOR, threads)], args))
         self.inputs = [self._view(offset, dtype, max(int(np.prod(shape, dtype=np.int64)), 1))
                        for (_, shape, dtype), offset in zip(INPUTS, INPUT_SLOTS)]
         self.host = np.zeros(max(OUTPUT_BYTES, 1), np.uint8)
@@ -196,18 +203,24 @@ _CUDA_COMPILED = '''class Compiled:
             if j >= first_scalar or not self.owned_on_device:
                 self.inputs[len(arrays) + j].copy_to_device(x.reshape(-1))
         self.owned, self.owned_on_device = list(owned), True
-        for kernel, args in self.calls:
+        for i, (kernel, args) in enumerate(self.calls):
+            if i == self.check_at:  # (nothing is written in place yet)
+                self._raise_index_error()
             kernel(*args)
+        if ERROR_SOURCES:
+            self._raise_index_error()
         if OUTPUT_BYTES:
             self.device[:OUTPUT_BYTES].copy_to_host(self.host[:OUTPUT_BYTES])
         for i in self.updated:
             if i < len(arrays):
                 self.inputs[i].copy_to_host(arrays[i].reshape(-1))
-        if ERROR_SOURCES:
-            code = int(self.error.copy_to_host()[0])
-            if code:
-                self.error.copy_to_device(np.zeros(1, np.int32))
-                raise IndexError(f"index out of range in {ERROR_SOURCES[code]}")
+
+    def _raise_index_error(self):
+        """Raise IndexError if a launch so far found an index out of range (and clear it)."""
+        code = int(self.error.copy_to_host()[0])
+        if code:
+            self.error.copy_to_device(np.zeros(1, np.int32))
+            raise IndexError(f"index out of range in {ERROR_SOURCES[code]}")
 
     def _owned_changed(self):
         """The owned arrays were written on the host (load_state_dict): upload them next call."""

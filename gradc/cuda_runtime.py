@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .pytree import is_device_array
-from .runtime import Compiled
+from .runtime import Compiled, reporting_index_errors
 
 
 class CudaCompiled(Compiled):
@@ -34,6 +34,10 @@ class CudaCompiled(Compiled):
         # TrainStep: learning rate, bias corrections), uploaded on every call
         if self.driver is not None:
             self.driver.upload_constants(self.arena)
+
+    def _report_index_errors(self, report):
+        """(The launches find an index out of range: see Compiled.)"""
+        self.driver.launch = reporting_index_errors(self.driver.launch, report)
 
     def run(self, leaves, owned=(), written=()):
         """`leaves`: the caller's arrays (host or device); `owned`: addresses of gradc's host

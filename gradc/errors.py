@@ -34,6 +34,11 @@ class NonDifferentiableError(GradcError):
     """A gradient asked of something that has none (non-scalar output, integer argument...)."""
 
 
+class IndexOutOfRangeError(GradcError, IndexError):
+    """An integer index (a label, an embedding id) outside its axis, found while the compiled
+    function ran. Also an IndexError, as NumPy would raise."""
+
+
 class NonFiniteError(GradcError):
     """A NaN or Inf found by `check_finite=True`."""
 

@@ -114,6 +114,9 @@ class Graph:
         # output index -> input index: that output is written into that input's own buffer
         # (a train step's new parameters and optimizer state), never into the arena
         self.aliases = {}
+        # ids of weakly typed values (while tracing): a Python float traced as an input, and
+        # Python arithmetic on it; they take the dtype of the arrays they meet, as NumPy's do
+        self.weak = set()
 
     def _new_value(self, shape, dtype, node=None, name=None):
         v = Value(self, self._next_id, shape, dtype, node, name)

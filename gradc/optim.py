@@ -12,8 +12,12 @@ scalars computed in float64 from the step count, then rounded to float32, as PyT
     AdamW: p = p*(1 - lr*wd), then Adam with no weight decay.
 """
 import math
+import numbers
 
 import numpy as np
+
+from .errors import UnsupportedOpError
+from .trace import user_source
 
 
 def _lerp(start, end, weight):
@@ -21,6 +25,17 @@ def _lerp(start, end, weight):
     if abs(weight) < 0.5:
         return start + weight * (end - start)
     return end - (end - start) * (1 - weight)
+
+
+def _one_rate(optimizer, weight_decay):
+    """weight_decay as one number; a per-parameter pytree or mask is refused (for now)."""
+    if isinstance(weight_decay, numbers.Real):
+        return weight_decay
+    raise UnsupportedOpError(
+        f"{optimizer}(weight_decay={type(weight_decay).__name__}): per-parameter weight decay (a "
+        "pytree of rates, or a mask) is not supported yet; give one float. To leave some "
+        "parameters undecayed, pass weight_decay=0.0 and apply the decay to the others yourself "
+        "after each step (AdamW: p *= 1 - lr * rate)", source=user_source())
 
 
 class Optimizer:
@@ -51,7 +66,7 @@ class SGD(Optimizer):
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         self.lr, self.momentum, self.dampening = lr, momentum, dampening
-        self.nesterov, self.weight_decay = nesterov, weight_decay
+        self.nesterov, self.weight_decay = nesterov, _one_rate("SGD", weight_decay)
 
     @property
     def slots(self):
@@ -87,7 +102,8 @@ class Adam(Optimizer):
     decoupled = False
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        self.lr, self.betas, self.eps, self.weight_decay = lr, tuple(betas), eps, weight_decay
+        self.lr, self.betas, self.eps = lr, tuple(betas), eps
+        self.weight_decay = _one_rate(type(self).__name__, weight_decay)
 
     def static(self):
         return (type(self).__name__, self.betas, self.eps, self.weight_decay)

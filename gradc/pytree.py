@@ -2,18 +2,33 @@
 
 `flatten` returns the array leaves and a hashable tree description in which every non-array leaf
 (Python numbers, strings, None) is stored by value: those are static arguments, part of the
-compiled signature.
+compiled signature. A static node is `("static", value, key)`: the key keeps apart values that
+== would merge (1, 1.0 and True; 0.0 and -0.0), and every NaN is one NaN object, so a NaN
+argument finds its compiled version again.
+
+A gradient function traces the Python floats of its differentiated arguments instead
+(`trace_floats`): they become `TracedFloat` leaves, whose tree is `FLOAT`.
 """
+import math
+
 import numpy as np
 
 from .errors import SignatureError
 from .ir import Value
 
 LEAF = ("*",)
+FLOAT = ("float",)  # a TracedFloat leaf
+
+
+class TracedFloat(float):
+    """A Python float in a differentiated argument: traced as a weakly typed float64 0-d input
+    (not a static value), and its gradient comes back as a Python float."""
+
+    __slots__ = ()
 
 
 def is_array_leaf(x):
-    return isinstance(x, (np.ndarray, np.generic, Value)) or is_device_array(x)
+    return isinstance(x, (np.ndarray, np.generic, Value, TracedFloat)) or is_device_array(x)
 
 
 def is_device_array(x):
@@ -36,7 +51,7 @@ def flatten(tree):
     def walk(x):
         if type(x) is np.ndarray or is_array_leaf(x):  # (the common case first: it runs per call)
             leaves.append(x)
-            return LEAF
+            return FLOAT if type(x) is TracedFloat else LEAF
         if isinstance(x, dict):
             keys = sorted(x, key=repr)  # (generated AOT modules order keys the same way)
             return ("dict", tuple(keys), tuple(walk(x[k]) for k in keys))
@@ -50,16 +65,61 @@ def flatten(tree):
             raise SignatureError(
                 f"cannot pass a {type(x).__name__} to a compiled function: arguments are "
                 "pytrees (dict, list, tuple) of NumPy arrays, and hashable static values") from None
-        return ("static", x)
+        return static_node(x)
 
     return leaves, walk(tree)
+
+
+_NAN = float("nan")
+
+
+def static_node(x):
+    """The tree of static value `x`: ("static", x, key), see the module docstring."""
+    if type(x) is float:
+        if x != x:
+            return ("static", _NAN, float)
+        return ("static", x, (float, math.copysign(1.0, x)))
+    return ("static", x, type(x))
+
+
+def trace_floats(tree):
+    """`tree` with its Python floats as TracedFloat leaves (see the module docstring); `tree`
+    itself when it holds none."""
+    if type(tree) is float:
+        return TracedFloat(tree)
+    if isinstance(tree, dict):
+        items = {k: trace_floats(v) for k, v in tree.items()}
+        changed = any(items[k] is not v for k, v in tree.items())
+        return items if changed else tree
+    if isinstance(tree, (list, tuple)):
+        items = [trace_floats(v) for v in tree]
+        if all(a is b for a, b in zip(items, tree)):
+            return tree
+        if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+            return type(tree)(*items)
+        return type(tree)(items)
+    return tree
+
+
+def static_numbers(treedef, path):
+    """(path, value) of each static Python number (int, float, bool) in a tree description;
+    paths like `p['n']`, from `path` for the root."""
+    if treedef[0] == "static":
+        number = isinstance(treedef[1], (int, float)) and not isinstance(treedef[1], np.generic)
+        return [(path, treedef[1])] if number else []
+    if treedef[0] == "dict":
+        return [hit for k, c in zip(treedef[1], treedef[2])
+                for hit in static_numbers(c, f"{path}[{k!r}]")]
+    if treedef[0] in ("list", "tuple", "namedtuple"):
+        return [hit for i, c in enumerate(treedef[-1]) for hit in static_numbers(c, f"{path}[{i}]")]
+    return []
 
 
 def unflatten(treedef, leaves):
     it = iter(leaves)
 
     def build(t):
-        if t == LEAF:
+        if t == LEAF or t == FLOAT:
             return next(it)
         kind = t[0]
         if kind == "dict":
@@ -78,6 +138,8 @@ def describe(treedef):
     """A short human description of a tree's structure, for error messages."""
     if treedef == LEAF:
         return "array"
+    if treedef == FLOAT:
+        return "float"
     kind = treedef[0]
     if kind == "dict":
         return "{" + ", ".join(f"{k!r}: {describe(c)}" for k, c in zip(treedef[1], treedef[2])) + "}"

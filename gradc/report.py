@@ -7,11 +7,22 @@ refused), the memory plan, and the generated driver.
 from .passes.fuse import describe as describe_kernels
 from .passes.memory import describe as describe_plan
 from .runtime import Function
+from .train import TrainStep
+from .trace import user_source
 
 
 def explain(fun, *args, argnums=0, mode="value_and_grad", **kwargs):
     """Compile `fun` for these arguments (value and gradient of `argnums` by default; pass
-    mode="jit" for the forward alone) and return the report as a string."""
+    mode="jit" for the forward alone) and return the report as a string. `fun` may also be
+    anything the API returns: a train step is compiled without running (its parameters and
+    optimizer state are left alone), and a data-parallel one reports its forward+backward and
+    then its update."""
+    if isinstance(fun, TrainStep):
+        return report(fun.lower(*args, source=user_source()), fun)
+    if isinstance(getattr(fun, "grad_fn", None), Function) and isinstance(
+            getattr(fun, "update", None), TrainStep):  # gradc.train_step(distributed=True)
+        params = args[fun.argnums]
+        return explain(fun.grad_fn, *args) + "\n\n" + explain(fun.update, params, params)
     f = fun if isinstance(fun, Function) else Function(fun, mode, argnums=argnums)
     f(*args, **kwargs)
     compiled = f.cache[f._last_key]
@@ -19,12 +30,19 @@ def explain(fun, *args, argnums=0, mode="value_and_grad", **kwargs):
 
 
 def report(compiled, f):
+    """The report of `compiled`, a signature of `f` (a Function or a TrainStep)."""
     stages = compiled.stages
     traced = stages[0][1]
     final = compiled.fusion.graph
-    out = [f"gradc.explain: {f.mode} of {f.__name__}", ""]
-    out.append(f"== IR as traced (forward{' + backward' if f.mode != 'jit' else ''}): "
-               f"{len(traced.nodes)} nodes")
+    if isinstance(f, TrainStep):
+        what, parts = f"train_step of {f.__name__} with {f.optimizer!r}", "forward + backward + update"
+        if f.loss_fn is None:
+            what, parts = f"update step with {f.optimizer!r}", "update"
+    else:
+        what = f"{f.mode} of {f.__name__}"
+        parts = "forward + backward" if f.mode != "jit" else "forward"
+    out = [f"gradc.explain: {what}", ""]
+    out.append(f"== IR as traced ({parts}): {len(traced.nodes)} nodes")
     out.append(str(traced))
     out.append("")
     out.append("== passes")

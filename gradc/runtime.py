@@ -7,7 +7,10 @@ says why under GRADC_LOG=compiles.
 """
 from __future__ import annotations
 
+import functools
+import math
 import os
+import re
 import sys
 import threading
 import time
@@ -20,13 +23,13 @@ from . import autodiff, pytree
 from .codegen.driver_rt import entry_address, program_table
 from .codegen.modules import content_name, load_module, load_modules
 from .codegen.program import Program
-from .errors import NonDifferentiableError, SignatureError
+from .errors import IndexOutOfRangeError, NonDifferentiableError, SignatureError
 from .ir import SUPPORTED_DTYPES, Value
 from .ops import fn
 from .passes import AFTER_AUTODIFF, BEFORE_AUTODIFF, run_passes
 from .passes.fuse import fuse
 from .passes.memory import plan_buffers
-from .trace import trace, user_source
+from .trace import argument_names, current_graph, leaf_names, trace, user_source
 
 
 def _log_enabled(topic):
@@ -47,15 +50,23 @@ def normalize_argnums(argnums, nargs, src):
     return tuple(a % nargs for a in nums), many
 
 
-def differentiable_leaves(args, argnums, src):
-    """The array leaves of the differentiated arguments, checked to be floating point."""
+def differentiable_leaves(args, argnums, src, names=()):
+    """The array leaves of the differentiated arguments, checked to be floating point. (Their
+    Python floats are TracedFloat leaves by now: `pytree.trace_floats`.) `names`: the
+    function's parameter names, for messages."""
     out = []
     for a in argnums:
-        leaves, _ = pytree.flatten(args[a])
+        name = names[a] if a < len(names) else f"argument {a}"
+        leaves, tree = pytree.flatten(args[a])
+        for path, number in pytree.static_numbers(tree, name):
+            raise NonDifferentiableError(
+                f"{path} is a Python {type(number).__name__} ({number!r}) in a differentiated "
+                f"argument: gradients need floats; pass {float(number)!r} or a NumPy float "
+                "array, or move it out of the differentiated arguments", source=src)
         if not leaves:
             raise NonDifferentiableError(
-                f"argument {a} has no arrays to differentiate (a Python number is static: pass a "
-                "NumPy float array instead)", source=src)
+                f"argument {a} has no arrays to differentiate: pass NumPy float arrays or Python "
+                "floats", source=src)
         for x in leaves:
             dt = pytree.leaf_type(x)[1]
             if not np.issubdtype(dt, np.floating):
@@ -74,6 +85,24 @@ def check_device_leaves(leaves, target, src):
                              source=src)
 
 
+def check_input_dtypes(key, names, src):
+    """Every input of a signature `key` has a dtype the kernels read (in native byte order)."""
+    for (_, dtype), name in zip(key[1], names):
+        dtype = np.dtype(dtype)
+        if dtype in SUPPORTED_DTYPES:
+            continue
+        if dtype.newbyteorder("=") in SUPPORTED_DTYPES:
+            order = {">": "big", "<": "little"}[dtype.byteorder]
+            raise SignatureError(
+                f"{name} is {dtype.name} in {order}-endian byte order ({dtype.str!r}), which gradc "
+                f"does not read; convert it with .astype(np.{dtype.name}) (native byte order)",
+                source=src)
+        raise SignatureError(
+            f"{name} has dtype {dtype.name}, which gradc does not support; convert it with "
+            ".astype(np.float32) (supported: " + ", ".join(d.name for d in SUPPORTED_DTYPES) + ")",
+            source=src)
+
+
 def check_scalar_output(out, src):
     if not isinstance(out, Value) or out.shape != () or not np.issubdtype(out.dtype, np.floating):
         what = f"shape {out.shape} {out.dtype}" if isinstance(out, Value) else type(out).__name__
@@ -81,6 +110,44 @@ def check_scalar_output(out, src):
             f"grad needs a function that returns a scalar float, got {what}; reduce it first "
             "(e.g. .sum() or .mean())", source=(out.node.source if isinstance(out, Value) and out.node
                                                else src))
+
+
+def index_error_reporter(graph, in_place):
+    """`report(error, frame=None)`: the IndexOutOfRangeError for a kernel's IndexError "index
+    out of range in OP (SOURCE)" (or "in OP at SOURCE") of `graph`: the caller's line (from
+    `frame`), which input holds the indices and their valid range. `in_place`: the graph writes
+    inputs in place (a train step, whose schedule checks indices before: passes/fuse.py)."""
+    gathers = {}  # (op, source) -> (name of the indices' input, size of the axis, the axis)
+    for node in graph.nodes:
+        if node.opdef.checks_indices:
+            axis = node.attr["axis"]
+            size = node.attr["size"] if "size" in node.attr else node.inputs[0].shape[axis]
+            gathers[node.op, node.source] = (_input_name(node.inputs[1]), size, axis)
+
+    def report(error, frame=None):
+        message = str(error).removeprefix("gradc: ")
+        found = re.search(r"in (\w+) (?:\((.*)\)|at (.*))$", message)
+        gather = gathers.get((found[1], found[2] or found[3])) if found else None
+        if gather is not None:
+            name, size, axis = gather
+            message += f": {name} holds an index outside [-{size}, {size}) (axis {axis} has {size} entries)"
+        if in_place:
+            message += "; the parameters and the optimizer state are unchanged"
+        return IndexOutOfRangeError(message, source=user_source(frame))
+
+    return report
+
+
+def reporting_index_errors(run, report):
+    """`run` with its IndexError raised as `report(error)` instead."""
+    @functools.wraps(run)
+    def reporting(*args):
+        try:
+            return run(*args)
+        except IndexError as e:
+            raise report(e) from None
+
+    return reporting
 
 
 class Compiled:
@@ -109,6 +176,17 @@ class Compiled:
         self.input_types = [(v.shape, v.dtype) for v in graph.inputs]
         self.outputs = [None if v.id in plan.aliases else self.view(v) for v in graph.outputs]
         self.lock = threading.Lock()
+        if driver is not None and any(n.opdef.checks_indices for n in graph.nodes):
+            self._report_index_errors(index_error_reporter(graph, bool(plan.aliases)))
+
+    def _report_index_errors(self, report):
+        """A kernel's IndexError (an index out of range) is raised as `report(error)`, a
+        GradcError that names the caller's line and the input holding the indices: by the
+        generated driver (a try costs nothing until it catches), which the first signature
+        with that driver tells how (the same driver is the same graph)."""
+        module = sys.modules.get(getattr(self.driver, "__module__", None))
+        if module is not None and getattr(module, "ON_INDEX_ERROR", False) is None:
+            module.ON_INDEX_ERROR = report
 
     def last_call(self, treedef, leaves, writeable=()):
         """This signature's LastCall (made once, on a call whose leaves the driver could take as
@@ -264,13 +342,16 @@ class Function:
 
     # --- tracing ---------------------------------------------------------------------------
     def trace_joint(self, args, kwargs):
-        """Trace into a new graph; for gradients, append the backward. Returns (graph, out_tree)."""
-        graph, out_tree, outs = trace(self.fun, args, kwargs)
+        """Trace into a new graph; for gradients, append the backward. Returns (graph, out_info):
+        the output tree, or for gradients (output tree, gradient trees, whether argnums is a
+        tuple, leaves per gradient tree, indices of the outputs that are Python floats)."""
         if self.mode == "jit":
+            graph, out_tree, outs = trace(self.fun, args, kwargs)
             return run_passes(graph, BEFORE_AUTODIFF), out_tree
         src = getattr(self, "_call_source", None)
         argnums, many = normalize_argnums(self.argnums, len(args), src)
-        differentiable_leaves(args, argnums, src)
+        differentiable_leaves(args, argnums, src, argument_names(self.fun))
+        graph, out_tree, outs = trace(self.fun, args, kwargs)
         if len(outs) != 1:
             raise NonDifferentiableError("grad needs a function that returns one scalar", source=src)
         check_scalar_output(outs[0], src)
@@ -287,7 +368,19 @@ class Function:
         grads = autodiff.vjp(graph, graph.outputs[0], wrt)
         graph.outputs = [graph.outputs[0]] + grads
         grad_trees = [pytree.flatten(args[i])[1] for i in argnums]
-        return graph, (out_tree, grad_trees, many, [len(order[i]) for i in argnums])
+        floats = [type(x) is pytree.TracedFloat for i in argnums for x in pytree.flatten(args[i])[0]]
+        return graph, (out_tree, grad_trees, many, [len(order[i]) for i in argnums],
+                       frozenset(1 + j for j, f in enumerate(floats) if f))
+
+    def traced_args(self, args):
+        """The arguments with the Python floats of the differentiated ones traced (a gradient's
+        contract: pytree.TracedFloat); `args` itself for jit, or when there are none."""
+        if self.mode == "jit":
+            return args
+        nums = self.argnums if isinstance(self.argnums, (tuple, list)) else (self.argnums,)
+        nums = {a % len(args) for a in nums if isinstance(a, int) and -len(args) <= a < len(args)}
+        traced = tuple(pytree.trace_floats(a) if i in nums else a for i, a in enumerate(args))
+        return args if all(a is b for a, b in zip(traced, args)) else traced
 
     # --- calling ---------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
@@ -298,12 +391,13 @@ class Function:
                 if last.match((args, kwargs)):
                     compiled.driver(compiled.address, compiled.io_address)
                     return self._package(compiled, compiled.outputs)
+        args = self.traced_args(args)
         try:
             leaves, treedef = pytree.flatten((args, kwargs))
         except SignatureError as e:
             raise SignatureError(str(e), source=user_source()) from None
-        if any(isinstance(x, Value) for x in leaves):
-            return self._inline(args, kwargs)
+        if current_graph() is not None or any(isinstance(x, Value) for x in leaves):
+            return self._inline(args, kwargs)  # called while tracing another function
         key = signature_key(leaves, treedef)
         compiled = self.cache.get(key)
         if compiled is None:
@@ -317,12 +411,14 @@ class Function:
         """Trace and compile for these arguments without caching the result; with load=False
         nothing is Numba-compiled and the Compiled has no driver (what `gradc compile` writes
         out). `source` names the caller in the generated code (default: the calling line)."""
+        args = self.traced_args(args)
         leaves, treedef = pytree.flatten((args, kwargs))
         self._call_source = source or user_source()
         return self._compile(signature_key(leaves, treedef), args, kwargs, load=load, cache=False)
 
     def compiled_for(self, *args, **kwargs):
         """The compiled signature for these arguments (compiling it if needed)."""
+        args = self.traced_args(args)
         leaves, treedef = pytree.flatten((args, kwargs))
         key = signature_key(leaves, treedef)
         compiled = self.cache.get(key)
@@ -339,12 +435,8 @@ class Function:
             return compiled
 
     def _compile(self, key, args, kwargs, load=True, cache=True):
-        for i, (shape, dtype) in enumerate(key[1]):
-            if np.dtype(dtype) not in SUPPORTED_DTYPES:
-                raise SignatureError(
-                    f"an input array has dtype {np.dtype(dtype).name}, which gradc does not "
-                    "support; convert it with .astype(np.float32) (supported: "
-                    + ", ".join(d.name for d in SUPPORTED_DTYPES) + ")", source=self._call_source)
+        check_input_dtypes(key, leaf_names((args, kwargs), argument_names(self.fun)),
+                           self._call_source)
         if cache and self.max_signatures is not None and len(self.cache) >= self.max_signatures:
             raise SignatureError(
                 f"{self.__name__} would compile signature number {len(self.cache) + 1}, over "
@@ -371,31 +463,35 @@ class Function:
     def _package(self, compiled, outs):
         if self.mode == "jit":
             return pytree.unflatten(compiled.out_kind, [_result(o, fresh=True) for o in outs])
-        out_tree, grad_trees, many, counts = compiled.out_kind
+        out_tree, grad_trees, many, counts, floats = compiled.out_kind
         value = _result(outs[0], fresh=True)
+        if floats:  # the gradient of a Python float is a Python float
+            outs = [float(o) if i in floats else o for i, o in enumerate(outs)]
         grads, cursor = [], 1
-        for tree, n in zip(grad_trees, counts):
-            grads.append(pytree.unflatten(tree, [_result(o, fresh=self.copy)
-                                                 for o in outs[cursor:cursor + n]]))
+        for tree, n in zip(grad_trees, counts):  # (0-d gradients too are arrays, like params)
+            grads.append(pytree.unflatten(tree, [o.copy() if self.copy and type(o) is not float
+                                                 else o for o in outs[cursor:cursor + n]]))
             cursor += n
         grads = tuple(grads) if many else grads[0]
         return grads if self.mode == "grad" else (value, grads)
 
     # --- inside another trace: grad of grad ------------------------------------------------
     def _inline(self, args, kwargs):
+        """Called while another function is traced (grad of grad, or a gradient taken at a
+        constant point of a function that closes over traced values): build this function,
+        and its gradient, into that function's graph."""
         if self.mode == "jit":
             return self.fun(*args, **kwargs)
-        like = next(x for x in pytree.flatten((args, kwargs))[0] if isinstance(x, Value))
-        graph = like.graph
+        graph = current_graph() or next(x.graph for x in pytree.flatten((args, kwargs))[0]
+                                        if isinstance(x, Value))
         src = user_source()
         argnums, many = normalize_argnums(self.argnums, len(args), src)
-        differentiable_leaves(args, argnums, src)
+        differentiable_leaves(args, argnums, src, argument_names(self.fun))
         args = list(args)
         wrt, trees = [], []
         for i in argnums:  # fresh variables, so only this function's uses are differentiated
             leaves, tree = pytree.flatten(args[i])
-            marked = [graph.apply("alias", (fn.as_value(x, like),), tag=f"grad{graph._next_id}")
-                      for x in leaves]
+            marked = [_fresh_variable(graph, x) for x in leaves]
             wrt.append(marked)
             trees.append(tree)
             args[i] = pytree.unflatten(tree, marked)
@@ -409,6 +505,17 @@ class Function:
             cursor += len(ws)
         grads = tuple(grads) if many else grads[0]
         return grads if self.mode == "grad" else (out, grads)
+
+
+def _fresh_variable(graph, x):
+    """A new value of `graph` equal to `x` (a traced value, an array, or a TracedFloat: weak,
+    float64), to differentiate with respect to."""
+    value = fn.const(graph, x, np.float64) if type(x) is pytree.TracedFloat else fn.as_value(
+        x, graph=graph)
+    fresh = graph.apply("alias", (value,), tag=f"grad{graph._next_id}")
+    if type(x) is pytree.TracedFloat or fn.is_weak(x):
+        graph.weak.add(fresh.id)
+    return fresh
 
 
 def _forgotten():
@@ -526,12 +633,18 @@ def _match_lines(tree, expr, lines, consts, leaf_ids):
         lines += [f"l{i} = {expr}", f"if type(l{i}) is not ndarray:", "    return False"]
         return True
     kind = tree[0]
+    if kind == "float":  # a traced Python float: the slow way converts it
+        return False
     if kind == "static":
         if type(tree[1]) not in _STATIC_TYPES:
             return False
         name = f"V{len(consts)}"
         consts[name] = tree[1]
-        lines += [f"if type({expr}) is not type({name}) or {expr} != {name}:", "    return False"]
+        differs = f"type({expr}) is not type({name}) or {expr} != {name}"
+        if tree[1] == 0.0 and type(tree[1]) is float:  # (0.0 == -0.0; 1/x tells them apart)
+            consts["copysign"] = math.copysign
+            differs += f" or copysign(1.0, {expr}) != copysign(1.0, {name})"
+        lines += [f"if {differs}:", "    return False"]  # (a NaN never matches: the slow way)
         return True
     var = f"c{len(lines)}"
     if kind == "dict":
@@ -567,6 +680,14 @@ def signature_key(leaves, treedef):
 def _leaf_key(x):
     shape, dtype = pytree.leaf_type(x)
     return shape, dtype.str
+
+
+def _input_name(v):
+    """The name of the graph input that `v` is computed from through casts and views (the
+    indices of a gather: a label array, embedding ids), or "an input"."""
+    while v.node is not None and len(v.node.inputs) == 1:
+        v = v.node.inputs[0]
+    return v.name if v.node is None and v.name else "an input"
 
 
 def _result(view, fresh):

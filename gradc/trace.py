@@ -14,6 +14,7 @@ import os
 import site
 import sys
 import sysconfig
+import threading
 
 import numpy as np
 
@@ -47,11 +48,12 @@ def _frame_kind(filename):
     return "user"
 
 
-def _user_frame():
-    """The innermost frame of the user's own code, and the outermost library frame inside it
-    (the library call that led here, or None). Falls back to the innermost library frame when
-    no frame is the user's (their code installed as a package)."""
-    frame, called, fallback = sys._getframe(1), None, None
+def _user_frame(frame=None):
+    """The innermost frame of the user's own code (at or above `frame`, default the caller's),
+    and the outermost library frame inside it (the library call that led here, or None). Falls
+    back to the innermost library frame when no frame is the user's (their code installed as a
+    package)."""
+    frame, called, fallback = frame or sys._getframe(1), None, None
     while frame is not None:
         kind = _frame_kind(frame.f_code.co_filename)
         if kind == "user":
@@ -67,10 +69,11 @@ def _describe(frame):
     return f"{frame.f_globals.get('__name__', '?')}.{frame.f_code.co_name}"
 
 
-def user_source():
-    """The `file:line` of the innermost frame of the user's own code: outside gradc, NumPy and
-    other libraries (an error inside SciPy called on a traced value names the user's call)."""
-    frame, _ = _user_frame()
+def user_source(frame=None):
+    """The `file:line` of the innermost frame of the user's own code (from `frame`, default the
+    caller's): outside gradc, NumPy and other libraries (an error inside SciPy called on a traced
+    value names the user's call)."""
+    frame, _ = _user_frame(frame or sys._getframe(1))
     if frame is None:
         return "<unknown>"
     return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
@@ -242,6 +245,8 @@ def _like(value):
         dtype = np.dtype(dtype or a.dtype)
         if isinstance(fill_value, Value):  # a traced fill value
             return fn.broadcast_to(fn.astype(fill_value, dtype), shape)
+        if np.ndim(fill_value):  # an array-like fill broadcasts, as in NumPy
+            return fn.broadcast_to(fn.as_value(np.asarray(fill_value, dtype), a), shape)
         return fn.full(a.graph, shape, fill_value, dtype)
     return impl
 
@@ -486,8 +491,22 @@ def _branch_error(what):
 
 def _binary(f, reflected=False):
     if reflected:
-        return traced(lambda self, other: f(other, self))
-    return traced(lambda self, other: f(self, other))
+        return traced(lambda self, other: _python_result(f(other, self), self, other))
+    return traced(lambda self, other: _python_result(f(self, other), self, other))
+
+
+def _python_result(out, *operands):
+    """A Python operator's result: weak when its operands are weak values and Python numbers,
+    as Python arithmetic on Python floats gives a Python float (NumPy functions do not: their
+    results are NumPy values)."""
+    if not (isinstance(out, Value) and np.issubdtype(out.dtype, np.floating)) or not all(
+            fn.is_weak(x) or isinstance(x, (int, float)) and not isinstance(x, np.generic)
+            for x in operands):
+        return out
+    # (an alias of its own: `out` may also be the result of a NumPy call, which stays strong)
+    weak = out.graph.apply("alias", (out,), tag="weak")
+    out.graph.weak.add(weak.id)
+    return weak
 
 
 def _method(func):
@@ -527,7 +546,8 @@ def _array(self, *args, **kwargs):
            "(np.asarray, np.array, or a NumPy function gradc does not trace)")
     raise TracedBranchError(
         f"a traced value was converted to a NumPy array {how}; keep traced values symbolic: use "
-        "the NumPy functions, operators and gradc.nn functions listed in the README",
+        "the NumPy functions, operators and gradc.nn functions listed in the README (a Python "
+        "list of traced values given to a NumPy function: np.stack the list first)",
         source=user_source())
 
 
@@ -563,8 +583,9 @@ _SURFACE = {
     "__ne__": _binary(functools.partial(fn.compare, "not_equal")),
     "__and__": _binary(UFUNCS[np.logical_and]), "__or__": _binary(UFUNCS[np.logical_or]),
     "__invert__": traced(lambda self: UFUNCS[np.logical_not](self)),
-    "__neg__": traced(fn.negative), "__pos__": lambda self: self,
-    "__abs__": traced(lambda self: fn.unary("abs", self, float_only=False)),
+    "__neg__": traced(lambda self: _python_result(fn.negative(self), self)),
+    "__pos__": lambda self: self,
+    "__abs__": traced(lambda self: _python_result(fn.unary("abs", self, float_only=False), self)),
     "__getitem__": traced(_getitem),
     "__iter__": _iter,
     "__hash__": object.__hash__,
@@ -609,14 +630,19 @@ def trace(fun, args, kwargs=None):
     kwargs = kwargs or {}
     leaves, treedef = pytree.flatten((args, kwargs))
     graph = Graph()
-    names = leaf_names((args, kwargs), _param_names(fun))
+    names = leaf_names((args, kwargs), argument_names(fun))
     values = [graph.add_input(*pytree.leaf_type(x), name=name) for x, name in zip(leaves, names)]
+    for x, v in zip(leaves, values):
+        if type(x) is pytree.TracedFloat:  # a Python float: weakly typed, as NumPy's are
+            graph.weak.add(v.id)
     targs, tkwargs = pytree.unflatten(treedef, values)
     graph.stamp_user_source = True
+    _active.graphs.append(graph)
     try:
         out = fun(*targs, **tkwargs)
     finally:
         graph.stamp_user_source = False
+        _active.graphs.pop()
     out_leaves, out_tree = pytree.flatten(out)
     outs = []
     for v in out_leaves:
@@ -629,7 +655,22 @@ def trace(fun, args, kwargs=None):
     return graph, out_tree, outs
 
 
-def _param_names(fun):
+class _Active(threading.local):
+    def __init__(self):  # (runs once in each thread that uses it)
+        self.graphs = []  # the graphs this thread is tracing, innermost last
+
+
+_active = _Active()
+
+
+def current_graph():
+    """The graph this thread is tracing into, or None outside a trace."""
+    graphs = _active.graphs
+    return graphs[-1] if graphs else None
+
+
+def argument_names(fun):
+    """The names of `fun`'s positional parameters (for messages), or [] if it has no signature."""
     try:
         params = list(inspect.signature(fun).parameters.values())
     except (TypeError, ValueError):

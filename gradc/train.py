@@ -21,10 +21,10 @@ from .ir import Graph
 from .ops import fn
 from .passes import BEFORE_AUTODIFF, run_passes
 from .pytree import is_device_array
-from .runtime import (_log, _log_enabled, _why, check_device_leaves, check_scalar_output,
-                      check_target, compile_graph, differentiable_leaves, first_overlap,
-                      make_compiled, signature_key)
-from .trace import _param_names, leaf_names, trace, user_source
+from .runtime import (_log, _log_enabled, _why, check_device_leaves, check_input_dtypes,
+                      check_scalar_output, check_target, compile_graph, differentiable_leaves,
+                      first_overlap, make_compiled, signature_key)
+from .trace import argument_names, leaf_names, trace, user_source
 
 
 def global_norm_clip(grads, max_norm):
@@ -47,17 +47,22 @@ def all_finite(values):
 
 
 def updatable(x, target="cpu"):
-    """A parameter a step can update in place: a writeable, C-contiguous float NumPy array (or,
-    for target="cuda", a C-contiguous float device array)."""
+    """A parameter a step can update in place: a writeable, C-contiguous float NumPy array in
+    native byte order (or, for target="cuda", a C-contiguous float device array)."""
     if target == "cuda" and is_device_array(x):
         return np.issubdtype(x.dtype, np.floating) and x.is_c_contiguous()
     return (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.flags.writeable
-            and np.issubdtype(x.dtype, np.floating))
+            and np.issubdtype(x.dtype, np.floating) and x.dtype.isnative)
 
 
 def check_updatable(leaves, src, target="cpu"):
     """Parameters are updated in place: each must be `updatable`."""
     for x in leaves:
+        if isinstance(x, np.ndarray) and not x.dtype.isnative:
+            raise SignatureError(
+                f"train_step updates parameters in place, and a {x.dtype.name} parameter is in "
+                f"non-native byte order ({x.dtype.str!r}); convert it once with "
+                f"p.astype(np.{x.dtype.name})", source=src)
         if not updatable(x, target):
             device = ", or a C-contiguous float device array" if target == "cuda" else ""
             raise SignatureError(
@@ -74,7 +79,7 @@ def check_apart(p_leaves, args, argnums, loss_fn):
     if pair is None:
         return
     argnum = argnums % len(args)
-    argnames = _param_names(loss_fn) if loss_fn is not None else []
+    argnames = argument_names(loss_fn) if loss_fn is not None else []
     argname = argnames[argnum] if argnum < len(argnames) else f"arg{argnum}"
     a, b = (leaf_names(((args[argnum],), {}), [argname])[i] for i in pair)
     raise SignatureError(
@@ -82,6 +87,15 @@ def check_apart(p_leaves, args, argnums, loss_fn):
         "its own gradient and optimizer state, so one of the two updates would be lost. To tie "
         "them, pass the array once and use it in both places in the loss; to train them "
         "separately, pass a copy", source=user_source())
+
+
+def check_no_python_numbers(tree, name, src):
+    """A Python number among the parameters (tree: their description) cannot be updated in place."""
+    for path, number in pytree.static_numbers(tree, name):
+        raise SignatureError(
+            f"{path} is a Python {type(number).__name__} ({number!r}): train_step updates "
+            f"parameters in place, which a Python number cannot be; pass np.array({number!r}) "
+            "(a 0-d array) to train it, or pass it as another argument", source=src)
 
 
 def update_step(optimizer, check_finite=False, clip_norm=None, grad_scale=1.0, target="cpu"):
@@ -225,10 +239,17 @@ class TrainStep:
             self._owned = (key, [a.__array_interface__["data"][0] for a in owned], owned)
         return self._owned[1]
 
-    def _check_params(self, leaves, tree, src):
+    def _check_params(self, leaves, tree, src, record=True):
+        """Parameters this step can update, and shaped like the first call's (whose structure
+        and state it records, unless record=False)."""
+        names = argument_names(self.loss_fn) if self.loss_fn is not None else ["params"]
+        name = names[self.argnums] if self.argnums < len(names) else f"argument {self.argnums}"
+        check_no_python_numbers(tree, name, src)
         check_updatable(leaves, src, self.target)
         spec = (tree, [(tuple(x.shape), np.dtype(x.dtype)) for x in leaves])
         if self._param_spec is None:
+            if not record:
+                return
             self._param_spec = spec
             self._state = {slot: [np.zeros(x.shape, x.dtype) for x in leaves]
                            for slot in self.optimizer.slots}
@@ -251,12 +272,13 @@ class TrainStep:
         return {name: graph.add_input((), dtype, name=name) for name in self.optimizer.scalar_names}
 
     def lower(self, *args, load=False, source=None):
-        """Trace and compile for these arguments without caching the result; with load=False
-        nothing is Numba-compiled and the Compiled has no driver (what `gradc compile` writes
-        out). `source` names the caller in the generated code (default: the calling line)."""
+        """Trace and compile for these arguments without caching the result, running nothing
+        and changing no state; with load=False nothing is Numba-compiled and the Compiled has no
+        driver (what `gradc compile` writes out, and `gradc.explain` reports). `source` names
+        the caller in the generated code (default: the calling line)."""
         src = source or user_source()
         p_leaves, p_tree = pytree.flatten(args[self.argnums])
-        self._check_params(p_leaves, p_tree, src)
+        self._check_params(p_leaves, p_tree, src, record=False)
         leaves, treedef = pytree.flatten((args, {}))
         key = signature_key(leaves, treedef) + (self.optimizer.static(),)
         return self._compile(key, args, src, load=load, cache=False)
@@ -295,6 +317,8 @@ class TrainStep:
         return graph, params, fn.const(graph, 0.0, np.float32), grads, 0
 
     def _compile(self, key, args, src, load=True, cache=True):
+        names = argument_names(self.loss_fn) if self.loss_fn is not None else ["params", "grads"]
+        check_input_dtypes(key, leaf_names((args, {}), names), src)
         check_device_leaves(pytree.flatten(args)[0], self.target, src)
         graph, params, loss, grads, before = self._joint_graph(args, src)
         n_params = len(params)

@@ -2,7 +2,7 @@
 #   gradc compile examples/digits_mlp.py:loss --example examples/aot_specs.py:digits_mlp_args --train adam --lr 0.003
 # Compiled: train_step of `loss`, argnums=0, optimizer Adam(lr=0.003, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.0), target cpu
 # Source: examples/digits_mlp.py (sha256 93ff50a18ec884ecc62825f8acbf46171a322e7fb137146d7d1411aecbca0551)
-# Calling convention version 1. Imports only NumPy and Numba (and llvmlite, which Numba brings).
+# Calling convention version 2. Imports only NumPy and Numba (and llvmlite, which Numba brings).
 
 """loss: a training step of `loss` with Adam(lr=0.003, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.0), compiled ahead of time by gradc.
 
@@ -15,7 +15,7 @@ Usage
     loss.state_dict(), loss.load_state_dict(state)  # the optimizer state
     another = TrainStep(lr=1e-3)  # a step object with fresh optimizer state
 
-Calling convention (version 1)
+Calling convention (version 2)
 
     `loss` takes the arguments the Python function takes, positionally, as pytrees (dicts,
     lists, tuples) of NumPy arrays of exactly these shapes and dtypes; other leaves are
@@ -62,7 +62,7 @@ import threading
 
 import numpy as np
 
-CALLING_CONVENTION = 1
+CALLING_CONVENTION = 2
 GRADC_VERSION = '0.1.0'
 
 
@@ -811,6 +811,10 @@ def _flatten(tree, x, path, leaves):
         if not isinstance(x, (np.ndarray, np.generic)):
             raise TypeError(f"{path} must be a NumPy array, got {type(x).__name__}")
         leaves.append((path, x))
+    elif kind == "float":  # a Python float in a differentiated argument
+        if type(x) is not float:
+            raise TypeError(f"{path} must be a Python float, got {type(x).__name__}")
+        leaves.append((path, np.float64(x)))
     elif kind == "dict":
         if not isinstance(x, dict) or tuple(sorted(x, key=repr)) != tuple(tree[1]):
             got = sorted(x, key=repr) if isinstance(x, dict) else type(x).__name__
@@ -825,15 +829,27 @@ def _flatten(tree, x, path, leaves):
             raise TypeError(f"{path} must be a {kind} of length {len(tree[1])}, got {got}")
         for i, (t, v) in enumerate(zip(tree[1], x)):
             _flatten(t, v, f"{path}[{i}]", leaves)
-    else:  # a static value: compiled in
-        if isinstance(x, (np.ndarray, np.generic)) or x != tree[1]:
-            raise TypeError(f"{path} was compiled as the static value {tree[1]!r}; got {x!r}")
+    elif not _same_static(x, tree[1]):  # a static value: compiled in
+        raise TypeError(f"{path} was compiled as the static value {tree[1]!r}; got {x!r}")
+
+
+def _same_static(x, value):
+    """x is the static `value`: of its type and equal, with the sign of a float zero (1/x
+    tells 0.0 from -0.0); a NaN is a NaN."""
+    if type(x) is not type(value):
+        return False
+    if type(x) is float:
+        return x == value and math.copysign(1.0, x) == math.copysign(1.0, value) or (
+            x != x and value != value)
+    return x == value
 
 
 def _unflatten(tree, it):
     kind = tree[0]
     if kind == "*":
         return next(it)
+    if kind == "float":  # the gradient of a Python float
+        return float(next(it))
     if kind == "dict":
         return {k: _unflatten(t, it) for k, t in zip(tree[1], tree[2])}
     if kind in ("list", "tuple"):
@@ -852,6 +868,9 @@ def _leaves(name, args):
         _flatten(tree, x, arg_name, leaves)
     arrays = []
     for (path, x), (_, shape, dtype) in zip(leaves, INPUTS):
+        if not x.dtype.isnative:
+            raise ValueError(f"{path} is {x.dtype.name} in non-native byte order "
+                             f"({x.dtype.str!r}); convert it with .astype(np.{x.dtype.name})")
         if x.shape != shape or x.dtype.str != dtype:
             raise ValueError(f"{path} must be {np.dtype(dtype).name}{list(shape)}, got "
                              f"{x.dtype.name}{list(x.shape)} (this module was compiled for one "
@@ -1033,7 +1052,7 @@ class TrainStep(Compiled):
 
 
 def _n_leaves(tree):
-    if tree[0] == "*":
+    if tree[0] in ("*", "float"):
         return 1
     if tree[0] == "dict":
         return sum(_n_leaves(t) for t in tree[2])

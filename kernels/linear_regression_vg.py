@@ -2,7 +2,7 @@
 #   gradc compile examples/linear_regression.py:loss --example examples/aot_specs.py:linear_regression_args --value-and-grad
 # Compiled: value_and_grad of `loss`, argnums=0, target cpu
 # Source: examples/linear_regression.py (sha256 012ea98e53e97e7779ee0cfeec784088312ed7e179c4ef036489f267a58c616d)
-# Calling convention version 1. Imports only NumPy and Numba (and llvmlite, which Numba brings).
+# Calling convention version 2. Imports only NumPy and Numba (and llvmlite, which Numba brings).
 
 """loss: value and gradient of `loss`, compiled ahead of time by gradc.
 
@@ -11,7 +11,7 @@ Usage
     from linear_regression_vg import loss
     value, grads = loss(params, x, y)
 
-Calling convention (version 1)
+Calling convention (version 2)
 
     `loss` takes the arguments the Python function takes, positionally, as pytrees (dicts,
     lists, tuples) of NumPy arrays of exactly these shapes and dtypes; other leaves are
@@ -44,7 +44,7 @@ import threading
 
 import numpy as np
 
-CALLING_CONVENTION = 1
+CALLING_CONVENTION = 2
 GRADC_VERSION = '0.1.0'
 
 
@@ -512,6 +512,10 @@ def _flatten(tree, x, path, leaves):
         if not isinstance(x, (np.ndarray, np.generic)):
             raise TypeError(f"{path} must be a NumPy array, got {type(x).__name__}")
         leaves.append((path, x))
+    elif kind == "float":  # a Python float in a differentiated argument
+        if type(x) is not float:
+            raise TypeError(f"{path} must be a Python float, got {type(x).__name__}")
+        leaves.append((path, np.float64(x)))
     elif kind == "dict":
         if not isinstance(x, dict) or tuple(sorted(x, key=repr)) != tuple(tree[1]):
             got = sorted(x, key=repr) if isinstance(x, dict) else type(x).__name__
@@ -526,15 +530,27 @@ def _flatten(tree, x, path, leaves):
             raise TypeError(f"{path} must be a {kind} of length {len(tree[1])}, got {got}")
         for i, (t, v) in enumerate(zip(tree[1], x)):
             _flatten(t, v, f"{path}[{i}]", leaves)
-    else:  # a static value: compiled in
-        if isinstance(x, (np.ndarray, np.generic)) or x != tree[1]:
-            raise TypeError(f"{path} was compiled as the static value {tree[1]!r}; got {x!r}")
+    elif not _same_static(x, tree[1]):  # a static value: compiled in
+        raise TypeError(f"{path} was compiled as the static value {tree[1]!r}; got {x!r}")
+
+
+def _same_static(x, value):
+    """x is the static `value`: of its type and equal, with the sign of a float zero (1/x
+    tells 0.0 from -0.0); a NaN is a NaN."""
+    if type(x) is not type(value):
+        return False
+    if type(x) is float:
+        return x == value and math.copysign(1.0, x) == math.copysign(1.0, value) or (
+            x != x and value != value)
+    return x == value
 
 
 def _unflatten(tree, it):
     kind = tree[0]
     if kind == "*":
         return next(it)
+    if kind == "float":  # the gradient of a Python float
+        return float(next(it))
     if kind == "dict":
         return {k: _unflatten(t, it) for k, t in zip(tree[1], tree[2])}
     if kind in ("list", "tuple"):
@@ -553,6 +569,9 @@ def _leaves(name, args):
         _flatten(tree, x, arg_name, leaves)
     arrays = []
     for (path, x), (_, shape, dtype) in zip(leaves, INPUTS):
+        if not x.dtype.isnative:
+            raise ValueError(f"{path} is {x.dtype.name} in non-native byte order "
+                             f"({x.dtype.str!r}); convert it with .astype(np.{x.dtype.name})")
         if x.shape != shape or x.dtype.str != dtype:
             raise ValueError(f"{path} must be {np.dtype(dtype).name}{list(shape)}, got "
                              f"{x.dtype.name}{list(x.shape)} (this module was compiled for one "
@@ -654,8 +673,8 @@ class ValueAndGrad(Compiled):
             outs = self.outputs
             value = _result(outs[0], fresh=True)
             grads, cursor = [], 1
-            for tree, n in zip(GRAD_TREES, GRAD_COUNTS):
-                grads.append(_unflatten(tree, iter([_result(o, self.copy)
+            for tree, n in zip(GRAD_TREES, GRAD_COUNTS):  # (0-d gradients too are arrays)
+                grads.append(_unflatten(tree, iter([o.copy() if self.copy else o
                                                     for o in outs[cursor:cursor + n]])))
                 cursor += n
             grads = tuple(grads) if MANY_ARGNUMS else grads[0]

@@ -111,7 +111,7 @@ def test_header_says_what_was_compiled():
         digest = hashlib.sha256(f.read()).hexdigest()
     assert f"gradc {gradc.__version__}" in head
     assert f"examples/digits_mlp.py (sha256 {digest})" in head
-    assert "Calling convention version 1" in head
+    assert f"Calling convention version {aot.CALLING_CONVENTION}" in head
     assert "train_step of `loss`" in head and "Adam(lr=0.003" in head
     assert "params = {'W1': float32[64,128]" in head  # the pytree layout
     assert "y = int64[32]" in head
@@ -184,7 +184,8 @@ for bad in [(params, data["x"][:, :4], data["labels"], ("static", 1.5)),
             (params, data["x"].astype(np.float64), data["labels"], ("static", 1.5)),
             ({"W": data["W"]}, data["x"], data["labels"], ("static", 1.5)),
             (params, data["x"], data["labels"], ("static", 2.5)),
-            (params, data["x"], data["labels"])]:
+            (params, data["x"], data["labels"]),
+            (params, data["x"].astype(">f4"), data["labels"], ("static", 1.5))]:
     try:
         model_vg.model(*bad)
     except (TypeError, ValueError) as e:
@@ -239,12 +240,13 @@ def test_generated_module_runs_without_gradc_and_matches(model, tmp_path, monkey
     assert same_bits(out["j_s"], s)
 
     errors = list(out["errors"])
-    assert len(errors) == 5
+    assert len(errors) == 6
     assert "ValueError: x must be float32[6, 5], got float32[6, 4]" in errors[0]
     assert "ValueError: x must be float32[6, 5], got float64[6, 5]" in errors[1]
     assert "TypeError: params must be a dict with keys ['W', 'b', 'big', 'layers']" in errors[2]
     assert "TypeError: opts[1] was compiled as the static value 1.5; got 2.5" in errors[3]
     assert "TypeError: model() takes 4 arguments (params, x, labels, opts), got 3" in errors[4]
+    assert "ValueError: x is float32 in non-native byte order ('>f4')" in errors[5]
 
 
 def test_module_documents_its_calling_convention(model, tmp_path):
@@ -278,6 +280,36 @@ def test_compiling_is_deterministic_and_refuses_what_it_cannot_write(model):
 
     with pytest.raises(aot.AotError, match="static"):
         aot.generate(obj_static, (np.ones(3, np.float32), frozenset({1})))
+
+
+def scaled_tanh(s, x, k):
+    return np.sum(np.tanh(s * x)) * k
+
+
+def test_python_float_in_a_differentiated_argument(tmp_path):
+    """A Python float at argnums is traced, as in gradc: the module takes a Python float there
+    (any value) and returns its gradient as a float; 0-d gradients are 0-d arrays."""
+    x = np.linspace(-1.0, 1.0, 4).astype(np.float32)
+    args = (0.5, x, 2.0)
+    aot.compile_module(scaled_tanh, args, str(tmp_path / "scaled_vg.py"), argnums=(0, 1))
+    mod = load_module(str(tmp_path / "scaled_vg.py"), "scaled_vg")
+    vg = gradc.value_and_grad(scaled_tanh, argnums=(0, 1))
+    for s in (0.5, -1.25):
+        value, (g_s, g_x) = mod.scaled_tanh(s, x, 2.0)
+        ref_value, (ref_s, ref_x) = vg(s, x, 2.0)
+        assert type(g_s) is float and g_s == ref_s
+        assert same_bits(value, ref_value) and same_bits(g_x, ref_x)
+    with pytest.raises(TypeError, match=r"s must be a Python float, got float64"):
+        mod.scaled_tanh(np.float64(0.5), x, 2.0)
+    with pytest.raises(TypeError, match="compiled as the static value 2.0; got 2"):
+        mod.scaled_tanh(0.5, x, 2)  # (an int is not the float it was compiled with)
+    aot.compile_module(cube, ({"a": np.array(2.0)},), str(tmp_path / "cube.py"), mode="grad")
+    grads = load_module(str(tmp_path / "cube.py"), "cube").cube({"a": np.array(2.0)})
+    assert type(grads["a"]) is np.ndarray and grads["a"].shape == () and grads["a"] == 12.0
+
+
+def cube(p):
+    return p["a"] ** 3
 
 
 def test_spec_placeholders():

@@ -354,11 +354,22 @@ def test_boolean_argument_in_argnums():
     assert "bool" in msg and "argument 1" in msg
 
 
-def test_python_number_in_argnums():
+def test_python_int_in_argnums():
+    """A Python float in argnums is traced (tests/test_calling_conventions.py); an int or a
+    bool is refused, as JAX does, naming where it is."""
     g = gradc.grad(_sum_times, argnums=1)
     with pytest.raises(gradc.NonDifferentiableError) as excinfo:
-        g(X3, 2.0)  # PY-NUMBER-ARG
-    check(excinfo, gradc.NonDifferentiableError, "PY-NUMBER-ARG")
+        g(X3, 2)  # PY-INT-ARG
+    msg = check(excinfo, gradc.NonDifferentiableError, "PY-INT-ARG")
+    assert "w is a Python int" in msg and "2.0" in msg
+
+
+def test_python_bool_inside_a_differentiated_pytree():
+    g = gradc.grad(lambda p: np.sum(p["w"]) * (2.0 if p["twice"] else 1.0))
+    with pytest.raises(gradc.NonDifferentiableError) as excinfo:
+        g({"w": X3, "twice": True})  # PY-BOOL-LEAF
+    msg = check(excinfo, gradc.NonDifferentiableError, "PY-BOOL-LEAF")
+    assert "p['twice'] is a Python bool" in msg
 
 
 def test_integer_argument_outside_argnums_is_fine():
@@ -444,8 +455,70 @@ def test_failed_trace_does_not_poison_the_function():
 
 
 def test_every_error_class_is_exported_and_a_gradc_error():
-    for name in ["ArgumentError", "ShapeError", "UnsupportedOpError", "TracedBranchError", "SignatureError",
-                 "NonDifferentiableError", "NonFiniteError", "CompileError"]:
+    for name in ["ArgumentError", "ShapeError", "UnsupportedOpError", "TracedBranchError",
+                 "SignatureError", "NonDifferentiableError", "NonFiniteError",
+                 "IndexOutOfRangeError", "CompileError"]:
         cls = getattr(gradc, name)
         assert issubclass(cls, gradc.GradcError) and cls is not gradc.GradcError
     assert issubclass(gradc.GradcError, Exception)
+    assert issubclass(gradc.IndexOutOfRangeError, IndexError)  # as NumPy would raise
+
+
+# ---------------------------------------------------------------------------------------------
+# calling conventions (the results are in tests/test_calling_conventions.py)
+
+def test_big_endian_input_names_the_byte_order():
+    f = gradc.jit(lambda x: x * 2.0)
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        f(X3.astype(">f4"))  # BIG-ENDIAN
+    msg = check(excinfo, gradc.SignatureError, "BIG-ENDIAN")
+    assert "x is float32 in big-endian byte order ('>f4')" in msg and ".astype(np.float32)" in msg
+
+
+def test_big_endian_train_step_parameter_names_the_byte_order():
+    step = gradc.train_step(lambda p, x: np.sum(p * x), gradc.optim.SGD(lr=0.1))
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        step(X3.astype(">f8"), X3)  # BIG-ENDIAN-PARAM
+    msg = check(excinfo, gradc.SignatureError, "BIG-ENDIAN-PARAM")
+    assert "byte order ('>f8')" in msg
+
+
+def test_python_float_among_train_step_params_names_its_path():
+    step = gradc.train_step(lambda p, x: np.sum(p["w"] * x) * p["scale"], gradc.optim.SGD(lr=0.1))
+    w = X3.copy()
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        step({"w": w, "scale": 2.0}, X3)  # PY-FLOAT-PARAM
+    msg = check(excinfo, gradc.SignatureError, "PY-FLOAT-PARAM")
+    assert "p['scale'] is a Python float (2.0)" in msg and "np.array(2.0)" in msg
+    np.testing.assert_array_equal(w, X3)
+
+
+def test_label_out_of_range_names_the_call_and_the_labels():
+    vg = gradc.value_and_grad(lambda logits, labels: gradc.nn.cross_entropy(logits, labels))
+    with pytest.raises(gradc.IndexOutOfRangeError) as excinfo:
+        vg(np.zeros((2, 3)), np.array([0, 3]))  # LABEL-RANGE
+    msg = check(excinfo, gradc.IndexOutOfRangeError, "LABEL-RANGE")
+    assert "labels holds an index outside [-3, 3)" in msg and "take_along_axis" in msg
+
+
+def test_per_parameter_weight_decay_is_not_supported_yet():
+    with pytest.raises(gradc.UnsupportedOpError) as excinfo:
+        gradc.optim.AdamW(weight_decay={"w": 0.1, "b": 0.0})  # WD-TREE
+    msg = check(excinfo, gradc.UnsupportedOpError, "WD-TREE")
+    assert "not supported yet" in msg and "one float" in msg
+
+
+def test_numpy_function_given_a_list_of_traced_values():
+    g = gradc.grad(lambda xs: np.sum(xs))  # LIST-OF-TRACED
+    with pytest.raises(gradc.TracedBranchError) as excinfo:
+        g([1.0, 2.0])
+    msg = check(excinfo, gradc.TracedBranchError, "LIST-OF-TRACED")
+    assert "np.stack" in msg
+
+
+def test_dot_with_a_batched_second_argument_follows_numpy_not_matmul():
+    """np.dot pairs every row of a with every matrix of b (not matmul's broadcasting)."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 3)), rng.standard_normal((4, 3, 5))
+    np.testing.assert_allclose(gradc.jit(lambda a, b: np.dot(a, b))(a, b), np.dot(a, b),
+                               rtol=1e-12)

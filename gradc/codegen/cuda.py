@@ -203,7 +203,13 @@ class CudaProgram:
         self.err_sources = {}  # error code -> "op at source"
         self.kernel_sources = []  # (name, source)
         self.launches = []
+        # the first launch that writes an input in place (a train step's update), when launches
+        # before it check indices: the driver checks for an index error there, so a step that
+        # raises has written nothing (the schedule puts every index check before it)
+        self.first_in_place = None
         for k in fusion.kernels:
+            if self.first_in_place is None and any(v.id in plan.aliases for v in k.stores):
+                self.first_in_place = len(self.launches) if self.err_sources else -1
             if k.kind == "loop":
                 self._loop(k)
             else:
@@ -478,7 +484,10 @@ class CudaDriver:
 
         self.view = view
         self.calls = []
-        for launch, fn in zip(program.launches, kernels):
+        self.check_at = None  # index in calls before which launch() checks for an index error
+        for i, (launch, fn) in enumerate(zip(program.launches, kernels)):
+            if i == program.first_in_place:
+                self.check_at = len(self.calls)
             if launch.total == 0:
                 continue
             args = tuple(view(a) if isinstance(a, Buf) else a for a in launch.args)
@@ -518,17 +527,23 @@ class CudaDriver:
     def launch(self, host_arena):
         """Run every kernel in order, then copy the outputs region (the values that are not
         written in place: a loss, gradients, a jit's results) into the host arena."""
-        for kernel, args in self.calls:
+        for i, (kernel, args) in enumerate(self.calls):
+            if i == self.check_at:
+                self._raise_index_error()
             kernel(*args)
         if self.outputs_region is not None:
             self.outputs_region.copy_to_host(host_arena[:self.program.plan.output_bytes])
             self.copied[1] += self.program.plan.output_bytes
         if self.checks_errors:
-            self.err.copy_to_host(self._err_host)
-            code = int(self._err_host[0])
-            if code:
-                self.err.copy_to_device(np.zeros(1, np.int32))
-                raise IndexError(f"gradc: index out of range in {self.program.err_sources[code]}")
+            self._raise_index_error()
+
+    def _raise_index_error(self):
+        """Raise IndexError if a launch so far found an index out of range (and clear it)."""
+        self.err.copy_to_host(self._err_host)
+        code = int(self._err_host[0])
+        if code:
+            self.err.copy_to_device(np.zeros(1, np.int32))
+            raise IndexError(f"gradc: index out of range in {self.program.err_sources[code]}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -104,24 +104,30 @@ def as_value(x, like: Value | None = None, graph=None):
         f"cannot use a {type(x).__name__} as an array in a traced function")
 
 
+def is_weak(x):
+    """A weakly typed traced value: a Python float traced as an input (gradc.grad of a Python
+    number), or Python arithmetic on one."""
+    return isinstance(x, Value) and x.id in x.graph.weak
+
+
 def _operands(*xs):
     like = next((x for x in xs if isinstance(x, Value)), None)
     if like is None:
         raise TypeError("expected at least one traced value")
-    # Python scalars take the dtype of the array operands (weak typing); arrays, and lists and
-    # tuples (which NumPy turns into arrays), their own.
-    xs = [x if isinstance(x, Value) or not isinstance(x, (list, tuple)) else as_value(x, like)
+    # Arrays (and lists, read as NumPy reads them) keep their dtype; Python scalars and weak
+    # values take the dtype of the arrays beside them (NumPy 2's weak typing).
+    xs = [as_value(x, like) if isinstance(x, (np.ndarray, np.generic, list, tuple)) else x
           for x in xs]
-    arrays = [x for x in xs if isinstance(x, Value) or isinstance(x, (np.ndarray, np.generic))]
-    base = np.result_type(*[a.dtype for a in arrays]) if arrays else like.dtype
+    strong = [x.dtype for x in xs if isinstance(x, Value) and not is_weak(x)]
+    base = np.result_type(*strong) if strong else like.dtype
     out = []
     for x in xs:
-        if isinstance(x, Value):
-            out.append(x)
-        elif isinstance(x, (np.ndarray, np.generic)):
-            out.append(as_value(x, like))
-        else:
+        if not isinstance(x, Value):
             out.append(const(like.graph, x, _scalar_dtype(x, base)))
+        elif strong and is_weak(x):  # (a float64 that stands for a Python float)
+            out.append(astype(x, _scalar_dtype(0.0, base)))
+        else:
+            out.append(x)
     return out
 
 

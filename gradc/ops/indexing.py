@@ -52,7 +52,7 @@ register(OpDef("take", KERNEL, _take_infer, ref=_take_ref, nondiff=(1,),
                vjp=lambda n, g: [n.output.graph.apply(
                    "take_grad", (g, n.inputs[1]), axis=n.attr["axis"],
                    size=n.inputs[0].shape[n.attr["axis"]]), None],
-               kernel=_take_kernel))
+               kernel=_take_kernel, checks_indices=True))
 
 
 def _take_grad_infer(inputs, axis, size):
@@ -88,7 +88,7 @@ def _take_grad_kernel(k):
 
 register(OpDef("take_grad", KERNEL, _take_grad_infer, ref=_take_grad_ref, nondiff=(1,),
                vjp=lambda n, g: [fn.take(g, n.inputs[1], n.attr["axis"]), None],
-               kernel=_take_grad_kernel))
+               kernel=_take_grad_kernel, checks_indices=True))
 
 
 # --- take_along_axis -----------------------------------------------------------------------
@@ -119,7 +119,7 @@ register(OpDef("take_along_axis", KERNEL, _tala_infer,
                vjp=lambda n, g: [n.output.graph.apply(
                    "take_along_axis_grad", (g, n.inputs[1]), axis=n.attr["axis"],
                    size=n.inputs[0].shape[n.attr["axis"]]), None],
-               kernel=_tala_kernel))
+               kernel=_tala_kernel, checks_indices=True))
 
 
 def _tala_grad_ref(g, idx, axis, size):
@@ -160,4 +160,4 @@ def _tala_grad_infer(inputs, axis, size):
 
 register(OpDef("take_along_axis_grad", KERNEL, _tala_grad_infer, ref=_tala_grad_ref, nondiff=(1,),
                vjp=lambda n, g: [fn.take_along_axis(g, n.inputs[1], n.attr["axis"]), None],
-               kernel=_tala_grad_kernel))
+               kernel=_tala_grad_kernel, checks_indices=True))

@@ -37,6 +37,7 @@ class OpDef:
     lower: Callable | None = None
     view: Callable | None = None  # VIEW ops: (offset, strides) of the input -> of the output
     nondiff: tuple = ()  # inputs that never get a cotangent (labels, masks)
+    checks_indices: bool = False  # its kernel checks input 1's indices and may raise IndexError
 
 
 _OPS: dict[str, OpDef] = {}

@@ -140,7 +140,8 @@ def fuse(graph):
     kernels = fuser.kernels
     _mark_stores(graph, kernels, fuser.home)
     in_region = {base_layout(v)[0].id for i, v in enumerate(graph.outputs) if i not in graph.aliases}
-    ordered = _schedule(kernels, in_region)
+    in_place = {base_layout(graph.outputs[o])[0].id for o in graph.aliases}
+    ordered = _schedule(kernels, in_region, in_place)
     for k in ordered:
         k.parallel = decide_parallel(k)
     layouts = {}
@@ -332,17 +333,22 @@ def _space(node):
     return node.inputs[0].shape if node.opdef.kind == REDUCE else node.output.shape
 
 
-def _schedule(kernels, region_outputs):
+def _schedule(kernels, region_outputs, in_place=frozenset()):
     """Topological order of kernels by their buffer dependencies, stable in creation order,
     except that a kernel no other kernel depends on, and that writes no output into the arena's
     output region, runs as soon as its inputs are ready: a train step's in-place update of one
     parameter, so that parameter's gradient is dead before the next gradient is computed,
     instead of every gradient living until the updates at the end. (Outputs in the region keep
     their place: the views returned by the last call may be passed back as this call's inputs,
-    so writing them early could overwrite an input that a later kernel reads.)"""
+    so writing them early could overwrite an input that a later kernel reads.)
+
+    A kernel that writes an input in place (`in_place`: value ids) runs only after every kernel
+    that may raise (an index out of range), so a call that raises has changed no input."""
     has_dependents = {d.index for k in kernels for d in k.deps}
     sinks = [k for k in kernels if k.index not in has_dependents
              and not any(v.id in region_outputs for v in k.stores)]
+    guards = _index_guards(kernels)
+    overwrites = {k.index for k in kernels if any(v.id in in_place for v in k.stores)}
     done, order = set(), []
 
     def visit(k):
@@ -351,11 +357,18 @@ def _schedule(kernels, region_outputs):
         done.add(k.index)
         for d in sorted(k.deps, key=lambda d: d.index):
             visit(d)
+        if k.index in overwrites:
+            for g in guards:
+                visit(g)
         order.append(k)
+
+    def ready(k):
+        return all(d.index in done for d in k.deps) and (
+            k.index not in overwrites or all(g.index in done for g in guards))
 
     def run_ready_sinks():
         for s in sinks:
-            if s.index not in done and all(d.index in done for d in s.deps):
+            if s.index not in done and ready(s):
                 done.add(s.index)
                 order.append(s)
 
@@ -365,6 +378,19 @@ def _schedule(kernels, region_outputs):
     for i, k in enumerate(order):
         k.index = i
     return order
+
+
+def _index_guards(kernels):
+    """The kernels that check an index array first (in creation order, which the schedule
+    keeps for them): the gathers of the forward. A scatter-add of the backward reads indices
+    its gather has already checked."""
+    checked, guards = set(), []
+    for k in kernels:
+        new = {n.inputs[1].id for n in k.nodes if n.opdef.checks_indices} - checked
+        if new:
+            guards.append(k)
+            checked |= new
+    return guards
 
 
 def kernel_count_by_kind(fusion):

@@ -65,8 +65,39 @@ def error_check():
         RESULTS["index_error"] = {"ok": "take" in str(e), "err": str(e)}
 
 
+def _half_step_loss(params, x, y):
+    # p's gradient does not depend on the labels: its update could run before they are checked
+    return np.sum(params["p"] * 2.0) + gradc.nn.cross_entropy(x @ params["W"], y)
+
+
+def index_error_train_step_check():
+    """A train step whose labels are out of range raises IndexOutOfRangeError and changes no
+    parameter and no optimizer state (on the device either)."""
+    try:
+        params = {"W": np.ones((3, 2), np.float32), "p": np.ones(2, np.float32)}
+        x = np.ones((4, 3), np.float32)
+        step = gradc.train_step(_half_step_loss, gradc.optim.Adam(lr=0.1), target="cuda")
+        step(params, x, np.array([0, 1, 0, 1]))
+        before, state = {k: v.copy() for k, v in params.items()}, step.state_dict()
+        try:
+            step(params, x, np.array([0, 1, 5, 1]))
+            RESULTS["index_error_train_step"] = {"ok": False, "err": "no error"}
+            return
+        except gradc.IndexOutOfRangeError as e:
+            err = str(e)
+        after = step.state_dict()
+        unchanged = all(np.array_equal(before[k], params[k]) for k in params) and all(
+            np.array_equal(state["state"][s][k], after["state"][s][k])
+            for s in state["state"] for k in params)
+        RESULTS["index_error_train_step"] = {"ok": unchanged and step.step_count == 1, "err": err}
+    except Exception as e:  # noqa: BLE001
+        RESULTS["index_error_train_step"] = {"ok": False, "err": f"{type(e).__name__}: {e}",
+                                             "trace": traceback.format_exc()[-1500:]}
+
+
 for name, fn, args, mode, argnums in OP_CASES:
     check(name, fn, args, mode, argnums)
 train_check()
 error_check()
+index_error_train_step_check()
 json.dump(RESULTS, sys.stdout)
