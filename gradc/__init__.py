@@ -10,13 +10,15 @@ __version__ = "0.1.0"
 
 from . import ops  # noqa: E402,F401  (registers every op)
 from . import nn  # noqa: E402,F401
-from .errors import (CompileError, GradcError, NonDifferentiableError, NonFiniteError,  # noqa: E402
-                     ShapeError, SignatureError, TracedBranchError, UnsupportedOpError)
+from .errors import (CompileError, FrozenRandomError, GradcError, NonDifferentiableError,  # noqa: E402
+                     NonFiniteError, ShapeError, SignatureError, TracedBranchError,
+                     UnsupportedOpError)
 from . import optim  # noqa: E402,F401
+from . import random  # noqa: E402,F401
 from .api import explain, grad, jit, value_and_grad  # noqa: E402
 from .train import train_step  # noqa: E402
 from .aot import Spec  # noqa: E402
 
-__all__ = ["Spec", "jit", "grad", "value_and_grad", "train_step", "explain", "nn", "optim", "GradcError", "ShapeError",
-           "UnsupportedOpError", "TracedBranchError", "SignatureError", "NonDifferentiableError",
-           "NonFiniteError", "CompileError", "__version__"]
+__all__ = ["Spec", "jit", "grad", "value_and_grad", "train_step", "explain", "nn", "optim", "random",
+           "GradcError", "ShapeError", "UnsupportedOpError", "FrozenRandomError", "TracedBranchError",
+           "SignatureError", "NonDifferentiableError", "NonFiniteError", "CompileError", "__version__"]
