@@ -112,11 +112,23 @@ class Generator:
         self.state = np.array([_seed_value(seed), 0], np.int64)
 
     @classmethod
-    def _from_children(cls, state):
-        """The Generator a compiled function sees: its state is a traced value (gradc.pytree)."""
+    def from_state(cls, state):
+        """A Generator over `state`, an int64 array [seed, counter], shared (not copied). Inside
+        a traced function, `state` may be a traced int64[2] argument: its draws then depend on
+        that argument, which the compiled function does not advance (you choose the counter;
+        the same state gives the same numbers)."""
+        if isinstance(state, Value):
+            if state.shape != (2,) or state.dtype != np.int64:
+                raise ShapeError(f"a generator state is an int64 array [seed, counter], not "
+                                 f"{state.type_str}", source=user_source())
+        elif not (isinstance(state, np.ndarray) and state.shape == (2,) and state.dtype == np.int64):
+            raise ShapeError("a generator state is an int64 array [seed, counter] (shape (2,))",
+                             source=user_source())
         rng = object.__new__(cls)
         rng.state = state
         return rng
+
+    _from_children = from_state  # how gradc.pytree rebuilds one around a traced state
 
     def __repr__(self):
         if isinstance(self.state, Value):
