@@ -535,7 +535,7 @@ def pool_argmax(out, x, planes, H, W, OH, OW, KH, KW, SH, SW, PH, PW):
 
 
 
-# --- counter-based random numbers (gradc.random): the bits of gradc/codegen/rt.py --------------
+# --- counter-based random numbers (gradc.random): the bits of gradc/ops/random.py ------------
 RNG_GAMMA = np.uint64(0x9E3779B97F4A7C15)
 RNG_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 RNG_MIX2 = np.uint64(0x94D049BB133111EB)

@@ -73,36 +73,3 @@ def max2(a, b):
 @njit
 def min2(a, b):
     return a if (a <= b or a != a) else b
-
-
-# --- counter-based random numbers (gradc.random; the op random_uniform, gradc/ops/random.py) ---
-# SplitMix64's step (Steele, Lea and Flood, 2014): mix(k + (n + 1) * gamma). A draw's key is
-# three steps from 0 by the seed, the call counter and the draw site's stream; element i of the
-# draw is the step from the key by i, its top 53 (float64) or 24 (float32) bits a float in
-# [0, 1). gradc/codegen/cuda_rt.py and the NumPy reference compute the same bits.
-RNG_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-RNG_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-RNG_MIX2 = np.uint64(0x94D049BB133111EB)
-
-
-@njit
-def rng_step(k, n):
-    z = k + np.uint64(n + 1) * RNG_GAMMA
-    z = (z ^ (z >> np.uint64(30))) * RNG_MIX1
-    z = (z ^ (z >> np.uint64(27))) * RNG_MIX2
-    return z ^ (z >> np.uint64(31))
-
-
-@njit
-def rng_key(seed, counter, stream):
-    return rng_step(rng_step(rng_step(np.uint64(0), seed), counter), stream)
-
-
-@njit
-def rng_unit_f64(bits):
-    return np.float64(bits >> np.uint64(11)) * 1.1102230246251565e-16  # 2**-53
-
-
-@njit
-def rng_unit_f32(bits):
-    return np.float32(bits >> np.uint64(40)) * np.float32(5.960464477539063e-08)  # 2**-24

@@ -3,8 +3,11 @@
 Its input is a generator's state, an int64 array [seed, counter]; its attributes are the shape,
 the dtype (float32 or float64) and the draw site's `stream` (each draw in one traced function has
 its own). Element i is a counter-based hash of (seed, counter, stream, i): SplitMix64's step
-applied four times (see gradc/codegen/rt.py), so any element is computed alone, in any order, on
-the CPU or a GPU, with the same bits. It has no gradient: nothing flows back into a seed.
+(Steele, Lea and Flood, 2014: mix(k + (n + 1) * gamma)) taken from 0 by the seed, the counter
+and the stream, which gives the draw's key, then from the key by i; the top 53 (float64) or 24
+(float32) bits of the result are the float in [0, 1). Any element is computed alone, in any
+order: the CPU kernel below, the CUDA kernels (gradc/codegen/cuda_rt.py) and the NumPy reference
+give the same bits. It has no gradient: nothing flows back into a seed.
 """
 import numpy as np
 
@@ -51,12 +54,27 @@ def _uniform_infer(inputs, shape, dtype, stream):
     return tuple(shape), np.dtype(dtype)
 
 
+def _step_lines(k, out, key, n):
+    """Kernel lines: out = _step(key, n), in Numba's wrapping uint64 arithmetic."""
+    k.line(f"z = {key} + np.uint64({n} + 1) * np.uint64({int(_GAMMA):#x})")
+    k.line(f"z = (z ^ (z >> np.uint64(30))) * np.uint64({int(_MIX1):#x})")
+    k.line(f"z = (z ^ (z >> np.uint64(27))) * np.uint64({int(_MIX2):#x})")
+    k.line(f"{out} = z ^ (z >> np.uint64(31))")
+
+
 def _uniform_kernel(k):
-    unit = "rng_unit_f32" if k.output.dtype == np.float32 else "rng_unit_f64"
     stream = k.param("stream", k.attr["stream"])
-    k.line(f"key = rng_key(x0[0], x0[1], {stream})")
+    k.line("key = np.uint64(0)")
+    k.line(f"for n in (x0[0], x0[1], {stream}):  # seed, counter, draw site")
+    with k.indent():
+        _step_lines(k, "key", "key", "n")
     k.line(f"for i in range({k.size(k.output)}):")
-    k.line(f"    out[i] = {unit}(rng_step(key, i))")
+    with k.indent():
+        _step_lines(k, "bits", "key", "i")
+        if k.output.dtype == np.float32:
+            k.line("out[i] = np.float32(bits >> np.uint64(40)) * f32(5.960464477539063e-08)")
+        else:
+            k.line("out[i] = np.float64(bits >> np.uint64(11)) * f64(1.1102230246251565e-16)")
 
 
 register(OpDef("random_uniform", KERNEL, _uniform_infer, ref=uniform_ref, nondiff=(0,),
