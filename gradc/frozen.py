@@ -50,19 +50,23 @@ _LIBRARY_DIRS = tuple(os.path.abspath(p) + os.sep for p in {
     sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]})
 _RANDOM_FILES = {os.path.abspath(m.__file__) for m in (_py_random, secrets)}
 _KIND = {}  # code filename -> "user", "library" or "random"
+_RANDOM_OWNER = {}  # type -> is it Python's random.Random (whose C methods draw)?
 
 
-def _kind(filename):
+def _kind(frame):
+    """Where the code of `frame` comes from: "user", "library" (gradc, NumPy, the standard
+    library) or "random" (Python's random and secrets modules)."""
+    filename = frame.f_code.co_filename
     kind = _KIND.get(filename)
-    if kind is None:
-        path = filename if filename.startswith("<") else os.path.abspath(filename)
-        if path in _RANDOM_FILES:
-            kind = "random"
-        elif path.startswith("<frozen") or path.startswith(_LIBRARY_DIRS):
-            kind = "library"
-        else:
-            kind = "user"
-        _KIND[filename] = kind
+    if kind is not None:
+        return kind
+    if filename.startswith("<"):  # exec'd code (a dataclass's __init__, python -c): by module
+        module = frame.f_globals.get("__name__") or ""
+        return "library" if filename.startswith("<frozen") or module.split(".")[0] in (
+            "gradc", "numpy", "dataclasses") else "user"
+    path = os.path.abspath(filename)
+    kind = _KIND[filename] = ("random" if path in _RANDOM_FILES else
+                              "library" if path.startswith(_LIBRARY_DIRS) else "user")
     return kind
 
 
@@ -150,11 +154,10 @@ class Watch:
         _local.watch = self
         self.previous = sys.getprofile()
         # a Watch of an enclosing trace is replaced meanwhile; another profiler is left alone
-        self.hooked = self.previous is None or isinstance(getattr(self.previous, "__self__", None),
-                                                          Watch)
+        self.hooked = self.previous is None or getattr(self.previous, "watch", None) is not None
         self._watch(np.random.mtrand._rand, "NumPy's global random state (np.random.*)")
         if self.hooked:  # (the hook finds the arguments among the traced function's locals)
-            sys.setprofile(self._profile)
+            sys.setprofile(self._hook())
         else:
             for x in self.static_args:
                 self._consider(x, "an argument", 2)
@@ -186,32 +189,49 @@ class Watch:
     def _record(self, frame, what):
         """A draw or fresh entropy seen by the hook at `frame`: an error if user code asked for
         it (a library that uses `random` for itself, like tempfile, is left alone)."""
-        while frame is not None and _kind(frame.f_code.co_filename) == "random":
+        while frame is not None and _kind(frame) == "random":
             frame = frame.f_back
-        if self.found is None and frame is not None and _kind(frame.f_code.co_filename) == "user":
+        if self.found is None and frame is not None and _kind(frame) == "user":
             name = getattr(self.fun, "__name__", "the function")
             self.found = (f"{what} was used while `{name}` was traced: the numbers would be frozen "
                           "into the compiled function, the same on every call. " + ADVICE,
                           _line(frame))
 
     # --- the profile hook --------------------------------------------------------------------
-    def _profile(self, frame, event, arg):
-        if event == "call":
-            kind = _kind(frame.f_code.co_filename)
-            if kind == "user":
-                self._enter_user(frame)
-            elif kind == "random" and frame.f_code.co_name == "seed":
-                # random.seed(0) or random.Random(0) inside the trace: the same numbers each call
-                if isinstance(frame.f_locals.get("a"), (int, float, str, bytes, bytearray)):
-                    self.seeded.add(id(frame.f_locals.get("self")))
-        elif event == "c_call":
-            owner = getattr(arg, "__self__", None)
-            if isinstance(owner, _py_random.Random):
-                if arg.__name__ in ("random", "getrandbits") and id(owner) not in self.seeded:
-                    self._record(frame, "Python's `random` module")
-            elif arg is os.urandom:
-                self._record(frame, "fresh entropy from the operating system (os.urandom; "
-                                    "np.random.default_rng() or random.Random() without a seed)")
+    def _hook(self):
+        """The profile function. Most events are gradc's and NumPy's own calls, which cost two
+        dictionary lookups here; user frames, `random` and entropy go to the methods below."""
+        kinds, random_owner, urandom = _KIND, _RANDOM_OWNER, os.urandom
+
+        def profile(frame, event, arg):
+            if event == "call":
+                kind = kinds.get(frame.f_code.co_filename) or _kind(frame)
+                if kind != "library":
+                    self._call(frame, kind)
+            elif event == "c_call":
+                owner = type(getattr(arg, "__self__", None))
+                drawn = random_owner.get(owner)
+                if drawn is None:
+                    drawn = random_owner[owner] = issubclass(owner, _py_random.Random)
+                if drawn or arg is urandom:
+                    self._c_call(frame, arg)
+        profile.watch = self  # (a nested trace recognizes it, and restores it after)
+        return profile
+
+    def _call(self, frame, kind):
+        if kind == "user":
+            self._enter_user(frame)
+        elif frame.f_code.co_name == "seed":  # in random.py
+            # random.seed(0) or random.Random(0) inside the trace: the same numbers each call
+            if isinstance(frame.f_locals.get("a"), (int, float, str, bytes, bytearray)):
+                self.seeded.add(id(frame.f_locals.get("self")))
+
+    def _c_call(self, frame, arg):
+        if arg is os.urandom:
+            self._record(frame, "fresh entropy from the operating system (os.urandom; "
+                                "np.random.default_rng() or random.Random() without a seed)")
+        elif arg.__name__ in ("random", "getrandbits") and id(arg.__self__) not in self.seeded:
+            self._record(frame, "Python's `random` module")
 
     def _enter_user(self, frame):
         code = frame.f_code
