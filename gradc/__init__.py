@@ -5,6 +5,7 @@
     vg = gradc.value_and_grad(loss, argnums=0)  # (value, gradients)
     step = gradc.train_step(loss, gradc.optim.Adam(lr=1e-3))  # loss = step(params, x, y)
     print(gradc.explain(loss, params, x, y))    # IR, passes, kernels, memory plan
+    rng = gradc.random.default_rng(0)           # an argument: new random numbers every call
 """
 __version__ = "0.1.0"
 
