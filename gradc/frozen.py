@@ -19,6 +19,7 @@ off and the traced function's own closure, globals and arguments are scanned onc
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import random as _py_random
 import secrets
@@ -45,16 +46,30 @@ def active():
 
 
 # --- where code comes from ----------------------------------------------------------------------
-_LIBRARY_DIRS = tuple(os.path.abspath(p) + os.sep for p in {
-    os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.abspath(np.__file__)),
-    sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]})
+# gradc and the libraries it runs while tracing (a nested compile runs Numba): never user code
+_LIBRARIES = ("gradc", "numpy", "numba", "llvmlite", "dataclasses")
+
+
+def _package_dir(name):
+    spec = importlib.util.find_spec(name)
+    return list(spec.submodule_search_locations or ()) if spec else []
+
+
+def _dirs(paths):
+    return tuple(os.path.abspath(p) + os.sep for p in set(paths))
+
+
+_PATHS = sysconfig.get_paths()
+_LIBRARY_DIRS = _dirs(d for name in _LIBRARIES for d in _package_dir(name))
+_SITE_DIRS = _dirs((_PATHS["purelib"], _PATHS["platlib"]))  # other packages: user code
+_STDLIB_DIRS = _dirs((_PATHS["stdlib"], _PATHS["platstdlib"]))
 _RANDOM_FILES = {os.path.abspath(m.__file__) for m in (_py_random, secrets)}
 _KIND = {}  # code filename -> "user", "library" or "random"
 _RANDOM_OWNER = {}  # type -> is it Python's random.Random (whose C methods draw)?
 
 
 def _kind(frame):
-    """Where the code of `frame` comes from: "user", "library" (gradc, NumPy, the standard
+    """Where the code of `frame` comes from: "user", "library" (gradc, NumPy, Numba, the standard
     library) or "random" (Python's random and secrets modules)."""
     filename = frame.f_code.co_filename
     kind = _KIND.get(filename)
@@ -63,10 +78,16 @@ def _kind(frame):
     if filename.startswith("<"):  # exec'd code (a dataclass's __init__, python -c): by module
         module = frame.f_globals.get("__name__") or ""
         return "library" if filename.startswith("<frozen") or module.split(".")[0] in (
-            "gradc", "numpy", "dataclasses") else "user"
+            _LIBRARIES) else "user"
     path = os.path.abspath(filename)
-    kind = _KIND[filename] = ("random" if path in _RANDOM_FILES else
-                              "library" if path.startswith(_LIBRARY_DIRS) else "user")
+    if path in _RANDOM_FILES:
+        kind = "random"
+    elif path.startswith(_LIBRARY_DIRS) or (path.startswith(_STDLIB_DIRS)
+                                            and not path.startswith(_SITE_DIRS)):
+        kind = "library"
+    else:
+        kind = "user"
+    _KIND[filename] = kind
     return kind
 
 
@@ -183,8 +204,8 @@ class Watch:
                 name = getattr(self.fun, "__name__", "the function")
                 raise FrozenRandomError(
                     f"random numbers were drawn from {probe.what} while `{name}` was traced (at "
-                    "or before this line): they would be frozen into the compiled function, the same on every call. "
-                    + ADVICE, source=source)
+                    "or before this line): they would be frozen into the compiled function, the "
+                    "same on every call. " + ADVICE, source=source)
 
     def _record(self, frame, what):
         """A draw or fresh entropy seen by the hook at `frame`: an error if user code asked for
