@@ -179,7 +179,7 @@ class Generator:
                 source=user_source())
         u = uniform_ref(state, shape, dtype, 0)
         state[1] += 1
-        return u
+        return u if u.ndim else u[()]  # (size=None: a scalar, as NumPy gives)
 
     def _normal(self, shape, dtype):
         u = self._uniform((2,) + shape, dtype)  # one draw: two uniforms per number
