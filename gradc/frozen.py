@@ -228,7 +228,10 @@ class Watch:
             if event == "call":
                 kind = kinds.get(frame.f_code.co_filename) or _kind(frame)
                 if kind != "library":
-                    self._call(frame, kind)
+                    try:
+                        self._call(frame, kind)
+                    except Exception:  # noqa: BLE001 - (an object that fails to be looked at
+                        pass  # is no generator; the hook must never raise into the user's code)
             elif event == "c_call":
                 owner = type(getattr(arg, "__self__", None))
                 drawn = random_owner.get(owner)
@@ -287,6 +290,9 @@ class Watch:
         """Watch `value` if it is a NumPy generator; else look `depth` levels into it."""
         if isinstance(value, _NUMPY_RANDOM):
             self._watch(value, f"the NumPy generator `{name}`")
+            return
+        if type(value) is types.MethodType and value.__self__ is np.random.mtrand._rand:
+            self.uses_global = True  # (from numpy.random import normal as N)
             return
         if depth == 0 or isinstance(value, _SKIP) or id(value) in self.scanned:
             return

@@ -63,6 +63,14 @@ def test_numpy_global_random_state():
     assert "np.random" in message
 
 
+def test_numpy_global_random_state_under_another_name():
+    from numpy.random import standard_normal as draw
+
+    def f(x):
+        return x * draw(3)  # NP-ALIAS
+    frozen_error(f, X3, marker="NP-ALIAS")
+
+
 def test_randomstate_method_in_a_closure():
     state = np.random.RandomState(3)
 
