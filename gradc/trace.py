@@ -439,7 +439,9 @@ def trace(fun, args, kwargs=None):
     """Trace `fun(*args, **kwargs)` into a new graph.
 
     Array leaves of the argument pytrees become graph inputs (named by their path); other leaves
-    are static. Returns (graph, out_tree, flat output values).
+    are static. Random numbers drawn while `fun` runs would be frozen into the graph: a
+    gradc.frozen.Watch turns them into FrozenRandomError. Returns (graph, out_tree, flat output
+    values).
     """
     kwargs = kwargs or {}
     leaves, treedef = pytree.flatten((args, kwargs))
