@@ -5,20 +5,22 @@
     vg = gradc.value_and_grad(loss, argnums=0)  # (value, gradients)
     step = gradc.train_step(loss, gradc.optim.Adam(lr=1e-3))  # loss = step(params, x, y)
     print(gradc.explain(loss, params, x, y))    # IR, passes, kernels, memory plan
+    rng = gradc.random.default_rng(0)           # an argument: new random numbers every call
 """
 __version__ = "0.1.0"
 
 from . import ops  # noqa: E402,F401  (registers every op)
 from . import nn  # noqa: E402,F401
-from .errors import (ArgumentError, CacheWarning, CompileError, GradcError,  # noqa: E402
-                     IndexOutOfRangeError,
-                     NonDifferentiableError, NonFiniteError, ShapeError, SignatureError,
-                     TracedBranchError, UnsupportedOpError)
+from .errors import (ArgumentError, CacheWarning, CompileError, FrozenRandomError,  # noqa: E402
+                     GradcError, IndexOutOfRangeError, NonDifferentiableError, NonFiniteError,
+                     ShapeError, SignatureError, TracedBranchError, UnsupportedOpError)
 from . import optim  # noqa: E402,F401
+from . import random  # noqa: E402,F401
 from .api import explain, grad, jit, value_and_grad  # noqa: E402
 from .train import train_step  # noqa: E402
 from .aot import Spec  # noqa: E402
 
-__all__ = ["Spec", "jit", "grad", "value_and_grad", "train_step", "explain", "nn", "optim", "GradcError", "ArgumentError", "ShapeError",
-           "UnsupportedOpError", "TracedBranchError", "SignatureError", "NonDifferentiableError",
-           "NonFiniteError", "IndexOutOfRangeError", "CompileError", "CacheWarning", "__version__"]
+__all__ = ["Spec", "jit", "grad", "value_and_grad", "train_step", "explain", "nn", "optim", "random",
+           "GradcError", "ArgumentError", "ShapeError", "UnsupportedOpError", "FrozenRandomError",
+           "TracedBranchError", "SignatureError", "NonDifferentiableError", "NonFiniteError",
+           "IndexOutOfRangeError", "CompileError", "CacheWarning", "__version__"]

@@ -193,6 +193,10 @@ def _portable_tree(treedef, what):
     if kind == "namedtuple":
         raise AotError(f"{what}: a namedtuple ({treedef[1].__name__}) cannot be written into a "
                        "generated module; use a dict, list or tuple")
+    if kind == "node":
+        raise AotError(f"{what}: a {treedef[1].__name__} cannot be passed to a generated module "
+                       "(it advances inside gradc's runtime); draw the random numbers outside "
+                       "and pass them in as an array argument")
     if kind in ("list", "tuple"):
         return (kind, tuple(_portable_tree(c, what) for c in treedef[1]))
     _literal(treedef[1], f"{what}: static value")

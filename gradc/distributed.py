@@ -246,7 +246,7 @@ class DataParallelStep:
         """The compiled signature's output region and the gradient views into it, checked to be
         laid out as [loss | pad | grad0 | pad | grad1 ...] in one dtype, and (after the first
         step) exactly as the first step's, which every rank agreed on."""
-        outs = compiled.outputs
+        outs = [o for o in compiled.outputs if o is not None]  # (None: a generator, in place)
         dtypes = {o.dtype for o in outs}
         if len(dtypes) != 1:
             raise SignatureError(

@@ -13,6 +13,11 @@ class UnsupportedOpError(GradcError):
     """A NumPy function or feature that gradc cannot trace or emit."""
 
 
+class FrozenRandomError(UnsupportedOpError):
+    """Random numbers drawn while a function is traced: they would be frozen into the compiled
+    function, the same on every call. Draw them with `gradc.random`, or outside and pass them in."""
+
+
 class ShapeError(GradcError):
     """Shapes that do not fit together (broadcasting, matmul, reshape...)."""
 

@@ -217,14 +217,16 @@ def embedding(table, indices):
 @traced
 def dropout(x, mask, rate):
     """Inverted dropout with an explicit `mask` (True = keep), e.g. from `dropout_mask`:
-    x * mask / (1 - rate). gradc keeps no hidden random state: pass a new mask each step."""
+    x * mask / (1 - rate). gradc keeps no hidden random state: pass a new mask each step, or
+    draw it inside from a gradc.random.Generator argument."""
     if not 0 <= rate < 1:
         raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
     return np.where(mask, x * (1.0 / (1.0 - rate)), 0.0)
 
 
 def dropout_mask(rng, shape, rate):
-    """A keep-mask for `dropout`, drawn from a NumPy Generator (outside the traced function)."""
+    """A keep-mask for `dropout`, drawn from `rng`: a NumPy Generator outside a traced function,
+    or inside one a gradc.random.Generator passed to it as an argument (a new mask every call)."""
     return rng.random(shape) >= rate
 
 

@@ -1,5 +1,8 @@
 """Pytrees: nested dicts, lists and tuples whose array leaves are the dynamic arguments.
 
+Objects of a registered class (`register_node`: gradc.random.Generator) are nodes too: their
+array attributes are leaves, so they can be passed to compiled functions.
+
 `flatten` returns the array leaves and a hashable tree description in which every non-array leaf
 (Python numbers, strings, None) is stored by value: those are static arguments, part of the
 compiled signature. A static node is `("static", value, key)`: the key keeps apart values that
@@ -25,6 +28,16 @@ class TracedFloat(float):
     (not a static value), and its gradient comes back as a Python float."""
 
     __slots__ = ()
+
+# classes whose instances are pytree nodes: type -> the names of the attributes that are its
+# children (gradc.random.Generator: its state array). Rebuilt by `cls._from_children(*children)`.
+NODE_TYPES = {}
+
+
+def register_node(cls, fields):
+    """Flatten instances of `cls` as a node with the children `fields` (attribute names)."""
+    NODE_TYPES[cls] = tuple(fields)
+    return cls
 
 
 def is_array_leaf(x):
@@ -59,6 +72,9 @@ def flatten(tree):
             return ("namedtuple", type(x), tuple(walk(v) for v in x))
         if isinstance(x, (list, tuple)):
             return (type(x).__name__, tuple(walk(v) for v in x))
+        fields = NODE_TYPES.get(type(x))
+        if fields is not None:
+            return ("node", type(x), tuple(walk(getattr(x, f)) for f in fields))
         try:
             hash(x)
         except TypeError:
@@ -126,12 +142,31 @@ def unflatten(treedef, leaves):
             return {k: build(c) for k, c in zip(t[1], t[2])}
         if kind == "namedtuple":
             return t[1](*[build(c) for c in t[2]])
+        if kind == "node":
+            return t[1]._from_children(*[build(c) for c in t[2]])
         if kind in ("list", "tuple"):
             items = [build(c) for c in t[1]]
             return items if kind == "list" else tuple(items)
         return t[1]
 
     return build(treedef)
+
+
+def leaves_inside(treedef, cls):
+    """Indices, in flatten order, of the leaves inside nodes of type `cls`."""
+    found, count = [], [0]
+
+    def walk(t, inside):
+        if t in (LEAF, FLOAT):  # (a traced Python float is a leaf too)
+            if inside and t == LEAF:
+                found.append(count[0])
+            count[0] += 1
+        elif t[0] != "static":
+            for child in t[-1]:
+                walk(child, inside or (t[0] == "node" and t[1] is cls))
+
+    walk(treedef, False)
+    return found
 
 
 def describe(treedef):
@@ -143,6 +178,8 @@ def describe(treedef):
     kind = treedef[0]
     if kind == "dict":
         return "{" + ", ".join(f"{k!r}: {describe(c)}" for k, c in zip(treedef[1], treedef[2])) + "}"
+    if kind == "node":
+        return f"{treedef[1].__name__}(" + ", ".join(describe(c) for c in treedef[2]) + ")"
     if kind in ("list", "tuple", "namedtuple"):
         inner = ", ".join(describe(c) for c in treedef[-1])
         return f"[{inner}]" if kind == "list" else f"({inner})"

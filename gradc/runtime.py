@@ -19,7 +19,7 @@ from bisect import bisect_left
 
 import numpy as np
 
-from . import autodiff, pytree
+from . import autodiff, pytree, random
 from .codegen.driver_rt import entry_address, program_table
 from .codegen.modules import content_name, load_module, load_modules
 from .codegen.program import Program
@@ -347,7 +347,9 @@ class Function:
         tuple, leaves per gradient tree, indices of the outputs that are Python floats)."""
         if self.mode == "jit":
             graph, out_tree, outs = trace(self.fun, args, kwargs)
-            return run_passes(graph, BEFORE_AUTODIFF), out_tree
+            graph = run_passes(graph, BEFORE_AUTODIFF)
+            _advance_generators(graph, (args, kwargs))
+            return graph, out_tree
         src = getattr(self, "_call_source", None)
         argnums, many = normalize_argnums(self.argnums, len(args), src)
         differentiable_leaves(args, argnums, src, argument_names(self.fun))
@@ -367,6 +369,7 @@ class Function:
         wrt = [graph.inputs[p] for i in argnums for p in order[i]]
         grads = autodiff.vjp(graph, graph.outputs[0], wrt)
         graph.outputs = [graph.outputs[0]] + grads
+        _advance_generators(graph, (args, kwargs))
         grad_trees = [pytree.flatten(args[i])[1] for i in argnums]
         floats = [type(x) is pytree.TracedFloat for i in argnums for x in pytree.flatten(args[i])[0]]
         return graph, (out_tree, grad_trees, many, [len(order[i]) for i in argnums],
@@ -461,8 +464,9 @@ class Function:
         return compiled
 
     def _package(self, compiled, outs):
-        if self.mode == "jit":
-            return pytree.unflatten(compiled.out_kind, [_result(o, fresh=True) for o in outs])
+        if self.mode == "jit":  # (None: a generator's counter, advanced in place)
+            return pytree.unflatten(compiled.out_kind, [_result(o, fresh=True) for o in outs
+                                                        if o is not None])
         out_tree, grad_trees, many, counts, floats = compiled.out_kind
         value = _result(outs[0], fresh=True)
         if floats:  # the gradient of a Python float is a Python float
@@ -516,6 +520,13 @@ def _fresh_variable(graph, x):
     if type(x) is pytree.TracedFloat or fn.is_weak(x):
         graph.weak.add(fresh.id)
     return fresh
+
+
+def _advance_generators(graph, tree):
+    """Outputs that advance the gradc.random Generators among the arguments on every call."""
+    for value, i in random.counter_updates(graph, pytree.flatten(tree)[1]):
+        graph.aliases[len(graph.outputs)] = i
+        graph.outputs.append(value)
 
 
 def _forgotten():
@@ -647,6 +658,12 @@ def _match_lines(tree, expr, lines, consts, leaf_ids):
         lines += [f"if {differs}:", "    return False"]  # (a NaN never matches: the slow way)
         return True
     var = f"c{len(lines)}"
+    if kind == "node":  # an object (gradc.random.Generator): its type, then its array fields
+        ctype = f"C{len(consts)}"
+        consts[ctype] = tree[1]
+        lines += [f"{var} = {expr}", f"if type({var}) is not {ctype}:", "    return False"]
+        return all(_match_lines(child, f"{var}.{field}", lines, consts, leaf_ids)
+                   for field, child in zip(pytree.NODE_TYPES[tree[1]], tree[2]))
     if kind == "dict":
         keys, children = tree[1], tree[2]
         container = dict

@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 
-from . import pytree
+from . import frozen, pytree
 from .errors import ArgumentError, GradcError, ShapeError, TracedBranchError, UnsupportedOpError
 from .ir import Graph, Value
 from .ops import fn
@@ -79,16 +79,24 @@ def user_source(frame=None):
     return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
 
 
-def traced(method):
+def _graph_of_values(*args, **kwargs):
+    return next((a.graph for a in args if isinstance(a, Value)), None)
+
+
+def traced(method, graph_of=_graph_of_values):
     """Stamp the nodes a NumPy-surface entry point builds with the user's source line, and turn
-    gradc's own errors into errors that name that line."""
+    gradc's own errors into errors that name that line. `graph_of(*args, **kwargs)` is the graph
+    being traced, if any (by default, that of the first Value among the positional arguments)."""
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
-        graph = next((a.graph for a in args if isinstance(a, Value)), None)
+        graph = graph_of(*args, **kwargs)
         if graph is None or not graph.stamp_user_source:
             return method(*args, **kwargs)
         src = user_source()
+        watch = frozen.active()
+        if watch is not None:  # numbers drawn from NumPy's generators since the trace began?
+            watch.check(src)
         with graph.at_source(src):
             graph.stamp_user_source = False  # nested surface calls keep this line
             try:
@@ -625,7 +633,9 @@ def trace(fun, args, kwargs=None):
     """Trace `fun(*args, **kwargs)` into a new graph.
 
     Array leaves of the argument pytrees become graph inputs (named by their path); other leaves
-    are static. Returns (graph, out_tree, flat output values).
+    are static. Random numbers drawn while `fun` runs would be frozen into the graph: a
+    gradc.frozen.Watch turns them into FrozenRandomError. Returns (graph, out_tree, flat output
+    values).
     """
     kwargs = kwargs or {}
     leaves, treedef = pytree.flatten((args, kwargs))
@@ -639,7 +649,9 @@ def trace(fun, args, kwargs=None):
     graph.stamp_user_source = True
     _active.graphs.append(graph)
     try:
-        out = fun(*targs, **tkwargs)
+        with frozen.Watch(fun, _static_values(treedef)) as watch:
+            out = fun(*targs, **tkwargs)
+            watch.check(_definition(fun), final=True)
     finally:
         graph.stamp_user_source = False
         _active.graphs.pop()
@@ -653,6 +665,24 @@ def trace(fun, args, kwargs=None):
         outs.append(v)
     graph.outputs = outs
     return graph, out_tree, outs
+
+
+def _static_values(treedef):
+    """The static (non-array) leaves of a flattened tree."""
+    if treedef in (pytree.LEAF, pytree.FLOAT):
+        return []
+    if treedef[0] == "static":
+        return [treedef[1]]
+    return [v for child in treedef[-1] for v in _static_values(child)]
+
+
+def _definition(fun):
+    """`file:line` where `fun` is defined (or the calling line, for a callable object)."""
+    code = getattr(inspect.unwrap(fun), "__code__", None)
+    if code is None:
+        return user_source()
+    return f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
+
 
 
 class _Active(threading.local):
@@ -685,6 +715,9 @@ def leaf_names(tree, argnames=()):
     def walk(x, path):
         if pytree.is_array_leaf(x):
             names.append(path)
+        elif type(x) in pytree.NODE_TYPES:
+            for field in pytree.NODE_TYPES[type(x)]:
+                walk(getattr(x, field), f"{path}.{field}")
         elif isinstance(x, dict):
             for k in sorted(x, key=repr):
                 walk(x[k], f"{path}[{k!r}]")

@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 
-from . import autodiff, pytree
+from . import autodiff, pytree, random
 from .errors import NonFiniteError, SignatureError
 from .ir import Graph
 from .ops import fn
@@ -347,6 +347,9 @@ class TrainStep:
             for v_in in state_in[slot]:
                 aliases[k] = _index(graph.inputs, v_in)
                 k += 1
+        for advanced, i in random.counter_updates(graph, pytree.flatten((args, {}))[1]):
+            aliases[len(outputs)] = i  # a gradc.random Generator: new numbers every step
+            outputs.append(advanced)
         if ok is not None:
             outputs.append(ok)
         graph.outputs = outputs

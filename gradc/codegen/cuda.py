@@ -14,8 +14,9 @@ BufferPlan as the CPU target.
   different axes in one fused kernel are split into one kernel per set of axes.
 - Library kernels are the shape-generic kernels of cuda_rt.py: matmul/bmm as a tiled
   shared-memory kernel for floats (one thread per output element for integers); take,
-  take_along_axis, unslice, concatenate and unfold one thread per output element; the
-  scatter-adds (take_grad, take_along_axis_grad, fold) one per input element, with atomics.
+  take_along_axis, unslice, concatenate, unfold and random_uniform one thread per output
+  element; the scatter-adds (take_grad, take_along_axis_grad, fold) one per input element, with
+  atomics.
 - Every buffer lives in ONE device array allocated when the signature is compiled: the plan's
   arena (outputs, constants, scratch), then a slot per graph input, then small kernel constants
   and an error flag. The driver copies inputs into their slots, launches the kernels in order,
@@ -662,6 +663,11 @@ def _pool_argmax(prog, node, out, ins):
                                    a["sw"], a["ph"], a["pw"]], node.output.size)]
 
 
+def _random_uniform(prog, node, out, ins):
+    kernel = f"random_uniform_{CODE_DTYPE[node.output.dtype.name]}"
+    return [Launch(kernel, [out, ins[0], out.n, node.attr["stream"]], out.n)]
+
+
 LIBRARY = {
     "matmul": _matmul, "bmm": _matmul,
     "take": _gather, "take_grad": _gather,
@@ -670,6 +676,7 @@ LIBRARY = {
     "unfold": _windows, "fold": _windows,
     "conv2d": _conv, "conv2d_grad_input": _conv, "conv2d_grad_weight": _conv,
     "pool_argmax": _pool_argmax,
+    "random_uniform": _random_uniform,
 }
 
 

@@ -533,3 +533,55 @@ def pool_argmax(out, x, planes, H, W, OH, OW, KH, KW, SH, SW, PH, PW):
                     best_t = t
         out[e] = best_t
 
+
+
+# --- counter-based random numbers (gradc.random): the bits of gradc/ops/random.py ------------
+RNG_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+RNG_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+RNG_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def _rng_step(k, n):
+    """SplitMix64's step: mix(k + (n + 1) * gamma), in wrapping uint64 arithmetic."""
+    z = k + np.uint64(n + 1) * RNG_GAMMA
+    z = (z ^ (z >> np.uint64(30))) * RNG_MIX1
+    z = (z ^ (z >> np.uint64(27))) * RNG_MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+if SIMULATOR:  # NumPy's uint64 scalars wrap as the GPU's do, but warn about it
+    def _quiet_step(k, n):
+        with np.errstate(over="ignore"):
+            return _rng_step(k, n)
+    rng_step = cuda.jit(device=True)(_quiet_step)
+else:
+    rng_step = cuda.jit(device=True)(_rng_step)
+
+
+@cuda.jit(device=True)
+def rng_key(seed, counter, stream):
+    return rng_step(rng_step(rng_step(np.uint64(0), seed), counter), stream)
+
+
+@cuda.jit(device=True)
+def rng_unit_f64(bits):
+    return f64(bits >> np.uint64(11)) * f64(1.1102230246251565e-16)  # 2**-53
+
+
+@cuda.jit(device=True)
+def rng_unit_f32(bits):
+    return f32(bits >> np.uint64(40)) * f32(5.960464477539063e-08)  # 2**-24
+
+
+def _random_uniform(unit):
+    @cuda.jit
+    def random_uniform(out, state, n, stream):
+        """out[i] = element i of the draw `stream` of generator state [seed, counter]."""
+        key = rng_key(state[0], state[1], stream)
+        for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+            out[i] = unit(rng_step(key, i))
+    return random_uniform
+
+
+random_uniform_f32 = _random_uniform(rng_unit_f32)
+random_uniform_f64 = _random_uniform(rng_unit_f64)

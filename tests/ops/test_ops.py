@@ -72,6 +72,11 @@ def ints(high, *shape):
     return lambda rng: rng.integers(0, high, shape).astype(np.int64)
 
 
+def generator_state(seed, counter):
+    """A gradc.random generator state, [seed, counter] (int64)."""
+    return lambda rng: np.array([seed, counter], np.int64)
+
+
 def pair_apart(*shape, margin=0.1):
     """Two arrays whose elements differ by at least `margin` (kinks of maximum/minimum)."""
     def gen(rng):
@@ -362,6 +367,14 @@ CASES = [
          ref=lambda t, i: t[i]),
     Case("nn_dropout", lambda x, m: nn.dropout(x, m, 0.25), [normal(3, 4), masks(3, 4)],
          ref=lambda x, m: x * m / 0.75),
+    # --- gradc.random over an explicit state argument (a raw state is not advanced: the same
+    # numbers every call); the reference is the generator run eagerly on a copy of the state
+    Case("random_uniform", lambda x, s: x * gradc.random.Generator.from_state(s).uniform(
+         -1.0, 2.0, x.shape), [normal(3, 4), generator_state(11, 3)],
+         ref=lambda x, s: x * gradc.random.Generator.from_state(s.copy()).uniform(-1.0, 2.0, x.shape)),
+    Case("random_normal_loc_scale", lambda mu, sigma, s: gradc.random.Generator.from_state(s).normal(
+         mu, sigma), [normal(2, 3), positive(2, 3), generator_state(5, 0)],
+         ref=lambda mu, sigma, s: gradc.random.Generator.from_state(s.copy()).normal(mu, sigma)),
     Case("nn_flatten", lambda x: nn.flatten(np.tanh(x)), [normal(2, 3, 2, 2)],
          ref=lambda x: np.tanh(x).reshape(2, 12)),
     Case("nn_conv2d", lambda x, w, b: nn.conv2d(x, w, b, padding=1),

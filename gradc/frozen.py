@@ -1,0 +1,316 @@
+"""Random numbers drawn while a function is traced: an error, never frozen silently.
+
+A traced function runs once, when it is traced, so a random draw in it runs once too: its numbers
+would become constants of the compiled function, the same on every call. While `trace` runs, a
+`Watch` on the tracing thread looks for such draws and raises FrozenRandomError naming the line:
+
+- NumPy's generators are compiled code that no Python hook sees call by call, so they are
+  fingerprinted instead: NumPy's global RandomState (behind np.random.randn, np.random.normal...)
+  from the start, and every Generator, RandomState or BitGenerator the traced code can reach (the
+  arguments, closures and referenced globals of each user function it enters, and their
+  attributes) when first seen. A changed fingerprint is a draw; it is checked before every traced
+  operation (the error names the line that uses the numbers) and when the trace ends.
+- Python's `random` module and fresh entropy (os.urandom, which np.random.default_rng() without a
+  seed uses) are seen by a profile hook (`sys.setprofile`, per thread), at the exact line.
+Generators seeded inside the traced function (np.random.default_rng(0), random.Random(0)) give the
+same numbers on every call, so they are allowed. If another profiler is installed, the hook stays
+off and the traced function's own closure, globals and arguments are scanned once instead.
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import random as _py_random
+import secrets
+import sys
+import sysconfig
+import threading
+import types
+
+import numpy as np
+
+from .errors import FrozenRandomError
+
+ADVICE = ("Draw fresh numbers on every call with gradc.random: pass `rng = "
+          "gradc.random.default_rng(seed)` as an argument and draw inside with "
+          "rng.standard_normal(shape) or rng.random(shape); or draw the numbers outside the "
+          "function and pass them in as an argument")
+
+_local = threading.local()
+
+
+def active():
+    """The Watch of the trace running on this thread, or None."""
+    return getattr(_local, "watch", None)
+
+
+# --- where code comes from ----------------------------------------------------------------------
+# gradc and the libraries it runs while tracing (a nested compile runs Numba): never user code
+_LIBRARIES = ("gradc", "numpy", "numba", "llvmlite", "dataclasses")
+
+
+def _package_dir(name):
+    spec = importlib.util.find_spec(name)
+    return list(spec.submodule_search_locations or ()) if spec else []
+
+
+def _dirs(paths):
+    return tuple(os.path.abspath(p) + os.sep for p in set(paths))
+
+
+_PATHS = sysconfig.get_paths()
+_LIBRARY_DIRS = _dirs(d for name in _LIBRARIES for d in _package_dir(name))
+_SITE_DIRS = _dirs((_PATHS["purelib"], _PATHS["platlib"]))  # other packages: user code
+_STDLIB_DIRS = _dirs((_PATHS["stdlib"], _PATHS["platstdlib"]))
+_RANDOM_FILES = {os.path.abspath(m.__file__) for m in (_py_random, secrets)}
+_KIND = {}  # code filename -> "user", "library" or "random"
+_RANDOM_OWNER = {}  # type -> is it Python's random.Random (whose C methods draw)?
+
+
+def _kind(frame):
+    """Where the code of `frame` comes from: "user", "library" (gradc, NumPy, Numba, the standard
+    library) or "random" (Python's random and secrets modules)."""
+    filename = frame.f_code.co_filename
+    kind = _KIND.get(filename)
+    if kind is not None:
+        return kind
+    if filename.startswith("<"):  # exec'd code (a dataclass's __init__, python -c): by module
+        module = frame.f_globals.get("__name__") or ""
+        return "library" if filename.startswith("<frozen") or module.split(".")[0] in (
+            _LIBRARIES) else "user"
+    path = os.path.abspath(filename)
+    if path in _RANDOM_FILES:
+        kind = "random"
+    elif path.startswith(_LIBRARY_DIRS) or (path.startswith(_STDLIB_DIRS)
+                                            and not path.startswith(_SITE_DIRS)):
+        kind = "library"
+    else:
+        kind = "user"
+    _KIND[filename] = kind
+    return kind
+
+
+def _line(frame):
+    return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+
+
+# --- fingerprints of NumPy's generators ---------------------------------------------------------
+_NUMPY_RANDOM = (np.random.Generator, np.random.RandomState, np.random.BitGenerator)
+# names that reach NumPy's global RandomState (np.random.randn, from numpy.random import rand...)
+_GLOBAL_NAMES = frozenset(n for n in dir(np.random.mtrand) if not n.startswith("_")) | {"random"}
+_SKIP = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
+         np.ndarray, np.generic, str, bytes, int, float, complex, bool, type(None))
+
+
+def _freeze(x):
+    """A comparable copy of a generator's state (dicts of ints and arrays)."""
+    if isinstance(x, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in x.items()))
+    if isinstance(x, np.ndarray):
+        return (x.dtype.str, x.shape, x.tobytes())
+    if isinstance(x, (list, tuple)):
+        return tuple(_freeze(v) for v in x)
+    return x
+
+
+def _reader(bit_generator):
+    """A cheap function whose result changes when `bit_generator` draws."""
+    slow = lambda: _freeze(bit_generator.state)  # noqa: E731
+    if type(bit_generator) is not np.random.MT19937:
+        return slow  # (PCG64: ~2 us)
+    # MT19937 (NumPy's global RandomState) builds a 624-word state (~60 us): read its position
+    # and first word in place instead (struct mt19937_state {uint32_t key[624]; int pos;}),
+    # once checked against the state it reports
+    address = bit_generator.ctypes.state_address
+    pos = ctypes.c_int.from_address(address + 624 * 4)
+    key0 = ctypes.c_uint32.from_address(address)
+    state = bit_generator.state["state"]
+    if (pos.value, key0.value) != (state["pos"], int(state["key"][0])):
+        return slow
+    return lambda: (pos.value, key0.value)
+
+
+def _bit_generator(obj):
+    if isinstance(obj, np.random.RandomState):
+        return obj._bit_generator
+    return obj.bit_generator if isinstance(obj, np.random.Generator) else obj
+
+
+class _Probe:
+    """One watched NumPy generator: its fingerprint when first seen."""
+
+    def __init__(self, obj, bit_generator, what):
+        self.obj, self.what = obj, what
+        # a RandomState's cached normal (has_gauss) is only in its full state: compared at the end
+        self.full = (lambda: _freeze(obj.get_state(legacy=False))) if isinstance(
+            obj, np.random.RandomState) else None
+        self.read = _reader(bit_generator)
+        self.start = self.read()
+        self.start_full = self.full() if self.full else None
+
+    def changed(self, final):
+        if self.read() != self.start:
+            return True
+        return final and self.full is not None and self.full() != self.start_full
+
+
+# --- the watch ----------------------------------------------------------------------------------
+class Watch:
+    """Looks for random draws while `fun` is traced on this thread (a context manager)."""
+
+    def __init__(self, fun, static_args=()):
+        self.fun = fun
+        self.static_args = static_args
+        self.probes = {}  # id(bit generator) -> _Probe
+        self.scanned = set()  # ids of containers and objects already scanned
+        self.keep = []  # (what was scanned, kept alive so its id stays its own)
+        self.codes = set()  # user code objects entered
+        self.seeded = set()  # ids of Python random.Random instances seeded inside the trace
+        self.found = None  # (message, source) of the first draw the hook saw
+        self.uses_global = False  # user code that names np.random's functions ran
+
+    def __enter__(self):
+        self.outer = active()
+        _local.watch = self
+        self.previous = sys.getprofile()
+        # a Watch of an enclosing trace is replaced meanwhile; another profiler is left alone
+        self.hooked = self.previous is None or getattr(self.previous, "watch", None) is not None
+        self._watch(np.random.mtrand._rand, "NumPy's global random state (np.random.*)")
+        if self.hooked:  # (the hook finds the arguments among the traced function's locals)
+            sys.setprofile(self._hook())
+        else:
+            for x in self.static_args:
+                self._consider(x, "an argument", 2)
+            self._scan_function(self.fun)
+        return self
+
+    def __exit__(self, *exc):
+        if self.hooked:
+            sys.setprofile(self.previous)
+        _local.watch = self.outer
+        return False
+
+    # --- checks ------------------------------------------------------------------------------
+    def check(self, source, final=False):
+        """Raise FrozenRandomError if a draw happened since the trace began; `source` is the
+        user line about to use what was drawn (or, at the end, the traced function)."""
+        if self.found is not None:
+            raise FrozenRandomError(*self.found)
+        for probe in self.probes.values():
+            if probe.obj is np.random.mtrand._rand and not self.uses_global:
+                continue  # (another thread drew from it: this trace's code never names it)
+            if probe.changed(final):
+                name = getattr(self.fun, "__name__", "the function")
+                raise FrozenRandomError(
+                    f"random numbers were drawn from {probe.what} while `{name}` was traced (at "
+                    "or before this line): they would be frozen into the compiled function, the "
+                    "same on every call. " + ADVICE, source=source)
+
+    def _record(self, frame, what):
+        """A draw or fresh entropy seen by the hook at `frame`: an error if user code asked for
+        it (a library that uses `random` for itself, like tempfile, is left alone)."""
+        while frame is not None and _kind(frame) == "random":
+            frame = frame.f_back
+        if self.found is None and frame is not None and _kind(frame) == "user":
+            name = getattr(self.fun, "__name__", "the function")
+            self.found = (f"{what} was used while `{name}` was traced: the numbers would be frozen "
+                          "into the compiled function, the same on every call. " + ADVICE,
+                          _line(frame))
+
+    # --- the profile hook --------------------------------------------------------------------
+    def _hook(self):
+        """The profile function. Most events are gradc's and NumPy's own calls, which cost two
+        dictionary lookups here; user frames, `random` and entropy go to the methods below."""
+        kinds, random_owner, urandom = _KIND, _RANDOM_OWNER, os.urandom
+
+        def profile(frame, event, arg):
+            if event == "call":
+                kind = kinds.get(frame.f_code.co_filename) or _kind(frame)
+                if kind != "library":
+                    try:
+                        self._call(frame, kind)
+                    except Exception:  # noqa: BLE001 - (an object that fails to be looked at
+                        pass  # is no generator; the hook must never raise into the user's code)
+            elif event == "c_call":
+                owner = type(getattr(arg, "__self__", None))
+                drawn = random_owner.get(owner)
+                if drawn is None:
+                    drawn = random_owner[owner] = issubclass(owner, _py_random.Random)
+                if drawn or arg is urandom:
+                    self._c_call(frame, arg)
+        profile.watch = self  # (a nested trace recognizes it, and restores it after)
+        return profile
+
+    def _call(self, frame, kind):
+        if kind == "user":
+            self._enter_user(frame)
+        elif frame.f_code.co_name == "seed":  # in random.py
+            # random.seed(0) or random.Random(0) inside the trace: the same numbers each call
+            if isinstance(frame.f_locals.get("a"), (int, float, str, bytes, bytearray)):
+                self.seeded.add(id(frame.f_locals.get("self")))
+
+    def _c_call(self, frame, arg):
+        if arg is os.urandom:
+            self._record(frame, "fresh entropy from the operating system (os.urandom; "
+                                "np.random.default_rng() or random.Random() without a seed)")
+        elif arg.__name__ in ("random", "getrandbits") and id(arg.__self__) not in self.seeded:
+            self._record(frame, "Python's `random` module")
+
+    def _enter_user(self, frame):
+        code = frame.f_code
+        if code not in self.codes:
+            self.codes.add(code)
+            if not self.uses_global and not _GLOBAL_NAMES.isdisjoint(code.co_names):
+                self.uses_global = True
+            for name in code.co_names:
+                value = frame.f_globals.get(name)
+                if value is not None:
+                    self._consider(value, name, 1)
+        for name, value in frame.f_locals.items():
+            self._consider(value, name, 2)
+
+    def _scan_function(self, fun):
+        """Without the hook: what `fun` itself can reach (closure, defaults, globals it names)."""
+        fun = getattr(fun, "__wrapped__", fun)
+        code = getattr(fun, "__code__", None)
+        if code is None:
+            return
+        self.uses_global = True
+        for name, cell in zip(code.co_freevars, fun.__closure__ or ()):
+            self._consider(cell.cell_contents, name, 2)
+        for value in fun.__defaults__ or ():
+            self._consider(value, "a default argument", 2)
+        for name in code.co_names:
+            if name in fun.__globals__:
+                self._consider(fun.__globals__[name], name, 1)
+
+    # --- finding generators ------------------------------------------------------------------
+    def _consider(self, value, name, depth):
+        """Watch `value` if it is a NumPy generator; else look `depth` levels into it."""
+        if isinstance(value, _NUMPY_RANDOM):
+            self._watch(value, f"the NumPy generator `{name}`")
+            return
+        if type(value) is types.MethodType and value.__self__ is np.random.mtrand._rand:
+            self.uses_global = True  # (from numpy.random import normal as N)
+            return
+        if depth == 0 or isinstance(value, _SKIP) or id(value) in self.scanned:
+            return
+        if isinstance(value, (list, tuple)):
+            items = [(f"{name}[{i}]", v) for i, v in enumerate(value[:64])]
+        elif isinstance(value, dict):
+            items = [(f"{name}[{k!r}]", v) for k, v in list(value.items())[:64]]
+        else:
+            attrs = getattr(value, "__dict__", None)
+            if type(attrs) is not dict:
+                return
+            items = [(f"{name}.{k}", v) for k, v in list(attrs.items())[:64]]
+        self.scanned.add(id(value))
+        self.keep.append(value)
+        for item_name, item in items:
+            self._consider(item, item_name, depth - 1)
+
+    def _watch(self, obj, what):
+        bit_generator = _bit_generator(obj)
+        if id(bit_generator) not in self.probes:
+            self.probes[id(bit_generator)] = _Probe(obj, bit_generator, what)

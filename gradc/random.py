@@ -1,0 +1,231 @@
+"""Random numbers in compiled functions: a Generator like NumPy's, passed as an argument.
+
+    rng = gradc.random.default_rng(0)                   # np.random.default_rng(0) -> this
+
+    @gradc.value_and_grad
+    def loss(params, x, rng):                           # the generator is an argument
+        eps = rng.standard_normal(params["mu"].shape, dtype=np.float32)
+        z = params["mu"] + np.exp(params["log_sigma"]) * eps
+        ...
+
+    value, grads = loss(params, x, rng)                 # every call draws new numbers
+
+A Generator's state is a small array [seed, counter]. A compiled function that takes Generators
+reads their states and, in the same compiled call, advances each counter by one (written in place,
+like a train step's parameters), so every call draws new numbers. The numbers depend only on the
+seed, the counter and the draw's place in the function (each draw in one trace has its own
+stream), so they are reproducible across processes and the same on the CPU and CUDA targets.
+The bits are a counter-based hash of (seed, counter, stream, element): the op `random_uniform`
+(gradc/ops/random.py). Normals are Box-Muller on two uniforms, built from log, sqrt and cos in
+the graph; `loc + scale * z` differentiates through loc and scale as usual.
+
+Outside a compiled function a Generator draws with NumPy (the op's reference), one counter step
+per draw: a function with one draw gives, run eagerly, the numbers its compiled version gives on
+the same call. Inside a traced function, a Generator that is not one of its arguments would be
+drawn from once, at trace time: that is an error (gradc.errors.FrozenRandomError).
+"""
+from __future__ import annotations
+
+import functools
+import numbers
+import secrets
+import weakref
+
+import numpy as np
+
+from . import frozen, pytree
+from .errors import FrozenRandomError, ShapeError, UnsupportedOpError
+from .ir import Value
+from .ops import fn
+from .ops.random import FLOATS, uniform_ref
+from .trace import traced, user_source
+
+__all__ = ["Generator", "default_rng"]
+
+
+def _graph_of_generator(rng, *args, **kwargs):
+    return rng.state.graph if isinstance(rng.state, Value) else None
+
+
+# a Generator method is a traced surface call: its nodes carry the user's line, errors name it
+_surface = functools.partial(traced, graph_of=_graph_of_generator)
+
+# graph -> {state value id: draws so far}: each draw in one trace gets its own stream
+_STREAMS = weakref.WeakKeyDictionary()
+
+
+def _next_stream(state):
+    counts = _STREAMS.setdefault(state.graph, {})
+    stream = counts.get(state.id, 0)
+    counts[state.id] = stream + 1
+    return stream
+
+
+def _seed_value(seed):
+    if seed is None:
+        return secrets.randbits(63)
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (numbers.Integral, np.integer)) \
+            or seed < 0:
+        raise UnsupportedOpError(f"gradc.random seeds are non-negative integers (or None), not "
+                                 f"{seed!r}", source=user_source())
+    return int(seed) % 2 ** 63  # (kept as int64 >= 0: seeds equal modulo 2**63 are one stream)
+
+
+def _shape(size):
+    if size is None:
+        return ()
+    if isinstance(size, (numbers.Integral, np.integer)):
+        size = (size,)
+    shape = tuple(int(d) for d in size)
+    if any(d < 0 for d in shape):
+        raise ShapeError(f"negative dimensions in size={size!r}", source=user_source())
+    return shape
+
+
+def _float_dtype(dtype):
+    dtype = np.dtype(dtype)
+    if dtype not in FLOATS:
+        raise UnsupportedOpError(f"gradc.random draws float32 or float64 numbers, not {dtype.name}",
+                                 source=user_source())
+    return dtype
+
+
+def _no_out(out):
+    if out is not None:
+        raise UnsupportedOpError("gradc.random draws return new arrays: out= is not supported",
+                                 source=user_source())
+
+
+class Generator:
+    """A random generator for compiled functions, with (part of) numpy.random.Generator's API.
+
+    Pass it as an argument of the compiled function (anywhere in the argument pytrees); every
+    call of the compiled function advances it, so each call draws new numbers. `state` is the
+    int64 array [seed, counter]: copy it to save the generator, assign into it to restore.
+    Methods take `dtype=` (float32 or float64; NumPy's `uniform` and `normal` have no dtype and
+    give float64, which is also the default here).
+    """
+
+    __slots__ = ("state",)
+
+    def __init__(self, seed=None):
+        self.state = np.array([_seed_value(seed), 0], np.int64)
+
+    @classmethod
+    def from_state(cls, state):
+        """A Generator over `state`, an int64 array [seed, counter], shared (not copied). Inside
+        a traced function, `state` may be a traced int64[2] argument: its draws then depend on
+        that argument, which the compiled function does not advance (you choose the counter;
+        the same state gives the same numbers)."""
+        if isinstance(state, Value):
+            if state.shape != (2,) or state.dtype != np.int64:
+                raise ShapeError(f"a generator state is an int64 array [seed, counter], not "
+                                 f"{state.type_str}", source=user_source())
+        elif not (isinstance(state, np.ndarray) and state.shape == (2,) and state.dtype == np.int64):
+            raise ShapeError("a generator state is an int64 array [seed, counter] (shape (2,))",
+                             source=user_source())
+        rng = object.__new__(cls)
+        rng.state = state
+        return rng
+
+    _from_children = from_state  # how gradc.pytree rebuilds one around a traced state
+
+    def __repr__(self):
+        if isinstance(self.state, Value):
+            return f"gradc.random.Generator(<traced {self.state}>)"
+        return f"gradc.random.Generator(seed={int(self.state[0])}, counter={int(self.state[1])})"
+
+    # --- NumPy's Generator methods -----------------------------------------------------------
+    @_surface
+    def random(self, size=None, dtype=np.float64, out=None):
+        """Floats uniform in [0, 1) (53 random bits in float64, 24 in float32)."""
+        _no_out(out)
+        return self._uniform(_shape(size), _float_dtype(dtype))
+
+    @_surface
+    def uniform(self, low=0.0, high=1.0, size=None, dtype=np.float64):
+        """Floats uniform in [low, high): low + (high - low) * random(). `low` and `high` may be
+        numbers, arrays or traced values (their gradients are the usual ones)."""
+        dtype = _float_dtype(dtype)
+        shape = self._params_shape(size, low, high)
+        return self._affine(self._uniform(shape, dtype), low, high - low, dtype)
+
+    @_surface
+    def standard_normal(self, size=None, dtype=np.float64, out=None):
+        """Standard normal floats (Box-Muller: |z| stops at about 5.8 in float32, 8.6 in float64)."""
+        _no_out(out)
+        return self._normal(_shape(size), _float_dtype(dtype))
+
+    @_surface
+    def normal(self, loc=0.0, scale=1.0, size=None, dtype=np.float64):
+        """Normal floats: loc + scale * standard_normal(); `loc` and `scale` may be numbers,
+        arrays or traced values (the reparameterization: gradients flow into them)."""
+        dtype = _float_dtype(dtype)
+        shape = self._params_shape(size, loc, scale)
+        return self._affine(self._normal(shape, dtype), loc, scale, dtype)
+
+    # --- building blocks ---------------------------------------------------------------------
+    def _uniform(self, shape, dtype):
+        """Uniform [0, 1) floats: a `random_uniform` node when traced; else NumPy, advancing."""
+        state = self.state
+        if isinstance(state, Value):
+            return state.graph.apply("random_uniform", (state,), shape=shape, dtype=dtype,
+                                     stream=_next_stream(state))
+        if frozen.active() is not None:
+            raise FrozenRandomError(
+                "a gradc.random.Generator that is not an argument of the traced function would "
+                "draw its numbers once, when the function is traced, and every call would reuse "
+                "them: pass the generator to the compiled function as an argument",
+                source=user_source())
+        u = uniform_ref(state, shape, dtype, 0)
+        state[1] += 1
+        return u if u.ndim else u[()]  # (size=None: a scalar, as NumPy gives)
+
+    def _normal(self, shape, dtype):
+        u = self._uniform((2,) + shape, dtype)  # one draw: two uniforms per number
+        radius = np.sqrt(-2.0 * np.log(1.0 - u[0]))  # 1 - u in (0, 1]: the log is finite
+        return radius * np.cos((2 * np.pi) * u[1])
+
+    @staticmethod
+    def _params_shape(size, *params):
+        """The draw's shape: `size`, which the parameters must broadcast to, or theirs."""
+        shapes = [p.shape if isinstance(p, Value) else np.shape(p) for p in params]
+        if size is None:
+            return fn.broadcast_shapes(*shapes)
+        shape = _shape(size)
+        if fn.broadcast_shapes(shape, *shapes) != shape:
+            raise ShapeError(f"parameters of shapes {shapes} do not broadcast to size {shape}",
+                             source=user_source())
+        return shape
+
+    @staticmethod
+    def _affine(z, shift, scale, dtype):
+        """shift + scale * z in `dtype` (the NumPy operators on values and arrays alike)."""
+        if not (isinstance(scale, numbers.Number) and scale == 1):
+            z = scale * z
+        if not (isinstance(shift, numbers.Number) and shift == 0):
+            z = shift + z
+        if isinstance(z, Value):
+            return fn.astype(z, dtype) if z.dtype != dtype else z
+        return np.asarray(z, dtype)[()]
+
+
+pytree.register_node(Generator, ("state",))
+
+
+def default_rng(seed=None):
+    """A new Generator (like np.random.default_rng); seed=None takes a fresh random seed."""
+    return Generator(seed)
+
+
+def counter_updates(graph, treedef):
+    """[(value, input index)]: for each Generator among `graph`'s inputs (the leaves of
+    `treedef`), its state with the counter advanced by one, to be written in place into that
+    input (graph.aliases), so every call of the compiled function draws new numbers."""
+    updates = []
+    for i in pytree.leaves_inside(treedef, Generator):
+        state = graph.inputs[i]
+        with graph.at_source(f"gradc.random: {state.name or 'a generator'} advances every call"):
+            one = fn.array_const(graph, np.array([0, 1], np.int64))
+            updates.append((fn.add(state, one), i))
+    return updates
