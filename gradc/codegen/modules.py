@@ -213,11 +213,9 @@ def _tell(folder):
 
 
 def _warn(message):
-    """Warn at the user's line (the innermost frame outside gradc and NumPy)."""
-    from ..trace import _internal
-    frame = sys._getframe(1)
-    while frame is not None and _internal(frame.f_code.co_filename):
-        frame = frame.f_back
+    """Warn at the user's line (the innermost frame of the user's own code)."""
+    from ..trace import _user_frame
+    frame, _ = _user_frame(sys._getframe(1))
     if frame is None:
         warnings.warn(message, CacheWarning, stacklevel=2)
     else:
