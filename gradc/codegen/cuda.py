@@ -596,7 +596,8 @@ def _unslice(prog, node, out, ins):
     g = node.inputs[0]
     a = node.attr
     shape, dst, offset = _slice_map(prog, a["shape"], a["starts"], a["steps"], g.shape, {})
-    return [_fill_zero(out, node), Launch("unslice", [out, ins[0], g.size, shape, dst, offset], g.size)]
+    return [_fill_zero(out, node),
+            Launch("unslice", [out, ins[0], g.size, shape, dst, offset], g.size)]
 
 
 def _unslice_sum(prog, node, out, ins):

@@ -54,7 +54,8 @@ def merge_slice_sums(graph):
         dense = [t for t in summands if t.id not in sliced_ids]
         slices = tuple((t.node.attr["starts"], t.node.attr["stops"], t.node.attr["steps"])
                        for t in sliced)
-        ins = [new(new_graph, t.node.inputs[0]) for t in sliced] + [new(new_graph, t) for t in dense]
+        ins = ([new(new_graph, t.node.inputs[0]) for t in sliced]
+               + [new(new_graph, t) for t in dense])
         return new_graph.apply("unslice_sum", ins, shape=node.output.shape, slices=slices)
 
     def rewrite(new_graph, node, ins):

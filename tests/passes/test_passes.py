@@ -98,7 +98,8 @@ def _rnn(x, wx, wh, b):
 def _slice_sums(x, v):
     """Overlapping, strided and reversed slices of one array, and a dense use of it."""
     return (np.sum(np.sin(x[1:4, ::2]) * x[:3, 1::2]) + np.sum(x[::-1, ::-2] ** 2)
-            + np.sum(x[:, 2] * x[3, :4]) + np.sum(np.tanh(x) * v[:4, None]) + np.sum(v[::-3] * v[1:4].sum()))
+            + np.sum(x[:, 2] * x[3, :4]) + np.sum(np.tanh(x) * v[:4, None])
+            + np.sum(v[::-3] * v[1:4].sum()))
 
 
 def _gen(specs):
