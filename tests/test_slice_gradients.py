@@ -25,11 +25,13 @@ def rnn(p, x):
 
 
 def slice_mix(x, v, z):
-    """1-D, 2-D and 3-D slices: overlapping, strided, reversed, integer-indexed, and a dense use."""
+    """1-D, 2-D and 3-D slices: overlapping, strided, reversed, integer-indexed, slices of
+    slices, and a dense use."""
     return (np.sum(np.sin(x[1:4, ::2]) * x[:3, 1::2]) + np.sum(x[::-1, ::-2] ** 2)
             + np.sum(x[:, 2] * x[3, :4]) + np.sum(np.tanh(x) * v[:4, None])
             + np.sum(v[::-3] * v[1:4].sum()) + np.sum(v[5:] ** 3)
-            + np.sum(z[1, :, 2:] * z[0, :, :2]) + np.sum(np.cos(z[:, ::-1, 1:3])))
+            + np.sum(z[1, :, 2:] * z[0, :, :2]) + np.sum(np.cos(z[:, ::-1, 1:3]))
+            + np.sum(np.sin(x[1:][::2, :0:-1]) * x[::-1][1::2, 1:]))
 
 
 def conv_pool(x, w, r):

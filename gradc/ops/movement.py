@@ -89,6 +89,22 @@ def _slice_view(layout, in_shape, starts, stops, steps):
             tuple(s * c for s, c in zip(strides, steps)))
 
 
+def compose_slices(first, second):
+    """(starts, stops, steps) of x[first][second] as one slice of x, or None when the result is
+    empty (its start may then lie outside x, which a stop cannot express). Each is a (starts,
+    stops, steps) triple in the IR's form: normalized, a stop of -1 meaning "through index 0"."""
+    starts, stops, steps = [], [], []
+    for a1, c1, a2, b2, c2 in zip(first[0], first[2], *second):
+        n = len(range(a2, b2, c2))
+        if n == 0:
+            return None
+        start, step = a1 + c1 * a2, c1 * c2
+        starts.append(start)
+        steps.append(step)
+        stops.append(max(start + step * n, -1))
+    return tuple(starts), tuple(stops), tuple(steps)
+
+
 def _slices(starts, stops, steps):
     return tuple(slice(a, b if b >= 0 else None, c) for a, b, c in zip(starts, stops, steps))
 

@@ -318,6 +318,16 @@ def test_simplify_folds_constants():
     assert set(ops_of(g)) <= {"const", "reshape", "broadcast_to", "multiply"}
 
 
+def test_simplify_composes_slices_of_slices():
+    """x[a][b] is one slice of x (so its gradient is one unslice, not a padded copy of a padded
+    copy), for steps of either sign; an empty result stays as it was."""
+    x = np.zeros((7, 6))
+    g = simplified(lambda x: x[1:][::2, ::-1][::-1, 1:4] + x[::-2][1:, 4:1:-1], x)
+    assert ops_of(g).count("slice") == 2
+    g = simplified(lambda x: np.sum(x[2:5][3:]) + np.sum(x[5:][1::2]), x)
+    assert ops_of(g).count("slice") == 3  # the empty x[2:5][3:] is left alone
+
+
 def test_simplify_absorbs_transposes_into_matmul_flags():
     g = simplified(lambda a, b: a.T @ b.T, np.zeros((4, 3)), np.zeros((2, 4)))
     assert "transpose" not in ops_of(g)
