@@ -187,7 +187,8 @@ def _unslice_sum_vjp(node, g):
 def _slice_groups(k):
     """The sliced inputs grouped by (shape, strides into the output), in order of first
     appearance: {(shape, strides): [(input index, offset)]}. A group is one loop over its
-    members (an RNN's T steps: one group), so the kernel's size does not grow with T."""
+    members (an RNN's T steps: one group), so the kernel's body does not grow with T (its
+    arguments do: an address and an offset per member)."""
     groups = {}
     for i, (starts, _, steps) in enumerate(k.attr["slices"]):
         offset, strides = slice_index_map(k.attr["shape"], starts, steps)
