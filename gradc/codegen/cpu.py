@@ -335,6 +335,16 @@ class KernelWriter:
         which = "out" if v is self.output else f"x{[x.id for x in self.inputs].index(v.id)}"
         return self.param(f"len_{which}", v.size)
 
+    def collapse(self, shape, *strides):
+        """(sizes, strides per access) of loops over `shape` with size-1 dims dropped and dims
+        that every access walks contiguously merged."""
+        return _collapse(shape, list(strides))
+
+    def array(self, address, like):
+        """An expression viewing `address` as a flat array of the dtype and size of `like` (an
+        input): for a template that picks its input's address at run time."""
+        return f"{_array_ctor(like.dtype)}({address}, {self.size(like)})"
+
     def line(self, text):
         self._lines.append("    " * self._depth + text)
 

@@ -16,7 +16,7 @@ BufferPlan as the CPU target.
   shared-memory kernel for floats (one thread per output element for integers); take,
   take_along_axis, unslice, concatenate, unfold and random_uniform one thread per output
   element; the scatter-adds (take_grad, take_along_axis_grad, fold) one per input element, with
-  atomics.
+  atomics; unslice_sum one launch per term, each adding a slice in (in order: no atomics).
 - Every buffer lives in ONE device array allocated when the signature is compiled: the plan's
   arena (outputs, constants, scratch), then a slot per graph input, then small kernel constants
   and an error flag. The driver copies inputs into their slots, launches the kernels in order,
@@ -39,7 +39,7 @@ from ..ops.conv import _geometry, _window
 from ..ops.elementwise import CODE_DTYPE, lit
 from ..ops.indexing import _fold
 from ..ops.linalg import _dims
-from ..ops.movement import contiguous_strides
+from ..ops.movement import contiguous_strides, slice_index_map
 from ..ops.reduction import combine, identity
 from ..ops.registry import REDUCE
 from ..passes.memory import ALIGN, nbytes
@@ -596,14 +596,38 @@ def _gather(prog, node, out, ins):
     return launches
 
 
+def _slice_map(prog, shape, starts, steps, g_shape, constants):
+    """(shape, dst strides, offset) arguments of cuda_rt.unslice/unslice_add for one slice; the
+    small arrays are kernel constants, shared through `constants` by slices of one geometry."""
+    offset, strides = slice_index_map(shape, starts, steps)
+    key = (g_shape, strides)
+    if key not in constants:
+        constants[key] = (prog._constant(np.array(g_shape or (1,), np.int64)),
+                          prog._constant(np.array(strides or (0,), np.int64)))
+    return (*constants[key], offset)
+
+
 def _unslice(prog, node, out, ins):
     g = node.inputs[0]
-    starts, steps = node.attr["starts"], node.attr["steps"]
-    strides = contiguous_strides(node.attr["shape"])
-    offset = sum(a * s for a, s in zip(starts, strides))
-    shape = prog._constant(np.array(g.shape or (1,), np.int64))
-    dst = prog._constant(np.array([s * st for s, st in zip(strides, steps)] or [0], np.int64))
-    return [_fill_zero(out, node), Launch("unslice", [out, ins[0], g.size, shape, dst, offset], g.size)]
+    a = node.attr
+    shape, dst, offset = _slice_map(prog, a["shape"], a["starts"], a["steps"], g.shape, {})
+    return [_fill_zero(out, node),
+            Launch("unslice", [out, ins[0], g.size, shape, dst, offset], g.size)]
+
+
+def _unslice_sum(prog, node, out, ins):
+    """Zeros, then each dense term and each slice term added in, one launch per term, in
+    order: deterministic, and no atomics (no two threads of a launch write one element)."""
+    n_sliced, constants = len(node.attr["slices"]), {}
+    launches = [_fill_zero(out, node)]
+    for i, (x, buf) in enumerate(zip(node.inputs, ins)):
+        if i < n_sliced:
+            starts, _, steps = node.attr["slices"][i]
+        else:  # a dense term: the whole array, a slice with unit steps
+            starts, steps = (0,) * x.ndim, (1,) * x.ndim
+        geometry = _slice_map(prog, node.attr["shape"], starts, steps, x.shape, constants)
+        launches.append(Launch("unslice_add", [out, buf, x.size, *geometry], x.size))
+    return launches
 
 
 def _concatenate(prog, node, out, ins):
@@ -672,7 +696,7 @@ LIBRARY = {
     "matmul": _matmul, "bmm": _matmul,
     "take": _gather, "take_grad": _gather,
     "take_along_axis": _gather, "take_along_axis_grad": _gather,
-    "unslice": _unslice, "concatenate": _concatenate,
+    "unslice": _unslice, "unslice_sum": _unslice_sum, "concatenate": _concatenate,
     "unfold": _windows, "fold": _windows,
     "conv2d": _conv, "conv2d_grad_input": _conv, "conv2d_grad_weight": _conv,
     "pool_argmax": _pool_argmax,

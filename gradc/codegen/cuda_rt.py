@@ -377,18 +377,32 @@ def take_along_axis_grad(out, g, idx, outer, n, inner, m, err, code):
         cuda.atomic.add(out, _gathered(e, idx, False, n, inner, m, err, code), g[e])
 
 
+@cuda.jit(device=True)
+def _slice_element(e, shape, dst_strides, offset):
+    """Where element e of a slice (row-major over `shape`) lies in the sliced array."""
+    r = e
+    dst = offset
+    for d in range(shape.shape[0] - 1, -1, -1):
+        i = r % shape[d]
+        r = r // shape[d]
+        dst += i * dst_strides[d]
+    return dst
+
+
 @cuda.jit
 def unslice(out, g, size, shape, dst_strides, offset):
     """out[offset + sum(i_d * dst_strides[d])] = g[i] (out zeroed by a fill launch before)."""
-    ndim = shape.shape[0]
     for e in range(cuda.grid(1), size, cuda.gridsize(1)):
-        r = e
-        dst = offset
-        for d in range(ndim - 1, -1, -1):
-            i = r % shape[d]
-            r = r // shape[d]
-            dst += i * dst_strides[d]
-        out[dst] = g[e]
+        out[_slice_element(e, shape, dst_strides, offset)] = g[e]
+
+
+@cuda.jit
+def unslice_add(out, g, size, shape, dst_strides, offset):
+    """out[offset + sum(i_d * dst_strides[d])] += g[i]: one term of an unslice_sum. A slice
+    never names an element twice, so threads do not race; the terms are launches in order."""
+    for e in range(cuda.grid(1), size, cuda.gridsize(1)):
+        dst = _slice_element(e, shape, dst_strides, offset)
+        out[dst] += g[e]
 
 
 @cuda.jit(device=True)

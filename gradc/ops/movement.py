@@ -4,7 +4,8 @@ View ops (reshape, broadcast_to, transpose, slice) have no kernel: each maps the
 strides) index map of its input to that of its output, so fused loops read through them for free.
 A reshape that is not expressible as strides (of a non-contiguous input) materializes a copy.
 
-`unslice` (the VJP of slice) and `concatenate` are small loop kernels of their own.
+`unslice` (the VJP of slice), `unslice_sum` (a sum of slice gradients) and `concatenate` are
+small loop kernels of their own.
 """
 import numpy as np
 
@@ -88,6 +89,22 @@ def _slice_view(layout, in_shape, starts, stops, steps):
             tuple(s * c for s, c in zip(strides, steps)))
 
 
+def compose_slices(first, second):
+    """(starts, stops, steps) of x[first][second] as one slice of x, or None when the result is
+    empty (its start may then lie outside x, which a stop cannot express). Each is a (starts,
+    stops, steps) triple in the IR's form: normalized, a stop of -1 meaning "through index 0"."""
+    starts, stops, steps = [], [], []
+    for a1, c1, a2, b2, c2 in zip(first[0], first[2], *second):
+        n = len(range(a2, b2, c2))
+        if n == 0:
+            return None
+        start, step = a1 + c1 * a2, c1 * c2
+        starts.append(start)
+        steps.append(step)
+        stops.append(max(start + step * n, -1))
+    return tuple(starts), tuple(stops), tuple(steps)
+
+
 def _slices(starts, stops, steps):
     return tuple(slice(a, b if b >= 0 else None, c) for a, b, c in zip(starts, stops, steps))
 
@@ -103,6 +120,14 @@ register(OpDef("slice", VIEW,
 
 
 # --- unslice: zeros of `shape` with g written into the slice (the VJP of slice) -------------
+def slice_index_map(shape, starts, steps):
+    """(offset, strides) of a slice of a contiguous array of `shape`: element i of the slice is
+    element offset + sum(i_d * strides[d]) of the array (a negative step: a negative stride)."""
+    strides = contiguous_strides(shape)
+    return (sum(a * s for a, s in zip(starts, strides)),
+            tuple(s * c for s, c in zip(strides, steps)))
+
+
 def _unslice_ref(g, shape, starts, stops, steps):
     out = np.zeros(shape, g.dtype)
     out[_slices(starts, stops, steps)] = g
@@ -112,14 +137,12 @@ def _unslice_ref(g, shape, starts, stops, steps):
 def _unslice_kernel(k):
     # Zero the output, then scatter g through the slice's strides (an affine index map).
     g = k.inputs[0]
-    starts, steps = k.attr["starts"], k.attr["steps"]
-    strides = contiguous_strides(k.attr["shape"])
-    offset = sum(a * s for a, s in zip(starts, strides))
+    offset, strides = slice_index_map(k.attr["shape"], k.attr["starts"], k.attr["steps"])
     k.line(f"for i in range({k.size(k.output)}):")
     k.line(f"    out[i] = {k.zero}")
     loops = k.loops(g.shape)
     dst = " + ".join([k.param("offset", offset)] + [
-        f"{i} * {k.param(f'stride{d}', strides[d] * steps[d])}" for d, i in enumerate(loops.index)])
+        f"{i} * {k.param(f'stride{d}', strides[d])}" for d, i in enumerate(loops.index)])
     with loops:
         k.line(f"out[{dst}] = x0[{loops.flat}]")
 
@@ -129,6 +152,76 @@ register(OpDef("unslice", KERNEL,
                ref=_unslice_ref,
                vjp=lambda n, g: [fn.slice_(g, n.attr["starts"], n.attr["stops"], n.attr["steps"])],
                kernel=_unslice_kernel))
+
+
+# --- unslice_sum: a sum of slice gradients (and other terms), accumulated in one buffer --------
+# unslice_sum(g_1..g_k, d_1..d_m; shape, slices) = d_1 + ... + d_m (or zeros), then g_i added
+# into slice i (slices[i] = (starts, stops, steps)), in order; slices may overlap. It replaces
+# a sum of unslice terms (gradc/passes/slices.py), so slice gradients stay slice-sized.
+def _unslice_sum_infer(inputs, shape, slices):
+    if not slices or len(slices) > len(inputs):
+        raise ShapeError(f"unslice_sum: {len(slices)} slices for {len(inputs)} inputs")
+    if len({v.dtype for v in inputs}) != 1:
+        raise TypeError(f"unslice_sum on mixed dtypes {sorted({v.dtype.name for v in inputs})}")
+    for i, v in enumerate(inputs):
+        want = _slice_shape(*slices[i]) if i < len(slices) else tuple(shape)
+        if v.shape != want:
+            raise ShapeError(f"unslice_sum: input {i} has shape {v.shape}, expected {want}")
+    return tuple(shape), inputs[0].dtype
+
+
+def _unslice_sum_ref(*xs, shape, slices):
+    out = np.zeros(shape, xs[0].dtype)
+    for d in xs[len(slices):]:
+        out += d
+    for g, s in zip(xs, slices):
+        out[_slices(*s)] += g
+    return out
+
+
+def _unslice_sum_vjp(node, g):
+    slices = node.attr["slices"]
+    return [fn.slice_(g, *s) for s in slices] + [g] * (len(node.inputs) - len(slices))
+
+
+def _slice_groups(k):
+    """The sliced inputs grouped by (shape, strides into the output), in order of first
+    appearance: {(shape, strides): [(input index, offset)]}. A group is one loop over its
+    members (an RNN's T steps: one group), so the kernel's body does not grow with T (its
+    arguments do: an address and an offset per member)."""
+    groups = {}
+    for i, (starts, _, steps) in enumerate(k.attr["slices"]):
+        offset, strides = slice_index_map(k.attr["shape"], starts, steps)
+        groups.setdefault((k.inputs[i].shape, strides), []).append((i, offset))
+    return groups
+
+
+def _unslice_sum_kernel(k):
+    n_sliced = len(k.attr["slices"])
+    dense = " + ".join(f"x{i}[i]" for i in range(n_sliced, len(k.inputs)))
+    k.line(f"for i in range({k.size(k.output)}):")
+    k.line(f"    out[i] = {dense or k.zero}")
+    for g, ((shape, strides), members) in enumerate(_slice_groups(k).items()):
+        first = k.inputs[members[0][0]]
+        # the members' addresses and offsets as tuples, indexed by the loop over members
+        k.line(f"ptr{g} = ({''.join(f'p_x{i}, ' for i, _ in members)})")
+        k.line(f"off{g} = ({''.join(k.param(f'offset{i}', o) + ', ' for i, o in members)})")
+        k.line(f"for t in range({len(members)}):")
+        with k.indent():
+            k.line(f"g = {k.array(f'ptr{g}[t]', first)}")
+            sizes, (src, dst) = k.collapse(shape, contiguous_strides(shape), strides)
+            index = [f"i{d}" for d in range(len(sizes))]
+            for d, (i, n) in enumerate(zip(index, sizes)):
+                k.line("    " * d + f"for {i} in range({k.param(f'n{g}_{d}', n)}):")
+            src_at = " + ".join([f"{i} * {k.param(f'src{g}_{d}', s)}" if s != 1 else i
+                                 for d, (i, s) in enumerate(zip(index, src))] or ["0"])
+            dst_at = " + ".join([f"off{g}[t]"] + [f"{i} * {k.param(f'dst{g}_{d}', s)}"
+                                                  for d, (i, s) in enumerate(zip(index, dst))])
+            k.line("    " * len(index) + f"out[{dst_at}] += g[{src_at}]")
+
+
+register(OpDef("unslice_sum", KERNEL, _unslice_sum_infer, ref=_unslice_sum_ref,
+               vjp=_unslice_sum_vjp, kernel=_unslice_sum_kernel))
 
 
 # --- concatenate ---------------------------------------------------------------------------

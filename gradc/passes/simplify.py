@@ -9,6 +9,7 @@ import numpy as np
 from ..ir import replay
 from ..ops import fn
 from ..ops.fn import const_value
+from ..ops.movement import compose_slices
 from ..ops.registry import ELEMENTWISE
 
 
@@ -98,6 +99,12 @@ def _movement(graph, node, ins):
         return fn.transpose(x.node.inputs[0], tuple(inner[p] for p in node.attr["perm"]))
     if op == "broadcast_to" and op_of(x) == "broadcast_to":
         return fn.broadcast_to(x.node.inputs[0], node.attr["shape"])
+    if op == "slice" and op_of(x) == "slice":  # x[a][b]: one slice, one unslice in its VJP
+        inner = x.node.attr
+        one = compose_slices((inner["starts"], inner["stops"], inner["steps"]),
+                             (node.attr["starts"], node.attr["stops"], node.attr["steps"]))
+        if one is not None:
+            return fn.slice_(x.node.inputs[0], *one)
     if op == "astype" and x.dtype == node.attr["dtype"]:
         return x
     if op in ("matmul", "bmm"):  # absorb transposes of the last two axes into the BLAS flags

@@ -97,6 +97,9 @@ case("take_along_axis", lambda l, y: (l[np.arange(4), y] ** 2.0).sum(), logits, 
 case("slice_concat", lambda a, b: (np.concatenate([a[:, 1:3], b], axis=1) ** 2.0).sum()
      + (np.concatenate([a, b[:, :1]], axis=1) * 3.0).sum(), x, f32(4, 2), argnums=(0, 1))
 case("stride_slice_grad", lambda a: (a[1::2, ::3] ** 3.0).sum() + a[:2].sum(), x)
+# a sum of slice gradients (unslice_sum): per-step, overlapping, reversed slices and a dense term
+case("slice_sums", lambda a: sum((np.tanh(a[:, t]) * (t + 1.0)).sum() for t in range(4))
+     + (a[:, ::-2, 1:] ** 2.0).sum() + (a[:, 1:] * a[:, :-1]).sum() + (a * a).sum(), f32(2, 4, 3))
 
 # conv, pooling, softmax cross-entropy
 img, w, b = f32(1, 2, 5, 5), f32(2, 2, 3, 3, scale=0.3), f32(2)

@@ -410,8 +410,8 @@ GRAD_CASES = [c for c in CASES if c.grad]
 
 # ops that user code does not reach directly: the VJPs' scatters, and the copies/aliases that
 # legalization and nested gradients insert
-REACHED_ONLY_INDIRECTLY = {"take_grad", "take_along_axis_grad", "unslice", "fold", "copy",
-                           "alias", "conv2d_grad_input", "conv2d_grad_weight"}
+REACHED_ONLY_INDIRECTLY = {"take_grad", "take_along_axis_grad", "unslice", "unslice_sum", "fold",
+                           "copy", "alias", "conv2d_grad_input", "conv2d_grad_weight"}
 
 
 def _snapshot(args):

@@ -28,6 +28,7 @@ from gradc.passes.dce import dce
 from gradc.passes.lower import lower_composites
 from gradc.passes.products import merge_products
 from gradc.passes.simplify import simplify
+from gradc.passes.slices import merge_slice_sums
 from gradc.passes.fuse import fuse
 from gradc.passes.memory import nbytes, plan_buffers
 from gradc.trace import trace
@@ -94,6 +95,13 @@ def _rnn(x, wx, wh, b):
     return np.sum(h * h)
 
 
+def _slice_sums(x, v):
+    """Overlapping, strided and reversed slices of one array, and a dense use of it."""
+    return (np.sum(np.sin(x[1:4, ::2]) * x[:3, 1::2]) + np.sum(x[::-1, ::-2] ** 2)
+            + np.sum(x[:, 2] * x[3, :4]) + np.sum(np.tanh(x) * v[:4, None])
+            + np.sum(v[::-3] * v[1:4].sum()))
+
+
 def _gen(specs):
     def make(seed):
         rng = np.random.default_rng(seed)
@@ -116,6 +124,7 @@ GRAPHS = [
     ("reshape_gradients", _reshaped, _gen([N(3, 4), N(2, 3)]), (0, 1)),
     ("gather", _gather, _gen([N(5, 3), LABELS(5, 6), N(3, 2), LABELS(3, 5)]), (0, 2)),
     ("unrolled_rnn", _rnn, _gen([N(5, 2, 3), N(3, 8), N(8, 8), N(8)]), (1, 2, 3)),
+    ("slice_sums", _slice_sums, _gen([N(4, 6), N(7)]), (0, 1)),
 ]
 GRAPH_IDS = [g[0] for g in GRAPHS]
 
@@ -168,7 +177,8 @@ def run_checked(graph, passes, make, label):
 def test_pass_order_is_pinned():
     assert [p.__name__ for p in BEFORE_AUTODIFF] == ["simplify", "cse", "dce"]
     assert [p.__name__ for p in AFTER_AUTODIFF] == [
-        "simplify", "lower_composites", "simplify", "merge_products", "cse", "dce"]
+        "simplify", "lower_composites", "simplify", "merge_products", "merge_slice_sums", "cse",
+        "dce"]
 
 
 @pytest.mark.parametrize("name,fn,make,argnums", GRAPHS, ids=GRAPH_IDS)
@@ -306,6 +316,16 @@ def test_simplify_folds_constants():
     assert len(consts) == 1 and consts[0].attr["value"] == 7.0
     assert ops_of(g).count("multiply") == 1
     assert set(ops_of(g)) <= {"const", "reshape", "broadcast_to", "multiply"}
+
+
+def test_simplify_composes_slices_of_slices():
+    """x[a][b] is one slice of x (so its gradient is one unslice, not a padded copy of a padded
+    copy), for steps of either sign; an empty result stays as it was."""
+    x = np.zeros((7, 6))
+    g = simplified(lambda x: x[1:][::2, ::-1][::-1, 1:4] + x[::-2][1:, 4:1:-1], x)
+    assert ops_of(g).count("slice") == 2
+    g = simplified(lambda x: np.sum(x[2:5][3:]) + np.sum(x[5:][1::2]), x)
+    assert ops_of(g).count("slice") == 3  # the empty x[2:5][3:] is left alone
 
 
 def test_simplify_absorbs_transposes_into_matmul_flags():
@@ -691,3 +711,53 @@ def test_train_step_updates_run_as_soon_as_their_gradient_is_ready():
     assert updates[0] < grads[-1]  # an update runs before the last gradient is computed
     grad_bytes = sum(a.nbytes for a in p.values())
     assert compiled.plan.scratch_bytes < grad_bytes
+
+
+# ---------------------------------------------------------------------------------------------
+# merge_slice_sums: a sum of slice gradients becomes one accumulation
+
+def _projected_rnn(x, wx, wh):
+    xw = x @ wx  # (batch, steps, hidden), sliced at every step
+    h = np.tanh(xw[:, 0])
+    for t in range(1, x.shape[1]):
+        h = np.tanh(xw[:, t] + h @ wh)
+    return np.sum(h * h)
+
+
+def test_merge_slice_sums_accumulates_an_rnn_projection_gradient_in_one_buffer():
+    """The gradient of xw over the steps (one unslice per step) becomes one unslice_sum: no
+    zero-padded full-size buffer per step, the same results, and a smaller plan."""
+    make = _gen([N(2, 6, 3), N(3, 4), N(4, 4)])
+    joint = joint_graph(_projected_rnn, make, (0, 1, 2))
+    merged = run_passes(joint, AFTER_AUTODIFF)
+    plain = _after_autodiff_without(joint, merge_slice_sums)
+    assert _count(plain, "unslice") == 6
+    assert _count(merged, "unslice") == 0 and _count(merged, "unslice_sum") == 1
+    (node,) = [n for n in merged.nodes if n.op == "unslice_sum"]
+    assert len(node.attr["slices"]) == len(node.inputs) == 6
+    assert_same_results(plain, merged, make, "merge_slice_sums")
+    arena = [plan_buffers(fuse(g)).arena_bytes for g in (merged, plain)]
+    assert arena[0] < arena[1], arena
+
+
+def test_merge_slice_sums_keeps_dense_terms_and_unslices_used_elsewhere():
+    """Dense summands are added in the same kernel; an unslice that is also read elsewhere is
+    materialized anyway, so it stays (as a dense term)."""
+    def f(x, y):
+        return np.sum(np.tanh(x[1:]) * x[:-1]) + np.sum(x * y)
+    make = _gen([N(5, 3), N(5, 3)])
+    joint = joint_graph(f, make, (0,))
+    merged = run_passes(joint, AFTER_AUTODIFF)
+    (node,) = [n for n in merged.nodes if n.op == "unslice_sum"]
+    assert len(node.attr["slices"]) == 2 and len(node.inputs) == 3  # + the dense y term
+    assert_same_results(joint, merged, make, "merge_slice_sums with a dense term")
+
+    graph = Graph()
+    g = graph.add_input((2, 3), np.float64)
+    d = graph.add_input((4, 3), np.float64)
+    pad = graph.apply("unslice", (g,), shape=(4, 3), starts=(1, 0), stops=(3, 3), steps=(1, 1))
+    graph.outputs = [pad + d, pad * 2.0]  # the unslice is read twice
+    out = dce(merge_slice_sums(graph))
+    assert _count(out, "unslice") == 1 and _count(out, "unslice_sum") == 0
+    assert_same_results(graph, out, _gen([N(2, 3), N(4, 3)]), "an unslice read twice")
+
