@@ -1,16 +1,17 @@
-"""gradc's benchmark suite: six training-step workloads, gradc side by side with NumPy written by
+"""gradc's benchmark suite: training-step workloads, gradc side by side with NumPy written by
 hand and, where installed, PyTorch eager, torch.compile and jax.jit.
 
-    python3 benchmarks/run.py                  # everything (7-10 minutes on 2 cores)
+    python3 benchmarks/run.py                  # everything (about an hour on 2 cores)
     python3 benchmarks/run.py --quick          # smoke test: W1 and W3, few repetitions
     python3 benchmarks/run.py --only W2,W3     # some workloads (names or keys: mlp, fuse, ...)
     python3 benchmarks/run.py --threads 2      # BLAS/OpenMP/Numba/XLA threads (default 1)
 
 One step = forward + backward + SGD update of every parameter, float32, returning the loss as a
-Python float (see benchmarks/workloads.py for the six workloads and benchmarks/systems.py for
-how each system runs them). For every workload the runner
+Python float (see benchmarks/workloads.py for the workloads and benchmarks/systems.py for how
+each system runs them). For every workload the runner
 
-1. checks that every system computes the same loss and the same update from the same start;
+1. checks that every system computes the same loss and the same update from the same start
+   (as NumPy by hand, or as the first peer present where a workload has no NumPy by hand);
 2. in fresh processes, times the first step with empty caches (cold: the compile) and with warm
    caches (warm start: from after `import numba` to the end of the first step, including the
    import of gradc / torch / jax), and parses gradc's per-phase compile times from
@@ -21,6 +22,12 @@ how each system runs them). For every workload the runner
 4. reports a roofline (max(FLOPs / SGEMM rate, compulsory bytes / memory bandwidth), both
    measured at the start of the run), the memory each system needs for a step, and where
    gradc's step time goes, kernel by kernel.
+
+Then, in one fresh process that is not pinned and sets no thread counts (every library at its
+own default), it times all workloads again (the default-thread table, with issue 15's targets:
+gradc at most 0.5x the fastest peer, or 1.15x the roofline where that is above it), and again
+while another process multiplies matrices with NumPy's default threads on every CPU (the
+contention table: each system's loaded / idle step time).
 
 Output is Markdown (tables and notes), so it can be saved as it is (benchmarks/RESULTS.md).
 Peers that are not installed are reported as "absent". Threads are set explicitly: with
