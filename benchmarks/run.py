@@ -563,8 +563,11 @@ def timing_pass_main(spec):
             for s, r in runners.items():
                 res["idle"][s]["agree"] = r.agree
             if spec["contention"]:
-                with Loader(dict(os.environ)):
-                    res["loaded"] = time_alternating(*args)
+                try:
+                    with Loader(dict(os.environ)):
+                        res["loaded"] = time_alternating(*args)
+                except (OSError, RuntimeError) as e:
+                    res["notes"].append(f"contention run failed: {e}")
         results[w.name] = res
         runners.clear()
         gc.collect()
@@ -937,25 +940,16 @@ def limit_threads(threads, have_tpc):
 REFERENCES = ("numpy", "torch", "jax")
 
 
-def system_names(w):
-    """The systems that run workload `w`: every system, then the workload's own variants."""
-    return list(systems_module().SYSTEMS) + list(w.variants)
-
-
-def systems_module():
-    import systems
-    return systems
-
-
 def make_runners(w, params, batch, status, res):
     """Build every available system's runner for `w` and take its first step; record each
     system's status in res["status"] ("measured", "MISMATCH", "omitted (...)", "failed: ...",
     or why it is absent) and check every first loss and update against the reference (NumPy by
     hand, or the first of REFERENCES that ran). Returns {system: runner} of those that ran."""
     import numpy as np
-    systems = systems_module()
+
+    import systems
     runners = {}
-    for s in system_names(w):
+    for s in list(systems.SYSTEMS) + list(w.variants):
         base = w.variants[s][0] if s in w.variants else s
         if status[base] is not None:
             res["status"][s] = status[base]
@@ -1325,7 +1319,7 @@ def default_thread_report(out, chosen, results, dpass, threads, rates):
         "nn.LSTM included); roofline at the SGEMM rate and bandwidth measured at default threads; "
         "target = 0.5× the fastest peer, or 1.15× the roofline where that is above it.")
     out()
-    rows = []
+    rows, notes = [], []
     for w in chosen:
         D = dpass["results"].get(w.name, {})
         Td, st = D.get("idle", {}), D.get("status", {})
@@ -1346,10 +1340,13 @@ def default_thread_report(out, chosen, results, dpass, threads, rates):
                     "n/a"]
         rows.append(rows_w[0] + tail)
         rows += [r + [""] * 6 for r in rows_w[1:]]
-        for note in D.get("notes", []):
-            out(f"- note ({w.name}, default threads): {note}")
+        notes += [f"{w.name}: {note}" for note in D.get("notes", [])]
     out.table(["workload", "gradc", *PEERS, "fastest peer", "gradc ÷ fastest", "roofline",
                "gradc ÷ roofline", "target", "gradc"], rows)
+    for note in notes:
+        out(f"- note: {note}")
+    if notes:
+        out()
 
 
 def contention_report(out, chosen, dpass):
@@ -1370,7 +1367,7 @@ def contention_report(out, chosen, dpass):
 
         def cell(s):
             if s not in slow:
-                return status_word(st.get(s))
+                return "n/a" if s in idle else status_word(st.get(s))
             return f"{fmt_t(loaded[s]['median'])} ({fmt_ratio(slow[s])})"
 
         rows_w = workload_rows(w, ("gradc",) + PEERS, cell)
