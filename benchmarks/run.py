@@ -239,6 +239,8 @@ def fmt_b(n):
 
 
 def fmt_ratio(x):
+    if x < 0.01:
+        return f"{x:.1g}×"
     return f"{x:.2f}×" if x < 10 else f"{x:.1f}×"
 
 
