@@ -1,7 +1,7 @@
 """gradc's benchmark suite: training-step workloads, gradc side by side with NumPy written by
 hand and, where installed, PyTorch eager, torch.compile and jax.jit.
 
-    python3 benchmarks/run.py                  # everything (about an hour on 2 cores)
+    python3 benchmarks/run.py                  # everything (roughly 40-60 minutes on 2 cores)
     python3 benchmarks/run.py --quick          # smoke test: W1 and W3, few repetitions
     python3 benchmarks/run.py --only W2,W3     # some workloads (names or keys: mlp, fuse, ...)
     python3 benchmarks/run.py --threads 2      # BLAS/OpenMP/Numba/XLA threads (default 1)
@@ -537,8 +537,6 @@ def timing_pass_main(spec):
     if spec["cpus"] and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, spec["cpus"])
     sys.path.insert(0, str(HERE))
-    import numpy as np  # noqa: F401
-
     import systems
     import workloads
     session = Path(spec["session"])
