@@ -17,8 +17,9 @@ examples: install
 test: install
 	$(PYTHON) -m pytest -q -x --durations=15
 
-# W1-W6: gradc against NumPy by hand and, where installed, PyTorch (eager, torch.compile) and
-# JAX; 7-10 minutes on 2 cores. BENCH_ARGS="--only W2,W3 --threads 2" etc.; see
+# W1-W10: gradc against NumPy by hand and, where installed, PyTorch (eager, torch.compile) and
+# JAX, pinned to one thread, then at default threads and under contention; roughly 40-60
+# minutes on 2 cores. BENCH_ARGS="--only W2,W3 --threads 2" etc.; see
 # `python3 benchmarks/run.py --help`. The full output of the last reference run is in
 # benchmarks/RESULTS.md.
 BENCH_ARGS ?=

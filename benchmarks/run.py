@@ -1,16 +1,17 @@
-"""gradc's benchmark suite: six training-step workloads, gradc side by side with NumPy written by
+"""gradc's benchmark suite: training-step workloads, gradc side by side with NumPy written by
 hand and, where installed, PyTorch eager, torch.compile and jax.jit.
 
-    python3 benchmarks/run.py                  # everything (7-10 minutes on 2 cores)
+    python3 benchmarks/run.py                  # everything (roughly 40-60 minutes on 2 cores)
     python3 benchmarks/run.py --quick          # smoke test: W1 and W3, few repetitions
     python3 benchmarks/run.py --only W2,W3     # some workloads (names or keys: mlp, fuse, ...)
     python3 benchmarks/run.py --threads 2      # BLAS/OpenMP/Numba/XLA threads (default 1)
 
 One step = forward + backward + SGD update of every parameter, float32, returning the loss as a
-Python float (see benchmarks/workloads.py for the six workloads and benchmarks/systems.py for
-how each system runs them). For every workload the runner
+Python float (see benchmarks/workloads.py for the workloads and benchmarks/systems.py for how
+each system runs them). For every workload the runner
 
-1. checks that every system computes the same loss and the same update from the same start;
+1. checks that every system computes the same loss and the same update from the same start
+   (as NumPy by hand, or as the first peer present where a workload has no NumPy by hand);
 2. in fresh processes, times the first step with empty caches (cold: the compile) and with warm
    caches (warm start: from after `import numba` to the end of the first step, including the
    import of gradc / torch / jax), and parses gradc's per-phase compile times from
@@ -21,6 +22,12 @@ how each system runs them). For every workload the runner
 4. reports a roofline (max(FLOPs / SGEMM rate, compulsory bytes / memory bandwidth), both
    measured at the start of the run), the memory each system needs for a step, and where
    gradc's step time goes, kernel by kernel.
+
+Then, in one fresh process that is not pinned and sets no thread counts (every library at its
+own default), it times all workloads again (the default-thread table, with issue 15's targets:
+gradc at most 0.5x the fastest peer, or 1.15x the roofline where that is above it), and again
+while another process multiplies matrices with NumPy's default threads on every CPU (the
+contention table: each system's loaded / idle step time).
 
 Output is Markdown (tables and notes), so it can be saved as it is (benchmarks/RESULTS.md).
 Peers that are not installed are reported as "absent". Threads are set explicitly: with
@@ -232,6 +239,8 @@ def fmt_b(n):
 
 
 def fmt_ratio(x):
+    if x < 0.01:
+        return f"{x:.1g}×"
     return f"{x:.2f}×" if x < 10 else f"{x:.1f}×"
 
 
@@ -321,8 +330,8 @@ def _numba_layer():
 # Calibration: SGEMM rate and memory bandwidth
 
 
-def calibrate(out, quick):
-    """SGEMM rate (NumPy float32 matmul 1024³, 1 and 2 threads) and memory bandwidth (a large
+def calibrate(out, quick, threads):
+    """SGEMM rate (NumPy float32 matmul 1024³, 1 and `threads` threads) and memory bandwidth (a large
     copy and add). Each is the best of several repetitions; single-threaded, also by process CPU
     time, which leaves out time spent waiting for a CPU held by other work (the higher of the
     two rates is the one used: a roofline is a lower bound)."""
@@ -336,7 +345,7 @@ def calibrate(out, quick):
     except ImportError:
         threadpool_limits = None
     rows, sgemm = [], {}
-    for nt in (1, 2):
+    for nt in sorted({1, threads}):
         if threadpool_limits is None and nt != 1:
             continue
         ctx = threadpool_limits(limits=nt, user_api="blas") if threadpool_limits else _null()
@@ -393,7 +402,7 @@ class _null:
 
 
 def agreement(ref, params0, runner):
-    """Relative error of `runner`'s first loss and first update against NumPy by hand."""
+    """Relative error of `runner`'s first loss and first update against the reference's."""
     import numpy as np
     loss_ref, upd_ref = ref
     loss_err = abs(runner.first_loss - loss_ref) / max(abs(loss_ref), 1e-30)
@@ -450,6 +459,154 @@ def time_alternating(runners, rounds, target_s, warm_s):
                    "cpu_median": statistics.median(cpu_step[name]),
                    "calls_per_round": calls[name], "last_loss": last.get(name)}
             for name, s in samples.items()}
+
+
+# =============================================================================================
+# Default threads and contention: a second timing pass in a fresh process
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "NUMBA_NUM_THREADS")
+
+LOADER_SOURCE = """\
+import os
+import numpy as np
+parent = os.getppid()
+a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+c = a @ a
+print("ready", flush=True)
+while os.getppid() == parent:  # ends with the process that started it, if not stopped first
+    np.matmul(a, a, out=c)
+"""
+
+
+class Loader:
+    """Another multi-threaded process loading the machine for the length of a `with` block:
+    NumPy float32 1024³ products in a loop, at NumPy's default threads, on every CPU."""
+
+    def __init__(self, env):
+        self.env = env
+        self.proc = None
+
+    def __enter__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", LOADER_SOURCE], env=self.env,
+                                     stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            self.__exit__()
+            raise RuntimeError(f"the load process exited with {self.proc.returncode}")
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        return False
+
+
+def default_thread_env(orig_env):
+    """The environment the user started us with, less the thread-count variables: every library
+    then picks its own thread count (XLA_FLAGS is the user's, as it was)."""
+    env = {k: v for k, v in orig_env.items() if k not in THREAD_VARIABLES}
+    env.pop("GRADC_LOG", None)
+    return env
+
+
+def run_timing_pass(spec, env, timeout):
+    """Run timing_pass_main in a fresh process (its progress goes to our stderr); its results,
+    or {"error": why}."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--timing-pass", json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, env=env, cwd=str(ROOT), stdout=subprocess.PIPE, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        return {"error": f"exit {proc.returncode} (its error is above, on stderr)"}
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def timing_pass_main(spec):
+    """The default-thread pass, in a fresh process started by main() so that every library sizes
+    its own thread pool: no pinning (the CPUs main() started with) and no thread settings. For
+    each workload: build every runner and check it, time all alternating, and with
+    spec["contention"] time them again while a Loader runs. Prints `RESULT {json}`."""
+    if spec["cpus"] and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, spec["cpus"])
+    sys.path.insert(0, str(HERE))
+    import systems
+    import workloads
+    session = Path(spec["session"])
+    status = {s: (systems.available(s) if s in spec["systems"] else "not selected (--systems)")
+              for s in systems.SYSTEMS}
+    if status["torch"] is None or status["torch.compile"] is None:
+        quiet_torch()
+    if status["jax"] is None:
+        import jax
+        jax.config.update("jax_compilation_cache_dir", str(session / "jax-default-threads"))
+    rates = default_thread_rates()
+    results = {}
+    for name in spec["workloads"]:
+        w = workloads.get(name)
+        print(f"default threads{' and contention' if spec['contention'] else ''}: {w.name} "
+              f"{w.key}", file=sys.stderr, flush=True)
+        os.environ["GRADC_CACHE_DIR"] = str(session / f"{w.key}-gradc")  # main() filled it
+        res = {"status": {}, "notes": []}
+        params, batch = w.init(0)
+        runners = make_runners(w, params, batch, status, res)
+        if runners:
+            args = (runners, spec["rounds"], spec["round_s"], spec["warm_s"])
+            res["idle"] = time_alternating(*args)
+            for s, r in runners.items():
+                res["idle"][s]["agree"] = r.agree
+            if spec["contention"]:
+                try:
+                    with Loader(dict(os.environ)):
+                        res["loaded"] = time_alternating(*args)
+                except (OSError, RuntimeError) as e:
+                    res["notes"].append(f"contention run failed: {e}")
+        results[w.name] = res
+        runners.clear()
+        gc.collect()
+    print("RESULT " + json.dumps({"rates": rates, "threads": default_thread_counts(status),
+                                  "results": results}, default=str), flush=True)
+    return 0
+
+
+def default_thread_rates():
+    """SGEMM rate (NumPy float32 1024³) and copy bandwidth at the default threads."""
+    import numpy as np
+    a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+    c = np.empty_like(a)
+    np.matmul(a, a, out=c)
+    wall, _ = _best(lambda: np.matmul(a, a, out=c), 10)
+    x = np.ones(2 ** 25, np.float32)
+    z = np.empty_like(x)
+    copy, _ = _best(lambda: np.copyto(z, x), 3)
+    return {"sgemm": 2 * 1024 ** 3 / wall, "bandwidth": 2 * x.nbytes / copy}
+
+
+def default_thread_counts(status):
+    """How many threads each library chose on its own: {library: count}."""
+    import numba
+    counts = {"numba": numba.get_num_threads()}
+    try:
+        from threadpoolctl import threadpool_info
+        for p in threadpool_info():
+            name = f"{owner_of(p.get('filepath', ''))} {p.get('internal_api')}"
+            counts[name] = p.get("num_threads")
+    except ImportError:
+        pass
+    if status["torch"] is None:
+        import torch
+        counts["torch"] = torch.get_num_threads()
+    if status["jax"] is None:
+        counts["XLA (CPUs it may use)"] = (len(os.sched_getaffinity(0))
+                                           if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    return counts
 
 
 # =============================================================================================
@@ -590,11 +747,20 @@ def main(argv=None):
                         "loss) into DIR")
     parser.add_argument("--keep-cache", action="store_true",
                         help="keep the temporary cache directories (printed)")
+    parser.add_argument("--no-default-threads", action="store_true",
+                        help="skip the second timing pass at every library's default threads "
+                        "(unpinned, in a fresh process)")
+    parser.add_argument("--no-contention", action="store_true",
+                        help="skip the contention run (the default-thread pass again while "
+                        "another process multiplies matrices on every CPU)")
     parser.add_argument("--child", nargs=2, metavar=("SYSTEM", "WORKLOAD"), help=argparse.SUPPRESS)
+    parser.add_argument("--timing-pass", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
         return child_main(args.child[0], args.child[1], args.threads)
+    if args.timing_pass:
+        return timing_pass_main(json.loads(args.timing_pass))
 
     threads = args.threads
     rounds = args.rounds or (3 if args.quick else 21)
@@ -602,6 +768,8 @@ def main(argv=None):
     warm_s = 0.1 if args.quick else 0.5
     child_timeout = 1800
 
+    orig_env = dict(os.environ)  # for the default-thread pass, before the settings below
+    all_cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     pinned = pin_cpus(threads) if not args.no_pin else None
     session = Path(tempfile.mkdtemp(prefix="gradc-bench-"))
     os.environ["GRADC_CACHE_DIR"] = str(session / "gradc-main")
@@ -648,9 +816,7 @@ def main(argv=None):
                 torch.set_num_interop_threads(1)
             except RuntimeError:
                 pass
-            import logging
-            logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
-            logging.getLogger("torch._inductor").setLevel(logging.ERROR)
+            quiet_torch()
         if "jax" in have:
             import jax  # noqa: F401
         limit_threads(threads, have_tpc)
@@ -677,23 +843,35 @@ def main(argv=None):
         out("## Libraries and threads")
         out()
         library_report(out, threads, have)
-        rates = calibrate(out, args.quick)
+        rates = calibrate(out, args.quick, threads)
         sgemm = rates["sgemm"].get(threads) or max(rates["sgemm"].values())
 
         results = {}
+        results_json = {"results": results}
         for w in chosen:
             out(f"## {w.name} {w.key}: {w.title}")
             out()
             results[w.name] = bench_workload(out, w, have, status, threads, session, rounds,
                                              round_s, warm_s, args, child_timeout, sgemm, rates)
         summary(out, chosen, results, have, status, threads)
+        if not args.no_default_threads:
+            spec = {"workloads": [w.name for w in chosen], "systems": wanted,
+                    "session": str(session), "cpus": all_cpus, "rounds": rounds,
+                    "round_s": round_s, "warm_s": warm_s, "contention": not args.no_contention}
+            env = default_thread_env(orig_env)
+            env["TORCHINDUCTOR_CACHE_DIR"] = os.environ["TORCHINDUCTOR_CACHE_DIR"]
+            dpass = run_timing_pass(spec, env, timeout=3 * 3600)
+            results_json["default_threads"] = dpass
+            default_thread_report(out, chosen, results, dpass, threads, rates)
+            if not args.no_contention and "error" not in dpass:
+                contention_report(out, chosen, dpass)
         if not args.no_start and any(w.name == "W2" for w in chosen):
             depth_report(out, session, threads, child_timeout)
         out("load average at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
         if args.output:
             Path(args.output).write_text("\n".join(out.lines) + "\n", encoding="utf-8")
         if args.json:
-            Path(args.json).write_text(json.dumps({"rates": rates, "results": results},
+            Path(args.json).write_text(json.dumps({"rates": rates, **results_json},
                                                   indent=1, default=str), encoding="utf-8")
     finally:
         if args.keep_cache:
@@ -742,6 +920,12 @@ def depth_report(out, session, threads, child_timeout, repeats=2):
         out()
 
 
+def quiet_torch():
+    import logging
+    logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
+    logging.getLogger("torch._inductor").setLevel(logging.ERROR)
+
+
 def limit_threads(threads, have_tpc):
     """Limit every BLAS/OpenMP library loaded so far (again before each workload: torch.compile
     and jax may load more). scipy's BLAS, which gradc's matmul kernels call through Numba, is
@@ -750,6 +934,54 @@ def limit_threads(threads, have_tpc):
     if have_tpc:
         from threadpoolctl import threadpool_limits
         threadpool_limits(limits=threads)
+
+
+# the system whose first step the others are checked against: the first one present
+REFERENCES = ("numpy", "torch", "jax")
+
+
+def make_runners(w, params, batch, status, res):
+    """Build every available system's runner for `w` and take its first step; record each
+    system's status in res["status"] ("measured", "MISMATCH", "omitted (...)", "failed: ...",
+    or why it is absent) and check every first loss and update against the reference (NumPy by
+    hand, or the first of REFERENCES that ran). Returns {system: runner} of those that ran."""
+    import numpy as np
+
+    import systems
+    runners = {}
+    for s in list(systems.SYSTEMS) + list(w.variants):
+        base = w.variants[s][0] if s in w.variants else s
+        if status[base] is not None:
+            res["status"][s] = status[base]
+            continue
+        try:
+            t0 = time.perf_counter()
+            r = systems.make(s, w, params, batch)
+            r.first_loss = r.step()
+            r.first_s = time.perf_counter() - t0
+            r.first_params = {k: np.array(v, copy=True) for k, v in r.params().items()}
+            r.agree = None
+            runners[s] = r
+            res["status"][s] = "measured"
+        except systems.Omitted as e:
+            res["status"][s] = f"omitted ({e})"
+        except Exception as e:  # a system that cannot run this workload is reported, not fatal
+            res["status"][s] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
+            res["notes"].append(f"{s} failed: {type(e).__name__}: {e}")
+    ref = next((s for s in REFERENCES if s in runners), None)
+    if ref is None:
+        return runners
+    r0 = runners[ref]
+    ref_upd = {k: np.asarray(v, np.float64) - params[k] for k, v in r0.first_params.items()}
+    res["reference"] = ref
+    for s, r in runners.items():
+        loss_err, upd_err = agreement((r0.first_loss, ref_upd), params, r)
+        r.agree = (loss_err, upd_err)
+        if not (loss_err < 1e-3 and upd_err < 2e-2):
+            res["status"][s] = "MISMATCH"
+            res["notes"].append(f"{s} disagrees with {ref}: loss rel. error {loss_err:.1e}, "
+                                f"update rel. error {upd_err:.1e}")
+    return runners
 
 
 def bench_workload(out, w, have, status, threads, session, rounds, round_s, warm_s, args,
@@ -764,7 +996,7 @@ def bench_workload(out, w, have, status, threads, session, rounds, round_s, warm
     if not args.no_start:
         caches = {s: session / f"{w.key}-{s.replace('.', '_')}" for s in systems.SYSTEMS}
         for s in systems.SYSTEMS:
-            if status[s] is not None:
+            if status[s] is not None or s in w.omitted:
                 continue
             extra = {"GRADC_CACHE_DIR": str(caches["gradc"]),
                      "TORCHINDUCTOR_CACHE_DIR": str(caches[s] / "inductor"),
@@ -778,32 +1010,11 @@ def bench_workload(out, w, have, status, threads, session, rounds, round_s, warm
     # --- 2. this process: build, agree, time -------------------------------------------------
     os.environ["GRADC_CACHE_DIR"] = str(session / f"{w.key}-gradc")  # warm from the children
     limit_threads(threads, "threadpoolctl" in sys.modules)
-    runners = {}
-    numpy_ref = systems.make("numpy", w, params, batch)
-    ref_loss = numpy_ref.step()
-    ref_upd = {k: np.asarray(v, np.float64) - params[k] for k, v in numpy_ref.params().items()}
-    for s in systems.SYSTEMS:
-        if status[s] is not None:
-            res["status"][s] = status[s]
-            continue
-        try:
-            t0 = time.perf_counter()
-            r = systems.make(s, w, params, batch)
-            r.first_loss = r.step()
-            r.first_s = time.perf_counter() - t0
-            r.first_params = {k: np.array(v, copy=True) for k, v in r.params().items()}
-            loss_err, upd_err = agreement((ref_loss, ref_upd), params, r)
-            r.agree = (loss_err, upd_err)
-            ok = loss_err < 1e-3 and upd_err < 2e-2
-            res["status"][s] = "measured" if ok else "MISMATCH"
-            if not ok:
-                res["notes"].append(f"{s} disagrees with NumPy by hand: loss rel. error "
-                                    f"{loss_err:.1e}, update rel. error {upd_err:.1e}")
-            runners[s] = r
-        except Exception as e:  # a peer that cannot run this workload is reported, not fatal
-            res["status"][s] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
-            res["notes"].append(f"{s} failed: {type(e).__name__}: {e}")
+    runners = make_runners(w, params, batch, status, res)
     if not runners:
+        for note in res["notes"]:
+            out(f"- note: {note}")
+        out()
         return res
     res["time"] = time_alternating(runners, rounds, round_s, warm_s)
     for s, r in runners.items():
@@ -859,14 +1070,16 @@ def report_workload(out, w, res, threads):
                      f"{fmt_t(t['q1'])} – {fmt_t(t['q3'])}", ratio,
                      fmt_ratio(t["min"] / g["min"]) if g else "n/a", fmt_t(t["cpu_median"]), t["n"],
                      f"{t['cpu_per_wall']:.2f}" if t["cpu_per_wall"] else "n/a",
-                     f"{t['agree'][0]:.0e} / {t['agree'][1]:.0e}"])
+                     f"{t['agree'][0]:.0e} / {t['agree'][1]:.0e}" if t["agree"] else "n/a"])
     out("Step time (forward + backward + SGD update), all systems alternating in this process; "
         "÷ gradc = median ÷ gradc's median (above 1: gradc is faster), min ÷ gradc likewise for "
         "the minima; CPU/step = process CPU time per step (median over rounds; it leaves out time "
         "spent waiting for a CPU that other work holds); CPU/wall = process CPU "
         f"time ÷ wall time while timing (above {threads} would mean a library uses more threads "
         "than asked; below 1, that the process waited for a CPU held by other work); agreement "
-        "= relative error of the first loss / first update against NumPy by hand.")
+        "= relative error of the first loss / first update against "
+        + ("NumPy by hand." if res.get("reference", "numpy") == "numpy" else
+           f"{res['reference']} (this workload has no NumPy by hand)."))
     out()
     out.table(["system", "median", "min", "quartiles", "÷ gradc", "min ÷ gradc", "CPU/step",
                "steps", "CPU/wall", "agreement"], rows)
@@ -949,8 +1162,39 @@ def report_workload(out, w, res, threads):
         out()
 
 
+PEERS = ("numpy", "torch", "torch.compile", "jax")
+
+
+def status_word(st):
+    """A system's status in one word for a summary cell: absent, omitted, failed, n/a."""
+    st = st or "n/a"
+    for word in ("absent", "omitted", "not selected"):
+        if st.startswith(word):
+            return word
+    return st.split(":")[0]
+
+
+def workload_rows(w, cols, cell):
+    """The summary rows of workload `w`: one with cell(system) under each of `cols`, then one per
+    variant (W8's torch nn.LSTM) with its cell under its base system's column."""
+    label = f"{w.name} {w.key}"
+    rows = [[label] + [cell(s) for s in cols]]
+    for v, (base, _) in w.variants.items():
+        if base in cols:
+            rows.append([f"{label}: {v}"] + [cell(v) if s == base else "" for s in cols])
+    return rows
+
+
+def time_cell(T, status, s, stat="median", ref=None):
+    """`s`'s step time; with `ref` (gradc's), ÷ ref in brackets; (!) when it disagreed."""
+    if s not in T:
+        return status_word(status.get(s))
+    t = T[s][stat]
+    return (fmt_t(t) + (f" ({fmt_ratio(t / ref)})" if ref and s != "gradc" else "")
+            + (" (!)" if status.get(s) == "MISMATCH" else ""))
+
+
 def summary(out, chosen, results, have, status, threads):
-    cols = ["numpy", "torch", "torch.compile", "jax"]
     out("## Summary")
     out()
     for stat, what in (("median", "Median"), ("min", "Minimum")):
@@ -960,21 +1204,14 @@ def summary(out, chosen, results, have, status, threads):
         rows = []
         for w in chosen:
             r = results[w.name]
-            T = r["time"]
-            g = T.get("gradc")
-            row = [f"{w.name} {w.key}", fmt_t(g[stat]) if g else r["status"].get("gradc", "n/a")]
-            for s in cols:
-                if s in T:
-                    row.append(fmt_t(T[s][stat]) + (f" ({fmt_ratio(T[s][stat] / g[stat])})"
-                                                    if g else "")
-                               + (" (!)" if r["status"].get(s) == "MISMATCH" else ""))
-                else:
-                    st = r["status"].get(s, "n/a")
-                    row.append("absent" if st.startswith("absent") else st.split(":")[0])
-            rf = r["roofline"]
-            row += [fmt_t(rf["t"]), f"{g[stat] / rf['t']:.1f}×" if g else "n/a"]
-            rows.append(row)
-        out.table(["workload", "gradc"] + cols + ["roofline", "gradc ÷ roofline"], rows)
+            T, st = r["time"], r["status"]
+            g = T.get("gradc", {}).get(stat)
+            rf = r.get("roofline")
+            rows_w = workload_rows(w, ("gradc",) + PEERS, lambda s: time_cell(T, st, s, stat, g))
+            rows.append(rows_w[0] + ([fmt_t(rf["t"]), f"{g / rf['t']:.1f}×" if g else "n/a"]
+                                     if rf else ["n/a", "n/a"]))
+            rows += [row + ["", ""] for row in rows_w[1:]]  # variants
+        out.table(["workload", "gradc", *PEERS, "roofline", "gradc ÷ roofline"], rows)
 
     rows = []
     for w in chosen:
@@ -984,46 +1221,165 @@ def summary(out, chosen, results, have, status, threads):
         def cell(s, kind, key):
             x = st.get(s, {}).get(kind)
             if x is None:
-                return "absent" if (status[s] or "").startswith("absent") else "n/a"
+                return status_word(r["status"].get(s) or status[s])
             if "error" in x:
                 return "failed"
             return fmt_t(x[key])
 
-        gp = st.get("gradc", {}).get("cold", {}).get("phases")
+        cold = st.get("gradc", {}).get("cold", {})
+        gp = cold.get("phases")
         phases = ("/".join(fmt_t(gp[k]) for k in ("passes", "codegen", "numba")) if gp else "n/a")
-        kern = st.get("gradc", {}).get("cold", {}).get("kernels")
-        rows.append([f"{w.name} {w.key}", kern if kern is not None else "n/a",
-                     cell("gradc", "cold", "first_s"), phases, cell("gradc", "warm", "start_s"),
+        jax_cold = st.get("jax", {}).get("cold", {})
+        ratio = (fmt_ratio(cold["first_s"] / jax_cold["first_s"])
+                 if "first_s" in cold and "first_s" in jax_cold else "n/a")
+        rows.append([f"{w.name} {w.key}", cold.get("kernels", "n/a"),
+                     cell("gradc", "cold", "first_s"), phases, ratio,
+                     cell("gradc", "warm", "start_s"),
                      cell("torch", "warm", "start_s"), cell("torch.compile", "cold", "first_s"),
                      cell("torch.compile", "warm", "start_s"), cell("jax", "cold", "first_s"),
                      cell("jax", "warm", "start_s")])
     if any(results[w.name]["start"] for w in chosen):
         out("Compile and start-up, each in a fresh process: cold = the first step with empty "
             "caches; warm start = import + build + first step with the caches filled, from "
-            "after `import numpy, numba`; gradc phases = passes/codegen/numba of the cold compile.")
+            "after `import numpy, numba`; gradc phases = passes/codegen/numba of the cold compile; "
+            "÷ jax = gradc's cold first step ÷ jax.jit's (the target is at most 1).")
         out()
-        out.table(["workload", "gradc kernels", "gradc cold", "gradc phases", "gradc warm start",
-                   "torch warm start", "torch.compile cold", "torch.compile warm start",
-                   "jax cold", "jax warm start"], rows)
+        out.table(["workload", "gradc kernels", "gradc cold", "gradc phases", "gradc cold ÷ jax",
+                   "gradc warm start", "torch warm start", "torch.compile cold",
+                   "torch.compile warm start", "jax cold", "jax warm start"], rows)
     rows = []
     for w in chosen:
         r = results[w.name]
         m = r["memory"]
+        key = {"gradc": "arena", "numpy": "peak", "torch": "peak", "torch.compile": "peak",
+               "jax": "temp+out"}
 
-        def mcell(s, key):
+        def mcell(s, k=None):
             if s not in m:
-                return "absent" if (status[s] or "").startswith("absent") else "n/a"
-            return fmt_b(m[s].get(key)) if m[s] else "n/a"
+                return status_word(r["status"].get(s) or status.get(s))
+            return fmt_b(m[s].get(k or key.get(s, "peak"))) if m[s] else "n/a"
 
-        rows.append([f"{w.name} {w.key}", fmt_b(r["param_bytes"] + r["batch_bytes"]),
-                     mcell("gradc", "arena"), mcell("gradc", "naive"), mcell("numpy", "peak"),
-                     mcell("torch", "peak"), mcell("torch.compile", "peak"),
-                     mcell("jax", "temp+out")])
+        arena, peak = m.get("gradc", {}).get("arena"), m.get("torch", {}).get("peak")
+        for i, row in enumerate(workload_rows(w, ("gradc",) + PEERS, mcell)):
+            if i:  # a variant's row
+                rows.append(row[:1] + ["", ""] + row[1:] + [""])
+                continue
+            rows.append(row[:1] + [fmt_b(r["param_bytes"] + r["batch_bytes"])
+                                   if "param_bytes" in r else "n/a",
+                                   row[1], mcell("gradc", "naive")] + row[2:]
+                        + [fmt_ratio(arena / peak) if arena and peak else "n/a"])
     out("Memory per step beyond parameters and batch: gradc's planned arena (and without reuse), "
-        "NumPy's tracemalloc peak, PyTorch's profiler peak, XLA's planned temporaries.")
+        "NumPy's tracemalloc peak, PyTorch's profiler peak, XLA's planned temporaries; "
+        "gradc ÷ torch = gradc's arena ÷ PyTorch eager's peak (the target is at most 1).")
     out()
     out.table(["workload", "params + batch", "gradc arena", "gradc no reuse", "numpy peak",
-               "torch peak", "torch.compile peak", "jax (XLA plan)"], rows)
+               "torch peak", "torch.compile peak", "jax (XLA plan)", "gradc ÷ torch"], rows)
+
+
+def step_target(gradc_t, fastest_t, roofline_t):
+    """Issue 15's target for gradc's step time: half the fastest peer's, or where that is below
+    the roofline (the roofline forbids it), 1.15× the roofline."""
+    half = 0.5 * fastest_t
+    return half if half >= roofline_t else 1.15 * roofline_t
+
+
+def default_thread_report(out, chosen, results, dpass, threads, rates):
+    """Step times pinned beside default threads, and the default-thread summary with the
+    targets of issue 15 (gradc ≤ 0.5× the fastest peer, or ≤ 1.15× the roofline)."""
+    out("## Default threads")
+    out()
+    if "error" in dpass:
+        out(f"The default-thread pass failed: {dpass['error']}.")
+        out()
+        return
+    dr = dpass["rates"]
+    bandwidth = max(dr["bandwidth"], rates["bandwidth"])
+    out("The same alternating timing in a fresh process that is not pinned, every library at the "
+        "thread count it picks itself ("
+        + ", ".join(f"{k}: {v}" for k, v in dpass["threads"].items())
+        + f"); measured there: SGEMM {dr['sgemm'] / 1e9:.1f} GFLOP/s, copy "
+        f"{dr['bandwidth'] / 1e9:.1f} GB/s. First, each system's median pinned to {threads} "
+        f"thread{'s' if threads > 1 else ''} (above) → at default threads:")
+    out()
+    rows = []
+    for w in chosen:
+        T1, D = results[w.name]["time"], dpass["results"].get(w.name, {})
+        Td, st = D.get("idle", {}), D.get("status", {})
+
+        def side_by_side(s):
+            if s not in T1 and s not in Td:
+                return status_word(st.get(s) or results[w.name]["status"].get(s))
+            return " → ".join(fmt_t(T[s]["median"]) if s in T else "n/a" for T in (T1, Td))
+
+        rows += workload_rows(w, ("gradc",) + PEERS, side_by_side)
+    out.table(["workload", "gradc", *PEERS], rows)
+
+    out("Median step time at default threads; in brackets ÷ gradc's (above 1: gradc is faster); "
+        "fastest = the fastest peer that agreed with the reference (variants such as torch "
+        "nn.LSTM included); roofline at the SGEMM rate and bandwidth measured at default threads; "
+        "target = 0.5× the fastest peer, or 1.15× the roofline where that is above it.")
+    out()
+    rows, notes = [], []
+    for w in chosen:
+        D = dpass["results"].get(w.name, {})
+        Td, st = D.get("idle", {}), D.get("status", {})
+        g = Td.get("gradc", {}).get("median")
+        rows_w = workload_rows(w, ("gradc",) + PEERS, lambda s: time_cell(Td, st, s, ref=g))
+        peers = {s: t["median"] for s, t in Td.items()
+                 if s != "gradc" and st.get(s) == "measured"}
+        rf = results[w.name].get("roofline")
+        tail = ["n/a"] * 6
+        if peers and rf:
+            fastest = min(peers, key=peers.get)
+            roof = max(rf["flops"] / dr["sgemm"], rf["bytes"] / bandwidth)
+            target = step_target(g, peers[fastest], roof) if g else None
+            tail = [f"{fastest} {fmt_t(peers[fastest])}",
+                    fmt_ratio(g / peers[fastest]) if g else "n/a", fmt_t(roof),
+                    f"{g / roof:.1f}×" if g else "n/a", fmt_t(target) if target else "n/a",
+                    ("met" if g <= target else f"missed ({fmt_ratio(g / target)})") if g else
+                    "n/a"]
+        rows.append(rows_w[0] + tail)
+        rows += [r + [""] * 6 for r in rows_w[1:]]
+        notes += [f"{w.name}: {note}" for note in D.get("notes", [])]
+    out.table(["workload", "gradc", *PEERS, "fastest peer", "gradc ÷ fastest", "roofline",
+               "gradc ÷ roofline", "target", "gradc"], rows)
+    for note in notes:
+        out(f"- note: {note}")
+    if notes:
+        out()
+
+
+def contention_report(out, chosen, dpass):
+    """Each system's default-thread step time while a Loader runs, and its slowdown."""
+    out("## Contention")
+    out()
+    out("The default-thread timing again while another process loads the machine (NumPy float32 "
+        "1024³ products in a loop at NumPy's default threads, on every CPU; started before and "
+        "stopped after each workload's timing). Each cell: the loaded median (loaded ÷ idle "
+        "median: the slowdown). The target: gradc's slowdown no worse than PyTorch eager's and "
+        "JAX's.")
+    out()
+    rows = []
+    for w in chosen:
+        D = dpass["results"].get(w.name, {})
+        idle, loaded, st = D.get("idle", {}), D.get("loaded", {}), D.get("status", {})
+        slow = {s: loaded[s]["median"] / idle[s]["median"] for s in loaded if s in idle}
+
+        def cell(s):
+            if s not in slow:
+                return "n/a" if s in idle else status_word(st.get(s))
+            return f"{fmt_t(loaded[s]['median'])} ({fmt_ratio(slow[s])})"
+
+        rows_w = workload_rows(w, ("gradc",) + PEERS, cell)
+        others = {s: slow[s] for s in ("torch", "jax") if s in slow}
+        verdict = "n/a"
+        if "gradc" in slow and others:
+            worse = {s: x for s, x in others.items() if slow["gradc"] > x}
+            verdict = "yes" if not worse else "no (" + ", ".join(
+                f"{s} {fmt_ratio(x)}" for s, x in worse.items()) + ")"
+        rows.append(rows_w[0] + [verdict])
+        rows += [r + [""] for r in rows_w[1:]]
+    out.table(["workload", "gradc", *PEERS, "gradc's slowdown ≤ torch's and jax's"], rows)
 
 
 if __name__ == "__main__":

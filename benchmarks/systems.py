@@ -39,6 +39,10 @@ def available(system):
     return None
 
 
+class Omitted(Exception):
+    """The workload has no form for this system (the message says why)."""
+
+
 class Runner:
     system = "?"
 
@@ -111,14 +115,14 @@ class NumpyRunner(Runner):
 class TorchRunner(Runner):
     system = "torch"
 
-    def __init__(self, workload, params, batch, compiled=False):
+    def __init__(self, workload, params, batch, compiled=False, loss=None):
         import torch
         self.torch = torch
         self.w = workload
         self.P = {k: torch.from_numpy(v.copy()).requires_grad_() for k, v in params.items()}
         self.batch = tuple(torch.from_numpy(b) for b in batch)
         self.opt = torch.optim.SGD(list(self.P.values()), lr=workload.lr, foreach=True)
-        loss = functools.partial(workload.torch_loss)
+        loss = functools.partial(loss or workload.torch_loss)
         if compiled:
             self.system = "torch.compile"
             loss = torch.compile(loss)
@@ -196,6 +200,15 @@ class JaxRunner(Runner):
 
 
 def make(system, workload, params, batch):
+    """A runner of `workload` on `system`: one of SYSTEMS, or one of the workload's variants."""
+    why = workload.omitted.get(system)
+    if why:
+        raise Omitted(why)
+    if system in workload.variants:
+        base, method = workload.variants[system]
+        if base != "torch":
+            raise KeyError(f"{system}: only PyTorch eager variants are supported")
+        return TorchRunner(workload, params, batch, loss=getattr(workload, method))
     if system == "gradc":
         return GradcRunner(workload, params, batch)
     if system == "numpy":
