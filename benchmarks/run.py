@@ -700,6 +700,16 @@ def profile_gradc(runner, n):
         gc.enable()
     per_call = np.median(np.array(noop_t), axis=0)
     per_kernel = np.maximum(np.median(np.array(kernel_t), axis=0) - per_call, 0.0)
+    # the wrapper's check that this call is the last call's signature, which includes the
+    # aliasing checks (an input overlapping gradc's buffers, or parameters sharing memory)
+    last, args = runner.train._last_call, (runner.P,) + tuple(runner.batch)
+    match_t = []
+    if last is not None:
+        for _ in range(max(n, 50)):
+            t0 = pc()
+            for _ in range(100):
+                last.match(args)
+            match_t.append((pc() - t0) / 100)
     kinds = {}
     for k, t in zip(kernels, per_kernel):
         kind = getattr(k, "kind", "?")
@@ -709,6 +719,7 @@ def profile_gradc(runner, n):
         "n": n,
         "step": statistics.median(step_t),
         "driver": statistics.median(driver_t),
+        "match": statistics.median(match_t) if match_t else None,
         "kernels_sum": float(per_kernel.sum()),
         "calls_sum": float(per_call.sum()),
         "n_kernels": len(kernels),
@@ -1145,7 +1156,9 @@ def report_workload(out, w, res, threads):
             f" + generated driver {fmt_t(p['driver'])} (one @njit call); in the driver, the "
             f"kernels' work {fmt_t(p['kernels_sum'])} (each kernel called from Python through ctypes, "
             f"minus a no-op call: {fmt_t(p['calls_sum'])} for all {p['n_kernels']}) and the rest "
-            f"{fmt_t(rest)} (one dispatch and {p['n_kernels']} calls by address); per-call "
+            f"{fmt_t(rest)} (one dispatch and {p['n_kernels']} calls by address); in the "
+            f"wrapper, recognizing the last call's signature with the aliasing checks "
+            f"{fmt_t(p['match']) if p.get('match') is not None else 'n/a'}; per-call "
             f"overhead (wrapper + the driver's rest) {fmt_t(max(p['step'] - p['kernels_sum'], 0))}"
             + "; work by kind: "
             + ", ".join(f"{k} ×{p['kind_counts'][k]} {fmt_t(v)}"
