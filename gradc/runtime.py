@@ -241,7 +241,10 @@ def byte_span(x):
     if isinstance(x, np.ndarray):
         start = x.__array_interface__["data"][0]
         return start, start + x.nbytes
-    start = x.__cuda_array_interface__["data"][0]
+    interface = getattr(x, "__cuda_array_interface__", None)
+    if interface is None:  # Numba's CUDA simulator: a device array wraps a host array
+        return byte_span(x._ary)
+    start = interface["data"][0]
     return start, start + x.size * x.dtype.itemsize
 
 
