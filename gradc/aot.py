@@ -34,7 +34,8 @@ import textwrap
 
 import numpy as np
 
-from . import __version__, pytree
+from . import pytree
+from ._version import __version__
 
 CALLING_CONVENTION = 2  # bump when the generated module's interface changes
 # 2: 0-d gradients are 0-d arrays; a Python float in a differentiated argument is traced

@@ -20,7 +20,7 @@ import os
 import shlex
 import sys
 
-from . import __version__
+from ._version import __version__
 
 
 class CliError(Exception):

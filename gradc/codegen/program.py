@@ -4,7 +4,7 @@ from __future__ import annotations
 import keyword
 import re
 
-from .. import __version__
+from .._version import __version__
 from ..passes.memory import nbytes
 from .cpu import kernel_source
 from .driver_rt import ARENA, CONSTANT, INPUT, interpreter_source
