@@ -122,10 +122,10 @@ def make_optimizer(name, lr=None, momentum=None, weight_decay=None):
 def build(fun, args, mode="value_and_grad", argnums=0, optimizer=None, clip_norm=None,
           check_finite=False, target="cpu"):
     """Trace and compile `fun` for `args` (Specs allowed) as `mode` would; return the
-    `gradc.runtime.Compiled` (its driver is None: nothing was loaded)."""
+    `gradc.executable.Compiled` (its driver is None: nothing was loaded)."""
     if target not in ("cpu", "cuda"):
         raise AotError(f"target must be 'cpu' or 'cuda', got {target!r}")
-    from .runtime import Function
+    from .function import Function
     from .train import TrainStep
     if mode not in MODES:
         raise AotError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")

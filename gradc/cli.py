@@ -168,7 +168,7 @@ def _command_line(ns, mode):
 def cmd_explain(ns):
     from .aot import materialize
     from .report import report
-    from .runtime import Function
+    from .function import Function
     fun, args = load(ns)
     args = tuple(materialize(args))
     f = Function(fun, "jit" if ns.jit else "value_and_grad", argnums=ns.argnums)
@@ -177,7 +177,7 @@ def cmd_explain(ns):
         compiled = f.lower(*args, load=False, source=f.__name__)
     else:
         f(*args)
-        compiled = f.cache[f._last_key]
+        compiled = f.last_compiled()
     print(report(compiled, f))
     if ns.dot:
         with open(ns.dot, "w", encoding="utf-8") as out:

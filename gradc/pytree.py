@@ -152,6 +152,15 @@ def unflatten(treedef, leaves):
     return build(treedef)
 
 
+def leaf_count(treedef):
+    """How many leaves `flatten` returned with this tree."""
+    if treedef in (LEAF, FLOAT):
+        return 1
+    if treedef[0] == "static":
+        return 0
+    return sum(leaf_count(child) for child in treedef[-1])
+
+
 def leaves_inside(treedef, cls):
     """Indices, in flatten order, of the leaves inside nodes of type `cls`."""
     found, count = [], [0]

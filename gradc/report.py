@@ -6,7 +6,7 @@ refused), the memory plan, and the generated driver.
 """
 from .passes.fuse import describe as describe_kernels
 from .passes.memory import describe as describe_plan
-from .runtime import Function
+from .function import Function
 from .train import TrainStep
 from .trace import user_source
 
@@ -25,7 +25,7 @@ def explain(fun, *args, argnums=0, mode="value_and_grad", **kwargs):
         return explain(fun.grad_fn, *args) + "\n\n" + explain(fun.update, params, params)
     f = fun if isinstance(fun, Function) else Function(fun, mode, argnums=argnums)
     f(*args, **kwargs)
-    compiled = f.cache[f._last_key]
+    compiled = f.last_compiled()
     return report(compiled, f)
 
 
