@@ -34,8 +34,9 @@ import textwrap
 
 import numpy as np
 
-from . import pytree
+from . import pytree, standalone
 from ._version import __version__
+from .standalone import callables, calls, host, numba_cache, train_step
 
 CALLING_CONVENTION = 2  # bump when the generated module's interface changes
 # 2: 0-d gradients are 0-d arrays; a Python float in a differentiated argument is traced
@@ -227,16 +228,6 @@ def _describe(tree, leaves):
     return walk(tree)
 
 
-def _count(tree):
-    if tree in (pytree.LEAF, pytree.FLOAT):
-        return 1
-    if tree[0] == "dict":
-        return sum(_count(c) for c in tree[2])
-    if tree[0] in ("list", "tuple"):
-        return sum(_count(c) for c in tree[1])
-    return 0
-
-
 def _type(shape, dtype):
     return f"{np.dtype(dtype).name}[{','.join(str(d) for d in shape)}]"
 
@@ -412,10 +403,10 @@ class _Generator:
         param_names = _param_names(self.fun, n_args)
         sig = ", ".join(param_names)
         leaves = [_type(v.shape, v.dtype) for v in self.graph.inputs]
-        n_user = _count(self.args_tree)
+        n_user = pytree.leaf_count(self.args_tree)
         arg_lines, cursor = [], 0
         for pname, t in zip(param_names, self.args_tree[1]):
-            n = _count(t)
+            n = pytree.leaf_count(t)
             arg_lines.append(f"        {pname} = {_describe(t, leaves[cursor:cursor + n])}")
             cursor += n
         d = [f"{self.name}: {self._title()}, compiled ahead of time by gradc.", ""]
@@ -563,14 +554,13 @@ class _Generator:
             return self._train_callable()
         if mode == "jit":
             out_tree = _portable_tree(self.c.out_kind, "a returned value")
-            return [f"OUT_TREE = {out_tree!r}", "", "", _JIT_CLASS,
+            return [f"OUT_TREE = {out_tree!r}", "", "", *self._standalone(callables),
                     f"{self.name} = Jit()", ""]
         out_tree, grad_trees, many, counts, _ = self.c.out_kind
         trees = tuple(_portable_tree(t, "a differentiated argument") for t in grad_trees)
         cls = "ValueAndGrad" if mode == "value_and_grad" else "Grad"
         return [f"GRAD_TREES = {trees!r}", f"GRAD_COUNTS = {tuple(counts)!r}",
-                f"MANY_ARGNUMS = {bool(many)!r}", "", "",
-                _GRAD_CLASS.replace("@CLASS@", cls).replace("@VALUE@", repr(mode == "value_and_grad")),
+                f"MANY_ARGNUMS = {bool(many)!r}", "", "", *self._standalone(callables),
                 f"{self.name} = {cls}()", ""]
 
     def _train_callable(self):
@@ -604,8 +594,8 @@ class _Generator:
                 f"SCALAR_NAMES = {tuple(opt.scalar_names)!r}",
                 f"CHECK_FINITE = {bool(self.check_finite)!r}",
                 "", "",
-                *hyper_cls, "", "",
-                _TRAIN_CLASS, f"{self.name} = TrainStep()", ""]
+                *hyper_cls, "", "", *self._standalone(train_step),
+                f"{self.name} = TrainStep()", ""]
 
     def module(self):
         vec_src, rt_src = _runtime_sources()
@@ -646,9 +636,7 @@ class _Generator:
                  "# home, the kernels compile on every import).",
                  "",
                  "",
-                 _NUMBA_CAN_CACHE,
-                 "",
-                 "",
+                 *self._standalone(numba_cache),
                  "_VECMATH = enable()",
                  "JIT_OPTIONS = dict(JIT_OPTIONS, cache=_VECMATH and sys.modules.get(__name__) "
                  "is not None\n                   and _numba_can_cache())",
@@ -669,9 +657,22 @@ class _Generator:
                  *self._plan(),
                  "",
                  "",
-                 _COMMON,
-                 *self._callable()]
-        text = "\n".join(parts).rstrip("\n") + "\n"
+                 *self._calling()]
+        return self._checked("\n".join(parts).rstrip("\n") + "\n")
+
+    # the code that runs the program: gradc/standalone/, copied verbatim
+    executable = host
+
+    def _standalone(self, module):
+        """The lines of a gradc/standalone module's code (see gradc/standalone/__init__.py)."""
+        return [standalone.source(module).rstrip("\n"), "", ""]
+
+    def _calling(self):
+        """The module's runtime (argument checks, the executable) and its callable."""
+        return [*self._standalone(calls), *self._standalone(self.executable), *self._callable()]
+
+    def _checked(self, text):
+        """The module's text, once sure the callable's name is its own."""
         if _top_level_names(text).count(self.name) != 1:
             raise AotError(f"cannot name the generated callable {self.name!r}: the module "
                            "itself uses that name; rename the function")
@@ -709,297 +710,3 @@ def _param_names(fun, n):
     names = names[:n]
     names += [f"arg{i}" for i in range(len(names), n)]
     return names
-
-
-# ---------------------------------------------------------------------------------------------
-# the generated module's runtime (pytree checks, arena, calling), written into every module
-
-_NUMBA_CAN_CACHE = '''def _numba_can_cache():
-    """Whether Numba finds a writable place to cache kernels defined in this file (as it looks
-    for one: a __pycache__ beside it, NUMBA_CACHE_DIR, the user's cache directory)."""
-    from numba.core.caching import FunctionCache
-    try:
-        FunctionCache(_numba_can_cache)
-    except Exception:  # RuntimeError: "no locator available"
-        return False
-    return True'''
-
-_COMMON = '''def _flatten(tree, x, path, leaves):
-    """Check `x` against the compiled pytree structure and collect its array leaves."""
-    kind = tree[0]
-    if kind == "*":
-        if not isinstance(x, (np.ndarray, np.generic)):
-            raise TypeError(f"{path} must be a NumPy array, got {type(x).__name__}")
-        leaves.append((path, x))
-    elif kind == "float":  # a Python float in a differentiated argument
-        if type(x) is not float:
-            raise TypeError(f"{path} must be a Python float, got {type(x).__name__}")
-        leaves.append((path, np.float64(x)))
-    elif kind == "dict":
-        if not isinstance(x, dict) or tuple(sorted(x, key=repr)) != tuple(tree[1]):
-            got = sorted(x, key=repr) if isinstance(x, dict) else type(x).__name__
-            raise TypeError(f"{path} must be a dict with keys {list(tree[1])}, got {got}")
-        for k, t in zip(tree[1], tree[2]):
-            _flatten(t, x[k], f"{path}[{k!r}]", leaves)
-    elif kind in ("list", "tuple"):
-        if not isinstance(x, (list, tuple)) or type(x).__name__ != kind or len(x) != len(tree[1]):
-            got = type(x).__name__
-            if isinstance(x, (list, tuple)):
-                got += f" of length {len(x)}"
-            raise TypeError(f"{path} must be a {kind} of length {len(tree[1])}, got {got}")
-        for i, (t, v) in enumerate(zip(tree[1], x)):
-            _flatten(t, v, f"{path}[{i}]", leaves)
-    elif not _same_static(x, tree[1]):  # a static value: compiled in
-        raise TypeError(f"{path} was compiled as the static value {tree[1]!r}; got {x!r}")
-
-
-def _same_static(x, value):
-    """x is the static `value`: of its type and equal, with the sign of a float zero (1/x
-    tells 0.0 from -0.0); a NaN is a NaN."""
-    if type(x) is not type(value):
-        return False
-    if type(x) is float:
-        return x == value and math.copysign(1.0, x) == math.copysign(1.0, value) or (
-            x != x and value != value)
-    return x == value
-
-
-def _unflatten(tree, it):
-    kind = tree[0]
-    if kind == "*":
-        return next(it)
-    if kind == "float":  # the gradient of a Python float
-        return float(next(it))
-    if kind == "dict":
-        return {k: _unflatten(t, it) for k, t in zip(tree[1], tree[2])}
-    if kind in ("list", "tuple"):
-        items = [_unflatten(t, it) for t in tree[1]]
-        return items if kind == "list" else tuple(items)
-    return tree[1]
-
-
-def _leaves(name, args):
-    """The flat input arrays of a call, checked against `INPUTS` (shape and dtype must match)."""
-    if len(args) != N_ARGS:
-        raise TypeError(f"{name}() takes {N_ARGS} arguments ({', '.join(ARG_NAMES)}), "
-                        f"got {len(args)}")
-    leaves = []
-    for arg_name, tree, x in zip(ARG_NAMES, ARGS_TREE[1], args):
-        _flatten(tree, x, arg_name, leaves)
-    arrays = []
-    for (path, x), (_, shape, dtype) in zip(leaves, INPUTS):
-        if not x.dtype.isnative:
-            raise ValueError(f"{path} is {x.dtype.name} in non-native byte order "
-                             f"({x.dtype.str!r}); convert it with .astype(np.{x.dtype.name})")
-        if x.shape != shape or x.dtype.str != dtype:
-            raise ValueError(f"{path} must be {np.dtype(dtype).name}{list(shape)}, got "
-                             f"{x.dtype.name}{list(x.shape)} (this module was compiled for one "
-                             "signature)")
-        if not isinstance(x, np.ndarray) or not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x)  # kept alive in `arrays` until the kernels return
-        arrays.append(x)
-    return arrays
-
-
-def _span(x):
-    """[start, end) of a C-contiguous array's memory."""
-    start = x.__array_interface__["data"][0]
-    return start, start + x.nbytes
-
-
-def _first_overlap(arrays):
-    """The positions (i, j) of two C-contiguous `arrays` whose memory overlaps, or None."""
-    spans = sorted(_span(x) + (i,) for i, x in enumerate(arrays) if x.size)
-    for (_, end, i), (start, _, j) in zip(spans, spans[1:]):
-        if start < end:
-            return min(i, j), max(i, j)
-    return None
-
-
-def _address(x):
-    return x.__array_interface__["data"][0]
-
-
-def _overlaps(x, spans):
-    """Whether the memory of array `x` overlaps one of the byte ranges `spans`."""
-    start, end = _span(x)
-    return any(s < end and start < e for s, e in spans)
-
-
-class Compiled:
-    """The arena (constants copied in once) and views of the outputs that live in it."""
-
-    def __init__(self):
-        self._raw = np.zeros(ARENA_BYTES + 64, np.uint8)
-        start = (-self._raw.ctypes.data) % 64
-        self.arena = self._raw[start:start + ARENA_BYTES]
-        self.address = self.arena.ctypes.data
-        for offset, dtype, shape, data in CONSTANTS:
-            array = np.frombuffer(base64.b64decode("".join(data)), dtype).reshape(shape)
-            self.arena[offset:offset + array.nbytes] = array.view(np.uint8).reshape(-1)
-        self.outputs = [None if offset is None else self.view(offset, shape, dtype)
-                        for offset, _, shape, dtype in OUTPUTS]
-        self.updated = sorted(i for offset, i, _, _ in OUTPUTS if offset is None)
-        self.lock = threading.Lock()
-
-    def view(self, offset, shape, dtype):
-        dtype = np.dtype(dtype)
-        n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        return self.arena[offset:offset + n].view(dtype).reshape(shape)
-
-    def _run(self, arrays, owned=()):
-        """Run the kernels on the caller's arrays and the arrays this object owns (a train
-        step's optimizer state and runtime scalars). An array whose memory overlaps what the
-        kernels write (the arena, which holds the outputs handed out earlier, or a parameter
-        updated in place) is read from a copy, as if a copy had been passed."""
-        written = [i for i in self.updated if i < len(arrays)]
-        spans = [(self.address, self.address + ARENA_BYTES)] + [_span(arrays[i]) for i in written]
-        arrays = [x.copy() if i not in written and _overlaps(x, spans) else x
-                  for i, x in enumerate(arrays)]
-        run(self.address, *[_address(x) for x in arrays], *[_address(x) for x in owned])
-
-    def _owned_changed(self):
-        """(The kernels read the owned arrays where they are: nothing to do.)"""
-
-    def _read_owned(self):
-        """(The kernels write the owned arrays where they are: nothing to do.)"""
-
-
-def _result(view, fresh):
-    if view.shape == ():
-        return view.dtype.type(view[()])
-    return view.copy() if fresh else view
-
-'''
-
-_GRAD_CLASS = '''class @CLASS@(Compiled):
-    """Call it like the Python function; see the module docstring for what it returns."""
-
-    value = @VALUE@
-
-    def __init__(self, copy=False):
-        super().__init__()
-        self.copy = copy
-
-    def __call__(self, *args):
-        arrays = _leaves(NAME, args)
-        with self.lock:
-            self._run(arrays)
-            outs = self.outputs
-            value = _result(outs[0], fresh=True)
-            grads, cursor = [], 1
-            for tree, n in zip(GRAD_TREES, GRAD_COUNTS):  # (0-d gradients too are arrays)
-                grads.append(_unflatten(tree, iter([o.copy() if self.copy else o
-                                                    for o in outs[cursor:cursor + n]])))
-                cursor += n
-            grads = tuple(grads) if MANY_ARGNUMS else grads[0]
-            return (value, grads) if self.value else grads
-
-'''
-
-_JIT_CLASS = '''class Jit(Compiled):
-    """Call it like the Python function: returns what it returns (fresh arrays)."""
-
-    def __call__(self, *args):
-        arrays = _leaves(NAME, args)
-        with self.lock:
-            self._run(arrays)
-            return _unflatten(OUT_TREE, iter([_result(o, fresh=True) for o in self.outputs]))
-
-'''
-
-_TRAIN_CLASS = '''class TrainStep(Compiled):
-    """`loss = step(*args)`: forward, backward and the optimizer update in one call. Argument
-    ARGNUMS (the parameters) is updated in place: each leaf must be a writeable, C-contiguous
-    array of its compiled shape and dtype. The step owns the optimizer state (zeros at first)."""
-
-    def __init__(self, lr=None):
-        super().__init__()
-        self.hyper = Hyperparameters()
-        if lr is not None:
-            self.hyper.lr = lr
-        self.step_count = 0
-        n = _n_leaves_before(ARGNUMS)
-        params = INPUTS[n:n + _n_leaves(ARGS_TREE[1][ARGNUMS])]
-        self.state = {slot: [np.zeros(shape, dtype) for _, shape, dtype in params] for slot in SLOTS}
-        first = len(INPUTS) - len(SCALAR_NAMES)  # the last inputs, in their compiled dtype
-        self.scalars = {name: np.zeros((), dtype)
-                        for name, (_, _, dtype) in zip(SCALAR_NAMES, INPUTS[first:])}
-
-    @property
-    def lr(self):
-        """The learning rate (may change between steps, e.g. for a schedule)."""
-        return self.hyper.lr
-
-    @lr.setter
-    def lr(self, value):
-        self.hyper.lr = value
-
-    def __call__(self, *args):
-        arrays = _leaves(NAME, args)
-        n = _n_leaves_before(ARGNUMS)
-        params = _params(args)
-        for x, (_, given) in zip(arrays[n:], params):
-            if x is not given or not x.flags.writeable:
-                raise TypeError(f"{ARG_NAMES[ARGNUMS]}: a TrainStep updates the parameters in "
-                                "place: each must be a writeable, C-contiguous NumPy array")
-        pair = _first_overlap([x for _, x in params])
-        if pair is not None:
-            a, b = (params[i][0] for i in pair)
-            raise ValueError(f"parameters {a} and {b} share memory: a TrainStep updates each "
-                             "parameter in place with its own gradient and optimizer state, so "
-                             "one update would be lost; pass the array once (and use it twice "
-                             "in the loss) to tie them, or pass a copy")
-        with self.lock:
-            step = self.step_count + 1
-            for name, value in self.hyper.scalars(step).items():
-                self.scalars[name][()] = value
-            self._run(arrays, [a for slot in SLOTS for a in self.state[slot]]
-                      + [self.scalars[name] for name in SCALAR_NAMES])
-            loss = float(self.outputs[0])
-            if CHECK_FINITE and not bool(self.outputs[-1]):
-                raise FloatingPointError(f"the loss ({loss}) or a gradient is not finite; "
-                                         "parameters and optimizer state were left unchanged")
-            self.step_count = step
-            return loss
-
-    def state_dict(self):
-        """The optimizer state as plain NumPy arrays (copies): the step count and every slot,
-        as after a whole step (it waits for a step running in another thread)."""
-        with self.lock:
-            self._read_owned()
-            return {"step": self.step_count,
-                    "state": {slot: [a.copy() for a in arrays]
-                              for slot, arrays in self.state.items()}}
-
-    def load_state_dict(self, state):
-        """Restore what `state_dict` returned."""
-        with self.lock:
-            self.step_count = int(state["step"])
-            for slot, arrays in state["state"].items():
-                for dst, src in zip(self.state[slot], arrays):
-                    np.copyto(dst, src)
-            self._owned_changed()
-
-
-def _n_leaves(tree):
-    if tree[0] in ("*", "float"):
-        return 1
-    if tree[0] == "dict":
-        return sum(_n_leaves(t) for t in tree[2])
-    if tree[0] in ("list", "tuple"):
-        return sum(_n_leaves(t) for t in tree[1])
-    return 0
-
-
-def _n_leaves_before(argnum):
-    return sum(_n_leaves(t) for t in ARGS_TREE[1][:argnum])
-
-
-def _params(args):
-    """The parameters' (path, array) pairs."""
-    leaves = []
-    _flatten(ARGS_TREE[1][ARGNUMS], args[ARGNUMS], ARG_NAMES[ARGNUMS], leaves)
-    return leaves
-
-'''

@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import SignatureError
 from .ir import Value
+from .standalone.calls import leaf_count  # noqa: F401  (shared with generated modules)
 
 LEAF = ("*",)
 FLOAT = ("float",)  # a TracedFloat leaf
@@ -150,15 +151,6 @@ def unflatten(treedef, leaves):
         return t[1]
 
     return build(treedef)
-
-
-def leaf_count(treedef):
-    """How many leaves `flatten` returned with this tree."""
-    if treedef in (LEAF, FLOAT):
-        return 1
-    if treedef[0] == "static":
-        return 0
-    return sum(leaf_count(child) for child in treedef[-1])
 
 
 def leaves_inside(treedef, cls):
