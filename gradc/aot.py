@@ -23,19 +23,17 @@ Example arguments may be arrays or `Spec(shape, dtype)` placeholders.
 """
 from __future__ import annotations
 
-import ast
-import base64
-import hashlib
 import inspect
-import linecache
 import os
-import sys
 import textwrap
 
 import numpy as np
 
 from . import pytree, standalone
 from ._version import __version__
+from .aot_text import (AotError, SourceLines, banner, comment_safe, constants_table,  # noqa: F401
+                       describe_tree, display_path, docstring_safe, file_sha256, helper_sources,
+                       literal, parameter_names, portable_tree, top_level_names, type_name)
 from .standalone import callables, calls, host, numba_cache, train_step
 
 CALLING_CONVENTION = 2  # bump when the generated module's interface changes
@@ -94,10 +92,6 @@ def materialize(tree, seed=0):
     return walk(tree)
 
 
-class AotError(ValueError):
-    """Something the ahead-of-time compiler cannot write out (a message for the user)."""
-
-
 # ---------------------------------------------------------------------------------------------
 # compiling: gradc's own pipeline, without loading (Numba-compiling) the kernels
 
@@ -149,154 +143,6 @@ def build(fun, args, mode="value_and_grad", argnums=0, optimizer=None, clip_norm
 # ---------------------------------------------------------------------------------------------
 # pieces of the generated module
 
-def _strip_docstring(source):
-    """Module source without its docstring (a comment keeps its first line)."""
-    tree = ast.parse(source)
-    body = tree.body
-    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None),
-                                                              ast.Constant):
-        lines = source.splitlines()
-        first = " ".join(body[0].value.value.strip().split("\n\n")[0].split())
-        comment = textwrap.fill(first, width=98, initial_indent="# ", subsequent_indent="# ")
-        return comment + "\n" + "\n".join(lines[body[0].end_lineno:]).strip("\n") + "\n"
-    return source
-
-
-def _runtime_sources():
-    from .codegen import rt, vecmath
-    return (_strip_docstring(inspect.getsource(vecmath)), _strip_docstring(inspect.getsource(rt)))
-
-
-def _literal(value, what):
-    """`repr(value)` when it reads back as an equal Python literal; else an AotError."""
-    text = repr(value)
-    try:
-        back = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        back = _NOTHING
-    if back is _NOTHING or back != value or type(back) is not type(value):
-        raise AotError(f"{what} {text} cannot be written into a generated module: static "
-                       "(non-array) arguments must be Python literals (numbers, strings, None)")
-    return text
-
-
-_NOTHING = object()
-
-
-def _portable_tree(treedef, what):
-    """gradc's pytree description, checked to be writable as a Python literal."""
-    if treedef in (pytree.LEAF, pytree.FLOAT):
-        return treedef
-    kind = treedef[0]
-    if kind == "dict":
-        for k in treedef[1]:
-            _literal(k, f"{what}: dict key")
-        return ("dict", treedef[1], tuple(_portable_tree(c, what) for c in treedef[2]))
-    if kind == "namedtuple":
-        raise AotError(f"{what}: a namedtuple ({treedef[1].__name__}) cannot be written into a "
-                       "generated module; use a dict, list or tuple")
-    if kind == "node":
-        raise AotError(f"{what}: a {treedef[1].__name__} cannot be passed to a generated module "
-                       "(it advances inside gradc's runtime); draw the random numbers outside "
-                       "and pass them in as an array argument")
-    if kind in ("list", "tuple"):
-        return (kind, tuple(_portable_tree(c, what) for c in treedef[1]))
-    _literal(treedef[1], f"{what}: static value")
-    return treedef[:2]  # ("static", value): the generated _same_static compares exactly
-
-
-def _describe(tree, leaves):
-    """`{'b': float32[1], 'w': float32[3,1]}` for a tree whose leaves are type strings."""
-    it = iter(leaves)
-
-    def walk(t):
-        if t == pytree.LEAF:
-            return next(it)
-        if t == pytree.FLOAT:
-            next(it)
-            return "float"
-        kind = t[0]
-        if kind == "dict":
-            return "{" + ", ".join(f"{k!r}: {walk(c)}" for k, c in zip(t[1], t[2])) + "}"
-        if kind in ("list", "tuple"):
-            inner = [walk(c) for c in t[1]]
-            if kind == "list":
-                return "[" + ", ".join(inner) + "]"
-            return "(" + ", ".join(inner) + ("," if len(inner) == 1 else "") + ")"
-        return repr(t[1])
-
-    return walk(tree)
-
-
-def _type(shape, dtype):
-    return f"{np.dtype(dtype).name}[{','.join(str(d) for d in shape)}]"
-
-
-def display_path(path):
-    """A path for generated text: relative to the working directory when inside it, else the
-    file's base name (never an absolute path)."""
-    path = os.path.abspath(path)
-    rel = os.path.relpath(path, os.getcwd())
-    if rel.startswith(".."):
-        return os.path.basename(path)
-    return rel.replace(os.sep, "/")
-
-
-def file_sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-class _SourceLines:
-    """The text of the user's `file:line` sources (node.source holds the base name)."""
-
-    def __init__(self, primary_files):
-        self.paths = {}
-        for p in primary_files:
-            if p:
-                self.paths.setdefault(os.path.basename(p), p)
-
-    def _path(self, base):
-        if base not in self.paths:
-            found = None
-            for p in list(self.paths.values()):  # a neighbour of the function's own file first
-                near = os.path.join(os.path.dirname(p), base) if p else None
-                if near and os.path.isfile(near):
-                    self.paths[base] = near
-                    return near
-            for name in sorted(sys.modules):
-                f = getattr(sys.modules[name], "__file__", None)
-                if f and os.path.basename(f) == base and f.endswith(".py"):
-                    found = f
-                    break
-            self.paths[base] = found
-        return self.paths[base]
-
-    def text(self, source):
-        base, sep, line = source.rpartition(":")
-        if not sep or not line.isdigit():
-            return None
-        path = self._path(base)
-        if path is None:
-            return None
-        text = linecache.getline(path, int(line)).strip()
-        return text or None
-
-
-def _b64_lines(data, indent, width=88):
-    text = base64.b64encode(data).decode("ascii")
-    step = width - len(indent) - 2
-    return [f'{indent}"{text[i:i + step]}"' for i in range(0, len(text), step)] or [f'{indent}""']
-
-
-def _docstring_safe(text):
-    return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
-
-
-def _comment_safe(text):
-    return " ".join(text.split())
-
-
 # ---------------------------------------------------------------------------------------------
 # the module
 
@@ -326,7 +172,7 @@ def generate(fun, args, mode="value_and_grad", argnums=0, optimizer=None, clip_n
     if target == "cuda":
         from .aot_cuda import CudaGenerator as generator
     else:
-        generator = _Generator
+        generator = Generator
     g = generator(compiled, owner, fun, name, args, mode, argnums, optimizer, clip_norm,
                   check_finite, command, source_file, module_name)
     return g.module()
@@ -352,7 +198,10 @@ def compile_module(fun, args, out_path, **kwargs):
     return out_path
 
 
-class _Generator:
+class Generator:
+    """The text of the standalone module of one compiled signature for target="cpu"
+    (gradc/aot_cuda.py's CudaGenerator: target="cuda"): `module()`."""
+
     target = "cpu"
 
     def __init__(self, compiled, owner, fun, name, args, mode, argnums, optimizer, clip_norm,
@@ -368,8 +217,8 @@ class _Generator:
         if mode != "train":  # (as a call traces them: Python floats at argnums are leaves)
             args = owner.traced_args(args)
         _, treedef = pytree.flatten((args, {}))
-        self.args_tree = _portable_tree(treedef[1][0], "an argument")
-        self.lines = _SourceLines([source_file])
+        self.args_tree = portable_tree(treedef[1][0], "an argument")
+        self.lines = SourceLines([source_file])
 
     # --- text pieces -------------------------------------------------------------------------
     def _header(self):
@@ -378,7 +227,7 @@ class _Generator:
         out = ["# Generated by gradc " + __version__ + " (ahead-of-time compiler). Do not edit: "
                "regenerate it."]
         if self.command:
-            out.append(f"#   {_comment_safe(self.command)}")
+            out.append(f"#   {comment_safe(self.command)}")
         out.append(f"# Compiled: {what} of `{self.name}`"
                    + (f", argnums={self.argnums!r}" if self.mode != "jit" else "")
                    + (f", optimizer {self.optimizer!r}" if self.mode == "train" else "")
@@ -395,19 +244,19 @@ class _Generator:
         rows = []
         for i, v in enumerate(self.graph.inputs[start:stop], start):
             rows.append(f"        {i:<3} {v.name or self.program.input_names[i]:<28} "
-                        f"{_type(v.shape, v.dtype)}")
+                        f"{type_name(v.shape, v.dtype)}")
         return rows
 
     def _docstring(self):
         n_args = len(self.args)
-        param_names = _param_names(self.fun, n_args)
+        param_names = parameter_names(self.fun, n_args)
         sig = ", ".join(param_names)
-        leaves = [_type(v.shape, v.dtype) for v in self.graph.inputs]
+        leaves = [type_name(v.shape, v.dtype) for v in self.graph.inputs]
         n_user = pytree.leaf_count(self.args_tree)
         arg_lines, cursor = [], 0
         for pname, t in zip(param_names, self.args_tree[1]):
             n = pytree.leaf_count(t)
-            arg_lines.append(f"        {pname} = {_describe(t, leaves[cursor:cursor + n])}")
+            arg_lines.append(f"        {pname} = {describe_tree(t, leaves[cursor:cursor + n])}")
             cursor += n
         d = [f"{self.name}: {self._title()}, compiled ahead of time by gradc.", ""]
         d += ["Usage", ""]
@@ -465,12 +314,12 @@ class _Generator:
                     "updated in place.")
         if self.mode == "jit":
             out_tree = self.c.out_kind
-            return (_describe(out_tree, [_type(v.shape, v.dtype) for v in outs])
+            return (describe_tree(out_tree, [type_name(v.shape, v.dtype) for v in outs])
                     + " (fresh arrays; 0-d results as NumPy scalars).")
         out_tree, grad_trees, many, counts, _ = self.c.out_kind
         grads, cursor = [], 1
         for tree, n in zip(grad_trees, counts):
-            grads.append(_describe(tree, [_type(v.shape, v.dtype) for v in outs[cursor:cursor + n]]))
+            grads.append(describe_tree(tree, [type_name(v.shape, v.dtype) for v in outs[cursor:cursor + n]]))
             cursor += n
         g = "(" + ", ".join(grads) + ")" if many else grads[0]
         text = (f"grads = {g}" if self.mode == "grad" else
@@ -506,7 +355,7 @@ class _Generator:
             out.append(f"    # {k.name}: {ops} over [{shape}] -> {stores}")
             for src in dict.fromkeys(n.source for n in k.nodes):
                 text = self.lines.text(src)
-                out.append(f"    #   {src}" + (f"  {_comment_safe(text)}" if text else ""))
+                out.append(f"    #   {src}" + (f"  {comment_safe(text)}" if text else ""))
             out.append(f"    {ks.name}({', '.join(ks.call_args)})")
         if not self.c.fusion.kernels:
             out.append("    pass")
@@ -518,12 +367,7 @@ class _Generator:
                f"ARENA_BYTES = {plan.arena_bytes}",
                "# (offset, dtype, shape, data): constants copied into the arena once",
                "CONSTANTS = ["]
-        for vid in sorted(plan.constants, key=lambda v: plan.offsets[v]):
-            array = np.ascontiguousarray(plan.constants[vid])
-            dt = array.dtype.newbyteorder("<")
-            out.append(f"    ({plan.offsets[vid]}, {dt.str!r}, {tuple(array.shape)!r}, (")
-            out += _b64_lines(array.astype(dt).tobytes(), "        ")
-            out.append("    )),")
+        out += constants_table((plan.offsets[vid], a) for vid, a in plan.constants.items())
         out.append("]")
         out.append("# (name, shape, dtype) of each input, in the order `run` takes them")
         out.append("INPUTS = [")
@@ -546,18 +390,18 @@ class _Generator:
                 out.append(f"    ({plan.offsets[v.id]}, None, {tuple(v.shape)!r}, {v.dtype.str!r}),")
         return out + ["]", f"ARGS_TREE = {self.args_tree!r}", f"NAME = {self.name!r}",
                       f"N_ARGS = {len(self.args)}",
-                      f"ARG_NAMES = {tuple(_param_names(self.fun, len(self.args)))!r}"]
+                      f"ARG_NAMES = {tuple(parameter_names(self.fun, len(self.args)))!r}"]
 
     def _callable(self):
         mode = self.mode
         if mode == "train":
             return self._train_callable()
         if mode == "jit":
-            out_tree = _portable_tree(self.c.out_kind, "a returned value")
+            out_tree = portable_tree(self.c.out_kind, "a returned value")
             return [f"OUT_TREE = {out_tree!r}", "", "", *self._standalone(callables),
                     f"{self.name} = Jit()", ""]
         out_tree, grad_trees, many, counts, _ = self.c.out_kind
-        trees = tuple(_portable_tree(t, "a differentiated argument") for t in grad_trees)
+        trees = tuple(portable_tree(t, "a differentiated argument") for t in grad_trees)
         cls = "ValueAndGrad" if mode == "value_and_grad" else "Grad"
         return [f"GRAD_TREES = {trees!r}", f"GRAD_COUNTS = {tuple(counts)!r}",
                 f"MANY_ARGNUMS = {bool(many)!r}", "", "", *self._standalone(callables),
@@ -565,43 +409,31 @@ class _Generator:
 
     def _train_callable(self):
         opt = self.optimizer
-        hyper = vars(opt)
-        fields = []
-        for k in sorted(hyper):
-            v = hyper[k]
+        hyper = {}
+        for k, v in sorted(vars(opt).items()):
             if isinstance(v, (np.floating, np.integer)):
                 v = v.item()
-            fields.append(f"        self.{k} = {_literal(v, f'hyperparameter {k}')}")
+            literal(v, f"hyperparameter {k}")
+            hyper[k] = v
         scalars_fn = type(opt).scalars
-        scalars_src = textwrap.dedent(inspect.getsource(scalars_fn))
         origin = f"{scalars_fn.__module__}.{scalars_fn.__qualname__}"
-        hyper_cls = [
-            "class Hyperparameters:",
-            f'    """{type(opt).__name__}\'s hyperparameters. Only `lr` may change between '
-            'steps: the others are compiled',
-            '    into the kernels (changing them here changes nothing but the runtime '
-            'scalars)."""',
-            "",
-            "    def __init__(self):",
-            *fields,
-            "",
-            f"    # copied from {origin}",
-            textwrap.indent(scalars_src.rstrip("\n"), "    "),
-        ]
         return ["OPTIMIZER = " + repr(repr(opt)),
                 f"ARGNUMS = {self.argnums!r}",
                 f"SLOTS = {tuple(opt.slots)!r}",
                 f"SCALAR_NAMES = {tuple(opt.scalar_names)!r}",
                 f"CHECK_FINITE = {bool(self.check_finite)!r}",
+                f"HYPERPARAMETERS = {hyper!r}",
                 "", "",
-                *hyper_cls, "", "", *self._standalone(train_step),
+                f"# copied from {origin}: the runtime scalars of update number `step`",
+                textwrap.dedent(inspect.getsource(scalars_fn)).rstrip("\n"), "", "",
+                *self._standalone(train_step),
                 f"{self.name} = TrainStep()", ""]
 
     def module(self):
-        vec_src, rt_src = _runtime_sources()
+        vec_src, rt_src = helper_sources()
         doc = "\n".join(self._docstring()).replace("{module}", self.module_name or "<this module>")
         parts = [self._header(),
-                 '"""' + _docstring_safe(doc) + '\n"""',
+                 '"""' + docstring_safe(doc) + '\n"""',
                  "import base64",
                  "import math",
                  "import sys",
@@ -613,16 +445,16 @@ class _Generator:
                  f"GRADC_VERSION = {__version__!r}",
                  "",
                  "",
-                 _banner("runtime helpers, copied from gradc/codegen/vecmath.py: SIMD "
+                 banner("runtime helpers, copied from gradc/codegen/vecmath.py: SIMD "
                          "exp/log/tanh through glibc's libmvec"),
                  vec_src.rstrip("\n"),
                  "",
                  "",
-                 _banner("runtime helpers, copied from gradc/codegen/rt.py"),
+                 banner("runtime helpers, copied from gradc/codegen/rt.py"),
                  rt_src.rstrip("\n"),
                  "",
                  "",
-                 _banner("kernels"),
+                 banner("kernels"),
                  "# As in gradc: the libmvec hook (where the machine has libmvec; "
                  "GRADC_VECMATH=0 turns it off)",
                  "# rewrites what Numba compiles for these kernels. Numba's disk cache is "
@@ -648,12 +480,12 @@ class _Generator:
                  '_state["active"] = False',
                  "",
                  "",
-                 _banner("driver: the kernels in order (comments: the op, the user's source "
+                 banner("driver: the kernels in order (comments: the op, the user's source "
                          "line)"),
                  *self._driver(),
                  "",
                  "",
-                 _banner("buffer plan and calling convention"),
+                 banner("buffer plan and calling convention"),
                  *self._plan(),
                  "",
                  "",
@@ -673,40 +505,7 @@ class _Generator:
 
     def _checked(self, text):
         """The module's text, once sure the callable's name is its own."""
-        if _top_level_names(text).count(self.name) != 1:
+        if top_level_names(text).count(self.name) != 1:
             raise AotError(f"cannot name the generated callable {self.name!r}: the module "
                            "itself uses that name; rename the function")
         return text
-
-
-def _top_level_names(text):
-    """Every name bound at the top level of a module (with repeats)."""
-    names = []
-    for node in ast.parse(text).body:
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
-            names.append(node.name)
-        elif isinstance(node, ast.Assign):
-            names += [t.id for t in node.targets if isinstance(t, ast.Name)]
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names += [(a.asname or a.name).split(".")[0] for a in node.names]
-    return names
-
-
-def _banner(text):
-    return "# " + "=" * 96 + "\n# " + text + "\n# " + "=" * 96
-
-
-def _param_names(fun, n):
-    names = []
-    try:
-        params = list(inspect.signature(fun).parameters.values())
-    except (TypeError, ValueError):
-        params = []
-    for p in params:
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-            names.append(p.name)
-        elif p.kind == p.VAR_POSITIONAL:
-            names += [f"{p.name}{i}" for i in range(n - len(names))]
-    names = names[:n]
-    names += [f"arg{i}" for i in range(len(names), n)]
-    return names

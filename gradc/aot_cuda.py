@@ -19,7 +19,8 @@ import textwrap
 import numpy as np
 
 from . import aot
-from .aot import _b64_lines, _banner, _comment_safe, _strip_docstring
+from ._version import __version__
+from .aot_text import banner, comment_safe, constants_table, docstring_safe, strip_docstring
 from .codegen.cuda import Buf, launch_size
 from .ops.elementwise import lit
 from .standalone import device
@@ -36,8 +37,8 @@ def _arg(value):
     return lit(value, np.asarray(value).dtype)
 
 
-class CudaGenerator(aot._Generator):
-    """aot._Generator for a CudaCompiled (its program is a CudaProgram)."""
+class CudaGenerator(aot.Generator):
+    """aot.Generator for a CudaCompiled (its program is a CudaProgram)."""
 
     target = "cuda"
     executable = device  # the device Compiled in place of the host one
@@ -69,10 +70,10 @@ class CudaGenerator(aot._Generator):
                'arena."""',
                "    return ["]
         for launch in self.program.launches:
-            out.append(f"        # {_comment_safe(launch.comment.split(' (')[0])}")
+            out.append(f"        # {comment_safe(launch.comment.split(' (')[0])}")
             for src in launch.sources:
                 text = self.lines.text(src)
-                out.append(f"        #   {src}" + (f"  {_comment_safe(text)}" if text else ""))
+                out.append(f"        #   {src}" + (f"  {comment_safe(text)}" if text else ""))
             items, threads = launch.size_source or (launch.total, repr(launch.threads))
             call = (f"({launch.kernel}, {items}, {threads}, ("
                     + ", ".join(_arg(a) for a in launch.args) + ",)),")
@@ -93,13 +94,8 @@ class CudaGenerator(aot._Generator):
                f"OUTPUT_BYTES = {plan.output_bytes}  # the outputs region, copied back after each call",
                "# (byte offset, dtype, shape, data): constants copied to the device once",
                "CONSTANTS = ["]
-        constants = [(plan.offsets[vid], np.ascontiguousarray(a)) for vid, a in plan.constants.items()]
-        constants += [(buf.offset, np.ascontiguousarray(a)) for buf, a in program.extra]
-        for offset, array in sorted(constants, key=lambda c: c[0]):
-            dt = array.dtype.newbyteorder("<")
-            out.append(f"    ({offset}, {dt.str!r}, {tuple(array.shape)!r}, (")
-            out += _b64_lines(array.astype(dt).tobytes(), "        ")
-            out.append("    )),")
+        out += constants_table([(plan.offsets[vid], a) for vid, a in plan.constants.items()]
+                               + [(buf.offset, a) for buf, a in program.extra])
         out.append("]")
         out.append("# (name, shape, dtype) of each input, in flat order")
         out.append("INPUTS = [")
@@ -121,20 +117,20 @@ class CudaGenerator(aot._Generator):
         from .codegen import cuda_rt
         doc = "\n".join(self._docstring()).replace("{module}", self.module_name or "<this module>")
         parts = [self._header(),
-                 '"""' + aot._docstring_safe(doc) + '\n"""',
+                 '"""' + docstring_safe(doc) + '\n"""',
                  "import base64", "import math", "import sys", "import threading", "",
                  "import numpy as np", "",
                  f"CALLING_CONVENTION = {aot.CALLING_CONVENTION}",
-                 f"GRADC_VERSION = {aot.__version__!r}", "", "",
-                 _banner("device functions and library kernels, copied from "
+                 f"GRADC_VERSION = {__version__!r}", "", "",
+                 banner("device functions and library kernels, copied from "
                          "gradc/codegen/cuda_rt.py"),
-                 _strip_docstring(inspect.getsource(cuda_rt)).rstrip("\n"), "", "",
-                 _banner("loop kernels (one per fused group)"),
+                 strip_docstring(inspect.getsource(cuda_rt)).rstrip("\n"), "", "",
+                 banner("loop kernels (one per fused group)"),
                  *self._kernels(),
-                 _banner("launches: the kernels in order (comments: the ops, the user's "
+                 banner("launches: the kernels in order (comments: the ops, the user's "
                          "source lines)"),
                  *self._driver(), "", "",
-                 _banner("buffer plan and calling convention"),
+                 banner("buffer plan and calling convention"),
                  *self._plan(), "", "",
                  *self._calling()]
         text = "\n".join(parts).rstrip("\n") + "\n"

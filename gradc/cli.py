@@ -142,7 +142,7 @@ def cmd_compile(ns):
 
 def _command_line(ns, mode):
     """The command for the generated header: paths as `aot.display_path`, no output path."""
-    from .aot import display_path
+    from .aot_text import display_path
 
     def spec(s):
         path, _, name = s.rpartition(":")
@@ -186,7 +186,7 @@ def cmd_explain(ns):
 
 
 def cmd_check(ns):
-    from .aot import _SourceLines
+    from .aot_text import SourceLines
     from .check import check
     fun, args = load(ns)
     report = check(fun, *args, argnums=ns.argnums, seed=ns.seed)
@@ -194,7 +194,7 @@ def cmd_check(ns):
         source_file = inspect.getsourcefile(fun)
     except TypeError:
         source_file = None
-    lines = _SourceLines([source_file])
+    lines = SourceLines([source_file])
     print(report.format(verbose=ns.verbose, source_text=lines.text))
     return 0 if report.ok else 1
 

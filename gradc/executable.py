@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import IndexOutOfRangeError
 from .last_call import LastCall
-from .standalone.calls import byte_span, first_overlap  # noqa: F401  (gradc's too)
+from .standalone.calls import byte_span
 from .trace import user_source
 
 

@@ -8,9 +8,9 @@ from here. New code imports from where each lives:
     function.py     Function: jit / grad / value_and_grad, the per-signature cache
 """
 from .compile import TARGETS, check_target, compile_graph, load_driver  # noqa: F401
-from .executable import (Compiled, byte_span, first_overlap, index_error_reporter,  # noqa: F401
-                         reporting_index_errors)
+from .executable import Compiled, index_error_reporter, reporting_index_errors  # noqa: F401
 from .function import Function  # noqa: F401
 from .last_call import LastCall  # noqa: F401
+from .standalone.calls import byte_span, first_overlap  # noqa: F401
 from .signature import (check_device_leaves, check_input_dtypes, check_scalar_output,  # noqa: F401
                         differentiable_leaves, normalize_argnums, signature_key, what_changed)

@@ -16,16 +16,16 @@ import threading
 import numpy as np
 
 from . import autodiff, pytree, random
+from .compile import check_target, compile_graph
 from .errors import NonFiniteError, SignatureError
 from .ir import Graph
+from .log import log_compile
 from .ops import fn
 from .passes import BEFORE_AUTODIFF, run_passes
 from .pytree import is_device_array
-from .compile import check_target, compile_graph
-from .executable import first_overlap
-from .log import log_compile
 from .signature import (Call, check_device_leaves, check_input_dtypes, check_scalar_output,
                         differentiable_leaves, signature_key, what_changed)
+from .standalone.calls import first_overlap
 from .trace import argument_names, leaf_names, trace, user_source
 
 

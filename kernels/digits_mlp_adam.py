@@ -971,28 +971,31 @@ ARGNUMS = 0
 SLOTS = ('exp_avg', 'exp_avg_sq')
 SCALAR_NAMES = ('lr', 'step_size', 'bias_correction2_sqrt', 'decay')
 CHECK_FINITE = False
+HYPERPARAMETERS = {'betas': (0.9, 0.999), 'eps': 1e-08, 'lr': 0.003, 'weight_decay': 0.0}
 
 
-class Hyperparameters:
-    """Adam's hyperparameters. Only `lr` may change between steps: the others are compiled
-    into the kernels (changing them here changes nothing but the runtime scalars)."""
-
-    def __init__(self):
-        self.betas = (0.9, 0.999)
-        self.eps = 1e-08
-        self.lr = 0.003
-        self.weight_decay = 0.0
-
-    # copied from gradc.optim.Adam.scalars
-    def scalars(self, step):
-        b1, b2 = self.betas
-        return {"lr": float(self.lr),
-                "step_size": float(self.lr) / (1 - b1 ** step),
-                "bias_correction2_sqrt": math.sqrt(1 - b2 ** step),
-                "decay": 1.0 - float(self.lr) * self.weight_decay}
+# copied from gradc.optim.Adam.scalars: the runtime scalars of update number `step`
+def scalars(self, step):
+    b1, b2 = self.betas
+    return {"lr": float(self.lr),
+            "step_size": float(self.lr) / (1 - b1 ** step),
+            "bias_correction2_sqrt": math.sqrt(1 - b2 ** step),
+            "decay": 1.0 - float(self.lr) * self.weight_decay}
 
 
 # copied from gradc/standalone/train_step.py
+class Hyperparameters:
+    """The optimizer's hyperparameters. Only `lr` may change between steps: the others are
+    compiled into the kernels (changing them here changes nothing but the runtime scalars)."""
+
+    def __init__(self):
+        self.__dict__.update(HYPERPARAMETERS)
+
+    def scalars(self, step):
+        """The runtime scalars of update number `step` (the module's `scalars`: the optimizer's)."""
+        return scalars(self, step)
+
+
 class TrainStep(Compiled):
     """`loss = step(*args)`: forward, backward and the optimizer update in one call. Argument
     ARGNUMS (the parameters) is updated in place: each leaf must be a writeable, C-contiguous

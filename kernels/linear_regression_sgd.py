@@ -713,29 +713,31 @@ ARGNUMS = 0
 SLOTS = ()
 SCALAR_NAMES = ('lr',)
 CHECK_FINITE = False
+HYPERPARAMETERS = {'dampening': 0.0, 'lr': 0.1, 'momentum': 0.0, 'nesterov': False, 'weight_decay': 0.0}
 
 
-class Hyperparameters:
-    """SGD's hyperparameters. Only `lr` may change between steps: the others are compiled
-    into the kernels (changing them here changes nothing but the runtime scalars)."""
-
-    def __init__(self):
-        self.dampening = 0.0
-        self.lr = 0.1
-        self.momentum = 0.0
-        self.nesterov = False
-        self.weight_decay = 0.0
-
-    # copied from gradc.optim.SGD.scalars
-    def scalars(self, step):
-        out = {"lr": float(self.lr)}
-        if self.momentum:  # PyTorch starts the buffer as a copy of the first gradient
-            out["buf_keep"] = 0.0 if step == 1 else float(self.momentum)
-            out["buf_new"] = 1.0 if step == 1 else 1.0 - float(self.dampening)
-        return out
+# copied from gradc.optim.SGD.scalars: the runtime scalars of update number `step`
+def scalars(self, step):
+    out = {"lr": float(self.lr)}
+    if self.momentum:  # PyTorch starts the buffer as a copy of the first gradient
+        out["buf_keep"] = 0.0 if step == 1 else float(self.momentum)
+        out["buf_new"] = 1.0 if step == 1 else 1.0 - float(self.dampening)
+    return out
 
 
 # copied from gradc/standalone/train_step.py
+class Hyperparameters:
+    """The optimizer's hyperparameters. Only `lr` may change between steps: the others are
+    compiled into the kernels (changing them here changes nothing but the runtime scalars)."""
+
+    def __init__(self):
+        self.__dict__.update(HYPERPARAMETERS)
+
+    def scalars(self, step):
+        """The runtime scalars of update number `step` (the module's `scalars`: the optimizer's)."""
+        return scalars(self, step)
+
+
 class TrainStep(Compiled):
     """`loss = step(*args)`: forward, backward and the optimizer update in one call. Argument
     ARGNUMS (the parameters) is updated in place: each leaf must be a writeable, C-contiguous

@@ -3,13 +3,25 @@
 
 Copied verbatim (from the first definition on) into every train-step module `gradc compile
 --train` writes, after gradc/standalone/calls.py, the Compiled and the tables it reads: ARGNUMS,
-SLOTS, SCALAR_NAMES, CHECK_FINITE and `Hyperparameters` (the optimizer's, written by
-gradc/aot.py). NumPy only.
+SLOTS, SCALAR_NAMES, CHECK_FINITE, HYPERPARAMETERS (the optimizer's, by name) and the function
+`scalars(hyperparameters, step)` (the optimizer's method, copied). NumPy only.
 """
 import numpy as np
 
 from .calls import _flatten, _leaves, first_overlap, leaf_count
 from .host import Compiled
+
+
+class Hyperparameters:
+    """The optimizer's hyperparameters. Only `lr` may change between steps: the others are
+    compiled into the kernels (changing them here changes nothing but the runtime scalars)."""
+
+    def __init__(self):
+        self.__dict__.update(HYPERPARAMETERS)
+
+    def scalars(self, step):
+        """The runtime scalars of update number `step` (the module's `scalars`: the optimizer's)."""
+        return scalars(self, step)
 
 
 class TrainStep(Compiled):
