@@ -24,9 +24,6 @@ from .passes.fuse import fuse
 from .passes.memory import describe as describe_plan
 from .passes.memory import plan_buffers
 
-TARGETS = ("cpu", "cuda")
-
-
 class Stage(NamedTuple):
     """The graph after one stage of the pipeline ("traced", then each pass by name)."""
     name: str
@@ -52,13 +49,37 @@ class Lowered:
         return "\n\n".join(parts)
 
 
+class CpuTarget:
+    """target="cpu": Numba CPU kernels, run in order by a generated driver. A target says
+    whether it can run here (`check`), generates a program (`generate`) and loads it into an
+    executable that owns the arena (`executable`; load=False: none loaded, for explain and
+    `gradc compile`). target="cuda" is gradc/cuda_runtime.py's CudaTarget."""
+
+    def check(self):
+        pass
+
+    def generate(self, fusion, plan, title):
+        return Program(fusion, plan, title)
+
+    def executable(self, lowered, out_kind, load, **fields):
+        module = load_driver(lowered.program) if load else None
+        return Compiled(lowered, None if module is None else module.run, out_kind,
+                        driver_module=module, **fields)
+
+
+def target_named(name):
+    """The Target called `name` (target="cuda": gradc/cuda_runtime.py, imported only then)."""
+    if name == "cpu":
+        return CpuTarget()
+    if name == "cuda":
+        from .cuda_runtime import CudaTarget
+        return CudaTarget()
+    raise NotImplementedError(f"target={name!r} is not available; use 'cpu' or 'cuda'")
+
+
 def check_target(target):
     """target="cpu" or "cuda" (which needs numba.cuda and a GPU, or the simulator)."""
-    if target not in TARGETS:
-        raise NotImplementedError(f"target={target!r} is not available; use 'cpu' or 'cuda'")
-    if target == "cuda":
-        from .codegen.cuda import require_cuda
-        require_cuda()
+    target_named(target).check()
 
 
 def lower(graph, title, target="cpu"):
@@ -73,11 +94,7 @@ def lower(graph, title, target="cpu"):
     plan = plan_buffers(fusion)
     timings["passes"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if target == "cuda":  # target="cuda": gradc/codegen/cuda.py
-        from .codegen.cuda import CudaProgram
-        program = CudaProgram(fusion, plan, title)
-    else:
-        program = Program(fusion, plan, title)
+    program = target_named(target).generate(fusion, plan, title)
     timings["codegen"] = time.perf_counter() - t0
     return Lowered(stages, fusion, plan, program, target, timings)
 
@@ -88,19 +105,10 @@ def compile_graph(graph, title, out_kind, load=True, target="cpu", **fields):
     (Compiled's keyword arguments). Its `lowered.timings` says where the time went."""
     lowered = lower(graph, title, target)
     t0 = time.perf_counter()
-    driver = module = None
-    if load:
-        with _LOADING:
-            if target == "cuda":
-                driver = lowered.program.load()
-            else:
-                module = load_driver(lowered.program)
-                driver = module.run
+    with _LOADING:
+        compiled = target_named(target).executable(lowered, out_kind, load, **fields)
     lowered.timings["numba"] = time.perf_counter() - t0
-    if target == "cuda":  # gradc/cuda_runtime.py, imported only then
-        from .cuda_runtime import CudaCompiled
-        return CudaCompiled(lowered, driver, out_kind, **fields)
-    return Compiled(lowered, driver, out_kind, driver_module=module, **fields)
+    return compiled
 
 
 # Loading generated modules is one thread at a time: load_module replaces a module in

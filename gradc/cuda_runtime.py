@@ -21,6 +21,22 @@ from .pytree import is_device_array
 from .executable import Compiled, reporting_index_errors
 
 
+class CudaTarget:
+    """target="cuda": CUDA kernels launched from Python (gradc/codegen/cuda.py), run by a
+    CudaCompiled (see gradc/compile.py's CpuTarget for what a target does)."""
+
+    def check(self):
+        from .codegen.cuda import require_cuda
+        require_cuda()
+
+    def generate(self, fusion, plan, title):
+        from .codegen.cuda import CudaProgram
+        return CudaProgram(fusion, plan, title)
+
+    def executable(self, lowered, out_kind, load, **fields):
+        return CudaCompiled(lowered, lowered.program.load() if load else None, out_kind, **fields)
+
+
 class CudaCompiled(Compiled):
     """The same interface as Compiled; `driver` is a CudaDriver (gradc/codegen/cuda.py)."""
 

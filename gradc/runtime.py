@@ -7,7 +7,7 @@ from here. New code imports from where each lives:
     last_call.py    LastCall: the last call's signature, recognized fast
     function.py     Function: jit / grad / value_and_grad, the per-signature cache
 """
-from .compile import TARGETS, check_target, compile_graph, load_driver  # noqa: F401
+from .compile import check_target, compile_graph, load_driver  # noqa: F401
 from .executable import Compiled, index_error_reporter, reporting_index_errors  # noqa: F401
 from .function import Function  # noqa: F401
 from .last_call import LastCall  # noqa: F401
