@@ -252,6 +252,11 @@ def graph_dot(compiled, title):
 # ---------------------------------------------------------------------------------------------
 # the parser
 
+def _target_option(p):
+    p.add_argument("--target", dest="target_device", default="cpu", choices=("cpu", "cuda"),
+                   help="code generation target (default cpu; cuda needs no GPU to generate)")
+
+
 def _common(p, argnums_help="the argument(s) to differentiate: N or N,M (default 0)"):
     p.add_argument("target", metavar="MODULE.py:FUNC", help="the function to compile")
     p.add_argument("--example", required=True, metavar="MODULE.py:ARGS_FN",
@@ -296,8 +301,7 @@ def build_parser():
     p.add_argument("--clip-norm", type=float, help="clip the global gradient norm (with --train)")
     p.add_argument("--check-finite", action="store_true",
                    help="a non-finite loss or gradient leaves everything unchanged and raises")
-    p.add_argument("--target", dest="target_device", default="cpu", choices=("cpu", "cuda"),
-                   help="code generation target (default cpu; cuda needs no GPU to generate)")
+    _target_option(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT.py", help="the module to write")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(run=cmd_compile)
@@ -312,8 +316,7 @@ def build_parser():
     p.add_argument("--jit", action="store_true", help="the forward alone, no gradient")
     p.add_argument("--dot", metavar="FILE", help="write the IR as Graphviz DOT (kernels as "
                                                  "clusters) to FILE")
-    p.add_argument("--target", dest="target_device", default="cpu", choices=("cpu", "cuda"),
-                   help="code generation target (default cpu; cuda needs no GPU to generate)")
+    _target_option(p)
     p.set_defaults(run=cmd_explain)
 
     p = sub.add_parser(
