@@ -7,7 +7,7 @@
     print(gradc.explain(loss, params, x, y))    # IR, passes, kernels, memory plan
     rng = gradc.random.default_rng(0)           # an argument: new random numbers every call
 """
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401
 
 from . import ops  # noqa: E402,F401  (registers every op)
 from . import nn  # noqa: E402,F401

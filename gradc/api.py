@@ -2,7 +2,7 @@
 options): `gradc.grad(f)`, `@gradc.grad`, `@gradc.grad(argnums=1)`."""
 import functools
 
-from .runtime import Function
+from .function import Function
 
 
 def jit(fun=None, *, target="cpu", max_signatures=None):

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import autodiff, pytree
+from . import autodiff
 from .aot import materialize
 from .interpret import evaluate
 from .ir import Graph
 from .passes import BEFORE_AUTODIFF, run_passes
-from .runtime import normalize_argnums, differentiable_leaves
+from .signature import Call, differentiable_leaves, normalize_argnums
 from .errors import NonDifferentiableError
 from .trace import trace
 
@@ -183,17 +183,13 @@ def check(fun, *args, argnums=0, seed=0, eps=EPS, rtol=RTOL, **kwargs):
     graph, _, outs = trace(fun, args, kwargs)
     name = getattr(fun, "__name__", "fn")
     argnums_t, _ = normalize_argnums(argnums, len(args), None)
-    differentiable_leaves(args, argnums_t, None)
+    call = Call(args, kwargs)
+    differentiable_leaves(call, argnums_t, None)
     floats = [v for v in outs if np.issubdtype(v.dtype, np.floating)]
     if not floats:
         raise NonDifferentiableError(f"{name} returns no floating-point value to differentiate")
-    positions, cursor = {}, 0
-    for i, a in enumerate(args):
-        n = len(pytree.flatten(a)[0])
-        positions[i] = list(range(cursor, cursor + n))
-        cursor += n
     graph = run_passes(graph, BEFORE_AUTODIFF)
-    wrt = [graph.inputs[p] for i in argnums_t for p in positions[i]]
+    wrt = [graph.inputs[p] for i in argnums_t for p in call.ranges[i]]
     active, seen = [], set()
     for out in graph.outputs:
         if np.issubdtype(out.dtype, np.floating):
@@ -203,7 +199,7 @@ def check(fun, *args, argnums=0, seed=0, eps=EPS, rtol=RTOL, **kwargs):
                     active.append(node)
     order = {id(n): i for i, n in enumerate(graph.nodes)}
     active.sort(key=lambda n: order[id(n)])
-    leaves = pytree.flatten((args, kwargs))[0]
+    leaves = call.leaves
     everything = types.SimpleNamespace(inputs=graph.inputs, nodes=graph.nodes,
                                        outputs=[n.output for n in graph.nodes])
     with np.errstate(all="ignore"):

@@ -20,7 +20,7 @@ import os
 import shlex
 import sys
 
-from . import __version__
+from ._version import __version__
 
 
 class CliError(Exception):
@@ -142,7 +142,7 @@ def cmd_compile(ns):
 
 def _command_line(ns, mode):
     """The command for the generated header: paths as `aot.display_path`, no output path."""
-    from .aot import display_path
+    from .aot_text import display_path
 
     def spec(s):
         path, _, name = s.rpartition(":")
@@ -168,7 +168,7 @@ def _command_line(ns, mode):
 def cmd_explain(ns):
     from .aot import materialize
     from .report import report
-    from .runtime import Function
+    from .function import Function
     fun, args = load(ns)
     args = tuple(materialize(args))
     f = Function(fun, "jit" if ns.jit else "value_and_grad", argnums=ns.argnums)
@@ -177,7 +177,7 @@ def cmd_explain(ns):
         compiled = f.lower(*args, load=False, source=f.__name__)
     else:
         f(*args)
-        compiled = f.cache[f._last_key]
+        compiled = f.last_compiled()
     print(report(compiled, f))
     if ns.dot:
         with open(ns.dot, "w", encoding="utf-8") as out:
@@ -186,7 +186,7 @@ def cmd_explain(ns):
 
 
 def cmd_check(ns):
-    from .aot import _SourceLines
+    from .aot_text import SourceLines
     from .check import check
     fun, args = load(ns)
     report = check(fun, *args, argnums=ns.argnums, seed=ns.seed)
@@ -194,7 +194,7 @@ def cmd_check(ns):
         source_file = inspect.getsourcefile(fun)
     except TypeError:
         source_file = None
-    lines = _SourceLines([source_file])
+    lines = SourceLines([source_file])
     print(report.format(verbose=ns.verbose, source_text=lines.text))
     return 0 if report.ok else 1
 
@@ -252,6 +252,11 @@ def graph_dot(compiled, title):
 # ---------------------------------------------------------------------------------------------
 # the parser
 
+def _target_option(p):
+    p.add_argument("--target", dest="target_device", default="cpu", choices=("cpu", "cuda"),
+                   help="code generation target (default cpu; cuda needs no GPU to generate)")
+
+
 def _common(p, argnums_help="the argument(s) to differentiate: N or N,M (default 0)"):
     p.add_argument("target", metavar="MODULE.py:FUNC", help="the function to compile")
     p.add_argument("--example", required=True, metavar="MODULE.py:ARGS_FN",
@@ -296,8 +301,7 @@ def build_parser():
     p.add_argument("--clip-norm", type=float, help="clip the global gradient norm (with --train)")
     p.add_argument("--check-finite", action="store_true",
                    help="a non-finite loss or gradient leaves everything unchanged and raises")
-    p.add_argument("--target", dest="target_device", default="cpu", choices=("cpu", "cuda"),
-                   help="code generation target (default cpu; cuda needs no GPU to generate)")
+    _target_option(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT.py", help="the module to write")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(run=cmd_compile)
@@ -312,8 +316,7 @@ def build_parser():
     p.add_argument("--jit", action="store_true", help="the forward alone, no gradient")
     p.add_argument("--dot", metavar="FILE", help="write the IR as Graphviz DOT (kernels as "
                                                  "clusters) to FILE")
-    p.add_argument("--target", dest="target_device", default="cpu", choices=("cpu", "cuda"),
-                   help="code generation target (default cpu; cuda needs no GPU to generate)")
+    _target_option(p)
     p.set_defaults(run=cmd_explain)
 
     p = sub.add_parser(

@@ -18,7 +18,23 @@ from __future__ import annotations
 import numpy as np
 
 from .pytree import is_device_array
-from .runtime import Compiled, reporting_index_errors
+from .executable import Compiled, reporting_index_errors
+
+
+class CudaTarget:
+    """target="cuda": CUDA kernels launched from Python (gradc/codegen/cuda.py), run by a
+    CudaCompiled (see gradc/compile.py's CpuTarget for what a target does)."""
+
+    def check(self):
+        from .codegen.cuda import require_cuda
+        require_cuda()
+
+    def generate(self, fusion, plan, title):
+        from .codegen.cuda import CudaProgram
+        return CudaProgram(fusion, plan, title)
+
+    def executable(self, lowered, out_kind, load, **fields):
+        return CudaCompiled(lowered, lowered.program.load() if load else None, out_kind, **fields)
 
 
 class CudaCompiled(Compiled):
@@ -30,12 +46,10 @@ class CudaCompiled(Compiled):
         in_place = {v.id for v in self.plan.aliases.values()}
         self.updated_inputs = [i for i, v in enumerate(graph.inputs) if v.id in in_place]
         self.owned_on_device = False  # the gradc-owned inputs (optimizer state) are current there
-        self.runtime_scalars = 0  # how many of the last owned inputs change every call (set by
-        # TrainStep: learning rate, bias corrections), uploaded on every call
         if self.driver is not None:
             self.driver.upload_constants(self.arena)
 
-    def _report_index_errors(self, report):
+    def _report_index_errors(self, report, driver_module):
         """(The launches find an index out of range: see Compiled.)"""
         self.driver.launch = reporting_index_errors(self.driver.launch, report)
 

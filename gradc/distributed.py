@@ -41,7 +41,7 @@ from . import pytree
 from .api import value_and_grad
 from .errors import CompileError, GradcError, NonFiniteError, SignatureError
 from .passes.memory import ALIGN
-from .runtime import signature_key
+from .signature import signature_key
 from .train import check_apart, check_updatable, update_step
 from .trace import user_source
 

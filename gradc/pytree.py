@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import SignatureError
 from .ir import Value
+from .standalone.calls import leaf_count  # noqa: F401  (shared with generated modules)
 
 LEAF = ("*",)
 FLOAT = ("float",)  # a TracedFloat leaf

@@ -6,7 +6,7 @@ refused), the memory plan, and the generated driver.
 """
 from .passes.fuse import describe as describe_kernels
 from .passes.memory import describe as describe_plan
-from .runtime import Function
+from .function import Function
 from .train import TrainStep
 from .trace import user_source
 
@@ -25,7 +25,7 @@ def explain(fun, *args, argnums=0, mode="value_and_grad", **kwargs):
         return explain(fun.grad_fn, *args) + "\n\n" + explain(fun.update, params, params)
     f = fun if isinstance(fun, Function) else Function(fun, mode, argnums=argnums)
     f(*args, **kwargs)
-    compiled = f.cache[f._last_key]
+    compiled = f.last_compiled()
     return report(compiled, f)
 
 
@@ -52,7 +52,8 @@ def report(compiled, f):
     out.append(f"== IR after the passes: {len(final.nodes)} nodes")
     out.append(str(final))
     out.append("")
-    shared = _shared_forward_backward(final)
+    jit = isinstance(f, Function) and f.mode == "jit"  # (no backward)
+    shared = _shared_forward_backward(final, len(final.outputs) if jit else 1)
     out.append(f"== CSE: forward values reused by the backward: {len(shared)}")
     for line in shared[:20]:
         out.append("  " + line)
@@ -71,12 +72,37 @@ def report(compiled, f):
     return "\n".join(out)
 
 
-def _shared_forward_backward(graph):
-    """Forward values (from the user's code) that backward nodes read: work done once."""
+def _shared_forward_backward(graph, n_forward):
+    """Forward values that the backward reads: work done once, in the forward. The forward is
+    what the first `n_forward` outputs (the value; every output of a jit) are computed from; the
+    backward is every other node (the gradients, and a train step's update). Constants and
+    reshapes of them, which cost nothing, are left out."""
+    forward = set()
+    for value in graph.outputs[:n_forward]:
+        forward |= _ancestors(value)
+    readers = {}  # forward value id -> the backward nodes that read it
+    for node in graph.nodes:
+        if node.output.id not in forward:
+            for x in node.inputs:
+                if x.id in forward:
+                    readers.setdefault(x.id, []).append(node)
     lines = []
     for node in graph.nodes:
-        users = {n.source for n in graph.nodes if any(x is node.output for x in n.inputs)}
-        if node.op not in ("const", "broadcast_to", "reshape") and len(users) > 1:
-            lines.append(f"%{node.output.id} = {node.op} ({node.source}) is read by nodes from "
-                         + ", ".join(sorted(users)))
+        if node.output.id in readers and node.op not in ("const", "broadcast_to", "reshape"):
+            users = readers[node.output.id]
+            lines.append(f"%{node.output.id} = {node.op} ({node.source}) is read by the backward: "
+                         + ", ".join(f"%{n.output.id} = {n.op}" for n in users[:4])
+                         + (f" and {len(users) - 4} more" if len(users) > 4 else ""))
     return lines
+
+
+def _ancestors(value):
+    """The ids of the values `value` is computed from, itself included (inputs too)."""
+    seen, stack = set(), [value]
+    while stack:
+        v = stack.pop()
+        if v.id not in seen:
+            seen.add(v.id)
+            if v.node is not None:
+                stack.extend(v.node.inputs)
+    return seen

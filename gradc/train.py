@@ -16,14 +16,16 @@ import threading
 import numpy as np
 
 from . import autodiff, pytree, random
+from .compile import check_target, compile_graph
 from .errors import NonFiniteError, SignatureError
 from .ir import Graph
+from .log import log_compile
 from .ops import fn
 from .passes import BEFORE_AUTODIFF, run_passes
 from .pytree import is_device_array
-from .runtime import (_log, _log_enabled, _why, check_device_leaves, check_input_dtypes,
-                      check_scalar_output, check_target, compile_graph, differentiable_leaves,
-                      first_overlap, make_compiled, signature_key)
+from .signature import (Call, check_device_leaves, check_input_dtypes, check_scalar_output,
+                        differentiable_leaves, signature_key, what_changed)
+from .standalone.calls import first_overlap
 from .trace import argument_names, leaf_names, trace, user_source
 
 
@@ -129,6 +131,8 @@ class TrainStep:
         # step compiles: _scalar_inputs)
         self._scalars = {name: np.zeros((), np.float64) for name in optimizer.scalar_names}
         self._last_key = None
+        self._last_call = None  # a LastCall: the last call's signature, recognized fast
+        self._owned = (None, [], [])  # (ids, addresses, arrays) of the owned inputs: _owned_addresses
         self._on_device = None  # target="cuda": the CudaCompiled holding the current state
 
     # --- state -----------------------------------------------------------------------------
@@ -179,7 +183,7 @@ class TrainStep:
         with self.lock:
             # the same signature, optimizer and state arrays as the last call: no flatten, key,
             # lookup or parameter check (LastCall.match checks shapes, dtypes, writeability)
-            last = getattr(self, "_last_call", None)
+            last = self._last_call
             fast = (last is not None and last.state is self._state and last.match(args)
                     and last.static == self.optimizer.static())
             if fast:
@@ -193,11 +197,12 @@ class TrainStep:
                 if compiled is None or not all(updatable(x, self.target)
                                                for x in leaves[compiled.param_leaves]):
                     src = user_source()  # the slow path: first call, new signature, or an error
-                    p_leaves, p_tree = pytree.flatten(args[self.argnums])
-                    self._check_params(p_leaves, p_tree, src)
+                    call = Call(args, {}, leaves, treedef)
+                    p_leaves = call.arg_leaves(self.argnums)
+                    self._check_params(p_leaves, call.arg_trees[self.argnums], src)
                     check_apart(p_leaves, args, self.argnums, self.loss_fn)
                     if compiled is None:
-                        compiled = self._compile(key, args, src)
+                        compiled = self._compile(key, call, src)
                 else:
                     check_apart(leaves[compiled.param_leaves], args, self.argnums, self.loss_fn)
                 p_leaves = leaves[compiled.param_leaves]
@@ -235,7 +240,7 @@ class TrainStep:
         owned = [a for slot in self.optimizer.slots for a in self._state[slot]] + \
             [self._scalars[n] for n in self.optimizer.scalar_names]
         key = tuple(id(a) for a in owned)
-        if getattr(self, "_owned", (None,))[0] != key:
+        if self._owned[0] != key:
             self._owned = (key, [a.__array_interface__["data"][0] for a in owned], owned)
         return self._owned[1]
 
@@ -277,34 +282,33 @@ class TrainStep:
         driver (what `gradc compile` writes out, and `gradc.explain` reports). `source` names
         the caller in the generated code (default: the calling line)."""
         src = source or user_source()
-        p_leaves, p_tree = pytree.flatten(args[self.argnums])
-        self._check_params(p_leaves, p_tree, src, record=False)
-        leaves, treedef = pytree.flatten((args, {}))
-        key = signature_key(leaves, treedef) + (self.optimizer.static(),)
-        return self._compile(key, args, src, load=load, cache=False)
+        call = Call(args, {})
+        self._check_params(call.arg_leaves(self.argnums), call.arg_trees[self.argnums], src,
+                           record=False)
+        key = call.key() + (self.optimizer.static(),)
+        return self._compile(key, call, src, load=load, cache=False)
 
-    def _joint_graph(self, args, src):
+    def _joint_graph(self, call, src):
         """The loss and the gradients of the parameters, as one graph (or, for an update-only
         step, the gradients as inputs). Returns (graph, params, loss, grads, first param leaf)."""
         if self.loss_fn is None:
-            return self._gradients_given(args, src)
-        graph, out_tree, outs = trace(self.loss_fn, args)
-        differentiable_leaves(args, (self.argnums,), src)
+            return self._gradients_given(call, src)
+        graph, out_tree, outs = trace(self.loss_fn, call.args)
+        differentiable_leaves(call, (self.argnums,), src)
         if len(outs) != 1:
             raise SignatureError("train_step needs a loss function returning one scalar", source=src)
         check_scalar_output(outs[0], src)
         graph = run_passes(graph, BEFORE_AUTODIFF)
-        before = sum(len(pytree.flatten(a)[0]) for a in args[:self.argnums])
-        n_params = len(pytree.flatten(args[self.argnums])[0])
-        params = graph.inputs[before:before + n_params]
+        positions = call.ranges[self.argnums]  # the parameters' graph inputs
+        params = graph.inputs[positions.start:positions.stop]
         loss = graph.outputs[0]
-        return graph, params, loss, autodiff.vjp(graph, loss, params), before
+        return graph, params, loss, autodiff.vjp(graph, loss, params), positions.start
 
-    def _gradients_given(self, args, src):
-        if len(args) != 2:
+    def _gradients_given(self, call, src):
+        if len(call.args) != 2:
             raise SignatureError("an update-only step takes (params, grads)", source=src)
-        p_leaves, p_tree = pytree.flatten(args[0])
-        g_leaves, g_tree = pytree.flatten(args[1])
+        p_leaves, p_tree = call.arg_leaves(0), call.arg_trees[0]
+        g_leaves, g_tree = call.arg_leaves(1), call.arg_trees[1]
         if g_tree != p_tree or [np.shape(g) for g in g_leaves] != [p.shape for p in p_leaves]:
             raise SignatureError(f"gradients {pytree.describe(g_tree)} do not match parameters "
                                  f"{pytree.describe(p_tree)} in structure or shapes", source=src)
@@ -316,11 +320,13 @@ class TrainStep:
             grads = [g * self.grad_scale for g in grads]
         return graph, params, fn.const(graph, 0.0, np.float32), grads, 0
 
-    def _compile(self, key, args, src, load=True, cache=True):
+    def _compile(self, key, call, src, load=True, cache=True):
+        """Trace, differentiate, add the update and compile the signature `key` of `call` (a
+        Call); cache it unless cache=False. `src`: the calling line."""
         names = argument_names(self.loss_fn) if self.loss_fn is not None else ["params", "grads"]
-        check_input_dtypes(key, leaf_names((args, {}), names), src)
-        check_device_leaves(pytree.flatten(args)[0], self.target, src)
-        graph, params, loss, grads, before = self._joint_graph(args, src)
+        check_input_dtypes(key, lambda: leaf_names((call.args, {}), names), src)
+        check_device_leaves(call.leaves, self.target, src)
+        graph, params, loss, grads, before = self._joint_graph(call, src)
         n_params = len(params)
         graph.stamp_user_source = False
         with graph.at_source(f"optimizer {type(self.optimizer).__name__}"):
@@ -347,7 +353,7 @@ class TrainStep:
             for v_in in state_in[slot]:
                 aliases[k] = _index(graph.inputs, v_in)
                 k += 1
-        for advanced, i in random.counter_updates(graph, pytree.flatten((args, {}))[1]):
+        for advanced, i in random.counter_updates(graph, call.treedef):
             aliases[len(outputs)] = i  # a gradc.random Generator: new numbers every step
             outputs.append(advanced)
         if ok is not None:
@@ -355,18 +361,16 @@ class TrainStep:
         graph.outputs = outputs
         graph.aliases = aliases
         title = f"train_step of {self.__name__} with {self.optimizer!r} from {src}"
-        stages, fusion, plan, program, driver, timings = compile_graph(graph, title, load, self.target)
-        compiled = make_compiled(self.target, stages, fusion, plan, program, driver, None)
-        compiled.param_leaves = slice(before, before + n_params)  # where params sit in the leaves
-        if self.target == "cuda":  # which inputs are gradc's: state (kept on the device), scalars
-            compiled.first_owned = len(graph.inputs) - len(scalars) - n_params * len(self.optimizer.slots)
-            compiled.runtime_scalars = len(scalars)
+        # where the parameters sit among the leaves; which inputs are gradc's: the optimizer
+        # state (kept on the device by target="cuda"), then the runtime scalars
+        first_owned = len(graph.inputs) - len(scalars) - n_params * len(self.optimizer.slots)
+        compiled = compile_graph(graph, title, None, load, self.target,
+                                 param_leaves=slice(before, before + n_params),
+                                 first_owned=first_owned, runtime_scalars=len(scalars))
         if not cache:
             return compiled
-        if _log_enabled("compiles"):
-            _log(f"compiled train_step({self.__name__}) at {src}: {_why(self._last_key, key)}; "
-                 f"{len(fusion.kernels)} kernels; passes {timings['passes'] * 1e3:.0f} ms, codegen "
-                 f"{timings['codegen'] * 1e3:.0f} ms, numba {timings['numba'] * 1e3:.0f} ms")
+        log_compile(f"train_step({self.__name__})", src, what_changed(self._last_key, key),
+                    len(compiled.fusion.kernels), compiled.lowered.timings)
         self.cache[key] = compiled
         self._last_key = key
         return compiled

@@ -366,6 +366,7 @@ else:
 # home, the kernels compile on every import).
 
 
+# copied from gradc/standalone/numba_cache.py
 def _numba_can_cache():
     """Whether Numba finds a writable place to cache kernels defined in this file (as it looks
     for one: a __pycache__ beside it, NUMBA_CACHE_DIR, the user's cache directory)."""
@@ -1041,6 +1042,7 @@ N_ARGS = 3
 ARG_NAMES = ('params', 'x', 'y')
 
 
+# copied from gradc/standalone/calls.py
 def _flatten(tree, x, path, leaves):
     """Check `x` against the compiled pytree structure and collect its array leaves."""
     kind = tree[0]
@@ -1118,15 +1120,21 @@ def _leaves(name, args):
     return arrays
 
 
-def _span(x):
-    """[start, end) of a C-contiguous array's memory."""
-    start = x.__array_interface__["data"][0]
-    return start, start + x.nbytes
+def byte_span(x):
+    """[start, end) of a C-contiguous array's memory (a NumPy or a CUDA device array)."""
+    if isinstance(x, np.ndarray):
+        start = x.__array_interface__["data"][0]
+        return start, start + x.nbytes
+    interface = getattr(x, "__cuda_array_interface__", None)
+    if interface is None:  # Numba's CUDA simulator: a device array wraps a host array
+        return byte_span(x._ary)
+    start = interface["data"][0]
+    return start, start + x.size * x.dtype.itemsize
 
 
-def _first_overlap(arrays):
+def first_overlap(arrays):
     """The positions (i, j) of two C-contiguous `arrays` whose memory overlaps, or None."""
-    spans = sorted(_span(x) + (i,) for i, x in enumerate(arrays) if x.size)
+    spans = sorted(byte_span(x) + (i,) for i, x in enumerate(arrays) if x.size)
     for (_, end, i), (start, _, j) in zip(spans, spans[1:]):
         if start < end:
             return min(i, j), max(i, j)
@@ -1139,10 +1147,26 @@ def _address(x):
 
 def _overlaps(x, spans):
     """Whether the memory of array `x` overlaps one of the byte ranges `spans`."""
-    start, end = _span(x)
+    start, end = byte_span(x)
     return any(s < end and start < e for s, e in spans)
 
 
+def _result(view, fresh):
+    if view.shape == ():
+        return view.dtype.type(view[()])
+    return view.copy() if fresh else view
+
+
+def leaf_count(tree):
+    """How many array leaves a pytree description has (gradc's, or a module's ARGS_TREE)."""
+    if tree[0] in ("*", "float"):
+        return 1
+    if tree[0] == "static":
+        return 0
+    return sum(leaf_count(child) for child in tree[-1])
+
+
+# copied from gradc/standalone/host.py
 class Compiled:
     """The arena (constants copied in once) and views of the outputs that live in it."""
 
@@ -1170,7 +1194,7 @@ class Compiled:
         kernels write (the arena, which holds the outputs handed out earlier, or a parameter
         updated in place) is read from a copy, as if a copy had been passed."""
         written = [i for i in self.updated if i < len(arrays)]
-        spans = [(self.address, self.address + ARENA_BYTES)] + [_span(arrays[i]) for i in written]
+        spans = [(self.address, self.address + ARENA_BYTES)] + [byte_span(arrays[i]) for i in written]
         arrays = [x.copy() if i not in written and _overlaps(x, spans) else x
                   for i, x in enumerate(arrays)]
         run(self.address, *[_address(x) for x in arrays], *[_address(x) for x in owned])
@@ -1182,36 +1206,34 @@ class Compiled:
         """(The kernels write the owned arrays where they are: nothing to do.)"""
 
 
-def _result(view, fresh):
-    if view.shape == ():
-        return view.dtype.type(view[()])
-    return view.copy() if fresh else view
-
-
 OPTIMIZER = 'Adam(lr=0.003, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.0)'
 ARGNUMS = 0
 SLOTS = ('exp_avg', 'exp_avg_sq')
 SCALAR_NAMES = ('lr', 'step_size', 'bias_correction2_sqrt', 'decay')
 CHECK_FINITE = False
+HYPERPARAMETERS = {'betas': (0.9, 0.999), 'eps': 1e-08, 'lr': 0.003, 'weight_decay': 0.0}
 
 
+# copied from gradc.optim.Adam.scalars: the runtime scalars of update number `step`
+def scalars(self, step):
+    b1, b2 = self.betas
+    return {"lr": float(self.lr),
+            "step_size": float(self.lr) / (1 - b1 ** step),
+            "bias_correction2_sqrt": math.sqrt(1 - b2 ** step),
+            "decay": 1.0 - float(self.lr) * self.weight_decay}
+
+
+# copied from gradc/standalone/train_step.py
 class Hyperparameters:
-    """Adam's hyperparameters. Only `lr` may change between steps: the others are compiled
-    into the kernels (changing them here changes nothing but the runtime scalars)."""
+    """The optimizer's hyperparameters. Only `lr` may change between steps: the others are
+    compiled into the kernels (changing them here changes nothing but the runtime scalars)."""
 
     def __init__(self):
-        self.betas = (0.9, 0.999)
-        self.eps = 1e-08
-        self.lr = 0.003
-        self.weight_decay = 0.0
+        self.__dict__.update(HYPERPARAMETERS)
 
-    # copied from gradc.optim.Adam.scalars
     def scalars(self, step):
-        b1, b2 = self.betas
-        return {"lr": float(self.lr),
-                "step_size": float(self.lr) / (1 - b1 ** step),
-                "bias_correction2_sqrt": math.sqrt(1 - b2 ** step),
-                "decay": 1.0 - float(self.lr) * self.weight_decay}
+        """The runtime scalars of update number `step` (the module's `scalars`: the optimizer's)."""
+        return scalars(self, step)
 
 
 class TrainStep(Compiled):
@@ -1225,8 +1247,8 @@ class TrainStep(Compiled):
         if lr is not None:
             self.hyper.lr = lr
         self.step_count = 0
-        n = _n_leaves_before(ARGNUMS)
-        params = INPUTS[n:n + _n_leaves(ARGS_TREE[1][ARGNUMS])]
+        n = _leaves_before(ARGNUMS)
+        params = INPUTS[n:n + leaf_count(ARGS_TREE[1][ARGNUMS])]
         self.state = {slot: [np.zeros(shape, dtype) for _, shape, dtype in params] for slot in SLOTS}
         first = len(INPUTS) - len(SCALAR_NAMES)  # the last inputs, in their compiled dtype
         self.scalars = {name: np.zeros((), dtype)
@@ -1243,13 +1265,13 @@ class TrainStep(Compiled):
 
     def __call__(self, *args):
         arrays = _leaves(NAME, args)
-        n = _n_leaves_before(ARGNUMS)
+        n = _leaves_before(ARGNUMS)
         params = _params(args)
         for x, (_, given) in zip(arrays[n:], params):
             if x is not given or not x.flags.writeable:
                 raise TypeError(f"{ARG_NAMES[ARGNUMS]}: a TrainStep updates the parameters in "
                                 "place: each must be a writeable, C-contiguous NumPy array")
-        pair = _first_overlap([x for _, x in params])
+        pair = first_overlap([x for _, x in params])
         if pair is not None:
             a, b = (params[i][0] for i in pair)
             raise ValueError(f"parameters {a} and {b} share memory: a TrainStep updates each "
@@ -1288,18 +1310,9 @@ class TrainStep(Compiled):
             self._owned_changed()
 
 
-def _n_leaves(tree):
-    if tree[0] in ("*", "float"):
-        return 1
-    if tree[0] == "dict":
-        return sum(_n_leaves(t) for t in tree[2])
-    if tree[0] in ("list", "tuple"):
-        return sum(_n_leaves(t) for t in tree[1])
-    return 0
-
-
-def _n_leaves_before(argnum):
-    return sum(_n_leaves(t) for t in ARGS_TREE[1][:argnum])
+def _leaves_before(argnum):
+    """How many array leaves the arguments before `argnum` have."""
+    return sum(leaf_count(t) for t in ARGS_TREE[1][:argnum])
 
 
 def _params(args):

@@ -348,6 +348,7 @@ else:
 # home, the kernels compile on every import).
 
 
+# copied from gradc/standalone/numba_cache.py
 def _numba_can_cache():
     """Whether Numba finds a writable place to cache kernels defined in this file (as it looks
     for one: a __pycache__ beside it, NUMBA_CACHE_DIR, the user's cache directory)."""
@@ -505,6 +506,7 @@ N_ARGS = 3
 ARG_NAMES = ('params', 'x', 'y')
 
 
+# copied from gradc/standalone/calls.py
 def _flatten(tree, x, path, leaves):
     """Check `x` against the compiled pytree structure and collect its array leaves."""
     kind = tree[0]
@@ -582,15 +584,21 @@ def _leaves(name, args):
     return arrays
 
 
-def _span(x):
-    """[start, end) of a C-contiguous array's memory."""
-    start = x.__array_interface__["data"][0]
-    return start, start + x.nbytes
+def byte_span(x):
+    """[start, end) of a C-contiguous array's memory (a NumPy or a CUDA device array)."""
+    if isinstance(x, np.ndarray):
+        start = x.__array_interface__["data"][0]
+        return start, start + x.nbytes
+    interface = getattr(x, "__cuda_array_interface__", None)
+    if interface is None:  # Numba's CUDA simulator: a device array wraps a host array
+        return byte_span(x._ary)
+    start = interface["data"][0]
+    return start, start + x.size * x.dtype.itemsize
 
 
-def _first_overlap(arrays):
+def first_overlap(arrays):
     """The positions (i, j) of two C-contiguous `arrays` whose memory overlaps, or None."""
-    spans = sorted(_span(x) + (i,) for i, x in enumerate(arrays) if x.size)
+    spans = sorted(byte_span(x) + (i,) for i, x in enumerate(arrays) if x.size)
     for (_, end, i), (start, _, j) in zip(spans, spans[1:]):
         if start < end:
             return min(i, j), max(i, j)
@@ -603,10 +611,26 @@ def _address(x):
 
 def _overlaps(x, spans):
     """Whether the memory of array `x` overlaps one of the byte ranges `spans`."""
-    start, end = _span(x)
+    start, end = byte_span(x)
     return any(s < end and start < e for s, e in spans)
 
 
+def _result(view, fresh):
+    if view.shape == ():
+        return view.dtype.type(view[()])
+    return view.copy() if fresh else view
+
+
+def leaf_count(tree):
+    """How many array leaves a pytree description has (gradc's, or a module's ARGS_TREE)."""
+    if tree[0] in ("*", "float"):
+        return 1
+    if tree[0] == "static":
+        return 0
+    return sum(leaf_count(child) for child in tree[-1])
+
+
+# copied from gradc/standalone/host.py
 class Compiled:
     """The arena (constants copied in once) and views of the outputs that live in it."""
 
@@ -634,7 +658,7 @@ class Compiled:
         kernels write (the arena, which holds the outputs handed out earlier, or a parameter
         updated in place) is read from a copy, as if a copy had been passed."""
         written = [i for i in self.updated if i < len(arrays)]
-        spans = [(self.address, self.address + ARENA_BYTES)] + [_span(arrays[i]) for i in written]
+        spans = [(self.address, self.address + ARENA_BYTES)] + [byte_span(arrays[i]) for i in written]
         arrays = [x.copy() if i not in written and _overlaps(x, spans) else x
                   for i, x in enumerate(arrays)]
         run(self.address, *[_address(x) for x in arrays], *[_address(x) for x in owned])
@@ -646,21 +670,26 @@ class Compiled:
         """(The kernels write the owned arrays where they are: nothing to do.)"""
 
 
-def _result(view, fresh):
-    if view.shape == ():
-        return view.dtype.type(view[()])
-    return view.copy() if fresh else view
-
-
 GRAD_TREES = (('dict', ('b', 'w'), (('*',), ('*',))),)
 GRAD_COUNTS = (2,)
 MANY_ARGNUMS = False
 
 
-class ValueAndGrad(Compiled):
+# copied from gradc/standalone/callables.py
+class Jit(Compiled):
+    """Call it like the Python function: returns what it returns (fresh arrays)."""
+
+    def __call__(self, *args):
+        arrays = _leaves(NAME, args)
+        with self.lock:
+            self._run(arrays)
+            return _unflatten(OUT_TREE, iter([_result(o, fresh=True) for o in self.outputs]))
+
+
+class Grad(Compiled):
     """Call it like the Python function; see the module docstring for what it returns."""
 
-    value = True
+    value = False  # (ValueAndGrad: True)
 
     def __init__(self, copy=False):
         super().__init__()
@@ -679,6 +708,12 @@ class ValueAndGrad(Compiled):
                 cursor += n
             grads = tuple(grads) if MANY_ARGNUMS else grads[0]
             return (value, grads) if self.value else grads
+
+
+class ValueAndGrad(Grad):
+    """Call it like the Python function: returns (value, grads); see the module docstring."""
+
+    value = True
 
 
 loss = ValueAndGrad()

@@ -440,3 +440,52 @@ def test_train_module_refuses_parameters_that_share_memory(tmp_path, layout):
     with pytest.raises(ValueError, match=r"parameters params\['b'\] and params\['w'\] share memory"):
         mod.loss({"w": w, "b": b}, x, y)
     assert same_bits(buf, np.ones(4, np.float32)) and mod.loss.step_count == 0
+
+
+# --- the runtime a module runs is gradc/standalone/, copied verbatim ---------------------------
+
+def test_modules_hold_gradc_standalone_code_verbatim():
+    """The code that runs a generated module's program (argument checks, the arena, the
+    callables, a train step's state) is gradc/standalone/'s, copied as it is: the kernels/
+    modules (CPU) and a CUDA module (generated without a GPU) hold each piece exactly once."""
+    from gradc import standalone
+    from gradc.standalone import callables, calls, device, host, numba_cache, train_step
+
+    def read(name):
+        with open(os.path.join(KERNELS, name), encoding="utf-8") as f:
+            return f.read()
+
+    def holds(text, modules, absent):
+        for module in modules:
+            assert text.count(standalone.source(module)) == 1, module.__name__
+        for module in absent:
+            assert standalone.source(module) not in text, module.__name__
+
+    step_cpu = read("linear_regression_sgd.py")
+    holds(step_cpu, [numba_cache, calls, host, train_step], [device, callables])
+    holds(read("linear_regression_vg.py"), [numba_cache, calls, host, callables], [device, train_step])
+
+    def loss(w, x):
+        return np.sum(np.tanh(x @ w))
+
+    example = (np.ones((3, 2), np.float32), np.ones((4, 3), np.float32))
+    step_cuda = aot.generate(loss, example, mode="train", optimizer=gradc.optim.SGD(lr=0.1),
+                             target="cuda")
+    holds(step_cuda, [calls, device, train_step], [host, numba_cache, callables])
+    vg_cuda = aot.generate(loss, example, target="cuda")
+    holds(vg_cuda, [calls, device, callables], [host, train_step])
+
+
+def test_no_runtime_code_is_written_as_strings():
+    """The AOT writers hold no Python code in string literals (a `def` or `class` line) but the
+    program itself (the CPU driver `run`, the CUDA `launches` list, generated from the plan):
+    what else a module runs comes from gradc/standalone/ (the test above) or gradc's own code."""
+    import ast
+    import re
+    for name in ("aot.py", "aot_cuda.py", "aot_text.py"):
+        with open(os.path.join(ROOT, "gradc", name), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        strings = [n.value for n in ast.walk(tree)
+                   if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+        code = [s for s in strings if re.search(r"^\s*(def|class) (?!launches\b)\w+.*:\s*$", s, re.M)]
+        assert not code, f"gradc/{name} writes code as a string: {code[0][:80]!r}"

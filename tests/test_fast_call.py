@@ -1,4 +1,4 @@
-"""The fast way into a compiled call (runtime.LastCall): a call with the last call's signature
+"""The fast way into a compiled call (gradc/last_call.py: LastCall): a call with the last call's signature
 skips flattening and the cache lookup. It must give the same results as the slow way, notice
 every change the signature key would notice (and then recompile or raise what the slow way
 raises), and take the address of a new array passed in place of the last one."""

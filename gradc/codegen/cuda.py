@@ -33,7 +33,7 @@ import re
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..errors import CompileError, GradcError
 from ..ops.conv import _geometry, _window
 from ..ops.elementwise import CODE_DTYPE, lit

@@ -39,7 +39,7 @@ import numba
 import numpy as np
 from numba.core.caching import FunctionCache
 
-from .. import __version__
+from .._version import __version__
 from ..errors import CacheWarning
 from . import rt, vecmath
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import keyword
 import re
 
-from .. import __version__
+from .._version import __version__
 from ..passes.memory import nbytes
 from .cpu import kernel_source
 from .driver_rt import ARENA, CONSTANT, INPUT, interpreter_source
@@ -128,13 +128,13 @@ class Program:
             lines.append(f"    # {k.name}: {ops} over [{shape}] -> {stores}   ({'; '.join(sources)})")
             lines.append(f"    ({name!r}, {_tuple(args)}),")
         lines += [")",
-                  "PROGRAM = None  # the address of CALLS as a table (gradc.runtime.load_driver fills it)"]
+                  "PROGRAM = None  # the address of CALLS as a table (gradc.compile.load_driver fills it)"]
         if not any(n.opdef.checks_indices for n in fusion.graph.nodes):
             return "\n".join(lines + ["", "", "def run(A, io):", "    run_program(PROGRAM, A, io)"]) + "\n"
         at = lines.index(f"from {self.calls_module} import run_program")
         lines[at:at] = ["import sys", ""]
         lines += ["# makes a kernel's IndexError (an index out of range) the error to raise, from the",
-                  "# caller's frame (gradc.runtime.Compiled sets it)",
+                  "# caller's frame (gradc.executable.Compiled sets it)",
                   "ON_INDEX_ERROR = None",
                   "",
                   "",

@@ -4,7 +4,7 @@
 
 with A the a_i and B the b_i concatenated along the contracted axis. Backpropagation through
 time makes exactly such sums: a weight used at every step gets one product per step in its
-gradient (W5's recurrent weight: 31 products of 128x32 by 32x128). One product over all steps
+gradient (the RNN benchmark's recurrent weight: 31 products of 128x32 by 32x128). One product over all steps
 runs at BLAS speed, and what stays alive until the sum is the steps' small operands rather than
 their (here 4x larger) products.
 

@@ -1,0 +1,133 @@
+"""The compile pipeline of one signature, after tracing (and autodiff, done by the caller):
+
+    passes (AFTER_AUTODIFF) -> fuse -> plan buffers -> generate code -> load
+
+`lower` runs everything up to the generated code and returns a `Lowered`, which prints stage by
+stage; `compile_graph` also loads it (Numba-compiles the kernels, or takes them from the disk
+cache) into a Compiled, the executable signature (gradc/executable.py; gradc/cuda_runtime.py for
+target="cuda").
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import NamedTuple
+
+from .codegen.driver_rt import entry_address, program_table
+from .codegen.modules import content_name, load_module, load_modules
+from .codegen.program import Program
+from .executable import Compiled
+from .ir import Graph
+from .passes import AFTER_AUTODIFF, run_passes
+from .passes.fuse import describe as describe_kernels
+from .passes.fuse import fuse
+from .passes.memory import describe as describe_plan
+from .passes.memory import plan_buffers
+
+class Stage(NamedTuple):
+    """The graph after one stage of the pipeline ("traced", then each pass by name)."""
+    name: str
+    graph: Graph
+
+    def __str__(self):
+        return f"== {self.name}: {len(self.graph.nodes)} nodes\n{self.graph}"
+
+
+class Lowered:
+    """A graph lowered for a target: the graph after each stage, the fused kernels, the memory
+    plan and the generated program (not loaded). `print(lowered)` shows each in turn."""
+
+    def __init__(self, stages, fusion, plan, program, target, timings):
+        self.stages, self.fusion, self.plan, self.program = stages, fusion, plan, program
+        self.target, self.timings = target, timings
+
+    def __str__(self):
+        parts = [str(stage) for stage in self.stages]
+        parts.append(f"== kernels: {len(self.fusion.kernels)}\n{describe_kernels(self.fusion)}")
+        parts.append(f"== memory plan\n{describe_plan(self.plan)}")
+        parts.append(f"== generated driver\n{self.program.driver_source}")
+        return "\n\n".join(parts)
+
+
+class CpuTarget:
+    """target="cpu": Numba CPU kernels, run in order by a generated driver. A target says
+    whether it can run here (`check`), generates a program (`generate`) and loads it into an
+    executable that owns the arena (`executable`; load=False: none loaded, for explain and
+    `gradc compile`). target="cuda" is gradc/cuda_runtime.py's CudaTarget."""
+
+    def check(self):
+        pass
+
+    def generate(self, fusion, plan, title):
+        return Program(fusion, plan, title)
+
+    def executable(self, lowered, out_kind, load, **fields):
+        module = load_driver(lowered.program) if load else None
+        return Compiled(lowered, None if module is None else module.run, out_kind,
+                        driver_module=module, **fields)
+
+
+def target_named(name):
+    """The Target called `name` (target="cuda": gradc/cuda_runtime.py, imported only then)."""
+    if name == "cpu":
+        return CpuTarget()
+    if name == "cuda":
+        from .cuda_runtime import CudaTarget
+        return CudaTarget()
+    raise NotImplementedError(f"target={name!r} is not available; use 'cpu' or 'cuda'")
+
+
+def check_target(target):
+    """target="cpu" or "cuda" (which needs numba.cuda and a GPU, or the simulator)."""
+    target_named(target).check()
+
+
+def lower(graph, title, target="cpu"):
+    """Run the passes after autodiff, fuse, plan the buffers and generate the target's code."""
+    timings = {}
+    t0 = time.perf_counter()
+    stages = [Stage("traced", graph)]
+    log = []
+    graph = run_passes(graph, AFTER_AUTODIFF, log)
+    stages += [Stage(name, g) for name, g in log]
+    fusion = fuse(graph)
+    plan = plan_buffers(fusion)
+    timings["passes"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    program = target_named(target).generate(fusion, plan, title)
+    timings["codegen"] = time.perf_counter() - t0
+    return Lowered(stages, fusion, plan, program, target, timings)
+
+
+def compile_graph(graph, title, out_kind, load=True, target="cpu", **fields):
+    """The Compiled of `graph`: lowered, and loaded unless load=False (then it has no driver:
+    what `gradc compile` writes out and `gradc.explain` reports). `fields`: a train step's
+    (Compiled's keyword arguments). Its `lowered.timings` says where the time went."""
+    lowered = lower(graph, title, target)
+    t0 = time.perf_counter()
+    with _LOADING:
+        compiled = target_named(target).executable(lowered, out_kind, load, **fields)
+    lowered.timings["numba"] = time.perf_counter() - t0
+    return compiled
+
+
+# Loading generated modules is one thread at a time: load_module replaces a module in
+# sys.modules, which breaks another thread's import of the same module (a KeyError from
+# importlib); and a driver's PROGRAM table is filled once.
+_LOADING = threading.RLock()
+
+
+def load_driver(program):
+    """Load (compile, or take from the disk cache) a CPU program's kernels, the loop that runs
+    its calls and its driver; fill the driver's PROGRAM table once (the same for every user).
+    Returns the driver's module: `run(arena address, io address)` runs the program."""
+    modules = load_modules(program.kernel_modules)
+    kernels = {name: entry_address(getattr(module, name[len("gradc_"):]))
+               for name, module in modules.items()}
+    load_module(program.calls_module, program.calls_source)
+    module = load_module(content_name("gradc_driver", program.driver_source), program.driver_source)
+    if module.PROGRAM is None:
+        module.program_table = program_table(program.encoded_calls(), len(program.input_names),
+                                             kernels)
+        module.PROGRAM = module.program_table.ctypes.data
+    return module

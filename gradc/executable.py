@@ -1,0 +1,153 @@
+"""A compiled signature at run time: its arena, its driver, and the call that hands the
+caller's arrays to the driver (`Compiled.run`), with the checks that keep that right: memory that
+overlaps what the driver writes is read from a copy, and a kernel's index out of range is raised
+as an IndexOutOfRangeError that names the caller's line."""
+from __future__ import annotations
+
+import functools
+import re
+import threading
+
+import numpy as np
+
+from .errors import IndexOutOfRangeError
+from .last_call import LastCall
+from .standalone.calls import byte_span
+from .trace import user_source
+
+
+def index_error_reporter(graph, in_place):
+    """`report(error, frame=None)`: the IndexOutOfRangeError for a kernel's IndexError "index
+    out of range in OP (SOURCE)" (or "in OP at SOURCE") of `graph`: the caller's line (from
+    `frame`), which input holds the indices and their valid range. `in_place`: the graph writes
+    inputs in place (a train step, whose schedule checks indices before: passes/fuse.py)."""
+    gathers = {}  # (op, source) -> (name of the indices' input, size of the axis, the axis)
+    for node in graph.nodes:
+        if node.opdef.checks_indices:
+            axis = node.attr["axis"]
+            size = node.attr["size"] if "size" in node.attr else node.inputs[0].shape[axis]
+            gathers[node.op, node.source] = (_input_name(node.inputs[1]), size, axis)
+
+    def report(error, frame=None):
+        message = str(error).removeprefix("gradc: ")
+        found = re.search(r"in (\w+) (?:\((.*)\)|at (.*))$", message)
+        gather = gathers.get((found[1], found[2] or found[3])) if found else None
+        if gather is not None:
+            name, size, axis = gather
+            message += f": {name} holds an index outside [-{size}, {size}) (axis {axis} has {size} entries)"
+        if in_place:
+            message += "; the parameters and the optimizer state are unchanged"
+        return IndexOutOfRangeError(message, source=user_source(frame))
+
+    return report
+
+
+def reporting_index_errors(run, report):
+    """`run` with its IndexError raised as `report(error)` instead."""
+    @functools.wraps(run)
+    def reporting(*args):
+        try:
+            return run(*args)
+        except IndexError as e:
+            raise report(e) from None
+
+    return reporting
+
+
+class Compiled:
+    """One compiled signature: the lowered program (its stages, kernels and plan), the arena and
+    the driver. A train step's signature also knows where its parameters sit among the leaves
+    (`param_leaves`) and which inputs are gradc's own (`first_owned`: the optimizer state, then
+    `runtime_scalars` scalars that change every step)."""
+
+    def __init__(self, lowered, driver, out_kind, driver_module=None, param_leaves=None,
+                 first_owned=None, runtime_scalars=0):
+        self.lowered = lowered
+        self.stages = lowered.stages  # [Stage] for explain
+        self.fusion, self.plan, self.program = lowered.fusion, lowered.plan, lowered.program
+        fusion, plan = self.fusion, self.plan
+        self.driver = driver
+        self.param_leaves, self.first_owned, self.runtime_scalars = param_leaves, first_owned, runtime_scalars
+        # what a CPU driver takes besides the arena: the inputs' addresses, then scratch
+        table = None if driver_module is None else driver_module.program_table
+        self.io = np.zeros(len(fusion.graph.inputs) + (0 if table is None else int(table[2])), np.int64)
+        self.io_address = self.io.ctypes.data if table is not None else 0
+        self.fast = None  # the LastCall that recognizes this signature (see last_call)
+        self.out_kind = out_kind
+        self._raw = np.zeros(plan.arena_bytes + 64, np.uint8)
+        start = (-self._raw.ctypes.data) % 64
+        self.arena = self._raw[start:start + plan.arena_bytes]
+        self.address = self.arena.ctypes.data
+        for vid, array in plan.constants.items():
+            off = plan.offsets[vid]
+            self.arena[off:off + array.nbytes] = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+        graph = fusion.graph
+        self.input_types = [(v.shape, v.dtype) for v in graph.inputs]
+        self.outputs = [None if v.id in plan.aliases else self.view(v) for v in graph.outputs]
+        self.lock = threading.Lock()
+        if driver is not None and any(n.opdef.checks_indices for n in graph.nodes):
+            self._report_index_errors(index_error_reporter(graph, bool(plan.aliases)), driver_module)
+
+    def _report_index_errors(self, report, driver_module):
+        """A kernel's IndexError (an index out of range) is raised as `report(error)`, a
+        GradcError that names the caller's line and the input holding the indices: by the
+        generated driver (a try costs nothing until it catches), which the first signature
+        with that driver tells how (the same driver is the same graph)."""
+        if driver_module is not None and driver_module.ON_INDEX_ERROR is None:
+            driver_module.ON_INDEX_ERROR = report
+
+    def last_call(self, treedef, leaves, writeable=()):
+        """This signature's LastCall (made once, on a call whose leaves the driver could take as
+        they are), or None: not a CPU program, a tree it does not handle, or not made yet."""
+        if self.fast is None and self.io_address and all(
+                type(x) is np.ndarray and x.flags.c_contiguous and x.dtype == dtype
+                for x, (_, dtype) in zip(leaves, self.input_types)):
+            self.fast = LastCall.make(treedef, leaves, self, writeable) or False
+        return self.fast or None
+
+    def output_region(self, dtype):
+        """The outputs (value and gradients, side by side) as one flat array of `dtype`: what a
+        data-parallel step allreduces in place. Alignment padding between them stays zero."""
+        return self.arena[:self.plan.output_bytes].view(dtype)
+
+    def view(self, v):
+        off = self.plan.offsets[v.id]
+        return self.arena[off:off + v.size * v.dtype.itemsize].view(v.dtype).reshape(v.shape)
+
+    def run(self, leaves, owned=(), written=range(0)):
+        """Run on the caller's array `leaves`; `owned` are the addresses of the remaining inputs,
+        buffers gradc owns (a train step's optimizer state), which never move. `written` are
+        the positions of leaves the driver writes in place (a train step's parameters, checked
+        apart by the caller): every other leaf whose memory overlaps them or the arena (an
+        output handed out earlier, or a view of one) is read from a copy, so the result is what
+        copies of the inputs would give."""
+        keep = []  # contiguous copies that must live until the driver returns
+        io = self.io
+        spans = [byte_span(leaves[i]) for i in written]
+        spans.append((self.address, self.address + self.plan.arena_bytes))
+        for i, (x, (shape, dtype)) in enumerate(zip(leaves, self.input_types)):
+            if not (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.dtype == dtype):
+                x = np.ascontiguousarray(x, dtype=dtype)
+                keep.append(x)
+            address = x.__array_interface__["data"][0]  # (x.ctypes leaves GC garbage)
+            if i not in written and any(start < address + x.nbytes and address < end
+                                        for start, end in spans):
+                x = x.copy()  # the driver would overwrite what it still has to read
+                keep.append(x)
+                address = x.__array_interface__["data"][0]
+            io[i] = address
+        for j, address in enumerate(owned, start=len(leaves)):
+            io[j] = address
+        if self.fast:
+            self.fast.forget()  # io no longer holds the addresses it remembers
+        self.driver(self.address, self.io_address)
+        return self.outputs
+
+
+def _input_name(v):
+    """The name of the graph input that `v` is computed from through casts and views (the
+    indices of a gather: a label array, embedding ids), or "an input"."""
+    while v.node is not None and len(v.node.inputs) == 1:
+        v = v.node.inputs[0]
+    return v.name if v.node is None and v.name else "an input"
+

@@ -1,0 +1,232 @@
+"""`jit`, `grad` and `value_and_grad`: the per-signature cache and the call path.
+
+A call flattens its arguments, looks up the signature (pytree structure, shapes, dtypes, static
+values), and on a hit hands buffer addresses to the driver: no tracing, no compiling, no
+allocation; a call with the last call's signature skips even that (gradc/last_call.py). On a
+miss it traces, differentiates, compiles (gradc/compile.py) and says why under
+GRADC_LOG=compiles.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from . import autodiff, pytree, random
+from .compile import check_target, compile_graph
+from .errors import NonDifferentiableError, SignatureError
+from .ir import Value
+from .log import log_compile
+from .ops import fn
+from .passes import BEFORE_AUTODIFF, run_passes
+from .signature import (Call, check_device_leaves, check_input_dtypes, check_scalar_output,
+                        differentiable_leaves, normalize_argnums, signature_key, what_changed)
+from .trace import argument_names, current_graph, leaf_names, trace, user_source
+
+
+class Function:
+    """A compiled function: `jit`, `grad` or `value_and_grad` of `fun`."""
+
+    def __init__(self, fun, mode, argnums=0, copy=False, target="cpu", max_signatures=None):
+        check_target(target)
+        self.fun, self.mode, self.argnums, self.copy = fun, mode, argnums, copy
+        self.target = target
+        self.max_signatures = max_signatures
+        self.cache = {}
+        self._compiling = threading.RLock()  # one compile at a time: see compiled_once
+        self._last_key = None
+        self._last_call = None  # a LastCall: the last call's signature, recognized fast
+        self.__name__ = getattr(fun, "__name__", "fn")
+        self.__doc__ = getattr(fun, "__doc__", None)
+        self.__wrapped__ = fun
+
+    def __repr__(self):
+        return f"<gradc.{self.mode} of {self.__name__}>"
+
+    # --- tracing ---------------------------------------------------------------------------
+    def trace_joint(self, call, src):
+        """Trace `call` (a Call) into a new graph; for gradients, append the backward. Returns
+        (graph, out_info): the output tree, or for gradients (output tree, gradient trees, whether
+        argnums is a tuple, leaves per gradient tree, indices of the outputs that are Python
+        floats)."""
+        if self.mode == "jit":
+            graph, out_tree, outs = trace(self.fun, call.args, call.kwargs)
+            graph = run_passes(graph, BEFORE_AUTODIFF)
+            _advance_generators(graph, call.treedef)
+            return graph, out_tree
+        argnums, many = normalize_argnums(self.argnums, len(call.args), src)
+        differentiable_leaves(call, argnums, src, argument_names(self.fun))
+        graph, out_tree, outs = trace(self.fun, call.args, call.kwargs)
+        if len(outs) != 1:
+            raise NonDifferentiableError("grad needs a function that returns one scalar", source=src)
+        check_scalar_output(outs[0], src)
+        graph = run_passes(graph, BEFORE_AUTODIFF)
+        wrt = [graph.inputs[p] for i in argnums for p in call.ranges[i]]
+        grads = autodiff.vjp(graph, graph.outputs[0], wrt)
+        graph.outputs = [graph.outputs[0]] + grads
+        _advance_generators(graph, call.treedef)
+        floats = [type(x) is pytree.TracedFloat for i in argnums for x in call.arg_leaves(i)]
+        return graph, (out_tree, [call.arg_trees[i] for i in argnums], many,
+                       [len(call.ranges[i]) for i in argnums],
+                       frozenset(1 + j for j, f in enumerate(floats) if f))
+
+    def traced_args(self, args):
+        """The arguments with the Python floats of the differentiated ones traced (a gradient's
+        contract: pytree.TracedFloat); `args` itself for jit, or when there are none."""
+        if self.mode == "jit":
+            return args
+        nums = self.argnums if isinstance(self.argnums, (tuple, list)) else (self.argnums,)
+        nums = {a % len(args) for a in nums if isinstance(a, int) and -len(args) <= a < len(args)}
+        traced = tuple(pytree.trace_floats(a) if i in nums else a for i, a in enumerate(args))
+        return args if all(a is b for a, b in zip(traced, args)) else traced
+
+    # --- calling ---------------------------------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        last = self._last_call
+        if last is not None:  # the same signature as the last call: no flatten, key or lookup
+            compiled = last.compiled
+            with compiled.lock:
+                if last.match((args, kwargs)):
+                    compiled.driver(compiled.address, compiled.io_address)
+                    return self._package(compiled, compiled.outputs)
+        args = self.traced_args(args)
+        try:
+            leaves, treedef = pytree.flatten((args, kwargs))
+        except SignatureError as e:
+            raise SignatureError(str(e), source=user_source()) from None
+        if current_graph() is not None or any(isinstance(x, Value) for x in leaves):
+            return self._inline(Call(args, kwargs, leaves, treedef))  # while tracing another function
+        key = signature_key(leaves, treedef)
+        compiled = self.cache.get(key)
+        if compiled is None:
+            compiled = self.compiled_once(key, Call(args, kwargs, leaves, treedef))
+        with compiled.lock:
+            outs = compiled.run(leaves)
+            self._last_call = compiled.last_call(treedef, leaves)
+            return self._package(compiled, outs)
+
+    def lower(self, *args, load=False, source=None, **kwargs):
+        """Trace and compile for these arguments without caching the result; with load=False
+        nothing is Numba-compiled and the Compiled has no driver (what `gradc compile` writes
+        out). `source` names the caller in the generated code (default: the calling line)."""
+        call = Call(self.traced_args(args), kwargs)
+        return self._compile(call.key(), call, source or user_source(), load=load, cache=False)
+
+    def compiled_for(self, *args, **kwargs):
+        """The compiled signature for these arguments (compiling it if needed)."""
+        call = Call(self.traced_args(args), kwargs)
+        key = call.key()
+        compiled = self.cache.get(key)
+        return compiled if compiled is not None else self.compiled_once(key, call)
+
+    def last_compiled(self):
+        """The signature compiled last (None before the first call)."""
+        return self.cache.get(self._last_key)
+
+    def compiled_once(self, key, call):
+        """The compiled signature `key`, compiled now unless it is cached: threads whose first
+        calls come at once compile it once, the others waiting for it."""
+        with self._compiling:
+            compiled = self.cache.get(key)
+            if compiled is None:
+                compiled = self._compile(key, call, user_source())
+            return compiled
+
+    def _compile(self, key, call, src, load=True, cache=True):
+        """Trace, differentiate and compile the signature `key` of `call` (a Call); cache it
+        unless cache=False. `src`: the calling line."""
+        check_input_dtypes(key, lambda: leaf_names((call.args, call.kwargs),
+                                                   argument_names(self.fun)), src)
+        if cache and self.max_signatures is not None and len(self.cache) >= self.max_signatures:
+            raise SignatureError(
+                f"{self.__name__} would compile signature number {len(self.cache) + 1}, over "
+                f"max_signatures={self.max_signatures}: {what_changed(self._last_key, key)}",
+                source=src)
+        check_device_leaves(call.leaves, self.target, src)
+        t0 = time.perf_counter()
+        graph, out_info = self.trace_joint(call, src)
+        t_trace = time.perf_counter() - t0
+        title = f"{self.mode} of {self.__name__} from {src}"
+        compiled = compile_graph(graph, title, out_info, load, self.target)
+        if not cache:
+            return compiled
+        log_compile(f"{self.mode}({self.__name__})", src, what_changed(self._last_key, key),
+                    len(compiled.fusion.kernels), {"trace": t_trace, **compiled.lowered.timings})
+        self.cache[key] = compiled
+        self._last_key = key
+        return compiled
+
+    def _package(self, compiled, outs):
+        if self.mode == "jit":  # (None: a generator's counter, advanced in place)
+            return pytree.unflatten(compiled.out_kind, [_result(o, fresh=True) for o in outs
+                                                        if o is not None])
+        out_tree, grad_trees, many, counts, floats = compiled.out_kind
+        value = _result(outs[0], fresh=True)
+        if floats:  # the gradient of a Python float is a Python float
+            outs = [float(o) if i in floats else o for i, o in enumerate(outs)]
+        grads, cursor = [], 1
+        for tree, n in zip(grad_trees, counts):  # (0-d gradients too are arrays, like params)
+            grads.append(pytree.unflatten(tree, [o.copy() if self.copy and type(o) is not float
+                                                 else o for o in outs[cursor:cursor + n]]))
+            cursor += n
+        grads = tuple(grads) if many else grads[0]
+        return grads if self.mode == "grad" else (value, grads)
+
+    # --- inside another trace: grad of grad ------------------------------------------------
+    def _inline(self, call):
+        """Called while another function is traced (grad of grad, or a gradient taken at a
+        constant point of a function that closes over traced values): build this function,
+        and its gradient, into that function's graph."""
+        args, kwargs = call.args, call.kwargs
+        if self.mode == "jit":
+            return self.fun(*args, **kwargs)
+        graph = current_graph() or next(x.graph for x in call.leaves if isinstance(x, Value))
+        src = user_source()
+        argnums, many = normalize_argnums(self.argnums, len(args), src)
+        differentiable_leaves(call, argnums, src, argument_names(self.fun))
+        args = list(args)
+        wrt, trees = [], []
+        for i in argnums:  # fresh variables, so only this function's uses are differentiated
+            marked = [_fresh_variable(graph, x) for x in call.arg_leaves(i)]
+            wrt.append(marked)
+            trees.append(call.arg_trees[i])
+            args[i] = pytree.unflatten(call.arg_trees[i], marked)
+        out = self.fun(*args, **kwargs)
+        check_scalar_output(out, src)
+        flat = [w for ws in wrt for w in ws]
+        grads_flat = autodiff.vjp(graph, out, flat)
+        grads, cursor = [], 0
+        for tree, ws in zip(trees, wrt):
+            grads.append(pytree.unflatten(tree, grads_flat[cursor:cursor + len(ws)]))
+            cursor += len(ws)
+        grads = tuple(grads) if many else grads[0]
+        return grads if self.mode == "grad" else (out, grads)
+
+
+def _fresh_variable(graph, x):
+    """A new value of `graph` equal to `x` (a traced value, an array, or a TracedFloat: weak,
+    float64), to differentiate with respect to."""
+    value = fn.const(graph, x, np.float64) if type(x) is pytree.TracedFloat else fn.as_value(
+        x, graph=graph)
+    fresh = graph.apply("alias", (value,), tag=f"grad{graph._next_id}")
+    if type(x) is pytree.TracedFloat or fn.is_weak(x):
+        graph.weak.add(fresh.id)
+    return fresh
+
+
+def _advance_generators(graph, treedef):
+    """Outputs that advance the gradc.random Generators among the arguments (whose tree is
+    `treedef`) on every call."""
+    for value, i in random.counter_updates(graph, treedef):
+        graph.aliases[len(graph.outputs)] = i
+        graph.outputs.append(value)
+
+
+
+
+def _result(view, fresh):
+    if view.shape == ():
+        return view.dtype.type(view[()])
+    return view.copy() if fresh else view
+

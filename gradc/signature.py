@@ -1,0 +1,137 @@
+"""A call's arguments as gradc compiles them: flattened once, keyed, and checked.
+
+`Call` holds the flattened `(args, kwargs)` of one call and where each positional argument's
+leaves sit among them, so a compile flattens the arguments once. `signature_key` is what the
+per-signature cache is keyed by, and `what_changed` says, for GRADC_LOG and errors, how one key
+differs from the last. The checks here (`normalize_argnums`, `differentiable_leaves`, ...) are
+the argument rules every entry point (jit, grad, train_step, gradc check) shares.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import pytree
+from .errors import NonDifferentiableError, SignatureError
+from .ir import SUPPORTED_DTYPES, Value
+
+
+class Call:
+    """The flattened arguments of one call: `leaves` and `treedef` of `(args, kwargs)`, and
+    `ranges[i]`, the positions of positional argument i's leaves (which are the graph's inputs
+    at those positions: a trace makes one input per leaf, in flatten order)."""
+
+    def __init__(self, args, kwargs, leaves=None, treedef=None):
+        if leaves is None:
+            leaves, treedef = pytree.flatten((args, kwargs))
+        self.args, self.kwargs = args, kwargs
+        self.leaves, self.treedef = leaves, treedef
+        self.arg_trees = treedef[1][0][1]  # (args, kwargs) -> args -> each argument's tree
+        self.ranges, cursor = [], 0
+        for tree in self.arg_trees:
+            n = pytree.leaf_count(tree)
+            self.ranges.append(range(cursor, cursor + n))
+            cursor += n
+
+    def arg_leaves(self, i):
+        """The leaves of positional argument i."""
+        return self.leaves[self.ranges[i].start:self.ranges[i].stop]
+
+    def key(self):
+        return signature_key(self.leaves, self.treedef)
+
+
+def signature_key(leaves, treedef):
+    """What a compiled version is keyed by: pytree structure with static values, shapes, dtypes."""
+    return (treedef, tuple((x.shape, x.dtype.str) if isinstance(x, np.ndarray)
+                           else _leaf_key(x) for x in leaves))
+
+
+def _leaf_key(x):
+    shape, dtype = pytree.leaf_type(x)
+    return shape, dtype.str
+
+
+def what_changed(old, new):
+    """Why signature key `new` compiles anew after `old` (the last one compiled, or None)."""
+    if old is None:
+        return "first call"
+    if old[0] != new[0]:
+        return "the argument structure or static values changed"
+    if old[2:] != new[2:]:
+        return "the optimizer's hyperparameters changed"
+    changes = [f"input {i}: {a[0]}/{np.dtype(a[1]).name} -> {b[0]}/{np.dtype(b[1]).name}"
+               for i, (a, b) in enumerate(zip(old[1], new[1])) if a != b]
+    return "new signature (" + "; ".join(changes) + ")"
+
+
+def normalize_argnums(argnums, nargs, src):
+    """(argnums as a tuple of non-negative positions, whether it was given as a tuple/list)."""
+    many = isinstance(argnums, (tuple, list))
+    nums = tuple(argnums) if many else (argnums,)
+    for a in nums:
+        if not isinstance(a, int) or not -nargs <= a < nargs:
+            raise SignatureError(f"argnums={argnums!r} does not fit a call with {nargs} "
+                                 "positional arguments", source=src)
+    return tuple(a % nargs for a in nums), many
+
+
+def differentiable_leaves(call, argnums, src, names=()):
+    """Check that the leaves of the differentiated arguments of `call` (a Call) are floating
+    point. (Their Python floats are TracedFloat leaves by now: `pytree.trace_floats`.) `names`:
+    the function's parameter names, for messages."""
+    for a in argnums:
+        name = names[a] if 0 <= a < len(names) else f"argument {a}"
+        for path, number in pytree.static_numbers(call.arg_trees[a], name):
+            raise NonDifferentiableError(
+                f"{path} is a Python {type(number).__name__} ({number!r}) in a differentiated "
+                f"argument: gradients need floats; pass {float(number)!r} or a NumPy float "
+                "array, or move it out of the differentiated arguments", source=src)
+        leaves = call.arg_leaves(a)
+        if not leaves:
+            raise NonDifferentiableError(
+                f"argument {a} has no arrays to differentiate: pass NumPy float arrays or Python "
+                "floats", source=src)
+        for x in leaves:
+            dt = pytree.leaf_type(x)[1]
+            if not np.issubdtype(dt, np.floating):
+                raise NonDifferentiableError(
+                    f"argument {a} has a {dt} array: gradients need floating-point arguments; "
+                    "leave integer and boolean arguments out of argnums", source=src)
+
+
+def check_device_leaves(leaves, target, src):
+    """CUDA device arrays are inputs of target="cuda" only."""
+    if target != "cuda" and any(pytree.is_device_array(x) for x in leaves):
+        raise SignatureError("a CUDA device array was passed to a target='cpu' function: pass "
+                             "NumPy arrays (x.copy_to_host()), or compile with target='cuda'",
+                             source=src)
+
+
+def check_input_dtypes(key, names, src):
+    """Every input of a signature `key` has a dtype the kernels read (in native byte order).
+    `names()`: the inputs' names, for a message (made only when one is needed)."""
+    for i, (_, dtype) in enumerate(key[1]):
+        dtype = np.dtype(dtype)
+        if dtype in SUPPORTED_DTYPES:
+            continue
+        name = names()[i]
+        if dtype.newbyteorder("=") in SUPPORTED_DTYPES:
+            order = {">": "big", "<": "little"}[dtype.byteorder]
+            raise SignatureError(
+                f"{name} is {dtype.name} in {order}-endian byte order ({dtype.str!r}), which gradc "
+                f"does not read; convert it with .astype(np.{dtype.name}) (native byte order)",
+                source=src)
+        raise SignatureError(
+            f"{name} has dtype {dtype.name}, which gradc does not support; convert it with "
+            ".astype(np.float32) (supported: " + ", ".join(d.name for d in SUPPORTED_DTYPES) + ")",
+            source=src)
+
+
+def check_scalar_output(out, src):
+    """A differentiated function returns one scalar float."""
+    if not isinstance(out, Value) or out.shape != () or not np.issubdtype(out.dtype, np.floating):
+        what = f"shape {out.shape} {out.dtype}" if isinstance(out, Value) else type(out).__name__
+        raise NonDifferentiableError(
+            f"grad needs a function that returns a scalar float, got {what}; reduce it first "
+            "(e.g. .sum() or .mean())", source=(out.node.source if isinstance(out, Value) and out.node
+                                               else src))

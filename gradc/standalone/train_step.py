@@ -1,0 +1,110 @@
+"""The callable of a standalone module of a train step: `TrainStep`, a Compiled
+(gradc/standalone/host.py or device.py) that owns the optimizer state.
+
+Copied verbatim (from the first definition on) into every train-step module `gradc compile
+--train` writes, after gradc/standalone/calls.py, the Compiled and the tables it reads: ARGNUMS,
+SLOTS, SCALAR_NAMES, CHECK_FINITE, HYPERPARAMETERS (the optimizer's, by name) and the function
+`scalars(hyperparameters, step)` (the optimizer's method, copied). NumPy only.
+"""
+import numpy as np
+
+from .calls import _flatten, _leaves, first_overlap, leaf_count
+from .host import Compiled
+
+
+class Hyperparameters:
+    """The optimizer's hyperparameters. Only `lr` may change between steps: the others are
+    compiled into the kernels (changing them here changes nothing but the runtime scalars)."""
+
+    def __init__(self):
+        self.__dict__.update(HYPERPARAMETERS)
+
+    def scalars(self, step):
+        """The runtime scalars of update number `step` (the module's `scalars`: the optimizer's)."""
+        return scalars(self, step)
+
+
+class TrainStep(Compiled):
+    """`loss = step(*args)`: forward, backward and the optimizer update in one call. Argument
+    ARGNUMS (the parameters) is updated in place: each leaf must be a writeable, C-contiguous
+    array of its compiled shape and dtype. The step owns the optimizer state (zeros at first)."""
+
+    def __init__(self, lr=None):
+        super().__init__()
+        self.hyper = Hyperparameters()
+        if lr is not None:
+            self.hyper.lr = lr
+        self.step_count = 0
+        n = _leaves_before(ARGNUMS)
+        params = INPUTS[n:n + leaf_count(ARGS_TREE[1][ARGNUMS])]
+        self.state = {slot: [np.zeros(shape, dtype) for _, shape, dtype in params] for slot in SLOTS}
+        first = len(INPUTS) - len(SCALAR_NAMES)  # the last inputs, in their compiled dtype
+        self.scalars = {name: np.zeros((), dtype)
+                        for name, (_, _, dtype) in zip(SCALAR_NAMES, INPUTS[first:])}
+
+    @property
+    def lr(self):
+        """The learning rate (may change between steps, e.g. for a schedule)."""
+        return self.hyper.lr
+
+    @lr.setter
+    def lr(self, value):
+        self.hyper.lr = value
+
+    def __call__(self, *args):
+        arrays = _leaves(NAME, args)
+        n = _leaves_before(ARGNUMS)
+        params = _params(args)
+        for x, (_, given) in zip(arrays[n:], params):
+            if x is not given or not x.flags.writeable:
+                raise TypeError(f"{ARG_NAMES[ARGNUMS]}: a TrainStep updates the parameters in "
+                                "place: each must be a writeable, C-contiguous NumPy array")
+        pair = first_overlap([x for _, x in params])
+        if pair is not None:
+            a, b = (params[i][0] for i in pair)
+            raise ValueError(f"parameters {a} and {b} share memory: a TrainStep updates each "
+                             "parameter in place with its own gradient and optimizer state, so "
+                             "one update would be lost; pass the array once (and use it twice "
+                             "in the loss) to tie them, or pass a copy")
+        with self.lock:
+            step = self.step_count + 1
+            for name, value in self.hyper.scalars(step).items():
+                self.scalars[name][()] = value
+            self._run(arrays, [a for slot in SLOTS for a in self.state[slot]]
+                      + [self.scalars[name] for name in SCALAR_NAMES])
+            loss = float(self.outputs[0])
+            if CHECK_FINITE and not bool(self.outputs[-1]):
+                raise FloatingPointError(f"the loss ({loss}) or a gradient is not finite; "
+                                         "parameters and optimizer state were left unchanged")
+            self.step_count = step
+            return loss
+
+    def state_dict(self):
+        """The optimizer state as plain NumPy arrays (copies): the step count and every slot,
+        as after a whole step (it waits for a step running in another thread)."""
+        with self.lock:
+            self._read_owned()
+            return {"step": self.step_count,
+                    "state": {slot: [a.copy() for a in arrays]
+                              for slot, arrays in self.state.items()}}
+
+    def load_state_dict(self, state):
+        """Restore what `state_dict` returned."""
+        with self.lock:
+            self.step_count = int(state["step"])
+            for slot, arrays in state["state"].items():
+                for dst, src in zip(self.state[slot], arrays):
+                    np.copyto(dst, src)
+            self._owned_changed()
+
+
+def _leaves_before(argnum):
+    """How many array leaves the arguments before `argnum` have."""
+    return sum(leaf_count(t) for t in ARGS_TREE[1][:argnum])
+
+
+def _params(args):
+    """The parameters' (path, array) pairs."""
+    leaves = []
+    _flatten(ARGS_TREE[1][ARGNUMS], args[ARGNUMS], ARG_NAMES[ARGNUMS], leaves)
+    return leaves

@@ -1,0 +1,56 @@
+"""`gradc.explain` counts the forward values that the backward reuses, and a lowered signature
+prints stage by stage (gradc/compile.py: Lowered)."""
+import re
+
+import numpy as np
+
+import gradc
+from gradc.function import Function
+
+X = np.linspace(-1.0, 1.0, 6)
+
+
+def exp_and_relu(x):
+    return np.sum(np.exp(x)) + np.sum(gradc.nn.relu(x) ** 2)
+
+
+def reused(text):
+    """(the count the report gives, the ops of the values it lists)."""
+    head = re.search(r"forward values reused by the backward: (\d+)\n((?:  .*\n)*)", text)
+    ops = re.findall(r"^  %\d+ = (\w+) ", head[2], re.M)
+    return int(head[1]), ops
+
+
+def test_backward_reuses_the_forward_exp_and_relu():
+    # d/dx = exp(x) + 2 relu(x) [x > 0]: the backward reads the forward's exp and relu outputs
+    count, ops = reused(gradc.explain(exp_and_relu, X))
+    assert count == 2 and sorted(ops) == ["exp", "relu"]
+    count, ops = reused(gradc.explain(exp_and_relu, X, mode="grad"))
+    assert count == 2 and sorted(ops) == ["exp", "relu"]
+
+
+def test_a_forward_alone_reuses_nothing():
+    assert reused(gradc.explain(exp_and_relu, X, mode="jit")) == (0, [])
+
+
+def test_a_train_step_reports_what_its_backward_and_update_reuse():
+    def loss(p, x):
+        return np.sum(np.exp(p["w"] * x))
+
+    step = gradc.train_step(loss, gradc.optim.SGD(lr=0.1))
+    params = {"w": np.full(6, 0.5)}
+    count, ops = reused(gradc.explain(step, params, X))
+    assert count >= 1 and "exp" in ops
+    np.testing.assert_array_equal(params["w"], np.full(6, 0.5))  # explain runs no step
+
+
+def test_a_lowered_signature_prints_each_stage():
+    f = Function(exp_and_relu, "value_and_grad")
+    lowered = f.lower(X).lowered  # nothing Numba-compiled
+    text = str(lowered)
+    names = [stage.name for stage in lowered.stages]
+    assert names[0] == "traced" and "cse" in names and "dce" in names
+    for stage in lowered.stages:
+        assert f"== {stage.name}: {len(stage.graph.nodes)} nodes" in text
+    assert "== kernels:" in text and "== memory plan" in text and "def run(" in text
+    assert text.index("== traced") < text.index("== kernels") < text.index("== memory plan")
