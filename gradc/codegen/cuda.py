@@ -36,15 +36,13 @@ import numpy as np
 from .. import __version__
 from ..errors import CompileError, GradcError
 from ..ops.conv import _geometry, _window
-from ..ops.elementwise import CODE_DTYPE, lit
+from ..ops.elementwise import CODE_DTYPE
 from ..ops.indexing import _fold
 from ..ops.linalg import _dims
 from ..ops.movement import contiguous_strides
-from ..ops.reduction import combine, identity
-from ..ops.registry import REDUCE
 from ..passes.memory import ALIGN, nbytes
 from ..pytree import is_device_array
-from .cpu import _collapse
+from .loops import lower
 from .modules import content_name, load_module
 
 
@@ -122,11 +120,12 @@ def _cuda_expr(node, expr):
 
 
 class _LoopWriter:
-    """Source lines of a loop kernel over collapsed loop dims `sizes` (loop variables i0, i1...)."""
+    """Source lines of one CUDA kernel over a LoopNest's collapsed loops (loop variables i0,
+    i1...); `array_of` names each access's array."""
 
-    def __init__(self, sizes, local):
-        self.sizes, self.local, self.lines = sizes, local, []
-        self.total = int(np.prod(sizes, dtype=np.int64)) if sizes else 1
+    def __init__(self, nest, array_of):
+        self.nest, self.sizes, self.array_of, self.lines = nest, nest.sizes, array_of, []
+        self.total = nest.total
 
     def line(self, depth, text):
         self.lines.append("    " * depth + text)
@@ -147,42 +146,35 @@ class _LoopWriter:
                 self.line(depth, f"i{l} = r % {self.sizes[l]}")
                 self.line(depth, f"r = r // {self.sizes[l]}")
 
-    def index(self, acc):
-        offset, strides = acc[1], acc[2]
-        terms = [f"i{l} * {s}" if s != 1 else f"i{l}" for l, s in enumerate(strides) if s != 0]
-        if offset or not terms:
-            terms.insert(0, str(offset))
-        return " + ".join(terms)
+    def element(self, access):
+        """`array[flat index]` of an access (sizes and strides are literals)."""
+        terms = [f"i{l} * {s}" if s != 1 else f"i{l}" for l, s in enumerate(access.strides) if s != 0]
+        if access.offset or not terms:
+            terms.insert(0, str(access.offset))
+        return f"{self.array_of[id(access)]}[{' + '.join(terms)}]"
 
-    def loads(self, depth, accesses):
-        for acc in accesses:
-            if acc[3] == "load":
-                self.line(depth, f"{acc[4]} = {acc[0]}[{self.index(acc)}]")
+    def loads(self, depth):
+        for access in self.nest.loads:
+            self.line(depth, f"{access.name} = {self.element(access)}")
 
-    def accumulate(self, loop, red, accesses, body, reductions):
+    def accumulate(self, loop, red, stores, reductions):
         """At depth 2: start an accumulator per reduction, then `for q in <loop>` over the
         reduced elements (dims `red`): loads, the fused work, plain stores, accumulate."""
-        for j, acc in enumerate(reductions):
-            node = acc[4]
-            self.line(2, f"acc{j} = {lit(identity(node.op, node.output.dtype), node.output.dtype)}")
+        for j, r in enumerate(reductions):
+            self.line(2, f"acc{j} = {r.identity()}")
         self.line(2, f"for q in {loop}:")
         self.split(3, "q", red)
-        self.loads(3, accesses)
-        self.compute(3, body)
-        for acc in accesses:
-            if acc[3] == "store" and acc[4].opdef.kind != REDUCE:
-                self.line(3, f"{acc[0]}[{self.index(acc)}] = {self.local[acc[4].output.id]}")
-        for j, acc in enumerate(reductions):
-            node = acc[4]
-            step = combine(node.op, f"acc{j}", self.local[node.inputs[0].id])
-            self.line(3, f"acc{j} = {_cuda_expr(node, step)}")
+        self.loads(3)
+        self.compute(3)
+        for access in stores:
+            self.line(3, f"{self.element(access)} = {self.nest.stored_value(access)}")
+        for j, r in enumerate(reductions):
+            self.line(3, f"acc{j} = {_cuda_expr(r.node, r.combine(f'acc{j}', r.value))}")
 
-    def compute(self, depth, body):
-        for node, name in body:
-            if node.opdef.kind != REDUCE:
-                args = [self.local[x.id] for x in node.inputs]
-                expr = node.opdef.scalar(node.output.dtype, *args, **node.attr)
-                self.line(depth, f"{name} = {_cuda_expr(node, expr)}  # {node.op}")
+    def compute(self, depth):
+        for st in self.nest.body:
+            expr = st.node.opdef.scalar(st.node.output.dtype, *st.args, **st.node.attr)
+            self.line(depth, f"{st.name} = {_cuda_expr(st.node, expr)}  # {st.node.op}")
 
 
 class CudaProgram:
@@ -250,80 +242,40 @@ class CudaProgram:
         reduced elements, then a `rows_<op>` pass), reducing in shared memory in a fixed order,
         so results are deterministic; reductions over different axes in one fused kernel become
         one such kernel per set of axes (each recomputing the kernel's elementwise work)."""
-        fusion = self.fusion
-        arrays = {}  # base id -> (name, Buf)
-        local = {}
-        loads = {}  # (array, offset, strides) -> local name
-        accesses = []  # [array, offset, strides, role, payload]
-        body = []
-        counter = iter(range(10 ** 6))
-
-        def array_for(base):
+        nest = lower(kernel, self.fusion)
+        arrays, array_of = {}, {}  # base id -> (name, Buf); id(access) -> name
+        for access in nest.accesses:
+            base = access.base
             if base.id not in arrays:
                 arrays[base.id] = (f"a{len(arrays)}",
                                    Buf(self._base_offset(base), base.dtype, max(base.size, 1)))
-            return arrays[base.id][0]
-
-        for node in kernel.nodes:
-            for x in node.inputs:
-                if x.id in local:
-                    continue
-                base, offset, strides = fusion.layouts[x.id]
-                if base.node is not None and base.node.op == "const":
-                    local[x.id] = lit(base.node.attr["value"], x.dtype)
-                    continue
-                arr = array_for(base)
-                key = (arr, offset, tuple(strides))
-                if key not in loads:
-                    loads[key] = f"t{next(counter)}"
-                    accesses.append([arr, offset, tuple(strides), "load", loads[key]])
-                local[x.id] = loads[key]
-            name = f"t{next(counter)}"
-            local[node.output.id] = name
-            body.append((node, name))
-
-        stored = {v.id for v in kernel.stores}
-        for node in kernel.nodes:
-            v = node.output
-            if v.id in stored:
-                strides = (tuple(0 if d in node.attr["axes"] else s
-                                 for d, s in enumerate(contiguous_strides(v.shape)))
-                           if node.opdef.kind == REDUCE else contiguous_strides(kernel.shape))
-                accesses.append([array_for(v), 0, strides, "store", node])
-
-        sizes, collapsed = _collapse(kernel.shape, [a[2] for a in accesses])
-        for acc, cs in zip(accesses, collapsed):
-            acc[2] = tuple(cs)
+            array_of[id(access)] = arrays[base.id][0]
         # group the reductions by the loop dims they reduce over (none: a reduction of size-1
         # axes only, a copy); each group is one kernel, the first also does the plain stores
         groups = {}
-        for acc in accesses:
-            if acc[3] == "store" and acc[4].opdef.kind == REDUCE:
-                red = tuple(l for l, st in enumerate(acc[2]) if st == 0)
-                groups.setdefault(red, []).append(acc)
-        plain = [acc for acc in accesses if acc[3] == "load" or acc[4].opdef.kind != REDUCE]
-        ops = [n.op for n, _ in body]
-        title = "_".join(dict.fromkeys(o for o in ops if o not in ("copy", "alias")))[:40].rstrip("_")
+        for r in nest.reductions:
+            groups.setdefault(r.reduced, []).append(r)
+        title = nest.title() or "copy"
         shape = "x".join(str(d) for d in kernel.shape) or "scalar"
         parts = list(groups.items()) or [((), [])]
         for k, (red, reductions) in enumerate(parts):
-            part = (plain if k == 0 else [a for a in plain if a[3] == "load"]) + reductions
-            name = f"k{kernel.index}{'abcdefghijklmnopqrstuvwxyz'[k] if len(parts) > 1 else ''}_{title or 'copy'}"
-            w = _LoopWriter(sizes, local)
+            stores = nest.plain_stores if k == 0 else []
+            name = f"k{kernel.index}{'abcdefghijklmnopqrstuvwxyz'[k] if len(parts) > 1 else ''}_{title}"
+            w = _LoopWriter(nest, array_of)
             kernel_arrays = dict(arrays)
-            n_red = int(np.prod([sizes[l] for l in red], dtype=np.int64))
+            n_red = int(np.prod([nest.sizes[l] for l in red], dtype=np.int64))
             if red and n_red <= SHORT_REDUCTION:
-                self._thread_reduction(w, part, body, red)
+                self._thread_reduction(w, stores, reductions, red)
                 launches = [Launch(name, [b for _, b in kernel_arrays.values()],
                                    w.total // n_red, generated=True)]
             elif red:
-                blocks, passes = self._block_reduction(w, part, body, red, kernel_arrays)
+                blocks, passes = self._block_reduction(w, stores, reductions, red, kernel_arrays)
                 launch = Launch(name, [b for _, b in kernel_arrays.values()],
                                 blocks * w.red_threads, generated=True, threads=w.red_threads)
                 launch.size_source = (f"{blocks} * RED_THREADS", "RED_THREADS")
                 launches = [launch] + passes
             else:
-                self._flat(w, part, body)
+                self._flat(w, stores, [r.access for r in reductions])
                 launches = [Launch(name, [b for _, b in kernel_arrays.values()], w.total,
                                    generated=True)]
             params = [n for n, _ in kernel_arrays.values()]
@@ -331,35 +283,31 @@ class CudaProgram:
             self.kernel_sources.append((name, source))
             for launch in launches:
                 if launch.generated:
-                    launch.comment = f"{kernel.name}: {', '.join(dict.fromkeys(ops))} over [{shape}]"
+                    launch.comment = f"{kernel.name}: {', '.join(dict.fromkeys(nest.ops))} over [{shape}]"
                 launch.sources = tuple(dict.fromkeys(n.source for n in kernel.nodes))
             self.launches += launches
 
-    def _flat(self, w, accesses, body):
-        """One thread per element of the flattened iteration space (a reduction here reduces
-        only size-1 axes: a copy)."""
+    def _flat(self, w, stores, copies):
+        """One thread per element of the flattened iteration space (`copies`: reductions of
+        size-1 axes only, stored as copies)."""
         w.line(1, f"for e in range(cuda.grid(1), {w.total}, cuda.gridsize(1)):")
         w.split(2, "e", range(len(w.sizes)))
-        w.loads(2, accesses)
-        w.compute(2, body)
-        for acc in accesses:
-            if acc[3] == "store":
-                node = acc[4]
-                value = w.local[(node.inputs[0] if node.opdef.kind == REDUCE else node.output).id]
-                w.line(2, f"{acc[0]}[{w.index(acc)}] = {value}  # {node.op}")
+        w.loads(2)
+        w.compute(2)
+        for access in stores + copies:
+            w.line(2, f"{w.element(access)} = {w.nest.stored_value(access)}  # {access.node.op}")
 
-    def _thread_reduction(self, w, accesses, body, red):
+    def _thread_reduction(self, w, stores, reductions, red):
         """A short reduction: one thread per output element loops over what it reduces."""
         kept = [l for l in range(len(w.sizes)) if l not in red]
         n_out = w.total // int(np.prod([w.sizes[l] for l in red], dtype=np.int64))
-        reductions = [acc for acc in accesses if acc[3] == "store" and acc[4].opdef.kind == REDUCE]
         w.line(1, f"for o in range(cuda.grid(1), {n_out}, cuda.gridsize(1)):")
         w.split(2, "o", kept)
-        w.accumulate(f"range({w.total // n_out})", red, accesses, body, reductions)
-        for j, acc in enumerate(reductions):
-            w.line(2, f"{acc[0]}[{w.index(acc)}] = acc{j}  # {acc[4].op}")
+        w.accumulate(f"range({w.total // n_out})", red, stores, reductions)
+        for j, r in enumerate(reductions):
+            w.line(2, f"{w.element(r.access)} = acc{j}  # {r.op}")
 
-    def _block_reduction(self, w, accesses, body, red, arrays):
+    def _block_reduction(self, w, stores, reductions, red, arrays):
         """Block `b` reduces chunk `b % chunks` of output element `b // chunks`: its threads
         stride over the chunk, then combine their accumulators in shared memory. Returns
         (blocks, the launches of the second pass that combines chunks)."""
@@ -372,18 +320,17 @@ class CudaProgram:
         chunks = max(1, min(-(-n_red // (4 * 128)), -(-512 // n_out)))
         chunk = -(-n_red // chunks)
         chunks = -(-n_red // chunk)
-        reductions = [acc for acc in accesses if acc[3] == "store" and acc[4].opdef.kind == REDUCE]
         passes = []
-        for j, acc in enumerate(reductions):
-            v = acc[4].output
+        for j, r in enumerate(reductions):
+            v = r.node.output
             w.line(1, f"sh{j} = cuda.shared.array(RED_THREADS, {CODE_DTYPE[v.dtype.name]})"
-                      f"  # {acc[4].op}")
+                      f"  # {r.op}")
             if chunks > 1:
                 partial = Buf(self._cursor, v.dtype, n_out * chunks)
                 self._cursor += _aligned(n_out * chunks * v.dtype.itemsize)
                 arrays[("partial", j)] = (f"p{j}", partial)
-                passes.append(Launch(f"rows_{acc[4].op}", [arrays[v.id][1], partial, n_out, chunks],
-                                     n_out, comment=f"{acc[4].op}: combine {chunks} chunks"))
+                passes.append(Launch(f"rows_{r.op}", [arrays[v.id][1], partial, n_out, chunks],
+                                     n_out, comment=f"{r.op}: combine {chunks} chunks"))
         w.line(1, "t = cuda.threadIdx.x")
         w.line(1, f"for b in range(cuda.blockIdx.x, {n_out * chunks}, cuda.gridDim.x):")
         if chunks > 1:
@@ -397,21 +344,21 @@ class CudaProgram:
             w.line(2, "start = 0")
             stop = str(n_red)
         w.split(2, "o", kept)
-        w.accumulate(f"range(start + t, {stop}, RED_THREADS)", red, accesses, body, reductions)
+        w.accumulate(f"range(start + t, {stop}, RED_THREADS)", red, stores, reductions)
         for j, _ in enumerate(reductions):
             w.line(2, f"sh{j}[t] = acc{j}")
         w.line(2, "cuda.syncthreads()")
         w.line(2, "s = RED_THREADS // 2")
         w.line(2, "while s > 0:  # a tree over the block's accumulators, in a fixed order")
         w.line(3, "if t < s:")
-        for j, acc in enumerate(reductions):
-            w.line(4, f"sh{j}[t] = {_cuda_expr(acc[4], combine(acc[4].op, f'sh{j}[t]', f'sh{j}[t + s]'))}")
+        for j, r in enumerate(reductions):
+            w.line(4, f"sh{j}[t] = {_cuda_expr(r.node, r.combine(f'sh{j}[t]', f'sh{j}[t + s]'))}")
         w.line(3, "cuda.syncthreads()")
         w.line(3, "s //= 2")
         w.line(2, "if t == 0:")
-        for j, acc in enumerate(reductions):
-            target = f"p{j}[b]" if chunks > 1 else f"{acc[0]}[{w.index(acc)}]"
-            w.line(3, f"{target} = sh{j}[0]  # {acc[4].op}")
+        for j, r in enumerate(reductions):
+            target = f"p{j}[b]" if chunks > 1 else w.element(r.access)
+            w.line(3, f"{target} = sh{j}[0]  # {r.op}")
         w.line(2, "cuda.syncthreads()  # (the next output reuses the shared arrays)")
         return n_out * chunks, passes
 
