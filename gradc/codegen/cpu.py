@@ -23,6 +23,25 @@ ARRAY_OF = {"float32": "f32_array", "float64": "f64_array", "int64": "i64_array"
             "int32": "i32_array", "bool": "bool_array"}
 
 
+class _CpuMath:
+    """The CPU's math table for the ops' scalar expressions: NumPy's functions, which Numba
+    compiles to libm calls (vectorized through libmvec, gradc/codegen/vecmath.py)."""
+
+    def __getattr__(self, name):
+        if not hasattr(np, name):
+            raise AttributeError(f"no NumPy function {name!r} for the CPU's scalar math")
+        return f"np.{name}"
+
+
+CPU_MATH = _CpuMath()
+
+
+def scalar(statement):
+    """The CPU expression of one statement of a loop nest's body."""
+    node = statement.node
+    return node.opdef.scalar(CPU_MATH, node.output.dtype, *statement.args, **node.attr)
+
+
 class KernelSource:
     """One kernel: canonical source plus the driver's argument expressions for one call."""
 
@@ -170,8 +189,7 @@ def loop_kernel(kernel, fusion, address):
         if not access.is_scalar:
             out(depth, f"{access.name} = {index[id(access)]}")
     for st in nest.body:
-        out(depth, f"{st.name} = {st.node.opdef.scalar(st.node.output.dtype, *st.args, **st.node.attr)}"
-                   f"  # {st.node.op}")
+        out(depth, f"{st.name} = {scalar(st)}  # {st.node.op}")
     reduction_of = {id(red.access): red for red in nest.reductions}
     for access in nest.stores:
         value, target = nest.stored_value(access), index[id(access)]

@@ -2,8 +2,8 @@
 BufferPlan as the CPU target.
 
 - Loop kernels are grid-stride loops over the kernel's iteration space, flattened: each thread
-  computes the fused scalar expressions (each op's `scalar`, with `np.*` math mapped to the
-  device functions of gradc/codegen/cuda_rt.py) for the elements it owns, loading inputs through
+  computes the fused scalar expressions (each op's `scalar`, its math functions named by
+  CudaMath: the device functions of gradc/codegen/cuda_rt.py) for the elements it owns, loading inputs through
   their strided index maps. Sizes and strides are literals of the kernel's source.
 - A short reduction (at most SHORT_REDUCTION elements per output) is a loop in the thread that
   owns the output element. A longer one is a block reduction: each block owns one output element (or a chunk of the
@@ -29,7 +29,6 @@ or set when there is no CUDA.
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 
@@ -74,7 +73,6 @@ def _aligned(n):
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-PER_DTYPE = ("floor", "ceil", "sign", "sin", "cos")  # device functions, one per argument dtype
 SHORT_REDUCTION = 64  # reductions of at most this many elements: a thread per output element
 
 
@@ -101,22 +99,28 @@ class Launch:
         self.size_source = None  # (work items, block size) as source, where they depend on TILE
 
 
-def _cuda_expr(node, expr):
-    """An op's CPU scalar expression with `np.*` mapped to cuda_rt's device functions."""
-    from . import cuda_rt
+class CudaMath:
+    """CUDA's math table for the ops' scalar expressions, for one argument dtype: `m.exp` is the
+    device function `cu_exp` of cuda_rt.py, or `cu_sin_f32` where cuda_rt has one per dtype."""
 
-    def sub(m):
-        name = m.group(1)
-        if name in ("nan", "inf"):
-            return f"cu_{name}"
-        if name in PER_DTYPE:
-            name = f"{name}_{CODE_DTYPE[np.dtype(node.inputs[0].dtype).name]}"
-        if not hasattr(cuda_rt, f"cu_{name}"):
-            raise CompileError(f"op {node.op!r} uses np.{m.group(1)}, which has no CUDA device "
-                               "function yet (gradc/codegen/cuda_rt.py)", source=node.source)
-        return f"cu_{name}"
+    def __init__(self, node):
+        self.node = node
+        self.code = CODE_DTYPE[np.dtype(node.inputs[0].dtype).name]
 
-    return re.sub(r"\bnp\.(\w+)", sub, expr)
+    def __getattr__(self, name):
+        from . import cuda_rt
+        for function in (f"cu_{name}_{self.code}", f"cu_{name}"):
+            if hasattr(cuda_rt, function):
+                return function
+        raise CompileError(f"op {self.node.op!r} uses {name} on {np.dtype(self.node.inputs[0].dtype).name}, "
+                           f"which has no CUDA device function yet (add cu_{name} to "
+                           "gradc/codegen/cuda_rt.py)", source=self.node.source)
+
+
+def scalar(statement):
+    """The CUDA expression of one statement of a loop nest's body."""
+    node = statement.node
+    return node.opdef.scalar(CudaMath(node), node.output.dtype, *statement.args, **node.attr)
 
 
 class _LoopWriter:
@@ -169,12 +173,11 @@ class _LoopWriter:
         for access in stores:
             self.line(3, f"{self.element(access)} = {self.nest.stored_value(access)}")
         for j, r in enumerate(reductions):
-            self.line(3, f"acc{j} = {_cuda_expr(r.node, r.combine(f'acc{j}', r.value))}")
+            self.line(3, f"acc{j} = {r.combine(f'acc{j}', r.value)}")
 
     def compute(self, depth):
         for st in self.nest.body:
-            expr = st.node.opdef.scalar(st.node.output.dtype, *st.args, **st.node.attr)
-            self.line(depth, f"{st.name} = {_cuda_expr(st.node, expr)}  # {st.node.op}")
+            self.line(depth, f"{st.name} = {scalar(st)}  # {st.node.op}")
 
 
 class CudaProgram:
@@ -352,7 +355,7 @@ class CudaProgram:
         w.line(2, "while s > 0:  # a tree over the block's accumulators, in a fixed order")
         w.line(3, "if t < s:")
         for j, r in enumerate(reductions):
-            w.line(4, f"sh{j}[t] = {_cuda_expr(r.node, r.combine(f'sh{j}[t]', f'sh{j}[t + s]'))}")
+            w.line(4, f"sh{j}[t] = {r.combine(f'sh{j}[t]', f'sh{j}[t + s]')}")
         w.line(3, "cuda.syncthreads()")
         w.line(3, "s //= 2")
         w.line(2, "if t == 0:")

@@ -1,11 +1,13 @@
 """What generated CUDA kernels use (gradc/codegen/cuda.py): typed literals, device-function
-equivalents of the CPU helpers (max2/min2, and the `np.*` math the ops' scalar expressions name,
-renamed `cu_*`), and the library kernels (matmul, gathers, scatter-adds, slicing, windows), each
+equivalents of the CPU helpers (max2/min2, and the math functions the ops' scalar expressions name
+through cuda.CudaMath: `cu_<name>`, or `cu_<name>_<dtype>` where each dtype needs its own), the
+second pass of chunked reductions (`rows_<op>`), and the library kernels (matmul, gathers, scatter-adds, slicing, windows), each
 written once, flat and shape-generic: sizes are arguments.
 
 Every kernel is a grid-stride loop (any launch size is correct). Scatter-adds (take_grad,
-take_along_axis_grad, fold) and reductions accumulate with atomics into an output that a `fill`
-launch initialised, so float sums are in a non-deterministic order.
+take_along_axis_grad, fold) accumulate with atomics into an output that a `fill` launch
+initialised, so their float sums are in a non-deterministic order; reductions use no atomics
+(block trees in a fixed order, gradc/codegen/cuda.py) and are deterministic.
 
 Importing this module imports numba.cuda: import it only for target="cuda".
 """
@@ -16,8 +18,6 @@ from numba import config, cuda
 
 f32, f64, i64, i32, i16, i8, u8, bool_ = (np.float32, np.float64, np.int64, np.int32, np.int16,
                                           np.int8, np.uint8, np.bool_)
-cu_nan = float("nan")
-cu_inf = float("inf")
 
 
 # --- scalar helpers (device functions) ------------------------------------------------------

@@ -4,7 +4,8 @@ An `OpDef` holds, side by side (micrograd-style):
 - `infer(inputs, **attrs) -> (shape, dtype)`: the shape/dtype rule, which also validates;
 - `ref(*arrays, **attrs) -> ndarray`: the NumPy reference the interpreter runs;
 - `vjp(node, g) -> [cotangent or None per input]`: builds backward IR from Values;
-- how it is emitted: `scalar(dtype, *arg_exprs, **attrs) -> str` for elementwise ops, a
+- how it is emitted: `scalar(math, dtype, *arg_exprs, **attrs) -> str` for elementwise ops
+  (`math`: the target's table of math functions, see ops/elementwise.py), a
   `kernel` template for ops that are their own loop kernel, or `lower` for composites that are
   rewritten into primitive ops before fusion.
 """
