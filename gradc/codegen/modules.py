@@ -63,8 +63,19 @@ def cache_tag():
     NumPy or Python, or with the libmvec hook set differently, is ever loaded."""
     vecmath.enable()  # before the first kernel compiles; decides the tag
     tag = (f"gradc{__version__}-numba{numba.__version__}-numpy{np.__version__}"
-           f"-py{sys.version_info[0]}{sys.version_info[1]}-{vecmath.tag()}-{rt.BLAS}")
+           f"-py{sys.version_info[0]}{sys.version_info[1]}-{vecmath.tag()}-{rt.BLAS}-{_runtime_digest()}")
     return tag.replace(".", "_")
+
+
+def _runtime_digest():
+    """The code-generation inputs outside a module's own text, which is its name: the helpers
+    generated kernels call (rt.py) and the libmvec rewrite of their IR (vecmath.py). Editing
+    either must not load kernels compiled with the old ones."""
+    digest = hashlib.sha1()
+    for module in (rt, vecmath):
+        with open(module.__file__, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:8]
 
 
 def module_dir():
