@@ -21,7 +21,7 @@ import numpy as np
 from . import frozen, pytree
 from .errors import ArgumentError, GradcError, ShapeError, TracedBranchError, UnsupportedOpError
 from .ir import Graph, Value
-from .ops import fn
+from .ops import all_ops, fn
 
 _GRADC_DIR = os.path.dirname(os.path.abspath(__file__))
 _NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__))
@@ -122,32 +122,22 @@ def _logical(op, a, b):
     return a.graph.apply(op, (a, b))
 
 
-UFUNCS = {
-    np.add: fn.add, np.subtract: fn.subtract, np.multiply: fn.multiply,
-    np.divide: fn.divide, np.true_divide: fn.divide, np.power: fn.power,
-    np.maximum: fn.maximum, np.minimum: fn.minimum, np.fmax: fn.maximum, np.fmin: fn.minimum,
-    np.negative: fn.negative, np.positive: lambda x: x,
-    np.matmul: fn.matmul,
-    np.floor_divide: fn.floor_divide, np.remainder: fn.remainder, np.mod: fn.remainder,
-    np.floor: lambda x: fn.unary("floor", x, float_only=False),
-    np.ceil: lambda x: fn.unary("ceil", x, float_only=False),
-    np.less: functools.partial(fn.compare, "less"),
-    np.less_equal: functools.partial(fn.compare, "less_equal"),
-    np.greater: functools.partial(fn.compare, "greater"),
-    np.greater_equal: functools.partial(fn.compare, "greater_equal"),
-    np.equal: functools.partial(fn.compare, "equal"),
-    np.not_equal: functools.partial(fn.compare, "not_equal"),
-    np.logical_and: lambda a, b: _logical("logical_and", a, b),
-    np.logical_or: lambda a, b: _logical("logical_or", a, b),
-    np.logical_not: lambda x: x.graph.apply("logical_not", (fn.astype(x, bool),)),
-    np.abs: lambda x: fn.unary("abs", x, float_only=False),
-    np.absolute: lambda x: fn.unary("abs", x, float_only=False),
-    np.sign: lambda x: fn.unary("sign", x, float_only=False),
-    np.square: lambda x: fn.unary("square", x, float_only=False),
-    np.reciprocal: lambda x: fn.unary("reciprocal", x),
-}
-for _name in ["exp", "log", "tanh", "sin", "cos", "sqrt", "log1p", "expm1"]:
-    UFUNCS[getattr(np, _name)] = functools.partial(fn.unary, _name)
+def _ufunc_bindings():
+    """The ufuncs the ops name (OpDef.ufuncs: promote, broadcast, apply), then the few that are
+    not one op."""
+    table = {u: functools.partial(fn.elementwise, op.name, float_only=op.float_only)
+             for op in all_ops().values() for u in op.ufuncs}
+    table.update({
+        np.positive: lambda x: x,
+        np.matmul: fn.matmul,
+        np.logical_and: lambda a, b: _logical("logical_and", a, b),
+        np.logical_or: lambda a, b: _logical("logical_or", a, b),
+        np.logical_not: lambda x: x.graph.apply("logical_not", (fn.astype(x, bool),)),
+    })
+    return table
+
+
+UFUNCS = _ufunc_bindings()
 
 
 # NumPy functions. Each implementation takes NumPy's own parameter names: a call is bound against
@@ -365,6 +355,27 @@ def supported_numpy_names():
     """The NumPy ufuncs and functions a traced function may call (for the README and errors)."""
     names = {u.__name__ for u in UFUNCS} | {f.__name__ for f in FUNCTIONS}
     return sorted(names)
+
+
+README_BEGIN, README_END = "<!-- SUPPORTED-OPS -->", "<!-- /SUPPORTED-OPS -->"
+
+
+def supported_markdown():
+    """The README's generated lines: the ufuncs and functions traced code may call."""
+    def names(table):
+        return ", ".join(f"`np.{n}`" for n in sorted({f.__name__ for f in table}))
+    return f"- **Ufuncs**: {names(UFUNCS)}.\n- **Functions**: {names(FUNCTIONS)}.\n"
+
+
+def update_readme(path):
+    """Rewrite the lines between README_BEGIN and README_END of the README at `path`
+    (`make readme`)."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    head, rest = text.split(README_BEGIN + "\n", 1)
+    _, tail = rest.split(README_END, 1)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(head + README_BEGIN + "\n" + supported_markdown() + README_END + tail)
 
 
 def _qualified(func):

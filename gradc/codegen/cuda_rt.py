@@ -130,8 +130,8 @@ if SIMULATOR:
                 return f(x)
         return cuda.jit(device=True)(apply)
 
-    cu_exp, cu_log, cu_log1p, cu_expm1, cu_tanh, cu_sqrt = map(_ufunc, (
-        np.exp, np.log, np.log1p, np.expm1, np.tanh, np.sqrt))
+    cu_exp, cu_log, cu_log1p, cu_expm1, cu_tanh, cu_sqrt, cu_arctan = map(_ufunc, (
+        np.exp, np.log, np.log1p, np.expm1, np.tanh, np.sqrt, np.arctan))
     cu_sin_f32 = cu_sin_f64 = _ufunc(np.sin)
     cu_cos_f32 = cu_cos_f64 = _ufunc(np.cos)
     cu_floor_f32 = cu_floor_f64 = _ufunc(np.floor)
@@ -160,6 +160,10 @@ else:
     @cuda.jit(device=True)
     def cu_tanh(x):
         return math.tanh(x)
+
+    @cuda.jit(device=True)
+    def cu_arctan(x):
+        return math.atan(x)
 
     fmaf = libdevice.fmaf
     trig_reduce_f32 = cuda.jit(device=True)(trig_reduce_f32)
@@ -217,6 +221,15 @@ else:
     @cuda.jit(device=True)
     def cu_sign_i32(x):
         return i32(1) if x > 0 else (i32(-1) if x < 0 else i32(0))
+
+
+@cuda.jit(device=True)
+def _integer_itself(x):
+    return x
+
+
+# integers are their own floor and ceiling (NumPy keeps their dtype)
+cu_floor_i64 = cu_floor_i32 = cu_ceil_i64 = cu_ceil_i32 = _integer_itself
 
 
 # --- small kernels ---------------------------------------------------------------------------

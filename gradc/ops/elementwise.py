@@ -51,7 +51,8 @@ def _infer_bool(*inputs, **_):
     return same_shape(inputs, np.bool_)
 
 
-def elementwise(name, ref, scalar, vjp=None, infer=_infer_same, nondiff=()):
+def elementwise(name, ref, scalar, vjp=None, infer=_infer_same, nondiff=(), ufuncs=(),
+                float_only=False):
     def infer_(inputs, **attrs):
         return infer(*inputs, **attrs)
 
@@ -59,7 +60,7 @@ def elementwise(name, ref, scalar, vjp=None, infer=_infer_same, nondiff=()):
         return ref(*arrays, **attrs)
 
     return register(OpDef(name, ELEMENTWISE, infer_, ref_, vjp=vjp, scalar=scalar,
-                          nondiff=nondiff))
+                          nondiff=nondiff, ufuncs=ufuncs, float_only=float_only))
 
 
 def _x(node, i=0):
@@ -85,13 +86,17 @@ register(OpDef(
 
 # --- arithmetic ------------------------------------------------------------------------------
 elementwise("add", np.add, lambda m, dt, a, b: f"{a} + {b}",
-            vjp=lambda n, g: [g, g])
+            vjp=lambda n, g: [g, g],
+            ufuncs=(np.add,))
 elementwise("subtract", np.subtract, lambda m, dt, a, b: f"{a} - {b}",
-            vjp=lambda n, g: [g, -g])
+            vjp=lambda n, g: [g, -g],
+            ufuncs=(np.subtract,))
 elementwise("multiply", np.multiply, lambda m, dt, a, b: f"{a} * {b}",
-            vjp=lambda n, g: [g * _x(n, 1), g * _x(n, 0)])
+            vjp=lambda n, g: [g * _x(n, 1), g * _x(n, 0)],
+            ufuncs=(np.multiply,))
 elementwise("divide", np.divide, lambda m, dt, a, b: f"{a} / {b}",
-            vjp=lambda n, g: [g / _x(n, 1), -g * _y(n) / _x(n, 1)])
+            vjp=lambda n, g: [g / _x(n, 1), -g * _y(n) / _x(n, 1)],
+            ufuncs=(np.divide, np.true_divide), float_only=True)
 def _power_vjp(node, g):
     a, b = node.inputs
     return [_power_base_cotangent(g, a, b),
@@ -112,31 +117,43 @@ def _power_base_cotangent(g, a, b):
     return fn.where(zero, 0, g * b * fn.where(zero, 1, a) ** (b - 1))
 
 
-elementwise("power", np.power, lambda m, dt, a, b: f"{a} ** {b}", vjp=_power_vjp)
+elementwise("power", np.power, lambda m, dt, a, b: f"{a} ** {b}", vjp=_power_vjp,
+            ufuncs=(np.power,))
 elementwise("floor_divide", np.floor_divide, lambda m, dt, a, b: f"{a} // {b}",
-            vjp=lambda n, g: [fn.zeros_like(_x(n, 0)), fn.zeros_like(_x(n, 1))])
+            vjp=lambda n, g: [fn.zeros_like(_x(n, 0)), fn.zeros_like(_x(n, 1))],
+            ufuncs=(np.floor_divide,))
 elementwise("remainder", np.remainder, lambda m, dt, a, b: f"{a} % {b}",  # sign of the divisor
-            vjp=lambda n, g: [g, -g * np.floor_divide(_x(n, 0), _x(n, 1))])
+            vjp=lambda n, g: [g, -g * np.floor_divide(_x(n, 0), _x(n, 1))],
+            ufuncs=(np.remainder, np.mod))
 elementwise("floor", np.floor, lambda m, dt, a: f"{m.floor}({a})",
-            vjp=lambda n, g: [fn.zeros_like(_x(n))])
+            vjp=lambda n, g: [fn.zeros_like(_x(n))],
+            ufuncs=(np.floor,))
 elementwise("ceil", np.ceil, lambda m, dt, a: f"{m.ceil}({a})",
-            vjp=lambda n, g: [fn.zeros_like(_x(n))])
+            vjp=lambda n, g: [fn.zeros_like(_x(n))],
+            ufuncs=(np.ceil,))
 elementwise("negative", np.negative, lambda m, dt, a: f"-{a}",
-            vjp=lambda n, g: [-g])
+            vjp=lambda n, g: [-g],
+            ufuncs=(np.negative,))
 elementwise("maximum", np.maximum, lambda m, dt, a, b: f"max2({a}, {b})",
             vjp=lambda n, g: [fn.where(_x(n, 0) >= _x(n, 1), g, 0),
-                              fn.where(_x(n, 0) >= _x(n, 1), 0, g)])
+                              fn.where(_x(n, 0) >= _x(n, 1), 0, g)],
+            ufuncs=(np.maximum, np.fmax))
 elementwise("minimum", np.minimum, lambda m, dt, a, b: f"min2({a}, {b})",
             vjp=lambda n, g: [fn.where(_x(n, 0) <= _x(n, 1), g, 0),
-                              fn.where(_x(n, 0) <= _x(n, 1), 0, g)])
+                              fn.where(_x(n, 0) <= _x(n, 1), 0, g)],
+            ufuncs=(np.minimum, np.fmin))
 elementwise("square", np.square, lambda m, dt, a: f"{a} * {a}",
-            vjp=lambda n, g: [g * 2 * _x(n)])
+            vjp=lambda n, g: [g * 2 * _x(n)],
+            ufuncs=(np.square,))
 elementwise("reciprocal", lambda a: np.reciprocal(a), lambda m, dt, a: f"{lit(1, dt)} / {a}",
-            vjp=lambda n, g: [-g * _y(n) * _y(n)])
+            vjp=lambda n, g: [-g * _y(n) * _y(n)],
+            ufuncs=(np.reciprocal,), float_only=True)
 elementwise("abs", np.abs, lambda m, dt, a: f"abs({a})",
-            vjp=lambda n, g: [g * np.sign(_x(n))])
+            vjp=lambda n, g: [g * np.sign(_x(n))],
+            ufuncs=(np.abs, np.absolute))
 elementwise("sign", np.sign, lambda m, dt, a: f"{m.sign}({a})",
-            vjp=lambda n, g: [fn.zeros_like(_x(n))])
+            vjp=lambda n, g: [fn.zeros_like(_x(n))],
+            ufuncs=(np.sign,))
 elementwise("copy", np.copy, lambda m, dt, a: a,
             vjp=lambda n, g: [g])
 # `alias` marks a value as a fresh variable for a nested gradient (its tag keeps it from
@@ -146,21 +163,33 @@ elementwise("alias", lambda a, tag: a, lambda m, dt, a, tag: a, vjp=lambda n, g:
 
 # --- transcendental --------------------------------------------------------------------------
 elementwise("exp", np.exp, lambda m, dt, a: f"{m.exp}({a})",
-            vjp=lambda n, g: [g * _y(n)])
+            vjp=lambda n, g: [g * _y(n)],
+            ufuncs=(np.exp,), float_only=True)
 elementwise("log", np.log, lambda m, dt, a: f"{m.log}({a})",
-            vjp=lambda n, g: [g / _x(n)])
+            vjp=lambda n, g: [g / _x(n)],
+            ufuncs=(np.log,), float_only=True)
 elementwise("tanh", np.tanh, lambda m, dt, a: f"{m.tanh}({a})",
-            vjp=lambda n, g: [g * (1 - _y(n) * _y(n))])
+            vjp=lambda n, g: [g * (1 - _y(n) * _y(n))],
+            ufuncs=(np.tanh,), float_only=True)
 elementwise("sin", np.sin, lambda m, dt, a: f"{m.sin}({a})",
-            vjp=lambda n, g: [g * np.cos(_x(n))])
+            vjp=lambda n, g: [g * np.cos(_x(n))],
+            ufuncs=(np.sin,), float_only=True)
 elementwise("cos", np.cos, lambda m, dt, a: f"{m.cos}({a})",
-            vjp=lambda n, g: [-g * np.sin(_x(n))])
+            vjp=lambda n, g: [-g * np.sin(_x(n))],
+            ufuncs=(np.cos,), float_only=True)
 elementwise("sqrt", np.sqrt, lambda m, dt, a: f"{m.sqrt}({a})",
-            vjp=lambda n, g: [g * 0.5 / _y(n)])
+            vjp=lambda n, g: [g * 0.5 / _y(n)],
+            ufuncs=(np.sqrt,), float_only=True)
 elementwise("log1p", np.log1p, lambda m, dt, a: f"{m.log1p}({a})",
-            vjp=lambda n, g: [g / (1 + _x(n))])
+            vjp=lambda n, g: [g / (1 + _x(n))],
+            ufuncs=(np.log1p,), float_only=True)
 elementwise("expm1", np.expm1, lambda m, dt, a: f"{m.expm1}({a})",
-            vjp=lambda n, g: [g * (_y(n) + 1)])
+            vjp=lambda n, g: [g * (_y(n) + 1)],
+            ufuncs=(np.expm1,), float_only=True)
+
+elementwise("arctan", np.arctan, lambda m, dt, a: f"{m.arctan}({a})",
+            vjp=lambda n, g: [g / (1 + _x(n) * _x(n))],
+            ufuncs=(np.arctan,), float_only=True)
 
 # --- activations: stable scalar forms with hand-written VJPs ---------------------------------
 def _np_sigmoid(x):
@@ -190,7 +219,7 @@ for _name, _ref, _sym in [("less", np.less, "<"), ("less_equal", np.less_equal, 
                           ("greater", np.greater, ">"), ("greater_equal", np.greater_equal, ">="),
                           ("equal", np.equal, "=="), ("not_equal", np.not_equal, "!=")]:
     elementwise(_name, _ref, (lambda sym: lambda m, dt, a, b: f"{a} {sym} {b}")(_sym),
-                vjp=lambda n, g: [None, None], infer=_infer_bool, nondiff=(0, 1))
+                vjp=lambda n, g: [None, None], infer=_infer_bool, nondiff=(0, 1), ufuncs=(_ref,))
 
 elementwise("logical_and", np.logical_and, lambda m, dt, a, b: f"{a} and {b}",
             vjp=lambda n, g: [None, None], infer=_infer_bool, nondiff=(0, 1))

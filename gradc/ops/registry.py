@@ -20,7 +20,6 @@ from ..errors import UnsupportedOpError
 ELEMENTWISE = "elementwise"  # same-shape inputs, one scalar expression per element
 REDUCE = "reduce"  # sum/max/min over axes, keepdims form
 VIEW = "view"  # reshape/broadcast/transpose/slice: an index map, no kernel of its own
-MATMUL = "matmul"  # a BLAS call
 KERNEL = "kernel"  # its own loop kernel (gather, scatter, concatenate...)
 COMPOSITE = "composite"  # lowered to primitives after autodiff; has a hand-written VJP
 CONST = "const"
@@ -39,6 +38,10 @@ class OpDef:
     view: Callable | None = None  # VIEW ops: (offset, strides) of the input -> of the output
     nondiff: tuple = ()  # inputs that never get a cotangent (labels, masks)
     checks_indices: bool = False  # its kernel checks input 1's indices and may raise IndexError
+    # the NumPy/SciPy ufuncs that trace to this op through `fn.elementwise` (promotion, then
+    # broadcasting): the tracer's ufunc table and the README's list are made from these
+    ufuncs: tuple = ()
+    float_only: bool = False  # integer inputs become float64 first, as NumPy's math ufuncs do
 
 
 _OPS: dict[str, OpDef] = {}
