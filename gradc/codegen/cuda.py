@@ -34,11 +34,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import CompileError, GradcError
-from ..ops.conv import _geometry, _window
 from ..ops.elementwise import CODE_DTYPE
-from ..ops.indexing import _fold
-from ..ops.linalg import _dims
-from ..ops.movement import contiguous_strides
 from ..passes.memory import ALIGN, nbytes
 from ..pytree import is_device_array
 from .loops import lower
@@ -195,7 +191,7 @@ class CudaProgram:
             cursor += _aligned(max(nbytes(v), 1))
         self.extra = []  # (Buf, array) kernel constants copied in once
         self._cursor = cursor
-        self.err = self._constant(np.zeros(1, np.int32))
+        self.err = self.constant(np.zeros(1, np.int32))
         self.err_sources = {}  # error code -> "op at source"
         self.kernel_sources = []  # (name, source)
         self.launches = []
@@ -219,7 +215,8 @@ class CudaProgram:
         self.module_name = content_name("gradc_cuda", self.module_source)
 
     # --- buffers ---------------------------------------------------------------------------
-    def _constant(self, array):
+    def constant(self, array):
+        """A Buf holding `array`, copied to the device once."""
         array = np.ascontiguousarray(array)
         buf = Buf(self._cursor, array.dtype, array.size)
         self.extra.append((buf, array))
@@ -368,7 +365,7 @@ class CudaProgram:
     # --- library kernels -------------------------------------------------------------------
     def _library(self, kernel):
         (node,) = kernel.nodes
-        emitter = LIBRARY.get(node.op)
+        emitter = node.opdef.cuda
         if emitter is None:
             raise CompileError(f"op {node.op!r} has no CUDA kernel yet (target='cuda'); use "
                                "target='cpu' for this function", source=node.source)
@@ -378,6 +375,20 @@ class CudaProgram:
             launch.comment = launch.comment or f"{kernel.name}: {node.op} ({node.source})"
             launch.sources = (node.source,)
             self.launches.append(launch)
+
+    # what the ops' `cuda` launchers (gradc/ops/*) build with
+    def launch(self, kernel, args, total, threads=None):
+        """A launch of cuda_rt's `kernel`."""
+        return Launch(kernel, args, total, threads=threads)
+
+    def fill_zero(self, out, node):
+        """A launch that zeroes `out` (before a scatter-add)."""
+        return Launch("fill", [out, out.n, self.zero(node)], out.n)
+
+    @staticmethod
+    def zero(node):
+        """A zero of the node's output dtype, as a kernel argument."""
+        return np.zeros((), node.output.dtype)[()]
 
     def error_code(self, node):
         code = len(self.err_sources) + 1
@@ -495,139 +506,6 @@ class CudaDriver:
         if code:
             self.err.copy_to_device(np.zeros(1, np.int32))
             raise IndexError(f"gradc: index out of range in {self.program.err_sources[code]}")
-
-
-# ---------------------------------------------------------------------------------------------
-# library kernels: (program, node, out Buf, input Bufs) -> [Launch]
-
-def _zero(node):
-    return np.zeros((), node.output.dtype)[()]
-
-
-def _fill_zero(out, node):
-    return Launch("fill", [out, out.n, _zero(node)], out.n)
-
-
-def _matmul(prog, node, out, ins):
-    a, b = node.inputs
-    ta, tb = bool(node.attr["ta"]), bool(node.attr["tb"])
-    if node.op == "bmm":
-        batch = a.shape[0]
-        m, k, n = _dims(a.shape[1:], b.shape[1:], ta, tb)
-        steps = (a.shape[1] * a.shape[2], b.shape[1] * b.shape[2])
-    else:
-        batch = 1
-        m, k, n = _dims(a.shape, b.shape, ta, tb)
-        steps = (0, 0)
-    args = [out, ins[0], ins[1], batch, m, n, k, ta, tb, *steps, _zero(node)]
-    dtype = node.output.dtype.name
-    if dtype in ("float32", "float64"):  # shared-memory tiles (cuda_rt.matmul_tiled_*)
-        from .cuda_rt import TILE, tiled_items
-        launch = Launch(f"matmul_tiled_{CODE_DTYPE[dtype]}", args, tiled_items(batch, m, n),
-                        threads=TILE * TILE)
-        # TILE differs under the simulator: a generated module sizes the launch when it loads
-        launch.size_source = (f"tiled_items({batch}, {m}, {n})", "TILE * TILE")
-        return [launch]
-    return [Launch("matmul", args, batch * m * n)]
-
-
-def _gather(prog, node, out, ins):
-    x, idx = node.inputs
-    axis = node.attr["axis"]
-    scatter = node.op.endswith("_grad")
-    outer, n, inner = _fold(node.output.shape if scatter else x.shape, axis)
-    if node.op in ("take", "take_grad"):
-        m = idx.size
-    else:
-        m = idx.shape[axis]
-    launches = [_fill_zero(out, node)] if scatter else []
-    launches.append(Launch(node.op, [out, ins[0], ins[1], outer, n, inner, m, prog.err,
-                                     prog.error_code(node)], outer * m * inner))
-    return launches
-
-
-def _unslice(prog, node, out, ins):
-    g = node.inputs[0]
-    starts, steps = node.attr["starts"], node.attr["steps"]
-    strides = contiguous_strides(node.attr["shape"])
-    offset = sum(a * s for a, s in zip(starts, strides))
-    shape = prog._constant(np.array(g.shape or (1,), np.int64))
-    dst = prog._constant(np.array([s * st for s, st in zip(strides, steps)] or [0], np.int64))
-    return [_fill_zero(out, node), Launch("unslice", [out, ins[0], g.size, shape, dst, offset], g.size)]
-
-
-def _concatenate(prog, node, out, ins):
-    axis = node.attr["axis"]
-    outer = int(np.prod(node.output.shape[:axis], dtype=np.int64))
-    row = int(np.prod(node.output.shape[axis:], dtype=np.int64))
-    launches, col = [], 0
-    for x, buf in zip(node.inputs, ins):
-        width = int(np.prod(x.shape[axis:], dtype=np.int64))
-        launches.append(Launch("copy_rows", [out, buf, outer, width, row, col], outer * width))
-        col += width
-    return launches
-
-
-def _windows(prog, node, out, ins):
-    window = _window(node.attr)
-    x_shape = node.inputs[0].shape if node.op == "unfold" else node.attr["x_shape"]
-    n, c, h, w, oh, ow = _geometry(x_shape, *window)
-    size = n * oh * ow * c * window[0] * window[1]
-    geometry = [c, h, w, oh, ow, *window]
-    if node.op == "unfold":
-        pad = np.array(node.attr["pad"], node.output.dtype)[()]
-        return [Launch("unfold", [out, ins[0], size, *geometry, pad], size)]
-    return [_fill_zero(out, node), Launch("fold", [out, ins[0], size, *geometry], size)]
-
-
-def _conv(prog, node, out, ins):
-    """conv2d and its two gradients, one thread per output element (cuda_rt.conv2d...)."""
-    a = node.attr
-    if node.op == "conv2d":
-        (x, w), kh, kw = node.inputs, node.inputs[1].shape[2], node.inputs[1].shape[3]
-        n, c, h, wd = x.shape
-        o, oh, ow = w.shape[0], *node.output.shape[2:]
-    elif node.op == "conv2d_grad_input":
-        (g, w), (n, c, h, wd) = node.inputs, a["x_shape"]
-        kh, kw, o, oh, ow = w.shape[2], w.shape[3], g.shape[1], g.shape[2], g.shape[3]
-    else:  # conv2d_grad_weight(x, g)
-        (x, g), kh, kw = node.inputs, a["kh"], a["kw"]
-        n, c, h, wd = x.shape
-        o, oh, ow = g.shape[1], g.shape[2], g.shape[3]
-    # (the ops take a padded image: nn.conv2d pads first; padding attributes, if any, count)
-    geometry = [n, c, h, wd, oh, ow, o, kh, kw, a["sh"], a["sw"], a.get("ph", 0), a.get("pw", 0)]
-    args = [out, *ins, *geometry, _zero(node)]
-    if node.op != "conv2d_grad_weight":
-        return [Launch(node.op, args, node.output.size)]
-    from .cuda_rt import RED_THREADS  # a block per weight: cuda_rt.conv2d_grad_weight
-    launch = Launch(node.op, args, node.output.size * RED_THREADS, threads=RED_THREADS)
-    launch.size_source = (f"{node.output.size} * RED_THREADS", "RED_THREADS")
-    return [launch]
-
-
-def _pool_argmax(prog, node, out, ins):
-    n, c, h, w = node.inputs[0].shape
-    oh, ow = node.output.shape[2:]
-    a = node.attr
-    return [Launch("pool_argmax", [out, ins[0], n * c, h, w, oh, ow, a["kh"], a["kw"], a["sh"],
-                                   a["sw"], a["ph"], a["pw"]], node.output.size)]
-
-
-def _random_uniform(prog, node, out, ins):
-    kernel = f"random_uniform_{CODE_DTYPE[node.output.dtype.name]}"
-    return [Launch(kernel, [out, ins[0], out.n, node.attr["stream"]], out.n)]
-
-
-LIBRARY = {
-    "matmul": _matmul, "bmm": _matmul,
-    "take": _gather, "take_grad": _gather,
-    "take_along_axis": _gather, "take_along_axis_grad": _gather,
-    "unslice": _unslice, "concatenate": _concatenate,
-    "unfold": _windows, "fold": _windows,
-    "conv2d": _conv, "conv2d_grad_input": _conv, "conv2d_grad_weight": _conv,
-    "pool_argmax": _pool_argmax,
-    "random_uniform": _random_uniform,
-}
 
 
 def kernel_ptx(program, cc=None):

@@ -113,11 +113,24 @@ def _fold_vjp(node, g):
     return [node.output.graph.apply("unfold", (g,), pad=0.0, **window)]
 
 
+# CUDA: the launches of cuda_rt.py's kernel for this op: (program, node, out Buf, input Bufs)
+def _cuda_windows(prog, node, out, ins):
+    """unfold (a thread per output element) and fold (its scatter-add, into a zeroed output)."""
+    window = _window(node.attr)
+    x_shape = node.inputs[0].shape if node.op == "unfold" else node.attr["x_shape"]
+    n, c, h, w, oh, ow = _geometry(x_shape, *window)
+    size = n * oh * ow * c * window[0] * window[1]
+    geometry = [c, h, w, oh, ow, *window]
+    if node.op == "unfold":
+        pad = np.array(node.attr["pad"], node.output.dtype)[()]
+        return [prog.launch("unfold", [out, ins[0], size, *geometry, pad], size)]
+    return [prog.fill_zero(out, node), prog.launch("fold", [out, ins[0], size, *geometry], size)]
+
 register(OpDef("unfold", KERNEL, _unfold_infer, ref=_unfold_ref, vjp=_unfold_vjp,
-               kernel=_unfold_kernel))
+               kernel=_unfold_kernel, cuda=_cuda_windows))
 register(OpDef("fold", KERNEL,
                lambda inputs, x_shape, **window: (tuple(x_shape), inputs[0].dtype),
-               ref=_fold_ref, vjp=_fold_vjp, kernel=_fold_kernel))
+               ref=_fold_ref, vjp=_fold_vjp, kernel=_fold_kernel, cuda=_cuda_windows))
 
 
 # --- direct convolution ------------------------------------------------------------------------
@@ -357,13 +370,38 @@ def _conv_grad_weight_infer(inputs, kh, kw, sh, sw):
     return (g.shape[1], c, kh, kw), x.dtype
 
 
+# CUDA: the launches of cuda_rt.py's kernel for this op: (program, node, out Buf, input Bufs)
+def _cuda_conv(prog, node, out, ins):
+    """conv2d and its two gradients, one thread per output element (cuda_rt.conv2d...)."""
+    a = node.attr
+    if node.op == "conv2d":
+        (x, w), kh, kw = node.inputs, node.inputs[1].shape[2], node.inputs[1].shape[3]
+        n, c, h, wd = x.shape
+        o, oh, ow = w.shape[0], *node.output.shape[2:]
+    elif node.op == "conv2d_grad_input":
+        (g, w), (n, c, h, wd) = node.inputs, a["x_shape"]
+        kh, kw, o, oh, ow = w.shape[2], w.shape[3], g.shape[1], g.shape[2], g.shape[3]
+    else:  # conv2d_grad_weight(x, g)
+        (x, g), kh, kw = node.inputs, a["kh"], a["kw"]
+        n, c, h, wd = x.shape
+        o, oh, ow = g.shape[1], g.shape[2], g.shape[3]
+    # (the ops take a padded image: nn.conv2d pads first; padding attributes, if any, count)
+    geometry = [n, c, h, wd, oh, ow, o, kh, kw, a["sh"], a["sw"], a.get("ph", 0), a.get("pw", 0)]
+    args = [out, *ins, *geometry, prog.zero(node)]
+    if node.op != "conv2d_grad_weight":
+        return [prog.launch(node.op, args, node.output.size)]
+    from ..codegen.cuda_rt import RED_THREADS  # a block per weight: cuda_rt.conv2d_grad_weight
+    launch = prog.launch(node.op, args, node.output.size * RED_THREADS, threads=RED_THREADS)
+    launch.size_source = (f"{node.output.size} * RED_THREADS", "RED_THREADS")
+    return [launch]
+
 register(OpDef("conv2d", KERNEL, _conv_infer, ref=_conv_ref, vjp=_conv_vjp,
-               kernel=_conv_kernel))
+               kernel=_conv_kernel, cuda=_cuda_conv))
 register(OpDef("conv2d_grad_input", KERNEL, _conv_grad_input_infer, ref=_conv_grad_input_ref,
-               vjp=_conv_grad_input_vjp, kernel=_conv_grad_input_kernel))
+               vjp=_conv_grad_input_vjp, kernel=_conv_grad_input_kernel, cuda=_cuda_conv))
 register(OpDef("conv2d_grad_weight", KERNEL, _conv_grad_weight_infer,
                ref=_conv_grad_weight_ref, vjp=_conv_grad_weight_vjp,
-               kernel=_conv_grad_weight_kernel))
+               kernel=_conv_grad_weight_kernel, cuda=_cuda_conv))
 
 
 # --- max pooling -------------------------------------------------------------------------------
@@ -489,5 +527,13 @@ def _pool_argmax_kernel(k):
         _border_rows(k, p, border)
 
 
+# CUDA: the launches of cuda_rt.py's kernel for this op: (program, node, out Buf, input Bufs)
+def _cuda_pool_argmax(prog, node, out, ins):
+    n, c, h, w = node.inputs[0].shape
+    oh, ow = node.output.shape[2:]
+    a = node.attr
+    return [prog.launch("pool_argmax", [out, ins[0], n * c, h, w, oh, ow, a["kh"], a["kw"],
+                                        a["sh"], a["sw"], a["ph"], a["pw"]], node.output.size)]
+
 register(OpDef("pool_argmax", KERNEL, _pool_argmax_infer, ref=_pool_argmax_ref,
-               kernel=_pool_argmax_kernel))
+               kernel=_pool_argmax_kernel, cuda=_cuda_pool_argmax))

@@ -48,11 +48,28 @@ def _take_kernel(k):
         k.line(f"    out[(a * {m} + t) * {i_} + b] = x0[(a * {nn} + j) * {i_} + b]")
 
 
+# CUDA: the launches of cuda_rt.py's kernel for this op: (program, node, out Buf, input Bufs)
+def _cuda_gather(prog, node, out, ins):
+    """The gathers (a thread per output element) and their scatter-adds (a thread per input
+    element, atomics into a zeroed output); out-of-range indices set the error flag."""
+    x, idx = node.inputs
+    axis = node.attr["axis"]
+    scatter = node.op.endswith("_grad")
+    outer, n, inner = _fold(node.output.shape if scatter else x.shape, axis)
+    if node.op in ("take", "take_grad"):
+        m = idx.size
+    else:
+        m = idx.shape[axis]
+    launches = [prog.fill_zero(out, node)] if scatter else []
+    launches.append(prog.launch(node.op, [out, ins[0], ins[1], outer, n, inner, m, prog.err,
+                                          prog.error_code(node)], outer * m * inner))
+    return launches
+
 register(OpDef("take", KERNEL, _take_infer, ref=_take_ref, nondiff=(1,),
                vjp=lambda n, g: [n.output.graph.apply(
                    "take_grad", (g, n.inputs[1]), axis=n.attr["axis"],
                    size=n.inputs[0].shape[n.attr["axis"]]), None],
-               kernel=_take_kernel, checks_indices=True))
+               kernel=_take_kernel, checks_indices=True, cuda=_cuda_gather))
 
 
 def _take_grad_infer(inputs, axis, size):
@@ -88,7 +105,7 @@ def _take_grad_kernel(k):
 
 register(OpDef("take_grad", KERNEL, _take_grad_infer, ref=_take_grad_ref, nondiff=(1,),
                vjp=lambda n, g: [fn.take(g, n.inputs[1], n.attr["axis"]), None],
-               kernel=_take_grad_kernel, checks_indices=True))
+               kernel=_take_grad_kernel, checks_indices=True, cuda=_cuda_gather))
 
 
 # --- take_along_axis -----------------------------------------------------------------------
@@ -119,7 +136,7 @@ register(OpDef("take_along_axis", KERNEL, _tala_infer,
                vjp=lambda n, g: [n.output.graph.apply(
                    "take_along_axis_grad", (g, n.inputs[1]), axis=n.attr["axis"],
                    size=n.inputs[0].shape[n.attr["axis"]]), None],
-               kernel=_tala_kernel, checks_indices=True))
+               kernel=_tala_kernel, checks_indices=True, cuda=_cuda_gather))
 
 
 def _tala_grad_ref(g, idx, axis, size):
@@ -160,4 +177,4 @@ def _tala_grad_infer(inputs, axis, size):
 
 register(OpDef("take_along_axis_grad", KERNEL, _tala_grad_infer, ref=_tala_grad_ref, nondiff=(1,),
                vjp=lambda n, g: [fn.take_along_axis(g, n.inputs[1], n.attr["axis"]), None],
-               kernel=_tala_grad_kernel, checks_indices=True))
+               kernel=_tala_grad_kernel, checks_indices=True, cuda=_cuda_gather))

@@ -124,11 +124,22 @@ def _unslice_kernel(k):
         k.line(f"out[{dst}] = x0[{loops.flat}]")
 
 
+# CUDA: the launches of cuda_rt.py's kernel for this op: (program, node, out Buf, input Bufs)
+def _cuda_unslice(prog, node, out, ins):
+    g = node.inputs[0]
+    starts, steps = node.attr["starts"], node.attr["steps"]
+    strides = contiguous_strides(node.attr["shape"])
+    offset = sum(a * s for a, s in zip(starts, strides))
+    shape = prog.constant(np.array(g.shape or (1,), np.int64))
+    dst = prog.constant(np.array([s * st for s, st in zip(strides, steps)] or [0], np.int64))
+    return [prog.fill_zero(out, node),
+            prog.launch("unslice", [out, ins[0], g.size, shape, dst, offset], g.size)]
+
 register(OpDef("unslice", KERNEL,
                lambda inputs, shape, starts, stops, steps: (tuple(shape), inputs[0].dtype),
                ref=_unslice_ref,
                vjp=lambda n, g: [fn.slice_(g, n.attr["starts"], n.attr["stops"], n.attr["steps"])],
-               kernel=_unslice_kernel))
+               kernel=_unslice_kernel, cuda=_cuda_unslice))
 
 
 # --- concatenate ---------------------------------------------------------------------------
@@ -165,6 +176,18 @@ def _concat_kernel(k):
         col += inner
 
 
+# CUDA: the launches of cuda_rt.py's kernel for this op: (program, node, out Buf, input Bufs)
+def _cuda_concatenate(prog, node, out, ins):
+    axis = node.attr["axis"]
+    outer = int(np.prod(node.output.shape[:axis], dtype=np.int64))
+    row = int(np.prod(node.output.shape[axis:], dtype=np.int64))
+    launches, col = [], 0
+    for x, buf in zip(node.inputs, ins):
+        width = int(np.prod(x.shape[axis:], dtype=np.int64))
+        launches.append(prog.launch("copy_rows", [out, buf, outer, width, row, col], outer * width))
+        col += width
+    return launches
+
 register(OpDef("concatenate", KERNEL, _concat_infer,
                ref=lambda *xs, axis: np.concatenate(xs, axis=axis),
-               vjp=_concat_vjp, kernel=_concat_kernel))
+               vjp=_concat_vjp, kernel=_concat_kernel, cuda=_cuda_concatenate))

@@ -5,9 +5,9 @@ An `OpDef` holds, side by side (micrograd-style):
 - `ref(*arrays, **attrs) -> ndarray`: the NumPy reference the interpreter runs;
 - `vjp(node, g) -> [cotangent or None per input]`: builds backward IR from Values;
 - how it is emitted: `scalar(math, dtype, *arg_exprs, **attrs) -> str` for elementwise ops
-  (`math`: the target's table of math functions, see ops/elementwise.py), a
-  `kernel` template for ops that are their own loop kernel, or `lower` for composites that are
-  rewritten into primitive ops before fusion.
+  (`math`: the target's table of math functions, see ops/elementwise.py); for ops that are their
+  own kernel, a CPU `kernel` template and a `cuda` launcher of cuda_rt.py's kernel; or `lower`
+  for composites that are rewritten into primitive ops before fusion.
 """
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ class OpDef:
     vjp: Callable | None = None
     scalar: Callable | None = None
     kernel: Callable | None = None
+    # KERNEL ops on CUDA: (program, node, out Buf, input Bufs) -> [Launch] of cuda_rt's kernel
+    cuda: Callable | None = None
     lower: Callable | None = None
     view: Callable | None = None  # VIEW ops: (offset, strides) of the input -> of the output
     nondiff: tuple = ()  # inputs that never get a cotangent (labels, masks)
