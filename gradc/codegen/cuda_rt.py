@@ -1,8 +1,9 @@
 """What generated CUDA kernels use (gradc/codegen/cuda.py): typed literals, device-function
 equivalents of the CPU helpers (max2/min2, and the math functions the ops' scalar expressions name
 through cuda.CudaMath: `cu_<name>`, or `cu_<name>_<dtype>` where each dtype needs its own), the
-second pass of chunked reductions (`rows_<op>`), and the library kernels (matmul, gathers, scatter-adds, slicing, windows), each
-written once, flat and shape-generic: sizes are arguments.
+second pass of chunked reductions (`rows_<op>`), and the library kernels (matmul, gathers,
+scatter-adds, slicing, windows; each op's launcher is its OpDef's `cuda`), each written once,
+flat and shape-generic: sizes are arguments.
 
 Every kernel is a grid-stride loop (any launch size is correct). Scatter-adds (take_grad,
 take_along_axis_grad, fold) accumulate with atomics into an output that a `fill` launch

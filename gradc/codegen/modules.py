@@ -495,8 +495,8 @@ def _helper_may_run():
     """Only when asked for (GRADC_COMPILE_HELPER=1), with a second CPU for it (not in a process
     pinned to one), and not in an MPI job (its ranks have the CPUs, and some MPIs do not want
     their ranks to fork). Off by default: it pays only with an idle CPU. Measured on 2 cores
-    that two other processes kept busy, W2's cold compile took 3.9-4.1 s with it and 2.7-2.8 s
-    without; the best run with it at a lighter load was 2.3 s against 2.9 s."""
+    that two other processes kept busy, the MLP benchmark's (784-256-256-10) cold compile took
+    3.9-4.1 s with it and 2.7-2.8 s without; the best run with it at a lighter load was 2.3 s against 2.9 s."""
     if os.environ.get("GRADC_COMPILE_HELPER", "0") != "1" or "mpi4py.MPI" in sys.modules:
         return False
     if hasattr(os, "sched_getaffinity"):

@@ -141,10 +141,10 @@ register(OpDef("fold", KERNEL,
 # with bounds-checked border loops, 0.44 ms padding first). Its two
 # VJPs are ops of their own, and the three close under differentiation (each is bilinear; the
 # VJP of each is one of the others), so grad of grad needs nothing else.
-# Why not im2col + GEMM for narrow layers: on W4 (1 -> 8 channels, 3x3, 32x28x28) unfold
-# alone took 690 us, the products with K = 9 ran at 7-14 GFLOP/s in BLAS, and transposes around
-# them cost 230 us more; these loops read each image once and write NCHW. Wide layers are
-# another matter (see gradc.nn.DIRECT_MAX_TAPS).
+# Why not im2col + GEMM for narrow layers: on the CNN benchmark (1 -> 8 channels, 3x3,
+# 32x28x28) unfold alone took 690 us, the products with K = 9 ran at 7-14 GFLOP/s in BLAS, and
+# transposes around them cost 230 us more; these loops read each image once and write NCHW.
+# Wide layers are another matter (see gradc.nn.DIRECT_MAX_TAPS).
 
 CONV = ("sh", "sw")
 
@@ -231,8 +231,8 @@ def _interior_rows(k, p, interior):
     at `oq + b`."""
     k.line("for a in range(a_lo, a_hi):")
     with k.indent():
-        # unsigned indices: Numba adds a wrap-around test to every signed index it cannot
-        # prove non-negative, which costs the column loop its vectorization (W4's weight
+        # unsigned indices: Numba adds a wrap-around test to every signed index it cannot prove
+        # non-negative, which costs the column loop its vectorization (the CNN benchmark's weight
         # gradient: 196 us with signed slices, 99 us unsigned)
         k.line(f"y0 = a * {p['SH']} - {p['PH']}")
         k.line(f"oq = np.uint64(yp + a * {p['OW']} + b_lo)")
@@ -256,7 +256,7 @@ def _conv_kernel(k):
     taps = _taps(p, "w")  # weights
     total = " + ".join(f"{wn} * {px}" for wn, px in taps)
     # the first channel stores, the others add: no zeroing pass, and the first pass has no
-    # load of the output (W4, one channel: 156 us with zeroing and +=, 69 us storing)
+    # load of the output (the CNN benchmark, one channel: 156 us with zeroing and +=, 69 us storing)
     with _planes(k, p, "o"):
         for t, (wname, _) in enumerate(taps):
             k.line(f"{wname} = x1[wp + {t}]")
@@ -461,8 +461,8 @@ def _border_rows(k, p, border):
     """The outputs the interior loops skip: `border(cols)` writes a bounds-checked loop over
     the columns `cols` of row a (y0: the window's top row, yrow: the output row's offset).
     A loop nest of its own, after the interior one, run only when there is a border: border
-    loops in the interior's nest slowed its loops down (W4's convolution, when it still had
-    padding, from 80 to 135 us, with no border to do)."""
+    loops in the interior's nest slowed its loops down (the CNN benchmark's convolution, when it
+    still had padding, from 80 to 135 us, with no border to do)."""
     k.line(f"for a in range({p['OH']}):")
     k.line(f"    y0 = a * {p['SH']} - {p['PH']}")
     k.line(f"    yrow = yp + a * {p['OW']}")
@@ -476,10 +476,11 @@ def _border_rows(k, p, border):
 
 
 def _pool_argmax_kernel(k):
-    # The window and strides are literals of the kernel (one kernel per window shape; sizes
-    # and paddings stay parameters), and windows inside the image take the interior loops of
-    # the convolution (unrolled scan, unsigned indices; borders in a pass of their own). W4's
-    # pooling: 360 us with run-time window bounds, 204 us with the window literal, 120 us so.
+    # The window and strides are literals of the kernel (one kernel per window shape; sizes and
+    # paddings stay parameters), and windows inside the image take the interior loops of the
+    # convolution (unrolled scan, unsigned indices; borders in a pass of their own). The CNN
+    # benchmark's pooling: 360 us with run-time window bounds, 204 us with the window literal, 120
+    # us so.
     (x,) = k.inputs
     n, c, h, w, oh, ow = _geometry(x.shape, *_window(k.attr))
     names = ("H", "W", "OH", "OW", "PH", "PW")

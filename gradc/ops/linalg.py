@@ -47,9 +47,9 @@ def _infer_bmm(inputs, ta, tb):
     return (a.shape[0], m, n), a.dtype
 
 
-# Below this many multiply-adds a plain loop nest beats the BLAS call's fixed cost (W1's
-# 100x2 @ 2x16). Above it BLAS wins by far on an idle machine (measured here, us per call,
-# loops vs BLAS: 32x64@64x128 13 vs 6; 64x128@128x32 35 vs 6; 512x32@32x32 90 vs 10), though
+# Below this many multiply-adds a plain loop nest beats the BLAS call's fixed cost (the tiny MLP
+# benchmark's 100x2 @ 2x16). Above it BLAS wins by far on an idle machine (measured here, us per
+# call, loops vs BLAS: 32x64@64x128 13 vs 6; 64x128@128x32 35 vs 6; 512x32@32x32 90 vs 10), though
 # OpenBLAS's threads suffer when the cores are busy with other work.
 SMALL_MATMUL = 1 << 13
 
@@ -60,8 +60,8 @@ def _loop_matmul(k, a, b, c, m, n, kk, ta, tb):
     B = (lambda p, j: f"{b}[{j} * {kk} + {p}]") if tb else (lambda p, j: f"{b}[{p} * {n} + {j}]")
     zero = k.zero
     # a matrix-vector product (one output column; b is then a vector in either layout): the
-    # contiguous axis innermost (a loop of one over j would keep c's element in memory: W1's
-    # two such products took 6 us each)
+    # contiguous axis innermost (a loop of one over j would keep c's element in memory: the
+    # tiny MLP benchmark's two such products took 6 us each)
     k.line(f"if {n} == 1:")
     with k.indent():
         if ta:
