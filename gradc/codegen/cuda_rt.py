@@ -366,29 +366,27 @@ def _gathered(e, idx, one_per_row, n, inner, m, err, code):
     return (a * n + j) * inner + b
 
 
-@cuda.jit
-def take(out, x, idx, outer, n, inner, m, err, code):
-    for e in range(cuda.grid(1), outer * m * inner, cuda.gridsize(1)):
-        out[e] = x[_gathered(e, idx, True, n, inner, m, err, code)]
+def _gather(one_per_row):
+    """take (one index per row) or take_along_axis: a thread per output element."""
+    @cuda.jit
+    def gather(out, x, idx, outer, n, inner, m, err, code):
+        for e in range(cuda.grid(1), outer * m * inner, cuda.gridsize(1)):
+            out[e] = x[_gathered(e, idx, one_per_row, n, inner, m, err, code)]
+    return gather
 
 
-@cuda.jit
-def take_grad(out, g, idx, outer, n, inner, m, err, code):
-    """Scatter-add of g into out (zeroed by a fill launch before)."""
-    for e in range(cuda.grid(1), outer * m * inner, cuda.gridsize(1)):
-        cuda.atomic.add(out, _gathered(e, idx, True, n, inner, m, err, code), g[e])
+def _scatter_add(one_per_row):
+    """take_grad or take_along_axis_grad: g added into out (zeroed by a fill launch before),
+    a thread per element of g."""
+    @cuda.jit
+    def scatter_add(out, g, idx, outer, n, inner, m, err, code):
+        for e in range(cuda.grid(1), outer * m * inner, cuda.gridsize(1)):
+            cuda.atomic.add(out, _gathered(e, idx, one_per_row, n, inner, m, err, code), g[e])
+    return scatter_add
 
 
-@cuda.jit
-def take_along_axis(out, x, idx, outer, n, inner, m, err, code):
-    for e in range(cuda.grid(1), outer * m * inner, cuda.gridsize(1)):
-        out[e] = x[_gathered(e, idx, False, n, inner, m, err, code)]
-
-
-@cuda.jit
-def take_along_axis_grad(out, g, idx, outer, n, inner, m, err, code):
-    for e in range(cuda.grid(1), outer * m * inner, cuda.gridsize(1)):
-        cuda.atomic.add(out, _gathered(e, idx, False, n, inner, m, err, code), g[e])
+take, take_along_axis = _gather(True), _gather(False)
+take_grad, take_along_axis_grad = _scatter_add(True), _scatter_add(False)
 
 
 @cuda.jit

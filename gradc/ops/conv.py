@@ -126,6 +126,7 @@ def _cuda_windows(prog, node, out, ins):
         return [prog.launch("unfold", [out, ins[0], size, *geometry, pad], size)]
     return [prog.fill_zero(out, node), prog.launch("fold", [out, ins[0], size, *geometry], size)]
 
+
 register(OpDef("unfold", KERNEL, _unfold_infer, ref=_unfold_ref, vjp=_unfold_vjp,
                kernel=_unfold_kernel, cuda=_cuda_windows))
 register(OpDef("fold", KERNEL,
@@ -395,6 +396,7 @@ def _cuda_conv(prog, node, out, ins):
     launch.size_source = (f"{node.output.size} * RED_THREADS", "RED_THREADS")
     return [launch]
 
+
 register(OpDef("conv2d", KERNEL, _conv_infer, ref=_conv_ref, vjp=_conv_vjp,
                kernel=_conv_kernel, cuda=_cuda_conv))
 register(OpDef("conv2d_grad_input", KERNEL, _conv_grad_input_infer, ref=_conv_grad_input_ref,
@@ -535,6 +537,7 @@ def _cuda_pool_argmax(prog, node, out, ins):
     a = node.attr
     return [prog.launch("pool_argmax", [out, ins[0], n * c, h, w, oh, ow, a["kh"], a["kw"],
                                         a["sh"], a["sw"], a["ph"], a["pw"]], node.output.size)]
+
 
 register(OpDef("pool_argmax", KERNEL, _pool_argmax_infer, ref=_pool_argmax_ref,
                kernel=_pool_argmax_kernel, cuda=_cuda_pool_argmax))

@@ -152,6 +152,7 @@ def _cuda_matmul(prog, node, out, ins):
         return [launch]
     return [prog.launch("matmul", args, batch * m * n)]
 
+
 register(OpDef("matmul", KERNEL, _infer_mm,
                ref=lambda a, b, ta, tb: np.matmul(_op(a, ta), _op(b, tb)),
                vjp=_vjp, kernel=_matmul_kernel, cuda=_cuda_matmul))

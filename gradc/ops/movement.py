@@ -135,6 +135,7 @@ def _cuda_unslice(prog, node, out, ins):
     return [prog.fill_zero(out, node),
             prog.launch("unslice", [out, ins[0], g.size, shape, dst, offset], g.size)]
 
+
 register(OpDef("unslice", KERNEL,
                lambda inputs, shape, starts, stops, steps: (tuple(shape), inputs[0].dtype),
                ref=_unslice_ref,
@@ -187,6 +188,7 @@ def _cuda_concatenate(prog, node, out, ins):
         launches.append(prog.launch("copy_rows", [out, buf, outer, width, row, col], outer * width))
         col += width
     return launches
+
 
 register(OpDef("concatenate", KERNEL, _concat_infer,
                ref=lambda *xs, axis: np.concatenate(xs, axis=axis),

@@ -83,5 +83,6 @@ def _cuda_uniform(prog, node, out, ins):
     kernel = f"random_uniform_{CODE_DTYPE[node.output.dtype.name]}"
     return [prog.launch(kernel, [out, ins[0], out.n, node.attr["stream"]], out.n)]
 
+
 register(OpDef("random_uniform", KERNEL, _uniform_infer, ref=uniform_ref, nondiff=(0,),
                vjp=lambda node, g: [None], kernel=_uniform_kernel, cuda=_cuda_uniform))
