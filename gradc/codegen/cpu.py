@@ -117,7 +117,8 @@ def _arrays(nest, address):
     """Name the arrays of a loop nest: {id(access): array name}, {name: (dtype, pointer)}.
     Arrays are keyed by address: a value written in place into an input (a train step's
     parameter) uses the input's own array, so LLVM sees one pointer and still vectorizes (two
-    arrays over one address failed its overlap check: the step ran scalar, 12x slower)."""
+    arrays over one address failed its overlap check: the fused-loop benchmark's train step ran
+    scalar, 29 ms against 2.3 ms)."""
     by_address, arrays, array_of = {}, {}, {}
     for access in nest.accesses:
         ptr = address(access.base, access.offset - access.origin)
@@ -210,7 +211,8 @@ def loop_kernel(kernel, fusion, address):
                 array = array_of[id(red.access)]
                 accname = f"acc{array[1:]}"
                 target = f"part{array[1:]}[c]" if parallel and l == 0 else index[id(red.access)]
-                out(depth, f"{target} = {red.combine(target, accname) if red.in_memory(ndim) else accname}")
+                value = red.combine(target, accname) if red.in_memory(ndim) else accname
+                out(depth, f"{target} = {value}")
 
     title = "loop_" + (nest.title() or "copy")
     if not parallel:

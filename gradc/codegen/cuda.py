@@ -1,9 +1,10 @@
 """CUDA code generation: `numba.cuda` kernels and a host driver, from the same Fusion and
 BufferPlan as the CPU target.
 
-- Loop kernels are grid-stride loops over the kernel's iteration space, flattened: each thread
-  computes the fused scalar expressions (each op's `scalar`, its math functions named by
-  CudaMath: the device functions of gradc/codegen/cuda_rt.py) for the elements it owns, loading inputs through
+- Loop kernels render the LoopNest of gradc/codegen/loops.py (the CPU renders the same one) as
+  grid-stride loops over the kernel's iteration space, flattened: each thread computes the
+  fused scalar expressions (each op's `scalar`, its math functions named by CudaMath: the
+  device functions of gradc/codegen/cuda_rt.py) for the elements it owns, loading inputs through
   their strided index maps. Sizes and strides are literals of the kernel's source.
 - A short reduction (at most SHORT_REDUCTION elements per output) is a loop in the thread that
   owns the output element. A longer one is a block reduction: each block owns one output element (or a chunk of the
@@ -12,7 +13,8 @@ BufferPlan as the CPU target.
   accumulators as a tree in shared memory. The order is fixed, so results are deterministic
   (they differ from the CPU target's sequential sums in the last bits). Reductions over
   different axes in one fused kernel are split into one kernel per set of axes.
-- Library kernels are the shape-generic kernels of cuda_rt.py: matmul/bmm as a tiled
+- Library kernels are the shape-generic kernels of cuda_rt.py, launched as each op's `cuda`
+  launcher (in its gradc/ops module, beside its CPU template) says: matmul/bmm as a tiled
   shared-memory kernel for floats (one thread per output element for integers); take,
   take_along_axis, unslice, concatenate, unfold and random_uniform one thread per output
   element; the scatter-adds (take_grad, take_along_axis_grad, fold) one per input element, with
@@ -108,7 +110,8 @@ class CudaMath:
         for function in (f"cu_{name}_{self.code}", f"cu_{name}"):
             if hasattr(cuda_rt, function):
                 return function
-        raise CompileError(f"op {self.node.op!r} uses {name} on {np.dtype(self.node.inputs[0].dtype).name}, "
+        dtype = np.dtype(self.node.inputs[0].dtype).name
+        raise CompileError(f"op {self.node.op!r} uses {name} on {dtype}, "
                            f"which has no CUDA device function yet (add cu_{name} to "
                            "gradc/codegen/cuda_rt.py)", source=self.node.source)
 
@@ -148,7 +151,8 @@ class _LoopWriter:
 
     def element(self, access):
         """`array[flat index]` of an access (sizes and strides are literals)."""
-        terms = [f"i{l} * {s}" if s != 1 else f"i{l}" for l, s in enumerate(access.strides) if s != 0]
+        terms = [f"i{l} * {s}" if s != 1 else f"i{l}"
+                 for l, s in enumerate(access.strides) if s != 0]
         if access.offset or not terms:
             terms.insert(0, str(access.offset))
         return f"{self.array_of[id(access)]}[{' + '.join(terms)}]"
@@ -260,7 +264,8 @@ class CudaProgram:
         parts = list(groups.items()) or [((), [])]
         for k, (red, reductions) in enumerate(parts):
             stores = nest.plain_stores if k == 0 else []
-            name = f"k{kernel.index}{'abcdefghijklmnopqrstuvwxyz'[k] if len(parts) > 1 else ''}_{title}"
+            letter = "abcdefghijklmnopqrstuvwxyz"[k] if len(parts) > 1 else ""
+            name = f"k{kernel.index}{letter}_{title}"
             w = _LoopWriter(nest, array_of)
             kernel_arrays = dict(arrays)
             n_red = int(np.prod([nest.sizes[l] for l in red], dtype=np.int64))
@@ -283,7 +288,8 @@ class CudaProgram:
             self.kernel_sources.append((name, source))
             for launch in launches:
                 if launch.generated:
-                    launch.comment = f"{kernel.name}: {', '.join(dict.fromkeys(nest.ops))} over [{shape}]"
+                    ops = ", ".join(dict.fromkeys(nest.ops))
+                    launch.comment = f"{kernel.name}: {ops} over [{shape}]"
                 launch.sources = tuple(dict.fromkeys(n.source for n in kernel.nodes))
             self.launches += launches
 

@@ -51,7 +51,8 @@ def _take_kernel(k):
         _check_index(k, "x1[t]", nn)
         k.line(f"for b in range({i_}):")
         row, gathered = f"(a * {m} + t) * {i_} + b", f"(a * {nn} + j) * {i_} + b"
-        k.line(f"    out[{gathered}] += x0[{row}]" if scatter else f"    out[{row}] = x0[{gathered}]")
+        k.line(f"    out[{gathered}] += x0[{row}]" if scatter else
+               f"    out[{row}] = x0[{gathered}]")
 
 
 # CUDA: the launches of cuda_rt.py's kernel for this op: (program, node, out Buf, input Bufs)
