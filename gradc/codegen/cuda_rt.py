@@ -440,14 +440,17 @@ def fold(out, g, size, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW):
 
 # --- direct convolution and max pooling (gradc/ops/conv.py): one thread per output element,
 # summing in a fixed order (deterministic, no atomics); NCHW images, OCKK weights
+@cuda.jit(device=True)
+def _nchw(e, C, H, W):
+    """(n, c, y, x) of the flat index e of an N x C x H x W array."""
+    return e // (W * H * C), (e // (W * H)) % C, (e // W) % H, e % W
+
+
 @cuda.jit
 def conv2d(out, x, w, N, C, H, W, OH, OW, O, KH, KW, SH, SW, PH, PW, zero):
     """out[n,o,a,b] = sum over c,i,j of w[o,c,i,j] * x[n,c,a*SH-PH+i,b*SW-PW+j] (zero outside)."""
     for e in range(cuda.grid(1), N * O * OH * OW, cuda.gridsize(1)):
-        b = e % OW
-        a = (e // OW) % OH
-        o = (e // (OW * OH)) % O
-        n = e // (OW * OH * O)
+        n, o, a, b = _nchw(e, O, OH, OW)
         acc = zero
         for c in range(C):
             for i in range(KH):
@@ -466,10 +469,7 @@ def conv2d_grad_input(out, g, w, N, C, H, W, OH, OW, O, KH, KW, SH, SW, PH, PW, 
     """out[n,c,y,z] = sum of w[o,c,i,j] * g[n,o,a,b] over the outputs (a, b) whose window
     reads pixel (y, z): a*SH - PH + i == y, b*SW - PW + j == z."""
     for e in range(cuda.grid(1), N * C * H * W, cuda.gridsize(1)):
-        z = e % W
-        y = (e // W) % H
-        c = (e // (W * H)) % C
-        n = e // (W * H * C)
+        n, c, y, z = _nchw(e, C, H, W)
         acc = zero
         for o in range(O):
             for i in range(KH):
@@ -492,10 +492,7 @@ def conv2d_grad_weight(out, x, g, N, C, H, W, OH, OW, O, KH, KW, SH, SW, PH, PW,
     sh = cuda.shared.array(RED_THREADS, out.dtype)
     t = cuda.threadIdx.x
     for e in range(cuda.blockIdx.x, O * C * KH * KW, cuda.gridDim.x):
-        j = e % KW
-        i = (e // KW) % KH
-        c = (e // (KW * KH)) % C
-        o = e // (KW * KH * C)
+        o, c, i, j = _nchw(e, C, KH, KW)
         acc = zero
         for q in range(t, N * OH * OW, RED_THREADS):
             b = q % OW
