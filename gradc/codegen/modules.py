@@ -41,7 +41,7 @@ from numba.core.caching import FunctionCache
 
 from .. import __version__
 from ..errors import CacheWarning
-from . import rt, vecmath
+from . import driver_rt, rt, vecmath
 
 _places = {}  # configured cache root -> the module directory in use for it (None: in memory)
 _temporary = {}  # "root": this process's private temporary cache root, once made (None: failed)
@@ -69,10 +69,10 @@ def cache_tag():
 
 def _runtime_digest():
     """The code-generation inputs outside a module's own text, which is its name: the helpers
-    generated kernels call (rt.py) and the libmvec rewrite of their IR (vecmath.py). Editing
-    either must not load kernels compiled with the old ones."""
+    generated kernels and drivers call (rt.py, driver_rt.py) and the libmvec rewrite of their IR
+    (vecmath.py). Editing one must not load code compiled with the old ones."""
     digest = hashlib.sha1()
-    for module in (rt, vecmath):
+    for module in (rt, driver_rt, vecmath):
         with open(module.__file__, "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()[:8]
@@ -224,11 +224,9 @@ def _tell(folder):
 
 
 def _warn(message):
-    """Warn at the user's line (the innermost frame outside gradc and NumPy)."""
-    from ..trace import _internal
-    frame = sys._getframe(1)
-    while frame is not None and _internal(frame.f_code.co_filename):
-        frame = frame.f_back
+    """Warn at the user's line (the innermost frame outside gradc, NumPy and other libraries)."""
+    from ..trace import _user_frame
+    frame, _ = _user_frame(sys._getframe(1))
     if frame is None:
         warnings.warn(message, CacheWarning, stacklevel=2)
     else:
