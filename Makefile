@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: install example examples test bench bench-quick bench-fuse kernels
+.PHONY: install example examples test bench bench-quick bench-fuse kernels readme
 
 # mpi: mpi4py and the mpich wheel (mpiexec in the environment's bin/) for tests/test_distributed.py
 install:
@@ -42,3 +42,7 @@ kernels:
 	$(GRADC) compile examples/linear_regression.py:loss --example examples/aot_specs.py:linear_regression_args --train sgd --lr 0.1 -q -o kernels/linear_regression_sgd.py
 	$(GRADC) compile examples/digits_mlp.py:loss --example examples/aot_specs.py:digits_mlp_args --train adam --lr 3e-3 -q -o kernels/digits_mlp_adam.py
 	$(GRADC) compile examples/digits_cnn.py:loss --example examples/aot_specs.py:digits_cnn_args --train adam --lr 3e-3 -q -o kernels/digits_cnn_adam.py
+
+# the README's list of supported NumPy ufuncs and functions, from the ops (tests/test_readme.py)
+readme:
+	$(PYTHON) -c "import gradc.trace as t; t.update_readme('README.md')"

@@ -10,6 +10,7 @@
 from ._version import __version__  # noqa: F401
 
 from . import ops  # noqa: E402,F401  (registers every op)
+from . import surface  # noqa: E402,F401  (installs the NumPy surface onto ir.Value)
 from . import nn  # noqa: E402,F401
 from .errors import (ArgumentError, CacheWarning, CompileError, FrozenRandomError,  # noqa: E402
                      GradcError, IndexOutOfRangeError, NonDifferentiableError, NonFiniteError,

@@ -42,9 +42,7 @@ def vjp(graph, out, wrt, seed=None):
             raise NonDifferentiableError(
                 f"cannot differentiate with respect to a {w.dtype} value; gradients need float "
                 "arguments (leave integer and boolean arguments out of argnums)")
-    saved_stamp = graph.stamp_user_source
-    graph.stamp_user_source = False  # backward nodes take the source of their forward node
-    try:
+    with graph.stamping_user_source(False):  # backward nodes take the source of their forward node
         if seed is None:
             with graph.at_source(out.node.source if out.node else graph.source):
                 seed = fn.ones_like(out)
@@ -72,5 +70,3 @@ def vjp(graph, out, wrt, seed=None):
             ct = cotangent.get(w.id)
             results.append(ct if ct is not None else fn.zeros_like(w))
         return results
-    finally:
-        graph.stamp_user_source = saved_stamp

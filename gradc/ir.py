@@ -109,7 +109,8 @@ class Graph:
         self.source = "<gradc>"  # source line stamped on new nodes
         self.merged = 0  # how many node constructions hash-consing merged
         # While tracing user code, each new node is stamped with the user's file:line; passes
-        # and VJP rules turn this off and stamp the source of the node they come from.
+        # and VJP rules turn this off and stamp the source of the node they come from. Set
+        # through `stamping_user_source` only.
         self.stamp_user_source = False
         # output index -> input index: that output is written into that input's own buffer
         # (a train step's new parameters and optimizer state), never into the arena
@@ -148,6 +149,16 @@ class Graph:
         self.nodes.append(node)
         self._memo[key] = out
         return out
+
+    @contextlib.contextmanager
+    def stamping_user_source(self, on):
+        """Within: nodes made through the NumPy surface are (on) or are not (off) stamped with the
+        user's file:line (gradc/trace.py `traced`); the previous setting after."""
+        saved, self.stamp_user_source = self.stamp_user_source, on
+        try:
+            yield
+        finally:
+            self.stamp_user_source = saved
 
     @contextlib.contextmanager
     def at_source(self, source):

@@ -1,8 +1,8 @@
 """Tracing plain NumPy code.
 
 IR values act as tracers: they implement the NumPy operators, `__array_ufunc__`,
-`__array_function__`, the common ndarray methods and basic/integer-array indexing, all of which
-build graph nodes through `gradc.ops.fn`. Each node is stamped with the user's `file:line`.
+`__array_function__`, the common ndarray methods and basic/integer-array indexing (installed by
+gradc/surface.py), all of which build graph nodes through `gradc.ops.fn`. Each node is stamped with the user's `file:line`.
 Anything else (an unsupported NumPy function, branching on a traced value) raises a GradcError
 naming that line.
 """
@@ -19,9 +19,9 @@ import threading
 import numpy as np
 
 from . import frozen, pytree
-from .errors import ArgumentError, GradcError, ShapeError, TracedBranchError, UnsupportedOpError
+from .errors import ArgumentError, GradcError, UnsupportedOpError
 from .ir import Graph, Value
-from .ops import fn
+from .ops import all_ops, fn
 
 _GRADC_DIR = os.path.dirname(os.path.abspath(__file__))
 _NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__))
@@ -97,8 +97,8 @@ def traced(method, graph_of=_graph_of_values):
         watch = frozen.active()
         if watch is not None:  # numbers drawn from NumPy's generators since the trace began?
             watch.check(src)
-        with graph.at_source(src):
-            graph.stamp_user_source = False  # nested surface calls keep this line
+        # nested surface calls keep this line
+        with graph.at_source(src), graph.stamping_user_source(False):
             try:
                 return method(*args, **kwargs)
             except GradcError as e:
@@ -107,8 +107,6 @@ def traced(method, graph_of=_graph_of_values):
                 raise
             except (ValueError, TypeError) as e:  # NumPy's errors for arguments it refuses
                 raise ArgumentError(str(e), source=src) from None
-            finally:
-                graph.stamp_user_source = True
 
     return wrapper
 
@@ -122,32 +120,22 @@ def _logical(op, a, b):
     return a.graph.apply(op, (a, b))
 
 
-UFUNCS = {
-    np.add: fn.add, np.subtract: fn.subtract, np.multiply: fn.multiply,
-    np.divide: fn.divide, np.true_divide: fn.divide, np.power: fn.power,
-    np.maximum: fn.maximum, np.minimum: fn.minimum, np.fmax: fn.maximum, np.fmin: fn.minimum,
-    np.negative: fn.negative, np.positive: lambda x: x,
-    np.matmul: fn.matmul,
-    np.floor_divide: fn.floor_divide, np.remainder: fn.remainder, np.mod: fn.remainder,
-    np.floor: lambda x: fn.unary("floor", x, float_only=False),
-    np.ceil: lambda x: fn.unary("ceil", x, float_only=False),
-    np.less: functools.partial(fn.compare, "less"),
-    np.less_equal: functools.partial(fn.compare, "less_equal"),
-    np.greater: functools.partial(fn.compare, "greater"),
-    np.greater_equal: functools.partial(fn.compare, "greater_equal"),
-    np.equal: functools.partial(fn.compare, "equal"),
-    np.not_equal: functools.partial(fn.compare, "not_equal"),
-    np.logical_and: lambda a, b: _logical("logical_and", a, b),
-    np.logical_or: lambda a, b: _logical("logical_or", a, b),
-    np.logical_not: lambda x: x.graph.apply("logical_not", (fn.astype(x, bool),)),
-    np.abs: lambda x: fn.unary("abs", x, float_only=False),
-    np.absolute: lambda x: fn.unary("abs", x, float_only=False),
-    np.sign: lambda x: fn.unary("sign", x, float_only=False),
-    np.square: lambda x: fn.unary("square", x, float_only=False),
-    np.reciprocal: lambda x: fn.unary("reciprocal", x),
-}
-for _name in ["exp", "log", "tanh", "sin", "cos", "sqrt", "log1p", "expm1"]:
-    UFUNCS[getattr(np, _name)] = functools.partial(fn.unary, _name)
+def _ufunc_bindings():
+    """The ufuncs the ops name (OpDef.ufuncs: promote, broadcast, apply), then the few that are
+    not one op."""
+    table = {u: functools.partial(fn.elementwise, op.name, float_only=op.float_only)
+             for op in all_ops().values() for u in op.ufuncs}
+    table.update({
+        np.positive: lambda x: x,
+        np.matmul: fn.matmul,
+        np.logical_and: lambda a, b: _logical("logical_and", a, b),
+        np.logical_or: lambda a, b: _logical("logical_or", a, b),
+        np.logical_not: lambda x: x.graph.apply("logical_not", (fn.astype(x, bool),)),
+    })
+    return table
+
+
+UFUNCS = _ufunc_bindings()
 
 
 # NumPy functions. Each implementation takes NumPy's own parameter names: a call is bound against
@@ -367,6 +355,27 @@ def supported_numpy_names():
     return sorted(names)
 
 
+README_BEGIN, README_END = "<!-- SUPPORTED-OPS -->", "<!-- /SUPPORTED-OPS -->"
+
+
+def supported_markdown():
+    """The README's generated lines: the ufuncs and functions traced code may call."""
+    def names(table):
+        return ", ".join(f"`np.{n}`" for n in sorted({f.__name__ for f in table}))
+    return f"- **Ufuncs**: {names(UFUNCS)}.\n- **Functions**: {names(FUNCTIONS)}.\n"
+
+
+def update_readme(path):
+    """Rewrite the lines between README_BEGIN and README_END of the README at `path`
+    (`make readme`)."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    head, rest = text.split(README_BEGIN + "\n", 1)
+    _, tail = rest.split(README_END, 1)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(head + README_BEGIN + "\n" + supported_markdown() + README_END + tail)
+
+
 def _qualified(func):
     module = getattr(func, "__module__", "numpy") or "numpy"
     prefix = "np." + module[len("numpy."):] + "." if module.startswith("numpy.") else "np."
@@ -411,222 +420,6 @@ def _array_function(self, func, types, args, kwargs):
 
 
 # ---------------------------------------------------------------------------------------------
-# indexing
-
-def _is_int_array(x):
-    if isinstance(x, Value):
-        return np.issubdtype(x.dtype, np.integer)
-    if isinstance(x, (list, np.ndarray)):
-        arr = np.asarray(x)
-        return arr.ndim > 0 and np.issubdtype(arr.dtype, np.integer)
-    return False
-
-
-def _getitem(x, index):
-    if not isinstance(index, tuple):
-        index = (index,)
-    if any(isinstance(i, Value) and i.dtype == np.bool_ or
-           isinstance(i, np.ndarray) and i.dtype == np.bool_ for i in index):
-        raise UnsupportedOpError("boolean mask indexing gives data-dependent shapes; use "
-                                 "np.where(mask, x, 0) instead")
-    if any(_is_int_array(i) for i in index):
-        return _advanced_index(x, index)
-    return _basic_index(x, index)
-
-
-def _basic_index(x, index):
-    n_real = sum(1 for i in index if i is not None and i is not Ellipsis)
-    if n_real > x.ndim:
-        raise ShapeError(f"too many indices ({n_real}) for an array of {x.ndim} dimensions")
-    if sum(1 for i in index if i is Ellipsis) > 1:  # (`is`: == on arrays is elementwise)
-        raise ShapeError("an index can only have a single ellipsis")
-    if any(i is Ellipsis for i in index):
-        k = next(j for j, i in enumerate(index) if i is Ellipsis)
-        index = index[:k] + (slice(None),) * (x.ndim - n_real) + index[k + 1:]
-        n_real = x.ndim
-    index = index + (slice(None),) * (x.ndim - n_real)
-    starts, stops, steps, out_shape = [], [], [], []
-    dim = 0
-    for i in index:
-        if i is None:
-            out_shape.append(1)
-            continue
-        size = x.shape[dim]
-        if isinstance(i, slice):
-            a, b, c = i.indices(size)
-            starts.append(a), stops.append(b), steps.append(c)
-            out_shape.append(len(range(a, b, c)))
-        elif isinstance(i, (int, np.integer)):
-            j = int(i) + size if int(i) < 0 else int(i)
-            if not 0 <= j < size:
-                raise ShapeError(f"index {int(i)} is out of bounds for axis {dim} with size {size}")
-            starts.append(j), stops.append(j + 1), steps.append(1)
-        else:
-            raise UnsupportedOpError(f"cannot index with a {type(i).__name__}")
-        dim += 1
-    return fn.reshape(fn.slice_(x, starts, stops, steps), out_shape)
-
-
-def _advanced_index(x, index):
-    """Integer-array indexing: one integer array on one axis (np.take), or the
-    `x[np.arange(n), labels]` pattern (take_along_axis)."""
-    arrays = [k for k, i in enumerate(index) if _is_int_array(i)]
-    if (len(index) == 2 and arrays == [0, 1] and x.ndim == 2 and isinstance(index[0], (np.ndarray, list))
-            and np.array_equal(np.asarray(index[0]), np.arange(x.shape[0]))):
-        labels = fn.as_value(index[1], x)
-        if labels.shape != (x.shape[0],):
-            raise ShapeError(f"x[np.arange({x.shape[0]}), labels] needs labels of shape "
-                             f"({x.shape[0]},), got {labels.shape}")
-        return fn.reshape(fn.take_along_axis(x, fn.reshape(labels, (-1, 1)), 1), (x.shape[0],))
-    if len(arrays) == 1 and all(isinstance(i, slice) and i == slice(None)
-                                for k, i in enumerate(index) if k != arrays[0]):
-        return fn.take(x, index[arrays[0]], axis=arrays[0])
-    raise UnsupportedOpError("this integer-array indexing pattern is not supported: use one "
-                             "integer array on one axis (x[:, idx]) or x[np.arange(n), labels]")
-
-
-# ---------------------------------------------------------------------------------------------
-# the Value surface
-
-def _branch_error(what):
-    def raise_(self, *args):
-        raise TracedBranchError(
-            f"{what} on a traced value: its value is not known while tracing. Use np.where for "
-            "data-dependent choices, or pass the value as a static Python number",
-            source=user_source())
-    return raise_
-
-
-def _binary(f, reflected=False):
-    if reflected:
-        return traced(lambda self, other: _python_result(f(other, self), self, other))
-    return traced(lambda self, other: _python_result(f(self, other), self, other))
-
-
-def _python_result(out, *operands):
-    """A Python operator's result: weak when its operands are weak values and Python numbers,
-    as Python arithmetic on Python floats gives a Python float (NumPy functions do not: their
-    results are NumPy values)."""
-    if not (isinstance(out, Value) and np.issubdtype(out.dtype, np.floating)) or not all(
-            fn.is_weak(x) or isinstance(x, (int, float)) and not isinstance(x, np.generic)
-            for x in operands):
-        return out
-    # (an alias of its own: `out` may also be the result of a NumPy call, which stays strong)
-    weak = out.graph.apply("alias", (out,), tag="weak")
-    out.graph.weak.add(weak.id)
-    return weak
-
-
-def _method(func):
-    """`x.name(...)` as `np.name(x, ...)`: these methods take the function's arguments after the
-    array."""
-    name = "." + func.__name__
-    return traced(lambda self, *args, **kwargs: _call_numpy(func, (self,) + args, kwargs, name))
-
-
-def _reshape_method(self, *shape, order="C", copy=None):
-    if not shape:
-        raise TypeError(".reshape() needs the new shape")
-    if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
-        shape = shape[0]
-    return _reshape_in_order(self, shape, _order(order, ".reshape"))
-
-
-def _transpose_method(self, *axes):
-    if len(axes) == 1 and (axes[0] is None or not isinstance(axes[0], (int, np.integer))):
-        axes = axes[0]
-    return fn.transpose(self, axes or None)
-
-
-def _astype_method(self, dtype, order="K", casting="unsafe", subok=True, copy=True):
-    return fn.astype(self, dtype)
-
-
-def _iter(self):
-    if not self.shape:
-        raise TypeError("iteration over a 0-d traced value")
-    return (self[i] for i in range(self.shape[0]))
-
-
-def _array(self, *args, **kwargs):
-    _, library = _user_frame()
-    how = (f"inside {_describe(library)}, which gradc cannot trace" if library else
-           "(np.asarray, np.array, or a NumPy function gradc does not trace)")
-    raise TracedBranchError(
-        f"a traced value was converted to a NumPy array {how}; keep traced values symbolic: use "
-        "the NumPy functions, operators and gradc.nn functions listed in the README (a Python "
-        "list of traced values given to a NumPy function: np.stack the list first)",
-        source=user_source())
-
-
-def _setitem(self, index, value):
-    raise UnsupportedOpError(
-        "item assignment (x[i] = v) on a traced value: arrays are immutable in a traced function; "
-        "build the result with np.where, np.concatenate or arithmetic instead", source=user_source())
-
-
-def _getattr(self, name):
-    if name.startswith("__"):
-        raise AttributeError(name)
-    raise UnsupportedOpError(
-        f"the ndarray attribute or method .{name} is not supported in traced code; supported: "
-        "T, shape, ndim, dtype, size, sum, mean, max, min, reshape, transpose, swapaxes, squeeze, "
-        "flatten, ravel, astype, dot, clip", source=user_source())
-
-
-_SURFACE = {
-    "__add__": _binary(fn.add), "__radd__": _binary(fn.add, True),
-    "__sub__": _binary(fn.subtract), "__rsub__": _binary(fn.subtract, True),
-    "__mul__": _binary(fn.multiply), "__rmul__": _binary(fn.multiply, True),
-    "__truediv__": _binary(fn.divide), "__rtruediv__": _binary(fn.divide, True),
-    "__pow__": _binary(fn.power), "__rpow__": _binary(fn.power, True),
-    "__floordiv__": _binary(fn.floor_divide), "__rfloordiv__": _binary(fn.floor_divide, True),
-    "__mod__": _binary(fn.remainder), "__rmod__": _binary(fn.remainder, True),
-    "__matmul__": _binary(fn.matmul), "__rmatmul__": _binary(fn.matmul, True),
-    "__lt__": _binary(functools.partial(fn.compare, "less")),
-    "__le__": _binary(functools.partial(fn.compare, "less_equal")),
-    "__gt__": _binary(functools.partial(fn.compare, "greater")),
-    "__ge__": _binary(functools.partial(fn.compare, "greater_equal")),
-    "__eq__": _binary(functools.partial(fn.compare, "equal")),
-    "__ne__": _binary(functools.partial(fn.compare, "not_equal")),
-    "__and__": _binary(UFUNCS[np.logical_and]), "__or__": _binary(UFUNCS[np.logical_or]),
-    "__invert__": traced(lambda self: UFUNCS[np.logical_not](self)),
-    "__neg__": traced(lambda self: _python_result(fn.negative(self), self)),
-    "__pos__": lambda self: self,
-    "__abs__": traced(lambda self: _python_result(fn.unary("abs", self, float_only=False), self)),
-    "__getitem__": traced(_getitem),
-    "__iter__": _iter,
-    "__hash__": object.__hash__,
-    "__bool__": _branch_error("bool() (an `if`, `while`, `and`/`or` or assert)"),
-    "__float__": _branch_error("float()"), "__int__": _branch_error("int()"),
-    "__index__": _branch_error("using a traced value as an index or size"),
-    "__complex__": _branch_error("complex()"),
-    "item": _branch_error(".item()"), "tolist": _branch_error(".tolist()"),
-    "__array__": _array,
-    "__setitem__": _setitem,
-    "__getattr__": _getattr,
-    "__array_ufunc__": _array_ufunc,
-    "__array_function__": _array_function,
-    "T": property(traced(lambda self: fn.transpose(self))),
-    "mT": property(traced(lambda self: fn.swapaxes(self, -1, -2))),
-    "sum": _method(np.sum), "mean": _method(np.mean), "max": _method(np.max),
-    "min": _method(np.min), "any": _method(np.any), "all": _method(np.all),
-    "reshape": traced(_reshape_method),
-    "transpose": traced(_transpose_method),
-    "swapaxes": _method(np.swapaxes),
-    "squeeze": _method(np.squeeze),
-    "flatten": _method(np.ravel),
-    "ravel": _method(np.ravel),
-    "astype": traced(_astype_method),
-    "dot": _method(np.dot),
-    "clip": traced(_clip_method),
-    "copy": lambda self, order="C": self,
-}
-for _name, _impl in _SURFACE.items():
-    setattr(Value, _name, _impl)
-
-
-# ---------------------------------------------------------------------------------------------
 # tracing a function
 
 def trace(fun, args, kwargs=None):
@@ -646,14 +439,12 @@ def trace(fun, args, kwargs=None):
         if type(x) is pytree.TracedFloat:  # a Python float: weakly typed, as NumPy's are
             graph.weak.add(v.id)
     targs, tkwargs = pytree.unflatten(treedef, values)
-    graph.stamp_user_source = True
     _active.graphs.append(graph)
     try:
-        with frozen.Watch(fun, _static_values(treedef)) as watch:
+        with graph.stamping_user_source(True), frozen.Watch(fun, _static_values(treedef)) as watch:
             out = fun(*targs, **tkwargs)
             watch.check(_definition(fun), final=True)
     finally:
-        graph.stamp_user_source = False
         _active.graphs.pop()
     out_leaves, out_tree = pytree.flatten(out)
     outs = []
@@ -731,3 +522,5 @@ def leaf_names(tree, argnames=()):
     for k in sorted(kwargs, key=repr):
         walk(kwargs[k], k)
     return names
+
+

@@ -25,7 +25,7 @@ def bad_op():
     for one test only (tests/ops checks that every registered op is covered)."""
     register(OpDef(BAD_OP, ELEMENTWISE, infer=lambda inputs: (inputs[0].shape, inputs[0].dtype),
                    ref=lambda x: x * x, vjp=lambda n, g: [g * 3.0 * n.inputs[0]],
-                   scalar=lambda dt, a: f"{a} * {a}"))
+                   scalar=lambda m, dt, a: f"{a} * {a}"))
     try:
         yield BAD_OP
     finally:

@@ -16,11 +16,30 @@ import numpy as np
 from ..errors import CompileError
 from ..ops.elementwise import lit
 from ..ops.movement import contiguous_strides
-from ..ops.reduction import combine, identity
-from ..ops.registry import KERNEL, REDUCE
+from ..ops.registry import KERNEL
+from .loops import collapse, lower
 
 ARRAY_OF = {"float32": "f32_array", "float64": "f64_array", "int64": "i64_array",
             "int32": "i32_array", "bool": "bool_array"}
+
+
+class _CpuMath:
+    """The CPU's math table for the ops' scalar expressions: NumPy's functions, which Numba
+    compiles to libm calls (vectorized through libmvec, gradc/codegen/vecmath.py)."""
+
+    def __getattr__(self, name):
+        if not hasattr(np, name):
+            raise AttributeError(f"no NumPy function {name!r} for the CPU's scalar math")
+        return f"np.{name}"
+
+
+CPU_MATH = _CpuMath()
+
+
+def scalar(statement):
+    """The CPU expression of one statement of a loop nest's body."""
+    node = statement.node
+    return node.opdef.scalar(CPU_MATH, node.output.dtype, *statement.args, **node.attr)
 
 
 class KernelSource:
@@ -69,30 +88,9 @@ class _Params:
 
 
 # ---------------------------------------------------------------------------------------------
-# loop kernels
+# loop kernels: the CPU rendering of a LoopNest (gradc/codegen/loops.py)
 
-def _collapse(shape, strides_list):
-    """Drop size-1 dims and merge adjacent dims that every access walks contiguously."""
-    dims = [d for d in range(len(shape)) if shape[d] != 1]
-    sizes, groups = [], []
-    for d in dims:
-        if groups and all(s[groups[-1][-1]] == s[d] * shape[d] for s in strides_list):
-            groups[-1].append(d)
-            sizes[-1] *= shape[d]
-        else:
-            groups.append([d])
-            sizes.append(shape[d])
-    collapsed = [[s[g[-1]] for g in groups] for s in strides_list]
-    return sizes, collapsed
-
-
-class _Access:
-    def __init__(self, array, strides, dtype, origin=0):
-        self.array, self.strides, self.dtype = array, strides, dtype
-        self.origin = origin  # elements from the array's start to index 0 (negative strides)
-
-
-def _index(access, sizes, params, loopvars):
+def _index(access, sizes, params, loopvars, array):
     """The flat index of an access, written from sizes where the access is a (broadcast of a)
     contiguous buffer, else from stride parameters. Returns (index, extent) expressions."""
     nz = [l for l, s in enumerate(access.strides) if s != 0]
@@ -108,189 +106,135 @@ def _index(access, sizes, params, loopvars):
         for l in nz[1:]:
             expr = f"({expr}) * n{l} + {loopvars[l]}" if "+" in expr else f"{expr} * n{l} + {loopvars[l]}"
         return expr, " * ".join(f"n{l}" for l in nz)
-    terms = [f"{loopvars[l]} * {params.add(f's{access.array}_{l}', access.strides[l])}" for l in nz]
+    terms = [f"{loopvars[l]} * {params.add(f's{array}_{l}', access.strides[l])}" for l in nz]
     if access.origin:
-        terms.insert(0, params.add(f"o{access.array}", access.origin))
+        terms.insert(0, params.add(f"o{array}", access.origin))
     extent = access.origin + sum((sizes[l] - 1) * s for l, s in enumerate(access.strides) if s > 0) + 1
-    return " + ".join(terms), params.add(f"len{access.array}", extent)
+    return " + ".join(terms), params.add(f"len{array}", extent)
+
+
+def _arrays(nest, address):
+    """Name the arrays of a loop nest: {id(access): array name}, {name: (dtype, pointer)}.
+    Arrays are keyed by address: a value written in place into an input (a train step's
+    parameter) uses the input's own array, so LLVM sees one pointer and still vectorizes (two
+    arrays over one address failed its overlap check: the fused-loop benchmark's train step ran
+    scalar, 29 ms against 2.3 ms)."""
+    by_address, arrays, array_of = {}, {}, {}
+    for access in nest.accesses:
+        ptr = address(access.base, access.offset - access.origin)
+        key = (ptr, np.dtype(access.dtype).str)
+        if key not in by_address:
+            by_address[key] = f"a{len(by_address)}"
+            arrays[by_address[key]] = (access.dtype, ptr)
+        array_of[id(access)] = by_address[key]
+    return array_of, arrays
 
 
 def loop_kernel(kernel, fusion, address):
     """Source of a fused loop kernel. `address(base, offset_elements)` gives the driver's pointer
     expression for a buffer."""
-    shape = kernel.shape
-    local = {}  # value id -> local variable or literal
-    arrays = {}  # (base id, offset) -> (array name, dtype, pointer expression)
-    loads = {}  # (array, strides) -> local name
-    accesses = []  # (_Access, role, payload) in order
-    body_ops = []  # (kind, payload)
-    counter = iter(range(10 ** 6))
-
-    def array_for(base, offset, dtype):
-        # keyed by address: a value written in place into an input (a train step's parameter)
-        # uses the input's own array, so LLVM sees one pointer and still vectorizes (two arrays
-        # over one address failed its overlap check: W3's step ran scalar, 29 ms vs 2.3 ms)
-        ptr = address(base, offset)
-        key = (ptr, np.dtype(dtype).str)
-        if key not in arrays:
-            arrays[key] = (f"a{len(arrays)}", dtype, ptr)
-        return arrays[key][0]
-
-    for node in kernel.nodes:
-        for x in node.inputs:
-            if x.id in local:
-                continue
-            base, offset, strides = fusion.layouts[x.id]
-            if base.node is not None and base.node.op == "const":
-                local[x.id] = lit(base.node.attr["value"], x.dtype)
-                continue
-            # negative strides (x[::-1]): address the lowest element, index from an origin
-            low = sum(min(0, (n - 1) * s) for n, s in zip(x.shape, strides))
-            arr = array_for(base, offset + low, x.dtype)
-            key = (arr, strides)
-            if key not in loads:
-                loads[key] = f"t{next(counter)}"
-                accesses.append((_Access(arr, strides, x.dtype, origin=-low), "load", loads[key]))
-            local[x.id] = loads[key]
-        name = f"t{next(counter)}"
-        local[node.output.id] = name
-        body_ops.append((node, name))
-
-    stored = {v.id for v in kernel.stores}
-    for node in kernel.nodes:
-        v = node.output
-        if v.id not in stored:
-            continue
-        offset = 0
-        arr = array_for(v, offset, v.dtype)
-        if node.opdef.kind == REDUCE:
-            strides = tuple(0 if d in node.attr["axes"] else s
-                            for d, s in enumerate(contiguous_strides(v.shape)))
-        else:
-            strides = contiguous_strides(shape)
-        accesses.append((_Access(arr, strides, v.dtype), "store", node))
-
-    sizes, collapsed = _collapse(shape, [a.strides for a, _, _ in accesses])
-    for (acc, _, _), cs in zip(accesses, collapsed):
-        acc.strides = cs
-    ndim = len(sizes)
+    nest = lower(kernel, fusion)
+    array_of, arrays = _arrays(nest, address)
+    sizes, ndim = nest.sizes, nest.ndim
     loopvars = [f"i{l}" for l in range(ndim)]
     params = _Params()
     for l, n in enumerate(sizes):
         params.add(f"n{l}", n)
-    for name, dtype, ptr in arrays.values():
+    for name, (dtype, ptr) in arrays.items():
         params.add(f"p{name[1:]}", ptr)
 
     index, extent_of = {}, {}
-    for acc, _, _ in accesses:
-        idx, extent = _index(acc, sizes, params, loopvars)
-        index[id(acc)] = idx
-        extent_of.setdefault(acc.array, []).append(extent)
+    for access in nest.accesses:
+        name = array_of[id(access)]
+        idx, extent = _index(access, sizes, params, loopvars, name)
+        index[id(access)] = f"{name}[{idx}]"
+        extent_of.setdefault(name, []).append(extent)
 
     lines = []
     emit = lambda depth, text: lines.append("    " * depth + text)  # noqa: E731
-    for name, dtype, _ in arrays.values():
+    for name, (dtype, _) in arrays.items():
         extents = extent_of[name]
         extent = extents[0] if len(set(extents)) == 1 else params.add(
             f"len{name}", max(_eval_extent(e, sizes, params) for e in extents))
         emit(1, f"{name} = {_array_ctor(dtype)}(p{name[1:]}, {extent})")
 
     # reductions: the trailing loops they reduce over accumulate in a register
-    reductions = []
-    for acc, role, node in accesses:
-        if role == "store" and node.opdef.kind == REDUCE:
-            reduced = [l for l in range(ndim) if acc.strides[l] == 0]
-            start = ndim
-            while start > 0 and start - 1 in reduced:
-                start -= 1
-            in_memory = any(l < start for l in reduced)  # also reduced across outer loops
-            reductions.append((acc, node, start, in_memory))
-    for acc, node, start, in_memory in reductions:
-        if in_memory:
-            ident = lit(identity(node.op, node.output.dtype), node.output.dtype)
-            emit(1, f"for j in range({extent_of[acc.array][0]}):")
-            emit(2, f"{acc.array}[j] = {ident}")
+    for red in nest.reductions:
+        if red.in_memory(ndim):
+            emit(1, f"for j in range({extent_of[array_of[id(red.access)]][0]}):")
+            emit(2, f"{array_of[id(red.access)]}[j] = {red.identity()}")
 
     # Parallel kernels split the outermost loop into CHUNKS ranges run by a prange in a nested
     # function (Numba drops stores to arrays made inside a parfor's own function). A reduction
     # over everything leaves one partial result per chunk in planned scratch, combined after.
     parallel = kernel.parallel
-    full = [(acc, node) for acc, node, start, _ in reductions if start == 0] if parallel else []
-    nest = []
-    nest_emit = lambda depth, text: nest.append("    " * depth + text)  # noqa: E731
+    full = [red for red in nest.reductions if red.register_from(ndim) == 0] if parallel else []
+    nest_lines = []
+    nest_emit = lambda depth, text: nest_lines.append("    " * depth + text)  # noqa: E731
     out = nest_emit if parallel else emit
     depth = 1
     if parallel:
         out(depth, "for c in prange(CHUNKS):")
         depth += 1
-    for acc, role, name in accesses:  # scalars (a learning rate...) are read once, before loops
-        if role == "load" and index[id(acc)] == "0":
-            out(depth, f"{name} = {acc.array}[0]")
+    for access in nest.loads:  # scalars (a learning rate...) are read once, before loops
+        if access.is_scalar:
+            out(depth, f"{access.name} = {index[id(access)]}")
     for l in range(ndim):
-        for acc, node, start, _ in reductions:
-            if start == l:
-                out(depth, f"acc{acc.array[1:]} = {lit(identity(node.op, node.output.dtype), node.output.dtype)}")
+        for red in nest.reductions:
+            if red.register_from(ndim) == l:
+                out(depth, f"acc{array_of[id(red.access)][1:]} = {red.identity()}")
         span = "c * n0 // CHUNKS, (c + 1) * n0 // CHUNKS" if parallel and l == 0 else f"n{l}"
         out(depth, f"for {loopvars[l]} in range({span}):")
         depth += 1
-    for acc, role, name in accesses:
-        if role == "load" and index[id(acc)] != "0":
-            out(depth, f"{name} = {acc.array}[{index[id(acc)]}]")
-    for node, name in body_ops:
-        if node.opdef.kind == REDUCE:
-            continue
-        args = [local[x.id] for x in node.inputs]
-        expr = node.opdef.scalar(node.output.dtype, *args, **node.attr)
-        out(depth, f"{name} = {expr}  # {node.op}")
-    for acc, role, node in accesses:
-        if role != "store":
-            continue
-        value = local[node.inputs[0].id] if node.opdef.kind == REDUCE else local[node.output.id]
-        target = f"{acc.array}[{index[id(acc)]}]"
-        if node.opdef.kind != REDUCE:
+    for access in nest.loads:
+        if not access.is_scalar:
+            out(depth, f"{access.name} = {index[id(access)]}")
+    for st in nest.body:
+        out(depth, f"{st.name} = {scalar(st)}  # {st.node.op}")
+    reduction_of = {id(red.access): red for red in nest.reductions}
+    for access in nest.stores:
+        value, target = nest.stored_value(access), index[id(access)]
+        red = reduction_of.get(id(access))
+        if red is None:
             out(depth, f"{target} = {value}")
-            continue
-        start, in_memory = next((s, m) for a, n, s, m in reductions if a is acc)
-        if start < ndim:
-            accname = f"acc{acc.array[1:]}"
-            out(depth, f"{accname} = {combine(node.op, accname, value)}  # {node.op}")
-        elif in_memory:
-            out(depth, f"{target} = {combine(node.op, target, value)}  # {node.op}")
+        elif red.register_from(ndim) < ndim:
+            accname = f"acc{array_of[id(access)][1:]}"
+            out(depth, f"{accname} = {red.combine(accname, value)}  # {red.op}")
+        elif red.in_memory(ndim):
+            out(depth, f"{target} = {red.combine(target, value)}  # {red.op}")
         else:  # only size-1 axes reduced: a copy
-            out(depth, f"{target} = {value}  # {node.op}")
+            out(depth, f"{target} = {value}  # {red.op}")
     for l in reversed(range(ndim)):
         depth -= 1
-        for acc, node, start, in_memory in reductions:
-            if start == l:
-                accname = f"acc{acc.array[1:]}"
-                target = (f"part{acc.array[1:]}[c]" if parallel and l == 0 else
-                          f"{acc.array}[{index[id(acc)]}]")
-                out(depth, f"{target} = {combine(node.op, target, accname) if in_memory else accname}")
+        for red in nest.reductions:
+            if red.register_from(ndim) == l:
+                array = array_of[id(red.access)]
+                accname = f"acc{array[1:]}"
+                target = f"part{array[1:]}[c]" if parallel and l == 0 else index[id(red.access)]
+                value = red.combine(target, accname) if red.in_memory(ndim) else accname
+                out(depth, f"{target} = {value}")
 
-    ops = [n.op for n, _ in body_ops]
-    title = "loop_" + "_".join(dict.fromkeys(o for o in ops if o not in ("copy", "alias")))[:40]
-    title = title.rstrip("_") if title != "loop_" else "loop_copy"
+    title = "loop_" + (nest.title() or "copy")
     if not parallel:
         return KernelSource(title, params.names, lines, params.values)
 
     title += "_par"
-    for acc, node in full:
-        ptr = address(("partial", kernel.index, node.output.id), 0)
-        params.add(f"q{acc.array[1:]}", ptr)
-        emit(1, f"part{acc.array[1:]} = {_array_ctor(node.output.dtype)}(q{acc.array[1:]}, CHUNKS)")
+    for red in full:
+        array = array_of[id(red.access)]
+        ptr = address(("partial", kernel.index, red.node.output.id), 0)
+        params.add(f"q{array[1:]}", ptr)
+        emit(1, f"part{array[1:]} = {_array_ctor(red.dtype)}(q{array[1:]}, CHUNKS)")
     inner_args = [n for n in params.names if not n.startswith(("p", "q"))] + \
-        [name for name, _, _ in arrays.values()] + [f"part{acc.array[1:]}" for acc, _ in full]
+        list(arrays) + [f"part{array_of[id(red.access)][1:]}" for red in full]
     emit(1, f"{title}_body({', '.join(inner_args)})")
-    for acc, node in full:
-        p = f"part{acc.array[1:]}"
+    for red in full:
+        p = f"part{array_of[id(red.access)][1:]}"
         emit(1, f"acc = {p}[0]")
         emit(1, "for c in range(1, CHUNKS):")
-        emit(2, f"acc = {combine(node.op, 'acc', f'{p}[c]')}")
-        emit(1, f"{acc.array}[{index[id(acc)]}] = acc")
+        emit(2, f"acc = {red.combine('acc', f'{p}[c]')}")
+        emit(1, f"{index[id(red.access)]} = acc")
     return KernelSource(title, params.names, lines, params.values,
-                        helper=(f"{title}_body", inner_args, nest))
-
-
+                        helper=(f"{title}_body", inner_args, nest_lines))
 
 
 def _eval_extent(expr, sizes, params):
@@ -338,7 +282,7 @@ class KernelWriter:
     def collapse(self, shape, *strides):
         """(sizes, strides per access) of loops over `shape` with size-1 dims dropped and dims
         that every access walks contiguously merged."""
-        return _collapse(shape, list(strides))
+        return collapse(shape, list(strides))
 
     def array(self, address, like):
         """An expression viewing `address` as a flat array of the dtype and size of `like` (an
@@ -399,10 +343,3 @@ def kernel_source(kernel, fusion, address):
         return library_kernel(kernel, fusion, address)
     raise CompileError(f"op {kernel.kind!r} cannot be emitted for the CPU",
                        source=kernel.nodes[0].source)
-
-
-MODULE_HEADER = '''"""Generated by gradc {version}. {what}"""
-import numpy as np
-from numba import njit
-{runtime_import}
-'''

@@ -1,8 +1,9 @@
 """CUDA code generation: `numba.cuda` kernels and a host driver, from the same Fusion and
 BufferPlan as the CPU target.
 
-- Loop kernels are grid-stride loops over the kernel's iteration space, flattened: each thread
-  computes the fused scalar expressions (each op's `scalar`, with `np.*` math mapped to the
+- Loop kernels render the LoopNest of gradc/codegen/loops.py (the CPU renders the same one) as
+  grid-stride loops over the kernel's iteration space, flattened: each thread computes the
+  fused scalar expressions (each op's `scalar`, its math functions named by CudaMath: the
   device functions of gradc/codegen/cuda_rt.py) for the elements it owns, loading inputs through
   their strided index maps. Sizes and strides are literals of the kernel's source.
 - A short reduction (at most SHORT_REDUCTION elements per output) is a loop in the thread that
@@ -12,7 +13,8 @@ BufferPlan as the CPU target.
   accumulators as a tree in shared memory. The order is fixed, so results are deterministic
   (they differ from the CPU target's sequential sums in the last bits). Reductions over
   different axes in one fused kernel are split into one kernel per set of axes.
-- Library kernels are the shape-generic kernels of cuda_rt.py: matmul/bmm as a tiled
+- Library kernels are the shape-generic kernels of cuda_rt.py, launched as each op's `cuda`
+  launcher (in its gradc/ops module, beside its CPU template) says: matmul/bmm as a tiled
   shared-memory kernel for floats (one thread per output element for integers); take,
   take_along_axis, unslice, concatenate, unfold and random_uniform one thread per output
   element; the scatter-adds (take_grad, take_along_axis_grad, fold) one per input element, with
@@ -29,22 +31,15 @@ or set when there is no CUDA.
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 
 from .._version import __version__
 from ..errors import CompileError, GradcError
-from ..ops.conv import _geometry, _window
-from ..ops.elementwise import CODE_DTYPE, lit
-from ..ops.indexing import _fold
-from ..ops.linalg import _dims
-from ..ops.movement import contiguous_strides, slice_index_map
-from ..ops.reduction import combine, identity
-from ..ops.registry import REDUCE
+from ..ops.elementwise import CODE_DTYPE
 from ..passes.memory import ALIGN, nbytes
 from ..pytree import is_device_array
-from .cpu import _collapse
+from .loops import lower
 from .modules import content_name, load_module
 
 
@@ -76,7 +71,6 @@ def _aligned(n):
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-PER_DTYPE = ("floor", "ceil", "sign", "sin", "cos")  # device functions, one per argument dtype
 SHORT_REDUCTION = 64  # reductions of at most this many elements: a thread per output element
 
 
@@ -103,30 +97,38 @@ class Launch:
         self.size_source = None  # (work items, block size) as source, where they depend on TILE
 
 
-def _cuda_expr(node, expr):
-    """An op's CPU scalar expression with `np.*` mapped to cuda_rt's device functions."""
-    from . import cuda_rt
+class CudaMath:
+    """CUDA's math table for the ops' scalar expressions, for one argument dtype: `m.exp` is the
+    device function `cu_exp` of cuda_rt.py, or `cu_sin_f32` where cuda_rt has one per dtype."""
 
-    def sub(m):
-        name = m.group(1)
-        if name in ("nan", "inf"):
-            return f"cu_{name}"
-        if name in PER_DTYPE:
-            name = f"{name}_{CODE_DTYPE[np.dtype(node.inputs[0].dtype).name]}"
-        if not hasattr(cuda_rt, f"cu_{name}"):
-            raise CompileError(f"op {node.op!r} uses np.{m.group(1)}, which has no CUDA device "
-                               "function yet (gradc/codegen/cuda_rt.py)", source=node.source)
-        return f"cu_{name}"
+    def __init__(self, node):
+        self.node = node
+        self.code = CODE_DTYPE[np.dtype(node.inputs[0].dtype).name]
 
-    return re.sub(r"\bnp\.(\w+)", sub, expr)
+    def __getattr__(self, name):
+        from . import cuda_rt
+        for function in (f"cu_{name}_{self.code}", f"cu_{name}"):
+            if hasattr(cuda_rt, function):
+                return function
+        dtype = np.dtype(self.node.inputs[0].dtype).name
+        raise CompileError(f"op {self.node.op!r} uses {name} on {dtype}, "
+                           f"which has no CUDA device function yet (add cu_{name} to "
+                           "gradc/codegen/cuda_rt.py)", source=self.node.source)
+
+
+def scalar(statement):
+    """The CUDA expression of one statement of a loop nest's body."""
+    node = statement.node
+    return node.opdef.scalar(CudaMath(node), node.output.dtype, *statement.args, **node.attr)
 
 
 class _LoopWriter:
-    """Source lines of a loop kernel over collapsed loop dims `sizes` (loop variables i0, i1...)."""
+    """Source lines of one CUDA kernel over a LoopNest's collapsed loops (loop variables i0,
+    i1...); `array_of` names each access's array."""
 
-    def __init__(self, sizes, local):
-        self.sizes, self.local, self.lines = sizes, local, []
-        self.total = int(np.prod(sizes, dtype=np.int64)) if sizes else 1
+    def __init__(self, nest, array_of):
+        self.nest, self.sizes, self.array_of, self.lines = nest, nest.sizes, array_of, []
+        self.total = nest.total
 
     def line(self, depth, text):
         self.lines.append("    " * depth + text)
@@ -147,42 +149,35 @@ class _LoopWriter:
                 self.line(depth, f"i{l} = r % {self.sizes[l]}")
                 self.line(depth, f"r = r // {self.sizes[l]}")
 
-    def index(self, acc):
-        offset, strides = acc[1], acc[2]
-        terms = [f"i{l} * {s}" if s != 1 else f"i{l}" for l, s in enumerate(strides) if s != 0]
-        if offset or not terms:
-            terms.insert(0, str(offset))
-        return " + ".join(terms)
+    def element(self, access):
+        """`array[flat index]` of an access (sizes and strides are literals)."""
+        terms = [f"i{l} * {s}" if s != 1 else f"i{l}"
+                 for l, s in enumerate(access.strides) if s != 0]
+        if access.offset or not terms:
+            terms.insert(0, str(access.offset))
+        return f"{self.array_of[id(access)]}[{' + '.join(terms)}]"
 
-    def loads(self, depth, accesses):
-        for acc in accesses:
-            if acc[3] == "load":
-                self.line(depth, f"{acc[4]} = {acc[0]}[{self.index(acc)}]")
+    def loads(self, depth):
+        for access in self.nest.loads:
+            self.line(depth, f"{access.name} = {self.element(access)}")
 
-    def accumulate(self, loop, red, accesses, body, reductions):
+    def accumulate(self, loop, red, stores, reductions):
         """At depth 2: start an accumulator per reduction, then `for q in <loop>` over the
         reduced elements (dims `red`): loads, the fused work, plain stores, accumulate."""
-        for j, acc in enumerate(reductions):
-            node = acc[4]
-            self.line(2, f"acc{j} = {lit(identity(node.op, node.output.dtype), node.output.dtype)}")
+        for j, r in enumerate(reductions):
+            self.line(2, f"acc{j} = {r.identity()}")
         self.line(2, f"for q in {loop}:")
         self.split(3, "q", red)
-        self.loads(3, accesses)
-        self.compute(3, body)
-        for acc in accesses:
-            if acc[3] == "store" and acc[4].opdef.kind != REDUCE:
-                self.line(3, f"{acc[0]}[{self.index(acc)}] = {self.local[acc[4].output.id]}")
-        for j, acc in enumerate(reductions):
-            node = acc[4]
-            step = combine(node.op, f"acc{j}", self.local[node.inputs[0].id])
-            self.line(3, f"acc{j} = {_cuda_expr(node, step)}")
+        self.loads(3)
+        self.compute(3)
+        for access in stores:
+            self.line(3, f"{self.element(access)} = {self.nest.stored_value(access)}")
+        for j, r in enumerate(reductions):
+            self.line(3, f"acc{j} = {r.combine(f'acc{j}', r.value)}")
 
-    def compute(self, depth, body):
-        for node, name in body:
-            if node.opdef.kind != REDUCE:
-                args = [self.local[x.id] for x in node.inputs]
-                expr = node.opdef.scalar(node.output.dtype, *args, **node.attr)
-                self.line(depth, f"{name} = {_cuda_expr(node, expr)}  # {node.op}")
+    def compute(self, depth):
+        for st in self.nest.body:
+            self.line(depth, f"{st.name} = {scalar(st)}  # {st.node.op}")
 
 
 class CudaProgram:
@@ -200,7 +195,7 @@ class CudaProgram:
             cursor += _aligned(max(nbytes(v), 1))
         self.extra = []  # (Buf, array) kernel constants copied in once
         self._cursor = cursor
-        self.err = self._constant(np.zeros(1, np.int32))
+        self.err = self.constant(np.zeros(1, np.int32))
         self.err_sources = {}  # error code -> "op at source"
         self.kernel_sources = []  # (name, source)
         self.launches = []
@@ -224,7 +219,8 @@ class CudaProgram:
         self.module_name = content_name("gradc_cuda", self.module_source)
 
     # --- buffers ---------------------------------------------------------------------------
-    def _constant(self, array):
+    def constant(self, array):
+        """A Buf holding `array`, copied to the device once."""
         array = np.ascontiguousarray(array)
         buf = Buf(self._cursor, array.dtype, array.size)
         self.extra.append((buf, array))
@@ -250,80 +246,41 @@ class CudaProgram:
         reduced elements, then a `rows_<op>` pass), reducing in shared memory in a fixed order,
         so results are deterministic; reductions over different axes in one fused kernel become
         one such kernel per set of axes (each recomputing the kernel's elementwise work)."""
-        fusion = self.fusion
-        arrays = {}  # base id -> (name, Buf)
-        local = {}
-        loads = {}  # (array, offset, strides) -> local name
-        accesses = []  # [array, offset, strides, role, payload]
-        body = []
-        counter = iter(range(10 ** 6))
-
-        def array_for(base):
+        nest = lower(kernel, self.fusion)
+        arrays, array_of = {}, {}  # base id -> (name, Buf); id(access) -> name
+        for access in nest.accesses:
+            base = access.base
             if base.id not in arrays:
                 arrays[base.id] = (f"a{len(arrays)}",
                                    Buf(self._base_offset(base), base.dtype, max(base.size, 1)))
-            return arrays[base.id][0]
-
-        for node in kernel.nodes:
-            for x in node.inputs:
-                if x.id in local:
-                    continue
-                base, offset, strides = fusion.layouts[x.id]
-                if base.node is not None and base.node.op == "const":
-                    local[x.id] = lit(base.node.attr["value"], x.dtype)
-                    continue
-                arr = array_for(base)
-                key = (arr, offset, tuple(strides))
-                if key not in loads:
-                    loads[key] = f"t{next(counter)}"
-                    accesses.append([arr, offset, tuple(strides), "load", loads[key]])
-                local[x.id] = loads[key]
-            name = f"t{next(counter)}"
-            local[node.output.id] = name
-            body.append((node, name))
-
-        stored = {v.id for v in kernel.stores}
-        for node in kernel.nodes:
-            v = node.output
-            if v.id in stored:
-                strides = (tuple(0 if d in node.attr["axes"] else s
-                                 for d, s in enumerate(contiguous_strides(v.shape)))
-                           if node.opdef.kind == REDUCE else contiguous_strides(kernel.shape))
-                accesses.append([array_for(v), 0, strides, "store", node])
-
-        sizes, collapsed = _collapse(kernel.shape, [a[2] for a in accesses])
-        for acc, cs in zip(accesses, collapsed):
-            acc[2] = tuple(cs)
+            array_of[id(access)] = arrays[base.id][0]
         # group the reductions by the loop dims they reduce over (none: a reduction of size-1
         # axes only, a copy); each group is one kernel, the first also does the plain stores
         groups = {}
-        for acc in accesses:
-            if acc[3] == "store" and acc[4].opdef.kind == REDUCE:
-                red = tuple(l for l, st in enumerate(acc[2]) if st == 0)
-                groups.setdefault(red, []).append(acc)
-        plain = [acc for acc in accesses if acc[3] == "load" or acc[4].opdef.kind != REDUCE]
-        ops = [n.op for n, _ in body]
-        title = "_".join(dict.fromkeys(o for o in ops if o not in ("copy", "alias")))[:40].rstrip("_")
+        for r in nest.reductions:
+            groups.setdefault(r.reduced, []).append(r)
+        title = nest.title() or "copy"
         shape = "x".join(str(d) for d in kernel.shape) or "scalar"
         parts = list(groups.items()) or [((), [])]
         for k, (red, reductions) in enumerate(parts):
-            part = (plain if k == 0 else [a for a in plain if a[3] == "load"]) + reductions
-            name = f"k{kernel.index}{'abcdefghijklmnopqrstuvwxyz'[k] if len(parts) > 1 else ''}_{title or 'copy'}"
-            w = _LoopWriter(sizes, local)
+            stores = nest.plain_stores if k == 0 else []
+            letter = "abcdefghijklmnopqrstuvwxyz"[k] if len(parts) > 1 else ""
+            name = f"k{kernel.index}{letter}_{title}"
+            w = _LoopWriter(nest, array_of)
             kernel_arrays = dict(arrays)
-            n_red = int(np.prod([sizes[l] for l in red], dtype=np.int64))
+            n_red = int(np.prod([nest.sizes[l] for l in red], dtype=np.int64))
             if red and n_red <= SHORT_REDUCTION:
-                self._thread_reduction(w, part, body, red)
+                self._thread_reduction(w, stores, reductions, red)
                 launches = [Launch(name, [b for _, b in kernel_arrays.values()],
                                    w.total // n_red, generated=True)]
             elif red:
-                blocks, passes = self._block_reduction(w, part, body, red, kernel_arrays)
+                blocks, passes = self._block_reduction(w, stores, reductions, red, kernel_arrays)
                 launch = Launch(name, [b for _, b in kernel_arrays.values()],
                                 blocks * w.red_threads, generated=True, threads=w.red_threads)
                 launch.size_source = (f"{blocks} * RED_THREADS", "RED_THREADS")
                 launches = [launch] + passes
             else:
-                self._flat(w, part, body)
+                self._flat(w, stores, [r.access for r in reductions])
                 launches = [Launch(name, [b for _, b in kernel_arrays.values()], w.total,
                                    generated=True)]
             params = [n for n, _ in kernel_arrays.values()]
@@ -331,35 +288,32 @@ class CudaProgram:
             self.kernel_sources.append((name, source))
             for launch in launches:
                 if launch.generated:
-                    launch.comment = f"{kernel.name}: {', '.join(dict.fromkeys(ops))} over [{shape}]"
+                    ops = ", ".join(dict.fromkeys(nest.ops))
+                    launch.comment = f"{kernel.name}: {ops} over [{shape}]"
                 launch.sources = tuple(dict.fromkeys(n.source for n in kernel.nodes))
             self.launches += launches
 
-    def _flat(self, w, accesses, body):
-        """One thread per element of the flattened iteration space (a reduction here reduces
-        only size-1 axes: a copy)."""
+    def _flat(self, w, stores, copies):
+        """One thread per element of the flattened iteration space (`copies`: reductions of
+        size-1 axes only, stored as copies)."""
         w.line(1, f"for e in range(cuda.grid(1), {w.total}, cuda.gridsize(1)):")
         w.split(2, "e", range(len(w.sizes)))
-        w.loads(2, accesses)
-        w.compute(2, body)
-        for acc in accesses:
-            if acc[3] == "store":
-                node = acc[4]
-                value = w.local[(node.inputs[0] if node.opdef.kind == REDUCE else node.output).id]
-                w.line(2, f"{acc[0]}[{w.index(acc)}] = {value}  # {node.op}")
+        w.loads(2)
+        w.compute(2)
+        for access in stores + copies:
+            w.line(2, f"{w.element(access)} = {w.nest.stored_value(access)}  # {access.node.op}")
 
-    def _thread_reduction(self, w, accesses, body, red):
+    def _thread_reduction(self, w, stores, reductions, red):
         """A short reduction: one thread per output element loops over what it reduces."""
         kept = [l for l in range(len(w.sizes)) if l not in red]
         n_out = w.total // int(np.prod([w.sizes[l] for l in red], dtype=np.int64))
-        reductions = [acc for acc in accesses if acc[3] == "store" and acc[4].opdef.kind == REDUCE]
         w.line(1, f"for o in range(cuda.grid(1), {n_out}, cuda.gridsize(1)):")
         w.split(2, "o", kept)
-        w.accumulate(f"range({w.total // n_out})", red, accesses, body, reductions)
-        for j, acc in enumerate(reductions):
-            w.line(2, f"{acc[0]}[{w.index(acc)}] = acc{j}  # {acc[4].op}")
+        w.accumulate(f"range({w.total // n_out})", red, stores, reductions)
+        for j, r in enumerate(reductions):
+            w.line(2, f"{w.element(r.access)} = acc{j}  # {r.op}")
 
-    def _block_reduction(self, w, accesses, body, red, arrays):
+    def _block_reduction(self, w, stores, reductions, red, arrays):
         """Block `b` reduces chunk `b % chunks` of output element `b // chunks`: its threads
         stride over the chunk, then combine their accumulators in shared memory. Returns
         (blocks, the launches of the second pass that combines chunks)."""
@@ -372,18 +326,17 @@ class CudaProgram:
         chunks = max(1, min(-(-n_red // (4 * 128)), -(-512 // n_out)))
         chunk = -(-n_red // chunks)
         chunks = -(-n_red // chunk)
-        reductions = [acc for acc in accesses if acc[3] == "store" and acc[4].opdef.kind == REDUCE]
         passes = []
-        for j, acc in enumerate(reductions):
-            v = acc[4].output
+        for j, r in enumerate(reductions):
+            v = r.node.output
             w.line(1, f"sh{j} = cuda.shared.array(RED_THREADS, {CODE_DTYPE[v.dtype.name]})"
-                      f"  # {acc[4].op}")
+                      f"  # {r.op}")
             if chunks > 1:
                 partial = Buf(self._cursor, v.dtype, n_out * chunks)
                 self._cursor += _aligned(n_out * chunks * v.dtype.itemsize)
                 arrays[("partial", j)] = (f"p{j}", partial)
-                passes.append(Launch(f"rows_{acc[4].op}", [arrays[v.id][1], partial, n_out, chunks],
-                                     n_out, comment=f"{acc[4].op}: combine {chunks} chunks"))
+                passes.append(Launch(f"rows_{r.op}", [arrays[v.id][1], partial, n_out, chunks],
+                                     n_out, comment=f"{r.op}: combine {chunks} chunks"))
         w.line(1, "t = cuda.threadIdx.x")
         w.line(1, f"for b in range(cuda.blockIdx.x, {n_out * chunks}, cuda.gridDim.x):")
         if chunks > 1:
@@ -397,28 +350,28 @@ class CudaProgram:
             w.line(2, "start = 0")
             stop = str(n_red)
         w.split(2, "o", kept)
-        w.accumulate(f"range(start + t, {stop}, RED_THREADS)", red, accesses, body, reductions)
+        w.accumulate(f"range(start + t, {stop}, RED_THREADS)", red, stores, reductions)
         for j, _ in enumerate(reductions):
             w.line(2, f"sh{j}[t] = acc{j}")
         w.line(2, "cuda.syncthreads()")
         w.line(2, "s = RED_THREADS // 2")
         w.line(2, "while s > 0:  # a tree over the block's accumulators, in a fixed order")
         w.line(3, "if t < s:")
-        for j, acc in enumerate(reductions):
-            w.line(4, f"sh{j}[t] = {_cuda_expr(acc[4], combine(acc[4].op, f'sh{j}[t]', f'sh{j}[t + s]'))}")
+        for j, r in enumerate(reductions):
+            w.line(4, f"sh{j}[t] = {r.combine(f'sh{j}[t]', f'sh{j}[t + s]')}")
         w.line(3, "cuda.syncthreads()")
         w.line(3, "s //= 2")
         w.line(2, "if t == 0:")
-        for j, acc in enumerate(reductions):
-            target = f"p{j}[b]" if chunks > 1 else f"{acc[0]}[{w.index(acc)}]"
-            w.line(3, f"{target} = sh{j}[0]  # {acc[4].op}")
+        for j, r in enumerate(reductions):
+            target = f"p{j}[b]" if chunks > 1 else w.element(r.access)
+            w.line(3, f"{target} = sh{j}[0]  # {r.op}")
         w.line(2, "cuda.syncthreads()  # (the next output reuses the shared arrays)")
         return n_out * chunks, passes
 
     # --- library kernels -------------------------------------------------------------------
     def _library(self, kernel):
         (node,) = kernel.nodes
-        emitter = LIBRARY.get(node.op)
+        emitter = node.opdef.cuda
         if emitter is None:
             raise CompileError(f"op {node.op!r} has no CUDA kernel yet (target='cuda'); use "
                                "target='cpu' for this function", source=node.source)
@@ -428,6 +381,20 @@ class CudaProgram:
             launch.comment = launch.comment or f"{kernel.name}: {node.op} ({node.source})"
             launch.sources = (node.source,)
             self.launches.append(launch)
+
+    # what the ops' `cuda` launchers (gradc/ops/*) build with
+    def launch(self, kernel, args, total, threads=None):
+        """A launch of cuda_rt's `kernel`."""
+        return Launch(kernel, args, total, threads=threads)
+
+    def fill_zero(self, out, node):
+        """A launch that zeroes `out` (before a scatter-add)."""
+        return Launch("fill", [out, out.n, self.zero(node)], out.n)
+
+    @staticmethod
+    def zero(node):
+        """A zero of the node's output dtype, as a kernel argument."""
+        return np.zeros((), node.output.dtype)[()]
 
     def error_code(self, node):
         code = len(self.err_sources) + 1
@@ -545,163 +512,6 @@ class CudaDriver:
         if code:
             self.err.copy_to_device(np.zeros(1, np.int32))
             raise IndexError(f"gradc: index out of range in {self.program.err_sources[code]}")
-
-
-# ---------------------------------------------------------------------------------------------
-# library kernels: (program, node, out Buf, input Bufs) -> [Launch]
-
-def _zero(node):
-    return np.zeros((), node.output.dtype)[()]
-
-
-def _fill_zero(out, node):
-    return Launch("fill", [out, out.n, _zero(node)], out.n)
-
-
-def _matmul(prog, node, out, ins):
-    a, b = node.inputs
-    ta, tb = bool(node.attr["ta"]), bool(node.attr["tb"])
-    if node.op == "bmm":
-        batch = a.shape[0]
-        m, k, n = _dims(a.shape[1:], b.shape[1:], ta, tb)
-        steps = (a.shape[1] * a.shape[2], b.shape[1] * b.shape[2])
-    else:
-        batch = 1
-        m, k, n = _dims(a.shape, b.shape, ta, tb)
-        steps = (0, 0)
-    args = [out, ins[0], ins[1], batch, m, n, k, ta, tb, *steps, _zero(node)]
-    dtype = node.output.dtype.name
-    if dtype in ("float32", "float64"):  # shared-memory tiles (cuda_rt.matmul_tiled_*)
-        from .cuda_rt import TILE, tiled_items
-        launch = Launch(f"matmul_tiled_{CODE_DTYPE[dtype]}", args, tiled_items(batch, m, n),
-                        threads=TILE * TILE)
-        # TILE differs under the simulator: a generated module sizes the launch when it loads
-        launch.size_source = (f"tiled_items({batch}, {m}, {n})", "TILE * TILE")
-        return [launch]
-    return [Launch("matmul", args, batch * m * n)]
-
-
-def _gather(prog, node, out, ins):
-    x, idx = node.inputs
-    axis = node.attr["axis"]
-    scatter = node.op.endswith("_grad")
-    outer, n, inner = _fold(node.output.shape if scatter else x.shape, axis)
-    if node.op in ("take", "take_grad"):
-        m = idx.size
-    else:
-        m = idx.shape[axis]
-    launches = [_fill_zero(out, node)] if scatter else []
-    launches.append(Launch(node.op, [out, ins[0], ins[1], outer, n, inner, m, prog.err,
-                                     prog.error_code(node)], outer * m * inner))
-    return launches
-
-
-def _slice_map(prog, shape, starts, steps, g_shape, constants):
-    """(shape, dst strides, offset) arguments of cuda_rt.unslice/unslice_add for one slice; the
-    small arrays are kernel constants, shared through `constants` by slices of one geometry."""
-    offset, strides = slice_index_map(shape, starts, steps)
-    key = (g_shape, strides)
-    if key not in constants:
-        constants[key] = (prog._constant(np.array(g_shape or (1,), np.int64)),
-                          prog._constant(np.array(strides or (0,), np.int64)))
-    return (*constants[key], offset)
-
-
-def _unslice(prog, node, out, ins):
-    g = node.inputs[0]
-    a = node.attr
-    shape, dst, offset = _slice_map(prog, a["shape"], a["starts"], a["steps"], g.shape, {})
-    return [_fill_zero(out, node),
-            Launch("unslice", [out, ins[0], g.size, shape, dst, offset], g.size)]
-
-
-def _unslice_sum(prog, node, out, ins):
-    """Zeros, then each dense term and each slice term added in, one launch per term, in
-    order: deterministic, and no atomics (no two threads of a launch write one element)."""
-    n_sliced, constants = len(node.attr["slices"]), {}
-    launches = [_fill_zero(out, node)]
-    for i, (x, buf) in enumerate(zip(node.inputs, ins)):
-        if i < n_sliced:
-            starts, _, steps = node.attr["slices"][i]
-        else:  # a dense term: the whole array, a slice with unit steps
-            starts, steps = (0,) * x.ndim, (1,) * x.ndim
-        geometry = _slice_map(prog, node.attr["shape"], starts, steps, x.shape, constants)
-        launches.append(Launch("unslice_add", [out, buf, x.size, *geometry], x.size))
-    return launches
-
-
-def _concatenate(prog, node, out, ins):
-    axis = node.attr["axis"]
-    outer = int(np.prod(node.output.shape[:axis], dtype=np.int64))
-    row = int(np.prod(node.output.shape[axis:], dtype=np.int64))
-    launches, col = [], 0
-    for x, buf in zip(node.inputs, ins):
-        width = int(np.prod(x.shape[axis:], dtype=np.int64))
-        launches.append(Launch("copy_rows", [out, buf, outer, width, row, col], outer * width))
-        col += width
-    return launches
-
-
-def _windows(prog, node, out, ins):
-    window = _window(node.attr)
-    x_shape = node.inputs[0].shape if node.op == "unfold" else node.attr["x_shape"]
-    n, c, h, w, oh, ow = _geometry(x_shape, *window)
-    size = n * oh * ow * c * window[0] * window[1]
-    geometry = [c, h, w, oh, ow, *window]
-    if node.op == "unfold":
-        pad = np.array(node.attr["pad"], node.output.dtype)[()]
-        return [Launch("unfold", [out, ins[0], size, *geometry, pad], size)]
-    return [_fill_zero(out, node), Launch("fold", [out, ins[0], size, *geometry], size)]
-
-
-def _conv(prog, node, out, ins):
-    """conv2d and its two gradients, one thread per output element (cuda_rt.conv2d...)."""
-    a = node.attr
-    if node.op == "conv2d":
-        (x, w), kh, kw = node.inputs, node.inputs[1].shape[2], node.inputs[1].shape[3]
-        n, c, h, wd = x.shape
-        o, oh, ow = w.shape[0], *node.output.shape[2:]
-    elif node.op == "conv2d_grad_input":
-        (g, w), (n, c, h, wd) = node.inputs, a["x_shape"]
-        kh, kw, o, oh, ow = w.shape[2], w.shape[3], g.shape[1], g.shape[2], g.shape[3]
-    else:  # conv2d_grad_weight(x, g)
-        (x, g), kh, kw = node.inputs, a["kh"], a["kw"]
-        n, c, h, wd = x.shape
-        o, oh, ow = g.shape[1], g.shape[2], g.shape[3]
-    # (the ops take a padded image: nn.conv2d pads first; padding attributes, if any, count)
-    geometry = [n, c, h, wd, oh, ow, o, kh, kw, a["sh"], a["sw"], a.get("ph", 0), a.get("pw", 0)]
-    args = [out, *ins, *geometry, _zero(node)]
-    if node.op != "conv2d_grad_weight":
-        return [Launch(node.op, args, node.output.size)]
-    from .cuda_rt import RED_THREADS  # a block per weight: cuda_rt.conv2d_grad_weight
-    launch = Launch(node.op, args, node.output.size * RED_THREADS, threads=RED_THREADS)
-    launch.size_source = (f"{node.output.size} * RED_THREADS", "RED_THREADS")
-    return [launch]
-
-
-def _pool_argmax(prog, node, out, ins):
-    n, c, h, w = node.inputs[0].shape
-    oh, ow = node.output.shape[2:]
-    a = node.attr
-    return [Launch("pool_argmax", [out, ins[0], n * c, h, w, oh, ow, a["kh"], a["kw"], a["sh"],
-                                   a["sw"], a["ph"], a["pw"]], node.output.size)]
-
-
-def _random_uniform(prog, node, out, ins):
-    kernel = f"random_uniform_{CODE_DTYPE[node.output.dtype.name]}"
-    return [Launch(kernel, [out, ins[0], out.n, node.attr["stream"]], out.n)]
-
-
-LIBRARY = {
-    "matmul": _matmul, "bmm": _matmul,
-    "take": _gather, "take_grad": _gather,
-    "take_along_axis": _gather, "take_along_axis_grad": _gather,
-    "unslice": _unslice, "unslice_sum": _unslice_sum, "concatenate": _concatenate,
-    "unfold": _windows, "fold": _windows,
-    "conv2d": _conv, "conv2d_grad_input": _conv, "conv2d_grad_weight": _conv,
-    "pool_argmax": _pool_argmax,
-    "random_uniform": _random_uniform,
-}
 
 
 def kernel_ptx(program, cc=None):

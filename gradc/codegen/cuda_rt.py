@@ -1,11 +1,14 @@
 """What generated CUDA kernels use (gradc/codegen/cuda.py): typed literals, device-function
-equivalents of the CPU helpers (max2/min2, and the `np.*` math the ops' scalar expressions name,
-renamed `cu_*`), and the library kernels (matmul, gathers, scatter-adds, slicing, windows), each
-written once, flat and shape-generic: sizes are arguments.
+equivalents of the CPU helpers (max2/min2, and the math functions the ops' scalar expressions name
+through cuda.CudaMath: `cu_<name>`, or `cu_<name>_<dtype>` where each dtype needs its own), the
+second pass of chunked reductions (`rows_<op>`), and the library kernels (matmul, gathers,
+scatter-adds, slicing, windows; each op's launcher is its OpDef's `cuda`), each written once,
+flat and shape-generic: sizes are arguments.
 
 Every kernel is a grid-stride loop (any launch size is correct). Scatter-adds (take_grad,
-take_along_axis_grad, fold) and reductions accumulate with atomics into an output that a `fill`
-launch initialised, so float sums are in a non-deterministic order.
+take_along_axis_grad, fold) accumulate with atomics into an output that a `fill` launch
+initialised, so their float sums are in a non-deterministic order; reductions use no atomics
+(block trees in a fixed order, gradc/codegen/cuda.py) and are deterministic.
 
 Importing this module imports numba.cuda: import it only for target="cuda".
 """
@@ -16,8 +19,6 @@ from numba import config, cuda
 
 f32, f64, i64, i32, i16, i8, u8, bool_ = (np.float32, np.float64, np.int64, np.int32, np.int16,
                                           np.int8, np.uint8, np.bool_)
-cu_nan = float("nan")
-cu_inf = float("inf")
 
 
 # --- scalar helpers (device functions) ------------------------------------------------------
@@ -130,8 +131,8 @@ if SIMULATOR:
                 return f(x)
         return cuda.jit(device=True)(apply)
 
-    cu_exp, cu_log, cu_log1p, cu_expm1, cu_tanh, cu_sqrt = map(_ufunc, (
-        np.exp, np.log, np.log1p, np.expm1, np.tanh, np.sqrt))
+    cu_exp, cu_log, cu_log1p, cu_expm1, cu_tanh, cu_sqrt, cu_arctan = map(_ufunc, (
+        np.exp, np.log, np.log1p, np.expm1, np.tanh, np.sqrt, np.arctan))
     cu_sin_f32 = cu_sin_f64 = _ufunc(np.sin)
     cu_cos_f32 = cu_cos_f64 = _ufunc(np.cos)
     cu_floor_f32 = cu_floor_f64 = _ufunc(np.floor)
@@ -160,6 +161,10 @@ else:
     @cuda.jit(device=True)
     def cu_tanh(x):
         return math.tanh(x)
+
+    @cuda.jit(device=True)
+    def cu_arctan(x):
+        return math.atan(x)
 
     fmaf = libdevice.fmaf
     trig_reduce_f32 = cuda.jit(device=True)(trig_reduce_f32)
@@ -217,6 +222,15 @@ else:
     @cuda.jit(device=True)
     def cu_sign_i32(x):
         return i32(1) if x > 0 else (i32(-1) if x < 0 else i32(0))
+
+
+@cuda.jit(device=True)
+def _integer_itself(x):
+    return x
+
+
+# integers are their own floor and ceiling (NumPy keeps their dtype)
+cu_floor_i64 = cu_floor_i32 = cu_ceil_i64 = cu_ceil_i32 = _integer_itself
 
 
 # --- small kernels ---------------------------------------------------------------------------
@@ -352,29 +366,27 @@ def _gathered(e, idx, one_per_row, n, inner, m, err, code):
     return (a * n + j) * inner + b
 
 
-@cuda.jit
-def take(out, x, idx, outer, n, inner, m, err, code):
-    for e in range(cuda.grid(1), outer * m * inner, cuda.gridsize(1)):
-        out[e] = x[_gathered(e, idx, True, n, inner, m, err, code)]
+def _gather(one_per_row):
+    """take (one index per row) or take_along_axis: a thread per output element."""
+    @cuda.jit
+    def gather(out, x, idx, outer, n, inner, m, err, code):
+        for e in range(cuda.grid(1), outer * m * inner, cuda.gridsize(1)):
+            out[e] = x[_gathered(e, idx, one_per_row, n, inner, m, err, code)]
+    return gather
 
 
-@cuda.jit
-def take_grad(out, g, idx, outer, n, inner, m, err, code):
-    """Scatter-add of g into out (zeroed by a fill launch before)."""
-    for e in range(cuda.grid(1), outer * m * inner, cuda.gridsize(1)):
-        cuda.atomic.add(out, _gathered(e, idx, True, n, inner, m, err, code), g[e])
+def _scatter_add(one_per_row):
+    """take_grad or take_along_axis_grad: g added into out (zeroed by a fill launch before),
+    a thread per element of g."""
+    @cuda.jit
+    def scatter_add(out, g, idx, outer, n, inner, m, err, code):
+        for e in range(cuda.grid(1), outer * m * inner, cuda.gridsize(1)):
+            cuda.atomic.add(out, _gathered(e, idx, one_per_row, n, inner, m, err, code), g[e])
+    return scatter_add
 
 
-@cuda.jit
-def take_along_axis(out, x, idx, outer, n, inner, m, err, code):
-    for e in range(cuda.grid(1), outer * m * inner, cuda.gridsize(1)):
-        out[e] = x[_gathered(e, idx, False, n, inner, m, err, code)]
-
-
-@cuda.jit
-def take_along_axis_grad(out, g, idx, outer, n, inner, m, err, code):
-    for e in range(cuda.grid(1), outer * m * inner, cuda.gridsize(1)):
-        cuda.atomic.add(out, _gathered(e, idx, False, n, inner, m, err, code), g[e])
+take, take_along_axis = _gather(True), _gather(False)
+take_grad, take_along_axis_grad = _scatter_add(True), _scatter_add(False)
 
 
 @cuda.jit(device=True)
@@ -442,14 +454,17 @@ def fold(out, g, size, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW):
 
 # --- direct convolution and max pooling (gradc/ops/conv.py): one thread per output element,
 # summing in a fixed order (deterministic, no atomics); NCHW images, OCKK weights
+@cuda.jit(device=True)
+def _nchw(e, C, H, W):
+    """(n, c, y, x) of the flat index e of an N x C x H x W array."""
+    return e // (W * H * C), (e // (W * H)) % C, (e // W) % H, e % W
+
+
 @cuda.jit
 def conv2d(out, x, w, N, C, H, W, OH, OW, O, KH, KW, SH, SW, PH, PW, zero):
     """out[n,o,a,b] = sum over c,i,j of w[o,c,i,j] * x[n,c,a*SH-PH+i,b*SW-PW+j] (zero outside)."""
     for e in range(cuda.grid(1), N * O * OH * OW, cuda.gridsize(1)):
-        b = e % OW
-        a = (e // OW) % OH
-        o = (e // (OW * OH)) % O
-        n = e // (OW * OH * O)
+        n, o, a, b = _nchw(e, O, OH, OW)
         acc = zero
         for c in range(C):
             for i in range(KH):
@@ -468,10 +483,7 @@ def conv2d_grad_input(out, g, w, N, C, H, W, OH, OW, O, KH, KW, SH, SW, PH, PW, 
     """out[n,c,y,z] = sum of w[o,c,i,j] * g[n,o,a,b] over the outputs (a, b) whose window
     reads pixel (y, z): a*SH - PH + i == y, b*SW - PW + j == z."""
     for e in range(cuda.grid(1), N * C * H * W, cuda.gridsize(1)):
-        z = e % W
-        y = (e // W) % H
-        c = (e // (W * H)) % C
-        n = e // (W * H * C)
+        n, c, y, z = _nchw(e, C, H, W)
         acc = zero
         for o in range(O):
             for i in range(KH):
@@ -494,10 +506,7 @@ def conv2d_grad_weight(out, x, g, N, C, H, W, OH, OW, O, KH, KW, SH, SW, PH, PW,
     sh = cuda.shared.array(RED_THREADS, out.dtype)
     t = cuda.threadIdx.x
     for e in range(cuda.blockIdx.x, O * C * KH * KW, cuda.gridDim.x):
-        j = e % KW
-        i = (e // KW) % KH
-        c = (e // (KW * KH)) % C
-        o = e // (KW * KH * C)
+        o, c, i, j = _nchw(e, C, KH, KW)
         acc = zero
         for q in range(t, N * OH * OW, RED_THREADS):
             b = q % OW

@@ -3,11 +3,11 @@ walked by one `@njit` loop, `run_program`, that calls each kernel's native funct
 
 Why data and not code: a step then costs one dispatch from Python (~0.3 us) instead of one per
 kernel (~0.5 us each), and nothing is compiled per signature. An `@njit` driver with one call
-per kernel compiled in ~8 ms per call (0.3 s for W1's 25, 0.55 s for a 10-layer MLP's 62), and
-one that called the kernels' dispatchers would have Numba link and optimize every kernel into it
-again (N^1.4). `run_program` is generated for a set of argument counts (calls through a C
-pointer need the count at compile time) and cached like a kernel, so every program with the same
-counts shares one.
+per kernel compiled in ~8 ms per call (0.3 s for the tiny MLP benchmark's 25, 0.55 s for a
+10-layer MLP's 62), and one that called the kernels' dispatchers would have Numba link and
+optimize every kernel into it again (N^1.4). `run_program` is generated for a set of argument
+counts (calls through a C pointer need the count at compile time) and cached like a kernel, so
+every program with the same counts shares one.
 
 The table: `[size, n_inputs, max_args]`, then per call `[entry address, n, (base, value) * n]`,
 where an argument is `value` (base 0), the arena's address + value (base 1), or input i's

@@ -41,7 +41,7 @@ from numba.core.caching import FunctionCache
 
 from .._version import __version__
 from ..errors import CacheWarning
-from . import rt, vecmath
+from . import driver_rt, rt, vecmath
 
 _places = {}  # configured cache root -> the module directory in use for it (None: in memory)
 _temporary = {}  # "root": this process's private temporary cache root, once made (None: failed)
@@ -63,8 +63,19 @@ def cache_tag():
     NumPy or Python, or with the libmvec hook set differently, is ever loaded."""
     vecmath.enable()  # before the first kernel compiles; decides the tag
     tag = (f"gradc{__version__}-numba{numba.__version__}-numpy{np.__version__}"
-           f"-py{sys.version_info[0]}{sys.version_info[1]}-{vecmath.tag()}-{rt.BLAS}")
+           f"-py{sys.version_info[0]}{sys.version_info[1]}-{vecmath.tag()}-{rt.BLAS}-{_runtime_digest()}")
     return tag.replace(".", "_")
+
+
+def _runtime_digest():
+    """The code-generation inputs outside a module's own text, which is its name: the helpers
+    generated kernels and drivers call (rt.py, driver_rt.py) and the libmvec rewrite of their IR
+    (vecmath.py). Editing one must not load code compiled with the old ones."""
+    digest = hashlib.sha1()
+    for module in (rt, driver_rt, vecmath):
+        with open(module.__file__, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:8]
 
 
 def module_dir():
@@ -213,7 +224,7 @@ def _tell(folder):
 
 
 def _warn(message):
-    """Warn at the user's line (the innermost frame of the user's own code)."""
+    """Warn at the user's line (the innermost frame outside gradc, NumPy and other libraries)."""
     from ..trace import _user_frame
     frame, _ = _user_frame(sys._getframe(1))
     if frame is None:
@@ -482,8 +493,8 @@ def _helper_may_run():
     """Only when asked for (GRADC_COMPILE_HELPER=1), with a second CPU for it (not in a process
     pinned to one), and not in an MPI job (its ranks have the CPUs, and some MPIs do not want
     their ranks to fork). Off by default: it pays only with an idle CPU. Measured on 2 cores
-    that two other processes kept busy, W2's cold compile took 3.9-4.1 s with it and 2.7-2.8 s
-    without; the best run with it at a lighter load was 2.3 s against 2.9 s."""
+    that two other processes kept busy, the MLP benchmark's (784-256-256-10) cold compile took
+    3.9-4.1 s with it and 2.7-2.8 s without; the best run with it at a lighter load was 2.3 s against 2.9 s."""
     if os.environ.get("GRADC_COMPILE_HELPER", "0") != "1" or "mpi4py.MPI" in sys.modules:
         return False
     if hasattr(os, "sched_getaffinity"):

@@ -51,29 +51,18 @@ _i32_ptr = _pointer_intrinsic(types.int32)
 _bool_ptr = _pointer_intrinsic(types.boolean)
 
 
-@njit
-def f32_array(address, n):
-    return carray(_f32_ptr(address), (n,))
+def _array_view(as_pointer):
+    """`<dtype>_array(address, n)`: the n elements at a buffer address, as an array (kernels
+    take addresses, not arrays: see the module docstring)."""
+    @njit
+    def array(address, n):
+        return carray(as_pointer(address), (n,))
+
+    return array
 
 
-@njit
-def f64_array(address, n):
-    return carray(_f64_ptr(address), (n,))
-
-
-@njit
-def i64_array(address, n):
-    return carray(_i64_ptr(address), (n,))
-
-
-@njit
-def i32_array(address, n):
-    return carray(_i32_ptr(address), (n,))
-
-
-@njit
-def bool_array(address, n):
-    return carray(_bool_ptr(address), (n,))
+f32_array, f64_array, i64_array, i32_array, bool_array = map(
+    _array_view, (_f32_ptr, _f64_ptr, _i64_ptr, _i32_ptr, _bool_ptr))
 
 
 @njit

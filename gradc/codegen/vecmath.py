@@ -20,21 +20,12 @@ import re
 
 _LIBMVEC = "libmvec.so.1"
 
-# the callee Numba emits -> (libmvec base name, number of arguments)
-_F32 = {
-    "llvm.exp.f32": ("expf", 1), "expf": ("expf", 1),
-    "llvm.log.f32": ("logf", 1), "logf": ("logf", 1),
-    "llvm.sin.f32": ("sinf", 1), "sinf": ("sinf", 1),
-    "llvm.cos.f32": ("cosf", 1), "cosf": ("cosf", 1),
-    "llvm.pow.f32": ("powf", 2), "powf": ("powf", 2),
-    "tanhf": ("tanhf", 1), "log1pf": ("log1pf", 1), "expm1f": ("expm1f", 1),
-}
-_F64 = {(k[:-4] + ".f64" if k.startswith("llvm.") else k[:-1]): (v[:-1], n)
-        for k, (v, n) in _F32.items()}
-
+# A math call in Numba's LLVM IR: `call fast float @llvm.exp.f32(float %x)`, `@tanhf(...)`. Every
+# such call whose libm function libmvec has vector versions of is marked: there is no table of
+# function names to keep in step with the ops (np.arctan's atanf is found like exp's expf).
 _CALL = re.compile(r'(call\b[^@\n=]*?\b(float|double)\s+@"?([A-Za-z_][\w.]*)"?\(([^()\n]*)\))')
 
-_state = {"variants": None, "active": False, "patched": False}
+_state = {"variants": {}, "lib": None, "isas": None, "active": False, "patched": False}
 
 
 def _isa_lanes(features):
@@ -51,33 +42,41 @@ def _isa_lanes(features):
     return isas
 
 
-def _variants(features, lib):
-    """callee -> (IR float type, [(vector function, lanes)], arity), for what libmvec exports."""
-    table = {}
-    for ftype, names in (("float", _F32), ("double", _F64)):
-        for callee, (base, arity) in names.items():
-            found = []
-            for isa, n32, n64 in _isa_lanes(features):
-                lanes = n32 if ftype == "float" else n64
-                name = f"_ZGV{isa}N{lanes}{'v' * arity}_{base}"
-                if hasattr(lib, name):
-                    found.append((name, lanes))
-            if found:
-                table[callee] = (ftype, found, arity)
-    return table
+def _libm_name(callee, ftype):
+    """The libm function of a call: `llvm.exp.f32` -> expf, `llvm.pow.f64` -> pow, `tanhf`."""
+    if not callee.startswith("llvm."):
+        return callee
+    parts = callee.split(".")
+    if len(parts) != 3:
+        return None
+    return parts[1] + ("f" if ftype == "float" else "")
+
+
+def _variant(callee, ftype, arity):
+    """[(vector function, lanes)] libmvec exports for a call (widest ISA first; [] if none),
+    looked up once per callee."""
+    key = (callee, ftype, arity)
+    if key not in _state["variants"]:
+        base, found = _libm_name(callee, ftype), []
+        for isa, n32, n64 in (_state["isas"] if base else ()):
+            lanes = n32 if ftype == "float" else n64
+            name = f"_ZGV{isa}N{lanes}{'v' * arity}_{base}"
+            if hasattr(_state["lib"], name):
+                found.append((name, lanes))
+        _state["variants"][key] = found
+    return _state["variants"][key]
 
 
 def rewrite(ir):
     """Mark vectorizable math calls in LLVM IR text; declare the vector functions they name."""
-    table = _state["variants"]
     needed = {}
 
     def mark(m):
-        call, ftype, callee, _ = m.groups()
-        entry = table.get(callee)
-        if entry is None or entry[0] != ftype:
+        call, ftype, callee, args = m.groups()
+        arity = len(args.split(",")) if args.strip() else 0
+        found = _variant(callee, ftype, arity) if arity else []
+        if not found:
             return call
-        _, found, arity = entry
         for name, lanes in found:
             needed[name] = (ftype, lanes, arity)
         abi = ",".join(f"_ZGV_LLVM_N{lanes}{'v' * arity}_{callee}({name})" for name, lanes in found)
@@ -113,7 +112,7 @@ def enable():
         original = codegen.CPUCodeLibrary.add_ir_module
     except (OSError, ImportError, AttributeError):
         return False
-    _state["variants"] = _variants(features, lib)
+    _state["lib"], _state["isas"] = lib, _isa_lanes(features)
 
     def add_ir_module(self, ir_module):
         if not _state["active"]:

@@ -113,11 +113,25 @@ def _fold_vjp(node, g):
     return [node.output.graph.apply("unfold", (g,), pad=0.0, **window)]
 
 
+# CUDA: the launches of cuda_rt.py's kernel for this op: (program, node, out Buf, input Bufs)
+def _cuda_windows(prog, node, out, ins):
+    """unfold (a thread per output element) and fold (its scatter-add, into a zeroed output)."""
+    window = _window(node.attr)
+    x_shape = node.inputs[0].shape if node.op == "unfold" else node.attr["x_shape"]
+    n, c, h, w, oh, ow = _geometry(x_shape, *window)
+    size = n * oh * ow * c * window[0] * window[1]
+    geometry = [c, h, w, oh, ow, *window]
+    if node.op == "unfold":
+        pad = np.array(node.attr["pad"], node.output.dtype)[()]
+        return [prog.launch("unfold", [out, ins[0], size, *geometry, pad], size)]
+    return [prog.fill_zero(out, node), prog.launch("fold", [out, ins[0], size, *geometry], size)]
+
+
 register(OpDef("unfold", KERNEL, _unfold_infer, ref=_unfold_ref, vjp=_unfold_vjp,
-               kernel=_unfold_kernel))
+               kernel=_unfold_kernel, cuda=_cuda_windows))
 register(OpDef("fold", KERNEL,
                lambda inputs, x_shape, **window: (tuple(x_shape), inputs[0].dtype),
-               ref=_fold_ref, vjp=_fold_vjp, kernel=_fold_kernel))
+               ref=_fold_ref, vjp=_fold_vjp, kernel=_fold_kernel, cuda=_cuda_windows))
 
 
 # --- direct convolution ------------------------------------------------------------------------
@@ -128,10 +142,10 @@ register(OpDef("fold", KERNEL,
 # with bounds-checked border loops, 0.44 ms padding first). Its two
 # VJPs are ops of their own, and the three close under differentiation (each is bilinear; the
 # VJP of each is one of the others), so grad of grad needs nothing else.
-# Why not im2col + GEMM for narrow layers: on W4 (1 -> 8 channels, 3x3, 32x28x28) unfold
-# alone took 690 us, the products with K = 9 ran at 7-14 GFLOP/s in BLAS, and transposes around
-# them cost 230 us more; these loops read each image once and write NCHW. Wide layers are
-# another matter (see gradc.nn.DIRECT_MAX_TAPS).
+# Why not im2col + GEMM for narrow layers: on the CNN benchmark (1 -> 8 channels, 3x3,
+# 32x28x28) unfold alone took 690 us, the products with K = 9 ran at 7-14 GFLOP/s in BLAS, and
+# transposes around them cost 230 us more; these loops read each image once and write NCHW.
+# Wide layers are another matter (see gradc.nn.DIRECT_MAX_TAPS).
 
 CONV = ("sh", "sw")
 
@@ -218,8 +232,8 @@ def _interior_rows(k, p, interior):
     at `oq + b`."""
     k.line("for a in range(a_lo, a_hi):")
     with k.indent():
-        # unsigned indices: Numba adds a wrap-around test to every signed index it cannot
-        # prove non-negative, which costs the column loop its vectorization (W4's weight
+        # unsigned indices: Numba adds a wrap-around test to every signed index it cannot prove
+        # non-negative, which costs the column loop its vectorization (the CNN benchmark's weight
         # gradient: 196 us with signed slices, 99 us unsigned)
         k.line(f"y0 = a * {p['SH']} - {p['PH']}")
         k.line(f"oq = np.uint64(yp + a * {p['OW']} + b_lo)")
@@ -243,7 +257,7 @@ def _conv_kernel(k):
     taps = _taps(p, "w")  # weights
     total = " + ".join(f"{wn} * {px}" for wn, px in taps)
     # the first channel stores, the others add: no zeroing pass, and the first pass has no
-    # load of the output (W4, one channel: 156 us with zeroing and +=, 69 us storing)
+    # load of the output (the CNN benchmark, one channel: 156 us with zeroing and +=, 69 us storing)
     with _planes(k, p, "o"):
         for t, (wname, _) in enumerate(taps):
             k.line(f"{wname} = x1[wp + {t}]")
@@ -357,13 +371,39 @@ def _conv_grad_weight_infer(inputs, kh, kw, sh, sw):
     return (g.shape[1], c, kh, kw), x.dtype
 
 
+# CUDA: the launches of cuda_rt.py's kernel for this op: (program, node, out Buf, input Bufs)
+def _cuda_conv(prog, node, out, ins):
+    """conv2d and its two gradients, one thread per output element (cuda_rt.conv2d...)."""
+    a = node.attr
+    if node.op == "conv2d":
+        (x, w), kh, kw = node.inputs, node.inputs[1].shape[2], node.inputs[1].shape[3]
+        n, c, h, wd = x.shape
+        o, oh, ow = w.shape[0], *node.output.shape[2:]
+    elif node.op == "conv2d_grad_input":
+        (g, w), (n, c, h, wd) = node.inputs, a["x_shape"]
+        kh, kw, o, oh, ow = w.shape[2], w.shape[3], g.shape[1], g.shape[2], g.shape[3]
+    else:  # conv2d_grad_weight(x, g)
+        (x, g), kh, kw = node.inputs, a["kh"], a["kw"]
+        n, c, h, wd = x.shape
+        o, oh, ow = g.shape[1], g.shape[2], g.shape[3]
+    # (the ops take a padded image: nn.conv2d pads first; padding attributes, if any, count)
+    geometry = [n, c, h, wd, oh, ow, o, kh, kw, a["sh"], a["sw"], a.get("ph", 0), a.get("pw", 0)]
+    args = [out, *ins, *geometry, prog.zero(node)]
+    if node.op != "conv2d_grad_weight":
+        return [prog.launch(node.op, args, node.output.size)]
+    from ..codegen.cuda_rt import RED_THREADS  # a block per weight: cuda_rt.conv2d_grad_weight
+    launch = prog.launch(node.op, args, node.output.size * RED_THREADS, threads=RED_THREADS)
+    launch.size_source = (f"{node.output.size} * RED_THREADS", "RED_THREADS")
+    return [launch]
+
+
 register(OpDef("conv2d", KERNEL, _conv_infer, ref=_conv_ref, vjp=_conv_vjp,
-               kernel=_conv_kernel))
+               kernel=_conv_kernel, cuda=_cuda_conv))
 register(OpDef("conv2d_grad_input", KERNEL, _conv_grad_input_infer, ref=_conv_grad_input_ref,
-               vjp=_conv_grad_input_vjp, kernel=_conv_grad_input_kernel))
+               vjp=_conv_grad_input_vjp, kernel=_conv_grad_input_kernel, cuda=_cuda_conv))
 register(OpDef("conv2d_grad_weight", KERNEL, _conv_grad_weight_infer,
                ref=_conv_grad_weight_ref, vjp=_conv_grad_weight_vjp,
-               kernel=_conv_grad_weight_kernel))
+               kernel=_conv_grad_weight_kernel, cuda=_cuda_conv))
 
 
 # --- max pooling -------------------------------------------------------------------------------
@@ -423,8 +463,8 @@ def _border_rows(k, p, border):
     """The outputs the interior loops skip: `border(cols)` writes a bounds-checked loop over
     the columns `cols` of row a (y0: the window's top row, yrow: the output row's offset).
     A loop nest of its own, after the interior one, run only when there is a border: border
-    loops in the interior's nest slowed its loops down (W4's convolution, when it still had
-    padding, from 80 to 135 us, with no border to do)."""
+    loops in the interior's nest slowed its loops down (the CNN benchmark's convolution, when it
+    still had padding, from 80 to 135 us, with no border to do)."""
     k.line(f"for a in range({p['OH']}):")
     k.line(f"    y0 = a * {p['SH']} - {p['PH']}")
     k.line(f"    yrow = yp + a * {p['OW']}")
@@ -438,10 +478,11 @@ def _border_rows(k, p, border):
 
 
 def _pool_argmax_kernel(k):
-    # The window and strides are literals of the kernel (one kernel per window shape; sizes
-    # and paddings stay parameters), and windows inside the image take the interior loops of
-    # the convolution (unrolled scan, unsigned indices; borders in a pass of their own). W4's
-    # pooling: 360 us with run-time window bounds, 204 us with the window literal, 120 us so.
+    # The window and strides are literals of the kernel (one kernel per window shape; sizes and
+    # paddings stay parameters), and windows inside the image take the interior loops of the
+    # convolution (unrolled scan, unsigned indices; borders in a pass of their own). The CNN
+    # benchmark's pooling: 360 us with run-time window bounds, 204 us with the window literal, 120
+    # us so.
     (x,) = k.inputs
     n, c, h, w, oh, ow = _geometry(x.shape, *_window(k.attr))
     names = ("H", "W", "OH", "OW", "PH", "PW")
@@ -489,5 +530,14 @@ def _pool_argmax_kernel(k):
         _border_rows(k, p, border)
 
 
+# CUDA: the launches of cuda_rt.py's kernel for this op: (program, node, out Buf, input Bufs)
+def _cuda_pool_argmax(prog, node, out, ins):
+    n, c, h, w = node.inputs[0].shape
+    oh, ow = node.output.shape[2:]
+    a = node.attr
+    return [prog.launch("pool_argmax", [out, ins[0], n * c, h, w, oh, ow, a["kh"], a["kw"],
+                                        a["sh"], a["sw"], a["ph"], a["pw"]], node.output.size)]
+
+
 register(OpDef("pool_argmax", KERNEL, _pool_argmax_infer, ref=_pool_argmax_ref,
-               kernel=_pool_argmax_kernel))
+               kernel=_pool_argmax_kernel, cuda=_cuda_pool_argmax))

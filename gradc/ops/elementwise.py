@@ -1,8 +1,11 @@
 """Elementwise ops: same-shape inputs, one scalar expression per element.
 
 Each op: its NumPy reference, its VJP (built from Values with NumPy operators), and the scalar
-expression that the fused loop kernels emit. Constants in emitted code carry their dtype
-(`f32(0.5)`) because Numba would otherwise promote float32 arithmetic to float64.
+expression that the fused loop kernels emit, `scalar(m, dtype, *args, **attrs)`. Math functions
+are named through `m`, the target's math table (gradc/codegen/cpu.py CPU_MATH, cuda.py CudaMath):
+`{m.exp}(x)` is `np.exp(x)` in a Numba CPU kernel, a device function of cuda_rt.py in a CUDA one.
+Constants in emitted code carry their dtype (`f32(0.5)`) because Numba would otherwise promote
+float32 arithmetic to float64.
 """
 import numpy as np
 
@@ -48,7 +51,8 @@ def _infer_bool(*inputs, **_):
     return same_shape(inputs, np.bool_)
 
 
-def elementwise(name, ref, scalar, vjp=None, infer=_infer_same, nondiff=()):
+def elementwise(name, ref, scalar, vjp=None, infer=_infer_same, nondiff=(), ufuncs=(),
+                float_only=False):
     def infer_(inputs, **attrs):
         return infer(*inputs, **attrs)
 
@@ -56,7 +60,7 @@ def elementwise(name, ref, scalar, vjp=None, infer=_infer_same, nondiff=()):
         return ref(*arrays, **attrs)
 
     return register(OpDef(name, ELEMENTWISE, infer_, ref_, vjp=vjp, scalar=scalar,
-                          nondiff=nondiff))
+                          nondiff=nondiff, ufuncs=ufuncs, float_only=float_only))
 
 
 def _x(node, i=0):
@@ -72,7 +76,7 @@ register(OpDef(
     "const", CONST,
     infer=lambda inputs, value, dtype: ((), np.dtype(dtype)),
     ref=lambda value, dtype: np.array(value, dtype=dtype),
-    scalar=lambda dt, value, dtype: lit(value, dt),
+    scalar=lambda m, dt, value, dtype: lit(value, dt),
 ))
 register(OpDef(
     "constant", CONST,
@@ -81,14 +85,18 @@ register(OpDef(
 ))
 
 # --- arithmetic ------------------------------------------------------------------------------
-elementwise("add", np.add, lambda dt, a, b: f"{a} + {b}",
-            vjp=lambda n, g: [g, g])
-elementwise("subtract", np.subtract, lambda dt, a, b: f"{a} - {b}",
-            vjp=lambda n, g: [g, -g])
-elementwise("multiply", np.multiply, lambda dt, a, b: f"{a} * {b}",
-            vjp=lambda n, g: [g * _x(n, 1), g * _x(n, 0)])
-elementwise("divide", np.divide, lambda dt, a, b: f"{a} / {b}",
-            vjp=lambda n, g: [g / _x(n, 1), -g * _y(n) / _x(n, 1)])
+elementwise("add", np.add, lambda m, dt, a, b: f"{a} + {b}",
+            vjp=lambda n, g: [g, g],
+            ufuncs=(np.add,))
+elementwise("subtract", np.subtract, lambda m, dt, a, b: f"{a} - {b}",
+            vjp=lambda n, g: [g, -g],
+            ufuncs=(np.subtract,))
+elementwise("multiply", np.multiply, lambda m, dt, a, b: f"{a} * {b}",
+            vjp=lambda n, g: [g * _x(n, 1), g * _x(n, 0)],
+            ufuncs=(np.multiply,))
+elementwise("divide", np.divide, lambda m, dt, a, b: f"{a} / {b}",
+            vjp=lambda n, g: [g / _x(n, 1), -g * _y(n) / _x(n, 1)],
+            ufuncs=(np.divide, np.true_divide), float_only=True)
 def _power_vjp(node, g):
     a, b = node.inputs
     return [_power_base_cotangent(g, a, b),
@@ -109,55 +117,79 @@ def _power_base_cotangent(g, a, b):
     return fn.where(zero, 0, g * b * fn.where(zero, 1, a) ** (b - 1))
 
 
-elementwise("power", np.power, lambda dt, a, b: f"{a} ** {b}", vjp=_power_vjp)
-elementwise("floor_divide", np.floor_divide, lambda dt, a, b: f"{a} // {b}",
-            vjp=lambda n, g: [fn.zeros_like(_x(n, 0)), fn.zeros_like(_x(n, 1))])
-elementwise("remainder", np.remainder, lambda dt, a, b: f"{a} % {b}",  # sign of the divisor
-            vjp=lambda n, g: [g, -g * np.floor_divide(_x(n, 0), _x(n, 1))])
-elementwise("floor", np.floor, lambda dt, a: f"np.floor({a})",
-            vjp=lambda n, g: [fn.zeros_like(_x(n))])
-elementwise("ceil", np.ceil, lambda dt, a: f"np.ceil({a})",
-            vjp=lambda n, g: [fn.zeros_like(_x(n))])
-elementwise("negative", np.negative, lambda dt, a: f"-{a}",
-            vjp=lambda n, g: [-g])
-elementwise("maximum", np.maximum, lambda dt, a, b: f"max2({a}, {b})",
+elementwise("power", np.power, lambda m, dt, a, b: f"{a} ** {b}", vjp=_power_vjp,
+            ufuncs=(np.power,))
+elementwise("floor_divide", np.floor_divide, lambda m, dt, a, b: f"{a} // {b}",
+            vjp=lambda n, g: [fn.zeros_like(_x(n, 0)), fn.zeros_like(_x(n, 1))],
+            ufuncs=(np.floor_divide,))
+elementwise("remainder", np.remainder, lambda m, dt, a, b: f"{a} % {b}",  # sign of the divisor
+            vjp=lambda n, g: [g, -g * np.floor_divide(_x(n, 0), _x(n, 1))],
+            ufuncs=(np.remainder, np.mod))
+elementwise("floor", np.floor, lambda m, dt, a: f"{m.floor}({a})",
+            vjp=lambda n, g: [fn.zeros_like(_x(n))],
+            ufuncs=(np.floor,))
+elementwise("ceil", np.ceil, lambda m, dt, a: f"{m.ceil}({a})",
+            vjp=lambda n, g: [fn.zeros_like(_x(n))],
+            ufuncs=(np.ceil,))
+elementwise("negative", np.negative, lambda m, dt, a: f"-{a}",
+            vjp=lambda n, g: [-g],
+            ufuncs=(np.negative,))
+elementwise("maximum", np.maximum, lambda m, dt, a, b: f"max2({a}, {b})",
             vjp=lambda n, g: [fn.where(_x(n, 0) >= _x(n, 1), g, 0),
-                              fn.where(_x(n, 0) >= _x(n, 1), 0, g)])
-elementwise("minimum", np.minimum, lambda dt, a, b: f"min2({a}, {b})",
+                              fn.where(_x(n, 0) >= _x(n, 1), 0, g)],
+            ufuncs=(np.maximum, np.fmax))
+elementwise("minimum", np.minimum, lambda m, dt, a, b: f"min2({a}, {b})",
             vjp=lambda n, g: [fn.where(_x(n, 0) <= _x(n, 1), g, 0),
-                              fn.where(_x(n, 0) <= _x(n, 1), 0, g)])
-elementwise("square", np.square, lambda dt, a: f"{a} * {a}",
-            vjp=lambda n, g: [g * 2 * _x(n)])
-elementwise("reciprocal", lambda a: np.reciprocal(a), lambda dt, a: f"{lit(1, dt)} / {a}",
-            vjp=lambda n, g: [-g * _y(n) * _y(n)])
-elementwise("abs", np.abs, lambda dt, a: f"abs({a})",
-            vjp=lambda n, g: [g * np.sign(_x(n))])
-elementwise("sign", np.sign, lambda dt, a: f"np.sign({a})",
-            vjp=lambda n, g: [fn.zeros_like(_x(n))])
-elementwise("copy", np.copy, lambda dt, a: a,
+                              fn.where(_x(n, 0) <= _x(n, 1), 0, g)],
+            ufuncs=(np.minimum, np.fmin))
+elementwise("square", np.square, lambda m, dt, a: f"{a} * {a}",
+            vjp=lambda n, g: [g * 2 * _x(n)],
+            ufuncs=(np.square,))
+elementwise("reciprocal", lambda a: np.reciprocal(a), lambda m, dt, a: f"{lit(1, dt)} / {a}",
+            vjp=lambda n, g: [-g * _y(n) * _y(n)],
+            ufuncs=(np.reciprocal,), float_only=True)
+elementwise("abs", np.abs, lambda m, dt, a: f"abs({a})",
+            vjp=lambda n, g: [g * np.sign(_x(n))],
+            ufuncs=(np.abs, np.absolute))
+elementwise("sign", np.sign, lambda m, dt, a: f"{m.sign}({a})",
+            vjp=lambda n, g: [fn.zeros_like(_x(n))],
+            ufuncs=(np.sign,))
+elementwise("copy", np.copy, lambda m, dt, a: a,
             vjp=lambda n, g: [g])
 # `alias` marks a value as a fresh variable for a nested gradient (its tag keeps it from
 # merging with other uses of the same value); simplify removes it after autodiff.
-elementwise("alias", lambda a, tag: a, lambda dt, a, tag: a, vjp=lambda n, g: [g],
+elementwise("alias", lambda a, tag: a, lambda m, dt, a, tag: a, vjp=lambda n, g: [g],
             infer=lambda a, tag: (a.shape, a.dtype))
 
 # --- transcendental --------------------------------------------------------------------------
-elementwise("exp", np.exp, lambda dt, a: f"np.exp({a})",
-            vjp=lambda n, g: [g * _y(n)])
-elementwise("log", np.log, lambda dt, a: f"np.log({a})",
-            vjp=lambda n, g: [g / _x(n)])
-elementwise("tanh", np.tanh, lambda dt, a: f"np.tanh({a})",
-            vjp=lambda n, g: [g * (1 - _y(n) * _y(n))])
-elementwise("sin", np.sin, lambda dt, a: f"np.sin({a})",
-            vjp=lambda n, g: [g * np.cos(_x(n))])
-elementwise("cos", np.cos, lambda dt, a: f"np.cos({a})",
-            vjp=lambda n, g: [-g * np.sin(_x(n))])
-elementwise("sqrt", np.sqrt, lambda dt, a: f"np.sqrt({a})",
-            vjp=lambda n, g: [g * 0.5 / _y(n)])
-elementwise("log1p", np.log1p, lambda dt, a: f"np.log1p({a})",
-            vjp=lambda n, g: [g / (1 + _x(n))])
-elementwise("expm1", np.expm1, lambda dt, a: f"np.expm1({a})",
-            vjp=lambda n, g: [g * (_y(n) + 1)])
+elementwise("exp", np.exp, lambda m, dt, a: f"{m.exp}({a})",
+            vjp=lambda n, g: [g * _y(n)],
+            ufuncs=(np.exp,), float_only=True)
+elementwise("log", np.log, lambda m, dt, a: f"{m.log}({a})",
+            vjp=lambda n, g: [g / _x(n)],
+            ufuncs=(np.log,), float_only=True)
+elementwise("tanh", np.tanh, lambda m, dt, a: f"{m.tanh}({a})",
+            vjp=lambda n, g: [g * (1 - _y(n) * _y(n))],
+            ufuncs=(np.tanh,), float_only=True)
+elementwise("sin", np.sin, lambda m, dt, a: f"{m.sin}({a})",
+            vjp=lambda n, g: [g * np.cos(_x(n))],
+            ufuncs=(np.sin,), float_only=True)
+elementwise("cos", np.cos, lambda m, dt, a: f"{m.cos}({a})",
+            vjp=lambda n, g: [-g * np.sin(_x(n))],
+            ufuncs=(np.cos,), float_only=True)
+elementwise("sqrt", np.sqrt, lambda m, dt, a: f"{m.sqrt}({a})",
+            vjp=lambda n, g: [g * 0.5 / _y(n)],
+            ufuncs=(np.sqrt,), float_only=True)
+elementwise("log1p", np.log1p, lambda m, dt, a: f"{m.log1p}({a})",
+            vjp=lambda n, g: [g / (1 + _x(n))],
+            ufuncs=(np.log1p,), float_only=True)
+elementwise("expm1", np.expm1, lambda m, dt, a: f"{m.expm1}({a})",
+            vjp=lambda n, g: [g * (_y(n) + 1)],
+            ufuncs=(np.expm1,), float_only=True)
+
+elementwise("arctan", np.arctan, lambda m, dt, a: f"{m.arctan}({a})",
+            vjp=lambda n, g: [g / (1 + _x(n) * _x(n))],
+            ufuncs=(np.arctan,), float_only=True)
 
 # --- activations: stable scalar forms with hand-written VJPs ---------------------------------
 def _np_sigmoid(x):
@@ -169,31 +201,31 @@ def _np_log1p_exp_neg_abs(x):
     return np.log1p(np.exp(-np.abs(x)))
 
 
-elementwise("relu", lambda a: np.maximum(a, 0).astype(a.dtype), lambda dt, a: f"max2({a}, {lit(0, dt)})",
+elementwise("relu", lambda a: np.maximum(a, 0).astype(a.dtype), lambda m, dt, a: f"max2({a}, {lit(0, dt)})",
             vjp=lambda n, g: [fn.where(_x(n) > 0, g, 0)])
-elementwise("sigmoid", _np_sigmoid, lambda dt, a: f"{lit(1, dt)} / ({lit(1, dt)} + np.exp(-{a}))",
+elementwise("sigmoid", _np_sigmoid, lambda m, dt, a: f"{lit(1, dt)} / ({lit(1, dt)} + {m.exp}(-{a}))",
             vjp=lambda n, g: [g * _y(n) * (1 - _y(n))])
 elementwise("softplus",  # max(x, 0) + log1p(exp(-|x|)): no overflow for large |x|
             lambda a: (np.maximum(a, 0) + _np_log1p_exp_neg_abs(a)).astype(a.dtype),
-            lambda dt, a: f"max2({a}, {lit(0, dt)}) + np.log1p(np.exp(-abs({a})))",
+            lambda m, dt, a: f"max2({a}, {lit(0, dt)}) + {m.log1p}({m.exp}(-abs({a})))",
             vjp=lambda n, g: [g * fn.unary("sigmoid", _x(n))])
 elementwise("log_sigmoid",  # min(x, 0) - log1p(exp(-|x|))
             lambda a: (np.minimum(a, 0) - _np_log1p_exp_neg_abs(a)).astype(a.dtype),
-            lambda dt, a: f"min2({a}, {lit(0, dt)}) - np.log1p(np.exp(-abs({a})))",
+            lambda m, dt, a: f"min2({a}, {lit(0, dt)}) - {m.log1p}({m.exp}(-abs({a})))",
             vjp=lambda n, g: [g * fn.unary("sigmoid", -_x(n))])
 
 # --- comparisons, selection, casts ------------------------------------------------------------
 for _name, _ref, _sym in [("less", np.less, "<"), ("less_equal", np.less_equal, "<="),
                           ("greater", np.greater, ">"), ("greater_equal", np.greater_equal, ">="),
                           ("equal", np.equal, "=="), ("not_equal", np.not_equal, "!=")]:
-    elementwise(_name, _ref, (lambda sym: lambda dt, a, b: f"{a} {sym} {b}")(_sym),
-                vjp=lambda n, g: [None, None], infer=_infer_bool, nondiff=(0, 1))
+    elementwise(_name, _ref, (lambda sym: lambda m, dt, a, b: f"{a} {sym} {b}")(_sym),
+                vjp=lambda n, g: [None, None], infer=_infer_bool, nondiff=(0, 1), ufuncs=(_ref,))
 
-elementwise("logical_and", np.logical_and, lambda dt, a, b: f"{a} and {b}",
+elementwise("logical_and", np.logical_and, lambda m, dt, a, b: f"{a} and {b}",
             vjp=lambda n, g: [None, None], infer=_infer_bool, nondiff=(0, 1))
-elementwise("logical_or", np.logical_or, lambda dt, a, b: f"{a} or {b}",
+elementwise("logical_or", np.logical_or, lambda m, dt, a, b: f"{a} or {b}",
             vjp=lambda n, g: [None, None], infer=_infer_bool, nondiff=(0, 1))
-elementwise("logical_not", np.logical_not, lambda dt, a: f"not {a}",
+elementwise("logical_not", np.logical_not, lambda m, dt, a: f"not {a}",
             vjp=lambda n, g: [None], infer=_infer_bool, nondiff=(0,))
 
 
@@ -206,7 +238,7 @@ def _infer_where(cond, a, b):
 
 
 elementwise("where", lambda c, a, b: np.where(c, a, b),
-            lambda dt, c, a, b: f"{a} if {c} else {b}",
+            lambda m, dt, c, a, b: f"{a} if {c} else {b}",
             vjp=lambda n, g: [None, fn.where(_x(n, 0), g, 0), fn.where(_x(n, 0), 0, g)],
             infer=_infer_where, nondiff=(0,))
 
@@ -218,7 +250,7 @@ def _astype_vjp(node, g):
     return [fn.astype(g, src)]
 
 
-def _astype_scalar(dt, a, dtype):
+def _astype_scalar(m, dt, a, dtype):
     if np.dtype(dtype) == np.bool_:
         return f"{a} != 0"
     return f"{CODE_DTYPE[np.dtype(dtype).name]}({a})"

@@ -194,40 +194,16 @@ def elementwise(op, *xs, float_only=False, **attrs):
 # ---------------------------------------------------------------------------------------------
 # elementwise arithmetic
 
-def add(a, b):
-    return elementwise("add", a, b)
+def _binary(op, float_only=False):
+    def apply(a, b):
+        return elementwise(op, a, b, float_only=float_only)
+    apply.__name__ = apply.__qualname__ = op
+    return apply
 
 
-def subtract(a, b):
-    return elementwise("subtract", a, b)
-
-
-def multiply(a, b):
-    return elementwise("multiply", a, b)
-
-
-def divide(a, b):
-    return elementwise("divide", a, b, float_only=True)
-
-
-def power(a, b):
-    return elementwise("power", a, b)
-
-
-def floor_divide(a, b):
-    return elementwise("floor_divide", a, b)
-
-
-def remainder(a, b):
-    return elementwise("remainder", a, b)
-
-
-def maximum(a, b):
-    return elementwise("maximum", a, b)
-
-
-def minimum(a, b):
-    return elementwise("minimum", a, b)
+add, subtract, multiply, power, floor_divide, remainder, maximum, minimum = map(_binary, (
+    "add", "subtract", "multiply", "power", "floor_divide", "remainder", "maximum", "minimum"))
+divide = _binary("divide", float_only=True)
 
 
 def compare(op, a, b):

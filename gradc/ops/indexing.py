@@ -36,23 +36,48 @@ def _take_ref(x, idx, axis):
 
 
 def _take_kernel(k):
-    x, idx = k.inputs
-    outer, n, inner = _fold(x.shape, k.attr["axis"])
+    """take, and its scatter-add take_grad (into a zeroed output)."""
+    scatter = k.op == "take_grad"
+    idx = k.inputs[1]
+    outer, n, inner = _fold((k.output if scatter else k.inputs[0]).shape, k.attr["axis"])
     o, nn, i_, m = (k.param("outer", outer), k.param("n", n), k.param("inner", inner),
                     k.param("m", idx.size))
+    if scatter:
+        k.line(f"for i in range({k.size(k.output)}):")
+        k.line(f"    out[i] = {k.zero}")
     k.line(f"for a in range({o}):")
     k.line(f"    for t in range({m}):")
     with k.indent(2):
         _check_index(k, "x1[t]", nn)
         k.line(f"for b in range({i_}):")
-        k.line(f"    out[(a * {m} + t) * {i_} + b] = x0[(a * {nn} + j) * {i_} + b]")
+        row, gathered = f"(a * {m} + t) * {i_} + b", f"(a * {nn} + j) * {i_} + b"
+        k.line(f"    out[{gathered}] += x0[{row}]" if scatter else
+               f"    out[{row}] = x0[{gathered}]")
+
+
+# CUDA: the launches of cuda_rt.py's kernel for this op: (program, node, out Buf, input Bufs)
+def _cuda_gather(prog, node, out, ins):
+    """The gathers (a thread per output element) and their scatter-adds (a thread per input
+    element, atomics into a zeroed output); out-of-range indices set the error flag."""
+    x, idx = node.inputs
+    axis = node.attr["axis"]
+    scatter = node.op.endswith("_grad")
+    outer, n, inner = _fold(node.output.shape if scatter else x.shape, axis)
+    if node.op in ("take", "take_grad"):
+        m = idx.size
+    else:
+        m = idx.shape[axis]
+    launches = [prog.fill_zero(out, node)] if scatter else []
+    launches.append(prog.launch(node.op, [out, ins[0], ins[1], outer, n, inner, m, prog.err,
+                                          prog.error_code(node)], outer * m * inner))
+    return launches
 
 
 register(OpDef("take", KERNEL, _take_infer, ref=_take_ref, nondiff=(1,),
                vjp=lambda n, g: [n.output.graph.apply(
                    "take_grad", (g, n.inputs[1]), axis=n.attr["axis"],
                    size=n.inputs[0].shape[n.attr["axis"]]), None],
-               kernel=_take_kernel, checks_indices=True))
+               kernel=_take_kernel, checks_indices=True, cuda=_cuda_gather))
 
 
 def _take_grad_infer(inputs, axis, size):
@@ -71,24 +96,9 @@ def _take_grad_ref(g, idx, axis, size):
     return out
 
 
-def _take_grad_kernel(k):
-    g, idx = k.inputs
-    outer, n, inner = _fold(k.output.shape, k.attr["axis"])
-    o, nn, i_, m = (k.param("outer", outer), k.param("n", n), k.param("inner", inner),
-                    k.param("m", idx.size))
-    k.line(f"for i in range({k.size(k.output)}):")
-    k.line(f"    out[i] = {k.zero}")
-    k.line(f"for a in range({o}):")
-    k.line(f"    for t in range({m}):")
-    with k.indent(2):
-        _check_index(k, "x1[t]", nn)
-        k.line(f"for b in range({i_}):")
-        k.line(f"    out[(a * {nn} + j) * {i_} + b] += x0[(a * {m} + t) * {i_} + b]")
-
-
 register(OpDef("take_grad", KERNEL, _take_grad_infer, ref=_take_grad_ref, nondiff=(1,),
                vjp=lambda n, g: [fn.take(g, n.inputs[1], n.attr["axis"]), None],
-               kernel=_take_grad_kernel, checks_indices=True))
+               kernel=_take_kernel, checks_indices=True, cuda=_cuda_gather))
 
 
 # --- take_along_axis -----------------------------------------------------------------------
@@ -101,17 +111,23 @@ def _tala_infer(inputs, axis):
 
 
 def _tala_kernel(k):
-    x, idx = k.inputs
-    outer, n, inner = _fold(x.shape, k.attr["axis"])
+    """take_along_axis, and its scatter-add take_along_axis_grad (into a zeroed output)."""
+    scatter = k.op == "take_along_axis_grad"
+    idx = k.inputs[1]
+    outer, n, inner = _fold((k.output if scatter else k.inputs[0]).shape, k.attr["axis"])
     m_ = idx.shape[k.attr["axis"]]
     o, nn, i_, m = (k.param("outer", outer), k.param("n", n), k.param("inner", inner),
                     k.param("m", m_))
+    if scatter:
+        k.line(f"for i in range({k.size(k.output)}):")
+        k.line(f"    out[i] = {k.zero}")
     k.line(f"for a in range({o}):")
     k.line(f"    for t in range({m}):")
     k.line(f"        for b in range({i_}):")
     with k.indent(3):
         _check_index(k, f"x1[(a * {m} + t) * {i_} + b]", nn)
-        k.line(f"out[(a * {m} + t) * {i_} + b] = x0[(a * {nn} + j) * {i_} + b]")
+        row, gathered = f"(a * {m} + t) * {i_} + b", f"(a * {nn} + j) * {i_} + b"
+        k.line(f"out[{gathered}] += x0[{row}]" if scatter else f"out[{row}] = x0[{gathered}]")
 
 
 register(OpDef("take_along_axis", KERNEL, _tala_infer,
@@ -119,7 +135,7 @@ register(OpDef("take_along_axis", KERNEL, _tala_infer,
                vjp=lambda n, g: [n.output.graph.apply(
                    "take_along_axis_grad", (g, n.inputs[1]), axis=n.attr["axis"],
                    size=n.inputs[0].shape[n.attr["axis"]]), None],
-               kernel=_tala_kernel, checks_indices=True))
+               kernel=_tala_kernel, checks_indices=True, cuda=_cuda_gather))
 
 
 def _tala_grad_ref(g, idx, axis, size):
@@ -136,22 +152,6 @@ def _tala_grad_ref(g, idx, axis, size):
     return out
 
 
-def _tala_grad_kernel(k):
-    g, idx = k.inputs
-    outer, n, inner = _fold(k.output.shape, k.attr["axis"])
-    m_ = idx.shape[k.attr["axis"]]
-    o, nn, i_, m = (k.param("outer", outer), k.param("n", n), k.param("inner", inner),
-                    k.param("m", m_))
-    k.line(f"for i in range({k.size(k.output)}):")
-    k.line(f"    out[i] = {k.zero}")
-    k.line(f"for a in range({o}):")
-    k.line(f"    for t in range({m}):")
-    k.line(f"        for b in range({i_}):")
-    with k.indent(3):
-        _check_index(k, f"x1[(a * {m} + t) * {i_} + b]", nn)
-        k.line(f"out[(a * {nn} + j) * {i_} + b] += x0[(a * {m} + t) * {i_} + b]")
-
-
 def _tala_grad_infer(inputs, axis, size):
     shape = list(inputs[0].shape)
     shape[axis] = size
@@ -160,4 +160,4 @@ def _tala_grad_infer(inputs, axis, size):
 
 register(OpDef("take_along_axis_grad", KERNEL, _tala_grad_infer, ref=_tala_grad_ref, nondiff=(1,),
                vjp=lambda n, g: [fn.take_along_axis(g, n.inputs[1], n.attr["axis"]), None],
-               kernel=_tala_grad_kernel, checks_indices=True))
+               kernel=_tala_kernel, checks_indices=True, cuda=_cuda_gather))

@@ -5,6 +5,7 @@ the backward's `g @ B.T` reads B in place instead of copying a transpose. Emitte
 import numpy as np
 
 from ..errors import ShapeError
+from .elementwise import CODE_DTYPE
 from .registry import KERNEL, OpDef, register
 
 
@@ -46,9 +47,9 @@ def _infer_bmm(inputs, ta, tb):
     return (a.shape[0], m, n), a.dtype
 
 
-# Below this many multiply-adds a plain loop nest beats the BLAS call's fixed cost (W1's
-# 100x2 @ 2x16). Above it BLAS wins by far on an idle machine (measured here, us per call,
-# loops vs BLAS: 32x64@64x128 13 vs 6; 64x128@128x32 35 vs 6; 512x32@32x32 90 vs 10), though
+# Below this many multiply-adds a plain loop nest beats the BLAS call's fixed cost (the tiny MLP
+# benchmark's 100x2 @ 2x16). Above it BLAS wins by far on an idle machine (measured here, us per
+# call, loops vs BLAS: 32x64@64x128 13 vs 6; 64x128@128x32 35 vs 6; 512x32@32x32 90 vs 10), though
 # OpenBLAS's threads suffer when the cores are busy with other work.
 SMALL_MATMUL = 1 << 13
 
@@ -59,8 +60,8 @@ def _loop_matmul(k, a, b, c, m, n, kk, ta, tb):
     B = (lambda p, j: f"{b}[{j} * {kk} + {p}]") if tb else (lambda p, j: f"{b}[{p} * {n} + {j}]")
     zero = k.zero
     # a matrix-vector product (one output column; b is then a vector in either layout): the
-    # contiguous axis innermost (a loop of one over j would keep c's element in memory: W1's
-    # two such products took 6 us each)
+    # contiguous axis innermost (a loop of one over j would keep c's element in memory: the
+    # tiny MLP benchmark's two such products took 6 us each)
     k.line(f"if {n} == 1:")
     with k.indent():
         if ta:
@@ -126,9 +127,35 @@ def _bmm_kernel(k):
         _product(k, "a", "b", "c", a.shape[1:], b.shape[1:])
 
 
+# CUDA: the launches of cuda_rt.py's kernel for this op: (program, node, out Buf, input Bufs)
+def _cuda_matmul(prog, node, out, ins):
+    """matmul/bmm: cuda_rt's tiled shared-memory kernel for floats, a thread per output element
+    for integers."""
+    a, b = node.inputs
+    ta, tb = bool(node.attr["ta"]), bool(node.attr["tb"])
+    if node.op == "bmm":
+        batch = a.shape[0]
+        m, k, n = _dims(a.shape[1:], b.shape[1:], ta, tb)
+        steps = (a.shape[1] * a.shape[2], b.shape[1] * b.shape[2])
+    else:
+        batch = 1
+        m, k, n = _dims(a.shape, b.shape, ta, tb)
+        steps = (0, 0)
+    args = [out, ins[0], ins[1], batch, m, n, k, ta, tb, *steps, prog.zero(node)]
+    dtype = node.output.dtype.name
+    if dtype in ("float32", "float64"):  # shared-memory tiles (cuda_rt.matmul_tiled_*)
+        from ..codegen.cuda_rt import TILE, tiled_items
+        launch = prog.launch(f"matmul_tiled_{CODE_DTYPE[dtype]}", args, tiled_items(batch, m, n),
+                             threads=TILE * TILE)
+        # TILE differs under the simulator: a generated module sizes the launch when it loads
+        launch.size_source = (f"tiled_items({batch}, {m}, {n})", "TILE * TILE")
+        return [launch]
+    return [prog.launch("matmul", args, batch * m * n)]
+
+
 register(OpDef("matmul", KERNEL, _infer_mm,
                ref=lambda a, b, ta, tb: np.matmul(_op(a, ta), _op(b, tb)),
-               vjp=_vjp, kernel=_matmul_kernel))
+               vjp=_vjp, kernel=_matmul_kernel, cuda=_cuda_matmul))
 register(OpDef("bmm", KERNEL, _infer_bmm,
                ref=lambda a, b, ta, tb: np.matmul(_op(a, ta), _op(b, tb)),
-               vjp=_vjp, kernel=_bmm_kernel))
+               vjp=_vjp, kernel=_bmm_kernel, cuda=_cuda_matmul))

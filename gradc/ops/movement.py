@@ -147,11 +147,23 @@ def _unslice_kernel(k):
         k.line(f"out[{dst}] = x0[{loops.flat}]")
 
 
+# CUDA: the launches of cuda_rt.py's kernel for this op: (program, node, out Buf, input Bufs)
+def _cuda_unslice(prog, node, out, ins):
+    g = node.inputs[0]
+    starts, steps = node.attr["starts"], node.attr["steps"]
+    strides = contiguous_strides(node.attr["shape"])
+    offset = sum(a * s for a, s in zip(starts, strides))
+    shape = prog.constant(np.array(g.shape or (1,), np.int64))
+    dst = prog.constant(np.array([s * st for s, st in zip(strides, steps)] or [0], np.int64))
+    return [prog.fill_zero(out, node),
+            prog.launch("unslice", [out, ins[0], g.size, shape, dst, offset], g.size)]
+
+
 register(OpDef("unslice", KERNEL,
                lambda inputs, shape, starts, stops, steps: (tuple(shape), inputs[0].dtype),
                ref=_unslice_ref,
                vjp=lambda n, g: [fn.slice_(g, n.attr["starts"], n.attr["stops"], n.attr["steps"])],
-               kernel=_unslice_kernel))
+               kernel=_unslice_kernel, cuda=_cuda_unslice))
 
 
 # --- unslice_sum: a sum of slice gradients (and other terms), accumulated in one buffer --------
@@ -220,8 +232,28 @@ def _unslice_sum_kernel(k):
             k.line("    " * len(index) + f"out[{dst_at}] += g[{src_at}]")
 
 
+# CUDA: zeros, then each slice term and each dense term added in, one launch per term, in
+# order: deterministic, and no atomics (no two threads of one launch write one element)
+def _cuda_unslice_sum(prog, node, out, ins):
+    n_sliced, geometries = len(node.attr["slices"]), {}
+    launches = [prog.fill_zero(out, node)]
+    for i, (x, buf) in enumerate(zip(node.inputs, ins)):
+        if i < n_sliced:
+            starts, _, steps = node.attr["slices"][i]
+        else:  # a dense term: the whole array, a slice with unit steps
+            starts, steps = (0,) * x.ndim, (1,) * x.ndim
+        offset, strides = slice_index_map(node.attr["shape"], starts, steps)
+        key = (x.shape, strides)  # (slices of one geometry share their small constant arrays)
+        if key not in geometries:
+            geometries[key] = (prog.constant(np.array(x.shape or (1,), np.int64)),
+                               prog.constant(np.array(strides or (0,), np.int64)))
+        launches.append(prog.launch("unslice_add", [out, buf, x.size, *geometries[key], offset],
+                                    x.size))
+    return launches
+
+
 register(OpDef("unslice_sum", KERNEL, _unslice_sum_infer, ref=_unslice_sum_ref,
-               vjp=_unslice_sum_vjp, kernel=_unslice_sum_kernel))
+               vjp=_unslice_sum_vjp, kernel=_unslice_sum_kernel, cuda=_cuda_unslice_sum))
 
 
 # --- concatenate ---------------------------------------------------------------------------
@@ -258,6 +290,19 @@ def _concat_kernel(k):
         col += inner
 
 
+# CUDA: the launches of cuda_rt.py's kernel for this op: (program, node, out Buf, input Bufs)
+def _cuda_concatenate(prog, node, out, ins):
+    axis = node.attr["axis"]
+    outer = int(np.prod(node.output.shape[:axis], dtype=np.int64))
+    row = int(np.prod(node.output.shape[axis:], dtype=np.int64))
+    launches, col = [], 0
+    for x, buf in zip(node.inputs, ins):
+        width = int(np.prod(x.shape[axis:], dtype=np.int64))
+        launches.append(prog.launch("copy_rows", [out, buf, outer, width, row, col], outer * width))
+        col += width
+    return launches
+
+
 register(OpDef("concatenate", KERNEL, _concat_infer,
                ref=lambda *xs, axis: np.concatenate(xs, axis=axis),
-               vjp=_concat_vjp, kernel=_concat_kernel))
+               vjp=_concat_vjp, kernel=_concat_kernel, cuda=_cuda_concatenate))

@@ -12,6 +12,7 @@ give the same bits. It has no gradient: nothing flows back into a seed.
 import numpy as np
 
 from ..errors import ShapeError, UnsupportedOpError
+from .elementwise import CODE_DTYPE
 from .registry import KERNEL, OpDef, register
 
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -77,5 +78,11 @@ def _uniform_kernel(k):
             k.line("out[i] = np.float64(bits >> np.uint64(11)) * f64(1.1102230246251565e-16)")
 
 
+# CUDA: the launches of cuda_rt.py's kernel for this op: (program, node, out Buf, input Bufs)
+def _cuda_uniform(prog, node, out, ins):
+    kernel = f"random_uniform_{CODE_DTYPE[node.output.dtype.name]}"
+    return [prog.launch(kernel, [out, ins[0], out.n, node.attr["stream"]], out.n)]
+
+
 register(OpDef("random_uniform", KERNEL, _uniform_infer, ref=uniform_ref, nondiff=(0,),
-               vjp=lambda node, g: [None], kernel=_uniform_kernel))
+               vjp=lambda node, g: [None], kernel=_uniform_kernel, cuda=_cuda_uniform))

@@ -63,7 +63,7 @@ case("elementwise", lambda a, b: (a * b - a / (b * b + 1.0) + np.maximum(a, b) -
                                   + np.abs(a) + np.square(b)).sum(), x, y, argnums=(0, 1))
 case("transcendental", lambda a: (np.exp(a) + np.log1p(np.exp(a)) + np.tanh(a) + np.sin(a)
                                   + np.cos(a) + np.sqrt(a * a + 1.0) + np.expm1(a * 0.5)
-                                  + np.log(a * a + 0.1)).sum(), x)
+                                  + np.log(a * a + 0.1) + np.arctan(a * 2.0)).sum(), x)
 case("activations", lambda a: (gradc.nn.relu(a) + gradc.nn.sigmoid(a) + gradc.nn.softplus(a)
                                + gradc.nn.gelu(a)).sum(), x)
 case("where_compare", lambda a, b: np.where(a > b, a * 2.0, b - 1.0).sum()

@@ -205,6 +205,7 @@ CASES = [
     Case("sqrt", lambda x: np.sqrt(x), [positive(3, 4)]),
     Case("log1p", lambda x: np.log1p(x), [positive(3, 4, lo=-0.5, hi=2.0)]),
     Case("expm1", lambda x: np.expm1(x), [normal(3, 4)]),
+    Case("arctan", lambda x: np.arctan(x), [normal(3, 4)]),
     Case("elementwise_chain", lambda x, w, b: np.tanh(x * w + b) ** 2 * nn.sigmoid(x * w)
          + 0.5 * np.exp(-np.abs(b)), [normal(3, 4), normal(3, 4), away(3, 4)],
          ref=lambda x, w, b: np.tanh(x * w + b) ** 2 * sp.expit(x * w) + 0.5 * np.exp(-np.abs(b))),
