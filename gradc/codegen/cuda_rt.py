@@ -402,16 +402,10 @@ def _slice_element(e, shape, dst_strides, offset):
 
 
 @cuda.jit
-def unslice(out, g, size, shape, dst_strides, offset):
-    """out[offset + sum(i_d * dst_strides[d])] = g[i] (out zeroed by a fill launch before)."""
-    for e in range(cuda.grid(1), size, cuda.gridsize(1)):
-        out[_slice_element(e, shape, dst_strides, offset)] = g[e]
-
-
-@cuda.jit
 def unslice_add(out, g, size, shape, dst_strides, offset):
-    """out[offset + sum(i_d * dst_strides[d])] += g[i]: one term of an unslice_sum. A slice
-    never names an element twice, so threads do not race; the terms are launches in order."""
+    """out[offset + sum(i_d * dst_strides[d])] += g[i]: an unslice (after a zero fill), or one
+    term of an unslice_sum. A slice never names an element twice, so threads do not race; the
+    terms are launches in order."""
     for e in range(cuda.grid(1), size, cuda.gridsize(1)):
         dst = _slice_element(e, shape, dst_strides, offset)
         out[dst] += g[e]
@@ -420,16 +414,11 @@ def unslice_add(out, g, size, shape, dst_strides, offset):
 @cuda.jit(device=True)
 def _window(e, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW):
     """Patch element e = (n, a, b, c, i, j) -> (source pixel index, inside the image)."""
-    j = e % KW
-    r = e // KW
-    i = r % KH
-    r = r // KH
-    c = r % C
-    r = r // C
-    b = r % OW
-    r = r // OW
-    a = r % OH
-    n = r // OH
+    j, r = e % KW, e // KW
+    i, r = r % KH, r // KH
+    c, r = r % C, r // C
+    b, r = r % OW, r // OW
+    a, n = r % OH, r // OH
     y = a * SH - PH + i
     z = b * SW - PW + j
     inside = y >= 0 and y < H and z >= 0 and z < W

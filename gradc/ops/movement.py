@@ -156,7 +156,7 @@ def _cuda_unslice(prog, node, out, ins):
     shape = prog.constant(np.array(g.shape or (1,), np.int64))
     dst = prog.constant(np.array([s * st for s, st in zip(strides, steps)] or [0], np.int64))
     return [prog.fill_zero(out, node),
-            prog.launch("unslice", [out, ins[0], g.size, shape, dst, offset], g.size)]
+            prog.launch("unslice_add", [out, ins[0], g.size, shape, dst, offset], g.size)]
 
 
 register(OpDef("unslice", KERNEL,
