@@ -4,16 +4,61 @@ The report holds the traced IR, the IR after the passes (with source lines), wha
 where forward and backward share work, the kernels with what each fused (and why fusions were
 refused), the memory plan, and the generated driver.
 """
+from dataclasses import dataclass
+
 from .passes.fuse import describe as describe_kernels
 from .passes.memory import describe as describe_plan
+from .passes.memory import nbytes
 from .function import Function
 from .train import TrainStep
 from .trace import user_source
 
 
+@dataclass(frozen=True)
+class Buffer:
+    """One value the plan stores in the arena: its size, the op that computes it and the user's
+    line that op comes from."""
+    bytes: int
+    op: str
+    source: str
+    shape: tuple
+    dtype: str
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """The memory plan in numbers: the arena (outputs, constants and reused scratch), what it
+    would take with no reuse, and the largest buffers, biggest first."""
+    arena_bytes: int
+    no_reuse_bytes: int
+    output_bytes: int
+    scratch_bytes: int
+    largest: tuple
+
+
+class Report(str):
+    """What `gradc.explain` returns: the report's text (a str: print it), with `.memory`, the
+    plan as a MemoryReport."""
+
+    def __new__(cls, text, memory):
+        report = super().__new__(cls, text)
+        report.memory = memory
+        return report
+
+
+def memory_report(compiled, count=10):
+    plan, graph = compiled.plan, compiled.fusion.graph
+    stored = [Buffer(nbytes(n.output), n.op, n.source, n.output.shape, n.output.dtype.name)
+              for n in graph.nodes if n.output.id in plan.offsets]
+    stored.sort(key=lambda b: -b.bytes)
+    return MemoryReport(plan.arena_bytes, plan.naive_bytes, plan.output_bytes,
+                        plan.scratch_bytes, tuple(stored[:count]))
+
+
 def explain(fun, *args, argnums=0, mode="value_and_grad", **kwargs):
     """Compile `fun` for these arguments (value and gradient of `argnums` by default; pass
-    mode="jit" for the forward alone) and return the report as a string. `fun` may also be
+    mode="jit" for the forward alone) and return the report (a Report: its text, and
+    `.memory`, the plan in numbers). `fun` may also be
     anything the API returns: a train step is compiled without running (its parameters and
     optimizer state are left alone), and a data-parallel one reports its forward+backward and
     then its update."""
@@ -22,7 +67,8 @@ def explain(fun, *args, argnums=0, mode="value_and_grad", **kwargs):
     if isinstance(getattr(fun, "grad_fn", None), Function) and isinstance(
             getattr(fun, "update", None), TrainStep):  # gradc.train_step(distributed=True)
         params = args[fun.argnums]
-        return explain(fun.grad_fn, *args) + "\n\n" + explain(fun.update, params, params)
+        forward = explain(fun.grad_fn, *args)
+        return Report(forward + "\n\n" + explain(fun.update, params, params), forward.memory)
     f = fun if isinstance(fun, Function) else Function(fun, mode, argnums=argnums)
     f(*args, **kwargs)
     compiled = f.last_compiled()
@@ -64,12 +110,16 @@ def report(compiled, f):
         out.append("fusions refused:")
         out.extend("  " + n for n in compiled.fusion.notes)
     out.append("")
+    memory = memory_report(compiled)
     out.append("== memory plan")
     out.append(describe_plan(compiled.plan))
+    out.append("largest buffers:")
+    out.extend(f"  {b.bytes / 1024:>10,.1f} KiB  {b.dtype}{list(b.shape)}  {b.op}  # {b.source}"
+               for b in memory.largest)
     out.append("")
     out.append("== generated driver")
     out.append(compiled.program.driver_source)
-    return "\n".join(out)
+    return Report("\n".join(out), memory)
 
 
 def _shared_forward_backward(graph, n_forward):

@@ -54,3 +54,28 @@ def test_a_lowered_signature_prints_each_stage():
         assert f"== {stage.name}: {len(stage.graph.nodes)} nodes" in text
     assert "== kernels:" in text and "== memory plan" in text and "def run(" in text
     assert text.index("== traced") < text.index("== kernels") < text.index("== memory plan")
+
+
+def mlp(p, x):
+    h = np.tanh(x @ p["W1"])  # HIDDEN
+    return np.mean((h @ p["W2"]) ** 2)
+
+
+def test_the_report_is_text_with_the_memory_plan_in_numbers():
+    p = {"W1": np.ones((16, 64), np.float32) / 16, "W2": np.ones((64, 4), np.float32)}
+    x = np.ones((32, 16), np.float32)
+    report = gradc.explain(mlp, p, x)
+    assert isinstance(report, str) and "== memory plan" in report
+    memory = report.memory
+    compiled = gradc.value_and_grad(mlp).compiled_for(p, x)
+    assert memory.arena_bytes == compiled.plan.arena_bytes > 0
+    assert memory.no_reuse_bytes >= memory.arena_bytes
+    sizes = [b.bytes for b in memory.largest]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] >= 32 * 64 * 4
+    # every buffer names a line of this file; the hidden layer's product names its own line
+    line = next(i for i, text in enumerate(open(__file__), 1) if "# HIDDEN" in text)
+    assert all(b.source.startswith("test_explain.py:") for b in memory.largest)
+    assert any(b.shape == (32, 64) and b.op == "matmul" and b.source == f"test_explain.py:{line}"
+               for b in memory.largest)
+    step = gradc.train_step(mlp, gradc.optim.Adam(1e-3))
+    assert gradc.explain(step, p, x).memory.arena_bytes > 0
