@@ -151,7 +151,8 @@ class Function:
         compiled = compile_graph(graph, title, out_info, load, self.target)
         if not cache:
             return compiled
-        log_compile(f"{self.mode}({self.__name__})", src, what_changed(self._last_key, key),
+        names = leaf_names((call.args, call.kwargs), argument_names(self.fun))
+        log_compile(f"{self.mode}({self.__name__})", src, what_changed(self._last_key, key, names),
                     len(compiled.fusion.kernels), {"trace": t_trace, **compiled.lowered.timings})
         self.cache[key] = compiled
         self._last_key = key

@@ -51,15 +51,17 @@ def _leaf_key(x):
     return shape, dtype.str
 
 
-def what_changed(old, new):
-    """Why signature key `new` compiles anew after `old` (the last one compiled, or None)."""
+def what_changed(old, new, names=None):
+    """Why signature key `new` compiles anew after `old` (the last one compiled, or None);
+    `names`, the leaves' argument paths (`params['W1']`), name the inputs that changed."""
     if old is None:
         return "first call"
     if old[0] != new[0]:
         return "the argument structure or static values changed"
     if old[2:] != new[2:]:
         return "the optimizer's hyperparameters changed"
-    changes = [f"input {i}: {a[0]}/{np.dtype(a[1]).name} -> {b[0]}/{np.dtype(b[1]).name}"
+    names = names or [f"input {i}" for i in range(len(new[1]))]
+    changes = [f"{names[i]}: {a[0]}/{np.dtype(a[1]).name} -> {b[0]}/{np.dtype(b[1]).name}"
                for i, (a, b) in enumerate(zip(old[1], new[1])) if a != b]
     return "new signature (" + "; ".join(changes) + ")"
 

@@ -369,7 +369,8 @@ class TrainStep:
                                  first_owned=first_owned, runtime_scalars=len(scalars))
         if not cache:
             return compiled
-        log_compile(f"train_step({self.__name__})", src, what_changed(self._last_key, key),
+        log_compile(f"train_step({self.__name__})", src,
+                    what_changed(self._last_key, key, leaf_names((call.args, {}), names)),
                     len(compiled.fusion.kernels), compiled.lowered.timings)
         self.cache[key] = compiled
         self._last_key = key

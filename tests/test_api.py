@@ -466,7 +466,8 @@ def test_new_shape_retraces_and_logs_why(monkeypatch, capsys):
     lines = [ln for ln in err.splitlines() if "counted" in ln]
     assert len(lines) == 1, err
     assert f"{THIS_FILE}:{line_of('COUNTED-NEW-SHAPE')}" in lines[0]
-    assert "(5,)" in lines[0] and "(7,)" in lines[0]  # says which shape changed
+    assert "(5,)" in lines[0] and "(7,)" in lines[0]  # says which shape changed, of which
+    assert "w: (5,)/float64 -> (7,)/float64" in lines[0]  # argument, by its name
     # both signatures stay cached
     g(W5, X5)
     g(w7, x7)
