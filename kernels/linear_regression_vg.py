@@ -208,7 +208,6 @@ JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy
 # functions kernels call: compiled into each kernel that calls them (and so cached with it); not
 # cached on their own, which would write beside this file (in site-packages, or an AOT module)
 CALLEE_OPTIONS = dict(nogil=True, fastmath=FASTMATH, error_model="numpy")
-CHUNKS = 16  # a parallel kernel's outer loop is split into this many ranges
 
 f32, f64, i64, i32, i16, i8, u8, bool_ = (np.float32, np.float64, np.int64, np.int32, np.int16,
                                           np.int8, np.uint8, np.bool_)

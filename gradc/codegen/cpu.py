@@ -17,6 +17,7 @@ from ..errors import CompileError
 from ..ops.elementwise import lit
 from ..ops.movement import contiguous_strides
 from ..ops.registry import KERNEL
+from ..passes.fuse import CHUNKS
 from .loops import collapse, lower
 
 ARRAY_OF = {"float32": "f32_array", "float64": "f64_array", "int64": "i64_array",
@@ -174,7 +175,7 @@ def loop_kernel(kernel, fusion, address):
     out = nest_emit if parallel else emit
     depth = 1
     if parallel:
-        out(depth, "for c in prange(CHUNKS):")
+        out(depth, f"for c in prange({CHUNKS}):")
         depth += 1
     for access in nest.loads:  # scalars (a learning rate...) are read once, before loops
         if access.is_scalar:
@@ -183,7 +184,7 @@ def loop_kernel(kernel, fusion, address):
         for red in nest.reductions:
             if red.register_from(ndim) == l:
                 out(depth, f"acc{array_of[id(red.access)][1:]} = {red.identity()}")
-        span = "c * n0 // CHUNKS, (c + 1) * n0 // CHUNKS" if parallel and l == 0 else f"n{l}"
+        span = f"c * n0 // {CHUNKS}, (c + 1) * n0 // {CHUNKS}" if parallel and l == 0 else f"n{l}"
         out(depth, f"for {loopvars[l]} in range({span}):")
         depth += 1
     for access in nest.loads:
@@ -223,14 +224,14 @@ def loop_kernel(kernel, fusion, address):
         array = array_of[id(red.access)]
         ptr = address(("partial", kernel.index, red.node.output.id), 0)
         params.add(f"q{array[1:]}", ptr)
-        emit(1, f"part{array[1:]} = {_array_ctor(red.dtype)}(q{array[1:]}, CHUNKS)")
+        emit(1, f"part{array[1:]} = {_array_ctor(red.dtype)}(q{array[1:]}, {CHUNKS})")
     inner_args = [n for n in params.names if not n.startswith(("p", "q"))] + \
         list(arrays) + [f"part{array_of[id(red.access)][1:]}" for red in full]
     emit(1, f"{title}_body({', '.join(inner_args)})")
     for red in full:
         p = f"part{array_of[id(red.access)][1:]}"
         emit(1, f"acc = {p}[0]")
-        emit(1, "for c in range(1, CHUNKS):")
+        emit(1, f"for c in range(1, {CHUNKS}):")
         emit(2, f"acc = {red.combine('acc', f'{p}[c]')}")
         emit(1, f"{index[id(red.access)]} = acc")
     return KernelSource(title, params.names, lines, params.values,

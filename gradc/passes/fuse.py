@@ -154,6 +154,7 @@ def fuse(graph):
     return Fusion(graph, ordered, layouts, fuser.notes)
 
 
+CHUNKS = 16  # a parallel kernel's outer loop is split into this many ranges
 HORIZONTAL_WINDOW = 16  # loop kernels of one iteration space a node may join horizontally
 
 

@@ -53,8 +53,7 @@ def plan_buffers(fusion):
             offsets[node.output.id] = cursor
             constants[node.output.id] = node.attr["data"].array
             cursor += _aligned(nbytes(node.output))
-    from .fuse import partial_slots
-    from ..codegen.rt import CHUNKS
+    from .fuse import CHUNKS, partial_slots
     for k in fusion.kernels:  # per-chunk partial results of parallel reductions
         for v in partial_slots(k):
             offsets[("partial", k.index, v.id)] = cursor
