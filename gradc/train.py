@@ -328,7 +328,6 @@ class TrainStep:
         check_device_leaves(call.leaves, self.target, src)
         graph, params, loss, grads, before = self._joint_graph(call, src)
         n_params = len(params)
-        graph.stamp_user_source = False
         with graph.at_source(f"optimizer {type(self.optimizer).__name__}"):
             state_in = {slot: [graph.add_input(p.shape, p.dtype, name=f"{slot}[{i}]")
                                for i, p in enumerate(params)] for slot in self.optimizer.slots}
