@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import gradc  # noqa: E402
-import gradc.runtime  # noqa: E402
+import gradc.compile  # noqa: E402
 from workloads import WORKLOADS  # noqa: E402
 
 TORCH_MIB = {16: 3.9, 32: 7.9, 64: 15.9}  # issue 15, for the (32, T, 512) projection
@@ -56,12 +56,12 @@ def cnn_loss(p, x, y):
 @contextlib.contextmanager
 def without_slice_sums():
     """The pipeline without merge_slice_sums (what gradc compiled before it)."""
-    saved = gradc.runtime.AFTER_AUTODIFF
-    gradc.runtime.AFTER_AUTODIFF = tuple(p for p in saved if p.__name__ != "merge_slice_sums")
+    saved = gradc.compile.AFTER_AUTODIFF
+    gradc.compile.AFTER_AUTODIFF = tuple(p for p in saved if p.__name__ != "merge_slice_sums")
     try:
         yield
     finally:
-        gradc.runtime.AFTER_AUTODIFF = saved
+        gradc.compile.AFTER_AUTODIFF = saved
 
 
 def arena_bytes(fun, *args):

@@ -11,10 +11,10 @@ their (here 4x larger) products.
 It fires only where it moves less memory: copying the operands, sum(k_i) * (m + n) elements,
 against adding the products, n * m * n elements; and only for products used nowhere else.
 """
-from collections import Counter, defaultdict
+from collections import defaultdict
 
-from ..ir import replay
 from ..ops import fn
+from .sums import rewrite_sums
 
 
 def _contracted_axes(node):
@@ -23,64 +23,35 @@ def _contracted_axes(node):
 
 
 def merge_products(graph):
-    uses = Counter(v.id for n in graph.nodes for v in n.inputs)
-    uses.update(v.id for v in graph.outputs)
-    inner_adds = {v.id for n in graph.nodes if n.op == "add" for v in n.inputs
-                  if v.node is not None and v.node.op == "add" and uses[v.id] == 1
-                  and v.shape == n.output.shape}
-    input_index = {v.id: i for i, v in enumerate(graph.inputs)}
-    new_of = {}
+    return rewrite_sums(graph, _merged_sum)
 
-    def terms(root):
-        """The summands of the add tree rooted at `root` (old values), left to right."""
-        out, stack = [], [(root, True)]
-        while stack:
-            v, is_root = stack.pop()
-            if v.node is not None and v.node.op == "add" and (is_root or v.id in inner_adds):
-                stack += [(v.node.inputs[1], False), (v.node.inputs[0], False)]
-            else:
-                out.append(v)
-        return out
 
-    def new(new_graph, v):
-        return new_of[v.id] if v.id in new_of else new_graph.inputs[input_index[v.id]]
-
-    def merged_sum(new_graph, node):
-        groups = defaultdict(list)
-        summands = terms(node.output)
-        for t in summands:
-            n = t.node
-            if n is not None and n.op == "matmul" and uses[t.id] == 1:
-                ax_a, ax_b = _contracted_axes(n)
-                a, b = n.inputs
-                key = (n.attr["ta"], n.attr["tb"], a.dtype, a.shape[1 - ax_a], b.shape[1 - ax_b])
-                groups[key].append(t)
-        merged, out = set(), []
-        for group in groups.values():
-            m, n = group[0].shape
-            k_total = sum(t.node.inputs[0].shape[_contracted_axes(t.node)[0]] for t in group)
-            if len(group) < 2 or k_total * (m + n) >= len(group) * m * n:
-                continue
-            ax_a, ax_b = _contracted_axes(group[0].node)
-            a = fn.concatenate([new(new_graph, t.node.inputs[0]) for t in group], axis=ax_a)
-            b = fn.concatenate([new(new_graph, t.node.inputs[1]) for t in group], axis=ax_b)
-            out.append(new_graph.apply("matmul", (a, b), **dict(group[0].node.attrs)))
-            merged.update(t.id for t in group)
-        if not merged:
-            return None
-        out += [new(new_graph, t) for t in summands if t.id not in merged]
-        total = out[0]
-        for v in out[1:]:
-            total = new_graph.apply("add", (total, v))
-        return total
-
-    def rewrite(new_graph, node, ins):
-        out = None
-        if node.op == "add" and node.output.id not in inner_adds:
-            out = merged_sum(new_graph, node)
-        if out is None:
-            out = new_graph.apply(node.op, ins, **dict(node.attrs))
-        new_of[node.output.id] = out
-        return out
-
-    return replay(graph, rewrite)
+def _merged_sum(new_graph, summands, uses, new):
+    """The sum with each group of like products (same flags, dtype and output shape) merged
+    where that moves less memory; None where nothing merges."""
+    groups = defaultdict(list)
+    for t in summands:
+        n = t.node
+        if n is not None and n.op == "matmul" and uses[t.id] == 1:
+            ax_a, ax_b = _contracted_axes(n)
+            a, b = n.inputs
+            key = (n.attr["ta"], n.attr["tb"], a.dtype, a.shape[1 - ax_a], b.shape[1 - ax_b])
+            groups[key].append(t)
+    merged, out = set(), []
+    for group in groups.values():
+        m, n = group[0].shape
+        k_total = sum(t.node.inputs[0].shape[_contracted_axes(t.node)[0]] for t in group)
+        if len(group) < 2 or k_total * (m + n) >= len(group) * m * n:
+            continue
+        ax_a, ax_b = _contracted_axes(group[0].node)
+        a = fn.concatenate([new(t.node.inputs[0]) for t in group], axis=ax_a)
+        b = fn.concatenate([new(t.node.inputs[1]) for t in group], axis=ax_b)
+        out.append(new_graph.apply("matmul", (a, b), **dict(group[0].node.attrs)))
+        merged.update(t.id for t in group)
+    if not merged:
+        return None
+    out += [new(t) for t in summands if t.id not in merged]
+    total = out[0]
+    for v in out[1:]:
+        total = new_graph.apply("add", (total, v))
+    return total
