@@ -1,11 +1,11 @@
 """`gradc compile --target cuda`: the standalone module of a CUDA-compiled signature.
 
-The same module shape as gradc/aot.py's (header, docstring with the calling convention, the
-pytree checks, a callable named after the function), with the CUDA pieces in place of the CPU
-ones: the device functions and library kernels of gradc/codegen/cuda_rt.py copied verbatim,
-the generated loop kernels, `launches(view)` (every launch in order, its arguments as views of
-one device arena, with the user's source lines as comments), and a `Compiled` that owns the
-device arena. It imports NumPy and numba.cuda only, and runs on a GPU or in Numba's simulator.
+The same module shape as gradc/aot.py's (header, docstring with the calling convention, the pytree
+checks, a callable named after the function), with the CUDA pieces in place of the CPU ones: the
+device functions and library kernels of gradc/codegen/cuda_math.py and cuda_rt.py copied verbatim,
+the generated loop kernels, `launches(view)` (every launch in order, its arguments as views of one
+device arena, with the user's source lines as comments), and a `Compiled` that owns the device
+arena. It imports NumPy and numba.cuda only, and runs on a GPU or in Numba's simulator.
 
 What crosses between host and device is what gradc/cuda_runtime.py does for NumPy arrays:
 inputs in on every call, the outputs region back, parameters a step updates back into the
@@ -114,7 +114,7 @@ class CudaGenerator(aot.Generator):
         return out + self._outputs_and_arguments("outputs region")
 
     def module(self):
-        from .codegen import cuda_rt
+        from .codegen import cuda_math, cuda_rt
         doc = "\n".join(self._docstring()).replace("{module}", self.module_name or "<this module>")
         parts = [self._header(),
                  '"""' + docstring_safe(doc) + '\n"""',
@@ -122,8 +122,9 @@ class CudaGenerator(aot.Generator):
                  "import numpy as np", "",
                  f"CALLING_CONVENTION = {aot.CALLING_CONVENTION}",
                  f"GRADC_VERSION = {__version__!r}", "", "",
-                 banner("device functions and library kernels, copied from "
-                         "gradc/codegen/cuda_rt.py"),
+                 banner("device functions, copied from gradc/codegen/cuda_math.py"),
+                 strip_docstring(inspect.getsource(cuda_math)).rstrip("\n"), "", "",
+                 banner("library kernels, copied from gradc/codegen/cuda_rt.py"),
                  strip_docstring(inspect.getsource(cuda_rt)).rstrip("\n"), "", "",
                  banner("loop kernels (one per fused group)"),
                  *self._kernels(),
@@ -134,4 +135,7 @@ class CudaGenerator(aot.Generator):
                  *self._plan(), "", "",
                  *self._calling()]
         text = "\n".join(parts).rstrip("\n") + "\n"
-        return self._checked(text.replace("from gradc.codegen.cuda_rt import *", "# (cuda_rt is above)"))
+        for above in ("cuda_rt", "cuda_math"):
+            text = text.replace(f"from gradc.codegen.{above} import *", f"# ({above} is above)")
+        text = text.replace("from gradc.codegen.cuda_math import SIMULATOR\n", "")
+        return self._checked(text)

@@ -18,8 +18,12 @@ import threading
 
 import numpy as np
 
-from . import frozen, pytree
+from . import frozen, functions, pytree
 from .errors import ArgumentError, GradcError, UnsupportedOpError
+from .functions._args import ABSENT as _ABSENT
+from .functions._args import array_arg as _array_arg
+from .functions._args import no_out as _no_out
+from .functions._args import no_where as _no_where
 from .ir import Graph, Value
 from .ops import all_ops, fn
 
@@ -142,29 +146,6 @@ UFUNCS = _ufunc_bindings()
 # the NumPy function's signature first (`_bind`), and the implementation receives by name the
 # arguments the user gave, so every spelling NumPy accepts works. Omitted ones take the
 # implementation's defaults.
-
-_ABSENT = np._NoValue  # NumPy's default for arguments it passes on only when given
-
-
-def _no_out(out, name):
-    if out is not None:
-        raise UnsupportedOpError(f"np.{name}(out=...) cannot be traced: arrays are immutable "
-                                 "in a traced function; use the returned value")
-
-
-def _no_where(where, name):
-    if where is not _ABSENT and where is not True:
-        raise UnsupportedOpError(f"np.{name}(where=...) is not supported; use np.where on the "
-                                 "input instead")
-
-
-def _array_arg(a, *others):
-    """`a` as a graph value: a NumPy array becomes a constant of the graph of the traced value
-    among `others` that brought the call here."""
-    if isinstance(a, Value):
-        return a
-    return fn.as_value(a, next((x for x in others if isinstance(x, Value)), None))
-
 
 def _reduction(f, name):
     def impl(a, axis=None, dtype=None, out=None, keepdims=False, initial=_ABSENT, where=_ABSENT):
@@ -311,6 +292,7 @@ FUNCTIONS = {
     np.zeros_like: _like(0), np.ones_like: _like(1), np.full_like: _like(None),
     np.shape: lambda a: a.shape, np.ndim: lambda a: a.ndim, np.size: _np_size,
 }
+FUNCTIONS.update(functions.tables())  # the families of gradc/functions/
 
 
 @functools.lru_cache(maxsize=None)
@@ -350,9 +332,9 @@ def _call_numpy(func, args, kwargs, name=None):
 
 
 def supported_numpy_names():
-    """The NumPy ufuncs and functions a traced function may call (for the README and errors)."""
-    names = {u.__name__ for u in UFUNCS} | {f.__name__ for f in FUNCTIONS}
-    return sorted(names)
+    """The NumPy (and SciPy) ufuncs and functions a traced function may call, by their qualified
+    names (`np.exp`, `np.linalg.norm`): for the README and errors."""
+    return sorted({_ufunc_name(u) for u in UFUNCS} | {_qualified(f) for f in FUNCTIONS})
 
 
 README_BEGIN, README_END = "<!-- SUPPORTED-OPS -->", "<!-- /SUPPORTED-OPS -->"
@@ -360,9 +342,10 @@ README_BEGIN, README_END = "<!-- SUPPORTED-OPS -->", "<!-- /SUPPORTED-OPS -->"
 
 def supported_markdown():
     """The README's generated lines: the ufuncs and functions traced code may call."""
-    def names(table):
-        return ", ".join(f"`np.{n}`" for n in sorted({f.__name__ for f in table}))
-    return f"- **Ufuncs**: {names(UFUNCS)}.\n- **Functions**: {names(FUNCTIONS)}.\n"
+    def names(qualified):
+        return ", ".join(f"`{n}`" for n in sorted(set(qualified)))
+    return (f"- **Ufuncs**: {names(_ufunc_name(u) for u in UFUNCS)}.\n"
+            f"- **Functions**: {names(_qualified(f) for f in FUNCTIONS)}.\n")
 
 
 def update_readme(path):

@@ -1,4 +1,4 @@
-"""The CUDA target's float32 sin and cos (gradc/codegen/cuda_rt.py `sincos_f32`): float32 and
+"""The CUDA target's float32 sin and cos (gradc/codegen/cuda_math.py `sincos_f32`): float32 and
 64-bit integer arithmetic only, so a float32 graph's PTX has no .f64 (libdevice's sinf/cosf
 reduce large arguments in double). The same Python source runs here under numba.njit, with
 `fmaf` emulated (exact products of float32s in float64, then one rounding per step; a GPU's
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-cuda_rt = pytest.importorskip("gradc.codegen.cuda_rt")
+cuda_rt = pytest.importorskip("gradc.codegen.cuda_math")
 
 
 def _cpu_versions():

@@ -4,7 +4,7 @@ BufferPlan as the CPU target.
 - Loop kernels render the LoopNest of gradc/codegen/loops.py (the CPU renders the same one) as
   grid-stride loops over the kernel's iteration space, flattened: each thread computes the
   fused scalar expressions (each op's `scalar`, its math functions named by CudaMath: the
-  device functions of gradc/codegen/cuda_rt.py) for the elements it owns, loading inputs through
+  device functions of gradc/codegen/cuda_math.py) for the elements it owns, loading inputs through
   their strided index maps. Sizes and strides are literals of the kernel's source.
 - A short reduction (at most SHORT_REDUCTION elements per output) is a loop in the thread that
   owns the output element. A longer one is a block reduction: each block owns one output element (or a chunk of the

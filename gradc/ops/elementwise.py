@@ -3,7 +3,7 @@
 Each op: its NumPy reference, its VJP (built from Values with NumPy operators), and the scalar
 expression that the fused loop kernels emit, `scalar(m, dtype, *args, **attrs)`. Math functions
 are named through `m`, the target's math table (gradc/codegen/cpu.py CPU_MATH, cuda.py CudaMath):
-`{m.exp}(x)` is `np.exp(x)` in a Numba CPU kernel, a device function of cuda_rt.py in a CUDA one.
+`{m.exp}(x)` is `np.exp(x)` in a Numba CPU kernel, a device function of cuda_math.py in a CUDA one.
 Constants in emitted code carry their dtype (`f32(0.5)`) because Numba would otherwise promote
 float32 arithmetic to float64.
 """
