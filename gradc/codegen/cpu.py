@@ -46,7 +46,7 @@ def scalar(statement):
 class KernelSource:
     """One kernel: canonical source plus the driver's argument expressions for one call."""
 
-    def __init__(self, title, params, body, call_args, helper=None):
+    def __init__(self, title, params, body, call_args, helper=None, reassociate=True):
         self.params = params
         body_text = "\n".join(body)
         helper_text = ""
@@ -54,12 +54,14 @@ class KernelSource:
             name, args, lines = helper
             helper_text = (f"@njit(**JIT_OPTIONS, parallel=True)\n"
                            f"def {name}({', '.join(args)}):\n" + "\n".join(lines) + "\n\n\n")
-        digest = hashlib.sha1(f"{title}\n{params}\n{helper_text}{body_text}".encode()).hexdigest()[:10]
+        options = "JIT_OPTIONS" if reassociate else "dict(JIT_OPTIONS, fastmath=MAP_FASTMATH)"
+        digest = hashlib.sha1(f"{title}\n{params}\n{options}\n{helper_text}{body_text}"
+                              .encode()).hexdigest()[:10]
         self.name = f"{title}_{digest}"
         self.call_args = call_args
         sig = ", ".join(["int64"] * len(params))
         self.source = (helper_text.replace(f"{title}_body", f"{self.name}_body") +
-                       f'@njit("void({sig})", **JIT_OPTIONS)\n'
+                       f'@njit("void({sig})", **{options})\n'
                        f"def {self.name}({', '.join(params)}):\n"
                        + body_text.replace(f"{title}_body", f"{self.name}_body") + "\n")
 
@@ -217,7 +219,8 @@ def loop_kernel(kernel, fusion, address):
 
     title = "loop_" + (nest.title() or "copy")
     if not parallel:
-        return KernelSource(title, params.names, lines, params.values)
+        return KernelSource(title, params.names, lines, params.values,
+                            reassociate=bool(nest.reductions))
 
     title += "_par"
     for red in full:

@@ -21,6 +21,10 @@ from numba.extending import intrinsic
 # Fast-math without 'nnan' and 'ninf': vectorized reductions and reassociation are allowed, but
 # NaN and Inf keep their meaning, so check_finite and NaN propagation still work.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+# Kernels with no reduction gain nothing from reassociation (a map vectorizes without it) and
+# could lose precision to it: LLVM turns the stable log-softmax's (x - max) - log(sum) into
+# x - (max + log(sum)), hoisted out of the loop, which cancels badly at |x| ~ 1000 in float32.
+MAP_FASTMATH = FASTMATH - {"reassoc"}
 JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
 # functions kernels call: compiled into each kernel that calls them (and so cached with it); not
 # cached on their own, which would write beside this file (in site-packages, or an AOT module)

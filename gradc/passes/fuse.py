@@ -34,6 +34,7 @@ class Kernel:
     nodes: list = field(default_factory=list)
     deps: set = field(default_factory=set)  # kernels whose buffers this one reads
     stores: list = field(default_factory=list)  # values this kernel writes to memory
+    recomputed: set = field(default_factory=set)  # ids of values of other kernels it recomputes
     notes: list = field(default_factory=list)
     parallel: bool = False  # split the outer loop across threads (see decide_parallel)
 
@@ -138,7 +139,7 @@ def fuse(graph):
         if node.opdef.kind not in (VIEW, CONST):
             fuser.place(node)
     kernels = fuser.kernels
-    _mark_stores(graph, kernels, fuser.home)
+    _mark_stores(graph, kernels)
     in_region = {base_layout(v)[0].id for i, v in enumerate(graph.outputs) if i not in graph.aliases}
     in_place = {base_layout(graph.outputs[o])[0].id for o in graph.aliases}
     ordered = _schedule(kernels, in_region, in_place)
@@ -156,6 +157,7 @@ def fuse(graph):
 
 CHUNKS = 16  # a parallel kernel's outer loop is split into this many ranges
 HORIZONTAL_WINDOW = 16  # loop kernels of one iteration space a node may join horizontally
+RECOMPUTE_LIMIT = 16  # nodes of an elementwise chain a kernel may recompute instead of reading
 
 
 class _Fuser:
@@ -180,6 +182,13 @@ class _Fuser:
         # transitively, on kernel j; dependents[i]: the kernels that depend directly on kernel i.
         self.ancestors, self.dependents = [], []
         self.by_space = {}  # iteration space -> its loop kernels, oldest first
+        self.position = {node.output.id: i for i, node in enumerate(graph.nodes)}
+        self.stored_anyway = _stored_anyway(graph)
+        self.last_use = {}  # value id -> position of the last node reading its buffer
+        for i, node in enumerate(graph.nodes):
+            for x in node.inputs:
+                if (layout := base_layout(x)) is not None:
+                    self.last_use[layout[0].id] = i
 
     def producer(self, v):
         """The kernel whose buffer a read of `v` depends on (through views), or None."""
@@ -240,12 +249,12 @@ class _Fuser:
             if ok:
                 return cand
             self.notes.append(f"{node.op} at {node.source} not fused into {cand.name}: {why}")
-        if not identity:  # horizontal fusion: independent work over the same space, one loop
-            # (among the newest few such loops: a 400-step unroll has thousands of one shape,
-            # and joining one far back would only lengthen what stays live)
-            for cand in reversed(self.by_space.get(_space(node), ())[-HORIZONTAL_WINDOW:]):
-                if self.can_join(cand, node, set())[0]:
-                    return cand
+        # horizontal fusion: independent work over the same space, one loop (among the newest
+        # few such loops: a 400-step unroll has thousands of one shape, and joining one far back
+        # would only lengthen what stays live)
+        for cand in reversed(self.by_space.get(_space(node), ())[-HORIZONTAL_WINDOW:]):
+            if self.can_join(cand, node, {i for i in identity if home[i] is cand})[0]:
+                return cand
         return None
 
     def place(self, node):
@@ -259,8 +268,18 @@ class _Fuser:
             self.dependents.append(set())
             if target.kind == "loop":
                 self.by_space.setdefault(target.shape, []).append(target)
+        if target.kind == "loop":
+            for x in node.inputs:
+                self.recompute(target, x, self.position[node.output.id])
         target.nodes.append(node)
         self.home[node.output.id] = target
+        self.note_reads(target, node)
+        if node.output.id in self.overwrites:  # run after every other reader of the old value
+            old = self.overwrites[node.output.id]
+            self.add_deps(target, self.readers.get(old, ()))
+
+    def note_reads(self, target, node):
+        """Record the buffers `node`, computed in `target`, reads."""
         self.add_deps(target, [p for x in node.inputs if (p := self.producer(x)) is not None])
         for x in node.inputs:
             layout = base_layout(x)
@@ -268,29 +287,94 @@ class _Fuser:
                 self.readers.setdefault(layout[0].id, set()).add(target)
                 if layout[0] is not x:
                     self.strided_readers.setdefault(layout[0].id, set()).add(target)
-        if node.output.id in self.overwrites:  # run after every other reader of the old value
-            old = self.overwrites[node.output.id]
-            self.add_deps(target, self.readers.get(old, ()))
+
+    def recompute(self, k, x, now):
+        """Recompute `x`, an elementwise value of another loop kernel, inside loop kernel `k`
+        instead of reading it from memory, when it is a short chain of elementwise ops over
+        values that are in memory anyway (inputs, constants, library kernels' outputs, values
+        `k` already reads). Then `x` need not be stored: the backward's uses of a forward
+        activation's intermediates (GELU's cube and tanh, a sigmoid) cost no buffer each while
+        the backward waits, at the price of recomputing them (AOTAutograd's recompute-over-save
+        choice, taken per read). `now`: the graph position of the node reading `x`."""
+        p = self.home.get(x.id)
+        if (p is None or p is k or p.kind != "loop" or x.node.opdef.kind != ELEMENTWISE
+                or x.id in self.stored_anyway):
+            return
+        local = {n.output.id for n in k.nodes}
+        if x.id in local:
+            return
+        read = {layout[0].id for n in k.nodes for y in n.inputs
+                if (layout := base_layout(y)) is not None}
+        chain, seen, stack, longer_lived = [], set(), [x], 0
+        while stack:
+            v = stack.pop()
+            if v.id in seen or v.id in local:
+                continue
+            seen.add(v.id)
+            if (self.home.get(v.id) is p and v.node.opdef.kind == ELEMENTWISE
+                    and v.id not in self.stored_anyway):  # (read what is in memory anyway)
+                chain.append(v.node)
+                if len(chain) > RECOMPUTE_LIMIT:
+                    return
+                stack.extend(v.node.inputs)
+                continue
+            layout = base_layout(v)  # a leaf: it must be in memory anyway
+            if layout is None:
+                return
+            base = layout[0]
+            if (base.node is None or base.node.opdef.kind == CONST or base.id in read
+                    or self.last_use.get(base.id, -1) > now):  # (in memory at k anyway)
+                continue
+            if base.id not in self.stored_anyway:
+                return
+            longer_lived += _nbytes(base)  # its buffer now lives until k
+        if longer_lived > _nbytes(x):  # (a float32 buffer kept to spare a bool mask's)
+            return
+        for node in sorted(chain, key=lambda n: self.position[n.output.id]):
+            k.nodes.append(node)
+            k.recomputed.add(node.output.id)
+            self.note_reads(k, node)
 
 
-def _mark_stores(graph, kernels, home):
+def _mark_stores(graph, kernels):
     """A kernel stores the values read outside it (or through a view, or a reduction's), the
     graph's outputs, and what library kernels compute."""
+    computed = {node.output.id for k in kernels for node in k.nodes}
     read_as_buffer = set()
     for k in kernels:
+        local = {node.output.id for node in k.nodes}  # computed here, or recomputed here
         for node in k.nodes:
             for x in node.inputs:
                 layout = base_layout(x)
                 base = layout[0] if layout else x
-                if base.id in home and (home[base.id] is not k or base is not x
+                if base.id in computed and (base.id not in local or base is not x
                                         or base.node.opdef.kind == REDUCE):
                     read_as_buffer.add(base.id)
     out_ids = {base_layout(v)[0].id for v in graph.outputs}  # an output may be a reshape
     for k in kernels:
         for node in k.nodes:
             v = node.output
-            if v.id in read_as_buffer or v.id in out_ids or node.opdef.kind in (REDUCE, KERNEL):
+            if v.id not in k.recomputed and (v.id in read_as_buffer or v.id in out_ids
+                                    or node.opdef.kind in (REDUCE, KERNEL)):
                 k.stores.append(v)
+
+
+def _nbytes(v):
+    return int(np.prod(v.shape, dtype=np.int64)) * np.dtype(v.dtype).itemsize
+
+
+def _stored_anyway(graph):
+    """Values that will have a buffer whatever fusion does: the outputs, what library kernels
+    compute and read, and what is read through a view."""
+    ids = {base_layout(v)[0].id for v in graph.outputs}
+    for node in graph.nodes:
+        if node.opdef.kind in (KERNEL, REDUCE):
+            ids.add(node.output.id)
+        for x in node.inputs:
+            layout = base_layout(x)
+            if layout is not None and (node.opdef.kind == KERNEL or layout[0] is not x):
+                ids.add(layout[0].id)
+    return ids
 
 
 def parallel_min_iterations():
@@ -407,6 +491,8 @@ def describe(fusion):
         ops = ", ".join(n.op for n in k.nodes)
         shape = "x".join(str(d) for d in k.shape) or "scalar"
         stores = ", ".join(f"%{v.id}" for v in k.stores)
-        lines.append(f"{k.name}: {k.kind} over [{shape}]: {ops} -> {stores}")
+        again = sorted(k.recomputed)
+        again = f" (recomputes {', '.join(f'%{i}' for i in again)})" if again else ""
+        lines.append(f"{k.name}: {k.kind} over [{shape}]: {ops} -> {stores}{again}")
     return "\n".join(lines)
 

@@ -523,8 +523,11 @@ def test_matmuls_are_separate_kernels():
 @pytest.mark.parametrize("name,fn,make,argnums", GRAPHS, ids=GRAPH_IDS)
 def test_fusion_partitions_and_schedules_the_graph(name, fn, make, argnums):
     fusion = fused(fn, make, argnums)
-    placed = [n for k in fusion.kernels for n in k.nodes]
-    assert len(placed) == len({id(n) for n in placed}), "a node in two kernels"
+    placed = [n for k in fusion.kernels for n in k.nodes if n.output.id not in k.recomputed]
+    assert len(placed) == len({id(n) for n in placed}), "a node computed by two kernels"
+    for k in fusion.kernels:  # a value recomputed elsewhere is computed by one kernel too
+        assert k.recomputed <= {n.output.id for n in placed}
+        assert k.kind == "loop" or not k.recomputed
     computed = [n for n in fusion.graph.nodes if n.opdef.kind not in ("view", "const")]
     assert {id(n) for n in placed} == {id(n) for n in computed}
     for i, k in enumerate(fusion.kernels):
@@ -534,8 +537,10 @@ def test_fusion_partitions_and_schedules_the_graph(name, fn, make, argnums):
         pos = {n.output.id: j for j, n in enumerate(k.nodes)}
         for j, n in enumerate(k.nodes):
             assert all(pos.get(x.id, -1) < j for x in n.inputs)
-    # outputs are stored
-    stored = {v.id for k in fusion.kernels for v in k.stores}
+    # outputs are stored, each value by one kernel
+    stores = [v.id for k in fusion.kernels for v in k.stores]
+    assert len(stores) == len(set(stores))
+    stored = set(stores)
     for v in fusion.graph.outputs:
         assert fusion.layouts[v.id][0].id in stored
 

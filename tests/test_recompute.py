@@ -1,0 +1,78 @@
+"""Recompute instead of save (gradc/passes/fuse.py `_Fuser.recompute`): a backward kernel that
+needs a forward activation's elementwise intermediates recomputes them from what is in memory
+anyway instead of keeping one buffer each from the forward to the backward. Checked end to end:
+the buffers the plan keeps, and that the values and gradients (also of a train step, where the
+recomputation reads parameters that the step then overwrites) are those of NumPy."""
+import numpy as np
+
+import gradc
+
+N, D, F = 64, 8, 32
+C = np.sqrt(2 / np.pi)
+
+
+def gelu_mlp(params, x, target):
+    h = gradc.nn.gelu(x @ params["W1"] + params["b1"])
+    return gradc.nn.mse(h @ params["W2"] + params["b2"], target)
+
+
+def numpy_gelu_mlp(P, x, target):
+    """Value and gradients by hand, in float64."""
+    u = x @ P["W1"] + P["b1"]
+    t = np.tanh(C * (u + 0.044715 * u ** 3))
+    h = 0.5 * u * (1 + t)
+    dh_du = 0.5 * (1 + t) + 0.5 * u * (1 - t * t) * C * (1 + 3 * 0.044715 * u * u)
+    diff = h @ P["W2"] + P["b2"] - target
+    dout = 2 * diff / diff.size
+    du = (dout @ P["W2"].T) * dh_du
+    return np.mean(diff ** 2), {"W1": x.T @ du, "b1": du.sum(0), "W2": h.T @ dout,
+                                "b2": dout.sum(0)}
+
+
+def data(dtype):
+    rng = np.random.default_rng(0)
+    params = {"W1": rng.standard_normal((D, F)) / np.sqrt(D), "b1": rng.standard_normal(F) * 0.1,
+              "W2": rng.standard_normal((F, D)) / np.sqrt(F), "b2": np.zeros(D)}
+    x, target = rng.standard_normal((N, D)), rng.standard_normal((N, D))
+    cast = lambda a: a.astype(dtype)  # noqa: E731
+    return {k: cast(v) for k, v in params.items()}, cast(x), cast(target)
+
+
+def test_gelu_backward_keeps_no_intermediates():
+    """GELU's forward has six hidden-sized intermediates that its backward reads; only the
+    matmul's output (read again to recompute them) and the activation (the next matmul's input)
+    stay in memory until the backward, plus the backward's own two hidden-sized values."""
+    params, x, target = data(np.float32)
+    report = gradc.explain(gradc.value_and_grad(gelu_mlp), params, x, target)
+    hidden = [b for b in report.memory.largest if b.shape == (N, F)]
+    assert len(hidden) <= 4, hidden
+    assert "recomputes" in str(report)
+
+
+def test_gelu_mlp_values_and_gradients():
+    params, x, target = data(np.float64)
+    value, grads = gradc.value_and_grad(gelu_mlp)(params, x, target)
+    want_value, want_grads = numpy_gelu_mlp(params, x, target)
+    np.testing.assert_allclose(value, want_value, rtol=1e-12)
+    for k in want_grads:
+        np.testing.assert_allclose(grads[k], want_grads[k], rtol=1e-10, atol=1e-13, err_msg=k)
+
+
+def test_train_step_recomputing_from_a_parameter_it_updates():
+    """sigmoid(w * x)'s backward recomputes the sigmoid from w, which the step updates in
+    place: the update must wait for that read (else the gradient uses the new w)."""
+    rng = np.random.default_rng(1)
+    w0, x = rng.standard_normal((16, 16)), rng.standard_normal((16, 16))
+
+    def loss(p, x):
+        return np.sum(gradc.nn.sigmoid(p["w"] * x) ** 2)
+
+    p = {"w": w0.copy()}
+    step = gradc.train_step(loss, gradc.optim.SGD(lr=0.1))
+    for _ in range(3):
+        step(p, x)
+    w = w0.copy()
+    for _ in range(3):
+        s = 1 / (1 + np.exp(-w * x))
+        w -= 0.1 * 2 * s * s * (1 - s) * x
+    np.testing.assert_allclose(p["w"], w, rtol=1e-12)
