@@ -13,6 +13,7 @@ import numpy as np
 from . import pytree
 from .errors import NonDifferentiableError, SignatureError
 from .ir import SUPPORTED_DTYPES, Value
+from .ops import fn
 
 
 class Call:
@@ -130,10 +131,39 @@ def check_input_dtypes(key, names, src):
 
 
 def check_scalar_output(out, src):
-    """A differentiated function returns one scalar float."""
-    if not isinstance(out, Value) or out.shape != () or not np.issubdtype(out.dtype, np.floating):
+    """A differentiated function returns one float of size 1: a scalar, or an array of shape
+    (1,), (1, 1)... (as autograd accepts; its value keeps the shape the function returned)."""
+    if not isinstance(out, Value) or out.size != 1 or not np.issubdtype(out.dtype, np.floating):
         what = f"shape {out.shape} {out.dtype}" if isinstance(out, Value) else type(out).__name__
         raise NonDifferentiableError(
             f"grad needs a function that returns a scalar float, got {what}; reduce it first "
-            "(e.g. .sum() or .mean())", source=(out.node.source if isinstance(out, Value) and out.node
-                                               else src))
+            "(e.g. .sum() or .mean()), or use gradc.jacobian for a Jacobian",
+            source=(out.node.source if isinstance(out, Value) and out.node else src))
+
+
+def as_scalar(loss):
+    """The loss (of size 1, checked) as a 0-d value, to differentiate."""
+    return loss if loss.shape == () else fn.reshape(loss, ())
+
+
+def check_loss_output(out_tree, outs, has_aux, fun, src):
+    """What a differentiated function returned (`out_tree`, its array leaves `outs`, traced) is
+    one loss, or with has_aux=True a pair (loss, aux) whose aux is a pytree of arrays."""
+    if not has_aux:
+        if len(outs) != 1:
+            raise NonDifferentiableError(
+                f"grad needs a function that returns one scalar, got {pytree.describe(out_tree)}"
+                "; to return more beside the loss, use has_aux=True and return (loss, aux)",
+                source=src)
+        check_scalar_output(outs[0], src)
+        return
+    pair = out_tree[0] in ("tuple", "list") and len(out_tree[1]) == 2
+    if not pair or out_tree[1][0] != pytree.LEAF:
+        code = getattr(fun, "__code__", None)
+        where = f" (defined at {code.co_filename.rsplit('/', 1)[-1]}:{code.co_firstlineno})" \
+            if code is not None else ""
+        raise NonDifferentiableError(
+            f"has_aux=True: {getattr(fun, '__name__', 'the function')}{where} must return a pair "
+            f"(loss, aux), loss a scalar array and aux a pytree of arrays; it returned "
+            f"{pytree.describe(out_tree)}. Return `loss, aux`, or drop has_aux=True", source=src)
+    check_scalar_output(outs[0], src)
