@@ -20,7 +20,7 @@ from .ir import Value
 from .log import log_compile
 from .ops import fn
 from .passes import BEFORE_AUTODIFF, run_passes
-from .signature import (Call, as_scalar, check_device_leaves, check_input_dtypes,
+from .signature import (Call, RecompileWatch, as_scalar, check_device_leaves, check_input_dtypes,
                         check_loss_output, check_scalar_output, differentiable_leaves,
                         normalize_argnums, signature_key, what_changed)
 from .trace import argument_names, current_graph, leaf_names, trace, user_source
@@ -40,6 +40,7 @@ class Function:
         self._compiling = threading.RLock()  # one compile at a time: see compiled_once
         self._last_key = None
         self._last_call = None  # a LastCall: the last call's signature, recognized fast
+        self._storm = RecompileWatch()
         self.__name__ = getattr(fun, "__name__", "fn")
         self.__doc__ = getattr(fun, "__doc__", None)
         self.__wrapped__ = fun
@@ -163,6 +164,9 @@ class Function:
         names = leaf_names((call.args, call.kwargs), argument_names(self.fun))
         log_compile(f"{self.mode}({self.__name__})", src, what_changed(self._last_key, key, names),
                     len(compiled.fusion.kernels), {"trace": t_trace, **compiled.lowered.timings})
+        if self.max_signatures is None:  # (a cap set on purpose: no warning)
+            self._storm.note(self._last_key, key, self.__name__, argument_names(self.fun), src,
+                             "pass max_signatures=N (the hard cap; it silences this warning)")
         self.cache[key] = compiled
         self._last_key = key
         return compiled

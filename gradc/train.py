@@ -23,7 +23,7 @@ from .log import log_compile
 from .ops import fn
 from .passes import BEFORE_AUTODIFF, run_passes
 from .pytree import is_device_array
-from .signature import (Call, as_scalar, check_device_leaves, check_input_dtypes,
+from .signature import (Call, RecompileWatch, as_scalar, check_device_leaves, check_input_dtypes,
                         check_loss_output, differentiable_leaves, signature_key, what_changed)
 from .standalone.calls import first_overlap
 from .trace import argument_names, leaf_names, trace, user_source
@@ -133,6 +133,7 @@ class TrainStep:
         self._scalars = {name: np.zeros((), np.float64) for name in optimizer.scalar_names}
         self._last_key = None
         self._last_call = None  # a LastCall: the last call's signature, recognized fast
+        self._storm = RecompileWatch()
         self._owned = (None, [], [])  # (ids, addresses, arrays) of the owned inputs: _owned_addresses
         self._on_device = None  # target="cuda": the CudaCompiled holding the current state
 
@@ -381,6 +382,9 @@ class TrainStep:
         log_compile(f"train_step({self.__name__})", src,
                     what_changed(self._last_key, key, leaf_names((call.args, {}), names)),
                     len(compiled.fusion.kernels), compiled.lowered.timings)
+        self._storm.note(self._last_key, key, self.__name__, names, src,
+                         "filter the warning: warnings.simplefilter('ignore', "
+                         "gradc.RecompileWarning)")
         self.cache[key] = compiled
         self._last_key = key
         return compiled
