@@ -343,9 +343,16 @@ class TrainStep:
                 grads = global_norm_clip(grads, self.clip_norm)
             ok = all_finite([loss] + grads) if self.check_finite else None
             new_params, new_state = [], {slot: [] for slot in self.optimizer.slots}
+            # per-parameter options (weight_decay, mask, lr_mult), or None: the same for all
+            leaf_options = self.optimizer.leaf_options(
+                call.args[self.argnums if self.loss_fn is not None else 0])
             for i, (p, g) in enumerate(zip(params, grads)):
                 s = {k: fn.astype(v, p.dtype) for k, v in scalars.items()}
-                new_p, st = self.optimizer.update(p, g, {k: v[i] for k, v in state_in.items()}, s)
+                state = {k: v[i] for k, v in state_in.items()}
+                if leaf_options is None:
+                    new_p, st = self.optimizer.update(p, g, state, s)
+                else:
+                    new_p, st = self.optimizer.update(p, g, state, s, leaf_options[i])
                 if ok is not None:
                     new_p = fn.where(ok, new_p, p)
                     st = {k: fn.where(ok, v, state_in[k][i]) for k, v in st.items()}
