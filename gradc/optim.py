@@ -39,7 +39,9 @@ def _lerp(start, end, weight):
 def _option(optimizer, name, value):
     """A per-parameter option as given: a number, a pytree of numbers matching the parameters
     (a number stands for every leaf below it), or a function params -> such a pytree."""
-    if value is None or callable(value) or isinstance(value, (numbers.Real, dict, list, tuple)):
+    if isinstance(value, numbers.Real):
+        return float(value)  # (np.float32 too: `scalars` tells a number by its type)
+    if value is None or callable(value) or isinstance(value, (dict, list, tuple)):
         return value
     raise ArgumentError(
         f"{optimizer}({name}={type(value).__name__}): give a number, a pytree of numbers shaped "
@@ -110,6 +112,14 @@ class Optimizer:
         same for all (one weight_decay number, no mask or lr_mult)."""
         raise NotImplementedError
 
+    def _set_options(self, name, mask, lr_mult):
+        """Set `mask` and `lr_mult` when given (left unset, they are the class's None and not
+        among the hyperparameters: repr and `gradc compile`'s modules stay as they were)."""
+        if mask is not None:
+            self.mask = _option(name, "mask", mask)
+        if lr_mult is not None:
+            self.lr_mult = _option(name, "lr_mult", lr_mult)
+
     def uniform(self):
         """One weight_decay number for every parameter, and no mask or lr_mult."""
         return isinstance(self.weight_decay, numbers.Real) and self.mask is None and \
@@ -149,7 +159,7 @@ class SGD(Optimizer):
         self.lr, self.momentum, self.dampening = lr, momentum, dampening
         self.nesterov = nesterov
         self.weight_decay = _option("SGD", "weight_decay", weight_decay)
-        self.mask, self.lr_mult = _option("SGD", "mask", mask), _option("SGD", "lr_mult", lr_mult)
+        self._set_options("SGD", mask, lr_mult)
 
     @property
     def slots(self):
@@ -190,15 +200,16 @@ class Adam(Optimizer):
         name = type(self).__name__
         self.lr, self.betas, self.eps = lr, tuple(betas), eps
         self.weight_decay = _option(name, "weight_decay", weight_decay)
-        self.mask, self.lr_mult = _option(name, "mask", mask), _option(name, "lr_mult", lr_mult)
+        self._set_options(name, mask, lr_mult)
 
     def static(self):
         return (type(self).__name__, self.betas, self.eps) + self._options_key()
 
     def scalars(self, step):
         b1, b2 = self.betas
-        # (per-parameter rates compute their decay in the graph: `update`)
-        wd = self.weight_decay if isinstance(self.weight_decay, numbers.Real) else 0.0
+        # (a pytree of rates computes each decay in the graph: `update`; this method is copied
+        # into `gradc compile`'s modules, hence no imports)
+        wd = self.weight_decay if type(self.weight_decay) in (int, float) else 0.0
         return {"lr": float(self.lr),
                 "step_size": float(self.lr) / (1 - b1 ** step),
                 "bias_correction2_sqrt": math.sqrt(1 - b2 ** step),
