@@ -128,6 +128,17 @@ def _frozen(x):
     return pytree.unflatten(tree, [np.array(v) if isinstance(v, np.ndarray) else v for v in leaves])
 
 
+def _arrays(tree):
+    """`tree` with its Python numbers as 0-d float64 arrays."""
+    if isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        return np.asarray(tree, np.float64)
+    if isinstance(tree, dict):
+        return {k: _arrays(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
+        return type(tree)(_arrays(v) for v in tree)
+    return tree
+
+
 def vjp(fun, *primals):
     """(out, vjp_fn), as JAX's vjp: `out = fun(*primals)`, and `vjp_fn(cotangent)` returns the
     tuple of cotangents of the primals (one per primal, shaped like it): `cotangent` has the
@@ -146,8 +157,8 @@ def vjp(fun, *primals):
     pulled_back.__name__ = f"vjp of {getattr(fun, '__name__', 'fn')}"
     backward = _built(fun, "vjp", n, lambda: grad(pulled_back, argnums=tuple(range(n)), copy=True))
 
-    def vjp_fn(cotangent):
-        return backward(*primals, cotangent)
+    def vjp_fn(cotangent):  # (Python numbers as arrays: traced, not one compile per value)
+        return backward(*primals, _arrays(cotangent))
 
     return out, vjp_fn
 
