@@ -343,10 +343,9 @@ def test_sgd_weight_decay_pytree_and_uniform_decay_unchanged():
     rates = {"W": 0.5, "b": 0.0, "ln": {"g": 0.0}, "emb": 0.25}
     before = {k: (v.copy() if k != "ln" else {"g": v["g"].copy()}) for k, v in p.items()}
     gradc.train_step(_linear_loss(coef), gradc.optim.SGD(lr=0.1, weight_decay=rates))(p)
-    np.testing.assert_allclose(p["W"], before["W"] - np.float32(0.1) * (1 + 0.5 * before["W"]),
-                               rtol=1e-6)
-    np.testing.assert_allclose(p["emb"], before["emb"] - np.float32(0.1) * (1 + 0.25 * before["emb"]),
-                               rtol=1e-6)
+    for k, rate in (("W", 0.5), ("emb", 0.25)):
+        np.testing.assert_allclose(p[k], before[k] - np.float32(0.1) * (1 + rate * before[k]),
+                                   rtol=1e-6)
     np.testing.assert_array_equal(p["b"], before["b"] - np.float32(0.1))  # decay 0: none at all
     np.testing.assert_array_equal(p["ln"]["g"], before["ln"]["g"] - np.float32(0.1))
     # one number and no mask or lr_mult: PyTorch's exact path, as before (leaf options None)
