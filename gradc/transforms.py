@@ -14,6 +14,7 @@ import numpy as np
 from . import autodiff, pytree
 from .errors import NonDifferentiableError, UnsupportedOpError
 from .ops import fn
+from .trace import user_source
 
 # output elements (VJPs) one Jacobian may unroll: beyond it the graph, and its compile, get big
 MAX_JACOBIAN_ROWS = 1024
@@ -109,13 +110,14 @@ def _inner(a, b):
     b_leaves, b_tree = pytree.flatten(b)
     if a_tree != b_tree:
         raise NonDifferentiableError(f"the cotangent {pytree.describe(b_tree)} does not match "
-                                     f"the output {pytree.describe(a_tree)}")
+                                     f"the output {pytree.describe(a_tree)}: give it the "
+                                     "output's structure", source=user_source())
     total = None
     for x, y in zip(a_leaves, b_leaves):
         if tuple(np.shape(x)) != tuple(np.shape(y)):
             raise NonDifferentiableError(
                 f"a cotangent of shape {np.shape(y)} for an output of shape {np.shape(x)}: "
-                "give each output's cotangent its shape")
+                "give each output's cotangent its shape", source=user_source())
         term = fn.sum(x * y)
         total = term if total is None else total + term
     return total
