@@ -14,14 +14,17 @@ from . import surface  # noqa: E402,F401  (installs the NumPy surface onto ir.Va
 from . import nn  # noqa: E402,F401
 from .errors import (ArgumentError, CacheWarning, CompileError, FrozenRandomError,  # noqa: E402
                      GradcError, IndexOutOfRangeError, NonDifferentiableError, NonFiniteError,
-                     ShapeError, SignatureError, TracedBranchError, UnsupportedOpError)
+                     RecompileWarning, ShapeError, SignatureError, TracedBranchError,
+                     UnsupportedOpError)
 from . import optim  # noqa: E402,F401
 from . import random  # noqa: E402,F401
 from .api import explain, grad, jit, value_and_grad  # noqa: E402
 from .train import train_step  # noqa: E402
+from .transforms import hessian, hvp, jacobian, vjp  # noqa: E402
 from .aot import Spec  # noqa: E402
 
-__all__ = ["Spec", "jit", "grad", "value_and_grad", "train_step", "explain", "nn", "optim", "random",
+__all__ = ["Spec", "jit", "grad", "value_and_grad", "train_step", "explain", "jacobian",
+           "hessian", "vjp", "hvp", "nn", "optim", "random",
            "GradcError", "ArgumentError", "ShapeError", "UnsupportedOpError", "FrozenRandomError",
            "TracedBranchError", "SignatureError", "NonDifferentiableError", "NonFiniteError",
-           "IndexOutOfRangeError", "CompileError", "CacheWarning", "__version__"]
+           "IndexOutOfRangeError", "CompileError", "CacheWarning", "RecompileWarning", "__version__"]

@@ -55,3 +55,8 @@ class CompileError(GradcError):
 class CacheWarning(UserWarning):
     """gradc's disk cache could not be used (not private to the user, or not writable): it
     caches elsewhere for this process, or in memory, and goes on."""
+
+
+class RecompileWarning(UserWarning):
+    """A compiled function keeps compiling new signatures because a static (Python) value in
+    its arguments keeps changing: pass it as an array so it is traced, or raise max_signatures."""

@@ -13,30 +13,34 @@ import time
 
 import numpy as np
 
-from . import autodiff, pytree, random
+from . import autodiff, pytree, random, transforms
 from .compile import check_target, compile_graph
-from .errors import NonDifferentiableError, SignatureError
+from .errors import SignatureError
 from .ir import Value
 from .log import log_compile
 from .ops import fn
 from .passes import BEFORE_AUTODIFF, run_passes
-from .signature import (Call, check_device_leaves, check_input_dtypes, check_scalar_output,
-                        differentiable_leaves, normalize_argnums, signature_key, what_changed)
+from .signature import (Call, RecompileWatch, as_scalar, check_device_leaves, check_input_dtypes,
+                        check_loss_output, check_scalar_output, differentiable_leaves,
+                        normalize_argnums, signature_key, what_changed)
 from .trace import argument_names, current_graph, leaf_names, trace, user_source
 
 
 class Function:
     """A compiled function: `jit`, `grad` or `value_and_grad` of `fun`."""
 
-    def __init__(self, fun, mode, argnums=0, copy=False, target="cpu", max_signatures=None):
+    def __init__(self, fun, mode, argnums=0, copy=False, target="cpu", max_signatures=None,
+                 has_aux=False):
         check_target(target)
         self.fun, self.mode, self.argnums, self.copy = fun, mode, argnums, copy
+        self.has_aux = has_aux  # fun returns (loss, aux): aux comes back beside the gradients
         self.target = target
         self.max_signatures = max_signatures
         self.cache = {}
         self._compiling = threading.RLock()  # one compile at a time: see compiled_once
         self._last_key = None
         self._last_call = None  # a LastCall: the last call's signature, recognized fast
+        self._storm = RecompileWatch()
         self.__name__ = getattr(fun, "__name__", "fn")
         self.__doc__ = getattr(fun, "__doc__", None)
         self.__wrapped__ = fun
@@ -58,13 +62,19 @@ class Function:
         argnums, many = normalize_argnums(self.argnums, len(call.args), src)
         differentiable_leaves(call, argnums, src, argument_names(self.fun))
         graph, out_tree, outs = trace(self.fun, call.args, call.kwargs)
-        if len(outs) != 1:
-            raise NonDifferentiableError("grad needs a function that returns one scalar", source=src)
-        check_scalar_output(outs[0], src)
+        if self.mode == "jacobian":
+            graph = run_passes(graph, BEFORE_AUTODIFF)
+            wrt = [graph.inputs[p] for i in argnums for p in call.ranges[i]]
+            blocks = transforms.jacobian_values(graph, graph.outputs, wrt, src)
+            graph.outputs = [v for block in blocks for v in block]
+            _advance_generators(graph, call.treedef)
+            return graph, (out_tree, [call.arg_trees[i] for i in argnums], many, len(wrt))
+        check_loss_output(out_tree, outs, self.has_aux, self.fun, src)
         graph = run_passes(graph, BEFORE_AUTODIFF)
         wrt = [graph.inputs[p] for i in argnums for p in call.ranges[i]]
-        grads = autodiff.vjp(graph, graph.outputs[0], wrt)
-        graph.outputs = [graph.outputs[0]] + grads
+        loss, aux = graph.outputs[0], graph.outputs[1:]
+        grads = autodiff.vjp(graph, as_scalar(loss), wrt)
+        graph.outputs = [loss] + grads + aux  # (aux after the gradients: see _package)
         _advance_generators(graph, call.treedef)
         floats = [type(x) is pytree.TracedFloat for i in argnums for x in call.arg_leaves(i)]
         return graph, (out_tree, [call.arg_trees[i] for i in argnums], many,
@@ -154,6 +164,9 @@ class Function:
         names = leaf_names((call.args, call.kwargs), argument_names(self.fun))
         log_compile(f"{self.mode}({self.__name__})", src, what_changed(self._last_key, key, names),
                     len(compiled.fusion.kernels), {"trace": t_trace, **compiled.lowered.timings})
+        if self.max_signatures is None:  # (a cap set on purpose: no warning)
+            self._storm.note(self._last_key, key, self.__name__, argument_names(self.fun), src,
+                             "pass max_signatures=N (the hard cap; it silences this warning)")
         self.cache[key] = compiled
         self._last_key = key
         return compiled
@@ -162,6 +175,11 @@ class Function:
         if self.mode == "jit":  # (None: a generator's counter, advanced in place)
             return pytree.unflatten(compiled.out_kind, [_result(o, fresh=True) for o in outs
                                                         if o is not None])
+        if self.mode == "jacobian":  # per output, a block per differentiated leaf
+            out_tree, arg_trees, many, n = compiled.out_kind
+            blocks = [_result(o, fresh=True) for o in outs[:n * pytree.leaf_count(out_tree)]]
+            return transforms.jacobian_tree(out_tree, arg_trees, many,
+                                            [blocks[i:i + n] for i in range(0, len(blocks), n)])
         out_tree, grad_trees, many, counts, floats = compiled.out_kind
         value = _result(outs[0], fresh=True)
         if floats:  # the gradient of a Python float is a Python float
@@ -172,6 +190,11 @@ class Function:
                                                  else o for o in outs[cursor:cursor + n]]))
             cursor += n
         grads = tuple(grads) if many else grads[0]
+        if self.has_aux:  # out_tree is that of (loss, aux); aux follows the gradients
+            aux_tree = out_tree[1][1]
+            aux = outs[cursor:cursor + pytree.leaf_count(aux_tree)]
+            aux = pytree.unflatten(aux_tree, [_result(o, fresh=self.copy) for o in aux])
+            return (grads, aux) if self.mode == "grad" else ((value, aux), grads)
         return grads if self.mode == "grad" else (value, grads)
 
     # --- inside another trace: grad of grad ------------------------------------------------
@@ -194,14 +217,26 @@ class Function:
             trees.append(call.arg_trees[i])
             args[i] = pytree.unflatten(call.arg_trees[i], marked)
         out = self.fun(*args, **kwargs)
-        check_scalar_output(out, src)
         flat = [w for ws in wrt for w in ws]
-        grads_flat = autodiff.vjp(graph, out, flat)
+        if self.mode == "jacobian":
+            outs, out_tree = pytree.flatten(out)
+            outs = [fn.as_value(o, graph=graph) for o in outs]
+            blocks = transforms.jacobian_values(graph, outs, flat, src)
+            return transforms.jacobian_tree(out_tree, trees, many, blocks)
+        aux = None
+        if self.has_aux:
+            leaves, tree = pytree.flatten(out)
+            check_loss_output(tree, leaves, True, self.fun, src)
+            out, aux = out
+        check_scalar_output(out, src)
+        grads_flat = autodiff.vjp(graph, as_scalar(out), flat)
         grads, cursor = [], 0
         for tree, ws in zip(trees, wrt):
             grads.append(pytree.unflatten(tree, grads_flat[cursor:cursor + len(ws)]))
             cursor += len(ws)
         grads = tuple(grads) if many else grads[0]
+        if self.has_aux:
+            return (grads, aux) if self.mode == "grad" else ((out, aux), grads)
         return grads if self.mode == "grad" else (out, grads)
 
 

@@ -10,13 +10,22 @@ scalars computed in float64 from the step count, then rounded to float32, as PyT
     Adam:  g = g + wd*p;  m = lerp(m, g, 1-b1);  v = b2*v + (1-b2)*g*g
            p = p - (lr/(1-b1^t)) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
     AdamW: p = p*(1 - lr*wd), then Adam with no weight decay.
+
+Per-parameter options, for every optimizer: `weight_decay` (a number, a pytree of numbers shaped
+like the parameters, or a function params -> such a pytree), `mask` (optax's: a pytree of bools
+or a function params -> one; decay only where True) and `lr_mult` (a learning-rate multiplier per
+parameter, the name Caffe and MXNet give it; PyTorch spells it as a param group's own lr). They
+are compiled into the update as constants. With them, AdamW's factor 1 - lr*lr_mult*wd is
+computed in the parameter's dtype (PyTorch's param groups compute it in float64, so a float32
+factor can differ in its last bit); one weight_decay number alone keeps PyTorch's order exactly.
 """
 import math
 import numbers
 
 import numpy as np
 
-from .errors import UnsupportedOpError
+from . import pytree
+from .errors import ArgumentError
 from .trace import user_source
 
 
@@ -27,22 +36,67 @@ def _lerp(start, end, weight):
     return end - (end - start) * (1 - weight)
 
 
-def _one_rate(optimizer, weight_decay):
-    """weight_decay as one number; a per-parameter pytree or mask is refused (for now)."""
-    if isinstance(weight_decay, numbers.Real):
-        return weight_decay
-    raise UnsupportedOpError(
-        f"{optimizer}(weight_decay={type(weight_decay).__name__}): per-parameter weight decay (a "
-        "pytree of rates, or a mask) is not supported yet; give one float. To leave some "
-        "parameters undecayed, pass weight_decay=0.0 and apply the decay to the others yourself "
-        "after each step (AdamW: p *= 1 - lr * rate)", source=user_source())
+def _option(optimizer, name, value):
+    """A per-parameter option as given: a number, a pytree of numbers matching the parameters
+    (a number stands for every leaf below it), or a function params -> such a pytree."""
+    if isinstance(value, numbers.Real):
+        return float(value)  # (np.float32 too: `scalars` tells a number by its type)
+    if value is None or callable(value) or isinstance(value, (dict, list, tuple)):
+        return value
+    raise ArgumentError(
+        f"{optimizer}({name}={type(value).__name__}): give a number, a pytree of numbers shaped "
+        "like the parameters (dicts, lists, tuples), or a function params -> such a pytree",
+        source=user_source())
+
+
+def _frozen(value):
+    """A hashable stand-in for an option (part of the compiled signature)."""
+    if isinstance(value, dict):
+        return ("dict", tuple((repr(k), _frozen(v)) for k, v in sorted(value.items(), key=repr)))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_frozen(v) for v in value))
+    return value  # a number, None, or a function (by identity)
+
+
+def per_leaf(option, params, optimizer, name, default):
+    """`option` resolved to one float per leaf of `params` (in flatten order): a function is
+    called with the parameters; a number applies to every leaf below it; bools are 1.0/0.0."""
+    if option is None:
+        option = default
+    if callable(option):
+        option = option(params)
+    out = []
+
+    def walk(o, p, path):
+        if isinstance(o, (numbers.Real, np.bool_)) or (isinstance(o, np.ndarray) and o.ndim == 0):
+            out.extend([float(o)] * len(pytree.flatten(p)[0]))
+        elif isinstance(p, dict) and isinstance(o, dict) and set(o) == set(p):
+            for k in sorted(p, key=repr):  # (pytree.flatten's order)
+                walk(o[k], p[k], f"{path}[{k!r}]")
+        elif isinstance(p, (list, tuple)) and isinstance(o, (list, tuple)) and len(o) == len(p):
+            for i, (a, b) in enumerate(zip(o, p)):
+                walk(a, b, f"{path}[{i}]")
+        else:
+            keys = f" (keys {sorted(p, key=repr)})" if isinstance(p, dict) else ""
+            raise ArgumentError(
+                f"{optimizer}({name}=...): at {path or 'the root'} the parameters are "
+                f"{type(p).__name__}{keys} but {name} has {o!r}; give a number per parameter, "
+                "in a pytree shaped like the parameters (a number covers a whole subtree)",
+                source=user_source())
+
+    walk(option, params, "")
+    return out
 
 
 class Optimizer:
-    """Base: `slots` names the per-parameter state arrays, `scalar_names` the runtime scalars."""
+    """Base: `slots` names the per-parameter state arrays, `scalar_names` the runtime scalars.
+
+    Per-parameter options (`weight_decay`, `mask`, `lr_mult`) are resolved against the
+    parameters when a step compiles (`leaf_options`) and compiled in as constants."""
 
     slots = ()
     scalar_names = ("lr",)
+    weight_decay, mask, lr_mult = 0.0, None, None
 
     def static(self):
         """Hyperparameters baked into the compiled update (part of the signature)."""
@@ -52,21 +106,60 @@ class Optimizer:
         """Runtime scalars (float64) for update number `step` (1-based)."""
         raise NotImplementedError
 
-    def update(self, p, g, state, s):
-        """IR of one parameter's update: returns (new_p, {slot: new_state})."""
+    def update(self, p, g, state, s, leaf=None):
+        """IR of one parameter's update: returns (new_p, {slot: new_state}). `leaf`: that
+        parameter's options ({"weight_decay": rate, "lr_mult": m}), or None when they are the
+        same for all (one weight_decay number, no mask or lr_mult)."""
         raise NotImplementedError
+
+    def _set_options(self, name, mask, lr_mult):
+        """Set `mask` and `lr_mult` when given (left unset, they are the class's None and not
+        among the hyperparameters: repr and `gradc compile`'s modules stay as they were)."""
+        if mask is not None:
+            self.mask = _option(name, "mask", mask)
+        if lr_mult is not None:
+            self.lr_mult = _option(name, "lr_mult", lr_mult)
+
+    def uniform(self):
+        """One weight_decay number for every parameter, and no mask or lr_mult."""
+        return isinstance(self.weight_decay, numbers.Real) and self.mask is None and \
+            self.lr_mult is None
+
+    def _options_key(self):
+        return (_frozen(self.weight_decay), _frozen(self.mask), _frozen(self.lr_mult))
+
+    def leaf_options(self, params):
+        """Per leaf of `params` (flatten order): {"weight_decay": rate, "lr_mult": m}; None when
+        `uniform`. A mask (optax's semantics) keeps the decay only where it is True."""
+        if self.uniform():
+            return None
+        name = type(self).__name__
+        rates = per_leaf(self.weight_decay, params, name, "weight_decay", 0.0)
+        keep = per_leaf(self.mask, params, name, "mask", True)
+        mults = per_leaf(self.lr_mult, params, name, "lr_mult", 1.0)
+        return [{"weight_decay": r if k else 0.0, "lr_mult": m}
+                for r, k, m in zip(rates, keep, mults)]
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({args})"
 
 
+def _scaled(lr, leaf):
+    """A runtime learning-rate scalar times the parameter's lr_mult (a compiled constant)."""
+    m = 1.0 if leaf is None else leaf["lr_mult"]
+    return lr if m == 1.0 else lr * m
+
+
 class SGD(Optimizer):
-    def __init__(self, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
+                 mask=None, lr_mult=None):
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         self.lr, self.momentum, self.dampening = lr, momentum, dampening
-        self.nesterov, self.weight_decay = nesterov, _one_rate("SGD", weight_decay)
+        self.nesterov = nesterov
+        self.weight_decay = _option("SGD", "weight_decay", weight_decay)
+        self._set_options("SGD", mask, lr_mult)
 
     @property
     def slots(self):
@@ -77,7 +170,7 @@ class SGD(Optimizer):
         return ("lr", "buf_keep", "buf_new") if self.momentum else ("lr",)
 
     def static(self):
-        return ("SGD", self.momentum, self.dampening, self.nesterov, self.weight_decay)
+        return ("SGD", self.momentum, self.dampening, self.nesterov) + self._options_key()
 
     def scalars(self, step):
         out = {"lr": float(self.lr)}
@@ -86,14 +179,15 @@ class SGD(Optimizer):
             out["buf_new"] = 1.0 if step == 1 else 1.0 - float(self.dampening)
         return out
 
-    def update(self, p, g, state, s):
-        d = g + self.weight_decay * p if self.weight_decay else g
+    def update(self, p, g, state, s, leaf=None):
+        wd = self.weight_decay if leaf is None else leaf["weight_decay"]
+        d = g + wd * p if wd else g
         new_state = {}
         if self.momentum:
             buf = s["buf_keep"] * state["momentum_buffer"] + s["buf_new"] * d
             new_state["momentum_buffer"] = buf
             d = d + self.momentum * buf if self.nesterov else buf
-        return p - s["lr"] * d, new_state
+        return p - _scaled(s["lr"], leaf) * d, new_state
 
 
 class Adam(Optimizer):
@@ -101,34 +195,42 @@ class Adam(Optimizer):
     scalar_names = ("lr", "step_size", "bias_correction2_sqrt", "decay")
     decoupled = False
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, mask=None,
+                 lr_mult=None):
+        name = type(self).__name__
         self.lr, self.betas, self.eps = lr, tuple(betas), eps
-        self.weight_decay = _one_rate(type(self).__name__, weight_decay)
+        self.weight_decay = _option(name, "weight_decay", weight_decay)
+        self._set_options(name, mask, lr_mult)
 
     def static(self):
-        return (type(self).__name__, self.betas, self.eps, self.weight_decay)
+        return (type(self).__name__, self.betas, self.eps) + self._options_key()
 
     def scalars(self, step):
         b1, b2 = self.betas
+        # (a pytree of rates computes each decay in the graph: `update`; this method is copied
+        # into `gradc compile`'s modules, hence no imports)
+        wd = self.weight_decay if type(self.weight_decay) in (int, float) else 0.0
         return {"lr": float(self.lr),
                 "step_size": float(self.lr) / (1 - b1 ** step),
                 "bias_correction2_sqrt": math.sqrt(1 - b2 ** step),
-                "decay": 1.0 - float(self.lr) * self.weight_decay}
+                "decay": 1.0 - float(self.lr) * wd}
 
-    def update(self, p, g, state, s):
+    def update(self, p, g, state, s, leaf=None):
         b1, b2 = self.betas
-        if self.decoupled and self.weight_decay:
-            p = p * s["decay"]
-        elif self.weight_decay:
-            g = g + self.weight_decay * p
+        wd = self.weight_decay if leaf is None else leaf["weight_decay"]
+        if self.decoupled and wd:  # PyTorch: p *= 1 - lr*wd, that factor rounded from float64
+            p = p * (s["decay"] if leaf is None else 1.0 - _scaled(s["lr"], leaf) * wd)
+        elif wd:
+            g = g + wd * p
         m = _lerp(state["exp_avg"], g, 1 - b1)
         v = state["exp_avg_sq"] * b2 + (1 - b2) * g * g
         denom = np.sqrt(v) / s["bias_correction2_sqrt"] + self.eps
-        return p - s["step_size"] * (m / denom), {"exp_avg": m, "exp_avg_sq": v}
+        return p - _scaled(s["step_size"], leaf) * (m / denom), {"exp_avg": m, "exp_avg_sq": v}
 
 
 class AdamW(Adam):
     decoupled = True
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
-        super().__init__(lr, betas, eps, weight_decay)
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, mask=None,
+                 lr_mult=None):
+        super().__init__(lr, betas, eps, weight_decay, mask, lr_mult)

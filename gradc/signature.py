@@ -8,11 +8,16 @@ the argument rules every entry point (jit, grad, train_step, gradc check) shares
 """
 from __future__ import annotations
 
+import sys
+import warnings
+
 import numpy as np
 
 from . import pytree
-from .errors import NonDifferentiableError, SignatureError
+from .errors import NonDifferentiableError, RecompileWarning, SignatureError
 from .ir import SUPPORTED_DTYPES, Value
+from .ops import fn
+from .trace import _user_frame
 
 
 class Call:
@@ -64,6 +69,74 @@ def what_changed(old, new, names=None):
     changes = [f"{names[i]}: {a[0]}/{np.dtype(a[1]).name} -> {b[0]}/{np.dtype(b[1]).name}"
                for i, (a, b) in enumerate(zip(old[1], new[1])) if a != b]
     return "new signature (" + "; ".join(changes) + ")"
+
+
+def static_changes(old, new, argnames=()):
+    """[(path, old value, new value)] of the static values that differ between signature keys
+    `old` and `new` when nothing else does (same structure, shapes and dtypes); else None.
+    `argnames`: the function's positional parameter names, for the paths."""
+    if old is None or old[1:] != new[1:]:
+        return None
+    found = []
+
+    def walk(a, b, path):
+        if a == b:
+            return True
+        if a[0] == "static" and b[0] == "static":
+            found.append((path, a[1], b[1]))
+            return True
+        if a[0] != b[0] or len(a) != len(b) or a[0] in ("*", "float") or a[1:-1] != b[1:-1]:
+            return False  # (a dict's keys, a namedtuple's or node's type, ... differ)
+        if len(a[-1]) != len(b[-1]):
+            return False
+        keys = a[1] if a[0] == "dict" else range(len(a[-1]))
+        return all(walk(x, y, f"{path}[{k!r}]") for k, x, y in zip(keys, a[-1], b[-1]))
+
+    (old_args, old_kw), (new_args, new_kw) = old[0][1], new[0][1]
+    if len(old_args[1]) != len(new_args[1]) or old_kw[1] != new_kw[1]:
+        return None
+    for i, (a, b) in enumerate(zip(old_args[1], new_args[1])):
+        if not walk(a, b, argnames[i] if i < len(argnames) else f"arg{i}"):
+            return None
+    for k, a, b in zip(new_kw[1], old_kw[2], new_kw[2]):
+        if not walk(a, b, k):
+            return None
+    return found or None
+
+
+class RecompileWatch:
+    """Warns once (RecompileWarning) when a function has compiled STORM signatures that differ
+    from the one before only in a static value: a Python number that keeps changing, such as
+    an iteration count, compiles a new program per value. Shape changes are not counted (a few
+    batch shapes are expected; max_signatures caps them)."""
+
+    STORM = 8
+
+    def __init__(self):
+        self.static_compiles, self.warned = 0, False
+
+    def note(self, old, new, name, argnames, src, keep):
+        """A compile of key `new` after `old` (None at the first), from the user's line `src`;
+        `keep` says how to keep the value static on purpose."""
+        if old is None:
+            self.static_compiles = 1  # the first signature
+            return
+        changes = static_changes(old, new, argnames)
+        if changes is None:
+            return
+        self.static_compiles += 1
+        if self.warned or self.static_compiles < self.STORM:
+            return
+        self.warned = True
+        path, a, b = changes[0]
+        frame, _ = _user_frame(sys._getframe(1))
+        where = (frame.f_code.co_filename, frame.f_lineno) if frame else ("<unknown>", 0)
+        warnings.warn_explicit(RecompileWarning(
+            f"{src}: {name} has compiled {self.static_compiles} signatures because the static "
+            f"value {path} keeps changing (now {a!r} -> {b!r}): a Python {type(b).__name__} is "
+            "compiled into the program, so every new value compiles again. Pass it as an array "
+            "(np.asarray(...), or np.float64(...) for a float) so it is traced; or, to keep it "
+            f"static on purpose, {keep}"), RecompileWarning, *where)
 
 
 def normalize_argnums(argnums, nargs, src):
@@ -130,10 +203,39 @@ def check_input_dtypes(key, names, src):
 
 
 def check_scalar_output(out, src):
-    """A differentiated function returns one scalar float."""
-    if not isinstance(out, Value) or out.shape != () or not np.issubdtype(out.dtype, np.floating):
+    """A differentiated function returns one float of size 1: a scalar, or an array of shape
+    (1,), (1, 1)... (as autograd accepts; its value keeps the shape the function returned)."""
+    if not isinstance(out, Value) or out.size != 1 or not np.issubdtype(out.dtype, np.floating):
         what = f"shape {out.shape} {out.dtype}" if isinstance(out, Value) else type(out).__name__
         raise NonDifferentiableError(
             f"grad needs a function that returns a scalar float, got {what}; reduce it first "
-            "(e.g. .sum() or .mean())", source=(out.node.source if isinstance(out, Value) and out.node
-                                               else src))
+            "(e.g. .sum() or .mean()), or use gradc.jacobian for a Jacobian",
+            source=(out.node.source if isinstance(out, Value) and out.node else src))
+
+
+def as_scalar(loss):
+    """The loss (of size 1, checked) as a 0-d value, to differentiate."""
+    return loss if loss.shape == () else fn.reshape(loss, ())
+
+
+def check_loss_output(out_tree, outs, has_aux, fun, src):
+    """What a differentiated function returned (`out_tree`, its array leaves `outs`, traced) is
+    one loss, or with has_aux=True a pair (loss, aux) whose aux is a pytree of arrays."""
+    if not has_aux:
+        if len(outs) != 1:
+            raise NonDifferentiableError(
+                f"grad needs a function that returns one scalar, got {pytree.describe(out_tree)}"
+                "; to return more beside the loss, use has_aux=True and return (loss, aux)",
+                source=src)
+        check_scalar_output(outs[0], src)
+        return
+    pair = out_tree[0] in ("tuple", "list") and len(out_tree[1]) == 2
+    if not pair or out_tree[1][0] != pytree.LEAF:
+        code = getattr(fun, "__code__", None)
+        where = f" (defined at {code.co_filename.rsplit('/', 1)[-1]}:{code.co_firstlineno})" \
+            if code is not None else ""
+        raise NonDifferentiableError(
+            f"has_aux=True: {getattr(fun, '__name__', 'the function')}{where} must return a pair "
+            f"(loss, aux), loss a scalar array and aux a pytree of arrays; it returned "
+            f"{pytree.describe(out_tree)}. Return `loss, aux`, or drop has_aux=True", source=src)
+    check_scalar_output(outs[0], src)

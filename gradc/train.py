@@ -17,14 +17,14 @@ import numpy as np
 
 from . import autodiff, pytree, random
 from .compile import check_target, compile_graph
-from .errors import NonFiniteError, SignatureError
+from .errors import NonFiniteError, SignatureError, UnsupportedOpError
 from .ir import Graph
 from .log import log_compile
 from .ops import fn
 from .passes import BEFORE_AUTODIFF, run_passes
 from .pytree import is_device_array
-from .signature import (Call, check_device_leaves, check_input_dtypes, check_scalar_output,
-                        differentiable_leaves, signature_key, what_changed)
+from .signature import (Call, RecompileWatch, as_scalar, check_device_leaves, check_input_dtypes,
+                        check_loss_output, differentiable_leaves, signature_key, what_changed)
 from .standalone.calls import first_overlap
 from .trace import argument_names, leaf_names, trace, user_source
 
@@ -111,9 +111,10 @@ class TrainStep:
     """`loss = step(params, *batch)`: one optimizer step, params updated in place."""
 
     def __init__(self, loss_fn, optimizer, argnums=0, check_finite=False, clip_norm=None,
-                 target="cpu", grad_scale=1.0):
+                 target="cpu", grad_scale=1.0, has_aux=False):
         check_target(target)
         self.target = target
+        self.has_aux = has_aux  # loss_fn returns (loss, aux); a step returns (loss, aux copies)
         if not isinstance(argnums, int):
             raise SignatureError("train_step updates one argument: argnums must be an int")
         self.loss_fn, self.optimizer, self.argnums = loss_fn, optimizer, argnums
@@ -132,6 +133,7 @@ class TrainStep:
         self._scalars = {name: np.zeros((), np.float64) for name in optimizer.scalar_names}
         self._last_key = None
         self._last_call = None  # a LastCall: the last call's signature, recognized fast
+        self._storm = RecompileWatch()
         self._owned = (None, [], [])  # (ids, addresses, arrays) of the owned inputs: _owned_addresses
         self._on_device = None  # target="cuda": the CudaCompiled holding the current state
 
@@ -226,12 +228,16 @@ class TrainStep:
                 last = self._last_call = compiled.last_call(treedef[1][0], leaves, params)
                 if last is not None:  # (owned are in io now, where the fast way leaves them)
                     last.state, last.static = self._state, static
-            loss = float(outs[0])
+            loss = float(outs[0].reshape(()))  # (a loss of shape (1,) too)
             if self.check_finite and not bool(outs[-1]):
                 raise NonFiniteError(
                     f"the loss ({loss}) or a gradient is not finite; parameters and optimizer "
                     "state were left unchanged", source=user_source())
             self.step_count = step
+            if self.has_aux:  # out_kind: (aux tree, where its leaves start among the outputs)
+                tree, first = compiled.out_kind
+                aux = outs[first:first + pytree.leaf_count(tree)]
+                return loss, pytree.unflatten(tree, [_fresh(a) for a in aux])
             return loss
 
     def _owned_addresses(self):
@@ -290,19 +296,20 @@ class TrainStep:
 
     def _joint_graph(self, call, src):
         """The loss and the gradients of the parameters, as one graph (or, for an update-only
-        step, the gradients as inputs). Returns (graph, params, loss, grads, first param leaf)."""
+        step, the gradients as inputs). Returns (graph, params, loss, grads, first param leaf,
+        (aux tree, aux values) or None)."""
         if self.loss_fn is None:
-            return self._gradients_given(call, src)
+            return self._gradients_given(call, src) + (None,)
         graph, out_tree, outs = trace(self.loss_fn, call.args)
         differentiable_leaves(call, (self.argnums,), src)
-        if len(outs) != 1:
-            raise SignatureError("train_step needs a loss function returning one scalar", source=src)
-        check_scalar_output(outs[0], src)
+        check_loss_output(out_tree, outs, self.has_aux, self.loss_fn, src)
         graph = run_passes(graph, BEFORE_AUTODIFF)
         positions = call.ranges[self.argnums]  # the parameters' graph inputs
         params = graph.inputs[positions.start:positions.stop]
         loss = graph.outputs[0]
-        return graph, params, loss, autodiff.vjp(graph, loss, params), positions.start
+        aux = (out_tree[1][1], graph.outputs[1:]) if self.has_aux else None
+        grads = autodiff.vjp(graph, as_scalar(loss), params)
+        return graph, params, loss, grads, positions.start, aux
 
     def _gradients_given(self, call, src):
         if len(call.args) != 2:
@@ -326,7 +333,7 @@ class TrainStep:
         names = argument_names(self.loss_fn) if self.loss_fn is not None else ["params", "grads"]
         check_input_dtypes(key, lambda: leaf_names((call.args, {}), names), src)
         check_device_leaves(call.leaves, self.target, src)
-        graph, params, loss, grads, before = self._joint_graph(call, src)
+        graph, params, loss, grads, before, aux = self._joint_graph(call, src)
         n_params = len(params)
         with graph.at_source(f"optimizer {type(self.optimizer).__name__}"):
             state_in = {slot: [graph.add_input(p.shape, p.dtype, name=f"{slot}[{i}]")
@@ -336,9 +343,16 @@ class TrainStep:
                 grads = global_norm_clip(grads, self.clip_norm)
             ok = all_finite([loss] + grads) if self.check_finite else None
             new_params, new_state = [], {slot: [] for slot in self.optimizer.slots}
+            # per-parameter options (weight_decay, mask, lr_mult), or None: the same for all
+            leaf_options = self.optimizer.leaf_options(
+                call.args[self.argnums if self.loss_fn is not None else 0])
             for i, (p, g) in enumerate(zip(params, grads)):
                 s = {k: fn.astype(v, p.dtype) for k, v in scalars.items()}
-                new_p, st = self.optimizer.update(p, g, {k: v[i] for k, v in state_in.items()}, s)
+                state = {k: v[i] for k, v in state_in.items()}
+                if leaf_options is None:
+                    new_p, st = self.optimizer.update(p, g, state, s)
+                else:
+                    new_p, st = self.optimizer.update(p, g, state, s, leaf_options[i])
                 if ok is not None:
                     new_p = fn.where(ok, new_p, p)
                     st = {k: fn.where(ok, v, state_in[k][i]) for k, v in st.items()}
@@ -346,6 +360,10 @@ class TrainStep:
                 for slot in self.optimizer.slots:
                     new_state[slot].append(st[slot])
         outputs = [loss] + new_params + [v for slot in self.optimizer.slots for v in new_state[slot]]
+        out_kind = None
+        if aux is not None:  # computed by the same forward: returned after the state
+            out_kind = (aux[0], len(outputs))
+            outputs += aux[1]
         aliases = {1 + i: _index(graph.inputs, p) for i, p in enumerate(params)}
         k = 1 + len(params)
         for slot in self.optimizer.slots:
@@ -363,7 +381,7 @@ class TrainStep:
         # where the parameters sit among the leaves; which inputs are gradc's: the optimizer
         # state (kept on the device by target="cuda"), then the runtime scalars
         first_owned = len(graph.inputs) - len(scalars) - n_params * len(self.optimizer.slots)
-        compiled = compile_graph(graph, title, None, load, self.target,
+        compiled = compile_graph(graph, title, out_kind, load, self.target,
                                  param_leaves=slice(before, before + n_params),
                                  first_owned=first_owned, runtime_scalars=len(scalars))
         if not cache:
@@ -371,9 +389,17 @@ class TrainStep:
         log_compile(f"train_step({self.__name__})", src,
                     what_changed(self._last_key, key, leaf_names((call.args, {}), names)),
                     len(compiled.fusion.kernels), compiled.lowered.timings)
+        self._storm.note(self._last_key, key, self.__name__, names, src,
+                         "filter the warning: warnings.simplefilter('ignore', "
+                         "gradc.RecompileWarning)")
         self.cache[key] = compiled
         self._last_key = key
         return compiled
+
+
+def _fresh(view):
+    """An aux output as the caller keeps it: a copy (0-d: a NumPy scalar)."""
+    return view.dtype.type(view[()]) if view.shape == () else view.copy()
 
 
 def _index(values, v):
@@ -381,20 +407,27 @@ def _index(values, v):
 
 
 def train_step(loss_fn=None, optimizer=None, *, argnums=0, check_finite=False, clip_norm=None,
-               target="cpu", distributed=False, comm=None, timeout=None):
+               target="cpu", distributed=False, comm=None, timeout=None, has_aux=False):
     """Compile `loss_fn`'s forward, backward and `optimizer`'s update into one call:
     `loss = step(params, *batch)` updates `params` (argument `argnums`) in place and returns
     the loss as a float. distributed=True trains data-parallel over MPI (gradc.distributed:
     one allreduce of the gradients per step; `comm` defaults to COMM_WORLD, `timeout` in
-    seconds aborts a rank left waiting)."""
+    seconds aborts a rank left waiting). has_aux=True: `loss_fn` returns (loss, aux), aux a
+    pytree of arrays computed in the same program, and a step returns (loss, aux) with aux
+    fresh copies."""
     if optimizer is None:
         raise TypeError("train_step needs an optimizer, e.g. gradc.optim.Adam(lr=1e-3)")
+    if distributed and has_aux:
+        raise UnsupportedOpError("train_step(distributed=True) does not take has_aux=True yet: "
+                                 "return the loss alone, and compute the metrics with "
+                                 "gradc.jit on one rank", source=user_source())
     if distributed:  # data parallel over MPI; mpi4py is imported only here
         from .distributed import train_step as data_parallel
         make = lambda f: data_parallel(f, optimizer, argnums=argnums, comm=comm,  # noqa: E731
                                        check_finite=check_finite, clip_norm=clip_norm,
                                        target=target, timeout=timeout)
     else:
-        make = lambda f: TrainStep(f, optimizer, argnums, check_finite, clip_norm, target)  # noqa: E731
+        make = lambda f: TrainStep(f, optimizer, argnums, check_finite, clip_norm, target,  # noqa: E731
+                                   has_aux=has_aux)
     return make if loss_fn is None else make(loss_fn)
 

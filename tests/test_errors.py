@@ -501,11 +501,15 @@ def test_label_out_of_range_names_the_call_and_the_labels():
     assert "labels holds an index outside [-3, 3)" in msg and "take_along_axis" in msg
 
 
-def test_per_parameter_weight_decay_is_not_supported_yet():
-    with pytest.raises(gradc.UnsupportedOpError) as excinfo:
-        gradc.optim.AdamW(weight_decay={"w": 0.1, "b": 0.0})  # WD-TREE
-    msg = check(excinfo, gradc.UnsupportedOpError, "WD-TREE")
-    assert "not supported yet" in msg and "one float" in msg
+def test_weight_decay_tree_that_does_not_fit_the_parameters():
+    step = gradc.train_step(lambda p, x: (p["w"] * x).sum(),
+                            gradc.optim.AdamW(weight_decay={"w": 0.1, "b": 0.0}))
+    w = X3.copy()
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        step({"w": w}, X3)  # WD-TREE
+    msg = check(excinfo, gradc.ArgumentError, "WD-TREE")
+    assert "weight_decay" in msg and "keys ['w']" in msg and "pytree shaped like" in msg
+    np.testing.assert_array_equal(w, X3)
 
 
 def test_numpy_function_given_a_list_of_traced_values():

@@ -1,0 +1,194 @@
+"""Function transforms beyond grad: `jacobian`, `hessian`, `vjp` and `hvp` (JAX's names and
+conventions), each a compiled Function (or built from them), cached per signature like the rest.
+
+The Jacobian is reverse mode: one VJP per output element, seeded with a one-hot cotangent, all
+unrolled into ONE graph (the forward is shared; the passes merge what the VJPs have in common), so
+a call runs one program. Its graph grows with the output's size, hence `MAX_JACOBIAN_ROWS`.
+"""
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+
+from . import autodiff, pytree
+from .errors import NonDifferentiableError, UnsupportedOpError
+from .ops import fn
+from .trace import user_source
+
+# output elements (VJPs) one Jacobian may unroll: beyond it the graph, and its compile, get big
+MAX_JACOBIAN_ROWS = 1024
+
+
+def jacobian_values(graph, outs, wrt, src):
+    """The Jacobian of each of `outs` with respect to each of `wrt` (values of `graph`), as
+    values of `graph`: a list per output of one value per `wrt`, shaped out.shape + w.shape."""
+    rows = sum(o.size for o in outs)
+    if rows > MAX_JACOBIAN_ROWS:
+        raise UnsupportedOpError(
+            f"gradc.jacobian unrolls one VJP per output element, and this function returns "
+            f"{rows} (over {MAX_JACOBIAN_ROWS}): reduce the output, or take VJPs with gradc.vjp",
+            source=src)
+    result = []
+    for o in outs:
+        if not np.issubdtype(o.dtype, np.floating):
+            raise NonDifferentiableError(
+                f"gradc.jacobian needs float outputs, got a {o.dtype} output of shape {o.shape}",
+                source=src)
+        per_w = [[] for _ in wrt]
+        for k in range(o.size):  # row k: the VJP with the k-th one-hot cotangent
+            seed = np.zeros(o.size, o.dtype)
+            seed[k] = 1
+            cts = autodiff.vjp(graph, o, wrt, seed=fn.array_const(graph, seed.reshape(o.shape)))
+            for rows_w, ct, w in zip(per_w, cts, wrt):
+                rows_w.append(fn.reshape(ct, (1,) + w.shape))
+        result.append([fn.reshape(fn.concatenate(r, axis=0), o.shape + w.shape) if r
+                       else fn.full(graph, o.shape + w.shape, 0, w.dtype)
+                       for r, w in zip(per_w, wrt)])
+    return result
+
+
+def jacobian_tree(out_tree, arg_trees, many, blocks):
+    """The Jacobian's pytree (JAX's jacrev): `out_tree` with each output replaced by the tree
+    of the arguments (a tuple of them when argnums is a tuple); `blocks`: per output, the flat
+    blocks of every argument's leaves, in order."""
+    per_out = []
+    for flat in blocks:
+        trees, cursor = [], 0
+        for tree in arg_trees:
+            n = pytree.leaf_count(tree)
+            trees.append(pytree.unflatten(tree, flat[cursor:cursor + n]))
+            cursor += n
+        per_out.append(tuple(trees) if many else trees[0])
+    return pytree.unflatten(out_tree, per_out)
+
+
+def jacobian(fun=None, *, argnums=0, target="cpu", max_signatures=None):
+    """The Jacobian of `fun` with respect to argument(s) `argnums` (reverse mode, JAX's jacrev
+    convention): for an output of shape S and an argument leaf of shape T, an array of shape
+    S + T; pytree outputs and arguments nest as JAX's do (output tree outside). Fresh arrays."""
+    from .function import Function
+    if fun is None:
+        return lambda f: jacobian(f, argnums=argnums, target=target,
+                                  max_signatures=max_signatures)
+    return Function(fun, "jacobian", argnums=argnums, target=target,
+                    max_signatures=max_signatures)
+
+
+def hessian(fun=None, *, argnums=0, target="cpu", max_signatures=None):
+    """The Hessian of scalar `fun`: the Jacobian of its gradient (both with respect to
+    `argnums`), as JAX's hessian: shape T + T for an argument of shape T, nested pairs for
+    pytrees and tuples of argnums."""
+    from .api import grad
+    if fun is None:
+        return lambda f: hessian(f, argnums=argnums, target=target,
+                                 max_signatures=max_signatures)
+    h = jacobian(grad(fun, argnums=argnums, target=target), argnums=argnums, target=target,
+                 max_signatures=max_signatures)
+    h.__name__ = f"hessian of {getattr(fun, '__name__', 'fn')}"
+    return h
+
+
+# gradc.vjp and gradc.hvp build their compiled Functions once per (function, kind, count of
+# arguments), so a loop that calls gradc.vjp(f, x) compiles once per signature, not per call
+_BUILT = weakref.WeakKeyDictionary()
+
+
+def _built(fun, kind, n, make):
+    try:
+        per_fun = _BUILT.setdefault(fun, {})
+    except TypeError:  # (not weakly referable: built anew)
+        return make()
+    if (kind, n) not in per_fun:
+        per_fun[kind, n] = make()
+    return per_fun[kind, n]
+
+
+def _inner(a, b):
+    """<a, b> summed over the leaves of two pytrees of the same structure (traced)."""
+    a_leaves, a_tree = pytree.flatten(a)
+    b_leaves, b_tree = pytree.flatten(b)
+    if a_tree != b_tree:
+        raise NonDifferentiableError(f"the cotangent {pytree.describe(b_tree)} does not match "
+                                     f"the output {pytree.describe(a_tree)}: give it the "
+                                     "output's structure", source=user_source())
+    total = None
+    for x, y in zip(a_leaves, b_leaves):
+        if tuple(np.shape(x)) != tuple(np.shape(y)):
+            raise NonDifferentiableError(
+                f"a cotangent of shape {np.shape(y)} for an output of shape {np.shape(x)}: "
+                "give each output's cotangent its shape", source=user_source())
+        term = fn.sum(x * y)
+        total = term if total is None else total + term
+    return total
+
+
+def _frozen(x):
+    """A copy of the array leaves of `x`, so a later change to the caller's arrays does not
+    change what a vjp_fn computes (JAX's arrays are immutable)."""
+    leaves, tree = pytree.flatten(x)
+    return pytree.unflatten(tree, [np.array(v) if isinstance(v, np.ndarray) else v for v in leaves])
+
+
+def _arrays(tree):
+    """`tree` with its Python numbers as 0-d float64 arrays."""
+    if isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        return np.asarray(tree, np.float64)
+    if isinstance(tree, dict):
+        return {k: _arrays(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
+        return type(tree)(_arrays(v) for v in tree)
+    return tree
+
+
+def vjp(fun, *primals):
+    """(out, vjp_fn), as JAX's vjp: `out = fun(*primals)`, and `vjp_fn(cotangent)` returns the
+    tuple of cotangents of the primals (one per primal, shaped like it): `cotangent` has the
+    structure of `out`. Both are compiled; vjp_fn's program computes the forward again (gradc
+    keeps no residuals between programs) and returns fresh arrays."""
+    from .api import grad, jit
+    n = len(primals)
+    if n == 0:
+        raise NonDifferentiableError("gradc.vjp(fun, *primals) needs at least one primal")
+    out = _built(fun, "jit", n, lambda: jit(fun))(*primals)
+    primals = _frozen(primals)
+
+    def pulled_back(*args):  # args: the primals, then the cotangent
+        return _inner(fun(*args[:-1]), args[-1])
+
+    pulled_back.__name__ = f"vjp of {getattr(fun, '__name__', 'fn')}"
+    backward = _built(fun, "vjp", n, lambda: grad(pulled_back, argnums=tuple(range(n)), copy=True))
+
+    def vjp_fn(cotangent):  # (Python numbers as arrays: traced, not one compile per value)
+        return backward(*primals, _arrays(cotangent))
+
+    return out, vjp_fn
+
+
+def hvp(fun, primals, tangents):
+    """(gradient, Hessian-vector product) of scalar `fun` at `primals` along `tangents` (tuples,
+    one entry per argument, as JAX's jvp takes them), without forming the Hessian: the Hessian
+    times v is the gradient of <grad fun, v>, reverse over reverse, in one compiled program
+    that computes the gradient too. With one primal, each is shaped like it (JAX's
+    `jvp(grad(f), (x,), (v,))`); with several, a tuple over them (fun differentiated with
+    respect to all of them)."""
+    from .api import grad
+    primals, tangents = tuple(primals), tuple(tangents)
+    n = len(primals)
+    if n == 0 or len(tangents) != n:
+        raise NonDifferentiableError(
+            f"gradc.hvp(fun, primals, tangents) takes tuples of the same length (one tangent per "
+            f"primal), got {n} primals and {len(tangents)} tangents")
+
+    def make():
+        gradient = grad(fun, argnums=tuple(range(n)))
+
+        def along(*args):  # args: the primals, then the tangents; aux: the gradient itself
+            g = gradient(*args[:n])
+            return _inner(g, args[n:]), g
+
+        along.__name__ = f"hvp of {getattr(fun, '__name__', 'fn')}"
+        return grad(along, argnums=tuple(range(n)), copy=True, has_aux=True)
+
+    hv, g = _built(fun, "hvp", n, make)(*primals, *tangents)
+    return (g[0], hv[0]) if n == 1 else (g, hv)
