@@ -205,10 +205,14 @@ def _sum_unneeded(x, t, needed):
 def _path(ops, out, optimize):
     """The contraction order: np.einsum_path's for these shapes (it reads only shapes: the
     operands are zero-stride stand-ins), or the one the user gave."""
-    if len(ops) == 1:
-        return [(0,)]
     if isinstance(optimize, (list, tuple)) and optimize and optimize[0] == "einsum_path":
         return _checked_path(list(optimize[1:]), len(ops))
+    strategy = optimize[0] if isinstance(optimize, tuple) and len(optimize) == 2 else optimize
+    if not (isinstance(strategy, (bool, type(None))) or strategy in ("greedy", "optimal")):
+        raise ArgumentError(f"np.einsum: optimize={optimize!r}; give a bool, 'greedy', "
+                            "'optimal', (strategy, memory limit) or an np.einsum_path path")
+    if len(ops) == 1:
+        return [(0,)]
     if optimize is False or optimize is True or optimize is None:
         optimize = "greedy"  # (the order only; optimize=False's one-shot loop has no BLAS)
     subscripts = ",".join("".join(t) for _, t in ops) + "->" + "".join(out)
