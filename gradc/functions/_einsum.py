@@ -159,7 +159,8 @@ def contract(values, labels, out, sizes, optimize="greedy", dtype=None):
             x, tx = _pair(x, tx, y, ty, keep)
         ops.append((x, tx))
     (x, tx), = ops
-    x = fn.transpose(_sum_unneeded(x, tx, set(out))[0], [tx.index(c) for c in out])
+    x, tx = _sum_unneeded(x, tx, set(out))
+    x = fn.transpose(x, [tx.index(c) for c in out])
     if dtype == np.bool_:
         return fn.not_equal(x, 0)
     return fn.astype(x, dtype)

@@ -45,7 +45,7 @@ def _einsum(operands, out=None, optimize=False, dtype=None, order="K", casting="
 def _labelled(a, b, a_summed, b_summed):
     """Labels for a contraction of a's axes `a_summed` with b's `b_summed` (normalized, pairwise
     equal in size): the output is a's other axes, then b's."""
-    if a.ndim + b.ndim - len(a_summed) > len(LETTERS):
+    if a.ndim + b.ndim > len(LETTERS):
         raise UnsupportedOpError("a contraction with more than 52 axes")
     ta = list(LETTERS[:a.ndim])
     tb = list(LETTERS[a.ndim:a.ndim + b.ndim])
