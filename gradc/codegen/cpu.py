@@ -93,9 +93,11 @@ class _Params:
 # ---------------------------------------------------------------------------------------------
 # loop kernels: the CPU rendering of a LoopNest (gradc/codegen/loops.py)
 
-def _index(access, sizes, params, loopvars, array):
+def _index(access, sizes, params, loopvars, array, tag):
     """The flat index of an access, written from sizes where the access is a (broadcast of a)
-    contiguous buffer, else from stride parameters. Returns (index, extent) expressions."""
+    contiguous buffer, else from stride parameters named by `tag` (one per distinct stride
+    pattern of the array: x[:, 0] * x[::-1, 1] reads one array two ways). Returns (index,
+    extent) expressions."""
     nz = [l for l, s in enumerate(access.strides) if s != 0]
     if not nz:
         return "0", "1"
@@ -109,11 +111,11 @@ def _index(access, sizes, params, loopvars, array):
         for l in nz[1:]:
             expr = f"({expr}) * n{l} + {loopvars[l]}" if "+" in expr else f"{expr} * n{l} + {loopvars[l]}"
         return expr, " * ".join(f"n{l}" for l in nz)
-    terms = [f"{loopvars[l]} * {params.add(f's{array}_{l}', access.strides[l])}" for l in nz]
+    terms = [f"{loopvars[l]} * {params.add(f's{tag}_{l}', access.strides[l])}" for l in nz]
     if access.origin:
-        terms.insert(0, params.add(f"o{array}", access.origin))
+        terms.insert(0, params.add(f"o{tag}", access.origin))
     extent = access.origin + sum((sizes[l] - 1) * s for l, s in enumerate(access.strides) if s > 0) + 1
-    return " + ".join(terms), params.add(f"len{array}", extent)
+    return " + ".join(terms), params.add(f"len{tag}", extent)
 
 
 def _arrays(nest, address):
@@ -146,10 +148,14 @@ def loop_kernel(kernel, fusion, address):
     for name, (dtype, ptr) in arrays.items():
         params.add(f"p{name[1:]}", ptr)
 
-    index, extent_of = {}, {}
+    index, extent_of, patterns = {}, {}, {}
     for access in nest.accesses:
         name = array_of[id(access)]
-        idx, extent = _index(access, sizes, params, loopvars, name)
+        seen = patterns.setdefault(name, [])
+        if (access.strides, access.origin) not in seen:
+            seen.append((access.strides, access.origin))
+        j = seen.index((access.strides, access.origin))
+        idx, extent = _index(access, sizes, params, loopvars, name, f"{name}v{j}" if j else name)
         index[id(access)] = f"{name}[{idx}]"
         extent_of.setdefault(name, []).append(extent)
 
@@ -157,8 +163,11 @@ def loop_kernel(kernel, fusion, address):
     emit = lambda depth, text: lines.append("    " * depth + text)  # noqa: E731
     for name, (dtype, _) in arrays.items():
         extents = extent_of[name]
-        extent = extents[0] if len(set(extents)) == 1 else params.add(
-            f"len{name}", max(_eval_extent(e, sizes, params) for e in extents))
+        longest = max(_eval_extent(e, sizes, params) for e in extents)
+        whole = f"len{name}"  # (unless a strided access bound that name to a shorter extent)
+        if whole in params.names and params.values[params.names.index(whole)] != str(longest):
+            whole = f"len{name}all"
+        extent = extents[0] if len(set(extents)) == 1 else params.add(whole, longest)
         emit(1, f"{name} = {_array_ctor(dtype)}(p{name[1:]}, {extent})")
 
     # reductions: the trailing loops they reduce over accumulate in a register
