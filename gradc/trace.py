@@ -305,7 +305,8 @@ def _signature(func):
 
 def _bind(func, args, kwargs, name):
     """The arguments of a call of NumPy's `func`, by NumPy's parameter names (extra keywords of
-    a `**kwargs` parameter flattened in); a call NumPy would refuse raises its TypeError."""
+    a `**kwargs` parameter flattened in; those of a `*args` parameter passed positionally); a
+    call NumPy would refuse raises its TypeError."""
     sig = _signature(func)
     if sig is None:
         return args, kwargs
@@ -313,13 +314,16 @@ def _bind(func, args, kwargs, name):
         bound = sig.bind(*args, **kwargs)
     except TypeError as e:
         raise ArgumentError(f"{name}(): {e}") from None
-    named = {}
+    positional, named = (), {}
     for param, value in bound.arguments.items():
-        if sig.parameters[param].kind == inspect.Parameter.VAR_KEYWORD:
+        kind = sig.parameters[param].kind
+        if kind == inspect.Parameter.VAR_KEYWORD:
             named.update(value)
+        elif kind == inspect.Parameter.VAR_POSITIONAL:  # (np.atleast_1d(*arys))
+            positional = tuple(value)
         else:
             named[param] = value
-    return (), named
+    return positional, named
 
 
 def _call_numpy(func, args, kwargs, name=None):
