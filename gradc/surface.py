@@ -159,15 +159,17 @@ def _array(self, *args, **kwargs):
            "(np.asarray, np.array, or a NumPy function gradc does not trace)")
     raise TracedBranchError(
         f"a traced value was converted to a NumPy array {how}; keep traced values symbolic: use "
-        "the NumPy functions, operators and gradc.nn functions listed in the README (a Python "
-        "list of traced values given to a NumPy function: np.stack the list first)",
-        source=user_source())
+        "the NumPy functions, operators and gradc.nn functions listed in the README. A list of "
+        "traced values: call np.array([...]) or np.stack as attributes of the numpy module (a "
+        "function imported by name, `from numpy import array`, is NumPy's own and cannot take "
+        "traced values)", source=user_source())
 
 
 def _setitem(self, index, value):
     raise UnsupportedOpError(
         "item assignment (x[i] = v) on a traced value: arrays are immutable in a traced function; "
-        "build the result with np.where, np.concatenate or arithmetic instead", source=user_source())
+        "use x = gradc.at(x)[i].set(v) (or .add(v)), a new array, or np.where(mask, v, x)",
+        source=user_source())
 
 
 def _getattr(self, name):

@@ -426,9 +426,11 @@ def trace(fun, args, kwargs=None):
         if type(x) is pytree.TracedFloat:  # a Python float: weakly typed, as NumPy's are
             graph.weak.add(v.id)
     targs, tkwargs = pytree.unflatten(treedef, values)
+    from .literals import numpy_constructors  # (it builds on this module)
     _active.graphs.append(graph)
     try:
-        with graph.stamping_user_source(True), frozen.Watch(fun, _static_values(treedef)) as watch:
+        with graph.stamping_user_source(True), numpy_constructors(), \
+                frozen.Watch(fun, _static_values(treedef)) as watch:
             out = fun(*targs, **tkwargs)
             watch.check(_definition(fun), final=True)
     finally:
