@@ -26,7 +26,7 @@ import numpy as np
 
 from .ir import Value
 from .ops import fn
-from .trace import current_graph, traced
+from .trace import _user_frame, current_graph, traced
 
 _NAMES = ("array", "asarray", "asanyarray", "ascontiguousarray", "full")
 _ORIGINAL = {name: getattr(np, name) for name in _NAMES}
@@ -75,6 +75,13 @@ def _literal(obj, dtype=None, ndmin=0):
     return out
 
 
+def _applies(obj):
+    """Is this call one to build a traced array: made while this thread traces, holding a traced
+    value, and by the user's code (another library's call, as SciPy's np.asarray of its
+    argument, keeps NumPy's function, whose error names that library)?"""
+    return current_graph() is not None and _holds_value(obj) and _user_frame()[1] is None
+
+
 def _graph_of(*args, **kwargs):
     value = _first_value(list(args) + list(kwargs.values()))
     return value.graph if value is not None else None
@@ -93,7 +100,7 @@ def _wrapper(name):
 
     @functools.wraps(original)
     def wrapper(*args, **kwargs):
-        if current_graph() is not None and _holds_value(args[0] if args else kwargs.get(first)):
+        if _applies(args[0] if args else kwargs.get(first)):
             return literal(*args, **kwargs)
         return original(*args, **kwargs)
     return wrapper
@@ -111,7 +118,7 @@ _full = traced(_full_impl, graph_of=_graph_of)
 @functools.wraps(_ORIGINAL["full"])
 def _full_wrapper(*args, **kwargs):
     fill = args[1] if len(args) > 1 else kwargs.get("fill_value")
-    if current_graph() is not None and _holds_value(fill):
+    if _applies(fill):
         return _full(*args, **kwargs)
     return _ORIGINAL["full"](*args, **kwargs)
 
@@ -126,11 +133,12 @@ def _joining(name):
     original = _ORIGINAL[name] = getattr(np, name)
 
     @functools.wraps(original)
-    def wrapper(arrays, *args, **kwargs):
-        if current_graph() is not None and type(arrays) in (list, tuple) and any(
-                type(a) in (list, tuple) and _holds_value(a) for a in arrays):
-            arrays = [_WRAPPERS["asarray"](a) for a in arrays]
-        return original(arrays, *args, **kwargs)
+    def wrapper(*args, **kwargs):
+        arrays = args[0] if args else None  # (NumPy's own call refuses the other spellings)
+        if type(arrays) in (list, tuple) and any(type(a) in (list, tuple) and _applies(a)
+                                                 for a in arrays):
+            args = ([_WRAPPERS["asarray"](a) for a in arrays],) + args[1:]
+        return original(*args, **kwargs)
     return wrapper
 
 
