@@ -144,10 +144,16 @@ def loop_kernel(kernel, fusion, address):
     for name, (dtype, ptr) in arrays.items():
         params.add(f"p{name[1:]}", ptr)
 
-    index, extent_of = {}, {}
+    index, extent_of, variants = {}, {}, {}
     for access in nest.accesses:
         name = array_of[id(access)]
-        idx, extent = _index(access, sizes, params, loopvars, name)
+        # one array read through different index maps (x[::-1, ::-1] + x[:, ::-1]): each map's
+        # parameters get a name of their own
+        seen = variants.setdefault(name, [])
+        if (access.strides, access.origin) not in seen:
+            seen.append((access.strides, access.origin))
+        k = seen.index((access.strides, access.origin))
+        idx, extent = _index(access, sizes, params, loopvars, name if k == 0 else f"{name}v{k}")
         index[id(access)] = f"{name}[{idx}]"
         extent_of.setdefault(name, []).append(extent)
 
@@ -156,7 +162,7 @@ def loop_kernel(kernel, fusion, address):
     for name, (dtype, _) in arrays.items():
         extents = extent_of[name]
         extent = extents[0] if len(set(extents)) == 1 else params.add(
-            f"len{name}", max(_eval_extent(e, sizes, params) for e in extents))
+            f"ext{name}", max(_eval_extent(e, sizes, params) for e in extents))
         emit(1, f"{name} = {_array_ctor(dtype)}(p{name[1:]}, {extent})")
 
     # reductions: the trailing loops they reduce over accumulate in a register
