@@ -49,7 +49,10 @@ def _one_axis_index(x, index, arrays):
     if len(arrays) == 1 and _integer(index[arrays[0]]) and np.ndim(index[arrays[0]]) > 0 and all(
             isinstance(i, slice) and i == slice(None) for k, i in enumerate(index)
             if k != arrays[0]):
-        return fn.take(x, index[arrays[0]], axis=arrays[0])
+        axis, idx = arrays[0], index[arrays[0]]
+        if not isinstance(idx, Value):  # (static indices are checked now, not when it runs)
+            idx = indexing._checked(idx, x.shape[axis], x)
+        return fn.take(x, idx, axis=axis)
     return None
 
 
@@ -178,7 +181,7 @@ def _getattr(self, name):
     raise UnsupportedOpError(
         f"the ndarray attribute or method .{name} is not supported in traced code; supported: "
         "T, shape, ndim, dtype, size, sum, mean, max, min, reshape, transpose, swapaxes, squeeze, "
-        "flatten, ravel, astype, dot, clip", source=user_source())
+        "flatten, ravel, astype, dot, clip, repeat, diagonal, take", source=user_source())
 
 
 _SURFACE = {
@@ -226,6 +229,7 @@ _SURFACE = {
     "ravel": _method(np.ravel),
     "astype": traced(_astype_method),
     "dot": _method(np.dot),
+    "repeat": _method(np.repeat), "diagonal": _method(np.diagonal), "take": _method(np.take),
     "clip": traced(_clip_method),
     "copy": lambda self, order="C": self,
 }

@@ -241,7 +241,8 @@ def _joined(join, name):
         _no_out(out, name)
         arrays = list(arrays)
         like = next(a for a in arrays if isinstance(a, Value))
-        arrays = [fn.as_value(a, like) for a in arrays]
+        # (a Python number is an array of its own dtype here, as in NumPy: not weakly typed)
+        arrays = [a if isinstance(a, Value) else fn.as_value(np.asarray(a), like) for a in arrays]
         if dtype is not None:
             arrays = [fn.astype(a, dtype) for a in arrays]
         if axis is None:

@@ -62,11 +62,13 @@ def _tile(A, reps):
 # ---------------------------------------------------------------------------------------------
 # joining
 
-def _values(arrays, *others):
-    """The arrays of a sequence argument as values (of the graph of any traced one)."""
+def _values(arrays):
+    """The arrays of a sequence argument as values (of the graph of the traced ones). A Python
+    number is an array of its own dtype here (np.hstack((x32, 1.5)) is float64), not weakly
+    typed as beside an array in an operator."""
     arrays = list(arrays)
-    like = next((a for a in list(arrays) + list(others) if isinstance(a, Value)), None)
-    return [fn.as_value(a, like) for a in arrays]
+    like = next(a for a in arrays if isinstance(a, Value))
+    return [a if isinstance(a, Value) else fn.as_value(np.asarray(a), like) for a in arrays]
 
 
 def _atleast(ndim):
