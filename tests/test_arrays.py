@@ -176,8 +176,8 @@ def test_function_gradients_match_finite_differences(name):
 # ---------------------------------------------------------------------------------------------
 # compiled end to end
 
-def compiled_subset(x, v, y):
-    return {name: ARRAYS[name](x, v, y) for name in COMPILED}
+def compiled_subset(x, v, y, names=COMPILED):
+    return {name: ARRAYS[name](x, v, y) for name in names}
 
 
 @pytest.fixture(scope="module")
@@ -188,9 +188,10 @@ def subset_loss():
 
 def test_compiled_functions_match_numpy_float32():
     args = [a.astype(np.float32) for a in (X, V, Y)]
-    got = gradc.jit(compiled_subset)(*args)
-    want = compiled_subset(*args)
-    for name in COMPILED:
+    names = ["repeat_per_row", "pad_reflect", "roll_axes", "triu_batched", "insert_columns"]
+    got = gradc.jit(compiled_subset)(*args, names)
+    want = compiled_subset(*args, names)
+    for name in names:
         assert_same(leaves(got[name]), leaves(want[name]), name)
 
 
