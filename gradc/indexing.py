@@ -20,6 +20,7 @@ import numpy as np
 from .errors import IndexOutOfRangeError, ShapeError, UnsupportedOpError
 from .ir import Value
 from .ops import fn
+from .trace import traced
 
 _MASK_ERROR = ("indexing with a traced boolean mask gives a data-dependent shape, which a "
                "compiled function cannot have; use np.where(mask, x, 0) (or pass the mask as a "
@@ -210,9 +211,7 @@ class _Update:
         return self._apply("max", values)
 
     def _apply(self, kind, values):
-        from .trace import traced  # (trace imports this module's users)
-        return traced(_update, lambda *args: _graph_of(*args))(self._x, self._index, kind,
-                                                                 values)
+        return _traced_update_of(self._x, self._index, kind, values)
 
 
 def _graph_of(x, index, kind, values):
@@ -247,6 +246,9 @@ def _update(x, index, kind, values):
     else:
         out = _static_update(flat, np.asarray(pos).ravel(), kind, vals)
     return fn.reshape(out, x.shape)
+
+
+_traced_update_of = traced(_update, graph_of=_graph_of)  # (errors name the user's line)
 
 
 def _combine(kind, old, new):

@@ -377,16 +377,38 @@ def test_compiled_traced_index_out_of_range_raises(indexed_grad):
     vg(A, W, I, J)  # (and then it runs again)
 
 
-def test_index_errors():
-    def check(f, error, words, args=(A,)):
-        with pytest.raises(error) as excinfo:
-            gradc.jit(f)(*args)
-        msg = str(excinfo.value)
-        assert "test_arrays.py" in msg and all(w in msg for w in words), msg
+def check_error(f, error, words, args=(A,)):
+    """f(*args) traced raises `error` naming this file's line and the words (before compiling)."""
+    with pytest.raises(error) as excinfo:
+        gradc.jit(f)(*args)
+    msg = str(excinfo.value)
+    assert "test_arrays.py" in msg and all(w in msg for w in words), msg
 
+
+def test_function_errors():
+    check_error(lambda x: np.repeat(x, x[0].astype(np.int64)), gradc.UnsupportedOpError,
+                ["repeats", "data-dependent"], (V,))
+    check_error(lambda x: np.roll(x, x[0].astype(np.int64)), gradc.UnsupportedOpError,
+                ["shift"], (V,))
+    check_error(lambda x: np.pad(x, 1, mode="maximum"), gradc.UnsupportedOpError,
+                ["maximum", "reflect"], (X,))
+    check_error(lambda x: np.pad(x, 1, "reflect", reflect_type="odd"),
+                gradc.UnsupportedOpError, ["odd"], (X,))
+    check_error(lambda x: np.pad(x, 1.5), gradc.ArgumentError, ["integral"], (X,))
+    check_error(lambda x: np.pad(x, ((1, 2), (3, -1))), gradc.ArgumentError, ["negative"], (X,))
+    check_error(lambda x: np.split(x, 3, axis=1), gradc.ArgumentError, ["equal division"], (X,))
+    check_error(lambda x: np.fliplr(x), gradc.ArgumentError, [">= 2-d"], (V,))
+    check_error(lambda x: np.diag(x), gradc.ArgumentError, ["1- or 2-d"], (Y,))
+    check_error(lambda x: np.rot90(x, axes=(1, 1)), gradc.ArgumentError, ["Axes"], (X,))
+    check_error(lambda x: np.vsplit(x, 2), gradc.ArgumentError, ["vsplit"], (V,))
+    check_error(lambda x: np.tile(x, x.shape[0] + x[0]), gradc.UnsupportedOpError, ["reps"],
+                (V,))
+
+
+def test_index_errors():
+    check = check_error
     check(lambda a: a[a > 0], gradc.UnsupportedOpError, ["data-dependent", "np.where"])
-    check(lambda a: gradc.at(a)[a > 0].set(a[a > 0] * 0), gradc.UnsupportedOpError,
-          ["data-dependent"])
+    check(lambda a: gradc.at(a)[a > 0].set(a[0]), gradc.UnsupportedOpError, ["scalar"])
     check(lambda a: a[[0, 3]], gradc.IndexOutOfRangeError, ["out of bounds"])
     check(lambda a: a[I, :, [5, 0]], gradc.IndexOutOfRangeError, ["out of bounds"])
     check(lambda a: a[ROWS[:2]], gradc.ShapeError, ["boolean index"])

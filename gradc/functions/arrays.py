@@ -76,7 +76,7 @@ def _atleast(ndim):
     (1, n) in 2-D, (1, n, 1) in 3-D; a 2-D (m, n) becomes (m, n, 1) in 3-D)."""
     def one(x):
         shape = np.atleast_1d if ndim == 1 else np.atleast_2d if ndim == 2 else np.atleast_3d
-        return fn.reshape(x, shape(np.empty(x.shape, np.bool_)).shape)
+        return fn.reshape(x, shape(np.broadcast_to(False, x.shape)).shape)
 
     def impl(*arys):
         out = [one(x) for x in _values(arys)]
