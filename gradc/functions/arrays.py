@@ -1,5 +1,5 @@
-"""Building and cutting arrays: repeat, tile, the stacks, the splits, pad, flip, roll, rot90,
-tril/triu, diag/diagonal, atleast_Nd, rollaxis, append, insert, delete.
+"""Building and cutting arrays: repeat, tile, the stacks, block, the splits, pad, flip, roll,
+rot90, tril/triu, diag/diagonal, atleast_Nd, rollaxis, append, insert, delete.
 
 Two ways to build them, both from gradc.ops.fn, so autodiff, fusion and CUDA come for free:
 - views and joins (slices with any step, transposes, concatenate) where the result is one:
@@ -110,6 +110,44 @@ def _append(arr, values, axis=None):
     if axis is None:
         arr, values, axis = fn.reshape(arr, (arr.size,)), fn.reshape(values, (values.size,)), 0
     return fn.concatenate([arr, values], axis)
+
+
+def _block(arrays):
+    """np.block: the innermost lists join along the last axis, the lists around them along the
+    one before, ...; every array is first given ndim = max(list depth, largest ndim) axes, new
+    ones in front."""
+    def depth(obj, where):
+        if type(obj) is tuple:
+            raise TypeError(f"{where} is a tuple. Only lists can be used to arrange blocks, and "
+                            "np.block does not allow implicit conversion from tuple to ndarray.")
+        if type(obj) is not list:
+            return 0
+        if not obj:
+            raise ValueError(f"List at {where} cannot be empty")
+        depths = {depth(o, f"{where}[{k}]") for k, o in enumerate(obj)}
+        if len(depths) > 1:
+            raise ValueError(f"List depths are mismatched in {where}")
+        return 1 + depths.pop()
+
+    levels = depth(arrays, "arrays")
+    flat = []
+
+    def collect(obj):
+        if type(obj) is list:
+            for o in obj:
+                collect(o)
+        else:
+            flat.append(obj)
+    collect(arrays)
+    values = iter(_values(flat))
+    ndim = max([levels] + [np.ndim(a) if not isinstance(a, Value) else a.ndim for a in flat])
+
+    def build(obj, level):
+        if type(obj) is not list:
+            x = next(values)
+            return fn.reshape(x, (1,) * (ndim - x.ndim) + x.shape)
+        return fn.concatenate([build(o, level + 1) for o in obj], ndim - levels + level)
+    return build(arrays, 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,7 +391,7 @@ FUNCTIONS = {
     np.hstack: _joined("hstack", 1, 1), np.vstack: _joined("vstack", 2, 0),
     np.row_stack: _joined("vstack", 2, 0),
     np.dstack: lambda tup: _joined("dstack", 3, 2)(tup), np.column_stack: _column_stack,
-    np.append: _append,
+    np.append: _append, np.block: _block,
     np.split: _split(np.split), np.array_split: _split(np.array_split),
     np.hsplit: lambda ary, indices_or_sections: _split(np.hsplit, _needs(1, "hsplit", None))(
         ary, indices_or_sections),
