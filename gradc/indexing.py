@@ -20,6 +20,7 @@ import numpy as np
 from .errors import IndexOutOfRangeError, ShapeError, UnsupportedOpError
 from .ir import Value
 from .ops import fn
+from .ops.movement import contiguous_strides
 from .trace import traced
 
 _MASK_ERROR = ("indexing with a traced boolean mask gives a data-dependent shape, which a "
@@ -101,15 +102,11 @@ def _traced_positions(x, index):
     trail = [(k, e) for k, e in basic if not (adjacent and k < advanced[0])]
     rank = len(lead) + len(block) + len(trail)
     at = len(lead)  # where the block starts
-    strides, dims = {}, {}
-    dim, acc = 0, 1
+    strides = contiguous_strides(x.shape)
+    dims = {}  # entry -> the axis of x it indexes
     for k, e in enumerate(entries):
         if e is not None:
-            dims[k] = dim
-            dim += 1
-    for d in reversed(range(x.ndim)):
-        strides[d] = acc
-        acc *= x.shape[d]
+            dims[k] = len(dims)
     static = np.zeros((1,) * rank, np.int64)
     traced = []
     out_shape = []
