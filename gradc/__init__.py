@@ -6,6 +6,7 @@
     step = gradc.train_step(loss, gradc.optim.Adam(lr=1e-3))  # loss = step(params, x, y)
     print(gradc.explain(loss, params, x, y))    # IR, passes, kernels, memory plan
     rng = gradc.random.default_rng(0)           # an argument: new random numbers every call
+    y = gradc.at(x)[idx].set(v)                 # x with x[idx] = v, out of place (also .add)
 """
 from ._version import __version__  # noqa: F401
 
@@ -19,11 +20,12 @@ from .errors import (ArgumentError, CacheWarning, CompileError, FrozenRandomErro
 from . import optim  # noqa: E402,F401
 from . import random  # noqa: E402,F401
 from .api import explain, grad, jit, value_and_grad  # noqa: E402
+from .indexing import at  # noqa: E402
 from .train import train_step  # noqa: E402
 from .transforms import hessian, hvp, jacobian, vjp  # noqa: E402
 from .aot import Spec  # noqa: E402
 
-__all__ = ["Spec", "jit", "grad", "value_and_grad", "train_step", "explain", "jacobian",
+__all__ = ["Spec", "at", "jit", "grad", "value_and_grad", "train_step", "explain", "jacobian",
            "hessian", "vjp", "hvp", "nn", "optim", "random",
            "GradcError", "ArgumentError", "ShapeError", "UnsupportedOpError", "FrozenRandomError",
            "TracedBranchError", "SignatureError", "NonDifferentiableError", "NonFiniteError",

@@ -9,6 +9,7 @@ import functools
 
 import numpy as np
 
+from . import indexing
 from .errors import ShapeError, TracedBranchError, UnsupportedOpError
 from .ir import Value
 from .ops import fn
@@ -19,25 +20,44 @@ from .trace import (UFUNCS, _array_function, _array_ufunc, _call_numpy, _clip_me
 # ---------------------------------------------------------------------------------------------
 # indexing
 
-def _is_int_array(x):
-    if isinstance(x, Value):
-        return np.issubdtype(x.dtype, np.integer)
-    if isinstance(x, (list, np.ndarray)):
-        arr = np.asarray(x)
-        return arr.ndim > 0 and np.issubdtype(arr.dtype, np.integer)
-    return False
-
-
 def _getitem(x, index):
+    """Basic indexing (integers, slices, None, ...) as views; index arrays as one gather along an
+    axis where they are one array on one axis (or x[np.arange(n), labels]), else as a gather of
+    the flattened x (gradc/indexing.py: NumPy's full rules, static boolean masks too)."""
     if not isinstance(index, tuple):
         index = (index,)
-    if any(isinstance(i, Value) and i.dtype == np.bool_ or
-           isinstance(i, np.ndarray) and i.dtype == np.bool_ for i in index):
-        raise UnsupportedOpError("boolean mask indexing gives data-dependent shapes; use "
-                                 "np.where(mask, x, 0) instead")
-    if any(_is_int_array(i) for i in index):
-        return _advanced_index(x, index)
-    return _basic_index(x, index)
+    # a list is an index array (as in NumPy; one holding traced integers becomes a traced array)
+    index = tuple(np.asarray(i) if isinstance(i, list) else i for i in index)
+    arrays = [k for k, i in enumerate(index) if isinstance(i, (Value, np.ndarray, bool, np.bool_))]
+    if not arrays:
+        return _basic_index(x, index)
+    if any(isinstance(index[k], Value) and index[k].dtype == np.bool_ for k in arrays):
+        raise UnsupportedOpError(indexing._MASK_ERROR)
+    fast = _one_axis_index(x, index, arrays)
+    return fast if fast is not None else indexing.gather(x, index)
+
+
+def _one_axis_index(x, index, arrays):
+    """The common patterns, each one gather along an axis: `x[np.arange(n), labels]`
+    (take_along_axis) and one integer array on one axis, every other axis whole (np.take)."""
+    if (len(index) == 2 and arrays == [0, 1] and x.ndim == 2 and isinstance(index[0], np.ndarray)
+            and np.array_equal(index[0], np.arange(x.shape[0]))
+            and _integer(index[1]) and np.ndim(index[1]) == 1
+            and (index[1].shape[0] == x.shape[0])):
+        labels = fn.as_value(index[1], x)
+        return fn.reshape(fn.take_along_axis(x, fn.reshape(labels, (-1, 1)), 1), (x.shape[0],))
+    if len(arrays) == 1 and _integer(index[arrays[0]]) and np.ndim(index[arrays[0]]) > 0 and all(
+            isinstance(i, slice) and i == slice(None) for k, i in enumerate(index)
+            if k != arrays[0]):
+        axis, idx = arrays[0], index[arrays[0]]
+        if not isinstance(idx, Value):  # (static indices are checked now, not when it runs)
+            idx = indexing._checked(idx, x.shape[axis], x)
+        return fn.take(x, idx, axis=axis)
+    return None
+
+
+def _integer(i):
+    return not isinstance(i, (bool, np.bool_)) and np.issubdtype(i.dtype, np.integer)
 
 
 def _basic_index(x, index):
@@ -71,24 +91,6 @@ def _basic_index(x, index):
             raise UnsupportedOpError(f"cannot index with a {type(i).__name__}")
         dim += 1
     return fn.reshape(fn.slice_(x, starts, stops, steps), out_shape)
-
-
-def _advanced_index(x, index):
-    """Integer-array indexing: one integer array on one axis (np.take), or the
-    `x[np.arange(n), labels]` pattern (take_along_axis)."""
-    arrays = [k for k, i in enumerate(index) if _is_int_array(i)]
-    if (len(index) == 2 and arrays == [0, 1] and x.ndim == 2 and isinstance(index[0], (np.ndarray, list))
-            and np.array_equal(np.asarray(index[0]), np.arange(x.shape[0]))):
-        labels = fn.as_value(index[1], x)
-        if labels.shape != (x.shape[0],):
-            raise ShapeError(f"x[np.arange({x.shape[0]}), labels] needs labels of shape "
-                             f"({x.shape[0]},), got {labels.shape}")
-        return fn.reshape(fn.take_along_axis(x, fn.reshape(labels, (-1, 1)), 1), (x.shape[0],))
-    if len(arrays) == 1 and all(isinstance(i, slice) and i == slice(None)
-                                for k, i in enumerate(index) if k != arrays[0]):
-        return fn.take(x, index[arrays[0]], axis=arrays[0])
-    raise UnsupportedOpError("this integer-array indexing pattern is not supported: use one "
-                             "integer array on one axis (x[:, idx]) or x[np.arange(n), labels]")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,15 +162,17 @@ def _array(self, *args, **kwargs):
            "(np.asarray, np.array, or a NumPy function gradc does not trace)")
     raise TracedBranchError(
         f"a traced value was converted to a NumPy array {how}; keep traced values symbolic: use "
-        "the NumPy functions, operators and gradc.nn functions listed in the README (a Python "
-        "list of traced values given to a NumPy function: np.stack the list first)",
-        source=user_source())
+        "the NumPy functions, operators and gradc.nn functions listed in the README. A list of "
+        "traced values: call np.array([...]) or np.stack as attributes of the numpy module (a "
+        "function imported by name, `from numpy import array`, is NumPy's own and cannot take "
+        "traced values)", source=user_source())
 
 
 def _setitem(self, index, value):
     raise UnsupportedOpError(
         "item assignment (x[i] = v) on a traced value: arrays are immutable in a traced function; "
-        "build the result with np.where, np.concatenate or arithmetic instead", source=user_source())
+        "use x = gradc.at(x)[i].set(v) (or .add(v)), a new array, or np.where(mask, v, x)",
+        source=user_source())
 
 
 def _getattr(self, name):
@@ -177,7 +181,7 @@ def _getattr(self, name):
     raise UnsupportedOpError(
         f"the ndarray attribute or method .{name} is not supported in traced code; supported: "
         "T, shape, ndim, dtype, size, sum, mean, max, min, reshape, transpose, swapaxes, squeeze, "
-        "flatten, ravel, astype, dot, clip", source=user_source())
+        "flatten, ravel, astype, dot, clip, repeat, diagonal, take", source=user_source())
 
 
 _SURFACE = {
@@ -225,6 +229,7 @@ _SURFACE = {
     "ravel": _method(np.ravel),
     "astype": traced(_astype_method),
     "dot": _method(np.dot),
+    "repeat": _method(np.repeat), "diagonal": _method(np.diagonal), "take": _method(np.take),
     "clip": traced(_clip_method),
     "copy": lambda self, order="C": self,
 }

@@ -241,7 +241,8 @@ def _joined(join, name):
         _no_out(out, name)
         arrays = list(arrays)
         like = next(a for a in arrays if isinstance(a, Value))
-        arrays = [fn.as_value(a, like) for a in arrays]
+        # (a Python number is an array of its own dtype here, as in NumPy: not weakly typed)
+        arrays = [a if isinstance(a, Value) else fn.as_value(np.asarray(a), like) for a in arrays]
         if dtype is not None:
             arrays = [fn.astype(a, dtype) for a in arrays]
         if axis is None:
@@ -305,7 +306,8 @@ def _signature(func):
 
 def _bind(func, args, kwargs, name):
     """The arguments of a call of NumPy's `func`, by NumPy's parameter names (extra keywords of
-    a `**kwargs` parameter flattened in); a call NumPy would refuse raises its TypeError."""
+    a `**kwargs` parameter flattened in; those of a `*args` parameter passed positionally); a
+    call NumPy would refuse raises its TypeError."""
     sig = _signature(func)
     if sig is None:
         return args, kwargs
@@ -313,13 +315,16 @@ def _bind(func, args, kwargs, name):
         bound = sig.bind(*args, **kwargs)
     except TypeError as e:
         raise ArgumentError(f"{name}(): {e}") from None
-    named = {}
+    positional, named = (), {}
     for param, value in bound.arguments.items():
-        if sig.parameters[param].kind == inspect.Parameter.VAR_KEYWORD:
+        kind = sig.parameters[param].kind
+        if kind == inspect.Parameter.VAR_KEYWORD:
             named.update(value)
+        elif kind == inspect.Parameter.VAR_POSITIONAL:  # (np.atleast_1d(*arys))
+            positional = tuple(value)
         else:
             named[param] = value
-    return (), named
+    return positional, named
 
 
 def _call_numpy(func, args, kwargs, name=None):
@@ -422,9 +427,11 @@ def trace(fun, args, kwargs=None):
         if type(x) is pytree.TracedFloat:  # a Python float: weakly typed, as NumPy's are
             graph.weak.add(v.id)
     targs, tkwargs = pytree.unflatten(treedef, values)
+    from .literals import numpy_constructors  # (it builds on this module)
     _active.graphs.append(graph)
     try:
-        with graph.stamping_user_source(True), frozen.Watch(fun, _static_values(treedef)) as watch:
+        with graph.stamping_user_source(True), numpy_constructors(), \
+                frozen.Watch(fun, _static_values(treedef)) as watch:
             out = fun(*targs, **tkwargs)
             watch.check(_definition(fun), final=True)
     finally:

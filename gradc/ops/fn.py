@@ -97,6 +97,8 @@ def as_value(x, like: Value | None = None, graph=None):
         return const(graph, x, dt)
     if isinstance(x, (np.ndarray, np.generic, list, tuple)):
         arr = np.asarray(x)
+        if isinstance(arr, Value):  # a list holding traced values (gradc/literals.py)
+            return arr
         if arr.dtype == object:
             raise UnsupportedOpError("object arrays cannot be used in a traced function")
         return array_const(graph, arr)

@@ -1,0 +1,165 @@
+"""`np.array([a, b])` of traced values: array literals, as autograd users write them.
+
+np.array, np.asarray, np.asanyarray and np.ascontiguousarray are not dispatched through
+`__array_function__` (they are what makes an array of an object), and np.full fills an array it
+made itself. So while any thread traces, these attributes of the `numpy` module are wrappers
+(`numpy_constructors`, entered by gradc/trace.py's `trace`, restored when the last trace ends,
+even on an error). A wrapper called in a thread that is not tracing, or with no traced value in
+its argument, calls NumPy's function at once; otherwise:
+- a (nested) list or tuple holding traced values becomes np.stack of its elements, with NumPy's
+  shape and dtype rules (Python numbers as NumPy reads them in a list: float64, int64, bool;
+  elements of different shapes are NumPy's ValueError);
+- np.asarray(value) is the value (cast to `dtype=`);
+- np.full(shape, traced scalar) broadcasts it;
+- np.stack / np.concatenate / np.hstack... of lists holding traced values stack those lists
+  first (NumPy dispatches on the elements of the sequence, not deeper).
+`from numpy import array` binds NumPy's own function, which no wrapper can reach: it raises
+gradc's error for a traced value converted to an array, which says to call np.array.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+
+import numpy as np
+
+from .ir import Value
+from .ops import fn
+from .trace import _user_frame, current_graph, traced
+
+_NAMES = ("array", "asarray", "asanyarray", "ascontiguousarray", "full")
+_ORIGINAL = {name: getattr(np, name) for name in _NAMES}
+_lock = threading.Lock()
+_tracing = 0  # traces in progress, in all threads
+
+
+def _holds_value(obj):
+    if isinstance(obj, Value):
+        return True
+    return type(obj) in (list, tuple) and any(_holds_value(o) for o in obj)
+
+
+def _first_value(obj):
+    if isinstance(obj, Value):
+        return obj
+    if type(obj) in (list, tuple):
+        return next((v for v in map(_first_value, obj) if v is not None), None)
+    return None
+
+
+def _build(obj, like):
+    """A nested list/tuple holding traced values as one value; anything without a traced value
+    is NumPy's array of it (NumPy's dtype for Python numbers in a list)."""
+    if isinstance(obj, Value):
+        return obj
+    if not _holds_value(obj):
+        return fn.as_value(_ORIGINAL["array"](obj), like)
+    parts = [_build(o, like) for o in obj]
+    shapes = [p.shape for p in parts]
+    if len(set(shapes)) > 1:
+        raise ValueError(
+            "setting an array element with a sequence: the elements of the list have the "
+            f"inhomogeneous shapes {shapes}; NumPy refuses ragged lists. Give every element the "
+            "same shape (np.broadcast_to, np.concatenate)")
+    dtype = np.result_type(*[p.dtype for p in parts])
+    return fn.stack([fn.astype(p, dtype) for p in parts], 0)
+
+
+def _literal(obj, dtype=None, ndmin=0):
+    out = _build(obj, _first_value(obj))
+    if dtype is not None:
+        out = fn.astype(out, dtype)
+    if ndmin > out.ndim:
+        out = fn.reshape(out, (1,) * (ndmin - out.ndim) + out.shape)
+    return out
+
+
+def _applies(obj):
+    """Is this call one to build a traced array: made while this thread traces, holding a traced
+    value, and by the user's code (another library's call, as SciPy's np.asarray of its
+    argument, keeps NumPy's function, whose error names that library)?"""
+    return current_graph() is not None and _holds_value(obj) and _user_frame()[1] is None
+
+
+def _graph_of(*args, **kwargs):
+    value = _first_value(list(args) + list(kwargs.values()))
+    return value.graph if value is not None else None
+
+
+def _wrapper(name):
+    original = _ORIGINAL[name]
+    first = "object" if name == "array" else "a"
+
+    def literal(*args, **kwargs):
+        obj = args[0] if args else kwargs.pop(first)
+        dtype = args[1] if len(args) > 1 else kwargs.get("dtype")
+        return _literal(obj, dtype, kwargs.get("ndmin", 0))
+
+    literal = traced(literal, graph_of=_graph_of)
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        if _applies(args[0] if args else kwargs.get(first)):
+            return literal(*args, **kwargs)
+        return original(*args, **kwargs)
+    return wrapper
+
+
+def _full_impl(shape, fill_value, dtype=None, order="C", *, device=None, like=None):
+    value = _literal(fill_value, dtype)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    return fn.broadcast_to(value, shape)
+
+
+_full = traced(_full_impl, graph_of=_graph_of)
+
+
+@functools.wraps(_ORIGINAL["full"])
+def _full_wrapper(*args, **kwargs):
+    fill = args[1] if len(args) > 1 else kwargs.get("fill_value")
+    if _applies(fill):
+        return _full(*args, **kwargs)
+    return _ORIGINAL["full"](*args, **kwargs)
+
+
+_WRAPPERS = {name: _wrapper(name) for name in _NAMES if name != "full"}
+_WRAPPERS["full"] = _full_wrapper
+
+
+def _joining(name):
+    """np.stack([[a, b], [c, d]]): NumPy dispatches on the sequence's elements only, so an
+    element that is itself a list of traced values becomes a value first."""
+    original = _ORIGINAL[name] = getattr(np, name)
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        arrays = args[0] if args else None  # (NumPy's own call refuses the other spellings)
+        if type(arrays) in (list, tuple) and any(type(a) in (list, tuple) and _applies(a)
+                                                 for a in arrays):
+            args = ([_WRAPPERS["asarray"](a) for a in arrays],) + args[1:]
+        return original(*args, **kwargs)
+    return wrapper
+
+
+_WRAPPERS.update({name: _joining(name) for name in (
+    "stack", "concatenate", "hstack", "vstack", "dstack", "column_stack")})
+
+
+@contextlib.contextmanager
+def numpy_constructors():
+    """The wrappers installed in the numpy module while this (and any other) trace runs."""
+    global _tracing
+    with _lock:
+        if _tracing == 0:
+            for name, wrapper in _WRAPPERS.items():
+                setattr(np, name, wrapper)
+        _tracing += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _tracing -= 1
+            if _tracing == 0:
+                for name, original in _ORIGINAL.items():
+                    setattr(np, name, original)
