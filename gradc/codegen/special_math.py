@@ -148,10 +148,21 @@ def log_ndtr(x):
     return math.log(0.5 * erfcx(-x * SQRT1_2)) - 0.5 * x * x
 
 
-def log_ndtr_grad(x):
-    """d/dx log ndtr(x) = pdf(x) / ndtr(x) = sqrt(2/pi) / erfcx(-x/sqrt 2): finite (~ -x) for
-    very negative x, where pdf and ndtr both underflow."""
-    return SQRT2_OVER_PI / erfcx(-x * SQRT1_2)
+def logit(p):
+    """log(p / (1 - p)), from log1p around p = 1/2, where the quotient's rounding would be
+    most of the result (the split SciPy uses)."""
+    if p < 0.3 or p > 0.65:
+        return math.log(p / (1.0 - p)) if 0.0 < p < 1.0 else _logit_edge(p)
+    s = 2.0 * (p - 0.5)
+    return math.log1p(s) - math.log1p(-s)
+
+
+def _logit_edge(p):
+    if p == 0.0:
+        return -math.inf
+    if p == 1.0:
+        return math.inf
+    return math.nan
 
 
 # --- the gamma function's logarithm and derivatives --------------------------------------------
@@ -232,8 +243,8 @@ def polygamma(n, x):
 _DIGAMMA_ROOT_TAYLOR = tuple(  # psi^(n)(root)/n!, from n = 16 down to 1
     polygamma(n, DIGAMMA_ROOT_HI) / math.factorial(n) for n in range(16, 0, -1))
 
-FUNCTIONS = ("ndtri", "erfinv", "erf", "erfc", "erfcx", "ndtr", "log_ndtr", "log_ndtr_grad",
-             "gammaln", "digamma", "polygamma")
+FUNCTIONS = ("ndtri", "erfinv", "erf", "erfc", "erfcx", "ndtr", "log_ndtr", "logit", "gammaln",
+             "digamma", "polygamma")
 
 
 def compiled(decorator):
@@ -241,7 +252,8 @@ def compiled(decorator):
     cuda.jit(device=True)): copies of the functions whose globals name the compiled versions,
     so that they call each other as compiled code."""
     namespace = dict(globals())
-    for name in FUNCTIONS + ("_poly", "_ppnd16", "_exp_square", "_erfcx_positive"):
+    for name in FUNCTIONS + ("_poly", "_ppnd16", "_exp_square", "_erfcx_positive",
+                             "_logit_edge"):
         f = globals()[name]
         namespace[name] = decorator(_types.FunctionType(f.__code__, namespace, name,
                                                         f.__defaults__))
