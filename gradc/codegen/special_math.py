@@ -75,7 +75,7 @@ def ndtri(p):
         return -math.inf
     if p == 1.0:
         return math.inf
-    return _ppnd16(p - 0.5, min(p, 1.0 - p))
+    return _ppnd16(p - 0.5, p if p < 0.5 else 1.0 - p)
 
 
 def erfinv(x):
@@ -263,4 +263,3 @@ def compiled(decorator):
 # the CPU's: compiled into each kernel that calls them (not cached on their own)
 globals().update({"sp_" + name: f for name, f in compiled(
     njit(nogil=True, error_model="numpy")).items()})
-__all__ = ["sp_" + name for name in FUNCTIONS]
