@@ -140,9 +140,22 @@ def _ufunc_bindings():
 
 
 UFUNCS = _ufunc_bindings()
+
+
+def _scipy_ufunc(op):
+    """SciPy's ufuncs have float32 and float64 loops only, and take Python numbers as float64
+    (not weakly, as NumPy's do): float32 if every argument is float32, else float64."""
+    def impl(*xs):
+        like = next(x for x in xs if isinstance(x, Value))
+        xs = [x if isinstance(x, Value) else fn.as_value(np.asarray(x), like) for x in xs]
+        dtype = np.float32 if all(x.dtype == np.float32 for x in xs) else np.float64
+        return fn.elementwise(op, *(fn.astype(x, dtype) for x in xs))
+    return impl
+
+
 # scipy.special's ufuncs, by name: SciPy is imported by the user's code, not by gradc
-SCIPY_UFUNCS = {name: functools.partial(fn.elementwise, op.name, float_only=op.float_only)
-                for op in all_ops().values() for name in op.scipy_ufuncs}
+SCIPY_UFUNCS = {name: _scipy_ufunc(op.name) for op in all_ops().values()
+                for name in op.scipy_ufuncs}
 _SCIPY_SPECIAL = "scipy.special."
 
 

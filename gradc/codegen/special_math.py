@@ -145,6 +145,8 @@ def log_ndtr(x):
         return math.log1p(-ndtr(-x))
     if x > -1.0:
         return math.log(ndtr(x))
+    if x == -math.inf:
+        return x
     return math.log(0.5 * erfcx(-x * SQRT1_2)) - 0.5 * x * x
 
 
@@ -167,6 +169,8 @@ def _logit_edge(p):
 
 # --- the gamma function's logarithm and derivatives --------------------------------------------
 def gammaln(x):
+    if x <= 0.0 and x == math.floor(x):  # a pole: inf (Python's math.lgamma would raise)
+        return math.inf
     return math.lgamma(x)
 
 
