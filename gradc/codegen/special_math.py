@@ -17,7 +17,6 @@ import types as _types
 from numba import njit
 
 SQRT1_2 = 0.7071067811865476
-SQRT2_OVER_PI = 0.7978845608028654  # sqrt(2 / pi)
 PI = 3.141592653589793
 
 

@@ -1,4 +1,4 @@
-"""What gradc.scipy's functions share: finding the traced argument, SciPy's domain checks."""
+"""What gradc.scipy's functions share: finding the traced argument, arguments as float values."""
 import numpy as np
 
 from ..ir import Value
@@ -29,8 +29,3 @@ def as_float(x, like, dtype=None):
         dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
     return x if x.dtype == dtype else fn.astype(x, dtype)
 
-
-def valid_where(condition, out):
-    """`out` where `condition` holds, NaN elsewhere: SciPy's answer for parameters outside
-    their domain (scale <= 0, df <= 0...)."""
-    return fn.where(condition, out, np.nan)
