@@ -33,7 +33,8 @@ from . import pytree, standalone
 from ._version import __version__
 from .aot_text import (AotError, SourceLines, banner, comment_safe, constants_table,  # noqa: F401
                        describe_tree, display_path, docstring_safe, file_sha256, helper_sources,
-                       literal, parameter_names, portable_tree, top_level_names, type_name)
+                       literal, parameter_names, portable_tree, special_math_source,
+                       top_level_names, type_name)
 from .standalone import callables, calls, host, numba_cache, train_step
 
 CALLING_CONVENTION = 2  # bump when the generated module's interface changes
@@ -452,6 +453,10 @@ class Generator:
                  "",
                  banner("runtime helpers, copied from gradc/codegen/rt.py"),
                  rt_src.rstrip("\n"),
+                 "",
+                 "",
+                 banner("special functions, copied from gradc/codegen/special_math.py"),
+                 special_math_source().rstrip("\n"),
                  "",
                  "",
                  banner("kernels"),

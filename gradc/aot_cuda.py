@@ -20,7 +20,8 @@ import numpy as np
 
 from . import aot
 from ._version import __version__
-from .aot_text import banner, comment_safe, constants_table, docstring_safe, strip_docstring
+from .aot_text import (banner, comment_safe, constants_table, docstring_safe,
+                       special_math_source, strip_docstring)
 from .codegen.cuda import Buf, launch_size
 from .ops.elementwise import lit
 from .standalone import device
@@ -122,6 +123,8 @@ class CudaGenerator(aot.Generator):
                  "import numpy as np", "",
                  f"CALLING_CONVENTION = {aot.CALLING_CONVENTION}",
                  f"GRADC_VERSION = {__version__!r}", "", "",
+                 banner("special functions, copied from gradc/codegen/special_math.py"),
+                 special_math_source().rstrip("\n"), "", "",
                  banner("device functions, copied from gradc/codegen/cuda_math.py"),
                  strip_docstring(inspect.getsource(cuda_math)).rstrip("\n"), "", "",
                  banner("library kernels, copied from gradc/codegen/cuda_rt.py"),
@@ -138,4 +141,7 @@ class CudaGenerator(aot.Generator):
         for above in ("cuda_rt", "cuda_math"):
             text = text.replace(f"from gradc.codegen.{above} import *", f"# ({above} is above)")
         text = text.replace("from gradc.codegen.cuda_math import SIMULATOR\n", "")
+        for name in ("FUNCTIONS as SPECIAL_FUNCTIONS", "compiled as _compiled_special"):
+            text = text.replace(f"from gradc.codegen.special_math import {name}  # noqa: E402",
+                                f"{name.split()[-1]} = {name.split()[0]}  # (special_math is above)")
         return self._checked(text)

@@ -41,6 +41,13 @@ def helper_sources():
     return (strip_docstring(inspect.getsource(vecmath)), strip_docstring(inspect.getsource(rt)))
 
 
+def special_math_source():
+    """gradc/codegen/special_math.py without its docstring: the special functions' scalar code,
+    which kernels of both targets call (sp_erfinv, cu_erfinv)."""
+    from .codegen import special_math
+    return strip_docstring(inspect.getsource(special_math))
+
+
 def literal(value, what):
     """`repr(value)` when it reads back as an equal Python literal; else an AotError."""
     text = repr(value)

@@ -160,12 +160,16 @@ def _array(self, *args, **kwargs):
     _, library = _user_frame()
     how = (f"inside {_describe(library)}, which gradc cannot trace" if library else
            "(np.asarray, np.array, or a NumPy function gradc does not trace)")
+    scipy = library is not None and library.f_globals.get("__name__", "").startswith("scipy.")
     raise TracedBranchError(
         f"a traced value was converted to a NumPy array {how}; keep traced values symbolic: use "
         "the NumPy functions, operators and gradc.nn functions listed in the README. A list of "
         "traced values: call np.array([...]) or np.stack as attributes of the numpy module (a "
         "function imported by name, `from numpy import array`, is NumPy's own and cannot take "
-        "traced values)", source=user_source())
+        "traced values)"
+        + ("; SciPy's Python functions start with np.asarray: use gradc.scipy.special or "
+           "gradc.scipy.stats, which mirror them" if scipy else ""),
+        source=user_source())
 
 
 def _setitem(self, index, value):

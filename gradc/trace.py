@@ -142,6 +142,23 @@ def _ufunc_bindings():
 UFUNCS = _ufunc_bindings()
 
 
+def _scipy_ufunc(op):
+    """SciPy's ufuncs have float32 and float64 loops only, and take Python numbers as float64
+    (not weakly, as NumPy's do): float32 if every argument is float32, else float64."""
+    def impl(*xs):
+        like = next(x for x in xs if isinstance(x, Value))
+        xs = [x if isinstance(x, Value) else fn.as_value(np.asarray(x), like) for x in xs]
+        dtype = np.float32 if all(x.dtype == np.float32 for x in xs) else np.float64
+        return fn.elementwise(op, *(fn.astype(x, dtype) for x in xs))
+    return impl
+
+
+# scipy.special's ufuncs, by name: SciPy is imported by the user's code, not by gradc
+SCIPY_UFUNCS = {name: _scipy_ufunc(op.name) for op in all_ops().values()
+                for name in op.scipy_ufuncs}
+_SCIPY_SPECIAL = "scipy.special."
+
+
 # NumPy functions. Each implementation takes NumPy's own parameter names: a call is bound against
 # the NumPy function's signature first (`_bind`), and the implementation receives by name the
 # arguments the user gave, so every spelling NumPy accepts works. Omitted ones take the
@@ -339,7 +356,12 @@ def _call_numpy(func, args, kwargs, name=None):
 def supported_numpy_names():
     """The NumPy (and SciPy) ufuncs and functions a traced function may call, by their qualified
     names (`np.exp`, `np.linalg.norm`): for the README and errors."""
-    return sorted({_ufunc_name(u) for u in UFUNCS} | {_qualified(f) for f in FUNCTIONS})
+    return sorted({_ufunc_name(u) for u in UFUNCS} | _scipy_ufunc_names()
+                  | {_qualified(f) for f in FUNCTIONS})
+
+
+def _scipy_ufunc_names():
+    return {_SCIPY_SPECIAL + name for name in SCIPY_UFUNCS}
 
 
 README_BEGIN, README_END = "<!-- SUPPORTED-OPS -->", "<!-- /SUPPORTED-OPS -->"
@@ -350,6 +372,7 @@ def supported_markdown():
     def names(qualified):
         return ", ".join(f"`{n}`" for n in sorted(set(qualified)))
     return (f"- **Ufuncs**: {names(_ufunc_name(u) for u in UFUNCS)}.\n"
+            f"- **SciPy ufuncs**: {names(_scipy_ufunc_names())}.\n"
             f"- **Functions**: {names(_qualified(f) for f in FUNCTIONS)}.\n")
 
 
@@ -390,6 +413,8 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
                                  "see the supported list in the README")
     _no_out(kwargs.pop("out", None), ufunc.__name__)
     impl = UFUNCS.get(ufunc)
+    if impl is None and name.startswith(_SCIPY_SPECIAL):
+        impl = SCIPY_UFUNCS.get(name[len(_SCIPY_SPECIAL):])
     if impl is None:
         raise UnsupportedOpError(f"{name} is not supported in traced code; supported: "
                                  + ", ".join(supported_numpy_names()))

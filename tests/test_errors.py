@@ -154,7 +154,7 @@ def test_numpy_operator_either_works_or_is_unsupported_op_error(fun, marker):
 # other libraries called on traced values
 
 def uses_scipy_ufunc(x):
-    return np.sum(scipy.special.gammaln(x))  # SCIPY-UFUNC
+    return np.sum(scipy.special.gamma(x))  # SCIPY-UFUNC
 
 
 def uses_scipy_function(x):
@@ -165,7 +165,7 @@ def test_a_scipy_ufunc_is_named_as_scipys():
     with pytest.raises(gradc.UnsupportedOpError) as excinfo:
         gradc.grad(uses_scipy_ufunc)(X3)
     msg = check(excinfo, gradc.UnsupportedOpError, "SCIPY-UFUNC")
-    assert "scipy.special.gammaln is not supported" in msg and "np.gammaln" not in msg
+    assert "scipy.special.gamma is not supported" in msg and "np.gamma" not in msg
 
 
 def test_an_error_inside_another_library_names_the_users_call():
@@ -174,7 +174,7 @@ def test_an_error_inside_another_library_names_the_users_call():
     with pytest.raises(gradc.TracedBranchError) as excinfo:
         gradc.value_and_grad(uses_scipy_function)(X3)
     msg = check(excinfo, gradc.TracedBranchError, "SCIPY-FUNCTION")
-    assert "scipy.special" in msg and "logsumexp" in msg
+    assert "scipy.special" in msg and "logsumexp" in msg and "gradc.scipy.special" in msg
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from gradc.ops.registry import ELEMENTWISE, KERNEL
 
 ELEMENTWISE_OPS = sorted(name for name, op in all_ops().items() if op.kind == ELEMENTWISE)
 KERNEL_OPS = sorted(name for name, op in all_ops().items() if op.kind == KERNEL)
-ATTRS = {"alias": {"tag": 0}, "astype": {"dtype": np.dtype(np.float32)}}
+ATTRS = {"alias": {"tag": 0}, "astype": {"dtype": np.dtype(np.float32)}, "polygamma": {"n": 1}}
 
 
 def _dtypes(op):

@@ -19,6 +19,7 @@ from ..ops.movement import contiguous_strides
 from ..ops.registry import KERNEL
 from ..passes.fuse import CHUNKS
 from .loops import collapse, lower
+from .special_math import FUNCTIONS as SPECIAL_FUNCTIONS
 
 ARRAY_OF = {"float32": "f32_array", "float64": "f64_array", "int64": "i64_array",
             "int32": "i32_array", "bool": "bool_array"}
@@ -26,9 +27,12 @@ ARRAY_OF = {"float32": "f32_array", "float64": "f64_array", "int64": "i64_array"
 
 class _CpuMath:
     """The CPU's math table for the ops' scalar expressions: NumPy's functions, which Numba
-    compiles to libm calls (vectorized through libmvec, gradc/codegen/vecmath.py)."""
+    compiles to libm calls (vectorized through libmvec, gradc/codegen/vecmath.py), and the
+    special functions of gradc/codegen/special_math.py (`sp_erfinv`)."""
 
     def __getattr__(self, name):
+        if name in SPECIAL_FUNCTIONS:
+            return f"sp_{name}"
         if not hasattr(np, name):
             raise AttributeError(f"no NumPy function {name!r} for the CPU's scalar math")
         return f"np.{name}"

@@ -205,6 +205,22 @@ else:
         return i32(1) if x > 0 else (i32(-1) if x < 0 else i32(0))
 
 
+# --- special functions (gradc/ops/special.py): the scalar code of special_math.py compiled as
+# device functions (cu_erfinv...; float64: float32 ops round their result); under the simulator
+# SciPy's ufuncs
+from gradc.codegen.special_math import FUNCTIONS as SPECIAL_FUNCTIONS  # noqa: E402
+from gradc.codegen.special_math import compiled as _compiled_special  # noqa: E402
+
+if SIMULATOR:
+    import scipy.special
+
+    for _name in SPECIAL_FUNCTIONS:
+        globals()["cu_" + _name] = _device_math(getattr(scipy.special, _name), None)
+else:
+    globals().update({"cu_" + _name: _f for _name, _f in
+                      _compiled_special(cuda.jit(device=True)).items()})
+
+
 @cuda.jit(device=True)
 def _integer_itself(x):
     return x

@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit
 
 from gradc.codegen.rt import *  # noqa: F401,F403  (buffer views, max2/min2, typed literals)
+from gradc.codegen.special_math import *  # noqa: F401,F403  (sp_erfinv...)
 
 # called only by the driver, through its native function's address: no Python or C wrapper to
 # build (~15% of a small kernel's compile time)

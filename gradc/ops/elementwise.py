@@ -52,7 +52,7 @@ def _infer_bool(*inputs, **_):
 
 
 def elementwise(name, ref, scalar, vjp=None, infer=_infer_same, nondiff=(), ufuncs=(),
-                float_only=False):
+                float_only=False, scipy_ufuncs=()):
     def infer_(inputs, **attrs):
         return infer(*inputs, **attrs)
 
@@ -60,7 +60,8 @@ def elementwise(name, ref, scalar, vjp=None, infer=_infer_same, nondiff=(), ufun
         return ref(*arrays, **attrs)
 
     return register(OpDef(name, ELEMENTWISE, infer_, ref_, vjp=vjp, scalar=scalar,
-                          nondiff=nondiff, ufuncs=ufuncs, float_only=float_only))
+                          nondiff=nondiff, ufuncs=ufuncs, float_only=float_only,
+                          scipy_ufuncs=scipy_ufuncs))
 
 
 def _x(node, i=0):
@@ -204,7 +205,7 @@ def _np_log1p_exp_neg_abs(x):
 elementwise("relu", lambda a: np.maximum(a, 0).astype(a.dtype), lambda m, dt, a: f"max2({a}, {lit(0, dt)})",
             vjp=lambda n, g: [fn.where(_x(n) > 0, g, 0)])
 elementwise("sigmoid", _np_sigmoid, lambda m, dt, a: f"{lit(1, dt)} / ({lit(1, dt)} + {m.exp}(-{a}))",
-            vjp=lambda n, g: [g * _y(n) * (1 - _y(n))])
+            vjp=lambda n, g: [g * _y(n) * (1 - _y(n))], scipy_ufuncs=("expit",), float_only=True)
 elementwise("softplus",  # max(x, 0) + log1p(exp(-|x|)): no overflow for large |x|
             lambda a: (np.maximum(a, 0) + _np_log1p_exp_neg_abs(a)).astype(a.dtype),
             lambda m, dt, a: f"max2({a}, {lit(0, dt)}) + {m.log1p}({m.exp}(-abs({a})))",
@@ -212,7 +213,8 @@ elementwise("softplus",  # max(x, 0) + log1p(exp(-|x|)): no overflow for large |
 elementwise("log_sigmoid",  # min(x, 0) - log1p(exp(-|x|))
             lambda a: (np.minimum(a, 0) - _np_log1p_exp_neg_abs(a)).astype(a.dtype),
             lambda m, dt, a: f"min2({a}, {lit(0, dt)}) - {m.log1p}({m.exp}(-abs({a})))",
-            vjp=lambda n, g: [g * fn.unary("sigmoid", -_x(n))])
+            vjp=lambda n, g: [g * fn.unary("sigmoid", -_x(n))], scipy_ufuncs=("log_expit",),
+            float_only=True)
 
 # --- comparisons, selection, casts ------------------------------------------------------------
 for _name, _ref, _sym in [("less", np.less, "<"), ("less_equal", np.less_equal, "<="),

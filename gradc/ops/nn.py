@@ -17,20 +17,27 @@ def _np_logsumexp(x, axes):
     return (np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True)) + m).astype(x.dtype)
 
 
-def _lse_lower(x, axes):
+def finite_max(x, axes):
+    """The max over `axes` (keepdims), 0 where it is not finite: the shift of the stable forms
+    (a row of -inf gives log(0) = -inf, as the references and SciPy, not -inf - -inf = NaN)."""
     m = fn.max(x, axes, keepdims=True)
+    return fn.where(np.abs(m) < np.inf, m, 0)
+
+
+def _lse_lower(x, axes):
+    m = finite_max(x, axes)
     shifted = x - fn.broadcast_to(m, x.shape)
     return np.log(fn.sum(np.exp(shifted), axes, keepdims=True)) + m
 
 
 def _softmax_lower(x, axes):
-    e = np.exp(x - fn.broadcast_to(fn.max(x, axes, keepdims=True), x.shape))
+    e = np.exp(x - fn.broadcast_to(finite_max(x, axes), x.shape))
     return e / fn.broadcast_to(fn.sum(e, axes, keepdims=True), x.shape)
 
 
 def _log_softmax_lower(x, axes):
     # (x - m) - log(sum(exp(x - m))): x - m is exact, so large logits keep their digits
-    shifted = x - fn.broadcast_to(fn.max(x, axes, keepdims=True), x.shape)
+    shifted = x - fn.broadcast_to(finite_max(x, axes), x.shape)
     return shifted - fn.broadcast_to(np.log(fn.sum(np.exp(shifted), axes, keepdims=True)), x.shape)
 
 

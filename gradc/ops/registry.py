@@ -8,7 +8,8 @@ An `OpDef` holds, side by side (micrograd-style):
   (`math`: the target's table of math functions, see ops/elementwise.py); for ops that are their
   own kernel, a CPU `kernel` template and a `cuda` launcher of cuda_rt.py's kernel; or `lower`
   for composites that are rewritten into primitive ops before fusion;
-- `ufuncs`: the NumPy/SciPy ufuncs that trace to it (the tracer's table and the README's list).
+- `ufuncs`: the NumPy ufuncs that trace to it (the tracer's table and the README's list);
+  `scipy_ufuncs`: scipy.special's, by name (ops/special.py).
 
 Adding an elementwise op (np.arctan was done so): one `elementwise(...)` in ops/elementwise.py with
 its reference, scalar math, VJP and ufuncs; one Case in tests/ops/test_ops.py; `make readme`. A
@@ -47,9 +48,12 @@ class OpDef:
     view: Callable | None = None  # VIEW ops: (offset, strides) of the input -> of the output
     nondiff: tuple = ()  # inputs that never get a cotangent (labels, masks)
     checks_indices: bool = False  # its kernel checks input 1's indices and may raise IndexError
-    # the NumPy/SciPy ufuncs that trace to this op through `fn.elementwise` (promotion, then
+    # the NumPy ufuncs that trace to this op through `fn.elementwise` (promotion, then
     # broadcasting): the tracer's ufunc table and the README's list are made from these
     ufuncs: tuple = ()
+    # scipy.special's ufuncs by name ("erf"): bound when the tracer meets one, so that gradc
+    # does not import SciPy (gradc/trace.py)
+    scipy_ufuncs: tuple = ()
     float_only: bool = False  # integer inputs become float64 first, as NumPy's math ufuncs do
 
 

@@ -23,6 +23,7 @@ import pytest
 import scipy.special as sp
 
 import gradc
+import gradc.scipy
 from gradc import autodiff
 from gradc.ops import all_ops
 from gradc.passes import AFTER_AUTODIFF, BEFORE_AUTODIFF, run_passes
@@ -206,6 +207,21 @@ CASES = [
     Case("log1p", lambda x: np.log1p(x), [positive(3, 4, lo=-0.5, hi=2.0)]),
     Case("expm1", lambda x: np.expm1(x), [normal(3, 4)]),
     Case("arctan", lambda x: np.arctan(x), [normal(3, 4)]),
+    # --- scipy.special ufuncs (gradc/ops/special.py) ------------------------------------------
+    Case("erf", lambda x: sp.erf(x), [normal(3, 4)]),
+    Case("erfc", lambda x: sp.erfc(x), [normal(3, 4)]),
+    Case("erfcx", lambda x: sp.erfcx(x), [normal(3, 4)]),
+    Case("erfinv", lambda x: sp.erfinv(x), [positive(3, 4, lo=-0.9, hi=0.9)]),
+    Case("ndtr", lambda x: sp.ndtr(x), [normal(3, 4)]),
+    Case("ndtri", lambda p: sp.ndtri(p), [positive(3, 4, lo=0.05, hi=0.95)]),
+    Case("log_ndtr", lambda x: sp.log_ndtr(x), [normal(3, 4)]),
+    Case("gammaln", lambda x: sp.gammaln(x), [positive(3, 4, lo=0.2, hi=4.0)]),
+    Case("digamma", lambda x: sp.digamma(x), [positive(3, 4, lo=0.2, hi=4.0)]),
+    Case("polygamma", lambda x: gradc.scipy.special.polygamma(2, x), [positive(3, 4)],
+         ref=lambda x: sp.polygamma(2, x)),
+    Case("logit", lambda p: sp.logit(p), [positive(3, 4, lo=0.05, hi=0.95)]),
+    Case("xlogy", lambda x, y: sp.xlogy(x, y), [normal(3, 4), positive(4)]),
+    Case("xlog1py", lambda x, y: sp.xlog1py(x, y), [normal(3, 4), positive(3, 1, lo=-0.5, hi=2.0)]),
     Case("elementwise_chain", lambda x, w, b: np.tanh(x * w + b) ** 2 * nn.sigmoid(x * w)
          + 0.5 * np.exp(-np.abs(b)), [normal(3, 4), normal(3, 4), away(3, 4)],
          ref=lambda x, w, b: np.tanh(x * w + b) ** 2 * sp.expit(x * w) + 0.5 * np.exp(-np.abs(b))),

@@ -1,0 +1,153 @@
+"""scipy.stats distributions for traced code: norm, t, beta, gamma and poisson, their log-densities
+(and what follows from them) by SciPy's names, with SciPy's loc/scale arguments and defaults.
+
+As in SciPy, results are float64 whatever the inputs' dtype, parameters outside their domain
+(scale <= 0, df <= 0, a <= 0...) give NaN and points outside the support give -inf (log) or 0.
+Untraced arguments go to scipy.stats itself. (multivariate_normal needs linear algebra: not
+here.)
+"""
+import functools
+import inspect
+import math
+
+import numpy as np
+import scipy.stats as _st
+from scipy.special import gammaln, log_ndtr, ndtr, ndtri, xlog1py, xlogy
+
+from ..ops import fn
+from ._util import as_float, first_value, scipy_function
+
+__all__ = ["beta", "gamma", "norm", "poisson", "t"]
+
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _distribution(cls):
+    """Make each function of `cls` a method of SciPy's distribution of that name: SciPy's own
+    for untraced arguments; else the function, given every argument (defaults too) as a float64
+    graph value."""
+    scipy_dist = getattr(_st, cls.__name__)
+    for name, f in list(vars(cls).items()):
+        if name.startswith("_") or not callable(f):
+            continue
+        setattr(cls, name, staticmethod(_method(scipy_dist, f)))
+    return cls
+
+
+def _method(scipy_dist, f):
+    signature = inspect.signature(f)
+
+    @scipy_function
+    @functools.wraps(f)
+    def method(*args, **kwargs):
+        like = first_value(*args, **kwargs)
+        if like is None:
+            return getattr(scipy_dist, f.__name__)(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return f(**{k: as_float(v, like, np.float64) for k, v in bound.arguments.items()})
+    return method
+
+
+def _in_domain(condition, out):
+    """`out` where the parameters are in their domain, NaN elsewhere (as SciPy)."""
+    return fn.where(condition, out, np.nan)
+
+
+def _on_support(inside, out, outside=-np.inf):
+    return fn.where(inside, out, outside)
+
+
+def _clamped(inside, y, safe):
+    """y where it is on the support, `safe` elsewhere: the formula is then finite everywhere, so
+    the gradient of the unused branch of the final where is 0, not NaN."""
+    return fn.where(inside, y, safe)
+
+
+@_distribution
+class norm:
+    """The normal distribution: loc is the mean, scale the standard deviation."""
+
+    def logpdf(x, loc=0.0, scale=1.0):
+        z = (x - loc) / scale
+        return _in_domain(scale > 0, -0.5 * z * z - np.log(scale) - _LOG_SQRT_2PI)
+
+    def pdf(x, loc=0.0, scale=1.0):
+        return np.exp(norm.logpdf(x, loc, scale))
+
+    def cdf(x, loc=0.0, scale=1.0):
+        return _in_domain(scale > 0, ndtr((x - loc) / scale))
+
+    def logcdf(x, loc=0.0, scale=1.0):
+        return _in_domain(scale > 0, log_ndtr((x - loc) / scale))
+
+    def sf(x, loc=0.0, scale=1.0):
+        return _in_domain(scale > 0, ndtr((loc - x) / scale))
+
+    def logsf(x, loc=0.0, scale=1.0):
+        return _in_domain(scale > 0, log_ndtr((loc - x) / scale))
+
+    def ppf(q, loc=0.0, scale=1.0):
+        return _in_domain(scale > 0, loc + scale * ndtri(q))
+
+
+@_distribution
+class t:
+    """Student's t distribution with df degrees of freedom."""
+
+    def logpdf(x, df, loc=0.0, scale=1.0):
+        z = (x - loc) / scale
+        out = (gammaln((df + 1) / 2) - gammaln(df / 2) - 0.5 * np.log(df * np.pi)
+               - (df + 1) / 2 * np.log1p(z * z / df) - np.log(scale))
+        return _in_domain((df > 0) & (scale > 0), out)
+
+    def pdf(x, df, loc=0.0, scale=1.0):
+        return np.exp(t.logpdf(x, df, loc, scale))
+
+
+@_distribution
+class beta:
+    """The beta distribution on [loc, loc + scale], shape parameters a and b."""
+
+    def logpdf(x, a, b, loc=0.0, scale=1.0):
+        y = (x - loc) / scale
+        inside = (y >= 0) & (y <= 1)
+        y = _clamped(inside, y, 0.5)
+        out = (xlogy(a - 1, y) + xlog1py(b - 1, -y)
+               - (gammaln(a) + gammaln(b) - gammaln(a + b)) - np.log(scale))
+        return _in_domain((a > 0) & (b > 0) & (scale > 0), _on_support(inside, out))
+
+    def pdf(x, a, b, loc=0.0, scale=1.0):
+        return np.exp(beta.logpdf(x, a, b, loc, scale))
+
+
+@_distribution
+class gamma:
+    """The gamma distribution with shape a; scale is 1 / rate."""
+
+    def logpdf(x, a, loc=0.0, scale=1.0):
+        y = (x - loc) / scale
+        inside = y >= 0
+        y = _clamped(inside, y, 1.0)
+        out = xlogy(a - 1, y) - y - gammaln(a) - np.log(scale)
+        return _in_domain((a > 0) & (scale > 0), _on_support(inside, out))
+
+    def pdf(x, a, loc=0.0, scale=1.0):
+        return np.exp(gamma.logpdf(x, a, loc, scale))
+
+
+@_distribution
+class poisson:
+    """The Poisson distribution with mean mu, on the integers k >= loc."""
+
+    def logpmf(k, mu, loc=0.0):
+        k = k - loc
+        inside = (k >= 0) & (k == np.floor(k))
+        k = _clamped(inside, k, 0.0)
+        out = xlogy(k, mu) - gammaln(k + 1) - mu
+        return _in_domain(mu >= 0, _on_support(inside, out))
+
+    def pmf(k, mu, loc=0.0):
+        return np.exp(poisson.logpmf(k, mu, loc))
+
+
