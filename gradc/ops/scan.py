@@ -1,0 +1,143 @@
+"""Scans and sorting along one axis: `scan`, a first-order linear recurrence (np.cumsum,
+np.cumprod, np.prod), and `argsort` (np.sort, np.argsort, np.median...).
+
+scan(a, b; axis, reverse) is y[i] = a[i] * y[i-1] + b[i] along `axis`, with y[-1] = 0 (y[i+1]
+and y[n] = 0 when reversed); scan(b) is the same with a = 1 (a cumulative sum, no array of
+ones). Its VJP is again a scan, the other way: the total cotangent of y[i] is
+    S[i] = g[i] + a[i+1] * S[i+1]          (S[n] = 0)
+(y[i] reaches the loss directly and through y[i+1] = a[i+1] * y[i] + ...), so
+    db[i] = S[i],   da[i] = S[i] * y[i-1]   (y[-1] = 0).
+No division anywhere: a cumulative product over zeros has its exact gradient (the product of
+the other factors), and grad of grad differentiates these scans again.
+
+argsort is NumPy's stable argsort (kind="stable": equal keys keep their order, NaNs last); it
+has no gradient. np.sort is a gather by it (take_along_axis), whose VJP is a scatter.
+
+Both fold x to (outer, n, inner) around the axis, as gradc/ops/indexing.py does.
+"""
+import numpy as np
+
+from ..errors import ShapeError
+from . import fn
+from .indexing import _fold
+from .registry import KERNEL, OpDef, register
+
+
+# --- scan ----------------------------------------------------------------------------------
+def _scan_infer(inputs, axis, reverse):
+    if len(inputs) == 2 and (inputs[0].shape != inputs[1].shape or
+                             inputs[0].dtype != inputs[1].dtype):
+        raise ShapeError(f"scan: a {inputs[0]} and b {inputs[1]} differ in shape or dtype")
+    b = inputs[-1]
+    if not 0 <= axis < b.ndim:
+        raise ShapeError(f"scan: axis {axis} of an array of {b.ndim} dimensions")
+    return b.shape, b.dtype
+
+
+def _scan_ref(*xs, axis, reverse):
+    b = np.moveaxis(xs[-1], axis, 0)
+    a = np.moveaxis(xs[0], axis, 0) if len(xs) == 2 else np.ones_like(b)
+    y = np.empty_like(b)
+    prev = np.zeros_like(b[:1])[0] if b.shape[0] else None
+    for i in (range(b.shape[0] - 1, -1, -1) if reverse else range(b.shape[0])):
+        prev = y[i] = a[i] * prev + b[i]
+    return np.moveaxis(y, 0, axis)
+
+
+def _shift(x, axis, toward_end):
+    """x moved one step along `axis` (toward its end or its start), zeros filling in."""
+    n = x.shape[axis]
+    shape = list(x.shape)
+    shape[axis] = 1
+    zero = fn.full(x.graph, shape, 0, x.dtype)
+    if n <= 1:
+        return fn.broadcast_to(zero, x.shape) if n == 1 else x
+    starts, stops = [0] * x.ndim, list(x.shape)
+    if toward_end:
+        stops[axis] = n - 1
+    else:
+        starts[axis] = 1
+    kept = fn.slice_(x, starts, stops, (1,) * x.ndim)
+    return fn.concatenate([zero, kept] if toward_end else [kept, zero], axis)
+
+
+def scan(b, a=None, axis=0, reverse=False):
+    """y[i] = a[i] * y[i-1] + b[i] along `axis` (a = 1 if None); reversed: from the end."""
+    inputs = (b,) if a is None else (a, b)
+    return b.graph.apply("scan", inputs, axis=axis, reverse=bool(reverse))
+
+
+def _scan_vjp(node, g):
+    axis, reverse = node.attr["axis"], node.attr["reverse"]
+    if len(node.inputs) == 1:
+        return [scan(g, None, axis, not reverse)]
+    a, y = node.inputs[0], node.output
+    # S[i] = g[i] + a[i+1] S[i+1]: a scan the other way over a shifted toward the scan's start
+    s = scan(g, _shift(a, axis, toward_end=reverse), axis, not reverse)
+    return [s * _shift(y, axis, toward_end=not reverse), s]
+
+
+def _scan_kernel(k):
+    """For each (outer, inner) lane, along the axis in order; the inner loop is innermost, so a
+    scan over a leading axis reads whole rows."""
+    axis, reverse = k.attr["axis"], k.attr["reverse"]
+    outer, n, inner = _fold(k.output.shape, axis)
+    o, nn, i_ = k.param("outer", outer), k.param("n", n), k.param("inner", inner)
+    xb = f"x{len(k.inputs) - 1}"
+    k.line(f"for a in range({o}):")
+    with k.indent():
+        k.line(f"for t in range({nn}):")
+        with k.indent():
+            k.line(f"j = {nn} - 1 - t" if reverse else "j = t")
+            k.line(f"row = (a * {nn} + j) * {i_}")
+            k.line("if t == 0:")
+            k.line(f"    for c in range({i_}):")
+            k.line(f"        out[row + c] = {xb}[row + c]")
+            k.line("else:")
+            k.line(f"    prev = row {'+' if reverse else '-'} {i_}")
+            k.line(f"    for c in range({i_}):")
+            times = "x0[row + c] * " if len(k.inputs) == 2 else ""
+            k.line(f"        out[row + c] = {times}out[prev + c] + {xb}[row + c]")
+
+
+# CUDA: the launches of cuda_rt.py's kernel for this op: (program, node, out Buf, input Bufs)
+def _cuda_scan(prog, node, out, ins):
+    """A thread per (outer, inner) lane, walking the axis (cuda_rt.scan)."""
+    outer, n, inner = _fold(node.output.shape, node.attr["axis"])
+    a = ins[0] if len(ins) == 2 else ins[-1]  # (not read when has_a is False)
+    return [prog.launch("scan", [out, a, ins[-1], outer, n, inner, node.attr["reverse"],
+                                 len(ins) == 2], outer * inner)]
+
+
+register(OpDef("scan", KERNEL, _scan_infer, ref=_scan_ref, vjp=_scan_vjp, kernel=_scan_kernel,
+               cuda=_cuda_scan))
+
+
+# --- argsort -------------------------------------------------------------------------------
+def _argsort_kernel(k):
+    """Each lane copied to a contiguous row, then Numba's merge sort (stable, NaNs last, as
+    NumPy's kind="stable")."""
+    outer, n, inner = _fold(k.inputs[0].shape, k.attr["axis"])
+    o, nn, i_ = k.param("outer", outer), k.param("n", n), k.param("inner", inner)
+    k.line(f"row = np.empty({nn}, x0.dtype)")
+    k.line(f"for a in range({o}):")
+    k.line(f"    for c in range({i_}):")
+    k.line(f"        for t in range({nn}):")
+    k.line(f"            row[t] = x0[(a * {nn} + t) * {i_} + c]")
+    k.line("        order = np.argsort(row, kind='mergesort')")
+    k.line(f"        for t in range({nn}):")
+    k.line(f"            out[(a * {nn} + t) * {i_} + c] = order[t]")
+
+
+def _cuda_argsort(prog, node, out, ins):
+    """A thread per element, which counts the elements of its lane that sort before it: its
+    place (cuda_rt.argsort_rank; n^2 work per lane, no scratch)."""
+    outer, n, inner = _fold(node.inputs[0].shape, node.attr["axis"])
+    return [prog.launch("argsort_rank", [out, ins[0], outer, n, inner], outer * n * inner)]
+
+
+register(OpDef("argsort", KERNEL,
+               lambda inputs, axis: (inputs[0].shape, np.dtype(np.int64)),
+               ref=lambda x, axis: np.argsort(x, axis=axis, kind="stable"),
+               nondiff=(0,),  # (an integer output: autodiff never asks)
+               kernel=_argsort_kernel, cuda=_cuda_argsort))
