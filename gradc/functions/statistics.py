@@ -428,9 +428,18 @@ def _static_q(q, name, scale):
     return q
 
 
-def _lanes(a, axis):
-    """x as floats with the reduced axes merged last, its NaN flag per lane, and the axes."""
-    x = _floating(array_arg(a))
+def _result_dtype(name, a, *q):
+    """NumPy's result dtype (q weakly typed when a Python number), from NumPy on one element."""
+    try:
+        return getattr(np, name)(np.zeros(1, array_arg(a).dtype), *q).dtype
+    except TypeError as e:
+        raise ArgumentError(f"np.{name}: {e}") from None
+
+
+def _lanes(a, axis, dtype):
+    """x in `dtype` with the reduced axes merged last and sorted, its NaN flag per lane, and the
+    axes."""
+    x = fn.astype(array_arg(a), dtype)
     axes = fn.normalize_axes(axis, x.ndim)
     if _count(x, axes) == 0:
         raise ShapeError("a median or quantile of an empty slice has no value; pass non-empty "
@@ -451,7 +460,7 @@ def _quantiles(a, q, axis, keepdims, name, scale, method="linear", weights=None,
         raise UnsupportedOpError(f"np.{name}(method={method!r}) is not supported; gradc computes "
                                  "method='linear' (the default)")
     qs = _static_q(q, name, scale)
-    x, axes, ordered, nan = _lanes(a, axis)
+    x, axes, ordered, nan = _lanes(a, axis, _result_dtype(name, a, q))
     n = ordered.shape[-1]
     flat_q = qs.reshape(-1)
     pos = flat_q * (n - 1)
@@ -483,7 +492,7 @@ def _percentile(a, q, axis=None, out=None, overwrite_input=False, method="linear
 
 def _median(a, axis=None, out=None, overwrite_input=False, keepdims=False):
     no_out(out, "median")
-    x, axes, ordered, nan = _lanes(a, axis)
+    x, axes, ordered, nan = _lanes(a, axis, _result_dtype("median", a))
     n = ordered.shape[-1]
     middle = fn.take(ordered, [(n - 1) // 2, n // 2], axis=-1)
     y = fn.mean(middle, -1, keepdims=True)  # (NumPy's: the mean of the middle one or two)
