@@ -333,9 +333,9 @@ def pool_argmax(out, x, planes, H, W, OH, OW, KH, KW, SH, SW, PH, PW):
 
 # --- scans and sorting (gradc/ops/scan.py): a lane is the (outer, inner) pair around the axis
 @cuda.jit
-def scan(out, a, b, outer, n, inner, reverse, has_a):
-    """y[j] = a[j] * y[j-1] + b[j] along each lane (a = 1 without has_a; from the end when
-    reversed): a thread per lane, walking it in order."""
+def scan(out, a, b, outer, n, inner, reverse, has_a, shifted):
+    """y[j] = a[j] * y[j-1] + b[j] along each lane (a = 1 without has_a; a[j-1] if shifted;
+    from the end when reversed): a thread per lane, walking it in order."""
     for e in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
         o = e // inner
         c = e - o * inner
@@ -346,7 +346,10 @@ def scan(out, a, b, outer, n, inner, reverse, has_a):
                 out[at] = b[at]
             else:
                 prev = at + inner if reverse else at - inner
-                out[at] = (a[at] * out[prev] if has_a else out[prev]) + b[at]
+                if has_a:
+                    out[at] = a[prev if shifted else at] * out[prev] + b[at]
+                else:
+                    out[at] = out[prev] + b[at]
 
 
 @cuda.jit(device=True)

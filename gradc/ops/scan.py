@@ -1,14 +1,17 @@
 """Scans and sorting along one axis: `scan`, a first-order linear recurrence (np.cumsum,
 np.cumprod, np.prod), and `argsort` (np.sort, np.argsort, np.median...).
 
-scan(a, b; axis, reverse) is y[i] = a[i] * y[i-1] + b[i] along `axis`, with y[-1] = 0 (y[i+1]
-and y[n] = 0 when reversed); scan(b) is the same with a = 1 (a cumulative sum, no array of
-ones). Its VJP is again a scan, the other way: the total cotangent of y[i] is
+scan(a, b; axis, reverse, shifted) is y[i] = a[i] * y[i-1] + b[i] along `axis`, with y[-1] = 0
+(y[i+1] and y[n] = 0 when reversed); `shifted` reads the coefficient one step back in scan
+order, y[i] = a[i-1] * y[i-1] + b[i]; scan(b) is the same with a = 1 (a cumulative sum, no array
+of ones). Its VJP is again a scan, the other way: the total cotangent of y[i] is
     S[i] = g[i] + a[i+1] * S[i+1]          (S[n] = 0)
-(y[i] reaches the loss directly and through y[i+1] = a[i+1] * y[i] + ...), so
+(y[i] reaches the loss directly and through y[i+1] = a[i+1] * y[i] + ...): a reversed scan that
+reads a one step back in its own order (shifted), and
     db[i] = S[i],   da[i] = S[i] * y[i-1]   (y[-1] = 0).
-No division anywhere: a cumulative product over zeros has its exact gradient (the product of
-the other factors), and grad of grad differentiates these scans again.
+(Of a shifted scan, S is an unshifted scan the other way and da[i] = S[i+1] * y[i].) No
+division anywhere: a cumulative product over zeros has its exact gradient (the product of the
+other factors), and grad of grad differentiates these scans again.
 
 argsort is NumPy's stable argsort (kind="stable": equal keys keep their order, NaNs last); it
 has no gradient. np.sort is a gather by it (take_along_axis), whose VJP is a scatter.
@@ -24,7 +27,7 @@ from .registry import KERNEL, OpDef, register
 
 
 # --- scan ----------------------------------------------------------------------------------
-def _scan_infer(inputs, axis, reverse):
+def _scan_infer(inputs, axis, reverse, shifted=False):
     if len(inputs) == 2 and (inputs[0].shape != inputs[1].shape or
                              inputs[0].dtype != inputs[1].dtype):
         raise ShapeError(f"scan: a {inputs[0]} and b {inputs[1]} differ in shape or dtype")
@@ -34,13 +37,17 @@ def _scan_infer(inputs, axis, reverse):
     return b.shape, b.dtype
 
 
-def _scan_ref(*xs, axis, reverse):
+def _scan_ref(*xs, axis, reverse, shifted=False):
     b = np.moveaxis(xs[-1], axis, 0)
     a = np.moveaxis(xs[0], axis, 0) if len(xs) == 2 else np.ones_like(b)
     y = np.empty_like(b)
-    prev = np.zeros_like(b[:1])[0] if b.shape[0] else None
-    for i in (range(b.shape[0] - 1, -1, -1) if reverse else range(b.shape[0])):
-        prev = y[i] = a[i] * prev + b[i]
+    order = range(b.shape[0] - 1, -1, -1) if reverse else range(b.shape[0])
+    for t, i in enumerate(order):
+        if t == 0:
+            y[i] = b[i]
+        else:
+            prev = i + 1 if reverse else i - 1
+            y[i] = a[prev if shifted else i] * y[prev] + b[i]
     return np.moveaxis(y, 0, axis)
 
 
@@ -61,26 +68,30 @@ def _shift(x, axis, toward_end):
     return fn.concatenate([zero, kept] if toward_end else [kept, zero], axis)
 
 
-def scan(b, a=None, axis=0, reverse=False):
-    """y[i] = a[i] * y[i-1] + b[i] along `axis` (a = 1 if None); reversed: from the end."""
-    inputs = (b,) if a is None else (a, b)
-    return b.graph.apply("scan", inputs, axis=axis, reverse=bool(reverse))
+def scan(b, a=None, axis=0, reverse=False, shifted=False):
+    """y[i] = a[i] * y[i-1] + b[i] along `axis` (a = 1 if None; a[i-1] if shifted); reversed:
+    from the end."""
+    if a is None:
+        return b.graph.apply("scan", (b,), axis=axis, reverse=bool(reverse))
+    return b.graph.apply("scan", (a, b), axis=axis, reverse=bool(reverse), shifted=bool(shifted))
 
 
 def _scan_vjp(node, g):
     axis, reverse = node.attr["axis"], node.attr["reverse"]
     if len(node.inputs) == 1:
         return [scan(g, None, axis, not reverse)]
-    a, y = node.inputs[0], node.output
-    # S[i] = g[i] + a[i+1] S[i+1]: a scan the other way over a shifted toward the scan's start
-    s = scan(g, _shift(a, axis, toward_end=reverse), axis, not reverse)
+    a, y, shifted = node.inputs[0], node.output, node.attr.get("shifted", False)
+    s = scan(g, a, axis, not reverse, not shifted)
+    # da[i] = S[i] * y[i-1] (unshifted) or S[i+1] * y[i] (shifted), in scan order
+    if shifted:
+        return [_shift(s, axis, toward_end=reverse) * y, s]
     return [s * _shift(y, axis, toward_end=not reverse), s]
 
 
 def _scan_kernel(k):
     """For each (outer, inner) lane, along the axis in order; the inner loop is innermost, so a
     scan over a leading axis reads whole rows."""
-    axis, reverse = k.attr["axis"], k.attr["reverse"]
+    axis, reverse, shifted = k.attr["axis"], k.attr["reverse"], k.attr.get("shifted", False)
     outer, n, inner = _fold(k.output.shape, axis)
     o, nn, i_ = k.param("outer", outer), k.param("n", n), k.param("inner", inner)
     xb = f"x{len(k.inputs) - 1}"
@@ -96,7 +107,7 @@ def _scan_kernel(k):
             k.line("else:")
             k.line(f"    prev = row {'+' if reverse else '-'} {i_}")
             k.line(f"    for c in range({i_}):")
-            times = "x0[row + c] * " if len(k.inputs) == 2 else ""
+            times = f"x0[{'prev' if shifted else 'row'} + c] * " if len(k.inputs) == 2 else ""
             k.line(f"        out[row + c] = {times}out[prev + c] + {xb}[row + c]")
 
 
@@ -106,7 +117,7 @@ def _cuda_scan(prog, node, out, ins):
     outer, n, inner = _fold(node.output.shape, node.attr["axis"])
     a = ins[0] if len(ins) == 2 else ins[-1]  # (not read when has_a is False)
     return [prog.launch("scan", [out, a, ins[-1], outer, n, inner, node.attr["reverse"],
-                                 len(ins) == 2], outer * inner)]
+                                 len(ins) == 2, node.attr.get("shifted", False)], outer * inner)]
 
 
 register(OpDef("scan", KERNEL, _scan_infer, ref=_scan_ref, vjp=_scan_vjp, kernel=_scan_kernel,

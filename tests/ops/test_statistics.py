@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import gradc
-from gradc import pytree
+from gradc import autodiff, pytree
 from gradc.interpret import evaluate
 from gradc.trace import trace
 
@@ -414,7 +414,8 @@ GRADIENTS = {  # name: (function of one float64 array, generator)
     "median": (lambda x: np.median(x, axis=1), _spread(3, 4)),
     "quantile": (lambda x: np.quantile(x, [0.25, 0.7], axis=(0, 2)), _spread(2, 3, 4)),
     "percentile": (lambda x: np.percentile(x, 40, axis=-1, keepdims=True), _spread(3, 5)),
-    "nansum": (lambda x: np.nansum(x * np.array([1.0, np.nan, 2.0, 1.0]), axis=0), _normal(3, 4)),
+    "nansum": (lambda x: np.nansum(np.where(np.array([1, 0, 1, 1]) > 0, x, np.nan), axis=0),
+               _normal(3, 4)),
     "nanmean": (lambda x: np.nanmean(np.where(x > 1.0, np.nan, x), axis=1), _spread(3, 4)),
 }
 
@@ -429,63 +430,105 @@ def _numerical_grad(f, x, eps=1e-6):
     return g
 
 
-def test_gradients_against_central_differences():
-    xs = {k: gen(_rng(k)) for k, (_, gen) in GRADIENTS.items()}
-    rs = {k: _rng("r" + k).standard_normal(np.shape(f(xs[k]))) for k, (f, _) in GRADIENTS.items()}
+def _interpret_grad(loss, args, argnums):
+    """(value, gradients of the arguments in argnums) of loss(*args), by autodiff of the traced
+    graph run in the reference interpreter; pytree arguments give their leaves' gradients in
+    flattened order."""
+    graph, _, (out,) = trace(loss, list(args))
+    counts = [len(pytree.flatten(a)[0]) for a in args]
+    starts = np.cumsum([0] + counts)
+    wrt = [v for i in argnums for v in graph.inputs[starts[i]:starts[i + 1]]]
+    graph.outputs = [out] + autodiff.vjp(graph, out, wrt)
+    value, *grads = evaluate(graph, pytree.flatten(list(args))[0])
+    return value, grads
+
+
+def _gradient_case(names):
+    xs = {k: GRADIENTS[k][1](_rng(k)) for k in names}
+    rs = {k: _rng("r" + k).standard_normal(np.shape(GRADIENTS[k][0](xs[k]))) for k in names}
 
     def loss(xs, rs):
-        return sum(np.sum(GRADIENTS[k][0](xs[k]) * rs[k]) for k in sorted(GRADIENTS))
+        return sum(np.sum(GRADIENTS[k][0](xs[k]) * rs[k]) for k in sorted(xs))
 
-    value, grads = gradc.value_and_grad(loss, copy=True)(xs, rs)
+    def check(grads):
+        failures = []
+        for k in names:
+            f = GRADIENTS[k][0]
+            want = _numerical_grad(lambda x: np.sum(f(x) * rs[k]), xs[k])
+            if not np.allclose(grads[k], want, rtol=1e-5, atol=1e-6):
+                failures.append(f"{k}: gradc {grads[k].ravel()[:6]}, differences "
+                                f"{want.ravel()[:6]}")
+        assert not failures, "\n".join(failures)
+    return xs, rs, loss, check
+
+
+def test_gradients_against_central_differences():
+    """Every entry of GRADIENTS, by the reference interpreter (no compile)."""
+    names = sorted(GRADIENTS)
+    xs, rs, loss, check = _gradient_case(names)
+    value, grads = _interpret_grad(loss, (xs, rs), argnums=(0,))
     np.testing.assert_allclose(value, loss(xs, rs), rtol=1e-12)
-    failures = []
-    for k, (f, _) in GRADIENTS.items():
-        want = _numerical_grad(lambda x: np.sum(f(x) * rs[k]), xs[k])
-        if not np.allclose(grads[k], want, rtol=1e-5, atol=1e-6):
-            failures.append(f"{k}: gradc {grads[k].ravel()[:6]}, differences {want.ravel()[:6]}")
-    assert not failures, "\n".join(failures)
+    check(dict(zip(names, grads)))
 
 
-def test_gradients_float32_and_exact_special_points():
-    """float32 gradients stay float32; at a zero of np.prod the gradient is the product of the
-    other factors (not 0/0); the 2-norm's gradient at 0 is 0 (as JAX's), not NaN; each tied
-    element of a sort gets the cotangent of its own place."""
-    def loss(x, z, ties):
+COMPILED_GRADIENTS = ["var_axes_ddof", "std_last", "average_traced_weights", "ptp", "prod_zeros",
+                      "cumsum_axis0", "cumprod_zeros", "norm2_axis", "norm_matrix1", "trace",
+                      "diff", "sort_axis0", "quantile", "nanmean"]
+
+
+def test_compiled_gradients():
+    """A representative subset compiled (float64, against central differences), with float32
+    gradients and exact special points in the same program: float32 stays float32; at a zero of
+    np.prod the gradient is the product of the other factors (not 0/0); the 2-norm's gradient
+    at 0 is 0 (as JAX's), not NaN; each tied element of a sort gets the cotangent of its own
+    place."""
+    xs, rs, loss64, check = _gradient_case(COMPILED_GRADIENTS)
+
+    def special(x, z, ties):
         return (np.sum(np.cumprod(x, axis=1) * 0.5) + np.sum(np.var(x, axis=0))
                 + np.linalg.norm(z) + np.sum(np.linalg.norm(z, axis=0))
                 + np.sum(np.prod(x, axis=1)) + np.sum(np.sort(ties) * np.arange(1.0, 6.0)))
 
+    def loss(xs, rs, x, z, ties):
+        return loss64(xs, rs) + special(x, z, ties)
+
     x = np.array([[2.0, 0.0, 3.0], [0.0, 0.0, 5.0]], np.float32)
     z = np.zeros((2, 3), np.float32)
     ties = np.array([2.0, 1.0, 2.0, 1.0, 0.0], np.float32)
-    gx, gz, gt = gradc.grad(loss, argnums=(0, 1, 2), copy=True)(x, z, ties)
+    value, (g64, gx, gz, gt) = gradc.value_and_grad(loss, argnums=(0, 2, 3, 4), copy=True)(
+        xs, rs, x, z, ties)
+    np.testing.assert_allclose(value, loss64(xs, rs) + special(x, z, ties), rtol=1e-6)
+    check(g64)
     assert gx.dtype == gz.dtype == gt.dtype == np.float32
-    cumprod_part = np.array([[0.5 * (1 + 2 + 0), 0.5 * (2 + 2 * 3), 0.0], [0.0, 0.0, 0.0]])
-    var_part = 2 * (x - x.mean(axis=0)) / 2
-    prod_part = np.array([[0.0, 6.0, 0.0], [0.0, 0.0, 0.0]])
+    cumprod_part = np.array([[0.5, 0.5 * (2 + 2 * 3), 0.0], [0.5, 0.0, 0.0]])
+    var_part = x - x.mean(axis=0)  # (2 / n) (x - mean), n = 2
+    prod_part = np.array([[0.0, 2 * 3, 0.0], [0.0, 0.0, 0.0]])  # two zeros in row 1: all 0
     np.testing.assert_allclose(gx, cumprod_part + var_part + prod_part, rtol=1e-6)
     np.testing.assert_array_equal(gz, np.zeros((2, 3)))
     np.testing.assert_array_equal(gt, [4.0, 2.0, 5.0, 3.0, 1.0])  # stable: ties keep their order
 
 
-def test_grad_of_grad_var_prod_cumprod():
-    """Hessian-vector products through the scan's VJP (itself scans) and var, against central
-    differences of gradc's own gradient; zeros among the factors."""
-    def f(a, b, c):
-        return (np.sum(np.var(a, axis=1, ddof=1) ** 2) + np.sum(np.prod(b, axis=0) * _W)
-                + np.sum(np.cumprod(c, axis=1) ** 2))
+def _hvp_f(a, b, c):
+    return (np.sum(np.var(a, axis=1, ddof=1) ** 2) + np.sum(np.prod(b, axis=0) * _W)
+            + np.sum(np.cumprod(c, axis=1) ** 2))
 
+
+def _hvp(a, b, c, va, vb, vc):
+    grads = gradc.grad(_hvp_f, argnums=(0, 1, 2))(a, b, c)
+    return sum(np.sum(g * v) for g, v in zip(grads, (va, vb, vc)))
+
+
+def test_grad_of_grad_var_prod_cumprod():
+    """Hessian-vector products through the scan's VJP (itself scans) and var, compiled, against
+    central differences of the gradient (by the interpreter); zeros among the factors."""
     r = _rng("hvp")
     a = r.standard_normal((3, 4))
     b = _zeros_in((4, 3), [(1, 0), (2, 0), (3, 1)])(r)
     c = _zeros_in((2, 4), [(0, 2)])(r)
     vs = [r.standard_normal(v.shape) for v in (a, b, c)]
-    grad_f = gradc.grad(f, argnums=(0, 1, 2), copy=True)
-    hvp = gradc.grad(lambda a, b, c, va, vb, vc: sum(
-        np.sum(g * v) for g, v in zip(gradc.grad(f, argnums=(0, 1, 2))(a, b, c), (va, vb, vc))),
-        argnums=(0, 1, 2), copy=True)(a, b, c, *vs)
+    hvp = gradc.grad(_hvp, argnums=(0, 1, 2), copy=True)(a, b, c, *vs)
     eps = 1e-5
-    plus = grad_f(*[x + eps * v for x, v in zip((a, b, c), vs)])
-    minus = grad_f(*[x - eps * v for x, v in zip((a, b, c), vs)])
+    plus = _interpret_grad(_hvp_f, [x + eps * v for x, v in zip((a, b, c), vs)], (0, 1, 2))[1]
+    minus = _interpret_grad(_hvp_f, [x - eps * v for x, v in zip((a, b, c), vs)], (0, 1, 2))[1]
     for got, p, m, name in zip(hvp, plus, minus, ("var", "prod", "cumprod")):
         np.testing.assert_allclose(got, (p - m) / (2 * eps), rtol=1e-5, atol=1e-7, err_msg=name)
