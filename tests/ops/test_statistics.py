@@ -291,32 +291,20 @@ def test_errors_name_what_to_do():
 # ---------------------------------------------------------------------------------------------
 # compiled end to end: one program
 
-def _forward(x3, x2, i2, ties, b2):
-    """Many results of one compiled program: float32 (x3), float64 (x2), int32, ties/NaNs,
-    booleans."""
+def _forward(x3, x2, i2, ties):
+    """A representative subset in one compiled program (each family, each new kernel: scans
+    forward and reversed, with and without coefficients, argsort): float32 (x3), float64 (x2),
+    int32, ties and NaNs. The sweep above checks the rest in the interpreter."""
     return {
         "var": np.var(x3, axis=(0, 2), ddof=1), "std": x2.std(axis=-1, keepdims=True),
-        "var_int": np.var(i2, axis=0), "average": np.average(x3, axis=1, weights=x3[0, 0, :3]
-                                                             ** 2 + 1.0, returned=True),
-        "ptp": np.ptp(x3, axis=2), "prod": np.prod(x3, axis=(0, 1)), "prod_int": i2.prod(),
-        "norm2": np.linalg.norm(x3, axis=-1), "norm_fro": np.linalg.norm(x2),
-        "norm_inf": np.linalg.norm(x3, np.inf, axis=(1, 2), keepdims=True),
-        "norm3": np.linalg.norm(x2, 3, axis=0), "trace": np.trace(x3, 1, 1, 2),
-        "trace_int": np.trace(i2, -1), "diff": np.diff(x3, 2, axis=1, prepend=0.5),
-        "diff_bool": np.diff(b2, axis=0), "cumsum": np.cumsum(x3, axis=0),
-        "cumsum_last": np.cumsum(x2, axis=-1), "cumsum_int": np.cumsum(i2),
-        "cumprod": np.cumprod(x3, axis=1), "cumprod_flat": x2.cumprod(),
-        "argmax": np.argmax(x3, axis=1), "argmin": np.argmin(x2, keepdims=True),
-        "argmax_ties": np.argmax(ties, axis=1), "argmin_ties": np.argmin(ties, axis=0),
-        "sort": np.sort(x3, axis=0), "sort_flat": np.sort(x2, axis=None),
-        "sort_ties": np.sort(ties, axis=1), "sort_int": np.sort(i2, axis=0),
-        "sort_bool": np.sort(b2, axis=1), "argsort": np.argsort(x3, axis=-1),
-        "argsort_ties": np.argsort(ties, axis=1, kind="stable"),
-        "argsort_ties0": np.argsort(ties, axis=0, kind="stable"),
-        "median": np.median(x3, axis=(0, 2)), "median_ties": np.median(ties, axis=1),
-        "quantile": np.quantile(x2, [0.1, 0.5, 1.0], axis=1, keepdims=True),
-        "percentile": np.percentile(x3, 25), "count_nonzero": np.count_nonzero(i2, axis=1),
-        "nansum": np.nansum(ties, axis=0), "nanmean": np.nanmean(ties, axis=1),
+        "prod": np.prod(x3, axis=(0, 1)), "prod_int": i2.prod(axis=0),
+        "norm": np.linalg.norm(x3, axis=-1), "trace": np.trace(x3, 1, 1, 2),
+        "diff": np.diff(x2, 2, axis=0, prepend=0.5), "cumsum": np.cumsum(x3, axis=1),
+        "cumsum_int": np.cumsum(i2), "cumprod": np.cumprod(x2, axis=0),
+        "argmax_ties": np.argmax(ties, axis=1), "argmin": np.argmin(x3, axis=0),
+        "sort": np.sort(x3, axis=1), "sort_ties": np.sort(ties, axis=None),
+        "argsort_ties": np.argsort(ties, axis=0, kind="stable"),
+        "median": np.median(x2, axis=1), "quantile": np.quantile(ties, [0.2, 1.0], axis=1),
     }
 
 
@@ -330,7 +318,7 @@ TIES = np.array([[3.0, 1.0, np.nan, 1.0, 3.0],
 def forward_args():
     r = _rng("forward")
     return (r.standard_normal((2, 3, 4)).astype(np.float32), r.standard_normal((3, 4)),
-            r.integers(-3, 4, (3, 4)).astype(np.int32), TIES.copy(), r.random((3, 4)) < 0.5)
+            r.integers(-3, 4, (3, 4)).astype(np.int32), TIES.copy())
 
 
 def test_compiled_forward_against_numpy(forward_args):
@@ -471,9 +459,7 @@ def test_gradients_against_central_differences():
     check(dict(zip(names, grads)))
 
 
-COMPILED_GRADIENTS = ["var_axes_ddof", "std_last", "average_traced_weights", "ptp", "prod_zeros",
-                      "cumsum_axis0", "cumprod_zeros", "norm2_axis", "norm_matrix1", "trace",
-                      "diff", "sort_axis0", "quantile", "nanmean"]
+COMPILED_GRADIENTS = ["var_axes_ddof", "prod_zeros", "cumsum_axis0", "sort_axis0", "median"]
 
 
 def test_compiled_gradients():
