@@ -89,26 +89,45 @@ def _scan_vjp(node, g):
 
 
 def _scan_kernel(k):
-    """For each (outer, inner) lane, along the axis in order; the inner loop is innermost, so a
-    scan over a leading axis reads whole rows."""
+    """For each (outer, inner) lane, along the axis in order. A scan over the last axis (inner
+    = 1) keeps y in a register; otherwise the inner loop is innermost, so a scan over a leading
+    axis reads whole rows."""
     axis, reverse, shifted = k.attr["axis"], k.attr["reverse"], k.attr.get("shifted", False)
     outer, n, inner = _fold(k.output.shape, axis)
     o, nn, i_ = k.param("outer", outer), k.param("n", n), k.param("inner", inner)
     xb = f"x{len(k.inputs) - 1}"
+    step = "+" if reverse else "-"
+
+    def times(at):  # the coefficient's factor, read at `at`
+        return f"x0[{at}] * " if len(k.inputs) == 2 else ""
+
     k.line(f"for a in range({o}):")
     with k.indent():
-        k.line(f"for t in range({nn}):")
+        k.line(f"if {i_} == 1 and {nn} > 0:")
         with k.indent():
-            k.line(f"j = {nn} - 1 - t" if reverse else "j = t")
-            k.line(f"row = (a * {nn} + j) * {i_}")
-            k.line("if t == 0:")
-            k.line(f"    for c in range({i_}):")
-            k.line(f"        out[row + c] = {xb}[row + c]")
-            k.line("else:")
-            k.line(f"    prev = row {'+' if reverse else '-'} {i_}")
-            k.line(f"    for c in range({i_}):")
-            times = f"x0[{'prev' if shifted else 'row'} + c] * " if len(k.inputs) == 2 else ""
-            k.line(f"        out[row + c] = {times}out[prev + c] + {xb}[row + c]")
+            k.line(f"row = a * {nn}")
+            k.line(f"j = {nn} - 1" if reverse else "j = 0")
+            k.line(f"acc = {xb}[row + j]")
+            k.line("out[row + j] = acc")
+            k.line(f"for t in range(1, {nn}):")
+            k.line(f"    j = {nn} - 1 - t" if reverse else "    j = t")
+            k.line(f"    acc = {times(f'row + j {step} 1' if shifted else 'row + j')}acc "
+                   f"+ {xb}[row + j]")
+            k.line("    out[row + j] = acc")
+        k.line("else:")
+        with k.indent():
+            k.line(f"for t in range({nn}):")
+            with k.indent():
+                k.line(f"j = {nn} - 1 - t" if reverse else "j = t")
+                k.line(f"row = (a * {nn} + j) * {i_}")
+                k.line("if t == 0:")
+                k.line(f"    for c in range({i_}):")
+                k.line(f"        out[row + c] = {xb}[row + c]")
+                k.line("else:")
+                k.line(f"    prev = row {step} {i_}")
+                k.line(f"    for c in range({i_}):")
+                k.line(f"        out[row + c] = {times('prev + c' if shifted else 'row + c')}"
+                       f"out[prev + c] + {xb}[row + c]")
 
 
 # CUDA: the launches of cuda_rt.py's kernel for this op: (program, node, out Buf, input Bufs)
@@ -125,9 +144,10 @@ register(OpDef("scan", KERNEL, _scan_infer, ref=_scan_ref, vjp=_scan_vjp, kernel
 
 
 # --- argsort -------------------------------------------------------------------------------
+RUN = 16  # the merge sort starts from runs this long, each sorted by insertion
 def _argsort_kernel(k):
     """Each lane copied out with its indices, then a bottom-up merge sort of the (key, index)
-    pairs: stable (the left run wins unless the right key sorts strictly first), NaNs last, as
+    pairs from insertion-sorted runs: stable (the left run wins unless the right key sorts strictly first), NaNs last, as
     NumPy's kind="stable". (Numba's own np.argsort(kind="mergesort") takes ~10 s to compile per
     dtype; this, well under 1 s.)"""
     outer, n, inner = _fold(k.inputs[0].shape, k.attr["axis"])
@@ -140,7 +160,17 @@ def _argsort_kernel(k):
         k.line(f"for t in range({nn}):")
         k.line(f"    key[t] = x0[(a * {nn} + t) * {i_} + c]")
         k.line("    idx[t] = t")
-        k.line("width = 1")
+        # runs of RUN by insertion sort (a key moves left past keys that sort strictly after
+        # it: stable), then merges of runs
+        k.line(f"for lo in range(0, {nn}, {RUN}):")
+        k.line(f"    for t in range(lo + 1, min(lo + {RUN}, {nn})):")
+        k.line("        kv, iv, j = key[t], idx[t], t")
+        k.line("        while j > lo and (kv < key[j - 1] or (key[j - 1] != key[j - 1] and "
+               "kv == kv)):")
+        k.line("            key[j], idx[j] = key[j - 1], idx[j - 1]")
+        k.line("            j -= 1")
+        k.line("        key[j], idx[j] = kv, iv")
+        k.line(f"width = {RUN}")
         k.line(f"while width < {nn}:")
         with k.indent():
             k.line("lo = 0")
