@@ -147,9 +147,9 @@ register(OpDef("scan", KERNEL, _scan_infer, ref=_scan_ref, vjp=_scan_vjp, kernel
 RUN = 16  # the merge sort starts from runs this long, each sorted by insertion
 def _argsort_kernel(k):
     """Each lane copied out with its indices, then a bottom-up merge sort of the (key, index)
-    pairs from insertion-sorted runs: stable (the left run wins unless the right key sorts strictly first), NaNs last, as
-    NumPy's kind="stable". (Numba's own np.argsort(kind="mergesort") takes ~10 s to compile per
-    dtype; this, well under 1 s.)"""
+    pairs from insertion-sorted runs: stable (the left run wins unless the right key sorts
+    strictly first), NaNs last, as NumPy's kind="stable". (Numba's own
+    np.argsort(kind="mergesort") takes ~10 s to compile per dtype; this, well under 1 s.)"""
     outer, n, inner = _fold(k.inputs[0].shape, k.attr["axis"])
     o, nn, i_ = k.param("outer", outer), k.param("n", n), k.param("inner", inner)
     k.line(f"key, key2 = np.empty({nn}, x0.dtype), np.empty({nn}, x0.dtype)")
