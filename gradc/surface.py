@@ -179,13 +179,18 @@ def _setitem(self, index, value):
         source=user_source())
 
 
+def _refused(message):
+    def raise_(self, *args, **kwargs):
+        raise UnsupportedOpError(message, source=user_source())
+    return raise_
+
+
 def _getattr(self, name):
     if name.startswith("__"):
         raise AttributeError(name)
     raise UnsupportedOpError(
         f"the ndarray attribute or method .{name} is not supported in traced code; supported: "
-        "T, shape, ndim, dtype, size, sum, mean, max, min, reshape, transpose, swapaxes, squeeze, "
-        "flatten, ravel, astype, dot, clip, repeat, diagonal, take", source=user_source())
+        + ", ".join(sorted(k for k in _SURFACE if not k.startswith("_"))), source=user_source())
 
 
 _SURFACE = {
@@ -225,6 +230,13 @@ _SURFACE = {
     "mT": property(traced(lambda self: fn.swapaxes(self, -1, -2))),
     "sum": _method(np.sum), "mean": _method(np.mean), "max": _method(np.max),
     "min": _method(np.min), "any": _method(np.any), "all": _method(np.all),
+    "var": _method(np.var), "std": _method(np.std), "prod": _method(np.prod),
+    "cumsum": _method(np.cumsum), "cumprod": _method(np.cumprod),
+    "argmax": _method(np.argmax), "argmin": _method(np.argmin), "argsort": _method(np.argsort),
+    "trace": _method(np.trace),
+    "sort": _refused(".sort() sorts in place, and arrays are immutable in a traced function; "
+                     "use np.sort(x, axis) and its result"),
+    "ptp": _refused(".ptp() is not an ndarray method in NumPy 2; use np.ptp(x, axis)"),
     "reshape": traced(_reshape_method),
     "transpose": traced(_transpose_method),
     "swapaxes": _method(np.swapaxes),

@@ -84,8 +84,8 @@ CHECKS = ["elementwise", "transcendental", "activations", "where_compare", "floo
           "broadcast", "transpose_slice_views", "sum_axes", "max_min", "mean_var",
           "reductions_jit", "matmul_2d", "matmul_batched", "take_embedding", "take_axis1",
           "take_along_axis", "slice_concat", "stride_slice_grad", "slice_sums", "conv2d", "pooling",
-          "cross_entropy", "softmax_log_softmax", "float64", "train_step_adam", "index_error",
-          "index_error_train_step"]
+          "cross_entropy", "softmax_log_softmax", "scans_sorting", "argsort_jit", "float64",
+          "train_step_adam", "index_error", "index_error_train_step"]
 
 
 @pytest.mark.parametrize("name", CHECKS)

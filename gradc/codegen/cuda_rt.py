@@ -331,6 +331,53 @@ def pool_argmax(out, x, planes, H, W, OH, OW, KH, KW, SH, SW, PH, PW):
 
 
 
+# --- scans and sorting (gradc/ops/scan.py): a lane is the (outer, inner) pair around the axis
+@cuda.jit
+def scan(out, a, b, outer, n, inner, reverse, has_a, shifted):
+    """y[j] = a[j] * y[j-1] + b[j] along each lane (a = 1 without has_a; a[j-1] if shifted;
+    from the end when reversed): a thread per lane, walking it in order."""
+    for e in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
+        o = e // inner
+        c = e - o * inner
+        for t in range(n):
+            j = n - 1 - t if reverse else t
+            at = (o * n + j) * inner + c
+            if t == 0:
+                out[at] = b[at]
+            else:
+                prev = at + inner if reverse else at - inner
+                if has_a:
+                    out[at] = a[prev if shifted else at] * out[prev] + b[at]
+                else:
+                    out[at] = out[prev] + b[at]
+
+
+@cuda.jit(device=True)
+def _sorts_before(u, i, v, j):
+    """Does u (at i) come before v (at j) in a stable sort with NaNs last?"""
+    if u != u:
+        return v != v and i < j
+    return v != v or u < v or (u == v and i < j)
+
+
+@cuda.jit
+def argsort_rank(out, x, outer, n, inner):
+    """A stable argsort: each element counts the elements of its lane that sort before it, and
+    writes its own index at that place."""
+    for e in range(cuda.grid(1), outer * n * inner, cuda.gridsize(1)):
+        o = e // (n * inner)
+        r = e - o * n * inner
+        i = r // inner
+        c = r - i * inner
+        base = o * n * inner + c
+        u = x[e]
+        rank = 0
+        for j in range(n):
+            if _sorts_before(x[base + j * inner], j, u, i):
+                rank += 1
+        out[base + rank * inner] = i
+
+
 # --- counter-based random numbers (gradc.random): the bits of gradc/ops/random.py ------------
 RNG_GAMMA = np.uint64(0x9E3779B97F4A7C15)
 RNG_MIX1 = np.uint64(0xBF58476D1CE4E5B9)

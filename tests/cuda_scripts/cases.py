@@ -110,6 +110,15 @@ case("pooling", lambda x: gradc.nn.max_pool2d(x, 2).sum()
 case("cross_entropy", lambda l, y: gradc.nn.cross_entropy(l, y), logits, labels)
 case("softmax_log_softmax", lambda l: (gradc.nn.softmax(l, axis=-1) ** 2.0).sum()
      + gradc.nn.log_softmax(l, axis=0).mean(), logits)
+# scans (cumulative sums and products, np.prod; a zero factor) and sorting (gradc/ops/scan.py)
+scan_x = f32(3, 4)
+scan_x[1, 2] = 0.0
+case("scans_sorting", lambda a: (np.cumsum(a, axis=1) * np.cumprod(a, axis=0)).sum()
+     + (np.sort(a, axis=0) * a).sum() + np.prod(a, axis=1).sum() + np.cumsum(a[::-1], axis=0).sum(),
+     scan_x)
+ties = np.array([[3, 1, np.nan, 1], [2, 2, 2, -1], [0, -np.inf, 5, 0]], np.float32)
+case("argsort_jit", lambda a: [np.argsort(a, axis=1), np.argsort(a, axis=0), np.sort(a, axis=None),
+                               np.argmax(a, axis=1)], ties, mode="jit")
 case("float64", lambda a: (np.exp(a) * a).sum(), x.astype(np.float64))
 FLOAT64_CASES = {"float64"}  # float64 on purpose: .f64 expected in their PTX
 

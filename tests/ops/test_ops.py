@@ -272,6 +272,10 @@ CASES = [
     Case("min_3d", lambda x: np.min(x, axis=(1, 2)), [normal(2, 3, 4)]),
     Case("max_of_chain", lambda x: np.max(np.tanh(x) * 2.0, axis=-1, keepdims=True) - x,
          [normal(3, 4)]),
+    # --- scans and sorting (the rest of the family: tests/ops/test_statistics.py) ----------
+    Case("cumprod_with_zeros", lambda x: np.cumprod(x, axis=1) + np.cumsum(x, axis=0),
+         [lambda rng: np.where(rng.random((3, 4)) < 0.25, 0.0, rng.standard_normal((3, 4)))]),
+    Case("sort_rows", lambda x: np.sort(x, axis=-1) * np.arange(4.0), [normal(3, 4)]),
     # --- shapes and movement --------------------------------------------------------------
     Case("reshape", lambda x: x.reshape(4, 3) * 2.0, [normal(3, 4)]),
     Case("reshape_infer", lambda x: np.reshape(x, (2, -1)), [normal(3, 4)]),

@@ -1,0 +1,513 @@
+"""Reductions, statistics, scans and sorting: np.var, np.std, np.average, np.ptp, np.prod,
+np.linalg.norm, np.trace, np.diff, np.cumsum, np.cumprod, np.argmax, np.argmin, np.sort,
+np.argsort, np.median, np.quantile, np.percentile, np.count_nonzero, np.nansum, np.nanmean.
+
+All are composites of gradc.ops.fn and two ops of gradc/ops/scan.py: `scan` (the cumulative sums
+and products, and np.prod: the last element of a cumulative product, so its gradient at a zero
+is the product of the other factors, not 0/0) and `argsort` (np.sort is a gather by it, whose
+gradient is a scatter; the quantiles read the sorted values).
+"""
+import numbers
+import operator
+
+import numpy as np
+
+from ..errors import ArgumentError, ShapeError, UnsupportedOpError
+from ..ir import Value
+from ..ops import fn
+from ..ops.scan import scan
+from ._args import ABSENT, array_arg, no_out, no_where
+
+
+def _keep(keepdims):
+    return keepdims is not ABSENT and bool(keepdims)
+
+
+def _floating(x, dtype=None):
+    """x in `dtype` if given, else as NumPy's statistics take it: integers and booleans as
+    float64."""
+    if dtype is not None:
+        return fn.astype(x, dtype)
+    return x if np.issubdtype(x.dtype, np.floating) else fn.astype(x, np.float64)
+
+
+def _count(x, axes):
+    return int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+
+
+def _iota(x, axis):
+    """The index along `axis` of each element of x (int64, a broadcast constant)."""
+    n = x.shape[axis]
+    ramp = fn.as_value(np.arange(n, dtype=np.int64).reshape((n,) + (1,) * (x.ndim - axis - 1)), x)
+    return fn.broadcast_to(ramp, x.shape)
+
+
+def _flat_or_axis(x, axis):
+    """(x, axis) for a function over one axis; axis=None: the flattened array's."""
+    if axis is None:
+        return fn.reshape(x, (x.size,)), 0
+    return x, fn.normalize_axis(axis, x.ndim)
+
+
+def _axes_last(x, axes):
+    """x with `axes` moved to the end and merged into one: (array, the other axes' shape)."""
+    kept = [i for i in range(x.ndim) if i not in axes]
+    y = fn.transpose(x, kept + list(axes))
+    rest = tuple(x.shape[i] for i in kept)
+    return fn.reshape(y, rest + (_count(x, axes),)), rest
+
+
+def _keepdims_shape(x, axes):
+    return tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+
+
+def _isnan(x):
+    return fn.compare("not_equal", x, x)
+
+
+# ---------------------------------------------------------------------------------------------
+# moments
+
+def _var(name):
+    def impl(a, axis=None, dtype=None, out=None, ddof=0, keepdims=ABSENT, *, where=ABSENT,
+             mean=ABSENT, correction=ABSENT):
+        no_out(out, name)
+        no_where(where, name)
+        if correction is not ABSENT:
+            if ddof != 0:
+                raise ArgumentError(f"np.{name}: ddof and correction can't be provided "
+                                    "simultaneously")
+            ddof = correction
+        if isinstance(ddof, Value):
+            raise UnsupportedOpError(f"np.{name}(ddof=...) must be a Python number, not a traced "
+                                     "value")
+        x = _floating(array_arg(a, mean), dtype)
+        axes = fn.normalize_axes(axis, x.ndim)
+        if mean is ABSENT:
+            mu = fn.mean(x, axes, keepdims=True)
+        else:  # NumPy 2: the mean given, in the keepdims shape
+            mu = fn.astype(array_arg(mean, x), x.dtype)
+            if mu.shape != _keepdims_shape(x, axes):
+                raise ShapeError(f"np.{name}(mean=...) needs the shape {_keepdims_shape(x, axes)} "
+                                 f"(keepdims=True over the axes), got {mu.shape}")
+        d = x - fn.broadcast_to(mu, x.shape)
+        # as NumPy: count - ddof <= 0 divides by zero (inf, or NaN for 0 / 0)
+        var = fn.divide(fn.sum(d * d, axes, _keep(keepdims)), float(max(_count(x, axes) - ddof, 0)))
+        return fn.unary("sqrt", var) if name == "std" else var
+    return impl
+
+
+def _average(a, axis=None, weights=None, returned=False, *, keepdims=ABSENT):
+    x = array_arg(a, weights)
+    keep = _keep(keepdims)
+    axes = fn.normalize_axes(axis, x.ndim)
+    if weights is None:
+        avg = fn.mean(x, axes, keep)
+        scale = fn.full(x.graph, avg.shape, x.size // max(avg.size, 1), avg.dtype)
+    else:
+        w = weights if isinstance(weights, Value) else np.asarray(weights)
+        if w.shape != x.shape:
+            if axis is None:
+                raise ArgumentError("np.average: axis must be specified when the shapes of a and "
+                                    "weights differ")
+            given = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+            given = tuple(fn.normalize_axis(i, x.ndim) for i in given)
+            if w.shape != tuple(x.shape[i] for i in given):
+                raise ShapeError("np.average: the shape of weights must be that of a along the "
+                                 f"axes {given}, got {w.shape}")
+            # (NumPy's order: the weights' axes are those of `axis`, as given)
+            perm = tuple(int(i) for i in np.argsort(given))
+            shape = tuple(d if i in axes else 1 for i, d in enumerate(x.shape))
+            w = fn.reshape(fn.transpose(w, perm), shape) if isinstance(w, Value) else \
+                np.transpose(w, perm).reshape(shape)
+        if not isinstance(w, Value):  # constant weights: NumPy's check, now
+            if np.any(np.sum(np.broadcast_to(w, x.shape), axis=axes) == 0):
+                raise ArgumentError("np.average: weights sum to zero, can't be normalized")
+            w = fn.as_value(w, x)
+        floats = np.result_type(x.dtype, w.dtype, *(["f8"] if not np.issubdtype(
+            x.dtype, np.floating) else []))
+        x, w = fn.astype(x, floats), fn.astype(w, floats)
+        scale = fn.sum(w, axes, keep)
+        avg = fn.sum(x * fn.broadcast_to(w, x.shape), axes, keep) / scale
+    if returned:
+        return avg, fn.broadcast_to(scale, avg.shape)
+    return avg
+
+
+def _ptp(a, axis=None, out=None, keepdims=ABSENT):
+    no_out(out, "ptp")
+    x = array_arg(a)
+    if x.dtype == np.bool_:
+        raise ArgumentError("np.ptp of booleans: NumPy's subtract does not take booleans; use "
+                            "np.any(x) != np.all(x) or cast to int")
+    return fn.max(x, axis, _keep(keepdims)) - fn.min(x, axis, _keep(keepdims))
+
+
+def _count_nonzero(a, axis=None, *, keepdims=False):
+    x = array_arg(a)
+    return fn.sum(fn.astype(fn.astype(x, np.bool_), np.int64), axis, bool(keepdims))
+
+
+def _nansum(a, axis=None, dtype=None, out=None, keepdims=ABSENT, initial=ABSENT, where=ABSENT):
+    no_out(out, "nansum")
+    no_where(where, "nansum")
+    x = array_arg(a)
+    if np.issubdtype(x.dtype, np.floating):
+        x = fn.where(_isnan(x), 0, x)
+    if dtype is not None:
+        x = fn.astype(x, dtype)
+    y = fn.sum(x, axis, _keep(keepdims))
+    y = y if dtype is None else fn.astype(y, dtype)
+    return y if initial is ABSENT else y + initial
+
+
+def _nanmean(a, axis=None, dtype=None, out=None, keepdims=ABSENT, *, where=ABSENT):
+    no_out(out, "nanmean")
+    no_where(where, "nanmean")
+    x = _floating(array_arg(a), dtype)
+    keep = _keep(keepdims)
+    present = fn.compare("equal", x, x)
+    # (a slice of NaNs only: 0 / 0, NaN, as NumPy gives with its warning)
+    return fn.sum(fn.where(present, x, 0), axis, keep) / fn.sum(fn.astype(present, x.dtype),
+                                                                  axis, keep)
+
+
+# ---------------------------------------------------------------------------------------------
+# products and scans
+
+def _integer_accumulator(x):
+    """NumPy accumulates booleans and small integers in int64 (np.prod, np.cumsum...)."""
+    if x.dtype == np.bool_ or np.issubdtype(x.dtype, np.signedinteger):
+        return fn.astype(x, np.int64)
+    return x
+
+
+def _cumulative(x, axis, product):
+    if not product:
+        return scan(x, None, axis)
+    # y[i] = x[i] * y[i-1], y[0] = x[0]: b is x at the first index and 0 after
+    return scan(fn.where(fn.compare("equal", _iota(x, axis), 0), x, 0), x, axis)
+
+
+def _cum(name):
+    def impl(a, axis=None, dtype=None, out=None):
+        no_out(out, name)
+        x = array_arg(a)
+        x = _integer_accumulator(x) if dtype is None else fn.astype(x, dtype)
+        x, axis = _flat_or_axis(x, axis)
+        return _cumulative(x, axis, name == "cumprod")
+    return impl
+
+
+def _prod(a, axis=None, dtype=None, out=None, keepdims=ABSENT, initial=ABSENT, where=ABSENT):
+    no_out(out, "prod")
+    no_where(where, "prod")
+    x = array_arg(a)
+    x = _integer_accumulator(x) if dtype is None else fn.astype(x, dtype)
+    axes = fn.normalize_axes(axis, x.ndim)
+    if not axes:
+        y = x
+    elif _count(x, axes) == 0:
+        y = fn.full(x.graph, tuple(d for i, d in enumerate(x.shape) if i not in axes), 1, x.dtype)
+    else:  # the last of the cumulative products over the axes (merged into one, last)
+        flat, rest = _axes_last(x, axes)
+        n = flat.shape[-1]
+        y = fn.reshape(fn.slice_(_cumulative(flat, len(rest), True), (0,) * len(rest) + (n - 1,),
+                                 rest + (n,), (1,) * (len(rest) + 1)), rest)
+    if _keep(keepdims):
+        y = fn.reshape(y, _keepdims_shape(x, axes))
+    return y if initial is ABSENT else y * initial
+
+
+def _diff(a, n=1, axis=-1, prepend=ABSENT, append=ABSENT):
+    n = operator.index(n)
+    if n < 0:
+        raise ArgumentError(f"np.diff: order must be non-negative but got {n}")
+    x = array_arg(a, prepend, append)
+    if n == 0:
+        return x
+    if x.ndim == 0:
+        raise ShapeError("np.diff requires input that is at least one dimensional")
+    axis = fn.normalize_axis(axis, x.ndim)
+    parts = []
+    for extra in (prepend, x, append):
+        if extra is ABSENT:
+            continue
+        if extra is not x:
+            extra = extra if isinstance(extra, Value) else fn.as_value(np.asarray(extra), x)
+            if extra.ndim == 0:
+                shape = list(x.shape)
+                shape[axis] = 1
+                extra = fn.broadcast_to(extra, shape)
+        parts.append(extra)
+    x = fn.concatenate(parts, axis) if len(parts) > 1 else x
+    for _ in range(n):
+        m = x.shape[axis]
+        starts, stops = [0] * x.ndim, list(x.shape)
+        starts[axis], stops[axis] = min(1, m), m
+        later = fn.slice_(x, starts, stops, (1,) * x.ndim)
+        starts[axis], stops[axis] = 0, max(m - 1, 0)
+        earlier = fn.slice_(x, starts, stops, (1,) * x.ndim)
+        x = (fn.compare("not_equal", later, earlier) if x.dtype == np.bool_ else
+             fn.subtract(later, earlier))
+    return x
+
+
+def _trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
+    no_out(out, "trace")
+    x = array_arg(a)
+    if x.ndim < 2:
+        raise ShapeError(f"np.trace needs an array of at least two dimensions, got {x.ndim}")
+    axis1, axis2 = fn.normalize_axis(axis1, x.ndim), fn.normalize_axis(axis2, x.ndim)
+    if axis1 == axis2:
+        raise ArgumentError("np.trace: axis1 and axis2 cannot be the same")
+    if dtype is not None:
+        x = fn.astype(x, dtype)
+    x = fn.moveaxis(x, (axis1, axis2), (-2, -1))
+    rest, (n1, n2) = x.shape[:-2], x.shape[-2:]
+    offset = operator.index(offset)
+    # the diagonal of a row-major (n1, n2) matrix is a strided slice of its n1 * n2 elements
+    start, count = (offset, min(n1, n2 - offset)) if offset >= 0 else \
+        (-offset * n2, min(n1 + offset, n2))
+    flat = fn.reshape(x, rest + (n1 * n2,))
+    if count <= 0:
+        diagonal = fn.slice_(flat, (0,) * flat.ndim, rest + (0,), (1,) * flat.ndim)
+    else:
+        diagonal = fn.slice_(flat, (0,) * len(rest) + (start,),
+                             rest + (start + (count - 1) * (n2 + 1) + 1,),
+                             (1,) * len(rest) + (n2 + 1,))
+    y = fn.sum(diagonal, -1)
+    return y if dtype is None else fn.astype(y, dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# norms
+
+def _safe_sqrt(s):
+    """sqrt(s) whose gradient at s = 0 is 0, not inf * 0 = NaN (as JAX's norms)."""
+    zero = fn.compare("equal", s, 0)
+    return fn.where(zero, 0, fn.unary("sqrt", fn.where(zero, 1, s)))
+
+
+def _norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002 - NumPy's name
+    x = _floating(array_arg(x))
+    keep = bool(keepdims)
+    if axis is None:
+        if ord is None or (ord in ("f", "fro") and x.ndim == 2) or (ord == 2 and x.ndim == 1):
+            y = _safe_sqrt(fn.sum(x * x))
+            return fn.reshape(y, (1,) * x.ndim) if keep else y
+        axis = tuple(range(x.ndim))
+    elif not isinstance(axis, tuple):
+        axis = (operator.index(axis),)
+    if len(axis) == 1:
+        return _vector_norm(x, ord, fn.normalize_axis(axis[0], x.ndim), keep)
+    if len(axis) == 2:
+        return _matrix_norm(x, ord, axis, keep)
+    raise ShapeError("np.linalg.norm: improper number of dimensions to norm (give axis as one "
+                     "axis or two)")
+
+
+def _vector_norm(x, ord, axis, keep):  # noqa: A002
+    if isinstance(ord, str):
+        raise ArgumentError(f"np.linalg.norm: invalid norm order {ord!r} for vectors")
+    if ord is not None and not isinstance(ord, numbers.Real):
+        raise UnsupportedOpError("np.linalg.norm(ord=...) must be a Python number, None or a "
+                                 "string")
+    absx = fn.unary("abs", x, float_only=False)
+    if ord == np.inf:
+        return fn.max(absx, axis, keep)
+    if ord == -np.inf:
+        return fn.min(absx, axis, keep)
+    if ord == 0:
+        return fn.sum(fn.astype(fn.compare("not_equal", x, 0), x.dtype), axis, keep)
+    if ord == 1:
+        return fn.sum(absx, axis, keep)
+    if ord is None or ord == 2:
+        return _safe_sqrt(fn.sum(x * x, axis, keep))
+    s = fn.sum(fn.power(absx, float(ord)), axis, keep)
+    if ord > 0:  # (0 ** (1/p) has no finite derivative; the norm of 0 gets 0, as the 2-norm)
+        zero = fn.compare("equal", s, 0)
+        return fn.where(zero, 0, fn.power(fn.where(zero, 1, s), 1.0 / ord))
+    return fn.power(s, 1.0 / ord)
+
+
+def _matrix_norm(x, ord, axis, keep):  # noqa: A002
+    row, col = (fn.normalize_axis(a, x.ndim) for a in axis)
+    if row == col:
+        raise ArgumentError("np.linalg.norm: duplicate axes given")
+    absx = fn.unary("abs", x, float_only=False)
+    if ord in (2, -2, "nuc"):
+        raise UnsupportedOpError(f"np.linalg.norm(ord={ord!r}) of a matrix needs its singular "
+                                 "values, which gradc cannot compute yet; use ord='fro', 1, -1, "
+                                 "inf or -inf")
+    if ord in (None, "fro", "f"):
+        y = _safe_sqrt(fn.sum(x * x, (row, col)))
+    elif ord in (1, -1):  # the largest (smallest) column sum
+        sums = fn.sum(absx, row)
+        y = (fn.max if ord == 1 else fn.min)(sums, col - (col > row))
+    elif ord in (np.inf, -np.inf):  # the largest (smallest) row sum
+        sums = fn.sum(absx, col)
+        y = (fn.max if ord == np.inf else fn.min)(sums, row - (row > col))
+    else:
+        raise ArgumentError(f"np.linalg.norm: invalid norm order {ord!r} for matrices")
+    return fn.reshape(y, _keepdims_shape(x, (row, col))) if keep else y
+
+
+# ---------------------------------------------------------------------------------------------
+# arg-extrema and sorting
+
+def _arg_extremum(name):
+    extremum = fn.max if name == "argmax" else fn.min
+
+    def impl(a, axis=None, out=None, *, keepdims=ABSENT):
+        no_out(out, name)
+        x = array_arg(a)
+        shape = x.shape
+        x, ax = _flat_or_axis(x, axis)
+        if x.shape[ax] == 0:
+            raise ShapeError(f"np.{name} of an empty sequence (axis of length 0)")
+        hit = fn.compare("equal", x, fn.broadcast_to(extremum(x, ax, True), x.shape))
+        if np.issubdtype(x.dtype, np.floating):  # as NumPy: the first NaN, if there is one
+            nan = _isnan(x)
+            hit = fn.where(fn.broadcast_to(fn.any(nan, ax, True), x.shape), nan, hit)
+        # the first index that holds the extremum: the least of the indices that hit
+        first = fn.min(fn.where(hit, _iota(x, ax), x.shape[ax]), ax, _keep(keepdims))
+        if _keep(keepdims) and axis is None:
+            first = fn.reshape(first, (1,) * len(shape))
+        return first
+    return impl
+
+
+def _sort_keys(x):
+    return fn.astype(x, np.int64) if x.dtype == np.bool_ else x
+
+
+def _check_sort_args(name, kind, order, stable):
+    if order is not None:
+        raise UnsupportedOpError(f"np.{name}(order=...) sorts structured arrays, which gradc does "
+                                 "not trace")
+    if kind not in (None, "quicksort", "mergesort", "heapsort", "stable"):
+        raise ArgumentError(f"np.{name}: sort kind must be one of 'quicksort', 'heapsort', "
+                            f"'stable' (got {kind!r})")
+
+
+def argsort(x, axis):
+    """The stable argsort of x along `axis` (normalized)."""
+    return x.graph.apply("argsort", (_sort_keys(x),), axis=axis)
+
+
+def _argsort(a, axis=-1, kind=None, order=None, *, stable=None):
+    """np.argsort, always stable (equal keys keep their order: NumPy's kind='stable')."""
+    _check_sort_args("argsort", kind, order, stable)
+    x, axis = _flat_or_axis(array_arg(a), axis)
+    return argsort(x, axis)
+
+
+def sort(x, axis):
+    return fn.take_along_axis(x, argsort(x, axis), axis)
+
+
+def _sort(a, axis=-1, kind=None, order=None, *, stable=None):
+    _check_sort_args("sort", kind, order, stable)
+    x, axis = _flat_or_axis(array_arg(a), axis)
+    return sort(x, axis)
+
+
+# ---------------------------------------------------------------------------------------------
+# medians and quantiles: read from the sorted values (NaNs sort last: a lane with one is NaN)
+
+def _static_q(q, name, scale):
+    if isinstance(q, Value):
+        raise UnsupportedOpError(f"np.{name} needs q as Python numbers or a NumPy array (static), "
+                                 "not a traced value")
+    q = np.true_divide(np.asarray(q, np.float64), scale)
+    if not np.all((q >= 0) & (q <= 1)):
+        raise ArgumentError(f"np.{name}: " + ("Percentiles must be in the range [0, 100]"
+                                              if scale == 100 else
+                                              "Quantiles must be in the range [0, 1]"))
+    return q
+
+
+def _result_dtype(name, a, *q):
+    """NumPy's result dtype (q weakly typed when a Python number), from NumPy on one element."""
+    try:
+        return getattr(np, name)(np.zeros(1, array_arg(a).dtype), *q).dtype
+    except TypeError as e:
+        raise ArgumentError(f"np.{name}: {e}") from None
+
+
+def _lanes(a, axis, dtype):
+    """x in `dtype` with the reduced axes merged last and sorted, its NaN flag per lane, and the
+    axes."""
+    x = fn.astype(array_arg(a), dtype)
+    axes = fn.normalize_axes(axis, x.ndim)
+    if _count(x, axes) == 0:
+        raise ShapeError("a median or quantile of an empty slice has no value; pass non-empty "
+                         "arrays")
+    flat, rest = _axes_last(x, axes)
+    ordered = sort(flat, len(rest))
+    n = flat.shape[-1]
+    last = fn.take(ordered, [n - 1], axis=-1)
+    return x, axes, ordered, _isnan(last)
+
+
+def _quantiles(a, q, axis, keepdims, name, scale, method="linear", weights=None,
+               overwrite_input=False, out=None):
+    no_out(out, name)
+    if weights is not None:
+        raise UnsupportedOpError(f"np.{name}(weights=...) is not supported")
+    if method != "linear":
+        raise UnsupportedOpError(f"np.{name}(method={method!r}) is not supported; gradc computes "
+                                 "method='linear' (the default)")
+    qs = _static_q(q, name, scale)
+    x, axes, ordered, nan = _lanes(a, axis, _result_dtype(name, a, q))
+    n = ordered.shape[-1]
+    flat_q = qs.reshape(-1)
+    pos = flat_q * (n - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    t = pos - lo
+    below, above = fn.take(ordered, lo, axis=-1), fn.take(ordered, hi, axis=-1)
+    # NumPy's lerp: from the nearer end, so t = 0 and t = 1 give the values exactly
+    diff = above - below
+    tw = fn.as_value(t.astype(x.dtype), x)
+    y = fn.where(fn.as_value(t >= 0.5, x), above - diff * (1 - tw), below + diff * tw)
+    y = fn.where(fn.broadcast_to(nan, y.shape), np.nan, y)
+    y = fn.moveaxis(y, -1, 0)  # (the quantiles first, as NumPy)
+    shape = (_keepdims_shape(x, axes) if keepdims else
+             tuple(d for i, d in enumerate(x.shape) if i not in axes))
+    return fn.reshape(y, qs.shape + shape)
+
+
+def _quantile(a, q, axis=None, out=None, overwrite_input=False, method="linear", keepdims=False,
+              *, weights=None):
+    return _quantiles(a, q, axis, keepdims, "quantile", 1, method, weights, overwrite_input, out)
+
+
+def _percentile(a, q, axis=None, out=None, overwrite_input=False, method="linear",
+                keepdims=False, *, weights=None):
+    return _quantiles(a, q, axis, keepdims, "percentile", 100, method, weights, overwrite_input,
+                      out)
+
+
+def _median(a, axis=None, out=None, overwrite_input=False, keepdims=False):
+    no_out(out, "median")
+    x, axes, ordered, nan = _lanes(a, axis, _result_dtype("median", a))
+    n = ordered.shape[-1]
+    middle = fn.take(ordered, [(n - 1) // 2, n // 2], axis=-1)
+    y = fn.mean(middle, -1, keepdims=True)  # (NumPy's: the mean of the middle one or two)
+    y = fn.where(nan, np.nan, y)
+    shape = (_keepdims_shape(x, axes) if keepdims else
+             tuple(d for i, d in enumerate(x.shape) if i not in axes))
+    return fn.reshape(y, shape)
+
+
+FUNCTIONS = {
+    np.var: _var("var"), np.std: _var("std"), np.average: _average, np.ptp: _ptp,
+    np.prod: _prod, np.cumsum: _cum("cumsum"), np.cumprod: _cum("cumprod"),
+    np.diff: _diff, np.trace: _trace, np.linalg.norm: _norm,
+    np.argmax: _arg_extremum("argmax"), np.argmin: _arg_extremum("argmin"),
+    np.sort: _sort, np.argsort: _argsort,
+    np.median: _median, np.quantile: _quantile, np.percentile: _percentile,
+    np.count_nonzero: _count_nonzero, np.nansum: _nansum, np.nanmean: _nanmean,
+}

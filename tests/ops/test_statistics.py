@@ -1,0 +1,520 @@
+"""Reductions, statistics, scans and sorting (gradc/functions/statistics.py, gradc/ops/scan.py)
+against NumPy, through the public API.
+
+- A wide sweep over NumPy's argument space (ranks 0-3, every axis form, keepdims, ddof, dtypes,
+  keyword and positional spellings, methods) traces each call and runs the graph in the NumPy
+  reference interpreter (no compile): values, shapes and dtypes equal NumPy's, and where NumPy
+  refuses the arguments, gradc raises a GradcError.
+- A representative subset is compiled end to end in ONE program (gradc.jit of a function that
+  returns a dict), float32, float64, integers, ties and NaNs.
+- Gradients of every differentiable function in ONE value_and_grad (one argument per function)
+  against central differences of NumPy; zeros in np.prod / np.cumprod; grad of grad for var,
+  prod and cumprod.
+"""
+from __future__ import annotations
+
+import itertools
+import zlib
+
+import numpy as np
+import pytest
+
+import gradc
+from gradc import autodiff, pytree
+from gradc.interpret import evaluate
+from gradc.trace import trace
+
+
+def _rng(name):
+    return np.random.default_rng(zlib.crc32(name.encode()))
+
+
+def _interpret(f, *args):
+    """f traced and its graph run by the NumPy reference interpreter."""
+    graph, tree, _ = trace(f, list(args))
+    return pytree.unflatten(tree, evaluate(graph, list(args)))
+
+
+def _assert_same(got, want, what, rtol=1e-5, atol=1e-6):
+    if isinstance(want, tuple):
+        assert isinstance(got, tuple) and len(got) == len(want), what
+        for g, w in zip(got, want):
+            _assert_same(g, w, what, rtol, atol)
+        return
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape}, NumPy {want.shape}"
+    assert got.dtype == want.dtype, f"{what}: dtype {got.dtype}, NumPy {want.dtype}"
+    if np.issubdtype(want.dtype, np.floating):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, equal_nan=True, err_msg=what)
+    else:
+        np.testing.assert_array_equal(got, want, err_msg=what)
+
+
+# ---------------------------------------------------------------------------------------------
+# the sweep, in the reference interpreter
+
+def _inputs():
+    """Arrays of ranks 0-3 and several dtypes (float ones without ties, so arg-extrema and sorts
+    are unambiguous; the tie semantics have tests of their own)."""
+    r = _rng("inputs")
+    return {
+        "f64_0d": np.float64(0.7),
+        "f32_1d": r.standard_normal(5).astype(np.float32),
+        "f64_2d": r.standard_normal((3, 4)),
+        "f32_3d": r.standard_normal((2, 3, 4)).astype(np.float32),
+        "i32_2d": r.integers(-4, 5, (3, 4)).astype(np.int32),
+        "i64_1d": r.integers(-9, 9, 6),
+        "bool_2d": r.random((3, 4)) < 0.5,
+    }
+
+
+def _axes(ndim, tuples=True):
+    """Every axis form NumPy takes for an array of `ndim` dimensions."""
+    forms = [None] + list(range(ndim)) + list(range(-ndim, 0))
+    if tuples and ndim >= 2:
+        forms += [(0, ndim - 1), (-1, 0)] + ([tuple(range(ndim))] if ndim == 3 else [])
+    if tuples:
+        forms += [()]
+    return forms
+
+
+def _calls(x):
+    """(label, function of x) for the sweep: every function over the axis forms of x."""
+    nd = x.ndim
+    out = []
+    for axis, keep in itertools.product(_axes(nd), (False, True)):
+        kw = dict(axis=axis, keepdims=keep)
+        out += [
+            (f"var{kw}", lambda x, kw=kw: np.var(x, **kw)),
+            (f"var ddof=1 {kw}", lambda x, kw=kw: np.var(x, ddof=1, **kw)),
+            (f"std{kw}", lambda x, kw=kw: np.std(x, **kw)),
+            (f"std correction=1 {kw}", lambda x, kw=kw: np.std(x, correction=1, **kw)),
+            (f"var mean= {kw}", lambda x, kw=kw: np.var(x, mean=np.mean(
+                x, axis=kw["axis"], keepdims=True), **kw)),
+            (f"average{kw}", lambda x, kw=kw: np.average(x, **kw)),
+            (f"average returned {kw}", lambda x, kw=kw: np.average(x, returned=True, **kw)),
+            (f"ptp{kw}", lambda x, kw=kw: np.ptp(x, **kw)),
+            (f"prod{kw}", lambda x, kw=kw: np.prod(x, **kw)),
+            (f"count_nonzero{kw}", lambda x, kw=kw: np.count_nonzero(x, **kw)),
+            (f"nansum{kw}", lambda x, kw=kw: np.nansum(x, **kw)),
+            (f"nanmean{kw}", lambda x, kw=kw: np.nanmean(x, **kw)),
+            (f"median{kw}", lambda x, kw=kw: np.median(x, **kw)),
+            (f"quantile{kw}", lambda x, kw=kw: np.quantile(x, [0.0, 0.3, 0.5, 1.0], **kw)),
+            (f"percentile{kw}", lambda x, kw=kw: np.percentile(x, 70, **kw)),
+        ]
+    for axis in _axes(nd, tuples=False):
+        out += [
+            (f"cumsum axis={axis}", lambda x, a=axis: np.cumsum(x, axis=a)),
+            (f"cumprod axis={axis}", lambda x, a=axis: np.cumprod(x, a)),
+            (f"sort axis={axis}", lambda x, a=axis: np.sort(x, axis=a)),
+            (f"argsort axis={axis}", lambda x, a=axis: np.argsort(x, a, kind="stable")),
+        ]
+        for keep in (False, True):
+            out += [(f"argmax axis={axis} keepdims={keep}",
+                     lambda x, a=axis, k=keep: np.argmax(x, axis=a, keepdims=k)),
+                    (f"argmin axis={axis} keepdims={keep}",
+                     lambda x, a=axis, k=keep: np.argmin(x, a, keepdims=k))]
+        if axis is not None:
+            out += [(f"diff axis={axis}", lambda x, a=axis: np.diff(x, axis=a)),
+                    (f"diff n=2 axis={axis}", lambda x, a=axis: np.diff(x, 2, a)),
+                    (f"diff prepend append axis={axis}", lambda x, a=axis: np.diff(
+                        x, axis=a, prepend=0, append=np.ones_like(np.take(x, [0], axis=a))))]
+    for ord_, keep in itertools.product([None, 1, 2, -1, np.inf, -np.inf, 0, 3, 0.5, "fro"],
+                                        (False, True)):
+        out.append((f"norm ord={ord_} keepdims={keep}",
+                    lambda x, o=ord_, k=keep: np.linalg.norm(x, o, keepdims=k)))
+        for axis in _axes(nd, tuples=False)[1:]:
+            out.append((f"norm ord={ord_} axis={axis} keepdims={keep}",
+                        lambda x, o=ord_, a=axis, k=keep: np.linalg.norm(x, o, a, k)))
+        if nd >= 2:
+            for axes in [(0, 1), (-1, 0), (nd - 2, nd - 1)]:
+                out.append((f"norm ord={ord_} axis={axes} keepdims={keep}",
+                            lambda x, o=ord_, a=axes, k=keep: np.linalg.norm(
+                                x, ord=o, axis=a, keepdims=k)))
+    if nd >= 2:
+        traces = [(0, 0, 1), (1, 0, 1), (-1, 0, 1), (2, -1, 0), (-5, 0, 1), (9, 0, 1)]
+        for offset, a1, a2 in traces + ([(1, 1, 2), (0, 2, 0)] if nd == 3 else []):
+            out.append((f"trace offset={offset} axes={a1},{a2}",
+                        lambda x, o=offset, a1=a1, a2=a2: np.trace(x, o, a1, a2)))
+    return out
+
+
+REFUSED = ("singular values",)  # what gradc refuses on purpose (the SVD norms, for now)
+
+
+def _sweep(x):
+    failures = []
+    for label, f in _calls(x):
+        what = f"{label} of {x.dtype}{list(np.shape(x))}"
+        try:
+            want = f(x)
+        except (TypeError, ValueError, IndexError) as refused:  # (AxisError is both)
+            try:
+                _interpret(f, x)
+            except gradc.GradcError:
+                continue
+            failures.append(f"{what}: NumPy raised {refused!r}, gradc did not")
+            continue
+        try:
+            got = _interpret(f, x)
+            _assert_same(got, want, what)
+        except gradc.UnsupportedOpError as e:
+            if not any(words in str(e) for words in REFUSED):
+                failures.append(f"{what}: {str(e)[:300]}")
+        except (AssertionError, gradc.GradcError) as e:
+            failures.append(f"{what}: {str(e)[:300]}")
+    return failures
+
+
+@pytest.mark.parametrize("name", list(_inputs()))
+def test_sweep_against_numpy(name):
+    x = _inputs()[name]
+    with np.errstate(all="ignore"), _quiet():
+        failures = _sweep(x)
+    assert not failures, f"{len(failures)} calls differ:\n" + "\n".join(failures[:25])
+
+
+class _quiet:
+    """NumPy's RuntimeWarnings (ddof >= count, a mean of nothing) are NumPy's business here."""
+
+    def __enter__(self):
+        import warnings
+        self._catch = warnings.catch_warnings()
+        self._catch.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        return self._catch.__exit__(*exc)
+
+
+SPELLINGS = [  # the same call spelled as NumPy allows: (label, gradc-traced, NumPy) pairs agree
+    ("var positional", lambda x: np.var(x, 1, None, None, 1, True)),
+    ("var method", lambda x: x.var(1, ddof=1, keepdims=True)),
+    ("std method", lambda x: x.std(axis=(0, 1))),
+    ("var dtype", lambda x: np.var(x, axis=0, dtype=np.float32)),
+    ("prod method", lambda x: x.prod(axis=-1, keepdims=True, initial=2.0)),
+    ("prod dtype", lambda x: np.prod(x, 0, np.float32)),
+    ("cumsum method", lambda x: x.cumsum(0)),
+    ("cumsum dtype", lambda x: np.cumsum(x, axis=1, dtype=np.float32)),
+    ("cumprod method", lambda x: x.cumprod()),
+    ("argmax method", lambda x: x.argmax(axis=1, keepdims=True)),
+    ("argmin method", lambda x: x.argmin()),
+    ("argsort method", lambda x: x.argsort(axis=0, kind="stable")),
+    ("trace method", lambda x: x.trace(1)),
+    ("trace dtype", lambda x: np.trace(x, dtype=np.float32)),
+    ("average weights axis", lambda x: np.average(x, axis=1, weights=np.arange(1.0, 5.0))),
+    ("average weights tuple", lambda x: np.average(x, (1, 0), np.arange(12.0).reshape(4, 3),
+                                                   True)),
+    ("average weights full", lambda x: np.average(x, weights=np.abs(x) + 1.0, returned=True,
+                                                  keepdims=True)),
+    ("median keyword", lambda x: np.median(a=x, axis=-1, keepdims=True)),
+    ("quantile 2-d q", lambda x: np.quantile(x, np.array([[0.1, 0.9], [0.25, 0.75]]), axis=0)),
+    ("percentile keyword", lambda x: np.percentile(x, q=[5, 95], axis=None, keepdims=True)),
+    ("sort kind", lambda x: np.sort(x, kind="mergesort", axis=0)),
+    ("sort stable", lambda x: np.sort(x, stable=True)),
+    ("norm keyword", lambda x: np.linalg.norm(x=x, ord=np.inf, axis=(1, 0), keepdims=True)),
+    ("diff keyword", lambda x: np.diff(a=x, n=3, axis=0, prepend=x[:1] * 2.0)),
+    ("diff n=0", lambda x: np.diff(x, 0)),
+    ("diff too far", lambda x: np.diff(x, 5, axis=0)),
+    ("nansum dtype initial", lambda x: np.nansum(x, axis=0, dtype=np.float32, initial=1.0)),
+    ("count_nonzero keyword", lambda x: np.count_nonzero(a=x > 0, axis=(0, 1), keepdims=True)),
+    ("ptp keyword", lambda x: np.ptp(a=x, axis=-1, keepdims=True)),
+]
+
+
+def test_spellings_against_numpy():
+    x = _rng("spellings").standard_normal((3, 4))
+    for label, f in SPELLINGS:
+        _assert_same(_interpret(f, x), f(x), label)
+
+
+def test_nan_handling_against_numpy():
+    x = _rng("nan").standard_normal((3, 5))
+    x[0, 1] = x[2, 4] = x[2, 0] = np.nan
+    calls = [lambda x: np.nansum(x, axis=1), lambda x: np.nanmean(x, axis=0),
+             lambda x: np.nanmean(x), lambda x: np.median(x, axis=1),
+             lambda x: np.quantile(x, [0.2, 0.8], axis=-1), lambda x: np.argmax(x, axis=1),
+             lambda x: np.argmin(x, axis=None), lambda x: np.sort(x, axis=1),
+             lambda x: np.argsort(x, axis=0, kind="stable"), lambda x: np.var(x, axis=1),
+             lambda x: np.cumsum(x, axis=1), lambda x: np.ptp(x, axis=0)]
+    with _quiet():
+        for i, f in enumerate(calls):
+            _assert_same(_interpret(f, x), f(x), f"NaN call {i}")
+
+
+# ---------------------------------------------------------------------------------------------
+# errors: what NumPy refuses, or gradc does not support, is a GradcError naming what to do
+
+ERRORS = [
+    (lambda x: x.sort(), gradc.UnsupportedOpError, "np.sort"),
+    (lambda x: x.ptp(), gradc.UnsupportedOpError, "np.ptp"),
+    (lambda x: np.linalg.norm(x, 2), gradc.UnsupportedOpError, "singular values"),
+    (lambda x: np.linalg.norm(x, "nuc"), gradc.UnsupportedOpError, "singular values"),
+    (lambda x: np.linalg.norm(x, -2, axis=(0, 1)), gradc.UnsupportedOpError, "singular values"),
+    (lambda x: np.linalg.norm(x, "fro", axis=1), gradc.ArgumentError, "vectors"),
+    (lambda x: np.linalg.norm(x, 3, axis=(0, 1)), gradc.ArgumentError, "matrices"),
+    (lambda x: np.linalg.norm(x, axis=(1, 1)), gradc.ArgumentError, "duplicate"),
+    (lambda x: np.linalg.norm(x[None], 1), gradc.ShapeError, "dimensions"),
+    (lambda x: np.quantile(x, 1.5), gradc.ArgumentError, "range"),
+    (lambda x: np.percentile(x, -1), gradc.ArgumentError, "range"),
+    (lambda x: np.quantile(x, x[0, 0]), gradc.UnsupportedOpError, "static"),
+    (lambda x: np.quantile(x, 0.5, method="nearest"), gradc.UnsupportedOpError, "linear"),
+    (lambda x: np.median(x[:, :0], axis=1), gradc.ShapeError, "empty"),
+    (lambda x: np.sort(x, order="a"), gradc.UnsupportedOpError, "structured"),
+    (lambda x: np.sort(x, kind="bogo"), gradc.ArgumentError, "kind"),
+    (lambda x: np.argmax(x[:, :0], axis=1), gradc.ShapeError, "empty"),
+    (lambda x: np.argmin(x, axis=2), gradc.ShapeError, "out of bounds"),
+    (lambda x: np.cumsum(x, axis=-3), gradc.ShapeError, "out of bounds"),
+    (lambda x: np.trace(x[0]), gradc.ShapeError, "two dimensions"),
+    (lambda x: np.trace(x, axis1=1, axis2=-1), gradc.ArgumentError, "same"),
+    (lambda x: np.diff(x, -1), gradc.ArgumentError, "non-negative"),
+    (lambda x: np.diff(x[0, 0]), gradc.ShapeError, "one dimensional"),
+    (lambda x: np.var(x, ddof=1, correction=1), gradc.ArgumentError, "simultaneously"),
+    (lambda x: np.var(x, axis=0, mean=np.mean(x, axis=0)), gradc.ShapeError, "keepdims"),
+    (lambda x: np.var(x, out=x), gradc.UnsupportedOpError, "immutable"),
+    (lambda x: np.prod(x, where=x > 0), gradc.UnsupportedOpError, "np.where"),
+    (lambda x: np.average(x, weights=np.ones(4)), gradc.ArgumentError, "axis"),
+    (lambda x: np.average(x, axis=1, weights=np.ones(3)), gradc.ShapeError, "weights"),
+    (lambda x: np.average(x, axis=1, weights=np.array([1.0, -1.0, 0.0, 0.0])),
+     gradc.ArgumentError, "zero"),
+    (lambda x: np.ptp(x > 0), gradc.ArgumentError, "booleans"),
+]
+
+
+def test_errors_name_what_to_do():
+    x = np.ones((3, 4))
+    for i, (f, error, words) in enumerate(ERRORS):
+        with pytest.raises(error, match=words):
+            gradc.jit(f)(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# compiled end to end: one program
+
+def _forward(x3, x2, i2, ties):
+    """A representative subset in one compiled program (each family, each new kernel: scans
+    forward and reversed, with and without coefficients, argsort): float32 (x3), float64 (x2),
+    int32, ties and NaNs. The sweep above checks the rest in the interpreter."""
+    return {
+        "var": np.var(x3, axis=(0, 2), ddof=1), "std": x2.std(axis=-1, keepdims=True),
+        "prod": np.prod(x3, axis=(0, 1)), "prod_int": i2.prod(axis=0),
+        "norm": np.linalg.norm(x3, axis=-1), "trace": np.trace(x3, 1, 1, 2),
+        "diff": np.diff(x2, 2, axis=0, prepend=0.5), "cumsum": np.cumsum(x3, axis=1),
+        "cumsum_int": np.cumsum(i2), "cumprod": np.cumprod(x2, axis=0),
+        "argmax_ties": np.argmax(ties, axis=1), "argmin": np.argmin(x3, axis=0),
+        "sort": np.sort(x3, axis=1), "sort_ties": np.sort(ties, axis=None),
+        "argsort_ties": np.argsort(ties, axis=0, kind="stable"),
+        "median": np.median(x2, axis=1), "quantile": np.quantile(ties, [0.2, 1.0], axis=1),
+    }
+
+
+TIES = np.array([[3.0, 1.0, np.nan, 1.0, 3.0],
+                 [2.0, 2.0, 2.0, -1.0, 2.0],
+                 [0.0, -np.inf, 5.0, 0.0, 5.0],
+                 [1.0, 1.0, 1.0, 1.0, 1.0]])
+
+
+@pytest.fixture(scope="module")
+def forward_args():
+    r = _rng("forward")
+    return (r.standard_normal((2, 3, 4)).astype(np.float32), r.standard_normal((3, 4)),
+            r.integers(-3, 4, (3, 4)).astype(np.int32), TIES.copy())
+
+
+def test_compiled_forward_against_numpy(forward_args):
+    got = gradc.jit(_forward)(*forward_args)
+    with _quiet():
+        want = _forward(*forward_args)
+    assert sorted(got) == sorted(want)
+    for k in want:
+        _assert_same(got[k], want[k], k, rtol=2e-5, atol=2e-6)
+
+
+def test_tie_semantics():
+    """First occurrence for argmax/argmin, equal keys in their order for argsort, NaNs last."""
+    want = {"argmax_ties": [2, 0, 2, 0], "argmin_ties": [2, 2, 0, 1, 3],
+            "argsort_ties": [[1, 3, 0, 4, 2], [3, 0, 1, 2, 4], [1, 0, 3, 2, 4], [0, 1, 2, 3, 4]]}
+    got = _interpret(lambda t: {"argmax_ties": np.argmax(t, axis=1),
+                                "argmin_ties": np.argmin(t, axis=0),
+                                "argsort_ties": np.argsort(t, axis=1)}, TIES)
+    for k, w in want.items():
+        np.testing.assert_array_equal(got[k], w, err_msg=k)
+
+
+# ---------------------------------------------------------------------------------------------
+# gradients: one value_and_grad, one argument per function, against central differences
+
+def _zeros_in(shape, where):
+    def make(r):
+        x = r.uniform(0.5, 1.5, shape) * r.choice([-1.0, 1.0], shape)
+        for idx in where:
+            x[idx] = 0.0
+        return x
+    return make
+
+
+def _normal(*shape):
+    return lambda r: r.standard_normal(shape)
+
+
+def _spread(*shape):
+    """Values at least 0.1 apart (sorts, medians, extrema: no kinks within the differences)."""
+    def make(r):
+        n = int(np.prod(shape))
+        return (r.permutation(n) * 0.25 + r.uniform(0, 0.1, n) - n * 0.1).reshape(shape)
+    return make
+
+
+_W = np.array([0.5, 1.0, 2.0])
+GRADIENTS = {  # name: (function of one float64 array, generator)
+    "var_axes_ddof": (lambda x: np.var(x, axis=(0, 2), ddof=1, keepdims=True), _normal(2, 3, 4)),
+    "var_mean_keyword": (lambda x: np.var(x, axis=1, mean=np.mean(x, axis=1, keepdims=True)),
+                         _normal(3, 4)),
+    "std_last": (lambda x: np.std(x, axis=-1), _normal(3, 4)),
+    "std_all_ddof": (lambda x: x.std(ddof=1), _normal(3, 4)),
+    "average_weighted": (lambda x: np.average(x[:, :3], axis=1, weights=_W, returned=True)[0],
+                         _normal(3, 4)),
+    "average_traced_weights": (lambda x: np.average(x[0], weights=np.exp(x[1])), _normal(2, 5)),
+    "average_tuple": (lambda x: np.average(x, axis=(-1, 0)), _normal(2, 3, 4)),
+    "ptp": (lambda x: np.ptp(x, axis=0), _spread(3, 4)),
+    "prod_zeros": (lambda x: np.prod(x, axis=(0, 2)),
+                   _zeros_in((2, 3, 4), [(0, 1, 2), (1, 1, 0), (1, 2, 3)])),
+    "prod_all_keepdims": (lambda x: np.prod(x, keepdims=True), _zeros_in((2, 3), [(1, 1)])),
+    "prod_no_zero": (lambda x: x.prod(axis=1), _zeros_in((3, 4), [])),
+    "cumsum_axis0": (lambda x: np.cumsum(x, axis=0), _normal(3, 4)),
+    "cumsum_flat": (lambda x: np.cumsum(x), _normal(2, 3)),
+    "cumprod_zeros": (lambda x: np.cumprod(x, axis=1), _zeros_in((3, 4), [(0, 1), (2, 0),
+                                                                          (2, 2)])),
+    "cumprod_axis0": (lambda x: np.cumprod(x, axis=-3), _zeros_in((2, 2, 3), [(1, 0, 1)])),
+    "norm2_axis": (lambda x: np.linalg.norm(x, axis=-1), _normal(3, 4)),
+    "norm_all": (lambda x: np.linalg.norm(x, keepdims=True), _normal(2, 3, 4)),
+    "norm1": (lambda x: np.linalg.norm(x, 1, axis=0), _normal(3, 4)),
+    "norm_inf": (lambda x: np.linalg.norm(x, np.inf, axis=1), _spread(3, 4)),
+    "norm_p3": (lambda x: np.linalg.norm(x, 3, axis=1), _normal(3, 4)),
+    "norm_fro": (lambda x: np.linalg.norm(x, "fro", axis=(2, 0)), _normal(2, 3, 4)),
+    "norm_matrix1": (lambda x: np.linalg.norm(x, 1), _spread(3, 4)),
+    "norm_matrix_ninf": (lambda x: np.linalg.norm(x, -np.inf, axis=(0, 1)), _spread(3, 4)),
+    "trace": (lambda x: np.trace(x, 1, 1, 2), _normal(2, 3, 4)),
+    "trace_negative": (lambda x: x.trace(-1), _normal(3, 4)),
+    "diff": (lambda x: np.diff(x, 2, axis=0, prepend=x[:1] * 3.0, append=1.0), _normal(3, 4)),
+    "sort_axis0": (lambda x: np.sort(x, axis=0), _spread(3, 4)),
+    "sort_flat": (lambda x: np.sort(x, axis=None), _spread(2, 3)),
+    "median": (lambda x: np.median(x, axis=1), _spread(3, 4)),
+    "quantile": (lambda x: np.quantile(x, [0.25, 0.7], axis=(0, 2)), _spread(2, 3, 4)),
+    "percentile": (lambda x: np.percentile(x, 40, axis=-1, keepdims=True), _spread(3, 5)),
+    "nansum": (lambda x: np.nansum(np.where(np.array([1, 0, 1, 1]) > 0, x, np.nan), axis=0),
+               _normal(3, 4)),
+    "nanmean": (lambda x: np.nanmean(np.where(x > 1.0, np.nan, x), axis=1), _spread(3, 4)),
+}
+
+
+def _numerical_grad(f, x, eps=1e-6):
+    g = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        plus, minus = x.copy(), x.copy()
+        plus[idx] += eps
+        minus[idx] -= eps
+        g[idx] = (f(plus) - f(minus)) / (2 * eps)
+    return g
+
+
+def _interpret_grad(loss, args, argnums):
+    """(value, gradients of the arguments in argnums) of loss(*args), by autodiff of the traced
+    graph run in the reference interpreter; pytree arguments give their leaves' gradients in
+    flattened order."""
+    graph, _, (out,) = trace(loss, list(args))
+    counts = [len(pytree.flatten(a)[0]) for a in args]
+    starts = np.cumsum([0] + counts)
+    wrt = [v for i in argnums for v in graph.inputs[starts[i]:starts[i + 1]]]
+    graph.outputs = [out] + autodiff.vjp(graph, out, wrt)
+    value, *grads = evaluate(graph, pytree.flatten(list(args))[0])
+    return value, grads
+
+
+def _gradient_case(names):
+    xs = {k: GRADIENTS[k][1](_rng(k)) for k in names}
+    rs = {k: _rng("r" + k).standard_normal(np.shape(GRADIENTS[k][0](xs[k]))) for k in names}
+
+    def loss(xs, rs):
+        return sum(np.sum(GRADIENTS[k][0](xs[k]) * rs[k]) for k in sorted(xs))
+
+    def check(grads):
+        failures = []
+        for k in names:
+            f = GRADIENTS[k][0]
+            want = _numerical_grad(lambda x: np.sum(f(x) * rs[k]), xs[k])
+            if not np.allclose(grads[k], want, rtol=1e-5, atol=1e-6):
+                failures.append(f"{k}: gradc {grads[k].ravel()[:6]}, differences "
+                                f"{want.ravel()[:6]}")
+        assert not failures, "\n".join(failures)
+    return xs, rs, loss, check
+
+
+def test_gradients_against_central_differences():
+    """Every entry of GRADIENTS, by the reference interpreter (no compile)."""
+    names = sorted(GRADIENTS)
+    xs, rs, loss, check = _gradient_case(names)
+    value, grads = _interpret_grad(loss, (xs, rs), argnums=(0,))
+    np.testing.assert_allclose(value, loss(xs, rs), rtol=1e-12)
+    check(dict(zip(names, grads)))
+
+
+COMPILED_GRADIENTS = ["var_axes_ddof", "prod_zeros", "cumsum_axis0", "sort_axis0", "median"]
+
+
+def test_compiled_gradients():
+    """A representative subset compiled (float64, against central differences), with float32
+    gradients and exact special points in the same program: float32 stays float32; at a zero of
+    np.prod the gradient is the product of the other factors (not 0/0); the 2-norm's gradient
+    at 0 is 0 (as JAX's), not NaN; each tied element of a sort gets the cotangent of its own
+    place."""
+    xs, rs, loss64, check = _gradient_case(COMPILED_GRADIENTS)
+
+    def special(x, z, ties):
+        return (np.sum(np.cumprod(x, axis=1) * 0.5) + np.sum(np.var(x, axis=0))
+                + np.linalg.norm(z) + np.sum(np.linalg.norm(z, axis=0))
+                + np.sum(np.prod(x, axis=1)) + np.sum(np.sort(ties) * np.arange(1.0, 6.0)))
+
+    def loss(xs, rs, x, z, ties):
+        return loss64(xs, rs) + special(x, z, ties)
+
+    x = np.array([[2.0, 0.0, 3.0], [0.0, 0.0, 5.0]], np.float32)
+    z = np.zeros((2, 3), np.float32)
+    ties = np.array([2.0, 1.0, 2.0, 1.0, 0.0], np.float32)
+    value, (g64, gx, gz, gt) = gradc.value_and_grad(loss, argnums=(0, 2, 3, 4), copy=True)(
+        xs, rs, x, z, ties)
+    np.testing.assert_allclose(value, loss64(xs, rs) + special(x, z, ties), rtol=1e-6)
+    check(g64)
+    assert gx.dtype == gz.dtype == gt.dtype == np.float32
+    cumprod_part = np.array([[0.5, 0.5 * (2 + 2 * 3), 0.0], [0.5, 0.0, 0.0]])
+    var_part = x - x.mean(axis=0)  # (2 / n) (x - mean), n = 2
+    prod_part = np.array([[0.0, 2 * 3, 0.0], [0.0, 0.0, 0.0]])  # two zeros in row 1: all 0
+    np.testing.assert_allclose(gx, cumprod_part + var_part + prod_part, rtol=1e-6)
+    np.testing.assert_array_equal(gz, np.zeros((2, 3)))
+    np.testing.assert_array_equal(gt, [4.0, 2.0, 5.0, 3.0, 1.0])  # stable: ties keep their order
+
+
+def _hvp_f(a, b, c):
+    return (np.sum(np.var(a, axis=1, ddof=1) ** 2) + np.sum(np.prod(b, axis=0) * _W)
+            + np.sum(np.cumprod(c, axis=1) ** 2))
+
+
+def _hvp(a, b, c, va, vb, vc):
+    grads = gradc.grad(_hvp_f, argnums=(0, 1, 2))(a, b, c)
+    return sum(np.sum(g * v) for g, v in zip(grads, (va, vb, vc)))
+
+
+def test_grad_of_grad_var_prod_cumprod():
+    """Hessian-vector products through the scan's VJP (itself scans) and var, compiled, against
+    central differences of the gradient (by the interpreter); zeros among the factors."""
+    r = _rng("hvp")
+    a = r.standard_normal((3, 4))
+    b = _zeros_in((4, 3), [(1, 0), (2, 0), (3, 1)])(r)
+    c = _zeros_in((2, 4), [(0, 2)])(r)
+    vs = [r.standard_normal(v.shape) for v in (a, b, c)]
+    hvp = gradc.grad(_hvp, argnums=(0, 1, 2), copy=True)(a, b, c, *vs)
+    eps = 1e-5
+    plus = _interpret_grad(_hvp_f, [x + eps * v for x, v in zip((a, b, c), vs)], (0, 1, 2))[1]
+    minus = _interpret_grad(_hvp_f, [x - eps * v for x, v in zip((a, b, c), vs)], (0, 1, 2))[1]
+    for got, p, m, name in zip(hvp, plus, minus, ("var", "prod", "cumprod")):
+        np.testing.assert_allclose(got, (p - m) / (2 * eps), rtol=1e-5, atol=1e-7, err_msg=name)
