@@ -22,7 +22,7 @@ def _values(*xs):
     return [as_operand(x, like) for x in xs]
 
 
-def _einsum(operands, out=None, optimize=False, dtype=None, order="K", casting="safe"):
+def _einsum(*operands, out=None, optimize=False, dtype=None, order="K", casting="safe"):
     """np.einsum: either calling form, any subscripts NumPy takes. `optimize` picks the order of
     the pairwise products (an np.einsum_path strategy or path; False means 'greedy' here, since
     every order gives NumPy's values); `order` is the output's memory layout, which a traced
