@@ -43,11 +43,12 @@ def _isa_lanes(features):
 
 
 def _libm_name(callee, ftype):
-    """The libm function of a call: `llvm.exp.f32` -> expf, `llvm.pow.f64` -> pow, `tanhf`."""
+    """The libm function of a call: `llvm.exp.f32` -> expf, `llvm.pow.f64` -> pow, `tanhf`;
+    also the unsuffixed `llvm.log2` / `llvm.exp2` that Numba writes for np.log2 / np.exp2."""
     if not callee.startswith("llvm."):
         return callee
     parts = callee.split(".")
-    if len(parts) != 3:
+    if len(parts) not in (2, 3):
         return None
     return parts[1] + ("f" if ftype == "float" else "")
 
