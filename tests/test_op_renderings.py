@@ -13,7 +13,7 @@ import pytest
 import gradc  # noqa: F401  (registers the ops)
 from gradc.codegen import cpu, cuda, vecmath
 from gradc.codegen.loops import Statement
-from gradc.codegen.rt import FASTMATH
+from gradc.codegen.rt import FASTMATH, libm_cbrt
 from gradc.ir import Graph
 from gradc.ops import all_ops
 from gradc.ops.registry import ELEMENTWISE, KERNEL
@@ -76,7 +76,8 @@ def test_kernel_op_has_a_cpu_template_and_a_cuda_launcher(name):
                                              (np.tan, "tanf"), (np.sinh, "sinhf"),
                                              (np.log10, "log10f"), (np.arcsin, "asinf"),
                                              # Numba writes these two as unsuffixed intrinsics
-                                             (np.exp2, "exp2f"), (np.log2, "log2f")])
+                                             (np.exp2, "exp2f"), (np.log2, "log2f"),
+                                             (libm_cbrt, "cbrtf")])  # (rt.py's, for np.cbrt)
 def test_math_calls_use_libmvec_vector_functions(function, libm):
     """A loop over float32 calling the function (with the kernels' fast-math flags) compiles to
     libmvec's SIMD version (_ZGV...): nothing to list per function (np.arctan, added later,
