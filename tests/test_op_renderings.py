@@ -93,7 +93,8 @@ def test_math_calls_use_libmvec_vector_functions(function, libm):
         x = np.linspace(-0.5, 1, 64).astype(np.float32)
         out = np.empty_like(x)
         kernel(x, out)
-    np.testing.assert_allclose(out, function(x), rtol=1e-5, atol=1e-6)
+    with np.errstate(invalid="ignore"):  # (log2 and log10 of the negative x: NaN)
+        np.testing.assert_allclose(out, function(x), rtol=1e-5, atol=1e-6)
     llvm = kernel.inspect_llvm(kernel.signatures[0])
     # a call of a libmvec vector function, _ZGV<isa>N<lanes>v_<libm>
     assert re.search(rf"call [^\n]*@_ZGV\w+v_{libm}\(", llvm), f"no vector call of {libm}"
