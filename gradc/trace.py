@@ -24,7 +24,7 @@ from .functions._args import ABSENT as _ABSENT
 from .functions._args import array_arg as _array_arg
 from .functions._args import no_out as _no_out
 from .functions._args import no_where as _no_where
-from .ir import Graph, Value
+from .ir import SUPPORTED_DTYPES, Graph, Value
 from .ops import all_ops, fn
 
 _GRADC_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -126,10 +126,18 @@ def _logical(op, a, b):
 
 def _ufunc_bindings():
     """The ufuncs the ops name (OpDef.ufuncs: promote, broadcast, apply), then the few that are
-    not one op."""
-    table = {u: functools.partial(fn.elementwise, op.name, float_only=op.float_only)
+    an op with another promotion rule, or not one op."""
+    table = {u: _numpy_dtype_checked(u, functools.partial(
+        fn.elementwise, op.name, float_only=op.float_only))
              for op in all_ops().values() for u in op.ufuncs}
     table.update({
+        # |x| as a float (integers and booleans become float64)
+        np.fabs: _numpy_dtype_checked(np.fabs, functools.partial(
+            fn.elementwise, "abs", float_only=True)),
+        # x ** y computed in float64 whatever the inputs (or complex, which gradc has not)
+        np.float_power: _numpy_dtype_checked(np.float_power, functools.partial(
+            fn.elementwise, "power", float_only="float64")),
+        np.conjugate: _numpy_dtype_checked(np.conjugate, lambda x: x),  # real input: itself
         np.positive: lambda x: x,
         np.matmul: fn.matmul,
         np.logical_and: lambda a, b: _logical("logical_and", a, b),
@@ -137,6 +145,34 @@ def _ufunc_bindings():
         np.logical_not: lambda x: x.graph.apply("logical_not", (fn.astype(x, bool),)),
     })
     return table
+
+
+def _numpy_dtype_checked(ufunc, impl):
+    """`impl` of `ufunc`, refusing the inputs whose result NumPy gives in a dtype gradc has not
+    (a math ufunc computes booleans in float16: np.sin(mask)), and those NumPy refuses, rather
+    than answering in another dtype."""
+    def checked(*xs):
+        dtypes = tuple(_dtype_for_numpy(x) for x in xs) + (None,) * ufunc.nout
+        out = ufunc.resolve_dtypes(dtypes)[-1]  # NumPy's TypeError: an ArgumentError (traced)
+        if out not in SUPPORTED_DTYPES:
+            given = ", ".join(getattr(d, "name", getattr(d, "__name__", str(d)))
+                              for d in dtypes[:ufunc.nin])
+            raise UnsupportedOpError(
+                f"{_ufunc_name(ufunc)} of {given} gives {out.name} in NumPy, which gradc does not "
+                "support: cast the input first (x.astype(np.float32))")
+        return impl(*xs)
+    checked.__name__ = checked.__qualname__ = ufunc.__name__
+    return checked
+
+
+def _dtype_for_numpy(x):
+    """What NumPy's type resolution sees of an operand: a dtype, or Python's int/float/bool for
+    a weakly typed scalar."""
+    if isinstance(x, Value):
+        return float if fn.is_weak(x) else x.dtype
+    if isinstance(x, np.generic):
+        return x.dtype
+    return type(x) if isinstance(x, (bool, int, float)) else np.asarray(x).dtype
 
 
 UFUNCS = _ufunc_bindings()

@@ -27,12 +27,15 @@ ARRAY_OF = {"float32": "f32_array", "float64": "f64_array", "int64": "i64_array"
 
 class _CpuMath:
     """The CPU's math table for the ops' scalar expressions: NumPy's functions, which Numba
-    compiles to libm calls (vectorized through libmvec, gradc/codegen/vecmath.py), and the
-    special functions of gradc/codegen/special_math.py (`sp_erfinv`)."""
+    compiles to libm calls (vectorized through libmvec, gradc/codegen/vecmath.py); rt.py's call
+    of libm where Numba compiles NumPy's function otherwise (cbrt); and the special functions of
+    gradc/codegen/special_math.py (`sp_erfinv`)."""
 
     def __getattr__(self, name):
         if name in SPECIAL_FUNCTIONS:
             return f"sp_{name}"
+        if name == "cbrt":
+            return "libm_cbrt"
         if not hasattr(np, name):
             raise AttributeError(f"no NumPy function {name!r} for the CPU's scalar math")
         return f"np.{name}"

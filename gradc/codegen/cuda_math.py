@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 from numba import config, cuda
+from numba.cuda import libdevice
 
 f32, f64, i64, i32, i16, i8, u8, bool_ = (np.float32, np.float64, np.int64, np.int32, np.int16,
                                           np.int8, np.uint8, np.bool_)
@@ -29,7 +30,7 @@ def min2(a, b):
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 
 
-# --- float32 sin and cos ----------------------------------------------------------------------
+# --- float32 sin, cos (and tan) ---------------------------------------------------------------
 # libdevice's sinf/cosf reduce large arguments (|x| > 105615) in double precision; these reduce
 # in float32 and 64-bit integers only, so a float32 graph's PTX has no .f64. Accuracy: at most
 # 2.3 ulp against the exact result over all float32 inputs sampled (tests/test_cuda_trig.py).
@@ -143,8 +144,26 @@ UNARY_MATH = {
     "expm1": (np.expm1, math.expm1), "tanh": (np.tanh, math.tanh), "sqrt": (np.sqrt, math.sqrt),
     "arctan": (np.arctan, math.atan), "sin_f64": (np.sin, math.sin),
     "cos_f64": (np.cos, math.cos),
+    "tan_f64": (np.tan, math.tan), "sinh": (np.sinh, math.sinh), "cosh": (np.cosh, math.cosh),
+    "arcsin": (np.arcsin, math.asin), "arccos": (np.arccos, math.acos),
+    "arcsinh": (np.arcsinh, math.asinh), "arccosh": (np.arccosh, math.acosh),
+    "arctanh": (np.arctanh, math.atanh), "log2": (np.log2, math.log2),
+    "log10": (np.log10, math.log10),
+    "isnan": (np.isnan, math.isnan), "isinf": (np.isinf, math.isinf),
+    "isfinite": (np.isfinite, math.isfinite),
+    # no math.* for these (or one that returns an int: math.trunc): libdevice's, per dtype
+    "exp2_f32": (np.exp2, libdevice.exp2f), "exp2_f64": (np.exp2, libdevice.exp2),
+    "cbrt_f32": (np.cbrt, libdevice.cbrtf), "cbrt_f64": (np.cbrt, libdevice.cbrt),
+    "rint_f32": (np.rint, libdevice.rintf), "rint_f64": (np.rint, libdevice.rint),
+    "trunc_f32": (np.trunc, libdevice.truncf), "trunc_f64": (np.trunc, libdevice.trunc),
+    # (an int, nonzero for a set sign bit: stored as a bool)
+    "signbit_f32": (np.signbit, libdevice.signbitf),
+    "signbit_f64": (np.signbit, libdevice.signbitd),
 }
-BINARY_MATH = {}
+BINARY_MATH = {
+    "arctan2": (np.arctan2, math.atan2), "hypot": (np.hypot, math.hypot),
+    "copysign": (np.copysign, math.copysign), "fmod": (np.fmod, math.fmod),
+}
 for _name, (_ufunc, _device_function) in UNARY_MATH.items():
     globals()["cu_" + _name] = _device_math(_ufunc, _device_function)
 for _name, (_ufunc, _device_function) in BINARY_MATH.items():
@@ -153,12 +172,11 @@ for _name, (_ufunc, _device_function) in BINARY_MATH.items():
 if SIMULATOR:
     cu_sin_f32 = _device_math(np.sin, None)
     cu_cos_f32 = _device_math(np.cos, None)
+    cu_tan_f32 = _device_math(np.tan, None)
     cu_floor_f32 = cu_floor_f64 = _device_math(np.floor, None)
     cu_ceil_f32 = cu_ceil_f64 = _device_math(np.ceil, None)
     cu_sign_f32 = cu_sign_f64 = cu_sign_i64 = cu_sign_i32 = _device_math(np.sign, None)
 else:
-    from numba.cuda import libdevice
-
     fmaf = libdevice.fmaf
     trig_reduce_f32 = cuda.jit(device=True)(trig_reduce_f32)
     sincos_f32 = cuda.jit(device=True)(sincos_f32)
@@ -170,6 +188,11 @@ else:
     @cuda.jit(device=True)
     def cu_cos_f32(x):
         return sincos_f32(x, 1)
+
+    @cuda.jit(device=True)
+    def cu_tan_f32(x):
+        # libdevice's tanf reduces large arguments in double precision too, as its sinf does
+        return sincos_f32(x, 0) / sincos_f32(x, 1)
 
     # floor, ceil and sign keep their argument's dtype: one device function per dtype
     @cuda.jit(device=True)

@@ -25,6 +25,12 @@ _LIBMVEC = "libmvec.so.1"
 # function names to keep in step with the ops (np.arctan's atanf is found like exp's expf).
 _CALL = re.compile(r'(call\b[^@\n=]*?\b(float|double)\s+@"?([A-Za-z_][\w.]*)"?\(([^()\n]*)\))')
 
+# Numba names np.log2 and np.exp2 `@"llvm.log2"`, without the type suffix, which LLVM adds as
+# it parses, after the rewrite: a variant attached to the unsuffixed name would name a function
+# the call no longer calls. Suffix them first, in calls and declarations alike.
+_UNSUFFIXED = re.compile(r'\b(float|double)(\s+)@"?llvm\.(\w+)"?\(')
+_SUFFIX = {"float": "f32", "double": "f64"}
+
 _state = {"variants": {}, "lib": None, "isas": None, "active": False, "patched": False}
 
 
@@ -82,6 +88,14 @@ def rewrite(ir):
         abi = ",".join(f"_ZGV_LLVM_N{lanes}{'v' * arity}_{callee}({name})" for name, lanes in found)
         return f'{call} "vector-function-abi-variant"="{abi}"'
 
+    def suffix(m):
+        ftype, space, name = m.groups()
+        callee = f"llvm.{name}.{_SUFFIX[ftype]}"
+        if not (_variant(callee, ftype, 1) or _variant(callee, ftype, 2)):
+            return m[0]  # (only math functions libmvec has: all of one float type)
+        return f"{ftype}{space}@{callee}("
+
+    ir = _UNSUFFIXED.sub(suffix, ir)
     new = _CALL.sub(mark, ir)
     if not needed:
         return ir

@@ -150,9 +150,12 @@ def astype(x, dtype):
 
 
 def promote(*xs, float_only=False):
+    """The operands as values of one dtype, NumPy's. `float_only`: True makes an integer or
+    boolean result float64, as NumPy's math ufuncs do; "float64" makes every result float64
+    (np.float_power)."""
     vals = _operands(*xs)
     dtype = np.result_type(*[v.dtype for v in vals])
-    if float_only and not np.issubdtype(dtype, np.floating):
+    if float_only == "float64" or (float_only and not np.issubdtype(dtype, np.floating)):
         dtype = np.dtype(np.float64)
     return [astype(v, dtype) for v in vals]
 

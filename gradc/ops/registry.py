@@ -11,8 +11,9 @@ An `OpDef` holds, side by side (micrograd-style):
 - `ufuncs`: the NumPy ufuncs that trace to it (the tracer's table and the README's list);
   `scipy_ufuncs`: scipy.special's, by name (ops/special.py).
 
-Adding an elementwise op (np.arctan was done so): one `elementwise(...)` in ops/elementwise.py with
-its reference, scalar math, VJP and ufuncs; one Case in tests/ops/test_ops.py; `make readme`. A
+Adding an elementwise op (np.arctan was done so): one `elementwise(...)` in ops/elementwise.py (or,
+for NumPy's further math ufuncs, ops/math.py) with its reference, scalar math, VJP and ufuncs; one
+Case in tests/ops/test_ops.py; `make readme`. A
 math function CUDA has no device function for yet also needs its `cu_<name>` in
 codegen/cuda_math.py, one table line (tests/test_op_renderings.py fails until it has one). The
 CPU's SIMD versions need nothing: codegen/vecmath.py finds any libm call that libmvec has.

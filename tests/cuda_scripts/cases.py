@@ -70,6 +70,18 @@ case("where_compare", lambda a, b: np.where(a > b, a * 2.0, b - 1.0).sum()
      + (a ** 2.0).mean(), x, y, argnums=(0, 1))
 case("floor_sign_jit", lambda a: [np.floor(a * 3.0), np.ceil(a), np.sign(a), a // 0.7, a % 0.7],
      x, mode="jit")
+# NumPy's further math ufuncs (gradc/ops/math.py), inside their domains
+case("math_ufuncs", lambda a, b: (
+    np.tan(a * 0.5) + np.sinh(a) + np.cosh(b) + np.arcsin(np.tanh(a) * 0.9)
+    + np.arccos(np.tanh(b) * 0.9) + np.arctan2(a, b) + np.arcsinh(a) + np.arccosh(a * a + 1.5)
+    + np.arctanh(np.tanh(b) * 0.9) + np.hypot(a, b) + np.log2(a * a + 0.5)
+    + np.log10(b * b + 0.5) + np.exp2(a) + np.logaddexp(a, b) + np.logaddexp2(a, b) + np.sinc(a)
+    + np.cbrt(a) + np.fabs(b) + np.deg2rad(a) + np.rad2deg(b) + np.copysign(a, b)
+    + np.heaviside(a, b) + np.fmod(a, b)).sum(), x, y, argnums=(0, 1))
+case("math_ufuncs_jit", lambda a: [np.trunc(a * 3.0), np.rint(a * 3.0), np.signbit(a),
+                                   np.isnan(np.log(a)), np.isinf(a / (a > 0)),
+                                   np.isfinite(np.log(a)), np.nan_to_num(np.log(a)),
+                                   np.fmod(a * 5.0, -0.7)], x, mode="jit")
 case("broadcast", lambda a, r, c: ((a + r) * c).sum(), x, f32(5), f32(4, 1), argnums=(0, 1, 2))
 case("transpose_slice_views", lambda a: (a.T[1:4] * a.T[:3]).sum() + a[::-1, ::2].sum(), x)
 

@@ -1,0 +1,161 @@
+"""The elementwise math ufuncs of gradc/ops/math.py beyond test_ops.py's one Case each: special
+values (inf, nan, -0.0, huge arguments), integer and boolean inputs, Python scalars (weak typing),
+broadcasting, stability at +-1000, the values at kinks, and grad of grad.
+
+Compiles are what cost time, so each test traces ONE function that returns many results.
+"""
+import numpy as np
+import pytest
+
+import gradc
+
+SPECIAL = [np.inf, -np.inf, np.nan, -0.0, 0.0, 1e30, -1e30, 3e38, 1.0, -1.0, 0.5, -0.75, 2.5,
+           1e-30, 100.0]
+
+UNARY = [np.tan, np.sinh, np.cosh, np.arcsin, np.arccos, np.arcsinh, np.arccosh, np.arctanh,
+         np.log2, np.log10, np.exp2, np.cbrt, np.fabs, np.deg2rad, np.radians, np.rad2deg,
+         np.degrees, np.trunc, np.rint, np.signbit, np.isnan, np.isinf, np.isfinite,
+         np.conjugate, np.sinc, np.nan_to_num]
+BINARY = [np.arctan2, np.hypot, np.logaddexp, np.logaddexp2, np.float_power, np.copysign,
+          np.heaviside, np.fmod]
+# where the sign of a zero result is part of NumPy's answer
+SIGNED_ZEROS = {"tan", "sinh", "arcsin", "arcsinh", "arctanh", "cbrt", "deg2rad", "radians",
+                "rad2deg", "degrees", "trunc", "rint", "conjugate", "copysign", "fmod",
+                "arctan2", "nan_to_num"}
+
+
+def _all_ufuncs(x, y):
+    """Every function on the special values; binary ones on all pairs (broadcast (n,1), (1,n))."""
+    out = {f.__name__: f(x) for f in UNARY}
+    out.update({f.__name__: f(x[:, None], y[None, :]) for f in BINARY})
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_special_values_match_numpy(dtype):
+    x = np.array(SPECIAL, dtype)
+    with np.errstate(all="ignore"):
+        expected = _all_ufuncs(x, x)
+    got = gradc.jit(_all_ufuncs)(x, x)
+    # libmvec's SIMD functions are within 4 ulp of the exact result, NumPy's within 1-2
+    rtol = 4e-6 if dtype == np.float32 else 1e-14
+    for name, want in expected.items():
+        have = got[name]
+        assert have.dtype == want.dtype and have.shape == want.shape, name
+        if want.dtype == np.bool_:
+            np.testing.assert_array_equal(have, want, err_msg=name)
+            continue
+        np.testing.assert_allclose(have, want, rtol=rtol, atol=0, equal_nan=True, err_msg=name)
+        if name in SIGNED_ZEROS:
+            zero = want == 0
+            np.testing.assert_array_equal(np.signbit(have[zero]), np.signbit(want[zero]),
+                                          err_msg=f"{name}: the sign of a zero")
+
+
+def _int_and_bool(i, j, b):
+    return {
+        "sin_int": np.tan(i), "hypot_int32": np.hypot(j, j), "arctan2": np.arctan2(i, j),
+        "trunc_int": np.trunc(i), "trunc_int32": np.trunc(j), "trunc_bool": np.trunc(b),
+        "rint_int": np.rint(i), "fmod_int": np.fmod(i, j), "fmod_int32": np.fmod(j, j[::-1]),
+        "copysign_int": np.copysign(i, -1), "heaviside_int": np.heaviside(i, 0.5),
+        "float_power_int": np.float_power(i, 2), "conj_int": np.conj(i),
+        "isnan_int": np.isnan(i), "isinf_bool": np.isinf(b), "isfinite_int32": np.isfinite(j),
+        "signbit_int": np.signbit(i), "signbit_bool": np.signbit(b), "sinc_int": np.sinc(i),
+        "sinc_bool": np.sinc(b), "nan_to_num_int": np.nan_to_num(i), "fabs_int32": np.fabs(j),
+        "logaddexp_int": np.logaddexp(i, j), "cbrt_int": np.cbrt(i * 9),
+    }
+
+
+def test_integer_and_boolean_inputs_give_numpy_dtypes():
+    i = np.array([-7, -3, 0, 2, 5, 8])
+    j = np.array([2, -3, 4, 5, -2, 0], np.int32)  # (fmod by 0 is 0 for integers, as NumPy)
+    b = np.array([True, False, True, True, False, False])
+    with np.errstate(all="ignore"):
+        expected = _int_and_bool(i, j, b)
+    got = gradc.jit(_int_and_bool)(i, j, b)
+    for name, want in expected.items():
+        assert got[name].dtype == want.dtype, f"{name}: {got[name].dtype}, NumPy {want.dtype}"
+        np.testing.assert_allclose(got[name], want, rtol=1e-14, err_msg=name)
+
+
+@pytest.mark.parametrize("f", [np.sin, np.exp2, np.hypot, np.conjugate, np.fmod, np.copysign])
+def test_booleans_numpy_computes_in_float16_or_int8_are_refused(f):
+    """NumPy's math ufuncs compute booleans in float16 (np.conj and np.fmod give int8): gradc has
+    neither, so it refuses with what to do instead of answering in float64."""
+    b = np.array([True, False])
+    args = (b,) * f.nin
+    with pytest.raises(gradc.UnsupportedOpError, match="astype"):
+        gradc.jit(lambda *a: f(*a))(*args)
+
+
+def _weak(x, i):
+    return {"hypot": np.hypot(x, 2.0), "arctan2": np.arctan2(1.0, x),
+            "logaddexp": np.logaddexp(x, 0), "copysign": np.copysign(3, x),
+            "heaviside": np.heaviside(x, 0.5), "fmod": np.fmod(x, 0.75),
+            "float_power": np.float_power(x, 2), "fmod_int": np.fmod(i, 3),
+            "hypot_int": np.hypot(i, 2.5), "logaddexp2": np.logaddexp2(2, x),
+            "nan_to_num": np.nan_to_num(x / 0.0, posinf=7, neginf=np.float64(-7.0))}
+
+
+def test_python_scalars_are_weakly_typed():
+    x = np.array([[-1.5, 0.0, 2.0]], np.float32)
+    i = np.array([5, -4, 7], np.int32)
+    with np.errstate(all="ignore"):
+        expected = _weak(x, i)
+        got = gradc.jit(_weak)(x, i)
+    for name, want in expected.items():
+        assert got[name].dtype == want.dtype, f"{name}: {got[name].dtype}, NumPy {want.dtype}"
+        np.testing.assert_allclose(got[name], want, rtol=2e-6, equal_nan=True, err_msg=name)
+
+
+def test_stable_at_large_arguments_and_gradients_at_kinks():
+    """float32 logaddexp/logaddexp2 at +-1000 and at -inf, -inf (value -inf, as NumPy; gradient
+    1/2 each at a tie), cbrt at -inf, sinc'(0) = 0, hypot's gradient 0 at the origin, hypot
+    near the largest float."""
+    def f(a, b, z):
+        return (np.sum(np.logaddexp(a, b)) + np.sum(np.logaddexp2(a, b) * 0.5)
+                + np.sum(np.cbrt(a * 0.001)) + np.sum(np.sinc(z)) + np.sum(np.hypot(z, z * 0.0)))
+
+    a = np.array([1000.0, -1000.0, 999.0, -np.inf, 3.0, -1000.0], np.float32)
+    b = np.array([-1000.0, -1000.0, 1000.0, -np.inf, 3.0, 1000.0], np.float32)
+    z = np.array([0.0, 1e-3, 0.5], np.float32)
+    value, (ga, gb, gz) = gradc.value_and_grad(f, argnums=(0, 1, 2), copy=True)(a, b, z)
+    assert value == -np.inf
+    a64, b64, z64 = (v.astype(np.float64) for v in (a, b, z))
+    with np.errstate(all="ignore"):
+        tie = a64 == b64
+        s = np.where(tie, 0.5, 1 / (1 + np.exp(b64 - a64)))
+        s2 = np.where(tie, 0.5, 1 / (1 + np.exp((b64 - a64) * np.log(2))))
+        cbrt_d = 0.001 / (3 * np.cbrt(0.001 * a64) ** 2)
+    np.testing.assert_allclose(ga, s + 0.5 * s2 + cbrt_d, rtol=1e-5, atol=1e-30)
+    np.testing.assert_allclose(gb, (1 - s) + 0.5 * (1 - s2), rtol=1e-5, atol=1e-30)
+    nonzero = np.where(z64 == 0, 1, z64)
+    sinc_d = np.where(z64 == 0, 0.0, (np.cos(np.pi * nonzero) - np.sinc(nonzero)) / nonzero)
+    np.testing.assert_allclose(gz, sinc_d + np.sign(z64), rtol=1e-5, atol=1e-7)
+
+    big = np.array([3e38, -1e38, 1e38], np.float32)
+    got = gradc.jit(lambda v: (np.hypot(v, v[::-1]), np.logaddexp(v, -v)))(big)
+    with np.errstate(over="ignore"):
+        np.testing.assert_allclose(got[0], np.hypot(big, big[::-1]), rtol=1e-6)
+        np.testing.assert_allclose(got[1], np.logaddexp(big, -big), rtol=1e-6)
+
+
+def _second_order(x):
+    """tan, arcsin, hypot, logaddexp and sinc (at 0 too: x[7] - 0.25) of 8 numbers."""
+    return (np.sum(np.tan(x[:2])) + np.sum(np.arcsin(x[2:4] * 0.5))
+            + np.hypot(x[4], x[5]) * 2.0 + np.logaddexp(x[5], x[6]) + np.sinc(x[6])
+            + np.sinc(x[7] - 0.25))
+
+
+def test_grad_of_grad_matches_finite_differences():
+    """H v through the VJPs of tan, arcsin, hypot, logaddexp and sinc (whose derivative near 0
+    is a series, so that its own derivative at 0, -pi^2/3, is right): gradc's H v against
+    central differences of gradc's gradient."""
+    x = np.array([0.3, -0.8, 0.9, -1.2, 0.7, -0.4, 1.1, 0.25])
+    v = np.array([0.5, -1.0, 0.25, 0.75, -0.5, 1.0, -0.25, 0.5])
+    grad_f = gradc.grad(_second_order, copy=True)
+    hvp = gradc.grad(lambda x, v: np.sum(gradc.grad(_second_order)(x) * v), copy=True)(x, v)
+    eps = 1e-5
+    expected = (grad_f(x + eps * v) - grad_f(x - eps * v)) / (2 * eps)
+    np.testing.assert_allclose(hvp, expected, rtol=1e-6, atol=1e-8)
+    assert abs(expected[7] - (-np.pi ** 2 / 3 * v[7])) < 1e-6  # sinc''(0), the series' slope
