@@ -124,14 +124,16 @@ def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
     u, s, vh = la.svd_parts(a.graph.apply("svd", (a2,), full=full), m, n, full)
     if not compute_uv:
         return unfold(s, lead)
+    u, s, vh = unfold(u, lead), unfold(s, lead), unfold(vh, lead)
+    # (split at the user's shape, so that the gradient of the thin part leaves a provably zero
+    # cotangent on the rest: see no_gradient)
     reason = _NOT_UNIQUE.format("singular vectors", "svd(full_matrices=True)",
                                 "full_matrices=False")
     if full and m > r:
-        u = fn.concatenate([u[:, :, :r], la.no_gradient(u[:, :, r:], reason)], axis=-1)
+        u = fn.concatenate([u[..., :r], la.no_gradient(u[..., r:], reason)], axis=-1)
     if full and n > r:
-        vh = fn.concatenate([vh[:, :r, :], la.no_gradient(vh[:, r:, :], reason)], axis=-2)
-    return _results.SVDResult(unfold(u, lead), unfold(s, lead),
-                              unfold(vh, lead))
+        vh = fn.concatenate([vh[..., :r, :], la.no_gradient(vh[..., r:, :], reason)], axis=-2)
+    return _results.SVDResult(u, s, vh)
 
 
 def qr(a, mode="reduced"):
@@ -144,13 +146,14 @@ def qr(a, mode="reduced"):
     complete = mode == "complete" and m > n
     a2, lead = fold(a)
     q, r = la.qr_parts(a.graph.apply("qr", (a2,), complete=complete), m, n, complete)
+    q, r = unfold(q, lead), unfold(r, lead)
     if complete:
         reason = _NOT_UNIQUE.format("columns of Q", "qr(mode='complete')", "mode='reduced'")
-        q = fn.concatenate([q[:, :, :n], la.no_gradient(q[:, :, n:], reason)], axis=-1)
-        r = fn.concatenate([r[:, :n, :], fn.zeros_like(r[:, n:, :])], axis=-2)
+        q = fn.concatenate([q[..., :n], la.no_gradient(q[..., n:], reason)], axis=-1)
+        r = fn.concatenate([r[..., :n, :], fn.zeros_like(r[..., n:, :])], axis=-2)
     if mode == "r":
-        return unfold(r, lead)
-    return _results.QRResult(unfold(q, lead), unfold(r, lead))
+        return r
+    return _results.QRResult(q, r)
 
 
 def _inverse_singular_values(s, cutoff):

@@ -317,7 +317,7 @@ def _cholesky_vjp(node, g):
     p = phi(mm(mT(L), g))
     x = trsolve(L, p, lower=True, trans=True)  # L^-T P
     s = mT(trsolve(L, mT(x), lower=True, trans=True))  # (L^-T (L^-T P)^T)^T = L^-T P L^-1
-    return [_fold_lower(s * 0.5)]
+    return [_fold_lower(s)]
 
 
 def _trsolve_vjp(node, g):
@@ -489,7 +489,40 @@ _lapack_op("qr", _qr_infer, _qr_ref, _qr_vjp, _qr_kernel)
 # vectors of svd(full_matrices=True), Q's extra columns of qr(mode='complete')); autodiff reaching
 # it raises `reason`
 def _no_gradient_vjp(node, g):
-    raise NonDifferentiableError(node.attr["reason"], source=node.source)
+    if not _is_zero(g):
+        raise NonDifferentiableError(node.attr["reason"], source=node.source)
+    return [None]
+
+
+def _positions(shape, starts, stops, steps):
+    return [list(range(*slice(a, b if b >= 0 else None, c).indices(d)))
+            for d, a, b, c in zip(shape, starts, stops, steps)]
+
+
+def _is_zero(v, region=None):
+    """Is the cotangent `v` zero by construction (in `region`, one set of positions per axis;
+    None: everywhere)? The gradient of the rest of a matrix that no_gradient's part was
+    concatenated to is a slice of sums of unslices that wrote elsewhere."""
+    if fn.const_value(v) == 0:
+        return True
+    node = v.node
+    if node is None:
+        return False
+    if node.op in ("add", "subtract"):
+        return all(_is_zero(x, region) for x in node.inputs)
+    if node.op == "negative":
+        return _is_zero(node.inputs[0], region)
+    attr = node.attr
+    if node.op == "slice":  # the region, in the sliced input's positions
+        taken = _positions(node.inputs[0].shape, attr["starts"], attr["stops"], attr["steps"])
+        if region is not None:
+            taken = [[t[i] for i in r] for t, r in zip(taken, region)]
+        return _is_zero(node.inputs[0], [set(t) for t in taken])
+    if node.op == "unslice":
+        written = _positions(attr["shape"], attr["starts"], attr["stops"], attr["steps"])
+        return region is not None and any(not (r & set(w)) for r, w in zip(region, written))
+    return region is None and node.op in ("reshape", "broadcast_to", "transpose") and \
+        _is_zero(node.inputs[0])
 
 
 elementwise("no_gradient", ref=lambda x, reason: x, scalar=lambda m, dt, x, reason: x,
