@@ -1,0 +1,35 @@
+"""multivariate_normal.logpdf(x, mean, cov) through a Cholesky factor (to be exposed as
+gradc.scipy.stats.multivariate_normal.logpdf)."""
+import numpy as np
+
+from ..functions._args import array_arg
+from ..functions.lapack import cholesky
+from ..ops import fn
+from ..ops import lapack as la
+from ..trace import traced
+from .linalg import solve_triangular
+
+
+@traced
+def logpdf(x, mean=None, cov=1, allow_singular=False):
+    """log N(x; mean, cov) for x (..., d) (the last axis is the variable, as SciPy's); a
+    scalar for one x. cov is a (d, d) positive definite matrix, a vector (its diagonal) or a
+    scalar; mean (d,) or None (zero)."""
+    x = array_arg(x, mean, cov)
+    (x,) = fn.promote(x, float_only=True)
+    if x.ndim == 0:
+        x = fn.reshape(x, (1,))
+    d = x.shape[-1]
+    if mean is not None:
+        x = fn.subtract(x, mean)
+    cov = array_arg(cov, x)
+    cov = fn.astype(cov, x.dtype)
+    if cov.ndim < 2:  # a scalar or the diagonal
+        cov = fn.multiply(fn.broadcast_to(cov, (d,)), la.eye(x, d))
+    chol = cholesky(cov)
+    rows = fn.reshape(x, (-1, d))  # one column per point
+    z = solve_triangular(chol, la.mT(rows), lower=True)
+    maha = fn.sum(fn.multiply(z, z), axis=0)
+    half_logdet = fn.sum(fn.unary("log", la.diagonal(fn.expand_dims(chol, 0))))
+    out = fn.multiply(maha, -0.5) - half_logdet - 0.5 * d * np.log(2 * np.pi)
+    return fn.reshape(out, x.shape[:-1])
