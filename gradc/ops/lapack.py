@@ -193,7 +193,11 @@ def _qr_kernel(k):
         if complete and mm_ > nn_:
             # Numba's qr is the reduced one: the QR of [a | I] has the complete Q (the same
             # Householder reflections on a's columns) and a's R in its first n columns
-            k.line(f"q, rr = np.linalg.qr(np.hstack((a, np.eye({m}, dtype=a.dtype))))")
+            k.line(f"ext = np.zeros(({m}, {n} + {m}), a.dtype)")
+            k.line(f"ext[:, :{n}] = a")
+            k.line(f"for i in range({m}):")
+            k.line(f"    ext[i, {n} + i] = 1")
+            k.line("q, rr = np.linalg.qr(ext)")
             k.line(f"r = rr[:, :{n}]")
         else:
             k.line("q, r = np.linalg.qr(a)")
