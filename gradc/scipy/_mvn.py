@@ -14,9 +14,8 @@ from .linalg import solve_triangular
 def logpdf(x, mean=None, cov=1, allow_singular=False):
     """log N(x; mean, cov) for x (..., d) (the last axis is the variable, as SciPy's); a
     scalar for one x. cov is a (d, d) positive definite matrix, a vector (its diagonal) or a
-    scalar; mean (d,) or None (zero)."""
-    x = array_arg(x, mean, cov)
-    (x,) = fn.promote(x, float_only=True)
+    scalar; mean (d,) or None (zero). float64, as SciPy's (float32 inputs too)."""
+    x = fn.astype(array_arg(x, mean, cov), np.float64)
     if x.ndim == 0:
         x = fn.reshape(x, (1,))
     d = x.shape[-1]
@@ -31,5 +30,5 @@ def logpdf(x, mean=None, cov=1, allow_singular=False):
     z = solve_triangular(chol, la.mT(rows), lower=True)
     maha = fn.sum(fn.multiply(z, z), axis=0)
     half_logdet = fn.sum(fn.unary("log", la.diagonal(fn.expand_dims(chol, 0))))
-    out = fn.multiply(maha, -0.5) - half_logdet - 0.5 * d * np.log(2 * np.pi)
+    out = fn.multiply(maha, -0.5) - half_logdet - float(0.5 * d * np.log(2 * np.pi))
     return fn.reshape(out, x.shape[:-1])
