@@ -38,7 +38,8 @@ def _normal(*shape):
 # lower triangle only); Z is singular
 INPUTS = dict(
     A=_spd(3, 3) + _normal(3, 3), Ab=_spd(2, 3, 3) + _normal(2, 3, 3), B=_normal(3, 2),
-    b=_normal(3), M=_normal(4, 3), W=_normal(2, 3, 5), S_junk=_spd(2, 3, 3) + np.triu(_normal(3, 3), 1),
+    b=_normal(3), M=_normal(4, 3), W=_normal(2, 3, 5),
+    S_junk=_spd(2, 3, 3) + np.triu(_normal(3, 3), 1),
     X=_normal(5, 3), mu=_normal(3), B4=_normal(4, 2),
     Z=np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [0.0, 1.0, 1.0]]))
 
@@ -99,12 +100,15 @@ def _check_factorizations(got, dtype):
     """eigh, svd and qr: the invariants (their signs are LAPACK's), and |columns| as NumPy's."""
     tol = dict(rtol=1e-8, atol=1e-8) if dtype == np.float64 else dict(rtol=1e-3, atol=1e-3)
     T = lambda x: np.swapaxes(x, -1, -2)  # noqa: E731
+    S = _sym(INPUTS["S_junk"])
+    eye = lambda q: np.broadcast_to(np.eye(q.shape[-1]), q.shape[:-2] + (q.shape[-1],) * 2)  # noqa
     for name in ("eigh", "eigh_U"):
         w, v = got[name]
-        np.testing.assert_allclose(w, np.linalg.eigvalsh(_sym(INPUTS["S_junk"])), **tol)
-        np.testing.assert_allclose((v * w[..., None, :]) @ T(v), _sym(INPUTS["S_junk"]), **tol)
-        np.testing.assert_allclose(np.abs(v), np.abs(np.linalg.eigh(_sym(INPUTS["S_junk"]))[1]), **tol)
-    for name, a in (("svd_full", INPUTS["M"]), ("svd_thin", INPUTS["M"]), ("svd_wide", INPUTS["W"])):
+        np.testing.assert_allclose(w, np.linalg.eigvalsh(S), **tol)
+        np.testing.assert_allclose((v * w[..., None, :]) @ T(v), S, **tol)
+        np.testing.assert_allclose(np.abs(v), np.abs(np.linalg.eigh(S)[1]), **tol)
+    for name, a in (("svd_full", INPUTS["M"]), ("svd_thin", INPUTS["M"]),
+                    ("svd_wide", INPUTS["W"])):
         u, s, vh = got[name]
         u_np, s_np, vh_np = np.linalg.svd(a, full_matrices=name != "svd_thin")
         assert u.shape == u_np.shape and s.shape == s_np.shape and vh.shape == vh_np.shape, name
@@ -112,17 +116,18 @@ def _check_factorizations(got, dtype):
         r = s.shape[-1]
         np.testing.assert_allclose((u[..., :r] * s[..., None, :]) @ vh[..., :r, :], a, **tol)
         for q in (u, T(vh)):  # orthonormal, full ones included
-            np.testing.assert_allclose(T(q) @ q, np.broadcast_to(np.eye(q.shape[-1]), T(q).shape[:-1] + (q.shape[-1],)), **tol)
+            np.testing.assert_allclose(T(q) @ q, eye(q), **tol)
         np.testing.assert_allclose(np.abs(u[..., :r]), np.abs(u_np[..., :r]), **tol)
     for name, a in (("qr", INPUTS["M"]), ("qr_complete", INPUTS["M"]), ("qr_wide", INPUTS["W"])):
         q, r = got[name]
         q_np, r_np = np.linalg.qr(a, mode="complete" if name == "qr_complete" else "reduced")
         assert q.shape == q_np.shape and r.shape == r_np.shape, name
         np.testing.assert_allclose(q @ r, a, **tol)
-        np.testing.assert_allclose(T(q) @ q, np.broadcast_to(np.eye(q.shape[-1]), q.shape[:-2] + (q.shape[-1],) * 2), **tol)
+        np.testing.assert_allclose(T(q) @ q, eye(q), **tol)
         np.testing.assert_array_equal(r, np.triu(r))
         np.testing.assert_allclose(np.abs(r), np.abs(r_np), **tol)
-    np.testing.assert_allclose(np.abs(got["qr_r"]), np.abs(np.linalg.qr(INPUTS["M"], mode="r")), **tol)
+    np.testing.assert_allclose(np.abs(got["qr_r"]), np.abs(np.linalg.qr(INPUTS["M"], mode="r")),
+                               **tol)
 
 
 def test_values_match_numpy(compiled_forward):

@@ -102,8 +102,9 @@ def _fold_lower(g):
 # kernels: a loop over the batch around a call of Numba's np.linalg
 
 def _batch_kernel(k, compute, sizes):
-    """The loop over the batch: `compute` writes lines that read matrix `a` (C order) and write
-    the batch element's results at `out[o:...]`; any LinAlgError fills that element with NaN."""
+    """The loop over the batch: `compute` writes lines that read matrix `a` (C order, a view of
+    the input: Numba's np.linalg copies it) and write the batch element's results at
+    `out[o:...]`; any LinAlgError fills that element with NaN."""
     B = k.param("batch", k.inputs[0].shape[0])
     step_in = k.param("in_step", int(np.prod(k.inputs[0].shape[1:])))
     step_out = k.param("out_step", int(np.prod(k.output.shape[1:])))
@@ -111,18 +112,12 @@ def _batch_kernel(k, compute, sizes):
     k.line(f"for t in range({B}):")
     with k.indent():
         k.line(f"o = t * {step_out}")
-        k.line(f"a = x0[t * {step_in}:(t + 1) * {step_in}].reshape(({m}, {n})).copy()")
+        k.line(f"a = x0[t * {step_in}:(t + 1) * {step_in}].reshape(({m}, {n}))")
         k.line("try:")
         with k.indent():
             compute(k, m, n)
         k.line("except Exception:  # LinAlgError: singular, not positive definite, NaN input")
         k.line(f"    out[o:o + {step_out}] = np.nan")
-
-
-def _symmetric_from_lower(k, n):
-    k.line(f"for i in range({n}):")
-    k.line("    for j in range(i):")
-    k.line("        a[j, i] = a[i, j]")
 
 
 def _write(k, name, rows, cols, at):
@@ -134,9 +129,8 @@ def _write(k, name, rows, cols, at):
 
 
 def _cholesky_kernel(k):
-    def compute(k, m, n):
-        _symmetric_from_lower(k, n)
-        k.line("L = np.linalg.cholesky(a)")
+    def compute(k, m, n):  # (Numba's cholesky and eigh read the lower triangle, as NumPy's:
+        k.line("L = np.linalg.cholesky(a)")  # tests/test_linalg.py's S_junk checks it)
         _write(k, "L", n, n, "o")
     _batch_kernel(k, compute, k.inputs[0].shape[1:])
 
@@ -161,7 +155,6 @@ def _slogdet_kernel(k):
 
 def _eigh_kernel(k):
     def compute(k, m, n):
-        _symmetric_from_lower(k, n)
         k.line("w, v = np.linalg.eigh(a)")
         k.line(f"for j in range({n}):")
         k.line("    out[o + j] = w[j]")
