@@ -1,4 +1,4 @@
-"""Gaussian-process regression whose kernel hyperparameters are fitted by gradient descent with gradc.
+"""Gaussian-process regression: kernel hyperparameters fitted by gradient descent with gradc.
 
 Data: y = sin(x) + noise (std 0.1) at 64 points. Model: a squared-exponential kernel
 k(x, x') = sf^2 exp(-(x - x')^2 / (2 l^2)) plus noise sn^2 on the diagonal. The loss is the
@@ -62,9 +62,9 @@ def posterior_mean(theta, x, y, grid):
 
 
 def main(steps=150, lr=0.5, verbose=True, seed=0):
-    """Fit and return the metrics: ``theta`` (log l, log sf, log sn), ``loss0``, ``loss`` (first and final), ``lengthscale``,
-    ``signal_std``, ``noise_std``, ``rmse`` (posterior mean against sin on a grid), ``ok``,
-    ``compile_s``, ``train_s``."""
+    """Fit and return the metrics: ``theta`` (log l, log sf, log sn), ``loss0`` and ``loss``
+    (first and final), ``lengthscale``, ``signal_std``, ``noise_std``, ``rmse`` (posterior mean
+    against sin on a grid), ``ok``, ``compile_s``, ``train_s``."""
     x, y = make_data(seed=seed)
     theta = INIT.copy()
     vg = gradc.value_and_grad(nlml)
@@ -92,7 +92,8 @@ def main(steps=150, lr=0.5, verbose=True, seed=0):
     final = float(vg(theta, x, y)[0])
     noise_std = float(np.exp(theta[2]))
     metrics = {
-        "theta": theta.tolist(), "loss0": loss0, "loss": final, "lengthscale": float(np.exp(theta[0])),
+        "theta": theta.tolist(), "loss0": loss0, "loss": final,
+        "lengthscale": float(np.exp(theta[0])),
         "signal_std": float(np.exp(theta[1])), "noise_std": noise_std, "rmse": rmse,
         "ok": bool(NOISE / 1.5 <= noise_std <= NOISE * 1.5 and rmse < 0.1 and final < loss0),
         "compile_s": compile_s, "train_s": train_s,
@@ -107,7 +108,8 @@ def main(steps=150, lr=0.5, verbose=True, seed=0):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=150, help="gradient-descent steps (default 150)")
+    parser.add_argument("--steps", type=int, default=150,
+                        help="gradient-descent steps (default 150)")
     parser.add_argument("--lr", type=float, default=0.5, help="learning rate (default 0.5)")
     parser.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
     parser.add_argument("--quiet", action="store_true", help="print only the result")

@@ -76,7 +76,8 @@ def test_gaussian_process_fits_its_hyperparameters(gaussian_process):
     x, y = ex.make_data()
     log_l, log_sf, log_sn = metrics["theta"]
     d = x[:, None] - x[None, :]
-    K = np.exp(2 * log_sf) * np.exp(-0.5 * d * d / np.exp(2 * log_l)) + np.exp(2 * log_sn) * np.eye(len(x))
+    K = (np.exp(2 * log_sf) * np.exp(-0.5 * d * d / np.exp(2 * log_l))
+         + np.exp(2 * log_sn) * np.eye(len(x)))
     L = np.linalg.cholesky(K)
     z = scipy.linalg.solve_triangular(L, y, lower=True)
     nlml = (0.5 * z @ z + np.sum(np.log(np.diag(L))) + 0.5 * len(x) * np.log(2 * np.pi)) / len(x)
