@@ -333,3 +333,14 @@ def test_an_output_that_is_a_leading_part_of_a_buffer_does_not_own_it():
     top, bottom = gradc.jit(lambda x, y: ((x @ y)[:2], (x @ y)[2:]))(x, y)
     np.testing.assert_allclose(top, (x @ y)[:2])
     np.testing.assert_allclose(bottom, (x @ y)[2:])
+
+
+def test_outside_a_trace_they_are_scipys():
+    """gradc.scipy's functions on NumPy arrays (a loss run as plain NumPy) are SciPy's."""
+    a, b, s = INPUTS["A"], INPUTS["B"], _sym(INPUTS["S_junk"][0])
+    np.testing.assert_array_equal(gsl.solve_triangular(a, b, lower=True),
+                                  scipy.linalg.solve_triangular(a, b, lower=True))
+    np.testing.assert_array_equal(gsl.cho_solve(gsl.cho_factor(s), b),
+                                  scipy.linalg.cho_solve(scipy.linalg.cho_factor(s), b))
+    np.testing.assert_array_equal(_mvn.logpdf(INPUTS["X"], INPUTS["mu"], s),
+                                  scipy.stats.multivariate_normal.logpdf(INPUTS["X"], INPUTS["mu"], s))

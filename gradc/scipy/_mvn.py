@@ -3,6 +3,7 @@ gradc.scipy.stats.multivariate_normal.logpdf)."""
 import numpy as np
 
 from ..functions._args import array_arg
+from ..ir import Value
 from ..functions.lapack import cholesky
 from ..ops import fn
 from ..ops import lapack as la
@@ -14,7 +15,11 @@ from .linalg import solve_triangular
 def logpdf(x, mean=None, cov=1, allow_singular=False):
     """log N(x; mean, cov) for x (..., d) (the last axis is the variable, as SciPy's); a
     scalar for one x. cov is a (d, d) positive definite matrix, a vector (its diagonal) or a
-    scalar; mean (d,) or None (zero). float64, as SciPy's (float32 inputs too)."""
+    scalar; mean (d,) or None (zero). float64, as SciPy's (float32 inputs too). On NumPy arrays
+    outside a trace: SciPy's own."""
+    if not any(isinstance(v, Value) for v in (x, mean, cov)):
+        import scipy.stats
+        return scipy.stats.multivariate_normal.logpdf(x, mean, cov, allow_singular=allow_singular)
     x = fn.astype(array_arg(x, mean, cov), np.float64)
     if x.ndim == 0:
         x = fn.reshape(x, (1,))
