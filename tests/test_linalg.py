@@ -230,6 +230,22 @@ SWEEP = {
     "matrix_power": (lambda a: np.sum(np.linalg.matrix_power(a, 5) * _weights(3, 3))
                      + np.sum(np.linalg.matrix_power(a, -3)), [INPUTS["A"] / 4]),
 }
+def test_gradient_of_values_at_repeated_or_zero_ones_is_finite():
+    """The values' gradient alone where eigenvalues repeat or singular values vanish: the
+    trace (sum of eigenvalues) of the identity, the squared Frobenius norm (sum of s^2) of a
+    rank-one matrix."""
+    _, (g,) = interpreted_value_and_grad(lambda a: np.sum(np.linalg.eigvalsh(a)), [np.eye(3)])
+    np.testing.assert_allclose(g, np.eye(3), atol=1e-12)
+    rank_one = np.outer(np.arange(1.0, 5.0), np.arange(1.0, 4.0))
+    for full in (True, False):
+        _, (g,) = interpreted_value_and_grad(
+            lambda a: np.sum(np.linalg.svd(a, full_matrices=full)[1] ** 2), [rank_one])
+        np.testing.assert_allclose(g, 2 * rank_one, atol=1e-9)
+    _, (g,) = interpreted_value_and_grad(
+        lambda a: np.sum(np.linalg.svd(a, compute_uv=False) ** 2), [rank_one.T.copy()])
+    np.testing.assert_allclose(g, 2 * rank_one.T, atol=1e-9)
+
+
 TRIANGULAR = [(lower, trans, unit) for lower in (True, False) for trans in (0, "T")
               for unit in (False, True)]
 

@@ -92,6 +92,14 @@ def _reciprocal_gaps(w):
                     fn.divide(1.0, gaps))
 
 
+def _unless_zero(x, y):
+    """y where x != 0, else 0: a term F * x or x / s of the VJPs below vanishes where no
+    cotangent reaches it, even where F or 1/s is inf (repeated eigenvalues or singular values,
+    a rank-deficient matrix), so the gradient of the values alone stays finite; a nonzero x
+    there keeps the inf or NaN of a derivative that does not exist."""
+    return fn.where(fn.compare("equal", x, 0), fn.zeros_like(y), y)
+
+
 def _fold_lower(g):
     """The gradient with respect to the lower triangle that an op reads, from the gradient `g`
     of a function of the symmetric matrix that triangle stands for."""
@@ -348,7 +356,8 @@ def _eigh_vjp(node, g):
     """A = V diag(w) V^T: Abar = V (diag(wbar) + F * (V^T Vbar)) V^T, F = 1 / (w_j - w_i)."""
     w, v = eigh_parts(node.output)
     gw, gv = eigh_parts(g)
-    inner = diag_embed(gw) + fn.multiply(_reciprocal_gaps(w), mm(mT(v), gv))
+    vt_gv = mm(mT(v), gv)
+    inner = diag_embed(gw) + _unless_zero(vt_gv, fn.multiply(_reciprocal_gaps(w), vt_gv))
     return [_fold_lower(mm(mm(v, inner), mT(v)))]
 
 
@@ -376,14 +385,16 @@ def _svd_vjp(node, g):
     f = _reciprocal_gaps(s * s)
     S = fn.expand_dims(s, -2)  # right-multiplying by diag(s) scales columns
     ut_gu, vt_gv = mm(mT(u), gu), mm(mT(v), gv)
-    inner = (fn.multiply(f, ut_gu - mT(ut_gu)) * S + diag_embed(gs)
-             + fn.multiply(fn.expand_dims(s, -1), fn.multiply(f, vt_gv - mT(vt_gv))))
+    j, k = ut_gu - mT(ut_gu), vt_gv - mT(vt_gv)
+    inner = (_unless_zero(j, fn.multiply(f, j)) * S + diag_embed(gs)
+             + fn.multiply(fn.expand_dims(s, -1), _unless_zero(k, fn.multiply(f, k))))
     ga = mm(mm(u, inner), vh)
-    inv_s = fn.divide(1.0, S)
     if m > r:  # (I - U U^T) Ubar S^-1 V^T
-        ga = ga + mm(gu * inv_s - mm(u, ut_gu * inv_s), vh)
+        x = gu - mm(u, ut_gu)
+        ga = ga + mm(_unless_zero(x, fn.divide(x, S)), vh)
     if n > r:  # U S^-1 Vbar^T (I - V V^T)
-        ga = ga + mm(u, mT(gv * inv_s - mm(v, vt_gv * inv_s)))
+        x = gv - mm(v, vt_gv)
+        ga = ga + mm(u, mT(_unless_zero(x, fn.divide(x, S))))
     return [ga]
 
 
