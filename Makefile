@@ -10,7 +10,7 @@ example: install
 	$(PYTHON) examples/linear_regression.py
 
 # every example trains to its target (each exits non-zero if it misses it)
-EXAMPLES = linear_regression moons_mlp digits_mlp digits_cnn sequence_rnn attention
+EXAMPLES = linear_regression moons_mlp digits_mlp digits_cnn sequence_rnn attention gaussian_process
 examples: install
 	set -e; for ex in $(EXAMPLES); do echo "== examples/$$ex.py"; $(PYTHON) examples/$$ex.py --quiet; done
 

@@ -62,6 +62,35 @@ def test_moons_mlp_reaches_97_percent(moons_mlp):
     assert untrained < 0.97  # the accuracy comes from training
 
 
+@pytest.fixture(scope="module")
+def gaussian_process():
+    return load_example("gaussian_process")
+
+
+def test_gaussian_process_fits_its_hyperparameters(gaussian_process):
+    ex = gaussian_process
+    metrics = ex.main(verbose=False)
+    assert metrics["ok"] is True, metrics
+    # the loss, recomputed with NumPy and SciPy at the fitted hyperparameters
+    import scipy.linalg
+    x, y = ex.make_data()
+    log_l, log_sf, log_sn = metrics["theta"]
+    d = x[:, None] - x[None, :]
+    K = (np.exp(2 * log_sf) * np.exp(-0.5 * d * d / np.exp(2 * log_l))
+         + np.exp(2 * log_sn) * np.eye(len(x)))
+    L = np.linalg.cholesky(K)
+    z = scipy.linalg.solve_triangular(L, y, lower=True)
+    nlml = (0.5 * z @ z + np.sum(np.log(np.diag(L))) + 0.5 * len(x) * np.log(2 * np.pi)) / len(x)
+    assert metrics["loss"] == pytest.approx(nlml, rel=1e-9)
+    assert metrics["loss"] < metrics["loss0"] - 1.0
+    assert 0.1 / 1.5 <= np.exp(log_sn) <= 0.1 * 1.5 and metrics["rmse"] < 0.1
+
+
+def test_gaussian_process_stops_short_without_training(gaussian_process):
+    """Control: three steps do not fit, so the test above measures the fit."""
+    assert gaussian_process.main(steps=3, verbose=False)["ok"] is False
+
+
 def test_examples_print_progress_when_verbose(linear_regression, capsys):
     linear_regression.main(steps=5, verbose=True)
     out = capsys.readouterr().out

@@ -117,7 +117,8 @@ def legalize(graph):
         layout = base_layout(v)
         base = layout[0] if layout is not None else None
         owns_buffer = (base is not None and base.node is not None and base.node.opdef.kind
-                       not in (VIEW, CONST) and layout[1] == 0 and _is_contiguous(layout, v.shape))
+                       not in (VIEW, CONST) and layout[1] == 0 and _is_contiguous(layout, v.shape)
+                       and v.size == base.size)  # (not a leading part: the rest is not its own)
         if not owns_buffer or base.id in seen:
             with g.at_source(v.node.source if v.node else "<output>"):
                 v = g.apply("alias", (v,), tag=len(outs))  # a copy into the output's own buffer

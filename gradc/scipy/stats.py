@@ -3,7 +3,7 @@
 
 As in SciPy, results are float64 whatever the inputs' dtype, parameters outside their domain
 (scale <= 0, df <= 0, a <= 0...) give NaN and points outside the support give -inf (log) or 0.
-Untraced arguments go to scipy.stats itself. (multivariate_normal needs linear algebra: not
+Untraced arguments go to scipy.stats itself. (multivariate_normal: through a Cholesky factor, gradc/scipy/_mvn.py; not
 here.)
 """
 import functools
@@ -17,7 +17,7 @@ from scipy.special import gammaln, log_ndtr, ndtr, ndtri, xlog1py, xlogy
 from ..ops import fn
 from ._util import as_float, first_value, scipy_function
 
-__all__ = ["beta", "gamma", "norm", "poisson", "t"]
+__all__ = ["beta", "gamma", "multivariate_normal", "norm", "poisson", "t"]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -151,3 +151,17 @@ class poisson:
         return np.exp(poisson.logpmf(k, mu, loc))
 
 
+
+
+class multivariate_normal:
+    """scipy.stats.multivariate_normal's logpdf and pdf, through a Cholesky factor of `cov`
+    (gradc/scipy/_mvn.py): x (..., d), mean (d,) or None, cov (d, d), its diagonal or a scalar."""
+
+    @staticmethod
+    def logpdf(x, mean=None, cov=1, allow_singular=False):
+        from ._mvn import logpdf
+        return logpdf(x, mean, cov, allow_singular)
+
+    @staticmethod
+    def pdf(x, mean=None, cov=1, allow_singular=False):
+        return np.exp(multivariate_normal.logpdf(x, mean, cov, allow_singular))

@@ -20,10 +20,12 @@ from typing import Callable
 
 import numpy as np
 import pytest
+import scipy.linalg
 import scipy.special as sp
 
 import gradc
 import gradc.scipy
+import gradc.scipy.linalg as gsl
 from gradc import autodiff
 from gradc.ops import all_ops
 from gradc.passes import AFTER_AUTODIFF, BEFORE_AUTODIFF, run_passes
@@ -156,6 +158,14 @@ def layer_norm_ref(x, gamma, beta, eps=1e-5):
     mu = x.mean(axis=-1, keepdims=True)
     var = x.var(axis=-1, keepdims=True)
     return (x - mu) / np.sqrt(var + eps) * gamma + beta
+
+
+def linalg_args(rng):
+    """(a, s, b): a well-conditioned matrix, a batch of two SPD ones, right-hand sides."""
+    a = rng.standard_normal((3, 3)) + 3 * np.eye(3)
+    x = rng.standard_normal((2, 3, 3))
+    s = x @ np.swapaxes(x, -1, -2) + 3 * np.eye(3)
+    return [a, s, rng.standard_normal((3, 2))]
 
 
 def masks(*shape):
@@ -463,6 +473,20 @@ CASES = [
          [normal(5, 3), normal(3, 4), normal(4), normal(4, 3), ints(3, 5)],
          ref=lambda x, w1, b1, w2, y: -np.mean(sp.log_softmax(
              np.maximum(x @ w1 + b1, 0) @ w2, axis=-1)[np.arange(len(y)), y])),
+    # --- linear algebra (the wide sweep: tests/test_linalg.py) ----------------------------
+    Case("linalg_solve_cholesky_slogdet", lambda a, s, b: np.linalg.solve(a, b)
+         + gsl.solve_triangular(np.linalg.cholesky(s), b, lower=True, trans="T")
+         * np.linalg.slogdet(s)[1][:, None, None], linalg_args,
+         ref=lambda a, s, b: np.linalg.solve(a, b) + np.stack([scipy.linalg.solve_triangular(
+             np.linalg.cholesky(si), b, lower=True, trans="T") for si in s])
+         * np.linalg.slogdet(s)[1][:, None, None]),
+    Case("linalg_eigh_svd_qr", lambda s, m: np.concatenate([
+        np.linalg.eigvalsh(s).ravel(), (np.linalg.eigh(s)[1] ** 2).ravel(),
+        np.linalg.svd(m, compute_uv=False).ravel(), np.linalg.qr(m)[0].ravel(),
+        np.linalg.qr(m)[1].ravel()]), lambda rng: linalg_args(rng)[1:2] + [
+            rng.standard_normal((4, 3))]),
+    Case("linalg_full_svd_vectors", lambda m: np.abs(np.linalg.svd(m)[0]), [normal(4, 3)],
+         grad=False),
 ]
 
 CASE_IDS = [c.name for c in CASES]
