@@ -61,30 +61,34 @@ def leaf_type(x):
 
 def flatten(tree):
     leaves = []
+    return leaves, _walk(tree, leaves)
 
-    def walk(x):
-        if type(x) is np.ndarray or is_array_leaf(x):  # (the common case first: it runs per call)
-            leaves.append(x)
-            return FLOAT if type(x) is TracedFloat else LEAF
-        if isinstance(x, dict):
-            keys = sorted(x, key=repr)  # (generated AOT modules order keys the same way)
-            return ("dict", tuple(keys), tuple(walk(x[k]) for k in keys))
-        if isinstance(x, tuple) and hasattr(x, "_fields"):
-            return ("namedtuple", type(x), tuple(walk(v) for v in x))
-        if isinstance(x, (list, tuple)):
-            return (type(x).__name__, tuple(walk(v) for v in x))
-        fields = NODE_TYPES.get(type(x))
-        if fields is not None:
-            return ("node", type(x), tuple(walk(getattr(x, f)) for f in fields))
-        try:
-            hash(x)
-        except TypeError:
-            raise SignatureError(
-                f"cannot pass a {type(x).__name__} to a compiled function: arguments are "
-                "pytrees (dict, list, tuple) of NumPy arrays, and hashable static values") from None
-        return static_node(x)
 
-    return leaves, walk(tree)
+# (flatten and unflatten recurse through module-level functions, not through a closure that
+# calls itself: such a closure is a reference cycle, which would keep the leaves it saw (the
+# caller's arrays, a call's fresh outputs) alive until the cyclic GC runs, so every call's
+# outputs would land in new, never-touched memory: page faults, 10x a NumPy copy)
+def _walk(x, leaves):
+    if type(x) is np.ndarray or is_array_leaf(x):  # (the common case first: it runs per call)
+        leaves.append(x)
+        return FLOAT if type(x) is TracedFloat else LEAF
+    if isinstance(x, dict):
+        keys = sorted(x, key=repr)  # (generated AOT modules order keys the same way)
+        return ("dict", tuple(keys), tuple(_walk(x[k], leaves) for k in keys))
+    if isinstance(x, tuple) and hasattr(x, "_fields"):
+        return ("namedtuple", type(x), tuple(_walk(v, leaves) for v in x))
+    if isinstance(x, (list, tuple)):
+        return (type(x).__name__, tuple(_walk(v, leaves) for v in x))
+    fields = NODE_TYPES.get(type(x))
+    if fields is not None:
+        return ("node", type(x), tuple(_walk(getattr(x, f), leaves) for f in fields))
+    try:
+        hash(x)
+    except TypeError:
+        raise SignatureError(
+            f"cannot pass a {type(x).__name__} to a compiled function: arguments are "
+            "pytrees (dict, list, tuple) of NumPy arrays, and hashable static values") from None
+    return static_node(x)
 
 
 _NAN = float("nan")
@@ -133,24 +137,23 @@ def static_numbers(treedef, path):
 
 
 def unflatten(treedef, leaves):
-    it = iter(leaves)
+    return _build(treedef, iter(leaves))  # (no closure: see _walk)
 
-    def build(t):
-        if t == LEAF or t == FLOAT:
-            return next(it)
-        kind = t[0]
-        if kind == "dict":
-            return {k: build(c) for k, c in zip(t[1], t[2])}
-        if kind == "namedtuple":
-            return t[1](*[build(c) for c in t[2]])
-        if kind == "node":
-            return t[1]._from_children(*[build(c) for c in t[2]])
-        if kind in ("list", "tuple"):
-            items = [build(c) for c in t[1]]
-            return items if kind == "list" else tuple(items)
-        return t[1]
 
-    return build(treedef)
+def _build(t, it):
+    if t == LEAF or t == FLOAT:
+        return next(it)
+    kind = t[0]
+    if kind == "dict":
+        return {k: _build(c, it) for k, c in zip(t[1], t[2])}
+    if kind == "namedtuple":
+        return t[1](*[_build(c, it) for c in t[2]])
+    if kind == "node":
+        return t[1]._from_children(*[_build(c, it) for c in t[2]])
+    if kind in ("list", "tuple"):
+        items = [_build(c, it) for c in t[1]]
+        return items if kind == "list" else tuple(items)
+    return t[1]
 
 
 def leaves_inside(treedef, cls):
