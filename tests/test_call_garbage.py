@@ -36,8 +36,7 @@ def functions():
 
     jit = gradc.jit(lambda x: {"y": x * 2, "z": [x.sum(axis=0), x.T]})
     vg = gradc.value_and_grad(_loss_aux, has_aux=True, copy=True)
-    train = gradc.train_step(lambda p, x, s: _loss_aux(p, x, s), gradc.optim.SGD(lr=0.0),
-                             has_aux=True)
+    train = gradc.train_step(_loss_aux, gradc.optim.SGD(lr=0.0), has_aux=True)
     return {
         "jit": (jit, lambda f, x: f(x), lambda x: {"y": x * 2, "z": [x.sum(axis=0), x.T]}),
         "value_and_grad(copy=True, has_aux)": (vg, lambda f, x: f({"w": x}, x, 1.5),
