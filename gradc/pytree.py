@@ -61,30 +61,34 @@ def leaf_type(x):
 
 def flatten(tree):
     leaves = []
+    return leaves, _walk(tree, leaves)
 
-    def walk(x):
-        if type(x) is np.ndarray or is_array_leaf(x):  # (the common case first: it runs per call)
-            leaves.append(x)
-            return FLOAT if type(x) is TracedFloat else LEAF
-        if isinstance(x, dict):
-            keys = sorted(x, key=repr)  # (generated AOT modules order keys the same way)
-            return ("dict", tuple(keys), tuple(walk(x[k]) for k in keys))
-        if isinstance(x, tuple) and hasattr(x, "_fields"):
-            return ("namedtuple", type(x), tuple(walk(v) for v in x))
-        if isinstance(x, (list, tuple)):
-            return (type(x).__name__, tuple(walk(v) for v in x))
-        fields = NODE_TYPES.get(type(x))
-        if fields is not None:
-            return ("node", type(x), tuple(walk(getattr(x, f)) for f in fields))
-        try:
-            hash(x)
-        except TypeError:
-            raise SignatureError(
-                f"cannot pass a {type(x).__name__} to a compiled function: arguments are "
-                "pytrees (dict, list, tuple) of NumPy arrays, and hashable static values") from None
-        return static_node(x)
 
-    return leaves, walk(tree)
+# (flatten and unflatten recurse through module-level functions, not through a closure that
+# calls itself: such a closure is a reference cycle, which would keep the leaves it saw (the
+# caller's arrays, a call's fresh outputs) alive until the cyclic GC runs, so every call's
+# outputs would land in new, never-touched memory: page faults, 10x a NumPy copy)
+def _walk(x, leaves):
+    if type(x) is np.ndarray or is_array_leaf(x):  # (the common case first: it runs per call)
+        leaves.append(x)
+        return FLOAT if type(x) is TracedFloat else LEAF
+    if isinstance(x, dict):
+        keys = sorted(x, key=repr)  # (generated AOT modules order keys the same way)
+        return ("dict", tuple(keys), tuple(_walk(x[k], leaves) for k in keys))
+    if isinstance(x, tuple) and hasattr(x, "_fields"):
+        return ("namedtuple", type(x), tuple(_walk(v, leaves) for v in x))
+    if isinstance(x, (list, tuple)):
+        return (type(x).__name__, tuple(_walk(v, leaves) for v in x))
+    fields = NODE_TYPES.get(type(x))
+    if fields is not None:
+        return ("node", type(x), tuple(_walk(getattr(x, f), leaves) for f in fields))
+    try:
+        hash(x)
+    except TypeError:
+        raise SignatureError(
+            f"cannot pass a {type(x).__name__} to a compiled function: arguments are "
+            "pytrees (dict, list, tuple) of NumPy arrays, and hashable static values") from None
+    return static_node(x)
 
 
 _NAN = float("nan")
@@ -133,13 +137,9 @@ def static_numbers(treedef, path):
 
 
 def unflatten(treedef, leaves):
-    return _build(treedef, iter(leaves))
+    return _build(treedef, iter(leaves))  # (no closure: see _walk)
 
 
-# (a module-level function, not a closure calling itself: such a closure is a reference cycle
-# that kept `leaves` alive until the garbage collector ran, so a jit's fresh output arrays of
-# one call were not freed before the next call allocated its own: new pages, 2 ms a call at
-# 4 MB of output, 20x the kernel's time)
 def _build(t, it):
     if t == LEAF or t == FLOAT:
         return next(it)
