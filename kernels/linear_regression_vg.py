@@ -64,6 +64,12 @@ _LIBMVEC = "libmvec.so.1"
 # function names to keep in step with the ops (np.arctan's atanf is found like exp's expf).
 _CALL = re.compile(r'(call\b[^@\n=]*?\b(float|double)\s+@"?([A-Za-z_][\w.]*)"?\(([^()\n]*)\))')
 
+# Numba names np.log2 and np.exp2 `@"llvm.log2"`, without the type suffix, which LLVM adds as
+# it parses, after the rewrite: a variant attached to the unsuffixed name would name a function
+# the call no longer calls. Suffix them first, in calls and declarations alike.
+_UNSUFFIXED = re.compile(r'\b(float|double)(\s+)@"?llvm\.(\w+)"?\(')
+_SUFFIX = {"float": "f32", "double": "f64"}
+
 _state = {"variants": {}, "lib": None, "isas": None, "active": False, "patched": False}
 
 
@@ -121,6 +127,14 @@ def rewrite(ir):
         abi = ",".join(f"_ZGV_LLVM_N{lanes}{'v' * arity}_{callee}({name})" for name, lanes in found)
         return f'{call} "vector-function-abi-variant"="{abi}"'
 
+    def suffix(m):
+        ftype, space, name = m.groups()
+        callee = f"llvm.{name}.{_SUFFIX[ftype]}"
+        if not (_variant(callee, ftype, 1) or _variant(callee, ftype, 2)):
+            return m[0]  # (only math functions libmvec has: all of one float type)
+        return f"{ftype}{space}@{callee}("
+
+    ir = _UNSUFFIXED.sub(suffix, ir)
     new = _CALL.sub(mark, ir)
     if not needed:
         return ir
@@ -199,11 +213,15 @@ import os
 import llvmlite.binding
 import numpy as np
 from numba import carray, njit, prange, types  # noqa: F401  (prange: parallel kernels)
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 # Fast-math without 'nnan' and 'ninf': vectorized reductions and reassociation are allowed, but
 # NaN and Inf keep their meaning, so check_finite and NaN propagation still work.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+# Kernels with no reduction gain nothing from reassociation (a map vectorizes without it) and
+# could lose precision to it: LLVM turns the stable log-softmax's (x - max) - log(sum) into
+# x - (max + log(sum)), hoisted out of the loop, which cancels badly at |x| ~ 1000 in float32.
+MAP_FASTMATH = FASTMATH - {"reassoc"}
 JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
 # functions kernels call: compiled into each kernel that calls them (and so cached with it); not
 # cached on their own, which would write beside this file (in site-packages, or an AOT module)
@@ -245,6 +263,22 @@ def _array_view(as_pointer):
 
 f32_array, f64_array, i64_array, i32_array, bool_array = map(
     _array_view, (_f32_ptr, _f64_ptr, _i64_ptr, _i32_ptr, _bool_ptr))
+
+
+# libm's cbrt: Numba's np.cbrt is a double-precision pow with branches, 60x slower than NumPy's;
+# a call of cbrtf/cbrt vectorizes through libmvec (codegen/vecmath.py) like the other math calls
+_libm_cbrt = {types.float32: types.ExternalFunction("cbrtf", types.float32(types.float32)),
+              types.float64: types.ExternalFunction("cbrt", types.float64(types.float64))}
+
+
+def libm_cbrt(x):
+    return np.cbrt(x)
+
+
+@overload(libm_cbrt)
+def _libm_cbrt_of(x):
+    cbrt = _libm_cbrt[x]
+    return lambda x: cbrt(x)
 
 
 @njit
@@ -325,6 +359,269 @@ else:
 
 
 # ================================================================================================
+# special functions, copied from gradc/codegen/special_math.py
+# ================================================================================================
+# Scalar code of the special functions (the ops of gradc/ops/special.py): erfinv, ndtri, log_ndtr,
+# erfcx, digamma and polygamma, which neither libm nor libdevice has, next to the ones they do
+# have (erf, erfc, lgamma), so that the kernels name them all one way.
+import math
+import types as _types
+
+from numba import njit
+
+SQRT1_2 = 0.7071067811865476
+PI = 3.141592653589793
+
+
+def _poly(coefficients, x):
+    """Horner's rule; coefficients from the highest power down."""
+    acc = 0.0
+    for c in coefficients:
+        acc = acc * x + c
+    return acc
+
+
+# --- the normal quantile: Wichura, "Algorithm AS 241: The percentage points of the normal
+# distribution", Applied Statistics 37 (1988), PPND16: rational approximations in three ranges,
+# relative accuracy about 1e-16 -------------------------------------------------------------------
+_AS241_A = (2.5090809287301226727e+3, 3.3430575583588128105e+4, 6.7265770927008700853e+4,
+            4.5921953931549871457e+4, 1.3731693765509461125e+4, 1.9715909503065514427e+3,
+            1.3314166789178437745e+2, 3.3871328727963666080e+0)
+_AS241_B = (5.2264952788528545610e+3, 2.8729085735721942674e+4, 3.9307895800092710610e+4,
+            2.1213794301586595867e+4, 5.3941960214247511077e+3, 6.8718700749205790830e+2,
+            4.2313330701600911252e+1, 1.0)
+_AS241_C = (7.74545014278341407640e-4, 2.27238449892691845833e-2, 2.41780725177450611770e-1,
+            1.27045825245236838258e+0, 3.64784832476320460504e+0, 5.76949722146069140550e+0,
+            4.63033784615654529590e+0, 1.42343711074968357734e+0)
+_AS241_D = (1.05075007164441684324e-9, 5.47593808499534494600e-4, 1.51986665636164571966e-2,
+            1.48103976427480074590e-1, 6.89767334985100004550e-1, 1.67638483018380384940e+0,
+            2.05319162663775882187e+0, 1.0)
+_AS241_E = (2.01033439929228813265e-7, 2.71155556874348757815e-5, 1.24266094738807843860e-3,
+            2.65321895265761230930e-2, 2.96560571828504891230e-1, 1.78482653991729133580e+0,
+            5.46378491116411436990e+0, 6.65790464350110377720e+0)
+_AS241_F = (2.04426310338993978564e-15, 1.42151175831644588870e-7, 1.84631831751005468180e-5,
+            7.86869131145613259100e-4, 1.48753612908506148525e-2, 1.36929880922735805310e-1,
+            5.99832206555887937690e-1, 1.0)
+
+
+def _ppnd16(q, tail):
+    """The normal quantile of p given as q = p - 1/2 and tail = min(p, 1 - p) > 0 (passed
+    apart, so that callers keep the digits of both: erfinv near 0, ndtri near 0 and 1)."""
+    if abs(q) <= 0.425:
+        r = 0.180625 - q * q
+        return q * _poly(_AS241_A, r) / _poly(_AS241_B, r)
+    r = math.sqrt(-math.log(tail))
+    if r <= 5.0:
+        r -= 1.6
+        v = _poly(_AS241_C, r) / _poly(_AS241_D, r)
+    else:
+        r -= 5.0
+        v = _poly(_AS241_E, r) / _poly(_AS241_F, r)
+    return -v if q < 0 else v
+
+
+def ndtri(p):
+    if p != p or p < 0.0 or p > 1.0:
+        return math.nan
+    if p == 0.0:
+        return -math.inf
+    if p == 1.0:
+        return math.inf
+    return _ppnd16(p - 0.5, p if p < 0.5 else 1.0 - p)
+
+
+def erfinv(x):
+    """erf(y) = x  <=>  ndtr(y sqrt 2) = (1 + x) / 2: q = x / 2 exactly, tail = (1 - |x|) / 2."""
+    if x != x or abs(x) > 1.0:
+        return math.nan
+    if abs(x) == 1.0:
+        return math.copysign(math.inf, x)
+    return _ppnd16(0.5 * x, 0.5 - 0.5 * abs(x)) * SQRT1_2
+
+
+# --- erf and its relatives --------------------------------------------------------------------
+def erf(x):
+    return math.erf(x)
+
+
+def erfc(x):
+    return math.erfc(x)
+
+
+def _exp_square(x):
+    """exp(x * x) without the error of rounding x * x (which exp multiplies by x * x): x split
+    into halves of 26 bits (Dekker), so hi * hi is exact."""
+    c = 134217729.0 * x
+    hi = c - (c - x)
+    lo = x - hi
+    return math.exp(hi * hi) * math.exp((2.0 * hi + lo) * lo)
+
+
+def _erfcx_positive(x):
+    if x < 10.0:
+        return _exp_square(x) * math.erfc(x)
+    # erfc(x) = exp(-x^2)/sqrt(pi) / (x + (1/2)/(x + 1/(x + (3/2)/(x + ...)))) (Laplace's
+    # continued fraction), evaluated from the 40th term back: enough from x = 10 on
+    t = x
+    for k in range(40, 0, -1):
+        t = x + 0.5 * k / t
+    return 0.5641895835477563 / t  # 1/sqrt(pi) / t
+
+
+def erfcx(x):
+    """exp(x^2) erfc(x); for x < 0 from erfc(x) = 2 - erfc(-x)."""
+    if x != x:
+        return x
+    if x >= 0.0:
+        return _erfcx_positive(x)
+    if x < -26.7:
+        return math.inf
+    return 2.0 * _exp_square(x) - _erfcx_positive(-x)
+
+
+def ndtr(x):
+    """The standard normal CDF, from erf near 0 and erfc in the tails (where it keeps its
+    relative accuracy)."""
+    t = x * SQRT1_2
+    if abs(t) < SQRT1_2:
+        return 0.5 + 0.5 * math.erf(t)
+    if t > 0.0:
+        return 1.0 - 0.5 * math.erfc(t)
+    return 0.5 * math.erfc(-t)
+
+
+def log_ndtr(x):
+    """log ndtr(x): log1p(-ndtr(-x)) above 0 (ndtr(x) near 1); for x < -1 through erfcx,
+    log(erfcx(-x/sqrt 2) / 2) - x^2/2, which neither underflows nor loses digits."""
+    if x > 0.0:
+        return math.log1p(-ndtr(-x))
+    if x > -1.0:
+        return math.log(ndtr(x))
+    if x == -math.inf:
+        return x
+    return math.log(0.5 * erfcx(-x * SQRT1_2)) - 0.5 * x * x
+
+
+def logit(p):
+    """log(p / (1 - p)), from log1p around p = 1/2, where the quotient's rounding would be
+    most of the result (the split SciPy uses)."""
+    if p < 0.3 or p > 0.65:
+        return math.log(p / (1.0 - p)) if 0.0 < p < 1.0 else _logit_edge(p)
+    s = 2.0 * (p - 0.5)
+    return math.log1p(s) - math.log1p(-s)
+
+
+def _logit_edge(p):
+    if p == 0.0:
+        return -math.inf
+    if p == 1.0:
+        return math.inf
+    return math.nan
+
+
+# --- the gamma function's logarithm and derivatives --------------------------------------------
+def gammaln(x):
+    if x <= 0.0 and x == math.floor(x):  # a pole: inf (Python's math.lgamma would raise)
+        return math.inf
+    return math.lgamma(x)
+
+
+# B_2k / (2k), k = 1..8: the asymptotic series of digamma
+_DIGAMMA_ASYMPTOTIC = (-3617.0 / 8160.0, 1.0 / 12.0, -691.0 / 32760.0, 1.0 / 132.0,
+                       -1.0 / 240.0, 1.0 / 252.0, -1.0 / 120.0, 1.0 / 12.0)
+# B_2k, k = 1..8: the asymptotic series of polygamma
+_BERNOULLI = (1.0 / 6.0, -1.0 / 30.0, 1.0 / 42.0, -1.0 / 30.0, 5.0 / 66.0, -691.0 / 2730.0,
+              7.0 / 6.0, -3617.0 / 510.0)
+# digamma's positive root (hi + lo), and its Taylor coefficients psi^(n)(root) / n! there (filled
+# in below from polygamma): near the root the recurrence would lose the result's digits
+DIGAMMA_ROOT_HI, DIGAMMA_ROOT_LO = 1.4616321449683622, 9.549995429965697e-17
+_DIGAMMA_ROOT_TAYLOR = ()
+
+
+def digamma(x):
+    """psi(x) = d/dx log Gamma(x): the reflection formula below 0, psi(x) = psi(1 - x) -
+    pi / tan(pi x); the recurrence psi(x) = psi(x + 1) - 1/x up to x >= 10; then the asymptotic
+    series log x - 1/(2x) - sum B_2k / (2k x^2k). A Taylor series around the positive root."""
+    if x != x or x == -math.inf:
+        return math.nan
+    if x == math.inf:
+        return x
+    if abs(x - DIGAMMA_ROOT_HI) < 0.1:
+        d = (x - DIGAMMA_ROOT_HI) - DIGAMMA_ROOT_LO
+        return d * _poly(_DIGAMMA_ROOT_TAYLOR, d)
+    result = 0.0
+    if x <= 0.0:
+        if x == math.floor(x):  # a pole: -inf at +0, +inf at -0 (as SciPy), NaN below
+            if x == 0.0:
+                return -math.inf if math.copysign(1.0, x) > 0 else math.inf
+            return math.nan
+        r = x - math.floor(x)  # tan(pi x) = tan(pi r), r in (0, 1) exact
+        if r > 0.5:
+            r -= 1.0
+        result = -PI / math.tan(PI * r)
+        x = 1.0 - x
+    while x < 10.0:
+        result -= 1.0 / x
+        x += 1.0
+    z = 1.0 / (x * x)
+    return result + math.log(x) - 0.5 / x - z * _poly(_DIGAMMA_ASYMPTOTIC, z)
+
+
+def polygamma(n, x):
+    """psi^(n)(x), n >= 1: the recurrence psi^(n)(x) = psi^(n)(x + 1) + (-1)^(n+1) n! / x^(n+1)
+    up to x >= 12 + 2n (negative x too: no reflection), then the asymptotic series
+    (-1)^(n+1) [(n-1)!/x^n + n!/(2 x^(n+1)) + sum B_2k (2k+n-1)! / ((2k)! x^(2k+n))]."""
+    if x != x or x == -math.inf:
+        return math.nan
+    if x == math.inf:
+        return 0.0
+    if x <= 0.0 and x == math.floor(x):  # a pole: (-1)^(n+1) inf, as SciPy
+        return math.inf if n % 2 == 1 else -math.inf
+    fact = 1.0  # (n-1)!
+    for k in range(1, n):
+        fact *= k
+    near = 0.0
+    while x < 12.0 + 2.0 * n:
+        near += 1.0 / x ** (n + 1)
+        x += 1.0
+    xn = x ** n
+    z = 1.0 / (x * x)
+    ratio = fact * n * (n + 1) * 0.5  # (2k+n-1)! / (2k)! at k = 1
+    series, zk = 0.0, z
+    for k in range(1, 9):
+        series += _BERNOULLI[k - 1] * ratio * zk
+        ratio *= (2.0 * k + n) * (2.0 * k + n + 1) / ((2.0 * k + 1) * (2.0 * k + 2))
+        zk *= z
+    value = fact * n * near + (fact + fact * n * 0.5 / x + series) / xn
+    return value if n % 2 == 1 else -value
+
+
+_DIGAMMA_ROOT_TAYLOR = tuple(  # psi^(n)(root)/n!, from n = 16 down to 1
+    polygamma(n, DIGAMMA_ROOT_HI) / math.factorial(n) for n in range(16, 0, -1))
+
+FUNCTIONS = ("ndtri", "erfinv", "erf", "erfc", "erfcx", "ndtr", "log_ndtr", "logit", "gammaln",
+             "digamma", "polygamma")
+
+
+def compiled(decorator):
+    """{name: the function of FUNCTIONS compiled by `decorator`} (numba.njit(...),
+    cuda.jit(device=True)): copies of the functions whose globals name the compiled versions,
+    so that they call each other as compiled code."""
+    namespace = dict(globals())
+    for name in FUNCTIONS + ("_poly", "_ppnd16", "_exp_square", "_erfcx_positive",
+                             "_logit_edge"):
+        f = globals()[name]
+        namespace[name] = decorator(_types.FunctionType(f.__code__, namespace, name,
+                                                        f.__defaults__))
+    return {name: namespace[name] for name in FUNCTIONS}
+
+
+# the CPU's: compiled into each kernel that calls them (not cached on their own)
+globals().update({"sp_" + name: f for name, f in compiled(
+    njit(nogil=True, error_model="numpy")).items()})
+
+
+# ================================================================================================
 # kernels
 # ================================================================================================
 # As in gradc: the libmvec hook (where the machine has libmvec; GRADC_VECMATH=0 turns it off)
@@ -353,9 +650,9 @@ JIT_OPTIONS = dict(JIT_OPTIONS, cache=_VECMATH and sys.modules.get(__name__) is 
 _state["active"] = True  # the kernels below compile (eagerly: explicit signatures) with the hook
 
 
-# matmul_98f78cc040: matmul; called by k0
+# matmul_198a91783f: matmul; called by k0
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_98f78cc040(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
+def matmul_198a91783f(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     x0 = f32_array(p_x0, len_x0)
     x1 = f32_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
@@ -375,9 +672,9 @@ def matmul_98f78cc040(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
                     out[i * n + j] += s * x1[p * n + j]
 
 
-# loop_add_subtract_square_sum_multiply_fe490ac155: add, subtract, square, sum, multiply; called by k1
+# loop_add_subtract_square_sum_multiply_10d0b241e5: add, subtract, square, sum, multiply; called by k1
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_subtract_square_sum_multiply_fe490ac155(n0, p0, p1, p2, p3, p4, p5, p6):
+def loop_add_subtract_square_sum_multiply_10d0b241e5(n0, p0, p1, p2, p3, p4, p5, p6):
     a0 = f32_array(p0, n0)
     a1 = f32_array(p1, 1)
     a2 = f32_array(p2, n0)
@@ -404,9 +701,9 @@ def loop_add_subtract_square_sum_multiply_fe490ac155(n0, p0, p1, p2, p3, p4, p5,
     a6[0] = acc6
 
 
-# loop_multiply_864c6772c0: multiply; called by k2
-@njit("void(int64, int64, int64)", **JIT_OPTIONS)
-def loop_multiply_864c6772c0(p0, p1, p2):
+# loop_multiply_2c8a7ad278: multiply; called by k2
+@njit("void(int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_multiply_2c8a7ad278(p0, p1, p2):
     a0 = f32_array(p0, 1)
     a1 = f32_array(p1, 1)
     a2 = f32_array(p2, 1)
@@ -416,9 +713,9 @@ def loop_multiply_864c6772c0(p0, p1, p2):
     a2[0] = t2
 
 
-# matmul_d171f60564: matmul; called by k3
+# matmul_ac7025f5d2: matmul; called by k3
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_d171f60564(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
+def matmul_ac7025f5d2(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     x0 = f32_array(p_x0, len_x0)
     x1 = f32_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
@@ -450,17 +747,17 @@ def run(A, params_b, params_w, x, y):
     the flat order of `INPUTS`. Allocates nothing."""
     # k0: matmul over [256x1] -> %4
     #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
-    matmul_98f78cc040(x, params_w, A + 256, 768, 3, 256, 256, 1, 3)
+    matmul_198a91783f(x, params_w, A + 256, 768, 3, 256, 256, 1, 3)
     # k1: add, subtract, square, sum, multiply over [256x1] -> %10, %20, %21
     #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
     #   linear_regression.py:39  return np.mean((pred - y) ** 2)
-    loop_add_subtract_square_sum_multiply_fe490ac155(256, A + 256, params_b, y, A + 192, A + 1280, A + 1344, A + 64)
+    loop_add_subtract_square_sum_multiply_10d0b241e5(256, A + 256, params_b, y, A + 192, A + 1280, A + 1344, A + 64)
     # k2: multiply over [scalar] -> %13
     #   linear_regression.py:39  return np.mean((pred - y) ** 2)
-    loop_multiply_864c6772c0(A + 1280, A + 192, A)
+    loop_multiply_2c8a7ad278(A + 1280, A + 192, A)
     # k3: matmul over [3x1] -> %23
     #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
-    matmul_d171f60564(x, A + 1344, A + 128, 768, 256, 3, 3, 1, 256)
+    matmul_ac7025f5d2(x, A + 1344, A + 128, 768, 256, 3, 3, 1, 256)
 
 
 # ================================================================================================
