@@ -336,11 +336,11 @@ def _matrix_norm(x, ord, axis, keep):  # noqa: A002
     if row == col:
         raise ArgumentError("np.linalg.norm: duplicate axes given")
     absx = fn.unary("abs", x, float_only=False)
-    if ord in (2, -2, "nuc"):
-        raise UnsupportedOpError(f"np.linalg.norm(ord={ord!r}) of a matrix needs its singular "
-                                 "values, which gradc cannot compute yet; use ord='fro', 1, -1, "
-                                 "inf or -inf")
-    if ord in (None, "fro", "f"):
+    if ord in (2, -2, "nuc"):  # the largest, smallest or summed singular values
+        from .lapack import svd
+        s = svd(fn.moveaxis(x, (row, col), (-2, -1)), compute_uv=False)
+        y = {2: fn.max, -2: fn.min, "nuc": fn.sum}[ord](s, -1)
+    elif ord in (None, "fro", "f"):
         y = _safe_sqrt(fn.sum(x * x, (row, col)))
     elif ord in (1, -1):  # the largest (smallest) column sum
         sums = fn.sum(absx, row)
