@@ -78,7 +78,7 @@ def test_regenerating_kernels_gives_identical_files(tmp_path, monkeypatch):
 
 
 ALLOWED_IMPORTS = {"numpy", "numba", "llvmlite", "base64", "math", "sys", "threading",
-                   "contextlib", "ctypes", "glob", "os", "re"}
+                   "contextlib", "ctypes", "glob", "os", "re", "types"}
 
 
 def imported_roots(text):
