@@ -330,6 +330,15 @@ class Generator:
                 "gradc.value_and_grad(copy=False) does; `ValueAndGrad(copy=True)`\n    "
                 "(`Grad(copy=True)`) makes a callable that returns fresh arrays.")
 
+    def _special_functions(self):
+        """gradc/codegen/special_math.py, where a kernel calls one of its functions."""
+        from .codegen.special_math import FUNCTIONS
+        calls = {f"sp_{name}(" for name in FUNCTIONS}
+        if not any(call in ks.source for ks in self.program.kernels for call in calls):
+            return []
+        return [banner("special functions, copied from gradc/codegen/special_math.py"),
+                special_math_source().rstrip("\n"), "", ""]
+
     def _kernels(self):
         seen, out = {}, []
         for k, ks in zip(self.c.fusion.kernels, self.program.kernels):
@@ -455,10 +464,7 @@ class Generator:
                  rt_src.rstrip("\n"),
                  "",
                  "",
-                 banner("special functions, copied from gradc/codegen/special_math.py"),
-                 special_math_source().rstrip("\n"),
-                 "",
-                 "",
+                 *self._special_functions(),
                  banner("kernels"),
                  "# As in gradc: the libmvec hook (where the machine has libmvec; "
                  "GRADC_VECMATH=0 turns it off)",

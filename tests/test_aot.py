@@ -489,3 +489,25 @@ def test_no_runtime_code_is_written_as_strings():
                    if isinstance(n, ast.Constant) and isinstance(n.value, str)]
         code = [s for s in strings if re.search(r"^\s*(def|class) (?!launches\b)\w+.*:\s*$", s, re.M)]
         assert not code, f"gradc/{name} writes code as a string: {code[0][:80]!r}"
+
+
+def erf_model(x):
+    import scipy.special as sp
+    return np.sum(sp.erf(x) * sp.gammaln(x + 2.0))
+
+
+def test_special_functions_are_copied_where_a_kernel_calls_one(tmp_path, monkeypatch):
+    """A module whose kernels call scipy.special's functions carries gradc's scalar code for
+    them (and gives gradc's bits); the others do not carry it."""
+    x = np.linspace(0.1, 2.0, 7)
+    path = tmp_path / "erf_vg.py"
+    aot.compile_module(erf_model, (x,), str(path))
+    banner = "special functions, copied from gradc/codegen/special_math.py"
+    assert banner in path.read_text()
+    with open(os.path.join(KERNELS, "linear_regression_vg.py")) as f:
+        assert banner not in f.read()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import erf_vg
+    value, grad = erf_vg.erf_model(x)
+    want_value, want_grad = gradc.value_and_grad(erf_model)(x)
+    assert same_bits(value, want_value) and same_bits(grad, want_grad)
