@@ -45,18 +45,25 @@ def unfold(x, lead):
 def solve(a, b):
     """np.linalg.solve: b is a vector only when 1-D (NumPy 2), else a stack of matrices; the
     leading axes broadcast."""
-    a = matrix_arg(a, "solve", square=True)
+    return solve_with(a, b, "np.linalg.solve", la.solve)
+
+
+def solve_with(a, b, name, solver):
+    """`solver(a, b)` on stacks of square matrices a (n, n) and right-hand sides b (n, k) whose
+    leading axes broadcast: b is a vector only when 1-D (NumPy 2's rule), promoted to a's float
+    dtype; np.linalg.solve's and scipy.linalg.solve_triangular's shared calling convention."""
+    a = matrix_arg(a, name.rsplit(".", 1)[-1], square=True)
     (b,) = fn.promote(array_arg(b, a), float_only=True)
     a, b = fn.promote(a, b)
     vector = b.ndim == 1
     if vector:
         b = fn.expand_dims(b, -1)
     if b.shape[-2] != a.shape[-1]:
-        raise ShapeError(f"np.linalg.solve: b's {b.shape[-2]} rows do not fit a of shape {a.shape}")
+        raise ShapeError(f"{name}: b's {b.shape[-2]} rows do not fit a of shape {a.shape}")
     lead = fn.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     a2, _ = fold(fn.broadcast_to(a, lead + a.shape[-2:]))
     b2, _ = fold(fn.broadcast_to(b, lead + b.shape[-2:]))
-    x = unfold(la.solve(a2, b2), lead)
+    x = unfold(solver(a2, b2), lead)
     return fn.squeeze(x, -1) if vector else x
 
 

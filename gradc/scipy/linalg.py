@@ -11,10 +11,8 @@ arrays outside a trace, they are SciPy's own (so a loss runs as plain NumPy too)
 import scipy.linalg
 
 from ..ir import Value
-from ..errors import ArgumentError, ShapeError
-from ..functions.lapack import cholesky, fold, matrix_arg, unfold
-from ..functions._args import array_arg
-from ..ops import fn
+from ..errors import ArgumentError
+from ..functions.lapack import cholesky, solve_with
 from ..ops import lapack as la
 from ..trace import traced
 
@@ -32,20 +30,8 @@ def solve_triangular(a, b, trans=0, lower=False, unit_diagonal=False, overwrite_
     if trans not in _TRANS:
         raise ArgumentError(f"solve_triangular: trans must be 0, 1, 2, 'N', 'T' or 'C', got "
                             f"{trans!r}")
-    a = matrix_arg(a, "solve_triangular", square=True)
-    (b,) = fn.promote(array_arg(b, a), float_only=True)
-    a, b = fn.promote(a, b)
-    vector = b.ndim == 1
-    if vector:
-        b = fn.expand_dims(b, -1)
-    if b.shape[-2] != a.shape[-1]:
-        raise ShapeError(f"solve_triangular: b of shape {b.shape} does not fit a of shape "
-                         f"{a.shape}")
-    lead = fn.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    a2, _ = fold(fn.broadcast_to(a, lead + a.shape[-2:]))
-    b2, _ = fold(fn.broadcast_to(b, lead + b.shape[-2:]))
-    x = unfold(la.trsolve(a2, b2, lower, _TRANS[trans], unit_diagonal), lead)
-    return fn.squeeze(x, -1) if vector else x
+    return solve_with(a, b, "solve_triangular",
+                      lambda a2, b2: la.trsolve(a2, b2, lower, _TRANS[trans], unit_diagonal))
 
 
 @traced
