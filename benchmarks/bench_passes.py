@@ -25,6 +25,7 @@ from gradc.codegen.program import Program  # noqa: E402
 from gradc.passes import AFTER_AUTODIFF  # noqa: E402
 from gradc.passes.fuse import fuse  # noqa: E402
 from gradc.passes.memory import plan_buffers  # noqa: E402
+from gradc.signature import Call  # noqa: E402
 
 
 def sigmoid(x):
@@ -61,7 +62,7 @@ def phases(steps):
     args = lstm_args(steps)
     times = {}
     t0 = time.perf_counter()
-    graph, _ = vg.trace_joint(args, {})
+    graph, _ = vg.trace_joint(Call(vg.traced_args(args), {}), "bench_passes.py")
     times["trace+vjp"] = time.perf_counter() - t0
     nodes = len(graph.nodes)
     for p in AFTER_AUTODIFF:
