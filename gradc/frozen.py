@@ -12,6 +12,8 @@ would become constants of the compiled function, the same on every call. While `
   operation (the error names the line that uses the numbers) and when the trace ends.
 - Python's `random` module and fresh entropy (os.urandom, which np.random.default_rng() without a
   seed uses) are seen by a profile hook (`sys.setprofile`, per thread), at the exact line.
+The hook costs every Python call, so gradc's own surface calls, when their arguments can run no
+user code, run with it off (`Watch.pause`; gradc/trace.py `_inert`).
 Generators seeded inside the traced function (np.random.default_rng(0), random.Random(0)) give the
 same numbers on every call, so they are allowed. If another profiler is installed, the hook stays
 off and the traced function's own closure, globals and arguments are scanned once instead.
@@ -190,6 +192,18 @@ class Watch:
             sys.setprofile(self.previous)
         _local.watch = self.outer
         return False
+
+    def pause(self):
+        """Turn this watch's profile hook off for a call that runs no user code (gradc/trace.py
+        `traced`, `_inert`); returns what `resume` takes, or None where the hook is not on."""
+        hook = sys.getprofile()
+        if getattr(hook, "watch", None) is not self:
+            return None
+        sys.setprofile(None)
+        return hook
+
+    def resume(self, hook):
+        sys.setprofile(hook)
 
     # --- checks ------------------------------------------------------------------------------
     def check(self, source, final=False):

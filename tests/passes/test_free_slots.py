@@ -54,7 +54,8 @@ def _schedule(rng, n_kernels):
     for i in range(n_kernels):
         stores = []
         for _ in range(rng.randrange(4)):
-            stores.append(SimpleNamespace(id=vid, size=rng.choice(sizes), dtype=np.dtype("float32")))
+            stores.append(SimpleNamespace(id=vid, size=rng.choice(sizes),
+                                          dtype=np.dtype("float32")))
             if rng.random() < 0.8:
                 last_read[vid] = i + rng.randrange(1, 40)
             vid += 1
