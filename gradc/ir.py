@@ -11,7 +11,6 @@ VJP rules and rewrites all read like NumPy (see `gradc.ops.fn` and `gradc.trace`
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import threading
 from dataclasses import dataclass
@@ -88,15 +87,13 @@ class Node:
     # _attr_key(attrs), made once: every replay of the node hash-conses it again (a pass's
     # rebuild of a 50k-node graph spent a third of its time remaking these keys)
     attr_key: tuple = ()
+    # the op's OpDef, given when the node is made (the passes ask for it millions of times on
+    # long graphs; a cached_property's lookup took a lock each time)
+    opdef: object = None
 
     @property
     def attr(self):
         return dict(self.attrs)
-
-    @functools.cached_property
-    def opdef(self):  # (looked up once: the passes ask for it millions of times on long graphs)
-        from .ops.registry import get_op
-        return get_op(self.op)
 
 
 class Graph:
@@ -149,7 +146,7 @@ class Graph:
             self.merged += 1
             return hit
         shape, dtype = opdef.infer(inputs, **attrs)
-        node = Node(op, inputs, attrs_t, None, self.source, attr_key)
+        node = Node(op, inputs, attrs_t, None, self.source, attr_key, opdef)
         out = self._new_value(shape, dtype, node=node)
         node.output = out
         self.nodes.append(node)
@@ -165,7 +162,7 @@ class Graph:
         if hit is not None:
             self.merged += 1
             return hit
-        new = Node(node.op, inputs, node.attrs, None, self.source, node.attr_key)
+        new = Node(node.op, inputs, node.attrs, None, self.source, node.attr_key, node.opdef)
         old = node.output
         out = Value.__new__(Value)  # (shape and dtype are already normalized: see Value)
         out.graph, out.id, out.shape, out.dtype, out.node, out.name = (
