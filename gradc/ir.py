@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import threading
 from dataclasses import dataclass
 
@@ -43,7 +44,7 @@ class Value:
 
     @property
     def size(self):
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)  # (shape holds Python ints)
 
     def __len__(self):
         if not self.shape:
@@ -64,11 +65,16 @@ class Value:
 def _attr_key(value):
     """A hash key for attributes that keeps apart what == would merge: 0.0 and -0.0 (floats by
     repr); arrays compare by content through ConstArray's own equality."""
+    if type(value) in _PLAIN_ATTRS:  # (most attributes: a quick way out)
+        return value
     if isinstance(value, float):
         return ("float", repr(value))
     if isinstance(value, tuple):
         return tuple(_attr_key(v) for v in value)
     return value
+
+
+_PLAIN_ATTRS = frozenset({int, bool, str, type(None)})
 
 
 def type_str(shape, dtype):
