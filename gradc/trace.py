@@ -95,10 +95,10 @@ def traced(method, graph_of=_graph_of_values):
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
         # The random-draw watch's profile hook off first (it costs every Python call, the ones
-        # deciding too), on again unless the call can run no user code (see _inert)
+        # deciding too), on again unless the call can run no user code (frozen.inert)
         watch = frozen.active()
         hook = watch.pause() if watch is not None else None
-        if hook is not None and not (_inert(args) and _inert(kwargs.values())):
+        if hook is not None and not (frozen.inert(args) and frozen.inert(kwargs.values())):
             watch.resume(hook)
             hook = None
         try:
@@ -123,45 +123,6 @@ def traced(method, graph_of=_graph_of_values):
                 watch.resume(hook)
 
     return wrapper
-
-
-_INERT_TYPES = frozenset({Value, int, float, bool, complex, str, bytes, type(None), type(Ellipsis),
-                          range, np.ufunc})
-
-
-def _inert(items):
-    """Whether a surface call with these arguments runs only gradc's and NumPy's code, never the
-    user's: traced values, numbers, strings, dtypes, NumPy's own scalars, numeric arrays and
-    ufuncs, the functions gradc binds, and tuples, lists, slices and dicts of these. Such a call
-    runs with the random-draw watch's profile hook off (gradc.frozen.Watch.pause): the hook
-    costs every Python call, and gradc's own calls are most of a trace's (a 32-step RNN's trace
-    44 -> 15 ms; 14 with no watch at all). Any other object (a callable, an object with
-    __array__ or __index__) may run user code, which the hook must see: the hook stays on."""
-    for x in items:
-        t = type(x)
-        if t in _INERT_TYPES or isinstance(x, np.dtype) or t in _NUMPY_SCALARS:
-            continue
-        if t is np.ndarray:
-            if x.dtype.hasobject:
-                return False
-        elif t is tuple or t is list:
-            if not _inert(x):
-                return False
-        elif t is dict:  # (the keyword arguments __array_function__ passes on)
-            if not (all(type(k) is str for k in x) and _inert(x.values())):
-                return False
-        elif t is slice:
-            if not _inert((x.start, x.stop, x.step)):
-                return False
-        elif t is type:
-            if not (issubclass(x, (np.generic, int, float, complex, str)) or x is Value):
-                return False
-        elif t not in _FUNCTION_TYPES or x not in _BOUND_FUNCTIONS:
-            return False
-    return True
-
-
-_NUMPY_SCALARS = frozenset(t for t in np.sctypeDict.values() if t not in (np.object_, np.void))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,8 +357,7 @@ FUNCTIONS = {
     np.shape: lambda a: a.shape, np.ndim: lambda a: a.ndim, np.size: _np_size,
 }
 FUNCTIONS.update(functions.tables())  # the families of gradc/functions/
-_BOUND_FUNCTIONS = frozenset(FUNCTIONS)  # (_inert: NumPy's functions that gradc implements)
-_FUNCTION_TYPES = frozenset(type(f) for f in FUNCTIONS)
+frozen.bind_functions(FUNCTIONS)  # (calls given them run gradc's code, not NumPy's)
 
 
 @functools.lru_cache(maxsize=None)

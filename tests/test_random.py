@@ -120,7 +120,7 @@ def test_python_random_module_names_the_draw():
 
 
 def test_user_code_that_gradc_runs_is_watched_too():
-    """gradc's own calls run with the watch's profile hook off (gradc/trace.py _inert); a call
+    """gradc's own calls run with the watch's profile hook off (gradc.frozen.inert); a call
     given an object of the user's keeps it on (gradc may run its __index__), and a call that
     fails turns it back on."""
     class One:
