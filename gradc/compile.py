@@ -17,7 +17,7 @@ from .codegen.driver_rt import entry_address, program_table
 from .codegen.modules import content_name, load_module, load_modules
 from .codegen.program import Program
 from .executable import Compiled
-from .ir import Graph
+from .ir import Graph, gc_paused
 from .passes import AFTER_AUTODIFF, run_passes
 from .passes.fuse import describe as describe_kernels
 from .passes.fuse import fuse
@@ -103,7 +103,8 @@ def compile_graph(graph, title, out_kind, load=True, target="cpu", **fields):
     """The Compiled of `graph`: lowered, and loaded unless load=False (then it has no driver:
     what `gradc compile` writes out and `gradc.explain` reports). `fields`: a train step's
     (Compiled's keyword arguments). Its `lowered.timings` says where the time went."""
-    lowered = lower(graph, title, target)
+    with gc_paused():
+        lowered = lower(graph, title, target)
     t0 = time.perf_counter()
     with _LOADING:
         compiled = target_named(target).executable(lowered, out_kind, load, **fields)

@@ -16,7 +16,7 @@ import numpy as np
 from . import autodiff, pytree, random, transforms
 from .compile import check_target, compile_graph
 from .errors import SignatureError
-from .ir import Value
+from .ir import Value, gc_paused
 from .log import log_compile
 from .ops import fn
 from .passes import BEFORE_AUTODIFF, run_passes
@@ -155,7 +155,8 @@ class Function:
                 source=src)
         check_device_leaves(call.leaves, self.target, src)
         t0 = time.perf_counter()
-        graph, out_info = self.trace_joint(call, src)
+        with gc_paused():
+            graph, out_info = self.trace_joint(call, src)
         t_trace = time.perf_counter() - t0
         title = f"{self.mode} of {self.__name__} from {src}"
         compiled = compile_graph(graph, title, out_info, load, self.target)

@@ -11,7 +11,9 @@ VJP rules and rewrites all read like NumPy (see `gradc.ops.fn` and `gradc.trace`
 from __future__ import annotations
 
 import contextlib
-import functools
+import gc
+import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +44,7 @@ class Value:
 
     @property
     def size(self):
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)  # (shape holds Python ints)
 
     def __len__(self):
         if not self.shape:
@@ -63,11 +65,16 @@ class Value:
 def _attr_key(value):
     """A hash key for attributes that keeps apart what == would merge: 0.0 and -0.0 (floats by
     repr); arrays compare by content through ConstArray's own equality."""
+    if type(value) in _PLAIN_ATTRS:  # (most attributes: a quick way out)
+        return value
     if isinstance(value, float):
         return ("float", repr(value))
     if isinstance(value, tuple):
         return tuple(_attr_key(v) for v in value)
     return value
+
+
+_PLAIN_ATTRS = frozenset({int, bool, str, type(None)})
 
 
 def type_str(shape, dtype):
@@ -83,15 +90,16 @@ class Node:
     attrs: tuple  # sorted (name, value) pairs of hashable static parameters
     output: Value
     source: str  # the user's "file:line" that created it
+    # _attr_key(attrs), made once: every replay of the node hash-conses it again (a pass's
+    # rebuild of a 50k-node graph spent a third of its time remaking these keys)
+    attr_key: tuple = ()
+    # the op's OpDef, given when the node is made (the passes ask for it millions of times on
+    # long graphs; a cached_property's lookup took a lock each time)
+    opdef: object = None
 
     @property
     def attr(self):
         return dict(self.attrs)
-
-    @functools.cached_property
-    def opdef(self):  # (looked up once: the passes ask for it millions of times on long graphs)
-        from .ops.registry import get_op
-        return get_op(self.op)
 
 
 class Graph:
@@ -137,16 +145,37 @@ class Graph:
             if v.graph is not self:
                 raise ValueError(f"{op}: input {v} belongs to another graph")
         attrs_t = tuple(sorted(attrs.items()))
-        key = (op, tuple(v.id for v in inputs), _attr_key(attrs_t))
+        attr_key = _attr_key(attrs_t)
+        key = (op, tuple(v.id for v in inputs), attr_key)
         hit = self._memo.get(key)
         if hit is not None:
             self.merged += 1
             return hit
         shape, dtype = opdef.infer(inputs, **attrs)
-        node = Node(op, inputs, attrs_t, None, self.source)
+        node = Node(op, inputs, attrs_t, None, self.source, attr_key, opdef)
         out = self._new_value(shape, dtype, node=node)
         node.output = out
         self.nodes.append(node)
+        self._memo[key] = out
+        return out
+
+    def rebuild(self, node, inputs):
+        """`node` of another graph made again here on `inputs`, values of this graph of the same
+        shapes and dtypes as its own: what `apply` would return, without checking again what
+        the node's making checked (its shape rule) or remaking its attributes' key."""
+        key = (node.op, tuple(v.id for v in inputs), node.attr_key)
+        hit = self._memo.get(key)
+        if hit is not None:
+            self.merged += 1
+            return hit
+        new = Node(node.op, inputs, node.attrs, None, self.source, node.attr_key, node.opdef)
+        old = node.output
+        out = Value.__new__(Value)  # (shape and dtype are already normalized: see Value)
+        out.graph, out.id, out.shape, out.dtype, out.node, out.name = (
+            self, self._next_id, old.shape, old.dtype, new, None)
+        self._next_id += 1
+        new.output = out
+        self.nodes.append(new)
         self._memo[key] = out
         return out
 
@@ -171,6 +200,33 @@ class Graph:
 
     def __str__(self):
         return format_graph(self)
+
+
+_PAUSES = threading.Lock()
+_paused = [0, False]  # compiles under way in gc_paused; whether the collector was on before
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Python's cyclic garbage collector off while gradc builds and rewrites graphs (tracing,
+    autodiff, the passes, fusion, the plan, code generation), on again after the last such
+    compile in any thread ends, unless it was off before. A graph is millions of small objects
+    that live until the compile ends, and each full collection walks all of them: on a 50k-node
+    graph 26 full collections were a third of the compile (6 s of 18), more per node the longer
+    the graph. What becomes garbage meanwhile (a pass's input graph) waits for the next
+    collection. Numba's compile (the load) runs with the collector on."""
+    with _PAUSES:
+        if _paused[0] == 0:
+            _paused[1] = gc.isenabled()
+            gc.disable()
+        _paused[0] += 1
+    try:
+        yield
+    finally:
+        with _PAUSES:
+            _paused[0] -= 1
+            if _paused[0] == 0 and _paused[1]:
+                gc.enable()
 
 
 def format_attr(value):
@@ -208,17 +264,19 @@ def replay(graph, rewrite=None, outputs=None):
     env = {}
     for v in graph.inputs:
         env[v.id] = new.add_input(v.shape, v.dtype, name=v.name)
+    default_source = new.source
     for node in graph.nodes:
         if node.output.id not in live:
             continue
         ins = tuple(env[v.id] for v in node.inputs)
-        with new.at_source(node.source):
-            out = rewrite(new, node, ins) if rewrite else None
-            if out is None:
-                out = new.apply(node.op, ins, **dict(node.attrs))
-        if out.shape != node.output.shape or out.dtype != node.output.dtype:
+        new.source = node.source  # (what at_source does, without a context manager per node)
+        out = rewrite(new, node, ins) if rewrite else None
+        if out is None:  # its inputs have their old types (checked below): so has it
+            out = new.rebuild(node, ins)
+        elif out.shape != node.output.shape or out.dtype != node.output.dtype:
             raise AssertionError(f"rewrite of {node.op} changed its type: {out} vs {node.output}")
         env[node.output.id] = out
+    new.source = default_source
     new.outputs = [env[v.id] for v in (outputs if outputs is not None else graph.outputs)]
     new.aliases = dict(graph.aliases) if outputs is None else {}
     return new
@@ -226,15 +284,10 @@ def replay(graph, rewrite=None, outputs=None):
 
 def live_nodes(graph, outputs):
     """Ids of the values that `outputs` depend on."""
-    live = set()
-    stack = [v for v in outputs]
-    while stack:
-        v = stack.pop()
-        if v.id in live:
-            continue
-        live.add(v.id)
-        if v.node is not None:
-            stack.extend(v.node.inputs)
+    live = {v.id for v in outputs}
+    for node in reversed(graph.nodes):  # (a node's inputs come before it: one sweep back)
+        if node.output.id in live:
+            live.update(v.id for v in node.inputs)
     return live
 
 

@@ -94,23 +94,33 @@ def traced(method, graph_of=_graph_of_values):
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
-        graph = graph_of(*args, **kwargs)
-        if graph is None or not graph.stamp_user_source:
-            return method(*args, **kwargs)
-        src = user_source()
+        # The random-draw watch's profile hook off first (it costs every Python call, the ones
+        # deciding too), on again unless the call can run no user code (frozen.inert)
         watch = frozen.active()
-        if watch is not None:  # numbers drawn from NumPy's generators since the trace began?
-            watch.check(src)
-        # nested surface calls keep this line
-        with graph.at_source(src), graph.stamping_user_source(False):
-            try:
+        hook = watch.pause() if watch is not None else None
+        if hook is not None and not (frozen.inert(args) and frozen.inert(kwargs.values())):
+            watch.resume(hook)
+            hook = None
+        try:
+            graph = graph_of(*args, **kwargs)
+            if graph is None or not graph.stamp_user_source:
                 return method(*args, **kwargs)
-            except GradcError as e:
-                if e.source is None:
-                    raise type(e)(str(e), source=src) from None
-                raise
-            except (ValueError, TypeError) as e:  # NumPy's errors for arguments it refuses
-                raise ArgumentError(str(e), source=src) from None
+            src = user_source()
+            if watch is not None:  # numbers drawn from NumPy's generators since the trace began?
+                watch.check(src)
+            # nested surface calls keep this line
+            with graph.at_source(src), graph.stamping_user_source(False):
+                try:
+                    return method(*args, **kwargs)
+                except GradcError as e:
+                    if e.source is None:
+                        raise type(e)(str(e), source=src) from None
+                    raise
+                except (ValueError, TypeError) as e:  # NumPy's errors for arguments it refuses
+                    raise ArgumentError(str(e), source=src) from None
+        finally:
+            if hook is not None:
+                watch.resume(hook)
 
     return wrapper
 
@@ -347,6 +357,7 @@ FUNCTIONS = {
     np.shape: lambda a: a.shape, np.ndim: lambda a: a.ndim, np.size: _np_size,
 }
 FUNCTIONS.update(functions.tables())  # the families of gradc/functions/
+frozen.bind_functions(FUNCTIONS)  # (calls given them run gradc's code, not NumPy's)
 
 
 @functools.lru_cache(maxsize=None)

@@ -18,7 +18,7 @@ import numpy as np
 from . import autodiff, pytree, random
 from .compile import check_target, compile_graph
 from .errors import NonFiniteError, SignatureError, UnsupportedOpError
-from .ir import Graph
+from .ir import Graph, gc_paused
 from .log import log_compile
 from .ops import fn
 from .passes import BEFORE_AUTODIFF, run_passes
@@ -333,7 +333,8 @@ class TrainStep:
         names = argument_names(self.loss_fn) if self.loss_fn is not None else ["params", "grads"]
         check_input_dtypes(key, lambda: leaf_names((call.args, {}), names), src)
         check_device_leaves(call.leaves, self.target, src)
-        graph, params, loss, grads, before, aux = self._joint_graph(call, src)
+        with gc_paused():
+            graph, params, loss, grads, before, aux = self._joint_graph(call, src)
         n_params = len(params)
         with graph.at_source(f"optimizer {type(self.optimizer).__name__}"):
             state_in = {slot: [graph.add_input(p.shape, p.dtype, name=f"{slot}[{i}]")

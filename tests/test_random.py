@@ -119,6 +119,33 @@ def test_python_random_module_names_the_draw():
     assert "random" in frozen_error(f, X3, marker="PY-RANDOM")
 
 
+def test_user_code_that_gradc_runs_is_watched_too():
+    """gradc's own calls run with the watch's profile hook off (gradc.frozen.inert); a call
+    given an object of the user's keeps it on (gradc may run its __index__), and a call that
+    fails turns it back on."""
+    class One:
+        def __index__(self):
+            random.random()  # IN-INDEX
+            return 1
+
+    class GlobalOne:
+        def __index__(self):
+            np.random.rand()
+            return 1
+
+    assert "random" in frozen_error(lambda x: x.reshape(One(), 3), X3, marker="IN-INDEX")
+    with pytest.raises(gradc.FrozenRandomError, match="global random state"):
+        trace(lambda x: np.reshape(x, (GlobalOne(), 3)), (X3,))
+
+    def caught(x):
+        try:
+            x.reshape(7)
+        except gradc.ShapeError:
+            pass
+        return x * random.random()  # AFTER-CAUGHT
+    frozen_error(caught, X3, marker="AFTER-CAUGHT")
+
+
 def test_unseeded_generator_made_inside():
     def f(x):
         rng = np.random.default_rng()  # UNSEEDED

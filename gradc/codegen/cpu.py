@@ -9,6 +9,7 @@ them in order and carries the user's names and source lines in its comments.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 
 import numpy as np
@@ -73,6 +74,7 @@ class KernelSource:
                        + body_text.replace(f"{title}_body", f"{self.name}_body") + "\n")
 
 
+@functools.lru_cache(maxsize=64)
 def _array_ctor(dtype):
     try:
         return ARRAY_OF[np.dtype(dtype).name]
@@ -85,15 +87,17 @@ class _Params:
 
     def __init__(self):
         self.names, self.values = [], []
+        self.value_of = {}  # name -> value (a concatenate of 800 time steps has 1600 names)
 
     def add(self, name, value):
-        if name in self.names:
-            i = self.names.index(name)
-            if self.values[i] != str(value):
+        bound = self.value_of.get(name)
+        if bound is not None:
+            if bound != str(value):
                 raise AssertionError(f"parameter {name} bound twice")
             return name
         self.names.append(name)
         self.values.append(str(value))
+        self.value_of[name] = str(value)
         return name
 
 
@@ -172,7 +176,7 @@ def loop_kernel(kernel, fusion, address):
         extents = extent_of[name]
         longest = max(_eval_extent(e, sizes, params) for e in extents)
         whole = f"len{name}"  # (unless a strided access bound that name to a shorter extent)
-        if whole in params.names and params.values[params.names.index(whole)] != str(longest):
+        if params.value_of.get(whole, str(longest)) != str(longest):
             whole = f"len{name}all"
         extent = extents[0] if len(set(extents)) == 1 else params.add(whole, longest)
         emit(1, f"{name} = {_array_ctor(dtype)}(p{name[1:]}, {extent})")
@@ -260,8 +264,8 @@ def loop_kernel(kernel, fusion, address):
 def _eval_extent(expr, sizes, params):
     if expr.isdigit():
         return int(expr)
-    if expr in params.names:
-        return int(params.values[params.names.index(expr)])
+    if expr in params.value_of:
+        return int(params.value_of[expr])
     total = 1
     for part in expr.split(" * "):
         total *= sizes[int(part[1:])] if part.startswith("n") else int(part)
@@ -287,6 +291,9 @@ class KernelWriter:
         self._lines = []
         self._depth = 1
         names = [f"x{i}" for i in range(len(node.inputs))] + ["out"]
+        self._input_name = {}  # value id -> the name of its first place among the inputs
+        for name, v in zip(names, node.inputs):
+            self._input_name.setdefault(v.id, name)
         for name, v, ptr in zip(names, list(node.inputs) + [node.output], pointers):
             self._params.add(f"p_{name}", ptr)
         for name, v in zip(names, list(node.inputs) + [node.output]):
@@ -296,7 +303,7 @@ class KernelWriter:
         return self._params.add(name, int(value))
 
     def size(self, v):
-        which = "out" if v is self.output else f"x{[x.id for x in self.inputs].index(v.id)}"
+        which = "out" if v is self.output else self._input_name[v.id]
         return self.param(f"len_{which}", v.size)
 
     def collapse(self, shape, *strides):

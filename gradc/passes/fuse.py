@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import functools
 import os
 
 import numpy as np
@@ -59,7 +60,7 @@ def base_layout(v):
     not expressible as strides. A constant scalar's base is the const itself (strides 0)."""
     node = v.node
     if node is None or node.opdef.kind != VIEW:
-        return v, 0, contiguous_strides(v.shape)
+        return v, 0, _strides(v.shape)
     inner = base_layout(node.inputs[0])
     if inner is None:
         return None
@@ -68,11 +69,15 @@ def base_layout(v):
     return None if mapped is None else (base, mapped[0], mapped[1])
 
 
+# contiguous_strides of a value's shape (a tuple of ints), asked for a few times per read
+_strides = functools.lru_cache(maxsize=4096)(contiguous_strides)
+
+
 def _is_contiguous(layout, shape):
     base, _, strides = layout
     if base.node is not None and base.node.op == "const":
         return False
-    return all(s == c for s, c, d in zip(strides, contiguous_strides(shape), shape) if d != 1)
+    return all(s == c for s, c, d in zip(strides, _strides(shape), shape) if d != 1)
 
 
 def _copy(x):
@@ -152,7 +157,7 @@ def fuse(graph):
         if layout is not None:
             layouts[node.output.id] = layout
     for v in graph.inputs:
-        layouts[v.id] = (v, 0, contiguous_strides(v.shape))
+        layouts[v.id] = (v, 0, _strides(v.shape))
     return Fusion(graph, ordered, layouts, fuser.notes)
 
 
