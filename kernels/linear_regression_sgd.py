@@ -75,25 +75,7 @@ _CALL = re.compile(r'(call\b[^@\n=]*?\b(float|double)\s+@"?([A-Za-z_][\w.]*)"?\(
 _UNSUFFIXED = re.compile(r'\b(float|double)(\s+)@"?llvm\.(\w+)"?\(')
 _SUFFIX = {"float": "f32", "double": "f64"}
 
-_state = {"variants": {}, "lib": None, "isas": None, "active": False, "patched": False,
-          "checks": False}
-
-# LLVM vectorizes a loop over arrays it cannot prove apart behind runtime checks, one per pair
-# of arrays that one of them writes, and gives up past 128 checks ("too many memory checks
-# needed"), whatever its cost model says. A fused kernel easily has 17 arrays: the LSTM's gate
-# kernel (5 loads, 12 stores) ran scalar, exp and tanh included: 316 us a step, 23 us vectorized.
-# The checks run once per entry into the loop nest; past LLVM's own threshold of 8 the cost
-# model still decides whether they pay. (A process-wide LLVM option: it lets Numba
-# vectorize such loops elsewhere too, with the same checks, so results do not change.)
-_MAX_OVERLAP_CHECKS = 2048
-
-
-def allow_overlap_checks():
-    """Raise LLVM's cap on a vectorized loop's runtime overlap checks (once per process)."""
-    if not _state["checks"]:
-        import llvmlite.binding as ll
-        ll.set_option("gradc", f"-vectorize-memory-check-threshold={_MAX_OVERLAP_CHECKS}")
-        _state["checks"] = True
+_state = {"variants": {}, "lib": None, "isas": None, "active": False, "patched": False}
 
 
 def _isa_lanes(features):
@@ -175,7 +157,6 @@ def rewrite(ir):
 
 def enable():
     """Load libmvec and hook Numba's code generation (idempotent). False where unavailable."""
-    allow_overlap_checks()
     if _state["patched"]:
         return True
     if os.environ.get("GRADC_VECMATH", "1") == "0":

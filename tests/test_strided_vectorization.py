@@ -1,11 +1,11 @@
 """A fused loop over strided operands (column blocks of a matrix, reversed rows) vectorizes.
 
 The LSTM's gate kernel reads the four column blocks of z = x @ Wx + h @ Wh and writes a dozen
-values; it ran scalar (exp and tanh through scalar libm), 316 us a step against 23 us, for two
-reasons that this file pins: LLVM's cap on runtime overlap checks (one per pair of arrays, 128
-at most by default), and Numba's wraparound of a signed index, which hid the access's range from
-those checks so that they failed at run time against any buffer above it (gradc/codegen/cpu.py
-`_index`, gradc/codegen/vecmath.py `allow_overlap_checks`).
+values; it ran scalar (exp and tanh through scalar libm), 316 us a step against 23 us: Numba
+wraps a signed index that might be negative (x[-1]), and that select hid the access's range from
+LLVM, whose overlap checks then refused to vectorize, or failed at run time against any buffer
+above it. Strided indices are unsigned now (they never go negative: gradc/codegen/cpu.py
+`_index`); the optimized code must not read the arrays' lengths, which only the wraparound does.
 """
 import re
 
