@@ -1,0 +1,78 @@
+"""A fused loop over strided operands (column blocks of a matrix, reversed rows) vectorizes.
+
+The LSTM's gate kernel reads the four column blocks of z = x @ Wx + h @ Wh and writes a dozen
+values; it ran scalar (exp and tanh through scalar libm), 316 us a step against 23 us: Numba
+wraps a signed index that might be negative (x[-1]), and that select hid the access's range from
+LLVM, whose overlap checks then refused to vectorize, or failed at run time against any buffer
+above it. Strided indices are unsigned now (they never go negative: gradc/codegen/cpu.py
+`_index`); the optimized code must not read the arrays' lengths, which only the wraparound does.
+"""
+import re
+
+import numpy as np
+import pytest
+
+import gradc
+from gradc.codegen import rt, vecmath
+
+H = 16
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def lstm_step(z, c, sigmoid=gradc.nn.sigmoid):
+    i, f = sigmoid(z[:, :H]), sigmoid(z[:, H:2 * H])
+    g, o = np.tanh(z[:, 2 * H:3 * H]), sigmoid(z[:, 3 * H:])
+    c2 = f * c + i * g
+    h = o * np.tanh(c2)
+    # the backward's values, as a value_and_grad keeps them: 12 stores from one kernel
+    return h, c2, i, f, g, o, 1 - i, 1 - f, 1 - g * g, 1 - o, np.tanh(c2), h * h
+
+
+def reversed_blocks(z):
+    """Negative strides: the index's origin keeps it non-negative (read as unsigned)."""
+    return np.tanh(z[::-1, ::-1][:, :H]) * z[::-1, -1:3 * H - 1:-1], np.exp(z[1::2, ::-3][:, :H])
+
+
+@pytest.fixture(scope="module")
+def step():
+    f = gradc.jit(lstm_step)
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((8, 4 * H)).astype(np.float32)
+    c = rng.standard_normal((8, H)).astype(np.float32)
+    return f, z, c
+
+
+def test_values_match_numpy(step):
+    f, z, c = step
+    for got, want in zip(f(z, c), lstm_step(z, c, sigmoid=_sigmoid)):
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6)
+    z64 = np.linspace(-3, 3, 8 * 4 * H).reshape(8, 4 * H)
+    for got, want in zip(gradc.jit(reversed_blocks)(z64), reversed_blocks(z64)):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.skipif(not vecmath.enable(), reason="no libmvec here")
+def test_gate_kernel_vectorizes_without_index_wraparound(step):
+    f, z, c = step
+    f(z, c)
+    sources = [s for s in f.last_compiled().program.kernel_modules.values() if "tanh" in s]
+    (source,) = sources  # one fused kernel: the whole step
+    assert source.count("np.uint64(") >= 4, "the column blocks are read through strided indices"
+    name = re.search(r"^def (\w+)", source, re.M)[1]
+    namespace = {}
+    cache, rt.JIT_OPTIONS["cache"] = rt.JIT_OPTIONS["cache"], False  # (compiled from a string)
+    try:
+        with vecmath.compiling():
+            exec(compile(source, "<kernel>", "exec"), namespace)
+    finally:
+        rt.JIT_OPTIONS["cache"] = cache
+    kernel = namespace[name]
+    (llvm,) = kernel.inspect_llvm().values()
+    assert re.search(r"call [^\n]*@_ZGV\w+v_tanhf\(", llvm), "the loop runs scalar"
+    body = [line for line in llvm.splitlines() if not line.startswith(("define", "declare"))]
+    uses = [line for line in body if "%arg.len" in line]
+    assert not uses, f"an index is wrapped around (Numba's x[-1]): {uses[:2]}"
