@@ -200,15 +200,8 @@ elementwise("heaviside", np.heaviside, _heaviside_scalar,
             ufuncs=(np.heaviside,), float_only=True)
 
 # --- classification (booleans): integer inputs are made float first (all finite, no NaN) ----
-elementwise("signbit", np.signbit, lambda m, dt, a: f"{m.signbit}({a})",
-            vjp=_no_gradient, infer=_infer_bool, nondiff=(0,),
-            ufuncs=(np.signbit,), float_only=True)
-elementwise("isnan", np.isnan, lambda m, dt, a: f"{m.isnan}({a})",
-            vjp=_no_gradient, infer=_infer_bool, nondiff=(0,),
-            ufuncs=(np.isnan,), float_only=True)
-elementwise("isinf", np.isinf, lambda m, dt, a: f"{m.isinf}({a})",
-            vjp=_no_gradient, infer=_infer_bool, nondiff=(0,),
-            ufuncs=(np.isinf,), float_only=True)
-elementwise("isfinite", np.isfinite, lambda m, dt, a: f"{m.isfinite}({a})",
-            vjp=_no_gradient, infer=_infer_bool, nondiff=(0,),
-            ufuncs=(np.isfinite,), float_only=True)
+for _ufunc in (np.signbit, np.isnan, np.isinf, np.isfinite):
+    elementwise(_ufunc.__name__, _ufunc,
+                (lambda name: lambda m, dt, a: f"{getattr(m, name)}({a})")(_ufunc.__name__),
+                vjp=_no_gradient, infer=_infer_bool, nondiff=(0,), ufuncs=(_ufunc,),
+                float_only=True)
