@@ -187,6 +187,8 @@ class _Fuser:
         # a 128-step LSTM's 12 s of passes). ancestors[i]: bit j set if kernel i depends,
         # transitively, on kernel j; dependents[i]: the kernels that depend directly on kernel i.
         self.ancestors, self.dependents = [], []
+        # per kernel: the values it computes or recomputes, and the buffers it reads
+        self.local, self.read = [], []
         self.by_space = {}  # iteration space -> its loop kernels, oldest first
         self.position = {node.output.id: i for i, node in enumerate(graph.nodes)}
         self.stored_anyway = _stored_anyway(graph)
@@ -272,12 +274,15 @@ class _Fuser:
             self.kernels.append(target)
             self.ancestors.append(0)
             self.dependents.append(set())
+            self.local.append(set())
+            self.read.append(set())
             if target.kind == "loop":
                 self.by_space.setdefault(target.shape, []).append(target)
         if target.kind == "loop":
             for x in node.inputs:
                 self.recompute(target, x, self.position[node.output.id])
         target.nodes.append(node)
+        self.local[target.index].add(node.output.id)
         self.home[node.output.id] = target
         self.note_reads(target, node)
         if node.output.id in self.overwrites:  # run after every other reader of the old value
@@ -290,6 +295,7 @@ class _Fuser:
         for x in node.inputs:
             layout = base_layout(x)
             if layout is not None:
+                self.read[target.index].add(layout[0].id)
                 self.readers.setdefault(layout[0].id, set()).add(target)
                 if layout[0] is not x:
                     self.strided_readers.setdefault(layout[0].id, set()).add(target)
@@ -306,11 +312,9 @@ class _Fuser:
         if (p is None or p is k or p.kind != "loop" or x.node.opdef.kind != ELEMENTWISE
                 or x.id in self.stored_anyway):
             return
-        local = {n.output.id for n in k.nodes}
+        local, read = self.local[k.index], self.read[k.index]
         if x.id in local:
             return
-        read = {layout[0].id for n in k.nodes for y in n.inputs
-                if (layout := base_layout(y)) is not None}
         chain, seen, stack, longer_lived = [], set(), [x], 0
         while stack:
             v = stack.pop()
@@ -339,6 +343,7 @@ class _Fuser:
         for node in sorted(chain, key=lambda n: self.position[n.output.id]):
             k.nodes.append(node)
             k.recomputed.add(node.output.id)
+            local.add(node.output.id)
             self.note_reads(k, node)
 
 
