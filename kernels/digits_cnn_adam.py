@@ -282,6 +282,12 @@ def _array_view(as_pointer):
 f32_array, f64_array, i64_array, i32_array, bool_array = map(
     _array_view, (_f32_ptr, _f64_ptr, _i64_ptr, _i32_ptr, _bool_ptr))
 
+# `<dtype>_ptr(address)`: a buffer as a raw pointer, indexed like an array (`p[i]`, no bounds, no
+# negative-index wrap). Sequential loop kernels use these: a pointer types and lowers in a
+# fraction of a carray's work, ~35% of such a kernel's Numba compile time. (bool buffers keep
+# bool_array: NumPy stores a bool in a byte, Numba's pointer would store one bit's register.)
+f32_ptr, f64_ptr, i64_ptr, i32_ptr = _f32_ptr, _f64_ptr, _i64_ptr, _i32_ptr
+
 
 # libm's cbrt: Numba's np.cbrt is a double-precision pow with branches, 60x slower than NumPy's;
 # a call of cbrtf/cbrt vectorizes through libmvec (codegen/vecmath.py) like the other math calls
@@ -461,12 +467,12 @@ def conv2d_679652a734(p_x0, p_x1, p_out, len_x0, len_x1, len_out, N, C, H, W, OH
                             out[oq + b] += w0_0 * x0[q0 + b] + w0_1 * x0[q0 + b + np.uint64(1)] + w0_2 * x0[q0 + b + np.uint64(2)] + w1_0 * x0[q1 + b] + w1_1 * x0[q1 + b + np.uint64(1)] + w1_2 * x0[q1 + b + np.uint64(2)] + w2_0 * x0[q2 + b] + w2_1 * x0[q2 + b + np.uint64(1)] + w2_2 * x0[q2 + b + np.uint64(2)]
 
 
-# loop_add_relu_greater_0a169552f8: add, relu, greater; called by k2
+# loop_add_relu_greater_7759cf7ce1: add, relu, greater; called by k2
 @njit("void(int64, int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_add_relu_greater_0a169552f8(n0, n1, n2, p0, p1, p2, p3):
-    a0 = f32_array(p0, n0 * n1 * n2)
-    a1 = f32_array(p1, n1)
-    a2 = f32_array(p2, n0 * n1 * n2)
+def loop_add_relu_greater_7759cf7ce1(n0, n1, n2, p0, p1, p2, p3):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
     a3 = bool_array(p3, n0 * n1 * n2)
     for i0 in range(n0):
         for i1 in range(n1):
@@ -589,12 +595,12 @@ def matmul_e32c5293da(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     sgemm(False, False, m, n, k, x0, x1, out)
 
 
-# loop_add_max_fd9d18e40c: add, max; called by k6
+# loop_add_max_a9e8b45dc0: add, max; called by k6
 @njit("void(int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_max_fd9d18e40c(n0, n1, p0, p1, p2):
-    a0 = f32_array(p0, n0 * n1)
-    a1 = f32_array(p1, n1)
-    a2 = f32_array(p2, n0)
+def loop_add_max_a9e8b45dc0(n0, n1, p0, p1, p2):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
     for i0 in range(n0):
         acc2 = f32(-np.inf)
         for i1 in range(n1):
@@ -605,11 +611,11 @@ def loop_add_max_fd9d18e40c(n0, n1, p0, p1, p2):
         a2[i0] = acc2
 
 
-# loop_abs_less_where_b1feb23853: abs, less, where; called by k7
+# loop_abs_less_where_4dbd4b392d: abs, less, where; called by k7
 @njit("void(int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_abs_less_where_b1feb23853(n0, p0, p1):
-    a0 = f32_array(p0, n0)
-    a1 = f32_array(p1, n0)
+def loop_abs_less_where_4dbd4b392d(n0, p0, p1):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
     for i0 in range(n0):
         t0 = a0[i0]
         t1 = abs(t0)  # abs
@@ -618,15 +624,15 @@ def loop_abs_less_where_b1feb23853(n0, p0, p1):
         a1[i0] = t3
 
 
-# loop_add_subtract_exp_sum_cbf91c2e77: add, subtract, exp, sum; called by k8
+# loop_add_subtract_exp_sum_fc63c9ee16: add, subtract, exp, sum; called by k8
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_subtract_exp_sum_cbf91c2e77(n0, n1, p0, p1, p2, p3, p4, p5):
-    a0 = f32_array(p0, n0 * n1)
-    a1 = f32_array(p1, n1)
-    a2 = f32_array(p2, n0)
-    a3 = f32_array(p3, n0 * n1)
-    a4 = f32_array(p4, n0 * n1)
-    a5 = f32_array(p5, n0)
+def loop_add_subtract_exp_sum_fc63c9ee16(n0, n1, p0, p1, p2, p3, p4, p5):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
+    a3 = f32_ptr(p3)
+    a4 = f32_ptr(p4)
+    a5 = f32_ptr(p5)
     for i0 in range(n0):
         acc5 = f32(0.0)
         for i1 in range(n1):
@@ -642,26 +648,26 @@ def loop_add_subtract_exp_sum_cbf91c2e77(n0, n1, p0, p1, p2, p3, p4, p5):
         a5[i0] = acc5
 
 
-# loop_log_b72f46bafe: log; called by k9
+# loop_log_00c38e4f57: log; called by k9
 @njit("void(int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_log_b72f46bafe(n0, p0, p1):
-    a0 = f32_array(p0, n0)
-    a1 = f32_array(p1, n0)
+def loop_log_00c38e4f57(n0, p0, p1):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
     for i0 in range(n0):
         t0 = a0[i0]
         t1 = np.log(t0)  # log
         a1[i0] = t1
 
 
-# loop_subtract_divide_35372c3aff: subtract, divide; called by k10
+# loop_subtract_divide_72f22513f9: subtract, divide; called by k10
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_subtract_divide_35372c3aff(n0, n1, p0, p1, p2, p3, p4, p5):
-    a0 = f32_array(p0, n0 * n1)
-    a1 = f32_array(p1, n0)
-    a2 = f32_array(p2, n0 * n1)
-    a3 = f32_array(p3, n0)
-    a4 = f32_array(p4, n0 * n1)
-    a5 = f32_array(p5, n0 * n1)
+def loop_subtract_divide_72f22513f9(n0, n1, p0, p1, p2, p3, p4, p5):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
+    a3 = f32_ptr(p3)
+    a4 = f32_ptr(p4)
+    a5 = f32_ptr(p5)
     for i0 in range(n0):
         for i1 in range(n1):
             t0 = a0[i0 * n1 + i1]
@@ -691,13 +697,13 @@ def take_along_axis_1a2b1c0126(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer
                 out[(a * m + t) * inner + b] = x0[(a * n + j) * inner + b]
 
 
-# loop_sum_ed977036dd: sum, copy; called by k12
+# loop_sum_ba333676f8: sum, copy; called by k12
 @njit("void(int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_sum_ed977036dd(n0, p0, p1, p2, p3):
-    a0 = f32_array(p0, n0)
-    a1 = f32_array(p1, 1)
-    a2 = f32_array(p2, 1)
-    a3 = f32_array(p3, n0)
+def loop_sum_ba333676f8(n0, p0, p1, p2, p3):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
+    a3 = f32_ptr(p3)
     t2 = a1[0]
     acc2 = f32(0.0)
     for i0 in range(n0):
@@ -708,12 +714,12 @@ def loop_sum_ed977036dd(n0, p0, p1, p2, p3):
     a2[0] = acc2
 
 
-# loop_multiply_negative_83c379911e: multiply, negative; called by k13
+# loop_multiply_negative_3ce3d800bd: multiply, negative; called by k13
 @njit("void(int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_multiply_negative_83c379911e(p0, p1, p2):
-    a0 = f32_array(p0, 1)
-    a1 = f32_array(p1, 1)
-    a2 = f32_array(p2, 1)
+def loop_multiply_negative_3ce3d800bd(p0, p1, p2):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
     t0 = a0[0]
     t1 = a1[0]
     t2 = t0 * t1  # multiply
@@ -740,11 +746,11 @@ def take_along_axis_grad_40ce20dbc9(p_x0, p_x1, p_out, len_x0, len_x1, len_out, 
                 out[(a * n + j) * inner + b] += x0[(a * m + t) * inner + b]
 
 
-# loop_sum_c7c1e20036: sum; called by k15
+# loop_sum_da830f292b: sum; called by k15
 @njit("void(int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_sum_c7c1e20036(n0, n1, p0, p1):
-    a0 = f32_array(p0, n0 * n1)
-    a1 = f32_array(p1, n0)
+def loop_sum_da830f292b(n0, n1, p0, p1):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
     for i0 in range(n0):
         acc1 = f32(0.0)
         for i1 in range(n1):
@@ -753,14 +759,14 @@ def loop_sum_c7c1e20036(n0, n1, p0, p1):
         a1[i0] = acc1
 
 
-# loop_multiply_subtract_sum_9b36664a21: multiply, subtract, sum; called by k16
+# loop_multiply_subtract_sum_8015ecfe73: multiply, subtract, sum; called by k16
 @njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_multiply_subtract_sum_9b36664a21(n0, n1, p0, p1, p2, p3, p4):
-    a0 = f32_array(p0, n0 * n1)
-    a1 = f32_array(p1, n0)
-    a2 = f32_array(p2, n0 * n1)
-    a3 = f32_array(p3, n0 * n1)
-    a4 = f32_array(p4, n1)
+def loop_multiply_subtract_sum_8015ecfe73(n0, n1, p0, p1, p2, p3, p4):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
+    a3 = f32_ptr(p3)
+    a4 = f32_ptr(p4)
     for j in range(n1):
         a4[j] = f32(0.0)
     for i0 in range(n0):
@@ -774,19 +780,19 @@ def loop_multiply_subtract_sum_9b36664a21(n0, n1, p0, p1, p2, p3, p4):
             a4[i1] = a4[i1] + t4  # sum
 
 
-# loop_subtract_multiply_add_sqrt_divide_f35c38ef49: subtract, multiply, add, sqrt, divide; called by k17, k20, k23, k25
+# loop_subtract_multiply_add_sqrt_divide_4f33c2476f: subtract, multiply, add, sqrt, divide; called by k17, k20, k23, k25
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_subtract_multiply_add_sqrt_divide_f35c38ef49(n0, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9):
-    a0 = f32_array(p0, n0)
-    a1 = f32_array(p1, n0)
-    a2 = f32_array(p2, 1)
-    a3 = f32_array(p3, n0)
-    a4 = f32_array(p4, 1)
-    a5 = f32_array(p5, 1)
-    a6 = f32_array(p6, 1)
-    a7 = f32_array(p7, 1)
-    a8 = f32_array(p8, 1)
-    a9 = f32_array(p9, n0)
+def loop_subtract_multiply_add_sqrt_divide_4f33c2476f(n0, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
+    a3 = f32_ptr(p3)
+    a4 = f32_ptr(p4)
+    a5 = f32_ptr(p5)
+    a6 = f32_ptr(p6)
+    a7 = f32_ptr(p7)
+    a8 = f32_ptr(p8)
+    a9 = f32_ptr(p9)
     t3 = a2[0]
     t7 = a4[0]
     t9 = a5[0]
@@ -853,13 +859,13 @@ def take_along_axis_grad_03bdf1311a(p_x0, p_x1, p_out, len_x0, len_x1, len_out, 
                 out[(a * n + j) * inner + b] += x0[(a * m + t) * inner + b]
 
 
-# loop_where_sum_1607a30bc6: where, sum; called by k22
+# loop_where_sum_098916ea4a: where, sum; called by k22
 @njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_where_sum_1607a30bc6(n0, n1, n2, p0, p1, p2, p3):
+def loop_where_sum_098916ea4a(n0, n1, n2, p0, p1, p2, p3):
     a0 = bool_array(p0, n0 * n1 * n2)
-    a1 = f32_array(p1, n0 * n1 * n2)
-    a2 = f32_array(p2, n0 * n1 * n2)
-    a3 = f32_array(p3, n1)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
+    a3 = f32_ptr(p3)
     for j in range(n1):
         a3[j] = f32(0.0)
     for i0 in range(n0):
@@ -936,7 +942,7 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     # k2: add, relu, greater over [32x16x8x8] -> %23, %77
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    loop_add_relu_greater_0a169552f8(32, 16, 64, A + 13248, params_conv_b, A + 144320, A + 275392)
+    loop_add_relu_greater_7759cf7ce1(32, 16, 64, A + 13248, params_conv_b, A + 144320, A + 275392)
     # k3: pool_argmax over [32x16x4x4] -> %24
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     pool_argmax_894714ffe5(A + 144320, A + 13248, 32768, 8192, 8, 8, 4, 4, 0, 0, 512)
@@ -949,42 +955,42 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     # k6: add, max over [32x10] -> %33
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_max_fd9d18e40c(32, 10, A + 111552, params_b, A + 112832)
+    loop_add_max_a9e8b45dc0(32, 10, A + 111552, params_b, A + 112832)
     # k7: abs, less, where over [32x1] -> %42
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_abs_less_where_b1feb23853(32, A + 112832, A + 112960)
+    loop_abs_less_where_4dbd4b392d(32, A + 112832, A + 112960)
     # k8: add, subtract, exp, sum over [32x10] -> %44, %45, %46
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_subtract_exp_sum_cbf91c2e77(32, 10, A + 111552, params_b, A + 112960, A + 113088, A + 114368, A + 112832)
+    loop_add_subtract_exp_sum_fc63c9ee16(32, 10, A + 111552, params_b, A + 112960, A + 113088, A + 114368, A + 112832)
     # k9: log over [32x1] -> %47
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_log_b72f46bafe(32, A + 112832, A + 112960)
+    loop_log_00c38e4f57(32, A + 112832, A + 112960)
     # k10: subtract, divide over [32x10] -> %49, %63
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_subtract_divide_35372c3aff(32, 10, A + 113088, A + 112960, A + 114368, A + 112832, A + 111552, A + 115648)
+    loop_subtract_divide_72f22513f9(32, 10, A + 113088, A + 112960, A + 114368, A + 112832, A + 111552, A + 115648)
     # k11: take_along_axis over [32x1] -> %51
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     take_along_axis_1a2b1c0126(A + 111552, y, A + 112832, 320, 32, 32, 32, 10, 1, 1)
     # k12: sum, copy over [32x1] -> %52, %60
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_ed977036dd(32, A + 112832, A + 128, A + 111552, A + 111616)
+    loop_sum_ba333676f8(32, A + 112832, A + 128, A + 111552, A + 111616)
     # k13: multiply, negative over [scalar] -> %56
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_multiply_negative_83c379911e(A + 111552, A + 64, A)
+    loop_multiply_negative_3ce3d800bd(A + 111552, A + 64, A)
     # k14: take_along_axis_grad over [32x10] -> %61
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     take_along_axis_grad_40ce20dbc9(A + 111616, y, A + 111744, 32, 32, 320, 32, 10, 1, 1)
     # k15: sum over [32x10] -> %64
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_c7c1e20036(32, 10, A + 111744, A + 111552)
+    loop_sum_da830f292b(32, 10, A + 111744, A + 111552)
     # k16: multiply, subtract, sum over [32x10] -> %67, %68
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    loop_multiply_subtract_sum_9b36664a21(32, 10, A + 115648, A + 111552, A + 111744, A + 113024, A + 111680)
+    loop_multiply_subtract_sum_8015ecfe73(32, 10, A + 115648, A + 111552, A + 111744, A + 113024, A + 111680)
     # k17: subtract, multiply, add, sqrt, divide over [10] -> %115, %123, %135
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_f35c38ef49(10, A + 111680, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 111680, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b)
     # k18: matmul over [32x256] -> %70
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     matmul_d12a859f29(A + 113024, params_W, A + 114304, 320, 2560, 8192, 32, 256, 10)
@@ -993,23 +999,23 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     matmul_0f49ec896f(A + 78784, A + 113024, A + 147072, 8192, 320, 2560, 256, 10, 32)
     # k20: subtract, multiply, add, sqrt, divide over [256x10] -> %87, %97, %110
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_f35c38ef49(2560, A + 147072, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(2560, A + 147072, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W)
     # k21: take_along_axis_grad over [32x16x64] -> %73
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     take_along_axis_grad_03bdf1311a(A + 114304, A + 13248, A + 308160, 8192, 8192, 32768, 512, 64, 1, 16)
     # k22: where, sum over [32x16x8x8] -> %78, %79
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    loop_where_sum_1607a30bc6(32, 16, 64, A + 275392, A + 308160, A + 13248, A + 144320)
+    loop_where_sum_098916ea4a(32, 16, 64, A + 275392, A + 308160, A + 13248, A + 144320)
     # k23: subtract, multiply, add, sqrt, divide over [16] -> %139, %145, %154
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_f35c38ef49(16, A + 144320, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_b)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(16, A + 144320, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_b)
     # k24: conv2d_grad_weight over [16x1x3x3] -> %81
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     conv2d_grad_weight_d4061d812d(A + 448, A + 13248, A + 144320, 3200, 32768, 144, 32, 1, 10, 10, 8, 8, 16)
     # k25: subtract, multiply, add, sqrt, divide over [16x1x3x3] -> %159, %167, %179
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_f35c38ef49(144, A + 144320, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_w)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(144, A + 144320, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_w)
 
 
 # ================================================================================================

@@ -282,6 +282,12 @@ def _array_view(as_pointer):
 f32_array, f64_array, i64_array, i32_array, bool_array = map(
     _array_view, (_f32_ptr, _f64_ptr, _i64_ptr, _i32_ptr, _bool_ptr))
 
+# `<dtype>_ptr(address)`: a buffer as a raw pointer, indexed like an array (`p[i]`, no bounds, no
+# negative-index wrap). Sequential loop kernels use these: a pointer types and lowers in a
+# fraction of a carray's work, ~35% of such a kernel's Numba compile time. (bool buffers keep
+# bool_array: NumPy stores a bool in a byte, Numba's pointer would store one bit's register.)
+f32_ptr, f64_ptr, i64_ptr, i32_ptr = _f32_ptr, _f64_ptr, _i64_ptr, _i32_ptr
+
 
 # libm's cbrt: Numba's np.cbrt is a double-precision pow with branches, 60x slower than NumPy's;
 # a call of cbrtf/cbrt vectorizes through libmvec (codegen/vecmath.py) like the other math calls
@@ -414,12 +420,12 @@ def matmul_e32c5293da(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     sgemm(False, False, m, n, k, x0, x1, out)
 
 
-# loop_add_relu_greater_313741aa7d: add, relu, greater; called by k1
+# loop_add_relu_greater_46706cd172: add, relu, greater; called by k1
 @njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_add_relu_greater_313741aa7d(n0, n1, p0, p1, p2, p3):
-    a0 = f32_array(p0, n0 * n1)
-    a1 = f32_array(p1, n1)
-    a2 = f32_array(p2, n0 * n1)
+def loop_add_relu_greater_46706cd172(n0, n1, p0, p1, p2, p3):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
     a3 = bool_array(p3, n0 * n1)
     for i0 in range(n0):
         for i1 in range(n1):
@@ -432,12 +438,12 @@ def loop_add_relu_greater_313741aa7d(n0, n1, p0, p1, p2, p3):
             a3[i0 * n1 + i1] = t4
 
 
-# loop_add_max_fd9d18e40c: add, max; called by k3
+# loop_add_max_a9e8b45dc0: add, max; called by k3
 @njit("void(int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_max_fd9d18e40c(n0, n1, p0, p1, p2):
-    a0 = f32_array(p0, n0 * n1)
-    a1 = f32_array(p1, n1)
-    a2 = f32_array(p2, n0)
+def loop_add_max_a9e8b45dc0(n0, n1, p0, p1, p2):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
     for i0 in range(n0):
         acc2 = f32(-np.inf)
         for i1 in range(n1):
@@ -448,11 +454,11 @@ def loop_add_max_fd9d18e40c(n0, n1, p0, p1, p2):
         a2[i0] = acc2
 
 
-# loop_abs_less_where_b1feb23853: abs, less, where; called by k4
+# loop_abs_less_where_4dbd4b392d: abs, less, where; called by k4
 @njit("void(int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_abs_less_where_b1feb23853(n0, p0, p1):
-    a0 = f32_array(p0, n0)
-    a1 = f32_array(p1, n0)
+def loop_abs_less_where_4dbd4b392d(n0, p0, p1):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
     for i0 in range(n0):
         t0 = a0[i0]
         t1 = abs(t0)  # abs
@@ -461,15 +467,15 @@ def loop_abs_less_where_b1feb23853(n0, p0, p1):
         a1[i0] = t3
 
 
-# loop_add_subtract_exp_sum_cbf91c2e77: add, subtract, exp, sum; called by k5
+# loop_add_subtract_exp_sum_fc63c9ee16: add, subtract, exp, sum; called by k5
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_subtract_exp_sum_cbf91c2e77(n0, n1, p0, p1, p2, p3, p4, p5):
-    a0 = f32_array(p0, n0 * n1)
-    a1 = f32_array(p1, n1)
-    a2 = f32_array(p2, n0)
-    a3 = f32_array(p3, n0 * n1)
-    a4 = f32_array(p4, n0 * n1)
-    a5 = f32_array(p5, n0)
+def loop_add_subtract_exp_sum_fc63c9ee16(n0, n1, p0, p1, p2, p3, p4, p5):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
+    a3 = f32_ptr(p3)
+    a4 = f32_ptr(p4)
+    a5 = f32_ptr(p5)
     for i0 in range(n0):
         acc5 = f32(0.0)
         for i1 in range(n1):
@@ -485,26 +491,26 @@ def loop_add_subtract_exp_sum_cbf91c2e77(n0, n1, p0, p1, p2, p3, p4, p5):
         a5[i0] = acc5
 
 
-# loop_log_b72f46bafe: log; called by k6
+# loop_log_00c38e4f57: log; called by k6
 @njit("void(int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_log_b72f46bafe(n0, p0, p1):
-    a0 = f32_array(p0, n0)
-    a1 = f32_array(p1, n0)
+def loop_log_00c38e4f57(n0, p0, p1):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
     for i0 in range(n0):
         t0 = a0[i0]
         t1 = np.log(t0)  # log
         a1[i0] = t1
 
 
-# loop_subtract_divide_35372c3aff: subtract, divide; called by k7
+# loop_subtract_divide_72f22513f9: subtract, divide; called by k7
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_subtract_divide_35372c3aff(n0, n1, p0, p1, p2, p3, p4, p5):
-    a0 = f32_array(p0, n0 * n1)
-    a1 = f32_array(p1, n0)
-    a2 = f32_array(p2, n0 * n1)
-    a3 = f32_array(p3, n0)
-    a4 = f32_array(p4, n0 * n1)
-    a5 = f32_array(p5, n0 * n1)
+def loop_subtract_divide_72f22513f9(n0, n1, p0, p1, p2, p3, p4, p5):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
+    a3 = f32_ptr(p3)
+    a4 = f32_ptr(p4)
+    a5 = f32_ptr(p5)
     for i0 in range(n0):
         for i1 in range(n1):
             t0 = a0[i0 * n1 + i1]
@@ -534,13 +540,13 @@ def take_along_axis_316db551a1(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer
                 out[(a * m + t) * inner + b] = x0[(a * n + j) * inner + b]
 
 
-# loop_sum_ed977036dd: sum, copy; called by k9
+# loop_sum_ba333676f8: sum, copy; called by k9
 @njit("void(int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_sum_ed977036dd(n0, p0, p1, p2, p3):
-    a0 = f32_array(p0, n0)
-    a1 = f32_array(p1, 1)
-    a2 = f32_array(p2, 1)
-    a3 = f32_array(p3, n0)
+def loop_sum_ba333676f8(n0, p0, p1, p2, p3):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
+    a3 = f32_ptr(p3)
     t2 = a1[0]
     acc2 = f32(0.0)
     for i0 in range(n0):
@@ -551,12 +557,12 @@ def loop_sum_ed977036dd(n0, p0, p1, p2, p3):
     a2[0] = acc2
 
 
-# loop_multiply_negative_83c379911e: multiply, negative; called by k10
+# loop_multiply_negative_3ce3d800bd: multiply, negative; called by k10
 @njit("void(int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_multiply_negative_83c379911e(p0, p1, p2):
-    a0 = f32_array(p0, 1)
-    a1 = f32_array(p1, 1)
-    a2 = f32_array(p2, 1)
+def loop_multiply_negative_3ce3d800bd(p0, p1, p2):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
     t0 = a0[0]
     t1 = a1[0]
     t2 = t0 * t1  # multiply
@@ -583,11 +589,11 @@ def take_along_axis_grad_c5e74b05a9(p_x0, p_x1, p_out, len_x0, len_x1, len_out, 
                 out[(a * n + j) * inner + b] += x0[(a * m + t) * inner + b]
 
 
-# loop_sum_c7c1e20036: sum; called by k12
+# loop_sum_da830f292b: sum; called by k12
 @njit("void(int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_sum_c7c1e20036(n0, n1, p0, p1):
-    a0 = f32_array(p0, n0 * n1)
-    a1 = f32_array(p1, n0)
+def loop_sum_da830f292b(n0, n1, p0, p1):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
     for i0 in range(n0):
         acc1 = f32(0.0)
         for i1 in range(n1):
@@ -596,14 +602,14 @@ def loop_sum_c7c1e20036(n0, n1, p0, p1):
         a1[i0] = acc1
 
 
-# loop_multiply_subtract_sum_9b36664a21: multiply, subtract, sum; called by k13
+# loop_multiply_subtract_sum_8015ecfe73: multiply, subtract, sum; called by k13
 @njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_multiply_subtract_sum_9b36664a21(n0, n1, p0, p1, p2, p3, p4):
-    a0 = f32_array(p0, n0 * n1)
-    a1 = f32_array(p1, n0)
-    a2 = f32_array(p2, n0 * n1)
-    a3 = f32_array(p3, n0 * n1)
-    a4 = f32_array(p4, n1)
+def loop_multiply_subtract_sum_8015ecfe73(n0, n1, p0, p1, p2, p3, p4):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
+    a3 = f32_ptr(p3)
+    a4 = f32_ptr(p4)
     for j in range(n1):
         a4[j] = f32(0.0)
     for i0 in range(n0):
@@ -617,19 +623,19 @@ def loop_multiply_subtract_sum_9b36664a21(n0, n1, p0, p1, p2, p3, p4):
             a4[i1] = a4[i1] + t4  # sum
 
 
-# loop_subtract_multiply_add_sqrt_divide_f35c38ef49: subtract, multiply, add, sqrt, divide; called by k14, k17, k19, k21
+# loop_subtract_multiply_add_sqrt_divide_4f33c2476f: subtract, multiply, add, sqrt, divide; called by k14, k17, k19, k21
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_subtract_multiply_add_sqrt_divide_f35c38ef49(n0, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9):
-    a0 = f32_array(p0, n0)
-    a1 = f32_array(p1, n0)
-    a2 = f32_array(p2, 1)
-    a3 = f32_array(p3, n0)
-    a4 = f32_array(p4, 1)
-    a5 = f32_array(p5, 1)
-    a6 = f32_array(p6, 1)
-    a7 = f32_array(p7, 1)
-    a8 = f32_array(p8, 1)
-    a9 = f32_array(p9, n0)
+def loop_subtract_multiply_add_sqrt_divide_4f33c2476f(n0, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
+    a3 = f32_ptr(p3)
+    a4 = f32_ptr(p4)
+    a5 = f32_ptr(p5)
+    a6 = f32_ptr(p6)
+    a7 = f32_ptr(p7)
+    a8 = f32_ptr(p8)
+    a9 = f32_ptr(p9)
     t3 = a2[0]
     t7 = a4[0]
     t9 = a5[0]
@@ -677,13 +683,13 @@ def matmul_0f49ec896f(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     sgemm(True, False, m, n, k, x0, x1, out)
 
 
-# loop_where_sum_1fdb230924: where, sum; called by k18
+# loop_where_sum_3dc81de29a: where, sum; called by k18
 @njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_where_sum_1fdb230924(n0, n1, p0, p1, p2, p3):
+def loop_where_sum_3dc81de29a(n0, n1, p0, p1, p2, p3):
     a0 = bool_array(p0, n0 * n1)
-    a1 = f32_array(p1, n0 * n1)
-    a2 = f32_array(p2, n0 * n1)
-    a3 = f32_array(p3, n1)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
+    a3 = f32_ptr(p3)
     for j in range(n1):
         a3[j] = f32(0.0)
     for i0 in range(n0):
@@ -709,49 +715,49 @@ def run(A, params_W1, params_W2, params_b1, params_b2, x, y, exp_avg_0, exp_avg_
     matmul_e32c5293da(x, params_W1, A + 448, 2048, 8192, 4096, 32, 128, 64)
     # k1: add, relu, greater over [32x128] -> %22, %67
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    loop_add_relu_greater_313741aa7d(32, 128, A + 448, params_b1, A + 16832, A + 33216)
+    loop_add_relu_greater_46706cd172(32, 128, A + 448, params_b1, A + 16832, A + 33216)
     # k2: matmul over [32x10] -> %23
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     matmul_e32c5293da(A + 16832, params_W2, A + 448, 4096, 1280, 320, 32, 10, 128)
     # k3: add, max over [32x10] -> %27
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_max_fd9d18e40c(32, 10, A + 448, params_b2, A + 1728)
+    loop_add_max_a9e8b45dc0(32, 10, A + 448, params_b2, A + 1728)
     # k4: abs, less, where over [32x1] -> %36
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_abs_less_where_b1feb23853(32, A + 1728, A + 1856)
+    loop_abs_less_where_4dbd4b392d(32, A + 1728, A + 1856)
     # k5: add, subtract, exp, sum over [32x10] -> %38, %39, %40
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_subtract_exp_sum_cbf91c2e77(32, 10, A + 448, params_b2, A + 1856, A + 1984, A + 3264, A + 1728)
+    loop_add_subtract_exp_sum_fc63c9ee16(32, 10, A + 448, params_b2, A + 1856, A + 1984, A + 3264, A + 1728)
     # k6: log over [32x1] -> %41
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_log_b72f46bafe(32, A + 1728, A + 1856)
+    loop_log_00c38e4f57(32, A + 1728, A + 1856)
     # k7: subtract, divide over [32x10] -> %43, %57
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_subtract_divide_35372c3aff(32, 10, A + 1984, A + 1856, A + 3264, A + 1728, A + 448, A + 4544)
+    loop_subtract_divide_72f22513f9(32, 10, A + 1984, A + 1856, A + 3264, A + 1728, A + 448, A + 4544)
     # k8: take_along_axis over [32x1] -> %45
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     take_along_axis_316db551a1(A + 448, y, A + 1728, 320, 32, 32, 32, 10, 1, 1)
     # k9: sum, copy over [32x1] -> %46, %54
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_ed977036dd(32, A + 1728, A + 128, A + 448, A + 512)
+    loop_sum_ba333676f8(32, A + 1728, A + 128, A + 448, A + 512)
     # k10: multiply, negative over [scalar] -> %50
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_multiply_negative_83c379911e(A + 448, A + 64, A)
+    loop_multiply_negative_3ce3d800bd(A + 448, A + 64, A)
     # k11: take_along_axis_grad over [32x10] -> %55
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     take_along_axis_grad_c5e74b05a9(A + 512, y, A + 640, 32, 32, 320, 32, 10, 1, 1)
     # k12: sum over [32x10] -> %58
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_c7c1e20036(32, 10, A + 640, A + 448)
+    loop_sum_da830f292b(32, 10, A + 640, A + 448)
     # k13: multiply, subtract, sum over [32x10] -> %61, %62
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    loop_multiply_subtract_sum_9b36664a21(32, 10, A + 4544, A + 448, A + 640, A + 1920, A + 576)
+    loop_multiply_subtract_sum_8015ecfe73(32, 10, A + 4544, A + 448, A + 640, A + 1920, A + 576)
     # k14: subtract, multiply, add, sqrt, divide over [10] -> %148, %154, %163
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_f35c38ef49(10, A + 576, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b2)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 576, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b2)
     # k15: matmul over [32x128] -> %64
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     matmul_d12a859f29(A + 1920, params_W2, A + 37312, 320, 1280, 4096, 32, 128, 10)
@@ -760,19 +766,19 @@ def run(A, params_W1, params_W2, params_b1, params_b2, x, y, exp_avg_0, exp_avg_
     matmul_0f49ec896f(A + 16832, A + 1920, A + 3200, 4096, 320, 1280, 128, 10, 32)
     # k17: subtract, multiply, add, sqrt, divide over [128x10] -> %104, %110, %119
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_f35c38ef49(1280, A + 3200, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W2)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(1280, A + 3200, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W2)
     # k18: where, sum over [32x128] -> %68, %69
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    loop_where_sum_1fdb230924(32, 128, A + 33216, A + 37312, A + 448, A + 16832)
+    loop_where_sum_3dc81de29a(32, 128, A + 33216, A + 37312, A + 448, A + 16832)
     # k19: subtract, multiply, add, sqrt, divide over [128] -> %124, %132, %144
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_f35c38ef49(128, A + 16832, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b1)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(128, A + 16832, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b1)
     # k20: matmul over [64x128] -> %71
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
     matmul_0f49ec896f(x, A + 448, A + 16832, 2048, 4096, 8192, 64, 128, 32)
     # k21: subtract, multiply, add, sqrt, divide over [64x128] -> %77, %87, %100
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_f35c38ef49(8192, A + 16832, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W1)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(8192, A + 16832, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W1)
 
 
 # ================================================================================================

@@ -4,8 +4,9 @@ The LSTM's gate kernel reads the four column blocks of z = x @ Wx + h @ Wh and w
 values; it ran scalar (exp and tanh through scalar libm), 316 us a step against 23 us: Numba
 wraps a signed index that might be negative (x[-1]), and that select hid the access's range from
 LLVM, whose overlap checks then refused to vectorize, or failed at run time against any buffer
-above it. Strided indices are unsigned now (they never go negative: gradc/codegen/cpu.py
-`_index`); the optimized code must not read the arrays' lengths, which only the wraparound does.
+above it. Sequential kernels now read raw pointers (no wraparound at all; array views, in
+parallel kernels, take unsigned strided indices: gradc/codegen/cpu.py `_index`); the optimized
+code must not read any array length, which only the wraparound does.
 """
 import re
 
@@ -61,7 +62,9 @@ def test_gate_kernel_vectorizes_without_index_wraparound(step):
     f(z, c)
     sources = [s for s in f.last_compiled().program.kernel_modules.values() if "tanh" in s]
     (source,) = sources  # one fused kernel: the whole step
-    assert source.count("np.uint64(") >= 4, "the column blocks are read through strided indices"
+    assert len(re.findall(r"\[i0 \* sa\d+_0 \+ i1\]", source)) >= 4, \
+        "the column blocks are read through strided indices"
+    assert "_array(" not in source, "buffers are raw pointers"
     name = re.search(r"^def (\w+)", source, re.M)[1]
     namespace = {}
     cache, rt.JIT_OPTIONS["cache"] = rt.JIT_OPTIONS["cache"], False  # (compiled from a string)

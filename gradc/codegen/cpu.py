@@ -82,6 +82,16 @@ def _array_ctor(dtype):
         raise CompileError(f"no CPU buffers of dtype {np.dtype(dtype).name}") from None
 
 
+POINTER_OF = {"float32": "f32_ptr", "float64": "f64_ptr", "int64": "i64_ptr", "int32": "i32_ptr"}
+
+
+def _pointer_ctor(dtype):
+    try:
+        return POINTER_OF[np.dtype(dtype).name]
+    except KeyError:
+        raise CompileError(f"no CPU buffers of dtype {np.dtype(dtype).name}") from None
+
+
 class _Params:
     """Kernel parameters in canonical order, each with the driver expression that feeds it."""
 
@@ -104,11 +114,13 @@ class _Params:
 # ---------------------------------------------------------------------------------------------
 # loop kernels: the CPU rendering of a LoopNest (gradc/codegen/loops.py)
 
-def _index(access, sizes, params, loopvars, array, tag):
+def _index(access, sizes, params, loopvars, tag, unsigned):
     """The flat index of an access, written from sizes where the access is a (broadcast of a)
     contiguous buffer, else from stride parameters named by `tag` (one per distinct stride
     pattern of the array: x[:, 0] * x[::-1, 1] reads one array two ways). Returns (index,
-    extent) expressions."""
+    extent): the extent is an expression of the sizes, or (parameter name, value) for a strided
+    access, a parameter added only where an array view needs its length (`_extent_text`).
+    `unsigned`: the index is wrapped in np.uint64 (for array views; see the end)."""
     nz = [l for l, s in enumerate(access.strides) if s != 0]
     if not nz:
         return "0", "1"
@@ -130,12 +142,18 @@ def _index(access, sizes, params, loopvars, array, tag):
     if access.origin:
         terms.insert(0, params.add(f"o{tag}", access.origin))
     extent = access.origin + sum((sizes[l] - 1) * s for l, s in enumerate(access.strides) if s > 0) + 1
-    # Unsigned, because it is never negative (the origin makes it so) and Numba wraps a signed
-    # index that might be (x[-1]): that select hid the access's range from LLVM, which then
-    # gave up on the overlap checks ("too many memory checks") or ran checks that failed against
-    # any buffer above it, and the loop ran scalar, libm's exp and tanh included (the LSTM's gate
-    # kernel, four column blocks of z in and 12 values out: 316 us a step instead of 13.5 us)
-    return f"np.uint64({' + '.join(terms)})", params.add(f"len{tag}", extent)
+    index = " + ".join(terms)
+    # An array view's index is unsigned, because it is never negative (the origin makes it so)
+    # and Numba wraps a signed index that might be (x[-1]): that select hid the access's range
+    # from LLVM, which then gave up on the overlap checks ("too many memory checks") or ran checks
+    # that failed against any buffer above it, and the loop ran scalar, libm's exp and tanh
+    # included (the LSTM's gate kernel: 316 us a step instead of 13.5 us). A pointer never wraps.
+    return (f"np.uint64({index})" if unsigned else index), (f"len{tag}", extent)
+
+
+def _extent_text(extent, params):
+    """An extent from `_index` as kernel text (adding its length parameter if it has one)."""
+    return params.add(*extent) if isinstance(extent, tuple) else extent
 
 
 def _arrays(nest, address):
@@ -168,6 +186,11 @@ def loop_kernel(kernel, fusion, address):
     for name, (dtype, ptr) in arrays.items():
         params.add(f"p{name[1:]}", ptr)
 
+    # Buffers are raw pointers (rt.py's f32_ptr...: much cheaper for Numba to compile), except
+    # bool buffers and the arrays a parallel kernel passes to its prange body: array views
+    parallel = kernel.parallel
+    viewed = {name for name, (dtype, _) in arrays.items()
+              if parallel or np.dtype(dtype) == np.bool_}
     index, extent_of, patterns = {}, {}, {}
     for access in nest.accesses:
         name = array_of[id(access)]
@@ -175,14 +198,18 @@ def loop_kernel(kernel, fusion, address):
         if (access.strides, access.origin) not in seen:
             seen.append((access.strides, access.origin))
         j = seen.index((access.strides, access.origin))
-        idx, extent = _index(access, sizes, params, loopvars, name, f"{name}v{j}" if j else name)
+        idx, extent = _index(access, sizes, params, loopvars, f"{name}v{j}" if j else name,
+                             unsigned=name in viewed)
         index[id(access)] = f"{name}[{idx}]"
         extent_of.setdefault(name, []).append(extent)
 
     lines = []
     emit = lambda depth, text: lines.append("    " * depth + text)  # noqa: E731
     for name, (dtype, _) in arrays.items():
-        extents = extent_of[name]
+        if name not in viewed:
+            emit(1, f"{name} = {_pointer_ctor(dtype)}(p{name[1:]})")
+            continue
+        extents = [_extent_text(e, params) for e in extent_of[name]]
         longest = max(_eval_extent(e, sizes, params) for e in extents)
         whole = f"len{name}"  # (unless a strided access bound that name to a shorter extent)
         if params.value_of.get(whole, str(longest)) != str(longest):
@@ -193,13 +220,12 @@ def loop_kernel(kernel, fusion, address):
     # reductions: the trailing loops they reduce over accumulate in a register
     for red in nest.reductions:
         if red.in_memory(ndim):
-            emit(1, f"for j in range({extent_of[array_of[id(red.access)]][0]}):")
+            emit(1, f"for j in range({_extent_text(extent_of[array_of[id(red.access)]][0], params)}):")
             emit(2, f"{array_of[id(red.access)]}[j] = {red.identity()}")
 
     # Parallel kernels split the outermost loop into CHUNKS ranges run by a prange in a nested
     # function (Numba drops stores to arrays made inside a parfor's own function). A reduction
     # over everything leaves one partial result per chunk in planned scratch, combined after.
-    parallel = kernel.parallel
     full = [red for red in nest.reductions if red.register_from(ndim) == 0] if parallel else []
     nest_lines = []
     nest_emit = lambda depth, text: nest_lines.append("    " * depth + text)  # noqa: E731
