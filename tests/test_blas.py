@@ -1,6 +1,8 @@
 """Matrix products go to NumPy's own OpenBLAS (gradc/codegen/rt.py), or to np.dot inside Numba
 where NumPy has no bundled OpenBLAS (GRADC_BLAS=numba takes that path here). Both must give
-NumPy's products and gradients, for every transpose combination and the batched product."""
+NumPy's products and gradients, for every transpose combination and the batched product.
+Through NumPy's OpenBLAS, gradc never imports scipy.linalg (~0.25 s of every start: Numba would,
+gradc/codegen/modules.py `_numba_without_scipy_linalg`), and a user's @njit np.dot still works."""
 import glob
 import os
 import subprocess
@@ -13,6 +15,7 @@ import gradc
 from gradc.codegen import rt
 
 CHECK = textwrap.dedent("""
+    import sys
     import numpy as np, gradc
     from gradc.codegen import rt
 
@@ -30,7 +33,11 @@ CHECK = textwrap.dedent("""
         g = gradc.grad(lambda a, b: np.sum(np.tanh(a @ b)))(a, b)
         t = np.tanh(a.astype(np.float64) @ b)
         np.testing.assert_allclose(g, (1 - t * t) @ b.T.astype(np.float64), rtol=tol * 10, atol=tol)
-    print(rt.BLAS)
+    linalg_imported = "scipy.linalg" in sys.modules
+    import numba  # a user's own Numba code, after gradc, still has np.dot
+    a = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_allclose(numba.njit(lambda x: np.dot(x, x.T))(a), a @ a.T)
+    print(rt.BLAS, linalg_imported)
 """)
 
 
@@ -39,7 +46,9 @@ def _run(env_blas, tmp_path):
     out = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
+    blas, linalg_imported = out.stdout.split()
+    assert linalg_imported == str(blas == "numba")
+    return blas
 
 
 def test_products_through_numpys_openblas_and_through_numba_agree_with_numpy(tmp_path):

@@ -43,6 +43,31 @@ from .._version import __version__
 from ..errors import CacheWarning
 from . import driver_rt, rt, vecmath
 
+def _numba_without_scipy_linalg():
+    """Numba's first compile or cache load imports numba.np.arraymath, which imports
+    scipy.linalg (~0.25 s: a third of a warm start) only to set a flag, whether np.dot in
+    Numba code can use BLAS (its `_check_blas`). gradc's kernels call NumPy's OpenBLAS. Import
+    that module with the question answered by whether SciPy is installed, without importing
+    it; Numba's np.dot still imports scipy.linalg when a user's own @njit code first calls it.
+    (Not in rt.py: AOT modules copy that, and import only NumPy and Numba.)"""
+    import importlib.util
+    if "numba.np.arraymath" in sys.modules:
+        return
+    import numba.np.linalg as linalg
+
+    def scipy_installed():
+        if importlib.util.find_spec("scipy") is None:
+            raise ImportError("scipy 0.16+ is required for linear algebra")
+
+    real, linalg.ensure_blas = linalg.ensure_blas, scipy_installed
+    try:
+        import numba.np.arraymath  # noqa: F401  (binds the stand-in for its one check)
+    finally:
+        linalg.ensure_blas = real
+
+
+_numba_without_scipy_linalg()
+
 _places = {}  # configured cache root -> the module directory in use for it (None: in memory)
 _temporary = {}  # "root": this process's private temporary cache root, once made (None: failed)
 _numba_dirs = {}  # module directory -> the directory Numba caches its modules' kernels in
