@@ -624,17 +624,16 @@ def loop_abs_less_where_4dbd4b392d(n0, p0, p1):
         a1[i0] = t3
 
 
-# loop_add_subtract_exp_sum_fc63c9ee16: add, subtract, exp, sum; called by k8
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_subtract_exp_sum_fc63c9ee16(n0, n1, p0, p1, p2, p3, p4, p5):
+# loop_add_subtract_exp_sum_ed314eedc2: add, subtract, exp, sum; called by k8
+@njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_add_subtract_exp_sum_ed314eedc2(n0, n1, p0, p1, p2, p3, p4):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
     a3 = f32_ptr(p3)
     a4 = f32_ptr(p4)
-    a5 = f32_ptr(p5)
     for i0 in range(n0):
-        acc5 = f32(0.0)
+        acc4 = f32(0.0)
         for i1 in range(n1):
             t0 = a0[i0 * n1 + i1]
             t1 = a1[i1]
@@ -643,9 +642,8 @@ def loop_add_subtract_exp_sum_fc63c9ee16(n0, n1, p0, p1, p2, p3, p4, p5):
             t4 = t2 - t3  # subtract
             t5 = np.exp(t4)  # exp
             a3[i0 * n1 + i1] = t4
-            a4[i0 * n1 + i1] = t5
-            acc5 = acc5 + t5  # sum
-        a5[i0] = acc5
+            acc4 = acc4 + t5  # sum
+        a4[i0] = acc4
 
 
 # loop_log_00c38e4f57: log; called by k9
@@ -659,25 +657,24 @@ def loop_log_00c38e4f57(n0, p0, p1):
         a1[i0] = t1
 
 
-# loop_subtract_divide_72f22513f9: subtract, divide; called by k10
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_subtract_divide_72f22513f9(n0, n1, p0, p1, p2, p3, p4, p5):
+# loop_subtract_exp_divide_0911b804a2: subtract, exp, divide; called by k10
+@njit("void(int64, int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_subtract_exp_divide_0911b804a2(n0, n1, p0, p1, p2, p3, p4):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
     a3 = f32_ptr(p3)
     a4 = f32_ptr(p4)
-    a5 = f32_ptr(p5)
     for i0 in range(n0):
         for i1 in range(n1):
             t0 = a0[i0 * n1 + i1]
             t1 = a1[i0]
-            t3 = a2[i0 * n1 + i1]
-            t4 = a3[i0]
+            t4 = a2[i0]
             t2 = t0 - t1  # subtract
+            t3 = np.exp(t0)  # exp
             t5 = t3 / t4  # divide
-            a4[i0 * n1 + i1] = t2
-            a5[i0 * n1 + i1] = t5
+            a3[i0 * n1 + i1] = t2
+            a4[i0 * n1 + i1] = t5
 
 
 # take_along_axis_1a2b1c0126: take_along_axis; called by k11
@@ -959,16 +956,16 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     # k7: abs, less, where over [32x1] -> %42
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     loop_abs_less_where_4dbd4b392d(32, A + 112832, A + 112960)
-    # k8: add, subtract, exp, sum over [32x10] -> %44, %45, %46
+    # k8: add, subtract, exp, sum over [32x10] -> %44, %46
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_subtract_exp_sum_fc63c9ee16(32, 10, A + 111552, params_b, A + 112960, A + 113088, A + 114368, A + 112832)
+    loop_add_subtract_exp_sum_ed314eedc2(32, 10, A + 111552, params_b, A + 112960, A + 113088, A + 112832)
     # k9: log over [32x1] -> %47
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     loop_log_00c38e4f57(32, A + 112832, A + 112960)
-    # k10: subtract, divide over [32x10] -> %49, %63
+    # k10: subtract, exp, divide over [32x10] -> %49, %63
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_subtract_divide_72f22513f9(32, 10, A + 113088, A + 112960, A + 114368, A + 112832, A + 111552, A + 115648)
+    loop_subtract_exp_divide_0911b804a2(32, 10, A + 113088, A + 112960, A + 112832, A + 111552, A + 114368)
     # k11: take_along_axis over [32x1] -> %51
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     take_along_axis_1a2b1c0126(A + 111552, y, A + 112832, 320, 32, 32, 32, 10, 1, 1)
@@ -987,7 +984,7 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     # k16: multiply, subtract, sum over [32x10] -> %67, %68
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    loop_multiply_subtract_sum_8015ecfe73(32, 10, A + 115648, A + 111552, A + 111744, A + 113024, A + 111680)
+    loop_multiply_subtract_sum_8015ecfe73(32, 10, A + 114368, A + 111552, A + 111744, A + 113024, A + 111680)
     # k17: subtract, multiply, add, sqrt, divide over [10] -> %115, %123, %135
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 111680, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b)

@@ -467,17 +467,16 @@ def loop_abs_less_where_4dbd4b392d(n0, p0, p1):
         a1[i0] = t3
 
 
-# loop_add_subtract_exp_sum_fc63c9ee16: add, subtract, exp, sum; called by k5
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_subtract_exp_sum_fc63c9ee16(n0, n1, p0, p1, p2, p3, p4, p5):
+# loop_add_subtract_exp_sum_ed314eedc2: add, subtract, exp, sum; called by k5
+@njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_add_subtract_exp_sum_ed314eedc2(n0, n1, p0, p1, p2, p3, p4):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
     a3 = f32_ptr(p3)
     a4 = f32_ptr(p4)
-    a5 = f32_ptr(p5)
     for i0 in range(n0):
-        acc5 = f32(0.0)
+        acc4 = f32(0.0)
         for i1 in range(n1):
             t0 = a0[i0 * n1 + i1]
             t1 = a1[i1]
@@ -486,9 +485,8 @@ def loop_add_subtract_exp_sum_fc63c9ee16(n0, n1, p0, p1, p2, p3, p4, p5):
             t4 = t2 - t3  # subtract
             t5 = np.exp(t4)  # exp
             a3[i0 * n1 + i1] = t4
-            a4[i0 * n1 + i1] = t5
-            acc5 = acc5 + t5  # sum
-        a5[i0] = acc5
+            acc4 = acc4 + t5  # sum
+        a4[i0] = acc4
 
 
 # loop_log_00c38e4f57: log; called by k6
@@ -502,25 +500,24 @@ def loop_log_00c38e4f57(n0, p0, p1):
         a1[i0] = t1
 
 
-# loop_subtract_divide_72f22513f9: subtract, divide; called by k7
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_subtract_divide_72f22513f9(n0, n1, p0, p1, p2, p3, p4, p5):
+# loop_subtract_exp_divide_0911b804a2: subtract, exp, divide; called by k7
+@njit("void(int64, int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_subtract_exp_divide_0911b804a2(n0, n1, p0, p1, p2, p3, p4):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
     a3 = f32_ptr(p3)
     a4 = f32_ptr(p4)
-    a5 = f32_ptr(p5)
     for i0 in range(n0):
         for i1 in range(n1):
             t0 = a0[i0 * n1 + i1]
             t1 = a1[i0]
-            t3 = a2[i0 * n1 + i1]
-            t4 = a3[i0]
+            t4 = a2[i0]
             t2 = t0 - t1  # subtract
+            t3 = np.exp(t0)  # exp
             t5 = t3 / t4  # divide
-            a4[i0 * n1 + i1] = t2
-            a5[i0 * n1 + i1] = t5
+            a3[i0 * n1 + i1] = t2
+            a4[i0 * n1 + i1] = t5
 
 
 # take_along_axis_316db551a1: take_along_axis; called by k8
@@ -726,16 +723,16 @@ def run(A, params_W1, params_W2, params_b1, params_b2, x, y, exp_avg_0, exp_avg_
     # k4: abs, less, where over [32x1] -> %36
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     loop_abs_less_where_4dbd4b392d(32, A + 1728, A + 1856)
-    # k5: add, subtract, exp, sum over [32x10] -> %38, %39, %40
+    # k5: add, subtract, exp, sum over [32x10] -> %38, %40
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_subtract_exp_sum_fc63c9ee16(32, 10, A + 448, params_b2, A + 1856, A + 1984, A + 3264, A + 1728)
+    loop_add_subtract_exp_sum_ed314eedc2(32, 10, A + 448, params_b2, A + 1856, A + 1984, A + 1728)
     # k6: log over [32x1] -> %41
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     loop_log_00c38e4f57(32, A + 1728, A + 1856)
-    # k7: subtract, divide over [32x10] -> %43, %57
+    # k7: subtract, exp, divide over [32x10] -> %43, %57
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_subtract_divide_72f22513f9(32, 10, A + 1984, A + 1856, A + 3264, A + 1728, A + 448, A + 4544)
+    loop_subtract_exp_divide_0911b804a2(32, 10, A + 1984, A + 1856, A + 1728, A + 448, A + 3264)
     # k8: take_along_axis over [32x1] -> %45
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     take_along_axis_316db551a1(A + 448, y, A + 1728, 320, 32, 32, 32, 10, 1, 1)
@@ -754,7 +751,7 @@ def run(A, params_W1, params_W2, params_b1, params_b2, x, y, exp_avg_0, exp_avg_
     # k13: multiply, subtract, sum over [32x10] -> %61, %62
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    loop_multiply_subtract_sum_8015ecfe73(32, 10, A + 4544, A + 448, A + 640, A + 1920, A + 576)
+    loop_multiply_subtract_sum_8015ecfe73(32, 10, A + 3264, A + 448, A + 640, A + 1920, A + 576)
     # k14: subtract, multiply, add, sqrt, divide over [10] -> %148, %154, %163
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 576, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b2)

@@ -76,3 +76,47 @@ def test_train_step_recomputing_from_a_parameter_it_updates():
         s = 1 / (1 + np.exp(-w * x))
         w -= 0.1 * 2 * s * s * (1 - s) * x
     np.testing.assert_allclose(p["w"], w, rtol=1e-12)
+
+
+def numpy_cnn(params, x, y):
+    """A CNN as a NumPy user writes one (the benchmarks' W4n): a convolution as shifted slices,
+    relu, 2x2 max-pooling as np.maximum of strided slices, a log-softmax by hand."""
+    w, k, n = params["conv_w"], 3, x.shape[0]
+    oh = x.shape[2] - k + 1
+    h = params["conv_b"][:, None, None]
+    for i in range(k):
+        for j in range(k):
+            h = h + x[:, :, i:i + oh, j:j + oh] * w[:, 0, i, j][:, None, None]
+    a = np.maximum(h, 0.0)
+    pooled = np.maximum(np.maximum(a[:, :, 0::2, 0::2], a[:, :, 0::2, 1::2]),
+                        np.maximum(a[:, :, 1::2, 0::2], a[:, :, 1::2, 1::2]))
+    logits = pooled.reshape(n, -1) @ params["W"] + params["b"]
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.sum(np.exp(z), axis=1, keepdims=True))
+    return -np.mean(logp[np.arange(n), y])
+
+
+def test_cnn_gradients_when_a_kernel_reads_a_value_it_could_recompute():
+    """A kernel that already read a value from memory was made to recompute it further down
+    (for another reader), so the plan saw no read of the buffer and reused it early: the bias
+    gradient of this CNN came out wrong (b[0]: -0.0019 against 0.0031). Checked against central
+    differences of the same NumPy function."""
+    rng = np.random.default_rng(0)
+    n, c, hw, classes = 6, 4, 10, 5
+    params = {"conv_w": rng.standard_normal((c, 1, 3, 3)) * 0.5, "conv_b": rng.standard_normal(c) * 0.1,
+              "W": rng.standard_normal((c * 16, classes)) * 0.3, "b": rng.standard_normal(classes) * 0.1}
+    x, y = rng.standard_normal((n, 1, hw, hw)), rng.integers(0, classes, n)
+    value, grads = gradc.value_and_grad(numpy_cnn)(params, x, y)
+    np.testing.assert_allclose(value, numpy_cnn(params, x, y), rtol=1e-12)
+    eps = 1e-6
+    for name, p in params.items():
+        want = np.zeros_like(p)
+        for i in range(p.size):
+            old = p.flat[i]
+            p.flat[i] = old + eps
+            up = numpy_cnn(params, x, y)
+            p.flat[i] = old - eps
+            down = numpy_cnn(params, x, y)
+            p.flat[i] = old
+            want.flat[i] = (up - down) / (2 * eps)
+        np.testing.assert_allclose(grads[name], want, rtol=1e-5, atol=1e-8, err_msg=name)

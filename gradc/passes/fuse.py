@@ -313,7 +313,9 @@ class _Fuser:
                 or x.id in self.stored_anyway):
             return
         local, read = self.local[k.index], self.read[k.index]
-        if x.id in local:
+        # (a value k already reads from memory stays read: computing it again further down the
+        # kernel would leave the earlier read of it without a buffer)
+        if x.id in local or x.id in read:
             return
         chain, seen, stack, longer_lived = [], set(), [x], 0
         while stack:
@@ -322,7 +324,7 @@ class _Fuser:
                 continue
             seen.add(v.id)
             if (self.home.get(v.id) is p and v.node.opdef.kind == ELEMENTWISE
-                    and v.id not in self.stored_anyway):  # (read what is in memory anyway)
+                    and v.id not in self.stored_anyway and v.id not in read):  # (read what is in memory anyway)
                 chain.append(v.node)
                 if len(chain) > RECOMPUTE_LIMIT:
                     return
@@ -353,7 +355,7 @@ def _mark_stores(graph, kernels):
     computed = {node.output.id for k in kernels for node in k.nodes}
     read_as_buffer = set()
     for k in kernels:
-        local = {node.output.id for node in k.nodes}  # computed here, or recomputed here
+        local = set()  # computed (or recomputed) earlier in this kernel, as the code reads it
         for node in k.nodes:
             for x in node.inputs:
                 layout = base_layout(x)
@@ -361,6 +363,7 @@ def _mark_stores(graph, kernels):
                 if base.id in computed and (base.id not in local or base is not x
                                         or base.node.opdef.kind == REDUCE):
                     read_as_buffer.add(base.id)
+            local.add(node.output.id)
     out_ids = {base_layout(v)[0].id for v in graph.outputs}  # an output may be a reshape
     for k in kernels:
         for node in k.nodes:

@@ -65,12 +65,13 @@ def plan_buffers(fusion):
     # liveness: the last kernel reading each stored value (through any view)
     last_read = {}
     for k in fusion.kernels:
-        local = {node.output.id for node in k.nodes}  # (a recomputed value is not read)
+        local = set()  # computed (or recomputed) earlier in the kernel: read from a register
         for node in k.nodes:
             for x in node.inputs:
                 layout = fusion.layouts.get(x.id)
                 if layout is not None and not (x is layout[0] and x.id in local):
                     last_read[layout[0].id] = k.index
+            local.add(node.output.id)
 
     # two placements, the smaller kept: best fit, and best fit that grows a free block at the
     # top of the arena rather than leaving it behind (the MLP benchmark's train step 1.58 -> 0.91
