@@ -312,9 +312,12 @@ def library_report(out, threads, have):
     if rows:
         out.table(["loaded by", "api", "library", "threads", "file / knob"], rows,
                   ["l", "l", "l", "r", "l"])
-    out("gradc's matmul kernels call `np.dot` inside Numba, which calls the BLAS of "
-        "`scipy.linalg.cython_blas` (the scipy row above); NumPy by hand uses NumPy's own "
-        "OpenBLAS; torch uses MKL/oneDNN; XLA its own kernels.")
+    from gradc.codegen import rt
+    gradc_blas = ("NumPy's own OpenBLAS (the numpy row above), called from the kernels by symbol"
+                  if rt.BLAS == "openblas" else
+                  "`np.dot` inside Numba, which calls the BLAS of `scipy.linalg.cython_blas`")
+    out(f"gradc's matmul kernels call {gradc_blas}; NumPy by hand uses NumPy's own OpenBLAS; "
+        "torch uses MKL/oneDNN; XLA its own kernels.")
     out()
 
 

@@ -9,13 +9,14 @@ target="cuda").
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import NamedTuple
 
 from .codegen.driver_rt import entry_address, program_table
 from .codegen.modules import content_name, load_module, load_modules
-from .codegen.program import Program
+from .codegen.program import Program, verify_plan
 from .executable import Compiled
 from .ir import Graph, gc_paused
 from .passes import AFTER_AUTODIFF, run_passes
@@ -92,6 +93,8 @@ def lower(graph, title, target="cpu"):
     stages += [Stage(name, g) for name, g in log]
     fusion = fuse(graph)
     plan = plan_buffers(fusion)
+    if os.environ.get("GRADC_CHECK_PLAN") == "1":  # (the tests set it)
+        verify_plan(fusion, plan)
     timings["passes"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     program = target_named(target).generate(fusion, plan, title)

@@ -1,7 +1,11 @@
-"""Shared fixtures: a private gradc cache directory for the whole test session."""
+"""Shared fixtures: a private gradc cache directory for the whole test session, and every
+compiled program's memory plan checked against the loads of its generated code
+(gradc/codegen/program.py `verify_plan`)."""
 import os
 
 import pytest
+
+os.environ["GRADC_CHECK_PLAN"] = "1"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -289,14 +289,18 @@ def test_random_programs_fusion_and_buffer_plan(program):
     for k in fusion.kernels:
         assert all(d.index < k.index for d in k.deps)
     plan = plan_buffers(fusion)
-    # lifetimes over the kernel schedule: [kernel that stores it, last kernel that reads it]
+    # lifetimes over the kernel schedule: [kernel that stores it, last kernel that reads it
+    # from memory] (as the generated code does: a value computed, or recomputed, earlier in the
+    # same kernel is in a register)
     life = {v.id: [k.index, k.index] for k in fusion.kernels for v in k.stores}
     for k in fusion.kernels:
+        local = set()
         for node in k.nodes:
             for x in node.inputs:
                 base = fusion.layouts[x.id][0].id
-                if base in life:
+                if base in life and not (base == x.id and x.id in local):
                     life[base][1] = max(life[base][1], k.index)
+            local.add(node.output.id)
     for v in fusion.graph.outputs:
         life[fusion.layouts[v.id][0].id] = [-1, len(fusion.kernels)]
     stored = {v.id: v for k in fusion.kernels for v in k.stores}

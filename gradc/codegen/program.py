@@ -54,6 +54,37 @@ def _tuple(items):
     return f"({', '.join(map(repr, items))}{',' if len(items) == 1 else ''})"
 
 
+def verify_plan(fusion, plan):
+    """Check a memory plan against what the generated code reads: no scratch value's bytes are
+    taken by another value between the kernel that stores it and the last kernel whose code
+    loads it (the loop nest's loads, a library kernel's inputs). The plan computes liveness
+    itself, from the kernels' nodes; this is the independent check that it agrees with the code
+    (GRADC_CHECK_PLAN=1, set by the tests). Raises AssertionError."""
+    from .loops import lower
+    first_scratch = plan.arena_bytes - plan.scratch_bytes
+    live, value = {}, {}  # value id -> [first kernel (its store), last kernel reading it]
+    for k in fusion.kernels:
+        if k.kind == "loop":
+            bases = [a.base for a in lower(k, fusion).loads]
+        else:
+            bases = [fusion.layouts[x.id][0] for x in k.nodes[0].inputs]
+        for base in bases:
+            if base.id in live:
+                live[base.id][1] = k.index
+        for v in k.stores:
+            if plan.offsets.get(v.id, -1) >= first_scratch:
+                live.setdefault(v.id, [k.index, k.index])
+                value[v.id] = v
+    spans = sorted((plan.offsets[i], plan.offsets[i] + nbytes(value[i]), a, b, i)
+                   for i, (a, b) in live.items())
+    for j, (start, end, a, b, i) in enumerate(spans):
+        for start2, end2, a2, b2, i2 in spans[j + 1:]:
+            if start2 >= end:
+                break
+            assert b < a2 or b2 < a, (f"%{i} (kernels {a}-{b}) and %{i2} (kernels {a2}-{b2}) share "
+                                      f"arena bytes {start2}-{min(end, end2)}")
+
+
 class Program:
     """Kernel sources plus the driver source that calls them in order."""
 
