@@ -321,6 +321,8 @@ class _Fuser:
             if v.id in seen or v.id in local:
                 continue
             seen.add(v.id)
+            if v.id in read:  # (a buffer k reads anyway: no need to recompute it)
+                continue
             if (self.home.get(v.id) is p and v.node.opdef.kind == ELEMENTWISE
                     and v.id not in self.stored_anyway):  # (read what is in memory anyway)
                 chain.append(v.node)
