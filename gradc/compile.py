@@ -92,6 +92,11 @@ def lower(graph, title, target="cpu"):
     stages += [Stage(name, g) for name, g in log]
     fusion = fuse(graph)
     plan = plan_buffers(fusion)
+    if fusion.rematerialized:  # recomputed late reads: kept only where the arena is smaller
+        plain = fuse(graph, remat=False)
+        plain_plan = plan_buffers(plain)
+        if plain_plan.arena_bytes <= plan.arena_bytes:
+            fusion, plan = plain, plain_plan
     timings["passes"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     program = target_named(target).generate(fusion, plan, title)
