@@ -174,7 +174,9 @@ def _overwritable(fusion, last_read):
     (gradc/codegen/loops.py). GELU's backward writes its gradient over the incoming one."""
     taken, shared = set(), {}
     for k in fusion.kernels:
-        if k.kind != "loop":
+        # (CUDA runs a kernel with reductions over different axes as one launch per set of
+        # axes, each loading the inputs again, and the first one stores: none is written over)
+        if k.kind != "loop" or len({n.attr["axes"] for n in k.nodes if n.opdef.kind == REDUCE}) > 1:
             continue
         local = {node.output.id for node in k.nodes}
         views = {}  # base id -> how k reads it: (offset, strides, shape) of each read
