@@ -148,7 +148,15 @@ def _late_reads(graph):
     read of a forward activation (GELU's output, a layer norm's). Such a read gets a copy of
     its own that the fuser fills by recomputing the value's elementwise chain, just before the
     library kernel, so the value need not stay in memory from the forward to the backward
-    (AOTAutograd's rematerialization; `compile.lower` keeps it only where the arena shrinks)."""
+    (AOTAutograd's rematerialization; `compile.lower` keeps it only where the arena shrinks).
+    Only reads whose value looks recomputable (_recomputable) are taken: the fuser decides,
+    but a refusal costs a second grouping."""
+    last_use = {}
+    for i, node in enumerate(graph.nodes):
+        for x in node.inputs:
+            if (layout := base_layout(x)) is not None:
+                last_use[layout[0].id] = i
+    stored = _stored_anyway(graph)
     last, late = {}, set()
     for i, node in enumerate(graph.nodes):
         for j, x in enumerate(node.inputs):
@@ -157,10 +165,42 @@ def _late_reads(graph):
                 continue
             base = layout[0]
             if (node.opdef.kind == KERNEL and base.node is not None
-                    and base.node.opdef.kind == ELEMENTWISE and i - last.get(base.id, i) > REMAT_DISTANCE):
+                    and base.node.opdef.kind == ELEMENTWISE and i - last.get(base.id, i) > REMAT_DISTANCE
+                    and _recomputable(base, i, last_use, stored)):
                 late.add((node.output.id, j))
             last[base.id] = i
     return late
+
+
+def _recomputable(x, now, last_use, stored):
+    """Whether `x` is a short elementwise chain over values that are in memory at graph
+    position `now` anyway (read later, inputs, constants), or stored anyway and no larger than
+    `x` together: the graph's view of what `_Fuser.recompute` will check. An LSTM's hidden
+    state, read by the weight gradient after the whole backward, is not (its chain runs back
+    through every step)."""
+    chain, seen, stack, longer_lived = 0, set(), [x], 0
+    while stack:
+        v = stack.pop()
+        if v.id in seen:
+            continue
+        seen.add(v.id)
+        if v is x or (v.node is not None and v.node.opdef.kind == ELEMENTWISE
+                      and v.id not in stored and last_use.get(v.id, -1) <= now):
+            chain += 1
+            if chain > RECOMPUTE_LIMIT:
+                return False
+            stack.extend(v.node.inputs)
+            continue
+        layout = base_layout(v)
+        if layout is None:
+            return False
+        base = layout[0]
+        if base.node is None or base.node.opdef.kind == CONST or last_use.get(base.id, -1) > now:
+            continue
+        if base.id not in stored:
+            return False
+        longer_lived += _nbytes(base)
+    return longer_lived <= _nbytes(x)
 
 
 def _recopied(x, copies, read):
