@@ -25,6 +25,8 @@ from gradc.passes.fuse import fuse
 from gradc.passes.memory import nbytes, plan_buffers
 from gradc.trace import trace
 
+from _plan_checks import assert_overwrites_elementwise
+
 nn = gradc.nn
 
 UNARY = {
@@ -302,11 +304,15 @@ def test_random_programs_fusion_and_buffer_plan(program):
     stored = {v.id: v for k in fusion.kernels for v in k.stores}
     for vid, v in stored.items():
         assert plan.offsets[vid] + nbytes(v) <= plan.arena_bytes
+    for new, old in plan.shared.items():
+        assert_overwrites_elementwise(fusion, new, old, life)
     items = sorted(stored.items())
     for i, (a, va) in enumerate(items):
         for b, vb in items[i + 1:]:
             if life[a][1] < life[b][0] or life[b][1] < life[a][0]:
                 continue
+            if plan.shared.get(a) == b or plan.shared.get(b) == a:
+                continue  # one kernel's value written over its input (checked below)
             oa, ob = plan.offsets[a], plan.offsets[b]
             assert oa + nbytes(va) <= ob or ob + nbytes(vb) <= oa, (
                 f"%{a} and %{b} are alive together (kernels {life[a]}, {life[b]}) and overlap")

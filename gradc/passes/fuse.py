@@ -484,8 +484,9 @@ def _nbytes(v):
 
 def _stored_anyway(graph):
     """Values that will have a buffer whatever fusion does: the outputs, what library kernels
-    compute and read, and what is read through a view."""
-    ids = {base_layout(v)[0].id for v in graph.outputs}
+    compute and read, and what is read through a view. (Before legalize, an output may be a
+    view that strides cannot express: legalize copies it.)"""
+    ids = {layout[0].id for v in graph.outputs if (layout := base_layout(v)) is not None}
     for node in graph.nodes:
         if node.opdef.kind in (KERNEL, REDUCE):
             ids.add(node.output.id)

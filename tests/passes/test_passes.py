@@ -31,8 +31,9 @@ from gradc.passes.simplify import simplify
 from gradc.passes.slices import merge_slice_sums
 from gradc.passes.fuse import fuse
 from gradc.passes.memory import nbytes, plan_buffers
-from gradc.ops.movement import contiguous_strides
 from gradc.trace import trace
+
+from _plan_checks import assert_overwrites_elementwise
 
 nn = gradc.nn
 
@@ -619,21 +620,6 @@ def assert_no_live_overlap(fusion, plan):
         assert oa + nbytes(va) <= ob or ob + nbytes(vb) <= oa, (
             f"%{a} [{oa}, {oa + nbytes(va)}) alive in kernels {life[a]} overlaps "
             f"%{b} [{ob}, {ob + nbytes(vb)}) alive in kernels {life[b]}")
-
-
-def assert_overwrites_elementwise(fusion, new, old, life):
-    """A value that takes the slot of `old` (plan.shared) is stored by the kernel that reads
-    `old` for the last time, a loop kernel whose every read of `old` is at the element it
-    computes (so each element is loaded before it is overwritten)."""
-    k = fusion.kernels[life[new][0]]
-    assert k.kind == "loop" and life[old][1] == k.index, (new, old, life[new], life[old])
-    assert any(v.id == new and v.shape == k.shape for v in k.stores)
-    strides = tuple(contiguous_strides(k.shape))
-    for node in k.nodes:
-        for x in node.inputs:
-            layout = fusion.layouts.get(x.id)
-            if layout is not None and layout[0].id == old:
-                assert (layout[1], tuple(layout[2]), x.shape) == (0, strides, k.shape), (k.name, x)
 
 
 def test_plan_mlp_no_overlap_of_live_values():
