@@ -113,7 +113,7 @@ def block_data(dtype):
 def test_late_read_of_gelu_output_recomputed_before_the_weight_gradient():
     """W2's gradient reads GELU's output long after the forward did: a kernel just before it
     recomputes the output from the matmul's (kept for GELU's backward anyway) instead of the
-    output staying in memory all that time (fuse.py _late_reads); with the gradients written
+    output staying in memory all that time (passes/remat.py); with the gradients written
     over the values they replace (memory.py _overwritable), 36,544 -> 23,488 bytes."""
     params, x, labels = block_data(np.float32)
     vg = gradc.value_and_grad(gelu_block)

@@ -50,7 +50,7 @@ class Fusion:
     kernels: list  # in execution order
     layouts: dict  # value id -> (base value, offset, strides) for every value with storage
     notes: list  # refusals and decisions, for explain
-    rematerialized: int = 0  # late reads served by recomputing the value (see _late_reads)
+    rematerialized: int = 0  # late reads served by recomputing the value (see remat.py)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,7 +100,7 @@ def legalize(graph, late=frozenset()):
     """Insert copies where a view cannot be strided, where a library kernel needs a contiguous
     input, and for outputs that are not computed by a kernel (inputs, views, constants,
     duplicates), so every output owns a buffer of its own; and a copy to fill by recomputation
-    under each of the `late` reads (see _late_reads). Returns (graph, {copy id: its late read})."""
+    under each of the `late` reads (see remat.py). Returns (graph, {copy id: its late read})."""
     copies = {}
 
     def rewrite(new, node, ins):
@@ -139,70 +139,6 @@ def legalize(graph, late=frozenset()):
     return g, copies
 
 
-REMAT_DISTANCE = 64  # nodes between a value's reads that make the later one a late read
-
-
-def _late_reads(graph):
-    """(node's output id, input index) of the reads by a library kernel of an elementwise
-    value whose previous read came more than REMAT_DISTANCE nodes before: a weight gradient's
-    read of a forward activation (GELU's output, a layer norm's). Such a read gets a copy of
-    its own that the fuser fills by recomputing the value's elementwise chain, just before the
-    library kernel, so the value need not stay in memory from the forward to the backward
-    (AOTAutograd's rematerialization; `compile.lower` keeps it only where the arena shrinks).
-    Only reads whose value looks recomputable (_recomputable) are taken: the fuser decides,
-    but a refusal costs a second grouping."""
-    last_use = {}
-    for i, node in enumerate(graph.nodes):
-        for x in node.inputs:
-            if (layout := base_layout(x)) is not None:
-                last_use[layout[0].id] = i
-    stored = _stored_anyway(graph)
-    last, late = {}, set()
-    for i, node in enumerate(graph.nodes):
-        for j, x in enumerate(node.inputs):
-            layout = base_layout(x)
-            if layout is None:
-                continue
-            base = layout[0]
-            if (node.opdef.kind == KERNEL and base.node is not None
-                    and base.node.opdef.kind == ELEMENTWISE and i - last.get(base.id, i) > REMAT_DISTANCE
-                    and _recomputable(base, i, last_use, stored)):
-                late.add((node.output.id, j))
-            last[base.id] = i
-    return late
-
-
-def _recomputable(x, now, last_use, stored):
-    """Whether `x` is a short elementwise chain over values that are in memory at graph
-    position `now` anyway (read later, inputs, constants), or stored anyway and no larger than
-    `x` together: the graph's view of what `_Fuser.recompute` will check. An LSTM's hidden
-    state, read by the weight gradient after the whole backward, is not (its chain runs back
-    through every step)."""
-    chain, seen, stack, longer_lived = 0, set(), [x], 0
-    while stack:
-        v = stack.pop()
-        if v.id in seen:
-            continue
-        seen.add(v.id)
-        if v is x or (v.node is not None and v.node.opdef.kind == ELEMENTWISE
-                      and v.id not in stored and last_use.get(v.id, -1) <= now):
-            chain += 1
-            if chain > RECOMPUTE_LIMIT:
-                return False
-            stack.extend(v.node.inputs)
-            continue
-        layout = base_layout(v)
-        if layout is None:
-            return False
-        base = layout[0]
-        if base.node is None or base.node.opdef.kind == CONST or last_use.get(base.id, -1) > now:
-            continue
-        if base.id not in stored:
-            return False
-        longer_lived += _nbytes(base)
-    return longer_lived <= _nbytes(x)
-
-
 def _recopied(x, copies, read):
     """`x` read through a copy of its base value (the views from the base made again over the
     copy); copies[the copy's id] = `read`."""
@@ -220,10 +156,11 @@ def _recopied(x, copies, read):
 
 def fuse(graph, remat=True):
     """Group the legalized graph's nodes into kernels (see the module docstring); with `remat`,
-    recompute elementwise values for their late reads by library kernels (see _late_reads).
+    recompute elementwise values for their late reads by library kernels (see remat.py).
     A late read whose value the fuser cannot recompute (its chain is long, or reads a buffer
     that would have to live longer) is read as it was, in a second grouping."""
-    late = _late_reads(graph) if remat else set()
+    from .remat import late_reads  # (here: remat.py imports this module)
+    late = late_reads(graph) if remat else set()
     while True:
         legal, copies = legalize(graph, late)
         fuser = _Fuser(legal, copies)
@@ -263,7 +200,7 @@ class _Fuser:
     no dependency cycle and no race on an overwritten input; otherwise it starts a kernel."""
 
     def __init__(self, graph, copies=frozenset()):
-        self.copies = copies  # ids of copies to fill by recomputation (see _late_reads)
+        self.copies = copies  # ids of copies to fill by recomputation (see remat.py)
         self.rematerialized = 0
         self.refused = set()  # the late reads of the copies it could not fill by recomputation
         self.recopying = set()  # indices of the kernels that fill those copies
@@ -322,7 +259,7 @@ class _Fuser:
         if k.kind != "loop" or k.shape != _space(node):
             return False, "a different iteration space"
         if k.index in self.recopying:
-            return False, "the kernel recomputes a value for a late read (see _late_reads)"
+            return False, "the kernel recomputes a value for a late read (see remat.py)"
         target = self.overwrites.get(node.output.id)
         if target is not None:
             if k in self.strided_readers.get(target, ()):
@@ -411,7 +348,7 @@ class _Fuser:
         activation's intermediates (GELU's cube and tanh, a sigmoid) cost no buffer each while
         the backward waits, at the price of recomputing them (AOTAutograd's recompute-over-save
         choice, taken per read). `now`: the graph position of the node reading `x`; `force`:
-        recompute `x` even if it is stored anyway (for a late read, see _late_reads). Returns
+        recompute `x` even if it is stored anyway (for a late read, see remat.py). Returns
         whether `x` is recomputed."""
         p = self.home.get(x.id)
         if (p is None or p is k or p.kind != "loop" or x.node.opdef.kind != ELEMENTWISE
