@@ -51,7 +51,7 @@ Calling convention (version 2)
 
     Returns the loss as a Python float; the parameters and the optimizer state are updated in place.
 
-Low level: `run(A, *addresses)` runs the kernels; A is the address of a 439232-byte,
+Low level: `run(A, *addresses)` runs the kernels; A is the address of a 275392-byte,
 64-byte aligned arena holding the constants at their offsets (`CONSTANTS`), then one address per
 input in the flat order above (`INPUTS`); outputs are written into the arena or in place (`OUTPUTS`).
 """
@@ -467,13 +467,12 @@ def conv2d_679652a734(p_x0, p_x1, p_out, len_x0, len_x1, len_out, N, C, H, W, OH
                             out[oq + b] += w0_0 * x0[q0 + b] + w0_1 * x0[q0 + b + np.uint64(1)] + w0_2 * x0[q0 + b + np.uint64(2)] + w1_0 * x0[q1 + b] + w1_1 * x0[q1 + b + np.uint64(1)] + w1_2 * x0[q1 + b + np.uint64(2)] + w2_0 * x0[q2 + b] + w2_1 * x0[q2 + b + np.uint64(1)] + w2_2 * x0[q2 + b + np.uint64(2)]
 
 
-# loop_add_relu_greater_7759cf7ce1: add, relu, greater; called by k2
-@njit("void(int64, int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_add_relu_greater_7759cf7ce1(n0, n1, n2, p0, p1, p2, p3):
+# loop_add_relu_greater_fd8d04038e: add, relu, greater; called by k2
+@njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_add_relu_greater_fd8d04038e(n0, n1, n2, p0, p1, p2):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
-    a2 = f32_ptr(p2)
-    a3 = bool_array(p3, n0 * n1 * n2)
+    a2 = bool_array(p2, n0 * n1 * n2)
     for i0 in range(n0):
         for i1 in range(n1):
             for i2 in range(n2):
@@ -482,8 +481,8 @@ def loop_add_relu_greater_7759cf7ce1(n0, n1, n2, p0, p1, p2, p3):
                 t2 = t0 + t1  # add
                 t3 = max2(t2, f32(0.0))  # relu
                 t4 = t2 > f32(0.0)  # greater
-                a2[(i0 * n1 + i1) * n2 + i2] = t3
-                a3[(i0 * n1 + i1) * n2 + i2] = t4
+                a0[(i0 * n1 + i1) * n2 + i2] = t3
+                a2[(i0 * n1 + i1) * n2 + i2] = t4
 
 
 # pool_argmax_894714ffe5: pool_argmax; called by k3
@@ -611,29 +610,27 @@ def loop_add_max_a9e8b45dc0(n0, n1, p0, p1, p2):
         a2[i0] = acc2
 
 
-# loop_abs_less_where_4dbd4b392d: abs, less, where; called by k7
-@njit("void(int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_abs_less_where_4dbd4b392d(n0, p0, p1):
+# loop_abs_less_where_07faff2616: abs, less, where; called by k7
+@njit("void(int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_abs_less_where_07faff2616(n0, p0):
     a0 = f32_ptr(p0)
-    a1 = f32_ptr(p1)
     for i0 in range(n0):
         t0 = a0[i0]
         t1 = abs(t0)  # abs
         t2 = t1 < f32(np.inf)  # less
         t3 = t0 if t2 else f32(0.0)  # where
-        a1[i0] = t3
+        a0[i0] = t3
 
 
-# loop_add_subtract_exp_sum_ed314eedc2: add, subtract, exp, sum; called by k8
-@njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_subtract_exp_sum_ed314eedc2(n0, n1, p0, p1, p2, p3, p4):
+# loop_add_subtract_exp_sum_57d1c5ab61: add, subtract, exp, sum; called by k8
+@njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_add_subtract_exp_sum_57d1c5ab61(n0, n1, p0, p1, p2, p3):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
     a3 = f32_ptr(p3)
-    a4 = f32_ptr(p4)
     for i0 in range(n0):
-        acc4 = f32(0.0)
+        acc3 = f32(0.0)
         for i1 in range(n1):
             t0 = a0[i0 * n1 + i1]
             t1 = a1[i1]
@@ -641,9 +638,9 @@ def loop_add_subtract_exp_sum_ed314eedc2(n0, n1, p0, p1, p2, p3, p4):
             t2 = t0 + t1  # add
             t4 = t2 - t3  # subtract
             t5 = np.exp(t4)  # exp
-            a3[i0 * n1 + i1] = t4
-            acc4 = acc4 + t5  # sum
-        a4[i0] = acc4
+            a0[i0 * n1 + i1] = t4
+            acc3 = acc3 + t5  # sum
+        a3[i0] = acc3
 
 
 # loop_log_00c38e4f57: log; called by k9
@@ -657,14 +654,13 @@ def loop_log_00c38e4f57(n0, p0, p1):
         a1[i0] = t1
 
 
-# loop_subtract_exp_divide_0911b804a2: subtract, exp, divide; called by k10
-@njit("void(int64, int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_subtract_exp_divide_0911b804a2(n0, n1, p0, p1, p2, p3, p4):
+# loop_subtract_exp_divide_5e71f668a0: subtract, exp, divide; called by k10
+@njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_subtract_exp_divide_5e71f668a0(n0, n1, p0, p1, p2, p3):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
     a3 = f32_ptr(p3)
-    a4 = f32_ptr(p4)
     for i0 in range(n0):
         for i1 in range(n1):
             t0 = a0[i0 * n1 + i1]
@@ -673,8 +669,8 @@ def loop_subtract_exp_divide_0911b804a2(n0, n1, p0, p1, p2, p3, p4):
             t2 = t0 - t1  # subtract
             t3 = np.exp(t0)  # exp
             t5 = t3 / t4  # divide
-            a3[i0 * n1 + i1] = t2
-            a4[i0 * n1 + i1] = t5
+            a0[i0 * n1 + i1] = t2
+            a3[i0 * n1 + i1] = t5
 
 
 # take_along_axis_1a2b1c0126: take_along_axis; called by k11
@@ -694,20 +690,19 @@ def take_along_axis_1a2b1c0126(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer
                 out[(a * m + t) * inner + b] = x0[(a * n + j) * inner + b]
 
 
-# loop_sum_ba333676f8: sum, copy; called by k12
-@njit("void(int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_sum_ba333676f8(n0, p0, p1, p2, p3):
+# loop_sum_de5c64cbcc: sum, copy; called by k12
+@njit("void(int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_sum_de5c64cbcc(n0, p0, p1, p2):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
-    a3 = f32_ptr(p3)
     t2 = a1[0]
     acc2 = f32(0.0)
     for i0 in range(n0):
         t0 = a0[i0]
         t3 = t2  # copy
         acc2 = acc2 + t0  # sum
-        a3[i0] = t3
+        a0[i0] = t3
     a2[0] = acc2
 
 
@@ -756,16 +751,15 @@ def loop_sum_da830f292b(n0, n1, p0, p1):
         a1[i0] = acc1
 
 
-# loop_multiply_subtract_sum_8015ecfe73: multiply, subtract, sum; called by k16
-@njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_multiply_subtract_sum_8015ecfe73(n0, n1, p0, p1, p2, p3, p4):
+# loop_multiply_subtract_sum_6d43b3a292: multiply, subtract, sum; called by k16
+@njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_multiply_subtract_sum_6d43b3a292(n0, n1, p0, p1, p2, p3):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
     a3 = f32_ptr(p3)
-    a4 = f32_ptr(p4)
     for j in range(n1):
-        a4[j] = f32(0.0)
+        a3[j] = f32(0.0)
     for i0 in range(n0):
         for i1 in range(n1):
             t0 = a0[i0 * n1 + i1]
@@ -773,8 +767,8 @@ def loop_multiply_subtract_sum_8015ecfe73(n0, n1, p0, p1, p2, p3, p4):
             t3 = a2[i0 * n1 + i1]
             t2 = t0 * t1  # multiply
             t4 = t3 - t2  # subtract
-            a3[i0 * n1 + i1] = t4
-            a4[i1] = a4[i1] + t4  # sum
+            a2[i0 * n1 + i1] = t4
+            a3[i1] = a3[i1] + t4  # sum
 
 
 # loop_subtract_multiply_add_sqrt_divide_4f33c2476f: subtract, multiply, add, sqrt, divide; called by k17, k20, k23, k25
@@ -819,22 +813,22 @@ def loop_subtract_multiply_add_sqrt_divide_4f33c2476f(n0, p0, p1, p2, p3, p4, p5
         a9[i0] = t22
 
 
-# matmul_d12a859f29: matmul; called by k18
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_d12a859f29(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
-    x0 = f32_array(p_x0, len_x0)
-    x1 = f32_array(p_x1, len_x1)
-    out = f32_array(p_out, len_out)
-    sgemm(False, True, m, n, k, x0, x1, out)
-
-
-# matmul_0f49ec896f: matmul; called by k19
+# matmul_0f49ec896f: matmul; called by k18
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def matmul_0f49ec896f(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     x0 = f32_array(p_x0, len_x0)
     x1 = f32_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
     sgemm(True, False, m, n, k, x0, x1, out)
+
+
+# matmul_d12a859f29: matmul; called by k19
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def matmul_d12a859f29(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
+    x0 = f32_array(p_x0, len_x0)
+    x1 = f32_array(p_x1, len_x1)
+    out = f32_array(p_out, len_out)
+    sgemm(False, True, m, n, k, x0, x1, out)
 
 
 # take_along_axis_grad_03bdf1311a: take_along_axis_grad; called by k21
@@ -856,25 +850,24 @@ def take_along_axis_grad_03bdf1311a(p_x0, p_x1, p_out, len_x0, len_x1, len_out, 
                 out[(a * n + j) * inner + b] += x0[(a * m + t) * inner + b]
 
 
-# loop_where_sum_098916ea4a: where, sum; called by k22
-@njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_where_sum_098916ea4a(n0, n1, n2, p0, p1, p2, p3):
+# loop_where_sum_f1ce823cc3: where, sum; called by k22
+@njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_where_sum_f1ce823cc3(n0, n1, n2, p0, p1, p2):
     a0 = bool_array(p0, n0 * n1 * n2)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
-    a3 = f32_ptr(p3)
     for j in range(n1):
-        a3[j] = f32(0.0)
+        a2[j] = f32(0.0)
     for i0 in range(n0):
         for i1 in range(n1):
-            acc3 = f32(0.0)
+            acc2 = f32(0.0)
             for i2 in range(n2):
                 t0 = a0[(i0 * n1 + i1) * n2 + i2]
                 t1 = a1[(i0 * n1 + i1) * n2 + i2]
                 t2 = t1 if t0 else f32(0.0)  # where
-                a2[(i0 * n1 + i1) * n2 + i2] = t2
-                acc3 = acc3 + t2  # sum
-            a3[i1] = a3[i1] + acc3
+                a1[(i0 * n1 + i1) * n2 + i2] = t2
+                acc2 = acc2 + t2  # sum
+            a2[i1] = a2[i1] + acc2
 
 
 # conv2d_grad_weight_d4061d812d: conv2d_grad_weight; called by k24
@@ -932,94 +925,94 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     the flat order of `INPUTS`. Allocates nothing."""
     # k0: unslice over [32x1x10x10] -> %18
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    unslice_c6d521eecc(x, A + 448, 2048, 3200, 32, 1, 8, 8, 64, 64, 8, 11, 100, 100, 10, 1)
+    unslice_c6d521eecc(x, A + 262592, 2048, 3200, 32, 1, 8, 8, 64, 64, 8, 11, 100, 100, 10, 1)
     # k1: conv2d over [32x16x8x8] -> %19
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    conv2d_679652a734(A + 448, params_conv_w, A + 13248, 3200, 144, 32768, 32, 1, 10, 10, 8, 8, 16)
+    conv2d_679652a734(A + 262592, params_conv_w, A + 448, 3200, 144, 32768, 32, 1, 10, 10, 8, 8, 16)
     # k2: add, relu, greater over [32x16x8x8] -> %23, %77
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    loop_add_relu_greater_7759cf7ce1(32, 16, 64, A + 13248, params_conv_b, A + 144320, A + 275392)
+    loop_add_relu_greater_fd8d04038e(32, 16, 64, A + 448, params_conv_b, A + 197056)
     # k3: pool_argmax over [32x16x4x4] -> %24
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    pool_argmax_894714ffe5(A + 144320, A + 13248, 32768, 8192, 8, 8, 4, 4, 0, 0, 512)
+    pool_argmax_894714ffe5(A + 448, A + 131520, 32768, 8192, 8, 8, 4, 4, 0, 0, 512)
     # k4: take_along_axis over [32x16x16] -> %27
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    take_along_axis_65d4d1c416(A + 144320, A + 13248, A + 78784, 32768, 8192, 8192, 512, 64, 1, 16)
+    take_along_axis_65d4d1c416(A + 448, A + 131520, A + 229824, 32768, 8192, 8192, 512, 64, 1, 16)
     # k5: matmul over [32x10] -> %29
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_e32c5293da(A + 78784, params_W, A + 111552, 8192, 2560, 320, 32, 10, 256)
+    matmul_e32c5293da(A + 229824, params_W, A + 448, 8192, 2560, 320, 32, 10, 256)
     # k6: add, max over [32x10] -> %33
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_max_a9e8b45dc0(32, 10, A + 111552, params_b, A + 112832)
+    loop_add_max_a9e8b45dc0(32, 10, A + 448, params_b, A + 1728)
     # k7: abs, less, where over [32x1] -> %42
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_abs_less_where_4dbd4b392d(32, A + 112832, A + 112960)
+    loop_abs_less_where_07faff2616(32, A + 1728)
     # k8: add, subtract, exp, sum over [32x10] -> %44, %46
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_subtract_exp_sum_ed314eedc2(32, 10, A + 111552, params_b, A + 112960, A + 113088, A + 112832)
+    loop_add_subtract_exp_sum_57d1c5ab61(32, 10, A + 448, params_b, A + 1728, A + 3008)
     # k9: log over [32x1] -> %47
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_log_00c38e4f57(32, A + 112832, A + 112960)
+    loop_log_00c38e4f57(32, A + 3008, A + 3136)
     # k10: subtract, exp, divide over [32x10] -> %49, %63
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_subtract_exp_divide_0911b804a2(32, 10, A + 113088, A + 112960, A + 112832, A + 111552, A + 114368)
+    loop_subtract_exp_divide_5e71f668a0(32, 10, A + 448, A + 3136, A + 3008, A + 1728)
     # k11: take_along_axis over [32x1] -> %51
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_1a2b1c0126(A + 111552, y, A + 112832, 320, 32, 32, 32, 10, 1, 1)
+    take_along_axis_1a2b1c0126(A + 448, y, A + 3008, 320, 32, 32, 32, 10, 1, 1)
     # k12: sum, copy over [32x1] -> %52, %60
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_ba333676f8(32, A + 112832, A + 128, A + 111552, A + 111616)
+    loop_sum_de5c64cbcc(32, A + 3008, A + 128, A + 448)
     # k13: multiply, negative over [scalar] -> %56
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_multiply_negative_3ce3d800bd(A + 111552, A + 64, A)
+    loop_multiply_negative_3ce3d800bd(A + 448, A + 64, A)
     # k14: take_along_axis_grad over [32x10] -> %61
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_grad_40ce20dbc9(A + 111616, y, A + 111744, 32, 32, 320, 32, 10, 1, 1)
+    take_along_axis_grad_40ce20dbc9(A + 3008, y, A + 10688, 32, 32, 320, 32, 10, 1, 1)
     # k15: sum over [32x10] -> %64
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_da830f292b(32, 10, A + 111744, A + 111552)
+    loop_sum_da830f292b(32, 10, A + 10688, A + 448)
     # k16: multiply, subtract, sum over [32x10] -> %67, %68
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    loop_multiply_subtract_sum_8015ecfe73(32, 10, A + 114368, A + 111552, A + 111744, A + 113024, A + 111680)
+    loop_multiply_subtract_sum_6d43b3a292(32, 10, A + 1728, A + 448, A + 10688, A + 576)
     # k17: subtract, multiply, add, sqrt, divide over [10] -> %115, %123, %135
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 111680, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b)
-    # k18: matmul over [32x256] -> %70
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 576, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b)
+    # k18: matmul over [256x10] -> %70
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_d12a859f29(A + 113024, params_W, A + 114304, 320, 2560, 8192, 32, 256, 10)
-    # k19: matmul over [256x10] -> %71
+    matmul_0f49ec896f(A + 229824, A + 10688, A + 448, 8192, 320, 2560, 256, 10, 32)
+    # k19: matmul over [32x256] -> %71
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_0f49ec896f(A + 78784, A + 113024, A + 147072, 8192, 320, 2560, 256, 10, 32)
+    matmul_d12a859f29(A + 10688, params_W, A + 229824, 320, 2560, 8192, 32, 256, 10)
     # k20: subtract, multiply, add, sqrt, divide over [256x10] -> %87, %97, %110
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(2560, A + 147072, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(2560, A + 448, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W)
     # k21: take_along_axis_grad over [32x16x64] -> %73
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    take_along_axis_grad_03bdf1311a(A + 114304, A + 13248, A + 308160, 8192, 8192, 32768, 512, 64, 1, 16)
+    take_along_axis_grad_03bdf1311a(A + 229824, A + 131520, A + 448, 8192, 8192, 32768, 512, 64, 1, 16)
     # k22: where, sum over [32x16x8x8] -> %78, %79
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    loop_where_sum_098916ea4a(32, 16, 64, A + 275392, A + 308160, A + 13248, A + 144320)
+    loop_where_sum_f1ce823cc3(32, 16, 64, A + 197056, A + 448, A + 131520)
     # k23: subtract, multiply, add, sqrt, divide over [16] -> %139, %145, %154
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(16, A + 144320, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_b)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(16, A + 131520, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_b)
     # k24: conv2d_grad_weight over [16x1x3x3] -> %81
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    conv2d_grad_weight_d4061d812d(A + 448, A + 13248, A + 144320, 3200, 32768, 144, 32, 1, 10, 10, 8, 8, 16)
+    conv2d_grad_weight_d4061d812d(A + 262592, A + 448, A + 131520, 3200, 32768, 144, 32, 1, 10, 10, 8, 8, 16)
     # k25: subtract, multiply, add, sqrt, divide over [16x1x3x3] -> %159, %167, %179
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(144, A + 144320, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_w)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(144, A + 131520, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_w)
 
 
 # ================================================================================================
 # buffer plan and calling convention
 # ================================================================================================
 # The buffer plan: every intermediate value has a fixed offset in one arena.
-ARENA_BYTES = 439232
+ARENA_BYTES = 275392
 # (offset, dtype, shape, data): constants copied into the arena once
 CONSTANTS = [
     (64, '<f4', (1,), (

@@ -51,7 +51,7 @@ Calling convention (version 2)
 
     Returns the loss as a Python float; the parameters and the optimizer state are updated in place.
 
-Low level: `run(A, *addresses)` runs the kernels; A is the address of a 53696-byte,
+Low level: `run(A, *addresses)` runs the kernels; A is the address of a 49600-byte,
 64-byte aligned arena holding the constants at their offsets (`CONSTANTS`), then one address per
 input in the flat order above (`INPUTS`); outputs are written into the arena or in place (`OUTPUTS`).
 """
@@ -420,13 +420,12 @@ def matmul_e32c5293da(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     sgemm(False, False, m, n, k, x0, x1, out)
 
 
-# loop_add_relu_greater_46706cd172: add, relu, greater; called by k1
-@njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_add_relu_greater_46706cd172(n0, n1, p0, p1, p2, p3):
+# loop_add_relu_greater_f08df3c402: add, relu, greater; called by k1
+@njit("void(int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_add_relu_greater_f08df3c402(n0, n1, p0, p1, p2):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
-    a2 = f32_ptr(p2)
-    a3 = bool_array(p3, n0 * n1)
+    a2 = bool_array(p2, n0 * n1)
     for i0 in range(n0):
         for i1 in range(n1):
             t0 = a0[i0 * n1 + i1]
@@ -434,8 +433,8 @@ def loop_add_relu_greater_46706cd172(n0, n1, p0, p1, p2, p3):
             t2 = t0 + t1  # add
             t3 = max2(t2, f32(0.0))  # relu
             t4 = t2 > f32(0.0)  # greater
-            a2[i0 * n1 + i1] = t3
-            a3[i0 * n1 + i1] = t4
+            a0[i0 * n1 + i1] = t3
+            a2[i0 * n1 + i1] = t4
 
 
 # loop_add_max_a9e8b45dc0: add, max; called by k3
@@ -454,29 +453,27 @@ def loop_add_max_a9e8b45dc0(n0, n1, p0, p1, p2):
         a2[i0] = acc2
 
 
-# loop_abs_less_where_4dbd4b392d: abs, less, where; called by k4
-@njit("void(int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_abs_less_where_4dbd4b392d(n0, p0, p1):
+# loop_abs_less_where_07faff2616: abs, less, where; called by k4
+@njit("void(int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_abs_less_where_07faff2616(n0, p0):
     a0 = f32_ptr(p0)
-    a1 = f32_ptr(p1)
     for i0 in range(n0):
         t0 = a0[i0]
         t1 = abs(t0)  # abs
         t2 = t1 < f32(np.inf)  # less
         t3 = t0 if t2 else f32(0.0)  # where
-        a1[i0] = t3
+        a0[i0] = t3
 
 
-# loop_add_subtract_exp_sum_ed314eedc2: add, subtract, exp, sum; called by k5
-@njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_subtract_exp_sum_ed314eedc2(n0, n1, p0, p1, p2, p3, p4):
+# loop_add_subtract_exp_sum_57d1c5ab61: add, subtract, exp, sum; called by k5
+@njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_add_subtract_exp_sum_57d1c5ab61(n0, n1, p0, p1, p2, p3):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
     a3 = f32_ptr(p3)
-    a4 = f32_ptr(p4)
     for i0 in range(n0):
-        acc4 = f32(0.0)
+        acc3 = f32(0.0)
         for i1 in range(n1):
             t0 = a0[i0 * n1 + i1]
             t1 = a1[i1]
@@ -484,9 +481,9 @@ def loop_add_subtract_exp_sum_ed314eedc2(n0, n1, p0, p1, p2, p3, p4):
             t2 = t0 + t1  # add
             t4 = t2 - t3  # subtract
             t5 = np.exp(t4)  # exp
-            a3[i0 * n1 + i1] = t4
-            acc4 = acc4 + t5  # sum
-        a4[i0] = acc4
+            a0[i0 * n1 + i1] = t4
+            acc3 = acc3 + t5  # sum
+        a3[i0] = acc3
 
 
 # loop_log_00c38e4f57: log; called by k6
@@ -500,14 +497,13 @@ def loop_log_00c38e4f57(n0, p0, p1):
         a1[i0] = t1
 
 
-# loop_subtract_exp_divide_0911b804a2: subtract, exp, divide; called by k7
-@njit("void(int64, int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_subtract_exp_divide_0911b804a2(n0, n1, p0, p1, p2, p3, p4):
+# loop_subtract_exp_divide_5e71f668a0: subtract, exp, divide; called by k7
+@njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_subtract_exp_divide_5e71f668a0(n0, n1, p0, p1, p2, p3):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
     a3 = f32_ptr(p3)
-    a4 = f32_ptr(p4)
     for i0 in range(n0):
         for i1 in range(n1):
             t0 = a0[i0 * n1 + i1]
@@ -516,8 +512,8 @@ def loop_subtract_exp_divide_0911b804a2(n0, n1, p0, p1, p2, p3, p4):
             t2 = t0 - t1  # subtract
             t3 = np.exp(t0)  # exp
             t5 = t3 / t4  # divide
-            a3[i0 * n1 + i1] = t2
-            a4[i0 * n1 + i1] = t5
+            a0[i0 * n1 + i1] = t2
+            a3[i0 * n1 + i1] = t5
 
 
 # take_along_axis_316db551a1: take_along_axis; called by k8
@@ -537,20 +533,19 @@ def take_along_axis_316db551a1(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer
                 out[(a * m + t) * inner + b] = x0[(a * n + j) * inner + b]
 
 
-# loop_sum_ba333676f8: sum, copy; called by k9
-@njit("void(int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_sum_ba333676f8(n0, p0, p1, p2, p3):
+# loop_sum_de5c64cbcc: sum, copy; called by k9
+@njit("void(int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_sum_de5c64cbcc(n0, p0, p1, p2):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
-    a3 = f32_ptr(p3)
     t2 = a1[0]
     acc2 = f32(0.0)
     for i0 in range(n0):
         t0 = a0[i0]
         t3 = t2  # copy
         acc2 = acc2 + t0  # sum
-        a3[i0] = t3
+        a0[i0] = t3
     a2[0] = acc2
 
 
@@ -599,16 +594,15 @@ def loop_sum_da830f292b(n0, n1, p0, p1):
         a1[i0] = acc1
 
 
-# loop_multiply_subtract_sum_8015ecfe73: multiply, subtract, sum; called by k13
-@njit("void(int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_multiply_subtract_sum_8015ecfe73(n0, n1, p0, p1, p2, p3, p4):
+# loop_multiply_subtract_sum_6d43b3a292: multiply, subtract, sum; called by k13
+@njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_multiply_subtract_sum_6d43b3a292(n0, n1, p0, p1, p2, p3):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
     a3 = f32_ptr(p3)
-    a4 = f32_ptr(p4)
     for j in range(n1):
-        a4[j] = f32(0.0)
+        a3[j] = f32(0.0)
     for i0 in range(n0):
         for i1 in range(n1):
             t0 = a0[i0 * n1 + i1]
@@ -616,8 +610,8 @@ def loop_multiply_subtract_sum_8015ecfe73(n0, n1, p0, p1, p2, p3, p4):
             t3 = a2[i0 * n1 + i1]
             t2 = t0 * t1  # multiply
             t4 = t3 - t2  # subtract
-            a3[i0 * n1 + i1] = t4
-            a4[i1] = a4[i1] + t4  # sum
+            a2[i0 * n1 + i1] = t4
+            a3[i1] = a3[i1] + t4  # sum
 
 
 # loop_subtract_multiply_add_sqrt_divide_4f33c2476f: subtract, multiply, add, sqrt, divide; called by k14, k17, k19, k21
@@ -662,16 +656,7 @@ def loop_subtract_multiply_add_sqrt_divide_4f33c2476f(n0, p0, p1, p2, p3, p4, p5
         a9[i0] = t22
 
 
-# matmul_d12a859f29: matmul; called by k15
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_d12a859f29(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
-    x0 = f32_array(p_x0, len_x0)
-    x1 = f32_array(p_x1, len_x1)
-    out = f32_array(p_out, len_out)
-    sgemm(False, True, m, n, k, x0, x1, out)
-
-
-# matmul_0f49ec896f: matmul; called by k16, k20
+# matmul_0f49ec896f: matmul; called by k15, k20
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def matmul_0f49ec896f(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     x0 = f32_array(p_x0, len_x0)
@@ -680,22 +665,30 @@ def matmul_0f49ec896f(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     sgemm(True, False, m, n, k, x0, x1, out)
 
 
-# loop_where_sum_3dc81de29a: where, sum; called by k18
-@njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_where_sum_3dc81de29a(n0, n1, p0, p1, p2, p3):
+# matmul_d12a859f29: matmul; called by k16
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def matmul_d12a859f29(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
+    x0 = f32_array(p_x0, len_x0)
+    x1 = f32_array(p_x1, len_x1)
+    out = f32_array(p_out, len_out)
+    sgemm(False, True, m, n, k, x0, x1, out)
+
+
+# loop_where_sum_ba0eb27f5d: where, sum; called by k18
+@njit("void(int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_where_sum_ba0eb27f5d(n0, n1, p0, p1, p2):
     a0 = bool_array(p0, n0 * n1)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
-    a3 = f32_ptr(p3)
     for j in range(n1):
-        a3[j] = f32(0.0)
+        a2[j] = f32(0.0)
     for i0 in range(n0):
         for i1 in range(n1):
             t0 = a0[i0 * n1 + i1]
             t1 = a1[i0 * n1 + i1]
             t2 = t1 if t0 else f32(0.0)  # where
-            a2[i0 * n1 + i1] = t2
-            a3[i1] = a3[i1] + t2  # sum
+            a1[i0 * n1 + i1] = t2
+            a2[i1] = a2[i1] + t2  # sum
 
 
 _state["active"] = False
@@ -712,77 +705,77 @@ def run(A, params_W1, params_W2, params_b1, params_b2, x, y, exp_avg_0, exp_avg_
     matmul_e32c5293da(x, params_W1, A + 448, 2048, 8192, 4096, 32, 128, 64)
     # k1: add, relu, greater over [32x128] -> %22, %67
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    loop_add_relu_greater_46706cd172(32, 128, A + 448, params_b1, A + 16832, A + 33216)
+    loop_add_relu_greater_f08df3c402(32, 128, A + 448, params_b1, A + 21952)
     # k2: matmul over [32x10] -> %23
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    matmul_e32c5293da(A + 16832, params_W2, A + 448, 4096, 1280, 320, 32, 10, 128)
+    matmul_e32c5293da(A + 448, params_W2, A + 16832, 4096, 1280, 320, 32, 10, 128)
     # k3: add, max over [32x10] -> %27
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_max_a9e8b45dc0(32, 10, A + 448, params_b2, A + 1728)
+    loop_add_max_a9e8b45dc0(32, 10, A + 16832, params_b2, A + 18112)
     # k4: abs, less, where over [32x1] -> %36
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_abs_less_where_4dbd4b392d(32, A + 1728, A + 1856)
+    loop_abs_less_where_07faff2616(32, A + 18112)
     # k5: add, subtract, exp, sum over [32x10] -> %38, %40
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_subtract_exp_sum_ed314eedc2(32, 10, A + 448, params_b2, A + 1856, A + 1984, A + 1728)
+    loop_add_subtract_exp_sum_57d1c5ab61(32, 10, A + 16832, params_b2, A + 18112, A + 19392)
     # k6: log over [32x1] -> %41
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_log_00c38e4f57(32, A + 1728, A + 1856)
+    loop_log_00c38e4f57(32, A + 19392, A + 19520)
     # k7: subtract, exp, divide over [32x10] -> %43, %57
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_subtract_exp_divide_0911b804a2(32, 10, A + 1984, A + 1856, A + 1728, A + 448, A + 3264)
+    loop_subtract_exp_divide_5e71f668a0(32, 10, A + 16832, A + 19520, A + 19392, A + 18112)
     # k8: take_along_axis over [32x1] -> %45
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_316db551a1(A + 448, y, A + 1728, 320, 32, 32, 32, 10, 1, 1)
+    take_along_axis_316db551a1(A + 16832, y, A + 19392, 320, 32, 32, 32, 10, 1, 1)
     # k9: sum, copy over [32x1] -> %46, %54
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_ba333676f8(32, A + 1728, A + 128, A + 448, A + 512)
+    loop_sum_de5c64cbcc(32, A + 19392, A + 128, A + 16832)
     # k10: multiply, negative over [scalar] -> %50
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_multiply_negative_3ce3d800bd(A + 448, A + 64, A)
+    loop_multiply_negative_3ce3d800bd(A + 16832, A + 64, A)
     # k11: take_along_axis_grad over [32x10] -> %55
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_grad_c5e74b05a9(A + 512, y, A + 640, 32, 32, 320, 32, 10, 1, 1)
+    take_along_axis_grad_c5e74b05a9(A + 19392, y, A + 26048, 32, 32, 320, 32, 10, 1, 1)
     # k12: sum over [32x10] -> %58
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_da830f292b(32, 10, A + 640, A + 448)
+    loop_sum_da830f292b(32, 10, A + 26048, A + 16832)
     # k13: multiply, subtract, sum over [32x10] -> %61, %62
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    loop_multiply_subtract_sum_8015ecfe73(32, 10, A + 3264, A + 448, A + 640, A + 1920, A + 576)
+    loop_multiply_subtract_sum_6d43b3a292(32, 10, A + 18112, A + 16832, A + 26048, A + 16960)
     # k14: subtract, multiply, add, sqrt, divide over [10] -> %148, %154, %163
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 576, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b2)
-    # k15: matmul over [32x128] -> %64
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 16960, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b2)
+    # k15: matmul over [128x10] -> %64
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    matmul_d12a859f29(A + 1920, params_W2, A + 37312, 320, 1280, 4096, 32, 128, 10)
-    # k16: matmul over [128x10] -> %65
+    matmul_0f49ec896f(A + 448, A + 26048, A + 16832, 4096, 320, 1280, 128, 10, 32)
+    # k16: matmul over [32x128] -> %65
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    matmul_0f49ec896f(A + 16832, A + 1920, A + 3200, 4096, 320, 1280, 128, 10, 32)
+    matmul_d12a859f29(A + 26048, params_W2, A + 33216, 320, 1280, 4096, 32, 128, 10)
     # k17: subtract, multiply, add, sqrt, divide over [128x10] -> %104, %110, %119
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(1280, A + 3200, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W2)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(1280, A + 16832, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W2)
     # k18: where, sum over [32x128] -> %68, %69
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    loop_where_sum_3dc81de29a(32, 128, A + 33216, A + 37312, A + 448, A + 16832)
+    loop_where_sum_ba0eb27f5d(32, 128, A + 21952, A + 33216, A + 448)
     # k19: subtract, multiply, add, sqrt, divide over [128] -> %124, %132, %144
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(128, A + 16832, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b1)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(128, A + 448, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b1)
     # k20: matmul over [64x128] -> %71
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    matmul_0f49ec896f(x, A + 448, A + 16832, 2048, 4096, 8192, 64, 128, 32)
+    matmul_0f49ec896f(x, A + 33216, A + 448, 2048, 4096, 8192, 64, 128, 32)
     # k21: subtract, multiply, add, sqrt, divide over [64x128] -> %77, %87, %100
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(8192, A + 16832, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W1)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(8192, A + 448, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W1)
 
 
 # ================================================================================================
 # buffer plan and calling convention
 # ================================================================================================
 # The buffer plan: every intermediate value has a fixed offset in one arena.
-ARENA_BYTES = 53696
+ARENA_BYTES = 49600
 # (offset, dtype, shape, data): constants copied into the arena once
 CONSTANTS = [
     (64, '<f4', (1,), (

@@ -57,15 +57,18 @@ def _tuple(items):
 def verify_plan(fusion, plan):
     """Check a memory plan against what the generated code reads: no scratch value's bytes are
     taken by another value between the kernel that stores it and the last kernel whose code
-    loads it (the loop nest's loads, a library kernel's inputs). The plan computes liveness
-    itself, from the kernels' nodes; this is the independent check that it agrees with the code
+    loads it (the loop nest's loads, a library kernel's inputs), except a value the plan writes
+    over one its kernel reads for the last time (plan.shared), where every load of the old one
+    is at the element the new one is stored to. The plan computes liveness itself, from the
+    kernels' nodes; this is the independent check that it agrees with the code
     (GRADC_CHECK_PLAN=1, set by the tests). Raises AssertionError."""
     from .loops import lower
     first_scratch = plan.arena_bytes - plan.scratch_bytes
-    live, value = {}, {}  # value id -> [first kernel (its store), last kernel reading it]
+    live, value, nests = {}, {}, {}  # value id -> [first kernel (its store), last kernel reading it]
     for k in fusion.kernels:
         if k.kind == "loop":
-            bases = [a.base for a in lower(k, fusion).loads]
+            nests[k.index] = lower(k, fusion)
+            bases = [a.base for a in nests[k.index].loads]
         else:
             bases = [fusion.layouts[x.id][0] for x in k.nodes[0].inputs]
         for base in bases:
@@ -79,10 +82,20 @@ def verify_plan(fusion, plan):
                    for i, (a, b) in live.items())
     for j, (start, end, a, b, i) in enumerate(spans):
         for start2, end2, a2, b2, i2 in spans[j + 1:]:
-            if start2 >= end:
-                break
-            assert b < a2 or b2 < a, (f"%{i} (kernels {a}-{b}) and %{i2} (kernels {a2}-{b2}) share "
-                                      f"arena bytes {start2}-{min(end, end2)}")
+            if start2 >= end or b < a2 or b2 < a:
+                if start2 >= end:
+                    break
+                continue
+            old, new = (i, i2) if plan.shared.get(i2) == i else (i2, i)
+            assert plan.shared.get(new) == old and live[old][1] == live[new][0], (
+                f"%{i} (kernels {a}-{b}) and %{i2} (kernels {a2}-{b2}) share arena bytes "
+                f"{start2}-{min(end, end2)}")
+            nest = nests[live[new][0]]
+            (store,) = [s for s in nest.stores if s.base.id == new]
+            for load in nest.loads:
+                assert load.base.id != old or (load.offset, load.origin, load.strides) == (
+                    store.offset, store.origin, store.strides), (
+                    f"%{new} is written over %{old}, which its kernel also reads elsewhere")
 
 
 class Program:

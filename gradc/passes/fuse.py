@@ -50,6 +50,7 @@ class Fusion:
     kernels: list  # in execution order
     layouts: dict  # value id -> (base value, offset, strides) for every value with storage
     notes: list  # refusals and decisions, for explain
+    rematerialized: int = 0  # late reads served by recomputing the value (see remat.py)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,10 +96,12 @@ def _literal(value, dtype):
     return not np.isfinite(v) or (v.is_integer() and abs(v) <= 2 ** 24) or abs(v) == 0.5
 
 
-def legalize(graph):
+def legalize(graph, late=frozenset()):
     """Insert copies where a view cannot be strided, where a library kernel needs a contiguous
     input, and for outputs that are not computed by a kernel (inputs, views, constants,
-    duplicates), so every output owns a buffer of its own."""
+    duplicates), so every output owns a buffer of its own; and a copy to fill by recomputation
+    under each of the `late` reads (see remat.py). Returns (graph, {copy id: its late read})."""
+    copies = {}
 
     def rewrite(new, node, ins):
         kind = node.opdef.kind
@@ -111,6 +114,8 @@ def legalize(graph):
                 return new.apply(node.op, (_copy(ins[0]),), **node.attr)
             return probe
         if kind == KERNEL:
+            ins = tuple(_recopied(x, copies, (node.output.id, j)) if (node.output.id, j) in late
+                        else x for j, x in enumerate(ins))
             fixed = tuple(x if (layout := base_layout(x)) is not None and _is_contiguous(layout, x.shape)
                           else _copy(x) for x in ins)
             return new.apply(node.op, fixed, **node.attr)
@@ -131,19 +136,41 @@ def legalize(graph):
         seen.add(base.id)
         outs.append(v)
     g.outputs = outs
-    return g
+    return g, copies
+
+
+def _recopied(x, copies, read):
+    """`x` read through a copy of its base value (the views from the base made again over the
+    copy); copies[the copy's id] = `read`."""
+    if x.node is None or x.node.opdef.kind != VIEW:
+        y = _copy(x)
+        copies[y.id] = read
+        return y
+    node = x.node
+    return x.graph.apply(node.op, (_recopied(node.inputs[0], copies, read),)
+                         + tuple(node.inputs[1:]), **node.attr)
 
 
 # ---------------------------------------------------------------------------------------------
 # grouping
 
-def fuse(graph):
-    """Group the legalized graph's nodes into kernels (see the module docstring)."""
-    graph = legalize(graph)
-    fuser = _Fuser(graph)
-    for node in graph.nodes:
-        if node.opdef.kind not in (VIEW, CONST):
-            fuser.place(node)
+def fuse(graph, remat=True):
+    """Group the legalized graph's nodes into kernels (see the module docstring); with `remat`,
+    recompute elementwise values for their late reads by library kernels (see remat.py).
+    A late read whose value the fuser cannot recompute (its chain is long, or reads a buffer
+    that would have to live longer) is read as it was, in a second grouping."""
+    from .remat import late_reads  # (here: remat.py imports this module)
+    late = late_reads(graph) if remat else set()
+    while True:
+        legal, copies = legalize(graph, late)
+        fuser = _Fuser(legal, copies)
+        for node in legal.nodes:
+            if node.opdef.kind not in (VIEW, CONST):
+                fuser.place(node)
+        if not fuser.refused:
+            break
+        late -= fuser.refused
+    graph = legal
     kernels = fuser.kernels
     _mark_stores(graph, kernels)
     in_region = {base_layout(v)[0].id for i, v in enumerate(graph.outputs) if i not in graph.aliases}
@@ -158,12 +185,18 @@ def fuse(graph):
             layouts[node.output.id] = layout
     for v in graph.inputs:
         layouts[v.id] = (v, 0, _strides(v.shape))
-    return Fusion(graph, ordered, layouts, fuser.notes)
+    return Fusion(graph, ordered, layouts, fuser.notes, fuser.rematerialized)
 
 
 CHUNKS = 16  # a parallel kernel's outer loop is split into this many ranges
 HORIZONTAL_WINDOW = 16  # loop kernels of one iteration space a node may join horizontally
 RECOMPUTE_LIMIT = 16  # nodes of an elementwise chain a kernel may recompute instead of reading
+# Comparisons decide on exact bits: a max's gradient compares x with max(x), equal only for the
+# very x the max reduced. Recomputed in another kernel, x may differ in its last bit (other
+# fast-math contractions; libmvec in one kernel's vector loop, libm in another's remainder) and
+# the gradient went missing, or came out inf (0 ties counted). So a comparison never reads a
+# recomputed value, and no recomputed chain holds a comparison.
+COMPARISONS = frozenset({"less", "less_equal", "greater", "greater_equal", "equal", "not_equal"})
 
 
 class _Fuser:
@@ -172,7 +205,11 @@ class _Fuser:
     else any loop kernel over that space it is independent of (horizontal), where that makes
     no dependency cycle and no race on an overwritten input; otherwise it starts a kernel."""
 
-    def __init__(self, graph):
+    def __init__(self, graph, copies=frozenset()):
+        self.copies = copies  # ids of copies to fill by recomputation (see remat.py)
+        self.rematerialized = 0
+        self.refused = set()  # the late reads of the copies it could not fill by recomputation
+        self.recopying = set()  # indices of the kernels that fill those copies
         self.kernels: list[Kernel] = []
         self.home = {}  # value id -> kernel that computes it (for computed values)
         self.notes = []  # why fusions were refused, for explain
@@ -227,6 +264,10 @@ class _Fuser:
         computes elementwise, read at the same element."""
         if k.kind != "loop" or k.shape != _space(node):
             return False, "a different iteration space"
+        if node.op in COMPARISONS and any(x.id in k.recomputed for x in node.inputs):
+            return False, "compares a value this kernel recomputes (its bits may differ)"
+        if k.index in self.recopying:
+            return False, "the kernel recomputes a value for a late read (see remat.py)"
         target = self.overwrites.get(node.output.id)
         if target is not None:
             if k in self.strided_readers.get(target, ()):
@@ -267,7 +308,8 @@ class _Fuser:
 
     def place(self, node):
         kind = node.opdef.kind
-        target = self.target_for(node) if kind in (ELEMENTWISE, REDUCE) else None
+        copy = node.output.id in self.copies  # (a kernel of its own, just before its reader)
+        target = self.target_for(node) if kind in (ELEMENTWISE, REDUCE) and not copy else None
         if target is None:
             target = Kernel(len(self.kernels), "loop" if kind in (ELEMENTWISE, REDUCE) else node.op,
                             _space(node))
@@ -276,11 +318,17 @@ class _Fuser:
             self.dependents.append(set())
             self.local.append(set())
             self.read.append(set())
-            if target.kind == "loop":
+            if copy:
+                self.recopying.add(target.index)
+            elif target.kind == "loop":
                 self.by_space.setdefault(target.shape, []).append(target)
-        if target.kind == "loop":
+        if target.kind == "loop" and node.op not in COMPARISONS:
             for x in node.inputs:
-                self.recompute(target, x, self.position[node.output.id])
+                done = self.recompute(target, x, self.position[node.output.id], copy)
+                if copy:
+                    self.rematerialized += done
+                    if not done:
+                        self.refused.add(self.copies[node.output.id])
         target.nodes.append(node)
         self.local[target.index].add(node.output.id)
         self.home[node.output.id] = target
@@ -300,53 +348,60 @@ class _Fuser:
                 if layout[0] is not x:
                     self.strided_readers.setdefault(layout[0].id, set()).add(target)
 
-    def recompute(self, k, x, now):
+    def recompute(self, k, x, now, force=False):
         """Recompute `x`, an elementwise value of another loop kernel, inside loop kernel `k`
         instead of reading it from memory, when it is a short chain of elementwise ops over
         values that are in memory anyway (inputs, constants, library kernels' outputs, values
         `k` already reads). Then `x` need not be stored: the backward's uses of a forward
         activation's intermediates (GELU's cube and tanh, a sigmoid) cost no buffer each while
         the backward waits, at the price of recomputing them (AOTAutograd's recompute-over-save
-        choice, taken per read). `now`: the graph position of the node reading `x`."""
+        choice, taken per read). `now`: the graph position of the node reading `x`; `force`:
+        recompute `x` even if it is stored anyway (for a late read, see remat.py). Returns
+        whether `x` is recomputed."""
         p = self.home.get(x.id)
         if (p is None or p is k or p.kind != "loop" or x.node.opdef.kind != ELEMENTWISE
-                or x.id in self.stored_anyway):
-            return
+                or (x.id in self.stored_anyway and not force)):
+            return False
         local, read = self.local[k.index], self.read[k.index]
         # (a value k already reads from memory stays read: computing it again further down the
         # kernel would leave the earlier read of it without a buffer)
         if x.id in local or x.id in read:
-            return
+            return False
         chain, seen, stack, longer_lived = [], set(), [x], 0
         while stack:
             v = stack.pop()
             if v.id in seen or v.id in local:
                 continue
             seen.add(v.id)
+            if v.id in read:  # (a buffer k reads anyway: no need to recompute it)
+                continue
             if (self.home.get(v.id) is p and v.node.opdef.kind == ELEMENTWISE
-                    and v.id not in self.stored_anyway and v.id not in read):  # (read what is in memory anyway)
+                    and (v.id not in self.stored_anyway or v is x)):  # (read what is in memory anyway)
+                if v.node.op in COMPARISONS:
+                    return False
                 chain.append(v.node)
                 if len(chain) > RECOMPUTE_LIMIT:
-                    return
+                    return False
                 stack.extend(v.node.inputs)
                 continue
             layout = base_layout(v)  # a leaf: it must be in memory anyway
             if layout is None:
-                return
+                return False
             base = layout[0]
             if (base.node is None or base.node.opdef.kind == CONST or base.id in read
                     or self.last_use.get(base.id, -1) > now):  # (in memory at k anyway)
                 continue
             if base.id not in self.stored_anyway:
-                return
+                return False
             longer_lived += _nbytes(base)  # its buffer now lives until k
         if longer_lived > _nbytes(x):  # (a float32 buffer kept to spare a bool mask's)
-            return
+            return False
         for node in sorted(chain, key=lambda n: self.position[n.output.id]):
             k.nodes.append(node)
             k.recomputed.add(node.output.id)
             local.add(node.output.id)
             self.note_reads(k, node)
+        return True
 
 
 def _mark_stores(graph, kernels):
@@ -379,8 +434,9 @@ def _nbytes(v):
 
 def _stored_anyway(graph):
     """Values that will have a buffer whatever fusion does: the outputs, what library kernels
-    compute and read, and what is read through a view."""
-    ids = {base_layout(v)[0].id for v in graph.outputs}
+    compute and read, and what is read through a view. (Before legalize, an output may be a
+    view that strides cannot express: legalize copies it.)"""
+    ids = {layout[0].id for v in graph.outputs if (layout := base_layout(v)) is not None}
     for node in graph.nodes:
         if node.opdef.kind in (KERNEL, REDUCE):
             ids.add(node.output.id)

@@ -4,12 +4,18 @@ Layout: [outputs | constants and per-chunk partials | scratch]. Outputs (the val
 the front, in output order, so the gradients form one flat region (one allreduce covers them).
 Scratch slots are reused: a slot is free once the last kernel that reads its value has run (a
 kernel's outputs are placed before its dead inputs are freed, so no kernel reads and writes one
-slot). Everything is decided before anything runs.
+slot, except a loop kernel writing a value over an input it reads for the last time, at the
+element it computes: `_overwritable`). Everything is decided before anything runs.
 """
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..ops.movement import contiguous_strides
+from ..ops.registry import REDUCE
 
 ALIGN = 64  # bytes: a cache line, and enough for any SIMD load
 
@@ -29,6 +35,9 @@ class BufferPlan:
     input_bytes: int
     constants: dict = field(default_factory=dict)  # value id -> array to copy in once
     aliases: dict = field(default_factory=dict)  # value id -> input Value it is written into
+    # value id -> id of the value whose slot it takes in the kernel that reads that value for
+    # the last time (see _overwritable): the two are alive together in that kernel only
+    shared: dict = field(default_factory=dict)
 
 
 def nbytes(v):
@@ -73,19 +82,25 @@ def plan_buffers(fusion):
                     last_read[layout[0].id] = k.index
             local.add(node.output.id)
 
-    # two placements, the smaller kept: best fit, and best fit that grows a free block at the
-    # top of the arena rather than leaving it behind (the MLP benchmark's train step 1.58 -> 0.91
-    # MiB, but the attention benchmark's 1.01 -> 1.13)
+    # three placements, the smallest kept: in schedule order, best fit, and best fit that grows
+    # a free block at the top of the arena rather than leaving it behind (the MLP benchmark's
+    # train step 1.58 -> 0.91 MiB, but the attention benchmark's 1.01 -> 1.13); and largest
+    # value first (reaches the peak of live bytes where the others fragment: the 48-step LSTM's
+    # train step 14.58 -> 11.95 MiB, W10's 14.00 -> 13.25)
     scratch = [_place_scratch(fusion, offsets, aliases, last_read, scratch_start, grow)
                for grow in (False, True)]
+    overwritable = _overwritable(fusion, last_read)
+    scratch.append(_place_by_size(fusion, offsets, aliases, last_read, scratch_start, overwritable))
     placed, end = min(scratch, key=lambda p: p[1])
+    shared = {new: old for new, old in overwritable.items()
+              if new in placed and old in placed} if placed is scratch[-1][0] else {}
     offsets.update(placed)
     naive = output_bytes + constant_bytes + sum(  # every scratch value in a slot of its own
         _aligned(nbytes(v)) for k in fusion.kernels for v in k.stores if v.id in placed)
 
     input_bytes = sum(nbytes(v) for v in graph.inputs)
     return BufferPlan(offsets, end, output_bytes, constant_bytes, end - scratch_start, naive,
-                      input_bytes, constants, aliases)
+                      input_bytes, constants, aliases, shared)
 
 
 def _place_scratch(fusion, fixed, aliases, last_read, start, grow_top):
@@ -117,6 +132,76 @@ def _place_scratch(fusion, fixed, aliases, last_read, start, grow_top):
         if k.index in expiring:
             free.coalesce(expiring.pop(k.index))
     return offsets, end
+
+
+def _place_by_size(fusion, fixed, aliases, last_read, start, overwritable):
+    """Offsets of the stored values, largest first: each at the lowest offset where it overlaps
+    no value placed before it that is alive at the same time (greedy by size); a value and the
+    one it may overwrite (`overwritable`, see _overwritable) share one slot. Returns (offsets,
+    arena end)."""
+    life = {}  # value id -> [size, first kernel, last kernel, ids of the values in its slot]
+    for k in fusion.kernels:
+        for v in k.stores:
+            if v.id not in fixed and v.id not in aliases and v.id not in life:
+                life[v.id] = [_aligned(nbytes(v)), k.index,
+                              max(last_read.get(v.id, -1), k.index), [v.id]]
+    for vid, old in overwritable.items():  # one slot, the lives joined
+        if vid in life and old in life:
+            slot = life.pop(old)
+            slot[2], slot[3] = life[vid][2], slot[3] + life[vid][3]
+            for member in slot[3]:
+                life[member] = slot
+    slots = list({id(s): s for s in life.values()}.values())
+    values = sorted(((size, first, last, ids) for size, first, last, ids in slots),
+                    key=lambda t: (-t[0], t[1]))
+    # the values placed so far, as arrays: each value compares itself with all of them at once
+    off, end_, first_, last_ = (np.zeros(len(values), np.int64) for _ in range(4))
+    offsets, end = {}, start
+    for i, (size, first, last, ids) in enumerate(values):
+        live = (last_[:i] >= first) & (first_[:i] <= last)
+        lo, hi = off[:i][live], end_[:i][live]
+        order = np.argsort(lo, kind="stable")
+        lo, hi = lo[order], hi[order]
+        below = np.maximum.accumulate(np.concatenate(([start], hi)))  # [j]: top of those below j
+        gaps = np.flatnonzero(lo - below[:-1] >= size)
+        at = int(below[gaps[0]] if len(gaps) else below[-1])
+        offsets.update(dict.fromkeys(ids, at))
+        off[i], end_[i], first_[i], last_[i] = at, at + size, first, last
+        end = max(end, at + size)
+    return offsets, end
+
+
+def _overwritable(fusion, last_read):
+    """{value id: id of a value whose slot it may take}: a loop kernel that reads a value for
+    the last time, only at the element it computes (no view, same shape), may write a value of
+    the same size into its slot: each iteration loads all its elements before it stores any
+    (gradc/codegen/loops.py). GELU's backward writes its gradient over the incoming one."""
+    taken, shared = set(), {}
+    for k in fusion.kernels:
+        # (CUDA runs a kernel with reductions over different axes as one launch per set of
+        # axes, each loading the inputs again, and the first one stores: none is written over)
+        if k.kind != "loop" or len({n.attr["axes"] for n in k.nodes if n.opdef.kind == REDUCE}) > 1:
+            continue
+        local = {node.output.id for node in k.nodes}
+        views = {}  # base id -> how k reads it: (offset, strides, shape) of each read
+        for node in k.nodes:
+            for x in node.inputs:
+                layout = fusion.layouts.get(x.id)
+                if layout is not None and not (x is layout[0] and x.id in local):
+                    views.setdefault(layout[0].id, set()).add((layout[1], tuple(layout[2]), x.shape))
+        plain = {(0, tuple(contiguous_strides(k.shape)), k.shape)}
+        dying = {}  # (dtype size) -> ids of the values k reads last, elementwise
+        for node in k.nodes:
+            for x in node.inputs:
+                base = fusion.layouts.get(x.id, (None,))[0]
+                if (base is not None and base.node is not None and views.get(base.id) == plain
+                        and last_read.get(base.id) == k.index and base.id not in taken):
+                    taken.add(base.id)
+                    dying.setdefault(base.dtype.itemsize, []).append(base.id)
+        for v in k.stores:
+            if v.shape == k.shape and v.node.opdef.kind != REDUCE and dying.get(v.dtype.itemsize):
+                shared[v.id] = dying[v.dtype.itemsize].pop()
+    return shared
 
 
 class FreeSlots:

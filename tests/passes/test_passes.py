@@ -33,6 +33,8 @@ from gradc.passes.fuse import fuse
 from gradc.passes.memory import nbytes, plan_buffers
 from gradc.trace import trace
 
+from _plan_checks import assert_overwrites_elementwise
+
 nn = gradc.nn
 
 
@@ -606,10 +608,14 @@ def assert_no_live_overlap(fusion, plan):
         off = plan.offsets[vid]
         assert off % 64 == 0
         assert 0 <= off and off + nbytes(v) <= plan.arena_bytes
+    for new, old in plan.shared.items():
+        assert_overwrites_elementwise(fusion, new, old, life)
     for (a, va), (b, vb) in combinations(values.items(), 2):
         (a0, a1), (b0, b1) = life[a], life[b]
         if a1 < b0 or b1 < a0:
             continue  # never alive at the same time
+        if plan.shared.get(a) == b or plan.shared.get(b) == a:
+            continue  # one kernel's value written over its input (checked above)
         oa, ob = plan.offsets[a], plan.offsets[b]
         assert oa + nbytes(va) <= ob or ob + nbytes(vb) <= oa, (
             f"%{a} [{oa}, {oa + nbytes(va)}) alive in kernels {life[a]} overlaps "

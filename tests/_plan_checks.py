@@ -1,0 +1,21 @@
+"""Checks of a buffer plan shared by the plan tests (tests/passes/test_passes.py) and the
+random-program properties (tests/test_properties.py)."""
+from gradc.ops.movement import contiguous_strides
+from gradc.ops.registry import REDUCE
+
+
+def assert_overwrites_elementwise(fusion, new, old, life):
+    """A value that takes the slot of `old` (plan.shared) is stored by the kernel that reads
+    `old` for the last time, a loop kernel whose every read of `old` is at the element it
+    computes (so each element is loaded before it is overwritten), with reductions over one
+    set of axes at most (CUDA runs other sets as launches that load the inputs again)."""
+    k = fusion.kernels[life[new][0]]
+    assert k.kind == "loop" and life[old][1] == k.index, (new, old, life[new], life[old])
+    assert len({n.attr["axes"] for n in k.nodes if n.opdef.kind == REDUCE}) <= 1, k.name
+    assert any(v.id == new and v.shape == k.shape for v in k.stores)
+    strides = tuple(contiguous_strides(k.shape))
+    for node in k.nodes:
+        for x in node.inputs:
+            layout = fusion.layouts.get(x.id)
+            if layout is not None and layout[0].id == old:
+                assert (layout[1], tuple(layout[2]), x.shape) == (0, strides, k.shape), (k.name, x)
