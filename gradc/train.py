@@ -389,7 +389,7 @@ class TrainStep:
             return compiled
         log_compile(f"train_step({self.__name__})", src,
                     what_changed(self._last_key, key, leaf_names((call.args, {}), names)),
-                    len(compiled.fusion.kernels), compiled.lowered.timings)
+                    compiled.layout.kernels, compiled.lowered.timings)
         self._storm.note(self._last_key, key, self.__name__, names, src,
                          "filter the warning: warnings.simplefilter('ignore', "
                          "gradc.RecompileWarning)")

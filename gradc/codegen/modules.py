@@ -250,11 +250,11 @@ def write_module(name, source, folder=None):
                 return path
     except (OSError, UnicodeDecodeError):
         pass
-    _write_atomically(path, source.encode("utf-8"))
+    write_atomically(path, source.encode("utf-8"))
     return path
 
 
-def _write_atomically(path, data):
+def write_atomically(path, data):
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -396,7 +396,7 @@ def _record(folder, name, numba_dir, checked):
     if now == checked and (now or not os.path.exists(_sums_path(folder, name))):
         return
     files = {entry: digest for entry, (_, digest) in sorted(now.items())}
-    _write_atomically(_sums_path(folder, name),
+    write_atomically(_sums_path(folder, name),
                       json.dumps({"numba_dir": numba_dir, "files": files}).encode())
 
 
