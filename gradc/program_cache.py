@@ -3,10 +3,10 @@ traced graph, kept on disk, so that a signature compiled in an earlier process s
 
 The key is a digest of the graph as traced and differentiated (`graph_key`): every node's op,
 attributes (constant arrays by their bytes), inputs, type and source line, the graph's inputs
-(types and names), outputs and in-place aliases, the title the driver is generated with, the
-target, gradc's cache tag (gradc, Numba, NumPy and Python versions...), a digest of gradc's own
-source files and the settings that change what the passes make. A graph with an attribute of a
-type the digest does not know is not cached.
+(types and names), outputs, in-place aliases and weakly typed values, the title the driver is
+generated with, the target, gradc's cache tag (gradc, Numba, NumPy and Python versions...), a
+digest of gradc's own source files and the settings that change what the passes make. A graph
+with an attribute of a type the digest does not know is not cached.
 
 The entry (`KEY.json` in ROOT/TAG/programs) holds the generated program (the kernel modules'
 names and sources, the calls module, the driver's source and its encoded calls, the input
@@ -72,7 +72,8 @@ def _graph_text(graph):
         out = n.output
         lines.append(f"%{out.id} {out.dtype.str}{out.shape} {out.name!r} = {n.op}"
                      f"({','.join(str(v.id) for v in n.inputs)}) {attrs} @{n.source}")
-    lines.append(f"out {[v.id for v in graph.outputs]} aliases {sorted(graph.aliases.items())}")
+    lines.append(f"out {[v.id for v in graph.outputs]} aliases {sorted(graph.aliases.items())} "
+                 f"weak {sorted(graph.weak)}")
     return "\n".join(lines)
 
 
