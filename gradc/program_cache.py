@@ -48,7 +48,10 @@ class Uncacheable(Exception):
 # --- the key ---------------------------------------------------------------------------------
 
 def graph_key(graph, title, target):
-    """The hex digest that names `graph`'s lowered program, or None (not cacheable)."""
+    """The hex digest that names `graph`'s lowered program, or None: not cacheable, or no
+    directory to cache in."""
+    if programs_dir() is None:
+        return None
     try:
         text = _graph_text(graph)
     except Uncacheable:
