@@ -67,11 +67,8 @@ def graph_key(graph, title, target):
 def _graph_text(graph):
     """The canonical text of `graph`: a line per input, per node and for the outputs."""
     lines = [f"in %{v.id} {v.dtype.str}{v.shape} {v.name!r}" for v in graph.inputs]
-    attr_texts = {}  # attr_key -> its text (graphs repeat a few attribute sets many times)
     for n in graph.nodes:
-        attrs = attr_texts.get(n.attr_key)
-        if attrs is None:
-            attrs = attr_texts[n.attr_key] = ",".join(f"{k}={_attr(v)}" for k, v in n.attrs)
+        attrs = ",".join(f"{k}={_attr(v)}" for k, v in n.attrs)
         out = n.output
         lines.append(f"%{out.id} {out.dtype.str}{out.shape} {out.name!r} = {n.op}"
                      f"({','.join(str(v.id) for v in n.inputs)}) {attrs} @{n.source}")
@@ -102,8 +99,7 @@ def _code_digest():
     if not _code:
         root = os.path.dirname(os.path.abspath(__file__))
         h = hashlib.sha256()
-        for folder, dirs, files in sorted(os.walk(root)):
-            dirs.sort()
+        for folder, _, files in sorted(os.walk(root)):
             for name in sorted(files):
                 if name.endswith(".py"):
                     path = os.path.join(folder, name)
