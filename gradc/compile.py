@@ -43,6 +43,12 @@ class Lowered:
         self.target, self.timings = target, timings
         self.layout = Layout.of(fusion, plan)
 
+    @property
+    def runnable(self):
+        """What the target loads: the generated program (of a SavedLowered, what the cache
+        keeps of it)."""
+        return self.program
+
     def __str__(self):
         parts = [str(stage) for stage in self.stages]
         parts.append(f"== kernels: {len(self.fusion.kernels)}\n{describe_kernels(self.fusion)}")
@@ -52,12 +58,13 @@ class Lowered:
 
 
 class SavedLowered:
-    """A CPU program from the program cache (gradc/program_cache.py): its generated program
-    (what load_driver loads) and layout (what the Compiled needs). The stages, kernels and plan
-    are those of the graph lowered again, when first asked for (explain)."""
+    """A CPU program from the program cache (gradc/program_cache.py): what load_driver loads
+    (`runnable`, a program_cache.SavedProgram) and what the Compiled needs (`layout`). The
+    stages, kernels, plan and full Program are those of the graph lowered again, when first
+    asked for (explain, profiling)."""
 
-    def __init__(self, graph, title, program, layout, timings):
-        self.graph, self.title, self.program, self.layout = graph, title, program, layout
+    def __init__(self, graph, title, runnable, layout, timings):
+        self.graph, self.title, self.runnable, self.layout = graph, title, runnable, layout
         self.target, self.timings = "cpu", timings
         self._lowered = None
 
@@ -70,6 +77,7 @@ class SavedLowered:
     stages = property(lambda self: self.relowered().stages)
     fusion = property(lambda self: self.relowered().fusion)
     plan = property(lambda self: self.relowered().plan)
+    program = property(lambda self: self.relowered().program)
 
     def __str__(self):
         return str(self.relowered())
@@ -88,7 +96,7 @@ class CpuTarget:
         return Program(fusion, plan, title)
 
     def executable(self, lowered, out_kind, load, **fields):
-        module = load_driver(lowered.program) if load else None
+        module = load_driver(lowered.runnable) if load else None
         return Compiled(lowered, None if module is None else module.run, out_kind,
                         driver_module=module, **fields)
 

@@ -45,8 +45,8 @@ CHILD = textwrap.dedent('''
     # (another hash seed): the same program
     lowered = vg.last_compiled().lowered
     again = lowered.relowered() if hasattr(lowered, "relowered") else lowered
-    same = (again.program.driver_source == lowered.program.driver_source
-            and again.program.kernel_modules == lowered.program.kernel_modules
+    same = (again.program.driver_source == lowered.runnable.driver_source
+            and again.program.kernel_modules == lowered.runnable.kernel_modules
             and again.layout.outputs == lowered.layout.outputs)
     print(json.dumps({"value": value.tobytes().hex(), "grad": grad.tobytes().hex(), "same": same,
                       "losses": [float(l).hex() for l in losses],
