@@ -55,7 +55,8 @@ def start(checkout, cache, name, steps):
     env = dict(os.environ, **ONE_THREAD, GRADC_CACHE_DIR=cache, GRADC_LOG="compiles")
     env.pop("PYTHONPATH", None)
     proc = subprocess.run([sys.executable, __file__, "--child", checkout, name, str(steps or 0)],
-                          env=env, capture_output=True, text=True, timeout=600, cwd=tempfile.gettempdir())
+                          env=env, capture_output=True, text=True, timeout=600,
+                          cwd=tempfile.gettempdir())
     if proc.returncode:
         raise RuntimeError(proc.stderr[-2000:])
     result = json.loads(proc.stdout.split("RESULT ")[-1])

@@ -173,7 +173,8 @@ def load(key):
 def store(key, program, layout):
     """Write entry `key` (best effort: a cache that cannot be written is skipped)."""
     folder = programs_dir()
-    if key is None or folder is None or sum(a.nbytes for _, a in layout.constants) > MAX_CONSTANT_BYTES:
+    too_big = sum(a.nbytes for _, a in layout.constants) > MAX_CONSTANT_BYTES
+    if key is None or folder is None or too_big:
         return
     entry = {"key": key,
              "program": {"kernel_modules": program.kernel_modules,
@@ -217,7 +218,8 @@ def _layout(d):
     arena = _int(d["arena_bytes"])
     outputs = []
     for offset, shape, dtype in d["outputs"]:
-        outputs.append((None if offset is None else _int(offset), _shape(shape), np.dtype(_str(dtype))))
+        offset = None if offset is None else _int(offset)
+        outputs.append((offset, _shape(shape), np.dtype(_str(dtype))))
     constants = []
     for offset, dtype, shape, data in d["constants"]:
         array = np.frombuffer(base64.b64decode(_str(data), validate=True), np.dtype(_str(dtype)))

@@ -3,6 +3,7 @@ earlier one, takes its lowered program from the disk cache instead of running th
 fusion, the plan and code generation again, and computes bit for bit what the cold compile did;
 a graph that differs (a shape, a constant, an op) is lowered anew; a damaged or foreign entry is
 ignored and written again."""
+import hashlib
 import json
 import os
 import subprocess
@@ -203,7 +204,7 @@ def test_a_damaged_entry_is_ignored_and_written_again(damage, lowerings, keys):
         forged = json.loads(body)
         forged["key"] = "0" * 64
         body = json.dumps(forged).encode()
-        bad = f"{program_cache.FORMAT} {__import__('hashlib').sha256(body).hexdigest()}\n".encode() + body
+        bad = f"{program_cache.FORMAT} {hashlib.sha256(body).hexdigest()}\n".encode() + body
     with open(entry, "wb") as f:
         f.write(bad)
     n = len(lowerings)
