@@ -139,7 +139,7 @@ def child_main(system, wname, threads):
                                   "loss": loss}), flush=True)
 
 
-_LOG_FIELDS = ("trace", "passes", "codegen", "numba")
+_LOG_FIELDS = ("trace", "passes", "codegen", "program cache", "cached program", "numba")
 
 
 def parse_compile_log(text):
@@ -1121,8 +1121,9 @@ def report_workload(out, w, res, threads):
         out("Fresh processes (cold: empty caches; warm: the caches the cold run filled — "
             "GRADC_CACHE_DIR, TORCHINDUCTOR_CACHE_DIR, JAX's persistent compilation cache). "
             "start = import of the system + building the step + first step, measured from "
-            "after `import numpy, numba`; gradc's phases are from GRADC_LOG=compiles (its "
-            "train_step log has no trace time: trace and autodiff are in \"rest\").")
+            "after `import numpy, numba`; gradc's phases are from GRADC_LOG=compiles (trace "
+            "includes autodiff; a warm start takes the program from the cache instead of "
+            "running the passes and codegen: \"cached program\").")
         out()
         out.table(["system", "run", "import", "first step", "start", "second step",
                    "gradc phases (first step)"], rows,

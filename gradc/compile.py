@@ -16,8 +16,9 @@ from typing import NamedTuple
 
 from .codegen.driver_rt import entry_address, program_table
 from .codegen.modules import content_name, load_module, load_modules
+from . import program_cache
 from .codegen.program import Program, verify_plan
-from .executable import Compiled
+from .executable import Compiled, Layout
 from .ir import Graph, gc_paused
 from .passes import AFTER_AUTODIFF, run_passes
 from .passes.fuse import describe as describe_kernels
@@ -41,6 +42,13 @@ class Lowered:
     def __init__(self, stages, fusion, plan, program, target, timings):
         self.stages, self.fusion, self.plan, self.program = stages, fusion, plan, program
         self.target, self.timings = target, timings
+        self.layout = Layout.of(fusion, plan)
+
+    @property
+    def runnable(self):
+        """What the target loads: the generated program (of a SavedLowered, what the cache
+        keeps of it)."""
+        return self.program
 
     def __str__(self):
         parts = [str(stage) for stage in self.stages]
@@ -48,6 +56,32 @@ class Lowered:
         parts.append(f"== memory plan\n{describe_plan(self.plan)}")
         parts.append(f"== generated driver\n{self.program.driver_source}")
         return "\n\n".join(parts)
+
+
+class SavedLowered:
+    """A CPU program from the program cache (gradc/program_cache.py): what load_driver loads
+    (`runnable`, a program_cache.SavedProgram) and what the Compiled needs (`layout`). The
+    stages, kernels, plan and full Program are those of the graph lowered again, when first
+    asked for (explain, profiling)."""
+
+    def __init__(self, graph, title, runnable, layout, timings):
+        self.graph, self.title, self.runnable, self.layout = graph, title, runnable, layout
+        self.target, self.timings = "cpu", timings
+        self._lowered = None
+
+    def relowered(self):
+        if self._lowered is None:
+            with gc_paused():
+                self._lowered = lower(self.graph, self.title, self.target)
+        return self._lowered
+
+    stages = property(lambda self: self.relowered().stages)
+    fusion = property(lambda self: self.relowered().fusion)
+    plan = property(lambda self: self.relowered().plan)
+    program = property(lambda self: self.relowered().program)
+
+    def __str__(self):
+        return str(self.relowered())
 
 
 class CpuTarget:
@@ -63,7 +97,7 @@ class CpuTarget:
         return Program(fusion, plan, title)
 
     def executable(self, lowered, out_kind, load, **fields):
-        module = load_driver(lowered.program) if load else None
+        module = load_driver(lowered.runnable) if load else None
         return Compiled(lowered, None if module is None else module.run, out_kind,
                         driver_module=module, **fields)
 
@@ -109,15 +143,35 @@ def lower(graph, title, target="cpu"):
 
 def compile_graph(graph, title, out_kind, load=True, target="cpu", **fields):
     """The Compiled of `graph`: lowered, and loaded unless load=False (then it has no driver:
-    what `gradc compile` writes out and `gradc.explain` reports). `fields`: a train step's
-    (Compiled's keyword arguments). Its `lowered.timings` says where the time went."""
+    what `gradc compile` writes out and `gradc.explain` reports). A CPU program to load is
+    taken from the program cache when an earlier compile of the same graph left it there
+    (gradc/program_cache.py). `fields`: a train step's (Compiled's keyword arguments). Its
+    `lowered.timings` says where the time went."""
     with gc_paused():
-        lowered = lower(graph, title, target)
+        lowered = _lowered(graph, title, target, load)
     t0 = time.perf_counter()
     with _LOADING:
         compiled = target_named(target).executable(lowered, out_kind, load, **fields)
     lowered.timings["numba"] = time.perf_counter() - t0
     return compiled
+
+
+def _lowered(graph, title, target, load):
+    """lower(), or for a CPU program to load, the cache's entry (a SavedLowered) when it has
+    one; a program lowered here goes into the cache."""
+    if not (load and target == "cpu"):
+        return lower(graph, title, target)
+    t0 = time.perf_counter()
+    key = program_cache.graph_key(graph, title, target)
+    saved = program_cache.load(key)
+    if saved is not None:
+        return SavedLowered(graph, title, *saved, {"cached program": time.perf_counter() - t0})
+    t_key = time.perf_counter() - t0
+    lowered = lower(graph, title, target)
+    t0 = time.perf_counter()
+    program_cache.store(key, lowered.program, lowered.layout)
+    lowered.timings["program cache"] = t_key + time.perf_counter() - t0
+    return lowered
 
 
 # Loading generated modules is one thread at a time: load_module replaces a module in

@@ -5,8 +5,10 @@ as an IndexOutOfRangeError that names the caller's line."""
 from __future__ import annotations
 
 import functools
+import math
 import re
 import threading
+from typing import NamedTuple
 
 import numpy as np
 
@@ -16,17 +18,24 @@ from .standalone.calls import byte_span
 from .trace import user_source
 
 
-def index_error_reporter(graph, in_place):
-    """`report(error, frame=None)`: the IndexOutOfRangeError for a kernel's IndexError "index
-    out of range in OP (SOURCE)" (or "in OP at SOURCE") of `graph`: the caller's line (from
-    `frame`), which input holds the indices and their valid range. `in_place`: the graph writes
-    inputs in place (a train step, whose schedule checks indices before: passes/fuse.py)."""
-    gathers = {}  # (op, source) -> (name of the indices' input, size of the axis, the axis)
+def index_gathers(graph):
+    """{(op, source): (name of the indices' input, size of the axis, the axis)} of the nodes of
+    `graph` that check their indices (what index_error_reporter needs of it)."""
+    gathers = {}
     for node in graph.nodes:
         if node.opdef.checks_indices:
             axis = node.attr["axis"]
             size = node.attr["size"] if "size" in node.attr else node.inputs[0].shape[axis]
             gathers[node.op, node.source] = (_input_name(node.inputs[1]), size, axis)
+    return gathers
+
+
+def index_error_reporter(gathers, in_place):
+    """`report(error, frame=None)`: the IndexOutOfRangeError for a kernel's IndexError "index
+    out of range in OP (SOURCE)" (or "in OP at SOURCE") of a graph whose `index_gathers` are
+    `gathers`: the caller's line (from `frame`), which input holds the indices and their valid
+    range. `in_place`: the graph writes inputs in place (a train step, whose schedule checks
+    indices before: passes/fuse.py)."""
 
     def report(error, frame=None):
         message = str(error).removeprefix("gradc: ")
@@ -54,39 +63,71 @@ def reporting_index_errors(run, report):
     return reporting
 
 
+class Layout(NamedTuple):
+    """What an executable needs of a lowered program besides its code, as plain data (the
+    program cache keeps it: gradc/program_cache.py): the inputs' and outputs' types, each
+    output's byte offset in the arena (None: written in place into an input), the arena's size,
+    the outputs' region, the constants to copy in once (offset, array), the index checks'
+    `index_gathers`, whether the program writes inputs in place, and its number of kernels."""
+    inputs: list  # [(shape, dtype)]
+    outputs: list  # [(offset or None, shape, dtype)]
+    arena_bytes: int
+    output_bytes: int
+    constants: list  # [(offset, array)]
+    gathers: dict
+    in_place: bool
+    kernels: int
+
+    @classmethod
+    def of(cls, fusion, plan):
+        graph = fusion.graph
+        return cls([(v.shape, v.dtype) for v in graph.inputs],
+                   [(None if v.id in plan.aliases else plan.offsets[v.id], v.shape, v.dtype)
+                    for v in graph.outputs],
+                   plan.arena_bytes, plan.output_bytes,
+                   [(plan.offsets[vid], array) for vid, array in plan.constants.items()],
+                   index_gathers(graph), bool(plan.aliases), len(fusion.kernels))
+
+
 class Compiled:
-    """One compiled signature: the lowered program (its stages, kernels and plan), the arena and
-    the driver. A train step's signature also knows where its parameters sit among the leaves
-    (`param_leaves`) and which inputs are gradc's own (`first_owned`: the optimizer state, then
-    `runtime_scalars` scalars that change every step)."""
+    """One compiled signature: the lowered program (its stages, kernels and plan: `lowered`,
+    which may make them only when asked for), the arena and the driver. A train step's
+    signature also knows where its parameters sit among the leaves (`param_leaves`) and which
+    inputs are gradc's own (`first_owned`: the optimizer state, then `runtime_scalars` scalars
+    that change every step)."""
 
     def __init__(self, lowered, driver, out_kind, driver_module=None, param_leaves=None,
                  first_owned=None, runtime_scalars=0):
         self.lowered = lowered
-        self.stages = lowered.stages  # [Stage] for explain
-        self.fusion, self.plan, self.program = lowered.fusion, lowered.plan, lowered.program
-        fusion, plan = self.fusion, self.plan
+        self.layout = layout = lowered.layout
         self.driver = driver
         self.param_leaves, self.first_owned, self.runtime_scalars = param_leaves, first_owned, runtime_scalars
         # what a CPU driver takes besides the arena: the inputs' addresses, then scratch
         table = None if driver_module is None else driver_module.program_table
-        self.io = np.zeros(len(fusion.graph.inputs) + (0 if table is None else int(table[2])), np.int64)
+        self.io = np.zeros(len(layout.inputs) + (0 if table is None else int(table[2])), np.int64)
         self.io_address = self.io.ctypes.data if table is not None else 0
         self.fast = None  # the LastCall that recognizes this signature (see last_call)
         self.out_kind = out_kind
-        self._raw = np.zeros(plan.arena_bytes + 64, np.uint8)
+        self.arena_bytes = layout.arena_bytes
+        self._raw = np.zeros(layout.arena_bytes + 64, np.uint8)
         start = (-self._raw.ctypes.data) % 64
-        self.arena = self._raw[start:start + plan.arena_bytes]
+        self.arena = self._raw[start:start + layout.arena_bytes]
         self.address = self.arena.ctypes.data
-        for vid, array in plan.constants.items():
-            off = plan.offsets[vid]
+        for off, array in layout.constants:
             self.arena[off:off + array.nbytes] = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
-        graph = fusion.graph
-        self.input_types = [(v.shape, v.dtype) for v in graph.inputs]
-        self.outputs = [None if v.id in plan.aliases else self.view(v) for v in graph.outputs]
+        self.input_types = layout.inputs
+        self.outputs = [None if off is None else self.view(off, shape, dtype)
+                        for off, shape, dtype in layout.outputs]
         self.lock = threading.Lock()
-        if driver is not None and any(n.opdef.checks_indices for n in graph.nodes):
-            self._report_index_errors(index_error_reporter(graph, bool(plan.aliases)), driver_module)
+        if driver is not None and layout.gathers:
+            self._report_index_errors(index_error_reporter(layout.gathers, layout.in_place),
+                                      driver_module)
+
+    # the stages, kernels, plan and program, for explain, `gradc compile` and the CUDA runtime
+    stages = property(lambda self: self.lowered.stages)
+    fusion = property(lambda self: self.lowered.fusion)
+    plan = property(lambda self: self.lowered.plan)
+    program = property(lambda self: self.lowered.program)
 
     def _report_index_errors(self, report, driver_module):
         """A kernel's IndexError (an index out of range) is raised as `report(error)`, a
@@ -108,11 +149,10 @@ class Compiled:
     def output_region(self, dtype):
         """The outputs (value and gradients, side by side) as one flat array of `dtype`: what a
         data-parallel step allreduces in place. Alignment padding between them stays zero."""
-        return self.arena[:self.plan.output_bytes].view(dtype)
+        return self.arena[:self.layout.output_bytes].view(dtype)
 
-    def view(self, v):
-        off = self.plan.offsets[v.id]
-        return self.arena[off:off + v.size * v.dtype.itemsize].view(v.dtype).reshape(v.shape)
+    def view(self, off, shape, dtype):
+        return self.arena[off:off + math.prod(shape) * dtype.itemsize].view(dtype).reshape(shape)
 
     def run(self, leaves, owned=(), written=range(0)):
         """Run on the caller's array `leaves`; `owned` are the addresses of the remaining inputs,
@@ -124,7 +164,7 @@ class Compiled:
         keep = []  # contiguous copies that must live until the driver returns
         io = self.io
         spans = [byte_span(leaves[i]) for i in written]
-        spans.append((self.address, self.address + self.plan.arena_bytes))
+        spans.append((self.address, self.address + self.arena_bytes))
         for i, (x, (shape, dtype)) in enumerate(zip(leaves, self.input_types)):
             if not (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.dtype == dtype):
                 x = np.ascontiguousarray(x, dtype=dtype)

@@ -164,7 +164,7 @@ class Function:
             return compiled
         names = leaf_names((call.args, call.kwargs), argument_names(self.fun))
         log_compile(f"{self.mode}({self.__name__})", src, what_changed(self._last_key, key, names),
-                    len(compiled.fusion.kernels), {"trace": t_trace, **compiled.lowered.timings})
+                    compiled.layout.kernels, {"trace": t_trace, **compiled.lowered.timings})
         if self.max_signatures is None:  # (a cap set on purpose: no warning)
             self._storm.note(self._last_key, key, self.__name__, argument_names(self.fun), src,
                              "pass max_signatures=N (the hard cap; it silences this warning)")

@@ -74,7 +74,7 @@ class LastCall:
                       "    moved = True"]
         if params:
             lines += ["if moved and not params_apart():", "    forget()", "    return False"]
-        arena_start, arena_end = compiled.address, compiled.address + compiled.plan.arena_bytes
+        arena_start, arena_end = compiled.address, compiled.address + compiled.arena_bytes
         for i, x in enumerate(leaves):
             if i in writeable:
                 continue

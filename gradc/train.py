@@ -12,6 +12,7 @@ they were, and the call raises NonFiniteError.
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -333,6 +334,7 @@ class TrainStep:
         names = argument_names(self.loss_fn) if self.loss_fn is not None else ["params", "grads"]
         check_input_dtypes(key, lambda: leaf_names((call.args, {}), names), src)
         check_device_leaves(call.leaves, self.target, src)
+        t0 = time.perf_counter()
         with gc_paused():
             graph, params, loss, grads, before, aux = self._joint_graph(call, src)
         n_params = len(params)
@@ -379,6 +381,7 @@ class TrainStep:
         graph.outputs = outputs
         graph.aliases = aliases
         title = f"train_step of {self.__name__} with {self.optimizer!r} from {src}"
+        t_trace = time.perf_counter() - t0
         # where the parameters sit among the leaves; which inputs are gradc's: the optimizer
         # state (kept on the device by target="cuda"), then the runtime scalars
         first_owned = len(graph.inputs) - len(scalars) - n_params * len(self.optimizer.slots)
@@ -389,7 +392,7 @@ class TrainStep:
             return compiled
         log_compile(f"train_step({self.__name__})", src,
                     what_changed(self._last_key, key, leaf_names((call.args, {}), names)),
-                    len(compiled.fusion.kernels), compiled.lowered.timings)
+                    compiled.layout.kernels, {"trace": t_trace, **compiled.lowered.timings})
         self._storm.note(self._last_key, key, self.__name__, names, src,
                          "filter the warning: warnings.simplefilter('ignore', "
                          "gradc.RecompileWarning)")

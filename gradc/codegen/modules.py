@@ -8,8 +8,9 @@ machine code between processes, and users can open the source. Nothing there run
   that fails this, or that cannot be written (a regular file, a read-only directory, a full
   disk), is not used: gradc caches in a private temporary directory for the rest of the process
   (or in memory, when even that fails) and says so once, with a CacheWarning.
-- The source. A module runs from the source gradc generated in this process, compiled in memory:
-  no `.pyc` is ever read. The file is rewritten when it differs (truncated, damaged, foreign),
+- The source. A module runs from the source gradc generated, compiled in memory: no `.pyc` is
+  ever read. (A warm start takes that source from the program cache, gradc/program_cache.py,
+  whose entries are checksummed and live under the same checked directories.) The file is rewritten when it differs (truncated, damaged, foreign),
   because Numba keys its cache on it.
 - Numba's cache files, an index (a pickle) and data (machine code) that Numba loads unchecked.
   After a module is imported, the sha256 of each of its Numba files goes into a checksum file
@@ -275,11 +276,11 @@ def write_module(name, source, folder=None):
                 return path
     except (OSError, UnicodeDecodeError):
         pass
-    _write_atomically(path, source.encode("utf-8"))
+    write_atomically(path, source.encode("utf-8"))
     return path
 
 
-def _write_atomically(path, data):
+def write_atomically(path, data):
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -421,7 +422,7 @@ def _record(folder, name, numba_dir, checked):
     if now == checked and (now or not os.path.exists(_sums_path(folder, name))):
         return
     files = {entry: digest for entry, (_, digest) in sorted(now.items())}
-    _write_atomically(_sums_path(folder, name),
+    write_atomically(_sums_path(folder, name),
                       json.dumps({"numba_dir": numba_dir, "files": files}).encode())
 
 
