@@ -14,7 +14,8 @@ import time
 from typing import NamedTuple
 
 from .codegen.driver_rt import entry_address, program_table
-from .codegen.modules import content_name, load_module, load_modules
+from .codegen import llvm_cpu
+from .codegen.modules import content_name, load_module, load_modules, module_dir
 from .codegen.program import Program
 from .executable import Compiled
 from .ir import Graph, gc_paused
@@ -121,10 +122,18 @@ _LOADING = threading.RLock()
 def load_driver(program):
     """Load (compile, or take from the disk cache) a CPU program's kernels, the loop that runs
     its calls and its driver; fill the driver's PROGRAM table once (the same for every user).
-    Returns the driver's module: `run(arena address, io address)` runs the program."""
-    modules = load_modules(program.kernel_modules)
-    kernels = {name: entry_address(getattr(module, name[len("gradc_"):]))
-               for name, module in modules.items()}
+    Returns the driver's module: `run(arena address, io address)` runs the program.
+    Loop kernels are compiled straight to LLVM IR, together (codegen/llvm_cpu.py); the others,
+    and all of them with GRADC_KERNELS=numba, by Numba, one module each."""
+    kernels = {}
+    if llvm_cpu.route() == "llvm":
+        kernels = llvm_cpu.load_kernels(
+            {f"gradc_{ks.name}": ks.source for ks in program.kernels
+             if ks.name.startswith("loop_")}, module_dir())
+    modules = load_modules({name: source for name, source in program.kernel_modules.items()
+                            if name not in kernels})
+    kernels.update((name, entry_address(getattr(module, name[len("gradc_"):])))
+                   for name, module in modules.items())
     load_module(program.calls_module, program.calls_source)
     module = load_module(content_name("gradc_driver", program.driver_source), program.driver_source)
     if module.PROGRAM is None:

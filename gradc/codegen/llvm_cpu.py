@@ -19,10 +19,16 @@ same arithmetic in the same order.
 from __future__ import annotations
 
 import ast
+import contextlib
+import hashlib
+import json
+import os
+import struct
 
 import numpy as np
 from llvmlite import ir
 
+from ..errors import CompileError
 from . import vecmath
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
@@ -203,7 +209,7 @@ class _Kernel:
         var = self.scope[name] = self._new_var(name, "int64")
         b.store(i, var.slot)
         self._block(st.body)
-        b.store(b.add(b.load(var.slot), ir.Constant(I64, 1)), counter.slot)
+        b.store(b.add(b.load(var.slot), ir.Constant(I64, 1), flags=["nsw"]), counter.slot)
         b.branch(test)
         b.position_at_end(done)
         del self.scope[name]  # (Python keeps it; the kernels never read it after the loop)
@@ -279,8 +285,11 @@ class _Kernel:
         b, op = self.builder, type(e.op)
         if ta in FLOATS:
             emit = {ast.Add: b.fadd, ast.Sub: b.fsub, ast.Mult: b.fmul, ast.Div: b.fdiv}.get(op)
-        elif ta in ("int64", "int32"):
+        elif ta in ("int64", "int32"):  # no signed overflow (Numba's `nsw`, which lets LLVM
+            # drop the wraparound of a negative index computed from loop counters)
             emit = {ast.Add: b.add, ast.Sub: b.sub, ast.Mult: b.mul}.get(op)
+            if emit is not None:
+                return emit(a, c, flags=["nsw"]), ta
         else:
             emit = None
         if emit is None:
@@ -431,23 +440,44 @@ def ir_text(module):
     return text
 
 
-# --- one library per program ----------------------------------------------------------------
+# --- one library per program, cached on disk ---------------------------------------------------
 
 _loaded = {}  # kernel name -> entry address: each kernel is compiled once per process
 _libraries = []  # (kept alive: their machine code is what the addresses point to)
+_MAGIC = b"gradc direct kernels 1\n"
 
 
-def load_kernels(sources):
+def route():
+    """GRADC_KERNELS: "llvm" (the default: loop kernels through this module) or "numba"."""
+    value = os.environ.get("GRADC_KERNELS", "llvm")
+    if value not in ("llvm", "numba"):
+        raise CompileError(f"GRADC_KERNELS={value!r}: set it to 'llvm' (loop kernels compiled "
+                           "straight to LLVM IR, the default) or 'numba' (every kernel by Numba)")
+    return value
+
+
+def load_kernels(sources, folder):
     """{kernel name: address} of the kernels of `sources` ({name: kernel source}) that this
-    route compiles: those loaded before in this process, and the rest compiled together as
-    one library (or loaded from the disk cache). Kernels missing from the answer are Numba's."""
+    route compiles: those loaded before in this process, and the rest compiled together as one
+    library, or loaded from its file in `folder` (the module directory; None: no disk cache).
+    Kernels missing from the answer are for Numba."""
     from numba.core.compiler_lock import global_compiler_lock
     from numba.core.registry import cpu_target
     todo = {n: s for n, s in sources.items() if n not in _loaded}
     if todo:
+        vecmath.enable()  # (decides the rewrite, as for Numba's kernels)
         codegen = cpu_target.target_context.codegen()
+        digest = hashlib.sha256("\0".join(f"{n}\0{s}" for n, s in sorted(todo.items()))
+                                .encode()).hexdigest()
+        path = os.path.join(folder, f"gradc_direct_{digest[:24]}.bin") if folder else None
         with global_compiler_lock:
-            symbols, library = _compile(codegen, todo)
+            found = _read(codegen, path) if path else None
+            if found is None:
+                found = _compile(codegen, todo, f"gradc_direct_{digest[:24]}")
+                if path:
+                    with contextlib.suppress(OSError):  # (uncached, but compiled)
+                        _write(path, *found)
+        symbols, library = found
         if library is not None:
             _libraries.append(library)
             for name, symbol in symbols.items():
@@ -455,24 +485,70 @@ def load_kernels(sources):
     return {n: _loaded[n] for n in sources if n in _loaded}
 
 
-def _compile(codegen, sources):
-    """({kernel name: symbol}, finalized library) for the kernels of `sources` that compile
-    here ({}, None when none does)."""
+def _compile(codegen, sources, name):
+    """({kernel name: symbol}, finalized library or None) of the kernels of `sources` that
+    compile here."""
+    from llvmlite import binding as ll
     library, symbols = None, {}
-    for name, source in sources.items():
-        symbol = f"{name}_direct"
+    for kernel, source in sources.items():
+        symbol = f"{kernel}_direct"
         try:
             module = kernel_module(source, symbol)
         except Unsupported:
             continue
         if library is None:
-            library = codegen.create_library(f"gradc_direct_{len(_libraries)}")
-        from llvmlite import binding as ll
+            library = codegen.create_library(name)
+            library.enable_object_caching()
         llmod = ll.parse_assembly(ir_text(module))
         llmod.name = symbol
         llmod.verify()
         library.add_llvm_module(llmod)
-        symbols[name] = symbol
+        symbols[kernel] = symbol
     if library is not None:
         library.finalize()
     return symbols, library
+
+
+def _write(path, symbols, library):
+    """The library's machine code (Numba's object-code serialisation) in one file, after a
+    line with the sha256 of the rest, written atomically."""
+    from .modules import _write_atomically
+    if library is None:
+        name, blobs = "", (b"", b"")
+    else:
+        name, _, blobs = library.serialize_using_object_code()
+    header = json.dumps({"library": name, "symbols": symbols}).encode()
+    payload = struct.pack("<3Q", len(header), *map(len, blobs)) + header + b"".join(blobs)
+    _write_atomically(path, _MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" +
+                      payload)
+
+
+def _read(codegen, path):
+    """(symbols, library) from the file at `path`, or None when there is none; a file whose
+    checksum does not match (damaged, truncated, foreign) is deleted, never loaded."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    head = len(_MAGIC) + 65
+    try:
+        payload = data[head:]
+        if data[:len(_MAGIC)] != _MAGIC or data[head - 65:head - 1].decode() != \
+                hashlib.sha256(payload).hexdigest():
+            raise ValueError("checksum")
+        sizes = struct.unpack_from("<3Q", payload)
+        at = struct.calcsize("<3Q")
+        header = json.loads(payload[at:at + sizes[0]])
+        obj = payload[at + sizes[0]:at + sizes[0] + sizes[1]]
+        bitcode = payload[at + sizes[0] + sizes[1]:]
+        if len(bitcode) != sizes[2]:
+            raise ValueError("size")
+    except (ValueError, UnicodeDecodeError, struct.error):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return None
+    if not header["symbols"]:
+        return {}, None
+    library = codegen.unserialize_library((header["library"], "object", (obj, bitcode)))
+    return header["symbols"], library

@@ -41,7 +41,7 @@ from numba.core.caching import FunctionCache
 
 from .._version import __version__
 from ..errors import CacheWarning
-from . import driver_rt, rt, vecmath
+from . import driver_rt, llvm_cpu, rt, vecmath
 
 _places = {}  # configured cache root -> the module directory in use for it (None: in memory)
 _temporary = {}  # "root": this process's private temporary cache root, once made (None: failed)
@@ -60,19 +60,22 @@ def configured_root():
 
 def cache_tag():
     """The per-version directory name under the root: nothing compiled by another gradc, Numba,
-    NumPy or Python, or with the libmvec hook set differently, is ever loaded."""
+    NumPy or Python, or with the libmvec hook or the kernels' route (GRADC_KERNELS) set
+    differently, is ever loaded."""
     vecmath.enable()  # before the first kernel compiles; decides the tag
     tag = (f"gradc{__version__}-numba{numba.__version__}-numpy{np.__version__}"
-           f"-py{sys.version_info[0]}{sys.version_info[1]}-{vecmath.tag()}-{rt.BLAS}-{_runtime_digest()}")
+           f"-py{sys.version_info[0]}{sys.version_info[1]}-{vecmath.tag()}-{rt.BLAS}"
+           f"-{llvm_cpu.route()}-{_runtime_digest()}")
     return tag.replace(".", "_")
 
 
 def _runtime_digest():
     """The code-generation inputs outside a module's own text, which is its name: the helpers
-    generated kernels and drivers call (rt.py, driver_rt.py) and the libmvec rewrite of their IR
-    (vecmath.py). Editing one must not load code compiled with the old ones."""
+    generated kernels and drivers call (rt.py, driver_rt.py), the libmvec rewrite of their IR
+    (vecmath.py) and the loop kernels' compiler (llvm_cpu.py). Editing one must not load code
+    compiled with the old ones."""
     digest = hashlib.sha1()
-    for module in (rt, driver_rt, vecmath):
+    for module in (rt, driver_rt, vecmath, llvm_cpu):
         with open(module.__file__, "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()[:8]
