@@ -84,6 +84,11 @@ def kernel_module(source, symbol):
         raise Unsupported("a kernel with a helper (parallel)")
     (fdef,) = functions
     flags = _fastmath(fdef)
+    signature = fdef.decorator_list[0].args[:1]
+    params = ", ".join(["int64"] * len(fdef.args.args))
+    if not (signature and isinstance(signature[0], ast.Constant)
+            and signature[0].value == f"void({params})"):
+        raise Unsupported("a signature other than void(int64, ...)")
     from numba.core.registry import cpu_target
     module = cpu_target.target_context.create_module(symbol)  # (Numba's triple and layout)
     _Kernel(module, fdef, symbol).build()
@@ -96,8 +101,11 @@ def _fastmath(fdef):
     from . import rt
     if len(fdef.decorator_list) != 1:
         raise Unsupported("decorators")
-    text = ast.unparse(fdef.decorator_list[0])
-    if text.startswith("njit(") and text.endswith("**JIT_OPTIONS)"):
+    decorator = fdef.decorator_list[0]
+    if not (isinstance(decorator, ast.Call) and _name(decorator.func) == "njit"):
+        raise Unsupported("a function that is not @njit(...)")
+    text = ast.unparse(decorator)
+    if text.endswith(", **JIT_OPTIONS)"):
         return rt.FASTMATH
     if text.endswith("**dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))"):
         return rt.MAP_FASTMATH
