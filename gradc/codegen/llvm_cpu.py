@@ -237,8 +237,6 @@ class _Kernel:
     def _Name(self, e):
         var = self.scope.get(e.id)
         if not isinstance(var, _Var):
-            if e.id in ("True", "False"):
-                return ir.Constant(I1, e.id == "True"), "bool"
             raise Unsupported(f"name {e.id}")
         return self.builder.load(var.slot), var.dtype
 
@@ -279,7 +277,7 @@ class _Kernel:
         if isinstance(e.op, ast.USub):
             if dtype in FLOATS:  # Numba's negate_real: -0.0 - x keeps the sign of zero
                 return b.fsub(ir.Constant(LL[dtype], -0.0), v), dtype
-            if dtype in ("int64", "int32"):
+            if dtype == "int64":
                 return b.neg(v), dtype
         if isinstance(e.op, ast.UAdd) and dtype != "bool":
             return v, dtype
@@ -294,8 +292,9 @@ class _Kernel:
         b, op = self.builder, type(e.op)
         if ta in FLOATS:
             emit = {ast.Add: b.fadd, ast.Sub: b.fsub, ast.Mult: b.fmul, ast.Div: b.fdiv}.get(op)
-        elif ta in ("int64", "int32"):  # no signed overflow (Numba's `nsw`, which lets LLVM
-            # drop the wraparound of a negative index computed from loop counters)
+        elif ta == "int64":  # no signed overflow (Numba's `nsw`, which lets LLVM drop the
+            # wraparound of a negative index computed from loop counters). (Numba computes
+            # int32 arithmetic in int64: not here.)
             emit = {ast.Add: b.add, ast.Sub: b.sub, ast.Mult: b.mul}.get(op)
             if emit is not None:
                 return emit(a, c, flags=["nsw"]), ta
@@ -496,8 +495,10 @@ def load_kernels(sources, folder):
     if todo:
         vecmath.enable()  # (decides the rewrite, as for Numba's kernels)
         codegen = cpu_target.target_context.codegen()
-        digest = hashlib.sha256("\0".join(f"{n}\0{s}" for n, s in sorted(todo.items()))
-                                .encode()).hexdigest()
+        # keyed by the kernels and the machine code's target (triple, CPU, features), as
+        # Numba's own cache is: a cache shared by two machines never runs the other's code
+        key = [repr(codegen.magic_tuple())] + [f"{n}\0{s}" for n, s in sorted(todo.items())]
+        digest = hashlib.sha256("\0".join(key).encode()).hexdigest()
         path = os.path.join(folder, f"gradc_direct_{digest[:24]}.bin") if folder else None
         with global_compiler_lock:
             found = _read(codegen, path) if path else None
