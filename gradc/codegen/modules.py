@@ -15,6 +15,9 @@ machine code between processes, and users can open the source. Nothing there run
   After a module is imported, the sha256 of each of its Numba files goes into a checksum file
   beside the module (`NAME.sha256`); before the next import, Numba files that do not match are
   deleted, so Numba compiles those kernels again instead of loading them.
+- The loop kernels compiled straight to LLVM IR (codegen/llvm_cpu.py): one file of machine code
+  per program (`gradc_direct_*.bin`), loaded only when the sha256 in its header matches the rest;
+  otherwise it is deleted and compiled again.
 
 Files are written to a temporary name and renamed, so concurrent processes never see half a file.
 """
