@@ -5,6 +5,7 @@ file is compiled again, never loaded."""
 import ctypes
 import inspect
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -102,14 +103,23 @@ def _call(address, args):
     assert status == 0
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_every_op_gives_numbas_bits(dtype):
+POINTER_VIEWS = "from gradc.codegen.rt import _f32_ptr, _f64_ptr  # noqa: F401\n\n"
+
+
+@pytest.mark.parametrize("dtype, pointers", [("float32", False), ("float64", False),
+                                             ("float32", True)])
+def test_every_op_gives_numbas_bits(dtype, pointers):
     statements = _op_statements(dtype)
     assert len(statements) > 50
     name, source = _ops_kernel(dtype, statements, reduce=True)
+    if pointers:  # the float buffers as raw pointers (rt._f32_ptr), indexed without wrapping
+        name, source = name + "_ptr", source.replace(name, name + "_ptr")
+        for view, ptr in (("f32_array", "_f32_ptr"), ("f64_array", "_f64_ptr")):
+            source = re.sub(rf"{view}\((\w+), \w+\)", rf"{ptr}(\1)", source)
     llvm_cpu.kernel_module(source, "probe")  # raises Unsupported if any op is outside
     direct = llvm_cpu.load_kernels({name: source}, None)[name]
-    module = load_module(f"gradc_test_{name}", KERNEL_HEADER.format(version="test") + source)
+    module = load_module(f"gradc_test_{name}",
+                         KERNEL_HEADER.format(version="test") + POINTER_VIEWS + source)
     numba = entry_address(getattr(module, name))
 
     rng = np.random.default_rng(0)

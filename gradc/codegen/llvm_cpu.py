@@ -37,6 +37,10 @@ LL = {"float32": ir.FloatType(), "float64": ir.DoubleType(), "int64": I64, "uint
 MEMORY = dict(LL, bool=I8)  # a bool is a byte in memory, one bit in a register (as in Numba)
 ARRAYS = {"f32_array": "float32", "f64_array": "float64", "i64_array": "int64",
           "i32_array": "int32", "bool_array": "bool"}
+# raw pointers (rt.py's intrinsics): `p[i]` indexes without wrapping a negative index around
+POINTERS = {"_f32_ptr": "float32", "_f64_ptr": "float64", "_i64_ptr": "int64",
+            "_i32_ptr": "int32"}
+VIEWS = {**ARRAYS, **POINTERS}
 CASTS = {"f32": "float32", "f64": "float64", "i64": "int64", "i32": "int32", "bool_": "bool",
          "float32": "float32", "float64": "float64", "int64": "int64", "int32": "int32",
          "uint64": "uint64"}
@@ -159,7 +163,7 @@ class _Kernel:
 
     def _assign(self, target, value):
         if isinstance(target, ast.Name):
-            if isinstance(value, ast.Call) and _name(value.func) in ARRAYS:
+            if isinstance(value, ast.Call) and _name(value.func) in VIEWS:
                 self._bind_array(target.id, value)
                 return
             v, dtype = self._expr(value)
@@ -181,11 +185,13 @@ class _Kernel:
             raise Unsupported(ast.unparse(target))
 
     def _bind_array(self, name, call):
-        dtype = ARRAYS[_name(call.func)]
-        if len(call.args) != 2 or call.keywords or name in self.scope:
+        """`a = f32_array(p, n)` (n elements at address p) or `a = _f32_ptr(p)`."""
+        view = _name(call.func)
+        dtype = VIEWS[view]
+        if len(call.args) != (2 if view in ARRAYS else 1) or call.keywords or name in self.scope:
             raise Unsupported(ast.unparse(call))
         address, atype = self._expr(call.args[0])
-        length, ltype = self._expr(call.args[1])
+        length, ltype = self._expr(call.args[1]) if view in ARRAYS else (None, "int64")
         if atype != "int64" or ltype != "int64":
             raise Unsupported(ast.unparse(call))
         ptr = self.builder.inttoptr(address, MEMORY[dtype].as_pointer())
@@ -257,17 +263,18 @@ class _Kernel:
         return v, array.dtype
 
     def _element(self, e):
-        """(array, element pointer) of `a[index]`: a negative signed index counts from the end,
-        as Numba's (no bounds check, as with its default boundscheck=False)."""
+        """(array, element pointer) of `a[index]`: a negative signed index counts from the end
+        of an array, as Numba's (no bounds check, as with its default boundscheck=False), not
+        of a pointer."""
         array = self.scope.get(_name(e.value))
         if not isinstance(array, _Array):
             raise Unsupported(ast.unparse(e))
         index, dtype = self._expr(e.slice)
         b = self.builder
-        if dtype == "int64":
+        if dtype == "int64" and array.length is not None:
             negative = b.icmp_signed("<", index, ir.Constant(I64, 0))
             index = b.select(negative, b.add(index, array.length), index)
-        elif dtype != "uint64":
+        elif dtype not in ("int64", "uint64"):
             raise Unsupported(f"an index of {dtype}")
         return array, b.gep(array.ptr, [index])
 
