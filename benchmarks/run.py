@@ -139,7 +139,8 @@ def child_main(system, wname, threads):
                                   "loss": loss}), flush=True)
 
 
-_LOG_FIELDS = ("trace", "passes", "codegen", "program cache", "cached program", "numba")
+_LOG_FIELDS = ("trace", "passes", "codegen", "program cache", "cached program", "llvm",
+               "numba")  # (llvm: the direct loop kernels)
 
 
 def parse_compile_log(text):
@@ -918,7 +919,8 @@ def depth_report(out, session, threads, child_timeout, repeats=2):
         best[layers] = x["first_s"]
         phases = x.get("phases") or {}
         rows.append([f"{layers} layers", x.get("kernels", "n/a"), fmt_t(x["first_s"]),
-                     fmt_t(phases["numba"]) if "numba" in phases else "n/a",
+                     fmt_t(phases["numba"] + phases.get("llvm", 0)) if "numba" in phases
+                     else "n/a",
                      fmt_t(x["start_s"])])
     out("## Compile time against depth")
     out()
@@ -926,7 +928,8 @@ def depth_report(out, session, threads, child_timeout, repeats=2):
         f"{' and '.join(map(str, DEPTHS))} layers; each a fresh process with an empty cache, the "
         f"best of {repeats}.")
     out()
-    out.table(["depth", "kernels", "cold first step", "of which numba", "start (import+build+step)"],
+    out.table(["depth", "kernels", "cold first step", "of which kernels (llvm + numba)",
+               "start (import+build+step)"],
               rows)
     if len(best) == len(DEPTHS):
         lo, hi = DEPTHS[0], DEPTHS[-1]
@@ -1245,7 +1248,8 @@ def summary(out, chosen, results, have, status, threads):
 
         cold = st.get("gradc", {}).get("cold", {})
         gp = cold.get("phases")
-        phases = ("/".join(fmt_t(gp[k]) for k in ("passes", "codegen", "numba")) if gp else "n/a")
+        phases = ("/".join(fmt_t(gp.get(k, 0)) for k in ("passes", "codegen", "llvm", "numba"))
+                  if gp else "n/a")
         jax_cold = st.get("jax", {}).get("cold", {})
         ratio = (fmt_ratio(cold["first_s"] / jax_cold["first_s"])
                  if "first_s" in cold and "first_s" in jax_cold else "n/a")
@@ -1258,7 +1262,8 @@ def summary(out, chosen, results, have, status, threads):
     if any(results[w.name]["start"] for w in chosen):
         out("Compile and start-up, each in a fresh process: cold = the first step with empty "
             "caches; warm start = import + build + first step with the caches filled, from "
-            "after `import numpy, numba`; gradc phases = passes/codegen/numba of the cold compile; "
+            "after `import numpy, numba`; gradc phases = passes/codegen/llvm/numba of the cold "
+            "compile (llvm: the loop kernels compiled straight to LLVM IR); "
             "÷ jax = gradc's cold first step ÷ jax.jit's (the target is at most 1).")
         out()
         out.table(["workload", "gradc kernels", "gradc cold", "gradc phases", "gradc cold ÷ jax",

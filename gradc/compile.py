@@ -15,8 +15,9 @@ import time
 from typing import NamedTuple
 
 from .codegen.driver_rt import entry_address, program_table
-from .codegen.modules import content_name, load_module, load_modules
 from . import program_cache
+from .codegen import llvm_cpu
+from .codegen.modules import content_name, load_module, load_modules, module_dir
 from .codegen.program import Program, verify_plan
 from .executable import Compiled, Layout
 from .ir import Graph, gc_paused
@@ -97,7 +98,7 @@ class CpuTarget:
         return Program(fusion, plan, title)
 
     def executable(self, lowered, out_kind, load, **fields):
-        module = load_driver(lowered.runnable) if load else None
+        module = load_driver(lowered.runnable, lowered.timings) if load else None
         return Compiled(lowered, None if module is None else module.run, out_kind,
                         driver_module=module, **fields)
 
@@ -152,7 +153,7 @@ def compile_graph(graph, title, out_kind, load=True, target="cpu", **fields):
     t0 = time.perf_counter()
     with _LOADING:
         compiled = target_named(target).executable(lowered, out_kind, load, **fields)
-    lowered.timings["numba"] = time.perf_counter() - t0
+    lowered.timings["numba"] = time.perf_counter() - t0 - lowered.timings.get("llvm", 0)
     return compiled
 
 
@@ -180,13 +181,25 @@ def _lowered(graph, title, target, load):
 _LOADING = threading.RLock()
 
 
-def load_driver(program):
+def load_driver(program, timings=None):
     """Load (compile, or take from the disk cache) a CPU program's kernels, the loop that runs
     its calls and its driver; fill the driver's PROGRAM table once (the same for every user).
-    Returns the driver's module: `run(arena address, io address)` runs the program."""
-    modules = load_modules(program.kernel_modules)
-    kernels = {name: entry_address(getattr(module, name[len("gradc_"):]))
-               for name, module in modules.items()}
+    Returns the driver's module: `run(arena address, io address)` runs the program.
+    Loop kernels are compiled straight to LLVM IR, together (codegen/llvm_cpu.py); the others,
+    and all of them with GRADC_KERNELS=numba, by Numba, one module each. `timings` (seconds by
+    stage) gets the direct kernels' time as "llvm"."""
+    kernels = {}
+    if llvm_cpu.route() == "llvm":
+        t0 = time.perf_counter()
+        kernels = llvm_cpu.load_kernels(
+            {name: source for name, source in program.kernel_modules.items()
+             if name.startswith("gradc_loop_")}, module_dir())
+        if timings is not None:
+            timings["llvm"] = time.perf_counter() - t0
+    modules = load_modules({name: source for name, source in program.kernel_modules.items()
+                            if name not in kernels})
+    kernels.update((name, entry_address(getattr(module, name[len("gradc_"):])))
+                   for name, module in modules.items())
     load_module(program.calls_module, program.calls_source)
     module = load_module(content_name("gradc_driver", program.driver_source), program.driver_source)
     if module.PROGRAM is None:

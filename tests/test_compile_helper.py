@@ -36,8 +36,9 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def run(cache, helper_min, helper="1"):
+def run(cache, helper_min, helper="1", kernels="llvm"):
     env = dict(os.environ, GRADC_CACHE_DIR=str(cache), GRADC_COMPILE_HELPER=helper,
+               GRADC_KERNELS=kernels,
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(helper_min)], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
@@ -69,7 +70,9 @@ def test_a_helper_process_gives_the_same_bits(tmp_path):
 
 
 def test_cache_directory_is_private_and_damage_is_rebuilt(tmp_path):
-    first = run(tmp_path, 100)
+    # every kernel a Numba module, as this checks Numba's cache files (the loop kernels' own
+    # cache file: tests/test_direct_kernels.py)
+    first = run(tmp_path, 100, kernels="numba")
     (folder,) = module_dirs(tmp_path)
     for path in (folder, os.path.dirname(folder)):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
@@ -84,7 +87,7 @@ def test_cache_directory_is_private_and_damage_is_rebuilt(tmp_path):
     for data in glob.glob(os.path.join(folder, "__pycache__", "*.nbc"))[-3:]:
         with open(data, "r+b") as f:  # a truncated compiled entry
             f.truncate(10)
-    assert run(tmp_path, 100) == first
+    assert run(tmp_path, 100, kernels="numba") == first
 
 
 @pytest.mark.parametrize("n", [0, 3])

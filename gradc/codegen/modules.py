@@ -16,6 +16,9 @@ machine code between processes, and users can open the source. Nothing there run
   After a module is imported, the sha256 of each of its Numba files goes into a checksum file
   beside the module (`NAME.sha256`); before the next import, Numba files that do not match are
   deleted, so Numba compiles those kernels again instead of loading them.
+- The loop kernels compiled straight to LLVM IR (codegen/llvm_cpu.py): one file of machine code
+  per program (`gradc_direct_*.bin`), loaded only when the sha256 in its header matches the rest;
+  otherwise it is deleted and compiled again.
 
 Files are written to a temporary name and renamed, so concurrent processes never see half a file.
 """
@@ -42,7 +45,7 @@ from numba.core.caching import FunctionCache
 
 from .._version import __version__
 from ..errors import CacheWarning
-from . import driver_rt, rt, vecmath
+from . import driver_rt, llvm_cpu, rt, vecmath
 
 def _numba_without_scipy_linalg():
     """Numba's first compile or cache load imports numba.np.arraymath, which imports
@@ -86,19 +89,22 @@ def configured_root():
 
 def cache_tag():
     """The per-version directory name under the root: nothing compiled by another gradc, Numba,
-    NumPy or Python, or with the libmvec hook set differently, is ever loaded."""
+    NumPy or Python, or with the libmvec hook or the kernels' route (GRADC_KERNELS) set
+    differently, is ever loaded."""
     vecmath.enable()  # before the first kernel compiles; decides the tag
     tag = (f"gradc{__version__}-numba{numba.__version__}-numpy{np.__version__}"
-           f"-py{sys.version_info[0]}{sys.version_info[1]}-{vecmath.tag()}-{rt.BLAS}-{_runtime_digest()}")
+           f"-py{sys.version_info[0]}{sys.version_info[1]}-{vecmath.tag()}-{rt.BLAS}"
+           f"-{llvm_cpu.route()}-{_runtime_digest()}")
     return tag.replace(".", "_")
 
 
 def _runtime_digest():
     """The code-generation inputs outside a module's own text, which is its name: the helpers
-    generated kernels and drivers call (rt.py, driver_rt.py) and the libmvec rewrite of their IR
-    (vecmath.py). Editing one must not load code compiled with the old ones."""
+    generated kernels and drivers call (rt.py, driver_rt.py), the libmvec rewrite of their IR
+    (vecmath.py) and the loop kernels' compiler (llvm_cpu.py). Editing one must not load code
+    compiled with the old ones."""
     digest = hashlib.sha1()
-    for module in (rt, driver_rt, vecmath):
+    for module in (rt, driver_rt, vecmath, llvm_cpu):
         with open(module.__file__, "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()[:8]

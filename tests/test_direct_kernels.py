@@ -1,0 +1,211 @@
+"""Loop kernels compiled straight to LLVM IR (gradc/codegen/llvm_cpu.py) against the same kernel
+text compiled by Numba: every op's scalar math gives the same bits; a program mixes both routes;
+the library of a program is cached on disk, reloaded by a fresh process, and a damaged cache
+file is compiled again, never loaded."""
+import ctypes
+import inspect
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from scipy.special import erf
+
+import gradc
+from gradc.codegen import llvm_cpu
+from gradc.codegen.cpu import CPU_MATH
+from gradc.codegen.driver_rt import entry_address
+from gradc.codegen.modules import load_module
+from gradc.codegen.program import KERNEL_HEADER
+from gradc.ops.registry import ELEMENTWISE, _OPS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPECIAL = np.array([0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0, 3.0, 1e-30, -1e-30, 1e30, -1e30, 0.999,
+                    -0.999, 1e-40, np.nan, np.inf, -np.inf, 88.0, -88.0, 710.0, 1e-8])
+# ops whose CPU math is outside what llvm_cpu compiles (those kernels go through Numba)
+NUMBA_ONLY = {"floor_divide", "remainder", "power", "fmod", "hypot", "sign", "polygamma"}
+ATTRS = {"tag": 0, "reason": "", "dtype": "float32", "n": 1}  # ops' attributes (not inputs)
+
+
+def _op_statements(dtype):
+    """[(name, output dtype, expression)] of every elementwise op's scalar math on x0, x1 (the
+    floats) and c (a bool)."""
+    out = []
+    for name, op in sorted(_OPS.items()):
+        if op.kind != ELEMENTWISE or op.scalar is None or name in NUMBA_ONLY:
+            continue
+        params = [p for p in list(inspect.signature(op.scalar).parameters)[2:]
+                  if p not in ATTRS]
+        if name == "astype":  # (not to an integer: NaN has none, LLVM's fptosi gives poison)
+            for to in ("float64" if dtype == "float32" else "float32", "bool"):
+                out.append((f"astype_{to}", to, op.scalar(CPU_MATH, np.dtype(to), "x0", dtype=to)))
+            continue
+        if name == "where":
+            args = ["c", "x0", "x1"]
+        elif name.startswith("logical_"):
+            args = ["c", "d"][:len(params)]
+        else:
+            args = ["x0", "x1"][:len(params)]
+        names = list(inspect.signature(op.scalar).parameters)[2:]
+        try:
+            expr = op.scalar(CPU_MATH, np.dtype(dtype), *args,
+                             **{k: ATTRS[k] for k in names if k in ATTRS})
+        except (KeyError, TypeError, ValueError):
+            continue
+        if expr.startswith("f32(sp_") or expr.startswith("f64(sp_") or "sp_" in expr:
+            continue
+        boolean = name in ("equal", "not_equal", "less", "less_equal", "greater",
+                           "greater_equal", "isnan", "isinf", "isfinite", "signbit") or \
+            name.startswith("logical_")
+        out.append((name, "bool" if boolean else dtype, expr))
+    return out
+
+
+ARRAY = {"float32": "f32_array", "float64": "f64_array", "bool": "bool_array",
+         "int64": "i64_array"}
+
+
+def _ops_kernel(dtype, statements, reduce):
+    """A loop kernel's text in loop_kernel's form: each statement's value stored to its own
+    array; with `reduce`, a sum and a max of x0 as well (fast-math with reassociation)."""
+    name = f"loop_ops_{dtype}{'_red' if reduce else ''}"
+    params = ["n0", "p0", "p1", "p2", "p3"] + [f"q{i}" for i in range(len(statements))]
+    lines = [f"    a0 = {ARRAY[dtype]}(p0, n0)", f"    a1 = {ARRAY[dtype]}(p1, n0)",
+             "    a2 = bool_array(p2, n0)", "    a3 = bool_array(p3, n0)"]
+    for i, (_, to, _) in enumerate(statements):
+        lines.append(f"    o{i} = {ARRAY[to]}(q{i}, n0)")
+    if reduce:
+        params += ["r0", "r1"]
+        lines += [f"    s0 = {ARRAY[dtype]}(r0, 1)", f"    s1 = {ARRAY[dtype]}(r1, 1)",
+                  f"    acc0 = {'f32' if dtype == 'float32' else 'f64'}(0.0)",
+                  "    for j in range(1):",
+                  f"        s1[j] = {'f32' if dtype == 'float32' else 'f64'}(-np.inf)"]
+    lines += ["    for i0 in range(n0):", "        x0 = a0[i0]", "        x1 = a1[i0]",
+              "        c = a2[i0]", "        d = a3[i0]"]
+    for i, (op, _, expr) in enumerate(statements):
+        lines += [f"        t{i} = {expr}  # {op}", f"        o{i}[i0] = t{i}"]
+    if reduce:
+        lines += ["        acc0 = acc0 + x0  # sum", "        s1[0] = max2(s1[0], x0)  # max",
+                  "    s0[0] = acc0"]
+    options = "JIT_OPTIONS" if reduce else "dict(JIT_OPTIONS, fastmath=MAP_FASTMATH)"
+    sig = ", ".join(["int64"] * len(params))
+    return name, (f'@njit("void({sig})", **{options})\n'
+                  f"def {name}({', '.join(params)}):\n" + "\n".join(lines) + "\n")
+
+
+def _call(address, args):
+    f = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p,
+                         *[ctypes.c_int64] * len(args))(address)
+    status = f(ctypes.byref(ctypes.c_int64()), ctypes.byref(ctypes.c_void_p()), *args)
+    assert status == 0
+
+
+POINTER_VIEWS = "from gradc.codegen.rt import _f32_ptr, _f64_ptr  # noqa: F401\n\n"
+
+
+@pytest.mark.parametrize("dtype, pointers", [("float32", False), ("float64", False),
+                                             ("float32", True)])
+def test_every_op_gives_numbas_bits(dtype, pointers):
+    statements = _op_statements(dtype)
+    assert len(statements) > 50
+    name, source = _ops_kernel(dtype, statements, reduce=True)
+    if pointers:  # the float buffers as raw pointers (rt._f32_ptr), indexed without wrapping
+        name, source = name + "_ptr", source.replace(name, name + "_ptr")
+        for view, ptr in (("f32_array", "_f32_ptr"), ("f64_array", "_f64_ptr")):
+            source = re.sub(rf"{view}\((\w+), \w+\)", rf"{ptr}(\1)", source)
+    llvm_cpu.kernel_module(source, "probe")  # raises Unsupported if any op is outside
+    direct = llvm_cpu.load_kernels({name: source}, None)[name]
+    module = load_module(f"gradc_test_{name}",
+                         KERNEL_HEADER.format(version="test") + POINTER_VIEWS + source)
+    numba = entry_address(getattr(module, name))
+
+    rng = np.random.default_rng(0)
+    x0 = np.concatenate([SPECIAL, rng.standard_normal(45) * 3]).astype(dtype)
+    x1 = np.concatenate([rng.permutation(SPECIAL), rng.standard_normal(45)]).astype(dtype)
+    c, d = rng.random(x0.size) < 0.5, rng.random(x0.size) < 0.5
+    results = []
+    for address in (numba, direct):
+        outs = [np.zeros(x0.size, to) for _, to, _ in statements]
+        outs += [np.zeros(1, dtype), np.zeros(1, dtype)]  # the sum and the max
+        args = [x0.size] + [a.ctypes.data for a in (x0, x1, c, d)] + [o.ctypes.data for o in outs]
+        _call(address, args)
+        results.append(outs)
+    for (op, _, expr), a, b in zip(statements + [("sum", 0, ""), ("max", 0, "")], *results):
+        assert _bits(a) == _bits(b), f"{op} ({expr}) in {dtype}: {a} != {b}"
+
+
+def _bits(a):
+    """The array's bytes, every NaN made the same: which NaN an operation of two NaNs returns
+    is the machine's choice (x86 returns its first operand's, and LLVM may swap the operands
+    of an add), not the arithmetic's."""
+    if a.dtype.kind == "f":
+        a = np.where(np.isnan(a), np.nan, a).astype(a.dtype)
+    return a.tobytes()
+
+
+def _model(x, w, v):
+    # a library kernel (Numba); a loop kernel with scipy's erf (Numba: its special math is
+    # outside llvm_cpu); and loop kernels direct (the softmax-like sums, the backward's)
+    s = erf(np.tanh(x @ w)) * v
+    return np.sum(np.log(np.sum(np.exp(s), axis=1)))
+
+
+def test_a_program_mixes_both_routes(monkeypatch):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, 7)).astype(np.float32)
+    w = rng.standard_normal((7, 9)).astype(np.float32)
+    v = rng.standard_normal(9).astype(np.float32)
+    outs = {}
+    for route in ("numba", "llvm"):
+        monkeypatch.setenv("GRADC_KERNELS", route)
+        f = gradc.value_and_grad(_model, argnums=(1, 2))
+        value, grads = f(x, w, v)
+        outs[route] = [np.asarray(value)] + [np.array(g) for g in grads]
+        program = f.last_compiled().lowered.program
+    loops = [f"gradc_{ks.name}" for ks in program.kernels if ks.name.startswith("loop_")]
+    direct = [n for n in loops if n in llvm_cpu._loaded]
+    assert direct and len(direct) < len(loops), (direct, loops)
+    for a, b in zip(outs["numba"], outs["llvm"]):
+        assert _bits(a) == _bits(b)
+    np.testing.assert_allclose(outs["llvm"][0], _model(x.astype(np.float64), w, v), rtol=1e-4)
+
+
+CHILD = textwrap.dedent("""
+    import numpy as np, gradc
+    from gradc.codegen import llvm_cpu
+    f = gradc.jit(lambda x: np.sum(np.tanh(x) * np.exp(-x * x)) + np.max(np.sqrt(x * x + 1)))
+    x = np.linspace(-2, 2, 37).astype(np.float32)
+    print(float(f(x)), llvm_cpu.STATS["compiled"], llvm_cpu.STATS["loaded"])
+""")
+
+
+def _child(cache):
+    env = dict(os.environ, GRADC_CACHE_DIR=str(cache), GRADC_KERNELS="llvm",
+               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    value, compiled, loaded = out.stdout.split()
+    return float(value), int(compiled), int(loaded)
+
+
+def test_the_disk_cache_reloads_and_a_damaged_file_is_compiled_again(tmp_path):
+    first = _child(tmp_path)
+    assert first[1:] == (1, 0)
+    assert _child(tmp_path) == (first[0], 0, 1)  # a fresh process: from the disk cache
+    (path,) = list(tmp_path.rglob("gradc_direct_*.bin"))
+    whole = path.read_bytes()
+    data = bytearray(whole)
+    data[len(data) // 2] ^= 0xFF  # damaged machine code: must not run
+    path.write_bytes(bytes(data))
+    assert _child(tmp_path) == (first[0], 1, 0)
+    assert path.read_bytes() == whole  # written again
+
+
+def test_unknown_route_says_what_to_set(monkeypatch):
+    monkeypatch.setenv("GRADC_KERNELS", "fast")
+    with pytest.raises(gradc.GradcError, match="GRADC_KERNELS='fast'"):
+        llvm_cpu.route()
