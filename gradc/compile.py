@@ -185,15 +185,15 @@ def load_driver(program, timings=None):
     """Load (compile, or take from the disk cache) a CPU program's kernels, the loop that runs
     its calls and its driver; fill the driver's PROGRAM table once (the same for every user).
     Returns the driver's module: `run(arena address, io address)` runs the program.
-    Loop kernels are compiled straight to LLVM IR, together (codegen/llvm_cpu.py); the others,
-    and all of them with GRADC_KERNELS=numba, by Numba, one module each. `timings` (seconds by
+    Kernels whose text is in the subset codegen/llvm_cpu.py compiles (the loop kernels, and
+    library kernels such as concatenate and the gathers) are compiled straight to LLVM IR,
+    together; the others (products' BLAS calls, index checks, parallel loops), and all of them
+    with GRADC_KERNELS=numba, by Numba, one module each. `timings` (seconds by
     stage) gets the direct kernels' time as "llvm"."""
     kernels = {}
     if llvm_cpu.route() == "llvm":
         t0 = time.perf_counter()
-        kernels = llvm_cpu.load_kernels(
-            {name: source for name, source in program.kernel_modules.items()
-             if name.startswith("gradc_loop_")}, module_dir())
+        kernels = llvm_cpu.load_kernels(program.kernel_modules, module_dir())
         if timings is not None:
             timings["llvm"] = time.perf_counter() - t0
     modules = load_modules({name: source for name, source in program.kernel_modules.items()
