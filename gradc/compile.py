@@ -186,9 +186,9 @@ def load_driver(program, timings=None):
     its calls and its driver; fill the driver's PROGRAM table once (the same for every user).
     Returns the driver's module: `run(arena address, io address)` runs the program.
     Kernels whose text is in the subset codegen/llvm_cpu.py compiles (the loop kernels, and
-    library kernels such as concatenate and the gathers) are compiled straight to LLVM IR,
-    together; the others (products' BLAS calls, index checks, parallel loops), and all of them
-    with GRADC_KERNELS=numba, by Numba, one module each. `timings` (seconds by
+    library kernels such as products, concatenate, scatters) are compiled straight to LLVM IR,
+    together; the others (index checks, parallel loops...), and all of them with
+    GRADC_KERNELS=numba, by Numba, one module each. `timings` (seconds by
     stage) gets the direct kernels' time as "llvm"."""
     kernels = {}
     if llvm_cpu.route() == "llvm":

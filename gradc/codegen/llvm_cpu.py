@@ -1,9 +1,11 @@
-"""Loop kernels compiled straight to LLVM IR: one module, optimised once, per program.
+"""Kernels compiled straight to LLVM IR: one module, optimised once, per program.
 
 Numba spends ~100-240 ms on each distinct kernel, most of it in its Python front end (bytecode
-analysis, typing, lowering), which a model's 50-150 loop kernels pay on a cold start. The loop
-kernels' text (gradc/codegen/cpu.py `loop_kernel`) is a small subset of Python: typed buffer
-views, `for i in range(n)` loops, assignments, and each op's scalar expression (its OpDef's
+analysis, typing, lowering), which a model's 50-150 kernels pay on a cold start. The kernels'
+text (gradc/codegen/cpu.py `loop_kernel`, and most library kernels' templates) is a small
+subset of Python: typed buffer views and parts of them (`x[lo:hi]`), `for i in range(n)` loops,
+`if`, assignments (`+=` too), rt.py's `sgemm`/`dgemm` (a call of NumPy's OpenBLAS, made here
+as rt.py makes it), and each op's scalar expression (its OpDef's
 `scalar`, the one place an op's math is written). This module compiles that same text to LLVM
 IR, typed as Numba types it (float32 stays float32; comparisons and `x if c else y` as Numba
 lowers them), and hands every kernel of a program to ONE Numba code library: the same LLVM, the
@@ -12,7 +14,7 @@ and fast-math flags (rt.py FASTMATH / MAP_FASTMATH) as the Numba route, and the 
 convention, so the driver calls either kind of kernel alike (driver_rt.call_from).
 
 Text outside the subset (a parallel kernel's prange, the special functions, integer division,
-mixed-dtype arithmetic...) raises Unsupported: that kernel goes through Numba as before. So the
+mixed-dtype arithmetic, `raise`...) raises Unsupported: that kernel goes through Numba as before. So the
 generated Python stays what users read and what `gradc compile` writes, and both routes run the
 same arithmetic in the same order.
 """
@@ -58,6 +60,16 @@ LIBM = {"tanh": "tanh", "log1p": "log1p", "expm1": "expm1", "tan": "tan", "sinh"
 ARITY = {"copysign": 2, "arctan2": 2}
 CLASSIFY = ("isnan", "isinf", "isfinite", "signbit")
 CONSTANTS = {"nan": float("nan"), "inf": float("inf")}
+
+
+def _never_negative(e):
+    """Whether an index expression is a sum or product of names and non-negative integers
+    (the kernels' names are sizes, steps and loop counters, never negative)."""
+    if isinstance(e, ast.BinOp) and isinstance(e.op, (ast.Add, ast.Mult)):
+        return _never_negative(e.left) and _never_negative(e.right)
+    if isinstance(e, ast.Constant):
+        return isinstance(e.value, int) and not isinstance(e.value, bool) and e.value >= 0
+    return isinstance(e, ast.Name)
 
 
 class Unsupported(Exception):
@@ -156,6 +168,15 @@ class _Kernel:
                 self._assign(st.targets[0], st.value)
             elif isinstance(st, ast.For) and not st.orelse:
                 self._for(st)
+            elif isinstance(st, ast.AugAssign):  # (Numba: load, the operation, store)
+                load = ast.Name(st.target.id, ast.Load()) if isinstance(st.target, ast.Name) \
+                    else ast.Subscript(st.target.value, st.target.slice, ast.Load())
+                self._assign(st.target, ast.BinOp(load, st.op, st.value))
+            elif isinstance(st, ast.If):
+                self._if(st)
+            elif isinstance(st, ast.Expr) and isinstance(st.value, ast.Call) \
+                    and _name(st.value.func) in ("sgemm", "dgemm"):
+                self._gemm(st.value)
             elif isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant):
                 continue  # a docstring
             else:
@@ -165,6 +186,9 @@ class _Kernel:
         if isinstance(target, ast.Name):
             if isinstance(value, ast.Call) and _name(value.func) in VIEWS:
                 self._bind_array(target.id, value)
+                return
+            if isinstance(value, ast.Subscript) and isinstance(value.slice, ast.Slice):
+                self._bind_part(target.id, value)
                 return
             v, dtype = self._expr(value)
             var = self.scope.get(target.id)
@@ -228,6 +252,72 @@ class _Kernel:
         b.branch(test)
         b.position_at_end(done)
         del self.scope[name]  # (Python keeps it; the kernels never read it after the loop)
+
+    def _bind_part(self, name, e):
+        """`a = x[lo:hi]`, a part of an array as an array of its own. The kernels slice within
+        bounds (bmm's batch t of x), which is all this reads: a slice with a step, an open
+        bound, or a bound that could be negative is left to Numba."""
+        array, sl = self.scope.get(_name(e.value)), e.slice
+        if (not isinstance(array, _Array) or array.length is None or sl.step is not None
+                or sl.lower is None or sl.upper is None or name in self.scope):
+            raise Unsupported(ast.unparse(e))
+        (lo, lt), (hi, ht) = self._expr(sl.lower), self._expr(sl.upper)
+        if lt != "int64" or ht != "int64" or not _never_negative(sl.lower) \
+                or not _never_negative(sl.upper):
+            raise Unsupported(ast.unparse(e))
+        self.scope[name] = _Array(self.builder.gep(array.ptr, [lo]), self.builder.sub(hi, lo),
+                                  array.dtype)
+
+    def _gemm(self, call):
+        """`sgemm(ta, tb, m, n, k, a, b, c)` (rt.py): c = op(a) @ op(b) by NumPy's OpenBLAS,
+        called as rt.py's kernel calls it. Left to Numba where rt.py's sgemm is Numba's np.dot."""
+        from . import rt
+        name = _name(call.func)
+        dtype = "float32" if name == "sgemm" else "float64"
+        if rt.BLAS != "openblas" or len(call.args) != 8:
+            raise Unsupported(ast.unparse(call))
+        flags = [a.value if isinstance(a, ast.Constant) else None for a in call.args[:2]]
+        if any(not isinstance(f, bool) for f in flags):
+            raise Unsupported(ast.unparse(call))
+        m, n, k = (self._int(a) for a in call.args[2:5])
+        arrays = [self.scope.get(_name(a)) for a in call.args[5:]]
+        if any(not isinstance(a, _Array) or a.dtype != dtype for a in arrays):
+            raise Unsupported(ast.unparse(call))
+        real, ptr = LL[dtype], LL[dtype].as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [I32, I32, I32, I64, I64, I64, real, ptr, I64, ptr,
+                                               I64, real, ptr, I64])
+        symbol = f"scipy_cblas_{name}64_"
+        gemm = self.module.globals.get(symbol) or ir.Function(self.module, fnty, symbol)
+        ta, tb = flags
+        trans = lambda t: ir.Constant(I32, 112 if t else 111)  # noqa: E731  (CblasTrans, NoTrans)
+        a, b, c = arrays
+        self.builder.call(gemm, [ir.Constant(I32, 101), trans(ta), trans(tb), m, n, k,
+                                 ir.Constant(real, 1.0), a.ptr, m if ta else k, b.ptr,
+                                 k if tb else n, ir.Constant(real, 0.0), c.ptr, n])
+
+    def _int(self, e):
+        v, dtype = self._expr(e)
+        if dtype != "int64":
+            raise Unsupported(ast.unparse(e))
+        return v
+
+    def _if(self, st):
+        """`if c: ... else: ...` on a bool (a comparison; Numba's truth of a number is left to
+        Numba)."""
+        cond, dtype = self._expr(st.test)
+        if dtype != "bool":
+            raise Unsupported(f"if on a {dtype}")
+        b = self.builder
+        then = self.function.append_basic_block("if.then")
+        other = self.function.append_basic_block("if.else") if st.orelse else None
+        done = self.function.append_basic_block("if.done")
+        b.cbranch(cond, then, other or done)
+        for block, body in ((then, st.body), (other, st.orelse)):
+            if block is not None:
+                b.position_at_end(block)
+                self._block(body)
+                b.branch(done)
+        b.position_at_end(done)
 
     def _new_var(self, name, dtype):
         slot = ir.IRBuilder(self.entry).alloca(LL[dtype], name=name)
