@@ -179,7 +179,9 @@ def _movements(x, i):
     # products' BLAS calls) beside ones it leaves to Numba (a gather's index check)
     h = np.concatenate([np.tanh(x[:, :3]), x[:, 1:] * 2, x[::-1, ::2]], axis=1)
     g = np.take_along_axis(h, i, axis=1)
-    return np.sum(np.stack([h[:, :4], h[:, 2:6] ** 2]) * 1.5) + np.sum(g * g) + np.sum(h @ h.T)
+    big = np.tile(h, (2, 3))  # (12, 39): its products are BLAS calls, the small ones loops
+    return (np.sum(np.stack([h[:, :4], h[:, 2:6] ** 2]) * 1.5) + np.sum(g * g) + np.sum(h @ h.T)
+            + np.sum(np.tanh(big.T @ big)) + np.sum(np.stack([big, big * 2]) @ np.stack([big.T, -big.T])))
 
 
 def test_library_kernels_in_the_subset_go_direct_with_numbas_bits(monkeypatch):
@@ -191,10 +193,13 @@ def test_library_kernels_in_the_subset_go_direct_with_numbas_bits(monkeypatch):
         monkeypatch.setenv("GRADC_KERNELS", route)
         f = gradc.value_and_grad(_movements)
         outs[route] = [np.asarray(a) for a in f(x, i)]
-        names = list(f.last_compiled().lowered.program.kernel_modules)
+        sources = f.last_compiled().lowered.program.kernel_modules
+        names = list(sources)
     library = [n for n in names if not n.startswith("gradc_loop_")]
     direct = [n for n in library if n in llvm_cpu._loaded]
     assert any("concatenate" in n for n in direct) and any("matmul" in n for n in direct)
+    assert any("bmm" in n for n in direct) and sum("sgemm" in s or "dgemm" in s for n, s in
+                                                    sources.items() if n in direct) >= 2
     assert len(direct) < len(library), library  # (the gathers' index checks: Numba)
     for a, b in zip(outs["numba"], outs["llvm"]):
         assert _bits(a) == _bits(b)
