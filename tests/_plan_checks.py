@@ -19,3 +19,17 @@ def assert_overwrites_elementwise(fusion, new, old, life):
             layout = fusion.layouts.get(x.id)
             if layout is not None and layout[0].id == old:
                 assert (layout[1], tuple(layout[2]), x.shape) == (0, strides, k.shape), (k.name, x)
+
+
+def assert_member_in_its_block(fusion, plan, member, concat):
+    """A value stored in its concatenation's buffer (plan.members) sits at the bytes of its own
+    block there, and the concatenation reads it as itself (see memory._concat_members)."""
+    (node,) = [k.nodes[0] for k in fusion.kernels
+               if k.kind == "concatenate" and k.nodes[0].output.id == concat]
+    at = plan.offsets[concat]
+    for x in node.inputs:
+        if x.id == member:
+            assert plan.offsets[member] == at, (member, concat)
+            return
+        at += x.size * x.dtype.itemsize
+    raise AssertionError(f"%{member} is not read by the concatenation %{concat}")

@@ -25,7 +25,7 @@ from gradc.passes.fuse import fuse
 from gradc.passes.memory import nbytes, plan_buffers
 from gradc.trace import trace
 
-from _plan_checks import assert_overwrites_elementwise
+from _plan_checks import assert_member_in_its_block, assert_overwrites_elementwise
 
 nn = gradc.nn
 
@@ -315,6 +315,8 @@ def test_random_programs_fusion_and_buffer_plan(program):
         assert plan.offsets[vid] + nbytes(v) <= plan.arena_bytes
     for new, old in plan.shared.items():
         assert_overwrites_elementwise(fusion, new, old, life)
+    for member, concat in plan.members.items():
+        assert_member_in_its_block(fusion, plan, member, concat)
     items = sorted(stored.items())
     for i, (a, va) in enumerate(items):
         for b, vb in items[i + 1:]:
@@ -322,6 +324,8 @@ def test_random_programs_fusion_and_buffer_plan(program):
                 continue
             if plan.shared.get(a) == b or plan.shared.get(b) == a:
                 continue  # one kernel's value written over its input (checked below)
+            if plan.members.get(a) == b or plan.members.get(b) == a:
+                continue  # a value stored in its block of a concatenation (checked above)
             oa, ob = plan.offsets[a], plan.offsets[b]
             assert oa + nbytes(va) <= ob or ob + nbytes(vb) <= oa, (
                 f"%{a} and %{b} are alive together (kernels {life[a]}, {life[b]}) and overlap")

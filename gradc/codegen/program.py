@@ -86,6 +86,8 @@ def verify_plan(fusion, plan):
                 if start2 >= end:
                     break
                 continue
+            if plan.members.get(i) == i2 or plan.members.get(i2) == i:
+                continue  # (a value stored in its block of the concatenation's buffer)
             old, new = (i, i2) if plan.shared.get(i2) == i else (i2, i)
             assert plan.shared.get(new) == old and live[old][1] == live[new][0], (
                 f"%{i} (kernels {a}-{b}) and %{i2} (kernels {a2}-{b2}) share arena bytes "

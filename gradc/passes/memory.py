@@ -38,6 +38,8 @@ class BufferPlan:
     # value id -> id of the value whose slot it takes in the kernel that reads that value for
     # the last time (see _overwritable): the two are alive together in that kernel only
     shared: dict = field(default_factory=dict)
+    # value id -> id of the concatenation whose buffer it is stored in (see _concat_members)
+    members: dict = field(default_factory=dict)
 
 
 def nbytes(v):
@@ -82,35 +84,86 @@ def plan_buffers(fusion):
                     last_read[layout[0].id] = k.index
             local.add(node.output.id)
 
+    # values stored straight into their concatenation's buffer: the concatenation is placed
+    # when its first member is stored, and lives until its last member's read
+    members = _concat_members(fusion, offsets, aliases)
+    first = {}  # concatenation id -> the kernel storing its first member
+    for k in fusion.kernels:
+        for v in k.stores:
+            if v.id in members:
+                concat = members[v.id][0]
+                first.setdefault(concat.id, k.index)
+                last_read[concat.id] = max(last_read.get(concat.id, -1),
+                                           last_read.get(v.id, -1), k.index)
+    stores = {k.index: [v for v in k.stores if v.id not in members and v.id not in first]
+              for k in fusion.kernels}
+    for concat, _ in {c.id: (c, 0) for c, _ in members.values()}.values():
+        stores[first[concat.id]].append(concat)
+
     # three placements, the smallest kept: in schedule order, best fit, and best fit that grows
     # a free block at the top of the arena rather than leaving it behind (the MLP benchmark's
     # train step 1.58 -> 0.91 MiB, but the attention benchmark's 1.01 -> 1.13); and largest
     # value first (reaches the peak of live bytes where the others fragment: the 48-step LSTM's
     # train step 14.58 -> 11.95 MiB, W10's 14.00 -> 13.25)
-    scratch = [_place_scratch(fusion, offsets, aliases, last_read, scratch_start, grow)
+    scratch = [_place_scratch(stores, offsets, aliases, last_read, scratch_start, grow)
                for grow in (False, True)]
-    overwritable = _overwritable(fusion, last_read)
-    scratch.append(_place_by_size(fusion, offsets, aliases, last_read, scratch_start, overwritable))
+    grouped = set(members) | {c.id for c, _ in members.values()}
+    overwritable = {new: old for new, old in _overwritable(fusion, last_read).items()
+                    if new not in grouped and old not in grouped}
+    scratch.append(_place_by_size(stores, offsets, aliases, last_read, scratch_start, overwritable))
     placed, end = min(scratch, key=lambda p: p[1])
     shared = {new: old for new, old in overwritable.items()
               if new in placed and old in placed} if placed is scratch[-1][0] else {}
+    for vid, (concat, at) in members.items():
+        placed[vid] = placed[concat.id] + at
     offsets.update(placed)
     naive = output_bytes + constant_bytes + sum(  # every scratch value in a slot of its own
         _aligned(nbytes(v)) for k in fusion.kernels for v in k.stores if v.id in placed)
 
     input_bytes = sum(nbytes(v) for v in graph.inputs)
     return BufferPlan(offsets, end, output_bytes, constant_bytes, end - scratch_start, naive,
-                      input_bytes, constants, aliases, shared)
+                      input_bytes, constants, aliases, shared,
+                      {vid: concat.id for vid, (concat, _) in members.items()})
 
 
-def _place_scratch(fusion, fixed, aliases, last_read, start, grow_top):
+def _concat_members(fusion, fixed, aliases):
+    """{value id: (concatenation, byte offset)} of values that can be stored straight into the
+    buffer of a concatenation that reads them, each as a contiguous block of it (a merged
+    weight gradient's concatenated hidden states of an RNN, 31 blocks of 16 KiB that were kept
+    twice): the concatenation kernel then copies each block onto itself. A value qualifies when
+    it is read there as itself (no view), is stored by a kernel in the scratch region, has the
+    concatenation's dtype, and is in no other concatenation."""
+    stored = {v.id for k in fusion.kernels for v in k.stores}
+    members, seen = {}, set()
+    for k in fusion.kernels:
+        if k.kind != "concatenate":
+            continue
+        node = k.nodes[0]
+        out, axis = node.output, node.attr["axis"]
+        if out.id in fixed or out.id in aliases or int(np.prod(out.shape[:axis])) != 1:
+            continue
+        group, at = {}, 0
+        for x in node.inputs:
+            layout = fusion.layouts.get(x.id)
+            if (layout is not None and layout[0] is x and x.id in stored and x.id not in fixed
+                    and x.id not in aliases and x.dtype == out.dtype and x.id not in seen
+                    and x.id not in group and x.node is not None and x.node.op != "constant"
+                    and at % 64 == 0):  # (every buffer starts 64-byte aligned)
+                group[x.id] = (out, at)
+            at += nbytes(x)
+        seen.update(group)
+        members.update(group)
+    return members
+
+
+def _place_scratch(stores, fixed, aliases, last_read, start, grow_top):
     """Offsets of the kernels' stored values in the scratch region, in schedule order: a value
     takes the smallest free slot it fits (with grow_top, else the free slot at the top, grown),
     and its slot is free after the last kernel that reads it. Returns (offsets, arena end)."""
     offsets, free, end = {}, FreeSlots(), start
     expiring = {}  # kernel index -> slots free once that kernel has run
-    for k in fusion.kernels:
-        for v in k.stores:
+    for index, values in stores.items():
+        for v in values:
             if v.id in fixed or v.id in aliases or v.id in offsets:
                 continue
             size = _aligned(nbytes(v))
@@ -127,24 +180,24 @@ def _place_scratch(fusion, fixed, aliases, last_read, start, grow_top):
             else:
                 offsets[v.id] = end
                 end += size
-            expiring.setdefault(max(last_read.get(v.id, -1), k.index), []).append(
+            expiring.setdefault(max(last_read.get(v.id, -1), index), []).append(
                 (offsets[v.id], size))
-        if k.index in expiring:
-            free.coalesce(expiring.pop(k.index))
+        if index in expiring:
+            free.coalesce(expiring.pop(index))
     return offsets, end
 
 
-def _place_by_size(fusion, fixed, aliases, last_read, start, overwritable):
+def _place_by_size(stores, fixed, aliases, last_read, start, overwritable):
     """Offsets of the stored values, largest first: each at the lowest offset where it overlaps
     no value placed before it that is alive at the same time (greedy by size); a value and the
     one it may overwrite (`overwritable`, see _overwritable) share one slot. Returns (offsets,
     arena end)."""
     life = {}  # value id -> [size, first kernel, last kernel, ids of the values in its slot]
-    for k in fusion.kernels:
-        for v in k.stores:
+    for index, values in stores.items():
+        for v in values:
             if v.id not in fixed and v.id not in aliases and v.id not in life:
-                life[v.id] = [_aligned(nbytes(v)), k.index,
-                              max(last_read.get(v.id, -1), k.index), [v.id]]
+                life[v.id] = [_aligned(nbytes(v)), index,
+                              max(last_read.get(v.id, -1), index), [v.id]]
     for vid, old in overwritable.items():  # one slot, the lives joined
         if vid in life and old in life:
             slot = life.pop(old)

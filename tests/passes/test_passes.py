@@ -33,7 +33,7 @@ from gradc.passes.fuse import fuse
 from gradc.passes.memory import nbytes, plan_buffers
 from gradc.trace import trace
 
-from _plan_checks import assert_overwrites_elementwise
+from _plan_checks import assert_member_in_its_block, assert_overwrites_elementwise
 
 nn = gradc.nn
 
@@ -610,12 +610,16 @@ def assert_no_live_overlap(fusion, plan):
         assert 0 <= off and off + nbytes(v) <= plan.arena_bytes
     for new, old in plan.shared.items():
         assert_overwrites_elementwise(fusion, new, old, life)
+    for member, concat in plan.members.items():
+        assert_member_in_its_block(fusion, plan, member, concat)
     for (a, va), (b, vb) in combinations(values.items(), 2):
         (a0, a1), (b0, b1) = life[a], life[b]
         if a1 < b0 or b1 < a0:
             continue  # never alive at the same time
         if plan.shared.get(a) == b or plan.shared.get(b) == a:
             continue  # one kernel's value written over its input (checked above)
+        if plan.members.get(a) == b or plan.members.get(b) == a:
+            continue  # a value stored in its block of a concatenation (checked above)
         oa, ob = plan.offsets[a], plan.offsets[b]
         assert oa + nbytes(va) <= ob or ob + nbytes(vb) <= oa, (
             f"%{a} [{oa}, {oa + nbytes(va)}) alive in kernels {life[a]} overlaps "
