@@ -10,13 +10,13 @@ machine code between processes, and users can open the source. Nothing there run
   (or in memory, when even that fails) and says so once, with a CacheWarning.
 - The source. A module runs from the source gradc generated, compiled in memory: no `.pyc` is
   ever read. (A warm start takes that source from the program cache, gradc/program_cache.py,
-  whose entries are checksummed and live under the same checked directories.) The file is rewritten when it differs (truncated, damaged, foreign),
-  because Numba keys its cache on it.
+  whose entries are checksummed and live under the same checked directories.) The file is
+  rewritten when it differs (truncated, damaged, foreign), because Numba keys its cache on it.
 - Numba's cache files, an index (a pickle) and data (machine code) that Numba loads unchecked.
   After a module is imported, the sha256 of each of its Numba files goes into a checksum file
   beside the module (`NAME.sha256`); before the next import, Numba files that do not match are
   deleted, so Numba compiles those kernels again instead of loading them.
-- The loop kernels compiled straight to LLVM IR (codegen/llvm_cpu.py): one file of machine code
+- The kernels compiled straight to LLVM IR (codegen/llvm_cpu.py): one file of machine code
   per program (`gradc_direct_*.bin`), loaded only when the sha256 in its header matches the rest;
   otherwise it is deleted and compiled again.
 
@@ -46,6 +46,7 @@ from numba.core.caching import FunctionCache
 from .._version import __version__
 from ..errors import CacheWarning
 from . import driver_rt, llvm_cpu, rt, vecmath
+
 
 def _numba_without_scipy_linalg():
     """Numba's first compile or cache load imports numba.np.arraymath, which imports
@@ -429,7 +430,7 @@ def _record(folder, name, numba_dir, checked):
         return
     files = {entry: digest for entry, (_, digest) in sorted(now.items())}
     write_atomically(_sums_path(folder, name),
-                      json.dumps({"numba_dir": numba_dir, "files": files}).encode())
+                     json.dumps({"numba_dir": numba_dir, "files": files}).encode())
 
 
 def _hash(path):

@@ -57,9 +57,10 @@ def _tuple(items):
 def verify_plan(fusion, plan):
     """Check a memory plan against what the generated code reads: no scratch value's bytes are
     taken by another value between the kernel that stores it and the last kernel whose code
-    loads it (the loop nest's loads, a library kernel's inputs), except a value the plan writes
-    over one its kernel reads for the last time (plan.shared), where every load of the old one
-    is at the element the new one is stored to. The plan computes liveness itself, from the
+    loads it (the loop nest's loads, a library kernel's inputs), except a value stored in its
+    block of a concatenation's buffer (plan.members), and a value the plan writes over one its
+    kernel reads for the last time (plan.shared), where every load of the old one is at the
+    element the new one is stored to. The plan computes liveness itself, from the
     kernels' nodes; this is the independent check that it agrees with the code
     (GRADC_CHECK_PLAN=1, set by the tests). Raises AssertionError."""
     from .loops import lower
@@ -82,12 +83,10 @@ def verify_plan(fusion, plan):
                    for i, (a, b) in live.items())
     for j, (start, end, a, b, i) in enumerate(spans):
         for start2, end2, a2, b2, i2 in spans[j + 1:]:
-            if start2 >= end or b < a2 or b2 < a:
-                if start2 >= end:
-                    break
-                continue
-            if plan.members.get(i) == i2 or plan.members.get(i2) == i:
-                continue  # (a value stored in its block of the concatenation's buffer)
+            if start2 >= end:
+                break
+            if b < a2 or b2 < a or plan.members.get(i) == i2 or plan.members.get(i2) == i:
+                continue  # (never alive together; a value in its block of a concatenation)
             old, new = (i, i2) if plan.shared.get(i2) == i else (i2, i)
             assert plan.shared.get(new) == old and live[old][1] == live[new][0], (
                 f"%{i} (kernels {a}-{b}) and %{i2} (kernels {a2}-{b2}) share arena bytes "

@@ -217,9 +217,11 @@ elementwise("log_sigmoid",  # min(x, 0) - log1p(exp(-|x|))
             float_only=True)
 
 # --- comparisons, selection, casts ------------------------------------------------------------
-for _name, _ref, _sym in [("less", np.less, "<"), ("less_equal", np.less_equal, "<="),
-                          ("greater", np.greater, ">"), ("greater_equal", np.greater_equal, ">="),
-                          ("equal", np.equal, "=="), ("not_equal", np.not_equal, "!=")]:
+_COMPARISONS = [("less", np.less, "<"), ("less_equal", np.less_equal, "<="),
+                ("greater", np.greater, ">"), ("greater_equal", np.greater_equal, ">="),
+                ("equal", np.equal, "=="), ("not_equal", np.not_equal, "!=")]
+COMPARISONS = frozenset(name for name, _, _ in _COMPARISONS)  # (fuse.py: decided on exact bits)
+for _name, _ref, _sym in _COMPARISONS:
     elementwise(_name, _ref, (lambda sym: lambda m, dt, a, b: f"{a} {sym} {b}")(_sym),
                 vjp=lambda n, g: [None, None], infer=_infer_bool, nondiff=(0, 1), ufuncs=(_ref,))
 

@@ -22,6 +22,7 @@ import os
 import numpy as np
 
 from ..ir import replay
+from ..ops.elementwise import COMPARISONS
 from ..ops.fn import ConstArray
 from ..ops.movement import contiguous_strides
 from ..ops.registry import CONST, ELEMENTWISE, KERNEL, REDUCE, VIEW
@@ -195,8 +196,7 @@ RECOMPUTE_LIMIT = 16  # nodes of an elementwise chain a kernel may recompute ins
 # very x the max reduced. Recomputed in another kernel, x may differ in its last bit (other
 # fast-math contractions; libmvec in one kernel's vector loop, libm in another's remainder) and
 # the gradient went missing, or came out inf (0 ties counted). So a comparison never reads a
-# recomputed value, and no recomputed chain holds a comparison.
-COMPARISONS = frozenset({"less", "less_equal", "greater", "greater_equal", "equal", "not_equal"})
+# recomputed value, and no recomputed chain holds a comparison (ops/elementwise.py COMPARISONS).
 
 
 class _Fuser:
