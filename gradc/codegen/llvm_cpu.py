@@ -4,8 +4,8 @@ Numba spends ~100-240 ms on each distinct kernel, most of it in its Python front
 analysis, typing, lowering), which a model's 50-150 kernels pay on a cold start. The kernels'
 text (gradc/codegen/cpu.py `loop_kernel`, and most library kernels' templates) is a small
 subset of Python: typed buffer views and parts of them (`x[lo:hi]`), `for i in range(n)` loops,
-`if`, assignments (`+=` too), rt.py's `sgemm`/`dgemm` (a call of NumPy's OpenBLAS, made here
-as rt.py makes it), and each op's scalar expression (its OpDef's
+`if`, assignments (`+=` too), rt.py's `sgemm`/`dgemm` and `sgemm_add`/`dgemm_add` (a call of
+NumPy's OpenBLAS, made here as rt.py makes it), and each op's scalar expression (its OpDef's
 `scalar`, the one place an op's math is written). This module compiles that same text to LLVM
 IR, typed as Numba types it (float32 stays float32; comparisons and `x if c else y` as Numba
 lowers them), and hands every kernel of a program to ONE Numba code library: the same LLVM, the
@@ -58,6 +58,7 @@ LIBM = {"tanh": "tanh", "log1p": "log1p", "expm1": "expm1", "tan": "tan", "sinh"
         "arcsinh": "asinh", "arccos": "acos", "arccosh": "acosh", "sqrt": "sqrt",
         "arctan2": "atan2", "libm_cbrt": "cbrt"}
 ARITY = {"copysign": 2, "arctan2": 2}
+GEMM_BETA = {"sgemm": 0.0, "dgemm": 0.0, "sgemm_add": 1.0, "dgemm_add": 1.0}  # rt.py's products
 CLASSIFY = ("isnan", "isinf", "isfinite", "signbit")
 CONSTANTS = {"nan": float("nan"), "inf": float("inf")}
 
@@ -175,7 +176,7 @@ class _Kernel:
             elif isinstance(st, ast.If):
                 self._if(st)
             elif isinstance(st, ast.Expr) and isinstance(st.value, ast.Call) \
-                    and _name(st.value.func) in ("sgemm", "dgemm"):
+                    and _name(st.value.func) in GEMM_BETA:
                 self._gemm(st.value)
             elif isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant):
                 continue  # a docstring
@@ -270,10 +271,11 @@ class _Kernel:
 
     def _gemm(self, call):
         """`sgemm(ta, tb, m, n, k, a, b, c)` (rt.py): c = op(a) @ op(b) by NumPy's OpenBLAS,
-        called as rt.py's kernel calls it. Left to Numba where rt.py's sgemm is Numba's np.dot."""
+        called as rt.py's kernel calls it (`sgemm_add`: c += op(a) @ op(b)). Left to Numba where
+        rt.py's sgemm is Numba's np.dot."""
         from . import rt
         name = _name(call.func)
-        dtype = "float32" if name == "sgemm" else "float64"
+        dtype = "float32" if name.startswith("s") else "float64"
         if rt.BLAS != "openblas" or len(call.args) != 8:
             raise Unsupported(ast.unparse(call))
         flags = [a.value if isinstance(a, ast.Constant) else None for a in call.args[:2]]
@@ -286,14 +288,14 @@ class _Kernel:
         real, ptr = LL[dtype], LL[dtype].as_pointer()
         fnty = ir.FunctionType(ir.VoidType(), [I32, I32, I32, I64, I64, I64, real, ptr, I64, ptr,
                                                I64, real, ptr, I64])
-        symbol = f"scipy_cblas_{name}64_"
+        symbol = f"scipy_cblas_{name[:5]}64_"
         gemm = self.module.globals.get(symbol) or ir.Function(self.module, fnty, symbol)
         ta, tb = flags
         trans = lambda t: ir.Constant(I32, 112 if t else 111)  # noqa: E731  (CblasTrans, NoTrans)
         a, b, c = arrays
         self.builder.call(gemm, [ir.Constant(I32, 101), trans(ta), trans(tb), m, n, k,
                                  ir.Constant(real, 1.0), a.ptr, m if ta else k, b.ptr,
-                                 k if tb else n, ir.Constant(real, 0.0), c.ptr, n])
+                                 k if tb else n, ir.Constant(real, GEMM_BETA[name]), c.ptr, n])
 
     def _int(self, e):
         v, dtype = self._expr(e)

@@ -228,9 +228,20 @@ def _overwritable(fusion, last_read):
     """{value id: id of a value whose slot it may take}: a loop kernel that reads a value for
     the last time, only at the element it computes (no view, same shape), may write a value of
     the same size into its slot: each iteration loads all its elements before it stores any
-    (gradc/codegen/loops.py). GELU's backward writes its gradient over the incoming one."""
+    (gradc/codegen/loops.py). GELU's backward writes its gradient over the incoming one. And an
+    addmm (c + op(a) @ op(b)) may write its sum over c: an accumulated weight gradient's buffer
+    is taken over by each step's."""
     taken, shared = set(), {}
     for k in fusion.kernels:
+        if k.kind == "addmm":  # c + a @ b: gemm reads each element of c before it writes it
+            c, a, b = (fusion.layouts[x.id] for x in k.nodes[0].inputs)
+            out = k.nodes[0].output
+            if (c[0] is k.nodes[0].inputs[0] and c[0].node is not None and c[0].id not in taken
+                    and last_read.get(c[0].id) == k.index and c[0] is not a[0]
+                    and c[0] is not b[0] and out in k.stores):
+                taken.add(c[0].id)
+                shared[out.id] = c[0].id
+            continue
         # (CUDA runs a kernel with reductions over different axes as one launch per set of
         # axes, each loading the inputs again, and the first one stores: none is written over)
         if k.kind != "loop" or len({n.attr["axes"] for n in k.nodes if n.opdef.kind == REDUCE}) > 1:
