@@ -184,7 +184,7 @@ _LOADING = threading.RLock()
 def load_driver(program, timings=None):
     """Load (compile, or take from the disk cache) a CPU program's kernels, the loop that runs
     its calls and its driver; fill the driver's PROGRAM table once (the same for every user).
-    Returns the driver's module: `run(arena address, io address)` runs the program.
+    Returns the driver's module: `run(words)` runs the program (gradc.executable.Compiled).
     Kernels whose text is in the subset codegen/llvm_cpu.py compiles (the loop kernels, and
     library kernels such as products, concatenate, scatters) are compiled straight to LLVM IR,
     together; the others (index checks, parallel loops...), and all of them with
@@ -200,7 +200,6 @@ def load_driver(program, timings=None):
                             if name not in kernels})
     kernels.update((name, entry_address(getattr(module, name[len("gradc_"):])))
                    for name, module in modules.items())
-    load_module(program.calls_module, program.calls_source)
     module = load_module(content_name("gradc_driver", program.driver_source), program.driver_source)
     if module.PROGRAM is None:
         module.program_table = program_table(program.encoded_calls(), len(program.input_names),

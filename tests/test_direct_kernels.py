@@ -207,35 +207,42 @@ def test_library_kernels_in_the_subset_go_direct_with_numbas_bits(monkeypatch):
 
 
 CHILD = textwrap.dedent("""
+    import sys
     import numpy as np, gradc
-    from gradc.codegen import llvm_cpu
+    from gradc.codegen import driver_rt, llvm_cpu
     f = gradc.jit(lambda x: np.sum(np.tanh(x) * np.exp(-x * x)) + np.max(np.sqrt(x * x + 1)))
     x = np.linspace(-2, 2, 37).astype(np.float32)
-    print(float(f(x)), llvm_cpu.STATS["compiled"], llvm_cpu.STATS["loaded"])
+    value = float(f(x))
+    # every kernel direct, and the loop that calls them: Numba compiled nor loaded anything
+    assert [m for m in sys.modules if m.startswith("gradc_") and "driver" not in m] == []
+    stats = getattr(driver_rt if sys.argv[1] == "runner" else llvm_cpu, "STATS")
+    print(value, stats["compiled"], stats["loaded"])
 """)
 
 
-def _child(cache):
+def _child(cache, library):
     env = dict(os.environ, GRADC_CACHE_DIR=str(cache), GRADC_KERNELS="llvm",
                PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
-    out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", CHILD, library], env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     value, compiled, loaded = out.stdout.split()
     return float(value), int(compiled), int(loaded)
 
 
-def test_the_disk_cache_reloads_and_a_damaged_file_is_compiled_again(tmp_path):
-    first = _child(tmp_path)
+@pytest.mark.parametrize("library", ["direct", "runner"])
+def test_the_disk_cache_reloads_and_a_damaged_file_is_compiled_again(tmp_path, library):
+    """The kernels' library and the loop's that calls them (codegen/driver_rt.py)."""
+    first = _child(tmp_path, library)
     assert first[1:] == (1, 0)
-    assert _child(tmp_path) == (first[0], 0, 1)  # a fresh process: from the disk cache
-    (path,) = list(tmp_path.rglob("gradc_direct_*.bin"))
-    whole = path.read_bytes()
-    data = bytearray(whole)
+    assert _child(tmp_path, library) == (first[0], 0, 1)  # a fresh process: from the disk cache
+    (path,) = list(tmp_path.rglob(f"gradc_{library}_*.bin"))
+    data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF  # damaged machine code: must not run
     path.write_bytes(bytes(data))
-    assert _child(tmp_path) == (first[0], 1, 0)
-    assert path.read_bytes() == whole  # written again
+    assert _child(tmp_path, library) == (first[0], 1, 0)
+    assert path.read_bytes() != bytes(data)  # written again, and loaded by the next process
+    assert _child(tmp_path, library) == (first[0], 0, 1)
 
 
 def test_unknown_route_says_what_to_set(monkeypatch):

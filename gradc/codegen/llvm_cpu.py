@@ -11,7 +11,7 @@ IR, typed as Numba types it (float32 stays float32; comparisons and `x if c else
 lowers them), and hands every kernel of a program to ONE Numba code library: the same LLVM, the
 same optimisation passes and target machine, the same libmvec rewrite (gradc/codegen/vecmath.py)
 and fast-math flags (rt.py FASTMATH / MAP_FASTMATH) as the Numba route, and the same calling
-convention, so the driver calls either kind of kernel alike (driver_rt.call_from).
+convention, so the driver's loop calls either kind of kernel alike (codegen/driver_rt.py).
 
 Text outside the subset (a parallel kernel's prange, the special functions, integer division,
 mixed-dtype arithmetic, `raise`...) raises Unsupported: that kernel goes through Numba as before. So the
@@ -598,16 +598,16 @@ def load_kernels(sources, folder):
         digest = hashlib.sha256("\0".join(key).encode()).hexdigest()
         path = os.path.join(folder, f"gradc_direct_{digest[:24]}.bin") if folder else None
         with global_compiler_lock:
-            found = _read(codegen, path) if path else None
+            found = read_library(codegen, path) if path else None
             STATS["loaded" if found else "compiled"] += 1
             if found is None:
                 found = _compile(codegen, todo, f"gradc_direct_{digest[:24]}")
                 if path:
                     with contextlib.suppress(OSError):  # (uncached, but compiled)
-                        _write(path, *found)
+                        write_library(path, *found)
         symbols, library = found
         if library is not None:
-            _libraries.append(library)
+            keep_alive(library)
             for name, symbol in symbols.items():
                 _loaded[name] = library.get_pointer_to_function(symbol)
     return {n: _loaded[n] for n in sources if n in _loaded}
@@ -636,7 +636,13 @@ def _compile(codegen, sources, name):
     return symbols, library
 
 
-def _write(path, symbols, library):
+def keep_alive(library):
+    """Keep a finalized library (its machine code, which addresses into it point to) for the
+    rest of the process."""
+    _libraries.append(library)
+
+
+def write_library(path, symbols, library):
     """The library's machine code (Numba's object-code serialisation) in one file, after a
     line with the sha256 of the rest, written atomically."""
     from .modules import write_atomically
@@ -650,7 +656,7 @@ def _write(path, symbols, library):
                       payload)
 
 
-def _read(codegen, path):
+def read_library(codegen, path):
     """(symbols, library) from the file at `path`, or None when there is none; a file whose
     checksum does not match (damaged, truncated, foreign) is deleted, never loaded."""
     try:
