@@ -454,6 +454,8 @@ class _Kernel:
             return self._extremum(name, *e.args)
         if name in CLASSIFY and len(e.args) == 1:
             return self._classify(name, *self._expr(e.args[0]))
+        if name == "sign" and len(e.args) == 1:
+            return self._sign(*self._expr(e.args[0]))
         if name in INTRINSIC or name in LIBM:
             args = [self._expr(a) for a in e.args]
             dtype = args[0][1] if args else None
@@ -503,6 +505,15 @@ class _Kernel:
         if name == "isinf":
             return b.fcmp_ordered("==", magnitude, infinity), "bool"
         return b.fcmp_ordered("!=", magnitude, infinity), "bool"  # isfinite: False for NaN
+
+    def _sign(self, v, dtype):
+        """np.sign of a float as Numba lowers it: 1 above 0, -1 below, else x itself (0, -0, NaN)."""
+        if dtype not in FLOATS:
+            raise Unsupported(f"np.sign of {dtype}")
+        b, ty = self.builder, LL[dtype]
+        below = b.select(b.fcmp_ordered("<", v, ir.Constant(ty, 0.0)), ir.Constant(ty, -1.0), v)
+        return b.select(b.fcmp_ordered(">", v, ir.Constant(ty, 0.0)), ir.Constant(ty, 1.0),
+                        below), dtype
 
     def _extremum(self, name, x, y):
         """rt.max2/min2: `a if (a >= b or a != a) else b` (NaN propagates)."""
