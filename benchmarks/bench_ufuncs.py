@@ -68,7 +68,7 @@ def bench(name, dtype, n, repeats):
     # the kernel alone: without the copy of the result out of gradc's buffers into the fresh
     # array that the call returns (NumPy writes its result into the fresh array directly)
     c = compiled.compiled_for(*args)
-    t_kernel = median_time(lambda: c.driver(c.address, c.io_address), repeats)
+    t_kernel = median_time(lambda: c.driver(c.handle), repeats)
     with np.errstate(all="ignore"):
         t_numpy = median_time(lambda: f(*args), repeats)
     return t_gradc, t_kernel, t_numpy

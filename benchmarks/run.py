@@ -619,7 +619,7 @@ def default_thread_counts(status):
 
 def profile_gradc(runner, n):
     """Where gradc's step time goes: the train_step wrapper, the generated driver (one call into
-    an @njit loop that calls every kernel's native function by address), and each kernel's work.
+    an LLVM loop that calls every kernel's native function by address), and each kernel's work.
 
     Each kernel's work is measured by a Python copy of the driver that calls the same compiled
     kernels' native functions (through ctypes) with a perf_counter pair around each call, minus
@@ -651,18 +651,24 @@ def profile_gradc(runner, n):
                                   *[ctypes.c_int64] * nargs)(address)
         return functools.partial(native, ret, excinfo)
 
-    head = ["def run(A, io_address):"] + [f"    {name} = int(_io[{i}])"  # (io_address is _io's)
-                                          for i, name in enumerate(program.input_names)]
+    head = ["def run(_handle):", "    A = _A"] + [f"    {name} = int(_io[{i}])"
+                                                for i, name in enumerate(program.input_names)]
     lines, noop_lines, labels, nargs = list(head), list(head), [], []
-    ns = {"_pc": pc, "_io": compiled.io}
+    ns = {"_pc": pc, "_io": compiled.io, "_A": compiled.address}
+    # each call's kernel address, from the driver's table (direct and Numba kernels alike)
+    first = int(compiled.words[0])
+    table = (ctypes.c_int64 * ctypes.c_int64.from_address(first).value).from_address(first)
+    at, addresses = 3, []
+    while at < len(table):
+        addresses.append(int(table[at]))
+        at += 2 + 2 * int(table[at + 1])
     for i, (k, ks) in enumerate(zip(kernels, program.kernels)):
         shape = "x".join(str(d) for d in k.shape) or "scalar"
         stores = ", ".join(f"%{v.id}" for v in k.stores)
         ops = ", ".join(dict.fromkeys(node.op for node in k.nodes))
         labels.append(f"{k.name}: {ops} over [{shape}] -> {stores}")
         count = len(ks.call_args)
-        ns[ks.name] = c_function(entry_address(getattr(sys.modules[f"gradc_{ks.name}"], ks.name)),
-                                 count)
+        ns[ks.name] = c_function(addresses[i], count)
         args = ", ".join(ks.call_args)
         nargs.append(count)
         for dst, call in ((lines, f"{ks.name}({args})"), (noop_lines, f"_noop{count}({args})")):

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import NamedTuple
 
-from .codegen.driver_rt import entry_address, program_table
+from .codegen.driver_rt import entry_address, program_table, runner
 from . import program_cache
 from .codegen import llvm_cpu
 from .codegen.modules import content_name, load_module, load_modules, module_dir
@@ -183,24 +183,25 @@ _LOADING = threading.RLock()
 
 def load_driver(program, timings=None):
     """Load (compile, or take from the disk cache) a CPU program's kernels, the loop that runs
-    its calls and its driver; fill the driver's PROGRAM table once (the same for every user).
-    Returns the driver's module: `run(arena address, io address)` runs the program.
+    its calls (codegen/driver_rt.py) and its driver; fill the driver's PROGRAM table once (the
+    same for every user).
+    Returns the driver's module: `run(words)` runs the program (gradc.executable.Compiled).
     Kernels whose text is in the subset codegen/llvm_cpu.py compiles (the loop kernels, and
     library kernels such as products, concatenate, scatters) are compiled straight to LLVM IR,
     together; the others (index checks, parallel loops...), and all of them with
     GRADC_KERNELS=numba, by Numba, one module each. `timings` (seconds by
-    stage) gets the direct kernels' time as "llvm"."""
+    stage) gets the direct kernels' and the loop's time as "llvm"."""
     kernels = {}
+    t0 = time.perf_counter()
     if llvm_cpu.route() == "llvm":
-        t0 = time.perf_counter()
         kernels = llvm_cpu.load_kernels(program.kernel_modules, module_dir())
-        if timings is not None:
-            timings["llvm"] = time.perf_counter() - t0
+    runner(tuple(sorted({len(args) for _, args in program.encoded_calls()})))  # (the driver's)
+    if timings is not None:
+        timings["llvm"] = time.perf_counter() - t0
     modules = load_modules({name: source for name, source in program.kernel_modules.items()
                             if name not in kernels})
     kernels.update((name, entry_address(getattr(module, name[len("gradc_"):])))
                    for name, module in modules.items())
-    load_module(program.calls_module, program.calls_source)
     module = load_module(content_name("gradc_driver", program.driver_source), program.driver_source)
     if module.PROGRAM is None:
         module.program_table = program_table(program.encoded_calls(), len(program.input_names),

@@ -4,6 +4,7 @@ overlaps what the driver writes is read from a copy, and a kernel's index out of
 as an IndexOutOfRangeError that names the caller's line."""
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 import re
@@ -12,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .codegen import driver_rt
 from .errors import IndexOutOfRangeError
 from .last_call import LastCall
 from .standalone.calls import byte_span
@@ -102,10 +104,6 @@ class Compiled:
         self.layout = layout = lowered.layout
         self.driver = driver
         self.param_leaves, self.first_owned, self.runtime_scalars = param_leaves, first_owned, runtime_scalars
-        # what a CPU driver takes besides the arena: the inputs' addresses, then scratch
-        table = None if driver_module is None else driver_module.program_table
-        self.io = np.zeros(len(layout.inputs) + (0 if table is None else int(table[2])), np.int64)
-        self.io_address = self.io.ctypes.data if table is not None else 0
         self.fast = None  # the LastCall that recognizes this signature (see last_call)
         self.out_kind = out_kind
         self.arena_bytes = layout.arena_bytes
@@ -115,6 +113,16 @@ class Compiled:
         self.address = self.arena.ctypes.data
         for off, array in layout.constants:
             self.arena[off:off + array.nbytes] = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+        # what a CPU driver runs on (codegen/driver_rt.py): `words` (the program's table, the
+        # arena, `io`, the inputs' addresses, then what a failed call leaves), passed to the
+        # driver as `handle`, their address, a prepared ctypes argument
+        self.io = np.zeros(max(1, len(layout.inputs)), np.int64)
+        self.io_address = self.words = self.handle = None
+        if driver_module is not None:
+            self.io_address = self.io.ctypes.data
+            self.words = np.zeros(driver_rt.WORDS, np.int64)
+            self.words[:driver_rt.STATUS] = (driver_module.PROGRAM, self.address, self.io_address)
+            self.handle = ctypes.c_int64(self.words.ctypes.data)
         self.input_types = layout.inputs
         self.outputs = [None if off is None else self.view(off, shape, dtype)
                         for off, shape, dtype in layout.outputs]
@@ -180,7 +188,7 @@ class Compiled:
             io[j] = address
         if self.fast:
             self.fast.forget()  # io no longer holds the addresses it remembers
-        self.driver(self.address, self.io_address)
+        self.driver(self.handle)
         return self.outputs
 
 

@@ -98,7 +98,7 @@ class Function:
             compiled = last.compiled
             with compiled.lock:
                 if last.match((args, kwargs)):
-                    compiled.driver(compiled.address, compiled.io_address)
+                    compiled.driver(compiled.handle)
                     return self._package(compiled, compiled.outputs)
         args = self.traced_args(args)
         try:

@@ -9,7 +9,7 @@ digest of gradc's own source files and the settings that change what the passes 
 with an attribute of a type the digest does not know is not cached.
 
 The entry (`KEY.json` in ROOT/TAG/programs) holds the generated program (the kernel modules'
-names and sources, the calls module, the driver's source and its encoded calls, the input
+names and sources, the driver's source and its encoded calls, the input
 names) and the executable's `Layout` (arena size, output offsets, constants...), as JSON. It is
 trusted as the generated modules' directory is (gradc/codegen/modules.py): the directory must be
 the user's and writable by no one else, files are written to a temporary name and renamed, and
@@ -33,7 +33,7 @@ from .executable import Layout
 from .ops.fn import ConstArray
 from .passes.fuse import parallel_min_iterations
 
-FORMAT = "gradc-program 1"
+FORMAT = "gradc-program 2"
 # an entry holds the constants' bytes (base64): graphs with more are lowered every time
 MAX_CONSTANT_BYTES = 8 << 20
 
@@ -138,10 +138,8 @@ def programs_dir():
 class SavedProgram:
     """A CPU Program as the cache keeps it: what gradc.compile.load_driver loads."""
 
-    def __init__(self, kernel_modules, calls_module, calls_source, driver_source, input_names,
-                 calls):
-        self.kernel_modules, self.calls_module = kernel_modules, calls_module
-        self.calls_source, self.driver_source = calls_source, driver_source
+    def __init__(self, kernel_modules, driver_source, input_names, calls):
+        self.kernel_modules, self.driver_source = kernel_modules, driver_source
         self.input_names, self._calls = input_names, calls
 
     def encoded_calls(self):
@@ -178,8 +176,6 @@ def store(key, program, layout):
         return
     entry = {"key": key,
              "program": {"kernel_modules": program.kernel_modules,
-                         "calls_module": program.calls_module,
-                         "calls_source": program.calls_source,
                          "driver_source": program.driver_source,
                          "input_names": program.input_names,
                          "calls": program.encoded_calls()},
@@ -210,8 +206,7 @@ def _program(p):
         if any(not 0 <= base < 2 + len(names) for base, _ in pairs):
             raise ValueError("an argument's base is out of range")
         calls.append((name, pairs))
-    return SavedProgram(kernels, _str(p["calls_module"]), _str(p["calls_source"]),
-                        _str(p["driver_source"]), names, calls)
+    return SavedProgram(kernels, _str(p["driver_source"]), names, calls)
 
 
 def _layout(d):

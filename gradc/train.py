@@ -217,7 +217,7 @@ class TrainStep:
             for name, value in self.optimizer.scalars(step).items():
                 self._scalars[name][()] = value
             if fast:
-                compiled.driver(compiled.address, compiled.io_address)  # io: see LastCall
+                compiled.driver(compiled.handle)  # io: see LastCall
                 outs = compiled.outputs
             else:
                 if self.target == "cuda":

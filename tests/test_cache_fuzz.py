@@ -49,7 +49,9 @@ CHILD = textwrap.dedent('''
 
 
 def run(cache):
-    env = dict(os.environ, GRADC_CACHE_DIR=str(cache),
+    # (through Numba, whose files these are: the direct route's are checked in
+    # tests/test_direct_kernels.py)
+    env = dict(os.environ, GRADC_CACHE_DIR=str(cache), GRADC_KERNELS="numba",
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-c", CHILD], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=300)

@@ -74,6 +74,13 @@ def fresh_modules():
     sys.modules.update(saved)
 
 
+@pytest.fixture(autouse=True)
+def numba_route(monkeypatch):
+    """The kernels here go through Numba, whose files these cases are about (the direct route's
+    library files are checked in tests/test_direct_kernels.py)."""
+    monkeypatch.setenv("GRADC_KERNELS", "numba")
+
+
 def compute(monkeypatch, root):
     """value_and_grad of `loss` with the cache at `root`, checked; the CacheWarnings it gave."""
     monkeypatch.setenv("GRADC_CACHE_DIR", str(root))

@@ -1,98 +1,215 @@
 """What a generated CPU driver runs on: a step's kernel calls are data (a table of int64 words),
-walked by one `@njit` loop, `run_program`, that calls each kernel's native function by address.
+walked by one loop, `run_program`, compiled here straight to LLVM IR, that calls each kernel's
+native function by address.
 
-Why data and not code: a step then costs one dispatch from Python (~0.3 us) instead of one per
-kernel (~0.5 us each), and nothing is compiled per signature. An `@njit` driver with one call
-per kernel compiled in ~8 ms per call (0.3 s for the tiny MLP benchmark's 25, 0.55 s for a
-10-layer MLP's 62), and one that called the kernels' dispatchers would have Numba link and
-optimize every kernel into it again (N^1.4). `run_program` is generated for a set of argument
-counts (calls through a C pointer need the count at compile time) and cached like a kernel, so
-every program with the same counts shares one.
+Why data and not code: a step then costs one call from Python (~0.2 us) instead of one per
+kernel (~0.5 us each), and nothing is compiled per signature. Why LLVM and not Numba: an
+`@njit` loop cost ~0.3-0.4 s to compile on a cold cache, and Numba's first compile in a process
+another ~0.3 s, which programs whose kernels are all direct (codegen/llvm_cpu.py) now never pay.
+A call through a C pointer needs its argument count at compile time, so `runner(counts)`
+compiles the loop for a set of counts (~10 ms, then cached on disk beside the kernels): every
+program with the same counts shares one.
 
 The table: `[size, n_inputs, max_args]`, then per call `[entry address, n, (base, value) * n]`,
 where an argument is `value` (base 0), the arena's address + value (base 1), or input i's
-address + value (base 2 + i). Input addresses come in `io`, an int64 array that also holds
-`max_args` words of scratch for the arguments being assembled (one per caller: thread-safe).
+address + value (base 2 + i). `run_program(words)` takes the address of six int64 words (a
+compiled signature's, gradc.executable.Compiled.words): the table's address, the arena's, that
+of the int64 array of the inputs' addresses, then what a failed call leaves: its status, its
+exception (Numba's excinfo) and its index. It returns 0, or 1 when a kernel raised.
+
+Kernels are called with Numba's calling convention, as one @njit function calls another
+(`status f(ret, excinfo, int64 ...)`), whether Numba or llvm_cpu compiled them; an exception a
+kernel raises (an index out of range) comes back as `kernel_error(words)`.
 """
+import contextlib
+import ctypes
 import functools
+import hashlib
+import os
+import pickle
 
 from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
 import numpy as np
 
 CONSTANT, ARENA, INPUT = 0, 1, 2
+TABLE, ARENA_ADDRESS, INPUTS, STATUS, EXCINFO, FAILED_CALL = range(6)  # the words
+WORDS = 6
+
+_OK, _NONE = 0, -2  # Numba's status of a function that returned normally (None: void)
+_NO_SUCH_COUNT = -100  # a call whose argument count the loop was not compiled for
+
+I32, I64 = ir.IntType(32), ir.IntType(64)
+I8P = ir.IntType(8).as_pointer()
+# Numba's excinfo: {pickled (exception class, arguments, location), its size, hash or dynamic
+# arguments, their unpacking function, number of dynamic arguments}
+EXCINFO_T = ir.LiteralStructType([I8P, I32, I8P, I8P, I32])
+
+
+class _ExcInfo(ctypes.Structure):
+    _fields_ = [("pickled", ctypes.c_void_p), ("size", ctypes.c_int32), ("hash", ctypes.c_void_p),
+                ("unpack", ctypes.c_void_p), ("dynamic", ctypes.c_int32)]
+
+
+def kernel_type(n):
+    """The LLVM type of a kernel of n int64 arguments in Numba's calling convention."""
+    return ir.FunctionType(I32, [I8P.as_pointer(), EXCINFO_T.as_pointer().as_pointer()] + [I64] * n)
+
+
+def runner_ir(counts):
+    """LLVM IR of `i32 run_program(i64 words)` for calls of these argument counts."""
+    module = ir.Module("gradc_runner")
+    fn = ir.Function(module, ir.FunctionType(I32, [I64]), "run_program")
+    entry, head, body, arg_head, arg_body, dispatch, check, next_call, failed, done = (
+        fn.append_basic_block(name) for name in (
+            "entry", "head", "body", "arg_head", "arg_body", "dispatch", "check", "next_call",
+            "failed", "done"))
+    b = ir.IRBuilder(entry)
+
+    def word(base, i):
+        return b.load(b.gep(base, [i if isinstance(i, ir.Value) else I64(i)]))
+
+    words = b.inttoptr(fn.args[0], I64.as_pointer())
+    table = b.inttoptr(word(words, TABLE), I64.as_pointer())
+    arena = word(words, ARENA_ADDRESS)
+    inputs = b.inttoptr(word(words, INPUTS), I64.as_pointer())
+    size = word(table, 0)
+    args = b.alloca(I64, b.add(word(table, 2), I64(1)), name="args")  # max_args (+1: never 0)
+    ret = b.bitcast(b.alloca(I64), I8P.as_pointer())  # a void kernel's return slot
+    excinfo = b.alloca(EXCINFO_T.as_pointer())
+    b.store(EXCINFO_T.as_pointer()(None), excinfo)
+    b.branch(head)
+
+    b.position_at_end(head)  # the next call, at word `at` of the table; k calls made so far
+    at = b.phi(I64, "at")
+    k = b.phi(I64, "k")
+    at.add_incoming(I64(3), entry)
+    k.add_incoming(I64(0), entry)
+    b.cbranch(b.icmp_signed("<", at, size), body, done)
+
+    b.position_at_end(body)
+    kernel = word(table, at)
+    n = word(table, b.add(at, I64(1)))
+    b.branch(arg_head)
+
+    b.position_at_end(arg_head)  # argument j: value, plus the arena's or an input's address
+    j = b.phi(I64, "j")
+    j.add_incoming(I64(0), body)
+    b.cbranch(b.icmp_signed("<", j, n), arg_body, dispatch)
+
+    b.position_at_end(arg_body)
+    pair = b.add(b.add(at, I64(2)), b.mul(j, I64(2)))
+    base = word(table, pair)
+    value = word(table, b.add(pair, I64(1)))
+    with b.if_else(b.icmp_signed(">=", base, I64(INPUT))) as (of_input, other):
+        with of_input:
+            from_input = b.add(value, word(inputs, b.sub(base, I64(INPUT))))
+            block_input = b.block
+        with other:
+            from_other = b.select(b.icmp_signed("==", base, I64(ARENA)), b.add(value, arena),
+                                  value)
+            block_other = b.block
+    address = b.phi(I64)
+    address.add_incoming(from_input, block_input)
+    address.add_incoming(from_other, block_other)
+    b.store(address, b.gep(args, [j]))
+    j.add_incoming(b.add(j, I64(1)), b.block)
+    b.branch(arg_head)
+
+    b.position_at_end(check)
+    status = b.phi(I32, "status")
+    status.add_incoming(I32(_NO_SUCH_COUNT), dispatch)
+    ok = b.or_(b.icmp_signed("==", status, I32(_OK)), b.icmp_signed("==", status, I32(_NONE)))
+    b.cbranch(ok, next_call, failed)
+
+    b.position_at_end(dispatch)  # the call, compiled once per argument count
+    switch = b.switch(n, check)
+    for count in sorted(counts):
+        block = fn.append_basic_block(f"call_{count}")
+        switch.add_case(I64(count), block)
+        b.position_at_end(block)
+        callee = b.inttoptr(kernel, kernel_type(count).as_pointer())
+        values = [word(args, i) for i in range(count)]
+        status.add_incoming(b.call(callee, [ret, excinfo] + values), block)
+        b.branch(check)
+
+    b.position_at_end(next_call)
+    at.add_incoming(b.add(at, b.add(I64(2), b.mul(n, I64(2)))), next_call)
+    k.add_incoming(b.add(k, I64(1)), next_call)
+    b.branch(head)
+
+    b.position_at_end(failed)
+    b.store(b.sext(status, I64), b.gep(words, [I64(STATUS)]))
+    b.store(b.ptrtoint(b.load(excinfo), I64), b.gep(words, [I64(EXCINFO)]))
+    b.store(k, b.gep(words, [I64(FAILED_CALL)]))
+    b.ret(I32(1))
+
+    b.position_at_end(done)
+    b.ret(I32(0))
+    return str(module)
+
+
+_PROTOTYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64)
+STATS = {"compiled": 0, "loaded": 0}  # loops compiled / read from the disk cache
 
 
 @functools.lru_cache(maxsize=None)
-def call_from(n):
-    """An intrinsic `call_n(address, words)`: call the kernel of n int64 arguments whose native
-    Numba function is at `address` with the n int64 at address `words`; an exception it raises
-    propagates to the caller (Numba's own call convention, as between two @njit functions).
-    (Loading the arguments in LLVM, not as n Numba array reads, makes a call site ~10x cheaper
-    to compile: `call(f, a[0], ..., a[11])` cost ~25 ms.)"""
-    @intrinsic
-    def call_n(typingctx, address, words):
-        if not (isinstance(address, types.Integer) and isinstance(words, types.Integer)):
-            return None
+def runner(counts):
+    """`run_program(words)` for calls of these argument counts (a tuple), as a ctypes function
+    to call with a ctypes.c_int64 (a prepared argument: ~0.17 us a call). Compiled by Numba's
+    LLVM (its target machine and passes) once per process, or loaded from the disk cache."""
+    from llvmlite import binding as ll
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.registry import cpu_target
 
-        def codegen(context, builder, signature, llargs):
-            i64 = ir.IntType(64)
-            base = builder.inttoptr(llargs[1], i64.as_pointer())
-            values = [builder.load(builder.gep(base, [ir.Constant(i64, j)])) for j in range(n)]
-            argtypes = [types.int64] * n
-            fnty = context.call_conv.get_function_type(types.void, argtypes)
-            kernel = builder.inttoptr(llargs[0], fnty.as_pointer())
-            status, _ = context.call_conv.call_function(builder, kernel, types.void, argtypes,
-                                                        values)
-            with builder.if_then(status.is_error, likely=False):
-                context.call_conv.return_status_propagate(builder, status)
-            return context.get_dummy_value()
+    from . import llvm_cpu
+    from .modules import module_dir
+    codegen = cpu_target.target_context.codegen()
+    text = runner_ir(counts)
+    digest = hashlib.sha256(f"{codegen.magic_tuple()!r}\0{text}".encode()).hexdigest()[:24]
+    folder = module_dir()
+    path = os.path.join(folder, f"gradc_runner_{digest}.bin") if folder else None
+    with global_compiler_lock:
+        found = llvm_cpu.read_library(codegen, path) if path else None
+        STATS["loaded" if found else "compiled"] += 1
+        if found is None:
+            library = codegen.create_library(f"gradc_runner_{digest}")
+            library.enable_object_caching()
+            llmod = ll.parse_assembly(text)
+            llmod.verify()
+            library.add_llvm_module(llmod)
+            library.finalize()
+            found = {"run": "run_program"}, library
+            if path:
+                with contextlib.suppress(OSError):  # (uncached, but compiled)
+                    llvm_cpu.write_library(path, *found)
+    symbols, library = found
+    llvm_cpu.keep_alive(library)
+    return _PROTOTYPE(library.get_pointer_to_function(symbols["run"]))
 
-        return types.void(address, words), codegen
 
-    return call_n
+def kernel_error(words):
+    """The exception a kernel raised in the run_program call that returned 1 with these words
+    (a ctypes.c_int64 holding their address): Numba's pickled (class, arguments), as Numba's
+    own dispatcher would raise it."""
+    status, excinfo, call = (ctypes.c_int64 * WORDS).from_address(words.value)[STATUS:]
+    if status == _NO_SUCH_COUNT:
+        return RuntimeError(f"gradc: call {call} of the program has an argument count its "
+                            "loop was not compiled for (a bug in gradc: please report it)")
+    if status > 0 and excinfo:
+        info = _ExcInfo.from_address(excinfo)
+        if info.dynamic == 0 and info.pickled:
+            exc, args, _ = pickle.loads(ctypes.string_at(info.pickled, info.size))
+            return exc(*args)
+    return RuntimeError(f"gradc: kernel call {call} of the program failed (status {status})")
 
 
 def entry_address(kernel):
     """The address of a compiled kernel's native Numba function (`status f(ret, excinfo, int64
-    ...)`), callable with `call_from(n)`: unlike its C wrapper, it reports an exception (an
-    index out of range) to the caller instead of printing it."""
+    ...)`), what run_program calls: unlike its C wrapper, it reports an exception (an index
+    out of range) to the caller instead of printing it."""
     (cres,) = kernel.overloads.values()
     return cres.library.get_pointer_to_function(cres.fndesc.mangled_name)
-
-
-def interpreter_source(arg_counts):
-    """Source of the module that defines `run_program` for calls of these argument counts."""
-    counts = sorted(arg_counts)
-    branches = []
-    for i, n in enumerate(counts):
-        branches += [f"        {'if' if i == 0 else 'elif'} n == {n}:",
-                     f"            call_{n}(f, io_address + 8 * s)"]
-    return ("from gradc.codegen.driver_rt import call_from\n\n"
-            + "".join(f"call_{n} = call_from({n})\n" for n in counts)) + f'''
-
-@njit("void(int64, int64, int64)", **JIT_OPTIONS)
-def run_program(program, A, io_address):
-    """Run the kernel calls in the table at `program`: see gradc/codegen/driver_rt.py."""
-    size = i64_array(program, 1)[0]
-    p = i64_array(program, size)
-    s = p[1]  # io: the input addresses, then the scratch the arguments are assembled in
-    io = i64_array(io_address, s + p[2])
-    at = 3
-    while at < size:
-        f, n = p[at], p[at + 1]
-        at += 2
-        for j in range(n):
-            base, value = p[at], p[at + 1]
-            at += 2
-            if base == {ARENA}:
-                value += A
-            elif base >= {INPUT}:
-                value += io[base - {INPUT}]
-            io[s + j] = value
-''' + "\n".join(branches) + "\n"
 
 
 def program_table(calls, n_inputs, kernels):
