@@ -60,7 +60,7 @@ def accumulate_products(graph):
             out = new(ends[0])
             for t in ends[1:] + others:
                 out = new_graph.apply("add", (out, new(t)))
-        else:  # (an add inside a sum that is accumulated is left dead, for dce)
+        else:  # (the adds inside an accumulated sum too: dead now, left to dce)
             out = new_graph.apply(node.op, ins, **dict(node.attrs))
         new_of[vid] = out
         return out
