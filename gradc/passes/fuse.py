@@ -176,7 +176,7 @@ def fuse(graph, remat=True):
     _mark_stores(graph, kernels)
     in_region = {base_layout(v)[0].id for i, v in enumerate(graph.outputs) if i not in graph.aliases}
     in_place = {base_layout(graph.outputs[o])[0].id for o in graph.aliases}
-    ordered = _schedule(kernels, in_region, in_place, fuser.position)
+    ordered = _schedule(kernels, in_region, in_place)
     for k in ordered:
         k.parallel = decide_parallel(k)
     layouts = {}
@@ -488,20 +488,20 @@ def _space(node):
     return node.inputs[0].shape if node.opdef.kind == REDUCE else node.output.shape
 
 
-def _schedule(kernels, region_outputs, in_place=frozenset(), position=None):
+def _schedule(kernels, region_outputs, in_place=frozenset()):
     """Topological order of kernels by their buffer dependencies: of the kernels whose inputs
-    are ready, the one whose last node comes first in the graph (`position`: value id -> node
-    position; without it, creation order) runs first. So the schedule follows the graph's order
-    (the backward's, which autodiff arranges so activations die early), also past a kernel
-    that a much later node joined: the tiny MLP's loss kernel, which waits for the squares of
-    the weights that their updates joined, had the weight gradients, created after it, run only
-    after the whole backward, their activations alive until then (arena 28,096 -> 17,216 bytes).
-    Except that a kernel no other kernel depends on, and that writes no output into the
-    arena's output region, runs as soon as its inputs are ready: a train step's in-place
-    update of one parameter, so that parameter's gradient is dead before the next gradient is
-    computed, instead of every gradient living until the updates at the end. (Outputs in the
-    region keep their place: the views returned by the last call may be passed back as this
-    call's inputs, so writing them early could overwrite an input that a later kernel reads.)
+    are ready, the one created first runs first (list scheduling). A walk that ran each kernel
+    in creation order after everything it waits for (depth first) let a kernel that a much
+    later node joined pull that node's inputs ahead of the kernels created after it: the tiny
+    MLP's loss kernel, waiting for the squares of the weights that their updates joined, ran
+    the whole backward before the weight gradients, their activations alive until then (arena
+    28,096 -> 17,216 bytes). Except that a kernel no other kernel depends on, and that writes
+    no output into the arena's output region, runs as soon as its inputs are ready: a train
+    step's in-place update of one parameter, so that parameter's gradient is dead before the
+    next gradient is computed, instead of every gradient living until the updates at the end.
+    (Outputs in the region keep their place: the views returned by the last call may be
+    passed back as this call's inputs, so writing them early could overwrite an input that a
+    later kernel reads.)
 
     A kernel that writes an input in place (`in_place`: value ids) runs only after every kernel
     that may raise (an index out of range), so a call that raises has changed no input."""
@@ -518,19 +518,14 @@ def _schedule(kernels, region_outputs, in_place=frozenset(), position=None):
         for d in ds:
             dependents[d].append(i)
 
-    def priority(k):  # (sinks first, then by the graph position of the kernel's last node)
-        last = k.index if position is None else max(
-            position[n.output.id] for n in k.nodes if n.output.id not in k.recomputed)
-        return k.index not in sinks, last, k.index
-
     by_index = {k.index: k for k in kernels}
-    keys = {k.index: priority(k) for k in kernels}
+    keys = {k.index: (k.index not in sinks, k.index) for k in kernels}  # (sinks first)
     ready = [keys[i] for i, ds in waits.items() if not ds]
     heapq.heapify(ready)
     left = {i: len(ds) for i, ds in waits.items()}
     order = []
     while ready:
-        k = by_index[heapq.heappop(ready)[2]]
+        k = by_index[heapq.heappop(ready)[1]]
         order.append(k)
         for j in dependents[k.index]:
             left[j] -= 1
