@@ -1,8 +1,8 @@
 """Train steps' arenas against PyTorch eager's way of freeing (issue 15), through the public
 API: an unrolled RNN accumulates its weight gradients a step at a time (passes/products.py),
-so each step's hidden state dies at its step of the backward; and the schedule follows the
-backward's graph order (passes/fuse.py `_schedule`), so a weight gradient runs before the
-rest of the backward and its activation dies there. Each update against central differences."""
+so each step's hidden state dies at its step of the backward; and the schedule runs the ready
+kernel created first (passes/fuse.py `_schedule`), so a weight gradient runs before the rest
+of the backward and its activation dies there. Each update against central differences."""
 import copy
 
 import numpy as np
@@ -48,7 +48,8 @@ def test_rnn_train_step_keeps_each_hidden_state_until_its_step_of_the_backward()
 
 def test_l2_mlp_train_step_frees_each_activation_at_its_weight_gradient():
     """13,504 bytes; 22,016 when the loss kernel, which waits for the L2 terms that the
-    updates joined, pulled the whole backward ahead of the weight gradients."""
+    updates joined, pulled the whole backward ahead of the weight gradients (a depth-first
+    schedule)."""
     rng = np.random.default_rng(4)
     params = {"W1": rng.uniform(-1, 1, (2, 16)), "b1": rng.uniform(-.1, .1, 16),
               "W2": rng.uniform(-1, 1, (16, 16)), "b2": rng.uniform(-.1, .1, 16),
