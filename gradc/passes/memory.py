@@ -5,7 +5,8 @@ the front, in output order, so the gradients form one flat region (one allreduce
 Scratch slots are reused: a slot is free once the last kernel that reads its value has run (a
 kernel's outputs are placed before its dead inputs are freed, so no kernel reads and writes one
 slot, except a loop kernel writing a value over an input it reads for the last time, at the
-element it computes: `_overwritable`). Everything is decided before anything runs.
+element it computes, and an addmm writing its sum over its c: `_overwritable`). Everything is
+decided before anything runs.
 """
 from __future__ import annotations
 
