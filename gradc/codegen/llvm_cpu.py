@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -60,6 +61,7 @@ LIBM = {"tanh": "tanh", "log1p": "log1p", "expm1": "expm1", "tan": "tan", "sinh"
 ARITY = {"copysign": 2, "arctan2": 2}
 CLASSIFY = ("isnan", "isinf", "isfinite", "signbit")
 CONSTANTS = {"nan": float("nan"), "inf": float("inf")}
+_INT_FLAGS = {"int64": ["nsw"], "uint64": []}  # (Numba's: no signed overflow, `nsw`, if signed)
 
 
 def _never_negative(e):
@@ -88,6 +90,32 @@ class _Array:
 
     def __init__(self, ptr, length, dtype):
         self.ptr, self.length, self.dtype = ptr, length, dtype
+
+
+class _Tuple:
+    __slots__ = ("value", "count", "dtype")  # value: Numba's LLVM value of a UniTuple
+
+    def __init__(self, value, count, dtype):
+        self.value, self.count, self.dtype = value, count, dtype
+
+
+@functools.lru_cache(maxsize=None)
+def _context():
+    """Numba's CPU target context as the kernels' JIT_OPTIONS set it up (rt.py:
+    error_model="numpy", under which an integer division by zero gives 0), for the operations
+    lowered by Numba's own code here (integer // and %, np.sign, a tuple's item, raise)."""
+    from numba.core import callconv
+    from numba.core.registry import cpu_target
+    from . import rt
+    context = cpu_target.target_context
+    context.refresh()
+    model = callconv.create_error_model(rt.JIT_OPTIONS["error_model"], context)
+    return context.subtarget(error_model=model)
+
+
+def _numba_type(dtype):
+    from numba.core import types
+    return getattr(types, "boolean" if dtype == "bool" else dtype)
 
 
 def kernel_module(source, symbol):
@@ -164,33 +192,50 @@ class _Kernel:
     # --- statements ----------------------------------------------------------------------
     def _block(self, statements):
         for st in statements:
-            if isinstance(st, ast.Assign) and len(st.targets) == 1:
-                self._assign(st.targets[0], st.value)
+            if isinstance(st, ast.Assign):
+                self._assign(st.targets, st.value)
             elif isinstance(st, ast.For) and not st.orelse:
                 self._for(st)
             elif isinstance(st, ast.AugAssign):  # (Numba: load, the operation, store)
                 load = ast.Name(st.target.id, ast.Load()) if isinstance(st.target, ast.Name) \
                     else ast.Subscript(st.target.value, st.target.slice, ast.Load())
-                self._assign(st.target, ast.BinOp(load, st.op, st.value))
+                self._assign([st.target], ast.BinOp(load, st.op, st.value))
             elif isinstance(st, ast.If):
                 self._if(st)
             elif isinstance(st, ast.Expr) and isinstance(st.value, ast.Call) \
                     and _name(st.value.func) in ("sgemm", "dgemm"):
                 self._gemm(st.value)
+            elif isinstance(st, ast.Raise):
+                self._raise(st)
             elif isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant):
                 continue  # a docstring
             else:
                 raise Unsupported(ast.unparse(st))
 
-    def _assign(self, target, value):
-        if isinstance(target, ast.Name):
+    def _assign(self, targets, value):
+        """`x = v`, `a[i] = v`, `x = y = v` (v evaluated once) and `x, y = u, v` (u and v
+        evaluated first, as Python does)."""
+        (target, *more) = targets
+        if isinstance(target, ast.Name) and not more:
             if isinstance(value, ast.Call) and _name(value.func) in VIEWS:
-                self._bind_array(target.id, value)
-                return
+                return self._bind_array(target.id, value)
             if isinstance(value, ast.Subscript) and isinstance(value.slice, ast.Slice):
-                self._bind_part(target.id, value)
-                return
-            v, dtype = self._expr(value)
+                return self._bind_part(target.id, value)
+            if isinstance(value, ast.Tuple):
+                return self._bind_tuple(target.id, value)
+        if isinstance(target, ast.Tuple):
+            if more or not isinstance(value, ast.Tuple) or len(value.elts) != len(target.elts):
+                raise Unsupported(ast.unparse(target))
+            values = [self._expr(v) for v in value.elts]
+            for t, v in zip(target.elts, values):
+                self._store(t, *v)
+            return
+        v = self._expr(value)
+        for t in targets:
+            self._store(t, *v)
+
+    def _store(self, target, v, dtype):
+        if isinstance(target, ast.Name):
             var = self.scope.get(target.id)
             if var is None:
                 var = self.scope[target.id] = self._new_var(target.id, dtype)
@@ -199,14 +244,37 @@ class _Kernel:
             self.builder.store(v, var.slot)
         elif isinstance(target, ast.Subscript):
             array, pointer = self._element(target)
-            v, dtype = self._expr(value)
-            if dtype != array.dtype:
+            # (Numba casts an unsigned into an int64 array: the same bits)
+            if dtype != array.dtype and {dtype, array.dtype} != {"int64", "uint64"}:
                 raise Unsupported(f"a {dtype} stored in a {array.dtype} array")
             if dtype == "bool":
                 v = self.builder.zext(v, I8)
             self.builder.store(v, pointer)
         else:
             raise Unsupported(ast.unparse(target))
+
+    def _bind_tuple(self, name, value):
+        """`t = (a, b, c)`: a tuple of one type, indexed later (unslice_sum's addresses)."""
+        values = [self._expr(v) for v in value.elts]
+        dtypes = {t for _, t in values}
+        if not values or len(dtypes) != 1 or name in self.scope:
+            raise Unsupported(ast.unparse(value))
+        from numba.core import cgutils
+        self.scope[name] = _Tuple(cgutils.pack_array(self.builder, [v for v, _ in values]),
+                                  len(values), dtypes.pop())
+
+    def _raise(self, st):
+        """`raise IndexError('message')` (a gather's index check), as Numba raises it: the
+        kernel returns its user-exception status with *excinfo pointing at the pickled
+        exception, which the driver propagates to Python."""
+        exc = st.exc
+        if not (st.cause is None and isinstance(exc, ast.Call) and _name(exc.func) == "IndexError"
+                and not exc.keywords and len(exc.args) == 1
+                and isinstance(exc.args[0], ast.Constant) and isinstance(exc.args[0].value, str)):
+            raise Unsupported(ast.unparse(st))
+        _context().call_conv.return_user_exc(self.builder, IndexError, (exc.args[0].value,))
+        # (what follows in the same block is never reached: its own block, with no way in)
+        self.builder.position_at_end(self.function.append_basic_block("raised"))
 
     def _bind_array(self, name, call):
         """`a = f32_array(p, n)` (n elements at address p) or `a = _f32_ptr(p)`."""
@@ -227,14 +295,15 @@ class _Kernel:
                 and _name(it.func) == "range" and 1 <= len(it.args) <= 2 and not it.keywords):
             raise Unsupported(ast.unparse(st.iter))
         bounds = [self._expr(a) for a in it.args]
-        if any(t != "int64" for _, t in bounds):
-            raise Unsupported("a range of non-int64 bounds")
+        dtype = bounds[-1][1]  # range(np.uint64(n)): an unsigned counter (a view's index)
+        if dtype not in ("int64", "uint64") or any(t != dtype for _, t in bounds):
+            raise Unsupported(f"a range of {', '.join(t for _, t in bounds)}")
         start = bounds[0][0] if len(bounds) == 2 else ir.Constant(I64, 0)
         stop = bounds[-1][0]
         name = st.target.id
         if name in self.scope:
             raise Unsupported(f"loop variable {name} reused")
-        counter = self._new_var(f"{name}.next", "int64")
+        counter = self._new_var(f"{name}.next", dtype)
         self.builder.store(start, counter.slot)
         b = self.builder
         test = self.function.append_basic_block(f"{name}.test")
@@ -245,10 +314,12 @@ class _Kernel:
         i = b.load(counter.slot)
         b.cbranch(b.icmp_signed("<", i, stop), body, done)
         b.position_at_end(body)
-        var = self.scope[name] = self._new_var(name, "int64")
+        # (as Numba's range, whatever the counter's type: a signed count, 0 when stop <= start)
+        var = self.scope[name] = self._new_var(name, dtype)
         b.store(i, var.slot)
         self._block(st.body)
-        b.store(b.add(b.load(var.slot), ir.Constant(I64, 1), flags=["nsw"]), counter.slot)
+        b.store(b.add(b.load(var.slot), ir.Constant(I64, 1), flags=_INT_FLAGS[dtype]),
+                counter.slot)
         b.branch(test)
         b.position_at_end(done)
         del self.scope[name]  # (Python keeps it; the kernels never read it after the loop)
@@ -346,6 +417,16 @@ class _Kernel:
         raise Unsupported(repr(e.value))
 
     def _Subscript(self, e):
+        item = self.scope.get(_name(e.value))
+        if isinstance(item, _Tuple):  # Numba's getitem: a switch, IndexError out of range
+            from numba.core import types
+            from numba.cpython.tupleobj import getitem_unituple
+            index, dtype = self._expr(e.slice)
+            if dtype != "int64":
+                raise Unsupported(ast.unparse(e))
+            ty = _numba_type(item.dtype)
+            sig = ty(types.UniTuple(ty, item.count), types.int64)
+            return getitem_unituple(_context(), self.builder, sig, [item.value, index]), ty.name
         array, pointer = self._element(e)
         v = self.builder.load(pointer)
         if array.dtype == "bool":  # (Numba: a byte that is not 0 is True)
@@ -384,17 +465,23 @@ class _Kernel:
 
     def _BinOp(self, e):
         (a, ta), (c, tc) = self._expr(e.left), self._expr(e.right)
-        if ta != tc:
+        if ta != tc:  # (Numba: int64 and uint64 give a float64; int32 is computed in int64)
             raise Unsupported(f"{ast.unparse(e)}: {ta} and {tc}")
         b, op = self.builder, type(e.op)
         if ta in FLOATS:
             emit = {ast.Add: b.fadd, ast.Sub: b.fsub, ast.Mult: b.fmul, ast.Div: b.fdiv}.get(op)
-        elif ta == "int64":  # no signed overflow (Numba's `nsw`, which lets LLVM drop the
-            # wraparound of a negative index computed from loop counters). (Numba computes
-            # int32 arithmetic in int64: not here.)
+        elif ta in _INT_FLAGS:  # no signed overflow (Numba's `nsw`, which lets LLVM drop the
+            # wraparound of a negative index computed from loop counters)
             emit = {ast.Add: b.add, ast.Sub: b.sub, ast.Mult: b.mul}.get(op)
             if emit is not None:
-                return emit(a, c, flags=["nsw"]), ta
+                return emit(a, c, flags=_INT_FLAGS[ta]), ta
+            if op in (ast.FloorDiv, ast.Mod):  # Python's: floor, the divisor's sign; by Numba
+                from numba.cpython.numbers import int_floordiv_impl, int_rem_impl
+                impl = int_floordiv_impl if op is ast.FloorDiv else int_rem_impl
+                ty = _numba_type(ta)
+                return impl(_context(), b, ty(ty, ty), [a, c]), ta
+        elif ta == "bool":
+            emit = {ast.BitOr: b.or_, ast.BitAnd: b.and_, ast.BitXor: b.xor}.get(op)
         else:
             emit = None
         if emit is None:
@@ -402,19 +489,29 @@ class _Kernel:
         return emit(a, c), ta
 
     def _Compare(self, e):
-        if len(e.ops) != 1:
+        """`a < b`, and `a <= b < c` as `a <= b and b < c` (b evaluated once; Numba stops at
+        the first False, the same value of expressions without effects)."""
+        if not all(_pure(c) for c in e.comparators[1:]):
             raise Unsupported(ast.unparse(e))
+        operands = [self._expr(e.left)] + [self._expr(c) for c in e.comparators]
+        out = None
+        for i, op in enumerate(e.ops):
+            v, _ = self._compare(op, operands[i], operands[i + 1], e.comparators[i])
+            out = v if out is None else self.builder.and_(out, v)
+        return out, "bool"
+
+    def _compare(self, op, left, right, right_node):
         sym = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==",
-               ast.NotEq: "!="}.get(type(e.ops[0]))
-        (a, ta), (c, tc) = self._expr(e.left), self._expr(e.comparators[0])
+               ast.NotEq: "!="}.get(type(op))
+        (a, ta), (c, tc) = left, right
         if ta != tc:  # x != 0 (astype to bool): a small integer literal is exact in any float
-            if ta in FLOATS and _small_int(e.comparators[0]):
-                c, tc = ir.Constant(LL[ta], float(e.comparators[0].value)), ta
+            if ta in FLOATS and _small_int(right_node):
+                c, tc = ir.Constant(LL[ta], float(right_node.value)), ta
             else:
-                raise Unsupported(f"{ast.unparse(e)}: {ta} and {tc}")
+                raise Unsupported(f"{ast.unparse(right_node)}: {ta} and {tc}")
         b = self.builder
         if sym is None:
-            raise Unsupported(ast.unparse(e))
+            raise Unsupported(ast.unparse(right_node))
         if ta in FLOATS:  # as Numba: ordered, but != is unordered (NaN != NaN)
             if sym == "!=":
                 return b.fcmp_unordered(sym, a, c), "bool"
@@ -423,9 +520,14 @@ class _Kernel:
             return b.icmp_signed(sym, a, c), "bool"
         if ta in ("uint64", "bool"):
             return b.icmp_unsigned(sym, a, c), "bool"
-        raise Unsupported(ast.unparse(e))
+        raise Unsupported(ast.unparse(right_node))
 
     def _BoolOp(self, e):
+        """`a and b`, `a or b` of bools, every operand evaluated: the same value as Numba's
+        branches when the operands after the first read no memory (an index check's `j < 0 or
+        j >= n`)."""
+        if not all(_pure(v) for v in e.values[1:]):
+            raise Unsupported(ast.unparse(e))
         values = [self._expr(v) for v in e.values]
         if any(t != "bool" for _, t in values):
             raise Unsupported(ast.unparse(e))
@@ -452,6 +554,15 @@ class _Kernel:
             return self._cast(e.args[0], CASTS[name])
         if name in ("max2", "min2") and len(e.args) == 2:
             return self._extremum(name, *e.args)
+        if name in ("min", "max") and len(e.args) >= 2:
+            return self._min_max(name, e)
+        if name == "sign" and len(e.args) == 1:  # np.sign of a float, by Numba's own code
+            from numba.np.math.numbers import real_sign_impl
+            v, dtype = self._expr(e.args[0])
+            if dtype not in FLOATS:
+                raise Unsupported(ast.unparse(e))
+            ty = _numba_type(dtype)
+            return real_sign_impl(_context(), self.builder, ty(ty), [v]), dtype
         if name in CLASSIFY and len(e.args) == 1:
             return self._classify(name, *self._expr(e.args[0]))
         if name in INTRINSIC or name in LIBM:
@@ -504,6 +615,26 @@ class _Kernel:
             return b.fcmp_ordered("==", magnitude, infinity), "bool"
         return b.fcmp_ordered("!=", magnitude, infinity), "bool"  # isfinite: False for NaN
 
+    def _min_max(self, name, e):
+        """Python's min/max of numbers of one type, as Numba's do_minmax: from the left, the
+        next value replaces the one kept when strictly less (min) or greater (max)."""
+        args = [self._expr(a) for a in e.args]
+        dtype = args[0][1]
+        if any(t != dtype for _, t in args) or dtype not in ("int64", "uint64") + FLOATS:
+            raise Unsupported(ast.unparse(e))
+        sym = ">" if name == "max" else "<"
+        b = self.builder
+        kept = args[0][0]
+        for v, _ in args[1:]:
+            if dtype in FLOATS:
+                replace = b.fcmp_ordered(sym, v, kept)
+            elif dtype == "int64":
+                replace = b.icmp_signed(sym, v, kept)
+            else:
+                replace = b.icmp_unsigned(sym, v, kept)
+            kept = b.select(replace, v, kept)
+        return kept, dtype
+
     def _extremum(self, name, x, y):
         """rt.max2/min2: `a if (a >= b or a != a) else b` (NaN propagates)."""
         (a, ta), (c, tc) = self._expr(x), self._expr(y)
@@ -548,6 +679,12 @@ def _literal(node):
     if _name(node) in ("np.nan", "np.inf"):
         return sign * CONSTANTS[node.attr]
     return None
+
+
+def _pure(node):
+    """Whether evaluating `node` reads no memory and calls nothing (names, constants,
+    arithmetic and comparisons of them)."""
+    return not any(isinstance(n, (ast.Subscript, ast.Call)) for n in ast.walk(node))
 
 
 def _small_int(node):
