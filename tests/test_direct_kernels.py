@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPECIAL = np.array([0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0, 3.0, 1e-30, -1e-30, 1e30, -1e30, 0.999,
                     -0.999, 1e-40, np.nan, np.inf, -np.inf, 88.0, -88.0, 710.0, 1e-8])
 # ops whose CPU math is outside what llvm_cpu compiles (those kernels go through Numba)
-NUMBA_ONLY = {"floor_divide", "remainder", "power", "fmod", "hypot", "sign", "polygamma"}
+NUMBA_ONLY = {"hypot", "polygamma"}
 ATTRS = {"tag": 0, "reason": "", "dtype": "float32", "n": 1}  # ops' attributes (not inputs)
 
 

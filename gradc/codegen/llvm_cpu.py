@@ -25,6 +25,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import operator
 import os
 import struct
 
@@ -61,6 +62,7 @@ LIBM = {"tanh": "tanh", "log1p": "log1p", "expm1": "expm1", "tan": "tan", "sinh"
 ARITY = {"copysign": 2, "arctan2": 2}
 CLASSIFY = ("isnan", "isinf", "isfinite", "signbit")
 CONSTANTS = {"nan": float("nan"), "inf": float("inf")}
+NUMBA_OPS = {ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
 _INT_FLAGS = {"int64": ["nsw"], "uint64": []}  # (Numba's: no signed overflow, `nsw`, if signed)
 
 
@@ -102,15 +104,32 @@ class _Tuple:
 @functools.lru_cache(maxsize=None)
 def _context():
     """Numba's CPU target context as the kernels' JIT_OPTIONS set it up (rt.py:
-    error_model="numpy", under which an integer division by zero gives 0), for the operations
-    lowered by Numba's own code here (integer // and %, np.sign, a tuple's item, raise)."""
+    error_model="numpy", under which a division by zero gives 0, inf or NaN), for the
+    operations lowered by Numba's own code here (//, %, **, np.sign, np.fmod, a tuple's item,
+    raise)."""
     from numba.core import callconv
     from numba.core.registry import cpu_target
     from . import rt
     context = cpu_target.target_context
     context.refresh()
     model = callconv.create_error_model(rt.JIT_OPTIONS["error_model"], context)
-    return context.subtarget(error_model=model)
+    context = context.subtarget(error_model=model)
+    context._codelib_stack = [_NoLinking()]  # (its own: the copy shared Numba's)
+    return context
+
+
+class _NoLinking:
+    """The code library Numba's lowering functions see as active here: one that would link a
+    function Numba compiled (its compile_internal) is refused, and the kernel goes to Numba."""
+
+    def add_linking_library(self, library):
+        raise Unsupported("an operation Numba compiles a function for")
+
+
+def _numba_op(key, dtype, args, builder):
+    """Numba's own lowering of `key` (an operator or a builtin) on values of one dtype."""
+    ty = _numba_type(dtype)
+    return _context().get_function(key, ty(*[ty] * len(args)))(builder, args)
 
 
 def _numba_type(dtype):
@@ -470,16 +489,15 @@ class _Kernel:
         b, op = self.builder, type(e.op)
         if ta in FLOATS:
             emit = {ast.Add: b.fadd, ast.Sub: b.fsub, ast.Mult: b.fmul, ast.Div: b.fdiv}.get(op)
+            if op in NUMBA_OPS:  # Python's // and % (floor, the divisor's sign), **
+                return _numba_op(NUMBA_OPS[op], ta, [a, c], b), ta
         elif ta in _INT_FLAGS:  # no signed overflow (Numba's `nsw`, which lets LLVM drop the
             # wraparound of a negative index computed from loop counters)
             emit = {ast.Add: b.add, ast.Sub: b.sub, ast.Mult: b.mul}.get(op)
             if emit is not None:
                 return emit(a, c, flags=_INT_FLAGS[ta]), ta
-            if op in (ast.FloorDiv, ast.Mod):  # Python's: floor, the divisor's sign; by Numba
-                from numba.cpython.numbers import int_floordiv_impl, int_rem_impl
-                impl = int_floordiv_impl if op is ast.FloorDiv else int_rem_impl
-                ty = _numba_type(ta)
-                return impl(_context(), b, ty(ty, ty), [a, c]), ta
+            if op in (ast.FloorDiv, ast.Mod):  # Python's: floor, the divisor's sign
+                return _numba_op(NUMBA_OPS[op], ta, [a, c], b), ta
         elif ta == "bool":
             emit = {ast.BitOr: b.or_, ast.BitAnd: b.and_, ast.BitXor: b.xor}.get(op)
         else:
@@ -548,31 +566,49 @@ class _Kernel:
         name = _name(e.func)
         if e.keywords:
             raise Unsupported(ast.unparse(e))
-        if name.startswith("np."):
+        numpy = name.startswith("np.")
+        if numpy:
             name = name[3:]
         if name in CASTS and len(e.args) == 1:
             return self._cast(e.args[0], CASTS[name])
         if name in ("max2", "min2") and len(e.args) == 2:
             return self._extremum(name, *e.args)
-        if name in ("min", "max") and len(e.args) >= 2:
-            return self._min_max(name, e)
-        if name == "sign" and len(e.args) == 1:  # np.sign of a float, by Numba's own code
-            from numba.np.math.numbers import real_sign_impl
-            v, dtype = self._expr(e.args[0])
-            if dtype not in FLOATS:
-                raise Unsupported(ast.unparse(e))
-            ty = _numba_type(dtype)
-            return real_sign_impl(_context(), self.builder, ty(ty), [v]), dtype
+        if name in ("min", "max") and len(e.args) >= 2:  # Python's, on numbers of one type
+            from numba.cpython.builtins import do_minmax
+            args = self._same_type(e, INTS + FLOATS)
+            ty = _numba_type(args[0][1])
+            return do_minmax(_context(), self.builder, [ty] * len(args), [v for v, _ in args],
+                             operator.gt if name == "max" else operator.lt), args[0][1]
         if name in CLASSIFY and len(e.args) == 1:
             return self._classify(name, *self._expr(e.args[0]))
         if name in INTRINSIC or name in LIBM:
-            args = [self._expr(a) for a in e.args]
-            dtype = args[0][1] if args else None
-            if (len(args) != ARITY.get(name, 1) or dtype not in FLOATS
-                    or any(t != dtype for _, t in args)):
+            args = self._same_type(e, FLOATS)
+            if len(args) != ARITY.get(name, 1):
                 raise Unsupported(ast.unparse(e))
-            return self._math(name, dtype, [v for v, _ in args]), dtype
+            return self._math(name, args[0][1], [v for v, _ in args]), args[0][1]
+        if numpy and isinstance(getattr(np, name, None), np.ufunc):
+            return self._ufunc(getattr(np, name), e)
         raise Unsupported(ast.unparse(e))
+
+    def _same_type(self, e, dtypes):
+        """[(value, dtype)] of the call's arguments, all of one dtype among `dtypes`."""
+        args = [self._expr(a) for a in e.args]
+        if not args or args[0][1] not in dtypes or any(t != args[0][1] for _, t in args):
+            raise Unsupported(ast.unparse(e))
+        return args
+
+    def _ufunc(self, ufunc, e):
+        """A NumPy ufunc of floats of one dtype (np.sign, np.fmod...) by the function Numba
+        lowers it with (its ufunc_db loop for those types)."""
+        from numba.np.ufunc_db import get_ufunc_info
+        args = self._same_type(e, FLOATS)
+        dtype = args[0][1]
+        char = np.dtype(dtype).char
+        impl = get_ufunc_info(ufunc).get(f"{char * len(args)}->{char}")
+        if impl is None or ufunc.nout != 1:
+            raise Unsupported(ast.unparse(e))
+        ty = _numba_type(dtype)
+        return impl(_context(), self.builder, ty(*[ty] * len(args)), [v for v, _ in args]), dtype
 
     def _cast(self, arg, dtype):
         literal = _literal(arg)
@@ -614,26 +650,6 @@ class _Kernel:
         if name == "isinf":
             return b.fcmp_ordered("==", magnitude, infinity), "bool"
         return b.fcmp_ordered("!=", magnitude, infinity), "bool"  # isfinite: False for NaN
-
-    def _min_max(self, name, e):
-        """Python's min/max of numbers of one type, as Numba's do_minmax: from the left, the
-        next value replaces the one kept when strictly less (min) or greater (max)."""
-        args = [self._expr(a) for a in e.args]
-        dtype = args[0][1]
-        if any(t != dtype for _, t in args) or dtype not in ("int64", "uint64") + FLOATS:
-            raise Unsupported(ast.unparse(e))
-        sym = ">" if name == "max" else "<"
-        b = self.builder
-        kept = args[0][0]
-        for v, _ in args[1:]:
-            if dtype in FLOATS:
-                replace = b.fcmp_ordered(sym, v, kept)
-            elif dtype == "int64":
-                replace = b.icmp_signed(sym, v, kept)
-            else:
-                replace = b.icmp_unsigned(sym, v, kept)
-            kept = b.select(replace, v, kept)
-        return kept, dtype
 
     def _extremum(self, name, x, y):
         """rt.max2/min2: `a if (a >= b or a != a) else b` (NaN propagates)."""
