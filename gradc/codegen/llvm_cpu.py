@@ -198,7 +198,7 @@ class _Kernel:
         self.function = ir.Function(module, fnty, symbol)
         self.entry = self.function.append_basic_block("entry")
         self.builder = ir.IRBuilder(self.function.append_basic_block("body"))
-        self.scope = {}
+        self.scope, self.bound = {}, []
         for name, arg in zip(params, self.function.args[-len(params):] if params else ()):
             self.scope[name] = self._new_var(name, "int64")
             self.builder.store(arg, self.scope[name].slot)
@@ -210,6 +210,20 @@ class _Kernel:
 
     # --- statements ----------------------------------------------------------------------
     def _block(self, statements):
+        # the views and tuples bound in this block are LLVM values, not variables: they are
+        # gone after it (a loop's next body may bind the name again: unslice_sum's `g`)
+        self.bound.append([])
+        self._statements(statements)
+        for name in self.bound.pop():
+            del self.scope[name]
+
+    def _bind(self, name, value):
+        if name in self.scope:
+            raise Unsupported(f"{name} bound again")
+        self.scope[name] = value
+        self.bound[-1].append(name)
+
+    def _statements(self, statements):
         for st in statements:
             if isinstance(st, ast.Assign):
                 self._assign(st.targets, st.value)
@@ -276,11 +290,11 @@ class _Kernel:
         """`t = (a, b, c)`: a tuple of one type, indexed later (unslice_sum's addresses)."""
         values = [self._expr(v) for v in value.elts]
         dtypes = {t for _, t in values}
-        if not values or len(dtypes) != 1 or name in self.scope:
+        if not values or len(dtypes) != 1:
             raise Unsupported(ast.unparse(value))
         from numba.core import cgutils
-        self.scope[name] = _Tuple(cgutils.pack_array(self.builder, [v for v, _ in values]),
-                                  len(values), dtypes.pop())
+        self._bind(name, _Tuple(cgutils.pack_array(self.builder, [v for v, _ in values]),
+                                len(values), dtypes.pop()))
 
     def _raise(self, st):
         """`raise IndexError('message')` (a gather's index check), as Numba raises it: the
@@ -299,14 +313,14 @@ class _Kernel:
         """`a = f32_array(p, n)` (n elements at address p) or `a = _f32_ptr(p)`."""
         view = _name(call.func)
         dtype = VIEWS[view]
-        if len(call.args) != (2 if view in ARRAYS else 1) or call.keywords or name in self.scope:
+        if len(call.args) != (2 if view in ARRAYS else 1) or call.keywords:
             raise Unsupported(ast.unparse(call))
         address, atype = self._expr(call.args[0])
         length, ltype = self._expr(call.args[1]) if view in ARRAYS else (None, "int64")
         if atype != "int64" or ltype != "int64":
             raise Unsupported(ast.unparse(call))
         ptr = self.builder.inttoptr(address, MEMORY[dtype].as_pointer())
-        self.scope[name] = _Array(ptr, length, dtype)
+        self._bind(name, _Array(ptr, length, dtype))
 
     def _for(self, st):
         it = st.iter
@@ -349,14 +363,14 @@ class _Kernel:
         bound, or a bound that could be negative is left to Numba."""
         array, sl = self.scope.get(_name(e.value)), e.slice
         if (not isinstance(array, _Array) or array.length is None or sl.step is not None
-                or sl.lower is None or sl.upper is None or name in self.scope):
+                or sl.lower is None or sl.upper is None):
             raise Unsupported(ast.unparse(e))
         (lo, lt), (hi, ht) = self._expr(sl.lower), self._expr(sl.upper)
         if lt != "int64" or ht != "int64" or not _never_negative(sl.lower) \
                 or not _never_negative(sl.upper):
             raise Unsupported(ast.unparse(e))
-        self.scope[name] = _Array(self.builder.gep(array.ptr, [lo]), self.builder.sub(hi, lo),
-                                  array.dtype)
+        self._bind(name, _Array(self.builder.gep(array.ptr, [lo]), self.builder.sub(hi, lo),
+                                array.dtype))
 
     def _gemm(self, call):
         """`sgemm(ta, tb, m, n, k, a, b, c)` (rt.py): c = op(a) @ op(b) by NumPy's OpenBLAS,
