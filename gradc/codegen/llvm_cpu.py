@@ -3,20 +3,23 @@
 Numba spends ~100-240 ms on each distinct kernel, most of it in its Python front end (bytecode
 analysis, typing, lowering), which a model's 50-150 kernels pay on a cold start. The kernels'
 text (gradc/codegen/cpu.py `loop_kernel`, and most library kernels' templates) is a small
-subset of Python: typed buffer views and parts of them (`x[lo:hi]`), `for i in range(n)` loops,
-`if`, assignments (`+=` too), rt.py's `sgemm`/`dgemm` (a call of NumPy's OpenBLAS, made here
-as rt.py makes it), and each op's scalar expression (its OpDef's
-`scalar`, the one place an op's math is written). This module compiles that same text to LLVM
-IR, typed as Numba types it (float32 stays float32; comparisons and `x if c else y` as Numba
-lowers them), and hands every kernel of a program to ONE Numba code library: the same LLVM, the
-same optimisation passes and target machine, the same libmvec rewrite (gradc/codegen/vecmath.py)
-and fast-math flags (rt.py FASTMATH / MAP_FASTMATH) as the Numba route, and the same calling
-convention, so the driver calls either kind of kernel alike (driver_rt.call_from).
+subset of Python: typed buffer views and parts of them (`x[lo:hi]`), tuples of numbers,
+`for i in range(n)` loops (n signed or unsigned), `if`, assignments (`+=`, `a = b = v` and
+`a, b = u, v` too), `raise IndexError('...')` (a gather's index check), rt.py's `sgemm`/`dgemm`
+(a call of NumPy's OpenBLAS, made here as rt.py makes it), and each op's scalar expression (its
+OpDef's `scalar`, the one place an op's math is written). This module compiles that same text
+to LLVM IR, typed as Numba types it (float32 stays float32; comparisons and `x if c else y` as
+Numba lowers them; `//`, `%`, `**`, min/max, NumPy's ufuncs, a tuple's item and raise by
+Numba's own lowering functions), and hands every kernel of a program to ONE Numba code
+library: the same LLVM, the same optimisation passes and target machine, the same libmvec
+rewrite (gradc/codegen/vecmath.py) and fast-math flags (rt.py FASTMATH / MAP_FASTMATH) as the
+Numba route, and the same calling convention (an exception too), so the driver calls either
+kind of kernel alike (driver_rt.call_from).
 
-Text outside the subset (a parallel kernel's prange, the special functions, integer division,
-mixed-dtype arithmetic, `raise`...) raises Unsupported: that kernel goes through Numba as before. So the
-generated Python stays what users read and what `gradc compile` writes, and both routes run the
-same arithmetic in the same order.
+Text outside the subset (a parallel kernel's prange, the special functions, mixed-dtype
+arithmetic, a name given values of two types...) raises Unsupported: that kernel goes through
+Numba as before. So the generated Python stays what users read and what `gradc compile`
+writes, and both routes run the same arithmetic in the same order.
 """
 from __future__ import annotations
 
