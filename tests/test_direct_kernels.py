@@ -236,6 +236,8 @@ INTEGERS = textwrap.dedent("""
             out[7 * n + i] = acc
             y = f64(a) / f64(3.0)
             f[8 * n + i] = max(y, f64(0.5), -y) + min(np.sign(y), y // f64(2.0), y % f64(-1.5))
+            h = i32(x[i])  # (the low 32 bits)
+            out[9 * n + i] = max2(i64(h), b) - min2(a, i64(h) * 3)
         if mode == 1:
             out[0] = t4[mode + 6]
         if mode == 2:
@@ -259,6 +261,7 @@ def _status_and_exception(address, args):
 
 
 def test_statements_and_integer_math_give_numbas_bits_and_exceptions():
+    llvm_cpu.kernel_module(INTEGERS, "probe")  # raises Unsupported if any of it is outside
     direct = llvm_cpu.load_kernels({"integers": INTEGERS}, None)["integers"]
     module = load_module("gradc_test_integers", KERNEL_HEADER.format(version="test") + INTEGERS)
     numba = entry_address(module.integers)
@@ -282,6 +285,9 @@ def test_statements_and_integer_math_give_numbas_bits_and_exceptions():
         expect = np.where(b == 0, 0, a // np.where(b == 0, 1, b))
     expect[(a == lo) & (b == -1)] = 0  # (Numba's, where Python's is out of range)
     np.testing.assert_array_equal(got[:n], expect)
+    with np.errstate(all="ignore"):
+        expect = np.where(b == 0, 0, a % np.where(b == 0, 1, b))  # (the divisor's sign)
+    np.testing.assert_array_equal(got[n:2 * n], expect)
 
 
 def _convnet(params, x, y, rows):

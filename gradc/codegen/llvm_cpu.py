@@ -646,6 +646,8 @@ class _Kernel:
             return emit(v, LL[dtype]), dtype
         if src in ("int64", "int32") and dtype in FLOATS:
             return b.sitofp(v, LL[dtype]), dtype
+        if {src, dtype} <= {"int32", "int64", "uint64"}:  # (Numba's: int32 is signed)
+            return (b.trunc(v, I32) if dtype == "int32" else b.sext(v, I64)), dtype
         if src == "bool" and dtype in FLOATS:  # (Numba: through an int32)
             return b.sitofp(b.zext(v, I32), LL[dtype]), dtype
         if src == "bool" and dtype in INTS:
@@ -671,11 +673,15 @@ class _Kernel:
     def _extremum(self, name, x, y):
         """rt.max2/min2: `a if (a >= b or a != a) else b` (NaN propagates)."""
         (a, ta), (c, tc) = self._expr(x), self._expr(y)
-        if ta != tc or ta not in FLOATS:
+        if ta != tc or ta not in FLOATS + ("int64", "uint64"):
             raise Unsupported(f"{name} of {ta} and {tc}")
-        b = self.builder
-        keep = b.or_(b.fcmp_ordered(">=" if name == "max2" else "<=", a, c),
-                     b.fcmp_unordered("!=", a, a))
+        b, sym = self.builder, ">=" if name == "max2" else "<="
+        if ta == "int64":  # (an integer is never != itself)
+            keep = b.icmp_signed(sym, a, c)
+        elif ta == "uint64":
+            keep = b.icmp_unsigned(sym, a, c)
+        else:
+            keep = b.or_(b.fcmp_ordered(sym, a, c), b.fcmp_unordered("!=", a, a))
         return b.select(keep, a, c), ta
 
     def _math(self, name, dtype, args):
