@@ -221,6 +221,8 @@ INTEGERS = textwrap.dedent("""
             a, b = b, a
             out[i] = a // b
             out[n + i] = a % b
+            a, b = a % 1000, b % 997  # (small: no signed overflow below, which LLVM takes as
+            # undefined behaviour: either route could give anything)
             out[2 * n + i] = min(a, b, 5) + max(b, -7)
             s = u = a - b
             out[3 * n + i] = s * u
