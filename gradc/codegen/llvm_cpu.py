@@ -206,8 +206,8 @@ class _Kernel(Expressions):
         if not values or len(dtypes) != 1:
             raise Unsupported(ast.unparse(value))
         from numba.core import cgutils
-        self._bind(name, UniTuple(cgutils.pack_array(self.builder, [v for v, _ in values]),
-                                len(values), dtypes.pop()))
+        value = cgutils.pack_array(self.builder, [v for v, _ in values])
+        self._bind(name, UniTuple(value, len(values), dtypes.pop()))
 
     def _raise(self, st):
         """`raise IndexError('message')` (a gather's index check), as Numba raises it: the
@@ -264,8 +264,8 @@ class _Kernel(Expressions):
         var = self.scope[name] = self._new_var(name, dtype)
         b.store(i, var.slot)
         self._block(st.body)
-        b.store(b.add(b.load(var.slot), ir.Constant(I64, 1), flags=INT_FLAGS[dtype]),
-                counter.slot)
+        # (the next value from the counter, as Python's: the body may assign the variable)
+        b.store(b.add(i, ir.Constant(I64, 1), flags=INT_FLAGS[dtype]), counter.slot)
         b.branch(test)
         b.position_at_end(done)
         del self.scope[name]  # (Python keeps it; the kernels never read it after the loop)
@@ -282,8 +282,8 @@ class _Kernel(Expressions):
         if lt != "int64" or ht != "int64" or not _never_negative(sl.lower) \
                 or not _never_negative(sl.upper):
             raise Unsupported(ast.unparse(e))
-        self._bind(name, Array(self.builder.gep(array.ptr, [lo]), self.builder.sub(hi, lo),
-                                array.dtype))
+        part = self.builder.gep(array.ptr, [lo])
+        self._bind(name, Array(part, self.builder.sub(hi, lo), array.dtype))
 
     def _gemm(self, call):
         """`sgemm(ta, tb, m, n, k, a, b, c)` (rt.py): c = op(a) @ op(b) by NumPy's OpenBLAS,
