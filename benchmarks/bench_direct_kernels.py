@@ -1,4 +1,4 @@
-"""Loop kernels through Numba or straight to LLVM IR (gradc/codegen/llvm_cpu.py), side by side.
+"""Kernels through Numba or straight to LLVM IR (gradc/codegen/llvm_cpu.py), side by side.
 
 Each round runs one fresh process per route (GRADC_KERNELS=numba / llvm) with an empty cache:
 it trains one step of a workload (the cold first step: trace, compile, run), reports the compile
@@ -8,8 +8,11 @@ of the loss and every parameter after 3 steps, which must be the same for both r
     PYTHONPATH=$PWD python benchmarks/bench_direct_kernels.py W5 W7 --rounds 3
     PYTHONPATH=$PWD python benchmarks/bench_direct_kernels.py W5 W7 --per-kernel
     PYTHONPATH=$PWD python benchmarks/bench_direct_kernels.py W5 W7 --run-kernels
+    PYTHONPATH=$PWD python benchmarks/bench_direct_kernels.py W1 W2 W3 --left
 
---run-kernels: each direct loop kernel against its Numba twin (same bytes out? same time?).
+--run-kernels: each direct kernel (loop or library) against its Numba twin (same bytes out?
+same time?), on a random arena (a gather's random indices raise at once, on both routes).
+--left: the kernels the direct route leaves to Numba, and why (llvm_cpu's Unsupported).
 --per-kernel: the compile time of the workload's distinct loop kernels alone, per kernel: Numba
 one module each (as `load_driver` did), or all of them as one library through llvm_cpu.
 """
@@ -91,8 +94,7 @@ w = WORKLOADS[sys.argv[1]]
 params, batch = w.init(0)
 lowered = gradc.train_step(w.loss, gradc.optim.SGD(w.lr)).lower(params, *batch).lowered
 program = lowered.program
-loops = {f"gradc_{ks.name}": ks.source for ks in program.kernels if ks.name.startswith("loop_")}
-direct = llvm_cpu.load_kernels(loops, modules.module_dir())
+direct = llvm_cpu.load_kernels(program.kernel_modules, modules.module_dir())
 numba = {n: entry_address(getattr(m, n[6:])) for n, m in
          modules.load_modules({n: program.kernel_modules[n] for n in direct}).items()}
 rng = np.random.default_rng(0)
@@ -134,6 +136,25 @@ print(f"{len(seen)} kernels: numba {total['numba']:.0f} us, llvm {total['llvm']:
       f"{len(differ)} differ")
 """
 
+# the kernels a workload's step leaves to Numba, each with the construct llvm_cpu refused
+LEFT = r"""
+import sys
+import gradc
+from llvmlite import binding as ll
+from benchmarks.workloads import WORKLOADS
+from gradc.codegen import llvm_cpu
+w = WORKLOADS[sys.argv[1]]
+params, batch = w.init(0)
+program = gradc.train_step(w.loss, gradc.optim.SGD(w.lr)).lower(params, *batch).lowered.program
+left = []
+for name, source in program.kernel_modules.items():
+    try:
+        ll.parse_assembly(llvm_cpu.ir_text(llvm_cpu.kernel_module(source, "probe"))).verify()
+    except (llvm_cpu.Unsupported, RuntimeError) as e:
+        left.append(f"    {name[6:]}: {type(e).__name__} {str(e)[:100]}")
+print("\n".join([f"{len(left)} of {len(program.kernel_modules)} kernels left to Numba"] + left))
+"""
+
 
 def run(workload, route, cache, child=CHILD):
     env = dict(os.environ, GRADC_KERNELS=route, GRADC_CACHE_DIR=cache)
@@ -143,7 +164,7 @@ def run(workload, route, cache, child=CHILD):
                          capture_output=True, text=True, timeout=600)
     if out.returncode:
         raise RuntimeError(out.stderr[-3000:])
-    if child is RUN_KERNELS:
+    if child in (RUN_KERNELS, LEFT):
         return out.stdout
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -156,9 +177,15 @@ def main():
     ap.add_argument("--per-kernel", action="store_true",
                     help="compile time per distinct loop kernel instead")
     ap.add_argument("--run-kernels", action="store_true",
-                    help="each direct loop kernel's results and run time against Numba's")
+                    help="each direct kernel's results and run time against Numba's")
+    ap.add_argument("--left", action="store_true",
+                    help="the kernels left to Numba, and why")
     args = ap.parse_args()
     for w in args.workloads:
+        if args.left:
+            with tempfile.TemporaryDirectory() as cache:
+                print(w, run(w, "llvm", cache, LEFT), end="", flush=True)
+            continue
         if args.run_kernels:
             with tempfile.TemporaryDirectory() as cache:
                 print(w, run(w, "llvm", cache, RUN_KERNELS), flush=True)

@@ -485,9 +485,9 @@ def loop_add_relu_greater_fd8d04038e(n0, n1, n2, p0, p1, p2):
                 a2[(i0 * n1 + i1) * n2 + i2] = t4
 
 
-# pool_argmax_894714ffe5: pool_argmax; called by k3
+# pool_argmax_5e7c3ed835: pool_argmax; called by k3
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def pool_argmax_894714ffe5(p_x0, p_out, len_x0, len_out, H, W, OH, OW, PH, PW, planes):
+def pool_argmax_5e7c3ed835(p_x0, p_out, len_x0, len_out, H, W, OH, OW, PH, PW, planes):
     x0 = f32_array(p_x0, len_x0)
     out = i64_array(p_out, len_out)
     a_lo = min(OH, (PH + 1) // 2)
@@ -505,20 +505,20 @@ def pool_argmax_894714ffe5(p_x0, p_out, len_x0, len_out, H, W, OH, OW, PH, PW, p
             q1 = np.uint64(xp + (y0 + 1) * W + b_lo * 2 - PW)
             for b in range(np.uint64(b_hi - b_lo)):
                 corner = q0 + b * np.uint64(2)
-                best, best_t = x0[corner], corner
+                best, best_q = x0[corner], corner
                 v = x0[corner + np.uint64(1)]
                 take = (v > best) | (v != v)
                 best = v if take else best
-                best_t = corner + np.uint64(1) if take else best_t
+                best_q = corner + np.uint64(1) if take else best_q
                 v = x0[corner + np.uint64(1 * W + 0)]
                 take = (v > best) | (v != v)
                 best = v if take else best
-                best_t = corner + np.uint64(1 * W + 0) if take else best_t
+                best_q = corner + np.uint64(1 * W + 0) if take else best_q
                 v = x0[corner + np.uint64(1 * W + 1)]
                 take = (v > best) | (v != v)
                 best = v if take else best
-                best_t = corner + np.uint64(1 * W + 1) if take else best_t
-                out[oq + b] = best_t - xq
+                best_q = corner + np.uint64(1 * W + 1) if take else best_q
+                out[oq + b] = best_q - xq
     if border:
         for plane in range(planes):
             xp, yp = plane * H * W, plane * OH * OW
@@ -935,7 +935,7 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     loop_add_relu_greater_fd8d04038e(32, 16, 64, A + 448, params_conv_b, A + 197056)
     # k3: pool_argmax over [32x16x4x4] -> %24
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    pool_argmax_894714ffe5(A + 448, A + 131520, 32768, 8192, 8, 8, 4, 4, 0, 0, 512)
+    pool_argmax_5e7c3ed835(A + 448, A + 131520, 32768, 8192, 8, 8, 4, 4, 0, 0, 512)
     # k4: take_along_axis over [32x16x16] -> %27
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     take_along_axis_65d4d1c416(A + 448, A + 131520, A + 229824, 32768, 8192, 8192, 512, 64, 1, 16)

@@ -1,6 +1,8 @@
 """Kernels compiled straight to LLVM IR (gradc/codegen/llvm_cpu.py) against the same kernel text
-compiled by Numba: every op's scalar math gives the same bits; a program mixes both routes;
-library kernels within the subset (products through BLAS, concatenate, scatters) go direct too;
+compiled by Numba: every op's scalar math gives the same bits, and so do the statements and
+integer operations of the library kernels (tuples, //, %, min/max, unsigned loops) and their
+`raise IndexError`, the same exception; a program mixes both routes; library kernels (products
+through BLAS, concatenate, scatters, gathers, convolutions, pooling) go direct too;
 the library of a program is cached on disk, reloaded by a fresh process, and a damaged cache
 file is compiled again, never loaded."""
 import ast
@@ -28,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPECIAL = np.array([0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0, 3.0, 1e-30, -1e-30, 1e30, -1e30, 0.999,
                     -0.999, 1e-40, np.nan, np.inf, -np.inf, 88.0, -88.0, 710.0, 1e-8])
 # ops whose CPU math is outside what llvm_cpu compiles (those kernels go through Numba)
-NUMBA_ONLY = {"floor_divide", "remainder", "power", "fmod", "hypot", "polygamma"}
+NUMBA_ONLY = {"hypot", "polygamma"}
 ATTRS = {"tag": 0, "reason": "", "dtype": "float32", "n": 1}  # ops' attributes (not inputs)
 
 
@@ -176,9 +178,8 @@ def test_a_program_mixes_both_routes(monkeypatch):
 
 
 def _movements(x, i):
-    # library kernels in the subset llvm_cpu compiles (concatenate, the slices' gradients, the
-    # products' BLAS calls, sums of products accumulated: addmm) beside ones it leaves to Numba
-    # (a gather's index check)
+    # library kernels in the subset llvm_cpu compiles: concatenate, the slices' gradients, the
+    # products' BLAS calls, sums of products accumulated (addmm), a gather's index check
     h = np.concatenate([np.tanh(x[:, :3]), x[:, 1:] * 2, x[::-1, ::2]], axis=1)
     g = np.take_along_axis(h, i, axis=1)
     big = np.tile(h, (2, 3))  # (12, 39): its products are BLAS calls, the small ones loops
@@ -205,10 +206,132 @@ def test_library_kernels_in_the_subset_go_direct_with_numbas_bits(monkeypatch):
                                                     sources.items() if n in direct) >= 2
     assert any("dgemm_add" in s for n, s in sources.items() if n in direct)  # (BLAS-sized)
     assert any("addmm" in n and "gemm" not in s for n, s in sources.items() if n in direct)
-    assert len(direct) < len(library), library  # (the gathers' index checks: Numba)
+    assert direct == library  # (the gathers too, with their index checks)
     for a, b in zip(outs["numba"], outs["llvm"]):
         assert _bits(a) == _bits(b)
     np.testing.assert_allclose(outs["llvm"][0], _movements(x, i), rtol=1e-12)
+
+
+INTEGERS = textwrap.dedent("""
+    @njit("void(int64, int64, int64, int64)", **JIT_OPTIONS)
+    def integers(p_x, p_out, n, mode):
+        x = i64_array(p_x, n)
+        out = i64_array(p_out, 12 * n)
+        f = f64_array(p_out, 12 * n)
+        lo, hi = -3, n - 3
+        t4 = (x[0], x[1], x[2], x[3], )
+        for i in range(n):
+            a, b = x[i], x[n - 1 - i]
+            a, b = b, a
+            out[i] = a // b
+            out[n + i] = a % b
+            a, b = a % 1000, b % 997  # (small: no signed overflow below, which LLVM takes as
+            # undefined behaviour: either route could give anything)
+            out[2 * n + i] = min(a, b, 5) + max(b, -7)
+            s = u = a - b
+            out[3 * n + i] = s * u
+            inside = lo <= a < hi
+            both = (a > 0) | (b > 0)
+            out[4 * n + i] = (8 if inside else 0) + (2 if both and a != b else 1)
+            out[5 * n + i] = t4[i % 8 - 4]
+            q = np.uint64(a * 3 + 100)
+            out[6 * n + i] = q + np.uint64(i) * np.uint64(2)
+            acc = np.uint64(0)
+            for k in range(np.uint64(b - a)):  # (a "negative" unsigned count: no iteration)
+                acc += k + q
+            out[7 * n + i] = acc
+            y = f64(a) / f64(3.0)
+            f[8 * n + i] = max(y, f64(0.5), -y) + min(np.sign(y), y // f64(2.0), y % f64(-1.5))
+            h = i32(x[i])  # (the low 32 bits)
+            out[9 * n + i] = max2(i64(h), b) - min2(a, i64(h) * 3)
+        if mode == 1:
+            out[0] = t4[mode + 6]
+        if mode == 2:
+            raise IndexError('gradc: index out of range in take (here)')
+""")
+
+
+def _status_and_exception(address, args):
+    """The kernel's status and, if it raised, (exception class, args) from its excinfo."""
+    import pickle
+    excinfo = ctypes.c_void_p()
+    f = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p,
+                         *[ctypes.c_int64] * len(args))(address)
+    status = f(ctypes.byref(ctypes.c_int64()), ctypes.byref(excinfo), *args)
+    if status == 0:
+        return status, None
+    # Numba's excinfo: {i8* pickled (class, args, location), i32 its size, ...}
+    data = ctypes.cast(excinfo, ctypes.POINTER(ctypes.c_void_p))[0]
+    size = ctypes.cast(excinfo.value + 8, ctypes.POINTER(ctypes.c_int32))[0]
+    return status, pickle.loads(ctypes.string_at(data, size))[:2]  # (not Numba's location)
+
+
+def test_statements_and_integer_math_give_numbas_bits_and_exceptions():
+    llvm_cpu.kernel_module(INTEGERS, "probe")  # raises Unsupported if any of it is outside
+    direct = llvm_cpu.load_kernels({"integers": INTEGERS}, None)["integers"]
+    module = load_module("gradc_test_integers", KERNEL_HEADER.format(version="test") + INTEGERS)
+    numba = entry_address(module.integers)
+    lo = np.iinfo(np.int64).min
+    x = np.array([7, -7, 0, 3, -3, 1, lo, -1, 5, -5, 0, 2, -2, 9, -9, 4, 12, 2, 6, -1],
+                 np.int64)
+    results = {}
+    for route, address in (("numba", numba), ("llvm", direct)):
+        out = np.zeros(12 * x.size, np.int64)
+        runs = [_status_and_exception(address, [x.ctypes.data, out.ctypes.data, x.size, mode])
+                for mode in (0, 1, 2)]
+        results[route] = out.tobytes(), runs
+    assert results["llvm"] == results["numba"]
+    out, runs = results["llvm"]
+    assert runs[0] == (0, None)
+    assert runs[1][1] == (IndexError, ("tuple index out of range",))
+    assert runs[2][1] == (IndexError, ("gradc: index out of range in take (here)",))
+    n, got = x.size, np.frombuffer(out, np.int64)
+    a, b = x[::-1], x  # (swapped)
+    with np.errstate(all="ignore"):
+        expect = np.where(b == 0, 0, a // np.where(b == 0, 1, b))
+    expect[(a == lo) & (b == -1)] = 0  # (Numba's, where Python's is out of range)
+    np.testing.assert_array_equal(got[:n], expect)
+    with np.errstate(all="ignore"):
+        expect = np.where(b == 0, 0, a % np.where(b == 0, 1, b))  # (the divisor's sign)
+    np.testing.assert_array_equal(got[n:2 * n], expect)
+
+
+def _convnet(params, x, y, rows):
+    # conv2d and its weight gradient, a padded, strided max pool (the argmax kernel's border
+    # loops, ties from the relu), gathers with negative indices and a weight read as slices
+    # (the sum of their gradients)
+    w = params["w"]
+    h = gradc.nn.conv2d(x, w[:, :, :, :3] + w[:, :, :, 1:], params["b"])
+    h = gradc.nn.max_pool2d(gradc.nn.relu(h), 3, stride=2, padding=1)
+    logits = gradc.nn.flatten(h) @ params["W"] + np.take(params["E"], rows, axis=0)
+    return gradc.nn.cross_entropy(logits, y)
+
+
+def test_convolutions_pooling_and_gathers_go_direct_with_numbas_bits_and_errors(monkeypatch):
+    rng = np.random.default_rng(3)
+    params = {"w": rng.standard_normal((3, 2, 3, 4)).astype(np.float32),
+              "b": rng.standard_normal(3).astype(np.float32),
+              "W": rng.standard_normal((3 * 4 * 4, 5)).astype(np.float32),
+              "E": rng.standard_normal((6, 5)).astype(np.float32)}
+    x = rng.standard_normal((4, 2, 9, 9)).astype(np.float32)
+    x[0, 0, :4, :4] = 1.0  # (ties in the pooling windows)
+    y, rows = np.array([0, 4, -1, 2]), np.array([5, -6, 0, -1])
+    outs, errors = {}, {}
+    for route in ("numba", "llvm"):
+        monkeypatch.setenv("GRADC_KERNELS", route)
+        f = gradc.value_and_grad(_convnet)
+        value, grads = f(params, x, y, rows)
+        outs[route] = [np.asarray(value)] + [np.array(grads[k]) for k in sorted(grads)]
+        with pytest.raises(gradc.IndexOutOfRangeError) as error:
+            f(params, x, y, np.array([5, -7, 0, -1]))
+        errors[route] = str(error.value)
+        sources = f.last_compiled().lowered.program.kernel_modules
+    assert all(n in llvm_cpu._loaded for n in sources), [n for n in sources
+                                                         if n not in llvm_cpu._loaded]
+    assert any("pool_argmax" in n for n in sources) and any("unslice" in n for n in sources)
+    for a, b in zip(outs["numba"], outs["llvm"]):
+        assert _bits(a) == _bits(b)
+    assert errors["llvm"] == errors["numba"] and "rows holds an index outside" in errors["llvm"]
 
 
 CHILD = textwrap.dedent("""

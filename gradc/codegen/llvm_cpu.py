@@ -3,20 +3,23 @@
 Numba spends ~100-240 ms on each distinct kernel, most of it in its Python front end (bytecode
 analysis, typing, lowering), which a model's 50-150 kernels pay on a cold start. The kernels'
 text (gradc/codegen/cpu.py `loop_kernel`, and most library kernels' templates) is a small
-subset of Python: typed buffer views and parts of them (`x[lo:hi]`), `for i in range(n)` loops,
-`if`, assignments (`+=` too), rt.py's `sgemm`/`dgemm` and `sgemm_add`/`dgemm_add` (a call of
-NumPy's OpenBLAS, made here as rt.py makes it), and each op's scalar expression (its OpDef's
-`scalar`, the one place an op's math is written). This module compiles that same text to LLVM
-IR, typed as Numba types it (float32 stays float32; comparisons and `x if c else y` as Numba
-lowers them), and hands every kernel of a program to ONE Numba code library: the same LLVM, the
-same optimisation passes and target machine, the same libmvec rewrite (gradc/codegen/vecmath.py)
-and fast-math flags (rt.py FASTMATH / MAP_FASTMATH) as the Numba route, and the same calling
-convention, so the driver's loop calls either kind of kernel alike (codegen/driver_rt.py).
+subset of Python: typed buffer views and parts of them (`x[lo:hi]`), tuples of numbers,
+`for i in range(n)` loops (n signed or unsigned), `if`, assignments (`+=`, `a = b = v` and
+`a, b = u, v` too), `raise IndexError('...')` (a gather's index check), rt.py's `sgemm`/`dgemm`
+and `sgemm_add`/`dgemm_add` (a call of NumPy's OpenBLAS, made here as rt.py makes it), and each
+op's scalar expression (its OpDef's `scalar`, the one place an op's math is written). This
+module compiles that same text to LLVM IR, typed as Numba types it (float32 stays float32;
+comparisons and `x if c else y` as Numba lowers them; `//`, `%`, `**`, min/max, NumPy's ufuncs,
+a tuple's item and raise by Numba's own lowering functions), and hands every kernel of a
+program to ONE Numba code library: the same LLVM, the same optimisation passes and target
+machine, the same libmvec rewrite (gradc/codegen/vecmath.py) and fast-math flags (rt.py
+FASTMATH / MAP_FASTMATH) as the Numba route, and the same calling convention (an exception
+too), so the driver calls either kind of kernel alike (codegen/driver_rt.py).
 
-Text outside the subset (a parallel kernel's prange, the special functions, integer division,
-mixed-dtype arithmetic, `raise`...) raises Unsupported: that kernel goes through Numba as before. So the
-generated Python stays what users read and what `gradc compile` writes, and both routes run the
-same arithmetic in the same order.
+Text outside the subset (a parallel kernel's prange, the special functions, mixed-dtype
+arithmetic, a name given values of two types...) raises Unsupported: that kernel goes through
+Numba as before. So the generated Python stays what users read and what `gradc compile`
+writes, and both routes run the same arithmetic in the same order.
 """
 from __future__ import annotations
 
@@ -28,40 +31,16 @@ import os
 import re
 import struct
 
-import numpy as np
 from llvmlite import ir
 
 from ..errors import CompileError
 from . import vecmath
+from .llvm_expr import (ARRAYS, CASTS, CLASSIFY, I8, I32, I64, INT_FLAGS, LL, MEMORY, VIEWS, Array,
+                        Expressions, UniTuple, Unsupported, Var, dotted_name, numba_context)
 
-I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
-LL = {"float32": ir.FloatType(), "float64": ir.DoubleType(), "int64": I64, "uint64": I64,
-      "int32": I32, "bool": I1}
-MEMORY = dict(LL, bool=I8)  # a bool is a byte in memory, one bit in a register (as in Numba)
-ARRAYS = {"f32_array": "float32", "f64_array": "float64", "i64_array": "int64",
-          "i32_array": "int32", "bool_array": "bool"}
-# raw pointers (rt.py's intrinsics): `p[i]` indexes without wrapping a negative index around
-POINTERS = {"f32_ptr": "float32", "f64_ptr": "float64", "i64_ptr": "int64", "i32_ptr": "int32",
-            "_f32_ptr": "float32", "_f64_ptr": "float64", "_i64_ptr": "int64", "_i32_ptr": "int32"}
-VIEWS = {**ARRAYS, **POINTERS}
-CASTS = {"f32": "float32", "f64": "float64", "i64": "int64", "i32": "int32", "bool_": "bool",
-         "float32": "float32", "float64": "float64", "int64": "int64", "int32": "int32",
-         "uint64": "uint64"}
-FLOATS = ("float32", "float64")
-INTS = ("int64", "int32", "uint64")
+__all__ = ["Unsupported", "kernel_module", "ir_text", "route", "load_kernels"]
 
-# NumPy's math as Numba lowers it for a float: an LLVM intrinsic, or libm (f suffix for float32)
-INTRINSIC = {"exp": "exp", "exp2": "exp2", "log": "log", "log2": "log2", "log10": "log10",
-             "sin": "sin", "cos": "cos", "floor": "floor", "ceil": "ceil", "trunc": "trunc",
-             "rint": "rint", "abs": "fabs", "copysign": "copysign"}
-LIBM = {"tanh": "tanh", "log1p": "log1p", "expm1": "expm1", "tan": "tan", "sinh": "sinh",
-        "cosh": "cosh", "arctan": "atan", "arctanh": "atanh", "arcsin": "asin",
-        "arcsinh": "asinh", "arccos": "acos", "arccosh": "acosh", "sqrt": "sqrt",
-        "arctan2": "atan2", "libm_cbrt": "cbrt"}
-ARITY = {"copysign": 2, "arctan2": 2}
 GEMM_BETA = {"sgemm": 0.0, "dgemm": 0.0, "sgemm_add": 1.0, "dgemm_add": 1.0}  # rt.py's products
-CLASSIFY = ("isnan", "isinf", "isfinite", "signbit")
-CONSTANTS = {"nan": float("nan"), "inf": float("inf")}
 
 
 def _never_negative(e):
@@ -72,24 +51,6 @@ def _never_negative(e):
     if isinstance(e, ast.Constant):
         return isinstance(e.value, int) and not isinstance(e.value, bool) and e.value >= 0
     return isinstance(e, ast.Name)
-
-
-class Unsupported(Exception):
-    """Kernel text outside what this module compiles: the kernel goes through Numba."""
-
-
-class _Var:
-    __slots__ = ("slot", "dtype")
-
-    def __init__(self, slot, dtype):
-        self.slot, self.dtype = slot, dtype
-
-
-class _Array:
-    __slots__ = ("ptr", "length", "dtype")
-
-    def __init__(self, ptr, length, dtype):
-        self.ptr, self.length, self.dtype = ptr, length, dtype
 
 
 def kernel_module(source, symbol):
@@ -120,7 +81,7 @@ def _fastmath(fdef):
     if len(fdef.decorator_list) != 1:
         raise Unsupported("decorators")
     decorator = fdef.decorator_list[0]
-    if not (isinstance(decorator, ast.Call) and _name(decorator.func) == "njit"):
+    if not (isinstance(decorator, ast.Call) and dotted_name(decorator.func) == "njit"):
         raise Unsupported("a function that is not @njit(...)")
     text = ast.unparse(decorator)
     if text.endswith(", **JIT_OPTIONS)"):
@@ -137,7 +98,7 @@ def _add_fastmath(module, flags):
     rewrite_module(module, FastMathOptions(set(flags)))
 
 
-class _Kernel:
+class _Kernel(Expressions):
     """Lowers one kernel's function body. Variables live in allocas (LLVM's mem2reg makes them
     registers), as in Numba's lowering."""
 
@@ -153,8 +114,7 @@ class _Kernel:
         self.function = ir.Function(module, fnty, symbol)
         self.entry = self.function.append_basic_block("entry")
         self.builder = ir.IRBuilder(self.function.append_basic_block("body"))
-        self.scope = {}
-        self.group = None  # the access group of the innermost loop whose iterations are independent
+        self.scope, self.bound = {}, []
         for name, arg in zip(params, self.function.args[-len(params):] if params else ()):
             self.scope[name] = self._new_var(name, "int64")
             self.builder.store(arg, self.scope[name].slot)
@@ -166,44 +126,75 @@ class _Kernel:
 
     # --- statements ----------------------------------------------------------------------
     def _block(self, statements):
+        # the views and tuples bound in this block are LLVM values, not variables: they are
+        # gone after it (a loop's next body may bind the name again: unslice_sum's `g`)
+        self.bound.append([])
+        self._statements(statements)
+        for name in self.bound.pop():
+            del self.scope[name]
+
+    def _bind(self, name, value):
+        if name in self.scope:
+            raise Unsupported(f"{name} bound again")
+        self.scope[name] = value
+        self.bound[-1].append(name)
+
+    def _statements(self, statements):
         for st in statements:
-            if isinstance(st, ast.Assign) and len(st.targets) == 1:
-                self._assign(st.targets[0], st.value)
+            if isinstance(st, ast.Assign):
+                self._assign(st.targets, st.value)
             elif isinstance(st, ast.For) and not st.orelse:
                 self._for(st)
             elif isinstance(st, ast.AugAssign):  # (Numba: load, the operation, store)
                 load = ast.Name(st.target.id, ast.Load()) if isinstance(st.target, ast.Name) \
                     else ast.Subscript(st.target.value, st.target.slice, ast.Load())
-                self._assign(st.target, ast.BinOp(load, st.op, st.value))
+                self._assign([st.target], ast.BinOp(load, st.op, st.value))
             elif isinstance(st, ast.If):
                 self._if(st)
             elif isinstance(st, ast.Expr) and isinstance(st.value, ast.Call) \
-                    and _name(st.value.func) in GEMM_BETA:
+                    and dotted_name(st.value.func) in GEMM_BETA:
                 self._gemm(st.value)
+            elif isinstance(st, ast.Raise):
+                self._raise(st)
             elif isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant):
                 continue  # a docstring
             else:
                 raise Unsupported(ast.unparse(st))
 
-    def _assign(self, target, value):
-        if isinstance(target, ast.Name):
-            if isinstance(value, ast.Call) and _name(value.func) in VIEWS:
-                self._bind_array(target.id, value)
-                return
+    def _assign(self, targets, value):
+        """`x = v`, `a[i] = v`, `x = y = v` (v evaluated once) and `x, y = u, v` (u and v
+        evaluated first, as Python does)."""
+        (target, *more) = targets
+        if isinstance(target, ast.Name) and not more:
+            if isinstance(value, ast.Call) and dotted_name(value.func) in VIEWS:
+                return self._bind_array(target.id, value)
             if isinstance(value, ast.Subscript) and isinstance(value.slice, ast.Slice):
-                self._bind_part(target.id, value)
-                return
-            v, dtype = self._expr(value)
+                return self._bind_part(target.id, value)
+            if isinstance(value, ast.Tuple):
+                return self._bind_tuple(target.id, value)
+        if isinstance(target, ast.Tuple):
+            if more or not isinstance(value, ast.Tuple) or len(value.elts) != len(target.elts):
+                raise Unsupported(ast.unparse(target))
+            values = [self._expr(v) for v in value.elts]
+            for t, v in zip(target.elts, values):
+                self._store(t, *v)
+            return
+        v = self._expr(value)
+        for t in targets:
+            self._store(t, *v)
+
+    def _store(self, target, v, dtype):
+        if isinstance(target, ast.Name):
             var = self.scope.get(target.id)
             if var is None:
                 var = self.scope[target.id] = self._new_var(target.id, dtype)
-            elif not isinstance(var, _Var) or var.dtype != dtype:
+            elif not isinstance(var, Var) or var.dtype != dtype:
                 raise Unsupported(f"{target.id} changes type")
             self.builder.store(v, var.slot)
         elif isinstance(target, ast.Subscript):
             array, pointer = self._element(target)
-            v, dtype = self._expr(value)
-            if dtype != array.dtype:
+            # (Numba casts an unsigned into an int64 array: the same bits)
+            if dtype != array.dtype and {dtype, array.dtype} != {"int64", "uint64"}:
                 raise Unsupported(f"a {dtype} stored in a {array.dtype} array")
             if dtype == "bool":
                 v = self.builder.zext(v, I8)
@@ -211,33 +202,57 @@ class _Kernel:
         else:
             raise Unsupported(ast.unparse(target))
 
+    def _bind_tuple(self, name, value):
+        """`t = (a, b, c)`: a tuple of one type, indexed later (unslice_sum's addresses)."""
+        values = [self._expr(v) for v in value.elts]
+        dtypes = {t for _, t in values}
+        if not values or len(dtypes) != 1:
+            raise Unsupported(ast.unparse(value))
+        from numba.core import cgutils
+        value = cgutils.pack_array(self.builder, [v for v, _ in values])
+        self._bind(name, UniTuple(value, len(values), dtypes.pop()))
+
+    def _raise(self, st):
+        """`raise IndexError('message')` (a gather's index check), as Numba raises it: the
+        kernel returns its user-exception status with *excinfo pointing at the pickled
+        exception, which the driver propagates to Python."""
+        exc = st.exc
+        if not (st.cause is None and isinstance(exc, ast.Call) and not exc.keywords
+                and dotted_name(exc.func) == "IndexError" and len(exc.args) == 1
+                and isinstance(exc.args[0], ast.Constant) and isinstance(exc.args[0].value, str)):
+            raise Unsupported(ast.unparse(st))
+        numba_context().call_conv.return_user_exc(self.builder, IndexError, (exc.args[0].value,))
+        # (what follows in the same block is never reached: its own block, with no way in)
+        self.builder.position_at_end(self.function.append_basic_block("raised"))
+
     def _bind_array(self, name, call):
         """`a = f32_array(p, n)` (n elements at address p) or `a = _f32_ptr(p)`."""
-        view = _name(call.func)
+        view = dotted_name(call.func)
         dtype = VIEWS[view]
-        if len(call.args) != (2 if view in ARRAYS else 1) or call.keywords or name in self.scope:
+        if len(call.args) != (2 if view in ARRAYS else 1) or call.keywords:
             raise Unsupported(ast.unparse(call))
         address, atype = self._expr(call.args[0])
         length, ltype = self._expr(call.args[1]) if view in ARRAYS else (None, "int64")
         if atype != "int64" or ltype != "int64":
             raise Unsupported(ast.unparse(call))
         ptr = self.builder.inttoptr(address, MEMORY[dtype].as_pointer())
-        self.scope[name] = _Array(ptr, length, dtype)
+        self._bind(name, Array(ptr, length, dtype))
 
     def _for(self, st):
         it = st.iter
         if not (isinstance(st.target, ast.Name) and isinstance(it, ast.Call)
-                and _name(it.func) == "range" and 1 <= len(it.args) <= 2 and not it.keywords):
+                and dotted_name(it.func) == "range" and 1 <= len(it.args) <= 2 and not it.keywords):
             raise Unsupported(ast.unparse(st.iter))
         bounds = [self._expr(a) for a in it.args]
-        if any(t != "int64" for _, t in bounds):
-            raise Unsupported("a range of non-int64 bounds")
+        dtype = bounds[-1][1]  # range(np.uint64(n)): an unsigned counter (a view's index)
+        if dtype not in ("int64", "uint64") or any(t != dtype for _, t in bounds):
+            raise Unsupported(f"a range of {', '.join(t for _, t in bounds)}")
         start = bounds[0][0] if len(bounds) == 2 else ir.Constant(I64, 0)
         stop = bounds[-1][0]
         name = st.target.id
         if name in self.scope:
             raise Unsupported(f"loop variable {name} reused")
-        counter = self._new_var(f"{name}.next", "int64")
+        counter = self._new_var(f"{name}.next", dtype)
         self.builder.store(start, counter.slot)
         b = self.builder
         test = self.function.append_basic_block(f"{name}.test")
@@ -248,14 +263,16 @@ class _Kernel:
         i = b.load(counter.slot)
         b.cbranch(b.icmp_signed("<", i, stop), body, done)
         b.position_at_end(body)
-        var = self.scope[name] = self._new_var(name, "int64")
+        # (as Numba's range, whatever the counter's type: a signed count, 0 when stop <= start)
+        var = self.scope[name] = self._new_var(name, dtype)
         b.store(i, var.slot)
         outer, loop = self.group, None
         if _independent_iterations(st):
             self.group, loop = self._parallel_loop()
         self._block(st.body)
         self.group = outer
-        b.store(b.add(b.load(var.slot), ir.Constant(I64, 1), flags=["nsw"]), counter.slot)
+        # (the next value from the counter, as Python's: the body may assign the variable)
+        b.store(b.add(i, ir.Constant(I64, 1), flags=INT_FLAGS[dtype]), counter.slot)
         back = b.branch(test)
         if loop is not None:
             back.set_metadata("llvm.loop", loop)
@@ -275,33 +292,27 @@ class _Kernel:
                                          parallel])
         return group, loop
 
-    def _access(self, instruction):
-        """An array element's load or store, in the current independent loop's access group."""
-        if self.group is not None:
-            instruction.set_metadata("llvm.access.group", self.group)
-        return instruction
-
     def _bind_part(self, name, e):
         """`a = x[lo:hi]`, a part of an array as an array of its own. The kernels slice within
         bounds (bmm's batch t of x), which is all this reads: a slice with a step, an open
         bound, or a bound that could be negative is left to Numba."""
-        array, sl = self.scope.get(_name(e.value)), e.slice
-        if (not isinstance(array, _Array) or array.length is None or sl.step is not None
-                or sl.lower is None or sl.upper is None or name in self.scope):
+        array, sl = self.scope.get(dotted_name(e.value)), e.slice
+        if (not isinstance(array, Array) or array.length is None or sl.step is not None
+                or sl.lower is None or sl.upper is None):
             raise Unsupported(ast.unparse(e))
         (lo, lt), (hi, ht) = self._expr(sl.lower), self._expr(sl.upper)
         if lt != "int64" or ht != "int64" or not _never_negative(sl.lower) \
                 or not _never_negative(sl.upper):
             raise Unsupported(ast.unparse(e))
-        self.scope[name] = _Array(self.builder.gep(array.ptr, [lo]), self.builder.sub(hi, lo),
-                                  array.dtype)
+        part = self.builder.gep(array.ptr, [lo])
+        self._bind(name, Array(part, self.builder.sub(hi, lo), array.dtype))
 
     def _gemm(self, call):
         """`sgemm(ta, tb, m, n, k, a, b, c)` (rt.py): c = op(a) @ op(b) by NumPy's OpenBLAS,
         called as rt.py's kernel calls it (`sgemm_add`: c += op(a) @ op(b)). Left to Numba where
         rt.py's sgemm is Numba's np.dot."""
         from . import rt
-        name = _name(call.func)
+        name = dotted_name(call.func)
         dtype = "float32" if name.startswith("s") else "float64"
         if rt.BLAS != "openblas" or len(call.args) != 8:
             raise Unsupported(ast.unparse(call))
@@ -309,8 +320,8 @@ class _Kernel:
         if any(not isinstance(f, bool) for f in flags):
             raise Unsupported(ast.unparse(call))
         m, n, k = (self._int(a) for a in call.args[2:5])
-        arrays = [self.scope.get(_name(a)) for a in call.args[5:]]
-        if any(not isinstance(a, _Array) or a.dtype != dtype for a in arrays):
+        arrays = [self.scope.get(dotted_name(a)) for a in call.args[5:]]
+        if any(not isinstance(a, Array) or a.dtype != dtype for a in arrays):
             raise Unsupported(ast.unparse(call))
         real, ptr = LL[dtype], LL[dtype].as_pointer()
         fnty = ir.FunctionType(ir.VoidType(), [I32, I32, I32, I64, I64, I64, real, ptr, I64, ptr,
@@ -350,244 +361,7 @@ class _Kernel:
 
     def _new_var(self, name, dtype):
         slot = ir.IRBuilder(self.entry).alloca(LL[dtype], name=name)
-        return _Var(slot, dtype)
-
-    # --- expressions: (LLVM value, dtype name) -----------------------------------------------
-    def _expr(self, e):
-        method = getattr(self, f"_{type(e).__name__}", None)
-        if method is None:
-            raise Unsupported(ast.unparse(e))
-        return method(e)
-
-    def _Name(self, e):
-        var = self.scope.get(e.id)
-        if not isinstance(var, _Var):
-            raise Unsupported(f"name {e.id}")
-        return self.builder.load(var.slot), var.dtype
-
-    def _Constant(self, e):
-        if isinstance(e.value, bool):
-            return ir.Constant(I1, e.value), "bool"
-        if isinstance(e.value, int) and -2 ** 63 <= e.value < 2 ** 63:
-            return ir.Constant(I64, e.value), "int64"
-        if isinstance(e.value, float):
-            return ir.Constant(LL["float64"], e.value), "float64"
-        raise Unsupported(repr(e.value))
-
-    def _Subscript(self, e):
-        array, pointer = self._element(e)
-        v = self._access(self.builder.load(pointer))
-        if array.dtype == "bool":  # (Numba: a byte that is not 0 is True)
-            v = self.builder.icmp_unsigned("!=", v, ir.Constant(I8, 0))
-        return v, array.dtype
-
-    def _element(self, e):
-        """(array, element pointer) of `a[index]`: a negative signed index counts from the end
-        of an array, as Numba's (no bounds check, as with its default boundscheck=False), not
-        of a pointer."""
-        array = self.scope.get(_name(e.value))
-        if not isinstance(array, _Array):
-            raise Unsupported(ast.unparse(e))
-        index, dtype = self._expr(e.slice)
-        b = self.builder
-        if dtype == "int64" and array.length is not None:
-            negative = b.icmp_signed("<", index, ir.Constant(I64, 0))
-            index = b.select(negative, b.add(index, array.length), index)
-        elif dtype not in ("int64", "uint64"):
-            raise Unsupported(f"an index of {dtype}")
-        return array, b.gep(array.ptr, [index])
-
-    def _UnaryOp(self, e):
-        v, dtype = self._expr(e.operand)
-        b = self.builder
-        if isinstance(e.op, ast.USub):
-            if dtype in FLOATS:  # Numba's negate_real: -0.0 - x keeps the sign of zero
-                return b.fsub(ir.Constant(LL[dtype], -0.0), v), dtype
-            if dtype == "int64":
-                return b.neg(v), dtype
-        if isinstance(e.op, ast.UAdd) and dtype != "bool":
-            return v, dtype
-        if isinstance(e.op, ast.Not) and dtype == "bool":
-            return b.xor(v, ir.Constant(I1, 1)), "bool"
-        raise Unsupported(ast.unparse(e))
-
-    def _BinOp(self, e):
-        (a, ta), (c, tc) = self._expr(e.left), self._expr(e.right)
-        if ta != tc:
-            raise Unsupported(f"{ast.unparse(e)}: {ta} and {tc}")
-        b, op = self.builder, type(e.op)
-        if ta in FLOATS:
-            emit = {ast.Add: b.fadd, ast.Sub: b.fsub, ast.Mult: b.fmul, ast.Div: b.fdiv}.get(op)
-        elif ta == "int64":  # no signed overflow (Numba's `nsw`, which lets LLVM drop the
-            # wraparound of a negative index computed from loop counters). (Numba computes
-            # int32 arithmetic in int64: not here.)
-            emit = {ast.Add: b.add, ast.Sub: b.sub, ast.Mult: b.mul}.get(op)
-            if emit is not None:
-                return emit(a, c, flags=["nsw"]), ta
-        else:
-            emit = None
-        if emit is None:
-            raise Unsupported(ast.unparse(e))
-        return emit(a, c), ta
-
-    def _Compare(self, e):
-        if len(e.ops) != 1:
-            raise Unsupported(ast.unparse(e))
-        sym = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==",
-               ast.NotEq: "!="}.get(type(e.ops[0]))
-        (a, ta), (c, tc) = self._expr(e.left), self._expr(e.comparators[0])
-        if ta != tc:  # x != 0 (astype to bool): a small integer literal is exact in any float
-            if ta in FLOATS and _small_int(e.comparators[0]):
-                c, tc = ir.Constant(LL[ta], float(e.comparators[0].value)), ta
-            else:
-                raise Unsupported(f"{ast.unparse(e)}: {ta} and {tc}")
-        b = self.builder
-        if sym is None:
-            raise Unsupported(ast.unparse(e))
-        if ta in FLOATS:  # as Numba: ordered, but != is unordered (NaN != NaN)
-            if sym == "!=":
-                return b.fcmp_unordered(sym, a, c), "bool"
-            return b.fcmp_ordered(sym, a, c), "bool"
-        if ta in ("int64", "int32"):
-            return b.icmp_signed(sym, a, c), "bool"
-        if ta in ("uint64", "bool"):
-            return b.icmp_unsigned(sym, a, c), "bool"
-        raise Unsupported(ast.unparse(e))
-
-    def _BoolOp(self, e):
-        values = [self._expr(v) for v in e.values]
-        if any(t != "bool" for _, t in values):
-            raise Unsupported(ast.unparse(e))
-        emit = self.builder.and_ if isinstance(e.op, ast.And) else self.builder.or_
-        out = values[0][0]
-        for v, _ in values[1:]:
-            out = emit(out, v)
-        return out, "bool"
-
-    def _IfExp(self, e):
-        cond, tcond = self._expr(e.test)
-        (a, ta), (c, tc) = self._expr(e.body), self._expr(e.orelse)
-        if tcond != "bool" or ta != tc:
-            raise Unsupported(ast.unparse(e))
-        return self.builder.select(cond, a, c), ta
-
-    def _Call(self, e):
-        name = _name(e.func)
-        if e.keywords:
-            raise Unsupported(ast.unparse(e))
-        if name.startswith("np."):
-            name = name[3:]
-        if name in CASTS and len(e.args) == 1:
-            return self._cast(e.args[0], CASTS[name])
-        if name in ("max2", "min2") and len(e.args) == 2:
-            return self._extremum(name, *e.args)
-        if name in CLASSIFY and len(e.args) == 1:
-            return self._classify(name, *self._expr(e.args[0]))
-        if name == "sign" and len(e.args) == 1:
-            return self._sign(*self._expr(e.args[0]))
-        if name in INTRINSIC or name in LIBM:
-            args = [self._expr(a) for a in e.args]
-            dtype = args[0][1] if args else None
-            if (len(args) != ARITY.get(name, 1) or dtype not in FLOATS
-                    or any(t != dtype for _, t in args)):
-                raise Unsupported(ast.unparse(e))
-            return self._math(name, dtype, [v for v, _ in args]), dtype
-        raise Unsupported(ast.unparse(e))
-
-    def _cast(self, arg, dtype):
-        literal = _literal(arg)
-        if literal is not None:
-            if dtype in FLOATS:
-                return ir.Constant(LL[dtype], float(np.dtype(dtype).type(literal))), dtype
-            if dtype == "bool":
-                return ir.Constant(I1, bool(literal)), dtype
-            if isinstance(literal, int):
-                return ir.Constant(LL[dtype], int(np.dtype(dtype).type(literal))), dtype
-            raise Unsupported(ast.unparse(arg))
-        v, src = self._expr(arg)
-        b = self.builder
-        if src == dtype or {src, dtype} == {"int64", "uint64"}:
-            return v, dtype
-        if src in FLOATS and dtype in FLOATS:
-            emit = b.fpext if dtype == "float64" else b.fptrunc
-            return emit(v, LL[dtype]), dtype
-        if src in ("int64", "int32") and dtype in FLOATS:
-            return b.sitofp(v, LL[dtype]), dtype
-        if src == "bool" and dtype in FLOATS:  # (Numba: through an int32)
-            return b.sitofp(b.zext(v, I32), LL[dtype]), dtype
-        if src == "bool" and dtype in INTS:
-            return b.zext(v, LL[dtype]), dtype
-        raise Unsupported(f"a cast from {src} to {dtype}")
-
-    def _classify(self, name, v, dtype):
-        """np.isnan, isinf, isfinite, signbit of a float: exact, whatever the instructions."""
-        if dtype not in FLOATS:
-            raise Unsupported(f"np.{name} of {dtype}")
-        b, ty = self.builder, LL[dtype]
-        if name == "isnan":
-            return b.fcmp_unordered("uno", v, v), "bool"
-        if name == "signbit":
-            bits = ir.IntType(32 if dtype == "float32" else 64)
-            return b.icmp_signed("<", b.bitcast(v, bits), ir.Constant(bits, 0)), "bool"
-        magnitude = self._math("abs", dtype, [v])
-        infinity = ir.Constant(ty, float("inf"))
-        if name == "isinf":
-            return b.fcmp_ordered("==", magnitude, infinity), "bool"
-        return b.fcmp_ordered("!=", magnitude, infinity), "bool"  # isfinite: False for NaN
-
-    def _sign(self, v, dtype):
-        """np.sign of a float as Numba lowers it: 1 above 0, -1 below, else x itself (0, -0, NaN)."""
-        if dtype not in FLOATS:
-            raise Unsupported(f"np.sign of {dtype}")
-        b, ty = self.builder, LL[dtype]
-        below = b.select(b.fcmp_ordered("<", v, ir.Constant(ty, 0.0)), ir.Constant(ty, -1.0), v)
-        return b.select(b.fcmp_ordered(">", v, ir.Constant(ty, 0.0)), ir.Constant(ty, 1.0),
-                        below), dtype
-
-    def _extremum(self, name, x, y):
-        """rt.max2/min2: `a if (a >= b or a != a) else b` (NaN propagates)."""
-        (a, ta), (c, tc) = self._expr(x), self._expr(y)
-        if ta != tc or ta not in FLOATS:
-            raise Unsupported(f"{name} of {ta} and {tc}")
-        b = self.builder
-        keep = b.or_(b.fcmp_ordered(">=" if name == "max2" else "<=", a, c),
-                     b.fcmp_unordered("!=", a, a))
-        return b.select(keep, a, c), ta
-
-    def _math(self, name, dtype, args):
-        ty = LL[dtype]
-        if name in INTRINSIC:
-            fn = self.module.declare_intrinsic(f"llvm.{INTRINSIC[name]}", [ty],
-                                               ir.FunctionType(ty, [ty] * len(args)))
-        else:
-            symbol = LIBM[name] + ("f" if dtype == "float32" else "")
-            fn = self.module.globals.get(symbol)
-            if fn is None:
-                fn = ir.Function(self.module, ir.FunctionType(ty, [ty] * len(args)), symbol)
-                fn.attributes.add("nounwind")
-                fn.attributes.add("readonly")
-        return self.builder.call(fn, args)
-
-
-def _name(node):
-    """`f32`, `np.exp`: the dotted name a call or subscript names ('' for anything else)."""
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-        return f"{node.value.id}.{node.attr}"
-    return ""
-
-
-def _literal(node):
-    """The Python number of a literal argument (1.5, -2, np.nan, -np.inf), else None."""
-    sign = 1
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        sign, node = -1, node.operand
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return sign * node.value
-    if _name(node) in ("np.nan", "np.inf"):
-        return sign * CONSTANTS[node.attr]
-    return None
+        return Var(slot, dtype)
 
 
 def _independent_iterations(loop):
@@ -607,7 +381,12 @@ def _independent_iterations(loop):
     for node in ast.walk(loop):
         if node is not loop and isinstance(node, (ast.For, ast.While)):
             return False
-        if isinstance(node, ast.Call) and not _exact(_name(node.func)):
+        if isinstance(node, ast.Name) and node.id == var and isinstance(node.ctx, ast.Store) \
+                and node is not loop.target:
+            return False  # (the loop variable reassigned: an index need not move with it)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+            return False  # (pow: libmvec's and libm's round otherwise)
+        if isinstance(node, ast.Call) and not _exact(dotted_name(node.func)):
             return False
         targets = (node.targets if isinstance(node, ast.Assign) else
                    [node.target] if isinstance(node, ast.AugAssign) else [])
@@ -616,10 +395,10 @@ def _independent_iterations(loop):
                 if isinstance(element, ast.Subscript):
                     if not _moves_with(element.slice, var):
                         return False
-                    stored.setdefault(_name(element.value), set()).add(ast.dump(element.slice))
+                    stored.setdefault(dotted_name(element.value), set()).add(ast.dump(element.slice))
     for node in ast.walk(loop):
-        if isinstance(node, ast.Subscript) and _name(node.value) in stored:
-            if stored[_name(node.value)] != {ast.dump(node.slice)}:
+        if isinstance(node, ast.Subscript) and dotted_name(node.value) in stored:
+            if stored[dotted_name(node.value)] != {ast.dump(node.slice)}:
                 return False
     return not _carries(loop)
 
@@ -679,10 +458,6 @@ def _moves_with(index, var):
 
 def _mentions(node, var):
     return any(isinstance(n, ast.Name) and n.id == var for n in ast.walk(node))
-
-
-def _small_int(node):
-    return isinstance(node, ast.Constant) and type(node.value) is int and abs(node.value) < 2 ** 24
 
 
 def ir_text(module):

@@ -440,13 +440,13 @@ def _pool_argmax_ref(x, kh, kw, sh, sw, ph, pw):
     return out
 
 
-def _take_if_max(k, v, index):
-    """Keep (v, index) if v beats the best so far: strictly greater (ties keep the first), or
-    NaN (so NaN wins); bitwise ops and selects, not branches."""
+def _take_if_max(k, v, index, at="best_t"):
+    """Keep (v, index) if v beats the best so far (`best`, `at`): strictly greater (ties keep
+    the first), or NaN (so NaN wins); bitwise ops and selects, not branches."""
     k.line(f"v = {v}")
     k.line("take = (v > best) | (v != v)")
     k.line("best = v if take else best")
-    k.line(f"best_t = {index} if take else best_t")
+    k.line(f"{at} = {index} if take else {at}")
 
 
 def _interior(k, p):
@@ -498,14 +498,16 @@ def _pool_argmax_kernel(k):
     with k.indent():
         def interior():  # indices into x0, from the window's corner; the output is in-plane
             k.line(f"corner = q0 + {col}")
-            k.line("best, best_t = x0[corner], corner")
+            # (best_q, unsigned, is not the border's signed best_t: a name keeps one type, as
+            # gradc/codegen/llvm_cpu.py needs)
+            k.line("best, best_q = x0[corner], corner")
             for i in range(p["KH"]):
                 for j in range(p["KW"]):
                     if i or j:
                         row = f"{i} * {p['W']} + " if i else ""
                         t = f"corner + np.uint64({row}{j})"
-                        _take_if_max(k, f"x0[{t}]", t)
-            k.line("out[oq + b] = best_t - xq")
+                        _take_if_max(k, f"x0[{t}]", t, at="best_q")
+            k.line("out[oq + b] = best_q - xq")
 
         _interior_rows(k, p, interior)
     k.line("if border:")
