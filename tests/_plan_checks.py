@@ -8,8 +8,13 @@ def assert_overwrites_elementwise(fusion, new, old, life):
     """A value that takes the slot of `old` (plan.shared) is stored by the kernel that reads
     `old` for the last time, a loop kernel whose every read of `old` is at the element it
     computes (so each element is loaded before it is overwritten), with reductions over one
-    set of axes at most (CUDA runs other sets as launches that load the inputs again)."""
+    set of axes at most (CUDA runs other sets as launches that load the inputs again); or an
+    addmm (c + a @ b) whose c is `old`, read there for the last time and not as a or b."""
     k = fusion.kernels[life[new][0]]
+    if k.kind == "addmm":
+        bases = [fusion.layouts[x.id][0].id for x in k.nodes[0].inputs]
+        assert bases[0] == old and old not in bases[1:] and life[old][1] == k.index, (new, old)
+        return
     assert k.kind == "loop" and life[old][1] == k.index, (new, old, life[new], life[old])
     assert len({n.attr["axes"] for n in k.nodes if n.opdef.kind == REDUCE}) <= 1, k.name
     assert any(v.id == new and v.shape == k.shape for v in k.stores)

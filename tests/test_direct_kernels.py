@@ -179,12 +179,13 @@ def test_a_program_mixes_both_routes(monkeypatch):
 
 def _movements(x, i):
     # library kernels in the subset llvm_cpu compiles: concatenate, the slices' gradients, the
-    # products' BLAS calls, a gather's index check
+    # products' BLAS calls, sums of products accumulated (addmm), a gather's index check
     h = np.concatenate([np.tanh(x[:, :3]), x[:, 1:] * 2, x[::-1, ::2]], axis=1)
     g = np.take_along_axis(h, i, axis=1)
     big = np.tile(h, (2, 3))  # (12, 39): its products are BLAS calls, the small ones loops
     return (np.sum(np.stack([h[:, :4], h[:, 2:6] ** 2]) * 1.5) + np.sum(g * g) + np.sum(h @ h.T)
-            + np.sum(np.tanh(big.T @ big)) + np.sum(np.stack([big, big * 2]) @ np.stack([big.T, -big.T])))
+            + np.sum(np.tanh(big.T @ big)) + np.sum(np.stack([big, big * 2]) @ np.stack([big.T, -big.T]))
+            + np.sum(np.tanh(big.T @ np.sin(big) + big.T @ np.cos(big))) + np.sum(h @ h.T + h @ (h * h).T))
 
 
 def test_library_kernels_in_the_subset_go_direct_with_numbas_bits(monkeypatch):
@@ -203,6 +204,8 @@ def test_library_kernels_in_the_subset_go_direct_with_numbas_bits(monkeypatch):
     assert any("concatenate" in n for n in direct) and any("matmul" in n for n in direct)
     assert any("bmm" in n for n in direct) and sum("sgemm" in s or "dgemm" in s for n, s in
                                                     sources.items() if n in direct) >= 2
+    assert any("dgemm_add" in s for n, s in sources.items() if n in direct)  # (BLAS-sized)
+    assert any("addmm" in n and "gemm" not in s for n, s in sources.items() if n in direct)
     assert direct == library  # (the gathers too, with their index checks)
     for a, b in zip(outs["numba"], outs["llvm"]):
         assert _bits(a) == _bits(b)

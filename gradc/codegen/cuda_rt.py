@@ -76,6 +76,21 @@ def matmul(out, x, y, batch, m, n, k, ta, tb, a_step, b_step, zero):
         out[e] = acc
 
 
+@cuda.jit
+def addmm(out, c, x, y, m, n, k, ta, tb):
+    """out = c + op(x) @ op(y): one thread per output element, which reads c's element before
+    it writes out's (so out may be c's buffer)."""
+    for e in range(cuda.grid(1), m * n, cuda.gridsize(1)):
+        i = e // n
+        j = e - i * n
+        acc = c[e]
+        for p in range(k):
+            av = x[p * m + i] if ta else x[i * k + p]
+            bv = y[j * k + p] if tb else y[p * n + j]
+            acc += av * bv
+        out[e] = acc
+
+
 # Tiled matmul: a block of TILE x TILE threads computes a TILE x TILE tile of the output,
 # staging TILE-wide panels of op(x) and op(y) in shared memory; blocks stride over the tiles
 # (of every batch), so each thread of a block runs the same number of tiles and syncs.

@@ -1,6 +1,8 @@
 """Matrix products: `matmul` (2-D) and `bmm` (batched 3-D), each with transpose flags so that
-the backward's `g @ B.T` reads B in place instead of copying a transpose. Emitted as BLAS calls
-(gradc/codegen/rt.py: NumPy's own OpenBLAS) into the planned, contiguous output buffer.
+the backward's `g @ B.T` reads B in place instead of copying a transpose; and `addmm`,
+c + op(a) @ op(b), the step of a product sum accumulated in one buffer (passes/products.py).
+Emitted as BLAS calls (gradc/codegen/rt.py: NumPy's own OpenBLAS) into the planned, contiguous
+output buffer.
 """
 import numpy as np
 
@@ -23,9 +25,18 @@ def _op(x, t):
 
 def _vjp(node, g):
     """C = op(A) @ op(B); each cotangent is again one product with transpose flags."""
-    a, b = node.inputs
+    return _product_vjp(node, *node.inputs, g)
+
+
+def _addmm_vjp(node, g):
+    """C + op(A) @ op(B): C's cotangent is g, the others a product's."""
+    return [g] + _product_vjp(node, *node.inputs[1:], g)
+
+
+def _product_vjp(node, a, b, g):
     ta, tb = node.attr["ta"], node.attr["tb"]
-    mm = lambda x, y, tx, ty: node.output.graph.apply(node.op, (x, y), ta=tx, tb=ty)  # noqa: E731
+    op = "matmul" if node.op == "addmm" else node.op
+    mm = lambda x, y, tx, ty: node.output.graph.apply(op, (x, y), ta=tx, tb=ty)  # noqa: E731
     # The cotangent whose product reads the larger operand comes first in the graph (so in
     # the schedule): x @ W's weight gradient reads the activation x, often for the last time,
     # so x is freed before x's own cotangent (x-sized) is allocated (W10's train step 13.25
@@ -46,6 +57,14 @@ def _infer_mm(inputs, ta, tb):
     return (m, n), a.dtype
 
 
+def _infer_addmm(inputs, ta, tb):
+    c, a, b = inputs
+    shape, dtype = _infer_mm((a, b), ta, tb)
+    if c.shape != shape or c.dtype != dtype:
+        raise ShapeError(f"addmm adds a {c.dtype}{c.shape} to a {dtype}{shape} product")
+    return shape, dtype
+
+
 def _infer_bmm(inputs, ta, tb):
     a, b = inputs
     if a.ndim != 3 or b.ndim != 3 or a.shape[0] != b.shape[0]:
@@ -61,8 +80,9 @@ def _infer_bmm(inputs, ta, tb):
 SMALL_MATMUL = 1 << 13
 
 
-def _loop_matmul(k, a, b, c, m, n, kk, ta, tb):
-    """c[m,n] = op(a) @ op(b) with the loop order that reads memory contiguously."""
+def _loop_matmul(k, a, b, c, m, n, kk, ta, tb, add=False):
+    """c[m,n] = op(a) @ op(b) (with `add`, c += op(a) @ op(b)) with the loop order that reads
+    memory contiguously."""
     A = (lambda i, p: f"{a}[{p} * {m} + {i}]") if ta else (lambda i, p: f"{a}[{i} * {kk} + {p}]")
     B = (lambda p, j: f"{b}[{j} * {kk} + {p}]") if tb else (lambda p, j: f"{b}[{p} * {n} + {j}]")
     zero = k.zero
@@ -72,15 +92,16 @@ def _loop_matmul(k, a, b, c, m, n, kk, ta, tb):
     k.line(f"if {n} == 1:")
     with k.indent():
         if ta:
-            k.line(f"for i in range({m}):")
-            k.line(f"    {c}[i] = {zero}")
+            if not add:
+                k.line(f"for i in range({m}):")
+                k.line(f"    {c}[i] = {zero}")
             k.line(f"for p in range({kk}):")
             k.line(f"    s = {b}[p]")
             k.line(f"    for i in range({m}):")
             k.line(f"        {c}[i] += {A('i', 'p')} * s")
         else:
             k.line(f"for i in range({m}):")
-            k.line("    acc = " + zero)
+            k.line("    acc = " + (f"{c}[i]" if add else zero))
             k.line(f"    for p in range({kk}):")
             k.line(f"        acc += {A('i', 'p')} * {b}[p]")
             k.line(f"    {c}[i] = acc")
@@ -89,28 +110,30 @@ def _loop_matmul(k, a, b, c, m, n, kk, ta, tb):
         if tb:  # rows of op(b) are contiguous in p: a dot product per output
             k.line(f"for i in range({m}):")
             k.line(f"    for j in range({n}):")
-            k.line(f"        acc = {zero}")
+            k.line(f"        acc = {c}[i * {n} + j]" if add else f"        acc = {zero}")
             k.line(f"        for p in range({kk}):")
             k.line(f"            acc += {A('i', 'p')} * {B('p', 'j')}")
             k.line(f"        {c}[i * {n} + j] = acc")
         else:
             k.line(f"for i in range({m}):")  # rows of b are contiguous in j: axpy into c's row
-            k.line(f"    for j in range({n}):")
-            k.line(f"        {c}[i * {n} + j] = {zero}")
+            if not add:
+                k.line(f"    for j in range({n}):")
+                k.line(f"        {c}[i * {n} + j] = {zero}")
             k.line(f"    for p in range({kk}):")
             k.line(f"        s = {A('i', 'p')}")
             k.line(f"        for j in range({n}):")
             k.line(f"            {c}[i * {n} + j] += s * {B('p', 'j')}")
 
 
-def _product(k, a, b, c, a_shape, b_shape):
-    """One 2-D product of the flat arrays named a, b into c: BLAS, or loops when small."""
+def _product(k, a, b, c, a_shape, b_shape, add=False):
+    """One 2-D product of the flat arrays named a, b into c (with `add`, added to c): BLAS, or
+    loops when small."""
     ta, tb = k.attr["ta"], k.attr["tb"]
     m, kk, n = _dims(a_shape, b_shape, ta, tb)
     if m * n * kk <= SMALL_MATMUL or not np.issubdtype(k.output.dtype, np.floating):  # no int BLAS
-        _loop_matmul(k, a, b, c, k.param("m", m), k.param("n", n), k.param("k", kk), ta, tb)
+        _loop_matmul(k, a, b, c, k.param("m", m), k.param("n", n), k.param("k", kk), ta, tb, add)
     else:  # BLAS: gradc/codegen/rt.py
-        gemm = "sgemm" if k.output.dtype == np.float32 else "dgemm"
+        gemm = ("sgemm" if k.output.dtype == np.float32 else "dgemm") + ("_add" if add else "")
         k.line(f"{gemm}({ta}, {tb}, {k.param('m', m)}, {k.param('n', n)}, {k.param('k', kk)}, "
                f"{a}, {b}, {c})")
 
@@ -118,6 +141,17 @@ def _product(k, a, b, c, a_shape, b_shape):
 def _matmul_kernel(k):
     a, b = k.inputs
     _product(k, "x0", "x1", "out", a.shape, b.shape)
+
+
+def _addmm_kernel(k):
+    c, a, b = k.inputs
+    # out starts as c; the plan usually writes out over c, read here for the last time
+    # (passes/memory.py _overwritable), and then there is nothing to copy
+    k.line("if p_out != p_x0:")
+    with k.indent():
+        k.line(f"for i in range({k.size(k.output)}):")
+        k.line("    out[i] = x0[i]")
+    _product(k, "x1", "x2", "out", a.shape, b.shape, add=True)
 
 
 def _bmm_kernel(k):
@@ -160,9 +194,20 @@ def _cuda_matmul(prog, node, out, ins):
     return [prog.launch("matmul", args, batch * m * n)]
 
 
+def _cuda_addmm(prog, node, out, ins):
+    """addmm: cuda_rt's addmm kernel, a thread per output element (out may be c's buffer)."""
+    c, a, b = node.inputs
+    ta, tb = bool(node.attr["ta"]), bool(node.attr["tb"])
+    m, k, n = _dims(a.shape, b.shape, ta, tb)
+    return [prog.launch("addmm", [out, *ins, m, n, k, ta, tb], m * n)]
+
+
 register(OpDef("matmul", KERNEL, _infer_mm,
                ref=lambda a, b, ta, tb: np.matmul(_op(a, ta), _op(b, tb)),
                vjp=_vjp, kernel=_matmul_kernel, cuda=_cuda_matmul))
+register(OpDef("addmm", KERNEL, _infer_addmm,
+               ref=lambda c, a, b, ta, tb: c + np.matmul(_op(a, ta), _op(b, tb)),
+               vjp=_addmm_vjp, kernel=_addmm_kernel, cuda=_cuda_addmm))
 register(OpDef("bmm", KERNEL, _infer_bmm,
                ref=lambda a, b, ta, tb: np.matmul(_op(a, ta), _op(b, tb)),
                vjp=_vjp, kernel=_bmm_kernel, cuda=_cuda_matmul))

@@ -14,10 +14,10 @@ other in a cycle. Every such decision is recorded for `explain`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import functools
+import heapq
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -489,47 +489,49 @@ def _space(node):
 
 
 def _schedule(kernels, region_outputs, in_place=frozenset()):
-    """Topological order of kernels by their buffer dependencies, stable in creation order,
-    except that a kernel no other kernel depends on, and that writes no output into the arena's
-    output region, runs as soon as its inputs are ready: a train step's in-place update of one
-    parameter, so that parameter's gradient is dead before the next gradient is computed,
-    instead of every gradient living until the updates at the end. (Outputs in the region keep
-    their place: the views returned by the last call may be passed back as this call's inputs,
-    so writing them early could overwrite an input that a later kernel reads.)
+    """Topological order of kernels by their buffer dependencies: of the kernels whose inputs
+    are ready, the one created first runs first (list scheduling). A walk that ran each kernel
+    in creation order after everything it waits for (depth first) let a kernel that a much
+    later node joined pull that node's inputs ahead of the kernels created after it: the tiny
+    MLP's loss kernel, waiting for the squares of the weights that their updates joined, ran
+    the whole backward before the weight gradients, their activations alive until then (arena
+    28,096 -> 17,216 bytes). Except that a kernel no other kernel depends on, and that writes
+    no output into the arena's output region, runs as soon as its inputs are ready: a train
+    step's in-place update of one parameter, so that parameter's gradient is dead before the
+    next gradient is computed, instead of every gradient living until the updates at the end.
+    (Outputs in the region keep their place: the views returned by the last call may be
+    passed back as this call's inputs, so writing them early could overwrite an input that a
+    later kernel reads.)
 
     A kernel that writes an input in place (`in_place`: value ids) runs only after every kernel
     that may raise (an index out of range), so a call that raises has changed no input."""
     has_dependents = {d.index for k in kernels for d in k.deps}
-    sinks = [k for k in kernels if k.index not in has_dependents
-             and not any(v.id in region_outputs for v in k.stores)]
+    sinks = {k.index for k in kernels if k.index not in has_dependents
+             and not any(v.id in region_outputs for v in k.stores)}
     guards = _index_guards(kernels)
-    overwrites = {k.index for k in kernels if any(v.id in in_place for v in k.stores)}
-    done, order = set(), []
-
-    def visit(k):
-        if k.index in done:
-            return
-        done.add(k.index)
-        for d in sorted(k.deps, key=lambda d: d.index):
-            visit(d)
-        if k.index in overwrites:
-            for g in guards:
-                visit(g)
-        order.append(k)
-
-    def ready(k):
-        return all(d.index in done for d in k.deps) and (
-            k.index not in overwrites or all(g.index in done for g in guards))
-
-    def run_ready_sinks():
-        for s in sinks:
-            if s.index not in done and ready(s):
-                done.add(s.index)
-                order.append(s)
-
+    waits = {k.index: {d.index for d in k.deps} for k in kernels}
     for k in kernels:
-        visit(k)
-        run_ready_sinks()
+        if any(v.id in in_place for v in k.stores):
+            waits[k.index].update(g.index for g in guards if g is not k)
+    dependents = {k.index: [] for k in kernels}
+    for i, ds in waits.items():
+        for d in ds:
+            dependents[d].append(i)
+
+    by_index = {k.index: k for k in kernels}
+    keys = {k.index: (k.index not in sinks, k.index) for k in kernels}  # (sinks first)
+    ready = [keys[i] for i, ds in waits.items() if not ds]
+    heapq.heapify(ready)
+    left = {i: len(ds) for i, ds in waits.items()}
+    order = []
+    while ready:
+        k = by_index[heapq.heappop(ready)[1]]
+        order.append(k)
+        for j in dependents[k.index]:
+            left[j] -= 1
+            if not left[j]:
+                heapq.heappush(ready, keys[j])
+    assert len(order) == len(kernels), "the kernels depend on each other in a cycle"
     for i, k in enumerate(order):
         k.index = i
     return order

@@ -5,7 +5,8 @@ the front, in output order, so the gradients form one flat region (one allreduce
 Scratch slots are reused: a slot is free once the last kernel that reads its value has run (a
 kernel's outputs are placed before its dead inputs are freed, so no kernel reads and writes one
 slot, except a loop kernel writing a value over an input it reads for the last time, at the
-element it computes: `_overwritable`). Everything is decided before anything runs.
+element it computes, and an addmm writing its sum over its c: `_overwritable`). Everything is
+decided before anything runs.
 """
 from __future__ import annotations
 
@@ -128,9 +129,9 @@ def plan_buffers(fusion):
 
 def _concat_members(fusion, fixed, aliases):
     """{value id: (concatenation, byte offset)} of values that can be stored straight into the
-    buffer of a concatenation that reads them, each as a contiguous block of it (a merged
-    weight gradient's concatenated hidden states of an RNN, 31 blocks of 16 KiB that were kept
-    twice): the concatenation kernel then copies each block onto itself. A value qualifies when
+    buffer of a concatenation that reads them, each as a contiguous block of it (an RNN's
+    hidden states concatenated for one product over all steps: 31 blocks of 16 KiB that were
+    kept twice): the concatenation kernel then copies each block onto itself. A value qualifies when
     it is read there as itself (no view), is stored by a kernel in the scratch region, has the
     concatenation's dtype, and is in no other concatenation."""
     stored = {v.id for k in fusion.kernels for v in k.stores}
@@ -228,9 +229,20 @@ def _overwritable(fusion, last_read):
     """{value id: id of a value whose slot it may take}: a loop kernel that reads a value for
     the last time, only at the element it computes (no view, same shape), may write a value of
     the same size into its slot: each iteration loads all its elements before it stores any
-    (gradc/codegen/loops.py). GELU's backward writes its gradient over the incoming one."""
+    (gradc/codegen/loops.py). GELU's backward writes its gradient over the incoming one. And an
+    addmm (c + op(a) @ op(b)) may write its sum over c: an accumulated weight gradient's buffer
+    is taken over by each step's."""
     taken, shared = set(), {}
     for k in fusion.kernels:
+        if k.kind == "addmm":  # c + a @ b: gemm reads each element of c before it writes it
+            c, a, b = (fusion.layouts[x.id] for x in k.nodes[0].inputs)
+            out = k.nodes[0].output
+            if (c[0] is k.nodes[0].inputs[0] and c[0].node is not None and c[0].id not in taken
+                    and last_read.get(c[0].id) == k.index and c[0] is not a[0]
+                    and c[0] is not b[0] and out in k.stores):
+                taken.add(c[0].id)
+                shared[out.id] = c[0].id
+            continue
         # (CUDA runs a kernel with reductions over different axes as one launch per set of
         # axes, each loading the inputs again, and the first one stores: none is written over)
         if k.kind != "loop" or len({n.attr["axes"] for n in k.nodes if n.opdef.kind == REDUCE}) > 1:

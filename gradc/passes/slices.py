@@ -7,10 +7,10 @@ they are added: memory that grows as T^2 over T steps. Here every sum with unsli
 one `unslice_sum` (gradc/ops/movement.py): a kernel that writes the other terms' sum (or zeros)
 once and adds each slice gradient into its slice, so what stays alive is the slice-sized g's.
 
-Why one kernel after autodiff rather than an accumulation in place as each g is made: in
-backpropagation through time each step's g stays alive anyway, until the one product of
-`merge_products` that makes the recurrent weight's gradient from all steps, so adding it in
-earlier would free nothing (and it would need an in-place buffer facility in the planner).
+Each step's g still lives until that one kernel, at the end of the backward. Adding it into
+its slice as soon as it is made (as products.py accumulates a weight's gradient, an addmm per
+step, each written over the sum before it) would free it at its step; not done yet: no benchmark
+workload's arena is above PyTorch's for it.
 """
 from .sums import rewrite_sums
 

@@ -391,6 +391,8 @@ CASES = [
          [normal(2, 3, 4), normal(1, 4, 2)]),
     Case("matmul_transposed_operands", lambda a, b: a.T @ b.T, [normal(4, 3), normal(2, 4)]),
     Case("matmul_of_slice", lambda a, b: a[:, 1:] @ b, [normal(3, 5), normal(4, 2)]),
+    Case("matmul_sum_of_products", lambda a, b, c: a @ b + c @ b.T + (a * 2) @ np.sin(b),  # addmm
+         [normal(3, 4), normal(4, 4), normal(3, 4)]),
     Case("matmul_int", lambda i, j: i @ j, [ints(5, 3, 4), ints(5, 4, 2)], grad=False),
     Case("dot_2d", lambda a, b: np.dot(a, b), [normal(3, 4), normal(4, 2)]),
     Case("dot_constant_left", lambda w: np.dot(_CONST_A.T, w), [normal(3, 2)]),
@@ -496,7 +498,7 @@ GRAD_CASES = [c for c in CASES if c.grad]
 # ops that user code does not reach directly: the VJPs' scatters, and the copies/aliases that
 # legalization and nested gradients insert
 REACHED_ONLY_INDIRECTLY = {"take_grad", "take_along_axis_grad", "unslice", "unslice_sum", "fold",
-                           "copy", "alias", "conv2d_grad_input", "conv2d_grad_weight"}
+                           "copy", "alias", "conv2d_grad_input", "conv2d_grad_weight", "addmm"}
 
 
 def _snapshot(args):

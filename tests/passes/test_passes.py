@@ -26,7 +26,7 @@ from gradc.passes import AFTER_AUTODIFF, BEFORE_AUTODIFF, run_passes
 from gradc.passes.cse import cse
 from gradc.passes.dce import dce
 from gradc.passes.lower import lower_composites
-from gradc.passes.products import merge_products
+from gradc.passes.products import accumulate_products
 from gradc.passes.simplify import simplify
 from gradc.passes.slices import merge_slice_sums
 from gradc.passes.fuse import fuse
@@ -179,8 +179,8 @@ def run_checked(graph, passes, make, label):
 def test_pass_order_is_pinned():
     assert [p.__name__ for p in BEFORE_AUTODIFF] == ["simplify", "cse", "dce"]
     assert [p.__name__ for p in AFTER_AUTODIFF] == [
-        "simplify", "lower_composites", "simplify", "merge_products", "merge_slice_sums", "cse",
-        "dce"]
+        "simplify", "lower_composites", "simplify", "accumulate_products", "merge_slice_sums",
+        "cse", "dce"]
 
 
 @pytest.mark.parametrize("name,fn,make,argnums", GRAPHS, ids=GRAPH_IDS)
@@ -651,7 +651,7 @@ def test_plan_outputs_are_one_flat_region_in_order():
 
 
 # ---------------------------------------------------------------------------------------------
-# merge_products: a sum of matrix products becomes one product
+# accumulate_products: a sum of matrix products is accumulated a product at a time
 
 def _after_autodiff_without(graph, skipped):
     return run_passes(graph, [p for p in AFTER_AUTODIFF if p is not skipped])
@@ -661,45 +661,38 @@ def _count(graph, op):
     return sum(n.op == op for n in graph.nodes)
 
 
-def test_merge_products_makes_one_product_per_weight_gradient_over_time():
-    """The recurrent weight's gradient (4 steps: 4 products) becomes one product of the
-    concatenated steps, the results stay the same, and the plan needs less memory."""
+def test_accumulate_products_adds_each_step_of_a_weight_gradient_into_one_buffer():
+    """The recurrent weight's gradient (4 steps: 4 products) becomes a product and 3 addmm,
+    each where its step's product was; the results stay the same, the plan writes each addmm
+    over the sum before it, and needs less memory."""
     make = _gen([N(5, 2, 3), N(3, 8), N(8, 8), N(8)])
     joint = joint_graph(_rnn, make, (1, 2, 3))
-    merged = run_passes(joint, AFTER_AUTODIFF)
-    plain = _after_autodiff_without(joint, merge_products)
-    assert _count(merged, "matmul") <= _count(plain, "matmul") - 3
-    assert _count(merged, "concatenate") >= 2
-    assert_same_results(plain, merged, make, "merge_products")
-    arena = [plan_buffers(fuse(g)).arena_bytes for g in (merged, plain)]
-    assert arena[0] < arena[1], arena
+    accumulated = run_passes(joint, AFTER_AUTODIFF)
+    plain = _after_autodiff_without(joint, accumulate_products)
+    assert _count(accumulated, "addmm") >= 3
+    assert _count(accumulated, "matmul") == _count(plain, "matmul") - _count(accumulated, "addmm")
+    assert_same_results(plain, accumulated, make, "accumulate_products")
+    fusion = fuse(accumulated)
+    plan = plan_buffers(fusion)
+    sums = [k.nodes[0] for k in fusion.kernels if k.kind == "addmm"]
+    assert any(plan.shared.get(n.output.id) == n.inputs[0].id for n in sums), plan.shared
+    assert plan.arena_bytes < plan_buffers(fuse(plain)).arena_bytes
 
 
-def test_merge_products_keeps_products_whose_operands_are_larger():
-    """Two products with a long contracted axis: concatenating the operands would copy more
-    than adding the two small products, so nothing changes."""
-    def f(a1, b1, a2, b2):
-        return np.sum((a1.T @ b1 + a2.T @ b2) ** 2)
-    make = _gen([N(50, 2), N(50, 3), N(50, 2), N(50, 3)])
-    graph = forward_graph(f, make)
-    assert _count(merge_products(graph), "matmul") == _count(graph, "matmul") == 2
-    assert _count(merge_products(graph), "concatenate") == 0
-
-
-def test_merge_products_keeps_products_used_elsewhere():
+def test_accumulate_products_keeps_products_used_elsewhere():
     def f(a1, b1, a2, b2):
         p = a1 @ b1
         return np.sum((p + a2 @ b2) ** 2) + np.sum(p)
     make = _gen([N(8, 1), N(1, 8), N(8, 1), N(1, 8)])
     graph = forward_graph(f, make)
-    assert _count(merge_products(graph), "concatenate") == 0
+    assert _count(accumulate_products(graph), "addmm") == 0
+
     def g(a1, b1, a2, b2):
         return np.sum((a1 @ b1 + a2 @ b2) ** 2)
     graph = forward_graph(g, make)
-    out = merge_products(graph)
-    assert _count(dce(out), "matmul") == 1 and _count(out, "concatenate") == 2
-    assert_same_results(graph, out, make, "merge_products")
-
+    out = dce(accumulate_products(graph))
+    assert _count(out, "matmul") == 1 and _count(out, "addmm") == 1
+    assert_same_results(graph, out, make, "accumulate_products")
 
 
 def test_train_step_updates_run_as_soon_as_their_gradient_is_ready():
