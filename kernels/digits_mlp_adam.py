@@ -345,19 +345,20 @@ BLAS = "openblas" if _numpy_openblas() is not None else "numba"  # (part of the 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 
-def _cblas_gemm(name, numba_type, pointer):
-    """c[m,n] = op(a) @ op(b) on flat C-ordered arrays; op transposes where ta/tb is set."""
+def _cblas_gemm(name, numba_type, pointer, beta):
+    """c[m,n] = op(a) @ op(b) + beta * c on flat C-ordered arrays; op transposes where ta/tb is
+    set. beta is 0 (a product) or 1 (a product added into c: an accumulated weight gradient)."""
     ptr = types.CPointer(numba_type)
     gemm = types.ExternalFunction(name, types.void(
         types.int32, types.int32, types.int32, types.int64, types.int64, types.int64, numba_type,
         ptr, types.int64, ptr, types.int64, numba_type, ptr, types.int64))
-    one, zero = numba_type(1), numba_type(0)
+    one, beta = numba_type(1), numba_type(beta)
 
     @njit(**CALLEE_OPTIONS)
     def product(ta, tb, m, n, k, a, b, c):
         gemm(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS, m, n, k, one,
              pointer(a.ctypes.data), m if ta else k, pointer(b.ctypes.data), k if tb else n,
-             zero, pointer(c.ctypes.data), n)
+             beta, pointer(c.ctypes.data), n)
 
     return product
 
@@ -375,11 +376,22 @@ def _numba_gemm(ta, tb, m, n, k, a, b, c):
         np.dot(a.reshape((m, k)), b.reshape((k, n)), out)
 
 
+@njit(**CALLEE_OPTIONS)
+def _numba_gemm_add(ta, tb, m, n, k, a, b, c):
+    product = np.empty_like(c)
+    _numba_gemm(ta, tb, m, n, k, a, b, product)
+    c += product
+
+
+# sgemm_add/dgemm_add: c += op(a) @ op(b)
 if BLAS == "openblas":
-    sgemm = _cblas_gemm("scipy_cblas_sgemm64_", types.float32, _f32_ptr)
-    dgemm = _cblas_gemm("scipy_cblas_dgemm64_", types.float64, _f64_ptr)
+    sgemm = _cblas_gemm("scipy_cblas_sgemm64_", types.float32, _f32_ptr, 0)
+    dgemm = _cblas_gemm("scipy_cblas_dgemm64_", types.float64, _f64_ptr, 0)
+    sgemm_add = _cblas_gemm("scipy_cblas_sgemm64_", types.float32, _f32_ptr, 1)
+    dgemm_add = _cblas_gemm("scipy_cblas_dgemm64_", types.float64, _f64_ptr, 1)
 else:
     sgemm = dgemm = _numba_gemm
+    sgemm_add = dgemm_add = _numba_gemm_add
 
 
 # ================================================================================================
