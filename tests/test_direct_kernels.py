@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from scipy.special import erf
 import gradc
 from gradc.codegen import llvm_cpu
 from gradc.codegen.cpu import CPU_MATH
+from gradc.codegen.cpu import scalar as cpu_scalar
 from gradc.codegen.driver_rt import entry_address
 from gradc.codegen.modules import load_module
 from gradc.codegen.program import KERNEL_HEADER
@@ -136,6 +138,36 @@ def test_every_op_gives_numbas_bits(dtype, pointers):
         results.append(outs)
     for (op, _, expr), a, b in zip(statements + [("sum", 0, ""), ("max", 0, "")], *results):
         assert _bits(a) == _bits(b), f"{op} ({expr}) in {dtype}: {a} != {b}"
+
+
+UNDERFLOW = np.array([-np.inf, -1e30, -800.0, -746.0, -745.0, -200.0, -104.5, -104.0, -103.98,
+                      -103.9, -100.0, -90.0, -87.5, -87.0, -50.0, -1.0, 0.0, 1.0, 88.0, 89.0,
+                      np.nan, np.inf])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_exps_underflow_guard_gives_numbas_bits_and_numpys_zeros(dtype):
+    # codegen/cpu.py's exp: a lane below the underflow bound gets 0 without calling libmvec's
+    # slow path; the rest is exp's own answer (NaN, inf and the subnormal results included)
+    exp = _OPS["exp"]
+    node = SimpleNamespace(op="exp", opdef=exp, attr={}, output=SimpleNamespace(dtype=np.dtype(dtype)))
+    expr = cpu_scalar(SimpleNamespace(node=node, args=["x0"]))
+    assert "freeze" in expr
+    name, source = _ops_kernel(dtype, [("exp", dtype, expr)], reduce=False)
+    name, source = name + "_exp", source.replace(name, name + "_exp")
+    direct = llvm_cpu.load_kernels({name: source}, None)[name]
+    module = load_module(f"gradc_test_{name}", KERNEL_HEADER.format(version="test") + source)
+    x = np.tile(UNDERFLOW, 5).astype(dtype)  # (whole vectors, and a remainder)
+    results = []
+    for address in (entry_address(getattr(module, name)), direct):
+        out = np.ones(x.size, dtype)
+        _call(address, [x.size] + [a.ctypes.data for a in (x, x, x > 0, x > 0, out)])
+        results.append(out)
+    assert _bits(results[0]) == _bits(results[1])
+    with np.errstate(over="ignore", under="ignore"):
+        want = np.exp(x)
+    np.testing.assert_array_equal(results[1] == 0, want == 0)
+    np.testing.assert_allclose(results[1], want, rtol=4 * np.finfo(dtype).eps, atol=0)
 
 
 def _bits(a):

@@ -45,10 +45,25 @@ class _CpuMath:
 CPU_MATH = _CpuMath()
 
 
+# Below these, exp underflows to 0 (e^x < half the smallest subnormal: x < -150 ln 2, -1075 ln 2)
+EXP_ZERO_BELOW = {"float32": -104.0, "float64": -746.0}
+
+
 def scalar(statement):
     """The CPU expression of one statement of a loop nest's body."""
     node = statement.node
-    return node.opdef.scalar(CPU_MATH, node.output.dtype, *statement.args, **node.attr)
+    dtype = node.output.dtype
+    text = node.opdef.scalar(CPU_MATH, dtype, *statement.args, **node.attr)
+    if node.op == "exp" and dtype.name in EXP_ZERO_BELOW:
+        # libmvec's vector exp calls the scalar expf once for every lane outside its fast range
+        # (|x| > ~87): a causal softmax's masked lanes, exp(-inf), made its loop 5x slower.
+        # Lanes below the underflow bound get 0, what exp gives them, and exp gets 0 there in
+        # their place (NaN still goes in); `freeze` (rt.py) keeps LLVM from seeing that the
+        # result ignores those lanes and passing x itself again.
+        (x,) = statement.args
+        zero, under = lit(0, dtype), f"{x} < {lit(EXP_ZERO_BELOW[dtype.name], dtype)}"
+        text = f"{zero} if {under} else {CPU_MATH.exp}(freeze({zero} if {under} else {x}))"
+    return text
 
 
 class KernelSource:

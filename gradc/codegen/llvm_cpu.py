@@ -32,6 +32,7 @@ from llvmlite import ir
 
 from ..errors import CompileError
 from . import vecmath
+from .rt import emit_freeze
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 LL = {"float32": ir.FloatType(), "float64": ir.DoubleType(), "int64": I64, "uint64": I64,
@@ -452,6 +453,9 @@ class _Kernel:
             return self._cast(e.args[0], CASTS[name])
         if name in ("max2", "min2") and len(e.args) == 2:
             return self._extremum(name, *e.args)
+        if name == "freeze" and len(e.args) == 1:
+            value, dtype = self._expr(e.args[0])
+            return emit_freeze(self.builder, value), dtype
         if name in CLASSIFY and len(e.args) == 1:
             return self._classify(name, *self._expr(e.args[0]))
         if name in INTRINSIC or name in LIBM:
