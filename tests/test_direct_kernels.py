@@ -19,6 +19,7 @@ from scipy.special import erf
 import gradc
 from gradc.codegen import llvm_cpu
 from gradc.codegen.cpu import CPU_MATH
+from gradc.codegen.cpu import combine as cpu_combine
 from gradc.codegen.cpu import scalar as cpu_scalar
 from gradc.codegen.driver_rt import entry_address
 from gradc.codegen.modules import load_module
@@ -91,7 +92,9 @@ def _ops_kernel(dtype, statements, reduce):
     for i, (op, _, expr) in enumerate(statements):
         lines += [f"        t{i} = {expr}  # {op}", f"        o{i}[i0] = t{i}"]
     if reduce:
-        lines += ["        acc0 = acc0 + x0  # sum", "        s1[0] = max2(s1[0], x0)  # max",
+        red_max = SimpleNamespace(op="max", dtype=np.dtype(dtype))  # (cpu.py's form)
+        lines += ["        acc0 = acc0 + x0  # sum",
+                  f"        s1[0] = {cpu_combine(red_max, 's1[0]', 'x0')}  # max",
                   "    s0[0] = acc0"]
     options = "JIT_OPTIONS" if reduce else "dict(JIT_OPTIONS, fastmath=MAP_FASTMATH)"
     sig = ", ".join(["int64"] * len(params))
@@ -168,6 +171,28 @@ def test_exps_underflow_guard_gives_numbas_bits_and_numpys_zeros(dtype):
         want = np.exp(x)
     np.testing.assert_array_equal(results[1] == 0, want == 0)
     np.testing.assert_allclose(results[1], want, rtol=4 * np.finfo(dtype).eps, atol=0)
+
+
+def test_max_and_min_reductions_vectorize_and_propagate_nan():
+    # codegen/cpu.py folds a float max/min with rt.fmaximum/fminimum (LLVM's maximum/minimum,
+    # vectorized) over a where's output too; NaN anywhere in a row makes the row's answer NaN
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 67)).astype(np.float32)
+    x[1, 5], x[2, 66], x[3, :] = np.nan, np.nan, -np.inf
+    x[4, :] = 0.0
+    x[4, ::3] = -0.0
+    mask = rng.random((6, 67)) < 0.7
+    mask[5] = False
+
+    def f(x, mask):
+        masked = np.where(mask, x, -np.inf)
+        return np.max(masked, axis=1), np.min(np.where(mask, x, np.inf), axis=1), np.max(x)
+
+    with np.errstate(invalid="ignore"):
+        for got, want in zip(gradc.jit(f)(x, mask), f(x, mask)):
+            np.testing.assert_array_equal(got, want)
+    source = "".join(gradc.jit(f).lower(x, mask).program.kernel_modules.values())
+    assert "fmaximum(" in source and "fminimum(" in source
 
 
 def _bits(a):

@@ -53,12 +53,13 @@ INTS = ("int64", "int32", "uint64")
 # NumPy's math as Numba lowers it for a float: an LLVM intrinsic, or libm (f suffix for float32)
 INTRINSIC = {"exp": "exp", "exp2": "exp2", "log": "log", "log2": "log2", "log10": "log10",
              "sin": "sin", "cos": "cos", "floor": "floor", "ceil": "ceil", "trunc": "trunc",
-             "rint": "rint", "abs": "fabs", "copysign": "copysign"}
+             "rint": "rint", "abs": "fabs", "copysign": "copysign",
+             "fmaximum": "maximum", "fminimum": "minimum"}  # (rt.fmaximum: reductions)
 LIBM = {"tanh": "tanh", "log1p": "log1p", "expm1": "expm1", "tan": "tan", "sinh": "sinh",
         "cosh": "cosh", "arctan": "atan", "arctanh": "atanh", "arcsin": "asin",
         "arcsinh": "asinh", "arccos": "acos", "arccosh": "acosh", "sqrt": "sqrt",
         "arctan2": "atan2", "libm_cbrt": "cbrt"}
-ARITY = {"copysign": 2, "arctan2": 2}
+ARITY = {"copysign": 2, "arctan2": 2, "fmaximum": 2, "fminimum": 2}
 CLASSIFY = ("isnan", "isinf", "isfinite", "signbit")
 CONSTANTS = {"nan": float("nan"), "inf": float("inf")}
 

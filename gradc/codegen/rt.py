@@ -92,6 +92,29 @@ def freeze(typingctx, x):
     return x(x), lambda context, builder, signature, args: emit_freeze(builder, args[0])
 
 
+def _ieee_extremum(name):
+    """`fmaximum(a, b)`, `fminimum(a, b)` of two floats: LLVM's llvm.maximum/minimum (NaN
+    propagates, -0 < +0). LLVM vectorizes a reduction through them but not through max2's
+    compare-and-select, so reductions use these (codegen/cpu.py); llvm_cpu.py emits the same."""
+    @intrinsic
+    def extremum(typingctx, a, b):
+        if not (isinstance(a, types.Float) and a == b):
+            return None
+
+        def codegen(context, builder, signature, args):
+            ty = args[0].type
+            fn = builder.module.declare_intrinsic(f"llvm.{name}", [ty],
+                                                  llvmlite.ir.FunctionType(ty, [ty, ty]))
+            return builder.call(fn, args)
+
+        return a(a, b), codegen
+
+    return extremum
+
+
+fmaximum, fminimum = _ieee_extremum("maximum"), _ieee_extremum("minimum")
+
+
 # libm's cbrt: Numba's np.cbrt is a double-precision pow with branches, 60x slower than NumPy's;
 # a call of cbrtf/cbrt vectorizes through libmvec (codegen/vecmath.py) like the other math calls
 _libm_cbrt = {types.float32: types.ExternalFunction("cbrtf", types.float32(types.float32)),

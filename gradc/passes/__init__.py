@@ -5,15 +5,18 @@
 from .cse import cse
 from .dce import dce
 from .lower import lower_composites
-from .products import merge_products
+from .products import merge_products, share_transposes
 from .simplify import simplify
 from .slices import merge_slice_sums
 
 BEFORE_AUTODIFF = (simplify, cse, dce)
 # Composites are lowered after autodiff (their VJPs are hand-written), then simplified again so
 # the stability rewrites and CSE also reach the backward graph; sums of products (a weight's
-# gradient over time steps) become one product, and sums of slice gradients one accumulation.
-AFTER_AUTODIFF = (simplify, lower_composites, simplify, merge_products, merge_slice_sums, cse, dce)
+# gradient over time steps) become one product, and sums of slice gradients one accumulation;
+# a matrix many products read transposed is transposed once (after simplify, which would fold
+# the transpose back into the products' flags).
+AFTER_AUTODIFF = (simplify, lower_composites, simplify, merge_products, merge_slice_sums,
+                  share_transposes, cse, dce)
 
 
 def run_passes(graph, passes, log=None):
