@@ -6,12 +6,15 @@ max-pool as strided slices) gets a sum of such zero-padded, full-size buffers, a
 they are added: memory that grows as T^2 over T steps. Here every sum with unslice terms becomes
 one `unslice_sum` (gradc/ops/movement.py): a kernel that writes the other terms' sum (or zeros)
 once and adds each slice gradient into its slice, so what stays alive is the slice-sized g's.
+Slices that tile the array in contiguous blocks (along its first axis longer than 1, covering
+it once) make a concatenation instead, which copies each block once and writes no zeros.
 
 Why one kernel after autodiff rather than an accumulation in place as each g is made: in
 backpropagation through time each step's g stays alive anyway, until the one product of
 `merge_products` that makes the recurrent weight's gradient from all steps, so adding it in
 earlier would free nothing (and it would need an in-place buffer facility in the planner).
 """
+from ..ops import fn
 from .sums import rewrite_sums
 
 
@@ -30,5 +33,30 @@ def _slice_sum(new_graph, summands, uses, new):
     dense = [t for t in summands if t.id not in sliced_ids]
     slices = tuple((t.node.attr["starts"], t.node.attr["stops"], t.node.attr["steps"])
                    for t in sliced)
+    tiling = None if dense else _tiling(sliced[0].shape, slices)
+    if tiling is not None:  # the slices cover the array once, side by side: it is their blocks
+        axis, order = tiling
+        return fn.concatenate([new(sliced[i].node.inputs[0]) for i in order], axis=axis)
     ins = [new(t.node.inputs[0]) for t in sliced] + [new(t) for t in dense]
     return new_graph.apply("unslice_sum", ins, shape=sliced[0].shape, slices=slices)
+
+
+def _tiling(shape, slices):
+    """(axis, the slices in order along it) where the slices, with unit steps, cut `shape` along
+    one axis into contiguous blocks that cover it once (an RNN's steps of its input projection),
+    else None. Their sum is then a concatenation: a copy of each block, where
+    unslice_sum zeroes the array and adds each block in (W8's 48 steps: 0.8 ms a step)."""
+    cut = {d for starts, stops, _ in slices
+           for d, (start, stop, n) in enumerate(zip(starts, stops, shape)) if (start, stop) != (0, n)}
+    if len(cut) > 1 or any(step != 1 for _, _, steps in slices for step in steps):
+        return None
+    axis = cut.pop() if cut else 0
+    if any(n != 1 for n in shape[:axis]):  # (blocks of rows: unslice_sum's zeros and adds
+        return None  # were faster than a copy row by row, an LSTM's four gates 3.2 vs 4.8 us)
+    order = sorted(range(len(slices)), key=lambda i: slices[i][0][axis])
+    at = 0
+    for i in order:
+        if slices[i][0][axis] != at:
+            return None
+        at = slices[i][1][axis]
+    return (axis, order) if at == shape[axis] else None

@@ -97,6 +97,17 @@ def _rnn(x, wx, wh, b):
     return np.sum(h * h)
 
 
+def _rnn_projected(x, wx, wh, b):
+    """Every step's input projection as one product, sliced per step (as W8's LSTM): the
+    gradient of xw is its steps' blocks side by side; the gates' column blocks are not."""
+    xw = x @ wx + b
+    h = np.tanh(x[0, :, :2] @ wh[:2, :4])
+    for t in range(x.shape[0]):
+        z = xw[t] + h @ wh
+        h = np.tanh(z[:, :4]) * nn.sigmoid(z[:, 4:])
+    return np.sum(h * h)
+
+
 def _slice_sums(x, v):
     """Overlapping, strided and reversed slices of one array, and a dense use of it."""
     return (np.sum(np.sin(x[1:4, ::2]) * x[:3, 1::2]) + np.sum(x[::-1, ::-2] ** 2)
@@ -128,6 +139,7 @@ GRAPHS = [
     ("unrolled_rnn", _rnn, _gen([N(5, 2, 3), N(3, 8), N(8, 8), N(8)]), (1, 2, 3)),
     ("slice_sums", _slice_sums, _gen([N(4, 6), N(7)]), (0, 1)),
     # products big enough for BLAS: the backward reads wh transposed 3 times (share_transposes)
+    ("rnn_projected", _rnn_projected, _gen([N(3, 2, 3), N(3, 8), N(4, 8), N(8)]), (1, 2, 3)),
     ("rnn_shared_transpose", _rnn, _gen([N(4, 4, 3), N(3, 48), N(48, 48), N(48)]), (1, 2, 3)),
 ]
 GRAPH_IDS = [g[0] for g in GRAPHS]
@@ -376,6 +388,20 @@ def test_a_matrix_many_products_read_transposed_is_transposed_once():
     small = run_passes(joint_graph(_rnn, GRAPHS[GRAPH_IDS.index("unrolled_rnn")][2], (1, 2, 3)),
                        AFTER_AUTODIFF)
     assert "transpose" not in ops_of(small)
+
+
+def test_slice_gradients_that_tile_an_array_are_its_concatenation():
+    """merge_slice_sums: the steps' slices xw[t] cover xw once, in blocks along its first axis:
+    their gradients' sum is one concatenation (in the blocks' order); the gates' column blocks
+    (rows of blocks) and overlapping slices stay an unslice_sum."""
+    name, fn, make, argnums = GRAPHS[GRAPH_IDS.index("rnn_projected")]
+    graph = run_passes(joint_graph(fn, make, argnums), AFTER_AUTODIFF)
+    concats = [n for n in graph.nodes if n.op == "concatenate" and n.output.shape == (3, 2, 8)]
+    assert len(concats) == 1 and concats[0].attr["axis"] == 0
+    shapes = [n.output.shape for n in graph.nodes if n.op == "unslice_sum"]
+    assert shapes.count((2, 8)) == 3 and (3, 2, 8) not in shapes  # (the gates: 3 steps)
+    name, fn, make, argnums = GRAPHS[GRAPH_IDS.index("slice_sums")]
+    assert "unslice_sum" in ops_of(run_passes(joint_graph(fn, make, argnums), AFTER_AUTODIFF))
 
 
 def test_simplify_removes_nested_gradient_aliases():
