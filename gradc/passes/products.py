@@ -46,6 +46,10 @@ def _merged_sum(new_graph, summands, uses, new):
         if len(group) < 2 or k_total * (m + n) >= len(group) * m * n:
             continue
         ax_a, ax_b = _contracted_axes(group[0].node)
+        # blocks in the order of their first operands in the graph (an RNN's steps, in time):
+        # a concatenation of the same blocks in that order elsewhere (the steps' gradients
+        # of a sliced input projection, slices.py) is then the same node, stored once
+        group.sort(key=lambda t: t.node.inputs[0].id)
         a = fn.concatenate([new(t.node.inputs[0]) for t in group], axis=ax_a)
         b = fn.concatenate([new(t.node.inputs[1]) for t in group], axis=ax_b)
         out.append(new_graph.apply("matmul", (a, b), **dict(group[0].node.attrs)))

@@ -36,7 +36,13 @@ def _slice_sum(new_graph, summands, uses, new):
     tiling = None if dense else _tiling(sliced[0].shape, slices)
     if tiling is not None:  # the slices cover the array once, side by side: it is their blocks
         axis, order = tiling
-        return fn.concatenate([new(sliced[i].node.inputs[0]) for i in order], axis=axis)
+        blocks = [new(sliced[i].node.inputs[0]) for i in order]
+        if axis == 0 and all(_splits_first_axis(b) for b in blocks):
+            # the blocks' own values, concatenated: the same node as their concatenation
+            # elsewhere (an RNN's weight gradient over steps, products.py), kept once
+            whole = fn.concatenate([b.node.inputs[0] for b in blocks], axis=0)
+            return fn.reshape(whole, sliced[0].shape)
+        return fn.concatenate(blocks, axis=axis)
     ins = [new(t.node.inputs[0]) for t in sliced] + [new(t) for t in dense]
     return new_graph.apply("unslice_sum", ins, shape=sliced[0].shape, slices=slices)
 
@@ -60,3 +66,12 @@ def _tiling(shape, slices):
             return None
         at = slices[i][1][axis]
     return (axis, order) if at == shape[axis] else None
+
+
+def _splits_first_axis(v):
+    """`v` is a reshape of a value whose first axis it splits in two (the (1, B, H) gradient of
+    a step's slice xw[t] from the step's (B, H) one)."""
+    if v.node is None or v.node.op != "reshape" or v.ndim < 2:
+        return False
+    x = v.node.inputs[0]
+    return x.ndim >= 1 and x.shape[0] == v.shape[0] * v.shape[1] and x.shape[1:] == v.shape[2:]
