@@ -153,9 +153,11 @@ def test_exps_underflow_guard_gives_numbas_bits_and_numpys_zeros(dtype):
     # codegen/cpu.py's exp: a lane below the underflow bound gets 0 without calling libmvec's
     # slow path; the rest is exp's own answer (NaN, inf and the subnormal results included)
     exp = _OPS["exp"]
-    node = SimpleNamespace(op="exp", opdef=exp, attr={}, output=SimpleNamespace(dtype=np.dtype(dtype)))
+    mask = SimpleNamespace(id=0, node=SimpleNamespace(op="const", attr={"value": -np.inf}))
+    node = SimpleNamespace(op="exp", opdef=exp, attr={}, inputs=[mask],
+                           output=SimpleNamespace(dtype=np.dtype(dtype)))
     expr = cpu_scalar(SimpleNamespace(node=node, args=["x0"]))
-    assert "freeze" in expr
+    assert "freeze" in expr  # (an argument made from a mask's -inf: guarded)
     name, source = _ops_kernel(dtype, [("exp", dtype, expr)], reduce=False)
     name, source = name + "_exp", source.replace(name, name + "_exp")
     direct = llvm_cpu.load_kernels({name: source}, None)[name]
@@ -171,6 +173,20 @@ def test_exps_underflow_guard_gives_numbas_bits_and_numpys_zeros(dtype):
         want = np.exp(x)
     np.testing.assert_array_equal(results[1] == 0, want == 0)
     np.testing.assert_allclose(results[1], want, rtol=4 * np.finfo(dtype).eps, atol=0)
+
+
+def test_only_an_exp_of_a_masked_value_is_guarded():
+    def f(x):
+        s = np.where(np.tril(np.ones((4, 4), bool)), x, -np.inf)
+        return np.exp(s - s.max(axis=1, keepdims=True)), np.exp(x)
+
+    x = np.random.default_rng(4).standard_normal((4, 4)).astype(np.float32)
+    jf = gradc.jit(f)
+    for got, want in zip(jf(x), f(x)):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    lines = [line for source in jf.last_compiled().program.kernel_modules.values()
+             for line in source.splitlines() if line.endswith("# exp")]
+    assert sorted("freeze" in line for line in lines) == [False, True], lines
 
 
 def test_max_and_min_reductions_vectorize_and_propagate_nan():
