@@ -10,6 +10,8 @@ their (here 4x larger) products.
 
 It fires only where it moves less memory: copying the operands, sum(k_i) * (m + n) elements,
 against adding the products, n * m * n elements; and only for products used nowhere else.
+
+Also here, `share_transposes`: a matrix that many products read transposed is transposed once.
 """
 from collections import Counter, defaultdict
 
