@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,6 +22,8 @@ from scipy.special import erf
 import gradc
 from gradc.codegen import llvm_cpu
 from gradc.codegen.cpu import CPU_MATH
+from gradc.codegen.cpu import combine as cpu_combine
+from gradc.codegen.cpu import scalar as cpu_scalar
 from gradc.codegen.driver_rt import entry_address
 from gradc.codegen.modules import load_module
 from gradc.codegen.program import KERNEL_HEADER
@@ -92,7 +95,9 @@ def _ops_kernel(dtype, statements, reduce):
     for i, (op, _, expr) in enumerate(statements):
         lines += [f"        t{i} = {expr}  # {op}", f"        o{i}[i0] = t{i}"]
     if reduce:
-        lines += ["        acc0 = acc0 + x0  # sum", "        s1[0] = max2(s1[0], x0)  # max",
+        red_max = SimpleNamespace(op="max", dtype=np.dtype(dtype))  # (cpu.py's form)
+        lines += ["        acc0 = acc0 + x0  # sum",
+                  f"        s1[0] = {cpu_combine(red_max, 's1[0]', 'x0')}  # max",
                   "    s0[0] = acc0"]
     options = "JIT_OPTIONS" if reduce else "dict(JIT_OPTIONS, fastmath=MAP_FASTMATH)"
     sig = ", ".join(["int64"] * len(params))
@@ -139,6 +144,74 @@ def test_every_op_gives_numbas_bits(dtype, pointers):
         results.append(outs)
     for (op, _, expr), a, b in zip(statements + [("sum", 0, ""), ("max", 0, "")], *results):
         assert _bits(a) == _bits(b), f"{op} ({expr}) in {dtype}: {a} != {b}"
+
+
+UNDERFLOW = np.array([-np.inf, -1e30, -800.0, -746.0, -745.0, -200.0, -104.5, -104.0, -103.98,
+                      -103.9, -100.0, -90.0, -87.5, -87.0, -50.0, -1.0, 0.0, 1.0, 88.0, 89.0,
+                      np.nan, np.inf])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_exps_underflow_guard_gives_numbas_bits_and_numpys_zeros(dtype):
+    # codegen/cpu.py's exp: a lane below the underflow bound gets 0 without calling libmvec's
+    # slow path; the rest is exp's own answer (NaN, inf and the subnormal results included)
+    exp = _OPS["exp"]
+    mask = SimpleNamespace(id=0, node=SimpleNamespace(op="const", attr={"value": -np.inf}))
+    node = SimpleNamespace(op="exp", opdef=exp, attr={}, inputs=[mask],
+                           output=SimpleNamespace(dtype=np.dtype(dtype)))
+    expr = cpu_scalar(SimpleNamespace(node=node, args=["x0"]))
+    assert "freeze" in expr  # (an argument made from a mask's -inf: guarded)
+    name, source = _ops_kernel(dtype, [("exp", dtype, expr)], reduce=False)
+    name, source = name + "_exp", source.replace(name, name + "_exp")
+    direct = llvm_cpu.load_kernels({name: source}, None)[name]
+    module = load_module(f"gradc_test_{name}", KERNEL_HEADER.format(version="test") + source)
+    x = np.tile(UNDERFLOW, 5).astype(dtype)  # (whole vectors, and a remainder)
+    results = []
+    for address in (entry_address(getattr(module, name)), direct):
+        out = np.ones(x.size, dtype)
+        _call(address, [x.size] + [a.ctypes.data for a in (x, x, x > 0, x > 0, out)])
+        results.append(out)
+    assert _bits(results[0]) == _bits(results[1])
+    with np.errstate(over="ignore", under="ignore"):
+        want = np.exp(x)
+    np.testing.assert_array_equal(results[1] == 0, want == 0)
+    np.testing.assert_allclose(results[1], want, rtol=4 * np.finfo(dtype).eps, atol=0)
+
+
+def test_only_an_exp_of_a_masked_value_is_guarded():
+    def f(x):
+        s = np.where(np.tril(np.ones((4, 4), bool)), x, -np.inf)
+        return np.exp(s - s.max(axis=1, keepdims=True)), np.exp(x)
+
+    x = np.random.default_rng(4).standard_normal((4, 4)).astype(np.float32)
+    jf = gradc.jit(f)
+    for got, want in zip(jf(x), f(x)):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    lines = [line for source in jf.last_compiled().program.kernel_modules.values()
+             for line in source.splitlines() if line.endswith("# exp")]
+    assert sorted("freeze" in line for line in lines) == [False, True], lines
+
+
+def test_max_and_min_reductions_vectorize_and_propagate_nan():
+    # codegen/cpu.py folds a float max/min with rt.fmaximum/fminimum (LLVM's maximum/minimum,
+    # vectorized) over a where's output too; NaN anywhere in a row makes the row's answer NaN
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 67)).astype(np.float32)
+    x[1, 5], x[2, 66], x[3, :] = np.nan, np.nan, -np.inf
+    x[4, :] = 0.0
+    x[4, ::3] = -0.0
+    mask = rng.random((6, 67)) < 0.7
+    mask[5] = False
+
+    def f(x, mask):
+        masked = np.where(mask, x, -np.inf)
+        return np.max(masked, axis=1), np.min(np.where(mask, x, np.inf), axis=1), np.max(x)
+
+    with np.errstate(invalid="ignore"):
+        for got, want in zip(gradc.jit(f)(x, mask), f(x, mask)):
+            np.testing.assert_array_equal(got, want)
+    source = "".join(gradc.jit(f).lower(x, mask).program.kernel_modules.values())
+    assert "fmaximum(" in source and "fminimum(" in source
 
 
 def _bits(a):

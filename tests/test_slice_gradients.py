@@ -24,6 +24,29 @@ def rnn(p, x):
     return np.sum(h * h)
 
 
+def lstm(p, x):
+    """W8's form, small: time-major steps xw[t] of one input projection (their gradients tile
+    xw: a concatenation, passes/slices.py), four gates per step, and the recurrent weight read
+    transposed by every step's backward product (passes/products.py share_transposes)."""
+    xw = x @ p["Wx"] + p["b"]
+    n = p["Wh"].shape[0]
+    h = c = np.zeros((x.shape[1], n), x.dtype)
+    for t in range(x.shape[0]):
+        z = xw[t] + h @ p["Wh"]
+        i, f, o = (gradc.nn.sigmoid(z[:, k * n:(k + 1) * n]) for k in range(3))
+        c = f * c + i * np.tanh(z[:, 3 * n:])
+        h = o * np.tanh(c)
+    return np.sum(h * h)
+
+
+def lstm_args(dtype, seed=3):
+    rng = np.random.default_rng(seed)
+    p = {"Wx": rng.standard_normal((3, 128)) * 0.3, "Wh": rng.standard_normal((32, 128)) * 0.2,
+         "b": rng.standard_normal(128) * 0.1}
+    x = rng.standard_normal((4, 8, 3))
+    return ({k: v.astype(dtype) for k, v in p.items()}, x.astype(dtype))
+
+
 def slice_mix(x, v, z):
     """1-D, 2-D and 3-D slices: overlapping, strided, reversed, integer-indexed, slices of
     slices, and a dense use."""
@@ -73,6 +96,7 @@ CASES = {  # name -> (function, args(dtype), argnums)
     "rnn_T6": (rnn, lambda dt: rnn_args(6, dt), (0, 1)),
     "slice_mix": (slice_mix, mix_args, (0, 1, 2)),
     "conv_pool": (conv_pool, conv_args, (0, 1)),
+    "lstm": (lstm, lstm_args, (0, 1)),
 }
 
 
@@ -171,3 +195,11 @@ def test_rnn_projection_arena_grows_linearly_in_steps():
     # each step adds a few (batch, hidden) slices, not a (batch, T, hidden) buffer
     slice_bytes = 4 * 32 * 4
     assert (arena[64] - arena[32]) / 32 <= 8 * slice_bytes, arena
+
+
+def test_lstm_gradient_is_a_concatenation_and_reads_one_transposed_weight(results):
+    _, _, vg, args = results["lstm"][np.float32]
+    kernels = vg.compiled_for(*args).fusion.kernels
+    assert [k.shape for k in kernels if k.kind == "unslice_sum"] == [(8, 128)] * 4  # the gates
+    copies = [k for k in kernels if k.kind == "loop" and [n.op for n in k.nodes] == ["copy"]]
+    assert [k.shape for k in copies] == [(128, 32)]  # Wh.T, once

@@ -17,7 +17,8 @@ import numpy as np
 from ..errors import CompileError
 from ..ops.elementwise import lit
 from ..ops.movement import contiguous_strides
-from ..ops.registry import KERNEL
+from ..ops.fn import const_value
+from ..ops.registry import ELEMENTWISE, KERNEL, VIEW
 from ..passes.fuse import CHUNKS
 from .loops import collapse, lower
 from .special_math import FUNCTIONS as SPECIAL_FUNCTIONS
@@ -45,10 +46,60 @@ class _CpuMath:
 CPU_MATH = _CpuMath()
 
 
+# Below these, exp underflows to 0 (e^x < half the smallest subnormal: x < -150 ln 2, -1075 ln 2)
+EXP_ZERO_BELOW = {"float32": -104.0, "float64": -746.0}
+
+
+def _made_from_below(v, bound, depth=8):
+    """Whether `v` is computed, through at most `depth` elementwise ops and views, from a
+    constant holding a number below `bound` (a mask's -inf or -1e9)."""
+    stack, seen = [(v, 0)], set()
+    while stack:
+        x, d = stack.pop()
+        value = const_value(x)
+        if value is not None and value < bound:
+            return True
+        node = x.node
+        if node is None or x.id in seen:
+            continue
+        seen.add(x.id)
+        if node.op == "constant":
+            data = node.attr["data"].array
+            if data.dtype.kind == "f" and data.size and np.nanmin(data) < bound:
+                return True
+        elif d < depth and node.opdef.kind in (ELEMENTWISE, VIEW):
+            stack += [(i, d + 1) for i in node.inputs]
+    return False
+
+
 def scalar(statement):
     """The CPU expression of one statement of a loop nest's body."""
     node = statement.node
-    return node.opdef.scalar(CPU_MATH, node.output.dtype, *statement.args, **node.attr)
+    dtype = node.output.dtype
+    text = node.opdef.scalar(CPU_MATH, dtype, *statement.args, **node.attr)
+    if (node.op == "exp" and dtype.name in EXP_ZERO_BELOW
+            and _made_from_below(node.inputs[0], EXP_ZERO_BELOW[dtype.name])):
+        # libmvec's vector exp calls the scalar expf once for every lane outside its fast range
+        # (|x| > ~87): a causal softmax's masked lanes, exp(-inf), made its loop 5x slower.
+        # Lanes below the underflow bound get 0, what exp gives them, and exp gets 0 there in
+        # their place (NaN still goes in); `freeze` (rt.py) keeps LLVM from seeing that the
+        # result ignores those lanes and passing x itself again. (Only where the argument is
+        # made from such a constant, a mask's: the guard cost W3's exp loop ~5%.)
+        (x,) = statement.args
+        zero, under = lit(0, dtype), f"{x} < {lit(EXP_ZERO_BELOW[dtype.name], dtype)}"
+        text = f"{zero} if {under} else {CPU_MATH.exp}(freeze({zero} if {under} else {x}))"
+    return text
+
+
+def combine(red, acc, x):
+    """The CPU expression that folds `x` into a reduction's accumulator `acc`. A float max/min
+    folds with rt.fmaximum/fminimum, which LLVM vectorizes, not through max2's compare and
+    select (W7's row max of its masked attention scores ran one element at a time, 1.7 ns
+    each); `freeze` keeps LLVM from folding a `where` that makes x into a conditional
+    update, which it does not vectorize."""
+    if red.op in ("max", "min") and np.dtype(red.dtype).kind == "f":
+        return f"f{red.op}imum({acc}, freeze({x}))"
+    return red.combine(acc, x)
 
 
 class KernelSource:
@@ -257,9 +308,9 @@ def loop_kernel(kernel, fusion, address):
             out(depth, f"{target} = {value}")
         elif red.register_from(ndim) < ndim:
             accname = f"acc{array_of[id(access)][1:]}"
-            out(depth, f"{accname} = {red.combine(accname, value)}  # {red.op}")
+            out(depth, f"{accname} = {combine(red, accname, value)}  # {red.op}")
         elif red.in_memory(ndim):
-            out(depth, f"{target} = {red.combine(target, value)}  # {red.op}")
+            out(depth, f"{target} = {combine(red, target, value)}  # {red.op}")
         else:  # only size-1 axes reduced: a copy
             out(depth, f"{target} = {value}  # {red.op}")
     for l in reversed(range(ndim)):
@@ -269,7 +320,7 @@ def loop_kernel(kernel, fusion, address):
                 array = array_of[id(red.access)]
                 accname = f"acc{array[1:]}"
                 target = f"part{array[1:]}[c]" if parallel and l == 0 else index[id(red.access)]
-                value = red.combine(target, accname) if red.in_memory(ndim) else accname
+                value = combine(red, target, accname) if red.in_memory(ndim) else accname
                 out(depth, f"{target} = {value}")
 
     title = "loop_" + (nest.title() or "copy")
@@ -290,7 +341,7 @@ def loop_kernel(kernel, fusion, address):
         p = f"part{array_of[id(red.access)][1:]}"
         emit(1, f"acc = {p}[0]")
         emit(1, f"for c in range(1, {CHUNKS}):")
-        emit(2, f"acc = {red.combine('acc', f'{p}[c]')}")
+        emit(2, f"acc = {combine(red, 'acc', f'{p}[c]')}")
         emit(1, f"{index[id(red.access)]} = acc")
     return KernelSource(title, params.names, lines, params.values,
                         helper=(f"{title}_body", inner_args, nest_lines))

@@ -12,6 +12,8 @@ import operator
 import numpy as np
 from llvmlite import ir
 
+from .rt import emit_freeze
+
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 LL = {"float32": ir.FloatType(), "float64": ir.DoubleType(), "int64": I64, "uint64": I64,
       "int32": I32, "bool": I1}
@@ -31,12 +33,13 @@ INTS = ("int64", "int32", "uint64")
 # NumPy's math as Numba lowers it for a float: an LLVM intrinsic, or libm (f suffix for float32)
 INTRINSIC = {"exp": "exp", "exp2": "exp2", "log": "log", "log2": "log2", "log10": "log10",
              "sin": "sin", "cos": "cos", "floor": "floor", "ceil": "ceil", "trunc": "trunc",
-             "rint": "rint", "abs": "fabs", "copysign": "copysign"}
+             "rint": "rint", "abs": "fabs", "copysign": "copysign",
+             "fmaximum": "maximum", "fminimum": "minimum"}  # (rt.fmaximum: reductions)
 LIBM = {"tanh": "tanh", "log1p": "log1p", "expm1": "expm1", "tan": "tan", "sinh": "sinh",
         "cosh": "cosh", "arctan": "atan", "arctanh": "atanh", "arcsin": "asin",
         "arcsinh": "asinh", "arccos": "acos", "arccosh": "acosh", "sqrt": "sqrt",
         "arctan2": "atan2", "libm_cbrt": "cbrt"}
-ARITY = {"copysign": 2, "arctan2": 2}
+ARITY = {"copysign": 2, "arctan2": 2, "fmaximum": 2, "fminimum": 2}
 CLASSIFY = ("isnan", "isinf", "isfinite", "signbit")
 CONSTANTS = {"nan": float("nan"), "inf": float("inf")}
 NUMBA_OPS = {ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
@@ -282,6 +285,9 @@ class Expressions:
             ty = _numba_type(args[0][1])
             return do_minmax(numba_context(), self.builder, [ty] * len(args), [v for v, _ in args],
                              operator.gt if name == "max" else operator.lt), args[0][1]
+        if name == "freeze" and len(e.args) == 1:
+            value, dtype = self._expr(e.args[0])
+            return emit_freeze(self.builder, value), dtype
         if name in CLASSIFY and len(e.args) == 1:
             return self._classify(name, *self._expr(e.args[0]))
         if name in INTRINSIC or name in LIBM:

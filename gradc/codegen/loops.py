@@ -180,7 +180,34 @@ def lower(kernel, fusion):
         access.strides = strides
     reductions = [Reduction(a, a.node, local[a.node.inputs[0].id]) for a in accesses
                   if a.role == STORE and a.node.opdef.kind == REDUCE]
+    if not reductions:
+        sizes = _unit_loads_inner(sizes, accesses)
     return LoopNest(sizes, accesses, body, reductions, local, ops)
+
+
+def _unit_loads_inner(sizes, accesses):
+    """A map's loops with the innermost one the loop that most loads walk one element at a
+    time, where that beats the innermost as it is (the others keep their order); returns the
+    sizes, and reorders every access's strides alike. A transposing copy then reads its source
+    contiguously and writes with a stride, not the other way round: W8's copy of a 128x512
+    weight transposed, 145 -> 48 us. Only loads of a new element at every step count: a
+    broadcast one (a batch norm's per-channel scale) is read again and again from cache, and
+    made innermost it cost W9's normalization 2.7 -> 37 us."""
+    loads = [a for a in accesses if a.role == LOAD and all(a.strides)]
+
+    def unit(l):
+        return sum(1 for a in loads if a.strides[l] == 1)
+
+    inner = len(sizes) - 1
+    if inner < 1:
+        return sizes
+    best = max(range(len(sizes)), key=lambda l: (unit(l), l))
+    if unit(best) <= unit(inner):
+        return sizes
+    order = [l for l in range(len(sizes)) if l != best] + [best]
+    for a in accesses:
+        a.strides = tuple(a.strides[l] for l in order)
+    return [sizes[l] for l in order]
 
 
 def _load(x, fusion, loads, accesses, counter):

@@ -5,7 +5,7 @@
 from .cse import cse
 from .dce import dce
 from .lower import lower_composites
-from .products import accumulate_products
+from .products import accumulate_products, share_transposes
 from .simplify import simplify
 from .slices import merge_slice_sums
 
@@ -13,9 +13,10 @@ BEFORE_AUTODIFF = (simplify, cse, dce)
 # Composites are lowered after autodiff (their VJPs are hand-written), then simplified again so
 # the stability rewrites and CSE also reach the backward graph; sums of products (a weight's
 # gradient over time steps) are accumulated a product at a time, and sums of slice gradients
-# become one accumulation.
+# become one accumulation; a matrix many products read transposed is transposed once (after
+# simplify, which would fold the transpose back into the products' flags).
 AFTER_AUTODIFF = (simplify, lower_composites, simplify, accumulate_products, merge_slice_sums,
-                  cse, dce)
+                  share_transposes, cse, dce)
 
 
 def run_passes(graph, passes, log=None):

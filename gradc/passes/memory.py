@@ -129,9 +129,9 @@ def plan_buffers(fusion):
 
 def _concat_members(fusion, fixed, aliases):
     """{value id: (concatenation, byte offset)} of values that can be stored straight into the
-    buffer of a concatenation that reads them, each as a contiguous block of it (an RNN's
-    hidden states concatenated for one product over all steps: 31 blocks of 16 KiB that were
-    kept twice): the concatenation kernel then copies each block onto itself. A value qualifies when
+    buffer of a concatenation that reads them, each as a contiguous block of it (an LSTM's
+    per-step gate gradients, concatenated as its input projection's gradient): the
+    concatenation kernel then skips that block. A value qualifies when
     it is read there as itself (no view), is stored by a kernel in the scratch region, has the
     concatenation's dtype, and is in no other concatenation."""
     stored = {v.id for k in fusion.kernels for v in k.stores}

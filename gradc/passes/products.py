@@ -14,10 +14,14 @@ states of an RNN. A gemm a step is no slower than the one long product here (31 
 RNN: ~300 us against ~330 us and the concatenations' copies).
 
 Products join when they have the same flags, dtype and shape, and are used nowhere else.
+
+Also here, `share_transposes`: a matrix that many products read transposed is transposed once.
 """
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from ..ir import replay
+from ..ops import fn
+from ..ops.linalg import SMALL_MATMUL
 from .sums import add_trees
 
 
@@ -66,3 +70,40 @@ def accumulate_products(graph):
         return out
 
     return replay(graph, rewrite)
+
+
+# A matrix read transposed by at least this many products is transposed once for all of them.
+SHARED_TRANSPOSE_READS = 3
+
+
+def share_transposes(graph):
+    """Products that read one matrix B transposed (`a @ B.T`, tb) read a contiguous copy of B.T
+    instead (tb off), made once, where at least SHARED_TRANSPOSE_READS products read it.
+
+    OpenBLAS packs a transposed B more slowly than a plain one: single-threaded, 32x512 @
+    (128x512).T took 74 us against 47 us for the same product with B.T contiguous (32x128 @
+    128x512 ones: 72 vs 53; a 64x512 @ (64x512).T 57 vs 46), while A's flag (ta) costs little.
+    Backpropagation through time reads the recurrent weight so at every step (W8's LSTM: 48
+    products); the copy costs about one product's difference. The copy is legalize's (fuse.py),
+    which makes a library kernel's non-contiguous input contiguous, once per value. (Products
+    small enough to be loops, ops/linalg.py SMALL_MATMUL, are left as they are.)"""
+    reads = Counter(n.inputs[1].id for n in graph.nodes if _blas_nt(n))
+    shared = {i for i, count in reads.items() if count >= SHARED_TRANSPOSE_READS}
+    if not shared:
+        return graph
+
+    def rewrite(new_graph, node, ins):
+        if _blas_nt(node) and node.inputs[1].id in shared:
+            a, b = ins
+            return new_graph.apply("matmul", (a, fn.transpose(b)), ta=node.attr["ta"], tb=False)
+        return None
+
+    return replay(graph, rewrite)
+
+
+def _blas_nt(node):
+    """A 2-D float product with B transposed that calls BLAS (ops/linalg.py `_product`)."""
+    if node.op != "matmul" or not node.attr["tb"] or node.output.dtype.kind != "f":
+        return False
+    m, n = node.output.shape
+    return m * n * node.inputs[1].shape[1] > SMALL_MATMUL  # (B is n x k)

@@ -97,6 +97,17 @@ def _rnn(x, wx, wh, b):
     return np.sum(h * h)
 
 
+def _rnn_projected(x, wx, wh, b):
+    """Every step's input projection as one product, sliced per step (as W8's LSTM): the
+    gradient of xw is its steps' blocks side by side; the gates' column blocks are not."""
+    xw = x @ wx + b
+    h = np.tanh(x[0, :, :2] @ wh[:2, :4])
+    for t in range(x.shape[0]):
+        z = xw[t] + h @ wh
+        h = np.tanh(z[:, :4]) * nn.sigmoid(z[:, 4:])
+    return np.sum(h * h)
+
+
 def _slice_sums(x, v):
     """Overlapping, strided and reversed slices of one array, and a dense use of it."""
     return (np.sum(np.sin(x[1:4, ::2]) * x[:3, 1::2]) + np.sum(x[::-1, ::-2] ** 2)
@@ -127,6 +138,9 @@ GRAPHS = [
     ("gather", _gather, _gen([N(5, 3), LABELS(5, 6), N(3, 2), LABELS(3, 5)]), (0, 2)),
     ("unrolled_rnn", _rnn, _gen([N(5, 2, 3), N(3, 8), N(8, 8), N(8)]), (1, 2, 3)),
     ("slice_sums", _slice_sums, _gen([N(4, 6), N(7)]), (0, 1)),
+    # products big enough for BLAS: the backward reads wh transposed 3 times (share_transposes)
+    ("rnn_projected", _rnn_projected, _gen([N(3, 2, 3), N(3, 8), N(4, 8), N(8)]), (1, 2, 3)),
+    ("rnn_shared_transpose", _rnn, _gen([N(4, 4, 3), N(3, 48), N(48, 48), N(48)]), (1, 2, 3)),
 ]
 GRAPH_IDS = [g[0] for g in GRAPHS]
 
@@ -180,7 +194,7 @@ def test_pass_order_is_pinned():
     assert [p.__name__ for p in BEFORE_AUTODIFF] == ["simplify", "cse", "dce"]
     assert [p.__name__ for p in AFTER_AUTODIFF] == [
         "simplify", "lower_composites", "simplify", "accumulate_products", "merge_slice_sums",
-        "cse", "dce"]
+        "share_transposes", "cse", "dce"]
 
 
 @pytest.mark.parametrize("name,fn,make,argnums", GRAPHS, ids=GRAPH_IDS)
@@ -352,6 +366,44 @@ def test_backward_matmuls_use_flags_not_transposes():
     assert "transpose" not in ops_of(graph)
     flags = sorted((n.attr["ta"], n.attr["tb"]) for n in graph.nodes if n.op == "matmul")
     assert flags == [(False, False), (False, True), (True, False)]
+
+
+def test_a_matrix_many_products_read_transposed_is_transposed_once():
+    """share_transposes: the RNN's backward reads wh transposed at every step; after the
+    pipeline those products read one transpose of wh with tb off, legalize copies it once, and
+    the products too small for BLAS (the 5-step RNN's) keep their flag."""
+    name, fn, make, argnums = GRAPHS[GRAPH_IDS.index("rnn_shared_transpose")]
+    graph = run_passes(joint_graph(fn, make, argnums), AFTER_AUTODIFF)
+    wh = graph.inputs[2]
+    transposes = [n for n in graph.nodes if n.op == "transpose" and n.inputs[0] is wh]
+    assert len(transposes) == 1
+    readers = [n for n in graph.nodes
+               if n.op == "matmul" and any(v is transposes[0].output for v in n.inputs)]
+    assert len(readers) == 3 and all(n.attr == {"ta": False, "tb": False} for n in readers)
+    assert not [n for n in graph.nodes
+                if n.op == "matmul" and n.attr["tb"] and any(v is wh for v in n.inputs)]
+    fused = fuse(graph)
+    copies = [k for k in fused.kernels if [n.op for n in k.nodes] == ["copy"]]
+    assert len(copies) == 1 and copies[0].shape == (48, 48)
+    small = run_passes(joint_graph(_rnn, GRAPHS[GRAPH_IDS.index("unrolled_rnn")][2], (1, 2, 3)),
+                       AFTER_AUTODIFF)
+    assert "transpose" not in ops_of(small)
+
+
+def test_slice_gradients_that_tile_an_array_are_its_concatenation():
+    """merge_slice_sums: the steps' slices xw[t] cover xw once, in blocks along its first axis:
+    their gradients' sum is a concatenation (in the blocks' order), not a zero-filled buffer
+    and adds; the gates' column blocks (rows of blocks) and overlapping slices stay an
+    unslice_sum."""
+    name, fn, make, argnums = GRAPHS[GRAPH_IDS.index("rnn_projected")]
+    graph = run_passes(joint_graph(fn, make, argnums), AFTER_AUTODIFF)
+    (concat,) = [n for n in graph.nodes if n.op == "concatenate" and n.output.shape == (6, 8)]
+    readers = {n.op for n in graph.nodes if any(v is concat.output for v in n.inputs)}
+    assert readers == {"reshape"}  # (wh's gradient: one addmm a step, accumulate_products)
+    shapes = [n.output.shape for n in graph.nodes if n.op == "unslice_sum"]
+    assert shapes.count((2, 8)) == 3 and (3, 2, 8) not in shapes  # (the gates: 3 steps)
+    name, fn, make, argnums = GRAPHS[GRAPH_IDS.index("slice_sums")]
+    assert "unslice_sum" in ops_of(run_passes(joint_graph(fn, make, argnums), AFTER_AUTODIFF))
 
 
 def test_simplify_removes_nested_gradient_aliases():
