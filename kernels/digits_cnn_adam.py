@@ -229,6 +229,7 @@ import glob
 import os
 
 import llvmlite.binding
+import llvmlite.ir
 import numpy as np
 from numba import carray, njit, prange, types  # noqa: F401  (prange: parallel kernels)
 from numba.extending import intrinsic, overload
@@ -287,6 +288,46 @@ f32_array, f64_array, i64_array, i32_array, bool_array = map(
 # fraction of a carray's work, ~35% of such a kernel's Numba compile time. (bool buffers keep
 # bool_array: NumPy stores a bool in a byte, Numba's pointer would store one bit's register.)
 f32_ptr, f64_ptr, i64_ptr, i32_ptr = _f32_ptr, _f64_ptr, _i64_ptr, _i32_ptr
+
+
+def emit_freeze(builder, value):
+    """LLVM's `freeze` of a value (llvmlite's builder has none): the same value, through which
+    LLVM does not reason. llvm_cpu.py emits `freeze(x)` with it too."""
+    inst = llvmlite.ir.instructions.Instruction(builder.block, value.type, "freeze", [value])
+    builder._insert(inst)
+    return inst
+
+
+@intrinsic
+def freeze(typingctx, x):
+    """`x`, which LLVM's simplifications cannot trace back to how it was made: the guarded
+    argument of exp (codegen/cpu.py `scalar`) stays guarded."""
+    if not isinstance(x, types.Float):
+        return None
+    return x(x), lambda context, builder, signature, args: emit_freeze(builder, args[0])
+
+
+def _ieee_extremum(name):
+    """`fmaximum(a, b)`, `fminimum(a, b)` of two floats: LLVM's llvm.maximum/minimum (NaN
+    propagates, -0 < +0). LLVM vectorizes a reduction through them but not through max2's
+    compare-and-select, so reductions use these (codegen/cpu.py); llvm_cpu.py emits the same."""
+    @intrinsic
+    def extremum(typingctx, a, b):
+        if not (isinstance(a, types.Float) and a == b):
+            return None
+
+        def codegen(context, builder, signature, args):
+            ty = args[0].type
+            fn = builder.module.declare_intrinsic(f"llvm.{name}", [ty],
+                                                  llvmlite.ir.FunctionType(ty, [ty, ty]))
+            return builder.call(fn, args)
+
+        return a(a, b), codegen
+
+    return extremum
+
+
+fmaximum, fminimum = _ieee_extremum("maximum"), _ieee_extremum("minimum")
 
 
 # libm's cbrt: Numba's np.cbrt is a double-precision pow with branches, 60x slower than NumPy's;
@@ -606,9 +647,9 @@ def matmul_e32c5293da(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     sgemm(False, False, m, n, k, x0, x1, out)
 
 
-# loop_add_max_a9e8b45dc0: add, max; called by k6
+# loop_add_max_ac71053825: add, max; called by k6
 @njit("void(int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_max_a9e8b45dc0(n0, n1, p0, p1, p2):
+def loop_add_max_ac71053825(n0, n1, p0, p1, p2):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
@@ -618,7 +659,7 @@ def loop_add_max_a9e8b45dc0(n0, n1, p0, p1, p2):
             t0 = a0[i0 * n1 + i1]
             t1 = a1[i1]
             t2 = t0 + t1  # add
-            acc2 = max2(acc2, t2)  # max
+            acc2 = fmaximum(acc2, freeze(t2))  # max
         a2[i0] = acc2
 
 
@@ -957,7 +998,7 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     # k6: add, max over [32x10] -> %33
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_max_a9e8b45dc0(32, 10, A + 448, params_b, A + 1728)
+    loop_add_max_ac71053825(32, 10, A + 448, params_b, A + 1728)
     # k7: abs, less, where over [32x1] -> %42
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     loop_abs_less_where_07faff2616(32, A + 1728)

@@ -211,6 +211,7 @@ import glob
 import os
 
 import llvmlite.binding
+import llvmlite.ir
 import numpy as np
 from numba import carray, njit, prange, types  # noqa: F401  (prange: parallel kernels)
 from numba.extending import intrinsic, overload
@@ -269,6 +270,46 @@ f32_array, f64_array, i64_array, i32_array, bool_array = map(
 # fraction of a carray's work, ~35% of such a kernel's Numba compile time. (bool buffers keep
 # bool_array: NumPy stores a bool in a byte, Numba's pointer would store one bit's register.)
 f32_ptr, f64_ptr, i64_ptr, i32_ptr = _f32_ptr, _f64_ptr, _i64_ptr, _i32_ptr
+
+
+def emit_freeze(builder, value):
+    """LLVM's `freeze` of a value (llvmlite's builder has none): the same value, through which
+    LLVM does not reason. llvm_cpu.py emits `freeze(x)` with it too."""
+    inst = llvmlite.ir.instructions.Instruction(builder.block, value.type, "freeze", [value])
+    builder._insert(inst)
+    return inst
+
+
+@intrinsic
+def freeze(typingctx, x):
+    """`x`, which LLVM's simplifications cannot trace back to how it was made: the guarded
+    argument of exp (codegen/cpu.py `scalar`) stays guarded."""
+    if not isinstance(x, types.Float):
+        return None
+    return x(x), lambda context, builder, signature, args: emit_freeze(builder, args[0])
+
+
+def _ieee_extremum(name):
+    """`fmaximum(a, b)`, `fminimum(a, b)` of two floats: LLVM's llvm.maximum/minimum (NaN
+    propagates, -0 < +0). LLVM vectorizes a reduction through them but not through max2's
+    compare-and-select, so reductions use these (codegen/cpu.py); llvm_cpu.py emits the same."""
+    @intrinsic
+    def extremum(typingctx, a, b):
+        if not (isinstance(a, types.Float) and a == b):
+            return None
+
+        def codegen(context, builder, signature, args):
+            ty = args[0].type
+            fn = builder.module.declare_intrinsic(f"llvm.{name}", [ty],
+                                                  llvmlite.ir.FunctionType(ty, [ty, ty]))
+            return builder.call(fn, args)
+
+        return a(a, b), codegen
+
+    return extremum
+
+
+fmaximum, fminimum = _ieee_extremum("maximum"), _ieee_extremum("minimum")
 
 
 # libm's cbrt: Numba's np.cbrt is a double-precision pow with branches, 60x slower than NumPy's;
