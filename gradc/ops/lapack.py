@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import CompileError, NonDifferentiableError, ShapeError
 from . import fn
-from .elementwise import elementwise
+from .elementwise import elementwise, lit
 from .registry import KERNEL, OpDef, register
 
 NUMPY_NAME = {"cholesky": "np.linalg.cholesky", "trsolve": "scipy.linalg.solve_triangular",
@@ -137,6 +137,9 @@ def _write(k, name, rows, cols, at):
 
 
 def _cholesky_kernel(k):
+    if _openblas():
+        return _cholesky_lapack(k)
+
     def compute(k, m, n):  # (Numba's cholesky and eigh read the lower triangle, as NumPy's:
         k.line("L = np.linalg.cholesky(a)")  # tests/test_linalg.py's S_junk checks it)
         _write(k, "L", n, n, "o")
@@ -144,6 +147,8 @@ def _cholesky_kernel(k):
 
 
 def _solve_kernel(k):
+    if _openblas():
+        return _solve_lapack(k)
     nrhs = k.param("k", k.inputs[1].shape[2])
 
     def compute(k, m, n):
@@ -154,11 +159,143 @@ def _solve_kernel(k):
 
 
 def _slogdet_kernel(k):
+    if _openblas():
+        return _slogdet_lapack(k)
+
     def compute(k, m, n):
         k.line("sign, logdet = np.linalg.slogdet(a)")
         k.line("out[o] = sign")
         k.line("out[o + 1] = logdet")
     _batch_kernel(k, compute, k.inputs[0].shape[1:])
+
+
+# --- the same through NumPy's OpenBLAS (gradc/codegen/rt.py), as np.linalg calls it: each matrix
+# copied transposed (column-major, LAPACK's order) into a workspace or the output, the routine,
+# the result copied back; nothing compiled by Numba's np.linalg (seconds per kernel)
+
+def _openblas():
+    from ..codegen import rt
+    return rt.BLAS == "openblas"
+
+
+def _casts(k):
+    """(to double, from double): the text that converts one element (float32 outputs are
+    computed in double, as NumPy computes them)."""
+    if k.output.dtype == np.float64:
+        return "{}", "{}"
+    return "f64({})", "f32({})"
+
+
+def _transpose(k, dst, src, rows, cols, cast="{}"):
+    """dst (cols x rows) = src (rows x cols)^T, `dst` and `src` flat element texts."""
+    k.line(f"for i in range({rows}):")
+    k.line(f"    for j in range({cols}):")
+    element = src.format(f"i * {cols} + j")
+    k.line(f"        {dst.format(f'j * {rows} + i')} = {cast.format(element)}")
+
+
+def _nan_fill(k, at, count):
+    k.line(f"for i in range({count}):")
+    k.line(f"    out[{at} + i] = {lit(np.nan, k.output.dtype)}")
+
+
+def _workspace(k, floats, ints):
+    """`pivots` (ints) and `w` (doubles), malloc'd once for the whole batch (LAPACK works in
+    place) at address `ws`, which the kernel frees at its end."""
+    k.line(f"ws = lapack_alloc(({ints} + {floats}) * 8)")
+    k.line(f"pivots = i64_array(ws, {ints})")
+    k.line(f"w = f64_array(ws + {ints} * 8, {floats})")
+
+
+def _cholesky_lapack(k):
+    """potrf 'L' of A column-major, in the output (float64) or the workspace; read back
+    transposed, zeros above the diagonal."""
+    B = k.param("batch", k.inputs[0].shape[0])
+    n = k.param("n", k.inputs[0].shape[1])
+    step = k.param("step", int(np.prod(k.inputs[0].shape[1:])))
+    into, back = _casts(k)
+    in_place = k.output.dtype == np.float64
+    if not in_place:
+        _workspace(k, step, 0)
+    k.line(f"for t in range({B}):")
+    with k.indent():
+        k.line(f"o = t * {step}")
+        c = "out[o + {}]" if in_place else "w[{}]"
+        _transpose(k, c, "x0[o + {}]", n, n, into)
+        k.line(f"info = dpotrf({n}, {'out[o:o + ' + step + ']' if in_place else 'w'})")
+        k.line("if info == 0:")
+        with k.indent():  # (in place: each element above the diagonal read, then zeroed)
+            k.line(f"for i in range({n}):")
+            k.line("    for j in range(i):")
+            k.line(f"        out[o + i * {n} + j] = {back.format(c.format(f'j * {n} + i'))}")
+            k.line(f"        out[o + j * {n} + i] = {k.zero}")
+            k.line(f"    out[o + i * {n} + i] = {back.format(c.format(f'i * {n} + i'))}")
+        k.line("else:  # not positive definite, or NaN")
+        with k.indent():
+            _nan_fill(k, "o", step)
+    if not in_place:
+        k.line("lapack_free(ws)")
+
+
+def _solve_lapack(k):
+    """gesv of A and B column-major, in the workspace."""
+    B = k.param("batch", k.inputs[0].shape[0])
+    n = k.param("n", k.inputs[0].shape[1])
+    nrhs = k.param("k", k.inputs[1].shape[2])
+    sa = k.param("a_step", k.inputs[0].shape[1] * k.inputs[0].shape[2])
+    sb = k.param("b_step", k.inputs[1].shape[1] * k.inputs[1].shape[2])
+    into, back = _casts(k)
+    _workspace(k, f"{sa} + {sb}", n)
+    k.line(f"a = w[0:{sa}]")
+    k.line(f"b = w[{sa}:{sa} + {sb}]")
+    k.line(f"for t in range({B}):")
+    with k.indent():
+        _transpose(k, "a[{}]", f"x0[t * {sa} + {{}}]", n, n, into)
+        _transpose(k, "b[{}]", f"x1[t * {sb} + {{}}]", n, nrhs, into)
+        k.line(f"info = dgesv({n}, {nrhs}, a, pivots, b)")
+        k.line("if info == 0:")
+        with k.indent():
+            _transpose(k, f"out[t * {sb} + {{}}]", "b[{}]", nrhs, n, back)
+        k.line("else:  # singular")
+        with k.indent():
+            _nan_fill(k, f"t * {sb}", sb)
+    k.line("lapack_free(ws)")
+
+
+def _slogdet_lapack(k):
+    """getrf of A column-major, in the workspace; the sign from the pivots and the diagonal,
+    log|det| the sum of the diagonal's logs in order, as NumPy's (0 and -inf where getrf finds
+    the matrix singular)."""
+    B = k.param("batch", k.inputs[0].shape[0])
+    n = k.param("n", k.inputs[0].shape[1])
+    sa = k.param("a_step", k.inputs[0].shape[1] * k.inputs[0].shape[2])
+    into, back = _casts(k)
+    k.reassociate = False  # (log|det| summed in NumPy's order)
+    _workspace(k, sa, n)
+    k.line(f"for t in range({B}):")
+    with k.indent():
+        _transpose(k, "w[{}]", f"x0[t * {sa} + {{}}]", n, n, into)
+        k.line(f"info = dgetrf({n}, w, pivots)")
+        k.line("if info == 0:")
+        with k.indent():
+            k.line("sign = 1.0")
+            k.line("logdet = 0.0")
+            k.line(f"for i in range({n}):")
+            with k.indent():
+                k.line("if pivots[i] != i + 1:  # (1-based) a row swap")
+                k.line("    sign = -sign")
+                k.line(f"d = w[i * {n} + i]")
+                k.line("if d < 0.0:")
+                k.line("    sign = -sign")
+                k.line("    d = -d")
+                k.line("logdet += np.log(d)")
+            k.line(f"out[t * 2] = {back.format('sign')}")
+            k.line(f"out[t * 2 + 1] = {back.format('logdet')}")
+        k.line("else:  # singular")
+        with k.indent():
+            k.line(f"out[t * 2] = {k.zero}")
+            k.line(f"out[t * 2 + 1] = {lit(-np.inf, k.output.dtype)}")
+    k.line("lapack_free(ws)")
 
 
 def _eigh_kernel(k):
