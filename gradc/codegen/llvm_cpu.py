@@ -41,6 +41,12 @@ from .llvm_expr import (ARRAYS, CASTS, CLASSIFY, I8, I32, I64, INT_FLAGS, LL, ME
 __all__ = ["Unsupported", "kernel_module", "ir_text", "route", "load_kernels"]
 
 
+# rt.py's calls of malloc, free and LAPACK (llvm_cpu._Kernel._lapack): their arguments, 'n' an
+# int64, 'a' a float64 array, 'p' an int64 array (pivots)
+_LAPACK = {"lapack_alloc": "n", "lapack_free": "n", "dpotrf": "na", "dgesv": "nnapa",
+           "dgetrf": "nap"}
+
+
 def _never_negative(e):
     """Whether an index expression is a sum or product of names and non-negative integers
     (the kernels' names are sizes, steps and loop counters, never negative)."""
@@ -152,6 +158,9 @@ class _Kernel(Expressions):
             elif isinstance(st, ast.Expr) and isinstance(st.value, ast.Call) \
                     and dotted_name(st.value.func) in ("sgemm", "dgemm"):
                 self._gemm(st.value)
+            elif isinstance(st, ast.Expr) and isinstance(st.value, ast.Call) \
+                    and dotted_name(st.value.func) == "lapack_free":
+                self._lapack(st.value)
             elif isinstance(st, ast.Raise):
                 self._raise(st)
             elif isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant):
@@ -170,6 +179,8 @@ class _Kernel(Expressions):
                 return self._bind_part(target.id, value)
             if isinstance(value, ast.Tuple):
                 return self._bind_tuple(target.id, value)
+            if isinstance(value, ast.Call) and dotted_name(value.func) in _LAPACK:
+                return self._store(target, *self._lapack(value))
         if isinstance(target, ast.Tuple):
             if more or not isinstance(value, ast.Tuple) or len(value.elts) != len(target.elts):
                 raise Unsupported(ast.unparse(target))
@@ -331,6 +342,47 @@ class _Kernel(Expressions):
         self.builder.call(gemm, [ir.Constant(I32, 101), trans(ta), trans(tb), m, n, k,
                                  ir.Constant(real, 1.0), a.ptr, m if ta else k, b.ptr,
                                  k if tb else n, ir.Constant(real, 0.0), c.ptr, n])
+
+    def _lapack(self, call):
+        """rt.py's `lapack_alloc(nbytes)` and `lapack_free(address)` (malloc and free), and
+        `info = dpotrf(n, a)`, `dgesv(n, k, a, pivots, b)`, `dgetrf(n, a, pivots)`: LAPACKE's
+        column-major routines of NumPy's OpenBLAS, called as rt.py calls them (left to Numba
+        where rt.py has none)."""
+        from . import rt
+        name = dotted_name(call.func)
+        kinds = _LAPACK[name]
+        if len(call.args) != len(kinds) or call.keywords or \
+                (name.startswith("d") and rt.BLAS != "openblas"):
+            raise Unsupported(ast.unparse(call))
+        args = []
+        for kind, a in zip(kinds, call.args):
+            if kind == "n":
+                args.append(self._int(a))
+                continue
+            array = self.scope.get(dotted_name(a))
+            if not isinstance(array, Array) or array.dtype != ("float64" if kind == "a" else
+                                                               "int64"):
+                raise Unsupported(ast.unparse(call))
+            args.append(array.ptr)
+        col, lower = ir.Constant(I32, 102), ir.Constant(I32, 76)  # LAPACK_COL_MAJOR, 'L'
+        if name == "lapack_alloc":
+            symbol, result, args = "malloc", I64, args
+        elif name == "lapack_free":
+            symbol, result, args = "free", ir.VoidType(), args
+        else:
+            symbol, result = f"scipy_LAPACKE_{name}_work64_", I64
+            if name == "dpotrf":
+                n, a = args
+                args = [col, lower, n, a, n]
+            elif name == "dgesv":
+                n, k, a, pivots, b = args
+                args = [col, n, k, a, n, pivots, b, n]
+            else:
+                n, a, pivots = args
+                args = [col, n, n, a, n, pivots]
+        fn = self.module.globals.get(symbol) or ir.Function(
+            self.module, ir.FunctionType(result, [a.type for a in args]), symbol)
+        return self.builder.call(fn, args), "int64"
 
     def _int(self, e):
         v, dtype = self._expr(e)

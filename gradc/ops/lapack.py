@@ -220,9 +220,11 @@ def _cholesky_lapack(k):
     k.line(f"for t in range({B}):")
     with k.indent():
         k.line(f"o = t * {step}")
-        c = "out[o + {}]" if in_place else "w[{}]"
+        c = "c[{}]" if in_place else "w[{}]"
+        if in_place:
+            k.line(f"c = out[o:o + {step}]")
         _transpose(k, c, "x0[o + {}]", n, n, into)
-        k.line(f"info = dpotrf({n}, {'out[o:o + ' + step + ']' if in_place else 'w'})")
+        k.line(f"info = dpotrf({n}, {c[0]})")
         k.line("if info == 0:")
         with k.indent():  # (in place: each element above the diagonal read, then zeroed)
             k.line(f"for i in range({n}):")
