@@ -4,8 +4,11 @@ Every op takes a batch of matrices, (B, m, n), the leading axes folded by the ca
 (gradc/functions/lapack.py). Ops with several results (eigh, svd, qr, slogdet) give them packed
 in one array that the caller slices apart; their VJP receives the packed cotangent.
 
-CPU kernels call Numba's np.linalg (SciPy's LAPACK) in a loop over the batch; `trsolve` is a plain
-substitution loop (Numba has no triangular solve). A matrix LAPACK refuses (singular for solve,
+CPU kernels loop over the batch around a LAPACK call: cholesky, solve and slogdet call NumPy's own
+OpenBLAS as np.linalg does (gradc/codegen/rt.py), so they give NumPy's bits and compile straight
+to LLVM; eigh, svd and qr (and all of them on a NumPy without that OpenBLAS) call Numba's
+np.linalg (SciPy's LAPACK), seconds of Numba compile each. `trsolve` is a plain substitution
+loop (Numba has no triangular solve). A matrix LAPACK refuses (singular for solve,
 not positive definite for cholesky, a NaN input) gives NaN results for that matrix: a compiled
 kernel cannot raise NumPy's LinAlgError cheaply mid-program, and NaN is what JAX does;
 `check_finite=True` turns it into a NonFiniteError. The CUDA target has no kernels for them.
@@ -107,7 +110,8 @@ def _fold_lower(g):
 
 
 # ---------------------------------------------------------------------------------------------
-# kernels: a loop over the batch around a call of Numba's np.linalg
+# kernels: a loop over the batch around a call of Numba's np.linalg (eigh, svd, qr; all of them
+# where NumPy has no OpenBLAS of its own)
 
 def _batch_kernel(k, compute, sizes):
     """The loop over the batch: `compute` writes lines that read matrix `a` (C order, a view of
