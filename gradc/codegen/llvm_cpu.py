@@ -44,7 +44,7 @@ __all__ = ["Unsupported", "kernel_module", "ir_text", "route", "load_kernels"]
 # rt.py's calls of malloc, free and LAPACK (llvm_cpu._Kernel._lapack): their arguments, 'n' an
 # int64, 'a' a float64 array, 'p' an int64 array (pivots)
 _LAPACK = {"lapack_alloc": "n", "lapack_free": "n", "dpotrf": "na", "dgesv": "nnapa",
-           "dgetrf": "nap"}
+           "dgetrf": "nap", "dsyevd": "naaanpn"}
 
 
 def _never_negative(e):
@@ -345,7 +345,8 @@ class _Kernel(Expressions):
 
     def _lapack(self, call):
         """rt.py's `lapack_alloc(nbytes)` and `lapack_free(address)` (malloc and free), and
-        `info = dpotrf(n, a)`, `dgesv(n, k, a, pivots, b)`, `dgetrf(n, a, pivots)`: LAPACKE's
+        `info = dpotrf(n, a)`, `dgesv(n, k, a, pivots, b)`, `dgetrf(n, a, pivots)`,
+        `dsyevd(n, a, w, work, lwork, iwork, liwork)`: LAPACKE's
         column-major routines of NumPy's OpenBLAS, called as rt.py calls them (left to Numba
         where rt.py has none)."""
         from . import rt
@@ -364,7 +365,8 @@ class _Kernel(Expressions):
                                                                "int64"):
                 raise Unsupported(ast.unparse(call))
             args.append(array.ptr)
-        col, lower = ir.Constant(I32, 102), ir.Constant(I32, 76)  # LAPACK_COL_MAJOR, 'L'
+        # LAPACK_COL_MAJOR, 'L', 'V'
+        col, lower, vectors = (ir.Constant(I32, c) for c in (102, 76, 86))
         if name == "lapack_alloc":
             symbol, result, args = "malloc", I64, args
         elif name == "lapack_free":
@@ -377,9 +379,12 @@ class _Kernel(Expressions):
             elif name == "dgesv":
                 n, k, a, pivots, b = args
                 args = [col, n, k, a, n, pivots, b, n]
-            else:
+            elif name == "dgetrf":
                 n, a, pivots = args
                 args = [col, n, n, a, n, pivots]
+            else:
+                n, a, w, work, lwork, iwork, liwork = args
+                args = [col, vectors, lower, n, a, n, w, work, lwork, iwork, liwork]
         fn = self.module.globals.get(symbol) or ir.Function(
             self.module, ir.FunctionType(result, [a.type for a in args]), symbol)
         return self.builder.call(fn, args), "int64"

@@ -110,7 +110,8 @@ def min2(a, b):
 # the LAPACK routines the kernels of gradc/ops/lapack.py call (LAPACKE's `_work` entry points:
 # no NaN scan of the input, no copy in the column-major layout; the very routines np.linalg
 # calls, so the results are NumPy's bit for bit)
-LAPACK_SYMBOLS = tuple(f"scipy_LAPACKE_d{name}_work64_" for name in ("potrf", "gesv", "getrf"))
+LAPACK_SYMBOLS = tuple(f"scipy_LAPACKE_d{name}_work64_"
+                       for name in ("potrf", "gesv", "getrf", "syevd"))
 
 
 def _numpy_openblas():
@@ -179,7 +180,7 @@ else:
 # routine, and copy back. Each returns LAPACK's `info` (0: done; > 0: singular, not positive
 # definite). The workspace comes from malloc, once per kernel call: `lapack_alloc(nbytes)` gives
 # its address, `lapack_free(address)` returns it.
-_COL_MAJOR, _LOWER = 102, 76  # LAPACK_COL_MAJOR, 'L'
+_COL_MAJOR, _LOWER, _VECTORS = 102, 76, 86  # LAPACK_COL_MAJOR, 'L', 'V'
 _malloc = types.ExternalFunction("malloc", types.int64(types.int64))
 _free = types.ExternalFunction("free", types.void(types.int64))
 
@@ -207,6 +208,7 @@ if BLAS == "openblas":
     _potrf = _lapacke("potrf", "i", "n", "a", "n")
     _gesv = _lapacke("gesv", "n", "n", "a", "n", "p", "a", "n")
     _getrf = _lapacke("getrf", "n", "n", "a", "n", "p")
+    _syevd = _lapacke("syevd", "i", "i", "n", "a", "n", "a", "a", "n", "p", "n")
 
     @njit(**CALLEE_OPTIONS)
     def dpotrf(n, a):
@@ -224,3 +226,11 @@ if BLAS == "openblas":
         """a's LU factors in place (column-major), pivots 1-based as LAPACK's."""
         return _getrf(_COL_MAJOR, n, n, _f64_ptr(a.ctypes.data), n,
                       _i64_ptr(pivots.ctypes.data))
+
+    @njit(**CALLEE_OPTIONS)
+    def dsyevd(n, a, w, work, lwork, iwork, liwork):
+        """The eigenvalues (w, ascending) and eigenvectors (a's columns, in place) of the
+        symmetric column-major a, from its lower triangle."""
+        return _syevd(_COL_MAJOR, _VECTORS, _LOWER, n, _f64_ptr(a.ctypes.data), n,
+                      _f64_ptr(w.ctypes.data), _f64_ptr(work.ctypes.data), lwork,
+                      _i64_ptr(iwork.ctypes.data), liwork)

@@ -4,10 +4,10 @@ Every op takes a batch of matrices, (B, m, n), the leading axes folded by the ca
 (gradc/functions/lapack.py). Ops with several results (eigh, svd, qr, slogdet) give them packed
 in one array that the caller slices apart; their VJP receives the packed cotangent.
 
-CPU kernels loop over the batch around a LAPACK call: cholesky, solve and slogdet call NumPy's own
-OpenBLAS as np.linalg does (gradc/codegen/rt.py), so they give NumPy's bits and compile straight
-to LLVM; eigh, svd and qr (and all of them on a NumPy without that OpenBLAS) call Numba's
-np.linalg (SciPy's LAPACK), seconds of Numba compile each. `trsolve` is a plain substitution
+CPU kernels loop over the batch around a LAPACK call: cholesky, solve, slogdet and eigh call
+NumPy's own OpenBLAS as np.linalg does (gradc/codegen/rt.py), so they give NumPy's bits and
+compile straight to LLVM; svd and qr (and all of them on a NumPy without that OpenBLAS) call
+Numba's np.linalg (SciPy's LAPACK), seconds of Numba compile each. `trsolve` is a plain substitution
 loop (Numba has no triangular solve). A matrix LAPACK refuses (singular for solve,
 not positive definite for cholesky, a NaN input) gives NaN results for that matrix: a compiled
 kernel cannot raise NumPy's LinAlgError cheaply mid-program, and NaN is what JAX does;
@@ -110,7 +110,7 @@ def _fold_lower(g):
 
 
 # ---------------------------------------------------------------------------------------------
-# kernels: a loop over the batch around a call of Numba's np.linalg (eigh, svd, qr; all of them
+# kernels: a loop over the batch around a call of Numba's np.linalg (svd, qr; all of them
 # where NumPy has no OpenBLAS of its own)
 
 def _batch_kernel(k, compute, sizes):
@@ -305,6 +305,9 @@ def _slogdet_lapack(k):
 
 
 def _eigh_kernel(k):
+    if _openblas():
+        return _eigh_lapack(k)
+
     def compute(k, m, n):
         k.line("w, v = np.linalg.eigh(a)")
         k.line(f"for j in range({n}):")
@@ -374,6 +377,36 @@ def _trsolve_kernel(k):
                 k.line(f"d = {at('i', 'i')}")
                 k.line(f"for c in range({nrhs}):")
                 k.line(f"    out[bo + i * {nrhs} + c] /= d")
+
+
+def _eigh_lapack(k):
+    """syevd 'V', 'L' of A column-major, in the workspace, with the workspace sizes LAPACK
+    documents as its minimum (NumPy asks for the optimal ones: the same blocking, the same
+    bits); the eigenvectors are the columns of the result."""
+    B, n = k.param("batch", k.inputs[0].shape[0]), k.param("n", k.inputs[0].shape[1])
+    size = k.inputs[0].shape[1]
+    sa = k.param("a_step", size * size)
+    lwork = k.param("lwork", 1 + 6 * size + 2 * size * size)
+    liwork = k.param("liwork", 3 + 5 * size)
+    so = k.param("out_step", (size + 1) * size)
+    into, back = _casts(k)
+    _workspace(k, f"{sa} + {n} + {lwork}", liwork)
+    k.line(f"a = w[0:{sa}]")
+    k.line(f"values = w[{sa}:{sa} + {n}]")
+    k.line(f"work = w[{sa} + {n}:{sa} + {n} + {lwork}]")
+    k.line(f"for t in range({B}):")
+    with k.indent():
+        _transpose(k, "a[{}]", f"x0[t * {sa} + {{}}]", n, n, into)
+        k.line(f"info = dsyevd({n}, a, values, work, {lwork}, pivots, {liwork})")
+        k.line("if info == 0:")
+        with k.indent():
+            k.line(f"for j in range({n}):")
+            k.line(f"    out[t * {so} + j] = {back.format('values[j]')}")
+            _transpose(k, f"out[t * {so} + {n} + {{}}]", "a[{}]", n, n, back)
+        k.line("else:  # no convergence")
+        with k.indent():
+            _nan_fill(k, f"t * {so}", so)
+    k.line("lapack_free(ws)")
 
 
 # ---------------------------------------------------------------------------------------------
