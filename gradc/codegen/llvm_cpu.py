@@ -42,9 +42,35 @@ __all__ = ["Unsupported", "kernel_module", "ir_text", "route", "load_kernels"]
 
 
 # rt.py's calls of malloc, free and LAPACK (llvm_cpu._Kernel._lapack): their arguments, 'n' an
-# int64, 'a' a float64 array, 'p' an int64 array (pivots)
+# int64, 'c' a char (as an int64), 'a' a float64 array, 'p' an int64 array (pivots, iwork)
 _LAPACK = {"lapack_alloc": "n", "lapack_free": "n", "dpotrf": "na", "dgesv": "nnapa",
-           "dgetrf": "nap", "dsyevd": "naaanpn"}
+           "dgetrf": "nap", "dsyevd": "naaanpn", "dgesdd": "cnnaaanananp", "dgeqrf": "nnaaan",
+           "dorgqr": "nnnaaan"}
+
+
+def _lapacke_args(name, args):
+    """LAPACKE's arguments from those of rt.py's helper `name`, as the helper passes them."""
+    col, lower, vectors = (ir.Constant(I32, c) for c in (102, 76, 86))  # COL_MAJOR, 'L', 'V'
+    if name == "dpotrf":
+        n, a = args
+        return [col, lower, n, a, n]
+    if name == "dgesv":
+        n, k, a, pivots, b = args
+        return [col, n, k, a, n, pivots, b, n]
+    if name == "dgetrf":
+        n, a, pivots = args
+        return [col, n, n, a, n, pivots]
+    if name == "dsyevd":
+        n, a, w, work, lwork, iwork, liwork = args
+        return [col, vectors, lower, n, a, n, w, work, lwork, iwork, liwork]
+    if name == "dgesdd":
+        jobz, m, n, a, s, u, ldu, vt, ldvt, work, lwork, iwork = args
+        return [col, jobz, m, n, a, m, s, u, ldu, vt, ldvt, work, lwork, iwork]
+    if name == "dgeqrf":
+        m, n, a, tau, work, lwork = args
+        return [col, m, n, a, m, tau, work, lwork]
+    m, mc, k, q, tau, work, lwork = args  # dorgqr
+    return [col, m, mc, k, q, m, tau, work, lwork]
 
 
 def _never_negative(e):
@@ -344,11 +370,9 @@ class _Kernel(Expressions):
                                  k if tb else n, ir.Constant(real, 0.0), c.ptr, n])
 
     def _lapack(self, call):
-        """rt.py's `lapack_alloc(nbytes)` and `lapack_free(address)` (malloc and free), and
-        `info = dpotrf(n, a)`, `dgesv(n, k, a, pivots, b)`, `dgetrf(n, a, pivots)`,
-        `dsyevd(n, a, w, work, lwork, iwork, liwork)`: LAPACKE's
-        column-major routines of NumPy's OpenBLAS, called as rt.py calls them (left to Numba
-        where rt.py has none)."""
+        """rt.py's `lapack_alloc(nbytes)` and `lapack_free(address)` (malloc and free), and its
+        LAPACK helpers (`info = dpotrf(n, a)`...): LAPACKE's column-major routines of NumPy's
+        OpenBLAS, called as rt.py calls them (left to Numba where rt.py has none)."""
         from . import rt
         name = dotted_name(call.func)
         kinds = _LAPACK[name]
@@ -357,34 +381,22 @@ class _Kernel(Expressions):
             raise Unsupported(ast.unparse(call))
         args = []
         for kind, a in zip(kinds, call.args):
-            if kind == "n":
-                args.append(self._int(a))
+            if kind in "nc":  # (a char passes as a 32-bit int)
+                v = self._int(a)
+                args.append(self.builder.trunc(v, I32) if kind == "c" else v)
                 continue
             array = self.scope.get(dotted_name(a))
             if not isinstance(array, Array) or array.dtype != ("float64" if kind == "a" else
                                                                "int64"):
                 raise Unsupported(ast.unparse(call))
             args.append(array.ptr)
-        # LAPACK_COL_MAJOR, 'L', 'V'
-        col, lower, vectors = (ir.Constant(I32, c) for c in (102, 76, 86))
         if name == "lapack_alloc":
-            symbol, result, args = "malloc", I64, args
+            symbol, result = "malloc", I64
         elif name == "lapack_free":
-            symbol, result, args = "free", ir.VoidType(), args
+            symbol, result = "free", ir.VoidType()
         else:
             symbol, result = f"scipy_LAPACKE_{name}_work64_", I64
-            if name == "dpotrf":
-                n, a = args
-                args = [col, lower, n, a, n]
-            elif name == "dgesv":
-                n, k, a, pivots, b = args
-                args = [col, n, k, a, n, pivots, b, n]
-            elif name == "dgetrf":
-                n, a, pivots = args
-                args = [col, n, n, a, n, pivots]
-            else:
-                n, a, w, work, lwork, iwork, liwork = args
-                args = [col, vectors, lower, n, a, n, w, work, lwork, iwork, liwork]
+            args = _lapacke_args(name, args)
         fn = self.module.globals.get(symbol) or ir.Function(
             self.module, ir.FunctionType(result, [a.type for a in args]), symbol)
         return self.builder.call(fn, args), "int64"

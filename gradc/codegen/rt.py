@@ -111,7 +111,7 @@ def min2(a, b):
 # no NaN scan of the input, no copy in the column-major layout; the very routines np.linalg
 # calls, so the results are NumPy's bit for bit)
 LAPACK_SYMBOLS = tuple(f"scipy_LAPACKE_d{name}_work64_"
-                       for name in ("potrf", "gesv", "getrf", "syevd"))
+                       for name in ("potrf", "gesv", "getrf", "syevd", "gesdd", "geqrf", "orgqr"))
 
 
 def _numpy_openblas():
@@ -197,7 +197,8 @@ def lapack_free(address):
 
 def _lapacke(routine, *args):
     """LAPACKE_d<routine>_work(layout, *args) of NumPy's OpenBLAS; the args' types: 'i' a
-    32-bit int (a char passes as one), 'n' a 64-bit int, 'a' a float64 array, 'p' pivots."""
+    32-bit int (a char passes as one), 'n' a 64-bit int, 'a' a float64 array, 'p' an int64
+    array (pivots, iwork)."""
     kinds = {"i": types.int32, "n": types.int64, "a": types.CPointer(types.float64),
              "p": types.CPointer(types.int64)}
     return types.ExternalFunction(f"scipy_LAPACKE_d{routine}_work64_",
@@ -209,6 +210,9 @@ if BLAS == "openblas":
     _gesv = _lapacke("gesv", "n", "n", "a", "n", "p", "a", "n")
     _getrf = _lapacke("getrf", "n", "n", "a", "n", "p")
     _syevd = _lapacke("syevd", "i", "i", "n", "a", "n", "a", "a", "n", "p", "n")
+    _gesdd = _lapacke("gesdd", "i", "n", "n", "a", "n", "a", "a", "n", "a", "n", "a", "n", "p")
+    _geqrf = _lapacke("geqrf", "n", "n", "a", "n", "a", "a", "n")
+    _orgqr = _lapacke("orgqr", "n", "n", "n", "a", "n", "a", "a", "n")
 
     @njit(**CALLEE_OPTIONS)
     def dpotrf(n, a):
@@ -234,3 +238,25 @@ if BLAS == "openblas":
         return _syevd(_COL_MAJOR, _VECTORS, _LOWER, n, _f64_ptr(a.ctypes.data), n,
                       _f64_ptr(w.ctypes.data), _f64_ptr(work.ctypes.data), lwork,
                       _i64_ptr(iwork.ctypes.data), liwork)
+
+    @njit(**CALLEE_OPTIONS)
+    def dgesdd(jobz, m, n, a, s, u, ldu, vt, ldvt, work, lwork, iwork):
+        """The SVD of the column-major a (m x n, destroyed): s, u and vt column-major; jobz
+        'A' (ord 65: full u and vt) or 'S' (83: thin); lwork -1 asks work[0] for its size."""
+        return _gesdd(_COL_MAJOR, np.int32(jobz), m, n, _f64_ptr(a.ctypes.data), m,
+                      _f64_ptr(s.ctypes.data), _f64_ptr(u.ctypes.data), ldu,
+                      _f64_ptr(vt.ctypes.data), ldvt, _f64_ptr(work.ctypes.data), lwork,
+                      _i64_ptr(iwork.ctypes.data))
+
+    @njit(**CALLEE_OPTIONS)
+    def dgeqrf(m, n, a, tau, work, lwork):
+        """The QR factorization of the column-major a, in place (R above the diagonal, the
+        Householder reflectors below, their scales in tau)."""
+        return _geqrf(_COL_MAJOR, m, n, _f64_ptr(a.ctypes.data), m, _f64_ptr(tau.ctypes.data),
+                      _f64_ptr(work.ctypes.data), lwork)
+
+    @njit(**CALLEE_OPTIONS)
+    def dorgqr(m, mc, k, q, tau, work, lwork):
+        """Q (m x mc, column-major, in place) from dgeqrf's first k reflectors in q."""
+        return _orgqr(_COL_MAJOR, m, mc, k, _f64_ptr(q.ctypes.data), m,
+                      _f64_ptr(tau.ctypes.data), _f64_ptr(work.ctypes.data), lwork)

@@ -317,6 +317,8 @@ def _eigh_kernel(k):
 
 
 def _svd_kernel(k):
+    if _openblas():
+        return _svd_lapack(k)
     full = k.attr["full"]
     mm_, nn_ = k.inputs[0].shape[1:]
     r, K1, K2 = min(mm_, nn_), (mm_ if full else min(mm_, nn_)), (nn_ if full else min(mm_, nn_))
@@ -332,6 +334,8 @@ def _svd_kernel(k):
 
 
 def _qr_kernel(k):
+    if _openblas():
+        return _qr_lapack(k)
     complete = k.attr["complete"]
     mm_, nn_ = k.inputs[0].shape[1:]
     K = k.param("kk", mm_ if complete else min(mm_, nn_))
@@ -406,6 +410,100 @@ def _eigh_lapack(k):
         k.line("else:  # no convergence")
         with k.indent():
             _nan_fill(k, f"t * {so}", so)
+    k.line("lapack_free(ws)")
+
+
+def _query(k, calls):
+    """`lwork`: the largest work size the routines' queries (`calls`, lines that write it to
+    q[0]) ask for, at least 1, and `work`, malloc'd at `wk` (NumPy's sizes: the blocking, and
+    so the bits, depend on them)."""
+    k.line("lwork = 1")
+    for call in calls:
+        k.line(call)
+        k.line("if i64(q[0]) > lwork:")
+        k.line("    lwork = i64(q[0])")
+    k.line("wk = lapack_alloc(lwork * 8)")
+    k.line("work = f64_array(wk, lwork)")
+
+
+def _svd_lapack(k):
+    """gesdd 'A' (full) or 'S' of A column-major, in the workspace; U and V^T copied back
+    transposed."""
+    full = k.attr["full"]
+    B, m, n = (k.param(name, d) for name, d in zip(("batch", "m", "n"), k.inputs[0].shape))
+    mm_, nn_ = k.inputs[0].shape[1:]
+    r_, k1_, k2_ = min(mm_, nn_), (mm_ if full else min(mm_, nn_)), (nn_ if full else min(mm_, nn_))
+    r, k1, k2 = k.param("r", r_), k.param("k1", k1_), k.param("k2", k2_)
+    sa, su, sv = k.param("a_step", mm_ * nn_), k.param("u_size", mm_ * k1_), k.param("v_size", k2_ * nn_)
+    so = k.param("out_step", int(np.prod(k.output.shape[1:])))
+    iw = k.param("iwork", 8 * r_)
+    into, back = _casts(k)
+    jobz = ord("A") if full else ord("S")
+    _workspace(k, f"{sa} + {r} + {su} + {sv} + 1", iw)
+    k.line(f"a = w[0:{sa}]")
+    k.line(f"s = w[{sa}:{sa} + {r}]")
+    k.line(f"u = w[{sa} + {r}:{sa} + {r} + {su}]")
+    k.line(f"vt = w[{sa} + {r} + {su}:{sa} + {r} + {su} + {sv}]")
+    k.line(f"q = w[{sa} + {r} + {su} + {sv}:{sa} + {r} + {su} + {sv} + 1]")
+    args = f"{jobz}, {m}, {n}, a, s, u, {m}, vt, {k2}"
+    _query(k, [f"info = dgesdd({args}, q, -1, pivots)"])
+    k.line(f"for t in range({B}):")
+    with k.indent():
+        k.line(f"o = t * {so}")
+        _transpose(k, "a[{}]", f"x0[t * {sa} + {{}}]", m, n, into)
+        k.line(f"info = dgesdd({args}, work, lwork, pivots)")
+        k.line("if info == 0:")
+        with k.indent():
+            _transpose(k, "out[o + {}]", "u[{}]", k1, m, back)
+            k.line(f"for j in range({r}):")
+            k.line(f"    out[o + {su} + j] = {back.format('s[j]')}")
+            _transpose(k, f"out[o + {su} + {r} + {{}}]", "vt[{}]", n, k2, back)
+        k.line("else:  # no convergence")
+        with k.indent():
+            _nan_fill(k, "o", so)
+    k.line("lapack_free(wk)")
+    k.line("lapack_free(ws)")
+
+
+def _qr_lapack(k):
+    """geqrf of A column-major, in the workspace, then orgqr of its reflectors for Q (m x K:
+    K = m for the complete Q); R the upper triangle of geqrf's first K rows."""
+    complete = k.attr["complete"]
+    B, m, n = (k.param(name, d) for name, d in zip(("batch", "m", "n"), k.inputs[0].shape))
+    mm_, nn_ = k.inputs[0].shape[1:]
+    K_ = mm_ if complete else min(mm_, nn_)
+    K, mn = k.param("kk", K_), k.param("mn", min(mm_, nn_))
+    sa, sq = k.param("a_step", mm_ * nn_), k.param("q_size", mm_ * K_)
+    reflectors = k.param("reflectors", mm_ * min(mm_, nn_))  # (a's first mn columns)
+    so = k.param("out_step", int(np.prod(k.output.shape[1:])))
+    into, back = _casts(k)
+    _workspace(k, f"{sa} + {mn} + {sq} + 1", 0)
+    k.line(f"a = w[0:{sa}]")
+    k.line(f"tau = w[{sa}:{sa} + {mn}]")
+    k.line(f"qm = w[{sa} + {mn}:{sa} + {mn} + {sq}]")
+    k.line(f"q = w[{sa} + {mn} + {sq}:{sa} + {mn} + {sq} + 1]")
+    _query(k, [f"info = dgeqrf({m}, {n}, a, tau, q, -1)",
+               f"info = dorgqr({m}, {K}, {mn}, qm, tau, q, -1)"])
+    k.line(f"for t in range({B}):")
+    with k.indent():
+        k.line(f"o = t * {so}")
+        _transpose(k, "a[{}]", f"x0[t * {sa} + {{}}]", m, n, into)
+        k.line(f"info = dgeqrf({m}, {n}, a, tau, work, lwork)")
+        k.line(f"for i in range({reflectors}):")
+        k.line("    qm[i] = a[i]")
+        k.line(f"info2 = dorgqr({m}, {K}, {mn}, qm, tau, work, lwork)")
+        k.line("if info == 0 and info2 == 0:")
+        with k.indent():
+            _transpose(k, "out[o + {}]", "qm[{}]", K, m, back)
+            k.line(f"for i in range({K}):")
+            k.line(f"    for j in range({n}):")
+            k.line(f"        out[o + {sq} + i * {n} + j] = {k.zero}")
+            k.line(f"    for j in range(i, {n}):")
+            k.line(f"        out[o + {sq} + i * {n} + j] = {back.format(f'a[j * {m} + i]')}")
+        k.line("else:")
+        with k.indent():
+            _nan_fill(k, "o", so)
+    k.line("lapack_free(wk)")
     k.line("lapack_free(ws)")
 
 
