@@ -3,7 +3,7 @@ compiled by Numba: every op's scalar math gives the same bits, and so do the sta
 integer operations of the library kernels (tuples, //, %, min/max, unsigned loops) and their
 `raise IndexError`, the same exception; a program mixes both routes; library kernels (products
 through BLAS, concatenate, scatters, gathers, convolutions, pooling) go direct too;
-cholesky, solve, slogdet and eigh call NumPy's LAPACK direct, NumPy's bits;
+np.linalg's kernels call NumPy's LAPACK direct, NumPy's bits;
 the library of a program is cached on disk, reloaded by a fresh process, and a damaged cache
 file is compiled again, never loaded."""
 import ast
@@ -334,7 +334,8 @@ def test_convolutions_pooling_and_gathers_go_direct_with_numbas_bits_and_errors(
 
 def _factorizations(s, a, b):
     sign, logdet = np.linalg.slogdet(a)
-    return (np.linalg.cholesky(s), np.linalg.solve(a, b), sign, logdet) + tuple(np.linalg.eigh(s))
+    return ((np.linalg.cholesky(s), np.linalg.solve(a, b), sign, logdet) + tuple(np.linalg.eigh(s))
+            + tuple(np.linalg.svd(b)) + tuple(np.linalg.qr(b, mode="complete")))
 
 
 def _lapack_inputs(dtype):
@@ -363,7 +364,7 @@ def _numpys(fun, *args):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_lapack_kernels_go_direct_with_numbas_and_numpys_bits(monkeypatch, dtype):
-    """cholesky, solve, slogdet and eigh call NumPy's OpenBLAS as np.linalg does (in double, column-
+    """cholesky, solve, slogdet, eigh, svd and qr call NumPy's OpenBLAS as np.linalg does (in double, column-
     major): NumPy's bits, float32 too; NaN where LAPACK refuses, slogdet's (0, -inf) for a
     singular matrix."""
     if gradc.codegen.rt.BLAS != "openblas":
@@ -376,14 +377,14 @@ def test_lapack_kernels_go_direct_with_numbas_and_numpys_bits(monkeypatch, dtype
         outs[route] = [np.array(x) for x in f(s, a, b)]
         sources = f.last_compiled().lowered.program.kernel_modules
     assert [n for n in sources if n not in llvm_cpu._loaded] == []
-    assert sum(r in text for r in ("dpotrf", "dgesv", "dgetrf", "dsyevd")
-               for text in sources.values()) == 4
+    routines = ("dpotrf", "dgesv", "dgetrf", "dsyevd", "dgesdd", "dorgqr")
+    assert sum(r in text for r in routines for text in sources.values()) == len(routines)
     for x, y in zip(outs["numba"], outs["llvm"]):
         assert _bits(x) == _bits(y)
     lower = np.tril(s) + np.swapaxes(np.tril(s, -1), 1, 2)  # (what cholesky reads)
     want = [_numpys(np.linalg.cholesky, lower), _numpys(np.linalg.solve, a, b),
             *(np.array(v, dtype) for v in zip(*(np.linalg.slogdet(m) for m in a))),
-            *np.linalg.eigh(lower)]
+            *np.linalg.eigh(lower), *np.linalg.svd(b), *np.linalg.qr(b, mode="complete")]
     for got, w in zip(outs["llvm"], want):
         assert got.dtype == dtype and _bits(got) == _bits(w.astype(dtype))
     assert np.isnan(outs["llvm"][0][1]).all() and np.isnan(outs["llvm"][1][1]).all()
