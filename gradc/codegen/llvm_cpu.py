@@ -1,20 +1,20 @@
 """Kernels compiled straight to LLVM IR: one module, optimised once, per program.
 
 Numba spends ~100-240 ms on each distinct kernel, most of it in its Python front end (bytecode
-analysis, typing, lowering), which a model's 50-150 kernels pay on a cold start. The kernels'
-text (gradc/codegen/cpu.py `loop_kernel`, and most library kernels' templates) is a small
-subset of Python: typed buffer views and parts of them (`x[lo:hi]`), tuples of numbers,
-`for i in range(n)` loops (n signed or unsigned), `if`, assignments (`+=`, `a = b = v` and
-`a, b = u, v` too), `raise IndexError('...')` (a gather's index check), rt.py's `sgemm`/`dgemm`
-(a call of NumPy's OpenBLAS, made here as rt.py makes it), and each op's scalar expression (its
-OpDef's `scalar`, the one place an op's math is written). This module compiles that same text
-to LLVM IR, typed as Numba types it (float32 stays float32; comparisons and `x if c else y` as
-Numba lowers them; `//`, `%`, `**`, min/max, NumPy's ufuncs, a tuple's item and raise by
-Numba's own lowering functions), and hands every kernel of a program to ONE Numba code
-library: the same LLVM, the same optimisation passes and target machine, the same libmvec
-rewrite (gradc/codegen/vecmath.py) and fast-math flags (rt.py FASTMATH / MAP_FASTMATH) as the
-Numba route, and the same calling convention (an exception too), so the driver calls either
-kind of kernel alike (codegen/driver_rt.py).
+analysis, typing, lowering), which a model's 50-150 kernels pay on a cold start. The kernels' text
+(gradc/codegen/cpu.py `loop_kernel`, and most library kernels' templates) is a small subset of
+Python: typed buffer views and parts of them (`x[lo:hi]`), tuples of numbers, `for i in range(n)`
+loops (n signed or unsigned), `if`, assignments (`+=`, `a = b = v` and `a, b = u, v` too), `raise
+IndexError('...')` (a gather's index check), rt.py's `sgemm`/`dgemm` and LAPACK helpers (calls of
+NumPy's OpenBLAS, made as rt.py makes them: llvm_calls.py), and each op's scalar expression (its
+OpDef's `scalar`, the one place an op's math is written). This module compiles that same text to
+LLVM IR, typed as Numba types it (float32 stays float32; comparisons and `x if c else y` as Numba
+lowers them; `//`, `%`, `**`, min/max, NumPy's ufuncs, a tuple's item and raise by Numba's own
+lowering functions), and hands every kernel of a program to ONE Numba code library: the same LLVM,
+the same optimisation passes and target machine, the same libmvec rewrite
+(gradc/codegen/vecmath.py) and fast-math flags (rt.py FASTMATH / MAP_FASTMATH) as the Numba route,
+and the same calling convention (an exception too), so the driver calls either kind of kernel alike
+(codegen/driver_rt.py).
 
 Text outside the subset (a parallel kernel's prange, the special functions, mixed-dtype
 arithmetic, a name given values of two types...) raises Unsupported: that kernel goes through
@@ -35,42 +35,11 @@ from llvmlite import ir
 
 from ..errors import CompileError
 from . import vecmath
+from .llvm_calls import LAPACK_CALLS, LibraryCalls
 from .llvm_expr import (ARRAYS, CASTS, CLASSIFY, I8, I32, I64, INT_FLAGS, LL, MEMORY, VIEWS, Array,
                         Expressions, UniTuple, Unsupported, Var, dotted_name, numba_context)
 
 __all__ = ["Unsupported", "kernel_module", "ir_text", "route", "load_kernels"]
-
-
-# rt.py's calls of malloc, free and LAPACK (llvm_cpu._Kernel._lapack): their arguments, 'n' an
-# int64, 'c' a char (as an int64), 'a' a float64 array, 'p' an int64 array (pivots, iwork)
-_LAPACK = {"lapack_alloc": "n", "lapack_free": "n", "dpotrf": "na", "dgesv": "nnapa",
-           "dgetrf": "nap", "dsyevd": "naaanpn", "dgesdd": "cnnaaanananp", "dgeqrf": "nnaaan",
-           "dorgqr": "nnnaaan"}
-
-
-def _lapacke_args(name, args):
-    """LAPACKE's arguments from those of rt.py's helper `name`, as the helper passes them."""
-    col, lower, vectors = (ir.Constant(I32, c) for c in (102, 76, 86))  # COL_MAJOR, 'L', 'V'
-    if name == "dpotrf":
-        n, a = args
-        return [col, lower, n, a, n]
-    if name == "dgesv":
-        n, k, a, pivots, b = args
-        return [col, n, k, a, n, pivots, b, n]
-    if name == "dgetrf":
-        n, a, pivots = args
-        return [col, n, n, a, n, pivots]
-    if name == "dsyevd":
-        n, a, w, work, lwork, iwork, liwork = args
-        return [col, vectors, lower, n, a, n, w, work, lwork, iwork, liwork]
-    if name == "dgesdd":
-        jobz, m, n, a, s, u, ldu, vt, ldvt, work, lwork, iwork = args
-        return [col, jobz, m, n, a, m, s, u, ldu, vt, ldvt, work, lwork, iwork]
-    if name == "dgeqrf":
-        m, n, a, tau, work, lwork = args
-        return [col, m, n, a, m, tau, work, lwork]
-    m, mc, k, q, tau, work, lwork = args  # dorgqr
-    return [col, m, mc, k, q, m, tau, work, lwork]
 
 
 def _never_negative(e):
@@ -128,7 +97,7 @@ def _add_fastmath(module, flags):
     rewrite_module(module, FastMathOptions(set(flags)))
 
 
-class _Kernel(Expressions):
+class _Kernel(Expressions, LibraryCalls):
     """Lowers one kernel's function body. Variables live in allocas (LLVM's mem2reg makes them
     registers), as in Numba's lowering."""
 
@@ -205,7 +174,7 @@ class _Kernel(Expressions):
                 return self._bind_part(target.id, value)
             if isinstance(value, ast.Tuple):
                 return self._bind_tuple(target.id, value)
-            if isinstance(value, ast.Call) and dotted_name(value.func) in _LAPACK:
+            if isinstance(value, ast.Call) and dotted_name(value.func) in LAPACK_CALLS:
                 return self._store(target, *self._lapack(value))
         if isinstance(target, ast.Tuple):
             if more or not isinstance(value, ast.Tuple) or len(value.elts) != len(target.elts):
@@ -342,64 +311,6 @@ class _Kernel(Expressions):
         part = self.builder.gep(array.ptr, [lo])
         self._bind(name, Array(part, self.builder.sub(hi, lo), array.dtype))
 
-    def _gemm(self, call):
-        """`sgemm(ta, tb, m, n, k, a, b, c)` (rt.py): c = op(a) @ op(b) by NumPy's OpenBLAS,
-        called as rt.py's kernel calls it. Left to Numba where rt.py's sgemm is Numba's np.dot."""
-        from . import rt
-        name = dotted_name(call.func)
-        dtype = "float32" if name == "sgemm" else "float64"
-        if rt.BLAS != "openblas" or len(call.args) != 8:
-            raise Unsupported(ast.unparse(call))
-        flags = [a.value if isinstance(a, ast.Constant) else None for a in call.args[:2]]
-        if any(not isinstance(f, bool) for f in flags):
-            raise Unsupported(ast.unparse(call))
-        m, n, k = (self._int(a) for a in call.args[2:5])
-        arrays = [self.scope.get(dotted_name(a)) for a in call.args[5:]]
-        if any(not isinstance(a, Array) or a.dtype != dtype for a in arrays):
-            raise Unsupported(ast.unparse(call))
-        real, ptr = LL[dtype], LL[dtype].as_pointer()
-        fnty = ir.FunctionType(ir.VoidType(), [I32, I32, I32, I64, I64, I64, real, ptr, I64, ptr,
-                                               I64, real, ptr, I64])
-        symbol = f"scipy_cblas_{name}64_"
-        gemm = self.module.globals.get(symbol) or ir.Function(self.module, fnty, symbol)
-        ta, tb = flags
-        trans = lambda t: ir.Constant(I32, 112 if t else 111)  # noqa: E731  (CblasTrans, NoTrans)
-        a, b, c = arrays
-        self.builder.call(gemm, [ir.Constant(I32, 101), trans(ta), trans(tb), m, n, k,
-                                 ir.Constant(real, 1.0), a.ptr, m if ta else k, b.ptr,
-                                 k if tb else n, ir.Constant(real, 0.0), c.ptr, n])
-
-    def _lapack(self, call):
-        """rt.py's `lapack_alloc(nbytes)` and `lapack_free(address)` (malloc and free), and its
-        LAPACK helpers (`info = dpotrf(n, a)`...): LAPACKE's column-major routines of NumPy's
-        OpenBLAS, called as rt.py calls them (left to Numba where rt.py has none)."""
-        from . import rt
-        name = dotted_name(call.func)
-        kinds = _LAPACK[name]
-        if len(call.args) != len(kinds) or call.keywords or \
-                (name.startswith("d") and rt.BLAS != "openblas"):
-            raise Unsupported(ast.unparse(call))
-        args = []
-        for kind, a in zip(kinds, call.args):
-            if kind in "nc":  # (a char passes as a 32-bit int)
-                v = self._int(a)
-                args.append(self.builder.trunc(v, I32) if kind == "c" else v)
-                continue
-            array = self.scope.get(dotted_name(a))
-            if not isinstance(array, Array) or array.dtype != ("float64" if kind == "a" else
-                                                               "int64"):
-                raise Unsupported(ast.unparse(call))
-            args.append(array.ptr)
-        if name == "lapack_alloc":
-            symbol, result = "malloc", I64
-        elif name == "lapack_free":
-            symbol, result = "free", ir.VoidType()
-        else:
-            symbol, result = f"scipy_LAPACKE_{name}_work64_", I64
-            args = _lapacke_args(name, args)
-        fn = self.module.globals.get(symbol) or ir.Function(
-            self.module, ir.FunctionType(result, [a.type for a in args]), symbol)
-        return self.builder.call(fn, args), "int64"
 
     def _int(self, e):
         v, dtype = self._expr(e)
