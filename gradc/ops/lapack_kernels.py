@@ -60,7 +60,7 @@ def _query(k, calls):
     """`lwork`: the largest work size the routines' queries (`calls`, lines that write it to
     q[0]) ask for, at least 1, and `work`, malloc'd at `wk` (NumPy's sizes: the blocking, and
     so the bits, depend on them)."""
-    k.line("lwork = 1")
+    k.line("lwork = 1  # (the work sizes LAPACK asks for, lwork -1, as NumPy asks)")
     for call in calls:
         k.line(call)
         k.line("if i64(q[0]) > lwork:")
@@ -219,7 +219,7 @@ def _svd_lapack(k):
     with k.indent():
         k.line(f"o = t * {so}")
         _transpose(k, "a[{}]", f"x0[t * {sa} + {{}}]", m, n, into)
-        k.line(f"info = dgesdd({args}, work, lwork, pivots)")
+        k.line(f"info = dgesdd({args}, work, lwork, pivots)  # (jobz {chr(jobz)!r})")
         k.line("if info == 0:")
         with k.indent():
             _transpose(k, "out[o + {}]", "u[{}]", k1, m, back)
