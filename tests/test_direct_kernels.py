@@ -3,6 +3,7 @@ compiled by Numba: every op's scalar math gives the same bits, and so do the sta
 integer operations of the library kernels (tuples, //, %, min/max, unsigned loops) and their
 `raise IndexError`, the same exception; a program mixes both routes; library kernels (products
 through BLAS, concatenate, scatters, gathers, convolutions, pooling) go direct too;
+np.linalg's kernels call NumPy's LAPACK direct, NumPy's bits;
 the library of a program is cached on disk, reloaded by a fresh process, and a damaged cache
 file is compiled again, never loaded."""
 import ast
@@ -405,6 +406,65 @@ def test_convolutions_pooling_and_gathers_go_direct_with_numbas_bits_and_errors(
     for a, b in zip(outs["numba"], outs["llvm"]):
         assert _bits(a) == _bits(b)
     assert errors["llvm"] == errors["numba"] and "rows holds an index outside" in errors["llvm"]
+
+
+def _factorizations(s, a, b):
+    sign, logdet = np.linalg.slogdet(a)
+    return ((np.linalg.cholesky(s), np.linalg.solve(a, b), sign, logdet) + tuple(np.linalg.eigh(s))
+            + tuple(np.linalg.svd(b)) + tuple(np.linalg.qr(b, mode="complete")))
+
+
+def _lapack_inputs(dtype):
+    """Batches of 3 with what LAPACK refuses: a matrix that is not positive definite, a
+    singular one; the NaN above the diagonal is never read."""
+    rng = np.random.default_rng(4)
+    m = rng.standard_normal((3, 4, 4))
+    s = m @ np.swapaxes(m, 1, 2) + 4 * np.eye(4)
+    s[1] = -s[1]
+    s[2, 0, 3] = np.nan
+    a = rng.standard_normal((3, 4, 4))
+    a[1, 2] = 0.0
+    return s.astype(dtype), a.astype(dtype), rng.standard_normal((3, 4, 2)).astype(dtype)
+
+
+def _numpys(fun, *args):
+    """NumPy's answer per batch element, NaN where it refuses."""
+    out = []
+    for t in range(args[0].shape[0]):
+        try:
+            out.append(np.asarray(fun(*(x[t] for x in args))))
+        except np.linalg.LinAlgError:
+            out.append(np.full(args[-1].shape[1:], np.nan, args[0].dtype))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_lapack_kernels_go_direct_with_numbas_and_numpys_bits(monkeypatch, dtype):
+    """cholesky, solve, slogdet, eigh, svd and qr call NumPy's OpenBLAS as np.linalg does (in double, column-
+    major): NumPy's bits, float32 too; NaN where LAPACK refuses, slogdet's (0, -inf) for a
+    singular matrix."""
+    if gradc.codegen.rt.BLAS != "openblas":
+        pytest.skip("NumPy without its OpenBLAS: Numba's np.linalg")
+    s, a, b = _lapack_inputs(dtype)
+    outs = {}
+    for route in ("numba", "llvm"):
+        monkeypatch.setenv("GRADC_KERNELS", route)
+        f = gradc.jit(_factorizations)
+        outs[route] = [np.array(x) for x in f(s, a, b)]
+        sources = f.last_compiled().lowered.program.kernel_modules
+    assert [n for n in sources if n not in llvm_cpu._loaded] == []
+    routines = ("dpotrf", "dgesv", "dgetrf", "dsyevd", "dgesdd", "dorgqr")
+    assert sum(r in text for r in routines for text in sources.values()) == len(routines)
+    for x, y in zip(outs["numba"], outs["llvm"]):
+        assert _bits(x) == _bits(y)
+    lower = np.tril(s) + np.swapaxes(np.tril(s, -1), 1, 2)  # (what cholesky reads)
+    want = [_numpys(np.linalg.cholesky, lower), _numpys(np.linalg.solve, a, b),
+            *(np.array(v, dtype) for v in zip(*(np.linalg.slogdet(m) for m in a))),
+            *np.linalg.eigh(lower), *np.linalg.svd(b), *np.linalg.qr(b, mode="complete")]
+    for got, w in zip(outs["llvm"], want):
+        assert got.dtype == dtype and _bits(got) == _bits(w.astype(dtype))
+    assert np.isnan(outs["llvm"][0][1]).all() and np.isnan(outs["llvm"][1][1]).all()
+    assert outs["llvm"][2][1] == 0 and outs["llvm"][3][1] == -np.inf
 
 
 CHILD = textwrap.dedent("""

@@ -373,6 +373,7 @@ class KernelWriter:
         self.attr = node.attr
         self.source = node.source
         self.zero = lit(0, node.output.dtype)
+        self.reassociate = True  # False: sums in the order written (rt.MAP_FASTMATH)
         self._params = _Params()
         self._lines = []
         self._depth = 1
@@ -435,7 +436,8 @@ class KernelWriter:
         return Loops()
 
     def finish(self):
-        return KernelSource(f"{self.op}", self._params.names, self._lines, self._params.values)
+        return KernelSource(f"{self.op}", self._params.names, self._lines, self._params.values,
+                            reassociate=self.reassociate)
 
 
 def library_kernel(kernel, fusion, address):

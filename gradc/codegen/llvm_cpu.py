@@ -1,20 +1,20 @@
 """Kernels compiled straight to LLVM IR: one module, optimised once, per program.
 
 Numba spends ~100-240 ms on each distinct kernel, most of it in its Python front end (bytecode
-analysis, typing, lowering), which a model's 50-150 kernels pay on a cold start. The kernels'
-text (gradc/codegen/cpu.py `loop_kernel`, and most library kernels' templates) is a small
-subset of Python: typed buffer views and parts of them (`x[lo:hi]`), tuples of numbers,
-`for i in range(n)` loops (n signed or unsigned), `if`, assignments (`+=`, `a = b = v` and
-`a, b = u, v` too), `raise IndexError('...')` (a gather's index check), rt.py's `sgemm`/`dgemm`
-and `sgemm_add`/`dgemm_add` (a call of NumPy's OpenBLAS, made here as rt.py makes it), and each
-op's scalar expression (its OpDef's `scalar`, the one place an op's math is written). This
-module compiles that same text to LLVM IR, typed as Numba types it (float32 stays float32;
-comparisons and `x if c else y` as Numba lowers them; `//`, `%`, `**`, min/max, NumPy's ufuncs,
-a tuple's item and raise by Numba's own lowering functions), and hands every kernel of a
-program to ONE Numba code library: the same LLVM, the same optimisation passes and target
-machine, the same libmvec rewrite (gradc/codegen/vecmath.py) and fast-math flags (rt.py
-FASTMATH / MAP_FASTMATH) as the Numba route, and the same calling convention (an exception
-too), so the driver calls either kind of kernel alike (codegen/driver_rt.py).
+analysis, typing, lowering), which a model's 50-150 kernels pay on a cold start. The kernels' text
+(gradc/codegen/cpu.py `loop_kernel`, and most library kernels' templates) is a small subset of
+Python: typed buffer views and parts of them (`x[lo:hi]`), tuples of numbers, `for i in range(n)`
+loops (n signed or unsigned), `if`, assignments (`+=`, `a = b = v` and `a, b = u, v` too), `raise
+IndexError('...')` (a gather's index check), rt.py's `sgemm`/`dgemm`, `sgemm_add`/`dgemm_add` and LAPACK helpers (calls of
+NumPy's OpenBLAS, made as rt.py makes them: llvm_calls.py), and each op's scalar expression (its
+OpDef's `scalar`, the one place an op's math is written). This module compiles that same text to
+LLVM IR, typed as Numba types it (float32 stays float32; comparisons and `x if c else y` as Numba
+lowers them; `//`, `%`, `**`, min/max, NumPy's ufuncs, a tuple's item and raise by Numba's own
+lowering functions), and hands every kernel of a program to ONE Numba code library: the same LLVM,
+the same optimisation passes and target machine, the same libmvec rewrite
+(gradc/codegen/vecmath.py) and fast-math flags (rt.py FASTMATH / MAP_FASTMATH) as the Numba route,
+and the same calling convention (an exception too), so the driver calls either kind of kernel alike
+(codegen/driver_rt.py).
 
 Text outside the subset (a parallel kernel's prange, the special functions, mixed-dtype
 arithmetic, a name given values of two types...) raises Unsupported: that kernel goes through
@@ -35,12 +35,12 @@ from llvmlite import ir
 
 from ..errors import CompileError
 from . import vecmath
+from .llvm_calls import GEMM_BETA, LAPACK_CALLS, LibraryCalls
 from .llvm_expr import (ARRAYS, CASTS, CLASSIFY, I8, I32, I64, INT_FLAGS, LL, MEMORY, VIEWS, Array,
                         Expressions, UniTuple, Unsupported, Var, dotted_name, numba_context)
 
 __all__ = ["Unsupported", "kernel_module", "ir_text", "route", "load_kernels"]
 
-GEMM_BETA = {"sgemm": 0.0, "dgemm": 0.0, "sgemm_add": 1.0, "dgemm_add": 1.0}  # rt.py's products
 
 
 def _never_negative(e):
@@ -98,7 +98,7 @@ def _add_fastmath(module, flags):
     rewrite_module(module, FastMathOptions(set(flags)))
 
 
-class _Kernel(Expressions):
+class _Kernel(Expressions, LibraryCalls):
     """Lowers one kernel's function body. Variables live in allocas (LLVM's mem2reg makes them
     registers), as in Numba's lowering."""
 
@@ -154,6 +154,9 @@ class _Kernel(Expressions):
             elif isinstance(st, ast.Expr) and isinstance(st.value, ast.Call) \
                     and dotted_name(st.value.func) in GEMM_BETA:
                 self._gemm(st.value)
+            elif isinstance(st, ast.Expr) and isinstance(st.value, ast.Call) \
+                    and dotted_name(st.value.func) == "lapack_free":
+                self._lapack(st.value)
             elif isinstance(st, ast.Raise):
                 self._raise(st)
             elif isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant):
@@ -172,6 +175,8 @@ class _Kernel(Expressions):
                 return self._bind_part(target.id, value)
             if isinstance(value, ast.Tuple):
                 return self._bind_tuple(target.id, value)
+            if isinstance(value, ast.Call) and dotted_name(value.func) in LAPACK_CALLS:
+                return self._store(target, *self._lapack(value))
         if isinstance(target, ast.Tuple):
             if more or not isinstance(value, ast.Tuple) or len(value.elts) != len(target.elts):
                 raise Unsupported(ast.unparse(target))
@@ -307,33 +312,6 @@ class _Kernel(Expressions):
         part = self.builder.gep(array.ptr, [lo])
         self._bind(name, Array(part, self.builder.sub(hi, lo), array.dtype))
 
-    def _gemm(self, call):
-        """`sgemm(ta, tb, m, n, k, a, b, c)` (rt.py): c = op(a) @ op(b) by NumPy's OpenBLAS,
-        called as rt.py's kernel calls it (`sgemm_add`: c += op(a) @ op(b)). Left to Numba where
-        rt.py's sgemm is Numba's np.dot."""
-        from . import rt
-        name = dotted_name(call.func)
-        dtype = "float32" if name.startswith("s") else "float64"
-        if rt.BLAS != "openblas" or len(call.args) != 8:
-            raise Unsupported(ast.unparse(call))
-        flags = [a.value if isinstance(a, ast.Constant) else None for a in call.args[:2]]
-        if any(not isinstance(f, bool) for f in flags):
-            raise Unsupported(ast.unparse(call))
-        m, n, k = (self._int(a) for a in call.args[2:5])
-        arrays = [self.scope.get(dotted_name(a)) for a in call.args[5:]]
-        if any(not isinstance(a, Array) or a.dtype != dtype for a in arrays):
-            raise Unsupported(ast.unparse(call))
-        real, ptr = LL[dtype], LL[dtype].as_pointer()
-        fnty = ir.FunctionType(ir.VoidType(), [I32, I32, I32, I64, I64, I64, real, ptr, I64, ptr,
-                                               I64, real, ptr, I64])
-        symbol = f"scipy_cblas_{name[:5]}64_"
-        gemm = self.module.globals.get(symbol) or ir.Function(self.module, fnty, symbol)
-        ta, tb = flags
-        trans = lambda t: ir.Constant(I32, 112 if t else 111)  # noqa: E731  (CblasTrans, NoTrans)
-        a, b, c = arrays
-        self.builder.call(gemm, [ir.Constant(I32, 101), trans(ta), trans(tb), m, n, k,
-                                 ir.Constant(real, 1.0), a.ptr, m if ta else k, b.ptr,
-                                 k if tb else n, ir.Constant(real, GEMM_BETA[name]), c.ptr, n])
 
     def _int(self, e):
         v, dtype = self._expr(e)

@@ -4,11 +4,12 @@ Every op takes a batch of matrices, (B, m, n), the leading axes folded by the ca
 (gradc/functions/lapack.py). Ops with several results (eigh, svd, qr, slogdet) give them packed
 in one array that the caller slices apart; their VJP receives the packed cotangent.
 
-CPU kernels call Numba's np.linalg (SciPy's LAPACK) in a loop over the batch; `trsolve` is a plain
-substitution loop (Numba has no triangular solve). A matrix LAPACK refuses (singular for solve,
-not positive definite for cholesky, a NaN input) gives NaN results for that matrix: a compiled
-kernel cannot raise NumPy's LinAlgError cheaply mid-program, and NaN is what JAX does;
-`check_finite=True` turns it into a NonFiniteError. The CUDA target has no kernels for them.
+The CPU kernels (gradc/ops/lapack_kernels.py) loop over the batch around a call of LAPACK: NumPy's
+own where it has one (NumPy's bits, compiled straight to LLVM), else Numba's np.linalg. A matrix
+LAPACK refuses (singular for solve, not positive definite for cholesky, a NaN input for Numba's)
+gives NaN results for that matrix: a compiled kernel cannot raise NumPy's LinAlgError cheaply
+mid-program, and NaN is what JAX does; `check_finite=True` turns it into a NonFiniteError. The
+CUDA target has no kernels for them.
 
 The VJPs are IR (matmul, trsolve, solve...), so they differentiate again. cholesky and eigh read
 only the lower triangle of their input, as NumPy does, so their gradients are exact for that: zero
@@ -19,6 +20,7 @@ import numpy as np
 from ..errors import CompileError, NonDifferentiableError, ShapeError
 from . import fn
 from .elementwise import elementwise
+from .lapack_kernels import KERNELS
 from .registry import KERNEL, OpDef, register
 
 NUMPY_NAME = {"cholesky": "np.linalg.cholesky", "trsolve": "scipy.linalg.solve_triangular",
@@ -104,133 +106,6 @@ def _fold_lower(g):
     """The gradient with respect to the lower triangle that an op reads, from the gradient `g`
     of a function of the symmetric matrix that triangle stands for."""
     return phi(g + mT(g))
-
-
-# ---------------------------------------------------------------------------------------------
-# kernels: a loop over the batch around a call of Numba's np.linalg
-
-def _batch_kernel(k, compute, sizes):
-    """The loop over the batch: `compute` writes lines that read matrix `a` (C order, a view of
-    the input: Numba's np.linalg copies it) and write the batch element's results at
-    `out[o:...]`; any LinAlgError fills that element with NaN."""
-    B = k.param("batch", k.inputs[0].shape[0])
-    step_in = k.param("in_step", int(np.prod(k.inputs[0].shape[1:])))
-    step_out = k.param("out_step", int(np.prod(k.output.shape[1:])))
-    m, n = (k.param(name, d) for name, d in zip(("m", "n"), sizes))
-    k.line(f"for t in range({B}):")
-    with k.indent():
-        k.line(f"o = t * {step_out}")
-        k.line(f"a = x0[t * {step_in}:(t + 1) * {step_in}].reshape(({m}, {n}))")
-        k.line("try:")
-        with k.indent():
-            compute(k, m, n)
-        k.line("except Exception:  # LinAlgError: singular, not positive definite, NaN input")
-        k.line(f"    out[o:o + {step_out}] = np.nan")
-
-
-def _write(k, name, rows, cols, at):
-    """Copy the matrix `name` into out at offset `at` (C order), element by element (Numba's
-    results may be Fortran-ordered)."""
-    k.line(f"for i in range({rows}):")
-    k.line(f"    for j in range({cols}):")
-    k.line(f"        out[{at} + i * {cols} + j] = {name}[i, j]")
-
-
-def _cholesky_kernel(k):
-    def compute(k, m, n):  # (Numba's cholesky and eigh read the lower triangle, as NumPy's:
-        k.line("L = np.linalg.cholesky(a)")  # tests/test_linalg.py's S_junk checks it)
-        _write(k, "L", n, n, "o")
-    _batch_kernel(k, compute, k.inputs[0].shape[1:])
-
-
-def _solve_kernel(k):
-    nrhs = k.param("k", k.inputs[1].shape[2])
-
-    def compute(k, m, n):
-        k.line(f"b = x1[t * out_step:(t + 1) * out_step].reshape(({n}, {nrhs}))")
-        k.line("x = np.linalg.solve(a, b)")
-        _write(k, "x", n, nrhs, "o")
-    _batch_kernel(k, compute, k.inputs[0].shape[1:])
-
-
-def _slogdet_kernel(k):
-    def compute(k, m, n):
-        k.line("sign, logdet = np.linalg.slogdet(a)")
-        k.line("out[o] = sign")
-        k.line("out[o + 1] = logdet")
-    _batch_kernel(k, compute, k.inputs[0].shape[1:])
-
-
-def _eigh_kernel(k):
-    def compute(k, m, n):
-        k.line("w, v = np.linalg.eigh(a)")
-        k.line(f"for j in range({n}):")
-        k.line("    out[o + j] = w[j]")
-        _write(k, "v", n, n, f"o + {n}")
-    _batch_kernel(k, compute, k.inputs[0].shape[1:])
-
-
-def _svd_kernel(k):
-    full = k.attr["full"]
-    mm_, nn_ = k.inputs[0].shape[1:]
-    r, K1, K2 = min(mm_, nn_), (mm_ if full else min(mm_, nn_)), (nn_ if full else min(mm_, nn_))
-    r, K1, K2 = k.param("r", r), k.param("k1", K1), k.param("k2", K2)
-
-    def compute(k, m, n):
-        k.line(f"u, s, vh = np.linalg.svd(a, {full})")
-        _write(k, "u", m, K1, "o")
-        k.line(f"for j in range({r}):")
-        k.line(f"    out[o + {m} * {K1} + j] = s[j]")
-        _write(k, "vh", K2, n, f"o + {m} * {K1} + {r}")
-    _batch_kernel(k, compute, k.inputs[0].shape[1:])
-
-
-def _qr_kernel(k):
-    complete = k.attr["complete"]
-    mm_, nn_ = k.inputs[0].shape[1:]
-    K = k.param("kk", mm_ if complete else min(mm_, nn_))
-
-    def compute(k, m, n):
-        if complete and mm_ > nn_:
-            # Numba's qr is the reduced one: the QR of [a | I] has the complete Q (the same
-            # Householder reflections on a's columns) and a's R in its first n columns
-            k.line(f"ext = np.zeros(({m}, {n} + {m}), a.dtype)")
-            k.line(f"ext[:, :{n}] = a")
-            k.line(f"for i in range({m}):")
-            k.line(f"    ext[i, {n} + i] = 1")
-            k.line("q, rr = np.linalg.qr(ext)")
-            k.line(f"r = rr[:, :{n}]")
-        else:
-            k.line("q, r = np.linalg.qr(a)")
-        _write(k, "q", m, K, "o")
-        _write(k, "r", K, n, f"o + {m} * {K}")
-    _batch_kernel(k, compute, k.inputs[0].shape[1:])
-
-
-def _trsolve_kernel(k):
-    """Substitution, forward (op(a) lower) or backward, on the right-hand sides' rows."""
-    lower, trans, unit = k.attr["lower"], k.attr["trans"], k.attr["unit"]
-    B, n, nrhs = (k.param(name, d) for name, d in zip(("batch", "n", "k"), k.inputs[1].shape))
-    forward = lower != trans  # op(a) is lower triangular
-    at = (lambda i, j: f"x0[ao + {j} * {n} + {i}]") if trans else \
-        (lambda i, j: f"x0[ao + {i} * {n} + {j}]")
-    k.line(f"for t in range({B}):")
-    with k.indent():
-        k.line(f"ao = t * {n} * {n}")
-        k.line(f"bo = t * {n} * {nrhs}")
-        k.line(f"for ii in range({n}):")
-        with k.indent():
-            k.line("i = ii" if forward else f"i = {n} - 1 - ii")
-            k.line(f"for c in range({nrhs}):")
-            k.line(f"    out[bo + i * {nrhs} + c] = x1[bo + i * {nrhs} + c]")
-            k.line("for j in range(i):" if forward else f"for j in range(i + 1, {n}):")
-            k.line(f"    s = {at('i', 'j')}")
-            k.line(f"    for c in range({nrhs}):")
-            k.line(f"        out[bo + i * {nrhs} + c] -= s * out[bo + j * {nrhs} + c]")
-            if not unit:
-                k.line(f"d = {at('i', 'i')}")
-                k.line(f"for c in range({nrhs}):")
-                k.line(f"    out[bo + i * {nrhs} + c] /= d")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -439,11 +314,11 @@ def _lapack_op(name, infer, ref, vjp, kernel):
 
 _lapack_op("cholesky", _infer_square("cholesky"),
            lambda a: _each(lambda t: np.linalg.cholesky(_sym(a[t])), a, a.shape[1:], a.dtype),
-           _cholesky_vjp, _cholesky_kernel)
-_lapack_op("trsolve", _infer_rhs("trsolve"), _trsolve_ref, _trsolve_vjp, _trsolve_kernel)
+           _cholesky_vjp, KERNELS["cholesky"])
+_lapack_op("trsolve", _infer_rhs("trsolve"), _trsolve_ref, _trsolve_vjp, KERNELS["trsolve"])
 _lapack_op("solve", _infer_rhs("solve"),
            lambda a, b: _each(lambda t: np.linalg.solve(a[t], b[t]), a, b.shape[1:], b.dtype),
-           _solve_vjp, _solve_kernel)
+           _solve_vjp, KERNELS["solve"])
 
 
 def _slogdet_infer(inputs):
@@ -453,7 +328,7 @@ def _slogdet_infer(inputs):
 
 _lapack_op("slogdet", _slogdet_infer,
            lambda a: _each(lambda t: np.array(np.linalg.slogdet(a[t])), a, (2,), a.dtype),
-           _slogdet_vjp, _slogdet_kernel)
+           _slogdet_vjp, KERNELS["slogdet"])
 
 
 def _eigh_infer(inputs):
@@ -469,7 +344,7 @@ def _eigh_ref(a):
     return _each(one, a, (a.shape[1] + 1, a.shape[1]), a.dtype)
 
 
-_lapack_op("eigh", _eigh_infer, _eigh_ref, _eigh_vjp, _eigh_kernel)
+_lapack_op("eigh", _eigh_infer, _eigh_ref, _eigh_vjp, KERNELS["eigh"])
 
 
 def _matrices(x, op):
@@ -489,8 +364,8 @@ def _qr_infer(inputs, complete):
     return (B,) + _qr_infer_shape(m, n, complete), inputs[0].dtype
 
 
-_lapack_op("svd", _svd_infer, _svd_ref, _svd_vjp, _svd_kernel)
-_lapack_op("qr", _qr_infer, _qr_ref, _qr_vjp, _qr_kernel)
+_lapack_op("svd", _svd_infer, _svd_ref, _svd_vjp, KERNELS["svd"])
+_lapack_op("qr", _qr_infer, _qr_ref, _qr_vjp, KERNELS["qr"])
 
 
 # no_gradient: the identity, for results whose derivative is not defined (the extra singular
