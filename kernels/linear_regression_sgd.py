@@ -350,6 +350,13 @@ def min2(a, b):
 # leaves SciPy's OpenBLAS (what Numba's np.dot calls) unused: its second thread pool fought
 # NumPy's for the cores when both ran with default threads. A NumPy without that library (MKL,
 # Accelerate builds), or GRADC_BLAS=numba, takes np.dot inside Numba instead.
+# the LAPACK routines the kernels of gradc/ops/lapack.py call (LAPACKE's `_work` entry points:
+# no NaN scan of the input, no copy in the column-major layout; the very routines np.linalg
+# calls, so the results are NumPy's bit for bit)
+LAPACK_SYMBOLS = tuple(f"scipy_LAPACKE_d{name}_work64_"
+                       for name in ("potrf", "gesv", "getrf", "syevd", "gesdd", "geqrf", "orgqr"))
+
+
 def _numpy_openblas():
     """ctypes handle of the OpenBLAS bundled with NumPy, or None."""
     if os.environ.get("GRADC_BLAS", "openblas") != "openblas":
@@ -359,8 +366,7 @@ def _numpy_openblas():
         for path in sorted(glob.glob(os.path.join(root, pattern))):
             try:
                 lib = ctypes.CDLL(path)
-                names = ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_")
-                for name in names:
+                for name in ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_") + LAPACK_SYMBOLS:
                     llvmlite.binding.add_symbol(name, ctypes.cast(getattr(lib, name),
                                                                   ctypes.c_void_p).value)
                 return lib
@@ -420,6 +426,95 @@ if BLAS == "openblas":
 else:
     sgemm = dgemm = _numba_gemm
     sgemm_add = dgemm_add = _numba_gemm_add
+
+
+# --- factorizations and solves ----------------------------------------------------------------
+# LAPACK in double precision and column-major order, as np.linalg calls it (float32 matrices too:
+# NumPy computes them in double and rounds the results): the kernels copy each matrix transposed
+# into a workspace (a row-major matrix's buffer read column-major is its transpose), call the
+# routine, and copy back. Each returns LAPACK's `info` (0: done; > 0: singular, not positive
+# definite). The workspace comes from malloc, once per kernel call: `lapack_alloc(nbytes)` gives
+# its address, `lapack_free(address)` returns it.
+_COL_MAJOR, _LOWER, _VECTORS = 102, 76, 86  # LAPACK_COL_MAJOR, 'L', 'V'
+_malloc = types.ExternalFunction("malloc", types.int64(types.int64))
+_free = types.ExternalFunction("free", types.void(types.int64))
+
+
+@njit(**CALLEE_OPTIONS)
+def lapack_alloc(nbytes):
+    return _malloc(nbytes)
+
+
+@njit(**CALLEE_OPTIONS)
+def lapack_free(address):
+    _free(address)
+
+
+def _lapacke(routine, *args):
+    """LAPACKE_d<routine>_work(layout, *args) of NumPy's OpenBLAS; the args' types: 'i' a
+    32-bit int (a char passes as one), 'n' a 64-bit int, 'a' a float64 array, 'p' an int64
+    array (pivots, iwork)."""
+    kinds = {"i": types.int32, "n": types.int64, "a": types.CPointer(types.float64),
+             "p": types.CPointer(types.int64)}
+    return types.ExternalFunction(f"scipy_LAPACKE_d{routine}_work64_",
+                                  types.int64(types.int32, *(kinds[a] for a in args)))
+
+
+if BLAS == "openblas":
+    _potrf = _lapacke("potrf", "i", "n", "a", "n")
+    _gesv = _lapacke("gesv", "n", "n", "a", "n", "p", "a", "n")
+    _getrf = _lapacke("getrf", "n", "n", "a", "n", "p")
+    _syevd = _lapacke("syevd", "i", "i", "n", "a", "n", "a", "a", "n", "p", "n")
+    _gesdd = _lapacke("gesdd", "i", "n", "n", "a", "n", "a", "a", "n", "a", "n", "a", "n", "p")
+    _geqrf = _lapacke("geqrf", "n", "n", "a", "n", "a", "a", "n")
+    _orgqr = _lapacke("orgqr", "n", "n", "n", "a", "n", "a", "a", "n")
+
+    @njit(**CALLEE_OPTIONS)
+    def dpotrf(n, a):
+        """The lower Cholesky factor of the column-major a, in place."""
+        return _potrf(_COL_MAJOR, _LOWER, n, _f64_ptr(a.ctypes.data), n)
+
+    @njit(**CALLEE_OPTIONS)
+    def dgesv(n, k, a, pivots, b):
+        """b = a^-1 b (column-major; b n x k), a overwritten by its LU factors."""
+        return _gesv(_COL_MAJOR, n, k, _f64_ptr(a.ctypes.data), n,
+                     _i64_ptr(pivots.ctypes.data), _f64_ptr(b.ctypes.data), n)
+
+    @njit(**CALLEE_OPTIONS)
+    def dgetrf(n, a, pivots):
+        """a's LU factors in place (column-major), pivots 1-based as LAPACK's."""
+        return _getrf(_COL_MAJOR, n, n, _f64_ptr(a.ctypes.data), n,
+                      _i64_ptr(pivots.ctypes.data))
+
+    @njit(**CALLEE_OPTIONS)
+    def dsyevd(n, a, w, work, lwork, iwork, liwork):
+        """The eigenvalues (w, ascending) and eigenvectors (a's columns, in place) of the
+        symmetric column-major a, from its lower triangle."""
+        return _syevd(_COL_MAJOR, _VECTORS, _LOWER, n, _f64_ptr(a.ctypes.data), n,
+                      _f64_ptr(w.ctypes.data), _f64_ptr(work.ctypes.data), lwork,
+                      _i64_ptr(iwork.ctypes.data), liwork)
+
+    @njit(**CALLEE_OPTIONS)
+    def dgesdd(jobz, m, n, a, s, u, ldu, vt, ldvt, work, lwork, iwork):
+        """The SVD of the column-major a (m x n, destroyed): s, u and vt column-major; jobz
+        'A' (ord 65: full u and vt) or 'S' (83: thin); lwork -1 asks work[0] for its size."""
+        return _gesdd(_COL_MAJOR, np.int32(jobz), m, n, _f64_ptr(a.ctypes.data), m,
+                      _f64_ptr(s.ctypes.data), _f64_ptr(u.ctypes.data), ldu,
+                      _f64_ptr(vt.ctypes.data), ldvt, _f64_ptr(work.ctypes.data), lwork,
+                      _i64_ptr(iwork.ctypes.data))
+
+    @njit(**CALLEE_OPTIONS)
+    def dgeqrf(m, n, a, tau, work, lwork):
+        """The QR factorization of the column-major a, in place (R above the diagonal, the
+        Householder reflectors below, their scales in tau)."""
+        return _geqrf(_COL_MAJOR, m, n, _f64_ptr(a.ctypes.data), m, _f64_ptr(tau.ctypes.data),
+                      _f64_ptr(work.ctypes.data), lwork)
+
+    @njit(**CALLEE_OPTIONS)
+    def dorgqr(m, mc, k, q, tau, work, lwork):
+        """Q (m x mc, column-major, in place) from dgeqrf's first k reflectors in q."""
+        return _orgqr(_COL_MAJOR, m, mc, k, _f64_ptr(q.ctypes.data), m,
+                      _f64_ptr(tau.ctypes.data), _f64_ptr(work.ctypes.data), lwork)
 
 
 # ================================================================================================
