@@ -470,12 +470,15 @@ def test_lapack_kernels_go_direct_with_numbas_and_numpys_bits(monkeypatch, dtype
 CHILD = textwrap.dedent("""
     import sys
     import numpy as np, gradc
-    from gradc.codegen import driver_rt, llvm_cpu
-    f = gradc.jit(lambda x: np.sum(np.tanh(x) * np.exp(-x * x)) + np.max(np.sqrt(x * x + 1)))
+    from gradc.codegen import driver_rt, llvm_cpu, llvm_expr
+    f = gradc.jit(lambda x, i: np.sum(np.tanh(x) * np.exp(-x * x)) + np.max(np.sqrt(x * x + 1))
+                  + np.sum(np.sign(x)[i]))
     x = np.linspace(-2, 2, 37).astype(np.float32)
-    value = float(f(x))
-    # every kernel direct, and the loop that calls them: Numba compiled nor loaded anything
+    value = float(f(x, np.array([3, -1, 7])))
+    # every kernel direct, and the loop that calls them: Numba compiled nor loaded anything,
+    # and a gather's index check and np.sign did not set up Numba's target context (~0.1 s)
     assert [m for m in sys.modules if m.startswith("gradc_") and "driver" not in m] == []
+    assert llvm_expr.numba_context.cache_info().currsize == 0
     stats = getattr(driver_rt if sys.argv[1] == "runner" else llvm_cpu, "STATS")
     print(value, stats["compiled"], stats["loaded"])
 """)

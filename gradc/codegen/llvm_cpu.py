@@ -37,7 +37,7 @@ from ..errors import CompileError
 from . import vecmath
 from .llvm_calls import GEMM_BETA, LAPACK_CALLS, LibraryCalls
 from .llvm_expr import (ARRAYS, CASTS, CLASSIFY, I8, I32, I64, INT_FLAGS, LL, MEMORY, VIEWS, Array,
-                        Expressions, UniTuple, Unsupported, Var, dotted_name, numba_context)
+                        Expressions, UniTuple, Unsupported, Var, dotted_name)
 
 __all__ = ["Unsupported", "kernel_module", "ir_text", "route", "load_kernels"]
 
@@ -226,9 +226,36 @@ class _Kernel(Expressions, LibraryCalls):
                 and dotted_name(exc.func) == "IndexError" and len(exc.args) == 1
                 and isinstance(exc.args[0], ast.Constant) and isinstance(exc.args[0].value, str)):
             raise Unsupported(ast.unparse(st))
-        numba_context().call_conv.return_user_exc(self.builder, IndexError, (exc.args[0].value,))
+        self._return_exception(IndexError, exc.args[0].value)
         # (what follows in the same block is never reached: its own block, with no way in)
         self.builder.position_at_end(self.function.append_basic_block("raised"))
+
+    def _return_exception(self, kind, message):
+        """Return Numba's user-exception status (1) with *excinfo pointing at a constant
+        {pickled (kind, (message,), None), its size, its SHA-1, null, 0}, the struct Numba's
+        call_conv.return_user_exc makes, built here without Numba's target context (whose
+        first set-up costs ~0.1 s of a cold compile: every classifier's gathers raise)."""
+        from numba.core import serialize
+        data = serialize.dumps((kind, (message,), None))
+        digest = hashlib.sha1(data).digest()
+        excinfo = self.function.args[1]  # ({i8*, i32, i8*, i8*, i32}**)
+        struct_type = excinfo.type.pointee.pointee
+        name = f".const.picklebuf.{digest.hex()}"
+        found = self.module.globals.get(name)
+        if found is None:
+            def constant(suffix, payload):
+                array = ir.Constant(ir.ArrayType(I8, len(payload)), bytearray(payload))
+                g = ir.GlobalVariable(self.module, array.type, f".const.{suffix}.{digest.hex()}")
+                g.linkage, g.global_constant, g.initializer = "internal", True, array
+                return g.bitcast(I8.as_pointer())
+            found = ir.GlobalVariable(self.module, struct_type, name)
+            found.linkage, found.global_constant = "internal", True
+            found.initializer = ir.Constant(struct_type, [
+                constant("pickledata", data), ir.Constant(I32, len(data)),
+                constant("picklehash", digest), ir.Constant(I8.as_pointer(), None),
+                ir.Constant(I32, 0)])
+        self.builder.store(found, excinfo)
+        self.builder.ret(ir.Constant(I32, 1))  # (Numba's RETCODE_USEREXC)
 
     def _bind_array(self, name, call):
         """`a = f32_array(p, n)` (n elements at address p) or `a = _f32_ptr(p)`."""

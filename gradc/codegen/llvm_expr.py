@@ -295,9 +295,20 @@ class Expressions:
             if len(args) != ARITY.get(name, 1):
                 raise Unsupported(ast.unparse(e))
             return self._math(name, args[0][1], [v for v, _ in args]), args[0][1]
+        if numpy and name == "sign" and len(e.args) == 1:
+            return self._sign(*self._same_type(e, FLOATS)[0])
         if numpy and isinstance(getattr(np, name, None), np.ufunc):
             return self._ufunc(getattr(np, name), e)
         raise Unsupported(ast.unparse(e))
+
+    def _sign(self, v, dtype):
+        """np.sign of a float as Numba lowers it (numbers.real_sign_impl): 1 above 0, -1 below,
+        else x itself (0, -0, NaN). Written here, not through _ufunc, because Numba's lowering
+        functions need its target context, whose first set-up costs ~0.1 s of a cold compile."""
+        b, ty = self.builder, LL[dtype]
+        below = b.select(b.fcmp_ordered("<", v, ir.Constant(ty, 0.0)), ir.Constant(ty, -1.0), v)
+        return b.select(b.fcmp_ordered(">", v, ir.Constant(ty, 0.0)), ir.Constant(ty, 1.0),
+                        below), dtype
 
     def _same_type(self, e, dtypes):
         """[(value, dtype)] of the call's arguments, all of one dtype among `dtypes`."""
