@@ -5,16 +5,17 @@ analysis, typing, lowering), which a model's 50-150 kernels pay on a cold start.
 (gradc/codegen/cpu.py `loop_kernel`, and most library kernels' templates) is a small subset of
 Python: typed buffer views and parts of them (`x[lo:hi]`), tuples of numbers, `for i in range(n)`
 loops (n signed or unsigned), `if`, assignments (`+=`, `a = b = v` and `a, b = u, v` too), `raise
-IndexError('...')` (a gather's index check), rt.py's `sgemm`/`dgemm`, `sgemm_add`/`dgemm_add` and LAPACK helpers (calls of
-NumPy's OpenBLAS, made as rt.py makes them: llvm_calls.py), and each op's scalar expression (its
-OpDef's `scalar`, the one place an op's math is written). This module compiles that same text to
-LLVM IR, typed as Numba types it (float32 stays float32; comparisons and `x if c else y` as Numba
-lowers them; `//`, `%`, `**`, min/max, NumPy's ufuncs, a tuple's item and raise by Numba's own
-lowering functions), and hands every kernel of a program to ONE Numba code library: the same LLVM,
-the same optimisation passes and target machine, the same libmvec rewrite
-(gradc/codegen/vecmath.py) and fast-math flags (rt.py FASTMATH / MAP_FASTMATH) as the Numba route,
-and the same calling convention (an exception too), so the driver calls either kind of kernel alike
-(codegen/driver_rt.py).
+IndexError('...')` (a gather's index check), rt.py's `sgemm`/`dgemm`, `sgemm_add`/`dgemm_add`
+and LAPACK helpers (calls of NumPy's OpenBLAS, made as rt.py makes them: llvm_calls.py), and each
+op's scalar expression (its OpDef's `scalar`, the one place an op's math is written). This module
+compiles that same text to LLVM IR, typed as Numba types it (float32 stays float32; comparisons,
+`x if c else y`, integer `//` and `%`, min/max, a tuple's item, np.sign and raise written here as
+Numba lowers them; a float's `//`, `%`, `**` and other NumPy ufuncs by Numba's own lowering
+functions, which set up its target context, ~0.1 s, the first time), and hands every kernel of a
+program to ONE Numba code library: the same LLVM, the same optimisation passes and target machine,
+the same libmvec rewrite (gradc/codegen/vecmath.py) and fast-math flags (rt.py FASTMATH /
+MAP_FASTMATH) as the Numba route, and the same calling convention (an exception too), so the
+driver calls either kind of kernel alike (codegen/driver_rt.py).
 
 Text outside the subset (a parallel kernel's prange, the special functions, mixed-dtype
 arithmetic, a name given values of two types...) raises Unsupported: that kernel goes through
@@ -230,33 +231,6 @@ class _Kernel(Expressions, LibraryCalls):
         # (what follows in the same block is never reached: its own block, with no way in)
         self.builder.position_at_end(self.function.append_basic_block("raised"))
 
-    def _return_exception(self, kind, message):
-        """Return Numba's user-exception status (1) with *excinfo pointing at a constant
-        {pickled (kind, (message,), None), its size, its SHA-1, null, 0}, the struct Numba's
-        call_conv.return_user_exc makes, built here without Numba's target context (whose
-        first set-up costs ~0.1 s of a cold compile: every classifier's gathers raise)."""
-        from numba.core import serialize
-        data = serialize.dumps((kind, (message,), None))
-        digest = hashlib.sha1(data).digest()
-        excinfo = self.function.args[1]  # ({i8*, i32, i8*, i8*, i32}**)
-        struct_type = excinfo.type.pointee.pointee
-        name = f".const.picklebuf.{digest.hex()}"
-        found = self.module.globals.get(name)
-        if found is None:
-            def constant(suffix, payload):
-                array = ir.Constant(ir.ArrayType(I8, len(payload)), bytearray(payload))
-                g = ir.GlobalVariable(self.module, array.type, f".const.{suffix}.{digest.hex()}")
-                g.linkage, g.global_constant, g.initializer = "internal", True, array
-                return g.bitcast(I8.as_pointer())
-            found = ir.GlobalVariable(self.module, struct_type, name)
-            found.linkage, found.global_constant = "internal", True
-            found.initializer = ir.Constant(struct_type, [
-                constant("pickledata", data), ir.Constant(I32, len(data)),
-                constant("picklehash", digest), ir.Constant(I8.as_pointer(), None),
-                ir.Constant(I32, 0)])
-        self.builder.store(found, excinfo)
-        self.builder.ret(ir.Constant(I32, 1))  # (Numba's RETCODE_USEREXC)
-
     def _bind_array(self, name, call):
         """`a = f32_array(p, n)` (n elements at address p) or `a = _f32_ptr(p)`."""
         view = dotted_name(call.func)
@@ -400,7 +374,8 @@ def _independent_iterations(loop):
                 if isinstance(element, ast.Subscript):
                     if not _moves_with(element.slice, var):
                         return False
-                    stored.setdefault(dotted_name(element.value), set()).add(ast.dump(element.slice))
+                    indices = stored.setdefault(dotted_name(element.value), set())
+                    indices.add(ast.dump(element.slice))
     for node in ast.walk(loop):
         if isinstance(node, ast.Subscript) and dotted_name(node.value) in stored:
             if stored[dotted_name(node.value)] != {ast.dump(node.slice)}:

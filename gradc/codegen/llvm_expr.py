@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 import operator
 
 import numpy as np
@@ -142,21 +143,64 @@ class Expressions:
 
     def _Subscript(self, e):
         item = self.scope.get(dotted_name(e.value))
-        if isinstance(item, UniTuple):  # Numba's getitem: a switch, IndexError out of range
-            from numba.core import types
-            from numba.cpython.tupleobj import getitem_unituple
+        if isinstance(item, UniTuple):
             index, dtype = self._expr(e.slice)
             if dtype != "int64":
                 raise Unsupported(ast.unparse(e))
-            ty = _numba_type(item.dtype)
-            sig = ty(types.UniTuple(ty, item.count), types.int64)
-            value = getitem_unituple(numba_context(), self.builder, sig, [item.value, index])
-            return value, item.dtype
+            return self._tuple_item(item, index), item.dtype
         array, pointer = self._element(e)
         v = self._access(self.builder.load(pointer))
         if array.dtype == "bool":  # (Numba: a byte that is not 0 is True)
             v = self.builder.icmp_unsigned("!=", v, ir.Constant(I8, 0))
         return v, array.dtype
+
+    def _tuple_item(self, item, index):
+        """`t[i]` as Numba's getitem_unituple: a switch on i (i - count too: a negative index),
+        IndexError("tuple index out of range") outside."""
+        b = self.builder
+        fail = self.function.append_basic_block("tuple.out_of_range")
+        done = self.function.append_basic_block("tuple.item")
+        switch = b.switch(index, fail)
+        with b.goto_block(fail):
+            self._return_exception(IndexError, "tuple index out of range")
+        with b.goto_block(done):
+            value = b.phi(LL[item.dtype])
+        for i in range(item.count):
+            block = self.function.append_basic_block(f"tuple.{i}")
+            switch.add_case(ir.Constant(I64, i), block)
+            switch.add_case(ir.Constant(I64, i - item.count), block)
+            with b.goto_block(block):
+                value.add_incoming(b.extract_value(item.value, i), block)
+                b.branch(done)
+        b.position_at_end(done)
+        return value
+
+    def _return_exception(self, kind, message):
+        """Return Numba's user-exception status (1) with *excinfo pointing at a constant
+        {pickled (kind, (message,), None), its size, its SHA-1, null, 0}, the struct Numba's
+        call_conv.return_user_exc makes, built here without Numba's target context (whose
+        first set-up costs ~0.1 s of a cold compile: every classifier's gathers raise)."""
+        from numba.core import serialize
+        data = serialize.dumps((kind, (message,), None))
+        digest = hashlib.sha1(data).digest()
+        excinfo = self.function.args[1]  # ({i8*, i32, i8*, i8*, i32}**)
+        struct_type = excinfo.type.pointee.pointee
+        name = f".const.picklebuf.{digest.hex()}"
+        found = self.module.globals.get(name)
+        if found is None:
+            def constant(suffix, payload):
+                array = ir.Constant(ir.ArrayType(I8, len(payload)), bytearray(payload))
+                g = ir.GlobalVariable(self.module, array.type, f".const.{suffix}.{digest.hex()}")
+                g.linkage, g.global_constant, g.initializer = "internal", True, array
+                return g.bitcast(I8.as_pointer())
+            found = ir.GlobalVariable(self.module, struct_type, name)
+            found.linkage, found.global_constant = "internal", True
+            found.initializer = ir.Constant(struct_type, [
+                constant("pickledata", data), ir.Constant(I32, len(data)),
+                constant("picklehash", digest), ir.Constant(I8.as_pointer(), None),
+                ir.Constant(I32, 0)])
+        self.builder.store(found, excinfo)
+        self.builder.ret(ir.Constant(I32, 1))  # (Numba's RETCODE_USEREXC)
 
     def _element(self, e):
         """(array, element pointer) of `a[index]`: a negative signed index counts from the end
@@ -203,7 +247,8 @@ class Expressions:
             if emit is not None:
                 return emit(a, c, flags=INT_FLAGS[ta]), ta
             if op in (ast.FloorDiv, ast.Mod):  # Python's: floor, the divisor's sign
-                return _numba_op(NUMBA_OPS[op], ta, [a, c], b), ta
+                quotient, remainder = self._int_divmod(a, c, ta)
+                return (quotient if op is ast.FloorDiv else remainder), ta
         elif ta == "bool":
             emit = {ast.BitOr: b.or_, ast.BitAnd: b.and_, ast.BitXor: b.xor}.get(op)
         else:
@@ -211,6 +256,45 @@ class Expressions:
         if emit is None:
             raise Unsupported(ast.unparse(e))
         return emit(a, c), ta
+
+    def _minmax(self, name, args):
+        """Python's min/max as Numba's do_minmax: left to right, a value replaces the one so far
+        where it compares greater (max) or less (min), so max(1.5, nan, 2.5) is 2.5."""
+        b = self.builder
+        (acc, dtype), op = args[0], (">" if name == "max" else "<")
+        for v, _ in args[1:]:
+            if dtype in FLOATS:
+                better = b.fcmp_ordered(op, v, acc)
+            elif dtype == "uint64":
+                better = b.icmp_unsigned(op, v, acc)
+            else:
+                better = b.icmp_signed(op, v, acc)
+            acc = b.select(better, v, acc)
+        return acc, dtype
+
+    def _int_divmod(self, x, y, dtype):
+        """Python's // and % of integers as Numba lowers them (numbers.int_divmod_signed, under
+        the numpy error model): the floor, and the remainder with the divisor's sign; 0 and 0
+        for a divisor 0, and for the lowest integer over -1 (which traps on x86). Written here,
+        not through Numba's lowering, which needs its target context (~0.1 s to set up)."""
+        b, ty = self.builder, x.type
+        zero, one = ir.Constant(ty, 0), ir.Constant(ty, 1)
+        if dtype == "uint64":
+            bad = b.icmp_unsigned("==", y, zero)
+            safe = b.select(bad, one, y)
+            quotient, remainder = b.udiv(x, safe), b.urem(x, safe)
+        else:
+            lowest = ir.Constant(ty, -(1 << (ty.width - 1)))
+            overflow = b.and_(b.icmp_signed("==", x, lowest),
+                              b.icmp_signed("==", y, ir.Constant(ty, -1)))
+            bad = b.or_(b.icmp_signed("==", y, zero), overflow)
+            safe = b.select(bad, one, y)
+            quotient, remainder = b.sdiv(x, safe), b.srem(x, safe)
+            differ = b.and_(b.icmp_signed("!=", remainder, zero),
+                            b.icmp_signed("<", b.xor(safe, remainder), zero))
+            quotient = b.select(differ, b.sub(quotient, one), quotient)
+            remainder = b.select(differ, b.add(remainder, safe), remainder)
+        return b.select(bad, zero, quotient), b.select(bad, zero, remainder)
 
     def _Compare(self, e):
         """`a < b`, and `a <= b < c` as `a <= b and b < c` (b evaluated once; Numba stops at
@@ -280,11 +364,7 @@ class Expressions:
         if name in ("max2", "min2") and len(e.args) == 2:
             return self._extremum(name, *e.args)
         if name in ("min", "max") and len(e.args) >= 2:  # Python's, on numbers of one type
-            from numba.cpython.builtins import do_minmax
-            args = self._same_type(e, INTS + FLOATS)
-            ty = _numba_type(args[0][1])
-            return do_minmax(numba_context(), self.builder, [ty] * len(args), [v for v, _ in args],
-                             operator.gt if name == "max" else operator.lt), args[0][1]
+            return self._minmax(name, self._same_type(e, INTS + FLOATS))
         if name == "freeze" and len(e.args) == 1:
             value, dtype = self._expr(e.args[0])
             return emit_freeze(self.builder, value), dtype
