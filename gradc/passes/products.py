@@ -74,11 +74,17 @@ def accumulate_products(graph):
 
 # A matrix read transposed by at least this many products is transposed once for all of them.
 SHARED_TRANSPOSE_READS = 3
+# ...and only a matrix of at least this many elements: the copy is alive through the backward,
+# and a small B packs about as fast transposed. W8's 512x128 recurrent weight: a step 4% faster
+# for 256 KiB; W5's 128x128: no faster (1.15-1.21 ms either way) for 64 KiB, which took its arena
+# over PyTorch's peak (672 against 663 KiB).
+SHARED_TRANSPOSE_MIN_ELEMENTS = 32768
 
 
 def share_transposes(graph):
     """Products that read one matrix B transposed (`a @ B.T`, tb) read a contiguous copy of B.T
-    instead (tb off), made once, where at least SHARED_TRANSPOSE_READS products read it.
+    instead (tb off), made once, where at least SHARED_TRANSPOSE_READS products read it and it has
+    at least SHARED_TRANSPOSE_MIN_ELEMENTS elements.
 
     OpenBLAS packs a transposed B more slowly than a plain one: single-threaded, 32x512 @
     (128x512).T took 74 us against 47 us for the same product with B.T contiguous (32x128 @
@@ -87,7 +93,8 @@ def share_transposes(graph):
     products); the copy costs about one product's difference. The copy is legalize's (fuse.py),
     which makes a library kernel's non-contiguous input contiguous, once per value. (Products
     small enough to be loops, ops/linalg.py SMALL_MATMUL, are left as they are.)"""
-    reads = Counter(n.inputs[1].id for n in graph.nodes if _blas_nt(n))
+    reads = Counter(n.inputs[1].id for n in graph.nodes if _blas_nt(n)
+                    and n.inputs[1].size >= SHARED_TRANSPOSE_MIN_ELEMENTS)
     shared = {i for i, count in reads.items() if count >= SHARED_TRANSPOSE_READS}
     if not shared:
         return graph

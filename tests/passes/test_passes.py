@@ -368,11 +368,16 @@ def test_backward_matmuls_use_flags_not_transposes():
     assert flags == [(False, False), (False, True), (True, False)]
 
 
-def test_a_matrix_many_products_read_transposed_is_transposed_once():
+def test_a_matrix_many_products_read_transposed_is_transposed_once(monkeypatch):
     """share_transposes: the RNN's backward reads wh transposed at every step; after the
     pipeline those products read one transpose of wh with tb off, legalize copies it once, and
-    the products too small for BLAS (the 5-step RNN's) keep their flag."""
+    the products too small for BLAS (the 5-step RNN's) keep their flag. A matrix smaller than
+    SHARED_TRANSPOSE_MIN_ELEMENTS (this 48x48 one, by default) is not copied."""
+    from gradc.passes import products
     name, fn, make, argnums = GRAPHS[GRAPH_IDS.index("rnn_shared_transpose")]
+    default = run_passes(joint_graph(fn, make, argnums), AFTER_AUTODIFF)
+    assert not [n for n in default.nodes if n.op == "transpose"]
+    monkeypatch.setattr(products, "SHARED_TRANSPOSE_MIN_ELEMENTS", 48 * 48)
     graph = run_passes(joint_graph(fn, make, argnums), AFTER_AUTODIFF)
     wh = graph.inputs[2]
     transposes = [n for n in graph.nodes if n.op == "transpose" and n.inputs[0] is wh]
