@@ -14,7 +14,7 @@ import threading
 import time
 from typing import NamedTuple
 
-from .codegen.driver_rt import entry_address, program_table, runner
+from .codegen.driver_rt import argument_counts, entry_address, program_table, runner
 from . import program_cache
 from .codegen import llvm_cpu
 from .codegen.modules import content_name, load_module, load_modules, module_dir
@@ -195,7 +195,7 @@ def load_driver(program, timings=None):
     t0 = time.perf_counter()
     if llvm_cpu.route() == "llvm":
         kernels = llvm_cpu.load_kernels(program.kernel_modules, module_dir())
-    runner(tuple(sorted({len(args) for _, args in program.encoded_calls()})))  # (the driver's)
+    runner(argument_counts(program.encoded_calls()))  # (the one the driver loads)
     if timings is not None:
         timings["llvm"] = time.perf_counter() - t0
     modules = load_modules({name: source for name, source in program.kernel_modules.items()

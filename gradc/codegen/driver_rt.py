@@ -212,6 +212,11 @@ def entry_address(kernel):
     return cres.library.get_pointer_to_function(cres.fndesc.mangled_name)
 
 
+def argument_counts(calls):
+    """The argument counts of `calls` ([(kernel, [argument...])...]), as `runner` takes them."""
+    return tuple(sorted({len(args) for _, args in calls}))
+
+
 def program_table(calls, n_inputs, kernels):
     """The int64 table of `calls` ([(kernel key, [(base, value)...])...]) with each kernel key
     replaced by its entry address (`kernels`: key -> address)."""
