@@ -38,8 +38,9 @@ def _slice_sum(new_graph, summands, uses, new):
         axis, order = tiling
         blocks = [new(sliced[i].node.inputs[0]) for i in order]
         if axis == 0 and all(_splits_first_axis(b) for b in blocks):
-            # the blocks' own values, concatenated: the same node as their concatenation
-            # elsewhere (an RNN's weight gradient over steps, products.py), kept once
+            # the blocks' own values (each step's (B, H) gradient, not its (1, B, H) view),
+            # concatenated: read as themselves, the plan stores each straight into its block
+            # (memory.py _concat_members) and the concatenation copies nothing
             whole = fn.concatenate([b.node.inputs[0] for b in blocks], axis=0)
             return fn.reshape(whole, sliced[0].shape)
         return fn.concatenate(blocks, axis=axis)
