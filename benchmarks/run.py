@@ -27,7 +27,8 @@ Then, in one fresh process that is not pinned and sets no thread counts (every l
 own default), it times all workloads again (the default-thread table, with issue 15's targets:
 gradc at most 0.5x the fastest peer, or 1.15x the roofline where that is above it), and again
 while another process multiplies matrices with NumPy's default threads on every CPU (the
-contention table: each system's loaded / idle step time).
+contention table: each system's loaded / idle step time, each system in a process of its own,
+as its users run it).
 
 Output is Markdown (tables and notes), so it can be saved as it is (benchmarks/RESULTS.md).
 Peers that are not installed are reported as "absent". Threads are set explicitly: with
@@ -45,6 +46,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -499,7 +501,13 @@ class Loader:
             raise RuntimeError(f"the load process exited with {self.proc.returncode}")
         return self
 
+    def pause(self, paused):
+        """Stop (SIGSTOP) or continue (SIGCONT) the load, and let the scheduler see it."""
+        self.proc.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+        time.sleep(0.05)
+
     def __exit__(self, *exc):
+        self.proc.send_signal(signal.SIGCONT)
         self.proc.terminate()
         try:
             self.proc.wait(timeout=10)
@@ -518,10 +526,10 @@ def default_thread_env(orig_env):
     return env
 
 
-def run_timing_pass(spec, env, timeout):
-    """Run timing_pass_main in a fresh process (its progress goes to our stderr); its results,
-    or {"error": why}."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--timing-pass", json.dumps(spec)]
+def run_timing_pass(spec, env, timeout, flag="--timing-pass"):
+    """Run timing_pass_main (or, with flag "--contention-pass", contention_pass_main) in a
+    fresh process (its progress goes to our stderr); its results, or {"error": why}."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), flag, json.dumps(spec)]
     try:
         proc = subprocess.run(cmd, env=env, cwd=str(ROOT), stdout=subprocess.PIPE, text=True,
                               timeout=timeout)
@@ -555,8 +563,7 @@ def timing_pass_main(spec):
     results = {}
     for name in spec["workloads"]:
         w = workloads.get(name)
-        print(f"default threads{' and contention' if spec['contention'] else ''}: {w.name} "
-              f"{w.key}", file=sys.stderr, flush=True)
+        print(f"default threads: {w.name} {w.key}", file=sys.stderr, flush=True)
         os.environ["GRADC_CACHE_DIR"] = str(session / f"{w.key}-gradc")  # main() filled it
         res = {"status": {}, "notes": []}
         params, batch = w.init(0)
@@ -566,18 +573,108 @@ def timing_pass_main(spec):
             res["idle"] = time_alternating(*args)
             for s, r in runners.items():
                 res["idle"][s]["agree"] = r.agree
-            if spec["contention"]:
-                try:
-                    with Loader(dict(os.environ)):
-                        res["loaded"] = time_alternating(*args)
-                except (OSError, RuntimeError) as e:
-                    res["notes"].append(f"contention run failed: {e}")
         results[w.name] = res
         runners.clear()
         gc.collect()
     print("RESULT " + json.dumps({"rates": rates, "threads": default_thread_counts(status),
                                   "results": results}, default=str), flush=True)
     return 0
+
+
+def contention_pass_main(spec):
+    """The contention run of one system (spec["system"]), in a fresh process of its own as its
+    users run it: in one process with the others, a system's step also waited on their thread
+    pools (PyTorch's OpenMP threads spin after each of its steps), which loaded the machine
+    more than the load process did. Not pinned, default threads. For each workload, the
+    system's runner (and its variants) take alternating rounds with the load process paused
+    and running, so that the slowdown (loaded ÷ idle median) compares times taken minutes
+    apart at most. Prints `RESULT {json}`."""
+    if spec["cpus"] and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, spec["cpus"])
+    sys.path.insert(0, str(HERE))
+    import systems
+    import workloads
+    session, system = Path(spec["session"]), spec["system"]
+    status = {s: (systems.available(s) if s == system else "another process")
+              for s in systems.SYSTEMS}
+    if system.startswith("torch"):
+        quiet_torch()
+    if system == "jax" and status["jax"] is None:
+        import jax
+        jax.config.update("jax_compilation_cache_dir", str(session / "jax-default-threads"))
+    results = {}
+    with Loader(dict(os.environ)) as load:
+        for name in spec["workloads"]:
+            w = workloads.get(name)
+            print(f"contention: {system} {w.name} {w.key}", file=sys.stderr, flush=True)
+            os.environ["GRADC_CACHE_DIR"] = str(session / f"{w.key}-gradc")  # main() filled it
+            load.pause(True)
+            res = {"status": {}, "notes": []}
+            params, batch = w.init(0)
+            runners = make_runners(w, params, batch, status, res)
+            res["idle"], res["loaded"] = {}, {}
+            for s, r in runners.items():
+                times = time_paused_and_loaded(r, load, spec["rounds"], spec["round_s"],
+                                               spec["warm_s"])
+                res["idle"][s], res["loaded"][s] = times
+            results[w.name] = res
+            runners.clear()
+            gc.collect()
+    print("RESULT " + json.dumps({"results": results}, default=str), flush=True)
+    return 0
+
+
+def time_paused_and_loaded(runner, load, rounds, target_s, warm_s):
+    """({"median": s}, {"median": s}): the runner's step time with the load process paused
+    and running, in alternating rounds (the order alternates too)."""
+    pc = time.perf_counter
+    ts = []
+    t_end = pc() + warm_s
+    while len(ts) < 5 or (pc() < t_end and len(ts) < 500):
+        t0 = pc()
+        runner.step()
+        ts.append(pc() - t0)
+    calls = max(1, min(5000, int(target_s / statistics.median(ts))))
+    samples = {True: [], False: []}
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(rounds):
+            for paused in ((True, False) if i % 2 == 0 else (False, True)):
+                load.pause(paused)
+                for _ in range(calls):
+                    t0 = pc()
+                    runner.step()
+                    samples[paused].append(pc() - t0)
+    finally:
+        gc.enable()
+        load.pause(True)
+    return tuple({"median": statistics.median(samples[p]), "n": len(samples[p])}
+                 for p in (True, False))
+
+
+def run_contention(spec, env, wanted, timeout):
+    """contention_pass_main for each wanted system, each in a fresh process; merged into
+    {"results": {workload: {"status", "notes", "idle", "loaded"}}} (or {"error": why})."""
+    import systems
+    missing = {s: "absent" if s in spec["systems"] else "not selected (--systems)"
+               for s in systems.SYSTEMS if s not in wanted}
+    merged = {name: {"status": dict(missing), "notes": [], "idle": {}, "loaded": {}}
+              for name in spec["workloads"]}
+    for system in wanted:
+        got = run_timing_pass(dict(spec, system=system), env, timeout, "--contention-pass")
+        for name in spec["workloads"]:
+            res = merged[name]
+            if "error" in got:
+                res["status"][system] = f"failed: {got['error']}"
+                continue
+            part = got["results"].get(name, {})
+            for key in ("idle", "loaded"):
+                res[key].update(part.get(key, {}))
+            res["status"].update({s: v for s, v in part.get("status", {}).items()
+                                  if v != "another process"})
+            res["notes"] += part.get("notes", [])
+    return {"results": merged}
 
 
 def default_thread_rates():
@@ -776,12 +873,15 @@ def main(argv=None):
                         "another process multiplies matrices on every CPU)")
     parser.add_argument("--child", nargs=2, metavar=("SYSTEM", "WORKLOAD"), help=argparse.SUPPRESS)
     parser.add_argument("--timing-pass", metavar="SPEC", help=argparse.SUPPRESS)
+    parser.add_argument("--contention-pass", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
         return child_main(args.child[0], args.child[1], args.threads)
     if args.timing_pass:
         return timing_pass_main(json.loads(args.timing_pass))
+    if args.contention_pass:
+        return contention_pass_main(json.loads(args.contention_pass))
 
     threads = args.threads
     rounds = args.rounds or (3 if args.quick else 21)
@@ -878,14 +978,17 @@ def main(argv=None):
         if not args.no_default_threads:
             spec = {"workloads": [w.name for w in chosen], "systems": wanted,
                     "session": str(session), "cpus": all_cpus, "rounds": rounds,
-                    "round_s": round_s, "warm_s": warm_s, "contention": not args.no_contention}
+                    "round_s": round_s, "warm_s": warm_s}
             env = default_thread_env(orig_env)
             env["TORCHINDUCTOR_CACHE_DIR"] = os.environ["TORCHINDUCTOR_CACHE_DIR"]
             dpass = run_timing_pass(spec, env, timeout=3 * 3600)
             results_json["default_threads"] = dpass
             default_thread_report(out, chosen, results, dpass, threads, rates)
-            if not args.no_contention and "error" not in dpass:
-                contention_report(out, chosen, dpass)
+            if not args.no_contention:
+                loaded = run_contention(spec, env, [s for s in wanted if s in have],
+                                        timeout=3600)
+                results_json["contention"] = loaded
+                contention_report(out, chosen, loaded)
         if not args.no_start and any(w.name == "W2" for w in chosen):
             depth_report(out, session, threads, child_timeout)
         out("load average at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
@@ -1382,11 +1485,12 @@ def contention_report(out, chosen, dpass):
     """Each system's default-thread step time while a Loader runs, and its slowdown."""
     out("## Contention")
     out()
-    out("The default-thread timing again while another process loads the machine (NumPy float32 "
-        "1024³ products in a loop at NumPy's default threads, on every CPU; started before and "
-        "stopped after each workload's timing). Each cell: the loaded median (loaded ÷ idle "
-        "median: the slowdown). The target: gradc's slowdown no worse than PyTorch eager's and "
-        "JAX's.")
+    out("Each system in a fresh process of its own (as its users run it: in one process, the "
+        "systems' thread pools loaded each other), at its default threads, while another "
+        "process loads the machine (NumPy float32 1024³ products in a loop at NumPy's default "
+        "threads, on every CPU), in rounds alternating with rounds where that process is "
+        "paused (SIGSTOP). Each cell: the loaded median (loaded ÷ paused median: the "
+        "slowdown). The target: gradc's slowdown no worse than PyTorch eager's and JAX's.")
     out()
     rows = []
     for w in chosen:

@@ -66,3 +66,45 @@ def test_numpy_wheels_openblas_is_the_one_gradc_calls():
         assert rt.BLAS == "openblas"
     a = np.arange(64 * 64, dtype=np.float32).reshape(64, 64) / 4096
     np.testing.assert_allclose(gradc.jit(lambda x: x @ x.T)(a), a @ a.T, rtol=1e-5)
+
+
+THREADS_CHECK = textwrap.dedent("""
+    import ctypes
+    import numpy as np, gradc
+    from gradc.codegen import rt
+
+    lib = rt._numpy_openblas()
+    get, set_ = (getattr(lib, name) for name in rt.BLAS_THREAD_SYMBOLS)
+    set_(2)
+    rng = np.random.default_rng(1)
+    product, told = gradc.jit(lambda a, b: a @ b), 0
+    # shapes whose float64 product OpenBLAS rounds differently on 1 and 2 threads
+    for (m, n, k), threads in (((100, 101, 103), 1), ((333, 517, 129), 2)):
+        assert rt.SINGLE_THREADED_WORK < m * n * k and (m * n * k < rt.THREADED_WORK) == (threads == 1)
+        a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+        set_(1); one = a @ b
+        set_(2); two = a @ b
+        if np.array_equal(one, two):
+            continue  # (another OpenBLAS: nothing to tell them apart by)
+        told += 1
+        got = product(a, b)
+        assert get() == 2, "the thread count is put back after the product"
+        assert np.array_equal(got, one if threads == 1 else two), (m, n, k)
+    print("told apart", told)
+""")
+
+
+def test_a_middling_product_runs_on_one_thread_and_a_large_one_on_all(tmp_path):
+    """rt.py's thread policy, on both routes: a product below THREADED_WORK multiply-adds runs on
+    the calling thread (threaded, a step of them waited on OpenBLAS's second thread, most of
+    all while another process loaded the machine); a large one on OpenBLAS's threads; the
+    count is put back. Told apart by results OpenBLAS rounds differently on 1 and 2 threads."""
+    if rt.BLAS != "openblas":
+        return
+    for route in ("llvm", "numba"):
+        env = dict(os.environ, GRADC_CACHE_DIR=str(tmp_path / route), GRADC_KERNELS=route)
+        out = subprocess.run([sys.executable, "-c", THREADS_CHECK], env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr
+        # (0: this OpenBLAS rounds these shapes alike on 1 and 2 threads: pick others)
+        assert out.stdout.split()[-1] == "2", out.stdout
