@@ -9,6 +9,10 @@ grad of grad. The wide sweep of gradients (every function, option and shape) run
 reference interpreter, against central differences of NumPy itself. Each primitive's float32
 kernel and its compiled gradient are the linalg cases of tests/ops/test_ops.py.
 """
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -361,3 +365,33 @@ def test_outside_a_trace_they_are_scipys():
     x, mu = INPUTS["X"], INPUTS["mu"]
     np.testing.assert_array_equal(_mvn.logpdf(x, mu, s),
                                   scipy.stats.multivariate_normal.logpdf(x, mu, s))
+
+
+OUT_OF_MEMORY = """
+import os, resource
+import numpy as np, gradc
+f = gradc.jit(lambda a: np.linalg.slogdet(a)[1])
+a = np.eye(1500) * 2.0  # an 18 MB workspace, malloc'd in each call
+print(round(float(f(a)), 3))
+pages = int(open("/proc/self/statm").read().split()[0])
+resource.setrlimit(resource.RLIMIT_AS, (pages * os.sysconf("SC_PAGE_SIZE") + (4 << 20),
+                                        resource.getrlimit(resource.RLIMIT_AS)[1]))
+try:
+    f(a)
+except MemoryError as e:
+    print("MemoryError:", e)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc: Linux")
+def test_a_refused_lapack_workspace_raises_memory_error_on_both_routes(tmp_path):
+    """LAPACK handed the null address of a malloc that failed would crash the process; the
+    kernel raises MemoryError instead (the address space capped below the workspace's size)."""
+    for route in ("llvm", "numba"):
+        env = dict(os.environ, GRADC_CACHE_DIR=str(tmp_path / route), GRADC_KERNELS=route)
+        out = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY], env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr
+        logdet, refused = out.stdout.splitlines()
+        assert float(logdet) == round(1500 * np.log(2.0), 3)
+        assert refused.startswith("MemoryError: gradc: no memory for the LAPACK workspace"), refused

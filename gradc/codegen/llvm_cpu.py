@@ -219,15 +219,17 @@ class _Kernel(Expressions, LibraryCalls):
         self._bind(name, UniTuple(value, len(values), dtypes.pop()))
 
     def _raise(self, st):
-        """`raise IndexError('message')` (a gather's index check), as Numba raises it: the
-        kernel returns its user-exception status with *excinfo pointing at the pickled
-        exception, which the driver propagates to Python."""
+        """`raise IndexError('message')` (a gather's index check) or `raise MemoryError(...)`
+        (a LAPACK workspace malloc refused), as Numba raises it: the kernel returns its
+        user-exception status with *excinfo pointing at the pickled exception, which the
+        driver propagates to Python."""
         exc = st.exc
+        kinds = {"IndexError": IndexError, "MemoryError": MemoryError}
         if not (st.cause is None and isinstance(exc, ast.Call) and not exc.keywords
-                and dotted_name(exc.func) == "IndexError" and len(exc.args) == 1
+                and dotted_name(exc.func) in kinds and len(exc.args) == 1
                 and isinstance(exc.args[0], ast.Constant) and isinstance(exc.args[0].value, str)):
             raise Unsupported(ast.unparse(st))
-        self._return_exception(IndexError, exc.args[0].value)
+        self._return_exception(kinds[dotted_name(exc.func)], exc.args[0].value)
         # (what follows in the same block is never reached: its own block, with no way in)
         self.builder.position_at_end(self.function.append_basic_block("raised"))
 

@@ -48,10 +48,22 @@ def _nan_fill(k, at, count):
     k.line(f"    out[{at} + i] = {lit(np.nan, k.output.dtype)}")
 
 
+def _out_of_memory(k, name, free=()):
+    """A malloc that failed (address `name` 0): free what the kernel holds, raise MemoryError
+    (LAPACK handed a null workspace would crash the process)."""
+    k.line(f"if {name} == 0:")
+    with k.indent():
+        for held in free:
+            k.line(f"lapack_free({held})")
+        k.line(f"raise MemoryError('gradc: no memory for the LAPACK workspace of {k.op} (malloc "
+               "failed): free memory or use smaller matrices')")
+
+
 def _workspace(k, floats, ints):
     """`pivots` (ints) and `w` (doubles), malloc'd once for the whole batch (LAPACK works in
     place) at address `ws`, which the kernel frees at its end."""
     k.line(f"ws = lapack_alloc(({ints} + {floats}) * 8)")
+    _out_of_memory(k, "ws")
     k.line(f"pivots = i64_array(ws, {ints})")
     k.line(f"w = f64_array(ws + {ints} * 8, {floats})")
 
@@ -66,6 +78,7 @@ def _query(k, calls):
         k.line("if i64(q[0]) > lwork:")
         k.line("    lwork = i64(q[0])")
     k.line("wk = lapack_alloc(lwork * 8)")
+    _out_of_memory(k, "wk", free=("ws",))
     k.line("work = f64_array(wk, lwork)")
 
 
