@@ -375,10 +375,18 @@ LAPACK_SYMBOLS = tuple(f"scipy_LAPACKE_d{name}_work64_"
 # core's work). Measured on the 2-core machines, in whole steps: a GPT block's ~20 products of
 # 2-8 Mi multiply-adds each took its step from 2.7 to 4.0 ms when threaded and to 8 ms while
 # another process loaded the machine (a thread that waits for OpenBLAS's second thread waits
-# for the scheduler); single-threaded, 2.7 ms either way. The count is OpenBLAS's process-wide
-# setting, set to 1 around such a product and put back after it (~0.3 us).
+# for the scheduler); single-threaded, 2.7 ms either way. OpenBLAS's count (process-wide) is set
+# to 1 around such a product and put back after it (`openblas_set_num_threads_local` returns
+# the count it replaces; its plain `openblas_set_num_threads` took W2's step from 1 to 28 ms).
+# An OpenBLAS older than 0.3.27 lacks it: the name is then bound to libc's abs (int -> int, the
+# same count back), so its products keep OpenBLAS's own choice.
 SINGLE_THREADED_WORK, THREADED_WORK = 1 << 18, 1 << 24
-BLAS_THREAD_SYMBOLS = ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_")
+SET_BLAS_THREADS = "openblas_set_num_threads_local"
+
+
+def _bind_thread_setter(lib):
+    setter = getattr(lib, SET_BLAS_THREADS, None) or ctypes.CDLL(None).abs
+    llvmlite.binding.add_symbol(SET_BLAS_THREADS, ctypes.cast(setter, ctypes.c_void_p).value)
 
 
 def _numpy_openblas():
@@ -390,10 +398,10 @@ def _numpy_openblas():
         for path in sorted(glob.glob(os.path.join(root, pattern))):
             try:
                 lib = ctypes.CDLL(path)
-                for name in ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_") + \
-                        BLAS_THREAD_SYMBOLS + LAPACK_SYMBOLS:
+                for name in ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_") + LAPACK_SYMBOLS:
                     llvmlite.binding.add_symbol(name, ctypes.cast(getattr(lib, name),
                                                                   ctypes.c_void_p).value)
+                _bind_thread_setter(lib)
                 return lib
             except (OSError, AttributeError):
                 continue
@@ -415,14 +423,13 @@ def _cblas_gemm(name, numba_type, pointer, beta):
 
     @njit(**CALLEE_OPTIONS)
     def product(ta, tb, m, n, k, a, b, c):
-        work = m * n * k
-        threads = _get_threads() if SINGLE_THREADED_WORK < work < THREADED_WORK else 1
-        if threads > 1:
-            _set_threads(1)
+        middling = SINGLE_THREADED_WORK < m * n * k < THREADED_WORK
+        if middling:
+            threads = _set_threads(1)
         gemm(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS, m, n, k, one,
              pointer(a.ctypes.data), m if ta else k, pointer(b.ctypes.data), k if tb else n,
              beta, pointer(c.ctypes.data), n)
-        if threads > 1:
+        if middling:
             _set_threads(threads)
 
     return product
@@ -450,8 +457,7 @@ def _numba_gemm_add(ta, tb, m, n, k, a, b, c):
 
 # sgemm_add/dgemm_add: c += op(a) @ op(b)
 if BLAS == "openblas":
-    _get_threads = types.ExternalFunction(BLAS_THREAD_SYMBOLS[0], types.int32())
-    _set_threads = types.ExternalFunction(BLAS_THREAD_SYMBOLS[1], types.void(types.int32))
+    _set_threads = types.ExternalFunction(SET_BLAS_THREADS, types.int32(types.int32))
     sgemm = _cblas_gemm("scipy_cblas_sgemm64_", types.float32, _f32_ptr, 0)
     dgemm = _cblas_gemm("scipy_cblas_dgemm64_", types.float64, _f64_ptr, 0)
     sgemm_add = _cblas_gemm("scipy_cblas_sgemm64_", types.float32, _f32_ptr, 1)

@@ -72,25 +72,19 @@ class LibraryCalls:
         ta, tb = flags
         trans = lambda t: ir.Constant(I32, 112 if t else 111)  # noqa: E731  (CblasTrans, NoTrans)
         a, b, c = arrays
-        get_threads, set_threads = (
-            self.module.globals.get(symbol) or ir.Function(self.module, fnty, symbol)
-            for symbol, fnty in zip(rt.BLAS_THREAD_SYMBOLS, (ir.FunctionType(I32, []),
-                                                             ir.FunctionType(ir.VoidType(), [I32]))))
+        set_threads = self.module.globals.get(rt.SET_BLAS_THREADS) or ir.Function(
+            self.module, ir.FunctionType(I32, [I32]), rt.SET_BLAS_THREADS)
         bld, work = self.builder, self.builder.mul(self.builder.mul(m, n), k)
         # (rt.py's product: a product of middling size runs on the calling thread alone)
         middling = bld.and_(bld.icmp_signed(">", work, ir.Constant(I64, rt.SINGLE_THREADED_WORK)),
                             bld.icmp_signed("<", work, ir.Constant(I64, rt.THREADED_WORK)))
         threads = ir.IRBuilder(self.entry).alloca(I32, name="blas_threads")
-        bld.store(ir.Constant(I32, 1), threads)
         with bld.if_then(middling):
-            bld.store(bld.call(get_threads, []), threads)
-        many = bld.icmp_signed(">", bld.load(threads), ir.Constant(I32, 1))
-        with bld.if_then(many):
-            bld.call(set_threads, [ir.Constant(I32, 1)])
+            bld.store(bld.call(set_threads, [ir.Constant(I32, 1)]), threads)
         bld.call(gemm, [ir.Constant(I32, 101), trans(ta), trans(tb), m, n, k,
                         ir.Constant(real, 1.0), a.ptr, m if ta else k, b.ptr,
                         k if tb else n, ir.Constant(real, GEMM_BETA[name]), c.ptr, n])
-        with bld.if_then(many):
+        with bld.if_then(middling):
             bld.call(set_threads, [bld.load(threads)])
 
     def _lapack(self, call):
