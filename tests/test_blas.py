@@ -68,43 +68,58 @@ def test_numpy_wheels_openblas_is_the_one_gradc_calls():
     np.testing.assert_allclose(gradc.jit(lambda x: x @ x.T)(a), a @ a.T, rtol=1e-5)
 
 
-THREADS_CHECK = textwrap.dedent("""
-    import ctypes
+PRODUCTS = textwrap.dedent("""
+    import sys, threading
     import numpy as np, gradc
     from gradc.codegen import rt
 
     lib = rt._numpy_openblas()
-    set_, get = lib.scipy_openblas_set_num_threads64_, lib.scipy_openblas_get_num_threads64_
-    set_(2)
+    lib.scipy_openblas_set_num_threads64_(2)
     rng = np.random.default_rng(1)
-    product, told = gradc.jit(lambda a, b: a @ b), 0
-    # shapes whose float64 product OpenBLAS rounds differently on 1 and 2 threads
-    for (m, n, k), threads in (((100, 101, 103), 1), ((333, 517, 129), 2)):
-        assert rt.SINGLE_THREADED_WORK < m * n * k and (m * n * k < rt.THREADED_WORK) == (threads == 1)
-        a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
-        set_(1); one = a @ b
-        set_(2); two = a @ b
-        if np.array_equal(one, two):
-            continue  # (another OpenBLAS: nothing to tell them apart by)
-        told += 1
-        got = product(a, b)
-        assert get() == 2, "the thread count is put back after the product"
-        assert np.array_equal(got, one if threads == 1 else two), (m, n, k)
-    print("told apart", told)
+    f = gradc.jit(lambda a, b, c, d: (a @ b, a.T @ c, d @ b.T))  # every transpose
+    g = gradc.grad(lambda a, b: np.sum(np.tanh(a @ b)))  # weight gradients (addmm: beta 1)
+    out = []
+    # whole products (a middling one: on one thread), products cut into row and column blocks
+    for m, n, k in ((40, 50, 60), (100, 101, 103), (333, 517, 129), (1000, 7, 600),
+                    (64, 1030, 300)):
+        for dtype in (np.float32, np.float64):
+            a, c = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((m, n))
+            b, d = rng.standard_normal((k, n)).astype(dtype), rng.standard_normal((m, n))
+            results = f(a, b, c.astype(dtype), d.astype(dtype)) + (g(a, b),)
+            refs = (a @ b, a.T @ c, d @ b.T)
+            for got, ref in zip(results, refs):
+                assert np.allclose(got, ref, rtol=1e-4, atol=1e-3 * np.sqrt(k)), (m, n, k)
+            out += [r.tobytes() for r in results]
+    assert lib.scipy_openblas_get_num_threads64_() == 2, "OpenBLAS's count is put back"
+    # several Python threads at once (one holds gradc's pool, the others run their blocks alone)
+    a, b = rng.standard_normal((512, 300)), rng.standard_normal((300, 400))
+    want, errors = a @ b, []
+    def call():
+        for _ in range(20):
+            if not np.allclose(f(a, b, a @ b, a @ b)[0], want):
+                errors.append("wrong")
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors
+    sys.stdout.buffer.write(__import__("hashlib").sha256(b"".join(out)).hexdigest().encode())
 """)
 
 
-def test_a_middling_product_runs_on_one_thread_and_a_large_one_on_all(tmp_path):
-    """rt.py's thread policy, on both routes: a product below THREADED_WORK multiply-adds runs on
-    the calling thread (threaded, a step of them waited on OpenBLAS's second thread, most of
-    all while another process loaded the machine); a large one on OpenBLAS's threads; the
-    count is put back. Told apart by results OpenBLAS rounds differently on 1 and 2 threads."""
+def test_products_give_the_same_bits_on_both_routes_at_any_thread_count(tmp_path):
+    """A large product is cut into blocks by its shape alone (rt.product_blocks): gradc's
+    threads take them on the LLVM route (codegen/pool_rt.py), rt.py's product runs them in
+    order (the Numba route, AOT modules). Same bits on both routes, with 1 or 2 threads;
+    right for every transpose and for a weight gradient's product added in (beta 1); right
+    with four Python threads calling at once; OpenBLAS's thread count put back."""
     if rt.BLAS != "openblas":
         return
-    for route in ("llvm", "numba"):
-        env = dict(os.environ, GRADC_CACHE_DIR=str(tmp_path / route), GRADC_KERNELS=route)
-        out = subprocess.run([sys.executable, "-c", THREADS_CHECK], env=env,
-                             capture_output=True, text=True, timeout=600)
+    digests = set()
+    for route, threads in (("llvm", "2"), ("llvm", "1"), ("numba", "2")):
+        env = dict(os.environ, GRADC_CACHE_DIR=str(tmp_path / route), GRADC_KERNELS=route,
+                   GRADC_THREADS=threads)
+        out = subprocess.run([sys.executable, "-c", PRODUCTS], env=env, capture_output=True,
+                             text=True, timeout=600)
         assert out.returncode == 0, out.stderr
-        # (0: this OpenBLAS rounds these shapes alike on 1 and 2 threads: pick others)
-        assert out.stdout.split()[-1] == "2", out.stdout
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1, digests

@@ -67,25 +67,14 @@ class LibraryCalls:
         real, ptr = LL[dtype], LL[dtype].as_pointer()
         fnty = ir.FunctionType(ir.VoidType(), [I32, I32, I32, I64, I64, I64, real, ptr, I64, ptr,
                                                I64, real, ptr, I64])
-        symbol = f"scipy_cblas_{name[:5]}64_"
+        symbol = f"gradc_{name[:5]}64"  # (pool_rt.py: whole, or in blocks on gradc's threads)
         gemm = self.module.globals.get(symbol) or ir.Function(self.module, fnty, symbol)
         ta, tb = flags
         trans = lambda t: ir.Constant(I32, 112 if t else 111)  # noqa: E731  (CblasTrans, NoTrans)
         a, b, c = arrays
-        set_threads = self.module.globals.get(rt.SET_BLAS_THREADS) or ir.Function(
-            self.module, ir.FunctionType(I32, [I32]), rt.SET_BLAS_THREADS)
-        bld, work = self.builder, self.builder.mul(self.builder.mul(m, n), k)
-        # (rt.py's product: a product of middling size runs on the calling thread alone)
-        middling = bld.and_(bld.icmp_signed(">", work, ir.Constant(I64, rt.SINGLE_THREADED_WORK)),
-                            bld.icmp_signed("<", work, ir.Constant(I64, rt.THREADED_WORK)))
-        threads = ir.IRBuilder(self.entry).alloca(I32, name="blas_threads")
-        with bld.if_then(middling):
-            bld.store(bld.call(set_threads, [ir.Constant(I32, 1)]), threads)
-        bld.call(gemm, [ir.Constant(I32, 101), trans(ta), trans(tb), m, n, k,
-                        ir.Constant(real, 1.0), a.ptr, m if ta else k, b.ptr,
-                        k if tb else n, ir.Constant(real, GEMM_BETA[name]), c.ptr, n])
-        with bld.if_then(middling):
-            bld.call(set_threads, [bld.load(threads)])
+        self.builder.call(gemm, [ir.Constant(I32, 101), trans(ta), trans(tb), m, n, k,
+                                 ir.Constant(real, 1.0), a.ptr, m if ta else k, b.ptr,
+                                 k if tb else n, ir.Constant(real, GEMM_BETA[name]), c.ptr, n])
 
     def _lapack(self, call):
         """rt.py's `lapack_alloc(nbytes)` and `lapack_free(address)` (malloc and free), and its

@@ -1,0 +1,375 @@
+"""gradc's own threads for large matrix products, compiled straight to LLVM IR.
+
+A product of at least 2 * rt.BLOCK_WORK multiply-adds is cut into blocks of rows (or columns)
+of its result by rt.product_blocks, a rule of the shape alone; each block is one
+single-threaded OpenBLAS call. The calling thread publishes the blocks and takes them one at a
+time, as do the pool's threads; it then waits only for blocks already taken.
+
+Why not OpenBLAS's threads: they synchronize many times inside one product and wait by
+yielding the CPU, so while another process holds the cores each wait costs a time slice (W2's
+step went from 1 to 28 ms). Here a product synchronizes once, and a thread the scheduler has
+set aside takes no block: the caller does the work itself. The blocks, and so the bits, depend
+on the shape only, never on the thread count or the load; rt.py's product (the Numba route,
+AOT modules) runs the same blocks one after another, so both routes give the same bits.
+
+The pool's state is an int64 array owned by Python (`Pool.words`), one field per cache line.
+Its threads are Python threads that call `gradc_pool_work` through ctypes (the GIL released)
+and sleep on a futex (Linux) after spinning ~0.1 ms; a product wakes them only if one sleeps.
+"""
+import atexit
+import ctypes
+import functools
+import os
+import platform
+import sys
+import threading
+
+from llvmlite import ir
+
+from . import rt
+
+I32, I64, F32, F64 = ir.IntType(32), ir.IntType(64), ir.FloatType(), ir.DoubleType()
+I8P = ir.IntType(8).as_pointer()
+LINE = 8  # int64 words per cache line
+(GENERATION, SLEEPERS, NEXT, DONE, BUSY, STOP, WORKERS, LOCK, USERS, SAVED,
+ JOB) = (LINE * i for i in range(11))
+# a job's fields, in the JOB line(s): the product (CBLAS's arguments) and its blocks
+FIELDS = ("double", "ta", "tb", "m", "n", "k", "a", "b", "c", "beta", "by_rows", "block",
+          "blocks")
+WORDS = JOB + 2 * LINE
+SPINS = 4000  # ~0.1 ms of `pause` before a pool thread sleeps (and before a waiting caller
+# yields its CPU: the thread with the block it waits for may need it)
+CLOSED = 1 << 62  # NEXT while a job is being written: no block to take
+_FUTEX = {"x86_64": 202, "aarch64": 98}  # the syscall's number
+_WAIT, _WAKE = 128, 129  # FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE
+
+
+def supported():
+    return sys.platform.startswith("linux") and platform.machine() in _FUTEX
+
+
+def _pause(b):
+    """The CPU's spin-wait hint (x86 `pause`, ARM `yield`), through LLVM's intrinsic."""
+    m = b.module
+    if platform.machine() == "aarch64":
+        hint = m.globals.get("llvm.aarch64.hint") or ir.Function(
+            m, ir.FunctionType(ir.VoidType(), [I32]), "llvm.aarch64.hint")
+        b.call(hint, [I32(1)])
+    elif platform.machine() == "x86_64":
+        pause = m.globals.get("llvm.x86.sse2.pause") or ir.Function(
+            m, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+        b.call(pause, [])
+
+
+def module_ir():
+    """LLVM IR of the pool: gradc_sgemm64/gradc_dgemm64 (CBLAS's row-major signature, alpha 1)
+    and the pool threads' loop gradc_pool_work(void)."""
+    m = ir.Module("gradc_pool")
+    state = ir.GlobalVariable(m, ir.ArrayType(I64, WORDS), "gradc_pool_state")  # (Python's)
+    syscall = ir.Function(m, ir.FunctionType(I64, [I64], var_arg=True), "syscall")
+    set_threads = ir.Function(m, ir.FunctionType(I32, [I32]), rt.SET_BLAS_THREADS)
+    gemms = {}
+    for double, real in ((0, F32), (1, F64)):
+        p = real.as_pointer()
+        gemms[double] = ir.Function(m, ir.FunctionType(ir.VoidType(), [
+            I32, I32, I32, I64, I64, I64, real, p, I64, p, I64, real, p, I64]),
+            f"scipy_cblas_{'d' if double else 's'}gemm64_")
+
+    def word(b, base, i):
+        return b.gep(base, [I64(0), I64(i)]) if base is state else b.gep(base, [I64(i)])
+
+    def futex(b, op, value, timeout):
+        address = b.bitcast(word(b, state, GENERATION), I32.as_pointer())
+        b.call(syscall, [I64(_FUTEX[platform.machine()]), address, I32(op), value, timeout])
+
+    # run_block(job, i): block i of the job at `job` (its FIELDS, int64 words)
+    run_block = ir.Function(m, ir.FunctionType(ir.VoidType(), [I64.as_pointer(), I64]),
+                            "run_block")
+    run_block.linkage = "internal"
+    b = ir.IRBuilder(run_block.append_basic_block())
+    job, i = run_block.args
+    f = {name: b.load(word(b, job, at)) for at, name in enumerate(FIELDS)}
+    start = b.mul(i, f["block"])
+    count = b.sub(b.select(b.icmp_signed("!=", f["by_rows"], I64(0)), f["m"], f["n"]), start)
+    count = b.select(b.icmp_signed("<", f["block"], count), f["block"], count)
+    ta, tb = (b.icmp_signed("!=", f[t], I64(0)) for t in ("ta", "tb"))
+    lda = b.select(ta, f["m"], f["k"])
+    ldb = b.select(tb, f["k"], f["n"])
+    rows = b.icmp_signed("!=", f["by_rows"], I64(0))
+    # rows start..: a's rows (its columns when transposed), c's rows; columns: b's, c's
+    a_at = b.select(rows, b.select(ta, start, b.mul(start, f["k"])), I64(0))
+    b_at = b.select(rows, I64(0), b.select(tb, b.mul(start, f["k"]), start))
+    c_at = b.select(rows, b.mul(start, f["n"]), start)
+    mm = b.select(rows, count, f["m"])
+    nn = b.select(rows, f["n"], count)
+    trans = [b.select(t, I32(112), I32(111)) for t in (ta, tb)]
+    with b.if_else(b.icmp_signed("!=", f["double"], I64(0))) as (is_double, is_single):
+        for double, branch in ((1, is_double), (0, is_single)):
+            with branch:
+                real = F64 if double else F32
+                p = real.as_pointer()
+                size = I64(8 if double else 4)
+                ptr = lambda base, at: b.inttoptr(b.add(base, b.mul(at, size)), p)  # noqa: E731
+                beta = b.sitofp(f["beta"], real)
+                b.call(gemms[double], [I32(101), *trans, mm, nn, f["k"], ir.Constant(real, 1.0),
+                                       ptr(f["a"], a_at), lda, ptr(f["b"], b_at), ldb, beta,
+                                       ptr(f["c"], c_at), f["n"]])
+    b.ret_void()
+
+    # take_blocks(job): take blocks of the published job until none is left
+    take = ir.Function(m, ir.FunctionType(ir.VoidType(), []), "take_blocks")
+    take.linkage = "internal"
+    b = ir.IRBuilder(take.append_basic_block())
+    loop, work, done = (take.append_basic_block(n) for n in ("loop", "work", "done"))
+    b.branch(loop)
+    b.position_at_end(loop)
+    i = b.atomic_rmw("add", word(b, state, NEXT), I64(1), "seq_cst")
+    job = word(b, state, JOB)
+    blocks = b.load(word(b, state, JOB + FIELDS.index("blocks")))
+    b.cbranch(b.icmp_signed("<", i, blocks), work, done)
+    b.position_at_end(work)
+    b.call(run_block, [b.bitcast(job, I64.as_pointer()), i])
+    b.atomic_rmw("add", word(b, state, DONE), I64(1), "seq_cst")
+    b.branch(loop)
+    b.position_at_end(done)
+    b.ret_void()
+
+    # gradc_pool_work(): a pool thread's loop, until STOP
+    worker = ir.Function(m, ir.FunctionType(ir.VoidType(), []), "gradc_pool_work")
+    entry, wait, spin, sleep, got, run = (worker.append_basic_block(n) for n in (
+        "entry", "wait", "spin", "sleep", "got", "run"))
+    b = ir.IRBuilder(entry)
+    seen, spins = b.alloca(I64), b.alloca(I64)
+    timeout = b.alloca(ir.ArrayType(I64, 2))  # timespec: 1 s (a lost wake-up would cost no
+    b.store(I64(1), b.gep(timeout, [I64(0), I64(0)]))  # more: a caller never waits for a
+    b.store(I64(0), b.gep(timeout, [I64(0), I64(1)]))  # thread that has taken no block)
+    b.store(b.load_atomic(word(b, state, GENERATION), "seq_cst", 8), seen)
+    b.store(I64(0), spins)
+    b.branch(wait)
+    b.position_at_end(wait)
+    current = b.load_atomic(word(b, state, GENERATION), "seq_cst", 8)
+    b.cbranch(b.icmp_signed("!=", current, b.load(seen)), got, spin)
+    b.position_at_end(spin)
+    n = b.load(spins)
+    b.store(b.add(n, I64(1)), spins)
+    with b.if_then(b.icmp_signed("<", n, I64(SPINS))):
+        _pause(b)
+        b.branch(wait)
+    b.branch(sleep)
+    b.position_at_end(sleep)  # (a product reads SLEEPERS after its GENERATION: Dekker's order)
+    b.atomic_rmw("add", word(b, state, SLEEPERS), I64(1), "seq_cst")
+    now = b.load_atomic(word(b, state, GENERATION), "seq_cst", 8)
+    with b.if_then(b.icmp_signed("==", now, b.load(seen))):
+        futex(b, _WAIT, b.trunc(now, I32), b.bitcast(timeout, I8P))
+    b.atomic_rmw("sub", word(b, state, SLEEPERS), I64(1), "seq_cst")
+    b.branch(wait)
+    b.position_at_end(got)
+    b.store(current, seen)
+    b.store(I64(0), spins)
+    stop = b.load_atomic(word(b, state, STOP), "seq_cst", 8)
+    with b.if_then(b.icmp_signed("!=", stop, I64(0))):
+        b.ret_void()
+    b.branch(run)
+    b.position_at_end(run)
+    b.call(take, [])
+    b.branch(wait)
+
+    # one_thread(enter): OpenBLAS on one thread while any gradc product runs; the count it had
+    # put back when the last one leaves (counted under a spin lock: two callers' set-and-put-
+    # back would otherwise race, and a product could run threaded, with other bits)
+    sections = {}
+    for enter in (True, False):
+        fn = ir.Function(m, ir.FunctionType(ir.VoidType(), []),
+                         "one_thread_" + ("enter" if enter else "leave"))
+        fn.linkage = "internal"
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        lock, locked = fn.append_basic_block("lock"), fn.append_basic_block("locked")
+        b.branch(lock)
+        b.position_at_end(lock)
+        got = b.cmpxchg(word(b, state, LOCK), I64(0), I64(1), "seq_cst", "seq_cst")
+        with b.if_then(b.not_(b.extract_value(got, 1))):
+            _pause(b)
+            b.branch(lock)
+        b.branch(locked)
+        b.position_at_end(locked)
+        users = b.load(word(b, state, USERS))
+        if enter:
+            with b.if_then(b.icmp_signed("==", users, I64(0))):
+                b.store(b.sext(b.call(set_threads, [I32(1)]), I64), word(b, state, SAVED))
+            b.store(b.add(users, I64(1)), word(b, state, USERS))
+        else:
+            b.store(b.sub(users, I64(1)), word(b, state, USERS))
+            with b.if_then(b.icmp_signed("==", users, I64(1))):
+                b.call(set_threads, [b.trunc(b.load(word(b, state, SAVED)), I32)])
+        b.store_atomic(I64(0), word(b, state, LOCK), "seq_cst", 8)
+        b.ret_void()
+        sections[enter] = fn
+    yield_cpu = ir.Function(m, ir.FunctionType(I32, []), "sched_yield")
+
+    # gradc_?gemm64: CBLAS's signature; the product whole, or in blocks (rt.product_blocks)
+    for double, real in ((0, F32), (1, F64)):
+        p = real.as_pointer()
+        fn = ir.Function(m, ir.FunctionType(ir.VoidType(), [
+            I32, I32, I32, I64, I64, I64, real, p, I64, p, I64, real, p, I64]),
+            f"gradc_{'d' if double else 's'}gemm64")
+        _product(fn, double, state, word, gemms[double], sections, yield_cpu, run_block, take,
+                 futex)
+    return str(m)
+
+
+def _product(fn, double, state, word, gemm, sections, yield_cpu, run_block, take, futex):
+    order, ta, tb, m_, n_, k_, alpha, a, lda, b_, ldb, beta, c, ldc = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    work = b.mul(b.mul(m_, n_), k_)
+    whole = b.icmp_signed("<", work, I64(2 * rt.BLOCK_WORK))
+    with b.if_then(whole):
+        middling = b.icmp_signed(">", work, I64(rt.SINGLE_THREADED_WORK))
+        with b.if_then(middling):  # (rt.py: on the calling thread alone)
+            b.call(sections[True], [])
+        b.call(gemm, list(fn.args))
+        with b.if_then(middling):
+            b.call(sections[False], [])
+        b.ret_void()
+    by_rows, block, blocks = _blocks(b, m_, n_, k_)
+    b.call(sections[True], [])
+    values = {"double": I64(double), "ta": b.zext(b.icmp_signed("==", ta, I32(112)), I64),
+              "tb": b.zext(b.icmp_signed("==", tb, I32(112)), I64), "m": m_, "n": n_, "k": k_,
+              "a": b.ptrtoint(a, I64), "b": b.ptrtoint(b_, I64), "c": b.ptrtoint(c, I64),
+              "beta": b.fptosi(beta, I64), "by_rows": by_rows, "block": block, "blocks": blocks}
+    workers = b.load_atomic(word(b, state, WORKERS), "seq_cst", 8)
+    taken = b.cmpxchg(word(b, state, BUSY), I64(0), I64(1), "seq_cst", "seq_cst")
+    shared = b.and_(b.icmp_signed(">", workers, I64(0)), b.extract_value(taken, 1))
+    with b.if_else(shared) as (pool, alone):
+        with pool:  # publish: close, write, open, wake; take blocks; wait for those taken
+            b.store_atomic(I64(CLOSED), word(b, state, NEXT), "seq_cst", 8)
+            for at, name in enumerate(FIELDS):
+                b.store(values[name], word(b, state, JOB + at))
+            b.store_atomic(I64(0), word(b, state, DONE), "seq_cst", 8)
+            b.store_atomic(I64(0), word(b, state, NEXT), "seq_cst", 8)
+            b.atomic_rmw("add", word(b, state, GENERATION), I64(1), "seq_cst")
+            sleepers = b.load_atomic(word(b, state, SLEEPERS), "seq_cst", 8)
+            with b.if_then(b.icmp_signed(">", sleepers, I64(0))):
+                futex(b, _WAKE, I32(2 ** 31 - 1), ir.Constant(I8P, None))
+            b.call(take, [])
+            spins = b.alloca(I64)
+            b.store(I64(0), spins)
+            wait = b.append_basic_block("wait")
+            after = b.append_basic_block("after")
+            b.branch(wait)
+            b.position_at_end(wait)
+            done = b.load_atomic(word(b, state, DONE), "seq_cst", 8)
+            with b.if_then(b.icmp_signed("<", done, blocks)):
+                n = b.load(spins)
+                b.store(b.add(n, I64(1)), spins)
+                with b.if_else(b.icmp_signed("<", n, I64(SPINS))) as (short, long):
+                    with short:
+                        _pause(b)
+                    with long:
+                        b.call(yield_cpu, [])
+                b.branch(wait)
+            b.branch(after)
+            b.position_at_end(after)
+            b.store_atomic(I64(0), word(b, state, BUSY), "seq_cst", 8)
+        with alone:  # the same blocks, one after another (another thread holds the pool)
+            job = b.alloca(I64, len(FIELDS))
+            for at, name in enumerate(FIELDS):
+                b.store(values[name], b.gep(job, [I64(at)]))
+            i = b.alloca(I64)
+            b.store(I64(0), i)
+            head, body, end = (fn.append_basic_block(n) for n in ("head", "body", "end"))
+            b.branch(head)
+            b.position_at_end(head)
+            b.cbranch(b.icmp_signed("<", b.load(i), blocks), body, end)
+            b.position_at_end(body)
+            b.call(run_block, [job, b.load(i)])
+            b.store(b.add(b.load(i), I64(1)), i)
+            b.branch(head)
+            b.position_at_end(end)
+    b.call(sections[False], [])
+    b.ret_void()
+
+
+def _blocks(b, m, n, k):
+    """rt.product_blocks in IR: (by_rows, block, blocks) as int64s."""
+    work = b.mul(b.mul(m, n), k)
+    count = b.sdiv(work, I64(rt.BLOCK_WORK))
+    count = b.select(b.icmp_signed("<", count, I64(rt.MAX_BLOCKS)), count, I64(rt.MAX_BLOCKS))
+    by_rows = b.icmp_signed("<=", n, m)
+    extent = b.select(by_rows, m, n)
+    block = b.sdiv(b.add(extent, b.sub(count, I64(1))), count)
+    align = I64(rt.BLOCK_ALIGN)
+    block = b.mul(b.sdiv(b.add(block, I64(rt.BLOCK_ALIGN - 1)), align), align)
+    blocks = b.sdiv(b.add(extent, b.sub(block, I64(1))), block)
+    return b.zext(by_rows, I64), block, blocks
+
+
+class Pool:
+    """The pool's state and threads (one per process, made by `pool()`)."""
+
+    def __init__(self, workers):
+        self.words = (ctypes.c_int64 * WORDS)()
+        from llvmlite import binding as ll
+        ll.add_symbol("gradc_pool_state", ctypes.addressof(self.words))
+        library = _library()
+        for name in ("gradc_sgemm64", "gradc_dgemm64"):
+            ll.add_symbol(name, library.get_pointer_to_function(name))
+        work = ctypes.CFUNCTYPE(None)(library.get_pointer_to_function("gradc_pool_work"))
+        self.work, self.workers = work, workers
+        self._start()
+        atexit.register(self.stop)
+        if hasattr(os, "register_at_fork"):  # a child has no threads but this one: new ones
+            os.register_at_fork(after_in_child=self._start)
+
+    def _start(self):
+        for at in range(WORDS):
+            self.words[at] = 0
+        self.words[WORKERS] = self.workers
+        self.threads = [threading.Thread(target=self.work, name=f"gradc-pool-{i}", daemon=True)
+                        for i in range(self.workers)]
+        for t in self.threads:
+            t.start()
+
+    def stop(self):
+        """Let the threads return (at exit): STOP, then a new generation that wakes them."""
+        self.words[STOP] = 1
+        self.words[WORKERS] = 0
+        self.words[GENERATION] += 1
+        libc = ctypes.CDLL(None)
+        for _ in self.threads:
+            libc.syscall(ctypes.c_long(_FUTEX[platform.machine()]),
+                         ctypes.c_void_p(ctypes.addressof(self.words)), ctypes.c_int(_WAKE),
+                         ctypes.c_int(2 ** 31 - 1))
+        for t in self.threads:
+            t.join(timeout=1.0)
+
+
+def _library():
+    from llvmlite import binding as ll
+    from numba.core.compiler_lock import global_compiler_lock
+    from numba.core.registry import cpu_target
+    from . import llvm_cpu
+    codegen = cpu_target.target_context.codegen()
+    with global_compiler_lock:
+        library = codegen.create_library("gradc_pool")
+        llmod = ll.parse_assembly(module_ir())
+        llmod.verify()
+        library.add_llvm_module(llmod)
+        library.finalize()
+    llvm_cpu.keep_alive(library)
+    return library
+
+
+def workers():
+    """The pool's threads besides the caller: GRADC_THREADS (all of them, the caller's
+    included) or the CPUs this process may use, less one; 0 where futexes are not at hand."""
+    if not supported():
+        return 0
+    value = os.environ.get("GRADC_THREADS", "")
+    cpus = int(value) if value else len(os.sched_getaffinity(0))
+    return max(0, min(cpus, 16) - 1)
+
+
+@functools.lru_cache(maxsize=None)
+def pool():
+    """The process's pool, started on first use (before the first kernel that calls it)."""
+    return Pool(workers())
