@@ -60,6 +60,13 @@ class Fusion:
 def base_layout(v):
     """(base value, offset, strides) of `v` through view ops, or None if a view in the chain is
     not expressible as strides. A constant scalar's base is the const itself (strides 0)."""
+    known = v.graph.layouts
+    if v.id not in known:
+        known[v.id] = _base_layout(v)
+    return known[v.id]
+
+
+def _base_layout(v):
     node = v.node
     if node is None or node.opdef.kind != VIEW:
         return v, 0, _strides(v.shape)
