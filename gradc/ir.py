@@ -126,6 +126,9 @@ class Graph:
         # ids of weakly typed values (while tracing): a Python float traced as an input, and
         # Python arithmetic on it; they take the dtype of the arrays they meet, as NumPy's do
         self.weak = set()
+        # value id -> its (base, offset, strides) through views (passes/fuse.py base_layout):
+        # a value's node never changes, so it is found once; fusion asks ~40 times per node
+        self.layouts = {}
 
     def _new_value(self, shape, dtype, node=None, name=None):
         v = Value(self, self._next_id, shape, dtype, node, name)

@@ -60,6 +60,13 @@ class Fusion:
 def base_layout(v):
     """(base value, offset, strides) of `v` through view ops, or None if a view in the chain is
     not expressible as strides. A constant scalar's base is the const itself (strides 0)."""
+    known = v.graph.layouts
+    if v.id not in known:
+        known[v.id] = _base_layout(v)
+    return known[v.id]
+
+
+def _base_layout(v):
     node = v.node
     if node is None or node.opdef.kind != VIEW:
         return v, 0, _strides(v.shape)
@@ -155,12 +162,14 @@ def _recopied(x, copies, read):
 # ---------------------------------------------------------------------------------------------
 # grouping
 
-def fuse(graph, remat=True):
+def fuse(graph, remat=True, repeats=True):
     """Group the legalized graph's nodes into kernels (see the module docstring); with `remat`,
     recompute elementwise values for their late reads by library kernels (see remat.py).
     A late read whose value the fuser cannot recompute (its chain is long, or reads a buffer
-    that would have to live longer) is read as it was, in a second grouping."""
-    from .remat import late_reads  # (here: remat.py imports this module)
+    that would have to live longer) is read as it was, in a second grouping. With `repeats`, a
+    loop kernel of identical parts becomes one kernel called for each part (repeats.py)."""
+    from .remat import late_reads  # (here: remat.py and repeats.py import this module)
+    from .repeats import split_repeats
     late = late_reads(graph) if remat else set()
     while True:
         legal, copies = legalize(graph, late)
@@ -174,6 +183,8 @@ def fuse(graph, remat=True):
     graph = legal
     kernels = fuser.kernels
     _mark_stores(graph, kernels)
+    if repeats:
+        kernels = split_repeats(fuser, kernels)
     in_region = {base_layout(v)[0].id for i, v in enumerate(graph.outputs) if i not in graph.aliases}
     in_place = {base_layout(graph.outputs[o])[0].id for o in graph.aliases}
     ordered = _schedule(kernels, in_region, in_place)
