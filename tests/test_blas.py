@@ -123,3 +123,44 @@ def test_products_give_the_same_bits_on_both_routes_at_any_thread_count(tmp_path
         assert out.returncode == 0, out.stderr
         digests.add(out.stdout.strip())
     assert len(digests) == 1, digests
+
+
+FORKED = textwrap.dedent("""
+    import multiprocessing as mp
+    import threading
+    import numpy as np, gradc
+
+    f = gradc.jit(lambda a, b: a @ b)
+    a, b = np.random.default_rng(0).standard_normal((2, 300, 300))
+    want = f(a, b)  # the pool started here, before the fork
+
+    def child(queue):
+        from gradc.codegen import pool_rt
+        pool = pool_rt.workers() == 0 or any(t.name.startswith("gradc-pool")
+                                             for t in threading.enumerate())
+        queue.put(bool(np.array_equal(f(a, b), want)) and pool)
+
+    if __name__ == "__main__":
+        queue = mp.get_context("fork").Queue()
+        p = mp.get_context("fork").Process(target=child, args=(queue,))
+        p.start()
+        print(queue.get(timeout=120))
+        p.join(timeout=120)
+        print(p.exitcode)
+""")
+
+
+def test_a_forked_child_runs_blocked_products(tmp_path):
+    """A child forked after the pool started has none of its threads: it starts its own
+    (os.register_at_fork) and gets the same bits; neither process hangs."""
+    if rt.BLAS != "openblas" or not hasattr(os, "fork"):
+        return
+    script = tmp_path / "forked.py"
+    script.write_text(FORKED)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(gradc.__file__)))
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=300, env=dict(os.environ, GRADC_CACHE_DIR=str(tmp_path / "c"),
+                                               PYTHONPATH=path))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "0"], out.stdout

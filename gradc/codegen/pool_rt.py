@@ -31,15 +31,25 @@ from . import rt
 I32, I64, F32, F64 = ir.IntType(32), ir.IntType(64), ir.FloatType(), ir.DoubleType()
 I8P = ir.IntType(8).as_pointer()
 LINE = 8  # int64 words per cache line
-(GENERATION, SLEEPERS, NEXT, DONE, BUSY, STOP, WORKERS, LOCK, USERS, SAVED,
- JOB) = (LINE * i for i in range(11))
+(GENERATION, SLEEPERS, NEXT, DONE, BUSY, STOP, WORKERS, LOCK, USERS, SAVED, ALONE,
+ JOB) = (LINE * i for i in range(12))
 # a job's fields, in the JOB line(s): the product (CBLAS's arguments) and its blocks
 FIELDS = ("double", "ta", "tb", "m", "n", "k", "a", "b", "c", "beta", "by_rows", "block",
           "blocks")
 WORDS = JOB + 2 * LINE
-SPINS = 4000  # ~0.1 ms of `pause` before a pool thread sleeps (and before a waiting caller
+SPINS = 1000  # ~26 us of `pause` (AMD EPYC) before a pool thread sleeps (and before a waiting caller
 # yields its CPU: the thread with the block it waits for may need it)
 CLOSED = 1 << 62  # NEXT while a job is being written: no block to take
+# After a product whose caller took every block (no other thread came in time) or, done with
+# its own, waited for another thread's block longer than one of its own took (that thread ran
+# slow or was set aside: another process holds the cores), the next ALONE_AFTER_WAIT products
+# run their blocks on the caller alone: the same blocks, so the same bits, without the waits,
+# and without pool threads spinning on a CPU the caller needs.
+ALONE_AFTER_WAIT = 32
+LONG_BLOCK_WORK = 1 << 23  # blocks this long are shared even then: sharing a loaded machine
+# still gives the process more CPU time, and waits are short beside them (W10: 22 ms a step
+# shared under load, 35 ms alone)
+WAIT_FLOOR = 150_000  # cycles (~50 us): a shorter wait is no sign of load
 _FUTEX = {"x86_64": 202, "aarch64": 98}  # the syscall's number
 _WAIT, _WAKE = 128, 129  # FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE
 
@@ -117,9 +127,11 @@ def module_ir():
     b.ret_void()
 
     # take_blocks(job): take blocks of the published job until none is left
-    take = ir.Function(m, ir.FunctionType(ir.VoidType(), []), "take_blocks")
+    take = ir.Function(m, ir.FunctionType(I64, []), "take_blocks")  # -> blocks taken
     take.linkage = "internal"
     b = ir.IRBuilder(take.append_basic_block())
+    count = b.alloca(I64)
+    b.store(I64(0), count)
     loop, work, done = (take.append_basic_block(n) for n in ("loop", "work", "done"))
     b.branch(loop)
     b.position_at_end(loop)
@@ -130,9 +142,10 @@ def module_ir():
     b.position_at_end(work)
     b.call(run_block, [b.bitcast(job, I64.as_pointer()), i])
     b.atomic_rmw("add", word(b, state, DONE), I64(1), "seq_cst")
+    b.store(b.add(b.load(count), I64(1)), count)
     b.branch(loop)
     b.position_at_end(done)
-    b.ret_void()
+    b.ret(b.load(count))
 
     # gradc_pool_work(): a pool thread's loop, until STOP
     worker = ir.Function(m, ir.FunctionType(ir.VoidType(), []), "gradc_pool_work")
@@ -205,6 +218,7 @@ def module_ir():
         b.ret_void()
         sections[enter] = fn
     yield_cpu = ir.Function(m, ir.FunctionType(I32, []), "sched_yield")
+    clock = ir.Function(m, ir.FunctionType(I64, []), "llvm.readcyclecounter")
 
     # gradc_?gemm64: CBLAS's signature; the product whole, or in blocks (rt.product_blocks)
     for double, real in ((0, F32), (1, F64)):
@@ -212,13 +226,14 @@ def module_ir():
         fn = ir.Function(m, ir.FunctionType(ir.VoidType(), [
             I32, I32, I32, I64, I64, I64, real, p, I64, p, I64, real, p, I64]),
             f"gradc_{'d' if double else 's'}gemm64")
-        _product(fn, double, state, word, gemms[double], sections, yield_cpu, run_block, take,
-                 futex)
+        _product(fn, double, state, word, gemms[double], sections, (yield_cpu, clock), run_block,
+                 take, futex)
     return str(m)
 
 
-def _product(fn, double, state, word, gemm, sections, yield_cpu, run_block, take, futex):
+def _product(fn, double, state, word, gemm, sections, calls, run_block, take, futex):
     order, ta, tb, m_, n_, k_, alpha, a, lda, b_, ldb, beta, c, ldc = fn.args
+    yield_cpu, clock = calls
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     work = b.mul(b.mul(m_, n_), k_)
     whole = b.icmp_signed("<", work, I64(2 * rt.BLOCK_WORK))
@@ -237,8 +252,18 @@ def _product(fn, double, state, word, gemm, sections, yield_cpu, run_block, take
               "a": b.ptrtoint(a, I64), "b": b.ptrtoint(b_, I64), "c": b.ptrtoint(c, I64),
               "beta": b.fptosi(beta, I64), "by_rows": by_rows, "block": block, "blocks": blocks}
     workers = b.load_atomic(word(b, state, WORKERS), "seq_cst", 8)
-    taken = b.cmpxchg(word(b, state, BUSY), I64(0), I64(1), "seq_cst", "seq_cst")
-    shared = b.and_(b.icmp_signed(">", workers, I64(0)), b.extract_value(taken, 1))
+    alone_for = b.load_atomic(word(b, state, ALONE), "seq_cst", 8)
+    with b.if_then(b.icmp_signed(">", alone_for, I64(0))):
+        b.atomic_rmw("sub", word(b, state, ALONE), I64(1), "seq_cst")
+    long_blocks = b.icmp_signed(">=", b.sdiv(work, blocks), I64(LONG_BLOCK_WORK))
+    may_share = b.and_(b.icmp_signed(">", workers, I64(0)),
+                       b.or_(long_blocks, b.icmp_signed("<=", alone_for, I64(0))))
+    shared = b.alloca(ir.IntType(1))
+    b.store(ir.Constant(ir.IntType(1), 0), shared)
+    with b.if_then(may_share):
+        taken = b.cmpxchg(word(b, state, BUSY), I64(0), I64(1), "seq_cst", "seq_cst")
+        b.store(b.extract_value(taken, 1), shared)
+    shared = b.load(shared)
     with b.if_else(shared) as (pool, alone):
         with pool:  # publish: close, write, open, wake; take blocks; wait for those taken
             b.store_atomic(I64(CLOSED), word(b, state, NEXT), "seq_cst", 8)
@@ -250,7 +275,9 @@ def _product(fn, double, state, word, gemm, sections, yield_cpu, run_block, take
             sleepers = b.load_atomic(word(b, state, SLEEPERS), "seq_cst", 8)
             with b.if_then(b.icmp_signed(">", sleepers, I64(0))):
                 futex(b, _WAKE, I32(2 ** 31 - 1), ir.Constant(I8P, None))
-            b.call(take, [])
+            started = b.call(clock, [])
+            own = b.call(take, [])
+            waiting = b.call(clock, [])
             spins = b.alloca(I64)
             b.store(I64(0), spins)
             wait = b.append_basic_block("wait")
@@ -270,6 +297,15 @@ def _product(fn, double, state, word, gemm, sections, yield_cpu, run_block, take
             b.branch(after)
             b.position_at_end(after)
             b.store_atomic(I64(0), word(b, state, BUSY), "seq_cst", 8)
+            waited = b.sub(b.call(clock, []), waiting)
+            per_block = b.udiv(b.sub(waiting, started),
+                               b.select(b.icmp_signed(">", own, I64(0)), own, I64(1)))
+            slow = b.or_(b.icmp_signed("==", own, blocks), b.and_(
+                b.icmp_signed(">", own, I64(0)), b.and_(
+                    b.icmp_unsigned(">", waited, per_block),
+                    b.icmp_unsigned(">", waited, I64(WAIT_FLOOR)))))
+            with b.if_then(slow):
+                b.store_atomic(I64(ALONE_AFTER_WAIT), word(b, state, ALONE), "seq_cst", 8)
         with alone:  # the same blocks, one after another (another thread holds the pool)
             job = b.alloca(I64, len(FIELDS))
             for at, name in enumerate(FIELDS):
