@@ -367,8 +367,11 @@ LAPACK_SYMBOLS = tuple(f"scipy_LAPACKE_d{name}_work64_"
 # the count it replaces; its plain `openblas_set_num_threads` took W2's step from 1 to 28 ms).
 # An OpenBLAS older than 0.3.27 lacks it: the name is then bound to libc's abs (int -> int, the
 # same count back), so its products keep OpenBLAS's own choice.
-SINGLE_THREADED_WORK, THREADED_WORK = 1 << 18, 1 << 24
+SINGLE_THREADED_WORK = 1 << 18
 SET_BLAS_THREADS = "openblas_set_num_threads_local"
+# A product of at least 2 * BLOCK_WORK multiply-adds is cut into blocks (product_blocks): on the
+# LLVM route gradc's threads take them (codegen/pool_rt.py); here they run one after another.
+BLOCK_WORK, MAX_BLOCKS, BLOCK_ALIGN = 1 << 22, 8, 16
 
 
 def _bind_thread_setter(lib):
@@ -399,6 +402,22 @@ BLAS = "openblas" if _numpy_openblas() is not None else "numba"  # (part of the 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 
+@njit(**CALLEE_OPTIONS)
+def product_blocks(m, n, k):
+    """(by_rows, block, blocks): a product of m*n*k multiply-adds cut into `blocks` blocks of
+    `block` rows of its result (by_rows; columns otherwise), each at least BLOCK_WORK; the
+    axis cut is the one whose cut re-reads the smaller operand (rows: b; columns: a). A rule
+    of the shape alone, so the bits are too. One block: the product whole."""
+    count = min(MAX_BLOCKS, m * n * k // BLOCK_WORK)
+    by_rows = n <= m
+    extent = m if by_rows else n
+    if count < 2:
+        return by_rows, extent, 1
+    block = (extent + count - 1) // count
+    block = (block + BLOCK_ALIGN - 1) // BLOCK_ALIGN * BLOCK_ALIGN
+    return by_rows, block, (extent + block - 1) // block
+
+
 def _cblas_gemm(name, numba_type, pointer, beta):
     """c[m,n] = op(a) @ op(b) + beta * c on flat C-ordered arrays; op transposes where ta/tb is
     set. beta is 0 (a product) or 1 (a product added into c: an accumulated weight gradient)."""
@@ -409,15 +428,35 @@ def _cblas_gemm(name, numba_type, pointer, beta):
     one, beta = numba_type(1), numba_type(beta)
 
     @njit(**CALLEE_OPTIONS)
-    def product(ta, tb, m, n, k, a, b, c):
-        middling = SINGLE_THREADED_WORK < m * n * k < THREADED_WORK
-        if middling:
-            threads = _set_threads(1)
+    def call(ta, tb, m, n, k, a, b, c):
         gemm(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS, m, n, k, one,
-             pointer(a.ctypes.data), m if ta else k, pointer(b.ctypes.data), k if tb else n,
-             beta, pointer(c.ctypes.data), n)
-        if middling:
-            _set_threads(threads)
+             pointer(a), m if ta else k, pointer(b), k if tb else n, beta, pointer(c), n)
+
+    @njit(**CALLEE_OPTIONS)
+    def product(ta, tb, m, n, k, a, b, c):
+        pa, pb, pc = a.ctypes.data, b.ctypes.data, c.ctypes.data
+        by_rows, block, blocks = product_blocks(m, n, k)
+        if m * n * k <= SINGLE_THREADED_WORK:
+            call(ta, tb, m, n, k, pa, pb, pc)
+            return
+        threads = _set_threads(1)
+        if blocks == 1:
+            call(ta, tb, m, n, k, pa, pb, pc)
+        for i in range(blocks if blocks > 1 else 0):  # (pool_rt.py's blocks, in order)
+            start = i * block
+            count = min(block, (m if by_rows else n) - start)
+            size = a.itemsize
+            if by_rows:
+                gemm(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS,
+                     count, n, k, one, pointer(pa + size * (start if ta else start * k)),
+                     m if ta else k, pointer(pb), k if tb else n, beta,
+                     pointer(pc + size * start * n), n)
+            else:
+                gemm(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS,
+                     m, count, k, one, pointer(pa), m if ta else k,
+                     pointer(pb + size * (start * k if tb else start)), k if tb else n, beta,
+                     pointer(pc + size * start), n)
+        _set_threads(threads)
 
     return product
 

@@ -74,255 +74,282 @@ def _pause(b):
 def module_ir():
     """LLVM IR of the pool: gradc_sgemm64/gradc_dgemm64 (CBLAS's row-major signature, alpha 1)
     and the pool threads' loop gradc_pool_work(void)."""
-    m = ir.Module("gradc_pool")
-    state = ir.GlobalVariable(m, ir.ArrayType(I64, WORDS), "gradc_pool_state")  # (Python's)
-    syscall = ir.Function(m, ir.FunctionType(I64, [I64], var_arg=True), "syscall")
-    set_threads = ir.Function(m, ir.FunctionType(I32, [I32]), rt.SET_BLAS_THREADS)
-    gemms = {}
-    for double, real in ((0, F32), (1, F64)):
-        p = real.as_pointer()
-        gemms[double] = ir.Function(m, ir.FunctionType(ir.VoidType(), [
-            I32, I32, I32, I64, I64, I64, real, p, I64, p, I64, real, p, I64]),
-            f"scipy_cblas_{'d' if double else 's'}gemm64_")
+    return str(_Module().module)
 
-    def word(b, base, i):
-        return b.gep(base, [I64(0), I64(i)]) if base is state else b.gep(base, [I64(i)])
 
-    def futex(b, op, value, timeout):
-        address = b.bitcast(word(b, state, GENERATION), I32.as_pointer())
-        b.call(syscall, [I64(_FUTEX[platform.machine()]), address, I32(op), value, timeout])
+class _Module:
+    """The pool's LLVM module, one function per method."""
 
-    # run_block(job, i): block i of the job at `job` (its FIELDS, int64 words)
-    run_block = ir.Function(m, ir.FunctionType(ir.VoidType(), [I64.as_pointer(), I64]),
-                            "run_block")
-    run_block.linkage = "internal"
-    b = ir.IRBuilder(run_block.append_basic_block())
-    job, i = run_block.args
-    f = {name: b.load(word(b, job, at)) for at, name in enumerate(FIELDS)}
-    start = b.mul(i, f["block"])
-    count = b.sub(b.select(b.icmp_signed("!=", f["by_rows"], I64(0)), f["m"], f["n"]), start)
-    count = b.select(b.icmp_signed("<", f["block"], count), f["block"], count)
-    ta, tb = (b.icmp_signed("!=", f[t], I64(0)) for t in ("ta", "tb"))
-    lda = b.select(ta, f["m"], f["k"])
-    ldb = b.select(tb, f["k"], f["n"])
-    rows = b.icmp_signed("!=", f["by_rows"], I64(0))
-    # rows start..: a's rows (its columns when transposed), c's rows; columns: b's, c's
-    a_at = b.select(rows, b.select(ta, start, b.mul(start, f["k"])), I64(0))
-    b_at = b.select(rows, I64(0), b.select(tb, b.mul(start, f["k"]), start))
-    c_at = b.select(rows, b.mul(start, f["n"]), start)
-    mm = b.select(rows, count, f["m"])
-    nn = b.select(rows, f["n"], count)
-    trans = [b.select(t, I32(112), I32(111)) for t in (ta, tb)]
-    with b.if_else(b.icmp_signed("!=", f["double"], I64(0))) as (is_double, is_single):
-        for double, branch in ((1, is_double), (0, is_single)):
-            with branch:
-                real = F64 if double else F32
-                p = real.as_pointer()
-                size = I64(8 if double else 4)
-                ptr = lambda base, at: b.inttoptr(b.add(base, b.mul(at, size)), p)  # noqa: E731
-                beta = b.sitofp(f["beta"], real)
-                b.call(gemms[double], [I32(101), *trans, mm, nn, f["k"], ir.Constant(real, 1.0),
-                                       ptr(f["a"], a_at), lda, ptr(f["b"], b_at), ldb, beta,
-                                       ptr(f["c"], c_at), f["n"]])
-    b.ret_void()
+    def __init__(self):
+        m = self.module = ir.Module("gradc_pool")
+        self.state = ir.GlobalVariable(m, ir.ArrayType(I64, WORDS), "gradc_pool_state")
+        self.syscall = ir.Function(m, ir.FunctionType(I64, [I64], var_arg=True), "syscall")
+        self.set_threads = ir.Function(m, ir.FunctionType(I32, [I32]), rt.SET_BLAS_THREADS)
+        self.yield_cpu = ir.Function(m, ir.FunctionType(I32, []), "sched_yield")
+        self.clock = ir.Function(m, ir.FunctionType(I64, []), "llvm.readcyclecounter")
+        self.gemms = {double: ir.Function(m, _gemm_type(double),
+                                          f"scipy_cblas_{'d' if double else 's'}gemm64_")
+                      for double in (0, 1)}
+        self.run_block = self._run_block()
+        self.take = self._take_blocks()
+        self._worker()
+        self.sections = {enter: self._one_thread(enter) for enter in (True, False)}
+        for double in (0, 1):
+            self._product(double)
 
-    # take_blocks(job): take blocks of the published job until none is left
-    take = ir.Function(m, ir.FunctionType(I64, []), "take_blocks")  # -> blocks taken
-    take.linkage = "internal"
-    b = ir.IRBuilder(take.append_basic_block())
-    count = b.alloca(I64)
-    b.store(I64(0), count)
-    loop, work, done = (take.append_basic_block(n) for n in ("loop", "work", "done"))
-    b.branch(loop)
-    b.position_at_end(loop)
-    i = b.atomic_rmw("add", word(b, state, NEXT), I64(1), "seq_cst")
-    job = word(b, state, JOB)
-    blocks = b.load(word(b, state, JOB + FIELDS.index("blocks")))
-    b.cbranch(b.icmp_signed("<", i, blocks), work, done)
-    b.position_at_end(work)
-    b.call(run_block, [b.bitcast(job, I64.as_pointer()), i])
-    b.atomic_rmw("add", word(b, state, DONE), I64(1), "seq_cst")
-    b.store(b.add(b.load(count), I64(1)), count)
-    b.branch(loop)
-    b.position_at_end(done)
-    b.ret(b.load(count))
+    def word(self, b, i):
+        """The address of the pool's word i."""
+        return b.gep(self.state, [I64(0), I64(i)])
 
-    # gradc_pool_work(): a pool thread's loop, until STOP
-    worker = ir.Function(m, ir.FunctionType(ir.VoidType(), []), "gradc_pool_work")
-    entry, wait, spin, sleep, got, run = (worker.append_basic_block(n) for n in (
-        "entry", "wait", "spin", "sleep", "got", "run"))
-    b = ir.IRBuilder(entry)
-    seen, spins = b.alloca(I64), b.alloca(I64)
-    timeout = b.alloca(ir.ArrayType(I64, 2))  # timespec: 1 s (a lost wake-up would cost no
-    b.store(I64(1), b.gep(timeout, [I64(0), I64(0)]))  # more: a caller never waits for a
-    b.store(I64(0), b.gep(timeout, [I64(0), I64(1)]))  # thread that has taken no block)
-    b.store(b.load_atomic(word(b, state, GENERATION), "seq_cst", 8), seen)
-    b.store(I64(0), spins)
-    b.branch(wait)
-    b.position_at_end(wait)
-    current = b.load_atomic(word(b, state, GENERATION), "seq_cst", 8)
-    b.cbranch(b.icmp_signed("!=", current, b.load(seen)), got, spin)
-    b.position_at_end(spin)
-    n = b.load(spins)
-    b.store(b.add(n, I64(1)), spins)
-    with b.if_then(b.icmp_signed("<", n, I64(SPINS))):
-        _pause(b)
-        b.branch(wait)
-    b.branch(sleep)
-    b.position_at_end(sleep)  # (a product reads SLEEPERS after its GENERATION: Dekker's order)
-    b.atomic_rmw("add", word(b, state, SLEEPERS), I64(1), "seq_cst")
-    now = b.load_atomic(word(b, state, GENERATION), "seq_cst", 8)
-    with b.if_then(b.icmp_signed("==", now, b.load(seen))):
-        futex(b, _WAIT, b.trunc(now, I32), b.bitcast(timeout, I8P))
-    b.atomic_rmw("sub", word(b, state, SLEEPERS), I64(1), "seq_cst")
-    b.branch(wait)
-    b.position_at_end(got)
-    b.store(current, seen)
-    b.store(I64(0), spins)
-    stop = b.load_atomic(word(b, state, STOP), "seq_cst", 8)
-    with b.if_then(b.icmp_signed("!=", stop, I64(0))):
-        b.ret_void()
-    b.branch(run)
-    b.position_at_end(run)
-    b.call(take, [])
-    b.branch(wait)
+    def futex(self, b, op, value, timeout):
+        address = b.bitcast(self.word(b, GENERATION), I32.as_pointer())
+        b.call(self.syscall, [I64(_FUTEX[platform.machine()]), address, I32(op), value, timeout])
 
-    # one_thread(enter): OpenBLAS on one thread while any gradc product runs; the count it had
-    # put back when the last one leaves (counted under a spin lock: two callers' set-and-put-
-    # back would otherwise race, and a product could run threaded, with other bits)
-    sections = {}
-    for enter in (True, False):
-        fn = ir.Function(m, ir.FunctionType(ir.VoidType(), []),
-                         "one_thread_" + ("enter" if enter else "leave"))
+    def _internal(self, name, fnty):
+        fn = ir.Function(self.module, fnty, name)
         fn.linkage = "internal"
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        return fn, ir.IRBuilder(fn.append_basic_block("entry"))
+
+    def _run_block(self):
+        """run_block(job, i): block i of the job at `job` (its FIELDS, int64 words)."""
+        fn, b = self._internal("run_block", ir.FunctionType(ir.VoidType(),
+                                                            [I64.as_pointer(), I64]))
+        job, i = fn.args
+        f = {name: b.load(b.gep(job, [I64(at)])) for at, name in enumerate(FIELDS)}
+        rows = b.icmp_signed("!=", f["by_rows"], I64(0))
+        start = b.mul(i, f["block"])
+        count = b.sub(b.select(rows, f["m"], f["n"]), start)
+        count = b.select(b.icmp_signed("<", f["block"], count), f["block"], count)
+        ta, tb = (b.icmp_signed("!=", f[t], I64(0)) for t in ("ta", "tb"))
+        lda = b.select(ta, f["m"], f["k"])
+        ldb = b.select(tb, f["k"], f["n"])
+        # rows start..: a's rows (its columns when transposed), c's rows; columns: b's, c's
+        a_at = b.select(rows, b.select(ta, start, b.mul(start, f["k"])), I64(0))
+        b_at = b.select(rows, I64(0), b.select(tb, b.mul(start, f["k"]), start))
+        c_at = b.select(rows, b.mul(start, f["n"]), start)
+        mm = b.select(rows, count, f["m"])
+        nn = b.select(rows, f["n"], count)
+        trans = [b.select(t, I32(112), I32(111)) for t in (ta, tb)]
+        with b.if_else(b.icmp_signed("!=", f["double"], I64(0))) as (is_double, is_single):
+            for double, branch in ((1, is_double), (0, is_single)):
+                with branch:
+                    real = F64 if double else F32
+                    size = I64(8 if double else 4)
+
+                    def ptr(base, at):
+                        return b.inttoptr(b.add(base, b.mul(at, size)), real.as_pointer())
+                    b.call(self.gemms[double], [
+                        I32(101), *trans, mm, nn, f["k"], ir.Constant(real, 1.0),
+                        ptr(f["a"], a_at), lda, ptr(f["b"], b_at), ldb,
+                        b.sitofp(f["beta"], real), ptr(f["c"], c_at), f["n"]])
+        b.ret_void()
+        return fn
+
+    def _take_blocks(self):
+        """take_blocks() -> count: take blocks of the published job until none is left."""
+        fn, b = self._internal("take_blocks", ir.FunctionType(I64, []))
+        count = b.alloca(I64)
+        b.store(I64(0), count)
+        loop, work, done = (fn.append_basic_block(n) for n in ("loop", "work", "done"))
+        b.branch(loop)
+        b.position_at_end(loop)
+        i = b.atomic_rmw("add", self.word(b, NEXT), I64(1), "seq_cst")
+        blocks = b.load(self.word(b, JOB + FIELDS.index("blocks")))
+        b.cbranch(b.icmp_signed("<", i, blocks), work, done)
+        b.position_at_end(work)
+        b.call(self.run_block, [b.bitcast(self.word(b, JOB), I64.as_pointer()), i])
+        b.atomic_rmw("add", self.word(b, DONE), I64(1), "seq_cst")
+        b.store(b.add(b.load(count), I64(1)), count)
+        b.branch(loop)
+        b.position_at_end(done)
+        b.ret(b.load(count))
+        return fn
+
+    def _worker(self):
+        """gradc_pool_work(): a pool thread's loop, until STOP: spin for a new generation,
+        then sleep on it; take the new job's blocks."""
+        fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), []), "gradc_pool_work")
+        entry, wait, spin, sleep, got, run = (fn.append_basic_block(n) for n in (
+            "entry", "wait", "spin", "sleep", "got", "run"))
+        b = ir.IRBuilder(entry)
+        seen, spins = b.alloca(I64), b.alloca(I64)
+        timeout = b.alloca(ir.ArrayType(I64, 2))  # timespec: 1 s (a lost wake-up would cost no
+        b.store(I64(1), b.gep(timeout, [I64(0), I64(0)]))  # more: a caller never waits for
+        b.store(I64(0), b.gep(timeout, [I64(0), I64(1)]))  # a thread that has taken no block)
+        b.store(b.load_atomic(self.word(b, GENERATION), "seq_cst", 8), seen)
+        b.store(I64(0), spins)
+        b.branch(wait)
+        b.position_at_end(wait)
+        current = b.load_atomic(self.word(b, GENERATION), "seq_cst", 8)
+        b.cbranch(b.icmp_signed("!=", current, b.load(seen)), got, spin)
+        b.position_at_end(spin)
+        n = b.load(spins)
+        b.store(b.add(n, I64(1)), spins)
+        with b.if_then(b.icmp_signed("<", n, I64(SPINS))):
+            _pause(b)
+            b.branch(wait)
+        b.branch(sleep)
+        b.position_at_end(sleep)  # (a product reads SLEEPERS after its GENERATION: Dekker's)
+        b.atomic_rmw("add", self.word(b, SLEEPERS), I64(1), "seq_cst")
+        now = b.load_atomic(self.word(b, GENERATION), "seq_cst", 8)
+        with b.if_then(b.icmp_signed("==", now, b.load(seen))):
+            self.futex(b, _WAIT, b.trunc(now, I32), b.bitcast(timeout, I8P))
+        b.atomic_rmw("sub", self.word(b, SLEEPERS), I64(1), "seq_cst")
+        b.branch(wait)
+        b.position_at_end(got)
+        b.store(current, seen)
+        b.store(I64(0), spins)
+        with b.if_then(b.icmp_signed("!=", b.load_atomic(self.word(b, STOP), "seq_cst", 8),
+                                     I64(0))):
+            b.ret_void()
+        b.branch(run)
+        b.position_at_end(run)
+        b.call(self.take, [])
+        b.branch(wait)
+
+    def _one_thread(self, enter):
+        """one_thread_enter/leave(): OpenBLAS on one thread while any gradc product runs, the
+        count it had put back when the last one leaves (counted under a spin lock: two
+        callers' set-and-put-back would race, and a product could run threaded, with other
+        bits)."""
+        fn, b = self._internal("one_thread_" + ("enter" if enter else "leave"),
+                               ir.FunctionType(ir.VoidType(), []))
         lock, locked = fn.append_basic_block("lock"), fn.append_basic_block("locked")
         b.branch(lock)
         b.position_at_end(lock)
-        got = b.cmpxchg(word(b, state, LOCK), I64(0), I64(1), "seq_cst", "seq_cst")
+        got = b.cmpxchg(self.word(b, LOCK), I64(0), I64(1), "seq_cst", "seq_cst")
         with b.if_then(b.not_(b.extract_value(got, 1))):
             _pause(b)
             b.branch(lock)
         b.branch(locked)
         b.position_at_end(locked)
-        users = b.load(word(b, state, USERS))
+        users = b.load(self.word(b, USERS))
         if enter:
             with b.if_then(b.icmp_signed("==", users, I64(0))):
-                b.store(b.sext(b.call(set_threads, [I32(1)]), I64), word(b, state, SAVED))
-            b.store(b.add(users, I64(1)), word(b, state, USERS))
+                saved = b.sext(b.call(self.set_threads, [I32(1)]), I64)
+                b.store(saved, self.word(b, SAVED))
+            b.store(b.add(users, I64(1)), self.word(b, USERS))
         else:
-            b.store(b.sub(users, I64(1)), word(b, state, USERS))
+            b.store(b.sub(users, I64(1)), self.word(b, USERS))
             with b.if_then(b.icmp_signed("==", users, I64(1))):
-                b.call(set_threads, [b.trunc(b.load(word(b, state, SAVED)), I32)])
-        b.store_atomic(I64(0), word(b, state, LOCK), "seq_cst", 8)
+                b.call(self.set_threads, [b.trunc(b.load(self.word(b, SAVED)), I32)])
+        b.store_atomic(I64(0), self.word(b, LOCK), "seq_cst", 8)
         b.ret_void()
-        sections[enter] = fn
-    yield_cpu = ir.Function(m, ir.FunctionType(I32, []), "sched_yield")
-    clock = ir.Function(m, ir.FunctionType(I64, []), "llvm.readcyclecounter")
+        return fn
 
-    # gradc_?gemm64: CBLAS's signature; the product whole, or in blocks (rt.product_blocks)
-    for double, real in ((0, F32), (1, F64)):
-        p = real.as_pointer()
-        fn = ir.Function(m, ir.FunctionType(ir.VoidType(), [
-            I32, I32, I32, I64, I64, I64, real, p, I64, p, I64, real, p, I64]),
-            f"gradc_{'d' if double else 's'}gemm64")
-        _product(fn, double, state, word, gemms[double], sections, (yield_cpu, clock), run_block,
-                 take, futex)
-    return str(m)
-
-
-def _product(fn, double, state, word, gemm, sections, calls, run_block, take, futex):
-    order, ta, tb, m_, n_, k_, alpha, a, lda, b_, ldb, beta, c, ldc = fn.args
-    yield_cpu, clock = calls
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    work = b.mul(b.mul(m_, n_), k_)
-    whole = b.icmp_signed("<", work, I64(2 * rt.BLOCK_WORK))
-    with b.if_then(whole):
-        middling = b.icmp_signed(">", work, I64(rt.SINGLE_THREADED_WORK))
-        with b.if_then(middling):  # (rt.py: on the calling thread alone)
-            b.call(sections[True], [])
-        b.call(gemm, list(fn.args))
-        with b.if_then(middling):
-            b.call(sections[False], [])
+    def _product(self, double):
+        """gradc_?gemm64: CBLAS's signature; the product whole, or in blocks (rt.product_blocks)
+        taken by the pool's threads, or by the caller alone."""
+        fn = ir.Function(self.module, _gemm_type(double), f"gradc_{'d' if double else 's'}gemm64")
+        _, ta, tb, m, n, k, _, a, _, b_, _, beta, c, _ = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        enter, leave = self.sections[True], self.sections[False]
+        work = b.mul(b.mul(m, n), k)
+        with b.if_then(b.icmp_signed("<", work, I64(2 * rt.BLOCK_WORK))):
+            middling = b.icmp_signed(">", work, I64(rt.SINGLE_THREADED_WORK))
+            with b.if_then(middling):  # (rt.py: on the calling thread alone)
+                b.call(enter, [])
+            b.call(self.gemms[double], list(fn.args))
+            with b.if_then(middling):
+                b.call(leave, [])
+            b.ret_void()
+        by_rows, block, blocks = _blocks(b, m, n, k)
+        b.call(enter, [])
+        job = {"double": I64(double), "ta": b.zext(b.icmp_signed("==", ta, I32(112)), I64),
+               "tb": b.zext(b.icmp_signed("==", tb, I32(112)), I64), "m": m, "n": n, "k": k,
+               "a": b.ptrtoint(a, I64), "b": b.ptrtoint(b_, I64), "c": b.ptrtoint(c, I64),
+               "beta": b.fptosi(beta, I64), "by_rows": by_rows, "block": block,
+               "blocks": blocks}
+        # shared unless the pool has no threads, another caller holds it, or a recent product
+        # found its threads slow (ALONE) and these blocks are short
+        alone_for = b.load_atomic(self.word(b, ALONE), "seq_cst", 8)
+        with b.if_then(b.icmp_signed(">", alone_for, I64(0))):
+            b.atomic_rmw("sub", self.word(b, ALONE), I64(1), "seq_cst")
+        long_blocks = b.icmp_signed(">=", b.sdiv(work, blocks), I64(LONG_BLOCK_WORK))
+        may_share = b.and_(
+            b.icmp_signed(">", b.load_atomic(self.word(b, WORKERS), "seq_cst", 8), I64(0)),
+            b.or_(long_blocks, b.icmp_signed("<=", alone_for, I64(0))))
+        shared = b.alloca(ir.IntType(1))
+        b.store(ir.Constant(ir.IntType(1), 0), shared)
+        with b.if_then(may_share):
+            taken = b.cmpxchg(self.word(b, BUSY), I64(0), I64(1), "seq_cst", "seq_cst")
+            b.store(b.extract_value(taken, 1), shared)
+        with b.if_else(b.load(shared)) as (pool, alone):
+            with pool:
+                self._share(b, job)
+            with alone:
+                self._alone(b, job)
+        b.call(leave, [])
         b.ret_void()
-    by_rows, block, blocks = _blocks(b, m_, n_, k_)
-    b.call(sections[True], [])
-    values = {"double": I64(double), "ta": b.zext(b.icmp_signed("==", ta, I32(112)), I64),
-              "tb": b.zext(b.icmp_signed("==", tb, I32(112)), I64), "m": m_, "n": n_, "k": k_,
-              "a": b.ptrtoint(a, I64), "b": b.ptrtoint(b_, I64), "c": b.ptrtoint(c, I64),
-              "beta": b.fptosi(beta, I64), "by_rows": by_rows, "block": block, "blocks": blocks}
-    workers = b.load_atomic(word(b, state, WORKERS), "seq_cst", 8)
-    alone_for = b.load_atomic(word(b, state, ALONE), "seq_cst", 8)
-    with b.if_then(b.icmp_signed(">", alone_for, I64(0))):
-        b.atomic_rmw("sub", word(b, state, ALONE), I64(1), "seq_cst")
-    long_blocks = b.icmp_signed(">=", b.sdiv(work, blocks), I64(LONG_BLOCK_WORK))
-    may_share = b.and_(b.icmp_signed(">", workers, I64(0)),
-                       b.or_(long_blocks, b.icmp_signed("<=", alone_for, I64(0))))
-    shared = b.alloca(ir.IntType(1))
-    b.store(ir.Constant(ir.IntType(1), 0), shared)
-    with b.if_then(may_share):
-        taken = b.cmpxchg(word(b, state, BUSY), I64(0), I64(1), "seq_cst", "seq_cst")
-        b.store(b.extract_value(taken, 1), shared)
-    shared = b.load(shared)
-    with b.if_else(shared) as (pool, alone):
-        with pool:  # publish: close, write, open, wake; take blocks; wait for those taken
-            b.store_atomic(I64(CLOSED), word(b, state, NEXT), "seq_cst", 8)
-            for at, name in enumerate(FIELDS):
-                b.store(values[name], word(b, state, JOB + at))
-            b.store_atomic(I64(0), word(b, state, DONE), "seq_cst", 8)
-            b.store_atomic(I64(0), word(b, state, NEXT), "seq_cst", 8)
-            b.atomic_rmw("add", word(b, state, GENERATION), I64(1), "seq_cst")
-            sleepers = b.load_atomic(word(b, state, SLEEPERS), "seq_cst", 8)
-            with b.if_then(b.icmp_signed(">", sleepers, I64(0))):
-                futex(b, _WAKE, I32(2 ** 31 - 1), ir.Constant(I8P, None))
-            started = b.call(clock, [])
-            own = b.call(take, [])
-            waiting = b.call(clock, [])
-            spins = b.alloca(I64)
-            b.store(I64(0), spins)
-            wait = b.append_basic_block("wait")
-            after = b.append_basic_block("after")
+
+    def _share(self, b, job):
+        """Publish the job (close, write, open, wake), take blocks, wait for those taken; set
+        ALONE when the other threads were slow."""
+        b.store_atomic(I64(CLOSED), self.word(b, NEXT), "seq_cst", 8)
+        for at, name in enumerate(FIELDS):
+            b.store(job[name], self.word(b, JOB + at))
+        b.store_atomic(I64(0), self.word(b, DONE), "seq_cst", 8)
+        b.store_atomic(I64(0), self.word(b, NEXT), "seq_cst", 8)
+        b.atomic_rmw("add", self.word(b, GENERATION), I64(1), "seq_cst")
+        sleepers = b.load_atomic(self.word(b, SLEEPERS), "seq_cst", 8)
+        with b.if_then(b.icmp_signed(">", sleepers, I64(0))):
+            self.futex(b, _WAKE, I32(2 ** 31 - 1), ir.Constant(I8P, None))
+        started = b.call(self.clock, [])
+        own = b.call(self.take, [])
+        waiting = b.call(self.clock, [])
+        spins = b.alloca(I64)
+        b.store(I64(0), spins)
+        wait, after = b.append_basic_block("wait"), b.append_basic_block("after")
+        b.branch(wait)
+        b.position_at_end(wait)
+        done = b.load_atomic(self.word(b, DONE), "seq_cst", 8)
+        with b.if_then(b.icmp_signed("<", done, job["blocks"])):
+            n = b.load(spins)
+            b.store(b.add(n, I64(1)), spins)
+            with b.if_else(b.icmp_signed("<", n, I64(SPINS))) as (short, long):
+                with short:
+                    _pause(b)
+                with long:
+                    b.call(self.yield_cpu, [])
             b.branch(wait)
-            b.position_at_end(wait)
-            done = b.load_atomic(word(b, state, DONE), "seq_cst", 8)
-            with b.if_then(b.icmp_signed("<", done, blocks)):
-                n = b.load(spins)
-                b.store(b.add(n, I64(1)), spins)
-                with b.if_else(b.icmp_signed("<", n, I64(SPINS))) as (short, long):
-                    with short:
-                        _pause(b)
-                    with long:
-                        b.call(yield_cpu, [])
-                b.branch(wait)
-            b.branch(after)
-            b.position_at_end(after)
-            b.store_atomic(I64(0), word(b, state, BUSY), "seq_cst", 8)
-            waited = b.sub(b.call(clock, []), waiting)
-            per_block = b.udiv(b.sub(waiting, started),
-                               b.select(b.icmp_signed(">", own, I64(0)), own, I64(1)))
-            slow = b.or_(b.icmp_signed("==", own, blocks), b.and_(
-                b.icmp_signed(">", own, I64(0)), b.and_(
-                    b.icmp_unsigned(">", waited, per_block),
-                    b.icmp_unsigned(">", waited, I64(WAIT_FLOOR)))))
-            with b.if_then(slow):
-                b.store_atomic(I64(ALONE_AFTER_WAIT), word(b, state, ALONE), "seq_cst", 8)
-        with alone:  # the same blocks, one after another (another thread holds the pool)
-            job = b.alloca(I64, len(FIELDS))
-            for at, name in enumerate(FIELDS):
-                b.store(values[name], b.gep(job, [I64(at)]))
-            i = b.alloca(I64)
-            b.store(I64(0), i)
-            head, body, end = (fn.append_basic_block(n) for n in ("head", "body", "end"))
-            b.branch(head)
-            b.position_at_end(head)
-            b.cbranch(b.icmp_signed("<", b.load(i), blocks), body, end)
-            b.position_at_end(body)
-            b.call(run_block, [job, b.load(i)])
-            b.store(b.add(b.load(i), I64(1)), i)
-            b.branch(head)
-            b.position_at_end(end)
-    b.call(sections[False], [])
-    b.ret_void()
+        b.branch(after)
+        b.position_at_end(after)
+        b.store_atomic(I64(0), self.word(b, BUSY), "seq_cst", 8)
+        waited = b.sub(b.call(self.clock, []), waiting)
+        per_block = b.udiv(b.sub(waiting, started),
+                           b.select(b.icmp_signed(">", own, I64(0)), own, I64(1)))
+        slow = b.or_(b.icmp_signed("==", own, job["blocks"]), b.and_(
+            b.icmp_signed(">", own, I64(0)), b.and_(
+                b.icmp_unsigned(">", waited, per_block),
+                b.icmp_unsigned(">", waited, I64(WAIT_FLOOR)))))
+        with b.if_then(slow):
+            b.store_atomic(I64(ALONE_AFTER_WAIT), self.word(b, ALONE), "seq_cst", 8)
+
+    def _alone(self, b, job):
+        """The same blocks, one after another, on the caller."""
+        fn = b.function
+        fields = b.alloca(I64, len(FIELDS))
+        for at, name in enumerate(FIELDS):
+            b.store(job[name], b.gep(fields, [I64(at)]))
+        i = b.alloca(I64)
+        b.store(I64(0), i)
+        head, body, end = (fn.append_basic_block(n) for n in ("head", "body", "end"))
+        b.branch(head)
+        b.position_at_end(head)
+        b.cbranch(b.icmp_signed("<", b.load(i), job["blocks"]), body, end)
+        b.position_at_end(body)
+        b.call(self.run_block, [fields, b.load(i)])
+        b.store(b.add(b.load(i), I64(1)), i)
+        b.branch(head)
+        b.position_at_end(end)
+
+
+def _gemm_type(double):
+    """CBLAS's ?gemm: (order, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)."""
+    real = F64 if double else F32
+    p = real.as_pointer()
+    return ir.FunctionType(ir.VoidType(), [I32, I32, I32, I64, I64, I64, real, p, I64, p, I64,
+                                           real, p, I64])
 
 
 def _blocks(b, m, n, k):
