@@ -21,7 +21,7 @@ import pytest
 from scipy.special import erf
 
 import gradc
-from gradc.codegen import llvm_cpu
+from gradc.codegen import llvm_cpu, rt
 from gradc.codegen.cpu import CPU_MATH
 from gradc.codegen.cpu import combine as cpu_combine
 from gradc.codegen.cpu import scalar as cpu_scalar
@@ -470,7 +470,7 @@ def test_lapack_kernels_go_direct_with_numbas_and_numpys_bits(monkeypatch, dtype
 CHILD = textwrap.dedent("""
     import sys
     import numpy as np, gradc
-    from gradc.codegen import driver_rt, llvm_cpu, llvm_expr
+    from gradc.codegen import driver_rt, llvm_cpu, llvm_expr, pool_rt
     f = gradc.jit(lambda x, i: np.sum(np.tanh(x) * np.exp(-x * x)) + np.max(np.sqrt(x * x + 1))
                   + np.sum(np.sign(x)[i]))
     x = np.linspace(-2, 2, 37).astype(np.float32)
@@ -479,7 +479,7 @@ CHILD = textwrap.dedent("""
     # and a gather's index check and np.sign did not set up Numba's target context (~0.1 s)
     assert [m for m in sys.modules if m.startswith("gradc_") and "driver" not in m] == []
     assert llvm_expr.numba_context.cache_info().currsize == 0
-    stats = getattr(driver_rt if sys.argv[1] == "runner" else llvm_cpu, "STATS")
+    stats = {"runner": driver_rt, "pool": pool_rt, "direct": llvm_cpu}[sys.argv[1]].STATS
     print(value, stats["compiled"], stats["loaded"])
 """)
 
@@ -494,9 +494,12 @@ def _child(cache, library):
     return float(value), int(compiled), int(loaded)
 
 
-@pytest.mark.parametrize("library", ["direct", "runner"])
+@pytest.mark.parametrize("library", ["direct", "runner", "pool"])
 def test_the_disk_cache_reloads_and_a_damaged_file_is_compiled_again(tmp_path, library):
-    """The kernels' library and the loop's that calls them (codegen/driver_rt.py)."""
+    """The kernels' library, the loop's that calls them (codegen/driver_rt.py) and the
+    products' thread pool's (codegen/pool_rt.py)."""
+    if library == "pool" and rt.BLAS != "openblas":
+        return
     first = _child(tmp_path, library)
     assert first[1:] == (1, 0)
     assert _child(tmp_path, library) == (first[0], 0, 1)  # a fresh process: from the disk cache

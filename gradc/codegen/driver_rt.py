@@ -156,8 +156,17 @@ STATS = {"compiled": 0, "loaded": 0}  # loops compiled / read from the disk cach
 @functools.lru_cache(maxsize=None)
 def runner(counts):
     """`run_program(words)` for calls of these argument counts (a tuple), as a ctypes function
-    to call with a ctypes.c_int64 (a prepared argument: ~0.17 us a call). Compiled by Numba's
-    LLVM (its target machine and passes) once per process, or loaded from the disk cache."""
+    to call with a ctypes.c_int64 (a prepared argument: ~0.17 us a call)."""
+    library = native_library("gradc_runner", runner_ir(counts), STATS)
+    return _PROTOTYPE(library.get_pointer_to_function("run_program"))
+
+
+def native_library(prefix, text, stats, key=None):
+    """The finalized library of LLVM IR `text` (a string, or a function that makes it),
+    compiled by Numba's LLVM (its target machine and passes) once per process, or loaded from
+    the disk cache (`prefix`_<sha256 of the target and `key`, else the text>.bin beside the
+    kernels: their folder's name covers gradc's run-time sources), counted in `stats`; kept
+    for the rest of the process. Its functions keep their names."""
     from llvmlite import binding as ll
     from numba.core.compiler_lock import global_compiler_lock
     from numba.core.registry import cpu_target
@@ -165,27 +174,28 @@ def runner(counts):
     from . import llvm_cpu
     from .modules import module_dir
     codegen = cpu_target.target_context.codegen()
-    text = runner_ir(counts)
-    digest = hashlib.sha256(f"{codegen.magic_tuple()!r}\0{text}".encode()).hexdigest()[:24]
+    if key is None:
+        key = text = text if isinstance(text, str) else text()
+    digest = hashlib.sha256(f"{codegen.magic_tuple()!r}\0{key}".encode()).hexdigest()[:24]
     folder = module_dir()
-    path = os.path.join(folder, f"gradc_runner_{digest}.bin") if folder else None
+    path = os.path.join(folder, f"{prefix}_{digest}.bin") if folder else None
     with global_compiler_lock:
         found = llvm_cpu.read_library(codegen, path) if path else None
-        STATS["loaded" if found else "compiled"] += 1
+        stats["loaded" if found else "compiled"] += 1
         if found is None:
-            library = codegen.create_library(f"gradc_runner_{digest}")
+            library = codegen.create_library(f"{prefix}_{digest}")
             library.enable_object_caching()
-            llmod = ll.parse_assembly(text)
+            llmod = ll.parse_assembly(text if isinstance(text, str) else text())
             llmod.verify()
             library.add_llvm_module(llmod)
             library.finalize()
-            found = {"run": "run_program"}, library
+            found = {"library": prefix}, library  # (read_library: no symbols, no library)
             if path:
                 with contextlib.suppress(OSError):  # (uncached, but compiled)
                     llvm_cpu.write_library(path, *found)
-    symbols, library = found
+    library = found[1]
     llvm_cpu.keep_alive(library)
-    return _PROTOTYPE(library.get_pointer_to_function(symbols["run"]))
+    return library
 
 
 def kernel_error(words):

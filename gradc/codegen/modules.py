@@ -101,9 +101,9 @@ def cache_tag():
 
 def _runtime_digest():
     """The code-generation inputs outside a module's own text, which is its name: the helpers
-    generated kernels and drivers call (rt.py, driver_rt.py), the libmvec rewrite of their IR
-    (vecmath.py) and the kernels' compiler (llvm_cpu.py, llvm_expr.py, llvm_calls.py). Editing
-    one must not load code compiled with the old ones."""
+    generated kernels and drivers call (rt.py, driver_rt.py, pool_rt.py), the libmvec rewrite
+    of their IR (vecmath.py) and the kernels' compiler (llvm_cpu.py, llvm_expr.py,
+    llvm_calls.py). Editing one must not load code compiled with the old ones."""
     digest = hashlib.sha1()
     for module in (rt, driver_rt, pool_rt, vecmath, llvm_cpu, llvm_expr, llvm_calls):
         with open(module.__file__, "rb") as f:

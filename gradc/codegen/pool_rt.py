@@ -14,7 +14,7 @@ AOT modules) runs the same blocks one after another, so both routes give the sam
 
 The pool's state is an int64 array owned by Python (`Pool.words`), one field per cache line.
 Its threads are Python threads that call `gradc_pool_work` through ctypes (the GIL released)
-and sleep on a futex (Linux) after spinning ~0.1 ms; a product wakes them only if one sleeps.
+and sleep on a futex (Linux) after spinning ~26 us; a product wakes them only if one sleeps.
 """
 import atexit
 import ctypes
@@ -52,6 +52,7 @@ LONG_BLOCK_WORK = 1 << 23  # blocks this long are shared even then: sharing a lo
 WAIT_FLOOR = 150_000  # cycles (~50 us): a shorter wait is no sign of load
 _FUTEX = {"x86_64": 202, "aarch64": 98}  # the syscall's number
 _WAIT, _WAKE = 128, 129  # FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE
+STATS = {"compiled": 0, "loaded": 0}  # the pool's library compiled / read from the disk cache
 
 
 def supported():
@@ -373,7 +374,9 @@ class Pool:
         self.words = (ctypes.c_int64 * WORDS)()
         from llvmlite import binding as ll
         ll.add_symbol("gradc_pool_state", ctypes.addressof(self.words))
-        library = _library()
+        from .driver_rt import native_library
+        # (keyed by the machine: the cache folder's name covers this file and rt.py)
+        library = native_library("gradc_pool", module_ir, STATS, key=platform.machine())
         for name in ("gradc_sgemm64", "gradc_dgemm64"):
             ll.add_symbol(name, library.get_pointer_to_function(name))
         work = ctypes.CFUNCTYPE(None)(library.get_pointer_to_function("gradc_pool_work"))
@@ -406,30 +409,19 @@ class Pool:
             t.join(timeout=1.0)
 
 
-def _library():
-    from llvmlite import binding as ll
-    from numba.core.compiler_lock import global_compiler_lock
-    from numba.core.registry import cpu_target
-    from . import llvm_cpu
-    codegen = cpu_target.target_context.codegen()
-    with global_compiler_lock:
-        library = codegen.create_library("gradc_pool")
-        llmod = ll.parse_assembly(module_ir())
-        llmod.verify()
-        library.add_llvm_module(llmod)
-        library.finalize()
-    llvm_cpu.keep_alive(library)
-    return library
-
-
 def workers():
     """The pool's threads besides the caller: GRADC_THREADS (all of them, the caller's
     included) or the CPUs this process may use, less one; 0 where futexes are not at hand."""
     if not supported():
         return 0
     value = os.environ.get("GRADC_THREADS", "")
+    if value and not (value.isdigit() and int(value) >= 1):
+        from ..errors import CompileError
+        raise CompileError(f"GRADC_THREADS={value!r}: set it to a number of threads (1: "
+                           "products on the calling thread alone), or unset it (the CPUs "
+                           "this process may use)")
     cpus = int(value) if value else len(os.sched_getaffinity(0))
-    return max(0, min(cpus, 16) - 1)
+    return min(cpus, 16) - 1
 
 
 @functools.lru_cache(maxsize=None)
