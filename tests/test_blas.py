@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 import gradc
 from gradc.codegen import rt
@@ -164,3 +165,22 @@ def test_a_forked_child_runs_blocked_products(tmp_path):
                                                PYTHONPATH=path))
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "0"], out.stdout
+
+
+def test_gradc_threads_must_be_a_count():
+    from gradc.codegen import pool_rt
+    if not pool_rt.supported():
+        return
+    old = os.environ.get("GRADC_THREADS")
+    try:
+        for bad in ("0", "two", "-1"):
+            os.environ["GRADC_THREADS"] = bad
+            with pytest.raises(gradc.GradcError, match="GRADC_THREADS"):
+                pool_rt.workers()
+        os.environ["GRADC_THREADS"] = "3"
+        assert pool_rt.workers() == 2
+    finally:
+        if old is None:
+            os.environ.pop("GRADC_THREADS", None)
+        else:
+            os.environ["GRADC_THREADS"] = old
