@@ -161,12 +161,11 @@ def runner(counts):
     return _PROTOTYPE(library.get_pointer_to_function("run_program"))
 
 
-def native_library(prefix, text, stats, key=None):
-    """The finalized library of LLVM IR `text` (a string, or a function that makes it),
-    compiled by Numba's LLVM (its target machine and passes) once per process, or loaded from
-    the disk cache (`prefix`_<sha256 of the target and `key`, else the text>.bin beside the
-    kernels: their folder's name covers gradc's run-time sources), counted in `stats`; kept
-    for the rest of the process. Its functions keep their names."""
+def native_library(prefix, text, stats):
+    """The finalized library of LLVM IR `text`, compiled by Numba's LLVM (its target machine and
+    passes) once per process, or loaded from the disk cache (`prefix`_<sha256>.bin beside the
+    kernels), counted in `stats`; kept for the rest of the process. Its functions keep their
+    names."""
     from llvmlite import binding as ll
     from numba.core.compiler_lock import global_compiler_lock
     from numba.core.registry import cpu_target
@@ -174,9 +173,7 @@ def native_library(prefix, text, stats, key=None):
     from . import llvm_cpu
     from .modules import module_dir
     codegen = cpu_target.target_context.codegen()
-    if key is None:
-        key = text = text if isinstance(text, str) else text()
-    digest = hashlib.sha256(f"{codegen.magic_tuple()!r}\0{key}".encode()).hexdigest()[:24]
+    digest = hashlib.sha256(f"{codegen.magic_tuple()!r}\0{text}".encode()).hexdigest()[:24]
     folder = module_dir()
     path = os.path.join(folder, f"{prefix}_{digest}.bin") if folder else None
     with global_compiler_lock:
@@ -185,7 +182,7 @@ def native_library(prefix, text, stats, key=None):
         if found is None:
             library = codegen.create_library(f"{prefix}_{digest}")
             library.enable_object_caching()
-            llmod = ll.parse_assembly(text if isinstance(text, str) else text())
+            llmod = ll.parse_assembly(text)
             llmod.verify()
             library.add_llvm_module(llmod)
             library.finalize()
