@@ -161,8 +161,8 @@ LAPACK_SYMBOLS = tuple(f"scipy_LAPACKE_d{name}_work64_"
 # multiply-adds took its step from 2.7 to 4.0 ms threaded, and while another process loaded the
 # machine (a thread that waits for another waits for the scheduler) W8's step took 33-42 ms.
 # So every product over 2**18 runs with OpenBLAS on one thread (its count, process-wide, set to
-# 1 and put back: `openblas_set_num_threads_local` returns the count it replaces; the plain
-# `openblas_set_num_threads` took W2's step from 1 to 28 ms), and one of at least
+# 1 and put back: `openblas_set_num_threads_local` returns the count it replaces), and one of
+# at least
 # 2 * BLOCK_WORK is cut into blocks (product_blocks) that gradc's own threads take on the LLVM
 # route (codegen/pool_rt.py) and that run one after another here. An OpenBLAS older than 0.3.27
 # lacks the setter: the name is then bound to libc's abs (int -> int, the same count back).
