@@ -162,9 +162,8 @@ LAPACK_SYMBOLS = tuple(f"scipy_LAPACKE_d{name}_work64_"
 # machine (a thread that waits for another waits for the scheduler) W8's step took 33-42 ms.
 # So every product over 2**18 runs with OpenBLAS on one thread (its count, process-wide, set to
 # 1 and put back: `openblas_set_num_threads_local` returns the count it replaces), and one of
-# at least
-# 2 * BLOCK_WORK is cut into blocks (product_blocks) that gradc's own threads take on the LLVM
-# route (codegen/pool_rt.py) and that run one after another here. An OpenBLAS older than 0.3.27
+# at least 2 * BLOCK_WORK is cut into blocks (product_blocks) that gradc's own threads take on
+# the LLVM route (codegen/pool_rt.py) and that run one after another here. An OpenBLAS older than 0.3.27
 # lacks the setter: the name is then bound to libc's abs (int -> int, the same count back).
 SINGLE_THREADED_WORK = 1 << 18
 SET_BLAS_THREADS = "openblas_set_num_threads_local"
