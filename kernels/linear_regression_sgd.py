@@ -357,20 +357,18 @@ LAPACK_SYMBOLS = tuple(f"scipy_LAPACKE_d{name}_work64_"
                        for name in ("potrf", "gesv", "getrf", "syevd", "gesdd", "geqrf", "orgqr"))
 
 
-# How many threads a product gets. OpenBLAS splits a product over all its threads once m*n*k
-# passes 2**18; gradc keeps it on the calling thread below THREADED_WORK (2**24: ~0.35 ms of one
-# core's work). Measured on the 2-core machines, in whole steps: a GPT block's ~20 products of
-# 2-8 Mi multiply-adds each took its step from 2.7 to 4.0 ms when threaded and to 8 ms while
-# another process loaded the machine (a thread that waits for OpenBLAS's second thread waits
-# for the scheduler); single-threaded, 2.7 ms either way. OpenBLAS's count (process-wide) is set
-# to 1 around such a product and put back after it (`openblas_set_num_threads_local` returns
-# the count it replaces; its plain `openblas_set_num_threads` took W2's step from 1 to 28 ms).
-# An OpenBLAS older than 0.3.27 lacks it: the name is then bound to libc's abs (int -> int, the
-# same count back), so its products keep OpenBLAS's own choice.
+# How many threads a product gets: OpenBLAS's one. OpenBLAS splits a product over all its
+# threads once m*n*k passes 2**18, and its threads wait on each other many times inside it;
+# measured on the 2-core machines, in whole steps, a GPT block's ~20 products of 2-8 Mi
+# multiply-adds took its step from 2.7 to 4.0 ms threaded, and while another process loaded the
+# machine (a thread that waits for another waits for the scheduler) W8's step took 33-42 ms.
+# So every product over 2**18 runs with OpenBLAS on one thread (its count, process-wide, set to
+# 1 and put back: `openblas_set_num_threads_local` returns the count it replaces), and one of
+# at least 2 * BLOCK_WORK is cut into blocks (product_blocks) that gradc's own threads take on
+# the LLVM route (codegen/pool_rt.py) and that run one after another here. An OpenBLAS older than 0.3.27
+# lacks the setter: the name is then bound to libc's abs (int -> int, the same count back).
 SINGLE_THREADED_WORK = 1 << 18
 SET_BLAS_THREADS = "openblas_set_num_threads_local"
-# A product of at least 2 * BLOCK_WORK multiply-adds is cut into blocks (product_blocks): on the
-# LLVM route gradc's threads take them (codegen/pool_rt.py); here they run one after another.
 BLOCK_WORK, MAX_BLOCKS, BLOCK_ALIGN = 1 << 22, 8, 16
 
 

@@ -471,10 +471,11 @@ CHILD = textwrap.dedent("""
     import sys
     import numpy as np, gradc
     from gradc.codegen import driver_rt, llvm_cpu, llvm_expr, pool_rt
-    f = gradc.jit(lambda x, i: np.sum(np.tanh(x) * np.exp(-x * x)) + np.max(np.sqrt(x * x + 1))
-                  + np.sum(np.sign(x)[i]))
+    f = gradc.jit(lambda x, i, w: np.sum(np.tanh(x) * np.exp(-x * x))
+                  + np.max(np.sqrt(x * x + 1)) + np.sum(np.sign(x)[i]) + np.sum(w @ w))
     x = np.linspace(-2, 2, 37).astype(np.float32)
-    value = float(f(x, np.array([3, -1, 7])))
+    w = np.linspace(-1, 1, 48 * 48).astype(np.float32).reshape(48, 48)  # (a BLAS product)
+    value = float(f(x, np.array([3, -1, 7]), w))
     # every kernel direct, and the loop that calls them: Numba compiled nor loaded anything,
     # and a gather's index check and np.sign did not set up Numba's target context (~0.1 s)
     assert [m for m in sys.modules if m.startswith("gradc_") and "driver" not in m] == []

@@ -484,7 +484,7 @@ def load_kernels(sources, folder):
     todo = {n: s for n, s in sources.items() if n not in _loaded}
     if todo:
         vecmath.enable()  # (decides the rewrite, as for Numba's kernels)
-        if rt.BLAS == "openblas":
+        if rt.BLAS == "openblas" and any("gemm" in s for s in todo.values()):
             pool_rt.pool()  # (its products, gradc_?gemm64, before a kernel links to them)
         codegen = cpu_target.target_context.codegen()
         # keyed by the kernels and the machine code's target (triple, CPU, features), as
