@@ -544,8 +544,8 @@ def run_timing_pass(spec, env, timeout, flag="--timing-pass"):
 def timing_pass_main(spec):
     """The default-thread pass, in a fresh process started by main() so that every library sizes
     its own thread pool: no pinning (the CPUs main() started with) and no thread settings. For
-    each workload: build every runner and check it, time all alternating, and with
-    spec["contention"] time them again while a Loader runs. Prints `RESULT {json}`."""
+    each workload: build every runner and check it, and time all alternating (the contention
+    run is contention_pass_main's, a process per system). Prints `RESULT {json}`."""
     if spec["cpus"] and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, spec["cpus"])
     sys.path.insert(0, str(HERE))

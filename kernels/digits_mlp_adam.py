@@ -439,35 +439,25 @@ def _cblas_gemm(name, numba_type, pointer, beta):
     one, beta = numba_type(1), numba_type(beta)
 
     @njit(**CALLEE_OPTIONS)
-    def call(ta, tb, m, n, k, a, b, c):
-        gemm(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS, m, n, k, one,
-             pointer(a), m if ta else k, pointer(b), k if tb else n, beta, pointer(c), n)
-
-    @njit(**CALLEE_OPTIONS)
     def product(ta, tb, m, n, k, a, b, c):
-        pa, pb, pc = a.ctypes.data, b.ctypes.data, c.ctypes.data
+        pa, pb, pc, size = a.ctypes.data, b.ctypes.data, c.ctypes.data, a.itemsize
+        lda, ldb = (m if ta else k), (k if tb else n)
+        middling = m * n * k > SINGLE_THREADED_WORK
+        threads = _set_threads(1) if middling else 0
         by_rows, block, blocks = product_blocks(m, n, k)
-        if m * n * k <= SINGLE_THREADED_WORK:
-            call(ta, tb, m, n, k, pa, pb, pc)
-            return
-        threads = _set_threads(1)
-        if blocks == 1:
-            call(ta, tb, m, n, k, pa, pb, pc)
-        for i in range(blocks if blocks > 1 else 0):  # (pool_rt.py's blocks, in order)
+        for i in range(blocks):  # (pool_rt.py's blocks, in order; one: the product whole)
             start = i * block
             count = min(block, (m if by_rows else n) - start)
-            size = a.itemsize
-            if by_rows:
-                gemm(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS,
-                     count, n, k, one, pointer(pa + size * (start if ta else start * k)),
-                     m if ta else k, pointer(pb), k if tb else n, beta,
-                     pointer(pc + size * start * n), n)
-            else:
-                gemm(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS,
-                     m, count, k, one, pointer(pa), m if ta else k,
-                     pointer(pb + size * (start * k if tb else start)), k if tb else n, beta,
-                     pointer(pc + size * start), n)
-        _set_threads(threads)
+            # rows start..: a's rows (its columns when transposed), c's; columns: b's, c's
+            a_at = (start if ta else start * k) if by_rows else 0
+            b_at = 0 if by_rows else (start * k if tb else start)
+            c_at = start * n if by_rows else start
+            gemm(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS,
+                 count if by_rows else m, n if by_rows else count, k, one,
+                 pointer(pa + size * a_at), lda, pointer(pb + size * b_at), ldb, beta,
+                 pointer(pc + size * c_at), n)
+        if middling:
+            _set_threads(threads)
 
     return product
 
