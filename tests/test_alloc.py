@@ -97,7 +97,7 @@ def _fused_case(n=64):
 
 
 def _fused_parallel_case():
-    """2**17 elements, with multi-threaded (prange) loop kernels switched on for them."""
+    """2**17 elements, with loop kernels cut into chunks for gradc's threads."""
     os.environ["GRADC_PARALLEL_MIN_ITERATIONS"] = str(1 << 17)
     try:
         case = _fused_case(n=1 << 17)

@@ -92,13 +92,32 @@ PRODUCTS = textwrap.dedent("""
                 assert np.allclose(got, ref, rtol=1e-4, atol=1e-3 * np.sqrt(k)), (m, n, k)
             out += [r.tobytes() for r in results]
     assert lib.scipy_openblas_get_num_threads64_() == 2, "OpenBLAS's count is put back"
+    # a loop kernel big enough to be cut into chunks (gradc's threads take them on the LLVM
+    # route), with reductions over everything (per-chunk partial results) and over rows
+    h = gradc.value_and_grad(lambda x, y: np.sum(np.tanh(x) * y) + np.max(np.exp(x), axis=1).sum()
+                             - np.mean(x * x))
+    for dtype in (np.float32, np.float64):
+        x, y = (rng.standard_normal((301, 700)).astype(dtype) for _ in range(2))
+        value, gx = h(x, y)
+        assert any(k.parallel for k in h.compiled_for(x, y).fusion.kernels)
+        e = np.exp(x.astype(np.float64))
+        ref = np.sum(np.tanh(x) * y) + e.max(axis=1).sum() - np.mean(x * x.astype(np.float64))
+        assert abs(value - ref) <= 1e-4 * abs(ref), (value, ref)
+        ref_gx = (1 - np.tanh(x.astype(np.float64)) ** 2) * y - 2 * x / x.size + \
+            e * (x == x.max(axis=1, keepdims=True))
+        assert np.allclose(gx, ref_gx, rtol=1e-4, atol=1e-5)
+        out += [np.float64(value).tobytes(), gx.tobytes()]
     # several Python threads at once (one holds gradc's pool, the others run their blocks alone)
     a, b = rng.standard_normal((512, 300)), rng.standard_normal((300, 400))
     want, errors = a @ b, []
+    x, y = (rng.standard_normal((301, 700)) for _ in range(2))
+    want_h = h(x, y)[1]
     def call():
         for _ in range(20):
             if not np.allclose(f(a, b, a @ b, a @ b)[0], want):
                 errors.append("wrong")
+            if not np.array_equal(h(x, y)[1], want_h):
+                errors.append("loop kernel")
     threads = [threading.Thread(target=call) for _ in range(4)]
     [t.start() for t in threads]
     [t.join() for t in threads]
@@ -107,18 +126,19 @@ PRODUCTS = textwrap.dedent("""
 """)
 
 
-def test_products_give_the_same_bits_on_both_routes_at_any_thread_count(tmp_path):
-    """A large product is cut into blocks by its shape alone (rt.product_blocks): gradc's
-    threads take them on the LLVM route (codegen/pool_rt.py), rt.py's product runs them in
-    order (the Numba route, AOT modules). Same bits on both routes, with 1 or 2 threads;
-    right for every transpose and for a weight gradient's product added in (beta 1); right
+def test_products_and_loops_give_the_same_bits_on_both_routes_at_any_thread_count(tmp_path):
+    """A large product is cut into blocks by its shape alone (rt.product_blocks), a large loop
+    kernel into chunks of its outer loop (passes/fuse.py decide_parallel): gradc's threads
+    take them on the LLVM route (codegen/pool_rt.py); the Numba route and AOT modules run
+    them in order. Same bits on both routes, with 1 or 2 threads; right for every transpose,
+    for a weight gradient's product added in (beta 1) and for reductions over chunks; right
     with four Python threads calling at once; OpenBLAS's thread count put back."""
     if rt.BLAS != "openblas":
         return
     digests = set()
     for route, threads in (("llvm", "2"), ("llvm", "1"), ("numba", "2")):
         env = dict(os.environ, GRADC_CACHE_DIR=str(tmp_path / route), GRADC_KERNELS=route,
-                   GRADC_THREADS=threads)
+                   GRADC_THREADS=threads, GRADC_PARALLEL_MIN_ITERATIONS=str(1 << 16))
         out = subprocess.run([sys.executable, "-c", PRODUCTS], env=env, capture_output=True,
                              text=True, timeout=600)
         assert out.returncode == 0, out.stderr

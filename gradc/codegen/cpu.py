@@ -105,24 +105,25 @@ def combine(red, acc, x):
 class KernelSource:
     """One kernel: canonical source plus the driver's argument expressions for one call."""
 
-    def __init__(self, title, params, body, call_args, helper=None, reassociate=True):
+    def __init__(self, title, params, body, call_args, chunk=None, reassociate=True):
         self.params = params
         body_text = "\n".join(body)
-        helper_text = ""
-        if helper is not None:  # a parallel loop nest, called from the kernel
-            name, args, lines = helper
-            helper_text = (f"@njit(**JIT_OPTIONS, parallel=True)\n"
-                           f"def {name}({', '.join(args)}):\n" + "\n".join(lines) + "\n\n\n")
         options = "JIT_OPTIONS" if reassociate else "dict(JIT_OPTIONS, fastmath=MAP_FASTMATH)"
-        digest = hashlib.sha1(f"{title}\n{params}\n{options}\n{helper_text}{body_text}"
+        chunk_text = ""
+        if chunk is not None:  # a parallel kernel's chunk function, called by the kernel
+            chunk_text = (f'@njit("void({", ".join(["int64"] * (len(params) + 1))})", '
+                          f"**{options})\n"
+                          f"def {title}_chunk(c, {', '.join(params)}):\n" + "\n".join(chunk)
+                          + "\n\n\n")
+        digest = hashlib.sha1(f"{title}\n{params}\n{options}\n{chunk_text}{body_text}"
                               .encode()).hexdigest()[:10]
         self.name = f"{title}_{digest}"
         self.call_args = call_args
         sig = ", ".join(["int64"] * len(params))
-        self.source = (helper_text.replace(f"{title}_body", f"{self.name}_body") +
+        self.source = (chunk_text.replace(f"{title}_chunk", f"{self.name}_chunk") +
                        f'@njit("void({sig})", **{options})\n'
                        f"def {self.name}({', '.join(params)}):\n"
-                       + body_text.replace(f"{title}_body", f"{self.name}_body") + "\n")
+                       + body_text.replace(f"{title}_chunk", f"{self.name}_chunk") + "\n")
 
 
 @functools.lru_cache(maxsize=64)
@@ -238,10 +239,8 @@ def loop_kernel(kernel, fusion, address):
         params.add(f"p{name[1:]}", ptr)
 
     # Buffers are raw pointers (rt.py's f32_ptr...: much cheaper for Numba to compile), except
-    # bool buffers and the arrays a parallel kernel passes to its prange body: array views
-    parallel = kernel.parallel
-    viewed = {name for name, (dtype, _) in arrays.items()
-              if parallel or np.dtype(dtype) == np.bool_}
+    # bool buffers: array views
+    viewed = {name for name, (dtype, _) in arrays.items() if np.dtype(dtype) == np.bool_}
     index, extent_of, patterns = {}, {}, {}
     for access in nest.accesses:
         name = array_of[id(access)]
@@ -254,11 +253,22 @@ def loop_kernel(kernel, fusion, address):
         index[id(access)] = f"{name}[{idx}]"
         extent_of.setdefault(name, []).append(extent)
 
+    # A parallel kernel's nest is a function of one chunk `c` of its outermost loop (CHUNKS
+    # ranges); the kernel calls it per chunk, and on the LLVM route gradc's threads take the
+    # chunks (pool_rt.py). A reduction over everything leaves one partial result per chunk in
+    # planned scratch, combined after in chunk order: the bits depend on the shape alone.
+    parallel = kernel.parallel
+    full = [red for red in nest.reductions if red.register_from(ndim) == 0] if parallel else []
+    for red in full:
+        array = array_of[id(red.access)]
+        params.add(f"q{array[1:]}", address(("partial", kernel.index, red.node.output.id), 0))
+
     lines = []
     emit = lambda depth, text: lines.append("    " * depth + text)  # noqa: E731
+    constructors = {}
     for name, (dtype, _) in arrays.items():
         if name not in viewed:
-            emit(1, f"{name} = {_pointer_ctor(dtype)}(p{name[1:]})")
+            constructors[name] = f"{name} = {_pointer_ctor(dtype)}(p{name[1:]})"
             continue
         extents = [_extent_text(e, params) for e in extent_of[name]]
         longest = max(_eval_extent(e, sizes, params) for e in extents)
@@ -266,7 +276,13 @@ def loop_kernel(kernel, fusion, address):
         if params.value_of.get(whole, str(longest)) != str(longest):
             whole = f"len{name}all"
         extent = extents[0] if len(set(extents)) == 1 else params.add(whole, longest)
-        emit(1, f"{name} = {_array_ctor(dtype)}(p{name[1:]}, {extent})")
+        constructors[name] = f"{name} = {_array_ctor(dtype)}(p{name[1:]}, {extent})"
+    for red in full:
+        array = array_of[id(red.access)]
+        constructors[f"part{array[1:]}"] = \
+            f"part{array[1:]} = {_pointer_ctor(red.dtype)}(q{array[1:]})"
+    for text in constructors.values():
+        emit(1, text)
 
     # reductions: the trailing loops they reduce over accumulate in a register
     for red in nest.reductions:
@@ -274,45 +290,35 @@ def loop_kernel(kernel, fusion, address):
             emit(1, f"for j in range({_extent_text(extent_of[array_of[id(red.access)]][0], params)}):")
             emit(2, f"{array_of[id(red.access)]}[j] = {red.identity()}")
 
-    # Parallel kernels split the outermost loop into CHUNKS ranges run by a prange in a nested
-    # function (Numba drops stores to arrays made inside a parfor's own function). A reduction
-    # over everything leaves one partial result per chunk in planned scratch, combined after.
-    full = [red for red in nest.reductions if red.register_from(ndim) == 0] if parallel else []
-    nest_lines = []
-    nest_emit = lambda depth, text: nest_lines.append("    " * depth + text)  # noqa: E731
-    out = nest_emit if parallel else emit
     depth = 1
-    if parallel:
-        out(depth, f"for c in prange({CHUNKS}):")
-        depth += 1
     for access in nest.loads:  # scalars (a learning rate...) are read once, before loops
         if access.is_scalar:
-            out(depth, f"{access.name} = {index[id(access)]}")
+            emit(depth, f"{access.name} = {index[id(access)]}")
     for l in range(ndim):
         for red in nest.reductions:
             if red.register_from(ndim) == l:
-                out(depth, f"acc{array_of[id(red.access)][1:]} = {red.identity()}")
+                emit(depth, f"acc{array_of[id(red.access)][1:]} = {red.identity()}")
         span = f"c * n0 // {CHUNKS}, (c + 1) * n0 // {CHUNKS}" if parallel and l == 0 else f"n{l}"
-        out(depth, f"for {loopvars[l]} in range({span}):")
+        emit(depth, f"for {loopvars[l]} in range({span}):")
         depth += 1
     for access in nest.loads:
         if not access.is_scalar:
-            out(depth, f"{access.name} = {index[id(access)]}")
+            emit(depth, f"{access.name} = {index[id(access)]}")
     for st in nest.body:
-        out(depth, f"{st.name} = {scalar(st)}  # {st.node.op}")
+        emit(depth, f"{st.name} = {scalar(st)}  # {st.node.op}")
     reduction_of = {id(red.access): red for red in nest.reductions}
     for access in nest.stores:
         value, target = nest.stored_value(access), index[id(access)]
         red = reduction_of.get(id(access))
         if red is None:
-            out(depth, f"{target} = {value}")
+            emit(depth, f"{target} = {value}")
         elif red.register_from(ndim) < ndim:
             accname = f"acc{array_of[id(access)][1:]}"
-            out(depth, f"{accname} = {combine(red, accname, value)}  # {red.op}")
+            emit(depth, f"{accname} = {combine(red, accname, value)}  # {red.op}")
         elif red.in_memory(ndim):
-            out(depth, f"{target} = {combine(red, target, value)}  # {red.op}")
+            emit(depth, f"{target} = {combine(red, target, value)}  # {red.op}")
         else:  # only size-1 axes reduced: a copy
-            out(depth, f"{target} = {value}  # {red.op}")
+            emit(depth, f"{target} = {value}  # {red.op}")
     for l in reversed(range(ndim)):
         depth -= 1
         for red in nest.reductions:
@@ -321,7 +327,7 @@ def loop_kernel(kernel, fusion, address):
                 accname = f"acc{array[1:]}"
                 target = f"part{array[1:]}[c]" if parallel and l == 0 else index[id(red.access)]
                 value = combine(red, target, accname) if red.in_memory(ndim) else accname
-                out(depth, f"{target} = {value}")
+                emit(depth, f"{target} = {value}")
 
     title = "loop_" + (nest.title() or "copy")
     if not parallel:
@@ -329,22 +335,17 @@ def loop_kernel(kernel, fusion, address):
                             reassociate=bool(nest.reductions))
 
     title += "_par"
+    kernel_lines = [f"    for c in range({CHUNKS}):  # on gradc's threads (LLVM route), else in turn",
+                    f"        {title}_chunk(c, {', '.join(params.names)})"]
     for red in full:
         array = array_of[id(red.access)]
-        ptr = address(("partial", kernel.index, red.node.output.id), 0)
-        params.add(f"q{array[1:]}", ptr)
-        emit(1, f"part{array[1:]} = {_array_ctor(red.dtype)}(q{array[1:]}, {CHUNKS})")
-    inner_args = [n for n in params.names if not n.startswith(("p", "q"))] + \
-        list(arrays) + [f"part{array_of[id(red.access)][1:]}" for red in full]
-    emit(1, f"{title}_body({', '.join(inner_args)})")
-    for red in full:
-        p = f"part{array_of[id(red.access)][1:]}"
-        emit(1, f"acc = {p}[0]")
-        emit(1, f"for c in range(1, {CHUNKS}):")
-        emit(2, f"acc = {combine(red, 'acc', f'{p}[c]')}")
-        emit(1, f"{index[id(red.access)]} = acc")
-    return KernelSource(title, params.names, lines, params.values,
-                        helper=(f"{title}_body", inner_args, nest_lines))
+        p = f"part{array[1:]}"
+        kernel_lines += [f"    {constructors[array]}", f"    {constructors[p]}",
+                         f"    acc = {p}[0]", f"    for c in range(1, {CHUNKS}):",
+                         f"        acc = {combine(red, 'acc', f'{p}[c]')}",
+                         f"    {index[id(red.access)]} = acc"]
+    return KernelSource(title, params.names, kernel_lines, params.values, chunk=lines,
+                        reassociate=bool(nest.reductions))
 
 
 def _eval_extent(expr, sizes, params):

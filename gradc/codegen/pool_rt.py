@@ -35,7 +35,7 @@ LINE = 8  # int64 words per cache line
  JOB) = (LINE * i for i in range(12))
 # a job's fields, in the JOB line(s): the product (CBLAS's arguments) and its blocks
 FIELDS = ("double", "ta", "tb", "m", "n", "k", "a", "b", "c", "beta", "by_rows", "block",
-          "blocks")
+          "blocks", "call", "args")  # call: a loop kernel's chunk entry (0: a product)
 WORDS = JOB + 2 * LINE
 SPINS = 1000  # ~26 us of `pause` (AMD EPYC) before a pool thread sleeps (and before a waiting caller
 # yields its CPU: the thread with the block it waits for may need it)
@@ -97,6 +97,7 @@ class _Module:
         self.sections = {enter: self._one_thread(enter) for enter in (True, False)}
         for double in (0, 1):
             self._product(double)
+        self._chunks()
 
     def word(self, b, i):
         """The address of the pool's word i."""
@@ -117,6 +118,11 @@ class _Module:
                                                             [I64.as_pointer(), I64]))
         job, i = fn.args
         f = {name: b.load(b.gep(job, [I64(at)])) for at, name in enumerate(FIELDS)}
+        with b.if_then(b.icmp_signed("!=", f["call"], I64(0))):  # chunk i of a loop kernel
+            entry = b.inttoptr(f["call"], ir.FunctionType(
+                ir.VoidType(), [I64.as_pointer(), I64]).as_pointer())
+            b.call(entry, [b.inttoptr(f["args"], I64.as_pointer()), i])
+            b.ret_void()
         rows = b.icmp_signed("!=", f["by_rows"], I64(0))
         start = b.mul(i, f["block"])
         count = b.sub(b.select(rows, f["m"], f["n"]), start)
@@ -260,13 +266,30 @@ class _Module:
                "tb": b.zext(b.icmp_signed("==", tb, I32(112)), I64), "m": m, "n": n, "k": k,
                "a": b.ptrtoint(a, I64), "b": b.ptrtoint(b_, I64), "c": b.ptrtoint(c, I64),
                "beta": b.fptosi(beta, I64), "by_rows": by_rows, "block": block,
-               "blocks": blocks}
-        # shared unless the pool has no threads, another caller holds it, or a recent product
-        # found its threads slow (ALONE) and these blocks are short
+               "blocks": blocks, "call": I64(0), "args": I64(0)}
+        self._dispatch(b, job, b.icmp_signed(">=", b.sdiv(work, blocks), I64(LONG_BLOCK_WORK)))
+        b.call(leave, [])
+        b.ret_void()
+
+    def _chunks(self):
+        """gradc_pool_chunks(entry, args, chunks): a parallel loop kernel's chunks 0..chunks-1,
+        each `entry(args, c)` (llvm_cpu.py), taken by the pool's threads or by the caller
+        alone, as a product's blocks are."""
+        fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [I64, I64.as_pointer(),
+                                                                      I64]), "gradc_pool_chunks")
+        entry, args, chunks = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        job = {name: I64(0) for name in FIELDS}
+        job.update(call=entry, args=b.ptrtoint(args, I64), blocks=chunks)
+        self._dispatch(b, job, ir.Constant(ir.IntType(1), 0))
+        b.ret_void()
+
+    def _dispatch(self, b, job, long_blocks):
+        """Run the job's blocks: shared unless the pool has no threads, another caller holds
+        it, or a recent job found its threads slow (ALONE) and these blocks are not long."""
         alone_for = b.load_atomic(self.word(b, ALONE), "seq_cst", 8)
         with b.if_then(b.icmp_signed(">", alone_for, I64(0))):
             b.atomic_rmw("sub", self.word(b, ALONE), I64(1), "seq_cst")
-        long_blocks = b.icmp_signed(">=", b.sdiv(work, blocks), I64(LONG_BLOCK_WORK))
         may_share = b.and_(
             b.icmp_signed(">", b.load_atomic(self.word(b, WORKERS), "seq_cst", 8), I64(0)),
             b.or_(long_blocks, b.icmp_signed("<=", alone_for, I64(0))))
@@ -280,8 +303,6 @@ class _Module:
                 self._share(b, job)
             with alone:
                 self._alone(b, job)
-        b.call(leave, [])
-        b.ret_void()
 
     def _share(self, b, job):
         """Publish the job (close, write, open, wake), take blocks, wait for those taken; set
@@ -375,7 +396,7 @@ class Pool:
         from llvmlite import binding as ll
         ll.add_symbol("gradc_pool_state", ctypes.addressof(self.words))
         self.engine = _engine()
-        for name in ("gradc_sgemm64", "gradc_dgemm64"):
+        for name in ("gradc_sgemm64", "gradc_dgemm64", "gradc_pool_chunks"):
             ll.add_symbol(name, self.engine.get_function_address(name))
         work = ctypes.CFUNCTYPE(None)(self.engine.get_function_address("gradc_pool_work"))
         self.work, self.workers = work, workers

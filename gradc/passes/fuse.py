@@ -458,16 +458,28 @@ def _stored_anyway(graph):
     return ids
 
 
-def parallel_min_iterations():
-    """Loops of at least this many iterations run on all cores; None (the default) for never.
+PARALLEL_MIN_ITERATIONS = 1 << 16
 
-    Measured on this project's 2-core machines, parallel loops lost every time once the math
-    was vectorized: 1M-element tanh map 0.43 ms serial vs 1.46 ms parallel, the fusion
-    benchmark's fused value and gradient (1M elements) 1.6 ms vs 3.2-7 ms (the loop inside
-    Numba's parfor runs scalar, and two shared cores leave nothing to win on a memory-bound
-    loop). Set GRADC_PARALLEL_MIN_ITERATIONS to opt in on bigger machines (e.g. 131072)."""
+
+def parallel_min_iterations():
+    """Loop kernels of at least this many iterations are cut into CHUNKS chunks of their outer
+    loop, which gradc's threads take (codegen/pool_rt.py): GRADC_PARALLEL_MIN_ITERATIONS, else
+    2^16. The cut depends on the shape alone, so the bits do too (never on the thread count).
+
+    Measured on this project's 2-core machine at default threads, against the same loops on
+    one thread: W3's fused value and gradient (1M elements) 1.5 -> 0.76 ms a step, W4n
+    0.93 -> 0.82 ms, W10 8.8-14 -> 8.5-8.9 ms; with another process loading both cores, W3 took
+    1.55 ms either way. (Numba's parfors, the earlier way, lost every time: their loops ran
+    scalar, 1M-element tanh 0.43 ms serial against 1.46 ms parallel.) 2^14 gained nothing more."""
     value = os.environ.get("GRADC_PARALLEL_MIN_ITERATIONS", "")
-    return int(value) if value else None
+    if not value:
+        return PARALLEL_MIN_ITERATIONS
+    if not value.isdigit() or int(value) < 1:
+        from ..errors import CompileError
+        raise CompileError(f"GRADC_PARALLEL_MIN_ITERATIONS={value!r}: set it to a number of "
+                           "loop iterations (loops that long run on gradc's threads), or unset "
+                           f"it ({PARALLEL_MIN_ITERATIONS})")
+    return int(value)
 
 
 def decide_parallel(k):
@@ -476,7 +488,7 @@ def decide_parallel(k):
     axes are private to an iteration; a reduction over everything gets per-chunk partials."""
     threshold = parallel_min_iterations()
     dims = [d for d, n in enumerate(k.shape) if n != 1]
-    if threshold is None or k.kind != "loop" or not dims or int(np.prod(k.shape)) < threshold:
+    if k.kind != "loop" or not dims or int(np.prod(k.shape)) < threshold:
         return False
     for node in k.nodes:
         if node.opdef.kind == REDUCE:

@@ -921,8 +921,8 @@ def test_value_and_grad_float32(case):
 
 
 # ---------------------------------------------------------------------------------------------
-# big loops take the parallel path (prange over chunks, per-chunk partial reductions); it is
-# opt-in (GRADC_PARALLEL_MIN_ITERATIONS), so these tests opt in
+# big loops take the parallel path (chunks of the outer loop on gradc's threads, per-chunk
+# partial reductions; passes/fuse.py decide_parallel); the threshold is pinned here
 
 PARALLEL_MIN_ITERATIONS = 1 << 17
 _ROWS = 257  # odd sizes: chunks of unequal length
