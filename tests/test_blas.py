@@ -204,3 +204,15 @@ def test_gradc_threads_must_be_a_count():
             os.environ.pop("GRADC_THREADS", None)
         else:
             os.environ["GRADC_THREADS"] = old
+
+
+def test_parallel_min_iterations_must_be_a_count(monkeypatch):
+    from gradc.passes.fuse import PARALLEL_MIN_ITERATIONS, parallel_min_iterations
+    for bad in ("0", "many", "-5", "1e5"):
+        monkeypatch.setenv("GRADC_PARALLEL_MIN_ITERATIONS", bad)
+        with pytest.raises(gradc.GradcError, match="GRADC_PARALLEL_MIN_ITERATIONS"):
+            gradc.jit(lambda x: x * 2.0)(np.ones(3))
+    monkeypatch.setenv("GRADC_PARALLEL_MIN_ITERATIONS", "100")
+    assert parallel_min_iterations() == 100
+    monkeypatch.delenv("GRADC_PARALLEL_MIN_ITERATIONS")
+    assert parallel_min_iterations() == PARALLEL_MIN_ITERATIONS

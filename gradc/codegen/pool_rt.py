@@ -1,4 +1,4 @@
-"""gradc's own threads for large matrix products, compiled straight to LLVM IR.
+"""gradc's own threads for large matrix products and long loops, compiled straight to LLVM IR.
 
 A product of at least 2 * rt.BLOCK_WORK multiply-adds is cut into blocks of rows (or columns)
 of its result by rt.product_blocks, a rule of the shape alone; each block is one
@@ -11,6 +11,10 @@ step went from 1 to 28 ms). Here a product synchronizes once, and a thread the s
 set aside takes no block: the caller does the work itself. The blocks, and so the bits, depend
 on the shape only, never on the thread count or the load; rt.py's product (the Numba route,
 AOT modules) runs the same blocks one after another, so both routes give the same bits.
+
+A parallel loop kernel (passes/fuse.py decide_parallel) is a job of the same kind: its CHUNKS
+chunks of the outer loop are its blocks, each a call of the kernel's chunk function
+(gradc_pool_chunks).
 
 The pool's state is an int64 array owned by Python (`Pool.words`), one field per cache line.
 Its threads are Python threads that call `gradc_pool_work` through ctypes (the GIL released)

@@ -16,7 +16,7 @@ import os
 import llvmlite.binding
 import llvmlite.ir
 import numpy as np
-from numba import carray, njit, prange, types  # noqa: F401  (prange: parallel kernels)
+from numba import carray, njit, types
 from numba.extending import intrinsic, overload
 
 # Fast-math without 'nnan' and 'ninf': vectorized reductions and reassociation are allowed, but
