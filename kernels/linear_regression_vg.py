@@ -213,7 +213,7 @@ import os
 import llvmlite.binding
 import llvmlite.ir
 import numpy as np
-from numba import carray, njit, prange, types  # noqa: F401  (prange: parallel kernels)
+from numba import carray, njit, types
 from numba.extending import intrinsic, overload
 
 # Fast-math without 'nnan' and 'ninf': vectorized reductions and reassociation are allowed, but
@@ -360,11 +360,13 @@ LAPACK_SYMBOLS = tuple(f"scipy_LAPACKE_d{name}_work64_"
 # So every product over 2**18 runs with OpenBLAS on one thread (its count, process-wide, set to
 # 1 and put back: `openblas_set_num_threads_local` returns the count it replaces), and one of
 # at least 2 * BLOCK_WORK is cut into blocks (product_blocks) that gradc's own threads take on
-# the LLVM route (codegen/pool_rt.py) and that run one after another here. An OpenBLAS older than 0.3.27
-# lacks the setter: the name is then bound to libc's abs (int -> int, the same count back).
+# the LLVM route (codegen/pool_rt.py) and that run one after another here. Blocks of 2**20
+# (~20-40 us): W8's per-step products of 2 Mi multiply-adds in two blocks took its step from
+# 9.1 to 6.0-6.7 ms (blocks of 2**22 left them whole). An OpenBLAS older than 0.3.27 lacks the
+# setter: the name is then bound to libc's abs (int -> int, the same count back).
 SINGLE_THREADED_WORK = 1 << 18
 SET_BLAS_THREADS = "openblas_set_num_threads_local"
-BLOCK_WORK, MAX_BLOCKS, BLOCK_ALIGN = 1 << 22, 8, 16
+BLOCK_WORK, MAX_BLOCKS, BLOCK_ALIGN = 1 << 20, 8, 16
 
 
 def _bind_thread_setter(lib):
