@@ -107,6 +107,19 @@ PRODUCTS = textwrap.dedent("""
             e * (x == x.max(axis=1, keepdims=True))
         assert np.allclose(gx, ref_gx, rtol=1e-4, atol=1e-5)
         out += [np.float64(value).tobytes(), gx.tobytes()]
+    # a batched product big enough for its entries to be cut into chunks (attention's scores)
+    bm = gradc.value_and_grad(lambda a, b: np.sum(np.tanh(a @ b.transpose(0, 2, 1))),
+                              argnums=(0, 1))
+    for dtype in (np.float32, np.float64):
+        a, b = (rng.standard_normal((9, 64, 70)).astype(dtype) for _ in range(2))
+        value, (ga, gb) = bm(a, b)
+        sources = bm.compiled_for(a, b).program.kernel_modules.values()
+        assert any("bmm_" in s and "_chunk(c, " in s for s in sources)
+        t = np.tanh(a.astype(np.float64) @ b.transpose(0, 2, 1))
+        assert abs(value - t.sum()) <= 1e-4 * abs(t.sum())
+        assert np.allclose(ga, (1 - t * t) @ b, rtol=1e-3, atol=1e-3)
+        assert np.allclose(gb, (1 - t * t).transpose(0, 2, 1) @ a, rtol=1e-3, atol=1e-3)
+        out += [np.float64(value).tobytes(), ga.tobytes(), gb.tobytes()]
     # several Python threads at once (one holds gradc's pool, the others run their blocks alone)
     a, b = rng.standard_normal((512, 300)), rng.standard_normal((300, 400))
     want, errors = a @ b, []
@@ -128,7 +141,8 @@ PRODUCTS = textwrap.dedent("""
 
 def test_products_and_loops_give_the_same_bits_on_both_routes_at_any_thread_count(tmp_path):
     """A large product is cut into blocks by its shape alone (rt.product_blocks), a large loop
-    kernel into chunks of its outer loop (passes/fuse.py decide_parallel): gradc's threads
+    kernel into chunks of its outer loop (passes/fuse.py decide_parallel), a large batched
+    product into chunks of its batch entries (ops/linalg.py): gradc's threads
     take them on the LLVM route (codegen/pool_rt.py); the Numba route and AOT modules run
     them in order. Same bits on both routes, with 1 or 2 threads; right for every transpose,
     for a weight gradient's product added in (beta 1) and for reductions over chunks; right

@@ -378,6 +378,7 @@ class KernelWriter:
         self._params = _Params()
         self._lines = []
         self._depth = 1
+        self._chunked = False  # (chunks())
         names = [f"x{i}" for i in range(len(node.inputs))] + ["out"]
         self._input_name = {}  # value id -> the name of its first place among the inputs
         for name, v in zip(names, node.inputs):
@@ -436,9 +437,22 @@ class KernelWriter:
 
         return Loops()
 
+    @contextlib.contextmanager
+    def chunks(self):
+        """The whole kernel written inside (after the arrays' views) is a chunk function, of
+        chunk `c` of CHUNKS, which the kernel calls per chunk: gradc's threads take them on
+        the LLVM route, as a parallel loop kernel's (loop_kernel)."""
+        self._chunked = True
+        yield
+
     def finish(self):
-        return KernelSource(f"{self.op}", self._params.names, self._lines, self._params.values,
-                            reassociate=self.reassociate)
+        chunk, lines = None, self._lines
+        if self._chunked:
+            chunk, lines = lines, [
+                f"    for c in range({CHUNKS}):  # on gradc's threads (LLVM route), else in turn",
+                f"        {self.op}_chunk(c, {', '.join(self._params.names)})"]
+        return KernelSource(f"{self.op}", self._params.names, lines, self._params.values,
+                            chunk=chunk, reassociate=self.reassociate)
 
 
 def library_kernel(kernel, fusion, address):

@@ -44,9 +44,9 @@ WORDS = JOB + 2 * LINE
 SPINS = 1000  # ~26 us of `pause` (AMD EPYC) before a pool thread sleeps (and before a waiting caller
 # yields its CPU: the thread with the block it waits for may need it)
 CLOSED = 1 << 62  # NEXT while a job is being written: no block to take
-# After a product whose caller took every block (no other thread came in time) or, done with
+# After a job whose caller took every block (no thread awake came in time) or, done with
 # its own, waited for another thread's block longer than one of its own took (that thread ran
-# slow or was set aside: another process holds the cores), the next ALONE_AFTER_WAIT products
+# slow or was set aside: another process holds the cores), the next ALONE_AFTER_WAIT jobs
 # run their blocks on the caller alone: the same blocks, so the same bits, without the waits,
 # and without pool threads spinning on a CPU the caller needs.
 ALONE_AFTER_WAIT = 32
@@ -344,7 +344,10 @@ class _Module:
         waited = b.sub(b.call(self.clock, []), waiting)
         per_block = b.udiv(b.sub(waiting, started),
                            b.select(b.icmp_signed(">", own, I64(0)), own, I64(1)))
-        slow = b.or_(b.icmp_signed("==", own, job["blocks"]), b.and_(
+        # (a caller that took every block while a thread slept, being woken, learns nothing)
+        awake_and_absent = b.and_(b.icmp_signed("==", own, job["blocks"]),
+                                  b.icmp_signed("==", sleepers, I64(0)))
+        slow = b.or_(awake_and_absent, b.and_(
             b.icmp_signed(">", own, I64(0)), b.and_(
                 b.icmp_unsigned(">", waited, per_block),
                 b.icmp_unsigned(">", waited, I64(WAIT_FLOOR)))))
