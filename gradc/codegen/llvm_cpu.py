@@ -17,11 +17,11 @@ the same libmvec rewrite (gradc/codegen/vecmath.py) and fast-math flags (rt.py F
 MAP_FASTMATH) as the Numba route, and the same calling convention (an exception too), so the
 driver calls either kind of kernel alike (codegen/driver_rt.py).
 
-A parallel loop kernel's `for c in range(CHUNKS): X_chunk(c, ...)` becomes one call of pool_rt.py's
+A parallel kernel's `for c in range(CHUNKS): X_chunk(c, ...)` becomes one call of pool_rt.py's
 gradc_pool_chunks, whose threads call the chunk function's entry. Text outside the subset (the
-special functions, mixed-dtype arithmetic, a name given values of two types...) raises Unsupported: that kernel goes through
-Numba as before. So the generated Python stays what users read and what `gradc compile`
-writes, and both routes run the same arithmetic in the same order.
+special functions, mixed-dtype arithmetic, a name given values of two types...) raises
+Unsupported: that kernel goes through Numba as before. So the generated Python stays what users
+read and what `gradc compile` writes, and both routes run the same arithmetic in the same order.
 """
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def _chunk_entry(module, chunk, nargs):
     values = [c] + [b.load(b.gep(args, [ir.Constant(I64, i)])) for i in range(nargs - 1)]
     cpu_target.target_context.call_conv.call_function(b, chunk, types.void,
                                                       [types.int64] * nargs, values)
-    b.ret_void()  # (a loop kernel raises nothing)
+    b.ret_void()  # (a chunk raises nothing: loops, and products through gradc_?gemm64)
     return fn
 
 
@@ -329,7 +329,8 @@ class _Kernel(Expressions, LibraryCalls):
         it, call = st.iter, st.body[0].value if len(st.body) == 1 and \
             isinstance(st.body[0], ast.Expr) else None
         from . import rt
-        if not (self.chunks and rt.BLAS == "openblas" and isinstance(call, ast.Call) and
+        if not (self.chunks and rt.BLAS == "openblas" and isinstance(it, ast.Call) and
+                isinstance(call, ast.Call) and
                 dotted_name(call.func) == self.chunks[0] and isinstance(st.target, ast.Name)
                 and dotted_name(it.func) == "range" and len(it.args) == 1 and
                 isinstance(it.args[0], ast.Constant) and call.args and
