@@ -162,12 +162,13 @@ def _recopied(x, copies, read):
 # ---------------------------------------------------------------------------------------------
 # grouping
 
-def fuse(graph, remat=True, repeats=True):
+def fuse(graph, remat=True, repeats=True, parallel=True):
     """Group the legalized graph's nodes into kernels (see the module docstring); with `remat`,
     recompute elementwise values for their late reads by library kernels (see remat.py).
     A late read whose value the fuser cannot recompute (its chain is long, or reads a buffer
     that would have to live longer) is read as it was, in a second grouping. With `repeats`, a
-    loop kernel of identical parts becomes one kernel called for each part (repeats.py)."""
+    loop kernel of identical parts becomes one kernel called for each part (repeats.py); with
+    `parallel`, long loop kernels are cut into chunks for gradc's threads (decide_parallel)."""
     from .remat import late_reads  # (here: remat.py and repeats.py import this module)
     from .repeats import split_repeats
     late = late_reads(graph) if remat else set()
@@ -189,7 +190,7 @@ def fuse(graph, remat=True, repeats=True):
     in_place = {base_layout(graph.outputs[o])[0].id for o in graph.aliases}
     ordered = _schedule(kernels, in_region, in_place)
     for k in ordered:
-        k.parallel = decide_parallel(k)
+        k.parallel = parallel and decide_parallel(k)
     layouts = {}
     for node in graph.nodes:
         layout = base_layout(node.output)
