@@ -1,0 +1,107 @@
+"""Loop kernels cut into chunks for gradc's threads (passes/fuse.py decide_parallel,
+codegen/pool_rt.py gradc_pool_chunks), with the threshold lowered so that small shapes take
+that path: every kind of kernel that may be cut (maps, broadcasts, reductions over trailing
+axes, over everything, with keepdims, in place in a train step) must give NumPy's answer, and a
+reduction over leading axes (which would race across chunks) must stay whole and right."""
+import numpy as np
+import pytest
+
+import gradc
+from gradc.optim import Adam
+
+THRESHOLD = "64"  # iterations: every loop below is cut
+
+
+@pytest.fixture
+def chunked(monkeypatch):
+    monkeypatch.setenv("GRADC_PARALLEL_MIN_ITERATIONS", THRESHOLD)
+
+
+def _chunked_kernels(fun, *args):
+    return [k for k in fun.compiled_for(*args).fusion.kernels if k.parallel]
+
+
+def _forward(x, y, b):
+    e = np.tanh(x * y[:, None, :] + b)  # broadcasts over a leading and a middle axis
+    return (np.sum(e), np.max(e, axis=-1), np.mean(e, axis=(1, 2), keepdims=True),
+            np.min(e * e, axis=2).sum(axis=1), np.sum(e, axis=0), np.abs(e[:, ::-1]) + 1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_chunked_forward_matches_numpy_over_axes_and_keywords(chunked, dtype):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((37, 5, 11)).astype(dtype)  # outer sizes not multiples of 16
+    y, b = rng.standard_normal((37, 11)).astype(dtype), rng.standard_normal(11).astype(dtype)
+    f = gradc.jit(_forward)
+    got = f(x, y, b)
+    assert _chunked_kernels(f, x, y, b)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    for g, want in zip(got, _forward(*(a.astype(np.float64) for a in (x, y, b)))):
+        assert g.dtype == dtype
+        np.testing.assert_allclose(g, want, rtol=tol, atol=tol * 10)
+
+
+def test_chunked_gradients_match_unchunked_ones(chunked, monkeypatch):
+    """The same loss with and without chunks: the same gradients (sums over chunks are summed
+    in another order, so to rounding), and the chunked ones against finite differences."""
+    def loss(x, w):
+        h = np.maximum(x @ w, 0.0)
+        return np.sum(np.log1p(np.exp(-h)) * h) + 0.5 * np.mean(w * w)
+
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((40, 9)), rng.standard_normal((9, 13))
+    vg = gradc.value_and_grad(loss, argnums=(0, 1))
+    v, (gx, gw) = vg(x, w)
+    assert _chunked_kernels(vg, x, w)
+    monkeypatch.setenv("GRADC_PARALLEL_MIN_ITERATIONS", str(1 << 30))
+    vg_whole = gradc.value_and_grad(loss, argnums=(0, 1))
+    v1, (gx1, gw1) = vg_whole(x, w)
+    assert not _chunked_kernels(vg_whole, x, w)
+    np.testing.assert_allclose(v, v1, rtol=1e-13)
+    np.testing.assert_allclose(gx, gx1, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(gw, gw1, rtol=1e-12, atol=1e-14)
+    eps, i, j = 1e-6, 3, 5
+    wp, wm = w.copy(), w.copy()
+    wp[i, j] += eps
+    wm[i, j] -= eps
+    assert gw[i, j] == pytest.approx((loss(x, wp) - loss(x, wm)) / (2 * eps), rel=1e-6)
+
+
+def test_chunked_train_step_updates_parameters_in_place(chunked):
+    """Adam's update writes each parameter (and its moments) in place, chunk by chunk on
+    gradc's threads: 5 steps must match NumPy's Adam, and the arrays stay the same objects."""
+    def loss(p, x, t):
+        h = np.tanh(x @ p["w"] + p["b"])
+        return np.mean((h - t) ** 2)
+
+    rng = np.random.default_rng(5)
+    p = {"w": rng.standard_normal((16, 24)) * 0.3, "b": np.zeros(24)}
+    x, t = rng.standard_normal((50, 16)), rng.standard_normal((50, 24))
+    step = gradc.train_step(loss, Adam(lr=0.01))
+    ids = {k: id(v) for k, v in p.items()}
+    ref = {k: v.copy() for k, v in p.items()}
+    m = {k: np.zeros_like(v) for k, v in ref.items()}
+    s = {k: np.zeros_like(v) for k, v in ref.items()}
+    for n in range(1, 6):
+        step(p, x, t)
+        h = np.tanh(x @ ref["w"] + ref["b"])
+        dz = 2 * (h - t) / h.size * (1 - h * h)
+        grads = {"w": x.T @ dz, "b": dz.sum(axis=0)}
+        for k in ref:
+            m[k] = 0.9 * m[k] + 0.1 * grads[k]
+            s[k] = 0.999 * s[k] + 0.001 * grads[k] ** 2
+            ref[k] -= 0.01 * (m[k] / (1 - 0.9 ** n)) / (np.sqrt(s[k] / (1 - 0.999 ** n)) + 1e-8)
+    assert {k: id(v) for k, v in p.items()} == ids
+    for k in ref:
+        np.testing.assert_allclose(p[k], ref[k], rtol=1e-9, atol=1e-12)
+    (compiled,) = step.cache.values()
+    assert any(k.parallel for k in compiled.fusion.kernels)
+
+
+def test_reductions_over_leading_axes_are_not_cut(chunked):
+    """A sum over the outer axis accumulates across its iterations: cut into chunks, two threads
+    would add into one element at once. Such a kernel stays whole, and right."""
+    x = np.random.default_rng(6).standard_normal((300, 7))
+    f = gradc.jit(lambda x: np.sum(np.exp(x), axis=0))
+    np.testing.assert_allclose(f(x), np.exp(x).sum(axis=0), rtol=1e-12)
+    assert not _chunked_kernels(f, x)
