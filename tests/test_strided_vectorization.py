@@ -102,3 +102,32 @@ def test_a_transposing_map_reads_its_source_contiguously():
     assert len(re.findall(r"a\d+\[i0 \* sa\d+_0 \+ i1 \* sa\d+_1\] =", source)) == 2, source
     (source,) = [s for s in sources if "# maximum" in s]
     assert "= a0[(i0 * n1 + i1) * n2 + i2]" in source and "= a1[i1]" in source, source
+
+
+def test_a_chunked_kernels_bool_mask_is_stored_in_vectors(monkeypatch):
+    """A chunk's outer loop starts at c * n0 // CHUNKS, which LLVM cannot see is never
+    negative: a bool array view's index is written unsigned there too, or Numba's wraparound
+    keeps the mask's store scalar (W4's relu: its chunked kernel took 130 us a step more)."""
+    monkeypatch.setenv("GRADC_PARALLEL_MIN_ITERATIONS", "64")
+
+    def loss(x, b, w):  # the relu's mask is kept for the product's backward
+        return np.sum((np.maximum(x + b, 0.0).reshape(32, -1) @ w) ** 2)
+
+    f = gradc.value_and_grad(loss, argnums=(1, 2))
+    rng = np.random.default_rng(2)
+    x, b = rng.standard_normal((32, 8, 30)).astype(np.float32), np.ones((8, 1), np.float32)
+    w = rng.standard_normal((240, 10)).astype(np.float32)
+    value, _ = f(x, b, w)
+    assert value == pytest.approx(loss(x, b, w), rel=1e-5)
+    sources = [s for s in f.last_compiled().program.kernel_modules.values()
+               if "_chunk(c, " in s and "bool_array(" in s]
+    assert sources, "no chunked kernel stores the relu's mask"
+    name = re.search(r"^def (\w+_chunk)", sources[0], re.M)[1]
+    namespace = {}
+    cache, rt.JIT_OPTIONS["cache"] = rt.JIT_OPTIONS["cache"], False  # (compiled from a string)
+    try:
+        exec(compile(sources[0], "<kernel>", "exec"), namespace)
+    finally:
+        rt.JIT_OPTIONS["cache"] = cache
+    (llvm,) = namespace[name].inspect_llvm().values()
+    assert re.search(r"store <\d+ x i8>", llvm), "the mask is stored one element at a time"

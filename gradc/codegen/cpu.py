@@ -166,13 +166,16 @@ class _Params:
 # ---------------------------------------------------------------------------------------------
 # loop kernels: the CPU rendering of a LoopNest (gradc/codegen/loops.py)
 
-def _index(access, sizes, params, loopvars, tag, unsigned):
+def _index(access, sizes, params, loopvars, tag, unsigned, chunked=False):
     """The flat index of an access, written from sizes where the access is a (broadcast of a)
     contiguous buffer, else from stride parameters named by `tag` (one per distinct stride
     pattern of the array: x[:, 0] * x[::-1, 1] reads one array two ways). Returns (index,
     extent): the extent is an expression of the sizes, or (parameter name, value) for a strided
     access, a parameter added only where an array view needs its length (`_extent_text`).
-    `unsigned`: the index is wrapped in np.uint64 (for array views; see the end)."""
+    `unsigned`: the index is wrapped in np.uint64 (for array views; see the end), the natural
+    one too where the outer loop is `chunked` (it starts at c * n0 // CHUNKS, which LLVM cannot
+    see is never negative: the bool mask of W4's relu was stored one element at a time, and
+    its chunked kernel took 130 us a step more than the whole one)."""
     nz = [l for l, s in enumerate(access.strides) if s != 0]
     if not nz:
         return "0", "1"
@@ -185,7 +188,8 @@ def _index(access, sizes, params, loopvars, tag, unsigned):
         expr = loopvars[nz[0]]
         for l in nz[1:]:
             expr = f"({expr}) * n{l} + {loopvars[l]}" if "+" in expr else f"{expr} * n{l} + {loopvars[l]}"
-        return expr, " * ".join(f"n{l}" for l in nz)
+        return (f"np.uint64({expr})" if unsigned and chunked else expr), \
+            " * ".join(f"n{l}" for l in nz)
     # A unit stride of the innermost loop is written as such, not as a parameter: LLVM sees
     # contiguous loads (no gathers, no check that the stride is 1). The kernel is still
     # shape-generic; it only fixes that one stride.
@@ -249,7 +253,7 @@ def loop_kernel(kernel, fusion, address):
             seen.append((access.strides, access.origin))
         j = seen.index((access.strides, access.origin))
         idx, extent = _index(access, sizes, params, loopvars, f"{name}v{j}" if j else name,
-                             unsigned=name in viewed)
+                             unsigned=name in viewed, chunked=kernel.parallel)
         index[id(access)] = f"{name}[{idx}]"
         extent_of.setdefault(name, []).append(extent)
 
