@@ -110,11 +110,14 @@ class KernelSource:
         body_text = "\n".join(body)
         options = "JIT_OPTIONS" if reassociate else "dict(JIT_OPTIONS, fastmath=MAP_FASTMATH)"
         chunk_text = ""
-        if chunk is not None:  # a parallel kernel's chunk function, called by the kernel
+        if chunk is not None:  # a parallel kernel's chunk function, called by the kernel first
             chunk_text = (f'@njit("void({", ".join(["int64"] * (len(params) + 1))})", '
                           f"**{options})\n"
                           f"def {title}_chunk(c, {', '.join(params)}):\n" + "\n".join(chunk)
                           + "\n\n\n")
+            body_text = (f"    for c in range({CHUNKS}):  # on gradc's threads (LLVM route), "
+                         f"else in turn\n        {title}_chunk(c, {', '.join(params)})\n"
+                         + body_text).rstrip("\n")
         digest = hashlib.sha1(f"{title}\n{params}\n{options}\n{chunk_text}{body_text}"
                               .encode()).hexdigest()[:10]
         self.name = f"{title}_{digest}"
@@ -339,8 +342,7 @@ def loop_kernel(kernel, fusion, address):
                             reassociate=bool(nest.reductions))
 
     title += "_par"
-    kernel_lines = [f"    for c in range({CHUNKS}):  # on gradc's threads (LLVM route), else in turn",
-                    f"        {title}_chunk(c, {', '.join(params.names)})"]
+    kernel_lines = []  # (after the chunks: KernelSource writes their loop)
     for red in full:
         array = array_of[id(red.access)]
         p = f"part{array[1:]}"
@@ -450,11 +452,7 @@ class KernelWriter:
         yield
 
     def finish(self):
-        chunk, lines = None, self._lines
-        if self._chunked:
-            chunk, lines = lines, [
-                f"    for c in range({CHUNKS}):  # on gradc's threads (LLVM route), else in turn",
-                f"        {self.op}_chunk(c, {', '.join(self._params.names)})"]
+        chunk, lines = (self._lines, []) if self._chunked else (None, self._lines)
         return KernelSource(f"{self.op}", self._params.names, lines, self._params.values,
                             chunk=chunk, reassociate=self.reassociate)
 

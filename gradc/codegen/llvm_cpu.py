@@ -542,10 +542,11 @@ def load_kernels(sources, folder):
     todo = {n: s for n, s in sources.items() if n not in _loaded}
     if todo:
         vecmath.enable()  # (decides the rewrite, as for Numba's kernels)
-        if any("_chunk(c, " in s or (rt.BLAS == "openblas" and "gemm" in s)
-               for s in todo.values()):
+        if rt.BLAS == "openblas" and any("gemm" in s or "_chunk(c, " in s
+                                         for s in todo.values()):
             pool_rt.pool()  # (its products, gradc_?gemm64, and its chunks, gradc_pool_chunks,
-            # before a kernel links to them)
+            # before a kernel links to them; it calls OpenBLAS, so without it, Numba compiles
+            # a chunked kernel, its chunks in turn: _chunk_call)
         codegen = cpu_target.target_context.codegen()
         # keyed by the kernels and the machine code's target (triple, CPU, features), as
         # Numba's own cache is: a cache shared by two machines never runs the other's code
