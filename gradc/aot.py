@@ -31,6 +31,7 @@ import numpy as np
 
 from . import pytree, standalone
 from ._version import __version__
+from .passes.fuse import CHUNKS
 from .aot_text import (AotError, SourceLines, banner, comment_safe, constants_table,  # noqa: F401
                        describe_tree, display_path, docstring_safe, file_sha256, helper_sources,
                        literal, parameter_names, portable_tree, special_math_source,
@@ -334,14 +335,14 @@ class Generator:
         """gradc/codegen/special_math.py, where a kernel calls one of its functions."""
         from .codegen.special_math import FUNCTIONS
         calls = {f"sp_{name}(" for name in FUNCTIONS}
-        if not any(call in ks.source for ks in self.program.kernels for call in calls):
+        if not any(call in ks.source for _, ks, _ in self.program.calls for call in calls):
             return []
         return [banner("special functions, copied from gradc/codegen/special_math.py"),
                 special_math_source().rstrip("\n"), "", ""]
 
     def _kernels(self):
         seen, out = {}, []
-        for k, ks in zip(self.c.fusion.kernels, self.program.kernels):
+        for k, ks, _ in self.program.calls:
             seen.setdefault(ks.name, (ks, []))[1].append(k)
         for kname, (ks, ks_kernels) in seen.items():
             ops = ", ".join(dict.fromkeys(n.op for k in ks_kernels for n in k.nodes))
@@ -366,7 +367,18 @@ class Generator:
             for src in dict.fromkeys(n.source for n in k.nodes):
                 text = self.lines.text(src)
                 out.append(f"    #   {src}" + (f"  {comment_safe(text)}" if text else ""))
-            out.append(f"    {ks.name}({', '.join(ks.call_args)})")
+            if ks.chunks is None:
+                out.append(f"    {ks.name}({', '.join(ks.call_args)})")
+                continue
+            total = ks.call_args[ks.chunks.count]
+            # (_c, _lo, _hi: no input's name starts with "_", program.identifier)
+            out.append(f"    for _c in range({CHUNKS}):  # in chunks of the outer loop, as "
+                       "gradc's threads run them")
+            out.append(f"        _lo, _hi = _c * {total} // {CHUNKS}, (_c + 1) * {total} // {CHUNKS}")
+            out.append(f"        {ks.name}({', '.join(ks.chunks.arguments(ks.call_args, '_c', ('_lo', '_hi')))})")
+            for fold in ks.combines:
+                out.append(f"    {fold.name}({', '.join(fold.call_args)})  # the partial results, "
+                           "in chunk order")
         if not self.c.fusion.kernels:
             out.append("    pass")
         return out

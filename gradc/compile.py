@@ -14,9 +14,10 @@ import threading
 import time
 from typing import NamedTuple
 
-from .codegen.driver_rt import argument_counts, entry_address, program_table, runner
+from .codegen.driver_rt import (argument_counts, chunked_callers, entry_address, program_table,
+                                runner)
 from . import program_cache
-from .codegen import llvm_cpu
+from .codegen import llvm_cpu, pool_rt
 from .codegen.modules import content_name, load_module, load_modules, module_dir
 from .codegen.program import Program, verify_plan
 from .executable import Compiled, Layout
@@ -192,14 +193,16 @@ def load_driver(program, timings=None):
     Returns the driver's module: `run(words)` runs the program (gradc.executable.Compiled).
     Kernels whose text is in the subset codegen/llvm_cpu.py compiles (the loop kernels, and
     library kernels such as products, concatenate, scatters) are compiled straight to LLVM IR,
-    together; the others (index checks, parallel loops...), and all of them with
+    together; the others (index checks, special functions...), and all of them with
     GRADC_KERNELS=numba, by Numba, one module each. `timings` (seconds by
     stage) gets the direct kernels' and the loop's time as "llvm"."""
     kernels = {}
     t0 = time.perf_counter()
     if llvm_cpu.route() == "llvm":
         kernels = llvm_cpu.load_kernels(program.kernel_modules, module_dir())
-    runner(argument_counts(program.encoded_calls()))  # (the one the driver loads)
+    calls = program.encoded_calls()
+    counts, chunked = argument_counts(calls)
+    runner(counts, chunked)  # (the one the driver loads)
     if timings is not None:
         timings["llvm"] = time.perf_counter() - t0
     modules = load_modules({name: source for name, source in program.kernel_modules.items()
@@ -208,7 +211,8 @@ def load_driver(program, timings=None):
                    for name, module in modules.items())
     module = load_module(content_name("gradc_driver", program.driver_source), program.driver_source)
     if module.PROGRAM is None:
-        module.program_table = program_table(program.encoded_calls(), len(program.input_names),
-                                             kernels)
+        module.program_table = program_table(calls, len(program.input_names), kernels,
+                                             chunked_callers(counts, chunked),
+                                             pool_rt.chunks_address() if chunked else 0)
         module.PROGRAM = module.program_table.ctypes.data
     return module

@@ -33,7 +33,7 @@ from .executable import Layout
 from .ops.fn import ConstArray
 from .passes.fuse import parallel_min_iterations
 
-FORMAT = "gradc-program 2"
+FORMAT = "gradc-program 3"
 # an entry holds the constants' bytes (base64): graphs with more are lowered every time
 MAX_CONSTANT_BYTES = 8 << 20
 
@@ -199,13 +199,18 @@ def _program(p):
     names = _strs(p["input_names"])
     kernels = {_str(k): _str(v) for k, v in p["kernel_modules"].items()}
     calls = []
-    for name, args in p["calls"]:
+    for name, args, chunks in p["calls"]:
         if name not in kernels:
             raise ValueError(f"a call of {name}, not a kernel of the entry")
         pairs = [(_int(base), _int(value)) for base, value in args]
         if any(not 0 <= base < 2 + len(names) for base, _ in pairs):
             raise ValueError("an argument's base is out of range")
-        calls.append((name, pairs))
+        if chunks is not None:
+            count, steps, per_chunk = chunks
+            chunks = [_int(count), [_int(x) for x in steps], [_int(x) for x in per_chunk]]
+            if not (0 <= chunks[0] < len(pairs) and len(chunks[1]) == len(chunks[2]) == len(pairs)):
+                raise ValueError("a chunked call's description does not fit its arguments")
+        calls.append((name, pairs, chunks))
     return SavedProgram(kernels, _str(p["driver_source"]), names, calls)
 
 

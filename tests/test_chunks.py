@@ -1,8 +1,9 @@
-"""Loop kernels cut into chunks for gradc's threads (passes/fuse.py decide_parallel,
-codegen/pool_rt.py gradc_pool_chunks), with the threshold lowered so that small shapes take
-that path: every kind of kernel that may be cut (maps, broadcasts, reductions over trailing
-axes, over everything, with keepdims, in place in a train step) must give NumPy's answer, and a
-reduction over leading axes (which would race across chunks) must stay whole and right."""
+"""Calls of loop kernels cut into chunks for gradc's threads (passes/fuse.py decide_parallel,
+codegen/cpu.py Chunks, driver_rt.py, pool_rt.py gradc_pool_chunks), with the threshold lowered
+so that small shapes take that path: every kind of kernel that may be cut (maps, broadcasts,
+reductions over trailing axes, over everything, with keepdims, in place in a train step) must
+give NumPy's answer, a reduction over leading axes (which would race across chunks) must stay
+whole and right, and a shape that crosses the threshold runs the kernels it ran before."""
 import numpy as np
 import pytest
 
@@ -17,8 +18,12 @@ def chunked(monkeypatch):
     monkeypatch.setenv("GRADC_PARALLEL_MIN_ITERATIONS", THRESHOLD)
 
 
+def _chunked_calls(compiled):
+    return [name for name, _, chunks in compiled.program.encoded_calls() if chunks]
+
+
 def _chunked_kernels(fun, *args):
-    return [k for k in fun.compiled_for(*args).fusion.kernels if k.parallel]
+    return _chunked_calls(fun.compiled_for(*args))
 
 
 def _forward(x, y, b):
@@ -95,7 +100,7 @@ def test_chunked_train_step_updates_parameters_in_place(chunked):
     for k in ref:
         np.testing.assert_allclose(p[k], ref[k], rtol=1e-9, atol=1e-12)
     (compiled,) = step.cache.values()
-    assert any(k.parallel for k in compiled.fusion.kernels)
+    assert _chunked_calls(compiled)
 
 
 def test_reductions_over_leading_axes_are_not_cut(chunked):
@@ -105,3 +110,39 @@ def test_reductions_over_leading_axes_are_not_cut(chunked):
     f = gradc.jit(lambda x: np.sum(np.exp(x), axis=0))
     np.testing.assert_allclose(f(x), np.exp(x).sum(axis=0), rtol=1e-12)
     assert not _chunked_kernels(f, x)
+
+
+def _kernels_called(compiled):
+    return {name for name, _, _ in compiled.program.encoded_calls()}
+
+
+def test_a_shape_across_the_threshold_runs_the_same_kernels(chunked):
+    """Whether a call runs in chunks is the call's business (its arguments move), not the
+    kernel's: a batch that crosses the threshold calls the kernels the small one called, plus
+    the folds of partial sums (one per reduction kind and dtype, shared by every program).
+    (Run whole, the same shape may differ in the last bit: which elements a chunk's vector
+    loop leaves to its scalar remainder, libm's tanh and not libmvec's, moves with the cut.)"""
+    def loss(w, x):
+        h = np.tanh(x @ w)
+        return np.mean(h * h), h * 2.0
+
+    f = gradc.jit(loss)
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((5, 3))
+    small, big = rng.standard_normal((4, 5)), rng.standard_normal((40, 5))  # 12, 120 iterations
+    f(w, small)
+    value, h2 = f(w, big)
+    cs, cb = f.compiled_for(w, small), f.compiled_for(w, big)
+    assert not _chunked_calls(cs) and _chunked_calls(cb)
+    new = _kernels_called(cb) - _kernels_called(cs)
+    assert new and all(name.startswith("gradc_combine_") for name in new), new
+    h = np.tanh(big @ w)
+    np.testing.assert_allclose(value, np.mean(h * h), rtol=1e-12)
+    np.testing.assert_allclose(h2, 2 * h, rtol=1e-12)
+    whole = gradc.jit(loss)
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("GRADC_PARALLEL_MIN_ITERATIONS", str(1 << 30))
+        value1, h21 = whole(w, big)
+        assert not _chunked_calls(whole.compiled_for(w, big))
+    np.testing.assert_allclose(h21, h2, rtol=1e-14)
+    np.testing.assert_allclose(value1, value, rtol=1e-14)

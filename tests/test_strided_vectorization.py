@@ -104,10 +104,11 @@ def test_a_transposing_map_reads_its_source_contiguously():
     assert "= a0[(i0 * n1 + i1) * n2 + i2]" in source and "= a1[i1]" in source, source
 
 
-def test_a_chunked_kernels_bool_mask_is_stored_in_vectors(monkeypatch):
-    """A chunk's outer loop starts at c * n0 // CHUNKS, which LLVM cannot see is never
-    negative: a bool array view's index is written unsigned there too, or Numba's wraparound
-    keeps the mask's store scalar (W4's relu: its chunked kernel took 130 us a step more)."""
+def test_a_chunked_calls_bool_mask_is_stored_in_vectors(monkeypatch):
+    """A call in chunks runs the kernel any call runs, over a part of its outer loop from 0
+    (its arguments moved): the relu's mask is stored in vectors. (A chunk function whose loop
+    started at c * n0 // CHUNKS, which LLVM could not see is never negative, stored it one
+    element at a time: W4's chunked kernel took 130 us a step more.)"""
     monkeypatch.setenv("GRADC_PARALLEL_MIN_ITERATIONS", "64")
 
     def loss(x, b, w):  # the relu's mask is kept for the product's backward
@@ -119,10 +120,11 @@ def test_a_chunked_kernels_bool_mask_is_stored_in_vectors(monkeypatch):
     w = rng.standard_normal((240, 10)).astype(np.float32)
     value, _ = f(x, b, w)
     assert value == pytest.approx(loss(x, b, w), rel=1e-5)
-    sources = [s for s in f.last_compiled().program.kernel_modules.values()
-               if "_chunk(c, " in s and "bool_array(" in s]
-    assert sources, "no chunked kernel stores the relu's mask"
-    name = re.search(r"^def (\w+_chunk)", sources[0], re.M)[1]
+    program = f.last_compiled().program
+    sources = [program.kernel_modules[name] for name, _, chunks in program.encoded_calls()
+               if chunks and "bool_array(" in program.kernel_modules[name]]
+    assert sources, "no call in chunks stores the relu's mask"
+    name = re.search(r"^def (\w+)\(", sources[0], re.M)[1]
     namespace = {}
     cache, rt.JIT_OPTIONS["cache"] = rt.JIT_OPTIONS["cache"], False  # (compiled from a string)
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -103,30 +104,62 @@ def combine(red, acc, x):
 
 
 class KernelSource:
-    """One kernel: canonical source plus the driver's argument expressions for one call."""
+    """One kernel: canonical source plus the driver's argument expressions for one call.
+    `chunks`: how this call runs in chunks (Chunks), or None; `combines`: the calls that fold
+    its partial results after (KernelSource each)."""
 
-    def __init__(self, title, params, body, call_args, chunk=None, reassociate=True):
+    def __init__(self, title, params, body, call_args, reassociate=True):
         self.params = params
         body_text = "\n".join(body)
         options = "JIT_OPTIONS" if reassociate else "dict(JIT_OPTIONS, fastmath=MAP_FASTMATH)"
-        chunk_text = ""
-        if chunk is not None:  # a parallel kernel's chunk function, called by the kernel first
-            chunk_text = (f'@njit("void({", ".join(["int64"] * (len(params) + 1))})", '
-                          f"**{options})\n"
-                          f"def {title}_chunk(c, {', '.join(params)}):\n" + "\n".join(chunk)
-                          + "\n\n\n")
-            body_text = (f"    for c in range({CHUNKS}):  # on gradc's threads (LLVM route), "
-                         f"else in turn\n        {title}_chunk(c, {', '.join(params)})\n"
-                         + body_text).rstrip("\n")
-        digest = hashlib.sha1(f"{title}\n{params}\n{options}\n{chunk_text}{body_text}"
-                              .encode()).hexdigest()[:10]
+        digest = hashlib.sha1(f"{title}\n{params}\n{options}\n{body_text}".encode()).hexdigest()[:10]
         self.name = f"{title}_{digest}"
         self.call_args = call_args
+        self.chunks, self.combines = None, []
         sig = ", ".join(["int64"] * len(params))
-        self.source = (chunk_text.replace(f"{title}_chunk", f"{self.name}_chunk") +
-                       f'@njit("void({sig})", **{options})\n'
-                       f"def {self.name}({', '.join(params)}):\n"
-                       + body_text.replace(f"{title}_chunk", f"{self.name}_chunk") + "\n")
+        self.source = (f'@njit("void({sig})", **{options})\n'
+                       f"def {self.name}({', '.join(params)}):\n" + body_text + "\n")
+
+
+@dataclass
+class Chunks:
+    """How one call of a kernel runs as CHUNKS calls, each over a part of its outermost loop,
+    which gradc's threads take (codegen/driver_rt.py, pool_rt.py): the kernel is the one any
+    call runs, only its arguments move. So whether a call is cut in chunks is the call's
+    business (the shape's), and a new batch size that crosses the threshold compiles nothing.
+
+    Chunk c covers iterations [c * N // CHUNKS, (c + 1) * N // CHUNKS) of the N that argument
+    `count` holds; it gets that many as `count`, and every other argument j moves by
+    `steps[j]` bytes per iteration skipped and `per_chunk[j]` bytes per chunk (a sum over
+    everything writes chunk c's partial result there; `combines` fold them after)."""
+    count: int
+    steps: list
+    per_chunk: list
+
+    def arguments(self, args, c, lo_hi):
+        """Chunk c's arguments as text (an AOT module's driver): `lo_hi` names its bounds."""
+        lo, hi = lo_hi
+        out = []
+        for j, a in enumerate(args):
+            if j == self.count:
+                out.append(f"{hi} - {lo}")
+                continue
+            terms = [a] + ([f"{lo} * {self.steps[j]}"] if self.steps[j] else []) + \
+                ([f"{c} * {self.per_chunk[j]}"] if self.per_chunk[j] else [])
+            out.append(" + ".join(terms))
+        return out
+
+
+def combine_kernel(red, partials, out):
+    """The call that folds a chunked call's CHUNKS partial results of a reduction over
+    everything (at address `partials`) into its result (at `out`), in chunk order: the bits
+    depend on the shape alone."""
+    ctor = _pointer_ctor(red.dtype)
+    lines = [f"    q = {ctor}(pq)", f"    out = {ctor}(pout)", "    acc = q[0]",
+             f"    for c in range(1, {CHUNKS}):", f"        acc = {combine(red, 'acc', 'q[c]')}",
+             "    out[0] = acc"]
+    return KernelSource(f"combine_{red.op}_{np.dtype(red.dtype).name}", ["pq", "pout"], lines,
+                        [partials, out])
 
 
 @functools.lru_cache(maxsize=64)
@@ -169,16 +202,13 @@ class _Params:
 # ---------------------------------------------------------------------------------------------
 # loop kernels: the CPU rendering of a LoopNest (gradc/codegen/loops.py)
 
-def _index(access, sizes, params, loopvars, tag, unsigned, chunked=False):
+def _index(access, sizes, params, loopvars, tag, unsigned):
     """The flat index of an access, written from sizes where the access is a (broadcast of a)
     contiguous buffer, else from stride parameters named by `tag` (one per distinct stride
     pattern of the array: x[:, 0] * x[::-1, 1] reads one array two ways). Returns (index,
     extent): the extent is an expression of the sizes, or (parameter name, value) for a strided
     access, a parameter added only where an array view needs its length (`_extent_text`).
-    `unsigned`: the index is wrapped in np.uint64 (for array views; see the end), the natural
-    one too where the outer loop is `chunked` (it starts at c * n0 // CHUNKS, which LLVM cannot
-    see is never negative: the bool mask of W4's relu was stored one element at a time, and
-    its chunked kernel took 130 us a step more than the whole one)."""
+    `unsigned`: a strided index is wrapped in np.uint64 (for array views; see the end)."""
     nz = [l for l, s in enumerate(access.strides) if s != 0]
     if not nz:
         return "0", "1"
@@ -191,8 +221,7 @@ def _index(access, sizes, params, loopvars, tag, unsigned, chunked=False):
         expr = loopvars[nz[0]]
         for l in nz[1:]:
             expr = f"({expr}) * n{l} + {loopvars[l]}" if "+" in expr else f"{expr} * n{l} + {loopvars[l]}"
-        return (f"np.uint64({expr})" if unsigned and chunked else expr), \
-            " * ".join(f"n{l}" for l in nz)
+        return expr, " * ".join(f"n{l}" for l in nz)
     # A unit stride of the innermost loop is written as such, not as a parameter: LLVM sees
     # contiguous loads (no gathers, no check that the stride is 1). The kernel is still
     # shape-generic; it only fixes that one stride.
@@ -256,19 +285,9 @@ def loop_kernel(kernel, fusion, address):
             seen.append((access.strides, access.origin))
         j = seen.index((access.strides, access.origin))
         idx, extent = _index(access, sizes, params, loopvars, f"{name}v{j}" if j else name,
-                             unsigned=name in viewed, chunked=kernel.parallel)
+                             unsigned=name in viewed)
         index[id(access)] = f"{name}[{idx}]"
         extent_of.setdefault(name, []).append(extent)
-
-    # A parallel kernel's nest is a function of one chunk `c` of its outermost loop (CHUNKS
-    # ranges); the kernel calls it per chunk, and on the LLVM route gradc's threads take the
-    # chunks (pool_rt.py). A reduction over everything leaves one partial result per chunk in
-    # planned scratch, combined after in chunk order: the bits depend on the shape alone.
-    parallel = kernel.parallel
-    full = [red for red in nest.reductions if red.register_from(ndim) == 0] if parallel else []
-    for red in full:
-        array = array_of[id(red.access)]
-        params.add(f"q{array[1:]}", address(("partial", kernel.index, red.node.output.id), 0))
 
     lines = []
     emit = lambda depth, text: lines.append("    " * depth + text)  # noqa: E731
@@ -284,10 +303,6 @@ def loop_kernel(kernel, fusion, address):
             whole = f"len{name}all"
         extent = extents[0] if len(set(extents)) == 1 else params.add(whole, longest)
         constructors[name] = f"{name} = {_array_ctor(dtype)}(p{name[1:]}, {extent})"
-    for red in full:
-        array = array_of[id(red.access)]
-        constructors[f"part{array[1:]}"] = \
-            f"part{array[1:]} = {_pointer_ctor(red.dtype)}(q{array[1:]})"
     for text in constructors.values():
         emit(1, text)
 
@@ -305,8 +320,7 @@ def loop_kernel(kernel, fusion, address):
         for red in nest.reductions:
             if red.register_from(ndim) == l:
                 emit(depth, f"acc{array_of[id(red.access)][1:]} = {red.identity()}")
-        span = f"c * n0 // {CHUNKS}, (c + 1) * n0 // {CHUNKS}" if parallel and l == 0 else f"n{l}"
-        emit(depth, f"for {loopvars[l]} in range({span}):")
+        emit(depth, f"for {loopvars[l]} in range(n{l}):")
         depth += 1
     for access in nest.loads:
         if not access.is_scalar:
@@ -332,26 +346,44 @@ def loop_kernel(kernel, fusion, address):
             if red.register_from(ndim) == l:
                 array = array_of[id(red.access)]
                 accname = f"acc{array[1:]}"
-                target = f"part{array[1:]}[c]" if parallel and l == 0 else index[id(red.access)]
+                target = index[id(red.access)]
                 value = combine(red, target, accname) if red.in_memory(ndim) else accname
                 emit(depth, f"{target} = {value}")
 
-    title = "loop_" + (nest.title() or "copy")
-    if not parallel:
-        return KernelSource(title, params.names, lines, params.values,
-                            reassociate=bool(nest.reductions))
+    ks = KernelSource("loop_" + (nest.title() or "copy"), params.names, lines, params.values,
+                      reassociate=bool(nest.reductions))
+    if kernel.parallel:
+        _cut_in_chunks(ks, nest, array_of, arrays, address, kernel.index)
+    return ks
 
-    title += "_par"
-    kernel_lines = []  # (after the chunks: KernelSource writes their loop)
+
+def _cut_in_chunks(ks, nest, array_of, arrays, address, kernel_index):
+    """Run this call of a parallel loop kernel (passes/fuse.py decide_parallel) in chunks of
+    its outer loop (Chunks): every array moves by its stride along that loop, and a reduction
+    over everything writes one partial result per chunk into planned scratch, folded after by
+    a combine call. Left whole where an array is read along that loop in two ways (x[:, 0] *
+    x[::-1, 1]: no one address moves for both), or a reduced result's buffer is also read."""
+    strides = {}
+    for access in nest.accesses:
+        strides.setdefault(array_of[id(access)], set()).add(access.strides[0])
+    if any(len(s) > 1 for s in strides.values()):
+        return
+    full = [red for red in nest.reductions if red.register_from(nest.ndim) == 0]
+    names = [array_of[id(a)] for a in nest.accesses]
+    if any(names.count(array_of[id(red.access)]) > 1 for red in full):
+        return
+    args = list(ks.call_args)
+    steps, per_chunk = [0] * len(args), [0] * len(args)
+    for name, (dtype, _) in arrays.items():
+        (stride,) = strides[name]
+        steps[ks.params.index(f"p{name[1:]}")] = stride * np.dtype(dtype).itemsize
     for red in full:
-        array = array_of[id(red.access)]
-        p = f"part{array[1:]}"
-        kernel_lines += [f"    {constructors[array]}", f"    {constructors[p]}",
-                         f"    acc = {p}[0]", f"    for c in range(1, {CHUNKS}):",
-                         f"        acc = {combine(red, 'acc', f'{p}[c]')}",
-                         f"    {index[id(red.access)]} = acc"]
-    return KernelSource(title, params.names, kernel_lines, params.values, chunk=lines,
-                        reassociate=bool(nest.reductions))
+        j = ks.params.index(f"p{array_of[id(red.access)][1:]}")
+        partials = address(("partial", kernel_index, red.node.output.id), 0)
+        ks.combines.append(combine_kernel(red, partials, args[j]))
+        args[j], per_chunk[j] = partials, np.dtype(red.dtype).itemsize
+    ks.call_args = args
+    ks.chunks = Chunks(ks.params.index("n0"), steps, per_chunk)
 
 
 def _eval_extent(expr, sizes, params):
@@ -384,8 +416,8 @@ class KernelWriter:
         self._params = _Params()
         self._lines = []
         self._depth = 1
-        self._chunked = False  # (chunks())
-        names = [f"x{i}" for i in range(len(node.inputs))] + ["out"]
+        self._chunks = None  # (in_chunks())
+        names = self._names = [f"x{i}" for i in range(len(node.inputs))] + ["out"]
         self._input_name = {}  # value id -> the name of its first place among the inputs
         for name, v in zip(names, node.inputs):
             self._input_name.setdefault(v.id, name)
@@ -443,18 +475,22 @@ class KernelWriter:
 
         return Loops()
 
-    @contextlib.contextmanager
-    def chunks(self):
-        """The whole kernel written inside (after the arrays' views) is a chunk function, of
-        chunk `c` of CHUNKS, which the kernel calls per chunk: gradc's threads take them on
-        the LLVM route, as a parallel loop kernel's (loop_kernel)."""
-        self._chunked = True
-        yield
+    def in_chunks(self, count, steps):
+        """Run this call in chunks of the kernel's outermost loop (Chunks), whose length is
+        parameter `count`; `steps`: {array name ("x0", "out"...): elements it moves per
+        iteration of that loop}. Only the call changes: the kernel's text is the same."""
+        self._chunks = (count, steps)
 
     def finish(self):
-        chunk, lines = (self._lines, []) if self._chunked else (None, self._lines)
-        return KernelSource(f"{self.op}", self._params.names, lines, self._params.values,
-                            chunk=chunk, reassociate=self.reassociate)
+        ks = KernelSource(f"{self.op}", self._params.names, self._lines, self._params.values,
+                          reassociate=self.reassociate)
+        if self._chunks:
+            count, steps = self._chunks
+            dtypes = {name: v.dtype for name, v in zip(self._names, list(self.inputs) + [self.output])}
+            ks.chunks = Chunks(ks.params.index(count), [
+                steps.get(p[2:], 0) * np.dtype(dtypes[p[2:]]).itemsize if p[2:] in dtypes else 0
+                for p in ks.params], [0] * len(ks.params))
+        return ks
 
 
 def library_kernel(kernel, fusion, address):

@@ -56,9 +56,12 @@ def kernel_type(n):
     return ir.FunctionType(I32, [I8P.as_pointer(), EXCINFO_T.as_pointer().as_pointer()] + [I64] * n)
 
 
-def runner_ir(counts):
-    """LLVM IR of `i32 run_program(i64 words)` for calls of these argument counts."""
+def runner_ir(counts, chunked=()):
+    """LLVM IR of `i32 run_program(i64 words)` for calls of these argument counts, and of a
+    chunked call's function (`chunked_call`) for kernels of each count in `chunked`."""
     module = ir.Module("gradc_runner")
+    for n in chunked:
+        chunked_call(module, n)
     fn = ir.Function(module, ir.FunctionType(I32, [I64]), "run_program")
     entry, head, body, arg_head, arg_body, dispatch, check, next_call, failed, done = (
         fn.append_basic_block(name) for name in (
@@ -149,16 +152,73 @@ def runner_ir(counts):
     return str(module)
 
 
+def chunked_call(module, n):
+    """`gradc_chunked_<n>`, a kernel of n arguments called in CHUNKS chunks (codegen/cpu.py
+    Chunks), called by run_program as a kernel of 3 + 3n arguments: (kernel's address, pool
+    function's address or 0, index of the count argument, the kernel's n arguments, the bytes
+    each moves per iteration, the bytes each moves per chunk). It hands the chunks to gradc's
+    threads (pool_rt.py gradc_pool_chunks, which calls `gradc_chunk_<n>(args, c)` for each c),
+    or without a pool runs them in turn: the same chunks, the same bits."""
+    from ..passes.fuse import CHUNKS
+    chunk = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64.as_pointer(), I64]),
+                        f"gradc_chunk_{n}")
+    desc, c = chunk.args
+    b = ir.IRBuilder(chunk.append_basic_block("entry"))
+    word = lambda i: b.load(b.gep(desc, [I64(i)]))  # noqa: E731
+    count_at = word(2)
+    total = b.load(b.gep(desc, [b.add(count_at, I64(3))]))
+    lo = b.sdiv(b.mul(c, total), I64(CHUNKS))
+    hi = b.sdiv(b.mul(b.add(c, I64(1)), total), I64(CHUNKS))
+    args = []
+    for j in range(n):
+        moved = b.add(b.add(word(3 + j), b.mul(lo, word(3 + n + j))), b.mul(c, word(3 + 2 * n + j)))
+        args.append(b.select(b.icmp_signed("==", count_at, I64(j)), b.sub(hi, lo), moved))
+    ret = b.bitcast(b.alloca(I64), I8P.as_pointer())
+    excinfo = b.alloca(EXCINFO_T.as_pointer())
+    b.call(b.inttoptr(word(0), kernel_type(n).as_pointer()), [ret, excinfo] + args)
+    b.ret_void()  # (a chunked kernel raises nothing: loops, and products through gradc_?gemm64)
+
+    fn = ir.Function(module, kernel_type(3 + 3 * n), f"gradc_chunked_{n}")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    desc = b.alloca(I64, I64(3 + 3 * n))
+    for j, value in enumerate(fn.args[2:]):
+        b.store(value, b.gep(desc, [I64(j)]))
+    pool = fn.args[3]
+    with b.if_else(b.icmp_signed("!=", pool, I64(0))) as (shared, alone):
+        with shared:
+            run = ir.FunctionType(ir.VoidType(), [I64, I64.as_pointer(), I64]).as_pointer()
+            b.call(b.inttoptr(pool, run), [b.ptrtoint(chunk, I64), desc, I64(CHUNKS)])
+        with alone:
+            for i in range(CHUNKS):
+                b.call(chunk, [desc, I64(i)])
+    b.ret(I32(_OK))
+
+
 _PROTOTYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64)
 STATS = {"compiled": 0, "loaded": 0}  # loops compiled / read from the disk cache
 
 
 @functools.lru_cache(maxsize=None)
-def runner(counts):
+def _runner_library(counts, chunked):
+    return native_library("gradc_runner", runner_ir(counts, chunked), STATS)
+
+
+def runner(counts, chunked=()):
     """`run_program(words)` for calls of these argument counts (a tuple), as a ctypes function
-    to call with a ctypes.c_int64 (a prepared argument: ~0.17 us a call)."""
-    library = native_library("gradc_runner", runner_ir(counts), STATS)
+    to call with a ctypes.c_int64 (a prepared argument: ~0.17 us a call); `chunked`: the
+    argument counts of the kernels it calls in chunks (each also needs 3 + 3n in `counts`)."""
+    return _prototype(_runner_library(counts, chunked))
+
+
+@functools.lru_cache(maxsize=None)
+def _prototype(library):
     return _PROTOTYPE(library.get_pointer_to_function("run_program"))
+
+
+def chunked_callers(counts, chunked):
+    """{n: address of gradc_chunked_<n>} of runner(counts, chunked)."""
+    library = _runner_library(counts, chunked)
+    return {n: library.get_pointer_to_function(f"gradc_chunked_{n}") for n in chunked}
 
 
 def native_library(prefix, text, stats):
@@ -220,17 +280,33 @@ def entry_address(kernel):
 
 
 def argument_counts(calls):
-    """The argument counts of `calls` ([(kernel, [argument...])...]), as `runner` takes them."""
-    return tuple(sorted({len(args) for _, args in calls}))
+    """(counts, chunked) of `calls` ([(kernel, [argument...], chunks or None)...]), as
+    `runner` takes them: the argument counts run_program calls, and those of the kernels
+    called in chunks."""
+    chunked = {len(args) for _, args, chunks in calls if chunks}
+    counts = {len(args) for _, args, chunks in calls if not chunks} | {3 + 3 * n for n in chunked}
+    return tuple(sorted(counts)), tuple(sorted(chunked))
 
 
-def program_table(calls, n_inputs, kernels):
-    """The int64 table of `calls` ([(kernel key, [(base, value)...])...]) with each kernel key
-    replaced by its entry address (`kernels`: key -> address)."""
-    max_args = max([len(args) for _, args in calls], default=0)
+def program_table(calls, n_inputs, kernels, callers=None, pool=0):
+    """The int64 table of `calls` ([(kernel key, [(base, value)...], chunks)...]) with each
+    kernel key replaced by its entry address (`kernels`: key -> address). A call with chunks
+    ([count index, steps, per-chunk steps]) becomes a call of its chunked caller (`callers`:
+    argument count -> address of gradc_chunked_<n>), with `pool` (the address of
+    gradc_pool_chunks, or 0: the chunks in turn)."""
+    expanded = []
+    for key, args, chunks in calls:
+        if chunks:
+            count, steps, per_chunk = chunks
+            args = ([(CONSTANT, kernels[key]), (CONSTANT, pool), (CONSTANT, count)] + list(args)
+                    + [(CONSTANT, s) for s in steps] + [(CONSTANT, q) for q in per_chunk])
+            expanded.append((callers[len(chunks[1])], args))
+        else:
+            expanded.append((kernels[key], args))
+    max_args = max([len(args) for _, args in expanded], default=0)
     words = [0, n_inputs, max_args]
-    for key, args in calls:
-        words += [kernels[key], len(args)]
+    for address, args in expanded:
+        words += [address, len(args)]
         for base, value in args:
             words += [base, value]
     words[0] = len(words)

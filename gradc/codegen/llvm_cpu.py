@@ -17,8 +17,7 @@ the same libmvec rewrite (gradc/codegen/vecmath.py) and fast-math flags (rt.py F
 MAP_FASTMATH) as the Numba route, and the same calling convention (an exception too), so the
 driver calls either kind of kernel alike (codegen/driver_rt.py).
 
-A parallel kernel's `for c in range(CHUNKS): X_chunk(c, ...)` becomes one call of pool_rt.py's
-gradc_pool_chunks, whose threads call the chunk function's entry. Text outside the subset (the
+Text outside the subset (the
 special functions, mixed-dtype arithmetic, a name given values of two types...) raises
 Unsupported: that kernel goes through Numba as before. So the generated Python stays what users
 read and what `gradc compile` writes, and both routes run the same arithmetic in the same order.
@@ -58,53 +57,22 @@ def _never_negative(e):
 def kernel_module(source, symbol):
     """An ir.Module that defines the kernel in `source` (one `@njit` function of int64
     arguments, returning nothing) as `symbol`, with Numba's calling convention and fast-math
-    flags; a parallel kernel's chunk function, before it, as `symbol`_chunk. Raises
-    Unsupported."""
+    flags. Raises Unsupported."""
     tree = ast.parse(source)
     functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
-    if len(functions) == 2 and functions[0].name == functions[1].name + "_chunk":
-        chunk, fdef = functions
-    elif len(functions) == 1:
-        chunk, (fdef,) = None, functions
-    else:
-        raise Unsupported("functions other than a kernel and its chunk function")
-    flags = _fastmath(fdef)
-    for f in [fdef] + ([chunk] if chunk else []):
-        signature = f.decorator_list[0].args[:1]
-        params = ", ".join(["int64"] * len(f.args.args))
-        if not (signature and isinstance(signature[0], ast.Constant)
-                and signature[0].value == f"void({params})"):
-            raise Unsupported("a signature other than void(int64, ...)")
-    if chunk is not None and _fastmath(chunk) != flags:
-        raise Unsupported("a chunk function with other options")
+    if len(functions) != 1:
+        raise Unsupported("functions other than one kernel")
+    (fdef,) = functions
+    signature = fdef.decorator_list[0].args[:1]
+    params = ", ".join(["int64"] * len(fdef.args.args))
+    if not (signature and isinstance(signature[0], ast.Constant)
+            and signature[0].value == f"void({params})"):
+        raise Unsupported("a signature other than void(int64, ...)")
     from numba.core.registry import cpu_target
     module = cpu_target.target_context.create_module(symbol)  # (Numba's triple and layout)
-    chunks = None
-    if chunk is not None:
-        body = _Kernel(module, chunk, f"{symbol}_chunk")
-        body.build()
-        body.function.linkage = "internal"
-        chunks = (chunk.name, _chunk_entry(module, body.function, len(chunk.args.args)))
-    _Kernel(module, fdef, symbol, chunks).build()
-    _add_fastmath(module, flags)
+    _Kernel(module, fdef, symbol).build()
+    _add_fastmath(module, _fastmath(fdef))
     return module
-
-
-def _chunk_entry(module, chunk, nargs):
-    """`void entry(int64 *args, int64 c)`: the chunk function `chunk` (Numba's calling
-    convention) of chunk c with the kernel's arguments, as pool_rt.py's threads call it."""
-    from numba.core import types
-    from numba.core.registry import cpu_target
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64.as_pointer(), I64]),
-                     f"{chunk.name}_entry")
-    fn.linkage = "internal"
-    args, c = fn.args
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    values = [c] + [b.load(b.gep(args, [ir.Constant(I64, i)])) for i in range(nargs - 1)]
-    cpu_target.target_context.call_conv.call_function(b, chunk, types.void,
-                                                      [types.int64] * nargs, values)
-    b.ret_void()  # (a chunk raises nothing: loops, and products through gradc_?gemm64)
-    return fn
 
 
 def _fastmath(fdef):
@@ -134,11 +102,10 @@ class _Kernel(Expressions, LibraryCalls):
     """Lowers one kernel's function body. Variables live in allocas (LLVM's mem2reg makes them
     registers), as in Numba's lowering."""
 
-    def __init__(self, module, fdef, symbol, chunks=None):
+    def __init__(self, module, fdef, symbol):
         from numba.core import types
         from numba.core.registry import cpu_target
         self.module, self.fdef = module, fdef
-        self.chunks = chunks  # (the chunk function's name, its entry) of a parallel kernel
         params = [a.arg for a in fdef.args.args]
         if fdef.args.vararg or fdef.args.kwarg or fdef.args.kwonlyargs or fdef.args.defaults:
             raise Unsupported("arguments")
@@ -280,8 +247,6 @@ class _Kernel(Expressions, LibraryCalls):
 
     def _for(self, st):
         it = st.iter
-        if self._chunk_call(st):
-            return
         if not (isinstance(st.target, ast.Name) and isinstance(it, ast.Call)
                 and dotted_name(it.func) == "range" and 1 <= len(it.args) <= 2 and not it.keywords):
             raise Unsupported(ast.unparse(st.iter))
@@ -320,30 +285,6 @@ class _Kernel(Expressions, LibraryCalls):
             back.set_metadata("llvm.loop", loop)
         b.position_at_end(done)
         del self.scope[name]  # (Python keeps it; the kernels never read it after the loop)
-
-    def _chunk_call(self, st):
-        """`for c in range(CHUNKS): X_chunk(c, args...)`, a parallel kernel's chunks: handed to
-        gradc's threads (pool_rt.py's gradc_pool_chunks), which call the chunk function's
-        entry with the arguments in a stack array. True if `st` is that loop. (Where NumPy has
-        no OpenBLAS, the pool is not built: Numba compiles the kernel, its chunks in turn.)"""
-        it, call = st.iter, st.body[0].value if len(st.body) == 1 and \
-            isinstance(st.body[0], ast.Expr) else None
-        from . import rt
-        if not (self.chunks and rt.BLAS == "openblas" and isinstance(it, ast.Call) and
-                isinstance(call, ast.Call) and
-                dotted_name(call.func) == self.chunks[0] and isinstance(st.target, ast.Name)
-                and dotted_name(it.func) == "range" and len(it.args) == 1 and
-                isinstance(it.args[0], ast.Constant) and call.args and
-                dotted_name(call.args[0]) == st.target.id and not call.keywords):
-            return False
-        b, args = self.builder, self.builder.alloca(I64, len(call.args) - 1)
-        for i, a in enumerate(call.args[1:]):
-            b.store(self._int(a), b.gep(args, [ir.Constant(I64, i)]))
-        fnty = ir.FunctionType(ir.VoidType(), [I64, I64.as_pointer(), I64])
-        run = self.module.globals.get("gradc_pool_chunks") or ir.Function(
-            self.module, fnty, "gradc_pool_chunks")
-        b.call(run, [b.ptrtoint(self.chunks[1], I64), args, ir.Constant(I64, it.args[0].value)])
-        return True
 
     def _parallel_loop(self):
         """(access group, loop metadata) that tell LLVM a loop's iterations are independent
@@ -542,11 +483,8 @@ def load_kernels(sources, folder):
     todo = {n: s for n, s in sources.items() if n not in _loaded}
     if todo:
         vecmath.enable()  # (decides the rewrite, as for Numba's kernels)
-        if rt.BLAS == "openblas" and any("gemm" in s or "_chunk(c, " in s
-                                         for s in todo.values()):
-            pool_rt.pool()  # (its products, gradc_?gemm64, and its chunks, gradc_pool_chunks,
-            # before a kernel links to them; it calls OpenBLAS, so without it, Numba compiles
-            # a chunked kernel, its chunks in turn: _chunk_call)
+        if rt.BLAS == "openblas" and any("gemm" in s for s in todo.values()):
+            pool_rt.pool()  # (its products, gradc_?gemm64, before a kernel links to them)
         codegen = cpu_target.target_context.codegen()
         # keyed by the kernels and the machine code's target (triple, CPU, features), as
         # Numba's own cache is: a cache shared by two machines never runs the other's code

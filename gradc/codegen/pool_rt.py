@@ -12,9 +12,10 @@ set aside takes no block: the caller does the work itself. The blocks, and so th
 on the shape only, never on the thread count or the load; rt.py's product (the Numba route,
 AOT modules) runs the same blocks one after another, so both routes give the same bits.
 
-A parallel loop kernel (passes/fuse.py decide_parallel) is a job of the same kind: its CHUNKS
-chunks of the outer loop are its blocks, each a call of the kernel's chunk function
-(gradc_pool_chunks).
+A call in chunks (a long loop kernel's, passes/fuse.py decide_parallel, or a batched
+product's) is a job of the same kind: its CHUNKS chunks of the kernel's outer loop are its
+blocks, each a call of the kernel over its part (gradc_pool_chunks, called by driver_rt.py's
+chunked calls).
 
 The pool's state is an int64 array owned by Python (`Pool.words`), one field per cache line.
 Its threads are Python threads that call `gradc_pool_work` through ctypes (the GIL released)
@@ -276,9 +277,9 @@ class _Module:
         b.ret_void()
 
     def _chunks(self):
-        """gradc_pool_chunks(entry, args, chunks): a parallel loop kernel's chunks 0..chunks-1,
-        each `entry(args, c)` (llvm_cpu.py), taken by the pool's threads or by the caller
-        alone, as a product's blocks are."""
+        """gradc_pool_chunks(entry, args, chunks): a chunked call's chunks 0..chunks-1, each
+        `entry(args, c)` (driver_rt.py), taken by the pool's threads or by the caller alone,
+        as a product's blocks are."""
         fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [I64, I64.as_pointer(),
                                                                       I64]), "gradc_pool_chunks")
         entry, args, chunks = fn.args
@@ -504,3 +505,12 @@ def workers():
 def pool():
     """The process's pool, started on first use (before the first kernel that calls it)."""
     return Pool(workers())
+
+
+def chunks_address():
+    """The address of gradc_pool_chunks, for a program's chunked calls (driver_rt.py), the
+    pool started; 0 where NumPy has no OpenBLAS (the pool calls it, so there is none: the
+    chunks run in turn)."""
+    if rt.BLAS != "openblas":
+        return 0
+    return pool().engine.get_function_address("gradc_pool_chunks")

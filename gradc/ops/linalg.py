@@ -4,7 +4,6 @@ c + op(a) @ op(b), the step of a product sum accumulated in one buffer (passes/p
 Emitted as BLAS calls (gradc/codegen/rt.py: NumPy's own OpenBLAS) into the planned, contiguous
 output buffer.
 """
-from contextlib import nullcontext
 
 import numpy as np
 
@@ -157,26 +156,25 @@ def _addmm_kernel(k):
 
 
 def _bmm_kernel(k):
-    """One product per batch entry; a batch of at least 2 * BLOCK_WORK multiply-adds in all is
-    cut into chunks of entries that gradc's threads take (the cut, and so the bits, by the
+    """One product per batch entry; a call of at least 2 * BLOCK_WORK multiply-adds in all
+    runs in chunks of entries that gradc's threads take (the cut, and so the bits, by the
     shape alone: W6's attention, 8 entries of 64x64x64)."""
-    from ..codegen.cpu import CHUNKS
     from ..codegen.rt import BLOCK_WORK
     a, b = k.inputs
     nb, m, n = k.output.shape
     batch = k.param("batch", nb)
-    sa, sb, so = (k.param("a_step", a.shape[1] * a.shape[2]), k.param("b_step", b.shape[1] * b.shape[2]),
-                  k.param("out_step", m * n))
+    steps = {"x0": a.shape[1] * a.shape[2], "x1": b.shape[1] * b.shape[2], "out": m * n}
+    sa, sb, so = (k.param(f"{name}_step", steps[x]) for name, x in
+                  (("a", "x0"), ("b", "x1"), ("out", "out")))
+    k.line(f"for t in range({batch}):")
+    with k.indent():
+        k.line(f"a_t = x0[t * {sa}:(t + 1) * {sa}]")
+        k.line(f"b_t = x1[t * {sb}:(t + 1) * {sb}]")
+        k.line(f"out_t = out[t * {so}:(t + 1) * {so}]")
+        _product(k, "a_t", "b_t", "out_t", a.shape[1:], b.shape[1:])
     inner = a.shape[1] if k.attr["ta"] else a.shape[2]
-    chunked = nb > 1 and nb * m * n * inner >= 2 * BLOCK_WORK
-    with k.chunks() if chunked else nullcontext():
-        k.line(f"for t in range(c * {batch} // {CHUNKS}, (c + 1) * {batch} // {CHUNKS}):"
-               if chunked else f"for t in range({batch}):")
-        with k.indent():
-            k.line(f"a_t = x0[t * {sa}:(t + 1) * {sa}]")
-            k.line(f"b_t = x1[t * {sb}:(t + 1) * {sb}]")
-            k.line(f"out_t = out[t * {so}:(t + 1) * {so}]")
-            _product(k, "a_t", "b_t", "out_t", a.shape[1:], b.shape[1:])
+    if nb > 1 and nb * m * n * inner >= 2 * BLOCK_WORK:
+        k.in_chunks(batch, steps)
 
 
 # CUDA: the launches of cuda_rt.py's kernel for this op: (program, node, out Buf, input Bufs)
