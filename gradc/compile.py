@@ -14,8 +14,7 @@ import threading
 import time
 from typing import NamedTuple
 
-from .codegen.driver_rt import (argument_counts, chunked_callers, entry_address, program_table,
-                                runner)
+from .codegen.driver_rt import argument_counts, entry_address, program_table, runner
 from . import program_cache
 from .codegen import llvm_cpu, pool_rt
 from .codegen.modules import content_name, load_module, load_modules, module_dir
@@ -201,8 +200,7 @@ def load_driver(program, timings=None):
     if llvm_cpu.route() == "llvm":
         kernels = llvm_cpu.load_kernels(program.kernel_modules, module_dir())
     calls = program.encoded_calls()
-    counts, chunked = argument_counts(calls)
-    runner(counts, chunked)  # (the one the driver loads)
+    runner(argument_counts(calls))  # (the one the driver loads)
     if timings is not None:
         timings["llvm"] = time.perf_counter() - t0
     modules = load_modules({name: source for name, source in program.kernel_modules.items()
@@ -211,8 +209,8 @@ def load_driver(program, timings=None):
                    for name, module in modules.items())
     module = load_module(content_name("gradc_driver", program.driver_source), program.driver_source)
     if module.PROGRAM is None:
+        chunked = any(chunks for _, _, chunks in calls)
         module.program_table = program_table(calls, len(program.input_names), kernels,
-                                             chunked_callers(counts, chunked),
                                              pool_rt.chunks_address() if chunked else 0)
         module.PROGRAM = module.program_table.ctypes.data
     return module

@@ -1128,87 +1128,87 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     the flat order of `INPUTS`. Allocates nothing."""
     # k0: unslice over [32x1x10x10] -> %18
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    unslice_c6d521eecc(x, A + 262592, 2048, 3200, 32, 1, 8, 8, 64, 64, 8, 11, 100, 100, 10, 1)
+    unslice_c6d521eecc(x, A + 448, 2048, 3200, 32, 1, 8, 8, 64, 64, 8, 11, 100, 100, 10, 1)
     # k1: conv2d over [32x16x8x8] -> %19
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    conv2d_679652a734(A + 262592, params_conv_w, A + 448, 3200, 144, 32768, 32, 1, 10, 10, 8, 8, 16)
+    conv2d_679652a734(A + 448, params_conv_w, A + 13248, 3200, 144, 32768, 32, 1, 10, 10, 8, 8, 16)
     # k2: add, relu, greater over [32x16x8x8] -> %23, %77
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    loop_add_relu_greater_fd8d04038e(32, 16, 64, A + 448, params_conv_b, A + 197056)
+    loop_add_relu_greater_fd8d04038e(32, 16, 64, A + 13248, params_conv_b, A + 144320)
     # k3: pool_argmax over [32x16x4x4] -> %24
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    pool_argmax_5e7c3ed835(A + 448, A + 131520, 32768, 8192, 8, 8, 4, 4, 0, 0, 512)
+    pool_argmax_5e7c3ed835(A + 13248, A + 177088, 32768, 8192, 8, 8, 4, 4, 0, 0, 512)
     # k4: take_along_axis over [32x16x16] -> %27
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    take_along_axis_65d4d1c416(A + 448, A + 131520, A + 229824, 32768, 8192, 8192, 512, 64, 1, 16)
+    take_along_axis_65d4d1c416(A + 13248, A + 177088, A + 242624, 32768, 8192, 8192, 512, 64, 1, 16)
     # k5: matmul over [32x10] -> %29
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_e32c5293da(A + 229824, params_W, A + 448, 8192, 2560, 320, 32, 10, 256)
+    matmul_e32c5293da(A + 242624, params_W, A + 13248, 8192, 2560, 320, 32, 10, 256)
     # k6: add, max over [32x10] -> %33
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_max_ac71053825(32, 10, A + 448, params_b, A + 1728)
+    loop_add_max_ac71053825(32, 10, A + 13248, params_b, A + 14528)
     # k7: abs, less, where over [32x1] -> %42
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_abs_less_where_07faff2616(32, A + 1728)
+    loop_abs_less_where_07faff2616(32, A + 14528)
     # k8: add, subtract, exp, sum over [32x10] -> %44, %46
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_subtract_exp_sum_57d1c5ab61(32, 10, A + 448, params_b, A + 1728, A + 3008)
+    loop_add_subtract_exp_sum_57d1c5ab61(32, 10, A + 13248, params_b, A + 14528, A + 14656)
     # k9: log over [32x1] -> %47
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_log_00c38e4f57(32, A + 3008, A + 3136)
+    loop_log_00c38e4f57(32, A + 14656, A + 14528)
     # k10: subtract, exp, divide over [32x10] -> %49, %63
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_subtract_exp_divide_5e71f668a0(32, 10, A + 448, A + 3136, A + 3008, A + 1728)
+    loop_subtract_exp_divide_5e71f668a0(32, 10, A + 13248, A + 14528, A + 14656, A + 14784)
     # k11: take_along_axis over [32x1] -> %51
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_1a2b1c0126(A + 448, y, A + 3008, 320, 32, 32, 32, 10, 1, 1)
+    take_along_axis_1a2b1c0126(A + 13248, y, A + 14528, 320, 32, 32, 32, 10, 1, 1)
     # k12: sum, copy over [32x1] -> %52, %60
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_de5c64cbcc(32, A + 3008, A + 128, A + 448)
+    loop_sum_de5c64cbcc(32, A + 14528, A + 128, A + 14656)
     # k13: multiply, negative over [scalar] -> %56
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_multiply_negative_3ce3d800bd(A + 448, A + 64, A)
+    loop_multiply_negative_3ce3d800bd(A + 14656, A + 64, A)
     # k14: take_along_axis_grad over [32x10] -> %61
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_grad_40ce20dbc9(A + 3008, y, A + 10688, 32, 32, 320, 32, 10, 1, 1)
+    take_along_axis_grad_40ce20dbc9(A + 14528, y, A + 13248, 32, 32, 320, 32, 10, 1, 1)
     # k15: sum over [32x10] -> %64
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_da830f292b(32, 10, A + 10688, A + 448)
+    loop_sum_da830f292b(32, 10, A + 13248, A + 14528)
     # k16: multiply, subtract, sum over [32x10] -> %67, %68
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    loop_multiply_subtract_sum_6d43b3a292(32, 10, A + 1728, A + 448, A + 10688, A + 576)
+    loop_multiply_subtract_sum_6d43b3a292(32, 10, A + 14784, A + 14528, A + 13248, A + 14656)
     # k17: subtract, multiply, add, sqrt, divide over [10] -> %115, %123, %135
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 576, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 14656, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b)
     # k18: matmul over [256x10] -> %70
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_0f49ec896f(A + 229824, A + 10688, A + 448, 8192, 320, 2560, 256, 10, 32)
+    matmul_0f49ec896f(A + 242624, A + 13248, A + 14528, 8192, 320, 2560, 256, 10, 32)
     # k19: matmul over [32x256] -> %71
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_d12a859f29(A + 10688, params_W, A + 229824, 320, 2560, 8192, 32, 256, 10)
+    matmul_d12a859f29(A + 13248, params_W, A + 242624, 320, 2560, 8192, 32, 256, 10)
     # k20: subtract, multiply, add, sqrt, divide over [256x10] -> %87, %97, %110
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(2560, A + 448, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(2560, A + 14528, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W)
     # k21: take_along_axis_grad over [32x16x64] -> %73
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    take_along_axis_grad_03bdf1311a(A + 229824, A + 131520, A + 448, 8192, 8192, 32768, 512, 64, 1, 16)
+    take_along_axis_grad_03bdf1311a(A + 242624, A + 177088, A + 13248, 8192, 8192, 32768, 512, 64, 1, 16)
     # k22: where, sum over [32x16x8x8] -> %78, %79
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    loop_where_sum_f1ce823cc3(32, 16, 64, A + 197056, A + 448, A + 131520)
+    loop_where_sum_f1ce823cc3(32, 16, 64, A + 144320, A + 13248, A + 177088)
     # k23: subtract, multiply, add, sqrt, divide over [16] -> %139, %145, %154
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(16, A + 131520, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_b)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(16, A + 177088, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_b)
     # k24: conv2d_grad_weight over [16x1x3x3] -> %81
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    conv2d_grad_weight_d4061d812d(A + 262592, A + 448, A + 131520, 3200, 32768, 144, 32, 1, 10, 10, 8, 8, 16)
+    conv2d_grad_weight_d4061d812d(A + 448, A + 13248, A + 144320, 3200, 32768, 144, 32, 1, 10, 10, 8, 8, 16)
     # k25: subtract, multiply, add, sqrt, divide over [16x1x3x3] -> %159, %167, %179
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(144, A + 131520, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_w)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(144, A + 144320, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_w)
 
 
 # ================================================================================================

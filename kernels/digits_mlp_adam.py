@@ -908,70 +908,70 @@ def run(A, params_W1, params_W2, params_b1, params_b2, x, y, exp_avg_0, exp_avg_
     matmul_e32c5293da(x, params_W1, A + 448, 2048, 8192, 4096, 32, 128, 64)
     # k1: add, relu, greater over [32x128] -> %22, %67
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    loop_add_relu_greater_f08df3c402(32, 128, A + 448, params_b1, A + 21952)
+    loop_add_relu_greater_f08df3c402(32, 128, A + 448, params_b1, A + 16832)
     # k2: matmul over [32x10] -> %23
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    matmul_e32c5293da(A + 448, params_W2, A + 16832, 4096, 1280, 320, 32, 10, 128)
+    matmul_e32c5293da(A + 448, params_W2, A + 20928, 4096, 1280, 320, 32, 10, 128)
     # k3: add, max over [32x10] -> %27
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_max_ac71053825(32, 10, A + 16832, params_b2, A + 18112)
+    loop_add_max_ac71053825(32, 10, A + 20928, params_b2, A + 22208)
     # k4: abs, less, where over [32x1] -> %36
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_abs_less_where_07faff2616(32, A + 18112)
+    loop_abs_less_where_07faff2616(32, A + 22208)
     # k5: add, subtract, exp, sum over [32x10] -> %38, %40
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_subtract_exp_sum_57d1c5ab61(32, 10, A + 16832, params_b2, A + 18112, A + 19392)
+    loop_add_subtract_exp_sum_57d1c5ab61(32, 10, A + 20928, params_b2, A + 22208, A + 22336)
     # k6: log over [32x1] -> %41
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_log_00c38e4f57(32, A + 19392, A + 19520)
+    loop_log_00c38e4f57(32, A + 22336, A + 22208)
     # k7: subtract, exp, divide over [32x10] -> %43, %57
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_subtract_exp_divide_5e71f668a0(32, 10, A + 16832, A + 19520, A + 19392, A + 18112)
+    loop_subtract_exp_divide_5e71f668a0(32, 10, A + 20928, A + 22208, A + 22336, A + 22464)
     # k8: take_along_axis over [32x1] -> %45
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_316db551a1(A + 16832, y, A + 19392, 320, 32, 32, 32, 10, 1, 1)
+    take_along_axis_316db551a1(A + 20928, y, A + 22208, 320, 32, 32, 32, 10, 1, 1)
     # k9: sum, copy over [32x1] -> %46, %54
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_de5c64cbcc(32, A + 19392, A + 128, A + 16832)
+    loop_sum_de5c64cbcc(32, A + 22208, A + 128, A + 22336)
     # k10: multiply, negative over [scalar] -> %50
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_multiply_negative_3ce3d800bd(A + 16832, A + 64, A)
+    loop_multiply_negative_3ce3d800bd(A + 22336, A + 64, A)
     # k11: take_along_axis_grad over [32x10] -> %55
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_grad_c5e74b05a9(A + 19392, y, A + 26048, 32, 32, 320, 32, 10, 1, 1)
+    take_along_axis_grad_c5e74b05a9(A + 22208, y, A + 20928, 32, 32, 320, 32, 10, 1, 1)
     # k12: sum over [32x10] -> %58
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_da830f292b(32, 10, A + 26048, A + 16832)
+    loop_sum_da830f292b(32, 10, A + 20928, A + 22208)
     # k13: multiply, subtract, sum over [32x10] -> %61, %62
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    loop_multiply_subtract_sum_6d43b3a292(32, 10, A + 18112, A + 16832, A + 26048, A + 16960)
+    loop_multiply_subtract_sum_6d43b3a292(32, 10, A + 22464, A + 22208, A + 20928, A + 22336)
     # k14: subtract, multiply, add, sqrt, divide over [10] -> %148, %154, %163
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 16960, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b2)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 22336, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b2)
     # k15: matmul over [128x10] -> %64
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    matmul_0f49ec896f(A + 448, A + 26048, A + 16832, 4096, 320, 1280, 128, 10, 32)
+    matmul_0f49ec896f(A + 448, A + 20928, A + 22208, 4096, 320, 1280, 128, 10, 32)
     # k16: matmul over [32x128] -> %65
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    matmul_d12a859f29(A + 26048, params_W2, A + 33216, 320, 1280, 4096, 32, 128, 10)
+    matmul_d12a859f29(A + 20928, params_W2, A + 448, 320, 1280, 4096, 32, 128, 10)
     # k17: subtract, multiply, add, sqrt, divide over [128x10] -> %104, %110, %119
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(1280, A + 16832, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W2)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(1280, A + 22208, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W2)
     # k18: where, sum over [32x128] -> %68, %69
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    loop_where_sum_ba0eb27f5d(32, 128, A + 21952, A + 33216, A + 448)
+    loop_where_sum_ba0eb27f5d(32, 128, A + 16832, A + 448, A + 20928)
     # k19: subtract, multiply, add, sqrt, divide over [128] -> %124, %132, %144
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(128, A + 448, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b1)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(128, A + 20928, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b1)
     # k20: matmul over [64x128] -> %71
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    matmul_0f49ec896f(x, A + 33216, A + 448, 2048, 4096, 8192, 64, 128, 32)
+    matmul_0f49ec896f(x, A + 448, A + 16832, 2048, 4096, 8192, 64, 128, 32)
     # k21: subtract, multiply, add, sqrt, divide over [64x128] -> %77, %87, %100
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(8192, A + 448, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W1)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(8192, A + 16832, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W1)
 
 
 # ================================================================================================

@@ -146,3 +146,35 @@ def test_a_shape_across_the_threshold_runs_the_same_kernels(chunked):
         assert not _chunked_calls(whole.compiled_for(w, big))
     np.testing.assert_allclose(h21, h2, rtol=1e-14)
     np.testing.assert_allclose(value1, value, rtol=1e-14)
+
+
+def test_new_batch_sizes_call_the_kernels_compiled_for_the_first():
+    """The kernels' text does not depend on the batch size: not on which calls run in chunks
+    (the default threshold, crossed at 130 rows), nor on which placement of the memory plan
+    wins (a value written over the one it replaces shares its array: only the largest-first
+    placement did that, and a batch of 50 compiled 7 kernels that one of 20 had not)."""
+    from gradc.optim import SGD
+
+    def loss(p, x, y):
+        h = np.maximum(x @ p["W1"] + p["b1"], 0.0)
+        h = np.maximum(h @ p["W2"] + p["b2"], 0.0)
+        z = h @ p["W3"] + p["b3"]
+        z = z - z.max(axis=1, keepdims=True)
+        return np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y])
+
+    rng = np.random.default_rng(8)
+    p = {"W1": rng.standard_normal((100, 48)) * 0.1, "b1": np.zeros(48),
+         "W2": rng.standard_normal((48, 48)) * 0.1, "b2": np.zeros(48),
+         "W3": rng.standard_normal((48, 10)) * 0.1, "b3": np.zeros(10)}
+    step = gradc.train_step(loss, SGD(lr=0.1))
+    called, chunked = [], []
+    for n in (20, 50, 1400):
+        x, y = rng.standard_normal((n, 100)), rng.integers(0, 10, n)
+        before = {k: v.copy() for k, v in p.items()}
+        value = step(p, x, y)
+        assert value == pytest.approx(loss(before, x, y), rel=1e-12)
+        compiled = list(step.cache.values())[-1]
+        called.append(_kernels_called(compiled))
+        chunked.append(bool(_chunked_calls(compiled)))
+    assert chunked == [False, False, True]
+    assert called[1] == called[0] and called[2] == called[0]

@@ -10,9 +10,13 @@ A call through a C pointer needs its argument count at compile time, so `runner(
 compiles the loop for a set of counts (~10 ms, then cached on disk beside the kernels): every
 program with the same counts shares one.
 
-The table: `[size, n_inputs, max_args]`, then per call `[entry address, n, (base, value) * n]`,
-where an argument is `value` (base 0), the arena's address + value (base 1), or input i's
-address + value (base 2 + i). `run_program(words)` takes the address of six int64 words (a
+The table: `[size, n_inputs, max_args, pool]`, then per call `[entry address, n, extra,
+(base, value) * n]`, where an argument is `value` (base 0), the arena's address + value (base
+1), or input i's address + value (base 2 + i); a call in chunks (codegen/cpu.py Chunks) then has
+its `extra` = 1 + 2n words: the index of the argument that holds its outer loop's length, the
+bytes each argument moves per iteration, and per chunk. Its chunks go to `pool`
+(pool_rt.py's gradc_pool_chunks: gradc's threads), or where that is 0, run in turn; each
+calls the kernel, the same kernel as a whole call, with its arguments moved. `run_program(words)` takes the address of six int64 words (a
 compiled signature's, gradc.executable.Compiled.words): the table's address, the arena's, that
 of the int64 array of the inputs' addresses, then what a failed call leaves: its status, its
 exception (Numba's excinfo) and its index. It returns 0, or 1 when a kernel raised.
@@ -35,6 +39,7 @@ import numpy as np
 CONSTANT, ARENA, INPUT = 0, 1, 2
 TABLE, ARENA_ADDRESS, INPUTS, STATUS, EXCINFO, FAILED_CALL = range(6)  # the words
 WORDS = 6
+HEADER = 4  # the table's words before its calls
 
 _OK, _NONE = 0, -2  # Numba's status of a function that returned normally (None: void)
 _NO_SUCH_COUNT = -100  # a call whose argument count the loop was not compiled for
@@ -56,17 +61,81 @@ def kernel_type(n):
     return ir.FunctionType(I32, [I8P.as_pointer(), EXCINFO_T.as_pointer().as_pointer()] + [I64] * n)
 
 
-def runner_ir(counts, chunked=()):
-    """LLVM IR of `i32 run_program(i64 words)` for calls of these argument counts, and of a
-    chunked call's function (`chunked_call`) for kernels of each count in `chunked`."""
+def _call_function(module, counts):
+    """`i32 gradc_call(int64 kernel, int64 *values, int64 n, ret, excinfo)`: call the kernel
+    at address `kernel` with the n int64 values at `values`, through a switch over `counts` (a
+    call through a C pointer needs its argument count at compile time); its status, or
+    _NO_SUCH_COUNT. One function (not inlined) for run_program and the chunks alike: the
+    switch is compiled once."""
+    fn = ir.Function(module, ir.FunctionType(I32, [I64, I64.as_pointer(), I64, I8P.as_pointer(),
+                                                     EXCINFO_T.as_pointer().as_pointer()]),
+                     "gradc_call")
+    fn.attributes.add("noinline")
+    kernel, values, n, ret, excinfo = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    switch = b.switch(n, fn.append_basic_block("no_such_count"))
+    for count in sorted(counts):
+        block = fn.append_basic_block(f"call_{count}")
+        switch.add_case(I64(count), block)
+        b.position_at_end(block)
+        callee = b.inttoptr(kernel, kernel_type(count).as_pointer())
+        args = [b.load(b.gep(values, [I64(i)])) for i in range(count)]
+        b.ret(b.call(callee, [ret, excinfo] + args))
+    b.position_at_end(switch.default)
+    b.ret(I32(_NO_SUCH_COUNT))
+    return fn
+
+
+def _chunk_function(module, call):
+    """`void gradc_chunk(int64 *desc, int64 c)`: chunk c of a chunked call (codegen/cpu.py
+    Chunks), as pool_rt.py's threads call it. desc: the kernel's address, its argument count,
+    the index of the argument that holds the outer loop's length N, and the addresses of the
+    arguments, of the bytes each moves per iteration, and of the bytes each moves per chunk.
+    The chunk covers iterations [c * N // CHUNKS, (c + 1) * N // CHUNKS)."""
+    from ..passes.fuse import CHUNKS
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64.as_pointer(), I64]), "gradc_chunk")
+    desc, c = fn.args
+    gradc_call = call
+    entry, head, body, call = (fn.append_basic_block(name) for name in (
+        "entry", "head", "body", "call"))
+    b = ir.IRBuilder(entry)
+    word = lambda i: b.load(b.gep(desc, [I64(i)]))  # noqa: E731
+    kernel, n, count_at = word(0), word(1), word(2)
+    args, steps, per_chunk = (b.inttoptr(word(i), I64.as_pointer()) for i in (3, 4, 5))
+    total = b.load(b.gep(args, [count_at]))
+    lo = b.sdiv(b.mul(c, total), I64(CHUNKS))
+    hi = b.sdiv(b.mul(b.add(c, I64(1)), total), I64(CHUNKS))
+    moved = b.alloca(I64, b.add(n, I64(1)), name="moved")
+    ret = b.bitcast(b.alloca(I64), I8P.as_pointer())
+    excinfo = b.alloca(EXCINFO_T.as_pointer())
+    b.branch(head)
+    b.position_at_end(head)
+    j = b.phi(I64, "j")
+    j.add_incoming(I64(0), entry)
+    b.cbranch(b.icmp_signed("<", j, n), body, call)
+    b.position_at_end(body)
+    at = lambda array: b.load(b.gep(array, [j]))  # noqa: E731
+    value = b.add(b.add(at(args), b.mul(lo, at(steps))), b.mul(c, at(per_chunk)))
+    b.store(b.select(b.icmp_signed("==", j, count_at), b.sub(hi, lo), value), b.gep(moved, [j]))
+    j.add_incoming(b.add(j, I64(1)), body)
+    b.branch(head)
+    b.position_at_end(call)
+    b.call(gradc_call, [kernel, moved, n, ret, excinfo])
+    b.ret_void()  # (a chunked kernel raises nothing: loops, and products through gradc_?gemm64)
+    return fn
+
+
+def runner_ir(counts):
+    """LLVM IR of `i32 run_program(i64 words)` for calls of these argument counts."""
+    from ..passes.fuse import CHUNKS
     module = ir.Module("gradc_runner")
-    for n in chunked:
-        chunked_call(module, n)
+    call = _call_function(module, counts)
+    chunk = _chunk_function(module, call)
     fn = ir.Function(module, ir.FunctionType(I32, [I64]), "run_program")
-    entry, head, body, arg_head, arg_body, dispatch, check, next_call, failed, done = (
+    entry, head, body, arg_head, arg_body, dispatch, chunked, plain, next_call, failed, done = (
         fn.append_basic_block(name) for name in (
-            "entry", "head", "body", "arg_head", "arg_body", "dispatch", "check", "next_call",
-            "failed", "done"))
+            "entry", "head", "body", "arg_head", "arg_body", "dispatch", "chunked", "plain",
+            "next_call", "failed", "done"))
     b = ir.IRBuilder(entry)
 
     def word(base, i):
@@ -76,23 +145,25 @@ def runner_ir(counts, chunked=()):
     table = b.inttoptr(word(words, TABLE), I64.as_pointer())
     arena = word(words, ARENA_ADDRESS)
     inputs = b.inttoptr(word(words, INPUTS), I64.as_pointer())
-    size = word(table, 0)
+    size, pool = word(table, 0), word(table, 3)
     args = b.alloca(I64, b.add(word(table, 2), I64(1)), name="args")  # max_args (+1: never 0)
     ret = b.bitcast(b.alloca(I64), I8P.as_pointer())  # a void kernel's return slot
     excinfo = b.alloca(EXCINFO_T.as_pointer())
     b.store(EXCINFO_T.as_pointer()(None), excinfo)
+    desc = b.alloca(I64, I64(6), name="desc")  # a chunked call's (_chunk_function)
     b.branch(head)
 
     b.position_at_end(head)  # the next call, at word `at` of the table; k calls made so far
     at = b.phi(I64, "at")
     k = b.phi(I64, "k")
-    at.add_incoming(I64(3), entry)
+    at.add_incoming(I64(HEADER), entry)
     k.add_incoming(I64(0), entry)
     b.cbranch(b.icmp_signed("<", at, size), body, done)
 
     b.position_at_end(body)
     kernel = word(table, at)
     n = word(table, b.add(at, I64(1)))
+    extra = word(table, b.add(at, I64(2)))  # 0, or a chunked call's 1 + 2n words after its pairs
     b.branch(arg_head)
 
     b.position_at_end(arg_head)  # argument j: value, plus the arena's or an input's address
@@ -101,7 +172,7 @@ def runner_ir(counts, chunked=()):
     b.cbranch(b.icmp_signed("<", j, n), arg_body, dispatch)
 
     b.position_at_end(arg_body)
-    pair = b.add(b.add(at, I64(2)), b.mul(j, I64(2)))
+    pair = b.add(b.add(at, I64(3)), b.mul(j, I64(2)))
     base = word(table, pair)
     value = word(table, b.add(pair, I64(1)))
     with b.if_else(b.icmp_signed(">=", base, I64(INPUT))) as (of_input, other):
@@ -119,25 +190,31 @@ def runner_ir(counts, chunked=()):
     j.add_incoming(b.add(j, I64(1)), b.block)
     b.branch(arg_head)
 
-    b.position_at_end(check)
-    status = b.phi(I32, "status")
-    status.add_incoming(I32(_NO_SUCH_COUNT), dispatch)
+    b.position_at_end(dispatch)
+    b.cbranch(b.icmp_signed("!=", extra, I64(0)), chunked, plain)
+
+    b.position_at_end(chunked)  # its chunks on the pool's threads, or in turn without one
+    described = b.add(b.add(at, I64(3)), b.mul(n, I64(2)))  # the count's index, steps...
+    steps = b.gep(table, [b.add(described, I64(1))])
+    for i, v in enumerate([kernel, n, word(table, described), b.ptrtoint(args, I64),
+                           b.ptrtoint(steps, I64), b.ptrtoint(b.gep(steps, [n]), I64)]):
+        b.store(v, b.gep(desc, [I64(i)]))
+    with b.if_else(b.icmp_signed("!=", pool, I64(0))) as (shared, alone):
+        with shared:
+            run = ir.FunctionType(ir.VoidType(), [I64, I64.as_pointer(), I64]).as_pointer()
+            b.call(b.inttoptr(pool, run), [b.ptrtoint(chunk, I64), desc, I64(CHUNKS)])
+        with alone:
+            for c in range(CHUNKS):
+                b.call(chunk, [desc, I64(c)])
+    b.branch(next_call)
+
+    b.position_at_end(plain)
+    status = b.call(call, [kernel, args, n, ret, excinfo])
     ok = b.or_(b.icmp_signed("==", status, I32(_OK)), b.icmp_signed("==", status, I32(_NONE)))
     b.cbranch(ok, next_call, failed)
 
-    b.position_at_end(dispatch)  # the call, compiled once per argument count
-    switch = b.switch(n, check)
-    for count in sorted(counts):
-        block = fn.append_basic_block(f"call_{count}")
-        switch.add_case(I64(count), block)
-        b.position_at_end(block)
-        callee = b.inttoptr(kernel, kernel_type(count).as_pointer())
-        values = [word(args, i) for i in range(count)]
-        status.add_incoming(b.call(callee, [ret, excinfo] + values), block)
-        b.branch(check)
-
     b.position_at_end(next_call)
-    at.add_incoming(b.add(at, b.add(I64(2), b.mul(n, I64(2)))), next_call)
+    at.add_incoming(b.add(at, b.add(b.add(I64(3), b.mul(n, I64(2))), extra)), next_call)
     k.add_incoming(b.add(k, I64(1)), next_call)
     b.branch(head)
 
@@ -152,73 +229,16 @@ def runner_ir(counts, chunked=()):
     return str(module)
 
 
-def chunked_call(module, n):
-    """`gradc_chunked_<n>`, a kernel of n arguments called in CHUNKS chunks (codegen/cpu.py
-    Chunks), called by run_program as a kernel of 3 + 3n arguments: (kernel's address, pool
-    function's address or 0, index of the count argument, the kernel's n arguments, the bytes
-    each moves per iteration, the bytes each moves per chunk). It hands the chunks to gradc's
-    threads (pool_rt.py gradc_pool_chunks, which calls `gradc_chunk_<n>(args, c)` for each c),
-    or without a pool runs them in turn: the same chunks, the same bits."""
-    from ..passes.fuse import CHUNKS
-    chunk = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64.as_pointer(), I64]),
-                        f"gradc_chunk_{n}")
-    desc, c = chunk.args
-    b = ir.IRBuilder(chunk.append_basic_block("entry"))
-    word = lambda i: b.load(b.gep(desc, [I64(i)]))  # noqa: E731
-    count_at = word(2)
-    total = b.load(b.gep(desc, [b.add(count_at, I64(3))]))
-    lo = b.sdiv(b.mul(c, total), I64(CHUNKS))
-    hi = b.sdiv(b.mul(b.add(c, I64(1)), total), I64(CHUNKS))
-    args = []
-    for j in range(n):
-        moved = b.add(b.add(word(3 + j), b.mul(lo, word(3 + n + j))), b.mul(c, word(3 + 2 * n + j)))
-        args.append(b.select(b.icmp_signed("==", count_at, I64(j)), b.sub(hi, lo), moved))
-    ret = b.bitcast(b.alloca(I64), I8P.as_pointer())
-    excinfo = b.alloca(EXCINFO_T.as_pointer())
-    b.call(b.inttoptr(word(0), kernel_type(n).as_pointer()), [ret, excinfo] + args)
-    b.ret_void()  # (a chunked kernel raises nothing: loops, and products through gradc_?gemm64)
-
-    fn = ir.Function(module, kernel_type(3 + 3 * n), f"gradc_chunked_{n}")
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    desc = b.alloca(I64, I64(3 + 3 * n))
-    for j, value in enumerate(fn.args[2:]):
-        b.store(value, b.gep(desc, [I64(j)]))
-    pool = fn.args[3]
-    with b.if_else(b.icmp_signed("!=", pool, I64(0))) as (shared, alone):
-        with shared:
-            run = ir.FunctionType(ir.VoidType(), [I64, I64.as_pointer(), I64]).as_pointer()
-            b.call(b.inttoptr(pool, run), [b.ptrtoint(chunk, I64), desc, I64(CHUNKS)])
-        with alone:
-            for i in range(CHUNKS):
-                b.call(chunk, [desc, I64(i)])
-    b.ret(I32(_OK))
-
-
 _PROTOTYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64)
 STATS = {"compiled": 0, "loaded": 0}  # loops compiled / read from the disk cache
 
 
 @functools.lru_cache(maxsize=None)
-def _runner_library(counts, chunked):
-    return native_library("gradc_runner", runner_ir(counts, chunked), STATS)
-
-
-def runner(counts, chunked=()):
+def runner(counts):
     """`run_program(words)` for calls of these argument counts (a tuple), as a ctypes function
-    to call with a ctypes.c_int64 (a prepared argument: ~0.17 us a call); `chunked`: the
-    argument counts of the kernels it calls in chunks (each also needs 3 + 3n in `counts`)."""
-    return _prototype(_runner_library(counts, chunked))
-
-
-@functools.lru_cache(maxsize=None)
-def _prototype(library):
+    to call with a ctypes.c_int64 (a prepared argument: ~0.17 us a call)."""
+    library = native_library("gradc_runner", runner_ir(counts), STATS)
     return _PROTOTYPE(library.get_pointer_to_function("run_program"))
-
-
-def chunked_callers(counts, chunked):
-    """{n: address of gradc_chunked_<n>} of runner(counts, chunked)."""
-    library = _runner_library(counts, chunked)
-    return {n: library.get_pointer_to_function(f"gradc_chunked_{n}") for n in chunked}
 
 
 def native_library(prefix, text, stats):
@@ -280,34 +300,23 @@ def entry_address(kernel):
 
 
 def argument_counts(calls):
-    """(counts, chunked) of `calls` ([(kernel, [argument...], chunks or None)...]), as
-    `runner` takes them: the argument counts run_program calls, and those of the kernels
-    called in chunks."""
-    chunked = {len(args) for _, args, chunks in calls if chunks}
-    counts = {len(args) for _, args, chunks in calls if not chunks} | {3 + 3 * n for n in chunked}
-    return tuple(sorted(counts)), tuple(sorted(chunked))
+    """The argument counts of `calls` ([(kernel, [argument...], chunks)...]), as `runner`
+    takes them."""
+    return tuple(sorted({len(args) for _, args, _ in calls}))
 
 
-def program_table(calls, n_inputs, kernels, callers=None, pool=0):
+def program_table(calls, n_inputs, kernels, pool=0):
     """The int64 table of `calls` ([(kernel key, [(base, value)...], chunks)...]) with each
-    kernel key replaced by its entry address (`kernels`: key -> address). A call with chunks
-    ([count index, steps, per-chunk steps]) becomes a call of its chunked caller (`callers`:
-    argument count -> address of gradc_chunked_<n>), with `pool` (the address of
-    gradc_pool_chunks, or 0: the chunks in turn)."""
-    expanded = []
+    kernel key replaced by its entry address (`kernels`: key -> address); a call with chunks
+    ([count index, steps, per-chunk steps]) has them after its pairs. `pool`: the address of
+    pool_rt.py's gradc_pool_chunks, or 0 (chunks run in turn)."""
+    max_args = max([len(args) for _, args, _ in calls], default=0)
+    words = [0, n_inputs, max_args, pool]
     for key, args, chunks in calls:
-        if chunks:
-            count, steps, per_chunk = chunks
-            args = ([(CONSTANT, kernels[key]), (CONSTANT, pool), (CONSTANT, count)] + list(args)
-                    + [(CONSTANT, s) for s in steps] + [(CONSTANT, q) for q in per_chunk])
-            expanded.append((callers[len(chunks[1])], args))
-        else:
-            expanded.append((kernels[key], args))
-    max_args = max([len(args) for _, args in expanded], default=0)
-    words = [0, n_inputs, max_args]
-    for address, args in expanded:
-        words += [address, len(args)]
+        described = [chunks[0], *chunks[1], *chunks[2]] if chunks else []
+        words += [kernels[key], len(args), len(described)]
         for base, value in args:
             words += [base, value]
+        words += described
     words[0] = len(words)
     return np.array(words, np.int64)

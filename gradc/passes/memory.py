@@ -106,15 +106,18 @@ def plan_buffers(fusion):
     # train step 1.58 -> 0.91 MiB, but the attention benchmark's 1.01 -> 1.13); and largest
     # value first (reaches the peak of live bytes where the others fragment: the 48-step LSTM's
     # train step 14.58 -> 11.95 MiB, W10's 14.00 -> 13.25)
-    scratch = [_place_scratch(stores, offsets, aliases, last_read, scratch_start, grow)
-               for grow in (False, True)]
+    # Every placement writes a value over the one it may overwrite (_overwritable): which
+    # values share an address is the graph's, not the shape's, and so is the kernels' text
+    # (codegen/cpu.py names one array per address). When only the largest-first placement
+    # shared, an MLP's batch of 1000 compiled 7 kernels that its batch of 512 had not.
     grouped = set(members) | {c.id for c, _ in members.values()}
     overwritable = {new: old for new, old in _overwritable(fusion, last_read).items()
                     if new not in grouped and old not in grouped}
+    scratch = [_place_scratch(stores, offsets, aliases, last_read, scratch_start, grow,
+                              overwritable) for grow in (False, True)]
     scratch.append(_place_by_size(stores, offsets, aliases, last_read, scratch_start, overwritable))
     placed, end = min(scratch, key=lambda p: p[1])
-    shared = {new: old for new, old in overwritable.items()
-              if new in placed and old in placed} if placed is scratch[-1][0] else {}
+    shared = {new: old for new, old in overwritable.items() if new in placed and old in placed}
     for vid, (concat, at) in members.items():
         placed[vid] = placed[concat.id] + at
     offsets.update(placed)
@@ -157,10 +160,12 @@ def _concat_members(fusion, fixed, aliases):
     return members
 
 
-def _place_scratch(stores, fixed, aliases, last_read, start, grow_top):
+def _place_scratch(stores, fixed, aliases, last_read, start, grow_top, overwritable):
     """Offsets of the kernels' stored values in the scratch region, in schedule order: a value
-    takes the smallest free slot it fits (with grow_top, else the free slot at the top, grown),
-    and its slot is free after the last kernel that reads it. Returns (offsets, arena end)."""
+    takes the slot of the value it may overwrite (`overwritable`: that value's last reader
+    stores it), else the smallest free slot it fits (with grow_top, else the free slot at the
+    top, grown), and its slot is free after the last kernel that reads it. Returns (offsets,
+    arena end)."""
     offsets, free, end = {}, FreeSlots(), start
     expiring = {}  # kernel index -> slots free once that kernel has run
     for index, values in stores.items():
@@ -168,6 +173,13 @@ def _place_scratch(stores, fixed, aliases, last_read, start, grow_top):
             if v.id in fixed or v.id in aliases or v.id in offsets:
                 continue
             size = _aligned(nbytes(v))
+            old = overwritable.get(v.id)
+            slot = (offsets.get(old), size)
+            if slot[0] is not None and slot in expiring.get(index, ()):
+                expiring[index].remove(slot)  # (the slot lives on, as v's)
+                offsets[v.id] = slot[0]
+                expiring.setdefault(max(last_read.get(v.id, -1), index), []).append(slot)
+                continue
             fit = free.best_fit(size)
             if fit is not None:
                 free.take(fit)

@@ -69,7 +69,7 @@ def test_free_slots_place_as_the_plain_list_does(grow_top):
     for trial in range(60):
         kernels, last_read = _schedule(rng, rng.choice([5, 40, 300]))
         got = _place_scratch({k.index: k.stores for k in kernels}, {}, {}, last_read, 128,
-                             grow_top)
+                             grow_top, {})
         assert got == _place_with_list(kernels, last_read, 128, grow_top), trial
 
 
