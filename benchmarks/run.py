@@ -753,23 +753,37 @@ def profile_gradc(runner, n):
     lines, noop_lines, labels, nargs = list(head), list(head), [], []
     ns = {"_pc": pc, "_io": compiled.io, "_A": compiled.address}
     # each call's kernel address, from the driver's table (direct and Numba kernels alike)
+    from gradc.codegen.driver_rt import HEADER
+    from gradc.passes.fuse import CHUNKS
     first = int(compiled.words[0])
     table = (ctypes.c_int64 * ctypes.c_int64.from_address(first).value).from_address(first)
-    at, addresses = 3, []
+    at, addresses = HEADER, []
     while at < len(table):
         addresses.append(int(table[at]))
-        at += 2 + 2 * int(table[at + 1])
-    for i, (k, ks) in enumerate(zip(kernels, program.kernels)):
+        at += 3 + 2 * int(table[at + 1]) + int(table[at + 2])
+    kinds_of = []
+    for i, (k, ks, combine) in enumerate(program.calls):
         shape = "x".join(str(d) for d in k.shape) or "scalar"
         stores = ", ".join(f"%{v.id}" for v in k.stores)
         ops = ", ".join(dict.fromkeys(node.op for node in k.nodes))
-        labels.append(f"{k.name}: {ops} over [{shape}] -> {stores}")
+        labels.append(f"{k.name}: its partial sums folded" if combine else
+                      f"{k.name}: {ops} over [{shape}] -> {stores}"
+                      + (f" (its {CHUNKS} chunks in turn here)" if ks.chunks else ""))
+        kinds_of.append("combine" if combine else getattr(k, "kind", "?"))
         count = len(ks.call_args)
         ns[ks.name] = c_function(addresses[i], count)
-        args = ", ".join(ks.call_args)
         nargs.append(count)
-        for dst, call in ((lines, f"{ks.name}({args})"), (noop_lines, f"_noop{count}({args})")):
-            dst += ["    _t0 = _pc()", f"    {call}", f"    _T[{i}] += _pc() - _t0"]
+        for dst, fn in ((lines, ks.name), (noop_lines, f"_noop{count}")):
+            dst.append("    _t0 = _pc()")
+            if ks.chunks is None:
+                dst.append(f"    {fn}({', '.join(ks.call_args)})")
+            else:  # (as an AOT module's driver runs a chunked call)
+                total = ks.call_args[ks.chunks.count]
+                moved = ks.chunks.arguments(ks.call_args, "_c", ("_lo", "_hi"))
+                dst += [f"    for _c in range({CHUNKS}):",
+                        f"        _lo, _hi = _c * {total} // {CHUNKS}, (_c + 1) * {total} // {CHUNKS}",
+                        f"        {fn}({', '.join(moved)})"]
+            dst.append(f"    _T[{i}] += _pc() - _t0")
     T = np.zeros(len(labels))
     ns["_T"] = T
     for k in set(nargs):
@@ -818,8 +832,7 @@ def profile_gradc(runner, n):
                 last.match(args)
             match_t.append((pc() - t0) / 100)
     kinds = {}
-    for k, t in zip(kernels, per_kernel):
-        kind = getattr(k, "kind", "?")
+    for kind, t in zip(kinds_of, per_kernel):
         kinds[kind] = kinds.get(kind, 0.0) + t
     order = np.argsort(-per_kernel)
     return {
@@ -831,7 +844,7 @@ def profile_gradc(runner, n):
         "calls_sum": float(per_call.sum()),
         "n_kernels": len(kernels),
         "by_kind": kinds,
-        "kind_counts": {kd: sum(1 for k in kernels if getattr(k, "kind", "?") == kd) for kd in kinds},
+        "kind_counts": {kd: kinds_of.count(kd) for kd in kinds},
         "top": [(labels[i], float(per_kernel[i])) for i in order[:4]],
     }
 
