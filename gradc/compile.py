@@ -201,6 +201,8 @@ def load_driver(program, timings=None):
         kernels = llvm_cpu.load_kernels(program.kernel_modules, module_dir())
     calls = program.encoded_calls()
     runner(argument_counts(calls))  # (the one the driver loads)
+    # chunked calls go to gradc's threads (the pool, started here: its compile is LLVM's too)
+    pool = pool_rt.chunks_address() if any(chunks for _, _, chunks in calls) else 0
     if timings is not None:
         timings["llvm"] = time.perf_counter() - t0
     modules = load_modules({name: source for name, source in program.kernel_modules.items()
@@ -209,8 +211,6 @@ def load_driver(program, timings=None):
                    for name, module in modules.items())
     module = load_module(content_name("gradc_driver", program.driver_source), program.driver_source)
     if module.PROGRAM is None:
-        chunked = any(chunks for _, _, chunks in calls)
-        module.program_table = program_table(calls, len(program.input_names), kernels,
-                                             pool_rt.chunks_address() if chunked else 0)
+        module.program_table = program_table(calls, len(program.input_names), kernels, pool)
         module.PROGRAM = module.program_table.ctypes.data
     return module

@@ -94,6 +94,8 @@ def _chunk_function(module, call):
     The chunk covers iterations [c * N // CHUNKS, (c + 1) * N // CHUNKS)."""
     from ..passes.fuse import CHUNKS
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64.as_pointer(), I64]), "gradc_chunk")
+    fn.attributes.add("noinline")
+    fn.attributes.add("optnone")
     desc, c = fn.args
     gradc_call = call
     entry, head, body, call = (fn.append_basic_block(name) for name in (
@@ -125,12 +127,43 @@ def _chunk_function(module, call):
     return fn
 
 
+def _chunks_function(module, chunk):
+    """`void gradc_chunks(int64 *desc, int64 pool)`: a chunked call's CHUNKS chunks, each
+    `chunk(desc, c)`: handed to `pool` (the address of pool_rt.py's gradc_pool_chunks, whose
+    threads take them), or where that is 0, run in turn."""
+    from ..passes.fuse import CHUNKS
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64.as_pointer(), I64]),
+                     "gradc_chunks")
+    fn.attributes.add("noinline")
+    fn.attributes.add("optnone")  # (what the runner's compile spends is its own business)
+    desc, pool = fn.args
+    entry, shared, head, body, done = (fn.append_basic_block(name) for name in (
+        "entry", "shared", "head", "body", "done"))
+    b = ir.IRBuilder(entry)
+    b.cbranch(b.icmp_signed("!=", pool, I64(0)), shared, head)
+    b.position_at_end(shared)
+    run = ir.FunctionType(ir.VoidType(), [I64, I64.as_pointer(), I64]).as_pointer()
+    b.call(b.inttoptr(pool, run), [b.ptrtoint(chunk, I64), desc, I64(CHUNKS)])
+    b.branch(done)
+    b.position_at_end(head)
+    c = b.phi(I64, "c")
+    c.add_incoming(I64(0), entry)
+    b.cbranch(b.icmp_signed("<", c, I64(CHUNKS)), body, done)
+    b.position_at_end(body)
+    b.call(chunk, [desc, c])
+    c.add_incoming(b.add(c, I64(1)), body)
+    b.branch(head)
+    b.position_at_end(done)
+    b.ret_void()
+    return fn
+
+
 def runner_ir(counts):
     """LLVM IR of `i32 run_program(i64 words)` for calls of these argument counts."""
     from ..passes.fuse import CHUNKS
     module = ir.Module("gradc_runner")
     call = _call_function(module, counts)
-    chunk = _chunk_function(module, call)
+    chunks = _chunks_function(module, _chunk_function(module, call))
     fn = ir.Function(module, ir.FunctionType(I32, [I64]), "run_program")
     entry, head, body, arg_head, arg_body, dispatch, chunked, plain, next_call, failed, done = (
         fn.append_basic_block(name) for name in (
@@ -199,13 +232,7 @@ def runner_ir(counts):
     for i, v in enumerate([kernel, n, word(table, described), b.ptrtoint(args, I64),
                            b.ptrtoint(steps, I64), b.ptrtoint(b.gep(steps, [n]), I64)]):
         b.store(v, b.gep(desc, [I64(i)]))
-    with b.if_else(b.icmp_signed("!=", pool, I64(0))) as (shared, alone):
-        with shared:
-            run = ir.FunctionType(ir.VoidType(), [I64, I64.as_pointer(), I64]).as_pointer()
-            b.call(b.inttoptr(pool, run), [b.ptrtoint(chunk, I64), desc, I64(CHUNKS)])
-        with alone:
-            for c in range(CHUNKS):
-                b.call(chunk, [desc, I64(c)])
+    b.call(chunks, [desc, pool])
     b.branch(next_call)
 
     b.position_at_end(plain)
