@@ -778,11 +778,7 @@ def profile_gradc(runner, n):
             if ks.chunks is None:
                 dst.append(f"    {fn}({', '.join(ks.call_args)})")
             else:  # (as an AOT module's driver runs a chunked call)
-                total = ks.call_args[ks.chunks.count]
-                moved = ks.chunks.arguments(ks.call_args, "_c", ("_lo", "_hi"))
-                dst += [f"    for _c in range({CHUNKS}):",
-                        f"        _lo, _hi = _c * {total} // {CHUNKS}, (_c + 1) * {total} // {CHUNKS}",
-                        f"        {fn}({', '.join(moved)})"]
+                dst += ["    " + line for line in ks.chunks.loop(fn, ks.call_args)]
             dst.append(f"    _T[{i}] += _pc() - _t0")
     T = np.zeros(len(labels))
     ns["_T"] = T

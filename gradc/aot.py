@@ -31,7 +31,6 @@ import numpy as np
 
 from . import pytree, standalone
 from ._version import __version__
-from .passes.fuse import CHUNKS
 from .aot_text import (AotError, SourceLines, banner, comment_safe, constants_table,  # noqa: F401
                        describe_tree, display_path, docstring_safe, file_sha256, helper_sources,
                        literal, parameter_names, portable_tree, special_math_source,
@@ -370,12 +369,7 @@ class Generator:
             if ks.chunks is None:
                 out.append(f"    {ks.name}({', '.join(ks.call_args)})")
                 continue
-            total = ks.call_args[ks.chunks.count]
-            # (_c, _lo, _hi: no input's name starts with "_", program.identifier)
-            out.append(f"    for _c in range({CHUNKS}):  # in chunks of the outer loop, as "
-                       "gradc's threads run them")
-            out.append(f"        _lo, _hi = _c * {total} // {CHUNKS}, (_c + 1) * {total} // {CHUNKS}")
-            out.append(f"        {ks.name}({', '.join(ks.chunks.arguments(ks.call_args, '_c', ('_lo', '_hi')))})")
+            out += ["    " + line for line in ks.chunks.loop(ks.name, ks.call_args)]
             for fold in ks.combines:
                 out.append(f"    {fold.name}({', '.join(fold.call_args)})  # the partial results, "
                            "in chunk order")

@@ -136,18 +136,19 @@ class Chunks:
     steps: list
     per_chunk: list
 
-    def arguments(self, args, c, lo_hi):
-        """Chunk c's arguments as text (an AOT module's driver): `lo_hi` names its bounds."""
-        lo, hi = lo_hi
-        out = []
+    def loop(self, kernel, args):
+        """The chunked call as Python lines (an AOT module's driver, the benchmark's profile):
+        the chunks in turn, `kernel` called with `args` (text) moved. (_c, _lo, _hi: no
+        input's name starts with "_", program.identifier.)"""
+        total = args[self.count]
+        moved = []
         for j, a in enumerate(args):
-            if j == self.count:
-                out.append(f"{hi} - {lo}")
-                continue
-            terms = [a] + ([f"{lo} * {self.steps[j]}"] if self.steps[j] else []) + \
-                ([f"{c} * {self.per_chunk[j]}"] if self.per_chunk[j] else [])
-            out.append(" + ".join(terms))
-        return out
+            terms = [a] + ([f"_lo * {self.steps[j]}"] if self.steps[j] else []) + \
+                ([f"_c * {self.per_chunk[j]}"] if self.per_chunk[j] else [])
+            moved.append("_hi - _lo" if j == self.count else " + ".join(terms))
+        return [f"for _c in range({CHUNKS}):  # in chunks of the outer loop, as gradc's threads run them",
+                f"    _lo, _hi = _c * {total} // {CHUNKS}, (_c + 1) * {total} // {CHUNKS}",
+                f"    {kernel}({', '.join(moved)})"]
 
 
 def combine_kernel(red, partials, out):
@@ -486,9 +487,10 @@ class KernelWriter:
                           reassociate=self.reassociate)
         if self._chunks:
             count, steps = self._chunks
-            dtypes = {name: v.dtype for name, v in zip(self._names, list(self.inputs) + [self.output])}
+            itemsize = {f"p_{name}": np.dtype(v.dtype).itemsize
+                        for name, v in zip(self._names, list(self.inputs) + [self.output])}
             ks.chunks = Chunks(ks.params.index(count), [
-                steps.get(p[2:], 0) * np.dtype(dtypes[p[2:]]).itemsize if p[2:] in dtypes else 0
+                steps.get(p[len("p_"):], 0) * itemsize[p] if p in itemsize else 0
                 for p in ks.params], [0] * len(ks.params))
         return ks
 

@@ -17,10 +17,10 @@ the same libmvec rewrite (gradc/codegen/vecmath.py) and fast-math flags (rt.py F
 MAP_FASTMATH) as the Numba route, and the same calling convention (an exception too), so the
 driver calls either kind of kernel alike (codegen/driver_rt.py).
 
-Text outside the subset (the
-special functions, mixed-dtype arithmetic, a name given values of two types...) raises
-Unsupported: that kernel goes through Numba as before. So the generated Python stays what users
-read and what `gradc compile` writes, and both routes run the same arithmetic in the same order.
+Text outside the subset (the special functions, mixed-dtype arithmetic, a name given values of
+two types...) raises Unsupported: that kernel goes through Numba as before. So the generated
+Python stays what users read and what `gradc compile` writes, and both routes run the same
+arithmetic in the same order.
 """
 from __future__ import annotations
 
