@@ -56,21 +56,21 @@ class Function:
         floats)."""
         if self.mode == "jit":
             graph, out_tree, outs = trace(self.fun, call.args, call.kwargs)
-            graph = run_passes(graph, BEFORE_AUTODIFF)
+            graph = run_passes(graph, BEFORE_AUTODIFF, consume=True)
             _advance_generators(graph, call.treedef)
             return graph, out_tree
         argnums, many = normalize_argnums(self.argnums, len(call.args), src)
         differentiable_leaves(call, argnums, src, argument_names(self.fun))
         graph, out_tree, outs = trace(self.fun, call.args, call.kwargs)
         if self.mode == "jacobian":
-            graph = run_passes(graph, BEFORE_AUTODIFF)
+            graph = run_passes(graph, BEFORE_AUTODIFF, consume=True)
             wrt = [graph.inputs[p] for i in argnums for p in call.ranges[i]]
             blocks = transforms.jacobian_values(graph, graph.outputs, wrt, src)
             graph.outputs = [v for block in blocks for v in block]
             _advance_generators(graph, call.treedef)
             return graph, (out_tree, [call.arg_trees[i] for i in argnums], many, len(wrt))
         check_loss_output(out_tree, outs, self.has_aux, self.fun, src)
-        graph = run_passes(graph, BEFORE_AUTODIFF)
+        graph = run_passes(graph, BEFORE_AUTODIFF, consume=True)
         wrt = [graph.inputs[p] for i in argnums for p in call.ranges[i]]
         loss, aux = graph.outputs[0], graph.outputs[1:]
         grads = autodiff.vjp(graph, as_scalar(loss), wrt)

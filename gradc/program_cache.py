@@ -146,6 +146,12 @@ class SavedProgram:
         return self._calls
 
 
+def saved(program):
+    """What the cache keeps of a Program (kernel modules, driver, input names, calls)."""
+    return SavedProgram(program.kernel_modules, program.driver_source, program.input_names,
+                        program.encoded_calls())
+
+
 def load(key):
     """(SavedProgram, Layout) of entry `key`, or None: none, or one that fails its checks."""
     folder = programs_dir()

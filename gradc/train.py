@@ -304,7 +304,7 @@ class TrainStep:
         graph, out_tree, outs = trace(self.loss_fn, call.args)
         differentiable_leaves(call, (self.argnums,), src)
         check_loss_output(out_tree, outs, self.has_aux, self.loss_fn, src)
-        graph = run_passes(graph, BEFORE_AUTODIFF)
+        graph = run_passes(graph, BEFORE_AUTODIFF, consume=True)
         positions = call.ranges[self.argnums]  # the parameters' graph inputs
         params = graph.inputs[positions.start:positions.stop]
         loss = graph.outputs[0]

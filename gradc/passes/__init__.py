@@ -2,6 +2,7 @@
 
     trace -> BEFORE_AUTODIFF -> autodiff -> AFTER_AUTODIFF -> fuse -> plan -> codegen
 """
+from ..ir import release
 from .cse import cse
 from .dce import dce
 from .lower import lower_composites
@@ -19,9 +20,17 @@ AFTER_AUTODIFF = (simplify, lower_composites, simplify, accumulate_products, mer
                   share_transposes, cse, dce)
 
 
-def run_passes(graph, passes, log=None):
+def run_passes(graph, passes, log=None, consume=False):
+    """`graph` through `passes` in turn; `log` (a list) gets (pass name, graph) after each.
+    Without a log, the graphs made on the way are released as soon as the next is made
+    (ir.release: freed at once, not left to the cyclic collector), and with `consume` the
+    caller's `graph` too (it hands over a graph no one else holds)."""
+    first = graph
     for p in passes:
-        graph = p(graph)
+        new = p(graph)
         if log is not None:
-            log.append((p.__name__, graph))
+            log.append((p.__name__, new))
+        elif new is not graph and (consume or graph is not first):
+            release(graph)
+        graph = new
     return graph
