@@ -294,8 +294,9 @@ def library_report(out, threads, have):
     try:
         from threadpoolctl import threadpool_info
         for p in threadpool_info():
+            kernels = f" ({p['architecture']} kernels)" if p.get("architecture") else ""
             rows.append([owner_of(p.get("filepath", "")), p.get("user_api"),
-                         f"{p.get('internal_api')} {p.get('version') or ''}".strip(),
+                         f"{p.get('internal_api')} {p.get('version') or ''}".strip() + kernels,
                          p.get("num_threads"), Path(p.get("filepath", "")).name])
     except ImportError:
         out("threadpoolctl is not installed (pip install -e \".[bench]\"): thread counts were "
@@ -321,6 +322,13 @@ def library_report(out, threads, have):
                   "`np.dot` inside Numba, which calls the BLAS of `scipy.linalg.cython_blas`")
     out(f"gradc's matmul kernels call {gradc_blas}; NumPy by hand uses NumPy's own OpenBLAS; "
         "torch uses MKL/oneDNN; XLA its own kernels.")
+    # OpenBLAS picks its kernels by the CPU unless told: a forced older kind (some machines set
+    # one for old OpenBLAS builds) halves NumPy's and gradc's products on an AVX-512 CPU
+    forced = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
+    if forced:
+        out("OpenBLAS's kernels are set by the environment, not chosen for this CPU: "
+            + ", ".join(f"{k}={v}" for k, v in forced.items())
+            + " (to measure what OpenBLAS picks itself, run with both unset).")
     out()
 
 
