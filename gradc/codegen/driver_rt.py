@@ -25,16 +25,15 @@ Kernels are called with Numba's calling convention, as one @njit function calls 
 (`status f(ret, excinfo, int64 ...)`), whether Numba or llvm_cpu compiled them; an exception a
 kernel raises (an index out of range) comes back as `kernel_error(words)`.
 """
-import contextlib
 import ctypes
 import functools
-import hashlib
 import os
 import pickle
 
+import numpy as np
 from llvmlite import ir
 
-import numpy as np
+from .native import native_engine
 
 CONSTANT, ARENA, INPUT = 0, 1, 2
 TABLE, ARENA_ADDRESS, INPUTS, STATUS, EXCINFO, FAILED_CALL = range(6)  # the words
@@ -264,43 +263,19 @@ STATS = {"compiled": 0, "loaded": 0}  # loops compiled / read from the disk cach
 @functools.lru_cache(maxsize=None)
 def runner(counts):
     """`run_program(words)` for calls of these argument counts (a tuple), as a ctypes function
-    to call with a ctypes.c_int64 (a prepared argument: ~0.17 us a call)."""
-    library = native_library("gradc_runner", runner_ir(counts), STATS)
-    return _PROTOTYPE(library.get_pointer_to_function("run_program"))
+    to call with a ctypes.c_int64 (a prepared argument: ~0.17 us a call). Compiled by
+    codegen/native.py at code generator level RUNNER_OPT, or loaded from the disk cache."""
+    engine = native_engine("gradc_runner", repr(counts), lambda: runner_ir(counts),
+                           RUNNER_OPT, STATS)
+    _ENGINES.append(engine)  # (its code runs as long as the process)
+    return _PROTOTYPE(engine.get_function_address("run_program"))
 
 
-def native_library(prefix, text, stats):
-    """The finalized library of LLVM IR `text`, compiled by Numba's LLVM (its target machine and
-    passes) once per process, or loaded from the disk cache (`prefix`_<sha256>.bin beside the
-    kernels), counted in `stats`; kept for the rest of the process. Its functions keep their
-    names."""
-    from llvmlite import binding as ll
-    from numba.core.compiler_lock import global_compiler_lock
-    from numba.core.registry import cpu_target
-
-    from . import llvm_cpu
-    from .modules import module_dir
-    codegen = cpu_target.target_context.codegen()
-    digest = hashlib.sha256(f"{codegen.magic_tuple()!r}\0{text}".encode()).hexdigest()[:24]
-    folder = module_dir()
-    path = os.path.join(folder, f"{prefix}_{digest}.bin") if folder else None
-    with global_compiler_lock:
-        found = llvm_cpu.read_library(codegen, path) if path else None
-        stats["loaded" if found else "compiled"] += 1
-        if found is None:
-            library = codegen.create_library(f"{prefix}_{digest}")
-            library.enable_object_caching()
-            llmod = ll.parse_assembly(text)
-            llmod.verify()
-            library.add_llvm_module(llmod)
-            library.finalize()
-            found = {"library": prefix}, library  # (read_library: no symbols, no library)
-            if path:
-                with contextlib.suppress(OSError):  # (uncached, but compiled)
-                    llvm_cpu.write_library(path, *found)
-    library = found[1]
-    llvm_cpu.keep_alive(library)
-    return library
+_ENGINES = []
+# The runner's code generator level: 1 (~13 ms; its loop is already the IR it should be),
+# against ~35 ms through Numba's O3 pipeline; W1's and W5's steps (19 and 231 calls) the same
+# within noise at 0, 1 and 3
+RUNNER_OPT = 1
 
 
 def kernel_error(words):

@@ -45,7 +45,7 @@ from numba.core.caching import FunctionCache
 
 from .._version import __version__
 from ..errors import CacheWarning
-from . import driver_rt, llvm_calls, llvm_cpu, llvm_expr, pool_rt, rt, vecmath
+from . import driver_rt, llvm_calls, llvm_cpu, llvm_expr, native, pool_rt, rt, vecmath
 
 
 def _numba_without_scipy_linalg():
@@ -101,11 +101,12 @@ def cache_tag():
 
 def _runtime_digest():
     """The code-generation inputs outside a module's own text, which is its name: the helpers
-    generated kernels and drivers call (rt.py, driver_rt.py, pool_rt.py), the libmvec rewrite
-    of their IR (vecmath.py) and the kernels' compiler (llvm_cpu.py, llvm_expr.py,
-    llvm_calls.py). Editing one must not load code compiled with the old ones."""
+    generated kernels and drivers call (rt.py, driver_rt.py, pool_rt.py, and native.py, which
+    compiles the last two), the libmvec rewrite of their IR (vecmath.py) and the kernels'
+    compiler (llvm_cpu.py, llvm_expr.py, llvm_calls.py). Editing one must not load code
+    compiled with the old ones."""
     digest = hashlib.sha1()
-    for module in (rt, driver_rt, pool_rt, vecmath, llvm_cpu, llvm_expr, llvm_calls):
+    for module in (rt, driver_rt, pool_rt, native, vecmath, llvm_cpu, llvm_expr, llvm_calls):
         with open(module.__file__, "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()[:8]

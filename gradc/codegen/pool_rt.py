@@ -32,6 +32,7 @@ import threading
 from llvmlite import ir
 
 from . import rt
+from .native import native_engine
 
 I32, I64, F32, F64 = ir.IntType(32), ir.IntType(64), ir.FloatType(), ir.DoubleType()
 I8P = ir.IntType(8).as_pointer()
@@ -403,7 +404,10 @@ class Pool:
         self.words = (ctypes.c_int64 * WORDS)()
         from llvmlite import binding as ll
         ll.add_symbol("gradc_pool_state", ctypes.addressof(self.words))
-        self.engine = _engine()
+        # (codegen/native.py; its loops wait, or call OpenBLAS and the kernels: the code
+        # generator at its lowest level, ~9 ms, against ~35 ms at opt=2; W7's, W8's and W10's
+        # steps at default threads the same within noise)
+        self.engine = native_engine("gradc_pool", "pool", module_ir, 0, STATS)
         for name in ("gradc_sgemm64", "gradc_dgemm64", "gradc_pool_chunks"):
             ll.add_symbol(name, self.engine.get_function_address(name))
         work = ctypes.CFUNCTYPE(None)(self.engine.get_function_address("gradc_pool_work"))
@@ -434,56 +438,6 @@ class Pool:
                          ctypes.c_int(2 ** 31 - 1))
         for t in self.threads:
             t.join(timeout=1.0)
-
-
-_MAGIC = b"gradc pool 1\n"
-
-
-def _engine():
-    """The pool's machine code in an LLVM execution engine: LLVM's code generator alone, no IR
-    passes (its loops wait or call OpenBLAS: ~25 ms to compile, against ~100 ms through
-    Numba's O3 pipeline, which a cold first step would pay), the object file kept beside the
-    kernels (the folder's name covers this file and rt.py), with its sha256, and compiled
-    again if damaged."""
-    import hashlib
-
-    from llvmlite import binding as ll
-
-    from .modules import module_dir, write_atomically
-    ll.initialize_native_target()
-    ll.initialize_native_asmprinter()
-    cpu, features = ll.get_host_cpu_name(), ll.get_host_cpu_features().flatten()
-    machine = ll.Target.from_default_triple().create_target_machine(
-        cpu=cpu, features=features, opt=2, codemodel="jitdefault")
-    key = f"{ll.get_process_triple()} {cpu} {features}".encode()
-    folder = module_dir()
-    path = os.path.join(folder, f"gradc_pool_{hashlib.sha256(key).hexdigest()[:24]}.bin") \
-        if folder else None
-    code = None
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-        head = len(_MAGIC) + 65
-        if data[:len(_MAGIC)] == _MAGIC and \
-                data[head - 65:head - 1] == hashlib.sha256(data[head:]).hexdigest().encode():
-            code = data[head:]
-        else:
-            os.unlink(path)  # damaged, truncated, foreign: never loaded
-    except (OSError, TypeError):
-        pass
-    STATS["loaded" if code else "compiled"] += 1
-    if code is None:
-        code = machine.emit_object(ll.parse_assembly(module_ir()))
-        if path:
-            try:
-                write_atomically(path, _MAGIC + hashlib.sha256(code).hexdigest().encode() +
-                                 b"\n" + code)
-            except OSError:
-                pass  # (uncached, but compiled)
-    engine = ll.create_mcjit_compiler(ll.parse_assembly(""), machine)
-    engine.add_object_file(ll.ObjectFileRef.from_data(code))
-    engine.finalize_object()
-    return engine
 
 
 def workers():
