@@ -7,6 +7,8 @@ A reshape that is not expressible as strides (of a non-contiguous input) materia
 `unslice` (the VJP of slice), `unslice_sum` (a sum of slice gradients) and `concatenate` are
 small loop kernels of their own.
 """
+import math
+
 import numpy as np
 
 from ..errors import ShapeError
@@ -25,7 +27,7 @@ def contiguous_strides(shape):
 # --- reshape -------------------------------------------------------------------------------
 def _reshape_infer(inputs, shape):
     (x,) = inputs
-    if int(np.prod(shape, dtype=np.int64)) != x.size:
+    if math.prod(shape) != x.size:
         raise ShapeError(f"cannot reshape {x.shape} into {shape}")
     return tuple(shape), x.dtype
 

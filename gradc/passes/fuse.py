@@ -441,7 +441,7 @@ def _mark_stores(graph, kernels):
 
 
 def _nbytes(v):
-    return int(np.prod(v.shape, dtype=np.int64)) * np.dtype(v.dtype).itemsize
+    return v.size * v.dtype.itemsize  # (a Value's shape holds Python ints, its dtype a dtype)
 
 
 def _stored_anyway(graph):
