@@ -19,30 +19,32 @@ def native_engine(prefix, key, text_of, opt, stats):
     disk cache; counted in `stats` ({"compiled", "loaded"}). `key` names the IR (its text, or
     what decides it). Keep the engine for as long as its functions may run."""
     from llvmlite import binding as ll
+    from numba.core.compiler_lock import global_compiler_lock
 
     from .modules import module_dir, write_atomically
     ll.initialize_native_target()
     ll.initialize_native_asmprinter()
     cpu, features = ll.get_host_cpu_name(), ll.get_host_cpu_features().flatten()
-    machine = ll.Target.from_default_triple().create_target_machine(
-        cpu=cpu, features=features, opt=opt, codemodel="jitdefault")
     name = f"{ll.get_process_triple()}\0{cpu}\0{features}\0{opt}\0{key}".encode()
     folder = module_dir()
     path = (os.path.join(folder, f"{prefix}_{hashlib.sha256(name).hexdigest()[:24]}.bin")
             if folder else None)
-    code = _read(path) if path else None
-    stats["loaded" if code else "compiled"] += 1
-    if code is None:
-        code = machine.emit_object(ll.parse_assembly(text_of()))
-        if path:
-            try:
-                write_atomically(path, _MAGIC + hashlib.sha256(code).hexdigest().encode()
-                                 + b"\n" + code)
-            except OSError:
-                pass  # (uncached, but compiled)
-    engine = ll.create_mcjit_compiler(ll.parse_assembly(""), machine)
-    engine.add_object_file(ll.ObjectFileRef.from_data(code))
-    engine.finalize_object()
+    with global_compiler_lock:  # (LLVM's global context is Numba's too: one thread at a time)
+        machine = ll.Target.from_default_triple().create_target_machine(
+            cpu=cpu, features=features, opt=opt, codemodel="jitdefault")
+        code = _read(path) if path else None
+        stats["loaded" if code else "compiled"] += 1
+        if code is None:
+            code = machine.emit_object(ll.parse_assembly(text_of()))
+            if path:
+                try:
+                    write_atomically(path, _MAGIC + hashlib.sha256(code).hexdigest().encode()
+                                     + b"\n" + code)
+                except OSError:
+                    pass  # (uncached, but compiled)
+        engine = ll.create_mcjit_compiler(ll.parse_assembly(""), machine)
+        engine.add_object_file(ll.ObjectFileRef.from_data(code))
+        engine.finalize_object()
     return engine
 
 
