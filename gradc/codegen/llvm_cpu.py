@@ -539,31 +539,24 @@ def keep_alive(library):
 def write_library(path, symbols, library):
     """The library's machine code (Numba's object-code serialisation) in one file, after a
     line with the sha256 of the rest, written atomically."""
-    from .modules import write_atomically
+    from .modules import write_checked
     if library is None:
         name, blobs = "", (b"", b"")
     else:
         name, _, blobs = library.serialize_using_object_code()
     header = json.dumps({"library": name, "symbols": symbols}).encode()
-    payload = struct.pack("<3Q", len(header), *map(len, blobs)) + header + b"".join(blobs)
-    write_atomically(path, _MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" +
-                      payload)
+    write_checked(path, _MAGIC,
+                  struct.pack("<3Q", len(header), *map(len, blobs)) + header + b"".join(blobs))
 
 
 def read_library(codegen, path):
     """(symbols, library) from the file at `path`, or None when there is none; a file whose
     checksum does not match (damaged, truncated, foreign) is deleted, never loaded."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
+    from .modules import read_checked
+    payload = read_checked(path, _MAGIC)
+    if payload is None:
         return None
-    head = len(_MAGIC) + 65
     try:
-        payload = data[head:]
-        if data[:len(_MAGIC)] != _MAGIC or data[head - 65:head - 1].decode() != \
-                hashlib.sha256(payload).hexdigest():
-            raise ValueError("checksum")
         sizes = struct.unpack_from("<3Q", payload)
         at = struct.calcsize("<3Q")
         header = json.loads(payload[at:at + sizes[0]])

@@ -300,6 +300,29 @@ def write_atomically(path, data):
         raise
 
 
+def write_checked(path, magic, payload):
+    """`payload` at `path` after a line of `magic` and its sha256, written atomically (a
+    machine-code file: read_checked reads it back only whole and unchanged)."""
+    write_atomically(path, magic + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+
+
+def read_checked(path, magic):
+    """The payload write_checked left at `path`, or None: no file, or one that is damaged,
+    truncated or foreign (another `magic`), which is deleted: never loaded."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    head = len(magic) + 65
+    if data[:len(magic)] == magic and \
+            data[head - 65:head - 1] == hashlib.sha256(data[head:]).hexdigest().encode():
+        return data[head:]
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    return None
+
+
 def load_module(name, source):
     """Import generated module `name` with exactly `source`: from the cache (writing the file
     first if needed), or where module_dir() falls back to when that cannot be written."""

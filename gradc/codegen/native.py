@@ -21,7 +21,7 @@ def native_engine(prefix, key, text_of, opt, stats):
     from llvmlite import binding as ll
     from numba.core.compiler_lock import global_compiler_lock
 
-    from .modules import module_dir, write_atomically
+    from .modules import module_dir, read_checked, write_checked
     ll.initialize_native_target()
     ll.initialize_native_asmprinter()
     cpu, features = ll.get_host_cpu_name(), ll.get_host_cpu_features().flatten()
@@ -32,35 +32,16 @@ def native_engine(prefix, key, text_of, opt, stats):
     with global_compiler_lock:  # (LLVM's global context is Numba's too: one thread at a time)
         machine = ll.Target.from_default_triple().create_target_machine(
             cpu=cpu, features=features, opt=opt, codemodel="jitdefault")
-        code = _read(path) if path else None
+        code = read_checked(path, _MAGIC) if path else None
         stats["loaded" if code else "compiled"] += 1
         if code is None:
             code = machine.emit_object(ll.parse_assembly(text_of()))
             if path:
                 try:
-                    write_atomically(path, _MAGIC + hashlib.sha256(code).hexdigest().encode()
-                                     + b"\n" + code)
+                    write_checked(path, _MAGIC, code)
                 except OSError:
                     pass  # (uncached, but compiled)
         engine = ll.create_mcjit_compiler(ll.parse_assembly(""), machine)
         engine.add_object_file(ll.ObjectFileRef.from_data(code))
         engine.finalize_object()
     return engine
-
-
-def _read(path):
-    """The object file at `path` if its checksum holds (a bad one is deleted), else None."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    head = len(_MAGIC) + 65
-    if data[:len(_MAGIC)] == _MAGIC and \
-            data[head - 65:head - 1] == hashlib.sha256(data[head:]).hexdigest().encode():
-        return data[head:]
-    try:
-        os.unlink(path)  # damaged, truncated, foreign: never loaded
-    except OSError:
-        pass
-    return None
