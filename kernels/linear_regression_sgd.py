@@ -365,13 +365,16 @@ LAPACK_SYMBOLS = tuple(f"scipy_LAPACKE_d{name}_work64_"
 # So every product over 2**18 runs with OpenBLAS on one thread (its count, process-wide, set to
 # 1 and put back: `openblas_set_num_threads_local` returns the count it replaces), and one of
 # at least 2 * BLOCK_WORK is cut into blocks (product_blocks) that gradc's own threads take on
-# the LLVM route (codegen/pool_rt.py) and that run one after another here. Blocks of 2**20
-# (~20-40 us): W8's per-step products of 2 Mi multiply-adds in two blocks took its step from
-# 9.1 to 6.0-6.7 ms (blocks of 2**22 left them whole). An OpenBLAS older than 0.3.27 lacks the
+# the LLVM route (codegen/pool_rt.py) and that run one after another here. Blocks of 2**19
+# (5-20 us): W8's per-step products of 2 Mi multiply-adds in two blocks of 2**20 took its step
+# from 9.1 to 6.0-6.7 ms (blocks of 2**22 left them whole); in four of 2**19 (128 columns of
+# h @ Wh each), with OpenBLAS's AVX-512 kernels, 4.5-4.6 -> 3.7 ms at 2 threads and 5.4-5.8 ->
+# 4.5-4.7 ms at one (the blocks' panels fit the cache), the same with its AVX2 ones; W2, W7,
+# W10 the same within noise (2**21: W7 and W8 slower). An OpenBLAS older than 0.3.27 lacks the
 # setter: the name is then bound to libc's abs (int -> int, the same count back).
 SINGLE_THREADED_WORK = 1 << 18
 SET_BLAS_THREADS = "openblas_set_num_threads_local"
-BLOCK_WORK, MAX_BLOCKS, BLOCK_ALIGN = 1 << 20, 8, 16
+BLOCK_WORK, MAX_BLOCKS, BLOCK_ALIGN = 1 << 19, 8, 16
 
 
 def _bind_thread_setter(lib):
