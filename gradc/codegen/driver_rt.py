@@ -134,8 +134,10 @@ def _chunks_function(module, chunk):
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64.as_pointer(), I64]),
                      "gradc_chunks")
     fn.attributes.add("noinline")
-    # (once per chunked call, and _chunk_function's once per chunk: not worth optimizing;
-    # optimized, with the chunks unrolled, they doubled the runner's compile, 30 -> 60-80 ms)
+    # (once per chunked call, and _chunk_function's once per chunk: not worth optimizing.
+    # Through Numba's O3 pipeline, with the chunks unrolled, they doubled the runner's compile,
+    # 30 -> 60-80 ms; native.py runs no IR passes, and optnone keeps the code generator on its
+    # quickest path for them too)
     fn.attributes.add("optnone")
     desc, pool = fn.args
     entry, shared, head, body, done = (fn.append_basic_block(name) for name in (
