@@ -377,17 +377,22 @@ LAPACK_SYMBOLS = tuple(f"scipy_LAPACKE_d{name}_work64_"
 # machine (a thread that waits for another waits for the scheduler) W8's step took 33-42 ms.
 # So every product over 2**18 runs with OpenBLAS on one thread (its count, process-wide, set to
 # 1 and put back: `openblas_set_num_threads_local` returns the count it replaces), and one of
-# at least 2 * BLOCK_WORK is cut into blocks (product_blocks) that gradc's own threads take on
+# at least SPLIT_WORK is cut into blocks (product_blocks) that gradc's own threads take on
 # the LLVM route (codegen/pool_rt.py) and that run one after another here. Blocks of 2**19
 # (5-20 us): W8's per-step products of 2 Mi multiply-adds in two blocks of 2**20 took its step
 # from 9.1 to 6.0-6.7 ms (blocks of 2**22 left them whole); in four of 2**19 (128 columns of
 # h @ Wh each), with OpenBLAS's AVX-512 kernels, 4.5-4.6 -> 3.7 ms at 2 threads and 5.4-5.8 ->
 # 4.5-4.7 ms at one (the blocks' panels fit the cache), the same with its AVX2 ones; W2, W7,
-# W10 the same within noise (2**21: W7 and W8 slower). An OpenBLAS older than 0.3.27 lacks the
-# setter: the name is then bound to libc's abs (int -> int, the same count back).
+# W10 the same within noise (2**21: W7 and W8 slower). A product of 2**19 to 2**20 is cut in
+# two (SPLIT_WORK, was 2**20): W5's per-step products of 32x128x128 (5-10 us each, one after
+# another) then run on both cores, its step 0.82 -> 0.56-0.63 ms at 2 threads; W2, W4, W6, W7,
+# W8, W9, W10 the same within noise (from 2**18, W7 was slower: 1.1 -> 1.65 ms). An OpenBLAS
+# older than 0.3.27 lacks the setter: the name is then bound to libc's abs (int -> int, the
+# same count back).
 SINGLE_THREADED_WORK = 1 << 18
 SET_BLAS_THREADS = "openblas_set_num_threads_local"
 BLOCK_WORK, MAX_BLOCKS, BLOCK_ALIGN = 1 << 19, 8, 16
+SPLIT_WORK = 1 << 19
 
 
 def _bind_thread_setter(lib):
@@ -421,10 +426,13 @@ _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 @njit(**CALLEE_OPTIONS)
 def product_blocks(m, n, k):
     """(by_rows, block, blocks): a product of m*n*k multiply-adds cut into `blocks` blocks of
-    `block` rows of its result (by_rows; columns otherwise), each at least BLOCK_WORK; the
+    `block` rows of its result (by_rows; columns otherwise), each at least BLOCK_WORK (half
+    of it where a product of at least SPLIT_WORK is cut in two); the
     axis cut is the one whose cut re-reads the smaller operand (rows: b; columns: a). A rule
     of the shape alone, so the bits are too. One block: the product whole."""
     count = min(MAX_BLOCKS, m * n * k // BLOCK_WORK)
+    if m * n * k >= SPLIT_WORK:
+        count = max(count, 2)
     by_rows = n <= m
     extent = m if by_rows else n
     if count < 2:

@@ -81,8 +81,9 @@ PRODUCTS = textwrap.dedent("""
     g = gradc.grad(lambda a, b: np.sum(np.tanh(a @ b)))  # weight gradients (addmm: beta 1)
     out = []
     # whole products (a middling one: on one thread), products cut into row and column blocks
-    for m, n, k in ((40, 50, 60), (100, 101, 103), (333, 517, 129), (1000, 7, 600),
-                    (64, 1030, 300)):
+    # (32x130x129: just over rt.SPLIT_WORK, cut in two uneven column blocks)
+    for m, n, k in ((40, 50, 60), (32, 130, 129), (100, 101, 103), (333, 517, 129),
+                    (1000, 7, 600), (64, 1030, 300)):
         for dtype in (np.float32, np.float64):
             a, c = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((m, n))
             b, d = rng.standard_normal((k, n)).astype(dtype), rng.standard_normal((m, n))

@@ -1,6 +1,6 @@
 """gradc's own threads for large matrix products and long loops, compiled straight to LLVM IR.
 
-A product of at least 2 * rt.BLOCK_WORK multiply-adds is cut into blocks of rows (or columns)
+A product of at least rt.SPLIT_WORK multiply-adds is cut into blocks of rows (or columns)
 of its result by rt.product_blocks, a rule of the shape alone; each block is one
 single-threaded OpenBLAS call. The calling thread publishes the blocks and takes them one at a
 time, as do the pool's threads; it then waits only for blocks already taken.
@@ -258,7 +258,7 @@ class _Module:
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         enter, leave = self.sections[True], self.sections[False]
         work = b.mul(b.mul(m, n), k)
-        with b.if_then(b.icmp_signed("<", work, I64(2 * rt.BLOCK_WORK))):
+        with b.if_then(b.icmp_signed("<", work, I64(rt.SPLIT_WORK))):
             middling = b.icmp_signed(">", work, I64(rt.SINGLE_THREADED_WORK))
             with b.if_then(middling):  # (rt.py: on the calling thread alone)
                 b.call(enter, [])
@@ -388,6 +388,7 @@ def _blocks(b, m, n, k):
     work = b.mul(b.mul(m, n), k)
     count = b.sdiv(work, I64(rt.BLOCK_WORK))
     count = b.select(b.icmp_signed("<", count, I64(rt.MAX_BLOCKS)), count, I64(rt.MAX_BLOCKS))
+    count = b.select(b.icmp_signed("<", count, I64(2)), I64(2), count)  # (work >= SPLIT_WORK here)
     by_rows = b.icmp_signed("<=", n, m)
     extent = b.select(by_rows, m, n)
     block = b.sdiv(b.add(extent, b.sub(count, I64(1))), count)
