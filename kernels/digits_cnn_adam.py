@@ -681,17 +681,17 @@ def conv2d_679652a734(p_x0, p_x1, p_out, len_x0, len_x1, len_out, N, C, H, W, OH
                             out[oq + b] += w0_0 * x0[q0 + b] + w0_1 * x0[q0 + b + np.uint64(1)] + w0_2 * x0[q0 + b + np.uint64(2)] + w1_0 * x0[q1 + b] + w1_1 * x0[q1 + b + np.uint64(1)] + w1_2 * x0[q1 + b + np.uint64(2)] + w2_0 * x0[q2 + b] + w2_1 * x0[q2 + b + np.uint64(1)] + w2_2 * x0[q2 + b + np.uint64(2)]
 
 
-# loop_add_relu_greater_fd8d04038e: add, relu, greater; called by k2
+# loop_add_relu_greater_f87b15887a: add, relu, greater; called by k2
 @njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_add_relu_greater_fd8d04038e(n0, n1, n2, p0, p1, p2):
+def loop_add_relu_greater_f87b15887a(n0, n1, n2, p0, p1, p2):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = bool_array(p2, n0 * n1 * n2)
     for i0 in range(n0):
         for i1 in range(n1):
+            t1 = a1[i1]
             for i2 in range(n2):
                 t0 = a0[(i0 * n1 + i1) * n2 + i2]
-                t1 = a1[i1]
                 t2 = t0 + t1  # add
                 t3 = max2(t2, f32(0.0))  # relu
                 t4 = t2 > f32(0.0)  # greater
@@ -836,19 +836,19 @@ def loop_abs_less_where_07faff2616(n0, p0):
         a0[i0] = t3
 
 
-# loop_add_subtract_exp_sum_57d1c5ab61: add, subtract, exp, sum; called by k8
+# loop_add_subtract_exp_sum_565d895f55: add, subtract, exp, sum; called by k8
 @njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_subtract_exp_sum_57d1c5ab61(n0, n1, p0, p1, p2, p3):
+def loop_add_subtract_exp_sum_565d895f55(n0, n1, p0, p1, p2, p3):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
     a3 = f32_ptr(p3)
     for i0 in range(n0):
+        t3 = a2[i0]
         acc3 = f32(0.0)
         for i1 in range(n1):
             t0 = a0[i0 * n1 + i1]
             t1 = a1[i1]
-            t3 = a2[i0]
             t2 = t0 + t1  # add
             t4 = t2 - t3  # subtract
             t5 = np.exp(t4)  # exp
@@ -868,18 +868,18 @@ def loop_log_00c38e4f57(n0, p0, p1):
         a1[i0] = t1
 
 
-# loop_subtract_exp_divide_5e71f668a0: subtract, exp, divide; called by k10
+# loop_subtract_exp_divide_069f79f575: subtract, exp, divide; called by k10
 @njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_subtract_exp_divide_5e71f668a0(n0, n1, p0, p1, p2, p3):
+def loop_subtract_exp_divide_069f79f575(n0, n1, p0, p1, p2, p3):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
     a3 = f32_ptr(p3)
     for i0 in range(n0):
+        t1 = a1[i0]
+        t4 = a2[i0]
         for i1 in range(n1):
             t0 = a0[i0 * n1 + i1]
-            t1 = a1[i0]
-            t4 = a2[i0]
             t2 = t0 - t1  # subtract
             t3 = np.exp(t0)  # exp
             t5 = t3 / t4  # divide
@@ -965,9 +965,9 @@ def loop_sum_da830f292b(n0, n1, p0, p1):
         a1[i0] = acc1
 
 
-# loop_multiply_subtract_sum_6d43b3a292: multiply, subtract, sum; called by k16
+# loop_multiply_subtract_sum_5f1cd7e815: multiply, subtract, sum; called by k16
 @njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_multiply_subtract_sum_6d43b3a292(n0, n1, p0, p1, p2, p3):
+def loop_multiply_subtract_sum_5f1cd7e815(n0, n1, p0, p1, p2, p3):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
@@ -975,9 +975,9 @@ def loop_multiply_subtract_sum_6d43b3a292(n0, n1, p0, p1, p2, p3):
     for j in range(n1):
         a3[j] = f32(0.0)
     for i0 in range(n0):
+        t1 = a1[i0]
         for i1 in range(n1):
             t0 = a0[i0 * n1 + i1]
-            t1 = a1[i0]
             t3 = a2[i0 * n1 + i1]
             t2 = t0 * t1  # multiply
             t4 = t3 - t2  # subtract
@@ -1146,7 +1146,7 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     # k2: add, relu, greater over [32x16x8x8] -> %23, %77
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    loop_add_relu_greater_fd8d04038e(32, 16, 64, A + 13248, params_conv_b, A + 144320)
+    loop_add_relu_greater_f87b15887a(32, 16, 64, A + 13248, params_conv_b, A + 144320)
     # k3: pool_argmax over [32x16x4x4] -> %24
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     pool_argmax_5e7c3ed835(A + 13248, A + 177088, 32768, 8192, 8, 8, 4, 4, 0, 0, 512)
@@ -1166,13 +1166,13 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     # k8: add, subtract, exp, sum over [32x10] -> %44, %46
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_subtract_exp_sum_57d1c5ab61(32, 10, A + 13248, params_b, A + 14528, A + 14656)
+    loop_add_subtract_exp_sum_565d895f55(32, 10, A + 13248, params_b, A + 14528, A + 14656)
     # k9: log over [32x1] -> %47
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     loop_log_00c38e4f57(32, A + 14656, A + 14528)
     # k10: subtract, exp, divide over [32x10] -> %49, %63
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_subtract_exp_divide_5e71f668a0(32, 10, A + 13248, A + 14528, A + 14656, A + 14784)
+    loop_subtract_exp_divide_069f79f575(32, 10, A + 13248, A + 14528, A + 14656, A + 14784)
     # k11: take_along_axis over [32x1] -> %51
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     take_along_axis_1a2b1c0126(A + 13248, y, A + 14528, 320, 32, 32, 32, 10, 1, 1)
@@ -1191,7 +1191,7 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     # k16: multiply, subtract, sum over [32x10] -> %67, %68
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    loop_multiply_subtract_sum_6d43b3a292(32, 10, A + 14784, A + 14528, A + 13248, A + 14656)
+    loop_multiply_subtract_sum_5f1cd7e815(32, 10, A + 14784, A + 14528, A + 13248, A + 14656)
     # k17: subtract, multiply, add, sqrt, divide over [10] -> %115, %123, %135
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 14656, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b)

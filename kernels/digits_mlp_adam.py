@@ -679,19 +679,19 @@ def loop_abs_less_where_07faff2616(n0, p0):
         a0[i0] = t3
 
 
-# loop_add_subtract_exp_sum_57d1c5ab61: add, subtract, exp, sum; called by k5
+# loop_add_subtract_exp_sum_565d895f55: add, subtract, exp, sum; called by k5
 @njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_subtract_exp_sum_57d1c5ab61(n0, n1, p0, p1, p2, p3):
+def loop_add_subtract_exp_sum_565d895f55(n0, n1, p0, p1, p2, p3):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
     a3 = f32_ptr(p3)
     for i0 in range(n0):
+        t3 = a2[i0]
         acc3 = f32(0.0)
         for i1 in range(n1):
             t0 = a0[i0 * n1 + i1]
             t1 = a1[i1]
-            t3 = a2[i0]
             t2 = t0 + t1  # add
             t4 = t2 - t3  # subtract
             t5 = np.exp(t4)  # exp
@@ -711,18 +711,18 @@ def loop_log_00c38e4f57(n0, p0, p1):
         a1[i0] = t1
 
 
-# loop_subtract_exp_divide_5e71f668a0: subtract, exp, divide; called by k7
+# loop_subtract_exp_divide_069f79f575: subtract, exp, divide; called by k7
 @njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_subtract_exp_divide_5e71f668a0(n0, n1, p0, p1, p2, p3):
+def loop_subtract_exp_divide_069f79f575(n0, n1, p0, p1, p2, p3):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
     a3 = f32_ptr(p3)
     for i0 in range(n0):
+        t1 = a1[i0]
+        t4 = a2[i0]
         for i1 in range(n1):
             t0 = a0[i0 * n1 + i1]
-            t1 = a1[i0]
-            t4 = a2[i0]
             t2 = t0 - t1  # subtract
             t3 = np.exp(t0)  # exp
             t5 = t3 / t4  # divide
@@ -808,9 +808,9 @@ def loop_sum_da830f292b(n0, n1, p0, p1):
         a1[i0] = acc1
 
 
-# loop_multiply_subtract_sum_6d43b3a292: multiply, subtract, sum; called by k13
+# loop_multiply_subtract_sum_5f1cd7e815: multiply, subtract, sum; called by k13
 @njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_multiply_subtract_sum_6d43b3a292(n0, n1, p0, p1, p2, p3):
+def loop_multiply_subtract_sum_5f1cd7e815(n0, n1, p0, p1, p2, p3):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
@@ -818,9 +818,9 @@ def loop_multiply_subtract_sum_6d43b3a292(n0, n1, p0, p1, p2, p3):
     for j in range(n1):
         a3[j] = f32(0.0)
     for i0 in range(n0):
+        t1 = a1[i0]
         for i1 in range(n1):
             t0 = a0[i0 * n1 + i1]
-            t1 = a1[i0]
             t3 = a2[i0 * n1 + i1]
             t2 = t0 * t1  # multiply
             t4 = t3 - t2  # subtract
@@ -933,13 +933,13 @@ def run(A, params_W1, params_W2, params_b1, params_b2, x, y, exp_avg_0, exp_avg_
     # k5: add, subtract, exp, sum over [32x10] -> %38, %40
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_subtract_exp_sum_57d1c5ab61(32, 10, A + 20928, params_b2, A + 22208, A + 22336)
+    loop_add_subtract_exp_sum_565d895f55(32, 10, A + 20928, params_b2, A + 22208, A + 22336)
     # k6: log over [32x1] -> %41
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     loop_log_00c38e4f57(32, A + 22336, A + 22208)
     # k7: subtract, exp, divide over [32x10] -> %43, %57
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_subtract_exp_divide_5e71f668a0(32, 10, A + 20928, A + 22208, A + 22336, A + 22464)
+    loop_subtract_exp_divide_069f79f575(32, 10, A + 20928, A + 22208, A + 22336, A + 22464)
     # k8: take_along_axis over [32x1] -> %45
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     take_along_axis_316db551a1(A + 20928, y, A + 22208, 320, 32, 32, 32, 10, 1, 1)
@@ -958,7 +958,7 @@ def run(A, params_W1, params_W2, params_b1, params_b2, x, y, exp_avg_0, exp_avg_
     # k13: multiply, subtract, sum over [32x10] -> %61, %62
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    loop_multiply_subtract_sum_6d43b3a292(32, 10, A + 22464, A + 22208, A + 20928, A + 22336)
+    loop_multiply_subtract_sum_5f1cd7e815(32, 10, A + 22464, A + 22208, A + 20928, A + 22336)
     # k14: subtract, multiply, add, sqrt, divide over [10] -> %148, %154, %163
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 22336, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b2)

@@ -215,6 +215,37 @@ def test_max_and_min_reductions_vectorize_and_propagate_nan():
     assert "fmaximum(" in source and "fminimum(" in source
 
 
+def test_a_broadcast_operand_is_read_once_per_outer_iteration():
+    # codegen/cpu.py reads an operand that only outer loops move (a per-channel weight) in
+    # that loop, not per element; an array the kernel also writes (an in-place update) stays
+    # in the innermost loop. Same values as NumPy on both routes.
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 4, 5, 7)).astype(np.float32)
+    w, b = rng.standard_normal((2, 4)).astype(np.float32)
+
+    def f(x, w, b):
+        return np.maximum(x * w[:, None, None] + b[:, None, None], 0.0) * x[:, :1]
+
+    want = f(x, w, b)
+    for route in ("numba", "llvm"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("GRADC_KERNELS", route)
+            np.testing.assert_allclose(gradc.jit(f)(x, w, b), want, rtol=1e-6)
+    (source,) = [ks.source for ks in gradc.jit(f).lower(x, w, b).program.kernels
+                 if ks.name.startswith("loop_")]
+    body = source[source.index("for i0"):]
+    innermost = body[body.rindex("range("):]
+    assert "a1[" in body and "a1[" not in innermost  # w, read once per channel
+    assert "a0[" in innermost  # x, per element
+
+    step = gradc.train_step(lambda p, x: np.sum((x * p["w"][:, None, None]) ** 2),
+                            gradc.optim.SGD(0.1))
+    p = {"w": w.copy()}
+    grad = np.sum(2 * (x * w[:, None, None]) * x, axis=(0, 2, 3))
+    step(p, x)
+    np.testing.assert_allclose(p["w"], w - 0.1 * grad, rtol=1e-5)
+
+
 def _bits(a):
     """The array's bytes, every NaN made the same: which NaN an operation of two NaNs returns
     is the machine's choice (x86 returns its first operand's, and LLVM may swap the operands

@@ -313,18 +313,27 @@ def loop_kernel(kernel, fusion, address):
             emit(1, f"for j in range({_extent_text(extent_of[array_of[id(red.access)]][0], params)}):")
             emit(2, f"{array_of[id(red.access)]}[j] = {red.identity()}")
 
-    depth = 1
-    for access in nest.loads:  # scalars (a learning rate...) are read once, before loops
-        if access.is_scalar:
-            emit(depth, f"{access.name} = {index[id(access)]}")
-    for l in range(ndim):
-        for red in nest.reductions:
-            if red.register_from(ndim) == l:
-                emit(depth, f"acc{array_of[id(red.access)][1:]} = {red.identity()}")
-        emit(depth, f"for {loopvars[l]} in range(n{l}):")
-        depth += 1
+    # Each load of an array the kernel never writes is read in the loop of the last index it
+    # moves with: a scalar (a learning rate...) once, before the loops; a per-channel weight
+    # or bias once per channel, not once per element. LLVM cannot hoist these itself: it must
+    # assume any store may change them (pointers of unknown overlap). W4n's nine-slice
+    # convolution read nine broadcast weights per element.
+    written = {array_of[id(a)] for a in nest.stores}
+    loads_at = {}  # loop level (-1: before the loops) -> its loads, in body order
     for access in nest.loads:
-        if not access.is_scalar:
+        moving = [l for l, s in enumerate(access.strides) if s]
+        level = (ndim - 1 if array_of[id(access)] in written and not access.is_scalar else
+                 max(moving, default=-1))
+        loads_at.setdefault(level, []).append(access)
+    depth = 1
+    for l in range(-1, ndim):
+        if l >= 0:
+            for red in nest.reductions:
+                if red.register_from(ndim) == l:
+                    emit(depth, f"acc{array_of[id(red.access)][1:]} = {red.identity()}")
+            emit(depth, f"for {loopvars[l]} in range(n{l}):")
+            depth += 1
+        for access in loads_at.get(l, ()):
             emit(depth, f"{access.name} = {index[id(access)]}")
     for st in nest.body:
         emit(depth, f"{st.name} = {scalar(st)}  # {st.node.op}")
