@@ -108,6 +108,22 @@ PRODUCTS = textwrap.dedent("""
             e * (x == x.max(axis=1, keepdims=True))
         assert np.allclose(gx, ref_gx, rtol=1e-4, atol=1e-5)
         out += [np.float64(value).tobytes(), gx.tobytes()]
+    # reductions over the outer axis, cut in chunks too: a bias's gradient (a sum over rows)
+    # and a max over rows, one partial row per chunk folded in chunk order (301 rows: uneven)
+    col = gradc.value_and_grad(lambda x, b: np.sum(np.tanh(x + b) * np.max(x, axis=0)),
+                               argnums=(0, 1))
+    for dtype in (np.float32, np.float64):
+        x, b = rng.standard_normal((301, 700)).astype(dtype), rng.standard_normal(700).astype(dtype)
+        value, (gx, gb) = col(x, b)
+        program = col.compiled_for(x, b).program
+        assert any(combine and ks.call_args[2] == "700" for _, ks, combine in program.calls)
+        x64 = x.astype(np.float64)
+        t, m = np.tanh(x64 + b), x64.max(axis=0)
+        assert abs(value - np.sum(t * m)) <= 1e-4 * abs(np.sum(t * m))
+        assert np.allclose(gb, ((1 - t * t) * m).sum(axis=0), rtol=1e-4, atol=1e-4)
+        gm = (t.sum(axis=0)) * (x64 == m)
+        assert np.allclose(gx, (1 - t * t) * m + gm, rtol=1e-4, atol=1e-4)
+        out += [np.float64(value).tobytes(), gx.tobytes(), gb.tobytes()]
     # a batched product big enough for its entries to be cut into chunks (attention's scores)
     bm = gradc.value_and_grad(lambda a, b: np.sum(np.tanh(a @ b.transpose(0, 2, 1))),
                               argnums=(0, 1))

@@ -103,13 +103,24 @@ def test_chunked_train_step_updates_parameters_in_place(chunked):
     assert _chunked_calls(compiled)
 
 
-def test_reductions_over_leading_axes_are_not_cut(chunked):
-    """A sum over the outer axis accumulates across its iterations: cut into chunks, two threads
-    would add into one element at once. Such a kernel stays whole, and right."""
-    x = np.random.default_rng(6).standard_normal((300, 7))
-    f = gradc.jit(lambda x: np.sum(np.exp(x), axis=0))
-    np.testing.assert_allclose(f(x), np.exp(x).sum(axis=0), rtol=1e-12)
-    assert not _chunked_kernels(f, x)
+def test_reductions_over_the_outer_axis_fold_one_partial_row_per_chunk(chunked):
+    """A sum over the outer axis accumulates across its iterations: two chunks would add into
+    one element at once. Cut into chunks, each chunk sums its rows into a partial row of its
+    own, folded in chunk order after (a bias's gradient over the batch); where those partial
+    rows would be large beside the loop (4 rows of 300), or a reduction over a middle axis
+    accumulates across outer iterations, the kernel stays whole. Right every way."""
+    rng = np.random.default_rng(6)
+    tall, wide = rng.standard_normal((300, 7)), rng.standard_normal((4, 300))
+    f = gradc.jit(lambda x: (np.sum(np.exp(x), axis=0), np.max(x * 2.0, axis=0)))
+    for x, cut in ((tall, True), (wide, False)):
+        total, top = f(x)
+        np.testing.assert_allclose(total, np.exp(x).sum(axis=0), rtol=1e-12)
+        np.testing.assert_array_equal(top, (x * 2.0).max(axis=0))
+        assert bool(_chunked_kernels(f, x)) == cut
+    g = gradc.jit(lambda x: np.sum(np.exp(x), axis=1))
+    x = rng.standard_normal((40, 30, 7))
+    np.testing.assert_allclose(g(x), np.exp(x).sum(axis=1), rtol=1e-12)
+    assert not _chunked_kernels(g, x)
 
 
 def _kernels_called(compiled):
@@ -150,7 +161,9 @@ def test_a_shape_across_the_threshold_runs_the_same_kernels(chunked):
 
 def test_new_batch_sizes_call_the_kernels_compiled_for_the_first():
     """The kernels' text does not depend on the batch size: not on which calls run in chunks
-    (the default threshold, crossed at 130 rows), nor on which placement of the memory plan
+    (the default threshold, crossed at 130 rows; chunked, the biases' gradients add the folds
+    of their partial sums, one per reduction kind and dtype, shared by every program), nor on
+    which placement of the memory plan
     wins (a value written over the one it replaces shares its array: only the largest-first
     placement did that, and a batch of 50 compiled 7 kernels that one of 20 had not)."""
     from gradc.optim import SGD
@@ -177,4 +190,5 @@ def test_new_batch_sizes_call_the_kernels_compiled_for_the_first():
         called.append(_kernels_called(compiled))
         chunked.append(bool(_chunked_calls(compiled)))
     assert chunked == [False, False, True]
-    assert called[1] == called[0] and called[2] == called[0]
+    folds = {name for name in called[2] if name.startswith("gradc_combine_")}
+    assert called[1] == called[0] and called[2] - folds == called[0]

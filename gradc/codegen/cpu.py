@@ -151,16 +151,16 @@ class Chunks:
                 f"    {kernel}({', '.join(moved)})"]
 
 
-def combine_kernel(red, partials, out):
-    """The call that folds a chunked call's CHUNKS partial results of a reduction over
-    everything (at address `partials`) into its result (at `out`), in chunk order: the bits
-    depend on the shape alone."""
+def combine_kernel(red, partials, out, size):
+    """The call that folds a chunked call's CHUNKS partial results of a reduction over its
+    outer axis (CHUNKS rows of `size` elements at address `partials`) into its result (at
+    `out`), in chunk order: the bits depend on the shape alone."""
     ctor = _pointer_ctor(red.dtype)
-    lines = [f"    q = {ctor}(pq)", f"    out = {ctor}(pout)", "    acc = q[0]",
-             f"    for c in range(1, {CHUNKS}):", f"        acc = {combine(red, 'acc', 'q[c]')}",
-             "    out[0] = acc"]
-    return KernelSource(f"combine_{red.op}_{np.dtype(red.dtype).name}", ["pq", "pout"], lines,
-                        [partials, out])
+    lines = [f"    q = {ctor}(pq)", f"    out = {ctor}(pout)", "    for j in range(n):",
+             "        acc = q[j]", f"        for c in range(1, {CHUNKS}):",
+             f"            acc = {combine(red, 'acc', 'q[c * n + j]')}", "        out[j] = acc"]
+    return KernelSource(f"combine_{red.op}_{np.dtype(red.dtype).name}", ["pq", "pout", "n"],
+                        lines, [partials, out, str(size)])
 
 
 @functools.lru_cache(maxsize=64)
@@ -370,18 +370,24 @@ def loop_kernel(kernel, fusion, address):
 def _cut_in_chunks(ks, nest, array_of, arrays, address, kernel_index):
     """Run this call of a parallel loop kernel (passes/fuse.py decide_parallel) in chunks of
     its outer loop (Chunks): every array moves by its stride along that loop, and a reduction
-    over everything writes one partial result per chunk into planned scratch, folded after by
-    a combine call. Left whole where an array is read along that loop in two ways (x[:, 0] *
-    x[::-1, 1]: no one address moves for both), or a reduced result's buffer is also read."""
+    over that loop (over everything, or a bias's gradient) writes one partial result per chunk
+    into planned scratch, folded after by a combine call. Left whole where an array is read
+    along that loop in two ways (x[:, 0] * x[::-1, 1]: no one address moves for both), or a
+    reduced result's buffer is also read, or is not its result's elements 0..size-1."""
     strides = {}
     for access in nest.accesses:
         strides.setdefault(array_of[id(access)], set()).add(access.strides[0])
     if any(len(s) > 1 for s in strides.values()):
         return
-    full = [red for red in nest.reductions if red.register_from(nest.ndim) == 0]
+    full = [red for red in nest.reductions if 0 in red.reduced]  # (partial_slots)
     names = [array_of[id(a)] for a in nest.accesses]
     if any(names.count(array_of[id(red.access)]) > 1 for red in full):
         return
+    for red in full:  # each partial result is laid out as its result: elements 0..size-1
+        a = red.access
+        if a.origin or min(a.strides) < 0 or 1 + sum(
+                (n - 1) * s for n, s in zip(nest.sizes, a.strides)) != red.node.output.size:
+            return
     args = list(ks.call_args)
     steps, per_chunk = [0] * len(args), [0] * len(args)
     for name, (dtype, _) in arrays.items():
@@ -390,8 +396,9 @@ def _cut_in_chunks(ks, nest, array_of, arrays, address, kernel_index):
     for red in full:
         j = ks.params.index(f"p{array_of[id(red.access)][1:]}")
         partials = address(("partial", kernel_index, red.node.output.id), 0)
-        ks.combines.append(combine_kernel(red, partials, args[j]))
-        args[j], per_chunk[j] = partials, np.dtype(red.dtype).itemsize
+        size = red.node.output.size
+        ks.combines.append(combine_kernel(red, partials, args[j], size))
+        args[j], per_chunk[j] = partials, size * np.dtype(red.dtype).itemsize
     ks.call_args = args
     ks.chunks = Chunks(ks.params.index("n0"), steps, per_chunk)
 

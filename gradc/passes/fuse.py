@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -484,27 +485,39 @@ def parallel_min_iterations():
 
 
 def decide_parallel(k):
-    """Split a loop kernel's outermost loop across threads when it is big and no reduction
-    accumulates in memory across outer iterations (that would race). Reductions over trailing
-    axes are private to an iteration; a reduction over everything gets per-chunk partials."""
+    """Split a loop kernel's outermost loop across threads when it is big and no two chunks
+    of it would accumulate into the same memory. Reductions over trailing axes are private to
+    an iteration; one over the outer axis (a bias's gradient, a sum over everything) gets a
+    partial result per chunk (partial_slots), folded in chunk order after, where those partials
+    are small beside the loop (PARTIAL_SHARE)."""
     threshold = parallel_min_iterations()
     dims = [d for d, n in enumerate(k.shape) if n != 1]
-    if k.kind != "loop" or not dims or int(np.prod(k.shape)) < threshold:
+    total = math.prod(k.shape)
+    if k.kind != "loop" or not dims or total < threshold:
         return False
     for node in k.nodes:
         if node.opdef.kind == REDUCE:
             reduced = [d for d in dims if d in node.attr["axes"]]
             suffix = dims[len(dims) - len(reduced):] if reduced else []
-            if reduced != suffix:
+            if reduced == suffix:
+                continue
+            if dims[0] not in reduced or CHUNKS * node.output.size * PARTIAL_SHARE > total:
                 return False
     return True
 
 
+# A reduction over the outer axis is cut in chunks only where its CHUNKS partial results come
+# to at most 1/PARTIAL_SHARE of the loop's iterations: W10's bias gradient (512 sums over 2048
+# rows: 8 Ki partials beside 1 Mi iterations) is; a sum over the 4 rows of a (4, 1M) array is not.
+PARTIAL_SHARE = 8
+
+
 def partial_slots(k):
-    """Reductions of a parallel kernel that need one partial result per chunk."""
+    """Reductions of a parallel kernel that need one partial result per chunk: those over the
+    outer axis (so over everything, or a bias's gradient over the batch)."""
     dims = [d for d, n in enumerate(k.shape) if n != 1]
     return [node.output for node in k.nodes if k.parallel and node.opdef.kind == REDUCE
-            and all(d in node.attr["axes"] for d in dims)]
+            and dims[0] in node.attr["axes"]]
 
 
 def _space(node):

@@ -70,7 +70,7 @@ def plan_buffers(fusion):
     for k in fusion.kernels:  # per-chunk partial results of parallel reductions
         for v in partial_slots(k):
             offsets[("partial", k.index, v.id)] = cursor
-            cursor += _aligned(CHUNKS * v.dtype.itemsize)
+            cursor += _aligned(CHUNKS * v.size * v.dtype.itemsize)
     constant_bytes = cursor - output_bytes
     scratch_start = cursor
 
