@@ -203,7 +203,35 @@ class _Params:
 # ---------------------------------------------------------------------------------------------
 # loop kernels: the CPU rendering of a LoopNest (gradc/codegen/loops.py)
 
-def _index(access, sizes, params, loopvars, tag, unsigned):
+def _index(access, sizes, params, loopvars, tag, unsigned, displacement=""):
+    index, extent = _view_index(access, sizes, params, loopvars, tag, unsigned)
+    if index == "0" and displacement:  # (a scalar read from a shared array)
+        return displacement[:-3], extent
+    return displacement + index, extent
+
+
+# Views of one buffer that start within this many elements of each other (the windows of a
+# row: x[:, 0::2] and x[:, 1::2], a 3x3 stencil's columns) are written at constant distances:
+# `a0[d + 1 + 2 * i]`, so that LLVM sees them as one interleaved load.
+NEAR_VIEWS = 16
+LITERAL_STRIDE = 8
+
+
+def _displacements(shifts, name, params):
+    """{shift: index text} for the views of array `name` that start `shift` elements past its
+    pointer: a cluster of views within NEAR_VIEWS of its first is written as that first's
+    parameter (none for the cluster at 0) plus a literal."""
+    text, base, k = {}, 0, 0
+    for shift in sorted(set(shifts)):
+        if shift - base > NEAR_VIEWS:
+            base, k = shift, k + 1
+        parts = ([params.add(f"d{name}_{k}", base)] if k else []) + \
+            ([str(shift - base)] if shift != base else [])
+        text[shift] = "".join(f"{part} + " for part in parts)
+    return text
+
+
+def _view_index(access, sizes, params, loopvars, tag, unsigned):
     """The flat index of an access, written from sizes where the access is a (broadcast of a)
     contiguous buffer, else from stride parameters named by `tag` (one per distinct stride
     pattern of the array: x[:, 0] * x[::-1, 1] reads one array two ways). Returns (index,
@@ -223,11 +251,16 @@ def _index(access, sizes, params, loopvars, tag, unsigned):
         for l in nz[1:]:
             expr = f"({expr}) * n{l} + {loopvars[l]}" if "+" in expr else f"{expr} * n{l} + {loopvars[l]}"
         return expr, " * ".join(f"n{l}" for l in nz)
-    # A unit stride of the innermost loop is written as such, not as a parameter: LLVM sees
-    # contiguous loads (no gathers, no check that the stride is 1). The kernel is still
-    # shape-generic; it only fixes that one stride.
+    # The innermost loop's stride is written as a number where it is 1 (contiguous), or where
+    # a load's is small (a max-pool's 2): LLVM then loads contiguous or interleaved vectors,
+    # not gathers, and needs no check that the stride is 1. (A load's small stride is a
+    # slice's step: the kernel stays shape-generic. A store's would be a size: a transposed
+    # result's, whose every batch size would make a kernel of its own.)
+    literal = access.role == "load" and access.strides[-1] <= LITERAL_STRIDE
     terms = [loopvars[l] if l == len(sizes) - 1 and access.strides[l] == 1 else
-             f"{loopvars[l]} * {params.add(f's{tag}_{l}', access.strides[l])}" for l in nz]
+             f"{loopvars[l]} * {access.strides[l]}"
+             if l == len(sizes) - 1 and literal and access.strides[l] > 1 else
+             f"{loopvars[l]} * {_stride(params, tag, l, access.strides[l])}" for l in nz]
     if access.origin:
         terms.insert(0, params.add(f"o{tag}", access.origin))
     extent = access.origin + sum((sizes[l] - 1) * s for l, s in enumerate(access.strides) if s > 0) + 1
@@ -240,33 +273,60 @@ def _index(access, sizes, params, loopvars, tag, unsigned):
     return (f"np.uint64({index})" if unsigned else index), (f"len{tag}", extent)
 
 
+def _stride(params, tag, loop, value):
+    """The parameter of a view's stride along a loop: the array's own (`sa0_2`) where its
+    other views step the same (shifted windows of one buffer: LLVM sees one address move),
+    else the view's (`sa0v1_2`)."""
+    shared = f"s{tag.partition('v')[0]}_{loop}"
+    if params.value_of.get(shared, str(value)) == str(value):
+        return params.add(shared, value)
+    return params.add(f"s{tag}_{loop}", value)
+
+
 def _extent_text(extent, params):
     """An extent from `_index` as kernel text (adding its length parameter if it has one)."""
     return params.add(*extent) if isinstance(extent, tuple) else extent
 
 
 def _arrays(nest, address):
-    """Name the arrays of a loop nest: {id(access): array name}, {name: (dtype, pointer)}.
-    Arrays are keyed by address: a value written in place into an input (a train step's
-    parameter) uses the input's own array, so LLVM sees one pointer and still vectorizes (two
-    arrays over one address failed its overlap check: the fused-loop benchmark's train step ran
-    scalar, 29 ms against 2.3 ms)."""
-    by_address, arrays, array_of = {}, {}, {}
+    """Name the arrays of a loop nest: {id(access): array name}, {name: (dtype, pointer)},
+    {id(access): elements from its array's pointer to its lowest element}. Arrays are keyed by
+    address: a value written in place into an input (a train step's parameter) uses the
+    input's own array, so LLVM sees one pointer and still vectorizes (two arrays over one
+    address failed its overlap check: the fused-loop benchmark's train step ran scalar, 29 ms
+    against 2.3 ms). Views of one buffer that the kernel only reads (shifted windows of a
+    stencil or a convolution, the strided slices of a max-pool) share one array, each at its
+    own displacement: LLVM then sees x[2i] and x[2i + 1] as one interleaved load instead of two
+    gathers, and keeps one pointer instead of nine."""
+    root = {id(a): (address(a.base, 0), np.dtype(a.dtype).str) for a in nest.accesses}
+    written = {root[id(a)] for a in nest.stores}
+    shared = {}  # root -> the lowest element any of its read-only views reads
     for access in nest.accesses:
-        ptr = address(access.base, access.offset - access.origin)
+        key = root[id(access)]
+        if key not in written and np.dtype(access.dtype) != np.bool_:
+            start = access.offset - access.origin
+            shared[key] = min(start, shared.get(key, start))
+    by_address, arrays, array_of, shift = {}, {}, {}, {}
+    for access in nest.accesses:
+        start = access.offset - access.origin
+        if root[id(access)] in shared:
+            lowest = shared[root[id(access)]]
+            ptr, shift[id(access)] = address(access.base, lowest), start - lowest
+        else:
+            ptr, shift[id(access)] = address(access.base, start), 0
         key = (ptr, np.dtype(access.dtype).str)
         if key not in by_address:
             by_address[key] = f"a{len(by_address)}"
             arrays[by_address[key]] = (access.dtype, ptr)
         array_of[id(access)] = by_address[key]
-    return array_of, arrays
+    return array_of, arrays, shift
 
 
 def loop_kernel(kernel, fusion, address):
     """Source of a fused loop kernel. `address(base, offset_elements)` gives the driver's pointer
     expression for a buffer."""
     nest = lower(kernel, fusion)
-    array_of, arrays = _arrays(nest, address)
+    array_of, arrays, shift = _arrays(nest, address)
     sizes, ndim = nest.sizes, nest.ndim
     loopvars = [f"i{l}" for l in range(ndim)]
     params = _Params()
@@ -278,15 +338,19 @@ def loop_kernel(kernel, fusion, address):
     # Buffers are raw pointers (rt.py's f32_ptr...: much cheaper for Numba to compile), except
     # bool buffers: array views
     viewed = {name for name, (dtype, _) in arrays.items() if np.dtype(dtype) == np.bool_}
-    index, extent_of, patterns = {}, {}, {}
+    index, extent_of, patterns, displaced = {}, {}, {}, {}
     for access in nest.accesses:
         name = array_of[id(access)]
         seen = patterns.setdefault(name, [])
         if (access.strides, access.origin) not in seen:
             seen.append((access.strides, access.origin))
         j = seen.index((access.strides, access.origin))
+        if name not in displaced:
+            displaced[name] = _displacements(
+                [shift[id(a)] for a in nest.accesses if array_of[id(a)] == name], name, params)
         idx, extent = _index(access, sizes, params, loopvars, f"{name}v{j}" if j else name,
-                             unsigned=name in viewed)
+                             unsigned=name in viewed,
+                             displacement=displaced[name][shift[id(access)]])
         index[id(access)] = f"{name}[{idx}]"
         extent_of.setdefault(name, []).append(extent)
 
