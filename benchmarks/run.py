@@ -551,41 +551,160 @@ def run_timing_pass(spec, env, timeout, flag="--timing-pass"):
 
 def timing_pass_main(spec):
     """The default-thread pass, in a fresh process started by main() so that every library sizes
-    its own thread pool: no pinning (the CPUs main() started with) and no thread settings. For
-    each workload: build every runner and check it, and time all alternating (the contention
-    run is contention_pass_main's, a process per system). Prints `RESULT {json}`."""
+    its own thread pool: no pinning (the CPUs main() started with) and no thread settings. Each
+    system runs in a process of its own (round_server_main), as its users run it: in one
+    process, the other libraries' thread pools took the cores from it (PyTorch's OpenMP threads
+    spin after each of its steps; W5's gradc step took 908 us beside them, 591 us alone). The
+    processes take rounds in turn, as time_alternating's systems do, so all are measured side
+    by side in time. Prints `RESULT {json}`."""
+    if spec["cpus"] and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, spec["cpus"])
+    sys.path.insert(0, str(HERE))
+    import systems
+    status = {s: (systems.available(s) if s in spec["systems"] else "not selected (--systems)")
+              for s in systems.SYSTEMS}
+    rates = default_thread_rates()
+    servers = {s: RoundServer(dict(spec, system=s)) for s in systems.SYSTEMS if status[s] is None}
+    results = {}
+    try:
+        for name in spec["workloads"]:
+            print(f"default threads: {name}", file=sys.stderr, flush=True)
+            res = {"status": dict(status), "notes": [], "idle": {}}
+            for s in list(servers):
+                try:
+                    got = servers[s].ask({"workload": name})
+                except RuntimeError as e:
+                    res["status"][s] = f"failed: {e}"
+                    del servers[s]
+                    continue
+                res["status"].update(got["status"])
+                res["notes"] += got["notes"]
+            order = list(servers)
+            samples = {}
+            for i in range(spec["rounds"]):
+                for s in order[i % len(order):] + order[:i % len(order)]:
+                    for runner, got in servers[s].ask({"round": i}).items():
+                        samples.setdefault(runner, []).append(got)
+            for runner, rounds in samples.items():
+                res["idle"][runner] = _summary(rounds)
+            results[name] = res
+    finally:
+        for server in servers.values():
+            server.close()
+    print("RESULT " + json.dumps({"rates": rates, "threads": default_thread_counts(status),
+                                  "results": results}, default=str), flush=True)
+    return 0
+
+
+def _summary(rounds):
+    """time_alternating's summary of one runner from its rounds (each: its steps' times, CPU
+    time, wall time, last loss, agreement)."""
+    s = [t for r in rounds for t in r["times"]]
+    cpu, wall = sum(r["cpu"] for r in rounds), sum(r["wall"] for r in rounds)
+    return {"median": statistics.median(s), "min": min(s), "n": len(s),
+            "q1": statistics.quantiles(s, n=4)[0] if len(s) > 1 else s[0],
+            "q3": statistics.quantiles(s, n=4)[2] if len(s) > 1 else s[0],
+            "cpu_per_wall": cpu / wall if wall else None,
+            "cpu_median": statistics.median(r["cpu"] / len(r["times"]) for r in rounds),
+            "calls_per_round": len(rounds[0]["times"]), "last_loss": rounds[-1]["loss"],
+            "agree": rounds[-1]["agree"]}
+
+
+class RoundServer:
+    """One system's process for the default-thread pass (round_server_main): a JSON request
+    per line on its stdin, a JSON answer per line on its stdout."""
+
+    def __init__(self, spec):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--round-server", json.dumps(spec)]
+        self.system = spec["system"]
+        self.proc = subprocess.Popen(cmd, cwd=str(ROOT), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+
+    def ask(self, request):
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the {self.system} process exited with "
+                                   f"{self.proc.wait()} (its error is above, on stderr)")
+            if line.startswith("ANSWER "):
+                return json.loads(line[len("ANSWER "):])
+
+    def close(self):
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
+def round_server_main(spec):
+    """One system's side of the default-thread pass, in a process of its own (not pinned,
+    default threads): for {"workload": name}, build its runners (and NumPy by hand's, to check
+    the first step against) and warm them up; for {"round": i}, run each of its runners for
+    about spec["round_s"], timing every step. Answers are `ANSWER {json}` lines."""
     if spec["cpus"] and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, spec["cpus"])
     sys.path.insert(0, str(HERE))
     import systems
     import workloads
-    session = Path(spec["session"])
-    status = {s: (systems.available(s) if s in spec["systems"] else "not selected (--systems)")
+    session, system = Path(spec["session"]), spec["system"]
+    status = {s: (systems.available(s) if s in (system, "numpy") else "another process")
               for s in systems.SYSTEMS}
-    if status["torch"] is None or status["torch.compile"] is None:
+    if system.startswith("torch"):
         quiet_torch()
-    if status["jax"] is None:
+    if system == "jax" and status["jax"] is None:
         import jax
         jax.config.update("jax_compilation_cache_dir", str(session / "jax-default-threads"))
-    rates = default_thread_rates()
-    results = {}
-    for name in spec["workloads"]:
-        w = workloads.get(name)
-        print(f"default threads: {w.name} {w.key}", file=sys.stderr, flush=True)
-        os.environ["GRADC_CACHE_DIR"] = str(session / f"{w.key}-gradc")  # main() filled it
-        res = {"status": {}, "notes": []}
-        params, batch = w.init(0)
-        runners = make_runners(w, params, batch, status, res)
-        if runners:
-            args = (runners, spec["rounds"], spec["round_s"], spec["warm_s"])
-            res["idle"] = time_alternating(*args)
-            for s, r in runners.items():
-                res["idle"][s]["agree"] = r.agree
-        results[w.name] = res
-        runners.clear()
-        gc.collect()
-    print("RESULT " + json.dumps({"rates": rates, "threads": default_thread_counts(status),
-                                  "results": results}, default=str), flush=True)
+    pc = time.perf_counter
+    mine, calls = {}, {}
+
+    def answer(value):
+        print("ANSWER " + json.dumps(value, default=str), flush=True)
+
+    for line in sys.stdin:
+        request = json.loads(line)
+        if "workload" in request:
+            mine.clear()
+            gc.collect()
+            w = workloads.get(request["workload"])
+            os.environ["GRADC_CACHE_DIR"] = str(session / f"{w.key}-gradc")  # main() filled it
+            res = {"status": {}, "notes": []}
+            params, batch = w.init(0)
+            runners = make_runners(w, params, batch, status, res)
+            mine.update({s: r for s, r in runners.items()
+                         if (w.variants[s][0] if s in w.variants else s) == system})
+            for s, r in mine.items():  # warm up; steps per round from the warm-up's median
+                ts, t_end = [], pc() + spec["warm_s"]
+                while len(ts) < 5 or (pc() < t_end and len(ts) < 500):
+                    t0 = pc()
+                    r.step()
+                    ts.append(pc() - t0)
+                calls[s] = max(1, min(5000, int(spec["round_s"] / statistics.median(ts))))
+            own = {s: v for s, v in res["status"].items()
+                   if (w.variants[s][0] if s in w.variants else s) == system}
+            answer({"status": own, "notes": res["notes"]})
+            runners.clear()  # (NumPy by hand's, there to check the first step against)
+        else:
+            out = {}
+            gc.collect()
+            gc.disable()
+            try:
+                for s, r in mine.items():
+                    times, loss = [], None
+                    c0, w0 = time.process_time(), pc()
+                    for _ in range(calls[s]):
+                        t0 = pc()
+                        loss = r.step()
+                        times.append(pc() - t0)
+                    out[s] = {"times": times, "cpu": time.process_time() - c0,
+                              "wall": pc() - w0, "loss": loss, "agree": r.agree}
+            finally:
+                gc.enable()
+            answer(out)
     return 0
 
 
@@ -891,6 +1010,7 @@ def main(argv=None):
     parser.add_argument("--child", nargs=2, metavar=("SYSTEM", "WORKLOAD"), help=argparse.SUPPRESS)
     parser.add_argument("--timing-pass", metavar="SPEC", help=argparse.SUPPRESS)
     parser.add_argument("--contention-pass", metavar="SPEC", help=argparse.SUPPRESS)
+    parser.add_argument("--round-server", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
@@ -899,6 +1019,8 @@ def main(argv=None):
         return timing_pass_main(json.loads(args.timing_pass))
     if args.contention_pass:
         return contention_pass_main(json.loads(args.contention_pass))
+    if args.round_server:
+        return round_server_main(json.loads(args.round_server))
 
     threads = args.threads
     rounds = args.rounds or (3 if args.quick else 21)
@@ -1443,7 +1565,8 @@ def default_thread_report(out, chosen, results, dpass, threads, rates):
         return
     dr = dpass["rates"]
     bandwidth = max(dr["bandwidth"], rates["bandwidth"])
-    out("The same alternating timing in a fresh process that is not pinned, every library at the "
+    out("The same alternating timing with each system in a fresh process of its own, as its "
+        "users run it (the processes take rounds in turn), not pinned, every library at the "
         "thread count it picks itself ("
         + ", ".join(f"{k}: {v}" for k, v in dpass["threads"].items())
         + f"); measured there: SGEMM {dr['sgemm'] / 1e9:.1f} GFLOP/s, copy "
