@@ -466,13 +466,19 @@ def time_alternating(runners, rounds, target_s, warm_s):
             gc.collect()
     finally:
         gc.enable()
-    return {name: {"median": statistics.median(s), "min": min(s), "n": len(s),
-                   "q1": statistics.quantiles(s, n=4)[0] if len(s) > 1 else s[0],
-                   "q3": statistics.quantiles(s, n=4)[2] if len(s) > 1 else s[0],
-                   "cpu_per_wall": cpu[name] / wall[name] if wall[name] else None,
-                   "cpu_median": statistics.median(cpu_step[name]),
-                   "calls_per_round": calls[name], "last_loss": last.get(name)}
+    return {name: _summary(s, cpu[name], wall[name], cpu_step[name], calls[name], last.get(name))
             for name, s in samples.items()}
+
+
+def _summary(s, cpu, wall, cpu_steps, calls, last_loss):
+    """One runner's timing: its steps' times `s`, CPU and wall time over them, CPU time per
+    step of each round, steps per round, the last loss."""
+    return {"median": statistics.median(s), "min": min(s), "n": len(s),
+            "q1": statistics.quantiles(s, n=4)[0] if len(s) > 1 else s[0],
+            "q3": statistics.quantiles(s, n=4)[2] if len(s) > 1 else s[0],
+            "cpu_per_wall": cpu / wall if wall else None,
+            "cpu_median": statistics.median(cpu_steps), "calls_per_round": calls,
+            "last_loss": last_loss}
 
 
 # =============================================================================================
@@ -517,13 +523,18 @@ class Loader:
     def __exit__(self, *exc):
         self.proc.send_signal(signal.SIGCONT)
         self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()
+        _reap(self.proc, timeout=10)
         return False
+
+
+def _reap(proc, timeout):
+    """Wait for a child process to end (killed after `timeout` s) and close its output."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    proc.stdout.close()
 
 
 def default_thread_env(orig_env):
@@ -585,8 +596,11 @@ def timing_pass_main(spec):
                 for s in order[i % len(order):] + order[:i % len(order)]:
                     for runner, got in servers[s].ask({"round": i}).items():
                         samples.setdefault(runner, []).append(got)
-            for runner, rounds in samples.items():
-                res["idle"][runner] = _summary(rounds)
+            for runner, rounds in samples.items():  # (each round: its steps' times...)
+                res["idle"][runner] = dict(_summary(
+                    [t for r in rounds for t in r["times"]], sum(r["cpu"] for r in rounds),
+                    sum(r["wall"] for r in rounds), [r["cpu"] / len(r["times"]) for r in rounds],
+                    len(rounds[0]["times"]), rounds[-1]["loss"]), agree=rounds[-1]["agree"])
             results[name] = res
     finally:
         for server in servers.values():
@@ -594,20 +608,6 @@ def timing_pass_main(spec):
     print("RESULT " + json.dumps({"rates": rates, "threads": default_thread_counts(status),
                                   "results": results}, default=str), flush=True)
     return 0
-
-
-def _summary(rounds):
-    """time_alternating's summary of one runner from its rounds (each: its steps' times, CPU
-    time, wall time, last loss, agreement)."""
-    s = [t for r in rounds for t in r["times"]]
-    cpu, wall = sum(r["cpu"] for r in rounds), sum(r["wall"] for r in rounds)
-    return {"median": statistics.median(s), "min": min(s), "n": len(s),
-            "q1": statistics.quantiles(s, n=4)[0] if len(s) > 1 else s[0],
-            "q3": statistics.quantiles(s, n=4)[2] if len(s) > 1 else s[0],
-            "cpu_per_wall": cpu / wall if wall else None,
-            "cpu_median": statistics.median(r["cpu"] / len(r["times"]) for r in rounds),
-            "calls_per_round": len(rounds[0]["times"]), "last_loss": rounds[-1]["loss"],
-            "agree": rounds[-1]["agree"]}
 
 
 class RoundServer:
@@ -632,13 +632,8 @@ class RoundServer:
                 return json.loads(line[len("ANSWER "):])
 
     def close(self):
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()
+        self.proc.stdin.close()  # (its loop over stdin ends)
+        _reap(self.proc, timeout=60)
 
 
 def round_server_main(spec):

@@ -205,9 +205,9 @@ class _Params:
 
 def _index(access, sizes, params, loopvars, tag, unsigned, displacement=""):
     index, extent = _view_index(access, sizes, params, loopvars, tag, unsigned)
-    if index == "0" and displacement:  # (a scalar read from a shared array)
-        return displacement[:-3], extent
-    return displacement + index, extent
+    if displacement:  # (a view of an array shared by several: `d + 1 + i0 * s`)
+        index = displacement if index == "0" else f"{displacement} + {index}"
+    return index, extent
 
 
 # Views of one buffer that start within this many elements of each other (the windows of a
@@ -227,7 +227,7 @@ def _displacements(shifts, name, params):
             base, k = shift, k + 1
         parts = ([params.add(f"d{name}_{k}", base)] if k else []) + \
             ([str(shift - base)] if shift != base else [])
-        text[shift] = "".join(f"{part} + " for part in parts)
+        text[shift] = " + ".join(parts)
     return text
 
 
