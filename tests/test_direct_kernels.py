@@ -246,6 +246,39 @@ def test_a_broadcast_operand_is_read_once_per_outer_iteration():
     np.testing.assert_allclose(p["w"], w - 0.1 * grad, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_transposing_map_walks_tiles_with_numpys_values(monkeypatch, dtype):
+    # codegen/cpu.py _transpose_tile: a map that reads rows and writes columns walks its last
+    # two loops in tiles of a cache line (W8's transposed weight, 190 -> 30 us). Edges that
+    # are not multiples of the tile, a batch axis outside, a transposed read (the loop order
+    # puts the contiguous load innermost) and a transposed read into a sum; both routes, the
+    # tiled loops go direct.
+    rng = np.random.default_rng(5)
+
+    def transposed(x, y):
+        return np.swapaxes(x, -1, -2) * 2.0 + y
+
+    def summed(x, y):
+        return np.sum(np.swapaxes(x, -1, -2) * y, axis=-1)
+
+    def tiled(f, x, y):
+        return [ks for ks in gradc.jit(f).lower(x, y).program.kernels if "tiles" in ks.source]
+
+    for shape in [(37, 53), (3, 40, 33), (17, 17)]:
+        x = rng.standard_normal(shape).astype(dtype)
+        y = rng.standard_normal(shape[-1:]).astype(dtype)[:, None]
+        for route in ("numba", "llvm"):
+            monkeypatch.setenv("GRADC_KERNELS", route)
+            for f in (transposed, summed):
+                np.testing.assert_allclose(gradc.jit(f)(x, y), f(x, y), rtol=1e-5, atol=1e-5)
+        kernels = tiled(transposed, x, y)
+        assert kernels and all(f"gradc_{ks.name}" in llvm_cpu._loaded for ks in kernels)
+        assert not tiled(summed, x, y)  # (a reduction keeps its loops)
+    edge = 64 // np.dtype(dtype).itemsize  # an edge of one cache line is one tile: no tiles
+    x = rng.standard_normal((edge, 40)).astype(dtype)
+    assert not tiled(transposed, x, x[0, :, None])
+
+
 def _bits(a):
     """The array's bytes, every NaN made the same: which NaN an operation of two NaNs returns
     is the machine's choice (x86 returns its first operand's, and LLVM may swap the operands

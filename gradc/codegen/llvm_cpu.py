@@ -4,18 +4,18 @@ Numba spends ~100-240 ms on each distinct kernel, most of it in its Python front
 analysis, typing, lowering), which a model's 50-150 kernels pay on a cold start. The kernels' text
 (gradc/codegen/cpu.py `loop_kernel`, and most library kernels' templates) is a small subset of
 Python: typed buffer views and parts of them (`x[lo:hi]`), tuples of numbers, `for i in range(n)`
-loops (n signed or unsigned), `if`, assignments (`+=`, `a = b = v` and `a, b = u, v` too), `raise
-IndexError('...')` (a gather's index check), rt.py's `sgemm`/`dgemm`, `sgemm_add`/`dgemm_add`
-and LAPACK helpers (calls of NumPy's OpenBLAS, made as rt.py makes them: llvm_calls.py), and each
-op's scalar expression (its OpDef's `scalar`, the one place an op's math is written). This module
-compiles that same text to LLVM IR, typed as Numba types it (float32 stays float32; comparisons,
-`x if c else y`, integer `//` and `%`, min/max, a tuple's item, np.sign and raise written here as
-Numba lowers them; a float's `//`, `%`, `**` and other NumPy ufuncs by Numba's own lowering
-functions, which set up its target context, ~0.1 s, the first time), and hands every kernel of a
-program to ONE Numba code library: the same LLVM, the same optimisation passes and target machine,
-the same libmvec rewrite (gradc/codegen/vecmath.py) and fast-math flags (rt.py FASTMATH /
-MAP_FASTMATH) as the Numba route, and the same calling convention (an exception too), so the
-driver calls either kind of kernel alike (codegen/driver_rt.py).
+loops (n signed or unsigned; `range(lo, hi, 16)`, a tile's, with a literal step), `if`, assignments
+(`+=`, `a = b = v` and `a, b = u, v` too), `raise IndexError('...')` (a gather's index check),
+rt.py's `sgemm`/`dgemm`, `sgemm_add`/`dgemm_add` and LAPACK helpers (calls of NumPy's OpenBLAS,
+made as rt.py makes them: llvm_calls.py), and each op's scalar expression (its OpDef's `scalar`,
+the one place an op's math is written). This module compiles that same text to LLVM IR, typed as
+Numba types it (float32 stays float32; comparisons, `x if c else y`, integer `//` and `%`, min/max,
+a tuple's item, np.sign and raise written here as Numba lowers them; a float's `//`, `%`, `**` and
+other NumPy ufuncs by Numba's own lowering functions, which set up its target context, ~0.1 s, the
+first time), and hands every kernel of a program to ONE Numba code library: the same LLVM, the same
+optimisation passes and target machine, the same libmvec rewrite (gradc/codegen/vecmath.py) and
+fast-math flags (rt.py FASTMATH / MAP_FASTMATH) as the Numba route, and the same calling convention
+(an exception too), so the driver calls either kind of kernel alike (codegen/driver_rt.py).
 
 Text outside the subset (the special functions, mixed-dtype arithmetic, a name given values of
 two types...) raises Unsupported: that kernel goes through Numba as before. So the generated
@@ -248,9 +248,14 @@ class _Kernel(Expressions, LibraryCalls):
     def _for(self, st):
         it = st.iter
         if not (isinstance(st.target, ast.Name) and isinstance(it, ast.Call)
-                and dotted_name(it.func) == "range" and 1 <= len(it.args) <= 2 and not it.keywords):
+                and dotted_name(it.func) == "range" and 1 <= len(it.args) <= 3 and not it.keywords):
             raise Unsupported(ast.unparse(st.iter))
-        bounds = [self._expr(a) for a in it.args]
+        step = 1  # range(lo, hi, step): a positive literal step (a tiled loop's)
+        if len(it.args) == 3:
+            step = it.args[2].value if isinstance(it.args[2], ast.Constant) else None
+            if type(step) is not int or step < 1:
+                raise Unsupported(ast.unparse(st.iter))
+        bounds = [self._expr(a) for a in it.args[:2]]
         dtype = bounds[-1][1]  # range(np.uint64(n)): an unsigned counter (a view's index)
         if dtype not in ("int64", "uint64") or any(t != dtype for _, t in bounds):
             raise Unsupported(f"a range of {', '.join(t for _, t in bounds)}")
@@ -279,7 +284,7 @@ class _Kernel(Expressions, LibraryCalls):
         self._block(st.body)
         self.group = outer
         # (the next value from the counter, as Python's: the body may assign the variable)
-        b.store(b.add(i, ir.Constant(I64, 1), flags=INT_FLAGS[dtype]), counter.slot)
+        b.store(b.add(i, ir.Constant(I64, step), flags=INT_FLAGS[dtype]), counter.slot)
         back = b.branch(test)
         if loop is not None:
             back.set_metadata("llvm.loop", loop)
