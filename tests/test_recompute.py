@@ -258,3 +258,38 @@ def test_rnn_weight_gradients_are_accumulated_step_by_step():
     want = numeric_grads(rnn, params, x, target)
     for k in params:
         np.testing.assert_allclose(grads[k], want[k], rtol=1e-5, atol=1e-8, err_msg=k)
+
+
+def hoisted_rnn(params, x, target):
+    xw = x @ params["Wx"] + params["b"]  # every step's input projection, one product
+    h = np.tanh(xw[0])
+    for t in range(1, x.shape[0]):
+        h = np.tanh(xw[t] + h @ params["Wh"])
+    return np.mean((h @ params["Wo"] - target) ** 2) + 0.1 * np.sum(params["Wh"] ** 2)
+
+
+def test_a_product_is_added_into_a_stored_term_of_its_sum():
+    """A step's `xw[t] + h @ Wh` is one addmm into (a copy of) the stored slice xw[t], not a
+    product and an add kernel (passes/products.py _seed); the weight decay term of Wh's
+    gradient, an elementwise value read only by that sum, stays fused in the update's kernel
+    instead. Values against NumPy and central differences."""
+    rng = np.random.default_rng(5)
+    T, n, d, hdim = 6, 4, 3, 8
+    params = {"Wx": rng.standard_normal((d, hdim)) * 0.5,
+              "Wh": rng.standard_normal((hdim, hdim)) * 0.3,
+              "b": rng.standard_normal(hdim) * 0.1, "Wo": rng.standard_normal((hdim, 2)) * 0.5}
+    x, target = rng.standard_normal((T, n, d)), rng.standard_normal((n, 2))
+    f = gradc.value_and_grad(hoisted_rnn)
+    value, grads = f(params, x, target)
+    fusion = f.last_compiled().fusion
+    forward_sums = [k.nodes[0] for k in fusion.kernels if k.kind == "addmm"
+                    and k.nodes[0].inputs[0].node is not None
+                    and k.nodes[0].inputs[0].node.op in ("slice", "reshape")]
+    assert len(forward_sums) == T - 1
+    decay = [k for k in fusion.kernels if k.kind == "loop" and len(k.nodes) == 2
+             and [nd.op for nd in k.nodes] == ["square", "multiply"]]
+    assert not decay  # (2 * 0.1 * Wh is not a kernel of its own)
+    np.testing.assert_allclose(value, hoisted_rnn(params, x, target), rtol=1e-12)
+    want = numeric_grads(hoisted_rnn, params, x, target)
+    for k in params:
+        np.testing.assert_allclose(grads[k], want[k], rtol=1e-5, atol=1e-8, err_msg=k)

@@ -22,13 +22,14 @@ from collections import Counter, defaultdict
 from ..ir import replay
 from ..ops import fn
 from ..ops.linalg import SMALL_MATMUL
+from ..ops.registry import ELEMENTWISE, KERNEL, REDUCE
 from .sums import add_trees
 
 
 def accumulate_products(graph):
     uses, trees = add_trees(graph)
     position = {n.output.id: i for i, n in enumerate(graph.nodes)}
-    after = {}  # product id -> the product before it in its sum (the accumulation it adds to)
+    after = {}  # product id -> the term before it in its sum (the accumulation it adds to)
     chains = {}  # sum id -> (the last product of each accumulation, the other terms)
     for root, terms in trees.items():
         groups = defaultdict(list)
@@ -38,12 +39,14 @@ def accumulate_products(graph):
                 groups[(n.attrs, t.dtype, t.shape)].append(t)
         ends, joined = [], set()
         for group in groups.values():
-            if len(group) < 2:
-                continue
             group.sort(key=lambda t: position[t.id])
-            after.update((t.id, prev.id) for prev, t in zip(group, group[1:]))
+            seed = _seed(group, terms, joined, position, uses)
+            if len(group) < 2 and seed is None:
+                continue
+            chain = ([seed] if seed is not None else []) + group
+            after.update((t.id, prev) for prev, t in zip(chain, chain[1:]))
             ends.append(group[-1])
-            joined.update(t.id for t in group)
+            joined.update(t.id for t in chain)
         if ends:
             chains[root] = (ends, [t for t in terms if t.id not in joined])
     if not chains:
@@ -58,7 +61,7 @@ def accumulate_products(graph):
 
         vid = node.output.id
         if vid in after:  # (the accumulation so far is what replaced the product before)
-            out = new_graph.apply("addmm", (new_of[after[vid]],) + ins, **dict(node.attrs))
+            out = new_graph.apply("addmm", (new(after[vid]),) + ins, **dict(node.attrs))
         elif vid in chains:
             ends, others = chains[vid]
             out = new(ends[0])
@@ -70,6 +73,34 @@ def accumulate_products(graph):
         return out
 
     return replay(graph, rewrite)
+
+
+def _seed(group, terms, joined, position, uses):
+    """A term of the sum that the first product of `group` can be added into (addmm): one of
+    the product's dtype and shape (no broadcast), made before that product, not itself in an
+    accumulation. An LSTM's step adds its input projection's slice to h @ Wh: one kernel, where
+    a product and then an add kernel were two (W8: 48 adds of 32x512 a step)."""
+    first = group[0]
+    for t in terms:
+        if (t.id not in joined and t.shape == first.shape and t.dtype == first.dtype
+                and all(t is not g for g in group) and _stored(t, uses)
+                and (t.node is None or position[t.id] < position[first.id])):
+            return t
+    return None
+
+
+def _stored(v, uses):
+    """Whether `v` is in memory whether or not the sum reads it: an input, a library kernel's
+    result, an elementwise value read elsewhere too, or a slice or reshape of one. (An
+    elementwise value read only here, as a weight decay's 2 * lam * W, is better fused into
+    the kernel that reads the sum: W1's update kernels took it so, three kernels fewer; and a
+    broadcast bias would be a copy of its own.)"""
+    while v.node is not None and v.node.op in ("slice", "reshape"):
+        v = v.node.inputs[0]
+    if v.node is None:
+        return True
+    kind = v.node.opdef.kind
+    return kind in (KERNEL, REDUCE) or (kind == ELEMENTWISE and uses[v.id] > 1)
 
 
 # A matrix read transposed by at least this many products is transposed once for all of them.
