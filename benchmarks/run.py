@@ -560,6 +560,14 @@ def run_timing_pass(spec, env, timeout, flag="--timing-pass"):
     return json.loads(lines[-1][len("RESULT "):])
 
 
+# Each round of the default-thread pass starts this long after the round before it ended: the
+# process before may leave threads spinning (OpenBLAS's workers wait for work for ~0.1 s before
+# they sleep), and a round started at once shared the cores with them (W8: gradc's first fifth
+# of a round 3.96 ms a step, its last 2.51; with 0.3 s between rounds 2.57 and 2.46; PyTorch's
+# nn.LSTM 3.68 / 3.48 and 3.60 / 3.26). A user's process has the machine to itself.
+SETTLE_S = 0.25
+
+
 def timing_pass_main(spec):
     """The default-thread pass, in a fresh process started by main() so that every library sizes
     its own thread pool: no pinning (the CPUs main() started with) and no thread settings. Each
@@ -567,7 +575,7 @@ def timing_pass_main(spec):
     process, the other libraries' thread pools took the cores from it (PyTorch's OpenMP threads
     spin after each of its steps; W5's gradc step took 908 us beside them, 591 us alone). The
     processes take rounds in turn, as time_alternating's systems do, so all are measured side
-    by side in time. Prints `RESULT {json}`."""
+    by side in time, each round SETTLE_S after the one before. Prints `RESULT {json}`."""
     if spec["cpus"] and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, spec["cpus"])
     sys.path.insert(0, str(HERE))
@@ -594,6 +602,7 @@ def timing_pass_main(spec):
             samples = {}
             for i in range(spec["rounds"]):
                 for s in order[i % len(order):] + order[:i % len(order)]:
+                    time.sleep(SETTLE_S)
                     for runner, got in servers[s].ask({"round": i}).items():
                         samples.setdefault(runner, []).append(got)
             for runner, rounds in samples.items():  # (each round: its steps' times...)
@@ -1561,8 +1570,8 @@ def default_thread_report(out, chosen, results, dpass, threads, rates):
     dr = dpass["rates"]
     bandwidth = max(dr["bandwidth"], rates["bandwidth"])
     out("The same alternating timing with each system in a fresh process of its own, as its "
-        "users run it (the processes take rounds in turn), not pinned, every library at the "
-        "thread count it picks itself ("
+        f"users run it (the processes take rounds in turn, {SETTLE_S:g} s apart), not pinned, "
+        "every library at the thread count it picks itself ("
         + ", ".join(f"{k}: {v}" for k, v in dpass["threads"].items())
         + f"); measured there: SGEMM {dr['sgemm'] / 1e9:.1f} GFLOP/s, copy "
         f"{dr['bandwidth'] / 1e9:.1f} GB/s. First, each system's median pinned to {threads} "
