@@ -699,9 +699,9 @@ def loop_add_relu_greater_f87b15887a(n0, n1, n2, p0, p1, p2):
                 a2[(i0 * n1 + i1) * n2 + i2] = t4
 
 
-# pool_argmax_5e7c3ed835: pool_argmax; called by k3
+# pool_argmax_b7b6c00d96: pool_argmax; called by k3
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def pool_argmax_5e7c3ed835(p_x0, p_out, len_x0, len_out, H, W, OH, OW, PH, PW, planes):
+def pool_argmax_b7b6c00d96(p_x0, p_out, len_x0, len_out, H, W, OH, OW, PH, PW, planes):
     x0 = f32_array(p_x0, len_x0)
     out = i64_array(p_out, len_out)
     a_lo = min(OH, (PH + 1) // 2)
@@ -739,46 +739,33 @@ def pool_argmax_5e7c3ed835(p_x0, p_out, len_x0, len_out, H, W, OH, OW, PH, PW, p
             for a in range(OH):
                 y0 = a * 2 - PH
                 yrow = yp + a * OW
-                if a_lo <= a < a_hi:
-                    for b in range(0, b_lo):
+                for b in range(OW):
+                    if a < a_lo or a >= a_hi or b < b_lo or b >= b_hi:
                         z0 = b * 2 - PW
                         i_lo, i_hi = max(0, -y0), min(2, H - y0)
                         j_lo, j_hi = max(0, -z0), min(2, W - z0)
                         best_t = (y0 + i_lo) * W + z0 + j_lo
                         best = x0[xp + best_t]
-                        for i in range(i_lo, i_hi):
-                            for j in range(j_lo, j_hi):
-                                v = x0[xp + (y0 + i) * W + z0 + j]
-                                take = (v > best) | (v != v)
-                                best = v if take else best
-                                best_t = (y0 + i) * W + z0 + j if take else best_t
-                        out[yrow + b] = best_t
-                    for b in range(b_hi, OW):
-                        z0 = b * 2 - PW
-                        i_lo, i_hi = max(0, -y0), min(2, H - y0)
-                        j_lo, j_hi = max(0, -z0), min(2, W - z0)
-                        best_t = (y0 + i_lo) * W + z0 + j_lo
-                        best = x0[xp + best_t]
-                        for i in range(i_lo, i_hi):
-                            for j in range(j_lo, j_hi):
-                                v = x0[xp + (y0 + i) * W + z0 + j]
-                                take = (v > best) | (v != v)
-                                best = v if take else best
-                                best_t = (y0 + i) * W + z0 + j if take else best_t
-                        out[yrow + b] = best_t
-                else:
-                    for b in range(OW):
-                        z0 = b * 2 - PW
-                        i_lo, i_hi = max(0, -y0), min(2, H - y0)
-                        j_lo, j_hi = max(0, -z0), min(2, W - z0)
-                        best_t = (y0 + i_lo) * W + z0 + j_lo
-                        best = x0[xp + best_t]
-                        for i in range(i_lo, i_hi):
-                            for j in range(j_lo, j_hi):
-                                v = x0[xp + (y0 + i) * W + z0 + j]
-                                take = (v > best) | (v != v)
-                                best = v if take else best
-                                best_t = (y0 + i) * W + z0 + j if take else best_t
+                        if i_lo <= 0 < i_hi and j_lo <= 0 < j_hi:
+                            v = x0[xp + (y0 + 0) * W + z0 + 0]
+                            take = (v > best) | (v != v)
+                            best = v if take else best
+                            best_t = (y0 + 0) * W + z0 + 0 if take else best_t
+                        if i_lo <= 0 < i_hi and j_lo <= 1 < j_hi:
+                            v = x0[xp + (y0 + 0) * W + z0 + 1]
+                            take = (v > best) | (v != v)
+                            best = v if take else best
+                            best_t = (y0 + 0) * W + z0 + 1 if take else best_t
+                        if i_lo <= 1 < i_hi and j_lo <= 0 < j_hi:
+                            v = x0[xp + (y0 + 1) * W + z0 + 0]
+                            take = (v > best) | (v != v)
+                            best = v if take else best
+                            best_t = (y0 + 1) * W + z0 + 0 if take else best_t
+                        if i_lo <= 1 < i_hi and j_lo <= 1 < j_hi:
+                            v = x0[xp + (y0 + 1) * W + z0 + 1]
+                            take = (v > best) | (v != v)
+                            best = v if take else best
+                            best_t = (y0 + 1) * W + z0 + 1 if take else best_t
                         out[yrow + b] = best_t
 
 
@@ -1149,7 +1136,7 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     loop_add_relu_greater_f87b15887a(32, 16, 64, A + 13248, params_conv_b, A + 144320)
     # k3: pool_argmax over [32x16x4x4] -> %24
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    pool_argmax_5e7c3ed835(A + 13248, A + 177088, 32768, 8192, 8, 8, 4, 4, 0, 0, 512)
+    pool_argmax_b7b6c00d96(A + 13248, A + 177088, 32768, 8192, 8, 8, 4, 4, 0, 0, 512)
     # k4: take_along_axis over [32x16x16] -> %27
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     take_along_axis_65d4d1c416(A + 13248, A + 177088, A + 242624, 32768, 8192, 8192, 512, 64, 1, 16)

@@ -114,6 +114,7 @@ POOL_CASES = [  # (kernel, stride, padding)
     (3, 1, 1),     # overlapping windows (stride < kernel) with padding
     (3, 2, 1),
     (2, 1, 0),
+    (5, 2, 2),     # a 25-pixel window: the max-pool's border scans as loops, not unrolled
 ]
 X4 = RNG.standard_normal((2, 3, 4, 4))  # an image that 2x2 windows tile exactly
 
