@@ -37,11 +37,12 @@ def accumulate_products(graph):
             n = t.node
             if n is not None and n.op == "matmul" and uses[t.id] == 1:
                 groups[(n.attrs, t.dtype, t.shape)].append(t)
-        ends, joined = [], set()
+        ends, joined = [], {t.id for group in groups.values() for t in group}
         for group in groups.values():
             group.sort(key=lambda t: position[t.id])
             seed = _seed(group, terms, joined, position, uses)
             if len(group) < 2 and seed is None:
+                joined.discard(group[0].id)  # (a lone product stays a term of the sum)
                 continue
             chain = ([seed] if seed is not None else []) + group
             after.update((t.id, prev) for prev, t in zip(chain, chain[1:]))
@@ -77,13 +78,15 @@ def accumulate_products(graph):
 
 def _seed(group, terms, joined, position, uses):
     """A term of the sum that the first product of `group` can be added into (addmm): one of
-    the product's dtype and shape (no broadcast), made before that product, not itself in an
-    accumulation. An LSTM's step adds its input projection's slice to h @ Wh: one kernel, where
+    the product's dtype and shape (no broadcast), made before that product, added once, and
+    not a product that may join an accumulation (`joined`: every grouped product, and the
+    seeds taken). An LSTM's step adds its input projection's slice to h @ Wh: one kernel, where
     a product and then an add kernel were two (W8: 48 adds of 32x512 a step)."""
     first = group[0]
-    for t in terms:
-        if (t.id not in joined and t.shape == first.shape and t.dtype == first.dtype
-                and all(t is not g for g in group) and _stored(t, uses)
+    count = Counter(t.id for t in terms)
+    for t in terms:  # (a term the sum adds twice, x + x + a @ b, is left as it is)
+        if (count[t.id] == 1 and t.id not in joined and t.shape == first.shape
+                and t.dtype == first.dtype and _stored(t, uses)
                 and (t.node is None or position[t.id] < position[first.id])):
             return t
     return None

@@ -758,6 +758,28 @@ def test_accumulate_products_keeps_products_used_elsewhere():
     assert_same_results(graph, out, make, "accumulate_products")
 
 
+def test_accumulate_products_adds_into_a_term_added_once():
+    """A product is added into a stored term of its sum (addmm: products.py _seed), and the
+    products after it into that (two_products: two addmm), but not into a term the sum adds
+    twice (x + x + a @ b: the second x was lost, a wrong sum)."""
+    make = _gen([N(8, 8), N(8, 8), N(8, 8), N(8, 8), N(8, 8)])
+
+    def once(x, a, b, c, d):
+        return x + a @ b
+
+    def twice(x, a, b, c, d):
+        return (x + a @ b) + x
+
+    def two_products(x, a, b, c, d):
+        return a @ b + (c @ d).T @ x + x
+
+    for f, addmms in ((once, 1), (twice, 0), (two_products, 2)):
+        graph = forward_graph(f, make)
+        out = dce(accumulate_products(graph))
+        assert _count(out, "addmm") == addmms, f.__name__
+        assert_same_results(graph, out, make, "accumulate_products")
+
+
 def test_train_step_updates_run_as_soon_as_their_gradient_is_ready():
     """The schedule runs a parameter's in-place update right after its gradient (before the
     next layer's gradient exists), so gradients do not all live until the end: the planned
