@@ -151,6 +151,30 @@ def programs(draw, max_steps=6, reductions=True):
     return shapes, exprs, seed
 
 
+@st.composite
+def product_programs(draw, max_steps=7):
+    """Sums and products of square matrices: ("mm", e1, e2) beside ("bin", "add", e1, e2) (e1
+    may be e2: a term added twice), transposes and a few elementwise ops, as the passes that
+    accumulate products (passes/products.py) see them. The size 24 makes BLAS calls, 2 and 3
+    loop nests."""
+    k = draw(st.sampled_from([2, 3, 24]))
+    n_inputs = draw(st.integers(1, 3))
+    exprs = [("in", i) for i in range(n_inputs)]
+    for _ in range(draw(st.integers(2, max_steps))):
+        kind = draw(st.sampled_from(["mm", "mm", "add", "add", "un", "move"]))
+        a = len(exprs) - 1 if draw(st.booleans()) else draw(st.integers(0, len(exprs) - 1))
+        b = draw(st.integers(0, len(exprs) - 1))
+        if kind == "mm":
+            exprs.append(("mm", a, b))
+        elif kind == "add":
+            exprs.append(("bin", "add", a, b))
+        elif kind == "un":
+            exprs.append(("un", draw(st.sampled_from(["tanh", "square", "affine"])), a))
+        else:
+            exprs.append(("move", "T", a))
+    return [(k, k)] * n_inputs, exprs, draw(st.integers(0, 2 ** 32 - 1))
+
+
 def run(exprs, xs, all_values=False):
     """Evaluate the program on arrays or traced values (the same NumPy code); with all_values,
     return every intermediate value too."""
@@ -168,6 +192,8 @@ def run(exprs, xs, all_values=False):
             vals.append(MOVE[e[1]](vals[e[2]]))
         elif e[0] == "bin":
             vals.append(BINARY[e[1]](vals[e[2]], vals[e[3]]))
+        elif e[0] == "mm":
+            vals.append(vals[e[1]] @ vals[e[2]])
         else:
             _, op, axes, keepdims, a = e
             vals.append(REDUCE[op](vals[a], axis=axes, keepdims=keepdims))
@@ -251,6 +277,15 @@ def test_random_elementwise_broadcast_programs(program):
                                         ("red", "max", None, False, 3), ("bin", "add", 4, 0),
                                         ("un", "abs", 5), ("un", "abs", 6)], 1013493))
 def test_random_programs_with_reductions(program):
+    check_program(*program)
+
+
+@settings(max_examples=25, **SETTINGS)
+@given(product_programs())
+# x + x + a @ b: the product was added into x, and the second x lost (fixed in 8ba08e8)
+@example(program=([(3, 3), (3, 3)], [("in", 0), ("in", 1), ("mm", 0, 1), ("bin", "add", 0, 0),
+                                     ("bin", "add", 3, 2)], 7))
+def test_random_sums_of_products(program):
     check_program(*program)
 
 
