@@ -420,6 +420,26 @@ def _numpy_openblas():
 
 
 BLAS = "openblas" if _numpy_openblas() is not None else "numba"  # (part of the cache key)
+
+
+def _bind_integer_powers():
+    """Give the JIT the runtime's x ** n for an integer n: under fast math LLVM turns
+    pow(x, float(n)) into llvm.powi, which the code generator lowers to a call of __powidf2
+    (__powisf2 for float32), a function of the compiler's runtime library that no library the
+    process has loaded exports to the JIT. A kernel with `x ** k` for an int32 array k crashed
+    the process (a segmentation fault, or LLVM's "Symbol not found: __powidf2")."""
+    for path in ("libgcc_s.so.1", None):  # (glibc's systems; macOS: in the process itself)
+        try:
+            lib = ctypes.CDLL(path)
+            for name in ("__powidf2", "__powisf2"):
+                llvmlite.binding.add_symbol(name, ctypes.cast(getattr(lib, name),
+                                                              ctypes.c_void_p).value)
+            return
+        except (OSError, AttributeError):
+            continue
+
+
+_bind_integer_powers()
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 

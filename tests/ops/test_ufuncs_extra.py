@@ -78,6 +78,28 @@ def test_integer_and_boolean_inputs_give_numpy_dtypes():
         np.testing.assert_allclose(got[name], want, rtol=1e-14, err_msg=name)
 
 
+def _int_powers(x, k32, k64, i32):
+    return {"f64 ** i32": x ** k32, "f64 ** i64": x ** k64, "f32 ** i32": x.astype(np.float32) ** k32,
+            "f32 ** i64": x.astype(np.float32) ** k64, "i32 ** i32": i32 ** np.abs(k32),
+            "i32 ** scalar i32": i32 ** np.int32(3), "i64 ** i32": k64 ** np.abs(k32)}
+
+
+def test_integer_exponents_of_every_width():
+    """x ** k with k an int32 or int64 array: under fast math LLVM makes such a power a call of
+    the compiler runtime's __powidf2 / __powisf2, which gradc binds for the JIT (codegen/rt.py
+    _bind_integer_powers; without it an int32 exponent crashed the process). Values and dtypes
+    as NumPy's, and the gradient k x ** (k - 1)."""
+    x = np.array([1.5, -2.0, 3.0, 0.5, -1.25, 2.0])
+    k32 = np.array([2, 3, 1, -2, 5, 0], np.int32)
+    k64, i32 = k32.astype(np.int64), np.array([3, -2, 0, 5, 1, -1], np.int32)
+    expected, got = _int_powers(x, k32, k64, i32), gradc.jit(_int_powers)(x, k32, k64, i32)
+    for name, want in expected.items():
+        assert got[name].dtype == want.dtype, f"{name}: {got[name].dtype}, NumPy {want.dtype}"
+        np.testing.assert_allclose(got[name], want, rtol=1e-6, err_msg=name)
+    g = gradc.grad(lambda x, k: np.sum(x ** k))(x, k32)
+    np.testing.assert_allclose(g, k32 * x ** (k32 - 1.0), rtol=1e-12)
+
+
 @pytest.mark.parametrize("f", [np.sin, np.exp2, np.hypot, np.conjugate, np.fmod, np.copysign])
 def test_booleans_numpy_computes_in_float16_or_int8_are_refused(f):
     """NumPy's math ufuncs compute booleans in float16 (np.conj and np.fmod give int8): gradc has
