@@ -123,6 +123,24 @@ def test_reductions_over_the_outer_axis_fold_one_partial_row_per_chunk(chunked):
     assert not _chunked_kernels(g, x)
 
 
+def _logical(x):
+    return (np.any(x > 2.5), np.all(x > -4), np.any(x > 1, axis=0), np.all(x < 2, axis=0),
+            np.argmax(x), np.argmin(x, axis=0), np.argmax(x, axis=1), np.max(x > 0, axis=0))
+
+
+def test_chunked_logical_reductions_and_arg_reductions_match_numpy(chunked):
+    """any/all (bool partial results: their fold reads bool views) and argmax/argmin over
+    everything, over the outer axis and over the inner one, cut into chunks. (Before, any
+    bool reduction cut in chunks failed to compile: 'no CPU buffers of dtype bool', at 2**16
+    elements with the default threshold.)"""
+    x = np.random.default_rng(8).standard_normal((300, 7))
+    f = gradc.jit(_logical)
+    for got, want in zip(f(x), _logical(x)):
+        assert np.asarray(got).dtype == np.asarray(want).dtype
+        np.testing.assert_array_equal(got, want)
+    assert _chunked_kernels(f, x)
+
+
 def test_a_transposed_copy_runs_whole(chunked):
     """Cut along its outer loop, a transposed copy's chunks would each store a few elements of
     every row of the result, between the other chunks' elements: two threads writing the same

@@ -155,10 +155,15 @@ def combine_kernel(red, partials, out, size):
     """The call that folds a chunked call's CHUNKS partial results of a reduction over its
     outer axis (CHUNKS rows of `size` elements at address `partials`) into its result (at
     `out`), in chunk order: the bits depend on the shape alone."""
-    ctor = _pointer_ctor(red.dtype)
-    lines = [f"    q = {ctor}(pq)", f"    out = {ctor}(pout)", "    for j in range(n):",
-             "        acc = q[j]", f"        for c in range(1, {CHUNKS}):",
-             f"            acc = {combine(red, 'acc', 'q[c * n + j]')}", "        out[j] = acc"]
+    if np.dtype(red.dtype) == np.bool_:  # (bool buffers are array views: see loop_kernel)
+        views = [f"    q = bool_array(pq, {CHUNKS} * n)", "    out = bool_array(pout, n)"]
+    else:
+        ctor = _pointer_ctor(red.dtype)
+        views = [f"    q = {ctor}(pq)", f"    out = {ctor}(pout)"]
+    lines = views + ["    for j in range(n):", "        acc = q[j]",
+                     f"        for c in range(1, {CHUNKS}):",
+                     f"            acc = {combine(red, 'acc', 'q[c * n + j]')}",
+                     "        out[j] = acc"]
     return KernelSource(f"combine_{red.op}_{np.dtype(red.dtype).name}", ["pq", "pout", "n"],
                         lines, [partials, out, str(size)])
 
