@@ -14,7 +14,8 @@ from .errors import ShapeError, TracedBranchError, UnsupportedOpError
 from .ir import Value
 from .ops import fn
 from .trace import (UFUNCS, _array_function, _array_ufunc, _call_numpy, _clip_method, _describe,
-                    _order, _reshape_in_order, _user_frame, traced, user_source)
+                    _integer_powers_checked, _numpy_dtype_checked, _order, _reshape_in_order,
+                    _user_frame, traced, user_source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,7 +106,11 @@ def _branch_error(what):
     return raise_
 
 
-def _binary(f, reflected=False):
+def _binary(f, reflected=False, ufunc=None):
+    """A Python operator; with `ufunc`, after NumPy's own check that the ufunc takes these
+    operands' dtypes (NumPy refuses `mask - mask`, as it does np.subtract of two bool arrays)."""
+    if ufunc is not None:
+        f = _numpy_dtype_checked(ufunc, f)
     if reflected:
         return traced(lambda self, other: _python_result(f(other, self), self, other))
     return traced(lambda self, other: _python_result(f(self, other), self, other))
@@ -194,13 +199,19 @@ def _getattr(self, name):
 
 
 _SURFACE = {
-    "__add__": _binary(fn.add), "__radd__": _binary(fn.add, True),
-    "__sub__": _binary(fn.subtract), "__rsub__": _binary(fn.subtract, True),
-    "__mul__": _binary(fn.multiply), "__rmul__": _binary(fn.multiply, True),
-    "__truediv__": _binary(fn.divide), "__rtruediv__": _binary(fn.divide, True),
-    "__pow__": _binary(fn.power), "__rpow__": _binary(fn.power, True),
-    "__floordiv__": _binary(fn.floor_divide), "__rfloordiv__": _binary(fn.floor_divide, True),
-    "__mod__": _binary(fn.remainder), "__rmod__": _binary(fn.remainder, True),
+    "__add__": _binary(fn.add, ufunc=np.add), "__radd__": _binary(fn.add, True, ufunc=np.add),
+    "__sub__": _binary(fn.subtract, ufunc=np.subtract),
+    "__rsub__": _binary(fn.subtract, True, ufunc=np.subtract),
+    "__mul__": _binary(fn.multiply, ufunc=np.multiply),
+    "__rmul__": _binary(fn.multiply, True, ufunc=np.multiply),
+    "__truediv__": _binary(fn.divide, ufunc=np.divide),
+    "__rtruediv__": _binary(fn.divide, True, ufunc=np.divide),
+    "__pow__": _binary(_integer_powers_checked(fn.power), ufunc=np.power),
+    "__rpow__": _binary(_integer_powers_checked(fn.power), True, ufunc=np.power),
+    "__floordiv__": _binary(fn.floor_divide, ufunc=np.floor_divide),
+    "__rfloordiv__": _binary(fn.floor_divide, True, ufunc=np.floor_divide),
+    "__mod__": _binary(fn.remainder, ufunc=np.remainder),
+    "__rmod__": _binary(fn.remainder, True, ufunc=np.remainder),
     "__matmul__": _binary(fn.matmul), "__rmatmul__": _binary(fn.matmul, True),
     "__lt__": _binary(functools.partial(fn.compare, "less")),
     "__le__": _binary(functools.partial(fn.compare, "less_equal")),
@@ -210,7 +221,8 @@ _SURFACE = {
     "__ne__": _binary(functools.partial(fn.compare, "not_equal")),
     "__and__": _binary(UFUNCS[np.logical_and]), "__or__": _binary(UFUNCS[np.logical_or]),
     "__invert__": traced(lambda self: UFUNCS[np.logical_not](self)),
-    "__neg__": traced(lambda self: _python_result(fn.negative(self), self)),
+    "__neg__": traced(lambda self: _python_result(
+        _numpy_dtype_checked(np.negative, fn.negative)(self), self)),
     "__pos__": lambda self: self,
     "__abs__": traced(lambda self: _python_result(fn.unary("abs", self, float_only=False), self)),
     "__getitem__": traced(_getitem),

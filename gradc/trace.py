@@ -147,6 +147,8 @@ def _ufunc_bindings():
         # x ** y computed in float64 whatever the inputs (or complex, which gradc has not)
         np.float_power: _numpy_dtype_checked(np.float_power, functools.partial(
             fn.elementwise, "power", float_only="float64")),
+        np.power: _integer_powers_checked(_numpy_dtype_checked(
+            np.power, functools.partial(fn.elementwise, "power"))),
         np.conjugate: _numpy_dtype_checked(np.conjugate, lambda x: x),  # real input: itself
         np.positive: lambda x: x,
         np.matmul: fn.matmul,
@@ -173,6 +175,34 @@ def _numpy_dtype_checked(ufunc, impl):
         return impl(*xs)
     checked.__name__ = checked.__qualname__ = ufunc.__name__
     return checked
+
+
+def _integer_powers_checked(power):
+    """`power`, refusing as NumPy does an integer raised to a negative integer it can see: a
+    Python number, a NumPy scalar or array, a constant. (An exponent known only when the
+    kernel runs is computed as the machine computes it: 0 for |base| > 1.)"""
+    def checked(a, b):
+        out = power(a, b)
+        if isinstance(out, Value) and out.dtype.kind in "iu":
+            exponent = _known(b) if isinstance(b, Value) else np.asarray(b)
+            if exponent is not None and np.any(exponent < 0):
+                raise ArgumentError("Integers to negative integer powers are not allowed (as in "
+                                    "NumPy): make the base a float (x.astype(np.float64))")
+        return out
+    return checked
+
+
+def _known(v):
+    """The values of a traced value known when tracing (a scalar or array constant, broadcast
+    or reshaped), else None."""
+    node = v.node
+    while node is not None and node.op in ("broadcast_to", "reshape", "astype"):
+        node = node.inputs[0].node
+    if node is not None and node.op == "const":
+        return np.asarray(node.attr["value"])
+    if node is not None and node.op == "constant":
+        return node.attr["data"].array
+    return None
 
 
 def _dtype_for_numpy(x):

@@ -151,6 +151,58 @@ def test_numpy_operator_either_works_or_is_unsupported_op_error(fun, marker):
         assert float(out) == pytest.approx(float(fun(x)))
 
 
+def negated_mask(x, i):
+    return -(x > 0) * x  # NEG-MASK
+
+
+def subtracted_masks(x, i):
+    return ((x > 0) - (x > 1)) * x  # SUB-MASKS
+
+
+def divided_masks(x, i):
+    return ((x > 0) // (x > 1)) * x  # FLOORDIV-MASKS
+
+
+def negative_integer_power(x, i):
+    return i ** -1 * x  # INT-POW
+
+
+def negative_integer_power_array(x, i):
+    return np.power(i, np.array([1, -2, 3])) * x  # INT-POW-ARRAY
+
+
+@pytest.mark.parametrize("fun, cls, marker", [
+    (negated_mask, gradc.ArgumentError, "NEG-MASK"),
+    (subtracted_masks, gradc.ArgumentError, "SUB-MASKS"),
+    (divided_masks, gradc.UnsupportedOpError, "FLOORDIV-MASKS"),  # (int8 in NumPy)
+    (negative_integer_power, gradc.ArgumentError, "INT-POW"),
+    (negative_integer_power_array, gradc.ArgumentError, "INT-POW-ARRAY")])
+def test_operators_numpy_refuses_are_refused(fun, cls, marker):
+    """What NumPy refuses (-mask and mask - mask: a TypeError; an integer to a negative integer
+    power: a ValueError), or computes in a dtype gradc has not (mask // mask: int8), is refused
+    with the line, not computed (these gave -1s, 0s and int64s before)."""
+    x, i = np.linspace(-2.0, 2.0, 3), np.arange(1, 4)
+    if marker == "FLOORDIV-MASKS":
+        assert fun(x, i).dtype == np.float64 and ((x > 0) // (x > 1)).dtype == np.int8
+    else:
+        with pytest.raises((TypeError, ValueError)):
+            fun(x, i)
+    with pytest.raises(cls) as excinfo:
+        gradc.jit(fun)(x, i)
+    check(excinfo, cls, marker)
+
+
+def test_operators_numpy_takes_still_work():
+    def f(x, i):
+        m = x > 0
+        return (m + m, m * 2.5, i ** 2, x ** -1, 2 ** i, i // 2, -i, i - m, m / m, i % 3)
+    x, i = np.array([0.5, -1.5, 2.0]), np.array([1, 2, 3])
+    with np.errstate(all="ignore"):
+        for got, want in zip(gradc.jit(f)(x, i), f(x, i)):
+            assert np.asarray(got).dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+
+
 # ---------------------------------------------------------------------------------------------
 # other libraries called on traced values
 
