@@ -212,6 +212,8 @@ _SURFACE = {
     "__rfloordiv__": _binary(fn.floor_divide, True, ufunc=np.floor_divide),
     "__mod__": _binary(fn.remainder, ufunc=np.remainder),
     "__rmod__": _binary(fn.remainder, True, ufunc=np.remainder),
+    "__divmod__": lambda self, other: (self // other, self % other),
+    "__rdivmod__": lambda self, other: (other // self, other % self),
     "__matmul__": _binary(fn.matmul), "__rmatmul__": _binary(fn.matmul, True),
     "__lt__": _binary(functools.partial(fn.compare, "less")),
     "__le__": _binary(functools.partial(fn.compare, "less_equal")),

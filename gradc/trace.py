@@ -156,6 +156,7 @@ def _ufunc_bindings():
         np.logical_or: lambda a, b: _logical("logical_or", a, b),
         np.logical_not: lambda x: x.graph.apply("logical_not", (fn.astype(x, bool),)),
     })
+    table[np.divmod] = lambda a, b: (table[np.floor_divide](a, b), table[np.remainder](a, b))
     return table
 
 
@@ -166,13 +167,18 @@ def _numpy_dtype_checked(ufunc, impl):
     def checked(*xs):
         dtypes = tuple(_dtype_for_numpy(x) for x in xs) + (None,) * ufunc.nout
         out = ufunc.resolve_dtypes(dtypes)[-1]  # NumPy's TypeError: an ArgumentError (traced)
+        given = ", ".join(getattr(d, "name", getattr(d, "__name__", str(d)))
+                          for d in dtypes[:ufunc.nin])
         if out not in SUPPORTED_DTYPES:
-            given = ", ".join(getattr(d, "name", getattr(d, "__name__", str(d)))
-                              for d in dtypes[:ufunc.nin])
             raise UnsupportedOpError(
                 f"{_ufunc_name(ufunc)} of {given} gives {out.name} in NumPy, which gradc does not "
                 "support: cast the input first (x.astype(np.float32))")
-        return impl(*xs)
+        result = impl(*xs)
+        if isinstance(result, Value) and result.dtype != out:  # (np.reciprocal of integers)
+            raise UnsupportedOpError(
+                f"{_ufunc_name(ufunc)} of {given} gives {out.name} in NumPy, and gradc computes "
+                f"it in {result.dtype.name} only: cast the input first (x.astype(np.float64))")
+        return result
     checked.__name__ = checked.__qualname__ = ufunc.__name__
     return checked
 

@@ -100,6 +100,26 @@ def test_integer_exponents_of_every_width():
     np.testing.assert_allclose(g, k32 * x ** (k32 - 1.0), rtol=1e-12)
 
 
+def _divmods(x, i):
+    return np.divmod(x, 0.7), divmod(i, -3), divmod(3.5, x), divmod(x, x * 0.3), np.divmod(i, 4)
+
+
+def test_divmod_builtin_and_ufunc_match_numpy():
+    x, i = np.array([1.5, -2.0, 3.0, -0.25]), np.array([7, -3, 5, 0])
+    for got, want in zip(gradc.jit(_divmods)(x, i), _divmods(x, i)):
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype
+            np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-15)
+
+
+def test_a_ufunc_numpy_computes_in_the_inputs_integer_dtype_is_refused():
+    """np.reciprocal of integers is an integer in NumPy (1 // x, truncated); gradc's is a float
+    only, so it refuses rather than answer in another dtype (it gave float64)."""
+    with pytest.raises(gradc.UnsupportedOpError, match="int64 in NumPy"):
+        gradc.jit(np.reciprocal)(np.array([1, 2, -1]))
+    np.testing.assert_array_equal(gradc.jit(np.reciprocal)(np.array([2.0, -4.0])), [0.5, -0.25])
+
+
 @pytest.mark.parametrize("f", [np.sin, np.exp2, np.hypot, np.conjugate, np.fmod, np.copysign])
 def test_booleans_numpy_computes_in_float16_or_int8_are_refused(f):
     """NumPy's math ufuncs compute booleans in float16 (np.conj and np.fmod give int8): gradc has
