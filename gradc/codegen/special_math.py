@@ -168,6 +168,8 @@ def _logit_edge(p):
 
 # --- the gamma function's logarithm and derivatives --------------------------------------------
 def gammaln(x):
+    if x == -math.inf:  # (as SciPy: |Gamma| goes to 0 between the poles)
+        return x
     if x <= 0.0 and x == math.floor(x):  # a pole: inf (Python's math.lgamma would raise)
         return math.inf
     return math.lgamma(x)
@@ -202,9 +204,9 @@ def digamma(x):
             if x == 0.0:
                 return -math.inf if math.copysign(1.0, x) > 0 else math.inf
             return math.nan
-        r = x - math.floor(x)  # tan(pi x) = tan(pi r), r in (0, 1) exact
-        if r > 0.5:
-            r -= 1.0
+        # tan(pi x) = tan(pi r), r = x less its nearest integer, in [-0.5, 0.5] and exact
+        # (x - floor(x) lost a tiny x's digits: psi(-1e-310) came out -inf, not +inf)
+        r = x - math.floor(x + 0.5)
         result = -PI / math.tan(PI * r)
         x = 1.0 - x
     while x < 10.0:

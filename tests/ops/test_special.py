@@ -47,13 +47,14 @@ GRIDS = {  # name: (points, SciPy, relative tolerance, absolute tolerance)
     "logit": (np.concatenate([np.linspace(0, 1, 4001), _tail(-300, -1), 1 - _tail(-16, -1)]),
               sp.logit, 1e-14, 0),
     # libm's lgamma and the recurrences are ~1e-16 absolute near the roots of their results
-    "gammaln": (np.concatenate([np.linspace(-30.25, 30.25, 4001), _tail(-10, 5)]), sp.gammaln,
-                1e-13, 1e-15),
+    "gammaln": (np.concatenate([np.linspace(-30.25, 30.25, 4001), _tail(-10, 5),
+                                [-np.inf, -1e300]]), sp.gammaln, 1e-13, 1e-15),
     "digamma": (np.concatenate([np.linspace(0, 30.25, 2001), _tail(-10, 5),
                                 np.linspace(1.36, 1.56, 201), [-0.0, -1.0, -2.0, np.inf, -np.inf]]),
                 sp.digamma, 1e-13, 2e-15),
     # below 0 SciPy's own error grows near the poles (5.6e-13 at -25.999875, against mpmath)
-    "digamma_negative": (np.concatenate([np.linspace(-30.25, 0, 2001), -_tail(-3, 5) + 0.3]),
+    "digamma_negative": (np.concatenate([np.linspace(-30.25, 0, 2001), -_tail(-3, 5) + 0.3,
+                                         [-1e300, -1e-310, -1e-5, -4503599627370495.5]]),
                          sp.digamma, 1e-11, 2e-15),
 }
 
