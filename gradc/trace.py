@@ -116,8 +116,8 @@ def traced(method, graph_of=_graph_of_values):
                     if e.source is None:
                         raise type(e)(str(e), source=src) from None
                     raise
-                except (ValueError, TypeError) as e:  # NumPy's errors for arguments it refuses
-                    raise ArgumentError(str(e), source=src) from None
+                except (ValueError, TypeError, OverflowError) as e:  # NumPy's errors for
+                    raise ArgumentError(str(e), source=src) from None  # arguments it refuses
         finally:
             if hook is not None:
                 watch.resume(hook)

@@ -171,12 +171,17 @@ def negative_integer_power_array(x, i):
     return np.power(i, np.array([1, -2, 3])) * x  # INT-POW-ARRAY
 
 
+def out_of_range_python_int(x, i):
+    return (i.astype(np.int32) + 2 ** 40) * x  # INT-RANGE
+
+
 @pytest.mark.parametrize("fun, cls, marker", [
     (negated_mask, gradc.ArgumentError, "NEG-MASK"),
     (subtracted_masks, gradc.ArgumentError, "SUB-MASKS"),
     (divided_masks, gradc.UnsupportedOpError, "FLOORDIV-MASKS"),  # (int8 in NumPy)
     (negative_integer_power, gradc.ArgumentError, "INT-POW"),
-    (negative_integer_power_array, gradc.ArgumentError, "INT-POW-ARRAY")])
+    (negative_integer_power_array, gradc.ArgumentError, "INT-POW-ARRAY"),
+    (out_of_range_python_int, gradc.ArgumentError, "INT-RANGE")])  # (NumPy's OverflowError)
 def test_operators_numpy_refuses_are_refused(fun, cls, marker):
     """What NumPy refuses (-mask and mask - mask: a TypeError; an integer to a negative integer
     power: a ValueError), or computes in a dtype gradc has not (mask // mask: int8), is refused
@@ -185,7 +190,7 @@ def test_operators_numpy_refuses_are_refused(fun, cls, marker):
     if marker == "FLOORDIV-MASKS":
         assert fun(x, i).dtype == np.float64 and ((x > 0) // (x > 1)).dtype == np.int8
     else:
-        with pytest.raises((TypeError, ValueError)):
+        with pytest.raises((TypeError, ValueError, OverflowError)):
             fun(x, i)
     with pytest.raises(cls) as excinfo:
         gradc.jit(fun)(x, i)
