@@ -6,6 +6,7 @@ function tables they reach are in gradc/trace.py.
 from __future__ import annotations
 
 import functools
+import operator
 
 import numpy as np
 
@@ -106,11 +107,15 @@ def _branch_error(what):
     return raise_
 
 
-def _binary(f, reflected=False, ufunc=None):
-    """A Python operator; with `ufunc`, after NumPy's own check that the ufunc takes these
-    operands' dtypes (NumPy refuses `mask - mask`, as it does np.subtract of two bool arrays)."""
-    if ufunc is not None:
-        f = _numpy_dtype_checked(ufunc, f)
+_SYMBOL = {operator.add: "+", operator.sub: "-", operator.mul: "*", operator.truediv: "/",
+           operator.pow: "**", operator.floordiv: "//", operator.mod: "%"}
+
+
+def _binary(f, reflected=False, op=None):
+    """A Python operator; with `op` (its function in the operator module), after NumPy's own
+    check of the operands' dtypes (NumPy refuses `mask - mask`) and of the result's."""
+    if op is not None:
+        f = _numpy_dtype_checked(op, f, f"the {_SYMBOL[op]} operator")
     if reflected:
         return traced(lambda self, other: _python_result(f(other, self), self, other))
     return traced(lambda self, other: _python_result(f(self, other), self, other))
@@ -199,19 +204,19 @@ def _getattr(self, name):
 
 
 _SURFACE = {
-    "__add__": _binary(fn.add, ufunc=np.add), "__radd__": _binary(fn.add, True, ufunc=np.add),
-    "__sub__": _binary(fn.subtract, ufunc=np.subtract),
-    "__rsub__": _binary(fn.subtract, True, ufunc=np.subtract),
-    "__mul__": _binary(fn.multiply, ufunc=np.multiply),
-    "__rmul__": _binary(fn.multiply, True, ufunc=np.multiply),
-    "__truediv__": _binary(fn.divide, ufunc=np.divide),
-    "__rtruediv__": _binary(fn.divide, True, ufunc=np.divide),
-    "__pow__": _binary(_integer_powers_checked(fn.power), ufunc=np.power),
-    "__rpow__": _binary(_integer_powers_checked(fn.power), True, ufunc=np.power),
-    "__floordiv__": _binary(fn.floor_divide, ufunc=np.floor_divide),
-    "__rfloordiv__": _binary(fn.floor_divide, True, ufunc=np.floor_divide),
-    "__mod__": _binary(fn.remainder, ufunc=np.remainder),
-    "__rmod__": _binary(fn.remainder, True, ufunc=np.remainder),
+    "__add__": _binary(fn.add, op=operator.add), "__radd__": _binary(fn.add, True, op=operator.add),
+    "__sub__": _binary(fn.subtract, op=operator.sub),
+    "__rsub__": _binary(fn.subtract, True, op=operator.sub),
+    "__mul__": _binary(fn.multiply, op=operator.mul),
+    "__rmul__": _binary(fn.multiply, True, op=operator.mul),
+    "__truediv__": _binary(fn.divide, op=operator.truediv),
+    "__rtruediv__": _binary(fn.divide, True, op=operator.truediv),
+    "__pow__": _binary(_integer_powers_checked(fn.power), op=operator.pow),
+    "__rpow__": _binary(_integer_powers_checked(fn.power), True, op=operator.pow),
+    "__floordiv__": _binary(fn.floor_divide, op=operator.floordiv),
+    "__rfloordiv__": _binary(fn.floor_divide, True, op=operator.floordiv),
+    "__mod__": _binary(fn.remainder, op=operator.mod),
+    "__rmod__": _binary(fn.remainder, True, op=operator.mod),
     "__divmod__": lambda self, other: (self // other, self % other),
     "__rdivmod__": lambda self, other: (other // self, other % self),
     "__matmul__": _binary(fn.matmul), "__rmatmul__": _binary(fn.matmul, True),
@@ -224,7 +229,7 @@ _SURFACE = {
     "__and__": _binary(UFUNCS[np.logical_and]), "__or__": _binary(UFUNCS[np.logical_or]),
     "__invert__": traced(lambda self: UFUNCS[np.logical_not](self)),
     "__neg__": traced(lambda self: _python_result(
-        _numpy_dtype_checked(np.negative, fn.negative)(self), self)),
+        _numpy_dtype_checked(operator.neg, fn.negative, "the unary - operator")(self), self)),
     "__pos__": lambda self: self,
     "__abs__": traced(lambda self: _python_result(fn.unary("abs", self, float_only=False), self)),
     "__getitem__": traced(_getitem),

@@ -160,27 +160,51 @@ def _ufunc_bindings():
     return table
 
 
-def _numpy_dtype_checked(ufunc, impl):
-    """`impl` of `ufunc`, refusing the inputs whose result NumPy gives in a dtype gradc has not
-    (a math ufunc computes booleans in float16: np.sin(mask)), and those NumPy refuses, rather
-    than answering in another dtype."""
+def _numpy_dtype_checked(ufunc, impl, name=None):
+    """`impl` of `ufunc` (a NumPy ufunc, or a Python operator named `name`: NumPy computes
+    `mask ** 2` as np.square, in int8, and np.power(mask, 2) in int64), refusing the inputs
+    whose result NumPy gives in a dtype gradc has not (a math ufunc computes booleans in
+    float16: np.sin(mask)), or in another dtype than gradc's (np.reciprocal of integers), and
+    those NumPy refuses, rather than answering in another dtype. NumPy's dtype is that of the
+    same call on one element of each operand's dtype, Python numbers as they are: its
+    promotion rules, weak scalars included, are NumPy's own."""
     def checked(*xs):
-        dtypes = tuple(_dtype_for_numpy(x) for x in xs) + (None,) * ufunc.nout
-        out = ufunc.resolve_dtypes(dtypes)[-1]  # NumPy's TypeError: an ArgumentError (traced)
-        given = ", ".join(getattr(d, "name", getattr(d, "__name__", str(d)))
-                          for d in dtypes[:ufunc.nin])
+        with np.errstate(all="ignore"):
+            out = ufunc(*map(_sample, xs))  # (NumPy's errors: ArgumentErrors, traced)
+        out = np.asarray(out[-1] if isinstance(out, tuple) else out).dtype
         if out not in SUPPORTED_DTYPES:
             raise UnsupportedOpError(
-                f"{_ufunc_name(ufunc)} of {given} gives {out.name} in NumPy, which gradc does not "
-                "support: cast the input first (x.astype(np.float32))")
+                f"{name or _ufunc_name(ufunc)} of {_dtype_names(xs)} gives {out.name} in NumPy, "
+                "which gradc does not support: cast the input first (x.astype(np.float32))")
         result = impl(*xs)
         if isinstance(result, Value) and result.dtype != out:  # (np.reciprocal of integers)
             raise UnsupportedOpError(
-                f"{_ufunc_name(ufunc)} of {given} gives {out.name} in NumPy, and gradc computes "
-                f"it in {result.dtype.name} only: cast the input first (x.astype(np.float64))")
+                f"{name or _ufunc_name(ufunc)} of {_dtype_names(xs)} gives {out.name} in NumPy, "
+                f"and gradc computes it in {result.dtype.name} only: cast the input first "
+                "(x.astype(np.float64))")
         return result
-    checked.__name__ = checked.__qualname__ = ufunc.__name__
+    checked.__name__ = checked.__qualname__ = getattr(ufunc, "__name__", str(name))
     return checked
+
+
+def _sample(x):
+    """What stands in for an operand when asking NumPy for a ufunc's result dtype: one element
+    of its dtype, or the Python number itself (NumPy types those weakly, by value)."""
+    if isinstance(x, Value):
+        return 1.0 if fn.is_weak(x) else np.ones(1, x.dtype)
+    if isinstance(x, (bool, int, float, np.generic)):
+        return x
+    return np.ones(1, np.asarray(x).dtype)
+
+
+def _dtype_names(xs):
+    def name(x):
+        if isinstance(x, Value):
+            return "a Python float" if fn.is_weak(x) else x.dtype.name
+        if isinstance(x, (bool, int, float)) and not isinstance(x, np.generic):
+            return f"a Python {type(x).__name__}"
+        return np.asarray(x).dtype.name
+    return ", ".join(map(name, xs))
 
 
 def _integer_powers_checked(power):
@@ -209,16 +233,6 @@ def _known(v):
     if node is not None and node.op == "constant":
         return node.attr["data"].array
     return None
-
-
-def _dtype_for_numpy(x):
-    """What NumPy's type resolution sees of an operand: a dtype, or Python's int/float/bool for
-    a weakly typed scalar."""
-    if isinstance(x, Value):
-        return float if fn.is_weak(x) else x.dtype
-    if isinstance(x, np.generic):
-        return x.dtype
-    return type(x) if isinstance(x, (bool, int, float)) else np.asarray(x).dtype
 
 
 UFUNCS = _ufunc_bindings()

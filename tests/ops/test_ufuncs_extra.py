@@ -4,6 +4,9 @@ broadcasting, stability at +-1000, the values at kinks, and grad of grad.
 
 Compiles are what cost time, so each test traces ONE function that returns many results.
 """
+import itertools
+import operator
+
 import numpy as np
 import pytest
 
@@ -102,6 +105,54 @@ def test_integer_exponents_of_every_width():
 
 def _divmods(x, i):
     return np.divmod(x, 0.7), divmod(i, -3), divmod(3.5, x), divmod(x, x * 0.3), np.divmod(i, 4)
+
+
+OPERATORS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+             "//": operator.floordiv, "%": operator.mod, "**": operator.pow}
+NUMBERS = {"2": 2, "2.0": 2.0, "True": True, "f32(2)": np.float32(2), "i32(3)": np.int32(3)}
+
+
+def _operand_arrays():
+    i = np.array([3, -2, 5])
+    return {"mask": i > 0, "i64": i, "i32": i.astype(np.int32), "f32": i.astype(np.float32),
+            "f64": i * 0.75}
+
+
+def test_operators_follow_numpys_dtypes_or_refuse():
+    """Every arithmetic operator between arrays of each dtype and Python or NumPy numbers, both
+    ways round: NumPy's dtype and values where NumPy answers in a dtype gradc has; a refusal
+    (a GradcError) where NumPy refuses or answers in int8 (mask ** 2 is np.square: int8, while
+    np.power(mask, 2) is int64; before, gradc answered int64 for both)."""
+    arrays, cases, refused = _operand_arrays(), [], []
+    for (a, x), (o, op), (n, k) in itertools.product(arrays.items(), OPERATORS.items(),
+                                                      NUMBERS.items()):
+        for reflected in (False, True):
+            try:
+                with np.errstate(all="ignore"):
+                    want = op(k, x) if reflected else op(x, k)
+            except (TypeError, ValueError):
+                refused.append((a, o, n, reflected))
+                continue
+            (cases if want.dtype.name in ("bool", "int32", "int64", "float32", "float64")
+             else refused).append((a, o, n, reflected))
+
+    def every_case(**xs):
+        return [OPERATORS[o](NUMBERS[n], xs[a]) if r else OPERATORS[o](xs[a], NUMBERS[n])
+                for a, o, n, r in cases]
+
+    with np.errstate(all="ignore"):
+        for case, got, want in zip(cases, gradc.jit(every_case)(**arrays), every_case(**arrays)):
+            assert got.dtype == want.dtype, (case, got.dtype, want.dtype)
+            rtol = {"f": 4e-7 if want.dtype == np.float32 else 1e-15}.get(want.dtype.kind, 0)
+            np.testing.assert_allclose(got, want, rtol=rtol, err_msg=str(case))  # (fast math's
+            # x / 3 is x * (1 / 3), to an ulp)
+    assert len(refused) > 10
+    for a, o, n, r in refused:
+        if o == "**" and r and a in ("i64", "i32"):
+            continue  # (k ** i: NumPy refuses i's negative values, known only when it runs)
+        op, k = OPERATORS[o], NUMBERS[n]
+        with pytest.raises(gradc.GradcError):
+            gradc.jit(lambda x: op(k, x) if r else op(x, k))(arrays[a])
 
 
 def test_divmod_builtin_and_ufunc_match_numpy():
