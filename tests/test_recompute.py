@@ -235,18 +235,23 @@ def rnn(params, x, target):
     return np.mean((h @ params["Wo"] - target) ** 2)
 
 
+def rnn_problem(seed, T, n, d, hdim, recurrent_scale):
+    """(params, x, target) of an RNN over T steps of (n, d) inputs, hidden size hdim."""
+    rng = np.random.default_rng(seed)
+    params = {"Wx": rng.standard_normal((d, hdim)) * 0.5,
+              "Wh": rng.standard_normal((hdim, hdim)) * recurrent_scale,
+              "b": rng.standard_normal(hdim) * 0.1, "Wo": rng.standard_normal((hdim, 2)) * 0.5}
+    return params, rng.standard_normal((T, n, d)), rng.standard_normal((n, 2))
+
+
 def test_rnn_weight_gradients_are_accumulated_step_by_step():
     """The recurrent weight's gradient is accumulated a step at a time (passes/products.py:
     addmm, each written over the sum before it), so each step's hidden state and gradient die
     at their step instead of living until one product over all steps. Values against central
     differences; the arena (53,632 bytes) against a bound that the merged product exceeded
     (86,912 bytes with the states stored straight into its concatenation)."""
-    rng = np.random.default_rng(3)
-    T, n, d, hdim = 16, 8, 3, 32
-    params = {"Wx": rng.standard_normal((d, hdim)) * 0.5,
-              "Wh": rng.standard_normal((hdim, hdim)) * 0.2,
-              "b": rng.standard_normal(hdim) * 0.1, "Wo": rng.standard_normal((hdim, 2)) * 0.5}
-    x, target = rng.standard_normal((T, n, d)), rng.standard_normal((n, 2))
+    T = 16
+    params, x, target = rnn_problem(3, T, 8, 3, 32, 0.2)
     f = gradc.value_and_grad(rnn)
     value, grads = f(params, x, target)
     fusion, plan = f.last_compiled().fusion, f.last_compiled().plan
@@ -273,12 +278,8 @@ def test_a_product_is_added_into_a_stored_term_of_its_sum():
     product and an add kernel (passes/products.py _seed); the weight decay term of Wh's
     gradient, an elementwise value read only by that sum, stays fused in the update's kernel
     instead. Values against NumPy and central differences."""
-    rng = np.random.default_rng(5)
-    T, n, d, hdim = 6, 4, 3, 8
-    params = {"Wx": rng.standard_normal((d, hdim)) * 0.5,
-              "Wh": rng.standard_normal((hdim, hdim)) * 0.3,
-              "b": rng.standard_normal(hdim) * 0.1, "Wo": rng.standard_normal((hdim, 2)) * 0.5}
-    x, target = rng.standard_normal((T, n, d)), rng.standard_normal((n, 2))
+    T = 6
+    params, x, target = rnn_problem(5, T, 4, 3, 8, 0.3)
     f = gradc.value_and_grad(hoisted_rnn)
     value, grads = f(params, x, target)
     fusion = f.last_compiled().fusion

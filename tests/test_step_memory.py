@@ -8,7 +8,7 @@ import copy
 import numpy as np
 
 import gradc
-from test_recompute import numeric_grads, rnn
+from test_recompute import numeric_grads, rnn, rnn_problem
 
 LR = 0.1
 
@@ -34,12 +34,7 @@ def _step(loss, params, *batch):
 def test_rnn_train_step_keeps_each_hidden_state_until_its_step_of_the_backward():
     """16 steps of a 32-wide RNN: 43,904 bytes; 77,440 with the weight gradients' products
     merged into one over all steps."""
-    rng = np.random.default_rng(3)
-    T, n, d, hdim = 16, 8, 3, 32
-    params = {"Wx": rng.standard_normal((d, hdim)) * 0.5,
-              "Wh": rng.standard_normal((hdim, hdim)) * 0.2,
-              "b": rng.standard_normal(hdim) * 0.1, "Wo": rng.standard_normal((hdim, 2)) * 0.5}
-    x, target = rng.standard_normal((T, n, d)), rng.standard_normal((n, 2))
+    params, x, target = rnn_problem(3, 16, 8, 3, 32, 0.2)
     arena, got, want = _step(rnn, params, x, target)
     assert arena <= 48_000, arena
     for k in want:
