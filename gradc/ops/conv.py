@@ -459,6 +459,8 @@ def _interior(k, p):
     k.line(f"border = a_lo > 0 or a_hi < {p['OH']} or b_lo > 0 or b_hi < {p['OW']}")
 
 
+# A border window of at most this many pixels is scanned unrolled, each pixel under its bounds
+# check: as loops of 0 to KH (KW) steps, LLVM spent most of the kernel's compile on them.
 UNROLLED_WINDOW = 16
 
 
@@ -522,7 +524,7 @@ def _pool_argmax_kernel(k):
             k.line(f"j_lo, j_hi = max(0, -z0), min({p['KW']}, {p['W']} - z0)")
             k.line(f"best_t = (y0 + i_lo) * {p['W']} + z0 + j_lo")
             k.line("best = x0[xp + best_t]")
-            if p["KH"] * p["KW"] <= UNROLLED_WINDOW:  # (loops of 0-2 steps: see the docstring)
+            if p["KH"] * p["KW"] <= UNROLLED_WINDOW:
                 for i in range(p["KH"]):
                     for j in range(p["KW"]):
                         k.line(f"if i_lo <= {i} < i_hi and j_lo <= {j} < j_hi:")
