@@ -25,7 +25,8 @@ from .ops import fn
 from .passes import BEFORE_AUTODIFF, run_passes
 from .pytree import is_device_array
 from .signature import (Call, RecompileWatch, as_scalar, check_device_leaves, check_input_dtypes,
-                        check_loss_output, differentiable_leaves, signature_key, what_changed)
+                        check_loss_output, differentiable_leaves, normalize_argnums, signature_key,
+                        what_changed)
 from .standalone.calls import first_overlap
 from .trace import argument_names, leaf_names, trace, user_source
 
@@ -201,8 +202,7 @@ class TrainStep:
                                                for x in leaves[compiled.param_leaves]):
                     src = user_source()  # the slow path: first call, new signature, or an error
                     call = Call(args, {}, leaves, treedef)
-                    p_leaves = call.arg_leaves(self.argnums)
-                    self._check_params(p_leaves, call.arg_trees[self.argnums], src)
+                    p_leaves = self._check_params(call, src)
                     check_apart(p_leaves, args, self.argnums, self.loss_fn)
                     if compiled is None:
                         compiled = self._compile(key, call, src)
@@ -251,9 +251,11 @@ class TrainStep:
             self._owned = (key, [a.__array_interface__["data"][0] for a in owned], owned)
         return self._owned[1]
 
-    def _check_params(self, leaves, tree, src, record=True):
-        """Parameters this step can update, and shaped like the first call's (whose structure
-        and state it records, unless record=False)."""
+    def _check_params(self, call, src, record=True):
+        """The parameter leaves of `call` (a Call): parameters this step can update, and shaped
+        like the first call's (whose structure and state it records, unless record=False)."""
+        normalize_argnums(self.argnums, len(call.args), src)  # a call without the parameters
+        leaves, tree = call.arg_leaves(self.argnums), call.arg_trees[self.argnums]
         names = argument_names(self.loss_fn) if self.loss_fn is not None else ["params"]
         name = names[self.argnums] if self.argnums < len(names) else f"argument {self.argnums}"
         check_no_python_numbers(tree, name, src)
@@ -261,7 +263,7 @@ class TrainStep:
         spec = (tree, [(tuple(x.shape), np.dtype(x.dtype)) for x in leaves])
         if self._param_spec is None:
             if not record:
-                return
+                return leaves
             self._param_spec = spec
             self._state = {slot: [np.zeros(x.shape, x.dtype) for x in leaves]
                            for slot in self.optimizer.slots}
@@ -271,6 +273,7 @@ class TrainStep:
                 f"of shapes {[s for s, _ in self._param_spec[1]]}; now {pytree.describe(tree)} of "
                 f"shapes {[s for s, _ in spec[1]]}. Its optimizer state is shaped like the first; "
                 "make a new train_step for other parameters", source=src)
+        return leaves
 
     def _scalar_inputs(self, graph, param_dtypes):
         """Graph inputs for the runtime scalars, in the parameters' dtype when they share one, so
@@ -290,8 +293,7 @@ class TrainStep:
         the caller in the generated code (default: the calling line)."""
         src = source or user_source()
         call = Call(args, {})
-        self._check_params(call.arg_leaves(self.argnums), call.arg_trees[self.argnums], src,
-                           record=False)
+        self._check_params(call, src, record=False)
         key = call.key() + (self.optimizer.static(),)
         return self._compile(key, call, src, load=load, cache=False)
 

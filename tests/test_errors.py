@@ -489,6 +489,17 @@ def test_argnums_out_of_range():
     check(excinfo, gradc.SignatureError, "ARGNUMS-RANGE")
 
 
+def test_train_step_called_without_its_parameters():
+    # the step (and explain of it) named the call, not an IndexError from inside gradc
+    step = gradc.train_step(lambda p, x: np.sum(p * x), gradc.optim.SGD(0.1), argnums=1)
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        step(X3)  # STEP-NO-PARAMS
+    check(excinfo, gradc.SignatureError, "STEP-NO-PARAMS")
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        gradc.explain(step, X3)  # EXPLAIN-NO-PARAMS
+    check(excinfo, gradc.SignatureError, "EXPLAIN-NO-PARAMS")
+
+
 def test_max_signatures_caps_recompiles():
     f = gradc.jit(lambda x: x * 2.0, max_signatures=1)
     np.testing.assert_allclose(f(X3), 2 * X3)
