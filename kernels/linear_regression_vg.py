@@ -368,12 +368,16 @@ LAPACK_SYMBOLS = tuple(f"scipy_LAPACKE_d{name}_work64_"
 # W10 the same within noise (2**21: W7 and W8 slower). A product of 2**19 to 2**20 is cut in
 # two (SPLIT_WORK, was 2**20): W5's per-step products of 32x128x128 (5-10 us each, one after
 # another) then run on both cores, its step 0.82 -> 0.56-0.63 ms at 2 threads; W2, W4, W6, W7,
-# W8, W9, W10 the same within noise (from 2**18, W7 was slower: 1.1 -> 1.65 ms). An OpenBLAS
-# older than 0.3.27 lacks the setter: the name is then bound to libc's abs (int -> int, the
+# W8, W9, W10 the same within noise (from 2**18, W7 was slower: 1.1 -> 1.65 ms). At most
+# MAX_BLOCKS = 4 (was 8): each block packs the operand it does not cut again; single-threaded,
+# 128x784x256 took 244 us whole, 263 in four column blocks, 294 in eight (784x128x256
+# transposed: 223, 235, 258), and at 2 threads W2's step went 490 -> 435 us, W10's and W7's ~5%
+# faster, the others the same within noise (a machine of more than 4 cores runs one product on
+# 4 of them; the others take the chunks of long loops). An OpenBLAS older than 0.3.27 lacks the setter: the name is then bound to libc's abs (int -> int, the
 # same count back).
 SINGLE_THREADED_WORK = 1 << 18
 SET_BLAS_THREADS = "openblas_set_num_threads_local"
-BLOCK_WORK, MAX_BLOCKS, BLOCK_ALIGN = 1 << 19, 8, 16
+BLOCK_WORK, MAX_BLOCKS, BLOCK_ALIGN = 1 << 19, 4, 16
 SPLIT_WORK = 1 << 19
 
 
