@@ -222,3 +222,44 @@ def test_new_batch_sizes_call_the_kernels_compiled_for_the_first():
     assert chunked == [False, False, True]
     folds = {name for name in called[2] if name.startswith("gradc_combine_")}
     assert called[1] == called[0] and called[2] - folds == called[0]
+
+
+def _chunk_times(compiled):
+    """The word each chunked call of `compiled` keeps its last time in (driver_rt.py's table:
+    the call's last word; 0 until the pool has run it)."""
+    import ctypes
+
+    from gradc.codegen.driver_rt import HEADER
+    first = int(compiled.words[0])
+    size = ctypes.c_int64.from_address(first).value
+    table = np.ctypeslib.as_array((ctypes.c_int64 * size).from_address(first))
+    at, times = HEADER, []
+    while at < size:
+        n, extra = int(table[at + 1]), int(table[at + 2])
+        if extra:
+            times.append(int(table[at + 3 + 2 * n + extra - 1]))
+        at += 3 + 2 * n + extra
+    return times
+
+
+def test_a_lone_short_chunked_call_runs_on_the_caller_with_the_same_bits(chunked):
+    """The pool keeps each chunked call's time; a short call that finds gradc's threads asleep
+    after an idle spell runs its chunks on the caller without waking them (pool_rt.py
+    WAKE_CYCLES): the same chunks, so the same bits as a call they shared."""
+    import time
+
+    from gradc.codegen import pool_rt, rt
+    f = gradc.jit(lambda x: np.sum(np.tanh(x) * 2.0 + x, axis=1))
+    x = np.random.default_rng(3).standard_normal((500, 7))
+    first = f(x)
+    np.testing.assert_allclose(first, np.sum(np.tanh(x) * 2.0 + x, axis=1), rtol=1e-12)
+    compiled = f.compiled_for(x)
+    times = _chunk_times(compiled)
+    assert times  # (one chunked call at least)
+    if pool_rt.supported() and rt.BLAS == "openblas":  # (else the chunks run in turn)
+        assert all(t > 0 for t in times)
+    for _ in range(5):
+        time.sleep(0.005)  # (the pool's threads sleep after ~26 us without work)
+        np.testing.assert_array_equal(f(x), first)
+    for _ in range(20):
+        np.testing.assert_array_equal(f(x), first)

@@ -13,8 +13,9 @@ program with the same counts shares one.
 The table: `[size, n_inputs, max_args, pool]`, then per call `[entry address, n, extra,
 (base, value) * n]`, where an argument is `value` (base 0), the arena's address + value (base
 1), or input i's address + value (base 2 + i); a call in chunks (codegen/cpu.py Chunks) then has
-its `extra` = 1 + 2n words: the index of the argument that holds its outer loop's length, the
-bytes each argument moves per iteration, and per chunk. Its chunks go to `pool`
+its `extra` = 2 + 2n words: the index of the argument that holds its outer loop's length, the
+bytes each argument moves per iteration, and per chunk, and a word the pool keeps the call's
+time in (pool_rt.py: a short call does not wake a sleeping thread). Its chunks go to `pool`
 (pool_rt.py's gradc_pool_chunks: gradc's threads), or where that is 0, run in turn; each
 calls the kernel, the same kernel as a whole call, with its arguments moved. `run_program(words)` takes the address of six int64 words (a
 compiled signature's, gradc.executable.Compiled.words): the table's address, the arena's, that
@@ -39,6 +40,7 @@ CONSTANT, ARENA, INPUT = 0, 1, 2
 TABLE, ARENA_ADDRESS, INPUTS, STATUS, EXCINFO, FAILED_CALL = range(6)  # the words
 WORDS = 6
 HEADER = 4  # the table's words before its calls
+DESC_TIME = 6  # a chunked call's descriptor: the address of its time word (pool_rt.py)
 
 _OK, _NONE = 0, -2  # Numba's status of a function that returned normally (None: void)
 _NO_SUCH_COUNT = -100  # a call whose argument count the loop was not compiled for
@@ -89,7 +91,8 @@ def _chunk_function(module, call):
     """`void gradc_chunk(int64 *desc, int64 c)`: chunk c of a chunked call (codegen/cpu.py
     Chunks), as pool_rt.py's threads call it. desc: the kernel's address, its argument count,
     the index of the argument that holds the outer loop's length N, and the addresses of the
-    arguments, of the bytes each moves per iteration, and of the bytes each moves per chunk.
+    arguments, of the bytes each moves per iteration, of the bytes each moves per chunk, and
+    of the call's word for the pool (DESC_TIME).
     The chunk covers iterations [c * N // CHUNKS, (c + 1) * N // CHUNKS)."""
     from ..passes.fuse import CHUNKS
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64.as_pointer(), I64]), "gradc_chunk")
@@ -185,7 +188,7 @@ def runner_ir(counts):
     ret = b.bitcast(b.alloca(I64), I8P.as_pointer())  # a void kernel's return slot
     excinfo = b.alloca(EXCINFO_T.as_pointer())
     b.store(EXCINFO_T.as_pointer()(None), excinfo)
-    desc = b.alloca(I64, I64(6), name="desc")  # a chunked call's (_chunk_function)
+    desc = b.alloca(I64, I64(DESC_TIME + 1), name="desc")  # a chunked call's (_chunk_function)
     b.branch(head)
 
     b.position_at_end(head)  # the next call, at word `at` of the table; k calls made so far
@@ -198,7 +201,7 @@ def runner_ir(counts):
     b.position_at_end(body)
     kernel = word(table, at)
     n = word(table, b.add(at, I64(1)))
-    extra = word(table, b.add(at, I64(2)))  # 0, or a chunked call's 1 + 2n words after its pairs
+    extra = word(table, b.add(at, I64(2)))  # 0, or a chunked call's 2 + 2n words after its pairs
     b.branch(arg_head)
 
     b.position_at_end(arg_head)  # argument j: value, plus the arena's or an input's address
@@ -232,7 +235,8 @@ def runner_ir(counts):
     described = b.add(b.add(at, I64(3)), b.mul(n, I64(2)))  # the count's index, steps...
     steps = b.gep(table, [b.add(described, I64(1))])
     for i, v in enumerate([kernel, n, word(table, described), b.ptrtoint(args, I64),
-                           b.ptrtoint(steps, I64), b.ptrtoint(b.gep(steps, [n]), I64)]):
+                           b.ptrtoint(steps, I64), b.ptrtoint(b.gep(steps, [n]), I64),
+                           b.ptrtoint(b.gep(steps, [b.mul(n, I64(2))]), I64)]):
         b.store(v, b.gep(desc, [I64(i)]))
     b.call(chunks, [desc, pool])
     b.branch(next_call)
@@ -313,12 +317,13 @@ def argument_counts(calls):
 def program_table(calls, n_inputs, kernels, pool=0):
     """The int64 table of `calls` ([(kernel key, [(base, value)...], chunks)...]) with each
     kernel key replaced by its entry address (`kernels`: key -> address); a call with chunks
-    ([count index, steps, per-chunk steps]) has them after its pairs. `pool`: the address of
+    ([count index, steps, per-chunk steps]) has them after its pairs, and a word for the pool
+    (the call's last time, 0: not yet run). `pool`: the address of
     pool_rt.py's gradc_pool_chunks, or 0 (chunks run in turn)."""
     max_args = max([len(args) for _, args, _ in calls], default=0)
     words = [0, n_inputs, max_args, pool]
     for key, args, chunks in calls:
-        described = [chunks[0], *chunks[1], *chunks[2]] if chunks else []
+        described = [chunks[0], *chunks[1], *chunks[2], 0] if chunks else []
         words += [kernels[key], len(args), len(described)]
         for base, value in args:
             words += [base, value]

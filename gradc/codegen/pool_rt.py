@@ -32,16 +32,18 @@ import threading
 from llvmlite import ir
 
 from . import rt
+from .driver_rt import DESC_TIME
 from .native import native_engine
 
 I32, I64, F32, F64 = ir.IntType(32), ir.IntType(64), ir.FloatType(), ir.DoubleType()
 I8P = ir.IntType(8).as_pointer()
 LINE = 8  # int64 words per cache line
-(GENERATION, SLEEPERS, NEXT, DONE, BUSY, STOP, WORKERS, LOCK, USERS, SAVED, ALONE,
- JOB) = (LINE * i for i in range(12))
+(GENERATION, SLEEPERS, NEXT, DONE, BUSY, STOP, WORKERS, LOCK, USERS, SAVED, ALONE, LAST,
+ JOB) = (LINE * i for i in range(13))
 # a job's fields, in the JOB line(s): the product (CBLAS's arguments) and its blocks
 FIELDS = ("double", "ta", "tb", "m", "n", "k", "a", "b", "c", "beta", "by_rows", "block",
-          "blocks", "call", "args")  # call: a loop kernel's chunk entry (0: a product)
+          "blocks", "call", "args", "time")  # call: a loop kernel's chunk entry (0: a product);
+# time: the address of the chunked call's word that keeps its last time (0: a product)
 WORDS = JOB + 2 * LINE
 SPINS = 1000  # ~26 us of `pause` (AMD EPYC) before a pool thread sleeps (and before a waiting caller
 # yields its CPU: the thread with the block it waits for may need it)
@@ -56,6 +58,18 @@ LONG_BLOCK_WORK = 1 << 23  # blocks this long are shared even then: sharing a lo
 # still gives the process more CPU time, and waits are short beside them (W10: 22 ms a step
 # shared under load, 35 ms alone)
 WAIT_FLOOR = 150_000  # cycles (~50 us): a shorter wait is no sign of load
+# A short job that comes alone does not wake a sleeping thread: it runs on the caller. Waking
+# one cost the caller ~6 us (a futex wake that reaches another CPU: ~2 us with no sleeper, in
+# these VMs), and the woken thread came late for short work: a chunked 173K-element loop of
+# ~9 us single-threaded took 33-47 us after an idle spell, against 19 us while the thread was
+# awake (the CNN benchmark's two such loops made its step 5% slower at 2 threads than at one).
+# Short: a product of less than WAKE_WORK multiply-adds, or a chunked call whose last run took
+# less than WAKE_CYCLES on one thread (its first run wakes). Alone: no job in the last
+# STREAM_GAP cycles, so that a stream of short jobs (an RNN's steps) still wakes the thread
+# for the next ones.
+WAKE_WORK = 1 << 22
+WAKE_CYCLES = 100_000  # ~35 us
+STREAM_GAP = 150_000
 _FUTEX = {"x86_64": 202, "aarch64": 98}  # the syscall's number
 _WAIT, _WAKE = 128, 129  # FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE
 STATS = {"compiled": 0, "loaded": 0}  # the pool's library compiled / read from the disk cache
@@ -272,8 +286,9 @@ class _Module:
                "tb": b.zext(b.icmp_signed("==", tb, I32(112)), I64), "m": m, "n": n, "k": k,
                "a": b.ptrtoint(a, I64), "b": b.ptrtoint(b_, I64), "c": b.ptrtoint(c, I64),
                "beta": b.fptosi(beta, I64), "by_rows": by_rows, "block": block,
-               "blocks": blocks, "call": I64(0), "args": I64(0)}
-        self._dispatch(b, job, b.icmp_signed(">=", b.sdiv(work, blocks), I64(LONG_BLOCK_WORK)))
+               "blocks": blocks, "call": I64(0), "args": I64(0), "time": I64(0)}
+        self._dispatch(b, job, b.icmp_signed(">=", b.sdiv(work, blocks), I64(LONG_BLOCK_WORK)),
+                       b.icmp_signed("<", work, I64(WAKE_WORK)))
         b.call(leave, [])
         b.ret_void()
 
@@ -286,19 +301,27 @@ class _Module:
         entry, args, chunks = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         job = {name: I64(0) for name in FIELDS}
-        job.update(call=entry, args=b.ptrtoint(args, I64), blocks=chunks)
-        self._dispatch(b, job, ir.Constant(ir.IntType(1), 0))
+        time = b.load(b.gep(args, [I64(DESC_TIME)]))
+        job.update(call=entry, args=b.ptrtoint(args, I64), blocks=chunks, time=time)
+        last = b.load(b.inttoptr(time, I64.as_pointer()))  # (0: its first run)
+        short = b.and_(b.icmp_signed(">", last, I64(0)), b.icmp_signed("<", last, I64(WAKE_CYCLES)))
+        self._dispatch(b, job, ir.Constant(ir.IntType(1), 0), short)
         b.ret_void()
 
-    def _dispatch(self, b, job, long_blocks):
+    def _dispatch(self, b, job, long_blocks, short):
         """Run the job's blocks: shared unless the pool has no threads, another caller holds
-        it, or a recent job found its threads slow (ALONE) and these blocks are not long."""
+        it, a recent job found its threads slow (ALONE) and these blocks are not long, or the
+        job is short, comes alone and would have to wake a thread (WAKE_WORK)."""
         alone_for = b.load_atomic(self.word(b, ALONE), "seq_cst", 8)
         with b.if_then(b.icmp_signed(">", alone_for, I64(0))):
             b.atomic_rmw("sub", self.word(b, ALONE), I64(1), "seq_cst")
-        may_share = b.and_(
+        since = b.sub(b.call(self.clock, []), b.load_atomic(self.word(b, LAST), "seq_cst", 8))
+        asleep = b.icmp_signed(">", b.load_atomic(self.word(b, SLEEPERS), "seq_cst", 8), I64(0))
+        lone_short = b.and_(b.and_(short, asleep),
+                            b.icmp_unsigned(">=", since, I64(STREAM_GAP)))
+        may_share = b.and_(b.and_(
             b.icmp_signed(">", b.load_atomic(self.word(b, WORKERS), "seq_cst", 8), I64(0)),
-            b.or_(long_blocks, b.icmp_signed("<=", alone_for, I64(0))))
+            b.or_(long_blocks, b.icmp_signed("<=", alone_for, I64(0)))), b.not_(lone_short))
         shared = b.alloca(ir.IntType(1))
         b.store(ir.Constant(ir.IntType(1), 0), shared)
         with b.if_then(may_share):
@@ -308,7 +331,15 @@ class _Module:
             with pool:
                 self._share(b, job)
             with alone:
+                started = b.call(self.clock, [])
                 self._alone(b, job)
+                self._keep_time(b, job, b.sub(b.call(self.clock, []), started))
+        b.store_atomic(b.call(self.clock, []), self.word(b, LAST), "seq_cst", 8)
+
+    def _keep_time(self, b, job, cycles):
+        """A chunked call's time on one thread, kept in its word (job["time"]) for its next run."""
+        with b.if_then(b.icmp_signed("!=", job["time"], I64(0))):
+            b.store(cycles, b.inttoptr(job["time"], I64.as_pointer()))
 
     def _share(self, b, job):
         """Publish the job (close, write, open, wake), take blocks, wait for those taken; set
@@ -355,6 +386,8 @@ class _Module:
                 b.icmp_unsigned(">", waited, I64(WAIT_FLOOR)))))
         with b.if_then(slow):
             b.store_atomic(I64(ALONE_AFTER_WAIT), self.word(b, ALONE), "seq_cst", 8)
+        with b.if_then(b.icmp_signed(">", own, I64(0))):  # (its blocks' time, one after another)
+            self._keep_time(b, job, b.mul(per_block, job["blocks"]))
 
     def _alone(self, b, job):
         """The same blocks, one after another, on the caller."""
