@@ -15,7 +15,7 @@ import numpy as np
 
 from . import autodiff, pytree, random, transforms
 from .compile import check_target, compile_graph
-from .errors import SignatureError
+from .errors import ArgumentError, SignatureError
 from .ir import Value, gc_paused
 from .log import log_compile
 from .ops import fn
@@ -35,6 +35,11 @@ class Function:
         self.fun, self.mode, self.argnums, self.copy = fun, mode, argnums, copy
         self.has_aux = has_aux  # fun returns (loss, aux): aux comes back beside the gradients
         self.target = target
+        if max_signatures is not None and (not isinstance(max_signatures, int)
+                                           or isinstance(max_signatures, bool)
+                                           or max_signatures < 1):
+            raise ArgumentError(f"max_signatures={max_signatures!r}: give a whole number >= 1 "
+                                "(how many signatures may compile), or None", source=user_source())
         self.max_signatures = max_signatures
         self.cache = {}
         self._compiling = threading.RLock()  # one compile at a time: see compiled_once

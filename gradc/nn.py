@@ -5,6 +5,7 @@ They also work on plain NumPy arrays (outside tracing), with the same semantics.
 """
 import numpy as np
 
+from .errors import ArgumentError, ShapeError
 from .ir import Value
 from .ops import fn
 from .ops.registry import get_op
@@ -86,13 +87,29 @@ def mse(pred, target):
 
 # --- layers -----------------------------------------------------------------------------------
 
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
+def _pair(v, name="kernel", low=1):
+    """(v, v) of an int, or a pair as given: whole numbers >= low (a kernel and a stride >= 1,
+    a padding >= 0), else an ArgumentError (a negative padding once gave a wrong value)."""
+    pair = (v, v) if isinstance(v, (int, np.integer)) else tuple(v) if isinstance(
+        v, (tuple, list)) else None
+    if (pair is None or len(pair) != 2 or not all(
+            isinstance(d, (int, np.integer)) and not isinstance(d, (bool, np.bool_)) and d >= low
+            for d in pair)):
+        raise ArgumentError(f"{name}={v!r}: give a whole number >= {low}, or a pair of them "
+                            "(rows, columns)")
+    return tuple(int(d) for d in pair)
+
+
+def _check_images(x, what):
+    if np.ndim(x) != 4:
+        raise ShapeError(f"{what} takes images x[N, C, H, W], got shape {np.shape(x)}; add the "
+                         "missing axes (x[None] for one image)")
 
 
 def _windows(x, kernel, stride, padding, pad):
     """Patches (N, OH, OW, C, KH, KW) of x[N,C,H,W] (see gradc.ops.conv)."""
-    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel), _pair(stride), _pair(padding)
+    (kh, kw), (sh, sw) = _pair(kernel), _pair(stride, "stride")
+    ph, pw = _pair(padding, "padding", 0)
     attrs = dict(kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw, pad=float(pad))
     if isinstance(x, Value):
         return x.graph.apply("unfold", (x,), **attrs)
@@ -115,9 +132,11 @@ def conv2d(x, w, b=None, stride=1, padding=0):
     `conv2d` op, a direct loop nest whose gradients are the ops conv2d_grad_input and
     conv2d_grad_weight (gradc.ops.conv); wider ones im2col (`unfold`) + one matmul, whose
     gradient is a matmul and a scatter-add (`fold`)."""
+    _check_images(x, "conv2d")
+    if np.ndim(w) != 4:
+        raise ShapeError(f"conv2d takes weights w[OC, C, KH, KW], got shape {np.shape(w)}")
     oc, c, kh, kw = w.shape
     if x.shape[1] != c:
-        from .errors import ShapeError
         raise ShapeError(f"conv2d: input has {x.shape[1]} channels, weights expect {c}")
     if c * kh * kw <= DIRECT_MAX_TAPS:
         out = _conv2d_direct(x, w, stride, padding)
@@ -129,7 +148,7 @@ def conv2d(x, w, b=None, stride=1, padding=0):
 
 
 def _conv2d_direct(x, w, stride, padding):
-    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    (sh, sw), (ph, pw) = _pair(stride, "stride"), _pair(padding, "padding", 0)
     n, c, h, wd = x.shape
     padded = (n, c, h + 2 * ph, wd + 2 * pw)
     if isinstance(x, Value) or isinstance(w, Value):
@@ -162,8 +181,9 @@ def max_pool2d(x, kernel=2, stride=None, padding=0):
     of each window goes to its first maximum in row-major order (PyTorch's rule), not shared
     between ties as np.max's is: a gather at the windows' argmax (`pool_argmax`), whose
     gradient is a scatter-add."""
-    (kh, kw), (ph, pw) = _pair(kernel), _pair(padding)
-    sh, sw = (kh, kw) if stride is None else _pair(stride)
+    (kh, kw), (ph, pw) = _pair(kernel), _pair(padding, "padding", 0)
+    sh, sw = (kh, kw) if stride is None else _pair(stride, "stride")
+    _check_images(x, "max_pool2d")
     attrs = dict(kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw)
     n, c, h, w = x.shape
     if not isinstance(x, Value):
@@ -184,9 +204,10 @@ def avg_pool2d(x, kernel=2, stride=None, padding=0):
 
 def _pool(x, kernel, stride, padding, reduce, pad):
     kh, kw = _pair(kernel)
-    sh, sw = (kh, kw) if stride is None else _pair(stride)
+    sh, sw = (kh, kw) if stride is None else _pair(stride, "stride")
+    _check_images(x, "avg_pool2d")
     n, c, h, w = x.shape
-    if (sh, sw) == (kh, kw) and _pair(padding) == (0, 0) and h % kh == 0 and w % kw == 0:
+    if (sh, sw) == (kh, kw) and _pair(padding, "padding", 0) == (0, 0) and h % kh == 0 and w % kw == 0:
         # non-overlapping windows: a reshape and a reduction, no gather
         return reduce(x.reshape(n, c, h // kh, kh, w // kw, kw), axis=(3, 5))
     patches = _windows(x, (kh, kw), (sh, sw), padding, pad)

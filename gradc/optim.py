@@ -88,15 +88,46 @@ def per_leaf(option, params, optimizer, name, default):
     return out
 
 
+def _hyperparameter(optimizer, name, value):
+    """A number hyperparameter checked as PyTorch checks it (lr, momentum, eps >= 0; betas in
+    [0, 1)), as a float; betas as a tuple of two."""
+    if name == "betas":
+        if not isinstance(value, (tuple, list)) or len(value) != 2:
+            raise ArgumentError(f"{optimizer}(betas={value!r}): give two numbers, (beta1, beta2)",
+                                source=user_source())
+        return tuple(_hyperparameter(optimizer, "beta", b) for b in value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ArgumentError(f"{optimizer}({name}={value!r}): give a number (a "
+                            f"{type(value).__name__} is not one)", source=user_source())
+    value = float(value)
+    high = 1.0 if name == "beta" else math.inf
+    if not 0.0 <= value < high:  # (NaN too)
+        raise ArgumentError(f"{optimizer}({name}={value!r}): it must be "
+                            + ("in [0, 1)" if name == "beta" else "a number >= 0"),
+                            source=user_source())
+    return value
+
+
 class Optimizer:
     """Base: `slots` names the per-parameter state arrays, `scalar_names` the runtime scalars.
 
     Per-parameter options (`weight_decay`, `mask`, `lr_mult`) are resolved against the
-    parameters when a step compiles (`leaf_options`) and compiled in as constants."""
+    parameters when a step compiles (`leaf_options`) and compiled in as constants. Set after
+    construction (`opt.lr = ...`, a schedule), a hyperparameter is checked as in the
+    constructor: an np.float64 weight decay set so was once read as no decay at all."""
 
     slots = ()
     scalar_names = ("lr",)
     weight_decay, mask, lr_mult = 0.0, None, None
+    HYPERPARAMETERS = ("lr", "momentum", "dampening", "eps", "betas")
+
+    def __setattr__(self, name, value):
+        if name in ("weight_decay", "mask", "lr_mult") and (value is not None
+                                                            or name == "weight_decay"):
+            value = _option(type(self).__name__, name, value)
+        elif name in self.HYPERPARAMETERS:
+            value = _hyperparameter(type(self).__name__, name, value)
+        object.__setattr__(self, name, value)
 
     def static(self):
         """Hyperparameters baked into the compiled update (part of the signature)."""
@@ -154,9 +185,10 @@ def _scaled(lr, leaf):
 class SGD(Optimizer):
     def __init__(self, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
                  mask=None, lr_mult=None):
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         self.lr, self.momentum, self.dampening = lr, momentum, dampening
+        if nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ArgumentError("SGD(nesterov=True) requires a momentum and zero dampening",
+                                source=user_source())
         self.nesterov = nesterov
         self.weight_decay = _option("SGD", "weight_decay", weight_decay)
         self._set_options("SGD", mask, lr_mult)
@@ -198,7 +230,7 @@ class Adam(Optimizer):
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, mask=None,
                  lr_mult=None):
         name = type(self).__name__
-        self.lr, self.betas, self.eps = lr, tuple(betas), eps
+        self.lr, self.betas, self.eps = lr, betas, eps
         self.weight_decay = _option(name, "weight_decay", weight_decay)
         self._set_options(name, mask, lr_mult)
 

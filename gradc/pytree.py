@@ -59,6 +59,17 @@ def leaf_type(x):
     return np.shape(x), np.asarray(x).dtype
 
 
+def _refuse_subclass(x):
+    """An ndarray subclass means more than its data (a masked array's mask, np.matrix's `*`
+    as a product), which gradc would drop: its sum of a masked array counted the masked
+    values."""
+    hint = (" (x.filled(fill) for a masked array's values with the masked ones replaced)"
+            if isinstance(x, np.ma.MaskedArray) else "")
+    raise SignatureError(f"an argument is a {type(x).__module__}.{type(x).__name__}, a subclass "
+                         "of np.ndarray whose meaning gradc does not keep: pass np.asarray(x)"
+                         f"{hint}")
+
+
 def flatten(tree):
     leaves = []
     return leaves, _walk(tree, leaves)
@@ -70,6 +81,8 @@ def flatten(tree):
 # outputs would land in new, never-touched memory: page faults, 10x a NumPy copy)
 def _walk(x, leaves):
     if type(x) is np.ndarray or is_array_leaf(x):  # (the common case first: it runs per call)
+        if type(x) is not np.ndarray and isinstance(x, np.ndarray) and not isinstance(x, np.memmap):
+            _refuse_subclass(x)
         leaves.append(x)
         return FLOAT if type(x) is TracedFloat else LEAF
     if isinstance(x, dict):

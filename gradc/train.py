@@ -11,6 +11,7 @@ they were, and the call raises NonFiniteError.
 """
 from __future__ import annotations
 
+import numbers
 import threading
 import time
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from . import autodiff, pytree, random
 from .compile import check_target, compile_graph
-from .errors import NonFiniteError, SignatureError, UnsupportedOpError
+from .errors import ArgumentError, NonFiniteError, SignatureError, UnsupportedOpError
 from .ir import Graph, gc_paused
 from .log import log_compile
 from .ops import fn
@@ -102,6 +103,27 @@ def check_no_python_numbers(tree, name, src):
             "(a 0-d array) to train it, or pass it as another argument", source=src)
 
 
+def _brief(value):
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_options(optimizer, clip_norm):
+    """An optimizer object (not its class, nor a name) and a clip_norm > 0 or None."""
+    from .optim import Optimizer
+    if not isinstance(optimizer, Optimizer):
+        what = (f"the class {optimizer.__name__}" if isinstance(optimizer, type)
+                else f"{type(optimizer).__name__} {optimizer!r}")
+        raise ArgumentError(f"train_step's optimizer is {what}: give an optimizer object, such "
+                            "as gradc.optim.Adam(lr=1e-3) or gradc.optim.SGD(lr=0.1)",
+                            source=user_source())
+    if clip_norm is not None and (isinstance(clip_norm, (bool, np.bool_))
+                                  or not isinstance(clip_norm, numbers.Real)
+                                  or not clip_norm > 0):
+        raise ArgumentError(f"train_step(clip_norm={clip_norm!r}): give a number > 0 (the "
+                            "largest global gradient norm), or None", source=user_source())
+
+
 def update_step(optimizer, check_finite=False, clip_norm=None, grad_scale=1.0, target="cpu"):
     """An update-only step: `step(params, grads)` applies `optimizer` with the given gradients
     (times `grad_scale`) in place, as a train step would after its backward."""
@@ -119,6 +141,7 @@ class TrainStep:
         self.has_aux = has_aux  # loss_fn returns (loss, aux); a step returns (loss, aux copies)
         if not isinstance(argnums, int):
             raise SignatureError("train_step updates one argument: argnums must be an int")
+        _check_options(optimizer, clip_norm)
         self.loss_fn, self.optimizer, self.argnums = loss_fn, optimizer, argnums
         self.check_finite, self.clip_norm = check_finite, clip_norm
         # loss_fn=None makes an update-only step, `step(params, grads)`, whose gradients (times
@@ -156,6 +179,7 @@ class TrainStep:
         """Restore what `state_dict` returned (the step must have been called once, or the
         parameter structure is taken from the state)."""
         with self.lock:
+            self._check_state(state)
             self.step_count = int(state["step"])
             for slot, tree_value in state["state"].items():
                 leaves, tree = pytree.flatten(tree_value)
@@ -167,6 +191,34 @@ class TrainStep:
                     np.copyto(dst, src)
             if self._on_device is not None:  # target="cuda": upload the loaded state next step
                 self._on_device.forget_owned()
+
+    def _check_state(self, state):
+        """A state_dict of this optimizer, shaped like this step's parameters (when known):
+        anything else raises, before any of it is loaded."""
+        src = user_source()
+        if not (isinstance(state, dict) and set(state) == {"step", "state"}
+                and isinstance(state["state"], dict)
+                and isinstance(state["step"], (int, np.integer)) and state["step"] >= 0):
+            raise ArgumentError("load_state_dict takes what state_dict() returned: a dict "
+                                "{'step': int, 'state': {slot: arrays shaped like the "
+                                f"parameters}}}}, got {_brief(state)}", source=src)
+        name = type(self.optimizer).__name__
+        if not set(state["state"]) <= set(self.optimizer.slots):  # (a missing one starts at 0)
+            raise ArgumentError(f"this state holds {sorted(state['state'])}, but {name} keeps "
+                                f"{sorted(self.optimizer.slots) or 'no state'}: load the state "
+                                "of the same optimizer", source=src)
+        spec = self._param_spec
+        for slot, tree_value in state["state"].items():
+            leaves, tree = pytree.flatten(tree_value)
+            shapes = [(tuple(np.shape(a)), np.asarray(a).dtype) for a in leaves]
+            if spec is not None and (tree != spec[0] or shapes != spec[1]):
+                raise ArgumentError(
+                    f"state[{slot!r}] is {pytree.describe(tree)} of shapes "
+                    f"{[sh for sh, _ in shapes]} ({sorted({d.name for _, d in shapes})}); this "
+                    f"step's parameters are {pytree.describe(spec[0])} of shapes "
+                    f"{[sh for sh, _ in spec[1]]} ({sorted({d.name for _, d in spec[1]})}): "
+                    "load the state of a step of the same parameters", source=src)
+            spec = spec or (tree, shapes)
 
     def _pull_device_state(self):
         """target="cuda": the optimizer state lives on the device between steps; bring it into
@@ -193,7 +245,10 @@ class TrainStep:
             if fast:
                 compiled = last.compiled
             else:
-                leaves, treedef = pytree.flatten((args, {}))
+                try:
+                    leaves, treedef = pytree.flatten((args, {}))
+                except SignatureError as e:
+                    raise SignatureError(str(e), source=user_source()) from None
                 # hyperparameters other than the learning rate are compiled into the update
                 static = self.optimizer.static()
                 key = signature_key(leaves, treedef) + (static,)

@@ -597,3 +597,98 @@ def test_dot_with_a_batched_second_argument_follows_numpy_not_matmul():
     a, b = rng.standard_normal((2, 3)), rng.standard_normal((4, 3, 5))
     np.testing.assert_allclose(gradc.jit(lambda a, b: np.dot(a, b))(a, b), np.dot(a, b),
                                rtol=1e-12)
+
+
+# --- options and arguments that once failed inside gradc or gave a wrong value ----------------
+
+def test_optimizer_options_are_checked_as_pytorch_checks_them():
+    loss = lambda p, x: np.sum(p * x)  # noqa: E731
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        gradc.train_step(loss, gradc.optim.Adam)  # OPT-CLASS
+    assert "optimizer object" in check(excinfo, gradc.ArgumentError, "OPT-CLASS")
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        gradc.train_step(loss, "adam")  # OPT-NAME
+    check(excinfo, gradc.ArgumentError, "OPT-NAME")
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        gradc.train_step(loss, gradc.optim.SGD(0.1), clip_norm="1.0")  # CLIP-STR
+    check(excinfo, gradc.ArgumentError, "CLIP-STR")
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        gradc.optim.Adam(betas=(1.0, 0.999))  # BETA-ONE
+    check(excinfo, gradc.ArgumentError, "BETA-ONE")
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        gradc.optim.Adam(betas=(0.9, 0.99, 0.9))  # BETA-THREE
+    check(excinfo, gradc.ArgumentError, "BETA-THREE")
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        gradc.optim.SGD(lr=None)  # LR-NONE
+    check(excinfo, gradc.ArgumentError, "LR-NONE")
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        gradc.optim.SGD(0.1, momentum=-0.5)  # MOMENTUM-NEG
+    check(excinfo, gradc.ArgumentError, "MOMENTUM-NEG")
+    opt = gradc.optim.Adam(0.1)
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        opt.eps = "small"  # EPS-SET
+    check(excinfo, gradc.ArgumentError, "EPS-SET")
+    opt.betas = [0.8, 0.99]  # (a list set later: a tuple, as the constructor makes it)
+    assert opt.betas == (0.8, 0.99)
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        gradc.jit(np.sin, max_signatures="2")  # MAX-SIG-STR
+    check(excinfo, gradc.ArgumentError, "MAX-SIG-STR")
+
+
+def test_load_state_dict_refuses_another_models_or_optimizers_state():
+    def loss(p, x):
+        return np.sum((x @ p["W"] + p["b"]) ** 2)
+
+    p = {"W": np.ones((3, 2)), "b": np.zeros(2)}
+    x = np.ones((4, 3))
+    step = gradc.train_step(loss, gradc.optim.Adam(0.1))
+    step(p, x)
+    good = step.state_dict()
+    wrong_shape = {"step": 1, "state": {k: {"W": np.ones(2), "b": np.ones(2)} for k in good["state"]}}
+    other_opt = {"step": 1, "state": {"momentum_buffer": good["state"]["exp_avg"]}}
+    def refused(bad):
+        before = step.state_dict()
+        with pytest.raises(gradc.ArgumentError) as excinfo:
+            step.load_state_dict(bad)  # STATE
+        check(excinfo, gradc.ArgumentError, "STATE")
+        after = step.state_dict()  # (nothing of it was loaded)
+        assert after["step"] == before["step"]
+        for slot in before["state"]:
+            for k in p:
+                np.testing.assert_array_equal(after["state"][slot][k], before["state"][slot][k])
+
+    for bad in (wrong_shape, other_opt, {}, None):
+        refused(bad)
+    step.load_state_dict(good)
+
+
+def test_ndarray_subclasses_are_refused_not_read_as_their_data():
+    masked = np.ma.masked_array([1.0, 2.0, 3.0], mask=[False, True, False])
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        gradc.jit(np.sum)(masked)  # MASKED
+    assert "filled" in check(excinfo, gradc.SignatureError, "MASKED")
+    step = gradc.train_step(lambda p, x: np.sum(p * x), gradc.optim.SGD(0.1))
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        step(np.ones(2), np.matrix([[1.0, 2.0]]))  # MATRIX
+    check(excinfo, gradc.SignatureError, "MATRIX")
+
+
+@pytest.mark.parametrize("call, marker", [
+    (lambda x, w: gradc.nn.conv2d(x, w, padding=-1), "GEO-1"),  # GEO-1
+    (lambda x, w: gradc.nn.conv2d(x, w, stride=0), "GEO-2"),  # GEO-2
+    (lambda x, w: gradc.nn.conv2d(x, w, stride=(1, 0)), "GEO-3"),  # GEO-3
+    (lambda x, w: gradc.nn.max_pool2d(x, 2, 0), "GEO-4"),  # GEO-4
+    (lambda x, w: gradc.nn.avg_pool2d(x, 2, 0), "GEO-5"),  # GEO-5
+    (lambda x, w: gradc.nn.max_pool2d(x, 2, padding=-1), "GEO-6"),  # GEO-6
+    (lambda x, w: gradc.nn.conv2d(x, w, padding=1.5), "GEO-7")])  # GEO-7
+def test_convolution_and_pooling_geometry_is_checked(call, marker):
+    x, w = np.ones((1, 1, 6, 6)), np.ones((2, 1, 3, 3))
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        gradc.jit(call)(x, w)
+    check(excinfo, gradc.ArgumentError, marker)
+
+
+def test_convolution_of_an_image_without_its_batch_axis_says_so():
+    with pytest.raises(gradc.ShapeError) as excinfo:
+        gradc.jit(gradc.nn.conv2d)(np.ones((1, 6, 6)), np.ones((2, 1, 3, 3)))  # NO-BATCH
+    assert "x[None]" in check(excinfo, gradc.ShapeError, "NO-BATCH")

@@ -760,3 +760,14 @@ def test_momentum_switched_on_after_the_first_step():
         step(p, x)
     np.testing.assert_allclose(p["w"], w, rtol=1e-5)
     assert set(step.state_dict()["state"]) == {"momentum_buffer"}
+
+
+@pytest.mark.parametrize("kind", [float, np.float64, np.float32])
+def test_a_weight_decay_set_after_construction_decays_whatever_its_number_type(kind):
+    # an np.float64 set so was once read as no decay at all
+    p = {"w": np.ones(3)}
+    opt = gradc.optim.AdamW(0.1, weight_decay=0.0)
+    step = gradc.train_step(lambda p, x: np.sum(p["w"] * x), opt)
+    opt.weight_decay = kind(0.5)
+    step(p, np.ones(3))
+    np.testing.assert_allclose(p["w"], (1 - 0.1 * 0.5) - 0.1 / (1 + 1e-8), rtol=1e-12)
