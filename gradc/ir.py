@@ -126,6 +126,12 @@ class Graph:
         # ids of weakly typed values (while tracing): a Python float traced as an input, and
         # Python arithmetic on it; they take the dtype of the arrays they meet, as NumPy's do
         self.weak = set()
+        # ids of values that are NumPy views of another array (while tracing: basic indexing,
+        # transposes, reshapes...): `x += y` on one is refused (surface.py), for NumPy would
+        # write into the array it views
+        self.views = set()
+        # ids of inputs given as numbers (Python or NumPy scalars), immutable in NumPy too
+        self.scalar_inputs = set()
         # value id -> its (base, offset, strides) through views (passes/fuse.py base_layout):
         # a value's node never changes, so it is found once; fusion asks ~40 times per node
         self.layouts = {}

@@ -4,11 +4,13 @@ The report holds the traced IR, the IR after the passes (with source lines), wha
 where forward and backward share work, the kernels with what each fused (and why fusions were
 refused), the memory plan, and the generated driver.
 """
+import inspect
 from dataclasses import dataclass
 
 from .passes.fuse import describe as describe_kernels
 from .passes.memory import describe as describe_plan
 from .passes.memory import nbytes
+from .errors import ArgumentError
 from .function import Function
 from .train import TrainStep
 from .trace import user_source
@@ -55,13 +57,17 @@ def memory_report(compiled, count=10):
                         plan.scratch_bytes, tuple(stored[:count]))
 
 
-def explain(fun, *args, argnums=0, mode="value_and_grad", **kwargs):
-    """Compile `fun` for these arguments (value and gradient of `argnums` by default; pass
-    mode="jit" for the forward alone) and return the report (a Report: its text, and
-    `.memory`, the plan in numbers). `fun` may also be
-    anything the API returns: a train step is compiled without running (its parameters and
-    optimizer state are left alone), and a data-parallel one reports its forward+backward and
-    then its update."""
+MODES = ("value_and_grad", "grad", "jit")
+
+
+def explain(fun, *args, **kwargs):
+    """Compile `fun` for these arguments and return the report (a Report: its text, and
+    `.memory`, the plan in numbers), running nothing: the arguments, a generator among them,
+    gradients held from earlier calls and a train step's parameters are left as they are.
+    `fun` may be anything the API returns (its arguments, keywords included, are the call's;
+    a data-parallel step reports its forward+backward and then its update), or a plain
+    function, compiled as value and gradient of argument 0 unless explain's own keywords say
+    otherwise: argnums=..., mode="jit" (the forward alone) or "grad"."""
     if isinstance(fun, TrainStep):
         return report(fun.lower(*args, source=user_source()), fun)
     if isinstance(getattr(fun, "grad_fn", None), Function) and isinstance(
@@ -69,10 +75,29 @@ def explain(fun, *args, argnums=0, mode="value_and_grad", **kwargs):
         params = args[fun.argnums]
         forward = explain(fun.grad_fn, *args)
         return Report(forward + "\n\n" + explain(fun.update, params, params), forward.memory)
-    f = fun if isinstance(fun, Function) else Function(fun, mode, argnums=argnums)
-    f(*args, **kwargs)
-    compiled = f.last_compiled()
-    return report(compiled, f)
+    if isinstance(fun, Function):
+        return report(fun.compiled_for(*args, **kwargs), fun)
+    if not callable(fun):
+        raise ArgumentError(f"gradc.explain takes a function or what gradc.jit, grad, "
+                            f"value_and_grad or train_step returned, got {type(fun).__name__}",
+                            source=user_source())
+    options = {k: kwargs.pop(k) for k in ("argnums", "mode") if k in kwargs}
+    try:
+        parameters = inspect.signature(fun).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    for k in options:
+        if k in parameters:  # (else its keyword would be taken for explain's option)
+            raise ArgumentError(
+                f"{k}= is an option of gradc.explain, and {getattr(fun, '__name__', 'fun')} "
+                f"takes {k} too: explain what gradc.value_and_grad(...) or gradc.jit(...) of it "
+                f"returns, and {k}= goes to the function", source=user_source())
+    mode = options.get("mode", "value_and_grad")
+    if mode not in MODES:
+        raise ArgumentError(f"gradc.explain(mode={mode!r}): give one of {', '.join(MODES)}",
+                            source=user_source())
+    f = Function(fun, mode, argnums=options.get("argnums", 0))
+    return report(f.compiled_for(*args, **kwargs), f)
 
 
 def report(compiled, f):

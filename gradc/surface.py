@@ -16,7 +16,7 @@ from .ir import Value
 from .ops import fn
 from .trace import (UFUNCS, _array_function, _array_ufunc, _call_numpy, _clip_method, _describe,
                     _integer_powers_checked, _numpy_dtype_checked, _order, _reshape_in_order,
-                    _user_frame, traced, user_source)
+                    _user_frame, copy, mark_view, traced, user_source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -32,7 +32,11 @@ def _getitem(x, index):
     index = tuple(np.asarray(i) if isinstance(i, list) else i for i in index)
     arrays = [k for k, i in enumerate(index) if isinstance(i, (Value, np.ndarray, bool, np.bool_))]
     if not arrays:
-        return _basic_index(x, index)
+        out = _basic_index(x, index)
+        # (NumPy's result is a view, unless every axis takes an integer: a scalar, a copy)
+        if not (len(index) == x.ndim and all(isinstance(i, (int, np.integer)) for i in index)):
+            mark_view(x, out)
+        return out
     if any(isinstance(index[k], Value) and index[k].dtype == np.bool_ for k in arrays):
         raise UnsupportedOpError(indexing._MASK_ERROR)
     fast = _one_axis_index(x, index, arrays)
@@ -147,13 +151,41 @@ def _reshape_method(self, *shape, order="C", copy=None):
         raise TypeError(".reshape() needs the new shape")
     if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
         shape = shape[0]
-    return _reshape_in_order(self, shape, _order(order, ".reshape"))
+    return _viewed(self, _reshape_in_order(self, shape, _order(order, ".reshape")))
 
 
 def _transpose_method(self, *axes):
     if len(axes) == 1 and (axes[0] is None or not isinstance(axes[0], (int, np.integer))):
         axes = axes[0]
-    return fn.transpose(self, axes or None)
+    return _viewed(self, fn.transpose(self, axes or None))
+
+
+def _viewed(base, out):
+    mark_view(base, out)
+    return out
+
+
+def _in_place(symbol, binary):
+    """`x op= y`. NumPy writes the result into x's memory; gradc's arrays are immutable, so the
+    name x is bound to a new array: NumPy's answer, unless x's memory is reached another way.
+    When x is an argument of the traced function (NumPy would change the caller's array) or a
+    view of another array (NumPy would change that array too: `y = x[:2]; y += 1`), it is
+    refused rather than answered differently."""
+    def impl(self, other):
+        if self.node is None and self.id not in self.graph.scalar_inputs:
+            why = ("it is an argument of the traced function: NumPy would write into the "
+                   "caller's array, and gradc never changes its inputs")
+        elif self.id in self.graph.views:
+            why = ("it is a view of another array (a slice, a transpose, a reshape): NumPy "
+                   "would write into that array too, and gradc's arrays are immutable")
+        else:
+            return binary(self, other)
+        name = self.name or f"a {self.type_str} array"
+        raise UnsupportedOpError(
+            f"{symbol}= on {name}: {why}. Write a new array, x = x {symbol} y (return it for the "
+            "caller), or update the array a view was taken of with gradc.at(x)[index].add(y) "
+            "(.set, .multiply...)", source=user_source())
+    return impl
 
 
 def _astype_method(self, dtype, order="K", casting="unsafe", subok=True, copy=True):
@@ -245,8 +277,8 @@ _SURFACE = {
     "__getattr__": _getattr,
     "__array_ufunc__": _array_ufunc,
     "__array_function__": _array_function,
-    "T": property(traced(lambda self: fn.transpose(self))),
-    "mT": property(traced(lambda self: fn.swapaxes(self, -1, -2))),
+    "T": property(traced(lambda self: _viewed(self, fn.transpose(self)))),
+    "mT": property(traced(lambda self: _viewed(self, fn.swapaxes(self, -1, -2)))),
     "sum": _method(np.sum), "mean": _method(np.mean), "max": _method(np.max),
     "min": _method(np.min), "any": _method(np.any), "all": _method(np.all),
     "var": _method(np.var), "std": _method(np.std), "prod": _method(np.prod),
@@ -260,14 +292,18 @@ _SURFACE = {
     "transpose": traced(_transpose_method),
     "swapaxes": _method(np.swapaxes),
     "squeeze": _method(np.squeeze),
-    "flatten": _method(np.ravel),
+    "flatten": traced(lambda self, order="C": copy(np.ravel(self, order))),
     "ravel": _method(np.ravel),
     "astype": traced(_astype_method),
     "dot": _method(np.dot),
     "repeat": _method(np.repeat), "diagonal": _method(np.diagonal), "take": _method(np.take),
     "clip": traced(_clip_method),
-    "copy": lambda self, order="C": self,
+    "copy": traced(lambda self, order="C": copy(self)),
 }
+for _symbol, _op in (("+", "add"), ("-", "sub"), ("*", "mul"), ("/", "truediv"),
+                     ("//", "floordiv"), ("%", "mod"), ("**", "pow"), ("@", "matmul"),
+                     ("&", "and"), ("|", "or")):
+    _SURFACE[f"__i{_op}__"] = _in_place(_symbol, _SURFACE[f"__{_op}__"])
 
 
 def install():

@@ -302,6 +302,12 @@ def _np_reshape(a, shape=None, order="C", newshape=None, copy=None):
                              _order(order, "np.reshape"))
 
 
+def copy(x):
+    """A new array of x's values (NumPy's copy: writing into it leaves x alone); the passes
+    remove the copy node (passes/simplify.py)."""
+    return x.graph.apply("copy", (x,))
+
+
 def _np_ravel(a, order="C"):
     return _reshape_in_order(_array_arg(a), (-1,), _order(order, "np.ravel", "CFAK"))
 
@@ -405,6 +411,7 @@ FUNCTIONS = {
         _array_arg(arr, indices), indices, axis),
     np.zeros_like: _like(0), np.ones_like: _like(1), np.full_like: _like(None),
     np.shape: lambda a: a.shape, np.ndim: lambda a: a.ndim, np.size: _np_size,
+    np.copy: lambda a, order="K", subok=False: copy(_array_arg(a)),
 }
 FUNCTIONS.update(functions.tables())  # the families of gradc/functions/
 frozen.bind_functions(FUNCTIONS)  # (calls given them run gradc's code, not NumPy's)
@@ -447,7 +454,23 @@ def _call_numpy(func, args, kwargs, name=None):
         raise UnsupportedOpError(f"{_qualified(func)} is not supported in traced code; supported: "
                                  + ", ".join(supported_numpy_names()))
     args, kwargs = _bind(func, args, kwargs, name or _qualified(func))
-    return impl(*args, **kwargs)
+    out = impl(*args, **kwargs)
+    if func in VIEW_FUNCTIONS:  # (the array: the first argument, by position or by name)
+        mark_view(args[0] if args else next(iter(kwargs.values()), None), out)
+    return out
+
+
+# NumPy functions whose result is a view of their first argument (for a contiguous one: a
+# reshape or ravel of another may copy), so that `y += 1` on it writes into that argument
+VIEW_FUNCTIONS = frozenset({np.reshape, np.ravel, np.transpose, np.swapaxes, np.moveaxis,
+                            np.expand_dims, np.squeeze, np.broadcast_to, np.diagonal,
+                            np.atleast_1d, np.atleast_2d, np.atleast_3d})
+
+
+def mark_view(base, out):
+    """Note that `out` is a NumPy view of the traced value `base` (Graph.views)."""
+    if isinstance(base, Value) and isinstance(out, Value) and out is not base:
+        out.graph.views.add(out.id)
 
 
 def supported_numpy_names():
@@ -548,6 +571,8 @@ def trace(fun, args, kwargs=None):
     for x, v in zip(leaves, values):
         if type(x) is pytree.TracedFloat:  # a Python float: weakly typed, as NumPy's are
             graph.weak.add(v.id)
+        if not isinstance(x, np.ndarray):  # (a number: `x += 1` binds x to a new one)
+            graph.scalar_inputs.add(v.id)
     targs, tkwargs = pytree.unflatten(treedef, values)
     from .literals import numpy_constructors  # (it builds on this module)
     _active.graphs.append(graph)

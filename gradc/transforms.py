@@ -12,7 +12,7 @@ import weakref
 import numpy as np
 
 from . import autodiff, pytree
-from .errors import NonDifferentiableError, UnsupportedOpError
+from .errors import ArgumentError, NonDifferentiableError, UnsupportedOpError
 from .ops import fn
 from .trace import user_source
 
@@ -173,7 +173,14 @@ def hvp(fun, primals, tangents):
     `jvp(grad(f), (x,), (v,))`); with several, a tuple over them (fun differentiated with
     respect to all of them)."""
     from .api import grad
-    primals, tangents = tuple(primals), tuple(tangents)
+    if not (isinstance(primals, (tuple, list)) and isinstance(tangents, (tuple, list))):
+        raise ArgumentError(
+            "gradc.hvp(fun, primals, tangents) takes tuples, one entry per argument of fun (as "
+            f"JAX's jvp): gradc.hvp(f, (x,), (v,)), got {type(primals).__name__} and "
+            f"{type(tangents).__name__}", source=user_source())
+    # (a Python number as a tangent is a traced float64, as its primal is, never static)
+    tangents = tuple(np.float64(t) if type(t) in (int, float) else t for t in tangents)
+    primals = tuple(primals)
     n = len(primals)
     if n == 0 or len(tangents) != n:
         raise NonDifferentiableError(

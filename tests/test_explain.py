@@ -79,3 +79,45 @@ def test_the_report_is_text_with_the_memory_plan_in_numbers():
                for b in memory.largest)
     step = gradc.train_step(mlp, gradc.optim.Adam(1e-3))
     assert gradc.explain(step, p, x).memory.arena_bytes > 0
+
+
+def test_explain_reports_the_signature_asked_for_and_runs_nothing():
+    def loss(w, x):
+        return np.sum(np.tanh(x @ w) ** 2)
+
+    w, x4, x8 = np.ones((3, 2)), np.ones((4, 3)), np.ones((8, 3))
+    vg = gradc.value_and_grad(loss)
+    vg(w, x4)
+    _, g = vg(w, x8)  # (the last signature compiled, its gradient held)
+    held = g.copy()
+    text = gradc.explain(vg, w, x4 * 10.0)
+    assert "f64[4,3] (x)" in text and "f64[8,3]" not in text
+    np.testing.assert_array_equal(g, held)  # (explain did not run the step: g is not overwritten)
+    rng = gradc.random.default_rng(0)
+    draw = gradc.jit(lambda x, rng: x + rng.random(3))
+    draw(np.zeros(3), rng)
+    counter = int(rng.state[1])
+    gradc.explain(draw, np.zeros(3), rng)
+    assert int(rng.state[1]) == counter
+
+
+def test_explain_keeps_its_options_apart_from_the_functions_keywords():
+    def loss(w, x, mode="train"):
+        return np.sum(x @ w) * (3.0 if mode == "train" else 1.0)
+
+    w, x = np.ones((3, 2)), np.ones((4, 3))
+    try:
+        gradc.explain(loss, w, x, mode="eval")
+    except gradc.ArgumentError as e:
+        assert "gradc.value_and_grad" in str(e) and "test_explain.py" in str(e)
+    else:
+        raise AssertionError("mode= was taken as explain's own option without a word")
+    # through a Function every keyword is the function's: the eval program has no factor 3
+    text = gradc.explain(gradc.value_and_grad(loss), w, x, mode="eval")
+    assert "3.0" not in text.split("== IR after the passes")[0]
+    try:
+        gradc.explain(lambda w: np.sum(w), w, mode="forward")
+    except gradc.ArgumentError as e:
+        assert "value_and_grad, grad, jit" in str(e)
+    else:
+        raise AssertionError("an unknown mode was accepted")

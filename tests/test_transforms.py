@@ -355,3 +355,12 @@ def test_sgd_weight_decay_pytree_and_uniform_decay_unchanged():
     opts = gradc.optim.Adam(weight_decay=0.1, mask={"W": True, "b": False, "ln": True,
                                                     "emb": False}).leaf_options(p)
     assert [o["weight_decay"] for o in opts] == [0.1, 0.0, 0.0, 0.1]  # flatten order: W b emb ln
+
+
+def test_hvp_takes_tuples_and_python_number_tangents():
+    f = lambda x: x ** 3  # noqa: E731
+    g, hv = gradc.hvp(f, (2.0,), (1.0,))  # (the tangent a Python float, as the primal)
+    assert float(g) == pytest.approx(12.0) and float(hv) == pytest.approx(12.0)
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        gradc.hvp(lambda x: np.sum(x ** 3), np.ones(3), np.ones(3))
+    assert "(x,), (v,)" in str(excinfo.value) and "test_transforms.py" in str(excinfo.value)
