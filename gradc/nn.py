@@ -70,6 +70,10 @@ log_softmax.__doc__ = "x - logsumexp(x, axis)."
 @traced
 def cross_entropy(logits, labels):
     """Mean softmax cross-entropy of `logits` (batch, classes) against integer `labels` (batch,)."""
+    if np.ndim(logits) != 2 or np.shape(labels) != np.shape(logits)[:1]:
+        raise ShapeError(f"cross_entropy takes logits (batch, classes) and integer labels "
+                         f"(batch,), got shapes {np.shape(logits)} and {np.shape(labels)}; for "
+                         "more axes, reshape the logits to (-1, classes) and the labels to (-1,)")
     logp = log_softmax(logits, axis=-1)
     n = logits.shape[0]
     if isinstance(logp, Value):

@@ -144,10 +144,13 @@ def normalize_argnums(argnums, nargs, src):
     many = isinstance(argnums, (tuple, list))
     nums = tuple(argnums) if many else (argnums,)
     for a in nums:
-        if not isinstance(a, int) or not -nargs <= a < nargs:
+        if (not isinstance(a, (int, np.integer)) or isinstance(a, (bool, np.bool_))
+                or not -nargs <= a < nargs):
             raise SignatureError(f"argnums={argnums!r} does not fit a call with {nargs} "
-                                 "positional arguments", source=src)
-    return tuple(a % nargs for a in nums), many
+                                 "positional arguments (argnums counts the arguments given by "
+                                 "position: pass the differentiated ones so, f(x, y=...))",
+                                 source=src)
+    return tuple(int(a) % nargs for a in nums), many
 
 
 def differentiable_leaves(call, argnums, src, names=()):
@@ -166,11 +169,17 @@ def differentiable_leaves(call, argnums, src, names=()):
             raise NonDifferentiableError(
                 f"argument {a} has no arrays to differentiate: pass NumPy float arrays or Python "
                 "floats", source=src)
+        tree = call.arg_trees[a]
+        label = f"argument {a}" + (f" ({names[a]})" if 0 <= a < len(names) else "")
+        if tree != pytree.LEAF and tree[0] == "node":  # (a gradc.random.Generator)
+            raise NonDifferentiableError(
+                f"{label} is a {tree[1].__module__}.{tree[1].__name__}, which has no gradient: "
+                "leave it out of argnums", source=src)
         for x in leaves:
             dt = pytree.leaf_type(x)[1]
             if not np.issubdtype(dt, np.floating):
                 raise NonDifferentiableError(
-                    f"argument {a} has a {dt} array: gradients need floating-point arguments; "
+                    f"{label} has a {dt} array: gradients need floating-point arguments; "
                     "leave integer and boolean arguments out of argnums", source=src)
 
 

@@ -19,7 +19,7 @@ import threading
 import numpy as np
 
 from . import frozen, functions, pytree
-from .errors import ArgumentError, GradcError, UnsupportedOpError
+from .errors import ArgumentError, GradcError, SignatureError, UnsupportedOpError
 from .functions._args import ABSENT as _ABSENT
 from .functions._args import array_arg as _array_arg
 from .functions._args import no_out as _no_out
@@ -583,7 +583,12 @@ def trace(fun, args, kwargs=None):
             watch.check(_definition(fun), final=True)
     finally:
         _active.graphs.pop()
-    out_leaves, out_tree = pytree.flatten(out)
+    try:
+        out_leaves, out_tree = pytree.flatten(out)
+    except SignatureError as e:
+        raise SignatureError(f"{getattr(fun, '__name__', 'the function')} returned something a "
+                             "compiled function cannot return (arrays and numbers in dicts, "
+                             f"lists and tuples): {e}", source=user_source()) from None
     outs = []
     for v in out_leaves:
         if not isinstance(v, Value):

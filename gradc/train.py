@@ -60,9 +60,9 @@ def updatable(x, target="cpu"):
             and np.issubdtype(x.dtype, np.floating) and x.dtype.isnative)
 
 
-def check_updatable(leaves, src, target="cpu"):
-    """Parameters are updated in place: each must be `updatable`."""
-    for x in leaves:
+def check_updatable(leaves, src, target="cpu", names=None):
+    """Parameters are updated in place: each must be `updatable`. `names`: the leaves' paths."""
+    for i, x in enumerate(leaves):
         if isinstance(x, np.ndarray) and not x.dtype.isnative:
             raise SignatureError(
                 f"train_step updates parameters in place, and a {x.dtype.name} parameter is in "
@@ -70,10 +70,18 @@ def check_updatable(leaves, src, target="cpu"):
                 f"p.astype(np.{x.dtype.name})", source=src)
         if not updatable(x, target):
             device = ", or a C-contiguous float device array" if target == "cuda" else ""
+            name = names[i] if names else "a parameter"
+            what = (f"a {type(x).__name__}" if not isinstance(x, np.ndarray) else
+                    f"a {x.dtype.name} array" if not np.issubdtype(x.dtype, np.floating) else
+                    "a read-only array" if not x.flags.writeable else "a non-contiguous view")
+            fix = ("np.array(p, np.float64) once (an array of shape ())"
+                   if not isinstance(x, np.ndarray) or x.ndim == 0 and not x.flags.writeable
+                   else "p.astype(np.float32) once" if not np.issubdtype(x.dtype, np.floating)
+                   else "np.array(p) once (a writeable, contiguous copy of the same dtype)")
             raise SignatureError(
-                "train_step updates parameters in place: each must be a writeable, "
-                f"C-contiguous float NumPy array{device} (use np.ascontiguousarray(p, "
-                "np.float32))", source=src)
+                f"train_step updates parameters in place, and {name} is {what}: each must be a "
+                f"writeable, C-contiguous float NumPy array{device}; make it one with {fix} "
+                "and train that", source=src)
 
 
 def check_apart(p_leaves, args, argnums, loss_fn):
@@ -153,6 +161,7 @@ class TrainStep:
         self.lock = threading.Lock()
         self._param_spec = None  # (treedef, [(shape, dtype)]) fixed by the first call
         self._state = None  # {slot: [array per parameter leaf]}
+        self._born = 0  # the step count when the newest slot of _state began
         # the learning rate and other per-step scalars (given the parameters' dtype when the
         # step compiles: _scalar_inputs)
         self._scalars = {name: np.zeros((), np.float64) for name in optimizer.scalar_names}
@@ -179,8 +188,10 @@ class TrainStep:
         """Restore what `state_dict` returned (the step must have been called once, or the
         parameter structure is taken from the state)."""
         with self.lock:
+            state = self._from_module(state)
             self._check_state(state)
             self.step_count = int(state["step"])
+            self._born = 0
             for slot, tree_value in state["state"].items():
                 leaves, tree = pytree.flatten(tree_value)
                 if self._state is None:
@@ -191,6 +202,19 @@ class TrainStep:
                     np.copyto(dst, src)
             if self._on_device is not None:  # target="cuda": upload the loaded state next step
                 self._on_device.forget_owned()
+
+    def _from_module(self, state):
+        """A state from a module `gradc compile --train` wrote (each slot a flat list of arrays
+        in the parameters' leaf order) as this step's (each slot shaped like the parameters)."""
+        spec = self._param_spec
+        if spec is None or not isinstance(state, dict) or not isinstance(state.get("state"), dict):
+            return state
+        trees = {}
+        for slot, value in state["state"].items():
+            flat = (type(value) is list and len(value) == len(spec[1])
+                    and all(isinstance(a, np.ndarray) for a in value))
+            trees[slot] = pytree.unflatten(spec[0], list(value)) if flat else value
+        return {**state, "state": trees}
 
     def _check_state(self, state):
         """A state_dict of this optimizer, shaped like this step's parameters (when known):
@@ -235,7 +259,12 @@ class TrainStep:
             self._on_device = compiled
 
     # --- calling ---------------------------------------------------------------------------
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
+        if kwargs:
+            raise SignatureError(
+                f"a train step takes its arguments by position, step(params, *batch), got "
+                f"{', '.join(k + '=' for k in kwargs)}: pass them in the order of "
+                f"{self.__name__}'s parameters", source=user_source())
         with self.lock:
             # the same signature, optimizer and state arrays as the last call: no flatten, key,
             # lookup or parameter check (LastCall.match checks shapes, dtypes, writeability)
@@ -268,8 +297,11 @@ class TrainStep:
                 for slot in self.optimizer.slots:  # e.g. momentum switched on after some steps
                     if slot not in self._state:
                         self._state[slot] = [np.zeros(x.shape, x.dtype) for x in p_leaves]
+                        self._born = self.step_count
             step = self.step_count + 1
-            for name, value in self.optimizer.scalars(step).items():
+            # (the optimizer counts its steps from its newest state's first: PyTorch's momentum
+            # buffer switched on after some steps starts as a copy of that step's gradient)
+            for name, value in self.optimizer.scalars(step - self._born).items():
                 self._scalars[name][()] = value
             if fast:
                 compiled.driver(compiled.handle)  # io: see LastCall
@@ -314,12 +346,14 @@ class TrainStep:
         names = argument_names(self.loss_fn) if self.loss_fn is not None else ["params"]
         name = names[self.argnums] if self.argnums < len(names) else f"argument {self.argnums}"
         check_no_python_numbers(tree, name, src)
-        check_updatable(leaves, src, self.target)
+        check_updatable(leaves, src, self.target,
+                        names=leaf_names(((call.args[self.argnums],), {}), [name]))
         spec = (tree, [(tuple(x.shape), np.dtype(x.dtype)) for x in leaves])
         if self._param_spec is None:
             if not record:
                 return leaves
             self._param_spec = spec
+            self._born = self.step_count
             self._state = {slot: [np.zeros(x.shape, x.dtype) for x in leaves]
                            for slot in self.optimizer.slots}
         elif spec != self._param_spec:

@@ -1071,10 +1071,33 @@ class TrainStep(Compiled):
                               for slot, arrays in self.state.items()}}
 
     def load_state_dict(self, state):
-        """Restore what `state_dict` returned."""
+        """Restore what `state_dict` returned, or gradc.train_step's (each slot shaped like the
+        parameters): checked whole before any of it is loaded."""
+        if not (isinstance(state, dict) and isinstance(state.get("state"), dict)
+                and "step" in state):
+            raise TypeError("load_state_dict takes what state_dict() returned: "
+                            "{'step': int, 'state': {slot: arrays}}")
+        loaded = {}
+        for slot, value in state["state"].items():
+            if slot not in self.state:
+                raise ValueError(f"the state holds {slot!r}; this step's optimizer keeps "
+                                 f"{list(SLOTS)}: load the state of the same optimizer")
+            mine = self.state[slot]
+            if (type(value) is list and len(value) == len(mine)
+                    and all(isinstance(a, np.ndarray) for a in value)):
+                arrays = value  # (this module's own form)
+            else:  # (gradc.train_step's: a pytree shaped like the parameters)
+                pairs = []
+                _flatten(ARGS_TREE[1][ARGNUMS], value, f"state[{slot!r}]", pairs)
+                arrays = [a for _, a in pairs]
+            for i, (dst, src) in enumerate(zip(mine, arrays)):
+                if np.shape(src) != dst.shape:
+                    raise ValueError(f"state[{slot!r}]: its array {i} has shape {np.shape(src)}"
+                                     f", the parameter's is {dst.shape}")
+            loaded[slot] = arrays
         with self.lock:
             self.step_count = int(state["step"])
-            for slot, arrays in state["state"].items():
+            for slot, arrays in loaded.items():
                 for dst, src in zip(self.state[slot], arrays):
                     np.copyto(dst, src)
             self._owned_changed()

@@ -356,6 +356,15 @@ def test_train_module_matches_gradc_train_step_for_50_steps(tmp_path):
     for slot in ("exp_avg", "exp_avg_sq"):
         for k, a in zip(names, state["state"][slot]):
             assert same_bits(a, ref_state["state"][slot][k])
+    # each loads the other's state (the module's flat lists, gradc's trees), checked first
+    ref.load_state_dict(state)
+    step.load_state_dict(ref_state)
+    for slot in ("exp_avg", "exp_avg_sq"):
+        for k, a in zip(names, step.state_dict()["state"][slot]):
+            assert same_bits(a, ref.state_dict()["state"][slot][k])
+    with pytest.raises(TypeError, match="exp_avg"):
+        step.load_state_dict({"step": 1, "state": {"exp_avg": {"W1": p_ref["W1"]}}})
+    assert step.step_count == 50
 
     with pytest.raises(ValueError, match="x must be float32"):
         step(p_aot, x[:31], y[:31])

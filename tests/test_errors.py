@@ -692,3 +692,31 @@ def test_convolution_of_an_image_without_its_batch_axis_says_so():
     with pytest.raises(gradc.ShapeError) as excinfo:
         gradc.jit(gradc.nn.conv2d)(np.ones((1, 6, 6)), np.ones((2, 1, 3, 3)))  # NO-BATCH
     assert "x[None]" in check(excinfo, gradc.ShapeError, "NO-BATCH")
+
+
+def test_messages_name_the_argument_and_the_fix():
+    def loss(p, x):
+        return np.sum(p["w"] * x) + p["b"]
+
+    step = gradc.train_step(loss, gradc.optim.SGD(0.1))
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        step({"w": np.ones((3, 2))[:, 0], "b": np.zeros(())}, np.ones(3))  # NON-CONTIGUOUS
+    msg = check(excinfo, gradc.SignatureError, "NON-CONTIGUOUS")
+    assert "p['w']" in msg and "np.array(p)" in msg and "np.float32" not in msg
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        step({"w": np.ones(3)}, x=np.ones(3))  # STEP-KEYWORD
+    check(excinfo, gradc.SignatureError, "STEP-KEYWORD")
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        gradc.grad(lambda x, y: np.sum(x * y))(x=X3, y=X3)  # GRAD-KEYWORDS
+    assert "by position" in check(excinfo, gradc.SignatureError, "GRAD-KEYWORDS")
+    g = gradc.grad(lambda x, y: np.sum(x * y), argnums=np.int64(1))(X3, 2 * X3)
+    np.testing.assert_allclose(g, X3)
+    with pytest.raises(gradc.NonDifferentiableError) as excinfo:
+        gradc.grad(lambda r: np.sum(r.random(3)))(gradc.random.default_rng(0))  # GRAD-GENERATOR
+    assert "Generator" in check(excinfo, gradc.NonDifferentiableError, "GRAD-GENERATOR")
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        gradc.jit(lambda x: {1, 2})(X3)  # RETURNS-SET
+    check(excinfo, gradc.SignatureError, "RETURNS-SET")
+    with pytest.raises(gradc.ShapeError) as excinfo:
+        gradc.jit(gradc.nn.cross_entropy)(np.ones((2, 3, 4)), np.zeros((2, 3), np.int64))  # XENT-3D
+    assert "(-1, classes)" in check(excinfo, gradc.ShapeError, "XENT-3D")

@@ -771,3 +771,18 @@ def test_a_weight_decay_set_after_construction_decays_whatever_its_number_type(k
     opt.weight_decay = kind(0.5)
     step(p, np.ones(3))
     np.testing.assert_allclose(p["w"], (1 - 0.1 * 0.5) - 0.1 / (1 + 1e-8), rtol=1e-12)
+
+
+def test_momentum_switched_on_later_starts_its_buffer_as_pytorch_does():
+    # PyTorch keeps no buffer while momentum is 0; its first momentum step takes buf = d (the
+    # gradient), whatever the dampening: gradc counted that first step from the step count
+    p = {"w": np.zeros(1)}
+    opt = gradc.optim.SGD(1.0)
+    step = gradc.train_step(lambda p, x: np.sum(p["w"] * x), opt)  # (the gradient is 1)
+    step(p, np.ones(1))
+    step(p, np.ones(1))
+    opt.momentum, opt.dampening = 0.9, 0.5
+    step(p, np.ones(1))  # buf = 1
+    assert p["w"][0] == -3.0
+    step(p, np.ones(1))  # buf = 0.9 * 1 + 0.5 * 1
+    assert p["w"][0] == pytest.approx(-3.0 - 1.4)
