@@ -334,6 +334,20 @@ def build_parser():
     return parser
 
 
+def _user_line(tb):
+    """`file:line: ` of the innermost frame outside gradc and the libraries (the user's code
+    that raised), or ""."""
+    import os
+    import traceback
+    package = os.path.dirname(os.path.abspath(__file__))
+    for frame in reversed(traceback.extract_tb(tb)):
+        path = os.path.abspath(frame.filename)
+        if not path.startswith(package) and "site-packages" not in path and \
+                not path.startswith(os.path.dirname(os.__file__)):
+            return f"{os.path.basename(path)}:{frame.lineno}: "
+    return ""
+
+
 def main(argv=None):
     parser = build_parser()
     ns = parser.parse_args(argv)
@@ -351,7 +365,8 @@ def main(argv=None):
         from .errors import GradcError
         what = _one_line(e) if not isinstance(e, GradcError) else \
             f"{type(e).__name__}: " + "; ".join(str(e).splitlines())
-        print(f"gradc: error: {what} (--debug shows the traceback)", file=sys.stderr)
+        where = "" if isinstance(e, GradcError) else _user_line(e.__traceback__)
+        print(f"gradc: error: {where}{what} (--debug shows the traceback)", file=sys.stderr)
         return 2
     return status or 0
 

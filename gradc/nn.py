@@ -178,13 +178,19 @@ def _conv2d_im2col(x, w, stride, padding):
     return out.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2)
 
 
+# Windows of at most this many pixels that tile the image take max_pool_tiles: a maximum of
+# that many strided slices in one kernel (a global max over a 28x28 image would be 784 terms).
+TILE_WINDOW = 16
+
+
 @traced
 def max_pool2d(x, kernel=2, stride=None, padding=0):
     """Max over kernel x kernel windows of x[N,C,H,W] (stride defaults to the kernel size;
     padding is never the max, and may be at most half the window, as in PyTorch). The gradient
     of each window goes to its first maximum in row-major order (PyTorch's rule), not shared
     between ties as np.max's is: a gather at the windows' argmax (`pool_argmax`), whose
-    gradient is a scatter-add."""
+    gradient is a scatter-add; windows that tile the image (the default 2x2) take the maximum
+    of strided slices instead of the gather (`max_pool_tiles`), with the same gradient."""
     (kh, kw), (ph, pw) = _pair(kernel), _pair(padding, "padding", 0)
     sh, sw = (kh, kw) if stride is None else _pair(stride, "stride")
     _check_images(x, "max_pool2d")
@@ -195,6 +201,9 @@ def max_pool2d(x, kernel=2, stride=None, padding=0):
         idx = get_op("pool_argmax").ref(x, **attrs)
         flat = np.take_along_axis(x.reshape(n, c, h * w), idx.reshape(n, c, -1), axis=2)
         return flat.reshape(idx.shape)
+    if ((sh, sw) == (kh, kw) and (ph, pw) == (0, 0) and h % kh == 0 and w % kw == 0
+            and kh * kw <= TILE_WINDOW):  # (windows that tile x: gradc/ops/conv.py)
+        return x.graph.apply("max_pool_tiles", (x,), kh=kh, kw=kw)
     idx = x.graph.apply("pool_argmax", (x,), **attrs)
     flat = fn.take_along_axis(x.reshape(n, c, h * w), idx.reshape(n, c, -1), 2)
     return flat.reshape(idx.shape)

@@ -51,7 +51,7 @@ Calling convention (version 2)
 
     Returns the loss as a Python float; the parameters and the optimizer state are updated in place.
 
-Low level: `run(A, *addresses)` runs the kernels; A is the address of a 275392-byte,
+Low level: `run(A, *addresses)` runs the kernels; A is the address of a 285696-byte,
 64-byte aligned arena holding the constants at their offsets (`CONSTANTS`), then one address per
 input in the flat order above (`INPUTS`); outputs are written into the arena or in place (`OUTPUTS`).
 """
@@ -723,7 +723,228 @@ def loop_add_relu_greater_f87b15887a(n0, n1, n2, p0, p1, p2):
                 a2[(i0 * n1 + i1) * n2 + i2] = t4
 
 
-# pool_argmax_b7b6c00d96: pool_argmax; called by k3
+# loop_maximum_b2a3d7b8d3: maximum; called by k3
+@njit("void(int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_maximum_b2a3d7b8d3(n0, n1, p0, p1, sa0_0):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    for i0 in range(n0):
+        for i1 in range(n1):
+            t0 = a0[i0 * sa0_0 + i1 * 2]
+            t1 = a0[1 + i0 * sa0_0 + i1 * 2]
+            t3 = a0[8 + i0 * sa0_0 + i1 * 2]
+            t5 = a0[9 + i0 * sa0_0 + i1 * 2]
+            t2 = max2(t0, t1)  # maximum
+            t4 = max2(t2, t3)  # maximum
+            t6 = max2(t4, t5)  # maximum
+            a1[i0 * n1 + i1] = t6
+
+
+# matmul_e32c5293da: matmul; called by k4
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def matmul_e32c5293da(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
+    x0 = f32_array(p_x0, len_x0)
+    x1 = f32_array(p_x1, len_x1)
+    out = f32_array(p_out, len_out)
+    sgemm(False, False, m, n, k, x0, x1, out)
+
+
+# loop_add_max_ac71053825: add, max; called by k5
+@njit("void(int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_add_max_ac71053825(n0, n1, p0, p1, p2):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
+    for i0 in range(n0):
+        acc2 = f32(-np.inf)
+        for i1 in range(n1):
+            t0 = a0[i0 * n1 + i1]
+            t1 = a1[i1]
+            t2 = t0 + t1  # add
+            acc2 = fmaximum(acc2, freeze(t2))  # max
+        a2[i0] = acc2
+
+
+# loop_abs_less_where_07faff2616: abs, less, where; called by k6
+@njit("void(int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_abs_less_where_07faff2616(n0, p0):
+    a0 = f32_ptr(p0)
+    for i0 in range(n0):
+        t0 = a0[i0]
+        t1 = abs(t0)  # abs
+        t2 = t1 < f32(np.inf)  # less
+        t3 = t0 if t2 else f32(0.0)  # where
+        a0[i0] = t3
+
+
+# loop_add_subtract_exp_sum_565d895f55: add, subtract, exp, sum; called by k7
+@njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_add_subtract_exp_sum_565d895f55(n0, n1, p0, p1, p2, p3):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
+    a3 = f32_ptr(p3)
+    for i0 in range(n0):
+        t3 = a2[i0]
+        acc3 = f32(0.0)
+        for i1 in range(n1):
+            t0 = a0[i0 * n1 + i1]
+            t1 = a1[i1]
+            t2 = t0 + t1  # add
+            t4 = t2 - t3  # subtract
+            t5 = np.exp(t4)  # exp
+            a0[i0 * n1 + i1] = t4
+            acc3 = acc3 + t5  # sum
+        a3[i0] = acc3
+
+
+# loop_log_00c38e4f57: log; called by k8
+@njit("void(int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_log_00c38e4f57(n0, p0, p1):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    for i0 in range(n0):
+        t0 = a0[i0]
+        t1 = np.log(t0)  # log
+        a1[i0] = t1
+
+
+# loop_subtract_exp_divide_069f79f575: subtract, exp, divide; called by k9
+@njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_subtract_exp_divide_069f79f575(n0, n1, p0, p1, p2, p3):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
+    a3 = f32_ptr(p3)
+    for i0 in range(n0):
+        t1 = a1[i0]
+        t4 = a2[i0]
+        for i1 in range(n1):
+            t0 = a0[i0 * n1 + i1]
+            t2 = t0 - t1  # subtract
+            t3 = np.exp(t0)  # exp
+            t5 = t3 / t4  # divide
+            a0[i0 * n1 + i1] = t2
+            a3[i0 * n1 + i1] = t5
+
+
+# take_along_axis_1a2b1c0126: take_along_axis; called by k10
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def take_along_axis_1a2b1c0126(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer, n, inner, m):
+    x0 = f32_array(p_x0, len_x0)
+    x1 = i64_array(p_x1, len_x1)
+    out = f32_array(p_out, len_out)
+    for a in range(outer):
+        for t in range(m):
+            for b in range(inner):
+                j = x1[(a * m + t) * inner + b]
+                if j < 0:
+                    j += n
+                if j < 0 or j >= n:
+                    raise IndexError('gradc: index out of range in take_along_axis (digits_cnn.py:62)')
+                out[(a * m + t) * inner + b] = x0[(a * n + j) * inner + b]
+
+
+# loop_sum_de5c64cbcc: sum, copy; called by k11
+@njit("void(int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_sum_de5c64cbcc(n0, p0, p1, p2):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
+    t2 = a1[0]
+    acc2 = f32(0.0)
+    for i0 in range(n0):
+        t0 = a0[i0]
+        t3 = t2  # copy
+        acc2 = acc2 + t0  # sum
+        a0[i0] = t3
+    a2[0] = acc2
+
+
+# loop_multiply_negative_3ce3d800bd: multiply, negative; called by k12
+@njit("void(int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_multiply_negative_3ce3d800bd(p0, p1, p2):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
+    t0 = a0[0]
+    t1 = a1[0]
+    t2 = t0 * t1  # multiply
+    t3 = -t2  # negative
+    a2[0] = t3
+
+
+# take_along_axis_grad_40ce20dbc9: take_along_axis_grad; called by k13
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def take_along_axis_grad_40ce20dbc9(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer, n, inner, m):
+    x0 = f32_array(p_x0, len_x0)
+    x1 = i64_array(p_x1, len_x1)
+    out = f32_array(p_out, len_out)
+    for i in range(len_out):
+        out[i] = f32(0.0)
+    for a in range(outer):
+        for t in range(m):
+            for b in range(inner):
+                j = x1[(a * m + t) * inner + b]
+                if j < 0:
+                    j += n
+                if j < 0 or j >= n:
+                    raise IndexError('gradc: index out of range in take_along_axis_grad (digits_cnn.py:62)')
+                out[(a * n + j) * inner + b] += x0[(a * m + t) * inner + b]
+
+
+# loop_sum_da830f292b: sum; called by k14
+@njit("void(int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_sum_da830f292b(n0, n1, p0, p1):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    for i0 in range(n0):
+        acc1 = f32(0.0)
+        for i1 in range(n1):
+            t0 = a0[i0 * n1 + i1]
+            acc1 = acc1 + t0  # sum
+        a1[i0] = acc1
+
+
+# loop_multiply_subtract_sum_5f1cd7e815: multiply, subtract, sum; called by k15
+@njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def loop_multiply_subtract_sum_5f1cd7e815(n0, n1, p0, p1, p2, p3):
+    a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
+    a3 = f32_ptr(p3)
+    for j in range(n1):
+        a3[j] = f32(0.0)
+    for i0 in range(n0):
+        t1 = a1[i0]
+        for i1 in range(n1):
+            t0 = a0[i0 * n1 + i1]
+            t3 = a2[i0 * n1 + i1]
+            t2 = t0 * t1  # multiply
+            t4 = t3 - t2  # subtract
+            a2[i0 * n1 + i1] = t4
+            a3[i1] = a3[i1] + t4  # sum
+
+
+# matmul_0f49ec896f: matmul; called by k16
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def matmul_0f49ec896f(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
+    x0 = f32_array(p_x0, len_x0)
+    x1 = f32_array(p_x1, len_x1)
+    out = f32_array(p_out, len_out)
+    sgemm(True, False, m, n, k, x0, x1, out)
+
+
+# matmul_d12a859f29: matmul; called by k17
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+def matmul_d12a859f29(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
+    x0 = f32_array(p_x0, len_x0)
+    x1 = f32_array(p_x1, len_x1)
+    out = f32_array(p_out, len_out)
+    sgemm(False, True, m, n, k, x0, x1, out)
+
+
+# pool_argmax_b7b6c00d96: pool_argmax; called by k18
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def pool_argmax_b7b6c00d96(p_x0, p_out, len_x0, len_out, H, W, OH, OW, PH, PW, planes):
     x0 = f32_array(p_x0, len_x0)
@@ -793,160 +1014,9 @@ def pool_argmax_b7b6c00d96(p_x0, p_out, len_x0, len_out, H, W, OH, OW, PH, PW, p
                         out[yrow + b] = best_t
 
 
-# take_along_axis_65d4d1c416: take_along_axis; called by k4
+# take_along_axis_grad_03bdf1311a: take_along_axis_grad; called by k19
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def take_along_axis_65d4d1c416(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer, n, inner, m):
-    x0 = f32_array(p_x0, len_x0)
-    x1 = i64_array(p_x1, len_x1)
-    out = f32_array(p_out, len_out)
-    for a in range(outer):
-        for t in range(m):
-            for b in range(inner):
-                j = x1[(a * m + t) * inner + b]
-                if j < 0:
-                    j += n
-                if j < 0 or j >= n:
-                    raise IndexError('gradc: index out of range in take_along_axis (digits_cnn.py:57)')
-                out[(a * m + t) * inner + b] = x0[(a * n + j) * inner + b]
-
-
-# matmul_e32c5293da: matmul; called by k5
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_e32c5293da(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
-    x0 = f32_array(p_x0, len_x0)
-    x1 = f32_array(p_x1, len_x1)
-    out = f32_array(p_out, len_out)
-    sgemm(False, False, m, n, k, x0, x1, out)
-
-
-# loop_add_max_ac71053825: add, max; called by k6
-@njit("void(int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_max_ac71053825(n0, n1, p0, p1, p2):
-    a0 = f32_ptr(p0)
-    a1 = f32_ptr(p1)
-    a2 = f32_ptr(p2)
-    for i0 in range(n0):
-        acc2 = f32(-np.inf)
-        for i1 in range(n1):
-            t0 = a0[i0 * n1 + i1]
-            t1 = a1[i1]
-            t2 = t0 + t1  # add
-            acc2 = fmaximum(acc2, freeze(t2))  # max
-        a2[i0] = acc2
-
-
-# loop_abs_less_where_07faff2616: abs, less, where; called by k7
-@njit("void(int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_abs_less_where_07faff2616(n0, p0):
-    a0 = f32_ptr(p0)
-    for i0 in range(n0):
-        t0 = a0[i0]
-        t1 = abs(t0)  # abs
-        t2 = t1 < f32(np.inf)  # less
-        t3 = t0 if t2 else f32(0.0)  # where
-        a0[i0] = t3
-
-
-# loop_add_subtract_exp_sum_565d895f55: add, subtract, exp, sum; called by k8
-@njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_subtract_exp_sum_565d895f55(n0, n1, p0, p1, p2, p3):
-    a0 = f32_ptr(p0)
-    a1 = f32_ptr(p1)
-    a2 = f32_ptr(p2)
-    a3 = f32_ptr(p3)
-    for i0 in range(n0):
-        t3 = a2[i0]
-        acc3 = f32(0.0)
-        for i1 in range(n1):
-            t0 = a0[i0 * n1 + i1]
-            t1 = a1[i1]
-            t2 = t0 + t1  # add
-            t4 = t2 - t3  # subtract
-            t5 = np.exp(t4)  # exp
-            a0[i0 * n1 + i1] = t4
-            acc3 = acc3 + t5  # sum
-        a3[i0] = acc3
-
-
-# loop_log_00c38e4f57: log; called by k9
-@njit("void(int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_log_00c38e4f57(n0, p0, p1):
-    a0 = f32_ptr(p0)
-    a1 = f32_ptr(p1)
-    for i0 in range(n0):
-        t0 = a0[i0]
-        t1 = np.log(t0)  # log
-        a1[i0] = t1
-
-
-# loop_subtract_exp_divide_069f79f575: subtract, exp, divide; called by k10
-@njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_subtract_exp_divide_069f79f575(n0, n1, p0, p1, p2, p3):
-    a0 = f32_ptr(p0)
-    a1 = f32_ptr(p1)
-    a2 = f32_ptr(p2)
-    a3 = f32_ptr(p3)
-    for i0 in range(n0):
-        t1 = a1[i0]
-        t4 = a2[i0]
-        for i1 in range(n1):
-            t0 = a0[i0 * n1 + i1]
-            t2 = t0 - t1  # subtract
-            t3 = np.exp(t0)  # exp
-            t5 = t3 / t4  # divide
-            a0[i0 * n1 + i1] = t2
-            a3[i0 * n1 + i1] = t5
-
-
-# take_along_axis_1a2b1c0126: take_along_axis; called by k11
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def take_along_axis_1a2b1c0126(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer, n, inner, m):
-    x0 = f32_array(p_x0, len_x0)
-    x1 = i64_array(p_x1, len_x1)
-    out = f32_array(p_out, len_out)
-    for a in range(outer):
-        for t in range(m):
-            for b in range(inner):
-                j = x1[(a * m + t) * inner + b]
-                if j < 0:
-                    j += n
-                if j < 0 or j >= n:
-                    raise IndexError('gradc: index out of range in take_along_axis (digits_cnn.py:62)')
-                out[(a * m + t) * inner + b] = x0[(a * n + j) * inner + b]
-
-
-# loop_sum_de5c64cbcc: sum, copy; called by k12
-@njit("void(int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_sum_de5c64cbcc(n0, p0, p1, p2):
-    a0 = f32_ptr(p0)
-    a1 = f32_ptr(p1)
-    a2 = f32_ptr(p2)
-    t2 = a1[0]
-    acc2 = f32(0.0)
-    for i0 in range(n0):
-        t0 = a0[i0]
-        t3 = t2  # copy
-        acc2 = acc2 + t0  # sum
-        a0[i0] = t3
-    a2[0] = acc2
-
-
-# loop_multiply_negative_3ce3d800bd: multiply, negative; called by k13
-@njit("void(int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_multiply_negative_3ce3d800bd(p0, p1, p2):
-    a0 = f32_ptr(p0)
-    a1 = f32_ptr(p1)
-    a2 = f32_ptr(p2)
-    t0 = a0[0]
-    t1 = a1[0]
-    t2 = t0 * t1  # multiply
-    t3 = -t2  # negative
-    a2[0] = t3
-
-
-# take_along_axis_grad_40ce20dbc9: take_along_axis_grad; called by k14
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def take_along_axis_grad_40ce20dbc9(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer, n, inner, m):
+def take_along_axis_grad_03bdf1311a(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer, n, inner, m):
     x0 = f32_array(p_x0, len_x0)
     x1 = i64_array(p_x1, len_x1)
     out = f32_array(p_out, len_out)
@@ -959,44 +1029,11 @@ def take_along_axis_grad_40ce20dbc9(p_x0, p_x1, p_out, len_x0, len_x1, len_out, 
                 if j < 0:
                     j += n
                 if j < 0 or j >= n:
-                    raise IndexError('gradc: index out of range in take_along_axis_grad (digits_cnn.py:62)')
+                    raise IndexError('gradc: index out of range in take_along_axis_grad (digits_cnn.py:57)')
                 out[(a * n + j) * inner + b] += x0[(a * m + t) * inner + b]
 
 
-# loop_sum_da830f292b: sum; called by k15
-@njit("void(int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_sum_da830f292b(n0, n1, p0, p1):
-    a0 = f32_ptr(p0)
-    a1 = f32_ptr(p1)
-    for i0 in range(n0):
-        acc1 = f32(0.0)
-        for i1 in range(n1):
-            t0 = a0[i0 * n1 + i1]
-            acc1 = acc1 + t0  # sum
-        a1[i0] = acc1
-
-
-# loop_multiply_subtract_sum_5f1cd7e815: multiply, subtract, sum; called by k16
-@njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_multiply_subtract_sum_5f1cd7e815(n0, n1, p0, p1, p2, p3):
-    a0 = f32_ptr(p0)
-    a1 = f32_ptr(p1)
-    a2 = f32_ptr(p2)
-    a3 = f32_ptr(p3)
-    for j in range(n1):
-        a3[j] = f32(0.0)
-    for i0 in range(n0):
-        t1 = a1[i0]
-        for i1 in range(n1):
-            t0 = a0[i0 * n1 + i1]
-            t3 = a2[i0 * n1 + i1]
-            t2 = t0 * t1  # multiply
-            t4 = t3 - t2  # subtract
-            a2[i0 * n1 + i1] = t4
-            a3[i1] = a3[i1] + t4  # sum
-
-
-# loop_subtract_multiply_add_sqrt_divide_4f33c2476f: subtract, multiply, add, sqrt, divide; called by k17, k20, k23, k25
+# loop_subtract_multiply_add_sqrt_divide_4f33c2476f: subtract, multiply, add, sqrt, divide; called by k20, k21, k23, k25
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
 def loop_subtract_multiply_add_sqrt_divide_4f33c2476f(n0, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9):
     a0 = f32_ptr(p0)
@@ -1036,43 +1073,6 @@ def loop_subtract_multiply_add_sqrt_divide_4f33c2476f(n0, p0, p1, p2, p3, p4, p5
         a1[i0] = t5
         a3[i0] = t12
         a9[i0] = t22
-
-
-# matmul_0f49ec896f: matmul; called by k18
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_0f49ec896f(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
-    x0 = f32_array(p_x0, len_x0)
-    x1 = f32_array(p_x1, len_x1)
-    out = f32_array(p_out, len_out)
-    sgemm(True, False, m, n, k, x0, x1, out)
-
-
-# matmul_d12a859f29: matmul; called by k19
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def matmul_d12a859f29(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
-    x0 = f32_array(p_x0, len_x0)
-    x1 = f32_array(p_x1, len_x1)
-    out = f32_array(p_out, len_out)
-    sgemm(False, True, m, n, k, x0, x1, out)
-
-
-# take_along_axis_grad_03bdf1311a: take_along_axis_grad; called by k21
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def take_along_axis_grad_03bdf1311a(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer, n, inner, m):
-    x0 = f32_array(p_x0, len_x0)
-    x1 = i64_array(p_x1, len_x1)
-    out = f32_array(p_out, len_out)
-    for i in range(len_out):
-        out[i] = f32(0.0)
-    for a in range(outer):
-        for t in range(m):
-            for b in range(inner):
-                j = x1[(a * m + t) * inner + b]
-                if j < 0:
-                    j += n
-                if j < 0 or j >= n:
-                    raise IndexError('gradc: index out of range in take_along_axis_grad (digits_cnn.py:57)')
-                out[(a * n + j) * inner + b] += x0[(a * m + t) * inner + b]
 
 
 # loop_where_sum_f1ce823cc3: where, sum; called by k22
@@ -1150,94 +1150,94 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     the flat order of `INPUTS`. Allocates nothing."""
     # k0: unslice over [32x1x10x10] -> %18
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    unslice_c6d521eecc(x, A + 448, 2048, 3200, 32, 1, 8, 8, 64, 64, 8, 11, 100, 100, 10, 1)
+    unslice_c6d521eecc(x, A + 262592, 2048, 3200, 32, 1, 8, 8, 64, 64, 8, 11, 100, 100, 10, 1)
     # k1: conv2d over [32x16x8x8] -> %19
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    conv2d_679652a734(A + 448, params_conv_w, A + 13248, 3200, 144, 32768, 32, 1, 10, 10, 8, 8, 16)
-    # k2: add, relu, greater over [32x16x8x8] -> %23, %77
+    conv2d_679652a734(A + 262592, params_conv_w, A + 448, 3200, 144, 32768, 32, 1, 10, 10, 8, 8, 16)
+    # k2: add, relu, greater over [32x16x8x8] -> %23, %82
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    loop_add_relu_greater_f87b15887a(32, 16, 64, A + 13248, params_conv_b, A + 144320)
-    # k3: pool_argmax over [32x16x4x4] -> %24
+    loop_add_relu_greater_f87b15887a(32, 16, 64, A + 448, params_conv_b, A + 197056)
+    # k3: maximum over [32x16x4x4] -> %30
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    pool_argmax_b7b6c00d96(A + 13248, A + 177088, 32768, 8192, 8, 8, 4, 4, 0, 0, 512)
-    # k4: take_along_axis over [32x16x16] -> %27
+    loop_maximum_b2a3d7b8d3(2048, 4, A + 448, A + 131520, 16)
+    # k4: matmul over [32x10] -> %32
+    #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
+    matmul_e32c5293da(A + 131520, params_W, A + 164288, 8192, 2560, 320, 32, 10, 256)
+    # k5: add, max over [32x10] -> %36
+    #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
+    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
+    loop_add_max_ac71053825(32, 10, A + 164288, params_b, A + 165568)
+    # k6: abs, less, where over [32x1] -> %45
+    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
+    loop_abs_less_where_07faff2616(32, A + 165568)
+    # k7: add, subtract, exp, sum over [32x10] -> %47, %49
+    #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
+    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
+    loop_add_subtract_exp_sum_565d895f55(32, 10, A + 164288, params_b, A + 165568, A + 166848)
+    # k8: log over [32x1] -> %50
+    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
+    loop_log_00c38e4f57(32, A + 166848, A + 166976)
+    # k9: subtract, exp, divide over [32x10] -> %52, %66
+    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
+    loop_subtract_exp_divide_069f79f575(32, 10, A + 164288, A + 166976, A + 166848, A + 165568)
+    # k10: take_along_axis over [32x1] -> %54
+    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
+    take_along_axis_1a2b1c0126(A + 164288, y, A + 166848, 320, 32, 32, 32, 10, 1, 1)
+    # k11: sum, copy over [32x1] -> %55, %63
+    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
+    loop_sum_de5c64cbcc(32, A + 166848, A + 128, A + 164288)
+    # k12: multiply, negative over [scalar] -> %59
+    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
+    loop_multiply_negative_3ce3d800bd(A + 164288, A + 64, A)
+    # k13: take_along_axis_grad over [32x10] -> %64
+    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
+    take_along_axis_grad_40ce20dbc9(A + 166848, y, A + 164288, 32, 32, 320, 32, 10, 1, 1)
+    # k14: sum over [32x10] -> %67
+    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
+    loop_sum_da830f292b(32, 10, A + 164288, A + 166848)
+    # k15: multiply, subtract, sum over [32x10] -> %70, %71
+    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
+    #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
+    loop_multiply_subtract_sum_5f1cd7e815(32, 10, A + 165568, A + 166848, A + 164288, A + 285632)
+    # k16: matmul over [256x10] -> %73
+    #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
+    matmul_0f49ec896f(A + 131520, A + 164288, A + 275392, 8192, 320, 2560, 256, 10, 32)
+    # k17: matmul over [32x256] -> %74
+    #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
+    matmul_d12a859f29(A + 164288, params_W, A + 229824, 320, 2560, 8192, 32, 256, 10)
+    # k18: pool_argmax over [32x16x4x4] -> %75
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    take_along_axis_65d4d1c416(A + 13248, A + 177088, A + 242624, 32768, 8192, 8192, 512, 64, 1, 16)
-    # k5: matmul over [32x10] -> %29
-    #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_e32c5293da(A + 242624, params_W, A + 13248, 8192, 2560, 320, 32, 10, 256)
-    # k6: add, max over [32x10] -> %33
-    #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_max_ac71053825(32, 10, A + 13248, params_b, A + 14528)
-    # k7: abs, less, where over [32x1] -> %42
-    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_abs_less_where_07faff2616(32, A + 14528)
-    # k8: add, subtract, exp, sum over [32x10] -> %44, %46
-    #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_subtract_exp_sum_565d895f55(32, 10, A + 13248, params_b, A + 14528, A + 14656)
-    # k9: log over [32x1] -> %47
-    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_log_00c38e4f57(32, A + 14656, A + 14528)
-    # k10: subtract, exp, divide over [32x10] -> %49, %63
-    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_subtract_exp_divide_069f79f575(32, 10, A + 13248, A + 14528, A + 14656, A + 14784)
-    # k11: take_along_axis over [32x1] -> %51
-    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_1a2b1c0126(A + 13248, y, A + 14528, 320, 32, 32, 32, 10, 1, 1)
-    # k12: sum, copy over [32x1] -> %52, %60
-    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_de5c64cbcc(32, A + 14528, A + 128, A + 14656)
-    # k13: multiply, negative over [scalar] -> %56
-    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_multiply_negative_3ce3d800bd(A + 14656, A + 64, A)
-    # k14: take_along_axis_grad over [32x10] -> %61
-    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_grad_40ce20dbc9(A + 14528, y, A + 13248, 32, 32, 320, 32, 10, 1, 1)
-    # k15: sum over [32x10] -> %64
-    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_da830f292b(32, 10, A + 13248, A + 14528)
-    # k16: multiply, subtract, sum over [32x10] -> %67, %68
-    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    loop_multiply_subtract_sum_5f1cd7e815(32, 10, A + 14784, A + 14528, A + 13248, A + 14656)
-    # k17: subtract, multiply, add, sqrt, divide over [10] -> %115, %123, %135
+    pool_argmax_b7b6c00d96(A + 448, A + 131520, 32768, 8192, 8, 8, 4, 4, 0, 0, 512)
+    # k19: take_along_axis_grad over [32x16x64] -> %78
+    #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
+    take_along_axis_grad_03bdf1311a(A + 229824, A + 131520, A + 448, 8192, 8192, 32768, 512, 64, 1, 16)
+    # k20: subtract, multiply, add, sqrt, divide over [256x10] -> %92, %102, %115
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 14656, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b)
-    # k18: matmul over [256x10] -> %70
-    #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_0f49ec896f(A + 242624, A + 13248, A + 14528, 8192, 320, 2560, 256, 10, 32)
-    # k19: matmul over [32x256] -> %71
-    #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    matmul_d12a859f29(A + 13248, params_W, A + 242624, 320, 2560, 8192, 32, 256, 10)
-    # k20: subtract, multiply, add, sqrt, divide over [256x10] -> %87, %97, %110
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(2560, A + 275392, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W)
+    # k21: subtract, multiply, add, sqrt, divide over [10] -> %120, %128, %140
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(2560, A + 14528, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W)
-    # k21: take_along_axis_grad over [32x16x64] -> %73
-    #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    take_along_axis_grad_03bdf1311a(A + 242624, A + 177088, A + 13248, 8192, 8192, 32768, 512, 64, 1, 16)
-    # k22: where, sum over [32x16x8x8] -> %78, %79
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 285632, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b)
+    # k22: where, sum over [32x16x8x8] -> %83, %84
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    loop_where_sum_f1ce823cc3(32, 16, 64, A + 144320, A + 13248, A + 177088)
-    # k23: subtract, multiply, add, sqrt, divide over [16] -> %139, %145, %154
+    loop_where_sum_f1ce823cc3(32, 16, 64, A + 197056, A + 448, A + 131520)
+    # k23: subtract, multiply, add, sqrt, divide over [16] -> %144, %150, %159
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(16, A + 177088, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_b)
-    # k24: conv2d_grad_weight over [16x1x3x3] -> %81
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(16, A + 131520, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_b)
+    # k24: conv2d_grad_weight over [16x1x3x3] -> %86
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    conv2d_grad_weight_d4061d812d(A + 448, A + 13248, A + 144320, 3200, 32768, 144, 32, 1, 10, 10, 8, 8, 16)
-    # k25: subtract, multiply, add, sqrt, divide over [16x1x3x3] -> %159, %167, %179
+    conv2d_grad_weight_d4061d812d(A + 262592, A + 448, A + 131520, 3200, 32768, 144, 32, 1, 10, 10, 8, 8, 16)
+    # k25: subtract, multiply, add, sqrt, divide over [16x1x3x3] -> %164, %172, %184
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(144, A + 144320, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_w)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(144, A + 131520, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_w)
 
 
 # ================================================================================================
 # buffer plan and calling convention
 # ================================================================================================
 # The buffer plan: every intermediate value has a fixed offset in one arena.
-ARENA_BYTES = 275392
+ARENA_BYTES = 285696
 # (offset, dtype, shape, data): constants copied into the arena once
 CONSTANTS = [
     (64, '<f4', (1,), (

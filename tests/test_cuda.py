@@ -84,7 +84,7 @@ CHECKS = ["elementwise", "transcendental", "activations", "where_compare", "floo
           "math_ufuncs", "math_ufuncs_jit", "broadcast", "transpose_slice_views", "sum_axes", "max_min", "mean_var",
           "reductions_jit", "matmul_2d", "matmul_batched", "take_embedding", "take_axis1",
           "take_along_axis", "slice_concat", "stride_slice_grad", "slice_sums", "conv2d", "pooling",
-          "cross_entropy", "softmax_log_softmax", "scans_sorting", "argsort_jit", "float64",
+          "pooling_tiles", "cross_entropy", "softmax_log_softmax", "scans_sorting", "argsort_jit", "float64",
           "train_step_adam", "index_error", "index_error_train_step"]
 
 

@@ -549,3 +549,28 @@ def test_rnn_matches_torch():
     gp, _ = rnn_grad(RNN_P, RNN_XS, RNN_R)
     for k, e in zip(names, expected):
         np.testing.assert_allclose(gp[k], e, rtol=1e-10, atol=1e-12, err_msg=k)
+
+
+@pytest.mark.parametrize("kernel", [2, 3, (2, 3)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_max_pool_over_tiles_keeps_pytorchs_rule_for_ties_and_nan(kernel, dtype):
+    """Windows that tile the image take the max_pool_tiles op (a max over the windows' axes
+    and, for the gradient, a select at the window's argmax): values and gradients must be the
+    gather's exactly, ties going to the first maximum in row-major window order, a NaN to the
+    NaN, as PyTorch does."""
+    from gradc.ops.registry import get_op
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    x = np.round(RNG.standard_normal((2, 3, 2 * kh, 3 * kw)), 1).astype(dtype)  # (many ties)
+    x[0, 0, :kh, :kw] = 0.5  # a window of equal values
+    x[1, 2, kh, kw + 1] = np.nan
+    attrs = dict(kh=kh, kw=kw, sh=kh, sw=kw, ph=0, pw=0)
+    idx = get_op("pool_argmax").ref(x, **attrs).reshape(2, 3, -1)
+    flat = x.reshape(2, 3, -1)
+    np.testing.assert_array_equal(max_fwd(x, kernel, None, 0),
+                                  np.take_along_axis(flat, idx, 2).reshape(2, 3, 2, 3))
+    r = RNG.standard_normal((2, 3, 2, 3)).astype(dtype)
+    expected = np.zeros_like(flat)
+    np.put_along_axis(expected, idx, r.reshape(2, 3, -1), 2)  # (each pixel wins one window)
+    g = max_grad(x, r, kernel, None, 0)
+    np.testing.assert_array_equal(g, expected.reshape(x.shape))
+    assert g.dtype == dtype

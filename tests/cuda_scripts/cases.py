@@ -119,6 +119,7 @@ case("conv2d", lambda w, b, x: (np.tanh(gradc.nn.conv2d(x, w, b, padding=1)) ** 
      w, b, img, argnums=(0, 1, 2))
 case("pooling", lambda x: gradc.nn.max_pool2d(x, 2).sum()
      + (gradc.nn.avg_pool2d(x, 2, padding=1) ** 2.0).sum(), img)
+case("pooling_tiles", lambda x: (gradc.nn.max_pool2d(x, 2) ** 2.0).sum(), f32(1, 2, 4, 6))
 case("cross_entropy", lambda l, y: gradc.nn.cross_entropy(l, y), logits, labels)
 case("softmax_log_softmax", lambda l: (gradc.nn.softmax(l, axis=-1) ** 2.0).sum()
      + gradc.nn.log_softmax(l, axis=0).mean(), logits)
