@@ -571,7 +571,7 @@ def trace(fun, args, kwargs=None):
     for x, v in zip(leaves, values):
         if type(x) is pytree.TracedFloat:  # a Python float: weakly typed, as NumPy's are
             graph.weak.add(v.id)
-        if not isinstance(x, np.ndarray):  # (a number: `x += 1` binds x to a new one)
+        if isinstance(x, (np.generic, float)):  # (a number: `x += 1` binds x to a new one)
             graph.scalar_inputs.add(v.id)
     targs, tkwargs = pytree.unflatten(treedef, values)
     from .literals import numpy_constructors  # (it builds on this module)
