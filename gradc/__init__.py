@@ -13,7 +13,8 @@ from ._version import __version__  # noqa: F401
 from . import ops  # noqa: E402,F401  (registers every op)
 from . import surface  # noqa: E402,F401  (installs the NumPy surface onto ir.Value)
 from . import nn  # noqa: E402,F401
-from .errors import (ArgumentError, CacheWarning, CompileError, FrozenRandomError,  # noqa: E402
+from .errors import (ArgumentError, CacheWarning, CompileError, ConstantArrayWarning,  # noqa: E402
+                     FrozenRandomError,
                      GradcError, IndexOutOfRangeError, NonDifferentiableError, NonFiniteError,
                      RecompileWarning, ShapeError, SignatureError, TracedBranchError,
                      UnsupportedOpError)
@@ -29,4 +30,5 @@ __all__ = ["Spec", "at", "jit", "grad", "value_and_grad", "train_step", "explain
            "hessian", "vjp", "hvp", "nn", "optim", "random",
            "GradcError", "ArgumentError", "ShapeError", "UnsupportedOpError", "FrozenRandomError",
            "TracedBranchError", "SignatureError", "NonDifferentiableError", "NonFiniteError",
-           "IndexOutOfRangeError", "CompileError", "CacheWarning", "RecompileWarning", "__version__"]
+           "IndexOutOfRangeError", "CompileError", "CacheWarning", "RecompileWarning",
+           "ConstantArrayWarning", "__version__"]

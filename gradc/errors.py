@@ -57,6 +57,12 @@ class CacheWarning(UserWarning):
     caches elsewhere for this process, or in memory, and goes on."""
 
 
+class ConstantArrayWarning(UserWarning):
+    """A traced function read a NumPy array from outside its arguments (a global, a closure, an
+    attribute of an object): its values are compiled in, so a later change to the array is not
+    seen. Pass arrays that change as arguments."""
+
+
 class RecompileWarning(UserWarning):
     """A compiled function keeps compiling new signatures because a static (Python) value in
     its arguments keeps changing: pass it as an array so it is traced, or raise max_signatures."""

@@ -172,6 +172,7 @@ class Watch:
         self.seeded = set()  # ids of Python random.Random instances seeded inside the trace
         self.found = None  # (message, source) of the first draw the hook saw
         self.uses_global = False  # user code that names np.random's functions ran
+        self.arrays = {}  # id -> (name, NumPy array) the traced code can reach from outside
 
     def __enter__(self):
         self.outer = active()
@@ -283,7 +284,9 @@ class Watch:
                 if value is not None:
                     self._consider(value, name, 1)
         for name, value in frame.f_locals.items():
-            self._consider(value, name, 2)
+            # (an array passed to a function is often made inside the trace: only a closure's,
+            # or one inside an object or container, is noted as coming from outside)
+            self._consider(value, name, 2, array=name in code.co_freevars)
 
     def _scan_function(self, fun):
         """Without the hook: what `fun` itself can reach (closure, defaults, globals it names)."""
@@ -301,8 +304,14 @@ class Watch:
                 self._consider(fun.__globals__[name], name, 1)
 
     # --- finding generators ------------------------------------------------------------------
-    def _consider(self, value, name, depth):
-        """Watch `value` if it is a NumPy generator; else look `depth` levels into it."""
+    def _consider(self, value, name, depth, array=True):
+        """Watch `value` if it is a NumPy generator; else look `depth` levels into it. (NumPy
+        arrays met on the way are noted, `arrays`; `value` itself only if `array`.)"""
+        if type(value) is np.ndarray:
+            if (array and value.size > 1 and value.dtype.kind == "f"  # (weights, data; not
+                    and id(value) not in self.arrays):  # index tables and masks)
+                self.arrays[id(value)] = (name, value)
+            return
         if isinstance(value, _NUMPY_RANDOM):
             self._watch(value, f"the NumPy generator `{name}`")
             return

@@ -132,6 +132,9 @@ class Graph:
         self.views = set()
         # ids of inputs given as numbers (Python or NumPy scalars), immutable in NumPy too
         self.scalar_inputs = set()
+        # id -> NumPy array made a constant while tracing (fn.as_value; kept: its id stays its
+        # own), for the arrays a traced function reads from outside its arguments (trace.py)
+        self.constant_arrays = {}
         # value id -> its (base, offset, strides) through views (passes/fuse.py base_layout):
         # a value's node never changes, so it is found once; fusion asks ~40 times per node
         self.layouts = {}

@@ -15,11 +15,13 @@ import site
 import sys
 import sysconfig
 import threading
+import warnings
 
 import numpy as np
 
 from . import frozen, functions, pytree
-from .errors import ArgumentError, GradcError, SignatureError, UnsupportedOpError
+from .errors import (ArgumentError, ConstantArrayWarning, GradcError, SignatureError,
+                     UnsupportedOpError)
 from .functions._args import ABSENT as _ABSENT
 from .functions._args import array_arg as _array_arg
 from .functions._args import no_out as _no_out
@@ -583,6 +585,7 @@ def trace(fun, args, kwargs=None):
             watch.check(_definition(fun), final=True)
     finally:
         _active.graphs.pop()
+    _warn_constant_arrays(fun, graph, watch.arrays)
     try:
         out_leaves, out_tree = pytree.flatten(out)
     except SignatureError as e:
@@ -607,6 +610,25 @@ def _static_values(treedef):
     if treedef[0] == "static":
         return [treedef[1]]
     return [v for child in treedef[-1] for v in _static_values(child)]
+
+
+def _warn_constant_arrays(fun, graph, reachable):
+    """ConstantArrayWarning for the arrays the traced function read from outside its arguments
+    (`reachable`: frozen.Watch's arrays of the globals, closures and objects it could reach)."""
+    read = [(name, a) for i, (name, a) in reachable.items() if i in graph.constant_arrays]
+    if not read:
+        return
+    names = ", ".join(f"`{name}` {a.dtype.name}{list(a.shape)}" for name, a in read[:4])
+    more = f" and {len(read) - 4} more" if len(read) > 4 else ""
+    frame, _ = _user_frame(sys._getframe(1))
+    where = (frame.f_code.co_filename, frame.f_lineno) if frame else ("<unknown>", 0)
+    warnings.warn_explicit(ConstantArrayWarning(
+        f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) reads "
+        f"{names}{more} from outside its arguments: compiled in as constants, so a later change "
+        "to them (in place, or a new array assigned) is not seen by this compiled function. "
+        "Pass arrays that change as arguments (a dict of them is a pytree); for arrays that "
+        "never change, warnings.filterwarnings('ignore', category=gradc.ConstantArrayWarning)"),
+        ConstantArrayWarning, *where)
 
 
 def _definition(fun):

@@ -101,6 +101,8 @@ def as_value(x, like: Value | None = None, graph=None):
             return arr
         if arr.dtype == object:
             raise UnsupportedOpError("object arrays cannot be used in a traced function")
+        if type(x) is np.ndarray and x.size > 1:
+            graph.constant_arrays[id(x)] = x
         return array_const(graph, arr)
     raise UnsupportedOpError(
         f"cannot use a {type(x).__name__} as an array in a traced function")
