@@ -8,16 +8,13 @@ the argument rules every entry point (jit, grad, train_step, gradc check) shares
 """
 from __future__ import annotations
 
-import sys
-import warnings
-
 import numpy as np
 
 from . import pytree
 from .errors import NonDifferentiableError, RecompileWarning, SignatureError
 from .ir import SUPPORTED_DTYPES, Value
 from .ops import fn
-from .trace import _user_frame
+from .trace import warn_at_user_line
 
 
 class Call:
@@ -129,14 +126,12 @@ class RecompileWatch:
             return
         self.warned = True
         path, a, b = changes[0]
-        frame, _ = _user_frame(sys._getframe(1))
-        where = (frame.f_code.co_filename, frame.f_lineno) if frame else ("<unknown>", 0)
-        warnings.warn_explicit(RecompileWarning(
+        warn_at_user_line(RecompileWarning(
             f"{src}: {name} has compiled {self.static_compiles} signatures because the static "
             f"value {path} keeps changing (now {a!r} -> {b!r}): a Python {type(b).__name__} is "
             "compiled into the program, so every new value compiles again. Pass it as an array "
             "(np.asarray(...), or np.float64(...) for a float) so it is traced; or, to keep it "
-            f"static on purpose, {keep}"), RecompileWarning, *where)
+            f"static on purpose, {keep}"))
 
 
 def normalize_argnums(argnums, nargs, src):

@@ -620,15 +620,19 @@ def _warn_constant_arrays(fun, graph, reachable):
         return
     names = ", ".join(f"`{name}` {a.dtype.name}{list(a.shape)}" for name, a in read[:4])
     more = f" and {len(read) - 4} more" if len(read) > 4 else ""
-    frame, _ = _user_frame(sys._getframe(1))
-    where = (frame.f_code.co_filename, frame.f_lineno) if frame else ("<unknown>", 0)
-    warnings.warn_explicit(ConstantArrayWarning(
+    warn_at_user_line(ConstantArrayWarning(
         f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) reads "
         f"{names}{more} from outside its arguments: compiled in as constants, so a later change "
         "to them (in place, or a new array assigned) is not seen by this compiled function. "
         "Pass arrays that change as arguments (a dict of them is a pytree); for arrays that "
-        "never change, warnings.filterwarnings('ignore', category=gradc.ConstantArrayWarning)"),
-        ConstantArrayWarning, *where)
+        "never change, warnings.filterwarnings('ignore', category=gradc.ConstantArrayWarning)"))
+
+
+def warn_at_user_line(warning):
+    """Issue `warning` (a Warning) at the innermost line of the user's own code."""
+    frame, _ = _user_frame(sys._getframe(1))
+    where = (frame.f_code.co_filename, frame.f_lineno) if frame else ("<unknown>", 0)
+    warnings.warn_explicit(warning, type(warning), *where)
 
 
 def _definition(fun):
