@@ -220,7 +220,8 @@ def _pool(x, kernel, stride, padding, reduce, pad):
     sh, sw = (kh, kw) if stride is None else _pair(stride, "stride")
     _check_images(x, "avg_pool2d")
     n, c, h, w = x.shape
-    if (sh, sw) == (kh, kw) and _pair(padding, "padding", 0) == (0, 0) and h % kh == 0 and w % kw == 0:
+    tiles = (sh, sw) == (kh, kw) and _pair(padding, "padding", 0) == (0, 0)
+    if tiles and h % kh == 0 and w % kw == 0:
         # non-overlapping windows: a reshape and a reduction, no gather
         return reduce(x.reshape(n, c, h // kh, kh, w // kw, kw), axis=(3, 5))
     patches = _windows(x, (kh, kw), (sh, sw), padding, pad)

@@ -122,8 +122,7 @@ class Optimizer:
     HYPERPARAMETERS = ("lr", "momentum", "dampening", "eps", "betas")
 
     def __setattr__(self, name, value):
-        if name in ("weight_decay", "mask", "lr_mult") and (value is not None
-                                                            or name == "weight_decay"):
+        if name in ("weight_decay", "mask", "lr_mult"):
             value = _option(type(self).__name__, name, value)
         elif name in self.HYPERPARAMETERS:
             value = _hyperparameter(type(self).__name__, name, value)
@@ -143,13 +142,13 @@ class Optimizer:
         same for all (one weight_decay number, no mask or lr_mult)."""
         raise NotImplementedError
 
-    def _set_options(self, name, mask, lr_mult):
+    def _set_options(self, mask, lr_mult):
         """Set `mask` and `lr_mult` when given (left unset, they are the class's None and not
         among the hyperparameters: repr and `gradc compile`'s modules stay as they were)."""
         if mask is not None:
-            self.mask = _option(name, "mask", mask)
+            self.mask = mask
         if lr_mult is not None:
-            self.lr_mult = _option(name, "lr_mult", lr_mult)
+            self.lr_mult = lr_mult
 
     def uniform(self):
         """One weight_decay number for every parameter, and no mask or lr_mult."""
@@ -189,9 +188,8 @@ class SGD(Optimizer):
         if nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ArgumentError("SGD(nesterov=True) requires a momentum and zero dampening",
                                 source=user_source())
-        self.nesterov = nesterov
-        self.weight_decay = _option("SGD", "weight_decay", weight_decay)
-        self._set_options("SGD", mask, lr_mult)
+        self.nesterov, self.weight_decay = nesterov, weight_decay
+        self._set_options(mask, lr_mult)
 
     @property
     def slots(self):
@@ -229,10 +227,8 @@ class Adam(Optimizer):
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, mask=None,
                  lr_mult=None):
-        name = type(self).__name__
-        self.lr, self.betas, self.eps = lr, betas, eps
-        self.weight_decay = _option(name, "weight_decay", weight_decay)
-        self._set_options(name, mask, lr_mult)
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+        self._set_options(mask, lr_mult)
 
     def static(self):
         return (type(self).__name__, self.betas, self.eps) + self._options_key()

@@ -74,10 +74,9 @@ def check_updatable(leaves, src, target="cpu", names=None):
             what = (f"a {type(x).__name__}" if not isinstance(x, np.ndarray) else
                     f"a {x.dtype.name} array" if not np.issubdtype(x.dtype, np.floating) else
                     "a read-only array" if not x.flags.writeable else "a non-contiguous view")
-            fix = ("np.array(p, np.float64) once (an array of shape ())"
-                   if not isinstance(x, np.ndarray) or x.ndim == 0 and not x.flags.writeable
-                   else "p.astype(np.float32) once" if not np.issubdtype(x.dtype, np.floating)
-                   else "np.array(p) once (a writeable, contiguous copy of the same dtype)")
+            floating = np.issubdtype(np.asarray(x).dtype, np.floating)
+            fix = ("np.array(p) once (a writeable, contiguous array of the same dtype)"
+                   if floating else "p.astype(np.float32) once")
             raise SignatureError(
                 f"train_step updates parameters in place, and {name} is {what}: each must be a "
                 f"writeable, C-contiguous float NumPy array{device}; make it one with {fix} "

@@ -373,8 +373,8 @@ LAPACK_SYMBOLS = tuple(f"scipy_LAPACKE_d{name}_work64_"
 # 128x784x256 took 244 us whole, 263 in four column blocks, 294 in eight (784x128x256
 # transposed: 223, 235, 258), and at 2 threads W2's step went 490 -> 435 us, W10's and W7's ~5%
 # faster, the others the same within noise (a machine of more than 4 cores runs one product on
-# 4 of them; the others take the chunks of long loops). An OpenBLAS older than 0.3.27 lacks the setter: the name is then bound to libc's abs (int -> int, the
-# same count back).
+# 4 of them; the others take the chunks of long loops). An OpenBLAS older than 0.3.27 lacks
+# the setter: the name is then bound to libc's abs (int -> int, the same count back).
 SINGLE_THREADED_WORK = 1 << 18
 SET_BLAS_THREADS = "openblas_set_num_threads_local"
 BLOCK_WORK, MAX_BLOCKS, BLOCK_ALIGN = 1 << 19, 4, 16
