@@ -135,10 +135,10 @@ def build(fun, args, mode="value_and_grad", argnums=0, optimizer=None, clip_norm
         step.target = target  # (set after the constructor: generating code needs no GPU)
         if not (isinstance(argnums, int) and -len(args) <= argnums < len(args)):
             raise AotError(f"argnums={argnums!r} does not fit {len(args)} arguments")
-        return step.lower(*args, load=False, source=src), step
+        return step.lower(*args, load=False, source=src, capture=False), step
     f = Function(fun, mode, argnums=argnums)
     f.target = target
-    return f.lower(*args, load=False, source=src), f
+    return f.lower(*args, load=False, source=src, capture=False), f
 
 
 # ---------------------------------------------------------------------------------------------

@@ -180,7 +180,7 @@ def check(fun, *args, argnums=0, seed=0, eps=EPS, rtol=RTOL, **kwargs):
     """Check the VJP of every node between argument(s) `argnums` and `fun`'s output on these
     example arguments (Specs are filled with seeded random values). Returns a CheckReport."""
     args = tuple(materialize(args, seed))
-    graph, _, outs = trace(fun, args, kwargs)
+    graph, _, outs = trace(fun, args, kwargs, capture=False)
     name = getattr(fun, "__name__", "fn")
     argnums_t, _ = normalize_argnums(argnums, len(args), None)
     call = Call(args, kwargs)

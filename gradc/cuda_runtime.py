@@ -61,6 +61,7 @@ class CudaCompiled(Compiled):
         no copy here."""
         driver = self.driver
         types = self.input_types
+        leaves = self.with_captures(leaves)
         for i, x in enumerate(leaves):
             shape, dtype = types[i]
             if is_device_array(x):

@@ -39,9 +39,10 @@ import numpy as np
 
 from . import pytree
 from .api import value_and_grad
+from .capture import CaptureChanged
 from .errors import CompileError, GradcError, NonFiniteError, SignatureError
 from .passes.memory import ALIGN
-from .signature import signature_key
+from .signature import Call, signature_key
 from .train import check_apart, check_updatable, update_step
 from .trace import user_source
 
@@ -232,9 +233,15 @@ class DataParallelStep:
                 self._check_params(args, user_source())
         check_apart(p_leaves, args, self.argnums, self.loss_fn)  # (the update would refuse them)
         leaves, treedef = pytree.flatten((args, {}))
-        compiled = self.grad_fn.cache.get(signature_key(leaves, treedef))
+        key = signature_key(leaves, treedef)
+        compiled = self.grad_fn.cache.get(key)
         if compiled is None:  # a new batch signature: trace and compile
             compiled = self.grad_fn.compiled_for(*args)
+        try:
+            compiled.captures.read()
+        except CaptureChanged as e:  # an array read from outside the arguments changed
+            compiled = self.grad_fn.compiled_once(key, Call(self.grad_fn.traced_args(args), {}),
+                                                   stale=compiled, why=str(e))
         views = self._views.get(id(compiled))
         if views is None:
             views = self._views[id(compiled)] = self._layout(compiled, args, user_source())[:2]

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .capture import NO_CAPTURES
 from .codegen import driver_rt
 from .errors import IndexOutOfRangeError
 from .last_call import LastCall
@@ -105,6 +106,8 @@ class Compiled:
         self.driver = driver
         self.param_leaves, self.first_owned, self.runtime_scalars = param_leaves, first_owned, runtime_scalars
         self.fast = None  # the LastCall that recognizes this signature (see last_call)
+        # arrays read from outside the arguments, inputs after the leaves (gradc/capture.py)
+        self.captures = NO_CAPTURES
         self.out_kind = out_kind
         self.arena_bytes = layout.arena_bytes
         self._raw = np.zeros(layout.arena_bytes + 64, np.uint8)
@@ -145,9 +148,16 @@ class Compiled:
         if driver_module is not None and driver_module.ON_INDEX_ERROR is None:
             driver_module.ON_INDEX_ERROR = report
 
+    def with_captures(self, leaves):
+        """The leaves, then the arrays read from outside the arguments as they are now (raises
+        capture.CaptureChanged where one is no longer of its traced shape and dtype)."""
+        return list(leaves) + self.captures.read() if self.captures else leaves
+
     def last_call(self, treedef, leaves, writeable=()):
         """This signature's LastCall (made once, on a call whose leaves the driver could take as
         they are), or None: not a CPU program, a tree it does not handle, or not made yet."""
+        if self.fast is None and self.io_address:
+            leaves = self.with_captures(leaves)
         if self.fast is None and self.io_address and all(
                 type(x) is np.ndarray and x.flags.c_contiguous and x.dtype == dtype
                 for x, (_, dtype) in zip(leaves, self.input_types)):
@@ -169,6 +179,7 @@ class Compiled:
         apart by the caller): every other leaf whose memory overlaps them or the arena (an
         output handed out earlier, or a view of one) is read from a copy, so the result is what
         copies of the inputs would give."""
+        leaves = self.with_captures(leaves)
         keep = []  # contiguous copies that must live until the driver returns
         io = self.io
         spans = [byte_span(leaves[i]) for i in written]

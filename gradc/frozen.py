@@ -29,11 +29,44 @@ import sys
 import sysconfig
 import threading
 import types
+from typing import NamedTuple
 
 import numpy as np
 
 from .errors import FrozenRandomError
 from .ir import Value
+
+
+class Path(NamedTuple):
+    """Where a trace found an object: `root` (a module's globals, a closure cell, an object an
+    argument or a user frame held), then attribute and item steps: self -> .W. Followed again on
+    every call for the arrays a compiled function reads from outside its arguments
+    (gradc/capture.py)."""
+    root: object
+    steps: tuple  # (("attr", name) | ("item", key), ...)
+
+    def then(self, kind, key):
+        return Path(self.root, self.steps + ((kind, key),))
+
+    def follow(self):
+        x = self.root
+        for kind, key in self.steps:
+            x = getattr(x, key) if kind == "attr" else x[key]
+        return x
+
+    def expression(self, consts):
+        """Python source that follows the path (LastCall's generated match), its root and keys
+        bound in `consts`."""
+        expr = f"R{len(consts)}"
+        consts[expr] = self.root
+        for kind, key in self.steps:
+            if kind == "attr" and key.isidentifier():
+                expr += f".{key}"
+            else:
+                name = f"K{len(consts)}"
+                consts[name] = key
+                expr = f"getattr({expr}, {name})" if kind == "attr" else f"{expr}[{name}]"
+        return expr
 
 ADVICE = ("Draw fresh numbers on every call with gradc.random: pass `rng = "
           "gradc.random.default_rng(seed)` as an argument and draw inside with "
@@ -99,6 +132,10 @@ def _line(frame):
 
 
 # --- fingerprints of NumPy's generators ---------------------------------------------------------
+# how far the scan looks into what user code can reach: a global's items and their items
+# (params['l1']['W']), a local's or argument's three levels down (self.blocks[0].W), at most 64
+# entries of a container and SCAN_LIMIT containers in all (a large object graph costs no more)
+GLOBAL_DEPTH, LOCAL_DEPTH, SCAN_LIMIT = 2, 3, 5000
 _NUMPY_RANDOM = (np.random.Generator, np.random.RandomState, np.random.BitGenerator)
 # names that reach NumPy's global RandomState (np.random.randn, from numpy.random import rand...)
 _GLOBAL_NAMES = frozenset(n for n in dir(np.random.mtrand) if not n.startswith("_")) | {"random"}
@@ -172,7 +209,9 @@ class Watch:
         self.seeded = set()  # ids of Python random.Random instances seeded inside the trace
         self.found = None  # (message, source) of the first draw the hook saw
         self.uses_global = False  # user code that names np.random's functions ran
-        self.arrays = {}  # id -> (name, NumPy array) the traced code can reach from outside
+        # id -> (name, NumPy array, capture.Path) of the float arrays the traced code can reach
+        # from outside (gradc/capture.py reads them on every call)
+        self.arrays = {}
 
     def __enter__(self):
         self.outer = active()
@@ -182,10 +221,11 @@ class Watch:
         self.hooked = self.previous is None or getattr(self.previous, "watch", None) is not None
         self._watch(np.random.mtrand._rand, "NumPy's global random state (np.random.*)")
         if self.hooked:  # (the hook finds the arguments among the traced function's locals)
+            self._scan_closure(self.fun)  # (first: arrays found there are read through the cell)
             sys.setprofile(self._hook())
         else:
             for x in self.static_args:
-                self._consider(x, "an argument", 2)
+                self._consider(x, "an argument", LOCAL_DEPTH, Path(x, ()))
             self._scan_function(self.fun)
         return self
 
@@ -282,11 +322,24 @@ class Watch:
             for name in code.co_names:
                 value = frame.f_globals.get(name)
                 if value is not None:
-                    self._consider(value, name, 1)
+                    self._consider(value, name, GLOBAL_DEPTH,
+                                   Path(frame.f_globals, (("item", name),)))
         for name, value in frame.f_locals.items():
             # (an array passed to a function is often made inside the trace: only a closure's,
             # or one inside an object or container, is noted as coming from outside)
-            self._consider(value, name, 2, array=name in code.co_freevars)
+            self._consider(value, name, LOCAL_DEPTH, Path(value, ()),
+                           array=name in code.co_freevars)
+
+    def _scan_closure(self, fun):
+        """The arrays in `fun`'s own closure, found through its cells (a rebound nonlocal too)."""
+        fun = getattr(fun, "__func__", getattr(fun, "__wrapped__", fun))
+        code = getattr(fun, "__code__", None)
+        for name, cell in zip(code.co_freevars if code else (), getattr(fun, "__closure__", None) or ()):
+            try:
+                value = cell.cell_contents
+            except ValueError:  # (an empty cell)
+                continue
+            self._consider(value, name, LOCAL_DEPTH, Path(cell, (("attr", "cell_contents"),)))
 
     def _scan_function(self, fun):
         """Without the hook: what `fun` itself can reach (closure, defaults, globals it names)."""
@@ -295,22 +348,23 @@ class Watch:
         if code is None:
             return
         self.uses_global = True
-        for name, cell in zip(code.co_freevars, fun.__closure__ or ()):
-            self._consider(cell.cell_contents, name, 2)
+        self._scan_closure(fun)
         for value in fun.__defaults__ or ():
-            self._consider(value, "a default argument", 2)
+            self._consider(value, "a default argument", LOCAL_DEPTH, Path(value, ()))
         for name in code.co_names:
             if name in fun.__globals__:
-                self._consider(fun.__globals__[name], name, 1)
+                self._consider(fun.__globals__[name], name, GLOBAL_DEPTH,
+                               Path(fun.__globals__, (("item", name),)))
 
     # --- finding generators ------------------------------------------------------------------
-    def _consider(self, value, name, depth, array=True):
+    def _consider(self, value, name, depth, path, array=True):
         """Watch `value` if it is a NumPy generator; else look `depth` levels into it. (NumPy
-        arrays met on the way are noted, `arrays`; `value` itself only if `array`.)"""
+        arrays met on the way are noted, `arrays`, with their `path`; `value` itself only if
+        `array`.)"""
         if type(value) is np.ndarray:
-            if (array and value.size > 1 and value.dtype.kind == "f"  # (weights, data; not
+            if (array and value.size and value.dtype.kind == "f"  # (weights, data; not
                     and id(value) not in self.arrays):  # index tables and masks)
-                self.arrays[id(value)] = (name, value)
+                self.arrays[id(value)] = (name, value, path)
             return
         if isinstance(value, _NUMPY_RANDOM):
             self._watch(value, f"the NumPy generator `{name}`")
@@ -318,21 +372,22 @@ class Watch:
         if type(value) is types.MethodType and value.__self__ is np.random.mtrand._rand:
             self.uses_global = True  # (from numpy.random import normal as N)
             return
-        if depth == 0 or isinstance(value, _SKIP) or id(value) in self.scanned:
+        if (depth == 0 or isinstance(value, _SKIP) or id(value) in self.scanned
+                or len(self.scanned) >= SCAN_LIMIT):
             return
         if isinstance(value, (list, tuple)):
-            items = [(f"{name}[{i}]", v) for i, v in enumerate(value[:64])]
+            items = [(f"{name}[{i}]", "item", i, v) for i, v in enumerate(value[:64])]
         elif isinstance(value, dict):
-            items = [(f"{name}[{k!r}]", v) for k, v in list(value.items())[:64]]
+            items = [(f"{name}[{k!r}]", "item", k, v) for k, v in list(value.items())[:64]]
         else:
             attrs = getattr(value, "__dict__", None)
             if type(attrs) is not dict:
                 return
-            items = [(f"{name}.{k}", v) for k, v in list(attrs.items())[:64]]
+            items = [(f"{name}.{k}", "attr", k, v) for k, v in list(attrs.items())[:64]]
         self.scanned.add(id(value))
         self.keep.append(value)
-        for item_name, item in items:
-            self._consider(item, item_name, depth - 1)
+        for item_name, kind, key, item in items:
+            self._consider(item, item_name, depth - 1, path.then(kind, key))
 
     def _watch(self, obj, what):
         bit_generator = _bit_generator(obj)

@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from . import autodiff, pytree, random, transforms
+from .capture import CaptureChanged, Captures
 from .compile import check_target, compile_graph
 from .errors import ArgumentError, SignatureError
 from .ir import Value, gc_paused
@@ -54,19 +55,20 @@ class Function:
         return f"<gradc.{self.mode} of {self.__name__}>"
 
     # --- tracing ---------------------------------------------------------------------------
-    def trace_joint(self, call, src):
+    def trace_joint(self, call, src, capture=False):
         """Trace `call` (a Call) into a new graph; for gradients, append the backward. Returns
         (graph, out_info): the output tree, or for gradients (output tree, gradient trees, whether
         argnums is a tuple, leaves per gradient tree, indices of the outputs that are Python
-        floats)."""
+        floats). With capture=True, arrays read from outside the arguments are inputs after
+        theirs (graph.captures: gradc/capture.py); else constants."""
         if self.mode == "jit":
-            graph, out_tree, outs = trace(self.fun, call.args, call.kwargs)
+            graph, out_tree, outs = trace(self.fun, call.args, call.kwargs, capture)
             graph = run_passes(graph, BEFORE_AUTODIFF, consume=True)
             _advance_generators(graph, call.treedef)
             return graph, out_tree
         argnums, many = normalize_argnums(self.argnums, len(call.args), src)
         differentiable_leaves(call, argnums, src, argument_names(self.fun))
-        graph, out_tree, outs = trace(self.fun, call.args, call.kwargs)
+        graph, out_tree, outs = trace(self.fun, call.args, call.kwargs, capture)
         if self.mode == "jacobian":
             graph = run_passes(graph, BEFORE_AUTODIFF, consume=True)
             wrt = [graph.inputs[p] for i in argnums for p in call.ranges[i]]
@@ -116,17 +118,29 @@ class Function:
         compiled = self.cache.get(key)
         if compiled is None:
             compiled = self.compiled_once(key, Call(args, kwargs, leaves, treedef))
-        with compiled.lock:
-            outs = compiled.run(leaves)
-            self._last_call = compiled.last_call(treedef, leaves)
-            return self._package(compiled, outs)
+        for retry in (True, False):
+            with compiled.lock:
+                try:
+                    outs = compiled.run(leaves)
+                except CaptureChanged as e:
+                    if not retry:
+                        raise CaptureChanged(f"{e}, changed by the trace itself",
+                                             source=user_source()) from None
+                    changed = str(e)
+                else:
+                    self._last_call = compiled.last_call(treedef, leaves)
+                    return self._package(compiled, outs)
+            compiled = self.compiled_once(key, Call(args, kwargs, leaves, treedef), stale=compiled,
+                                          why=changed)
 
-    def lower(self, *args, load=False, source=None, **kwargs):
+    def lower(self, *args, load=False, source=None, capture=True, **kwargs):
         """Trace and compile for these arguments without caching the result; with load=False
         nothing is Numba-compiled and the Compiled has no driver (what `gradc compile` writes
-        out). `source` names the caller in the generated code (default: the calling line)."""
+        out, with capture=False: arrays read from outside the arguments compiled in). `source`
+        names the caller in the generated code (default: the calling line)."""
         call = Call(self.traced_args(args), kwargs)
-        return self._compile(call.key(), call, source or user_source(), load=load, cache=False)
+        return self._compile(call.key(), call, source or user_source(), load=load, cache=False,
+                             capture=capture)
 
     def compiled_for(self, *args, **kwargs):
         """The compiled signature for these arguments (compiling it if needed)."""
@@ -139,21 +153,23 @@ class Function:
         """The signature compiled last (None before the first call)."""
         return self.cache.get(self._last_key)
 
-    def compiled_once(self, key, call):
-        """The compiled signature `key`, compiled now unless it is cached: threads whose first
-        calls come at once compile it once, the others waiting for it."""
+    def compiled_once(self, key, call, stale=None, why=None):
+        """The compiled signature `key`, compiled now unless it is cached (or the cached one is
+        `stale`: an array it reads from outside the arguments changed, says `why`): threads
+        whose first calls come at once compile it once, the others waiting for it."""
         with self._compiling:
             compiled = self.cache.get(key)
-            if compiled is None:
-                compiled = self._compile(key, call, user_source())
+            if compiled is None or compiled is stale:
+                compiled = self._compile(key, call, user_source(), why=why)
             return compiled
 
-    def _compile(self, key, call, src, load=True, cache=True):
+    def _compile(self, key, call, src, load=True, cache=True, capture=True, why=None):
         """Trace, differentiate and compile the signature `key` of `call` (a Call); cache it
-        unless cache=False. `src`: the calling line."""
+        unless cache=False. `src`: the calling line; `why`: what changed, if not the key."""
         check_input_dtypes(key, lambda: leaf_names((call.args, call.kwargs),
                                                    argument_names(self.fun)), src)
-        if cache and self.max_signatures is not None and len(self.cache) >= self.max_signatures:
+        if (cache and self.max_signatures is not None and key not in self.cache
+                and len(self.cache) >= self.max_signatures):
             raise SignatureError(
                 f"{self.__name__} would compile signature number {len(self.cache) + 1}, over "
                 f"max_signatures={self.max_signatures}: {what_changed(self._last_key, key)}",
@@ -161,16 +177,19 @@ class Function:
         check_device_leaves(call.leaves, self.target, src)
         t0 = time.perf_counter()
         with gc_paused():
-            graph, out_info = self.trace_joint(call, src)
+            graph, out_info = self.trace_joint(call, src, capture)
+            captures = graph.captures
         t_trace = time.perf_counter() - t0
         title = f"{self.mode} of {self.__name__} from {src}"
         compiled = compile_graph(graph, title, out_info, load, self.target)
+        compiled.captures = Captures(captures, compiled.input_types)
         if not cache:
             return compiled
         names = leaf_names((call.args, call.kwargs), argument_names(self.fun))
-        log_compile(f"{self.mode}({self.__name__})", src, what_changed(self._last_key, key, names),
+        log_compile(f"{self.mode}({self.__name__})", src,
+                    why or what_changed(self._last_key, key, names),
                     compiled.layout.kernels, {"trace": t_trace, **compiled.lowered.timings})
-        if self.max_signatures is None:  # (a cap set on purpose: no warning)
+        if self.max_signatures is None and why is None:  # (a cap set on purpose: no warning)
             self._storm.note(self._last_key, key, self.__name__, argument_names(self.fun), src,
                              "pass max_signatures=N (the hard cap; it silences this warning)")
         self.cache[key] = compiled

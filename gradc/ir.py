@@ -135,6 +135,12 @@ class Graph:
         # id -> NumPy array made a constant while tracing (fn.as_value; kept: its id stays its
         # own), for the arrays a traced function reads from outside its arguments (trace.py)
         self.constant_arrays = {}
+        # with capturing on (while tracing), float arrays read from outside the arguments become
+        # inputs read on every call (gradc/capture.py): id -> input value while tracing, and
+        # the Captures (kept by the passes: the inputs stay where they are)
+        self.capturing = False
+        self.captured = {}
+        self.captures = []
         # value id -> its (base, offset, strides) through views (passes/fuse.py base_layout):
         # a value's node never changes, so it is found once; fusion asks ~40 times per node
         self.layouts = {}
@@ -293,6 +299,7 @@ def replay(graph, rewrite=None, outputs=None):
     new.source = default_source
     new.outputs = [env[v.id] for v in (outputs if outputs is not None else graph.outputs)]
     new.aliases = dict(graph.aliases) if outputs is None else {}
+    new.captures = list(graph.captures)  # (the same inputs, in the same places)
     return new
 
 

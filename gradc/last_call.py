@@ -53,10 +53,20 @@ class LastCall:
 
     @classmethod
     def make(cls, treedef, leaves, compiled, writeable=()):
-        """The LastCall of a signature, or None if its tree holds something it does not handle."""
+        """The LastCall of a signature, or None if its tree holds something it does not handle.
+        `leaves` end with the arrays the compiled signature reads from outside the arguments,
+        found again through their paths (gradc/capture.py; another shape: the slow way)."""
         consts, lines = {}, []
-        if not _match_lines(treedef, "x", lines, consts, iter(range(len(leaves)))):
+        captures = compiled.captures.captures
+        first = len(leaves) - len(captures)
+        if not _match_lines(treedef, "x", lines, consts, iter(range(first))):
             return None
+        if captures:
+            lines.append("try:")
+            lines += [f"    l{first + j} = {c.path.expression(consts)}" for j, c in enumerate(captures)]
+            lines += ["except Exception:", "    return False"]
+            for j in range(len(captures)):
+                lines += [f"if type(l{first + j}) is not ndarray:", "    return False"]
         for i, x in enumerate(leaves):
             consts.update({f"S{i}": x.shape, f"T{i}": x.strides, f"D{i}": x.dtype})
             lines += [f"if l{i}.shape != S{i} or l{i}.strides != T{i} or l{i}.dtype is not D{i}:",

@@ -557,17 +557,21 @@ def _array_function(self, func, types, args, kwargs):
 # ---------------------------------------------------------------------------------------------
 # tracing a function
 
-def trace(fun, args, kwargs=None):
+def trace(fun, args, kwargs=None, capture=False):
     """Trace `fun(*args, **kwargs)` into a new graph.
 
     Array leaves of the argument pytrees become graph inputs (named by their path); other leaves
     are static. Random numbers drawn while `fun` runs would be frozen into the graph: a
-    gradc.frozen.Watch turns them into FrozenRandomError. Returns (graph, out_tree, flat output
-    values).
+    gradc.frozen.Watch turns them into FrozenRandomError. Float arrays read from outside the
+    arguments are constants named in a ConstantArrayWarning, or with capture=True (what a
+    compiled function does) inputs after the arguments', read on every call (`graph.captures`:
+    gradc/capture.py). Returns (graph, out_tree,
+    flat output values).
     """
     kwargs = kwargs or {}
     leaves, treedef = pytree.flatten((args, kwargs))
     graph = Graph()
+    graph.capturing = capture
     names = leaf_names((args, kwargs), argument_names(fun))
     values = [graph.add_input(*pytree.leaf_type(x), name=name) for x, name in zip(leaves, names)]
     for x, v in zip(leaves, values):
@@ -614,8 +618,15 @@ def _static_values(treedef):
 
 def _warn_constant_arrays(fun, graph, reachable):
     """ConstantArrayWarning for the arrays the traced function read from outside its arguments
-    (`reachable`: frozen.Watch's arrays of the globals, closures and objects it could reach)."""
-    read = [(name, a) for i, (name, a) in reachable.items() if i in graph.constant_arrays]
+    and compiled in (`reachable`: frozen.Watch's arrays of the globals, closures and objects it
+    could reach): where capturing is off (gradc compile), and views capture.py cannot make."""
+    read = []
+    for a in graph.constant_arrays.values():
+        found = reachable.get(id(a))
+        if found is None and type(a.base) is np.ndarray:
+            found = reachable.get(id(a.base))
+        if found is not None and a.size > 1:
+            read.append((found[0] if found[1] is a else f"a view of {found[0]}", a))
     if not read:
         return
     names = ", ".join(f"`{name}` {a.dtype.name}{list(a.shape)}" for name, a in read[:4])

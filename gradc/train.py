@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from . import autodiff, pytree, random
+from .capture import CaptureChanged, Captures
 from .compile import check_target, compile_graph
 from .errors import ArgumentError, NonFiniteError, SignatureError, UnsupportedOpError
 from .ir import Graph, gc_paused
@@ -291,6 +292,11 @@ class TrainStep:
                         compiled = self._compile(key, call, src)
                 else:
                     check_apart(leaves[compiled.param_leaves], args, self.argnums, self.loss_fn)
+                try:
+                    compiled.captures.read()
+                except CaptureChanged as e:  # an array read from outside the arguments changed
+                    compiled = self._compile(key, Call(args, {}, leaves, treedef), user_source(),
+                                             why=str(e))
                 p_leaves = leaves[compiled.param_leaves]
                 params = range(compiled.param_leaves.start, compiled.param_leaves.stop)
                 for slot in self.optimizer.slots:  # e.g. momentum switched on after some steps
@@ -374,24 +380,26 @@ class TrainStep:
                 self._scalars[name] = np.zeros((), dtype)
         return {name: graph.add_input((), dtype, name=name) for name in self.optimizer.scalar_names}
 
-    def lower(self, *args, load=False, source=None):
+    def lower(self, *args, load=False, source=None, capture=True):
         """Trace and compile for these arguments without caching the result, running nothing
         and changing no state; with load=False nothing is Numba-compiled and the Compiled has no
-        driver (what `gradc compile` writes out, and `gradc.explain` reports). `source` names
-        the caller in the generated code (default: the calling line)."""
+        driver (what `gradc compile` writes out, with capture=False: arrays read from outside
+        the arguments compiled in; and what `gradc.explain` reports). `source` names the caller
+        in the generated code (default: the calling line)."""
         src = source or user_source()
         call = Call(args, {})
         self._check_params(call, src, record=False)
         key = call.key() + (self.optimizer.static(),)
-        return self._compile(key, call, src, load=load, cache=False)
+        return self._compile(key, call, src, load=load, cache=False, capture=capture)
 
-    def _joint_graph(self, call, src):
+    def _joint_graph(self, call, src, capture=False):
         """The loss and the gradients of the parameters, as one graph (or, for an update-only
         step, the gradients as inputs). Returns (graph, params, loss, grads, first param leaf,
-        (aux tree, aux values) or None)."""
+        (aux tree, aux values) or None). With capture=True, arrays read from outside the
+        arguments are inputs after theirs (graph.captures: gradc/capture.py)."""
         if self.loss_fn is None:
             return self._gradients_given(call, src) + (None,)
-        graph, out_tree, outs = trace(self.loss_fn, call.args)
+        graph, out_tree, outs = trace(self.loss_fn, call.args, capture=capture)
         differentiable_leaves(call, (self.argnums,), src)
         check_loss_output(out_tree, outs, self.has_aux, self.loss_fn, src)
         graph = run_passes(graph, BEFORE_AUTODIFF, consume=True)
@@ -418,15 +426,16 @@ class TrainStep:
             grads = [g * self.grad_scale for g in grads]
         return graph, params, fn.const(graph, 0.0, np.float32), grads, 0
 
-    def _compile(self, key, call, src, load=True, cache=True):
+    def _compile(self, key, call, src, load=True, cache=True, capture=True, why=None):
         """Trace, differentiate, add the update and compile the signature `key` of `call` (a
-        Call); cache it unless cache=False. `src`: the calling line."""
+        Call); cache it unless cache=False. `src`: the calling line; `why`: what changed, if
+        not the key (an array read from outside the arguments)."""
         names = argument_names(self.loss_fn) if self.loss_fn is not None else ["params", "grads"]
         check_input_dtypes(key, lambda: leaf_names((call.args, {}), names), src)
         check_device_leaves(call.leaves, self.target, src)
         t0 = time.perf_counter()
         with gc_paused():
-            graph, params, loss, grads, before, aux = self._joint_graph(call, src)
+            graph, params, loss, grads, before, aux = self._joint_graph(call, src, capture)
         n_params = len(params)
         with graph.at_source(f"optimizer {type(self.optimizer).__name__}"):
             state_in = {slot: [graph.add_input(p.shape, p.dtype, name=f"{slot}[{i}]")
@@ -478,14 +487,16 @@ class TrainStep:
         compiled = compile_graph(graph, title, out_kind, load, self.target,
                                  param_leaves=slice(before, before + n_params),
                                  first_owned=first_owned, runtime_scalars=len(scalars))
+        compiled.captures = Captures(graph.captures, compiled.input_types)
         if not cache:
             return compiled
         log_compile(f"train_step({self.__name__})", src,
-                    what_changed(self._last_key, key, leaf_names((call.args, {}), names)),
+                    why or what_changed(self._last_key, key, leaf_names((call.args, {}), names)),
                     compiled.layout.kernels, {"trace": t_trace, **compiled.lowered.timings})
-        self._storm.note(self._last_key, key, self.__name__, names, src,
-                         "filter the warning: warnings.simplefilter('ignore', "
-                         "gradc.RecompileWarning)")
+        if why is None:
+            self._storm.note(self._last_key, key, self.__name__, names, src,
+                             "filter the warning: warnings.simplefilter('ignore', "
+                             "gradc.RecompileWarning)")
         self.cache[key] = compiled
         self._last_key = key
         return compiled

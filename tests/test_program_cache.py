@@ -100,8 +100,8 @@ def tanh_loss(w, x):
 
 
 def scaled(c):
-    def scaled_loss(w, x):
-        return np.sum(np.tanh(x * w) * c)
+    def scaled_loss(w, x):  # (an array made inside: a constant. One read from outside the
+        return np.sum(np.tanh(x * w) * np.array(c))  # arguments would be an input, read live)
     return scaled_loss
 
 
@@ -143,12 +143,12 @@ def test_the_same_graph_hits_and_a_changed_one_misses(lowerings, keys):
     first_call(tanh_loss, np.stack([W, W]), X)  # a shape
     first_call(sin_loss, W, X)  # an op
     assert len(lowerings) == 4
-    first_call(scaled(np.array([1.0, 2.0, 3.0, 4.0, 5.5])), W, X)
-    first_call(scaled(np.array([1.0, 2.0, 3.0, 4.0, 5.0])), W, X)  # a constant's value
-    first_call(scaled(np.array([1.0, 2.0, 3.0, 4.0, -0.0])), W, X)
-    first_call(scaled(np.array([1.0, 2.0, 3.0, 4.0, 0.0])), W, X)  # (its sign)
+    first_call(scaled((1.0, 2.0, 3.0, 4.0, 5.5)), W, X)
+    first_call(scaled((1.0, 2.0, 3.0, 4.0, 5.0)), W, X)  # a constant's value
+    first_call(scaled((1.0, 2.0, 3.0, 4.0, -0.0)), W, X)
+    first_call(scaled((1.0, 2.0, 3.0, 4.0, 0.0)), W, X)  # (its sign)
     assert len(lowerings) == 8
-    value, grad = first_call(scaled(np.array([1.0, 2.0, 3.0, 4.0, 0.0])), W, X)
+    value, grad = first_call(scaled((1.0, 2.0, 3.0, 4.0, 0.0)), W, X)
     assert len(lowerings) == 8
     t = np.tanh(X * W)
     np.testing.assert_allclose(grad, X * (1 - t * t) * [1, 2, 3, 4, 0], rtol=1e-12)

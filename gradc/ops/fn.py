@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 
+from ..capture import captured
 from ..errors import ShapeError, UnsupportedOpError
 from ..ir import SUPPORTED_DTYPES, Value
 
@@ -101,7 +102,10 @@ def as_value(x, like: Value | None = None, graph=None):
             return arr
         if arr.dtype == object:
             raise UnsupportedOpError("object arrays cannot be used in a traced function")
-        if type(x) is np.ndarray and x.size > 1:
+        if type(x) is np.ndarray:
+            live = captured(graph, x)  # (read from outside the arguments: read on every call)
+            if live is not None:
+                return live
             graph.constant_arrays[id(x)] = x
         return array_const(graph, arr)
     raise UnsupportedOpError(

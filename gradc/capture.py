@@ -1,0 +1,180 @@
+"""Arrays a traced function reads from outside its arguments, read again on every call.
+
+`gradc.jit(model.forward)` whose forward reads `self.W`, a loss that reads a global `W`, a closure
+over an array: NumPy would read those arrays as they are when the function runs, so an update of
+the model's weights (`model.W -= lr * g`, or `model.W = new`) must be seen by the next call. A
+trace cannot see through NumPy's own calls on such arrays, but it knows where it met them:
+gradc/frozen.py's Watch walks the globals, closures, arguments and their attributes that each
+user function can reach, and notes every float array with the way to it (`Path`). Where such an
+array (or a view of it: `self.W.T`, `self.W[:, :4]`) meets a traced value, `captured` makes it an
+input of the graph instead of a constant (a `Capture`, appended after the arguments' inputs).
+
+On every call the compiled signature follows each capture's path again (`Captures.read`): the
+array found there is passed by reference (in-place updates are seen), a new array of the same
+shape and dtype too (a rebound attribute is seen); one of another shape or dtype, or none,
+raises CaptureChanged, on which the caller traces again. What the trace computed from such an
+array with NumPy's own functions (`np.tanh(self.W)` outside any traced value) is still a
+constant, as in JAX. Integer and boolean arrays (index tables, masks, which may decide shapes)
+stay constants too. `gradc compile` writes modules whose inputs are the arguments: there the
+arrays are compiled in, and a ConstantArrayWarning names them (trace.py).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from . import frozen
+from .frozen import Path
+from .errors import SignatureError
+
+
+class Capture(NamedTuple):
+    """One captured array: its name in messages (`self.W`), its path, and the position of the
+    graph input that receives it."""
+    name: str
+    path: Path
+    position: int
+
+
+class CaptureChanged(SignatureError):
+    """An array read from outside the arguments is no longer an array of the traced shape and
+    dtype: the caller traces again."""
+
+
+class Captures:
+    """The captured arrays of one compiled signature, in input order; they follow the
+    arguments' inputs (`first`)."""
+
+    def __init__(self, captures, input_types):
+        self.captures = list(captures)
+        self.types = [input_types[c.position] for c in self.captures]
+        self.first = self.captures[0].position if self.captures else len(input_types)
+
+    def __len__(self):
+        return len(self.captures)
+
+    def read(self):
+        """The arrays at the captures' paths now; CaptureChanged if one is not an array of the
+        traced shape and dtype."""
+        arrays = []
+        for capture, (shape, dtype) in zip(self.captures, self.types):
+            try:
+                x = capture.path.follow()
+            except Exception as e:  # noqa: BLE001 - (whatever the path raises: it is gone)
+                raise CaptureChanged(f"`{capture.name}` is gone ({type(e).__name__}: {e})") from None
+            if type(x) is not np.ndarray or x.shape != shape or x.dtype != dtype:
+                now = (f"{x.dtype.name}{list(x.shape)}" if isinstance(x, np.ndarray)
+                       else f"a {type(x).__name__}")
+                raise CaptureChanged(f"`{capture.name}` was {np.dtype(dtype).name}{list(shape)} "
+                                     f"when traced, now {now}")
+            arrays.append(x)
+        return arrays
+
+
+NO_CAPTURES = Captures([], [])
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def captured(graph, x):
+    """The graph input that reads the NumPy array `x` on every call, if the trace found `x` (or
+    the array whose memory `x` views) outside the traced function's arguments; else None."""
+    watch = frozen.active()
+    if not graph.capturing or watch is None or x.dtype not in _FLOATS or x.size == 0:
+        return None
+    found = watch.arrays.get(id(x))
+    if found is not None and found[1] is x:
+        return _input(graph, x, *found)
+    base = x.base
+    found = watch.arrays.get(id(base)) if type(base) is np.ndarray else None
+    if found is None or found[1] is not base or not base.flags.c_contiguous:
+        return None
+    flips = [k for k in range(x.ndim) if x.strides[k] < 0 and x.shape[k] > 1]
+    unflipped = x[tuple(slice(None, None, -1) if k in flips else slice(None)
+                        for k in range(x.ndim))]
+    recipe = view_recipe(unflipped, base)
+    if recipe is None:
+        return None
+    from .ops import fn
+    shape, starts, stops, steps, lengths, axes = recipe
+    v = fn.slice_(fn.reshape(_input(graph, base, *found), shape), starts, stops, steps)
+    v = fn.reshape(fn.transpose(fn.reshape(v, lengths), axes), x.shape)
+    if flips:  # (x[::-1]: the last element first)
+        v = fn.slice_(v, [n - 1 if k in flips else 0 for k, n in enumerate(x.shape)],
+                      [-1 if k in flips else n for k, n in enumerate(x.shape)],
+                      [-1 if k in flips else 1 for k in range(x.ndim)])
+    return v
+
+
+def _input(graph, x, name, array, path):
+    v = graph.captured.get(id(x))
+    if v is None:
+        v = graph.captured[id(x)] = graph.add_input(x.shape, x.dtype, name=name)
+        graph.captures.append(Capture(name, path, len(graph.inputs) - 1))
+    return v
+
+
+def view_recipe(view, base):
+    """How to make `view` from the C-contiguous array `base` whose memory it views, as
+    (shape, starts, stops, steps, lengths, axes): reshape base to `shape`, slice it, reshape to
+    `lengths` (dropping the axes an index took), transpose by `axes`, reshape to view.shape. None
+    where no such recipe makes it (reversed or repeated elements, another dtype). W.T of a (3, 4)
+    W: ((3, 4), (0, 0), (3, 4), (1, 1), (3, 4), (1, 0)). Tried on base's own shape (what basic
+    indexing and transposes make), then on a shape cut to the view's strides (reshapes)."""
+    item = base.itemsize
+    offset = view.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    kept = [k for k in range(view.ndim) if view.shape[k] != 1]  # (size-1 axes: any stride)
+    if view.dtype != base.dtype or offset % item or any(
+            view.strides[k] <= 0 or view.strides[k] % item for k in kept):
+        return None
+    order = sorted(kept, key=lambda k: -view.strides[k])  # outermost first
+    strides = [view.strides[k] // item for k in order]
+    lengths = [view.shape[k] for k in order]
+    axes = tuple(sorted(range(len(order)), key=lambda j: order[j]))  # back to the view's order
+    for shape in (base.shape, _cut_to(strides, base.size)):
+        recipe = shape and _slicing(tuple(shape), strides, lengths, offset // item)
+        if recipe and _makes(base, view, recipe + (tuple(lengths), axes)):
+            return recipe + (tuple(lengths), axes)
+    return None
+
+
+def _cut_to(strides, size):
+    """A C-order shape of `size` elements whose axes lie `strides` apart (the innermost 1
+    apart), or None."""
+    inner = strides[:-1] + [1]
+    outer = [size] + strides[:-1]
+    if any(o % i for o, i in zip(outer, inner)):
+        return None
+    return [o // i for o, i in zip(outer, inner)]
+
+
+def _slicing(shape, strides, lengths, offset):
+    """(shape, starts, stops, steps) slicing an array of C-order `shape` to axes of `lengths`
+    that lie `strides` apart (outermost first) from element `offset`, or None."""
+    apart = [int(np.prod(shape[a + 1:], dtype=np.int64)) for a in range(len(shape))]
+    starts = [offset // apart[0]] + [offset // apart[a] % shape[a] for a in range(1, len(shape))]
+    stops, steps = [s + 1 for s in starts], [1] * len(shape)
+    a = 0
+    for stride, length in zip(strides, lengths):  # each view axis on the next axis it steps along
+        while a < len(shape) and (stride % apart[a] or starts[a] + (length - 1) * (
+                stride // apart[a]) >= shape[a]):
+            a += 1
+        if a == len(shape):
+            return None
+        steps[a] = stride // apart[a]
+        stops[a] = starts[a] + (length - 1) * steps[a] + 1
+        a += 1
+    return tuple(shape), tuple(starts), tuple(stops), tuple(steps)
+
+
+def _makes(base, view, recipe):
+    """Whether `recipe` made on NumPy's own arrays is `view`: the same memory, shape, strides."""
+    shape, starts, stops, steps, lengths, axes = recipe
+    try:
+        made = base.reshape(shape)[tuple(map(slice, starts, stops, steps))]
+        made = made.reshape(lengths).transpose(axes).reshape(view.shape)
+    except ValueError:
+        return False
+    return (made.__array_interface__["data"][0] == view.__array_interface__["data"][0]
+            and made.shape == view.shape
+            and all(n == 1 or s == t for n, s, t in zip(view.shape, made.strides, view.strides)))

@@ -1,0 +1,196 @@
+"""Arrays a compiled function reads from outside its arguments (gradc/capture.py): a method's
+`self.W`, a global, a closure's, a dict of them, and views of them (`self.W.T`) are read as they
+are on every call, as NumPy reads them: updated in place or assigned anew, the next call sees
+them; another shape traces again. `gradc compile` compiles them in and says so."""
+import warnings
+
+import numpy as np
+import pytest
+
+import gradc
+from gradc import aot
+
+RNG = np.random.default_rng(7)
+X = RNG.standard_normal((4, 3))
+
+
+class Model:
+    def __init__(self):
+        self.W = RNG.standard_normal((3, 2))
+        self.b = RNG.standard_normal(2)
+
+    def forward(self, x):
+        return np.tanh(x @ self.W + self.b)
+
+
+def test_a_jitted_method_sees_its_weights_updated_in_place_and_assigned():
+    model = Model()
+    forward = gradc.jit(model.forward)
+    for change in (lambda m: m.W.__imul__(2.0),  # in place
+                   lambda m: setattr(m, "W", m.W - 0.5),  # a new array of the same shape
+                   lambda m: m.b.__setitem__(0, 3.0),
+                   lambda m: setattr(m, "b", np.zeros(2))):
+        np.testing.assert_allclose(forward(X), model.forward(X), rtol=1e-13)
+        change(model)
+        np.testing.assert_allclose(forward(X), model.forward(X), rtol=1e-13)  # (the fast path)
+        np.testing.assert_allclose(forward(X), model.forward(X), rtol=1e-13)
+    assert len(forward.cache) == 1  # read as inputs: nothing compiled again
+
+
+class Stack:  # layers in a list, their weights three steps below `self`
+    def __init__(self):
+        self.layers = [Model(), Model()]
+        self.layers[1].W = RNG.standard_normal((2, 2))
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+
+NESTED = {"l1": {"W": RNG.standard_normal((3, 3))}}  # two steps below a global
+
+
+def test_weights_in_lists_of_layers_and_nested_dicts_are_read_live():
+    stack = Stack()
+    forward = gradc.jit(stack.forward)
+    nested = gradc.jit(lambda x: np.sum(x @ NESTED["l1"]["W"]))
+    for i in range(2):
+        np.testing.assert_allclose(forward(X), stack.forward(X), rtol=1e-13)
+        np.testing.assert_allclose(nested(X), np.sum(X @ NESTED["l1"]["W"]), rtol=1e-13)
+        stack.layers[1].W -= 0.25
+        stack.layers[0].b = stack.layers[0].b + 1.0
+        NESTED["l1"]["W"] *= 2.0
+
+
+W_GLOBAL = RNG.standard_normal((3, 3))
+TABLE = {"scale": RNG.standard_normal(3)}
+
+
+def _global_loss(w, x):
+    return np.sum((x @ w @ W_GLOBAL.T) ** 2 * TABLE["scale"])
+
+
+def test_gradients_read_globals_and_their_views_as_they_are_now():
+    global W_GLOBAL
+    w = RNG.standard_normal((3, 3))
+    value_and_grad = gradc.value_and_grad(_global_loss)
+
+    def reference(w):  # d/dw of sum((x w G^T)^2 s) = 2 x^T ((x w G^T) s) G
+        y = X @ w @ W_GLOBAL.T
+        return np.sum(y ** 2 * TABLE["scale"]), 2 * X.T @ (y * TABLE["scale"]) @ W_GLOBAL
+
+    saved = W_GLOBAL
+    try:
+        for change in (lambda: W_GLOBAL.__iadd__(1.0), lambda: TABLE["scale"].__imul__(-1),
+                       lambda: TABLE.__setitem__("scale", np.ones(3))):
+            change()
+            value, grad = value_and_grad(w, X)
+            want_value, want_grad = reference(w)
+            np.testing.assert_allclose(value, want_value, rtol=1e-12)
+            np.testing.assert_allclose(grad, want_grad, rtol=1e-12)
+        W_GLOBAL = RNG.standard_normal((3, 3))  # the global assigned anew
+        np.testing.assert_allclose(value_and_grad(w, X)[1], reference(w)[1], rtol=1e-12)
+    finally:
+        W_GLOBAL = saved
+
+
+def test_views_of_outside_arrays_are_read_through_the_array_they_view():
+    base = RNG.standard_normal((4, 6))
+    views = {
+        "transpose": lambda: base.T[:, :3],
+        "columns": lambda: base[:, 1:4],
+        "strided": lambda: base[1:, ::2].T,
+        "row": lambda: base[2, :3],
+        "reversed": lambda: base[::-1, 5:2:-1],
+        "reshaped": lambda: base.reshape(8, 3)[::2],
+    }
+    for name, view in views.items():
+        x = RNG.standard_normal(view().shape)
+        f = gradc.jit(lambda x, view=view: np.sum(np.sin(x * view())))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", gradc.ConstantArrayWarning)  # (none: all read live)
+            np.testing.assert_allclose(f(x), np.sum(np.sin(x * view())), rtol=1e-13, err_msg=name)
+        base *= -1.5
+        np.testing.assert_allclose(f(x), np.sum(np.sin(x * view())), rtol=1e-13, err_msg=name)
+
+
+def test_a_closure_rebound_with_nonlocal_is_seen():
+    scale = np.ones(3)
+
+    def set_scale(value):
+        nonlocal scale
+        scale = value
+
+    f = gradc.jit(lambda x: np.sum(x * scale))
+    assert f(X) == pytest.approx(np.sum(X))
+    set_scale(np.full(3, 2.0))
+    assert f(X) == pytest.approx(2 * np.sum(X))
+
+
+def test_another_shape_or_dtype_traces_again_and_says_why(capsys, monkeypatch):
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+    model = Model()
+    forward = gradc.jit(model.forward)
+    forward(X)
+    model.W = RNG.standard_normal((3, 5))
+    with pytest.raises(gradc.ShapeError):  # traced again: b is still (2,), as NumPy would say
+        forward(X)
+    model.b = np.zeros(5, np.float32)
+    np.testing.assert_allclose(forward(X), model.forward(X), rtol=1e-6)
+    assert "`self.W` was float64[3, 2] when traced, now float64[3, 5]" in capsys.readouterr().err
+    model.b = np.zeros(5)
+    np.testing.assert_allclose(forward(X), model.forward(X), rtol=1e-13)
+    assert "`self.b` was float32[5] when traced, now float64[5]" in capsys.readouterr().err
+    del model.W  # gone: traced again, and the model's own AttributeError says so
+    with pytest.raises(AttributeError):
+        forward(X)
+
+
+def test_a_train_step_reads_outside_arrays_and_one_that_is_its_parameter():
+    target = RNG.standard_normal((4, 2))
+    params = {"W": RNG.standard_normal((3, 2))}
+    shared = params["W"]  # the loss also reads the parameter's own array from outside
+
+    def loss(p, x):
+        return np.mean((x @ p["W"] - target) ** 2) + 0.1 * np.sum(p["W"] * shared)
+
+    def reference_step(w, lr=0.1):
+        r = X @ w - target
+        return w - lr * (2 * X.T @ r / r.size + 0.1 * w)  # (shared: a constant, w before the step)
+
+    step = gradc.train_step(loss, gradc.optim.SGD(lr=0.1))
+    for i in range(3):
+        want = reference_step(params["W"].copy())
+        step(params, X)
+        np.testing.assert_allclose(params["W"], want, rtol=1e-12, err_msg=f"step {i}")
+        if i == 1:
+            target = target + 1.0  # (the global read anew: a new array of the same shape)
+
+
+def test_grad_inside_another_trace_reads_the_outer_functions_outside_arrays():
+    model = Model()
+    inner = gradc.grad(lambda x: np.sum(model.forward(x)))
+    outer = gradc.jit(lambda x: inner(x) * 2.0)
+
+    def reference():
+        return 2 * (1 - np.tanh(X @ model.W + model.b) ** 2) @ model.W.T
+
+    np.testing.assert_allclose(outer(X), reference(), rtol=1e-12)
+    model.W *= 3.0
+    np.testing.assert_allclose(outer(X), reference(), rtol=1e-12)
+
+
+def test_integer_tables_and_broadcast_views_stay_constants_and_are_named():
+    picks = np.array([2, 0, 1])  # an index table: a constant, as in JAX, without a warning
+    bias = np.arange(3.0)
+    f = gradc.jit(lambda x: np.sum(x[:, picks] + np.broadcast_to(bias, (4, 3))))
+    with pytest.warns(gradc.ConstantArrayWarning, match=r"`a view of bias` float64\[4, 3\]"):
+        assert f(X) == pytest.approx(np.sum(X[:, picks] + bias))
+
+
+def test_gradc_compile_writes_outside_arrays_in_and_warns():
+    model = Model()
+    with pytest.warns(gradc.ConstantArrayWarning, match=r"`self\.W` float64\[3, 2\]"):
+        source = aot.generate(model.forward, (X,), mode="jit")
+    assert "CONSTANTS" in source and "self_W" not in source
