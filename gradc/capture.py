@@ -20,11 +20,11 @@ arrays are compiled in, and a ConstantArrayWarning names them (trace.py).
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
 
-from . import frozen
 from .frozen import Path
 from .errors import SignatureError
 
@@ -37,26 +37,52 @@ class Capture(NamedTuple):
     position: int
 
 
+class Guard(NamedTuple):
+    """A number, string or None read from outside the arguments (`self.training`, a global
+    `EPS`), compiled in: a call that finds another value there traces again."""
+    name: str
+    value: object
+    path: Path
+
+
+def same(a, b):
+    """Whether a guarded value is still what the trace saw: the same type and value (NaN is
+    NaN; -0.0 is not 0.0)."""
+    if type(a) is not type(b):
+        return False
+    if a == b:
+        return type(a) is not float or a != 0.0 or math.copysign(1.0, a) == math.copysign(1.0, b)
+    return a != a and b != b
+
+
 class CaptureChanged(SignatureError):
     """An array read from outside the arguments is no longer an array of the traced shape and
-    dtype: the caller traces again."""
+    dtype, or a guarded value changed: the caller traces again."""
 
 
 class Captures:
-    """The captured arrays of one compiled signature, in input order; they follow the
-    arguments' inputs (`first`)."""
+    """The captured arrays of one compiled signature, in input order (they follow the
+    arguments' inputs), and its guards."""
 
-    def __init__(self, captures, input_types):
+    def __init__(self, captures, guards, input_types):
         self.captures = list(captures)
+        self.guards = [Guard(*g) for g in guards]
         self.types = [input_types[c.position] for c in self.captures]
-        self.first = self.captures[0].position if self.captures else len(input_types)
 
     def __len__(self):
-        return len(self.captures)
+        return len(self.captures) + len(self.guards)
 
     def read(self):
-        """The arrays at the captures' paths now; CaptureChanged if one is not an array of the
-        traced shape and dtype."""
+        """The arrays at the captures' paths now; CaptureChanged if a guarded value changed or
+        one is not an array of the traced shape and dtype."""
+        for guard in self.guards:
+            try:
+                now = guard.path.follow()
+            except Exception as e:  # noqa: BLE001 - (whatever the path raises: it is gone)
+                raise CaptureChanged(f"`{guard.name}` is gone ({type(e).__name__}: {e})") from None
+            if not same(guard.value, now):
+                raise CaptureChanged(f"`{guard.name}` was {guard.value!r} when traced, now "
+                                     f"{now!r}")
         arrays = []
         for capture, (shape, dtype) in zip(self.captures, self.types):
             try:
@@ -72,21 +98,21 @@ class Captures:
         return arrays
 
 
-NO_CAPTURES = Captures([], [])
+NO_CAPTURES = Captures([], [], [])
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def captured(graph, x):
     """The graph input that reads the NumPy array `x` on every call, if the trace found `x` (or
     the array whose memory `x` views) outside the traced function's arguments; else None."""
-    watch = frozen.active()
-    if not graph.capturing or watch is None or x.dtype not in _FLOATS or x.size == 0:
+    reachable = graph.reachable
+    if reachable is None or x.dtype not in _FLOATS or x.size == 0:
         return None
-    found = watch.arrays.get(id(x))
+    found = reachable.get(id(x))
     if found is not None and found[1] is x:
         return _input(graph, x, *found)
     base = x.base
-    found = watch.arrays.get(id(base)) if type(base) is np.ndarray else None
+    found = reachable.get(id(base)) if type(base) is np.ndarray else None
     if found is None or found[1] is not base or not base.flags.c_contiguous:
         return None
     flips = [k for k in range(x.ndim) if x.strides[k] < 0 and x.shape[k] > 1]

@@ -54,6 +54,12 @@ class Path(NamedTuple):
             x = getattr(x, key) if kind == "attr" else x[key]
         return x
 
+    def named_in(self, names):
+        """Whether each name on the path (an attribute, a global, a string key) is in `names`
+        (what the user code entered names), or is a closure's cell."""
+        return all(kind == "attr" and key == "cell_contents" or not isinstance(key, str)
+                   or key in names for kind, key in self.steps)
+
     def expression(self, consts):
         """Python source that follows the path (LastCall's generated match), its root and keys
         bound in `consts`."""
@@ -136,6 +142,7 @@ def _line(frame):
 # (params['l1']['W']), a local's or argument's three levels down (self.blocks[0].W), at most 64
 # entries of a container and SCAN_LIMIT containers in all (a large object graph costs no more)
 GLOBAL_DEPTH, LOCAL_DEPTH, SCAN_LIMIT = 2, 3, 5000
+_PLAIN = (bool, int, float, complex, str, type(None))
 _NUMPY_RANDOM = (np.random.Generator, np.random.RandomState, np.random.BitGenerator)
 # names that reach NumPy's global RandomState (np.random.randn, from numpy.random import rand...)
 _GLOBAL_NAMES = frozenset(n for n in dir(np.random.mtrand) if not n.startswith("_")) | {"random"}
@@ -209,9 +216,11 @@ class Watch:
         self.seeded = set()  # ids of Python random.Random instances seeded inside the trace
         self.found = None  # (message, source) of the first draw the hook saw
         self.uses_global = False  # user code that names np.random's functions ran
-        # id -> (name, NumPy array, capture.Path) of the float arrays the traced code can reach
-        # from outside (gradc/capture.py reads them on every call)
+        # id -> (name, NumPy array, Path) of the float arrays the traced code can reach from
+        # outside (gradc/capture.py reads them on every call), and [(name, value, Path)] of
+        # the numbers, strings and Nones (capture.py checks those the code names: `guards`)
         self.arrays = {}
+        self.plain = []
 
     def __enter__(self):
         self.outer = active()
@@ -320,9 +329,8 @@ class Watch:
             if not self.uses_global and not _GLOBAL_NAMES.isdisjoint(code.co_names):
                 self.uses_global = True
             for name in code.co_names:
-                value = frame.f_globals.get(name)
-                if value is not None:
-                    self._consider(value, name, GLOBAL_DEPTH,
+                if name in frame.f_globals:
+                    self._consider(frame.f_globals[name], name, GLOBAL_DEPTH,
                                    Path(frame.f_globals, (("item", name),)))
         for name, value in frame.f_locals.items():
             # (an array passed to a function is often made inside the trace: only a closure's,
@@ -347,6 +355,7 @@ class Watch:
         code = getattr(fun, "__code__", None)
         if code is None:
             return
+        self.codes.add(code)
         self.uses_global = True
         self._scan_closure(fun)
         for value in fun.__defaults__ or ():
@@ -357,10 +366,37 @@ class Watch:
                                Path(fun.__globals__, (("item", name),)))
 
     # --- finding generators ------------------------------------------------------------------
+    def guards(self):
+        """[(name, value, Path)] of the numbers, strings and Nones outside the arguments whose
+        every name the user code entered names (co_names: globals and attributes; string
+        constants: dict keys): what the trace may have used. Their values now, at the trace's
+        end (what the trace itself changed, a counter, is not a change)."""
+        names = set()
+        for code in self.codes:
+            names.update(code.co_names)
+            names.update(c for c in code.co_consts if type(c) is str)
+        guards, seen = [], set()
+        for name, _, path in self.plain:
+            key = (id(path.root), path.steps)
+            if key in seen or not path.named_in(names):
+                continue
+            seen.add(key)
+            try:
+                value = path.follow()
+            except Exception:  # noqa: BLE001 - (gone: nothing to check)
+                continue
+            if type(value) in _PLAIN:
+                guards.append((name, value, path))
+        return guards
+
     def _consider(self, value, name, depth, path, array=True):
         """Watch `value` if it is a NumPy generator; else look `depth` levels into it. (NumPy
         arrays met on the way are noted, `arrays`, with their `path`; `value` itself only if
-        `array`.)"""
+        `array`; numbers, strings and None with a path too, `plain`.)"""
+        if type(value) in _PLAIN:
+            if path.steps:
+                self.plain.append((name, value, path))
+            return
         if type(value) is np.ndarray:
             if (array and value.size and value.dtype.kind == "f"  # (weights, data; not
                     and id(value) not in self.arrays):  # index tables and masks)

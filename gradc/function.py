@@ -178,18 +178,20 @@ class Function:
         t0 = time.perf_counter()
         with gc_paused():
             graph, out_info = self.trace_joint(call, src, capture)
-            captures = graph.captures
+            captures, guards = graph.captures, graph.guards
         t_trace = time.perf_counter() - t0
         title = f"{self.mode} of {self.__name__} from {src}"
         compiled = compile_graph(graph, title, out_info, load, self.target)
-        compiled.captures = Captures(captures, compiled.input_types)
+        compiled.captures = Captures(captures, guards, compiled.input_types)
         if not cache:
             return compiled
         names = leaf_names((call.args, call.kwargs), argument_names(self.fun))
         log_compile(f"{self.mode}({self.__name__})", src,
                     why or what_changed(self._last_key, key, names),
                     compiled.layout.kernels, {"trace": t_trace, **compiled.lowered.timings})
-        if self.max_signatures is None and why is None:  # (a cap set on purpose: no warning)
+        if why is not None:
+            self._storm.note_outside(why, self.__name__, src)
+        elif self.max_signatures is None:  # (a cap set on purpose: no warning)
             self._storm.note(self._last_key, key, self.__name__, argument_names(self.fun), src,
                              "pass max_signatures=N (the hard cap; it silences this warning)")
         self.cache[key] = compiled

@@ -136,11 +136,13 @@ class Graph:
         # own), for the arrays a traced function reads from outside its arguments (trace.py)
         self.constant_arrays = {}
         # with capturing on (while tracing), float arrays read from outside the arguments become
-        # inputs read on every call (gradc/capture.py): id -> input value while tracing, and
-        # the Captures (kept by the passes: the inputs stay where they are)
-        self.capturing = False
+        # inputs read on every call (gradc/capture.py): the arrays the trace's frozen.Watch
+        # found reachable (None: capturing off), id -> input value, and the Captures (kept by
+        # the passes: the inputs stay where they are)
+        self.reachable = None
         self.captured = {}
         self.captures = []
+        self.guards = []  # [(name, value, frozen.Path)]: numbers read from outside, compiled in
         # value id -> its (base, offset, strides) through views (passes/fuse.py base_layout):
         # a value's node never changes, so it is found once; fusion asks ~40 times per node
         self.layouts = {}
@@ -300,6 +302,7 @@ def replay(graph, rewrite=None, outputs=None):
     new.outputs = [env[v.id] for v in (outputs if outputs is not None else graph.outputs)]
     new.aliases = dict(graph.aliases) if outputs is None else {}
     new.captures = list(graph.captures)  # (the same inputs, in the same places)
+    new.guards = graph.guards
     return new
 
 

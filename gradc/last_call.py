@@ -9,6 +9,7 @@ from bisect import bisect_left
 import numpy as np
 
 from . import pytree
+from .capture import same
 
 
 def _forgotten():
@@ -57,12 +58,17 @@ class LastCall:
         `leaves` end with the arrays the compiled signature reads from outside the arguments,
         found again through their paths (gradc/capture.py; another shape: the slow way)."""
         consts, lines = {}, []
-        captures = compiled.captures.captures
+        captures, guards = compiled.captures.captures, compiled.captures.guards
         first = len(leaves) - len(captures)
         if not _match_lines(treedef, "x", lines, consts, iter(range(first))):
             return None
-        if captures:
+        if captures or guards:
             lines.append("try:")
+            for guard in guards:
+                name = f"G{len(consts)}"
+                consts.update({name: guard.value, "same": same})
+                lines += [f"    if not same({guard.path.expression(consts)}, {name}):",
+                          "        return False"]
             lines += [f"    l{first + j} = {c.path.expression(consts)}" for j, c in enumerate(captures)]
             lines += ["except Exception:", "    return False"]
             for j in range(len(captures)):

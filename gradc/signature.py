@@ -111,6 +111,19 @@ class RecompileWatch:
 
     def __init__(self):
         self.static_compiles, self.warned = 0, False
+        self.outside_compiles = 0  # traced again: a value read from outside the arguments changed
+
+    def note_outside(self, why, name, src):
+        """A trace again because `why` (capture.CaptureChanged's message): warned once at STORM."""
+        self.outside_compiles += 1
+        if self.warned or self.outside_compiles < self.STORM:
+            return
+        self.warned = True
+        warn_at_user_line(RecompileWarning(
+            f"{src}: {name} has traced {self.outside_compiles} times again because what it reads "
+            f"from outside its arguments keeps changing (now {why}): numbers, strings and None "
+            "read from globals, closures or attributes are compiled in, so every new value "
+            "traces again. Pass it as an argument (np.float64(...) for a float) so it is traced"))
 
     def note(self, old, new, name, argnames, src, keep):
         """A compile of key `new` after `old` (None at the first), from the user's line `src`;

@@ -571,7 +571,6 @@ def trace(fun, args, kwargs=None, capture=False):
     kwargs = kwargs or {}
     leaves, treedef = pytree.flatten((args, kwargs))
     graph = Graph()
-    graph.capturing = capture
     names = leaf_names((args, kwargs), argument_names(fun))
     values = [graph.add_input(*pytree.leaf_type(x), name=name) for x, name in zip(leaves, names)]
     for x, v in zip(leaves, values):
@@ -585,11 +584,11 @@ def trace(fun, args, kwargs=None, capture=False):
     try:
         with graph.stamping_user_source(True), numpy_constructors(), \
                 frozen.Watch(fun, _static_values(treedef)) as watch:
+            graph.reachable = watch.arrays if capture else None
             out = fun(*targs, **tkwargs)
             watch.check(_definition(fun), final=True)
     finally:
         _active.graphs.pop()
-    _warn_constant_arrays(fun, graph, watch.arrays)
     try:
         out_leaves, out_tree = pytree.flatten(out)
     except SignatureError as e:
@@ -604,6 +603,10 @@ def trace(fun, args, kwargs=None, capture=False):
             raise UnsupportedOpError("the function returned a value traced by another function")
         outs.append(v)
     graph.outputs = outs
+    _warn_constant_arrays(fun, graph, watch.arrays)
+    if capture:
+        graph.guards = watch.guards()
+    graph.reachable = None  # (what it holds need not live as long as the graph)
     return graph, out_tree, outs
 
 

@@ -487,13 +487,15 @@ class TrainStep:
         compiled = compile_graph(graph, title, out_kind, load, self.target,
                                  param_leaves=slice(before, before + n_params),
                                  first_owned=first_owned, runtime_scalars=len(scalars))
-        compiled.captures = Captures(graph.captures, compiled.input_types)
+        compiled.captures = Captures(graph.captures, graph.guards, compiled.input_types)
         if not cache:
             return compiled
         log_compile(f"train_step({self.__name__})", src,
                     why or what_changed(self._last_key, key, leaf_names((call.args, {}), names)),
                     compiled.layout.kernels, {"trace": t_trace, **compiled.lowered.timings})
-        if why is None:
+        if why is not None:
+            self._storm.note_outside(why, self.__name__, src)
+        else:
             self._storm.note(self._last_key, key, self.__name__, names, src,
                              "filter the warning: warnings.simplefilter('ignore', "
                              "gradc.RecompileWarning)")

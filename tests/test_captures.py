@@ -194,3 +194,67 @@ def test_gradc_compile_writes_outside_arrays_in_and_warns():
     with pytest.warns(gradc.ConstantArrayWarning, match=r"`self\.W` float64\[3, 2\]"):
         source = aot.generate(model.forward, (X,), mode="jit")
     assert "CONSTANTS" in source and "self_W" not in source
+
+
+def test_an_outside_array_returned_as_it_is_is_read_on_every_call():
+    model = Model()
+    weights = gradc.jit(lambda x: (model.W, np.sum(x)))
+    model.W += 1.0
+    np.testing.assert_array_equal(weights(X)[0], model.W)
+    model.W = -model.W
+    np.testing.assert_array_equal(weights(X)[0], model.W)
+
+
+EPS = 1e-3
+
+
+class Dropoutless:
+    """A model whose forward reads a flag, a float and a global, and counts its traces."""
+
+    def __init__(self):
+        self.W = RNG.standard_normal((3, 2))
+        self.training, self.scale, self.traces, self.note = True, 0.5, 0, "not read"
+
+    def forward(self, x):
+        self.traces += 1  # (a counter the trace itself moves: not a change)
+        h = x @ self.W
+        if self.training:
+            h = h * self.scale
+        return h + EPS
+
+
+def test_numbers_and_flags_read_from_outside_trace_again_when_they_change():
+    global EPS
+    model = Dropoutless()
+    forward = gradc.jit(model.forward)
+
+    def check():
+        traces = model.traces
+        want = Dropoutless.forward(model, X)  # (NumPy; it counts too)
+        model.traces = traces
+        np.testing.assert_allclose(forward(X), want, rtol=1e-13)
+        return model.traces
+
+    assert check() == 1 and check() == 1  # traced once; a repeat reads nothing new
+    model.note = "changed"  # not named by the code: no trace
+    assert check() == 1
+    model.training = False
+    assert check() == 2
+    model.scale, model.training = 0.25, True
+    assert check() == 3
+    saved = EPS
+    try:
+        EPS = 1.0
+        assert check() == 4
+    finally:
+        EPS = saved
+    assert len(forward.cache) == 1
+
+
+def test_a_value_that_keeps_changing_is_named_in_a_recompile_warning():
+    model = Dropoutless()
+    forward = gradc.jit(model.forward)
+    with pytest.warns(gradc.RecompileWarning, match=r"`self\.scale` was .* now .*as an argument"):
+        for i in range(10):
+            model.scale = float(i)
+            forward(X)
