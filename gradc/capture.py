@@ -12,11 +12,14 @@ input of the graph instead of a constant (a `Capture`, appended after the argume
 On every call the compiled signature follows each capture's path again (`Captures.read`): the
 array found there is passed by reference (in-place updates are seen), a new array of the same
 shape and dtype too (a rebound attribute is seen); one of another shape or dtype, or none,
-raises CaptureChanged, on which the caller traces again. What the trace computed from such an
-array with NumPy's own functions (`np.tanh(self.W)` outside any traced value) is still a
-constant, as in JAX. Integer and boolean arrays (index tables, masks, which may decide shapes)
-stay constants too. `gradc compile` writes modules whose inputs are the arguments: there the
-arrays are compiled in, and a ConstantArrayWarning names them (trace.py).
+raises CaptureChanged, on which the caller traces again. Numbers, strings and None found the
+same way (`self.training`, a global EPS) are compiled in and guarded (`Guard`): those whose
+names the user code uses are checked on every call, and another value traces again, as
+torch.compile guards its globals. What the trace computed from such an array with NumPy's own
+functions (`np.tanh(self.W)` outside any traced value) is still a constant, as in JAX; integer
+and boolean arrays (index tables, masks, which may decide shapes) too. `gradc compile` writes
+modules whose inputs are the arguments: there the arrays are compiled in, and a
+ConstantArrayWarning names them (trace.py).
 """
 from __future__ import annotations
 

@@ -58,9 +58,10 @@ class CacheWarning(UserWarning):
 
 
 class ConstantArrayWarning(UserWarning):
-    """A traced function read a NumPy array from outside its arguments (a global, a closure, an
-    attribute of an object): its values are compiled in, so a later change to the array is not
-    seen. Pass arrays that change as arguments."""
+    """A NumPy array read from outside a traced function's arguments (a global, a closure, an
+    attribute of an object) was compiled in, so a later change to it is not seen: in a
+    `gradc compile` module, or a view gradc cannot read again on every call
+    (np.broadcast_to). Pass arrays that change as arguments."""
 
 
 class RecompileWarning(UserWarning):

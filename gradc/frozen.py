@@ -17,6 +17,10 @@ user code, run with it off (`Watch.pause`, `inert`).
 Generators seeded inside the traced function (np.random.default_rng(0), random.Random(0)) give the
 same numbers on every call, so they are allowed. If another profiler is installed, the hook stays
 off and the traced function's own closure, globals and arguments are scanned once instead.
+
+The same walk notes the float arrays, numbers, strings and Nones the traced code can reach from
+outside its arguments, with the `Path` to each: gradc/capture.py reads those arrays again on
+every call and guards those values.
 """
 from __future__ import annotations
 
