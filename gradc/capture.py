@@ -54,7 +54,8 @@ def same(a, b):
     if type(a) is not type(b):
         return False
     if a == b:
-        return type(a) is not float or a != 0.0 or math.copysign(1.0, a) == math.copysign(1.0, b)
+        return (not isinstance(a, (float, np.floating)) or a != 0.0
+                or math.copysign(1.0, a) == math.copysign(1.0, b))
     return a != a and b != b
 
 

@@ -147,6 +147,7 @@ def _line(frame):
 # entries of a container and SCAN_LIMIT containers in all (a large object graph costs no more)
 GLOBAL_DEPTH, LOCAL_DEPTH, SCAN_LIMIT = 2, 3, 5000
 _PLAIN = (bool, int, float, complex, str, type(None))
+_NUMPY_PLAIN = (np.number, np.bool_)  # (NumPy's scalars: np.float32(1e-5))
 _NUMPY_RANDOM = (np.random.Generator, np.random.RandomState, np.random.BitGenerator)
 # names that reach NumPy's global RandomState (np.random.randn, from numpy.random import rand...)
 _GLOBAL_NAMES = frozenset(n for n in dir(np.random.mtrand) if not n.startswith("_")) | {"random"}
@@ -389,7 +390,7 @@ class Watch:
                 value = path.follow()
             except Exception:  # noqa: BLE001 - (gone: nothing to check)
                 continue
-            if type(value) in _PLAIN:
+            if type(value) in _PLAIN or isinstance(value, _NUMPY_PLAIN):
                 guards.append((name, value, path))
         return guards
 
@@ -397,7 +398,7 @@ class Watch:
         """Watch `value` if it is a NumPy generator; else look `depth` levels into it. (NumPy
         arrays met on the way are noted, `arrays`, with their `path`; `value` itself only if
         `array`; numbers, strings and None with a path too, `plain`.)"""
-        if type(value) in _PLAIN:
+        if type(value) in _PLAIN or isinstance(value, _NUMPY_PLAIN):
             if path.steps:
                 self.plain.append((name, value, path))
             return

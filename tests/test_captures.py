@@ -258,3 +258,15 @@ def test_a_value_that_keeps_changing_is_named_in_a_recompile_warning():
         for i in range(10):
             model.scale = float(i)
             forward(X)
+
+
+def test_numpy_scalars_read_from_outside_are_guarded_too():
+    model = Dropoutless()
+    model.scale = np.float32(0.5)
+    forward = gradc.jit(model.forward)
+    np.testing.assert_allclose(forward(X), X @ model.W * 0.5 + EPS, rtol=1e-6)
+    model.scale = np.float32(2.0)
+    np.testing.assert_allclose(forward(X), X @ model.W * 2.0 + EPS, rtol=1e-6)
+    from gradc.capture import same  # (another sign of zero is another value; NaN is NaN)
+    assert not same(np.float32(-0.0), np.float32(0.0)) and same(np.nan, np.nan)
+    assert not same(1, 1.0) and not same(True, 1) and same(None, None)
