@@ -50,9 +50,11 @@ class Guard(NamedTuple):
 
 def same(a, b):
     """Whether a guarded value is still what the trace saw: the same type and value (NaN is
-    NaN; -0.0 is not 0.0)."""
+    NaN; -0.0 is not 0.0; an array: the same shape, dtype and elements)."""
     if type(a) is not type(b):
         return False
+    if type(a) is np.ndarray:
+        return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
     if a == b:
         return (not isinstance(a, (float, np.floating)) or a != 0.0
                 or math.copysign(1.0, a) == math.copysign(1.0, b))
@@ -85,8 +87,7 @@ class Captures:
             except Exception as e:  # noqa: BLE001 - (whatever the path raises: it is gone)
                 raise CaptureChanged(f"`{guard.name}` is gone ({type(e).__name__}: {e})") from None
             if not same(guard.value, now):
-                raise CaptureChanged(f"`{guard.name}` was {guard.value!r} when traced, now "
-                                     f"{now!r}")
+                raise CaptureChanged(_change(guard, now))
         arrays = []
         for capture, (shape, dtype) in zip(self.captures, self.types):
             try:
@@ -103,6 +104,37 @@ class Captures:
 
 
 NO_CAPTURES = Captures([], [], [])
+# an array found outside the arguments that no traced operation read may have been computed from
+# with NumPy alone (np.sqrt(self.running_var + eps)), which is compiled in: up to this many
+# elements its contents are guarded (compared on every call); larger ones are named in a warning
+CONTENT_GUARD_SIZE = 4096
+
+
+def uncaptured(graph, watch):
+    """[(name, array, path)] of the float arrays outside the arguments that the code's names
+    reach (frozen.Watch) but that no traced operation read."""
+    names = watch.names()
+    return [(name, array, path) for i, (name, array, path) in watch.arrays.items()
+            if i not in graph.captured and path.named_in(names)]
+
+
+def content_guards(graph, watch):
+    """Guards on the contents of the small uncaptured arrays (see CONTENT_GUARD_SIZE)."""
+    return [(name, array.copy(), path) for name, array, path in uncaptured(graph, watch)
+            if array.size <= CONTENT_GUARD_SIZE]
+
+
+def _change(guard, now):
+    """What changed, for the compile log and CaptureChanged."""
+    was = guard.value
+    if type(was) is not np.ndarray:
+        return f"`{guard.name}` was {was!r} when traced, now {now!r}"
+    kind = f"{was.dtype.name}{list(was.shape)}"
+    if type(now) is np.ndarray and (now.shape, now.dtype) == (was.shape, was.dtype):
+        return (f"`{guard.name}` ({kind}, compiled in: the trace read it with NumPy alone) "
+                "changed")
+    now = f"{now.dtype.name}{list(now.shape)}" if isinstance(now, np.ndarray) else repr(now)
+    return f"`{guard.name}` was {kind} when traced, now {now}"
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 

@@ -371,15 +371,21 @@ class Watch:
                                Path(fun.__globals__, (("item", name),)))
 
     # --- finding generators ------------------------------------------------------------------
+    def names(self):
+        """The names the user code entered uses: co_names (globals and attributes) and string
+        constants (dict keys)."""
+        names = set()
+        for code in self.codes:
+            names.update(code.co_names)
+            names.update(c for c in code.co_consts if type(c) is str)
+        return names
+
     def guards(self):
         """[(name, value, Path)] of the numbers, strings and Nones outside the arguments whose
         every name the user code entered names (co_names: globals and attributes; string
         constants: dict keys): what the trace may have used. Their values now, at the trace's
         end (what the trace itself changed, a counter, is not a change)."""
-        names = set()
-        for code in self.codes:
-            names.update(code.co_names)
-            names.update(c for c in code.co_consts if type(c) is str)
+        names = self.names()
         guards, seen = [], set()
         for name, _, path in self.plain:
             key = (id(path.root), path.steps)

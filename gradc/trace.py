@@ -20,6 +20,7 @@ import warnings
 import numpy as np
 
 from . import frozen, functions, pytree
+from .capture import CONTENT_GUARD_SIZE, content_guards, uncaptured
 from .errors import (ArgumentError, ConstantArrayWarning, GradcError, SignatureError,
                      UnsupportedOpError)
 from .functions._args import ABSENT as _ABSENT
@@ -603,9 +604,9 @@ def trace(fun, args, kwargs=None, capture=False):
             raise UnsupportedOpError("the function returned a value traced by another function")
         outs.append(v)
     graph.outputs = outs
-    _warn_constant_arrays(fun, graph, watch.arrays)
+    _warn_constant_arrays(fun, graph, watch)
     if capture:
-        graph.guards = watch.guards()
+        graph.guards = watch.guards() + content_guards(graph, watch)
     graph.reachable = None  # (what it holds need not live as long as the graph)
     return graph, out_tree, outs
 
@@ -619,10 +620,11 @@ def _static_values(treedef):
     return [v for child in treedef[-1] for v in _static_values(child)]
 
 
-def _warn_constant_arrays(fun, graph, reachable):
+def _warn_constant_arrays(fun, graph, watch):
     """ConstantArrayWarning for the arrays the traced function read from outside its arguments
-    and compiled in (`reachable`: frozen.Watch's arrays of the globals, closures and objects it
-    could reach): where capturing is off (gradc compile), and views capture.py cannot make."""
+    and compiled in (frozen.Watch's arrays of the globals, closures and objects it could
+    reach): where capturing is off (gradc compile), and views capture.py cannot make."""
+    reachable = watch.arrays
     read = []
     for a in graph.constant_arrays.values():
         found = reachable.get(id(a))
@@ -630,6 +632,8 @@ def _warn_constant_arrays(fun, graph, reachable):
             found = reachable.get(id(a.base))
         if found is not None and a.size > 1:
             read.append((found[0] if found[1] is a else f"a view of {found[0]}", a))
+    if graph.reachable is not None:
+        _warn_derived_constants(fun, graph, watch, {id(a) for _, a in read})
     if not read:
         return
     names = ", ".join(f"`{name}` {a.dtype.name}{list(a.shape)}" for name, a in read[:4])
@@ -640,6 +644,30 @@ def _warn_constant_arrays(fun, graph, reachable):
         "to them (in place, or a new array assigned) is not seen by this compiled function. "
         "Pass arrays that change as arguments (a dict of them is a pytree); for arrays that "
         "never change, warnings.filterwarnings('ignore', category=gradc.ConstantArrayWarning)"))
+
+
+def _warn_derived_constants(fun, graph, watch, named):
+    """ConstantArrayWarning for a float array compiled in that has the shape of an outside
+    array the trace found but never read as a traced operand (not captured), too large for its
+    contents to be guarded (capture.CONTENT_GUARD_SIZE): it was likely computed from it with
+    NumPy alone (`np.sqrt(self.running_var + eps)`), which no trace sees, so a later change to
+    that array is not seen in it."""
+    unread = [(name, r) for name, r, _ in uncaptured(graph, watch) if r.size > CONTENT_GUARD_SIZE]
+    if not unread:
+        return
+    for a in graph.constant_arrays.values():
+        if id(a) in named or a.size < 2 or a.dtype.kind != "f":
+            continue
+        source = next((name for name, r in unread if r.shape == a.shape), None)
+        if source is not None:
+            warn_at_user_line(ConstantArrayWarning(
+                f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) "
+                f"compiled in a {a.dtype.name}{list(a.shape)} array that NumPy computed alone, "
+                f"it seems from `{source}` (read from outside its arguments, of that shape): a "
+                f"later change to `{source}` is not seen in it. gradc reads such arrays on every "
+                "call where they meet a traced value: compute from them inside traced "
+                "operations, or pass them as arguments"))
+            return
 
 
 def warn_at_user_line(warning):

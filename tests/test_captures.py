@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import gradc
-from gradc import aot
+from gradc import aot, capture
 
 RNG = np.random.default_rng(7)
 X = RNG.standard_normal((4, 3))
@@ -270,3 +270,34 @@ def test_numpy_scalars_read_from_outside_are_guarded_too():
     from gradc.capture import same  # (another sign of zero is another value; NaN is NaN)
     assert not same(np.float32(-0.0), np.float32(0.0)) and same(np.nan, np.nan)
     assert not same(1, 1.0) and not same(True, 1) and same(None, None)
+
+
+class BatchNormEval:
+    """Running statistics read partly with NumPy alone (np.sqrt(self.var + eps)), and gradient
+    buffers the user's own optimizer writes, which forward never names."""
+
+    def __init__(self, n):
+        self.mean, self.var = RNG.standard_normal(n), RNG.random(n) + 0.5
+        self.grad_buffer = np.zeros(n)
+
+    def forward(self, x):
+        return (x - self.mean) / np.sqrt(self.var + 1e-5)
+
+
+def test_small_arrays_read_with_numpy_alone_are_checked_and_large_ones_named(monkeypatch, capsys):
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+    bn = BatchNormEval(3)
+    forward = gradc.jit(bn.forward)
+    np.testing.assert_allclose(forward(X), bn.forward(X), rtol=1e-13)
+    for _ in range(3):  # not named by forward: no trace
+        bn.grad_buffer += 1.0
+        np.testing.assert_allclose(forward(X), bn.forward(X), rtol=1e-13)
+    assert capsys.readouterr().err.count("compiled jit(forward)") == 1
+    bn.var *= 4.0  # compiled in (NumPy computed the sqrt): its contents are checked
+    np.testing.assert_allclose(forward(X), bn.forward(X), rtol=1e-13)
+    assert "`self.var` (float64[3], compiled in: the trace read it with NumPy alone) changed" in (
+        capsys.readouterr().err)
+    big = BatchNormEval(capture.CONTENT_GUARD_SIZE + 1)
+    with pytest.warns(gradc.ConstantArrayWarning, match=r"NumPy computed alone, it seems from "
+                                                        r"`self\.var`"):
+        gradc.jit(big.forward)(np.ones(capture.CONTENT_GUARD_SIZE + 1))
