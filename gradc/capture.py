@@ -105,8 +105,9 @@ class Captures:
 
 NO_CAPTURES = Captures([], [], [])
 # an array found outside the arguments that no traced operation read may have been computed from
-# with NumPy alone (np.sqrt(self.running_var + eps)), which is compiled in: up to this many
-# elements its contents are guarded (compared on every call); larger ones are named in a warning
+# with NumPy alone (np.sqrt(self.running_var + eps)), which is compiled in: where a float array
+# of its shape was compiled in, up to this many elements its contents are guarded (compared on
+# every call); larger ones are named in a warning
 CONTENT_GUARD_SIZE = 4096
 
 
@@ -119,9 +120,13 @@ def uncaptured(graph, watch):
 
 
 def content_guards(graph, watch):
-    """Guards on the contents of the small uncaptured arrays (see CONTENT_GUARD_SIZE)."""
+    """Guards on the contents of the small uncaptured arrays with the shape of a float array
+    the trace compiled in (what NumPy may have computed from them alone: no trace sees the
+    reads, and an array the code names in a branch not taken must not trace again on every
+    change). See CONTENT_GUARD_SIZE."""
+    shapes = {a.shape for a in graph.constant_arrays.values() if a.dtype.kind == "f"}
     return [(name, array.copy(), path) for name, array, path in uncaptured(graph, watch)
-            if array.size <= CONTENT_GUARD_SIZE]
+            if array.size <= CONTENT_GUARD_SIZE and array.shape in shapes]
 
 
 def _change(guard, now):
@@ -135,31 +140,37 @@ def _change(guard, now):
                 "changed")
     now = f"{now.dtype.name}{list(now.shape)}" if isinstance(now, np.ndarray) else repr(now)
     return f"`{guard.name}` was {kind} when traced, now {now}"
+
+
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def captured(graph, x):
     """The graph input that reads the NumPy array `x` on every call, if the trace found `x` (or
     the array whose memory `x` views) outside the traced function's arguments; else None."""
-    reachable = graph.reachable
-    if reachable is None or x.dtype not in _FLOATS or x.size == 0:
+    watch = graph.reachable
+    if watch is None or x.dtype not in _FLOATS or x.size == 0:
         return None
-    found = reachable.get(id(x))
+    found = watch.arrays.get(id(x))
     if found is not None and found[1] is x:
-        return _input(graph, x, *found)
-    base = x.base
-    found = reachable.get(id(base)) if type(base) is np.ndarray else None
-    if found is None or found[1] is not base or not base.flags.c_contiguous:
+        return _input(graph, x, *watch.way_to(x))
+    owner = owner_of(x)
+    if owner is x:
         return None
     flips = [k for k in range(x.ndim) if x.strides[k] < 0 and x.shape[k] > 1]
     unflipped = x[tuple(slice(None, None, -1) if k in flips else slice(None)
                         for k in range(x.ndim))]
-    recipe = view_recipe(unflipped, base)
-    if recipe is None:
+    for _, base, _ in watch.arrays.values():  # (an array found outside that x views)
+        if base.flags.c_contiguous and owner_of(base) is owner:
+            recipe = view_recipe(unflipped, base)
+            if recipe is not None:
+                break
+    else:
         return None
     from .ops import fn
     shape, starts, stops, steps, lengths, axes = recipe
-    v = fn.slice_(fn.reshape(_input(graph, base, *found), shape), starts, stops, steps)
+    v = fn.slice_(fn.reshape(_input(graph, base, *watch.way_to(base)), shape), starts, stops,
+                  steps)
     v = fn.reshape(fn.transpose(fn.reshape(v, lengths), axes), x.shape)
     if flips:  # (x[::-1]: the last element first)
         v = fn.slice_(v, [n - 1 if k in flips else 0 for k, n in enumerate(x.shape)],
@@ -168,7 +179,14 @@ def captured(graph, x):
     return v
 
 
-def _input(graph, x, name, array, path):
+def owner_of(x):
+    """The array that owns the memory `x` views (x itself if it owns it)."""
+    while type(x.base) is np.ndarray:
+        x = x.base
+    return x
+
+
+def _input(graph, x, name, path):
     v = graph.captured.get(id(x))
     if v is None:
         v = graph.captured[id(x)] = graph.add_input(x.shape, x.dtype, name=name)

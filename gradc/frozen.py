@@ -25,6 +25,8 @@ every call and guards those values.
 from __future__ import annotations
 
 import ctypes
+import dis
+import functools
 import importlib.util
 import os
 import random as _py_random
@@ -141,11 +143,34 @@ def _line(frame):
     return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
 
 
+@functools.lru_cache(maxsize=4096)
+def code_names(code):
+    """(the globals `code` reads, every name it reads: globals, attributes and the strings among
+    its constants, which may be dict keys), from its bytecode: co_names alone mixes globals with
+    attribute names (a global W is not self.W)."""
+    globals_, names = set(), set()
+    for ins in dis.get_instructions(code):
+        if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+            globals_.add(ins.argval)
+            names.add(ins.argval)
+        elif ins.opname in ("LOAD_ATTR", "LOAD_METHOD"):
+            names.add(ins.argval)
+    stack = list(code.co_consts)
+    while stack:  # (strings in tuples too: `for k in ("w1", "w2"): p[k]`)
+        c = stack.pop()
+        if type(c) is str:
+            names.add(c)
+        elif type(c) in (tuple, frozenset):
+            stack.extend(c)
+    return frozenset(globals_), frozenset(names)
+
+
 # --- fingerprints of NumPy's generators ---------------------------------------------------------
 # how far the scan looks into what user code can reach: a global's items and their items
-# (params['l1']['W']), a local's or argument's three levels down (self.blocks[0].W), at most 64
-# entries of a container and SCAN_LIMIT containers in all (a large object graph costs no more)
-GLOBAL_DEPTH, LOCAL_DEPTH, SCAN_LIMIT = 2, 3, 5000
+# (params['l1']['W']), a local's or argument's three levels down (self.blocks[0].W), at most
+# MAX_ITEMS entries of a container and SCAN_LIMIT containers in all (a large object graph
+# costs no more)
+GLOBAL_DEPTH, LOCAL_DEPTH, SCAN_LIMIT, MAX_ITEMS = 2, 3, 5000, 1024
 _PLAIN = (bool, int, float, complex, str, type(None))
 _NUMPY_PLAIN = (np.number, np.bool_)  # (NumPy's scalars: np.float32(1e-5))
 _NUMPY_RANDOM = (np.random.Generator, np.random.RandomState, np.random.BitGenerator)
@@ -225,6 +250,11 @@ class Watch:
         # outside (gradc/capture.py reads them on every call), and [(name, value, Path)] of
         # the numbers, strings and Nones (capture.py checks those the code names: `guards`)
         self.arrays = {}
+        self.paths = {}  # id -> [(name, Path)]: every way to an array of `arrays` found
+        # [(name, dict, list or an object's __dict__, a copy of it, whether an object's)] of the
+        # containers scanned, [(globals, name, value)] of the globals: a traced value stored in
+        # one is undone (undo_stored_values)
+        self.held, self.held_globals, self.held_cells = [], [], []
         self.plain = []
 
     def __enter__(self):
@@ -333,8 +363,9 @@ class Watch:
             self.codes.add(code)
             if not self.uses_global and not _GLOBAL_NAMES.isdisjoint(code.co_names):
                 self.uses_global = True
-            for name in code.co_names:
+            for name in code_names(code)[0]:
                 if name in frame.f_globals:
+                    self.held_globals.append((frame.f_globals, name, frame.f_globals[name]))
                     self._consider(frame.f_globals[name], name, GLOBAL_DEPTH,
                                    Path(frame.f_globals, (("item", name),)))
         for name, value in frame.f_locals.items():
@@ -352,6 +383,7 @@ class Watch:
                 value = cell.cell_contents
             except ValueError:  # (an empty cell)
                 continue
+            self.held_cells.append((name, cell, value))
             self._consider(value, name, LOCAL_DEPTH, Path(cell, (("attr", "cell_contents"),)))
 
     def _scan_function(self, fun):
@@ -365,19 +397,58 @@ class Watch:
         self._scan_closure(fun)
         for value in fun.__defaults__ or ():
             self._consider(value, "a default argument", LOCAL_DEPTH, Path(value, ()))
-        for name in code.co_names:
+        for name in code_names(code)[0]:
             if name in fun.__globals__:
                 self._consider(fun.__globals__[name], name, GLOBAL_DEPTH,
                                Path(fun.__globals__, (("item", name),)))
 
     # --- finding generators ------------------------------------------------------------------
+    def undo_stored_values(self):
+        """Undo what the traced code stored in the containers and globals it could reach that
+        is a traced value (`self.mean = h.mean(0)`, `history.append(loss)`, `global total`):
+        it would hold a placeholder, not a number, after the trace. Returns where they were."""
+        stored = []
+        for name, container, held, attrs in self.held:  # (values there before are not new)
+            if isinstance(container, list):
+                found = [i for i, v in enumerate(container) if isinstance(v, Value)
+                         and not (i < len(held) and held[i] is v)]
+                if found:
+                    stored.append(f"{name}[{found[0]}]")
+                    container[:] = held
+                continue
+            for key in [k for k, v in container.items()
+                        if isinstance(v, Value) and held.get(k) is not v]:
+                stored.append(f"{name}.{key}" if attrs else f"{name}[{key!r}]")
+                if key in held:
+                    container[key] = held[key]
+                else:
+                    del container[key]
+        for globals_, name, value in self.held_globals:
+            if isinstance(globals_.get(name), Value) and globals_.get(name) is not value:
+                stored.append(name)
+                globals_[name] = value
+        for name, cell, value in self.held_cells:
+            if isinstance(cell.cell_contents, Value) and cell.cell_contents is not value:
+                stored.append(name)
+                cell.cell_contents = value
+        return stored
+
+    def way_to(self, array):
+        """(name, Path) to `array` (one of `arrays`): the first found through names the code
+        entered so far uses (self.W where self.__dict__ also holds it as self.params['W']),
+        else the first found."""
+        ways = self.paths[id(array)]
+        if len(ways) > 1:
+            names = self.names()
+            return next((way for way in ways if way[1].named_in(names)), ways[0])
+        return ways[0]
+
     def names(self):
         """The names the user code entered uses: co_names (globals and attributes) and string
         constants (dict keys)."""
         names = set()
         for code in self.codes:
-            names.update(code.co_names)
-            names.update(c for c in code.co_consts if type(c) is str)
+            names.update(code_names(code)[1])
         return names
 
     def guards(self):
@@ -409,9 +480,10 @@ class Watch:
                 self.plain.append((name, value, path))
             return
         if type(value) is np.ndarray:
-            if (array and value.size and value.dtype.kind == "f"  # (weights, data; not
-                    and id(value) not in self.arrays):  # index tables and masks)
-                self.arrays[id(value)] = (name, value, path)
+            if array and value.size and value.dtype.kind == "f":  # (weights, data; not
+                if id(value) not in self.arrays:  # index tables and masks)
+                    self.arrays[id(value)] = (name, value, path)
+                self.paths.setdefault(id(value), []).append((name, path))
             return
         if isinstance(value, _NUMPY_RANDOM):
             self._watch(value, f"the NumPy generator `{name}`")
@@ -422,17 +494,24 @@ class Watch:
         if (depth == 0 or isinstance(value, _SKIP) or id(value) in self.scanned
                 or len(self.scanned) >= SCAN_LIMIT):
             return
+        container = value  # (what a traced value stored into would be found in)
         if isinstance(value, (list, tuple)):
-            items = [(f"{name}[{i}]", "item", i, v) for i, v in enumerate(value[:64])]
+            items = [(f"{name}[{i}]", "item", i, v) for i, v in enumerate(value[:MAX_ITEMS])]
+            if type(value) is tuple:
+                container = None
         elif isinstance(value, dict):
-            items = [(f"{name}[{k!r}]", "item", k, v) for k, v in list(value.items())[:64]]
+            items = [(f"{name}[{k!r}]", "item", k, v)
+                     for k, v in list(value.items())[:MAX_ITEMS]]
         else:
-            attrs = getattr(value, "__dict__", None)
-            if type(attrs) is not dict:
+            container = getattr(value, "__dict__", None)
+            if type(container) is not dict:
                 return
-            items = [(f"{name}.{k}", "attr", k, v) for k, v in list(attrs.items())[:64]]
+            items = [(f"{name}.{k}", "attr", k, v)
+                     for k, v in list(container.items())[:MAX_ITEMS]]
         self.scanned.add(id(value))
         self.keep.append(value)
+        if container is not None:
+            self.held.append((name, container, container.copy(), container is not value))
         for item_name, kind, key, item in items:
             self._consider(item, item_name, depth - 1, path.then(kind, key))
 

@@ -136,9 +136,9 @@ class Graph:
         # own), for the arrays a traced function reads from outside its arguments (trace.py)
         self.constant_arrays = {}
         # with capturing on (while tracing), float arrays read from outside the arguments become
-        # inputs read on every call (gradc/capture.py): the arrays the trace's frozen.Watch
-        # found reachable (None: capturing off), id -> input value, and the Captures (kept by
-        # the passes: the inputs stay where they are)
+        # inputs read on every call (gradc/capture.py): the trace's frozen.Watch, which finds
+        # them (None: capturing off), id -> input value, and the Captures (kept by the passes:
+        # the inputs stay where they are)
         self.reachable = None
         self.captured = {}
         self.captures = []

@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 
 from . import frozen, functions, pytree
-from .capture import CONTENT_GUARD_SIZE, content_guards, uncaptured
+from .capture import CONTENT_GUARD_SIZE, content_guards, owner_of, uncaptured
 from .errors import (ArgumentError, ConstantArrayWarning, GradcError, SignatureError,
                      UnsupportedOpError)
 from .functions._args import ABSENT as _ABSENT
@@ -585,11 +585,21 @@ def trace(fun, args, kwargs=None, capture=False):
     try:
         with graph.stamping_user_source(True), numpy_constructors(), \
                 frozen.Watch(fun, _static_values(treedef)) as watch:
-            graph.reachable = watch.arrays if capture else None
-            out = fun(*targs, **tkwargs)
+            graph.reachable = watch if capture else None
+            try:
+                out = fun(*targs, **tkwargs)
+            finally:
+                stored = watch.undo_stored_values()
             watch.check(_definition(fun), final=True)
     finally:
         _active.graphs.pop()
+    if stored:
+        raise UnsupportedOpError(
+            f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) stored "
+            f"traced values outside its arguments ({', '.join(f'`{s}`' for s in stored[:4])}): "
+            "its Python runs once, when traced, so they would hold placeholders, not numbers "
+            "(undone: they hold what they held before). Return them instead (with "
+            "has_aux=True for a gradient) and store them after the call", source=user_source())
     try:
         out_leaves, out_tree = pytree.flatten(out)
     except SignatureError as e:
@@ -628,8 +638,9 @@ def _warn_constant_arrays(fun, graph, watch):
     read = []
     for a in graph.constant_arrays.values():
         found = reachable.get(id(a))
-        if found is None and type(a.base) is np.ndarray:
-            found = reachable.get(id(a.base))
+        if found is None and type(a.base) is np.ndarray:  # (a view of one)
+            owner = owner_of(a)
+            found = next((r for r in reachable.values() if owner_of(r[1]) is owner), None)
         if found is not None and a.size > 1:
             read.append((found[0] if found[1] is a else f"a view of {found[0]}", a))
     if graph.reachable is not None:

@@ -7,6 +7,7 @@ gradc's autodiff, against central differences of the NumPy reference. A represen
 is compiled end to end (gradc.jit in float32, gradc.value_and_grad in float64), a few programs
 shared by module-scoped fixtures.
 """
+import queue
 import threading
 
 import numpy as np
@@ -497,9 +498,10 @@ def test_a_thread_that_does_not_trace_keeps_numpys_functions():
     a list of numbers is NumPy's array, and a traced value it was handed is NumPy's refusal."""
     inside, done = threading.Event(), threading.Event()
     seen = {}
+    handed = queue.SimpleQueue()  # (a traced value stored in a dict outside would be refused)
 
     def traced_fn(x):
-        seen["value"] = x
+        handed.put(x)
         inside.set()
         assert done.wait(30)
         return np.array([x[0], x[1]])
@@ -513,7 +515,7 @@ def test_a_thread_that_does_not_trace_keeps_numpys_functions():
         assert type(out) is np.ndarray and out.dtype == np.float64
         assert np.asarray(X) is X
         with pytest.raises(gradc.TracedBranchError):
-            np.asarray(seen["value"])
+            np.asarray(handed.get())
     finally:
         done.set()
         tracer.join()

@@ -1,7 +1,9 @@
 """Arrays a compiled function reads from outside its arguments (gradc/capture.py): a method's
 `self.W`, a global, a closure's, a dict of them, and views of them (`self.W.T`) are read as they
 are on every call, as NumPy reads them: updated in place or assigned anew, the next call sees
-them; another shape traces again. `gradc compile` compiles them in and says so."""
+them; another shape traces again. Numbers and flags read so are guarded (another value traces
+again); a traced value stored outside is refused and undone. `gradc compile` compiles them in
+and says so."""
 import warnings
 
 import numpy as np
@@ -301,3 +303,30 @@ def test_small_arrays_read_with_numpy_alone_are_checked_and_large_ones_named(mon
     with pytest.warns(gradc.ConstantArrayWarning, match=r"NumPy computed alone, it seems from "
                                                         r"`self\.var`"):
         gradc.jit(big.forward)(np.ones(capture.CONTENT_GUARD_SIZE + 1))
+
+
+def test_a_traced_value_stored_outside_is_refused_and_undone():
+    class RunningMean:
+        def __init__(self):
+            self.mean, self.history = np.zeros(2), []
+
+        def forward(self, x):
+            h = x @ np.ones((3, 2))
+            self.mean = 0.9 * self.mean + 0.1 * h.mean(0)  # NumPy-style state update
+            return h - self.mean
+
+    model = RunningMean()
+    with pytest.raises(gradc.UnsupportedOpError, match=r"stored traced values outside its "
+                                                       r"arguments \(`self\.mean`\)"):
+        gradc.jit(model.forward)(X)
+    assert type(model.mean) is np.ndarray and not model.mean.any()  # (as it was)
+    log = []
+
+    def logged(x):
+        loss = np.sum(x ** 2)
+        log.append(loss)
+        return loss
+
+    with pytest.raises(gradc.UnsupportedOpError, match=r"`log\[0\]`.*has_aux=True"):
+        gradc.grad(logged)(X)
+    assert log == []
