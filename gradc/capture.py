@@ -78,6 +78,14 @@ class Captures:
     def __len__(self):
         return len(self.captures) + len(self.guards)
 
+    def hold(self):
+        """Whether the guarded values and captured arrays are still what the trace saw."""
+        try:
+            self.read()
+        except CaptureChanged:
+            return False
+        return True
+
     def read(self):
         """The arrays at the captures' paths now; CaptureChanged if a guarded value changed or
         one is not an array of the traced shape and dtype."""
@@ -106,7 +114,7 @@ class Captures:
 NO_CAPTURES = Captures([], [], [])
 # an array found outside the arguments that no traced operation read may have been computed from
 # with NumPy alone (np.sqrt(self.running_var + eps)), which is compiled in: where a float array
-# of its shape was compiled in, up to this many elements its contents are guarded (compared on
+# of its size was compiled in, up to this many elements its contents are guarded (compared on
 # every call); larger ones are named in a warning
 CONTENT_GUARD_SIZE = 4096
 
@@ -120,13 +128,13 @@ def uncaptured(graph, watch):
 
 
 def content_guards(graph, watch):
-    """Guards on the contents of the small uncaptured arrays with the shape of a float array
-    the trace compiled in (what NumPy may have computed from them alone: no trace sees the
-    reads, and an array the code names in a branch not taken must not trace again on every
-    change). See CONTENT_GUARD_SIZE."""
-    shapes = {a.shape for a in graph.constant_arrays.values() if a.dtype.kind == "f"}
+    """Guards on the contents of the small uncaptured arrays with the size of a float array the
+    trace compiled in (what NumPy may have computed from them alone: no trace sees the reads,
+    and an array the code names in a branch not taken must not trace again on every change).
+    See CONTENT_GUARD_SIZE."""
+    sizes = {a.size for a in graph.constant_arrays.values() if a.dtype.kind == "f"}
     return [(name, array.copy(), path) for name, array, path in uncaptured(graph, watch)
-            if array.size <= CONTENT_GUARD_SIZE and array.shape in shapes]
+            if array.size <= CONTENT_GUARD_SIZE and array.size in sizes]
 
 
 def _change(guard, now):

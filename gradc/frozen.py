@@ -28,6 +28,7 @@ import ctypes
 import dis
 import functools
 import importlib.util
+import inspect
 import os
 import random as _py_random
 import secrets
@@ -43,13 +44,19 @@ from .errors import FrozenRandomError
 from .ir import Value
 
 
+# the attributes a Path takes through a function or partial (its cells, defaults, arguments): no
+# code names them, but what they hold is what the code reads
+_HELD_BY_CALLABLES = frozenset({"cell_contents", "__defaults__", "__kwdefaults__", "args",
+                                "keywords"})
+
+
 class Path(NamedTuple):
     """Where a trace found an object: `root` (a module's globals, a closure cell, an object an
     argument or a user frame held), then attribute and item steps: self -> .W. Followed again on
     every call for the arrays a compiled function reads from outside its arguments
     (gradc/capture.py)."""
     root: object
-    steps: tuple  # (("attr", name) | ("item", key), ...)
+    steps: tuple  # (("attr", name) | ("item", key) | ("len", None), ...)
 
     def then(self, kind, key):
         return Path(self.root, self.steps + ((kind, key),))
@@ -57,13 +64,13 @@ class Path(NamedTuple):
     def follow(self):
         x = self.root
         for kind, key in self.steps:
-            x = getattr(x, key) if kind == "attr" else x[key]
+            x = getattr(x, key) if kind == "attr" else x[key] if kind == "item" else len(x)
         return x
 
     def named_in(self, names):
         """Whether each name on the path (an attribute, a global, a string key) is in `names`
         (what the user code entered names), or is a closure's cell."""
-        return all(kind == "attr" and key == "cell_contents" or not isinstance(key, str)
+        return all(kind == "attr" and key in _HELD_BY_CALLABLES or not isinstance(key, str)
                    or key in names for kind, key in self.steps)
 
     def expression(self, consts):
@@ -72,7 +79,9 @@ class Path(NamedTuple):
         expr = f"R{len(consts)}"
         consts[expr] = self.root
         for kind, key in self.steps:
-            if kind == "attr" and key.isidentifier():
+            if kind == "len":
+                expr = f"len({expr})"
+            elif kind == "attr" and key.isidentifier():
                 expr += f".{key}"
             else:
                 name = f"K{len(consts)}"
@@ -166,12 +175,13 @@ def code_names(code):
 
 
 # --- fingerprints of NumPy's generators ---------------------------------------------------------
-# how far the scan looks into what user code can reach: a global's items and their items
-# (params['l1']['W']), a local's or argument's three levels down (self.blocks[0].W), at most
+# how far the scan looks into what user code can reach: three levels below a global
+# (params['l1']['a']['W']), four below a local or an argument (self.blocks[0].attn.W), at most
 # MAX_ITEMS entries of a container and SCAN_LIMIT containers in all (a large object graph
 # costs no more)
-GLOBAL_DEPTH, LOCAL_DEPTH, SCAN_LIMIT, MAX_ITEMS = 2, 3, 5000, 1024
+GLOBAL_DEPTH, LOCAL_DEPTH, SCAN_LIMIT, MAX_ITEMS = 3, 4, 5000, 1024
 _PLAIN = (bool, int, float, complex, str, type(None))
+_GUARDED_CALLABLES = (types.FunctionType, types.BuiltinFunctionType, np.ufunc, functools.partial)
 _NUMPY_PLAIN = (np.number, np.bool_)  # (NumPy's scalars: np.float32(1e-5))
 _NUMPY_RANDOM = (np.random.Generator, np.random.RandomState, np.random.BitGenerator)
 # names that reach NumPy's global RandomState (np.random.randn, from numpy.random import rand...)
@@ -255,6 +265,7 @@ class Watch:
         # containers scanned, [(globals, name, value)] of the globals: a traced value stored in
         # one is undone (undo_stored_values)
         self.held, self.held_globals, self.held_cells = [], [], []
+        self.names_now = frozenset()  # the names the code being entered reads (its modules')
         self.plain = []
 
     def __enter__(self):
@@ -265,7 +276,7 @@ class Watch:
         self.hooked = self.previous is None or getattr(self.previous, "watch", None) is not None
         self._watch(np.random.mtrand._rand, "NumPy's global random state (np.random.*)")
         if self.hooked:  # (the hook finds the arguments among the traced function's locals)
-            self._scan_closure(self.fun)  # (first: arrays found there are read through the cell)
+            self._scan_callable(self.fun)  # (first: found there, arrays are read through cells)
             sys.setprofile(self._hook())
         else:
             for x in self.static_args:
@@ -359,6 +370,7 @@ class Watch:
 
     def _enter_user(self, frame):
         code = frame.f_code
+        self.names_now = code_names(code)[1]
         if code not in self.codes:
             self.codes.add(code)
             if not self.uses_global and not _GLOBAL_NAMES.isdisjoint(code.co_names):
@@ -374,29 +386,55 @@ class Watch:
             self._consider(value, name, LOCAL_DEPTH, Path(value, ()),
                            array=name in code.co_freevars)
 
-    def _scan_closure(self, fun):
-        """The arrays in `fun`'s own closure, found through its cells (a rebound nonlocal too)."""
-        fun = getattr(fun, "__func__", getattr(fun, "__wrapped__", fun))
-        code = getattr(fun, "__code__", None)
-        for name, cell in zip(code.co_freevars if code else (), getattr(fun, "__closure__", None) or ()):
+    def _scan_callable(self, fun, depth=LOCAL_DEPTH):
+        """What the traced callable holds: a bound method's or callable object's `self`, a
+        partial's arguments, a function's closure (through its cells: a rebound nonlocal too)
+        and defaults. Returns the function whose code runs, or None."""
+        if isinstance(fun, functools.partial):
+            for i, arg in enumerate(fun.args):
+                self._consider(arg, f"partial argument {i}", depth,
+                               Path(fun, (("attr", "args"), ("item", i))))
+            for key, arg in fun.keywords.items():
+                self._consider(arg, key, depth, Path(fun, (("attr", "keywords"), ("item", key))))
+            return self._scan_callable(fun.func, depth)
+        owner = getattr(fun, "__self__", None)
+        if isinstance(fun, types.MethodType) and not isinstance(owner, (type, types.ModuleType)):
+            self._consider(owner, "self", depth, Path(owner, ()))
+            fun = fun.__func__
+        elif not isinstance(fun, (types.FunctionType, types.BuiltinFunctionType, type)):
+            self._consider(fun, "self", depth, Path(fun, ()))  # (a callable object)
+            fun = getattr(type(fun), "__call__", None)
+        fun = inspect.unwrap(fun) if isinstance(fun, types.FunctionType) else fun
+        if not isinstance(fun, types.FunctionType):
+            return None
+        for i, value in enumerate(fun.__defaults__ or ()):
+            self._consider(value, "a default argument", depth,
+                           Path(fun, (("attr", "__defaults__"), ("item", i))))
+        for key, value in (fun.__kwdefaults__ or {}).items():
+            self._consider(value, key, depth, Path(fun, (("attr", "__kwdefaults__"), ("item", key))))
+        self._scan_closure(fun, depth)
+        return fun
+
+    def _scan_closure(self, fun, depth=LOCAL_DEPTH):
+        code = fun.__code__
+        for name, cell in zip(code.co_freevars, fun.__closure__ or ()):
             try:
                 value = cell.cell_contents
             except ValueError:  # (an empty cell)
                 continue
             self.held_cells.append((name, cell, value))
-            self._consider(value, name, LOCAL_DEPTH, Path(cell, (("attr", "cell_contents"),)))
+            self._consider(value, name, depth, Path(cell, (("attr", "cell_contents"),)))
 
     def _scan_function(self, fun):
-        """Without the hook: what `fun` itself can reach (closure, defaults, globals it names)."""
-        fun = getattr(fun, "__wrapped__", fun)
-        code = getattr(fun, "__code__", None)
-        if code is None:
-            return
-        self.codes.add(code)
+        """Without the hook: what `fun` itself can reach (`_scan_callable`, and the globals
+        its code reads); the code of the functions it calls is not seen."""
         self.uses_global = True
-        self._scan_closure(fun)
-        for value in fun.__defaults__ or ():
-            self._consider(value, "a default argument", LOCAL_DEPTH, Path(value, ()))
+        fun = self._scan_callable(fun)
+        if fun is None:
+            return
+        code = fun.__code__
+        self.codes.add(code)
+        self.names_now = code_names(code)[1]
         for name in code_names(code)[0]:
             if name in fun.__globals__:
                 self._consider(fun.__globals__[name], name, GLOBAL_DEPTH,
@@ -458,7 +496,7 @@ class Watch:
         end (what the trace itself changed, a counter, is not a change)."""
         names = self.names()
         guards, seen = [], set()
-        for name, _, path in self.plain:
+        for name, first, path in self.plain:
             key = (id(path.root), path.steps)
             if key in seen or not path.named_in(names):
                 continue
@@ -467,7 +505,10 @@ class Watch:
                 value = path.follow()
             except Exception:  # noqa: BLE001 - (gone: nothing to check)
                 continue
-            if type(value) in _PLAIN or isinstance(value, _NUMPY_PLAIN):
+            if path.steps[-1][0] == "len" and value != first:
+                continue  # (a list the trace appends to is a log, not what a loop runs over)
+            if (type(value) in _PLAIN or isinstance(value, _NUMPY_PLAIN)
+                    or type(value) in _GUARDED_CALLABLES):
                 guards.append((name, value, path))
         return guards
 
@@ -491,10 +532,31 @@ class Watch:
         if type(value) is types.MethodType and value.__self__ is np.random.mtrand._rand:
             self.uses_global = True  # (from numpy.random import normal as N)
             return
+        if type(value) in _GUARDED_CALLABLES:  # (self.act = np.tanh: guarded as it is)
+            if path.steps:
+                self.plain.append((name, value, path))
+            if type(value) is types.FunctionType and depth and id(value) not in self.scanned:
+                self.scanned.add(id(value))  # (a helper's closure: read through its cells)
+                self._scan_closure(value, depth - 1)
+            return
+        if type(value).__module__.startswith("gradc"):
+            return  # (gradc's own objects: a compiled function, an optimizer)
+        if isinstance(value, types.ModuleType) and depth and _users_module(value):
+            for key in self.names_now & value.__dict__.keys():  # (the names the code reads)
+                self._consider(value.__dict__[key], f"{name}.{key}", depth - 1,
+                               path.then("attr", key))
+            return
+        if isinstance(value, type) and depth and _users(value) and id(value) not in self.scanned:
+            self.scanned.add(id(value))  # (a class: Model.lr, cls.W)
+            for item_name, kind, key, item in _class_items(value, name, ()):
+                self._consider(item, item_name, depth - 1, path.then(kind, key))
+            return
         if (depth == 0 or isinstance(value, _SKIP) or id(value) in self.scanned
                 or len(self.scanned) >= SCAN_LIMIT):
             return
         container = value  # (what a traced value stored into would be found in)
+        if isinstance(value, (list, dict)) and path.steps:  # (a loop over it unrolls)
+            self.plain.append((f"len({name})", len(value), path.then("len", None)))
         if isinstance(value, (list, tuple)):
             items = [(f"{name}[{i}]", "item", i, v) for i, v in enumerate(value[:MAX_ITEMS])]
             if type(value) is tuple:
@@ -504,10 +566,15 @@ class Watch:
                      for k, v in list(value.items())[:MAX_ITEMS]]
         else:
             container = getattr(value, "__dict__", None)
-            if type(container) is not dict:
-                return
-            items = [(f"{name}.{k}", "attr", k, v)
-                     for k, v in list(container.items())[:MAX_ITEMS]]
+            if type(container) is dict:
+                items = [(f"{name}.{k}", "attr", k, v)
+                         for k, v in list(container.items())[:MAX_ITEMS]]
+            else:  # (__slots__)
+                container = None
+                items = [(f"{name}.{k}", "attr", k, getattr(value, k)) for k in _slots(type(value))
+                         if hasattr(value, k)]
+            # (what the class holds and the object does not: `training = True` in the class)
+            items += _class_items(type(value), name, container or ())
         self.scanned.add(id(value))
         self.keep.append(value)
         if container is not None:
@@ -519,6 +586,43 @@ class Watch:
         bit_generator = _bit_generator(obj)
         if id(bit_generator) not in self.probes:
             self.probes[id(bit_generator)] = _Probe(obj, bit_generator, what)
+
+
+def _users_module(module):
+    """Whether a module is the user's own (`import mymodel; mymodel.W`)."""
+    name = module.__name__.split(".")[0]
+    return not (name in _LIBRARIES or name in sys.stdlib_module_names
+                or getattr(module, "__file__", None) is None)
+
+
+def _users(cls):
+    """Whether the class is the user's (not NumPy's, gradc's, the standard library's)."""
+    module = cls.__module__.split(".")[0]
+    return not (module in _LIBRARIES or module in sys.stdlib_module_names or module == "builtins")
+
+
+def _class_items(cls, name, instance_attrs):
+    """(name, "attr", key, value) of the numbers, strings, arrays and functions the user's
+    class `cls` and its bases hold, but for `instance_attrs` (the object's own, which win)."""
+    items, seen = [], set(instance_attrs)
+    for klass in cls.__mro__:
+        if not _users(klass):
+            continue
+        for key, value in list(vars(klass).items())[:MAX_ITEMS]:
+            if key not in seen and not key.startswith("__") and (
+                    type(value) in _PLAIN or isinstance(value, (np.ndarray, np.generic))):
+                seen.add(key)
+                items.append((f"{name}.{key}", "attr", key, value))
+    return items
+
+
+def _slots(cls):
+    """The attribute names the __slots__ of `cls` and its bases declare."""
+    names = []
+    for klass in cls.__mro__:
+        slots = vars(klass).get("__slots__", ())
+        names += [slots] if isinstance(slots, str) else [n for n in slots if n != "__dict__"]
+    return names
 
 
 # --- calls that run no user code (the hook is off during them) -----------------------------------

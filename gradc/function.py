@@ -27,6 +27,9 @@ from .signature import (Call, RecompileWatch, as_scalar, check_device_leaves, ch
 from .trace import argument_names, current_graph, leaf_names, trace, user_source
 
 
+MAX_VARIANTS = 8  # earlier compiles kept per signature, for outside values that come back
+
+
 class Function:
     """A compiled function: `jit`, `grad` or `value_and_grad` of `fun`."""
 
@@ -43,6 +46,9 @@ class Function:
                                 "(how many signatures may compile), or None", source=user_source())
         self.max_signatures = max_signatures
         self.cache = {}
+        # key -> earlier compiles of a signature whose outside values differ (a model's
+        # `training` flag switched back and forth: each is compiled once; gradc/capture.py)
+        self.variants = {}
         self._compiling = threading.RLock()  # one compile at a time: see compiled_once
         self._last_key = None
         self._last_call = None  # a LastCall: the last call's signature, recognized fast
@@ -160,8 +166,20 @@ class Function:
         with self._compiling:
             compiled = self.cache.get(key)
             if compiled is None or compiled is stale:
-                compiled = self._compile(key, call, user_source(), why=why)
+                compiled = (stale is not None and self._variant(key, stale)) or self._compile(
+                    key, call, user_source(), why=why)
             return compiled
+
+    def _variant(self, key, stale):
+        """An earlier compile of signature `key` whose outside values are those of now (it
+        replaces `stale` in the cache), or None."""
+        variants = self.variants.get(key, [])
+        match = next((v for v in variants if v.captures.hold()), None)
+        if match is not None:
+            variants.remove(match)
+            variants.append(stale)
+            self.cache[key] = match
+        return match
 
     def _compile(self, key, call, src, load=True, cache=True, capture=True, why=None):
         """Trace, differentiate and compile the signature `key` of `call` (a Call); cache it
@@ -185,6 +203,10 @@ class Function:
         compiled.captures = Captures(captures, guards, compiled.input_types)
         if not cache:
             return compiled
+        if why is not None and key in self.cache:  # (kept: its values may come back)
+            variants = self.variants.setdefault(key, [])
+            variants.append(self.cache[key])
+            del variants[:-MAX_VARIANTS]
         names = leaf_names((call.args, call.kwargs), argument_names(self.fun))
         log_compile(f"{self.mode}({self.__name__})", src,
                     why or what_changed(self._last_key, key, names),

@@ -658,7 +658,7 @@ def _warn_constant_arrays(fun, graph, watch):
 
 
 def _warn_derived_constants(fun, graph, watch, named):
-    """ConstantArrayWarning for a float array compiled in that has the shape of an outside
+    """ConstantArrayWarning for a float array compiled in that has the size of an outside
     array the trace found but never read as a traced operand (not captured), too large for its
     contents to be guarded (capture.CONTENT_GUARD_SIZE): it was likely computed from it with
     NumPy alone (`np.sqrt(self.running_var + eps)`), which no trace sees, so a later change to
@@ -669,12 +669,12 @@ def _warn_derived_constants(fun, graph, watch, named):
     for a in graph.constant_arrays.values():
         if id(a) in named or a.size < 2 or a.dtype.kind != "f":
             continue
-        source = next((name for name, r in unread if r.shape == a.shape), None)
+        source = next((name for name, r in unread if r.size == a.size), None)
         if source is not None:
             warn_at_user_line(ConstantArrayWarning(
                 f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) "
                 f"compiled in a {a.dtype.name}{list(a.shape)} array that NumPy computed alone, "
-                f"it seems from `{source}` (read from outside its arguments, of that shape): a "
+                f"it seems from `{source}` (read from outside its arguments, of that size): a "
                 f"later change to `{source}` is not seen in it. gradc reads such arrays on every "
                 "call where they meet a traced value: compute from them inside traced "
                 "operations, or pass them as arguments"))

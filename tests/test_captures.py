@@ -4,6 +4,7 @@ are on every call, as NumPy reads them: updated in place or assigned anew, the n
 them; another shape traces again. Numbers and flags read so are guarded (another value traces
 again); a traced value stored outside is refused and undone. `gradc compile` compiles them in
 and says so."""
+import functools
 import warnings
 
 import numpy as np
@@ -330,3 +331,122 @@ def test_a_traced_value_stored_outside_is_refused_and_undone():
     with pytest.raises(gradc.UnsupportedOpError, match=r"`log\[0\]`.*has_aux=True"):
         gradc.grad(logged)(X)
     assert log == []
+
+
+class Toggle:
+    training = True  # (a class attribute, set on the object by eval())
+    scale = 2.0
+
+    def __init__(self):
+        self.W = RNG.standard_normal((3, 2))
+        self.act = np.tanh
+        self.extra = [RNG.standard_normal(2)]
+
+    def eval(self):
+        self.training = False
+
+    def forward(self, x):
+        h = self.act(x @ self.W) * self.scale
+        for e in self.extra:  # (unrolled: the list's length is checked)
+            h = h + e
+        return h * 0.5 if self.training else h
+
+
+def test_class_attributes_functions_and_list_lengths_are_checked(monkeypatch, capsys):
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+    model = Toggle()
+    forward = gradc.jit(model.forward)
+    changes = [model.eval, lambda: setattr(Toggle, "scale", 3.0),
+               lambda: setattr(model, "act", np.sin), lambda: model.extra.append(np.ones(2))]
+    try:
+        for change in changes:
+            np.testing.assert_allclose(forward(X), model.forward(X), rtol=1e-13)
+            change()
+        np.testing.assert_allclose(forward(X), model.forward(X), rtol=1e-13)
+    finally:
+        Toggle.scale = 2.0
+    assert capsys.readouterr().err.count("compiled jit(forward)") == 5
+
+
+def test_switching_a_flag_back_and_forth_compiles_each_variant_once(monkeypatch, capsys):
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+    model = Toggle()
+    forward = gradc.jit(model.forward)
+    for _ in range(4):
+        model.training = True
+        np.testing.assert_allclose(forward(X), model.forward(X), rtol=1e-13)
+        model.training = False
+        np.testing.assert_allclose(forward(X), model.forward(X), rtol=1e-13)
+    assert capsys.readouterr().err.count("compiled jit(forward)") == 2
+
+
+def make_loss():
+    W, scale = RNG.standard_normal((3, 2)), 2.0
+
+    def helper(x):  # (a helper's closure: read through its cells)
+        return x @ W * scale
+
+    def loss(x, bias=np.ones(2)):
+        return np.sum(helper(x) + bias)
+
+    def set_values(new_W, new_scale):
+        nonlocal W, scale
+        W, scale = new_W, new_scale
+
+    return loss, set_values, lambda: (W, scale)
+
+
+def test_helper_closures_defaults_and_partials_are_read_live():
+    loss, set_values, current = make_loss()
+    f = gradc.jit(loss)
+
+    def want():
+        W, scale = current()
+        return np.sum(X @ W * scale + loss.__defaults__[0])
+
+    assert f(X) == pytest.approx(want())
+    set_values(RNG.standard_normal((3, 2)), 5.0)
+    loss.__defaults__[0][:] = 3.0  # (the default array, in place)
+    assert f(X) == pytest.approx(want())
+    W = RNG.standard_normal((3, 2))
+    partial = gradc.jit(functools.partial(lambda W, x: np.sum(x @ W), W))
+    assert partial(X) == pytest.approx(np.sum(X @ W))
+    W *= 2.0
+    assert partial(X) == pytest.approx(np.sum(X @ W))
+
+
+def test_module_attributes_and_slots_are_read_live(tmp_path, monkeypatch):
+    (tmp_path / "weights_module.py").write_text("import numpy as np\nW = np.ones((3, 2))\n"
+                                                "EPS = 0.5\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import weights_module
+
+    class Slotted:
+        __slots__ = ("W",)
+
+        def __init__(self):
+            self.W = np.full((2, 2), 2.0)
+
+    slotted = Slotted()
+    f = gradc.jit(lambda x: np.sum(x @ weights_module.W @ slotted.W) + weights_module.EPS)
+    want = lambda: np.sum(X @ weights_module.W @ slotted.W) + weights_module.EPS  # noqa: E731
+    assert f(X) == pytest.approx(want())
+    weights_module.W *= 3.0
+    weights_module.EPS = 7.0
+    slotted.W = np.eye(2)
+    assert f(X) == pytest.approx(want())
+
+
+def test_under_another_profiler_a_methods_self_is_read_live():
+    import cProfile
+    model = Model()
+    forward = gradc.jit(model.forward)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        forward(X)
+        model.W *= 4.0
+        got = forward(X)
+    finally:
+        profiler.disable()
+    np.testing.assert_allclose(got, model.forward(X), rtol=1e-13)
