@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import types
 
 import numpy as np
 
@@ -59,6 +60,11 @@ class Function:
 
     def __repr__(self):
         return f"<gradc.{self.mode} of {self.__name__}>"
+
+    def __get__(self, obj, objtype=None):
+        """As a method (`@gradc.jit` in a class body): `model.forward(x)` calls it with the
+        object first, a static argument (each object compiles its own signature)."""
+        return self if obj is None else types.MethodType(self, obj)
 
     # --- tracing ---------------------------------------------------------------------------
     def trace_joint(self, call, src, capture=False):

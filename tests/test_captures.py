@@ -450,3 +450,21 @@ def test_under_another_profiler_a_methods_self_is_read_live():
     finally:
         profiler.disable()
     np.testing.assert_allclose(got, model.forward(X), rtol=1e-13)
+
+
+class Decorated:
+    def __init__(self, scale):
+        self.W = RNG.standard_normal((3, 2)) * scale
+
+    @gradc.jit
+    def forward(self, x):
+        return np.tanh(x @ self.W)
+
+
+def test_jit_in_a_class_body_binds_like_a_method():
+    a, b = Decorated(1.0), Decorated(2.0)
+    np.testing.assert_allclose(a.forward(X), np.tanh(X @ a.W), rtol=1e-13)
+    np.testing.assert_allclose(b.forward(X), np.tanh(X @ b.W), rtol=1e-13)
+    a.W += 1.0
+    np.testing.assert_allclose(a.forward(X), np.tanh(X @ a.W), rtol=1e-13)
+    assert Decorated.forward(b, X).shape == (4, 2)
