@@ -720,3 +720,10 @@ def test_messages_name_the_argument_and_the_fix():
     with pytest.raises(gradc.ShapeError) as excinfo:
         gradc.jit(gradc.nn.cross_entropy)(np.ones((2, 3, 4)), np.zeros((2, 3), np.int64))  # XENT-3D
     assert "(-1, classes)" in check(excinfo, gradc.ShapeError, "XENT-3D")
+
+
+def test_a_constant_of_a_dtype_gradc_does_not_compute_in_is_refused_with_the_line():
+    for dtype in (np.float16, np.int8, np.uint8):
+        with pytest.raises(gradc.UnsupportedOpError, match=r"test_errors\.py:\d+: a (float16|int8"
+                                                           r"|uint8) array meets a traced value"):
+            gradc.jit(lambda x: x * np.array([1, 2], dtype))(np.ones(2))

@@ -74,6 +74,11 @@ def ones_like(x):
 
 def array_const(graph, array):
     array = np.asarray(array)
+    if array.dtype not in SUPPORTED_DTYPES and array.dtype.kind in "fiub":  # (float16, int8...)
+        raise UnsupportedOpError(
+            f"a {array.dtype.name} array meets a traced value: gradc computes in "
+            f"{', '.join(d.name for d in SUPPORTED_DTYPES)}; convert it first "
+            f"(.astype(np.float32) or np.int64)")
     if array.ndim == 0:
         return const(graph, array.item(), array.dtype)
     return graph.apply("constant", (), data=ConstArray(array))
