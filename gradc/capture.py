@@ -169,16 +169,16 @@ def captured(graph, x):
     unflipped = x[tuple(slice(None, None, -1) if k in flips else slice(None)
                         for k in range(x.ndim))]
     for _, base, _ in watch.arrays.values():  # (an array found outside that x views)
-        if base.flags.c_contiguous and owner_of(base) is owner:
+        if owner_of(base) is owner:
             recipe = view_recipe(unflipped, base)
             if recipe is not None:
                 break
     else:
         return None
     from .ops import fn
-    shape, starts, stops, steps, lengths, axes = recipe
-    v = fn.slice_(fn.reshape(_input(graph, base, *watch.way_to(base)), shape), starts, stops,
-                  steps)
+    perm, shape, starts, stops, steps, lengths, axes = recipe
+    v = fn.transpose(_input(graph, base, *watch.way_to(base)), perm)
+    v = fn.slice_(fn.reshape(v, shape), starts, stops, steps)
     v = fn.reshape(fn.transpose(fn.reshape(v, lengths), axes), x.shape)
     if flips:  # (x[::-1]: the last element first)
         v = fn.slice_(v, [n - 1 if k in flips else 0 for k, n in enumerate(x.shape)],
@@ -203,27 +203,40 @@ def _input(graph, x, name, path):
 
 
 def view_recipe(view, base):
-    """How to make `view` from the C-contiguous array `base` whose memory it views, as
-    (shape, starts, stops, steps, lengths, axes): reshape base to `shape`, slice it, reshape to
-    `lengths` (dropping the axes an index took), transpose by `axes`, reshape to view.shape. None
-    where no such recipe makes it (reversed or repeated elements, another dtype). W.T of a (3, 4)
-    W: ((3, 4), (0, 0), (3, 4), (1, 1), (3, 4), (1, 0)). Tried on base's own shape (what basic
-    indexing and transposes make), then on a shape cut to the view's strides (reshapes)."""
+    """How to make `view` from the array `base` whose memory it views, as (perm, shape, starts,
+    stops, steps, lengths, axes): transpose base by `perm`, reshape to `shape`, slice it,
+    reshape to `lengths` (dropping the axes an index took), transpose by `axes`, reshape to
+    view.shape. None where no such recipe makes it (reversed or repeated elements, another
+    dtype). W.T of a (3, 4) W: ((0, 1), (3, 4), (0, 0), (3, 4), (1, 1), (3, 4), (1, 0)). Tried
+    on base's own axes, outermost first (what basic indexing and transposes make, of a
+    Fortran-order or sliced base too), then, for a C-contiguous base, on a shape cut to the
+    view's strides (reshapes)."""
     item = base.itemsize
     offset = view.__array_interface__["data"][0] - base.__array_interface__["data"][0]
     kept = [k for k in range(view.ndim) if view.shape[k] != 1]  # (size-1 axes: any stride)
     if view.dtype != base.dtype or offset % item or any(
-            view.strides[k] <= 0 or view.strides[k] % item for k in kept):
+            view.strides[k] <= 0 or view.strides[k] % item for k in kept) or any(
+            s <= 0 or s % item for s in base.strides):
         return None
     order = sorted(kept, key=lambda k: -view.strides[k])  # outermost first
     strides = [view.strides[k] // item for k in order]
-    lengths = [view.shape[k] for k in order]
+    lengths = tuple(view.shape[k] for k in order)
     axes = tuple(sorted(range(len(order)), key=lambda j: order[j]))  # back to the view's order
-    for shape in (base.shape, _cut_to(strides, base.size)):
-        recipe = shape and _slicing(tuple(shape), strides, lengths, offset // item)
-        if recipe and _makes(base, view, recipe + (tuple(lengths), axes)):
-            return recipe + (tuple(lengths), axes)
+    perm = tuple(sorted(range(base.ndim), key=lambda a: -base.strides[a]))
+    tries = [(perm, tuple(base.shape[a] for a in perm), [base.strides[a] // item for a in perm])]
+    cut = _cut_to(strides, base.size) if base.flags.c_contiguous else None
+    if cut:
+        tries.append((tuple(range(base.ndim)), tuple(cut), _c_strides(cut)))
+    for perm, shape, apart in tries:
+        slicing = _slicing(shape, apart, strides, lengths, offset // item)
+        recipe = slicing and (perm, shape) + slicing + (lengths, axes)
+        if recipe and _makes(base, view, recipe):
+            return recipe
     return None
+
+
+def _c_strides(shape):
+    return [int(np.prod(shape[a + 1:], dtype=np.int64)) for a in range(len(shape))]
 
 
 def _cut_to(strides, size):
@@ -236,10 +249,12 @@ def _cut_to(strides, size):
     return [o // i for o, i in zip(outer, inner)]
 
 
-def _slicing(shape, strides, lengths, offset):
-    """(shape, starts, stops, steps) slicing an array of C-order `shape` to axes of `lengths`
-    that lie `strides` apart (outermost first) from element `offset`, or None."""
-    apart = [int(np.prod(shape[a + 1:], dtype=np.int64)) for a in range(len(shape))]
+def _slicing(shape, apart, strides, lengths, offset):
+    """(starts, stops, steps) slicing an array of `shape`, whose axes lie `apart` elements
+    apart (outermost first), to axes of `lengths` that lie `strides` apart (outermost first)
+    from element `offset`, or None."""
+    if not shape:
+        return None
     starts = [offset // apart[0]] + [offset // apart[a] % shape[a] for a in range(1, len(shape))]
     stops, steps = [s + 1 for s in starts], [1] * len(shape)
     a = 0
@@ -252,14 +267,14 @@ def _slicing(shape, strides, lengths, offset):
         steps[a] = stride // apart[a]
         stops[a] = starts[a] + (length - 1) * steps[a] + 1
         a += 1
-    return tuple(shape), tuple(starts), tuple(stops), tuple(steps)
+    return tuple(starts), tuple(stops), tuple(steps)
 
 
 def _makes(base, view, recipe):
     """Whether `recipe` made on NumPy's own arrays is `view`: the same memory, shape, strides."""
-    shape, starts, stops, steps, lengths, axes = recipe
+    perm, shape, starts, stops, steps, lengths, axes = recipe
     try:
-        made = base.reshape(shape)[tuple(map(slice, starts, stops, steps))]
+        made = base.transpose(perm).reshape(shape)[tuple(map(slice, starts, stops, steps))]
         made = made.reshape(lengths).transpose(axes).reshape(view.shape)
     except ValueError:
         return False
