@@ -56,7 +56,7 @@ class Path(NamedTuple):
     every call for the arrays a compiled function reads from outside its arguments
     (gradc/capture.py)."""
     root: object
-    steps: tuple  # (("attr", name) | ("item", key) | ("len", None), ...)
+    steps: tuple  # (("attr", name) | ("item" | "global", key) | ("len" | "type", None), ...)
 
     def then(self, kind, key):
         return Path(self.root, self.steps + ((kind, key),))
@@ -64,14 +64,30 @@ class Path(NamedTuple):
     def follow(self):
         x = self.root
         for kind, key in self.steps:
-            x = getattr(x, key) if kind == "attr" else x[key] if kind == "item" else len(x)
+            x = (getattr(x, key) if kind == "attr" else len(x) if kind == "len"
+                 else type(x) if kind == "type" else x[key])
         return x
 
-    def named_in(self, names):
-        """Whether each name on the path (an attribute, a global, a string key) is in `names`
-        (what the user code entered names), or is a closure's cell."""
-        return all(kind == "attr" and key in _HELD_BY_CALLABLES or not isinstance(key, str)
-                   or key in names for kind, key in self.steps)
+    def named_in(self, names, called=False):
+        """Whether the code entered reads each name on the path (`names`, a Names): a global,
+        an attribute (of a global: that global's; a method the code calls, where `called`),
+        a string key; or it is what a function or partial holds (its cells, defaults)."""
+        steps = self.steps
+        for i, (kind, key) in enumerate(steps):
+            if not isinstance(key, str) or kind == "attr" and key in _HELD_BY_CALLABLES or (
+                    i and steps[i - 1][1] in ("keywords", "__kwdefaults__")):
+                continue
+            if kind == "global":
+                found = key in names.globals
+            elif kind == "item":
+                found = key in names.keys
+            elif i and steps[i - 1][0] == "global":  # (wmod.W; m.s read as self.s in m.fwd)
+                found = (steps[i - 1][1], key) in names.global_attrs or key in names.attrs
+            else:
+                found = key in names.attrs or called and key in names.methods
+            if not found:
+                return False
+        return True
 
     def expression(self, consts):
         """Python source that follows the path (LastCall's generated match), its root and keys
@@ -79,8 +95,8 @@ class Path(NamedTuple):
         expr = f"R{len(consts)}"
         consts[expr] = self.root
         for kind, key in self.steps:
-            if kind == "len":
-                expr = f"len({expr})"
+            if kind in ("len", "type"):
+                expr = f"{kind}({expr})"
             elif kind == "attr" and key.isidentifier():
                 expr += f".{key}"
             else:
@@ -153,25 +169,53 @@ def _line(frame):
 
 
 @functools.lru_cache(maxsize=4096)
+class Names(NamedTuple):
+    """What code reads, from its bytecode (co_names alone mixes globals, attributes and
+    methods: a global W is not self.W, np.log not self.log, x.mean() not self.mean)."""
+    globals: frozenset  # LOAD_GLOBAL
+    attrs: frozenset  # attributes read (LOAD_ATTR), of what is not a global; getattr(x, "name")
+    methods: frozenset  # attributes called (LOAD_METHOD): self.act(x)
+    global_attrs: frozenset  # (global, attribute): wmod.W, np.log
+    keys: frozenset  # string constants (dict keys; in tuples too: for k in ("w1", "w2"): p[k])
+    iterated: frozenset  # what a for loop runs over directly: for k in params
+
+    def __or__(self, other):
+        return Names(*(a | b for a, b in zip(self, other)))
+
+
+NO_NAMES = Names(*(frozenset(),) * 6)
+
+
+@functools.lru_cache(maxsize=4096)
 def code_names(code):
-    """(the globals `code` reads, every name it reads: globals, attributes and the strings among
-    its constants, which may be dict keys), from its bytecode: co_names alone mixes globals with
-    attribute names (a global W is not self.W)."""
-    globals_, names = set(), set()
+    """The Names `code` reads."""
+    globals_, attrs, methods, global_attrs, iterated = set(), set(), set(), set(), set()
+    previous = []
     for ins in dis.get_instructions(code):
+        if ins.opname == "GET_ITER" and previous and previous[-1].opname in (
+                "LOAD_GLOBAL", "LOAD_NAME", "LOAD_ATTR", "LOAD_FAST", "LOAD_DEREF"):
+            iterated.add(previous[-1].argval)
         if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
             globals_.add(ins.argval)
-            names.add(ins.argval)
         elif ins.opname in ("LOAD_ATTR", "LOAD_METHOD"):
-            names.add(ins.argval)
-    stack = list(code.co_consts)
-    while stack:  # (strings in tuples too: `for k in ("w1", "w2"): p[k]`)
+            if previous and previous[-1].opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+                global_attrs.add((previous[-1].argval, ins.argval))
+            else:
+                (attrs if ins.opname == "LOAD_ATTR" else methods).add(ins.argval)
+        elif (ins.opname == "LOAD_CONST" and type(ins.argval) is str and len(previous) >= 2
+              and previous[-2].opname == "LOAD_GLOBAL"
+              and previous[-2].argval in ("getattr", "hasattr")):
+            attrs.add(ins.argval)
+        if ins.opname not in ("CACHE", "PRECALL", "PUSH_NULL", "NOP", "EXTENDED_ARG"):
+            previous = previous[-2:] + [ins]
+    keys, stack = set(), list(code.co_consts)
+    while stack:
         c = stack.pop()
         if type(c) is str:
-            names.add(c)
+            keys.add(c)
         elif type(c) in (tuple, frozenset):
             stack.extend(c)
-    return frozenset(globals_), frozenset(names)
+    return Names(*map(frozenset, (globals_, attrs, methods, global_attrs, keys, iterated)))
 
 
 # --- fingerprints of NumPy's generators ---------------------------------------------------------
@@ -181,7 +225,8 @@ def code_names(code):
 # costs no more)
 GLOBAL_DEPTH, LOCAL_DEPTH, SCAN_LIMIT, MAX_ITEMS = 3, 4, 5000, 1024
 _PLAIN = (bool, int, float, complex, str, type(None))
-_GUARDED_CALLABLES = (types.FunctionType, types.BuiltinFunctionType, np.ufunc, functools.partial)
+_GUARDED_CALLABLES = (types.FunctionType, types.BuiltinFunctionType, np.ufunc, functools.partial,
+                      types.MethodType)
 _NUMPY_PLAIN = (np.number, np.bool_)  # (NumPy's scalars: np.float32(1e-5))
 _NUMPY_RANDOM = (np.random.Generator, np.random.RandomState, np.random.BitGenerator)
 # names that reach NumPy's global RandomState (np.random.randn, from numpy.random import rand...)
@@ -265,7 +310,8 @@ class Watch:
         # containers scanned, [(globals, name, value)] of the globals: a traced value stored in
         # one is undone (undo_stored_values)
         self.held, self.held_globals, self.held_cells = [], [], []
-        self.names_now = frozenset()  # the names the code being entered reads (its modules')
+        self.names_now = NO_NAMES  # what the code being entered reads (of the user's modules)
+        self.top = None  # the code of the traced function (the first user frame entered)
         self.plain = []
 
     def __enter__(self):
@@ -276,7 +322,7 @@ class Watch:
         self.hooked = self.previous is None or getattr(self.previous, "watch", None) is not None
         self._watch(np.random.mtrand._rand, "NumPy's global random state (np.random.*)")
         if self.hooked:  # (the hook finds the arguments among the traced function's locals)
-            self._scan_callable(self.fun)  # (first: found there, arrays are read through cells)
+            self.scan_callable(self.fun)  # (first: found there, arrays are read through cells)
             sys.setprofile(self._hook())
         else:
             for x in self.static_args:
@@ -370,23 +416,26 @@ class Watch:
 
     def _enter_user(self, frame):
         code = frame.f_code
-        self.names_now = code_names(code)[1]
+        self.names_now = code_names(code)
         if code not in self.codes:
             self.codes.add(code)
             if not self.uses_global and not _GLOBAL_NAMES.isdisjoint(code.co_names):
                 self.uses_global = True
-            for name in code_names(code)[0]:
+            for name in code_names(code).globals:
                 if name in frame.f_globals:
                     self.held_globals.append((frame.f_globals, name, frame.f_globals[name]))
                     self._consider(frame.f_globals[name], name, GLOBAL_DEPTH,
-                                   Path(frame.f_globals, (("item", name),)))
+                                   Path(frame.f_globals, (("global", name),)))
+        if self.top is None:
+            self.top = code
+        # the traced function's own locals are its arguments (and self) from outside; a
+        # helper's are mostly made inside the trace (a list it fills, a dict of arrays NumPy
+        # computed): looked into for generators only (what is outside was found from the top)
+        outside = code is self.top
         for name, value in frame.f_locals.items():
-            # (an array passed to a function is often made inside the trace: only a closure's,
-            # or one inside an object or container, is noted as coming from outside)
-            self._consider(value, name, LOCAL_DEPTH, Path(value, ()),
-                           array=name in code.co_freevars)
+            self._consider(value, name, LOCAL_DEPTH, Path(value, ()), outside=outside)
 
-    def _scan_callable(self, fun, depth=LOCAL_DEPTH):
+    def scan_callable(self, fun, depth=LOCAL_DEPTH):
         """What the traced callable holds: a bound method's or callable object's `self`, a
         partial's arguments, a function's closure (through its cells: a rebound nonlocal too)
         and defaults. Returns the function whose code runs, or None."""
@@ -396,7 +445,7 @@ class Watch:
                                Path(fun, (("attr", "args"), ("item", i))))
             for key, arg in fun.keywords.items():
                 self._consider(arg, key, depth, Path(fun, (("attr", "keywords"), ("item", key))))
-            return self._scan_callable(fun.func, depth)
+            return self.scan_callable(fun.func, depth)
         owner = getattr(fun, "__self__", None)
         if isinstance(fun, types.MethodType) and not isinstance(owner, (type, types.ModuleType)):
             self._consider(owner, "self", depth, Path(owner, ()))
@@ -429,16 +478,16 @@ class Watch:
         """Without the hook: what `fun` itself can reach (`_scan_callable`, and the globals
         its code reads); the code of the functions it calls is not seen."""
         self.uses_global = True
-        fun = self._scan_callable(fun)
+        fun = self.scan_callable(fun)
         if fun is None:
             return
         code = fun.__code__
         self.codes.add(code)
-        self.names_now = code_names(code)[1]
-        for name in code_names(code)[0]:
+        self.names_now = code_names(code)
+        for name in code_names(code).globals:
             if name in fun.__globals__:
                 self._consider(fun.__globals__[name], name, GLOBAL_DEPTH,
-                               Path(fun.__globals__, (("item", name),)))
+                               Path(fun.__globals__, (("global", name),)))
 
     # --- finding generators ------------------------------------------------------------------
     def undo_stored_values(self):
@@ -482,11 +531,10 @@ class Watch:
         return ways[0]
 
     def names(self):
-        """The names the user code entered uses: co_names (globals and attributes) and string
-        constants (dict keys)."""
-        names = set()
-        for code in self.codes:
-            names.update(code_names(code)[1])
+        """The Names the user code entered reads."""
+        names = NO_NAMES
+        for code in list(self.codes):  # (the profile hook may add one meanwhile)
+            names = names | code_names(code)
         return names
 
     def guards(self):
@@ -498,30 +546,36 @@ class Watch:
         guards, seen = [], set()
         for name, first, path in self.plain:
             key = (id(path.root), path.steps)
-            if key in seen or not path.named_in(names):
+            if key in seen:
                 continue
             seen.add(key)
             try:
                 value = path.follow()
             except Exception:  # noqa: BLE001 - (gone: nothing to check)
                 continue
-            if path.steps[-1][0] == "len" and value != first:
-                continue  # (a list the trace appends to is a log, not what a loop runs over)
+            if not path.named_in(names, called=callable(value)):
+                continue
+            if path.steps[-1][0] == "len" and (value != first or isinstance(
+                    Path(path.root, path.steps[:-1]).follow(), dict) and not (
+                    names.methods & {"items", "values", "keys"}
+                    or path.steps[-2][1] in names.iterated)):
+                continue  # (a list the trace appends to is a log, not what a loop runs over;
+                # a dict's size matters where the code walks one: p.items(), p.values())
             if (type(value) in _PLAIN or isinstance(value, _NUMPY_PLAIN)
-                    or type(value) in _GUARDED_CALLABLES):
+                    or type(value) in _GUARDED_CALLABLES or path.steps[-1][0] == "type"):
                 guards.append((name, value, path))
         return guards
 
-    def _consider(self, value, name, depth, path, array=True):
-        """Watch `value` if it is a NumPy generator; else look `depth` levels into it. (NumPy
-        arrays met on the way are noted, `arrays`, with their `path`; `value` itself only if
-        `array`; numbers, strings and None with a path too, `plain`.)"""
+    def _consider(self, value, name, depth, path, outside=True):
+        """Watch `value` if it is a NumPy generator; else look `depth` levels into it. Where it
+        lies `outside` the trace: NumPy float arrays met on the way are noted, `arrays`, with
+        their `path`, and numbers, strings, None and functions with a path too, `plain`."""
         if type(value) in _PLAIN or isinstance(value, _NUMPY_PLAIN):
-            if path.steps:
+            if path.steps and outside:
                 self.plain.append((name, value, path))
             return
         if type(value) is np.ndarray:
-            if array and value.size and value.dtype.kind == "f":  # (weights, data; not
+            if outside and value.size and value.dtype.kind == "f":  # (weights, data; not
                 if id(value) not in self.arrays:  # index tables and masks)
                     self.arrays[id(value)] = (name, value, path)
                 self.paths.setdefault(id(value), []).append((name, path))
@@ -533,29 +587,32 @@ class Watch:
             self.uses_global = True  # (from numpy.random import normal as N)
             return
         if type(value) in _GUARDED_CALLABLES:  # (self.act = np.tanh: guarded as it is)
-            if path.steps:
+            if path.steps and outside:
                 self.plain.append((name, value, path))
-            if type(value) is types.FunctionType and depth and id(value) not in self.scanned:
+            if (type(value) is types.FunctionType and depth and outside
+                    and id(value) not in self.scanned):
                 self.scanned.add(id(value))  # (a helper's closure: read through its cells)
                 self._scan_closure(value, depth - 1)
             return
         if type(value).__module__.startswith("gradc"):
             return  # (gradc's own objects: a compiled function, an optimizer)
         if isinstance(value, types.ModuleType) and depth and _users_module(value):
-            for key in self.names_now & value.__dict__.keys():  # (the names the code reads)
+            read = {a for g, a in self.names_now.global_attrs} | self.names_now.attrs
+            for key in read & value.__dict__.keys():  # (the names the code reads of it)
                 self._consider(value.__dict__[key], f"{name}.{key}", depth - 1,
-                               path.then("attr", key))
+                               path.then("attr", key), outside)
             return
         if isinstance(value, type) and depth and _users(value) and id(value) not in self.scanned:
             self.scanned.add(id(value))  # (a class: Model.lr, cls.W)
             for item_name, kind, key, item in _class_items(value, name, ()):
-                self._consider(item, item_name, depth - 1, path.then(kind, key))
+                self._consider(item, item_name, depth - 1, path.then(kind, key), outside)
             return
-        if (depth == 0 or isinstance(value, _SKIP) or id(value) in self.scanned
+        seen = id(value) if outside else (id(value), "inside")  # (looked at again from outside)
+        if (depth == 0 or isinstance(value, _SKIP) or seen in self.scanned
                 or len(self.scanned) >= SCAN_LIMIT):
             return
-        container = value  # (what a traced value stored into would be found in)
-        if isinstance(value, (list, dict)) and path.steps:  # (a loop over it unrolls)
+        container = value if outside else None  # (where a traced value stored is refused)
+        if isinstance(value, (list, dict)) and path.steps and outside:  # (a loop over it unrolls)
             self.plain.append((f"len({name})", len(value), path.then("len", None)))
         if isinstance(value, (list, tuple)):
             items = [(f"{name}[{i}]", "item", i, v) for i, v in enumerate(value[:MAX_ITEMS])]
@@ -565,22 +622,24 @@ class Watch:
             items = [(f"{name}[{k!r}]", "item", k, v)
                      for k, v in list(value.items())[:MAX_ITEMS]]
         else:
-            container = getattr(value, "__dict__", None)
-            if type(container) is dict:
-                items = [(f"{name}.{k}", "attr", k, v)
-                         for k, v in list(container.items())[:MAX_ITEMS]]
+            attrs = getattr(value, "__dict__", None)
+            if type(attrs) is dict:
+                items = [(f"{name}.{k}", "attr", k, v) for k, v in list(attrs.items())[:MAX_ITEMS]]
             else:  # (__slots__)
-                container = None
+                attrs = None
                 items = [(f"{name}.{k}", "attr", k, getattr(value, k)) for k in _slots(type(value))
                          if hasattr(value, k)]
             # (what the class holds and the object does not: `training = True` in the class)
-            items += _class_items(type(value), name, container or ())
-        self.scanned.add(id(value))
+            items += _class_items(type(value), name, attrs or ())
+            if outside and path.steps and callable(value):  # (self.act = ReLU(): its class)
+                self.plain.append((f"type({name})", type(value), path.then("type", None)))
+            container = attrs if outside else None
+        self.scanned.add(seen)
         self.keep.append(value)
         if container is not None:
             self.held.append((name, container, container.copy(), container is not value))
         for item_name, kind, key, item in items:
-            self._consider(item, item_name, depth - 1, path.then(kind, key))
+            self._consider(item, item_name, depth - 1, path.then(kind, key), outside)
 
     def _watch(self, obj, what):
         bit_generator = _bit_generator(obj)

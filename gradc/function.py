@@ -14,7 +14,7 @@ import types
 
 import numpy as np
 
-from . import autodiff, pytree, random, transforms
+from . import autodiff, frozen, pytree, random, transforms
 from .capture import CaptureChanged, Captures
 from .compile import check_target, compile_graph
 from .errors import ArgumentError, SignatureError
@@ -258,6 +258,9 @@ class Function:
         constant point of a function that closes over traced values): build this function,
         and its gradient, into that function's graph."""
         args, kwargs = call.args, call.kwargs
+        watch = frozen.active()
+        if watch is not None:  # (what this function reads from outside: outside the trace too)
+            watch.scan_callable(self.fun)
         if self.mode == "jit":
             return self.fun(*args, **kwargs)
         graph = current_graph() or next(x.graph for x in call.leaves if isinstance(x, Value))
