@@ -468,3 +468,64 @@ def test_jit_in_a_class_body_binds_like_a_method():
     a.W += 1.0
     np.testing.assert_allclose(a.forward(X), np.tanh(X @ a.W), rtol=1e-13)
     assert Decorated.forward(b, X).shape == (4, 2)
+
+
+def _record(acts, h):
+    acts.append(h)
+
+
+def test_containers_the_function_fills_itself_are_not_outside_state():
+    W = RNG.standard_normal((3, 3))
+
+    def activations(x):  # a local list filled by a helper, a memo dict, an object made inside
+        acts, memo = [], {}
+        h = x
+        for _ in range(2):
+            h = np.tanh(h @ W)
+            _record(acts, h)
+            memo[len(memo)] = h
+        return acts, memo[1]
+
+    (a0, a1), last = gradc.jit(activations)(X)
+    np.testing.assert_allclose(a1, np.tanh(np.tanh(X @ W) @ W), rtol=1e-13)
+    np.testing.assert_allclose(last, a1, rtol=1e-13)
+
+
+class Logger:
+    def __init__(self):
+        self.W = RNG.standard_normal((3, 2))
+        self.loss, self.log, self.mean = 0.0, {}, 0.0  # (the loop's; names the code also uses)
+        self.act = self.relu
+
+    def relu(self, h):
+        return np.maximum(h, 0.0)
+
+    def tanh(self, h):
+        return np.tanh(h)
+
+    def forward(self, x):
+        h = np.log1p(np.exp(x @ self.W))
+        out = {"loss": h.mean(), "h": self.act(h)}
+        return out["loss"] + np.sum(out["h"]) + np.log(2.0)
+
+
+def test_what_a_training_loop_keeps_on_the_model_does_not_trace_again(monkeypatch, capsys):
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+    model = Logger()
+    forward = gradc.jit(model.forward)
+    for step in range(3):
+        assert forward(X) == pytest.approx(model.forward(X), rel=1e-12)
+        model.loss, model.mean = float(step), float(step)  # (attributes the code never reads)
+        model.log[step] = step
+    assert capsys.readouterr().err.count("compiled jit(forward)") == 1
+    model.act = model.tanh  # a bound method swapped: checked
+    assert forward(X) == pytest.approx(model.forward(X), rel=1e-12)
+
+
+def test_a_jitted_method_called_inside_another_trace_reads_its_object_live():
+    model = Model()
+    inner = gradc.jit(model.forward)
+    outer = gradc.jit(lambda x: np.sum(inner(x) ** 2))
+    assert outer(X) == pytest.approx(np.sum(model.forward(X) ** 2), rel=1e-12)
+    model.W *= 3.0
+    assert outer(X) == pytest.approx(np.sum(model.forward(X) ** 2), rel=1e-12)
