@@ -289,7 +289,10 @@ class _Probe:
 
 # --- the watch ----------------------------------------------------------------------------------
 class Watch:
-    """Looks for random draws while `fun` is traced on this thread (a context manager)."""
+    """While `fun` is traced on this thread (a context manager): looks for random draws, and
+    walks what the traced code can reach from outside its arguments (`arrays`, `plain`, their
+    Paths: gradc/capture.py reads and guards them; `held`: a traced value stored there is
+    refused and undone)."""
 
     def __init__(self, fun, static_args=()):
         self.fun = fun
@@ -303,7 +306,7 @@ class Watch:
         self.uses_global = False  # user code that names np.random's functions ran
         # id -> (name, NumPy array, Path) of the float arrays the traced code can reach from
         # outside (gradc/capture.py reads them on every call), and [(name, value, Path)] of
-        # the numbers, strings and Nones (capture.py checks those the code names: `guards`)
+        # the numbers, strings, Nones, functions and lengths (`guards`: those the code reads)
         self.arrays = {}
         self.paths = {}  # id -> [(name, Path)]: every way to an array of `arrays` found
         # [(name, dict, list or an object's __dict__, a copy of it, whether an object's)] of the
