@@ -225,6 +225,10 @@ def code_names(code):
 # costs no more)
 GLOBAL_DEPTH, LOCAL_DEPTH, SCAN_LIMIT, MAX_ITEMS = 3, 4, 5000, 1024
 _PLAIN = (bool, int, float, complex, str, type(None))
+# what tells that code walks or measures a list or dict (besides `for x in self.layers`)
+_WALK_METHODS = frozenset({"items", "values", "keys"})
+_SIZED_BUILTINS = frozenset({"len", "zip", "enumerate", "reversed", "sum", "map", "list",
+                             "tuple", "sorted", "max", "min", "any", "all"})
 _GUARDED_CALLABLES = (types.FunctionType, types.BuiltinFunctionType, np.ufunc, functools.partial,
                       types.MethodType)
 _NUMPY_PLAIN = (np.number, np.bool_)  # (NumPy's scalars: np.float32(1e-5))
@@ -558,12 +562,11 @@ class Watch:
                 continue
             if not path.named_in(names, called=callable(value)):
                 continue
-            if path.steps[-1][0] == "len" and (value != first or isinstance(
-                    Path(path.root, path.steps[:-1]).follow(), dict) and not (
-                    names.methods & {"items", "values", "keys"}
-                    or path.steps[-2][1] in names.iterated)):
+            if path.steps[-1][0] == "len" and (value != first or not (
+                    path.steps[-2][1] in names.iterated or names.methods & _WALK_METHODS
+                    or names.globals & _SIZED_BUILTINS)):
                 continue  # (a list the trace appends to is a log, not what a loop runs over;
-                # a dict's size matters where the code walks one: p.items(), p.values())
+                # a list's or dict's size matters where the code walks or measures one)
             if (type(value) in _PLAIN or isinstance(value, _NUMPY_PLAIN)
                     or type(value) in _GUARDED_CALLABLES or path.steps[-1][0] == "type"):
                 guards.append((name, value, path))

@@ -529,3 +529,15 @@ def test_a_jitted_method_called_inside_another_trace_reads_its_object_live():
     assert outer(X) == pytest.approx(np.sum(model.forward(X) ** 2), rel=1e-12)
     model.W *= 3.0
     assert outer(X) == pytest.approx(np.sum(model.forward(X) ** 2), rel=1e-12)
+
+
+BUFFER = [RNG.standard_normal(3) for _ in range(4)]
+
+
+def test_a_list_read_by_index_may_grow_without_tracing_again(monkeypatch, capsys):
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+    first = gradc.jit(lambda x: x * BUFFER[0])  # (the code neither walks nor measures it)
+    for _ in range(3):
+        np.testing.assert_allclose(first(X), X * BUFFER[0], rtol=1e-13)
+        BUFFER.append(RNG.standard_normal(3))
+    assert capsys.readouterr().err.count("compiled jit(<lambda>)") == 1
