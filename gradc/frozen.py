@@ -64,7 +64,7 @@ class Path(NamedTuple):
     def follow(self):
         x = self.root
         for kind, key in self.steps:
-            x = (getattr(x, key) if kind == "attr" else len(x) if kind == "len"
+            x = (getattr(x, key) if kind == "attr" else (type(x), len(x)) if kind == "len"
                  else type(x) if kind == "type" else x[key])
         return x
 
@@ -95,8 +95,10 @@ class Path(NamedTuple):
         expr = f"R{len(consts)}"
         consts[expr] = self.root
         for kind, key in self.steps:
-            if kind in ("len", "type"):
-                expr = f"{kind}({expr})"
+            if kind == "len":  # (a list, and its length)
+                expr = f"(type({expr}), len({expr}))"
+            elif kind == "type":
+                expr = f"type({expr})"
             elif kind == "attr" and key.isidentifier():
                 expr += f".{key}"
             else:
@@ -568,7 +570,7 @@ class Watch:
                 continue  # (a list the trace appends to is a log, not what a loop runs over;
                 # a list's or dict's size matters where the code walks or measures one)
             if (type(value) in _PLAIN or isinstance(value, _NUMPY_PLAIN)
-                    or type(value) in _GUARDED_CALLABLES or path.steps[-1][0] == "type"):
+                    or type(value) in _GUARDED_CALLABLES or path.steps[-1][0] in ("len", "type")):
                 guards.append((name, value, path))
         return guards
 
@@ -618,8 +620,12 @@ class Watch:
                 or len(self.scanned) >= SCAN_LIMIT):
             return
         container = value if outside else None  # (where a traced value stored is refused)
-        if isinstance(value, (list, dict)) and path.steps and outside:  # (a loop over it unrolls)
-            self.plain.append((f"len({name})", len(value), path.then("len", None)))
+        if isinstance(value, (list, tuple, dict)) and path.steps and outside:
+            # (its class: an array where a list was; its length: a loop over it unrolls)
+            self.plain.append((f"type({name})", type(value), path.then("type", None)))
+            if not isinstance(value, tuple):
+                self.plain.append((f"len({name})", (type(value), len(value)),
+                                   path.then("len", None)))
         if isinstance(value, (list, tuple)):
             items = [(f"{name}[{i}]", "item", i, v) for i, v in enumerate(value[:MAX_ITEMS])]
             if type(value) is tuple:
