@@ -41,8 +41,10 @@ class Capture(NamedTuple):
 
 
 class Guard(NamedTuple):
-    """A number, string or None read from outside the arguments (`self.training`, a global
-    `EPS`), compiled in: a call that finds another value there traces again."""
+    """A value read from outside the arguments and compiled in: a number, string, None or
+    function (`self.training`, a global `EPS`, `self.act`), a list's (class, length), a
+    callable object's class, a small array's contents (`content_guards`). A call that finds
+    another value there traces again."""
     name: str
     value: object
     path: Path
