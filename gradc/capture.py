@@ -4,10 +4,11 @@
 over an array: NumPy would read those arrays as they are when the function runs, so an update of
 the model's weights (`model.W -= lr * g`, or `model.W = new`) must be seen by the next call. A
 trace cannot see through NumPy's own calls on such arrays, but it knows where it met them:
-gradc/frozen.py's Watch walks the globals, closures, arguments and their attributes that each
-user function can reach, and notes every float array with the way to it (`Path`). Where such an
-array (or a view of it: `self.W.T`, `self.W[:, :4]`) meets a traced value, `captured` makes it an
-input of the graph instead of a constant (a `Capture`, appended after the arguments' inputs).
+gradc/outside.py's walk (in frozen.Watch) goes through the globals, closures, arguments and
+their attributes that each user function can reach, and notes every float array with the way
+to it (`Path`). Where such an array (or a view of it: `self.W.T`, `self.W[:, :4]`) meets a
+traced value, `captured` makes it an input of the graph instead of a constant (a `Capture`,
+appended after the arguments' inputs).
 
 On every call the compiled signature follows each capture's path again (`Captures.read`): the
 array found there is passed by reference (in-place updates are seen), a new array of the same
@@ -28,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .frozen import Path
+from .outside import Path
 from .errors import SignatureError
 
 

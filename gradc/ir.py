@@ -142,7 +142,7 @@ class Graph:
         self.reachable = None
         self.captured = {}
         self.captures = []
-        self.guards = []  # [(name, value, frozen.Path)]: numbers read from outside, compiled in
+        self.guards = []  # [(name, value, outside.Path)]: values read from outside, compiled in
         # value id -> its (base, offset, strides) through views (passes/fuse.py base_layout):
         # a value's node never changes, so it is found once; fusion asks ~40 times per node
         self.layouts = {}
