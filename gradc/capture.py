@@ -96,7 +96,8 @@ class Captures:
             try:
                 now = guard.path.follow()
             except Exception as e:  # noqa: BLE001 - (whatever the path raises: it is gone)
-                raise CaptureChanged(f"`{guard.name}` is gone ({type(e).__name__}: {e})") from None
+                raise CaptureChanged(
+                    f"`{guard.name}` is gone ({type(e).__name__}: {e})") from None
             if not same(guard.value, now):
                 raise CaptureChanged(_change(guard, now))
         arrays = []
@@ -104,7 +105,8 @@ class Captures:
             try:
                 x = capture.path.follow()
             except Exception as e:  # noqa: BLE001 - (whatever the path raises: it is gone)
-                raise CaptureChanged(f"`{capture.name}` is gone ({type(e).__name__}: {e})") from None
+                raise CaptureChanged(
+                    f"`{capture.name}` is gone ({type(e).__name__}: {e})") from None
             if type(x) is not np.ndarray or x.shape != shape or x.dtype != dtype:
                 now = (f"{x.dtype.name}{list(x.shape)}" if isinstance(x, np.ndarray)
                        else f"a {type(x).__name__}")
@@ -120,6 +122,10 @@ NO_CAPTURES = Captures([], [], [])
 # of its size was compiled in, up to this many elements its contents are guarded (compared on
 # every call); larger ones are named in a warning
 CONTENT_GUARD_SIZE = 4096
+# where a NumPy float scalar was compiled in (self.alpha[0], cw[1], np.sum(self.W ** 2)), the
+# small arrays the code names and no traced operation read are guarded (class weights, a
+# learned scale): up to this many elements
+SCALAR_SOURCE_SIZE = 64
 
 
 def uncaptured(graph, watch):
@@ -137,7 +143,8 @@ def content_guards(graph, watch):
     See CONTENT_GUARD_SIZE."""
     sizes = {a.size for a in graph.constant_arrays.values() if a.dtype.kind == "f"}
     return [(name, array.copy(), path) for name, array, path in uncaptured(graph, watch)
-            if array.size <= CONTENT_GUARD_SIZE and array.size in sizes]
+            if array.size <= CONTENT_GUARD_SIZE and array.size in sizes
+            or graph.numpy_scalars and array.size <= SCALAR_SOURCE_SIZE]
 
 
 def _change(guard, now):

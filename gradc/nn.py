@@ -246,6 +246,8 @@ def layer_norm(x, gamma=None, beta=None, eps=1e-5, axis=-1):
 def embedding(table, indices):
     """Rows of `table` (vocab, dim) for integer `indices` of any shape; the gradient is a
     scatter-add into the rows used."""
+    if type(table) is np.ndarray and isinstance(indices, Value):  # (np.take would not see it:
+        table = fn.as_value(table, like=indices)  # a table from outside is read on every call)
     return np.take(table, indices, axis=0)
 
 

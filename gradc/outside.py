@@ -69,8 +69,9 @@ class Path(NamedTuple):
                 found = key in names.keys
             elif i and steps[i - 1][0] == "global":  # (wmod.W; m.s read as self.s in m.fwd)
                 found = (steps[i - 1][1], key) in names.global_attrs or key in names.attrs
-            else:
-                found = key in names.attrs or called and key in names.methods
+            else:  # (an object on the way may be called: self.norm(x) reads self.norm.eps)
+                found = key in names.attrs or (
+                    called or i < len(steps) - 1) and key in names.methods
             if not found:
                 return False
         return True
@@ -143,11 +144,11 @@ def code_names(code):
     return Names(*map(frozenset, (globals_, attrs, methods, global_attrs, keys, iterated)))
 
 
-# how far the scan looks into what user code can reach: three levels below a global
-# (params['l1']['a']['W']), four below a local or an argument (self.blocks[0].attn.W), at most
+# how far the walk looks into what user code can reach: five levels below a global, six below a
+# local or an argument (self.blocks[0].attn.qkv.W of a nanoGPT is five), at most
 # MAX_ITEMS entries of a container and SCAN_LIMIT containers in all (a large object graph
 # costs no more)
-GLOBAL_DEPTH, LOCAL_DEPTH, SCAN_LIMIT, MAX_ITEMS = 3, 4, 5000, 1024
+GLOBAL_DEPTH, LOCAL_DEPTH, SCAN_LIMIT, MAX_ITEMS = 5, 6, 5000, 1024
 _PLAIN = (bool, int, float, complex, str, type(None))
 # what tells that code walks or measures a list or dict (besides `for x in self.layers`)
 _WALK_METHODS = frozenset({"items", "values", "keys"})
@@ -188,7 +189,7 @@ class OutsideWalk:
         and defaults. Returns the function whose code runs, or None."""
         if isinstance(fun, functools.partial):
             for i, arg in enumerate(fun.args):
-                self._consider(arg, f"partial argument {i}", depth,
+                self._consider(arg, f"{getattr(fun.func, '__name__', 'partial')}.args[{i}]", depth,
                                Path(fun, (("attr", "args"), ("item", i))))
             for key, arg in fun.keywords.items():
                 self._consider(arg, key, depth, Path(fun, (("attr", "keywords"), ("item", key))))
@@ -203,11 +204,13 @@ class OutsideWalk:
         fun = inspect.unwrap(fun) if isinstance(fun, types.FunctionType) else fun
         if not isinstance(fun, types.FunctionType):
             return None
-        for i, value in enumerate(fun.__defaults__ or ()):
-            self._consider(value, "a default argument", depth,
-                           Path(fun, (("attr", "__defaults__"), ("item", i))))
+        defaults = fun.__defaults__ or ()
+        params = fun.__code__.co_varnames[:fun.__code__.co_argcount][-len(defaults):]
+        for i, (param, value) in enumerate(zip(params, defaults)):  # (named by the parameter)
+            self._consider(value, param, depth, Path(fun, (("attr", "__defaults__"), ("item", i))))
         for key, value in (fun.__kwdefaults__ or {}).items():
-            self._consider(value, key, depth, Path(fun, (("attr", "__kwdefaults__"), ("item", key))))
+            self._consider(value, key, depth,
+                           Path(fun, (("attr", "__kwdefaults__"), ("item", key))))
         self._scan_closure(fun, depth)
         return fun
 

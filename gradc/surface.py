@@ -205,7 +205,10 @@ def _array(self, *args, **kwargs):
     scipy = library is not None and library.f_globals.get("__name__", "").startswith("scipy.")
     raise TracedBranchError(
         f"a traced value was converted to a NumPy array {how}; keep traced values symbolic: use "
-        "the NumPy functions, operators and gradc.nn functions listed in the README. A list of "
+        "the NumPy functions, operators and gradc.nn functions listed in the README. A traced "
+        "index into a NumPy array (`table[i]`, `np.take(table, i)` with `table` a NumPy array) "
+        "is such a conversion: NumPy's indexing cannot take it; use gradc.nn.embedding(table, "
+        "i), or pass the table as an argument. A list of "
         "traced values: call np.array([...]) or np.stack as attributes of the numpy module (a "
         "function imported by name, `from numpy import array`, is NumPy's own and cannot take "
         "traced values)"

@@ -541,3 +541,55 @@ def test_a_list_read_by_index_may_grow_without_tracing_again(monkeypatch, capsys
         np.testing.assert_allclose(first(X), X * BUFFER[0], rtol=1e-13)
         BUFFER.append(RNG.standard_normal(3))
     assert capsys.readouterr().err.count("compiled jit(<lambda>)") == 1
+
+
+class Norm:
+    def __init__(self):
+        self.eps = 1e-5
+
+    def __call__(self, h):
+        return h / np.sqrt(np.mean(h * h, axis=-1, keepdims=True) + self.eps)
+
+
+class Linear:
+    def __init__(self, n_in, n_out):
+        self.W = RNG.standard_normal((n_in, n_out))
+
+
+class Block:
+    def __init__(self):
+        self.attn = type("Attention", (), {})()
+        self.attn.qkv = Linear(3, 3)
+        self.norm = Norm()
+
+
+class Gpt:  # weights five steps below self: self.blocks[0].attn.qkv.W
+    def __init__(self):
+        self.blocks = [Block()]
+        self.alpha = np.array([0.5])  # a learned scale read as self.alpha[0]
+        self.table = RNG.standard_normal((5, 3))
+
+    def forward(self, x, ids):
+        for block in self.blocks:
+            x = block.norm(x @ block.attn.qkv.W)
+        return x * self.alpha[0] + gradc.nn.embedding(self.table, ids)
+
+
+def test_a_gpt_layout_sub_layer_numbers_scalar_elements_and_an_outside_table():
+    model = Gpt()
+    ids = np.array([0, 4, 2, 1])
+    forward = gradc.jit(model.forward)
+
+    def want():
+        h = X @ model.blocks[0].attn.qkv.W
+        h = h / np.sqrt(np.mean(h * h, axis=-1, keepdims=True) + model.blocks[0].norm.eps)
+        return h * model.alpha[0] + model.table[ids]
+
+    np.testing.assert_allclose(forward(X, ids), want(), rtol=1e-12)
+    model.blocks[0].attn.qkv.W = RNG.standard_normal((3, 3))  # five steps down, rebound
+    np.testing.assert_allclose(forward(X, ids), want(), rtol=1e-12)
+    model.blocks[0].norm.eps = 10.0  # a number in a sub-layer called as block.norm(h)
+    np.testing.assert_allclose(forward(X, ids), want(), rtol=1e-12)
+    model.alpha -= 0.25  # its element, compiled in by NumPy: the small array is checked
+    model.table *= 2.0  # the embedding's table, read live
+    np.testing.assert_allclose(forward(X, ids), want(), rtol=1e-12)
