@@ -593,3 +593,16 @@ def test_a_gpt_layout_sub_layer_numbers_scalar_elements_and_an_outside_table():
     model.alpha -= 0.25  # its element, compiled in by NumPy: the small array is checked
     model.table *= 2.0  # the embedding's table, read live
     np.testing.assert_allclose(forward(X, ids), want(), rtol=1e-12)
+
+
+def test_updating_outside_state_in_place_with_a_traced_value_says_what_to_do():
+    running = np.zeros(2)
+
+    def forward(x, running=running):
+        h = x @ np.ones((3, 2))
+        running += 0.1 * h.mean(0)  # (NumPy: into the default array, in place)
+        return h
+
+    with pytest.raises(gradc.UnsupportedOpError, match=r"into a NumPy array .*has_aux=True"):
+        gradc.jit(forward)(X)
+    assert not running.any()

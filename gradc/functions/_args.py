@@ -10,9 +10,17 @@ ABSENT = np._NoValue  # NumPy's default for arguments it passes on only when giv
 
 
 def no_out(out, name):
-    if out is not None:
-        raise UnsupportedOpError(f"np.{name}(out=...) cannot be traced: arrays are immutable "
-                                 "in a traced function; use the returned value")
+    if out is None:
+        return
+    targets = out if isinstance(out, tuple) else (out,)
+    if any(type(t) is np.ndarray for t in targets):  # (`self.mean *= m`: NumPy's array in place)
+        raise UnsupportedOpError(
+            f"np.{name}(out=...) into a NumPy array (`a *= traced` or `a += traced` where `a` "
+            "is a NumPy array, as state kept outside the function): a compiled function cannot "
+            "change it on every call. Return the new value (with has_aux=True for a gradient) "
+            "and assign it after the call")
+    raise UnsupportedOpError(f"np.{name}(out=...) cannot be traced: arrays are immutable "
+                             "in a traced function; use the returned value")
 
 
 def no_where(where, name):
