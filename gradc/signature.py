@@ -119,11 +119,18 @@ class RecompileWatch:
         if self.warned or self.outside_compiles < self.STORM:
             return
         self.warned = True
+        if "with NumPy alone" in why:  # (an array's contents: capture.content_guards)
+            what = ("what NumPy computes alone from an array read from outside is compiled in, "
+                    "so every change to the array traces again. Compute it from a traced value "
+                    "(the array meeting a traced operation is read on every call), or pass the "
+                    "array as an argument")
+        else:
+            what = ("numbers, strings and None read from globals, closures or attributes are "
+                    "compiled in, so every new value traces again. Pass it as an argument "
+                    "(np.float64(...) for a float) so it is traced")
         warn_at_user_line(RecompileWarning(
             f"{src}: {name} has traced {self.outside_compiles} times again because what it reads "
-            f"from outside its arguments keeps changing (now {why}): numbers, strings and None "
-            "read from globals, closures or attributes are compiled in, so every new value "
-            "traces again. Pass it as an argument (np.float64(...) for a float) so it is traced"))
+            f"from outside its arguments keeps changing (now {why}): {what}"))
 
     def note(self, old, new, name, argnames, src, keep):
         """A compile of key `new` after `old` (None at the first), from the user's line `src`;

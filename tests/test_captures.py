@@ -606,3 +606,13 @@ def test_updating_outside_state_in_place_with_a_traced_value_says_what_to_do():
     with pytest.raises(gradc.UnsupportedOpError, match=r"into a NumPy array .*has_aux=True"):
         gradc.jit(forward)(X)
     assert not running.any()
+
+
+def test_an_array_read_with_numpy_alone_that_keeps_changing_is_named_with_its_fix():
+    bn = BatchNormEval(3)
+    forward = gradc.jit(bn.forward)
+    with pytest.warns(gradc.RecompileWarning, match=r"`self\.var` .*NumPy alone.*pass the array "
+                                                    r"as an argument"):
+        for _ in range(10):
+            bn.var += 1.0
+            np.testing.assert_allclose(forward(X), bn.forward(X), rtol=1e-13)
