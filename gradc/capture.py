@@ -166,7 +166,7 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 def captured(graph, x):
     """The graph input that reads the NumPy array `x` on every call, if the trace found `x` (or
     the array whose memory `x` views) outside the traced function's arguments; else None."""
-    watch = graph.reachable
+    watch = graph.outside
     if watch is None or x.dtype not in _FLOATS or x.size == 0:
         return None
     found = watch.arrays.get(id(x))

@@ -137,10 +137,10 @@ class Graph:
         self.constant_arrays = {}
         self.numpy_scalars = 0  # NumPy float scalars made constants (capture.content_guards)
         # with capturing on (while tracing), float arrays read from outside the arguments become
-        # inputs read on every call (gradc/capture.py): the trace's frozen.Watch, which finds
-        # them (None: capturing off), id -> input value, and the Captures (kept by the passes:
-        # the inputs stay where they are)
-        self.reachable = None
+        # inputs read on every call (gradc/capture.py): `outside`, the trace's walk that finds
+        # them (an outside.OutsideWalk; None: capturing off), id -> input value, and the
+        # Captures (kept by the passes: the inputs stay where they are)
+        self.outside = None
         self.captured = {}
         self.captures = []
         self.guards = []  # [(name, value, outside.Path)]: values read from outside, compiled in

@@ -272,10 +272,10 @@ class OutsideWalk:
         return names
 
     def guards(self):
-        """[(name, value, Path)] of the numbers, strings and Nones outside the arguments whose
-        every name the user code entered names (co_names: globals and attributes; string
-        constants: dict keys): what the trace may have used. Their values now, at the trace's
-        end (what the trace itself changed, a counter, is not a change)."""
+        """[(name, value, Path)] of the numbers, strings, Nones, functions, classes and
+        (class, length) of lists and dicts outside the arguments whose every name on the path
+        the user code entered reads (Path.named_in): what the trace may have used. Their values
+        now, at the trace's end (what the trace itself changed, a counter, is not a change)."""
         names = self.names()
         guards, seen = [], set()
         for name, first, path in self.plain:

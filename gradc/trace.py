@@ -565,9 +565,10 @@ def trace(fun, args, kwargs=None, capture=False):
     are static. Random numbers drawn while `fun` runs would be frozen into the graph: a
     gradc.frozen.Watch turns them into FrozenRandomError. Float arrays read from outside the
     arguments are constants named in a ConstantArrayWarning, or with capture=True (what a
-    compiled function does) inputs after the arguments', read on every call (`graph.captures`:
-    gradc/capture.py). Returns (graph, out_tree,
-    flat output values).
+    compiled function does) inputs after the arguments', read on every call (`graph.captures`,
+    and the values compiled in checked on every call, `graph.guards`: gradc/capture.py). A
+    traced value stored outside the arguments is undone and refused. Returns (graph,
+    out_tree, flat output values).
     """
     kwargs = kwargs or {}
     leaves, treedef = pytree.flatten((args, kwargs))
@@ -585,7 +586,7 @@ def trace(fun, args, kwargs=None, capture=False):
     try:
         with graph.stamping_user_source(True), numpy_constructors(), \
                 frozen.Watch(fun, _static_values(treedef)) as watch:
-            graph.reachable = watch if capture else None
+            graph.outside = watch if capture else None
             try:
                 out = fun(*targs, **tkwargs)
             finally:
@@ -617,7 +618,7 @@ def trace(fun, args, kwargs=None, capture=False):
     _warn_constant_arrays(fun, graph, watch)
     if capture:
         graph.guards = watch.guards() + content_guards(graph, watch)
-    graph.reachable = None  # (what it holds need not live as long as the graph)
+    graph.outside = None  # (what it holds need not live as long as the graph)
     return graph, out_tree, outs
 
 
@@ -643,7 +644,7 @@ def _warn_constant_arrays(fun, graph, watch):
             found = next((r for r in reachable.values() if owner_of(r[1]) is owner), None)
         if found is not None and a.size > 1:
             read.append((found[0] if found[1] is a else f"a view of {found[0]}", a))
-    if graph.reachable is not None:
+    if graph.outside is not None:
         _warn_derived_constants(fun, graph, watch, {id(a) for _, a in read})
     if not read:
         return
