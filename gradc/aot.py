@@ -35,6 +35,7 @@ from .aot_text import (AotError, SourceLines, banner, comment_safe, constants_ta
                        describe_tree, display_path, docstring_safe, file_sha256, helper_sources,
                        literal, parameter_names, portable_tree, special_math_source,
                        top_level_names, type_name)
+from .passes import products
 from .standalone import callables, calls, host, numba_cache, train_step
 
 CALLING_CONVENTION = 2  # bump when the generated module's interface changes
@@ -135,10 +136,12 @@ def build(fun, args, mode="value_and_grad", argnums=0, optimizer=None, clip_norm
         step.target = target  # (set after the constructor: generating code needs no GPU)
         if not (isinstance(argnums, int) and -len(args) <= argnums < len(args)):
             raise AotError(f"argnums={argnums!r} does not fit {len(args)} arguments")
-        return step.lower(*args, load=False, source=src, capture=False), step
+        with products.portable():  # (the same module whichever machine writes it)
+            return step.lower(*args, load=False, source=src, capture=False), step
     f = Function(fun, mode, argnums=argnums)
     f.target = target
-    return f.lower(*args, load=False, source=src, capture=False), f
+    with products.portable():
+        return f.lower(*args, load=False, source=src, capture=False), f
 
 
 # ---------------------------------------------------------------------------------------------

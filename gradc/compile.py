@@ -22,6 +22,7 @@ from .codegen.program import Program, verify_plan
 from .executable import Compiled, Layout
 from .ir import Graph, gc_paused, release
 from .passes import AFTER_AUTODIFF, run_passes
+from .passes import products
 from .passes.fuse import describe as describe_kernels
 from .passes.fuse import fuse
 from .passes.memory import describe as describe_plan
@@ -125,7 +126,8 @@ def lower(graph, title, target="cpu"):
     t0 = time.perf_counter()
     stages = [Stage("traced", graph)]
     log = []
-    graph = run_passes(graph, AFTER_AUTODIFF, log)
+    with products.lowering_for(target):
+        graph = run_passes(graph, AFTER_AUTODIFF, log)
     stages += [Stage(name, g) for name, g in log]
     # (a CPU kernel call costs nanoseconds: identical parts become calls of one kernel, which
     # compiles once; a CUDA launch costs microseconds. CUDA kernels are parallel anyway: only

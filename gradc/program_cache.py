@@ -32,6 +32,7 @@ from .codegen import modules
 from .executable import Layout
 from .ops.fn import ConstArray
 from .passes.fuse import parallel_min_iterations
+from .passes.products import transposed_lhs_choice
 
 FORMAT = "gradc-program 3"
 # an entry holds the constants' bytes (base64): graphs with more are lowered every time
@@ -58,7 +59,7 @@ def graph_key(graph, title, target):
         return None
     h = hashlib.sha256()
     for part in (FORMAT, modules.cache_tag(), _code_digest(), target, title,
-                 repr(parallel_min_iterations()), text):
+                 repr(parallel_min_iterations()), repr(transposed_lhs_choice()), text):
         h.update(part.encode("utf-8", "surrogatepass"))
         h.update(b"\0")
     return h.hexdigest()

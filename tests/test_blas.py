@@ -247,3 +247,40 @@ def test_parallel_min_iterations_must_be_a_count(monkeypatch):
     assert parallel_min_iterations() == 100
     monkeypatch.delenv("GRADC_PARALLEL_MIN_ITERATIONS")
     assert parallel_min_iterations() == PARALLEL_MIN_ITERATIONS
+
+
+def _rnn_loss(p, x):
+    h = np.tanh(x[0] @ p["wx"])
+    for t in range(1, x.shape[0]):
+        h = np.tanh(x[t] @ p["wx"] + h @ p["wh"])
+    return np.sum(h * h)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-4), (np.float64, 1e-9)])
+def test_small_products_read_transposed_give_the_same_gradients(monkeypatch, dtype, tol):
+    """passes/products.py transpose_small_lhs, forced on (it is measured per machine): an RNN
+    whose backward's dz @ wh.T (32x64 @ (64x64).T) reads a transposed copy of dz gives the
+    value and gradients it gives with the products as they are, and the gradients agree with
+    central differences of the float64 loss along a random direction."""
+    from gradc.passes import products
+    rng = np.random.default_rng(5)
+    p = {"wx": rng.standard_normal((8, 64)) * 0.3, "wh": rng.standard_normal((64, 64)) * 0.1}
+    x = rng.standard_normal((4, 32, 8))
+    p32, x32 = {k: v.astype(dtype) for k, v in p.items()}, x.astype(dtype)
+    results = {}
+    for faster in (True, False):
+        monkeypatch.setattr(products, "_tt_faster_than_nt", lambda faster=faster: faster)
+        vg = gradc.value_and_grad(_rnn_loss)
+        results[faster] = vg(p32, x32)
+        copies = [k.shape for k in vg.compiled_for(p32, x32).fusion.kernels
+                  if k.kind == "loop" and [n.op for n in k.nodes] == ["copy"]]
+        assert copies == ([(64, 32)] * 3 if faster else []), copies
+    (v1, g1), (v0, g0) = results[True], results[False]
+    assert abs(v1 - v0) <= tol * abs(v0)
+    for k in p:
+        np.testing.assert_allclose(g1[k], g0[k], rtol=tol * 10, atol=tol * np.abs(g0[k]).max())
+        d = rng.standard_normal(p[k].shape)
+        eps = 1e-6
+        up, down = ({**p, k: p[k] + s * eps * d} for s in (1, -1))
+        numeric = (_rnn_loss(up, x) - _rnn_loss(down, x)) / (2 * eps)
+        assert abs(np.sum(g1[k] * d) - numeric) <= max(tol, 1e-6) * 50 * abs(numeric), k

@@ -6,7 +6,7 @@ from ..ir import release
 from .cse import cse
 from .dce import dce
 from .lower import lower_composites
-from .products import accumulate_products, share_transposes
+from .products import accumulate_products, share_transposes, transpose_small_lhs
 from .simplify import simplify
 from .slices import merge_slice_sums
 
@@ -15,9 +15,10 @@ BEFORE_AUTODIFF = (simplify, cse, dce)
 # the stability rewrites and CSE also reach the backward graph; sums of products (a weight's
 # gradient over time steps) are accumulated a product at a time, and sums of slice gradients
 # become one accumulation; a matrix many products read transposed is transposed once (after
-# simplify, which would fold the transpose back into the products' flags).
+# simplify, which would fold the transpose back into the products' flags), and small products
+# with B transposed read A transposed where this machine's BLAS runs them faster so.
 AFTER_AUTODIFF = (simplify, lower_composites, simplify, accumulate_products, merge_slice_sums,
-                  share_transposes, cse, dce)
+                  share_transposes, transpose_small_lhs, cse, dce)
 
 
 def run_passes(graph, passes, log=None, consume=False):

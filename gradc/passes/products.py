@@ -17,7 +17,14 @@ Products join when they have the same flags, dtype and shape, and are used nowhe
 
 Also here, `share_transposes`: a matrix that many products read transposed is transposed once.
 """
+import contextlib
+import contextvars
+import functools
+import os
+import time
 from collections import Counter, defaultdict
+
+import numpy as np
 
 from ..ir import replay
 from ..ops import fn
@@ -140,6 +147,112 @@ def share_transposes(graph):
         return None
 
     return replay(graph, rewrite)
+
+
+# OpenBLAS runs products of at most 10**6 multiply-adds (its own limit) with its small-matrix
+# kernels, and on its AVX-512 builds the one for a @ B.T is slow: single-threaded, in us,
+# a @ B.T against a.T @ B.T with a.T contiguous (m, k, n): 32x128x128 11.6 vs 5.8 (W5's
+# dh = dz @ Wh.T at every step), 32x64x256 11.5 vs 5.3, 64x64x64 4.8 vs 3.1, 128x32x128 7.8
+# vs 5.9, 128x128x32 7.7 vs 5.4; the same with beta = 1 (addmm). With fewer than 32 rows or
+# inner columns the TT kernel is the slower one (8x128x128: 2.2 vs 3.5; 128x10x256: 6.0 vs
+# 13.7), and below 2**17 multiply-adds the copy of a costs what the product saves. float64
+# alike (32x128x128: 15.8 vs 9.3). Other builds (AVX2, Zen) run NT and TT alike, so whether to
+# is measured once per process.
+SMALL_KERNEL_WORK = 10 ** 6
+TRANSPOSED_LHS_MIN_WORK = 1 << 17
+TRANSPOSED_LHS_MIN_SIDE = 32
+TRANSPOSED_LHS_GAIN = 1.3  # TT this much faster in the measurement, or left as it is
+
+# Whether the products are lowered for this process's BLAS (compile.lower: the CPU target),
+# and not portably (gradc compile's modules are the same whichever machine writes them)
+_FOR_THIS_BLAS = contextvars.ContextVar("gradc_for_this_blas", default=False)
+_PORTABLE = contextvars.ContextVar("gradc_portable_products", default=False)
+
+
+@contextlib.contextmanager
+def lowering_for(target):
+    """Lower products for `target`'s BLAS: this process's, measured, for the CPU target."""
+    token = _FOR_THIS_BLAS.set(target == "cpu" and not _PORTABLE.get())
+    try:
+        yield
+    finally:
+        _FOR_THIS_BLAS.reset(token)
+
+
+@contextlib.contextmanager
+def portable():
+    """Lower products with no choice measured on this machine (gradc compile)."""
+    token = _PORTABLE.set(True)
+    try:
+        yield
+    finally:
+        _PORTABLE.reset(token)
+
+
+def transposed_lhs_choice():
+    """Whether transpose_small_lhs rewrites products where lowering_for("cpu") is in force
+    (part of the program cache's key)."""
+    return not _PORTABLE.get() and _tt_faster_than_nt()
+
+
+@functools.lru_cache(maxsize=None)
+def _tt_faster_than_nt():
+    """GRADC_TRANSPOSED_LHS=1 or 0, or measured: whether NumPy's BLAS (the one the kernels
+    call) runs 32x128 @ (128x128).T at least TRANSPOSED_LHS_GAIN times slower than the same
+    product from a contiguous copy of a.T, TT. Minima of 5 alternating rounds of 20 calls
+    each, ~3 ms."""
+    value = os.environ.get("GRADC_TRANSPOSED_LHS", "")
+    if value in ("0", "1"):
+        return value == "1"
+    if value:
+        from ..errors import CompileError
+        raise CompileError(f"GRADC_TRANSPOSED_LHS={value!r}: set it to 1 (small a @ B.T products "
+                           "read a transposed copy of a), 0 (never), or unset it (measured)")
+    from ..codegen import rt
+    if rt.BLAS != "openblas":
+        return False
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((32, 128), dtype=np.float32)
+    a_t, b = np.ascontiguousarray(a.T), rng.standard_normal((128, 128), dtype=np.float32)
+    out = np.empty((32, 128), np.float32)
+    best = [np.inf, np.inf]
+    for _ in range(5):
+        for i, lhs in enumerate((a, a_t.T)):
+            t0 = time.perf_counter()
+            for _ in range(20):
+                np.matmul(lhs, b.T, out=out)
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best[0] >= TRANSPOSED_LHS_GAIN * best[1]
+
+
+def transpose_small_lhs(graph):
+    """A product a @ B.T (or an addmm's) within OpenBLAS's small-matrix kernels reads a
+    contiguous copy of a.T instead, both flags set, where this machine's BLAS runs it so
+    faster (see SMALL_KERNEL_WORK). The copy is legalize's (fuse.py), as in share_transposes."""
+    if not (_FOR_THIS_BLAS.get() and any(_small_nt(n) for n in graph.nodes)
+            and transposed_lhs_choice()):
+        return graph
+
+    def rewrite(new_graph, node, ins):
+        if not _small_nt(node):
+            return None
+        *c, a, b = ins
+        return new_graph.apply(node.op, (*c, fn.transpose(a), b), ta=True, tb=True)
+
+    return replay(graph, rewrite)
+
+
+def _small_nt(node):
+    """A product op(a) @ B.T, a not transposed, that OpenBLAS's small kernels would run and
+    that is large enough to gain from reading a transposed copy of a."""
+    if node.op not in ("matmul", "addmm") or node.attr["ta"] or not node.attr["tb"]:
+        return False
+    if node.output.dtype.kind != "f":
+        return False
+    m, n = node.output.shape
+    k = node.inputs[-1].shape[1]  # (B is n x k)
+    return (TRANSPOSED_LHS_MIN_WORK <= m * n * k <= SMALL_KERNEL_WORK
+            and min(m, k) >= TRANSPOSED_LHS_MIN_SIDE)
 
 
 def _blas_nt(node):

@@ -141,6 +141,8 @@ GRAPHS = [
     # products big enough for BLAS: the backward reads wh transposed 3 times (share_transposes)
     ("rnn_projected", _rnn_projected, _gen([N(3, 2, 3), N(3, 8), N(4, 8), N(8)]), (1, 2, 3)),
     ("rnn_shared_transpose", _rnn, _gen([N(4, 4, 3), N(3, 48), N(48, 48), N(48)]), (1, 2, 3)),
+    # dz @ wh.T at each step: 32x64x64, in OpenBLAS's small-matrix range (transpose_small_lhs)
+    ("rnn_small_products", _rnn, _gen([N(3, 32, 8), N(8, 64), N(64, 64), N(64)]), (1, 2, 3)),
 ]
 GRAPH_IDS = [g[0] for g in GRAPHS]
 
@@ -194,7 +196,7 @@ def test_pass_order_is_pinned():
     assert [p.__name__ for p in BEFORE_AUTODIFF] == ["simplify", "cse", "dce"]
     assert [p.__name__ for p in AFTER_AUTODIFF] == [
         "simplify", "lower_composites", "simplify", "accumulate_products", "merge_slice_sums",
-        "share_transposes", "cse", "dce"]
+        "share_transposes", "transpose_small_lhs", "cse", "dce"]
 
 
 @pytest.mark.parametrize("name,fn,make,argnums", GRAPHS, ids=GRAPH_IDS)
@@ -393,6 +395,62 @@ def test_a_matrix_many_products_read_transposed_is_transposed_once(monkeypatch):
     small = run_passes(joint_graph(_rnn, GRAPHS[GRAPH_IDS.index("unrolled_rnn")][2], (1, 2, 3)),
                        AFTER_AUTODIFF)
     assert "transpose" not in ops_of(small)
+
+
+def _small_products_rnn(monkeypatch, faster):
+    """The rnn_small_products graph through the pipeline as the CPU target lowers it, with
+    the measured choice of transpose_small_lhs set to `faster`, each pass checked by evaluation."""
+    from gradc.passes import products
+    monkeypatch.setattr(products, "_tt_faster_than_nt", lambda: faster)
+    name, fn, make, argnums = GRAPHS[GRAPH_IDS.index("rnn_small_products")]
+    with products.lowering_for("cpu"):
+        return run_checked(joint_graph(fn, make, argnums), AFTER_AUTODIFF, make, name)
+
+
+def test_small_products_read_their_left_operand_transposed_where_faster(monkeypatch):
+    """transpose_small_lhs: the RNN's backward dz @ wh.T (32x64 @ (64x64).T) becomes
+    dz.T.T @ wh.T, a TT product of a transposed copy of dz (legalize's copy kernel), where this
+    machine's BLAS runs it faster; the results are the same (run_checked). Where it does not,
+    or where a module must be the same on every machine (products.portable, gradc compile),
+    or for another target, the products keep their flags."""
+    from gradc.passes import products
+    graph = _small_products_rnn(monkeypatch, True)
+    tt = [n for n in graph.nodes if n.op in ("matmul", "addmm") and n.attr["ta"] and n.attr["tb"]]
+    assert len(tt) == 2  # (the steps after the first: 3 steps, the first has no h @ wh)
+    for n in tt:
+        a = n.inputs[-2]
+        assert a.node.op == "transpose" and a.shape == (64, 32)
+    assert not [n for n in graph.nodes if n.op in ("matmul", "addmm") and n.attr["tb"]
+                and not n.attr["ta"] and n.inputs[-1] is graph.inputs[2]]
+    copies = [k for k in fuse(graph).kernels if [n.op for n in k.nodes] == ["copy"]]
+    assert sorted(k.shape for k in copies) == [(64, 32)] * 2
+    assert not _tt_products(_small_products_rnn(monkeypatch, False))
+    with products.portable():
+        assert not _tt_products(_small_products_rnn(monkeypatch, True))
+    name, fn, make, argnums = GRAPHS[GRAPH_IDS.index("rnn_small_products")]
+    with products.lowering_for("cuda"):
+        assert not _tt_products(run_passes(joint_graph(fn, make, argnums), AFTER_AUTODIFF))
+
+
+def _tt_products(graph):
+    return [n for n in graph.nodes if n.op in ("matmul", "addmm") and n.attr["ta"] and n.attr["tb"]]
+
+
+def test_transposed_lhs_setting(monkeypatch):
+    """GRADC_TRANSPOSED_LHS=1/0 decides without measuring; anything else is refused by name."""
+    from gradc.errors import CompileError
+    from gradc.passes import products
+    for value, want in (("1", True), ("0", False)):
+        monkeypatch.setenv("GRADC_TRANSPOSED_LHS", value)
+        products._tt_faster_than_nt.cache_clear()
+        assert products._tt_faster_than_nt() is want
+    monkeypatch.setenv("GRADC_TRANSPOSED_LHS", "yes")
+    products._tt_faster_than_nt.cache_clear()
+    with pytest.raises(CompileError, match="GRADC_TRANSPOSED_LHS='yes'"):
+        products._tt_faster_than_nt()
+    monkeypatch.delenv("GRADC_TRANSPOSED_LHS")
+    products._tt_faster_than_nt.cache_clear()
+    assert products._tt_faster_than_nt() in (True, False)  # (measured here)
 
 
 def test_slice_gradients_that_tile_an_array_are_its_concatenation():
