@@ -589,6 +589,11 @@ def trace(fun, args, kwargs=None, capture=False):
             graph.outside = watch if capture else None
             try:
                 out = fun(*targs, **tkwargs)
+            except ValueError as e:
+                refusal = _traced_value_into_numpy_array(e)
+                if refusal is None:
+                    raise
+                raise refusal from e
             finally:
                 stored = watch.undo_stored_values()
             watch.check(_definition(fun), final=True)
@@ -620,6 +625,27 @@ def trace(fun, args, kwargs=None, capture=False):
         graph.guards = watch.guards() + content_guards(graph, watch)
     graph.outside = None  # (what it holds need not live as long as the graph)
     return graph, out_tree, outs
+
+
+def _traced_value_into_numpy_array(error):
+    """NumPy's "setting an array element with a sequence" raised at a line of the user's own
+    code (none of gradc's, NumPy's or a library's frames between): `acc[i] = v` with `acc` a
+    NumPy array and `v` traced, which NumPy takes for a sequence it cannot store. A refusal
+    that names the line and says what to do, or None for another error."""
+    if not str(error).startswith("setting an array element with a sequence"):
+        return None
+    tb = error.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    if _user_frame(tb.tb_frame)[0] is not tb.tb_frame:
+        return None
+    return UnsupportedOpError(
+        "a value was stored into a NumPy array (`a[i] = v`) that NumPy could not take: if `v` "
+        "is traced (computed from the function's arguments), a NumPy array cannot hold it, "
+        "since the function's Python runs once, when traced. Build the array from the values "
+        "instead (np.stack([...]) or np.array([...]) of them), or update a traced array: "
+        "a = gradc.at(a)[i].set(v)",
+        source=f"{os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}")
 
 
 def _static_values(treedef):

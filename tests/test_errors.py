@@ -130,6 +130,45 @@ def test_unsupported_array_feature(fun, marker, name):
         assert re.search(rf"\b{re.escape(name)}\b", msg), msg
 
 
+def stores_into_numpy_array(x):
+    acc = np.zeros(3)
+    acc[0] = np.sum(x)  # STORE-ELEMENT
+    return acc
+
+
+def stores_slice_into_numpy_array(x):
+    acc = np.zeros(4)
+    acc[1:3] = x[:2] * 2.0  # STORE-SLICE
+    return np.sum(acc)
+
+
+def _store_row(acc, row):
+    acc[0] = row  # STORE-IN-HELPER
+
+
+def stores_into_numpy_array_in_a_helper(x):
+    acc = np.zeros((2, 3), np.float32)
+    _store_row(acc, np.tanh(x))
+    return np.sum(acc)
+
+
+@pytest.mark.parametrize("fun, marker, cls", [
+    (stores_into_numpy_array, "STORE-ELEMENT", gradc.UnsupportedOpError),
+    (stores_slice_into_numpy_array, "STORE-SLICE", gradc.TracedBranchError),
+    (stores_into_numpy_array_in_a_helper, "STORE-IN-HELPER", gradc.TracedBranchError),
+])
+@pytest.mark.parametrize("api", [gradc.jit, gradc.grad])
+def test_storing_a_traced_value_into_a_numpy_array_is_refused(fun, marker, cls, api):
+    """`acc[i] = v` with acc a NumPy array and v traced: NumPy takes v for a sequence (its
+    ValueError "setting an array element with a sequence", or our __array__'s refusal), and
+    the user gets a GradcError naming the line, saying to build the array with np.stack or
+    update it with gradc.at."""
+    with pytest.raises(gradc.GradcError) as excinfo:
+        api(fun)(X3)
+    msg = check(excinfo, cls, marker)
+    assert "np.stack" in msg and "gradc.at(a)" in msg, msg
+
+
 def floor_div(x):
     return np.sum((x * 3.0) // 2.0)  # FLOORDIV
 
