@@ -198,4 +198,8 @@ def hvp(fun, primals, tangents):
         return grad(along, argnums=tuple(range(n)), copy=True, has_aux=True)
 
     hv, g = _built(fun, "hvp", n, make)(*primals, *tangents)
+    # the gradient came back as aux (a 0-d one as a NumPy scalar): the type the Hessian-vector
+    # product has, which is the gradient's for that primal (0-d array, or a float for a float)
+    g = tuple(type(h)(a) if isinstance(h, float) else np.asarray(a) if isinstance(h, np.ndarray)
+              else a for a, h in zip(g, hv))
     return (g[0], hv[0]) if n == 1 else (g, hv)

@@ -364,3 +364,16 @@ def test_hvp_takes_tuples_and_python_number_tangents():
     with pytest.raises(gradc.ArgumentError) as excinfo:
         gradc.hvp(lambda x: np.sum(x ** 3), np.ones(3), np.ones(3))
     assert "(x,), (v,)" in str(excinfo.value) and "test_transforms.py" in str(excinfo.value)
+
+
+@pytest.mark.parametrize("x", [np.array(2.0), 2.0, np.float64(2.0)], ids=["0-d", "float", "np.float64"])
+def test_hvp_gradient_has_the_type_of_the_hessian_vector_product(x):
+    """JAX's jvp(grad(f), (x,), (v,)) gives both as the primal's kind: a 0-d primal's gradient
+    is a 0-d array beside its 0-d HVP (it was a NumPy scalar: the gradient comes back as aux),
+    a Python float's a float; with two primals, each pair alike."""
+    g, hv = gradc.hvp(lambda x: x ** 3, (x,), (1.0,))
+    assert type(g) is type(hv) and np.shape(g) == np.shape(hv) == ()
+    assert float(g) == pytest.approx(12.0) and float(hv) == pytest.approx(12.0)
+    gs, hvs = gradc.hvp(lambda a, b: a ** 3 * b, (np.array(2.0), x), (1.0, 1.0))
+    assert [type(a) for a in gs] == [type(h) for h in hvs]
+    assert float(gs[0]) == pytest.approx(12.0 * float(x)) and float(gs[1]) == pytest.approx(8.0)
