@@ -13,12 +13,14 @@ gradient that disagrees, 2 for an error, which prints one line (`--debug` shows 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib.util
 import inspect
 import os
 import shlex
 import sys
+import warnings
 
 from ._version import __version__
 
@@ -348,12 +350,33 @@ def _user_line(tb):
     return ""
 
 
+@contextlib.contextmanager
+def _gradc_warnings_as_notes():
+    """gradc's own warnings print as `gradc: warning: ...` lines: their messages name the
+    user's file and line, where Python's would point at this command's own script."""
+    from .errors import CacheWarning, ConstantArrayWarning, RecompileWarning
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, (CacheWarning, ConstantArrayWarning, RecompileWarning)):
+            print(f"gradc: warning: {category.__name__}: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
 def main(argv=None):
     parser = build_parser()
     ns = parser.parse_args(argv)
     debug = getattr(ns, "debug", False)
     try:
-        status = ns.run(ns)
+        with _gradc_warnings_as_notes():
+            status = ns.run(ns)
     except CliError as e:
         if debug:
             raise

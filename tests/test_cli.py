@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -300,3 +301,30 @@ def test_check_api():
     report = check(f, {"w": np.ones((3, 2))}, np.arange(6.0).reshape(2, 3) / 10)
     assert report.ok and report.first_failure is None
     assert report.counts()["ok"] == len(report.checks) >= 3
+
+
+def test_compile_prints_gradcs_warnings_as_notes_naming_the_users_line(tmp_path, capsys):
+    """A ConstantArrayWarning during `gradc compile` (an array read from a global, compiled in)
+    prints as one `gradc: warning:` line whose message names the module's line, not Python's
+    warning that points at the command's own script."""
+    module = write(tmp_path, "globals_model.py", """
+        import numpy as np
+        W = np.linspace(0.0, 1.0, 12).reshape(3, 4)
+
+
+        def loss(x):
+            return np.sum(np.tanh(x @ W))
+
+
+        def args():
+            return (np.ones((2, 3)),)
+        """)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # (as outside pytest, which records warnings)
+        status, out, err = run_cli(capsys, "compile", f"{module}:loss", "--example",
+                                   f"{module}:args", "-q", "-o", tmp_path / "out.py")
+    assert status == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("gradc: warning: ")]
+    assert len(notes) == 1 and "ConstantArrayWarning" in notes[0], err
+    assert f"globals_model.py:{line_of(module, 'def loss')}" in notes[0] and "`W`" in notes[0]
+    assert "cli.py" not in err and "bin/gradc" not in err
