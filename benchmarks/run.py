@@ -1552,10 +1552,11 @@ def summary(out, chosen, results, have, status, threads):
 
 
 def step_target(gradc_t, fastest_t, roofline_t):
-    """Issue 15's target for gradc's step time: half the fastest peer's, or where that is below
-    the roofline (the roofline forbids it), 1.15× the roofline."""
-    half = 0.5 * fastest_t
-    return half if half >= roofline_t else 1.15 * roofline_t
+    """Issue 15's target for gradc's step time: half the fastest peer's, or where the roofline
+    forbids that, 1.15× the roofline. Forbidden: half the fastest peer is within 1.15× of the
+    roofline (a target of 1.01× the roofline would be stricter than the issue's allowance for
+    one below it), so the target is the larger of the two."""
+    return max(0.5 * fastest_t, 1.15 * roofline_t)
 
 
 def default_thread_report(out, chosen, results, dpass, threads, rates):
