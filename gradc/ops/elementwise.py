@@ -138,11 +138,26 @@ elementwise("negative", np.negative, lambda m, dt, a: f"-{a}",
 elementwise("maximum", np.maximum, lambda m, dt, a, b: f"max2({a}, {b})",
             vjp=lambda n, g: [fn.where(_x(n, 0) >= _x(n, 1), g, 0),
                               fn.where(_x(n, 0) >= _x(n, 1), 0, g)],
-            ufuncs=(np.maximum, np.fmax))
+            ufuncs=(np.maximum,))
 elementwise("minimum", np.minimum, lambda m, dt, a, b: f"min2({a}, {b})",
             vjp=lambda n, g: [fn.where(_x(n, 0) <= _x(n, 1), g, 0),
                               fn.where(_x(n, 0) <= _x(n, 1), 0, g)],
-            ufuncs=(np.minimum, np.fmin))
+            ufuncs=(np.minimum,))
+
+
+def _fmax_vjp(n, g, compare=np.greater_equal):
+    """fmax/fmin take the other operand where one is NaN: a's gradient where a was taken (a
+    at least b, or b NaN; at a tie a's, as maximum's), b's elsewhere."""
+    a, b = _x(n, 0), _x(n, 1)
+    took_a = compare(a, b) | (b != b)
+    return [fn.where(took_a, g, 0), fn.where(took_a, 0, g)]
+
+
+# NaN as missing: the other operand where one is NaN (NaN only where both are)
+elementwise("fmax", np.fmax, lambda m, dt, a, b: f"({a} if ({a} >= {b} or {b} != {b}) else {b})",
+            vjp=_fmax_vjp, ufuncs=(np.fmax,))
+elementwise("fmin", np.fmin, lambda m, dt, a, b: f"({a} if ({a} <= {b} or {b} != {b}) else {b})",
+            vjp=lambda n, g: _fmax_vjp(n, g, np.less_equal), ufuncs=(np.fmin,))
 elementwise("square", np.square, lambda m, dt, a: f"{a} * {a}",
             vjp=lambda n, g: [g * 2 * _x(n)],
             ufuncs=(np.square,))

@@ -201,6 +201,8 @@ CASES = [
     Case("maximum", lambda x, y: np.maximum(x, y), pair_apart(3, 4)),
     Case("minimum", lambda x, y: np.minimum(x, y), pair_apart(3, 4)),
     Case("maximum_scalar", lambda x: np.maximum(x, 0.25), [away_from([0.25], 3, 4)]),
+    Case("fmax", lambda x, y: np.fmax(x, y), pair_apart(3, 4)),
+    Case("fmin", lambda x, y: np.fmin(x, y), pair_apart(3, 4)),
     Case("square", lambda x: np.square(x), [normal(3, 4)]),
     Case("reciprocal", lambda x: np.reciprocal(x), [away(3, 4)]),
     Case("abs", lambda x: np.abs(x), [away(3, 4)]),
@@ -687,6 +689,27 @@ def test_max_pool_propagates_nan():
     assert np.isnan(out[0, 0, 0, 0]) and out[0, 0, 1, 1] == 15.0
     g = gradc.grad(lambda x: np.sum(nn.max_pool2d(x, 2) * 2.0), copy=True)(x)
     assert g[0, 0, 0, 1] == 2.0 and g.sum() == 8.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["fmax", "fmin"])
+def test_fmax_fmin_take_the_other_operand_where_one_is_nan(name, dtype):
+    """np.fmax/np.fmin treat NaN as missing: the other operand where one is NaN, NaN where both
+    are (np.maximum/minimum propagate it); the gradient goes to the operand taken (a at a tie
+    and where both are NaN, as maximum's)."""
+    f = getattr(np, name)
+    nan = np.nan
+    a = np.array([3.0, nan, 7.0, 1.0, nan, 2.0], dtype)
+    b = np.array([nan, 0.0, 8.0, 0.0, nan, 2.0], dtype)
+    np.testing.assert_array_equal(gradc.jit(f)(a, b), f(a, b))
+    np.testing.assert_array_equal(gradc.jit(lambda b, a: f(b, a))(b, a), f(b, a))
+    ga, gb = gradc.grad(lambda a, b: np.sum(f(a, b) * np.arange(1.0, 7.0, dtype=dtype)),
+                        argnums=(0, 1))(a, b)
+    wins = (a >= b) if name == "fmax" else (a <= b)
+    took_a = wins | np.isnan(b)
+    weights = np.arange(1.0, 7.0)
+    np.testing.assert_array_equal(ga, np.where(took_a, weights, 0.0).astype(dtype))
+    np.testing.assert_array_equal(gb, np.where(took_a, 0.0, weights).astype(dtype))
 
 
 def test_pool_padding_more_than_half_the_window_is_an_error():
