@@ -127,20 +127,23 @@ class Function:
         if current_graph() is not None or any(isinstance(x, Value) for x in leaves):
             return self._inline(Call(args, kwargs, leaves, treedef))  # while tracing another function
         key = signature_key(leaves, treedef)
+        # (Generators' states are written in place: apart from each other and from the other
+        # leaves, which are read from a copy where they overlap one, as a train step's parameters)
+        advanced = random.generator_leaves(treedef, leaves)
         compiled = self.cache.get(key)
         if compiled is None:
             compiled = self.compiled_once(key, Call(args, kwargs, leaves, treedef))
         for retry in (True, False):
             with compiled.lock:
                 try:
-                    outs = compiled.run(leaves)
+                    outs = compiled.run(leaves, written=advanced)
                 except CaptureChanged as e:
                     if not retry:
                         raise CaptureChanged(f"{e}, changed by the trace itself",
                                              source=user_source()) from None
                     changed = str(e)
                 else:
-                    self._last_call = compiled.last_call(treedef, leaves)
+                    self._last_call = compiled.last_call(treedef, leaves, advanced)
                     return self._package(compiled, outs)
             compiled = self.compiled_once(key, Call(args, kwargs, leaves, treedef), stale=compiled,
                                           why=changed)

@@ -24,8 +24,10 @@ from .ops.movement import contiguous_strides
 from .trace import traced
 
 _MASK_ERROR = ("indexing with a traced boolean mask gives a data-dependent shape, which a "
-               "compiled function cannot have; use np.where(mask, x, 0) (or pass the mask as a "
-               "NumPy array, a static argument)")
+               "compiled function cannot have; use np.where(mask, x, 0), or a mask the function "
+               "does not compute or take as an argument (a NumPy array of a global, a closure "
+               "or an object it reads: a constant of the compiled function, as np.nonzero's "
+               "positions are). An array argument is always traced, a bool one too")
 
 
 def _static_positions(shape, index):

@@ -34,7 +34,7 @@ import weakref
 import numpy as np
 
 from . import frozen, pytree
-from .errors import FrozenRandomError, ShapeError, UnsupportedOpError
+from .errors import FrozenRandomError, ShapeError, SignatureError, UnsupportedOpError
 from .ir import Value
 from .ops import fn
 from .ops.random import FLOATS, uniform_ref
@@ -216,6 +216,25 @@ pytree.register_node(Generator, ("state",))
 def default_rng(seed=None):
     """A new Generator (like np.random.default_rng); seed=None takes a fresh random seed."""
     return Generator(seed)
+
+
+def generator_leaves(treedef, leaves):
+    """The positions among `leaves` (flattened from `treedef`) of the Generators' states, which
+    a compiled call advances in place. Two that share memory (one Generator passed twice, or
+    in two places of a pytree) are refused: each place would draw from the same counter, the
+    same numbers, and advance it once (SignatureError naming both)."""
+    found = pytree.leaves_inside(treedef, Generator)
+    if len(found) > 1:
+        from .standalone.calls import first_overlap
+        pair = first_overlap([leaves[i] for i in found])
+        if pair is not None:
+            raise SignatureError(
+                f"one gradc.random.Generator's state is passed in two places (leaves "
+                f"{found[pair[0]]} and {found[pair[1]]} of the arguments): both would draw the "
+                "same numbers. Pass it once and draw from it where it is needed, or pass "
+                "Generators of their own (gradc.random.default_rng(seed) for each)",
+                source=user_source())
+    return found
 
 
 def counter_updates(graph, treedef):

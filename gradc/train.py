@@ -298,7 +298,9 @@ class TrainStep:
                     compiled = self._compile(key, Call(args, {}, leaves, treedef), user_source(),
                                              why=str(e))
                 p_leaves = leaves[compiled.param_leaves]
-                params = range(compiled.param_leaves.start, compiled.param_leaves.stop)
+                # written in place: the parameters, and the states of Generators in the batch
+                written = [*range(compiled.param_leaves.start, compiled.param_leaves.stop),
+                           *random.generator_leaves(treedef, leaves)]
                 for slot in self.optimizer.slots:  # e.g. momentum switched on after some steps
                     if slot not in self._state:
                         self._state[slot] = [np.zeros(x.shape, x.dtype) for x in p_leaves]
@@ -315,10 +317,10 @@ class TrainStep:
                 if self.target == "cuda":
                     self._activate(compiled)
                 # a batch array that is (part of) a parameter is read from a copy
-                outs = compiled.run(leaves, self._owned_addresses(), written=params)
+                outs = compiled.run(leaves, self._owned_addresses(), written=written)
                 # next time, recognize this call fast (LastCall.match sees `args`, the first
                 # child of the flattened `(args, {})`)
-                last = self._last_call = compiled.last_call(treedef[1][0], leaves, params)
+                last = self._last_call = compiled.last_call(treedef[1][0], leaves, written)
                 if last is not None:  # (owned are in io now, where the fast way leaves them)
                     last.state, last.static = self._state, static
             loss = float(outs[0].reshape(()))  # (a loss of shape (1,) too)

@@ -392,6 +392,37 @@ def test_train_step_draws_fresh_noise_every_step():
     assert step._last_call is not None
 
 
+def test_one_generator_in_two_places_is_refused():
+    """One Generator reached through two argument places (f(rng, rng), a pytree holding it
+    twice, a train step's batch) would draw the same numbers in both and advance once: a
+    SignatureError naming the line, also where the same signature ran fast before with two
+    Generators; a Generator's state overlapping another argument is read from a copy."""
+    two = gradc.jit(lambda a, b: (a.standard_normal(4), b.standard_normal(4)))
+    first, second = gradc.random.default_rng(0), gradc.random.default_rng(1)
+    u, v = two(first, second)
+    assert not np.array_equal(u, v) and first.state.tolist() == [0, 1]
+    rng = gradc.random.default_rng(0)
+    with pytest.raises(gradc.SignatureError, match="two places") as info:
+        two(rng, rng)  # SAME-RNG
+    assert str(info.value).startswith(f"{THIS_FILE}:{line_of('SAME-RNG')}: ")
+    assert rng.state.tolist() == [0, 0]  # nothing ran
+    nested = gradc.jit(lambda p: p["enc"].random(2) + p["dec"].random(2))
+    with pytest.raises(gradc.SignatureError, match="two places"):
+        nested({"enc": rng, "dec": rng})
+    with pytest.raises(gradc.SignatureError, match="two places"):
+        nested({"enc": rng, "dec": gradc.random.Generator.from_state(rng.state)})
+    # its state as an ordinary argument too: read as it was before the call advanced it
+    peek = gradc.jit(lambda r, s: (r.random(2), s + 0))
+    _, seen = peek(rng, rng.state)
+    assert seen.tolist() == [0, 0] and rng.state.tolist() == [0, 1]
+    step = gradc.train_step(dropout_loss, gradc.optim.SGD(lr=0.1))
+    w, x = np.ones((4, 3), np.float32), np.ones((2, 4), np.float32)
+    step(w, x, gradc.random.default_rng(3))
+    with pytest.raises(gradc.SignatureError, match="two places"):
+        gradc.train_step(lambda w, x, a, b: dropout_loss(w, x, a) + dropout_loss(w, x, b),
+                         gradc.optim.SGD(lr=0.1))(w, x, rng, rng)
+
+
 def test_errors_name_the_line():
     rng = gradc.random.default_rng(0)
     with pytest.raises(gradc.UnsupportedOpError, match="float32 or float64") as info:
