@@ -7,7 +7,8 @@ state's own buffers (`graph.aliases`), so a step allocates nothing and returns t
 
 With check_finite=True the update is guarded: every new value is `where(ok, new, old)` where `ok`
 says the loss and all gradients are finite, so a bad step leaves parameters and state exactly as
-they were, and the call raises NonFiniteError.
+they were (and the gradc.random Generators in the batch unadvanced: a retry draws the same
+numbers), and the call raises NonFiniteError.
 """
 from __future__ import annotations
 
@@ -476,6 +477,8 @@ class TrainStep:
                 k += 1
         for advanced, i in random.counter_updates(graph, call.treedef):
             aliases[len(outputs)] = i  # a gradc.random Generator: new numbers every step
+            if ok is not None:  # (a step refused as not finite draws the same numbers again)
+                advanced = fn.where(ok, advanced, graph.inputs[i])
             outputs.append(advanced)
         if ok is not None:
             outputs.append(ok)

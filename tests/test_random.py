@@ -423,6 +423,22 @@ def test_one_generator_in_two_places_is_refused():
                          gradc.optim.SGD(lr=0.1))(w, x, rng, rng)
 
 
+def test_a_step_refused_as_not_finite_leaves_its_generator_unadvanced():
+    """check_finite=True leaves the parameters and the optimizer state as they were, and a
+    Generator in the batch too: the same step again draws the same numbers; a finite step
+    advances it."""
+    step = gradc.train_step(lambda p, x, r: np.sum(np.log(p * x) + r.random(x.shape)),
+                            gradc.optim.SGD(0.1), check_finite=True)
+    rng, w = gradc.random.default_rng(0), np.ones(2)
+    step(w, np.ones(2), rng)
+    assert rng.state.tolist() == [0, 1]
+    with pytest.raises(gradc.NonFiniteError):
+        step(w, -np.ones(2), rng)
+    assert rng.state.tolist() == [0, 1] and np.array_equal(w, np.ones(2) - 0.1)
+    step(w, np.ones(2), rng)
+    assert rng.state.tolist() == [0, 2]
+
+
 def test_errors_name_the_line():
     rng = gradc.random.default_rng(0)
     with pytest.raises(gradc.UnsupportedOpError, match="float32 or float64") as info:
