@@ -170,19 +170,19 @@ def _build(t, it):
 
 
 def leaves_inside(treedef, cls):
-    """Indices, in flatten order, of the leaves inside nodes of type `cls`."""
-    found, count = [], [0]
-
-    def walk(t, inside):
+    """Indices, in flatten order, of the leaves inside nodes of type `cls`. (A loop over a
+    stack, not a recursive closure: every call makes one, and a closure that calls itself is a
+    reference cycle, left for the collector on every call of a compiled function.)"""
+    found, count, stack = [], 0, [(treedef, False)]
+    while stack:
+        t, inside = stack.pop()
         if t in (LEAF, FLOAT):  # (a traced Python float is a leaf too)
             if inside and t == LEAF:
-                found.append(count[0])
-            count[0] += 1
+                found.append(count)
+            count += 1
         elif t[0] != "static":
-            for child in t[-1]:
-                walk(child, inside or (t[0] == "node" and t[1] is cls))
-
-    walk(treedef, False)
+            inner = inside or (t[0] == "node" and t[1] is cls)
+            stack.extend((child, inner) for child in reversed(t[-1]))
     return found
 
 
