@@ -282,6 +282,8 @@ class TrainStep:
                 # hyperparameters other than the learning rate are compiled into the update
                 static = self.optimizer.static()
                 key = signature_key(leaves, treedef) + (static,)
+                # (refused before compiling: one Generator in two places of the batch)
+                generators = random.generator_leaves(treedef, leaves)
                 compiled = self.cache.get(key)
                 if compiled is None or not all(updatable(x, self.target)
                                                for x in leaves[compiled.param_leaves]):
@@ -301,7 +303,7 @@ class TrainStep:
                 p_leaves = leaves[compiled.param_leaves]
                 # written in place: the parameters, and the states of Generators in the batch
                 written = [*range(compiled.param_leaves.start, compiled.param_leaves.stop),
-                           *random.generator_leaves(treedef, leaves)]
+                           *generators]
                 for slot in self.optimizer.slots:  # e.g. momentum switched on after some steps
                     if slot not in self._state:
                         self._state[slot] = [np.zeros(x.shape, x.dtype) for x in p_leaves]
