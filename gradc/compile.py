@@ -131,13 +131,12 @@ def lower(graph, title, target="cpu"):
     stages += [Stage(name, g) for name, g in log]
     # (a CPU kernel call costs nanoseconds: identical parts become calls of one kernel, which
     # compiles once; a CUDA launch costs microseconds. CUDA kernels are parallel anyway: only
-    # the CPU's long loops are cut into chunks for gradc's threads, and only there is a
-    # transposed copy a strided store of its value's kernel: on CUDA, an uncoalesced one)
+    # the CPU's long loops are cut into chunks for gradc's threads)
     cpu = target == "cpu"
-    fusion = fuse(graph, repeats=cpu, parallel=cpu, transposed_stores=cpu)
+    fusion = fuse(graph, repeats=cpu, parallel=cpu)
     plan = plan_buffers(fusion)
     if fusion.rematerialized:  # recomputed late reads: kept only where the arena is smaller
-        plain = fuse(graph, remat=False, repeats=cpu, parallel=cpu, transposed_stores=cpu)
+        plain = fuse(graph, remat=False, repeats=cpu, parallel=cpu)
         plain_plan = plan_buffers(plain)
         if plain_plan.arena_bytes <= plan.arena_bytes:
             fusion, plan, plain = plain, plain_plan, fusion

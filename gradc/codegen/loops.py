@@ -155,9 +155,7 @@ def lower(kernel, fusion):
     counter = iter(range(10 ** 6))
     for node in kernel.nodes:
         for x in node.inputs:
-            if node.output.id in kernel.transposed:  # (a copy of this kernel's value, transposed)
-                local[x.id] = local[x.node.inputs[0].id]
-            elif x.id not in local:
+            if x.id not in local:
                 local[x.id] = _load(x, fusion, loads, accesses, counter)
         name = f"t{next(counter)}"
         local[node.output.id] = name
@@ -173,9 +171,6 @@ def lower(kernel, fusion):
         if node.opdef.kind == REDUCE:
             strides = tuple(0 if d in node.attr["axes"] else s
                             for d, s in enumerate(contiguous_strides(v.shape)))
-        elif v.id in kernel.transposed:  # element i of the kernel at i permuted
-            perm, contiguous = kernel.transposed[v.id], contiguous_strides(v.shape)
-            strides = [contiguous[perm.index(d)] for d in range(len(perm))]
         else:
             strides = contiguous_strides(kernel.shape)
         accesses.append(Access(v, 0, tuple(strides), v.dtype, STORE, node=node))

@@ -40,8 +40,6 @@ class Kernel:
     recomputed: set = field(default_factory=set)  # ids of values of other kernels it recomputes
     notes: list = field(default_factory=list)
     parallel: bool = False  # split the outer loop across threads (see decide_parallel)
-    # copies this kernel stores in permuted order: copy value id -> the transpose's perm
-    transposed: dict = field(default_factory=dict)
 
     @property
     def name(self):
@@ -165,21 +163,19 @@ def _recopied(x, copies, read):
 # ---------------------------------------------------------------------------------------------
 # grouping
 
-def fuse(graph, remat=True, repeats=True, parallel=True, transposed_stores=True):
+def fuse(graph, remat=True, repeats=True, parallel=True):
     """Group the legalized graph's nodes into kernels (see the module docstring); with `remat`,
     recompute elementwise values for their late reads by library kernels (see remat.py).
     A late read whose value the fuser cannot recompute (its chain is long, or reads a buffer
     that would have to live longer) is read as it was, in a second grouping. With `repeats`, a
     loop kernel of identical parts becomes one kernel called for each part (repeats.py); with
-    `parallel`, long loop kernels are cut into chunks for gradc's threads (decide_parallel);
-    with `transposed_stores`, a transposed copy of a loop kernel's value is a second store of
-    that kernel (_Fuser.transposing_kernel)."""
+    `parallel`, long loop kernels are cut into chunks for gradc's threads (decide_parallel)."""
     from .remat import late_reads  # (here: remat.py and repeats.py import this module)
     from .repeats import split_repeats
     late = late_reads(graph) if remat else set()
     while True:
         legal, copies = legalize(graph, late)
-        fuser = _Fuser(legal, copies, transposed_stores)
+        fuser = _Fuser(legal, copies)
         for node in legal.nodes:
             if node.opdef.kind not in (VIEW, CONST):
                 fuser.place(node)
@@ -222,10 +218,8 @@ class _Fuser:
     else any loop kernel over that space it is independent of (horizontal), where that makes
     no dependency cycle and no race on an overwritten input; otherwise it starts a kernel."""
 
-    def __init__(self, graph, copies=frozenset(), transposed_stores=False):
+    def __init__(self, graph, copies=frozenset()):
         self.copies = copies  # ids of copies to fill by recomputation (see remat.py)
-        self.transposed_stores = transposed_stores
-        self.transposed = set()  # ids of copies stored transposed by their value's kernel
         self.rematerialized = 0
         self.refused = set()  # the late reads of the copies it could not fill by recomputation
         self.recopying = set()  # indices of the kernels that fill those copies
@@ -310,9 +304,8 @@ class _Fuser:
     def target_for(self, node):
         """The loop kernel `node` joins, or None."""
         home = self.home
-        # (a transposed copy's element is not its kernel's element: never read in a register)
-        identity = {x.id for x in node.inputs if x.id in home
-                    and x.node.opdef.kind == ELEMENTWISE and x.id not in self.transposed}
+        identity = {x.id for x in node.inputs
+                    if x.id in home and x.node.opdef.kind == ELEMENTWISE}
         for cand in sorted({home[i] for i in identity}, key=lambda k: -k.index):
             ok, why = self.can_join(cand, node, {i for i in identity if home[i] is cand})
             if ok:
@@ -326,32 +319,10 @@ class _Fuser:
                 return cand
         return None
 
-    def transposing_kernel(self, node):
-        """The loop kernel that computes the value `node` copies through a transpose, when the
-        copy can be that kernel's store of each element at its permuted place (CPU; a
-        transposed product's operand, passes/products.py, or a library kernel's contiguous
-        input): W5's 31 copies of dz.T were kernels of their own, 1.2-1.4 us each. Else None."""
-        x = node.inputs[0]
-        if (not self.transposed_stores or node.op != "copy" or x.node is None
-                or x.node.op != "transpose" or node.output.id in self.overwrites):
-            return None
-        v = x.node.inputs[0]
-        k = self.home.get(v.id)
-        if (k is None or k.kind != "loop" or k.shape != v.shape
-                or v.node.opdef.kind != ELEMENTWISE or k.index in self.recopying):
-            return None
-        return k
-
     def place(self, node):
         kind = node.opdef.kind
         copy = node.output.id in self.copies  # (a kernel of its own, just before its reader)
-        target = None
-        if not copy and (target := self.transposing_kernel(node)) is not None:
-            target.transposed[node.output.id] = node.inputs[0].node.attr["perm"]
-            self.transposed.add(node.output.id)
-            self.notes.append(f"copy at {node.source} stored transposed by {target.name}")
-        elif kind in (ELEMENTWISE, REDUCE) and not copy:
-            target = self.target_for(node)
+        target = self.target_for(node) if kind in (ELEMENTWISE, REDUCE) and not copy else None
         if target is None:
             target = Kernel(len(self.kernels), "loop" if kind in (ELEMENTWISE, REDUCE) else node.op,
                             _space(node))
@@ -364,8 +335,7 @@ class _Fuser:
                 self.recopying.add(target.index)
             elif target.kind == "loop":
                 self.by_space.setdefault(target.shape, []).append(target)
-        if target.kind == "loop" and node.op not in COMPARISONS and (
-                node.output.id not in target.transposed):
+        if target.kind == "loop" and node.op not in COMPARISONS:
             for x in node.inputs:
                 done = self.recompute(target, x, self.position[node.output.id], copy)
                 if copy:
@@ -403,7 +373,7 @@ class _Fuser:
         whether `x` is recomputed."""
         p = self.home.get(x.id)
         if (p is None or p is k or p.kind != "loop" or x.node.opdef.kind != ELEMENTWISE
-                or (x.id in self.stored_anyway and not force) or x.id in self.transposed):
+                or (x.id in self.stored_anyway and not force)):
             return False
         local, read = self.local[k.index], self.read[k.index]
         # (a value k already reads from memory stays read: computing it again further down the
@@ -419,7 +389,6 @@ class _Fuser:
             if v.id in read:  # (a buffer k reads anyway: no need to recompute it)
                 continue
             if (self.home.get(v.id) is p and v.node.opdef.kind == ELEMENTWISE
-                    and v.id not in self.transposed
                     and (v.id not in self.stored_anyway or v is x)):  # (read what is in memory anyway)
                 if v.node.op in COMPARISONS:
                     return False
@@ -456,7 +425,7 @@ def _mark_stores(graph, kernels):
     for k in kernels:
         local = set()  # computed (or recomputed) earlier in this kernel, as the code reads it
         for node in k.nodes:
-            for x in node.inputs if node.output.id not in k.transposed else ():
+            for x in node.inputs:
                 layout = base_layout(x)
                 base = layout[0] if layout else x
                 if base.id in computed and (base.id not in local or base is not x
@@ -630,8 +599,7 @@ def describe(fusion):
     for k in fusion.kernels:
         ops = ", ".join(n.op for n in k.nodes)
         shape = "x".join(str(d) for d in k.shape) or "scalar"
-        stores = ", ".join(f"%{v.id}" + (" (transposed)" if v.id in k.transposed else "")
-                           for v in k.stores)
+        stores = ", ".join(f"%{v.id}" for v in k.stores)
         again = sorted(k.recomputed)
         again = f" (recomputes {', '.join(f'%{i}' for i in again)})" if again else ""
         lines.append(f"{k.name}: {k.kind} over [{shape}]: {ops} -> {stores}{again}")

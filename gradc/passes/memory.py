@@ -275,9 +275,8 @@ def _overwritable(fusion, last_read):
                         and last_read.get(base.id) == k.index and base.id not in taken):
                     taken.add(base.id)
                     dying.setdefault(base.dtype.itemsize, []).append(base.id)
-        for v in k.stores:  # (a transposed store writes elsewhere than it reads)
-            if (v.shape == k.shape and v.node.opdef.kind != REDUCE and v.id not in k.transposed
-                    and dying.get(v.dtype.itemsize)):
+        for v in k.stores:
+            if v.shape == k.shape and v.node.opdef.kind != REDUCE and dying.get(v.dtype.itemsize):
                 shared[v.id] = dying[v.dtype.itemsize].pop()
     return shared
 

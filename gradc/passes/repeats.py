@@ -51,7 +51,7 @@ def _identical_parts(fuser, k):
     alike (the same ops on alike buffers: one kernel's text), none reading a buffer of the
     iteration space's size that another reads (joined, they read it once) or overwrites; else
     None."""
-    if k.kind != "loop" or k.index in fuser.recopying or k.transposed or any(
+    if k.kind != "loop" or k.index in fuser.recopying or any(
             n.opdef.kind == REDUCE for n in k.nodes):
         return None
     at = {n.output.id: i for i, n in enumerate(k.nodes)}
