@@ -111,6 +111,15 @@ def _branch_error(what):
     return raise_
 
 
+def _unsupported_operator(symbol):
+    def raise_(self, *args):
+        raise UnsupportedOpError(
+            f"the {symbol} operator on a traced value is not supported (NumPy's shifts of "
+            "integers): multiply or floor-divide by a power of two instead",
+            source=user_source())
+    return raise_
+
+
 _SYMBOL = {operator.add: "+", operator.sub: "-", operator.mul: "*", operator.truediv: "/",
            operator.pow: "**", operator.floordiv: "//", operator.mod: "%"}
 
@@ -151,7 +160,7 @@ def _reshape_method(self, *shape, order="C", copy=None):
         raise TypeError(".reshape() needs the new shape")
     if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
         shape = shape[0]
-    return _viewed(self, _reshape_in_order(self, shape, _order(order, ".reshape")))
+    return _viewed(self, _reshape_in_order(self, shape, _order(order, ".reshape", self)))
 
 
 def _transpose_method(self, *axes):
@@ -263,8 +272,13 @@ _SURFACE = {
     "__ge__": _binary(functools.partial(fn.compare, "greater_equal")),
     "__eq__": _binary(functools.partial(fn.compare, "equal")),
     "__ne__": _binary(functools.partial(fn.compare, "not_equal")),
-    "__and__": _binary(UFUNCS[np.logical_and]), "__or__": _binary(UFUNCS[np.logical_or]),
-    "__invert__": traced(lambda self: UFUNCS[np.logical_not](self)),
+    # (NumPy's: bitwise of integers, logical of booleans, refused for floats)
+    "__and__": _binary(UFUNCS[np.bitwise_and]), "__rand__": _binary(UFUNCS[np.bitwise_and], True),
+    "__or__": _binary(UFUNCS[np.bitwise_or]), "__ror__": _binary(UFUNCS[np.bitwise_or], True),
+    "__xor__": _binary(UFUNCS[np.bitwise_xor]), "__rxor__": _binary(UFUNCS[np.bitwise_xor], True),
+    "__invert__": traced(lambda self: UFUNCS[np.invert](self)),
+    **{name: _unsupported_operator(symbol) for name, symbol in (
+        ("__lshift__", "<<"), ("__rlshift__", "<<"), ("__rshift__", ">>"), ("__rrshift__", ">>"))},
     "__neg__": traced(lambda self: _python_result(
         _numpy_dtype_checked(operator.neg, fn.negative, "the unary - operator")(self), self)),
     "__pos__": lambda self: self,
@@ -302,7 +316,8 @@ _SURFACE = {
     "astype": traced(_astype_method),
     "dot": _method(np.dot),
     "repeat": _method(np.repeat), "diagonal": _method(np.diagonal), "take": _method(np.take),
-    "clip": traced(_clip_method),
+    "clip": traced(_clip_method), "round": _method(np.round),
+    "__round__": traced(lambda self, ndigits=None: np.round(self, ndigits or 0)),
     "copy": traced(lambda self, order="C": copy(self)),
 }
 for _symbol, _op in (("+", "add"), ("-", "sub"), ("*", "mul"), ("/", "truediv"),

@@ -277,14 +277,23 @@ def _reduction(f, name):
     return impl
 
 
-def _order(order, name, allowed="CFA"):
-    """The layout a reshape reads and writes in: traced values are C-contiguous, so 'A' and 'K'
-    (the array's own layout) are 'C'."""
+def _order(order, name, a, allowed="CFA"):
+    """The order ('C' or 'F') in which a reshape of `a` reads and writes. 'A' and 'K' follow
+    the array's memory layout in NumPy (x.T, 2 * x.T and a Fortran-ordered argument are read
+    as 'F'), which a traced value does not have: refused where the orders differ (more than
+    one axis longer than 1), where taking 'C' gave x.T.ravel('K') in the wrong order."""
     if order is None:
         return "C"
-    if isinstance(order, str) and order.upper() in allowed:
-        return "F" if order.upper() == "F" else "C"
-    raise ValueError(f"{name}: order must be one of {', '.join(map(repr, allowed))}, got {order!r}")
+    if not (isinstance(order, str) and order.upper() in allowed):
+        raise ValueError(f"{name}: order must be one of {', '.join(map(repr, allowed))}, "
+                         f"got {order!r}")
+    order = order.upper()
+    if order in "AK" and sum(d > 1 for d in a.shape) > 1:
+        raise UnsupportedOpError(
+            f"{name}(order={order!r}) follows the array's memory layout, which gradc's traced "
+            "values do not have (NumPy reads x.T, 2 * x.T or a Fortran-ordered argument in "
+            "'F' order); write order='C' or order='F' for the order you mean")
+    return "F" if order == "F" else "C"
 
 
 def _reshape_in_order(a, shape, order):
@@ -302,7 +311,7 @@ def _np_reshape(a, shape=None, order="C", newshape=None, copy=None):
     if shape is not None and newshape is not None:
         raise TypeError("np.reshape(): give `shape` or `newshape`, not both")
     return _reshape_in_order(a, shape if shape is not None else newshape,
-                             _order(order, "np.reshape"))
+                             _order(order, "np.reshape", _array_arg(a)))
 
 
 def copy(x):
@@ -312,7 +321,8 @@ def copy(x):
 
 
 def _np_ravel(a, order="C"):
-    return _reshape_in_order(_array_arg(a), (-1,), _order(order, "np.ravel", "CFAK"))
+    a = _array_arg(a)
+    return _reshape_in_order(a, (-1,), _order(order, "np.ravel", a, "CFAK"))
 
 
 def _np_clip(a, a_min=_ABSENT, a_max=_ABSENT, out=None, min=_ABSENT, max=_ABSENT,  # noqa: A002

@@ -30,7 +30,7 @@ def spellings(x, y3, z, v):
         np.any(x > 0.5, axis=0), (x > 0).all(axis=1, keepdims=True), np.all(a=x > -5.0),
         # shapes and movement
         np.reshape(x, shape=(4, 3)), np.reshape(x, (4, 3), order="F"), np.reshape(x, -1),
-        x.reshape(4, 3), x.reshape((2, 6), order="F"), x.reshape([6, 2]), x.reshape(-1, order="A"),
+        x.reshape(4, 3), x.reshape((2, 6), order="F"), x.reshape([6, 2]), v.reshape(-1, order="A"),
         np.transpose(x, axes=(1, 0)), np.transpose(a=y3, axes=[2, 0, 1]), x.transpose(1, 0),
         y3.transpose((1, 2, 0)), x.transpose(None), np.transpose(y3, (-1, 0, 1)),
         np.swapaxes(x, axis1=0, axis2=1), np.swapaxes(y3, -1, 0), x.swapaxes(0, 1),
@@ -38,7 +38,8 @@ def spellings(x, y3, z, v):
         np.expand_dims(x, axis=(0, 2)), np.expand_dims(a=v, axis=-1),
         np.squeeze(z, axis=(0,)), np.squeeze(a=z), z.squeeze(axis=0), z.squeeze(-1),
         np.broadcast_to(v, shape=(3, 4)), np.broadcast_to(array=v, shape=(2, 3, 4)),
-        np.ravel(x, order="F"), np.ravel(a=x), x.ravel(order="K"), x.flatten("F"),
+        np.ravel(x, order="F"), np.ravel(a=x), z.ravel(order="K"), x.flatten("F"),
+        np.reshape(z, (3,), order="A"), v.flatten("K"),
         np.concatenate([x, x], axis=None), np.concatenate((x, x), axis=1, dtype=np.float32),
         np.concatenate([x, 2.0 * x], 0), np.stack([x, x], axis=-1), np.stack(arrays=[x, x]),
         np.stack((x, x), 1, dtype=np.float32),
@@ -231,3 +232,30 @@ def test_an_axis_numpy_refuses_is_a_shape_error_not_a_wrapped_axis(fun, marker):
     with pytest.raises(gradc.ShapeError) as excinfo:
         gradc.jit(fun)(np.ones((3, 4)))
     assert re.match(rf"{re.escape(THIS_FILE)}:{line_of(marker)}: ", str(excinfo.value))
+
+
+def ravel_in_memory_order(x):
+    return np.tanh(x).T.ravel(order="K")  # MEMORY-ORDER
+
+
+def flatten_any_order(x):
+    return (2.0 * x.T).flatten("A")  # ANY-ORDER
+
+
+def reshape_any_order(x):
+    return np.reshape(x.T, -1, order="a")  # RESHAPE-ANY-ORDER
+
+
+@pytest.mark.parametrize("fun, marker", [(ravel_in_memory_order, "MEMORY-ORDER"),
+                                         (flatten_any_order, "ANY-ORDER"),
+                                         (reshape_any_order, "RESHAPE-ANY-ORDER")])
+def test_orders_that_follow_memory_layout_are_refused_where_they_matter(fun, marker):
+    """order='K' and 'A' read in the array's memory order, which NumPy gives x.T, 2 * x.T and a
+    Fortran-ordered argument ('F'); a traced value has none. Taking 'C' gave x.T.ravel('K')
+    in the wrong order, with its gradient permuted alike: refused, naming the line, where the
+    orders differ (above: 1-D and one-long-axis arrays, where they do not, are NumPy's)."""
+    with pytest.raises(gradc.UnsupportedOpError) as excinfo:
+        gradc.jit(fun)(np.ones((3, 4)))
+    msg = str(excinfo.value)
+    assert re.match(rf"{re.escape(THIS_FILE)}:{line_of(marker)}: ", msg), msg
+    assert "memory layout" in msg and "order='C'" in msg and "order='F'" in msg, msg

@@ -454,6 +454,40 @@ def test_loss_is_the_loss_before_the_update():
         assert step(params, x, y) == pytest.approx(expected, rel=1e-5)
 
 
+_AUX_OF_PARAMETERS = {  # views of a parameter (copied into the output after the update, once)
+    "W": lambda p: p["W"], "W.T": lambda p: p["W"].T, "reshape": lambda p: p["W"].reshape(-1),
+    "reversed": lambda p: p["W"][::-1], "row": lambda p: p["W"][0],
+    "broadcast": lambda p: np.broadcast_to(p["b"], (3, 2)),
+    "tanh(W).T": lambda p: np.tanh(p["W"]).T, "W + b": lambda p: p["W"] + p["b"],
+}
+
+
+@pytest.mark.parametrize("opt", [SGD(lr=0.1), Adam(lr=0.1)], ids=["sgd", "adam"])
+def test_aux_and_loss_read_from_a_parameter_are_its_values_before_the_update(opt):
+    """A train step's aux outputs (and its loss) that are views of a parameter are copies of
+    the parameter the forward read, not of the updated one: the copy into the output ran after
+    the update that overwrites the parameter in place (p["W"].T, p["W"][0] came back updated)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 3))
+
+    def loss(p, x):
+        return np.mean((x @ p["W"] + p["b"]) ** 2), {k: f(p) for k, f in _AUX_OF_PARAMETERS.items()}
+
+    params = {"W": rng.standard_normal((3, 2)), "b": rng.standard_normal(2)}
+    step = gradc.train_step(loss, opt, has_aux=True)
+    for _ in range(2):
+        before = {k: v.copy() for k, v in params.items()}
+        value, aux = step(params, x)
+        assert not np.array_equal(params["W"], before["W"])
+        assert value == pytest.approx(loss(before, x)[0], rel=1e-12)
+        for k, f in _AUX_OF_PARAMETERS.items():
+            np.testing.assert_allclose(aux[k], f(before), rtol=1e-12, err_msg=k)  # (tanh: 1 ulp)
+
+    w = {"w": np.array([5.0])}
+    viewed = gradc.train_step(lambda p, x: p["w"].reshape(()) + 0 * np.sum(x), SGD(lr=0.5))
+    assert viewed(w, np.zeros(2)) == 5.0 and w["w"][0] == 4.5
+
+
 def test_nonfinite_input_raises_and_leaves_everything_bit_identical():
     data = batches(4)
     step = gradc.train_step(mlp_loss, Adam(lr=0.05), check_finite=True)

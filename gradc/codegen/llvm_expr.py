@@ -230,6 +230,8 @@ class Expressions:
             return v, dtype
         if isinstance(e.op, ast.Not) and dtype == "bool":
             return b.xor(v, ir.Constant(I1, 1)), "bool"
+        if isinstance(e.op, ast.Invert) and dtype in INT_FLAGS:
+            return b.not_(v), dtype
         raise Unsupported(ast.unparse(e))
 
     def _BinOp(self, e):
@@ -246,6 +248,7 @@ class Expressions:
             emit = {ast.Add: b.add, ast.Sub: b.sub, ast.Mult: b.mul}.get(op)
             if emit is not None:
                 return emit(a, c, flags=INT_FLAGS[ta]), ta
+            emit = {ast.BitOr: b.or_, ast.BitAnd: b.and_, ast.BitXor: b.xor}.get(op)
             if op in (ast.FloorDiv, ast.Mod):  # Python's: floor, the divisor's sign
                 quotient, remainder = self._int_divmod(a, c, ta)
                 return (quotient if op is ast.FloorDiv else remainder), ta

@@ -1,4 +1,6 @@
-"""Elementwise NumPy functions that are not ufuncs: np.sinc, np.nan_to_num."""
+"""Elementwise NumPy functions that are not ufuncs: np.sinc, np.nan_to_num, np.round."""
+import operator
+
 import numpy as np
 
 from ..errors import UnsupportedOpError
@@ -37,4 +39,24 @@ def _nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
     return fn.where(x == -np.inf, fill(neginf, info.min), x)
 
 
-FUNCTIONS = {np.sinc: _sinc, np.nan_to_num: _nan_to_num}
+def _round(a, decimals=0, out=None):
+    """np.round (np.around, x.round(), Python's round()) to whole numbers: np.rint (halves to
+    even), gradient 0; integers and booleans come back as they are. Other decimals are
+    refused: NumPy divides rint(x * 10**d) by 10**d, and the kernels' fast-math multiplies
+    by 0.1 instead (0.30000000000000004 for 0.3), so no float result would be NumPy's."""
+    if out is not None:
+        raise UnsupportedOpError("np.round(out=...) is not supported: traced arrays are never "
+                                 "written in place; use the result")
+    x = array_arg(a)
+    decimals = operator.index(decimals)
+    if not np.issubdtype(x.dtype, np.floating) and decimals >= 0:
+        return x
+    if decimals != 0:
+        raise UnsupportedOpError(
+            f"np.round to decimals={decimals} is not supported (its result would differ from "
+            "NumPy's in the last bit): round to whole numbers, np.round(x * 10**d), and scale "
+            "where you use the result")
+    return fn.unary("rint", x)
+
+
+FUNCTIONS = {np.sinc: _sinc, np.nan_to_num: _nan_to_num, np.round: _round, np.around: _round}

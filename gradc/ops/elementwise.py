@@ -247,6 +247,15 @@ elementwise("logical_or", np.logical_or, lambda m, dt, a, b: f"{a} or {b}",
 elementwise("logical_not", np.logical_not, lambda m, dt, a: f"not {a}",
             vjp=lambda n, g: [None], infer=_infer_bool, nondiff=(0,))
 
+# bitwise, of integers (and of booleans, where they are the logical ops); NumPy refuses floats
+for _name, _ref, _sym in [("bitwise_and", np.bitwise_and, "&"), ("bitwise_or", np.bitwise_or, "|"),
+                          ("bitwise_xor", np.bitwise_xor, "^")]:
+    elementwise(_name, _ref, (lambda sym: lambda m, dt, a, b: f"{a} {sym} {b}")(_sym),
+                vjp=lambda n, g: [None, None], nondiff=(0, 1), ufuncs=(_ref,))
+elementwise("invert", np.invert,  # (Python's ~True is -2)
+            lambda m, dt, a: f"not {a}" if dt == np.bool_ else f"~{a}",
+            vjp=lambda n, g: [None], nondiff=(0,), ufuncs=(np.invert,))
+
 
 def _infer_where(cond, a, b):
     if cond.dtype != np.bool_:

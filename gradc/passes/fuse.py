@@ -232,6 +232,7 @@ class _Fuser:
         self.overwrites = {base_layout(graph.outputs[o])[0].id: graph.inputs[i].id
                            for o, i in graph.aliases.items()}
         self.readers, self.strided_readers = {}, {}  # input id -> kernels reading it (via a view)
+        self.writers = {}  # input id -> the kernel that overwrites it (once placed)
         # Reachability, kept up to date as deps are added, so the cycle checks cost a bit test
         # instead of a walk over the kernel graph (a walk per check made fusion quadratic: 8 s of
         # a 128-step LSTM's 12 s of passes). ancestors[i]: bit j set if kernel i depends,
@@ -281,6 +282,10 @@ class _Fuser:
             return False, "compares a value this kernel recomputes (its bits may differ)"
         if k.index in self.recopying:
             return False, "the kernel recomputes a value for a late read (see remat.py)"
+        for x in node.inputs:  # (a reader of an input's old value runs before its overwrite)
+            writer = self.writers.get(base_layout(x)[0].id) if base_layout(x) else None
+            if writer is not None and self.reaches(k, writer):
+                return False, "reads an input that this kernel (or one before it) overwrites"
         target = self.overwrites.get(node.output.id)
         if target is not None:
             if k in self.strided_readers.get(target, ()):
@@ -349,12 +354,23 @@ class _Fuser:
         if node.output.id in self.overwrites:  # run after every other reader of the old value
             old = self.overwrites[node.output.id]
             self.add_deps(target, self.readers.get(old, ()))
+            self.writers[old] = target
 
     def note_reads(self, target, node):
-        """Record the buffers `node`, computed in `target`, reads."""
+        """Record the buffers `node`, computed in `target`, reads. A kernel placed after the
+        kernel that overwrites an input, and reading that input's old value, must run before
+        it: a train step's aux output p["W"].T, copied from the parameter, came back updated."""
         self.add_deps(target, [p for x in node.inputs if (p := self.producer(x)) is not None])
         for x in node.inputs:
             layout = base_layout(x)
+            writer = self.writers.get(layout[0].id) if layout is not None else None
+            if writer is not None and writer is not target:
+                if self.reaches(target, writer):
+                    from ..errors import CompileError
+                    raise CompileError(f"{node.op} at {node.source} reads an input's old value "
+                                       "after the kernel that overwrites it (gradc's fault: "
+                                       "please report it)")
+                self.add_deps(writer, [target])
             if layout is not None:
                 self.read[target.index].add(layout[0].id)
                 self.readers.setdefault(layout[0].id, set()).add(target)
@@ -401,6 +417,9 @@ class _Fuser:
             if layout is None:
                 return False
             base = layout[0]
+            writer = self.writers.get(base.id)
+            if writer is not None and self.reaches(k, writer):  # (its old value is gone at k)
+                return False
             if (base.node is None or base.node.opdef.kind == CONST or base.id in read
                     or self.last_use.get(base.id, -1) > now):  # (in memory at k anyway)
                 continue
