@@ -185,7 +185,9 @@ for bad in [(params, data["x"][:, :4], data["labels"], ("static", 1.5)),
             ({"W": data["W"]}, data["x"], data["labels"], ("static", 1.5)),
             (params, data["x"], data["labels"], ("static", 2.5)),
             (params, data["x"], data["labels"]),
-            (params, data["x"].astype(">f4"), data["labels"], ("static", 1.5))]:
+            (params, data["x"].astype(">f4"), data["labels"], ("static", 1.5)),
+            (params, np.ma.MaskedArray(data["x"], mask=data["x"] > 0), data["labels"],
+             ("static", 1.5))]:
     try:
         model_vg.model(*bad)
     except (TypeError, ValueError) as e:
@@ -240,13 +242,14 @@ def test_generated_module_runs_without_gradc_and_matches(model, tmp_path, monkey
     assert same_bits(out["j_s"], s)
 
     errors = list(out["errors"])
-    assert len(errors) == 6
+    assert len(errors) == 7
     assert "ValueError: x must be float32[6, 5], got float32[6, 4]" in errors[0]
     assert "ValueError: x must be float32[6, 5], got float64[6, 5]" in errors[1]
     assert "TypeError: params must be a dict with keys ['W', 'b', 'big', 'layers']" in errors[2]
     assert "TypeError: opts[1] was compiled as the static value 1.5; got 2.5" in errors[3]
     assert "TypeError: model() takes 4 arguments (params, x, labels, opts), got 3" in errors[4]
     assert "ValueError: x is float32 in non-native byte order ('>f4')" in errors[5]
+    assert "TypeError: x is a MaskedArray, a subclass of np.ndarray" in errors[6]  # (mask ignored)
 
 
 def test_module_documents_its_calling_convention(model, tmp_path):
