@@ -224,8 +224,13 @@ def _update(x, index, kind, values):
         out = np.array(x, copy=True)
         if kind == "set":
             out[index] = values
-        else:
-            _NUMPY_AT[kind].at(out, index, values)
+        else:  # (values broadcast first: NumPy 2.4's ufunc.at, given a float64 array to
+            # broadcast over a 2-D index, wrote garbage: np.add.at(z, [[0, 0], [1, 0]], v))
+            shape = out[index].shape
+            values = np.asarray(values)
+            while values.ndim > len(shape) and values.shape[0] == 1:
+                values = values[0]
+            _NUMPY_AT[kind].at(out, index, np.broadcast_to(values, shape))
         return out
     x = x if isinstance(x, Value) else fn.as_value(np.asarray(x), graph=like)
     vals = fn.astype(values if isinstance(values, Value) else fn.as_value(values, x), x.dtype)

@@ -337,6 +337,14 @@ def test_at_on_numpy_arrays_outside_a_trace_is_numpy():
         if name != "add_traced_mask":
             np.testing.assert_array_equal(f(A, W, I), ref(A, W, I), err_msg=name)
     assert np.shares_memory(gradc.at(A)[0].set(1.0), A) is False
+    # values broadcast over a 2-D index: NumPy 2.4's own np.add.at wrote garbage here
+    index, values = np.array([[0, 0], [1, 0]]), np.array([10.0, 100.0])
+    added = gradc.at(np.zeros(4))[index].add(values)
+    np.testing.assert_array_equal(added, [210.0, 10.0, 0.0, 0.0])
+    np.testing.assert_array_equal(
+        gradc.jit(lambda z, v: gradc.at(z)[index].add(v))(np.zeros(4), values), added)
+    np.testing.assert_array_equal(gradc.at(np.ones(3))[[[2]]].multiply(np.full((1, 1, 1), 4.0)),
+                                  [1.0, 1.0, 4.0])
 
 
 GATHERED = ("arrays_apart", "static_mask_and_array")
