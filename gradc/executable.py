@@ -22,14 +22,18 @@ from .trace import user_source
 
 
 def index_gathers(graph):
-    """{(op, source): (name of the indices' input, size of the axis, the axis)} of the nodes of
-    `graph` that check their indices (what index_error_reporter needs of it)."""
+    """{(op, source): [(name of the indices' input, size of the axis)]} of the nodes of `graph`
+    that check their indices (what index_error_reporter needs of it). One line may check
+    several: x[i, j] checks i against x's rows and j against its columns, then gathers from the
+    flattened x at the positions they give (which cannot be out of range then)."""
     gathers = {}
     for node in graph.nodes:
         if node.opdef.checks_indices:
             axis = node.attr["axis"]
             size = node.attr["size"] if "size" in node.attr else node.inputs[0].shape[axis]
-            gathers[node.op, node.source] = (_input_name(node.inputs[1]), size, axis)
+            found = gathers.setdefault((node.op, node.source), [])
+            if (_input_name(node.inputs[1]), size) not in found:
+                found.append((_input_name(node.inputs[1]), size))
     return gathers
 
 
@@ -43,10 +47,11 @@ def index_error_reporter(gathers, in_place):
     def report(error, frame=None):
         message = str(error).removeprefix("gradc: ")
         found = re.search(r"in (\w+) (?:\((.*)\)|at (.*))$", message)
-        gather = gathers.get((found[1], found[2] or found[3])) if found else None
-        if gather is not None:
-            name, size, axis = gather
-            message += f": {name} holds an index outside [-{size}, {size}) (axis {axis} has {size} entries)"
+        checked = gathers.get((found[1], found[2] or found[3]), []) if found else []
+        named = [c for c in checked if c[0] != "an input"] or checked
+        if named:
+            message += ": " + " or ".join(f"{name} holds an index outside [-{size}, {size})"
+                                          for name, size in named)
         if in_place:
             message += "; the parameters and the optimizer state are unchanged"
         return IndexOutOfRangeError(message, source=user_source(frame))

@@ -49,6 +49,10 @@ def _composite(op, keepdims_out):
             out = get_op(op).ref(x, axes=axes)
             return out if keepdims or not keepdims_out else np.squeeze(out, axis=axes)
         axes = fn.normalize_axes(axis, x.ndim)
+        if any(x.shape[a] == 0 for a in axes):  # (else refused later, without the line)
+            raise ShapeError(f"gradc.nn.{op} over an axis of length 0 (shape {x.shape}): its "
+                             "max-shift has no maximum there (NumPy's max raises too); pass "
+                             "non-empty arrays")
         if not np.issubdtype(x.dtype, np.floating):
             x = fn.astype(x, np.float64)
         out = x.graph.apply(op, (x,), axes=axes)

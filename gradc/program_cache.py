@@ -34,7 +34,7 @@ from .ops.fn import ConstArray
 from .passes.fuse import parallel_min_iterations
 from .passes.products import transposed_lhs_choice
 
-FORMAT = "gradc-program 3"
+FORMAT = "gradc-program 4"  # (4: a line's index checks as a list)
 # an entry holds the constants' bytes (base64): graphs with more are lowered every time
 MAX_CONSTANT_BYTES = 8 << 20
 
@@ -192,7 +192,8 @@ def store(key, program, layout):
                         "constants": [[o, a.dtype.str, list(a.shape),
                                        base64.b64encode(a.tobytes()).decode("ascii")]
                                       for o, a in layout.constants],
-                        "gathers": [[*where, *what] for where, what in layout.gathers.items()],
+                        "gathers": [[*where, [list(c) for c in checked]]
+                                    for where, checked in layout.gathers.items()],
                         "in_place": layout.in_place, "kernels": layout.kernels}}
     body = json.dumps(entry, separators=(",", ":")).encode("utf-8")
     data = f"{FORMAT} {hashlib.sha256(body).hexdigest()}\n".encode("ascii") + body
@@ -235,8 +236,8 @@ def _layout(d):
     spans += [(o, int(np.prod(s)) * t.itemsize) for o, s, t in outputs if o is not None]
     if any(not 0 <= offset <= arena - size for offset, size in spans):
         raise ValueError("a buffer outside the arena")
-    gathers = {(_str(op), _str(src)): (_str(name), _int(size), _int(axis))
-               for op, src, name, size, axis in d["gathers"]}
+    gathers = {(_str(op), _str(src)): [(_str(name), _int(size)) for name, size in checked]
+               for op, src, checked in d["gathers"]}
     return Layout([(_shape(s), np.dtype(_str(t))) for s, t in d["inputs"]], outputs, arena,
                   _int(d["output_bytes"]), constants, gathers, d["in_place"] is True,
                   _int(d["kernels"]))

@@ -161,6 +161,7 @@ class TrainStep:
         self.cache = {}
         self.lock = threading.Lock()
         self._param_spec = None  # (treedef, [(shape, dtype)]) fixed by the first call
+        self._spec_origin = "first called with"  # (or loaded by load_state_dict)
         self._state = None  # {slot: [array per parameter leaf]}
         self._born = 0  # the step count when the newest slot of _state began
         # the learning rate and other per-step scalars (given the parameters' dtype when the
@@ -197,6 +198,7 @@ class TrainStep:
                 leaves, tree = pytree.flatten(tree_value)
                 if self._state is None:
                     self._param_spec = (tree, [(a.shape, a.dtype) for a in leaves])
+                    self._spec_origin = "given, by load_state_dict, the state of"
                     self._state = {s: [np.zeros(a.shape, a.dtype) for a in leaves]
                                    for s in self.optimizer.slots}
                 for dst, src in zip(self._state[slot], leaves):
@@ -367,11 +369,14 @@ class TrainStep:
             self._state = {slot: [np.zeros(x.shape, x.dtype) for x in leaves]
                            for slot in self.optimizer.slots}
         elif spec != self._param_spec:
+            def arrays(spec):
+                return ", ".join(f"{np.dtype(t).name}{list(s)}" for s, t in spec[1])
             raise SignatureError(
-                f"this train_step was first called with parameters {pytree.describe(self._param_spec[0])} "
-                f"of shapes {[s for s, _ in self._param_spec[1]]}; now {pytree.describe(tree)} of "
-                f"shapes {[s for s, _ in spec[1]]}. Its optimizer state is shaped like the first; "
-                "make a new train_step for other parameters", source=src)
+                f"this train_step was {self._spec_origin} parameters "
+                f"{pytree.describe(self._param_spec[0])} ({arrays(self._param_spec)}); now "
+                f"{pytree.describe(tree)} ({arrays(spec)}). Its optimizer state is shaped like "
+                "the first; make a new train_step for other parameters (or load a state of "
+                "their dtypes)", source=src)
         return leaves
 
     def _scalar_inputs(self, graph, param_dtypes):

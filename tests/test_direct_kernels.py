@@ -51,23 +51,23 @@ def _op_statements(dtype):
             for to in ("float64" if dtype == "float32" else "float32", "bool"):
                 out.append((f"astype_{to}", to, op.scalar(CPU_MATH, np.dtype(to), "x0", dtype=to)))
             continue
+        on_bools = name.startswith(("logical_", "bitwise_")) or name == "invert"  # (no floats)
         if name == "where":
             args = ["c", "x0", "x1"]
-        elif name.startswith("logical_"):
+        elif on_bools:
             args = ["c", "d"][:len(params)]
         else:
             args = ["x0", "x1"][:len(params)]
         names = list(inspect.signature(op.scalar).parameters)[2:]
         try:
-            expr = op.scalar(CPU_MATH, np.dtype(dtype), *args,
+            expr = op.scalar(CPU_MATH, np.dtype("bool" if on_bools else dtype), *args,
                              **{k: ATTRS[k] for k in names if k in ATTRS})
         except (KeyError, TypeError, ValueError):
             continue
         if expr.startswith("f32(sp_") or expr.startswith("f64(sp_") or "sp_" in expr:
             continue
         boolean = name in ("equal", "not_equal", "less", "less_equal", "greater",
-                           "greater_equal", "isnan", "isinf", "isfinite", "signbit") or \
-            name.startswith("logical_")
+                           "greater_equal", "isnan", "isinf", "isfinite", "signbit") or on_bools
         out.append((name, "bool" if boolean else dtype, expr))
     return out
 

@@ -611,6 +611,21 @@ def test_label_out_of_range_names_the_call_and_the_labels():
     assert "labels holds an index outside [-3, 3)" in msg and "take_along_axis" in msg
 
 
+def test_index_out_of_range_names_the_arrays_checked_on_that_line():
+    # x[i, j] checks i against the rows and j against the columns, then gathers from the
+    # flattened x: the message named "an input" and the flattened size, [-12, 12)
+    x = np.arange(12.0).reshape(4, 3)
+    with pytest.raises(gradc.IndexOutOfRangeError) as excinfo:
+        gradc.jit(lambda x, i, j: x[i, j])(x, np.array([0]), np.array([5]))  # TWO-INDICES
+    msg = check(excinfo, gradc.IndexOutOfRangeError, "TWO-INDICES")
+    assert "i holds an index outside [-4, 4) or j holds an index outside [-3, 3)" in msg, msg
+    assert "12" not in msg
+    with pytest.raises(gradc.IndexOutOfRangeError) as excinfo:
+        gradc.jit(lambda x, i: gradc.at(x)[i].add(1.0))(x, np.array([7]))  # AT-ADD
+    msg = check(excinfo, gradc.IndexOutOfRangeError, "AT-ADD")
+    assert msg.endswith("i holds an index outside [-4, 4)"), msg
+
+
 def test_weight_decay_tree_that_does_not_fit_the_parameters():
     step = gradc.train_step(lambda p, x: (p["w"] * x).sum(),
                             gradc.optim.AdamW(weight_decay={"w": 0.1, "b": 0.0}))

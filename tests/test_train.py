@@ -669,8 +669,18 @@ def test_batch_shape_change_retraces_but_params_change_is_an_error():
     other = make_mlp()
     other["W1"] = np.zeros((4, 7), F32)
     other["W2"] = np.zeros((7, 3), F32)
-    with pytest.raises(gradc.SignatureError, match="train_step"):
+    with pytest.raises(gradc.SignatureError,
+                       match=r"was first called with .*float32\[4, 6\].*now .*float32\[4, 7\]"):
         step(other, x8, y8)
+    # a fresh step's parameters fixed by a loaded state: the message says so, with the dtypes
+    fresh = gradc.train_step(mlp_loss, Adam(lr=0.05))
+    state = step.state_dict()
+    fresh.load_state_dict({"step": state["step"], "state": {
+        slot: {k: v.astype(np.float64) for k, v in tree.items()}
+        for slot, tree in state["state"].items()}})
+    with pytest.raises(gradc.SignatureError, match=r"by load_state_dict.*float64\[4, 6\].*"
+                                                   r"now .*float32\[4, 6\]"):
+        fresh(params, x8, y8)
 
 
 def test_argnums_selects_the_parameters():
