@@ -781,3 +781,17 @@ def test_a_constant_of_a_dtype_gradc_does_not_compute_in_is_refused_with_the_lin
         with pytest.raises(gradc.UnsupportedOpError, match=r"test_errors\.py:\d+: a (float16|int8"
                                                            r"|uint8) array meets a traced value"):
             gradc.jit(lambda x: x * np.array([1, 2], dtype))(np.ones(2))
+
+
+def test_unsupported_dtypes_of_new_arrays_and_0d_triangles_name_the_line():
+    # np.zeros_like(x, dtype=np.float16) failed in the back end ("no CPU buffers of dtype
+    # float16", no line); np.tril of a 0-d value was a bare IndexError
+    with pytest.raises(gradc.UnsupportedOpError) as excinfo:
+        gradc.jit(lambda x: np.zeros_like(x, dtype=np.float16))(X3)  # HALF-ZEROS
+    assert "float16" in check(excinfo, gradc.UnsupportedOpError, "HALF-ZEROS")
+    with pytest.raises(gradc.UnsupportedOpError) as excinfo:
+        gradc.jit(lambda x: (x, np.ones_like(x, dtype=np.int8)))(X3)  # INT8-ONES
+    assert "int8" in check(excinfo, gradc.UnsupportedOpError, "INT8-ONES")
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        gradc.jit(lambda x: np.tril(x[0]))(X3)  # TRIL-0D
+    assert "0-d" in check(excinfo, gradc.ArgumentError, "TRIL-0D")

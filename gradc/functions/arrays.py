@@ -340,6 +340,9 @@ def _triangle(lower):
         """np.tril / np.triu: a constant mask of the last two axes (a 1-D input is the rows of a
         square matrix, as in NumPy); batched over the leading axes."""
         x = array_arg(m)
+        if x.ndim == 0:  # (NumPy's error, as an ArgumentError naming the line)
+            raise ValueError(f"np.{'tril' if lower else 'triu'} of a 0-d array: it takes a "
+                             "matrix, or the rows of one (1-d)")
         rows, cols = x.shape[-2:] if x.ndim >= 2 else (x.shape[-1],) * 2
         k = operator.index(k)
         mask = np.tri(rows, cols, k if lower else k - 1, dtype=bool)

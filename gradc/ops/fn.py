@@ -61,6 +61,9 @@ def const(graph, value, dtype):
 
 
 def full(graph, shape, value, dtype):
+    if np.dtype(dtype) not in SUPPORTED_DTYPES:  # (np.zeros_like(x, dtype=np.float16))
+        raise UnsupportedOpError(f"dtype {np.dtype(dtype).name} is not supported; use one of "
+                                 + ", ".join(d.name for d in SUPPORTED_DTYPES))
     return broadcast_to(const(graph, value, dtype), shape)
 
 
