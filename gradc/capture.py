@@ -144,7 +144,18 @@ def content_guards(graph, watch):
     sizes = {a.size for a in graph.constant_arrays.values() if a.dtype.kind == "f"}
     return [(name, array.copy(), path) for name, array, path in uncaptured(graph, watch)
             if array.size <= CONTENT_GUARD_SIZE and array.size in sizes
-            or graph.numpy_scalars and array.size <= SCALAR_SOURCE_SIZE]
+            or graph.numpy_scalars and array.size <= SCALAR_SOURCE_SIZE] + [
+        (name, array.copy(), path) for name, array, path in named_tables(watch)
+        if array.size <= CONTENT_GUARD_SIZE]
+
+
+def named_tables(watch):
+    """[(name, array, path)] of the integer and boolean arrays outside the arguments that the
+    code's names reach: index tables and masks, which a trace compiles in where it indexes with
+    them (x[IDX] gathers at positions computed from IDX), so a change to one must trace again
+    (it was read stale: x[IDX] after IDX[0] = 2 gathered the old rows)."""
+    names = watch.names()
+    return [t for t in watch.tables.values() if t[2].named_in(names)]
 
 
 def _change(guard, now):

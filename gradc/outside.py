@@ -171,6 +171,9 @@ class OutsideWalk:
         # the numbers, strings, Nones, functions and lengths (`guards`: those the code reads)
         self.arrays = {}
         self.paths = {}  # id -> [(name, Path)]: every way to an array of `arrays` found
+        # id -> (name, array, Path) of the integer and boolean arrays (index tables, masks):
+        # compiled in where the code indexes with them, so their contents are guarded
+        self.tables = {}
         self.plain = []
         # [(name, dict, list or an object's __dict__, a copy of it, whether an object's)] of the
         # containers walked, [(globals, name, value)] of the globals, [(name, cell, value)] of
@@ -312,6 +315,8 @@ class OutsideWalk:
                 if id(value) not in self.arrays:  # index tables and masks)
                     self.arrays[id(value)] = (name, value, path)
                 self.paths.setdefault(id(value), []).append((name, path))
+            elif outside and value.size and value.dtype.kind in "iub":
+                self.tables.setdefault(id(value), (name, value, path))
             return
         if self.random_source(value, name):  # (frozen.Watch: a generator, np.random's)
             return

@@ -192,6 +192,38 @@ def test_integer_tables_and_broadcast_views_stay_constants_and_are_named():
         assert f(X) == pytest.approx(np.sum(X[:, picks] + bias))
 
 
+PICKS = np.array([0, 1])
+KEEP = np.array([True, False, True])
+
+
+def test_integer_tables_and_masks_changed_in_place_trace_again():
+    """An index table or mask read from outside the arguments is compiled in (it may decide
+    shapes): its contents are checked on every call, so a change traces again. x[PICKS] after
+    PICKS[0] = 2 gathered the old rows."""
+    class Rows:
+        order = np.array([1, 0, 2])
+
+        def __call__(self, x):
+            return x[self.order] * np.where(KEEP, 1.0, -1.0) + x[:, PICKS].sum()
+
+    rows, x = Rows(), np.arange(9.0).reshape(3, 3)
+    f = gradc.jit(rows)
+    g = gradc.grad(lambda x: np.sum(rows(x) ** 2))
+
+    def reference(x):
+        return x[rows.order] * np.where(KEEP, 1.0, -1.0) + x[:, PICKS].sum()
+
+    for change in (lambda: None, lambda: PICKS.__setitem__(0, 2),
+                   lambda: KEEP.__setitem__(1, True), lambda: rows.order.__setitem__(0, 2)):
+        change()
+        np.testing.assert_array_equal(f(x), reference(x))
+        eps, d = 1e-6, np.random.default_rng(0).standard_normal(x.shape)
+        numeric = (np.sum(reference(x + eps * d) ** 2) - np.sum(reference(x - eps * d) ** 2)) / (
+            2 * eps)
+        assert np.sum(g(x) * d) == pytest.approx(numeric, rel=1e-6)
+    PICKS[0], KEEP[1] = 0, False
+
+
 def test_gradc_compile_writes_outside_arrays_in_and_warns():
     model = Model()
     with pytest.warns(gradc.ConstantArrayWarning, match=r"`self\.W` float64\[3, 2\]"):
