@@ -131,6 +131,20 @@ def traced(method, graph_of=_graph_of_values):
 # ---------------------------------------------------------------------------------------------
 # ufuncs and functions
 
+def _vecdot(x1, x2, axis=-1, dtype=None):
+    """np.vecdot (NumPy 2's gufunc): the sum over `axis` of x1 * x2, broadcast (real numbers:
+    no conjugate to take)."""
+    x1, x2 = fn.promote(x1, x2)
+    if dtype is not None:
+        x1, x2 = fn.astype(x1, dtype), fn.astype(x2, dtype)
+    # (the core axis moved last in each; its lengths must match: it does not broadcast)
+    x1, x2 = (fn.moveaxis(x, fn.normalize_axis(axis, x.ndim), -1) for x in (x1, x2))
+    if x1.shape[-1] != x2.shape[-1]:
+        raise ValueError(f"np.vecdot: the vectors' lengths differ ({x1.shape[-1]} and "
+                         f"{x2.shape[-1]} along axis {axis})")
+    return fn.sum(fn.elementwise("multiply", x1, x2), -1)
+
+
 def _logical(op, a, b):
     a, b = fn._operands(a, b)
     a, b = fn.broadcast_all(fn.astype(a, bool), fn.astype(b, bool))
@@ -158,6 +172,8 @@ def _ufunc_bindings():
         np.logical_and: lambda a, b: _logical("logical_and", a, b),
         np.logical_or: lambda a, b: _logical("logical_or", a, b),
         np.logical_not: lambda x: x.graph.apply("logical_not", (fn.astype(x, bool),)),
+        np.logical_xor: lambda a, b: _logical("not_equal", a, b),
+        np.vecdot: _vecdot,
     })
     table[np.divmod] = lambda a, b: (table[np.floor_divide](a, b), table[np.remainder](a, b))
     return table
@@ -423,6 +439,9 @@ FUNCTIONS = {
     np.take_along_axis: lambda arr, indices, axis=-1: fn.take_along_axis(
         _array_arg(arr, indices), indices, axis),
     np.zeros_like: _like(0), np.ones_like: _like(1), np.full_like: _like(None),
+    # (NumPy leaves its values unset: zeros are as good; its array is named `prototype`)
+    np.empty_like: lambda prototype, dtype=None, order="K", subok=True, shape=None, device=None:
+        _like(0)(prototype, dtype=dtype, shape=shape),
     np.shape: lambda a: a.shape, np.ndim: lambda a: a.ndim, np.size: _np_size,
     np.copy: lambda a, order="K", subok=False: copy(_array_arg(a)),
 }
@@ -552,12 +571,16 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
         raise UnsupportedOpError(f"{name} is not supported in traced code; supported: "
                                  + ", ".join(supported_numpy_names()))
     kwargs.pop("casting", None)
+    keywords = {k: kwargs.pop(k) for k in _UFUNC_KEYWORDS.get(ufunc, ()) if k in kwargs}
     if kwargs:
         raise UnsupportedOpError(f"{name} with {', '.join(kwargs)}= is not supported")
     like = next(x for x in inputs if isinstance(x, Value))
     args = [x if isinstance(x, Value) or not isinstance(x, (np.ndarray, list)) else fn.as_value(x, like)
             for x in inputs]
-    return impl(*args)
+    return impl(*args, **keywords)
+
+
+_UFUNC_KEYWORDS = {np.vecdot: ("axis", "dtype")}  # (a gufunc's own keywords)
 
 
 @traced

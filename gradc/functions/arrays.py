@@ -388,7 +388,39 @@ def _insert(arr, obj, values, axis=None):
                    idx)
 
 
+def _matrix_transpose(x):
+    """np.matrix_transpose (NumPy 2): the last two axes swapped."""
+    x = array_arg(x)
+    if x.ndim < 2:
+        raise ValueError(f"np.matrix_transpose: input array must be at least 2-dimensional, "
+                         f"got {x.ndim}-d")
+    return fn.swapaxes(x, -1, -2)
+
+
+def _meshgrid(*xi, copy=True, sparse=False, indexing="xy"):
+    """np.meshgrid: coordinate arrays (views broadcast to the grid, or with sparse=True the
+    inputs reshaped along their own axis); 'xy' swaps the first two axes, as NumPy does."""
+    if indexing not in ("xy", "ij"):
+        raise ValueError("np.meshgrid: valid values for `indexing` are 'xy' and 'ij'")
+    like = next((x for x in xi if isinstance(x, Value)), None)
+    xs = [fn.reshape(array_arg(x, like), (-1,)) for x in xi]
+    ndim = len(xs)
+    shapes = []
+    for i in range(ndim):
+        shape = [1] * ndim
+        shape[i] = xs[i].shape[0]
+        shapes.append(shape)
+    if indexing == "xy" and ndim > 1:
+        for shape in shapes:
+            shape[0], shape[1] = shape[1], shape[0]
+    out = [fn.reshape(x, tuple(shape)) for x, shape in zip(xs, shapes)]
+    if not sparse:
+        out = fn.broadcast_all(*out)
+    return tuple(out)
+
+
 FUNCTIONS = {
+    np.matrix_transpose: _matrix_transpose, np.meshgrid: _meshgrid,
     np.repeat: _repeat, np.tile: _tile,
     np.atleast_1d: _atleast_1d, np.atleast_2d: _atleast_2d, np.atleast_3d: _atleast_3d,
     np.hstack: _joined("hstack", 1, 1), np.vstack: _joined("vstack", 2, 0),

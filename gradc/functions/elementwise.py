@@ -1,4 +1,5 @@
-"""Elementwise NumPy functions that are not ufuncs: np.sinc, np.nan_to_num, np.round."""
+"""Elementwise NumPy functions that are not ufuncs: np.sinc, np.nan_to_num, np.round, np.fix,
+np.isclose, np.allclose, np.select."""
 import operator
 
 import numpy as np
@@ -59,4 +60,64 @@ def _round(a, decimals=0, out=None):
     return fn.unary("rint", x)
 
 
-FUNCTIONS = {np.sinc: _sinc, np.nan_to_num: _nan_to_num, np.round: _round, np.around: _round}
+def _fix(x, out=None):
+    """np.fix: rounded toward zero (np.trunc; integers as they are), gradient 0."""
+    if out is not None:
+        raise UnsupportedOpError("np.fix(out=...) is not supported: use the result")
+    x = array_arg(x)
+    return fn.unary("trunc", x) if np.issubdtype(x.dtype, np.floating) else x
+
+
+def _isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """np.isclose, NumPy's formula: |a - b| <= atol + rtol * |b| where b is finite, or a == b
+    (equal infinities); NaN close to NaN only with equal_nan. Computed in a float dtype."""
+    a, b = fn.promote(array_arg(a, b), array_arg(b, a), float_only=True)
+
+    def both(op, x, y):
+        x, y = fn.broadcast_all(x, y)
+        return x.graph.apply(op, (x, y))
+
+    tolerance = fn.elementwise("add", fn.as_value(np.asarray(atol, a.dtype), a), fn.elementwise(
+        "multiply", fn.as_value(np.asarray(rtol, a.dtype), a), fn.unary("abs", b)))
+    near = fn.compare("less_equal", fn.unary("abs", fn.elementwise("subtract", a, b)), tolerance)
+    close = both("logical_or", both("logical_and", near, fn.unary("isfinite", b)),
+                 fn.compare("equal", a, b))
+    if equal_nan:
+        close = both("logical_or", close,
+                     both("logical_and", fn.unary("isnan", a), fn.unary("isnan", b)))
+    return close
+
+
+def _allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """np.allclose: np.all of np.isclose (a traced 0-d bool: branch on it outside the trace)."""
+    return fn.all(_isclose(a, b, rtol, atol, equal_nan), None)
+
+
+def _select(condlist, choicelist, default=0):
+    """np.select: the first choice whose condition holds, else `default`; the choices and the
+    default promoted to one dtype as NumPy does."""
+    condlist, choicelist = list(condlist), list(choicelist)
+    if len(condlist) != len(choicelist):
+        raise ValueError("np.select: list of cases must be same length as list of conditions")
+    if not condlist:
+        raise ValueError("np.select: select with an empty condition list is not possible")
+    like = next(v for v in (*condlist, *choicelist, default) if isinstance(v, Value))
+    conds = [fn.as_value(np.asarray(c), like) if not isinstance(c, Value) else c
+             for c in condlist]
+    for c in conds:
+        if c.dtype != np.bool_:
+            raise TypeError(f"np.select: invalid entry in condlist: should be boolean ndarray")
+    # (Python numbers stay weak beside arrays, as NumPy types them: a default of 0.5 keeps
+    # float32 choices float32)
+    items = [c if isinstance(c, (Value, bool, int, float)) and not isinstance(c, np.ndarray)
+             else fn.as_value(np.asarray(c), like) for c in (*choicelist, default)]
+    if not any(isinstance(c, Value) for c in items):
+        items = [fn.as_value(np.asarray(c), like) for c in items]
+    *choices, result = fn.promote(*items)
+    for cond, choice in reversed(list(zip(conds, choices))):
+        result = fn.where(cond, choice, result)
+    return result
+
+
+FUNCTIONS = {np.sinc: _sinc, np.nan_to_num: _nan_to_num, np.round: _round, np.around: _round,
+             np.fix: _fix, np.isclose: _isclose, np.allclose: _allclose, np.select: _select}

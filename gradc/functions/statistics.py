@@ -199,6 +199,25 @@ def _cum(name):
     return impl
 
 
+def _cumulative_numpy2(name):
+    """np.cumulative_sum / np.cumulative_prod (NumPy 2): cumsum/cumprod whose axis may be
+    omitted only for 1-D input, and whose include_initial prepends the identity."""
+    def impl(x, axis=None, dtype=None, out=None, include_initial=False):
+        no_out(out, name)
+        x = array_arg(x)
+        if axis is None and x.ndim != 1:
+            raise ValueError(f"np.{name}: axis is required for arrays of more than 1 dimension")
+        axis = fn.normalize_axis(0 if axis is None else axis, x.ndim)
+        x = _integer_accumulator(x) if dtype is None else fn.astype(x, dtype)
+        y = _cumulative(x, axis, name == "cumulative_prod")
+        if include_initial:
+            shape = x.shape[:axis] + (1,) + x.shape[axis + 1:]
+            start = fn.full(x.graph, shape, 1 if name == "cumulative_prod" else 0, y.dtype)
+            y = fn.concatenate([start, y], axis)
+        return y
+    return impl
+
+
 def _prod(a, axis=None, dtype=None, out=None, keepdims=ABSENT, initial=ABSENT, where=ABSENT):
     no_out(out, "prod")
     no_where(where, "prod")
@@ -505,6 +524,8 @@ def _median(a, axis=None, out=None, overwrite_input=False, keepdims=False):
 FUNCTIONS = {
     np.var: _var("var"), np.std: _var("std"), np.average: _average, np.ptp: _ptp,
     np.prod: _prod, np.cumsum: _cum("cumsum"), np.cumprod: _cum("cumprod"),
+    np.cumulative_sum: _cumulative_numpy2("cumulative_sum"),
+    np.cumulative_prod: _cumulative_numpy2("cumulative_prod"),
     np.diff: _diff, np.trace: _trace, np.linalg.norm: _norm,
     np.argmax: _arg_extremum("argmax"), np.argmin: _arg_extremum("argmin"),
     np.sort: _sort, np.argsort: _argsort,

@@ -299,6 +299,21 @@ CASES = [
     Case("logical_or", lambda x, y: np.logical_or(x > 0, y > 0), [away(3, 4), away(3, 4)],
          grad=False),
     Case("logical_not", lambda x: ~(x > 0), [away(3, 4)], grad=False),
+    # NumPy 2's functions and a few more of NumPy's (gradc/functions/)
+    Case("cumulative_sum", lambda x: np.cumulative_sum(x, axis=1, include_initial=True)
+         + np.cumulative_prod(x, axis=1, include_initial=True), [normal(3, 4)]),
+    Case("vecdot", lambda x, v: np.vecdot(x, v) + np.vecdot(x.T, x[:1].T, axis=0),
+         [normal(3, 4), normal(4)]),
+    Case("matrix_transpose", lambda x: np.matrix_transpose(x) * np.empty_like(x.T, shape=(3,))
+         ** 0, [normal(2, 3, 4)]),
+    Case("meshgrid", lambda u, v: sum(np.meshgrid(u, v)) * np.meshgrid(u, v, indexing="ij",
+                                                                      sparse=True)[0].T,
+         [normal(4), normal(3)]),
+    Case("select", lambda x: np.select([x > 0.5, x < -0.5], [x ** 2, 2 * x], default=0.5),
+         [away_from([-0.5, 0.5], 3, 4)]),
+    Case("isclose_fix_xor", lambda x, y: np.isclose(x, y, rtol=0.1, atol=0.05) ^ np.logical_xor(
+        x > 0, np.fix(y * 2) > 0) | np.allclose(x, x + 1e-9), [normal(3, 4), normal(3, 4)],
+         grad=False),
     Case("where", lambda x, y: np.where(x > 0, x * y, y), [away(3, 4), normal(3, 4)]),
     Case("where_scalar_branch", lambda x: np.where(x > 0, x, 0.0), [away(3, 4)]),
     Case("where_two_python_scalars", lambda x: np.where(x > 0, 1.0, -1.0) * x, [away(3, 4)]),
