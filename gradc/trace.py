@@ -280,17 +280,48 @@ _SCIPY_SPECIAL = "scipy.special."
 # implementation's defaults.
 
 def _reduction(f, name):
+    """np.sum, np.mean, np.max/min, np.any/all, with NumPy's `where` (the elements left out
+    count as the reduction's identity; a max or min needs `initial` for them, as in NumPy; a
+    mean divides by the count of those in) and `initial` (one more element of every
+    reduction)."""
+    kind = name.lstrip("a") if name in ("amax", "amin") else name
+
     def impl(a, axis=None, dtype=None, out=None, keepdims=False, initial=_ABSENT, where=_ABSENT):
         _no_out(out, name)
-        _no_where(where, name)
-        if initial is not _ABSENT:
-            raise UnsupportedOpError(f"np.{name}(initial=...) is not supported")
-        x = _array_arg(a)
+        x = _array_arg(a, where)
         if dtype is not None:
             x = fn.astype(x, dtype)
-        y = f(x, axis, keepdims=bool(keepdims) and keepdims is not _ABSENT)
+        keep = bool(keepdims) and keepdims is not _ABSENT
+        masked = where is not _ABSENT and where is not True
+        if masked:
+            mask = fn.broadcast_to(fn.astype(_array_arg(where, x), np.bool_), x.shape)
+            if kind in ("max", "min") and initial is _ABSENT:
+                raise ValueError(f"np.{name}: reduction operation '{kind}imum' does not have "
+                                 "an identity, so to use a where mask one has to specify "
+                                 "'initial'")
+            x = fn.where(mask, x, _identity(kind, x.dtype))
+        y = f(x, axis, keepdims=keep)
+        if masked and kind == "mean":  # (the sum of the elements in, over their count)
+            count = fn.sum(fn.astype(mask, y.dtype), axis, keepdims=keep)
+            y = fn.elementwise("divide", fn.sum(x, axis, keepdims=keep), count)
+        if initial is not _ABSENT:
+            combine = {"sum": "add", "max": "maximum", "min": "minimum"}.get(kind)
+            if combine is None:
+                raise UnsupportedOpError(f"np.{name}(initial=...) is not supported")
+            y = fn.elementwise(combine, y, fn.as_value(np.asarray(initial, y.dtype), y))
         return y if dtype is None else fn.astype(y, dtype)  # sums of small integers are int64
     return impl
+
+
+def _identity(kind, dtype):
+    """What an element left out by `where` counts as in a reduction of `kind`."""
+    if kind in ("sum", "mean", "any"):
+        return np.zeros((), dtype)[()]
+    if kind == "all":
+        return np.ones((), dtype)[()]
+    low = -np.inf if dtype.kind == "f" else np.iinfo(dtype).min if dtype.kind in "iu" else False
+    high = np.inf if dtype.kind == "f" else np.iinfo(dtype).max if dtype.kind in "iu" else True
+    return low if kind == "max" else high
 
 
 def _order(order, name, a, allowed="CFA"):
@@ -560,6 +591,12 @@ def _ufunc_name(ufunc):
 @traced
 def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
     name = _ufunc_name(ufunc)
+    if method == "reduce" and ufunc in _REDUCTIONS:  # (np.add.reduce(x, axis=0, ...))
+        (array,) = inputs
+        kwargs.setdefault("axis", 0)
+        if isinstance(kwargs["axis"], (list, tuple)):  # (NumPy's tuple of axes)
+            kwargs["axis"] = tuple(kwargs["axis"])
+        return FUNCTIONS[_REDUCTIONS[ufunc]](array, **kwargs)
     if method != "__call__":
         raise UnsupportedOpError(f"{name}.{method} is not supported in traced code; "
                                  "see the supported list in the README")
@@ -581,6 +618,10 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
 
 
 _UFUNC_KEYWORDS = {np.vecdot: ("axis", "dtype")}  # (a gufunc's own keywords)
+# ufunc.reduce as the NumPy function that is that reduction (np.sum(a, where=traced_mask) of a
+# NumPy array `a` reaches np.add.reduce)
+_REDUCTIONS = {np.add: np.sum, np.multiply: np.prod, np.maximum: np.max, np.minimum: np.min,
+               np.logical_and: np.all, np.logical_or: np.any}
 
 
 @traced

@@ -314,6 +314,13 @@ CASES = [
     Case("isclose_fix_xor", lambda x, y: np.isclose(x, y, rtol=0.1, atol=0.05) ^ np.logical_xor(
         x > 0, np.fix(y * 2) > 0) | np.allclose(x, x + 1e-9), [normal(3, 4), normal(3, 4)],
          grad=False),
+    # reductions with NumPy's where= (elements left out) and initial= (one more element)
+    Case("reductions_where", lambda x: np.sum(x, axis=1, where=x > 0, initial=0.5)
+         + np.mean(x, axis=1, where=x < 0.5) + np.max(x, axis=1, where=x < 1.0, initial=-2.0)
+         + x.min(axis=-1, initial=0.25) + np.add.reduce(x, axis=1)
+         + np.sum(x, axis=1, where=np.array([True, False, True, True]))
+         + np.any(x > 0.5, axis=1, where=x < 0) * 1.0 + np.all(x > -1, axis=1, where=x > 0),
+         [away_from([-1.0, 0.0, 0.5, 1.0], 3, 4)]),
     Case("where", lambda x, y: np.where(x > 0, x * y, y), [away(3, 4), normal(3, 4)]),
     Case("where_scalar_branch", lambda x: np.where(x > 0, x, 0.0), [away(3, 4)]),
     Case("where_two_python_scalars", lambda x: np.where(x > 0, 1.0, -1.0) * x, [away(3, 4)]),
