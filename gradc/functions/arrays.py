@@ -8,6 +8,7 @@ Two ways to build them, both from gradc.ops.fn, so autodiff, fusion and CUDA com
   array of x's flat positions says where each element of the result comes from, so its argument
   rules and errors are NumPy's exactly; the gradient is the gather's scatter-add.
 """
+import itertools
 import numbers
 import operator
 
@@ -419,7 +420,44 @@ def _meshgrid(*xi, copy=True, sparse=False, indexing="xy"):
     return tuple(out)
 
 
+def _sliding_window_view(x, window_shape, axis=None, *, subok=False, writeable=False):
+    """np.lib.stride_tricks.sliding_window_view: every window of `window_shape` along `axis`
+    (all axes by default), the window's axes after x's, in the order of `axis`. NumPy's is a
+    view that repeats elements; here each offset in the window is a slice of x (a view), and
+    the windows are those slices stacked (one copy): its gradient sums the slices' back."""
+    if writeable:
+        raise UnsupportedOpError("sliding_window_view(writeable=True): traced arrays are never "
+                                 "written in place")
+    x = array_arg(x)
+    window = (window_shape,) if isinstance(window_shape, numbers.Integral) else tuple(window_shape)
+    axes = tuple(range(x.ndim)) if axis is None else (
+        (axis,) if isinstance(axis, numbers.Integral) else tuple(axis))
+    if len(window) != len(axes):
+        raise ValueError("sliding_window_view: window_shape must have one entry per axis in "
+                         "axis (or per axis of x, without axis)")
+    axes = tuple(fn.normalize_axis(a, x.ndim) for a in axes)
+    if len(set(axes)) != len(axes):
+        raise UnsupportedOpError("sliding_window_view over one axis twice is not supported")
+    if any(w < 0 for w in window) or any(x.shape[a] < w for a, w in zip(axes, window)):
+        raise ValueError("sliding_window_view: window shape cannot be larger than input array "
+                         "shape (or negative)")
+    counts = list(x.shape)
+    for a, w in zip(axes, window):
+        counts[a] = x.shape[a] - w + 1
+    slices = []
+    for offset in itertools.product(*(range(w) for w in window)):
+        starts = [0] * x.ndim
+        for a, o in zip(axes, offset):
+            starts[a] = o
+        slices.append(fn.slice_(x, tuple(starts), tuple(s + n for s, n in zip(starts, counts)),
+                                (1,) * x.ndim))
+    stacked = fn.stack(slices, -1) if slices else fn.full(x.graph, tuple(counts) + (0,), 0,
+                                                           x.dtype)
+    return fn.reshape(stacked, tuple(counts) + window)
+
+
 FUNCTIONS = {
+    np.lib.stride_tricks.sliding_window_view: _sliding_window_view,
     np.matrix_transpose: _matrix_transpose, np.meshgrid: _meshgrid,
     np.repeat: _repeat, np.tile: _tile,
     np.atleast_1d: _atleast_1d, np.atleast_2d: _atleast_2d, np.atleast_3d: _atleast_3d,

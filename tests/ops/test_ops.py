@@ -309,6 +309,11 @@ CASES = [
     Case("meshgrid", lambda u, v: sum(np.meshgrid(u, v)) * np.meshgrid(u, v, indexing="ij",
                                                                       sparse=True)[0].T,
          [normal(4), normal(3)]),
+    # a convolution as NumPy users write one: the windows, then a contraction
+    Case("sliding_window_conv", lambda x, w: np.einsum(
+        "nchwij,ocij->nohw", np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(2, 3)), w)
+         + np.lib.stride_tricks.sliding_window_view(x[0, 0], 2, axis=1)[:3, :4].sum(),
+         [normal(2, 2, 5, 6), normal(3, 2, 3, 3)]),
     Case("select", lambda x: np.select([x > 0.5, x < -0.5], [x ** 2, 2 * x], default=0.5),
          [away_from([-0.5, 0.5], 3, 4)]),
     Case("isclose_fix_xor", lambda x, y: np.isclose(x, y, rtol=0.1, atol=0.05) ^ np.logical_xor(
