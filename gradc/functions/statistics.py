@@ -97,6 +97,79 @@ def _var(name):
     return impl
 
 
+def _cov(m, y=None, rowvar=True, bias=False, ddof=None, fweights=None, aweights=None, *,
+         dtype=None):
+    """np.cov: the covariance of the variables (rows, or columns with rowvar=False), divided
+    by N - 1 (N with bias=True, N - ddof given ddof); a single variable's is 0-d."""
+    if fweights is not None or aweights is not None:
+        raise UnsupportedOpError("np.cov with fweights or aweights is not supported")
+    x = array_arg(m, y)
+    if x.ndim > 2:
+        raise ValueError("np.cov: m has more than 2 dimensions")
+    dtype = np.result_type(x.dtype, np.float64) if dtype is None else dtype  # (NumPy's: float64)
+    x = _floating(x, dtype)
+    if x.ndim < 2:
+        x = fn.reshape(x, (1, -1))
+    if not rowvar and x.shape[0] != 1:
+        x = fn.transpose(x)
+    if y is not None:
+        other = fn.astype(array_arg(y, x), dtype)
+        other = fn.reshape(other, (1, -1)) if other.ndim < 2 else other
+        if not rowvar and other.shape[0] != 1:
+            other = fn.transpose(other)
+        x, other = fn.promote(x, other)
+        x = fn.concatenate([x, other], 0)
+    n = x.shape[1]
+    ddof = (0 if bias else 1) if ddof is None else ddof
+    d = x - fn.broadcast_to(fn.mean(x, 1, keepdims=True), x.shape)
+    c = fn.divide(fn.matmul(d, fn.transpose(d)), float(max(n - ddof, 0)))
+    return fn.reshape(c, ()) if c.shape == (1, 1) else c
+
+
+def _corrcoef(x, y=None, rowvar=True, *, dtype=None):
+    """np.corrcoef: the covariance over the outer product of the standard deviations, clipped
+    to [-1, 1] as NumPy does."""
+    c = _cov(x, y, rowvar, dtype=dtype)
+    if c.ndim == 0:
+        return fn.divide(c, c)
+    d = fn.unary("sqrt", _diag_of(c))
+    r = fn.divide(fn.divide(c, fn.reshape(d, (-1, 1))), fn.reshape(d, (1, -1)))
+    return fn.elementwise("maximum", fn.elementwise("minimum", r, 1.0), -1.0)
+
+
+def _diag_of(c):
+    n = c.shape[0]
+    return fn.take(fn.reshape(c, (n * n,)), np.arange(n) * (n + 1), axis=0)
+
+
+def _trapezoid(y, x=None, dx=1.0, axis=-1):
+    """np.trapezoid (np.trapz before NumPy 2): the trapezoidal rule along `axis`, with spacing
+    dx or sample points x (1-D along the axis, or y's shape)."""
+    y = _floating(array_arg(y, x))
+    axis = fn.normalize_axis(axis, y.ndim)
+    n = y.shape[axis]
+
+    def part(v, lo, hi):
+        starts = [0] * v.ndim
+        stops = list(v.shape)
+        starts[axis], stops[axis] = lo, hi
+        return fn.slice_(v, tuple(starts), tuple(stops), (1,) * v.ndim)
+
+    if n < 2:
+        return fn.sum(fn.elementwise("multiply", y, 0.0), axis)
+    if x is None:
+        spacing = dx
+    else:
+        x = array_arg(x, y)
+        if x.ndim == 1:
+            shape = [1] * y.ndim
+            shape[axis] = x.shape[0]
+            x = fn.reshape(x, tuple(shape))
+        spacing = fn.elementwise("subtract", part(x, 1, x.shape[axis]), part(x, 0, x.shape[axis] - 1))
+    middle = fn.elementwise("add", part(y, 1, n), part(y, 0, n - 1))
+    return fn.sum(fn.elementwise("multiply", fn.elementwise("multiply", middle, spacing), 0.5), axis)
+
+
 def _average(a, axis=None, weights=None, returned=False, *, keepdims=ABSENT):
     x = array_arg(a, weights)
     keep = _keep(keepdims)
@@ -523,6 +596,7 @@ def _median(a, axis=None, out=None, overwrite_input=False, keepdims=False):
 
 FUNCTIONS = {
     np.var: _var("var"), np.std: _var("std"), np.average: _average, np.ptp: _ptp,
+    np.cov: _cov, np.corrcoef: _corrcoef, np.trapezoid: _trapezoid,
     np.prod: _prod, np.cumsum: _cum("cumsum"), np.cumprod: _cum("cumprod"),
     np.cumulative_sum: _cumulative_numpy2("cumulative_sum"),
     np.cumulative_prod: _cumulative_numpy2("cumulative_prod"),

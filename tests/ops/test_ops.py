@@ -314,6 +314,10 @@ CASES = [
         "nchwij,ocij->nohw", np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(2, 3)), w)
          + np.lib.stride_tricks.sliding_window_view(x[0, 0], 2, axis=1)[:3, :4].sum(),
          [normal(2, 2, 5, 6), normal(3, 2, 3, 3)]),
+    Case("cov_corrcoef_trapezoid", lambda x, t: np.cov(x) + np.corrcoef(x, rowvar=False)[:3, :3]
+         + np.cov(x[0], x[1], bias=True).sum() + np.trapezoid(x, np.sort(t)) + np.trapezoid(x, dx=0.5,
+                                                                                   axis=0)[:3],
+         [normal(3, 6), normal(6)]),
     Case("select", lambda x: np.select([x > 0.5, x < -0.5], [x ** 2, 2 * x], default=0.5),
          [away_from([-0.5, 0.5], 3, 4)]),
     Case("isclose_fix_xor", lambda x, y: np.isclose(x, y, rtol=0.1, atol=0.05) ^ np.logical_xor(
