@@ -221,7 +221,47 @@ def _chain(arrays, split, i, j):
     return fn.matmul(_chain(arrays, split, i, k), _chain(arrays, split, k + 1, j))
 
 
+def _convolve(a, v, mode="full"):
+    """np.convolve of 1-D sequences: the windows of `a` (zero-padded for 'full' and 'same')
+    against `v` reversed; as NumPy, the longer one slides."""
+    a, v = fn.promote(_as_array(a, v), _as_array(v, a))
+    if a.ndim != 1 or v.ndim != 1:
+        raise ValueError("np.convolve: object too deep for desired array (1-D sequences only)")
+    if a.shape[0] == 0 or v.shape[0] == 0:
+        raise ValueError("np.convolve: inputs cannot be empty")
+    if v.shape[0] > a.shape[0]:
+        a, v = v, a
+    n, m = a.shape[0], v.shape[0]
+    if mode not in ("full", "same", "valid"):
+        raise ValueError(f"np.convolve: mode must be 'valid', 'same', or 'full', got {mode!r}")
+    if mode != "valid" and m > 1:
+        zeros = fn.full(a.graph, (m - 1,), 0, a.dtype)
+        a = fn.concatenate([zeros, a, zeros], 0)
+    count = a.shape[0] - m + 1
+    windows = fn.stack([fn.slice_(a, (j,), (j + count,), (1,)) for j in range(m)], -1)
+    full = fn.matmul(windows, fn.slice_(v, (m - 1,), (-1,), (-1,)) if m > 1 else v)
+    if mode == "same":
+        start = (m - 1) // 2
+        return fn.slice_(full, (start,), (start + n,), (1,))
+    return full
+
+
+def _correlate(a, v, mode="valid"):
+    """np.correlate of 1-D real sequences: convolve with v reversed (NumPy's own relation),
+    the result reversed where v is the longer, as NumPy's is."""
+    a, v = fn.promote(_as_array(a, v), _as_array(v, a))
+    if v.ndim == 1 and a.ndim == 1 and v.shape[0] > a.shape[0]:
+        out = _convolve(v, fn.slice_(a, (a.shape[0] - 1,), (-1,), (-1,)), mode)
+        return fn.slice_(out, (out.shape[0] - 1,), (-1,), (-1,))
+    return _convolve(a, fn.slice_(v, (v.shape[0] - 1,), (-1,), (-1,)) if v.ndim == 1 else v, mode)
+
+
+def _as_array(x, other):
+    return x if isinstance(x, Value) else fn.as_value(np.asarray(x), other)
+
+
 FUNCTIONS = {
+    np.convolve: _convolve, np.correlate: _correlate,
     np.einsum: _einsum,
     np.tensordot: _tensordot,
     np.inner: _inner,

@@ -318,6 +318,9 @@ CASES = [
          + np.cov(x[0], x[1], bias=True).sum() + np.trapezoid(x, np.sort(t)) + np.trapezoid(x, dx=0.5,
                                                                                    axis=0)[:3],
          [normal(3, 6), normal(6)]),
+    Case("convolve_correlate", lambda a, v: np.convolve(a, v) + np.correlate(a, v, "full")
+         + np.pad(np.convolve(v, a, "valid"), 2) + np.convolve(a, v, "same")[:5].sum()
+         + np.correlate(v, a).sum(), [normal(7), normal(3)]),
     Case("select", lambda x: np.select([x > 0.5, x < -0.5], [x ** 2, 2 * x], default=0.5),
          [away_from([-0.5, 0.5], 3, 4)]),
     Case("isclose_fix_xor", lambda x, y: np.isclose(x, y, rtol=0.1, atol=0.05) ^ np.logical_xor(
