@@ -597,6 +597,14 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
         if isinstance(kwargs["axis"], (list, tuple)):  # (NumPy's tuple of axes)
             kwargs["axis"] = tuple(kwargs["axis"])
         return FUNCTIONS[_REDUCTIONS[ufunc]](array, **kwargs)
+    if method == "accumulate" and ufunc in (np.add, np.multiply):  # (np.add.accumulate(x))
+        (array,) = inputs
+        kwargs.setdefault("axis", 0)
+        return FUNCTIONS[np.cumsum if ufunc is np.add else np.cumprod](array, **kwargs)
+    if method == "outer" and ufunc in UFUNCS and len(inputs) == 2 and not kwargs:
+        a, b = (x if isinstance(x, Value) else fn.as_value(np.asarray(x), _first_value(inputs))
+                for x in inputs)
+        return UFUNCS[ufunc](fn.reshape(a, a.shape + (1,) * b.ndim), b)
     if method != "__call__":
         raise UnsupportedOpError(f"{name}.{method} is not supported in traced code; "
                                  "see the supported list in the README")
@@ -618,6 +626,10 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
 
 
 _UFUNC_KEYWORDS = {np.vecdot: ("axis", "dtype")}  # (a gufunc's own keywords)
+
+
+def _first_value(xs):
+    return next(x for x in xs if isinstance(x, Value))
 # ufunc.reduce as the NumPy function that is that reduction (np.sum(a, where=traced_mask) of a
 # NumPy array `a` reaches np.add.reduce)
 _REDUCTIONS = {np.add: np.sum, np.multiply: np.prod, np.maximum: np.max, np.minimum: np.min,

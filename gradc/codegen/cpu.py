@@ -21,7 +21,7 @@ from ..ops.movement import contiguous_strides
 from ..ops.fn import const_value
 from ..ops.registry import ELEMENTWISE, KERNEL, VIEW
 from ..passes.fuse import CHUNKS
-from .loops import collapse, lower
+from .loops import collapse, lower, wrapped_int32
 from .special_math import FUNCTIONS as SPECIAL_FUNCTIONS
 
 ARRAY_OF = {"float32": "f32_array", "float64": "f64_array", "int64": "i64_array",
@@ -89,7 +89,7 @@ def scalar(statement):
         (x,) = statement.args
         zero, under = lit(0, dtype), f"{x} < {lit(EXP_ZERO_BELOW[dtype.name], dtype)}"
         text = f"{zero} if {under} else {CPU_MATH.exp}(freeze({zero} if {under} else {x}))"
-    return text
+    return wrapped_int32(text, dtype)
 
 
 def combine(red, acc, x):

@@ -39,7 +39,7 @@ from ..errors import CompileError, GradcError
 from ..ops.elementwise import CODE_DTYPE
 from ..passes.memory import ALIGN, nbytes
 from ..pytree import is_device_array
-from .loops import lower
+from .loops import lower, wrapped_int32
 from .modules import content_name, load_module
 
 
@@ -119,7 +119,8 @@ class CudaMath:
 def scalar(statement):
     """The CUDA expression of one statement of a loop nest's body."""
     node = statement.node
-    return node.opdef.scalar(CudaMath(node), node.output.dtype, *statement.args, **node.attr)
+    return wrapped_int32(node.opdef.scalar(CudaMath(node), node.output.dtype, *statement.args,
+                                           **node.attr), node.output.dtype)
 
 
 class _LoopWriter:

@@ -134,6 +134,13 @@ class LoopNest:
         return name.rstrip("_")
 
 
+def wrapped_int32(text, dtype):
+    """A statement's int32 result cast back to int32 (both targets): Numba computes int32
+    arithmetic in int64, so an intermediate that overflowed did not wrap as NumPy's does
+    ((a + 1) of 2**31 - 1 was +2**31 when fused into a cast, a max or a sum)."""
+    return f"i32({text})" if dtype == np.int32 else text
+
+
 def collapse(shape, strides_list):
     """Drop size-1 dims and merge adjacent dims that every access walks contiguously."""
     dims = [d for d in range(len(shape)) if shape[d] != 1]

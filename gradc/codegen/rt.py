@@ -20,8 +20,12 @@ from numba import carray, njit, types
 from numba.extending import intrinsic, overload
 
 # Fast-math without 'nnan' and 'ninf': vectorized reductions and reassociation are allowed, but
-# NaN and Inf keep their meaning, so check_finite and NaN propagation still work.
-FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+# NaN and Inf keep their meaning, so check_finite and NaN propagation still work. Without
+# 'arcp' too: it let LLVM turn y / sqrt(x) into y * rsqrt(x), a hardware estimate refined by a
+# Newton step, NaN at x = 0 and inf and -inf at subnormals in float32 (NumPy: inf, 0, 1e20), the
+# gradient of sqrt alike; and a division by a constant into a product by its rounded
+# reciprocal, a last bit off NumPy's (np.round(x, 1) gave 0.30000000000000004).
+FASTMATH = {"nsz", "contract", "afn", "reassoc"}
 # Kernels with no reduction gain nothing from reassociation (a map vectorizes without it) and
 # could lose precision to it: LLVM turns the stable log-softmax's (x - max) - log(sum) into
 # x - (max + log(sum)), hoisted out of the loop, which cancels badly at |x| ~ 1000 in float32.

@@ -41,23 +41,27 @@ def _nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
 
 
 def _round(a, decimals=0, out=None):
-    """np.round (np.around, x.round(), Python's round()) to whole numbers: np.rint (halves to
-    even), gradient 0; integers and booleans come back as they are. Other decimals are
-    refused: NumPy divides rint(x * 10**d) by 10**d, and the kernels' fast-math multiplies
-    by 0.1 instead (0.30000000000000004 for 0.3), so no float result would be NumPy's."""
+    """np.round (np.around, x.round(), Python's round()): NumPy's own arithmetic, rint(x * 10**d)
+    / 10**d (for d < 0, rint(x / 10**-d) * 10**-d), halves to even, in x's dtype, gradient 0
+    (NumPy's bits: the kernels divide exactly, fast-math's arcp is off). Integers and booleans
+    with d >= 0 come back as they are."""
     if out is not None:
         raise UnsupportedOpError("np.round(out=...) is not supported: traced arrays are never "
                                  "written in place; use the result")
     x = array_arg(a)
     decimals = operator.index(decimals)
-    if not np.issubdtype(x.dtype, np.floating) and decimals >= 0:
+    if not np.issubdtype(x.dtype, np.floating):
+        if decimals < 0:
+            raise UnsupportedOpError("np.round of integers to decimals < 0 is not supported: "
+                                     "cast to float first")
         return x
-    if decimals != 0:
-        raise UnsupportedOpError(
-            f"np.round to decimals={decimals} is not supported (its result would differ from "
-            "NumPy's in the last bit): round to whole numbers, np.round(x * 10**d), and scale "
-            "where you use the result")
-    return fn.unary("rint", x)
+    if decimals == 0:
+        return fn.unary("rint", x)
+    scale = 10.0 ** abs(decimals)  # (a Python float: weak, so float32 stays float32)
+    if decimals > 0:
+        return fn.elementwise("divide", fn.unary("rint", fn.elementwise("multiply", x, scale)),
+                              scale)
+    return fn.elementwise("multiply", fn.unary("rint", fn.elementwise("divide", x, scale)), scale)
 
 
 def _fix(x, out=None):

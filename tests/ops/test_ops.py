@@ -206,6 +206,8 @@ CASES = [
          [normal(3, 4), lambda rng: rng.integers(0, 4, (3, 4))]),
     Case("round_whole", lambda x: np.round(x) * x + np.around(x * 3.0) + x.round(),
          [away_from([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5], 3, 4)]),
+    Case("round_decimals", lambda x: np.round(x * 100.0, 1) + np.around(x, 2) * x
+         + np.round(x * 1000.0, -2), [normal(3, 4)], grad=False),  # (steps every 0.001)
     Case("floor", lambda x: np.floor(x) * x, [away_from([-2, -1, 0, 1, 2], 3, 4)]),
     Case("ceil", lambda x: np.ceil(x), [away_from([-2, -1, 0, 1, 2], 3, 4)]),
     Case("maximum", lambda x, y: np.maximum(x, y), pair_apart(3, 4)),
@@ -1047,3 +1049,36 @@ def test_parallel_w3_value_and_grad(parallel_loops):
     # a second call with new values reuses the buffers and is still right
     value2, (gw2, _) = vg(x, -w, b)
     np.testing.assert_allclose(value2, loss(x, -w, b), rtol=1e-10)
+
+
+def test_int32_arithmetic_wraps_inside_fused_kernels():
+    """Numba computes int32 arithmetic in int64: an int32 intermediate that overflows wrapped
+    only where it was stored, so fused into a cast, a max, a sum or a comparison it was
+    +2**31 where NumPy's is -2**31 (codegen/loops.py wrapped_int32)."""
+    a = np.array([2**31 - 1, 123456789, -2**31, 7] * 5, np.int32)
+
+    def f(a):
+        return ((a + 1).astype(np.float64), (a * 1103515245 + 12345) % 1000, np.max(a + 1),
+                np.sum(a * a), (a + 1) < 0, -a)
+
+    with np.errstate(over="ignore"):
+        want = f(a)
+    for got, expected in zip(gradc.jit(f)(a), want):
+        assert np.asarray(got).dtype == np.asarray(expected).dtype
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_reciprocal_square_root_at_zero_infinity_and_subnormals(dtype):
+    """y / sqrt(x) was y * rsqrt(x) under fast-math's arcp (a hardware estimate and a Newton
+    step): NaN at 0 and inf, -inf at float32 subnormals, in loop tails and in sqrt's gradient."""
+    tiny = np.finfo(dtype).smallest_subnormal * 1000
+    for n in (1, 10):  # (a loop's scalar tail, and its vector body)
+        y = np.array([0.0, np.inf, tiny, 4.0, 2.0] * n, dtype)
+        with np.errstate(divide="ignore"):
+            want = 1.0 / np.sqrt(y)
+        for f in (lambda y: 1.0 / np.sqrt(y), lambda y: y ** -0.5,
+                  lambda y: np.reciprocal(np.sqrt(y))):
+            np.testing.assert_allclose(gradc.jit(f)(y), want, rtol=4 * np.finfo(dtype).eps)
+        np.testing.assert_allclose(gradc.grad(lambda y: np.sum(np.sqrt(y)))(y), 0.5 * want,
+                                   rtol=4 * np.finfo(dtype).eps)
