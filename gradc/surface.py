@@ -111,6 +111,15 @@ def _branch_error(what):
     return raise_
 
 
+def _format_error(value, spec):
+    """f"{loss:.4f}" in traced code: the number is not known while tracing."""
+    raise TracedBranchError(
+        f"formatting a traced value (f\"{{x:{spec}}}\") while tracing: its number is not known "
+        "until the compiled function runs, and a print in traced code runs once, when traced. "
+        "Return the value (has_aux=True for a gradient) and print it after the call",
+        source=user_source())
+
+
 def _unsupported_operator(symbol):
     def raise_(self, *args):
         raise UnsupportedOpError(
@@ -288,6 +297,7 @@ _SURFACE = {
     "__hash__": object.__hash__,
     "__bool__": _branch_error("bool() (an `if`, `while`, `and`/`or` or assert)"),
     "__float__": _branch_error("float()"), "__int__": _branch_error("int()"),
+    "__format__": lambda self, spec: str(self) if not spec else _format_error(self, spec),
     "__index__": _branch_error("using a traced value as an index or size"),
     "__complex__": _branch_error("complex()"),
     "item": _branch_error(".item()"), "tolist": _branch_error(".tolist()"),

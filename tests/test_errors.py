@@ -795,3 +795,16 @@ def test_unsupported_dtypes_of_new_arrays_and_0d_triangles_name_the_line():
     with pytest.raises(gradc.ArgumentError) as excinfo:
         gradc.jit(lambda x: np.tril(x[0]))(X3)  # TRIL-0D
     assert "0-d" in check(excinfo, gradc.ArgumentError, "TRIL-0D")
+
+
+def test_formatting_a_traced_number_names_the_line():
+    # print(f"loss = {l:.4f}") in traced code was a bare TypeError from Value.__format__
+    def f(x):
+        loss = np.sum(x ** 2)
+        print(f"loss = {loss:.4f}")  # FORMAT
+        return loss
+
+    with pytest.raises(gradc.TracedBranchError) as excinfo:
+        gradc.jit(f)(X3)
+    msg = check(excinfo, gradc.TracedBranchError, "FORMAT")
+    assert ".4f" in msg and "has_aux" in msg

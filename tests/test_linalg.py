@@ -395,3 +395,17 @@ def test_a_refused_lapack_workspace_raises_memory_error_on_both_routes(tmp_path)
         logdet, refused = out.stdout.splitlines()
         assert float(logdet) == round(1500 * np.log(2.0), 3)
         assert refused.startswith("MemoryError: gradc: no memory for the LAPACK workspace"), refused
+
+
+def test_a_numpy_matrix_solved_against_a_traced_right_hand_side():
+    # np.linalg.solve(A, v) with A a NumPy array (a global) and v traced was a bare
+    # AttributeError: A had no graph to be a constant of
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((4, 4)) + 4 * np.eye(4)
+    v = rng.standard_normal(4)
+    np.testing.assert_allclose(gradc.jit(lambda v: np.linalg.solve(a, v))(v),
+                               np.linalg.solve(a, v), rtol=1e-12)
+    np.testing.assert_allclose(gradc.jit(lambda v: np.linalg.lstsq(a, v)[0])(v),
+                               np.linalg.lstsq(a, v)[0], rtol=1e-10)
+    grad = gradc.grad(lambda v: np.sum(np.linalg.solve(a, v) ** 2))(v)
+    np.testing.assert_allclose(grad, 2 * np.linalg.solve(a.T, np.linalg.solve(a, v)), rtol=1e-10)

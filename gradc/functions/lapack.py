@@ -19,10 +19,11 @@ from ._args import ABSENT, array_arg
 _results = np.linalg._linalg  # NumPy's named result tuples
 
 
-def matrix_arg(a, name, square=False):
+def matrix_arg(a, name, square=False, like=None):
     """`a` as a float graph value of at least 2 dimensions (integers become float64, as NumPy's
-    linalg does)."""
-    (x,) = fn.promote(array_arg(a), float_only=True)
+    linalg does); a NumPy array becomes a constant of the graph of `like` (the traced b of
+    np.linalg.solve(A, b) with A a NumPy array)."""
+    (x,) = fn.promote(array_arg(a, like), float_only=True)
     if x.ndim < 2:
         raise ShapeError(f"np.linalg.{name}: {x.ndim}-dimensional array given; the array must "
                          "be at least two-dimensional")
@@ -52,7 +53,7 @@ def solve_with(a, b, name, solver):
     """`solver(a, b)` on stacks of square matrices a (n, n) and right-hand sides b (n, k) whose
     leading axes broadcast: b is a vector only when 1-D (NumPy 2's rule), promoted to a's float
     dtype; np.linalg.solve's and scipy.linalg.solve_triangular's shared calling convention."""
-    a = matrix_arg(a, name.rsplit(".", 1)[-1], square=True)
+    a = matrix_arg(a, name.rsplit(".", 1)[-1], square=True, like=b)
     (b,) = fn.promote(array_arg(b, a), float_only=True)
     a, b = fn.promote(a, b)
     vector = b.ndim == 1
@@ -186,7 +187,7 @@ def lstsq(a, b, rcond=None):
     """(x, residuals, rank, s) as NumPy, x from the SVD (gelsd's answer). NumPy's residuals have
     a shape that depends on the rank; here they have NumPy's full-rank shape ((K,) when m > n,
     else (0,)) and are NaN where the rank is below n."""
-    a = matrix_arg(a, "lstsq")
+    a = matrix_arg(a, "lstsq", like=b)
     if a.ndim != 2:
         raise ShapeError(f"np.linalg.lstsq takes a 2-D a, got {a.shape}")
     (b,) = fn.promote(array_arg(b, a), float_only=True)

@@ -323,6 +323,9 @@ CASES = [
     Case("convolve_correlate", lambda a, v: np.convolve(a, v) + np.correlate(a, v, "full")
          + np.pad(np.convolve(v, a, "valid"), 2) + np.convolve(a, v, "same")[:5].sum()
          + np.correlate(v, a).sum(), [normal(7), normal(3)]),
+    Case("ufunc_methods", lambda x, v: np.add.accumulate(x) * np.multiply.accumulate(x, axis=1)
+         + np.subtract.outer(x[:, 0], v[:4]) + np.maximum.reduce(x, axis=0)
+         + np.multiply.outer(v[:3], np.ones(4)), [normal(3, 4), normal(5)]),
     Case("select", lambda x: np.select([x > 0.5, x < -0.5], [x ** 2, 2 * x], default=0.5),
          [away_from([-0.5, 0.5], 3, 4)]),
     Case("isclose_fix_xor", lambda x, y: np.isclose(x, y, rtol=0.1, atol=0.05) ^ np.logical_xor(
