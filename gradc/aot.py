@@ -290,8 +290,8 @@ class Generator:
               "leaves are",
               "    static and must equal the values it was compiled with:", ""]
         d += arg_lines
-        d += ["", "    Flat argument order (the pytree leaves, dict keys sorted by repr), as the "
-              "kernels take them:", ""]
+        d += ["", "    Flat argument order (the pytree leaves, dict keys in the compiled "
+              "example's order), as the kernels take them:", ""]
         d += self._input_table(0, n_user)
         if self.mode == "train":
             d += ["", "    then the optimizer state and runtime scalars, which the step owns:", ""]

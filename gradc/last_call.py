@@ -174,11 +174,14 @@ def _match_lines(tree, expr, lines, consts, leaf_ids):
     consts[ctype] = container
     lines += [f"{var} = {expr}", f"if type({var}) is not {ctype} or len({var}) != {len(children)}:",
               "    return False"]
+    if kind == "dict":  # (its keys in the order compiled: another order is another signature)
+        order = f"K{len(consts)}"
+        consts[order] = tuple(keys)
+        lines += [f"if tuple({var}) != {order}:", "    return False"]
     for key, child in zip(keys, children):
         if kind == "dict":
             kname = f"K{len(consts)}"
             consts[kname] = key
-            lines += [f"if {kname} not in {var}:", "    return False"]
             item = f"{var}[{kname}]"
         else:
             item = f"{var}[{key}]"

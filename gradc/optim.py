@@ -71,13 +71,13 @@ def per_leaf(option, params, optimizer, name, default):
         if isinstance(o, (numbers.Real, np.bool_)) or (isinstance(o, np.ndarray) and o.ndim == 0):
             out.extend([float(o)] * len(pytree.flatten(p)[0]))
         elif isinstance(p, dict) and isinstance(o, dict) and set(o) == set(p):
-            for k in sorted(p, key=repr):  # (pytree.flatten's order)
+            for k in p:  # (pytree.flatten's order)
                 walk(o[k], p[k], f"{path}[{k!r}]")
         elif isinstance(p, (list, tuple)) and isinstance(o, (list, tuple)) and len(o) == len(p):
             for i, (a, b) in enumerate(zip(o, p)):
                 walk(a, b, f"{path}[{i}]")
         else:
-            keys = f" (keys {sorted(p, key=repr)})" if isinstance(p, dict) else ""
+            keys = f" (keys {list(p)})" if isinstance(p, dict) else ""
             raise ArgumentError(
                 f"{optimizer}({name}=...): at {path or 'the root'} the parameters are "
                 f"{type(p).__name__}{keys} but {name} has {o!r}; give a number per parameter, "

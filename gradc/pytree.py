@@ -86,8 +86,11 @@ def _walk(x, leaves):
         leaves.append(x)
         return FLOAT if type(x) is TracedFloat else LEAF
     if isinstance(x, dict):
-        keys = sorted(x, key=repr)  # (generated AOT modules order keys the same way)
-        return ("dict", tuple(keys), tuple(_walk(x[k], leaves) for k in keys))
+        # in the dict's own order: the function sees the dict it was given (a loop over
+        # params.values() of {"layer2": .., "layer10": ..} ran layer10 first when sorted), and
+        # another order is another signature
+        keys = tuple(x)
+        return ("dict", keys, tuple(_walk(x[k], leaves) for k in keys))
     if isinstance(x, tuple) and hasattr(x, "_fields"):
         return ("namedtuple", type(x), tuple(_walk(v, leaves) for v in x))
     if isinstance(x, (list, tuple)):
@@ -105,6 +108,19 @@ def _walk(x, leaves):
 
 
 _NAN = float("nan")
+
+
+def sorted_keys(treedef):
+    """`treedef` with every dict's keys sorted by repr (two trees that differ only in the order
+    of their dicts' keys have the same)."""
+    if treedef[0] == "dict":
+        pairs = sorted(zip(treedef[1], treedef[2]), key=lambda kv: repr(kv[0]))
+        return ("dict", tuple(k for k, _ in pairs), tuple(sorted_keys(c) for _, c in pairs))
+    if treedef[0] in ("list", "tuple"):
+        return (treedef[0], tuple(sorted_keys(c) for c in treedef[1]))
+    if treedef[0] in ("namedtuple", "node"):
+        return (treedef[0], treedef[1], tuple(sorted_keys(c) for c in treedef[2]))
+    return treedef
 
 
 def static_node(x):

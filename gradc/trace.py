@@ -844,7 +844,7 @@ def leaf_names(tree, argnames=()):
             for field in pytree.NODE_TYPES[type(x)]:
                 walk(getattr(x, field), f"{path}.{field}")
         elif isinstance(x, dict):
-            for k in sorted(x, key=repr):
+            for k in x:  # (pytree.flatten's order)
                 walk(x[k], f"{path}[{k!r}]")
         elif isinstance(x, (list, tuple)):
             for i, v in enumerate(x):
@@ -853,7 +853,7 @@ def leaf_names(tree, argnames=()):
     args, kwargs = tree
     for i, a in enumerate(args):
         walk(a, argnames[i] if i < len(argnames) else f"arg{i}")
-    for k in sorted(kwargs, key=repr):
+    for k in kwargs:
         walk(kwargs[k], k)
     return names
 

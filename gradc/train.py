@@ -369,6 +369,14 @@ class TrainStep:
             self._state = {slot: [np.zeros(x.shape, x.dtype) for x in leaves]
                            for slot in self.optimizer.slots}
         elif spec != self._param_spec:
+            if pytree.sorted_keys(tree) == pytree.sorted_keys(self._param_spec[0]):
+                raise SignatureError(
+                    f"this train_step's parameters {pytree.describe(tree)} have their keys in "
+                    f"another order than when it was {self._spec_origin} them "
+                    f"({pytree.describe(self._param_spec[0])}): the loss sees a dict in the order "
+                    "given, and the optimizer state is kept in the first one; pass them in that "
+                    "order", source=src)
+
             def arrays(spec):
                 return ", ".join(f"{np.dtype(t).name}{list(s)}" for s, t in spec[1])
             raise SignatureError(

@@ -21,29 +21,29 @@ Calling convention (version 2)
     lists, tuples) of NumPy arrays of exactly these shapes and dtypes; other leaves are
     static and must equal the values it was compiled with:
 
-        params = {'W': float32[256,10], 'b': float32[10], 'conv_b': float32[16], 'conv_w': float32[16,1,3,3]}
+        params = {'conv_w': float32[16,1,3,3], 'conv_b': float32[16], 'W': float32[256,10], 'b': float32[10]}
         x = float32[32,1,8,8]
         y = int64[32]
 
-    Flat argument order (the pytree leaves, dict keys sorted by repr), as the kernels take them:
+    Flat argument order (the pytree leaves, dict keys in the compiled example's order), as the kernels take them:
 
-        0   params['W']                  float32[256,10]
-        1   params['b']                  float32[10]
-        2   params['conv_b']             float32[16]
-        3   params['conv_w']             float32[16,1,3,3]
+        0   params['conv_w']             float32[16,1,3,3]
+        1   params['conv_b']             float32[16]
+        2   params['W']                  float32[256,10]
+        3   params['b']                  float32[10]
         4   x                            float32[32,1,8,8]
         5   y                            int64[32]
 
     then the optimizer state and runtime scalars, which the step owns:
 
-        6   exp_avg[0]                   float32[256,10]
-        7   exp_avg[1]                   float32[10]
-        8   exp_avg[2]                   float32[16]
-        9   exp_avg[3]                   float32[16,1,3,3]
-        10  exp_avg_sq[0]                float32[256,10]
-        11  exp_avg_sq[1]                float32[10]
-        12  exp_avg_sq[2]                float32[16]
-        13  exp_avg_sq[3]                float32[16,1,3,3]
+        6   exp_avg[0]                   float32[16,1,3,3]
+        7   exp_avg[1]                   float32[16]
+        8   exp_avg[2]                   float32[256,10]
+        9   exp_avg[3]                   float32[10]
+        10  exp_avg_sq[0]                float32[16,1,3,3]
+        11  exp_avg_sq[1]                float32[16]
+        12  exp_avg_sq[2]                float32[256,10]
+        13  exp_avg_sq[3]                float32[10]
         14  lr                           float32[]
         15  step_size                    float32[]
         16  bias_correction2_sqrt        float32[]
@@ -1149,7 +1149,7 @@ _state["active"] = False
 # ================================================================================================
 # driver: the kernels in order (comments: the op, the user's source line)
 # ================================================================================================
-def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, exp_avg_1, exp_avg_2, exp_avg_3, exp_avg_sq_0, exp_avg_sq_1, exp_avg_sq_2, exp_avg_sq_3, lr, step_size, bias_correction2_sqrt, decay):
+def run(A, params_conv_w, params_conv_b, params_W, params_b, x, y, exp_avg_0, exp_avg_1, exp_avg_2, exp_avg_3, exp_avg_sq_0, exp_avg_sq_1, exp_avg_sq_2, exp_avg_sq_3, lr, step_size, bias_correction2_sqrt, decay):
     """Run the kernels in order. A: the arena's address; then each input's buffer address, in
     the flat order of `INPUTS`. Allocates nothing."""
     # k0: unslice over [32x1x10x10] -> %18
@@ -1216,25 +1216,25 @@ def run(A, params_W, params_b, params_conv_b, params_conv_w, x, y, exp_avg_0, ex
     # k19: take_along_axis_grad over [32x16x64] -> %78
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     take_along_axis_grad_03bdf1311a(A + 229824, A + 131520, A + 448, 8192, 8192, 32768, 512, 64, 1, 16)
-    # k20: subtract, multiply, add, sqrt, divide over [256x10] -> %92, %102, %115
+    # k20: subtract, multiply, add, sqrt, divide over [256x10] -> %145, %153, %165
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(2560, A + 275392, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W)
-    # k21: subtract, multiply, add, sqrt, divide over [10] -> %120, %128, %140
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(2560, A + 275392, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W)
+    # k21: subtract, multiply, add, sqrt, divide over [10] -> %169, %175, %184
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 285632, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 285632, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b)
     # k22: where, sum over [32x16x8x8] -> %83, %84
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     loop_where_sum_f1ce823cc3(32, 16, 64, A + 197056, A + 448, A + 131520)
-    # k23: subtract, multiply, add, sqrt, divide over [16] -> %144, %150, %159
+    # k23: subtract, multiply, add, sqrt, divide over [16] -> %120, %128, %140
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(16, A + 131520, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_b)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(16, A + 131520, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_b)
     # k24: conv2d_grad_weight over [16x1x3x3] -> %86
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     conv2d_grad_weight_d4061d812d(A + 262592, A + 448, A + 131520, 3200, 32768, 144, 32, 1, 10, 10, 8, 8, 16)
-    # k25: subtract, multiply, add, sqrt, divide over [16x1x3x3] -> %164, %172, %184
+    # k25: subtract, multiply, add, sqrt, divide over [16x1x3x3] -> %92, %102, %115
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(144, A + 131520, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_w)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(144, A + 131520, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_w)
 
 
 # ================================================================================================
@@ -1265,20 +1265,20 @@ CONSTANTS = [
 ]
 # (name, shape, dtype) of each input, in the order `run` takes them
 INPUTS = [
+    ("params['conv_w']", (16, 1, 3, 3), '<f4'),
+    ("params['conv_b']", (16,), '<f4'),
     ("params['W']", (256, 10), '<f4'),
     ("params['b']", (10,), '<f4'),
-    ("params['conv_b']", (16,), '<f4'),
-    ("params['conv_w']", (16, 1, 3, 3), '<f4'),
     ('x', (32, 1, 8, 8), '<f4'),
     ('y', (32,), '<i8'),
-    ('exp_avg[0]', (256, 10), '<f4'),
-    ('exp_avg[1]', (10,), '<f4'),
-    ('exp_avg[2]', (16,), '<f4'),
-    ('exp_avg[3]', (16, 1, 3, 3), '<f4'),
-    ('exp_avg_sq[0]', (256, 10), '<f4'),
-    ('exp_avg_sq[1]', (10,), '<f4'),
-    ('exp_avg_sq[2]', (16,), '<f4'),
-    ('exp_avg_sq[3]', (16, 1, 3, 3), '<f4'),
+    ('exp_avg[0]', (16, 1, 3, 3), '<f4'),
+    ('exp_avg[1]', (16,), '<f4'),
+    ('exp_avg[2]', (256, 10), '<f4'),
+    ('exp_avg[3]', (10,), '<f4'),
+    ('exp_avg_sq[0]', (16, 1, 3, 3), '<f4'),
+    ('exp_avg_sq[1]', (16,), '<f4'),
+    ('exp_avg_sq[2]', (256, 10), '<f4'),
+    ('exp_avg_sq[3]', (10,), '<f4'),
     ('lr', (), '<f4'),
     ('step_size', (), '<f4'),
     ('bias_correction2_sqrt', (), '<f4'),
@@ -1287,20 +1287,20 @@ INPUTS = [
 # (byte offset in the arena, or None when written in place into input i, i or None, shape, dtype)
 OUTPUTS = [
     (0, None, (), '<f4'),
-    (None, 0, (256, 10), '<f4'),
-    (None, 1, (10,), '<f4'),
-    (None, 2, (16,), '<f4'),
-    (None, 3, (16, 1, 3, 3), '<f4'),
-    (None, 6, (256, 10), '<f4'),
-    (None, 7, (10,), '<f4'),
-    (None, 8, (16,), '<f4'),
-    (None, 9, (16, 1, 3, 3), '<f4'),
-    (None, 10, (256, 10), '<f4'),
-    (None, 11, (10,), '<f4'),
-    (None, 12, (16,), '<f4'),
-    (None, 13, (16, 1, 3, 3), '<f4'),
+    (None, 0, (16, 1, 3, 3), '<f4'),
+    (None, 1, (16,), '<f4'),
+    (None, 2, (256, 10), '<f4'),
+    (None, 3, (10,), '<f4'),
+    (None, 6, (16, 1, 3, 3), '<f4'),
+    (None, 7, (16,), '<f4'),
+    (None, 8, (256, 10), '<f4'),
+    (None, 9, (10,), '<f4'),
+    (None, 10, (16, 1, 3, 3), '<f4'),
+    (None, 11, (16,), '<f4'),
+    (None, 12, (256, 10), '<f4'),
+    (None, 13, (10,), '<f4'),
 ]
-ARGS_TREE = ('tuple', (('dict', ('W', 'b', 'conv_b', 'conv_w'), (('*',), ('*',), ('*',), ('*',))), ('*',), ('*',)))
+ARGS_TREE = ('tuple', (('dict', ('conv_w', 'conv_b', 'W', 'b'), (('*',), ('*',), ('*',), ('*',))), ('*',), ('*',)))
 NAME = 'loss'
 N_ARGS = 3
 ARG_NAMES = ('params', 'x', 'y')
@@ -1323,8 +1323,8 @@ def _flatten(tree, x, path, leaves):
             raise TypeError(f"{path} must be a Python float, got {type(x).__name__}")
         leaves.append((path, np.float64(x)))
     elif kind == "dict":
-        if not isinstance(x, dict) or tuple(sorted(x, key=repr)) != tuple(tree[1]):
-            got = sorted(x, key=repr) if isinstance(x, dict) else type(x).__name__
+        if not isinstance(x, dict) or len(x) != len(tree[1]) or set(x) != set(tree[1]):
+            got = list(x) if isinstance(x, dict) else type(x).__name__
             raise TypeError(f"{path} must be a dict with keys {list(tree[1])}, got {got}")
         for k, t in zip(tree[1], tree[2]):
             _flatten(t, x[k], f"{path}[{k!r}]", leaves)

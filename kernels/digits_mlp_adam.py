@@ -21,15 +21,15 @@ Calling convention (version 2)
     lists, tuples) of NumPy arrays of exactly these shapes and dtypes; other leaves are
     static and must equal the values it was compiled with:
 
-        params = {'W1': float32[64,128], 'W2': float32[128,10], 'b1': float32[128], 'b2': float32[10]}
+        params = {'W1': float32[64,128], 'b1': float32[128], 'W2': float32[128,10], 'b2': float32[10]}
         x = float32[32,64]
         y = int64[32]
 
-    Flat argument order (the pytree leaves, dict keys sorted by repr), as the kernels take them:
+    Flat argument order (the pytree leaves, dict keys in the compiled example's order), as the kernels take them:
 
         0   params['W1']                 float32[64,128]
-        1   params['W2']                 float32[128,10]
-        2   params['b1']                 float32[128]
+        1   params['b1']                 float32[128]
+        2   params['W2']                 float32[128,10]
         3   params['b2']                 float32[10]
         4   x                            float32[32,64]
         5   y                            int64[32]
@@ -37,12 +37,12 @@ Calling convention (version 2)
     then the optimizer state and runtime scalars, which the step owns:
 
         6   exp_avg[0]                   float32[64,128]
-        7   exp_avg[1]                   float32[128,10]
-        8   exp_avg[2]                   float32[128]
+        7   exp_avg[1]                   float32[128]
+        8   exp_avg[2]                   float32[128,10]
         9   exp_avg[3]                   float32[10]
         10  exp_avg_sq[0]                float32[64,128]
-        11  exp_avg_sq[1]                float32[128,10]
-        12  exp_avg_sq[2]                float32[128]
+        11  exp_avg_sq[1]                float32[128]
+        12  exp_avg_sq[2]                float32[128,10]
         13  exp_avg_sq[3]                float32[10]
         14  lr                           float32[]
         15  step_size                    float32[]
@@ -939,7 +939,7 @@ _state["active"] = False
 # ================================================================================================
 # driver: the kernels in order (comments: the op, the user's source line)
 # ================================================================================================
-def run(A, params_W1, params_W2, params_b1, params_b2, x, y, exp_avg_0, exp_avg_1, exp_avg_2, exp_avg_3, exp_avg_sq_0, exp_avg_sq_1, exp_avg_sq_2, exp_avg_sq_3, lr, step_size, bias_correction2_sqrt, decay):
+def run(A, params_W1, params_b1, params_W2, params_b2, x, y, exp_avg_0, exp_avg_1, exp_avg_2, exp_avg_3, exp_avg_sq_0, exp_avg_sq_1, exp_avg_sq_2, exp_avg_sq_3, lr, step_size, bias_correction2_sqrt, decay):
     """Run the kernels in order. A: the arena's address; then each input's buffer address, in
     the flat order of `INPUTS`. Allocates nothing."""
     # k0: matmul over [32x128] -> %18
@@ -996,15 +996,15 @@ def run(A, params_W1, params_W2, params_b1, params_b2, x, y, exp_avg_0, exp_avg_
     # k16: matmul over [32x128] -> %65
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     matmul_d12a859f29(A + 20928, params_W2, A + 448, 320, 1280, 4096, 32, 128, 10)
-    # k17: subtract, multiply, add, sqrt, divide over [128x10] -> %104, %110, %119
+    # k17: subtract, multiply, add, sqrt, divide over [128x10] -> %129, %135, %144
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(1280, A + 22208, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W2)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(1280, A + 22208, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W2)
     # k18: where, sum over [32x128] -> %68, %69
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
     loop_where_sum_ba0eb27f5d(32, 128, A + 16832, A + 448, A + 20928)
-    # k19: subtract, multiply, add, sqrt, divide over [128] -> %124, %132, %144
+    # k19: subtract, multiply, add, sqrt, divide over [128] -> %105, %113, %125
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(128, A + 20928, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b1)
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(128, A + 20928, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b1)
     # k20: matmul over [64x128] -> %71
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
     matmul_0f49ec896f(x, A + 448, A + 16832, 2048, 4096, 8192, 64, 128, 32)
@@ -1042,18 +1042,18 @@ CONSTANTS = [
 # (name, shape, dtype) of each input, in the order `run` takes them
 INPUTS = [
     ("params['W1']", (64, 128), '<f4'),
-    ("params['W2']", (128, 10), '<f4'),
     ("params['b1']", (128,), '<f4'),
+    ("params['W2']", (128, 10), '<f4'),
     ("params['b2']", (10,), '<f4'),
     ('x', (32, 64), '<f4'),
     ('y', (32,), '<i8'),
     ('exp_avg[0]', (64, 128), '<f4'),
-    ('exp_avg[1]', (128, 10), '<f4'),
-    ('exp_avg[2]', (128,), '<f4'),
+    ('exp_avg[1]', (128,), '<f4'),
+    ('exp_avg[2]', (128, 10), '<f4'),
     ('exp_avg[3]', (10,), '<f4'),
     ('exp_avg_sq[0]', (64, 128), '<f4'),
-    ('exp_avg_sq[1]', (128, 10), '<f4'),
-    ('exp_avg_sq[2]', (128,), '<f4'),
+    ('exp_avg_sq[1]', (128,), '<f4'),
+    ('exp_avg_sq[2]', (128, 10), '<f4'),
     ('exp_avg_sq[3]', (10,), '<f4'),
     ('lr', (), '<f4'),
     ('step_size', (), '<f4'),
@@ -1064,19 +1064,19 @@ INPUTS = [
 OUTPUTS = [
     (0, None, (), '<f4'),
     (None, 0, (64, 128), '<f4'),
-    (None, 1, (128, 10), '<f4'),
-    (None, 2, (128,), '<f4'),
+    (None, 1, (128,), '<f4'),
+    (None, 2, (128, 10), '<f4'),
     (None, 3, (10,), '<f4'),
     (None, 6, (64, 128), '<f4'),
-    (None, 7, (128, 10), '<f4'),
-    (None, 8, (128,), '<f4'),
+    (None, 7, (128,), '<f4'),
+    (None, 8, (128, 10), '<f4'),
     (None, 9, (10,), '<f4'),
     (None, 10, (64, 128), '<f4'),
-    (None, 11, (128, 10), '<f4'),
-    (None, 12, (128,), '<f4'),
+    (None, 11, (128,), '<f4'),
+    (None, 12, (128, 10), '<f4'),
     (None, 13, (10,), '<f4'),
 ]
-ARGS_TREE = ('tuple', (('dict', ('W1', 'W2', 'b1', 'b2'), (('*',), ('*',), ('*',), ('*',))), ('*',), ('*',)))
+ARGS_TREE = ('tuple', (('dict', ('W1', 'b1', 'W2', 'b2'), (('*',), ('*',), ('*',), ('*',))), ('*',), ('*',)))
 NAME = 'loss'
 N_ARGS = 3
 ARG_NAMES = ('params', 'x', 'y')
@@ -1099,8 +1099,8 @@ def _flatten(tree, x, path, leaves):
             raise TypeError(f"{path} must be a Python float, got {type(x).__name__}")
         leaves.append((path, np.float64(x)))
     elif kind == "dict":
-        if not isinstance(x, dict) or tuple(sorted(x, key=repr)) != tuple(tree[1]):
-            got = sorted(x, key=repr) if isinstance(x, dict) else type(x).__name__
+        if not isinstance(x, dict) or len(x) != len(tree[1]) or set(x) != set(tree[1]):
+            got = list(x) if isinstance(x, dict) else type(x).__name__
             raise TypeError(f"{path} must be a dict with keys {list(tree[1])}, got {got}")
         for k, t in zip(tree[1], tree[2]):
             _flatten(t, x[k], f"{path}[{k!r}]", leaves)

@@ -21,14 +21,14 @@ Calling convention (version 2)
     lists, tuples) of NumPy arrays of exactly these shapes and dtypes; other leaves are
     static and must equal the values it was compiled with:
 
-        params = {'b': float32[1], 'w': float32[3,1]}
+        params = {'w': float32[3,1], 'b': float32[1]}
         x = float32[256,3]
         y = float32[256,1]
 
-    Flat argument order (the pytree leaves, dict keys sorted by repr), as the kernels take them:
+    Flat argument order (the pytree leaves, dict keys in the compiled example's order), as the kernels take them:
 
-        0   params['b']                  float32[1]
-        1   params['w']                  float32[3,1]
+        0   params['w']                  float32[3,1]
+        1   params['b']                  float32[1]
         2   x                            float32[256,3]
         3   y                            float32[256,1]
 
@@ -761,7 +761,7 @@ _state["active"] = False
 # ================================================================================================
 # driver: the kernels in order (comments: the op, the user's source line)
 # ================================================================================================
-def run(A, params_b, params_w, x, y, lr):
+def run(A, params_w, params_b, x, y, lr):
     """Run the kernels in order. A: the arena's address; then each input's buffer address, in
     the flat order of `INPUTS`. Allocates nothing."""
     # k0: matmul over [256x1] -> %5
@@ -771,7 +771,7 @@ def run(A, params_b, params_w, x, y, lr):
     #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
     #   linear_regression.py:39  return np.mean((pred - y) ** 2)
     loop_add_subtract_square_sum_multiply_1a9a6f49c6(256, A + 128, params_b, y, A + 64, A + 1152, A + 1216, A + 2240)
-    # k2: multiply, subtract over [1] -> %27
+    # k2: multiply, subtract over [1] -> %31
     #   optimizer SGD
     loop_multiply_subtract_950c9cf72b(lr, A + 2240, params_b)
     # k3: multiply over [scalar] -> %14
@@ -780,7 +780,7 @@ def run(A, params_b, params_w, x, y, lr):
     # k4: matmul over [3x1] -> %24
     #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
     matmul_ac7025f5d2(x, A + 1216, A + 2240, 768, 256, 3, 3, 1, 256)
-    # k5: multiply, subtract over [3x1] -> %31
+    # k5: multiply, subtract over [3x1] -> %28
     #   optimizer SGD
     loop_multiply_subtract_90bb8c22dd(3, lr, A + 2240, params_w)
 
@@ -798,8 +798,8 @@ CONSTANTS = [
 ]
 # (name, shape, dtype) of each input, in the order `run` takes them
 INPUTS = [
-    ("params['b']", (1,), '<f4'),
     ("params['w']", (3, 1), '<f4'),
+    ("params['b']", (1,), '<f4'),
     ('x', (256, 3), '<f4'),
     ('y', (256, 1), '<f4'),
     ('lr', (), '<f4'),
@@ -807,10 +807,10 @@ INPUTS = [
 # (byte offset in the arena, or None when written in place into input i, i or None, shape, dtype)
 OUTPUTS = [
     (0, None, (), '<f4'),
-    (None, 0, (1,), '<f4'),
-    (None, 1, (3, 1), '<f4'),
+    (None, 0, (3, 1), '<f4'),
+    (None, 1, (1,), '<f4'),
 ]
-ARGS_TREE = ('tuple', (('dict', ('b', 'w'), (('*',), ('*',))), ('*',), ('*',)))
+ARGS_TREE = ('tuple', (('dict', ('w', 'b'), (('*',), ('*',))), ('*',), ('*',)))
 NAME = 'loss'
 N_ARGS = 3
 ARG_NAMES = ('params', 'x', 'y')
@@ -833,8 +833,8 @@ def _flatten(tree, x, path, leaves):
             raise TypeError(f"{path} must be a Python float, got {type(x).__name__}")
         leaves.append((path, np.float64(x)))
     elif kind == "dict":
-        if not isinstance(x, dict) or tuple(sorted(x, key=repr)) != tuple(tree[1]):
-            got = sorted(x, key=repr) if isinstance(x, dict) else type(x).__name__
+        if not isinstance(x, dict) or len(x) != len(tree[1]) or set(x) != set(tree[1]):
+            got = list(x) if isinstance(x, dict) else type(x).__name__
             raise TypeError(f"{path} must be a dict with keys {list(tree[1])}, got {got}")
         for k, t in zip(tree[1], tree[2]):
             _flatten(t, x[k], f"{path}[{k!r}]", leaves)

@@ -17,18 +17,18 @@ Calling convention (version 2)
     lists, tuples) of NumPy arrays of exactly these shapes and dtypes; other leaves are
     static and must equal the values it was compiled with:
 
-        params = {'b': float32[1], 'w': float32[3,1]}
+        params = {'w': float32[3,1], 'b': float32[1]}
         x = float32[256,3]
         y = float32[256,1]
 
-    Flat argument order (the pytree leaves, dict keys sorted by repr), as the kernels take them:
+    Flat argument order (the pytree leaves, dict keys in the compiled example's order), as the kernels take them:
 
-        0   params['b']                  float32[1]
-        1   params['w']                  float32[3,1]
+        0   params['w']                  float32[3,1]
+        1   params['b']                  float32[1]
         2   x                            float32[256,3]
         3   y                            float32[256,1]
 
-    Returns (value, grads): value a float32 NumPy scalar, grads = {'b': float32[1], 'w': float32[3,1]}.
+    Returns (value, grads): value a float32 NumPy scalar, grads = {'w': float32[3,1], 'b': float32[1]}.
     The gradient arrays are views of this callable's fixed buffers: the next call overwrites
     them (copy them to keep them), as gradc.value_and_grad(copy=False) does; `ValueAndGrad(copy=True)`
     (`Grad(copy=True)`) makes a callable that returns fresh arrays.
@@ -727,7 +727,7 @@ _state["active"] = False
 # ================================================================================================
 # driver: the kernels in order (comments: the op, the user's source line)
 # ================================================================================================
-def run(A, params_b, params_w, x, y):
+def run(A, params_w, params_b, x, y):
     """Run the kernels in order. A: the arena's address; then each input's buffer address, in
     the flat order of `INPUTS`. Allocates nothing."""
     # k0: matmul over [256x1] -> %4
@@ -736,13 +736,13 @@ def run(A, params_b, params_w, x, y):
     # k1: add, subtract, square, sum, multiply over [256x1] -> %10, %20, %21
     #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
     #   linear_regression.py:39  return np.mean((pred - y) ** 2)
-    loop_add_subtract_square_sum_multiply_1a9a6f49c6(256, A + 256, params_b, y, A + 192, A + 1280, A + 1344, A + 64)
+    loop_add_subtract_square_sum_multiply_1a9a6f49c6(256, A + 256, params_b, y, A + 192, A + 1280, A + 1344, A + 128)
     # k2: multiply over [scalar] -> %13
     #   linear_regression.py:39  return np.mean((pred - y) ** 2)
     loop_multiply_eb41175293(A + 1280, A + 192, A)
     # k3: matmul over [3x1] -> %23
     #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
-    matmul_ac7025f5d2(x, A + 1344, A + 128, 768, 256, 3, 3, 1, 256)
+    matmul_ac7025f5d2(x, A + 1344, A + 64, 768, 256, 3, 3, 1, 256)
 
 
 # ================================================================================================
@@ -758,18 +758,18 @@ CONSTANTS = [
 ]
 # (name, shape, dtype) of each input, in the order `run` takes them
 INPUTS = [
-    ("params['b']", (1,), '<f4'),
     ("params['w']", (3, 1), '<f4'),
+    ("params['b']", (1,), '<f4'),
     ('x', (256, 3), '<f4'),
     ('y', (256, 1), '<f4'),
 ]
 # (byte offset in the arena, or None when written in place into input i, i or None, shape, dtype)
 OUTPUTS = [
     (0, None, (), '<f4'),
-    (64, None, (1,), '<f4'),
-    (128, None, (3, 1), '<f4'),
+    (64, None, (3, 1), '<f4'),
+    (128, None, (1,), '<f4'),
 ]
-ARGS_TREE = ('tuple', (('dict', ('b', 'w'), (('*',), ('*',))), ('*',), ('*',)))
+ARGS_TREE = ('tuple', (('dict', ('w', 'b'), (('*',), ('*',))), ('*',), ('*',)))
 NAME = 'loss'
 N_ARGS = 3
 ARG_NAMES = ('params', 'x', 'y')
@@ -792,8 +792,8 @@ def _flatten(tree, x, path, leaves):
             raise TypeError(f"{path} must be a Python float, got {type(x).__name__}")
         leaves.append((path, np.float64(x)))
     elif kind == "dict":
-        if not isinstance(x, dict) or tuple(sorted(x, key=repr)) != tuple(tree[1]):
-            got = sorted(x, key=repr) if isinstance(x, dict) else type(x).__name__
+        if not isinstance(x, dict) or len(x) != len(tree[1]) or set(x) != set(tree[1]):
+            got = list(x) if isinstance(x, dict) else type(x).__name__
             raise TypeError(f"{path} must be a dict with keys {list(tree[1])}, got {got}")
         for k, t in zip(tree[1], tree[2]):
             _flatten(t, x[k], f"{path}[{k!r}]", leaves)
@@ -943,7 +943,7 @@ class Compiled:
         """(The kernels write the owned arrays where they are: nothing to do.)"""
 
 
-GRAD_TREES = (('dict', ('b', 'w'), (('*',), ('*',))),)
+GRAD_TREES = (('dict', ('w', 'b'), (('*',), ('*',))),)
 GRAD_COUNTS = (2,)
 MANY_ARGNUMS = False
 

@@ -266,3 +266,30 @@ def test_explain_a_train_step_runs_nothing_and_touches_no_state():
     reference, ref_params = gradc.train_step(_half_step_loss, gradc.optim.SGD(lr=0.1, momentum=0.9)), _fresh_params()
     assert loss == reference(ref_params, x, y)
     np.testing.assert_array_equal(params["W"], ref_params["W"])
+
+
+def test_a_dict_argument_keeps_its_keys_order():
+    """The function sees the dict it was given, in its order: the keys were sorted by repr, so
+    a loop over params.values() of layer1, layer2, layer10 ran layer10 second (silently another
+    network); another order is another signature; gradients come back in the given order."""
+    rng = np.random.default_rng(0)
+    params = {f"layer{i}": rng.standard_normal((3, 3)) * 0.5 for i in (1, 2, 10)}
+    x = rng.standard_normal((2, 3))
+
+    def net(p, x):
+        h = x
+        for w in p.values():
+            h = np.tanh(h @ w)
+        return np.sum(h ** 2)
+
+    reordered = dict(reversed(list(params.items())))
+    f, vg = gradc.jit(net), gradc.value_and_grad(net)
+    for p in (params, reordered, params, reordered):  # (the fast path checks the order too)
+        assert f(p, x) == pytest.approx(net(p, x), rel=1e-12)
+        value, grads = vg(p, x)
+        assert value == pytest.approx(net(p, x), rel=1e-12) and list(grads) == list(p)
+    assert list(gradc.jit(lambda x: {"b": x, "a": 2 * x})(x)) == ["b", "a"]
+    step = gradc.train_step(net, gradc.optim.SGD(lr=0.1))
+    step({k: v.copy() for k, v in params.items()}, x)
+    with pytest.raises(gradc.SignatureError, match="another order"):
+        step({k: v.copy() for k, v in reordered.items()}, x)

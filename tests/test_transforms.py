@@ -354,7 +354,7 @@ def test_sgd_weight_decay_pytree_and_uniform_decay_unchanged():
         gradc.optim.SGD(lr=0.1, weight_decay="0.1")
     opts = gradc.optim.Adam(weight_decay=0.1, mask={"W": True, "b": False, "ln": True,
                                                     "emb": False}).leaf_options(p)
-    assert [o["weight_decay"] for o in opts] == [0.1, 0.0, 0.0, 0.1]  # flatten order: W b emb ln
+    assert [o["weight_decay"] for o in opts] == [0.1, 0.0, 0.1, 0.0]  # flatten order: W b ln emb
 
 
 def test_hvp_takes_tuples_and_python_number_tangents():

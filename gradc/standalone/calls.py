@@ -26,8 +26,8 @@ def _flatten(tree, x, path, leaves):
             raise TypeError(f"{path} must be a Python float, got {type(x).__name__}")
         leaves.append((path, np.float64(x)))
     elif kind == "dict":
-        if not isinstance(x, dict) or tuple(sorted(x, key=repr)) != tuple(tree[1]):
-            got = sorted(x, key=repr) if isinstance(x, dict) else type(x).__name__
+        if not isinstance(x, dict) or len(x) != len(tree[1]) or set(x) != set(tree[1]):
+            got = list(x) if isinstance(x, dict) else type(x).__name__
             raise TypeError(f"{path} must be a dict with keys {list(tree[1])}, got {got}")
         for k, t in zip(tree[1], tree[2]):
             _flatten(t, x[k], f"{path}[{k!r}]", leaves)
