@@ -200,9 +200,12 @@ class OutsideWalk:
         owner = getattr(fun, "__self__", None)
         if isinstance(fun, types.MethodType) and not isinstance(owner, (type, types.ModuleType)):
             self._consider(owner, "self", depth, Path(owner, ()))
+            self.plain.append(("type(self)", type(owner), Path(owner, (("type", None),))))
             fun = fun.__func__
         elif not isinstance(fun, (types.FunctionType, types.BuiltinFunctionType, type)):
             self._consider(fun, "self", depth, Path(fun, ()))  # (a callable object)
+            # (its class: `m.__class__ = Sub` makes self.act another method)
+            self.plain.append(("type(self)", type(fun), Path(fun, (("type", None),))))
             fun = getattr(type(fun), "__call__", None)
         fun = inspect.unwrap(fun) if isinstance(fun, types.FunctionType) else fun
         if not isinstance(fun, types.FunctionType):
@@ -394,15 +397,17 @@ def _users(cls):
 
 
 def _class_items(cls, name, instance_attrs):
-    """(name, "attr", key, value) of the numbers, strings, arrays and functions the user's
-    class `cls` and its bases hold, but for `instance_attrs` (the object's own, which win)."""
+    """(name, "attr", key, value) of the numbers, strings, arrays and functions (its methods)
+    the user's class `cls` and its bases hold, but for `instance_attrs` (the object's own,
+    which win)."""
     items, seen = [], set(instance_attrs)
     for klass in cls.__mro__:
         if not _users(klass):
             continue
         for key, value in list(vars(klass).items())[:MAX_ITEMS]:
             if key not in seen and not key.startswith("__") and (
-                    type(value) in _PLAIN or isinstance(value, (np.ndarray, np.generic))):
+                    type(value) in _PLAIN or isinstance(value, (np.ndarray, np.generic))
+                    or type(value) is types.FunctionType):  # (a method: Base.act = ... patched)
                 seen.add(key)
                 items.append((f"{name}.{key}", "attr", key, value))
     return items

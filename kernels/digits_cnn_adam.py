@@ -334,6 +334,18 @@ def _ieee_extremum(name):
 fmaximum, fminimum = _ieee_extremum("maximum"), _ieee_extremum("minimum")
 
 
+@intrinsic
+def radd(typingctx, a, b):
+    """`a + b` of two floats that LLVM may reassociate: a loop kernel's sum accumulates through
+    it, so LLVM vectorizes the sum, while the kernel's other arithmetic (MAP_FASTMATH) keeps the
+    order written (with the whole kernel reassociable, (x + c) - c fused into a sum became x, and
+    a log-softmax summed into a loss lost its stable form). llvm_cpu.py emits the same."""
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+    return a(a, b), lambda context, builder, signature, args: builder.fadd(
+        *args, flags=("reassoc",))
+
+
 # libm's cbrt: Numba's np.cbrt is a double-precision pow with branches, 60x slower than NumPy's;
 # a call of cbrtf/cbrt vectorizes through libmvec (codegen/vecmath.py) like the other math calls
 _libm_cbrt = {types.float32: types.ExternalFunction("cbrtf", types.float32(types.float32)),
@@ -753,9 +765,9 @@ def matmul_e32c5293da(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     sgemm(False, False, m, n, k, x0, x1, out)
 
 
-# loop_add_max_ac71053825: add, max; called by k5
-@njit("void(int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_max_ac71053825(n0, n1, p0, p1, p2):
+# loop_add_max_f42d8df26e: add, max; called by k5
+@njit("void(int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_add_max_f42d8df26e(n0, n1, p0, p1, p2):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
@@ -781,9 +793,9 @@ def loop_abs_less_where_07faff2616(n0, p0):
         a0[i0] = t3
 
 
-# loop_add_subtract_exp_sum_565d895f55: add, subtract, exp, sum; called by k7
-@njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_subtract_exp_sum_565d895f55(n0, n1, p0, p1, p2, p3):
+# loop_add_subtract_exp_sum_f3881f3f68: add, subtract, exp, sum; called by k7
+@njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_add_subtract_exp_sum_f3881f3f68(n0, n1, p0, p1, p2, p3):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
@@ -798,7 +810,7 @@ def loop_add_subtract_exp_sum_565d895f55(n0, n1, p0, p1, p2, p3):
             t4 = t2 - t3  # subtract
             t5 = np.exp(t4)  # exp
             a0[i0 * n1 + i1] = t4
-            acc3 = acc3 + t5  # sum
+            acc3 = radd(acc3, t5)  # sum
         a3[i0] = acc3
 
 
@@ -849,9 +861,9 @@ def take_along_axis_1a2b1c0126(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer
                 out[(a * m + t) * inner + b] = x0[(a * n + j) * inner + b]
 
 
-# loop_sum_de5c64cbcc: sum, copy; called by k11
-@njit("void(int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_sum_de5c64cbcc(n0, p0, p1, p2):
+# loop_sum_12dbf15462: sum, copy; called by k11
+@njit("void(int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_sum_12dbf15462(n0, p0, p1, p2):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
@@ -860,7 +872,7 @@ def loop_sum_de5c64cbcc(n0, p0, p1, p2):
     for i0 in range(n0):
         t0 = a0[i0]
         t3 = t2  # copy
-        acc2 = acc2 + t0  # sum
+        acc2 = radd(acc2, t0)  # sum
         a0[i0] = t3
     a2[0] = acc2
 
@@ -897,22 +909,22 @@ def take_along_axis_grad_40ce20dbc9(p_x0, p_x1, p_out, len_x0, len_x1, len_out, 
                 out[(a * n + j) * inner + b] += x0[(a * m + t) * inner + b]
 
 
-# loop_sum_da830f292b: sum; called by k14
-@njit("void(int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_sum_da830f292b(n0, n1, p0, p1):
+# loop_sum_5b2d14212c: sum; called by k14
+@njit("void(int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_sum_5b2d14212c(n0, n1, p0, p1):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     for i0 in range(n0):
         acc1 = f32(0.0)
         for i1 in range(n1):
             t0 = a0[i0 * n1 + i1]
-            acc1 = acc1 + t0  # sum
+            acc1 = radd(acc1, t0)  # sum
         a1[i0] = acc1
 
 
-# loop_multiply_subtract_sum_5f1cd7e815: multiply, subtract, sum; called by k15
-@njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_multiply_subtract_sum_5f1cd7e815(n0, n1, p0, p1, p2, p3):
+# loop_multiply_subtract_sum_1fe1a853ce: multiply, subtract, sum; called by k15
+@njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_multiply_subtract_sum_1fe1a853ce(n0, n1, p0, p1, p2, p3):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
@@ -927,7 +939,7 @@ def loop_multiply_subtract_sum_5f1cd7e815(n0, n1, p0, p1, p2, p3):
             t2 = t0 * t1  # multiply
             t4 = t3 - t2  # subtract
             a2[i0 * n1 + i1] = t4
-            a3[i1] = a3[i1] + t4  # sum
+            a3[i1] = radd(a3[i1], t4)  # sum
 
 
 # matmul_0f49ec896f: matmul; called by k16
@@ -1079,9 +1091,9 @@ def loop_subtract_multiply_add_sqrt_divide_4f33c2476f(n0, p0, p1, p2, p3, p4, p5
         a9[i0] = t22
 
 
-# loop_where_sum_f1ce823cc3: where, sum; called by k22
-@njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_where_sum_f1ce823cc3(n0, n1, n2, p0, p1, p2):
+# loop_where_sum_c7c3e407fe: where, sum; called by k22
+@njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_where_sum_c7c3e407fe(n0, n1, n2, p0, p1, p2):
     a0 = bool_array(p0, n0 * n1 * n2)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
@@ -1095,8 +1107,8 @@ def loop_where_sum_f1ce823cc3(n0, n1, n2, p0, p1, p2):
                 t1 = a1[(i0 * n1 + i1) * n2 + i2]
                 t2 = t1 if t0 else f32(0.0)  # where
                 a1[(i0 * n1 + i1) * n2 + i2] = t2
-                acc2 = acc2 + t2  # sum
-            a2[i1] = a2[i1] + acc2
+                acc2 = radd(acc2, t2)  # sum
+            a2[i1] = radd(a2[i1], acc2)
 
 
 # conv2d_grad_weight_d4061d812d: conv2d_grad_weight; called by k24
@@ -1171,14 +1183,14 @@ def run(A, params_conv_w, params_conv_b, params_W, params_b, x, y, exp_avg_0, ex
     # k5: add, max over [32x10] -> %36
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_max_ac71053825(32, 10, A + 164288, params_b, A + 165568)
+    loop_add_max_f42d8df26e(32, 10, A + 164288, params_b, A + 165568)
     # k6: abs, less, where over [32x1] -> %45
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     loop_abs_less_where_07faff2616(32, A + 165568)
     # k7: add, subtract, exp, sum over [32x10] -> %47, %49
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_subtract_exp_sum_565d895f55(32, 10, A + 164288, params_b, A + 165568, A + 166848)
+    loop_add_subtract_exp_sum_f3881f3f68(32, 10, A + 164288, params_b, A + 165568, A + 166848)
     # k8: log over [32x1] -> %50
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     loop_log_00c38e4f57(32, A + 166848, A + 166976)
@@ -1190,7 +1202,7 @@ def run(A, params_conv_w, params_conv_b, params_W, params_b, x, y, exp_avg_0, ex
     take_along_axis_1a2b1c0126(A + 164288, y, A + 166848, 320, 32, 32, 32, 10, 1, 1)
     # k11: sum, copy over [32x1] -> %55, %63
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_de5c64cbcc(32, A + 166848, A + 128, A + 164288)
+    loop_sum_12dbf15462(32, A + 166848, A + 128, A + 164288)
     # k12: multiply, negative over [scalar] -> %59
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     loop_multiply_negative_3ce3d800bd(A + 164288, A + 64, A)
@@ -1199,11 +1211,11 @@ def run(A, params_conv_w, params_conv_b, params_W, params_b, x, y, exp_avg_0, ex
     take_along_axis_grad_40ce20dbc9(A + 166848, y, A + 164288, 32, 32, 320, 32, 10, 1, 1)
     # k14: sum over [32x10] -> %67
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_da830f292b(32, 10, A + 164288, A + 166848)
+    loop_sum_5b2d14212c(32, 10, A + 164288, A + 166848)
     # k15: multiply, subtract, sum over [32x10] -> %70, %71
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    loop_multiply_subtract_sum_5f1cd7e815(32, 10, A + 165568, A + 166848, A + 164288, A + 285632)
+    loop_multiply_subtract_sum_1fe1a853ce(32, 10, A + 165568, A + 166848, A + 164288, A + 285632)
     # k16: matmul over [256x10] -> %73
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     matmul_0f49ec896f(A + 131520, A + 164288, A + 275392, 8192, 320, 2560, 256, 10, 32)
@@ -1225,7 +1237,7 @@ def run(A, params_conv_w, params_conv_b, params_W, params_b, x, y, exp_avg_0, ex
     # k22: where, sum over [32x16x8x8] -> %83, %84
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
-    loop_where_sum_f1ce823cc3(32, 16, 64, A + 197056, A + 448, A + 131520)
+    loop_where_sum_c7c3e407fe(32, 16, 64, A + 197056, A + 448, A + 131520)
     # k23: subtract, multiply, add, sqrt, divide over [16] -> %120, %128, %140
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_4f33c2476f(16, A + 131520, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_b)

@@ -334,6 +334,18 @@ def _ieee_extremum(name):
 fmaximum, fminimum = _ieee_extremum("maximum"), _ieee_extremum("minimum")
 
 
+@intrinsic
+def radd(typingctx, a, b):
+    """`a + b` of two floats that LLVM may reassociate: a loop kernel's sum accumulates through
+    it, so LLVM vectorizes the sum, while the kernel's other arithmetic (MAP_FASTMATH) keeps the
+    order written (with the whole kernel reassociable, (x + c) - c fused into a sum became x, and
+    a log-softmax summed into a loss lost its stable form). llvm_cpu.py emits the same."""
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+    return a(a, b), lambda context, builder, signature, args: builder.fadd(
+        *args, flags=("reassoc",))
+
+
 # libm's cbrt: Numba's np.cbrt is a double-precision pow with branches, 60x slower than NumPy's;
 # a call of cbrtf/cbrt vectorizes through libmvec (codegen/vecmath.py) like the other math calls
 _libm_cbrt = {types.float32: types.ExternalFunction("cbrtf", types.float32(types.float32)),
@@ -679,9 +691,9 @@ def loop_add_relu_greater_f08df3c402(n0, n1, p0, p1, p2):
             a2[i0 * n1 + i1] = t4
 
 
-# loop_add_max_ac71053825: add, max; called by k3
-@njit("void(int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_max_ac71053825(n0, n1, p0, p1, p2):
+# loop_add_max_f42d8df26e: add, max; called by k3
+@njit("void(int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_add_max_f42d8df26e(n0, n1, p0, p1, p2):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
@@ -707,9 +719,9 @@ def loop_abs_less_where_07faff2616(n0, p0):
         a0[i0] = t3
 
 
-# loop_add_subtract_exp_sum_565d895f55: add, subtract, exp, sum; called by k5
-@njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_subtract_exp_sum_565d895f55(n0, n1, p0, p1, p2, p3):
+# loop_add_subtract_exp_sum_f3881f3f68: add, subtract, exp, sum; called by k5
+@njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_add_subtract_exp_sum_f3881f3f68(n0, n1, p0, p1, p2, p3):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
@@ -724,7 +736,7 @@ def loop_add_subtract_exp_sum_565d895f55(n0, n1, p0, p1, p2, p3):
             t4 = t2 - t3  # subtract
             t5 = np.exp(t4)  # exp
             a0[i0 * n1 + i1] = t4
-            acc3 = acc3 + t5  # sum
+            acc3 = radd(acc3, t5)  # sum
         a3[i0] = acc3
 
 
@@ -775,9 +787,9 @@ def take_along_axis_316db551a1(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer
                 out[(a * m + t) * inner + b] = x0[(a * n + j) * inner + b]
 
 
-# loop_sum_de5c64cbcc: sum, copy; called by k9
-@njit("void(int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_sum_de5c64cbcc(n0, p0, p1, p2):
+# loop_sum_12dbf15462: sum, copy; called by k9
+@njit("void(int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_sum_12dbf15462(n0, p0, p1, p2):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
@@ -786,7 +798,7 @@ def loop_sum_de5c64cbcc(n0, p0, p1, p2):
     for i0 in range(n0):
         t0 = a0[i0]
         t3 = t2  # copy
-        acc2 = acc2 + t0  # sum
+        acc2 = radd(acc2, t0)  # sum
         a0[i0] = t3
     a2[0] = acc2
 
@@ -823,22 +835,22 @@ def take_along_axis_grad_c5e74b05a9(p_x0, p_x1, p_out, len_x0, len_x1, len_out, 
                 out[(a * n + j) * inner + b] += x0[(a * m + t) * inner + b]
 
 
-# loop_sum_da830f292b: sum; called by k12
-@njit("void(int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_sum_da830f292b(n0, n1, p0, p1):
+# loop_sum_5b2d14212c: sum; called by k12
+@njit("void(int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_sum_5b2d14212c(n0, n1, p0, p1):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     for i0 in range(n0):
         acc1 = f32(0.0)
         for i1 in range(n1):
             t0 = a0[i0 * n1 + i1]
-            acc1 = acc1 + t0  # sum
+            acc1 = radd(acc1, t0)  # sum
         a1[i0] = acc1
 
 
-# loop_multiply_subtract_sum_5f1cd7e815: multiply, subtract, sum; called by k13
-@njit("void(int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_multiply_subtract_sum_5f1cd7e815(n0, n1, p0, p1, p2, p3):
+# loop_multiply_subtract_sum_1fe1a853ce: multiply, subtract, sum; called by k13
+@njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_multiply_subtract_sum_1fe1a853ce(n0, n1, p0, p1, p2, p3):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
@@ -853,7 +865,7 @@ def loop_multiply_subtract_sum_5f1cd7e815(n0, n1, p0, p1, p2, p3):
             t2 = t0 * t1  # multiply
             t4 = t3 - t2  # subtract
             a2[i0 * n1 + i1] = t4
-            a3[i1] = a3[i1] + t4  # sum
+            a3[i1] = radd(a3[i1], t4)  # sum
 
 
 # loop_subtract_multiply_add_sqrt_divide_4f33c2476f: subtract, multiply, add, sqrt, divide; called by k14, k17, k19, k21
@@ -916,9 +928,9 @@ def matmul_d12a859f29(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     sgemm(False, True, m, n, k, x0, x1, out)
 
 
-# loop_where_sum_ba0eb27f5d: where, sum; called by k18
-@njit("void(int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_where_sum_ba0eb27f5d(n0, n1, p0, p1, p2):
+# loop_where_sum_fd6baf4cb7: where, sum; called by k18
+@njit("void(int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_where_sum_fd6baf4cb7(n0, n1, p0, p1, p2):
     a0 = bool_array(p0, n0 * n1)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
@@ -930,7 +942,7 @@ def loop_where_sum_ba0eb27f5d(n0, n1, p0, p1, p2):
             t1 = a1[i0 * n1 + i1]
             t2 = t1 if t0 else f32(0.0)  # where
             a1[i0 * n1 + i1] = t2
-            a2[i1] = a2[i1] + t2  # sum
+            a2[i1] = radd(a2[i1], t2)  # sum
 
 
 _state["active"] = False
@@ -954,14 +966,14 @@ def run(A, params_W1, params_b1, params_W2, params_b2, x, y, exp_avg_0, exp_avg_
     # k3: add, max over [32x10] -> %27
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_max_ac71053825(32, 10, A + 20928, params_b2, A + 22208)
+    loop_add_max_f42d8df26e(32, 10, A + 20928, params_b2, A + 22208)
     # k4: abs, less, where over [32x1] -> %36
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     loop_abs_less_where_07faff2616(32, A + 22208)
     # k5: add, subtract, exp, sum over [32x10] -> %38, %40
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_subtract_exp_sum_565d895f55(32, 10, A + 20928, params_b2, A + 22208, A + 22336)
+    loop_add_subtract_exp_sum_f3881f3f68(32, 10, A + 20928, params_b2, A + 22208, A + 22336)
     # k6: log over [32x1] -> %41
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     loop_log_00c38e4f57(32, A + 22336, A + 22208)
@@ -973,7 +985,7 @@ def run(A, params_W1, params_b1, params_W2, params_b2, x, y, exp_avg_0, exp_avg_
     take_along_axis_316db551a1(A + 20928, y, A + 22208, 320, 32, 32, 32, 10, 1, 1)
     # k9: sum, copy over [32x1] -> %46, %54
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_de5c64cbcc(32, A + 22208, A + 128, A + 22336)
+    loop_sum_12dbf15462(32, A + 22208, A + 128, A + 22336)
     # k10: multiply, negative over [scalar] -> %50
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     loop_multiply_negative_3ce3d800bd(A + 22336, A + 64, A)
@@ -982,11 +994,11 @@ def run(A, params_W1, params_b1, params_W2, params_b2, x, y, exp_avg_0, exp_avg_
     take_along_axis_grad_c5e74b05a9(A + 22208, y, A + 20928, 32, 32, 320, 32, 10, 1, 1)
     # k12: sum over [32x10] -> %58
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_da830f292b(32, 10, A + 20928, A + 22208)
+    loop_sum_5b2d14212c(32, 10, A + 20928, A + 22208)
     # k13: multiply, subtract, sum over [32x10] -> %61, %62
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    loop_multiply_subtract_sum_5f1cd7e815(32, 10, A + 22464, A + 22208, A + 20928, A + 22336)
+    loop_multiply_subtract_sum_1fe1a853ce(32, 10, A + 22464, A + 22208, A + 20928, A + 22336)
     # k14: subtract, multiply, add, sqrt, divide over [10] -> %148, %154, %163
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 22336, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b2)
@@ -1001,7 +1013,7 @@ def run(A, params_W1, params_b1, params_W2, params_b2, x, y, exp_avg_0, exp_avg_
     loop_subtract_multiply_add_sqrt_divide_4f33c2476f(1280, A + 22208, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W2)
     # k18: where, sum over [32x128] -> %68, %69
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    loop_where_sum_ba0eb27f5d(32, 128, A + 16832, A + 448, A + 20928)
+    loop_where_sum_fd6baf4cb7(32, 128, A + 16832, A + 448, A + 20928)
     # k19: subtract, multiply, add, sqrt, divide over [128] -> %105, %113, %125
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_4f33c2476f(128, A + 20928, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b1)

@@ -316,6 +316,18 @@ def _ieee_extremum(name):
 fmaximum, fminimum = _ieee_extremum("maximum"), _ieee_extremum("minimum")
 
 
+@intrinsic
+def radd(typingctx, a, b):
+    """`a + b` of two floats that LLVM may reassociate: a loop kernel's sum accumulates through
+    it, so LLVM vectorizes the sum, while the kernel's other arithmetic (MAP_FASTMATH) keeps the
+    order written (with the whole kernel reassociable, (x + c) - c fused into a sum became x, and
+    a log-softmax summed into a loss lost its stable form). llvm_cpu.py emits the same."""
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+    return a(a, b), lambda context, builder, signature, args: builder.fadd(
+        *args, flags=("reassoc",))
+
+
 # libm's cbrt: Numba's np.cbrt is a double-precision pow with branches, 60x slower than NumPy's;
 # a call of cbrtf/cbrt vectorizes through libmvec (codegen/vecmath.py) like the other math calls
 _libm_cbrt = {types.float32: types.ExternalFunction("cbrtf", types.float32(types.float32)),
@@ -657,9 +669,9 @@ def matmul_198a91783f(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
                     out[i * n + j] += s * x1[p * n + j]
 
 
-# loop_add_subtract_square_sum_multiply_1a9a6f49c6: add, subtract, square, sum, multiply; called by k1
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
-def loop_add_subtract_square_sum_multiply_1a9a6f49c6(n0, p0, p1, p2, p3, p4, p5, p6):
+# loop_add_subtract_square_sum_multiply_eabb712b73: add, subtract, square, sum, multiply; called by k1
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_add_subtract_square_sum_multiply_eabb712b73(n0, p0, p1, p2, p3, p4, p5, p6):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
@@ -679,9 +691,9 @@ def loop_add_subtract_square_sum_multiply_1a9a6f49c6(n0, p0, p1, p2, p3, p4, p5,
         t5 = t4 * t4  # square
         t8 = t7 * f32(2.0)  # multiply
         t9 = t8 * t4  # multiply
-        acc4 = acc4 + t5  # sum
+        acc4 = radd(acc4, t5)  # sum
         a5[i0] = t9
-        acc6 = acc6 + t9  # sum
+        acc6 = radd(acc6, t9)  # sum
     a4[0] = acc4
     a6[0] = acc6
 
@@ -736,7 +748,7 @@ def run(A, params_w, params_b, x, y):
     # k1: add, subtract, square, sum, multiply over [256x1] -> %10, %20, %21
     #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
     #   linear_regression.py:39  return np.mean((pred - y) ** 2)
-    loop_add_subtract_square_sum_multiply_1a9a6f49c6(256, A + 256, params_b, y, A + 192, A + 1280, A + 1344, A + 128)
+    loop_add_subtract_square_sum_multiply_eabb712b73(256, A + 256, params_b, y, A + 192, A + 1280, A + 1344, A + 128)
     # k2: multiply over [scalar] -> %13
     #   linear_regression.py:39  return np.mean((pred - y) ** 2)
     loop_multiply_eb41175293(A + 1280, A + 192, A)

@@ -648,3 +648,47 @@ def test_an_array_read_with_numpy_alone_that_keeps_changing_is_named_with_its_fi
         for _ in range(10):
             bn.var += 1.0
             np.testing.assert_allclose(forward(X), bn.forward(X), rtol=1e-13)
+
+
+def test_a_method_patched_on_the_class_or_a_new_class_traces_again():
+    """gradc.jit(m.forward), forward calling self.act: patching the class's act, or giving m
+    another class, changes what self.act runs; both kept the first trace's act."""
+    class Base:
+        def __init__(self):
+            self.W = np.eye(3) * 2
+
+        def act(self, x):
+            return np.tanh(x)
+
+        def forward(self, x):
+            return self.act(x @ self.W).sum()
+
+    class Sub(Base):
+        def act(self, x):
+            return np.sin(x)
+
+    a = np.array([0.5, -1.0, 2.0])
+    m = Base()
+    f = gradc.jit(m.forward)
+    for change in (lambda: None, lambda: setattr(m, "__class__", Sub),
+                   lambda: setattr(Sub, "act", lambda self, x: x ** 2)):
+        change()
+        assert f(a) == pytest.approx(m.forward(a), rel=1e-12)
+        assert f(a) == pytest.approx(m.forward(a), rel=1e-12)  # (the fast path too)
+    calls = [0]
+
+    class Layer:
+        scale = 2.0
+
+        def __call__(self, x):
+            calls[0] += 1
+            return np.sum(self.inner(x) * self.scale)
+
+        def inner(self, x):
+            return x * 3.0
+
+    layer = Layer()
+    g = gradc.jit(layer)
+    for _ in range(3):
+        assert g(a) == pytest.approx(np.sum(a * 6.0))
+    assert calls[0] == 1  # (traced once: an unchanged method is no change)

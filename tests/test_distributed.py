@@ -216,7 +216,7 @@ def test_data_parallel_step_refuses_parameters_that_share_memory():
     w = np.ones(3, np.float32)
     x = np.ones((4, 3), np.float32)
     for _ in range(2):  # the first step (model check) and a later one
-        with pytest.raises(gradc.SignatureError, match=r"p\['v'\] and p\['w'\] share memory"):
+        with pytest.raises(gradc.SignatureError, match=r"p\['w'\] and p\['v'\] share memory"):
             step({"w": w, "v": w}, x)
         np.testing.assert_array_equal(w, 1.0)
         step({"w": np.ones(3, np.float32), "v": np.ones(3, np.float32)}, x)

@@ -100,6 +100,8 @@ def combine(red, acc, x):
     update, which it does not vectorize."""
     if red.op in ("max", "min") and np.dtype(red.dtype).kind == "f":
         return f"f{red.op}imum({acc}, freeze({x}))"
+    if red.op == "sum" and np.dtype(red.dtype).kind == "f":
+        return f"radd({acc}, {x})"  # (the one reassociable operation of a loop kernel)
     return red.combine(acc, x)
 
 
@@ -438,7 +440,7 @@ def loop_kernel(kernel, fusion, address):
                 emit(depth, f"{target} = {value}")
 
     ks = KernelSource("loop_" + (nest.title() or "copy"), params.names, lines, params.values,
-                      reassociate=bool(nest.reductions))
+                      reassociate=False)  # (its sums through rt.radd: see `combine`)
     if kernel.parallel:
         _cut_in_chunks(ks, nest, array_of, arrays, address, kernel.index)
     return ks

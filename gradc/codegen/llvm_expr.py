@@ -371,6 +371,9 @@ class Expressions:
         if name == "freeze" and len(e.args) == 1:
             value, dtype = self._expr(e.args[0])
             return emit_freeze(self.builder, value), dtype
+        if name == "radd" and len(e.args) == 2:  # (rt.radd: a sum's reassociable add)
+            (a, dtype), (b, _) = self._same_type(e, FLOATS)
+            return self.builder.fadd(a, b, flags=("reassoc",)), dtype
         if name in CLASSIFY and len(e.args) == 1:
             return self._classify(name, *self._expr(e.args[0]))
         if name in INTRINSIC or name in LIBM:

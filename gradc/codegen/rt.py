@@ -119,6 +119,18 @@ def _ieee_extremum(name):
 fmaximum, fminimum = _ieee_extremum("maximum"), _ieee_extremum("minimum")
 
 
+@intrinsic
+def radd(typingctx, a, b):
+    """`a + b` of two floats that LLVM may reassociate: a loop kernel's sum accumulates through
+    it, so LLVM vectorizes the sum, while the kernel's other arithmetic (MAP_FASTMATH) keeps the
+    order written (with the whole kernel reassociable, (x + c) - c fused into a sum became x, and
+    a log-softmax summed into a loss lost its stable form). llvm_cpu.py emits the same."""
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+    return a(a, b), lambda context, builder, signature, args: builder.fadd(
+        *args, flags=("reassoc",))
+
+
 # libm's cbrt: Numba's np.cbrt is a double-precision pow with branches, 60x slower than NumPy's;
 # a call of cbrtf/cbrt vectorizes through libmvec (codegen/vecmath.py) like the other math calls
 _libm_cbrt = {types.float32: types.ExternalFunction("cbrtf", types.float32(types.float32)),

@@ -1085,3 +1085,34 @@ def test_reciprocal_square_root_at_zero_infinity_and_subnormals(dtype):
             np.testing.assert_allclose(gradc.jit(f)(y), want, rtol=4 * np.finfo(dtype).eps)
         np.testing.assert_allclose(gradc.grad(lambda y: np.sum(np.sqrt(y)))(y), 0.5 * want,
                                    rtol=4 * np.finfo(dtype).eps)
+
+
+def test_a_sum_reassociates_only_its_own_accumulation():
+    """The arithmetic fused into a sum keeps the order written: with the whole kernel
+    reassociable, (x * 100 + c) - c (a rounding trick) was folded to x * 100, error-free
+    transforms came out exactly 0, and a log-softmax summed into a loss lost its stable form
+    (error 4.7e-2 at logits of 1e7 in float32)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(1000).astype(np.float32)
+    c = np.float32(1.5 * 2 ** 23)
+    rounded = gradc.jit(lambda x: np.sum((x * 100 + c) - c))(x)
+    assert rounded == np.sum((x * 100 + c) - c)  # (integers: exact in any order)
+    a, b = x, rng.standard_normal(1000).astype(np.float32) * np.float32(1e-4)
+
+    def two_sum_error(a, b):  # (what a + b lost to rounding, exactly)
+        s = a + b
+        bb = s - a
+        return np.sum((a - (s - bb)) + (b - bb))
+
+    err = gradc.jit(two_sum_error)(a, b)
+    assert err != 0 and abs(err - two_sum_error(a, b)) <= 1e-6 * np.sum(np.abs(b))
+    logits = (1e7 + 3.0 * rng.standard_normal((64, 10))).astype(np.float32)
+    onehot = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 64)]
+
+    def nll(z):
+        return -np.mean(np.sum(onehot * gradc.nn.log_softmax(z, axis=1), axis=1))
+
+    z64 = logits.astype(np.float64)
+    ref = -np.mean(np.sum(onehot * (z64 - z64.max(1, keepdims=True) - np.log(np.sum(
+        np.exp(z64 - z64.max(1, keepdims=True)), 1, keepdims=True))), 1))
+    assert abs(gradc.jit(nll)(logits) - ref) < 1e-5
