@@ -17,9 +17,12 @@ def _sum_vjp(node, g):
 
 
 def _extremum_vjp(node, g):
-    # The gradient goes to the elements equal to the extremum, shared evenly between ties.
+    # The gradient goes to the elements equal to the extremum, shared evenly between ties; a
+    # NaN extremum's to the NaNs (as PyTorch's: it was 0 everywhere, hiding the NaN loss)
     x, y = node.inputs[0], node.output
     hit = x == fn.broadcast_to(y, x.shape)
+    if x.dtype.kind == "f":
+        hit = x.graph.apply("logical_or", (hit, x.graph.apply("isnan", (x,))))
     count = fn.sum(fn.astype(hit, x.dtype), node.attr["axes"], keepdims=True)
     return [fn.where(hit, fn.broadcast_to(g / count, x.shape), 0)]
 

@@ -716,6 +716,14 @@ def test_max_gradient_is_shared_between_ties():
     np.testing.assert_allclose(g, [0.0, 0.5, 0.5, 0.0])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_nan_extremum_sends_its_gradient_to_the_nans(dtype):
+    # (it went nowhere: a NaN loss with all-zero gradients)
+    x = np.array([[1.0, np.nan, 3.0, 3.0], [1.0, 2.0, 5.0, 5.0]], dtype)
+    g = gradc.grad(lambda x: np.sum(np.max(x, axis=1)) + np.min(x[1]))(x)
+    np.testing.assert_array_equal(g, [[0, 1, 0, 0], [1, 0, 0.5, 0.5]])
+
+
 def test_max_pool_gradient_goes_to_the_first_max():
     """PyTorch's rule: each window's gradient goes to its first maximum in row-major order
     (not shared between ties as np.max's is); overlapping windows add up."""
