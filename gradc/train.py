@@ -369,7 +369,8 @@ class TrainStep:
             self._state = {slot: [np.zeros(x.shape, x.dtype) for x in leaves]
                            for slot in self.optimizer.slots}
         elif spec != self._param_spec:
-            if pytree.sorted_keys(tree) == pytree.sorted_keys(self._param_spec[0]):
+            if tree != self._param_spec[0] and (
+                    pytree.sorted_keys(tree) == pytree.sorted_keys(self._param_spec[0])):
                 raise SignatureError(
                     f"this train_step's parameters {pytree.describe(tree)} have their keys in "
                     f"another order than when it was {self._spec_origin} them "

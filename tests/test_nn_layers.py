@@ -376,15 +376,6 @@ gelu_grad = gradc.grad(lambda x: np.sum(nn.gelu(x)))
 flat_fwd = gradc.jit(lambda x, a: nn.flatten(x, a))
 
 
-def test_gelu_gradient_is_finite_where_the_cube_overflows():
-    # float32: x^3 overflows past |x| ~ 1e13, and the gradient was 0 * inf = NaN there
-    x = np.array([-1e30, -1e14, -25.0, -1.0, 0.0, 1.0, 25.0, 1e14, 1e30], np.float32)
-    grad = gelu_grad(x)
-    assert np.all(np.isfinite(grad))
-    np.testing.assert_array_equal(grad[[0, 1, 2, -3, -2, -1]], [0, 0, 0, 1, 1, 1])
-    np.testing.assert_array_equal(gelu_fwd(x)[[0, 1, -2, -1]], [0.0, 0.0, x[-2], x[-1]])
-
-
 def test_dropout_mask_is_reproducible_and_has_the_rate():
     m = nn.dropout_mask(np.random.default_rng(3), (200, 50), 0.3)
     assert m.dtype == bool and m.shape == (200, 50)
