@@ -628,6 +628,22 @@ def test_fusion_refusals_are_explained():
                for note in fusion.notes), fusion.notes
 
 
+def test_a_loop_kernel_reads_at_most_max_kernel_reads_buffers():
+    """A loss summed over 150 parameters fused horizontally into one kernel of 150 loads (and
+    its gradient into one of 150 stores): LLVM's compile time grows with the pairs of a kernel's
+    arrays (400 parameters: 2.4 s, 2000: 27 s). Past MAX_KERNEL_READS a node starts a kernel."""
+    from gradc.passes.fuse import MAX_KERNEL_READS
+
+    def loss(*ws):
+        return sum(np.sum(np.tanh(w) * 2.0) for w in ws)
+
+    fusion = fused(loss, _gen([N(3)] * 150), tuple(range(150)))
+    reads = [len({fusion.layouts[x.id][0].id for n in k.nodes for x in n.inputs
+                  if x.id in fusion.layouts and x.id not in {m.output.id for m in k.nodes}})
+             for k in fusion.kernels if k.kind == "loop"]
+    assert max(reads) <= MAX_KERNEL_READS < 150 and len(reads) >= 3, reads
+
+
 def test_matmuls_are_separate_kernels():
     fusion = fused(_mlp, GRAPHS[0][2], (2, 3, 4, 5))
     n_matmul = sum(n.op == "matmul" for n in fusion.graph.nodes)
