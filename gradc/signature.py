@@ -181,9 +181,16 @@ def differentiable_leaves(call, argnums, src, names=()):
                 "array, or move it out of the differentiated arguments", source=src)
         leaves = call.arg_leaves(a)
         if not leaves:
+            value = call.args[a] if 0 <= a < len(call.args) else None
+            label = f"argument {a}" + (f" ({names[a]})" if 0 <= a < len(names) else "")
+            if value is not None and not isinstance(value, (dict, list, tuple)):
+                label += (f" is a {type(value).__name__}, a static value (not a pytree of "
+                          "arrays): it")
+            hint = (f"; differentiate another argument (argnums={a + 1}), or pass the arrays in "
+                    "a dict" if 0 <= a < len(names) and names[a] == "self" else "")
             raise NonDifferentiableError(
-                f"argument {a} has no arrays to differentiate: pass NumPy float arrays or Python "
-                "floats", source=src)
+                f"{label} has no arrays to differentiate: pass NumPy float arrays or Python "
+                f"floats{hint}", source=src)
         tree = call.arg_trees[a]
         label = f"argument {a}" + (f" ({names[a]})" if 0 <= a < len(names) else "")
         if tree != pytree.LEAF and tree[0] == "node":  # (a gradc.random.Generator)

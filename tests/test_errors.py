@@ -808,3 +808,20 @@ def test_formatting_a_traced_number_names_the_line():
         gradc.jit(f)(X3)
     msg = check(excinfo, gradc.TracedBranchError, "FORMAT")
     assert ".4f" in msg and "has_aux" in msg
+
+
+class _Model:
+    def __init__(self):
+        self.w = X3.copy()
+
+    def loss(self, x):
+        return np.sum(self.w * x)
+
+
+def test_grad_of_a_method_through_its_class_names_self():
+    # gradc.grad(Model.loss)(model, x): argument 0 is `self`, an object, not a pytree
+    with pytest.raises(gradc.NonDifferentiableError) as excinfo:
+        gradc.grad(_Model.loss)(_Model(), X3)  # SELF-ARG
+    msg = check(excinfo, gradc.NonDifferentiableError, "SELF-ARG")
+    assert "argument 0 (self) is a _Model" in msg and "argnums=1" in msg
+    np.testing.assert_allclose(gradc.grad(_Model.loss, argnums=1)(_Model(), X3), X3)
