@@ -123,6 +123,19 @@ def sorted_keys(treedef):
     return treedef
 
 
+def in_order_of(x, treedef):
+    """`x` with each dict's keys in the order `treedef` has them where the keys are the same
+    (a loaded optimizer state, keyed like the parameters in another order); else `x` as it is."""
+    if isinstance(x, dict) and treedef[0] == "dict" and set(x) == set(treedef[1]) \
+            and len(x) == len(treedef[1]):
+        return {k: in_order_of(x[k], c) for k, c in zip(treedef[1], treedef[2])}
+    if isinstance(x, (list, tuple)) and treedef[0] in ("list", "tuple") \
+            and len(x) == len(treedef[1]):
+        items = [in_order_of(v, c) for v, c in zip(x, treedef[1])]
+        return items if isinstance(x, list) else type(x)(items)
+    return x
+
+
 def static_node(x):
     """The tree of static value `x`: ("static", x, key), see the module docstring."""
     if type(x) is float:

@@ -300,10 +300,12 @@ def _reduction(f, name):
                                  "an identity, so to use a where mask one has to specify "
                                  "'initial'")
             x = fn.where(mask, x, _identity(kind, x.dtype))
-        y = f(x, axis, keepdims=keep)
         if masked and kind == "mean":  # (the sum of the elements in, over their count)
-            count = fn.sum(fn.astype(mask, y.dtype), axis, keepdims=keep)
-            y = fn.elementwise("divide", fn.sum(x, axis, keepdims=keep), count)
+            dt = x.dtype if x.dtype.kind == "f" else np.dtype(np.float64)  # (np.mean's)
+            total = fn.sum(fn.astype(x, dt), axis, keepdims=keep)
+            y = fn.divide(total, fn.sum(fn.astype(mask, dt), axis, keepdims=keep))
+        else:
+            y = f(x, axis, keepdims=keep)
         if initial is not _ABSENT:
             combine = {"sum": "add", "max": "maximum", "min": "minimum"}.get(kind)
             if combine is None:
@@ -602,7 +604,8 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
         kwargs.setdefault("axis", 0)
         return FUNCTIONS[np.cumsum if ufunc is np.add else np.cumprod](array, **kwargs)
     if method == "outer" and ufunc in UFUNCS and len(inputs) == 2 and not kwargs:
-        a, b = (x if isinstance(x, Value) else fn.as_value(np.asarray(x), _first_value(inputs))
+        like = next(x for x in inputs if isinstance(x, Value))
+        a, b = (fn.as_value(np.asarray(x) if not isinstance(x, Value) else x, like)
                 for x in inputs)
         return UFUNCS[ufunc](fn.reshape(a, a.shape + (1,) * b.ndim), b)
     if method != "__call__":
@@ -626,10 +629,6 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
 
 
 _UFUNC_KEYWORDS = {np.vecdot: ("axis", "dtype")}  # (a gufunc's own keywords)
-
-
-def _first_value(xs):
-    return next(x for x in xs if isinstance(x, Value))
 # ufunc.reduce as the NumPy function that is that reduction (np.sum(a, where=traced_mask) of a
 # NumPy array `a` reaches np.add.reduce)
 _REDUCTIONS = {np.add: np.sum, np.multiply: np.prod, np.maximum: np.max, np.minimum: np.min,

@@ -208,7 +208,8 @@ class TrainStep:
 
     def _from_module(self, state):
         """A state from a module `gradc compile --train` wrote (each slot a flat list of arrays
-        in the parameters' leaf order) as this step's (each slot shaped like the parameters)."""
+        in the parameters' leaf order), or keyed in another order, as this step's (each slot
+        shaped like the parameters, in their order)."""
         spec = self._param_spec
         if spec is None or not isinstance(state, dict) or not isinstance(state.get("state"), dict):
             return state
@@ -216,7 +217,9 @@ class TrainStep:
         for slot, value in state["state"].items():
             flat = (type(value) is list and len(value) == len(spec[1])
                     and all(isinstance(a, np.ndarray) for a in value))
-            trees[slot] = pytree.unflatten(spec[0], list(value)) if flat else value
+            # (a state keyed like the parameters in another order is theirs: state is per key)
+            trees[slot] = (pytree.unflatten(spec[0], list(value)) if flat
+                           else pytree.in_order_of(value, spec[0]))
         return {**state, "state": trees}
 
     def _check_state(self, state):

@@ -1325,7 +1325,8 @@ def _flatten(tree, x, path, leaves):
     if kind == "*":
         if not isinstance(x, (np.ndarray, np.generic)):
             raise TypeError(f"{path} must be a NumPy array, got {type(x).__name__}")
-        if isinstance(x, np.ndarray) and type(x) is not np.ndarray:  # (its operators differ)
+        if (isinstance(x, np.ndarray) and type(x) is not np.ndarray
+                and not isinstance(x, np.memmap)):  # (its operators differ; a memmap's do not)
             raise TypeError(f"{path} is a {type(x).__name__}, a subclass of np.ndarray whose "
                             "arithmetic is not NumPy's (a masked array's mask, np.matrix's *): "
                             "pass a plain array (np.asarray(x), or x.filled() for a masked one)")

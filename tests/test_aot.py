@@ -179,6 +179,10 @@ assert st == "static"
 # non-contiguous inputs are copied, as gradc does
 value2, _ = model_vg.model(params, np.asfortranarray(data["x"]), data["labels"], ("static", 1.5))
 out["vg_value_fortran"] = value2
+mapped = np.memmap(os.path.join(os.getcwd(), "x.dat"), dtype=data["x"].dtype, mode="w+",
+                   shape=data["x"].shape)  # (an ndarray subclass whose arithmetic is NumPy's)
+mapped[:] = data["x"]
+out["vg_value_memmap"] = model_vg.model(params, mapped, data["labels"], ("static", 1.5))[0]
 errors = []
 for bad in [(params, data["x"][:, :4], data["labels"], ("static", 1.5)),
             (params, data["x"].astype(np.float64), data["labels"], ("static", 1.5)),
@@ -232,6 +236,7 @@ def test_generated_module_runs_without_gradc_and_matches(model, tmp_path, monkey
 
     value, grads = gradc.value_and_grad(fun)(*args)
     assert same_bits(out["vg_value"], value) and same_bits(out["vg_value_fortran"], value)
+    assert same_bits(out["vg_value_memmap"], value)
     for k in ("W", "b", "big"):
         assert same_bits(out["vg_" + k], grads[k]), k
     assert same_bits(out["vg_L0"], grads["layers"][0])

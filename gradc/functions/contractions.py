@@ -11,7 +11,8 @@ import numpy as np
 from ..errors import ArgumentError, ShapeError, UnsupportedOpError
 from ..ir import Value
 from ..ops import fn
-from ._args import no_out
+from ._args import array_arg, no_out
+from .arrays import _sliding_window_view
 from ._einsum import LETTERS, as_operand, contract, label_sizes, parse, split_operands
 
 
@@ -224,7 +225,7 @@ def _chain(arrays, split, i, j):
 def _convolve(a, v, mode="full"):
     """np.convolve of 1-D sequences: the windows of `a` (zero-padded for 'full' and 'same')
     against `v` reversed; as NumPy, the longer one slides."""
-    a, v = fn.promote(_as_array(a, v), _as_array(v, a))
+    a, v = fn.promote(array_arg(a, v), array_arg(v, a))
     if a.ndim != 1 or v.ndim != 1:
         raise ValueError("np.convolve: object too deep for desired array (1-D sequences only)")
     if a.shape[0] == 0 or v.shape[0] == 0:
@@ -237,9 +238,8 @@ def _convolve(a, v, mode="full"):
     if mode != "valid" and m > 1:
         zeros = fn.full(a.graph, (m - 1,), 0, a.dtype)
         a = fn.concatenate([zeros, a, zeros], 0)
-    count = a.shape[0] - m + 1
-    windows = fn.stack([fn.slice_(a, (j,), (j + count,), (1,)) for j in range(m)], -1)
-    full = fn.matmul(windows, fn.slice_(v, (m - 1,), (-1,), (-1,)) if m > 1 else v)
+    full = fn.matmul(_sliding_window_view(a, m), fn.slice_(v, (m - 1,), (-1,), (-1,)) if m > 1
+                     else v)
     if mode == "same":
         start = (m - 1) // 2
         return fn.slice_(full, (start,), (start + n,), (1,))
@@ -249,15 +249,11 @@ def _convolve(a, v, mode="full"):
 def _correlate(a, v, mode="valid"):
     """np.correlate of 1-D real sequences: convolve with v reversed (NumPy's own relation),
     the result reversed where v is the longer, as NumPy's is."""
-    a, v = fn.promote(_as_array(a, v), _as_array(v, a))
+    a, v = fn.promote(array_arg(a, v), array_arg(v, a))
     if v.ndim == 1 and a.ndim == 1 and v.shape[0] > a.shape[0]:
         out = _convolve(v, fn.slice_(a, (a.shape[0] - 1,), (-1,), (-1,)), mode)
         return fn.slice_(out, (out.shape[0] - 1,), (-1,), (-1,))
     return _convolve(a, fn.slice_(v, (v.shape[0] - 1,), (-1,), (-1,)) if v.ndim == 1 else v, mode)
-
-
-def _as_array(x, other):
-    return x if isinstance(x, Value) else fn.as_value(np.asarray(x), other)
 
 
 FUNCTIONS = {

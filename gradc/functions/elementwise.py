@@ -76,11 +76,7 @@ def _isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
     """np.isclose, NumPy's formula: |a - b| <= atol + rtol * |b| where b is finite, or a == b
     (equal infinities); NaN close to NaN only with equal_nan. Computed in a float dtype."""
     a, b = fn.promote(array_arg(a, b), array_arg(b, a), float_only=True)
-
-    def both(op, x, y):
-        x, y = fn.broadcast_all(x, y)
-        return x.graph.apply(op, (x, y))
-
+    both = fn.elementwise  # (of booleans: logical_and, logical_or)
     tolerance = fn.elementwise("add", fn.as_value(np.asarray(atol, a.dtype), a), fn.elementwise(
         "multiply", fn.as_value(np.asarray(rtol, a.dtype), a), fn.unary("abs", b)))
     near = fn.compare("less_equal", fn.unary("abs", fn.elementwise("subtract", a, b)), tolerance)

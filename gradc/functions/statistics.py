@@ -17,6 +17,7 @@ from ..ir import Value
 from ..ops import fn
 from ..ops.scan import scan
 from ._args import ABSENT, array_arg, no_out, no_where
+from .arrays import _diagonal
 
 
 def _keep(keepdims):
@@ -132,14 +133,9 @@ def _corrcoef(x, y=None, rowvar=True, *, dtype=None):
     c = _cov(x, y, rowvar, dtype=dtype)
     if c.ndim == 0:
         return fn.divide(c, c)
-    d = fn.unary("sqrt", _diag_of(c))
+    d = fn.unary("sqrt", _diagonal(c))
     r = fn.divide(fn.divide(c, fn.reshape(d, (-1, 1))), fn.reshape(d, (1, -1)))
     return fn.elementwise("maximum", fn.elementwise("minimum", r, 1.0), -1.0)
-
-
-def _diag_of(c):
-    n = c.shape[0]
-    return fn.take(fn.reshape(c, (n * n,)), np.arange(n) * (n + 1), axis=0)
 
 
 def _trapezoid(y, x=None, dx=1.0, axis=-1):
@@ -147,15 +143,7 @@ def _trapezoid(y, x=None, dx=1.0, axis=-1):
     dx or sample points x (1-D along the axis, or y's shape)."""
     y = _floating(array_arg(y, x))
     axis = fn.normalize_axis(axis, y.ndim)
-    n = y.shape[axis]
-
-    def part(v, lo, hi):
-        starts = [0] * v.ndim
-        stops = list(v.shape)
-        starts[axis], stops[axis] = lo, hi
-        return fn.slice_(v, tuple(starts), tuple(stops), (1,) * v.ndim)
-
-    if n < 2:
+    if y.shape[axis] < 2:
         return fn.sum(fn.elementwise("multiply", y, 0.0), axis)
     if x is None:
         spacing = dx
@@ -165,8 +153,8 @@ def _trapezoid(y, x=None, dx=1.0, axis=-1):
             shape = [1] * y.ndim
             shape[axis] = x.shape[0]
             x = fn.reshape(x, tuple(shape))
-        spacing = fn.elementwise("subtract", part(x, 1, x.shape[axis]), part(x, 0, x.shape[axis] - 1))
-    middle = fn.elementwise("add", part(y, 1, n), part(y, 0, n - 1))
+        spacing = _diff(x, axis=axis)
+    middle = fn.elementwise("add", *_neighbours(y, axis))
     return fn.sum(fn.elementwise("multiply", fn.elementwise("multiply", middle, spacing), 0.5), axis)
 
 
@@ -334,15 +322,20 @@ def _diff(a, n=1, axis=-1, prepend=ABSENT, append=ABSENT):
         parts.append(extra)
     x = fn.concatenate(parts, axis) if len(parts) > 1 else x
     for _ in range(n):
-        m = x.shape[axis]
-        starts, stops = [0] * x.ndim, list(x.shape)
-        starts[axis], stops[axis] = min(1, m), m
-        later = fn.slice_(x, starts, stops, (1,) * x.ndim)
-        starts[axis], stops[axis] = 0, max(m - 1, 0)
-        earlier = fn.slice_(x, starts, stops, (1,) * x.ndim)
+        later, earlier = _neighbours(x, axis)
         x = (fn.compare("not_equal", later, earlier) if x.dtype == np.bool_ else
              fn.subtract(later, earlier))
     return x
+
+
+def _neighbours(x, axis):
+    """(x[1:], x[:-1]) along `axis` (np.diff's and np.trapezoid's pairs)."""
+    m = x.shape[axis]
+    starts, stops = [0] * x.ndim, list(x.shape)
+    starts[axis], stops[axis] = min(1, m), m
+    later = fn.slice_(x, starts, stops, (1,) * x.ndim)
+    starts[axis], stops[axis] = 0, max(m - 1, 0)
+    return later, fn.slice_(x, starts, stops, (1,) * x.ndim)
 
 
 def _trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):

@@ -61,10 +61,14 @@ def const(graph, value, dtype):
 
 
 def full(graph, shape, value, dtype):
-    if np.dtype(dtype) not in SUPPORTED_DTYPES:  # (np.zeros_like(x, dtype=np.float16))
-        raise UnsupportedOpError(f"dtype {np.dtype(dtype).name} is not supported; use one of "
-                                 + ", ".join(d.name for d in SUPPORTED_DTYPES))
+    _check_supported(np.dtype(dtype))  # (np.zeros_like(x, dtype=np.float16))
     return broadcast_to(const(graph, value, dtype), shape)
+
+
+def _check_supported(dtype):
+    if dtype not in SUPPORTED_DTYPES:
+        raise UnsupportedOpError(f"dtype {dtype.name} is not supported; use one of "
+                                 + ", ".join(d.name for d in SUPPORTED_DTYPES))
 
 
 def zeros_like(x):
@@ -159,9 +163,7 @@ def astype(x, dtype):
     dtype = np.dtype(dtype)
     if x.dtype == dtype:
         return x
-    if dtype not in SUPPORTED_DTYPES:
-        raise UnsupportedOpError(f"dtype {dtype.name} is not supported; use one of "
-                                 + ", ".join(d.name for d in SUPPORTED_DTYPES))
+    _check_supported(dtype)
     return x.graph.apply("astype", (x,), dtype=dtype)
 
 

@@ -291,7 +291,8 @@ class _Fuser:
                 and x.id not in self.local[k.index] for x in node.inputs):
             return False, f"the kernel reads {MAX_KERNEL_READS} buffers already"
         for x in node.inputs:  # (a reader of an input's old value runs before its overwrite)
-            writer = self.writers.get(base_layout(x)[0].id) if base_layout(x) else None
+            layout = base_layout(x)
+            writer = self.writers.get(layout[0].id) if layout is not None else None
             if writer is not None and self.reaches(k, writer):
                 return False, "reads an input that this kernel (or one before it) overwrites"
         target = self.overwrites.get(node.output.id)

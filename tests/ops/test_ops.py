@@ -336,7 +336,8 @@ CASES = [
          + np.mean(x, axis=1, where=x < 0.5) + np.max(x, axis=1, where=x < 1.0, initial=-2.0)
          + x.min(axis=-1, initial=0.25) + np.add.reduce(x, axis=1)
          + np.sum(x, axis=1, where=np.array([True, False, True, True]))
-         + np.any(x > 0.5, axis=1, where=x < 0) * 1.0 + np.all(x > -1, axis=1, where=x > 0),
+         + np.any(x > 0.5, axis=1, where=x < 0) * 1.0 + np.all(x > -1, axis=1, where=x > 0)
+         + np.mean(np.arange(12).reshape(3, 4), axis=1, where=x > -1.0),  # (ints: float)
          [away_from([-1.0, 0.0, 0.5, 1.0], 3, 4)]),
     Case("where", lambda x, y: np.where(x > 0, x * y, y), [away(3, 4), normal(3, 4)]),
     Case("where_scalar_branch", lambda x: np.where(x > 0, x, 0.0), [away(3, 4)]),
