@@ -43,7 +43,7 @@ from .capture import CaptureChanged
 from .errors import CompileError, GradcError, NonFiniteError, SignatureError
 from .passes.memory import ALIGN
 from .signature import Call, signature_key
-from .train import check_apart, check_updatable, update_step
+from .train import check_apart, check_argnums, check_updatable, update_step
 from .trace import user_source
 
 __all__ = ["train_step", "DataParallelStep", "shard", "abort_on_error", "world",
@@ -158,8 +158,7 @@ class DataParallelStep:
 
     def __init__(self, loss_fn, optimizer, argnums=0, comm=None, check_finite=False,
                  clip_norm=None, target="cpu", timeout=None, root=0):
-        if not isinstance(argnums, int):
-            raise SignatureError("train_step updates one argument: argnums must be an int")
+        check_argnums(argnums)
         self.comm = comm if comm is not None else world()
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.loss_fn, self.optimizer, self.argnums = loss_fn, optimizer, argnums

@@ -72,7 +72,13 @@ def _refuse_subclass(x):
 
 def flatten(tree):
     leaves = []
-    return leaves, _walk(tree, leaves)
+    try:
+        return leaves, _walk(tree, leaves)
+    except RecursionError:
+        raise SignatureError(
+            "an argument is a pytree that contains itself, or nests deeper than Python's "
+            "recursion limit: pass the arrays in a tree without cycles (a dict, list or "
+            "tuple of arrays, a few levels deep)") from None
 
 
 # (flatten and unflatten recurse through module-level functions, not through a closure that

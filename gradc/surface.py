@@ -297,6 +297,9 @@ _SURFACE = {
     "__hash__": object.__hash__,
     "__bool__": _branch_error("bool() (an `if`, `while`, `and`/`or` or assert)"),
     "__float__": _branch_error("float()"), "__int__": _branch_error("int()"),
+    # (print(x) in traced code runs once, while gradc traces: it shows what x is, not values)
+    "__str__": lambda self: f"<traced {self.type_str}: values exist when the compiled function "
+                            "runs; return it to print it>",
     "__format__": lambda self, spec: str(self) if not spec else _format_error(self, spec),
     "__index__": _branch_error("using a traced value as an index or size"),
     "__complex__": _branch_error("complex()"),

@@ -140,6 +140,14 @@ def update_step(optimizer, check_finite=False, clip_norm=None, grad_scale=1.0, t
                      grad_scale=grad_scale)
 
 
+def check_argnums(argnums):
+    if not isinstance(argnums, int):
+        raise SignatureError(
+            f"train_step updates one argument: argnums must be an int, got {argnums!r}; put "
+            "the parameters in one dict, list or tuple and give its position",
+            source=user_source())
+
+
 class TrainStep:
     """`loss = step(params, *batch)`: one optimizer step, params updated in place."""
 
@@ -148,8 +156,7 @@ class TrainStep:
         check_target(target)
         self.target = target
         self.has_aux = has_aux  # loss_fn returns (loss, aux); a step returns (loss, aux copies)
-        if not isinstance(argnums, int):
-            raise SignatureError("train_step updates one argument: argnums must be an int")
+        check_argnums(argnums)
         _check_options(optimizer, clip_norm)
         self.loss_fn, self.optimizer, self.argnums = loss_fn, optimizer, argnums
         self.check_finite, self.clip_norm = check_finite, clip_norm

@@ -104,20 +104,22 @@ def _built(fun, kind, n, make):
     return per_fun[kind, n]
 
 
-def _inner(a, b):
-    """<a, b> summed over the leaves of two pytrees of the same structure (traced)."""
+def _inner(a, b, b_is="cotangent", a_is="output"):
+    """<a, b> summed over the leaves of two pytrees of the same structure (traced): vjp's
+    output and cotangent, hvp's gradient (shaped as the primals) and tangents."""
     a_leaves, a_tree = pytree.flatten(a)
     b_leaves, b_tree = pytree.flatten(b)
     if a_tree != b_tree:
-        raise NonDifferentiableError(f"the cotangent {pytree.describe(b_tree)} does not match "
-                                     f"the output {pytree.describe(a_tree)}: give it the "
-                                     "output's structure", source=user_source())
+        raise NonDifferentiableError(f"the {b_is} {pytree.describe(b_tree)} does not match "
+                                     f"the {a_is} {pytree.describe(a_tree)}: give it the "
+                                     f"{a_is}'s structure", source=user_source())
     total = None
     for x, y in zip(a_leaves, b_leaves):
         if tuple(np.shape(x)) != tuple(np.shape(y)):
             raise NonDifferentiableError(
-                f"a cotangent of shape {np.shape(y)} for an output of shape {np.shape(x)}: "
-                "give each output's cotangent its shape", source=user_source())
+                f"a {b_is} of shape {np.shape(y)} for a{'n' if a_is[0] in 'aeiou' else ''} "
+                f"{a_is} of shape {np.shape(x)}: give each {b_is} its {a_is}'s shape",
+                source=user_source())
         term = fn.sum(x * y)
         total = term if total is None else total + term
     return total
@@ -192,7 +194,7 @@ def hvp(fun, primals, tangents):
 
         def along(*args):  # args: the primals, then the tangents; aux: the gradient itself
             g = gradient(*args[:n])
-            return _inner(g, args[n:]), g
+            return _inner(g, args[n:], "tangent", "primal"), g
 
         along.__name__ = f"hvp of {getattr(fun, '__name__', 'fn')}"
         return grad(along, argnums=tuple(range(n)), copy=True, has_aux=True)

@@ -537,6 +537,9 @@ def test_train_step_called_without_its_parameters():
     with pytest.raises(gradc.SignatureError) as excinfo:
         gradc.explain(step, X3)  # EXPLAIN-NO-PARAMS
     check(excinfo, gradc.SignatureError, "EXPLAIN-NO-PARAMS")
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        gradc.train_step(lambda x, p: np.sum(p * x), gradc.optim.SGD(0.1), argnums=(1, 0))  # STEP-ARGNUMS
+    assert "got (1, 0)" in check(excinfo, gradc.SignatureError, "STEP-ARGNUMS")
 
 
 def test_max_signatures_caps_recompiles():
@@ -727,6 +730,21 @@ def test_ndarray_subclasses_are_refused_not_read_as_their_data():
     check(excinfo, gradc.SignatureError, "MATRIX")
 
 
+
+def test_a_pytree_that_contains_itself_or_nests_too_deep_is_refused_by_name():
+    cyclic = {"a": np.ones(3)}
+    cyclic["self"] = cyclic
+    deep = np.ones(2)
+    for _ in range(5000):
+        deep = [deep]
+    f = gradc.jit(lambda p: np.sum(np.ones(1)))
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        f(cyclic)  # CYCLE
+    assert "contains itself" in check(excinfo, gradc.SignatureError, "CYCLE")
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        f(deep)  # DEEP
+    assert "nests deeper" in check(excinfo, gradc.SignatureError, "DEEP")
+
 @pytest.mark.parametrize("call, marker", [
     (lambda x, w: gradc.nn.conv2d(x, w, padding=-1), "GEO-1"),  # GEO-1
     (lambda x, w: gradc.nn.conv2d(x, w, stride=0), "GEO-2"),  # GEO-2
@@ -808,6 +826,20 @@ def test_formatting_a_traced_number_names_the_line():
         gradc.jit(f)(X3)
     msg = check(excinfo, gradc.TracedBranchError, "FORMAT")
     assert ".4f" in msg and "has_aux" in msg
+
+
+def test_printing_a_traced_value_says_what_it_is(capsys):
+    # (it printed the IR's name, "%4:f64[3]", once at trace time, with no word of why)
+    def f(x):
+        y = x * 2.0
+        print("y =", y, f"{y}")
+        return y
+
+    jitted = gradc.jit(f)
+    jitted(X3)
+    jitted(X3)
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 1 and printed[0].count("<traced f64[3]: values exist when") == 2
 
 
 class _Model:

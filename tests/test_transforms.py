@@ -364,6 +364,9 @@ def test_hvp_takes_tuples_and_python_number_tangents():
     with pytest.raises(gradc.ArgumentError) as excinfo:
         gradc.hvp(lambda x: np.sum(x ** 3), np.ones(3), np.ones(3))
     assert "(x,), (v,)" in str(excinfo.value) and "test_transforms.py" in str(excinfo.value)
+    with pytest.raises(gradc.NonDifferentiableError) as excinfo:  # (a tangent, not a cotangent)
+        gradc.hvp(lambda x: np.sum(x ** 3), (np.ones(3),), (np.ones(4),))
+    assert "a tangent of shape (4,) for a primal of shape (3,)" in str(excinfo.value)
 
 
 @pytest.mark.parametrize("x", [np.array(2.0), 2.0, np.float64(2.0)], ids=["0-d", "float", "np.float64"])
