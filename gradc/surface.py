@@ -310,6 +310,8 @@ _SURFACE = {
     "__array_ufunc__": _array_ufunc,
     "__array_function__": _array_function,
     "T": property(traced(lambda self: _viewed(self, fn.transpose(self)))),
+    # (gradc's arrays are real: .real is the array, .imag its zeros, as NumPy's of a real array)
+    "real": property(lambda self: self), "imag": property(traced(lambda self: fn.zeros_like(self))),
     "mT": property(traced(lambda self: _viewed(self, fn.swapaxes(self, -1, -2)))),
     "sum": _method(np.sum), "mean": _method(np.mean), "max": _method(np.max),
     "min": _method(np.min), "any": _method(np.any), "all": _method(np.all),

@@ -513,9 +513,37 @@ def _bind(func, args, kwargs, name):
     return positional, named
 
 
+_DATA_DEPENDENT = ("its result's shape depends on the values, and a compiled function has "
+                   "fixed shapes: keep every element and mask the ones you drop (np.where(cond, "
+                   "x, 0), a weight of 0 in a sum)")
+_FIRST_NUMBER = ("NumPy raises for a slice of NaNs only, which a compiled function cannot: "
+                 "np.{} of np.where(np.isnan(x), {}, x)")
+# NumPy functions refused for a reason worth more than the list of supported ones
+REFUSED = {
+    np.nonzero: _DATA_DEPENDENT, np.flatnonzero: _DATA_DEPENDENT, np.argwhere: _DATA_DEPENDENT,
+    np.unique: _DATA_DEPENDENT, np.unique_values: _DATA_DEPENDENT,
+    np.unique_counts: _DATA_DEPENDENT, np.trim_zeros: _DATA_DEPENDENT,
+    np.histogram: "gradc has no histogram: np.digitize or np.searchsorted give each value's bin",
+    np.partition: "the order NumPy leaves the other elements in is its own: np.sort, then slice",
+    np.argpartition: "the order NumPy leaves the other elements in is its own: np.argsort, "
+                     "then slice",
+    np.nanargmax: _FIRST_NUMBER.format("argmax", "-np.inf"),
+    np.nanargmin: _FIRST_NUMBER.format("argmin", "np.inf"),
+    np.apply_along_axis: "it calls Python once per slice: write the function over whole arrays, "
+                         "with an axis argument (most NumPy functions take one)",
+    np.piecewise: "write it with np.where or np.select (each piece computed on the whole array)",
+}
+
+
 def _call_numpy(func, args, kwargs, name=None):
     impl = FUNCTIONS.get(func)
     if impl is None:
+        if func in REFUSED:
+            raise UnsupportedOpError(f"{_qualified(func)} is not supported in traced code: "
+                                     f"{REFUSED[func]}")
+        if getattr(func, "__module__", "").startswith("numpy.fft"):
+            raise UnsupportedOpError(f"{_qualified(func)} is not supported in traced code: gradc "
+                                     "has no Fourier transforms (they need complex numbers)")
         raise UnsupportedOpError(f"{_qualified(func)} is not supported in traced code; supported: "
                                  + ", ".join(supported_numpy_names()))
     args, kwargs = _bind(func, args, kwargs, name or _qualified(func))

@@ -369,6 +369,54 @@ def _diag(v, k=0):
     return _gather(fn.concatenate([x, fn.full(x.graph, (1,), 0, x.dtype)]), idx)
 
 
+def _diagflat(v, k=0):
+    x = array_arg(v)
+    return _diag(fn.reshape(x, (x.size,)), k)
+
+
+def _vander(x, N=None, increasing=False):
+    """Columns x**(N-1) .. x**0 (increasing: the other way), as NumPy builds them: repeated
+    products in x's type promoted with int (float32 gives float64, as NumPy's)."""
+    x = array_arg(x)
+    if x.ndim != 1:
+        raise ValueError("x must be a one-dimensional array or sequence.")
+    n = x.size if N is None else operator.index(N)
+    x = fn.astype(x, np.promote_types(x.dtype, int))
+    powers, power = [], None
+    for i in range(n):
+        power = fn.ones_like(x) if i == 0 else x if i == 1 else power * x
+        powers.append(power)
+    if not powers:
+        return fn.full(x.graph, (x.size, 0), 0, x.dtype)
+    return fn.stack(powers if increasing else powers[::-1], axis=1)
+
+
+def _resize(a, new_shape):
+    x = array_arg(a)
+    new_shape = _static(new_shape, "resize", "new_shape")
+    if x.size == 0:  # (NumPy: zeros)
+        return fn.full(x.graph, tuple(np.atleast_1d(new_shape)), 0, x.dtype)
+    return _rearranged(x, np.resize, new_shape)
+
+
+def _compress(condition, a, axis=None, out=None):
+    if out is not None:
+        raise UnsupportedOpError("np.compress(out=...) cannot be traced: use the returned value")
+    condition = _static(condition, "compress", "condition")
+    return _rearranged(array_arg(a), lambda at: np.compress(condition, at, axis))
+
+
+def _extract(condition, arr):
+    condition = _static(condition, "extract", "condition")
+    return _rearranged(array_arg(arr), lambda at: np.extract(condition, at))
+
+
+def _broadcast_arrays(*args, subok=False):
+    values = [array_arg(a, *args) for a in args]
+    shape = fn.broadcast_shapes(*[v.shape for v in values])
+    return tuple(fn.broadcast_to(v, shape) for v in values)
+
+
 # ---------------------------------------------------------------------------------------------
 # inserting and deleting
 
@@ -476,6 +524,7 @@ FUNCTIONS = {
     np.flip: _flip, np.fliplr: _fliplr, np.flipud: _flipud, np.roll: _roll, np.rot90: _rot90,
     np.rollaxis: _rollaxis,
     np.tril: _triangle(True), np.triu: _triangle(False),
-    np.diag: _diag, np.diagonal: _diagonal,
-    np.delete: _delete, np.insert: _insert,
+    np.diag: _diag, np.diagonal: _diagonal, np.diagflat: _diagflat, np.vander: _vander,
+    np.delete: _delete, np.insert: _insert, np.resize: _resize, np.compress: _compress,
+    np.extract: _extract, np.broadcast_arrays: _broadcast_arrays,
 }

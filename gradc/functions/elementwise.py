@@ -1,5 +1,6 @@
 """Elementwise NumPy functions that are not ufuncs: np.sinc, np.nan_to_num, np.round, np.fix,
-np.isclose, np.allclose, np.select."""
+np.isclose, np.allclose, np.select, np.polyval, and np.real, np.imag, np.angle of real arrays
+(gradc has no complex numbers)."""
 import operator
 
 import numpy as np
@@ -119,5 +120,40 @@ def _select(condlist, choicelist, default=0):
     return result
 
 
-FUNCTIONS = {np.sinc: _sinc, np.nan_to_num: _nan_to_num, np.round: _round, np.around: _round,
+def _polyval(p, x):
+    """np.polyval by Horner's rule, as NumPy evaluates it: y = y * x + p[i] from y = 0 in x's
+    type (so a float64 coefficient array gives float64)."""
+    if not isinstance(p, Value):
+        p = np.asarray(p)
+    x = array_arg(x, p)
+    y = fn.zeros_like(x)
+    for i in range(p.shape[0] if p.ndim else 0):
+        coefficient = p[i] if isinstance(p, Value) else fn.as_value(np.asarray(p[i]), x)
+        y = fn.add(fn.multiply(y, x), coefficient)
+    return y
+
+
+def _angle(z, deg=False):
+    """np.angle of a real array: arctan2(0, x) (pi for negative numbers and -0.0)."""
+    a = np.arctan2(0, array_arg(z))
+    return a * (180 / np.pi) if deg else a
+
+
+def _real_only(name):
+    """np.iscomplexobj and kin, of a real array (gradc has no complex numbers)."""
+    def impl(x, *args, **kwargs):
+        x = array_arg(x)
+        if name == "isreal":
+            return fn.full(x.graph, x.shape, True, np.bool_)
+        if name == "real_if_close":
+            return x
+        return name == "isrealobj"
+    return impl
+
+
+FUNCTIONS = {np.polyval: _polyval, np.real: lambda val: array_arg(val),
+             np.imag: lambda val: fn.zeros_like(array_arg(val)), np.angle: _angle,
+             np.iscomplexobj: _real_only("iscomplexobj"), np.isrealobj: _real_only("isrealobj"),
+             np.isreal: _real_only("isreal"), np.real_if_close: _real_only("real_if_close"),
+             np.sinc: _sinc, np.nan_to_num: _nan_to_num, np.round: _round, np.around: _round,
              np.fix: _fix, np.isclose: _isclose, np.allclose: _allclose, np.select: _select}

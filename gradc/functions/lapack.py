@@ -1,5 +1,5 @@
 """np.linalg's factorizations and solves: solve, inv, det, slogdet, cholesky, eigh, eigvalsh, svd,
-qr, pinv, lstsq, matrix_power. Batched over leading axes where NumPy batches. The primitives
+qr, pinv, lstsq, matrix_power, cond, matrix_rank. Batched over leading axes where NumPy batches. The primitives
 (gradc/ops/lapack.py) take (B, m, n) batches; this module folds the leading axes, unpacks the
 packed results and builds the composites (inv from solve, det from slogdet, pinv and lstsq from
 svd, matrix_power from matmul).
@@ -239,7 +239,41 @@ def matrix_power(a, n):
     return result
 
 
+def cond(x, p=None):
+    """np.linalg.cond: the ratio of the extreme singular values (p None, 2, -2), else
+    norm(x, p) * norm(inv(x), p)."""
+    a = matrix_arg(x, "cond", square=p not in (None, 2, -2))
+    if p is None or p in (2, -2):
+        s = svd(a, compute_uv=False)
+        n = s.shape[-1]
+        largest, smallest = (fn.reshape(fn.slice_(s, (0,) * (s.ndim - 1) + (i,),
+                                                  s.shape[:-1] + (i + 1,), (1,) * s.ndim),
+                                        s.shape[:-1]) for i in (0, n - 1))
+        return largest / smallest if p != -2 else smallest / largest
+    return np.linalg.norm(a, p, axis=(-2, -1)) * np.linalg.norm(inv(a), p, axis=(-2, -1))
+
+
+def matrix_rank(A, tol=None, hermitian=False, *, rtol=None):
+    """np.linalg.matrix_rank: the singular values above tol (default: the largest times
+    max(M, N) * eps), counted (int64; not differentiable)."""
+    a = array_arg(A)
+    if a.ndim < 2:
+        return fn.astype(fn.any(fn.compare("not_equal", a, 0)), np.int64)
+    a = matrix_arg(a, "matrix_rank")
+    s = svd(a, compute_uv=False)
+    if tol is None:
+        if rtol is None:
+            rtol = max(a.shape[-2:]) * np.finfo(a.dtype).eps
+        tol = fn.max(s, axis=-1, keepdims=True) * rtol
+    elif rtol is not None:
+        raise ArgumentError("`tol` and `rtol` can't be both set.")
+    else:
+        tol = fn.expand_dims(array_arg(tol, a), -1) if np.ndim(tol) else tol
+    return fn.sum(fn.astype(fn.compare("greater", s, tol), np.int64), -1)
+
+
 FUNCTIONS = {
+    np.linalg.cond: cond, np.linalg.matrix_rank: matrix_rank,
     np.linalg.solve: solve, np.linalg.inv: inv, np.linalg.det: det, np.linalg.slogdet: slogdet,
     np.linalg.cholesky: cholesky, np.linalg.eigh: eigh, np.linalg.eigvalsh: eigvalsh,
     np.linalg.svd: svd, np.linalg.qr: qr, np.linalg.pinv: pinv, np.linalg.lstsq: lstsq,

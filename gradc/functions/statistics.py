@@ -233,6 +233,74 @@ def _nanmean(a, axis=None, dtype=None, out=None, keepdims=ABSENT, *, where=ABSEN
                                                                   axis, keep)
 
 
+def _nan_filled(x, value):
+    """x with its NaNs replaced by `value` (integers and booleans have none)."""
+    return fn.where(_isnan(x), value, x) if np.issubdtype(x.dtype, np.floating) else x
+
+
+def _nan_extremum(name):
+    """np.nanmax / np.nanmin: the extremum of the numbers, NaN for a slice of NaNs only (NumPy's
+    warning aside); the gradient goes to the extremum's elements, as np.max's."""
+    def impl(a, axis=None, out=None, keepdims=ABSENT, initial=ABSENT, where=ABSENT):
+        no_out(out, name)
+        no_where(where, name)
+        x = array_arg(a)
+        reduce = np.max if name == "nanmax" else np.min
+        keep = _keep(keepdims)
+        kwargs = {} if initial is ABSENT else {"initial": initial}
+        if not np.issubdtype(x.dtype, np.floating):
+            return reduce(x, axis=axis, keepdims=keep, **kwargs)
+        nan = _isnan(x)
+        y = reduce(fn.where(nan, -np.inf if name == "nanmax" else np.inf, x), axis=axis,
+                   keepdims=keep, **kwargs)
+        if initial is not ABSENT:  # (a slice of NaNs only gives the initial value)
+            return y
+        return fn.where(fn.all(nan, fn.normalize_axes(axis, x.ndim), keep), np.nan, y)
+    return impl
+
+
+def _nanprod(a, axis=None, dtype=None, out=None, keepdims=ABSENT, initial=ABSENT, where=ABSENT):
+    return _prod(_nan_filled(array_arg(a), 1), axis, dtype, out, keepdims, initial, where)
+
+
+def _nan_cum(name):
+    def impl(a, axis=None, dtype=None, out=None):
+        return _cum(name[3:])(_nan_filled(array_arg(a), 1 if name == "nancumprod" else 0),
+                              axis, dtype, out)
+    return impl
+
+
+def _nan_var(name):
+    """np.nanvar / np.nanstd: the moments of the numbers of each slice; NaN where the count
+    less ddof is not positive (NumPy's, with its warning)."""
+    def impl(a, axis=None, dtype=None, out=None, ddof=0, keepdims=ABSENT, *, where=ABSENT,
+             mean=ABSENT, correction=ABSENT):
+        no_out(out, name)
+        no_where(where, name)
+        if mean is not ABSENT:
+            raise UnsupportedOpError(f"np.{name}(mean=...) is not supported: leave it out")
+        if correction is not ABSENT:
+            if ddof != 0:
+                raise ArgumentError(f"np.{name}: ddof and correction can't be provided "
+                                    "simultaneously")
+            ddof = correction
+        if isinstance(ddof, Value):
+            raise UnsupportedOpError(f"np.{name}(ddof=...) must be a Python number, not a traced "
+                                     "value")
+        x = _floating(array_arg(a), dtype)
+        axes = fn.normalize_axes(axis, x.ndim)
+        keep = _keep(keepdims)
+        present = fn.compare("equal", x, x)
+        count = fn.sum(fn.astype(present, x.dtype), axes, True)
+        mu = fn.sum(fn.where(present, x, 0), axes, True) / count
+        d = fn.where(present, x - fn.broadcast_to(mu, x.shape), 0)
+        dof = fn.sum(fn.astype(present, x.dtype), axes, keep) - ddof
+        positive = fn.compare("greater", dof, 0)
+        var = fn.where(positive, fn.sum(d * d, axes, keep) / fn.where(positive, dof, 1), np.nan)
+        return fn.unary("sqrt", var) if name == "nanstd" else var
+    return impl
+
+
 # ---------------------------------------------------------------------------------------------
 # products and scans
 
@@ -587,6 +655,180 @@ def _median(a, axis=None, out=None, overwrite_input=False, keepdims=False):
     return fn.reshape(y, shape)
 
 
+
+# ---------------------------------------------------------------------------------------------
+# searching sorted values, interpolating, differences
+
+def _before(a, v, side):
+    """a[j] sorts before v (side 'left': a[j] < v; 'right': a[j] <= v) in NumPy's order,
+    which puts NaN after every number."""
+    if side not in ("left", "right"):
+        raise ArgumentError(f"np.searchsorted: side must be 'left' or 'right', got {side!r}")
+    before = fn.compare("less" if side == "left" else "less_equal", a, v)
+    if not np.issubdtype(v.dtype, np.floating):
+        return before
+    v_nan = _isnan(v)
+    if side == "right":
+        return fn.where(v_nan, True, before)
+    return fn.where(v_nan, fn.compare("equal", a, a), before)  # (a number, not a NaN)
+
+
+def _searchsorted(a, v, side="left", sorter=None):
+    """np.searchsorted as a count: the elements of sorted `a` that sort before each v (a 1-D,
+    a few thousand elements: each v compares with all of them)."""
+    a = array_arg(a, v)
+    v = array_arg(v, a)
+    if a.ndim != 1:
+        raise ShapeError(f"np.searchsorted needs a 1-D sorted array, got shape {a.shape}")
+    if sorter is not None:
+        a = fn.take(a, sorter, axis=0)
+    a, v = fn.promote(a, v)
+    flat = fn.reshape(v, (v.size, 1))
+    before = _before(fn.broadcast_to(fn.reshape(a, (1, a.size)), (v.size, a.size)),
+                     fn.broadcast_to(flat, (v.size, a.size)), side)
+    return fn.reshape(fn.sum(fn.astype(before, np.int64), 1), v.shape)
+
+
+def _digitize(x, bins, right=False):
+    """np.digitize: the bin of each x (bins fixed: a NumPy array or list, checked monotonic as
+    NumPy checks it)."""
+    if isinstance(bins, Value):
+        raise UnsupportedOpError("np.digitize: bins must be a NumPy array or list, not a traced "
+                                 "value (use np.searchsorted with traced sorted bins)")
+    bins = np.asarray(bins)
+    if bins.ndim != 1:
+        raise ValueError("object too deep for desired array")
+    steps = np.diff(bins)
+    rising, falling = bool(np.all(steps >= 0)), bool(np.all(steps <= 0))
+    if not (rising or falling):
+        raise ValueError("bins must be monotonically increasing or decreasing")
+    side = "left" if right else "right"
+    if rising:
+        return _searchsorted(bins, x, side)
+    return bins.size - _searchsorted(bins[::-1].copy(), x, side)
+
+
+def _interp(x, xp, fp, left=None, right=None, period=None):
+    """np.interp: piecewise-linear through (xp, fp), xp increasing; float64 as NumPy's. Each x
+    finds its segment by a count over xp (a few thousand points)."""
+    if period is not None:
+        raise UnsupportedOpError("np.interp(period=...) is not supported")
+    x = fn.astype(array_arg(x, xp, fp), np.float64)
+    xp = fn.astype(array_arg(xp, x), np.float64)
+    fp = fn.astype(array_arg(fp, x), np.float64)
+    if xp.ndim != 1 or fp.ndim != 1:
+        raise ValueError("object too deep for desired array")
+    if xp.size != fp.size:
+        raise ValueError("fp and xp are not of the same length.")
+    if xp.size == 0:
+        raise ValueError("array of sample points is empty")
+    first = fn.reshape(fn.slice_(fp, (0,), (1,), (1,)), ())
+    last = fn.reshape(fn.slice_(fp, (fp.size - 1,), (fp.size,), (1,)), ())
+    below = first if left is None else fn.astype(array_arg(left, x), np.float64)
+    above = last if right is None else fn.astype(array_arg(right, x), np.float64)
+    if xp.size == 1:
+        y = fn.broadcast_to(first, x.shape)
+    else:  # segment j: xp[j] <= x < xp[j + 1], j in [0, n - 2]
+        j = fn.clip(_searchsorted(xp, x, "right") - 1, 0, xp.size - 2)
+        x0, x1 = fn.take(xp, j, mode="clip"), fn.take(xp, j + 1, mode="clip")
+        y0, y1 = fn.take(fp, j, mode="clip"), fn.take(fp, j + 1, mode="clip")
+        y = (y1 - y0) / (x1 - x0) * (x - x0) + y0
+        y = fn.where(fn.compare("equal", x, x0), y0, y)  # (NumPy's exact hit)
+        x_last = fn.reshape(fn.slice_(xp, (xp.size - 1,), (xp.size,), (1,)), ())
+        y = fn.where(fn.compare("equal", x, x_last), fn.broadcast_to(last, x.shape), y)
+    x_first = fn.reshape(fn.slice_(xp, (0,), (1,), (1,)), ())
+    x_end = fn.reshape(fn.slice_(xp, (xp.size - 1,), (xp.size,), (1,)), ())
+    y = fn.where(fn.compare("less", x, x_first), fn.broadcast_to(below, x.shape), y)
+    return fn.where(fn.compare("greater", x, x_end), fn.broadcast_to(above, x.shape), y)
+
+
+def _spacing(d, n, name):
+    """One axis's spacing for np.gradient: a Python number or 0-d array, or the n coordinates
+    (a NumPy array: uniform ones become their step)."""
+    if isinstance(d, Value):
+        raise UnsupportedOpError(f"np.{name}: spacings and coordinates must be numbers or NumPy "
+                                 "arrays, not traced values")
+    if np.ndim(d) == 0:
+        return d
+    d = np.asarray(d)
+    if d.ndim != 1:
+        raise ValueError("distances must be either scalars or 1d")
+    if d.size != n:
+        raise ValueError("when 1d, distances must match the length of the corresponding "
+                         "dimension")
+    if np.issubdtype(d.dtype, np.integer):
+        d = d.astype(np.float64)
+    step = np.diff(d)
+    return step[0] if np.all(step == step[0]) else step
+
+
+def _gradient(*varargs, f, axis=None, edge_order=1):
+    """np.gradient: central differences inside, one-sided (first or second order) at the ends,
+    with NumPy's formulas and order of operations; a tuple for several axes. (f by name: the
+    call is bound to NumPy's signature, whose *varargs come positionally, trace._bind.)"""
+    f = array_arg(f)
+    axes = fn.normalize_axes(axis, f.ndim)
+    if len(varargs) == 0:
+        spacings = [1.0] * len(axes)
+    elif len(varargs) == 1 and np.ndim(varargs[0]) == 0:
+        spacings = [varargs[0]] * len(axes)
+    elif len(varargs) == len(axes):
+        spacings = list(varargs)
+    else:
+        raise TypeError("invalid number of arguments")
+    if edge_order > 2:
+        raise ValueError("'edge_order' greater than 2 not supported")
+    otype = f.dtype if np.issubdtype(f.dtype, np.inexact) else np.dtype(np.float64)
+    if not np.issubdtype(f.dtype, np.inexact):
+        f = fn.astype(f, np.float64)
+    out = []
+    for ax, d in zip(axes, spacings):
+        n = f.shape[ax]
+        if n < edge_order + 1:
+            raise ValueError("Shape of array too small to calculate a numerical gradient, at "
+                             "least (edge_order + 1) elements are required.")
+        d = _spacing(d, n, "gradient")
+
+        def part(lo, hi, ax=ax):  # f[lo:hi] along the axis
+            starts, stops = [0] * f.ndim, list(f.shape)
+            starts[ax], stops[ax] = lo, hi
+            return fn.slice_(f, tuple(starts), tuple(stops), (1,) * f.ndim)
+
+        def along(c, ax=ax):  # coefficients along the axis, broadcastable to f
+            shape = [1] * f.ndim
+            shape[ax] = -1
+            return np.asarray(c).reshape(shape)
+
+        uniform = np.ndim(d) == 0
+        if uniform:
+            interior = (part(2, n) - part(0, n - 2)) / (2.0 * d)
+        else:
+            dx1, dx2 = d[:-1], d[1:]
+            a, b, c = (along(-dx2 / (dx1 * (dx1 + dx2))), along((dx2 - dx1) / (dx1 * dx2)),
+                       along(dx1 / (dx2 * (dx1 + dx2))))
+            interior = a * part(0, n - 2) + b * part(1, n - 1) + c * part(2, n)
+        d0, d1 = (d, d) if uniform else (d[0], d[-1])
+        if edge_order == 1:
+            start = (part(1, 2) - part(0, 1)) / d0
+            end = (part(n - 1, n) - part(n - 2, n - 1)) / d1
+        elif uniform:
+            start = (-1.5 / d) * part(0, 1) + (2.0 / d) * part(1, 2) + (-0.5 / d) * part(2, 3)
+            end = (0.5 / d) * part(n - 3, n - 2) + (-2.0 / d) * part(n - 2, n - 1) + \
+                (1.5 / d) * part(n - 1, n)
+        else:
+            x1, x2 = d[0], d[1]
+            start = (-(2.0 * x1 + x2) / (x1 * (x1 + x2))) * part(0, 1) + \
+                ((x1 + x2) / (x1 * x2)) * part(1, 2) + (-x1 / (x2 * (x1 + x2))) * part(2, 3)
+            x1, x2 = d[-2], d[-1]
+            end = (x2 / (x1 * (x1 + x2))) * part(n - 3, n - 2) + \
+                (-(x2 + x1) / (x1 * x2)) * part(n - 2, n - 1) + \
+                ((2.0 * x2 + x1) / (x2 * (x1 + x2))) * part(n - 1, n)
+        grad = fn.concatenate([fn.astype(start, otype), fn.astype(interior, otype),
+                               fn.astype(end, otype)], ax)
+        out.append(grad)
+    return out[0] if len(out) == 1 else tuple(out)
+
+
 FUNCTIONS = {
     np.var: _var("var"), np.std: _var("std"), np.average: _average, np.ptp: _ptp,
     np.cov: _cov, np.corrcoef: _corrcoef, np.trapezoid: _trapezoid,
@@ -598,4 +840,9 @@ FUNCTIONS = {
     np.sort: _sort, np.argsort: _argsort,
     np.median: _median, np.quantile: _quantile, np.percentile: _percentile,
     np.count_nonzero: _count_nonzero, np.nansum: _nansum, np.nanmean: _nanmean,
+    np.nanmax: _nan_extremum("nanmax"), np.nanmin: _nan_extremum("nanmin"), np.nanprod: _nanprod,
+    np.nancumsum: _nan_cum("nancumsum"), np.nancumprod: _nan_cum("nancumprod"),
+    np.nanvar: _nan_var("nanvar"), np.nanstd: _nan_var("nanstd"),
+    np.searchsorted: _searchsorted, np.digitize: _digitize, np.interp: _interp,
+    np.gradient: _gradient,
 }

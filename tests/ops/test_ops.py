@@ -125,6 +125,12 @@ class Case:
 
 
 nn = gradc.nn
+# where the nan-functions' cases put NaNs (two numbers or more in every row), and the knots and
+# coordinates of np.interp's and np.gradient's
+_NAN_AT = np.array([[False, True, False, False, True], [True, False, False, False, False],
+                    [False, False, True, True, False]])
+_KNOTS = np.array([-1.0, 0.0, 0.5, 1.25])
+_COORDS = np.array([0.0, 0.5, 1.5, 2.0, 3.0, 4.5, 5.0])
 # two different constants of one shape and dtype, too big to print in full
 _CONST_A = np.arange(12.0).reshape(3, 4)
 _CONST_B = np.linspace(-1.0, 1.0, 12).reshape(3, 4)
@@ -323,6 +329,35 @@ CASES = [
     Case("convolve_correlate", lambda a, v: np.convolve(a, v) + np.correlate(a, v, "full")
          + np.pad(np.convolve(v, a, "valid"), 2) + np.convolve(a, v, "same")[:5].sum()
          + np.correlate(v, a).sum(), [normal(7), normal(3)]),
+    # the nan-functions over a fixed pattern of NaNs (two numbers at least in every row)
+    Case("nan_reductions", lambda x: np.nanmax(np.where(_NAN_AT, np.nan, x), axis=1)
+         + np.nanmin(np.where(_NAN_AT, np.nan, x), axis=1) + np.nanprod(np.where(_NAN_AT, np.nan, x), 1)
+         + np.nanvar(np.where(_NAN_AT, np.nan, x), axis=1) + np.nanstd(np.where(_NAN_AT, np.nan, x), 1,
+                                                                        ddof=1)
+         + np.nancumsum(np.where(_NAN_AT, np.nan, x), axis=1)[:, -1]
+         + np.nancumprod(np.where(_NAN_AT, np.nan, x), axis=1)[:, 2] + np.nanmax(x, axis=1, initial=1.7),
+         [normal(3, 5)]),
+    Case("interp_searchsorted_digitize", lambda x, fp: np.interp(x, _KNOTS, fp)
+         + np.interp(x, _KNOTS, fp, left=-3.0) * 0.5 + np.searchsorted(_KNOTS, x) * 0.25
+         + np.digitize(x, _KNOTS[::-1], right=True) * 0.125, [away_from(list(_KNOTS), 3, 4, lo=-2, hi=2),
+                                                               normal(4)]),
+    Case("gradient_polyval_vander", lambda x, p: np.gradient(x, 0.5) + np.gradient(x, _COORDS,
+                                                                                 edge_order=2)
+         + np.gradient(x, _COORDS) + np.polyval(p, x) + np.vander(x, 3)[:, 1] + np.polyval([2.0, 1], x),
+         [normal(7), normal(3)]),
+    Case("gradient_axes", lambda m: np.stack(np.gradient(m, 2.0, edge_order=2)) + np.gradient(m, axis=1),
+         [normal(3, 4)]),
+    Case("cond_matrix_rank", lambda a: np.linalg.cond(a) + np.linalg.cond(a, "fro")
+         + np.linalg.cond(a, -2) + np.linalg.matrix_rank(a) + np.linalg.matrix_rank(a[:, :2] @ a[:2]),
+         [normal(4, 4)], grad_rtol=1e-4),
+    Case("resize_compress_extract", lambda x: np.resize(x, (2, 8))[1, :5]
+         + np.compress([True, False, True, True, False], x, axis=1).ravel()[:5]
+         + np.extract(_NAN_AT, x).sum() + np.diagflat(x[0, :2], 1)[0] @ np.ones(3)
+         + np.broadcast_arrays(x[:1, :1], x[1])[0][0, :5].sum() + np.real(x)[0, :5] + x.imag[1, :5]
+         + np.angle(x)[2, :5], [away(3, 5)], ref=lambda x: np.resize(x, (2, 8))[1, :5]
+         + np.compress([True, False, True, True, False], x, axis=1).ravel()[:5]
+         + np.extract(_NAN_AT, x).sum() + np.diagflat(x[0, :2], 1)[0] @ np.ones(3) + x[0, 0] * 5
+         + x[0, :5] + np.angle(x)[2, :5]),
     Case("ufunc_methods", lambda x, v: np.add.accumulate(x) * np.multiply.accumulate(x, axis=1)
          + np.subtract.outer(x[:, 0], v[:4]) + np.maximum.reduce(x, axis=0)
          + np.multiply.outer(v[:3], np.ones(4)), [normal(3, 4), normal(5)]),
