@@ -311,13 +311,15 @@ def _scatter_add(vals, pos, size):
 
 
 def _traced_update(flat, pos, kind, vals):
-    """Traced positions: .add is a scatter-add; .set scatters the values whose position no
-    later index repeats (found by comparing every pair of indices)."""
+    """Traced positions: .add is a scatter-add; .set gathers each written position's value
+    from the last index that names it (found by comparing every pair of indices). Positions no
+    index names keep their elements as they are (a -0.0 too: 0.0 added would make it +0.0)."""
+    writes = _scatter_add(fn.full(flat.graph, (pos.size,), 1, np.int64), pos, flat.size)
+    written = fn.compare("greater", writes, 0)
     if kind == "add":
         if flat.dtype == np.bool_:
-            return fn.maximum(flat, fn.astype(_scatter_add(fn.astype(vals, np.int64), pos,
-                                                           flat.size), np.bool_))
-        return fn.add(flat, _scatter_add(vals, pos, flat.size))
+            return fn.maximum(flat, written)
+        return fn.where(written, fn.add(flat, _scatter_add(vals, pos, flat.size)), flat)
     if kind != "set":
         raise UnsupportedOpError(f"gradc.at(x)[idx].{kind} with traced index arrays is not "
                                  "supported; use static (NumPy) indices, or .set/.add")
@@ -330,8 +332,8 @@ def _traced_update(flat, pos, kind, vals):
     same = fn.compare("equal", fn.reshape(pos, (m, 1)), fn.reshape(pos, (1, m)))
     later = fn.as_value(np.triu(np.ones((m, m), bool), 1), flat)
     repeated_later = fn.any(fn.where(later, same, False), axis=1)
-    dtype = np.int64 if flat.dtype == np.bool_ else flat.dtype
-    kept = fn.where(repeated_later, fn.full(flat.graph, (m,), 0, dtype), fn.astype(vals, dtype))
-    writes = _scatter_add(fn.full(flat.graph, (m,), 1, np.int64), pos, flat.size)
-    written = fn.compare("greater", writes, 0)
-    return fn.where(written, fn.astype(_scatter_add(kept, pos, flat.size), flat.dtype), flat)
+    # each position's last writer, as its number + 1 (a sum over the one writer kept)
+    number = fn.as_value(np.arange(1, m + 1, dtype=np.int64), flat)
+    last = _scatter_add(fn.where(repeated_later, 0, number), pos, flat.size)
+    values = fn.take(fn.astype(vals, flat.dtype), last - 1, axis=0, mode="clip")
+    return fn.where(written, values, flat)

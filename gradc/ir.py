@@ -120,6 +120,7 @@ class Graph:
         # and VJP rules turn this off and stamp the source of the node they come from. Set
         # through `stamping_user_source` only.
         self.stamp_user_source = False
+        self.tracing = False  # the user's code runs on this graph's values (trace.py)
         # output index -> input index: that output is written into that input's own buffer
         # (a train step's new parameters and optimizer state), never into the arena
         self.aliases = {}
@@ -128,8 +129,13 @@ class Graph:
         self.weak = set()
         # ids of values that are NumPy views of another array (while tracing: basic indexing,
         # transposes, reshapes...): `x += y` on one is refused (surface.py), for NumPy would
-        # write into the array it views
+        # write into the array it views; views_of: base id -> its views
         self.views = set()
+        self.views_of = {}
+        # id -> the line of the `x += y` that changed the array it views (while tracing):
+        # NumPy would show the change and gradc cannot, so a later use is refused
+        # (surface.py _written_back)
+        self.stale = {}
         # ids of inputs given as numbers (Python or NumPy scalars), immutable in NumPy too
         self.scalar_inputs = set()
         # id -> NumPy array made a constant while tracing (fn.as_value; kept: its id stays its
@@ -165,10 +171,15 @@ class Graph:
         for v in inputs:
             if v.graph is not self:
                 raise ValueError(f"{op}: input {v} belongs to another graph")
+            if self.stale and v.id in self.stale:
+                self.refuse_stale(v)
         attrs_t = tuple(sorted(attrs.items()))
         attr_key = _attr_key(attrs_t)
         key = (op, tuple(v.id for v in inputs), attr_key)
-        hit = self._memo.get(key)
+        # (not while the user's code is traced: two equal expressions there are two NumPy
+        # arrays, `a = x.copy(); c = x.copy(); a += 1` must leave c and its views as they
+        # are; the passes' cse merges them after)
+        hit = None if self.tracing else self._memo.get(key)
         if hit is not None:
             self.merged += 1
             return hit
@@ -179,6 +190,25 @@ class Graph:
         self.nodes.append(node)
         self._memo[key] = out
         return out
+
+    def retire(self, value, source):
+        """`value`, a view, saw its array changed in place at `source` (`x += y`): NumPy's view
+        shows the change, so a later use of this value is refused; an equal expression made
+        after makes a new value."""
+        self.stale[value.id] = source
+        node = value.node
+        if node is not None:
+            key = (node.op, tuple(v.id for v in node.inputs), node.attr_key)
+            if self._memo.get(key) is value:
+                del self._memo[key]
+
+    def refuse_stale(self, value):
+        from .errors import UnsupportedOpError
+        raise UnsupportedOpError(
+            f"this line reads a view ({value.type_str}: a slice, a transpose, a reshape...) of "
+            f"an array that an in-place operator changed afterwards, at {self.stale[value.id]}: "
+            "NumPy's view would show the change, and gradc's arrays are immutable (`x += y` "
+            "binds x to a new array). Take the view after the update", source=self.source)
 
     def rebuild(self, node, inputs):
         """`node` of another graph made again here on `inputs`, values of this graph of the same

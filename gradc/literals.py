@@ -26,7 +26,7 @@ import numpy as np
 
 from .ir import Value
 from .ops import fn
-from .trace import _user_frame, current_graph, traced
+from .trace import _user_frame, copy, current_graph, traced
 
 _NAMES = ("array", "asarray", "asanyarray", "ascontiguousarray", "full")
 _ORIGINAL = {name: getattr(np, name) for name in _NAMES}
@@ -94,7 +94,10 @@ def _wrapper(name):
     def literal(*args, **kwargs):
         obj = args[0] if args else kwargs.pop(first)
         dtype = args[1] if len(args) > 1 else kwargs.get("dtype")
-        return _literal(obj, dtype, kwargs.get("ndmin", 0))
+        out = _literal(obj, dtype, kwargs.get("ndmin", 0))
+        if name == "array" and out is obj and kwargs.get("copy", True):
+            out = copy(out)  # (np.array copies: `a = np.array(h); a += 1` leaves h alone)
+        return out
 
     literal = traced(literal, graph_of=_graph_of)
 

@@ -202,6 +202,7 @@ def max_pool2d(x, kernel=2, stride=None, padding=0):
     n, c, h, w = x.shape
     if not isinstance(x, Value):
         x = np.asarray(x)
+        get_op("pool_argmax").infer((x,), **attrs)  # (the compiled form's checks: padding...)
         idx = get_op("pool_argmax").ref(x, **attrs)
         flat = np.take_along_axis(x.reshape(n, c, h * w), idx.reshape(n, c, -1), axis=2)
         return flat.reshape(idx.shape)

@@ -11,7 +11,7 @@ import operator
 import numpy as np
 
 from . import indexing
-from .errors import ShapeError, TracedBranchError, UnsupportedOpError
+from .errors import ArgumentError, ShapeError, TracedBranchError, UnsupportedOpError
 from .ir import Value
 from .ops import fn
 from .trace import (UFUNCS, _array_function, _array_ufunc, _call_numpy, _clip_method, _describe,
@@ -35,7 +35,7 @@ def _getitem(x, index):
         out = _basic_index(x, index)
         # (NumPy's result is a view, unless every axis takes an integer: a scalar, a copy)
         if not (len(index) == x.ndim and all(isinstance(i, (int, np.integer)) for i in index)):
-            mark_view(x, out)
+            out = mark_view(x, out)
         return out
     if any(isinstance(index[k], Value) and index[k].dtype == np.bool_ for k in arrays):
         raise UnsupportedOpError(indexing._MASK_ERROR)
@@ -102,13 +102,17 @@ def _basic_index(x, index):
 # ---------------------------------------------------------------------------------------------
 # the Value surface
 
-def _branch_error(what):
+def _branch_error(what, hint=""):
     def raise_(self, *args):
         raise TracedBranchError(
             f"{what} on a traced value: its value is not known while tracing. Use np.where for "
-            "data-dependent choices, or pass the value as a static Python number",
+            f"data-dependent choices, or pass the value as a static Python number{hint}",
             source=user_source())
     return raise_
+
+
+# (the math module's functions take float() of their argument)
+_MATH_HINT = "; math.exp, math.log, math.sqrt... call float(): use np.exp, np.log, np.sqrt"
 
 
 def _format_error(value, spec):
@@ -179,8 +183,7 @@ def _transpose_method(self, *axes):
 
 
 def _viewed(base, out):
-    mark_view(base, out)
-    return out
+    return mark_view(base, out)
 
 
 def _in_place(symbol, binary):
@@ -197,7 +200,7 @@ def _in_place(symbol, binary):
             why = ("it is a view of another array (a slice, a transpose, a reshape): NumPy "
                    "would write into that array too, and gradc's arrays are immutable")
         else:
-            return binary(self, other)
+            return _written_back(self, binary(self, other), symbol)
         name = self.name or f"a {self.type_str} array"
         raise UnsupportedOpError(
             f"{symbol}= on {name}: {why}. Write a new array, x = x {symbol} y (return it for the "
@@ -206,8 +209,58 @@ def _in_place(symbol, binary):
     return impl
 
 
+_UFUNC_OF = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", "//": "floor_divide",
+             "%": "remainder", "**": "power", "@": "matmul", "&": "bitwise_and",
+             "|": "bitwise_or", "^": "bitwise_xor"}
+
+
+def _written_back(x, out, symbol):
+    """`x op= y`'s result as NumPy writes it into x: of x's shape (NumPy refuses a result that
+    broadcasts x to more), cast to x's dtype where NumPy's same_kind rule allows (float32 +=
+    float64 stays float32, int32 += int64 wraps; int64 *= 0.5 is refused), and the views taken
+    of x retired: NumPy would show them changed (Graph.retire). (Not x itself: functions that
+    return their argument where NumPy makes a new array would be refused; another name for x
+    itself is README's known gap.) A number (0-d: a NumPy scalar, a Python float) is
+    immutable: `x += 1` binds x anew in NumPy too, with its result's dtype and shape."""
+    graph = x.graph
+    if x.ndim == 0 or x.id in graph.weak:  # (a number: bound anew, as NumPy's scalars are)
+        return out
+    ufunc = _UFUNC_OF[symbol]
+    if out.shape != x.shape:
+        raise ArgumentError(
+            f"{symbol}= : non-broadcastable output operand with shape {x.shape} doesn't match "
+            f"the broadcast shape {out.shape} (NumPy's refusal: the result must fit in x). "
+            f"Write x = x {symbol} y for a new array", source=user_source())
+    if out.dtype != x.dtype:
+        if not np.can_cast(out.dtype, x.dtype, casting="same_kind"):
+            raise ArgumentError(
+                f"{symbol}= : Cannot cast ufunc '{ufunc}' output from dtype('{out.dtype}') to "
+                f"dtype('{x.dtype}') with casting rule 'same_kind' (NumPy's refusal: the result "
+                f"is written into x). Write x = x {symbol} y for a new {out.dtype} array",
+                source=user_source())
+        out = fn.astype(out, x.dtype)
+    source = user_source()
+    pending = list(graph.views_of.get(x.id, []))
+    while pending:
+        v = pending.pop()
+        if v.id not in graph.stale:
+            graph.retire(v, source)
+            pending += graph.views_of.get(v.id, [])
+    return out
+
+
+def _set_real(self, value):
+    raise UnsupportedOpError("x.real = ... writes into x in place, and traced arrays are never "
+                             "written in place: make a new array (x = np.broadcast_to(value, "
+                             "x.shape).astype(x.dtype) for a real x)", source=user_source())
+
+
 def _astype_method(self, dtype, order="K", casting="unsafe", subok=True, copy=True):
-    return fn.astype(self, dtype)
+    out = fn.astype(self, dtype)
+    return _new_array(out) if out is self and copy else out  # (NumPy's astype copies)
+
+
+_new_array = copy
 
 
 def _iter(self):
@@ -290,13 +343,13 @@ _SURFACE = {
         ("__lshift__", "<<"), ("__rlshift__", "<<"), ("__rshift__", ">>"), ("__rrshift__", ">>"))},
     "__neg__": traced(lambda self: _python_result(
         _numpy_dtype_checked(operator.neg, fn.negative, "the unary - operator")(self), self)),
-    "__pos__": lambda self: self,
+    "__pos__": traced(lambda self: copy(self)),  # (NumPy's +x is a new array)
     "__abs__": traced(lambda self: _python_result(fn.unary("abs", self, float_only=False), self)),
     "__getitem__": traced(_getitem),
     "__iter__": _iter,
     "__hash__": object.__hash__,
     "__bool__": _branch_error("bool() (an `if`, `while`, `and`/`or` or assert)"),
-    "__float__": _branch_error("float()"), "__int__": _branch_error("int()"),
+    "__float__": _branch_error("float()", _MATH_HINT), "__int__": _branch_error("int()"),
     # (print(x) in traced code runs once, while gradc traces: it shows what x is, not values)
     "__str__": lambda self: f"<traced {self.type_str}: values exist when the compiled function "
                             "runs; return it to print it>",
@@ -311,7 +364,7 @@ _SURFACE = {
     "__array_function__": _array_function,
     "T": property(traced(lambda self: _viewed(self, fn.transpose(self)))),
     # (gradc's arrays are real: .real is the array, .imag its zeros, as NumPy's of a real array)
-    "real": property(lambda self: self), "imag": property(traced(lambda self: fn.zeros_like(self))),
+    "real": property(traced(lambda self: _viewed(self, self)), traced(_set_real)), "imag": property(traced(lambda self: fn.zeros_like(self))),
     "mT": property(traced(lambda self: _viewed(self, fn.swapaxes(self, -1, -2)))),
     "sum": _method(np.sum), "mean": _method(np.mean), "max": _method(np.max),
     "min": _method(np.min), "any": _method(np.any), "all": _method(np.all),
@@ -337,7 +390,7 @@ _SURFACE = {
 }
 for _symbol, _op in (("+", "add"), ("-", "sub"), ("*", "mul"), ("/", "truediv"),
                      ("//", "floordiv"), ("%", "mod"), ("**", "pow"), ("@", "matmul"),
-                     ("&", "and"), ("|", "or")):
+                     ("&", "and"), ("|", "or"), ("^", "xor")):
     _SURFACE[f"__i{_op}__"] = _in_place(_symbol, _SURFACE[f"__{_op}__"])
 
 

@@ -21,8 +21,8 @@ import numpy as np
 
 from . import frozen, functions, pytree
 from .capture import CONTENT_GUARD_SIZE, content_guards, owner_of, uncaptured
-from .errors import (ArgumentError, ConstantArrayWarning, GradcError, SignatureError,
-                     UnsupportedOpError)
+from .errors import (ArgumentError, ConstantArrayWarning, GradcError, IndexOutOfRangeError,
+                     SignatureError, UnsupportedOpError)
 from .functions._args import ABSENT as _ABSENT
 from .functions._args import array_arg as _array_arg
 from .functions._args import no_out as _no_out
@@ -121,6 +121,8 @@ def traced(method, graph_of=_graph_of_values):
                     raise
                 except (ValueError, TypeError, OverflowError) as e:  # NumPy's errors for
                     raise ArgumentError(str(e), source=src) from None  # arguments it refuses
+                except IndexError as e:  # (NumPy's, for a static index out of range)
+                    raise IndexOutOfRangeError(str(e), source=src) from None
         finally:
             if hook is not None:
                 watch.resume(hook)
@@ -167,7 +169,7 @@ def _ufunc_bindings():
         np.power: _integer_powers_checked(_numpy_dtype_checked(
             np.power, functools.partial(fn.elementwise, "power"))),
         np.conjugate: _numpy_dtype_checked(np.conjugate, lambda x: x),  # real input: itself
-        np.positive: lambda x: x,
+        np.positive: _numpy_dtype_checked(np.positive, lambda x: copy(x)),  # (a new array)
         np.matmul: fn.matmul,
         np.logical_and: lambda a, b: _logical("logical_and", a, b),
         np.logical_or: lambda a, b: _logical("logical_or", a, b),
@@ -548,8 +550,11 @@ def _call_numpy(func, args, kwargs, name=None):
                                  + ", ".join(supported_numpy_names()))
     args, kwargs = _bind(func, args, kwargs, name or _qualified(func))
     out = impl(*args, **kwargs)
-    if func in VIEW_FUNCTIONS:  # (the array: the first argument, by position or by name)
-        mark_view(args[0] if args else next(iter(kwargs.values()), None), out)
+    if func is np.broadcast_arrays or func is np.meshgrid and kwargs.get("copy") is False:
+        out = type(out)(mark_view(a, v) for a, v in zip(args, out))  # (each of its own array)
+    elif func in VIEW_FUNCTIONS or func is np.diag and isinstance(out, Value) and out.ndim == 1:
+        # (the array: the first argument, by position or by name)
+        out = mark_view(args[0] if args else next(iter(kwargs.values()), None), out)
     return out
 
 
@@ -557,13 +562,28 @@ def _call_numpy(func, args, kwargs, name=None):
 # reshape or ravel of another may copy), so that `y += 1` on it writes into that argument
 VIEW_FUNCTIONS = frozenset({np.reshape, np.ravel, np.transpose, np.swapaxes, np.moveaxis,
                             np.expand_dims, np.squeeze, np.broadcast_to, np.diagonal,
-                            np.atleast_1d, np.atleast_2d, np.atleast_3d})
+                            np.atleast_1d, np.atleast_2d, np.atleast_3d, np.flip, np.fliplr,
+                            np.flipud, np.rot90, np.matrix_transpose, np.rollaxis, np.split,
+                            np.array_split, np.hsplit, np.vsplit, np.dsplit, np.real,
+                            np.lib.stride_tricks.sliding_window_view})
 
 
 def mark_view(base, out):
-    """Note that `out` is a NumPy view of the traced value `base` (Graph.views)."""
-    if isinstance(base, Value) and isinstance(out, Value) and out is not base:
-        out.graph.views.add(out.id)
+    """Note that `out` (a value, or a list or tuple of them: np.split's) is a NumPy view of the
+    traced value `base` (Graph.views, Graph.views_of); returns it. A view that is the whole
+    array unchanged (`x[:]`, a reshape to its own shape) is a value of its own, an alias, as
+    NumPy's is an array object of its own: `y = x[:]; y += 1` is then refused as an update
+    of a view, not applied to y alone."""
+    if isinstance(out, (list, tuple)):
+        return type(out)(mark_view(base, v) for v in out)
+    if not isinstance(out, Value):
+        return out
+    if out is base:
+        out = base.graph.apply("alias", (base,), tag="view")
+    out.graph.views.add(out.id)
+    if isinstance(base, Value):  # (a view of a NumPy array: refused in place all the same)
+        out.graph.views_of.setdefault(base.id, []).append(out)
+    return out
 
 
 def supported_numpy_names():
@@ -636,6 +656,14 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
         a, b = (fn.as_value(np.asarray(x) if not isinstance(x, Value) else x, like)
                 for x in inputs)
         return UFUNCS[ufunc](fn.reshape(a, a.shape + (1,) * b.ndim), b)
+    if method == "at":  # (an update in place: gradc's arrays are immutable)
+        kind = {"add": "add", "multiply": "multiply", "maximum": "max", "minimum": "min"}.get(
+            ufunc.__name__)
+        hint = (f"z = gradc.at(z)[indices].{kind}(values) gives the updated array (repeated "
+                "indices accumulate, as np.add.at's)" if kind else
+                "gradc.at(z)[indices].add/.multiply/.max/.min/.set(values) give updated arrays")
+        raise UnsupportedOpError(f"{name}.at updates its array in place, which traced arrays "
+                                 f"never are: {hint}")
     if method != "__call__":
         raise UnsupportedOpError(f"{name}.{method} is not supported in traced code; "
                                  "see the supported list in the README")
@@ -694,12 +722,14 @@ def trace(fun, args, kwargs=None, capture=False):
         if isinstance(x, (np.generic, float)):  # (a number: `x += 1` binds x to a new one)
             graph.scalar_inputs.add(v.id)
     targs, tkwargs = pytree.unflatten(treedef, values)
+    given = pytree.flatten((targs, tkwargs))
     from .literals import numpy_constructors  # (it builds on this module)
     _active.graphs.append(graph)
     try:
         with graph.stamping_user_source(True), numpy_constructors(), \
                 frozen.Watch(fun, _static_values(treedef)) as watch:
             graph.outside = watch if capture else None
+            graph.tracing = True
             try:
                 out = fun(*targs, **tkwargs)
             except ValueError as e:
@@ -708,6 +738,7 @@ def trace(fun, args, kwargs=None, capture=False):
                     raise
                 raise refusal from e
             finally:
+                graph.tracing = False
                 stored = watch.undo_stored_values()
             watch.check(_definition(fun), final=True)
     finally:
@@ -719,6 +750,7 @@ def trace(fun, args, kwargs=None, capture=False):
             "its Python runs once, when traced, so they would hold placeholders, not numbers "
             "(undone: they hold what they held before). Return them instead (with "
             "has_aux=True for a gradient) and store them after the call", source=user_source())
+    _check_containers_unchanged(fun, (targs, tkwargs), given)
     try:
         out_leaves, out_tree = pytree.flatten(out)
     except SignatureError as e:
@@ -728,16 +760,43 @@ def trace(fun, args, kwargs=None, capture=False):
     outs = []
     for v in out_leaves:
         if not isinstance(v, Value):
-            v = fn.as_value(np.asarray(v), graph=graph)
+            try:
+                v = fn.as_value(np.asarray(v), graph=graph)
+            except GradcError as e:
+                raise type(e)(f"{getattr(fun, '__name__', 'the function')} returned an array "
+                              f"gradc cannot return: {e}", source=user_source()) from None
         elif v.graph is not graph:
             raise UnsupportedOpError("the function returned a value traced by another function")
+        elif v.id in graph.stale:
+            with graph.at_source(user_source()):
+                graph.refuse_stale(v)
         outs.append(v)
+    graph.stale, graph.views_of = {}, {}  # (the backward may read what the forward read)
     graph.outputs = outs
     _warn_constant_arrays(fun, graph, watch)
     if capture:
         graph.guards = watch.guards() + content_guards(graph, watch)
     graph.outside = None  # (what it holds need not live as long as the graph)
     return graph, out_tree, outs
+
+
+def _check_containers_unchanged(fun, tree, given):
+    """Refuse a trace whose function changed the dicts and lists it was given (`p["b"] =
+    np.zeros(2)`, `del p["tmp"]`, `hist.pop()`, `p["step"] += 1`): NumPy code would change the
+    caller's; the traced function ran on copies of them, once, so the caller's would never
+    change and the compiled function would keep what the trace saw."""
+    try:
+        leaves, treedef = pytree.flatten(tree)
+        same = treedef == given[1] and all(a is b for a, b in zip(leaves, given[0]))
+    except (GradcError, TypeError, ValueError, RecursionError):
+        same = False
+    if not same:
+        raise UnsupportedOpError(
+            f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) changed "
+            "the dicts or lists it was given (an entry stored, deleted or popped, a number "
+            "updated): NumPy code would change the caller's, and a compiled function cannot, "
+            "for its Python runs once, when traced. Build new ones (q = dict(p); q['b'] = ...) "
+            "and return what the caller should keep", source=user_source())
 
 
 def _traced_value_into_numpy_array(error):

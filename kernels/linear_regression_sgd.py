@@ -470,8 +470,10 @@ def product_blocks(m, n, k):
 
 
 def _cblas_gemm(name, numba_type, pointer, beta):
-    """c[m,n] = op(a) @ op(b) + beta * c on flat C-ordered arrays; op transposes where ta/tb is
-    set. beta is 0 (a product) or 1 (a product added into c: an accumulated weight gradient)."""
+    """c[m,n] = alpha * op(a) @ op(b) + beta * c on flat C-ordered arrays; op transposes where
+    ta/tb is set. beta is 0 (a product) or 1 (a product added into c: an accumulated weight
+    gradient, or an SGD step folded into its gradient's product, alpha = -lr). Returns
+    (product(ta, tb, m, n, k, a, b, c), alpha 1, and scaled(..., c, alpha))."""
     ptr = types.CPointer(numba_type)
     gemm = types.ExternalFunction(name, types.void(
         types.int32, types.int32, types.int32, types.int64, types.int64, types.int64, numba_type,
@@ -479,7 +481,8 @@ def _cblas_gemm(name, numba_type, pointer, beta):
     one, beta = numba_type(1), numba_type(beta)
 
     @njit(**CALLEE_OPTIONS)
-    def product(ta, tb, m, n, k, a, b, c):
+    def scaled(ta, tb, m, n, k, a, b, c, alpha):
+        alpha = numba_type(alpha)
         pa, pb, pc, size = a.ctypes.data, b.ctypes.data, c.ctypes.data, a.itemsize
         lda, ldb = (m if ta else k), (k if tb else n)
         middling = m * n * k > SINGLE_THREADED_WORK
@@ -493,13 +496,17 @@ def _cblas_gemm(name, numba_type, pointer, beta):
             b_at = 0 if by_rows else (start * k if tb else start)
             c_at = start * n if by_rows else start
             gemm(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _TRANS if tb else _NO_TRANS,
-                 count if by_rows else m, n if by_rows else count, k, one,
+                 count if by_rows else m, n if by_rows else count, k, alpha,
                  pointer(pa + size * a_at), lda, pointer(pb + size * b_at), ldb, beta,
                  pointer(pc + size * c_at), n)
         if middling:
             _set_threads(threads)
 
-    return product
+    @njit(**CALLEE_OPTIONS)
+    def product(ta, tb, m, n, k, a, b, c):
+        scaled(ta, tb, m, n, k, a, b, c, one)
+
+    return product, scaled
 
 
 @njit(**CALLEE_OPTIONS)
@@ -516,22 +523,31 @@ def _numba_gemm(ta, tb, m, n, k, a, b, c):
 
 
 @njit(**CALLEE_OPTIONS)
+def _numba_gemm_scaled(ta, tb, m, n, k, a, b, c, alpha):
+    product = np.empty_like(c)
+    _numba_gemm(ta, tb, m, n, k, a, b, product)
+    for i in range(c.size):
+        c[i] += alpha * product[i]
+
+
+@njit(**CALLEE_OPTIONS)
 def _numba_gemm_add(ta, tb, m, n, k, a, b, c):
     product = np.empty_like(c)
     _numba_gemm(ta, tb, m, n, k, a, b, product)
     c += product
 
 
-# sgemm_add/dgemm_add: c += op(a) @ op(b)
+# sgemm_add/dgemm_add: c += op(a) @ op(b); sgemm_scaled/dgemm_scaled: c += alpha * op(a) @ op(b)
 if BLAS == "openblas":
     _set_threads = types.ExternalFunction(SET_BLAS_THREADS, types.int32(types.int32))
-    sgemm = _cblas_gemm("scipy_cblas_sgemm64_", types.float32, _f32_ptr, 0)
-    dgemm = _cblas_gemm("scipy_cblas_dgemm64_", types.float64, _f64_ptr, 0)
-    sgemm_add = _cblas_gemm("scipy_cblas_sgemm64_", types.float32, _f32_ptr, 1)
-    dgemm_add = _cblas_gemm("scipy_cblas_dgemm64_", types.float64, _f64_ptr, 1)
+    sgemm, _ = _cblas_gemm("scipy_cblas_sgemm64_", types.float32, _f32_ptr, 0)
+    dgemm, _ = _cblas_gemm("scipy_cblas_dgemm64_", types.float64, _f64_ptr, 0)
+    sgemm_add, sgemm_scaled = _cblas_gemm("scipy_cblas_sgemm64_", types.float32, _f32_ptr, 1)
+    dgemm_add, dgemm_scaled = _cblas_gemm("scipy_cblas_dgemm64_", types.float64, _f64_ptr, 1)
 else:
     sgemm = dgemm = _numba_gemm
     sgemm_add = dgemm_add = _numba_gemm_add
+    sgemm_scaled = dgemm_scaled = _numba_gemm_scaled
 
 
 # --- factorizations and solves ----------------------------------------------------------------

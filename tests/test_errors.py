@@ -2,6 +2,7 @@
 the exact line that caused it, and no Numba (or other internal) exception escapes instead.
 
 The offending line of each case ends with a `# MARKER` comment; `line_of` finds it."""
+import math
 import os
 import re
 
@@ -859,3 +860,49 @@ def test_grad_of_a_method_through_its_class_names_self():
     msg = check(excinfo, gradc.NonDifferentiableError, "SELF-ARG")
     assert "argument 0 (self) is a _Model" in msg and "argnums=1" in msg
     np.testing.assert_allclose(gradc.grad(_Model.loss, argnums=1)(_Model(), X3), X3)
+
+
+def _math_exp(x):
+    return math.exp(np.sum(x))  # MATH-EXP
+
+
+def _add_at(x):
+    z = x * 1.0
+    np.add.at(z, np.array([0, 0]), 1.0)  # ADD-AT
+    return z
+
+
+def _local_accumulator(x):
+    acc = np.zeros(3)
+    acc += x  # ACCUMULATOR
+    return acc
+
+
+def _returns_uint8(x):
+    return np.zeros(3, np.uint8), x * 2.0  # (the call line is named)
+
+
+def _pads_out_of_range(x):
+    return np.pad(x.astype(np.int32), 1, constant_values=10 ** 10)  # PAD-RANGE
+
+
+def _rounds_a_mask(x):
+    return np.round(x > 0)  # ROUND-MASK
+
+
+@pytest.mark.parametrize("f, cls, marker, words", [
+    (_math_exp, gradc.TracedBranchError, "MATH-EXP", "use np.exp"),
+    (_add_at, gradc.UnsupportedOpError, "ADD-AT", "gradc.at(z)[indices].add(values)"),
+    (_local_accumulator, gradc.UnsupportedOpError, "ACCUMULATOR", "acc = acc + x"),
+    (_pads_out_of_range, gradc.ArgumentError, "PAD-RANGE", "out of bounds for int32"),
+    (_rounds_a_mask, gradc.UnsupportedOpError, "ROUND-MASK", "float16")])
+def test_refusals_say_what_to_write_instead(f, cls, marker, words):
+    with pytest.raises(cls) as excinfo:
+        gradc.jit(f)(X3)
+    assert words in check(excinfo, cls, marker)
+
+
+def test_returning_a_numpy_array_of_a_dtype_gradc_lacks_names_the_call():
+    with pytest.raises(gradc.UnsupportedOpError) as excinfo:
+        gradc.jit(_returns_uint8)(X3)  # RETURNED-UINT8
+    assert "returned an array" in check(excinfo, gradc.UnsupportedOpError, "RETURNED-UINT8")

@@ -234,3 +234,36 @@ def test_untraced_calls_are_scipys():
 def test_a_wrong_argument_is_an_argument_error_naming_the_line():
     with pytest.raises(gradc.ArgumentError, match=r"test_gradc_scipy\.py:\d+"):
         gradc.jit(lambda x: gst.norm.logpdf(x, sigma=2.0))(X)
+
+
+def test_what_an_adversarial_round_found_against_scipy():
+    """logsumexp's b == 0 entries set the max shift (-inf for 1.0); multivariate_normal read a
+    1-D x as one point where SciPy reads n points of a 1-D normal; t.logpdf lost its digits to
+    cancelling log-gammas at large df (-19 for -1.04 at 1e16, NaN at inf); a NaN point was off
+    gamma's, beta's and poisson's support (-inf) where SciPy gives NaN."""
+    x = np.array([0.1, -0.3, 1.2, np.nan])
+    df = np.array([3.0, 1e5, 1e12, 1e16, np.inf])
+
+    def f(x, df):
+        return (gsp.logsumexp(np.array([[1.0, 1000.0], [2.0, 3.0]]) * x[0] * 10,
+                              b=np.array([[1.0, 0.0], [1.0, 1.0]]), axis=1),
+                gst.multivariate_normal.logpdf(x[:3], 0.5, 2.0),
+                gst.multivariate_normal.logpdf(x[:3]), gst.t.logpdf(0.5 + x[0] * 0, df),
+                gst.gamma.logpdf(x, 2.0), gst.beta.pdf(x, 2.0, 3.0), gst.poisson.logpmf(x, 2.0))
+
+    def reference(x, df):
+        with np.errstate(all="ignore"):
+            return (sp.logsumexp(np.array([[1.0, 1000.0], [2.0, 3.0]]) * x[0] * 10,
+                                 b=np.array([[1.0, 0.0], [1.0, 1.0]]), axis=1),
+                    st.multivariate_normal.logpdf(x[:3], 0.5, 2.0),
+                    st.multivariate_normal.logpdf(x[:3]), st.t.logpdf(0.5, df),
+                    st.gamma.logpdf(x, 2.0), st.beta.pdf(x, 2.0, 3.0), st.poisson.logpmf(x, 2.0))
+
+    for got, want in zip(gradc.jit(f)(x, df), reference(x, df)):
+        assert np.shape(got) == np.shape(want)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    g = gradc.grad(lambda df: np.sum(gst.t.logpdf(0.5, df)))(np.array([1e8]))
+    assert g[0] == pytest.approx(3.594e-17, rel=1e-3)  # (central differences of SciPy's)
+    with pytest.raises(gradc.UnsupportedOpError, match="allow_singular"):
+        gradc.jit(lambda x: gst.multivariate_normal.logpdf(x, np.zeros(2), np.eye(2),
+                                                          allow_singular=True))(np.ones(2))

@@ -152,3 +152,250 @@ def test_augmented_assignment_that_numpy_would_see_elsewhere_is_refused(f, marke
     step = gradc.train_step(lambda p, x: f(x, p["b"]), gradc.optim.SGD(0.1))
     with pytest.raises(gradc.UnsupportedOpError):
         step({"b": B.copy()}, X)
+
+
+def _flipped(x, b):
+    h = x * 2.0
+    f = np.flip(h, axis=1)
+    f += 1.0  # FLIPPED
+    return np.sum(h)
+
+
+def _whole_slice(x, b):
+    h = x * 2.0
+    w = h[:]  # (the whole array: a view of its own in NumPy)
+    w += 1.0  # WHOLE
+    return np.sum(h)
+
+
+def _split_part(x, b):
+    h = x * 2.0
+    first, _ = np.split(h, 2)
+    first *= 3.0  # SPLIT
+    return np.sum(h)
+
+
+def _read_only_diagonal(x, b):
+    d = np.diag(x @ x.T)  # (NumPy's is a read-only view)
+    d += 1.0  # DIAG
+    return np.sum(d)
+
+
+@pytest.mark.parametrize("f, marker", [(_flipped, "FLIPPED"), (_whole_slice, "WHOLE"),
+                                       (_split_part, "SPLIT"), (_read_only_diagonal, "DIAG")])
+def test_augmented_assignment_on_every_kind_of_view_is_refused(f, marker):
+    # (np.flip, np.split, h[:] and a read-only np.diag were updated alone: np.sum(h) came back
+    # without the update NumPy makes through the view)
+    with pytest.raises(gradc.UnsupportedOpError) as excinfo:
+        gradc.jit(f)(X, B)
+    _names_line(excinfo.value, marker)
+
+
+def _view_read_after(x, b):
+    h = x * 2.0
+    head = h[:1]
+    h += 1.0
+    return np.sum(head * b)  # VIEW-READ
+
+
+def _view_returned(x, b):
+    h = x * 2.0
+    t = h.T
+    h *= b  # VIEW-RETURNED
+    return t
+
+
+@pytest.mark.parametrize("f, marker", [(_view_read_after, "VIEW-READ"),
+                                       (_view_returned, "VIEW-RETURNED")])
+def test_a_view_read_after_its_array_changed_in_place_is_refused(f, marker):
+    # NumPy's view shows the update; gradc's would have held the old values (56 for 84)
+    with pytest.raises(gradc.UnsupportedOpError) as excinfo:
+        gradc.jit(f)(X, B)
+    _names_line(excinfo.value, marker)
+    assert "changed afterwards" in str(excinfo.value)
+
+
+def test_a_view_taken_before_and_unused_after_an_update_is_fine():
+    def f(x, b):
+        h = x * 2.0
+        s = np.sum(h[:1])  # (read before the update)
+        h += b
+        return s + np.sum(h) + np.sum(h[:1])  # (a view of the new h)
+
+    assert gradc.jit(f)(X, B) == pytest.approx(f(X, B))
+
+
+def test_augmented_assignment_keeps_the_target_dtype_as_numpy_does():
+    def mixed(x32, x64, i32, i64):
+        h = x32 * 2.0
+        h += x64  # (float32: NumPy computes in float64 and writes into float32)
+        k = i32 * 1
+        k += i64  # (int32: wraps)
+        m = x32 @ np.ones((3, 3), np.float32)
+        m @= np.eye(3)  # (float64 eye: float32 result)
+        return h, k, m
+
+    args = (X.astype(np.float32), X + 1e-9, np.array([2 ** 31 - 1, 5], np.int32),
+            np.array([1, 1], np.int64))
+    for got, want in zip(gradc.jit(mixed)(*args), mixed(*args)):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    value, grad = gradc.value_and_grad(lambda w, b: np.sum(mixed(w, b, args[2], args[3])[0]))(
+        args[0], args[1])
+    assert np.asarray(value).dtype == np.float32 and grad.dtype == np.float32
+
+
+def _to_float(x, b):
+    k = np.argsort(x, axis=1)  # (int64, traced)
+    k *= 0.5  # TO-FLOAT
+    return np.sum(k * x)
+
+
+def _grow(x, b):
+    h = b * 2.0
+    h += x  # GROW
+    return np.sum(h)
+
+
+def _matmul_shape(x, b):
+    h = x * 1.0
+    h @= np.ones((3, 4))  # MATMUL-SHAPE
+    return np.sum(h)
+
+
+@pytest.mark.parametrize("f, marker", [(_to_float, "TO-FLOAT"), (_grow, "GROW"),
+                                       (_matmul_shape, "MATMUL-SHAPE")])
+def test_augmented_assignment_numpy_refuses_is_refused(f, marker):
+    with pytest.raises(Exception) as numpy_error:
+        f(X, B)
+    assert isinstance(numpy_error.value, (TypeError, ValueError))
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        gradc.jit(f)(X, B)
+    _names_line(excinfo.value, marker)
+
+
+def test_changing_the_dicts_and_lists_given_is_refused():
+    # NumPy code changes the caller's containers; the trace ran on copies, once, and the
+    # compiled function kept p["b"] = zeros as a constant
+    def stores(p, x):
+        p["b"] = np.zeros(2)
+        return np.sum(x @ p["W"] + p["b"])
+
+    def pops(p, x):
+        p["hist"].pop()
+        return np.sum(x @ p["W"])
+
+    def counts(p, x):
+        p["step"] += 1
+        return np.sum(x @ p["W"])
+
+    x = np.ones((3, 2))
+    for f in (stores, pops, counts):
+        p = {"W": np.ones((2, 2)), "b": np.ones(2), "hist": [np.ones(1)], "step": 0}
+        with pytest.raises(gradc.UnsupportedOpError) as excinfo:
+            gradc.jit(f)(p, x)
+        assert "changed the dicts or lists it was given" in str(excinfo.value)
+        assert p["b"][0] == 1.0 and len(p["hist"]) == 1 and p["step"] == 0
+
+
+def test_traced_index_updates_keep_negative_zeros():
+    x = np.array([1.0, 2.0, -0.0, 4.0])
+    i = np.array([1])
+    set_ = gradc.jit(lambda x, i, v: gradc.at(x)[i].set(v))(x, i, np.array([-0.0]))
+    add = gradc.jit(lambda x, i, v: gradc.at(x)[i].add(v))(x, i, np.array([1.0]))
+    assert np.signbit(set_[1]) and np.signbit(set_[2]) and np.signbit(add[2])
+    np.testing.assert_array_equal(add, [1.0, 3.0, -0.0, 4.0])
+
+
+def test_equal_expressions_are_separate_arrays_for_in_place_updates():
+    # while tracing, equal expressions were one value: updating one array retired the views
+    # of its twin (a = x.copy(); c = x.copy(); v = c[:1]; a += 1 refused v)
+    def twins(x, b):
+        a, c = x.copy(), x.copy()
+        v = c[:1]
+        a += 1.0
+        m1, m2 = np.zeros_like(x), np.zeros_like(x)
+        w = m2[:, :2]
+        m1 += x
+        mean, running = x.mean(axis=0), x.mean(axis=0)
+        mb = mean.reshape(1, -1)
+        running *= 0.1
+        return np.sum(a) + np.sum(v) + np.sum(m1[:, :2] + w) + np.sum((x - mb) ** 2) + np.sum(
+            running)
+
+    assert gradc.jit(twins)(X, B) == pytest.approx(twins(X, B))
+    np.testing.assert_allclose(gradc.grad(twins)(X, B), _numerical(twins, X, B), atol=1e-6)
+
+
+def _numerical(f, x, b, eps=1e-6):
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        d = np.zeros_like(x)
+        d[i] = eps
+        g[i] = (f(x + d, b) - f(x - d, b)) / (2 * eps)
+    return g
+
+
+def test_copies_numpy_makes_are_copies():
+    # astype (same dtype), np.array and +x are new arrays in NumPy: updating one in place is
+    # no update of a view, and updating the original leaves their views readable
+    def copies(x, b):
+        h = x * 2.0
+        c = h[:, :2].astype(np.float64)
+        c *= 3.0
+        d = np.array(h)
+        e = +h
+        v, w = d[:1], e[:1]
+        h += 1.0
+        return np.sum(c) + np.sum(v) + np.sum(w) + np.sum(h)
+
+    assert gradc.jit(copies)(X, B) == pytest.approx(copies(X, B))
+
+
+def test_numbers_updated_in_place_are_bound_anew_as_numpy_scalars_are():
+    # a NumPy scalar is immutable: s += x.sum() makes a new number, float64 from float32 + f64,
+    # and m -= x an array (both refused by a cast and shape check meant for arrays)
+    def numbers(x, b):
+        s = x.astype(np.float32).sum()
+        s += x.sum()
+        m = x.max()
+        m -= x
+        c = (x > 0.3).sum()
+        c /= x.size
+        return s, m, c
+
+    for got, want in zip(gradc.jit(numbers)(X, B), numbers(X, B)):
+        assert np.asarray(got).dtype == np.asarray(want).dtype
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def _xor_view(x, b):
+    k = np.argsort(x, axis=1)
+    row = k[0]
+    row ^= 5  # XOR-VIEW
+    return k
+
+
+def test_xor_assignment_is_an_in_place_operator_too():
+    with pytest.raises(gradc.UnsupportedOpError) as excinfo:
+        gradc.jit(_xor_view)(X, B)
+    _names_line(excinfo.value, "XOR-VIEW")
+
+    def wraps(x, b):
+        k = np.argsort(x, axis=1).astype(np.int32)
+        k ^= np.int64(7)
+        return k
+
+    got, want = gradc.jit(wraps)(X, B), wraps(X, B)
+    assert got.dtype == want.dtype == np.int32
+    np.testing.assert_array_equal(got, want)
+
+
+def test_broadcast_arrays_views_belong_to_their_own_arrays():
+    def f(x, b):
+        h, g = x * 1.0, b * 2.0
+        first, second = np.broadcast_arrays(h, g)
+        h += 1.0  # (second views g: still readable)
+        return np.sum(second)
+
+    assert gradc.jit(f)(X, B) == pytest.approx(f(X, B))

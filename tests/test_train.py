@@ -833,3 +833,49 @@ def test_momentum_switched_on_later_starts_its_buffer_as_pytorch_does():
     assert p["w"][0] == -3.0
     step(p, np.ones(1))  # buf = 0.9 * 1 + 0.5 * 1
     assert p["w"][0] == pytest.approx(-3.0 - 1.4)
+
+
+def test_a_plain_sgd_step_is_one_product_into_the_weight():
+    """W - lr * (h.T @ dz), the gradient used nowhere else, is one gemm with alpha = -lr into
+    W's buffer (passes/products.py fold_sgd_steps): no gradient buffer, no update kernel. The
+    same numbers as the two-step update (to rounding), and left two-step where the gradient is
+    read again (clipping), the weight is an operand of its own product, or momentum keeps it."""
+    rng = np.random.default_rng(5)
+    p0 = {"W1": rng.standard_normal((40, 32)) * 0.1, "W2": rng.standard_normal((32, 32)) * 0.1}
+    x = rng.standard_normal((24, 40))
+
+    def loss(p, x):
+        h = np.tanh(x @ p["W1"])
+        return np.sum((h @ p["W2"]) ** 2) + np.sum(p["W2"] @ p["W2"].T) * 1e-3
+
+    def manual(p, lr, steps, opt=None):
+        vg = gradc.value_and_grad(loss)
+        p = copy.deepcopy(p)
+        for _ in range(steps):
+            _, g = vg(p, x)
+            p = {k: p[k] - lr * g[k] for k in p}
+        return p
+
+    step = gradc.train_step(loss, SGD(0.05))
+    p = copy.deepcopy(p0)
+    for _ in range(3):
+        step(p, x)
+    want = manual(p0, 0.05, 3)
+    for k in p:
+        np.testing.assert_allclose(p[k], want[k], rtol=1e-12, atol=1e-14)
+    report = str(gradc.explain(step, p, x))
+    assert "addmm over [40x32]" in report  # (W1's step; W2 is an operand of its own product)
+    clipped = gradc.train_step(loss, SGD(0.05), clip_norm=1e6)
+    assert "addmm over [40x32]" not in str(gradc.explain(clipped, p, x))
+    q = copy.deepcopy(p0)
+    clipped(q, x)
+    np.testing.assert_allclose(q["W1"], manual(p0, 0.05, 1)["W1"], rtol=1e-12, atol=1e-14)
+    heavy, q, buf = gradc.train_step(loss, SGD(0.05, momentum=0.9)), copy.deepcopy(p0), None
+    r = copy.deepcopy(p0)
+    for _ in range(3):  # (PyTorch's momentum: the buffer starts as the first gradient)
+        heavy(q, x)
+        g = gradc.grad(loss)(r, x)
+        buf = g if buf is None else {k: 0.9 * buf[k] + g[k] for k in g}
+        r = {k: r[k] - 0.05 * buf[k] for k in r}
+    for k in q:
+        np.testing.assert_allclose(q[k], r[k], rtol=1e-12, atol=1e-14)

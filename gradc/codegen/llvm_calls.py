@@ -12,7 +12,8 @@ from llvmlite import ir
 
 from .llvm_expr import I32, I64, LL, Array, Unsupported, dotted_name
 
-GEMM_BETA = {"sgemm": 0.0, "dgemm": 0.0, "sgemm_add": 1.0, "dgemm_add": 1.0}  # rt.py's products
+GEMM_BETA = {"sgemm": 0.0, "dgemm": 0.0, "sgemm_add": 1.0, "dgemm_add": 1.0,  # rt.py's products
+             "sgemm_scaled": 1.0, "dgemm_scaled": 1.0}  # (the last with alpha, a 9th argument)
 # rt.py's calls of malloc, free and LAPACK (LibraryCalls._lapack): their arguments, 'n' an
 # int64, 'c' a char (as an int64), 'a' a float64 array, 'p' an int64 array (pivots, iwork)
 LAPACK_CALLS = {"lapack_alloc": "n", "lapack_free": "n", "dpotrf": "na", "dgesv": "nnapa",
@@ -50,21 +51,28 @@ class LibraryCalls:
 
     def _gemm(self, call):
         """`sgemm(ta, tb, m, n, k, a, b, c)` (rt.py): c = op(a) @ op(b) by NumPy's OpenBLAS,
-        called as rt.py's kernel calls it (`sgemm_add`: c += op(a) @ op(b)). Left to Numba where
+        called as rt.py's kernel calls it (`sgemm_add`: c += op(a) @ op(b); `sgemm_scaled(...,
+        c, alpha)`: c += alpha * op(a) @ op(b)). Left to Numba where
         rt.py's sgemm is Numba's np.dot."""
         from . import rt
         name = dotted_name(call.func)
         dtype = "float32" if name.startswith("s") else "float64"
-        if rt.BLAS != "openblas" or len(call.args) != 8:
+        scaled = name.endswith("_scaled")
+        if rt.BLAS != "openblas" or len(call.args) != 8 + scaled:
             raise Unsupported(ast.unparse(call))
         flags = [a.value if isinstance(a, ast.Constant) else None for a in call.args[:2]]
         if any(not isinstance(f, bool) for f in flags):
             raise Unsupported(ast.unparse(call))
         m, n, k = (self._int(a) for a in call.args[2:5])
-        arrays = [self.scope.get(dotted_name(a)) for a in call.args[5:]]
+        arrays = [self.scope.get(dotted_name(a)) for a in call.args[5:8]]
         if any(not isinstance(a, Array) or a.dtype != dtype for a in arrays):
             raise Unsupported(ast.unparse(call))
         real, ptr = LL[dtype], LL[dtype].as_pointer()
+        alpha = ir.Constant(real, 1.0)
+        if scaled:
+            alpha, alpha_dtype = self._expr(call.args[8])
+            if alpha_dtype != dtype:
+                raise Unsupported(ast.unparse(call))
         fnty = ir.FunctionType(ir.VoidType(), [I32, I32, I32, I64, I64, I64, real, ptr, I64, ptr,
                                                I64, real, ptr, I64])
         symbol = f"gradc_{name[:5]}64"  # (pool_rt.py: whole, or in blocks on gradc's threads)
@@ -73,7 +81,7 @@ class LibraryCalls:
         trans = lambda t: ir.Constant(I32, 112 if t else 111)  # noqa: E731  (CblasTrans, NoTrans)
         a, b, c = arrays
         self.builder.call(gemm, [ir.Constant(I32, 101), trans(ta), trans(tb), m, n, k,
-                                 ir.Constant(real, 1.0), a.ptr, m if ta else k, b.ptr,
+                                 alpha, a.ptr, m if ta else k, b.ptr,
                                  k if tb else n, ir.Constant(real, GEMM_BETA[name]), c.ptr, n])
 
     def _lapack(self, call):

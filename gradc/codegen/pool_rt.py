@@ -41,10 +41,12 @@ LINE = 8  # int64 words per cache line
 (GENERATION, SLEEPERS, NEXT, DONE, BUSY, STOP, WORKERS, LOCK, USERS, SAVED, ALONE, LAST,
  JOB) = (LINE * i for i in range(13))
 # a job's fields, in the JOB line(s): the product (CBLAS's arguments) and its blocks
-FIELDS = ("double", "ta", "tb", "m", "n", "k", "a", "b", "c", "beta", "by_rows", "block",
-          "blocks", "call", "args", "time")  # call: a loop kernel's chunk entry (0: a product);
-# time: the address of the chunked call's word that keeps its last time (0: a product)
-WORDS = JOB + 2 * LINE
+FIELDS = ("double", "ta", "tb", "m", "n", "k", "a", "b", "c", "alpha", "beta", "by_rows",
+          "block", "blocks", "call", "args", "time")  # call: a loop kernel's chunk entry (0: a
+# product); time: the address of the chunked call's word that keeps its last time (0: a
+# product); alpha: the product's scale, a double's bits (1.0, or an SGD step's -lr)
+WORDS = JOB + 3 * LINE  # (the job: len(FIELDS) words)
+assert len(FIELDS) <= WORDS - JOB
 SPINS = 1000  # ~26 us of `pause` (AMD EPYC) before a pool thread sleeps (and before a waiting caller
 # yields its CPU: the thread with the block it waits for may need it)
 CLOSED = 1 << 62  # NEXT while a job is being written: no block to take
@@ -93,7 +95,7 @@ def _pause(b):
 
 
 def module_ir():
-    """LLVM IR of the pool: gradc_sgemm64/gradc_dgemm64 (CBLAS's row-major signature, alpha 1)
+    """LLVM IR of the pool: gradc_sgemm64/gradc_dgemm64 (CBLAS's row-major signature)
     and the pool threads' loop gradc_pool_work(void)."""
     return str(_Module().module)
 
@@ -165,8 +167,10 @@ class _Module:
 
                     def ptr(base, at):
                         return b.inttoptr(b.add(base, b.mul(at, size)), real.as_pointer())
+                    alpha = b.bitcast(f["alpha"], F64)
                     b.call(self.gemms[double], [
-                        I32(101), *trans, mm, nn, f["k"], ir.Constant(real, 1.0),
+                        I32(101), *trans, mm, nn, f["k"],
+                        alpha if double else b.fptrunc(alpha, F32),
                         ptr(f["a"], a_at), lda, ptr(f["b"], b_at), ldb,
                         b.sitofp(f["beta"], real), ptr(f["c"], c_at), f["n"]])
         b.ret_void()
@@ -268,7 +272,7 @@ class _Module:
         """gradc_?gemm64: CBLAS's signature; the product whole, or in blocks (rt.product_blocks)
         taken by the pool's threads, or by the caller alone."""
         fn = ir.Function(self.module, _gemm_type(double), f"gradc_{'d' if double else 's'}gemm64")
-        _, ta, tb, m, n, k, _, a, _, b_, _, beta, c, _ = fn.args
+        _, ta, tb, m, n, k, alpha, a, _, b_, _, beta, c, _ = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         enter, leave = self.sections[True], self.sections[False]
         work = b.mul(b.mul(m, n), k)
@@ -285,6 +289,7 @@ class _Module:
         job = {"double": I64(double), "ta": b.zext(b.icmp_signed("==", ta, I32(112)), I64),
                "tb": b.zext(b.icmp_signed("==", tb, I32(112)), I64), "m": m, "n": n, "k": k,
                "a": b.ptrtoint(a, I64), "b": b.ptrtoint(b_, I64), "c": b.ptrtoint(c, I64),
+               "alpha": b.bitcast(alpha if double else b.fpext(alpha, F64), I64),
                "beta": b.fptosi(beta, I64), "by_rows": by_rows, "block": block,
                "blocks": blocks, "call": I64(0), "args": I64(0), "time": I64(0)}
         self._dispatch(b, job, b.icmp_signed(">=", b.sdiv(work, blocks), I64(LONG_BLOCK_WORK)),

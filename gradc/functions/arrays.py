@@ -14,7 +14,7 @@ import operator
 
 import numpy as np
 
-from ..errors import UnsupportedOpError
+from ..errors import ArgumentError, UnsupportedOpError
 from ..ir import Value
 from ..ops import fn
 from ._args import array_arg
@@ -227,6 +227,12 @@ def _pad(array, pad_width, mode="constant", **kwargs):
                                     "constant_values"))
         if values.size == 1 or values.size == 2 and values.shape != (2, 1):
             values = values.ravel()
+        if x.dtype.kind in "iu" and values.dtype.kind in "iu" and values.size:
+            info = np.iinfo(x.dtype)  # (NumPy stores them as Python ints: out of range raises)
+            wrong = values[(values < info.min) | (values > info.max)]
+            if wrong.size:
+                raise ArgumentError(f"np.pad: Python integer {wrong.flat[0]} out of bounds for "
+                                    f"{x.dtype}")
         values = np.broadcast_to(values, (x.ndim, 2)).astype(x.dtype)
         for axis, ((before, after), fills) in enumerate(zip(pairs, values)):
             parts = []
@@ -381,6 +387,8 @@ def _vander(x, N=None, increasing=False):
     if x.ndim != 1:
         raise ValueError("x must be a one-dimensional array or sequence.")
     n = x.size if N is None else operator.index(N)
+    if n < 0:
+        raise ValueError("negative dimensions are not allowed")
     x = fn.astype(x, np.promote_types(x.dtype, int))
     powers, power = [], None
     for i in range(n):

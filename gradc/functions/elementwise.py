@@ -44,13 +44,16 @@ def _nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
 def _round(a, decimals=0, out=None):
     """np.round (np.around, x.round(), Python's round()): NumPy's own arithmetic, rint(x * 10**d)
     / 10**d (for d < 0, rint(x / 10**-d) * 10**-d), halves to even, in x's dtype, gradient 0
-    (NumPy's bits: the kernels divide exactly, fast-math's arcp is off). Integers and booleans
-    with d >= 0 come back as they are."""
+    (NumPy's bits: the kernels divide exactly, fast-math's arcp is off). Integers with d >= 0
+    come back as they are; booleans (NumPy: float16) are refused."""
     if out is not None:
         raise UnsupportedOpError("np.round(out=...) is not supported: traced arrays are never "
                                  "written in place; use the result")
     x = array_arg(a)
     decimals = operator.index(decimals)
+    if x.dtype == np.bool_:
+        raise UnsupportedOpError("np.round of a boolean array is float16 in NumPy, a dtype gradc "
+                                 "does not have: round x.astype(np.float32)")
     if not np.issubdtype(x.dtype, np.floating):
         if decimals < 0:
             raise UnsupportedOpError("np.round of integers to decimals < 0 is not supported: "
@@ -125,6 +128,8 @@ def _polyval(p, x):
     type (so a float64 coefficient array gives float64)."""
     if not isinstance(p, Value):
         p = np.asarray(p)
+    if p.ndim == 0:
+        raise TypeError("iteration over a 0-d array")
     x = array_arg(x, p)
     y = fn.zeros_like(x)
     for i in range(p.shape[0] if p.ndim else 0):
@@ -141,8 +146,8 @@ def _angle(z, deg=False):
 
 def _real_only(name):
     """np.iscomplexobj and kin, of a real array (gradc has no complex numbers)."""
-    def impl(x, *args, **kwargs):
-        x = array_arg(x)
+    def impl(*args, **kwargs):  # (NumPy's names: x, or real_if_close's a)
+        x = array_arg(args[0] if args else kwargs.get("x", kwargs.get("a")))
         if name == "isreal":
             return fn.full(x.graph, x.shape, True, np.bool_)
         if name == "real_if_close":

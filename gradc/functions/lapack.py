@@ -249,8 +249,13 @@ def cond(x, p=None):
         largest, smallest = (fn.reshape(fn.slice_(s, (0,) * (s.ndim - 1) + (i,),
                                                   s.shape[:-1] + (i + 1,), (1,) * s.ndim),
                                         s.shape[:-1]) for i in (0, n - 1))
-        return largest / smallest if p != -2 else smallest / largest
-    return np.linalg.norm(a, p, axis=(-2, -1)) * np.linalg.norm(inv(a), p, axis=(-2, -1))
+        r = largest / smallest if p != -2 else smallest / largest
+    else:  # (a singular matrix's inverse is NaN here: see gradc/ops/lapack.py)
+        r = np.linalg.norm(a, p, axis=(-2, -1)) * np.linalg.norm(inv(a), p, axis=(-2, -1))
+    # NumPy's: a NaN from a singular matrix (0 / 0) is inf, unless the matrix held a NaN
+    held_nan = fn.any(fn.compare("not_equal", a, a), (-2, -1))
+    return fn.where(fn.compare("not_equal", r, r) & fn.compare("equal", held_nan, False),
+                    np.inf, r)
 
 
 def matrix_rank(A, tol=None, hermitian=False, *, rtol=None):
@@ -260,15 +265,21 @@ def matrix_rank(A, tol=None, hermitian=False, *, rtol=None):
     if a.ndim < 2:
         return fn.astype(fn.any(fn.compare("not_equal", a, 0)), np.int64)
     a = matrix_arg(a, "matrix_rank")
-    s = svd(a, compute_uv=False)
+    if min(a.shape[-2:]) == 0:
+        return fn.full(a.graph, a.shape[:-2], 0, np.int64)
+    # (hermitian: NumPy's eigenvalues of the lower triangle, their magnitudes)
+    s = fn.unary("abs", eigvalsh(a)) if hermitian else svd(a, compute_uv=False)
+
+    def per_matrix(v):  # (a tolerance per matrix of a batch: along a new last axis)
+        return fn.expand_dims(array_arg(v, a), -1) if np.ndim(v) else v
     if tol is None:
         if rtol is None:
             rtol = max(a.shape[-2:]) * np.finfo(a.dtype).eps
-        tol = fn.max(s, axis=-1, keepdims=True) * rtol
+        tol = fn.max(s, axis=-1, keepdims=True) * per_matrix(rtol)
     elif rtol is not None:
         raise ArgumentError("`tol` and `rtol` can't be both set.")
     else:
-        tol = fn.expand_dims(array_arg(tol, a), -1) if np.ndim(tol) else tol
+        tol = per_matrix(tol)
     return fn.sum(fn.astype(fn.compare("greater", s, tol), np.int64), -1)
 
 

@@ -94,7 +94,7 @@ def _var(name):
         d = x - fn.broadcast_to(mu, x.shape)
         # as NumPy: count - ddof <= 0 divides by zero (inf, or NaN for 0 / 0)
         var = fn.divide(fn.sum(d * d, axes, _keep(keepdims)), float(max(_count(x, axes) - ddof, 0)))
-        return fn.unary("sqrt", var) if name == "std" else var
+        return _safe_sqrt(var) if name == "std" else var  # (a constant slice: gradient 0)
     return impl
 
 
@@ -141,10 +141,10 @@ def _corrcoef(x, y=None, rowvar=True, *, dtype=None):
 def _trapezoid(y, x=None, dx=1.0, axis=-1):
     """np.trapezoid (np.trapz before NumPy 2): the trapezoidal rule along `axis`, with spacing
     dx or sample points x (1-D along the axis, or y's shape)."""
-    y = _floating(array_arg(y, x))
+    y = array_arg(y, x)
     axis = fn.normalize_axis(axis, y.ndim)
     if y.shape[axis] < 2:
-        return fn.sum(fn.elementwise("multiply", y, 0.0), axis)
+        return fn.sum(fn.elementwise("multiply", _floating(y), 0.0), axis)
     if x is None:
         spacing = dx
     else:
@@ -154,8 +154,9 @@ def _trapezoid(y, x=None, dx=1.0, axis=-1):
             shape[axis] = x.shape[0]
             x = fn.reshape(x, tuple(shape))
         spacing = _diff(x, axis=axis)
-    middle = fn.elementwise("add", *_neighbours(y, axis))
-    return fn.sum(fn.elementwise("multiply", fn.elementwise("multiply", middle, spacing), 0.5), axis)
+    later, earlier = _neighbours(y, axis)
+    middle = later + earlier  # (NumPy's: in y's dtype, so booleans or, int32 wraps)
+    return fn.sum(fn.divide(fn.elementwise("multiply", spacing, middle), 2.0), axis)
 
 
 def _average(a, axis=None, weights=None, returned=False, *, keepdims=ABSENT):
@@ -219,7 +220,7 @@ def _nansum(a, axis=None, dtype=None, out=None, keepdims=ABSENT, initial=ABSENT,
         x = fn.astype(x, dtype)
     y = fn.sum(x, axis, _keep(keepdims))
     y = y if dtype is None else fn.astype(y, dtype)
-    return y if initial is ABSENT else y + initial
+    return y if initial is ABSENT else y + _in_dtype(initial, y)
 
 
 def _nanmean(a, axis=None, dtype=None, out=None, keepdims=ABSENT, *, where=ABSENT):
@@ -231,6 +232,14 @@ def _nanmean(a, axis=None, dtype=None, out=None, keepdims=ABSENT, *, where=ABSEN
     # (a slice of NaNs only: 0 / 0, NaN, as NumPy gives with its warning)
     return fn.sum(fn.where(present, x, 0), axis, keep) / fn.sum(fn.astype(present, x.dtype),
                                                                   axis, keep)
+
+
+def _in_dtype(initial, y):
+    """A reduction's `initial` as NumPy takes it: in the result's dtype (1.5 into an int64
+    product is 1)."""
+    if isinstance(initial, Value):
+        return fn.astype(initial, y.dtype)
+    return fn.as_value(np.asarray(initial).astype(y.dtype), y)
 
 
 def _nan_filled(x, value):
@@ -287,7 +296,10 @@ def _nan_var(name):
         if isinstance(ddof, Value):
             raise UnsupportedOpError(f"np.{name}(ddof=...) must be a Python number, not a traced "
                                      "value")
-        x = _floating(array_arg(a), dtype)
+        x = array_arg(a)
+        if not np.issubdtype(x.dtype, np.inexact):  # (no NaNs: NumPy calls np.var)
+            return _var(name[3:])(x, axis, dtype, None, ddof, keepdims)
+        x = _floating(x, dtype)
         axes = fn.normalize_axes(axis, x.ndim)
         keep = _keep(keepdims)
         present = fn.compare("equal", x, x)
@@ -297,7 +309,7 @@ def _nan_var(name):
         dof = fn.sum(fn.astype(present, x.dtype), axes, keep) - ddof
         positive = fn.compare("greater", dof, 0)
         var = fn.where(positive, fn.sum(d * d, axes, keep) / fn.where(positive, dof, 1), np.nan)
-        return fn.unary("sqrt", var) if name == "nanstd" else var
+        return _safe_sqrt(var) if name == "nanstd" else var
     return impl
 
 
@@ -364,7 +376,7 @@ def _prod(a, axis=None, dtype=None, out=None, keepdims=ABSENT, initial=ABSENT, w
                                  rest + (n,), (1,) * (len(rest) + 1)), rest)
     if _keep(keepdims):
         y = fn.reshape(y, _keepdims_shape(x, axes))
-    return y if initial is ABSENT else y * initial
+    return y if initial is ABSENT else y * _in_dtype(initial, y)
 
 
 def _diff(a, n=1, axis=-1, prepend=ABSENT, append=ABSENT):
@@ -677,8 +689,8 @@ def _searchsorted(a, v, side="left", sorter=None):
     """np.searchsorted as a count: the elements of sorted `a` that sort before each v (a 1-D,
     a few thousand elements: each v compares with all of them)."""
     a = array_arg(a, v)
-    v = array_arg(v, a)
-    if a.ndim != 1:
+    v = array_arg(v if isinstance(v, Value) else np.asarray(v), a)  # (np.asarray: float64 for
+    if a.ndim != 1:  # a Python float, as NumPy compares it, not weakly in a's float32)
         raise ShapeError(f"np.searchsorted needs a 1-D sorted array, got shape {a.shape}")
     if sorter is not None:
         a = fn.take(a, sorter, axis=0)
@@ -732,8 +744,16 @@ def _interp(x, xp, fp, left=None, right=None, period=None):
         j = fn.clip(_searchsorted(xp, x, "right") - 1, 0, xp.size - 2)
         x0, x1 = fn.take(xp, j, mode="clip"), fn.take(xp, j + 1, mode="clip")
         y0, y1 = fn.take(fp, j, mode="clip"), fn.take(fp, j + 1, mode="clip")
-        y = (y1 - y0) / (x1 - x0) * (x - x0) + y0
-        y = fn.where(fn.compare("equal", x, x0), y0, y)  # (NumPy's exact hit)
+        slope = (y1 - y0) / (x1 - x0)
+        y = slope * (x - x0) + y0  # (y0 itself at x0 where the slope is finite; the slope
+        # the gradient's at a knot: the segment's to its right)
+        # NumPy's fallbacks where that is NaN (an infinite slope or fp): from the other end,
+        # then fp[j] where both ends are equal; and fp[j] at an exact hit of an unending slope
+        nan = _isnan(y)
+        y = fn.where(nan, slope * (x - x1) + y1, y)
+        y = fn.where(fn.compare("equal", y0, y1) & _isnan(y), y0, y)
+        y = fn.where(fn.compare("equal", x, x0) & fn.compare("not_equal", slope - slope, 0),
+                     y0, y)
         x_last = fn.reshape(fn.slice_(xp, (xp.size - 1,), (xp.size,), (1,)), ())
         y = fn.where(fn.compare("equal", x, x_last), fn.broadcast_to(last, x.shape), y)
     x_first = fn.reshape(fn.slice_(xp, (0,), (1,), (1,)), ())
@@ -767,7 +787,11 @@ def _gradient(*varargs, f, axis=None, edge_order=1):
     with NumPy's formulas and order of operations; a tuple for several axes. (f by name: the
     call is bound to NumPy's signature, whose *varargs come positionally, trace._bind.)"""
     f = array_arg(f)
-    axes = fn.normalize_axes(axis, f.ndim)
+    axes = (tuple(range(f.ndim)) if axis is None else  # (in the order given, as NumPy's)
+            tuple(fn.normalize_axis(a, f.ndim) for a in (axis if isinstance(axis, (tuple, list))
+                                                         else (axis,))))
+    if len(set(axes)) != len(axes):
+        raise ValueError("repeated axis")
     if len(varargs) == 0:
         spacings = [1.0] * len(axes)
     elif len(varargs) == 1 and np.ndim(varargs[0]) == 0:

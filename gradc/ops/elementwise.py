@@ -86,7 +86,9 @@ register(OpDef(
 ))
 
 # --- arithmetic ------------------------------------------------------------------------------
-elementwise("add", np.add, lambda m, dt, a, b: f"{a} + {b}",
+# (NumPy's add of booleans is a logical or; Python's + of two bools is the int 2, which a fused
+# kernel carried on: (m + k) * 1.0 was 2.0 where both held)
+elementwise("add", np.add, lambda m, dt, a, b: f"max2({a}, {b})" if dt == np.bool_ else f"{a} + {b}",
             vjp=lambda n, g: [g, g],
             ufuncs=(np.add,))
 elementwise("subtract", np.subtract, lambda m, dt, a, b: f"{a} - {b}",
@@ -167,7 +169,14 @@ elementwise("reciprocal", lambda a: np.reciprocal(a), lambda m, dt, a: f"{lit(1,
 elementwise("abs", np.abs, lambda m, dt, a: f"abs({a})",
             vjp=lambda n, g: [g * np.sign(_x(n))],
             ufuncs=(np.abs, np.absolute))
-elementwise("sign", np.sign, lambda m, dt, a: f"{m.sign}({a})",
+def _sign_scalar(m, dt, a):
+    """NumPy's sign: 0.0 for both zeros (Numba's, and C's, give -0.0 back for -0.0)."""
+    if np.dtype(dt).kind != "f":
+        return f"{m.sign}({a})"
+    return f"({lit(0, dt)} if {a} == {lit(0, dt)} else {m.sign}({a}))"
+
+
+elementwise("sign", np.sign, _sign_scalar,
             vjp=lambda n, g: [fn.zeros_like(_x(n))],
             ufuncs=(np.sign,))
 elementwise("copy", np.copy, lambda m, dt, a: a,

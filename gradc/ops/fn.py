@@ -229,7 +229,23 @@ add, subtract, multiply, power, floor_divide, remainder, maximum, minimum = map(
 divide = _binary("divide", float_only=True)
 
 
+# x op n for a Python int n above (below) every value of x's integer dtype
+_HOLDS_ABOVE = {"less": True, "less_equal": True, "not_equal": True, "greater": False,
+                "greater_equal": False, "equal": False}
+_HOLDS_BELOW = {"less": False, "less_equal": False, "not_equal": True, "greater": True,
+                "greater_equal": True, "equal": False}
+_MIRROR = {"less": "greater", "less_equal": "greater_equal", "greater": "less",
+           "greater_equal": "less_equal", "equal": "equal", "not_equal": "not_equal"}
+
+
 def compare(op, a, b):
+    if type(a) is int and isinstance(b, Value):  # (n < x: as x > n)
+        return compare(_MIRROR[op], b, a)
+    if type(b) is int and isinstance(a, Value) and a.dtype.kind in "iu" and not is_weak(a):
+        info = np.iinfo(a.dtype)
+        if not info.min <= b <= info.max:  # (NumPy 2 compares such a Python int exactly)
+            holds = (_HOLDS_ABOVE if b > info.max else _HOLDS_BELOW)[op]
+            return full(a.graph, a.shape, holds, np.bool_)
     return elementwise(op, a, b)
 
 

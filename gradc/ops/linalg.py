@@ -30,8 +30,14 @@ def _vjp(node, g):
 
 
 def _addmm_vjp(node, g):
-    """C + op(A) @ op(B): C's cotangent is g, the others a product's."""
-    return [g] + _product_vjp(node, *node.inputs[1:], g)
+    """C + op(A) @ op(B) (times alpha, a 0-d fourth input, where given: an SGD step folded into
+    its gradient's product, passes/products.py): C's cotangent is g, the others a product's,
+    alpha's the sum of g times the product."""
+    if len(node.inputs) == 3:
+        return [g] + _product_vjp(node, *node.inputs[1:], g)
+    c, a, b, alpha = node.inputs
+    product = node.output.graph.apply("matmul", (a, b), ta=node.attr["ta"], tb=node.attr["tb"])
+    return [g] + _product_vjp(node, a, b, g * alpha) + [(g * product).sum()]
 
 
 def _product_vjp(node, a, b, g):
@@ -59,10 +65,12 @@ def _infer_mm(inputs, ta, tb):
 
 
 def _infer_addmm(inputs, ta, tb):
-    c, a, b = inputs
+    c, a, b, *alpha = inputs
     shape, dtype = _infer_mm((a, b), ta, tb)
     if c.shape != shape or c.dtype != dtype:
         raise ShapeError(f"addmm adds a {c.dtype}{c.shape} to a {dtype}{shape} product")
+    if alpha and (alpha[0].shape != () or alpha[0].dtype != dtype):
+        raise ShapeError(f"addmm scales by a {alpha[0].dtype}{alpha[0].shape}, not a 0-d {dtype}")
     return shape, dtype
 
 
@@ -126,12 +134,18 @@ def _loop_matmul(k, a, b, c, m, n, kk, ta, tb, add=False):
             k.line(f"            {c}[i * {n} + j] += s * {B('p', 'j')}")
 
 
-def _product(k, a, b, c, a_shape, b_shape, add=False):
-    """One 2-D product of the flat arrays named a, b into c (with `add`, added to c): BLAS, or
-    loops when small."""
+def _product(k, a, b, c, a_shape, b_shape, add=False, alpha=None):
+    """One 2-D product of the flat arrays named a, b into c (with `add`, added to c; with
+    `alpha`, the name of a scale, added scaled): BLAS, or loops when small."""
     ta, tb = k.attr["ta"], k.attr["tb"]
     m, kk, n = _dims(a_shape, b_shape, ta, tb)
-    if m * n * kk <= SMALL_MATMUL or not np.issubdtype(k.output.dtype, np.floating):  # no int BLAS
+    small = m * n * kk <= SMALL_MATMUL or not np.issubdtype(k.output.dtype, np.floating)
+    if alpha is not None:  # (passes/products.py folds only products that call BLAS)
+        assert not small and add, "a scaled addmm calls BLAS"
+        gemm = ("sgemm" if k.output.dtype == np.float32 else "dgemm") + "_scaled"
+        k.line(f"{gemm}({ta}, {tb}, {k.param('m', m)}, {k.param('n', n)}, {k.param('k', kk)}, "
+               f"{a}, {b}, {c}, {alpha})")
+    elif small:  # (no integer BLAS)
         _loop_matmul(k, a, b, c, k.param("m", m), k.param("n", n), k.param("k", kk), ta, tb, add)
     else:  # BLAS: gradc/codegen/rt.py
         gemm = ("sgemm" if k.output.dtype == np.float32 else "dgemm") + ("_add" if add else "")
@@ -145,14 +159,14 @@ def _matmul_kernel(k):
 
 
 def _addmm_kernel(k):
-    c, a, b = k.inputs
+    c, a, b, *alpha = k.inputs
     # out starts as c; the plan usually writes out over c, read here for the last time
     # (passes/memory.py _overwritable), and then there is nothing to copy
     k.line("if p_out != p_x0:")
     with k.indent():
         k.line(f"for i in range({k.size(k.output)}):")
         k.line("    out[i] = x0[i]")
-    _product(k, "x1", "x2", "out", a.shape, b.shape, add=True)
+    _product(k, "x1", "x2", "out", a.shape, b.shape, add=True, alpha="x3[0]" if alpha else None)
 
 
 def _bmm_kernel(k):
@@ -204,7 +218,8 @@ def _cuda_matmul(prog, node, out, ins):
 
 
 def _cuda_addmm(prog, node, out, ins):
-    """addmm: cuda_rt's addmm kernel, a thread per output element (out may be c's buffer)."""
+    """addmm: cuda_rt's addmm kernel, a thread per output element (out may be c's buffer). (A
+    scaled addmm is the CPU target's only: passes/products.py fold_sgd_steps.)"""
     c, a, b = node.inputs
     ta, tb = bool(node.attr["ta"]), bool(node.attr["tb"])
     m, k, n = _dims(a.shape, b.shape, ta, tb)
@@ -215,7 +230,8 @@ register(OpDef("matmul", KERNEL, _infer_mm,
                ref=lambda a, b, ta, tb: np.matmul(_op(a, ta), _op(b, tb)),
                vjp=_vjp, kernel=_matmul_kernel, cuda=_cuda_matmul))
 register(OpDef("addmm", KERNEL, _infer_addmm,
-               ref=lambda c, a, b, ta, tb: c + np.matmul(_op(a, ta), _op(b, tb)),
+               ref=lambda c, a, b, *alpha, ta, tb: c + (alpha[0] if alpha else 1) * np.matmul(
+                   _op(a, ta), _op(b, tb)),
                vjp=_addmm_vjp, kernel=_addmm_kernel, cuda=_cuda_addmm))
 register(OpDef("bmm", KERNEL, _infer_bmm,
                ref=lambda a, b, ta, tb: np.matmul(_op(a, ta), _op(b, tb)),

@@ -173,13 +173,15 @@ elementwise("copysign", np.copysign, lambda m, dt, a, b: f"{m.copysign}({a}, {b}
 
 
 def _fmod_scalar(m, dt, a, b):
-    """C's remainder (sign of the dividend). Integers: |a| % |b| with a's sign, and 0 for a zero
-    divisor as NumPy (which warns)."""
+    """C's remainder (sign of the dividend). Integers: Python's remainder (the divisor's sign)
+    moved to the dividend's where the signs differ (no abs(): |INT_MIN| overflows), and 0 for
+    a zero divisor as NumPy (which warns)."""
     if not _is_integer(dt):
         return f"{m.fmod}({a}, {b})"
     zero = lit(0, dt)
-    return f"{zero} if {b} == {zero} else (abs({a}) % abs({b}) if {a} >= {zero} " \
-           f"else -(abs({a}) % abs({b})))"
+    r = f"({a} % {b})"
+    return f"{zero} if {b} == {zero} else ({r} - {b} if {r} != {zero} and " \
+           f"({a} < {zero}) != ({b} < {zero}) else {r})"
 
 
 # d/db fmod(a, b) = -trunc(a / b), as JAX

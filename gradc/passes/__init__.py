@@ -6,7 +6,8 @@ from ..ir import release
 from .cse import cse
 from .dce import dce
 from .lower import lower_composites
-from .products import accumulate_products, share_transposes, transpose_small_lhs
+from .products import (accumulate_products, fold_sgd_steps, share_transposes,
+                       transpose_small_lhs)
 from .simplify import simplify
 from .slices import merge_slice_sums
 
@@ -16,9 +17,10 @@ BEFORE_AUTODIFF = (simplify, cse, dce)
 # gradient over time steps) are accumulated a product at a time, and sums of slice gradients
 # become one accumulation; a matrix many products read transposed is transposed once (after
 # simplify, which would fold the transpose back into the products' flags), and small products
-# with B transposed read A transposed where this machine's BLAS runs them faster so.
+# with B transposed read A transposed where this machine's BLAS runs them faster so; a plain
+# SGD step on a weight is folded into its gradient's product (one gemm into the weight).
 AFTER_AUTODIFF = (simplify, lower_composites, simplify, accumulate_products, merge_slice_sums,
-                  share_transposes, transpose_small_lhs, cse, dce)
+                  share_transposes, transpose_small_lhs, fold_sgd_steps, cse, dce)
 
 
 def run_passes(graph, passes, log=None, consume=False):

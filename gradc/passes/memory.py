@@ -247,7 +247,7 @@ def _overwritable(fusion, last_read):
     taken, shared = set(), {}
     for k in fusion.kernels:
         if k.kind == "addmm":  # c + a @ b: gemm reads each element of c before it writes it
-            c, a, b = (fusion.layouts[x.id] for x in k.nodes[0].inputs)
+            c, a, b = (fusion.layouts[x.id] for x in k.nodes[0].inputs[:3])  # (alpha: 0-d)
             out = k.nodes[0].output
             if (c[0] is k.nodes[0].inputs[0] and c[0].node is not None and c[0].id not in taken
                     and last_read.get(c[0].id) == k.index and c[0] is not a[0]

@@ -166,19 +166,23 @@ TRANSPOSED_LHS_MIN_SIDE = 32
 TRANSPOSED_LHS_GAIN = 1.3  # TT this much faster in the measurement, or left as it is
 
 # Whether the products are lowered for this process's BLAS (compile.lower: the CPU target),
-# and not portably (gradc compile's modules are the same whichever machine writes them)
+# and not portably (gradc compile's modules are the same whichever machine writes them); and
+# whether for the CPU target at all (its BLAS calls take a scale: fold_sgd_steps)
 _FOR_THIS_BLAS = contextvars.ContextVar("gradc_for_this_blas", default=False)
 _PORTABLE = contextvars.ContextVar("gradc_portable_products", default=False)
+_FOR_CPU = contextvars.ContextVar("gradc_products_for_cpu", default=False)
 
 
 @contextlib.contextmanager
 def lowering_for(target):
     """Lower products for `target`'s BLAS: this process's, measured, for the CPU target."""
     token = _FOR_THIS_BLAS.set(target == "cpu" and not _PORTABLE.get())
+    cpu = _FOR_CPU.set(target == "cpu")
     try:
         yield
     finally:
         _FOR_THIS_BLAS.reset(token)
+        _FOR_CPU.reset(cpu)
 
 
 @contextlib.contextmanager
@@ -263,3 +267,68 @@ def _blas_nt(node):
         return False
     m, n = node.output.shape
     return m * n * node.inputs[1].shape[1] > SMALL_MATMUL  # (B is n x k)
+
+
+def fold_sgd_steps(graph):
+    """W - s * (op(a) @ op(b)) (or W + s * ...) with s a scalar and the product read nowhere
+    else -> addmm(W, a, b, -s): one gemm with alpha = -s and beta = 1 into W's buffer. Plain
+    SGD's step on a weight (s = lr) is such an update: the weight's gradient is then never
+    stored (W2's 784x256 first layer: 784 KiB and a kernel that read it and W and wrote W), as
+    it is not by a hand-written `W -= lr * x.T @ dz` gemm. Only on the CPU target (cuda_rt's
+    addmm has no scale), for products that call BLAS, and where W is not an operand of its own
+    product (the gemm would read what it writes). The bits differ from the two-step update's:
+    the product is not rounded before it is scaled."""
+    if not _FOR_CPU.get():
+        return graph
+    uses = Counter(x.id for n in graph.nodes for x in n.inputs)
+    uses.update(v.id for v in graph.outputs)
+    folds = {}
+    for node in graph.nodes:
+        if node.op not in ("subtract", "add"):
+            continue
+        for c, term in ([node.inputs] if node.op == "subtract" else
+                        [node.inputs, node.inputs[::-1]]):
+            found = _scaled_product(term)
+            if (found is not None and uses[term.id] == 1 and uses[found[0].output.id] == 1
+                    and c.shape == term.shape and c.dtype == term.dtype
+                    and _root(c) not in {_root(x) for x in found[0].inputs}):
+                folds[node.output.id] = c is node.inputs[1]  # (which input is c)
+                break
+    if not folds:
+        return graph
+
+    def rewrite(new_graph, node, ins):
+        if node.output.id not in folds:
+            return None
+        c, term = ins[::-1] if folds[node.output.id] else ins
+        product, scale = _scaled_product(term)
+        alpha = fn.negative(scale) if node.op == "subtract" else scale
+        return new_graph.apply("addmm", (c, *product.inputs, alpha), **dict(product.attrs))
+
+    return replay(graph, rewrite)
+
+
+def _scaled_product(v):
+    """(the matmul node, the 0-d scale) of v = scale * op(a) @ op(b) (a scalar broadcast times
+    a float product that calls BLAS), or None."""
+    if v.node is None or v.node.op != "multiply":
+        return None
+    for product, scale in (v.node.inputs, v.node.inputs[::-1]):
+        while scale.node is not None and scale.node.op in ("broadcast_to", "reshape") \
+                and scale.node.inputs[0].size == 1:
+            scale = scale.node.inputs[0]
+        node = product.node
+        if (scale.shape != () or node is None or node.op != "matmul"
+                or product.dtype.kind != "f" or scale.dtype != product.dtype):
+            continue
+        b_rows, b_columns = node.inputs[1].shape
+        if product.size * (b_columns if node.attr["tb"] else b_rows) > SMALL_MATMUL:
+            return node, scale
+    return None
+
+
+def _root(v):
+    """The value whose buffer v views (through reshapes, slices, transposes, broadcasts)."""
+    while v.node is not None and v.node.op in ("reshape", "slice", "transpose", "broadcast_to"):
+        v = v.node.inputs[0]
+    return v.id

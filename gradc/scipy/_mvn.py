@@ -2,6 +2,7 @@
 gradc.scipy.stats.multivariate_normal.logpdf)."""
 import numpy as np
 
+from ..errors import UnsupportedOpError
 from ..functions._args import array_arg
 from ..ir import Value
 from ..functions.lapack import cholesky
@@ -20,9 +21,16 @@ def logpdf(x, mean=None, cov=1, allow_singular=False):
     if not any(isinstance(v, Value) for v in (x, mean, cov)):
         import scipy.stats
         return scipy.stats.multivariate_normal.logpdf(x, mean, cov, allow_singular=allow_singular)
+    if allow_singular:
+        raise UnsupportedOpError("multivariate_normal.logpdf(allow_singular=True) is not "
+                                 "supported in traced code: it takes a positive definite cov")
     x = fn.astype(array_arg(x, mean, cov), np.float64)
-    if x.ndim == 0:
-        x = fn.reshape(x, (1,))
+    # the variable's dimension as SciPy finds it: mean's size, else cov's side, else 1; a 1-D
+    # x is then n points of a 1-D normal, or one point
+    dim = (int(np.size(mean)) if mean is not None else
+           int(np.shape(cov)[0]) if np.ndim(cov) else 1)
+    if x.ndim == 0 or x.ndim == 1 and dim == 1:
+        x = fn.reshape(x, x.shape + (1,))
     d = x.shape[-1]
     if mean is not None:
         x = fn.subtract(x, mean)
@@ -36,4 +44,5 @@ def logpdf(x, mean=None, cov=1, allow_singular=False):
     maha = fn.sum(fn.multiply(z, z), axis=0)
     half_logdet = fn.sum(fn.unary("log", la.diagonal(fn.expand_dims(chol, 0))))
     out = fn.multiply(maha, -0.5) - half_logdet - float(0.5 * d * np.log(2 * np.pi))
-    return fn.reshape(out, x.shape[:-1])
+    # (SciPy squeezes its result: every axis of length 1 goes, one point is a scalar)
+    return fn.reshape(out, tuple(n for n in x.shape[:-1] if n != 1))

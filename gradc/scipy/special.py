@@ -37,6 +37,8 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
         b = as_float(b, like)
         a, b = fn.promote(a, b)
         a, b = fn.broadcast_all(a, b)
+        # (SciPy's: an entry with b == 0 drops out, its a too: it must not set the max shift)
+        a = fn.where(fn.compare("equal", b, 0), -np.inf, a)
     axes = fn.normalize_axes(axis, a.ndim)
     m = finite_max(a, axes)
     e = np.exp(a - fn.broadcast_to(m, a.shape))

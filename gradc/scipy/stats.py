@@ -2,7 +2,8 @@
 (and what follows from them) by SciPy's names, with SciPy's loc/scale arguments and defaults.
 
 As in SciPy, results are float64 whatever the inputs' dtype, parameters outside their domain
-(scale <= 0, df <= 0, a <= 0...) give NaN and points outside the support give -inf (log) or 0.
+(scale <= 0, df <= 0, a <= 0...) give NaN, points outside the support give -inf (log) or 0,
+and a NaN point gives NaN.
 Untraced arguments go to scipy.stats itself. (multivariate_normal: through a Cholesky factor, gradc/scipy/_mvn.py; not
 here.)
 """
@@ -54,8 +55,9 @@ def _in_domain(condition, out):
     return fn.where(condition, out, np.nan)
 
 
-def _on_support(inside, out, outside=-np.inf):
-    return fn.where(inside, out, outside)
+def _on_support(inside, out, point, outside=-np.inf):
+    """`out` on the support, `outside` off it, NaN at a NaN point (SciPy's: not off it)."""
+    return fn.where(np.isnan(point), np.nan, fn.where(inside, out, outside))
 
 
 def _clamped(inside, y, safe):
@@ -97,9 +99,18 @@ class t:
 
     def logpdf(x, df, loc=0.0, scale=1.0):
         z = (x - loc) / scale
-        out = (gammaln((df + 1) / 2) - gammaln(df / 2) - 0.5 * np.log(df * np.pi)
-               - (df + 1) / 2 * np.log1p(z * z / df) - np.log(scale))
-        return _in_domain((df > 0) & (scale > 0), out)
+        # log Γ((df+1)/2) - log Γ(df/2) - log(df π)/2: for df >= 100 its series in a = df/2
+        # (the two log-gammas cancel: -19 for -1.04 at df = 1e16), -log(2π)/2 at df = inf
+        large = df >= 100
+        small = fn.where(large, 1.0, df)
+        a = fn.where(large, df, 100.0) / 2
+        c = fn.where(large, -_LOG_SQRT_2PI - 1 / (8 * a) + 1 / (192 * a ** 3)
+                     - 1 / (640 * a ** 5) + 17 / (14336 * a ** 7),
+                     gammaln((small + 1) / 2) - gammaln(small / 2) - 0.5 * np.log(small * np.pi))
+        infinite = np.isinf(df)
+        finite = fn.where(infinite, 1.0, df)  # (the normal's kernel at df = inf, as SciPy's)
+        kernel = fn.where(infinite, -0.5 * z * z, -(finite + 1) / 2 * np.log1p(z * z / finite))
+        return _in_domain((df > 0) & (scale > 0), c + kernel - np.log(scale))
 
     def pdf(x, df, loc=0.0, scale=1.0):
         return np.exp(t.logpdf(x, df, loc, scale))
@@ -110,12 +121,12 @@ class beta:
     """The beta distribution on [loc, loc + scale], shape parameters a and b."""
 
     def logpdf(x, a, b, loc=0.0, scale=1.0):
-        y = (x - loc) / scale
-        inside = (y >= 0) & (y <= 1)
-        y = _clamped(inside, y, 0.5)
+        point = (x - loc) / scale
+        inside = (point >= 0) & (point <= 1)
+        y = _clamped(inside, point, 0.5)
         out = (xlogy(a - 1, y) + xlog1py(b - 1, -y)
                - (gammaln(a) + gammaln(b) - gammaln(a + b)) - np.log(scale))
-        return _in_domain((a > 0) & (b > 0) & (scale > 0), _on_support(inside, out))
+        return _in_domain((a > 0) & (b > 0) & (scale > 0), _on_support(inside, out, point))
 
     def pdf(x, a, b, loc=0.0, scale=1.0):
         return np.exp(beta.logpdf(x, a, b, loc, scale))
@@ -126,11 +137,11 @@ class gamma:
     """The gamma distribution with shape a; scale is 1 / rate."""
 
     def logpdf(x, a, loc=0.0, scale=1.0):
-        y = (x - loc) / scale
-        inside = y >= 0
-        y = _clamped(inside, y, 1.0)
+        point = (x - loc) / scale
+        inside = point >= 0
+        y = _clamped(inside, point, 1.0)
         out = xlogy(a - 1, y) - y - gammaln(a) - np.log(scale)
-        return _in_domain((a > 0) & (scale > 0), _on_support(inside, out))
+        return _in_domain((a > 0) & (scale > 0), _on_support(inside, out, point))
 
     def pdf(x, a, loc=0.0, scale=1.0):
         return np.exp(gamma.logpdf(x, a, loc, scale))
@@ -141,11 +152,11 @@ class poisson:
     """The Poisson distribution with mean mu, on the integers k >= loc."""
 
     def logpmf(k, mu, loc=0.0):
-        k = k - loc
-        inside = (k >= 0) & (k == np.floor(k))
-        k = _clamped(inside, k, 0.0)
+        point = k - loc
+        inside = (point >= 0) & (point == np.floor(point))
+        k = _clamped(inside, point, 0.0)
         out = xlogy(k, mu) - gammaln(k + 1) - mu
-        return _in_domain(mu >= 0, _on_support(inside, out))
+        return _in_domain(mu >= 0, _on_support(inside, out, point))
 
     def pmf(k, mu, loc=0.0):
         return np.exp(poisson.logpmf(k, mu, loc))

@@ -14,6 +14,7 @@ through the VJPs of VJP ops), and loops big enough to take the parallel path.
 """
 from __future__ import annotations
 
+import warnings
 import zlib
 from dataclasses import dataclass
 from typing import Callable
@@ -808,6 +809,9 @@ def test_fmax_fmin_take_the_other_operand_where_one_is_nan(name, dtype):
 def test_pool_padding_more_than_half_the_window_is_an_error():
     with pytest.raises(gradc.GradcError):
         gradc.jit(lambda x: nn.max_pool2d(x, 2, padding=2))(np.ones((1, 1, 4, 4)))
+    for kernel in (2, 3):  # (eagerly too: it read wrapped-around pixels, or a bare IndexError)
+        with pytest.raises(gradc.ShapeError, match="more than half the window"):
+            nn.max_pool2d(np.ones((1, 1, 4, 4)), kernel, padding=2)
 
 
 def test_power_gradient_at_zero_base_is_finite():
@@ -1111,6 +1115,91 @@ def test_int32_arithmetic_wraps_inside_fused_kernels():
     with np.errstate(over="ignore"):
         want = f(a)
     for got, expected in zip(gradc.jit(f)(a), want):
+        assert np.asarray(got).dtype == np.asarray(expected).dtype
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_integer_fmod_at_the_least_integer_and_comparisons_with_wider_python_ints():
+    """fmod took |a| % |b| (|INT_MIN| overflows: fmod(INT32_MIN, 3) was -1 for -2); a Python
+    int beyond the dtype's range was refused where NumPy 2 compares it exactly."""
+    a = np.array([-2**31, 7, -7, 1, 5, -2**31 + 1], np.int32)
+    b = np.array([3, -2**31, 3, -2**31, -3, -1], np.int32)
+
+    def f(a, b):
+        return (np.fmod(a, b), np.fmod(a.astype(np.int64), b), a < 2**31, a >= -2**40,
+                a == 2**33, 2**31 != a, a.astype(np.int64) < 2**64)
+
+    for got, expected in zip(gradc.jit(f)(a, b), f(a, b)):
+        assert np.asarray(got).dtype == np.asarray(expected).dtype
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_new_numpy_functions_at_their_edges():
+    """What an adversarial round found in the functions added with them: np.gradient's axes in
+    the order given, np.searchsorted comparing a Python float in float64, a singular matrix's
+    condition number inf, matrix_rank's batched rtol, hermitian and empty forms, an integer
+    product's float initial, np.interp's infinite ends, nanvar of integers, real_if_close."""
+    rng = np.random.default_rng(3)
+    m = rng.standard_normal((3, 4))
+    coords = np.array([0.0, 1.0, 3.0, 4.0])
+    f32 = np.array([0.1, 0.2], np.float32)
+    stack = np.stack([np.outer([1.0, 2, 3], [1.0, 0, 1]), np.eye(3), np.diag([1.0, 1, 1e-9])])
+    ints = np.array([[1, 2, 2], [3, 4, 2]])
+
+    def f(m, stack, f32, ints):
+        return (np.gradient(m, coords, 2.0, axis=(1, 0))[0], np.gradient(m, axis=(1, 0))[1],
+                np.searchsorted(f32, 0.1, side="right"), np.linalg.cond(np.zeros((2, 2))),
+                np.linalg.cond(stack[0], "fro"), np.linalg.cond(stack),
+                np.linalg.matrix_rank(stack, rtol=np.array([0.1, 0.1, 1e-6])),
+                np.linalg.matrix_rank(np.array([[1.0, 0.0], [1.0, 1.0]]) * m[0, 0],
+                                      hermitian=True), np.linalg.matrix_rank(np.zeros((2, 0))),
+                np.prod(ints, axis=1, initial=1.5), np.nanprod(ints, axis=1, initial=2.5),
+                np.interp(np.array([-1.0, 0.5, 2.0]), [-np.inf, 0.0, 1.0, np.inf],
+                          [1.0, -2.0, 0.5, 3.0]),
+                np.nanvar(ints, axis=1, ddof=3), np.real_if_close(m), np.sum(ints, initial=0.5))
+
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = f(m, stack, f32, ints)
+        got = gradc.jit(f)(m, stack, f32, ints)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert np.asarray(g).dtype == np.asarray(w).dtype, i
+        np.testing.assert_allclose(g, w, rtol=1e-7, err_msg=str(i))
+
+
+def test_gradients_at_knots_and_constant_slices_are_central_differences():
+    # np.interp's gradient was 0 at every interior knot (an exact-hit branch); np.std's and
+    # np.nanstd's NaN (0 * inf) on a slice whose variance is 0
+    xp = np.array([0.0, 1.0, 2.0, 3.0])
+
+    def interp(x):
+        return np.sum(np.interp(x, xp, 2.0 * xp + 1.0))
+
+    x = np.array([0.5, 1.0, 2.0, 2.5])
+    np.testing.assert_allclose(gradc.grad(interp)(x), [2.0, 2.0, 2.0, 2.0])
+
+    def spreads(x):
+        return np.sum(np.nanstd(np.where(_NAN_AT[:2, :4], np.nan, x), axis=1)) + np.sum(
+            np.std(x[:, :1], axis=1))
+
+    x = np.array([[1.0, 7.0, 2.0, 3.0], [2.0, 4.0, 4.0, 4.0]])
+    g = gradc.grad(spreads)(x)
+    assert np.all(np.isfinite(g))
+    np.testing.assert_allclose(g, numerical_grad(spreads, [x], 0, 1e-6), atol=1e-6)
+
+
+def test_boolean_add_is_a_logical_or_inside_fused_kernels():
+    """NumPy adds booleans as a logical or; Python's + of two bools is the int 2, which a fused
+    kernel carried on: (m + k) * 1.0 was 2.0 where both held, np.sum(m + m) twice NumPy's, and
+    np.trapezoid of a mask 2.5 for 1.5."""
+    m = np.array([True, False, True, True])
+    k = np.array([True, True, False, True])
+
+    def f(m, k):
+        return ((m + k) * 1.0, np.sum(m + m), (m * k + m) * 2.0, np.add(m, k),
+                np.trapezoid(m), np.cumsum(m + k))
+
+    for got, expected in zip(gradc.jit(f)(m, k), f(m, k)):
         assert np.asarray(got).dtype == np.asarray(expected).dtype
         np.testing.assert_array_equal(got, expected)
 
