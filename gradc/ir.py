@@ -132,8 +132,8 @@ class Graph:
         # write into the array it views; views_of: base id -> its views
         self.views = set()
         self.views_of = {}
-        # id -> the line of the `x += y` that changed the array it views (while tracing):
-        # NumPy would show the change and gradc cannot, so a later use is refused
+        # id -> the line of the `x += y` that changed it, or the array it views (while
+        # tracing): NumPy would show the change and gradc cannot, so a later use is refused
         # (surface.py _written_back)
         self.stale = {}
         # ids of inputs given as numbers (Python or NumPy scalars), immutable in NumPy too
@@ -192,9 +192,8 @@ class Graph:
         return out
 
     def retire(self, value, source):
-        """`value`, a view, saw its array changed in place at `source` (`x += y`): NumPy's view
-        shows the change, so a later use of this value is refused; an equal expression made
-        after makes a new value."""
+        """`value` (an array x of `x += y`, or a view of it) was changed in place at `source`:
+        NumPy's shows the change, so a later use of this value is refused."""
         self.stale[value.id] = source
         node = value.node
         if node is not None:
@@ -204,11 +203,15 @@ class Graph:
 
     def refuse_stale(self, value):
         from .errors import UnsupportedOpError
+        what = (f"a view ({value.type_str}: a slice, a transpose, a reshape...) of an array"
+                if value.id in self.views else f"an array ({value.type_str})")
         raise UnsupportedOpError(
-            f"this line reads a view ({value.type_str}: a slice, a transpose, a reshape...) of "
-            f"an array that an in-place operator changed afterwards, at {self.stale[value.id]}: "
-            "NumPy's view would show the change, and gradc's arrays are immutable (`x += y` "
-            "binds x to a new array). Take the view after the update", source=self.source)
+            f"this line reads {what} that an in-place operator changed afterwards, at "
+            f"{self.stale[value.id]}, under another name (a list's element, a helper's "
+            "parameter, a view): NumPy would read the changed values, and gradc's arrays are "
+            "immutable (`x += y` binds x to a new array). Read the updated name, take the view "
+            "after the update, or write x = x + y where the other name should keep the old "
+            "values", source=self.source)
 
     def rebuild(self, node, inputs):
         """`node` of another graph made again here on `inputs`, values of this graph of the same

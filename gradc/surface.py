@@ -217,11 +217,14 @@ _UFUNC_OF = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", "//": 
 def _written_back(x, out, symbol):
     """`x op= y`'s result as NumPy writes it into x: of x's shape (NumPy refuses a result that
     broadcasts x to more), cast to x's dtype where NumPy's same_kind rule allows (float32 +=
-    float64 stays float32, int32 += int64 wraps; int64 *= 0.5 is refused), and the views taken
-    of x retired: NumPy would show them changed (Graph.retire). (Not x itself: functions that
-    return their argument where NumPy makes a new array would be refused; another name for x
-    itself is README's known gap.) A number (0-d: a NumPy scalar, a Python float) is
-    immutable: `x += 1` binds x anew in NumPy too, with its result's dtype and shape."""
+    float64 stays float32, int32 += int64 wraps; int64 *= 0.5 is refused), and the array x
+    was retired with the views taken of it (Graph.retire): NumPy's are the same memory, so a
+    later read through another name (`hs.append(h); h *= 0.9`, a helper's `h += b` on its
+    parameter, a view) would see the update, which gradc's immutable arrays cannot show.
+    (Equal expressions are separate arrays while tracing, and NumPy functions that return new
+    arrays return new values: trace.py _new_array.) A number (0-d: a NumPy scalar, a Python
+    float) is immutable: `x += 1` binds x anew in NumPy too, with its result's dtype and
+    shape."""
     graph = x.graph
     if x.ndim == 0 or x.id in graph.weak:  # (a number: bound anew, as NumPy's scalars are)
         return out
@@ -240,7 +243,7 @@ def _written_back(x, out, symbol):
                 source=user_source())
         out = fn.astype(out, x.dtype)
     source = user_source()
-    pending = list(graph.views_of.get(x.id, []))
+    pending = [x]
     while pending:
         v = pending.pop()
         if v.id not in graph.stale:

@@ -555,6 +555,8 @@ def _call_numpy(func, args, kwargs, name=None):
     elif func in VIEW_FUNCTIONS or func is np.diag and isinstance(out, Value) and out.ndim == 1:
         # (the array: the first argument, by position or by name)
         out = mark_view(args[0] if args else next(iter(kwargs.values()), None), out)
+    else:
+        out = _new_array(out, list(args) + list(kwargs.values()))
     return out
 
 
@@ -681,7 +683,17 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
     like = next(x for x in inputs if isinstance(x, Value))
     args = [x if isinstance(x, Value) or not isinstance(x, (np.ndarray, list)) else fn.as_value(x, like)
             for x in inputs]
-    return impl(*args, **keywords)
+    return _new_array(impl(*args, **keywords), args)
+
+
+def _new_array(out, args):
+    """A NumPy function's result as a value of its own where it came back as one of its traced
+    arguments (np.conj of a real array, np.round of integers, a sum over no axis): NumPy's is
+    a new array, and an in-place update of the argument must not reach it (Graph.retire).
+    (The copy node costs nothing: the passes remove it.)"""
+    if isinstance(out, Value) and any(out is a for a in args):
+        return copy(out)
+    return out
 
 
 _UFUNC_KEYWORDS = {np.vecdot: ("axis", "dtype")}  # (a gufunc's own keywords)

@@ -69,19 +69,25 @@ def _isnan(x):
 # ---------------------------------------------------------------------------------------------
 # moments
 
+def _ddof(name, ddof, correction):
+    """The degrees of freedom removed (NumPy 2's correction= is ddof= by another name)."""
+    if correction is not ABSENT:
+        if ddof != 0:
+            raise ArgumentError(f"np.{name}: ddof and correction can't be provided "
+                                "simultaneously")
+        ddof = correction
+    if isinstance(ddof, Value):
+        raise UnsupportedOpError(f"np.{name}(ddof=...) must be a Python number, not a traced "
+                                 "value")
+    return ddof
+
+
 def _var(name):
     def impl(a, axis=None, dtype=None, out=None, ddof=0, keepdims=ABSENT, *, where=ABSENT,
              mean=ABSENT, correction=ABSENT):
         no_out(out, name)
         no_where(where, name)
-        if correction is not ABSENT:
-            if ddof != 0:
-                raise ArgumentError(f"np.{name}: ddof and correction can't be provided "
-                                    "simultaneously")
-            ddof = correction
-        if isinstance(ddof, Value):
-            raise UnsupportedOpError(f"np.{name}(ddof=...) must be a Python number, not a traced "
-                                     "value")
+        ddof = _ddof(name, ddof, correction)
         x = _floating(array_arg(a, mean), dtype)
         axes = fn.normalize_axes(axis, x.ndim)
         if mean is ABSENT:
@@ -288,14 +294,7 @@ def _nan_var(name):
         no_where(where, name)
         if mean is not ABSENT:
             raise UnsupportedOpError(f"np.{name}(mean=...) is not supported: leave it out")
-        if correction is not ABSENT:
-            if ddof != 0:
-                raise ArgumentError(f"np.{name}: ddof and correction can't be provided "
-                                    "simultaneously")
-            ddof = correction
-        if isinstance(ddof, Value):
-            raise UnsupportedOpError(f"np.{name}(ddof=...) must be a Python number, not a traced "
-                                     "value")
+        ddof = _ddof(name, ddof, correction)
         x = array_arg(a)
         if not np.issubdtype(x.dtype, np.inexact):  # (no NaNs: NumPy calls np.var)
             return _var(name[3:])(x, axis, dtype, None, ddof, keepdims)
