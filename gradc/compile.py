@@ -120,8 +120,27 @@ def check_target(target):
     target_named(target).check()
 
 
+def _refuse_empty_arrays(graph, target):
+    """The CUDA target's kernels and transfers take no array of no elements (a launch over
+    none, an upload of none failed inside Numba); the CPU target does."""
+    from .errors import UnsupportedOpError
+    from .trace import user_source
+    why = (f"target={target!r} does not take arrays with no elements ({{}}): compile this "
+           "function for the CPU target")
+    for v in graph.inputs:
+        if v.size == 0:
+            raise UnsupportedOpError(why.format(f"{v.name or 'an input'}: {v.type_str}"),
+                                     source=user_source())
+    for node in graph.nodes:
+        if node.output.size == 0:
+            raise UnsupportedOpError(why.format(f"{node.op} gives {node.output.type_str}"),
+                                     source=node.source)
+
+
 def lower(graph, title, target="cpu"):
     """Run the passes after autodiff, fuse, plan the buffers and generate the target's code."""
+    if target != "cpu":
+        _refuse_empty_arrays(graph, target)
     timings = {}
     t0 = time.perf_counter()
     stages = [Stage("traced", graph)]

@@ -302,6 +302,12 @@ def _reduction(f, name):
                                  "an identity, so to use a where mask one has to specify "
                                  "'initial'")
             x = fn.where(mask, x, _identity(kind, x.dtype))
+        if kind in ("max", "min") and initial is not _ABSENT and x.size == 0:
+            axes = fn.normalize_axes(axis, x.ndim)  # (no element: the initial value, NumPy's)
+            shape = tuple(1 if a in axes else d for a, d in enumerate(x.shape)
+                          if keep or a not in axes)
+            y = fn.full(x.graph, shape, np.asarray(initial, x.dtype)[()], x.dtype)
+            return y if dtype is None else fn.astype(y, dtype)
         if masked and kind == "mean":  # (the sum of the elements in, over their count)
             dt = x.dtype if x.dtype.kind == "f" else np.dtype(np.float64)  # (np.mean's)
             total = fn.sum(fn.astype(x, dt), axis, keepdims=keep)

@@ -85,7 +85,8 @@ CHECKS = ["elementwise", "transcendental", "activations", "where_compare", "floo
           "reductions_jit", "matmul_2d", "matmul_batched", "take_embedding", "take_axis1",
           "take_along_axis", "slice_concat", "stride_slice_grad", "slice_sums", "conv2d", "pooling",
           "pooling_tiles", "cross_entropy", "softmax_log_softmax", "scans_sorting", "argsort_jit", "float64",
-          "train_step_adam", "index_error", "index_error_train_step"]
+          "integers_jit", "train_step_adam", "index_error", "index_error_train_step",
+          "empty_refused"]
 
 
 @pytest.mark.parametrize("name", CHECKS)
@@ -125,10 +126,11 @@ def test_model_train_step_matches_cpu(model_results, model):
 # --- PTX ------------------------------------------------------------------------------------
 PTX_TRAIN = ["train_step_adam"] + [f"{m}/train_step" for m in MODELS]
 PTX_FLOAT32 = ([c for c in CHECKS if c not in ("float64", "index_error", "index_error_train_step",
-                                                 "train_step_adam")]
+                                                 "train_step_adam", "empty_refused",
+                                                 "integers_jit")]  # (Numba's int ** is f64)
                + [f"{m}/value_and_grad" for m in MODELS] + PTX_TRAIN)
 PTX_CHECK_FINITE = "digits_mlp/train_step clip_norm check_finite"  # float64 sums on purpose
-PTX_PROGRAMS = PTX_FLOAT32 + [PTX_CHECK_FINITE, "float64"]
+PTX_PROGRAMS = PTX_FLOAT32 + [PTX_CHECK_FINITE, "float64", "integers_jit"]
 
 
 @pytest.fixture(scope="module")

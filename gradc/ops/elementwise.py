@@ -120,8 +120,19 @@ def _power_base_cotangent(g, a, b):
     return fn.where(zero, 0, g * b * fn.where(zero, 1, a) ** (b - 1))
 
 
-elementwise("power", np.power, lambda m, dt, a, b: f"{a} ** {b}", vjp=_power_vjp,
-            ufuncs=(np.power,))
+def _power_scalar(m, dt, a, b):
+    """a ** b; for integers, a negative exponent (known only when the kernel runs: one that
+    tracing sees is refused, as NumPy refuses it) gives the machine's answer on both targets,
+    1 / a**|b| truncated: 1 for a base of 1, +-1 for -1, else 0 (Numba's CUDA raised inside
+    the kernel, and INT64_MIN overflowed its negation on the CPU)."""
+    if np.dtype(dt).kind not in "iu":
+        return f"{a} ** {b}"
+    one, zero = lit(1, dt), lit(0, dt)
+    return (f"({a} ** {b} if {b} >= {zero} else ({one} if {a} == {one} else (({one} if "
+            f"{b} % {lit(2, dt)} == {zero} else -{one}) if {a} == -{one} else {zero})))")
+
+
+elementwise("power", np.power, _power_scalar, vjp=_power_vjp, ufuncs=(np.power,))
 elementwise("floor_divide", np.floor_divide, lambda m, dt, a, b: f"{a} // {b}",
             vjp=lambda n, g: [fn.zeros_like(_x(n, 0)), fn.zeros_like(_x(n, 1))],
             ufuncs=(np.floor_divide,))

@@ -70,6 +70,15 @@ case("where_compare", lambda a, b: np.where(a > b, a * 2.0, b - 1.0).sum()
      + (a ** 2.0).mean(), x, y, argnums=(0, 1))
 case("floor_sign_jit", lambda a: [np.floor(a * 3.0), np.ceil(a), np.sign(a), a // 0.7, a % 0.7],
      x, mode="jit")
+# integers and booleans as NumPy computes them: bool + bool is an or, fmod at INT_MIN, int32
+# wrapping, a negative exponent known only when the kernel runs (1 / a**|b| truncated: Numba's
+# CUDA raised inside the kernel), np.sign of -0.0
+ints32 = np.array([-2**31, 7, -7, 2**31 - 1], np.int32)
+exps = np.array([-1, 2, -3, 0], np.int64)
+case("integers_jit", lambda i, e, m, z: [(m + m) * np.float32(1.5), np.fmod(i, np.int32(3)),
+                                          i + 1, np.array([2, 1, -1, 5]) ** e, np.sign(z) + 0.0],
+     ints32, exps, np.array([True, False, True, True]),
+     np.array([-0.0, 0.0, -2.0, 3.0], np.float32), mode="jit")
 # NumPy's further math ufuncs (gradc/ops/math.py), inside their domains
 case("math_ufuncs", lambda a, b: (
     np.tan(a * 0.5) + np.sinh(a) + np.cosh(b) + np.arcsin(np.tanh(a) * 0.9)

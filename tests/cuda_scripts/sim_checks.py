@@ -65,6 +65,17 @@ def error_check():
         RESULTS["index_error"] = {"ok": "take" in str(e), "err": str(e)}
 
 
+def empty_check():
+    """An array with no elements is refused by name on the CUDA target (a bare ValueError from
+    Numba's upload, or a ZeroDivisionError from cuda.py, before)."""
+    try:
+        gradc.jit(lambda a: np.sum(a, axis=0), target="cuda")(np.zeros((0, 3), np.float32))
+        RESULTS["empty_refused"] = {"ok": False, "err": "no error for an array of no elements"}
+    except gradc.UnsupportedOpError as e:
+        RESULTS["empty_refused"] = {"ok": "no elements" in str(e) and "sim_checks.py" in str(e),
+                                    "err": str(e)}
+
+
 def _half_step_loss(params, x, y):
     # p's gradient does not depend on the labels: its update could run before they are checked
     return np.sum(params["p"] * 2.0) + gradc.nn.cross_entropy(x @ params["W"], y)
@@ -99,5 +110,6 @@ for name, fn, args, mode, argnums in OP_CASES:
     check(name, fn, args, mode, argnums)
 train_check()
 error_check()
+empty_check()
 index_error_train_step_check()
 json.dump(RESULTS, sys.stdout)

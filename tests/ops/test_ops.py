@@ -1188,6 +1188,18 @@ def test_gradients_at_knots_and_constant_slices_are_central_differences():
     np.testing.assert_allclose(g, numerical_grad(spreads, [x], 0, 1e-6), atol=1e-6)
 
 
+def test_an_extremum_over_no_elements_is_its_initial_value():
+    z = np.zeros((0, 3))
+
+    def f(z):
+        return (np.max(z, axis=0, initial=-5.0), np.min(z, axis=(0, 1), initial=2.0),
+                np.max(z, axis=0, keepdims=True, initial=1.0), np.max(z, axis=1, initial=0.0))
+
+    for got, want in zip(gradc.jit(f)(z), f(z)):
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+
+
 def test_boolean_add_is_a_logical_or_inside_fused_kernels():
     """NumPy adds booleans as a logical or; Python's + of two bools is the int 2, which a fused
     kernel carried on: (m + k) * 1.0 was 2.0 where both held, np.sum(m + m) twice NumPy's, and
