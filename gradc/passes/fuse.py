@@ -209,6 +209,11 @@ RECOMPUTE_LIMIT = 16  # nodes of an elementwise chain a kernel may recompute ins
 # (a loss summed over a dict of 400 parameters, fused horizontally into one kernel of 400
 # loads, compiled in 2.4 s, 2000 in 27 s); a node that would read one more starts a kernel
 MAX_KERNEL_READS = 64
+# ...and independent work joins a loop kernel (horizontally) only while it has fewer nodes than
+# this: each joined node stores a buffer of its own, and the same growth came from stores
+# (np.concatenate of 200 small pieces, x[i] * c each, fused into one kernel of 200 stores: its
+# value_and_grad compiled in 13 s, 100 pieces in 3 s)
+MAX_HORIZONTAL_NODES = 64
 # Comparisons decide on exact bits: a max's gradient compares x with max(x), equal only for the
 # very x the max reduced. Recomputed in another kernel, x may differ in its last bit (other
 # fast-math contractions; libmvec in one kernel's vector loop, libm in another's remainder) and
@@ -329,7 +334,8 @@ class _Fuser:
         # few such loops: a 400-step unroll has thousands of one shape, and joining one far back
         # would only lengthen what stays live)
         for cand in reversed(self.by_space.get(_space(node), ())[-HORIZONTAL_WINDOW:]):
-            if self.can_join(cand, node, {i for i in identity if home[i] is cand})[0]:
+            if len(cand.nodes) < MAX_HORIZONTAL_NODES and self.can_join(
+                    cand, node, {i for i in identity if home[i] is cand})[0]:
                 return cand
         return None
 
