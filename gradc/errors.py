@@ -18,8 +18,9 @@ class FrozenRandomError(UnsupportedOpError):
     function, the same on every call. Draw them with `gradc.random`, or outside and pass them in."""
 
 
-class ShapeError(GradcError):
-    """Shapes that do not fit together (broadcasting, matmul, reshape...)."""
+class ShapeError(GradcError, ValueError):
+    """Shapes that do not fit together (broadcasting, matmul, reshape...). Also a ValueError,
+    as NumPy raises for them (`try: x @ W except ValueError:` falls back alike)."""
 
 
 class ArgumentError(GradcError, TypeError, ValueError):

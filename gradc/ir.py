@@ -23,6 +23,9 @@ import numpy as np
 SUPPORTED_DTYPES = tuple(np.dtype(d) for d in ("float32", "float64", "int32", "int64", "bool"))
 
 
+_set = object.__setattr__  # (how gradc sets a Value's fields: Value.__setattr__ refuses)
+
+
 class Value:
     """One SSA value: a static shape and dtype, owned by the graph that made it."""
 
@@ -30,12 +33,25 @@ class Value:
     __array_priority__ = 1000
 
     def __init__(self, graph, vid, shape, dtype, node=None, name=None):
-        self.graph = graph
-        self.id = vid
-        self.shape = tuple(int(d) for d in shape)
-        self.dtype = np.dtype(dtype)
-        self.node = node  # the node that produced it; None for a graph input
-        self.name = name
+        _set(self, "graph", graph)
+        _set(self, "id", vid)
+        _set(self, "shape", tuple(int(d) for d in shape))
+        _set(self, "dtype", np.dtype(dtype))
+        _set(self, "node", node)  # the node that produced it; None for a graph input
+        _set(self, "name", name)
+
+    def __setattr__(self, name, value):
+        """A value is immutable once made (gradc sets its fields through `_set`): the user's
+        `h.shape = (9,)` reshaped it under its node, whose kernel then read another size."""
+        if isinstance(getattr(type(self), name, None), property):  # (.real's setter: refused)
+            return _set(self, name, value)
+        from .errors import UnsupportedOpError
+        from .trace import user_source
+        what = {"shape": "reshapes the array in place: write x = x.reshape(...)",
+                "dtype": "reinterprets the array's bytes in place: convert with x.astype(...)"}
+        raise UnsupportedOpError(f"x.{name} = ... on a traced array: "
+                                 + what.get(name, "traced arrays are immutable"),
+                                 source=user_source())
 
     # --- static facts ------------------------------------------------------------------------
     @property
@@ -132,6 +148,8 @@ class Graph:
         # write into the array it views; views_of: base id -> its views
         self.views = set()
         self.views_of = {}
+        self.view_base = {}  # view id -> the value it views (while tracing)
+        self.read_only = set()  # ids of views NumPy makes read-only (np.broadcast_to...)
         # id -> the line of the `x += y` that changed it, or the array it views (while
         # tracing): NumPy would show the change and gradc cannot, so a later use is refused
         # (surface.py _written_back)
@@ -210,7 +228,8 @@ class Graph:
             f"{self.stale[value.id]}, under another name (a list's element, a helper's "
             "parameter, a view): NumPy would read the changed values, and gradc's arrays are "
             "immutable (`x += y` binds x to a new array). Read the updated name, take the view "
-            "after the update, or write x = x + y where the other name should keep the old "
+            "after the update, update the array itself (x = gradc.at(x)[index].add(y), "
+            ".multiply, .set...), or write x = x + y where the other name should keep the old "
             "values", source=self.source)
 
     def rebuild(self, node, inputs):
@@ -225,8 +244,9 @@ class Graph:
         new = Node(node.op, inputs, node.attrs, None, self.source, node.attr_key, node.opdef)
         old = node.output
         out = Value.__new__(Value)  # (shape and dtype are already normalized: see Value)
-        out.graph, out.id, out.shape, out.dtype, out.node, out.name = (
-            self, self._next_id, old.shape, old.dtype, new, None)
+        for field, v in (("graph", self), ("id", self._next_id), ("shape", old.shape),
+                         ("dtype", old.dtype), ("node", new), ("name", None)):
+            _set(out, field, v)
         self._next_id += 1
         new.output = out
         self.nodes.append(new)

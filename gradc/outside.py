@@ -42,7 +42,7 @@ class Path(NamedTuple):
     every call for the arrays a compiled function reads from outside its arguments
     (gradc/capture.py)."""
     root: object
-    steps: tuple  # (("attr", name) | ("item" | "global", key) | ("len" | "type", None), ...)
+    steps: tuple  # (("attr", name) | ("item" | "global", key) | ("len" | "type" | "set", None), ...)
 
     def then(self, kind, key):
         return Path(self.root, self.steps + ((kind, key),))
@@ -51,7 +51,7 @@ class Path(NamedTuple):
         x = self.root
         for kind, key in self.steps:
             x = (getattr(x, key) if kind == "attr" else (type(x), len(x)) if kind == "len"
-                 else type(x) if kind == "type" else x[key])
+                 else type(x) if kind == "type" else frozenset(x) if kind == "set" else x[key])
         return x
 
     def named_in(self, names, called=False):
@@ -65,8 +65,8 @@ class Path(NamedTuple):
                 continue
             if kind == "global":
                 found = key in names.globals
-            elif kind == "item":
-                found = key in names.keys
+            elif kind == "item":  # (a key the code names, or any, where it walks items)
+                found = key in names.keys or bool(names.methods & _WALK_METHODS)
             elif i and steps[i - 1][0] == "global":  # (wmod.W; m.s read as self.s in m.fwd)
                 found = (steps[i - 1][1], key) in names.global_attrs or key in names.attrs
             else:  # (an object on the way may be called: self.norm(x) reads self.norm.eps)
@@ -86,6 +86,8 @@ class Path(NamedTuple):
                 expr = f"(type({expr}), len({expr}))"
             elif kind == "type":
                 expr = f"type({expr})"
+            elif kind == "set":  # (a set's contents)
+                expr = f"frozenset({expr})"
             elif kind == "attr" and key.isidentifier():
                 expr += f".{key}"
             else:
@@ -126,8 +128,12 @@ def code_names(code):
         elif ins.opname in ("LOAD_ATTR", "LOAD_METHOD"):
             if previous and previous[-1].opname in ("LOAD_GLOBAL", "LOAD_NAME"):
                 global_attrs.add((previous[-1].argval, ins.argval))
+                if ins.argval in _READ_METHODS:  # (a global dict's D.items(), D.get: they
+                    methods.add(ins.argval)  # read its entries as self.d.items() does)
             else:
                 (attrs if ins.opname == "LOAD_ATTR" else methods).add(ins.argval)
+        elif ins.opname == "CONTAINS_OP":  # (`k in d`: what d holds decides, as d.get does)
+            methods.add("__contains__")
         elif (ins.opname == "LOAD_CONST" and type(ins.argval) is str and len(previous) >= 2
               and previous[-2].opname == "LOAD_GLOBAL"
               and previous[-2].argval in ("getattr", "hasattr")):
@@ -139,6 +145,8 @@ def code_names(code):
         c = stack.pop()
         if type(c) is str:
             keys.add(c)
+        elif type(c) is int and c < 0:  # (xs[-1]: which element depends on the length)
+            keys.add(_FROM_THE_END)
         elif type(c) in (tuple, frozenset):
             stack.extend(c)
     return Names(*map(frozenset, (globals_, attrs, methods, global_attrs, keys, iterated)))
@@ -152,6 +160,11 @@ GLOBAL_DEPTH, LOCAL_DEPTH, SCAN_LIMIT, MAX_ITEMS = 5, 6, 5000, 1024
 _PLAIN = (bool, int, float, complex, str, type(None))
 # what tells that code walks or measures a list or dict (besides `for x in self.layers`)
 _WALK_METHODS = frozenset({"items", "values", "keys"})
+# ...or reads entries that may come and go (d.get("k", default), `k in d`), and what a negative
+# index constant notes in Names.keys (L[-1] is another element once L grows)
+_LOOKUP_METHODS = frozenset({"get", "__contains__"})
+_READ_METHODS = _WALK_METHODS | {"get"}
+_FROM_THE_END = ("index from the end",)
 _SIZED_BUILTINS = frozenset({"len", "zip", "enumerate", "reversed", "sum", "map", "list",
                              "tuple", "sorted", "max", "min", "any", "all"})
 _GUARDED_CALLABLES = (types.FunctionType, types.BuiltinFunctionType, np.ufunc, functools.partial,
@@ -297,10 +310,11 @@ class OutsideWalk:
                 continue
             if path.steps[-1][0] == "len" and (value != first or not (
                     path.steps[-2][1] in names.iterated or names.methods & _WALK_METHODS
-                    or names.globals & _SIZED_BUILTINS)):
+                    or names.globals & _SIZED_BUILTINS or names.methods & _LOOKUP_METHODS
+                    or _FROM_THE_END in names.keys)):
                 continue  # (a list the trace appends to is a log, not what a loop runs over;
                 # a list's or dict's size matters where the code walks or measures one)
-            if (type(value) in _PLAIN or isinstance(value, _NUMPY_PLAIN)
+            if (type(value) in (_PLAIN + (frozenset,)) or isinstance(value, _NUMPY_PLAIN)
                     or type(value) in _GUARDED_CALLABLES or path.steps[-1][0] in ("len", "type")):
                 guards.append((name, value, path))
         return guards
@@ -309,9 +323,11 @@ class OutsideWalk:
         """Watch `value` if it is a NumPy generator; else look `depth` levels into it. Where it
         lies `outside` the trace: NumPy float arrays met on the way are noted, `arrays`, with
         their `path`, and numbers, strings, None and functions with a path too, `plain`."""
-        if type(value) in _PLAIN or isinstance(value, _NUMPY_PLAIN):
-            if path.steps and outside:
-                self.plain.append((name, value, path))
+        if type(value) in _PLAIN or isinstance(value, _NUMPY_PLAIN) or type(value) in (
+                set, frozenset) and all(type(v) in _PLAIN for v in value):
+            if path.steps and outside:  # (a set of numbers and strings: guarded by contents)
+                self.plain.append((name, value, path.then("set", None)
+                                   if type(value) in (set, frozenset) else path))
             return
         if type(value) is np.ndarray:
             if outside and value.size and value.dtype.kind == "f":  # (weights, data; not

@@ -29,7 +29,8 @@ def _getitem(x, index):
     if not isinstance(index, tuple):
         index = (index,)
     # a list is an index array (as in NumPy; one holding traced integers becomes a traced array)
-    index = tuple(np.asarray(i) if isinstance(i, list) else i for i in index)
+    index = tuple((np.asarray(i) if i else np.zeros(0, np.intp)) if isinstance(i, list) else i
+                  for i in index)  # (an empty list: no index, as NumPy reads it)
     arrays = [k for k, i in enumerate(index) if isinstance(i, (Value, np.ndarray, bool, np.bool_))]
     if not arrays:
         out = _basic_index(x, index)
@@ -193,14 +194,21 @@ def _in_place(symbol, binary):
     view of another array (NumPy would change that array too: `y = x[:2]; y += 1`), it is
     refused rather than answered differently."""
     def impl(self, other):
-        if self.node is None and self.id not in self.graph.scalar_inputs:
-            why = ("it is an argument of the traced function: NumPy would write into the "
-                   "caller's array, and gradc never changes its inputs")
-        elif self.id in self.graph.views:
-            why = ("it is a view of another array (a slice, a transpose, a reshape): NumPy "
-                   "would write into that array too, and gradc's arrays are immutable")
-        else:
-            return _written_back(self, binary(self, other), symbol)
+        graph = self.graph
+        root = _viewed_array(self)
+        if root is None or root.node is None and root.id not in graph.scalar_inputs:
+            why = ("it is an argument of the traced function, or a view of one: NumPy would "
+                   "write into the caller's array, and gradc never changes its inputs"
+                   if root is not None else
+                   "it is a view of a NumPy array from outside the function, which a compiled "
+                   "function cannot change")
+        elif self.id in graph.read_only:
+            why = "NumPy's view is read-only (output array is read-only)"
+        else:  # (a view of a computed array: that array changed too, retired with its views)
+            out = _written_back(self, binary(self, other), symbol)
+            if root is not self:
+                _retire(root, user_source())
+            return out
         name = self.name or f"a {self.type_str} array"
         raise UnsupportedOpError(
             f"{symbol}= on {name}: {why}. Write a new array, x = x {symbol} y (return it for the "
@@ -242,14 +250,29 @@ def _written_back(x, out, symbol):
                 f"is written into x). Write x = x {symbol} y for a new {out.dtype} array",
                 source=user_source())
         out = fn.astype(out, x.dtype)
-    source = user_source()
-    pending = [x]
+    _retire(x, user_source())
+    return out
+
+
+def _retire(x, source):
+    """x and every view taken of it (of them...) retired: changed in place at `source`."""
+    graph, pending = x.graph, [x]
     while pending:
         v = pending.pop()
         if v.id not in graph.stale:
             graph.retire(v, source)
             pending += graph.views_of.get(v.id, [])
-    return out
+
+
+def _viewed_array(x):
+    """The array x views (through views of views), x itself if it is no view, or None for a
+    view of an array from outside the function (a NumPy constant)."""
+    graph = x.graph
+    while x.id in graph.views:
+        x = graph.view_base.get(x.id)
+        if x is None:
+            return None
+    return x
 
 
 def _set_real(self, value):
@@ -390,6 +413,9 @@ _SURFACE = {
     "clip": traced(_clip_method), "round": _method(np.round),
     "__round__": traced(lambda self, ndigits=None: np.round(self, ndigits or 0)),
     "copy": traced(lambda self, order="C": copy(self)),
+    # (copy.copy and copy.deepcopy of a params dict in traced code: new arrays, as NumPy's)
+    "__copy__": traced(lambda self: copy(self)),
+    "__deepcopy__": traced(lambda self, memo: copy(self)),
 }
 for _symbol, _op in (("+", "add"), ("-", "sub"), ("*", "mul"), ("/", "truediv"),
                      ("//", "floordiv"), ("%", "mod"), ("**", "pow"), ("@", "matmul"),

@@ -556,14 +556,20 @@ def _call_numpy(func, args, kwargs, name=None):
                                  + ", ".join(supported_numpy_names()))
     args, kwargs = _bind(func, args, kwargs, name or _qualified(func))
     out = impl(*args, **kwargs)
+    read_only = func in READ_ONLY_VIEWS
     if func is np.broadcast_arrays or func is np.meshgrid and kwargs.get("copy") is False:
-        out = type(out)(mark_view(a, v) for a, v in zip(args, out))  # (each of its own array)
+        out = type(out)(mark_view(a, v, read_only)  # (each of its own array)
+                        for a, v in zip(args, out))
     elif func in VIEW_FUNCTIONS or func is np.diag and isinstance(out, Value) and out.ndim == 1:
         # (the array: the first argument, by position or by name)
-        out = mark_view(args[0] if args else next(iter(kwargs.values()), None), out)
-    else:
+        out = mark_view(args[0] if args else next(iter(kwargs.values()), None), out, read_only)
+    elif func not in SAME_ARRAY_FUNCTIONS:
         out = _new_array(out, list(args) + list(kwargs.values()))
     return out
+
+
+# NumPy functions that may return their argument itself (the same array object, not a copy)
+SAME_ARRAY_FUNCTIONS = frozenset({np.real_if_close, np.linalg.matrix_power})
 
 
 # NumPy functions whose result is a view of their first argument (for a contiguous one: a
@@ -574,23 +580,30 @@ VIEW_FUNCTIONS = frozenset({np.reshape, np.ravel, np.transpose, np.swapaxes, np.
                             np.flipud, np.rot90, np.matrix_transpose, np.rollaxis, np.split,
                             np.array_split, np.hsplit, np.vsplit, np.dsplit, np.real,
                             np.lib.stride_tricks.sliding_window_view})
+# ...of which NumPy's are read-only (an update in place raises "output array is read-only")
+READ_ONLY_VIEWS = frozenset({np.broadcast_to, np.broadcast_arrays, np.diagonal, np.diag,
+                             np.lib.stride_tricks.sliding_window_view})
 
 
-def mark_view(base, out):
+def mark_view(base, out, read_only=False):
     """Note that `out` (a value, or a list or tuple of them: np.split's) is a NumPy view of the
     traced value `base` (Graph.views, Graph.views_of); returns it. A view that is the whole
     array unchanged (`x[:]`, a reshape to its own shape) is a value of its own, an alias, as
     NumPy's is an array object of its own: `y = x[:]; y += 1` is then refused as an update
     of a view, not applied to y alone."""
     if isinstance(out, (list, tuple)):
-        return type(out)(mark_view(base, v) for v in out)
+        return type(out)(mark_view(base, v, read_only) for v in out)
     if not isinstance(out, Value):
         return out
     if out is base:
         out = base.graph.apply("alias", (base,), tag="view")
-    out.graph.views.add(out.id)
+    graph = out.graph
+    graph.views.add(out.id)
+    if read_only:
+        graph.read_only.add(out.id)
     if isinstance(base, Value):  # (a view of a NumPy array: refused in place all the same)
-        out.graph.views_of.setdefault(base.id, []).append(out)
+        graph.views_of.setdefault(base.id, []).append(out)
+        graph.view_base[out.id] = base
     return out
 
 
@@ -789,7 +802,8 @@ def trace(fun, args, kwargs=None, capture=False):
             with graph.at_source(user_source()):
                 graph.refuse_stale(v)
         outs.append(v)
-    graph.stale, graph.views_of = {}, {}  # (the backward may read what the forward read)
+    graph.stale, graph.views_of, graph.view_base = {}, {}, {}  # (the backward may read what
+    # the forward read)
     graph.outputs = outs
     _warn_constant_arrays(fun, graph, watch)
     if capture:

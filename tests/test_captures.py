@@ -692,3 +692,36 @@ def test_a_method_patched_on_the_class_or_a_new_class_traces_again():
     for _ in range(3):
         assert g(a) == pytest.approx(np.sum(a * 6.0))
     assert calls[0] == 1  # (traced once: an unchanged method is no change)
+
+
+_D = {"a": 2.0}
+_L = [1.0, 2.0]
+_S = {1, 2}
+
+
+def _walks_a_global_dict(w):
+    t = w
+    for _, v in _D.items():
+        t = t * v
+    return np.sum(t) + np.sum(w * _D.get("q", 0.5)) + np.sum(w * ("r" in _D))
+
+
+def _reads_from_the_end(w):
+    return np.sum(w * _L[-1]) + np.sum(w * (3 in _S))
+
+
+def test_outside_containers_read_by_items_lookups_and_from_the_end_are_guarded():
+    """A global dict walked with .items(), a key looked up with .get or `in`, a list read from
+    its end, a set's membership: a change to them between calls was not seen (the trace's
+    numbers stayed compiled in)."""
+    w = np.ones(3)
+    f, g = gradc.jit(_walks_a_global_dict), gradc.jit(_reads_from_the_end)
+    for change in (None, lambda: _D.update(a=5.0), lambda: _D.update(q=3.0),
+                   lambda: _D.update(r=1.0)):
+        if change:
+            change()
+        assert f(w) == pytest.approx(_walks_a_global_dict(w))
+    for change in (None, lambda: _L.append(10.0), lambda: _S.add(3)):
+        if change:
+            change()
+        assert g(w) == pytest.approx(_reads_from_the_end(w))

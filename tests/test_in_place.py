@@ -438,3 +438,40 @@ def test_an_array_or_view_read_after_an_update_in_place_is_refused(f, marker):
         gradc.jit(f)(X, B)
     _names_line(excinfo.value, marker)
     assert "changed afterwards" in str(excinfo.value)
+
+
+def test_an_update_through_a_view_of_a_computed_array_is_numpys_while_the_array_is_unread():
+    # `out = (x @ W).reshape(2, -1); out += b` is ordinary NumPy (no other name reaches the
+    # product): it ran, where it was refused as "a view of another array"; the array a view
+    # was taken of is retired, so reading it after is refused (NumPy's changed)
+    w = np.arange(9.0).reshape(3, 3) / 9.0
+
+    def through_views(x, b):
+        out = (x @ w).reshape(3, -1)
+        out += 1.0
+        h = (x @ w).T
+        h *= b[:, None]
+        return np.sum(out) + np.sum(h)
+
+    assert gradc.jit(through_views)(X, B) == pytest.approx(through_views(X, B))
+    np.testing.assert_allclose(gradc.grad(through_views)(X, B), _numerical(through_views, X, B),
+                               atol=1e-6)
+
+    def reads_the_array(x, b):
+        h = x * 2.0
+        t = h.T
+        t += 1.0
+        return np.sum(h)  # BASE-READ
+
+    with pytest.raises(gradc.UnsupportedOpError) as excinfo:
+        gradc.jit(reads_the_array)(X, B)
+    _names_line(excinfo.value, "BASE-READ")
+
+    def read_only(x, b):
+        v = np.broadcast_to(x[0] * 1.0, (4, 3))
+        v += 1.0  # READ-ONLY
+        return v
+
+    with pytest.raises(gradc.UnsupportedOpError, match="read-only") as excinfo:
+        gradc.jit(read_only)(X, B)
+    _names_line(excinfo.value, "READ-ONLY")

@@ -19,8 +19,11 @@ def _sinc(x):
 def _nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
     """np.nan_to_num: NaN -> `nan`, +inf -> `posinf` (default the dtype's largest float), -inf
     -> `neginf` (its most negative). Integers and booleans come back as they are. The gradient
-    passes where x is finite and is 0 elsewhere. (`copy` changes nothing: traced arrays are
-    never written in place.)"""
+    passes where x is finite and is 0 elsewhere. copy=False (NumPy: x itself, changed in
+    place) is refused for a traced x: traced arrays are never written in place."""
+    if copy is False and isinstance(x, Value):
+        raise UnsupportedOpError("np.nan_to_num(x, copy=False) changes x in place, and traced "
+                                 "arrays are never written in place: write x = np.nan_to_num(x)")
     x = array_arg(x, nan, posinf, neginf)
     if not np.issubdtype(x.dtype, np.floating):
         return x
