@@ -122,6 +122,12 @@ def cmd_compile(ns):
     if ns.train is None and (any(v is not None for v in train_only) or ns.check_finite):
         raise CliError("--lr, --momentum, --weight-decay, --clip-norm and --check-finite go with "
                        "--train")
+    inputs = {os.path.abspath(spec.rpartition(":")[0]) for spec in (ns.target, ns.example)}
+    if os.path.abspath(ns.output) in inputs:
+        raise CliError(f"-o {ns.output} is the module it compiles from: write the generated "
+                       "module to another file")
+    if ns.train in ("adam", "adamw") and ns.momentum is not None:
+        raise CliError(f"--momentum goes with --train sgd or momentum, not {ns.train}")
     fun, args = load(ns)
     mode = ns.mode or ("train" if ns.train else "value_and_grad")
     optimizer = None

@@ -112,7 +112,10 @@ def target_named(name):
     if name == "cuda":
         from .cuda_runtime import CudaTarget
         return CudaTarget()
-    raise NotImplementedError(f"target={name!r} is not available; use 'cpu' or 'cuda'")
+    from .errors import ArgumentError
+    from .trace import user_source
+    raise ArgumentError(f"target={name!r} is not available; use 'cpu' or 'cuda'",
+                        source=user_source())
 
 
 def check_target(target):

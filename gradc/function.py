@@ -37,6 +37,10 @@ class Function:
     def __init__(self, fun, mode, argnums=0, copy=False, target="cpu", max_signatures=None,
                  has_aux=False):
         check_target(target)
+        if not callable(fun):
+            raise ArgumentError(f"gradc.{mode}: {type(fun).__name__} {fun!r} is not a function "
+                                f"to compile: give the function (gradc.{mode}(f))",
+                                source=user_source())
         self.fun, self.mode, self.argnums, self.copy = fun, mode, argnums, copy
         self.has_aux = has_aux  # fun returns (loss, aux): aux comes back beside the gradients
         self.target = target

@@ -283,4 +283,9 @@ def gelu(x):
 @traced
 def flatten(x, start_axis=1):
     """Merge the axes from `start_axis` on: (N, C, H, W) -> (N, C*H*W)."""
+    ndim = len(np.shape(x))
+    if not -ndim <= start_axis < max(ndim, 1):
+        raise ArgumentError(f"flatten: start_axis {start_axis} is out of range for an array of "
+                            f"{ndim} dimensions")
+    start_axis %= max(ndim, 1)
     return x.reshape(x.shape[:start_axis] + (-1,))

@@ -40,7 +40,11 @@ def _option(optimizer, name, value):
     """A per-parameter option as given: a number, a pytree of numbers matching the parameters
     (a number stands for every leaf below it), or a function params -> such a pytree."""
     if isinstance(value, numbers.Real):
-        return float(value)  # (np.float32 too: `scalars` tells a number by its type)
+        value = float(value)  # (np.float32 too: `scalars` tells a number by its type)
+        if name == "weight_decay" and not 0.0 <= value < math.inf:  # (NaN too, as PyTorch)
+            raise ArgumentError(f"{optimizer}(weight_decay={value!r}): it must be a number >= 0",
+                                source=user_source())
+        return value
     if value is None or callable(value) or isinstance(value, (dict, list, tuple)):
         return value
     raise ArgumentError(

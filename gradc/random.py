@@ -34,7 +34,8 @@ import weakref
 import numpy as np
 
 from . import frozen, pytree
-from .errors import FrozenRandomError, ShapeError, SignatureError, UnsupportedOpError
+from .errors import (ArgumentError, FrozenRandomError, ShapeError, SignatureError,
+                     UnsupportedOpError)
 from .ir import Value
 from .ops import fn
 from .ops.random import FLOATS, uniform_ref
@@ -161,6 +162,9 @@ class Generator:
         """Normal floats: loc + scale * standard_normal(); `loc` and `scale` may be numbers,
         arrays or traced values (the reparameterization: gradients flow into them)."""
         dtype = _float_dtype(dtype)
+        if not isinstance(scale, Value) and np.any(np.asarray(scale) < 0):
+            raise ArgumentError("Generator.normal: scale < 0 (NumPy's refusal)",
+                                source=user_source())
         shape = self._params_shape(size, loc, scale)
         return self._affine(self._normal(shape, dtype), loc, scale, dtype)
 

@@ -760,6 +760,7 @@ def trace(fun, args, kwargs=None, capture=False):
         with graph.stamping_user_source(True), numpy_constructors(), \
                 frozen.Watch(fun, _static_values(treedef)) as watch:
             graph.outside = watch if capture else None
+            _check_call(fun, targs, tkwargs)
             graph.tracing = True
             try:
                 out = fun(*targs, **tkwargs)
@@ -782,6 +783,10 @@ def trace(fun, args, kwargs=None, capture=False):
             "(undone: they hold what they held before). Return them instead (with "
             "has_aux=True for a gradient) and store them after the call", source=user_source())
     _check_containers_unchanged(fun, (targs, tkwargs), given)
+    if hasattr(out, "__next__"):  # (a generator, a map: its items would be trace-time values)
+        raise SignatureError(f"{getattr(fun, '__name__', 'the function')} returned a "
+                             f"{type(out).__name__}, whose items are made when it is read: "
+                             "return a list or tuple of them (list(...))", source=user_source())
     try:
         out_leaves, out_tree = pytree.flatten(out)
     except SignatureError as e:
@@ -810,6 +815,20 @@ def trace(fun, args, kwargs=None, capture=False):
         graph.guards = watch.guards() + content_guards(graph, watch)
     graph.outside = None  # (what it holds need not live as long as the graph)
     return graph, out_tree, outs
+
+
+def _check_call(fun, args, kwargs):
+    """A call the function cannot take (an argument missing or extra, an unknown keyword) is
+    a SignatureError naming the caller's line, not Python's TypeError from inside gradc."""
+    try:
+        signature = inspect.signature(fun)
+    except (TypeError, ValueError):  # (no signature to check against)
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as e:
+        raise SignatureError(f"{getattr(fun, '__name__', 'the function')}() cannot take these "
+                             f"arguments: {e}", source=user_source()) from None
 
 
 def _check_containers_unchanged(fun, tree, given):

@@ -154,6 +154,9 @@ class TrainStep:
     def __init__(self, loss_fn, optimizer, argnums=0, check_finite=False, clip_norm=None,
                  target="cpu", grad_scale=1.0, has_aux=False):
         check_target(target)
+        if loss_fn is not None and not callable(loss_fn):
+            raise ArgumentError(f"gradc.train_step: {type(loss_fn).__name__} {loss_fn!r} is not a "
+                                "loss function: give the function", source=user_source())
         self.target = target
         self.has_aux = has_aux  # loss_fn returns (loss, aux); a step returns (loss, aux copies)
         check_argnums(argnums)

@@ -160,6 +160,13 @@ def test_bad_options(small, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # argparse: usage and the error, status 2
         cli.main(["compile", f"{small}:loss", "--example", f"{small}:args"])
     assert e.value.code == 2 and "-o/--output" in capsys.readouterr().err
+    source = open(small).read()  # (-o onto the module itself overwrote the user's source)
+    status, _, err = run_cli(capsys, "compile", f"{small}:loss", "--example", f"{small}:args",
+                             "-o", small)
+    assert status == 2 and "the module it compiles from" in err and open(small).read() == source
+    status, _, err = run_cli(capsys, "compile", f"{small}:loss", "--example", f"{small}:args",
+                             "--train", "adam", "--momentum", "0.9", "-o", tmp_path / "o.py")
+    assert status == 2 and "--momentum goes with" in err
 
 
 def test_console_entry_point_exit_status(small, tmp_path):

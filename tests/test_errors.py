@@ -906,3 +906,29 @@ def test_returning_a_numpy_array_of_a_dtype_gradc_lacks_names_the_call():
     with pytest.raises(gradc.UnsupportedOpError) as excinfo:
         gradc.jit(_returns_uint8)(X3)  # RETURNED-UINT8
     assert "returned an array" in check(excinfo, gradc.UnsupportedOpError, "RETURNED-UINT8")
+
+
+def test_api_misuse_is_named_with_the_line():
+    # each was accepted, or a bare TypeError/NotImplementedError from inside gradc
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        gradc.grad(3)  # NOT-CALLABLE
+    check(excinfo, gradc.ArgumentError, "NOT-CALLABLE")
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        gradc.jit(np.sum, target="tpu")  # BAD-TARGET
+    check(excinfo, gradc.ArgumentError, "BAD-TARGET")
+    f = gradc.jit(lambda x, y: x + y)
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        f(X3)  # MISSING-ARG
+    assert "missing a required argument" in check(excinfo, gradc.SignatureError, "MISSING-ARG")
+    with pytest.raises(gradc.SignatureError) as excinfo:
+        gradc.jit(lambda x: (x * i for i in range(2)))(X3)  # GENERATOR-OUT
+    assert "list(...)" in check(excinfo, gradc.SignatureError, "GENERATOR-OUT")
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        gradc.optim.SGD(0.1, weight_decay=-1.0)  # NEGATIVE-DECAY
+    check(excinfo, gradc.ArgumentError, "NEGATIVE-DECAY")
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        gradc.random.Generator(0).normal(0.0, -1.0, 3)  # NEGATIVE-SCALE
+    check(excinfo, gradc.ArgumentError, "NEGATIVE-SCALE")
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        gradc.jit(lambda x: gradc.nn.flatten(x, 7))(np.ones((4, 5)))  # FLATTEN-AXIS
+    check(excinfo, gradc.ArgumentError, "FLATTEN-AXIS")
