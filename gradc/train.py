@@ -140,6 +140,15 @@ def update_step(optimizer, check_finite=False, clip_norm=None, grad_scale=1.0, t
                      grad_scale=grad_scale)
 
 
+def _arrays_only(tree):
+    """Whether every leaf of a (dict, list, tuple) tree is a NumPy array."""
+    if isinstance(tree, dict):
+        return all(_arrays_only(v) for v in tree.values())
+    if isinstance(tree, (list, tuple)):
+        return all(_arrays_only(v) for v in tree)
+    return isinstance(tree, np.ndarray)
+
+
 def check_argnums(argnums):
     if not isinstance(argnums, int):
         raise SignatureError(
@@ -213,6 +222,9 @@ class TrainStep:
                                    for s in self.optimizer.slots}
                 for dst, src in zip(self._state[slot], leaves):
                     np.copyto(dst, src)
+            for slot in set(self.optimizer.slots) - set(state["state"]):  # (it starts at 0,
+                for dst in self._state[slot]:  # not with what this step held)
+                    dst.fill(0)
             if self._on_device is not None:  # target="cuda": upload the loaded state next step
                 self._on_device.forget_owned()
 
@@ -251,6 +263,10 @@ class TrainStep:
         for slot, tree_value in state["state"].items():
             leaves, tree = pytree.flatten(tree_value)
             shapes = [(tuple(np.shape(a)), np.asarray(a).dtype) for a in leaves]
+            if any(d.kind != "f" for _, d in shapes) or not _arrays_only(tree_value):
+                raise ArgumentError(f"state[{slot!r}] is {_brief(tree_value)}: a state's "
+                                    "slots are float arrays shaped like the parameters",
+                                    source=src)
             if spec is not None and (tree != spec[0] or shapes != spec[1]):
                 raise ArgumentError(
                     f"state[{slot!r}] is {pytree.describe(tree)} of shapes "

@@ -879,3 +879,17 @@ def test_a_plain_sgd_step_is_one_product_into_the_weight():
         r = {k: r[k] - 0.05 * buf[k] for k in r}
     for k in q:
         np.testing.assert_allclose(q[k], r[k], rtol=1e-12, atol=1e-14)
+
+
+def test_a_loaded_state_without_a_slot_starts_that_slot_at_zero_and_strings_are_refused():
+    step = gradc.train_step(lambda p, x: np.sum(p["W"] * x), Adam(lr=0.1))
+    p = {"W": np.ones(3)}
+    step(p, np.ones(3))
+    state = step.state_dict()
+    del state["state"]["exp_avg_sq"]
+    step.load_state_dict(state)  # (the step kept its own second moments, mixed with the state)
+    assert not np.any(step.state_dict()["state"]["exp_avg_sq"]["W"])
+    fresh = gradc.train_step(lambda p, x: np.sum(p["W"] * x), Adam(lr=0.1))
+    with pytest.raises(gradc.ArgumentError, match="float arrays"):
+        fresh.load_state_dict({"step": 3, "state": {"exp_avg": {"W": "abc"},
+                                                    "exp_avg_sq": {"W": "abc"}}})
