@@ -212,6 +212,14 @@ class _Update:
     def _apply(self, kind, values):
         return _traced_update_of(self._x, self._index, kind, values)
 
+    def __getattr__(self, name):  # (.sub, .divide, .get...: say what there is)
+        if name.startswith("__"):  # (Python's and NumPy's probes: not there)
+            raise AttributeError(name)
+        from .trace import user_source
+        raise UnsupportedOpError(f"gradc.at(x)[index].{name} is not an update: there are .set, "
+                                 ".add, .multiply, .min and .max (subtract with .add(-v))",
+                                 source=user_source())
+
 
 def _graph_of(x, index, kind, values):
     index = index if isinstance(index, tuple) else (index,)

@@ -151,7 +151,8 @@ def vjp(fun, *primals):
     from .api import grad, jit
     n = len(primals)
     if n == 0:
-        raise NonDifferentiableError("gradc.vjp(fun, *primals) needs at least one primal")
+        raise NonDifferentiableError("gradc.vjp(fun, *primals) needs at least one primal",
+                                     source=user_source())
     out = _built(fun, "jit", n, lambda: jit(fun))(*primals)
     primals = _frozen(primals)
 
@@ -161,8 +162,13 @@ def vjp(fun, *primals):
     pulled_back.__name__ = f"vjp of {getattr(fun, '__name__', 'fn')}"
     backward = _built(fun, "vjp", n, lambda: grad(pulled_back, argnums=tuple(range(n)), copy=True))
 
-    def vjp_fn(cotangent):  # (Python numbers as arrays: traced, not one compile per value)
-        return backward(*primals, _arrays(cotangent))
+    def vjp_fn(*cotangent, **keywords):  # (Python numbers as arrays: traced, not one compile
+        if len(cotangent) != 1 or keywords:  # per value)
+            raise ArgumentError("vjp_fn(cotangent) takes one cotangent, shaped like the "
+                                f"output, got {len(cotangent)} arguments"
+                                + (f" and keywords {sorted(keywords)}" if keywords else ""),
+                                source=user_source())
+        return backward(*primals, _arrays(cotangent[0]))
 
     return out, vjp_fn
 
@@ -187,7 +193,7 @@ def hvp(fun, primals, tangents):
     if n == 0 or len(tangents) != n:
         raise NonDifferentiableError(
             f"gradc.hvp(fun, primals, tangents) takes tuples of the same length (one tangent per "
-            f"primal), got {n} primals and {len(tangents)} tangents")
+            f"primal), got {n} primals and {len(tangents)} tangents", source=user_source())
 
     def make():
         gradient = grad(fun, argnums=tuple(range(n)))

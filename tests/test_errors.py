@@ -932,3 +932,20 @@ def test_api_misuse_is_named_with_the_line():
     with pytest.raises(gradc.ArgumentError) as excinfo:
         gradc.jit(lambda x: gradc.nn.flatten(x, 7))(np.ones((4, 5)))  # FLATTEN-AXIS
     check(excinfo, gradc.ArgumentError, "FLATTEN-AXIS")
+
+
+def test_transform_and_update_misuse_names_the_line():
+    f = lambda x: np.sum(np.sin(x) * x)  # noqa: E731
+    with pytest.raises(gradc.NonDifferentiableError) as excinfo:
+        gradc.vjp(f)  # VJP-NO-PRIMALS
+    check(excinfo, gradc.NonDifferentiableError, "VJP-NO-PRIMALS")
+    with pytest.raises(gradc.NonDifferentiableError) as excinfo:
+        gradc.hvp(f, (X3,), (X3, X3))  # HVP-LENGTHS
+    check(excinfo, gradc.NonDifferentiableError, "HVP-LENGTHS")
+    _, vjp_fn = gradc.vjp(lambda x: x * 2.0, X3)
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        vjp_fn(X3, X3)  # VJP-FN-ARITY
+    check(excinfo, gradc.ArgumentError, "VJP-FN-ARITY")
+    with pytest.raises(gradc.UnsupportedOpError) as excinfo:
+        gradc.jit(lambda x: gradc.at(x)[0].sub(1.0))(X3)  # AT-SUB
+    assert ".add(-v)" in check(excinfo, gradc.UnsupportedOpError, "AT-SUB")
