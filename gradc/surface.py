@@ -189,10 +189,11 @@ def _viewed(base, out):
 
 def _in_place(symbol, binary):
     """`x op= y`. NumPy writes the result into x's memory; gradc's arrays are immutable, so the
-    name x is bound to a new array: NumPy's answer, unless x's memory is reached another way.
-    When x is an argument of the traced function (NumPy would change the caller's array) or a
-    view of another array (NumPy would change that array too: `y = x[:2]; y += 1`), it is
-    refused rather than answered differently."""
+    name x is bound to a new array (`_written_back`): NumPy's answer, unless x's memory is
+    reached another way. Reached that way later (another name, a view, the array a view was
+    taken of), the old value is refused when read (Graph.retire). Refused at once: x an
+    argument of the traced function or a view of one (NumPy would write into the caller's
+    array), a view of a NumPy array from outside, and NumPy's read-only views."""
     def impl(self, other):
         graph = self.graph
         root = _viewed_array(self)
