@@ -211,13 +211,9 @@ class Graph:
 
     def retire(self, value, source):
         """`value` (an array x of `x += y`, or a view of it) was changed in place at `source`:
-        NumPy's shows the change, so a later use of this value is refused."""
+        NumPy's shows the change, so a later use of this value is refused. (While tracing no
+        expression is looked up again in _memo: an equal one made after is a value of its own.)"""
         self.stale[value.id] = source
-        node = value.node
-        if node is not None:
-            key = (node.op, tuple(v.id for v in node.inputs), node.attr_key)
-            if self._memo.get(key) is value:
-                del self._memo[key]
 
     def refuse_stale(self, value):
         from .errors import UnsupportedOpError
@@ -244,9 +240,12 @@ class Graph:
         new = Node(node.op, inputs, node.attrs, None, self.source, node.attr_key, node.opdef)
         old = node.output
         out = Value.__new__(Value)  # (shape and dtype are already normalized: see Value)
-        for field, v in (("graph", self), ("id", self._next_id), ("shape", old.shape),
-                         ("dtype", old.dtype), ("node", new), ("name", None)):
-            _set(out, field, v)
+        _set(out, "graph", self)  # (one call per field: this runs for every node of a pass)
+        _set(out, "id", self._next_id)
+        _set(out, "shape", old.shape)
+        _set(out, "dtype", old.dtype)
+        _set(out, "node", new)
+        _set(out, "name", None)
         self._next_id += 1
         new.output = out
         self.nodes.append(new)

@@ -733,8 +733,11 @@ def _interp(x, xp, fp, left=None, right=None, period=None):
         raise ValueError("fp and xp are not of the same length.")
     if xp.size == 0:
         raise ValueError("array of sample points is empty")
-    first = fn.reshape(fn.slice_(fp, (0,), (1,), (1,)), ())
-    last = fn.reshape(fn.slice_(fp, (fp.size - 1,), (fp.size,), (1,)), ())
+    def end(v, i):  # (v[i], 0-d)
+        return fn.reshape(fn.slice_(v, (i,), (i + 1,), (1,)), ())
+
+    first, last = end(fp, 0), end(fp, fp.size - 1)
+    x_first, x_last = end(xp, 0), end(xp, xp.size - 1)
     below = first if left is None else fn.astype(array_arg(left, x), np.float64)
     above = last if right is None else fn.astype(array_arg(right, x), np.float64)
     if xp.size == 1:
@@ -753,12 +756,9 @@ def _interp(x, xp, fp, left=None, right=None, period=None):
         y = fn.where(fn.compare("equal", y0, y1) & _isnan(y), y0, y)
         y = fn.where(fn.compare("equal", x, x0) & fn.compare("not_equal", slope - slope, 0),
                      y0, y)
-        x_last = fn.reshape(fn.slice_(xp, (xp.size - 1,), (xp.size,), (1,)), ())
         y = fn.where(fn.compare("equal", x, x_last), fn.broadcast_to(last, x.shape), y)
-    x_first = fn.reshape(fn.slice_(xp, (0,), (1,), (1,)), ())
-    x_end = fn.reshape(fn.slice_(xp, (xp.size - 1,), (xp.size,), (1,)), ())
     y = fn.where(fn.compare("less", x, x_first), fn.broadcast_to(below, x.shape), y)
-    return fn.where(fn.compare("greater", x, x_end), fn.broadcast_to(above, x.shape), y)
+    return fn.where(fn.compare("greater", x, x_last), fn.broadcast_to(above, x.shape), y)
 
 
 def _spacing(d, n, name):
