@@ -36,6 +36,21 @@ _HELD_BY_CALLABLES = frozenset({"cell_contents", "__defaults__", "__kwdefaults__
                                 "keywords"})
 
 
+def _step(x, kind, key):
+    """What one step of a Path reaches from `x`."""
+    return (getattr(x, key) if kind == "attr" else (type(x), len(x)) if kind == "len"
+            else type(x) if kind == "type" else frozenset(x) if kind == "set" else x[key])
+
+
+def _answers_attributes(x):
+    """Whether x's class serves attributes itself, from what the object holds."""
+    cls = type(x)
+    return (getattr(cls, "__getattr__", None) is not None
+            or getattr(cls, "__getattribute__", None) is not object.__getattribute__
+            and not isinstance(x, (dict, list, tuple, types.ModuleType, types.CellType,
+                                   types.FunctionType)))
+
+
 class Path(NamedTuple):
     """Where a trace found an object: `root` (a module's globals, a closure cell, an object an
     argument or a user frame held), then attribute and item steps: self -> .W. Followed again on
@@ -50,28 +65,40 @@ class Path(NamedTuple):
     def follow(self):
         x = self.root
         for kind, key in self.steps:
-            x = (getattr(x, key) if kind == "attr" else (type(x), len(x)) if kind == "len"
-                 else type(x) if kind == "type" else frozenset(x) if kind == "set" else x[key])
+            x = _step(x, kind, key)
         return x
 
     def named_in(self, names, called=False):
         """Whether the code entered reads each name on the path (`names`, a Names): a global,
         an attribute (of a global: that global's; a method the code calls, where `called`),
-        a string key; or it is what a function or partial holds (its cells, defaults)."""
-        steps = self.steps
+        a string key; or it is what a function or partial holds (its cells, defaults).
+
+        An object whose class answers attributes itself (`__getattr__`: an EasyDict's cfg.lr, a
+        ConfigDict's fields) may serve any name read as an attribute from what it holds, and
+        `o.__dict__["k"]`, `vars(o)[k]`, `getattr(o, k)` read attributes by key."""
+        steps, x, served = self.steps, self.root, False
+        attributes = names.attrs | names.methods | {a for _, a in names.global_attrs}
+        by_key = "__dict__" in attributes or bool(names.globals & {"vars", "getattr"})
         for i, (kind, key) in enumerate(steps):
+            served = served or _answers_attributes(x)
+            x = _step(x, kind, key)
             if not isinstance(key, str) or kind == "attr" and key in _HELD_BY_CALLABLES or (
                     i and steps[i - 1][1] in ("keywords", "__kwdefaults__")):
                 continue
+            as_attribute = served and key in attributes
             if kind == "global":
                 found = key in names.globals
             elif kind == "item":  # (a key the code names, or any, where it walks items)
-                found = key in names.keys or bool(names.methods & _WALK_METHODS)
+                found = (key in names.keys or bool(names.methods & _WALK_METHODS)
+                         or as_attribute)
             elif i and steps[i - 1][0] == "global":  # (wmod.W; m.s read as self.s in m.fwd)
-                found = (steps[i - 1][1], key) in names.global_attrs or key in names.attrs
+                found = ((steps[i - 1][1], key) in names.global_attrs or key in names.attrs
+                         or by_key and key in names.keys or served)
             else:  # (an object on the way may be called: self.norm(x) reads self.norm.eps)
                 found = key in names.attrs or (
-                    called or i < len(steps) - 1) and key in names.methods
+                    called or i < len(steps) - 1) and key in names.methods or (
+                    by_key and key in names.keys) or served and (i < len(steps) - 1
+                                                                   or as_attribute)
             if not found:
                 return False
         return True

@@ -725,3 +725,55 @@ def test_outside_containers_read_by_items_lookups_and_from_the_end_are_guarded()
         if change:
             change()
         assert g(w) == pytest.approx(_reads_from_the_end(w))
+
+
+class _EasyDict(dict):  # (easydict's and many configs' attribute access to a dict's items)
+    __getattr__ = dict.__getitem__
+
+    def __setattr__(self, key, value):
+        self[key] = value
+
+
+class _ConfigDict:  # (ml_collections' ConfigDict: the fields live in a dict the object holds)
+    def __init__(self, **fields):
+        object.__setattr__(self, "_fields", dict(fields))
+
+    def __getattr__(self, key):
+        try:
+            return self._fields[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key, value):
+        self._fields[key] = value
+
+
+_CFG = _EasyDict(scale=2.0)
+
+
+class _Configured:
+    def __init__(self):
+        self.cfg = _ConfigDict(scale=2.0, act="tanh")
+        self.__dict__["shift"] = 1.0
+
+    def __call__(self, x):
+        h = x * self.cfg.scale * _CFG.scale + self.__dict__["shift"] + vars(self)["shift"]
+        return np.tanh(h) if self.cfg.act == "tanh" else h
+
+
+def test_config_objects_that_serve_attributes_and_dict_reads_are_guarded():
+    """cfg.scale of a dict subclass with __getattr__ (EasyDict), of an object that serves its
+    fields from a dict it holds (ConfigDict), and self.__dict__["k"] / vars(self)["k"]: a
+    change to any of them was not seen (the first call's numbers stayed compiled in)."""
+    model = _Configured()
+    f = gradc.jit(model)
+    changes = (None, lambda: setattr(model.cfg, "scale", 0.5), lambda: setattr(_CFG, "scale", 3.0),
+               lambda: setattr(model.cfg, "act", "none"),
+               lambda: model.__dict__.update(shift=-1.0))
+    try:
+        for change in changes:
+            if change:
+                change()
+            np.testing.assert_allclose(f(X), model(X), rtol=1e-13)
+    finally:
+        _CFG.scale = 2.0
