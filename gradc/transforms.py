@@ -12,9 +12,10 @@ import weakref
 import numpy as np
 
 from . import autodiff, pytree
-from .errors import ArgumentError, NonDifferentiableError, UnsupportedOpError
+from .capture import CaptureChanged
+from .errors import ArgumentError, NonDifferentiableError, SignatureError, UnsupportedOpError
 from .ops import fn
-from .trace import user_source
+from .trace import current_graph, user_source
 
 # output elements (VJPs) one Jacobian may unroll: beyond it the graph, and its compile, get big
 MAX_JACOBIAN_ROWS = 1024
@@ -147,14 +148,18 @@ def vjp(fun, *primals):
     """(out, vjp_fn), as JAX's vjp: `out = fun(*primals)`, and `vjp_fn(cotangent)` returns the
     tuple of cotangents of the primals (one per primal, shaped like it): `cotangent` has the
     structure of `out`. Both are compiled; vjp_fn's program computes the forward again (gradc
-    keeps no residuals between programs) and returns fresh arrays."""
+    keeps no residuals between programs) and returns fresh arrays. The primals are copied; an
+    array or number the function reads from outside its arguments that changed before vjp_fn
+    runs is refused (SignatureError), as its cotangents would be another function's."""
     from .api import grad, jit
     n = len(primals)
     if n == 0:
         raise NonDifferentiableError("gradc.vjp(fun, *primals) needs at least one primal",
                                      source=user_source())
-    out = _built(fun, "jit", n, lambda: jit(fun))(*primals)
+    forward = _built(fun, "jit", n, lambda: jit(fun))
+    out = forward(*primals)
     primals = _frozen(primals)
+    outside = _outside_read(forward)
 
     def pulled_back(*args):  # args: the primals, then the cotangent
         return _inner(fun(*args[:-1]), args[-1])
@@ -168,9 +173,41 @@ def vjp(fun, *primals):
                                 f"output, got {len(cotangent)} arguments"
                                 + (f" and keywords {sorted(keywords)}" if keywords else ""),
                                 source=user_source())
+        _check_outside_unchanged(outside, fun)
         return backward(*primals, _arrays(cotangent[0]))
 
     return out, vjp_fn
+
+
+def _outside_read(function):
+    """(Captures, copies of the arrays) of what `function`'s last call read from outside its
+    arguments (a global W, self.W): vjp_fn reads them again, so it checks they are as they were
+    when the output was computed. None inside another trace (nothing ran) or where it read none."""
+    last = getattr(function, "_last_call", None)
+    captures = getattr(getattr(last, "compiled", None), "captures", None)
+    if not captures or current_graph() is not None:
+        return None
+    return captures, [a.copy() for a in captures.read()]
+
+
+def _check_outside_unchanged(outside, fun):
+    """Refuse a vjp_fn call whose function's outside arrays or guarded values changed since
+    gradc.vjp ran it: the cotangents would be those of another function than the output's."""
+    if outside is None:
+        return
+    captures, then = outside
+    try:
+        now = captures.read()
+        changed = next((f"`{c.name}`, which it reads from outside its arguments, changed"
+                        for c, a, b in zip(captures.captures, then, now)
+                        if not np.array_equal(a, b, equal_nan=True)), None)
+    except CaptureChanged as e:  # (a guarded number, or an array of another shape)
+        changed = f"what it reads from outside its arguments changed ({e})"
+    if changed is not None:
+        raise SignatureError(
+            f"vjp_fn of {getattr(fun, '__name__', 'fn')}: {changed} since gradc.vjp computed "
+            f"the output, so the cotangents would be another function's: call gradc.vjp again "
+            f"after the change, or pass it to the function as an argument", source=user_source())
 
 
 def hvp(fun, primals, tangents):

@@ -224,6 +224,40 @@ def test_vjp_and_hvp():
     np.testing.assert_allclose(hv, 6 * X * v, rtol=1e-12)
 
 
+_SCALE = np.array([2.0, 3.0, 4.0, 5.0])
+_POWER = 2.0
+
+
+def _reads_outside(x):
+    return np.sum(np.sin(x) * _SCALE) ** _POWER
+
+
+def test_vjp_fn_refuses_outside_state_changed_since_the_output():
+    """vjp_fn computes its cotangents with the arrays and numbers the function reads from
+    outside as they are when it runs: after `_SCALE[:] = ...` they were the gradient of another
+    function than the output's, silently."""
+    global _POWER
+    out, vjp_fn = gradc.vjp(_reads_outside, X)
+    assert out == pytest.approx(_reads_outside(X), rel=1e-12)
+    (got,) = vjp_fn(1.0)  # unchanged: the cotangents of the output's function
+    np.testing.assert_allclose(got, numeric_jacobian(_reads_outside, X), rtol=1e-6)
+    saved = _SCALE.copy()
+    try:
+        _SCALE[0] = 10.0
+        with pytest.raises(gradc.SignatureError, match=r"`_SCALE`.*changed since gradc\.vjp"):
+            vjp_fn(1.0)
+        _SCALE[:] = saved
+        vjp_fn(1.0)  # (restored: the same function again)
+        _POWER = 3.0
+        with pytest.raises(gradc.SignatureError, match="_POWER.*call gradc.vjp again"):
+            vjp_fn(1.0)
+        out, vjp_fn = gradc.vjp(_reads_outside, X)  # after the change: the new function
+        np.testing.assert_allclose(vjp_fn(1.0)[0], numeric_jacobian(_reads_outside, X),
+                                   rtol=1e-6)
+    finally:
+        _SCALE[:], _POWER = saved, 2.0
+
+
 # ---------------------------------------------------------------------------------------------
 # losses of size 1
 
