@@ -23,7 +23,7 @@ from .log import log_compile
 from .ops import fn
 from .passes import BEFORE_AUTODIFF, run_passes
 from .signature import (Call, RecompileWatch, as_scalar, check_device_leaves, check_input_dtypes,
-                        check_loss_output, check_scalar_output, differentiable_leaves,
+                        check_loss_output, check_scalar_output, differentiable_leaves, number_loss,
                         normalize_argnums, signature_key, what_changed)
 from .trace import argument_names, current_graph, leaf_names, trace, user_source
 
@@ -85,14 +85,18 @@ class Function:
         argnums, many = normalize_argnums(self.argnums, len(call.args), src)
         differentiable_leaves(call, argnums, src, argument_names(self.fun))
         graph, out_tree, outs = trace(self.fun, call.args, call.kwargs, capture)
-        if self.mode == "jacobian":
+        if self.mode == "jacobian":  # (a number returned is a constant: its Jacobian is zeros)
+            out_tree, graph.outputs = pytree.numbers_as_leaves(
+                out_tree, graph.outputs, lambda x: fn.as_value(np.asarray(x), graph=graph))
             graph = run_passes(graph, BEFORE_AUTODIFF, consume=True)
             wrt = [graph.inputs[p] for i in argnums for p in call.ranges[i]]
             blocks = transforms.jacobian_values(graph, graph.outputs, wrt, src)
             graph.outputs = [v for block in blocks for v in block]
             _advance_generators(graph, call.treedef)
             return graph, (out_tree, [call.arg_trees[i] for i in argnums], many, len(wrt))
-        check_loss_output(out_tree, outs, self.has_aux, self.fun, src)
+        out_tree, graph.outputs = number_loss(
+            out_tree, outs, self.has_aux, lambda x: fn.as_value(np.asarray(x), graph=graph))
+        check_loss_output(out_tree, graph.outputs, self.has_aux, self.fun, src)
         graph = run_passes(graph, BEFORE_AUTODIFF, consume=True)
         wrt = [graph.inputs[p] for i in argnums for p in call.ranges[i]]
         loss, aux = graph.outputs[0], graph.outputs[1:]
@@ -285,6 +289,7 @@ class Function:
         flat = [w for ws in wrt for w in ws]
         if self.mode == "jacobian":
             outs, out_tree = pytree.flatten(out)
+            out_tree, outs = pytree.numbers_as_leaves(out_tree, outs, np.asarray)
             outs = [fn.as_value(o, graph=graph) for o in outs]
             blocks = transforms.jacobian_values(graph, outs, flat, src)
             return transforms.jacobian_tree(out_tree, trees, many, blocks)
@@ -293,6 +298,8 @@ class Function:
             leaves, tree = pytree.flatten(out)
             check_loss_output(tree, leaves, True, self.fun, src)
             out, aux = out
+        if type(out) is float:  # (a constant loss: its gradient is zeros)
+            out = fn.as_value(np.asarray(out), graph=graph)
         check_scalar_output(out, src)
         grads_flat = autodiff.vjp(graph, as_scalar(out), flat)
         grads, cursor = [], 0
@@ -330,4 +337,3 @@ def _result(view, fresh):
     if view.shape == ():
         return view.dtype.type(view[()])
     return view.copy() if fresh else view
-

@@ -253,7 +253,7 @@ def check_loss_output(out_tree, outs, has_aux, fun, src):
     """What a differentiated function returned (`out_tree`, its array leaves `outs`, traced) is
     one loss, or with has_aux=True a pair (loss, aux) whose aux is a pytree of arrays."""
     if not has_aux:
-        if len(outs) != 1:
+        if len(outs) != 1 or out_tree not in (pytree.LEAF, pytree.FLOAT):  # ((loss, 0.5))
             raise NonDifferentiableError(
                 f"grad needs a function that returns one scalar, got {pytree.describe(out_tree)}"
                 "; to return more beside the loss, use has_aux=True and return (loss, aux)",
@@ -270,3 +270,15 @@ def check_loss_output(out_tree, outs, has_aux, fun, src):
             f"(loss, aux), loss a scalar array and aux a pytree of arrays; it returned "
             f"{pytree.describe(out_tree)}. Return `loss, aux`, or drop has_aux=True", source=src)
     check_scalar_output(outs[0], src)
+
+
+def number_loss(out_tree, outs, has_aux, make):
+    """(out_tree, outs) with a loss returned as a Python float (`return 0.0`, a constant) as a
+    leaf of its own, `make(number)`: its gradient is zeros, as JAX's, not a refusal."""
+    pair = has_aux and out_tree[0] in ("tuple", "list") and len(out_tree[1]) == 2
+    loss_tree = out_tree[1][0] if pair else out_tree
+    if loss_tree[0] != "static" or type(loss_tree[1]) is not float:
+        return out_tree, outs
+    loss = make(loss_tree[1])
+    return ((out_tree[0], (pytree.LEAF, out_tree[1][1])), [loss] + outs) if pair else (
+        pytree.LEAF, [loss])

@@ -5,8 +5,10 @@ function tables they reach are in gradc/trace.py.
 """
 from __future__ import annotations
 
+import dis
 import functools
 import operator
+import sys
 
 import numpy as np
 
@@ -330,8 +332,30 @@ def _refused(message):
     return raise_
 
 
+_MEMORY_INTERFACES = ("__array_interface__", "__array_struct__")
+
+
+@functools.lru_cache(maxsize=256)
+def _attribute_reads(code):
+    """{offset: attribute name} of the attribute loads in `code`."""
+    return {ins.offset: ins.argval for ins in dis.get_instructions(code)
+            if ins.opname in ("LOAD_ATTR", "LOAD_METHOD")}
+
+
+def _read_by_name(frame, name):
+    """Whether `frame` is reading attribute `name` itself (not calling C code that probes it)."""
+    return _attribute_reads(frame.f_code).get(frame.f_lasti) == name
+
+
 def _getattr(self, name):
-    if name.startswith("__"):
+    if name in _MEMORY_INTERFACES and _read_by_name(sys._getframe(1), name):
+        raise UnsupportedOpError(
+            f"code that reads an array's memory (`x.{name}`: np.lib.stride_tricks.as_strided, "
+            "np.byte_bounds, np.ctypeslib) cannot take a traced value, which has no memory "
+            "until the compiled function runs: for windows use "
+            "np.lib.stride_tricks.sliding_window_view, slicing, reshape or np.stack of slices",
+            source=user_source())
+    if name.startswith("__"):  # (NumPy's C code probes these: not there, it goes on)
         raise AttributeError(name)
     raise UnsupportedOpError(
         f"the ndarray attribute or method .{name} is not supported in traced code; supported: "

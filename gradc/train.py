@@ -28,8 +28,8 @@ from .ops import fn
 from .passes import BEFORE_AUTODIFF, run_passes
 from .pytree import is_device_array
 from .signature import (Call, RecompileWatch, as_scalar, check_device_leaves, check_input_dtypes,
-                        check_loss_output, differentiable_leaves, normalize_argnums, signature_key,
-                        what_changed)
+                        check_loss_output, differentiable_leaves, normalize_argnums, number_loss,
+                        signature_key, what_changed)
 from .standalone.calls import first_overlap
 from .trace import argument_names, leaf_names, trace, user_source
 
@@ -449,7 +449,9 @@ class TrainStep:
             return self._gradients_given(call, src) + (None,)
         graph, out_tree, outs = trace(self.loss_fn, call.args, capture=capture)
         differentiable_leaves(call, (self.argnums,), src)
-        check_loss_output(out_tree, outs, self.has_aux, self.loss_fn, src)
+        out_tree, graph.outputs = number_loss(
+            out_tree, outs, self.has_aux, lambda x: fn.as_value(np.asarray(x), graph=graph))
+        check_loss_output(out_tree, graph.outputs, self.has_aux, self.loss_fn, src)
         graph = run_passes(graph, BEFORE_AUTODIFF, consume=True)
         positions = call.ranges[self.argnums]  # the parameters' graph inputs
         params = graph.inputs[positions.start:positions.stop]

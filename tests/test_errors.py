@@ -890,12 +890,17 @@ def _rounds_a_mask(x):
     return np.round(x > 0)  # ROUND-MASK
 
 
+def _as_strided(x):
+    return np.lib.stride_tricks.as_strided(x, (2, 2), (8, 8))  # AS-STRIDED
+
+
 @pytest.mark.parametrize("f, cls, marker, words", [
     (_math_exp, gradc.TracedBranchError, "MATH-EXP", "use np.exp"),
     (_add_at, gradc.UnsupportedOpError, "ADD-AT", "gradc.at(z)[indices].add(values)"),
     (_local_accumulator, gradc.UnsupportedOpError, "ACCUMULATOR", "acc = acc + x"),
     (_pads_out_of_range, gradc.ArgumentError, "PAD-RANGE", "out of bounds for int32"),
-    (_rounds_a_mask, gradc.UnsupportedOpError, "ROUND-MASK", "float16")])
+    (_rounds_a_mask, gradc.UnsupportedOpError, "ROUND-MASK", "float16"),
+    (_as_strided, gradc.UnsupportedOpError, "AS-STRIDED", "sliding_window_view")])
 def test_refusals_say_what_to_write_instead(f, cls, marker, words):
     with pytest.raises(cls) as excinfo:
         gradc.jit(f)(X3)

@@ -258,6 +258,26 @@ def test_vjp_fn_refuses_outside_state_changed_since_the_output():
         _SCALE[:], _POWER = saved, 2.0
 
 
+def test_a_python_number_returned_is_a_constant_with_zero_derivatives():
+    """`return 1.0` (a constant, as JAX reads it): its Jacobian came back as the float 1.0, and
+    grad refused it; a loss in a tuple without has_aux dropped the tuple's other entries."""
+    np.testing.assert_array_equal(gradc.jacobian(lambda x: 1.0)(X), np.zeros_like(X))
+    jac = gradc.jacobian(lambda x: (np.sum(x ** 2), 2.0, "tag"))(X)
+    np.testing.assert_allclose(jac[0], 2 * X, rtol=1e-12)
+    np.testing.assert_array_equal(jac[1], np.zeros_like(X))
+    assert jac[2] == "tag"
+    value, g = gradc.value_and_grad(lambda x: 1.5)(X)
+    assert value == 1.5 and np.array_equal(g, np.zeros_like(X))
+    g, aux = gradc.grad(lambda x: (0.0, {"n": 3}), has_aux=True)(X)
+    assert np.array_equal(g, np.zeros_like(X)) and aux == {"n": 3}
+    np.testing.assert_array_equal(gradc.hessian(lambda x: 1.0)(X), np.zeros((4, 4)))
+    with pytest.raises(gradc.NonDifferentiableError, match="jacobian needs float outputs"):
+        gradc.jacobian(lambda x: 3)(X)
+    for wrapped in (lambda x: (np.sum(x), 1.0), lambda x: [np.sum(x)]):
+        with pytest.raises(gradc.NonDifferentiableError, match="returns one scalar.*has_aux"):
+            gradc.grad(wrapped)(X)
+
+
 # ---------------------------------------------------------------------------------------------
 # losses of size 1
 
