@@ -118,14 +118,10 @@ class Captures:
 
 NO_CAPTURES = Captures([], [], [])
 # an array found outside the arguments that no traced operation read may have been computed from
-# with NumPy alone (np.sqrt(self.running_var + eps)), which is compiled in: where a float array
-# of its size was compiled in, up to this many elements its contents are guarded (compared on
-# every call); larger ones are named in a warning
+# with NumPy alone (np.sqrt(self.running_var + eps), np.diag(1 / self.v)), which is compiled in:
+# up to this many elements its contents are guarded (compared on every call); larger ones of the
+# size of a float array compiled in are named in a warning
 CONTENT_GUARD_SIZE = 4096
-# where a NumPy float scalar was compiled in (self.alpha[0], cw[1], np.sum(self.W ** 2)), the
-# small arrays the code names and no traced operation read are guarded (class weights, a
-# learned scale): up to this many elements
-SCALAR_SOURCE_SIZE = 64
 
 
 def uncaptured(graph, watch):
@@ -137,16 +133,37 @@ def uncaptured(graph, watch):
 
 
 def content_guards(graph, watch):
-    """Guards on the contents of the small uncaptured arrays with the size of a float array the
-    trace compiled in (what NumPy may have computed from them alone: no trace sees the reads,
-    and an array the code names in a branch not taken must not trace again on every change).
-    See CONTENT_GUARD_SIZE."""
-    sizes = {a.size for a in graph.constant_arrays.values() if a.dtype.kind == "f"}
+    """Guards on the contents of the small uncaptured arrays (what NumPy may have computed
+    from alone: no trace sees its reads; np.diag(1 / self.prior_var) was compiled in and never
+    checked, as it had another size): every one up to CONTENT_GUARD_SIZE elements. One the
+    code names in a branch not taken (`self.running_mean` while training) traces again once
+    when it changes, and is no longer checked where that made the same program
+    (`unchanged_by`). See CONTENT_GUARD_SIZE."""
     return [(name, array.copy(), path) for name, array, path in uncaptured(graph, watch)
-            if array.size <= CONTENT_GUARD_SIZE and array.size in sizes
-            or graph.numpy_scalars and array.size <= SCALAR_SOURCE_SIZE] + [
+            if array.size <= CONTENT_GUARD_SIZE] + [
         (name, array.copy(), path) for name, array, path in named_tables(watch)
         if array.size <= CONTENT_GUARD_SIZE]
+
+
+def unchanged_by(captures, stale, compiled):
+    """After tracing again because a guarded array changed (`stale`, the Compiled traced
+    before): where the new trace made the same program (`compiled.digest`), what changed
+    reached no result, so its contents are not checked again (`captures` loses those guards):
+    an array the code names but did not read, `self.running_mean` in a branch not taken while
+    training, would otherwise trace again on every step."""
+    if stale is None or compiled.digest is None or compiled.digest != stale.digest:
+        return
+    changed = set()
+    for guard in stale.captures.guards:
+        if type(guard.value) is np.ndarray:
+            try:
+                now = guard.path.follow()
+            except Exception:  # noqa: BLE001 - (gone: another reason to trace again)
+                continue
+            if not same(guard.value, now):
+                changed.add((id(guard.path.root), guard.path.steps))
+    captures.guards = [g for g in captures.guards
+                       if (id(g.path.root), g.path.steps) not in changed]
 
 
 def named_tables(watch):

@@ -179,21 +179,25 @@ def compile_graph(graph, title, out_kind, load=True, target="cpu", **fields):
     (gradc/program_cache.py). `fields`: a train step's (Compiled's keyword arguments). Its
     `lowered.timings` says where the time went."""
     with gc_paused():
-        lowered = _lowered(graph, title, target, load)
+        t0 = time.perf_counter()
+        key = program_cache.graph_key(graph, title, target)  # (None: no cache, or uncacheable)
+        digest = key if key is not None or program_cache.programs_dir() is not None else (
+            program_cache.graph_digest(graph, title, target))
+        lowered = _lowered(graph, title, target, load, key, time.perf_counter() - t0)
         t0 = time.perf_counter()
         with _LOADING:
             compiled = target_named(target).executable(lowered, out_kind, load, **fields)
     lowered.timings["numba"] = time.perf_counter() - t0 - lowered.timings.get("llvm", 0)
+    compiled.digest = digest  # (what the program is: the same after a retrace, nothing changed)
     return compiled
 
 
-def _lowered(graph, title, target, load):
-    """lower(), or for a CPU program to load, the cache's entry (a SavedLowered) when it has
-    one; a program lowered here goes into the cache."""
+def _lowered(graph, title, target, load, key, t_key):
+    """lower(), or for a CPU program to load, the cache's entry `key` (a SavedLowered) when it
+    has one; a program lowered here goes into the cache. `t_key`: the time the key took."""
     if not (load and target == "cpu"):
         return lower(graph, title, target)
-    t0 = time.perf_counter()
-    key = program_cache.graph_key(graph, title, target)
+    t0 = time.perf_counter() - t_key
     saved = program_cache.load(key)
     if saved is not None:
         return SavedLowered(graph, title, *saved, {"cached program": time.perf_counter() - t0})

@@ -15,7 +15,7 @@ import types
 import numpy as np
 
 from . import autodiff, frozen, pytree, random, transforms
-from .capture import CaptureChanged, Captures
+from .capture import CaptureChanged, Captures, unchanged_by
 from .compile import check_target, compile_graph
 from .errors import ArgumentError, SignatureError
 from .ir import Value, gc_paused
@@ -184,7 +184,7 @@ class Function:
             compiled = self.cache.get(key)
             if compiled is None or compiled is stale:
                 compiled = (stale is not None and self._variant(key, stale)) or self._compile(
-                    key, call, user_source(), why=why)
+                    key, call, user_source(), why=why, stale=stale)
             return compiled
 
     def _variant(self, key, stale):
@@ -198,9 +198,11 @@ class Function:
             self.cache[key] = match
         return match
 
-    def _compile(self, key, call, src, load=True, cache=True, capture=True, why=None):
+    def _compile(self, key, call, src, load=True, cache=True, capture=True, why=None,
+                 stale=None):
         """Trace, differentiate and compile the signature `key` of `call` (a Call); cache it
-        unless cache=False. `src`: the calling line; `why`: what changed, if not the key."""
+        unless cache=False. `src`: the calling line; `why`: what changed, if not the key, in
+        what `stale` (the Compiled before) read."""
         check_input_dtypes(key, lambda: leaf_names((call.args, call.kwargs),
                                                    argument_names(self.fun)), src)
         if (cache and self.max_signatures is not None and key not in self.cache
@@ -218,6 +220,7 @@ class Function:
         title = f"{self.mode} of {self.__name__} from {src}"
         compiled = compile_graph(graph, title, out_info, load, self.target)
         compiled.captures = Captures(captures, guards, compiled.input_types)
+        unchanged_by(compiled.captures, stale, compiled)
         if not cache:
             return compiled
         if why is not None and key in self.cache:  # (kept: its values may come back)

@@ -159,7 +159,6 @@ class Graph:
         # id -> NumPy array made a constant while tracing (fn.as_value; kept: its id stays its
         # own), for the arrays a traced function reads from outside its arguments (trace.py)
         self.constant_arrays = {}
-        self.numpy_scalars = 0  # NumPy float scalars made constants (capture.content_guards)
         # with capturing on (while tracing), float arrays read from outside the arguments become
         # inputs read on every call (gradc/capture.py): `outside`, the trace's walk that finds
         # them (an outside.OutsideWalk; None: capturing off), id -> input value, and the

@@ -53,6 +53,12 @@ def graph_key(graph, title, target):
     directory to cache in."""
     if programs_dir() is None:
         return None
+    return graph_digest(graph, title, target)
+
+
+def graph_digest(graph, title, target):
+    """The hex digest of what `graph` lowers to (graph_key's, cache or not), or None where the
+    graph has an attribute the digest does not know."""
     try:
         text = _graph_text(graph)
     except Uncacheable:

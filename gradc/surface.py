@@ -301,7 +301,8 @@ def _iter(self):
 def _array(self, *args, **kwargs):
     _, library = _user_frame()
     how = (f"inside {_describe(library)}, which gradc cannot trace" if library else
-           "(np.asarray, np.array, or a NumPy function gradc does not trace)")
+           "(np.asarray, np.array, a NumPy scalar type such as np.float32(x), which "
+           "x.astype(np.float32) writes, or a NumPy function gradc does not trace)")
     scipy = library is not None and library.f_globals.get("__name__", "").startswith("scipy.")
     raise TracedBranchError(
         f"a traced value was converted to a NumPy array {how}; keep traced values symbolic: use "
@@ -436,6 +437,9 @@ _SURFACE = {
     "dot": _method(np.dot),
     "repeat": _method(np.repeat), "diagonal": _method(np.diagonal), "take": _method(np.take),
     "clip": traced(_clip_method), "round": _method(np.round),
+    # (of a real array NumPy's methods return the array itself, np.conj a new one)
+    "conj": traced(lambda self: _viewed(self, self)),
+    "conjugate": traced(lambda self: _viewed(self, self)),
     "__round__": traced(lambda self, ndigits=None: np.round(self, ndigits or 0)),
     "copy": traced(lambda self, order="C": copy(self)),
     # (copy.copy and copy.deepcopy of a params dict in traced code: new arrays, as NumPy's)

@@ -168,7 +168,7 @@ def _ufunc_bindings():
             fn.elementwise, "power", float_only="float64")),
         np.power: _integer_powers_checked(_numpy_dtype_checked(
             np.power, functools.partial(fn.elementwise, "power"))),
-        np.conjugate: _numpy_dtype_checked(np.conjugate, lambda x: x),  # real input: itself
+        np.conjugate: _numpy_dtype_checked(np.conjugate, lambda x: copy(x)),  # (real: a copy)
         np.positive: _numpy_dtype_checked(np.positive, lambda x: copy(x)),  # (a new array)
         np.matmul: fn.matmul,
         np.logical_and: lambda a, b: _logical("logical_and", a, b),

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from . import autodiff, pytree, random
-from .capture import CaptureChanged, Captures
+from .capture import CaptureChanged, Captures, unchanged_by
 from .compile import check_target, compile_graph
 from .errors import ArgumentError, NonFiniteError, SignatureError, UnsupportedOpError
 from .ir import Graph, gc_paused
@@ -75,10 +75,13 @@ def check_updatable(leaves, src, target="cpu", names=None):
             name = names[i] if names else "a parameter"
             what = (f"a {type(x).__name__}" if not isinstance(x, np.ndarray) else
                     f"a {x.dtype.name} array" if not np.issubdtype(x.dtype, np.floating) else
-                    "a read-only array" if not x.flags.writeable else "a non-contiguous view")
+                    "a read-only array" if not x.flags.writeable else
+                    "a Fortran-ordered array" if x.flags.f_contiguous else
+                    "a non-contiguous view")
             floating = np.issubdtype(np.asarray(x).dtype, np.floating)
-            fix = ("np.array(p) once (a writeable, contiguous array of the same dtype)"
-                   if floating else "p.astype(np.float32) once")
+            leaf = names[i] if names else "p"  # (np.array keeps a Fortran array's order)
+            fix = (f"np.array({leaf}, order='C') once (a writeable, C-ordered copy of the same "
+                   f"dtype)" if floating else f"{leaf}.astype(np.float32) once")
             raise SignatureError(
                 f"train_step updates parameters in place, and {name} is {what}: each must be a "
                 f"writeable, C-contiguous float NumPy array{device}; make it one with {fix} "
@@ -330,7 +333,7 @@ class TrainStep:
                     compiled.captures.read()
                 except CaptureChanged as e:  # an array read from outside the arguments changed
                     compiled = self._compile(key, Call(args, {}, leaves, treedef), user_source(),
-                                             why=str(e))
+                                             why=str(e), stale=compiled)
                 p_leaves = leaves[compiled.param_leaves]
                 # written in place: the parameters, and the states of Generators in the batch
                 written = [*range(compiled.param_leaves.start, compiled.param_leaves.stop),
@@ -476,10 +479,12 @@ class TrainStep:
             grads = [g * self.grad_scale for g in grads]
         return graph, params, fn.const(graph, 0.0, np.float32), grads, 0
 
-    def _compile(self, key, call, src, load=True, cache=True, capture=True, why=None):
+    def _compile(self, key, call, src, load=True, cache=True, capture=True, why=None,
+                 stale=None):
         """Trace, differentiate, add the update and compile the signature `key` of `call` (a
         Call); cache it unless cache=False. `src`: the calling line; `why`: what changed, if
-        not the key (an array read from outside the arguments)."""
+        not the key (an array read from outside the arguments), in what `stale` (the Compiled
+        before) read."""
         names = argument_names(self.loss_fn) if self.loss_fn is not None else ["params", "grads"]
         check_input_dtypes(key, lambda: leaf_names((call.args, {}), names), src)
         check_device_leaves(call.leaves, self.target, src)
@@ -540,6 +545,7 @@ class TrainStep:
                                  param_leaves=slice(before, before + n_params),
                                  first_owned=first_owned, runtime_scalars=len(scalars))
         compiled.captures = Captures(graph.captures, graph.guards, compiled.input_types)
+        unchanged_by(compiled.captures, stale, compiled)
         if not cache:
             return compiled
         log_compile(f"train_step({self.__name__})", src,

@@ -777,3 +777,67 @@ def test_config_objects_that_serve_attributes_and_dict_reads_are_guarded():
             np.testing.assert_allclose(f(X), model(X), rtol=1e-13)
     finally:
         _CFG.scale = 2.0
+
+
+class _Prior:
+    def __init__(self):
+        self.v = np.array([0.5, 2.0, 4.0])
+
+
+@pytest.mark.parametrize("derive", [
+    lambda m, x: x @ np.diag(1.0 / m.v),
+    lambda m, x: x[:3, :3] * np.outer(m.v, m.v),
+    lambda m, x: x[0, :2] * (m.v[:2] * 2),
+    lambda m, x: x[:2, :3] * np.stack([m.v, m.v]),
+    lambda m, x: x.ravel()[:6] * np.concatenate([m.v, m.v]),
+    lambda m, x: x[:3, :3] @ np.linalg.cholesky(np.diag(m.v))])
+def test_what_numpy_computes_alone_from_a_small_outside_array_into_another_size_is_checked(
+        derive):
+    """np.diag(1 / self.v) and the like were compiled in and never checked (the check looked
+    only for a constant of v's own size): a change to v, in place or a new array, was not
+    seen."""
+    model = _Prior()
+    f = gradc.jit(lambda x: np.sum(derive(model, x)))
+    x = RNG.standard_normal((4, 3))
+    for change in (None, lambda: model.v.__imul__(3.0),
+                   lambda: setattr(model, "v", np.array([1.0, 0.25, 9.0]))):
+        if change:
+            change()
+        assert f(x) == pytest.approx(np.sum(derive(model, x)), rel=1e-12)
+
+
+class _BatchNorm:
+    def __init__(self, n):
+        self.running_mean, self.running_var = np.zeros(n), np.ones(n)
+        self.training = True
+
+    def forward(self, x, W):
+        h = x @ W
+        if self.training:
+            mean, var = h.mean(0), h.var(0)
+        else:
+            mean, var = self.running_mean, self.running_var
+        y = (h - mean) / np.sqrt(var + 1e-5)
+        return np.sum(np.tril(np.ones((4, 3))) * y[:4] ** 2), (mean, var)
+
+
+def test_running_statistics_named_in_a_branch_not_taken_trace_again_once(monkeypatch, capsys):
+    """While training, self.running_mean is named (the eval branch) but not read: its change
+    every step traces again once, finds the same program, and stops checking it; in eval mode
+    it is read, and checked."""
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+    bn = _BatchNorm(3)
+    step = gradc.value_and_grad(bn.forward, argnums=1, has_aux=True)
+    W = RNG.standard_normal((5, 3))
+    for _ in range(5):
+        x = RNG.standard_normal((8, 5))
+        (loss, (m, v)), _ = step(x, W)
+        assert loss == pytest.approx(bn.forward(x, W)[0], rel=1e-12)
+        bn.running_mean = 0.9 * bn.running_mean + 0.1 * m
+        bn.running_var = 0.9 * bn.running_var + 0.1 * v
+    assert capsys.readouterr().err.count("compiled value_and_grad(forward)") == 2
+    bn.training = False
+    for _ in range(2):
+        (loss, _), _ = step(x, W)
+        assert loss == pytest.approx(bn.forward(x, W)[0], rel=1e-12)
+        bn.running_mean += 1.0

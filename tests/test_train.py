@@ -581,6 +581,11 @@ def test_bad_params_raise_signature_error_and_change_nothing(how):
     if isinstance(bad, dict):
         assert_bit_identical(bad, bad_before, "the rejected params")
     assert len(step.cache) == 1
+    if how in ("not_contiguous", "read_only"):  # the advice, followed, works
+        leaf = "W2" if how == "not_contiguous" else "b1"
+        assert f"np.array(params['{leaf}'], order='C') once" in str(e.value), str(e.value)
+        bad[leaf] = np.array(bad[leaf], order="C")
+        step(bad, x, y)
 
 
 def test_batch_that_fails_to_trace_changes_nothing_and_the_step_still_works():

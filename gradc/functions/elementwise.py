@@ -1,6 +1,7 @@
 """Elementwise NumPy functions that are not ufuncs: np.sinc, np.nan_to_num, np.round, np.fix,
 np.isclose, np.allclose, np.select, np.polyval, and np.real, np.imag, np.angle of real arrays
 (gradc has no complex numbers)."""
+import math
 import operator
 
 import numpy as np
@@ -64,7 +65,9 @@ def _round(a, decimals=0, out=None):
         return x
     if decimals == 0:
         return fn.unary("rint", x)
-    scale = 10.0 ** abs(decimals)  # (a Python float: weak, so float32 stays float32)
+    # (a Python float: weak, so float32 stays float32; past float64's range inf, as NumPy's
+    # power gives: np.round(x, 400) is NaN there)
+    scale = 10.0 ** abs(decimals) if abs(decimals) <= 308 else math.inf
     if decimals > 0:
         return fn.elementwise("divide", fn.unary("rint", fn.elementwise("multiply", x, scale)),
                               scale)

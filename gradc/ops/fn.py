@@ -119,8 +119,6 @@ def as_value(x, like: Value | None = None, graph=None):
             if live is not None:
                 return live
             graph.constant_arrays[id(x)] = x
-        elif isinstance(x, np.floating):  # (NumPy computed it: self.alpha[0], np.sum(w))
-            graph.numpy_scalars += 1
         return array_const(graph, arr)
     raise UnsupportedOpError(
         f"cannot use a {type(x).__name__} as an array in a traced function")

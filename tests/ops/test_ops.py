@@ -215,6 +215,10 @@ CASES = [
          [away_from([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5], 3, 4)]),
     Case("round_decimals", lambda x: np.round(x * 100.0, 1) + np.around(x, 2) * x
          + np.round(x * 1000.0, -2), [normal(3, 4)], grad=False),  # (steps every 0.001)
+    # (past float64's range NumPy's 10**d is inf: NaN; gradc raised Python's OverflowError)
+    Case("round_far_decimals", lambda x: np.round(x, 400) + np.round(x, -309) + np.round(x, 308),
+         [normal(3, 4)], grad=False),
+    Case("conj_methods", lambda x: x.conj() * x.conjugate() + np.conj(x), [normal(3, 4)]),
     Case("floor", lambda x: np.floor(x) * x, [away_from([-2, -1, 0, 1, 2], 3, 4)]),
     Case("ceil", lambda x: np.ceil(x), [away_from([-2, -1, 0, 1, 2], 3, 4)]),
     Case("maximum", lambda x, y: np.maximum(x, y), pair_apart(3, 4)),
