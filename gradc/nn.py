@@ -4,6 +4,7 @@ sigmoid, softplus and log_sigmoid are single elementwise ops with stable scalar 
 They also work on plain NumPy arrays (outside tracing), with the same semantics.
 """
 import numpy as np
+import scipy.special
 
 from .errors import ArgumentError, ShapeError
 from .ir import Value
@@ -273,10 +274,17 @@ def dropout_mask(rng, shape, rate):
 
 
 @traced
-def gelu(x):
-    """GELU, tanh form: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). (Its gradient is NaN
-    where x^3 overflows, |x| > ~1e13 in float32: 0 * inf. Clipping x inside the tanh fixed that
-    but kept the clip's masks for the backward, two more buffers: not done.)"""
+def gelu(x, approximate=True):
+    """GELU. approximate=True (JAX's default, PyTorch's approximate="tanh"): the tanh form,
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), up to ~2e-3 from the exact one;
+    approximate=False (PyTorch's default): 0.5 x (1 + erf(x / sqrt(2))). (The tanh form's
+    gradient is NaN where x^3 overflows, |x| > ~1e13 in float32: 0 * inf. Clipping x inside the
+    tanh fixed that but kept the clip's masks for the backward, two more buffers: not done.)"""
+    if approximate not in (True, False):
+        raise ArgumentError(f"gelu: approximate is True (the tanh form) or False (erf), got "
+                            f"{approximate!r}")
+    if not approximate:
+        return 0.5 * x * (1.0 + scipy.special.erf(x * 0.7071067811865476))
     return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
 
 

@@ -919,15 +919,17 @@ def _warn_derived_constants(fun, graph, watch, named):
     for a in graph.constant_arrays.values():
         if id(a) in named or a.size < 2 or a.dtype.kind != "f":
             continue
-        source = next((name for name, r in unread if r.size == a.size), None)
-        if source is not None:
+        sources = [f"`{name}`" for name, r in unread if r.size == a.size]
+        if sources:
+            source = " or ".join(sources[:3]) + (f" (or {len(sources) - 3} more)"
+                                                 if len(sources) > 3 else "")
             warn_at_user_line(ConstantArrayWarning(
                 f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) "
                 f"compiled in a {a.dtype.name}{list(a.shape)} array that NumPy computed alone, "
-                f"it seems from `{source}` (read from outside its arguments, of that size): a "
-                f"later change to `{source}` is not seen in it. gradc reads such arrays on every "
-                "call where they meet a traced value: compute from them inside traced "
-                "operations, or pass them as arguments"))
+                f"it seems from {source} (read from outside its arguments, of that size): a "
+                f"later change to {'them' if len(sources) > 1 else 'it'} is not seen in it. "
+                "gradc reads such arrays on every call where they meet a traced value: compute "
+                "from them inside traced operations, or pass them as arguments"))
             return
 
 

@@ -412,6 +412,23 @@ def test_gelu_forward_and_gradient():
     check_against_fd([gelu_grad(x)], lambda x: np.sum(ref_gelu(x)), [x], (0,))
 
 
+def test_gelu_exact_form_and_its_gradient():
+    """approximate=False: PyTorch's default, the erf form (the tanh form is up to 2e-3 off)."""
+    import scipy.special
+    x = np.linspace(-6, 6, 25)
+
+    def exact(x):
+        return 0.5 * x * (1 + scipy.special.erf(x / np.sqrt(2)))
+
+    f = gradc.value_and_grad(lambda x: np.sum(nn.gelu(x, approximate=False) * x))
+    value, g = f(x)
+    assert value == pytest.approx(np.sum(exact(x) * x), rel=1e-13)
+    check_against_fd([g], lambda x: np.sum(exact(x) * x), [x], (0,))
+    np.testing.assert_allclose(nn.gelu(x, approximate=False), exact(x), rtol=1e-13, atol=1e-15)
+    with pytest.raises(gradc.ArgumentError, match="approximate is True"):
+        gradc.jit(lambda x: nn.gelu(x, approximate="tanh"))(x)
+
+
 def test_flatten():
     x = RNG.standard_normal((2, 3, 2, 2))
     for a, shape in [(1, (2, 12)), (2, (2, 3, 4)), (0, (24,))]:
