@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import os
 import site
 import sys
@@ -668,6 +669,14 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
         if isinstance(kwargs["axis"], (list, tuple)):  # (NumPy's tuple of axes)
             kwargs["axis"] = tuple(kwargs["axis"])
         return FUNCTIONS[_REDUCTIONS[ufunc]](array, **kwargs)
+    if method == "reduce" and ufunc in (np.logaddexp, np.logaddexp2) and set(kwargs) <= {
+            "axis", "keepdims"}:  # (log(sum(exp(x))), as gradc.nn.logsumexp: one stable op)
+        from .nn import logsumexp
+        (array,) = inputs
+        log2 = math.log(2.0) if ufunc is np.logaddexp2 else None
+        x = array if log2 is None else array * log2
+        out = logsumexp(x, axis=kwargs.get("axis", 0), keepdims=kwargs.get("keepdims", False))
+        return out if log2 is None else out / log2
     if method == "accumulate" and ufunc in (np.add, np.multiply):  # (np.add.accumulate(x))
         (array,) = inputs
         kwargs.setdefault("axis", 0)

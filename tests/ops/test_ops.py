@@ -218,6 +218,9 @@ CASES = [
     # (past float64's range NumPy's 10**d is inf: NaN; gradc raised Python's OverflowError)
     Case("round_far_decimals", lambda x: np.round(x, 400) + np.round(x, -309) + np.round(x, 308),
          [normal(3, 4)], grad=False),
+    Case("logaddexp_reduce", lambda x: np.logaddexp.reduce(x, axis=1)[:, None]
+         + np.logaddexp2.reduce(x, axis=0, keepdims=True) + np.logaddexp.reduce(x, axis=None),
+         [normal(3, 4)]),
     Case("conj_methods", lambda x: x.conj() * x.conjugate() + np.conj(x), [normal(3, 4)]),
     Case("floor", lambda x: np.floor(x) * x, [away_from([-2, -1, 0, 1, 2], 3, 4)]),
     Case("ceil", lambda x: np.ceil(x), [away_from([-2, -1, 0, 1, 2], 3, 4)]),
