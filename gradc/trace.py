@@ -681,6 +681,9 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
         (array,) = inputs
         kwargs.setdefault("axis", 0)
         return FUNCTIONS[np.cumsum if ufunc is np.add else np.cumprod](array, **kwargs)
+    if method == "accumulate" and ufunc in _RUNNING and set(kwargs) <= {"axis"}:
+        (array,) = inputs
+        return _running(UFUNCS[ufunc], array, kwargs.get("axis", 0))
     if method == "outer" and ufunc in UFUNCS and len(inputs) == 2 and not kwargs:
         like = next(x for x in inputs if isinstance(x, Value))
         a, b = (fn.as_value(np.asarray(x) if not isinstance(x, Value) else x, like)
@@ -727,6 +730,29 @@ def _new_array(out, args):
 _UFUNC_KEYWORDS = {np.vecdot: ("axis", "dtype")}  # (a gufunc's own keywords)
 # ufunc.reduce as the NumPy function that is that reduction (np.sum(a, where=traced_mask) of a
 # NumPy array `a` reaches np.add.reduce)
+_RUNNING = (np.maximum, np.minimum, np.fmax, np.fmin)
+
+
+def _running(combine, x, axis):
+    """np.maximum.accumulate(x, axis) and the like: y[i] = combine(y[i-1], x[i]), as log2(n)
+    rounds of combine(y, y shifted 2**k along the axis), each element with the one 2**k before
+    it (Hillis and Steele's scan): elementwise ops only, whose gradients route each output's
+    cotangent to the element it came from."""
+    axis = fn.normalize_axis(axis, x.ndim)
+    n, y, k = x.shape[axis], x, 1
+    while k < n:
+        head = fn.slice_(y, [0] * y.ndim, [k if a == axis else d for a, d in enumerate(y.shape)],
+                         (1,) * y.ndim)
+        before = fn.slice_(y, [0] * y.ndim,
+                           [n - k if a == axis else d for a, d in enumerate(y.shape)],
+                           (1,) * y.ndim)
+        rest = fn.slice_(y, [k if a == axis else 0 for a in range(y.ndim)], list(y.shape),
+                         (1,) * y.ndim)
+        y = fn.concatenate([head, combine(before, rest)], axis)
+        k *= 2
+    return y
+
+
 _REDUCTIONS = {np.add: np.sum, np.multiply: np.prod, np.maximum: np.max, np.minimum: np.min,
                np.logical_and: np.all, np.logical_or: np.any}
 

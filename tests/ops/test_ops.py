@@ -221,6 +221,9 @@ CASES = [
     Case("logaddexp_reduce", lambda x: np.logaddexp.reduce(x, axis=1)[:, None]
          + np.logaddexp2.reduce(x, axis=0, keepdims=True) + np.logaddexp.reduce(x, axis=None),
          [normal(3, 4)]),
+    Case("running_max_min", lambda x: np.maximum.accumulate(x, axis=1)
+         + np.minimum.accumulate(x) * 2.0 + np.fmax.accumulate(x[:, ::-1], axis=-1)
+         + np.fmin.accumulate(x, axis=0), [normal(3, 7)]),
     Case("conj_methods", lambda x: x.conj() * x.conjugate() + np.conj(x), [normal(3, 4)]),
     Case("floor", lambda x: np.floor(x) * x, [away_from([-2, -1, 0, 1, 2], 3, 4)]),
     Case("ceil", lambda x: np.ceil(x), [away_from([-2, -1, 0, 1, 2], 3, 4)]),
