@@ -81,7 +81,10 @@ class Path(NamedTuple):
         by_key = "__dict__" in attributes or bool(names.globals & {"vars", "getattr"})
         for i, (kind, key) in enumerate(steps):
             served = served or _answers_attributes(x)
-            x = _step(x, kind, key)
+            try:
+                x = _step(x, kind, key)
+            except Exception:  # noqa: BLE001 - (gone since: what follows is not served)
+                x = None
             if not isinstance(key, str) or kind == "attr" and key in _HELD_BY_CALLABLES or (
                     i and steps[i - 1][1] in ("keywords", "__kwdefaults__")):
                 continue
