@@ -251,3 +251,4 @@ def _integer_itself(x):
 
 # integers are their own floor and ceiling (NumPy keeps their dtype)
 cu_floor_i64 = cu_floor_i32 = cu_ceil_i64 = cu_ceil_i32 = _integer_itself
+cu_floor_bool_ = cu_ceil_bool_ = _integer_itself  # (NumPy: a boolean array as it is)

@@ -76,7 +76,8 @@ case("floor_sign_jit", lambda a: [np.floor(a * 3.0), np.ceil(a), np.sign(a), a /
 ints32 = np.array([-2**31, 7, -7, 2**31 - 1], np.int32)
 exps = np.array([-1, 2, -3, 0], np.int64)
 case("integers_jit", lambda i, e, m, z: [(m + m) * np.float32(1.5), np.fmod(i, np.int32(3)),
-                                          i + 1, np.array([2, 1, -1, 5]) ** e, np.sign(z) + 0.0],
+                                          i + 1, np.array([2, 1, -1, 5]) ** e, np.sign(z) + 0.0,
+                                          np.floor(m), np.ceil(m), np.floor(i)],
      ints32, exps, np.array([True, False, True, True]),
      np.array([-0.0, 0.0, -2.0, 3.0], np.float32), mode="jit")
 # NumPy's further math ufuncs (gradc/ops/math.py), inside their domains
