@@ -32,8 +32,11 @@ def index_gathers(graph):
             axis = node.attr["axis"]
             size = node.attr["size"] if "size" in node.attr else node.inputs[0].shape[axis]
             found = gathers.setdefault((node.op, node.source), [])
-            if (_input_name(node.inputs[1]), size) not in found:
-                found.append((_input_name(node.inputs[1]), size))
+            # (indices through a `where`: negatives mapped out of range, gradc.nn.cross_entropy's
+            # labels: [0, size) is the valid range)
+            low = 0 if _kept_by_where(node.inputs[1]) else -size
+            if (_input_name(node.inputs[1]), size, low) not in found:
+                found.append((_input_name(node.inputs[1]), size, low))
     return gathers
 
 
@@ -50,8 +53,8 @@ def index_error_reporter(gathers, in_place):
         checked = gathers.get((found[1], found[2] or found[3]), []) if found else []
         named = [c for c in checked if c[0] != "an input"] or checked
         if named:
-            message += ": " + " or ".join(f"{name} holds an index outside [-{size}, {size})"
-                                          for name, size in named)
+            message += ": " + " or ".join(f"{name} holds an index outside [{low}, {size})"
+                                          for name, size, low in named)
         if in_place:
             message += "; the parameters and the optimizer state are unchanged"
         return IndexOutOfRangeError(message, source=user_source(frame))
@@ -208,10 +211,17 @@ class Compiled:
         return self.outputs
 
 
-def _input_name(v):
-    """The name of the graph input that `v` is computed from through casts and views (the
-    indices of a gather: a label array, embedding ids), or "an input"."""
+def _kept_by_where(v):
+    """Whether `v` comes, through casts and views, from a `where`."""
     while v.node is not None and len(v.node.inputs) == 1:
         v = v.node.inputs[0]
+    return v.node is not None and v.node.op == "where"
+
+
+def _input_name(v):
+    """The name of the graph input that `v` is computed from through casts, views and a `where`
+    that keeps it (the indices of a gather: a label array, embedding ids), or "an input"."""
+    while v.node is not None and (len(v.node.inputs) == 1 or v.node.op == "where"):
+        v = v.node.inputs[-1]
     return v.name if v.node is None and v.name else "an input"
 

@@ -4,7 +4,6 @@ sigmoid, softplus and log_sigmoid are single elementwise ops with stable scalar 
 They also work on plain NumPy arrays (outside tracing), with the same semantics.
 """
 import numpy as np
-import scipy.special
 
 from .errors import ArgumentError, ShapeError
 from .ir import Value
@@ -74,17 +73,27 @@ log_softmax.__doc__ = "x - logsumexp(x, axis)."
 
 @traced
 def cross_entropy(logits, labels):
-    """Mean softmax cross-entropy of `logits` (batch, classes) against integer `labels` (batch,)."""
+    """Mean softmax cross-entropy of `logits` (batch, classes) against integer `labels` (batch,),
+    each in [0, classes): a negative label is an IndexOutOfRangeError, as in PyTorch (NumPy's
+    wrap-around picked a class for -1, and for PyTorch's padding label -100 with more than 100
+    classes)."""
     if np.ndim(logits) != 2 or np.shape(labels) != np.shape(logits)[:1]:
         raise ShapeError(f"cross_entropy takes logits (batch, classes) and integer labels "
                          f"(batch,), got shapes {np.shape(logits)} and {np.shape(labels)}; for "
                          "more axes, reshape the logits to (-1, classes) and the labels to (-1,)")
     logp = log_softmax(logits, axis=-1)
     n = logits.shape[0]
+    classes = logits.shape[1]
     if isinstance(logp, Value):
-        picked = fn.take_along_axis(logp, fn.reshape(fn.as_value(labels, logp), (n, 1)), 1)
+        labels = fn.as_value(labels, logp)
+        if np.issubdtype(labels.dtype, np.signedinteger):  # (a negative one: out of range)
+            labels = fn.where(fn.compare("less", labels, 0), classes, labels)
+        picked = fn.take_along_axis(logp, fn.reshape(labels, (n, 1)), 1)
         return -fn.mean(picked)
-    return -np.mean(logp[np.arange(n), np.asarray(labels)])
+    labels = np.asarray(labels)
+    if labels.size and labels.min() < 0:
+        raise IndexError(f"cross_entropy: label {labels.min()} is no class of {classes}")
+    return -np.mean(logp[np.arange(n), labels])
 
 
 @traced
@@ -284,6 +293,7 @@ def gelu(x, approximate=True):
         raise ArgumentError(f"gelu: approximate is True (the tanh form) or False (erf), got "
                             f"{approximate!r}")
     if not approximate:
+        import scipy.special  # (not at import: `import gradc` leaves SciPy out, ~0.1 s)
         return 0.5 * x * (1.0 + scipy.special.erf(x * 0.7071067811865476))
     return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
 

@@ -34,7 +34,7 @@ from .ops.fn import ConstArray
 from .passes.fuse import parallel_min_iterations
 from .passes.products import transposed_lhs_choice
 
-FORMAT = "gradc-program 4"  # (4: a line's index checks as a list)
+FORMAT = "gradc-program 5"  # (5: an index check's low bound)
 # an entry holds the constants' bytes (base64): graphs with more are lowered every time
 MAX_CONSTANT_BYTES = 8 << 20
 
@@ -242,7 +242,8 @@ def _layout(d):
     spans += [(o, int(np.prod(s)) * t.itemsize) for o, s, t in outputs if o is not None]
     if any(not 0 <= offset <= arena - size for offset, size in spans):
         raise ValueError("a buffer outside the arena")
-    gathers = {(_str(op), _str(src)): [(_str(name), _int(size)) for name, size in checked]
+    gathers = {(_str(op), _str(src)): [(_str(name), _int(size), _int(low))
+                                       for name, size, low in checked]
                for op, src, checked in d["gathers"]}
     return Layout([(_shape(s), np.dtype(_str(t))) for s, t in d["inputs"]], outputs, arena,
                   _int(d["output_bytes"]), constants, gathers, d["in_place"] is True,

@@ -860,7 +860,19 @@ def loop_subtract_exp_divide_069f79f575(n0, n1, p0, p1, p2, p3):
             a3[i0 * n1 + i1] = t5
 
 
-# take_along_axis_1a2b1c0126: take_along_axis; called by k10
+# loop_less_where_a494359928: less, where; called by k10
+@njit("void(int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_less_where_a494359928(n0, p0, p1):
+    a0 = i64_ptr(p0)
+    a1 = i64_ptr(p1)
+    for i0 in range(n0):
+        t0 = a0[i0]
+        t1 = t0 < i64(0)  # less
+        t2 = i64(10) if t1 else t0  # where
+        a1[i0] = t2
+
+
+# take_along_axis_1a2b1c0126: take_along_axis; called by k11
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def take_along_axis_1a2b1c0126(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer, n, inner, m):
     x0 = f32_array(p_x0, len_x0)
@@ -877,7 +889,7 @@ def take_along_axis_1a2b1c0126(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer
                 out[(a * m + t) * inner + b] = x0[(a * n + j) * inner + b]
 
 
-# loop_sum_12dbf15462: sum, copy; called by k11
+# loop_sum_12dbf15462: sum, copy; called by k12
 @njit("void(int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
 def loop_sum_12dbf15462(n0, p0, p1, p2):
     a0 = f32_ptr(p0)
@@ -893,7 +905,7 @@ def loop_sum_12dbf15462(n0, p0, p1, p2):
     a2[0] = acc2
 
 
-# loop_multiply_negative_3ce3d800bd: multiply, negative; called by k12
+# loop_multiply_negative_3ce3d800bd: multiply, negative; called by k13
 @njit("void(int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
 def loop_multiply_negative_3ce3d800bd(p0, p1, p2):
     a0 = f32_ptr(p0)
@@ -906,7 +918,7 @@ def loop_multiply_negative_3ce3d800bd(p0, p1, p2):
     a2[0] = t3
 
 
-# take_along_axis_grad_40ce20dbc9: take_along_axis_grad; called by k13
+# take_along_axis_grad_40ce20dbc9: take_along_axis_grad; called by k14
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def take_along_axis_grad_40ce20dbc9(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer, n, inner, m):
     x0 = f32_array(p_x0, len_x0)
@@ -925,7 +937,7 @@ def take_along_axis_grad_40ce20dbc9(p_x0, p_x1, p_out, len_x0, len_x1, len_out, 
                 out[(a * n + j) * inner + b] += x0[(a * m + t) * inner + b]
 
 
-# loop_sum_5b2d14212c: sum; called by k14
+# loop_sum_5b2d14212c: sum; called by k15
 @njit("void(int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
 def loop_sum_5b2d14212c(n0, n1, p0, p1):
     a0 = f32_ptr(p0)
@@ -938,7 +950,7 @@ def loop_sum_5b2d14212c(n0, n1, p0, p1):
         a1[i0] = acc1
 
 
-# loop_multiply_subtract_sum_1fe1a853ce: multiply, subtract, sum; called by k15
+# loop_multiply_subtract_sum_1fe1a853ce: multiply, subtract, sum; called by k16
 @njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
 def loop_multiply_subtract_sum_1fe1a853ce(n0, n1, p0, p1, p2, p3):
     a0 = f32_ptr(p0)
@@ -958,7 +970,7 @@ def loop_multiply_subtract_sum_1fe1a853ce(n0, n1, p0, p1, p2, p3):
             a3[i1] = radd(a3[i1], t4)  # sum
 
 
-# matmul_0f49ec896f: matmul; called by k16
+# matmul_0f49ec896f: matmul; called by k17
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def matmul_0f49ec896f(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     x0 = f32_array(p_x0, len_x0)
@@ -967,7 +979,7 @@ def matmul_0f49ec896f(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     sgemm(True, False, m, n, k, x0, x1, out)
 
 
-# matmul_d12a859f29: matmul; called by k17
+# matmul_d12a859f29: matmul; called by k18
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def matmul_d12a859f29(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     x0 = f32_array(p_x0, len_x0)
@@ -976,7 +988,7 @@ def matmul_d12a859f29(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     sgemm(False, True, m, n, k, x0, x1, out)
 
 
-# pool_argmax_b7b6c00d96: pool_argmax; called by k18
+# pool_argmax_b7b6c00d96: pool_argmax; called by k19
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def pool_argmax_b7b6c00d96(p_x0, p_out, len_x0, len_out, H, W, OH, OW, PH, PW, planes):
     x0 = f32_array(p_x0, len_x0)
@@ -1046,7 +1058,7 @@ def pool_argmax_b7b6c00d96(p_x0, p_out, len_x0, len_out, H, W, OH, OW, PH, PW, p
                         out[yrow + b] = best_t
 
 
-# take_along_axis_grad_03bdf1311a: take_along_axis_grad; called by k19
+# take_along_axis_grad_03bdf1311a: take_along_axis_grad; called by k20
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def take_along_axis_grad_03bdf1311a(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer, n, inner, m):
     x0 = f32_array(p_x0, len_x0)
@@ -1065,7 +1077,7 @@ def take_along_axis_grad_03bdf1311a(p_x0, p_x1, p_out, len_x0, len_x1, len_out, 
                 out[(a * n + j) * inner + b] += x0[(a * m + t) * inner + b]
 
 
-# loop_subtract_multiply_add_sqrt_divide_4f33c2476f: subtract, multiply, add, sqrt, divide; called by k20, k21, k23, k25
+# loop_subtract_multiply_add_sqrt_divide_4f33c2476f: subtract, multiply, add, sqrt, divide; called by k21, k22, k24, k26
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
 def loop_subtract_multiply_add_sqrt_divide_4f33c2476f(n0, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9):
     a0 = f32_ptr(p0)
@@ -1107,7 +1119,7 @@ def loop_subtract_multiply_add_sqrt_divide_4f33c2476f(n0, p0, p1, p2, p3, p4, p5
         a9[i0] = t22
 
 
-# loop_where_sum_c7c3e407fe: where, sum; called by k22
+# loop_where_sum_c7c3e407fe: where, sum; called by k23
 @njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
 def loop_where_sum_c7c3e407fe(n0, n1, n2, p0, p1, p2):
     a0 = bool_array(p0, n0 * n1 * n2)
@@ -1127,7 +1139,7 @@ def loop_where_sum_c7c3e407fe(n0, n1, n2, p0, p1, p2):
             a2[i1] = radd(a2[i1], acc2)
 
 
-# conv2d_grad_weight_d4061d812d: conv2d_grad_weight; called by k24
+# conv2d_grad_weight_d4061d812d: conv2d_grad_weight; called by k25
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def conv2d_grad_weight_d4061d812d(p_x0, p_x1, p_out, len_x0, len_x1, len_out, N, C, H, W, OH, OW, O):
     x0 = f32_array(p_x0, len_x0)
@@ -1186,7 +1198,7 @@ def run(A, params_conv_w, params_conv_b, params_W, params_b, x, y, exp_avg_0, ex
     # k1: conv2d over [32x16x8x8] -> %19
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     conv2d_679652a734(A + 262592, params_conv_w, A + 448, 3200, 144, 32768, 32, 1, 10, 10, 8, 8, 16)
-    # k2: add, relu, greater over [32x16x8x8] -> %23, %82
+    # k2: add, relu, greater over [32x16x8x8] -> %23, %90
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     loop_add_relu_greater_f87b15887a(32, 16, 64, A + 448, params_conv_b, A + 197056)
@@ -1210,57 +1222,60 @@ def run(A, params_conv_w, params_conv_b, params_W, params_b, x, y, exp_avg_0, ex
     # k8: log over [32x1] -> %50
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     loop_log_00c38e4f57(32, A + 166848, A + 166976)
-    # k9: subtract, exp, divide over [32x10] -> %52, %66
+    # k9: subtract, exp, divide over [32x10] -> %52, %74
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     loop_subtract_exp_divide_069f79f575(32, 10, A + 164288, A + 166976, A + 166848, A + 165568)
-    # k10: take_along_axis over [32x1] -> %54
+    # k10: less, where over [32] -> %60
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_1a2b1c0126(A + 164288, y, A + 166848, 320, 32, 32, 32, 10, 1, 1)
-    # k11: sum, copy over [32x1] -> %55, %63
+    loop_less_where_a494359928(32, y, A + 166848)
+    # k11: take_along_axis over [32x1] -> %62
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_12dbf15462(32, A + 166848, A + 128, A + 164288)
-    # k12: multiply, negative over [scalar] -> %59
+    take_along_axis_1a2b1c0126(A + 164288, A + 166848, A + 167104, 320, 32, 32, 32, 10, 1, 1)
+    # k12: sum, copy over [32x1] -> %63, %71
+    #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
+    loop_sum_12dbf15462(32, A + 167104, A + 128, A + 164288)
+    # k13: multiply, negative over [scalar] -> %67
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     loop_multiply_negative_3ce3d800bd(A + 164288, A + 64, A)
-    # k13: take_along_axis_grad over [32x10] -> %64
+    # k14: take_along_axis_grad over [32x10] -> %72
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_grad_40ce20dbc9(A + 166848, y, A + 164288, 32, 32, 320, 32, 10, 1, 1)
-    # k14: sum over [32x10] -> %67
+    take_along_axis_grad_40ce20dbc9(A + 167104, A + 166848, A + 164288, 32, 32, 320, 32, 10, 1, 1)
+    # k15: sum over [32x10] -> %75
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     loop_sum_5b2d14212c(32, 10, A + 164288, A + 166848)
-    # k15: multiply, subtract, sum over [32x10] -> %70, %71
+    # k16: multiply, subtract, sum over [32x10] -> %78, %79
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     loop_multiply_subtract_sum_1fe1a853ce(32, 10, A + 165568, A + 166848, A + 164288, A + 285632)
-    # k16: matmul over [256x10] -> %73
+    # k17: matmul over [256x10] -> %81
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     matmul_0f49ec896f(A + 131520, A + 164288, A + 275392, 8192, 320, 2560, 256, 10, 32)
-    # k17: matmul over [32x256] -> %74
+    # k18: matmul over [32x256] -> %82
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     matmul_d12a859f29(A + 164288, params_W, A + 229824, 320, 2560, 8192, 32, 256, 10)
-    # k18: pool_argmax over [32x16x4x4] -> %75
+    # k19: pool_argmax over [32x16x4x4] -> %83
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     pool_argmax_b7b6c00d96(A + 448, A + 131520, 32768, 8192, 8, 8, 4, 4, 0, 0, 512)
-    # k19: take_along_axis_grad over [32x16x64] -> %78
+    # k20: take_along_axis_grad over [32x16x64] -> %86
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     take_along_axis_grad_03bdf1311a(A + 229824, A + 131520, A + 448, 8192, 8192, 32768, 512, 64, 1, 16)
-    # k20: subtract, multiply, add, sqrt, divide over [256x10] -> %145, %153, %165
+    # k21: subtract, multiply, add, sqrt, divide over [256x10] -> %153, %161, %173
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_4f33c2476f(2560, A + 275392, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W)
-    # k21: subtract, multiply, add, sqrt, divide over [10] -> %169, %175, %184
+    # k22: subtract, multiply, add, sqrt, divide over [10] -> %177, %183, %192
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 285632, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b)
-    # k22: where, sum over [32x16x8x8] -> %83, %84
+    # k23: where, sum over [32x16x8x8] -> %91, %92
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     loop_where_sum_c7c3e407fe(32, 16, 64, A + 197056, A + 448, A + 131520)
-    # k23: subtract, multiply, add, sqrt, divide over [16] -> %120, %128, %140
+    # k24: subtract, multiply, add, sqrt, divide over [16] -> %128, %136, %148
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_4f33c2476f(16, A + 131520, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_b)
-    # k24: conv2d_grad_weight over [16x1x3x3] -> %86
+    # k25: conv2d_grad_weight over [16x1x3x3] -> %94
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     conv2d_grad_weight_d4061d812d(A + 262592, A + 448, A + 131520, 3200, 32768, 144, 32, 1, 10, 10, 8, 8, 16)
-    # k25: subtract, multiply, add, sqrt, divide over [16x1x3x3] -> %92, %102, %115
+    # k26: subtract, multiply, add, sqrt, divide over [16x1x3x3] -> %100, %110, %123
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_4f33c2476f(144, A + 131520, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_w)
 

@@ -786,7 +786,19 @@ def loop_subtract_exp_divide_069f79f575(n0, n1, p0, p1, p2, p3):
             a3[i0 * n1 + i1] = t5
 
 
-# take_along_axis_316db551a1: take_along_axis; called by k8
+# loop_less_where_a494359928: less, where; called by k8
+@njit("void(int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_less_where_a494359928(n0, p0, p1):
+    a0 = i64_ptr(p0)
+    a1 = i64_ptr(p1)
+    for i0 in range(n0):
+        t0 = a0[i0]
+        t1 = t0 < i64(0)  # less
+        t2 = i64(10) if t1 else t0  # where
+        a1[i0] = t2
+
+
+# take_along_axis_316db551a1: take_along_axis; called by k9
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def take_along_axis_316db551a1(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer, n, inner, m):
     x0 = f32_array(p_x0, len_x0)
@@ -803,7 +815,7 @@ def take_along_axis_316db551a1(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer
                 out[(a * m + t) * inner + b] = x0[(a * n + j) * inner + b]
 
 
-# loop_sum_12dbf15462: sum, copy; called by k9
+# loop_sum_12dbf15462: sum, copy; called by k10
 @njit("void(int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
 def loop_sum_12dbf15462(n0, p0, p1, p2):
     a0 = f32_ptr(p0)
@@ -819,7 +831,7 @@ def loop_sum_12dbf15462(n0, p0, p1, p2):
     a2[0] = acc2
 
 
-# loop_multiply_negative_3ce3d800bd: multiply, negative; called by k10
+# loop_multiply_negative_3ce3d800bd: multiply, negative; called by k11
 @njit("void(int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
 def loop_multiply_negative_3ce3d800bd(p0, p1, p2):
     a0 = f32_ptr(p0)
@@ -832,7 +844,7 @@ def loop_multiply_negative_3ce3d800bd(p0, p1, p2):
     a2[0] = t3
 
 
-# take_along_axis_grad_c5e74b05a9: take_along_axis_grad; called by k11
+# take_along_axis_grad_c5e74b05a9: take_along_axis_grad; called by k12
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def take_along_axis_grad_c5e74b05a9(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer, n, inner, m):
     x0 = f32_array(p_x0, len_x0)
@@ -851,7 +863,7 @@ def take_along_axis_grad_c5e74b05a9(p_x0, p_x1, p_out, len_x0, len_x1, len_out, 
                 out[(a * n + j) * inner + b] += x0[(a * m + t) * inner + b]
 
 
-# loop_sum_5b2d14212c: sum; called by k12
+# loop_sum_5b2d14212c: sum; called by k13
 @njit("void(int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
 def loop_sum_5b2d14212c(n0, n1, p0, p1):
     a0 = f32_ptr(p0)
@@ -864,7 +876,7 @@ def loop_sum_5b2d14212c(n0, n1, p0, p1):
         a1[i0] = acc1
 
 
-# loop_multiply_subtract_sum_1fe1a853ce: multiply, subtract, sum; called by k13
+# loop_multiply_subtract_sum_1fe1a853ce: multiply, subtract, sum; called by k14
 @njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
 def loop_multiply_subtract_sum_1fe1a853ce(n0, n1, p0, p1, p2, p3):
     a0 = f32_ptr(p0)
@@ -884,7 +896,7 @@ def loop_multiply_subtract_sum_1fe1a853ce(n0, n1, p0, p1, p2, p3):
             a3[i1] = radd(a3[i1], t4)  # sum
 
 
-# loop_subtract_multiply_add_sqrt_divide_4f33c2476f: subtract, multiply, add, sqrt, divide; called by k14, k17, k19, k21
+# loop_subtract_multiply_add_sqrt_divide_4f33c2476f: subtract, multiply, add, sqrt, divide; called by k15, k18, k20, k22
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
 def loop_subtract_multiply_add_sqrt_divide_4f33c2476f(n0, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9):
     a0 = f32_ptr(p0)
@@ -926,7 +938,7 @@ def loop_subtract_multiply_add_sqrt_divide_4f33c2476f(n0, p0, p1, p2, p3, p4, p5
         a9[i0] = t22
 
 
-# matmul_0f49ec896f: matmul; called by k15, k20
+# matmul_0f49ec896f: matmul; called by k16, k21
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def matmul_0f49ec896f(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     x0 = f32_array(p_x0, len_x0)
@@ -935,7 +947,7 @@ def matmul_0f49ec896f(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     sgemm(True, False, m, n, k, x0, x1, out)
 
 
-# matmul_d12a859f29: matmul; called by k16
+# matmul_d12a859f29: matmul; called by k17
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def matmul_d12a859f29(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     x0 = f32_array(p_x0, len_x0)
@@ -944,7 +956,7 @@ def matmul_d12a859f29(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     sgemm(False, True, m, n, k, x0, x1, out)
 
 
-# loop_where_sum_fd6baf4cb7: where, sum; called by k18
+# loop_where_sum_fd6baf4cb7: where, sum; called by k19
 @njit("void(int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
 def loop_where_sum_fd6baf4cb7(n0, n1, p0, p1, p2):
     a0 = bool_array(p0, n0 * n1)
@@ -973,7 +985,7 @@ def run(A, params_W1, params_b1, params_W2, params_b2, x, y, exp_avg_0, exp_avg_
     # k0: matmul over [32x128] -> %18
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
     matmul_e32c5293da(x, params_W1, A + 448, 2048, 8192, 4096, 32, 128, 64)
-    # k1: add, relu, greater over [32x128] -> %22, %67
+    # k1: add, relu, greater over [32x128] -> %22, %75
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
     loop_add_relu_greater_f08df3c402(32, 128, A + 448, params_b1, A + 16832)
     # k2: matmul over [32x10] -> %23
@@ -993,50 +1005,53 @@ def run(A, params_W1, params_b1, params_W2, params_b2, x, y, exp_avg_0, exp_avg_
     # k6: log over [32x1] -> %41
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     loop_log_00c38e4f57(32, A + 22336, A + 22208)
-    # k7: subtract, exp, divide over [32x10] -> %43, %57
+    # k7: subtract, exp, divide over [32x10] -> %43, %65
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     loop_subtract_exp_divide_069f79f575(32, 10, A + 20928, A + 22208, A + 22336, A + 22464)
-    # k8: take_along_axis over [32x1] -> %45
+    # k8: less, where over [32] -> %51
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_316db551a1(A + 20928, y, A + 22208, 320, 32, 32, 32, 10, 1, 1)
-    # k9: sum, copy over [32x1] -> %46, %54
+    loop_less_where_a494359928(32, y, A + 22208)
+    # k9: take_along_axis over [32x1] -> %53
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_12dbf15462(32, A + 22208, A + 128, A + 22336)
-    # k10: multiply, negative over [scalar] -> %50
+    take_along_axis_316db551a1(A + 20928, A + 22208, A + 23744, 320, 32, 32, 32, 10, 1, 1)
+    # k10: sum, copy over [32x1] -> %54, %62
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_multiply_negative_3ce3d800bd(A + 22336, A + 64, A)
-    # k11: take_along_axis_grad over [32x10] -> %55
+    loop_sum_12dbf15462(32, A + 23744, A + 128, A + 20928)
+    # k11: multiply, negative over [scalar] -> %58
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_grad_c5e74b05a9(A + 22208, y, A + 20928, 32, 32, 320, 32, 10, 1, 1)
-    # k12: sum over [32x10] -> %58
+    loop_multiply_negative_3ce3d800bd(A + 20928, A + 64, A)
+    # k12: take_along_axis_grad over [32x10] -> %63
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_5b2d14212c(32, 10, A + 20928, A + 22208)
-    # k13: multiply, subtract, sum over [32x10] -> %61, %62
+    take_along_axis_grad_c5e74b05a9(A + 23744, A + 22208, A + 20928, 32, 32, 320, 32, 10, 1, 1)
+    # k13: sum over [32x10] -> %66
+    #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
+    loop_sum_5b2d14212c(32, 10, A + 20928, A + 23744)
+    # k14: multiply, subtract, sum over [32x10] -> %69, %70
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    loop_multiply_subtract_sum_1fe1a853ce(32, 10, A + 22464, A + 22208, A + 20928, A + 22336)
-    # k14: subtract, multiply, add, sqrt, divide over [10] -> %148, %154, %163
+    loop_multiply_subtract_sum_1fe1a853ce(32, 10, A + 22464, A + 23744, A + 20928, A + 22208)
+    # k15: subtract, multiply, add, sqrt, divide over [10] -> %156, %162, %171
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 22336, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b2)
-    # k15: matmul over [128x10] -> %64
+    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 22208, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b2)
+    # k16: matmul over [128x10] -> %72
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     matmul_0f49ec896f(A + 448, A + 20928, A + 22208, 4096, 320, 1280, 128, 10, 32)
-    # k16: matmul over [32x128] -> %65
+    # k17: matmul over [32x128] -> %73
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     matmul_d12a859f29(A + 20928, params_W2, A + 448, 320, 1280, 4096, 32, 128, 10)
-    # k17: subtract, multiply, add, sqrt, divide over [128x10] -> %129, %135, %144
+    # k18: subtract, multiply, add, sqrt, divide over [128x10] -> %137, %143, %152
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_4f33c2476f(1280, A + 22208, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W2)
-    # k18: where, sum over [32x128] -> %68, %69
+    # k19: where, sum over [32x128] -> %76, %77
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
     loop_where_sum_fd6baf4cb7(32, 128, A + 16832, A + 448, A + 20928)
-    # k19: subtract, multiply, add, sqrt, divide over [128] -> %105, %113, %125
+    # k20: subtract, multiply, add, sqrt, divide over [128] -> %113, %121, %133
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_4f33c2476f(128, A + 20928, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b1)
-    # k20: matmul over [64x128] -> %71
+    # k21: matmul over [64x128] -> %79
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
     matmul_0f49ec896f(x, A + 448, A + 16832, 2048, 4096, 8192, 64, 128, 32)
-    # k21: subtract, multiply, add, sqrt, divide over [64x128] -> %77, %87, %100
+    # k22: subtract, multiply, add, sqrt, divide over [64x128] -> %85, %95, %108
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_4f33c2476f(8192, A + 16832, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W1)
 

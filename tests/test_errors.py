@@ -65,14 +65,14 @@ def uses_polyfit(x):
 
 
 def uses_ufunc_method(x):
-    return np.maximum.accumulate(x)  # ACCUMULATE
+    return np.add.reduceat(x, [0, 2])  # ACCUMULATE
 
 
 @pytest.mark.parametrize("fun, marker, name", [
     (uses_fft, "FFT", "fft.fft"),
     (uses_unique, "UNIQUE", "unique"),
     (uses_polyfit, "POLYFIT", "polyfit"),
-    (uses_ufunc_method, "ACCUMULATE", "accumulate"),
+    (uses_ufunc_method, "ACCUMULATE", "reduceat"),
 ])
 @pytest.mark.parametrize("api", ["jit", "grad"])
 def test_unsupported_numpy_function(fun, marker, name, api):
@@ -614,7 +614,7 @@ def test_label_out_of_range_names_the_call_and_the_labels():
     with pytest.raises(gradc.IndexOutOfRangeError) as excinfo:
         vg(np.zeros((2, 3)), np.array([0, 3]))  # LABEL-RANGE
     msg = check(excinfo, gradc.IndexOutOfRangeError, "LABEL-RANGE")
-    assert "labels holds an index outside [-3, 3)" in msg and "take_along_axis" in msg
+    assert "labels holds an index outside [0, 3)" in msg and "take_along_axis" in msg
 
 
 def test_index_out_of_range_names_the_arrays_checked_on_that_line():

@@ -203,10 +203,10 @@ def transposed_lhs_choice():
 
 @functools.lru_cache(maxsize=None)
 def _tt_faster_than_nt():
-    """GRADC_TRANSPOSED_LHS=1 or 0, or measured: whether NumPy's BLAS (the one the kernels
-    call) runs 32x128 @ (128x128).T at least TRANSPOSED_LHS_GAIN times slower than the same
-    product from a contiguous copy of a.T, TT. Minima of 5 alternating rounds of 20 calls
-    each, ~3 ms."""
+    """GRADC_TRANSPOSED_LHS=1 or 0, or measured (once, kept in the cache's folder): whether
+    NumPy's BLAS (the one the kernels call) runs 32x128 @ (128x128).T at least
+    TRANSPOSED_LHS_GAIN times slower than the same product from a contiguous copy of a.T, TT.
+    Minima of 5 alternating rounds of 20 calls each, ~3 ms."""
     value = os.environ.get("GRADC_TRANSPOSED_LHS", "")
     if value in ("0", "1"):
         return value == "1"
@@ -214,9 +214,30 @@ def _tt_faster_than_nt():
         from ..errors import CompileError
         raise CompileError(f"GRADC_TRANSPOSED_LHS={value!r}: set it to 1 (small a @ B.T products "
                            "read a transposed copy of a), 0 (never), or unset it (measured)")
-    from ..codegen import rt
+    from ..codegen import modules, rt
     if rt.BLAS != "openblas":
         return False
+    # Measured once per cache: where the two are close, a measurement per process flipped
+    # between processes (and so did the program cache's key, and the products' last bits)
+    folder = modules.module_dir()
+    path = os.path.join(os.path.dirname(folder), "transposed_lhs") if folder else None
+    try:
+        with open(path, encoding="ascii") as f:
+            kept = f.read().strip()
+        if kept in ("0", "1"):
+            return kept == "1"
+    except (OSError, TypeError):
+        pass
+    faster = _measure_tt_against_nt()
+    if path is not None:
+        try:
+            modules.write_atomically(path, b"1" if faster else b"0")
+        except OSError:
+            pass
+    return faster
+
+
+def _measure_tt_against_nt():
     rng = np.random.default_rng(0)
     a = rng.standard_normal((32, 128), dtype=np.float32)
     a_t, b = np.ascontiguousarray(a.T), rng.standard_normal((128, 128), dtype=np.float32)
