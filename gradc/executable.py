@@ -32,11 +32,12 @@ def index_gathers(graph):
             axis = node.attr["axis"]
             size = node.attr["size"] if "size" in node.attr else node.inputs[0].shape[axis]
             found = gathers.setdefault((node.op, node.source), [])
-            # (indices through a `where`: negatives mapped out of range, gradc.nn.cross_entropy's
-            # labels: [0, size) is the valid range)
-            low = 0 if _kept_by_where(node.inputs[1]) else -size
-            if (_input_name(node.inputs[1]), size, low) not in found:
-                found.append((_input_name(node.inputs[1]), size, low))
+            # (gradc.nn.cross_entropy's labels, negatives mapped out of range: [0, size))
+            labels = _negatives_refused(node.inputs[1])
+            low = -size if labels is None else 0
+            name = _input_name(node.inputs[1] if labels is None else labels)
+            if (name, size, low) not in found:
+                found.append((name, size, low))
     return gathers
 
 
@@ -211,17 +212,22 @@ class Compiled:
         return self.outputs
 
 
-def _kept_by_where(v):
-    """Whether `v` comes, through casts and views, from a `where`."""
+def _negatives_refused(v):
+    """The indices `x` where `v` is, through casts and views, where(x < 0, out of range, x)
+    (gradc.nn.cross_entropy's labels), else None."""
     while v.node is not None and len(v.node.inputs) == 1:
         v = v.node.inputs[0]
-    return v.node is not None and v.node.op == "where"
+    if v.node is None or v.node.op != "where":
+        return None
+    cond, _, x = v.node.inputs
+    less = cond.node is not None and cond.node.op == "less" and cond.node.inputs[0] is x
+    return x if less else None
 
 
 def _input_name(v):
-    """The name of the graph input that `v` is computed from through casts, views and a `where`
-    that keeps it (the indices of a gather: a label array, embedding ids), or "an input"."""
-    while v.node is not None and (len(v.node.inputs) == 1 or v.node.op == "where"):
-        v = v.node.inputs[-1]
+    """The name of the graph input that `v` is computed from through casts and views (the
+    indices of a gather: a label array, embedding ids), or "an input"."""
+    while v.node is not None and len(v.node.inputs) == 1:
+        v = v.node.inputs[0]
     return v.name if v.node is None and v.name else "an input"
 

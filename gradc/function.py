@@ -94,8 +94,7 @@ class Function:
             graph.outputs = [v for block in blocks for v in block]
             _advance_generators(graph, call.treedef)
             return graph, (out_tree, [call.arg_trees[i] for i in argnums], many, len(wrt))
-        out_tree, graph.outputs = number_loss(
-            out_tree, outs, self.has_aux, lambda x: fn.as_value(np.asarray(x), graph=graph))
+        out_tree, graph.outputs = number_loss(out_tree, outs, self.has_aux, graph)
         check_loss_output(out_tree, graph.outputs, self.has_aux, self.fun, src)
         graph = run_passes(graph, BEFORE_AUTODIFF, consume=True)
         wrt = [graph.inputs[p] for i in argnums for p in call.ranges[i]]

@@ -204,24 +204,27 @@ def _build(t, it):
     return t[1]
 
 
-def numbers_as_leaves(treedef, leaves, make, kinds=(bool, int, float, complex)):
-    """(treedef, leaves) with each Python number of a type in `kinds` the tree holds as a static
-    value (a function's `return 0.0`) a leaf of its own, `make(number)`, in flattening order."""
+_NUMBERS = (bool, int, float, complex)
+
+
+def numbers_as_leaves(treedef, leaves, make):
+    """(treedef, leaves) with each Python number the tree holds as a static value (a function's
+    `return 0.0`) a leaf of its own, `make(number)`, in flattening order."""
     out, it = [], iter(leaves)
-    return _numbers_as_leaves(treedef, it, out, make, kinds), out
+    return _numbers_as_leaves(treedef, it, out, make), out
 
 
-def _numbers_as_leaves(t, it, out, make, kinds):
+def _numbers_as_leaves(t, it, out, make):
     if t == LEAF or t == FLOAT:
         out.append(next(it))
         return t
     kind = t[0]
     if kind == "static":
-        if type(t[1]) not in kinds:
+        if type(t[1]) not in _NUMBERS:
             return t
         out.append(make(t[1]))
         return LEAF
-    children = tuple(_numbers_as_leaves(c, it, out, make, kinds) for c in t[-1])
+    children = tuple(_numbers_as_leaves(c, it, out, make) for c in t[-1])
     return t[:-1] + (children,)
 
 

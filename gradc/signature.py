@@ -272,13 +272,13 @@ def check_loss_output(out_tree, outs, has_aux, fun, src):
     check_scalar_output(outs[0], src)
 
 
-def number_loss(out_tree, outs, has_aux, make):
+def number_loss(out_tree, outs, has_aux, graph):
     """(out_tree, outs) with a loss returned as a Python float (`return 0.0`, a constant) as a
-    leaf of its own, `make(number)`: its gradient is zeros, as JAX's, not a refusal."""
+    constant of `graph`, a leaf of its own: its gradient is zeros, as JAX's, not a refusal."""
     pair = has_aux and out_tree[0] in ("tuple", "list") and len(out_tree[1]) == 2
     loss_tree = out_tree[1][0] if pair else out_tree
     if loss_tree[0] != "static" or type(loss_tree[1]) is not float:
         return out_tree, outs
-    loss = make(loss_tree[1])
+    loss = fn.as_value(np.asarray(loss_tree[1]), graph=graph)
     return ((out_tree[0], (pytree.LEAF, out_tree[1][1])), [loss] + outs) if pair else (
         pytree.LEAF, [loss])

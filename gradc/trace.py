@@ -728,8 +728,6 @@ def _new_array(out, args):
 
 
 _UFUNC_KEYWORDS = {np.vecdot: ("axis", "dtype")}  # (a gufunc's own keywords)
-# ufunc.reduce as the NumPy function that is that reduction (np.sum(a, where=traced_mask) of a
-# NumPy array `a` reaches np.add.reduce)
 _RUNNING = (np.maximum, np.minimum, np.fmax, np.fmin)
 
 
@@ -740,19 +738,19 @@ def _running(combine, x, axis):
     cotangent to the element it came from."""
     axis = fn.normalize_axis(axis, x.ndim)
     n, y, k = x.shape[axis], x, 1
+
+    def part(v, start, stop):  # (v[start:stop] along the axis)
+        return fn.slice_(v, [start if a == axis else 0 for a in range(v.ndim)],
+                         [stop if a == axis else d for a, d in enumerate(v.shape)],
+                         (1,) * v.ndim)
     while k < n:
-        head = fn.slice_(y, [0] * y.ndim, [k if a == axis else d for a, d in enumerate(y.shape)],
-                         (1,) * y.ndim)
-        before = fn.slice_(y, [0] * y.ndim,
-                           [n - k if a == axis else d for a, d in enumerate(y.shape)],
-                           (1,) * y.ndim)
-        rest = fn.slice_(y, [k if a == axis else 0 for a in range(y.ndim)], list(y.shape),
-                         (1,) * y.ndim)
-        y = fn.concatenate([head, combine(before, rest)], axis)
+        y = fn.concatenate([part(y, 0, k), combine(part(y, 0, n - k), part(y, k, n))], axis)
         k *= 2
     return y
 
 
+# ufunc.reduce as the NumPy function that is that reduction (np.sum(a, where=traced_mask) of a
+# NumPy array `a` reaches np.add.reduce)
 _REDUCTIONS = {np.add: np.sum, np.multiply: np.prod, np.maximum: np.max, np.minimum: np.min,
                np.logical_and: np.all, np.logical_or: np.any}
 

@@ -452,8 +452,7 @@ class TrainStep:
             return self._gradients_given(call, src) + (None,)
         graph, out_tree, outs = trace(self.loss_fn, call.args, capture=capture)
         differentiable_leaves(call, (self.argnums,), src)
-        out_tree, graph.outputs = number_loss(
-            out_tree, outs, self.has_aux, lambda x: fn.as_value(np.asarray(x), graph=graph))
+        out_tree, graph.outputs = number_loss(out_tree, outs, self.has_aux, graph)
         check_loss_output(out_tree, graph.outputs, self.has_aux, self.loss_fn, src)
         graph = run_passes(graph, BEFORE_AUTODIFF, consume=True)
         positions = call.ranges[self.argnums]  # the parameters' graph inputs
