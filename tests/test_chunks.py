@@ -189,6 +189,32 @@ def test_a_shape_across_the_threshold_runs_the_same_kernels(chunked):
     np.testing.assert_allclose(value1, value, rtol=1e-14)
 
 
+def test_a_middling_loop_runs_in_chunks_only_for_a_reader_on_several_threads(monkeypatch):
+    """A loop of a quarter of the threshold up to it (passes/fuse.py decide_parallel) is cut
+    only where a kernel that reads it runs on several threads (a product big enough for
+    blocks), and never with a sum over its outer axis: the answers are NumPy's either way."""
+    from gradc.codegen.rt import SPLIT_WORK
+    monkeypatch.setenv("GRADC_PARALLEL_MIN_ITERATIONS", "4096")
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((64, 32)).astype(np.float32)  # 2048 iterations: middling
+    wide, narrow = (rng.standard_normal((32, n)).astype(np.float32) for n in (256, 8))
+    assert 64 * 256 * 32 >= SPLIT_WORK > 64 * 8 * 32
+
+    def product_of_tanh(x, w):
+        return np.tanh(x) @ w
+
+    def centred_product(x, w):
+        return (x - x.mean(axis=0)) @ w
+
+    cases = [(product_of_tanh, wide, ["tanh"]), (product_of_tanh, narrow, []),
+             (centred_product, wide, ["subtract"])]  # (the mean's sum: whole)
+    for fun, w, cut in cases:
+        f = gradc.jit(fun)
+        np.testing.assert_allclose(f(x, w), fun(x.astype(np.float64), w), rtol=1e-4, atol=1e-4)
+        names = _chunked_kernels(f, x, w)
+        assert [op for op in ("tanh", "subtract", "sum") if any(op in n for n in names)] == cut
+
+
 def test_new_batch_sizes_call_the_kernels_compiled_for_the_first():
     """The kernels' text does not depend on the batch size: not on which calls run in chunks
     (the default threshold, crossed at 130 rows; chunked, the biases' gradients add the folds

@@ -51,10 +51,15 @@ SPINS = 1000  # ~26 us of `pause` (AMD EPYC) before a pool thread sleeps (and be
 # yields its CPU: the thread with the block it waits for may need it)
 CLOSED = 1 << 62  # NEXT while a job is being written: no block to take
 # After a job whose caller took every block (no thread awake came in time) or, done with
-# its own, waited for another thread's block longer than one of its own took (that thread ran
-# slow or was set aside: another process holds the cores), the next ALONE_AFTER_WAIT jobs
-# run their blocks on the caller alone: the same blocks, so the same bits, without the waits,
-# and without pool threads spinning on a CPU the caller needs.
+# its own, waited for the other threads' blocks longer than those blocks would have taken it
+# (sharing lost time: a thread ran slow or was set aside, another process holds the cores),
+# the next ALONE_AFTER_WAIT jobs run their blocks on the caller alone: the same blocks, so the
+# same bits, without the waits, and without pool threads spinning on a CPU the caller needs.
+# (A wait longer than one block was the rule before: a thread woken late from its sleep, in
+# these VMs ~100 us and more after a long one, then made W3's one job a step run alone for
+# the next 32 steps, and the thread's long sleep meanwhile made the next shared one late
+# again: W3 ran alone in 95% of its steps, 1.5 ms against 1.1 shared. Measured side by side
+# while another process loaded both cores, W2, W3, W5 and W8 slowed no more than before.)
 ALONE_AFTER_WAIT = 32
 LONG_BLOCK_WORK = 1 << 23  # blocks this long are shared even then: sharing a loaded machine
 # still gives the process more CPU time, and waits are short beside them (W10: 22 ms a step
@@ -385,9 +390,10 @@ class _Module:
         # (a caller that took every block while a thread slept, being woken, learns nothing)
         awake_and_absent = b.and_(b.icmp_signed("==", own, job["blocks"]),
                                   b.icmp_signed("==", sleepers, I64(0)))
+        saved = b.mul(per_block, b.sub(job["blocks"], own))  # (the others' blocks, as it ran)
         slow = b.or_(awake_and_absent, b.and_(
             b.icmp_signed(">", own, I64(0)), b.and_(
-                b.icmp_unsigned(">", waited, per_block),
+                b.icmp_unsigned(">", waited, saved),
                 b.icmp_unsigned(">", waited, I64(WAIT_FLOOR)))))
         with b.if_then(slow):
             b.store_atomic(I64(ALONE_AFTER_WAIT), self.word(b, ALONE), "seq_cst", 8)

@@ -190,8 +190,8 @@ def fuse(graph, remat=True, repeats=True, parallel=True):
     in_region = {base_layout(v)[0].id for i, v in enumerate(graph.outputs) if i not in graph.aliases}
     in_place = {base_layout(graph.outputs[o])[0].id for o in graph.aliases}
     ordered = _schedule(kernels, in_region, in_place)
-    for k in ordered:
-        k.parallel = parallel and decide_parallel(k)
+    if parallel:
+        decide_parallel_all(ordered)
     layouts = {}
     for node in graph.nodes:
         layout = base_layout(node.output)
@@ -506,7 +506,9 @@ def parallel_min_iterations():
     one thread: W3's fused value and gradient (1M elements) 1.5 -> 0.76 ms a step, W4n
     0.93 -> 0.82 ms, W10 8.8-14 -> 8.5-8.9 ms; with another process loading both cores, W3 took
     1.55 ms either way. (Numba's parfors, the earlier way, lost every time: their loops ran
-    scalar, 1M-element tanh 0.43 ms serial against 1.46 ms parallel.) 2^14 gained nothing more."""
+    scalar, 1M-element tanh 0.43 ms serial against 1.46 ms parallel.) 2^14 for every loop
+    gained nothing more there, and lost W4 and W9 5-17%: loops from a quarter of the threshold
+    are cut only where decide_parallel's reader rule holds."""
     value = os.environ.get("GRADC_PARALLEL_MIN_ITERATIONS", "")
     if not value:
         return PARALLEL_MIN_ITERATIONS
@@ -518,16 +520,38 @@ def parallel_min_iterations():
     return int(value)
 
 
-def decide_parallel(k):
+def decide_parallel_all(kernels):
+    """Mark the loop kernels that run in chunks (decide_parallel), the last first: a
+    middling kernel's choice depends on its readers'."""
+    readers = {k.index: [] for k in kernels}
+    for k in kernels:
+        for d in k.deps:
+            readers[d.index].append(k)
+    for k in reversed(kernels):
+        k.parallel = decide_parallel(k, readers[k.index])
+
+
+def decide_parallel(k, readers=()):
     """Split a loop kernel's outermost loop across threads when it is big and no two chunks
     of it would accumulate into the same memory. Reductions over trailing axes are private to
     an iteration; one over the outer axis (a bias's gradient, a sum over everything) gets a
     partial result per chunk (partial_slots), folded in chunk order after, where those partials
-    are small beside the loop (PARTIAL_SHARE)."""
+    are small beside the loop (PARTIAL_SHARE).
+
+    A middling kernel (a quarter of the threshold and more) is split only when it has no
+    partial results and a kernel that reads it runs on several threads too (`readers`):
+    a GPT block's layer norms and softmaxes (32K iterations, read by split products), W7's
+    step 2.03 -> 1.81 ms at 2 threads. Split where one thread reads its result next, half of
+    that result sits in the other core's cache: a CNN's max-pooling (43K) read by a small
+    product made W4's step 406 -> 430 us; a batch norm's sums over the batch (32K, partial
+    results folded after) made W9's 127 -> 148 us."""
     threshold = parallel_min_iterations()
     dims = [d for d, n in enumerate(k.shape) if n != 1]
     total = math.prod(k.shape)
-    if k.kind != "loop" or not dims or total < threshold:
+    if k.kind != "loop" or not dims or total < threshold // 4:
+        return False
+    middling = total < threshold
+    if middling and not any(_runs_split(r) for r in readers):
         return False
     for node in k.nodes:
         if node.opdef.kind == REDUCE:
@@ -535,9 +559,27 @@ def decide_parallel(k):
             suffix = dims[len(dims) - len(reduced):] if reduced else []
             if reduced == suffix:
                 continue
-            if dims[0] not in reduced or CHUNKS * node.output.size * PARTIAL_SHARE > total:
+            if (middling or dims[0] not in reduced
+                    or CHUNKS * node.output.size * PARTIAL_SHARE > total):
                 return False
     return True
+
+
+def _runs_split(k):
+    """Whether kernel k runs on several threads: a loop kernel in chunks, or a product big
+    enough for blocks (codegen/rt.py SPLIT_WORK; a batched one, ops/linalg.py _bmm_kernel)."""
+    from ..codegen.rt import BLOCK_WORK, SPLIT_WORK
+    if k.kind == "loop":
+        return k.parallel
+    if k.kind not in ("matmul", "addmm", "bmm"):
+        return False
+    node = k.nodes[0]
+    a = node.inputs[1] if k.kind == "addmm" else node.inputs[0]
+    inner = a.shape[-2] if node.attr["ta"] else a.shape[-1]
+    work = node.output.size * inner
+    if k.kind == "bmm":
+        return node.output.shape[0] > 1 and work >= 2 * BLOCK_WORK
+    return work >= SPLIT_WORK
 
 
 # A reduction over the outer axis is cut in chunks only where its CHUNKS partial results come
