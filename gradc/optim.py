@@ -1,14 +1,16 @@
 """Optimizers, written as IR so the update fuses with the gradient computation.
 
 Each optimizer follows PyTorch's update rule (torch.optim, single-tensor, non-capturable) in the
-same order of float32 operations. Per-step numbers that change without recompiling — the learning
+same order of float32 operations, except that the kernels may contract a product and a sum into
+one fused multiply-add (one rounding, not two: SGD's momentum*buf + d), so a float32 result can
+differ from PyTorch's in its last bit. Per-step numbers that change without recompiling — the learning
 rate (a schedule may change `opt.lr` between calls) and the bias corrections of Adam — are runtime
 scalars computed in float64 from the step count, then rounded to float32, as PyTorch does.
 
     SGD:   d = g + wd*p;  buf = momentum*buf + (1-dampening)*d  (buf = d at step 1)
            d = d + momentum*buf (nesterov) or d = buf;           p = p - lr*d
     Adam:  g = g + wd*p;  m = lerp(m, g, 1-b1);  v = b2*v + (1-b2)*g*g
-           p = p - (lr/(1-b1^t)) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
+           p = p + (-(lr/(1-b1^t)) * m) / (sqrt(v)/sqrt(1-b2^t) + eps)
     AdamW: p = p*(1 - lr*wd), then Adam with no weight decay.
 
 Per-parameter options, for every optimizer: `weight_decay` (a number, a pytree of numbers shaped
@@ -132,8 +134,9 @@ class Optimizer:
             value = _hyperparameter(type(self).__name__, name, value)
         object.__setattr__(self, name, value)
 
-    def static(self):
-        """Hyperparameters baked into the compiled update (part of the signature)."""
+    def static(self, params=None):
+        """Hyperparameters baked into the compiled update (part of the signature); options
+        given as functions resolved against `params`."""
         raise NotImplementedError
 
     def scalars(self, step):
@@ -159,8 +162,19 @@ class Optimizer:
         return isinstance(self.weight_decay, numbers.Real) and self.mask is None and \
             self.lr_mult is None
 
-    def _options_key(self):
-        return (_frozen(self.weight_decay), _frozen(self.mask), _frozen(self.lr_mult))
+    def _options_key(self, params=None):
+        """The options, frozen; an option given as a function, called with `params`: what it
+        returns now is compiled in, so a function whose answer changes (a decay read from a
+        config it closes over) compiles again, as a changed dict does. (Called once per
+        compile, its answer was kept for that signature alone: a new batch shape took the new
+        decay, the shape before kept the old.)"""
+        def key(option, name, default):
+            if callable(option) and params is not None:
+                return ("function", option, tuple(per_leaf(
+                    option, params, type(self).__name__, name, default)))
+            return _frozen(option)
+        return (key(self.weight_decay, "weight_decay", 0.0), key(self.mask, "mask", True),
+                key(self.lr_mult, "lr_mult", 1.0))
 
     def leaf_options(self, params):
         """Per leaf of `params` (flatten order): {"weight_decay": rate, "lr_mult": m}; None when
@@ -203,8 +217,8 @@ class SGD(Optimizer):
     def scalar_names(self):
         return ("lr", "buf_keep", "buf_new") if self.momentum else ("lr",)
 
-    def static(self):
-        return ("SGD", self.momentum, self.dampening, self.nesterov) + self._options_key()
+    def static(self, params=None):
+        return ("SGD", self.momentum, self.dampening, self.nesterov) + self._options_key(params)
 
     def scalars(self, step):
         out = {"lr": float(self.lr)}
@@ -234,8 +248,8 @@ class Adam(Optimizer):
         self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
         self._set_options(mask, lr_mult)
 
-    def static(self):
-        return (type(self).__name__, self.betas, self.eps) + self._options_key()
+    def static(self, params=None):
+        return (type(self).__name__, self.betas, self.eps) + self._options_key(params)
 
     def scalars(self, step):
         b1, b2 = self.betas
@@ -257,7 +271,9 @@ class Adam(Optimizer):
         m = _lerp(state["exp_avg"], g, 1 - b1)
         v = state["exp_avg_sq"] * b2 + (1 - b2) * g * g
         denom = np.sqrt(v) / s["bias_correction2_sqrt"] + self.eps
-        return p - _scaled(s["step_size"], leaf) * (m / denom), {"exp_avg": m, "exp_avg_sq": v}
+        # torch's addcdiv_(m, denom, value=-step_size): p + (-step_size * m) / denom
+        step = -_scaled(s["step_size"], leaf) * m
+        return p + step / denom, {"exp_avg": m, "exp_avg_sq": v}
 
 
 class AdamW(Adam):

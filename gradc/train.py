@@ -294,6 +294,13 @@ class TrainStep:
             self._on_device = compiled
 
     # --- calling ---------------------------------------------------------------------------
+    def _static(self, args):
+        """The optimizer's compiled-in hyperparameters for a call with `args` (options given
+        as functions are called with its parameters)."""
+        at = self.argnums if self.loss_fn is not None else 0
+        params = args[at] if -len(args) <= at < len(args) else None
+        return self.optimizer.static(params)
+
     def __call__(self, *args, **kwargs):
         if kwargs:
             raise SignatureError(
@@ -305,7 +312,7 @@ class TrainStep:
             # lookup or parameter check (LastCall.match checks shapes, dtypes, writeability)
             last = self._last_call
             fast = (last is not None and last.state is self._state and last.match(args)
-                    and last.static == self.optimizer.static())
+                    and last.static == self._static(args))
             if fast:
                 compiled = last.compiled
             else:
@@ -314,7 +321,7 @@ class TrainStep:
                 except SignatureError as e:
                     raise SignatureError(str(e), source=user_source()) from None
                 # hyperparameters other than the learning rate are compiled into the update
-                static = self.optimizer.static()
+                static = self._static(args)
                 key = signature_key(leaves, treedef) + (static,)
                 # (refused before compiling: one Generator in two places of the batch)
                 generators = random.generator_leaves(treedef, leaves)
@@ -440,7 +447,7 @@ class TrainStep:
         src = source or user_source()
         call = Call(args, {})
         self._check_params(call, src, record=False)
-        key = call.key() + (self.optimizer.static(),)
+        key = call.key() + (self._static(args),)
         return self._compile(key, call, src, load=load, cache=False, capture=capture)
 
     def _joint_graph(self, call, src, capture=False):

@@ -51,7 +51,7 @@ Calling convention (version 2)
 
     Returns the loss as a Python float; the parameters and the optimizer state are updated in place.
 
-Low level: `run(A, *addresses)` runs the kernels; A is the address of a 285696-byte,
+Low level: `run(A, *addresses)` runs the kernels; A is the address of a 285760-byte,
 64-byte aligned arena holding the constants at their offsets (`CONSTANTS`), then one address per
 input in the flat order above (`INPUTS`); outputs are written into the arena or in place (`OUTPUTS`).
 """
@@ -905,17 +905,21 @@ def loop_sum_12dbf15462(n0, p0, p1, p2):
     a2[0] = acc2
 
 
-# loop_multiply_negative_3ce3d800bd: multiply, negative; called by k13
-@njit("void(int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_multiply_negative_3ce3d800bd(p0, p1, p2):
+# loop_multiply_negative_b69756544a: multiply, negative; called by k13
+@njit("void(int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_multiply_negative_b69756544a(p0, p1, p2, p3):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
+    a3 = f32_ptr(p3)
     t0 = a0[0]
     t1 = a1[0]
+    t4 = a2[0]
     t2 = t0 * t1  # multiply
     t3 = -t2  # negative
-    a2[0] = t3
+    t5 = -t4  # negative
+    a3[0] = t3
+    a0[0] = t5
 
 
 # take_along_axis_grad_40ce20dbc9: take_along_axis_grad; called by k14
@@ -1077,9 +1081,9 @@ def take_along_axis_grad_03bdf1311a(p_x0, p_x1, p_out, len_x0, len_x1, len_out, 
                 out[(a * n + j) * inner + b] += x0[(a * m + t) * inner + b]
 
 
-# loop_subtract_multiply_add_sqrt_divide_4f33c2476f: subtract, multiply, add, sqrt, divide; called by k21, k22, k24, k26
+# loop_subtract_multiply_add_sqrt_divide_13294a7a63: subtract, multiply, add, sqrt, divide; called by k21, k22, k24, k26
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_subtract_multiply_add_sqrt_divide_4f33c2476f(n0, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9):
+def loop_subtract_multiply_add_sqrt_divide_13294a7a63(n0, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
@@ -1095,7 +1099,7 @@ def loop_subtract_multiply_add_sqrt_divide_4f33c2476f(n0, p0, p1, p2, p3, p4, p5
     t9 = a5[0]
     t14 = a6[0]
     t16 = a7[0]
-    t19 = a8[0]
+    t18 = a8[0]
     for i0 in range(n0):
         t0 = a0[i0]
         t1 = a1[i0]
@@ -1111,9 +1115,9 @@ def loop_subtract_multiply_add_sqrt_divide_4f33c2476f(n0, p0, p1, p2, p3, p4, p5
         t13 = np.sqrt(t12)  # sqrt
         t15 = t13 / t14  # divide
         t17 = t15 + t16  # add
-        t18 = t5 / t17  # divide
-        t20 = t19 * t18  # multiply
-        t22 = t21 - t20  # subtract
+        t19 = t18 * t5  # multiply
+        t20 = t19 / t17  # divide
+        t22 = t21 + t20  # add
         a1[i0] = t5
         a3[i0] = t12
         a9[i0] = t22
@@ -1233,10 +1237,11 @@ def run(A, params_conv_w, params_conv_b, params_W, params_b, x, y, exp_avg_0, ex
     take_along_axis_1a2b1c0126(A + 164288, A + 166848, A + 167104, 320, 32, 32, 32, 10, 1, 1)
     # k12: sum, copy over [32x1] -> %63, %71
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_12dbf15462(32, A + 167104, A + 128, A + 164288)
-    # k13: multiply, negative over [scalar] -> %67
+    loop_sum_12dbf15462(32, A + 167104, A + 128, A + 285632)
+    # k13: multiply, negative over [scalar] -> %67, %119
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_multiply_negative_3ce3d800bd(A + 164288, A + 64, A)
+    #   optimizer Adam
+    loop_multiply_negative_b69756544a(A + 285632, A + 64, step_size, A)
     # k14: take_along_axis_grad over [32x10] -> %72
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     take_along_axis_grad_40ce20dbc9(A + 167104, A + 166848, A + 164288, 32, 32, 320, 32, 10, 1, 1)
@@ -1246,7 +1251,7 @@ def run(A, params_conv_w, params_conv_b, params_W, params_b, x, y, exp_avg_0, ex
     # k16: multiply, subtract, sum over [32x10] -> %78, %79
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
-    loop_multiply_subtract_sum_1fe1a853ce(32, 10, A + 165568, A + 166848, A + 164288, A + 285632)
+    loop_multiply_subtract_sum_1fe1a853ce(32, 10, A + 165568, A + 166848, A + 164288, A + 285696)
     # k17: matmul over [256x10] -> %81
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     matmul_0f49ec896f(A + 131520, A + 164288, A + 275392, 8192, 320, 2560, 256, 10, 32)
@@ -1259,32 +1264,32 @@ def run(A, params_conv_w, params_conv_b, params_W, params_b, x, y, exp_avg_0, ex
     # k20: take_along_axis_grad over [32x16x64] -> %86
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     take_along_axis_grad_03bdf1311a(A + 229824, A + 131520, A + 448, 8192, 8192, 32768, 512, 64, 1, 16)
-    # k21: subtract, multiply, add, sqrt, divide over [256x10] -> %153, %161, %173
+    # k21: subtract, multiply, add, sqrt, divide over [256x10] -> %154, %162, %174
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(2560, A + 275392, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W)
-    # k22: subtract, multiply, add, sqrt, divide over [10] -> %177, %183, %192
+    loop_subtract_multiply_add_sqrt_divide_13294a7a63(2560, A + 275392, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, A + 285632, params_W)
+    # k22: subtract, multiply, add, sqrt, divide over [10] -> %178, %184, %193
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 285632, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b)
+    loop_subtract_multiply_add_sqrt_divide_13294a7a63(10, A + 285696, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, A + 285632, params_b)
     # k23: where, sum over [32x16x8x8] -> %91, %92
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     loop_where_sum_c7c3e407fe(32, 16, 64, A + 197056, A + 448, A + 131520)
-    # k24: subtract, multiply, add, sqrt, divide over [16] -> %128, %136, %148
+    # k24: subtract, multiply, add, sqrt, divide over [16] -> %129, %137, %149
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(16, A + 131520, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_b)
+    loop_subtract_multiply_add_sqrt_divide_13294a7a63(16, A + 131520, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, A + 285632, params_conv_b)
     # k25: conv2d_grad_weight over [16x1x3x3] -> %94
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     conv2d_grad_weight_d4061d812d(A + 262592, A + 448, A + 131520, 3200, 32768, 144, 32, 1, 10, 10, 8, 8, 16)
-    # k26: subtract, multiply, add, sqrt, divide over [16x1x3x3] -> %100, %110, %123
+    # k26: subtract, multiply, add, sqrt, divide over [16x1x3x3] -> %100, %110, %124
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(144, A + 131520, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_conv_w)
+    loop_subtract_multiply_add_sqrt_divide_13294a7a63(144, A + 131520, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, A + 285632, params_conv_w)
 
 
 # ================================================================================================
 # buffer plan and calling convention
 # ================================================================================================
 # The buffer plan: every intermediate value has a fixed offset in one arena.
-ARENA_BYTES = 285696
+ARENA_BYTES = 285760
 # (offset, dtype, shape, data): constants copied into the arena once
 CONSTANTS = [
     (64, '<f4', (1,), (

@@ -51,7 +51,7 @@ Calling convention (version 2)
 
     Returns the loss as a Python float; the parameters and the optimizer state are updated in place.
 
-Low level: `run(A, *addresses)` runs the kernels; A is the address of a 49600-byte,
+Low level: `run(A, *addresses)` runs the kernels; A is the address of a 49664-byte,
 64-byte aligned arena holding the constants at their offsets (`CONSTANTS`), then one address per
 input in the flat order above (`INPUTS`); outputs are written into the arena or in place (`OUTPUTS`).
 """
@@ -831,17 +831,21 @@ def loop_sum_12dbf15462(n0, p0, p1, p2):
     a2[0] = acc2
 
 
-# loop_multiply_negative_3ce3d800bd: multiply, negative; called by k11
-@njit("void(int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_multiply_negative_3ce3d800bd(p0, p1, p2):
+# loop_multiply_negative_b69756544a: multiply, negative; called by k11
+@njit("void(int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_multiply_negative_b69756544a(p0, p1, p2, p3):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
+    a3 = f32_ptr(p3)
     t0 = a0[0]
     t1 = a1[0]
+    t4 = a2[0]
     t2 = t0 * t1  # multiply
     t3 = -t2  # negative
-    a2[0] = t3
+    t5 = -t4  # negative
+    a3[0] = t3
+    a0[0] = t5
 
 
 # take_along_axis_grad_c5e74b05a9: take_along_axis_grad; called by k12
@@ -896,9 +900,9 @@ def loop_multiply_subtract_sum_1fe1a853ce(n0, n1, p0, p1, p2, p3):
             a3[i1] = radd(a3[i1], t4)  # sum
 
 
-# loop_subtract_multiply_add_sqrt_divide_4f33c2476f: subtract, multiply, add, sqrt, divide; called by k15, k18, k20, k22
+# loop_subtract_multiply_add_sqrt_divide_13294a7a63: subtract, multiply, add, sqrt, divide; called by k15, k18, k20, k22
 @njit("void(int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_subtract_multiply_add_sqrt_divide_4f33c2476f(n0, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9):
+def loop_subtract_multiply_add_sqrt_divide_13294a7a63(n0, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
@@ -914,7 +918,7 @@ def loop_subtract_multiply_add_sqrt_divide_4f33c2476f(n0, p0, p1, p2, p3, p4, p5
     t9 = a5[0]
     t14 = a6[0]
     t16 = a7[0]
-    t19 = a8[0]
+    t18 = a8[0]
     for i0 in range(n0):
         t0 = a0[i0]
         t1 = a1[i0]
@@ -930,9 +934,9 @@ def loop_subtract_multiply_add_sqrt_divide_4f33c2476f(n0, p0, p1, p2, p3, p4, p5
         t13 = np.sqrt(t12)  # sqrt
         t15 = t13 / t14  # divide
         t17 = t15 + t16  # add
-        t18 = t5 / t17  # divide
-        t20 = t19 * t18  # multiply
-        t22 = t21 - t20  # subtract
+        t19 = t18 * t5  # multiply
+        t20 = t19 / t17  # divide
+        t22 = t21 + t20  # add
         a1[i0] = t5
         a3[i0] = t12
         a9[i0] = t22
@@ -987,80 +991,81 @@ def run(A, params_W1, params_b1, params_W2, params_b2, x, y, exp_avg_0, exp_avg_
     matmul_e32c5293da(x, params_W1, A + 448, 2048, 8192, 4096, 32, 128, 64)
     # k1: add, relu, greater over [32x128] -> %22, %75
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    loop_add_relu_greater_f08df3c402(32, 128, A + 448, params_b1, A + 16832)
+    loop_add_relu_greater_f08df3c402(32, 128, A + 448, params_b1, A + 21952)
     # k2: matmul over [32x10] -> %23
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    matmul_e32c5293da(A + 448, params_W2, A + 20928, 4096, 1280, 320, 32, 10, 128)
+    matmul_e32c5293da(A + 448, params_W2, A + 16832, 4096, 1280, 320, 32, 10, 128)
     # k3: add, max over [32x10] -> %27
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_max_f42d8df26e(32, 10, A + 20928, params_b2, A + 22208)
+    loop_add_max_f42d8df26e(32, 10, A + 16832, params_b2, A + 18112)
     # k4: abs, less, where over [32x1] -> %36
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_abs_less_where_07faff2616(32, A + 22208)
+    loop_abs_less_where_07faff2616(32, A + 18112)
     # k5: add, subtract, exp, sum over [32x10] -> %38, %40
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_subtract_exp_sum_f3881f3f68(32, 10, A + 20928, params_b2, A + 22208, A + 22336)
+    loop_add_subtract_exp_sum_f3881f3f68(32, 10, A + 16832, params_b2, A + 18112, A + 19392)
     # k6: log over [32x1] -> %41
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_log_00c38e4f57(32, A + 22336, A + 22208)
+    loop_log_00c38e4f57(32, A + 19392, A + 19520)
     # k7: subtract, exp, divide over [32x10] -> %43, %65
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_subtract_exp_divide_069f79f575(32, 10, A + 20928, A + 22208, A + 22336, A + 22464)
+    loop_subtract_exp_divide_069f79f575(32, 10, A + 16832, A + 19520, A + 19392, A + 18112)
     # k8: less, where over [32] -> %51
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_less_where_a494359928(32, y, A + 22208)
+    loop_less_where_a494359928(32, y, A + 19392)
     # k9: take_along_axis over [32x1] -> %53
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_316db551a1(A + 20928, A + 22208, A + 23744, 320, 32, 32, 32, 10, 1, 1)
+    take_along_axis_316db551a1(A + 16832, A + 19392, A + 19648, 320, 32, 32, 32, 10, 1, 1)
     # k10: sum, copy over [32x1] -> %54, %62
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_12dbf15462(32, A + 23744, A + 128, A + 20928)
-    # k11: multiply, negative over [scalar] -> %58
+    loop_sum_12dbf15462(32, A + 19648, A + 128, A + 49600)
+    # k11: multiply, negative over [scalar] -> %58, %104
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_multiply_negative_3ce3d800bd(A + 20928, A + 64, A)
+    #   optimizer Adam
+    loop_multiply_negative_b69756544a(A + 49600, A + 64, step_size, A)
     # k12: take_along_axis_grad over [32x10] -> %63
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_grad_c5e74b05a9(A + 23744, A + 22208, A + 20928, 32, 32, 320, 32, 10, 1, 1)
+    take_along_axis_grad_c5e74b05a9(A + 19648, A + 19392, A + 26048, 32, 32, 320, 32, 10, 1, 1)
     # k13: sum over [32x10] -> %66
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_5b2d14212c(32, 10, A + 20928, A + 23744)
+    loop_sum_5b2d14212c(32, 10, A + 26048, A + 16832)
     # k14: multiply, subtract, sum over [32x10] -> %69, %70
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    loop_multiply_subtract_sum_1fe1a853ce(32, 10, A + 22464, A + 23744, A + 20928, A + 22208)
-    # k15: subtract, multiply, add, sqrt, divide over [10] -> %156, %162, %171
+    loop_multiply_subtract_sum_1fe1a853ce(32, 10, A + 18112, A + 16832, A + 26048, A + 16960)
+    # k15: subtract, multiply, add, sqrt, divide over [10] -> %157, %163, %172
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(10, A + 22208, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b2)
+    loop_subtract_multiply_add_sqrt_divide_13294a7a63(10, A + 16960, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, A + 49600, params_b2)
     # k16: matmul over [128x10] -> %72
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    matmul_0f49ec896f(A + 448, A + 20928, A + 22208, 4096, 320, 1280, 128, 10, 32)
+    matmul_0f49ec896f(A + 448, A + 26048, A + 16832, 4096, 320, 1280, 128, 10, 32)
     # k17: matmul over [32x128] -> %73
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
-    matmul_d12a859f29(A + 20928, params_W2, A + 448, 320, 1280, 4096, 32, 128, 10)
-    # k18: subtract, multiply, add, sqrt, divide over [128x10] -> %137, %143, %152
+    matmul_d12a859f29(A + 26048, params_W2, A + 33216, 320, 1280, 4096, 32, 128, 10)
+    # k18: subtract, multiply, add, sqrt, divide over [128x10] -> %138, %144, %153
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(1280, A + 22208, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W2)
+    loop_subtract_multiply_add_sqrt_divide_13294a7a63(1280, A + 16832, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, A + 49600, params_W2)
     # k19: where, sum over [32x128] -> %76, %77
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    loop_where_sum_fd6baf4cb7(32, 128, A + 16832, A + 448, A + 20928)
-    # k20: subtract, multiply, add, sqrt, divide over [128] -> %113, %121, %133
+    loop_where_sum_fd6baf4cb7(32, 128, A + 21952, A + 33216, A + 448)
+    # k20: subtract, multiply, add, sqrt, divide over [128] -> %114, %122, %134
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(128, A + 20928, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_b1)
+    loop_subtract_multiply_add_sqrt_divide_13294a7a63(128, A + 448, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, A + 49600, params_b1)
     # k21: matmul over [64x128] -> %79
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    matmul_0f49ec896f(x, A + 448, A + 16832, 2048, 4096, 8192, 64, 128, 32)
-    # k22: subtract, multiply, add, sqrt, divide over [64x128] -> %85, %95, %108
+    matmul_0f49ec896f(x, A + 33216, A + 448, 2048, 4096, 8192, 64, 128, 32)
+    # k22: subtract, multiply, add, sqrt, divide over [64x128] -> %85, %95, %109
     #   optimizer Adam
-    loop_subtract_multiply_add_sqrt_divide_4f33c2476f(8192, A + 16832, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, step_size, params_W1)
+    loop_subtract_multiply_add_sqrt_divide_13294a7a63(8192, A + 448, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, A + 49600, params_W1)
 
 
 # ================================================================================================
 # buffer plan and calling convention
 # ================================================================================================
 # The buffer plan: every intermediate value has a fixed offset in one arena.
-ARENA_BYTES = 49600
+ARENA_BYTES = 49664
 # (offset, dtype, shape, data): constants copied into the arena once
 CONSTANTS = [
     (64, '<f4', (1,), (

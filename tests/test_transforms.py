@@ -411,6 +411,29 @@ def test_sgd_weight_decay_pytree_and_uniform_decay_unchanged():
     assert [o["weight_decay"] for o in opts] == [0.1, 0.0, 0.1, 0.0]  # flatten order: W b ln emb
 
 
+def test_a_weight_decay_function_is_read_at_every_step_whatever_the_batch_shape():
+    """A decay schedule written as a function of a config it closes over: the step after the
+    config changes uses the new decay, on the batch shape it compiled for and on a new one,
+    and changing it back uses the old decay again (once per compile, a new shape took the new
+    decay and the old shape kept the old)."""
+    config = {"wd": 0.0}
+    opt = gradc.optim.SGD(lr=0.1, weight_decay=lambda p: {"a": config["wd"], "b": 0.0})
+    step = gradc.train_step(lambda p, x: np.sum(p["a"] * 0.0) + np.sum(p["b"] * x), opt)
+    p = {"a": np.ones(3, np.float32), "b": np.ones(2, np.float32)}
+
+    def a_after_step(x, wd):
+        config["wd"] = wd
+        before = p["a"].copy()
+        step(p, x)
+        return p["a"] / before  # the gradient of a is 0: 1 - lr * wd
+
+    small, large = np.ones(2, np.float32), np.ones((4, 2), np.float32)
+    for x, wd in [(small, 0.0), (small, 0.5), (large, 0.5), (small, 0.0), (large, 0.25),
+                  (small, 0.25)]:
+        np.testing.assert_allclose(a_after_step(x, wd), np.float32(1 - 0.1 * wd), rtol=1e-6,
+                                   err_msg=f"decay {wd}, batch {x.shape}")
+
+
 def test_hvp_takes_tuples_and_python_number_tangents():
     f = lambda x: x ** 3  # noqa: E731
     g, hv = gradc.hvp(f, (2.0,), (1.0,))  # (the tangent a Python float, as the primal)
