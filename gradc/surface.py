@@ -118,6 +118,20 @@ def _branch_error(what, hint=""):
 _MATH_HINT = "; math.exp, math.log, math.sqrt... call float(): use np.exp, np.log, np.sqrt"
 
 
+def _round(x, ndigits=None):
+    """Python's round() of a traced value, as of a NumPy one: of an array, NumPy's TypeError;
+    without ndigits, a Python int (its value unknown while tracing, as int()'s); with ndigits,
+    a number of the value's dtype."""
+    if x.ndim != 0:
+        raise UnsupportedOpError(
+            f"round() of a {x.ndim}-d array: NumPy arrays have no round() (a TypeError); use "
+            "np.round(x, decimals)", source=user_source())
+    if ndigits is None:
+        _branch_error("round() (a Python int)", "; np.round(x) rounds to a float of x's dtype, "
+                      "np.round(x).astype(np.int64) to an integer array")(x)
+    return np.round(x, ndigits)
+
+
 def _format_error(value, spec):
     """f"{loss:.4f}" in traced code: the number is not known while tracing."""
     raise TracedBranchError(
@@ -440,7 +454,7 @@ _SURFACE = {
     # (of a real array NumPy's methods return the array itself, np.conj a new one)
     "conj": traced(lambda self: _viewed(self, self)),
     "conjugate": traced(lambda self: _viewed(self, self)),
-    "__round__": traced(lambda self, ndigits=None: np.round(self, ndigits or 0)),
+    "__round__": traced(_round),
     "copy": traced(lambda self, order="C": copy(self)),
     # (copy.copy and copy.deepcopy of a params dict in traced code: new arrays, as NumPy's)
     "__copy__": traced(lambda self: copy(self)),

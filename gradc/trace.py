@@ -136,7 +136,8 @@ def traced(method, graph_of=_graph_of_values):
 
 def _vecdot(x1, x2, axis=-1, dtype=None):
     """np.vecdot (NumPy 2's gufunc): the sum over `axis` of x1 * x2, broadcast (real numbers:
-    no conjugate to take)."""
+    no conjugate to take), in the operands' dtype (a gufunc's loop keeps it: integers wrap,
+    booleans give the or of the ands)."""
     x1, x2 = fn.promote(x1, x2)
     if dtype is not None:
         x1, x2 = fn.astype(x1, dtype), fn.astype(x2, dtype)
@@ -145,7 +146,10 @@ def _vecdot(x1, x2, axis=-1, dtype=None):
     if x1.shape[-1] != x2.shape[-1]:
         raise ValueError(f"np.vecdot: the vectors' lengths differ ({x1.shape[-1]} and "
                          f"{x2.shape[-1]} along axis {axis})")
-    return fn.sum(fn.elementwise("multiply", x1, x2), -1)
+    if x1.dtype.kind == "f":
+        return fn.sum(fn.elementwise("multiply", x1, x2), -1)
+    wide1, wide2 = fn.astype(x1, np.int64), fn.astype(x2, np.int64)  # (sums mod 2**64, cast)
+    return fn.astype(fn.sum(fn.elementwise("multiply", wide1, wide2), -1), x1.dtype)
 
 
 def _logical(op, a, b):
@@ -309,7 +313,16 @@ def _reduction(f, name):
                           if keep or a not in axes)
             y = fn.full(x.graph, shape, np.asarray(initial, x.dtype)[()], x.dtype)
             return y if dtype is None else fn.astype(y, dtype)
-        if masked and kind == "mean":  # (the sum of the elements in, over their count)
+        if kind == "mean" and dtype is not None and np.dtype(dtype).kind in "iu":
+            # NumPy sums in that integer dtype (wrapping, as int64 sums cast to it do), then
+            # divides in float64; the cast back after truncates
+            total = fn.astype(fn.sum(x, axis, keepdims=keep), dtype)
+            count = (fn.sum(fn.astype(mask, np.int64), axis, keepdims=keep) if masked else
+                     fn.as_value(np.asarray(float(np.prod(
+                         [x.shape[a] for a in fn.normalize_axes(axis, x.ndim)]))), x))
+            y = fn.elementwise("divide", fn.astype(total, np.float64),
+                               fn.astype(count, np.float64))
+        elif masked and kind == "mean":  # (the sum of the elements in, over their count)
             dt = x.dtype if x.dtype.kind == "f" else np.dtype(np.float64)  # (np.mean's)
             total = fn.sum(fn.astype(x, dt), axis, keepdims=keep)
             y = fn.divide(total, fn.sum(fn.astype(mask, dt), axis, keepdims=keep))
@@ -430,7 +443,10 @@ def _joined(join, name):
     def impl(arrays, axis=0, out=None, dtype=None, casting="same_kind"):
         _no_out(out, name)
         arrays = list(arrays)
-        like = next(a for a in arrays if isinstance(a, Value))
+        like = next((a for a in arrays if isinstance(a, Value)), None)
+        if like is None:  # (a generator NumPy's dispatch has read to its end: NumPy's error)
+            raise TypeError(f"np.{name}: the first input argument needs to be a sequence "
+                            "(a list or tuple of arrays, not a generator or iterator)")
         # (a Python number is an array of its own dtype here, as in NumPy: not weakly typed)
         arrays = [a if isinstance(a, Value) else fn.as_value(np.asarray(a), like) for a in arrays]
         if dtype is not None:

@@ -259,3 +259,35 @@ def test_orders_that_follow_memory_layout_are_refused_where_they_matter(fun, mar
     msg = str(excinfo.value)
     assert re.match(rf"{re.escape(THIS_FILE)}:{line_of(marker)}: ", msg), msg
     assert "memory layout" in msg and "order='C'" in msg and "order='F'" in msg, msg
+
+
+def test_dtypes_and_refusals_as_numpy_for_python_numbers_integer_loops_and_axes():
+    """Found by a fuzzing round: a Python number given to np.polyval or np.broadcast_arrays is
+    an int64/float64 array there (not weakly typed), np.vecdot keeps an integer or boolean
+    dtype (wrapping, or the or of the ands), np.mean(dtype=int32) sums in int32 before
+    dividing, np.stack checks its axis, np.concatenate of a generator and round() of an array
+    are NumPy's errors, and round() without ndigits (a Python int) is refused like int()."""
+    i32 = np.array([2**31 - 1, 1], np.int32)
+    x32 = np.array([0.5, 1.5, 2.5], np.float32)
+    bools = np.array([True, False])
+    cases = [(lambda p: np.polyval(p, 70000), np.array([70000, 3], np.int32)),
+             (lambda x: np.polyval(x, 0.1), x32),
+             (lambda x: np.broadcast_arrays(x, 0.1)[1] + x, x32),
+             (lambda a: np.vecdot(a, a[::-1]), i32), (lambda b: np.vecdot(b, ~b | b), bools),
+             (lambda a: np.mean(a, dtype=np.int32), i32),
+             (lambda a: np.mean(a.reshape(1, 2), axis=1, dtype=np.int32, where=a > 0), i32),
+             (lambda x: round(x[1], 1) * x, x32)]
+    for fun, arg in cases:
+        want, got = fun(arg), gradc.jit(fun)(arg)
+        assert np.asarray(got).dtype == np.asarray(want).dtype, (want, got)
+        np.testing.assert_allclose(got, want, rtol=1e-15)  # (exact for the integers)
+    refused = [(lambda x: np.stack([x, x], axis=2), gradc.ShapeError, "axis 2"),
+               (lambda x: np.stack([x, x], axis=-3), gradc.ShapeError, "axis -3"),
+               (lambda x: np.concatenate(map(np.negative, [x, x])), gradc.ArgumentError,
+                "sequence"),
+               (lambda x: round(x), gradc.UnsupportedOpError, "np.round"),
+               (lambda x: round(x[0]) * x, gradc.TracedBranchError, "np.round")]
+    for fun, error, words in refused:
+        with pytest.raises(error, match=re.escape(words)) as excinfo:
+            gradc.jit(fun)(x32)
+        assert THIS_FILE in str(excinfo.value)

@@ -420,7 +420,8 @@ def _extract(condition, arr):
 
 
 def _broadcast_arrays(*args, subok=False):
-    values = [array_arg(a, *args) for a in args]
+    # (a Python number is an array of its own dtype here, as NumPy's np.array makes it)
+    values = [array_arg(a if isinstance(a, Value) else np.asarray(a), *args) for a in args]
     shape = fn.broadcast_shapes(*[v.shape for v in values])
     return tuple(fn.broadcast_to(v, shape) for v in values)
 

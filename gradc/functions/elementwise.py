@@ -136,7 +136,8 @@ def _polyval(p, x):
         p = np.asarray(p)
     if p.ndim == 0:
         raise TypeError("iteration over a 0-d array")
-    x = array_arg(x, p)
+    x = array_arg(x if isinstance(x, Value) else np.asarray(x), p)  # (NumPy's asanyarray:
+    # a Python number is an int64/float64 array here, not weakly typed)
     y = fn.zeros_like(x)
     for i in range(p.shape[0] if p.ndim else 0):
         coefficient = p[i] if isinstance(p, Value) else fn.as_value(np.asarray(p[i]), x)

@@ -481,7 +481,7 @@ def stack(xs, axis=0):
     shapes = {x.shape for x in xs}
     if len(shapes) != 1:
         raise ShapeError(f"all input arrays must have the same shape, got {[x.shape for x in xs]}")
-    axis = axis % (xs[0].ndim + 1)
+    axis = normalize_axis(axis, xs[0].ndim + 1)  # (the result's axes: NumPy's AxisError)
     return concatenate([expand_dims(x, axis) for x in xs], axis)
 
 
