@@ -87,7 +87,8 @@ def flatten(tree):
 # outputs would land in new, never-touched memory: page faults, 10x a NumPy copy)
 def _walk(x, leaves):
     if type(x) is np.ndarray or is_array_leaf(x):  # (the common case first: it runs per call)
-        if type(x) is not np.ndarray and isinstance(x, np.ndarray) and not isinstance(x, np.memmap):
+        if (type(x) is not np.ndarray and isinstance(x, np.ndarray)
+                and not isinstance(x, (np.memmap, Value))):
             _refuse_subclass(x)
         leaves.append(x)
         return FLOAT if type(x) is TracedFloat else LEAF

@@ -49,7 +49,7 @@ def _getitem(x, index):
 def _one_axis_index(x, index, arrays):
     """The common patterns, each one gather along an axis: `x[np.arange(n), labels]`
     (take_along_axis) and one integer array on one axis, every other axis whole (np.take)."""
-    if (len(index) == 2 and arrays == [0, 1] and x.ndim == 2 and isinstance(index[0], np.ndarray)
+    if (len(index) == 2 and arrays == [0, 1] and x.ndim == 2 and _concrete(index[0])
             and np.array_equal(index[0], np.arange(x.shape[0]))
             and _integer(index[1]) and np.ndim(index[1]) == 1
             and (index[1].shape[0] == x.shape[0])):
@@ -63,6 +63,12 @@ def _one_axis_index(x, index, arrays):
             idx = indexing._checked(idx, x.shape[axis], x)
         return fn.take(x, idx, axis=axis)
     return None
+
+
+def _concrete(a):
+    """A NumPy array known while tracing (a traced value passes isinstance(a, np.ndarray):
+    its __class__ says so, for the user's code)."""
+    return isinstance(a, np.ndarray) and not isinstance(a, Value)
 
 
 def _integer(i):

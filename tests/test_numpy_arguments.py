@@ -291,3 +291,15 @@ def test_dtypes_and_refusals_as_numpy_for_python_numbers_integer_loops_and_axes(
         with pytest.raises(error, match=re.escape(words)) as excinfo:
             gradc.jit(fun)(x32)
         assert THIS_FILE in str(excinfo.value)
+
+
+def test_a_traced_value_is_an_ndarray_to_isinstance():
+    """User code that branches on isinstance(x, np.ndarray) takes NumPy's branch (it took the
+    other: x + 100 for x * 2), in jit and in grad."""
+    def f(x):
+        y = x * 2.0 if isinstance(x, np.ndarray) else x + 100.0
+        return np.sum(y ** 2) if isinstance(y[0], np.ndarray) or np.ndim(y[0]) == 0 else y
+
+    x = np.array([1.0, 2.0])
+    assert gradc.jit(f)(x) == f(x) == 20.0
+    np.testing.assert_allclose(gradc.grad(f)(x), 8.0 * x)

@@ -119,7 +119,8 @@ def _select(condlist, choicelist, default=0):
             raise TypeError(f"np.select: invalid entry in condlist: should be boolean ndarray")
     # (Python numbers stay weak beside arrays, as NumPy types them: a default of 0.5 keeps
     # float32 choices float32)
-    items = [c if isinstance(c, (Value, bool, int, float)) and not isinstance(c, np.ndarray)
+    items = [c if isinstance(c, Value) or isinstance(c, (bool, int, float))
+             and not isinstance(c, np.ndarray)
              else fn.as_value(np.asarray(c), like) for c in (*choicelist, default)]
     if not any(isinstance(c, Value) for c in items):
         items = [fn.as_value(np.asarray(c), like) for c in items]
