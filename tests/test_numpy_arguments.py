@@ -266,7 +266,8 @@ def test_dtypes_and_refusals_as_numpy_for_python_numbers_integer_loops_and_axes(
     an int64/float64 array there (not weakly typed), np.vecdot keeps an integer or boolean
     dtype (wrapping, or the or of the ands), np.mean(dtype=int32) sums in int32 before
     dividing, np.stack checks its axis, np.concatenate of a generator and round() of an array
-    are NumPy's errors, and round() without ndigits (a Python int) is refused like int()."""
+    are NumPy's errors, round() without ndigits (a Python int) is refused like int(), and a
+    string operand or a non-native byte order is named as such."""
     i32 = np.array([2**31 - 1, 1], np.int32)
     x32 = np.array([0.5, 1.5, 2.5], np.float32)
     bools = np.array([True, False])
@@ -286,7 +287,9 @@ def test_dtypes_and_refusals_as_numpy_for_python_numbers_integer_loops_and_axes(
                (lambda x: np.concatenate(map(np.negative, [x, x])), gradc.ArgumentError,
                 "sequence"),
                (lambda x: round(x), gradc.UnsupportedOpError, "np.round"),
-               (lambda x: round(x[0]) * x, gradc.TracedBranchError, "np.round")]
+               (lambda x: round(x[0]) * x, gradc.TracedBranchError, "np.round"),
+               (lambda x: x == "a", gradc.UnsupportedOpError, "numbers only"),
+               (lambda x: x.astype(">f8"), gradc.UnsupportedOpError, "native byte order")]
     for fun, error, words in refused:
         with pytest.raises(error, match=re.escape(words)) as excinfo:
             gradc.jit(fun)(x32)

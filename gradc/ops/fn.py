@@ -67,8 +67,16 @@ def full(graph, shape, value, dtype):
 
 def _check_supported(dtype):
     if dtype not in SUPPORTED_DTYPES:
-        raise UnsupportedOpError(f"dtype {dtype.name} is not supported; use one of "
-                                 + ", ".join(d.name for d in SUPPORTED_DTYPES))
+        supported = ", ".join(d.name for d in SUPPORTED_DTYPES)
+        if dtype.kind in "SUVO":  # (x == "a": NumPy makes the str an array of strings)
+            raise UnsupportedOpError(f"an operand of dtype {dtype} ({dtype.name}: strings or "
+                                     "objects) beside traced numbers: gradc's arrays hold "
+                                     f"numbers only ({supported})")
+        if dtype.newbyteorder("=") in SUPPORTED_DTYPES:  # ('>f8': another byte order)
+            raise UnsupportedOpError(f"dtype {dtype.str} is {dtype.name} in non-native byte "
+                                     f"order: use the native one (np.{dtype.name}, "
+                                     f"'{dtype.newbyteorder('=').str}')")
+        raise UnsupportedOpError(f"dtype {dtype.name} is not supported; use one of {supported}")
 
 
 def zeros_like(x):
