@@ -541,7 +541,7 @@ def decide_parallel(k, readers=()):
     A middling kernel (a quarter of the threshold and more) is split only when it has no
     partial results and a kernel that reads it runs on several threads too (`readers`):
     a GPT block's layer norms and softmaxes (32K iterations, read by split products), W7's
-    step 2.03 -> 1.81 ms at 2 threads. Split where one thread reads its result next, half of
+    step 2.05 -> 1.93 ms at 2 threads. Split where one thread reads its result next, half of
     that result sits in the other core's cache: a CNN's max-pooling (43K) read by a small
     product made W4's step 406 -> 430 us; a batch norm's sums over the batch (32K, partial
     results folded after) made W9's 127 -> 148 us."""
