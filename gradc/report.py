@@ -12,6 +12,7 @@ from .passes.memory import describe as describe_plan
 from .passes.memory import nbytes
 from .errors import ArgumentError
 from .function import Function
+from .signature import Call
 from .train import TrainStep
 from .trace import user_source
 
@@ -75,8 +76,10 @@ def explain(fun, *args, **kwargs):
         params = args[fun.argnums]
         forward = explain(fun.grad_fn, *args)
         return Report(forward + "\n\n" + explain(fun.update, params, params), forward.memory)
-    if isinstance(fun, Function):
-        return report(fun.compiled_for(*args, **kwargs), fun)
+    if isinstance(fun, Function):  # (a signature it has not compiled is lowered, not kept:
+        # kept, it took one of max_signatures' places, and a real call was refused)
+        compiled = fun.cache.get(Call(fun.traced_args(args), kwargs).key())
+        return report(compiled or fun.lower(*args, source=user_source(), **kwargs), fun)
     if not callable(fun):
         raise ArgumentError(f"gradc.explain takes a function or what gradc.jit, grad, "
                             f"value_and_grad or train_step returned, got {type(fun).__name__}",

@@ -215,7 +215,9 @@ class TrainStep:
             state = self._from_module(state)
             self._check_state(state)
             self.step_count = int(state["step"])
-            self._born = 0
+            # a state with no slots (an SGD without momentum's, into one with): the optimizer's
+            # state starts afresh at the next step, as PyTorch's missing buffers do
+            self._born = self.step_count if set(self.optimizer.slots) - set(state["state"]) else 0
             for slot, tree_value in state["state"].items():
                 leaves, tree = pytree.flatten(tree_value)
                 if self._state is None:
@@ -225,8 +227,8 @@ class TrainStep:
                                    for s in self.optimizer.slots}
                 for dst, src in zip(self._state[slot], leaves):
                     np.copyto(dst, src)
-            for slot in set(self.optimizer.slots) - set(state["state"]):  # (it starts at 0,
-                for dst in self._state[slot]:  # not with what this step held)
+            for slot in set(self.optimizer.slots) - set(state["state"]):  # (afresh, not with
+                for dst in self._state[slot]:  # what this step held)
                     dst.fill(0)
             if self._on_device is not None:  # target="cuda": upload the loaded state next step
                 self._on_device.forget_owned()
@@ -258,10 +260,12 @@ class TrainStep:
                                 "{'step': int, 'state': {slot: arrays shaped like the "
                                 f"parameters}}}}, got {_brief(state)}", source=src)
         name = type(self.optimizer).__name__
-        if not set(state["state"]) <= set(self.optimizer.slots):  # (a missing one starts at 0)
+        # (all of them, or none: an optimizer's state starts afresh; a part of it would not,
+        # Adam's exp_avg loaded beside an exp_avg_sq of zeros moved by ~lr / eps)
+        if state["state"] and set(state["state"]) != set(self.optimizer.slots):
             raise ArgumentError(f"this state holds {sorted(state['state'])}, but {name} keeps "
                                 f"{sorted(self.optimizer.slots) or 'no state'}: load the state "
-                                "of the same optimizer", source=src)
+                                "of the same optimizer, whole", source=src)
         spec = self._param_spec
         for slot, tree_value in state["state"].items():
             leaves, tree = pytree.flatten(tree_value)

@@ -1623,15 +1623,18 @@ class TrainStep(Compiled):
     def load_state_dict(self, state):
         """Restore what `state_dict` returned, or gradc.train_step's (each slot shaped like the
         parameters): checked whole before any of it is loaded."""
+        step = state.get("step") if isinstance(state, dict) else None
         if not (isinstance(state, dict) and isinstance(state.get("state"), dict)
-                and "step" in state):
+                and isinstance(step, (int, np.integer)) and not isinstance(step, bool)
+                and step >= 0):
             raise TypeError("load_state_dict takes what state_dict() returned: "
-                            "{'step': int, 'state': {slot: arrays}}")
+                            "{'step': an int >= 0, 'state': {slot: arrays}}")
+        if set(state["state"]) != set(self.state):
+            raise ValueError(f"the state holds {sorted(state['state'])}; this step's optimizer "
+                             f"keeps {sorted(SLOTS)}: load the state of the same optimizer, "
+                             "whole")
         loaded = {}
         for slot, value in state["state"].items():
-            if slot not in self.state:
-                raise ValueError(f"the state holds {slot!r}; this step's optimizer keeps "
-                                 f"{list(SLOTS)}: load the state of the same optimizer")
             mine = self.state[slot]
             if (type(value) is list and len(value) == len(mine)
                     and all(isinstance(a, np.ndarray) for a in value)):
@@ -1640,10 +1643,14 @@ class TrainStep(Compiled):
                 pairs = []
                 _flatten(ARGS_TREE[1][ARGNUMS], value, f"state[{slot!r}]", pairs)
                 arrays = [a for _, a in pairs]
+            if len(arrays) != len(mine):
+                raise ValueError(f"state[{slot!r}] holds {len(arrays)} arrays; the parameters "
+                                 f"are {len(mine)}")
             for i, (dst, src) in enumerate(zip(mine, arrays)):
-                if np.shape(src) != dst.shape:
-                    raise ValueError(f"state[{slot!r}]: its array {i} has shape {np.shape(src)}"
-                                     f", the parameter's is {dst.shape}")
+                if np.shape(src) != dst.shape or np.asarray(src).dtype != dst.dtype:
+                    raise ValueError(f"state[{slot!r}]: its array {i} is {np.asarray(src).dtype}"
+                                     f"{list(np.shape(src))}, the parameter's "
+                                     f"{dst.dtype}{list(dst.shape)}")
             loaded[slot] = arrays
         with self.lock:
             self.step_count = int(state["step"])

@@ -370,8 +370,18 @@ def test_train_module_matches_gradc_train_step_for_50_steps(tmp_path):
     for slot in ("exp_avg", "exp_avg_sq"):
         for k, a in zip(names, step.state_dict()["state"][slot]):
             assert same_bits(a, ref.state_dict()["state"][slot][k])
-    with pytest.raises(TypeError, match="exp_avg"):
-        step.load_state_dict({"step": 1, "state": {"exp_avg": {"W1": p_ref["W1"]}}})
+    with pytest.raises(TypeError, match="exp_avg"):  # (a tree of other keys)
+        step.load_state_dict({"step": 1, "state": {s: {"W1": p_ref["W1"]}
+                                                   for s in ("exp_avg", "exp_avg_sq")}})
+    good = step.state_dict()
+    halves = {"state": {"exp_avg": good["state"]["exp_avg"]}}  # (Adam's state, half of it)
+    doubled = {s: [a.astype(np.float64) for a in v] for s, v in good["state"].items()}
+    for bad, error, words in [(dict(good, step=-1), TypeError, "int >= 0"),
+                              (dict(good, step=2.5), TypeError, "int >= 0"),
+                              (dict(halves, step=1), ValueError, "whole"),
+                              (dict(good, state=doubled), ValueError, "float64")]:
+        with pytest.raises(error, match=words):  # (gradc.train_step refuses each alike)
+            step.load_state_dict(bad)
     assert step.step_count == 50
 
     with pytest.raises(ValueError, match="x must be float32"):

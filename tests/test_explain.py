@@ -3,6 +3,7 @@ prints stage by stage (gradc/compile.py: Lowered)."""
 import re
 
 import numpy as np
+import pytest
 
 import gradc
 from gradc.function import Function
@@ -121,3 +122,19 @@ def test_explain_keeps_its_options_apart_from_the_functions_keywords():
         assert "value_and_grad, grad, jit" in str(e)
     else:
         raise AssertionError("an unknown mode was accepted")
+
+
+def test_explaining_a_new_signature_keeps_no_compiled_version():
+    """explain of a shape never run lowers it without keeping it: kept, it took one of
+    max_signatures' places and the real call after it was refused."""
+    def loss(p, x):
+        return np.mean(np.tanh(x @ p["W"]) ** 2)
+
+    vg = gradc.value_and_grad(loss, max_signatures=1)
+    p = {"W": np.ones((3, 2))}
+    report = gradc.explain(vg, p, np.ones((9, 3)))
+    assert report.memory.arena_bytes > 0 and len(vg.cache) == 0
+    value, _ = vg(p, np.ones((5, 3)))
+    assert value == pytest.approx(np.tanh(3.0) ** 2)
+    again = gradc.explain(vg, p, np.ones((5, 3)))  # (the version it runs, reported)
+    assert len(vg.cache) == 1 and again.memory.arena_bytes > 0

@@ -886,14 +886,29 @@ def test_a_plain_sgd_step_is_one_product_into_the_weight():
         np.testing.assert_allclose(q[k], r[k], rtol=1e-12, atol=1e-14)
 
 
-def test_a_loaded_state_without_a_slot_starts_that_slot_at_zero_and_strings_are_refused():
+def test_a_loaded_state_is_whole_or_empty_and_strings_are_refused():
+    """Half of Adam's state (exp_avg without exp_avg_sq) is refused: loaded beside zeros, the
+    next step moved by ~lr / eps. An empty state (an SGD without momentum's) starts the
+    momentum afresh at the next step, as PyTorch's missing buffer: a copy of that gradient."""
     step = gradc.train_step(lambda p, x: np.sum(p["W"] * x), Adam(lr=0.1))
     p = {"W": np.ones(3)}
     step(p, np.ones(3))
     state = step.state_dict()
     del state["state"]["exp_avg_sq"]
-    step.load_state_dict(state)  # (the step kept its own second moments, mixed with the state)
-    assert not np.any(step.state_dict()["state"]["exp_avg_sq"]["W"])
+    with pytest.raises(gradc.ArgumentError, match="whole"):
+        step.load_state_dict(state)
+    momentum = gradc.train_step(lambda p, x: np.sum(p["W"] * x),
+                                SGD(lr=0.1, momentum=0.9, dampening=0.5))
+    q = {"W": np.ones(3)}
+    momentum(q, np.ones(3))
+    momentum(q, np.ones(3))
+    momentum.load_state_dict({"step": 5, "state": {}})
+    momentum(q, 2.0 * np.ones(3))  # the buffer: this gradient (not 0.9 * 0 + 0.5 * it)
+    np.testing.assert_array_equal(momentum.state_dict()["state"]["momentum_buffer"]["W"],
+                                  2.0 * np.ones(3))
+    momentum(q, np.ones(3))  # then 0.9 * 2 + 0.5 * 1
+    np.testing.assert_allclose(momentum.state_dict()["state"]["momentum_buffer"]["W"], 2.3)
+    assert momentum.state_dict()["step"] == 7
     fresh = gradc.train_step(lambda p, x: np.sum(p["W"] * x), Adam(lr=0.1))
     with pytest.raises(gradc.ArgumentError, match="float arrays"):
         fresh.load_state_dict({"step": 3, "state": {"exp_avg": {"W": "abc"},
