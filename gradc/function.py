@@ -246,8 +246,9 @@ class Function:
         if self.mode == "jacobian":  # per output, a block per differentiated leaf
             out_tree, arg_trees, many, n = compiled.out_kind
             blocks = [_result(o, fresh=True) for o in outs[:n * pytree.leaf_count(out_tree)]]
-            return transforms.jacobian_tree(out_tree, arg_trees, many,
-                                            [blocks[i:i + n] for i in range(0, len(blocks), n)])
+            per_output = ([blocks[i:i + n] for i in range(0, len(blocks), n)] if n else
+                          [[] for _ in range(pytree.leaf_count(out_tree))])  # (argnums=())
+            return transforms.jacobian_tree(out_tree, arg_trees, many, per_output)
         out_tree, grad_trees, many, counts, floats = compiled.out_kind
         value = _result(outs[0], fresh=True)
         if floats:  # the gradient of a Python float is a Python float

@@ -227,9 +227,12 @@ def check_input_dtypes(key, names, src):
                 f"{name} is {dtype.name} in {order}-endian byte order ({dtype.str!r}), which gradc "
                 f"does not read; convert it with .astype(np.{dtype.name}) (native byte order)",
                 source=src)
+        convert = (".astype(np.int64) (labels, indices and counts stay integers; "
+                   ".astype(np.float32) for values)" if dtype.kind in "iu" else
+                   ".astype(np.float32)")
         raise SignatureError(
             f"{name} has dtype {dtype.name}, which gradc does not support; convert it with "
-            ".astype(np.float32) (supported: " + ", ".join(d.name for d in SUPPORTED_DTYPES) + ")",
+            f"{convert} (supported: " + ", ".join(d.name for d in SUPPORTED_DTYPES) + ")",
             source=src)
 
 

@@ -190,6 +190,16 @@ def test_max_pool_all_negative_window_with_padding():
     assert got[0, 0, 0, 0] == -1.0
 
 
+def test_max_pool_of_minus_inf_beside_padding_on_plain_arrays_and_traced():
+    """A window whose only pixel is -inf, beside -inf padding: the max is that pixel (-inf),
+    on plain NumPy arrays (the reference's argmax took a padding cell, whose index wrapped to
+    another pixel: 5) as in compiled code, and as PyTorch gives."""
+    x = np.array([[[[-np.inf, 5.0], [1.0, 2.0]]]])
+    want = np.array([[[[-np.inf, 5.0], [1.0, 2.0]]]])
+    np.testing.assert_array_equal(gradc.nn.max_pool2d(x, 2, 2, 1), want)
+    np.testing.assert_array_equal(gradc.jit(lambda x: gradc.nn.max_pool2d(x, 2, 2, 1))(x), want)
+
+
 def test_avg_pool_counts_padding():
     x = np.ones((1, 1, 4, 4))
     got = avg_fwd(x, 3, 1, 1)

@@ -166,6 +166,14 @@ def test_jacobian_against_finite_differences_interpreted():
     np.testing.assert_allclose(pair[1]["s"], 2 * X, rtol=1e-12)
 
 
+def test_jacobian_and_hessian_of_no_arguments_are_empty_as_grads_are():
+    """argnums=(): no derivative, an empty tuple per output (it was a bare ValueError)."""
+    x = np.ones(3)
+    assert gradc.jacobian(lambda x, y: np.sin(x) * y, argnums=())(x, x) == ()
+    assert gradc.hessian(lambda x, y: np.sum(np.sin(x) * y), argnums=())(x, x) == ()
+    assert gradc.jacobian(lambda x: (np.sin(x), {"a": 2 * x}), argnums=())(x) == ((), {"a": ()})
+
+
 def test_jacobian_and_hessian_compiled():
     jac = gradc.jacobian(_vec)
     got = jac(X.astype(np.float32))

@@ -431,12 +431,17 @@ def _pool_argmax_ref(x, kh, kw, sh, sw, ph, pw):
     xp[:, :, ph:ph + h, pw:pw + w] = x
     rows, cols = np.meshgrid(np.arange(h + 2 * ph) - ph, np.arange(w + 2 * pw) - pw, indexing="ij")
     flat = rows * w + cols
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
     out = np.empty((n, c, oh, ow), np.int64)
     for a in range(oh):
         for b in range(ow):
             win = xp[:, :, a * sh:a * sh + kh, b * sw:b * sw + kw].reshape(n, c, kh * kw)
+            real = inside[a * sh:a * sh + kh, b * sw:b * sw + kw].reshape(-1)
             last_nan = kh * kw - 1 - np.isnan(win)[..., ::-1].argmax(-1)
-            pick = np.where(np.isnan(win).any(-1), last_nan, win.argmax(-1))  # first max
+            # the first pixel at the max, never a padding cell (a -inf pixel beside -inf
+            # padding: argmax picked the padding, whose index wrapped to another pixel)
+            first_max = ((win == win.max(-1, keepdims=True)) & real).argmax(-1)
+            pick = np.where(np.isnan(win).any(-1), last_nan, first_max)
             out[:, :, a, b] = flat[a * sh:a * sh + kh, b * sw:b * sw + kw].reshape(-1)[pick]
     return out
 
