@@ -76,8 +76,11 @@ def explain(fun, *args, **kwargs):
         params = args[fun.argnums]
         forward = explain(fun.grad_fn, *args)
         return Report(forward + "\n\n" + explain(fun.update, params, params), forward.memory)
-    if isinstance(fun, Function):  # (a signature it has not compiled is lowered, not kept:
-        # kept, it took one of max_signatures' places, and a real call was refused)
+    if isinstance(fun, Function):
+        if fun.max_signatures is None:  # (kept: the call after runs it)
+            return report(fun.compiled_for(*args, **kwargs), fun)
+        # under a cap, a signature it has not compiled is lowered, not kept: kept, it took one
+        # of max_signatures' places, and a real call after was refused
         compiled = fun.cache.get(Call(fun.traced_args(args), kwargs).key())
         return report(compiled or fun.lower(*args, source=user_source(), **kwargs), fun)
     if not callable(fun):

@@ -124,9 +124,9 @@ def test_explain_keeps_its_options_apart_from_the_functions_keywords():
         raise AssertionError("an unknown mode was accepted")
 
 
-def test_explaining_a_new_signature_keeps_no_compiled_version():
-    """explain of a shape never run lowers it without keeping it: kept, it took one of
-    max_signatures' places and the real call after it was refused."""
+def test_explaining_a_new_signature_takes_no_place_among_max_signatures():
+    """Under max_signatures, explain of a shape never run lowers it without keeping it:
+    kept, it took one of max_signatures' places and the real call after it was refused."""
     def loss(p, x):
         return np.mean(np.tanh(x @ p["W"]) ** 2)
 
