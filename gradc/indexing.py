@@ -96,7 +96,13 @@ def _traced_positions(x, index):
                 if e is not None and not isinstance(e, slice)]
     block = fn.broadcast_shapes(*[np.shape(e) if not isinstance(e, Value) else e.shape
                                   for k, e in enumerate(entries) if k in advanced])
-    adjacent = advanced == list(range(advanced[0], advanced[-1] + 1))
+    # (NumPy's rule on the index as written: an ellipsis between advanced indices separates
+    # them even where it stands for no axis, `x[:, i, ..., j]` on 3 axes; expanded, it left
+    # nothing between them, and the block stayed in place: another shape, silently)
+    written = [k for k, i in enumerate(index)
+               if i is not None and i is not Ellipsis and not isinstance(i, slice)]
+    adjacent = (advanced == list(range(advanced[0], advanced[-1] + 1))
+                and written == list(range(written[0], written[-1] + 1)))
     # the result's axes: (entry, length) of the slices and Nones before the block of the
     # advanced indices' axes (when adjacent), the block, then the others
     basic = [(k, e) for k, e in enumerate(entries) if k not in advanced]

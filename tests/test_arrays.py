@@ -229,6 +229,9 @@ INDEXES = {
     "slice_between": lambda a, i, j: a[i, 1:3, j],
     "none_step_slice": lambda a, i, j: a[None, i, ::-2, j],
     "list_and_ellipsis": lambda a, i, j: a[[2, -3], ..., j],
+    # an ellipsis of no axes still separates them: the block moves to the front
+    "empty_ellipsis_between": lambda a, i, j: a[:, i, ..., j],
+    "int_empty_ellipsis_array": lambda a, i, j: a[:, 1, ..., j],
     "one_array": lambda a, i, j: a[i],
     "list_pair": lambda a, i, j: a[[0, 2], :, [1, 1]],
     "zero_d_array": lambda a, i, j: a[np.array(1), :, j],
