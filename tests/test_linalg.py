@@ -409,3 +409,26 @@ def test_a_numpy_matrix_solved_against_a_traced_right_hand_side():
                                np.linalg.lstsq(a, v)[0], rtol=1e-10)
     grad = gradc.grad(lambda v: np.sum(np.linalg.solve(a, v) ** 2))(v)
     np.testing.assert_allclose(grad, 2 * np.linalg.solve(a.T, np.linalg.solve(a, v)), rtol=1e-10)
+
+
+def test_numpys_answers_at_the_edges_of_lstsq_pinv_det_and_svd():
+    """Found by a fuzzing round: pinv with one rcond per matrix of a batch (each cut its own
+    singular values: the products broadcast across the batch), lstsq with rcond=-1 (machine
+    precision, LAPACK's meaning: it kept a zero singular value, x ~ 1e14), det and slogdet of
+    0x0 matrices (1, as the empty product), and svd of a matrix with no singular value
+    (the identity for a full U or Vh; LAPACK left NaN)."""
+    stack = np.stack([np.diag([4.0, 2.0, 1.0])] * 3)
+    rank2 = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    rhs = np.array([1.0, 2.0, 3.0, 4.0])
+    cases = [(lambda a: np.linalg.pinv(a, rcond=np.array([0.1, 0.3, 0.6])), stack),
+             (lambda a: np.linalg.lstsq(a, rhs, rcond=-1)[0], rank2),
+             (lambda a: np.linalg.lstsq(a, rhs, rcond=-1)[2], rank2),
+             (np.linalg.det, np.zeros((2, 0, 0))),
+             (lambda a: np.linalg.slogdet(a)[1], np.zeros((0, 0))),
+             (lambda a: np.linalg.svd(a)[0], np.zeros((3, 0))),
+             (lambda a: np.linalg.svd(a)[2], np.zeros((2, 0, 4)))]
+    for fun, a in cases:
+        want = fun(a)
+        got = gradc.jit(fun)(a)
+        assert np.shape(got) == np.shape(want)
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)

@@ -75,6 +75,9 @@ def inv(a):
 
 def slogdet(a):
     a = matrix_arg(a, "slogdet", square=True)
+    if a.shape[-1] == 0:  # (the empty product: det 1, as NumPy)
+        one = fn.full(a.graph, a.shape[:-2], 1.0, a.dtype)
+        return _results.SlogdetResult(one, fn.zeros_like(one))
     a2, lead = fold(a)
     packed = fn.reshape(a.graph.apply("slogdet", (a2,)), lead + (2,))
     return _results.SlogdetResult(packed[..., 0], packed[..., 1])
@@ -128,6 +131,14 @@ def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
     m, n = a.shape[-2:]
     r = min(m, n)
     full = bool(full_matrices) and bool(compute_uv) and m != n
+    if r == 0:  # (no singular value: a full U or Vh is the identity, as NumPy's; LAPACK's was NaN)
+        lead = a.shape[:-2]
+        s = fn.full(a.graph, lead + (0,), 0.0, a.dtype)
+        if not compute_uv:
+            return s
+        u, vh = (fn.broadcast_to(fn.as_value(np.eye(k, d, dtype=a.dtype), a), lead + (k, d))
+                 for k, d in ((m, m if full else 0), (n if full else 0, n)))
+        return _results.SVDResult(u, s, vh)
     a2, lead = fold(a)
     u, s, vh = la.svd_parts(a.graph.apply("svd", (a2,), full=full), m, n, full)
     if not compute_uv:
@@ -178,9 +189,15 @@ def pinv(a, rcond=None, hermitian=False, rtol=ABSENT):
         raise ArgumentError("np.linalg.pinv: give rcond or rtol, not both")
     rcond = rtol if rtol is not ABSENT and rtol is not None else (1e-15 if rcond is None else rcond)
     u, s, vh = svd(a, full_matrices=False)
-    cutoff = fn.multiply(fn.max(s, axis=-1, keepdims=True), rcond)
+    cutoff = fn.multiply(fn.max(s, axis=-1, keepdims=True), _per_matrix(rcond, a))
     inv_s = _inverse_singular_values(s, cutoff)
     return fn.matmul(la.mT(vh) * fn.expand_dims(inv_s, -2), la.mT(u))
+
+
+def _per_matrix(v, a):
+    """A tolerance per matrix of a batch (rcond=[...]) along a new last axis, to meet the
+    singular values' (a number stays one: it broadcasts)."""
+    return fn.expand_dims(array_arg(v, a), -1) if np.ndim(v) else v
 
 
 def lstsq(a, b, rcond=None):
@@ -200,6 +217,8 @@ def lstsq(a, b, rcond=None):
     u, s, vh = svd(a, full_matrices=False)
     eps = np.finfo(a.dtype).eps
     rcond = eps * max(m, n) if rcond is None else rcond
+    if np.ndim(rcond) == 0 and rcond < 0:  # (LAPACK's gelsd: machine precision; -1 was
+        rcond = eps  # NumPy's default before 1.14, and code still passes it)
     cutoff = fn.multiply(fn.max(s), rcond)
     inv_s = _inverse_singular_values(s, cutoff)
     x = fn.matmul(la.mT(vh), fn.expand_dims(inv_s, -1) * fn.matmul(la.mT(u), b2))
@@ -270,16 +289,14 @@ def matrix_rank(A, tol=None, hermitian=False, *, rtol=None):
     # (hermitian: NumPy's eigenvalues of the lower triangle, their magnitudes)
     s = fn.unary("abs", eigvalsh(a)) if hermitian else svd(a, compute_uv=False)
 
-    def per_matrix(v):  # (a tolerance per matrix of a batch: along a new last axis)
-        return fn.expand_dims(array_arg(v, a), -1) if np.ndim(v) else v
     if tol is None:
         if rtol is None:
             rtol = max(a.shape[-2:]) * np.finfo(a.dtype).eps
-        tol = fn.max(s, axis=-1, keepdims=True) * per_matrix(rtol)
+        tol = fn.max(s, axis=-1, keepdims=True) * _per_matrix(rtol, a)
     elif rtol is not None:
         raise ArgumentError("`tol` and `rtol` can't be both set.")
     else:
-        tol = per_matrix(tol)
+        tol = _per_matrix(tol, a)
     return fn.sum(fn.astype(fn.compare("greater", s, tol), np.int64), -1)
 
 
