@@ -156,6 +156,18 @@ def vjp(fun, *primals):
     if n == 0:
         raise NonDifferentiableError("gradc.vjp(fun, *primals) needs at least one primal",
                                      source=user_source())
+    from .random import Generator
+    def holds_generator(x):
+        if isinstance(x, dict):
+            x = list(x.values())
+        return isinstance(x, Generator) or (isinstance(x, (list, tuple))
+                                             and any(holds_generator(v) for v in x))
+    if holds_generator(primals):
+        # (refused before the forward runs, which would advance it)
+        raise NonDifferentiableError(
+            "gradc.vjp differentiates every primal, and a gradc.random.Generator is not a "
+            "number: noise drawn in the forward and again in vjp_fn's program would differ. "
+            "Draw the noise first and pass it as an array primal", source=user_source())
     forward = _built(fun, "jit", n, lambda: jit(fun))
     out = forward(*primals)
     primals = _frozen(primals)

@@ -504,3 +504,14 @@ def test_cuda_target_under_the_simulator():
     state = np.array([0, 0])
     assert out["stream1"] == [float(v).hex() for v in uniform_ref(state, (3,), np.float64, 1)]
     assert out["states"] == [[0, 2], [0, 2]]
+
+
+def test_vjp_refuses_a_generator_among_its_primals_before_running():
+    """vjp differentiates every primal: a Generator is refused at once, its counter unmoved
+    (it ran the forward, advanced it, and then refused in vjp_fn with advice about argnums,
+    which vjp has not)."""
+    rng = gradc.random.default_rng(5)
+    before = rng.state.copy()
+    with pytest.raises(gradc.NonDifferentiableError, match="array primal"):
+        gradc.vjp(lambda x, r: x * r.standard_normal(3), np.ones(3), rng)
+    np.testing.assert_array_equal(rng.state, before)
