@@ -234,6 +234,10 @@ def _pool(x, kernel, stride, padding, reduce, pad):
     kh, kw = _pair(kernel)
     sh, sw = (kh, kw) if stride is None else _pair(stride, "stride")
     _check_images(x, "avg_pool2d")
+    ph, pw = _pair(padding, "padding", 0)
+    if ph > kh // 2 or pw > kw // 2:  # (PyTorch's rule, and max_pool2d's: a window of
+        # padding alone would average nothing of the image)
+        raise ShapeError(f"pool padding {(ph, pw)} is more than half the window {(kh, kw)}")
     n, c, h, w = x.shape
     tiles = (sh, sw) == (kh, kw) and _pair(padding, "padding", 0) == (0, 0)
     if tiles and h % kh == 0 and w % kw == 0:

@@ -200,6 +200,14 @@ def test_max_pool_of_minus_inf_beside_padding_on_plain_arrays_and_traced():
     np.testing.assert_array_equal(gradc.jit(lambda x: gradc.nn.max_pool2d(x, 2, 2, 1))(x), want)
 
 
+def test_avg_pool_refuses_padding_over_half_the_window_as_max_pool_does():
+    x = np.ones((1, 1, 4, 4))
+    for pool in (gradc.nn.avg_pool2d, gradc.nn.max_pool2d):
+        with pytest.raises(gradc.ShapeError, match="more than half the window"):
+            gradc.jit(lambda x: pool(x, (2, 1), 1, (1, 1)))(x)
+    np.testing.assert_array_equal(gradc.nn.avg_pool2d(x, (2, 2), 1, (1, 1))[0, 0, 0, 0], 0.25)
+
+
 def test_avg_pool_counts_padding():
     x = np.ones((1, 1, 4, 4))
     got = avg_fwd(x, 3, 1, 1)
