@@ -157,12 +157,7 @@ def vjp(fun, *primals):
         raise NonDifferentiableError("gradc.vjp(fun, *primals) needs at least one primal",
                                      source=user_source())
     from .random import Generator
-    def holds_generator(x):
-        if isinstance(x, dict):
-            x = list(x.values())
-        return isinstance(x, Generator) or (isinstance(x, (list, tuple))
-                                             and any(holds_generator(v) for v in x))
-    if holds_generator(primals):
+    if pytree.leaves_inside(pytree.flatten(primals)[1], Generator):
         # (refused before the forward runs, which would advance it)
         raise NonDifferentiableError(
             "gradc.vjp differentiates every primal, and a gradc.random.Generator is not a "

@@ -415,8 +415,9 @@ def test_numpys_answers_at_the_edges_of_lstsq_pinv_det_and_svd():
     """Found by a fuzzing round: pinv with one rcond per matrix of a batch (each cut its own
     singular values: the products broadcast across the batch), lstsq with rcond=-1 (machine
     precision, LAPACK's meaning: it kept a zero singular value, x ~ 1e14), det and slogdet of
-    0x0 matrices (1, as the empty product), and svd of a matrix with no singular value
-    (the identity for a full U or Vh; LAPACK left NaN)."""
+    0x0 matrices (1, as the empty product), svd of a matrix with no singular value (the
+    identity for a full U or Vh; LAPACK left NaN), and svd/pinv(hermitian=True) from eigh of
+    the lower triangle (the flag was ignored)."""
     stack = np.stack([np.diag([4.0, 2.0, 1.0])] * 3)
     rank2 = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
     rhs = np.array([1.0, 2.0, 3.0, 4.0])
@@ -426,7 +427,12 @@ def test_numpys_answers_at_the_edges_of_lstsq_pinv_det_and_svd():
              (np.linalg.det, np.zeros((2, 0, 0))),
              (lambda a: np.linalg.slogdet(a)[1], np.zeros((0, 0))),
              (lambda a: np.linalg.svd(a)[0], np.zeros((3, 0))),
-             (lambda a: np.linalg.svd(a)[2], np.zeros((2, 0, 4)))]
+             (lambda a: np.linalg.svd(a)[2], np.zeros((2, 0, 4))),
+             # hermitian=True: eigh of the lower triangle, as NumPy (a non-symmetric a shows it)
+             (lambda a: np.linalg.svd(a, hermitian=True)[1], np.array([[2.0, 5.0], [1.0, -3.0]])),
+             (lambda a: np.linalg.svd(a, hermitian=True)[2], np.array([[2.0, 5.0], [1.0, -3.0]])),
+             (lambda a: np.linalg.svd(a, compute_uv=False, hermitian=True), stack - 3.0),
+             (lambda a: np.linalg.pinv(a, hermitian=True), np.array([[2.0, 5.0], [1.0, -3.0]]))]
     for fun, a in cases:
         want = fun(a)
         got = gradc.jit(fun)(a)

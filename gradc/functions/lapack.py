@@ -128,6 +128,8 @@ def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
     nonzero singular values), of the thin U and Vh; not of the extra columns of a full U or
     rows of a full Vh."""
     a = matrix_arg(a, "svd")
+    if hermitian:
+        return _hermitian_svd(a, compute_uv)
     m, n = a.shape[-2:]
     r = min(m, n)
     full = bool(full_matrices) and bool(compute_uv) and m != n
@@ -153,6 +155,19 @@ def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
     if full and n > r:
         vh = fn.concatenate([vh[..., :r, :], la.no_gradient(vh[..., r:, :], reason)], axis=-2)
     return _results.SVDResult(u, s, vh)
+
+
+def _hermitian_svd(a, compute_uv):
+    """svd(hermitian=True) as NumPy computes it: from eigh of a's lower triangle, the
+    eigenvalues' magnitudes in descending order, their signs moved into Vh."""
+    if not compute_uv:
+        return np.sort(fn.unary("abs", eigvalsh(a)), axis=-1)[..., ::-1]
+    w, u = eigh(a)
+    order = np.argsort(fn.unary("abs", w), axis=-1)[..., ::-1]
+    sign = np.take_along_axis(np.copysign(1.0, w), order, axis=-1)
+    s = np.take_along_axis(fn.unary("abs", w), order, axis=-1)
+    u = np.take_along_axis(u, order[..., None, :], axis=-1)
+    return _results.SVDResult(u, s, la.mT(u * sign[..., None, :]))
 
 
 def qr(a, mode="reduced"):
@@ -188,7 +203,7 @@ def pinv(a, rcond=None, hermitian=False, rtol=ABSENT):
     if rcond is not None and rtol is not ABSENT:
         raise ArgumentError("np.linalg.pinv: give rcond or rtol, not both")
     rcond = rtol if rtol is not ABSENT and rtol is not None else (1e-15 if rcond is None else rcond)
-    u, s, vh = svd(a, full_matrices=False)
+    u, s, vh = svd(a, full_matrices=False, hermitian=hermitian)
     cutoff = fn.multiply(fn.max(s, axis=-1, keepdims=True), _per_matrix(rcond, a))
     inv_s = _inverse_singular_values(s, cutoff)
     return fn.matmul(la.mT(vh) * fn.expand_dims(inv_s, -2), la.mT(u))
