@@ -438,3 +438,28 @@ def test_numpys_answers_at_the_edges_of_lstsq_pinv_det_and_svd():
         got = gradc.jit(fun)(a)
         assert np.shape(got) == np.shape(want)
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_empty_matrices_as_numpy_and_without_lapack_complaints(capfd):
+    """Matrices with a zero dimension: NumPy's (empty or zero) answers, and LAPACK is never
+    handed a leading dimension of 0 (it printed "illegal value" lines and returned
+    at once), pinv and lstsq had no largest singular value to scale their cutoff by."""
+    b2 = lambda a: np.ones((a.shape[0], 2))
+    cases = [(np.linalg.inv, [(0, 0), (2, 0, 0)]), (np.linalg.cholesky, [(0, 0), (3, 0, 0)]),
+             (lambda a: np.linalg.solve(a, a), [(0, 0), (2, 0, 0)]),
+             (lambda a: np.linalg.eigh(a)[1], [(0, 0), (2, 0, 0)]),
+             (lambda a: np.linalg.qr(a)[1], [(0, 0), (3, 0), (0, 3)]),
+             (lambda a: np.linalg.svd(a)[1], [(0, 0), (3, 0), (0, 3)]),
+             (np.linalg.pinv, [(0, 0), (3, 0), (0, 3), (2, 3, 0)]),
+             (lambda a: np.linalg.pinv(a, hermitian=True), [(0, 0), (3, 0), (2, 0, 3)]),
+             (lambda a: np.linalg.lstsq(a, b2(a))[0], [(0, 0), (3, 0), (0, 3)]),
+             (lambda a: np.linalg.lstsq(a, b2(a))[1], [(3, 0)]),
+             (lambda a: np.linalg.lstsq(a, b2(a))[2], [(0, 3)])]
+    for fun, shapes in cases:
+        for shape in shapes:
+            a = np.zeros(shape)
+            want, got = fun(a), gradc.jit(fun)(a)
+            assert np.shape(got) == np.shape(want), (fun, shape)
+            np.testing.assert_array_equal(got, want)
+    printed = capfd.readouterr()
+    assert "illegal value" not in printed.out + printed.err

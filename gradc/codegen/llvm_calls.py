@@ -21,29 +21,36 @@ LAPACK_CALLS = {"lapack_alloc": "n", "lapack_free": "n", "dpotrf": "na", "dgesv"
                 "dorgqr": "nnnaaan"}
 
 
-def _lapacke_args(name, args):
-    """LAPACKE's arguments from those of rt.py's helper `name`, as the helper passes them."""
+def _lapacke_args(builder, name, args):
+    """LAPACKE's arguments from those of rt.py's helper `name`, as the helper passes them.
+    A leading dimension is at least 1, as LAPACK requires (an empty matrix's 0 made it print
+    "illegal value" and return at once)."""
     col, lower, vectors = (ir.Constant(I32, c) for c in (102, 76, 86))  # COL_MAJOR, 'L', 'V'
+
+    def ld(n):
+        one = ir.Constant(n.type, 1)
+        return builder.select(builder.icmp_signed(">", n, one), n, one)
+
     if name == "dpotrf":
         n, a = args
-        return [col, lower, n, a, n]
+        return [col, lower, n, a, ld(n)]
     if name == "dgesv":
         n, k, a, pivots, b = args
-        return [col, n, k, a, n, pivots, b, n]
+        return [col, n, k, a, ld(n), pivots, b, ld(n)]
     if name == "dgetrf":
         n, a, pivots = args
-        return [col, n, n, a, n, pivots]
+        return [col, n, n, a, ld(n), pivots]
     if name == "dsyevd":
         n, a, w, work, lwork, iwork, liwork = args
-        return [col, vectors, lower, n, a, n, w, work, lwork, iwork, liwork]
+        return [col, vectors, lower, n, a, ld(n), w, work, lwork, iwork, liwork]
     if name == "dgesdd":
         jobz, m, n, a, s, u, ldu, vt, ldvt, work, lwork, iwork = args
-        return [col, jobz, m, n, a, m, s, u, ldu, vt, ldvt, work, lwork, iwork]
+        return [col, jobz, m, n, a, ld(m), s, u, ld(ldu), vt, ld(ldvt), work, lwork, iwork]
     if name == "dgeqrf":
         m, n, a, tau, work, lwork = args
-        return [col, m, n, a, m, tau, work, lwork]
+        return [col, m, n, a, ld(m), tau, work, lwork]
     m, mc, k, q, tau, work, lwork = args  # dorgqr
-    return [col, m, mc, k, q, m, tau, work, lwork]
+    return [col, m, mc, k, q, ld(m), tau, work, lwork]
 
 
 class LibraryCalls:
@@ -111,7 +118,7 @@ class LibraryCalls:
             symbol, result = "free", ir.VoidType()
         else:
             symbol, result = f"scipy_LAPACKE_{name}_work64_", I64
-            args = _lapacke_args(name, args)
+            args = _lapacke_args(self.builder, name, args)
         fn = self.module.globals.get(symbol) or ir.Function(
             self.module, ir.FunctionType(result, [a.type for a in args]), symbol)
         return self.builder.call(fn, args), "int64"

@@ -203,10 +203,20 @@ def pinv(a, rcond=None, hermitian=False, rtol=ABSENT):
     if rcond is not None and rtol is not ABSENT:
         raise ArgumentError("np.linalg.pinv: give rcond or rtol, not both")
     rcond = rtol if rtol is not ABSENT and rtol is not None else (1e-15 if rcond is None else rcond)
+    if a.size == 0:  # (as NumPy: before the SVD, so hermitian=True takes any empty shape)
+        return fn.zeros_like(la.mT(a))
     u, s, vh = svd(a, full_matrices=False, hermitian=hermitian)
-    cutoff = fn.multiply(fn.max(s, axis=-1, keepdims=True), _per_matrix(rcond, a))
+    cutoff = fn.multiply(_largest(s, keepdims=True), _per_matrix(rcond, a))
     inv_s = _inverse_singular_values(s, cutoff)
     return fn.matmul(la.mT(vh) * fn.expand_dims(inv_s, -2), la.mT(u))
+
+
+def _largest(s, keepdims=False):
+    """The largest singular value (of each matrix), 0 where there are none (an empty matrix:
+    its pseudo-inverse and least squares solution are empty or zeros, as NumPy's)."""
+    if s.shape[-1] == 0:
+        return fn.zeros_like(s[..., :1] if keepdims else fn.sum(s, axis=-1))
+    return fn.max(s, axis=-1, keepdims=keepdims)
 
 
 def _per_matrix(v, a):
@@ -234,7 +244,7 @@ def lstsq(a, b, rcond=None):
     rcond = eps * max(m, n) if rcond is None else rcond
     if np.ndim(rcond) == 0 and rcond < 0:  # (LAPACK's gelsd: machine precision; -1 was
         rcond = eps  # NumPy's default before 1.14, and code still passes it)
-    cutoff = fn.multiply(fn.max(s), rcond)
+    cutoff = fn.multiply(_largest(s), rcond)
     inv_s = _inverse_singular_values(s, cutoff)
     x = fn.matmul(la.mT(vh), fn.expand_dims(inv_s, -1) * fn.matmul(la.mT(u), b2))
     rank = fn.astype(fn.sum(fn.astype(fn.compare("greater", s, cutoff), np.int32)), np.int32)
