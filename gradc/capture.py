@@ -57,7 +57,8 @@ def same(a, b):
     if type(a) is not type(b):
         return False
     if type(a) is np.ndarray:
-        return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
+        return (a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
+                and (a.dtype.kind != "f" or np.array_equal(np.signbit(a), np.signbit(b))))
     if a == b:
         return (not isinstance(a, (float, np.floating)) or a != 0.0
                 or math.copysign(1.0, a) == math.copysign(1.0, b))

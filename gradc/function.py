@@ -255,8 +255,11 @@ class Function:
             outs = [float(o) if i in floats else o for i, o in enumerate(outs)]
         grads, cursor = [], 1
         for tree, n in zip(grad_trees, counts):  # (0-d gradients too are arrays, like params)
-            grads.append(pytree.unflatten(tree, [o.copy() if self.copy and type(o) is not float
-                                                 else o for o in outs[cursor:cursor + n]]))
+            # (a new view of the buffer each call: what the caller does to the array object,
+            # `g.shape = (-1,)` or its flags, does not reach the next call's)
+            grads.append(pytree.unflatten(tree, [o if type(o) is float else
+                                                 o.copy() if self.copy else o.view()
+                                                 for o in outs[cursor:cursor + n]]))
             cursor += n
         grads = tuple(grads) if many else grads[0]
         if self.has_aux:  # out_tree is that of (loss, aux); aux follows the gradients
@@ -337,6 +340,8 @@ def _advance_generators(graph, treedef):
 
 
 def _result(view, fresh):
+    """A result: a copy (fresh), or a new view of gradc's buffer, so that what the caller does
+    to the array object (`g.shape = (-1,)`, its flags) does not reach the next call's."""
     if view.shape == ():
         return view.dtype.type(view[()])
-    return view.copy() if fresh else view
+    return view.copy() if fresh else view.view()

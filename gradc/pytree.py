@@ -59,15 +59,17 @@ def leaf_type(x):
     return np.shape(x), np.asarray(x).dtype
 
 
-def _refuse_subclass(x):
+def subclass_meaning(x, what="an argument", error=SignatureError):
     """An ndarray subclass means more than its data (a masked array's mask, np.matrix's `*`
     as a product), which gradc would drop: its sum of a masked array counted the masked
-    values."""
+    values, and one read from a global was compiled in without its mask. Refused (np.memmap,
+    whose data is all it means, passes)."""
+    if not isinstance(x, np.ndarray) or type(x) is np.ndarray or isinstance(x, (np.memmap, Value)):
+        return
     hint = (" (x.filled(fill) for a masked array's values with the masked ones replaced)"
             if isinstance(x, np.ma.MaskedArray) else "")
-    raise SignatureError(f"an argument is a {type(x).__module__}.{type(x).__name__}, a subclass "
-                         "of np.ndarray whose meaning gradc does not keep: pass np.asarray(x)"
-                         f"{hint}")
+    raise error(f"{what} is a {type(x).__module__}.{type(x).__name__}, a subclass of "
+                f"np.ndarray whose meaning gradc does not keep: pass np.asarray(x){hint}")
 
 
 def flatten(tree):
@@ -87,9 +89,8 @@ def flatten(tree):
 # outputs would land in new, never-touched memory: page faults, 10x a NumPy copy)
 def _walk(x, leaves):
     if type(x) is np.ndarray or is_array_leaf(x):  # (the common case first: it runs per call)
-        if (type(x) is not np.ndarray and isinstance(x, np.ndarray)
-                and not isinstance(x, (np.memmap, Value))):
-            _refuse_subclass(x)
+        if type(x) is not np.ndarray:
+            subclass_meaning(x)
         leaves.append(x)
         return FLOAT if type(x) is TracedFloat else LEAF
     if isinstance(x, dict):

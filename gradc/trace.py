@@ -21,7 +21,8 @@ import warnings
 import numpy as np
 
 from . import frozen, functions, pytree
-from .capture import CONTENT_GUARD_SIZE, content_guards, owner_of, uncaptured
+from .capture import (CONTENT_GUARD_SIZE, content_guards, named_tables, owner_of,
+                      uncaptured)
 from .errors import (ArgumentError, ConstantArrayWarning, GradcError, IndexOutOfRangeError,
                      SignatureError, UnsupportedOpError)
 from .functions._args import ABSENT as _ABSENT
@@ -944,6 +945,7 @@ def _warn_constant_arrays(fun, graph, watch):
             read.append((found[0] if found[1] is a else f"a view of {found[0]}", a))
     if graph.outside is not None:
         _warn_derived_constants(fun, graph, watch, {id(a) for _, a in read})
+        _warn_large_tables(fun, watch)
     if not read:
         return
     names = ", ".join(f"`{name}` {a.dtype.name}{list(a.shape)}" for name, a in read[:4])
@@ -980,6 +982,22 @@ def _warn_derived_constants(fun, graph, watch, named):
                 "gradc reads such arrays on every call where they meet a traced value: compute "
                 "from them inside traced operations, or pass them as arguments"))
             return
+
+
+def _warn_large_tables(fun, watch):
+    """ConstantArrayWarning for the integer and boolean arrays outside the arguments that the
+    code names (index tables, masks: compiled in, since they may decide shapes) too large for
+    their contents to be checked on every call (capture.CONTENT_GUARD_SIZE)."""
+    large = [(name, a) for name, a, _ in named_tables(watch) if a.size > CONTENT_GUARD_SIZE]
+    if not large:
+        return
+    names = ", ".join(f"`{name}` {a.dtype.name}{list(a.shape)}" for name, a in large[:4])
+    warn_at_user_line(ConstantArrayWarning(
+        f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) reads "
+        f"{names} from outside its arguments: integer and boolean arrays are compiled in, and "
+        f"ones of more than {CONTENT_GUARD_SIZE} elements are not checked on every call, so a "
+        "later change to them is not seen. Pass them as arguments (or, for a mask, a float "
+        "array of 0s and 1s, read on every call)"))
 
 
 def warn_at_user_line(warning):

@@ -227,8 +227,10 @@ class TrainStep:
                                    for s in self.optimizer.slots}
                 for dst, src in zip(self._state[slot], leaves):
                     np.copyto(dst, src)
-            for slot in set(self.optimizer.slots) - set(state["state"]):  # (afresh, not with
-                for dst in self._state[slot]:  # what this step held)
+            # (afresh, not with what this step held; a step not yet called makes its state, of
+            # zeros, at its first call)
+            for slot in set(self.optimizer.slots) - set(state["state"]):
+                for dst in self._state[slot] if self._state is not None else ():
                     dst.fill(0)
             if self._on_device is not None:  # target="cuda": upload the loaded state next step
                 self._on_device.forget_owned()
@@ -334,10 +336,17 @@ class TrainStep:
                                                for x in leaves[compiled.param_leaves]):
                     src = user_source()  # the slow path: first call, new signature, or an error
                     call = Call(args, {}, leaves, treedef)
-                    p_leaves = self._check_params(call, src)
-                    check_apart(p_leaves, args, self.argnums, self.loss_fn)
-                    if compiled is None:
-                        compiled = self._compile(key, call, src)
+                    before = (self._param_spec, self._state, self._born)
+                    try:
+                        p_leaves = self._check_params(call, src)
+                        check_apart(p_leaves, args, self.argnums, self.loss_fn)
+                        if compiled is None:
+                            compiled = self._compile(key, call, src)
+                    except BaseException:
+                        # a first call that failed (a parameter of the wrong shape) fixes no
+                        # parameters: the next call is the first
+                        self._param_spec, self._state, self._born = before
+                        raise
                 else:
                     check_apart(leaves[compiled.param_leaves], args, self.argnums, self.loss_fn)
                 try:

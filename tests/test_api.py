@@ -326,6 +326,20 @@ def test_gradients_are_views_overwritten_by_the_next_call():
     assert float(v2) == pytest.approx(ref2[0], rel=1e-10)
 
 
+def test_each_call_returns_new_view_objects_of_the_buffers():
+    """The same memory, but a new array object each call: reshaping one in place
+    (`g.shape = (-1,)`) or making it read-only did reach the next call's result."""
+    params, x, y = make_mlp(seed=8)
+    _, g1 = MLP_VG(params, x, y)
+    shape = g1["W1"].shape
+    g1["W1"].shape = (-1,)
+    g1["b1"].flags.writeable = False
+    _, g2 = MLP_VG(params, x, y)
+    assert g2["W1"] is not g1["W1"] and g2["W1"].shape == shape
+    assert np.shares_memory(g1["W1"], g2["W1"]) and g2["b1"].flags.writeable
+    assert_tree_close(g2, np_mlp(params, x, y)[1])
+
+
 def test_copy_true_returns_fresh_arrays():
     vg = gradc.value_and_grad(mlp_loss, copy=True)
     p1, x, y = make_mlp(seed=8)

@@ -841,3 +841,31 @@ def test_running_statistics_named_in_a_branch_not_taken_trace_again_once(monkeyp
         (loss, _), _ = step(x, W)
         assert loss == pytest.approx(bn.forward(x, W)[0], rel=1e-12)
         bn.running_mean += 1.0
+
+
+def test_subclasses_read_from_outside_are_refused_and_large_masks_named():
+    """A masked array or np.matrix read from a global was compiled in as its data (the mask
+    dropped: (x * M).sum() counted the masked element) and never checked again: refused by
+    name, as such arguments are. A mask of more than CONTENT_GUARD_SIZE elements, compiled in
+    unchecked, is named in a ConstantArrayWarning (float arrays of that size already were)."""
+    x = np.ones(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)  # (np.matrix's own)
+        matrix = np.asmatrix([[1.0, 2.0, 3.0]])
+    for outside in (np.ma.masked_array([1.0, 2.0, 3.0], mask=[False, True, False]), matrix):
+        with pytest.raises(gradc.UnsupportedOpError, match="subclass of np.ndarray"):
+            gradc.jit(lambda x: (x * outside).sum())(x)
+    mask = np.arange(capture.CONTENT_GUARD_SIZE + 1) % 2 == 0
+    with pytest.warns(gradc.ConstantArrayWarning, match=r"`mask` bool\[4097\]"):
+        gradc.jit(lambda x: np.where(mask, x, 0.0).sum())(np.ones(mask.size))
+
+
+def test_a_small_outside_array_changed_to_minus_zero_traces_again():
+    """The content guard of an array compiled in tells -0.0 from 0.0 (np.array_equal does not):
+    1 / A after A[0] = -0.0 is -inf."""
+    table = np.array([0.0, 1.0])
+    f = gradc.jit(lambda x: x * (1.0 / table))  # (1 / table: NumPy alone, compiled in)
+    with np.errstate(divide="ignore"):
+        for value in (0.0, -0.0, 0.0):
+            table[0] = value
+            np.testing.assert_array_equal(f(np.ones(2)), np.ones(2) * (1.0 / table))

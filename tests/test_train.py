@@ -913,3 +913,35 @@ def test_a_loaded_state_is_whole_or_empty_and_strings_are_refused():
     with pytest.raises(gradc.ArgumentError, match="float arrays"):
         fresh.load_state_dict({"step": 3, "state": {"exp_avg": {"W": "abc"},
                                                     "exp_avg_sq": {"W": "abc"}}})
+
+
+def test_an_empty_state_loads_into_a_step_not_yet_called():
+    """An SGD's empty state into a fresh Adam or momentum step: its state starts afresh at its
+    first call, counted from the loaded step (it raised a bare TypeError, half loaded)."""
+    loss = lambda p, x: np.sum((x @ p["W"]) ** 2)  # noqa: E731
+    x = np.ones((4, 3))
+    for opt in (Adam(lr=0.1), SGD(lr=0.1, momentum=0.9)):
+        loaded, fresh = gradc.train_step(loss, opt), gradc.train_step(loss, opt)
+        loaded.load_state_dict({"step": 5, "state": {}})
+        p, q = {"W": np.ones((3, 2))}, {"W": np.ones((3, 2))}
+        loaded(p, x)
+        fresh(q, x)
+        np.testing.assert_array_equal(p["W"], q["W"])  # (Adam's bias correction from step 1)
+        assert loaded.state_dict()["step"] == 6
+
+
+def test_a_first_call_that_fails_fixes_no_parameters():
+    """A first call with a parameter of the wrong shape or an unsupported dtype raises; the
+    next, correct call is then the first (it was refused as unlike the failed one's)."""
+    loss = lambda p, x: np.sum((x @ p["W"] + p["b"]) ** 2)  # noqa: E731
+    x = np.ones((8, 4))
+    step = gradc.train_step(loss, Adam(lr=0.01))
+    with pytest.raises(gradc.ShapeError):
+        step({"W": np.ones((3, 2)), "b": np.zeros(2)}, x)
+    with pytest.raises(gradc.GradcError, match="float16"):
+        step({"W": np.ones((4, 2), np.float16), "b": np.zeros(2, np.float16)}, x)
+    p = {"W": np.ones((4, 2)), "b": np.zeros(2)}
+    assert step(p, x) == 8 * 2 * 16.0
+    assert step.state_dict()["state"]["exp_avg"]["W"].shape == (4, 2)
+    with pytest.raises(gradc.SignatureError, match="first called with"):
+        step({"W": np.ones((4, 3)), "b": np.zeros(3)}, x)  # (now the spec is the good call's)

@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 
 from ..capture import captured
+from .. import pytree
 from ..errors import ShapeError, UnsupportedOpError
 from ..ir import SUPPORTED_DTYPES, Value
 
@@ -117,6 +118,7 @@ def as_value(x, like: Value | None = None, graph=None):
         dt = _scalar_dtype(x, like.dtype if like is not None else None)
         return const(graph, x, dt)
     if isinstance(x, (np.ndarray, np.generic, list, tuple)):
+        pytree.subclass_meaning(x, "an array the traced code reads", UnsupportedOpError)
         arr = np.asarray(x)
         if isinstance(arr, Value):  # a list holding traced values (gradc/literals.py)
             return arr
