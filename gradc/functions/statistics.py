@@ -334,9 +334,14 @@ def _cum(name):
         no_out(out, name)
         x = array_arg(a)
         x = _integer_accumulator(x) if dtype is None else fn.astype(x, dtype)
-        x, axis = _flat_or_axis(x, axis)
+        x, axis = _flat_or_axis(_at_least_1d(x), axis)
         return _cumulative(x, axis, name == "cumprod")
     return impl
+
+
+def _at_least_1d(x):
+    """NumPy's scans take a 0-d array as one of shape (1,), axis 0 or -1 included."""
+    return fn.reshape(x, (1,)) if x.ndim == 0 else x
 
 
 def _cumulative_numpy2(name):
@@ -344,7 +349,7 @@ def _cumulative_numpy2(name):
     omitted only for 1-D input, and whose include_initial prepends the identity."""
     def impl(x, axis=None, dtype=None, out=None, include_initial=False):
         no_out(out, name)
-        x = array_arg(x)
+        x = _at_least_1d(array_arg(x))
         if axis is None and x.ndim != 1:
             raise ValueError(f"np.{name}: axis is required for arrays of more than 1 dimension")
         axis = fn.normalize_axis(0 if axis is None else axis, x.ndim)

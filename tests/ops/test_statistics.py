@@ -535,3 +535,17 @@ def test_long_float32_sums_are_as_close_as_numpys():
     for g, w in zip(got, want):
         assert np.asarray(g).dtype == np.float32
         np.testing.assert_allclose(np.asarray(g, np.float64), w, rtol=2e-6)
+
+
+def test_scans_take_a_0d_array_as_one_element():
+    """np.cumsum and its kin treat a 0-d array as shape (1,), axis 0 or -1 too (refused as
+    out of bounds before), and the gradient flows back to the scalar."""
+    a = np.array(2.0)
+    for scan in (np.cumsum, np.cumprod, np.nancumsum, np.nancumprod, np.cumulative_sum,
+                 np.cumulative_prod):
+        for axis in (0, -1, None):
+            got = gradc.jit(lambda a: scan(a, axis=axis))(a)
+            want = scan(a, axis=axis)
+            assert got.shape == want.shape == (1,) and got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+        assert float(gradc.grad(lambda a: scan(3.0 * a, axis=0).sum())(a)) == 3.0
