@@ -607,25 +607,25 @@ if BLAS == "openblas":
     @njit(**CALLEE_OPTIONS)
     def dpotrf(n, a):
         """The lower Cholesky factor of the column-major a, in place."""
-        return _potrf(_COL_MAJOR, _LOWER, n, _f64_ptr(a.ctypes.data), n)
+        return _potrf(_COL_MAJOR, _LOWER, n, _f64_ptr(a.ctypes.data), max(n, 1))
 
     @njit(**CALLEE_OPTIONS)
     def dgesv(n, k, a, pivots, b):
         """b = a^-1 b (column-major; b n x k), a overwritten by its LU factors."""
-        return _gesv(_COL_MAJOR, n, k, _f64_ptr(a.ctypes.data), n,
-                     _i64_ptr(pivots.ctypes.data), _f64_ptr(b.ctypes.data), n)
+        return _gesv(_COL_MAJOR, n, k, _f64_ptr(a.ctypes.data), max(n, 1),
+                     _i64_ptr(pivots.ctypes.data), _f64_ptr(b.ctypes.data), max(n, 1))
 
     @njit(**CALLEE_OPTIONS)
     def dgetrf(n, a, pivots):
         """a's LU factors in place (column-major), pivots 1-based as LAPACK's."""
-        return _getrf(_COL_MAJOR, n, n, _f64_ptr(a.ctypes.data), n,
+        return _getrf(_COL_MAJOR, n, n, _f64_ptr(a.ctypes.data), max(n, 1),
                       _i64_ptr(pivots.ctypes.data))
 
     @njit(**CALLEE_OPTIONS)
     def dsyevd(n, a, w, work, lwork, iwork, liwork):
         """The eigenvalues (w, ascending) and eigenvectors (a's columns, in place) of the
         symmetric column-major a, from its lower triangle."""
-        return _syevd(_COL_MAJOR, _VECTORS, _LOWER, n, _f64_ptr(a.ctypes.data), n,
+        return _syevd(_COL_MAJOR, _VECTORS, _LOWER, n, _f64_ptr(a.ctypes.data), max(n, 1),
                       _f64_ptr(w.ctypes.data), _f64_ptr(work.ctypes.data), lwork,
                       _i64_ptr(iwork.ctypes.data), liwork)
 
@@ -633,22 +633,23 @@ if BLAS == "openblas":
     def dgesdd(jobz, m, n, a, s, u, ldu, vt, ldvt, work, lwork, iwork):
         """The SVD of the column-major a (m x n, destroyed): s, u and vt column-major; jobz
         'A' (ord 65: full u and vt) or 'S' (83: thin); lwork -1 asks work[0] for its size."""
-        return _gesdd(_COL_MAJOR, np.int32(jobz), m, n, _f64_ptr(a.ctypes.data), m,
-                      _f64_ptr(s.ctypes.data), _f64_ptr(u.ctypes.data), ldu,
-                      _f64_ptr(vt.ctypes.data), ldvt, _f64_ptr(work.ctypes.data), lwork,
+        return _gesdd(_COL_MAJOR, np.int32(jobz), m, n, _f64_ptr(a.ctypes.data), max(m, 1),
+                      _f64_ptr(s.ctypes.data), _f64_ptr(u.ctypes.data), max(ldu, 1),
+                      _f64_ptr(vt.ctypes.data), max(ldvt, 1), _f64_ptr(work.ctypes.data), lwork,
                       _i64_ptr(iwork.ctypes.data))
 
     @njit(**CALLEE_OPTIONS)
     def dgeqrf(m, n, a, tau, work, lwork):
         """The QR factorization of the column-major a, in place (R above the diagonal, the
         Householder reflectors below, their scales in tau)."""
-        return _geqrf(_COL_MAJOR, m, n, _f64_ptr(a.ctypes.data), m, _f64_ptr(tau.ctypes.data),
+        return _geqrf(_COL_MAJOR, m, n, _f64_ptr(a.ctypes.data), max(m, 1),
+                      _f64_ptr(tau.ctypes.data),
                       _f64_ptr(work.ctypes.data), lwork)
 
     @njit(**CALLEE_OPTIONS)
     def dorgqr(m, mc, k, q, tau, work, lwork):
         """Q (m x mc, column-major, in place) from dgeqrf's first k reflectors in q."""
-        return _orgqr(_COL_MAJOR, m, mc, k, _f64_ptr(q.ctypes.data), m,
+        return _orgqr(_COL_MAJOR, m, mc, k, _f64_ptr(q.ctypes.data), max(m, 1),
                       _f64_ptr(tau.ctypes.data), _f64_ptr(work.ctypes.data), lwork)
 
 
