@@ -86,20 +86,30 @@ def _var(name):
     def impl(a, axis=None, dtype=None, out=None, ddof=0, keepdims=ABSENT, *, where=ABSENT,
              mean=ABSENT, correction=ABSENT):
         no_out(out, name)
-        no_where(where, name)
         ddof = _ddof(name, ddof, correction)
-        x = _floating(array_arg(a, mean), dtype)
+        x = _floating(array_arg(a, mean, where), dtype)
         axes = fn.normalize_axes(axis, x.ndim)
+        mask = None if where is ABSENT or where is True else fn.broadcast_to(
+            fn.astype(array_arg(where, x), np.bool_), x.shape)
+        if mask is None:
+            count = float(_count(x, axes))
+        else:  # (the elements in: NumPy's where=)
+            count = fn.sum(fn.astype(mask, x.dtype), axes, True)
+            x = fn.where(mask, x, 0)
         if mean is ABSENT:
-            mu = fn.mean(x, axes, keepdims=True)
+            mu = fn.sum(x, axes, True) / count
         else:  # NumPy 2: the mean given, in the keepdims shape
             mu = fn.astype(array_arg(mean, x), x.dtype)
             if mu.shape != _keepdims_shape(x, axes):
                 raise ShapeError(f"np.{name}(mean=...) needs the shape {_keepdims_shape(x, axes)} "
                                  f"(keepdims=True over the axes), got {mu.shape}")
         d = x - fn.broadcast_to(mu, x.shape)
+        if mask is not None:
+            d = fn.where(mask, d, 0)
+            count = count if _keep(keepdims) else fn.reshape(count, fn.sum(d, axes).shape)
         # as NumPy: count - ddof <= 0 divides by zero (inf, or NaN for 0 / 0)
-        var = fn.divide(fn.sum(d * d, axes, _keep(keepdims)), float(max(_count(x, axes) - ddof, 0)))
+        var = fn.divide(fn.sum(d * d, axes, _keep(keepdims)), fn.elementwise("maximum", count - ddof, 0.0)
+                        if mask is not None else max(count - ddof, 0.0))
         return _safe_sqrt(var) if name == "std" else var  # (a constant slice: gradient 0)
     return impl
 
@@ -365,9 +375,10 @@ def _cumulative_numpy2(name):
 
 def _prod(a, axis=None, dtype=None, out=None, keepdims=ABSENT, initial=ABSENT, where=ABSENT):
     no_out(out, "prod")
-    no_where(where, "prod")
-    x = array_arg(a)
+    x = array_arg(a, where)
     x = _integer_accumulator(x) if dtype is None else fn.astype(x, dtype)
+    if where is not ABSENT and where is not True:  # (the elements out count as 1)
+        x = fn.where(fn.broadcast_to(fn.astype(array_arg(where, x), np.bool_), x.shape), x, 1)
     axes = fn.normalize_axes(axis, x.ndim)
     if not axes:
         y = x
@@ -597,10 +608,12 @@ def _static_q(q, name, scale):
     return q
 
 
-def _result_dtype(name, a, *q):
-    """NumPy's result dtype (q weakly typed when a Python number), from NumPy on one element."""
+def _result_dtype(name, a, *q, method="linear"):
+    """NumPy's result dtype (q weakly typed when a Python number; the method's: a discrete one
+    keeps an integer dtype), from NumPy on one element."""
+    options = {} if method == "linear" else {"method": method}
     try:
-        return getattr(np, name)(np.zeros(1, array_arg(a).dtype), *q).dtype
+        return getattr(np, name)(np.zeros(1, array_arg(a).dtype), *q, **options).dtype
     except TypeError as e:
         raise ArgumentError(f"np.{name}: {e}") from None
 
@@ -625,27 +638,74 @@ def _quantiles(a, q, axis, keepdims, name, scale, method="linear", weights=None,
     no_out(out, name)
     if weights is not None:
         raise UnsupportedOpError(f"np.{name}(weights=...) is not supported")
-    if method != "linear":
-        raise UnsupportedOpError(f"np.{name}(method={method!r}) is not supported; gradc computes "
-                                 "method='linear' (the default)")
+    if method not in _QUANTILE_METHODS:
+        raise ArgumentError(f"np.{name}: method={method!r} is not one of NumPy's: "
+                            + ", ".join(_QUANTILE_METHODS))
     qs = _static_q(q, name, scale)
-    x, axes, ordered, nan = _lanes(a, axis, _result_dtype(name, a, q))
-    n = ordered.shape[-1]
-    flat_q = qs.reshape(-1)
-    pos = flat_q * (n - 1)
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, n - 1)
-    t = pos - lo
-    below, above = fn.take(ordered, lo, axis=-1), fn.take(ordered, hi, axis=-1)
-    # NumPy's lerp: from the nearer end, so t = 0 and t = 1 give the values exactly
-    diff = above - below
-    tw = fn.as_value(t.astype(x.dtype), x)
-    y = fn.where(fn.as_value(t >= 0.5, x), above - diff * (1 - tw), below + diff * tw)
-    y = fn.where(fn.broadcast_to(nan, y.shape), np.nan, y)
+    x, axes, ordered, nan = _lanes(a, axis, _result_dtype(name, a, q, method=method))
+    lo, hi, t = _QUANTILE_METHODS[method](ordered.shape[-1], qs.reshape(-1))
+    below = fn.take(ordered, lo, axis=-1)
+    if t is None:  # (a discrete method: an element itself)
+        y = below
+    else:  # NumPy's lerp: from the nearer end, so t = 0 and t = 1 give the values exactly
+        above = fn.take(ordered, hi, axis=-1)
+        diff = above - below
+        tw = fn.as_value(t.astype(x.dtype), x)
+        y = fn.where(fn.as_value(t >= 0.5, x), above - diff * (1 - tw), below + diff * tw)
+    if y.dtype.kind == "f":
+        y = fn.where(fn.broadcast_to(nan, y.shape), np.nan, y)
     y = fn.moveaxis(y, -1, 0)  # (the quantiles first, as NumPy)
     shape = (_keepdims_shape(x, axes) if keepdims else
              tuple(d for i, d in enumerate(x.shape) if i not in axes))
     return fn.reshape(y, qs.shape + shape)
+
+
+def _positions(n, q, alpha, beta):
+    """(lo, hi, t) of the continuous methods (Hyndman and Fan's, as NumPy computes them): the
+    virtual index n q + alpha + q (1 - alpha - beta) - 1 between the elements lo and hi,
+    clipped to the ends."""
+    index = n * q + (alpha + q * (1 - alpha - beta)) - 1
+    return _between(index, n)
+
+
+def _between(index, n, t_of=None):
+    lo = np.floor(index)
+    t = index - lo if t_of is None else t_of(index - lo, index)
+    lo = lo.astype(np.int64)
+    hi = lo + 1
+    low, high = index < 0, index >= n - 1  # (NumPy's bounds: the end element, whole)
+    lo, hi = np.where(low, 0, np.where(high, n - 1, lo)), np.where(low, 0, np.where(high, n - 1, hi))
+    return lo, hi, np.where(low | high, 0.0, t)
+
+
+def _discrete(index, n, previous_when):
+    """(index, None, None): the element before the virtual index where previous_when(gamma,
+    index), else the one after (NumPy's inverted_cdf and closest_observation)."""
+    lo = np.floor(index)
+    at = np.where(previous_when(index - lo, index), lo, lo + 1).astype(np.int64)
+    return np.clip(at, 0, n - 1), None, None
+
+
+# NumPy's 13 methods of np.quantile / np.percentile: (lo, hi, t) per q for n sorted elements
+# (t None: the element lo itself)
+_QUANTILE_METHODS = {
+    "inverted_cdf": lambda n, q: _discrete(n * q - 1, n, lambda g, i: g == 0),
+    "averaged_inverted_cdf": lambda n, q: _between(n * q - 1, n,
+                                                   lambda g, i: np.where(g == 0, 0.5, 1.0)),
+    "closest_observation": lambda n, q: _discrete(
+        n * q - 1.5, n, lambda g, i: (g == 0) & (np.floor(i) % 2 == 1)),
+    "interpolated_inverted_cdf": lambda n, q: _positions(n, q, 0, 1),
+    "hazen": lambda n, q: _positions(n, q, 0.5, 0.5),
+    "weibull": lambda n, q: _positions(n, q, 0, 0),
+    "linear": lambda n, q: _between((n - 1) * q, n),
+    "median_unbiased": lambda n, q: _positions(n, q, 1 / 3, 1 / 3),
+    "normal_unbiased": lambda n, q: _positions(n, q, 3 / 8, 3 / 8),
+    "lower": lambda n, q: (np.floor((n - 1) * q).astype(np.int64), None, None),
+    "higher": lambda n, q: (np.ceil((n - 1) * q).astype(np.int64), None, None),
+    "midpoint": lambda n, q: _between((np.floor((n - 1) * q) + np.ceil((n - 1) * q)) / 2, n,
+                                      lambda g, i: np.where(i % 1 == 0, 0.0, 0.5)),
+    "nearest": lambda n, q: (np.around((n - 1) * q).astype(np.int64), None, None),
+}
 
 
 def _quantile(a, q, axis=None, out=None, overwrite_input=False, method="linear", keepdims=False,
