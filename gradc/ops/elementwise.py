@@ -124,12 +124,26 @@ def _power_scalar(m, dt, a, b):
     """a ** b; for integers, a negative exponent (known only when the kernel runs: one that
     tracing sees is refused, as NumPy refuses it) gives the machine's answer on both targets,
     1 / a**|b| truncated: 1 for a base of 1, +-1 for -1, else 0 (Numba's CUDA raised inside
-    the kernel, and INT64_MIN overflowed its negation on the CPU)."""
+    the kernel, and INT64_MIN overflowed its negation on the CPU). An exponent above 2**16
+    is taken 16 bits at a time: Numba's integer ** goes through a float pow above that (a
+    wrapped 2 ** 70000 came out INT64_MIN; NumPy's, by squaring, wraps to 0)."""
     if np.dtype(dt).kind not in "iu":
         return f"{a} ** {b}"
     one, zero = lit(1, dt), lit(0, dt)
-    return (f"({a} ** {b} if {b} >= {zero} else ({one} if {a} == {one} else (({one} if "
+    return (f"(({a} ** {b} if {b} <= {lit(1 << 16, dt)} else {_power_by_16_bits(a, b, dt)}) "
+            f"if {b} >= {zero} else ({one} if {a} == {one} else (({one} if "
             f"{b} % {lit(2, dt)} == {zero} else -{one}) if {a} == -{one} else {zero})))")
+
+
+def _power_by_16_bits(a, b, dt):
+    """a ** b for 0 <= b < 2**bits: the product of (a ** 2**(16 k)) ** (the k-th 16 bits of
+    b), each a power Numba takes by squaring (wrapping as NumPy's does)."""
+    bits = np.dtype(dt).itemsize * 8
+    mask, terms, base = lit(0xFFFF, dt), [], f"({a})"
+    for k in range(0, bits, 16):
+        terms.append(f"{base} ** (({b} >> {lit(k, dt)}) & {mask})")
+        base = f"({base} ** {lit(1 << 16, dt)})"  # (parenthesized: ** binds to the right)
+    return "(" + " * ".join(terms) + ")"
 
 
 elementwise("power", np.power, _power_scalar, vjp=_power_vjp, ufuncs=(np.power,))

@@ -103,6 +103,20 @@ def test_integer_exponents_of_every_width():
     np.testing.assert_allclose(g, k32 * x ** (k32 - 1.0), rtol=1e-12)
 
 
+def test_integer_powers_wrap_as_numpy_at_any_exponent():
+    """An integer power wraps as NumPy's (by squaring), whatever the exponent: above 2**16
+    Numba's ** went through a float pow (2 ** 70000 was INT64_MIN; NumPy's is 0), so gradc
+    takes the exponent 16 bits at a time; a constant exponent and an array of them alike."""
+    for dtype in (np.int64, np.int32):
+        a = np.array([2**30, 3, -3, 7, 1, -1, 0, 2, np.iinfo(dtype).min], dtype)
+        exponents = np.array([0, 3, 65536, 65537, 70000, 2**31 - 1] + (
+            [2**40 + 12345, 2**63 - 1] if dtype == np.int64 else []), dtype)
+        got = gradc.jit(lambda a, k: (a[:, None] ** k, a ** 70000))(a, exponents)
+        for g, want in zip(got, (a[:, None] ** exponents, a ** 70000)):
+            assert g.dtype == want.dtype
+            np.testing.assert_array_equal(g, want)
+
+
 def _divmods(x, i):
     return np.divmod(x, 0.7), divmod(i, -3), divmod(3.5, x), divmod(x, x * 0.3), np.divmod(i, 4)
 
