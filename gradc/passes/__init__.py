@@ -6,8 +6,8 @@ from ..ir import release
 from .cse import cse
 from .dce import dce
 from .lower import lower_composites
-from .products import (accumulate_products, fold_sgd_steps, share_transposes,
-                       transpose_small_lhs)
+from .products import (accumulate_products, fold_sgd_steps, long_dots_as_sums,
+                       share_transposes, transpose_small_lhs)
 from .simplify import simplify
 from .slices import merge_slice_sums
 
@@ -18,9 +18,11 @@ BEFORE_AUTODIFF = (simplify, cse, dce)
 # become one accumulation; a matrix many products read transposed is transposed once (after
 # simplify, which would fold the transpose back into the products' flags), and small products
 # with B transposed read A transposed where this machine's BLAS runs them faster so; a plain
-# SGD step on a weight is folded into its gradient's product (one gemm into the weight).
-AFTER_AUTODIFF = (simplify, lower_composites, simplify, accumulate_products, merge_slice_sums,
-                  share_transposes, transpose_small_lhs, fold_sgd_steps, cse, dce)
+# SGD step on a weight is folded into its gradient's product (one gemm into the weight). Long
+# float32 dot and matrix-vector products become sums first (sgemm sums them in float32).
+AFTER_AUTODIFF = (simplify, lower_composites, simplify, long_dots_as_sums, accumulate_products,
+                  merge_slice_sums, share_transposes, transpose_small_lhs, fold_sgd_steps, cse,
+                  dce)
 
 
 def run_passes(graph, passes, log=None, consume=False):

@@ -195,8 +195,9 @@ def run_checked(graph, passes, make, label):
 def test_pass_order_is_pinned():
     assert [p.__name__ for p in BEFORE_AUTODIFF] == ["simplify", "cse", "dce"]
     assert [p.__name__ for p in AFTER_AUTODIFF] == [
-        "simplify", "lower_composites", "simplify", "accumulate_products", "merge_slice_sums",
-        "share_transposes", "transpose_small_lhs", "fold_sgd_steps", "cse", "dce"]
+        "simplify", "lower_composites", "simplify", "long_dots_as_sums", "accumulate_products",
+        "merge_slice_sums", "share_transposes", "transpose_small_lhs", "fold_sgd_steps", "cse",
+        "dce"]
 
 
 @pytest.mark.parametrize("name,fn,make,argnums", GRAPHS, ids=GRAPH_IDS)
@@ -992,3 +993,25 @@ def test_fold_sgd_steps_is_one_scaled_product_on_the_cpu_target():
         graph = run_passes(forward_graph(read_after, lambda s: make(s)[:1] + make(s)[2:]),
                            AFTER_AUTODIFF)
     assert not [n for n in graph.nodes if n.op == "addmm"]
+
+
+def test_long_float32_dots_become_sums_and_keep_their_values():
+    """long_dots_as_sums: float32 products with one output row or column over 4096 terms or
+    more (every flag combination) become multiply + sum, which evaluate as before; shorter
+    ones, float64 ones and full matrix products stay products."""
+    from gradc.passes.products import long_dots_as_sums
+
+    def products(a, w, b, s, d):
+        return (np.sum(a @ w) + np.sum(w.T @ a.T) + np.sum(a @ b.T) + np.sum(s @ w[:64])
+                + np.sum(d @ d.T) + np.sum(w.T @ w))
+
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal(shape).astype(np.float32)
+            for shape in ((1, 4096), (4096, 3), (3, 4096), (1, 64))] + [
+        rng.standard_normal((1, 4096))]
+    graph = run_passes(forward_graph(products, lambda seed: args), BEFORE_AUTODIFF)
+    new = long_dots_as_sums(graph)
+    kept = [n.output.shape for n in new.nodes if n.op == "matmul"]
+    assert sorted(kept) == [(1, 1), (1, 3), (3, 3)]  # (the short, the float64, the full one)
+    (want,), (got,) = evaluate(graph, args), evaluate(new, args)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
