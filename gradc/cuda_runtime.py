@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import SignatureError
 from .pytree import is_device_array
+from .trace import user_source
 from .executable import Compiled, reporting_index_errors
 
 
@@ -68,6 +70,12 @@ class CudaCompiled(Compiled):
                 if x.dtype != dtype or tuple(x.shape) != tuple(shape):
                     raise TypeError(f"device array input {i} is {x.dtype}{tuple(x.shape)}, "
                                     f"compiled for {np.dtype(dtype)}{tuple(shape)}")
+                if not _contiguous(x):
+                    raise SignatureError(
+                        f"device array input {i} ({x.dtype}{tuple(x.shape)}) is a strided view "
+                        "with gaps (x[::2]): gradc's CUDA kernels read contiguous memory; "
+                        "pass a contiguous copy (cupy.ascontiguousarray, or to_device of the "
+                        "host array)", source=user_source())
                 driver.upload(i, _numba_array(x, driver.cuda))
             else:
                 driver.upload(i, np.ascontiguousarray(x, dtype=dtype))
@@ -95,6 +103,22 @@ class CudaCompiled(Compiled):
         """The host copies of the owned inputs changed (load_state_dict, or another signature
         ran): upload them again on the next call."""
         self.owned_on_device = False
+
+
+def _contiguous(x):
+    """Whether a device array's memory is its elements in C or Fortran order, without gaps
+    (Numba's own flags, or its __cuda_array_interface__ strides: None is C order)."""
+    if hasattr(x, "is_c_contiguous"):  # (Numba's device arrays, the simulator's too)
+        return x.is_c_contiguous() or x.is_f_contiguous()
+    interface = x.__cuda_array_interface__
+    strides, shape = interface.get("strides"), tuple(interface["shape"])
+    if strides is None or 0 in shape:
+        return True
+    itemsize = np.dtype(interface["typestr"]).itemsize
+    c_order = [itemsize * int(np.prod(shape[i + 1:], dtype=np.int64)) for i in range(len(shape))]
+    f_order = [itemsize * int(np.prod(shape[:i], dtype=np.int64)) for i in range(len(shape))]
+    used = [i for i, n in enumerate(shape) if n > 1]  # (a stride of a length-1 axis is moot)
+    return any(all(strides[i] == want[i] for i in used) for want in (c_order, f_order))
 
 
 def _numba_array(x, cuda):

@@ -256,7 +256,10 @@ class CudaProgram:
                                    Buf(self._base_offset(base), base.dtype, max(base.size, 1)))
             array_of[id(access)] = arrays[base.id][0]
         # group the reductions by the loop dims they reduce over (none: a reduction of size-1
-        # axes only, a copy); each group is one kernel, the first also does the plain stores
+        # axes only, a copy); each group is one kernel, the last also does the plain stores:
+        # the groups before it read the inputs first (a train step's update written in place
+        # over a parameter that an aux reduction over other axes reads: that reduction read
+        # the updated parameter when the first group stored)
         groups = {}
         for r in nest.reductions:
             groups.setdefault(r.reduced, []).append(r)
@@ -264,7 +267,7 @@ class CudaProgram:
         shape = "x".join(str(d) for d in kernel.shape) or "scalar"
         parts = list(groups.items()) or [((), [])]
         for k, (red, reductions) in enumerate(parts):
-            stores = nest.plain_stores if k == 0 else []
+            stores = nest.plain_stores if k == len(parts) - 1 else []
             letter = "abcdefghijklmnopqrstuvwxyz"[k] if len(parts) > 1 else ""
             name = f"k{kernel.index}{letter}_{title}"
             w = _LoopWriter(nest, array_of)

@@ -256,7 +256,7 @@ def _overwritable(fusion, last_read):
                 shared[out.id] = c[0].id
             continue
         # (CUDA runs a kernel with reductions over different axes as one launch per set of
-        # axes, each loading the inputs again, and the first one stores: none is written over)
+        # axes, each loading the inputs again, and the last one stores: none is written over)
         if k.kind != "loop" or len({n.attr["axes"] for n in k.nodes if n.opdef.kind == REDUCE}) > 1:
             continue
         local = {node.output.id for node in k.nodes}

@@ -180,4 +180,32 @@ def _():
     return 0.0
 
 
+@check("aux_reductions_read_the_parameters_before_the_update")
+def _():
+    """A train step's aux reduced over other axes than the loss's, in the kernel that writes
+    the update over the parameter: CUDA ran it after that store (aux of the updated W)."""
+    def with_aux(p):
+        return np.sum(p["W"] ** 2), {"cols": p["W"].sum(axis=0), "rows": p["W"].max(axis=1)}
+    w0 = np.arange(24.0).reshape(4, 6) / 10
+    errs = []
+    for params in ({"W": w0.copy()}, {"W": cuda.to_device(w0)}):
+        step = gradc.train_step(with_aux, gradc.optim.SGD(0.1), has_aux=True, target="cuda")
+        _, aux = step(params)
+        errs += [close(aux["cols"], w0.sum(axis=0), 1e-12), close(aux["rows"], w0.max(axis=1), 1e-12)]
+        close(np.asarray(params["W"].copy_to_host() if hasattr(params["W"], "copy_to_host")
+                         else params["W"]), 0.8 * w0, 1e-12)
+    return max(errs)
+
+
+@check("a_strided_device_array_is_refused_by_name")
+def _():
+    strided = cuda.to_device(np.arange(20.0))[::2]
+    try:
+        gradc.jit(lambda x: x * 2.0, target="cuda")(strided)
+    except gradc.SignatureError as e:
+        assert "contiguous" in str(e), str(e)
+        return 0.0
+    raise AssertionError("no SignatureError")
+
+
 json.dump(RESULTS, sys.stdout)
