@@ -30,20 +30,24 @@ allreduce the device region in place instead: not done.
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import threading
 import time
 import traceback
+import weakref
 
 import numpy as np
 
 from . import pytree
 from .api import value_and_grad
 from .capture import CaptureChanged
-from .errors import CompileError, GradcError, NonFiniteError, SignatureError
+from .errors import (ArgumentError, CompileError, GradcError, NonFiniteError, SignatureError,
+                     UnsupportedOpError)
 from .passes.memory import ALIGN
 from .signature import Call, signature_key
-from .train import check_apart, check_argnums, check_updatable, update_step
+from .train import (check_apart, check_argnums, check_no_python_numbers, check_updatable,
+                    update_step)
 from .trace import user_source
 
 __all__ = ["train_step", "DataParallelStep", "shard", "abort_on_error", "world",
@@ -163,6 +167,10 @@ class DataParallelStep:
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.loss_fn, self.optimizer, self.argnums = loss_fn, optimizer, argnums
         self.check_finite, self.timeout, self.root = check_finite, timeout, root
+        self.clip_norm = clip_norm
+        if not (isinstance(root, (int, np.integer)) and 0 <= root < self.size):
+            raise ArgumentError(f"root {root!r} is not a rank of this communicator's "
+                                f"{self.size} ranks", source=user_source())
         self.__name__ = getattr(loss_fn, "__name__", "loss")
         self.grad_fn = value_and_grad(loss_fn, argnums=argnums, target=target)
         # the update alone, with the summed gradients scaled to their mean inside its kernels
@@ -171,7 +179,11 @@ class DataParallelStep:
         self.lock = threading.Lock()
         self.allreduce_s = 0.0  # time spent in the allreduce, summed over steps
         self._region_spec = None  # (dtype, nbytes, offsets of the gradients) agreed at step 1
-        self._views = {}  # id(compiled) -> (region, gradient tree of views into it)
+        # compiled program -> (region, gradient tree of views into it); weakly keyed: a program
+        # replaced when an outside value changed is freed, and its id() taken by a new one
+        # (keyed by id, the new program's step read the old one's freed gradients)
+        self._views = weakref.WeakKeyDictionary()
+        self._params_spec = None  # (tree, shapes) of the first step's parameters
         self._failed = None  # a zero region with the failure flag, joined by a failed rank
 
     # --- what train_step exposes -----------------------------------------------------------
@@ -226,10 +238,19 @@ class DataParallelStep:
     def _forward_backward(self, args):
         """The local loss and gradients, in the output region; raises what would make this
         rank's update fail (checked here, before the allreduce, so every rank hears of it)."""
-        p_leaves = pytree.flatten(args[self.argnums])[0]
+        p_leaves, p_tree = pytree.flatten(args[self.argnums])
         for x in p_leaves:
             if not (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.flags.writeable):
                 self._check_params(args, user_source())
+        if (p_tree, [x.shape for x in p_leaves]) != self._params_spec:
+            # (checked before the allreduce, so every rank raises: a reshaped or renamed
+            # parameter keeps the region's bytes, and the other ranks would have updated)
+            tree, shapes = self._params_spec
+            raise SignatureError(
+                f"this rank's parameters are {pytree.describe(p_tree)} of shapes "
+                f"{[x.shape for x in p_leaves]}, but the first step's were "
+                f"{pytree.describe(tree)} of shapes {shapes}: every step takes the same "
+                "parameters", source=user_source())
         check_apart(p_leaves, args, self.argnums, self.loss_fn)  # (the update would refuse them)
         leaves, treedef = pytree.flatten((args, {}))
         key = signature_key(leaves, treedef)
@@ -241,9 +262,9 @@ class DataParallelStep:
         except CaptureChanged as e:  # an array read from outside the arguments changed
             compiled = self.grad_fn.compiled_once(key, Call(self.grad_fn.traced_args(args), {}),
                                                    stale=compiled, why=str(e))
-        views = self._views.get(id(compiled))
+        views = self._views.get(compiled)
         if views is None:
-            views = self._views[id(compiled)] = self._layout(compiled, args, user_source())[:2]
+            views = self._views[compiled] = self._layout(compiled, args, user_source())[:2]
         with compiled.lock:
             compiled.run(leaves)
         return views
@@ -330,7 +351,8 @@ class DataParallelStep:
         return {"params": pytree.describe(tree),
                 "shapes": [tuple(np.shape(x)) for x in leaves],
                 "dtypes": [np.asarray(x).dtype.name for x in leaves],
-                "optimizer": repr(self.optimizer)}
+                "optimizer": re.sub(r" at 0x[0-9a-fA-F]+", "", repr(self.optimizer)),
+                "options": f"clip_norm={self.clip_norm!r}, check_finite={self.check_finite!r}"}
 
     def _first_step(self, args):
         src = user_source()
@@ -356,14 +378,26 @@ class DataParallelStep:
                     f"rank {r}: {s}" for r, (_, s, _) in enumerate(infos)) + ")", source=src)
         for leaf in pytree.flatten(args[self.argnums])[0]:
             self.comm.Bcast(leaf, root=self.root)  # every rank starts from rank 0's parameters
-        self._views[id(compiled)] = region, grads
+        self._views[compiled] = region, grads
+        self._params_spec = _params_spec(args[self.argnums])
         self._failed = np.zeros(spec[1] // np.dtype(spec[0]).itemsize, spec[0])
         self._region_spec = spec
 
     def _check_params(self, args, src):
-        p_leaves = pytree.flatten(args[self.argnums])[0]
+        p_leaves, p_tree = pytree.flatten(args[self.argnums])
+        check_no_python_numbers(p_tree, "params", src)
         check_updatable(p_leaves, src)
         check_apart(p_leaves, args, self.argnums, self.loss_fn)
+
+
+NO_AUX = ("a data-parallel train_step does not take has_aux=True yet: return the loss alone, "
+          "and compute the metrics with gradc.jit on one rank")
+
+
+def _params_spec(params):
+    """(tree, shapes) of the parameters: what every step must give."""
+    leaves, tree = pytree.flatten(params)
+    return tree, [np.shape(x) for x in leaves]
 
 
 def _mismatch(signatures):
@@ -371,7 +405,8 @@ def _mismatch(signatures):
         if sig is None:
             return "no usable parameters"
         return (f"parameters {sig['params']} of shapes {sig['shapes']} "
-                f"({', '.join(sorted(set(sig['dtypes'])))}), {sig['optimizer']}")
+                f"({', '.join(sorted(set(sig['dtypes'])))}), {sig['optimizer']}, "
+                f"{sig['options']}")
 
     lines = [f"rank 0 has {summary(signatures[0])}"]
     lines += [f"rank {r} has {summary(s)}" for r, s in enumerate(signatures)
@@ -381,7 +416,7 @@ def _mismatch(signatures):
 
 
 def train_step(loss_fn=None, optimizer=None, *, argnums=0, comm=None, check_finite=False,
-               clip_norm=None, target="cpu", timeout=None, root=0):
+               clip_norm=None, target="cpu", timeout=None, root=0, has_aux=False):
     """A data-parallel `gradc.train_step`: run it on every rank (`mpiexec -n N`) with that
     rank's batch; `loss = step(params, *batch)` updates `params` in place with the gradient
     averaged over the ranks and returns the ranks' mean loss. `comm` defaults to
@@ -389,6 +424,8 @@ def train_step(loss_fn=None, optimizer=None, *, argnums=0, comm=None, check_fini
     others do not join a step's allreduce in time. Other options as for `gradc.train_step`."""
     if optimizer is None:
         raise TypeError("train_step needs an optimizer, e.g. gradc.optim.SGD(lr=0.1)")
+    if has_aux:
+        raise UnsupportedOpError(NO_AUX, source=user_source())
     options = dict(argnums=argnums, comm=comm, check_finite=check_finite, clip_norm=clip_norm,
                    target=target, timeout=timeout, root=root)
     if loss_fn is None:

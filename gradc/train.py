@@ -602,9 +602,8 @@ def train_step(loss_fn=None, optimizer=None, *, argnums=0, check_finite=False, c
     if optimizer is None:
         raise TypeError("train_step needs an optimizer, e.g. gradc.optim.Adam(lr=1e-3)")
     if distributed and has_aux:
-        raise UnsupportedOpError("train_step(distributed=True) does not take has_aux=True yet: "
-                                 "return the loss alone, and compute the metrics with "
-                                 "gradc.jit on one rank", source=user_source())
+        from .distributed import NO_AUX
+        raise UnsupportedOpError(NO_AUX, source=user_source())
     if distributed:  # data parallel over MPI; mpi4py is imported only here
         from .distributed import train_step as data_parallel
         make = lambda f: data_parallel(f, optimizer, argnums=argnums, comm=comm,  # noqa: E731

@@ -170,6 +170,26 @@ def test_a_failing_rank_makes_every_rank_raise_and_nothing_is_updated(checks):
 
 
 @needs_mpi
+def test_what_a_fuzzing_round_found(checks):
+    """A parameter reshaped on rank 1 alone (the same bytes) made rank 0 update with gradients
+    summed across different parameters: now every rank raises, nothing updated; an optimizer
+    option given as a function (mask=lambda) was a ModelMismatchError (its repr's address); a
+    Python float parameter crashed the process; a program traced again and freed left its
+    gradient views under its id, which a new program could take (stale gradients)."""
+    rank0, rank1, single = checks[0]["found"]
+    assert rank1["reshaped"]["raised"] == "SignatureError", rank1
+    assert "first step's were" in rank1["reshaped"]["message"], rank1
+    assert rank0["reshaped"]["raised"] == "RankFailedError", rank0
+    for r in (rank0, rank1):
+        assert r["reshaped"]["unchanged"] and r["reshaped"]["step_count"] == 1, r
+        assert r["function_option"] == {"raised": None}, r
+        assert r["python_float"]["raised"] == "SignatureError", r
+        assert "Python float" in r["python_float"]["message"], r
+    assert single["changing_global"]["max_abs_diff"] < 1e-6, single
+    assert single["changing_global"]["views_kept"] <= 9, single  # (weakly kept: freed ones go)
+
+
+@needs_mpi
 def test_an_exception_outside_the_step_aborts_every_rank(checks):
     results, rc, stdout, stderr, seconds = checks
     assert results["outside"] == {"started": True}  # rank 0 never returned from its step

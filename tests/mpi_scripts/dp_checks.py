@@ -167,6 +167,58 @@ if rank == 0:
     results["failing_step"] = got
 save()
 
+# --- 3b. what a fuzzing round found ----------------------------------------------------------
+found = {}
+# rank 1's W1 reshaped after the first step (the region keeps its bytes): every rank raises
+params = init(seed=0)
+step = dist.train_step(loss, gradc.optim.SGD(lr=0.1))
+step(params, x_mine, y_mine)
+before = flat(params).copy()
+if rank == 1:
+    params["W1"] = params["W1"].reshape(HIDDEN, N_IN).copy()
+try:
+    step(params, x_mine, y_mine)
+    found["reshaped"] = {"raised": None}
+except gradc.GradcError as e:
+    found["reshaped"] = {"raised": type(e).__name__, "message": str(e)}
+found["reshaped"]["unchanged"] = bool(np.array_equal(np.sort(before), np.sort(flat(params))))
+found["reshaped"]["step_count"] = step.step_count
+# an optimizer option given as a function (its repr holds an address that differs by process)
+params = init(seed=0)
+masked = dist.train_step(loss, gradc.optim.AdamW(lr=0.01, mask=lambda p: {
+    k: k.startswith("W") for k in p}))
+try:
+    masked(params, x_mine, y_mine)
+    found["function_option"] = {"raised": None}
+except gradc.GradcError as e:
+    found["function_option"] = {"raised": type(e).__name__, "message": str(e)[:300]}
+# a Python float among the parameters: named (it crashed the process)
+try:
+    dist.train_step(lambda p, x, y: loss(p, x, y) * p["s"], gradc.optim.SGD(lr=0.1))(
+        {**init(seed=0), "s": 1.0}, x_mine, y_mine)
+    found["python_float"] = {"raised": None}
+except gradc.GradcError as e:
+    found["python_float"] = {"raised": type(e).__name__, "message": str(e)}
+got = comm.gather(found)
+if rank == 0:
+    # a global the loss reads that changes at every step: each step traces again, the old
+    # programs are freed, and their gradient views (kept by id, whose numbers a new program
+    # could take) went with them: the same parameters as gradc.train_step
+    from mpi4py import MPI
+    SCALE = [1.0]
+    scaled = lambda p, x, y: loss(p, x, y) * SCALE[0]  # noqa: E731
+    p1, p2 = init(0), init(0)
+    s1 = dist.train_step(scaled, gradc.optim.SGD(lr=0.1), comm=MPI.COMM_SELF)
+    s2 = gradc.train_step(scaled, gradc.optim.SGD(lr=0.1))
+    for i in range(12):
+        SCALE[0] = 1.0 + 0.1 * i
+        s1(p1, X, Y)
+        s2(p2, X, Y)
+    got.append({"changing_global": {"max_abs_diff": float(np.max(np.abs(flat(p1) - flat(p2)))),
+                                    "views_kept": len(s1._views)}})
+    results["found"] = got
+save()
+
 # --- 4. an exception outside the step -------------------------------------------------------
 results["outside"] = {"started": True}
 save()
