@@ -106,7 +106,8 @@ def shard(data, rank=None, size=None, comm=None):
         comm = comm if comm is not None else world()
         rank = comm.Get_rank() if rank is None else rank
         size = comm.Get_size() if size is None else size
-    if not (isinstance(size, (int, np.integer)) and size >= 1 and 0 <= rank < size):
+    if not (isinstance(size, (int, np.integer)) and size >= 1
+            and isinstance(rank, (int, np.integer)) and 0 <= rank < size):
         raise ValueError(f"shard: rank {rank} of size {size} is not a rank")
     many = isinstance(data, (tuple, list))
     arrays = list(data) if many else [data]
@@ -118,7 +119,9 @@ def shard(data, rank=None, size=None, comm=None):
     if m == 0:
         raise ValueError(f"shard: {n} rows cannot give each of {size} ranks at least one")
     parts = [a[rank * m:(rank + 1) * m] for a in arrays]
-    return type(data)(parts) if many else parts[0]
+    if not many:
+        return parts[0]
+    return type(data)(*parts) if hasattr(data, "_fields") else type(data)(parts)  # (namedtuple)
 
 
 # --- failures outside the step -------------------------------------------------------------

@@ -7,6 +7,7 @@ it saw to a JSON file; the tests below read it. The ranks share the session's GR
 when mpi4py or mpiexec is missing (`pip install -e ".[mpi]"` installs both).
 """
 import importlib.util
+import collections
 import json
 import os
 import shutil
@@ -92,6 +93,9 @@ def test_shard_gives_every_rank_an_equal_contiguous_block():
     assert isinstance(parts[0], tuple)
     assert isinstance(shard([x, y], rank=0, size=2), list)
     assert np.array_equal(shard(y, rank=1, size=2), np.arange(5, 10))
+    Batch = collections.namedtuple("Batch", "x y")
+    half = shard(Batch(x, y), rank=1, size=2)
+    assert type(half) is Batch and np.array_equal(half.y, np.arange(5, 10))
 
 
 def test_shard_rejects_what_cannot_be_split():
@@ -101,6 +105,8 @@ def test_shard_rejects_what_cannot_be_split():
         shard(np.zeros(2), rank=0, size=3)
     with pytest.raises(ValueError, match="not a rank"):
         shard(np.zeros(4), rank=2, size=2)
+    with pytest.raises(ValueError, match="not a rank"):
+        shard(np.zeros(4), rank=0.5, size=2)
 
 
 def test_errors_are_gradc_errors():
