@@ -6,8 +6,8 @@ it saw to a JSON file; the tests below read it. The ranks share the session's GR
 (tests/conftest.py), run with one BLAS and one Numba thread each, and are skipped, saying why,
 when mpi4py or mpiexec is missing (`pip install -e ".[mpi]"` installs both).
 """
-import importlib.util
 import collections
+import importlib.util
 import json
 import os
 import shutil
