@@ -29,8 +29,9 @@ NUMPY_NAME = {"cholesky": "np.linalg.cholesky", "trsolve": "scipy.linalg.solve_t
 
 
 def _no_cuda(prog, node, out, ins):
-    raise CompileError(f"{NUMPY_NAME[node.op]} has no CUDA kernel; use target='cpu'",
-                       source=node.source)
+    raise CompileError(f"{NUMPY_NAME[node.op]} has no CUDA kernel; use target='cpu' (gradc "
+                       "computes np.linalg.inv, det, lstsq, pinv and norm(ord=2) with the routines "
+                       "of np.linalg.solve, slogdet and svd)", source=node.source)
 
 
 # ---------------------------------------------------------------------------------------------
