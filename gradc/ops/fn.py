@@ -113,6 +113,10 @@ def as_value(x, like: Value | None = None, graph=None):
     """Turn a Python number or NumPy array into a constant value in the graph of `like`."""
     if isinstance(x, Value):
         return x
+    if pytree.is_device_array(x):  # (a traced function reads outside arrays from the host)
+        raise UnsupportedOpError(
+            f"a device array ({type(x).__name__}) read from outside the function's arguments: "
+            "gradc reads such arrays on every call from host memory; pass it as an argument")
     graph = graph if graph is not None else like.graph
     if isinstance(x, (numbers.Number, np.bool_)) and not isinstance(x, np.generic):
         dt = _scalar_dtype(x, like.dtype if like is not None else None)
@@ -146,8 +150,8 @@ def _operands(*xs):
         raise TypeError("expected at least one traced value")
     # Arrays (and lists, read as NumPy reads them) keep their dtype; Python scalars and weak
     # values take the dtype of the arrays beside them (NumPy 2's weak typing).
-    xs = [as_value(x, like) if isinstance(x, (np.ndarray, np.generic, list, tuple)) else x
-          for x in xs]
+    xs = [as_value(x, like) if isinstance(x, (np.ndarray, np.generic, list, tuple))
+          or pytree.is_device_array(x) else x for x in xs]
     strong = [x.dtype for x in xs if isinstance(x, Value) and not is_weak(x)]
     base = np.result_type(*strong) if strong else like.dtype
     out = []

@@ -208,4 +208,15 @@ def _():
     raise AssertionError("no SignatureError")
 
 
+@check("a_device_array_read_from_outside_is_refused_by_name")
+def _():
+    outside = cuda.to_device(np.arange(3.0))
+    try:
+        gradc.jit(lambda a: a * outside, target="cuda")(np.eye(3))
+    except gradc.UnsupportedOpError as e:
+        assert "pass it as an argument" in str(e), str(e)
+        return 0.0
+    raise AssertionError("no UnsupportedOpError")
+
+
 json.dump(RESULTS, sys.stdout)
