@@ -43,8 +43,8 @@ def _option(optimizer, name, value):
     (a number stands for every leaf below it), or a function params -> such a pytree."""
     if isinstance(value, numbers.Real):
         value = float(value)  # (np.float32 too: `scalars` tells a number by its type)
-        if name == "weight_decay" and not 0.0 <= value < math.inf:  # (NaN too, as PyTorch)
-            raise ArgumentError(f"{optimizer}(weight_decay={value!r}): it must be a number >= 0",
+        if name != "mask" and not 0.0 <= value < math.inf:  # (NaN too, as PyTorch)
+            raise ArgumentError(f"{optimizer}({name}={value!r}): it must be a number >= 0",
                                 source=user_source())
         return value
     if value is None or callable(value) or isinstance(value, (dict, list, tuple)):
@@ -75,6 +75,10 @@ def per_leaf(option, params, optimizer, name, default):
 
     def walk(o, p, path):
         if isinstance(o, (numbers.Real, np.bool_)) or (isinstance(o, np.ndarray) and o.ndim == 0):
+            if name != "mask" and not 0.0 <= float(o) < math.inf:  # (NaN too, as PyTorch)
+                raise ArgumentError(f"{optimizer}({name}=...): at {path or 'the root'} it is "
+                                    f"{float(o)!r}; it must be a number >= 0",
+                                    source=user_source())
             out.extend([float(o)] * len(pytree.flatten(p)[0]))
         elif isinstance(p, dict) and isinstance(o, dict) and set(o) == set(p):
             for k in p:  # (pytree.flatten's order)

@@ -204,9 +204,12 @@ class TrainStep:
                 return {"step": self.step_count, "state": {}}
             self._pull_device_state()
             tree = self._param_spec[0]
-            return {"step": self.step_count,
-                    "state": {slot: pytree.unflatten(tree, [a.copy() for a in arrays])
-                              for slot, arrays in self._state.items()}}
+            state = {"step": self.step_count,
+                     "state": {slot: pytree.unflatten(tree, [a.copy() for a in arrays])
+                               for slot, arrays in self._state.items()}}
+            if self._born:  # (a state begun after step 0: Adam's bias correction counts from it)
+                state["start"] = self._born
+            return state
 
     def load_state_dict(self, state):
         """Restore what `state_dict` returned (the step must have been called once, or the
@@ -217,7 +220,8 @@ class TrainStep:
             self.step_count = int(state["step"])
             # a state with no slots (an SGD without momentum's, into one with): the optimizer's
             # state starts afresh at the next step, as PyTorch's missing buffers do
-            self._born = self.step_count if set(self.optimizer.slots) - set(state["state"]) else 0
+            self._born = (self.step_count if set(self.optimizer.slots) - set(state["state"])
+                          else int(state.get("start", 0)))
             for slot, tree_value in state["state"].items():
                 leaves, tree = pytree.flatten(tree_value)
                 if self._state is None:
@@ -255,16 +259,21 @@ class TrainStep:
         """A state_dict of this optimizer, shaped like this step's parameters (when known):
         anything else raises, before any of it is loaded."""
         src = user_source()
-        if not (isinstance(state, dict) and set(state) == {"step", "state"}
-                and isinstance(state["state"], dict)
-                and isinstance(state["step"], (int, np.integer)) and state["step"] >= 0):
+        start = state.get("start", 0) if isinstance(state, dict) else None
+        if not (isinstance(state, dict) and {"step", "state"} <= set(state)
+                <= {"step", "state", "start"} and isinstance(state["state"], dict)
+                and isinstance(state["step"], (int, np.integer)) and state["step"] >= 0
+                and isinstance(start, (int, np.integer)) and 0 <= start <= state["step"]):
             raise ArgumentError("load_state_dict takes what state_dict() returned: a dict "
                                 "{'step': int, 'state': {slot: arrays shaped like the "
-                                f"parameters}}}}, got {_brief(state)}", source=src)
+                                "parameters}} (and 'start', the step count when that state "
+                                f"began, if not 0), got {_brief(state)}", source=src)
         name = type(self.optimizer).__name__
         # (all of them, or none: an optimizer's state starts afresh; a part of it would not,
         # Adam's exp_avg loaded beside an exp_avg_sq of zeros moved by ~lr / eps)
-        if state["state"] and set(state["state"]) != set(self.optimizer.slots):
+        # (or the slots this step holds: a momentum buffer kept while momentum is off)
+        held = set(self._state) if self._state is not None else set(self.optimizer.slots)
+        if state["state"] and set(state["state"]) not in (set(self.optimizer.slots), held):
             raise ArgumentError(f"this state holds {sorted(state['state'])}, but {name} keeps "
                                 f"{sorted(self.optimizer.slots) or 'no state'}: load the state "
                                 "of the same optimizer, whole", source=src)

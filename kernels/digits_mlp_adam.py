@@ -1344,6 +1344,7 @@ class TrainStep(Compiled):
         if lr is not None:
             self.hyper.lr = lr
         self.step_count = 0
+        self.start = 0  # the step count when the optimizer's state began (its steps count from it)
         n = _leaves_before(ARGNUMS)
         params = INPUTS[n:n + leaf_count(ARGS_TREE[1][ARGNUMS])]
         self.state = {slot: [np.zeros(shape, dtype) for _, shape, dtype in params] for slot in SLOTS}
@@ -1377,7 +1378,7 @@ class TrainStep(Compiled):
                              "in the loss) to tie them, or pass a copy")
         with self.lock:
             step = self.step_count + 1
-            for name, value in self.hyper.scalars(step).items():
+            for name, value in self.hyper.scalars(step - self.start).items():
                 self.scalars[name][()] = value
             self._run(arrays, [a for slot in SLOTS for a in self.state[slot]]
                       + [self.scalars[name] for name in SCALAR_NAMES])
@@ -1393,19 +1394,26 @@ class TrainStep(Compiled):
         as after a whole step (it waits for a step running in another thread)."""
         with self.lock:
             self._read_owned()
-            return {"step": self.step_count,
-                    "state": {slot: [a.copy() for a in arrays]
-                              for slot, arrays in self.state.items()}}
+            state = {"step": self.step_count,
+                     "state": {slot: [a.copy() for a in arrays]
+                               for slot, arrays in self.state.items()}}
+            if self.start:
+                state["start"] = self.start
+            return state
 
     def load_state_dict(self, state):
         """Restore what `state_dict` returned, or gradc.train_step's (each slot shaped like the
         parameters): checked whole before any of it is loaded."""
         step = state.get("step") if isinstance(state, dict) else None
+        start = state.get("start", 0) if isinstance(state, dict) else None
         if not (isinstance(state, dict) and isinstance(state.get("state"), dict)
+                and set(state) <= {"step", "state", "start"}
                 and isinstance(step, (int, np.integer)) and not isinstance(step, bool)
-                and step >= 0):
+                and step >= 0 and isinstance(start, (int, np.integer))
+                and not isinstance(start, bool) and 0 <= start <= step):
             raise TypeError("load_state_dict takes what state_dict() returned: "
-                            "{'step': an int >= 0, 'state': {slot: arrays}}")
+                            "{'step': an int >= 0, 'state': {slot: arrays}} (and 'start', "
+                            "the step count when that state began, if not 0)")
         if set(state["state"]) != set(self.state):
             raise ValueError(f"the state holds {sorted(state['state'])}; this step's optimizer "
                              f"keeps {sorted(SLOTS)}: load the state of the same optimizer, "
@@ -1430,7 +1438,7 @@ class TrainStep(Compiled):
                                      f"{dst.dtype}{list(dst.shape)}")
             loaded[slot] = arrays
         with self.lock:
-            self.step_count = int(state["step"])
+            self.step_count, self.start = int(state["step"]), int(start)
             for slot, arrays in loaded.items():
                 for dst, src in zip(self.state[slot], arrays):
                     np.copyto(dst, src)

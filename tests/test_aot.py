@@ -383,6 +383,20 @@ def test_train_module_matches_gradc_train_step_for_50_steps(tmp_path):
         with pytest.raises(error, match=words):  # (gradc.train_step refuses each alike)
             step.load_state_dict(bad)
     assert step.step_count == 50
+    # a state begun at step 40 (its Adam counts from there) into both: the same steps
+    begun = dict(step.state_dict(), start=40)
+    step.load_state_dict(begun)
+    ref.load_state_dict(begun)
+    for i in range(3):
+        idx = rng.choice(len(x), 32, replace=False)
+        assert step(p_aot, x[idx], y[idx]) == ref(p_ref, x[idx], y[idx]), i
+    assert step.state_dict()["start"] == ref.state_dict()["start"] == 40
+    for k in p_ref:
+        assert same_bits(p_aot[k], p_ref[k]), k
+    with pytest.raises(TypeError, match="start"):
+        step.load_state_dict(dict(begun, start=60))
+    step.load_state_dict(good)
+    assert step.step_count == 50 and "start" not in step.state_dict()
 
     with pytest.raises(ValueError, match="x must be float32"):
         step(p_aot, x[:31], y[:31])

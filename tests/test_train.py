@@ -945,3 +945,57 @@ def test_a_first_call_that_fails_fixes_no_parameters():
     assert step.state_dict()["state"]["exp_avg"]["W"].shape == (4, 2)
     with pytest.raises(gradc.SignatureError, match="first called with"):
         step({"W": np.ones((4, 3)), "b": np.zeros(3)}, x)  # (now the spec is the good call's)
+
+
+def test_a_state_begun_after_step_0_resumes_exactly():
+    """Adam's state begun afresh at step 100 (an SGD checkpoint loaded) counts its bias
+    correction from there; state_dict keeps where it began ('start'), so a step restored from
+    it takes the same steps (it counted from 0: steps ~2x too small)."""
+    loss = lambda p, x: np.sum((x @ p["W"] - 1.0) ** 2)  # noqa: E731
+    x = np.random.default_rng(0).standard_normal((6, 3))
+    run = gradc.train_step(loss, Adam(lr=0.05))
+    p = {"W": np.ones((3, 2))}
+    run.load_state_dict({"step": 100, "state": {}})
+    for _ in range(5):
+        run(p, x)
+    saved, at_save = run.state_dict(), {k: v.copy() for k, v in p.items()}
+    assert saved["start"] == 100 and saved["step"] == 105
+    resumed = gradc.train_step(loss, Adam(lr=0.05))
+    resumed.load_state_dict(saved)
+    for _ in range(5):
+        run(p, x)
+        resumed(at_save, x)
+    np.testing.assert_array_equal(at_save["W"], p["W"])
+    with pytest.raises(gradc.ArgumentError, match="start"):
+        resumed.load_state_dict({**saved, "start": 106})
+
+
+def test_per_parameter_options_are_checked_as_numbers_are():
+    """weight_decay and lr_mult inside a pytree (or lr_mult as a number): NaN, inf or negative
+    values are refused as weight_decay=nan is (they trained on: NaN parameters, ascent)."""
+    p, g = {"W": np.ones(2)}, {"W": np.ones(2)}
+    for make in (lambda: AdamW(lr=0.1, weight_decay={"W": float("nan")}),
+                 lambda: AdamW(lr=0.1, weight_decay={"W": -0.5}),
+                 lambda: SGD(lr=0.1, lr_mult={"W": float("inf")}),
+                 lambda: SGD(lr=0.1, lr_mult=-1.0)):
+        with pytest.raises(gradc.ArgumentError, match="must be a number >= 0"):
+            gradc.train.update_step(make())(p, g)
+    np.testing.assert_array_equal(p["W"], np.ones(2))
+
+
+def test_a_step_reloads_its_own_state_with_momentum_switched_off():
+    """The momentum buffer a step keeps while momentum is off is in its state_dict, and the
+    step takes that state back (it was refused: SGD without momentum keeps no state)."""
+    opt = SGD(lr=0.1, momentum=0.9)
+    step = gradc.train.update_step(opt)
+    p, g = {"W": np.ones(3)}, {"W": np.full(3, 0.5)}
+    step(p, g)
+    opt.momentum = 0.0
+    step(p, g)
+    saved = step.state_dict()
+    assert list(saved["state"]) == ["momentum_buffer"]
+    step.load_state_dict(saved)
+    opt.momentum = 0.9
+    q = {"W": p["W"].copy()}
+    step(p, g)
+    np.testing.assert_allclose(p["W"], q["W"] - 0.1 * (0.9 * 0.5 + 0.5))
