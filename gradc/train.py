@@ -446,7 +446,10 @@ class TrainStep:
                 f"{pytree.describe(self._param_spec[0])} ({arrays(self._param_spec)}); now "
                 f"{pytree.describe(tree)} ({arrays(spec)}). Its optimizer state is shaped like "
                 "the first; make a new train_step for other parameters (or load a state of "
-                "their dtypes)", source=src)
+                "their dtypes)" + (
+                    ". A `gradc compile` module's state holds flat lists: load it into a step "
+                    "called once, which knows its parameters' structure"
+                    if self._spec_origin.startswith("given") else ""), source=src)
         return leaves
 
     def _scalar_inputs(self, graph, param_dtypes):
