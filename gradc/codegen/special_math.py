@@ -218,7 +218,8 @@ def digamma(x):
 
 def polygamma(n, x):
     """psi^(n)(x), n >= 1: the recurrence psi^(n)(x) = psi^(n)(x + 1) + (-1)^(n+1) n! / x^(n+1)
-    up to x >= 12 + 2n (negative x too: no reflection), then the asymptotic series
+    up to x >= 12 + 2n (negative x too, for n >= 2: a time that grows with -x; n = 1 reflects),
+    then the asymptotic series
     (-1)^(n+1) [(n-1)!/x^n + n!/(2 x^(n+1)) + sum B_2k (2k+n-1)! / ((2k)! x^(2k+n))]."""
     if x != x or x == -math.inf:
         return math.nan
@@ -226,6 +227,11 @@ def polygamma(n, x):
         return 0.0
     if x <= 0.0 and x == math.floor(x):  # a pole: (-1)^(n+1) inf, as SciPy
         return math.inf if n % 2 == 1 else -math.inf
+    reflected = 0.0  # psi'(x) = pi^2 / sin^2(pi x) - psi'(1 - x) for x < 0: the recurrence
+    if n == 1 and x < 0.0:  # below steps up one at a time (digamma's gradient at -1e9: 28 s)
+        r = x - math.floor(x + 0.5)  # (sin(pi r) = +-sin(pi x), r exact)
+        reflected = (PI / math.sin(PI * r)) ** 2  # (> 0: no recursion, which CUDA lacks)
+        x = 1.0 - x
     fact = 1.0  # (n-1)!
     for k in range(1, n):
         fact *= k
@@ -242,6 +248,8 @@ def polygamma(n, x):
         ratio *= (2.0 * k + n) * (2.0 * k + n + 1) / ((2.0 * k + 1) * (2.0 * k + 2))
         zk *= z
     value = fact * n * near + (fact + fact * n * 0.5 / x + series) / xn
+    if reflected > 0.0:
+        return reflected - value
     return value if n % 2 == 1 else -value
 
 

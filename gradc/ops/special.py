@@ -50,7 +50,25 @@ def _polygamma(n, x):
 
 special("erf", lambda n, g: [g * TWO_OVER_SQRT_PI * np.exp(-_x(n) * _x(n))])
 special("erfc", lambda n, g: [-g * TWO_OVER_SQRT_PI * np.exp(-_x(n) * _x(n))])
-special("erfcx", lambda n, g: [g * (2 * _x(n) * _y(n) - TWO_OVER_SQRT_PI)])
+def _erfcx_vjp(node, g):
+    """erfcx'(x) = 2 x erfcx(x) - 2/sqrt(pi), in float64, and from its asymptotic series
+    -2/sqrt(pi) (z - 3 z^2 + 15 z^3 - ...), z = 1/(2 x^2), above x = 25, where the two terms
+    cancel (at x = 1e8 the difference had the wrong sign; float32 lost 1e-4 at x = 30)."""
+    x, y = _x(node), _y(node)
+    if x.dtype != np.float64:
+        x = fn.astype(x, np.float64)
+        y = fn.unary("erfcx", x)
+    far = x > 25.0
+    x_far = fn.where(far, x, 25.0)
+    z = 0.5 / (x_far * x_far)
+    series = 0.0
+    for c in (2027025.0, 135135.0, 10395.0, 945.0, 105.0, 15.0, 3.0, 1.0):  # (Horner, inside out)
+        series = c - z * series
+    slope = fn.where(far, -TWO_OVER_SQRT_PI * z * series, 2 * x * y - TWO_OVER_SQRT_PI)
+    return [g * fn.astype(slope, g.dtype)]
+
+
+special("erfcx", _erfcx_vjp)
 special("erfinv", lambda n, g: [g * (math.sqrt(math.pi) / 2) * np.exp(_y(n) * _y(n))])
 special("ndtr", lambda n, g: [g * np.exp(-0.5 * _x(n) * _x(n)) / SQRT_2PI])
 special("ndtri", lambda n, g: [g * SQRT_2PI * np.exp(0.5 * _y(n) * _y(n))])
@@ -73,17 +91,21 @@ def _x_times(log):
     return scalar
 
 
-def _x_times_vjp(log, dlog):
+def _x_times_vjp(log, dlog, pole):
     """The gradients JAX gives xlogy: log(y) for x (at x = 0 too), x * log'(y) for y, taken as 0
-    where x == 0 (so that y = 0 there gives 0, not 0/0)."""
+    where x == 0 and log'(y) is not finite (y at the pole, or NaN: 0, not 0 * inf). Only there:
+    where x == 0 alone, the y-gradient's own x-derivative, log'(y), was lost (the Hessian of
+    xlogy at x = 0 had 0 for 1/y, so gamma.logpdf's at a = 1, poisson.logpmf's at k = 0)."""
     def vjp(node, g):
         x, y = node.inputs
-        return [g * getattr(np, log)(y), fn.where(x == 0, 0, g * x * dlog(fn.where(x == 0, 1, y)))]
+        singular = (x == 0) & ((y == pole) | (y != y))
+        return [g * getattr(np, log)(y),
+                fn.where(singular, 0, g * x * dlog(fn.where(singular, pole + 1, y)))]
     return vjp
 
 
 elementwise("xlogy", _scipy("xlogy"), _x_times("log"),
-            vjp=_x_times_vjp("log", lambda y: 1 / y), scipy_ufuncs=("xlogy",), float_only=True)
+            vjp=_x_times_vjp("log", lambda y: 1 / y, 0), scipy_ufuncs=("xlogy",), float_only=True)
 elementwise("xlog1py", _scipy("xlog1py"), _x_times("log1p"),
-            vjp=_x_times_vjp("log1p", lambda y: 1 / (1 + y)), scipy_ufuncs=("xlog1py",),
+            vjp=_x_times_vjp("log1p", lambda y: 1 / (1 + y), -1), scipy_ufuncs=("xlog1py",),
             float_only=True)

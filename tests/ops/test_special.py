@@ -282,3 +282,30 @@ def test_importing_gradc_does_not_import_scipy_special():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
+
+
+def test_what_a_fuzzing_round_found_in_the_special_functions():
+    """xlogy's and xlog1py's Hessians at x = 0 (the y-gradient's x-derivative, 1/y, was lost:
+    gamma.logpdf's at a = 1, poisson.logpmf's at k = 0, not even symmetric); erfcx's gradient
+    for large x (2 x erfcx(x) - 2/sqrt(pi) cancelled: the wrong sign at 1e8, float32 off at
+    30); trigamma at large negative x (digamma's gradient: a recurrence of -x steps, 28 s)."""
+    import scipy.stats  # noqa: F401  (gradc.scipy.stats mirrors it)
+    hessian = gradc.hessian(lambda v: sp.xlogy(v[0], v[1]) + sp.xlog1py(v[0], v[1]))
+    h = hessian(np.array([0.0, 0.7]))
+    want = 1 / 0.7 + 1 / 1.7
+    np.testing.assert_allclose(h, [[0.0, want], [want, h[1, 1]]], rtol=1e-12)
+    assert h[1, 1] == 0.0
+    x = np.array([30.0, 1e3, 1e5, 1e8, 1e20])
+    z = 0.5 / x**2  # (the asymptotic series, to z^8: exact to rounding from x = 25)
+    exact = -2 / np.sqrt(np.pi) * sum((-1) ** (k + 1) * math.prod(range(1, 2 * k, 2)) * z**k
+                                      for k in range(1, 9))
+    np.testing.assert_allclose(gradc.grad(lambda x: sp.erfcx(x).sum())(x), exact, rtol=1e-8)
+    x32 = x[:3].astype(np.float32)
+    np.testing.assert_allclose(gradc.grad(lambda x: sp.erfcx(x).sum())(x32),
+                               exact[:3].astype(np.float32), rtol=1e-6)
+    from gradc.scipy import special as gs
+    x = np.array([-1e9 - 0.5, -123456.7, -2.7, -0.3, -1e-8, 3.3])
+    np.testing.assert_allclose(gradc.jit(lambda x: gs.polygamma(1, x))(x), sp.polygamma(1, x),
+                               rtol=1e-14)
+    np.testing.assert_allclose(gradc.grad(lambda x: sp.digamma(x).sum())(x),
+                               sp.polygamma(1, x), rtol=1e-14)
