@@ -214,6 +214,10 @@ MAX_KERNEL_READS = 64
 # (np.concatenate of 200 small pieces, x[i] * c each, fused into one kernel of 200 stores: its
 # value_and_grad compiled in 13 s, 100 pieces in 3 s)
 MAX_HORIZONTAL_NODES = 64
+# ...and no loop kernel grows past this many nodes: LLVM's time on one kernel grew as its
+# statements squared (h = h * c + w unrolled 3000 times, one kernel each way: 45 s of LLVM,
+# 13x JAX's compile; 5000 times: 234 s); the benchmarks' largest kernel has 28
+MAX_KERNEL_NODES = 256
 # Comparisons decide on exact bits: a max's gradient compares x with max(x), equal only for the
 # very x the max reduced. Recomputed in another kernel, x may differ in its last bit (other
 # fast-math contractions; libmvec in one kernel's vector loop, libm in another's remainder) and
@@ -291,6 +295,8 @@ class _Fuser:
             return False, "compares a value this kernel recomputes (its bits may differ)"
         if k.index in self.recopying:
             return False, "the kernel recomputes a value for a late read (see remat.py)"
+        if len(k.nodes) >= MAX_KERNEL_NODES:
+            return False, f"the kernel has {MAX_KERNEL_NODES} nodes already"
         if len(self.read[k.index]) >= MAX_KERNEL_READS and any(
                 (layout := base_layout(x)) is not None and layout[0].id not in self.read[k.index]
                 and x.id not in self.local[k.index] for x in node.inputs):

@@ -1015,3 +1015,23 @@ def test_long_float32_dots_become_sums_and_keep_their_values():
     assert sorted(kept) == [(1, 1), (1, 3), (3, 3)]  # (the short, the float64, the full one)
     (want,), (got,) = evaluate(graph, args), evaluate(new, args)
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_a_long_elementwise_chain_is_cut_into_kernels_of_bounded_size():
+    """h = h * c + w unrolled 1500 times fused into one loop kernel each way, whose LLVM time
+    grew as its statements squared (3000 steps: 45 s); kernels stop at MAX_KERNEL_NODES and
+    the cut graph evaluates as the whole did."""
+    from gradc.passes.fuse import MAX_KERNEL_NODES
+
+    def chain(h, w):
+        for _ in range(1500):
+            h = h * 1.0001 + w
+        return np.sum(h * h)
+
+    make = _gen([N(4), N(4)])
+    graph = joint_graph(chain, make, (0, 1))
+    final = run_passes(graph, AFTER_AUTODIFF)
+    fusion = fuse(final)
+    sizes = [len(k.nodes) for k in fusion.kernels]
+    assert max(sizes) <= MAX_KERNEL_NODES and sum(sizes) >= 3000
+    assert_same_results(graph, fusion.graph, make, "long chain: fuse/legalize")
