@@ -5,6 +5,7 @@ gradc/ops/special.py); logsumexp, softmax, log_softmax and polygamma, which SciP
 Python, are gradc's: max-shifted, with SciPy's arguments and results. Untraced arguments go to
 SciPy.
 """
+import math
 import operator
 
 import numpy as np
@@ -33,15 +34,25 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
     if b is None and not return_sign:
         return nn.logsumexp(a, axis=axis, keepdims=keepdims)  # one op, with its own VJP
     a = as_float(a, like)
+    terms = a
     if b is not None:
         b = as_float(b, like)
         a, b = fn.promote(a, b)
         a, b = fn.broadcast_all(a, b)
-        # (SciPy's: an entry with b == 0 drops out, its a too: it must not set the max shift)
-        a = fn.where(fn.compare("equal", b, 0), -np.inf, a)
+        # (SciPy's: an entry with b == 0 drops out, its a too: it must not set the max shift.
+        # Its term b * exp(a - m) is 0 all the same, and kept with a finite a, so that its
+        # weight's gradient is exp(a - m) / sum: masked to -inf, it was 0, and a weight at 0
+        # never moved again; the exponent capped where it would overflow: 0 * inf is NaN)
+        dropped = fn.compare("equal", b, 0)
+        terms = fn.where(dropped & ~np.isfinite(a), -np.inf, a)
+        a = fn.where(dropped, -np.inf, a)
     axes = fn.normalize_axes(axis, a.ndim)
     m = finite_max(a, axes)
-    e = np.exp(a - fn.broadcast_to(m, a.shape))
+    shifted = terms - fn.broadcast_to(m, a.shape)
+    if b is not None:
+        cap = math.log(np.finfo(a.dtype).max) / 2
+        shifted = fn.where(dropped, fn.minimum(shifted, cap), shifted)
+    e = np.exp(shifted)
     s = fn.sum(e if b is None else b * e, axes, keepdims=True)
     if return_sign:
         sign = np.sign(s)

@@ -309,3 +309,21 @@ def test_what_a_fuzzing_round_found_in_the_special_functions():
                                rtol=1e-14)
     np.testing.assert_allclose(gradc.grad(lambda x: sp.digamma(x).sum())(x),
                                sp.polygamma(1, x), rtol=1e-14)
+
+
+def test_logsumexp_weights_at_zero_keep_their_gradient():
+    """scipy's logsumexp(a, b=b) drops entries with b == 0 (they set no max shift); their
+    weight's gradient exp(a) / sum(b exp(a)) is kept (it was 0: a weight at 0 never moved),
+    finite where exp would overflow, and infinite or NaN a there still drop out."""
+    from gradc.scipy import special as gs
+    a = np.array([[1.0, 0.3, -np.inf, np.nan, 2.0], [0.5, 0.1, 3.0, 1.0, np.inf]])
+    b = np.array([[1.0, 0.0, 0.0, 0.0, 2.0], [0.0, 1.0, 1.0, 0.5, 0.0]])
+    np.testing.assert_allclose(gradc.jit(lambda a, b: gs.logsumexp(a, axis=1, b=b))(a, b),
+                               sp.logsumexp(a, axis=1, b=b), rtol=1e-15)
+    g = gradc.grad(lambda b: gs.logsumexp(a, axis=1, b=b).sum())(b)
+    s = np.array([np.exp(1.0) + 2 * np.exp(2.0)])
+    np.testing.assert_allclose(g[0], [np.exp(1.0) / s[0], np.exp(0.3) / s[0], 0, 0,
+                                      np.exp(2.0) / s[0]], rtol=1e-14)
+    a[0, 1] = 800.0  # (exp(800 - 2) overflows: capped, the value untouched)
+    big = gradc.grad(lambda b: gs.logsumexp(a, axis=1, b=b).sum())(b)
+    assert np.all(np.isfinite(big)) and big[0, 1] > 1e100
