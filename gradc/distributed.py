@@ -199,6 +199,16 @@ class DataParallelStep:
         """The compiled forward+backward signatures (one per batch shape)."""
         return self.grad_fn.cache
 
+    @property
+    def lr(self):
+        """The optimizer's learning rate (`step.lr = x` sets it, as `opt.lr = x` does: read at
+        every call, no recompile; as a `gradc compile` module's step.lr)."""
+        return self.optimizer.lr
+
+    @lr.setter
+    def lr(self, value):
+        self.optimizer.lr = value
+
     def state_dict(self):
         """The optimizer state (identical on every rank): save it from rank 0."""
         return self.update.state_dict()

@@ -37,7 +37,8 @@ import numpy as np
 
 from .errors import FrozenRandomError
 from .ir import Value
-from .outside import GLOBAL_DEPTH, LIBRARIES, LOCAL_DEPTH, OutsideWalk, Path, code_names
+from .outside import (ABSENT, GLOBAL_DEPTH, LIBRARIES, LOCAL_DEPTH, OutsideWalk, Path, code_names,
+                      stored_globals)
 
 
 ADVICE = ("Draw fresh numbers on every call with gradc.random: pass `rng = "
@@ -284,11 +285,15 @@ class Watch(OutsideWalk):
             self.codes.add(code)
             if not self.uses_global and not _GLOBAL_NAMES.isdisjoint(code.co_names):
                 self.uses_global = True
-            for name in code_names(code).globals:
+            read = code_names(code).globals
+            for name in read:
                 if name in frame.f_globals:
                     self.held_globals.append((frame.f_globals, name, frame.f_globals[name]))
                     self._consider(frame.f_globals[name], name, GLOBAL_DEPTH,
                                    Path(frame.f_globals, (("global", name),)))
+            for name in stored_globals(code) - read:  # (written, never read: held all the same)
+                self.held_globals.append((frame.f_globals, name,
+                                          frame.f_globals.get(name, ABSENT)))
         if self.top is None:
             self.top = code
         # the traced function's own locals are its arguments (and self) from outside; a

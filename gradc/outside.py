@@ -145,6 +145,17 @@ NO_NAMES = Names(*(frozenset(),) * 6)
 
 
 @functools.lru_cache(maxsize=4096)
+def stored_globals(code):
+    """The globals `code` assigns (STORE_GLOBAL): held too, though it may never read them, so
+    that a traced value stored there is refused and undone (`global LAST; LAST = x.sum()`)."""
+    return frozenset(ins.argval for ins in dis.get_instructions(code)
+                     if ins.opname == "STORE_GLOBAL")
+
+
+ABSENT = object()  # a held global that did not exist: undone by deleting it
+
+
+@functools.lru_cache(maxsize=4096)
 def code_names(code):
     """The Names `code` reads."""
     globals_, attrs, methods, global_attrs, iterated = set(), set(), set(), set(), set()
@@ -296,7 +307,10 @@ class OutsideWalk:
         for globals_, name, value in self.held_globals:
             if isinstance(globals_.get(name), Value) and globals_.get(name) is not value:
                 stored.append(name)
-                globals_[name] = value
+                if value is ABSENT:
+                    del globals_[name]
+                else:
+                    globals_[name] = value
         for name, cell, value in self.held_cells:
             if isinstance(cell.cell_contents, Value) and cell.cell_contents is not value:
                 stored.append(name)

@@ -12,6 +12,7 @@ argument finds its compiled version again.
 A gradient function traces the Python floats of its differentiated arguments instead
 (`trace_floats`): they become `TracedFloat` leaves, whose tree is `FLOAT`.
 """
+import collections.abc
 import math
 
 import numpy as np
@@ -106,6 +107,11 @@ def _walk(x, leaves):
     fields = NODE_TYPES.get(type(x))
     if fields is not None:
         return ("node", type(x), tuple(_walk(getattr(x, f), leaves) for f in fields))
+    if isinstance(x, collections.abc.Iterator):  # (hashable, by identity: it was a static
+        raise SignatureError(  # value, its items read once, when traced, and compiled in)
+            f"an argument is an iterator ({type(x).__name__}: a generator, iter(...), zip, "
+            "map): a compiled function would read its items once, when traced, and an exhausted "
+            "one looks the same; pass a list or tuple of them")
     try:
         hash(x)
     except TypeError:

@@ -196,6 +196,16 @@ class TrainStep:
         self._on_device = None  # target="cuda": the CudaCompiled holding the current state
 
     # --- state -----------------------------------------------------------------------------
+    @property
+    def lr(self):
+        """The optimizer's learning rate (`step.lr = x` sets it, as `opt.lr = x` does: read at
+        every call, no recompile; as a `gradc compile` module's step.lr)."""
+        return self.optimizer.lr
+
+    @lr.setter
+    def lr(self, value):
+        self.optimizer.lr = value
+
     def state_dict(self):
         """Optimizer state as plain NumPy arrays (copies): step count and every slot, as after
         a whole step (it waits for a step running in another thread)."""

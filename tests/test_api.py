@@ -815,3 +815,14 @@ def test_train_step_as_decorator_and_batch_shape_change_retraces():
     # a batch of another shape may retrace (w broadcasts against it)
     loss = step(w, np.ones((3, 5)))
     assert len(calls) == 2 and loss == pytest.approx(3 * np.sum(np.tanh(expected)), rel=1e-6)
+
+
+def test_an_iterator_argument_is_refused():
+    """A generator or iter(...) argument was a static value, hashed by identity: its items were
+    read once when traced and compiled in, and the same iterator, exhausted, got the old
+    answer."""
+    f = gradc.grad(lambda p, xs: sum((x * p).sum() for x in xs))
+    for it in (iter([np.ones(3)]), (x for x in [np.ones(3)]), zip([np.ones(3)])):
+        with pytest.raises(gradc.SignatureError, match="list or tuple"):
+            f(np.ones(3), it)
+    np.testing.assert_array_equal(f(np.ones(3), [np.ones(3), 2 * np.ones(3)]), 3 * np.ones(3))

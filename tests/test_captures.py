@@ -869,3 +869,19 @@ def test_a_small_outside_array_changed_to_minus_zero_traces_again():
         for value in (0.0, -0.0, 0.0):
             table[0] = value
             np.testing.assert_array_equal(f(np.ones(2)), np.ones(2) * (1.0 / table))
+
+
+WRITTEN_ONLY = None
+
+
+def test_a_global_the_function_only_writes_is_refused_and_undone():
+    """`global W; W = x.sum()` with W never read: the store was not seen (only read globals
+    were held) and W kept a traced value after the call."""
+    def loss(x):
+        global WRITTEN_ONLY
+        WRITTEN_ONLY = x.sum()
+        return (x ** 2).sum()
+
+    with pytest.raises(gradc.UnsupportedOpError, match="WRITTEN_ONLY"):
+        gradc.grad(loss)(np.arange(3.0))
+    assert WRITTEN_ONLY is None

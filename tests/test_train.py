@@ -999,3 +999,17 @@ def test_a_step_reloads_its_own_state_with_momentum_switched_off():
     q = {"W": p["W"].copy()}
     step(p, g)
     np.testing.assert_allclose(p["W"], q["W"] - 0.1 * (0.9 * 0.5 + 0.5))
+
+
+def test_step_lr_is_the_optimizers():
+    """`step.lr = x` (a `gradc compile` module's spelling) sets the optimizer's learning rate;
+    on a gradc.train_step it made a new attribute and nothing changed."""
+    opt = SGD(lr=0.1)
+    step = gradc.train_step(lambda p: np.sum(p["w"] ** 2), opt)
+    p = {"w": np.ones(2)}
+    step.lr = 0.0
+    step(p)
+    assert opt.lr == 0.0 and step.lr == 0.0
+    np.testing.assert_array_equal(p["w"], np.ones(2))
+    with pytest.raises(gradc.ArgumentError, match=">= 0"):
+        step.lr = -1.0
