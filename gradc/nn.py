@@ -98,7 +98,13 @@ def cross_entropy(logits, labels):
 
 @traced
 def mse(pred, target):
-    """Mean squared error."""
+    """Mean squared error of arrays of one shape (or a number as the target). Shapes that
+    broadcast to another, (N,) against (N, 1), are refused, as PyTorch warns of them: the
+    mean over the (N, N) broadcast is seldom what was meant."""
+    if np.shape(target) != np.shape(pred) and np.ndim(target) and np.ndim(pred):
+        raise ShapeError(f"mse: pred {np.shape(pred)} and target {np.shape(target)} differ "
+                         "(they would broadcast to another shape); reshape one to the other's "
+                         "(target.reshape(pred.shape))")
     diff = pred - target
     return np.mean(diff * diff)
 
@@ -283,6 +289,8 @@ def dropout(x, mask, rate):
 def dropout_mask(rng, shape, rate):
     """A keep-mask for `dropout`, drawn from `rng`: a NumPy Generator outside a traced function,
     or inside one a gradc.random.Generator passed to it as an argument (a new mask every call)."""
+    if not 0 <= rate < 1:  # (as dropout: 1.5 gave a mask of nothing kept, -0.5 of everything)
+        raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
     return rng.random(shape) >= rate
 
 

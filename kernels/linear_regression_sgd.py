@@ -1078,6 +1078,8 @@ class TrainStep(Compiled):
 
     @lr.setter
     def lr(self, value):
+        if not 0.0 <= float(value) < float("inf"):  # (as gradc.optim: -1 did gradient ascent)
+            raise ValueError(f"lr={value!r}: the learning rate must be a number >= 0")
         self.hyper.lr = value
 
     def __call__(self, *args):

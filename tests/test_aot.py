@@ -398,6 +398,9 @@ def test_train_module_matches_gradc_train_step_for_50_steps(tmp_path):
     step.load_state_dict(good)
     assert step.step_count == 50 and "start" not in step.state_dict()
 
+    with pytest.raises(ValueError, match="learning rate"):  # (as gradc.optim: not ascent)
+        step.lr = -1.0
+
     with pytest.raises(ValueError, match="x must be float32"):
         step(p_aot, x[:31], y[:31])
     with pytest.raises(TypeError, match="in place"):

@@ -609,3 +609,16 @@ def test_max_pool_over_tiles_keeps_pytorchs_rule_for_ties_and_nan(kernel, dtype)
     g = max_grad(x, r, kernel, None, 0)
     np.testing.assert_array_equal(g, expected.reshape(x.shape))
     assert g.dtype == dtype
+
+
+def test_mse_refuses_shapes_that_broadcast_to_another_and_dropout_mask_checks_its_rate():
+    """mse of (N,) against (N, 1) averaged the (N, N) broadcast (2.5 where 0 was meant): a
+    ShapeError, a number as the target still works; dropout_mask(rate=1.5) kept nothing,
+    silently, where dropout refuses the rate."""
+    pred = np.arange(4.0)
+    with pytest.raises(gradc.ShapeError, match="reshape"):
+        gradc.jit(lambda p, t: gradc.nn.mse(p, t))(pred, pred[:, None])
+    assert gradc.jit(lambda p: gradc.nn.mse(p, 1.0))(pred) == np.mean((pred - 1) ** 2)
+    for rate in (1.5, -0.5):
+        with pytest.raises(ValueError, match=r"\[0, 1\)"):
+            gradc.nn.dropout_mask(np.random.default_rng(0), (3,), rate)
