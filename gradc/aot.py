@@ -185,6 +185,10 @@ def generate(fun, args, mode="value_and_grad", argnums=0, optimizer=None, clip_n
 def compile_module(fun, args, out_path, **kwargs):
     """Write the module for `fun` on `args` (see `generate`) to `out_path`; returns the path.
     Written to a temporary name and renamed, so a reader never sees half a file."""
+    if os.path.isdir(out_path):  # (checked before the compile: os.replace then failed, raw,
+        raise AotError(  # and left the .tmp file beside the folder)
+            f"the output path {out_path!r} is a directory: name the module's file "
+            f"({os.path.join(out_path, 'step.py')!r})")
     kwargs.setdefault("module_name", os.path.splitext(os.path.basename(out_path))[0])
     source = generate(fun, args, **kwargs)
     directory = os.path.dirname(os.path.abspath(out_path))
@@ -196,9 +200,13 @@ def compile_module(fun, args, out_path, **kwargs):
     except (OSError, UnicodeDecodeError):
         pass
     tmp = out_path + ".tmp"
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(source)
-    os.replace(tmp, out_path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(source)
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):  # (a failed replace leaves no stray file)
+            os.remove(tmp)
     return out_path
 
 

@@ -138,6 +138,17 @@ def test_error_messages(command, case, expected, small, tmp_path, capsys):
     assert not (tmp_path / "out.py").exists()
 
 
+def test_an_output_path_that_is_a_directory_is_an_error_with_no_stray_file(small, tmp_path,
+                                                                           capsys):
+    """`-o DIR` raised a raw IsADirectoryError after compiling and left DIR.tmp behind."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    status, out, err = run_cli(capsys, "compile", f"{small}:loss", "--example",
+                               f"{small}:args", "-o", folder)
+    assert status == 2 and "is a directory" in err and "step.py" in err
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
 def test_gradc_errors_name_the_users_line(small, tmp_path, capsys):
     status, _, err = run_cli(capsys, "compile", f"{small}:loss", "--example",
                              f"{small}:bad_shapes", "-o", tmp_path / "out.py")
