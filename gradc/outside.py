@@ -38,8 +38,14 @@ _HELD_BY_CALLABLES = frozenset({"cell_contents", "__defaults__", "__kwdefaults__
 
 def _step(x, kind, key):
     """What one step of a Path reaches from `x`."""
-    return (getattr(x, key) if kind == "attr" else (type(x), len(x)) if kind == "len"
+    return (getattr(x, key) if kind == "attr" else (type(x), _extent(x)) if kind == "len"
             else type(x) if kind == "type" else frozenset(x) if kind == "set" else x[key])
+
+
+def _extent(x):
+    """What a loop over `x` depends on beyond its items: a list's length, a dict's keys in
+    their order (a dict of layers rebuilt in another order ran the old order, silently)."""
+    return tuple(x) if type(x) is dict else len(x)
 
 
 def _answers_attributes(x):
@@ -112,8 +118,9 @@ class Path(NamedTuple):
         expr = f"R{len(consts)}"
         consts[expr] = self.root
         for kind, key in self.steps:
-            if kind == "len":  # (a list, and its length)
-                expr = f"(type({expr}), len({expr}))"
+            if kind == "len":  # (a list, and its length; a dict, and its keys: _extent)
+                consts["_extent"] = _extent
+                expr = f"(type({expr}), _extent({expr}))"
             elif kind == "type":
                 expr = f"type({expr})"
             elif kind == "set":  # (a set's contents)
@@ -413,7 +420,7 @@ class OutsideWalk:
             # (its class: an array where a list was; its length: a loop over it unrolls)
             self.plain.append((f"type({name})", type(value), path.then("type", None)))
             if not isinstance(value, tuple):
-                self.plain.append((f"len({name})", (type(value), len(value)),
+                self.plain.append((f"len({name})", (type(value), _extent(value)),
                                    path.then("len", None)))
         if isinstance(value, (list, tuple)):
             items = [(f"{name}[{i}]", "item", i, v) for i, v in enumerate(value[:MAX_ITEMS])]

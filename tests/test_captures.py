@@ -885,3 +885,31 @@ def test_a_global_the_function_only_writes_is_refused_and_undone():
     with pytest.raises(gradc.UnsupportedOpError, match="WRITTEN_ONLY"):
         gradc.grad(loss)(np.arange(3.0))
     assert WRITTEN_ONLY is None
+
+
+def test_an_outside_dict_walked_in_another_order_traces_again():
+    """A model's dict of layers, walked by .values(), rebuilt with the same entries in another
+    order (or a layer popped and put back at the end): the old order's program ran; the
+    dict's keys in their order are guarded, as a list's length is."""
+    class Model:
+        def __init__(self):
+            self.layers = {"a": np.eye(2) * 2.0, "b": np.ones((2, 2))}
+
+        def __call__(self, x):
+            for w in self.layers.values():
+                x = np.tanh(x @ w)
+            return x
+
+    model, x = Model(), np.array([[0.3, -0.2]])
+    f = gradc.jit(model)
+
+    def reference(x):
+        for w in model.layers.values():
+            x = np.tanh(x @ w)
+        return x
+
+    for change in (lambda: None, lambda: setattr(model, "layers", dict(reversed(
+            list(model.layers.items())))), lambda: model.layers.__setitem__(
+            "b", model.layers.pop("b"))):
+        change()
+        np.testing.assert_allclose(f(x), reference(x), rtol=1e-12)
