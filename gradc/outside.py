@@ -200,11 +200,12 @@ def code_names(code):
     return Names(*map(frozenset, (globals_, attrs, methods, global_attrs, keys, iterated)))
 
 
-# how far the walk looks into what user code can reach: five levels below a global, six below a
-# local or an argument (self.blocks[0].attn.qkv.W of a nanoGPT is five), at most
+# how far the walk looks into what user code can reach: eight levels below a global, nine below
+# a local or an argument (self.blocks[0].attn.qkv.W of a nanoGPT is five; a weight seven below
+# self, self.backbone.encoder.layers[0].attn.q.weight, was frozen in at six), at most
 # MAX_ITEMS entries of a container and SCAN_LIMIT containers in all (a large object graph
 # costs no more)
-GLOBAL_DEPTH, LOCAL_DEPTH, SCAN_LIMIT, MAX_ITEMS = 5, 6, 5000, 1024
+GLOBAL_DEPTH, LOCAL_DEPTH, SCAN_LIMIT, MAX_ITEMS = 8, 9, 5000, 1024
 _PLAIN = (bool, int, float, complex, str, type(None))
 # what tells that code walks or measures a list or dict (besides `for x in self.layers`)
 _WALK_METHODS = frozenset({"items", "values", "keys"})

@@ -913,3 +913,23 @@ def test_an_outside_dict_walked_in_another_order_traces_again():
             "b", model.layers.pop("b"))):
         change()
         np.testing.assert_allclose(f(x), reference(x), rtol=1e-12)
+
+
+def test_a_weight_seven_steps_below_self_is_read_live():
+    """self.backbone.encoder.layers[0].attn.q.weight (seven steps: an ordinary transformer's
+    layout) was past the walk's depth: compiled in, and an update was never seen."""
+    class Box:
+        def __init__(self, **parts):
+            self.__dict__.update(parts)
+
+    model = Box(backbone=Box(encoder=Box(layers=[Box(attn=Box(q=Box(weight=np.eye(2))))])))
+
+    def forward(x):
+        for block in model.backbone.encoder.layers:
+            x = np.tanh(x @ block.attn.q.weight)
+        return x
+
+    f, x = gradc.jit(forward), np.array([[0.5, -1.0]])
+    np.testing.assert_allclose(f(x), forward(x))
+    model.backbone.encoder.layers[0].attn.q.weight -= 0.5
+    np.testing.assert_allclose(f(x), forward(x))
