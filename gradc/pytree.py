@@ -14,6 +14,7 @@ A gradient function traces the Python floats of its differentiated arguments ins
 """
 import collections.abc
 import math
+import numbers
 
 import numpy as np
 
@@ -156,7 +157,20 @@ def static_node(x):
         if x != x:
             return ("static", _NAN, float)
         return ("static", x, (float, math.copysign(1.0, x)))
+    if _compared_by_identity(x):
+        return ("static", x, (type(x), id(x)))
     return ("static", x, type(x))
+
+
+def _compared_by_identity(x):
+    """Whether static value `x` is an object of the user's class with an __eq__ of its own: told
+    apart by identity, not equality. The compiled program reads what it holds from the object
+    it was traced with (its arrays, its numbers): a model whose __eq__/__hash__ compare a name
+    ran a second, equal model with the first one's weights."""
+    cls = type(x)
+    if cls.__module__ in ("builtins", "numpy") or isinstance(x, numbers.Number):
+        return False
+    return cls.__eq__ is not object.__eq__
 
 
 def trace_floats(tree):

@@ -933,3 +933,28 @@ def test_a_weight_seven_steps_below_self_is_read_live():
     np.testing.assert_allclose(f(x), forward(x))
     model.backbone.encoder.layers[0].attn.q.weight -= 0.5
     np.testing.assert_allclose(f(x), forward(x))
+
+
+def test_equal_objects_of_a_class_with_its_own_eq_are_told_apart():
+    """A jitted method's self with __eq__/__hash__ by name: a second, equal model ran on the
+    first one's weights (the program was keyed by equality, its arrays read from the object it
+    was traced with)."""
+    class Net:
+        def __init__(self, w, name):
+            self.w, self.name = w, name
+
+        def __eq__(self, other):
+            return isinstance(other, Net) and other.name == self.name
+
+        def __hash__(self):
+            return hash(self.name)
+
+        @gradc.jit
+        def forward(self, x):
+            return x @ self.w
+
+    x = np.ones((1, 3))
+    a, b = Net(np.eye(3), "net"), Net(5 * np.eye(3), "net")
+    np.testing.assert_array_equal(a.forward(x), x)
+    np.testing.assert_array_equal(b.forward(x), 5 * x)
+    np.testing.assert_array_equal(a.forward(x), x)
