@@ -24,7 +24,7 @@ from .ops import fn
 from .passes import BEFORE_AUTODIFF, run_passes
 from .signature import (Call, RecompileWatch, as_scalar, check_device_leaves, check_input_dtypes,
                         check_loss_output, check_scalar_output, differentiable_leaves, number_loss,
-                        normalize_argnums, signature_key, what_changed)
+                        keep_recent, normalize_argnums, signature_key, what_changed)
 from .trace import argument_names, current_graph, leaf_names, trace, user_source
 
 
@@ -235,7 +235,10 @@ class Function:
         elif self.max_signatures is None:  # (a cap set on purpose: no warning)
             self._storm.note(self._last_key, key, self.__name__, argument_names(self.fun), src,
                              "pass max_signatures=N (the hard cap; it silences this warning)")
-        self.cache[key] = compiled
+        if self.max_signatures is None:
+            keep_recent(self.cache, key, compiled, self.variants)
+        else:
+            self.cache[key] = compiled
         self._last_key = key
         return compiled
 

@@ -29,7 +29,7 @@ from .passes import BEFORE_AUTODIFF, run_passes
 from .pytree import is_device_array
 from .signature import (Call, RecompileWatch, as_scalar, check_device_leaves, check_input_dtypes,
                         check_loss_output, differentiable_leaves, normalize_argnums, number_loss,
-                        signature_key, what_changed)
+                        keep_recent, signature_key, what_changed)
 from .standalone.calls import first_overlap
 from .trace import argument_names, leaf_names, trace, user_source
 
@@ -598,7 +598,7 @@ class TrainStep:
             self._storm.note(self._last_key, key, self.__name__, names, src,
                              "filter the warning: warnings.simplefilter('ignore', "
                              "gradc.RecompileWarning)")
-        self.cache[key] = compiled
+        keep_recent(self.cache, key, compiled)
         self._last_key = key
         return compiled
 

@@ -826,3 +826,19 @@ def test_an_iterator_argument_is_refused():
         with pytest.raises(gradc.SignatureError, match="list or tuple"):
             f(np.ones(3), it)
     np.testing.assert_array_equal(f(np.ones(3), [np.ones(3), 2 * np.ones(3)]), 3 * np.ones(3))
+
+
+def test_a_function_keeps_its_recent_signatures_only(monkeypatch):
+    """Batch sizes at random compiled a signature each and kept them all (200: 54 MiB): past
+    signature.KEPT_SIGNATURES the oldest goes, and comes back compiled again if called."""
+    from gradc import signature
+    monkeypatch.setattr(signature, "KEPT_SIGNATURES", 3)
+    vg = gradc.value_and_grad(lambda w, x: np.sum(np.tanh(x @ w)))
+    step = gradc.train_step(lambda p, x: np.sum(np.tanh(x @ p["w"])), gradc.optim.SGD(0.1))
+    w, p = np.ones((3, 2)), {"w": np.ones((3, 2))}
+    for n in (1, 2, 3, 4, 5, 1):
+        x = np.full((n, 3), 0.1)
+        value, _ = vg(w, x)
+        step(p, x)
+        assert value == pytest.approx(np.sum(np.tanh(x @ w)), rel=1e-12)
+    assert len(vg.cache) == 3 and len(step.cache) == 3
