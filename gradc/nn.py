@@ -40,7 +40,11 @@ log_sigmoid.__doc__ = "log(sigmoid(x)) computed as min(x, 0) - log1p(exp(-|x|)).
 
 def _composite(op, keepdims_out):
     @traced
-    def f(x, axis=-1, keepdims=False):
+    def f(x, axis=-1, keepdims=False, **others):
+        if others:  # (PyTorch's spelling, dim=, is the usual slip)
+            raise ArgumentError(f"gradc.nn.{op} takes axis= and keepdims= (NumPy's names), not "
+                                + ", ".join(f"{k}=" for k in others)
+                                + (": write axis=" if "dim" in others else ""))
         if _value(x) is None:
             x = np.asarray(x)
             if not np.issubdtype(x.dtype, np.floating):
@@ -81,6 +85,10 @@ def cross_entropy(logits, labels):
         raise ShapeError(f"cross_entropy takes logits (batch, classes) and integer labels "
                          f"(batch,), got shapes {np.shape(logits)} and {np.shape(labels)}; for "
                          "more axes, reshape the logits to (-1, classes) and the labels to (-1,)")
+    label_dtype = labels.dtype if isinstance(labels, Value) else np.asarray(labels).dtype
+    if not np.issubdtype(label_dtype, np.integer):  # (an internal op's message named it)
+        raise ArgumentError(f"cross_entropy takes integer class labels, got {label_dtype.name} "
+                            "labels: pass labels.astype(np.int64)")
     logp = log_softmax(logits, axis=-1)
     n = logits.shape[0]
     classes = logits.shape[1]
@@ -271,6 +279,11 @@ def layer_norm(x, gamma=None, beta=None, eps=1e-5, axis=-1):
 def embedding(table, indices):
     """Rows of `table` (vocab, dim) for integer `indices` of any shape; the gradient is a
     scatter-add into the rows used."""
+    kind = (indices.dtype if isinstance(indices, Value) else np.asarray(indices).dtype).kind
+    if kind not in "iu":  # (np.take's own message named an internal op; swapped arguments too)
+        raise ArgumentError(f"embedding(table, indices) takes integer indices, got "
+                            f"{'a float' if kind == 'f' else 'a non-integer'} array: pass "
+                            "indices.astype(np.int64) (and the table first)")
     if type(table) is np.ndarray and isinstance(indices, Value):  # (np.take would not see it:
         table = fn.as_value(table, like=indices)  # a table from outside is read on every call)
     return np.take(table, indices, axis=0)

@@ -622,3 +622,15 @@ def test_mse_refuses_shapes_that_broadcast_to_another_and_dropout_mask_checks_it
     for rate in (1.5, -0.5):
         with pytest.raises(ValueError, match=r"\[0, 1\)"):
             gradc.nn.dropout_mask(np.random.default_rng(0), (3,), rate)
+
+
+def test_the_usual_slips_with_nn_functions_say_what_to_write():
+    """softmax(x, dim=1) (PyTorch's name), float labels to cross_entropy, float indices to
+    embedding (or its arguments swapped) named internal functions and ops."""
+    x = np.ones((4, 3))
+    for fun, words in [(lambda x: nn.softmax(x, dim=1), "write axis="),
+                       (lambda x: nn.cross_entropy(x, np.zeros(4)), "astype\\(np.int64\\)"),
+                       (lambda x: nn.embedding(x, np.array([0.0, 1.0])), "astype\\(np.int64\\)"),
+                       (lambda x: nn.embedding(np.array([0, 1]), x), "table first")]:
+        with pytest.raises(gradc.ArgumentError, match=words):
+            gradc.jit(fun)(x)
