@@ -46,8 +46,8 @@ from .errors import (ArgumentError, CompileError, GradcError, NonFiniteError, Si
                      UnsupportedOpError)
 from .passes.memory import ALIGN
 from .signature import Call, signature_key
-from .train import (check_apart, check_argnums, check_no_python_numbers, check_updatable,
-                    update_step)
+from .train import (LearningRate, check_apart, check_argnums, check_no_python_numbers,
+                    check_updatable, update_step)
 from .trace import user_source
 
 __all__ = ["train_step", "DataParallelStep", "shard", "abort_on_error", "world",
@@ -157,7 +157,7 @@ def _describe_error(e):
     return text if len(text) < 2000 else text[:2000] + "..."
 
 
-class DataParallelStep:
+class DataParallelStep(LearningRate):
     """`loss = step(params, *batch)` on every rank: the local forward+backward, one in-place
     allreduce of the loss and gradients, and the optimizer update with the averaged gradient.
     Returns the mean of the ranks' losses (the global mean loss when the shards' batches have
@@ -198,16 +198,6 @@ class DataParallelStep:
     def cache(self):
         """The compiled forward+backward signatures (one per batch shape)."""
         return self.grad_fn.cache
-
-    @property
-    def lr(self):
-        """The optimizer's learning rate (`step.lr = x` sets it, as `opt.lr = x` does: read at
-        every call, no recompile; as a `gradc compile` module's step.lr)."""
-        return self.optimizer.lr
-
-    @lr.setter
-    def lr(self, value):
-        self.optimizer.lr = value
 
     def state_dict(self):
         """The optimizer state (identical on every rank): save it from rank 0."""

@@ -160,7 +160,21 @@ def check_argnums(argnums):
             source=user_source())
 
 
-class TrainStep:
+class LearningRate:
+    """`step.lr`: the learning rate of the step's `optimizer`."""
+
+    @property
+    def lr(self):
+        """The optimizer's learning rate (`step.lr = x` sets it, as `opt.lr = x` does: read at
+        every call, no recompile; as a `gradc compile` module's step.lr)."""
+        return self.optimizer.lr
+
+    @lr.setter
+    def lr(self, value):
+        self.optimizer.lr = value
+
+
+class TrainStep(LearningRate):
     """`loss = step(params, *batch)`: one optimizer step, params updated in place."""
 
     def __init__(self, loss_fn, optimizer, argnums=0, check_finite=False, clip_norm=None,
@@ -196,16 +210,6 @@ class TrainStep:
         self._on_device = None  # target="cuda": the CudaCompiled holding the current state
 
     # --- state -----------------------------------------------------------------------------
-    @property
-    def lr(self):
-        """The optimizer's learning rate (`step.lr = x` sets it, as `opt.lr = x` does: read at
-        every call, no recompile; as a `gradc compile` module's step.lr)."""
-        return self.optimizer.lr
-
-    @lr.setter
-    def lr(self, value):
-        self.optimizer.lr = value
-
     def state_dict(self):
         """Optimizer state as plain NumPy arrays (copies): step count and every slot, as after
         a whole step (it waits for a step running in another thread)."""
