@@ -39,7 +39,14 @@ _HELD_BY_CALLABLES = frozenset({"cell_contents", "__defaults__", "__kwdefaults__
 def _step(x, kind, key):
     """What one step of a Path reaches from `x`."""
     return (getattr(x, key) if kind == "attr" else (type(x), _extent(x)) if kind == "len"
-            else type(x) if kind == "type" else frozenset(x) if kind == "set" else x[key])
+            else type(x) if kind == "type" else frozenset(x) if kind == "set"
+            else _called(x) if kind == "called" else x[key])
+
+
+def _called(x):
+    """A callable object's class and the function a call of it runs (`Act.__call__ = f`,
+    patched on the class, changes what `self.act(z)` computes)."""
+    return type(x), getattr(type(x), "__call__", None)
 
 
 def _extent(x):
@@ -123,6 +130,9 @@ class Path(NamedTuple):
                 expr = f"(type({expr}), _extent({expr}))"
             elif kind == "type":
                 expr = f"type({expr})"
+            elif kind == "called":  # (a callable object's class and its __call__: _called)
+                consts["_called"] = _called
+                expr = f"_called({expr})"
             elif kind == "set":  # (a set's contents)
                 expr = f"frozenset({expr})"
             elif kind == "attr" and key.isidentifier():
@@ -367,7 +377,8 @@ class OutsideWalk:
                 continue  # (a list the trace appends to is a log, not what a loop runs over;
                 # a list's or dict's size matters where the code walks or measures one)
             if (type(value) in (_PLAIN + (frozenset,)) or isinstance(value, _NUMPY_PLAIN)
-                    or type(value) in _GUARDED_CALLABLES or path.steps[-1][0] in ("len", "type")):
+                    or type(value) in _GUARDED_CALLABLES
+                    or path.steps[-1][0] in ("len", "type", "called")):
                 guards.append((name, value, path))
         return guards
 
@@ -440,8 +451,9 @@ class OutsideWalk:
                          if hasattr(value, k)]
             # (what the class holds and the object does not: `training = True` in the class)
             items += _class_items(type(value), name, attrs or ())
-            if outside and path.steps and callable(value):  # (self.act = ReLU(): its class)
-                self.plain.append((f"type({name})", type(value), path.then("type", None)))
+            if outside and path.steps and callable(value):  # (self.act = ReLU(): its class,
+                self.plain.append((f"type({name})", _called(value),  # and the __call__ it runs)
+                                   path.then("called", None)))
             container = attrs if outside else None
         self.scanned.add(seen)
         self.keep.append(value)
