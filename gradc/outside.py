@@ -485,6 +485,8 @@ def _class_items(cls, name, instance_attrs):
         if not _users(klass):
             continue
         for key, value in list(vars(klass).items())[:MAX_ITEMS]:
+            if isinstance(value, staticmethod):  # (read through the object: the function;
+                value = value.__func__  # C.act = staticmethod(f) swapped was not seen)
             if key not in seen and not key.startswith("__") and (
                     type(value) in _PLAIN or isinstance(value, (np.ndarray, np.generic))
                     or type(value) is types.FunctionType):  # (a method: Base.act = ... patched)

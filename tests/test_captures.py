@@ -972,3 +972,21 @@ def test_a_callable_layer_whose_class_call_is_patched_traces_again():
     np.testing.assert_allclose(f(x), 2 * np.sin(x))
     Act.__call__ = lambda self, z: np.cos(z)
     np.testing.assert_allclose(f(x), 2 * np.cos(x))
+
+
+def test_a_staticmethod_swapped_on_the_class_traces_again():
+    """`C.act = staticmethod(f)`: the class held a staticmethod object, which the walk skipped
+    (it looked for functions), so the old one ran."""
+    class C:
+        @staticmethod
+        def act(z):
+            return np.tanh(z)
+
+        def forward(self, z):
+            return self.act(z) * 2.0
+
+    c, x = C(), np.linspace(-1.0, 1.0, 5)
+    f = gradc.jit(c.forward)
+    np.testing.assert_allclose(f(x), 2 * np.tanh(x))
+    C.act = staticmethod(lambda z: np.sin(z))
+    np.testing.assert_allclose(f(x), 2 * np.sin(x))
