@@ -378,6 +378,9 @@ def _getattr(self, name):
             source=user_source())
     if name.startswith("__"):  # (NumPy's C code probes these: not there, it goes on)
         raise AttributeError(name)
+    if not hasattr(np.ndarray, name):  # (NumPy's own error: getattr(x, "scale", 2.0) and
+        raise AttributeError(  # hasattr(x, "mask") answer as for an array)
+            f"'numpy.ndarray' object has no attribute '{name}'")
     raise UnsupportedOpError(
         f"the ndarray attribute or method .{name} is not supported in traced code; supported: "
         + ", ".join(sorted(k for k in _SURFACE if not k.startswith("_"))), source=user_source())

@@ -532,3 +532,20 @@ def test_a_thread_that_does_not_trace_keeps_numpys_functions():
         tracer.join()
     assert seen["graph"][2][0].shape == (2,)
     assert np.array is literals._ORIGINAL["array"]
+
+
+def test_an_attribute_no_array_has_is_numpys_attribute_error():
+    """getattr(x, "scale", 2.0) and hasattr(x, "mask") on a traced value raised
+    UnsupportedOpError; NumPy's arrays raise AttributeError, so duck-typed code answers as
+    for an array. An ndarray method gradc lacks is still named as unsupported."""
+    def loss(x):
+        scale = getattr(x, "scale", 2.0)
+        if hasattr(x, "mask"):
+            scale = 0.0
+        return (x * scale).sum()
+
+    np.testing.assert_array_equal(gradc.grad(loss)(np.ones(3)), 2.0 * np.ones(3))
+    with pytest.raises(AttributeError, match="no attribute 'foo'"):
+        gradc.jit(lambda x: x.foo)(np.ones(3))
+    with pytest.raises(gradc.UnsupportedOpError):
+        gradc.jit(lambda x: x.tofile("x.bin"))(np.ones(3))
