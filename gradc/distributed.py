@@ -393,10 +393,6 @@ class DataParallelStep(LearningRate):
         check_apart(p_leaves, args, self.argnums, self.loss_fn)
 
 
-NO_AUX = ("a data-parallel train_step does not take has_aux=True yet: return the loss alone, "
-          "and compute the metrics with gradc.jit on one rank")
-
-
 def _params_spec(params):
     """(tree, shapes) of the parameters: what every step must give."""
     leaves, tree = pytree.flatten(params)
@@ -428,7 +424,9 @@ def train_step(loss_fn=None, optimizer=None, *, argnums=0, comm=None, check_fini
     if optimizer is None:
         raise TypeError("train_step needs an optimizer, e.g. gradc.optim.SGD(lr=0.1)")
     if has_aux:
-        raise UnsupportedOpError(NO_AUX, source=user_source())
+        raise UnsupportedOpError("a data-parallel train_step does not take has_aux=True yet: "
+                                 "return the loss alone, and compute the metrics with gradc.jit "
+                                 "on one rank", source=user_source())
     options = dict(argnums=argnums, comm=comm, check_finite=check_finite, clip_norm=clip_norm,
                    target=target, timeout=timeout, root=root)
     if loss_fn is None:

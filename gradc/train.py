@@ -21,7 +21,7 @@ import numpy as np
 from . import autodiff, pytree, random
 from .capture import CaptureChanged, Captures, unchanged_by
 from .compile import check_target, compile_graph
-from .errors import ArgumentError, NonFiniteError, SignatureError, UnsupportedOpError
+from .errors import ArgumentError, NonFiniteError, SignatureError
 from .ir import Graph, gc_paused
 from .log import log_compile
 from .ops import fn
@@ -627,14 +627,11 @@ def train_step(loss_fn=None, optimizer=None, *, argnums=0, check_finite=False, c
     fresh copies."""
     if optimizer is None:
         raise TypeError("train_step needs an optimizer, e.g. gradc.optim.Adam(lr=1e-3)")
-    if distributed and has_aux:
-        from .distributed import NO_AUX
-        raise UnsupportedOpError(NO_AUX, source=user_source())
     if distributed:  # data parallel over MPI; mpi4py is imported only here
         from .distributed import train_step as data_parallel
         make = lambda f: data_parallel(f, optimizer, argnums=argnums, comm=comm,  # noqa: E731
                                        check_finite=check_finite, clip_norm=clip_norm,
-                                       target=target, timeout=timeout)
+                                       target=target, timeout=timeout, has_aux=has_aux)
     else:
         make = lambda f: TrainStep(f, optimizer, argnums, check_finite, clip_norm, target,  # noqa: E731
                                    has_aux=has_aux)
