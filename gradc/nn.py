@@ -253,7 +253,7 @@ def _pool(x, kernel, stride, padding, reduce, pad):
         # padding alone would average nothing of the image)
         raise ShapeError(f"pool padding {(ph, pw)} is more than half the window {(kh, kw)}")
     n, c, h, w = x.shape
-    tiles = (sh, sw) == (kh, kw) and _pair(padding, "padding", 0) == (0, 0)
+    tiles = (sh, sw) == (kh, kw) and (ph, pw) == (0, 0)
     if tiles and h % kh == 0 and w % kw == 0:
         # non-overlapping windows: a reshape and a reduction, no gather
         return reduce(x.reshape(n, c, h // kh, kh, w // kw, kw), axis=(3, 5))

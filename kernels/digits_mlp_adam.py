@@ -439,15 +439,8 @@ def _numpy_openblas():
     return None
 
 
-_OPENBLAS = _numpy_openblas()
-BLAS = "openblas" if _OPENBLAS is not None else "numba"  # (part of the cache key)
-
-
-def set_blas_threads(n):
-    """NumPy's OpenBLAS threads for calls from this thread (its `_local` setter); returns the
-    count it replaces (the kernels' own calls set 1 the same way)."""
-    setter = getattr(_OPENBLAS, SET_BLAS_THREADS, None)
-    return int(setter(int(n))) if setter is not None else n
+OPENBLAS = _numpy_openblas()  # (its ctypes handle, or None)
+BLAS = "openblas" if OPENBLAS is not None else "numba"  # (part of the cache key)
 
 
 def _bind_integer_powers():

@@ -104,12 +104,15 @@ def _var(name):
                 raise ShapeError(f"np.{name}(mean=...) needs the shape {_keepdims_shape(x, axes)} "
                                  f"(keepdims=True over the axes), got {mu.shape}")
         d = x - fn.broadcast_to(mu, x.shape)
-        if mask is not None:
+        if mask is None:
+            dof = max(count - ddof, 0.0)
+        else:  # (per lane: the count of those in, in the result's shape)
             d = fn.where(mask, d, 0)
-            count = count if _keep(keepdims) else fn.reshape(count, fn.sum(d, axes).shape)
+            lanes = count if _keep(keepdims) else fn.reshape(
+                count, tuple(n for i, n in enumerate(x.shape) if i not in axes))
+            dof = fn.maximum(lanes - ddof, 0.0)
         # as NumPy: count - ddof <= 0 divides by zero (inf, or NaN for 0 / 0)
-        var = fn.divide(fn.sum(d * d, axes, _keep(keepdims)), fn.elementwise("maximum", count - ddof, 0.0)
-                        if mask is not None else max(count - ddof, 0.0))
+        var = fn.divide(fn.sum(d * d, axes, _keep(keepdims)), dof)
         return _safe_sqrt(var) if name == "std" else var  # (a constant slice: gradient 0)
     return impl
 
@@ -674,7 +677,8 @@ def _between(index, n, t_of=None):
     lo = lo.astype(np.int64)
     hi = lo + 1
     low, high = index < 0, index >= n - 1  # (NumPy's bounds: the end element, whole)
-    lo, hi = np.where(low, 0, np.where(high, n - 1, lo)), np.where(low, 0, np.where(high, n - 1, hi))
+    lo = np.where(low, 0, np.where(high, n - 1, lo))
+    hi = np.where(low, 0, np.where(high, n - 1, hi))
     return lo, hi, np.where(low | high, 0.0, t)
 
 

@@ -241,11 +241,12 @@ def _measure_tt_against_nt():
     """On one BLAS thread, as the kernels call it (at NumPy's default threads the answer
     depended on them, and so did the programs of a fresh cache)."""
     from ..codegen import rt
-    threads = rt.set_blas_threads(1)
+    set_threads = getattr(rt.OPENBLAS, rt.SET_BLAS_THREADS)  # (returns the count it replaces,
+    threads = set_threads(1)  # for calls from this thread, as the kernels' own calls set it)
     try:
         return _time_tt_against_nt()
     finally:
-        rt.set_blas_threads(threads)
+        set_threads(threads)
 
 
 def _time_tt_against_nt():
