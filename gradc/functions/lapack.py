@@ -317,7 +317,7 @@ def matrix_rank(A, tol=None, hermitian=False, *, rtol=None):
     if tol is None:
         if rtol is None:
             rtol = max(a.shape[-2:]) * np.finfo(a.dtype).eps
-        tol = fn.max(s, axis=-1, keepdims=True) * _per_matrix(rtol, a)
+        tol = _largest(s, keepdims=True) * _per_matrix(rtol, a)
     elif rtol is not None:
         raise ArgumentError("`tol` and `rtol` can't be both set.")
     else:
