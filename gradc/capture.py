@@ -45,10 +45,12 @@ class Guard(NamedTuple):
     """A value read from outside the arguments and compiled in: a number, string, None or
     function (`self.training`, a global `EPS`, `self.act`), a list's (class, length), a
     callable object's class, a small array's contents (`content_guards`). A call that finds
-    another value there traces again."""
+    another value there traces again. `decided`: an array's contents that decided what the
+    trace did (gradc/derived.py), checked even where tracing again made the same program."""
     name: str
     value: object
     path: Path
+    decided: bool = False
 
 
 def same(a, b):
@@ -129,8 +131,9 @@ def uncaptured(graph, watch):
     """[(name, array, path)] of the float arrays outside the arguments that the code's names
     reach (frozen.Watch) but that no traced operation read."""
     names = watch.names()
+    decided = watch.swaps.specialized if watch.swaps is not None else {}
     return [(name, array, path) for i, (name, array, path) in watch.arrays.items()
-            if i not in graph.captured and path.named_in(names)]
+            if i not in graph.captured and i not in decided and path.named_in(names)]
 
 
 def content_guards(graph, watch):
@@ -140,10 +143,13 @@ def content_guards(graph, watch):
     code names in a branch not taken (`self.running_mean` while training) traces again once
     when it changes, and is no longer checked where that made the same program
     (`unchanged_by`). See CONTENT_GUARD_SIZE."""
+    decided = watch.swaps.specialized if watch.swaps is not None else {}
     return [(name, array.copy(), path) for name, array, path in uncaptured(graph, watch)
-            if array.size <= CONTENT_GUARD_SIZE] + [
+            if array.size <= CONTENT_GUARD_SIZE and id(array) not in decided] + [
         (name, array.copy(), path) for name, array, path in named_tables(watch)
-        if array.size <= CONTENT_GUARD_SIZE]
+        if array.size <= CONTENT_GUARD_SIZE] + [
+        (name, array.copy(), path, True) for array in decided.values()
+        for name, path in [watch.way_to(array)]]
 
 
 def unchanged_by(captures, stale, compiled):
@@ -156,7 +162,7 @@ def unchanged_by(captures, stale, compiled):
         return
     changed = set()
     for guard in stale.captures.guards:
-        if type(guard.value) is np.ndarray:
+        if type(guard.value) is np.ndarray and not guard.decided:
             try:
                 now = guard.path.follow()
             except Exception:  # noqa: BLE001 - (gone: another reason to trace again)
@@ -164,7 +170,7 @@ def unchanged_by(captures, stale, compiled):
             if not same(guard.value, now):
                 changed.add((id(guard.path.root), guard.path.steps))
     captures.guards = [g for g in captures.guards
-                       if (id(g.path.root), g.path.steps) not in changed]
+                       if g.decided or (id(g.path.root), g.path.steps) not in changed]
 
 
 def named_tables(watch):
@@ -183,8 +189,9 @@ def _change(guard, now):
         return f"`{guard.name}` was {was!r} when traced, now {now!r}"
     kind = f"{was.dtype.name}{list(was.shape)}"
     if type(now) is np.ndarray and (now.shape, now.dtype) == (was.shape, was.dtype):
-        return (f"`{guard.name}` ({kind}, compiled in: the trace read it with NumPy alone) "
-                "changed")
+        how = ("its contents decided what was traced, with NumPy alone" if guard.decided
+               else "compiled in: the trace read it with NumPy alone")
+        return f"`{guard.name}` ({kind}, {how}) changed"
     now = f"{now.dtype.name}{list(now.shape)}" if isinstance(now, np.ndarray) else repr(now)
     return f"`{guard.name}` was {kind} when traced, now {now}"
 
@@ -228,7 +235,7 @@ def captured(graph, x):
 
 def owner_of(x):
     """The array that owns the memory `x` views (x itself if it owns it)."""
-    while type(x.base) is np.ndarray:
+    while isinstance(x.base, np.ndarray):  # (through gradc/derived.py's Outside views too)
         x = x.base
     return x
 

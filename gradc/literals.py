@@ -24,6 +24,7 @@ import threading
 
 import numpy as np
 
+from . import derived
 from .ir import Value
 from .ops import fn
 from .trace import _user_frame, copy, current_graph, traced
@@ -103,8 +104,11 @@ def _wrapper(name):
 
     @functools.wraps(original)
     def wrapper(*args, **kwargs):
-        if _applies(args[0] if args else kwargs.get(first)):
+        obj = args[0] if args else kwargs.get(first)
+        if _applies(obj):
             return literal(*args, **kwargs)
+        if type(obj) is derived.Outside:  # (NumPy computed it from outside arrays, tracing)
+            return derived.constructed(name, args, kwargs)
         return original(*args, **kwargs)
     return wrapper
 

@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 
 from ..capture import captured
+from ..derived import Outside, replay
 from .. import pytree
 from ..errors import ShapeError, UnsupportedOpError
 from ..ir import SUPPORTED_DTYPES, Value
@@ -121,6 +122,12 @@ def as_value(x, like: Value | None = None, graph=None):
     if isinstance(x, (numbers.Number, np.bool_)) and not isinstance(x, np.generic):
         dt = _scalar_dtype(x, like.dtype if like is not None else None)
         return const(graph, x, dt)
+    if isinstance(x, Outside):  # (NumPy computed it from outside arrays while tracing)
+        swaps = getattr(graph.outside, "swaps", None)
+        live = None if swaps is None else replay(graph, x, swaps)
+        if live is not None:
+            return live
+        return array_const(graph, np.array(x.view(np.ndarray)))  # (checked: derived.py)
     if isinstance(x, (np.ndarray, np.generic, list, tuple)):
         pytree.subclass_meaning(x, "an array the traced code reads", UnsupportedOpError)
         arr = np.asarray(x)
