@@ -114,6 +114,8 @@ def _walk(x, leaves):
             f"an argument is an iterator ({type(x).__name__}: a generator, iter(...), zip, "
             "map): a compiled function would read its items once, when traced, and an exhausted "
             "one looks the same; pass a list or tuple of them")
+    if _compared_by_identity(x):  # (a @dataclass model: unhashable, told apart by identity)
+        return static_node(x)
     try:
         hash(x)
     except TypeError:
@@ -159,8 +161,22 @@ def static_node(x):
             return ("static", _NAN, float)
         return ("static", x, (float, math.copysign(1.0, x)))
     if _compared_by_identity(x):
-        return ("static", x, (type(x), id(x)))
+        return _StaticByIdentity(("static", x, (type(x), id(x))))
     return ("static", x, type(x))
+
+
+class _StaticByIdentity(tuple):
+    """The static node of an object told apart by identity (`_compared_by_identity`): hashed
+    and compared without the object's own __hash__ and __eq__ (a @dataclass has no hash)."""
+
+    def __hash__(self):
+        return hash(self[2])
+
+    def __eq__(self, other):
+        return isinstance(other, _StaticByIdentity) and self[1] is other[1]
+
+    def __ne__(self, other):
+        return not self == other
 
 
 def _compared_by_identity(x):

@@ -975,6 +975,27 @@ def test_equal_objects_of_a_class_with_its_own_eq_are_told_apart():
     np.testing.assert_array_equal(a.forward(x), x)
 
 
+def test_a_jitted_method_of_a_dataclass_model():
+    """A @dataclass (eq=True: no __hash__) is a static `self` told apart by identity: it was
+    refused as unhashable."""
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Linear:
+        W: np.ndarray
+
+        @gradc.jit
+        def forward(self, x):
+            return np.tanh(x @ self.W)
+
+    a, b = Linear(np.eye(3) * 0.5), Linear(np.eye(3) * 0.5)  # (equal: two models all the same)
+    np.testing.assert_allclose(a.forward(X), np.tanh(X @ a.W), rtol=1e-13)
+    b.W = b.W * 3.0
+    np.testing.assert_allclose(b.forward(X), np.tanh(X @ b.W), rtol=1e-13)
+    a.W *= -1.0
+    np.testing.assert_allclose(a.forward(X), np.tanh(X @ a.W), rtol=1e-13)
+
+
 def test_a_callable_layer_whose_class_call_is_patched_traces_again():
     """`Act.__call__ = f` on the class of a callable layer the function calls: the old
     __call__ ran (the guard held the class alone; a call is no attribute read in bytecode)."""
