@@ -227,6 +227,22 @@ class _Update:
                                  source=user_source())
 
 
+def _not_an_array(self, *args, **kwargs):
+    from .trace import user_source
+    raise UnsupportedOpError("gradc.at(x)[index] is an update still to make, not an array: end "
+                             "it with .set(v), .add(v), .multiply(v), .min(v) or .max(v) (the "
+                             "new array), or read the elements with x[index]",
+                             source=user_source())
+
+
+# (gradc.at(x)[i] * 2, np.sum(gradc.at(x)[i]): the update was not finished)
+for _name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or",
+              "xor", "radd", "rsub", "rmul", "rtruediv", "rfloordiv", "rmod", "rpow", "rmatmul",
+              "rand", "ror", "rxor", "neg", "pos", "abs", "lt", "le", "gt", "ge", "bool",
+              "float", "int", "index", "len", "iter", "array", "array_ufunc", "array_function"):
+    setattr(_Update, f"__{_name}__", _not_an_array)
+
+
 def _graph_of(x, index, kind, values):
     index = index if isinstance(index, tuple) else (index,)
     return next((v.graph for v in (x, values, *index) if isinstance(v, Value)), None)

@@ -632,6 +632,16 @@ def test_index_out_of_range_names_the_arrays_checked_on_that_line():
     assert msg.endswith("i holds an index outside [-4, 4)"), msg
 
 
+@pytest.mark.parametrize("use", [lambda u: u * 2.0, lambda u: np.sum(u), lambda u: 1.0 + u,
+                                 lambda u: u.sum()])
+def test_an_update_left_unfinished_says_how_to_finish_it(use):
+    # gradc.at(x)[i] * 2 (the .set/.add forgotten) named an internal class in Python's TypeError
+    with pytest.raises(gradc.UnsupportedOpError) as excinfo:
+        gradc.jit(lambda x: use(gradc.at(x)[0]))(X3)  # AT-UNFINISHED
+    msg = str(excinfo.value)
+    assert "test_errors.py" in msg and (".set(v), .add(v)" in msg or "not an update" in msg), msg
+
+
 def test_weight_decay_tree_that_does_not_fit_the_parameters():
     step = gradc.train_step(lambda p, x: (p["w"] * x).sum(),
                             gradc.optim.AdamW(weight_decay={"w": 0.1, "b": 0.0}))
