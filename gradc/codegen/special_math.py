@@ -217,21 +217,32 @@ def digamma(x):
 
 
 def polygamma(n, x):
-    """psi^(n)(x), n >= 1: the recurrence psi^(n)(x) = psi^(n)(x + 1) + (-1)^(n+1) n! / x^(n+1)
-    up to x >= 12 + 2n (negative x too, for n >= 2: a time that grows with -x; n = 1 reflects),
-    then the asymptotic series
-    (-1)^(n+1) [(n-1)!/x^n + n!/(2 x^(n+1)) + sum B_2k (2k+n-1)! / ((2k)! x^(2k+n))]."""
+    """psi^(n)(x), n >= 1: for x > 0, `_polygamma_positive`; for x < 0, psi'(x) reflects
+    (psi'(x) = pi^2 / sin^2(pi x) - psi'(1 - x)), and for n >= 2, with x = r - N (0 < r < 1),
+    psi^(n)(x) = psi^(n)(r) + (-1)^(n+1) (psi^(n)(1 - r) - psi^(n)(N + 1 - r)): the recurrence
+    psi^(n)(x) = psi^(n)(x + 1) + (-1)^(n+1) n! / x^(n+1) summed in closed form (stepping up
+    one at a time took |x| steps: 28 s at -1e9)."""
     if x != x or x == -math.inf:
         return math.nan
     if x == math.inf:
         return 0.0
     if x <= 0.0 and x == math.floor(x):  # a pole: (-1)^(n+1) inf, as SciPy
         return math.inf if n % 2 == 1 else -math.inf
-    reflected = 0.0  # psi'(x) = pi^2 / sin^2(pi x) - psi'(1 - x) for x < 0: the recurrence
-    if n == 1 and x < 0.0:  # below steps up one at a time (digamma's gradient at -1e9: 28 s)
+    if x > 0.0:
+        return _polygamma_positive(n, x)
+    if n == 1:
         r = x - math.floor(x + 0.5)  # (sin(pi r) = +-sin(pi x), r exact)
-        reflected = (PI / math.sin(PI * r)) ** 2  # (> 0: no recursion, which CUDA lacks)
-        x = 1.0 - x
+        return (PI / math.sin(PI * r)) ** 2 - _polygamma_positive(1, 1.0 - x)
+    steps = math.ceil(-x)
+    r = x + steps  # (exact: 0 < r < 1)
+    far = _polygamma_positive(n, steps + 1.0 - r) if steps > 0 else 0.0
+    sign = 1.0 if n % 2 == 1 else -1.0  # (-1)^(n+1)
+    return _polygamma_positive(n, r) + sign * (_polygamma_positive(n, 1.0 - r) - far)
+
+
+def _polygamma_positive(n, x):
+    """psi^(n)(x) for x > 0, n >= 1: the recurrence up to x >= 12 + 2n, then the asymptotic
+    series (-1)^(n+1) [(n-1)!/x^n + n!/(2 x^(n+1)) + sum B_2k (2k+n-1)! / ((2k)! x^(2k+n))]."""
     fact = 1.0  # (n-1)!
     for k in range(1, n):
         fact *= k
@@ -248,8 +259,6 @@ def polygamma(n, x):
         ratio *= (2.0 * k + n) * (2.0 * k + n + 1) / ((2.0 * k + 1) * (2.0 * k + 2))
         zk *= z
     value = fact * n * near + (fact + fact * n * 0.5 / x + series) / xn
-    if reflected > 0.0:
-        return reflected - value
     return value if n % 2 == 1 else -value
 
 
@@ -265,7 +274,7 @@ def compiled(decorator):
     cuda.jit(device=True)): copies of the functions whose globals name the compiled versions,
     so that they call each other as compiled code."""
     namespace = dict(globals())
-    for name in FUNCTIONS + ("_poly", "_ppnd16", "_exp_square", "_erfcx_positive",
+    for name in FUNCTIONS + ("_polygamma_positive", "_poly", "_ppnd16", "_exp_square", "_erfcx_positive",
                              "_logit_edge"):
         f = globals()[name]
         namespace[name] = decorator(_types.FunctionType(f.__code__, namespace, name,

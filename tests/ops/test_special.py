@@ -309,6 +309,9 @@ def test_what_a_fuzzing_round_found_in_the_special_functions():
                                rtol=1e-14)
     np.testing.assert_allclose(gradc.grad(lambda x: sp.digamma(x).sum())(x),
                                sp.polygamma(1, x), rtol=1e-14)
+    x = np.array([-1e9 - 0.7, -123456.3, -2.7, -0.3, 3.3])  # (n >= 2 too: 28 s at -1e9)
+    np.testing.assert_allclose(gradc.jit(lambda x: gs.polygamma(3, x))(x),
+                               sp.polygamma(3, x), rtol=1e-11)
 
 
 def test_logsumexp_weights_at_zero_keep_their_gradient():
