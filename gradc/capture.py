@@ -45,12 +45,10 @@ class Guard(NamedTuple):
     """A value read from outside the arguments and compiled in: a number, string, None or
     function (`self.training`, a global `EPS`, `self.act`), a list's (class, length), a
     callable object's class, a small array's contents (`content_guards`). A call that finds
-    another value there traces again. `decided`: an array's contents that decided what the
-    trace did (gradc/derived.py), checked even where tracing again made the same program."""
+    another value there traces again."""
     name: str
     value: object
     path: Path
-    decided: bool = False
 
 
 def same(a, b):
@@ -129,27 +127,34 @@ CONTENT_GUARD_SIZE = 4096
 
 def uncaptured(graph, watch):
     """[(name, array, path)] of the float arrays outside the arguments that the code's names
-    reach (frozen.Watch) but that no traced operation read."""
+    reach (frozen.Watch) but that no traced operation read; and, where the trace compiled in
+    a float array or NumPy scalar (`numpy_made`), those a traced operation read too: NumPy may
+    have computed that constant from one (`x @ self.W.T + x @ (self.W / np.sqrt((self.W **
+    2).sum()))` read self.W live beside a normalised self.W compiled in: stale after an
+    update)."""
     names = watch.names()
-    decided = watch.swaps.specialized if watch.swaps is not None else {}
+    also_read = numpy_made(graph)
     return [(name, array, path) for i, (name, array, path) in watch.arrays.items()
-            if i not in graph.captured and i not in decided and path.named_in(names)]
+            if (also_read or i not in graph.captured) and path.named_in(names)]
+
+
+def numpy_made(graph):
+    """Whether the trace compiled in a float array or NumPy float scalar: what NumPy computed
+    alone, perhaps from an outside array (fn.as_value notes them)."""
+    return any(a.dtype.kind == "f" for a in graph.constant_arrays.values())
 
 
 def content_guards(graph, watch):
-    """Guards on the contents of the small uncaptured arrays (what NumPy may have computed
+    """Guards on the contents of the small `uncaptured` arrays (what NumPy may have computed
     from alone: no trace sees its reads; np.diag(1 / self.prior_var) was compiled in and never
     checked, as it had another size): every one up to CONTENT_GUARD_SIZE elements. One the
     code names in a branch not taken (`self.running_mean` while training) traces again once
     when it changes, and is no longer checked where that made the same program
     (`unchanged_by`). See CONTENT_GUARD_SIZE."""
-    decided = watch.swaps.specialized if watch.swaps is not None else {}
     return [(name, array.copy(), path) for name, array, path in uncaptured(graph, watch)
-            if array.size <= CONTENT_GUARD_SIZE and id(array) not in decided] + [
+            if array.size <= CONTENT_GUARD_SIZE] + [
         (name, array.copy(), path) for name, array, path in named_tables(watch)
-        if array.size <= CONTENT_GUARD_SIZE] + [
-        (name, array.copy(), path, True) for array in decided.values()
-        for name, path in [watch.way_to(array)]]
+        if array.size <= CONTENT_GUARD_SIZE]
 
 
 def unchanged_by(captures, stale, compiled):
@@ -162,7 +167,7 @@ def unchanged_by(captures, stale, compiled):
         return
     changed = set()
     for guard in stale.captures.guards:
-        if type(guard.value) is np.ndarray and not guard.decided:
+        if type(guard.value) is np.ndarray:
             try:
                 now = guard.path.follow()
             except Exception:  # noqa: BLE001 - (gone: another reason to trace again)
@@ -170,7 +175,7 @@ def unchanged_by(captures, stale, compiled):
             if not same(guard.value, now):
                 changed.add((id(guard.path.root), guard.path.steps))
     captures.guards = [g for g in captures.guards
-                       if g.decided or (id(g.path.root), g.path.steps) not in changed]
+                       if (id(g.path.root), g.path.steps) not in changed]
 
 
 def named_tables(watch):
@@ -189,9 +194,8 @@ def _change(guard, now):
         return f"`{guard.name}` was {was!r} when traced, now {now!r}"
     kind = f"{was.dtype.name}{list(was.shape)}"
     if type(now) is np.ndarray and (now.shape, now.dtype) == (was.shape, was.dtype):
-        how = ("its contents decided what was traced, with NumPy alone" if guard.decided
-               else "compiled in: the trace read it with NumPy alone")
-        return f"`{guard.name}` ({kind}, {how}) changed"
+        return (f"`{guard.name}` ({kind}, compiled in: the trace read it with NumPy alone) "
+                "changed")
     now = f"{now.dtype.name}{list(now.shape)}" if isinstance(now, np.ndarray) else repr(now)
     return f"`{guard.name}` was {kind} when traced, now {now}"
 
@@ -235,7 +239,7 @@ def captured(graph, x):
 
 def owner_of(x):
     """The array that owns the memory `x` views (x itself if it owns it)."""
-    while isinstance(x.base, np.ndarray):  # (through gradc/derived.py's Outside views too)
+    while type(x.base) is np.ndarray:
         x = x.base
     return x
 

@@ -35,7 +35,6 @@ import types
 
 import numpy as np
 
-from . import derived
 from .errors import FrozenRandomError
 from .ir import Value
 from .outside import (ABSENT, GLOBAL_DEPTH, LIBRARIES, LOCAL_DEPTH, OutsideWalk, Path, code_names,
@@ -170,9 +169,8 @@ class Watch(OutsideWalk):
     Paths: gradc/capture.py reads and guards them; `held`: a traced value stored there is
     refused and undone)."""
 
-    def __init__(self, fun, static_args=(), swap=False):
+    def __init__(self, fun, static_args=()):
         super().__init__()
-        self.swaps = derived.Swaps() if swap else None
         self.fun = fun
         self.static_args = static_args
         self.probes = {}  # id(bit generator) -> _Probe
@@ -181,8 +179,6 @@ class Watch(OutsideWalk):
         self.uses_global = False  # user code that names np.random's functions ran
 
     def __enter__(self):
-        if self.swaps is not None:
-            self.swaps.__enter__()
         self.outer = active()
         _local.watch = self
         self.previous = sys.getprofile()
@@ -202,8 +198,6 @@ class Watch(OutsideWalk):
         if self.hooked:
             sys.setprofile(self.previous)
         _local.watch = self.outer
-        if self.swaps is not None:
-            self.swaps.__exit__(*exc)
         return False
 
     def pause(self):

@@ -24,7 +24,6 @@ import threading
 
 import numpy as np
 
-from . import derived
 from .ir import Value
 from .ops import fn
 from .trace import _user_frame, copy, current_graph, traced
@@ -104,11 +103,8 @@ def _wrapper(name):
 
     @functools.wraps(original)
     def wrapper(*args, **kwargs):
-        obj = args[0] if args else kwargs.get(first)
-        if _applies(obj):
+        if _applies(args[0] if args else kwargs.get(first)):
             return literal(*args, **kwargs)
-        if type(obj) is derived.Outside:  # (NumPy computed it from outside arrays, tracing)
-            return derived.constructed(name, args, kwargs)
         return original(*args, **kwargs)
     return wrapper
 

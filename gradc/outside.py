@@ -21,7 +21,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .derived import Outside
 from .ir import Value
 
 # gradc and the libraries it runs while tracing: never user code, and not outside state
@@ -254,9 +253,6 @@ class OutsideWalk:
         self.held, self.held_globals, self.held_cells = [], [], []
         self.names_now = NO_NAMES  # what the code being entered reads (of the user's modules)
         self.top = None  # the code of the traced function (the first user frame entered)
-        # where the float arrays found are swapped for views that note what NumPy computes
-        # from them (gradc/derived.py), while a compiled function traces; else None
-        self.swaps = None
 
     def random_source(self, value, name):
         """Whether `value` is a source of random numbers (handled by frozen.Watch)."""
@@ -396,15 +392,11 @@ class OutsideWalk:
                 self.plain.append((name, value, path.then("set", None)
                                    if type(value) in (set, frozenset) else path))
             return
-        if type(value) is Outside and value.node.source is not None:
-            value = value.node.source  # (swapped by a trace running on another thread)
         if type(value) is np.ndarray:
             if outside and value.size and value.dtype.kind == "f":  # (weights, data; not
                 if id(value) not in self.arrays:  # index tables and masks)
                     self.arrays[id(value)] = (name, value, path)
                 self.paths.setdefault(id(value), []).append((name, path))
-                if self.swaps is not None:
-                    self.swaps.swap(value, name, path)
             elif outside and value.size and value.dtype.kind in "iub":
                 self.tables.setdefault(id(value), (name, value, path))
             return

@@ -66,9 +66,8 @@ def subclass_meaning(x, what="an argument", error=SignatureError):
     as a product), which gradc would drop: its sum of a masked array counted the masked
     values, and one read from a global was compiled in without its mask. Refused (np.memmap,
     whose data is all it means, passes)."""
-    if not isinstance(x, np.ndarray) or type(x) is np.ndarray or isinstance(
-            x, (np.memmap, Value)) or type(x).__module__ == "gradc.derived":
-        return  # (gradc/derived.py's Outside: what NumPy computed from outside arrays)
+    if not isinstance(x, np.ndarray) or type(x) is np.ndarray or isinstance(x, (np.memmap, Value)):
+        return
     hint = (" (x.filled(fill) for a masked array's values with the masked ones replaced)"
             if isinstance(x, np.ma.MaskedArray) else "")
     raise error(f"{what} is a {type(x).__module__}.{type(x).__name__}, a subclass of "

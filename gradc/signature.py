@@ -120,11 +120,10 @@ class RecompileWatch:
             return
         self.warned = True
         if "with NumPy alone" in why:  # (an array's contents: capture.content_guards)
-            what = ("a Python value NumPy computes from an array read from outside (float(), "
-                    "an `if` on it), or a step gradc cannot compute on traced values, is "
-                    "compiled in, so every change to the array traces again. Compute it with "
-                    "traced operations (they read the array on every call), or pass the array "
-                    "as an argument")
+            what = ("what NumPy computes alone from an array read from outside is compiled in, "
+                    "so every change to the array traces again. Compute it from a traced value "
+                    "(the array meeting a traced operation is read on every call), or pass the "
+                    "array as an argument")
         else:
             what = ("numbers, strings and None read from globals, closures or attributes are "
                     "compiled in, so every new value traces again. Pass it as an argument "

@@ -23,7 +23,6 @@ import numpy as np
 from . import frozen, functions, pytree
 from .capture import (CONTENT_GUARD_SIZE, content_guards, named_tables, owner_of,
                       uncaptured)
-from .derived import Outside
 from .errors import (ArgumentError, ConstantArrayWarning, GradcError, IndexOutOfRangeError,
                      SignatureError, UnsupportedOpError)
 from .functions._args import ABSENT as _ABSENT
@@ -809,7 +808,7 @@ def trace(fun, args, kwargs=None, capture=False):
     _active.graphs.append(graph)
     try:
         with graph.stamping_user_source(True), numpy_constructors(), \
-                frozen.Watch(fun, _static_values(treedef), swap=capture) as watch:
+                frozen.Watch(fun, _static_values(treedef)) as watch:
             graph.outside = watch if capture else None
             _check_call(fun, targs, tkwargs)
             graph.tracing = True
@@ -848,7 +847,7 @@ def trace(fun, args, kwargs=None, capture=False):
     for v in out_leaves:
         if not isinstance(v, Value):
             try:
-                v = fn.as_value(v if isinstance(v, Outside) else np.asarray(v), graph=graph)
+                v = fn.as_value(np.asarray(v), graph=graph)
             except GradcError as e:
                 raise type(e)(f"{getattr(fun, '__name__', 'the function')} returned an array "
                               f"gradc cannot return: {e}", source=user_source()) from None
@@ -972,6 +971,9 @@ def _warn_derived_constants(fun, graph, watch, named):
         if id(a) in named or a.size < 2 or a.dtype.kind != "f":
             continue
         sources = [f"`{name}`" for name, r in unread if r.size == a.size]
+        unused = [f"`{name}`" for name, r in unread  # (no traced operation read these: first)
+                  if r.size == a.size and id(r) not in graph.captured]
+        sources = unused or sources
         if sources:
             source = " or ".join(sources[:3]) + (f" (or {len(sources) - 3} more)"
                                                  if len(sources) > 3 else "")

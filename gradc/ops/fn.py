@@ -13,7 +13,6 @@ import warnings
 import numpy as np
 
 from ..capture import captured
-from ..derived import Outside, replay
 from .. import pytree
 from ..errors import ShapeError, UnsupportedOpError
 from ..ir import SUPPORTED_DTYPES, Value
@@ -122,12 +121,6 @@ def as_value(x, like: Value | None = None, graph=None):
     if isinstance(x, (numbers.Number, np.bool_)) and not isinstance(x, np.generic):
         dt = _scalar_dtype(x, like.dtype if like is not None else None)
         return const(graph, x, dt)
-    if isinstance(x, Outside):  # (NumPy computed it from outside arrays while tracing)
-        swaps = getattr(graph.outside, "swaps", None)
-        live = None if swaps is None else replay(graph, x, swaps)
-        if live is not None:
-            return live
-        return array_const(graph, np.array(x.view(np.ndarray)))  # (checked: derived.py)
     if isinstance(x, (np.ndarray, np.generic, list, tuple)):
         pytree.subclass_meaning(x, "an array the traced code reads", UnsupportedOpError)
         arr = np.asarray(x)
@@ -139,6 +132,8 @@ def as_value(x, like: Value | None = None, graph=None):
             live = captured(graph, x)  # (read from outside the arguments: read on every call)
             if live is not None:
                 return live
+            graph.constant_arrays[id(x)] = x
+        elif isinstance(x, np.floating):  # (np.sqrt((W ** 2).sum()): capture.numpy_made)
             graph.constant_arrays[id(x)] = x
         return array_const(graph, arr)
     raise UnsupportedOpError(
