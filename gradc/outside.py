@@ -216,6 +216,8 @@ def code_names(code):
 # MAX_ITEMS entries of a container and SCAN_LIMIT containers in all (a large object graph
 # costs no more)
 GLOBAL_DEPTH, LOCAL_DEPTH, SCAN_LIMIT, MAX_ITEMS = 8, 9, 5000, 1024
+# outside arrays up to this many elements are copied when found, to see a change in place
+SNAPSHOT_SIZE = 4096
 _PLAIN = (bool, int, float, complex, str, type(None))
 # what tells that code walks or measures a list or dict (besides `for x in self.layers`)
 _WALK_METHODS = frozenset({"items", "values", "keys"})
@@ -246,6 +248,9 @@ class OutsideWalk:
         # id -> (name, array, Path) of the integer and boolean arrays (index tables, masks):
         # compiled in where the code indexes with them, so their contents are guarded
         self.tables = {}
+        # id -> (name, array, a copy of it when found) of the arrays up to SNAPSHOT_SIZE
+        # elements: one the traced code changed in place (`self.n += 1`) is refused
+        self.snapshots = {}
         self.plain = []
         # [(name, dict, list or an object's __dict__, a copy of it, whether an object's)] of the
         # containers walked, [(globals, name, value)] of the globals, [(name, cell, value)] of
@@ -335,6 +340,13 @@ class OutsideWalk:
                 cell.cell_contents = value
         return stored
 
+    def changed_in_place(self):
+        """The names of the outside arrays (up to SNAPSHOT_SIZE elements) whose contents
+        changed since the walk found them: the traced code changed them in place, which NumPy
+        code would do on every call and the compiled function never."""
+        return [name for name, array, copy in self.snapshots.values()
+                if not np.array_equal(array, copy, equal_nan=array.dtype.kind in "fc")]
+
     def way_to(self, array):
         """(name, Path) to `array` (one of `arrays`): the first found through names the code
         entered so far uses (self.W where self.__dict__ also holds it as self.params['W']),
@@ -399,6 +411,8 @@ class OutsideWalk:
                 self.paths.setdefault(id(value), []).append((name, path))
             elif outside and value.size and value.dtype.kind in "iub":
                 self.tables.setdefault(id(value), (name, value, path))
+            if outside and 0 < value.size <= SNAPSHOT_SIZE and id(value) not in self.snapshots:
+                self.snapshots[id(value)] = (name, value, value.copy())
             return
         if self.random_source(value, name):  # (frozen.Watch: a generator, np.random's)
             return

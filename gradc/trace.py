@@ -823,8 +823,17 @@ def trace(fun, args, kwargs=None, capture=False):
                 graph.tracing = False
                 stored = watch.undo_stored_values()
             watch.check(_definition(fun), final=True)
+            changed = watch.changed_in_place()
     finally:
         _active.graphs.pop()
+    if changed:
+        raise UnsupportedOpError(
+            f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) changed "
+            f"arrays outside its arguments in place ({', '.join(f'`{c}`' for c in changed[:4])}"
+            "; `self.n += 1`, `buf[:] = ...`): its Python runs once, when traced, so they "
+            "changed once (they keep that change) and the compiled function would never change "
+            "them again. Compute the new value and return it (store it after the call), or pass "
+            "the array as an argument", source=user_source())
     if stored:
         raise UnsupportedOpError(
             f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) stored "

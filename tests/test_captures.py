@@ -986,6 +986,31 @@ def test_an_array_read_live_and_also_by_numpy_alone_is_checked():
         gradc.jit(big.forward)(X)
 
 
+class Counting:
+    def __init__(self):
+        self.W, self.seen, self.steps = np.eye(3), np.zeros(3), np.zeros(1, dtype=np.int64)
+
+
+@pytest.mark.parametrize("change", [
+    lambda m: m.seen.__iadd__(1.0),  # (self.seen += 1)
+    lambda m: m.steps.__setitem__(0, m.steps[0] + 1),  # (an integer counter)
+    lambda m: np.copyto(m.seen[1:], 2.0),  # (through a view)
+    lambda m: m.W.fill(0.5),
+])
+def test_an_outside_array_changed_in_place_by_the_traced_code_is_refused(change):
+    """NumPy code that changes an array outside its arguments changes it on every call; the
+    trace changed it once and the compiled function never did (a silent divergence)."""
+    model = Counting()
+
+    def forward(x):
+        change(model)
+        return x @ model.W
+
+    with pytest.raises(gradc.UnsupportedOpError, match=r"changed arrays outside its arguments "
+                                                       r"in place \(`model\.(seen|steps|W)`"):
+        gradc.jit(forward)(X)
+
+
 def test_a_jitted_method_of_a_dataclass_model():
     """A @dataclass (eq=True: no __hash__) is a static `self` told apart by identity: it was
     refused as unhashable."""
