@@ -139,9 +139,10 @@ def uncaptured(graph, watch):
 
 
 def numpy_made(graph):
-    """Whether the trace compiled in a float array or NumPy float scalar: what NumPy computed
-    alone, perhaps from an outside array (fn.as_value notes them)."""
-    return any(a.dtype.kind == "f" for a in graph.constant_arrays.values())
+    """Whether the trace compiled in a float or boolean array or a NumPy float scalar: what
+    NumPy computed alone, perhaps from an outside array (fn.as_value and indexing note them:
+    `x[self.W > 0]`)."""
+    return any(a.dtype.kind in "fb" for a in graph.constant_arrays.values())
 
 
 def content_guards(graph, watch):

@@ -968,7 +968,7 @@ def _warn_constant_arrays(fun, graph, watch):
 
 
 def _warn_derived_constants(fun, graph, watch, named):
-    """ConstantArrayWarning for a float array compiled in that has the size of an outside
+    """ConstantArrayWarning for a float array or mask compiled in that has the size of an outside
     array the trace found but never read as a traced operand (not captured), too large for its
     contents to be guarded (capture.CONTENT_GUARD_SIZE): it was likely computed from it with
     NumPy alone (`np.sqrt(self.running_var + eps)`), which no trace sees, so a later change to
@@ -977,7 +977,7 @@ def _warn_derived_constants(fun, graph, watch, named):
     if not unread:
         return
     for a in graph.constant_arrays.values():
-        if id(a) in named or a.size < 2 or a.dtype.kind != "f":
+        if id(a) in named or a.size < 2 or a.dtype.kind not in "fb":  # (x[self.W > 0]: a mask)
             continue
         sources = [f"`{name}`" for name, r in unread if r.size == a.size]
         unused = [f"`{name}`" for name, r in unread  # (no traced operation read these: first)

@@ -984,6 +984,15 @@ def test_an_array_read_live_and_also_by_numpy_alone_is_checked():
     with pytest.warns(gradc.ConstantArrayWarning, match=r"NumPy computed alone, it seems from "
                                                         r"`self\.W`"):
         gradc.jit(big.forward)(X)
+    W = np.where(np.arange(capture.CONTENT_GUARD_SIZE + 1) % 2 == 0, 1.0, -1.0)  # (a mask)
+    with pytest.warns(gradc.ConstantArrayWarning, match=r"bool\[4097\] array that NumPy "
+                                                        r"computed alone, it seems from `W`"):
+        gradc.jit(lambda x: x[W > 0].sum())(np.ones(W.size))
+    small = np.array([1.0, -1.0, 2.0])
+    f = gradc.jit(lambda x: x[small > 0].sum() + x @ small)  # (small: read live and checked)
+    assert f(np.ones(3)) == 2.0 + 2.0
+    small *= -1.0
+    assert f(np.ones(3)) == 1.0 - 2.0
 
 
 class Counting:
