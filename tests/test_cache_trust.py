@@ -20,6 +20,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+import time
 import sys
 import textwrap
 import warnings
@@ -340,3 +341,25 @@ def test_an_aot_module_imports_from_a_read_only_folder_with_no_writable_home(tmp
     out = json.loads(proc.stdout.splitlines()[-1])
     check_answer(out["value"], np.array(out["grad"]))
     assert os.listdir(folder) == ["loss_vg.py"] and os.listdir(home) == []
+
+
+def test_version_directories_unused_for_a_month_are_deleted(tmp_path):
+    """Each gradc/Numba/NumPy/Python version (and runtime edit) caches in a directory of its own,
+    which nothing loads once the version changed: one unused for GRADC_CACHE_DAYS (30) days goes
+    when the cache is next opened; the one in use, recent ones and what is not gradc's stay."""
+    from gradc.codegen import modules
+    root = tmp_path / "cache"
+    root.mkdir(mode=0o700)
+    month_ago = time.time() - 31 * 86400
+    old, recent = root / "gradc0_0_9-numba0_60_0-old", root / "gradc0_1_0-numba0_68_1-recent"
+    other, stray = root / "notes", root / "gradc-numba-a-file"
+    for folder in (old, recent, other):
+        (folder / "modules").mkdir(parents=True)
+        (folder / "modules" / "gradc_k.py").write_text("x = 1\n")
+    stray.write_text("")
+    for path in (old, other, stray):
+        os.utime(path, (month_ago, month_ago))
+    current = os.path.dirname(modules._prepare(str(root)))
+    assert not old.exists()
+    assert recent.exists() and other.exists() and stray.exists() and os.path.isdir(current)
+    assert os.stat(current).st_mtime > month_ago + 86400  # (marked used)

@@ -36,6 +36,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 import types
 import warnings
 
@@ -166,7 +167,35 @@ def _prepare(root):
         fd, probe = tempfile.mkstemp(dir=path, suffix=".tmp")
         os.close(fd)
         os.unlink(probe)
+    _forget_unused_versions(root, chain[1])
     return chain[-2]
+
+
+# a version directory (ROOT/TAG) no process used for this many days is deleted
+UNUSED_DAYS = float(os.environ.get("GRADC_CACHE_DAYS", "30"))
+
+
+def _forget_unused_versions(root, current):
+    """Delete the version directories under `root` (ROOT/TAG: another gradc, Numba, NumPy or
+    Python, or gradc's runtime edited) that no process has used for UNUSED_DAYS days: nothing
+    loads them again, and each holds every program compiled with it (a development machine
+    held eight, 1 GB). The current one is marked used (its time set to now)."""
+    os.utime(current)
+    cutoff = time.time() - UNUSED_DAYS * 86400.0
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(root, name)
+        if not (name.startswith("gradc") and "-numba" in name) or path == current:
+            continue
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and st.st_mtime < cutoff:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class UnsafeDirectory(Exception):
