@@ -128,7 +128,7 @@ CONTENT_GUARD_SIZE = 4096
 def uncaptured(graph, watch):
     """[(name, array, path)] of the float arrays outside the arguments that the code's names
     reach (frozen.Watch) but that no traced operation read; and, where the trace compiled in
-    a float array or NumPy scalar (`numpy_made`), those a traced operation read too: NumPy may
+    what NumPy made (`numpy_made`), those a traced operation read too: NumPy may
     have computed that constant from one (`x @ self.W.T + x @ (self.W / np.sqrt((self.W **
     2).sum()))` read self.W live beside a normalised self.W compiled in: stale after an
     update)."""

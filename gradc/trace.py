@@ -829,10 +829,10 @@ def trace(fun, args, kwargs=None, capture=False):
     if changed:
         raise UnsupportedOpError(
             f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) changed "
-            f"arrays outside its arguments in place ({', '.join(f'`{c}`' for c in changed[:4])}"
-            "; `self.n += 1`, `buf[:] = ...`): its Python runs once, when traced, so they "
-            "changed once (they keep that change) and the compiled function would never change "
-            "them again. Compute the new value and return it (store it after the call), or pass "
+            f"{', '.join(f'`{c}`' for c in changed[:4])}, outside its arguments, in place (as "
+            "`a += 1`, `a[i] = v` or np.copyto(a, v) do): its Python runs once, when traced, so "
+            "that happened once (it keeps that change) and the compiled function would never do "
+            "it again. Compute the new value and return it (store it after the call), or pass "
             "the array as an argument", source=user_source())
     if stored:
         raise UnsupportedOpError(
@@ -969,8 +969,9 @@ def _warn_constant_arrays(fun, graph, watch):
 
 def _warn_derived_constants(fun, graph, watch, named):
     """ConstantArrayWarning for a float array or mask compiled in that has the size of an outside
-    array the trace found but never read as a traced operand (not captured), too large for its
-    contents to be guarded (capture.CONTENT_GUARD_SIZE): it was likely computed from it with
+    array the trace found (`capture.uncaptured`: one no traced operation read, or any beside
+    what NumPy made), too large for its contents to be guarded (capture.CONTENT_GUARD_SIZE):
+    it was likely computed from it with
     NumPy alone (`np.sqrt(self.running_var + eps)`), which no trace sees, so a later change to
     that array is not seen in it."""
     unread = [(name, r) for name, r, _ in uncaptured(graph, watch) if r.size > CONTENT_GUARD_SIZE]

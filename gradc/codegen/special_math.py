@@ -274,8 +274,8 @@ def compiled(decorator):
     cuda.jit(device=True)): copies of the functions whose globals name the compiled versions,
     so that they call each other as compiled code."""
     namespace = dict(globals())
-    for name in FUNCTIONS + ("_polygamma_positive", "_poly", "_ppnd16", "_exp_square", "_erfcx_positive",
-                             "_logit_edge"):
+    for name in FUNCTIONS + ("_polygamma_positive", "_poly", "_ppnd16", "_exp_square",
+                             "_erfcx_positive", "_logit_edge"):
         f = globals()[name]
         namespace[name] = decorator(_types.FunctionType(f.__code__, namespace, name,
                                                         f.__defaults__))
