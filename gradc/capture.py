@@ -127,26 +127,14 @@ CONTENT_GUARD_SIZE = 4096
 
 def uncaptured(graph, watch):
     """[(name, array, path)] of the float arrays outside the arguments that the code's names
-    reach (frozen.Watch) but that no traced operation read; and, where the trace compiled in
-    what NumPy made (`numpy_made`), those a traced operation read too: NumPy may
-    have computed that constant from one (`x @ self.W.T + x @ (self.W / np.sqrt((self.W **
-    2).sum()))` read self.W live beside a normalised self.W compiled in: stale after an
-    update)."""
+    reach (frozen.Watch) but that no traced operation read."""
     names = watch.names()
-    also_read = numpy_made(graph)
     return [(name, array, path) for i, (name, array, path) in watch.arrays.items()
-            if (also_read or i not in graph.captured) and path.named_in(names)]
-
-
-def numpy_made(graph):
-    """Whether the trace compiled in a float or boolean array or a NumPy float scalar: what
-    NumPy computed alone, perhaps from an outside array (fn.as_value and indexing note them:
-    `x[self.W > 0]`)."""
-    return any(a.dtype.kind in "fb" for a in graph.constant_arrays.values())
+            if i not in graph.captured and path.named_in(names)]
 
 
 def content_guards(graph, watch):
-    """Guards on the contents of the small `uncaptured` arrays (what NumPy may have computed
+    """Guards on the contents of the small uncaptured arrays (what NumPy may have computed
     from alone: no trace sees its reads; np.diag(1 / self.prior_var) was compiled in and never
     checked, as it had another size): every one up to CONTENT_GUARD_SIZE elements. One the
     code names in a branch not taken (`self.running_mean` while training) traces again once

@@ -248,8 +248,8 @@ class OutsideWalk:
         # id -> (name, array, Path) of the integer and boolean arrays (index tables, masks):
         # compiled in where the code indexes with them, so their contents are guarded
         self.tables = {}
-        # id -> (name, array, a copy of it when found) of the arrays up to SNAPSHOT_SIZE
-        # elements: one the traced code changed in place (`self.n += 1`) is refused
+        # id -> (name, array, Path, its bytes when found) of the numeric arrays up to
+        # SNAPSHOT_SIZE elements: one the traced code changed in place (`self.n += 1`) is refused
         self.snapshots = {}
         self.plain = []
         # [(name, dict, list or an object's __dict__, a copy of it, whether an object's)] of the
@@ -341,11 +341,13 @@ class OutsideWalk:
         return stored
 
     def changed_in_place(self):
-        """The names of the outside arrays (up to SNAPSHOT_SIZE elements) whose contents
-        changed since the walk found them: the traced code changed them in place, which NumPy
-        code would do on every call and the compiled function never."""
-        return [name for name, array, copy in self.snapshots.values()
-                if not np.array_equal(array, copy, equal_nan=array.dtype.kind in "fc")]
+        """The names of the outside numeric arrays (up to SNAPSHOT_SIZE elements) the code names
+        whose bytes changed since the walk found them: the traced code changed them in place,
+        which NumPy code would do on every call and the compiled function never. (Arrays the
+        code does not name, a counter another thread bumps meanwhile, are not its doing.)"""
+        names = self.names()
+        return [name for name, array, path, data in self.snapshots.values()
+                if array.tobytes() != data and path.named_in(names)]
 
     def way_to(self, array):
         """(name, Path) to `array` (one of `arrays`): the first found through names the code
@@ -411,8 +413,9 @@ class OutsideWalk:
                 self.paths.setdefault(id(value), []).append((name, path))
             elif outside and value.size and value.dtype.kind in "iub":
                 self.tables.setdefault(id(value), (name, value, path))
-            if outside and 0 < value.size <= SNAPSHOT_SIZE and id(value) not in self.snapshots:
-                self.snapshots[id(value)] = (name, value, value.copy())
+            if (outside and 0 < value.size <= SNAPSHOT_SIZE and value.dtype.kind in "biufc"
+                    and id(value) not in self.snapshots):
+                self.snapshots[id(value)] = (name, value, path, value.tobytes())
             return
         if self.random_source(value, name):  # (frozen.Watch: a generator, np.random's)
             return

@@ -42,7 +42,7 @@ def _getitem(x, index):
         return out
     if any(isinstance(index[k], Value) and index[k].dtype == np.bool_ for k in arrays):
         raise UnsupportedOpError(indexing._MASK_ERROR)
-    for k in arrays:  # (NumPy-made masks and index tables compiled in: capture.numpy_made)
+    for k in arrays:  # (masks and index tables compiled in: trace._warn_derived_constants)
         if type(index[k]) is np.ndarray:
             x.graph.constant_arrays[id(index[k])] = index[k]
     fast = _one_axis_index(x, index, arrays)

@@ -832,8 +832,9 @@ def trace(fun, args, kwargs=None, capture=False):
             f"{', '.join(f'`{c}`' for c in changed[:4])}, outside its arguments, in place (as "
             "`a += 1`, `a[i] = v` or np.copyto(a, v) do): its Python runs once, when traced, so "
             "that happened once (it keeps that change) and the compiled function would never do "
-            "it again. Compute the new value and return it (store it after the call), or pass "
-            "the array as an argument", source=user_source())
+            "it again. Compute the new value and return it (store it after the call), pass "
+            "the array as an argument, or (a table made on first use) fill it before the first "
+            "call", source=user_source())
     if stored:
         raise UnsupportedOpError(
             f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) stored "
@@ -969,9 +970,8 @@ def _warn_constant_arrays(fun, graph, watch):
 
 def _warn_derived_constants(fun, graph, watch, named):
     """ConstantArrayWarning for a float array or mask compiled in that has the size of an outside
-    array the trace found (`capture.uncaptured`: one no traced operation read, or any beside
-    what NumPy made), too large for its contents to be guarded (capture.CONTENT_GUARD_SIZE):
-    it was likely computed from it with
+    array the trace found but never read as a traced operand (not captured), too large for its
+    contents to be guarded (capture.CONTENT_GUARD_SIZE): it was likely computed from it with
     NumPy alone (`np.sqrt(self.running_var + eps)`), which no trace sees, so a later change to
     that array is not seen in it."""
     unread = [(name, r) for name, r, _ in uncaptured(graph, watch) if r.size > CONTENT_GUARD_SIZE]
@@ -981,9 +981,6 @@ def _warn_derived_constants(fun, graph, watch, named):
         if id(a) in named or a.size < 2 or a.dtype.kind not in "fb":  # (x[self.W > 0]: a mask)
             continue
         sources = [f"`{name}`" for name, r in unread if r.size == a.size]
-        unused = [f"`{name}`" for name, r in unread  # (no traced operation read these: first)
-                  if r.size == a.size and id(r) not in graph.captured]
-        sources = unused or sources
         if sources:
             source = " or ".join(sources[:3]) + (f" (or {len(sources) - 3} more)"
                                                  if len(sources) > 3 else "")

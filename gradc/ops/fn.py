@@ -133,8 +133,6 @@ def as_value(x, like: Value | None = None, graph=None):
             if live is not None:
                 return live
             graph.constant_arrays[id(x)] = x
-        elif isinstance(x, np.floating):  # (np.sqrt((W ** 2).sum()): capture.numpy_made)
-            graph.constant_arrays[id(x)] = x
         return array_const(graph, arr)
     raise UnsupportedOpError(
         f"cannot use a {type(x).__name__} as an array in a traced function")
