@@ -89,6 +89,8 @@ def cross_entropy(logits, labels):
     if not np.issubdtype(label_dtype, np.integer):  # (an internal op's message named it)
         raise ArgumentError(f"cross_entropy takes integer class labels, got {label_dtype.name} "
                             "labels: pass labels.astype(np.int64)")
+    if isinstance(labels, Value) and not isinstance(logits, Value):  # (constant logits)
+        logits = fn.as_value(logits, labels)
     logp = log_softmax(logits, axis=-1)
     n = logits.shape[0]
     classes = logits.shape[1]
@@ -175,7 +177,10 @@ def conv2d(x, w, b=None, stride=1, padding=0):
     else:
         out = _conv2d_im2col(x, w, stride, padding)
     if b is not None:
-        out = out + b.reshape(1, oc, 1, 1)
+        if np.shape(b) != (oc,):  # (a list or a number had no .reshape; (2, 2) for 4 was taken)
+            raise ShapeError(f"conv2d takes a bias b[OC] of shape ({oc},), got "
+                             f"{'shape ' + str(np.shape(b)) if np.ndim(b) else repr(b)}")
+        out = out + (b if isinstance(b, Value) else np.asarray(b)).reshape(1, oc, 1, 1)
     return out
 
 

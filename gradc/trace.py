@@ -89,7 +89,9 @@ def user_source(frame=None):
 
 
 def _graph_of_values(*args, **kwargs):
-    return next((a.graph for a in args if isinstance(a, Value)), None)
+    """The graph of the first traced value among the arguments, keywords too (nn.conv2d(x=x,
+    w=w) lost the user's line from its errors)."""
+    return next((a.graph for a in (*args, *kwargs.values()) if isinstance(a, Value)), None)
 
 
 def traced(method, graph_of=_graph_of_values):

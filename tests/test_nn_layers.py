@@ -634,3 +634,23 @@ def test_the_usual_slips_with_nn_functions_say_what_to_write():
                        (lambda x: nn.embedding(np.array([0, 1]), x), "table first")]:
         with pytest.raises(gradc.ArgumentError, match=words):
             gradc.jit(fun)(x)
+
+
+def test_what_a_fuzzing_round_against_pytorch_found_in_argument_handling():
+    """Arrays passed by keyword lost the user's line from nn's errors; cross_entropy of constant
+    logits and traced labels went down NumPy's path and branched on a traced value; a bias that
+    was no array (a number) raised AttributeError, and one of another shape was reshaped."""
+    w = RNG.standard_normal((3, 2, 3, 3))
+    with pytest.raises(gradc.ShapeError, match=r"test_nn_layers\.py:\d+: conv2d: input has"):
+        gradc.jit(lambda x: nn.conv2d(x=x[:, :1], w=w))(X)
+    with pytest.raises(gradc.ArgumentError, match=r"test_nn_layers\.py:\d+: dropout rate"):
+        gradc.jit(lambda z: nn.dropout(x=z, mask=z > 0, rate=1.5))(X)
+    logits = RNG.standard_normal((4, 5))
+    labels = np.array([0, 4, 2, 1])
+    want = -np.mean(logits[np.arange(4), labels] - np.log(np.exp(logits).sum(1)))
+    assert gradc.jit(lambda y: nn.cross_entropy(logits, y))(labels) == pytest.approx(want)
+    for bias in (0.5, np.zeros((3, 1))):
+        with pytest.raises(gradc.ShapeError, match=r"bias b\[OC\] of shape \(3,\)"):
+            gradc.jit(lambda x: nn.conv2d(x, w, bias))(X)
+    np.testing.assert_allclose(gradc.jit(lambda x: nn.conv2d(x, w, [1.0, 2.0, 3.0]))(X),
+                               nn.conv2d(X, w) + np.array([1.0, 2.0, 3.0])[:, None, None])
