@@ -36,6 +36,7 @@ from .aot_text import (AotError, SourceLines, banner, comment_safe, constants_ta
                        literal, parameter_names, portable_tree, special_math_source,
                        top_level_names, type_name)
 from .passes import products
+from .trace import _definition, argument_names
 from .standalone import callables, calls, host, numba_cache, train_step
 
 CALLING_CONVENTION = 2  # bump when the generated module's interface changes
@@ -229,7 +230,12 @@ class Generator:
         if mode != "train":  # (as a call traces them: Python floats at argnums are leaves)
             args = owner.traced_args(args)
         _, treedef = pytree.flatten((args, {}))
-        self.args_tree = portable_tree(treedef[1][0], "an argument")
+        kind, trees = treedef[1][0]  # (("tuple", one tree per argument), named in messages)
+        names = argument_names(fun)
+        self.args_tree = (kind, tuple(portable_tree(
+            tree, f"argument {names[i] if i < len(names) else i} of "
+                  f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)})")
+            for i, tree in enumerate(trees)))
         self.lines = SourceLines([source_file])
 
     # --- text pieces -------------------------------------------------------------------------

@@ -5,8 +5,9 @@ class GradcError(Exception):
     """Base class of every error gradc raises on purpose."""
 
     def __init__(self, message, source=None):
-        self.source = source
-        super().__init__(f"{source}: {message}" if source else message)
+        self.source = source  # (no user frame: "<unknown>" says nothing, so it is left out)
+        super().__init__(f"{source}: {message}" if source and source != "<unknown>"
+                         else message)
 
 
 class UnsupportedOpError(GradcError):

@@ -1374,9 +1374,10 @@ def _flatten(tree, x, path, leaves):
             raise TypeError(f"{path} must be a Python float, got {type(x).__name__}")
         leaves.append((path, np.float64(x)))
     elif kind == "dict":
-        if not isinstance(x, dict) or len(x) != len(tree[1]) or set(x) != set(tree[1]):
-            got = list(x) if isinstance(x, dict) else type(x).__name__
-            raise TypeError(f"{path} must be a dict with keys {list(tree[1])}, got {got}")
+        if not isinstance(x, dict) or tuple(x) != tuple(tree[1]):  # (in order: `for W in
+            got = list(x) if isinstance(x, dict) else type(x).__name__  # p.values()` ran it)
+            raise TypeError(f"{path} must be a dict with keys {list(tree[1])}, in that order "
+                            f"(the function may walk them in order), got {got}")
         for k, t in zip(tree[1], tree[2]):
             _flatten(t, x[k], f"{path}[{k!r}]", leaves)
     elif kind in ("list", "tuple"):
@@ -1567,7 +1568,7 @@ class TrainStep(Compiled):
         super().__init__()
         self.hyper = Hyperparameters()
         if lr is not None:
-            self.hyper.lr = lr
+            self.lr = lr  # (checked: -1 or NaN trained uphill)
         self.step_count = 0
         self.start = 0  # the step count when the optimizer's state began (its steps count from it)
         n = _leaves_before(ARGNUMS)
@@ -1609,7 +1610,7 @@ class TrainStep(Compiled):
                 self.scalars[name][()] = value
             self._run(arrays, [a for slot in SLOTS for a in self.state[slot]]
                       + [self.scalars[name] for name in SCALAR_NAMES])
-            loss = float(self.outputs[0])
+            loss = float(self.outputs[0].reshape(()))  # (a loss of shape (1,) too)
             if CHECK_FINITE and not bool(self.outputs[-1]):
                 raise FloatingPointError(f"the loss ({loss}) or a gradient is not finite; "
                                          "parameters and optimizer state were left unchanged")
@@ -1630,7 +1631,8 @@ class TrainStep(Compiled):
 
     def load_state_dict(self, state):
         """Restore what `state_dict` returned, or gradc.train_step's (each slot shaped like the
-        parameters): checked whole before any of it is loaded."""
+        parameters; an empty one starts the optimizer's state afresh): checked whole before any
+        of it is loaded."""
         step = state.get("step") if isinstance(state, dict) else None
         start = state.get("start", 0) if isinstance(state, dict) else None
         if not (isinstance(state, dict) and isinstance(state.get("state"), dict)
@@ -1641,6 +1643,11 @@ class TrainStep(Compiled):
             raise TypeError("load_state_dict takes what state_dict() returned: "
                             "{'step': an int >= 0, 'state': {slot: arrays}} (and 'start', "
                             "the step count when that state began, if not 0)")
+        if not state["state"]:  # (empty: the optimizer's state starts afresh at `step`)
+            state = {"step": step, "start": step,
+                     "state": {slot: [np.zeros_like(a) for a in arrays]
+                               for slot, arrays in self.state.items()}}
+            start = step
         if set(state["state"]) != set(self.state):
             raise ValueError(f"the state holds {sorted(state['state'])}; this step's optimizer "
                              f"keeps {sorted(SLOTS)}: load the state of the same optimizer, "

@@ -431,8 +431,33 @@ def test_momentum_step_with_clipping_matches_gradc(tmp_path):
     assert all(same_bits(params[k], before[k]) for k in params) and mod.loss.step_count == 5
     fresh = mod.TrainStep(lr=0.1)
     assert fresh.lr == 0.1 and fresh.step_count == 0 and mod.loss.lr == 0.05
+    for bad_lr in (-1.0, float("nan")):  # (taken unchecked: training climbed the loss)
+        with pytest.raises(ValueError, match="learning rate must be a number >= 0"):
+            mod.TrainStep(lr=bad_lr)
+    fresh.load_state_dict({"step": 3, "state": {}})  # (plain SGD's: momentum starts afresh)
+    state = fresh.state_dict()
+    assert state["start"] == 3 and not state["state"]["momentum_buffer"][0].any()
+    swapped = {"b": params["b"], "w": params["w"]}  # (another key order: refused by name)
+    with pytest.raises(TypeError, match=r"keys \['w', 'b'\], in that order"):
+        mod.loss(swapped, x, y)
     text = textwrap.dedent(open(tmp_path / "lr_momentum.py").read())
     assert "copied from gradc.optim.SGD.scalars" in text
+
+
+def test_train_module_takes_a_loss_of_shape_one(tmp_path):
+    """A loss of size 1 is the scalar it holds (README); the module's step raised NumPy's
+    TypeError after its kernels had updated the parameters."""
+    def loss(p, x):
+        return ((x @ p["w"]) ** 2).sum(keepdims=True)  # (shape (1, 1))
+
+    params, x = {"w": np.ones((3, 1))}, np.ones((2, 3))
+    aot.compile_module(loss, (params, x), str(tmp_path / "loss_11.py"), mode="train",
+                       optimizer=aot.make_optimizer("sgd", lr=0.1))
+    mod = load_module(str(tmp_path / "loss_11.py"), "loss_11")
+    ref, p_ref = gradc.train_step(loss, gradc.optim.SGD(lr=0.1)), {"w": params["w"].copy()}
+    for _ in range(2):
+        assert mod.loss(params, x) == ref(p_ref, x)
+    assert same_bits(params["w"], p_ref["w"]) and mod.loss.step_count == 2
 
 
 # --- aliasing: inputs overlapping what the kernels write ----------------------------------------

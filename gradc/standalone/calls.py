@@ -27,9 +27,10 @@ def _flatten(tree, x, path, leaves):
             raise TypeError(f"{path} must be a Python float, got {type(x).__name__}")
         leaves.append((path, np.float64(x)))
     elif kind == "dict":
-        if not isinstance(x, dict) or len(x) != len(tree[1]) or set(x) != set(tree[1]):
-            got = list(x) if isinstance(x, dict) else type(x).__name__
-            raise TypeError(f"{path} must be a dict with keys {list(tree[1])}, got {got}")
+        if not isinstance(x, dict) or tuple(x) != tuple(tree[1]):  # (in order: `for W in
+            got = list(x) if isinstance(x, dict) else type(x).__name__  # p.values()` ran it)
+            raise TypeError(f"{path} must be a dict with keys {list(tree[1])}, in that order "
+                            f"(the function may walk them in order), got {got}")
         for k, t in zip(tree[1], tree[2]):
             _flatten(t, x[k], f"{path}[{k!r}]", leaves)
     elif kind in ("list", "tuple"):
