@@ -163,6 +163,9 @@ class Graph:
         self.stale = {}
         # ids of inputs given as numbers (Python or NumPy scalars), immutable in NumPy too
         self.scalar_inputs = set()
+        # id -> (the root, what it is the square root of) of the square roots gradc takes of a
+        # sum of squares (np.linalg.norm, np.std), while tracing: fn.square_of squares them back
+        self.square_roots = {}
         # id -> NumPy array made a constant while tracing (fn.as_value; kept: its id stays its
         # own), for the arrays a traced function reads from outside its arguments (trace.py)
         self.constant_arrays = {}

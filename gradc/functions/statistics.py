@@ -467,9 +467,12 @@ def _trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
 # norms
 
 def _safe_sqrt(s):
-    """sqrt(s) whose gradient at s = 0 is 0, not inf * 0 = NaN (as JAX's norms)."""
+    """sqrt(s) of a sum of squares s, whose gradient at s = 0 is 0, not inf * 0 = NaN (as JAX's
+    norms); squared again, it is s (fn.square_of: the Hessian of norm(x) ** 2 at 0 is 2I)."""
     zero = fn.compare("equal", s, 0)
-    return fn.where(zero, 0, fn.unary("sqrt", fn.where(zero, 1, s)))
+    root = fn.where(zero, 0, fn.unary("sqrt", fn.where(zero, 1, s)))
+    root.graph.square_roots[root.id] = (root, s)
+    return root
 
 
 def _norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002 - NumPy's name
@@ -498,7 +501,7 @@ def _vector_norm(x, ord, axis, keep):  # noqa: A002
                                  "string")
     absx = fn.unary("abs", x, float_only=False)
     if ord == np.inf:
-        return fn.max(absx, axis, keep)
+        return _largest_or_zero(absx, axis, keep)
     if ord == -np.inf:
         return fn.min(absx, axis, keep)
     if ord == 0:
@@ -507,11 +510,29 @@ def _vector_norm(x, ord, axis, keep):  # noqa: A002
         return fn.sum(absx, axis, keep)
     if ord is None or ord == 2:
         return _safe_sqrt(fn.sum(x * x, axis, keep))
-    s = fn.sum(fn.power(absx, float(ord)), axis, keep)
+    if 0 < ord < 1:  # (|x|^p has an infinite slope at 0: the gradient there is 0, as abs's)
+        nonzero = fn.compare("not_equal", absx, 0)
+        powers = fn.where(nonzero, fn.power(fn.where(nonzero, absx, 1), float(ord)), 0)
+    else:
+        powers = fn.power(absx, float(ord))
+    s = fn.sum(powers, axis, keep)
     if ord > 0:  # (0 ** (1/p) has no finite derivative; the norm of 0 gets 0, as the 2-norm)
         zero = fn.compare("equal", s, 0)
         return fn.where(zero, 0, fn.power(fn.where(zero, 1, s), 1.0 / ord))
     return fn.power(s, 1.0 / ord)
+
+
+def _largest_or_zero(x, axis, keep=False):
+    """The max of a nonnegative x over `axis`, 0 over none (NumPy's norms take max(...,
+    initial=0): the inf-norm of an empty vector is 0, not an error)."""
+    if x.shape[fn.normalize_axis(axis, x.ndim)] == 0:
+        shape = list(x.shape)
+        if keep:
+            shape[fn.normalize_axis(axis, x.ndim)] = 1
+        else:
+            del shape[fn.normalize_axis(axis, x.ndim)]
+        return fn.full(x.graph, tuple(shape), 0, x.dtype)
+    return fn.max(x, axis, keep)
 
 
 def _matrix_norm(x, ord, axis, keep):  # noqa: A002
@@ -522,15 +543,15 @@ def _matrix_norm(x, ord, axis, keep):  # noqa: A002
     if ord in (2, -2, "nuc"):  # the largest, smallest or summed singular values
         from .lapack import svd
         s = svd(fn.moveaxis(x, (row, col), (-2, -1)), compute_uv=False)
-        y = {2: fn.max, -2: fn.min, "nuc": fn.sum}[ord](s, -1)
+        y = {2: _largest_or_zero, -2: fn.min, "nuc": fn.sum}[ord](s, -1)
     elif ord in (None, "fro", "f"):
         y = _safe_sqrt(fn.sum(x * x, (row, col)))
     elif ord in (1, -1):  # the largest (smallest) column sum
         sums = fn.sum(absx, row)
-        y = (fn.max if ord == 1 else fn.min)(sums, col - (col > row))
+        y = (_largest_or_zero if ord == 1 else fn.min)(sums, col - (col > row))
     elif ord in (np.inf, -np.inf):  # the largest (smallest) row sum
         sums = fn.sum(absx, col)
-        y = (fn.max if ord == np.inf else fn.min)(sums, row - (row > col))
+        y = (_largest_or_zero if ord == np.inf else fn.min)(sums, row - (row > col))
     else:
         raise ArgumentError(f"np.linalg.norm: invalid norm order {ord!r} for matrices")
     return fn.reshape(y, _keepdims_shape(x, (row, col))) if keep else y

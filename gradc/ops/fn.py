@@ -221,6 +221,10 @@ def broadcast_all(*xs):
 
 
 def elementwise(op, *xs, float_only=False, **attrs):
+    if op in ("square", "multiply", "power"):
+        squared = _squared(op, xs)
+        if squared is not None:
+            return squared
     vals = promote(*xs, float_only=float_only)
     vals = broadcast_all(*vals)
     return vals[0].graph.apply(op, vals, **attrs)
@@ -239,6 +243,30 @@ def _binary(op, float_only=False):
 add, subtract, multiply, power, floor_divide, remainder, maximum, minimum = map(_binary, (
     "add", "subtract", "multiply", "power", "floor_divide", "remainder", "maximum", "minimum"))
 divide = _binary("divide", float_only=True)
+
+
+def _squared(op, xs):
+    """x * x, x ** 2 (a Python 2) or np.square(x) of a root `square_of` knows, else None."""
+    x = xs[0]
+    if not isinstance(x, Value) or not (
+            op == "square" and len(xs) == 1 or op == "multiply" and len(xs) == 2 and xs[1] is x
+            or op == "power" and len(xs) == 2 and type(xs[1]) in (int, float) and xs[1] == 2):
+        return None
+    return square_of(x)
+
+
+def square_of(x):
+    """x * x where x is a square root gradc took of a sum of squares (np.linalg.norm, np.std),
+    or |a| of a float a: that sum, or a * a, the same numbers, whose derivatives hold at 0 where
+    the root's cannot (the root's gradient there is 0 by convention, so the Hessian of
+    norm(x) ** 2 at x = 0 came out 0, not 2I); else None."""
+    root = x.graph.square_roots.get(x.id)
+    if root is not None and root[0] is x:
+        return root[1]
+    if x.node is not None and x.node.op == "abs" and x.dtype.kind == "f":
+        a = x.node.inputs[0]
+        return x.graph.apply("square", (a,)) if a.dtype == x.dtype else None
+    return None
 
 
 # x op n for a Python int n above (below) every value of x's integer dtype
@@ -263,6 +291,10 @@ def compare(op, a, b):
 
 def unary(op, x, float_only=True):
     (x,) = promote(x, float_only=float_only)
+    if op == "square":
+        squared = _squared(op, (x,))
+        if squared is not None:
+            return squared
     return x.graph.apply(op, (x,))
 
 

@@ -626,3 +626,28 @@ def test_var_std_and_prod_take_where_as_numpy():
         def loss(x):
             return np.sum(getattr(np, name)(x, axis=1, where=select) ** 2)
         np.testing.assert_allclose(gradc.grad(loss)(x), _central(loss, x), atol=1e-6)
+
+
+def test_norms_at_zero_and_of_empty_arrays_and_squared_roots():
+    """What a fuzzing round against JAX found: the gradient of a p < 1 norm at the zero vector
+    was NaN (README: 0); NumPy's max-type norms of empty arrays are 0 (gradc refused them); and
+    a norm, std or |x| squared has the Hessian of the sum of squares (with the roots' gradient
+    at 0 set to 0 by convention, norm(x) ** 2 had the Hessian 0 at x = 0, not 2I)."""
+    zero = np.zeros(3)
+    for ord_ in (0.5, 0.25):
+        np.testing.assert_array_equal(gradc.grad(lambda x: np.linalg.norm(x, ord_))(zero), zero)
+    np.testing.assert_allclose(gradc.grad(lambda x: np.linalg.norm(x, 0.5))(np.array([1.0, 4.0])),
+                               [3 / 1.0 ** 0.5, 3 / 4.0 ** 0.5], rtol=1e-12)
+    for shape, ord_ in (((0,), np.inf), ((0, 3), np.inf), ((3, 0), 1), ((0, 3), 2)):
+        assert gradc.jit(lambda x: np.linalg.norm(x, ord_))(np.zeros(shape)) == 0.0
+    np.testing.assert_array_equal(
+        gradc.jit(lambda x: np.linalg.norm(x, np.inf, axis=1))(np.zeros((2, 0))), np.zeros(2))
+    eye = np.eye(3)
+    for f in (lambda x: np.linalg.norm(x) ** 2, lambda x: np.square(np.linalg.norm(x[None], "fro")),
+              lambda x: np.sum(np.abs(x) ** 2), lambda x: (lambda n: n * n)(np.linalg.norm(x))):
+        np.testing.assert_allclose(gradc.hessian(f)(zero), 2 * eye, atol=1e-15)
+    np.testing.assert_allclose(gradc.hessian(lambda x: np.std(x) ** 2)(np.ones(3)),
+                               (2 / 3) * (eye - 1 / 3), atol=1e-15)
+    rbf = lambda x, y: np.exp(-0.5 * np.linalg.norm(x - y) ** 2)  # noqa: E731
+    np.testing.assert_allclose(gradc.jacobian(gradc.grad(rbf), argnums=1)(zero, zero), eye,
+                               atol=1e-15)
