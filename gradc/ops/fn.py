@@ -257,15 +257,18 @@ def _squared(op, xs):
 
 def square_of(x):
     """x * x where x is a square root gradc took of a sum of squares (np.linalg.norm, np.std),
-    or |a| of a float a: that sum, or a * a, the same numbers, whose derivatives hold at 0 where
-    the root's cannot (the root's gradient there is 0 by convention, so the Hessian of
-    norm(x) ** 2 at x = 0 came out 0, not 2I); else None."""
+    |a| of a float a, or np.hypot(a, b): that sum, a * a, or a * a + b * b, the same numbers,
+    whose derivatives hold at 0 where the root's cannot (the root's gradient there is 0 by
+    convention, so the Hessian of norm(x) ** 2 at x = 0 came out 0, not 2I); else None."""
     root = x.graph.square_roots.get(x.id)
     if root is not None and root[0] is x:
         return root[1]
     if x.node is not None and x.node.op == "abs" and x.dtype.kind == "f":
         a = x.node.inputs[0]
         return x.graph.apply("square", (a,)) if a.dtype == x.dtype else None
+    if x.node is not None and x.node.op == "hypot":  # (a ** 2 + b ** 2)
+        a, b = (x.graph.apply("square", (v,)) for v in x.node.inputs)
+        return x.graph.apply("add", (a, b))
     return None
 
 
