@@ -525,13 +525,10 @@ def _vector_norm(x, ord, axis, keep):  # noqa: A002
 def _largest_or_zero(x, axis, keep=False):
     """The max of a nonnegative x over `axis`, 0 over none (NumPy's norms take max(...,
     initial=0): the inf-norm of an empty vector is 0, not an error)."""
-    if x.shape[fn.normalize_axis(axis, x.ndim)] == 0:
-        shape = list(x.shape)
-        if keep:
-            shape[fn.normalize_axis(axis, x.ndim)] = 1
-        else:
-            del shape[fn.normalize_axis(axis, x.ndim)]
-        return fn.full(x.graph, tuple(shape), 0, x.dtype)
+    a = fn.normalize_axis(axis, x.ndim)
+    if x.shape[a] == 0:
+        shape = x.shape[:a] + ((1,) if keep else ()) + x.shape[a + 1:]
+        return fn.full(x.graph, shape, 0, x.dtype)
     return fn.max(x, axis, keep)
 
 
