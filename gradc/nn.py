@@ -160,19 +160,39 @@ DIRECT_MAX_TAPS = 288
 
 
 @traced
-def conv2d(x, w, b=None, stride=1, padding=0):
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution (cross-correlation, as in PyTorch), NCHW input x[N,C,H,W], weights
-    w[OC,C,KH,KW], optional bias b[OC]. Narrow inputs (C*KH*KW <= DIRECT_MAX_TAPS) take the
-    `conv2d` op, a direct loop nest whose gradients are the ops conv2d_grad_input and
+    w[OC,C/groups,KH,KW], optional bias b[OC]. Narrow inputs (C*KH*KW <= DIRECT_MAX_TAPS) take
+    the `conv2d` op, a direct loop nest whose gradients are the ops conv2d_grad_input and
     conv2d_grad_weight (gradc.ops.conv); wider ones im2col (`unfold`) + one matmul, whose
-    gradient is a matmul and a scatter-add (`fold`)."""
+    gradient is a matmul and a scatter-add (`fold`). `dilation` spaces the taps (PyTorch's):
+    the kernel is spread out with zeros between its taps, (KH-1)*dh+1 rows, and convolved as
+    above (the zeros cost their multiply-adds). `groups` splits the channels (PyTorch's):
+    group g's OC/groups outputs see its C/groups inputs only; groups = C is a depthwise
+    convolution. Grouped ones take im2col and one batched product over the groups."""
     _check_images(x, "conv2d")
     if np.ndim(w) != 4:
-        raise ShapeError(f"conv2d takes weights w[OC, C, KH, KW], got shape {np.shape(w)}")
-    oc, c, kh, kw = w.shape
-    if x.shape[1] != c:
-        raise ShapeError(f"conv2d: input has {x.shape[1]} channels, weights expect {c}")
-    if c * kh * kw <= DIRECT_MAX_TAPS:
+        raise ShapeError(f"conv2d takes weights w[OC, C/groups, KH, KW], got shape "
+                         f"{np.shape(w)}")
+    if (not isinstance(groups, (int, np.integer)) or isinstance(groups, (bool, np.bool_))
+            or groups < 1):
+        raise ArgumentError(f"conv2d: groups={groups!r}: give a whole number >= 1")
+    groups = int(groups)
+    oc, cg, kh, kw = w.shape
+    if x.shape[1] % groups or oc % groups:
+        raise ShapeError(f"conv2d: groups={groups} must divide the input's {x.shape[1]} "
+                         f"channels and the weights' {oc} output channels")
+    if x.shape[1] != cg * groups:
+        raise ShapeError(f"conv2d: input has {x.shape[1]} channels, weights expect "
+                         f"{cg * groups}" + (f" ({cg} per group, {groups} groups)"
+                                             if groups > 1 else ""))
+    dh, dw = _pair(dilation, "dilation")
+    if (dh, dw) != (1, 1):
+        w = _dilated(w, dh, dw)
+        kh, kw = w.shape[2:]
+    if groups > 1:
+        out = _conv2d_grouped(x, w, stride, padding, groups)
+    elif cg * kh * kw <= DIRECT_MAX_TAPS:
         out = _conv2d_direct(x, w, stride, padding)
     else:
         out = _conv2d_im2col(x, w, stride, padding)
@@ -209,6 +229,32 @@ def _conv2d_im2col(x, w, stride, padding):
     n, oh, ow = cols.shape[:3]
     out = cols.reshape(n * oh * ow, c * kh * kw) @ w.reshape(oc, c * kh * kw).T
     return out.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2)
+
+
+def _conv2d_grouped(x, w, stride, padding, groups):
+    """Patches (N, OH, OW, C, KH, KW) as (groups, N*OH*OW, C/groups*KH*KW), times each group's
+    weights: one batched product (a depthwise convolution's are matrix-vector products)."""
+    oc, cg, kh, kw = w.shape
+    cols = _windows(x, (kh, kw), stride, padding, 0.0)
+    n, oh, ow = cols.shape[:3]
+    cols = cols.reshape(n * oh * ow, groups, cg * kh * kw).transpose(1, 0, 2)
+    wg = w.reshape(groups, oc // groups, cg * kh * kw).transpose(0, 2, 1)
+    out = np.matmul(cols, wg)  # (groups, N*OH*OW, OC/groups)
+    return out.transpose(1, 0, 2).reshape(n, oh, ow, oc).transpose(0, 3, 1, 2)
+
+
+def _dilated(w, dh, dw):
+    """The kernel w[OC, C, KH, KW] with dh-1 rows and dw-1 columns of zeros between its taps
+    (traced: an unslice, whose gradient is the strided slice back)."""
+    oc, c, kh, kw = w.shape
+    shape = (oc, c, (kh - 1) * dh + 1, (kw - 1) * dw + 1)
+    if isinstance(w, Value):
+        return w.graph.apply("unslice", (w,), shape=shape, starts=(0, 0, 0, 0), stops=shape,
+                             steps=(1, 1, dh, dw))
+    w = np.asarray(w)
+    out = np.zeros(shape, w.dtype)
+    out[:, :, ::dh, ::dw] = w
+    return out
 
 
 # Windows of at most this many pixels that tile the image take max_pool_tiles: a maximum of
@@ -277,6 +323,91 @@ def layer_norm(x, gamma=None, beta=None, eps=1e-5, axis=-1):
         y = y * gamma
     if beta is not None:
         y = y + beta
+    return y
+
+
+def _channel_shaped(v, x, axis, name):
+    """gamma/beta/mean/var, one number per channel (x.shape[axis],), shaped to broadcast
+    against x (a number broadcasts as it is)."""
+    if v is None or np.ndim(v) == 0:
+        return v
+    c = x.shape[axis]
+    if np.shape(v) != (c,):
+        raise ShapeError(f"{name} takes one number per channel, shape ({c},) for axis {axis} of "
+                         f"an input of shape {x.shape}; got shape {np.shape(v)}")
+    shape = [1] * x.ndim
+    shape[axis] = c
+    return (v if isinstance(v, Value) else np.asarray(v)).reshape(shape)
+
+
+def _channel_axis(x, axis, what):
+    ndim = np.ndim(x)
+    if ndim < 2:
+        raise ShapeError(f"{what} takes a batch x[N, C, ...] of at least 2 dimensions, got "
+                         f"shape {np.shape(x)}")
+    if not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
+        raise ArgumentError(f"{what}: axis={axis!r} is not an axis of an array of {ndim} "
+                            "dimensions (the channels' axis: 1 for N, C, ...; -1 for "
+                            "channels last)")
+    return int(axis) % ndim
+
+
+@traced
+def batch_norm(x, gamma=None, beta=None, eps=1e-5, axis=1, mean=None, var=None,
+               return_stats=False):
+    """Batch normalisation: (x - mean) / sqrt(var + eps) * gamma + beta, one mean and variance
+    per channel (`axis`: 1, PyTorch's layout, for x[N, C] and x[N, C, H, W]; -1 for channels
+    last) over all the other axes. Training: mean and var None, the batch's own (the variance
+    biased, as PyTorch normalises). Evaluation: pass the running `mean` and `var` (shape (C,)).
+    `return_stats=True` returns (y, mean, var) with the batch's mean and biased variance, shape
+    (C,), to update running statistics after the call (return them with `has_aux=True`):
+    PyTorch's rule is `running_var = (1 - m) * running_var + m * var * n / (n - 1)` with n the
+    count per channel (x.size // C), `running_mean = (1 - m) * running_mean + m * mean`."""
+    axis = _channel_axis(x, axis, "batch_norm")
+    if (mean is None) != (var is None):
+        raise ArgumentError("batch_norm takes both mean= and var= (evaluation with running "
+                            "statistics) or neither (training, the batch's statistics)")
+    others = tuple(a for a in range(np.ndim(x)) if a != axis)
+    if mean is None:
+        mu = np.mean(x, axis=others, keepdims=True)
+        d = x - mu
+        v = np.mean(d * d, axis=others, keepdims=True)
+    else:
+        mu = _channel_shaped(mean, x, axis, "batch_norm's mean")
+        v = _channel_shaped(var, x, axis, "batch_norm's var")
+        d = x - mu
+    y = d / np.sqrt(v + eps)
+    if gamma is not None:
+        y = y * _channel_shaped(gamma, x, axis, "batch_norm's gamma")
+    if beta is not None:
+        y = y + _channel_shaped(beta, x, axis, "batch_norm's beta")
+    if not return_stats:
+        return y
+    c = x.shape[axis]
+    return y, np.reshape(mu, (c,)), np.reshape(v, (c,))
+
+
+@traced
+def group_norm(x, groups, gamma=None, beta=None, eps=1e-5):
+    """Group normalisation (PyTorch's F.group_norm) of x[N, C, ...]: the C channels in `groups`
+    groups of C/groups, each sample's group normalised by its own mean and biased variance
+    (over its channels and the other axes), then gamma and beta per channel, shape (C,).
+    groups = 1 normalises each sample whole (layer norm over C, H, W); groups = C is instance
+    normalisation."""
+    _channel_axis(x, 1, "group_norm")
+    n, c = x.shape[:2]
+    if (not isinstance(groups, (int, np.integer)) or isinstance(groups, (bool, np.bool_))
+            or groups < 1 or c % groups):
+        raise ArgumentError(f"group_norm: groups={groups!r} must be a whole number >= 1 that "
+                            f"divides the {c} channels")
+    g = x.reshape((n, int(groups), -1))
+    mu = np.mean(g, axis=2, keepdims=True)
+    d = g - mu
+    y = (d / np.sqrt(np.mean(d * d, axis=2, keepdims=True) + eps)).reshape(x.shape)
+    if gamma is not None:
+        y = y * _channel_shaped(gamma, x, 1, "group_norm's gamma")
+    if beta is not None:
+        y = y + _channel_shaped(beta, x, 1, "group_norm's beta")
     return y
 
 

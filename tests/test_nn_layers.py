@@ -1,4 +1,5 @@
-"""gradc.nn layers: conv2d, pooling, layer_norm, embedding, dropout, gelu, flatten.
+"""gradc.nn layers: conv2d (dilated, grouped), pooling, layer_norm, batch_norm, group_norm,
+embedding, dropout, gelu, flatten.
 
 Forwards are checked, compiled (`gradc.jit`) and on plain NumPy arrays, against NumPy references
 written here with explicit loops over output positions; gradients (float64) against central
@@ -337,6 +338,213 @@ def test_layer_norm_over_two_axes_gradients_match_finite_differences():
     grads = ln_grad_2axes(LN_X, LN_G2, r)
     check_against_fd(grads, lambda x, g: np.sum(ref_layer_norm(x, g, axis=(1, 2)) * r),
                      [LN_X, LN_G2], (0, 1))
+
+
+# --- dilated and grouped convolutions ---------------------------------------------------------
+
+def ref_conv2d_general(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    """Every output element as its own sum over the taps, PyTorch's definition."""
+    (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(padding), pair(dilation)
+    n, c, h, wd = x.shape
+    oc, cg, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    out = np.zeros((n, oc, oh, ow), np.result_type(x, w))
+    per_group = oc // groups
+    for o in range(oc):
+        g = o // per_group
+        for a in range(oh):
+            for bb in range(ow):
+                patch = xp[:, g * cg:(g + 1) * cg, a * sh:a * sh + dh * (kh - 1) + 1:dh,
+                           bb * sw:bb * sw + dw * (kw - 1) + 1:dw]
+                out[:, o, a, bb] = np.einsum("nchw,chw->n", patch, w[o])
+    if b is not None:
+        out += b[None, :, None, None]
+    return out
+
+
+conv_general_fwd = gradc.jit(lambda x, w, b, s, p, d, g: nn.conv2d(x, w, b, s, p, d, g))
+conv_general_grad = gradc.grad(
+    lambda x, w, b, r, s, p, d, g: np.sum(nn.conv2d(x, w, b, s, p, d, g) * r), argnums=(0, 1, 2))
+GENERAL_CONV_CASES = [  # (channels in, out, kernel, stride, padding, dilation, groups)
+    (2, 3, 3, 1, 2, 2, 1),         # dilated, direct route
+    (2, 4, 2, (1, 2), 1, (2, 3), 1),  # dilation and stride pairs
+    (40, 4, 3, 1, 1, 2, 1),        # dilated, wide: im2col
+    (4, 6, 3, 1, 1, 1, 2),         # two groups
+    (4, 4, 3, 2, 1, 1, 4),         # depthwise, strided
+    (3, 6, 3, 1, 1, 2, 3),         # depthwise with two outputs per channel, dilated
+]
+
+
+@pytest.mark.parametrize("c, oc, k, s, p, d, g", GENERAL_CONV_CASES)
+def test_conv2d_dilation_and_groups(c, oc, k, s, p, d, g):
+    x = RNG.standard_normal((2, c, 7, 6))
+    w, b = RNG.standard_normal((oc, c // g, k, k)), RNG.standard_normal(oc)
+    expected = ref_conv2d_general(x, w, b, s, p, d, g)
+    for got in (conv_general_fwd(x, w, b, s, p, d, g), nn.conv2d(x, w, b, s, p, d, g)):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    got32 = conv_general_fwd(*(a.astype(np.float32) for a in (x, w, b)), s, p, d, g)
+    assert got32.dtype == np.float32
+    np.testing.assert_allclose(got32, expected, rtol=1e-4, atol=1e-4)
+    r = RNG.standard_normal(expected.shape)
+    check_against_fd(conv_general_grad(x, w, b, r, s, p, d, g),
+                     lambda x, w, b: np.sum(ref_conv2d_general(x, w, b, s, p, d, g) * r),
+                     [x, w, b], (0, 1, 2))
+
+
+@pytest.mark.parametrize("c, oc, k, s, p, d, g", GENERAL_CONV_CASES)
+def test_conv2d_dilation_and_groups_match_torch(c, oc, k, s, p, d, g):
+    torch = pytest.importorskip("torch")
+    x = RNG.standard_normal((2, c, 7, 6))
+    w, b = RNG.standard_normal((oc, c // g, k, k)), RNG.standard_normal(oc)
+    tf = lambda x, w, b: torch.nn.functional.conv2d(x, w, b, s, p, d, g)  # noqa: E731
+    out = tf(*map(torch.tensor, (x, w, b))).numpy()
+    np.testing.assert_allclose(conv_general_fwd(x, w, b, s, p, d, g), out, rtol=1e-12, atol=1e-12)
+    r = RNG.standard_normal(out.shape)
+    expected = torch_grads(torch, lambda *t: (tf(*t) * torch.tensor(r)).sum(), [x, w, b])
+    for got, e in zip(conv_general_grad(x, w, b, r, s, p, d, g), expected):
+        np.testing.assert_allclose(got, e, rtol=1e-10, atol=1e-12)
+
+
+def test_conv2d_groups_and_dilation_refuse_what_does_not_fit():
+    x, w = RNG.standard_normal((1, 4, 5, 5)), RNG.standard_normal((2, 2, 3, 3))
+    with pytest.raises(gradc.ShapeError, match="groups=3 must divide"):
+        nn.conv2d(x, RNG.standard_normal((3, 1, 3, 3)), groups=3)
+    with pytest.raises(gradc.ShapeError, match="weights expect 6 .3 per group, 2 groups"):
+        nn.conv2d(x, RNG.standard_normal((2, 3, 3, 3)), groups=2)
+    for bad in (0, True, 1.5):
+        with pytest.raises(gradc.ArgumentError, match="groups="):
+            nn.conv2d(x, w, groups=bad)
+    with pytest.raises(gradc.ArgumentError, match="dilation=0"):
+        nn.conv2d(x, w, groups=2, dilation=0)
+    with pytest.raises(gradc.ShapeError):  # a dilated window wider than the image
+        conv_general_fwd(x, w, None, 1, 0, 3, 2)
+
+
+# --- batch and group normalisation ------------------------------------------------------------
+
+def ref_batch_norm(x, gamma, beta, axis, mean=None, var=None, eps=1e-5):
+    xs = np.moveaxis(x, axis, -1)
+    if mean is None:
+        mean = xs.reshape(-1, xs.shape[-1]).mean(0)
+        var = xs.reshape(-1, xs.shape[-1]).var(0)
+    return np.moveaxis((xs - mean) / np.sqrt(var + eps) * gamma + beta, -1, axis)
+
+
+def ref_group_norm(x, groups, gamma, beta, eps=1e-5):
+    g = x.reshape(x.shape[0], groups, -1)
+    y = ((g - g.mean(2, keepdims=True)) / np.sqrt(g.var(2, keepdims=True) + eps)).reshape(x.shape)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return y * gamma.reshape(shape) + beta.reshape(shape)
+
+
+bn_grad = gradc.grad(lambda x, g, b, r, axis: np.sum(nn.batch_norm(x, g, b, axis=axis) * r),
+                     argnums=(0, 1, 2))
+bn_eval_grad = gradc.grad(lambda x, g, b, m, v, r: np.sum(nn.batch_norm(x, g, b, mean=m, var=v)
+                                                          * r), argnums=(0, 1, 2, 3, 4))
+bn_stats = gradc.jit(lambda x, g, b, axis: nn.batch_norm(x, g, b, axis=axis, return_stats=True))
+gn_grad = gradc.grad(lambda x, g, b, r, groups: np.sum(nn.group_norm(x, groups, g, b) * r),
+                     argnums=(0, 1, 2))
+gn_fwd = gradc.jit(lambda x, g, b, groups: nn.group_norm(x, groups, g, b))
+
+
+@pytest.mark.parametrize("shape, axis", [((8, 3), 1), ((4, 3, 2, 5), 1), ((4, 2, 5, 3), -1)],
+                         ids=["dense", "nchw", "channels_last"])
+def test_batch_norm_training(shape, axis):
+    x = RNG.standard_normal(shape)
+    c = shape[axis]
+    g, b, r = RNG.standard_normal(c), RNG.standard_normal(c), RNG.standard_normal(shape)
+    y, mean, var = bn_stats(x, g, b, axis)
+    np.testing.assert_allclose(y, ref_batch_norm(x, g, b, axis), rtol=1e-12, atol=1e-12)
+    xs = np.moveaxis(x, axis, -1).reshape(-1, c)
+    np.testing.assert_allclose(mean, xs.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(var, xs.var(0), rtol=1e-12)
+    assert mean.shape == var.shape == (c,)
+    np.testing.assert_allclose(nn.batch_norm(x, g, b, axis=axis), y, rtol=1e-12, atol=1e-12)
+    check_against_fd(bn_grad(x, g, b, r, axis),
+                     lambda x, g, b: np.sum(ref_batch_norm(x, g, b, axis) * r), [x, g, b],
+                     (0, 1, 2), rtol=1e-5, atol=1e-6)
+
+
+def test_batch_norm_evaluation_with_running_statistics():
+    x = RNG.standard_normal((4, 3, 2, 2))
+    g, b, m = RNG.standard_normal(3), RNG.standard_normal(3), RNG.standard_normal(3)
+    v, r = RNG.random(3) + 0.5, RNG.standard_normal(x.shape)
+    expected = ref_batch_norm(x, g, b, 1, m, v)
+    np.testing.assert_allclose(nn.batch_norm(x, g, b, mean=m, var=v), expected, rtol=1e-12)
+    check_against_fd(bn_eval_grad(x, g, b, m, v, r),
+                     lambda *a: np.sum(ref_batch_norm(*a[:3], 1, a[3], a[4]) * r),
+                     [x, g, b, m, v], (0, 1, 2, 3, 4), rtol=1e-5, atol=1e-6)
+    with pytest.raises(gradc.ArgumentError, match="both mean= and var="):
+        nn.batch_norm(x, mean=m)
+    with pytest.raises(gradc.ShapeError, match=r"shape \(3,\) for axis 1"):
+        nn.batch_norm(x, g[:2], b)
+    with pytest.raises(gradc.ArgumentError, match="axis=4"):
+        nn.batch_norm(x, axis=4)
+
+
+def test_batch_norm_trains_with_running_statistics_kept_by_the_caller():
+    """The pattern the docstring gives: statistics returned as aux, running ones updated after
+    the step with PyTorch's rule (the unbiased variance), evaluation with them."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((16, 4)).astype(np.float32)
+    params = {"W": rng.standard_normal((4, 3)).astype(np.float32),
+              "g": np.ones(3, np.float32), "b": np.zeros(3, np.float32)}
+
+    def loss(p, x):
+        h, mean, var = nn.batch_norm(x @ p["W"], p["g"], p["b"], return_stats=True)
+        return np.mean(h ** 3), (mean, var)
+
+    step = gradc.train_step(loss, gradc.optim.SGD(0.1), has_aux=True)
+    running_mean, running_var = np.zeros(3, np.float32), np.ones(3, np.float32)
+    for _ in range(3):
+        h = x @ params["W"]  # the batch statistics, in NumPy, before the step changes W
+        _, (mean, var) = step(params, x)
+        np.testing.assert_allclose(mean, h.mean(0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(var, h.var(0), rtol=1e-5, atol=1e-6)
+        running_mean = 0.9 * running_mean + 0.1 * mean
+        running_var = 0.9 * running_var + 0.1 * var * 16 / 15
+    evaluate = gradc.jit(lambda p, x, m, v: nn.batch_norm(x @ p["W"], p["g"], p["b"], mean=m,
+                                                          var=v))
+    np.testing.assert_allclose(
+        evaluate(params, x, running_mean, running_var),
+        ref_batch_norm(x @ params["W"], params["g"], params["b"], 1, running_mean, running_var),
+        rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, groups", [((2, 6, 3, 3), 3), ((3, 4, 5), 1), ((2, 4, 2, 2), 4)],
+                         ids=["groups", "layer", "instance"])
+def test_group_norm(shape, groups):
+    x = RNG.standard_normal(shape)
+    c = shape[1]
+    g, b, r = RNG.standard_normal(c), RNG.standard_normal(c), RNG.standard_normal(shape)
+    expected = ref_group_norm(x, groups, g, b)
+    for got in (gn_fwd(x, g, b, groups), nn.group_norm(x, groups, g, b)):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    check_against_fd(gn_grad(x, g, b, r, groups),
+                     lambda x, g, b: np.sum(ref_group_norm(x, groups, g, b) * r), [x, g, b],
+                     (0, 1, 2), rtol=1e-5, atol=1e-6)
+    with pytest.raises(gradc.ArgumentError, match="divides the"):
+        nn.group_norm(x, 5, g, b)
+
+
+def test_batch_and_group_norm_match_torch():
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x = RNG.standard_normal((4, 6, 3, 3))
+    g, b, r = RNG.standard_normal(6), RNG.standard_normal(6), RNG.standard_normal(x.shape)
+    m, v = RNG.standard_normal(6), RNG.random(6) + 0.5
+    for training in (True, False):
+        tf = lambda x, g, b: (F.batch_norm(x, torch.tensor(m), torch.tensor(v), g, b,  # noqa
+                                           training=training) * torch.tensor(r)).sum()
+        expected = torch_grads(torch, tf, [x, g, b])
+        got = bn_grad(x, g, b, r, 1) if training else bn_eval_grad(x, g, b, m, v, r)[:3]
+        for a, e in zip(got, expected):
+            np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+    tf = lambda x, g, b: (F.group_norm(x, 3, g, b) * torch.tensor(r)).sum()  # noqa: E731
+    for a, e in zip(gn_grad(x, g, b, r, 3), torch_grads(torch, tf, [x, g, b])):
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
 
 
 # --- embedding --------------------------------------------------------------------------------
