@@ -86,14 +86,19 @@ class Function:
         differentiable_leaves(call, argnums, src, argument_names(self.fun))
         graph, out_tree, outs = trace(self.fun, call.args, call.kwargs, capture)
         if self.mode == "jacobian":  # (a number returned is a constant: its Jacobian is zeros)
-            out_tree, graph.outputs = pytree.numbers_as_leaves(
-                out_tree, graph.outputs, lambda x: fn.as_value(np.asarray(x), graph=graph))
+            out_tree, outs, aux_tree, aux = transforms.split_aux(
+                out_tree, graph.outputs, self.has_aux, self.fun, src)
+            out_tree, outs = pytree.numbers_as_leaves(
+                out_tree, outs, lambda x: fn.as_value(np.asarray(x), graph=graph))
+            graph.outputs = outs + aux
             graph = run_passes(graph, BEFORE_AUTODIFF, consume=True)
             wrt = [graph.inputs[p] for i in argnums for p in call.ranges[i]]
-            blocks = transforms.jacobian_values(graph, graph.outputs, wrt, src)
-            graph.outputs = [v for block in blocks for v in block]
+            outs, aux = graph.outputs[:len(outs)], graph.outputs[len(outs):]
+            blocks = transforms.jacobian_values(graph, outs, wrt, src)
+            graph.outputs = [v for block in blocks for v in block] + aux
             _advance_generators(graph, call.treedef)
-            return graph, (out_tree, [call.arg_trees[i] for i in argnums], many, len(wrt))
+            return graph, (out_tree, [call.arg_trees[i] for i in argnums], many, len(wrt),
+                           aux_tree)
         out_tree, graph.outputs = number_loss(out_tree, outs, self.has_aux, graph)
         check_loss_output(out_tree, graph.outputs, self.has_aux, self.fun, src)
         graph = run_passes(graph, BEFORE_AUTODIFF, consume=True)
@@ -246,12 +251,16 @@ class Function:
         if self.mode == "jit":  # (None: a generator's counter, advanced in place)
             return pytree.unflatten(compiled.out_kind, [_result(o, fresh=True) for o in outs
                                                         if o is not None])
-        if self.mode == "jacobian":  # per output, a block per differentiated leaf
-            out_tree, arg_trees, many, n = compiled.out_kind
-            blocks = [_result(o, fresh=True) for o in outs[:n * pytree.leaf_count(out_tree)]]
+        if self.mode == "jacobian":  # per output, a block per differentiated leaf; then aux
+            out_tree, arg_trees, many, n, aux_tree = compiled.out_kind
+            count = n * pytree.leaf_count(out_tree)
+            blocks = [_result(o, fresh=True) for o in outs[:count]]
             per_output = ([blocks[i:i + n] for i in range(0, len(blocks), n)] if n else
                           [[] for _ in range(pytree.leaf_count(out_tree))])  # (argnums=())
-            return transforms.jacobian_tree(out_tree, arg_trees, many, per_output)
+            jac = transforms.jacobian_tree(out_tree, arg_trees, many, per_output)
+            if aux_tree is None:
+                return jac
+            return jac, pytree.unflatten(aux_tree, [_result(o, fresh=True) for o in outs[count:]])
         out_tree, grad_trees, many, counts, floats = compiled.out_kind
         value = _result(outs[0], fresh=True)
         if floats:  # the gradient of a Python float is a Python float
@@ -298,10 +307,13 @@ class Function:
         flat = [w for ws in wrt for w in ws]
         if self.mode == "jacobian":
             outs, out_tree = pytree.flatten(out)
+            out_tree, outs, aux_tree, _ = transforms.split_aux(out_tree, outs, self.has_aux,
+                                                              self.fun, src)
             out_tree, outs = pytree.numbers_as_leaves(out_tree, outs, np.asarray)
             outs = [fn.as_value(o, graph=graph) for o in outs]
             blocks = transforms.jacobian_values(graph, outs, flat, src)
-            return transforms.jacobian_tree(out_tree, trees, many, blocks)
+            jac = transforms.jacobian_tree(out_tree, trees, many, blocks)
+            return jac if aux_tree is None else (jac, out[1])
         aux = None
         if self.has_aux:
             leaves, tree = pytree.flatten(out)

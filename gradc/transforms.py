@@ -64,28 +64,48 @@ def jacobian_tree(out_tree, arg_trees, many, blocks):
     return pytree.unflatten(out_tree, per_out)
 
 
-def jacobian(fun=None, *, argnums=0, target="cpu", max_signatures=None):
+def split_aux(out_tree, outs, has_aux, fun, src):
+    """(out tree, its leaves, aux tree, aux leaves) of what `fun` returned (`out_tree`, array
+    leaves `outs`): with has_aux, a pair (out, aux); else all of it is out (aux tree None)."""
+    if not has_aux:
+        return out_tree, outs, None, []
+    if not (out_tree[0] in ("tuple", "list") and len(out_tree[1]) == 2):
+        code = getattr(fun, "__code__", None)
+        where = (f" (defined at {code.co_filename.rsplit('/', 1)[-1]}:{code.co_firstlineno})"
+                 if code is not None else "")
+        raise NonDifferentiableError(
+            f"has_aux=True: {getattr(fun, '__name__', 'the function')}{where} must return a "
+            f"pair (out, aux), aux a pytree of arrays; it returned {pytree.describe(out_tree)}. "
+            "Return `out, aux`, or drop has_aux=True", source=src)
+    main, aux = out_tree[1]
+    n = pytree.leaf_count(main)
+    return main, list(outs[:n]), aux, list(outs[n:])
+
+
+def jacobian(fun=None, *, argnums=0, has_aux=False, target="cpu", max_signatures=None):
     """The Jacobian of `fun` with respect to argument(s) `argnums` (reverse mode, JAX's jacrev
     convention): for an output of shape S and an argument leaf of shape T, an array of shape
-    S + T; pytree outputs and arguments nest as JAX's do (output tree outside). Fresh arrays."""
+    S + T; pytree outputs and arguments nest as JAX's do (output tree outside). Fresh arrays.
+    has_aux=True: `fun` returns (out, aux), and the call returns (Jacobian of out, aux)."""
     from .function import Function
     if fun is None:
-        return lambda f: jacobian(f, argnums=argnums, target=target,
+        return lambda f: jacobian(f, argnums=argnums, has_aux=has_aux, target=target,
                                   max_signatures=max_signatures)
     return Function(fun, "jacobian", argnums=argnums, target=target,
-                    max_signatures=max_signatures)
+                    max_signatures=max_signatures, has_aux=has_aux)
 
 
-def hessian(fun=None, *, argnums=0, target="cpu", max_signatures=None):
+def hessian(fun=None, *, argnums=0, has_aux=False, target="cpu", max_signatures=None):
     """The Hessian of scalar `fun`: the Jacobian of its gradient (both with respect to
     `argnums`), as JAX's hessian: shape T + T for an argument of shape T, nested pairs for
-    pytrees and tuples of argnums."""
+    pytrees and tuples of argnums. has_aux=True: `fun` returns (loss, aux), and the call
+    returns (Hessian, aux)."""
     from .api import grad
     if fun is None:
-        return lambda f: hessian(f, argnums=argnums, target=target,
+        return lambda f: hessian(f, argnums=argnums, has_aux=has_aux, target=target,
                                  max_signatures=max_signatures)
-    h = jacobian(grad(fun, argnums=argnums, target=target), argnums=argnums, target=target,
-                 max_signatures=max_signatures)
+    h = jacobian(grad(fun, argnums=argnums, target=target, has_aux=has_aux), argnums=argnums,
+                 has_aux=has_aux, target=target, max_signatures=max_signatures)
     h.__name__ = f"hessian of {getattr(fun, '__name__', 'fn')}"
     return h
 

@@ -195,6 +195,38 @@ def test_jacobian_and_hessian_compiled():
         interpreted(gradc.jacobian(lambda x: np.outer(x, x)), np.ones(40))
 
 
+def test_jacobian_and_hessian_with_aux():
+    """has_aux=True as JAX's jacrev and hessian: fun returns (out, aux), the call (derivative,
+    aux); aux computed in the same program, numbers in it kept as they are; inside another
+    trace too."""
+    def f(x):
+        return np.sin(x) * x[::-1], {"s": x.sum(), "n": 3}
+
+    jac, aux = gradc.jacobian(f, has_aux=True)(X)
+    np.testing.assert_allclose(jac, numeric_jacobian(lambda x: f(x)[0], X), rtol=1e-6, atol=1e-8)
+    assert aux["n"] == 3 and aux["s"] == pytest.approx(X.sum(), rel=1e-12)
+    jac2, aux2 = interpreted(gradc.jacobian(f, has_aux=True, argnums=(0,)), X)
+    np.testing.assert_allclose(jac2[0], jac, rtol=1e-12)
+
+    hess, top = gradc.hessian(lambda x: ((np.sin(x) * x ** 2).sum(), x.max()), has_aux=True)(X)
+    want = np.diag(2 * np.sin(X) + 4 * X * np.cos(X) - X ** 2 * np.sin(X))
+    np.testing.assert_allclose(hess, want, rtol=1e-10, atol=1e-12)
+    assert top == X.max()
+
+    def outer(x):  # d/dx of sum(J) * aux, J and aux from the inner call
+        inner, a = gradc.jacobian(f, has_aux=True)(x)
+        return inner.sum() * a["s"]
+
+    def outer_numpy(x):  # sum(J) in closed form: diag cos(x) x[::-1], anti-diagonal sin(x)
+        return np.array([(np.sum(np.cos(x) * x[::-1]) + np.sum(np.sin(x))) * x.sum()])
+
+    assert gradc.jit(outer)(X) == pytest.approx(outer_numpy(X)[0], rel=1e-12)
+    np.testing.assert_allclose(gradc.grad(outer)(X), numeric_jacobian(outer_numpy, X)[0],
+                               rtol=1e-6, atol=1e-8)
+    with pytest.raises(gradc.NonDifferentiableError, match="must return a pair"):
+        gradc.jacobian(np.sin, has_aux=True)(X)
+
+
 def test_vjp_and_hvp():
     out, vjp_fn = gradc.vjp(_mat_scalar, W, X)
     assert out == pytest.approx(_mat_scalar(W, X), rel=1e-12)
