@@ -24,21 +24,25 @@ ConstantArrayWarning names them (trace.py).
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
 
 from .outside import Path
+from .pytree import typed_key
 from .errors import SignatureError
 
 
 class Capture(NamedTuple):
-    """One captured array: its name in messages (`self.W`), its path, and the position of the
-    graph input that receives it."""
+    """One captured array: its name in messages (`self.W`), its path, the position of the
+    graph input that receives it, and `ties`: (name, path) of the other ways the code names
+    that reached the same array when traced (`self.dec` tied to `self.enc`, a global also in a
+    dict): the trace read one array for all of them, so a call that finds them apart traces
+    again."""
     name: str
     path: Path
     position: int
+    ties: tuple = ()
 
 
 class Guard(NamedTuple):
@@ -53,16 +57,17 @@ class Guard(NamedTuple):
 
 def same(a, b):
     """Whether a guarded value is still what the trace saw: the same type and value (NaN is
-    NaN; -0.0 is not 0.0; an array: the same shape, dtype and elements)."""
+    NaN of the same sign; -0.0 is not 0.0; a set: its elements so compared, {1} is not {1.0};
+    an array: the same shape, dtype and elements)."""
     if type(a) is not type(b):
         return False
-    if type(a) is np.ndarray:
+    if isinstance(a, np.ndarray):  # (an array, or a memmap's contents)
         return (a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
                 and (a.dtype.kind != "f" or np.array_equal(np.signbit(a), np.signbit(b))))
-    if a == b:
-        return (not isinstance(a, (float, np.floating)) or a != 0.0
-                or math.copysign(1.0, a) == math.copysign(1.0, b))
-    return a != a and b != b
+    if isinstance(a, (float, np.floating, set, frozenset)):
+        return typed_key(frozenset(a) if isinstance(a, set) else a) == typed_key(
+            frozenset(b) if isinstance(b, set) else b)
+    return a == b
 
 
 class CaptureChanged(SignatureError):
@@ -108,13 +113,26 @@ class Captures:
             except Exception as e:  # noqa: BLE001 - (whatever the path raises: it is gone)
                 raise CaptureChanged(
                     f"`{capture.name}` is gone ({type(e).__name__}: {e})") from None
-            if type(x) is not np.ndarray or x.shape != shape or x.dtype != dtype:
+            if type(x) not in ARRAY_TYPES or x.shape != shape or x.dtype != dtype:
                 now = (f"{x.dtype.name}{list(x.shape)}" if isinstance(x, np.ndarray)
                        else f"a {type(x).__name__}")
                 raise CaptureChanged(f"`{capture.name}` was {np.dtype(dtype).name}{list(shape)} "
                                      f"when traced, now {now}")
+            for name, path in capture.ties:
+                try:
+                    tied = path.follow()
+                except Exception:  # noqa: BLE001 - (gone: the trace read it as capture's array)
+                    tied = None
+                if tied is not x:
+                    raise CaptureChanged(f"`{name}` was the array `{capture.name}` is when "
+                                         "traced, now another")
             arrays.append(x)
         return arrays
+
+
+# what a capture's path may lead to: a memmap is read live as an array is (compiled in, a
+# global once a memmap was never looked at again: rebound to an array, it stayed the memmap)
+ARRAY_TYPES = (np.ndarray, np.memmap)
 
 
 NO_CAPTURES = Captures([], [], [])
@@ -156,7 +174,7 @@ def unchanged_by(captures, stale, compiled):
         return
     changed = set()
     for guard in stale.captures.guards:
-        if type(guard.value) is np.ndarray:
+        if isinstance(guard.value, np.ndarray):
             try:
                 now = guard.path.follow()
             except Exception:  # noqa: BLE001 - (gone: another reason to trace again)
@@ -179,10 +197,10 @@ def named_tables(watch):
 def _change(guard, now):
     """What changed, for the compile log and CaptureChanged."""
     was = guard.value
-    if type(was) is not np.ndarray:
+    if not isinstance(was, np.ndarray):
         return f"`{guard.name}` was {was!r} when traced, now {now!r}"
     kind = f"{was.dtype.name}{list(was.shape)}"
-    if type(now) is np.ndarray and (now.shape, now.dtype) == (was.shape, was.dtype):
+    if isinstance(now, np.ndarray) and (now.shape, now.dtype) == (was.shape, was.dtype):
         return (f"`{guard.name}` ({kind}, compiled in: the trace read it with NumPy alone) "
                 "changed")
     now = f"{now.dtype.name}{list(now.shape)}" if isinstance(now, np.ndarray) else repr(now)
@@ -237,7 +255,11 @@ def _input(graph, x, name, path):
     v = graph.captured.get(id(x))
     if v is None:
         v = graph.captured[id(x)] = graph.add_input(x.shape, x.dtype, name=name)
-        graph.captures.append(Capture(name, path, len(graph.inputs) - 1))
+        watch = graph.outside
+        names = watch.names()
+        ties = tuple((n, p) for n, p in watch.paths.get(id(x), ())
+                     if p is not path and p.named_in(names))
+        graph.captures.append(Capture(name, path, len(graph.inputs) - 1, ties))
     return v
 
 

@@ -87,11 +87,11 @@ class Value:
 
 def _attr_key(value):
     """A hash key for attributes that keeps apart what == would merge: 0.0 and -0.0 (floats by
-    repr); arrays compare by content through ConstArray's own equality."""
+    repr), NaN and -NaN; arrays compare by content through ConstArray's own equality."""
     if type(value) in _PLAIN_ATTRS:  # (most attributes: a quick way out)
         return value
-    if isinstance(value, float):
-        return ("float", repr(value))
+    if isinstance(value, float):  # (a NaN's sign too: np.copysign reads it)
+        return ("float", repr(value), math.copysign(1.0, value) if value != value else 1.0)
     if isinstance(value, tuple):
         return tuple(_attr_key(v) for v in value)
     return value

@@ -69,7 +69,11 @@ class LastCall:
                 consts.update({name: guard.value, "same": same})
                 lines += [f"    if not same({guard.path.expression(consts)}, {name}):",
                           "        return False"]
-            lines += [f"    l{first + j} = {c.path.expression(consts)}" for j, c in enumerate(captures)]
+            for j, c in enumerate(captures):
+                lines.append(f"    l{first + j} = {c.path.expression(consts)}")
+                for _, tie in c.ties:  # (another way to that array then: untied since?)
+                    lines += [f"    if {tie.expression(consts)} is not l{first + j}:",
+                              "        return False"]
             lines += ["except Exception:", "    return False"]
             for j in range(len(captures)):
                 lines += [f"if type(l{first + j}) is not ndarray:", "    return False"]
@@ -175,9 +179,15 @@ def _match_lines(tree, expr, lines, consts, leaf_ids):
     lines += [f"{var} = {expr}", f"if type({var}) is not {ctype} or len({var}) != {len(children)}:",
               "    return False"]
     if kind == "dict":  # (its keys in the order compiled: another order is another signature)
+        if not all(type(k) in (str, int) for k in keys):
+            return False  # (float and bool keys: 1.0 == 1 == True, 0.0 == -0.0; the slow way)
         order = f"K{len(consts)}"
         consts[order] = tuple(keys)
         lines += [f"if tuple({var}) != {order}:", "    return False"]
+        if not all(type(k) is str for k in keys):  # (an int key where 1.0 or True was)
+            types_name = f"K{len(consts)}"
+            consts[types_name] = tuple(type(k) for k in keys)
+            lines += [f"if tuple(map(type, {var})) != {types_name}:", "    return False"]
     for key, child in zip(keys, children):
         if kind == "dict":
             kname = f"K{len(consts)}"

@@ -12,9 +12,11 @@ random-draw check (frozen.py), through `random_source`.
 """
 from __future__ import annotations
 
+import collections
 import dis
 import functools
 import inspect
+import itertools
 import sys
 import types
 from typing import NamedTuple
@@ -313,12 +315,13 @@ class OutsideWalk:
         it would hold a placeholder, not a number, after the trace. Returns where they were."""
         stored = []
         for name, container, held, attrs in self.held:  # (values there before are not new)
-            if isinstance(container, list):
+            if isinstance(container, (list, collections.deque)):
                 found = [i for i, v in enumerate(container) if isinstance(v, Value)
                          and not (i < len(held) and held[i] is v)]
                 if found:
                     stored.append(f"{name}[{found[0]}]")
-                    container[:] = held
+                    container.clear()
+                    container.extend(held)
                 continue
             for key in [k for k, v in container.items()
                         if isinstance(v, Value) and held.get(k) is not v]:
@@ -406,7 +409,7 @@ class OutsideWalk:
                 self.plain.append((name, value, path.then("set", None)
                                    if type(value) in (set, frozenset) else path))
             return
-        if type(value) is np.ndarray:
+        if type(value) is np.ndarray or type(value) is np.memmap:  # (a memmap: read live too)
             if outside and value.size and value.dtype.kind == "f":  # (weights, data; not
                 if id(value) not in self.arrays:  # index tables and masks)
                     self.arrays[id(value)] = (name, value, path)
@@ -445,14 +448,15 @@ class OutsideWalk:
                 or len(self.scanned) >= SCAN_LIMIT):
             return
         container = value if outside else None  # (where a traced value stored is refused)
-        if isinstance(value, (list, tuple, dict)) and path.steps and outside:
+        if isinstance(value, (list, tuple, dict, collections.deque)) and path.steps and outside:
             # (its class: an array where a list was; its length: a loop over it unrolls)
             self.plain.append((f"type({name})", type(value), path.then("type", None)))
             if not isinstance(value, tuple):
                 self.plain.append((f"len({name})", (type(value), _extent(value)),
                                    path.then("len", None)))
-        if isinstance(value, (list, tuple)):
-            items = [(f"{name}[{i}]", "item", i, v) for i, v in enumerate(value[:MAX_ITEMS])]
+        if isinstance(value, (list, tuple, collections.deque)):  # (a deque: as a list)
+            items = [(f"{name}[{i}]", "item", i, v)
+                     for i, v in enumerate(itertools.islice(value, MAX_ITEMS))]
             if type(value) is tuple:
                 container = None
         elif isinstance(value, dict):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 
 import numpy as np
@@ -85,8 +86,11 @@ def _graph_text(graph):
 
 
 def _attr(value):
-    """An attribute's text: one text per value (0.0 and -0.0 apart, types apart)."""
+    """An attribute's text: one text per value (0.0 and -0.0 apart, NaN and -NaN, types
+    apart)."""
     t = type(value)
+    if t is float and value != value:  # (repr drops a NaN's sign, which np.copysign reads)
+        return f"float:{'-' if math.copysign(1.0, value) < 0 else ''}nan"
     if t in (int, bool, str, float, type(None)):
         return f"{t.__name__}:{value!r}"
     if t is tuple:

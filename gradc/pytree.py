@@ -100,6 +100,8 @@ def _walk(x, leaves):
         # params.values() of {"layer2": .., "layer10": ..} ran layer10 first when sorted), and
         # another order is another signature
         keys = tuple(x)
+        if not all(type(k) is str for k in keys):  # (1, 1.0 and True are one key to ==)
+            keys = _Keys(keys)
         return ("dict", keys, tuple(_walk(x[k], leaves) for k in keys))
     if isinstance(x, tuple) and hasattr(x, "_fields"):
         return ("namedtuple", type(x), tuple(_walk(v, leaves) for v in x))
@@ -124,7 +126,38 @@ def _walk(x, leaves):
     return static_node(x)
 
 
-_NAN = float("nan")
+_NAN, _NEGATIVE_NAN = float("nan"), -float("nan")
+
+
+def typed_key(x):
+    """A key for a static value or dict key that keeps apart what == merges: 1, 1.0 and True;
+    0.0 and -0.0; a NaN and a negative NaN (np.copysign tells them apart); the same inside a
+    frozenset or tuple (frozenset({1}) == frozenset({1.0}))."""
+    t = type(x)
+    if isinstance(x, (float, np.floating)):
+        if x != x:
+            return t, "nan", math.copysign(1.0, x)
+        return (t, x, math.copysign(1.0, x)) if x == 0 else (t, x)
+    if t in (frozenset, tuple):
+        return t, t(typed_key(v) for v in x)
+    return t, x
+
+
+class _Keys(tuple):
+    """A dict's keys in a tree description when not all are strings: equal only to keys of the
+    same types and signs (`typed_key`), so {1: x} and {1.0: x} are two signatures."""
+
+    __slots__ = ()
+
+    def __eq__(self, other):
+        return (isinstance(other, _Keys) and tuple.__eq__(self, other)
+                and typed_key(tuple(self)) == typed_key(tuple(other)))
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __hash__(self):
+        return hash(typed_key(tuple(self)))
 
 
 def sorted_keys(treedef):
@@ -155,13 +188,11 @@ def in_order_of(x, treedef):
 
 def static_node(x):
     """The tree of static value `x`: ("static", x, key), see the module docstring."""
-    if type(x) is float:
-        if x != x:
-            return ("static", _NAN, float)
-        return ("static", x, (float, math.copysign(1.0, x)))
+    if type(x) is float and x != x:  # (one NaN object per sign: a NaN finds its version again)
+        x = _NAN if math.copysign(1.0, x) > 0 else _NEGATIVE_NAN
     if _compared_by_identity(x):
         return _StaticByIdentity(("static", x, (type(x), id(x))))
-    return ("static", x, type(x))
+    return ("static", x, typed_key(x))
 
 
 class _StaticByIdentity(tuple):

@@ -1079,3 +1079,114 @@ def test_a_staticmethod_swapped_on_the_class_traces_again():
     np.testing.assert_allclose(f(x), 2 * np.tanh(x))
     C.act = staticmethod(lambda z: np.sin(z))
     np.testing.assert_allclose(f(x), 2 * np.sin(x))
+
+
+# --- what a fuzzing round of retraces found ---------------------------------------------------
+
+def test_tied_outside_arrays_untied_later_trace_again():
+    """One array reached two ways (tied weights; a global also in a dict) is one input; a call
+    that finds the two apart traces again (both were read as the first array: 8 for 16)."""
+    x = np.ones((3, 4))
+
+    class Tied:
+        def __init__(self):
+            self.enc = np.ones((4, 2))
+            self.dec = self.enc
+
+        def forward(self, x):
+            return (x @ self.enc) @ self.dec.T
+
+    m = Tied()
+    forward = gradc.jit(m.forward)
+    np.testing.assert_allclose(forward(x), m.forward(x))
+    m.dec = m.enc * 2
+    np.testing.assert_allclose(forward(x), m.forward(x))
+    np.testing.assert_allclose(forward(x), m.forward(x))  # (the fast path, untied)
+    m.dec = m.enc  # tied again: two inputs that hold one array read it twice
+    np.testing.assert_allclose(forward(x), m.forward(x))
+    table = {"w": m.enc}
+    both = gradc.jit(lambda x: x @ m.enc + x @ table["w"])
+    np.testing.assert_allclose(both(x), 2 * x @ m.enc)
+    table["w"] = np.full((4, 2), 10.0)
+    np.testing.assert_allclose(both(x), x @ m.enc + x @ table["w"])
+
+
+def test_a_memmap_outside_is_read_live_and_its_path_stays_watched(tmp_path):
+    x = np.ones((3, 4))
+    mapped = np.memmap(tmp_path / "w.dat", np.float64, "w+", shape=(4, 2))
+    mapped[:] = 1.0
+    holder = {"W": mapped}
+    f = gradc.jit(lambda x: x @ holder["W"])
+    np.testing.assert_allclose(f(x), x @ mapped)
+    mapped[:] = 3.0  # in place, in the file's memory
+    np.testing.assert_allclose(f(x), x @ mapped)
+    holder["W"] = np.full((4, 2), 2.0)  # rebound to an array: seen (it stayed the memmap)
+    np.testing.assert_allclose(f(x), 8.0)
+    holder["W"] = np.full((4, 3), 3.0)  # another shape: traced again
+    assert f(x).shape == (3, 3)
+
+
+def test_arrays_and_numbers_in_a_deque_are_read_as_in_a_list():
+    import collections
+    x = np.ones((3, 4))
+    arrays, scales = collections.deque([np.ones((4, 2))]), collections.deque([2.0])
+    f = gradc.jit(lambda x: (x @ arrays[0]) * scales[0])
+    np.testing.assert_allclose(f(x), 8.0)
+    arrays[0] *= 3
+    scales[0] = 5.0
+    np.testing.assert_allclose(f(x), 60.0)
+    arrays[0] = np.zeros((4, 2))
+    np.testing.assert_allclose(f(x), 0.0)
+    history = collections.deque(maxlen=3)
+
+    def stores(x):
+        y = np.tanh(x).sum()
+        history.append(y)
+        return y
+
+    with pytest.raises(gradc.UnsupportedOpError, match=r"`history\[0\]`"):
+        gradc.jit(stores)(x)
+    assert len(history) == 0  # (undone)
+
+
+def test_static_values_and_dict_keys_that_compare_equal_are_apart():
+    """1, 1.0 and True; 0.0 and -0.0; NaN and -NaN: as arguments, dict keys, frozenset items
+    and guarded globals (each pair shared one compiled version: the first one's answer)."""
+    xi = np.arange(4, dtype=np.int32)
+    scale = gradc.jit(lambda d: {k: v * k for k, v in d.items()})
+    for key in (1, 1.0, True, 1, 1.0):
+        (got,), (want,) = scale({key: xi}).items(), {key: xi * key}.items()
+        assert type(got[0]) is type(want[0]) and got[1].dtype == want[1].dtype
+    sign = gradc.jit(lambda d: {k: np.copysign(np.ones(2), k) for k in d})
+    for key in (0.0, -0.0, 0.0):
+        assert sign({key: 1})[key][0] == np.copysign(1.0, key)
+    first = gradc.jit(lambda x, s: x * next(iter(s)))
+    for s in (frozenset({1}), frozenset({1.0}), frozenset({1})):
+        assert first(xi, s).dtype == (xi * next(iter(s))).dtype
+    nan_sign = gradc.jit(lambda x, s: np.copysign(np.ones_like(x), s) * x)
+    x = np.ones(3)
+    for s in (float("nan"), -float("nan"), float("nan")):
+        np.testing.assert_array_equal(nan_sign(x, s), np.copysign(1.0, s))
+    global GUARDED_NAN
+    GUARDED_NAN = float("nan")
+    g = gradc.jit(lambda x: np.copysign(np.ones_like(x), GUARDED_NAN) * x)
+    g(x)
+    GUARDED_NAN = -float("nan")
+    np.testing.assert_array_equal(g(x), -1.0)
+
+
+GUARDED_NAN = float("nan")
+
+
+def test_fresh_functions_over_whole_float_constants_share_their_kernels():
+    """A closure's float(i) in a loop of fresh functions: whole floats past LITERAL_WHOLE are
+    read from the arena, as other floats are, so each is not a new kernel (and its machine
+    code kept for good: 500 such functions held 190 MiB)."""
+    from gradc.passes import fuse
+    x = np.ones((4, 4))
+    kernels = set()
+    for k in (100.0, 101.0, 1e6):
+        f = gradc.jit(lambda a, k=k: np.tanh(a) * k + a)
+        np.testing.assert_allclose(f(x), np.tanh(x) * k + x)
+        kernels.add(tuple(sorted(next(iter(f.cache.values())).program.kernel_modules)))
+    assert len(kernels) == 1 and fuse._literal(64.0, np.float64)

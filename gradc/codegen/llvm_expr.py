@@ -506,9 +506,9 @@ def _literal(node):
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         sign, node = -1, node.operand
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return sign * node.value
-    if dotted_name(node) in ("np.nan", "np.inf"):
-        return sign * CONSTANTS[node.attr]
+        return -node.value if sign < 0 else node.value
+    if dotted_name(node) in ("np.nan", "np.inf"):  # (negated, not times -1: -1 * nan is nan)
+        return -CONSTANTS[node.attr] if sign < 0 else CONSTANTS[node.attr]
     return None
 
 

@@ -24,8 +24,8 @@ def lit(value, dtype):
         return "True" if value else "False"
     if np.issubdtype(dtype, np.floating):
         v = float(value)
-        if np.isnan(v):
-            return f"{CODE_DTYPE[dtype.name]}(np.nan)"
+        if np.isnan(v):  # (its sign kept: np.copysign reads it)
+            return f"{CODE_DTYPE[dtype.name]}({'-' if np.signbit(v) else ''}np.nan)"
         if np.isinf(v):
             return f"{CODE_DTYPE[dtype.name]}({'' if v > 0 else '-'}np.inf)"
         return f"{CODE_DTYPE[dtype.name]}({v!r})"
