@@ -255,9 +255,11 @@ def _update(x, index, kind, values):
         if kind == "set":
             out[index] = values
         else:  # (values broadcast first: NumPy 2.4's ufunc.at, given a float64 array to
-            # broadcast over a 2-D index, wrote garbage: np.add.at(z, [[0, 0], [1, 0]], v))
+            # broadcast over a 2-D index, wrote garbage: np.add.at(z, [[0, 0], [1, 0]], v);
+            # the values in x's dtype first, as JAX and the compiled form take them: the
+            # maximum of a boolean x and -3 is True)
             shape = out[index].shape
-            values = np.asarray(values)
+            values = np.asarray(values).astype(out.dtype, copy=False)
             while values.ndim > len(shape) and values.shape[0] == 1:
                 values = values[0]
             _NUMPY_AT[kind].at(out, index, np.broadcast_to(values, shape))

@@ -18,7 +18,7 @@ from .ir import Value
 from .ops import fn
 from .trace import (UFUNCS, _array_function, _array_ufunc, _call_numpy, _clip_method, _describe,
                     _integer_powers_checked, _numpy_dtype_checked, _order, _reshape_in_order,
-                    _user_frame, copy, mark_view, traced, user_source)
+                    _user_frame, copy, library_call, mark_view, traced, user_source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,25 +322,41 @@ def _iter(self):
 
 
 def _array(self, *args, **kwargs):
-    _, library = _user_frame()
-    how = (f"inside {_describe(library)}, which gradc cannot trace" if library else
-           "(np.asarray, np.array, a NumPy scalar type such as np.float32(x), which "
-           "x.astype(np.float32) writes, or a NumPy function gradc does not trace)")
-    scipy = library is not None and library.f_globals.get("__name__", "").startswith("scipy.")
-    raise TracedBranchError(
-        f"a traced value was converted to a NumPy array {how}; keep traced values symbolic: use "
-        "the NumPy functions, operators and gradc.nn functions listed in the README. A traced "
-        "index into a NumPy array (`table[i]`, `np.take(table, i)` with `table` a NumPy array) "
-        "is such a conversion: NumPy's indexing cannot take it; use gradc.nn.embedding(table, "
-        "i), or pass the table as an argument. So is storing a traced value into a NumPy "
-        "array (`a[i:j] = v`): build the array from the values (np.stack), or update a traced "
-        "array, a = gradc.at(a)[i:j].set(v). A list of "
-        "traced values: call np.array([...]) or np.stack as attributes of the numpy module (a "
-        "function imported by name, `from numpy import array`, is NumPy's own and cannot take "
-        "traced values)"
-        + ("; SciPy's Python functions start with np.asarray: use gradc.scipy.special or "
-           "gradc.scipy.stats, which mirror them" if scipy else ""),
-        source=user_source())
+    user, library = _user_frame()
+    if library is not None:  # (scipy.special.logsumexp(x): its np.asarray)
+        raise TracedBranchError(library_call(library), source=user_source())
+    step = _current_step(user)
+    if step == "BINARY_SUBSCR":  # (table[i]: NumPy's indexing reads i as an array)
+        why = ("a traced index into a NumPy array (`table[i]`, with `table` a NumPy array): "
+               "NumPy's indexing cannot take it. Use gradc.nn.embedding(table, i), or pass the "
+               "table as an argument; one-hot rows, np.eye(n)[i], are "
+               "(i[..., None] == np.arange(n)).astype(np.float32)")
+    elif step == "STORE_SUBSCR":
+        why = ("a traced value stored into a NumPy array (`a[i:j] = v`): build the array from "
+               "the values (np.stack), or update a traced array, a = gradc.at(a)[i:j].set(v)")
+    else:
+        why = (
+            "a traced value was converted to a NumPy array (np.asarray, np.array, a NumPy "
+            "scalar type such as np.float32(x), which x.astype(np.float32) writes, or a NumPy "
+            "function gradc does not trace); keep traced values symbolic: use the NumPy "
+            "functions, operators and gradc.nn functions listed in the README. A traced index "
+            "into a NumPy array (`table[i]`, `np.take(table, i)` with `table` a NumPy array) is "
+            "such a conversion: use gradc.nn.embedding(table, i), or pass the table as an "
+            "argument. A list of traced values: call np.array([...]) or np.stack as attributes "
+            "of the numpy module (a function imported by name, `from numpy import array`, is "
+            "NumPy's own and cannot take traced values)")
+    raise TracedBranchError(why, source=user_source())
+
+
+def _current_step(frame):
+    """The name of the bytecode instruction `frame` is running (BINARY_SUBSCR for `a[i]`), or
+    None."""
+    if frame is None:
+        return None
+    for instruction in dis.get_instructions(frame.f_code):
+        if instruction.offset == frame.f_lasti:
+            return instruction.opname
+    return None
 
 
 def _setitem(self, index, value):
@@ -421,7 +437,8 @@ _SURFACE = {
         ("__lshift__", "<<"), ("__rlshift__", "<<"), ("__rshift__", ">>"), ("__rrshift__", ">>"))},
     "__neg__": traced(lambda self: _python_result(
         _numpy_dtype_checked(operator.neg, fn.negative, "the unary - operator")(self), self)),
-    "__pos__": traced(lambda self: copy(self)),  # (NumPy's +x is a new array)
+    "__pos__": traced(lambda self: _numpy_dtype_checked(  # (NumPy's +x is a new array;
+        operator.pos, copy, "the unary + operator")(self)),  # +mask NumPy refuses)
     "__abs__": traced(lambda self: _python_result(fn.unary("abs", self, float_only=False), self)),
     "__getitem__": traced(_getitem),
     "__iter__": _iter,

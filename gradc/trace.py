@@ -78,6 +78,24 @@ def _describe(frame):
     return f"{frame.f_globals.get('__name__', '?')}.{frame.f_code.co_name}"
 
 
+def library_call(library):
+    """Why a traced value cannot go through `library`, the frame of another library's Python
+    function the user's code called (`scipy.special.logsumexp(x)`), and what to do."""
+    module, name = library.f_globals.get("__name__", "?"), library.f_code.co_name
+    parts = module.split(".")
+    public = ".".join([p for p in parts if not p.startswith("_")] + [name])  # (the public path)
+    mirror = None
+    if parts[0] == "scipy" and len(parts) > 1:
+        from . import scipy as mirrors  # (gradc.scipy: special, stats, linalg)
+        if hasattr(getattr(mirrors, parts[1], None), name):
+            mirror = f"gradc.scipy.{parts[1]}.{name}"
+    return (f"{public} is {parts[0]}'s Python code, which turns its arguments into NumPy "
+            "arrays: gradc traces NumPy's functions and operators, not other libraries' code. "
+            + (f"Use {mirror}, which mirrors it and traces" if mirror else
+               "Write it with the NumPy functions gradc traces (README: Supported NumPy), or call "
+               "it outside the traced function, on plain arrays"))
+
+
 def user_source(frame=None):
     """The `file:line` of the innermost frame of the user's own code (from `frame`, default the
     caller's): outside gradc, NumPy and other libraries (an error inside SciPy called on a traced
@@ -572,6 +590,9 @@ def _call_numpy(func, args, kwargs, name=None):
         if getattr(func, "__module__", "").startswith("numpy.fft"):
             raise UnsupportedOpError(f"{_qualified(func)} is not supported in traced code: gradc "
                                      "has no Fourier transforms (they need complex numbers)")
+        _, library = _user_frame()
+        if library is not None:  # (called inside scipy.special.logsumexp: say that)
+            raise UnsupportedOpError(library_call(library) + f" (it calls {_qualified(func)})")
         raise UnsupportedOpError(f"{_qualified(func)} is not supported in traced code; supported: "
                                  + ", ".join(supported_numpy_names()))
     args, kwargs = _bind(func, args, kwargs, name or _qualified(func))
@@ -692,10 +713,18 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
             "axis", "keepdims"}:  # (log(sum(exp(x))), as gradc.nn.logsumexp: one stable op)
         from .nn import logsumexp
         (array,) = inputs
+        dtype = ufunc.reduce(np.zeros(1, np.asarray(_sample(array)).dtype)).dtype
+        if dtype not in SUPPORTED_DTYPES:  # (booleans: float16)
+            raise UnsupportedOpError(f"{name}.reduce of {_dtype_names((array,))} gives "
+                                     f"{dtype.name} in NumPy, which gradc does not support: cast "
+                                     "the input first (x.astype(np.float32))")
         log2 = math.log(2.0) if ufunc is np.logaddexp2 else None
         x = array if log2 is None else array * log2
         out = logsumexp(x, axis=kwargs.get("axis", 0), keepdims=kwargs.get("keepdims", False))
         return out if log2 is None else out / log2
+    if method == "accumulate" and np.ndim(inputs[0]) == 0:
+        raise ArgumentError(f"{name}.accumulate of a 0-d array: NumPy cannot accumulate on "
+                            "a scalar; give it an array of at least one dimension")
     if method == "accumulate" and ufunc in (np.add, np.multiply):  # (np.add.accumulate(x))
         (array,) = inputs
         kwargs.setdefault("axis", 0)

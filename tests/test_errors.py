@@ -964,3 +964,26 @@ def test_transform_and_update_misuse_names_the_line():
     with pytest.raises(gradc.UnsupportedOpError) as excinfo:
         gradc.jit(lambda x: gradc.at(x)[0].sub(1.0))(X3)  # AT-SUB
     assert ".add(-v)" in check(excinfo, gradc.UnsupportedOpError, "AT-SUB")
+
+
+def test_another_librarys_function_and_a_traced_index_say_what_to_write():
+    """scipy.special.logsumexp(x) on a traced x names the SciPy function and its gradc.scipy
+    mirror (it gave 900 characters of generic advice, or named SciPy's own file); a NumPy
+    table indexed by a traced value says so first, with the one-hot idiom."""
+    scipy_special = pytest.importorskip("scipy.special")
+    x = np.ones(3)
+    with pytest.raises(gradc.TracedBranchError,
+                       match=r"test_errors\.py:\d+: scipy\.special\.logsumexp is scipy's .*"
+                             r"Use gradc\.scipy\.special\.logsumexp"):
+        gradc.grad(lambda x: scipy_special.logsumexp(x))(x)
+    distance = pytest.importorskip("scipy.spatial.distance")
+    with pytest.raises(gradc.GradcError, match=r"scipy\.spatial\.distance\.cdist .*outside the "
+                                               r"traced function"):
+        gradc.jit(lambda x: distance.cdist(x, x))(np.ones((3, 2)))
+    actions = np.array([1, 2])
+    with pytest.raises(gradc.TracedBranchError,
+                       match=r"test_errors\.py:\d+: a traced index into a NumPy array .*"
+                             r"gradc\.nn\.embedding.*np\.arange\(n\)"):
+        gradc.jit(lambda a: np.eye(4)[a])(actions)
+    one_hot = gradc.jit(lambda a: (a[..., None] == np.arange(4)).astype(np.float32))
+    np.testing.assert_array_equal(one_hot(actions), np.eye(4)[actions])

@@ -306,3 +306,41 @@ def test_a_traced_value_is_an_ndarray_to_isinstance():
     x = np.array([1.0, 2.0])
     assert gradc.jit(f)(x) == f(x) == 20.0
     np.testing.assert_allclose(gradc.grad(f)(x), 8.0 * x)
+
+
+def test_what_a_dtype_fuzzing_round_found():
+    """np.where of a NumPy scalar made in the function and a Python number takes NumPy 2's weak
+    rule (it gave float64 for float32 code); what NumPy refuses, or computes in a type gradc
+    has not, is refused by name, not answered in another dtype; gradc.at's update of NumPy
+    arrays casts the values to x's dtype first, as its compiled form (and JAX) does."""
+    x = np.array([-2.5, -1.0, 0.0, 0.75, 3.0], np.float32)
+    m = np.array([True, False, True, True, False])
+    same = [lambda x, m: np.where(x > 0, np.float32(1.5), 0) * x,
+            lambda x, m: np.where(m, np.array(1.5, np.float32), 0.0),
+            lambda x, m: np.where(m, np.int32(3), 4),
+            lambda x, m: np.where(m, np.int32(1), 2 ** 40),  # (wrapped, as NumPy does)
+            lambda x, m: np.where(m, 1, 2.5)]
+    for fun in same:
+        want, got = fun(x, m), gradc.jit(fun)(x, m)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    value, _ = gradc.value_and_grad(lambda x: np.sum(np.where(x > 0, np.float32(1.5), 0) * x))(x)
+    assert type(value) is np.float32
+    refused = [(lambda x, m: np.var(x, dtype=np.int64), gradc.UnsupportedOpError, "dtype=int64"),
+               (lambda x, m: np.std(x, dtype=bool), gradc.UnsupportedOpError, "dtype=bool"),
+               (lambda x, m: np.nanmean(x, dtype=np.int32), gradc.UnsupportedOpError, "int32"),
+               (lambda x, m: np.logaddexp.reduce(m), gradc.UnsupportedOpError, "float16"),
+               (lambda x, m: np.add.accumulate(x[0]), gradc.ArgumentError, "0-d"),
+               (lambda x, m: +m, gradc.ArgumentError, "positive")]
+    for fun, error, words in refused:
+        with pytest.raises(error, match=re.escape(words)) as excinfo:
+            gradc.jit(fun)(x, m)
+        assert THIS_FILE in str(excinfo.value)
+    assert gradc.jit(lambda x: np.var(x, dtype=np.float64))(x).dtype == np.float64
+
+    def update(a, v):
+        return gradc.at(a)[np.array([3, 0, 3, 3, 2])].max(v)
+
+    a, v = np.array([False, False, True, False, False]), np.array([10, -3, -41, 25, -30], np.int32)
+    np.testing.assert_array_equal(update(a, v), gradc.jit(update)(a, v))
+    np.testing.assert_array_equal(update(a, v), [True, False, True, True, False])

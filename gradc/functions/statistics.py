@@ -24,10 +24,17 @@ def _keep(keepdims):
     return keepdims is not ABSENT and bool(keepdims)
 
 
-def _floating(x, dtype=None):
+def _floating(x, dtype=None, name="var"):
     """x in `dtype` if given, else as NumPy's statistics take it: integers and booleans as
-    float64."""
+    float64. An integer or boolean dtype= is refused: NumPy then computes the mean and the
+    squares in that type, truncating (np.var(x, dtype=np.int64) of floats is a whole number),
+    or refuses (booleans cannot subtract)."""
     if dtype is not None:
+        if not np.issubdtype(np.dtype(dtype), np.inexact):
+            raise UnsupportedOpError(
+                f"np.{name}(dtype={np.dtype(dtype).name}): NumPy computes it in that integer "
+                "type, truncating at every step; gradc computes statistics in floats: leave "
+                "dtype= out (or give a float dtype) and round the result")
         return fn.astype(x, dtype)
     return x if np.issubdtype(x.dtype, np.floating) else fn.astype(x, np.float64)
 
@@ -87,7 +94,7 @@ def _var(name):
              mean=ABSENT, correction=ABSENT):
         no_out(out, name)
         ddof = _ddof(name, ddof, correction)
-        x = _floating(array_arg(a, mean, where), dtype)
+        x = _floating(array_arg(a, mean, where), dtype, name)
         axes = fn.normalize_axes(axis, x.ndim)
         mask = None if where is ABSENT or where is True else fn.broadcast_to(
             fn.astype(array_arg(where, x), np.bool_), x.shape)
@@ -245,7 +252,7 @@ def _nansum(a, axis=None, dtype=None, out=None, keepdims=ABSENT, initial=ABSENT,
 def _nanmean(a, axis=None, dtype=None, out=None, keepdims=ABSENT, *, where=ABSENT):
     no_out(out, "nanmean")
     no_where(where, "nanmean")
-    x = _floating(array_arg(a), dtype)
+    x = _floating(array_arg(a), dtype, "nanmean")
     keep = _keep(keepdims)
     present = fn.compare("equal", x, x)
     # (a slice of NaNs only: 0 / 0, NaN, as NumPy gives with its warning)
@@ -311,7 +318,7 @@ def _nan_var(name):
         x = array_arg(a)
         if not np.issubdtype(x.dtype, np.inexact):  # (no NaNs: NumPy calls np.var)
             return _var(name[3:])(x, axis, dtype, None, ddof, keepdims)
-        x = _floating(x, dtype)
+        x = _floating(x, dtype, name)
         axes = fn.normalize_axes(axis, x.ndim)
         keep = _keep(keepdims)
         present = fn.compare("equal", x, x)

@@ -311,8 +311,10 @@ def where(cond, a, b):
     if cond.dtype != np.bool_:
         cond = not_equal(cond, 0)
     if not isinstance(a, Value) and not isinstance(b, Value):  # both Python numbers or arrays
-        dtype = np.result_type(np.asarray(a), np.asarray(b))
-        a, b = (as_value(np.asarray(v, dtype), cond) for v in (a, b))
+        # (NumPy 2's rule: a Python number is weak beside a NumPy scalar or array,
+        # np.where(m, np.float32(1.5), 0) is float32; one past the dtype wraps, as there)
+        dtype = np.result_type(a, b)
+        a, b = (as_value(np.asarray(v).astype(dtype), cond) for v in (a, b))
     a, b = promote(a, b)
     cond, a, b = broadcast_all(cond, a, b)
     return a.graph.apply("where", (cond, a, b))
