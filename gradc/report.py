@@ -2,10 +2,13 @@
 
 The report holds the traced IR, the IR after the passes (with source lines), what CSE merged and
 where forward and backward share work, the kernels with what each fused (and why fusions were
-refused), the memory plan, and the generated driver.
+refused), the memory plan, and the generated driver; and the lines where float32 values are
+computed in float64 (NumPy's promotion by a float64 scalar: a common slip that doubles memory).
 """
 import inspect
 from dataclasses import dataclass
+
+import numpy as np
 
 from .passes.fuse import describe as describe_kernels
 from .passes.memory import describe as describe_plan
@@ -122,6 +125,15 @@ def report(compiled, f):
     out.append(f"== IR as traced ({parts}): {len(traced.nodes)} nodes")
     out.append(str(traced))
     out.append("")
+    widened = _widened(traced)
+    if widened:
+        out.append(f"== float32 values computed in float64 ({len(widened)} lines)")
+        out.append("  NumPy's promotion: a float64 NumPy scalar (np.sqrt(2 / np.pi), np.float64(c))"
+                   " or array beside float32 ones makes float64 (twice the memory, slower); a "
+                   "Python float (math.sqrt) or np.float32(c) keeps float32. At, in the order "
+                   "traced (the first is where it starts):")
+        out.extend(f"  {line}" for line in widened)
+        out.append("")
     out.append("== passes")
     for name, g in stages[1:]:
         out.append(f"  {name:<18} -> {len(g.nodes)} nodes, {g.merged} repeated nodes merged")
@@ -151,6 +163,17 @@ def report(compiled, f):
     out.append("== generated driver")
     out.append(compiled.program.driver_source)
     return Report("\n".join(out), memory)
+
+
+def _widened(graph):
+    """The source lines where the traced graph casts a float32 value to float64 (an explicit
+    .astype too): a float32 model computing in float64 by NumPy's promotion rules."""
+    lines = {}
+    for node in graph.nodes:
+        if (node.op == "astype" and node.output.dtype == np.float64
+                and node.inputs[0].dtype == np.float32):
+            lines.setdefault(node.source, None)
+    return list(lines)
 
 
 def _shared_forward_backward(graph, n_forward):

@@ -1,5 +1,6 @@
 """`gradc.explain` counts the forward values that the backward reuses, and a lowered signature
 prints stage by stage (gradc/compile.py: Lowered)."""
+import math
 import re
 
 import numpy as np
@@ -138,3 +139,20 @@ def test_explaining_a_new_signature_takes_no_place_among_max_signatures():
     assert value == pytest.approx(np.tanh(3.0) ** 2)
     again = gradc.explain(vg, p, np.ones((5, 3)))  # (the version it runs, reported)
     assert len(vg.cache) == 1 and again.memory.arena_bytes > 0
+
+
+def test_explain_names_the_lines_where_float32_values_are_computed_in_float64():
+    """np.sqrt(d) of a Python number is a float64 NumPy scalar, strong in NumPy 2's promotion:
+    a float32 model beside it computes in float64 (twice the memory); explain says where."""
+    x = np.ones((4, 3), np.float32)
+
+    def loss(x):
+        h = x * (1.0 / np.sqrt(3))  # widened here
+        return np.sum(h * h)
+
+    text = str(gradc.explain(gradc.value_and_grad(loss), x))
+    assert re.search(r"== float32 values computed in float64 \(\d+ lines\)", text)
+    assert f"test_explain.py:{loss.__code__.co_firstlineno + 1}" in text.split(
+        "== float32 values")[1].split("==")[0]
+    assert "float32 values computed in float64" not in str(
+        gradc.explain(gradc.value_and_grad(lambda x: np.sum(x * (1.0 / math.sqrt(3)))), x))
