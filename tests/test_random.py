@@ -515,3 +515,29 @@ def test_vjp_refuses_a_generator_among_its_primals_before_running():
     with pytest.raises(gradc.NonDifferentiableError, match="array primal"):
         gradc.vjp(lambda x, r: x * r.standard_normal(3), np.ones(3), rng)
     np.testing.assert_array_equal(rng.state, before)
+
+
+def test_a_draw_beside_an_index_check_compiles_at_every_batch_size():
+    """The generator's counter advances in place, after the index checks (cross_entropy's
+    labels); at batch size 2 its advance joined the loss's loop over [2], which the check
+    depends on: AssertionError, the kernels depended on each other in a cycle."""
+    rng = np.random.default_rng(0)
+
+    def loss(W1, W2, x, y, g):
+        keep = g.random((x.shape[0], 5), dtype=np.float32) >= 0.3
+        return gradc.nn.cross_entropy((np.tanh(x @ W1) * keep) @ W2, y)
+
+    W1 = rng.standard_normal((6, 5)).astype(np.float32)
+    W2 = rng.standard_normal((5, 3)).astype(np.float32)
+    vg = gradc.value_and_grad(loss, argnums=(0, 1))
+    for n in (1, 2, 3):
+        x, y = rng.standard_normal((n, 6)).astype(np.float32), rng.integers(0, 3, n)
+        g = gradc.random.default_rng(1)
+        state = g.state.copy()
+        value, grads = vg(W1, W2, x, y, g)
+        assert g.state[1] == state[1] + 1
+        keep = gradc.random.Generator.from_state(state).random((n, 5), dtype=np.float32) >= 0.3
+        logits = (np.tanh(x @ W1) * keep) @ W2
+        shifted = logits - logits.max(1, keepdims=True)
+        want = -np.mean(shifted[np.arange(n), y] - np.log(np.exp(shifted).sum(1)))
+        assert value == pytest.approx(want, rel=1e-5)

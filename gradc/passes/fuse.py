@@ -250,6 +250,9 @@ class _Fuser:
         # and must read it only at the element it writes.
         self.overwrites = {base_layout(graph.outputs[o])[0].id: graph.inputs[i].id
                            for o, i in graph.aliases.items()}
+        # kernels that check an index array (a gather): an in-place write waits for them
+        # (_schedule), so it must not join a kernel one of them depends on
+        self.guards = []
         self.readers, self.strided_readers = {}, {}  # input id -> kernels reading it (via a view)
         self.writers = {}  # input id -> the kernel that overwrites it (once placed)
         # Reachability, kept up to date as deps are added, so the cycle checks cost a bit test
@@ -314,6 +317,10 @@ class _Fuser:
                 return False, "reads an input that this kernel (or one before it) overwrites"
         target = self.overwrites.get(node.output.id)
         if target is not None:
+            if any(self.reaches(g, k) for g in self.guards):  # (a random mask beside
+                # cross_entropy at batch size 2 put the generator's advance in the loss's loop)
+                return False, ("writes an input in place, which waits for an index check that "
+                               "depends on this kernel")
             if k in self.strided_readers.get(target, ()):
                 return False, "the kernel reads, through a view, the buffer this node overwrites"
             if any(r is not k and self.reaches(r, k) for r in self.readers.get(target, ())):
@@ -375,6 +382,8 @@ class _Fuser:
                     if not done:
                         self.refused.add(self.copies[node.output.id])
         target.nodes.append(node)
+        if node.opdef.checks_indices and target not in self.guards:
+            self.guards.append(target)
         self.local[target.index].add(node.output.id)
         self.home[node.output.id] = target
         self.note_reads(target, node)
