@@ -30,6 +30,7 @@ allreduce the device region in place instead: not done.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import sys
 import threading
@@ -39,7 +40,7 @@ import weakref
 
 import numpy as np
 
-from . import pytree
+from . import pytree, random
 from .api import value_and_grad
 from .capture import CaptureChanged
 from .errors import (ArgumentError, CompileError, GradcError, NonFiniteError, SignatureError,
@@ -106,11 +107,20 @@ def shard(data, rank=None, size=None, comm=None):
         comm = comm if comm is not None else world()
         rank = comm.Get_rank() if rank is None else rank
         size = comm.Get_size() if size is None else size
-    if not (isinstance(size, (int, np.integer)) and size >= 1
-            and isinstance(rank, (int, np.integer)) and 0 <= rank < size):
-        raise ValueError(f"shard: rank {rank} of size {size} is not a rank")
+    whole = (int, np.integer)
+    if not (isinstance(size, whole) and not isinstance(size, (bool, np.bool_)) and size >= 1
+            and isinstance(rank, whole) and not isinstance(rank, (bool, np.bool_))
+            and 0 <= rank < size):
+        raise ValueError(f"shard: rank {rank!r} of size {size!r} is not a rank")
     many = isinstance(data, (tuple, list))
     arrays = list(data) if many else [data]
+    if not arrays or not all(isinstance(a, np.ndarray) and a.ndim >= 1 for a in arrays):
+        raise ValueError("shard takes an array, or a tuple or list of arrays of one length (of at "
+                         "least one dimension: the rows are shared out), got "
+                         + (type(data).__name__ if not many else
+                            "[" + ", ".join(type(a).__name__ if not isinstance(a, np.ndarray)
+                                            else f"array of shape {a.shape}" for a in arrays)
+                            + "]"))
     lengths = {len(a) for a in arrays}
     if len(lengths) != 1:
         raise ValueError(f"shard: the arrays have different lengths {sorted(lengths)}")
@@ -169,6 +179,12 @@ class DataParallelStep(LearningRate):
         self.comm = comm if comm is not None else world()
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.loss_fn, self.optimizer, self.argnums = loss_fn, optimizer, argnums
+        if timeout is not None and not (
+                isinstance(timeout, (int, float, np.integer, np.floating))
+                and not isinstance(timeout, (bool, np.bool_)) and 0 < timeout < math.inf):
+            raise ArgumentError(f"timeout={timeout!r}: give the seconds to wait for the other "
+                                "ranks (a number > 0), or None to wait forever",
+                                source=user_source())
         self.check_finite, self.timeout, self.root = check_finite, timeout, root
         self.clip_norm = clip_norm
         if not (isinstance(root, (int, np.integer)) and 0 <= root < self.size):
@@ -212,31 +228,42 @@ class DataParallelStep(LearningRate):
         with self.lock:
             if self._region_spec is None:
                 self._first_step(args)
-            error, region, grads = None, None, None
+            # the forward advances the Generators among the arguments; a step that any rank
+            # refuses (non-finite, failed) leaves them where they were, as a single process's
+            generators = _generator_states(args)
             try:
-                region, grads = self._forward_backward(args)
-            except Exception as e:  # joined below, so the other ranks fail too instead of waiting
-                error = e
-            if error is not None:
-                region = self._failed
-                region[_FLAG] = 1
-            self._allreduce(region)
-            if region[_FLAG] != 0:
-                region[:] = 0
-                self._raise_failure(error)
-            loss = float(region[0]) / self.size
-            if self.check_finite and not np.isfinite(loss):
-                raise NonFiniteError(
-                    f"the mean loss over the {self.size} ranks ({loss}) is not finite; parameters "
-                    "and optimizer state were left unchanged on every rank", source=user_source())
-            try:
-                self.update(args[self.argnums], grads)
-            except NonFiniteError:
-                raise NonFiniteError(
-                    f"an averaged gradient is not finite (mean loss {loss}); parameters and "
-                    "optimizer state were left unchanged on every rank",
-                    source=user_source()) from None
-            return loss
+                return self._step(args)
+            except BaseException:
+                for state, saved in generators:
+                    state[...] = saved
+                raise
+
+    def _step(self, args):
+        error, region, grads = None, None, None
+        try:
+            region, grads = self._forward_backward(args)
+        except BaseException as e:  # (KeyboardInterrupt, SystemExit too) joined below, so
+            error = e  # the other ranks fail too instead of waiting
+        if error is not None:
+            region = self._failed
+            region[_FLAG] = 1
+        self._allreduce(region)
+        if region[_FLAG] != 0:
+            region[:] = 0
+            self._raise_failure(error)
+        loss = float(region[0]) / self.size
+        if self.check_finite and not np.isfinite(loss):
+            raise NonFiniteError(
+                f"the mean loss over the {self.size} ranks ({loss}) is not finite; parameters "
+                "and optimizer state were left unchanged on every rank", source=user_source())
+        try:
+            self.update(args[self.argnums], grads)
+        except NonFiniteError:
+            raise NonFiniteError(
+                f"an averaged gradient is not finite (mean loss {loss}); parameters and "
+                "optimizer state were left unchanged on every rank",
+                source=user_source()) from None
+        return loss
 
     def _forward_backward(self, args):
         """The local loss and gradients, in the output region; raises what would make this
@@ -308,14 +335,16 @@ class DataParallelStep(LearningRate):
     def _allreduce(self, region):
         MPI = _mpi()
         t0 = time.perf_counter()
-        if self.timeout is None:
-            self.comm.Allreduce(MPI.IN_PLACE, region, op=MPI.SUM)
-        else:
-            self._wait(self.comm.Iallreduce(MPI.IN_PLACE, region, op=MPI.SUM),
-                       "the gradient allreduce")
+        # (nonblocking on every rank, with a timeout or not: a blocking collective does not
+        # match a nonblocking one, and a timeout given on one rank only hung every rank)
+        self._wait(self.comm.Iallreduce(MPI.IN_PLACE, region, op=MPI.SUM),
+                   "the gradient allreduce")
         self.allreduce_s += time.perf_counter() - t0
 
     def _wait(self, request, what):
+        if self.timeout is None:
+            request.Wait()
+            return
         deadline = time.monotonic() + self.timeout
         while not request.Test():
             if time.monotonic() > deadline:
@@ -325,8 +354,7 @@ class DataParallelStep(LearningRate):
             time.sleep(0)
 
     def _gather(self, obj, what):
-        if self.timeout is not None:
-            self._wait(self.comm.Ibarrier(), what)
+        self._wait(self.comm.Ibarrier(), what)
         return self.comm.allgather(obj)
 
     def _raise_failure(self, error, failures=None):
@@ -337,9 +365,11 @@ class DataParallelStep(LearningRate):
         step = self.step_count + 1
         if error is not None:
             others = [r for r in failures if r != self.rank]
-            error.add_note(f"gradc.distributed: step {step} failed on rank {self.rank} of "
-                           f"{self.size}" + (f" (and on ranks {others})" if others else "") +
-                           "; every rank raised, nothing was updated")
+            note = getattr(error, "add_note", None)  # (Python 3.11 and later)
+            note = note if note is not None else (lambda text: None)
+            note(f"gradc.distributed: step {step} failed on rank {self.rank} of {self.size}"
+                 + (f" (and on ranks {others})" if others else "")
+                 + "; every rank raised, nothing was updated")
             raise error
         lines = "; ".join(f"rank {r}: {e}" for r, e in failures.items())
         raise RankFailedError(
@@ -365,7 +395,7 @@ class DataParallelStep(LearningRate):
             self._check_params(args, src)
             compiled = self.grad_fn.compiled_for(*args)
             region, grads, spec = self._layout(compiled, args, src)
-        except Exception as e:  # reported to every rank below
+        except BaseException as e:  # reported to every rank below
             error = e
         infos = self._gather((signature, spec, None if error is None else _describe_error(error)),
                              "the first step's model check")
@@ -391,6 +421,17 @@ class DataParallelStep(LearningRate):
         check_no_python_numbers(p_tree, "params", src)
         check_updatable(p_leaves, src)
         check_apart(p_leaves, args, self.argnums, self.loss_fn)
+
+
+def _generator_states(args):
+    """[(state array, a copy)] of the gradc.random Generators among `args` (none for arguments
+    that do not flatten: the step then fails, on every rank, where it flattens them)."""
+    try:
+        leaves, treedef = pytree.flatten((args, {}))
+        found = random.generator_leaves(treedef, leaves)
+    except GradcError:
+        return []
+    return [(leaves[i], leaves[i].copy()) for i in found]
 
 
 def _params_spec(params):

@@ -109,6 +109,30 @@ def test_shard_rejects_what_cannot_be_split():
         shard(np.zeros(4), rank=0.5, size=2)
 
 
+def test_shard_and_timeout_refuse_what_they_cannot_take():
+    from gradc import distributed as dist
+    for bad in (dict(rank=True, size=2), dict(rank=0, size=2.0)):
+        with pytest.raises(ValueError, match="not a rank"):
+            shard(np.zeros(4), **bad)
+    for data in ({"x": np.zeros(4)}, np.float64(3.0), [1.0, 2.0], ()):
+        with pytest.raises(ValueError, match="shard takes an array"):
+            shard(data, rank=0, size=2)
+    loss = lambda p, x: np.sum(p * x)  # noqa: E731
+    for timeout in (0, -1, float("nan"), "5", True):
+        with pytest.raises(gradc.ArgumentError, match="timeout="):
+            dist.DataParallelStep(loss, gradc.optim.SGD(0.1), comm=_SelfComm(), timeout=timeout)
+
+
+class _SelfComm:
+    """A communicator of one rank, for what is checked before any collective."""
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 1
+
+
 def test_errors_are_gradc_errors():
     from gradc import distributed as dist
     assert issubclass(dist.ModelMismatchError, gradc.GradcError)
@@ -191,6 +215,10 @@ def test_what_a_fuzzing_round_found(checks):
         assert r["function_option"] == {"raised": None}, r
         assert r["python_float"]["raised"] == "SignatureError", r
         assert "Python float" in r["python_float"]["message"], r
+    assert rank0["generators_kept"] == [1, ["NonFiniteError", 1], ["RankFailedError", 1], 2]
+    assert rank1["generators_kept"] == [1, ["NonFiniteError", 1], ["KeyboardInterrupt", 1], 2]
+    for r in (rank0, rank1):
+        assert r["timeout_on_one_rank"] == 2, r
     assert single["changing_global"]["max_abs_diff"] < 1e-6, single
     assert single["changing_global"]["views_kept"] <= 9, single  # (weakly kept: freed ones go)
 

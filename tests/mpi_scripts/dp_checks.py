@@ -199,6 +199,45 @@ try:
     found["python_float"] = {"raised": None}
 except gradc.GradcError as e:
     found["python_float"] = {"raised": type(e).__name__, "message": str(e)}
+# a step refused on every rank (a NaN loss on rank 1; a KeyboardInterrupt, a BaseException,
+# raised on rank 1 while its loss traces for a new batch shape) leaves the gradc.random
+# Generators among its arguments where they were (the forward had advanced them), and the
+# interrupted rank still joins the allreduce (the other waited there for good)
+INTERRUPT = [False]
+
+
+def dropped(p, x, y, g):
+    if INTERRUPT[0] and rank == 1:
+        raise KeyboardInterrupt
+    return loss(p, x * (g.random(x.shape) >= 0.1), y)
+
+
+params = init(seed=0)
+drop = dist.train_step(dropped, gradc.optim.SGD(lr=0.1), check_finite=True)
+g = gradc.random.default_rng(100 + rank)
+drop(params, x_mine, y_mine, g)
+counters = [int(g.state[1])]
+x_bad = x_mine.copy()
+if rank == 1:
+    x_bad[0, 0] = np.nan
+INTERRUPT[0] = False
+for x_step in (x_bad, x_mine[:-1]):  # (a NaN loss; then a new shape, traced: interrupted)
+    INTERRUPT[0] = x_step is not x_bad
+    try:
+        drop(params, x_step, y_mine[:len(x_step)], g)
+        counters.append(("no error", int(g.state[1])))
+    except BaseException as e:  # noqa: BLE001
+        counters.append((type(e).__name__, int(g.state[1])))
+INTERRUPT[0] = False
+drop(params, x_mine, y_mine, g)
+counters.append(int(g.state[1]))
+found["generators_kept"] = counters
+# a timeout given on one rank only: the collectives still match (it hung every rank)
+params = init(seed=0)
+timed = dist.train_step(loss, gradc.optim.SGD(lr=0.1), timeout=30.0 if rank == 0 else None)
+timed(params, x_mine, y_mine)
+timed(params, x_mine, y_mine)
+found["timeout_on_one_rank"] = timed.step_count
 got = comm.gather(found)
 if rank == 0:
     # a global the loss reads that changes at every step: each step traces again, the old
