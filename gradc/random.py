@@ -149,7 +149,8 @@ class Generator:
         numbers, arrays or traced values (their gradients are the usual ones)."""
         dtype = _float_dtype(dtype)
         shape = self._params_shape(size, low, high)
-        return self._affine(self._uniform(shape, dtype), low, high - low, dtype)
+        return _under(self._affine(self._uniform(shape, dtype), low, high - low, dtype), low,
+                      high, dtype)
 
     @_surface
     def standard_normal(self, size=None, dtype=np.float64, out=None):
@@ -212,6 +213,18 @@ class Generator:
         if isinstance(z, Value):
             return fn.astype(z, dtype) if z.dtype != dtype else z
         return np.asarray(z, dtype)[()]
+
+
+def _under(z, low, high, dtype):
+    """`z` where it is below `high` (in `dtype`), else a float just under it (and not under
+    `low`): low + (high - low) * u rounds up to high for some u near 1 (in float32, uniform(1000,
+    1001) gave 1001 once in 30,000 draws), and uniform's interval is [low, high)."""
+    info = np.finfo(dtype)
+    low, high = (fn.astype(v, dtype) if isinstance(v, Value) and v.dtype != dtype else
+                 v if isinstance(v, Value) else np.asarray(v, dtype) for v in (low, high))
+    below = np.maximum(low, high - np.abs(high) * dtype.type(4 * info.eps) - dtype.type(info.tiny))
+    z = np.where(z < high, z, below)
+    return z if isinstance(z, Value) else np.asarray(z, dtype)[()]
 
 
 pytree.register_node(Generator, ("state",))

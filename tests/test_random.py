@@ -541,3 +541,18 @@ def test_a_draw_beside_an_index_check_compiles_at_every_batch_size():
         shifted = logits - logits.max(1, keepdims=True)
         want = -np.mean(shifted[np.arange(n), y] - np.log(np.exp(shifted).sum(1)))
         assert value == pytest.approx(want, rel=1e-5)
+
+
+def test_uniform_never_returns_high():
+    """low + (high - low) * u rounds up to high for some float32 u near 1: uniform(1000, 1001)
+    gave 1001.0 in 1 of 30,000 draws, eagerly and compiled; [low, high) is what it promises."""
+    draw = gradc.jit(lambda g: (g.uniform(1000.0, 1001.0, 50_000, dtype=np.float32),
+                                g.uniform(-1001.0, -1000.0, 50_000, dtype=np.float32)))
+    g = gradc.random.default_rng(5)
+    for _ in range(4):
+        up, down = draw(g)
+        assert up.dtype == np.float32 and up.min() >= 1000 and up.max() < 1001
+        assert down.min() >= -1001 and down.max() < -1000
+    eager = gradc.random.default_rng(5).uniform(1000.0, 1001.0, 200_000, dtype=np.float32)
+    assert eager.max() < 1001 and eager.min() >= 1000
+    assert np.unique(eager).size > 15_000  # (still the whole range of floats there)
