@@ -457,7 +457,7 @@ class OutsideWalk:
         if isinstance(value, (list, tuple, collections.deque)):  # (a deque: as a list)
             items = [(f"{name}[{i}]", "item", i, v)
                      for i, v in enumerate(itertools.islice(value, MAX_ITEMS))]
-            if type(value) is tuple:
+            if isinstance(value, tuple):  # (a namedtuple too: immutable, nothing stored)
                 container = None
         elif isinstance(value, dict):
             items = [(f"{name}[{k!r}]", "item", k, v)

@@ -1190,3 +1190,26 @@ def test_fresh_functions_over_whole_float_constants_share_their_kernels():
         np.testing.assert_allclose(f(x), np.tanh(x) * k + x)
         kernels.add(tuple(sorted(next(iter(f.cache.values())).program.kernel_modules)))
     assert len(kernels) == 1 and fuse._literal(64.0, np.float64)
+
+
+def test_a_namedtuple_reached_from_outside_is_walked_not_copied():
+    """A closure over an object whose attributes hold a namedtuple (jax.jit's functions do) made
+    the walk call the tuple's .copy(): AttributeError from every trace."""
+    import collections
+    Config = collections.namedtuple("Config", "scale shift")
+
+    class Holder:
+        def __init__(self):
+            self.config = Config(np.full(3, 2.0), 1.0)
+
+    holder = Holder()
+
+    def make(h):
+        return lambda x: np.sum(x * h.config.scale + h.config.shift)
+
+    f = make(holder)
+    x = np.arange(3.0)
+    assert gradc.jit(f)(x) == f(x)
+    np.testing.assert_allclose(gradc.grad(f)(x), 2.0)
+    holder.config.scale[:] = 5.0  # read live through the namedtuple
+    assert gradc.jit(f)(x) == f(x)
