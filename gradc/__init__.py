@@ -32,3 +32,13 @@ __all__ = ["Spec", "at", "jit", "grad", "value_and_grad", "train_step", "explain
            "TracedBranchError", "SignatureError", "NonDifferentiableError", "NonFiniteError",
            "IndexOutOfRangeError", "CompileError", "CacheWarning", "RecompileWarning",
            "ConstantArrayWarning", "__version__"]
+
+
+def __getattr__(name):
+    """`gradc.scipy` (and gradc.distributed) on first use: `import gradc` leaves SciPy and MPI
+    out (~0.1 s), and `gradc.scipy.special.logsumexp` after a bare `import gradc` was an
+    AttributeError."""
+    if name in ("scipy", "distributed"):
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'gradc' has no attribute {name!r}")

@@ -497,3 +497,50 @@ def test_hvp_gradient_has_the_type_of_the_hessian_vector_product(x):
     gs, hvs = gradc.hvp(lambda a, b: a ** 3 * b, (np.array(2.0), x), (1.0, 1.0))
     assert [type(a) for a in gs] == [type(h) for h in hvs]
     assert float(gs[0]) == pytest.approx(12.0 * float(x)) and float(gs[1]) == pytest.approx(8.0)
+
+
+def test_second_derivatives_a_fuzzing_round_against_jax_found_wrong():
+    """Each against its closed form: the mixed derivative of a ** b at b = 0 (the base's
+    cotangent was masked to 0 for all of b = 0: 0 for 1/a, an asymmetric Hessian);
+    logaddexp's Hessian at a finite tie (a constant 1/2 there: 0 for 1/4); the stability
+    rewrites and log_ndtr at second order (log(exp(x)) at 1000 and log_ndtr at 40: NaN for 0);
+    a product of two separate np.abs/np.std calls at 0 (0 for the sum of squares' Hessian)."""
+    import scipy.special
+    a, b = 1.5, 0.0
+    h = gradc.hessian(lambda a, b: a ** b, argnums=(0, 1))(np.array(a), np.array(b))
+    np.testing.assert_allclose([[h[0][0], h[0][1]], [h[1][0], h[1][1]]],
+                               [[0.0, 1 / a], [1 / a, np.log(a) ** 2]], atol=1e-15)
+    _, hv = gradc.hvp(lambda a, b: a ** b, (np.array(a), np.array(b)),
+                      (np.array(1.0), np.array(0.0)))
+    np.testing.assert_allclose([hv[0], hv[1]], [0.0, 1 / a], atol=1e-15)
+    for v in (0.0, 1.0, 1000.0):
+        h = gradc.hessian(lambda a, b: np.logaddexp(a, b), argnums=(0, 1))(np.array(v), np.array(v))
+        np.testing.assert_allclose(np.array([[h[0][0], h[0][1]], [h[1][0], h[1][1]]], float),
+                                   [[0.25, -0.25], [-0.25, 0.25]])
+    assert gradc.grad(gradc.grad(lambda s: np.logaddexp2(s, 0.0)))(0.0) == pytest.approx(
+        np.log(2) / 4)
+    x = np.array([1000.0, 1.0, 2.0])
+    sig = 1 / (1 + np.exp(-x[1:]))
+    for f, diag in ((lambda x: np.sum(np.log(np.exp(x))), [0, 0, 0]),
+                    (lambda x: np.sum(np.log(1 + np.exp(x))), [0, *(sig * (1 - sig))]),
+                    (lambda x: np.sum(np.log1p(np.exp(x))), [0, *(sig * (1 - sig))])):
+        np.testing.assert_allclose(np.diag(gradc.hessian(f)(x)), diag, atol=1e-15)
+    h = gradc.hessian(lambda x: np.sum(scipy.special.log_ndtr(x)))(np.array([40.0, 1.0]))
+    assert np.isfinite(h).all() and h[0, 0] == 0 and h[1, 0] == 0
+    np.testing.assert_allclose(h[1, 1], -0.3703137142233946, rtol=1e-12)
+    zero = np.zeros(3)
+    np.testing.assert_allclose(gradc.hessian(lambda x: np.sum(np.abs(x) * np.abs(x)))(zero),
+                               2 * np.eye(3))
+    np.testing.assert_allclose(gradc.hessian(lambda x: np.std(x) * np.std(x))(zero),
+                               2 * (np.eye(3) - 1 / 3) / 3, atol=1e-15)
+
+
+def test_gradc_scipy_is_there_after_a_bare_import():
+    import subprocess
+    import sys
+    code = ("import gradc, numpy as np; print(gradc.scipy.special.logsumexp(np.zeros(2)), "
+            "callable(gradc.distributed.shard))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(np.log(2.0)), "True"]

@@ -109,15 +109,15 @@ def _power_vjp(node, g):
 
 def _power_base_cotangent(g, a, b):
     """g * d/da a**b = g b a**(b-1), and 0 where b = 0 (a**0 is constant 1), as in JAX and
-    autograd: not 0 * 0**-1 = NaN at a = 0. Where b may be 0, a is replaced by 1 under the mask
-    too, so that the derivative of this derivative (grad of grad) stays finite there."""
+    autograd: not 0 * 0**-1 = NaN at a = 0, where a is taken as 1 under the mask (so that grad
+    of grad stays finite there). Only a = 0 is masked: masking all of b = 0 made the mixed
+    second derivative d/db (b a**(b-1)) = 1/a there 0 (an asymmetric Hessian)."""
     exponent = fn.const_value(b)
     if exponent == 0:
         return fn.zeros_like(a)
     if exponent is not None:
         return g * b * a ** (b - 1)
-    zero = b == 0
-    return fn.where(zero, 0, g * b * fn.where(zero, 1, a) ** (b - 1))
+    return g * b * fn.where((b == 0) & (a == 0), 1, a) ** (b - 1)
 
 
 def _power_scalar(m, dt, a, b):

@@ -225,6 +225,10 @@ def elementwise(op, *xs, float_only=False, **attrs):
         squared = _squared(op, xs)
         if squared is not None:
             return squared
+    if op in ("log", "log1p") and isinstance(xs[0], Value):
+        stable = stable_form(op, xs[0])
+        if stable is not None:
+            return stable
     vals = promote(*xs, float_only=float_only)
     vals = broadcast_all(*vals)
     return vals[0].graph.apply(op, vals, **attrs)
@@ -249,10 +253,38 @@ def _squared(op, xs):
     """x * x, x ** 2 (a Python 2) or np.square(x) of a root `square_of` knows, else None."""
     x = xs[0]
     if not isinstance(x, Value) or not (
-            op == "square" and len(xs) == 1 or op == "multiply" and len(xs) == 2 and xs[1] is x
+            op == "square" and len(xs) == 1
+            or op == "multiply" and len(xs) == 2 and (xs[1] is x or _root_like(x)
+                                                      and _same_expression(xs[1], x))
             or op == "power" and len(xs) == 2 and type(xs[1]) in (int, float) and xs[1] == 2):
         return None
     return square_of(x)
+
+
+def _root_like(x):
+    """Whether square_of may know x (so that comparing x * y's operands is worth it)."""
+    return x.id in x.graph.square_roots or x.node is not None and x.node.op in ("abs", "hypot")
+
+
+def _same_expression(a, b, budget=256):
+    """Whether values a and b are the same computation of the same inputs (np.std(x) *
+    np.std(x): two chains of nodes while the user's code is traced, merged only by CSE later,
+    after the gradient of a gradient was taken). Compares at most `budget` pairs of nodes."""
+    seen, todo = set(), [(a, b)]
+    while todo:
+        u, v = todo.pop()
+        if u is v or (id(u), id(v)) in seen:
+            continue
+        seen.add((id(u), id(v)))
+        if len(seen) > budget or not isinstance(u, Value) or not isinstance(v, Value):
+            return False
+        nu, nv = u.node, v.node
+        if not (nu is not None and nv is not None and nu.op == nv.op
+                and nu.attr_key == nv.attr_key and len(nu.inputs) == len(nv.inputs)
+                and u.shape == v.shape and u.dtype == v.dtype):
+            return False
+        todo.extend(zip(nu.inputs, nv.inputs))
+    return True
 
 
 def square_of(x):
@@ -298,7 +330,34 @@ def unary(op, x, float_only=True):
         squared = _squared(op, (x,))
         if squared is not None:
             return squared
+    if op in ("log", "log1p"):
+        stable = stable_form(op, x)
+        if stable is not None:
+            return stable
     return x.graph.apply(op, (x,))
+
+
+def stable_form(op, x):
+    """log(sigmoid(x)) -> log_sigmoid(x), log(softmax) -> log_softmax, log(exp(x)) -> x,
+    log(1 + exp(x)) and log1p(exp(x)) -> softplus(x); else None. passes/simplify.py's stability
+    rules, applied as the graph is built too: a gradient taken inside another trace (a
+    Hessian's inner one) differentiates what was built, before any pass runs, and the Hessian
+    of log(exp(x)) at x = 1000 was NaN (exp(x) / exp(x))."""
+    inner = x.node
+    if inner is None:
+        return None
+    if op == "log1p":
+        return unary("softplus", inner.inputs[0]) if inner.op == "exp" else None
+    if inner.op == "sigmoid":
+        return unary("log_sigmoid", inner.inputs[0])
+    if inner.op == "softmax":
+        return x.graph.apply("log_softmax", inner.inputs, **inner.attr)
+    if inner.op == "exp":
+        return inner.inputs[0]
+    if (inner.op == "add" and const_value(inner.inputs[0]) == 1
+            and inner.inputs[1].node is not None and inner.inputs[1].node.op == "exp"):
+        return unary("softplus", inner.inputs[1].node.inputs[0])
+    return None
 
 
 def negative(x):

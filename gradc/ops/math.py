@@ -131,12 +131,14 @@ elementwise("cbrt", np.cbrt, lambda m, dt, a: f"{m.cbrt}({a})",
 
 def _logaddexp_vjp(node, g, scale=1.0):
     """d/da log(e^a + e^b) = sigmoid(a - b) (with a scale of ln 2 for base 2): stable at +-1000
-    and at infinities; where a == b (both -inf or both +inf included, where a - b is NaN) 1/2 each
-    (JAX gives NaN at -inf, -inf)."""
+    and at infinities; where a and b are one infinity (a - b is NaN) 1/2 each (JAX gives NaN
+    at -inf, -inf). A finite tie takes sigmoid(0) = 1/2 too, whose derivative (the Hessian,
+    1/4) a constant 1/2 there made 0."""
     a, b = node.inputs
-    tie = a == b
-    return [g * fn.where(tie, 0.5, fn.unary("sigmoid", (a - b) * scale)),
-            g * fn.where(tie, 0.5, fn.unary("sigmoid", (b - a) * scale))]
+    gap = a - b
+    tie = (a == b) & (gap != gap)
+    return [g * fn.where(tie, 0.5, fn.unary("sigmoid", gap * scale)),
+            g * fn.where(tie, 0.5, fn.unary("sigmoid", -gap * scale))]
 
 
 # max + log1p(exp(-|a - b|)): no overflow at +-1000; a == b first, as NumPy, so that -inf, -inf

@@ -73,8 +73,19 @@ special("erfinv", lambda n, g: [g * (math.sqrt(math.pi) / 2) * np.exp(_y(n) * _y
 special("ndtr", lambda n, g: [g * np.exp(-0.5 * _x(n) * _x(n)) / SQRT_2PI])
 special("ndtri", lambda n, g: [g * SQRT_2PI * np.exp(0.5 * _y(n) * _y(n))])
 # d/dx log ndtr(x) = pdf(x)/ndtr(x) = sqrt(2/pi) / erfcx(-x/sqrt 2): no 0/0 where both underflow
-special("log_ndtr", lambda n, g: [
-    g * math.sqrt(2 / math.pi) / fn.unary("erfcx", _x(n) * -math.sqrt(0.5))])
+def _log_ndtr_vjp(node, g):
+    """d/dx log Phi(x) = phi(x) / Phi(x) = sqrt(2 / pi) / erfcx(-x / sqrt 2); past x = 10,
+    where Phi(x) is 1 to 1e-23, phi(x) itself: erfcx overflows there (x > 13 in float32, 38 in
+    float64), and its derivative times the 0 it gave was NaN (the second derivative). The
+    other branch reads a safe x, so that no NaN comes back through the masked side."""
+    x = _x(node)
+    far = x > 10
+    near = fn.where(far, 0.0, x)
+    return [g * fn.where(far, fn.unary("exp", x * x * -0.5) * (1 / math.sqrt(2 * math.pi)),
+                         math.sqrt(2 / math.pi) / fn.unary("erfcx", near * -math.sqrt(0.5)))]
+
+
+special("log_ndtr", _log_ndtr_vjp)
 special("gammaln", lambda n, g: [g * fn.unary("digamma", _x(n))])
 special("digamma", lambda n, g: [g * _polygamma(1, _x(n))], scipy_ufuncs=("psi", "digamma"))
 elementwise("polygamma", _scipy("polygamma"),

@@ -73,19 +73,10 @@ def _arith(graph, node, ins):
 
 
 def _stability(graph, node, ins):
-    """Rewrite unstable compositions into the stable ops: log(sigmoid(x)) -> log_sigmoid(x)..."""
-    if node.op == "log" and ins[0].node is not None:
-        inner = ins[0].node
-        if inner.op == "sigmoid":
-            return fn.unary("log_sigmoid", inner.inputs[0])
-        if inner.op == "softmax":
-            return graph.apply("log_softmax", inner.inputs, **inner.attr)
-        if inner.op == "exp":
-            return inner.inputs[0]
-        if inner.op == "add" and is_const(inner.inputs[0], 1) and op_of(inner.inputs[1]) == "exp":
-            return fn.unary("softplus", inner.inputs[1].node.inputs[0])
-    if node.op == "log1p" and op_of(ins[0]) == "exp":
-        return fn.unary("softplus", ins[0].node.inputs[0])
+    """Rewrite unstable compositions into the stable ops: log(sigmoid(x)) -> log_sigmoid(x)...
+    (fn.stable_form, which the graph's construction applies too)."""
+    if node.op in ("log", "log1p"):
+        return fn.stable_form(node.op, ins[0])
     return None
 
 
