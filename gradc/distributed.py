@@ -40,7 +40,7 @@ import weakref
 
 import numpy as np
 
-from . import pytree, random
+from . import forks, pytree, random
 from .api import value_and_grad
 from .capture import CaptureChanged
 from .errors import (ArgumentError, CompileError, GradcError, NonFiniteError, SignatureError,
@@ -196,6 +196,7 @@ class DataParallelStep(LearningRate):
         self.update = update_step(optimizer, check_finite=check_finite, clip_norm=clip_norm,
                                   grad_scale=1.0 / self.size, target=target)
         self.lock = threading.Lock()
+        forks.track(self, "lock")
         self.allreduce_s = 0.0  # time spent in the allreduce, summed over steps
         self._region_spec = None  # (dtype, nbytes, offsets of the gradients) agreed at step 1
         # compiled program -> (region, gradient tree of views into it); weakly keyed: a program

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import forks
 from .capture import NO_CAPTURES
 from .codegen import driver_rt
 from .errors import IndexOutOfRangeError
@@ -139,6 +140,7 @@ class Compiled:
         self.outputs = [None if off is None else self.view(off, shape, dtype)
                         for off, shape, dtype in layout.outputs]
         self.lock = threading.Lock()
+        forks.track(self, "lock")
         if driver is not None and layout.gathers:
             self._report_index_errors(index_error_reporter(layout.gathers, layout.in_place),
                                       driver_module)

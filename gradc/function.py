@@ -14,7 +14,7 @@ import types
 
 import numpy as np
 
-from . import autodiff, frozen, pytree, random, transforms
+from . import autodiff, forks, frozen, pytree, random, transforms
 from .capture import CaptureChanged, Captures, unchanged_by
 from .compile import check_target, compile_graph
 from .errors import ArgumentError, SignatureError
@@ -55,6 +55,7 @@ class Function:
         # `training` flag switched back and forth: each is compiled once; gradc/capture.py)
         self.variants = {}
         self._compiling = threading.RLock()  # one compile at a time: see compiled_once
+        forks.track(self, "_compiling", threading.RLock)
         self._last_key = None
         self._last_call = None  # a LastCall: the last call's signature, recognized fast
         self._storm = RecompileWatch()
@@ -223,6 +224,8 @@ class Function:
         t_trace = time.perf_counter() - t0
         title = f"{self.mode} of {self.__name__} from {src}"
         compiled = compile_graph(graph, title, out_info, load, self.target)
+        if random.draws_from_generators(call):
+            compiled.lock = random.DRAWS
         compiled.captures = Captures(captures, guards, compiled.input_types)
         unchanged_by(compiled.captures, stale, compiled)
         if not cache:

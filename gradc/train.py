@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from . import autodiff, pytree, random
+from . import autodiff, forks, pytree, random
 from .capture import CaptureChanged, Captures, unchanged_by
 from .compile import check_target, compile_graph
 from .errors import ArgumentError, NonFiniteError, SignatureError
@@ -196,6 +196,7 @@ class TrainStep(LearningRate):
         self.step_count = 0
         self.cache = {}
         self.lock = threading.Lock()
+        forks.track(self, "lock")
         self._param_spec = None  # (treedef, [(shape, dtype)]) fixed by the first call
         self._spec_origin = "first called with"  # (or loaded by load_state_dict)
         self._state = None  # {slot: [array per parameter leaf]}
@@ -589,6 +590,8 @@ class TrainStep(LearningRate):
         compiled = compile_graph(graph, title, out_kind, load, self.target,
                                  param_leaves=slice(before, before + n_params),
                                  first_owned=first_owned, runtime_scalars=len(scalars))
+        if random.draws_from_generators(call):
+            compiled.lock = random.DRAWS
         compiled.captures = Captures(graph.captures, graph.guards, compiled.input_types)
         unchanged_by(compiled.captures, stale, compiled)
         if not cache:

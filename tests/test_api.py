@@ -7,6 +7,7 @@ shared by structure across compiled functions)."""
 import os
 import re
 import sys
+import time
 import threading
 from collections import namedtuple
 
@@ -842,3 +843,46 @@ def test_a_function_keeps_its_recent_signatures_only(monkeypatch):
         step(p, x)
         assert value == pytest.approx(np.sum(np.tanh(x @ w)), rel=1e-12)
     assert len(vg.cache) == 3 and len(step.cache) == 3
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+def test_a_forked_child_calls_a_function_another_thread_was_calling():
+    """The child inherits the locks the parent's other threads held at the fork, held for
+    good: a child calling the signature a parent thread was running waited forever (gradc
+    makes its locks anew in the child, gradc/forks.py). Also a generator's draws."""
+    import threading
+    f = gradc.value_and_grad(lambda x: (np.sin(x) ** 2).sum(), copy=True)
+    draw = gradc.jit(lambda g: g.random(3))
+    x = np.ones(10)
+    f(x)
+    g = gradc.random.default_rng(0)
+    draw(g)
+    stop = threading.Event()
+
+    def busy():
+        while not stop.is_set():
+            f(x)
+            draw(g)
+
+    thread = threading.Thread(target=busy)
+    thread.start()
+    try:
+        for _ in range(5):
+            pid = os.fork()
+            if pid == 0:  # the child: exit 0 when both calls come back right
+                ok = np.isclose(f(x)[0], 10 * np.sin(1.0) ** 2) and draw(g).shape == (3,)
+                os._exit(0 if ok else 3)
+            deadline = time.monotonic() + 60
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                    pytest.fail("the forked child hung on a lock another parent thread held")
+                time.sleep(0.01)
+    finally:
+        stop.set()
+        thread.join()
