@@ -152,7 +152,8 @@ class Function:
                     outs = compiled.run(leaves, written=advanced)
                 except CaptureChanged as e:
                     if not retry:
-                        raise CaptureChanged(f"{e}, changed by the trace itself",
+                        raise CaptureChanged(f"{e}: changed while it was traced again (by the "
+                                             "traced code itself, or by another thread)",
                                              source=user_source()) from None
                     changed = str(e)
                 else:
