@@ -102,6 +102,22 @@ class Layout(NamedTuple):
                    index_gathers(graph), bool(plan.aliases), len(fusion.kernels))
 
 
+def _arena_too_big(lowered):
+    """The MemoryError of an arena this machine cannot give, naming the largest buffer."""
+    from .errors import ShapeError
+    from .trace import user_source
+    plan, graph = lowered.plan, lowered.fusion.graph
+    big = max((n for n in graph.nodes if n.output.id in plan.offsets),
+              key=lambda n: n.output.size * n.output.dtype.itemsize, default=None)
+    what = (f"; the largest buffer is {big.output.dtype.name}{list(big.output.shape)} "
+            f"({big.output.size * big.output.dtype.itemsize / 2 ** 30:.1f} GiB), from "
+            f"{big.op} at {big.source}" if big is not None else "")
+    return ShapeError(f"the compiled program needs {plan.arena_bytes / 2 ** 30:.1f} GiB of buffers, "
+                      f"more than this machine can allocate{what}: make that value smaller (a "
+                      "smaller batch, or chunks), or see gradc.explain's memory plan",
+                      source=user_source())
+
+
 class Compiled:
     """One compiled signature: the lowered program (its stages, kernels and plan: `lowered`,
     which may make them only when asked for), the arena and the driver. A train step's
@@ -120,7 +136,10 @@ class Compiled:
         self.captures = NO_CAPTURES
         self.out_kind = out_kind
         self.arena_bytes = layout.arena_bytes
-        self._raw = np.zeros(layout.arena_bytes + 64, np.uint8)
+        try:
+            self._raw = np.zeros(layout.arena_bytes + 64, np.uint8)
+        except MemoryError:  # (NumPy's message named the arena's internal uint8 shape)
+            raise _arena_too_big(lowered) from None
         start = (-self._raw.ctypes.data) % 64
         self.arena = self._raw[start:start + layout.arena_bytes]
         self.address = self.arena.ctypes.data

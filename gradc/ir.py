@@ -70,8 +70,12 @@ class Value:
         return math.prod(self.shape)  # (shape holds Python ints)
 
     def __len__(self):
-        if not self.shape:
-            raise TypeError("len() of a 0-d traced value")
+        if not self.shape:  # (NumPy's TypeError: a 0-d array has no length)
+            from .errors import ArgumentError
+            from .trace import user_source
+            raise ArgumentError("len() of a 0-d traced value (an array of no dimensions: a "
+                                "sum, a mean, a scalar argument); NumPy raises TypeError too: "
+                                "use x.size or x.shape", source=user_source())
         return self.shape[0]
 
     @property

@@ -185,7 +185,10 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     if x.shape[1] != cg * groups:
         raise ShapeError(f"conv2d: input has {x.shape[1]} channels, weights expect "
                          f"{cg * groups}" + (f" ({cg} per group, {groups} groups)"
-                                             if groups > 1 else ""))
+                                             if groups > 1 else "")
+                         + ("; the input looks channels-last (N, H, W, C): conv2d takes "
+                            "(N, C, H, W), x.transpose(0, 3, 1, 2)"
+                            if x.shape[3] == cg * groups else ""))
     dh, dw = _pair(dilation, "dilation")
     if (dh, dw) != (1, 1):
         w = _dilated(w, dh, dw)

@@ -72,6 +72,10 @@ def explain(fun, *args, **kwargs):
     a data-parallel step reports its forward+backward and then its update), or a plain
     function, compiled as value and gradient of argument 0 unless explain's own keywords say
     otherwise: argnums=..., mode="jit" (the forward alone) or "grad"."""
+    if not args and not kwargs:  # (argnums=0 then spoke of an argument nobody gave)
+        raise ArgumentError("gradc.explain(fun, *args): give the arguments to compile `fun` "
+                            "for, as you would call it (example arrays of the right shapes and "
+                            "dtypes)", source=user_source())
     if isinstance(fun, TrainStep):
         return report(fun.lower(*args, source=user_source()), fun)
     if isinstance(getattr(fun, "grad_fn", None), Function) and isinstance(

@@ -987,3 +987,26 @@ def test_another_librarys_function_and_a_traced_index_say_what_to_write():
         gradc.jit(lambda a: np.eye(4)[a])(actions)
     one_hot = gradc.jit(lambda a: (a[..., None] == np.arange(4)).astype(np.float32))
     np.testing.assert_array_equal(one_hot(actions), np.eye(4)[actions])
+
+
+def test_what_a_survey_of_user_mistakes_found():
+    """len() of a 0-d traced value, an arena larger than the machine (NumPy's MemoryError named
+    the arena's internal uint8 shape), gradc.explain without arguments, a channels-last image
+    to conv2d, and `python -m gradc`: each a GradcError that names the line and says what to
+    do (or the command)."""
+    with pytest.raises(gradc.ArgumentError, match=r"test_errors\.py:\d+: len\(\) of a 0-d"):
+        gradc.jit(lambda x: len(x.sum()))(np.ones(3))
+    outer = gradc.jit(lambda a, b: (a @ b).sum())
+    with pytest.raises(gradc.ShapeError, match=r"test_errors\.py:\d+: the compiled program needs "
+                                               r".* GiB.*float64\[1000000, 1000000\].*matmul"):
+        outer(np.ones((10 ** 6, 1)), np.ones((1, 10 ** 6)))
+    with pytest.raises(gradc.ArgumentError, match=r"test_errors\.py:\d+: gradc\.explain\(fun, "
+                                                  r"\*args\): give the arguments"):
+        gradc.explain(lambda x: x.sum())
+    with pytest.raises(gradc.ShapeError, match=r"channels-last.*transpose\(0, 3, 1, 2\)"):
+        gradc.nn.conv2d(np.ones((2, 8, 8, 3)), np.ones((4, 3, 3, 3)))
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-m", "gradc", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "usage: gradc" in done.stdout, done.stderr
