@@ -63,6 +63,12 @@ def _arith(graph, node, ins):
                            (0.5, lambda x: fn.unary("sqrt", x)), (-1, lambda x: fn.unary("reciprocal", x))):
             if is_const(b, c) and (c in (1, 2) or np.issubdtype(a.dtype, np.floating)):
                 return rewrite(a)
+        # x ** -k as (1 / x) ** k: fast-math turns pow(x, -2.0) into 1 / (x * x), whose x * x
+        # overflows where the answer is a subnormal (2e19 ** -2 in float32 was 0, not 2.5e-39)
+        k = const_value(b)
+        if (k is not None and np.issubdtype(a.dtype, np.floating) and float(k).is_integer()
+                and k <= -2):
+            return fn.power(fn.unary("reciprocal", a), -k)
     if op == "negative" and op_of(a) == "negative":
         return a.node.inputs[0]
     if op == "where" and ins[1] is ins[2]:

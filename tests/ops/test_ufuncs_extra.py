@@ -266,3 +266,18 @@ def test_grad_of_grad_matches_finite_differences():
     expected = (grad_f(x + eps * v) - grad_f(x - eps * v)) / (2 * eps)
     np.testing.assert_allclose(hvp, expected, rtol=1e-6, atol=1e-8)
     assert abs(expected[7] - (-np.pi ** 2 / 3 * v[7])) < 1e-6  # sinc''(0), the series' slope
+
+
+def test_negative_whole_powers_of_huge_numbers_are_subnormal_not_zero():
+    """x ** -2 was compiled as 1 / (x * x) (fast-math's pow): x * x overflows where the answer
+    is a subnormal, 2e19 ** -2 in float32 came out 0, not 2.5e-39 (1e155 ** -2 in float64)."""
+    for dtype, big in ((np.float32, 2e19), (np.float64, 1e155)):
+        x = np.array([big, 3.0, -2.0, 0.0], dtype)
+        for k in (-2, -2.0, -3):
+            with np.errstate(divide="ignore"):
+                want = x ** k
+            got = gradc.jit(lambda x: x ** k)(x)
+            assert got.dtype == want.dtype
+            np.testing.assert_allclose(got, want, rtol=3e-7 if dtype == np.float32 else 1e-15)
+    x = np.array([1.5, 2.0])
+    np.testing.assert_allclose(gradc.grad(lambda x: np.sum(x ** -2))(x), -2 * x ** -3)
