@@ -319,7 +319,10 @@ def test_what_a_dtype_fuzzing_round_found():
             lambda x, m: np.where(m, np.array(1.5, np.float32), 0.0),
             lambda x, m: np.where(m, np.int32(3), 4),
             lambda x, m: np.where(m, np.int32(1), 2 ** 40),  # (wrapped, as NumPy does)
-            lambda x, m: np.where(m, 1, 2.5)]
+            lambda x, m: np.where(m, 1, 2.5),
+            lambda x, m: np.where(m, [1.5, 2.5, 3.5, 4.5, 5.5], 0),  # (lists: arrays of their
+            lambda x, m: np.where(m, (1, 2, 3, 4, 5), [3, 4, 5, 6, 7]),  # own dtype)
+            lambda x, m: np.where(m, np.float32(1), [2.0, 3.0, 4.0, 5.0, 6.0])]
     for fun in same:
         want, got = fun(x, m), gradc.jit(fun)(x, m)
         assert got.dtype == want.dtype

@@ -372,6 +372,8 @@ def where(cond, a, b):
     if not isinstance(a, Value) and not isinstance(b, Value):  # both Python numbers or arrays
         # (NumPy 2's rule: a Python number is weak beside a NumPy scalar or array,
         # np.where(m, np.float32(1.5), 0) is float32; one past the dtype wraps, as there)
+        a, b = (v if isinstance(v, (int, float, bool, np.generic, np.ndarray)) else np.asarray(v)
+                for v in (a, b))  # (a list: an array of its own dtype, as NumPy takes it)
         dtype = np.result_type(a, b)
         a, b = (as_value(np.asarray(v).astype(dtype), cond) for v in (a, b))
     a, b = promote(a, b)
