@@ -114,7 +114,8 @@ def shard(data, rank=None, size=None, comm=None):
         raise ValueError(f"shard: rank {rank!r} of size {size!r} is not a rank")
     many = isinstance(data, (tuple, list))
     arrays = list(data) if many else [data]
-    if not arrays or not all(isinstance(a, np.ndarray) and a.ndim >= 1 for a in arrays):
+    if not arrays or not all(hasattr(a, "__len__") and not isinstance(a, (dict, str, bytes))
+                             and np.ndim(a) >= 1 for a in arrays):
         raise ValueError("shard takes an array, or a tuple or list of arrays of one length (of at "
                          "least one dimension: the rows are shared out), got "
                          + (type(data).__name__ if not many else

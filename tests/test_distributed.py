@@ -114,9 +114,11 @@ def test_shard_and_timeout_refuse_what_they_cannot_take():
     for bad in (dict(rank=True, size=2), dict(rank=0, size=2.0)):
         with pytest.raises(ValueError, match="not a rank"):
             shard(np.zeros(4), **bad)
-    for data in ({"x": np.zeros(4)}, np.float64(3.0), [1.0, 2.0], ()):
+    for data in ({"x": np.zeros(4)}, np.float64(3.0), [1.0, 2.0], (), np.array(2.0)):
         with pytest.raises(ValueError, match="shard takes an array"):
             shard(data, rank=0, size=2)
+    x, labels = shard((np.arange(4), [0, 1, 2, 3]), rank=1, size=2)  # (a list of labels too)
+    assert np.array_equal(x, [2, 3]) and labels == [2, 3]
     loss = lambda p, x: np.sum(p * x)  # noqa: E731
     for timeout in (0, -1, float("nan"), "5", True):
         with pytest.raises(gradc.ArgumentError, match="timeout="):
