@@ -349,8 +349,10 @@ def _traced_update(flat, pos, kind, vals):
     writes = _scatter_add(fn.full(flat.graph, (pos.size,), 1, np.int64), pos, flat.size)
     written = fn.compare("greater", writes, 0)
     if kind == "add":
-        if flat.dtype == np.bool_:
-            return fn.maximum(flat, written)
+        if flat.dtype == np.bool_:  # (x or any value added there: every written position was
+            # True, whatever the values, a False added too)
+            added = _scatter_add(fn.astype(vals, np.int64), pos, flat.size)
+            return fn.maximum(flat, fn.compare("greater", added, 0))
         return fn.where(written, fn.add(flat, _scatter_add(vals, pos, flat.size)), flat)
     if kind != "set":
         raise UnsupportedOpError(f"gradc.at(x)[idx].{kind} with traced index arrays is not "

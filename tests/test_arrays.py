@@ -549,3 +549,16 @@ def test_an_attribute_no_array_has_is_numpys_attribute_error():
         gradc.jit(lambda x: x.foo)(np.ones(3))
     with pytest.raises(gradc.UnsupportedOpError):
         gradc.jit(lambda x: x.tofile("x.bin"))(np.ones(3))
+
+
+def test_at_add_into_booleans_with_traced_indices_reads_the_values():
+    """x | v at the named positions, as np.add.at and the static-index form give: with a traced
+    index every written position came out True, whatever was added (a False too)."""
+    x = np.zeros(4, bool)
+    i = np.array([0, 1, 0])
+    update = gradc.jit(lambda x, v, i: gradc.at(x)[i].add(v))
+    for v in (np.array([False, False, True]), np.zeros(3, bool), np.array([0, 2, 0], np.int64),
+              np.array([0.0, 0.5, 0.0])):
+        want = x.copy()
+        np.add.at(want, i, v.astype(bool))
+        np.testing.assert_array_equal(update(x, v, i), want)
