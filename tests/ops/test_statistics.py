@@ -537,6 +537,23 @@ def test_long_float32_sums_are_as_close_as_numpys():
         np.testing.assert_allclose(np.asarray(g, np.float64), w, rtol=2e-6)
 
 
+def test_long_float64_sums_add_compensated_blocks():
+    """A float64 sum kept one running total per vector lane: a million 0.1s 239 ulps off, ten
+    million 3000 (NumPy's pairwise sum: 2 and 0). Blocks of SUM_BLOCK elements, their totals
+    added with Neumaier's compensation: within 40 ulps, and alternating signs as close as
+    NumPy's (in units of eps * sum |x|)."""
+    import math
+    total = gradc.jit(lambda x: np.sum(x))
+    x = np.full(1 << 20, 0.1)
+    exact = math.fsum(x)
+    assert abs(float(total(x)) - exact) <= 40 * np.spacing(exact)
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal(1 << 20) * np.where(np.arange(1 << 20) % 2, 1.0, -1.0)
+    scale = np.finfo(np.float64).eps * np.abs(y).sum()
+    assert abs(float(total(y)) - math.fsum(y)) <= max(2 * abs(float(np.sum(y)) - math.fsum(y)),
+                                                      0.01 * scale)
+
+
 def test_scans_take_a_0d_array_as_one_element():
     """np.cumsum and its kin treat a 0-d array as shape (1,), axis 0 or -1 too (refused as
     out of bounds before), and the gradient flows back to the scalar."""
