@@ -386,7 +386,7 @@ class DataParallelStep(LearningRate):
         return {"params": pytree.describe(tree),
                 "shapes": [tuple(np.shape(x)) for x in leaves],
                 "dtypes": [np.asarray(x).dtype.name for x in leaves],
-                "optimizer": re.sub(r" at 0x[0-9a-fA-F]+", "", _canonical(self.optimizer)),
+                "optimizer": re.sub(r" at 0x[0-9a-fA-F]+", "", repr(self.optimizer)),
                 "options": f"clip_norm={self.clip_norm!r}, check_finite={self.check_finite!r}"}
 
     def _first_step(self, args):
@@ -423,17 +423,6 @@ class DataParallelStep(LearningRate):
         check_no_python_numbers(p_tree, "params", src)
         check_updatable(p_leaves, src)
         check_apart(p_leaves, args, self.argnums, self.loss_fn)
-
-
-def _canonical(optimizer):
-    """The optimizer's repr with its options' dicts in sorted key order (a dict built from a set,
-    in another order on another rank, is the same option: it was a ModelMismatchError)."""
-    def sort(value):
-        if isinstance(value, dict):
-            return {k: sort(value[k]) for k in sorted(value, key=repr)}
-        return value
-    args = ", ".join(f"{k}={sort(v)!r}" for k, v in vars(optimizer).items())
-    return f"{type(optimizer).__name__}({args})"
 
 
 def _generator_states(args):

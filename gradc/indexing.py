@@ -346,13 +346,13 @@ def _traced_update(flat, pos, kind, vals):
     """Traced positions: .add is a scatter-add; .set gathers each written position's value
     from the last index that names it (found by comparing every pair of indices). Positions no
     index names keep their elements as they are (a -0.0 too: 0.0 added would make it +0.0)."""
+    if kind == "add" and flat.dtype == np.bool_:  # (x or any value added there: every
+        # written position was True, whatever the values, a False added too)
+        added = _scatter_add(fn.astype(vals, np.int64), pos, flat.size)
+        return fn.maximum(flat, fn.compare("greater", added, 0))
     writes = _scatter_add(fn.full(flat.graph, (pos.size,), 1, np.int64), pos, flat.size)
     written = fn.compare("greater", writes, 0)
     if kind == "add":
-        if flat.dtype == np.bool_:  # (x or any value added there: every written position was
-            # True, whatever the values, a False added too)
-            added = _scatter_add(fn.astype(vals, np.int64), pos, flat.size)
-            return fn.maximum(flat, fn.compare("greater", added, 0))
         return fn.where(written, fn.add(flat, _scatter_add(vals, pos, flat.size)), flat)
     if kind != "set":
         raise UnsupportedOpError(f"gradc.at(x)[idx].{kind} with traced index arrays is not "

@@ -193,7 +193,13 @@ class Optimizer:
                 for r, k, m in zip(rates, keep, mults)]
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        """The optimizer with its options, dicts in sorted key order (one text per meaning:
+        gradc.distributed compares the ranks' optimizers by it; a dict built from a set came
+        in another order on another rank)."""
+        def sort(value):
+            return ({k: sort(value[k]) for k in sorted(value, key=repr)}
+                    if isinstance(value, dict) else value)
+        args = ", ".join(f"{k}={sort(v)!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({args})"
 
 

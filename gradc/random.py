@@ -149,6 +149,10 @@ class Generator:
         """Floats uniform in [low, high): low + (high - low) * random(). `low` and `high` may be
         numbers, arrays or traced values (their gradients are the usual ones)."""
         dtype = _float_dtype(dtype)
+        if not isinstance(low, Value) and not isinstance(high, Value) and np.any(
+                np.asarray(high) < np.asarray(low)):
+            raise ArgumentError("Generator.uniform: high < low (NumPy's refusal: high - low < 0)",
+                                source=user_source())
         shape = self._params_shape(size, low, high)
         return _under(self._affine(self._uniform(shape, dtype), low, high - low, dtype), low,
                       high, dtype)
@@ -225,7 +229,7 @@ def _under(z, low, high, dtype):
     low, high = (fn.astype(v, dtype) if isinstance(v, Value) and v.dtype != dtype else
                  v if isinstance(v, Value) else np.asarray(v, dtype) for v in (low, high))
     below = np.maximum(low, high - np.abs(high) * dtype.type(4 * info.eps) - dtype.type(info.tiny))
-    z = np.where(z < high, z, below)
+    z = np.where((z < high) | (high <= low), z, below)  # (traced bounds may come in reversed)
     return z if isinstance(z, Value) else np.asarray(z, dtype)[()]
 
 

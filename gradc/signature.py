@@ -252,6 +252,13 @@ def as_scalar(loss):
     return loss if loss.shape == () else fn.reshape(loss, ())
 
 
+def defined_at(fun):
+    """` (defined at file.py:12)` of a user's function, for messages; "" for other callables."""
+    code = getattr(fun, "__code__", None)
+    return (f" (defined at {code.co_filename.rsplit('/', 1)[-1]}:{code.co_firstlineno})"
+            if code is not None else "")
+
+
 def check_loss_output(out_tree, outs, has_aux, fun, src):
     """What a differentiated function returned (`out_tree`, its array leaves `outs`, traced) is
     one loss, or with has_aux=True a pair (loss, aux) whose aux is a pytree of arrays."""
@@ -265,9 +272,7 @@ def check_loss_output(out_tree, outs, has_aux, fun, src):
         return
     pair = out_tree[0] in ("tuple", "list") and len(out_tree[1]) == 2
     if not pair or out_tree[1][0] != pytree.LEAF:
-        code = getattr(fun, "__code__", None)
-        where = f" (defined at {code.co_filename.rsplit('/', 1)[-1]}:{code.co_firstlineno})" \
-            if code is not None else ""
+        where = defined_at(fun)
         raise NonDifferentiableError(
             f"has_aux=True: {getattr(fun, '__name__', 'the function')}{where} must return a pair "
             f"(loss, aux), loss a scalar array and aux a pytree of arrays; it returned "

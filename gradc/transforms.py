@@ -15,6 +15,7 @@ from . import autodiff, pytree
 from .capture import CaptureChanged
 from .errors import ArgumentError, NonDifferentiableError, SignatureError, UnsupportedOpError
 from .ops import fn
+from .signature import defined_at
 from .trace import current_graph, user_source
 
 # output elements (VJPs) one Jacobian may unroll: beyond it the graph, and its compile, get big
@@ -70,12 +71,10 @@ def split_aux(out_tree, outs, has_aux, fun, src):
     if not has_aux:
         return out_tree, outs, None, []
     if not (out_tree[0] in ("tuple", "list") and len(out_tree[1]) == 2):
-        code = getattr(fun, "__code__", None)
-        where = (f" (defined at {code.co_filename.rsplit('/', 1)[-1]}:{code.co_firstlineno})"
-                 if code is not None else "")
         raise NonDifferentiableError(
-            f"has_aux=True: {getattr(fun, '__name__', 'the function')}{where} must return a "
-            f"pair (out, aux), aux a pytree of arrays; it returned {pytree.describe(out_tree)}. "
+            f"has_aux=True: {getattr(fun, '__name__', 'the function')}{defined_at(fun)} must "
+            f"return a pair (out, aux), aux a pytree of arrays; it returned "
+            f"{pytree.describe(out_tree)}. "
             "Return `out, aux`, or drop has_aux=True", source=src)
     main, aux = out_tree[1]
     n = pytree.leaf_count(main)

@@ -129,11 +129,10 @@ def test_optimizer_options_in_another_dict_order_are_one_model():
     """The first step's model check compares the optimizers' options: a decay dict built in
     another key order on another rank (from a set: string hashes differ by process) was a
     ModelMismatchError."""
-    from gradc import distributed as dist
     a = gradc.optim.AdamW(1e-3, weight_decay={"W": 0.1, "b": {"x": 1.0, "a": 0.0}})
     b = gradc.optim.AdamW(1e-3, weight_decay={"b": {"a": 0.0, "x": 1.0}, "W": 0.1})
-    assert dist._canonical(a) == dist._canonical(b)
-    assert dist._canonical(a) != dist._canonical(gradc.optim.AdamW(1e-3, weight_decay=0.1))
+    assert repr(a) == repr(b)  # (what the first step's model check compares)
+    assert repr(a) != repr(gradc.optim.AdamW(1e-3, weight_decay=0.1))
 
 
 class _SelfComm:

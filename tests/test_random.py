@@ -556,3 +556,5 @@ def test_uniform_never_returns_high():
     eager = gradc.random.default_rng(5).uniform(1000.0, 1001.0, 200_000, dtype=np.float32)
     assert eager.max() < 1001 and eager.min() >= 1000
     assert np.unique(eager).size > 15_000  # (still the whole range of floats there)
+    with pytest.raises(gradc.ArgumentError, match="high < low"):  # (NumPy refuses it too; the
+        gradc.random.default_rng(5).uniform(5.0, 1.0, 3)  # clamp would have made all of it 5)

@@ -115,8 +115,7 @@ def _wide(red, sizes):
     data as close as NumPy (each element converted to float64 instead cost W3's step 15-25%,
     W6's 4-6%). Short sums (a row of a softmax or a layer norm) stay in float32: over fewer
     than WIDE_SUM elements the error is NumPy's pairwise sum's."""
-    return (red.op == "sum" and np.dtype(red.dtype) == np.float32
-            and math.prod(sizes[red.register_from(len(sizes)):]) >= WIDE_SUM)
+    return _long_sum(red, sizes) and np.dtype(red.dtype) == np.float32
 
 
 def combine(red, acc, x):

@@ -24,7 +24,7 @@ def _keep(keepdims):
     return keepdims is not ABSENT and bool(keepdims)
 
 
-def _floating(x, dtype=None, name="var"):
+def _floating(x, dtype=None, name=None):
     """x in `dtype` if given, else as NumPy's statistics take it: integers and booleans as
     float64. An integer or boolean dtype= is refused: NumPy then computes the mean and the
     squares in that type, truncating (np.var(x, dtype=np.int64) of floats is a whole number),
@@ -134,7 +134,7 @@ def _cov(m, y=None, rowvar=True, bias=False, ddof=None, fweights=None, aweights=
     if x.ndim > 2:
         raise ValueError("np.cov: m has more than 2 dimensions")
     dtype = np.result_type(x.dtype, np.float64) if dtype is None else dtype  # (NumPy's: float64)
-    x = _floating(x, dtype)
+    x = _floating(x, dtype, "cov")
     if x.ndim < 2:
         x = fn.reshape(x, (1, -1))
     if not rowvar and x.shape[0] != 1:
