@@ -94,7 +94,11 @@ def scalar(statement):
 
 
 WIDE_SUM = 1 << 12  # elements a register sums per output, from which float32 sums in float64
-SUM_BLOCK = 8192  # elements a float32 register sums before its total goes into float64
+# elements a float32 register sums before its total goes into float64: each of 16 vector lanes
+# adds 64, as NumPy's pairwise sum adds 128-element leaves in 8 registers. Blocks of 8192 left a
+# float32 sum of 0.1s 11-16 ulps off (NumPy 1-2); these, under 1, at no time measurable (a sum
+# of 4M floats, W3, W6, alternating processes).
+SUM_BLOCK = 1024
 
 
 def _long_sum(red, sizes):
