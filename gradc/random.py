@@ -166,11 +166,14 @@ class Generator:
     @_surface
     def normal(self, loc=0.0, scale=1.0, size=None, dtype=np.float64):
         """Normal floats: loc + scale * standard_normal(); `loc` and `scale` may be numbers,
-        arrays or traced values (the reparameterization: gradients flow into them)."""
+        arrays or traced values (the reparameterization: gradients flow into them). A scale < 0
+        is refused as NumPy refuses it, or, traced, gives NaN there."""
         dtype = _float_dtype(dtype)
         if not isinstance(scale, Value) and np.any(np.asarray(scale) < 0):
             raise ArgumentError("Generator.normal: scale < 0 (NumPy's refusal)",
                                 source=user_source())
+        if isinstance(scale, Value):  # (unknown when traced: NaN where < 0, not a flipped
+            scale = np.where(scale < 0, np.nan, scale)  # draw; check_finite=True refuses it)
         shape = self._params_shape(size, loc, scale)
         return self._affine(self._normal(shape, dtype), loc, scale, dtype)
 

@@ -558,3 +558,24 @@ def test_uniform_never_returns_high():
     assert np.unique(eager).size > 15_000  # (still the whole range of floats there)
     with pytest.raises(gradc.ArgumentError, match="high < low"):  # (NumPy refuses it too; the
         gradc.random.default_rng(5).uniform(5.0, 1.0, 3)  # clamp would have made all of it 5)
+
+
+def test_a_traced_negative_scale_gives_nan_not_a_flipped_draw():
+    """NumPy refuses normal(scale < 0); a traced scale is not known until the call, and
+    loc + scale * z with scale < 0 is a draw of another sign, silently: NaN there instead
+    (check_finite=True refuses the step), the gradient of the valid positions unchanged."""
+    def sample(scale, g):
+        return g.normal(1.0, scale)
+
+    scale = np.array([0.5, -2.0, 0.0, 3.0])
+    got = gradc.jit(sample)(scale, gradc.random.default_rng(4))
+    want = gradc.random.default_rng(4).normal(1.0, np.abs(scale))
+    assert np.isnan(got[1]) and not np.isnan(got[[0, 2, 3]]).any()
+    np.testing.assert_allclose(got[[0, 2, 3]], want[[0, 2, 3]], rtol=1e-12)
+    eps = gradc.random.default_rng(4).standard_normal(4)
+    total = gradc.grad(lambda s, g: np.sum(np.nan_to_num(sample(s, g))))
+    grad = total(scale, gradc.random.default_rng(4))
+    np.testing.assert_allclose(grad[[0, 2, 3]], eps[[0, 2, 3]], rtol=1e-12)
+    assert grad[1] == 0
+    with pytest.raises(gradc.ArgumentError, match="scale < 0"):
+        gradc.random.default_rng(4).normal(1.0, scale)
