@@ -165,7 +165,8 @@ def sorted_keys(treedef):
     of their dicts' keys have the same)."""
     if treedef[0] == "dict":
         pairs = sorted(zip(treedef[1], treedef[2]), key=lambda kv: repr(kv[0]))
-        return ("dict", tuple(k for k, _ in pairs), tuple(sorted_keys(c) for _, c in pairs))
+        keys = type(treedef[1])(k for k, _ in pairs)  # (_Keys stay typed: 1 is not 1.0)
+        return ("dict", keys, tuple(sorted_keys(c) for _, c in pairs))
     if treedef[0] in ("list", "tuple"):
         return (treedef[0], tuple(sorted_keys(c) for c in treedef[1]))
     if treedef[0] in ("namedtuple", "node"):

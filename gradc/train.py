@@ -445,8 +445,12 @@ class TrainStep(LearningRate):
             self._state = {slot: [np.zeros(x.shape, x.dtype) for x in leaves]
                            for slot in self.optimizer.slots}
         elif spec != self._param_spec:
-            if tree != self._param_spec[0] and (
-                    pytree.sorted_keys(tree) == pytree.sorted_keys(self._param_spec[0])):
+            same_keys = tree != self._param_spec[0] and (
+                pytree.sorted_keys(tree) == pytree.sorted_keys(self._param_spec[0]))
+            if same_keys and self._spec_origin.startswith("given") and record \
+                    and self._reorder_loaded_state(tree, spec):
+                return leaves
+            if same_keys:
                 raise SignatureError(
                     f"this train_step's parameters {pytree.describe(tree)} have their keys in "
                     f"another order than when it was {self._spec_origin} them "
@@ -466,6 +470,19 @@ class TrainStep(LearningRate):
                     "called once, which knows its parameters' structure"
                     if self._spec_origin.startswith("given") else ""), source=src)
         return leaves
+
+    def _reorder_loaded_state(self, tree, spec):
+        """Whether the first call's parameters are keyed like the state load_state_dict was
+        given before it, in another order, with each key's shapes: the state is per key, so it
+        is then kept in the parameters' order."""
+        state = {}
+        for slot, values in self._state.items():
+            keyed = pytree.in_order_of(pytree.unflatten(self._param_spec[0], values), tree)
+            state[slot] = pytree.flatten(keyed)[0]
+            if [(tuple(a.shape), a.dtype) for a in state[slot]] != spec[1]:
+                return False
+        self._state, self._param_spec, self._spec_origin = state, spec, "first called with"
+        return True
 
     def _scalar_inputs(self, graph, param_dtypes):
         """Graph inputs for the runtime scalars, in the parameters' dtype when they share one, so

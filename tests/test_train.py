@@ -659,6 +659,36 @@ def test_load_state_dict_into_a_used_step_resumes_exactly():
     assert_bit_identical(step.state_dict(), sd_first, "state_dict")
 
 
+def test_load_state_dict_into_a_fresh_step_in_another_key_order():
+    """A state loaded before the first call gives the step its parameters' structure; one keyed
+    in another order than the parameters later passed (a file gives dicts back as it likes)
+    refused that first call. The state is per key: the step resumes exactly."""
+    data = batches(6, seed=4)
+    step = gradc.train_step(mlp_loss, Adam(lr=0.05))
+    params = make_mlp()
+    for x, y in data[:3]:
+        step(params, x, y)
+    saved, saved_params = step.state_dict(), copy_tree(params)
+    for x, y in data[3:]:
+        step(params, x, y)
+    fresh = gradc.train_step(mlp_loss, Adam(lr=0.05))
+    fresh.load_state_dict({"step": saved["step"], "state": {
+        slot: dict(reversed(list(tree.items()))) for slot, tree in saved["state"].items()}})
+    for x, y in data[3:]:
+        fresh(saved_params, x, y)
+    assert_bit_identical(saved_params, params, "params")
+    assert_bit_identical(fresh.state_dict(), step.state_dict(), "state_dict")
+    # keyed alike but shaped otherwise under a key: still refused, by name
+    other = gradc.train_step(mlp_loss, Adam(lr=0.05))
+    swapped = {slot: dict(tree) for slot, tree in saved["state"].items()}
+    for tree in swapped.values():
+        tree["W1"], tree["b1"] = np.zeros((2, 2), F32), np.zeros((2, 2), F32)
+    other.load_state_dict({"step": 3, "state": {
+        slot: dict(reversed(list(tree.items()))) for slot, tree in swapped.items()}})
+    with pytest.raises(gradc.SignatureError, match="another order"):
+        other(copy_tree(params), *data[0])
+
+
 def test_batch_shape_change_retraces_but_params_change_is_an_error():
     step = gradc.train_step(mlp_loss, Adam(lr=0.05))
     params = make_mlp()
