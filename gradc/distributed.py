@@ -315,10 +315,10 @@ class DataParallelStep(LearningRate):
         dtype = outs[0].dtype
         region = compiled.output_region(dtype)
         offsets, cursor = [0], _aligned(dtype.itemsize)
-        for o in outs[1:]:
-            offsets.append(cursor)
+        for o in outs[1:]:  # (an empty gradient has no bytes: no place in the region)
+            offsets.append(cursor if o.size else None)
             cursor += _aligned(o.nbytes)
-        actual = [o.ctypes.data - region.ctypes.data for o in outs]
+        actual = [o.ctypes.data - region.ctypes.data if o.size else None for o in outs]
         if actual != offsets or region.nbytes != cursor:
             raise CompileError(
                 "gradc.distributed expects the loss and gradients laid out as [loss | grad0 | "

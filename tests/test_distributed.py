@@ -217,7 +217,8 @@ def test_what_a_fuzzing_round_found(checks):
     summed across different parameters: now every rank raises, nothing updated; an optimizer
     option given as a function (mask=lambda) was a ModelMismatchError (its repr's address); a
     Python float parameter crashed the process; a program traced again and freed left its
-    gradient views under its id, which a new program could take (stale gradients)."""
+    gradient views under its id, which a new program could take (stale gradients); an empty
+    parameter was a CompileError about the gradient region's layout."""
     rank0, rank1, single = checks[0]["found"]
     assert rank1["reshaped"]["raised"] == "SignatureError", rank1
     assert "first step's were" in rank1["reshaped"]["message"], rank1
@@ -233,6 +234,7 @@ def test_what_a_fuzzing_round_found(checks):
         assert r["timeout_on_one_rank"] == 2, r
     assert single["changing_global"]["max_abs_diff"] < 1e-6, single
     assert single["changing_global"]["views_kept"] <= 9, single  # (weakly kept: freed ones go)
+    assert single["empty_param"] < 1e-6, single  # (a CompileError about the region before)
 
 
 @needs_mpi

@@ -255,6 +255,20 @@ if rank == 0:
         s2(p2, X, Y)
     got.append({"changing_global": {"max_abs_diff": float(np.max(np.abs(flat(p1) - flat(p2)))),
                                     "views_kept": len(s1._views)}})
+    # an empty parameter (no bytes, so no place in the gradient region) was a CompileError
+    # about the region's layout
+    with_empty = lambda p, x, y: loss(p, x, y) + np.sum(p["empty"])  # noqa: E731
+    p1, p2 = {**init(0), "empty": np.zeros((0, 3), np.float32)}, init(0)
+    p2["empty"] = np.zeros((0, 3), np.float32)
+    s1 = dist.train_step(with_empty, gradc.optim.SGD(lr=0.1), comm=MPI.COMM_SELF)
+    s2 = gradc.train_step(with_empty, gradc.optim.SGD(lr=0.1))
+    try:
+        for i in range(3):
+            s1(p1, X, Y)
+            s2(p2, X, Y)
+        got[-1]["empty_param"] = float(np.max(np.abs(flat(p1) - flat(p2))))
+    except gradc.GradcError as e:
+        got[-1]["empty_param"] = f"{type(e).__name__}: {e}"
     results["found"] = got
 save()
 
