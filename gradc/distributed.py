@@ -387,6 +387,9 @@ class DataParallelStep(LearningRate):
                 "shapes": [tuple(np.shape(x)) for x in leaves],
                 "dtypes": [np.asarray(x).dtype.name for x in leaves],
                 "optimizer": re.sub(r" at 0x[0-9a-fA-F]+", "", repr(self.optimizer)),
+                # (options given as functions, by what they answer here: by name alone, a decay
+                # read from the rank's own config passed, and the ranks drifted apart)
+                "per_parameter": self.optimizer.leaf_options(params),
                 "options": f"clip_norm={self.clip_norm!r}, check_finite={self.check_finite!r}"}
 
     def _first_step(self, args):
@@ -446,9 +449,11 @@ def _mismatch(signatures):
     def summary(sig):
         if sig is None:
             return "no usable parameters"
+        options = sig["per_parameter"]
         return (f"parameters {sig['params']} of shapes {sig['shapes']} "
-                f"({', '.join(sorted(set(sig['dtypes'])))}), {sig['optimizer']}, "
-                f"{sig['options']}")
+                f"({', '.join(sorted(set(sig['dtypes'])))}), {sig['optimizer']}"
+                + ("" if options is None else f" (per parameter leaf: {options})")
+                + f", {sig['options']}")
 
     lines = [f"rank 0 has {summary(signatures[0])}"]
     lines += [f"rank {r} has {summary(s)}" for r, s in enumerate(signatures)

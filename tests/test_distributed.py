@@ -218,7 +218,8 @@ def test_what_a_fuzzing_round_found(checks):
     option given as a function (mask=lambda) was a ModelMismatchError (its repr's address); a
     Python float parameter crashed the process; a program traced again and freed left its
     gradient views under its id, which a new program could take (stale gradients); an empty
-    parameter was a CompileError about the gradient region's layout."""
+    parameter was a CompileError about the gradient region's layout; an option function that
+    answered otherwise on another rank passed the first step's check (by its name)."""
     rank0, rank1, single = checks[0]["found"]
     assert rank1["reshaped"]["raised"] == "SignatureError", rank1
     assert "first step's were" in rank1["reshaped"]["message"], rank1
@@ -226,6 +227,8 @@ def test_what_a_fuzzing_round_found(checks):
     for r in (rank0, rank1):
         assert r["reshaped"]["unchanged"] and r["reshaped"]["step_count"] == 1, r
         assert r["function_option"] == {"raised": None}, r
+        assert r["rank_dependent_option"]["raised"] == "ModelMismatchError", r
+        assert "per parameter leaf" in r["rank_dependent_option"]["message"], r
         assert r["python_float"]["raised"] == "SignatureError", r
         assert "Python float" in r["python_float"]["message"], r
     assert rank0["generators_kept"] == [1, ["NonFiniteError", 1], ["RankFailedError", 1], 2]

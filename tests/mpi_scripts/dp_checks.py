@@ -192,6 +192,16 @@ try:
     found["function_option"] = {"raised": None}
 except gradc.GradcError as e:
     found["function_option"] = {"raised": type(e).__name__, "message": str(e)[:300]}
+# a mask function that answers differently on each rank (compared by name alone, it passed
+# and the ranks' parameters drifted apart)
+params = init(seed=0)
+by_rank = dist.train_step(loss, gradc.optim.AdamW(lr=0.01, mask=lambda p: {
+    k: rank == 0 or k.startswith("W") for k in p}))
+try:
+    by_rank(params, x_mine, y_mine)
+    found["rank_dependent_option"] = {"raised": None}
+except gradc.GradcError as e:
+    found["rank_dependent_option"] = {"raised": type(e).__name__, "message": str(e)[:600]}
 # a Python float among the parameters: named (it crashed the process)
 try:
     dist.train_step(lambda p, x, y: loss(p, x, y) * p["s"], gradc.optim.SGD(lr=0.1))(
