@@ -312,34 +312,36 @@ class OutsideWalk:
     def undo_stored_values(self):
         """Undo what the traced code stored in the containers and globals it could reach that
         is a traced value (`self.mean = h.mean(0)`, `history.append(loss)`, `global total`):
-        it would hold a placeholder, not a number, after the trace. Returns where they were."""
+        it would hold a placeholder, not a number, after the trace. Returns where they were,
+        each with the line that computed the value stored there."""
         stored = []
         for name, container, held, attrs in self.held:  # (values there before are not new)
             if isinstance(container, (list, collections.deque)):
                 found = [i for i, v in enumerate(container) if isinstance(v, Value)
                          and not (i < len(held) and held[i] is v)]
                 if found:
-                    stored.append(f"{name}[{found[0]}]")
+                    stored.append(_stored(f"{name}[{found[0]}]", container[found[0]]))
                     container.clear()
                     container.extend(held)
                 continue
             for key in [k for k, v in container.items()
                         if isinstance(v, Value) and held.get(k) is not v]:
-                stored.append(f"{name}.{key}" if attrs else f"{name}[{key!r}]")
+                stored.append(_stored(f"{name}.{key}" if attrs else f"{name}[{key!r}]",
+                                      container[key]))
                 if key in held:
                     container[key] = held[key]
                 else:
                     del container[key]
         for globals_, name, value in self.held_globals:
             if isinstance(globals_.get(name), Value) and globals_.get(name) is not value:
-                stored.append(name)
+                stored.append(_stored(name, globals_[name]))
                 if value is ABSENT:
                     del globals_[name]
                 else:
                     globals_[name] = value
         for name, cell, value in self.held_cells:
             if isinstance(cell.cell_contents, Value) and cell.cell_contents is not value:
-                stored.append(name)
+                stored.append(_stored(name, cell.cell_contents))
                 cell.cell_contents = value
         return stored
 
@@ -523,3 +525,11 @@ def _slots(cls):
         slots = vars(klass).get("__slots__", ())
         names += [slots] if isinstance(slots, str) else [n for n in slots if n != "__dict__"]
     return names
+
+
+def _stored(where, value):
+    """`where` a traced value was stored, and the line that computed it (the store itself runs
+    no traced operation, so no line of it is known)."""
+    node = value.node
+    source = node.source if node is not None and node.source != "<gradc>" else None
+    return f"`{where}` (a value computed at {source})" if source else f"`{where}`"

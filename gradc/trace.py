@@ -869,7 +869,7 @@ def trace(fun, args, kwargs=None, capture=False):
     if stored:
         raise UnsupportedOpError(
             f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) stored "
-            f"traced values outside its arguments ({', '.join(f'`{s}`' for s in stored[:4])}): "
+            f"traced values outside its arguments ({', '.join(stored[:4])}): "
             "its Python runs once, when traced, so they would hold placeholders, not numbers "
             "(undone: they hold what they held before). Return them instead (with "
             "has_aux=True for a gradient) and store them after the call", source=user_source())

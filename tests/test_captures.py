@@ -349,8 +349,11 @@ def test_a_traced_value_stored_outside_is_refused_and_undone():
             return h - self.mean
 
     model = RunningMean()
-    with pytest.raises(gradc.UnsupportedOpError, match=r"stored traced values outside its "
-                                                       r"arguments \(`self\.mean`\)"):
+    # (named with the line that computed the value: the store itself runs no traced operation)
+    line = RunningMean.forward.__code__.co_firstlineno + 2
+    with pytest.raises(gradc.UnsupportedOpError,
+                       match=r"stored traced values outside its arguments \(`self\.mean` "
+                             rf"\(a value computed at test_captures\.py:{line}\)\)"):
         gradc.jit(model.forward)(X)
     assert type(model.mean) is np.ndarray and not model.mean.any()  # (as it was)
     log = []
