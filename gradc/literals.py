@@ -12,7 +12,9 @@ its argument, calls NumPy's function at once; otherwise:
 - np.asarray(value) is the value (cast to `dtype=`);
 - np.full(shape, traced scalar) broadcasts it;
 - np.stack / np.concatenate / np.hstack... of lists holding traced values stack those lists
-  first (NumPy dispatches on the elements of the sequence, not deeper).
+  first (NumPy dispatches on the elements of the sequence, not deeper);
+- np.r_[...] and np.c_[...] holding traced values concatenate them by NumPy's rules (its own
+  code converts each item with the np.array no wrapper reaches).
 `from numpy import array` binds NumPy's own function, which no wrapper can reach: it raises
 gradc's error for a traced value converted to an array, which says to call np.array.
 """
@@ -24,6 +26,7 @@ import threading
 
 import numpy as np
 
+from .errors import UnsupportedOpError
 from .ir import Value
 from .ops import fn
 from .trace import _user_frame, copy, current_graph, traced
@@ -166,3 +169,75 @@ def numpy_constructors():
             if _tracing == 0:
                 for name, original in _ORIGINAL.items():
                     setattr(np, name, original)
+
+
+def _axis_concatenate(concatenator, items):
+    """np.r_[items] / np.c_[items] (`concatenator`, an AxisConcatenator) holding traced values,
+    as NumPy builds it: a slice is NumPy's range, each other item an array of at least `ndmin`
+    dimensions (1-d ones turned by `trans1d`: np.c_ makes them columns), Python numbers kept
+    from promoting, then one concatenate along `axis`."""
+    axis, ndmin, trans1d = concatenator.axis, concatenator.ndmin, concatenator.trans1d
+    parts, dtypes = [], []
+    for item in items:
+        if isinstance(item, str):
+            raise UnsupportedOpError(
+                f"np.r_/np.c_ with the directive {item!r} among traced values is not "
+                "supported: write it with np.concatenate, np.stack or np.reshape")
+        if isinstance(item, slice):  # (a range: NumPy's own, already shaped)
+            part = concatenator[item]
+            parts.append(part)
+            dtypes.append(part.dtype)
+            continue
+        if type(item) in np.ScalarType:  # (a Python number does not promote the arrays)
+            parts.append(item)
+            dtypes.append(item)
+            continue
+        part = _literal(item) if _holds_value(item) else _ORIGINAL["asarray"](item)
+        dims = part.ndim
+        if dims < ndmin:
+            part = (fn.reshape if isinstance(part, Value) else np.reshape)(
+                part, (1,) * (ndmin - dims) + part.shape)
+            if trans1d != -1:
+                k1, k2 = trans1d + (ndmin - dims + 1 if trans1d < 0 else 0), ndmin - dims
+                axes = list(range(ndmin))
+                part = (fn.transpose if isinstance(part, Value) else np.transpose)(
+                    part, axes[:k1] + axes[k2:] + axes[k1:k2])
+        parts.append(part)
+        dtypes.append(part.dtype)
+    dtype = np.result_type(*dtypes)
+    like = _first_value(list(items))
+    values = []
+    for part in parts:
+        value = fn.astype(fn.as_value(np.asarray(part) if not isinstance(part, Value) else part,
+                                      like), dtype)
+        if value.ndim < ndmin:
+            value = fn.reshape(value, (1,) * (ndmin - value.ndim) + value.shape)
+        values.append(value)
+    return fn.concatenate(values, axis)
+
+
+_concatenate_traced = traced(_axis_concatenate, graph_of=_graph_of)
+
+
+class _Concatenator:
+    """np.r_ or np.c_ while a trace runs: NumPy's own for items without a traced value."""
+
+    def __init__(self, original):
+        self.original = original
+
+    def __getitem__(self, key):
+        items = key if isinstance(key, tuple) else (key,)
+        if _applies(list(items)):
+            return _concatenate_traced(self.original, items)
+        return self.original[key]
+
+    def __len__(self):
+        return len(self.original)
+
+    def __getattr__(self, name):
+        return getattr(self.original, name)
+
+
+for _name in ("r_", "c_"):
+    _ORIGINAL[_name] = getattr(np, _name)
+    _WRAPPERS[_name] = _Concatenator(_ORIGINAL[_name])

@@ -481,6 +481,33 @@ def test_array_literal_gradients():
         np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-8)
 
 
+def index_concatenations(v, x):
+    return [np.r_[v, v], np.r_[v, 2.0, 0:3], np.r_[v[0], v[1]], np.r_[x, x[:1]],
+            np.r_[v.astype(np.float32), 1.5], np.c_[np.ones(4), v], np.c_[v], np.c_[x, x[:, 0]],
+            np.c_[np.ones(3), x], np.c_[np.zeros(3, np.int32), x.astype(np.float32)]]
+
+
+def test_r_and_c_of_traced_values_as_numpys():
+    """np.r_[...] / np.c_[...] (`np.c_[np.ones(n), X]`, a bias column) convert their items with
+    NumPy's own np.array, which no wrapper reaches: a traced item was refused as 'a traced index
+    into a NumPy array'. They concatenate by NumPy's rules now (shapes, dtypes, 1-d items as
+    columns in np.c_, ranges from slices), with gradients; a string directive is refused."""
+    v, x = np.linspace(0.1, 0.9, 4), np.linspace(0.1, 1.2, 12).reshape(3, 4)
+    assert_same(leaves(gradc.jit(index_concatenations)(v, x)), index_concatenations(v, x),
+                "r_/c_")
+
+    def loss(v, x):
+        return sum(np.sum(np.sin(y)) for y in index_concatenations(v, x)[:4])
+
+    got = gradc.grad(loss, argnums=(0, 1))(v, x)
+    want = finite_differences(loss, [v, x], (0, 1))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-8)
+    with pytest.raises(gradc.UnsupportedOpError, match="directive '0,2'"):
+        gradc.jit(lambda v: np.r_["0,2", v, v])(v)
+    assert np.r_ is literals._ORIGINAL["r_"] and np.c_ is literals._ORIGINAL["c_"]
+
+
 def test_ragged_literal_is_numpys_value_error():
     with pytest.raises(gradc.ArgumentError, match="inhomogeneous") as excinfo:
         trace(lambda x: np.array([x[0], x[:2]]), (X[0],))
