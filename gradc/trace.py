@@ -173,6 +173,33 @@ def _vecdot(x1, x2, axis=-1, dtype=None):
     return fn.astype(fn.sum(fn.elementwise("multiply", wide1, wide2), -1), x1.dtype)
 
 
+def _matvec(x1, x2, dtype=None):
+    """np.matvec (NumPy 2.2's gufunc): the matrices x1 (..., m, n) times the vectors x2
+    (..., n), their batch dimensions broadcast: np.matmul of x2 as a column."""
+    x1, x2 = _gufunc_operands("matvec", x1, x2, dtype, (2, 1))
+    out = fn.matmul(x1, fn.reshape(x2, x2.shape + (1,)))
+    return fn.reshape(out, out.shape[:-1])
+
+
+def _vecmat(x1, x2, dtype=None):
+    """np.vecmat: the vectors x1 (..., n) times the matrices x2 (..., n, m) (real numbers: no
+    conjugate to take): np.matmul of x1 as a row."""
+    x1, x2 = _gufunc_operands("vecmat", x1, x2, dtype, (1, 2))
+    out = fn.matmul(fn.reshape(x1, x1.shape[:-1] + (1, x1.shape[-1])), x2)
+    return fn.reshape(out, out.shape[:-2] + out.shape[-1:])
+
+
+def _gufunc_operands(name, x1, x2, dtype, core_dims):
+    if np.ndim(x1) < core_dims[0] or np.ndim(x2) < core_dims[1]:
+        raise ValueError(f"np.{name}: the operands' shapes {np.shape(x1)} and {np.shape(x2)} "
+                         f"have too few dimensions: it takes {' and '.join(map(str, core_dims))} "
+                         "at least")
+    x1, x2 = fn.promote(x1, x2)
+    if dtype is not None:
+        x1, x2 = fn.astype(x1, dtype), fn.astype(x2, dtype)
+    return x1, x2
+
+
 def _logical(op, a, b):
     a, b = fn._operands(a, b)
     a, b = fn.broadcast_all(fn.astype(a, bool), fn.astype(b, bool))
@@ -203,6 +230,8 @@ def _ufunc_bindings():
         np.logical_xor: lambda a, b: _logical("not_equal", a, b),
         np.vecdot: _vecdot,
     })
+    if hasattr(np, "matvec"):  # (NumPy 2.2)
+        table.update({np.matvec: _matvec, np.vecmat: _vecmat})
     table[np.divmod] = lambda a, b: (table[np.floor_divide](a, b), table[np.remainder](a, b))
     return table
 
@@ -776,6 +805,8 @@ def _new_array(out, args):
 
 
 _UFUNC_KEYWORDS = {np.vecdot: ("axis", "dtype")}  # (a gufunc's own keywords)
+if hasattr(np, "matvec"):
+    _UFUNC_KEYWORDS.update({np.matvec: ("dtype",), np.vecmat: ("dtype",)})
 _RUNNING = (np.maximum, np.minimum, np.fmax, np.fmin)
 
 

@@ -323,6 +323,8 @@ CASES = [
          + np.cumulative_prod(x, axis=1, include_initial=True), [normal(3, 4)]),
     Case("vecdot", lambda x, v: np.vecdot(x, v) + np.vecdot(x.T, x[:1].T, axis=0),
          [normal(3, 4), normal(4)]),
+    Case("matvec_vecmat", lambda a, v, u: np.matvec(a, v) + np.vecmat(u, a[0].T)
+         + np.matvec(a[:1], v[None, :]).sum(0), [normal(2, 3, 4), normal(4), normal(4)]),
     Case("matrix_transpose", lambda x: np.matrix_transpose(x) * np.empty_like(x.T, shape=(3,))
          ** 0, [normal(2, 3, 4)]),
     Case("meshgrid", lambda u, v: sum(np.meshgrid(u, v)) * np.meshgrid(u, v, indexing="ij",
