@@ -1,6 +1,11 @@
 """The GradcError hierarchy. Every error a user can cause names their file:line and what to do."""
 
 
+# Called with each refusal (UnsupportedOpError, TracedBranchError) as it is made: gradc/trace.py
+# keeps those made while a function is traced, to find the ones the function itself caught.
+on_refusal = None
+
+
 class GradcError(Exception):
     """Base class of every error gradc raises on purpose."""
 
@@ -8,6 +13,8 @@ class GradcError(Exception):
         self.source = source  # (no user frame: "<unknown>" says nothing, so it is left out)
         super().__init__(f"{source}: {message}" if source and source != "<unknown>"
                          else message)
+        if on_refusal is not None and isinstance(self, (UnsupportedOpError, TracedBranchError)):
+            on_refusal(self)
 
 
 class UnsupportedOpError(GradcError):

@@ -23,6 +23,7 @@ import numpy as np
 from . import frozen, functions, pytree
 from .capture import (CONTENT_GUARD_SIZE, content_guards, named_tables, owner_of,
                       uncaptured)
+from . import errors
 from .errors import (ArgumentError, ConstantArrayWarning, GradcError, IndexOutOfRangeError,
                      SignatureError, UnsupportedOpError)
 from .functions._args import ABSENT as _ABSENT
@@ -873,16 +874,17 @@ def trace(fun, args, kwargs=None, capture=False):
                 frozen.Watch(fun, _static_values(treedef)) as watch:
             graph.outside = watch if capture else None
             _check_call(fun, targs, tkwargs)
-            graph.tracing = True
+            graph.tracing, graph.refusals = True, []
             try:
                 out = fun(*targs, **tkwargs)
+                _raise_caught_refusal(graph.refusals)
             except ValueError as e:
                 refusal = _traced_value_into_numpy_array(e)
                 if refusal is None:
                     raise
                 raise refusal from e
             finally:
-                graph.tracing = False
+                graph.tracing, graph.refusals = False, []
                 stored = watch.undo_stored_values()
             watch.check(_definition(fun), final=True)
             changed = watch.changed_in_place()
@@ -1094,6 +1096,34 @@ class _Active(threading.local):
 
 
 _active = _Active()
+
+
+def _note_refusal(error):
+    graph = current_graph()
+    if graph is not None and graph.tracing:
+        graph.refusals.append(error)
+
+
+errors.on_refusal = _note_refusal
+
+
+def _raise_caught_refusal(refusals):
+    """A refusal that the traced code caught itself (`except Exception:` around `if x > 0:`,
+    or `.item()`) and went on from, raised again: NumPy would not have raised there, so what
+    the code did instead is not NumPy's answer (it compiled the fallback, silently). The frame
+    where a raised error stopped is the first of its traceback: gradc's own handlers are not
+    the user's."""
+    for error in refusals:
+        tb = error.__traceback__
+        if tb is None or _frame_kind(tb.tb_frame.f_code.co_filename) == "gradc" \
+                and not tb.tb_frame.f_code.co_filename.startswith("<"):
+            continue
+        where = f"{os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
+        raise type(error)(
+            f"{error} [An `except` in the traced code caught this refusal (in "
+            f"`{tb.tb_frame.f_code.co_name}`, around {where}) and the code went on: NumPy would "
+            "not have raised there, so what it does instead is not NumPy's answer. Let gradc's "
+            "errors through: catch NumPy's own exception types, not Exception.]") from error
 
 
 def current_graph():

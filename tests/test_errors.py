@@ -1010,3 +1010,42 @@ def test_what_a_survey_of_user_mistakes_found():
     done = subprocess.run([sys.executable, "-m", "gradc", "--help"], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and "usage: gradc" in done.stdout, done.stderr
+
+
+def test_a_refusal_the_traced_code_catches_is_raised_again():
+    """`try: if x.sum() > 0: ... except Exception: fallback` caught gradc's refusal and compiled
+    the fallback, which NumPy never takes: a silent wrong answer (also for .item() and a
+    view's in-place write). The refusal is raised again, saying the code caught it. An error
+    NumPy raises too (shapes that do not broadcast) may still be caught: NumPy's code takes
+    that fallback as well."""
+    def branch(x):
+        try:
+            if x.sum() > 0:
+                return x * 1
+            return -x
+        except Exception:
+            return x * 0
+
+    def item(x):
+        try:
+            s = x.sum().item()
+        except Exception:
+            s = 1.0
+        return x * s
+
+    x = np.array([1.0, -2.0, 3.0])
+    for fn, error in ((branch, gradc.TracedBranchError), (item, gradc.TracedBranchError)):
+        with pytest.raises(error, match=r"An `except` in the traced code caught this refusal "
+                                        rf"\(in `{fn.__name__}`, around test_errors\.py:\d+\)"):
+            gradc.jit(fn)(x)
+        with pytest.raises(error, match="caught this refusal"):
+            gradc.grad(lambda x: np.sum(fn(x)))(x)
+
+    def numpy_refuses_too(a, b):
+        try:
+            return a + b
+        except ValueError:  # (NumPy: operands could not be broadcast together)
+            return a + b.T
+
+    a, b = np.ones((2, 3)), np.arange(6.0).reshape(3, 2)
+    np.testing.assert_array_equal(gradc.jit(numpy_refuses_too)(a, b), numpy_refuses_too(a, b))
