@@ -16,6 +16,7 @@ import site
 import sys
 import sysconfig
 import threading
+import types
 import warnings
 
 import numpy as np
@@ -917,6 +918,15 @@ def trace(fun, args, kwargs=None, capture=False):
         raise SignatureError(f"{getattr(fun, '__name__', 'the function')} returned something a "
                              "compiled function cannot return (arrays and numbers in dicts, "
                              f"lists and tuples): {e}", source=user_source()) from None
+    holder = _static_holding_a_value(out_tree)
+    if holder is not None:
+        raise UnsupportedOpError(
+            f"{getattr(fun, '__name__', 'the function')} returned an object of type "
+            f"`{type(holder).__name__}` holding traced values: a compiled function returns "
+            "arrays and numbers in dicts, "
+            "lists, tuples and namedtuples, and anything else comes back as it was when traced "
+            "(holding placeholders, not numbers). Return its arrays in a dict or a namedtuple "
+            "and build the object after the call", source=user_source())
     outs = []
     for v in out_leaves:
         if not isinstance(v, Value):
@@ -1096,6 +1106,38 @@ class _Active(threading.local):
 
 
 _active = _Active()
+
+
+def _static_holding_a_value(tree):
+    """The first object among the static values of an output tree (a dataclass, a
+    SimpleNamespace, a closure) that holds a traced value, a few levels deep; else None."""
+    if type(tree) is not tuple and not isinstance(tree, tuple):
+        return None
+    if tree and tree[0] == "static":
+        return tree[1] if _holds_a_value(tree[1], 3) else None
+    for child in tree:
+        found = _static_holding_a_value(child) if isinstance(child, tuple) else None
+        if found is not None:
+            return found
+    return None
+
+
+def _holds_a_value(obj, depth):
+    if isinstance(obj, Value):
+        return True
+    if depth == 0 or isinstance(obj, (str, bytes, type, types.ModuleType, np.ndarray)):
+        return False
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        items = obj
+    elif isinstance(obj, dict):
+        items = obj.values()
+    elif isinstance(obj, types.FunctionType):
+        items = [getattr(c, "cell_contents", None) for c in obj.__closure__ or ()]
+    else:
+        items = list(getattr(obj, "__dict__", {}).values()) + [
+            getattr(obj, name, None) for name in getattr(type(obj), "__slots__", ())
+            if isinstance(name, str)]
+    return any(_holds_a_value(item, depth - 1) for item in items)
 
 
 def _note_refusal(error):

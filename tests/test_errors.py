@@ -1049,3 +1049,28 @@ def test_a_refusal_the_traced_code_catches_is_raised_again():
 
     a, b = np.ones((2, 3)), np.arange(6.0).reshape(3, 2)
     np.testing.assert_array_equal(gradc.jit(numpy_refuses_too)(a, b), numpy_refuses_too(a, b))
+
+
+def test_returning_an_object_that_holds_traced_values_is_refused():
+    """A dataclass, a SimpleNamespace or a closure returned (or as has_aux's aux) came back
+    holding the trace's placeholders, not numbers, without an error."""
+    import dataclasses
+    import types
+
+    @dataclasses.dataclass
+    class Out:
+        y: object
+        total: object
+
+    x = np.arange(6.0).reshape(2, 3)
+    for fn, kind in ((lambda x: Out(x * 2, x.sum()), "Out"),
+                     (lambda x: [types.SimpleNamespace(a=x * 2)], "SimpleNamespace"),
+                     (lambda x: (lambda: x * 2), "function")):
+        with pytest.raises(gradc.UnsupportedOpError, match=rf"object of type `{kind}` holding "
+                                                           "traced values"):
+            gradc.jit(fn)(x)
+    with pytest.raises(gradc.UnsupportedOpError, match="object of type `Out`"):
+        gradc.grad(lambda x: (np.sum(x ** 2), Out(x, x.max())), has_aux=True)(x)
+    # static objects without traced values come back as they are
+    got = gradc.jit(lambda x: (x * 2, types.SimpleNamespace(n=3)))(x)
+    assert got[1].n == 3
