@@ -16,8 +16,8 @@ from . import nn  # noqa: E402,F401
 from .errors import (ArgumentError, CacheWarning, CompileError, ConstantArrayWarning,  # noqa: E402
                      FrozenRandomError,
                      GradcError, IndexOutOfRangeError, NonDifferentiableError, NonFiniteError,
-                     RecompileWarning, ShapeError, SignatureError, TracedBranchError,
-                     UnsupportedOpError)
+                     RecompileWarning, ShapeError, SignatureError, TraceEffectWarning,
+                     TracedBranchError, UnsupportedOpError)
 from . import optim  # noqa: E402,F401
 from . import random  # noqa: E402,F401
 from .api import explain, grad, jit, value_and_grad  # noqa: E402
@@ -31,7 +31,7 @@ __all__ = ["Spec", "at", "jit", "grad", "value_and_grad", "train_step", "explain
            "GradcError", "ArgumentError", "ShapeError", "UnsupportedOpError", "FrozenRandomError",
            "TracedBranchError", "SignatureError", "NonDifferentiableError", "NonFiniteError",
            "IndexOutOfRangeError", "CompileError", "CacheWarning", "RecompileWarning",
-           "ConstantArrayWarning", "__version__"]
+           "TraceEffectWarning", "ConstantArrayWarning", "__version__"]
 
 
 def __getattr__(name):

@@ -73,6 +73,11 @@ class ConstantArrayWarning(UserWarning):
     (np.broadcast_to). Pass arrays that change as arguments."""
 
 
+class TraceEffectWarning(UserWarning):
+    """Traced code changed a Python number outside its arguments (`self.t += 1`): that happens
+    once, when the function is traced, not on every call as in NumPy."""
+
+
 class RecompileWarning(UserWarning):
     """A compiled function keeps compiling new signatures because a static (Python) value in
     its arguments keeps changing: pass it as an array so it is traced, or raise max_signatures."""

@@ -29,7 +29,7 @@ import numpy as np
 from .errors import UnsupportedOpError
 from .ir import Value
 from .ops import fn
-from .trace import _user_frame, copy, current_graph, traced
+from .trace import _user_frame, copy, current_graph, mark_view, traced
 
 _NAMES = ("array", "asarray", "asanyarray", "ascontiguousarray", "full")
 _ORIGINAL = {name: getattr(np, name) for name in _NAMES}
@@ -98,8 +98,11 @@ def _wrapper(name):
         obj = args[0] if args else kwargs.pop(first)
         dtype = args[1] if len(args) > 1 else kwargs.get("dtype")
         out = _literal(obj, dtype, kwargs.get("ndmin", 0))
-        if name == "array" and out is obj and kwargs.get("copy", True):
+        copies = name == "array" and kwargs.get("copy", True)
+        if copies and out is obj:
             out = copy(out)  # (np.array copies: `a = np.array(h); a += 1` leaves h alone)
+        elif not copies and isinstance(obj, Value) and out is not obj and out.dtype == obj.dtype:
+            out = mark_view(obj, out)  # (ndmin's dimensions added to a view of h, as NumPy's)
         return out
 
     literal = traced(literal, graph_of=_graph_of)

@@ -3,6 +3,8 @@ the composites (logsumexp, softmax, log_softmax) have hand-written VJPs and max-
 sigmoid, softplus and log_sigmoid are single elementwise ops with stable scalar formulas.
 They also work on plain NumPy arrays (outside tracing), with the same semantics.
 """
+import math
+
 import numpy as np
 
 from .errors import ArgumentError, ShapeError
@@ -282,13 +284,13 @@ def max_pool2d(x, kernel=2, stride=None, padding=0):
         x = np.asarray(x)
         get_op("pool_argmax").infer((x,), **attrs)  # (the compiled form's checks: padding...)
         idx = get_op("pool_argmax").ref(x, **attrs)
-        flat = np.take_along_axis(x.reshape(n, c, h * w), idx.reshape(n, c, -1), axis=2)
+        flat = np.take_along_axis(x.reshape(n, c, h * w), _rows(idx, 2), axis=2)
         return flat.reshape(idx.shape)
     if ((sh, sw) == (kh, kw) and (ph, pw) == (0, 0) and h % kh == 0 and w % kw == 0
             and kh * kw <= TILE_WINDOW):  # (windows that tile x: gradc/ops/conv.py)
         return x.graph.apply("max_pool_tiles", (x,), kh=kh, kw=kw)
     idx = x.graph.apply("pool_argmax", (x,), **attrs)
-    flat = fn.take_along_axis(x.reshape(n, c, h * w), idx.reshape(n, c, -1), 2)
+    flat = fn.take_along_axis(x.reshape(n, c, h * w), _rows(idx, 2), 2)
     return flat.reshape(idx.shape)
 
 
@@ -317,7 +319,17 @@ def _pool(x, kernel, stride, padding, reduce, pad):
 
 @traced
 def layer_norm(x, gamma=None, beta=None, eps=1e-5, axis=-1):
-    """(x - mean) / sqrt(var + eps) * gamma + beta over `axis` (biased variance, as PyTorch)."""
+    """(x - mean) / sqrt(var + eps) * gamma + beta over `axis` (biased variance, as PyTorch).
+    gamma and beta scale and shift the normalized elements: shaped like the normalized axes
+    (D,) for the last, or a number; PyTorch's normalized_shape is `axis` here."""
+    if isinstance(eps, Value) or np.ndim(eps) != 0 or isinstance(eps, (bool, np.bool_)):
+        raise ArgumentError(f"layer_norm(x, gamma, beta, eps, axis): eps is a number, got "
+                            f"{type(eps).__name__} (gamma and beta come before it)")
+    ndim = np.ndim(x)
+    axes = range(ndim) if axis is None else [
+        a % ndim for a in (axis if isinstance(axis, (tuple, list)) else (axis,))]
+    gamma, beta = (_affine_shaped(v, x, set(axes), name)
+                   for v, name in ((gamma, "gamma"), (beta, "beta")))
     mu = np.mean(x, axis=axis, keepdims=True)
     d = x - mu
     var = np.mean(d * d, axis=axis, keepdims=True)
@@ -327,6 +339,31 @@ def layer_norm(x, gamma=None, beta=None, eps=1e-5, axis=-1):
     if beta is not None:
         y = y + beta
     return y
+
+
+def _affine_shaped(v, x, axes, name):
+    """layer_norm's gamma or beta, checked: an array (or number) that varies along the
+    normalized `axes` only (a tuple (5,) there is PyTorch's normalized_shape, which scaled the
+    output by 5; a (3, 1) gamma scaled the rows)."""
+    if v is None:
+        return v
+    if isinstance(v, (tuple, list)) and all(
+            isinstance(e, (int, np.integer)) and not isinstance(e, bool) for e in v):
+        raise ArgumentError(f"layer_norm(x, gamma, beta, eps, axis): {name} is an array of "
+                            f"scales, got the {type(v).__name__} {v!r}; PyTorch's "
+                            "normalized_shape is axis= here (layer_norm(x, gamma, beta, axis=-1))")
+    shape = v.shape if isinstance(v, Value) else np.shape(v)
+    x_shape, ndim = np.shape(x), np.ndim(x)
+    wrong = len(shape) > ndim or any(
+        s != 1 and (s != x_shape[ndim - 1 - i] or ndim - 1 - i not in axes)
+        for i, s in enumerate(reversed(shape)))
+    if wrong:
+        want = [x_shape[a] if a in axes else 1 for a in range(ndim)]
+        want = tuple(want[min(axes, default=ndim):])  # (leading ones left out: they broadcast)
+        raise ShapeError(f"layer_norm: {name} of shape {shape} does not match the normalized "
+                         f"axes {tuple(sorted(axes))} of x {x_shape}: give one number per "
+                         f"normalized element, shape {want} (or a number)")
+    return v
 
 
 def _channel_shaped(v, x, axis, name):
@@ -403,7 +440,7 @@ def group_norm(x, groups, gamma=None, beta=None, eps=1e-5):
             or groups < 1 or c % groups):
         raise ArgumentError(f"group_norm: groups={groups!r} must be a whole number >= 1 that "
                             f"divides the {c} channels")
-    g = x.reshape((n, int(groups), -1))
+    g = x.reshape((n, int(groups), math.prod(x.shape[1:]) // int(groups)))
     mu = np.mean(g, axis=2, keepdims=True)
     d = g - mu
     y = (d / np.sqrt(np.mean(d * d, axis=2, keepdims=True) + eps)).reshape(x.shape)
@@ -416,8 +453,9 @@ def group_norm(x, groups, gamma=None, beta=None, eps=1e-5):
 
 @traced
 def embedding(table, indices):
-    """Rows of `table` (vocab, dim) for integer `indices` of any shape; the gradient is a
-    scatter-add into the rows used."""
+    """Rows of `table` (vocab, dim) for integer `indices` of any shape, each in [0, vocab): a
+    negative index is an IndexOutOfRangeError, as in PyTorch (np.take's wrap-around took the
+    last row for -1, a common padding id); the gradient is a scatter-add into the rows used."""
     kind = (indices.dtype if isinstance(indices, Value) else np.asarray(indices).dtype).kind
     if kind not in "iu":  # (np.take's own message named an internal op; swapped arguments too)
         raise ArgumentError(f"embedding(table, indices) takes integer indices, got "
@@ -425,6 +463,13 @@ def embedding(table, indices):
                             "indices.astype(np.int64) (and the table first)")
     if type(table) is np.ndarray and isinstance(indices, Value):  # (np.take would not see it:
         table = fn.as_value(table, like=indices)  # a table from outside is read on every call)
+    rows = np.shape(table)[0] if np.ndim(table) else 0
+    if isinstance(indices, Value):
+        if kind == "i":  # (a negative one: out of range, found when the kernel runs)
+            indices = fn.where(fn.compare("less", indices, 0), rows, indices)
+    elif np.size(indices) and np.min(indices) < 0:
+        raise IndexError(f"embedding: index {np.min(indices)} is no row of a table of {rows} "
+                         "rows (a negative index does not count from the end, as in PyTorch)")
     return np.take(table, indices, axis=0)
 
 
@@ -470,4 +515,10 @@ def flatten(x, start_axis=1):
         raise ArgumentError(f"flatten: start_axis {start_axis} is out of range for an array of "
                             f"{ndim} dimensions")
     start_axis %= max(ndim, 1)
-    return x.reshape(x.shape[:start_axis] + (-1,))
+    return _rows(x, start_axis)
+
+
+def _rows(x, axis):
+    """x with its axes from `axis` on merged into one, by size (a -1 cannot stand for it in an
+    empty batch: NumPy refuses to infer it there)."""
+    return x.reshape(tuple(x.shape[:axis]) + (math.prod(x.shape[axis:]),))

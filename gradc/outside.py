@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import collections
 import dis
+import enum
 import functools
+import gc
 import inspect
 import itertools
 import sys
@@ -24,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .ir import Value
+from .pytree import typed_key
 
 # gradc and the libraries it runs while tracing: never user code, and not outside state
 LIBRARIES = ("gradc", "numpy", "numba", "llvmlite", "dataclasses")
@@ -161,6 +164,46 @@ class Names(NamedTuple):
 
 
 NO_NAMES = Names(*(frozenset(),) * 6)
+
+
+_LIST_CHANGES = frozenset({"append", "extend", "insert", "pop", "remove", "clear", "sort",
+                           "reverse", "appendleft", "extendleft", "popleft", "rotate"})
+
+
+class Stores(NamedTuple):
+    """What code stores into, from its bytecode."""
+    attrs: frozenset  # STORE_ATTR: self.t = ...
+    globals: frozenset  # STORE_GLOBAL
+    cells: frozenset  # STORE_DEREF: a nonlocal
+    items: bool  # any STORE_SUBSCR: d[k] = ...
+
+    def __or__(self, other):
+        return Stores(self.attrs | other.attrs, self.globals | other.globals,
+                      self.cells | other.cells, self.items or other.items)
+
+
+NO_STORES = Stores(frozenset(), frozenset(), frozenset(), False)
+
+
+@functools.lru_cache(maxsize=4096)
+def code_stores(code):
+    """The Stores of `code`."""
+    found = {"STORE_ATTR": set(), "STORE_GLOBAL": set(), "STORE_DEREF": set()}
+    items = False
+    for ins in dis.get_instructions(code):
+        if ins.opname in found:
+            found[ins.opname].add(ins.argval)
+        items = items or ins.opname == "STORE_SUBSCR"
+    return Stores(frozenset(found["STORE_ATTR"]), frozenset(found["STORE_GLOBAL"]),
+                  frozenset(found["STORE_DEREF"]), items)
+
+
+def _renumbered(old, new):
+    """Whether a Python number was replaced by a different number (bools are flags, not
+    counts)."""
+    def number(x):
+        return isinstance(x, (int, float, np.number)) and not isinstance(x, (bool, np.bool_))
+    return number(old) and number(new) and typed_key(old) != typed_key(new)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -354,6 +397,41 @@ class OutsideWalk:
         return [name for name, array, path, data in self.snapshots.values()
                 if array.tobytes() != data and path.named_in(names)]
 
+    def changed_numbers(self):
+        """The Python numbers outside the arguments that the traced code stored anew
+        (`self.t += 1`, `calls["n"] += 1`, `global steps; steps += 1`, a nonlocal counter), and
+        the lists it changed (`history.append(1)`; traced values stored there are
+        undo_stored_values's): its Python runs once, when traced, so NumPy's code would change
+        them on every call and the compiled function once. Only names the code itself stores
+        count (STORE_ATTR, STORE_SUBSCR of a key it names, STORE_GLOBAL, STORE_DEREF, a list
+        method it calls): a warnings registry's version, another thread's counter are not its
+        doing; and only a number replaced by another number: a lazily built table (None, then
+        an array) is built once by NumPy's code too, and so is a flag set once (bools are left
+        alone)."""
+        from .trace import _frame_kind  # (it imports this module)
+        asynchronous = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+        stores = NO_STORES
+        for code in list(self.codes):  # (the user's own, but for gc callbacks: they run at
+            if code not in asynchronous and _frame_kind(code.co_filename) == "user":  # any time)
+                stores = stores | code_stores(code)
+        names, changed = self.names(), []
+        keys, grows = names.keys, bool(names.methods & _LIST_CHANGES) or stores.items
+        for name, container, held, attrs in self.held:
+            if isinstance(container, (list, collections.deque)):
+                if grows and (len(container) != len(held)
+                              or any(a is not b for a, b in zip(container, held))):
+                    changed.append(name)  # (`history.append(1)`)
+                continue
+            for key, old in held.items():
+                stored = key in stores.attrs if attrs else stores.items and key in keys
+                if stored and _renumbered(old, container.get(key, ABSENT)):
+                    changed.append(f"{name}.{key}" if attrs else f"{name}[{key!r}]")
+        changed += [name for globals_, name, old in self.held_globals
+                    if name in stores.globals and _renumbered(old, globals_.get(name, ABSENT))]
+        changed += [name for name, cell, old in self.held_cells if name in stores.cells
+                    and _renumbered(old, getattr(cell, "cell_contents", ABSENT))]
+        return changed
+
     def way_to(self, array):
         """(name, Path) to `array` (one of `arrays`): the first found through names the code
         entered so far uses (self.W where self.__dict__ also holds it as self.params['W']),
@@ -396,6 +474,7 @@ class OutsideWalk:
                 continue  # (a list the trace appends to is a log, not what a loop runs over;
                 # a list's or dict's size matters where the code walks or measures one)
             if (type(value) in (_PLAIN + (frozenset,)) or isinstance(value, _NUMPY_PLAIN)
+                    or isinstance(value, enum.Enum)  # (self.mode = Mode.TRAIN: a member)
                     or type(value) in _GUARDED_CALLABLES
                     or path.steps[-1][0] in ("len", "type", "called")):
                 guards.append((name, value, path))
@@ -405,8 +484,8 @@ class OutsideWalk:
         """Watch `value` if it is a NumPy generator; else look `depth` levels into it. Where it
         lies `outside` the trace: NumPy float arrays met on the way are noted, `arrays`, with
         their `path`, and numbers, strings, None and functions with a path too, `plain`."""
-        if type(value) in _PLAIN or isinstance(value, _NUMPY_PLAIN) or type(value) in (
-                set, frozenset) and all(type(v) in _PLAIN for v in value):
+        if type(value) in _PLAIN or isinstance(value, _NUMPY_PLAIN + (enum.Enum,)) or type(
+                value) in (set, frozenset) and all(type(v) in _PLAIN for v in value):
             if path.steps and outside:  # (a set of numbers and strings: guarded by contents)
                 self.plain.append((name, value, path.then("set", None)
                                    if type(value) in (set, frozenset) else path))
@@ -431,6 +510,9 @@ class OutsideWalk:
                     and id(value) not in self.scanned):
                 self.scanned.add(id(value))  # (a helper's closure: read through its cells)
                 self._scan_closure(value, depth - 1)
+                for key, item in list(value.__dict__.items())[:MAX_ITEMS]:  # (its attributes:
+                    self._consider(item, f"{name}.{key}", depth - 1,  # `scaled.k` as a setting)
+                                   path.then("attr", key), outside)
             return
         if type(value).__module__.startswith("gradc"):
             return  # (gradc's own objects: a compiled function, an optimizer)

@@ -12,6 +12,7 @@ argument finds its compiled version again.
 A gradient function traces the Python floats of its differentiated arguments instead
 (`trace_floats`): they become `TracedFloat` leaves, whose tree is `FLOAT`.
 """
+import array
 import collections.abc
 import math
 import numbers
@@ -106,6 +107,12 @@ def _walk(x, leaves):
     if isinstance(x, tuple) and hasattr(x, "_fields"):
         return ("namedtuple", type(x), tuple(_walk(v, leaves) for v in x))
     if isinstance(x, (list, tuple)):
+        if type(x) not in (list, tuple):  # (rebuilt, it would be gradc's leaf markers)
+            base = "list" if isinstance(x, list) else "tuple"
+            raise SignatureError(
+                f"a {type(x).__name__} (a subclass of {base}) cannot go in or out of a compiled "
+                f"function: it takes and returns plain dicts, lists, tuples and namedtuples of "
+                f"arrays; convert it ({base}(x)) and rebuild it outside")
         return (type(x).__name__, tuple(_walk(v, leaves) for v in x))
     fields = NODE_TYPES.get(type(x))
     if fields is not None:
@@ -115,6 +122,11 @@ def _walk(x, leaves):
             f"an argument is an iterator ({type(x).__name__}: a generator, iter(...), zip, "
             "map): a compiled function would read its items once, when traced, and an exhausted "
             "one looks the same; pass a list or tuple of them")
+    if isinstance(x, (memoryview, bytearray, array.array)):  # (buffers: data, not settings)
+        raise SignatureError(
+            f"cannot pass a `{'array.array' if isinstance(x, array.array) else type(x).__name__}`"
+            " to a compiled function: its contents can change "
+            "in place, and it is not an array; pass np.asarray(x) (or np.frombuffer)")
     if _compared_by_identity(x):  # (a @dataclass model: unhashable, told apart by identity)
         return static_node(x)
     try:

@@ -316,8 +316,10 @@ _new_array = copy
 
 
 def _iter(self):
-    if not self.shape:
-        raise TypeError("iteration over a 0-d traced value")
+    if not self.shape:  # (NumPy's TypeError, named)
+        raise ArgumentError("iteration over a 0-d traced value (an array of no dimensions: a "
+                            "sum, a mean, a scalar argument); NumPy refuses it too",
+                            source=user_source())
     return (self[i] for i in range(self.shape[0]))
 
 
@@ -470,6 +472,10 @@ _SURFACE = {
     "sort": _refused(".sort() sorts in place, and arrays are immutable in a traced function; "
                      "use np.sort(x, axis) and its result"),
     "ptp": _refused(".ptp() is not an ndarray method in NumPy 2; use np.ptp(x, axis)"),
+    "fill": _refused(".fill(v) writes into the array in place, and arrays are immutable in a "
+                     "traced function; use np.full_like(x, v)"),
+    "put": _refused(".put() writes into the array in place, and arrays are immutable in a "
+                    "traced function; use gradc.at(x.ravel())[ind].set(v).reshape(x.shape)"),
     "reshape": traced(_reshape_method),
     "transpose": traced(_transpose_method),
     "swapaxes": _method(np.swapaxes),

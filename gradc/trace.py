@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import operator
 import os
+import re
 import site
 import sys
 import sysconfig
@@ -26,7 +28,7 @@ from .capture import (CONTENT_GUARD_SIZE, content_guards, named_tables, owner_of
                       uncaptured)
 from . import errors
 from .errors import (ArgumentError, ConstantArrayWarning, GradcError, IndexOutOfRangeError,
-                     SignatureError, UnsupportedOpError)
+                     SignatureError, TraceEffectWarning, UnsupportedOpError)
 from .functions._args import ABSENT as _ABSENT
 from .functions._args import array_arg as _array_arg
 from .functions._args import no_out as _no_out
@@ -420,8 +422,8 @@ def _order(order, name, a, allowed="CFA"):
 
 
 def _reshape_in_order(a, shape, order):
-    if isinstance(shape, (int, np.integer)):
-        shape = (shape,)
+    if isinstance(shape, (int, np.integer)) or isinstance(shape, np.ndarray) and shape.ndim == 0:
+        shape = (operator.index(shape),)  # (NumPy takes a 0-d integer array as a size)
     if order == "C":
         return fn.reshape(a, shape)
     # Fortran order: the first index varies fastest, i.e. C order on the reversed axes
@@ -610,6 +612,14 @@ REFUSED = {
                          "with an axis argument (most NumPy functions take one)",
     np.piecewise: "write it with np.where or np.select (each piece computed on the whole array)",
 }
+_IN_PLACE = ("it writes into an array in place, and traced arrays are immutable: compute the new "
+             "array instead, with {} (differentiable in both)")
+REFUSED.update({
+    np.copyto: _IN_PLACE.format("np.where(mask, src, dst), or src itself"),
+    np.put: _IN_PLACE.format("gradc.at(a.ravel())[ind].set(v).reshape(a.shape)"),
+    np.place: _IN_PLACE.format("np.where(mask, values, a)"),
+    np.putmask: _IN_PLACE.format("np.where(mask, values, a)"),
+})
 
 
 def _call_numpy(func, args, kwargs, name=None):
@@ -629,15 +639,30 @@ def _call_numpy(func, args, kwargs, name=None):
     args, kwargs = _bind(func, args, kwargs, name or _qualified(func))
     out = impl(*args, **kwargs)
     read_only = func in READ_ONLY_VIEWS
-    if func is np.broadcast_arrays or func is np.meshgrid and kwargs.get("copy") is False:
+    if (func is np.broadcast_arrays or func is np.meshgrid and kwargs.get("copy") is False
+            or func in (np.atleast_1d, np.atleast_2d, np.atleast_3d) and len(args) > 1):
         out = type(out)(mark_view(a, v, read_only)  # (each of its own array)
                         for a, v in zip(args, out))
+    elif func is np.einsum and _einsum_view(args):
+        out = mark_view(args[1], out)
     elif func in VIEW_FUNCTIONS or func is np.diag and isinstance(out, Value) and out.ndim == 1:
         # (the array: the first argument, by position or by name)
         out = mark_view(args[0] if args else next(iter(kwargs.values()), None), out, read_only)
     elif func not in SAME_ARRAY_FUNCTIONS:
         out = _new_array(out, list(args) + list(kwargs.values()))
     return out
+
+
+def _einsum_view(args):
+    """Whether NumPy's einsum gives a view of its one operand: subscripts that sum over no index
+    ('ij->ji', 'ii->i', 'ij'), which only permute axes or take a diagonal."""
+    if len(args) != 2 or not isinstance(args[0], str) or not isinstance(args[1], Value):
+        return False
+    inputs, arrow, output = args[0].replace(" ", "").partition("->")
+    letters = [c for c in inputs if c.isalpha()]
+    if not arrow:  # (implicit: the letters that appear once, in order)
+        output = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    return set(letters) <= set(output)
 
 
 # NumPy functions that may return their argument itself (the same array object, not a copy)
@@ -889,6 +914,7 @@ def trace(fun, args, kwargs=None, capture=False):
                 stored = watch.undo_stored_values()
             watch.check(_definition(fun), final=True)
             changed = watch.changed_in_place()
+            renumbered = watch.changed_numbers()
     finally:
         _active.graphs.pop()
     if changed:
@@ -908,6 +934,18 @@ def trace(fun, args, kwargs=None, capture=False):
             "(undone: they hold what they held before). Return them instead (with "
             "has_aux=True for a gradient) and store them after the call", source=user_source())
     _check_containers_unchanged(fun, (targs, tkwargs), given)
+    if renumbered:
+        warn_at_user_line(TraceEffectWarning(
+            f"{getattr(fun, '__name__', 'the function')} (defined at "
+            f"{_definition(fun)}) changed {', '.join(f'`{c}`' for c in renumbered[:4])}, a "
+            "Python number or list outside its arguments (a counter such as `self.t += 1`, "
+            "`history.append(n)`): its Python "
+            "runs once, when traced, so this happened once, and NumPy's code would do it on "
+            "every call; a result computed from it keeps the traced value. Pass the number as "
+            "an argument (an array, or in argnums), or count and record outside the call; a "
+            "count of traces "
+            "is what it is (warnings.filterwarnings('ignore', "
+            "category=gradc.TraceEffectWarning))"))
     if hasattr(out, "__next__"):  # (a generator, a map: its items would be trace-time values)
         raise SignatureError(f"{getattr(fun, '__name__', 'the function')} returned a "
                              f"{type(out).__name__}, whose items are made when it is read: "
@@ -919,6 +957,12 @@ def trace(fun, args, kwargs=None, capture=False):
                              "compiled function cannot return (arrays and numbers in dicts, "
                              f"lists and tuples): {e}", source=user_source()) from None
     holder = _static_holding_a_value(out_tree)
+    if isinstance(holder, str):
+        raise UnsupportedOpError(
+            f"{getattr(fun, '__name__', 'the function')} returned text made from a traced value "
+            f"({holder[:80]!r}: str(), repr() or an f-string of it): a traced value has no "
+            "numbers while the function is traced, so the text holds a placeholder. Return the "
+            "value and format it after the call", source=user_source())
     if holder is not None:
         raise UnsupportedOpError(
             f"{getattr(fun, '__name__', 'the function')} returned an object of type "
@@ -1122,8 +1166,11 @@ def _static_holding_a_value(tree):
     return None
 
 
+_PLACEHOLDER = re.compile(r"%\d+:[a-z]+\d*\[|<traced [a-z]+\d*\[")  # (Value's repr, str)
+
+
 def _holds_a_value(obj, depth):
-    if isinstance(obj, Value):
+    if isinstance(obj, Value) or isinstance(obj, str) and _PLACEHOLDER.search(obj):
         return True
     if depth == 0 or isinstance(obj, (str, bytes, type, types.ModuleType, np.ndarray)):
         return False

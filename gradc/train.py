@@ -21,8 +21,8 @@ import numpy as np
 from . import autodiff, forks, pytree, random
 from .capture import CaptureChanged, Captures, unchanged_by
 from .compile import check_target, compile_graph
-from .errors import ArgumentError, NonFiniteError, SignatureError
-from .ir import Graph, gc_paused
+from .errors import ArgumentError, NonFiniteError, SignatureError, UnsupportedOpError
+from .ir import Graph, Value, gc_paused
 from .log import log_compile
 from .ops import fn
 from .passes import BEFORE_AUTODIFF, run_passes
@@ -64,6 +64,11 @@ def updatable(x, target="cpu"):
 
 def check_updatable(leaves, src, target="cpu", names=None):
     """Parameters are updated in place: each must be `updatable`. `names`: the leaves' paths."""
+    if any(isinstance(x, Value) for x in leaves):
+        raise UnsupportedOpError(
+            "a train_step called inside a traced function: a step updates its parameters in "
+            "place and runs as a program of its own. Call it outside (or trace the loss and "
+            "its gradient, gradc.value_and_grad, and update in the caller)", source=src)
     for i, x in enumerate(leaves):
         if isinstance(x, np.ndarray) and not x.dtype.isnative:
             raise SignatureError(

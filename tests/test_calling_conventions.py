@@ -295,3 +295,23 @@ def test_a_dict_argument_keeps_its_keys_order():
     step({k: v.copy() for k, v in params.items()}, x)
     with pytest.raises(gradc.SignatureError, match="another order"):
         step({k: v.copy() for k, v in reordered.items()}, x)
+
+
+def test_sequence_subclasses_and_buffers_are_refused_by_name():
+    """A list or tuple subclass (not a namedtuple) came back rebuilt from gradc's own leaf
+    markers (('*', '*')); an array.array was compiled in by identity (a change in place
+    ignored); a writable memoryview was a bare ValueError."""
+    import array
+
+    class Layers(list):
+        pass
+
+    W = np.arange(3.0)
+    with pytest.raises(gradc.SignatureError, match=r"a Layers \(a subclass of list\)"):
+        gradc.jit(lambda l: l[0] * 2)(Layers([W]))
+    with pytest.raises(gradc.SignatureError, match="subclass of list"):
+        gradc.jit(lambda w: Layers([w * 2]))(W)
+    for buffer, name in ((array.array("d", [1.0, 2.0]), "array.array"),
+                         (memoryview(bytearray(8)), "memoryview")):
+        with pytest.raises(gradc.SignatureError, match=rf"cannot pass a `{name}`"):
+            gradc.jit(lambda b, w: w * 2)(buffer, W)

@@ -1216,3 +1216,87 @@ def test_a_namedtuple_reached_from_outside_is_walked_not_copied():
     np.testing.assert_allclose(gradc.grad(f)(x), 2.0)
     holder.config.scale[:] = 5.0  # read live through the namedtuple
     assert gradc.jit(f)(x) == f(x)
+
+
+def test_a_python_counter_changed_by_traced_code_is_warned_about():
+    """`self.t += 1` (a step counter on the model), `calls["n"] += 1`, a nonlocal count, a list
+    appended to: NumPy's code changes them on every call, the compiled function once, when
+    traced, and a result computed from them kept the traced value, silently. A warning names
+    them; a flag set once, a table built lazily, and a counter the code does not store into
+    are not warned about."""
+    class Model:
+        def __init__(self):
+            self.t, self.history, self.built, self.table = 0, [], False, None
+
+        def forward(self, x):
+            self.t += 1
+            self.history.append(self.t)
+            if self.table is None:
+                self.table = np.arange(3.0)
+            self.built = True
+            return x * self.t + self.table.sum()
+
+    model = Model()
+    with pytest.warns(gradc.TraceEffectWarning, match=r"changed `self\.t`, `self\.history`, a "
+                                                      r"Python number or list"):
+        gradc.jit(model.forward)(X)
+    count = 0
+
+    def counted(x):
+        nonlocal count
+        count += 1
+        return x * 2
+
+    with pytest.warns(gradc.TraceEffectWarning, match="changed `count`"):
+        gradc.jit(counted)(X)
+    assert count == 1  # (the trace's change is kept: a count of traces stays one)
+    lazy = Model()
+    lazy.t = 5
+
+    def reads_only(x):
+        lazy.built = True
+        if lazy.table is None:
+            lazy.table = np.ones(2)
+        return x * lazy.t
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gradc.TraceEffectWarning)
+        np.testing.assert_allclose(gradc.jit(reads_only)(X), X * 5)
+
+
+def test_enum_members_and_function_attributes_read_from_outside_are_guarded():
+    """A mode held as an enum member (`self.mode is Mode.TRAIN`) and a setting kept as a
+    function's attribute (`scaled.k`) were compiled in and not checked: a later change was
+    silently ignored. Both trace again when they change."""
+    import enum
+
+    class Mode(enum.Enum):
+        TRAIN = "train"
+        EVAL = "eval"
+
+    class Net:
+        def __init__(self):
+            self.mode = Mode.TRAIN
+
+        def forward(self, x):
+            return x * 0.5 if self.mode is Mode.TRAIN else x
+
+    net = Net()
+    forward = gradc.jit(net.forward)
+    np.testing.assert_array_equal(forward(X), X * 0.5)
+    net.mode = Mode.EVAL
+    np.testing.assert_array_equal(forward(X), X)
+    settings = {"mode": Mode.TRAIN}
+    g = gradc.jit(lambda x: x * (2.0 if settings["mode"] == Mode.EVAL else 1.0))
+    g(X)
+    settings["mode"] = Mode.EVAL
+    np.testing.assert_array_equal(g(X), 2 * X)
+
+    def scaled(x):
+        return x * scaled.k
+
+    scaled.k = 1.0
+    h = gradc.jit(scaled)
+    h(X)
+    scaled.k = 5.0
+    np.testing.assert_array_equal(h(X), 5 * X)

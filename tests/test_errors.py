@@ -1071,6 +1071,31 @@ def test_returning_an_object_that_holds_traced_values_is_refused():
             gradc.jit(fn)(x)
     with pytest.raises(gradc.UnsupportedOpError, match="object of type `Out`"):
         gradc.grad(lambda x: (np.sum(x ** 2), Out(x, x.max())), has_aux=True)(x)
-    # static objects without traced values come back as they are
-    got = gradc.jit(lambda x: (x * 2, types.SimpleNamespace(n=3)))(x)
-    assert got[1].n == 3
+    # text made from a traced value holds its placeholder: refused too
+    for fn in (lambda x: (x.sum(), {"msg": f"loss={x.sum()}"}), lambda x: [repr(x[0])],
+               lambda x: str(x.max())):
+        with pytest.raises(gradc.UnsupportedOpError, match="returned text made from a traced"):
+            gradc.jit(fn)(x)
+    # static objects and text without traced values come back as they are
+    got = gradc.jit(lambda x: (x * 2, types.SimpleNamespace(n=3), "50% at f64[2]"))(x)
+    assert got[1].n == 3 and got[2] == "50% at f64[2]"
+
+
+def test_a_0d_integer_array_as_a_size_and_iterating_a_0d_value():
+    """NumPy takes a 0-d integer array as a reshape size (gradc said 'iteration over a 0-d
+    array'); iterating a 0-d traced value is NumPy's TypeError, now named with the line."""
+    x = np.arange(6.0)
+    for fn in (lambda a: a.reshape(np.array(6)), lambda a: np.reshape(a, np.array(6)),
+               lambda a: a.reshape(np.array([2, 3]))):
+        np.testing.assert_array_equal(gradc.jit(fn)(x), fn(x))
+    with pytest.raises(gradc.ArgumentError, match=r"test_errors\.py:\d+: iteration over a 0-d") \
+            as info:
+        gradc.jit(lambda a: [v for v in a.sum()])(x)
+    assert isinstance(info.value, TypeError)
+
+
+def test_a_train_step_inside_traced_code_says_so():
+    """A train_step called inside a traced function failed on gradc's own check of `.flags`."""
+    step = gradc.train_step(lambda p: np.sum(p ** 2), gradc.optim.SGD(0.1))
+    with pytest.raises(gradc.UnsupportedOpError, match="a train_step called inside a traced"):
+        gradc.jit(lambda a: step(a))(np.ones(3))

@@ -475,3 +475,47 @@ def test_an_update_through_a_view_of_a_computed_array_is_numpys_while_the_array_
     with pytest.raises(gradc.UnsupportedOpError, match="read-only") as excinfo:
         gradc.jit(read_only)(X, B)
     _names_line(excinfo.value, "READ-ONLY")
+
+
+def test_views_numpy_makes_that_gradc_took_for_copies():
+    """A one-operand einsum that only permutes or takes a diagonal, np.array(h, ndmin=k,
+    copy=False), and np.atleast_*d of several arrays (each result a view of its own argument)
+    are NumPy views: writing into them changes the array they view. gradc treated them as new
+    arrays (or all as views of the first argument): the base read afterwards kept its old
+    values, silently. Now such a read is refused as other in-place writes through views are."""
+    x = np.arange(6.0).reshape(2, 3)
+    for view in (lambda a: np.einsum("ij->ji", a), lambda a: np.einsum("ij", a),
+                 lambda a: np.einsum("...->...", a),
+                 lambda a: np.array(a, ndmin=3, copy=False),
+                 lambda a: np.atleast_3d(a, a[0])[1]):
+        def f(x, view=view):
+            a = x * 1.0
+            b = view(a)
+            b += 100.0
+            return a
+        with pytest.raises(gradc.UnsupportedOpError, match="changed afterwards"):
+            gradc.jit(f)(x)
+    # a summing einsum and np.array's copy are new arrays, as NumPy's
+    for new in (lambda a: np.einsum("ij->i", a), lambda a: np.array(a, ndmin=3)):
+        def g(x, new=new):
+            a = x * 1.0
+            b = new(a)
+            b += 100.0
+            return a, b
+        for got, want in zip(gradc.jit(g)(x), g(x)):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_numpys_in_place_writers_say_what_to_use():
+    """np.copyto, np.put, np.place, np.putmask, .fill and .put write in place; they got the
+    generic 'not supported' with the list of every supported name (3,000 characters)."""
+    x = np.arange(4.0)
+    for f, text in ((lambda h: np.copyto(h, h * 2), "np.where"),
+                    (lambda h: np.put(h, [0], 9.0), "gradc.at"),
+                    (lambda h: np.place(h, h > 2, 0.0), "np.where"),
+                    (lambda h: np.putmask(h, h > 2, 0.0), "np.where"),
+                    (lambda h: h.fill(0.0), "np.full_like"),
+                    (lambda h: h.put([0], 9.0), "gradc.at")):
+        with pytest.raises(gradc.UnsupportedOpError, match=text) as info:
+            gradc.jit(lambda x: f(x * 1.0))(x)
+        assert len(str(info.value)) < 400

@@ -574,15 +574,18 @@ def test_embedding_gradient_scatter_adds_repeated_indices():
     check_against_fd([g], lambda t: np.sum(t[IDX] * r), [TABLE], (0,))
 
 
-def test_embedding_negative_indices_count_from_the_end():
-    """NumPy's (np.take) semantics, forward and gradient: -1 is the last row."""
-    idx = np.array([[-1, 6, 0, -7]])
-    np.testing.assert_array_equal(emb_fwd(TABLE, idx), TABLE[idx])
-    r = RNG.standard_normal((1, 4, 3))
-    expected = np.zeros_like(TABLE)
-    expected[6] = r[0, 0] + r[0, 1]
-    expected[0] = r[0, 2] + r[0, 3]
-    np.testing.assert_allclose(emb_grad(TABLE, idx, r), expected, rtol=1e-14)
+def test_embedding_negative_indices_are_out_of_range():
+    """PyTorch's semantics, as cross_entropy's labels: a negative index raises. np.take's
+    wrap-around read the last row for -1, a common padding id, silently; `table[idx]` in
+    the traced code still counts from the end, as NumPy does."""
+    idx = np.array([[-1, 6, 0, 3]])
+    with pytest.raises(gradc.IndexOutOfRangeError, match="outside"):
+        emb_fwd(TABLE, idx)
+    with pytest.raises(gradc.IndexOutOfRangeError):
+        emb_grad(TABLE, idx, np.ones((1, 4, 3)))
+    with pytest.raises(IndexError, match="negative index"):
+        gradc.nn.embedding(TABLE, idx)
+    np.testing.assert_array_equal(gradc.jit(lambda t, i: t[i])(TABLE, idx), TABLE[idx])
 
 
 @pytest.mark.parametrize("bad", [7, -8, 1000])
@@ -862,3 +865,40 @@ def test_what_a_fuzzing_round_against_pytorch_found_in_argument_handling():
             gradc.jit(lambda x: nn.conv2d(x, w, bias))(X)
     np.testing.assert_allclose(gradc.jit(lambda x: nn.conv2d(x, w, [1.0, 2.0, 3.0]))(X),
                                nn.conv2d(X, w) + np.array([1.0, 2.0, 3.0])[:, None, None])
+
+
+def test_layer_norm_checks_gamma_beta_and_eps():
+    """PyTorch's layer_norm(x, normalized_shape, weight, bias) written against gradc's
+    layer_norm(x, gamma, beta, eps, axis) took (5,) as gamma (5x the output) and shifted the
+    rest along; a (3, 1) gamma scaled rows. Refused by name; the shapes that scale the
+    normalized axes (D,), (1, D), a number, a list of floats, axis tuples, still work."""
+    x = RNG.standard_normal((3, 5))
+    ok = [lambda x: gradc.nn.layer_norm(x, np.ones(5), np.zeros(5)),
+          lambda x: gradc.nn.layer_norm(x, 2.0, 1.0),
+          lambda x: gradc.nn.layer_norm(x, np.full((1, 5), 3.0)),
+          lambda x: gradc.nn.layer_norm(x, [1.0, 2.0, 3.0, 4.0, 5.0]),
+          lambda x: gradc.nn.layer_norm(x, np.ones((3, 5)), axis=(0, 1)),
+          lambda x: gradc.nn.layer_norm(x, np.ones((3, 1)), axis=0)]
+    for f in ok:
+        np.testing.assert_allclose(gradc.jit(f)(x), f(x), rtol=1e-12)
+    for f, error, text in (
+            (lambda x: gradc.nn.layer_norm(x, (5,)), gradc.ArgumentError, "normalized_shape"),
+            (lambda x: gradc.nn.layer_norm(x, np.ones(5), np.ones(5), np.zeros(5)),
+             gradc.ArgumentError, "eps is a number"),
+            (lambda x: gradc.nn.layer_norm(x, np.ones((3, 1))), gradc.ShapeError,
+             r"gamma of shape \(3, 1\).*shape \(5,\)"),
+            (lambda x: gradc.nn.layer_norm(x, None, np.ones(5), axis=0), gradc.ShapeError,
+             r"beta of shape \(5,\).*shape \(3, 1\)")):
+        with pytest.raises(error, match=text):
+            gradc.jit(f)(x)
+
+
+def test_an_empty_batch_through_pooling_group_norm_and_flatten():
+    """A batch of 0 images (PyTorch takes it) was refused: reshapes with -1, which NumPy cannot
+    infer in an empty array; the max-pool gradient's error named no line."""
+    x = np.zeros((0, 3, 4, 4))
+    for f in (lambda x: gradc.nn.max_pool2d(x, 2), lambda x: gradc.nn.max_pool2d(x, 3, 1, 1),
+              lambda x: gradc.nn.group_norm(x, 3), lambda x: gradc.nn.flatten(x)):
+        assert gradc.jit(f)(x).shape == f(x).shape
+        grad = gradc.grad(lambda x: np.sum(f(x)))(x)
+        assert grad.shape == x.shape

@@ -603,8 +603,9 @@ def _max_pool_tiles_vjp(node, g):
     x, (kh, kw) = node.inputs[0], (node.attr["kh"], node.attr["kw"])
     n, c, h, w = x.shape
     best = x.graph.apply("pool_argmax", (x,), kh=kh, kw=kw, sh=kh, sw=kw, ph=0, pw=0)
-    flat = x.graph.apply("take_along_axis_grad", (fn.reshape(g, (n, c, -1)),
-                                                    fn.reshape(best, (n, c, -1))),
+    tiles = best.shape[2] * best.shape[3]  # (by size: a -1 fails in an empty batch)
+    flat = x.graph.apply("take_along_axis_grad", (fn.reshape(g, (n, c, tiles)),
+                                                    fn.reshape(best, (n, c, tiles))),
                          axis=2, size=h * w)
     return [fn.reshape(flat, x.shape)]
 
