@@ -23,9 +23,11 @@ Example arguments may be arrays or `Spec(shape, dtype)` placeholders.
 """
 from __future__ import annotations
 
+import builtins
 import inspect
 import os
 import textwrap
+import threading
 
 import numpy as np
 
@@ -33,8 +35,8 @@ from . import pytree, standalone
 from ._version import __version__
 from .aot_text import (AotError, SourceLines, banner, comment_safe, constants_table,  # noqa: F401
                        describe_tree, display_path, docstring_safe, file_sha256, helper_sources,
-                       literal, parameter_names, portable_tree, special_math_source,
-                       top_level_names, type_name)
+                       literal, literal_text, parameter_names, portable_tree,
+                       read_names, special_math_source, top_level_names, type_name)
 from .passes import products
 from .trace import _definition, argument_names
 from .standalone import callables, calls, host, numba_cache, train_step
@@ -200,7 +202,9 @@ def compile_module(fun, args, out_path, **kwargs):
                 return out_path
     except (OSError, UnicodeDecodeError):
         pass
-    tmp = out_path + ".tmp"
+    # (a name of its own: writers of one path at once, threads or ranks of a job, each
+    # replace it whole)
+    tmp = f"{out_path}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
         with open(tmp, "w", encoding="utf-8", newline="\n") as f:
             f.write(source)
@@ -421,7 +425,8 @@ class Generator:
                            f"{v.dtype.str!r}),")
             else:
                 out.append(f"    ({plan.offsets[v.id]}, None, {tuple(v.shape)!r}, {v.dtype.str!r}),")
-        return out + ["]", f"ARGS_TREE = {self.args_tree!r}", f"NAME = {self.name!r}",
+        return out + ["]", f"ARGS_TREE = {literal_text(self.args_tree)}",
+                      f"NAME = {self.name!r}",
                       f"N_ARGS = {len(self.args)}",
                       f"ARG_NAMES = {tuple(parameter_names(self.fun, len(self.args)))!r}"]
 
@@ -431,12 +436,13 @@ class Generator:
             return self._train_callable()
         if mode == "jit":
             out_tree = portable_tree(self.c.out_kind, "a returned value")
-            return [f"OUT_TREE = {out_tree!r}", "", "", *self._standalone(callables),
+            return [f"OUT_TREE = {literal_text(out_tree)}", "", "",
+                    *self._standalone(callables),
                     f"{self.name} = Jit()", ""]
         out_tree, grad_trees, many, counts, _ = self.c.out_kind
         trees = tuple(portable_tree(t, "a differentiated argument") for t in grad_trees)
         cls = "ValueAndGrad" if mode == "value_and_grad" else "Grad"
-        return [f"GRAD_TREES = {trees!r}", f"GRAD_COUNTS = {tuple(counts)!r}",
+        return [f"GRAD_TREES = {literal_text(trees)}", f"GRAD_COUNTS = {tuple(counts)!r}",
                 f"MANY_ARGNUMS = {bool(many)!r}", "", "", *self._standalone(callables),
                 f"{self.name} = {cls}()", ""]
 
@@ -455,7 +461,7 @@ class Generator:
                 f"SLOTS = {tuple(opt.slots)!r}",
                 f"SCALAR_NAMES = {tuple(opt.scalar_names)!r}",
                 f"CHECK_FINITE = {bool(self.check_finite)!r}",
-                f"HYPERPARAMETERS = {hyper!r}",
+                f"HYPERPARAMETERS = {literal_text(hyper)}",
                 "", "",
                 f"# copied from {origin}: the runtime scalars of update number `step`",
                 textwrap.dedent(inspect.getsource(scalars_fn)).rstrip("\n"), "", "",
@@ -469,8 +475,10 @@ class Generator:
                  '"""' + docstring_safe(doc) + '\n"""',
                  "import base64",
                  "import math",
+                 "import os",
                  "import sys",
                  "import threading",
+                 "import weakref",
                  "",
                  "import numpy as np",
                  "",
@@ -539,7 +547,9 @@ class Generator:
 
     def _checked(self, text):
         """The module's text, once sure the callable's name is its own."""
-        if top_level_names(text).count(self.name) != 1:
+        shadowed = hasattr(builtins, self.name) and self.name in read_names(text)
+        if top_level_names(text).count(self.name) != 1 or shadowed:
             raise AotError(f"cannot name the generated callable {self.name!r}: the module "
-                           "itself uses that name; rename the function")
+                           "itself uses that name (its own, or a builtin its code calls: "
+                           "`next`, `len`, `sum`); rename the function")
         return text

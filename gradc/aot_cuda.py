@@ -119,7 +119,8 @@ class CudaGenerator(aot.Generator):
         doc = "\n".join(self._docstring()).replace("{module}", self.module_name or "<this module>")
         parts = [self._header(),
                  '"""' + docstring_safe(doc) + '\n"""',
-                 "import base64", "import math", "import sys", "import threading", "",
+                 "import base64", "import math", "import os", "import sys", "import threading",
+                 "import weakref", "",
                  "import numpy as np", "",
                  f"CALLING_CONVENTION = {aot.CALLING_CONVENTION}",
                  f"GRADC_VERSION = {__version__!r}", "", "",

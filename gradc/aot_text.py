@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import math
 import hashlib
 import inspect
 import linecache
@@ -49,7 +50,10 @@ def special_math_source():
 
 
 def literal(value, what):
-    """`repr(value)` when it reads back as an equal Python literal; else an AotError."""
+    """`repr(value)` when it reads back as an equal Python literal (an infinite or NaN float as
+    float('inf')...); else an AotError."""
+    if type(value) is float and not math.isfinite(value):
+        return literal_text(value)
     text = repr(value)
     try:
         back = ast.literal_eval(text)
@@ -62,6 +66,24 @@ def literal(value, what):
 
 
 _NOTHING = object()
+
+
+def literal_text(value):
+    """Python source for a pytree description or option of literals (repr's, but for infinite
+    and NaN floats, which repr writes as names no module defines)."""
+    if type(value) is float and not math.isfinite(value):
+        if value != value:
+            return "float('nan')" if math.copysign(1.0, value) > 0 else "-float('nan')"
+        return "float('inf')" if value > 0 else "-float('inf')"
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        items = ", ".join(literal_text(v) for v in value)
+        return f"({items},)" if len(value) == 1 else f"({items})"
+    if type(value) is list:
+        return "[" + ", ".join(literal_text(v) for v in value) + "]"
+    if type(value) is dict:
+        return "{" + ", ".join(f"{literal_text(k)}: {literal_text(v)}"
+                               for k, v in value.items()) + "}"
+    return repr(value)
 
 
 def portable_tree(treedef, what):
@@ -189,6 +211,12 @@ def top_level_names(text):
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names += [(a.asname or a.name).split(".")[0] for a in node.names]
     return names
+
+
+def read_names(text):
+    """Every name a module's code reads (a global or builtin it uses, anywhere)."""
+    return {node.id for node in ast.walk(ast.parse(text))
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
 
 
 def banner(text):

@@ -39,8 +39,10 @@ input in the flat order above (`INPUTS`); outputs are written into the arena or 
 """
 import base64
 import math
+import os
 import sys
 import threading
+import weakref
 
 import numpy as np
 
@@ -823,8 +825,10 @@ def _flatten(tree, x, path, leaves):
             raise TypeError(f"{path} must be a Python float, got {type(x).__name__}")
         leaves.append((path, np.float64(x)))
     elif kind == "dict":
-        if not isinstance(x, dict) or tuple(x) != tuple(tree[1]):  # (in order: `for W in
-            got = list(x) if isinstance(x, dict) else type(x).__name__  # p.values()` ran it)
+        if not isinstance(x, dict) or tuple(x) != tuple(tree[1]) or not all(
+                _same_static(a, b) for a, b in zip(x, tree[1])):  # (in order: `for W in
+            got = list(x) if isinstance(x, dict) else type(x).__name__  # p.values()` ran it;
+            # and of the keys' types: {1.0: w} is another signature than {1: w})
             raise TypeError(f"{path} must be a dict with keys {list(tree[1])}, in that order "
                             f"(the function may walk them in order), got {got}")
         for k, t in zip(tree[1], tree[2]):
@@ -935,6 +939,25 @@ def leaf_count(tree):
     return sum(leaf_count(child) for child in tree[-1])
 
 
+_LOCKED = weakref.WeakSet()  # the objects whose locks a fork makes anew
+
+
+def _new_lock(owner):
+    """A lock for `owner` (a Compiled), made anew in a forked child: a fork copies a lock that
+    another thread holds, locked, and the child's first call would wait for it forever."""
+    _LOCKED.add(owner)
+    return threading.Lock()
+
+
+def _locks_after_fork():
+    for owner in list(_LOCKED):
+        owner.lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_locks_after_fork)
+
+
 # copied from gradc/standalone/host.py
 class Compiled:
     """The arena (constants copied in once) and views of the outputs that live in it."""
@@ -950,7 +973,7 @@ class Compiled:
         self.outputs = [None if offset is None else self.view(offset, shape, dtype)
                         for offset, _, shape, dtype in OUTPUTS]
         self.updated = sorted(i for offset, i, _, _ in OUTPUTS if offset is None)
-        self.lock = threading.Lock()
+        self.lock = _new_lock(self)
 
     def view(self, offset, shape, dtype):
         dtype = np.dtype(dtype)
@@ -1004,11 +1027,11 @@ class Grad(Compiled):
         arrays = _leaves(NAME, args)
         with self.lock:
             self._run(arrays)
-            outs = self.outputs
-            value = _result(outs[0], fresh=True)
+            outs = self.outputs  # (each call new views of them: a caller's `g.shape = (-1,)`
+            value = _result(outs[0], fresh=True)  # or read-only flag stays with its view)
             grads, cursor = [], 1
             for tree, n in zip(GRAD_TREES, GRAD_COUNTS):  # (0-d gradients too are arrays)
-                grads.append(_unflatten(tree, iter([o.copy() if self.copy else o
+                grads.append(_unflatten(tree, iter([o.copy() if self.copy else o.view()
                                                     for o in outs[cursor:cursor + n]])))
                 cursor += n
             grads = tuple(grads) if MANY_ARGNUMS else grads[0]

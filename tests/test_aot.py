@@ -10,6 +10,7 @@ import shlex
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -580,3 +581,54 @@ def test_special_functions_are_copied_where_a_kernel_calls_one(tmp_path, monkeyp
     value, grad = erf_vg.erf_model(x)
     want_value, want_grad = gradc.value_and_grad(erf_model)(x)
     assert same_bits(value, want_value) and same_bits(grad, want_grad)
+
+
+def keyed(p, x, fill):
+    return np.sum(np.exp(np.where(x > 0, x * p[1], fill)))
+
+
+def test_what_a_fuzzing_round_of_the_modules_found(tmp_path):
+    """Dict keys 1.0 or True were taken for a module compiled with 1 (gradc traces another
+    signature: a silent wrong program); each call handed out the same gradient views (a
+    caller's reshape of one reached the next call's); a static -inf was refused; a callable
+    named like a builtin the runtime calls (`next`) compiled and then failed; writers of one
+    path at once raced on one temporary file."""
+    x = np.linspace(-1.0, 1.0, 4)
+    args = ({1: np.array(2.0)}, x, -np.inf)
+    path = str(tmp_path / "keyed_vg.py")
+    aot.compile_module(keyed, args, path)
+    mod = load_module(path, "keyed_vg")
+    value, grads = mod.keyed(*args)
+    ref_value, ref_grads = gradc.value_and_grad(keyed)(*args)
+    assert same_bits(value, ref_value) and same_bits(grads[1], ref_grads[1])
+    for key in (1.0, True):
+        with pytest.raises(TypeError, match="must be a dict with keys"):
+            mod.keyed({key: np.array(2.0)}, x, -np.inf)
+    with pytest.raises(TypeError, match="static value -inf; got inf"):
+        mod.keyed(args[0], x, np.inf)
+    first = mod.keyed(*args)[1][1]
+    first.shape = (1,)
+    first.flags.writeable = False
+    again = mod.keyed(*args)[1][1]
+    assert again is not first and again.shape == () and again.flags.writeable
+    def shadowing(x):
+        return np.sum(x * x)
+
+    shadowing.__name__ = "next"
+    with pytest.raises(aot.AotError, match="a builtin its code calls"):
+        aot.compile_module(shadowing, (x,), str(tmp_path / "next.py"))
+    errors = []
+
+    def write():
+        try:
+            aot.compile_module(keyed, args, str(tmp_path / "shared.py"))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    assert load_module(str(tmp_path / "shared.py"), "shared").keyed(*args)[0] == value

@@ -1043,3 +1043,21 @@ def test_step_lr_is_the_optimizers():
     np.testing.assert_array_equal(p["w"], np.ones(2))
     with pytest.raises(gradc.ArgumentError, match=">= 0"):
         step.lr = -1.0
+
+
+def test_a_state_with_a_static_leaf_of_the_parameters_loads_back():
+    """Parameters holding a name beside their arrays ({"W": ..., "name": "layer1"}): the step's
+    own state_dict() holds the name too, and loading it back was refused ('a state's slots are
+    float arrays')."""
+    def loss(p, x):
+        return np.sum(np.tanh(x @ p["W"]) ** 2)
+
+    params = {"W": np.full((3, 2), 0.2), "name": "layer1"}
+    x = np.arange(12.0).reshape(4, 3) / 10
+    step = gradc.train_step(loss, Adam(lr=0.05))
+    step(params, x)
+    saved = step.state_dict()
+    step(params, x)
+    step.load_state_dict(saved)
+    assert step.state_dict()["step"] == 1
+    assert_bit_identical(step.state_dict(), saved, "state_dict")

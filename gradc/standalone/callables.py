@@ -32,11 +32,11 @@ class Grad(Compiled):
         arrays = _leaves(NAME, args)
         with self.lock:
             self._run(arrays)
-            outs = self.outputs
-            value = _result(outs[0], fresh=True)
+            outs = self.outputs  # (each call new views of them: a caller's `g.shape = (-1,)`
+            value = _result(outs[0], fresh=True)  # or read-only flag stays with its view)
             grads, cursor = [], 1
             for tree, n in zip(GRAD_TREES, GRAD_COUNTS):  # (0-d gradients too are arrays)
-                grads.append(_unflatten(tree, iter([o.copy() if self.copy else o
+                grads.append(_unflatten(tree, iter([o.copy() if self.copy else o.view()
                                                     for o in outs[cursor:cursor + n]])))
                 cursor += n
             grads = tuple(grads) if MANY_ARGNUMS else grads[0]

@@ -8,9 +8,10 @@ RUNTIME_SCALARS, `launches(view)`, and from gradc/codegen/cuda_rt.py `cuda`, `SI
 `launch_size`. NumPy and numba.cuda only.
 """
 import base64
-import threading
 
 import numpy as np
+
+from .calls import _new_lock
 
 
 class Compiled:
@@ -38,7 +39,7 @@ class Compiled:
         self.error = self._view(ERROR_FLAG, "<i4", 1)
         self.owned = []  # the owned arrays of the last call
         self.owned_on_device = False
-        self.lock = threading.Lock()
+        self.lock = _new_lock(self)
 
     def _view(self, offset, dtype, n):
         key = (offset, dtype, n)

@@ -5,11 +5,10 @@ Copied verbatim (from the first definition on) into every CPU module `gradc comp
 after the tables it reads: ARENA_BYTES, CONSTANTS, OUTPUTS, and the driver `run`. NumPy only.
 """
 import base64
-import threading
 
 import numpy as np
 
-from .calls import _address, _overlaps, byte_span
+from .calls import _address, _new_lock, _overlaps, byte_span
 
 
 class Compiled:
@@ -26,7 +25,7 @@ class Compiled:
         self.outputs = [None if offset is None else self.view(offset, shape, dtype)
                         for offset, _, shape, dtype in OUTPUTS]
         self.updated = sorted(i for offset, i, _, _ in OUTPUTS if offset is None)
-        self.lock = threading.Lock()
+        self.lock = _new_lock(self)
 
     def view(self, offset, shape, dtype):
         dtype = np.dtype(dtype)
