@@ -78,7 +78,7 @@ def test_regenerating_kernels_gives_identical_files(tmp_path, monkeypatch):
         assert imported_roots(text) <= ALLOWED_IMPORTS, name
 
 
-ALLOWED_IMPORTS = {"numpy", "numba", "llvmlite", "base64", "math", "sys", "threading",
+ALLOWED_IMPORTS = {"numpy", "numba", "llvmlite", "base64", "math", "sys", "threading", "weakref",
                    "contextlib", "ctypes", "glob", "os", "re", "types"}
 
 
