@@ -643,7 +643,8 @@ if BLAS == "openblas":
 # ================================================================================================
 # As in gradc: the libmvec hook (where the machine has libmvec; GRADC_VECMATH=0 turns it off)
 # rewrites what Numba compiles for these kernels. Numba's disk cache is used only with the
-# hook on, so machine code that calls libmvec never loads into a process without it, only when
+# hook on and NumPy's OpenBLAS bound (BLAS), so machine code that calls libmvec or OpenBLAS
+# never loads into a process without them (Numba keys its cache on the source alone), only when
 # this module is in sys.modules (Numba cannot reload cached kernels of a module that is not), and
 # only where Numba can write a cache (imported from a read-only folder by a user with no writable
 # home, the kernels compile on every import).
@@ -662,8 +663,8 @@ def _numba_can_cache():
 
 
 _VECMATH = enable()
-JIT_OPTIONS = dict(JIT_OPTIONS, cache=_VECMATH and sys.modules.get(__name__) is not None
-                   and _numba_can_cache())
+JIT_OPTIONS = dict(JIT_OPTIONS, cache=_VECMATH and BLAS == "openblas"
+                   and sys.modules.get(__name__) is not None and _numba_can_cache())
 _state["active"] = True  # the kernels below compile (eagerly: explicit signatures) with the hook
 
 
