@@ -16,6 +16,7 @@ import textwrap
 import numpy as np
 
 from . import pytree
+from .pyparse import parse
 
 
 class AotError(ValueError):
@@ -24,7 +25,7 @@ class AotError(ValueError):
 
 def strip_docstring(source):
     """Module source without its docstring (a comment keeps its first line)."""
-    tree = ast.parse(source)
+    tree = parse(source)
     body = tree.body
     if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None),
                                                               ast.Constant):
@@ -56,7 +57,7 @@ def literal(value, what):
         return literal_text(value)
     text = repr(value)
     try:
-        back = ast.literal_eval(text)
+        back = ast.literal_eval(parse(text, mode="eval"))
     except (ValueError, SyntaxError):
         back = _NOTHING
     if back is _NOTHING or back != value or type(back) is not type(value):
@@ -203,7 +204,7 @@ def comment_safe(text):
 def top_level_names(text):
     """Every name bound at the top level of a module (with repeats)."""
     names = []
-    for node in ast.parse(text).body:
+    for node in parse(text).body:
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             names.append(node.name)
         elif isinstance(node, ast.Assign):
@@ -215,7 +216,7 @@ def top_level_names(text):
 
 def read_names(text):
     """Every name a module's code reads (a global or builtin it uses, anywhere)."""
-    return {node.id for node in ast.walk(ast.parse(text))
+    return {node.id for node in ast.walk(parse(text))
             if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
 
 

@@ -35,6 +35,7 @@ import struct
 from llvmlite import ir
 
 from ..errors import CompileError
+from ..pyparse import parse
 from . import vecmath
 from .llvm_calls import GEMM_BETA, LAPACK_CALLS, LibraryCalls
 from .llvm_expr import (ARRAYS, CASTS, CLASSIFY, I8, I32, I64, INT_FLAGS, LL, MEMORY, VIEWS, Array,
@@ -58,7 +59,7 @@ def kernel_module(source, symbol):
     """An ir.Module that defines the kernel in `source` (one `@njit` function of int64
     arguments, returning nothing) as `symbol`, with Numba's calling convention and fast-math
     flags. Raises Unsupported."""
-    tree = ast.parse(source)
+    tree = parse(source)
     functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
     if len(functions) != 1:
         raise Unsupported("functions other than one kernel")

@@ -8,12 +8,14 @@ holds exactly this code, and a test checks that it does.
 import ast
 import inspect
 
+from ..pyparse import parse
+
 
 def source(module):
     """The text of `module` that a generated module holds: everything from its first
     statement that is not the docstring or an import, after a comment naming where it is from."""
     text = inspect.getsource(module)
-    body = ast.parse(text).body
+    body = parse(text).body
     first = next(node for node in body if not isinstance(node, (ast.Import, ast.ImportFrom))
                  and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)))
     lines = text.splitlines(keepends=True)
