@@ -86,13 +86,23 @@ def library_call(library):
     """Why a traced value cannot go through `library`, the frame of another library's Python
     function the user's code called (`scipy.special.logsumexp(x)`), and what to do."""
     module, name = library.f_globals.get("__name__", "?"), library.f_code.co_name
-    parts = module.split(".")
-    public = ".".join([p for p in parts if not p.startswith("_")] + [name])  # (the public path)
+    wrapped = [v for v in library.f_locals.values() if isinstance(v, types.FunctionType)
+               and getattr(v, "__module__", "").split(".")[0] == module.split(".")[0]]
+    if name in ("wrapper", "inner", "wrapped", "decorated") and wrapped:  # (a decorator's frame:
+        module, name = wrapped[0].__module__, wrapped[0].__name__  # the function it wraps)
+    parts = [p for p in module.split(".") if not p.startswith("_")]
+    owner = library.f_locals.get("self")
+    if parts[:2] == ["scipy", "stats"] and isinstance(getattr(owner, "name", None), str):
+        parts = parts[:2] + [owner.name]  # (a distribution's method: scipy.stats.norm.logpdf)
+    public = ".".join(parts + [name])  # (the public path)
     mirror = None
     if parts[0] == "scipy" and len(parts) > 1:
         from . import scipy as mirrors  # (gradc.scipy: special, stats, linalg)
-        if hasattr(getattr(mirrors, parts[1], None), name):
-            mirror = f"gradc.scipy.{parts[1]}.{name}"
+        found = mirrors
+        for part in parts[1:] + [name]:
+            found = getattr(found, part, None)
+        if found is not None:
+            mirror = "gradc." + public
     return (f"{public} is {parts[0]}'s Python code, which turns its arguments into NumPy "
             "arrays: gradc traces NumPy's functions and operators, not other libraries' code. "
             + (f"Use {mirror}, which mirrors it and traces" if mirror else

@@ -976,6 +976,17 @@ def test_another_librarys_function_and_a_traced_index_say_what_to_write():
                        match=r"test_errors\.py:\d+: scipy\.special\.logsumexp is scipy's .*"
                              r"Use gradc\.scipy\.special\.logsumexp"):
         gradc.grad(lambda x: scipy_special.logsumexp(x))(x)
+    # a distribution's method and a decorated linalg function: named by their public paths
+    # (they were `scipy.stats.logpdf` and `scipy.wrapper`, with no mirror)
+    stats, linalg = pytest.importorskip("scipy.stats"), pytest.importorskip("scipy.linalg")
+    for f, public in ((lambda x: stats.norm.logpdf(x).sum(), r"scipy\.stats\.norm\.logpdf"),
+                      (lambda x: stats.poisson.logpmf(3, x).sum(),
+                       r"scipy\.stats\.poisson\.logpmf"),
+                      (lambda x: linalg.solve_triangular(np.eye(3), x).sum(),
+                       r"scipy\.linalg\.solve_triangular")):
+        with pytest.raises(gradc.TracedBranchError,
+                           match=rf"{public} is scipy's .*Use gradc\.{public}"):
+            gradc.grad(f)(x)
     distance = pytest.importorskip("scipy.spatial.distance")
     with pytest.raises(gradc.GradcError, match=r"scipy\.spatial\.distance\.cdist .*outside the "
                                                r"traced function"):

@@ -267,3 +267,16 @@ def test_what_an_adversarial_round_found_against_scipy():
     with pytest.raises(gradc.UnsupportedOpError, match="allow_singular"):
         gradc.jit(lambda x: gst.multivariate_normal.logpdf(x, np.zeros(2), np.eye(2),
                                                           allow_singular=True))(np.ones(2))
+
+
+def test_polygamma_just_below_zero():
+    """psi^(n)(x) for n >= 2 and -0.5 < x < 0 took 1 - r from r = x + 1, which rounds: 1.5e-11
+    off at x = -1e-5, 2.5e-7 at -1e-10, inf at -1e-20 (SciPy: 2e60); through nested gradients
+    of digamma too. Compiled against SciPy, over the negative axis."""
+    x = np.concatenate([-np.logspace(-20, -1, 40), -np.linspace(0.3, 7.7, 40)])
+    for n in (2, 3, 5):
+        np.testing.assert_allclose(gradc.jit(lambda x: gsp.polygamma(n, x))(x),
+                                   sp.polygamma(n, x), rtol=1e-12)
+    tiny = np.array([-1e-5, -1e-10, -1e-20])
+    second = gradc.grad(lambda x: np.sum(gradc.grad(lambda y: np.sum(gsp.digamma(y)))(x)))
+    np.testing.assert_allclose(second(tiny), sp.polygamma(2, tiny), rtol=1e-14)

@@ -234,10 +234,11 @@ def polygamma(n, x):
         r = x - math.floor(x + 0.5)  # (sin(pi r) = +-sin(pi x), r exact)
         return (PI / math.sin(PI * r)) ** 2 - _polygamma_positive(1, 1.0 - x)
     steps = math.ceil(-x)
-    r = x + steps  # (exact: 0 < r < 1)
-    far = _polygamma_positive(n, steps + 1.0 - r) if steps > 0 else 0.0
+    r = x + steps  # (0 < r < 1; it rounds for -0.5 < x < 0, where 1 - r is -x exactly:
+    near = -x - (steps - 1.0)  # 1 - r from x, whose pole term n!/(1 - r)^(n+1) dominates)
     sign = 1.0 if n % 2 == 1 else -1.0  # (-1)^(n+1)
-    return _polygamma_positive(n, r) + sign * (_polygamma_positive(n, 1.0 - r) - far)
+    far = _polygamma_positive(n, 1.0 - x)  # (N + 1 - r)
+    return _polygamma_positive(n, r) + sign * (_polygamma_positive(n, near) - far)
 
 
 def _polygamma_positive(n, x):
