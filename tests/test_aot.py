@@ -371,6 +371,12 @@ def test_train_module_matches_gradc_train_step_for_50_steps(tmp_path):
     for slot in ("exp_avg", "exp_avg_sq"):
         for k, a in zip(names, step.state_dict()["state"][slot]):
             assert same_bits(a, ref.state_dict()["state"][slot][k])
+    # gradc's state keyed in another order (as a file may give it back): the state is per key
+    step.load_state_dict({"step": 50, "state": {slot: dict(reversed(list(tree.items())))
+                                                for slot, tree in ref_state["state"].items()}})
+    for slot in ("exp_avg", "exp_avg_sq"):
+        for k, a in zip(names, step.state_dict()["state"][slot]):
+            assert same_bits(a, ref_state["state"][slot][k])
     with pytest.raises(TypeError, match="exp_avg"):  # (a tree of other keys)
         step.load_state_dict({"step": 1, "state": {s: {"W1": p_ref["W1"]}
                                                    for s in ("exp_avg", "exp_avg_sq")}})

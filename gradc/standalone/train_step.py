@@ -124,8 +124,8 @@ class TrainStep(Compiled):
                     and all(isinstance(a, np.ndarray) for a in value)):
                 arrays = value  # (this module's own form)
             else:  # (gradc.train_step's: a pytree shaped like the parameters)
-                pairs = []
-                _flatten(ARGS_TREE[1][ARGNUMS], value, f"state[{slot!r}]", pairs)
+                pairs, tree = [], ARGS_TREE[1][ARGNUMS]
+                _flatten(tree, _in_order(tree, value), f"state[{slot!r}]", pairs)
                 arrays = [a for _, a in pairs]
             if len(arrays) != len(mine):
                 raise ValueError(f"state[{slot!r}] holds {len(arrays)} arrays; the parameters "
@@ -154,3 +154,15 @@ def _params(args):
     leaves = []
     _flatten(ARGS_TREE[1][ARGNUMS], args[ARGNUMS], ARG_NAMES[ARGNUMS], leaves)
     return leaves
+
+
+def _in_order(tree, x):
+    """A state `x` with each dict's keys in the parameters' order (`tree`) where they are the
+    same keys, of the same types: a state is per key, and a file may give a dict back in
+    another order."""
+    if tree[0] == "dict" and isinstance(x, dict) and (
+            {(type(k), k) for k in x} == {(type(k), k) for k in tree[1]}):
+        return {k: _in_order(t, x[k]) for k, t in zip(tree[1], tree[2])}
+    if tree[0] in ("list", "tuple") and isinstance(x, (list, tuple)) and len(x) == len(tree[1]):
+        return type(x)(_in_order(t, v) for t, v in zip(tree[1], x))
+    return x
