@@ -522,3 +522,29 @@ def _rows(x, axis):
     """x with its axes from `axis` on merged into one, by size (a -1 cannot stand for it in an
     empty batch: NumPy refuses to infer it there)."""
     return x.reshape(tuple(x.shape[:axis]) + (math.prod(x.shape[axis:]),))
+
+
+# PyTorch's keywords these functions do not take, and what to write instead (a bare "unexpected
+# keyword argument" said nothing of it)
+_PER_SAMPLE = ("the per-sample losses are -np.take_along_axis(gradc.nn.log_softmax(logits, "
+               "-1), labels[:, None], axis=1)[:, 0]")
+cross_entropy.__wrapped__.keyword_hints = {
+    "reduction": f"it is the mean over the batch; {_PER_SAMPLE} (sum or weight them as needed)",
+    "weight": f"{_PER_SAMPLE}; weight them and take the sum divided by the weights' sum",
+    "ignore_index": f"{_PER_SAMPLE}; mask them with np.where(labels != ignore, ..., 0)",
+    "label_smoothing": "mix the one-hot targets with 1/classes and take "
+                       "-(targets * gradc.nn.log_softmax(logits, -1)).sum(-1).mean()"}
+mse.__wrapped__.keyword_hints = {
+    "reduction": "it is the mean; (pred - target) ** 2 gives the per-element losses"}
+max_pool2d.__wrapped__.keyword_hints = {
+    "kernel_size": "the window is `kernel` (max_pool2d(x, kernel, stride, padding))",
+    "ceil_mode": "windows that run past the edge are not taken; pad the input first (np.pad "
+                 "with -np.inf)",
+    "dilation": "no dilated pooling; take strided slices of the input first"}
+avg_pool2d.__wrapped__.keyword_hints = {
+    "kernel_size": "the window is `kernel` (avg_pool2d(x, kernel, stride, padding))",
+    "count_include_pad": "padding counts in the mean (count_include_pad=True, PyTorch's "
+                         "default); for the other, divide by avg_pool2d of np.ones_like(x)"}
+batch_norm.__wrapped__.keyword_hints = {
+    "training": "it uses the batch's statistics unless mean= and var= are given (the running "
+                "statistics, for evaluation)"}

@@ -140,6 +140,11 @@ def traced(method, graph_of=_graph_of_values):
         if hook is not None and not (frozen.inert(args) and frozen.inert(kwargs.values())):
             watch.resume(hook)
             hook = None
+        hints = getattr(method, "keyword_hints", None)
+        if hints and not hints.keys().isdisjoint(kwargs):  # (another library's keyword)
+            key = next(k for k in kwargs if k in hints)
+            raise ArgumentError(f"{method.__name__}() takes no {key}=: {hints[key]}",
+                                source=user_source())
         try:
             graph = graph_of(*args, **kwargs)
             if graph is None or not graph.stamp_user_source:

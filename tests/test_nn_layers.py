@@ -902,3 +902,19 @@ def test_an_empty_batch_through_pooling_group_norm_and_flatten():
         assert gradc.jit(f)(x).shape == f(x).shape
         grad = gradc.grad(lambda x: np.sum(f(x)))(x)
         assert grad.shape == x.shape
+
+
+def test_pytorchs_keywords_say_what_to_write():
+    """reduction=, ignore_index=, ceil_mode=... (PyTorch's) were a bare 'unexpected keyword
+    argument'; each now says what gradc's function does and what to write, with the line."""
+    x, y = RNG.standard_normal((4, 3)), np.array([0, 1, 2, 1])
+    for call, text in ((lambda: gradc.nn.cross_entropy(x, y, reduction="none"), "per-sample"),
+                       (lambda: gradc.nn.cross_entropy(x, y, ignore_index=-100), "np.where"),
+                       (lambda: gradc.nn.mse(x, x, reduction="sum"), "per-element"),
+                       (lambda: gradc.nn.max_pool2d(np.ones((1, 1, 4, 4)), 2, ceil_mode=True),
+                        "np.pad")):
+        with pytest.raises(gradc.ArgumentError, match=rf"test_nn_layers\.py:\d+: .* takes no .*"
+                                                      rf"{text}"):
+            call()
+    with pytest.raises(gradc.ArgumentError, match="takes no reduction="):
+        gradc.jit(lambda x, y: gradc.nn.cross_entropy(x, y, reduction="sum"))(x, y)
