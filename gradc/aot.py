@@ -71,6 +71,8 @@ class Spec:
         return hash((self.shape, self.dtype.str))
 
     def materialize(self, rng):
+        if self.dtype in (np.float32, np.float64):  # (drawn in its dtype: a float64 copy of
+            return rng.standard_normal(self.shape, dtype=self.dtype)  # a big table cost 2x)
         if np.issubdtype(self.dtype, np.floating):
             return rng.standard_normal(self.shape).astype(self.dtype)
         return np.zeros(self.shape, self.dtype)
