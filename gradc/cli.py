@@ -38,9 +38,14 @@ def load_attr(spec, what):
     path, sep, name = spec.rpartition(":")
     if not sep or not path or not name:
         raise CliError(f"{what} must look like MODULE.py:NAME, got {spec!r}")
+    if not os.path.isfile(path) and _dotted(path):  # (pkg.module:NAME, importable from here)
+        return _attr(_import_dotted(path), path, name)
     if not os.path.isfile(path):
         raise CliError(f"no such file: {path}")
     full = os.path.abspath(path)
+    package = _package_of(full)
+    if package is not None:  # (a module of a package, which may import relatively)
+        return _attr(_import_dotted(package[1], root=package[0]), path, name)
     base = os.path.splitext(os.path.basename(path))[0]
     mod_name = f"gradc_user_{base}_{hashlib.sha1(full.encode()).hexdigest()[:8]}"
     module = sys.modules.get(mod_name)
@@ -60,6 +65,10 @@ def load_attr(spec, what):
             if isinstance(e, KeyboardInterrupt):
                 raise
             raise CliError(f"importing {path} failed: {_one_line(e)}") from e
+    return _attr(module, path, name)
+
+
+def _attr(module, path, name):
     try:
         obj = getattr(module, name)
     except AttributeError:
@@ -67,6 +76,35 @@ def load_attr(spec, what):
     if not callable(obj):
         raise CliError(f"{path}:{name} is a {type(obj).__name__}, not a function")
     return obj
+
+
+def _dotted(text):
+    return all(part.isidentifier() for part in text.split("."))
+
+
+def _package_of(full):
+    """(the folder above the top package, the module's dotted name) for a file inside a
+    package (folders with __init__.py), else None."""
+    folder, parts = os.path.dirname(full), [os.path.splitext(os.path.basename(full))[0]]
+    while os.path.isfile(os.path.join(folder, "__init__.py")):
+        parts.insert(0, os.path.basename(folder))
+        folder = os.path.dirname(folder)
+    if len(parts) == 1 or not all(p.isidentifier() for p in parts):
+        return None
+    return folder, ".".join(parts)
+
+
+def _import_dotted(dotted, root=None):
+    """Import `dotted` (from `root`, put first on sys.path, else from the working folder)."""
+    root = root or os.getcwd()
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    try:
+        return importlib.import_module(dotted)
+    except BaseException as e:  # the user's module failed to import (or called sys.exit)
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        raise CliError(f"importing {dotted} failed: {_one_line(e)}") from e
 
 
 def example_args(spec):

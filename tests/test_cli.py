@@ -346,3 +346,33 @@ def test_compile_prints_gradcs_warnings_as_notes_naming_the_users_line(tmp_path,
     assert len(notes) == 1 and "ConstantArrayWarning" in notes[0], err
     assert f"globals_model.py:{line_of(module, 'def loss')}" in notes[0] and "`W`" in notes[0]
     assert "cli.py" not in err and "bin/gradc" not in err
+
+
+def test_a_model_inside_a_package_imports_relatively(tmp_path, monkeypatch):
+    """A model file in a package (`from .layers import dense`) failed to import ('attempted
+    relative import with no known parent package'): it is imported as the package's module,
+    by its path or as pkg.module:NAME."""
+    package = tmp_path / "netpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "layers.py").write_text("import numpy as np\n\n\ndef dense(w, x):\n"
+                                       "    return np.tanh(x @ w)\n")
+    (package / "model.py").write_text(textwrap.dedent("""
+        import numpy as np
+        from .layers import dense
+
+
+        def loss(w, x):
+            return np.sum(dense(w, x) ** 2)
+
+
+        def args():
+            return np.full((3, 2), 0.1), np.ones((4, 3))
+        """))
+    monkeypatch.chdir(tmp_path)
+    for target, example in (("netpkg/model.py:loss", "netpkg/model.py:args"),
+                            ("netpkg.model:loss", "netpkg.model:args")):
+        out = tmp_path / "out.py"
+        assert cli.main(["compile", target, "--example", example, "-q", "-o", str(out)]) == 0
+        assert "def loss" not in out.read_text() and "loss = ValueAndGrad()" in out.read_text()
+        out.unlink()
