@@ -1300,3 +1300,20 @@ def test_enum_members_and_function_attributes_read_from_outside_are_guarded():
     h(X)
     scaled.k = 5.0
     np.testing.assert_array_equal(h(X), 5 * X)
+
+
+def test_a_big_endian_float_array_from_outside_is_read_by_value():
+    """A big-endian float64 global (read from a file as '>f8') was refused as 'a float64 array
+    ... gradc computes in float32, float64': compiled in by its values now (it cannot be read
+    live: a ConstantArrayWarning says so), and checked by contents."""
+    W = np.arange(6.0).reshape(2, 3).astype(">f8")
+
+    def f(x):
+        return np.sum(x @ W)
+
+    x = np.ones((4, 2))
+    g = gradc.jit(f)
+    assert g(x) == f(x)
+    W[0, 0] = 100.0
+    with pytest.warns(gradc.ConstantArrayWarning):
+        assert g(x) == f(x) == 460.0

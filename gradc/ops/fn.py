@@ -90,6 +90,8 @@ def ones_like(x):
 
 def array_const(graph, array):
     array = np.asarray(array)
+    if not array.dtype.isnative and array.dtype.newbyteorder("=") in SUPPORTED_DTYPES:
+        array = array.astype(array.dtype.newbyteorder("="))  # (a big-endian float64: its values)
     if array.dtype not in SUPPORTED_DTYPES and array.dtype.kind in "fiub":  # (float16, int8...)
         raise UnsupportedOpError(
             f"a {array.dtype.name} array meets a traced value: gradc computes in "
