@@ -59,6 +59,10 @@ class Spec:
         if isinstance(shape, (int, np.integer)):
             shape = (int(shape),)
         self.shape = tuple(int(d) for d in shape)
+        if any(d < 0 for d in self.shape) or any(
+                not isinstance(d, (int, np.integer)) or isinstance(d, bool) for d in shape):
+            raise AotError(f"Spec({tuple(shape)!r}): a shape is whole numbers >= 0 (the "
+                           "example's sizes; a -1 is not inferred here)")
         self.dtype = np.dtype(dtype)
 
     def __repr__(self):
@@ -304,8 +308,8 @@ class Generator:
             d += [f"    from {{module}} import {self.name}",
                   f"    value, grads = {self.name}({sig})", ""]
         d += ["Calling convention (version " + str(CALLING_CONVENTION) + ")", "",
-              f"    `{self.name}` takes the arguments the Python function takes, positionally, as "
-              "pytrees (dicts,",
+              f"    `{self.name}` takes the arguments the Python function takes (by position or "
+              "name), as pytrees (dicts,",
               "    lists, tuples) of NumPy arrays of exactly these shapes and dtypes; other "
               "leaves are",
               "    static and must equal the values it was compiled with:", ""]

@@ -13,7 +13,7 @@ Usage
 
 Calling convention (version 2)
 
-    `loss` takes the arguments the Python function takes, positionally, as pytrees (dicts,
+    `loss` takes the arguments the Python function takes (by position or name), as pytrees (dicts,
     lists, tuples) of NumPy arrays of exactly these shapes and dtypes; other leaves are
     static and must equal the values it was compiled with:
 
@@ -871,6 +871,28 @@ def _unflatten(tree, it):
     return tree[1]
 
 
+def _positional(name, args, kwargs):
+    """The arguments in order, keywords placed by the Python function's names (ARG_NAMES), as
+    gradc's API takes them."""
+    if not kwargs:
+        return args
+    filled = list(args) + [_MISSING] * (N_ARGS - len(args))
+    for key, value in kwargs.items():
+        if key not in ARG_NAMES or ARG_NAMES.index(key) >= N_ARGS:
+            raise TypeError(f"{name}() has no argument {key!r}; it takes {', '.join(ARG_NAMES)}")
+        at = ARG_NAMES.index(key)
+        if at < len(args):
+            raise TypeError(f"{name}() got {key!r} twice: by position and by name")
+        filled[at] = value
+    missing = [n for n, v in zip(ARG_NAMES, filled) if v is _MISSING]
+    if missing:
+        raise TypeError(f"{name}() is missing {', '.join(missing)}")
+    return tuple(filled)
+
+
+_MISSING = object()
+
+
 def _leaves(name, args):
     """The flat input arrays of a call, checked against `INPUTS` (shape and dtype must match)."""
     if len(args) != N_ARGS:
@@ -1008,7 +1030,8 @@ MANY_ARGNUMS = False
 class Jit(Compiled):
     """Call it like the Python function: returns what it returns (fresh arrays)."""
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
+        args = _positional(NAME, args, kwargs)
         arrays = _leaves(NAME, args)
         with self.lock:
             self._run(arrays)
@@ -1024,7 +1047,8 @@ class Grad(Compiled):
         super().__init__()
         self.copy = copy
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
+        args = _positional(NAME, args, kwargs)
         arrays = _leaves(NAME, args)
         with self.lock:
             self._run(arrays)

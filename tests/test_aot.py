@@ -612,6 +612,15 @@ def test_what_a_fuzzing_round_of_the_modules_found(tmp_path):
             mod.keyed({key: np.array(2.0)}, x, -np.inf)
     with pytest.raises(TypeError, match="static value -inf; got inf"):
         mod.keyed(args[0], x, np.inf)
+    # keywords, as gradc's API takes them
+    by_name = mod.keyed(args[0], fill=-np.inf, x=x)
+    assert same_bits(by_name[0], value) and same_bits(by_name[1][1], grads[1])
+    with pytest.raises(TypeError, match="missing fill"):
+        mod.keyed(args[0], x=x)
+    with pytest.raises(TypeError, match="has no argument 'y'"):
+        mod.keyed(args[0], x, -np.inf, y=x)
+    with pytest.raises(aot.AotError, match="whole numbers >= 0"):
+        aot.Spec((-1, 2))
     first = mod.keyed(*args)[1][1]
     first.shape = (1,)
     first.flags.writeable = False

@@ -5,14 +5,15 @@ Copied verbatim (from the first definition on) into every module `gradc compile`
 gradc/standalone/calls.py, the Compiled and the tables they read: OUT_TREE (a jit's results),
 GRAD_TREES, GRAD_COUNTS and MANY_ARGNUMS (a gradient's). NumPy only.
 """
-from .calls import _leaves, _result, _unflatten
+from .calls import _leaves, _positional, _result, _unflatten
 from .host import Compiled
 
 
 class Jit(Compiled):
     """Call it like the Python function: returns what it returns (fresh arrays)."""
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
+        args = _positional(NAME, args, kwargs)
         arrays = _leaves(NAME, args)
         with self.lock:
             self._run(arrays)
@@ -28,7 +29,8 @@ class Grad(Compiled):
         super().__init__()
         self.copy = copy
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
+        args = _positional(NAME, args, kwargs)
         arrays = _leaves(NAME, args)
         with self.lock:
             self._run(arrays)

@@ -75,6 +75,28 @@ def _unflatten(tree, it):
     return tree[1]
 
 
+def _positional(name, args, kwargs):
+    """The arguments in order, keywords placed by the Python function's names (ARG_NAMES), as
+    gradc's API takes them."""
+    if not kwargs:
+        return args
+    filled = list(args) + [_MISSING] * (N_ARGS - len(args))
+    for key, value in kwargs.items():
+        if key not in ARG_NAMES or ARG_NAMES.index(key) >= N_ARGS:
+            raise TypeError(f"{name}() has no argument {key!r}; it takes {', '.join(ARG_NAMES)}")
+        at = ARG_NAMES.index(key)
+        if at < len(args):
+            raise TypeError(f"{name}() got {key!r} twice: by position and by name")
+        filled[at] = value
+    missing = [n for n, v in zip(ARG_NAMES, filled) if v is _MISSING]
+    if missing:
+        raise TypeError(f"{name}() is missing {', '.join(missing)}")
+    return tuple(filled)
+
+
+_MISSING = object()
+
+
 def _leaves(name, args):
     """The flat input arrays of a call, checked against `INPUTS` (shape and dtype must match)."""
     if len(args) != N_ARGS:

@@ -8,7 +8,7 @@ SLOTS, SCALAR_NAMES, CHECK_FINITE, HYPERPARAMETERS (the optimizer's, by name) an
 """
 import numpy as np
 
-from .calls import _flatten, _leaves, first_overlap, leaf_count
+from .calls import _flatten, _leaves, _positional, first_overlap, leaf_count
 from .host import Compiled
 
 
@@ -54,7 +54,8 @@ class TrainStep(Compiled):
             raise ValueError(f"lr={value!r}: the learning rate must be a number >= 0")
         self.hyper.lr = value
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
+        args = _positional(NAME, args, kwargs)
         arrays = _leaves(NAME, args)
         n = _leaves_before(ARGNUMS)
         params = _params(args)
