@@ -8,6 +8,7 @@ GRADC_LOG=compiles.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import types
@@ -25,7 +26,8 @@ from .passes import BEFORE_AUTODIFF, run_passes
 from .signature import (Call, RecompileWatch, as_scalar, check_device_leaves, check_input_dtypes,
                         check_loss_output, check_scalar_output, differentiable_leaves, number_loss,
                         keep_recent, normalize_argnums, signature_key, what_changed)
-from .trace import argument_names, current_graph, leaf_names, trace, user_source
+from .trace import (_frame_kind, argument_names, current_graph, leaf_names, trace,
+                    user_source)
 
 
 MAX_VARIANTS = 8  # earlier compiles kept per signature, for outside values that come back
@@ -269,19 +271,20 @@ class Function:
         value = _result(outs[0], fresh=True)
         if floats:  # the gradient of a Python float is a Python float
             outs = [float(o) if i in floats else o for i, o in enumerate(outs)]
+        fresh = self.copy or _from_a_library(sys._getframe(2))
         grads, cursor = [], 1
         for tree, n in zip(grad_trees, counts):  # (0-d gradients too are arrays, like params)
             # (a new view of the buffer each call: what the caller does to the array object,
             # `g.shape = (-1,)` or its flags, does not reach the next call's)
             grads.append(pytree.unflatten(tree, [o if type(o) is float else
-                                                 o.copy() if self.copy else o.view()
+                                                 o.copy() if fresh else o.view()
                                                  for o in outs[cursor:cursor + n]]))
             cursor += n
         grads = tuple(grads) if many else grads[0]
         if self.has_aux:  # out_tree is that of (loss, aux); aux follows the gradients
             aux_tree = out_tree[1][1]
             aux = outs[cursor:cursor + pytree.leaf_count(aux_tree)]
-            aux = pytree.unflatten(aux_tree, [_result(o, fresh=self.copy) for o in aux])
+            aux = pytree.unflatten(aux_tree, [_result(o, fresh=fresh) for o in aux])
             return (grads, aux) if self.mode == "grad" else ((value, aux), grads)
         return grads if self.mode == "grad" else (value, grads)
 
@@ -364,3 +367,18 @@ def _result(view, fresh):
     if view.shape == ():
         return view.dtype.type(view[()])
     return view.copy() if fresh else view.view()
+
+
+_LIBRARY_CALLER = {}  # code object -> whether it is another library's
+
+
+def _from_a_library(frame):
+    """Whether a gradient's caller is another library's code: it gets fresh arrays, not views
+    of gradc's buffers. scipy.optimize.minimize(gradc.value_and_grad(f), x0, jac=True) keeps
+    one call's gradient while it makes the next, and the views changed under it (BFGS and CG
+    stopped far from the minimum, silently); the user's own loop keeps the views' speed."""
+    code = frame.f_code
+    kind = _LIBRARY_CALLER.get(code)
+    if kind is None:
+        kind = _LIBRARY_CALLER[code] = _frame_kind(code.co_filename) == "library"
+    return kind

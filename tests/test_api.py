@@ -886,3 +886,23 @@ def test_a_forked_child_calls_a_function_another_thread_was_calling():
     finally:
         stop.set()
         thread.join()
+
+
+def test_another_librarys_caller_gets_fresh_gradients():
+    """scipy.optimize.minimize(gradc.value_and_grad(f), x0, jac=True) (autograd's idiom) keeps
+    one call's gradient while it makes the next: views of gradc's buffers changed under it, and
+    BFGS and CG stopped far from the minimum, silently. A library's call gets fresh arrays; the
+    user's own calls keep the views."""
+    optimize = pytest.importorskip("scipy.optimize")
+
+    def rosenbrock(x):
+        return 100 * (x[1] - x[0] ** 2) ** 2 + (1 - x[0]) ** 2
+
+    vg = gradc.value_and_grad(rosenbrock)
+    for method in ("CG", "BFGS"):
+        result = optimize.minimize(vg, np.array([-2.0, -1.0]), jac=True, method=method)
+        assert result.success and np.allclose(result.x, 1.0, atol=1e-4), method
+    x = np.array([0.5, 0.5])
+    first = vg(x)[1]
+    second = vg(x + 1)[1]
+    assert np.shares_memory(first, second)  # (the user's own calls: views, as documented)
