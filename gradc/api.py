@@ -12,7 +12,7 @@ def jit(fun=None, *, target="cpu", max_signatures=None):
     return Function(fun, "jit", target=target, max_signatures=max_signatures)
 
 
-def grad(fun=None, *, argnums=0, copy=False, target="cpu", max_signatures=None, has_aux=False):
+def grad(fun=None, argnums=0, *, copy=False, target="cpu", max_signatures=None, has_aux=False):
     """Gradient of scalar `fun` with respect to argument(s) `argnums`, with the same pytree
     structure. Unless copy=True, the arrays are views of fixed buffers that the next call
     overwrites. has_aux=True: `fun` returns (loss, aux), aux a pytree of arrays computed in the
@@ -24,7 +24,7 @@ def grad(fun=None, *, argnums=0, copy=False, target="cpu", max_signatures=None, 
                     max_signatures=max_signatures, has_aux=has_aux)
 
 
-def value_and_grad(fun=None, *, argnums=0, copy=False, target="cpu", max_signatures=None,
+def value_and_grad(fun=None, argnums=0, *, copy=False, target="cpu", max_signatures=None,
                    has_aux=False):
     """(value, gradients) of scalar `fun`; see `grad`. has_aux=True: ((value, aux), grads), as
     JAX returns them."""

@@ -263,6 +263,12 @@ def check_loss_output(out_tree, outs, has_aux, fun, src):
     """What a differentiated function returned (`out_tree`, its array leaves `outs`, traced) is
     one loss, or with has_aux=True a pair (loss, aux) whose aux is a pytree of arrays."""
     if not has_aux:
+        if (out_tree[0] == "static" and isinstance(out_tree[1], (int, np.integer))
+                and not outs):  # (`return 1`: an integer has no gradient, as in JAX)
+            raise NonDifferentiableError(
+                f"grad needs a float loss; the function returned the integer {out_tree[1]!r} "
+                f"(return {float(out_tree[1])!r} for a constant loss, whose gradient is zeros)",
+                source=src)
         if len(outs) != 1 or out_tree not in (pytree.LEAF, pytree.FLOAT):  # ((loss, 0.5))
             raise NonDifferentiableError(
                 f"grad needs a function that returns one scalar, got {pytree.describe(out_tree)}"

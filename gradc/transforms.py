@@ -81,7 +81,7 @@ def split_aux(out_tree, outs, has_aux, fun, src):
     return main, list(outs[:n]), aux, list(outs[n:])
 
 
-def jacobian(fun=None, *, argnums=0, has_aux=False, target="cpu", max_signatures=None):
+def jacobian(fun=None, argnums=0, *, has_aux=False, target="cpu", max_signatures=None):
     """The Jacobian of `fun` with respect to argument(s) `argnums` (reverse mode, JAX's jacrev
     convention): for an output of shape S and an argument leaf of shape T, an array of shape
     S + T; pytree outputs and arguments nest as JAX's do (output tree outside). Fresh arrays.
@@ -94,7 +94,7 @@ def jacobian(fun=None, *, argnums=0, has_aux=False, target="cpu", max_signatures
                     max_signatures=max_signatures, has_aux=has_aux)
 
 
-def hessian(fun=None, *, argnums=0, has_aux=False, target="cpu", max_signatures=None):
+def hessian(fun=None, argnums=0, *, has_aux=False, target="cpu", max_signatures=None):
     """The Hessian of scalar `fun`: the Jacobian of its gradient (both with respect to
     `argnums`), as JAX's hessian: shape T + T for an argument of shape T, nested pairs for
     pytrees and tuples of argnums. has_aux=True: `fun` returns (loss, aux), and the call

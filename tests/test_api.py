@@ -906,3 +906,15 @@ def test_another_librarys_caller_gets_fresh_gradients():
     first = vg(x)[1]
     second = vg(x + 1)[1]
     assert np.shares_memory(first, second)  # (the user's own calls: views, as documented)
+
+
+def test_argnums_by_position_as_jax_and_autograd():
+    """grad(fun, 1), as jax.grad and autograd.grad take it, was a bare TypeError."""
+    def fun(x, y):
+        return np.sin(np.sin(x) + np.sin(y))
+
+    want = np.cos(np.sin(0.3) + np.sin(0.7)) * np.cos(0.7)
+    assert gradc.grad(fun, 1)(0.3, 0.7) == pytest.approx(want, rel=1e-14)
+    assert gradc.value_and_grad(fun, 1)(0.3, 0.7)[1] == pytest.approx(want, rel=1e-14)
+    assert gradc.jacobian(fun, 1)(0.3, 0.7) == pytest.approx(want, rel=1e-14)
+    assert gradc.hessian(fun, (0, 1))(0.3, 0.7)[0][1] == gradc.hessian(fun, (1, 0))(0.3, 0.7)[1][0]

@@ -1110,3 +1110,11 @@ def test_a_train_step_inside_traced_code_says_so():
     step = gradc.train_step(lambda p: np.sum(p ** 2), gradc.optim.SGD(0.1))
     with pytest.raises(gradc.UnsupportedOpError, match="a train_step called inside a traced"):
         gradc.jit(lambda a: step(a))(np.ones(3))
+
+
+def test_an_integer_constant_loss_says_to_return_a_float():
+    """`return 1` from a differentiated function (autograd's test_grad_const) was 'needs a
+    function that returns one scalar, got 1'; `return 1.0` is a constant with zero gradient."""
+    with pytest.raises(gradc.NonDifferentiableError, match="returned the integer 1 "):
+        gradc.grad(lambda x: 1)(2.0)
+    assert gradc.grad(lambda x: 1.0)(2.0) == 0.0
