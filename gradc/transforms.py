@@ -28,8 +28,10 @@ def jacobian_values(graph, outs, wrt, src):
     rows = sum(o.size for o in outs)
     if rows > MAX_JACOBIAN_ROWS:
         raise UnsupportedOpError(
-            f"gradc.jacobian unrolls one VJP per output element, and this function returns "
-            f"{rows} (over {MAX_JACOBIAN_ROWS}): reduce the output, or take VJPs with gradc.vjp",
+            f"gradc.jacobian unrolls one VJP per output element (gradc.hessian, the Jacobian of "
+            f"the gradient: one per element of the arguments), and here there are {rows} (over "
+            f"{MAX_JACOBIAN_ROWS}): take products instead, gradc.vjp for a Jacobian, gradc.hvp "
+            "for a Hessian (Hessian-vector products), or differentiate fewer elements",
             source=src)
     result = []
     for o in outs:

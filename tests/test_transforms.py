@@ -544,3 +544,10 @@ def test_gradc_scipy_is_there_after_a_bare_import():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [str(np.log(2.0)), "True"]
+
+
+def test_a_hessian_too_large_to_unroll_names_hvp():
+    """A Hessian of 1,100 parameters said 'this function returns 1100' (a scalar function) and
+    pointed at gradc.vjp; it names gradc.hvp now."""
+    with pytest.raises(gradc.UnsupportedOpError, match=r"1100 \(over 1024\).*gradc\.hvp"):
+        gradc.hessian(lambda x: np.sum(x ** 3))(np.ones(1100))
