@@ -488,10 +488,12 @@ def loop_kernel(kernel, fusion, address):
             for red in nest.reductions:
                 if id(red.access) in blocked:
                     n = array_of[id(red.access)][1:]
-                    emit(depth, f"blk{n} = f64(blk{n})")  # (Neumaier: t = acc + blk exactly
-                    emit(depth, f"tot{n} = acc{n} + blk{n}")  # is tot + the error kept)
-                    emit(depth, f"err{n} = err{n} + ((acc{n} - tot{n}) + blk{n} if abs(acc{n}) "
-                                f">= abs(blk{n}) else (blk{n} - tot{n}) + acc{n})")
+                    # (Neumaier: t = acc + part exactly is tot + the error kept; `part`, not
+                    # blk rebound: a name that changes type keeps a kernel off the LLVM route)
+                    emit(depth, f"part{n} = f64(blk{n})")
+                    emit(depth, f"tot{n} = acc{n} + part{n}")
+                    emit(depth, f"err{n} = err{n} + ((acc{n} - tot{n}) + part{n} if abs(acc{n}) "
+                                f">= abs(part{n}) else (part{n} - tot{n}) + acc{n})")
                     emit(depth, f"acc{n} = tot{n}")
         if split and l == last:
             depth -= 1
