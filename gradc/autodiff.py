@@ -5,14 +5,12 @@ gradients) that the later passes simplify and fuse as a whole, and that `vjp` ca
 again (grad of grad). Only active nodes are visited: those that depend on a differentiated input
 and that the output depends on.
 """
-import numpy as np
-
 from .errors import NonDifferentiableError
 from .ops import fn
 
 
 def is_differentiable(value):
-    return np.issubdtype(value.dtype, np.floating)
+    return value.dtype.kind == "f"  # (np.issubdtype's answer, ~20x faster: it runs per node)
 
 
 def active_nodes(graph, wrt, out):
@@ -32,10 +30,12 @@ def active_nodes(graph, wrt, out):
     return list(reversed(active))
 
 
-def vjp(graph, out, wrt, seed=None):
+def vjp(graph, out, wrt, seed=None, active=None):
     """Build d(out)/d(wrt) · seed as new nodes of `graph`; return one cotangent per `wrt` value.
 
-    A `wrt` value that `out` does not depend on gets zeros.
+    A `wrt` value that `out` does not depend on gets zeros. `active`: active_nodes(graph, wrt,
+    out), when the caller has it (a Jacobian's rows share it: the nodes one row adds are not
+    on the path from wrt to out, and finding it anew per row scanned the grown graph, n^2).
     """
     for w in wrt:
         if not is_differentiable(w):
@@ -47,7 +47,7 @@ def vjp(graph, out, wrt, seed=None):
             with graph.at_source(out.node.source if out.node else graph.source):
                 seed = fn.ones_like(out)
         cotangent = {out.id: seed}
-        for node in reversed(active_nodes(graph, wrt, out)):
+        for node in reversed(active if active is not None else active_nodes(graph, wrt, out)):
             g = cotangent.pop(node.output.id, None)
             if g is None:
                 continue

@@ -40,10 +40,12 @@ def jacobian_values(graph, outs, wrt, src):
                 f"gradc.jacobian needs float outputs, got a {o.dtype} output of shape {o.shape}",
                 source=src)
         per_w = [[] for _ in wrt]
+        active = autodiff.active_nodes(graph, wrt, o)  # (one for all the rows)
         for k in range(o.size):  # row k: the VJP with the k-th one-hot cotangent
             seed = np.zeros(o.size, o.dtype)
             seed[k] = 1
-            cts = autodiff.vjp(graph, o, wrt, seed=fn.array_const(graph, seed.reshape(o.shape)))
+            cts = autodiff.vjp(graph, o, wrt, seed=fn.array_const(graph, seed.reshape(o.shape)),
+                               active=active)
             for rows_w, ct, w in zip(per_w, cts, wrt):
                 rows_w.append(fn.reshape(ct, (1,) + w.shape))
         result.append([fn.reshape(fn.concatenate(r, axis=0), o.shape + w.shape) if r
