@@ -370,6 +370,9 @@ def _result(view, fresh):
 
 
 _LIBRARY_CALLER = {}  # code object -> whether it is another library's
+# libraries known to keep one call's gradient while they make the next: a user's function handed
+# to them (up to HOLDER_DEPTH frames below theirs) gets fresh arrays too
+HOLDERS, HOLDER_DEPTH = ("scipy.optimize",), 3
 
 
 def _from_a_library(frame):
@@ -381,4 +384,13 @@ def _from_a_library(frame):
     kind = _LIBRARY_CALLER.get(code)
     if kind is None:
         kind = _LIBRARY_CALLER[code] = _frame_kind(code.co_filename) == "library"
-    return kind
+    if kind:
+        return True
+    for _ in range(HOLDER_DEPTH):  # (a function of the user's own that scipy.optimize calls,
+        frame = frame.f_back  # `lambda x: vg(x, data)`)
+        if frame is None:
+            return False
+        if frame.f_globals.get("__name__", "").startswith(HOLDERS):
+            return True
+    return False
+

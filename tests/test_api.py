@@ -900,8 +900,9 @@ def test_another_librarys_caller_gets_fresh_gradients():
 
     vg = gradc.value_and_grad(rosenbrock)
     for method in ("CG", "BFGS"):
-        result = optimize.minimize(vg, np.array([-2.0, -1.0]), jac=True, method=method)
-        assert result.success and np.allclose(result.x, 1.0, atol=1e-4), method
+        for objective in (vg, lambda x: vg(x)):  # (directly, and through the user's function)
+            result = optimize.minimize(objective, np.array([-2.0, -1.0]), jac=True, method=method)
+            assert result.success and np.allclose(result.x, 1.0, atol=1e-4), method
     x = np.array([0.5, 0.5])
     first = vg(x)[1]
     second = vg(x + 1)[1]
