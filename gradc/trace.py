@@ -264,9 +264,14 @@ def _numpy_dtype_checked(ufunc, impl, name=None):
     same call on one element of each operand's dtype, Python numbers as they are: its
     promotion rules, weak scalars included, are NumPy's own."""
     def checked(*xs):
-        with np.errstate(all="ignore"):
-            out = ufunc(*map(_sample, xs))  # (NumPy's errors: ArgumentErrors, traced)
-        out = np.asarray(out[-1] if isinstance(out, tuple) else out).dtype
+        key = _dtypes_key(ufunc, xs)
+        out = _RESULT_DTYPES.get(key) if key is not None else None
+        if out is None:
+            with np.errstate(all="ignore"):
+                out = ufunc(*map(_sample, xs))  # (NumPy's errors: ArgumentErrors, traced)
+            out = np.asarray(out[-1] if isinstance(out, tuple) else out).dtype
+            if key is not None:
+                _RESULT_DTYPES[key] = out
         if out not in SUPPORTED_DTYPES:
             raise UnsupportedOpError(
                 f"{name or _ufunc_name(ufunc)} of {_dtype_names(xs)} gives {out.name} in NumPy, "
@@ -280,6 +285,24 @@ def _numpy_dtype_checked(ufunc, impl, name=None):
         return result
     checked.__name__ = checked.__qualname__ = getattr(ufunc, "__name__", str(name))
     return checked
+
+
+# (ufunc, each operand's (dtype, weak)) -> NumPy's result dtype: asking NumPy on samples for
+# every traced op was ~15 us of each (a Hessian's thousands of rows, 2.5 s). Python numbers
+# are typed by value in NumPy 2 (int8 + 300 refuses): calls with one are not kept.
+_RESULT_DTYPES = {}
+
+
+def _dtypes_key(ufunc, xs):
+    key = [ufunc]
+    for x in xs:
+        if isinstance(x, Value):
+            key.append((x.dtype, fn.is_weak(x)))
+        elif type(x) is np.ndarray:
+            key.append((x.dtype, False))
+        else:
+            return None
+    return tuple(key)
 
 
 def _sample(x):
