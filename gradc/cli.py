@@ -166,8 +166,11 @@ def cmd_compile(ns):
                        "module to another file")
     if ns.train in ("adam", "adamw") and ns.momentum is not None:
         raise CliError(f"--momentum goes with --train sgd or momentum, not {ns.train}")
-    fun, args = load(ns)
     mode = ns.mode or ("train" if ns.train else "value_and_grad")
+    if mode == "jit" and ns.argnums != 0:
+        raise CliError("--argnums goes with a gradient (--value-and-grad, --grad, --train), "
+                       "not --jit: the forward takes every argument as it is")
+    fun, args = load(ns)
     optimizer = None
     if mode == "train":
         try:
@@ -208,6 +211,8 @@ def _command_line(ns, mode):
     if ns.argnums != 0:
         parts += ["--argnums", ",".join(map(str, ns.argnums)) if isinstance(ns.argnums, tuple)
                   else str(ns.argnums)]
+    if ns.target_device != "cpu":  # (the header's command regenerates this module)
+        parts += ["--target", ns.target_device]
     return " ".join(shlex.quote(p) for p in parts)
 
 

@@ -69,6 +69,9 @@ def test_header_names_the_target(results):
     folder, _ = results
     text = (folder / "mlp_step_cuda.py").read_text()
     assert "target cuda" in text and "def launches(view):" in text
+    # the header's command makes this module again (it left out --target cuda)
+    command = next(line for line in text.splitlines() if "gradc compile " in line)
+    assert command.rstrip().endswith("--target cuda"), command
     assert not re.search(r"^\s*(import gradc|from gradc\S* import)", text, re.M)
 
 

@@ -178,6 +178,9 @@ def test_bad_options(small, tmp_path, capsys):
     status, _, err = run_cli(capsys, "compile", f"{small}:loss", "--example", f"{small}:args",
                              "--train", "adam", "--momentum", "0.9", "-o", tmp_path / "o.py")
     assert status == 2 and "--momentum goes with" in err
+    status, _, err = run_cli(capsys, "compile", f"{small}:loss", "--example", f"{small}:args",
+                             "--jit", "--argnums", "1", "-o", tmp_path / "o.py")
+    assert status == 2 and "--argnums goes with a gradient" in err  # (it was accepted)
 
 
 def test_console_entry_point_exit_status(small, tmp_path):
