@@ -228,12 +228,12 @@ class Graph:
         expression is looked up again in _memo: an equal one made after is a value of its own.)"""
         self.stale[value.id] = source
 
-    def refuse_stale(self, value):
+    def refuse_stale(self, value, reader="this line reads"):
         from .errors import UnsupportedOpError
         what = (f"a view ({value.type_str}: a slice, a transpose, a reshape...) of an array"
                 if value.id in self.views else f"an array ({value.type_str})")
         raise UnsupportedOpError(
-            f"this line reads {what} that an in-place operator changed afterwards, at "
+            f"{reader} {what} that an in-place operator changed afterwards, at "
             f"{self.stale[value.id]}, under another name (a list's element, a helper's "
             "parameter, a view): NumPy would read the changed values, and gradc's arrays are "
             "immutable (`x += y` binds x to a new array). Read the updated name, take the view "

@@ -1019,9 +1019,10 @@ def trace(fun, args, kwargs=None, capture=False):
                               f"gradc cannot return: {e}", source=user_source()) from None
         elif v.graph is not graph:
             raise UnsupportedOpError("the function returned a value traced by another function")
-        elif v.id in graph.stale:
+        elif v.id in graph.stale:  # (read by the return: the caller's line, and the function's)
             with graph.at_source(user_source()):
-                graph.refuse_stale(v)
+                graph.refuse_stale(v, f"{getattr(fun, '__name__', 'the function')} (defined at "
+                                      f"{_definition(fun)}) returns")
         outs.append(v)
     graph.stale, graph.views_of, graph.view_base = {}, {}, {}  # (the backward may read what
     # the forward read)

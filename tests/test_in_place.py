@@ -519,3 +519,17 @@ def test_numpys_in_place_writers_say_what_to_use():
         with pytest.raises(gradc.UnsupportedOpError, match=text) as info:
             gradc.jit(lambda x: f(x * 1.0))(x)
         assert len(str(info.value)) < 400
+
+
+def test_a_stale_view_returned_names_the_function_that_returns_it():
+    """A view of an array changed in place afterwards, read by the return: the message said
+    'this line reads', naming the caller's line; it names the function that returns it."""
+    def f(x):
+        a = x * 1
+        b = a[0]
+        a += 1
+        return b
+
+    with pytest.raises(gradc.UnsupportedOpError,
+                       match=r"f \(defined at test_in_place\.py:\d+\) returns a view"):
+        gradc.jit(f)(np.ones((2, 2)))
