@@ -369,9 +369,9 @@ def _setitem(self, index, value):
 
 
 def _refused(message):
-    def raise_(self, *args, **kwargs):
+    def refused(self, *args, **kwargs):  # (by this name, left out of the supported list)
         raise UnsupportedOpError(message, source=user_source())
-    return raise_
+    return refused
 
 
 _MEMORY_INTERFACES = ("__array_interface__", "__array_struct__")
@@ -404,7 +404,8 @@ def _getattr(self, name):
             f"'numpy.ndarray' object has no attribute '{name}'")
     raise UnsupportedOpError(
         f"the ndarray attribute or method .{name} is not supported in traced code; supported: "
-        + ", ".join(sorted(k for k in _SURFACE if not k.startswith("_"))), source=user_source())
+        + ", ".join(sorted(k for k, v in _SURFACE.items() if not k.startswith("_")
+                           and getattr(v, "__name__", "") != "refused")), source=user_source())
 
 
 _SURFACE = {

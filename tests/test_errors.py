@@ -1118,3 +1118,12 @@ def test_an_integer_constant_loss_says_to_return_a_float():
     with pytest.raises(gradc.NonDifferentiableError, match="returned the integer 1 "):
         gradc.grad(lambda x: 1)(2.0)
     assert gradc.grad(lambda x: 1.0)(2.0) == 0.0
+
+
+def test_the_supported_methods_list_leaves_out_the_refused_ones():
+    """.ptp, .fill, .sort... are refused with their own messages: the list of supported
+    methods in another refusal named them too."""
+    with pytest.raises(gradc.UnsupportedOpError, match="supported: T, ") as info:
+        gradc.jit(lambda x: x.flags)(np.ones(2))
+    listed = str(info.value).split("supported: ")[1].split(", ")
+    assert {"ptp", "fill", "put", "sort"}.isdisjoint(listed) and "argsort" in listed
