@@ -206,12 +206,10 @@ def _renumbered(old, new):
     return number(old) and number(new) and typed_key(old) != typed_key(new)
 
 
-@functools.lru_cache(maxsize=4096)
 def stored_globals(code):
     """The globals `code` assigns (STORE_GLOBAL): held too, though it may never read them, so
     that a traced value stored there is refused and undone (`global LAST; LAST = x.sum()`)."""
-    return frozenset(ins.argval for ins in dis.get_instructions(code)
-                     if ins.opname == "STORE_GLOBAL")
+    return code_stores(code).globals
 
 
 ABSENT = object()  # a held global that did not exist: undone by deleting it
