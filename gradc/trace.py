@@ -974,15 +974,13 @@ def trace(fun, args, kwargs=None, capture=False):
     _check_containers_unchanged(fun, (targs, tkwargs), given)
     if renumbered:
         warn_at_user_line(TraceEffectWarning(
-            f"{getattr(fun, '__name__', 'the function')} (defined at "
-            f"{_definition(fun)}) changed {', '.join(f'`{c}`' for c in renumbered[:4])}, a "
-            "Python number or list outside its arguments (a counter such as `self.t += 1`, "
-            "`history.append(n)`): its Python "
-            "runs once, when traced, so this happened once, and NumPy's code would do it on "
-            "every call; a result computed from it keeps the traced value. Pass the number as "
-            "an argument (an array, or in argnums), or count and record outside the call; a "
-            "count of traces "
-            "is what it is (warnings.filterwarnings('ignore', "
+            f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) "
+            f"changed {', '.join(f'`{c}`' for c in renumbered[:4])}, a Python number or list "
+            "outside its arguments (a counter such as `self.t += 1`, `history.append(n)`): its "
+            "Python runs once, when traced, so this happened once, and NumPy's code would do "
+            "it on every call; a result computed from it keeps the traced value. Pass the "
+            "number as an argument (an array, or in argnums), or count and record outside the "
+            "call; a count of traces is what it is (warnings.filterwarnings('ignore', "
             "category=gradc.TraceEffectWarning))"))
     if hasattr(out, "__next__"):  # (a generator, a map: its items would be trace-time values)
         raise SignatureError(f"{getattr(fun, '__name__', 'the function')} returned a "
@@ -1005,10 +1003,10 @@ def trace(fun, args, kwargs=None, capture=False):
         raise UnsupportedOpError(
             f"{getattr(fun, '__name__', 'the function')} returned an object of type "
             f"`{type(holder).__name__}` holding traced values: a compiled function returns "
-            "arrays and numbers in dicts, "
-            "lists, tuples and namedtuples, and anything else comes back as it was when traced "
-            "(holding placeholders, not numbers). Return its arrays in a dict or a namedtuple "
-            "and build the object after the call", source=user_source())
+            "arrays and numbers in dicts, lists, tuples and namedtuples, and anything else "
+            "comes back as it was when traced (holding placeholders, not numbers). Return its "
+            "arrays in a dict or a namedtuple and build the object after the call",
+            source=user_source())
     outs = []
     for v in out_leaves:
         if not isinstance(v, Value):
@@ -1194,7 +1192,7 @@ _active = _Active()
 def _static_holding_a_value(tree):
     """The first object among the static values of an output tree (a dataclass, a
     SimpleNamespace, a closure) that holds a traced value, a few levels deep; else None."""
-    if type(tree) is not tuple and not isinstance(tree, tuple):
+    if not isinstance(tree, tuple):
         return None
     if tree and tree[0] == "static":
         return tree[1] if _holds_a_value(tree[1], 3) else None
