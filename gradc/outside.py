@@ -274,6 +274,8 @@ _SIZED_BUILTINS = frozenset({"len", "zip", "enumerate", "reversed", "sum", "map"
 _GUARDED_CALLABLES = (types.FunctionType, types.BuiltinFunctionType, np.ufunc, functools.partial,
                       types.MethodType)
 _NUMPY_PLAIN = (np.number, np.bool_)  # (NumPy's scalars: np.float32(1e-5))
+# (and enum members: self.mode = Mode.TRAIN, compared as numbers are)
+_PLAIN_INSTANCES = _NUMPY_PLAIN + (enum.Enum,)
 
 
 class OutsideWalk:
@@ -471,8 +473,7 @@ class OutsideWalk:
                     or _FROM_THE_END in names.keys)):
                 continue  # (a list the trace appends to is a log, not what a loop runs over;
                 # a list's or dict's size matters where the code walks or measures one)
-            if (type(value) in (_PLAIN + (frozenset,)) or isinstance(value, _NUMPY_PLAIN)
-                    or isinstance(value, enum.Enum)  # (self.mode = Mode.TRAIN: a member)
+            if (type(value) in (_PLAIN + (frozenset,)) or isinstance(value, _PLAIN_INSTANCES)
                     or type(value) in _GUARDED_CALLABLES
                     or path.steps[-1][0] in ("len", "type", "called")):
                 guards.append((name, value, path))
@@ -482,8 +483,8 @@ class OutsideWalk:
         """Watch `value` if it is a NumPy generator; else look `depth` levels into it. Where it
         lies `outside` the trace: NumPy float arrays met on the way are noted, `arrays`, with
         their `path`, and numbers, strings, None and functions with a path too, `plain`."""
-        if type(value) in _PLAIN or isinstance(value, _NUMPY_PLAIN + (enum.Enum,)) or type(
-                value) in (set, frozenset) and all(type(v) in _PLAIN for v in value):
+        if type(value) in _PLAIN or isinstance(value, _PLAIN_INSTANCES) or type(value) in (
+                set, frozenset) and all(type(v) in _PLAIN for v in value):
             if path.steps and outside:  # (a set of numbers and strings: guarded by contents)
                 self.plain.append((name, value, path.then("set", None)
                                    if type(value) in (set, frozenset) else path))

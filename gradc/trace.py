@@ -23,10 +23,9 @@ import warnings
 
 import numpy as np
 
-from . import frozen, functions, pytree
+from . import errors, frozen, functions, pytree
 from .capture import (CONTENT_GUARD_SIZE, content_guards, named_tables, owner_of,
                       uncaptured)
-from . import errors
 from .errors import (ArgumentError, ConstantArrayWarning, GradcError, IndexOutOfRangeError,
                      SignatureError, TraceEffectWarning, UnsupportedOpError)
 from .functions._args import ABSENT as _ABSENT

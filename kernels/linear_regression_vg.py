@@ -878,7 +878,7 @@ def _positional(name, args, kwargs):
         return args
     filled = list(args) + [_MISSING] * (N_ARGS - len(args))
     for key, value in kwargs.items():
-        if key not in ARG_NAMES or ARG_NAMES.index(key) >= N_ARGS:
+        if key not in ARG_NAMES:
             raise TypeError(f"{name}() has no argument {key!r}; it takes {', '.join(ARG_NAMES)}")
         at = ARG_NAMES.index(key)
         if at < len(args):
