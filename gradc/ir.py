@@ -129,6 +129,13 @@ class Node:
         return dict(self.attrs)
 
 
+# what a refusal of an update through a reshape of a transposed or strided view adds
+LAYOUT_HINT = (". (The update went through a reshape or ravel of a transposed or strided view, "
+               "which NumPy copies or views depending on the memory layout of the array "
+               "viewed; gradc takes it as a view in every case: write .copy() after the "
+               "reshape where you mean a copy)")
+
+
 class Graph:
     """A graph under construction and, when finished, the IR itself.
 
@@ -161,6 +168,11 @@ class Graph:
         self.views_of = {}
         self.view_base = {}  # view id -> the value it views (while tracing)
         self.read_only = set()  # ids of views NumPy makes read-only (np.broadcast_to...)
+        # ids of reshapes (ravels, np.ascontiguousarray) of a transposed or strided view, which
+        # NumPy copies or views by the memory layout of the array viewed: gradc takes them as
+        # views, and its refusals of an update through one say so (surface.py)
+        self.layout_views = set()
+        self.stale_through_layout = set()  # stale ids retired through one of those
         # id -> the line of the `x += y` that changed it, or the array it views (while
         # tracing): NumPy would show the change and gradc cannot, so a later use is refused
         # (surface.py _written_back)
@@ -239,7 +251,8 @@ class Graph:
             "immutable (`x += y` binds x to a new array). Read the updated name, take the view "
             "after the update, update the array itself (x = gradc.at(x)[index].add(y), "
             ".multiply, .set...), or write x = x + y where the other name should keep the old "
-            "values", source=self.source)
+            "values" + (LAYOUT_HINT if value.id in self.stale_through_layout else ""),
+            source=self.source)
 
     def rebuild(self, node, inputs):
         """`node` of another graph made again here on `inputs`, values of this graph of the same

@@ -29,9 +29,11 @@ import numpy as np
 from .errors import UnsupportedOpError
 from .ir import Value
 from .ops import fn
-from .trace import _user_frame, copy, current_graph, mark_view, traced
+from .trace import _user_frame, copy, current_graph, mark_view, note_layout_view, traced
 
-_NAMES = ("array", "asarray", "asanyarray", "ascontiguousarray", "full")
+_NAMES = ("array", "asarray", "asanyarray", "ascontiguousarray", "asfortranarray", "full")
+# the memory order the function asks for: a reshape of a strided view may be a copy in NumPy
+_ORDER_OF = {"ascontiguousarray": "C", "asfortranarray": "F"}
 _ORIGINAL = {name: getattr(np, name) for name in _NAMES}
 _lock = threading.Lock()
 _tracing = 0  # traces in progress, in all threads
@@ -97,12 +99,17 @@ def _wrapper(name):
     def literal(*args, **kwargs):
         obj = args[0] if args else kwargs.pop(first)
         dtype = args[1] if len(args) > 1 else kwargs.get("dtype")
-        out = _literal(obj, dtype, kwargs.get("ndmin", 0))
+        ndmin = 1 if name in _ORDER_OF else kwargs.get("ndmin", 0)  # (NumPy's are >= 1-d)
+        out = _literal(obj, dtype, ndmin)
         copies = name == "array" and kwargs.get("copy", True)
+        order = _ORDER_OF.get(name, kwargs.get("order"))
         if copies and out is obj:
             out = copy(out)  # (np.array copies: `a = np.array(h); a += 1` leaves h alone)
-        elif not copies and isinstance(obj, Value) and out is not obj and out.dtype == obj.dtype:
-            out = mark_view(obj, out)  # (ndmin's dimensions added to a view of h, as NumPy's)
+        elif not copies and isinstance(obj, Value) and out.dtype == obj.dtype and (
+                out is not obj or order in ("C", "F")):
+            # (ndmin's dimensions added to a view of h, as NumPy's; or h itself in the order
+            # asked for, a copy in NumPy where h is not laid out so)
+            out = note_layout_view(obj, mark_view(obj, out), order or "C")
         return out
 
     literal = traced(literal, graph_of=_graph_of)

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import indexing
 from .errors import ArgumentError, ShapeError, TracedBranchError, UnsupportedOpError
-from .ir import Value
+from .ir import LAYOUT_HINT, Value
 from .ops import fn
 from .trace import (UFUNCS, _array_function, _array_ufunc, _call_numpy, _clip_method, _describe,
                     _integer_powers_checked, _numpy_dtype_checked, _order, _reshape_in_order,
@@ -199,7 +199,8 @@ def _reshape_method(self, *shape, order="C", copy=None):
         raise TypeError(".reshape() needs the new shape")
     if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
         shape = shape[0]
-    return _viewed(self, _reshape_in_order(self, shape, _order(order, ".reshape", self)))
+    out = _reshape_in_order(self, shape, _order(order, ".reshape", self))
+    return _new_array(out) if copy else _viewed(self, out)  # (copy=True: a new array)
 
 
 def _transpose_method(self, *axes):
@@ -233,13 +234,14 @@ def _in_place(symbol, binary):
         else:  # (a view of a computed array: that array changed too, retired with its views)
             out = _written_back(self, binary(self, other), symbol)
             if root is not self:
-                _retire(root, user_source())
+                _retire(root, user_source(), _through_layout_view(self))
             return out
         name = self.name or f"a {self.type_str} array"
         raise UnsupportedOpError(
             f"{symbol}= on {name}: {why}. Write a new array, x = x {symbol} y (return it for the "
             "caller), or update the array a view was taken of with gradc.at(x)[index].add(y) "
-            "(.set, .multiply...)", source=user_source())
+            "(.set, .multiply...)" + (LAYOUT_HINT if _through_layout_view(self) else ""),
+            source=user_source())
     return impl
 
 
@@ -280,14 +282,28 @@ def _written_back(x, out, symbol):
     return out
 
 
-def _retire(x, source):
-    """x and every view taken of it (of them...) retired: changed in place at `source`."""
-    graph, pending = x.graph, [x]
+def _retire(x, source, through_layout=False):
+    """x and every view taken of it (of them...) retired: changed in place at `source`, through
+    a reshape NumPy may have copied (Graph.layout_views) if `through_layout`."""
+    graph, pending = x.graph, [(x, through_layout)]
     while pending:
-        v = pending.pop()
+        v, through = pending.pop()
         if v.id not in graph.stale:
             graph.retire(v, source)
-            pending += graph.views_of.get(v.id, [])
+            through = through or v.id in graph.layout_views
+            if through:
+                graph.stale_through_layout.add(v.id)
+            pending += [(w, through) for w in graph.views_of.get(v.id, [])]
+
+
+def _through_layout_view(x):
+    """Whether the view x is, or views, a reshape NumPy may have copied (Graph.layout_views)."""
+    graph = x.graph
+    while x is not None and x.id in graph.views:
+        if x.id in graph.layout_views:
+            return True
+        x = graph.view_base.get(x.id)
+    return False
 
 
 def _viewed_array(x):

@@ -462,9 +462,9 @@ def _reshape_in_order(a, shape, order):
     if isinstance(shape, (int, np.integer)) or isinstance(shape, np.ndarray) and shape.ndim == 0:
         shape = (operator.index(shape),)  # (NumPy takes a 0-d integer array as a size)
     if order == "C":
-        return fn.reshape(a, shape)
+        return note_layout_view(a, fn.reshape(a, shape))
     # Fortran order: the first index varies fastest, i.e. C order on the reversed axes
-    return fn.transpose(fn.reshape(fn.transpose(a), tuple(shape)[::-1]))
+    return note_layout_view(a, fn.transpose(fn.reshape(fn.transpose(a), tuple(shape)[::-1])), "F")
 
 
 def _np_reshape(a, shape=None, order="C", newshape=None, copy=None):
@@ -682,6 +682,8 @@ def _call_numpy(func, args, kwargs, name=None):
                         for a, v in zip(args, out))
     elif func is np.einsum and _einsum_view(args):
         out = mark_view(args[1], out)
+    elif func is np.reshape and kwargs.get("copy"):
+        out = copy(out)  # (a new array, written in place or not)
     elif func in VIEW_FUNCTIONS or func is np.diag and isinstance(out, Value) and out.ndim == 1:
         # (the array: the first argument, by position or by name)
         out = mark_view(args[0] if args else next(iter(kwargs.values()), None), out, read_only)
@@ -738,6 +740,27 @@ def mark_view(base, out, read_only=False):
     if isinstance(base, Value):  # (a view of a NumPy array: refused in place all the same)
         graph.views_of.setdefault(base.id, []).append(out)
         graph.view_base[out.id] = base
+    return out
+
+
+def note_layout_view(a, out, order="C"):
+    """Note `out`, a reshape (ravel, np.ascontiguousarray) in `order` of `a`, where `a` is not
+    contiguous in that order within the array it views (a transpose, a strided slice): NumPy copies or views it by that array's
+    memory layout, which gradc does not know (an argument's, or a transposed result's), so it
+    is taken as a view (an update through it refused, never lost); Graph.layout_views lets the
+    refusal say to write .copy(). Returns out."""
+    graph = a.graph
+    if not isinstance(out, Value) or out is a:
+        return out
+    from .passes.fuse import base_layout
+    from .ops.movement import contiguous_strides
+    layout = base_layout(a)
+    shape, strides = (a.shape, layout and layout[2])
+    if order == "F":
+        shape, strides = shape[::-1], strides and strides[::-1]
+    if layout is None or any(s != c for s, c, d in zip(strides, contiguous_strides(shape), shape)
+                             if d != 1):
+        graph.layout_views.add(out.id)
     return out
 
 
@@ -862,8 +885,10 @@ def _new_array(out, args):
     """A NumPy function's result as a value of its own where it came back as one of its traced
     arguments (np.conj of a real array, np.round of integers, a sum over no axis): NumPy's is
     a new array, and an in-place update of the argument must not reach it (Graph.retire).
-    (The copy node costs nothing: the passes remove it.)"""
-    if isinstance(out, Value) and any(out is a for a in args):
+    A sequence's elements count too: np.concatenate([x]) is a new array. (The copy node costs
+    nothing: the passes remove it.)"""
+    if isinstance(out, Value) and any(
+            out is a or isinstance(a, (list, tuple)) and any(out is b for b in a) for a in args):
         return copy(out)
     return out
 

@@ -533,3 +533,76 @@ def test_a_stale_view_returned_names_the_function_that_returns_it():
     with pytest.raises(gradc.UnsupportedOpError,
                        match=r"f \(defined at test_in_place\.py:\d+\) returns a view"):
         gradc.jit(f)(np.ones((2, 2)))
+
+
+def test_joining_one_array_and_reshape_copy_true_are_new_arrays():
+    """np.concatenate([x]) (np.vstack, np.hstack, np.block of one array) and
+    x.reshape(..., copy=True) are new arrays in NumPy: an update of one leaves x alone. gradc
+    returned x itself (concatenate) or a view (reshape): the update was refused as one of the
+    caller's array, or a later read of x as stale."""
+    x = np.arange(6.0).reshape(2, 3)
+    for new in (lambda a: np.concatenate([a]), lambda a: np.concatenate((a,), axis=1),
+                lambda a: np.vstack([a]), lambda a: np.hstack([a]), lambda a: np.block([a]),
+                lambda a: a.reshape(-1, copy=True), lambda a: np.reshape(a, (3, 2), copy=True)):
+        def on_argument(x, new=new):
+            b = new(x)
+            b += 100.0
+            return b, x * 2
+
+        def on_computed(x, new=new):
+            a = x * 1.0
+            b = new(a)
+            b *= 3.0
+            return a, b
+
+        for f in (on_argument, on_computed):
+            for got, want in zip(gradc.jit(f)(x), f(x.copy())):
+                np.testing.assert_array_equal(got, want)
+
+
+def test_a_reshape_of_a_strided_view_says_numpy_may_copy_it():
+    """NumPy copies a reshape (ravel, np.ascontiguousarray) of a transposed or strided view where
+    the array viewed is laid out so, and views it otherwise; gradc does not know an argument's
+    layout and takes it as a view, so an update through it stays refused (never lost). The
+    refusal said 'NumPy would write into the caller's array' or 'would read the changed
+    values', which is false for a C-ordered array: it now says what happened and to write
+    .copy(). A reshape NumPy always views keeps the plain message."""
+    x = np.arange(12.0).reshape(3, 4)
+    hinted = (lambda a: a.T.reshape(-1), lambda a: a.T.ravel(), lambda a: a[:, ::2].reshape(-1),
+              lambda a: a[:, 1:].ravel(), lambda a: a.reshape(-1, order="F"),
+              lambda a: np.ascontiguousarray(a.T), lambda a: np.asfortranarray(a),
+              lambda a: np.array(a.T, order="C", copy=None))
+    plain = (lambda a: a.reshape(-1), lambda a: a[1].reshape(2, 2), lambda a: a[1:].ravel(),
+             lambda a: np.ascontiguousarray(a[1:]))
+    for view in hinted + plain:
+        def on_argument(x, view=view):
+            b = view(x)
+            b += 1.0
+            return b
+
+        def read_after(x, view=view):
+            a = x * 2.0
+            b = view(a)
+            b += 1.0
+            return a + 1.0
+
+        for f in (on_argument, read_after):
+            with pytest.raises(gradc.UnsupportedOpError) as info:
+                gradc.jit(f)(x)
+            assert ("NumPy copies or views" in str(info.value)) == (view in hinted), view
+            assert (".copy() after the reshape" in str(info.value)) == (view in hinted)
+    # ...and .copy() after it gives NumPy's answer
+    def copied(x):
+        b = x.T.reshape(-1).copy()
+        b += 1.0
+        return b, x
+    for got, want in zip(gradc.jit(copied)(x), copied(x.copy())):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_ascontiguousarray_of_a_number_is_one_dimensional():
+    """np.ascontiguousarray and np.asfortranarray return at least one dimension, as NumPy's."""
+    for name in ("ascontiguousarray", "asfortranarray"):  # (looked up while traced)
+        got = gradc.jit(lambda s, name=name: getattr(np, name)(s * 2.0))(np.float64(1.5))
+        assert got.shape == getattr(np, name)(np.float64(3.0)).shape == (1,)
+        assert got[0] == 3.0
