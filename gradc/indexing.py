@@ -147,12 +147,20 @@ def _traced_positions(x, index):
     return fn.broadcast_to(positions, full)
 
 
+def sequence_index(i):
+    """An index entry that is a list or a range as NumPy reads it: an integer array (a list of
+    traced values, one traced array); others as they are."""
+    if isinstance(i, (list, range)):
+        return np.asarray(i) if len(i) else np.zeros(0, np.intp)  # (empty: no index)
+    return i
+
+
 def positions(x, index):
     """The flat positions in x of the elements of x[index]: a NumPy array when the index is
     static, else a traced int64 value."""
     if not isinstance(index, tuple):
         index = (index,)
-    index = tuple(np.asarray(i) if isinstance(i, list) else i for i in index)
+    index = tuple(map(sequence_index, index))
     if any(isinstance(i, Value) for i in index):
         return _traced_positions(x, index)
     return _static_positions(x.shape, index)

@@ -173,6 +173,10 @@ class Graph:
         # views, and its refusals of an update through one say so (surface.py)
         self.layout_views = set()
         self.stale_through_layout = set()  # stale ids retired through one of those
+        # ids of 0-d values that are NumPy 0-d arrays (np.array(s), a copy, a view, np.where's
+        # result...), which `x += y` writes into, as other arrays; other 0-d values are NumPy
+        # scalars (what ufuncs, operators and reductions return), bound anew by `x += y`
+        self.zero_d_arrays = set()
         # id -> the line of the `x += y` that changed it, or the array it views (while
         # tracing): NumPy would show the change and gradc cannot, so a later use is refused
         # (surface.py _written_back)

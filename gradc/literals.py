@@ -29,7 +29,8 @@ import numpy as np
 from .errors import UnsupportedOpError
 from .ir import Value
 from .ops import fn
-from .trace import _user_frame, copy, current_graph, mark_view, note_layout_view, traced
+from .trace import (_user_frame, copy, current_graph, is_zero_d_array, mark_view,
+                    note_layout_view, note_zero_d_arrays, traced)
 
 _NAMES = ("array", "asarray", "asanyarray", "ascontiguousarray", "asfortranarray", "full")
 # the memory order the function asks for: a reshape of a strided view may be a copy in NumPy
@@ -103,14 +104,16 @@ def _wrapper(name):
         out = _literal(obj, dtype, ndmin)
         copies = name == "array" and kwargs.get("copy", True)
         order = _ORDER_OF.get(name, kwargs.get("order"))
-        if copies and out is obj:
-            out = copy(out)  # (np.array copies: `a = np.array(h); a += 1` leaves h alone)
+        if out is obj and (copies or out.ndim == 0 and not is_zero_d_array(out)):
+            # (np.array copies: `a = np.array(h); a += 1` leaves h alone; np.asarray of a
+            # NumPy scalar is a new 0-d array)
+            out = note_zero_d_arrays(copy(out))
         elif not copies and isinstance(obj, Value) and out.dtype == obj.dtype and (
                 out is not obj or order in ("C", "F")):
             # (ndmin's dimensions added to a view of h, as NumPy's; or h itself in the order
             # asked for, a copy in NumPy where h is not laid out so)
             out = note_layout_view(obj, mark_view(obj, out), order or "C")
-        return out
+        return note_zero_d_arrays(out)  # (an array, whatever it holds)
 
     literal = traced(literal, graph_of=_graph_of)
 
@@ -125,7 +128,8 @@ def _wrapper(name):
 def _full_impl(shape, fill_value, dtype=None, order="C", *, device=None, like=None):
     value = _literal(fill_value, dtype)
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    return fn.broadcast_to(value, shape)
+    out = fn.broadcast_to(value, shape)
+    return note_zero_d_arrays(copy(out)) if out is value else out  # (a new array)
 
 
 _full = traced(_full_impl, graph_of=_graph_of)

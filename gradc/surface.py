@@ -18,7 +18,8 @@ from .ir import LAYOUT_HINT, Value
 from .ops import fn
 from .trace import (UFUNCS, _array_function, _array_ufunc, _call_numpy, _clip_method, _describe,
                     _integer_powers_checked, _numpy_dtype_checked, _order, _reshape_in_order,
-                    _user_frame, copy, library_call, mark_view, traced, user_source)
+                    _user_frame, copy, is_zero_d_array, library_call, mark_view,
+                    note_zero_d_arrays, traced, user_source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -30,9 +31,9 @@ def _getitem(x, index):
     the flattened x (gradc/indexing.py: NumPy's full rules, static boolean masks too)."""
     if not isinstance(index, tuple):
         index = (index,)
-    # a list is an index array (as in NumPy; one holding traced integers becomes a traced array)
-    index = tuple((np.asarray(i) if i else np.zeros(0, np.intp)) if isinstance(i, list) else i
-                  for i in index)  # (an empty list: no index, as NumPy reads it)
+    # a list or range is an index array (as in NumPy; a list holding traced integers becomes a
+    # traced array)
+    index = tuple(map(indexing.sequence_index, index))
     arrays = [k for k, i in enumerate(index) if isinstance(i, (Value, np.ndarray, bool, np.bool_))]
     if not arrays:
         out = _basic_index(x, index)
@@ -233,7 +234,7 @@ def _in_place(symbol, binary):
             why = "NumPy's view is read-only (output array is read-only)"
         else:  # (a view of a computed array: that array changed too, retired with its views)
             out = _written_back(self, binary(self, other), symbol)
-            if root is not self:
+            if root is not self and self.size:  # (an empty view changes nothing)
                 _retire(root, user_source(), _through_layout_view(self))
             return out
         name = self.name or f"a {self.type_str} array"
@@ -262,8 +263,8 @@ def _written_back(x, out, symbol):
     float) is immutable: `x += 1` binds x anew in NumPy too, with its result's dtype and
     shape."""
     graph = x.graph
-    if x.ndim == 0 or x.id in graph.weak:  # (a number: bound anew, as NumPy's scalars are)
-        return out
+    if x.ndim == 0 and not is_zero_d_array(x) or x.id in graph.weak:
+        return out  # (a number: bound anew, as NumPy's scalars are; a 0-d array is written)
     ufunc = _UFUNC_OF[symbol]
     if out.shape != x.shape:
         raise ArgumentError(
@@ -279,7 +280,7 @@ def _written_back(x, out, symbol):
                 source=user_source())
         out = fn.astype(out, x.dtype)
     _retire(x, user_source())
-    return out
+    return note_zero_d_arrays(out) if x.ndim == 0 else out  # (still the 0-d array it was)
 
 
 def _retire(x, source, through_layout=False):
@@ -325,7 +326,18 @@ def _set_real(self, value):
 
 def _astype_method(self, dtype, order="K", casting="unsafe", subok=True, copy=True):
     out = fn.astype(self, dtype)
-    return _new_array(out) if out is self and copy else out  # (NumPy's astype copies)
+    out = _new_array(out) if out is self and copy else out  # (NumPy's astype copies)
+    return _like_array(self, out)
+
+
+def _copy_method(self, order="C"):
+    return _like_array(self, copy(self))
+
+
+def _like_array(x, out):
+    """`out`, made by a method of x that keeps what x is: a 0-d array's .copy() and .astype()
+    are 0-d arrays, a NumPy scalar's are scalars."""
+    return note_zero_d_arrays(out) if x.ndim == 0 and is_zero_d_array(x) else out
 
 
 _new_array = copy
@@ -349,6 +361,10 @@ def _array(self, *args, **kwargs):
                "NumPy's indexing cannot take it. Use gradc.nn.embedding(table, i), or pass the "
                "table as an argument; one-hot rows, np.eye(n)[i], are "
                "(i[..., None] == np.arange(n)).astype(np.float32)")
+    elif _line_reads_attribute(user, "dot"):  # (A.dot(x): NumPy's method converts x)
+        why = ("a traced value given to a NumPy array's .dot method (`A.dot(x)`, with A a NumPy "
+               "array), which converts it to an array: write A @ x or np.dot(A, x) (x.dot(A) "
+               "traces too)")
     elif step == "STORE_SUBSCR":
         why = ("a traced value stored into a NumPy array (`a[i:j] = v`): build the array from "
                "the values (np.stack), or update a traced array, a = gradc.at(a)[i:j].set(v)")
@@ -364,6 +380,15 @@ def _array(self, *args, **kwargs):
             "of the numpy module (a function imported by name, `from numpy import array`, is "
             "NumPy's own and cannot take traced values)")
     raise TracedBranchError(why, source=user_source())
+
+
+def _line_reads_attribute(frame, name):
+    """Whether the line `frame` runs reads an attribute `name` (`A.dot(x)`)."""
+    if frame is None:
+        return False
+    return any(ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and ins.argval == name
+               and ins.positions.lineno == frame.f_lineno
+               for ins in dis.get_instructions(frame.f_code))
 
 
 def _current_step(frame):
@@ -382,6 +407,11 @@ def _setitem(self, index, value):
         "item assignment (x[i] = v) on a traced value: arrays are immutable in a traced function; "
         "use x = gradc.at(x)[i].set(v) (or .add(v)), a new array, or np.where(mask, v, x)",
         source=user_source())
+
+
+def _not_writable(name):
+    return _refused(f"x.{name} = ...: attribute '{name}' of arrays is not writable (NumPy's "
+                    "AttributeError); bind the name to a new array instead")
 
 
 def _refused(message):
@@ -470,16 +500,20 @@ _SURFACE = {
     "__format__": lambda self, spec: str(self) if not spec else _format_error(self, spec),
     "__index__": _branch_error("using a traced value as an index or size"),
     "__complex__": _branch_error("complex()"),
-    "item": _branch_error(".item()"), "tolist": _branch_error(".tolist()"),
+    "item": _branch_error(".item()", "; keep it an array instead: x.reshape(()) or x[0, 0] "
+                          "for the one element, which NumPy functions take as a number"), "tolist": _branch_error(".tolist()"),
     "__array__": _array,
     "__setitem__": _setitem,
     "__getattr__": _getattr,
     "__array_ufunc__": _array_ufunc,
     "__array_function__": _array_function,
-    "T": property(traced(lambda self: _viewed(self, fn.transpose(self)))),
+    "T": property(traced(lambda self: _viewed(self, fn.transpose(self))), _not_writable("T")),
     # (gradc's arrays are real: .real is the array, .imag its zeros, as NumPy's of a real array)
-    "real": property(traced(lambda self: _viewed(self, self)), traced(_set_real)), "imag": property(traced(lambda self: fn.zeros_like(self))),
-    "mT": property(traced(lambda self: _viewed(self, fn.swapaxes(self, -1, -2)))),
+    "real": property(traced(lambda self: _viewed(self, self)), traced(_set_real)),
+    "imag": property(traced(lambda self: fn.zeros_like(self)), _refused(
+        "x.imag = ...: a real array has no imaginary part to set (NumPy's TypeError)")),
+    "mT": property(traced(lambda self: _viewed(self, fn.swapaxes(self, -1, -2))),
+                   _not_writable("mT")),
     "sum": _method(np.sum), "mean": _method(np.mean), "max": _method(np.max),
     "min": _method(np.min), "any": _method(np.any), "all": _method(np.all),
     "var": _method(np.var), "std": _method(np.std), "prod": _method(np.prod),
@@ -507,7 +541,7 @@ _SURFACE = {
     "conj": traced(lambda self: _viewed(self, self)),
     "conjugate": traced(lambda self: _viewed(self, self)),
     "__round__": traced(_round),
-    "copy": traced(lambda self, order="C": copy(self)),
+    "copy": traced(_copy_method),
     # (copy.copy and copy.deepcopy of a params dict in traced code: new arrays, as NumPy's)
     "__copy__": traced(lambda self: copy(self)),
     "__deepcopy__": traced(lambda self, memo: copy(self)),

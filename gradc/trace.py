@@ -684,11 +684,16 @@ def _call_numpy(func, args, kwargs, name=None):
         out = mark_view(args[1], out)
     elif func is np.reshape and kwargs.get("copy"):
         out = copy(out)  # (a new array, written in place or not)
+    elif func is np.flip and isinstance(out, Value) and out.ndim == 0:
+        # (NumPy's flip of a 0-d array is a scalar: m[()])
+        out = _new_array(out, list(args) + list(kwargs.values()))
     elif func in VIEW_FUNCTIONS or func is np.diag and isinstance(out, Value) and out.ndim == 1:
         # (the array: the first argument, by position or by name)
         out = mark_view(args[0] if args else next(iter(kwargs.values()), None), out, read_only)
     elif func not in SAME_ARRAY_FUNCTIONS:
         out = _new_array(out, list(args) + list(kwargs.values()))
+    if func not in SCALAR_FUNCTIONS and func not in SAME_ARRAY_FUNCTIONS:
+        note_zero_d_arrays(out)
     return out
 
 
@@ -721,6 +726,37 @@ READ_ONLY_VIEWS = frozenset({np.broadcast_to, np.broadcast_arrays, np.diagonal, 
                              np.lib.stride_tricks.sliding_window_view})
 
 
+def note_zero_d_arrays(out):
+    """Note the 0-d values of `out` (a value, or a list or tuple of them) as NumPy 0-d arrays,
+    not NumPy scalars (Graph.zero_d_arrays); returns out."""
+    for v in (out if isinstance(out, (list, tuple)) else (out,)):
+        if isinstance(v, Value) and v.ndim == 0:
+            v.graph.zero_d_arrays.add(v.id)
+    return out
+
+
+def is_zero_d_array(x):
+    """Whether the 0-d value x is a NumPy 0-d array (Graph.zero_d_arrays), not a scalar."""
+    return x.id in x.graph.zero_d_arrays
+
+
+# NumPy functions whose 0-d results are NumPy scalars (reductions, products of vectors...);
+# the other functions' 0-d results are 0-d arrays (np.where's, np.copy's, a view's)
+SCALAR_FUNCTIONS = frozenset({
+    np.sum, np.mean, np.prod, np.max, np.min, np.amax, np.amin, np.std, np.var, np.any, np.all,
+    np.argmax, np.argmin, np.ptp, np.average, np.median, np.quantile, np.percentile,
+    np.nansum, np.nanmean, np.nanprod, np.nanmax, np.nanmin, np.nanstd, np.nanvar,
+    np.count_nonzero, np.dot, np.vdot, np.inner, np.einsum, np.kron, np.trace, np.take,
+    np.clip, np.round, np.around, np.fix, np.sinc, np.angle, np.nan_to_num, np.interp,
+    np.polyval, np.flip, np.searchsorted, np.isclose, np.allclose, np.corrcoef, np.trapezoid,
+    np.linalg.norm, np.linalg.det, np.linalg.slogdet, np.linalg.cond, np.linalg.multi_dot,
+    np.linalg.matrix_rank}
+    | {getattr(np, name) for name in ("nanmedian", "nanquantile", "nanpercentile")
+       if hasattr(np, name)}
+    | {getattr(np.linalg, name) for name in ("trace", "vector_norm", "matrix_norm")
+       if hasattr(np.linalg, name)})
+
+
 def mark_view(base, out, read_only=False):
     """Note that `out` (a value, or a list or tuple of them: np.split's) is a NumPy view of the
     traced value `base` (Graph.views, Graph.views_of); returns it. A view that is the whole
@@ -735,6 +771,7 @@ def mark_view(base, out, read_only=False):
         out = base.graph.apply("alias", (base,), tag="view")
     graph = out.graph
     graph.views.add(out.id)
+    note_zero_d_arrays(out)  # (a view is an array)
     if read_only:
         graph.read_only.add(out.id)
     if isinstance(base, Value):  # (a view of a NumPy array: refused in place all the same)
@@ -864,7 +901,7 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
     if method != "__call__":
         raise UnsupportedOpError(f"{name}.{method} is not supported in traced code; "
                                  "see the supported list in the README")
-    _no_out(kwargs.pop("out", None), ufunc.__name__)
+    _no_out(kwargs.pop("out", None), _ufunc_name(ufunc))
     impl = UFUNCS.get(ufunc)
     if impl is None and name.startswith(_SCIPY_SPECIAL):
         impl = SCIPY_UFUNCS.get(name[len(_SCIPY_SPECIAL):])
@@ -953,6 +990,8 @@ def trace(fun, args, kwargs=None, capture=False):
             graph.weak.add(v.id)
         if isinstance(x, (np.generic, float)):  # (a number: `x += 1` binds x to a new one)
             graph.scalar_inputs.add(v.id)
+        elif v.ndim == 0:  # (a 0-d array: its .copy() is one too)
+            graph.zero_d_arrays.add(v.id)
     targs, tkwargs = pytree.unflatten(treedef, values)
     given = pytree.flatten((targs, tkwargs))
     from .literals import numpy_constructors  # (it builds on this module)

@@ -234,6 +234,10 @@ INDEXES = {
     "int_empty_ellipsis_array": lambda a, i, j: a[:, 1, ..., j],
     "one_array": lambda a, i, j: a[i],
     "list_pair": lambda a, i, j: a[[0, 2], :, [1, 1]],
+    # a range is a list of integers to NumPy (CS231n's probs[range(N), y])
+    "range_and_array": lambda a, i, j: a[range(2), :, j],
+    "range_alone": lambda a, i, j: a[:, range(1, 3)],
+    "empty_range": lambda a, i, j: a[range(0)],
     "zero_d_array": lambda a, i, j: a[np.array(1), :, j],
     "static_mask_rows": lambda a, i, j: a[ROWS],
     "static_mask_2d": lambda a, i, j: a[:, MASK],
@@ -276,6 +280,8 @@ AT = {
             lambda a, v, i: _numpy_add_at(a, (i, slice(1, 3)), v[:, :, None, None])),
     "add_scalar": (lambda a, v, i: gradc.at(a)[:, i[0], 2].add(2.5),
                    lambda a, v, i: _numpy_add_at(a, (slice(None), i[0], 2), 2.5)),
+    "add_range": (lambda a, v, i: gradc.at(a)[range(1, 3), 0].add(v[0, :, None]),
+                  lambda a, v, i: _numpy_add_at(a, (range(1, 3), 0), v[0, :, None])),
     "set_two_arrays": (lambda a, v, i: gradc.at(a)[i, J].set(v[:, :1]),
                        lambda a, v, i: _numpy_set(a, (i, J), v[:, :1])),
 }

@@ -1127,3 +1127,38 @@ def test_the_supported_methods_list_leaves_out_the_refused_ones():
         gradc.jit(lambda x: x.flags)(np.ones(2))
     listed = str(info.value).split("supported: ")[1].split(", ")
     assert {"ptp", "fill", "put", "sort"}.isdisjoint(listed) and "argsort" in listed
+
+
+def test_messages_a_port_of_user_code_found_unclear():
+    """`A.dot(x)` with A a NumPy array (NumPy's method converts x; filterpy's Kalman filter)
+    got the generic conversion message; `y.T = ...` and `y.imag = ...` were a bare
+    AttributeError naming gradc's Value class; .item() said to use np.where; a SciPy ufunc's
+    out= was called np.expit."""
+    import scipy.special
+    F = np.array([[1.0, 0.5], [0.0, 1.0]])
+    x = np.array([0.3, -0.2])
+    for f, text in ((lambda v: F.dot(v), r"A @ x or np.dot\(A, x\)"),
+                    (lambda v: F.T.dot(v).dot(F), r"A @ x"),
+                    (lambda v: (v @ v.T).item(), r"x.reshape\(\(\)\)")):
+        with pytest.raises(gradc.TracedBranchError, match=text):
+            gradc.jit(f)(x)
+    np.testing.assert_allclose(gradc.jit(lambda v: F @ v)(x), F.dot(x))
+
+    def set_t(v):
+        y = v * 1.0
+        y.T = y  # SET-T
+        return y
+
+    def set_imag(v):
+        y = v * 1.0
+        y.imag = 0.0  # SET-IMAG
+        return y
+
+    for f, marker, text in ((set_t, "SET-T", "not writable"),
+                            (set_imag, "SET-IMAG", "no imaginary part")):
+        with pytest.raises(gradc.UnsupportedOpError, match=text) as info:
+            gradc.jit(f)(x)
+        check(info, gradc.UnsupportedOpError, marker)
+
+    with pytest.raises(gradc.UnsupportedOpError, match=r"scipy\.special\.expit\(out="):
+        gradc.jit(lambda v: scipy.special.expit(v, out=v))(x)

@@ -606,3 +606,77 @@ def test_ascontiguousarray_of_a_number_is_one_dimensional():
         got = gradc.jit(lambda s, name=name: getattr(np, name)(s * 2.0))(np.float64(1.5))
         assert got.shape == getattr(np, name)(np.float64(3.0)).shape == (1,)
         assert got[0] == 3.0
+
+
+def test_a_0d_array_is_written_in_place_as_numpy_writes_it():
+    """A 0-d array (np.array(s), a 0-d argument's .copy(), np.where's result, a view `a[...]`)
+    is mutable in NumPy, unlike a NumPy scalar (what ufuncs, operators and reductions return):
+    `a += 1` writes into it, so a view or another name of it sees the change, the result keeps
+    its dtype, and one that would broadcast bigger is NumPy's ValueError. gradc took every 0-d
+    value for a scalar: the view kept its old value, silently, and float32 became float64."""
+    s0 = np.array(0.5)
+
+    def view_of_copy(x):
+        a = x.copy()
+        b = a[None]
+        a += 1.0
+        return b
+
+    def alias(x):
+        a = np.array(x.sum())
+        b = a
+        a *= 2.0
+        return b
+
+    def where_result(x):
+        a = np.where(x > 0, x, 0.0)
+        hist = [a]
+        a += 1.0
+        return np.stack(hist)
+
+    for f in (view_of_copy, alias, where_result):
+        with pytest.raises(gradc.UnsupportedOpError, match="changed afterwards"):
+            gradc.jit(f)(s0)
+
+    def keeps_dtype(s32, s64):
+        t = s32.copy()
+        t += s64
+        return t
+
+    got = gradc.jit(keeps_dtype)(np.array(1.1, np.float32), np.array(1e-3))
+    want = keeps_dtype(np.array(1.1, np.float32), np.array(1e-3))
+    assert np.asarray(got).dtype == want.dtype == np.float32 and got == want
+
+    def grows(s, v):
+        t = np.array(s)
+        t += v
+        return t
+
+    with pytest.raises(ValueError):
+        grows(np.float64(1.0), np.arange(3.0))
+    with pytest.raises(gradc.ArgumentError, match="non-broadcastable"):
+        gradc.jit(grows)(np.float64(1.0), np.arange(3.0))
+
+    def scalars(x):  # NumPy scalars are bound anew: the old names keep their values
+        s = x.sum()
+        t = s
+        kept = [s]
+        s += 1.0
+        m = np.max(x) * 1.0
+        m += np.float32(2.0) * x[0]  # (a scalar's result may change dtype, shape stays)
+        f = np.flip(np.array(x[0]))  # (NumPy's flip of a 0-d array: a scalar)
+        f *= 3.0
+        return s, t, np.stack(kept), m, f
+
+    x = np.array([1.0, 2.0, 4.0])
+    for got, want in zip(gradc.jit(scalars)(x), scalars(x)):
+        np.testing.assert_array_equal(got, want)
+        assert np.asarray(got).dtype == np.asarray(want).dtype
+
+    def empty_view(x):  # writing an empty slice changes nothing
+        y = x * 1.0
+        e = y[2:1]
+        e += 1.0
+        return y
+
+    np.testing.assert_array_equal(gradc.jit(empty_view)(x), x)

@@ -13,15 +13,16 @@ def no_out(out, name):
     if out is None:
         return
     targets = out if isinstance(out, tuple) else (out,)
+    name = name if "." in name else f"np.{name}"  # (a ufunc's may be scipy.special.name)
     if any(type(t) is np.ndarray for t in targets):  # (`self.mean *= m`: NumPy's array in place)
         raise UnsupportedOpError(
-            f"np.{name}(out=...) into a NumPy array (`a += traced` where `a` is a NumPy array): "
+            f"{name}(out=...) into a NumPy array (`a += traced` where `a` is a NumPy array): "
             "a NumPy array cannot hold traced values. An accumulator the function makes "
             "(`acc = np.zeros(n); acc += x`): write acc = acc + x, or start it traced, "
             "np.zeros_like(x). State kept outside the function (`self.mean *= m`): a compiled "
             "function cannot change it on every call; return the new value (with has_aux=True "
             "for a gradient) and assign it after the call")
-    raise UnsupportedOpError(f"np.{name}(out=...) cannot be traced: arrays are immutable "
+    raise UnsupportedOpError(f"{name}(out=...) cannot be traced: arrays are immutable "
                              "in a traced function; use the returned value")
 
 
