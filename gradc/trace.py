@@ -501,6 +501,8 @@ def _np_clip(a, a_min=_ABSENT, a_max=_ABSENT, out=None, min=_ABSENT, max=_ABSENT
     elif min is not _ABSENT or max is not _ABSENT:
         raise ValueError("np.clip: give the bounds as a_min/a_max or as min/max, not both")
     lo, hi = (None if bound is _ABSENT else bound for bound in (a_min, a_max))
+    if isinstance(a, (int, float)):  # (NumPy's np.clip makes a Python number an array: strong)
+        a = np.asarray(a)
     return fn.clip(_array_arg(a, lo, hi), lo, hi)
 
 
@@ -957,7 +959,8 @@ def _running(combine, x, axis):
 # ufunc.reduce as the NumPy function that is that reduction (np.sum(a, where=traced_mask) of a
 # NumPy array `a` reaches np.add.reduce)
 _REDUCTIONS = {np.add: np.sum, np.multiply: np.prod, np.maximum: np.max, np.minimum: np.min,
-               np.logical_and: np.all, np.logical_or: np.any}
+               np.logical_and: np.all, np.logical_or: np.any,
+               np.fmax: np.nanmax, np.fmin: np.nanmin}  # (NaNs left out, as fmax leaves them)
 
 
 @traced

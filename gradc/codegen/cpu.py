@@ -90,7 +90,22 @@ def scalar(statement):
         (x,) = statement.args
         zero, under = lit(0, dtype), f"{x} < {lit(EXP_ZERO_BELOW[dtype.name], dtype)}"
         text = f"{zero} if {under} else {CPU_MATH.exp}(freeze({zero} if {under} else {x}))"
+    elif node.op == "astype" and node.inputs[0].dtype.kind == "f" and dtype.kind == "i":
+        text = _float_to_int(statement.args[0], node.inputs[0].dtype, dtype, text)
     return wrapped_int32(text, dtype)
+
+
+def _float_to_int(x, source, target, cast):
+    """`cast` (a float to an integer conversion of x) as NumPy's on x86 gives it: a NaN, an
+    infinity or a value out of the integer's range is its smallest integer. LLVM's conversion
+    of those is undefined (poison), and where it could see the value (a NaN constant, a mean
+    of nothing) it folded them to 0 where the same value computed at run time gave NumPy's."""
+    info = np.iinfo(target)
+    low = source.type(info.min - 1)  # (the least float whose truncation is in range)
+    if int(low) <= info.min - 1:
+        low = np.nextafter(low, source.type(0))
+    in_range = f"({x} >= {lit(low, source)}) & ({x} < {lit(-float(info.min), source)})"
+    return f"{cast} if {in_range} else {lit(info.min, target)}"
 
 
 WIDE_SUM = 1 << 12  # elements a register sums per output, from which float32 sums in float64

@@ -436,8 +436,8 @@ class Expressions:
             return emit(v, LL[dtype]), dtype
         if src in ("int64", "int32") and dtype in FLOATS:
             return b.sitofp(v, LL[dtype]), dtype
-        if src in FLOATS and dtype == "int64":  # (Numba's: poison for NaN, out of range)
-            return b.fptosi(v, I64), dtype
+        if src in FLOATS and dtype in ("int64", "int32"):  # (Numba's: poison for NaN, out
+            return b.fptosi(v, LL[dtype]), dtype  # of range; cpu.py's astype guards them)
         if {src, dtype} <= {"int32", "int64", "uint64"}:  # (Numba's: int32 is signed)
             return (b.trunc(v, I32) if dtype == "int32" else b.sext(v, I64)), dtype
         if src == "bool" and dtype in FLOATS:  # (Numba: through an int32)

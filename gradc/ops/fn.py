@@ -94,7 +94,8 @@ def array_const(graph, array):
         array = array.astype(array.dtype.newbyteorder("="))  # (a big-endian float64: its values)
     if array.dtype not in SUPPORTED_DTYPES and array.dtype.kind in "fiub":  # (float16, int8...)
         raise UnsupportedOpError(
-            f"a {array.dtype.name} array meets a traced value: gradc computes in "
+            f"a{'n' if array.dtype.name.startswith('int') else ''} {array.dtype.name} array "
+            "meets a traced value: gradc computes in "
             f"{', '.join(d.name for d in SUPPORTED_DTYPES)}; convert it first "
             f"(.astype(np.float32) or np.int64)")
     if array.ndim == 0:
@@ -185,6 +186,9 @@ def promote(*xs, float_only=False):
     """The operands as values of one dtype, NumPy's. `float_only`: True makes an integer or
     boolean result float64, as NumPy's math ufuncs do; "float64" makes every result float64
     (np.float_power)."""
+    if float_only == "float64":  # (NumPy's one loop: every operand, a Python float too,
+        xs = [astype(x, np.float64) if isinstance(x, Value)  # is float64 from the start)
+              else np.asarray(x, np.float64) for x in xs]
     vals = _operands(*xs)
     dtype = np.result_type(*[v.dtype for v in vals])
     if float_only == "float64" or (float_only and not np.issubdtype(dtype, np.floating)):

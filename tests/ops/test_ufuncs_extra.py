@@ -6,6 +6,7 @@ Compiles are what cost time, so each test traces ONE function that returns many 
 """
 import itertools
 import operator
+import warnings
 
 import numpy as np
 import pytest
@@ -281,3 +282,43 @@ def test_negative_whole_powers_of_huge_numbers_are_subnormal_not_zero():
             np.testing.assert_allclose(got, want, rtol=3e-7 if dtype == np.float32 else 1e-15)
     x = np.array([1.5, 2.0])
     np.testing.assert_allclose(gradc.grad(lambda x: np.sum(x ** -2))(x), -2 * x ** -3)
+
+
+def _from_a_dtype_round():
+    """What a dtype fuzzing round found, in one function: np.float_power with a Python float
+    computes in float64 from the start (gradc rounded the float to the array's float32: 3e-8
+    off, 1e39 became inf); a float to integer cast of NaN, inf or a value out of range is the
+    integer's smallest, as NumPy's on x86, whether LLVM can see the value (a NaN constant, the
+    mean of nothing: it folded them to 0) or not; np.clip of a Python number makes it an
+    array (float64, int64); np.fmax.reduce and np.fmin.reduce leave NaNs out."""
+    def f(x32, x, lo32, lo_i32):
+        odd = np.array([3e9, -3e9, np.inf, -np.inf, 1e20, 2.5, -2.5, 2147483647.9,
+                        -2147483648.9, -2147483649.0, 9.3e18, -9.223372036854775808e18])
+        mixed = np.concatenate([x, odd])  # (computed: the values are known when it runs)
+        out = {"float_power_base": np.float_power(0.1, x32),
+               "float_power_big": np.float_power(1e39, x32),
+               "float_power_exp": np.float_power(np.abs(x32), 1 / 3),
+               "nan_constant": np.full_like(x, np.nan).astype(np.int64),
+               "inf_constant": (x * np.inf).astype(np.int32),
+               "mean_of_nothing": np.mean(x[:0]).astype(np.int64),
+               "clip_float": np.clip(0.5, lo32, None), "clip_int": np.clip(1, lo_i32, 5),
+               "fmax_reduce": np.fmax.reduce(x / x, axis=0),
+               "fmin_reduce": np.fmin.reduce(np.where(x > 0, x, np.nan))}
+        for src in (np.float64, np.float32):
+            for dst in (np.int32, np.int64):
+                out[f"{src.__name__}_{dst.__name__}"] = mixed.astype(src).astype(dst)
+        return out
+    return f
+
+
+def test_what_a_dtype_fuzzing_round_found():
+    f = _from_a_dtype_round()
+    args = (np.array([1.5, -2.25, 0.7], np.float32), np.array([0.0, 2.0, -1.0]),
+            np.array([1.5, 0.2, 0.7], np.float32), np.array([3, -7, 2], np.int32))
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # (NumPy's: the mean of nothing)
+        want = f(*args)
+        got = gradc.jit(f)(*args)
+    for name, w in want.items():
+        assert np.asarray(got[name]).dtype == np.asarray(w).dtype, name
+        np.testing.assert_array_equal(got[name], w, err_msg=name)
