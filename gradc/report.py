@@ -13,7 +13,7 @@ import numpy as np
 from .passes.fuse import describe as describe_kernels
 from .passes.memory import describe as describe_plan
 from .passes.memory import nbytes
-from .errors import ArgumentError
+from .errors import ArgumentError, NonDifferentiableError
 from .function import Function
 from .signature import Call
 from .train import TrainStep
@@ -110,7 +110,15 @@ def explain(fun, *args, **kwargs):
         raise ArgumentError(f"gradc.explain(mode={mode!r}): give one of {', '.join(MODES)}",
                             source=user_source())
     f = Function(fun, mode, argnums=options.get("argnums", 0))
-    return report(f.compiled_for(*args, **kwargs), f)
+    try:
+        return report(f.compiled_for(*args, **kwargs), f)
+    except NonDifferentiableError as e:
+        if "mode" in options:
+            raise
+        raise NonDifferentiableError(  # (a model's forward, explained as a gradient)
+            f"{e} (gradc.explain compiles a plain function as its value and gradient: "
+            "mode='jit' explains the forward alone)",
+            source=None if e.source else user_source()) from None
 
 
 def report(compiled, f):

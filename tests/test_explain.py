@@ -156,3 +156,12 @@ def test_explain_names_the_lines_where_float32_values_are_computed_in_float64():
         "== float32 values")[1].split("==")[0]
     assert "float32 values computed in float64" not in str(
         gradc.explain(gradc.value_and_grad(lambda x: np.sum(x * (1.0 / math.sqrt(3)))), x))
+
+
+def test_explaining_a_forward_that_is_not_scalar_says_to_ask_for_the_forward():
+    """gradc.explain(f, x) compiles a plain function as value and gradient: a model's forward
+    (an array out) was refused as having no gradient, without saying why explain asked."""
+    with pytest.raises(gradc.NonDifferentiableError, match="mode='jit'") as info:
+        gradc.explain(lambda x: x * 2.0, np.ones(3))
+    assert "test_explain.py:" in str(info.value)
+    assert "== IR as traced" in str(gradc.explain(lambda x: x * 2.0, np.ones(3), mode="jit"))
