@@ -387,6 +387,8 @@ def _reduction(f, name):
     def impl(a, axis=None, dtype=None, out=None, keepdims=False, initial=_ABSENT, where=_ABSENT):
         _no_out(out, name)
         x = _array_arg(a, where)
+        if x.ndim == 0 and kind != "mean" and type(axis) is int and axis in (0, -1):
+            axis = None  # (NumPy's ufunc reductions take axis 0 or -1 of a 0-d array)
         if dtype is not None:
             x = fn.astype(x, dtype)
         keep = bool(keepdims) and keepdims is not _ABSENT

@@ -347,3 +347,15 @@ def test_what_a_dtype_fuzzing_round_found():
     a, v = np.array([False, False, True, False, False]), np.array([10, -3, -41, 25, -30], np.int32)
     np.testing.assert_array_equal(update(a, v), gradc.jit(update)(a, v))
     np.testing.assert_array_equal(update(a, v), [True, False, True, True, False])
+
+
+def test_ufunc_reductions_take_axis_0_or_minus_1_of_a_0d_array_as_numpy():
+    """NumPy's ufunc reductions (sum, max, min, any, all) take axis=0 or -1 of a 0-d array; its
+    mean does not. gradc refused both."""
+    s = np.array(2.5)
+    f = gradc.jit(lambda v: (np.sum(v, axis=0), np.max(v, axis=-1), v.min(axis=0),
+                             np.all(v > 0, axis=-1)))
+    for got, want in zip(f(s), (2.5, 2.5, 2.5, True)):
+        assert got == want
+    with pytest.raises(gradc.ShapeError):
+        gradc.jit(lambda v: np.mean(v, axis=0))(s)
