@@ -112,7 +112,9 @@ def _wrapper(name):
                 out is not obj or order in ("C", "F")):
             # (ndmin's dimensions added to a view of h, as NumPy's; or h itself in the order
             # asked for, a copy in NumPy where h is not laid out so)
-            out = note_layout_view(obj, mark_view(obj, out), order or "C")
+            same, out = out is obj, mark_view(obj, out)
+            if same:
+                note_layout_view(obj, out, order)
         return note_zero_d_arrays(out)  # (an array, whatever it holds)
 
     literal = traced(literal, graph_of=_graph_of)
