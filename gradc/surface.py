@@ -126,6 +126,8 @@ def _branch_error(what, hint=""):
 
 # (the math module's functions take float() of their argument)
 _MATH_HINT = "; math.exp, math.log, math.sqrt... call float(): use np.exp, np.log, np.sqrt"
+_FLOAT_HINT = ("; where float() only makes a number of a 0-d array (`cost = float(np.squeeze("
+               "cost))`), drop it: a 0-d array works wherever NumPy takes a number")
 
 
 def _round(x, ndigits=None):
@@ -366,8 +368,7 @@ def _array(self, *args, **kwargs):
                "array), which converts it to an array: write A @ x or np.dot(A, x) (x.dot(A) "
                "traces too)")
     elif step == "STORE_SUBSCR":
-        why = ("a traced value stored into a NumPy array (`a[i:j] = v`): build the array from "
-               "the values (np.stack), or update a traced array, a = gradc.at(a)[i:j].set(v)")
+        raise UnsupportedOpError(_STORE_INTO_NUMPY, source=user_source())
     else:
         why = (
             "a traced value was converted to a NumPy array (np.asarray, np.array, a NumPy "
@@ -380,6 +381,16 @@ def _array(self, *args, **kwargs):
             "of the numpy module (a function imported by name, `from numpy import array`, is "
             "NumPy's own and cannot take traced values)")
     raise TracedBranchError(why, source=user_source())
+
+
+# (one message and class for `a[i] = v` into a NumPy array however NumPy met the traced value:
+# as the value, as an index, through float() of a scalar: trace.py's _traced_value_into_...)
+_STORE_INTO_NUMPY = (
+    "a store into a NumPy array (`a[i] = v`, with `a` a NumPy array: np.zeros(...) made in the "
+    "function) of a traced value or at a traced index: a NumPy array cannot hold traced values, "
+    "since the function's Python runs once, when traced. Build the array from the values "
+    "instead (np.stack([...]) or np.array([...]) of them), or update a traced array: "
+    "a = gradc.at(a)[i].set(v) (a = gradc.at(np.zeros(n))[i].set(v) for a new one)")
 
 
 def _line_reads_attribute(frame, name):
@@ -421,6 +432,8 @@ def _refused(message):
 
 
 _MEMORY_INTERFACES = ("__array_interface__", "__array_struct__")
+# (as_strided(x, shape, x.strides * 2) reads them before as_strided runs)
+_MEMORY_ATTRIBUTES = ("strides", "data", "ctypes")
 
 
 @functools.lru_cache(maxsize=256)
@@ -436,7 +449,8 @@ def _read_by_name(frame, name):
 
 
 def _getattr(self, name):
-    if name in _MEMORY_INTERFACES and _read_by_name(sys._getframe(1), name):
+    if name in _MEMORY_ATTRIBUTES or (name in _MEMORY_INTERFACES
+                                      and _read_by_name(sys._getframe(1), name)):
         raise UnsupportedOpError(
             f"code that reads an array's memory (`x.{name}`: np.lib.stride_tricks.as_strided, "
             "np.byte_bounds, np.ctypeslib) cannot take a traced value, which has no memory "
@@ -451,7 +465,8 @@ def _getattr(self, name):
     raise UnsupportedOpError(
         f"the ndarray attribute or method .{name} is not supported in traced code; supported: "
         + ", ".join(sorted(k for k, v in _SURFACE.items() if not k.startswith("_")
-                           and getattr(v, "__name__", "") != "refused")), source=user_source())
+                           and getattr(v, "__name__", "") not in ("refused", "raise_"))),
+        source=user_source())
 
 
 _SURFACE = {
@@ -493,7 +508,11 @@ _SURFACE = {
     "__iter__": _iter,
     "__hash__": object.__hash__,
     "__bool__": _branch_error("bool() (an `if`, `while`, `and`/`or` or assert)"),
-    "__float__": _branch_error("float()", _MATH_HINT), "__int__": _branch_error("int()"),
+    "__float__": _branch_error("float()", _FLOAT_HINT + _MATH_HINT),
+    "__int__": _branch_error("int()"),
+    # (static facts, as .shape and .size)
+    "itemsize": property(lambda self: self.dtype.itemsize),
+    "nbytes": property(lambda self: self.size * self.dtype.itemsize),
     # (print(x) in traced code runs once, while gradc traces: it shows what x is, not values)
     "__str__": lambda self: f"<traced {self.type_str}: values exist when the compiled function "
                             "runs; return it to print it>",

@@ -1145,12 +1145,9 @@ def _traced_value_into_numpy_array(error):
         tb = tb.tb_next
     if _user_frame(tb.tb_frame)[0] is not tb.tb_frame:
         return None
+    from .surface import _STORE_INTO_NUMPY
     return UnsupportedOpError(
-        "a value was stored into a NumPy array (`a[i] = v`) that NumPy could not take: if `v` "
-        "is traced (computed from the function's arguments), a NumPy array cannot hold it, "
-        "since the function's Python runs once, when traced. Build the array from the values "
-        "instead (np.stack([...]) or np.array([...]) of them), or update a traced array: "
-        "a = gradc.at(a)[i].set(v)",
+        _STORE_INTO_NUMPY,
         source=f"{os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}")
 
 

@@ -155,21 +155,29 @@ def stores_into_numpy_array_in_a_helper(x):
     return np.sum(acc)
 
 
-@pytest.mark.parametrize("fun, marker, cls", [
-    (stores_into_numpy_array, "STORE-ELEMENT", gradc.UnsupportedOpError),
-    (stores_slice_into_numpy_array, "STORE-SLICE", gradc.TracedBranchError),
-    (stores_into_numpy_array_in_a_helper, "STORE-IN-HELPER", gradc.TracedBranchError),
+def stores_at_a_traced_index(x):
+    ranks = np.zeros(3)
+    ranks[np.argsort(x)] = np.arange(3.0)  # STORE-AT-INDEX
+    return np.sum(ranks * x)
+
+
+@pytest.mark.parametrize("fun, marker", [
+    (stores_into_numpy_array, "STORE-ELEMENT"),
+    (stores_slice_into_numpy_array, "STORE-SLICE"),
+    (stores_into_numpy_array_in_a_helper, "STORE-IN-HELPER"),
+    (stores_at_a_traced_index, "STORE-AT-INDEX"),
 ])
 @pytest.mark.parametrize("api", [gradc.jit, gradc.grad])
-def test_storing_a_traced_value_into_a_numpy_array_is_refused(fun, marker, cls, api):
-    """`acc[i] = v` with acc a NumPy array and v traced: NumPy takes v for a sequence (its
-    ValueError "setting an array element with a sequence", or our __array__'s refusal), and
-    the user gets a GradcError naming the line, saying to build the array with np.stack or
-    update it with gradc.at."""
+def test_storing_a_traced_value_into_a_numpy_array_is_refused(fun, marker, api):
+    """`acc[i] = v` with acc a NumPy array and v (or i) traced: NumPy takes v for a sequence
+    (its ValueError "setting an array element with a sequence", or our __array__'s refusal),
+    and the user gets one UnsupportedOpError naming the line, saying to build the array with
+    np.stack or update it with gradc.at (an element's store was UnsupportedOpError, a slice's
+    TracedBranchError, and a traced index was called a traced value)."""
     with pytest.raises(gradc.GradcError) as excinfo:
         api(fun)(X3)
-    msg = check(excinfo, cls, marker)
-    assert "np.stack" in msg and "gradc.at(a)" in msg, msg
+    msg = check(excinfo, gradc.UnsupportedOpError, marker)
+    assert "np.stack" in msg and "gradc.at(a)" in msg and "traced index" in msg, msg
 
 
 def floor_div(x):
@@ -809,7 +817,7 @@ def test_messages_name_the_argument_and_the_fix():
 
 def test_a_constant_of_a_dtype_gradc_does_not_compute_in_is_refused_with_the_line():
     for dtype in (np.float16, np.int8, np.uint8):
-        with pytest.raises(gradc.UnsupportedOpError, match=r"test_errors\.py:\d+: a (float16|int8"
+        with pytest.raises(gradc.UnsupportedOpError, match=r"test_errors\.py:\d+: an? (float16|int8"
                                                            r"|uint8) array meets a traced value"):
             gradc.jit(lambda x: x * np.array([1, 2], dtype))(np.ones(2))
 
@@ -1162,3 +1170,20 @@ def test_messages_a_port_of_user_code_found_unclear():
 
     with pytest.raises(gradc.UnsupportedOpError, match=r"scipy\.special\.expit\(out="):
         gradc.jit(lambda v: scipy.special.expit(v, out=v))(x)
+
+
+def test_as_strided_reading_strides_float_and_static_sizes():
+    """as_strided(x, shape, x.strides * 2) reads x.strides before as_strided runs: it got the
+    list of supported attributes (which named the refused .item and .tolist) instead of the
+    memory message that points to sliding_window_view; float() of a 0-d value says to drop
+    it; .itemsize and .nbytes are static, as .size."""
+    from numpy.lib.stride_tricks import as_strided
+    x = np.arange(4.0)
+    with pytest.raises(gradc.UnsupportedOpError, match="sliding_window_view"):
+        gradc.jit(lambda v: as_strided(v, (3, 2), v.strides * 2))(x)
+    with pytest.raises(gradc.UnsupportedOpError, match="supported: ") as info:
+        gradc.jit(lambda v: v.flags)(x)
+    assert " item," not in str(info.value) and "tolist" not in str(info.value)
+    with pytest.raises(gradc.TracedBranchError, match="drop it"):
+        gradc.jit(lambda v: v * float(np.squeeze(v[:1])))(x)
+    assert gradc.jit(lambda v: v * (v.itemsize + v.nbytes))(x)[1] == 8 + 32
