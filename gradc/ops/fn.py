@@ -182,6 +182,14 @@ def astype(x, dtype):
     return x.graph.apply("astype", (x,), dtype=dtype)
 
 
+def _integer_arrays(xs):
+    """Whether the arrays among `xs` (not Python numbers, not weak values) are of integer
+    dtypes: a float-only ufunc computes them in float64."""
+    strong = [x.dtype if isinstance(x, Value) else np.asarray(x).dtype for x in xs
+              if isinstance(x, Value) and not is_weak(x) or isinstance(x, (np.ndarray, np.generic))]
+    return bool(strong) and np.result_type(*strong).kind in "iu"
+
+
 def promote(*xs, float_only=False):
     """The operands as values of one dtype, NumPy's. `float_only`: True makes an integer or
     boolean result float64, as NumPy's math ufuncs do; "float64" makes every result float64
@@ -189,6 +197,9 @@ def promote(*xs, float_only=False):
     if float_only == "float64":  # (NumPy's one loop: every operand, a Python float too,
         xs = [astype(x, np.float64) if isinstance(x, Value)  # is float64 from the start)
               else np.asarray(x, np.float64) for x in xs]
+    elif float_only and _integer_arrays(xs):  # (NumPy's float64 loop for integer arrays:
+        xs = [astype(x, np.float64) if isinstance(x, Value)  # a Python int of any size fits)
+              else float(x) if type(x) is int else x for x in xs]
     vals = _operands(*xs)
     dtype = np.result_type(*[v.dtype for v in vals])
     if float_only == "float64" or (float_only and not np.issubdtype(dtype, np.floating)):

@@ -290,7 +290,9 @@ def _from_a_dtype_round():
     off, 1e39 became inf); a float to integer cast of NaN, inf or a value out of range is the
     integer's smallest, as NumPy's on x86, whether LLVM can see the value (a NaN constant, the
     mean of nothing: it folded them to 0) or not; np.clip of a Python number makes it an
-    array (float64, int64); np.fmax.reduce and np.fmin.reduce leave NaNs out."""
+    array (float64, int64); np.fmax.reduce and np.fmin.reduce leave NaNs out; a float-only
+    ufunc of an integer array and a Python int too big for its dtype computes in float64, as
+    NumPy's (it was refused as out of bounds)."""
     def f(x32, x, lo32, lo_i32):
         odd = np.array([3e9, -3e9, np.inf, -np.inf, 1e20, 2.5, -2.5, 2147483647.9,
                         -2147483648.9, -2147483649.0, 9.3e18, -9.223372036854775808e18])
@@ -303,7 +305,9 @@ def _from_a_dtype_round():
                "mean_of_nothing": np.mean(x[:0]).astype(np.int64),
                "clip_float": np.clip(0.5, lo32, None), "clip_int": np.clip(1, lo_i32, 5),
                "fmax_reduce": np.fmax.reduce(x / x, axis=0),
-               "fmin_reduce": np.fmin.reduce(np.where(x > 0, x, np.nan))}
+               "fmin_reduce": np.fmin.reduce(np.where(x > 0, x, np.nan)),
+               # (a Python int too big for int32 fits the float64 loop these run in)
+               "big_int_divide": lo_i32 / 3000000000, "big_int_hypot": np.hypot(lo_i32, 2**63)}
         for src in (np.float64, np.float32):
             for dst in (np.int32, np.int64):
                 out[f"{src.__name__}_{dst.__name__}"] = mixed.astype(src).astype(dst)
