@@ -260,7 +260,7 @@ class Function:
         if self.mode == "jacobian":  # per output, a block per differentiated leaf; then aux
             out_tree, arg_trees, many, n, aux_tree = compiled.out_kind
             count = n * pytree.leaf_count(out_tree)
-            blocks = [_result(o, fresh=True) for o in outs[:count]]
+            blocks = [o.copy() for o in outs[:count]]  # (arrays, 0-d too: JAX's jacrev)
             per_output = ([blocks[i:i + n] for i in range(0, len(blocks), n)] if n else
                           [[] for _ in range(pytree.leaf_count(out_tree))])  # (argnums=())
             jac = transforms.jacobian_tree(out_tree, arg_trees, many, per_output)

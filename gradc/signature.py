@@ -159,8 +159,11 @@ def normalize_argnums(argnums, nargs, src):
     many = isinstance(argnums, (tuple, list))
     nums = tuple(argnums) if many else (argnums,)
     for a in nums:
-        if (not isinstance(a, (int, np.integer)) or isinstance(a, (bool, np.bool_))
-                or not -nargs <= a < nargs):
+        if not isinstance(a, (int, np.integer)) or isinstance(a, (bool, np.bool_)):
+            raise SignatureError(f"argnums={argnums!r}: argnums is an int or a tuple of ints "
+                                 "(positions of the differentiated arguments), got "
+                                 f"{type(a).__name__} {a!r}", source=src)
+        if not -nargs <= a < nargs:
             raise SignatureError(f"argnums={argnums!r} does not fit a call with {nargs} "
                                  "positional arguments (argnums counts the arguments given by "
                                  "position: pass the differentiated ones so, f(x, y=...))",

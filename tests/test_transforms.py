@@ -551,3 +551,17 @@ def test_a_hessian_too_large_to_unroll_names_hvp():
     pointed at gradc.vjp; it names gradc.hvp now."""
     with pytest.raises(gradc.UnsupportedOpError, match=r"1100 \(over 1024\).*gradc\.hvp"):
         gradc.hessian(lambda x: np.sum(x ** 3))(np.ones(1100))
+
+
+def test_jacobians_of_0d_values_are_arrays_and_argnums_types_are_named():
+    """jacobian and hessian with respect to a 0-d array (or a number) gave a NumPy scalar where
+    grad gives a 0-d array and JAX gives arrays; argnums=None or 1.0 was reported as not
+    fitting the count of arguments."""
+    cube = lambda s: s ** 3
+    for s in (np.array(2.0), np.float64(2.0), 2.0):
+        for got, want in ((gradc.hessian(cube)(s), 12.0), (gradc.jacobian(cube)(s), 12.0)):
+            assert type(got) is np.ndarray and got.shape == () and got == want
+    f = lambda x, y: np.sum(x * y)
+    for bad in (None, 1.0, True, "0"):
+        with pytest.raises(gradc.SignatureError, match="argnums is an int or a tuple of ints"):
+            gradc.grad(f, argnums=bad)(np.ones(2), np.ones(2))

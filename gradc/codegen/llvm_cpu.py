@@ -502,8 +502,9 @@ def load_kernels(sources, folder):
             STATS["loaded" if found else "compiled"] += 1
             if found is None:
                 found = _compile(codegen, todo, f"gradc_direct_{digest[:24]}")
-                if path:
-                    with contextlib.suppress(OSError):  # (uncached, but compiled)
+                if path:  # (uncached, but compiled; RuntimeError: no machine code captured
+                    # to cache, as after an interrupt inside LLVM's callback)
+                    with contextlib.suppress(OSError, RuntimeError):
                         write_library(path, *found)
         symbols, library = found
         if library is not None:
