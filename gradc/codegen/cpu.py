@@ -114,6 +114,7 @@ WIDE_SUM = 1 << 12  # elements a register sums per output, from which float32 su
 # float32 sum of 0.1s 11-16 ulps off (NumPy 1-2); these, under 1, at no time measurable (a sum
 # of 4M floats, W3, W6, alternating processes).
 SUM_BLOCK = 1024
+_FLOAT64_MAX = float(np.finfo(np.float64).max)
 
 
 def _long_sum(red, sizes):
@@ -515,8 +516,11 @@ def loop_kernel(kernel, fusion, address):
         for red in nest.reductions:
             if red.register_from(ndim) == l:
                 array = array_of[id(red.access)]
-                total = (f"(acc{array[1:]} + err{array[1:]})" if id(red.access) in blocked
-                         else f"acc{array[1:]}")
+                n = array[1:]
+                # (the errors of a total that is inf or NaN are NaN: inf - inf. NumPy's sum
+                # of an inf, or of terms that overflow, is that inf)
+                total = (f"(acc{n} + err{n} if abs(acc{n}) <= {lit(_FLOAT64_MAX, np.float64)} "
+                         f"else acc{n})" if id(red.access) in blocked else f"acc{n}")
                 accname = f"f32({total})" if _wide(red, sizes) else total
                 target = index[id(red.access)]
                 value = combine(red, target, accname) if red.in_memory(ndim) else accname

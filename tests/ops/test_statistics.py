@@ -563,6 +563,23 @@ def test_long_float64_sums_add_compensated_blocks():
                                                       0.01 * scale)
 
 
+def test_long_sums_of_an_infinity_or_an_overflow_are_infinite_as_numpys():
+    """The compensated long sum's rounding errors of an infinite total are NaN (inf - inf): a
+    sum of >= 4096 elements holding an inf, or of float64 terms that overflow, came out NaN
+    where NumPy's is inf (shorter sums were right)."""
+    f = gradc.jit(lambda x: (np.sum(x), np.sum(x.reshape(4, -1), axis=1), np.mean(x)))
+    for dtype in (np.float32, np.float64):
+        for n in (4096, 1 << 17):
+            x = np.ones(n, dtype)
+            x[5] = -np.inf
+            x[-1] = 3.0
+            for got, want in zip(f(x), (np.sum(x), np.sum(x.reshape(4, -1), axis=1), np.mean(x))):
+                np.testing.assert_array_equal(got, want)
+    big = np.full(4096, 1e305)
+    with np.errstate(over="ignore"):
+        assert f(big)[0] == np.sum(big) == np.inf
+
+
 def test_scans_take_a_0d_array_as_one_element():
     """np.cumsum and its kin treat a 0-d array as shape (1,), axis 0 or -1 too (refused as
     out of bounds before), and the gradient flows back to the scalar."""
