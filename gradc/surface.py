@@ -80,35 +80,7 @@ def _integer(i):
 
 
 def _basic_index(x, index):
-    n_real = sum(1 for i in index if i is not None and i is not Ellipsis)
-    if n_real > x.ndim:
-        raise ShapeError(f"too many indices ({n_real}) for an array of {x.ndim} dimensions")
-    if sum(1 for i in index if i is Ellipsis) > 1:  # (`is`: == on arrays is elementwise)
-        raise ShapeError("an index can only have a single ellipsis")
-    if any(i is Ellipsis for i in index):
-        k = next(j for j, i in enumerate(index) if i is Ellipsis)
-        index = index[:k] + (slice(None),) * (x.ndim - n_real) + index[k + 1:]
-        n_real = x.ndim
-    index = index + (slice(None),) * (x.ndim - n_real)
-    starts, stops, steps, out_shape = [], [], [], []
-    dim = 0
-    for i in index:
-        if i is None:
-            out_shape.append(1)
-            continue
-        size = x.shape[dim]
-        if isinstance(i, slice):
-            a, b, c = i.indices(size)
-            starts.append(a), stops.append(b), steps.append(c)
-            out_shape.append(len(range(a, b, c)))
-        elif isinstance(i, (int, np.integer)):
-            j = int(i) + size if int(i) < 0 else int(i)
-            if not 0 <= j < size:
-                raise ShapeError(f"index {int(i)} is out of bounds for axis {dim} with size {size}")
-            starts.append(j), stops.append(j + 1), steps.append(1)
-        else:
-            raise UnsupportedOpError(f"cannot index with a {type(i).__name__}")
-        dim += 1
+    starts, stops, steps, out_shape = indexing.basic_slices(x.shape, index)
     return fn.reshape(fn.slice_(x, starts, stops, steps), out_shape)
 
 
@@ -416,7 +388,9 @@ def _current_step(frame):
 def _setitem(self, index, value):
     raise UnsupportedOpError(
         "item assignment (x[i] = v) on a traced value: arrays are immutable in a traced function; "
-        "use x = gradc.at(x)[i].set(v) (or .add(v)), a new array, or np.where(mask, v, x)",
+        "use x = gradc.at(x)[i].set(v) (or .add(v)), a new array, or np.where(mask, v, x). An "
+        "array filled slice by slice in a loop (`h[:, t] = v`) is best built from a list of the "
+        "slices, np.stack(hs, axis=1): each .set makes a new array of the whole size",
         source=user_source())
 
 
