@@ -205,7 +205,9 @@ def _in_place(symbol, binary):
                    "it is a view of a NumPy array from outside the function, which a compiled "
                    "function cannot change")
         elif self.id in graph.read_only:
-            why = "NumPy's view is read-only (output array is read-only)"
+            why = ("NumPy's view is read-only (output array is read-only; np.broadcast_arrays' "
+                   "results still take a write with a DeprecationWarning, and a broadcast "
+                   "element is written through every place it appears)")
         else:  # (a view of a computed array: that array changed too, retired with its views)
             out = _written_back(self, binary(self, other), symbol)
             if root is not self and self.size:  # (an empty view changes nothing)
