@@ -174,8 +174,9 @@ def basic_slices(shape, index):
             out_shape.append(len(range(a, b, c)))
         elif isinstance(i, (int, np.integer)):
             j = int(i) + size if int(i) < 0 else int(i)
-            if not 0 <= j < size:
-                raise ShapeError(f"index {int(i)} is out of bounds for axis {dim} with size {size}")
+            if not 0 <= j < size:  # (NumPy's IndexError, as for an index array's)
+                raise IndexOutOfRangeError(
+                    f"index {int(i)} is out of bounds for axis {dim} with size {size}")
             starts.append(j), stops.append(j + 1), steps.append(1)
         else:
             raise UnsupportedOpError(f"cannot index with a {type(i).__name__}")

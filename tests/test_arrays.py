@@ -433,6 +433,9 @@ def test_index_errors():
     check(lambda a: gradc.at(a)[a > 0].set(a[0]), gradc.UnsupportedOpError, ["scalar"])
     check(lambda a: a[[0, 3]], gradc.IndexOutOfRangeError, ["out of bounds"])
     check(lambda a: a[I, :, [5, 0]], gradc.IndexOutOfRangeError, ["out of bounds"])
+    # (an integer, as NumPy's IndexError, in an index and in an update: it was a ShapeError)
+    check(lambda a: a[3], gradc.IndexOutOfRangeError, ["out of bounds"])
+    check(lambda a: gradc.at(a)[:, -5].set(0.0), gradc.IndexOutOfRangeError, ["out of bounds"])
     check(lambda a: a[ROWS[:2]], gradc.ShapeError, ["boolean index"])
     check(lambda a, i: a[i, :, 0.5], gradc.GradcError, [], (A, I))
     check(lambda a, i: gradc.at(a)[i].multiply(2.0), gradc.UnsupportedOpError,
