@@ -49,7 +49,8 @@ def _round(a, decimals=0, out=None):
     """np.round (np.around, x.round(), Python's round()): NumPy's own arithmetic, rint(x * 10**d)
     / 10**d (for d < 0, rint(x / 10**-d) * 10**-d), halves to even, in x's dtype, gradient 0
     (NumPy's bits: the kernels divide exactly, fast-math's arcp is off). Integers with d >= 0
-    come back as they are; booleans (NumPy: float16) are refused."""
+    come back as they are, with d < 0 are rounded in float64 as NumPy's; booleans (NumPy:
+    float16) are refused."""
     if out is not None:
         raise UnsupportedOpError("np.round(out=...) is not supported: traced arrays are never "
                                  "written in place; use the result")
@@ -59,9 +60,8 @@ def _round(a, decimals=0, out=None):
         raise UnsupportedOpError("np.round of a boolean array is float16 in NumPy, a dtype gradc "
                                  "does not have: round x.astype(np.float32)")
     if not np.issubdtype(x.dtype, np.floating):
-        if decimals < 0:
-            raise UnsupportedOpError("np.round of integers to decimals < 0 is not supported: "
-                                     "cast to float first")
+        if decimals < 0:  # (NumPy's: in float64, back to x's integer dtype: 15 -> 20, 25 -> 20)
+            return fn.astype(_round(fn.astype(x, np.float64), decimals), x.dtype)
         return x
     if decimals == 0:
         return fn.unary("rint", x)

@@ -307,7 +307,10 @@ def _from_a_dtype_round():
                "fmax_reduce": np.fmax.reduce(x / x, axis=0),
                "fmin_reduce": np.fmin.reduce(np.where(x > 0, x, np.nan)),
                # (a Python int too big for int32 fits the float64 loop these run in)
-               "big_int_divide": lo_i32 / 3000000000, "big_int_hypot": np.hypot(lo_i32, 2**63)}
+               "big_int_divide": lo_i32 / 3000000000, "big_int_hypot": np.hypot(lo_i32, 2**63),
+               # (integers to tens, halves to even: 15 -> 20, -35 -> -40; it was refused)
+               "round_int": np.round(lo_i32 * 5, -1), "round_int64": np.round(
+                   lo_i32.astype(np.int64) * 5 + 2**60, -2)}
         for src in (np.float64, np.float32):
             for dst in (np.int32, np.int64):
                 out[f"{src.__name__}_{dst.__name__}"] = mixed.astype(src).astype(dst)
