@@ -325,9 +325,7 @@ def _update(x, index, kind, values):
         return _slice_update(x, basic, kind, vals)
     pos = positions(x, index)
     shape = np.shape(pos) if not isinstance(pos, Value) else pos.shape
-    while vals.ndim > len(shape) and vals.shape[0] == 1:  # (NumPy's assignment drops them)
-        vals = fn.reshape(vals, vals.shape[1:])
-    vals = fn.reshape(fn.broadcast_to(vals, shape), (-1,))
+    vals = fn.reshape(_fitted(vals, shape), (-1,))
     flat = fn.reshape(x, (x.size,))
     if vals.size == 0:
         return x
@@ -341,6 +339,14 @@ def _update(x, index, kind, values):
 _traced_update_of = traced(_update, graph_of=_graph_of)  # (errors name the user's line)
 
 
+def _fitted(vals, shape):
+    """The values broadcast to `shape`, the indexed elements' (NumPy's assignment first drops
+    leading axes of one that the shape has not)."""
+    while vals.ndim > len(shape) and vals.shape[0] == 1:
+        vals = fn.reshape(vals, vals.shape[1:])
+    return fn.broadcast_to(vals, tuple(shape))
+
+
 def _slice_update(x, index, kind, vals):
     """A basic index (a slice per axis: `h[:, t] = v` in a loop): the values written into
     zeros at the slice (unslice, whose gradient is the slice), taken where a mask made of one
@@ -348,10 +354,8 @@ def _slice_update(x, index, kind, vals):
     a mask of x's size as constants: an RNN's T updates of its (N, T, H) states kept T of
     each, 359 MiB at T = 64, and gathered and scattered x whole.)"""
     starts, stops, steps, shape = basic_slices(x.shape, index)
-    while vals.ndim > len(shape) and vals.shape[0] == 1:  # (NumPy's assignment drops them)
-        vals = fn.reshape(vals, vals.shape[1:])
     sliced = [len(range(a, b, c)) for a, b, c in zip(starts, stops, steps)]
-    vals = fn.reshape(fn.broadcast_to(vals, tuple(shape)), sliced)
+    vals = fn.reshape(_fitted(vals, shape), sliced)
     if vals.size == 0:
         return x
     new = x.graph.apply("unslice", (vals,), shape=x.shape, starts=tuple(starts),

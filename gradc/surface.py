@@ -496,7 +496,8 @@ _SURFACE = {
     "__index__": _branch_error("using a traced value as an index or size"),
     "__complex__": _branch_error("complex()"),
     "item": _branch_error(".item()", "; keep it an array instead: x.reshape(()) or x[0, 0] "
-                          "for the one element, which NumPy functions take as a number"), "tolist": _branch_error(".tolist()"),
+                          "for the one element, which NumPy functions take as a number"),
+    "tolist": _branch_error(".tolist()"),
     "__array__": _array,
     "__setitem__": _setitem,
     "__getattr__": _getattr,

@@ -786,22 +786,24 @@ def mark_view(base, out, read_only=False):
 
 def note_layout_view(a, out, order="C"):
     """Note `out`, a reshape (ravel, np.ascontiguousarray) in `order` of `a`, where `a` is not
-    contiguous in that order within the array it views (a transpose, a strided slice): NumPy copies or views it by that array's
-    memory layout, which gradc does not know (an argument's, or a transposed result's), so it
-    is taken as a view (an update through it refused, never lost); Graph.layout_views lets the
-    refusal say to write .copy(). Returns out."""
-    graph = a.graph
+    contiguous in that order within the array it views (a transpose, a strided slice): NumPy
+    copies or views it by that array's memory layout, which gradc does not know (an
+    argument's, or a transposed result's), so it is taken as a view (an update through it
+    refused, never lost); Graph.layout_views lets the refusal say to write .copy(). Returns
+    out."""
     if not isinstance(out, Value) or out is a:
         return out
-    from .passes.fuse import base_layout
     from .ops.movement import contiguous_strides
+    from .passes.fuse import base_layout
     layout = base_layout(a)
-    shape, strides = (a.shape, layout and layout[2])
+    if layout is None:  # (not expressible as strides: certainly not contiguous)
+        a.graph.layout_views.add(out.id)
+        return out
+    shape, strides = a.shape, layout[2]
     if order == "F":
-        shape, strides = shape[::-1], strides and strides[::-1]
-    if layout is None or any(s != c for s, c, d in zip(strides, contiguous_strides(shape), shape)
-                             if d != 1):
-        graph.layout_views.add(out.id)
+        shape, strides = shape[::-1], strides[::-1]
+    if any(s != c for s, c, d in zip(strides, contiguous_strides(shape), shape) if d != 1):
+        a.graph.layout_views.add(out.id)
     return out
 
 
