@@ -348,28 +348,20 @@ def _fitted(vals, shape):
 
 
 def _slice_update(x, index, kind, vals):
-    """A basic index (a slice per axis: `h[:, t] = v` in a loop): the values written into
-    zeros at the slice (unslice, whose gradient is the slice), taken where a mask made of one
-    small constant per axis says so. (Through positions, each update held a gather index and
-    a mask of x's size as constants: an RNN's T updates of its (N, T, H) states kept T of
-    each, 359 MiB at T = 64, and gathered and scattered x whole.)"""
+    """A basic index (a slice per axis: `h[:, t] = v` in a loop): the slice's new values
+    written into a copy of x (set_slice), which the memory plan writes in place where x is not
+    read after it. (Through positions, each update held a gather index and a mask of x's size
+    as constants: an RNN's T updates of its (N, T, H) states kept T of each, 359 MiB at
+    T = 64; a where of x and the values written into zeros held T zero-padded buffers, 70.)"""
     starts, stops, steps, shape = basic_slices(x.shape, index)
     sliced = [len(range(a, b, c)) for a, b, c in zip(starts, stops, steps)]
     vals = fn.reshape(_fitted(vals, shape), sliced)
     if vals.size == 0:
         return x
-    new = x.graph.apply("unslice", (vals,), shape=x.shape, starts=tuple(starts),
-                        stops=tuple(stops), steps=tuple(steps))
-    mask = None
-    for axis, (a, b, c) in enumerate(zip(starts, stops, steps)):
-        if len(range(a, b, c)) == x.shape[axis]:
-            continue  # (the whole axis)
-        on = np.zeros(x.shape[axis], bool)
-        on[list(range(a, b, c))] = True
-        on = fn.as_value(on.reshape([-1 if d == axis else 1 for d in range(x.ndim)]), x)
-        mask = on if mask is None else fn.elementwise("logical_and", mask, on)
-    out = _combine(kind, x, new)
-    return out if mask is None else fn.where(mask, out, x)
+    if kind != "set":
+        vals = _combine(kind, fn.slice_(x, starts, stops, steps), vals)
+    return x.graph.apply("set_slice", (x, vals), starts=tuple(starts), stops=tuple(stops),
+                         steps=tuple(steps))
 
 
 def _combine(kind, old, new):

@@ -600,12 +600,13 @@ def test_at_add_into_booleans_with_traced_indices_reads_the_values():
         np.testing.assert_array_equal(update(x, v, i), want)
 
 
-def test_at_with_a_basic_index_in_a_loop_holds_no_whole_size_constants():
+def test_at_with_a_basic_index_in_a_loop_plans_as_little_as_a_stack():
     """gradc.at(h)[:, t].set(v) in a loop over t (the rewrite of `h[:, t] = v` gradc's refusal
     suggests) held, per update, a gather index and a mask of h's size as constants and
-    gathered h whole: an RNN's states of (32, 64, 256) needed 359 MiB. A basic index is now
-    the values written at the slice (unslice) and a mask of one small constant per axis, and
-    the result and gradients are NumPy's and the chain rule's."""
+    gathered h whole: an RNN's states of (32, 64, 256) needed 359 MiB; then a where of h and
+    the values written into zeros, 70 MiB (np.stack of the steps: 4.6). Now each update is a
+    set_slice written over h in place, forward and backward: the plan is a stack's, within
+    one h, at every T, and the result and gradients are NumPy's and the chain rule's."""
     def fill(w, x):
         h = np.zeros(x.shape)
         prev = np.zeros(x.shape[::2])
@@ -622,11 +623,36 @@ def test_at_with_a_basic_index_in_a_loop_holds_no_whole_size_constants():
         return np.sum(np.stack(hs, 1) ** 2)
 
     rng = np.random.default_rng(0)
-    w, x = rng.standard_normal((4, 4)) * 0.5, rng.standard_normal((3, 6, 4))
-    (value, grads), want = gradc.value_and_grad(fill, argnums=(0, 1))(w, x), stacked(w, x)
-    np.testing.assert_allclose(value, want, rtol=1e-12)
-    for got, ref in zip(grads, gradc.grad(stacked, argnums=(0, 1))(w, x)):
-        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
-    plan = gradc.explain(gradc.value_and_grad(fill), w, x).memory
-    whole = [b for b in plan.largest if b.op == "constant" and np.prod(b.shape) >= x.size]
-    assert len(whole) == 1  # (h's zeros; each update added an index and a mask of that size)
+    w = rng.standard_normal((4, 4)) * 0.5
+    for steps in (6, 24):
+        x = rng.standard_normal((3, steps, 4))
+        (value, grads), want = gradc.value_and_grad(fill, argnums=(0, 1))(w, x), stacked(w, x)
+        np.testing.assert_allclose(value, want, rtol=1e-12)
+        for got, ref in zip(grads, gradc.grad(stacked, argnums=(0, 1))(w, x)):
+            np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
+        plan = gradc.explain(gradc.value_and_grad(fill, argnums=(0, 1)), w, x).memory
+        stack_plan = gradc.explain(gradc.value_and_grad(stacked, argnums=(0, 1)), w, x).memory
+        assert not [b for b in plan.largest if b.op == "constant" and np.prod(b.shape) >= x.size]
+        assert plan.arena_bytes <= stack_plan.arena_bytes + x.nbytes, (steps, plan, stack_plan)
+
+
+def test_a_uniform_numpy_array_is_a_broadcast_scalar_not_an_arena_constant():
+    """np.zeros/np.ones/np.full arrays made in the traced code (a state buffer filled step by
+    step, a mask of ones) are one scalar broadcast: no arena bytes for the program's life.
+    Arrays whose elements differ by their bits alone (-0.0 beside 0.0) stay constants, so the
+    sign of a zero is NumPy's."""
+    def f(x):
+        signed = np.zeros(x.shape)
+        signed[3, 5] = -0.0
+        return (x + np.zeros(x.shape)) * np.full(x.shape, 2.0), 1.0 / (x * signed)
+
+    x = np.ones((64, 64))
+    got = gradc.jit(f)(x)
+    with np.errstate(divide="ignore"):
+        want = f(x)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert np.signbit(got[1][3, 5]) and got[1][3, 5] == -np.inf
+    plan = gradc.explain(gradc.jit(f), x).memory
+    constants = [b for b in plan.largest if b.op == "constant"]
+    assert [b.shape for b in constants] == [(64, 64)]  # (the signed zeros' only)

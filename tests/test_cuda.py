@@ -81,12 +81,12 @@ def sim_results(request):
 
 
 CHECKS = ["elementwise", "transcendental", "activations", "where_compare", "floor_sign_jit",
-          "math_ufuncs", "math_ufuncs_jit", "broadcast", "transpose_slice_views", "sum_axes", "max_min", "mean_var",
-          "reductions_jit", "matmul_2d", "matmul_batched", "take_embedding", "take_axis1",
-          "take_along_axis", "slice_concat", "stride_slice_grad", "slice_sums", "conv2d", "pooling",
-          "pooling_tiles", "cross_entropy", "softmax_log_softmax", "scans_sorting", "argsort_jit", "float64",
-          "integers_jit", "train_step_adam", "index_error", "index_error_train_step",
-          "empty_refused"]
+          "math_ufuncs", "math_ufuncs_jit", "broadcast", "transpose_slice_views", "sum_axes",
+          "max_min", "mean_var", "reductions_jit", "matmul_2d", "matmul_batched",
+          "take_embedding", "take_axis1", "take_along_axis", "slice_concat", "stride_slice_grad",
+          "slice_sums", "set_slice_steps", "conv2d", "pooling", "pooling_tiles", "cross_entropy",
+          "softmax_log_softmax", "scans_sorting", "argsort_jit", "float64", "integers_jit",
+          "train_step_adam", "index_error", "index_error_train_step", "empty_refused"]
 
 
 @pytest.mark.parametrize("name", CHECKS)

@@ -210,6 +210,14 @@ def unslice_add(out, g, size, shape, dst_strides, offset):
         out[dst] += g[e]
 
 
+@cuda.jit
+def unslice_set(out, v, size, shape, dst_strides, offset):
+    """out[offset + sum(i_d * dst_strides[d])] = v[i]: a set_slice's values, after x is copied
+    into out (or out is x's buffer)."""
+    for e in range(cuda.grid(1), size, cuda.gridsize(1)):
+        out[_slice_element(e, shape, dst_strides, offset)] = v[e]
+
+
 @cuda.jit(device=True)
 def _window(e, C, H, W, OH, OW, KH, KW, SH, SW, PH, PW):
     """Patch element e = (n, a, b, c, i, j) -> (source pixel index, inside the image)."""

@@ -52,9 +52,10 @@ def verify_plan(fusion, plan):
     loads it (the loop nest's loads, a library kernel's inputs), except a value stored in its
     block of a concatenation's buffer (plan.members), and a value the plan writes over one its
     kernel reads for the last time (plan.shared), where every load of the old one is at the
-    element the new one is stored to (or it is an addmm's sum written over its c). The plan
-    computes liveness itself, from the kernels' nodes; this is the independent check that it
-    agrees with the code (GRADC_CHECK_PLAN=1, set by the tests). Raises AssertionError."""
+    element the new one is stored to (or it is an addmm's sum written over its c, or a
+    set_slice's result over its x). The plan computes liveness itself, from the kernels'
+    nodes; this is the independent check that it agrees with the code (GRADC_CHECK_PLAN=1,
+    set by the tests). Raises AssertionError."""
     from .loops import lower
     first_scratch = plan.arena_bytes - plan.scratch_bytes
     live, value, nests = {}, {}, {}  # value id -> [first kernel (its store), last kernel reading it]
@@ -83,10 +84,11 @@ def verify_plan(fusion, plan):
             assert plan.shared.get(new) == old and live[old][1] == live[new][0], (
                 f"%{i} (kernels {a}-{b}) and %{i2} (kernels {a2}-{b2}) share arena bytes "
                 f"{start2}-{min(end, end2)}")
-            if live[new][0] not in nests:  # an addmm writing c + a @ b over c
-                node = fusion.kernels[live[new][0]].nodes[0]
+            if live[new][0] not in nests:  # an addmm writing c + a @ b over c, a set_slice
+                node = fusion.kernels[live[new][0]].nodes[0]  # writing a slice of x over x
                 bases = [fusion.layouts[x.id][0].id for x in node.inputs]
-                assert node.op == "addmm" and bases[0] == old and old not in bases[1:], (
+                assert node.op in ("addmm", "set_slice") and bases[0] == old and (
+                    old not in bases[1:]), (
                     f"%{new} is written over %{old} by a library kernel that may not")
                 continue
             nest = nests[live[new][0]]

@@ -100,7 +100,16 @@ def array_const(graph, array):
             f"(.astype(np.float32) or np.int64)")
     if array.ndim == 0:
         return const(graph, array.item(), array.dtype)
+    if array.size > 1 and _uniform(array):  # (np.zeros((N, T, H)) filled by a loop of steps:
+        # a scalar, broadcast, takes no arena for the life of the program)
+        return full(graph, array.shape, array.flat[0], array.dtype)
     return graph.apply("constant", (), data=ConstArray(array))
+
+
+def _uniform(array):
+    """Every element of `array` has the same bits (-0.0 and 0.0 differ; NaNs of one payload)."""
+    bits = np.ascontiguousarray(array).reshape(-1).view(f"u{array.dtype.itemsize}")
+    return bool((bits == bits[0]).all())
 
 
 def _scalar_dtype(value, other_dtype):

@@ -168,6 +168,63 @@ register(OpDef("unslice", KERNEL,
                kernel=_unslice_kernel, cuda=_cuda_unslice))
 
 
+# --- set_slice: x with v written into a slice of it (gradc.at(x)[:, t].set(v)) --------------
+# The memory plan lets it write over x where it reads x for the last time (memory.py
+# _overwritable): an RNN filling its states a step at a time then writes each step's slice in
+# place, and its backward zeroes each step's slice of the gradient in place.
+def _set_slice_infer(inputs, starts, stops, steps):
+    x, v = inputs
+    if v.shape != _slice_shape(starts, stops, steps) or v.dtype != x.dtype:
+        raise ShapeError(f"set_slice: values {v.dtype}{list(v.shape)} for a slice "
+                         f"{_slice_shape(starts, stops, steps)} of {x.dtype}{list(x.shape)}")
+    return x.shape, x.dtype
+
+
+def _set_slice_ref(x, v, starts, stops, steps):
+    out = x.copy()
+    out[_slices(starts, stops, steps)] = v
+    return out
+
+
+def _set_slice_vjp(node, g):
+    starts, stops, steps = node.attr["starts"], node.attr["stops"], node.attr["steps"]
+    v = node.inputs[1]
+    # (the slice of g first: its readers then come before the zeroing that may overwrite g)
+    dv = fn.slice_(g, starts, stops, steps)
+    zeros = fn.full(g.graph, v.shape, 0, g.dtype)
+    dx = g.graph.apply("set_slice", (g, zeros), starts=starts, stops=stops, steps=steps)
+    return [dx, dv]
+
+
+def _set_slice_kernel(k):
+    # x copied unless the plan stored the result over it, then v written through the slice's
+    # strides (an affine index map)
+    x, v = k.inputs
+    offset, strides = slice_index_map(x.shape, k.attr["starts"], k.attr["steps"])
+    k.line("if p_x0 != p_out:")
+    k.line(f"    for i in range({k.size(k.output)}):")
+    k.line("        out[i] = x0[i]")
+    loops = k.loops(v.shape)
+    dst = " + ".join([k.param("offset", offset)] + [
+        f"{i} * {k.param(f'stride{d}', strides[d])}" for d, i in enumerate(loops.index)])
+    with loops:
+        k.line(f"out[{dst}] = x1[{loops.flat}]")
+
+
+def _cuda_set_slice(prog, node, out, ins):
+    x, v = node.inputs
+    offset, strides = slice_index_map(x.shape, node.attr["starts"], node.attr["steps"])
+    shape = prog.constant(np.array(v.shape or (1,), np.int64))
+    dst = prog.constant(np.array(strides or (0,), np.int64))
+    copy = [] if out.key() == ins[0].key() else [
+        prog.launch("copy_rows", [out, ins[0], 1, x.size, x.size, 0], x.size)]
+    return copy + [prog.launch("unslice_set", [out, ins[1], v.size, shape, dst, offset], v.size)]
+
+
+register(OpDef("set_slice", KERNEL, _set_slice_infer, ref=_set_slice_ref, vjp=_set_slice_vjp,
+               kernel=_set_slice_kernel, cuda=_cuda_set_slice))
+
+
 # --- unslice_sum: a sum of slice gradients (and other terms), accumulated in one buffer --------
 # unslice_sum(g_1..g_k, d_1..d_m; shape, slices) = d_1 + ... + d_m (or zeros), then g_i added
 # into slice i (slices[i] = (starts, stops, steps)), in order; slices may overlap. It replaces

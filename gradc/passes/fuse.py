@@ -651,6 +651,7 @@ def _schedule(kernels, region_outputs, in_place=frozenset()):
     for i, ds in waits.items():
         for d in ds:
             dependents[d].append(i)
+    _overwrites_last(kernels, waits, dependents)
 
     by_index = {k.index: k for k in kernels}
     keys = {k.index: (k.index not in sinks, k.index) for k in kernels}  # (sinks first)
@@ -669,6 +670,37 @@ def _schedule(kernels, region_outputs, in_place=frozenset()):
     for i, k in enumerate(order):
         k.index = i
     return order
+
+
+def _overwrites_last(kernels, waits, dependents):
+    """A set_slice kernel waits for the other kernels that read its x (and do not depend on
+    it), so it reads x last and the plan may write its result over x (memory.py
+    _overwritable): the backward of `gradc.at(h)[:, t].set(v)` makes the step's gradient dv, a
+    slice of g, and g with that slice zeroed; created first, the zeroing ran first and copied g,
+    a whole array per step. Each wait is added only where it closes no cycle."""
+    readers = {}
+    for k in kernels:
+        for node in k.nodes:
+            for x in node.inputs:
+                layout = base_layout(x)
+                if layout is not None:
+                    readers.setdefault(layout[0].id, set()).add(k.index)
+    for k in kernels:
+        if k.kind != "set_slice":
+            continue
+        x = base_layout(k.nodes[0].inputs[0])[0]
+        others = readers.get(x.id, set()) - {k.index}
+        if not others:
+            continue
+        after, stack = set(), [k.index]  # the kernels that wait for k, transitively
+        while stack:
+            for j in dependents[stack.pop()]:
+                if j not in after:
+                    after.add(j)
+                    stack.append(j)
+        for r in others - after - waits[k.index]:
+            waits[k.index].add(r)
+            dependents[r].append(k.index)
 
 
 def _index_guards(kernels):

@@ -5,8 +5,8 @@ the front, in output order, so the gradients form one flat region (one allreduce
 Scratch slots are reused: a slot is free once the last kernel that reads its value has run (a
 kernel's outputs are placed before its dead inputs are freed, so no kernel reads and writes one
 slot, except a loop kernel writing a value over an input it reads for the last time, at the
-element it computes, and an addmm writing its sum over its c: `_overwritable`). Everything is
-decided before anything runs.
+element it computes, an addmm writing its sum over its c, and a set_slice writing x with a
+slice set over x: `_overwritable`). Everything is decided before anything runs.
 """
 from __future__ import annotations
 
@@ -243,7 +243,9 @@ def _overwritable(fusion, last_read):
     the same size into its slot: each iteration loads all its elements before it stores any
     (gradc/codegen/loops.py). GELU's backward writes its gradient over the incoming one. And an
     addmm (c + op(a) @ op(b)) may write its sum over c: an accumulated weight gradient's buffer
-    is taken over by each step's."""
+    is taken over by each step's. And a set_slice may write x with its slice set over x (it
+    then skips its copy): an RNN's states filled a step at a time (fuse.py _overwrites_last
+    schedules it after x's other readers)."""
     taken, shared = set(), {}
     for k in fusion.kernels:
         if k.kind == "addmm":  # c + a @ b: gemm reads each element of c before it writes it
@@ -254,6 +256,15 @@ def _overwritable(fusion, last_read):
                     and c[0] is not b[0] and out in k.stores):
                 taken.add(c[0].id)
                 shared[out.id] = c[0].id
+            continue
+        if k.kind == "set_slice":  # x with a slice written: x copied, unless it is out's slot
+            x, v = (fusion.layouts[y.id] for y in k.nodes[0].inputs)
+            out = k.nodes[0].output
+            if (x[0] is k.nodes[0].inputs[0] and x[0].node is not None and x[0].id not in taken
+                    and last_read.get(x[0].id) == k.index and v[0] is not x[0]
+                    and out in k.stores):
+                taken.add(x[0].id)
+                shared[out.id] = x[0].id
             continue
         # (CUDA runs a kernel with reductions over different axes as one launch per set of
         # axes, each loading the inputs again, and the last one stores: none is written over)

@@ -123,6 +123,18 @@ case("stride_slice_grad", lambda a: (a[1::2, ::3] ** 3.0).sum() + a[:2].sum(), x
 case("slice_sums", lambda a: sum((np.tanh(a[:, t]) * (t + 1.0)).sum() for t in range(4))
      + (a[:, ::-2, 1:] ** 2.0).sum() + (a[:, 1:] * a[:, :-1]).sum() + (a * a).sum(), f32(2, 4, 3))
 
+
+
+def filled_steps(w, a):  # gradc.at's slice update (set_slice), in place step after step
+    h, prev = np.zeros(a.shape, np.float32), np.zeros(a.shape[::2], np.float32)
+    for t in range(a.shape[1]):
+        prev = np.tanh(prev @ w + a[:, t])
+        h = gradc.at(h)[:, t].set(prev)
+    return (h ** 2.0).sum() + (gradc.at(h)[:, ::-2, 1:].add(a[:, 1::2, :2]) * a).sum()
+
+
+case("set_slice_steps", filled_steps, f32(3, 3, scale=0.5), f32(2, 4, 3), argnums=(0, 1))
+
 # conv, pooling, softmax cross-entropy
 img, w, b = f32(1, 2, 5, 5), f32(2, 2, 3, 3, scale=0.3), f32(2)
 case("conv2d", lambda w, b, x: (np.tanh(gradc.nn.conv2d(x, w, b, padding=1)) ** 2.0).sum(),
