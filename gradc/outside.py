@@ -278,6 +278,18 @@ _NUMPY_PLAIN = (np.number, np.bool_)  # (NumPy's scalars: np.float32(1e-5))
 _PLAIN_INSTANCES = _NUMPY_PLAIN + (enum.Enum,)
 
 
+def _container_names(name, path):
+    """The names the code may read the container by whose length `path` (named `name`,
+    "len(layers)") ends at, for `for W in layers`: its key or attribute, the variable of a
+    closure's cell or a default argument, the parameter a partial's positional argument is."""
+    names = {path.steps[-2][1], name[len("len("):-1]}
+    if isinstance(path.root, functools.partial) and path.steps[0] == ("attr", "args"):
+        code = getattr(inspect.unwrap(path.root.func), "__code__", None)
+        if len(path.steps) == 3 and code is not None and path.steps[1][1] < code.co_argcount:
+            names.add(code.co_varnames[path.steps[1][1]])
+    return names
+
+
 class OutsideWalk:
     """The walk (a mixin of frozen.Watch, which enters user frames and calls `_consider`)."""
 
@@ -468,7 +480,8 @@ class OutsideWalk:
             if not path.named_in(names, called=callable(value)):
                 continue
             if path.steps[-1][0] == "len" and (value != first or not (
-                    path.steps[-2][1] in names.iterated or names.methods & _WALK_METHODS
+                    _container_names(name, path) & names.iterated
+                    or names.methods & _WALK_METHODS
                     or names.globals & _SIZED_BUILTINS or names.methods & _LOOKUP_METHODS
                     or _FROM_THE_END in names.keys)):
                 continue  # (a list the trace appends to is a log, not what a loop runs over;

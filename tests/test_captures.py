@@ -403,6 +403,39 @@ def test_class_attributes_functions_and_list_lengths_are_checked(monkeypatch, ca
     assert capsys.readouterr().err.count("compiled jit(forward)") == 5
 
 
+def test_containers_a_loop_walks_are_checked_wherever_the_function_holds_them():
+    """`for W in layers` over a list (or dict) held in a closure's cell, a default argument or
+    a partial's positional argument: a layer added between calls traces again (the length
+    check was kept only for a container named by a key or attribute: a closure's list kept
+    the program of one layer, silently)."""
+    def make(layers):
+        def forward(x):
+            for w in layers:
+                x = np.tanh(x @ w)
+            return np.sum(x)
+        return forward
+
+    def with_default(x, layers=[np.eye(2) * 0.5]):  # noqa: B006 - (the case itself)
+        for w in layers:
+            x = np.tanh(x @ w)
+        return np.sum(x)
+
+    def walks_dict(cfg, x):
+        return sum(np.sum(x * cfg[k]) for k in cfg)
+
+    closure_list = [np.eye(2) * 0.5]
+    cfg = {"a": np.ones(2)}
+    cases = [(make(closure_list), closure_list.append),
+             (with_default, with_default.__defaults__[0].append),
+             (functools.partial(walks_dict, cfg), lambda w: cfg.__setitem__("b", w[0]))]
+    x = X[:, :2]
+    for f, grow in cases:
+        compiled = gradc.jit(f)
+        np.testing.assert_allclose(compiled(x), f(x), rtol=1e-13)
+        grow(np.full((2, 2), 2.0))
+        np.testing.assert_allclose(compiled(x), f(x), rtol=1e-13)
+
+
 def test_switching_a_flag_back_and_forth_compiles_each_variant_once(monkeypatch, capsys):
     monkeypatch.setenv("GRADC_LOG", "compiles")
     model = Toggle()
