@@ -918,3 +918,19 @@ def test_pytorchs_keywords_say_what_to_write():
             call()
     with pytest.raises(gradc.ArgumentError, match="takes no reduction="):
         gradc.jit(lambda x, y: gradc.nn.cross_entropy(x, y, reduction="sum"))(x, y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_of_a_fully_masked_row_is_uniform_on_plain_arrays_and_traced(dtype):
+    """A row of finfo.min (Hugging Face's attention mask) or of huge equal logits: NumPy's
+    exp(x - max) / sum is uniform. The plain-array path (and the reference the passes fold
+    constants with) computed exp(x - logsumexp(x)), which lost log(n) beside the huge max and
+    gave ones."""
+    rows = np.array([[np.finfo(dtype).min] * 4, [1e17, 1e17, 1e17, 1e17],
+                     [-1e9, -1e9 + 1, -1e9, -1e9]], dtype)
+    e = np.exp(rows - rows.max(-1, keepdims=True))
+    want = e / e.sum(-1, keepdims=True)
+    np.testing.assert_allclose(nn.softmax(rows, axis=-1), want, rtol=1e-6)
+    np.testing.assert_allclose(gradc.jit(lambda r: nn.softmax(r, axis=-1))(rows), want, rtol=1e-6)
+    ones = np.ones(4, dtype)
+    np.testing.assert_allclose(gradc.jit(lambda x: x * nn.softmax(rows[0]))(ones), 0.25, rtol=1e-6)

@@ -71,9 +71,16 @@ def _same_infer(inputs, axes):
 
 register(OpDef("logsumexp", COMPOSITE, _keepdims_infer, ref=_np_logsumexp, vjp=_lse_vjp,
                lower=_lse_lower))
-register(OpDef("softmax", COMPOSITE, _same_infer,
-               ref=lambda x, axes: np.exp(x - _np_logsumexp(x, axes)).astype(x.dtype),
-               vjp=_softmax_vjp, lower=_softmax_lower))
+def _np_softmax(x, axes):
+    # (exp(x - m) / sum, the lowered form: exp(x - logsumexp(x)) lost log(n) added to a huge
+    # max, and gave ones for a row of finfo.min, a fully masked attention row)
+    m = np.max(x, axis=axes, keepdims=True)
+    e = np.exp(x - np.where(np.isfinite(m), m, 0))
+    return (e / np.sum(e, axis=axes, keepdims=True)).astype(x.dtype)
+
+
+register(OpDef("softmax", COMPOSITE, _same_infer, ref=_np_softmax, vjp=_softmax_vjp,
+               lower=_softmax_lower))
 def _np_log_softmax(x, axes):
     m = np.max(x, axis=axes, keepdims=True)
     shifted = x - np.where(np.isfinite(m), m, 0)
