@@ -8,6 +8,7 @@ GRADC_LOG=compiles.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -318,7 +319,8 @@ class Function:
                                                               self.fun, src)
             out_tree, outs = pytree.numbers_as_leaves(out_tree, outs, np.asarray)
             outs = [fn.as_value(o, graph=graph) for o in outs]
-            blocks = transforms.jacobian_values(graph, outs, flat, src)
+            with _derivatives_read_freely(graph):
+                blocks = transforms.jacobian_values(graph, outs, flat, src)
             jac = transforms.jacobian_tree(out_tree, trees, many, blocks)
             return jac if aux_tree is None else (jac, out[1])
         aux = None
@@ -329,7 +331,8 @@ class Function:
         if type(out) is float:  # (a constant loss: its gradient is zeros)
             out = fn.as_value(np.asarray(out), graph=graph)
         check_scalar_output(out, src)
-        grads_flat = autodiff.vjp(graph, as_scalar(out), flat)
+        with _derivatives_read_freely(graph):
+            grads_flat = autodiff.vjp(graph, as_scalar(out), flat)
         grads, cursor = [], 0
         for tree, ws in zip(trees, wrt):
             grads.append(pytree.unflatten(tree, grads_flat[cursor:cursor + len(ws)]))
@@ -338,6 +341,19 @@ class Function:
         if self.has_aux:
             return (grads, aux) if self.mode == "grad" else ((out, aux), grads)
         return grads if self.mode == "grad" else (out, grads)
+
+
+@contextlib.contextmanager
+def _derivatives_read_freely(graph):
+    """The derivatives of a gradient taken inside traced code (gradc.hessian, hvp, a jacobian
+    of a grad) read the forward's values, those an in-place operator has since replaced
+    (`z -= z.max()`: max's VJP reads the old z) too, as the outermost function's backward
+    does: the stale-read check is for the user's lines, not gradc's."""
+    stale, graph.stale = graph.stale, {}
+    try:
+        yield
+    finally:
+        graph.stale = stale
 
 
 def _fresh_variable(graph, x):

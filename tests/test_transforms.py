@@ -565,3 +565,31 @@ def test_jacobians_of_0d_values_are_arrays_and_argnums_types_are_named():
     for bad in (None, 1.0, True, "0"):
         with pytest.raises(gradc.SignatureError, match="argnums is an int or a tuple of ints"):
             gradc.grad(f, argnums=bad)(np.ones(2), np.ones(2))
+
+
+def test_second_derivatives_of_a_function_that_updates_its_own_arrays_in_place():
+    """A stable softmax written with in-place updates (`z -= z.max(...)`, `p /= p.sum(...)`):
+    the derivatives of a gradient taken in traced code (hessian, hvp, jacobian of grad) read
+    the values before each update, as the backward does; they were refused as stale reads."""
+    def in_place(w, x):
+        z = x @ w
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        return -np.log(p[:, 0]).mean()
+
+    def out_of_place(w, x):
+        z = x @ w
+        z = z - z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return -np.log((p / p.sum(axis=1, keepdims=True))[:, 0]).mean()
+
+    rng = np.random.default_rng(3)
+    w, x = rng.standard_normal((3, 2)), rng.standard_normal((5, 3))
+    want = gradc.hessian(out_of_place)(w, x)
+    np.testing.assert_allclose(gradc.hessian(in_place)(w, x), want, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(gradc.jacobian(gradc.grad(in_place))(w, x), want, rtol=1e-12,
+                               atol=1e-14)
+    v = rng.standard_normal(w.shape)
+    got = gradc.hvp(in_place, (w, x), (v, np.zeros_like(x)))[1][0]
+    np.testing.assert_allclose(got, np.tensordot(want, v, 2), rtol=1e-10, atol=1e-12)
