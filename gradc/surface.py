@@ -196,22 +196,10 @@ def _in_place(symbol, binary):
     argument of the traced function or a view of one (NumPy would write into the caller's
     array), a view of a NumPy array from outside, and NumPy's read-only views."""
     def impl(self, other):
-        graph = self.graph
-        root = _viewed_array(self)
-        if root is None or root.node is None and root.id not in graph.scalar_inputs:
-            why = ("it is an argument of the traced function, or a view of one: NumPy would "
-                   "write into the caller's array, and gradc never changes its inputs"
-                   if root is not None else
-                   "it is a view of a NumPy array from outside the function, which a compiled "
-                   "function cannot change")
-        elif self.id in graph.read_only:
-            why = ("NumPy's view is read-only (output array is read-only; np.broadcast_arrays' "
-                   "results still take a write with a DeprecationWarning, and a broadcast "
-                   "element is written through every place it appears)")
-        else:  # (a view of a computed array: that array changed too, retired with its views)
+        why = _unwritable(self)
+        if why is None:  # (a view of a computed array: that array changed too, retired)
             out = _written_back(self, binary(self, other), symbol)
-            if root is not self and self.size:  # (an empty view changes nothing)
-                _retire(root, user_source(), _through_layout_view(self))
+            _retire_viewed(self)
             return out
         name = self.name or f"a {self.type_str} array"
         raise UnsupportedOpError(
@@ -220,6 +208,86 @@ def _in_place(symbol, binary):
             "(.set, .multiply...)" + (LAYOUT_HINT if _through_layout_view(self) else ""),
             source=user_source())
     return impl
+
+
+def _unwritable(x):
+    """Why NumPy's write into the traced array x in place cannot be followed, or None."""
+    root = _viewed_array(x)
+    if root is None or root.node is None and root.id not in x.graph.scalar_inputs:
+        return ("it is an argument of the traced function, or a view of one: NumPy would "
+                "write into the caller's array, and gradc never changes its inputs"
+                if root is not None else
+                "it is a view of a NumPy array from outside the function, which a compiled "
+                "function cannot change")
+    if x.id in x.graph.read_only:
+        return ("NumPy's view is read-only (output array is read-only; np.broadcast_arrays' "
+                "results still take a write with a DeprecationWarning, and a broadcast "
+                "element is written through every place it appears)")
+    return None
+
+
+def _retire_viewed(x):
+    """The array the view x was taken of retired too (x itself is, by _written_back)."""
+    root = _viewed_array(x)
+    if root is not x and x.size:  # (an empty view changes nothing)
+        _retire(root, user_source(), _through_layout_view(x))
+
+
+def where_mask(where, like, name):
+    """A ufunc's `where=` as a traced boolean value."""
+    mask = where if isinstance(where, Value) else fn.as_value(np.asarray(where), like)
+    if not np.can_cast(mask.dtype, np.bool_, casting="safe"):
+        raise ArgumentError(f"{name}(where=...): Cannot cast array data from "
+                            f"dtype('{mask.dtype}') to dtype('bool') according to the rule "
+                            "'safe' (NumPy's refusal)", source=user_source())
+    return mask
+
+
+def masked_inputs(args, where, like, name):
+    """A ufunc's traced float operands under `where=`, broadcast with the mask: their gradient
+    kept where the mask holds (ops/elementwise.py masked_gradient), since NumPy computes
+    nothing elsewhere."""
+    mask = where_mask(where, like, name)
+    shape = fn.broadcast_shapes(mask.shape, *[np.shape(a) for a in args])
+    mask = fn.broadcast_to(mask, shape)
+    return [mask.graph.apply("masked_gradient", (mask, fn.broadcast_to(a, shape)))
+            if isinstance(a, Value) and a.dtype.kind == "f" else a for a in args]
+
+
+def written_out(out, value, where, name):
+    """`name(..., out=out, where=where)`: the ufunc's `value` written into the traced array
+    `out` as NumPy writes it (broadcast to out's shape, cast by the same_kind rule, where
+    `where` holds; out's old elements elsewhere) and returned: the new array. gradc's arrays
+    are immutable, so `out` keeps its old value, retired (Graph.retire): a later read of that
+    name is refused, where NumPy would read the result."""
+    if not isinstance(out, Value) or out.ndim == 0 and not is_zero_d_array(out):
+        raise ArgumentError(f"{name}(out=...) takes an array (NumPy: return arrays must be of "
+                            "ArrayType)", source=user_source())
+    why = _unwritable(out)
+    if why is not None:
+        raise UnsupportedOpError(
+            f"{name}(out=...) into {out.name or f'a {out.type_str} array'}: {why}. Use the "
+            f"result as a new array (r = {name}(...) without out=, np.where(mask, r, old) for "
+            "where=)", source=user_source())
+    if fn.broadcast_shapes(value.shape, out.shape) != out.shape:
+        raise ArgumentError(f"{name}: non-broadcastable output operand with shape {out.shape} "
+                            f"doesn't match the broadcast shape {value.shape} (NumPy's refusal)",
+                            source=user_source())
+    if value.dtype != out.dtype:
+        if not np.can_cast(value.dtype, out.dtype, casting="same_kind"):
+            raise ArgumentError(
+                f"{name}: Cannot cast ufunc output from dtype('{value.dtype}') to "
+                f"dtype('{out.dtype}') with casting rule 'same_kind' (NumPy's refusal)",
+                source=user_source())
+        value = fn.astype(value, out.dtype)
+    value = fn.broadcast_to(value, out.shape)
+    if where is not True:
+        value = fn.where(fn.broadcast_to(where_mask(where, out, name), out.shape), value, out)
+    else:
+        value = copy(value)  # (a new array, never one of the ufunc's inputs)
+    _retire(out, f"{user_source()} ({name}'s out=: read the array it returns)")
+    _retire_viewed(out)
+    return note_zero_d_arrays(value) if out.ndim == 0 else value
 
 
 _UFUNC_OF = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", "//": "floor_divide",

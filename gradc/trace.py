@@ -907,7 +907,10 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
     if method != "__call__":
         raise UnsupportedOpError(f"{name}.{method} is not supported in traced code; "
                                  "see the supported list in the README")
-    _no_out(kwargs.pop("out", None), _ufunc_name(ufunc))
+    out, where = kwargs.pop("out", None), kwargs.pop("where", True)
+    out = out[0] if isinstance(out, tuple) and len(out) == 1 else out
+    if out is not None and not isinstance(out, Value) or where is not True and out is None:
+        _no_out(out, _ufunc_name(ufunc), where is not True)
     impl = UFUNCS.get(ufunc)
     if impl is None and name.startswith(_SCIPY_SPECIAL):
         impl = SCIPY_UFUNCS.get(name[len(_SCIPY_SPECIAL):])
@@ -921,6 +924,11 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
     like = next(x for x in inputs if isinstance(x, Value))
     args = [x if isinstance(x, Value) or not isinstance(x, (np.ndarray, list)) else fn.as_value(x, like)
             for x in inputs]
+    if out is not None:  # (written into out: NumPy's answer, out's old value retired)
+        from .surface import masked_inputs, written_out
+        if where is not True:
+            args = masked_inputs(args, where, out, _ufunc_name(ufunc))
+        return written_out(out, impl(*args, **keywords), where, _ufunc_name(ufunc))
     return _new_array(impl(*args, **keywords), args)
 
 

@@ -680,3 +680,54 @@ def test_a_0d_array_is_written_in_place_as_numpy_writes_it():
         return y
 
     np.testing.assert_array_equal(gradc.jit(empty_view)(x), x)
+
+
+def test_a_ufunc_writes_into_a_traced_out_where_its_mask_holds():
+    """`np.divide(a, b, out=np.zeros_like(a), where=b != 0)` (the safe division idiom) and
+    `np.log(x, out=np.full_like(x, -np.inf), where=x > 0)`: NumPy's values, dtypes (out's, by
+    the same_kind cast) and shapes (the result broadcast into out); the gradient is zero where
+    the mask is False, where NumPy computes nothing (1 / b at b = 0 would make it NaN)."""
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    b[0, 1] = b[2, 3] = 0.0
+
+    def safe_div(a, b):
+        return np.divide(a, b, out=np.zeros_like(a), where=b != 0)
+
+    def cases(a, b):
+        return (safe_div(a, b), np.log(b, out=np.full_like(b, -np.inf), where=b > 0),
+                np.multiply(a, 2.0, out=np.zeros_like(a, dtype=np.float32)),
+                np.add(a[0], 1.0, out=np.zeros_like(a), where=[True, False, True, False]),
+                np.exp(a, out=(np.ones_like(a),)))
+
+    for got, want in zip(gradc.jit(cases)(a, b), cases(a, b)):
+        np.testing.assert_allclose(got, want, rtol=1e-15)  # (exp, log: last bits)
+        assert got.dtype == want.dtype and got.shape == want.shape
+    ga, gb = gradc.grad(lambda a, b: np.sum(safe_div(a, b)), argnums=(0, 1))(a, b)
+    on = b != 0
+    np.testing.assert_allclose(ga, np.where(on, 1 / np.where(on, b, 1), 0), rtol=1e-14)
+    np.testing.assert_allclose(gb, np.where(on, -a / np.where(on, b, 1) ** 2, 0), rtol=1e-14)
+
+
+def test_a_ufunc_out_refusals_name_the_line_and_what_to_read():
+    def reads_out_after(a):
+        o = np.zeros_like(a)
+        np.sqrt(a, out=o, where=a > 0)
+        return o  # NumPy's o holds the result: gradc's arrays are immutable
+
+    def into_argument(a):
+        return np.add(a, 1.0, out=a)
+
+    def where_alone(a):
+        return np.add(a, 1.0, where=a > 0)
+
+    def wrong_shape(a):
+        return np.add(a, np.ones((2, 1, 3)), out=np.zeros_like(a))
+
+    for f, error, words in [(reads_out_after, gradc.UnsupportedOpError, "read the array it returns"),
+                            (into_argument, gradc.UnsupportedOpError, "argument of the traced"),
+                            (where_alone, gradc.UnsupportedOpError, "uninitialized"),
+                            (wrong_shape, gradc.ArgumentError, "non-broadcastable output")]:
+        with pytest.raises(error, match=words) as e:
+            gradc.jit(f)(X)
+        assert "test_in_place.py" in str(e.value)

@@ -9,8 +9,8 @@ from ..ops import fn
 ABSENT = np._NoValue  # NumPy's default for arguments it passes on only when given
 
 
-def no_out(out, name):
-    if out is None:
+def no_out(out, name, where=False):
+    if out is None and not where:
         return
     targets = out if isinstance(out, tuple) else (out,)
     name = name if "." in name else f"np.{name}"  # (a ufunc's may be scipy.special.name)
@@ -22,6 +22,11 @@ def no_out(out, name):
             "np.zeros_like(x). State kept outside the function (`self.mean *= m`): a compiled "
             "function cannot change it on every call; return the new value (with has_aux=True "
             "for a gradient) and assign it after the call")
+    if out is None:  # (where= alone: NumPy leaves the other elements as np.empty's)
+        raise UnsupportedOpError(
+            f"{name}(where=...) without out= leaves the elements where the mask is False "
+            "uninitialized in NumPy; give out= a traced array of the old values "
+            "(out=np.zeros_like(x)), or write np.where(mask, result, 0)")
     raise UnsupportedOpError(f"{name}(out=...) cannot be traced: arrays are immutable "
                              "in a traced function; use the returned value")
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from . import fn
-from .registry import CONST, ELEMENTWISE, OpDef, register
+from .registry import COMPOSITE, CONST, ELEMENTWISE, OpDef, register
 
 CODE_DTYPE = {"float32": "f32", "float64": "f64", "int64": "i64", "int32": "i32", "bool": "bool_",
               "int8": "i8", "uint8": "u8", "int16": "i16", "float16": "f16"}
@@ -303,6 +303,15 @@ elementwise("where", lambda c, a, b: np.where(c, a, b),
             lambda m, dt, c, a, b: f"{a} if {c} else {b}",
             vjp=lambda n, g: [None, fn.where(_x(n, 0), g, 0), fn.where(_x(n, 0), 0, g)],
             infer=_infer_where, nondiff=(0,))
+
+
+# masked_gradient(mask, x) is x, whose gradient is kept only where the mask holds: a ufunc's
+# inputs under NumPy's where= (np.divide(a, b, out=..., where=b != 0) never divides by the
+# zeros), so the ufunc's derivative there (1 / b at b = 0: inf) is never multiplied by the
+# zero gradient (NaN). Lowered to x after autodiff, as the composites are.
+register(OpDef("masked_gradient", COMPOSITE, lambda inputs: (inputs[1].shape, inputs[1].dtype),
+               ref=lambda mask, x: x, vjp=lambda n, g: [None, fn.where(n.inputs[0], g, 0)],
+               lower=lambda mask, x: x, nondiff=(0,)))
 
 
 def _astype_vjp(node, g):

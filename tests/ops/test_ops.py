@@ -451,6 +451,8 @@ CASES = [
     Case("slice_none_ellipsis", lambda x: x[None, ..., 1:3], [normal(4, 5)]),
     Case("slice_overlapping", lambda x: np.tanh(x[1:, :]) * x[:-1, :], [normal(4, 5)]),
     Case("slice_3d", lambda x: x[1, :, 2:] + x[0, :, :2], [normal(2, 3, 4)]),
+    Case("ufunc_out_where", lambda a, b: np.divide(a, b, out=np.ones_like(a), where=b > 0),
+         [normal(3, 4), normal(3, 4)]),
     Case("set_slice_steps", lambda x, v: gradc.at(x)[1:, ::-2].set(np.tanh(v)),
          [normal(4, 5), normal(3, 3)]),
     Case("set_slice_add_int_index", lambda x, v: gradc.at(x * 2.0)[:, 1].add(v) * x,
