@@ -411,10 +411,13 @@ def _array(self, *args, **kwargs):
                "traces too)")
     elif step == "STORE_SUBSCR":
         raise UnsupportedOpError(_STORE_INTO_NUMPY, source=user_source())
+    elif scalar_type := next((t for t in _SCALAR_TYPES if _line_reads_attribute(user, t)), None):
+        why = (f"np.{scalar_type}(x) makes a NumPy scalar of a traced value, which has no "
+               f"number until the compiled function runs: write x.astype(np.{scalar_type}) "
+               "(a 0-d array of that dtype, which stays traced)")
     else:
         why = (
-            "a traced value was converted to a NumPy array (np.asarray, np.array, a NumPy "
-            "scalar type such as np.float32(x), which x.astype(np.float32) writes, or a NumPy "
+            "a traced value was converted to a NumPy array (np.asarray, np.array, or a NumPy "
             "function gradc does not trace); keep traced values symbolic: use the NumPy "
             "functions, operators and gradc.nn functions listed in the README. A traced index "
             "into a NumPy array (`table[i]`, `np.take(table, i)` with `table` a NumPy array) is "
@@ -433,6 +436,9 @@ _STORE_INTO_NUMPY = (
     "since the function's Python runs once, when traced. Build the array from the values "
     "instead (np.stack([...]) or np.array([...]) of them), or update a traced array: "
     "a = gradc.at(a)[i].set(v) (a = gradc.at(np.zeros(n))[i].set(v) for a new one)")
+
+
+_SCALAR_TYPES = ("float64", "float32", "int64", "int32", "bool_", "double", "single", "intp")
 
 
 def _line_reads_attribute(frame, name):

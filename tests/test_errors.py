@@ -1187,3 +1187,12 @@ def test_as_strided_reading_strides_float_and_static_sizes():
     with pytest.raises(gradc.TracedBranchError, match="drop it"):
         gradc.jit(lambda v: v * float(np.squeeze(v[:1])))(x)
     assert gradc.jit(lambda v: v * (v.itemsize + v.nbytes))(x)[1] == 8 + 32
+
+
+def test_a_numpy_scalar_type_of_a_traced_value_says_to_write_astype():
+    def f(x):
+        return np.float64(x.sum()) * x
+
+    with pytest.raises(gradc.TracedBranchError, match=r"write x.astype\(np.float64\)") as e:
+        gradc.jit(f)(np.ones(3, np.float32))
+    assert "test_errors.py" in str(e.value)
