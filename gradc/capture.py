@@ -70,6 +70,9 @@ def same(a, b):
     return a == b
 
 
+RESHAPED = "when traced, now"  # (an outside array's new shape or dtype: RecompileWatch)
+
+
 class CaptureChanged(SignatureError):
     """An array read from outside the arguments is no longer an array of the traced shape and
     dtype, or a guarded value changed: the caller traces again."""
@@ -117,7 +120,7 @@ class Captures:
                 now = (f"{x.dtype.name}{list(x.shape)}" if isinstance(x, np.ndarray)
                        else f"a {type(x).__name__}")
                 raise CaptureChanged(f"`{capture.name}` was {np.dtype(dtype).name}{list(shape)} "
-                                     f"when traced, now {now}")
+                                     f"{RESHAPED} {now}")
             for name, path in capture.ties:
                 try:
                     tied = path.follow()

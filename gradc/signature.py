@@ -114,7 +114,11 @@ class RecompileWatch:
         self.outside_compiles = 0  # traced again: a value read from outside the arguments changed
 
     def note_outside(self, why, name, src):
-        """A trace again because `why` (capture.CaptureChanged's message): warned once at STORM."""
+        """A trace again because `why` (capture.CaptureChanged's message): warned once at STORM.
+        An outside array's new shape or dtype does not count, as an argument's does not."""
+        from .capture import RESHAPED
+        if RESHAPED in why:
+            return
         self.outside_compiles += 1
         if self.warned or self.outside_compiles < self.STORM:
             return

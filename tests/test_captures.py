@@ -1350,3 +1350,23 @@ def test_a_big_endian_float_array_from_outside_is_read_by_value():
     W[0, 0] = 100.0
     with pytest.warns(gradc.ConstantArrayWarning):
         assert g(x) == f(x) == 460.0
+
+
+def test_an_outside_array_of_new_shapes_is_no_recompile_storm():
+    """self.W of a new shape at each call traces again, as an argument of a new shape
+    compiles again, without a RecompileWarning (whose advice, pass it as an argument, would
+    change nothing)."""
+    class Model:
+        def __init__(self):
+            self.w = np.ones((3, 1))
+
+        def f(self, x):
+            return np.sum(x @ self.w)
+
+    model = Model()
+    f = gradc.jit(model.f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gradc.RecompileWarning)
+        for n in range(1, 11):
+            model.w = np.ones((3, n))
+            assert f(np.ones((2, 3))) == 6.0 * n
