@@ -70,12 +70,13 @@ def same(a, b):
     return a == b
 
 
-RESHAPED = "when traced, now"  # (an outside array's new shape or dtype: RecompileWatch)
-
-
 class CaptureChanged(SignatureError):
     """An array read from outside the arguments is no longer an array of the traced shape and
     dtype, or a guarded value changed: the caller traces again."""
+
+
+class CaptureReshaped(CaptureChanged):
+    """An array read from outside the arguments has a new shape or dtype (or is no array)."""
 
 
 class Captures:
@@ -119,8 +120,8 @@ class Captures:
             if type(x) not in ARRAY_TYPES or x.shape != shape or x.dtype != dtype:
                 now = (f"{x.dtype.name}{list(x.shape)}" if isinstance(x, np.ndarray)
                        else f"a {type(x).__name__}")
-                raise CaptureChanged(f"`{capture.name}` was {np.dtype(dtype).name}{list(shape)} "
-                                     f"{RESHAPED} {now}")
+                raise CaptureReshaped(f"`{capture.name}` was {np.dtype(dtype).name}{list(shape)} "
+                                      f"when traced, now {now}")
             for name, path in capture.ties:
                 try:
                     tied = path.follow()

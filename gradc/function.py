@@ -158,7 +158,7 @@ class Function:
                         raise CaptureChanged(f"{e}: changed while it was traced again (by the "
                                              "traced code itself, or by another thread)",
                                              source=user_source()) from None
-                    changed = str(e)
+                    changed = e  # (its message says what changed; its class, how)
                 else:
                     self._last_call = compiled.last_call(treedef, leaves, advanced)
                     return self._package(compiled, outs)

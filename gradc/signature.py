@@ -114,16 +114,16 @@ class RecompileWatch:
         self.outside_compiles = 0  # traced again: a value read from outside the arguments changed
 
     def note_outside(self, why, name, src):
-        """A trace again because `why` (capture.CaptureChanged's message): warned once at STORM.
-        An outside array's new shape or dtype does not count, as an argument's does not."""
-        from .capture import RESHAPED
-        if RESHAPED in why:
+        """A trace again because of `why` (a capture.CaptureChanged): warned once at STORM. An
+        outside array's new shape or dtype does not count, as an argument's does not."""
+        from .capture import CaptureReshaped
+        if isinstance(why, CaptureReshaped):
             return
         self.outside_compiles += 1
         if self.warned or self.outside_compiles < self.STORM:
             return
         self.warned = True
-        if "with NumPy alone" in why:  # (an array's contents: capture.content_guards)
+        if "with NumPy alone" in str(why):  # (an array's contents: capture.content_guards)
             what = ("what NumPy computes alone from an array read from outside is compiled in, "
                     "so every change to the array traces again. Compute it from a traced value "
                     "(the array meeting a traced operation is read on every call), or pass the "

@@ -385,7 +385,7 @@ class TrainStep(LearningRate):
                     compiled.captures.read()
                 except CaptureChanged as e:  # an array read from outside the arguments changed
                     compiled = self._compile(key, Call(args, {}, leaves, treedef), user_source(),
-                                             why=str(e), stale=compiled)
+                                             why=e, stale=compiled)
                 p_leaves = leaves[compiled.param_leaves]
                 # written in place: the parameters, and the states of Generators in the batch
                 written = [*range(compiled.param_leaves.start, compiled.param_leaves.stop),
