@@ -40,5 +40,13 @@ def __getattr__(name):
     AttributeError."""
     if name in ("scipy", "distributed"):
         import importlib
-        return importlib.import_module(f"{__name__}.{name}")
+        import sys
+        # (imported without the tracing hook, if inside a trace: scipy.stats makes and draws
+        # from a generator at import, which the hook took for the user's random numbers)
+        hook = sys.getprofile()
+        sys.setprofile(None)
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        finally:
+            sys.setprofile(hook)
     raise AttributeError(f"module 'gradc' has no attribute {name!r}")

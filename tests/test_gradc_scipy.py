@@ -280,3 +280,16 @@ def test_polygamma_just_below_zero():
     tiny = np.array([-1e-5, -1e-10, -1e-20])
     second = gradc.grad(lambda x: np.sum(gradc.grad(lambda y: np.sum(gsp.digamma(y)))(x)))
     np.testing.assert_allclose(second(tiny), sp.polygamma(2, tiny), rtol=1e-14)
+
+
+def test_first_use_of_gradc_scipy_inside_a_traced_function():
+    """gradc.scipy is imported on first use; inside a trace, scipy.stats' import (which makes
+    and draws from a generator) was taken for the user's random numbers (FrozenRandomError)."""
+    import subprocess
+    import sys
+    code = ("import numpy as np, sys, gradc\n"
+            "assert 'gradc.scipy' not in sys.modules\n"
+            "x = np.array([1.0, 2.0, 3.0])\n"
+            "got = gradc.jit(lambda x: gradc.scipy.special.logsumexp(x))(x)\n"
+            "assert abs(got - np.log(np.exp(x).sum())) < 1e-12, got\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
