@@ -247,6 +247,11 @@ FASTMATH = {"nsz", "contract", "afn", "reassoc"}
 # could lose precision to it: LLVM turns the stable log-softmax's (x - max) - log(sum) into
 # x - (max + log(sum)), hoisted out of the loop, which cancels badly at |x| ~ 1000 in float32.
 MAP_FASTMATH = FASTMATH - {"reassoc"}
+# Nor 'contract' in a loop kernel that reads a product twice (y = x * c; y - max(y)): a fused
+# multiply-add would give one reader the exact product and the others the rounded one, and
+# their difference is the product's rounding error where NumPy's is 0 (a softmax's max shift
+# of a scaled, masked row of -1e30 came out 1e23, and its exp inf: NaN). codegen/cpu.py.
+EXACT_FASTMATH = MAP_FASTMATH - {"contract"}
 JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
 # functions kernels call: compiled into each kernel that calls them (and so cached with it); not
 # cached on their own, which would write beside this file (in site-packages, or an AOT module)

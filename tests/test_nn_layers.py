@@ -934,3 +934,25 @@ def test_softmax_of_a_fully_masked_row_is_uniform_on_plain_arrays_and_traced(dty
     np.testing.assert_allclose(gradc.jit(lambda r: nn.softmax(r, axis=-1))(rows), want, rtol=1e-6)
     ones = np.ones(4, dtype)
     np.testing.assert_allclose(gradc.jit(lambda x: x * nn.softmax(rows[0]))(ones), 0.25, rtol=1e-6)
+
+
+def test_a_product_read_twice_is_one_rounded_value_in_every_reader():
+    """`z = x * c; z - z.max()`: a fused multiply-add in the subtraction gave it the exact
+    product where the max had the rounded one: a scaled, fully masked attention row of -1e30
+    (float32) shifted by the product's rounding error, 1e23, whose exp is inf: NaN, and a
+    constant's `y - y.mean()` was not 0 (codegen: rt.EXACT_FASTMATH)."""
+    masked = np.full((2, 4), -1e30, np.float32)
+    scale = 0.35355339  # (1 / sqrt(8): not a power of two, so x * scale is rounded)
+
+    def hand_softmax(x):
+        z = x * scale
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    for f in (hand_softmax, lambda x: nn.softmax(x * scale, axis=-1)):
+        np.testing.assert_array_equal(gradc.jit(f)(masked), np.full((2, 4), 0.25, np.float32))
+    x = np.array([1.0, 2.0, 3.0, -2.0, 7.0, -4.0, 0.5])
+    got = gradc.jit(lambda x: nn.logsumexp(x * 1e300))(x)
+    np.testing.assert_allclose(got, 7e300, rtol=1e-12)
+    y = gradc.jit(lambda x: (x * 1.1 - (x * 1.1).mean(), np.std(x * 1.1)))(np.full(1000, 0.3))
+    assert not y[0].any() and y[1] == 0.0

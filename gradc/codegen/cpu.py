@@ -8,6 +8,7 @@ them in order and carries the user's names and source lines in its comments.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import hashlib
@@ -156,10 +157,12 @@ class KernelSource:
     `chunks`: how this call runs in chunks (Chunks), or None; `combines`: the calls that fold
     its partial results after (KernelSource each)."""
 
-    def __init__(self, title, params, body, call_args, reassociate=True):
+    def __init__(self, title, params, body, call_args, reassociate=True, contract=True):
         self.params = params
         body_text = "\n".join(body)
-        options = "JIT_OPTIONS" if reassociate else "dict(JIT_OPTIONS, fastmath=MAP_FASTMATH)"
+        options = ("JIT_OPTIONS" if reassociate else
+                   "dict(JIT_OPTIONS, fastmath=MAP_FASTMATH)" if contract else
+                   "dict(JIT_OPTIONS, fastmath=EXACT_FASTMATH)")
         digest = hashlib.sha1(f"{title}\n{params}\n{options}\n{body_text}".encode()).hexdigest()[:10]
         self.name = f"{title}_{digest}"
         self.call_args = call_args
@@ -375,6 +378,20 @@ def _arrays(nest, address):
     return array_of, arrays, shift
 
 
+_PRODUCTS = frozenset({"multiply", "square"})
+
+
+def _reads_a_product_twice(nest, graph):
+    """Whether the graph reads a product the kernel computes in more than one place (rt.py
+    EXACT_FASTMATH: then no fused multiply-adds, so every reader sees one rounded value)."""
+    products = {st.node.output.id for st in nest.body if st.node.op in _PRODUCTS}
+    if not products:
+        return False
+    reads = collections.Counter(x.id for node in graph.nodes for x in node.inputs
+                                if x.id in products)
+    return any(n > 1 for n in reads.values())
+
+
 def loop_kernel(kernel, fusion, address):
     """Source of a fused loop kernel. `address(base, offset_elements)` gives the driver's pointer
     expression for a buffer."""
@@ -527,7 +544,8 @@ def loop_kernel(kernel, fusion, address):
                 emit(depth, f"{target} = {value}")
 
     ks = KernelSource("loop_" + (nest.title() or "copy"), params.names, lines, params.values,
-                      reassociate=False)  # (its sums through rt.radd: see `combine`)
+                      reassociate=False,  # (its sums through rt.radd: see `combine`)
+                      contract=not _reads_a_product_twice(nest, fusion.graph))
     if kernel.parallel:
         _cut_in_chunks(ks, nest, array_of, arrays, address, kernel.index)
     return ks
