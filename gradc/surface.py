@@ -8,6 +8,7 @@ from __future__ import annotations
 import dis
 import functools
 import operator
+import os
 import sys
 
 import numpy as np
@@ -470,6 +471,23 @@ def _setitem(self, index, value):
         source=user_source())
 
 
+_GRADC_DIR = os.path.dirname(os.path.abspath(__file__))
+_hash_refused = _branch_error(
+    "hash() (a dict key or a set element: `d[y[i]]`, `y[i] in {0, 1}`, set(y), "
+    "collections.Counter(y))", "; for a table of numbers indexed by a traced integer, make it "
+    "an array: np.asarray(table)[y], or gradc.nn.embedding(table, y)")
+
+
+def _hash(self):
+    """gradc's own sets and dicts of values hash them by identity. User code is refused: NumPy's
+    arrays are unhashable, and its scalars hash by value, which tracing does not know
+    (`weights[y[i]]`, `len(set(y))` looked the traced value up, never equal to a key: silently
+    the default, or a bare KeyError)."""
+    if sys._getframe(1).f_code.co_filename.startswith(_GRADC_DIR):
+        return object.__hash__(self)
+    return _hash_refused(self)
+
+
 def _not_writable(name):
     return _refused(f"x.{name} = ...: attribute '{name}' of arrays is not writable (NumPy's "
                     "AttributeError); bind the name to a new array instead")
@@ -556,7 +574,7 @@ _SURFACE = {
     "__abs__": traced(lambda self: _python_result(fn.unary("abs", self, float_only=False), self)),
     "__getitem__": traced(_getitem),
     "__iter__": _iter,
-    "__hash__": object.__hash__,
+    "__hash__": _hash,
     "__bool__": _branch_error("bool() (an `if`, `while`, `and`/`or` or assert)"),
     "__float__": _branch_error("float()", _FLOAT_HINT + _MATH_HINT),
     "__int__": _branch_error("int()"),

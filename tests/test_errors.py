@@ -1196,3 +1196,19 @@ def test_a_numpy_scalar_type_of_a_traced_value_says_to_write_astype():
     with pytest.raises(gradc.TracedBranchError, match=r"write x.astype\(np.float64\)") as e:
         gradc.jit(f)(np.ones(3, np.float32))
     assert "test_errors.py" in str(e.value)
+
+
+def test_a_traced_value_as_a_dict_key_or_set_element_is_refused():
+    """NumPy's y[i] (an np.int64) hashes by value: `WEIGHTS.get(y[i], 0.0)`, `y[i] in {0, 1}`,
+    `len(set(y))` look up the label. A traced value's is not known: these silently took the
+    default (or raised a bare KeyError naming an IR value)."""
+    weights = {0: 1.0, 1: 5.0}
+    x, y = np.array([1.0, 2.0, 3.0]), np.array([1, 0, 1])
+    cases = [lambda x, y: sum(weights.get(y[i], 0.0) * x[i] for i in range(3)),
+             lambda x, y: x * (1.0 if y[0] in {0, 1} else 0.0),
+             lambda x, y: x * len(set(y)),
+             lambda x, y: sum(weights[y[i]] * x[i] for i in range(3))]
+    for f in cases:
+        with pytest.raises(gradc.TracedBranchError, match=r"hash\(\) \(a dict key") as e:
+            gradc.jit(f)(x, y)
+        assert "test_errors.py" in str(e.value)
