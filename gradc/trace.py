@@ -714,7 +714,7 @@ def _einsum_view(args):
 
 
 # NumPy functions that may return their argument itself (the same array object, not a copy)
-SAME_ARRAY_FUNCTIONS = frozenset({np.real_if_close, np.linalg.matrix_power})
+SAME_ARRAY_FUNCTIONS = frozenset({np.real_if_close, np.linalg.matrix_power, np.diff})  # (n=0)
 
 
 # NumPy functions whose result is a view of their first argument (for a contiguous one: a

@@ -731,3 +731,23 @@ def test_a_ufunc_out_refusals_name_the_line_and_what_to_read():
         with pytest.raises(error, match=words) as e:
             gradc.jit(f)(X)
         assert "test_in_place.py" in str(e.value)
+
+
+def test_diff_of_order_zero_is_its_argument_itself():
+    """np.diff(a, n=0) returns a itself in NumPy: `y = np.diff(h, n=0); y += 1` changes h (a
+    later read of h is refused), and of an argument it would write into the caller's."""
+    def later_read(x):
+        h = x * 2.0
+        y = np.diff(h, n=0)
+        y += 1.0
+        return h
+
+    def of_argument(x):
+        y = np.diff(x, n=0)
+        y *= 2.0
+        return y
+
+    for f in (later_read, of_argument):
+        with pytest.raises(gradc.UnsupportedOpError):
+            gradc.jit(f)(X)
+    np.testing.assert_array_equal(gradc.jit(lambda x: np.diff(x, n=0) * 1.0)(X), X)
