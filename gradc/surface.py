@@ -624,6 +624,8 @@ _SURFACE = {
     "astype": traced(_astype_method),
     "dot": _method(np.dot),
     "repeat": _method(np.repeat), "diagonal": _method(np.diagonal), "take": _method(np.take),
+    "searchsorted": _method(np.searchsorted),
+    "compress": traced(lambda self, condition, axis=None: np.compress(condition, self, axis)),
     "clip": traced(_clip_method), "round": _method(np.round),
     # (of a real array NumPy's methods return the array itself, np.conj a new one)
     "conj": traced(lambda self: _viewed(self, self)),

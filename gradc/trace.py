@@ -660,6 +660,12 @@ REFUSED.update({
     np.put: _IN_PLACE.format("gradc.at(a.ravel())[ind].set(v).reshape(a.shape)"),
     np.place: _IN_PLACE.format("np.where(mask, values, a)"),
     np.putmask: _IN_PLACE.format("np.where(mask, values, a)"),
+    np.put_along_axis: _IN_PLACE.format(
+        "np.where(np.arange(a.shape[axis]) == indices, values, a) for one index per row, or "
+        "gradc.at(a)[index arrays].set(values)"),
+    np.fill_diagonal: _IN_PLACE.format("np.where(np.eye(n, dtype=bool), value, a)"),
+    np.bincount: "its length depends on the data (the largest value): with a known length n, "
+                 "(x[:, None] == np.arange(n)).sum(0), or gradc.at(np.zeros(n))[x].add(w)",
 })
 
 

@@ -656,3 +656,19 @@ def test_a_uniform_numpy_array_is_a_broadcast_scalar_not_an_arena_constant():
     plan = gradc.explain(gradc.jit(f), x).memory
     constants = [b for b in plan.largest if b.op == "constant"]
     assert [b.shape for b in constants] == [(64, 64)]  # (the signed zeros' only)
+
+
+def test_searchsorted_and_compress_methods_are_numpy_s():
+    x, v = np.array([1.0, 3.0, 5.0, 7.0]), np.array([2.0, 7.0])
+    m = np.arange(6.0).reshape(2, 3)
+
+    def f(x, v, m):
+        return (x.searchsorted(v), x.searchsorted(v, side="right"),
+                x.compress([True, False, True, True]), m.compress([False, True, True], axis=1),
+                m.compress([True, False]))
+
+    for got, want in zip(gradc.jit(f)(x, v, m), f(x, v, m)):
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == want.dtype
+    grad = gradc.grad(lambda m: np.sum(m.compress([False, True, True], axis=1) ** 2))(m)
+    np.testing.assert_array_equal(grad, np.where([False, True, True], 2 * m, 0.0))
