@@ -24,6 +24,7 @@ import numpy as np
 
 from ..ir import replay
 from ..ops.elementwise import COMPARISONS
+from ..ops import fn
 from ..ops.fn import ConstArray
 from ..ops.movement import contiguous_strides
 from ..ops.registry import CONST, ELEMENTWISE, KERNEL, REDUCE, VIEW
@@ -94,6 +95,17 @@ def _copy(x):
     return x.graph.apply("copy", (x,))
 
 
+def _contiguous(x, reader):
+    """x as a library kernel `reader` reads it: a copy, but a scalar broadcast (np.zeros(n)
+    read by a matmul: an RNN's first state) is an array in the constant region, filled once,
+    not a copy at every call. Not for a set_slice: it writes its result over its x, which a
+    copy lets it do (a buffer of the program's whole life would not)."""
+    value = fn.const_value(x)
+    if value is not None and reader != "set_slice":
+        return x.graph.apply("constant", (), data=ConstArray(np.full(x.shape, value, x.dtype)))
+    return _copy(x)
+
+
 def _literal(value, dtype):
     """Whether a scalar constant is written into kernels as a literal. Other float constants (a
     mean's 1/N, an epsilon) are read from the arena's constant region instead, so the kernel that
@@ -132,7 +144,7 @@ def legalize(graph, late=frozenset()):
             ins = tuple(_recopied(x, copies, (node.output.id, j)) if (node.output.id, j) in late
                         else x for j, x in enumerate(ins))
             fixed = tuple(x if (layout := base_layout(x)) is not None and _is_contiguous(layout, x.shape)
-                          else _copy(x) for x in ins)
+                          else _contiguous(x, node.op) for x in ins)
             return new.apply(node.op, fixed, **node.attr)
         return None
 
