@@ -471,6 +471,14 @@ def _setitem(self, index, value):
         source=user_source())
 
 
+def _index_refused(self):
+    raise TracedBranchError(
+        "a traced integer used as a Python index or size (a list's `table[y[0]]`, range(n), "
+        "a shape, a repeat count): its value is not known while tracing. Index an array "
+        "instead (np.asarray(table)[y], or gradc.nn.embedding(table, y) for rows of a "
+        "table), or pass the number as a static Python int", source=user_source())
+
+
 _GRADC_DIR = os.path.dirname(os.path.abspath(__file__))
 _hash_refused = _branch_error(
     "hash() (a dict key or a set element: `d[y[i]]`, `y[i] in {0, 1}`, set(y), "
@@ -585,7 +593,7 @@ _SURFACE = {
     "__str__": lambda self: f"<traced {self.type_str}: values exist when the compiled function "
                             "runs; return it to print it>",
     "__format__": lambda self, spec: str(self) if not spec else _format_error(self, spec),
-    "__index__": _branch_error("using a traced value as an index or size"),
+    "__index__": _index_refused,
     "__complex__": _branch_error("complex()"),
     "item": _branch_error(".item()", "; keep it an array instead: x.reshape(()) or x[0, 0] "
                           "for the one element, which NumPy functions take as a number"),

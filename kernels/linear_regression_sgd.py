@@ -700,9 +700,9 @@ def matmul_198a91783f(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
                     out[i * n + j] += s * x1[p * n + j]
 
 
-# loop_add_subtract_square_sum_multiply_47d85355d0: add, subtract, square, sum, multiply; called by k1
-@njit("void(int64, int64, int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=EXACT_FASTMATH))
-def loop_add_subtract_square_sum_multiply_47d85355d0(n0, p0, p1, p2, p3, p4, p5, p6):
+# loop_add_subtract_square_sum_multiply_eabb712b73: add, subtract, square, sum, multiply; called by k1
+@njit("void(int64, int64, int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_add_subtract_square_sum_multiply_eabb712b73(n0, p0, p1, p2, p3, p4, p5, p6):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
@@ -808,7 +808,7 @@ def run(A, params_w, params_b, x, y, lr):
     # k1: add, subtract, square, sum, multiply over [256x1] -> %11, %21, %22
     #   linear_regression.py:38  pred = x @ params["w"] + params["b"]
     #   linear_regression.py:39  return np.mean((pred - y) ** 2)
-    loop_add_subtract_square_sum_multiply_47d85355d0(256, A + 128, params_b, y, A + 64, A + 1152, A + 1216, A + 2240)
+    loop_add_subtract_square_sum_multiply_eabb712b73(256, A + 128, params_b, y, A + 64, A + 1152, A + 1216, A + 2240)
     # k2: multiply, subtract over [1] -> %31
     #   optimizer SGD
     loop_multiply_subtract_950c9cf72b(lr, A + 2240, params_b)

@@ -382,13 +382,16 @@ _PRODUCTS = frozenset({"multiply", "square"})
 
 
 def _reads_a_product_twice(nest, graph):
-    """Whether the graph reads a product the kernel computes in more than one place (rt.py
-    EXACT_FASTMATH: then no fused multiply-adds, so every reader sees one rounded value)."""
+    """Whether the kernel adds a product it computes that the graph reads elsewhere too (rt.py
+    EXACT_FASTMATH: then no fused multiply-adds, so every reader sees one rounded value). A
+    product only multiplied again (a learning rate times a decay) is rounded wherever read."""
     products = {st.node.output.id for st in nest.body if st.node.op in _PRODUCTS}
-    if not products:
+    added = {x.id for st in nest.body if st.node.op in ("add", "subtract")
+             for x in st.node.inputs if x.id in products}
+    if not added:
         return False
     reads = collections.Counter(x.id for node in graph.nodes for x in node.inputs
-                                if x.id in products)
+                                if x.id in added)
     return any(n > 1 for n in reads.values())
 
 
