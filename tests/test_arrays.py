@@ -672,3 +672,18 @@ def test_searchsorted_and_compress_methods_are_numpy_s():
         assert got.dtype == want.dtype
     grad = gradc.grad(lambda m: np.sum(m.compress([False, True, True], axis=1) ** 2))(m)
     np.testing.assert_array_equal(grad, np.where([False, True, True], 2 * m, 0.0))
+
+
+def test_roll_by_a_traced_shift():
+    """np.roll(x, s) with s a traced integer: a gather of (i - s) mod n, NumPy's values for
+    every shift and axis (None flattens), its gradient the rolled-back cotangent."""
+    x = np.arange(12.0).reshape(3, 4)
+    for axis in (None, 0, 1, -1):
+        f = gradc.jit(lambda x, s, axis=axis: np.roll(x, s, axis))
+        for s in (1, -2, 5, 0, -13):
+            np.testing.assert_array_equal(f(x, np.int64(s)), np.roll(x, s, axis))
+    w = np.arange(4.0)
+    g = gradc.grad(lambda x, s: np.sum(np.roll(x, s, 1) * w))(x, np.int64(1))
+    np.testing.assert_array_equal(g, np.broadcast_to(np.roll(w, -1), x.shape))
+    with pytest.raises(gradc.UnsupportedOpError, match="one integer"):
+        gradc.jit(lambda x, s: np.roll(x, (s, s), (0, 1)))(x, np.int64(1))

@@ -40,13 +40,17 @@ def _rearranged(x, np_func, *args, **kwargs):
     return _gather(fn.reshape(x, (x.size,)), np_func(_positions(x.shape), *args, **kwargs))
 
 
-def _static(value, name, what):
+def _static(value, name, what, why="would give a data-dependent shape"):
     """A static (non-traced) argument, as NumPy takes it."""
-    if isinstance(value, Value) or isinstance(value, (list, tuple)) and any(
-            isinstance(v, Value) for v in value):
-        raise UnsupportedOpError(f"np.{name}: a traced {what} would give a data-dependent shape; "
-                                 f"pass {what} as a Python number or NumPy array")
+    if _is_traced(value):
+        raise UnsupportedOpError(f"np.{name}: a traced {what} {why}; pass {what} as a Python "
+                                 "number or NumPy array")
     return value
+
+
+def _is_traced(value):
+    return isinstance(value, Value) or isinstance(value, (list, tuple)) and any(
+        isinstance(v, Value) for v in value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,7 +228,7 @@ def _pad(array, pad_width, mode="constant", **kwargs):
             raise ValueError(f"unsupported keyword arguments for mode '{mode}': "
                              f"{set(kwargs) - allowed}")
         values = np.asarray(_static(kwargs.get("constant_values", 0), "pad",
-                                    "constant_values"))
+                                    "constant_values", "is not supported"))
         if values.size == 1 or values.size == 2 and values.shape != (2, 1):
             values = values.ravel()
         if x.dtype.kind in "iu" and values.dtype.kind in "iu" and values.size:
@@ -286,9 +290,20 @@ def _flipud(m):
 
 
 def _roll(a, shift, axis=None):
-    """np.roll: along each axis, the last `shift` elements then the others (two slices)."""
+    """np.roll: along each axis, the last `shift` elements then the others (two slices); by a
+    traced shift, a gather of the positions (i - shift) mod n."""
     x = array_arg(a)
-    _static(shift, "roll", "shift")
+    if isinstance(shift, Value) and shift.ndim == 0 and shift.dtype.kind in "iu" and (
+            axis is None or isinstance(axis, numbers.Integral)):
+        flat = x if axis is not None else fn.reshape(x, (x.size,))
+        ax = fn.normalize_axis(axis if axis is not None else 0, flat.ndim)
+        n = flat.shape[ax]
+        if n == 0:
+            return x
+        at = np.remainder(fn.as_value(np.arange(n, dtype=np.int64), shift)
+                          - fn.astype(shift, np.int64), n)
+        return fn.reshape(fn.take(flat, at, axis=ax), x.shape)
+    _static(shift, "roll", "shift", "is supported as one integer (0-d) with one axis or none")
     if axis is None:
         return fn.reshape(_roll(fn.reshape(x, (x.size,)), shift, 0), x.shape)
     shifts = {}
