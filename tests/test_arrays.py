@@ -687,3 +687,27 @@ def test_roll_by_a_traced_shift():
     np.testing.assert_array_equal(g, np.broadcast_to(np.roll(w, -1), x.shape))
     with pytest.raises(gradc.UnsupportedOpError, match="one integer"):
         gradc.jit(lambda x, s: np.roll(x, (s, s), (0, 1)))(x, np.int64(1))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64])
+def test_pad_statistic_and_linear_ramp_modes_are_numpy_s(dtype):
+    """np.pad's maximum/minimum/mean/median (stat_length too; integers' mean and median
+    rounded) and linear_ramp (end_values; floored for integers), axis by axis as NumPy pads."""
+    a = (np.random.default_rng(1).standard_normal((3, 4)) * 5).astype(dtype)
+    cases = [("maximum", {}), ("minimum", {"stat_length": 2}), ("mean", {}),
+             ("median", {"stat_length": ((1, 3), (2, 1))}), ("linear_ramp", {}),
+             ("linear_ramp", {"end_values": (5, -1)})]
+    widths = ((1, 2), (2, 1))
+
+    def f(a):
+        return [np.pad(a, widths, mode, **kw) for mode, kw in cases]
+
+    for got, want in zip(gradc.jit(f)(a), f(a)):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        assert got.dtype == want.dtype and got.shape == want.shape
+    if dtype is np.float64:
+        w = np.arange(42.0).reshape(6, 7)
+        for mode, kw in cases:
+            loss = lambda a, mode=mode, kw=kw: np.sum(np.pad(a, widths, mode, **kw) * w)
+            np.testing.assert_allclose(gradc.grad(loss)(a), finite_differences(loss, [a], [0])[0],
+                                       rtol=1e-5, atol=1e-6)

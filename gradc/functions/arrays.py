@@ -247,9 +247,16 @@ def _pad(array, pad_width, mode="constant", **kwargs):
             if parts[0] is not None or parts[1] is not None:
                 x = fn.concatenate([p for p in (parts[0], x, parts[1]) if p is not None], axis)
         return x
+    if mode in _STATISTICS or mode == "linear_ramp":
+        allowed = {"stat_length"} if mode in _STATISTICS else {"end_values"}
+        if kwargs.keys() - allowed:
+            raise ValueError(f"unsupported keyword arguments for mode '{mode}': "
+                             f"{set(kwargs) - allowed}")
+        return _pad_from_edges(x, pairs, mode, kwargs)
     if mode not in _GATHERED_MODES:
         raise UnsupportedOpError(f"np.pad(mode={mode!r}) is not supported; supported modes: "
-                                 "constant, empty, " + ", ".join(_GATHERED_MODES))
+                                 "constant, empty, linear_ramp, " + ", ".join(
+                                     _GATHERED_MODES + tuple(_STATISTICS)))
     if kwargs.get("reflect_type", "even") != "even":
         raise UnsupportedOpError("np.pad(reflect_type='odd') is not supported; use the default "
                                  "reflect_type='even'")
@@ -257,6 +264,62 @@ def _pad(array, pad_width, mode="constant", **kwargs):
         if before or after:
             idx = np.pad(np.arange(x.shape[axis]), (before, after), mode, **kwargs)
             x = fn.take(x, idx, axis)
+    return x
+
+
+_STATISTICS = {"maximum": np.max, "minimum": np.min, "mean": np.mean, "median": np.median}
+
+
+def _pad_from_edges(x, pairs, mode, kwargs):
+    """np.pad's statistic modes (each side filled with the max/min/mean/median of its
+    `stat_length` nearest elements; integers' mean and median rounded) and linear_ramp (from
+    `end_values` to the edge, as np.linspace(end, edge, width, endpoint=False) in float64,
+    floored to integers), axis by axis as NumPy pads: an axis sees the pads of those before."""
+    if mode in _STATISTICS:
+        lengths = kwargs.get("stat_length")
+        lengths = None if lengths is None else _pad_pairs(
+            _static(lengths, "pad", "stat_length"), x.ndim)
+    else:
+        ends = np.broadcast_to(np.asarray(_static(kwargs.get("end_values", 0), "pad",
+                                                  "end_values", "is not supported")), (x.ndim, 2))
+    for axis, (before, after) in enumerate(pairs):
+        n = x.shape[axis]
+        if not (before or after):
+            continue
+        if n == 0:
+            raise ValueError(f"can't extend empty axis {axis} using modes other than 'constant' "
+                             "or 'empty'")
+        parts = []
+        parts = {}
+        for side, width in enumerate((before, after)):
+            if not width:
+                continue
+            length = 1 if mode == "linear_ramp" else n if lengths is None else min(
+                lengths[axis][side], n)
+            if length == 0:
+                raise ValueError("stat_length of 0 yields no value for padding")
+            starts, stops = [0] * x.ndim, list(x.shape)
+            if side:
+                starts[axis] = n - length
+            else:
+                stops[axis] = length
+            edge = fn.slice_(x, starts, stops, (1,) * x.ndim)  # (the elements it is made from)
+            shape = list(x.shape)
+            shape[axis] = width
+            if mode in _STATISTICS:
+                fill = _STATISTICS[mode](edge, axis=axis, keepdims=True)
+                if x.dtype.kind in "iub" and mode in ("mean", "median"):
+                    fill = np.round(fill)
+                parts[side] = fn.broadcast_to(fn.astype(fill, x.dtype), shape)
+                continue
+            end = float(ends[axis][side])
+            steps = np.arange(width, dtype=np.float64)[::-1 if side else 1].reshape(
+                [width if d == axis else 1 for d in range(x.ndim)])  # (after: toward the end)
+            ramp = steps * ((fn.astype(edge, np.float64) - end) / width) + end
+            ramp = np.floor(ramp) if x.dtype.kind in "iu" else ramp
+            parts[side] = fn.broadcast_to(fn.astype(ramp, x.dtype), shape)
+        x = fn.concatenate([parts[s] if s in parts else x for s in (0, "x", 1)
+                            if s in parts or s == "x"], axis)
     return x
 
 
