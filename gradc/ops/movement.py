@@ -267,6 +267,12 @@ def _slice_groups(k):
     return groups
 
 
+def _tuple(items):
+    """Python's text of a tuple of these names: (a, b), (a,)."""
+    items = list(items)
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+
 def _unslice_sum_kernel(k):
     n_sliced = len(k.attr["slices"])
     dense = " + ".join(f"x{i}[i]" for i in range(n_sliced, len(k.inputs)))
@@ -275,8 +281,8 @@ def _unslice_sum_kernel(k):
     for g, ((shape, strides), members) in enumerate(_slice_groups(k).items()):
         first = k.inputs[members[0][0]]
         # the members' addresses and offsets as tuples, indexed by the loop over members
-        k.line(f"ptr{g} = ({''.join(f'p_x{i}, ' for i, _ in members)})")
-        k.line(f"off{g} = ({''.join(k.param(f'offset{i}', o) + ', ' for i, o in members)})")
+        k.line(f"ptr{g} = {_tuple(f'p_x{i}' for i, _ in members)}")
+        k.line(f"off{g} = {_tuple(k.param(f'offset{i}', o) for i, o in members)}")
         # (the count a parameter, not a literal: LLVM unrolled a literal 9 members' loops,
         # W4n's nine shifted slices, and spent 130 ms on the kernel instead of 36)
         k.line(f"for t in range({k.param(f'members{g}', len(members))}):")
@@ -340,21 +346,32 @@ def _concat_vjp(node, g):
 
 def _concat_kernel(k):
     # Each input is a (outer, inner_i) block; the output rows are the inputs' rows side by side.
+    # Inputs of one width are one loop over their addresses and columns (a Hessian's 64 rows,
+    # an LSTM's 48 steps): the kernel's body does not grow with their count (its arguments do),
+    # nor LLVM's time on it (64 blocks of loops: 19 KB of source, most of a Hessian's compile).
     axis = k.attr["axis"]
     outer = int(np.prod(k.output.shape[:axis], dtype=np.int64))
     row = k.param("row", int(np.prod(k.output.shape[axis:], dtype=np.int64)))
     n_outer = k.param("n_outer", outer)
-    col, itemsize = 0, k.output.dtype.itemsize
+    col, itemsize, groups = 0, k.output.dtype.itemsize, {}
     for i, x in enumerate(k.inputs):
         inner = int(np.prod(x.shape[axis:], dtype=np.int64))
-        w, c = k.param(f"width{i}", inner), k.param(f"col{i}", col)
+        groups.setdefault(inner, []).append((i, col))
+        col += inner
+    for g, (inner, members) in enumerate(groups.items()):
+        first = k.inputs[members[0][0]]
+        w = k.param(f"width{g}", inner)
+        k.line(f"ptrs{g} = {_tuple(f'p_x{i}' for i, _ in members)}")
+        k.line(f"cols{g} = {_tuple(k.param(f'col{i}', c) for i, c in members)}")
+        k.line(f"for t in range({k.param(f'members{g}', len(members))}):")
         # an input the plan stored in its block of the output (memory.py _concat_members) is
         # there already: copying it onto itself cost W8's LSTM 0.3 ms a step
-        k.line(f"if p_x{i} != p_out + {c} * {itemsize}:")
-        k.line(f"    for a in range({n_outer}):")
-        k.line(f"        for b in range({w}):")  # (unsigned indices vectorize: unslice_sum's)
-        k.line(f"            out[np.uint64(a * {row} + {c} + b)] = x{i}[np.uint64(a * {w} + b)]")
-        col += inner
+        k.line(f"    if ptrs{g}[t] != p_out + cols{g}[t] * {itemsize}:")
+        k.line(f"        block = {k.array(f'ptrs{g}[t]', first)}")
+        k.line(f"        for a in range({n_outer}):")
+        k.line(f"            for b in range({w}):")  # (unsigned indices vectorize)
+        k.line(f"                out[np.uint64(a * {row} + cols{g}[t] + b)] = "
+               f"block[np.uint64(a * {w} + b)]")
 
 
 # CUDA: the launches of cuda_rt.py's kernel for this op: (program, node, out Buf, input Bufs)
