@@ -168,6 +168,31 @@ _WRAPPERS.update({name: _joining(name) for name in (
     "stack", "concatenate", "hstack", "vstack", "dstack", "column_stack")})
 
 
+def _of_a_list(name, module=np):
+    """np.mean([loss(x) for x in batch]): NumPy dispatches on the list, not on the traced
+    values in it, and converts it with its own np.asarray; the list becomes a value first."""
+    original = getattr(module, name)
+    if module is np:
+        _ORIGINAL[name] = original
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        if args and type(args[0]) in (list, tuple) and _applies(args[0]):
+            args = (_WRAPPERS["asarray"](args[0]),) + args[1:]
+        return original(*args, **kwargs)
+    return wrapper
+
+
+# (the functions of an array that autograd's users call on lists of traced values)
+_WRAPPERS.update({name: _of_a_list(name) for name in (
+    "sum", "mean", "average", "max", "min", "amax", "amin", "prod", "std", "var", "median",
+    "cumsum", "argmax", "argmin", "sort", "dot", "transpose", "reshape", "ravel", "squeeze",
+    "expand_dims", "where", "clip", "diff", "tile", "repeat")})
+_LINALG = {name: getattr(np.linalg, name) for name in (
+    "norm", "det", "slogdet", "inv", "solve", "cholesky", "eigh", "eigvalsh")}
+_LINALG_WRAPPERS = {name: _of_a_list(name, np.linalg) for name in _LINALG}
+
+
 @contextlib.contextmanager
 def numpy_constructors():
     """The wrappers installed in the numpy module while this (and any other) trace runs."""
@@ -176,6 +201,8 @@ def numpy_constructors():
         if _tracing == 0:
             for name, wrapper in _WRAPPERS.items():
                 setattr(np, name, wrapper)
+            for name, wrapper in _LINALG_WRAPPERS.items():
+                setattr(np.linalg, name, wrapper)
         _tracing += 1
     try:
         yield
@@ -185,6 +212,8 @@ def numpy_constructors():
             if _tracing == 0:
                 for name, original in _ORIGINAL.items():
                     setattr(np, name, original)
+                for name, original in _LINALG.items():
+                    setattr(np.linalg, name, original)
 
 
 def _axis_concatenate(concatenator, items):

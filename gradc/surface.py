@@ -255,7 +255,7 @@ def masked_inputs(args, where, like, name):
             if isinstance(a, Value) and a.dtype.kind == "f" else a for a in args]
 
 
-def written_out(out, value, where, name):
+def written_out(out, value, where, name, casting="same_kind"):
     """`name(..., out=out, where=where)`: the ufunc's `value` written into the traced array
     `out` as NumPy writes it (broadcast to out's shape, cast by the same_kind rule, where
     `where` holds; out's old elements elsewhere) and returned: the new array. gradc's arrays
@@ -264,6 +264,8 @@ def written_out(out, value, where, name):
     if not isinstance(out, Value) or out.ndim == 0 and not is_zero_d_array(out):
         raise ArgumentError(f"{name}(out=...) takes an array (NumPy: return arrays must be of "
                             "ArrayType)", source=user_source())
+    if out.id in out.graph.stale:  # (out= an array an earlier out= or x += y replaced)
+        out.graph.refuse_stale(out, f"{name}(out=...) writes into")
     why = _unwritable(out)
     if why is not None:
         raise UnsupportedOpError(
@@ -275,10 +277,10 @@ def written_out(out, value, where, name):
                             f"doesn't match the broadcast shape {value.shape} (NumPy's refusal)",
                             source=user_source())
     if value.dtype != out.dtype:
-        if not np.can_cast(value.dtype, out.dtype, casting="same_kind"):
+        if not np.can_cast(value.dtype, out.dtype, casting=casting):
             raise ArgumentError(
                 f"{name}: Cannot cast ufunc output from dtype('{value.dtype}') to "
-                f"dtype('{out.dtype}') with casting rule 'same_kind' (NumPy's refusal)",
+                f"dtype('{out.dtype}') with casting rule '{casting}' (NumPy's refusal)",
                 source=user_source())
         value = fn.astype(value, out.dtype)
     value = fn.broadcast_to(value, out.shape)
@@ -405,13 +407,13 @@ def _array(self, *args, **kwargs):
         why = ("a traced index into a NumPy array (`table[i]`, with `table` a NumPy array): "
                "NumPy's indexing cannot take it. Use gradc.nn.embedding(table, i), or pass the "
                "table as an argument; one-hot rows, np.eye(n)[i], are "
-               "(i[..., None] == np.arange(n)).astype(np.float32)")
+               "(i[..., None] == np.arange(n)).astype(np.float64) (or your model's float32)")
+    elif step == "STORE_SUBSCR":  # (buf[t] = x.dot(W): the store, not the product)
+        raise UnsupportedOpError(_STORE_INTO_NUMPY, source=user_source())
     elif _line_reads_attribute(user, "dot"):  # (A.dot(x): NumPy's method converts x)
         why = ("a traced value given to a NumPy array's .dot method (`A.dot(x)`, with A a NumPy "
                "array), which converts it to an array: write A @ x or np.dot(A, x) (x.dot(A) "
                "traces too)")
-    elif step == "STORE_SUBSCR":
-        raise UnsupportedOpError(_STORE_INTO_NUMPY, source=user_source())
     elif scalar_type := next((t for t in _SCALAR_TYPES if _line_reads_attribute(user, t)), None):
         why = (f"np.{scalar_type}(x) makes a NumPy scalar of a traced value, which has no "
                f"number until the compiled function runs: write x.astype(np.{scalar_type}) "

@@ -923,19 +923,45 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
     if impl is None:
         raise UnsupportedOpError(f"{name} is not supported in traced code; supported: "
                                  + ", ".join(supported_numpy_names()))
-    kwargs.pop("casting", None)
+    casting = kwargs.pop("casting", "same_kind")
     keywords = {k: kwargs.pop(k) for k in _UFUNC_KEYWORDS.get(ufunc, ()) if k in kwargs}
+    loop = kwargs.pop("dtype", None)
     if kwargs:
         raise UnsupportedOpError(f"{name} with {', '.join(kwargs)}= is not supported")
-    like = next(x for x in inputs if isinstance(x, Value))
+    like = next(x for x in (*inputs, out, where) if isinstance(x, Value))  # (out= alone too)
     args = [x if isinstance(x, Value) or not isinstance(x, (np.ndarray, list)) else fn.as_value(x, like)
             for x in inputs]
+    if not any(isinstance(x, Value) for x in args):  # (numbers, out= the traced array)
+        args[0] = fn.as_value(np.asarray(args[0]), like)
+    if loop is not None:  # (the loop's dtype: the arrays cast to it first, as NumPy's)
+        return _in_loop_dtype(impl, args, np.dtype(loop), name, ufunc)
     if out is not None:  # (written into out: NumPy's answer, out's old value retired)
         from .surface import masked_inputs, written_out
         if where is not True:
             args = masked_inputs(args, where, out, _ufunc_name(ufunc))
-        return written_out(out, impl(*args, **keywords), where, _ufunc_name(ufunc))
+        return written_out(out, impl(*args, **keywords), where, _ufunc_name(ufunc), casting)
     return _new_array(impl(*args, **keywords), args)
+
+
+def _in_loop_dtype(impl, args, dtype, name, ufunc):
+    """`ufunc(*args, dtype=dtype)`: each array cast to dtype by the same_kind rule (NumPy's
+    UFuncTypeError otherwise), the ufunc computed in it; a ufunc with no loop giving dtype (a
+    comparison's bool) refused, as NumPy refuses it."""
+    cast = []
+    for i, x in enumerate(args):
+        if isinstance(x, Value):
+            if not np.can_cast(x.dtype, dtype, casting="same_kind"):
+                raise ArgumentError(f"Cannot cast ufunc '{ufunc.__name__}' input {i} from "
+                                    f"dtype('{x.dtype}') to dtype('{dtype}') with casting rule "
+                                    "'same_kind' (NumPy's refusal)")
+            x = fn.astype(x, dtype)
+        cast.append(x)
+    out = impl(*cast)
+    if not isinstance(out, Value) or out.dtype != dtype:
+        raise ArgumentError(f"No loop matching the specified signature and casting was found "
+                            f"for ufunc {ufunc.__name__} (NumPy's refusal of {name} with "
+                            f"dtype={dtype.name})")
+    return _new_array(out, args)
 
 
 def _new_array(out, args):

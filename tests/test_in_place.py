@@ -751,3 +751,29 @@ def test_diff_of_order_zero_is_its_argument_itself():
         with pytest.raises(gradc.UnsupportedOpError):
             gradc.jit(f)(X)
     np.testing.assert_array_equal(gradc.jit(lambda x: np.diff(x, n=0) * 1.0)(X), X)
+
+
+def test_ufunc_out_reused_dtype_loops_and_numbers_only():
+    """An array an earlier out= replaced is refused as out= again (NumPy's first result is the
+    same array, so it would show the second write); out= the only traced array (numbers in);
+    casting='unsafe' as NumPy casts; dtype= the loop's dtype, inputs cast to it."""
+    def reused(a):
+        o = np.zeros_like(a)
+        r = np.add(a, 1.0, out=o)
+        np.multiply(a, 2.0, out=o)
+        return r
+
+    with pytest.raises(gradc.UnsupportedOpError, match="writes into an array"):
+        gradc.jit(reused)(X)
+
+    def others(a):
+        return (np.add(1.0, 2.0, out=np.zeros_like(a)),
+                np.add(a, 1.5, out=np.zeros_like(a, dtype=np.int64), casting="unsafe"),
+                np.multiply(a, a, dtype=np.float32),
+                np.add(np.arange(3), 1, dtype=np.float64))
+
+    for got, want in zip(gradc.jit(others)(X), others(X)):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        assert got.dtype == want.dtype
+    with pytest.raises(gradc.ArgumentError, match="same_kind"):
+        gradc.jit(lambda a: np.add(a, 1, dtype=np.int64))(X)

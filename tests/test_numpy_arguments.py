@@ -359,3 +359,20 @@ def test_ufunc_reductions_take_axis_0_or_minus_1_of_a_0d_array_as_numpy():
         assert got == want
     with pytest.raises(gradc.ShapeError):
         gradc.jit(lambda v: np.mean(v, axis=0))(s)
+
+
+def test_numpy_functions_of_lists_of_traced_values():
+    """np.mean([loss(x) for x in batch]) (autograd's idiom), np.sum([a, b]), np.max((a, b)),
+    np.linalg.norm([s, t]), np.average of a list: NumPy dispatches on the list, not on the
+    traced values in it, and its own conversion refused them."""
+    a, b = np.arange(3.0), np.arange(3.0) + 1
+
+    def f(a, b):
+        return (np.sum([a, b]), np.mean([a.sum(), (b ** 2).sum()]), np.max((a, b), axis=0),
+                np.linalg.norm([a.sum(), b.sum()]),
+                np.average([a.sum(), a.max()], weights=[0.2, 0.8]))
+
+    for got, want in zip(gradc.jit(f)(a, b), f(a, b)):
+        np.testing.assert_allclose(got, want, rtol=1e-14)
+    grad = gradc.grad(lambda a, b: np.mean([np.sum(a ** 2), np.sum(a * b)]))(a, b)
+    np.testing.assert_allclose(grad, (2 * a + b) / 2, rtol=1e-14)

@@ -385,7 +385,11 @@ def _reads_a_product_twice(nest, graph):
     """Whether the kernel adds a product it computes that the graph reads elsewhere too (rt.py
     EXACT_FASTMATH: then no fused multiply-adds, so every reader sees one rounded value). A
     product only multiplied again (a learning rate times a decay) is rounded wherever read."""
-    products = {st.node.output.id for st in nest.body if st.node.op in _PRODUCTS}
+    products = set()
+    for st in nest.body:  # (a negated product too: LLVM folds x - -(a * b) into a fma)
+        if st.node.op in _PRODUCTS or st.node.op == "negative" and (
+                st.node.inputs[0].id in products):
+            products.add(st.node.output.id)
     added = {x.id for st in nest.body if st.node.op in ("add", "subtract")
              for x in st.node.inputs if x.id in products}
     if not added:

@@ -27,8 +27,11 @@ def no_out(out, name, where=False):
             f"{name}(where=...) without out= leaves the elements where the mask is False "
             "uninitialized in NumPy; give out= a traced array of the old values "
             "(out=np.zeros_like(x)), or write np.where(mask, result, 0)")
-    raise UnsupportedOpError(f"{name}(out=...) cannot be traced: arrays are immutable "
-                             "in a traced function; use the returned value")
+    if isinstance(out, tuple) and len(out) > 1:
+        raise UnsupportedOpError(f"{name}(out=...) of {len(out)} arrays is not supported (a "
+                                 "ufunc's out= takes one traced array): use the returned arrays")
+    raise UnsupportedOpError(f"{name}(out=...) is not supported here (a ufunc's out= takes a "
+                             "traced array): use the returned value")
 
 
 def no_where(where, name):
