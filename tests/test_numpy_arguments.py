@@ -376,3 +376,18 @@ def test_numpy_functions_of_lists_of_traced_values():
         np.testing.assert_allclose(got, want, rtol=1e-14)
     grad = gradc.grad(lambda a, b: np.mean([np.sum(a ** 2), np.sum(a * b)]))(a, b)
     np.testing.assert_allclose(grad, (2 * a + b) / 2, rtol=1e-14)
+
+
+def test_cov_with_frequency_and_analytic_weights():
+    rng = np.random.default_rng(2)
+    x, fw, aw = rng.standard_normal((3, 6)), np.array([1, 2, 1, 3, 1, 1]), rng.random(6)
+    for kw in (dict(fweights=fw), dict(aweights=aw), dict(fweights=fw, aweights=aw),
+               dict(aweights=aw, ddof=0), dict(aweights=aw, bias=True), dict(fweights=fw, ddof=2)):
+        np.testing.assert_allclose(gradc.jit(lambda x, kw=kw: np.cov(x, **kw))(x),
+                                   np.cov(x, **kw), rtol=1e-12)
+    # traced analytic weights: the gradient by central differences
+    f = lambda x, aw: np.sum(np.cov(x, aweights=aw) ** 2)
+    got = gradc.grad(f, argnums=1)(x, aw)
+    e = np.eye(6) * 1e-6
+    want = [(f(x, aw + e[i]) - f(x, aw - e[i])) / 2e-6 for i in range(6)]
+    np.testing.assert_allclose(got, want, rtol=1e-6)

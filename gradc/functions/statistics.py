@@ -127,9 +127,8 @@ def _var(name):
 def _cov(m, y=None, rowvar=True, bias=False, ddof=None, fweights=None, aweights=None, *,
          dtype=None):
     """np.cov: the covariance of the variables (rows, or columns with rowvar=False), divided
-    by N - 1 (N with bias=True, N - ddof given ddof); a single variable's is 0-d."""
-    if fweights is not None or aweights is not None:
-        raise UnsupportedOpError("np.cov with fweights or aweights is not supported")
+    by N - 1 (N with bias=True, N - ddof given ddof); a single variable's is 0-d. With
+    fweights (counts) and aweights (weights), NumPy's weighted mean and normalization."""
     x = array_arg(m, y)
     if x.ndim > 2:
         raise ValueError("np.cov: m has more than 2 dimensions")
@@ -148,9 +147,39 @@ def _cov(m, y=None, rowvar=True, bias=False, ddof=None, fweights=None, aweights=
         x = fn.concatenate([x, other], 0)
     n = x.shape[1]
     ddof = (0 if bias else 1) if ddof is None else ddof
-    d = x - fn.broadcast_to(fn.mean(x, 1, keepdims=True), x.shape)
-    c = fn.divide(fn.matmul(d, fn.transpose(d)), float(max(n - ddof, 0)))
+    weights = [_cov_weights(w, n, x, name) for w, name in ((fweights, "fweights"),
+                                                            (aweights, "aweights"))]
+    if weights[0] is None and weights[1] is None:
+        d = x - fn.broadcast_to(fn.mean(x, 1, keepdims=True), x.shape)
+        c = fn.divide(fn.matmul(d, fn.transpose(d)), float(max(n - ddof, 0)))
+    else:
+        w = weights[0] if weights[1] is None else weights[1] if weights[0] is None else (
+            weights[0] * weights[1])
+        w_sum = fn.sum(w, (0,))
+        d = x - fn.sum(x * w, (1,), keepdims=True) / w_sum
+        fact = (w_sum if ddof == 0 else w_sum - ddof if weights[1] is None else
+                w_sum - ddof * fn.sum(w * weights[1], (0,)) / w_sum)
+        c = fn.matmul(d, fn.transpose(d * w)) / fn.where(fact > 0, fact, 0.0)  # (NumPy: 0)
     return fn.reshape(c, ()) if c.shape == (1, 1) else c
+
+
+def _cov_weights(weights, n, x, name):
+    """np.cov's fweights or aweights as a 1-D value of x's dtype, with NumPy's checks of a
+    static one (integers for fweights, none negative)."""
+    if weights is None:
+        return None
+    if not isinstance(weights, Value):
+        weights = np.asarray(weights)
+        if name == "fweights" and not np.all(weights == np.around(weights)):
+            raise TypeError("fweights must be integer")
+        if np.any(weights < 0):
+            raise ValueError(f"{name} cannot be negative")
+    w = fn.astype(array_arg(weights, x), x.dtype)
+    if w.ndim != 1:
+        raise RuntimeError(f"cannot handle multidimensional {name}")
+    if w.shape[0] != n:
+        raise RuntimeError(f"incompatible numbers of samples and {name}")
+    return w
 
 
 def _corrcoef(x, y=None, rowvar=True, *, dtype=None):
