@@ -183,11 +183,10 @@ def _of_a_list(name, module=np):
     return wrapper
 
 
-# (the functions of an array that autograd's users call on lists of traced values)
+# (the reductions autograd's users call on lists of traced values; only functions gradc's own
+# code never names at trace time: a wrapper is not NumPy's function, `func is np.reshape`)
 _WRAPPERS.update({name: _of_a_list(name) for name in (
-    "sum", "mean", "average", "max", "min", "amax", "amin", "prod", "std", "var", "median",
-    "cumsum", "argmax", "argmin", "sort", "dot", "transpose", "reshape", "ravel", "squeeze",
-    "expand_dims", "where", "clip", "diff", "tile", "repeat")})
+    "sum", "mean", "average", "max", "min", "amax", "amin", "prod", "std", "var", "median")})
 _LINALG = {name: getattr(np.linalg, name) for name in (
     "norm", "det", "slogdet", "inv", "solve", "cholesky", "eigh", "eigvalsh")}
 _LINALG_WRAPPERS = {name: _of_a_list(name, np.linalg) for name in _LINALG}

@@ -410,10 +410,10 @@ def check_error(f, error, words, args=(A,)):
 def test_function_errors():
     check_error(lambda x: np.repeat(x, x[0].astype(np.int64)), gradc.UnsupportedOpError,
                 ["repeats", "data-dependent"], (V,))
-    check_error(lambda x: np.roll(x, x[0].astype(np.int64)), gradc.UnsupportedOpError,
-                ["shift"], (V,))
-    check_error(lambda x: np.pad(x, 1, mode="maximum"), gradc.UnsupportedOpError,
-                ["maximum", "reflect"], (X,))
+    check_error(lambda x: np.roll(x, (x[0].astype(np.int64), 1), (0, 0)),
+                gradc.UnsupportedOpError, ["shift", "one integer"], (V,))
+    check_error(lambda x: np.pad(x, 1, mode="reflect", reflect_type="odd"),
+                gradc.UnsupportedOpError, ["reflect_type"], (X,))
     check_error(lambda x: np.pad(x, 1, "reflect", reflect_type="odd"),
                 gradc.UnsupportedOpError, ["odd"], (X,))
     check_error(lambda x: np.pad(x, 1.5), gradc.ArgumentError, ["integral"], (X,))

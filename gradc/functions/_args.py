@@ -30,8 +30,9 @@ def no_out(out, name, where=False):
     if isinstance(out, tuple) and len(out) > 1:
         raise UnsupportedOpError(f"{name}(out=...) of {len(out)} arrays is not supported (a "
                                  "ufunc's out= takes one traced array): use the returned arrays")
-    raise UnsupportedOpError(f"{name}(out=...) is not supported here (a ufunc's out= takes a "
-                             "traced array): use the returned value")
+    raise UnsupportedOpError(f"{name}(out=...) cannot be traced: arrays are immutable in a "
+                             "traced function (only a ufunc's out= takes a traced array); use "
+                             "the returned value")
 
 
 def no_where(where, name):
