@@ -9,6 +9,7 @@ import itertools
 
 import numpy as np
 import pytest
+import scipy.linalg
 import scipy.special as sp
 import scipy.stats as st
 
@@ -293,3 +294,15 @@ def test_first_use_of_gradc_scipy_inside_a_traced_function():
             "got = gradc.jit(lambda x: gradc.scipy.special.logsumexp(x))(x)\n"
             "assert abs(got - np.log(np.exp(x).sum())) < 1e-12, got\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_solve_triangular_of_a_singular_matrix_is_nan_where_scipy_raises():
+    """(LAPACK's trtrs finds the zero on the diagonal; SciPy raises LinAlgError: a compiled
+    function cannot stop halfway, so that matrix's result is NaN, as solve's is)"""
+    a = np.tril(np.arange(1.0, 17.0).reshape(4, 4))
+    a[2, 2] = 0.0
+    b = np.ones((4, 2))
+    with pytest.raises(np.linalg.LinAlgError):
+        scipy.linalg.solve_triangular(a, b, lower=True)
+    got = gradc.jit(lambda a, b: gradc.scipy.linalg.solve_triangular(a, b, lower=True))(a, b)
+    assert np.isnan(got).all()

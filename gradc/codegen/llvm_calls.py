@@ -18,7 +18,7 @@ GEMM_BETA = {"sgemm": 0.0, "dgemm": 0.0, "sgemm_add": 1.0, "dgemm_add": 1.0,  # 
 # int64, 'c' a char (as an int64), 'a' a float64 array, 'p' an int64 array (pivots, iwork)
 LAPACK_CALLS = {"lapack_alloc": "n", "lapack_free": "n", "dpotrf": "na", "dgesv": "nnapa",
                 "dgetrf": "nap", "dsyevd": "naaanpn", "dgesdd": "cnnaaanananp", "dgeqrf": "nnaaan",
-                "dorgqr": "nnnaaan"}
+                "dorgqr": "nnnaaan", "dtrtrs": "nnnnnaa"}
 
 
 def _lapacke_args(builder, name, args):
@@ -49,6 +49,13 @@ def _lapacke_args(builder, name, args):
     if name == "dgeqrf":
         m, n, a, tau, work, lwork = args
         return [col, m, n, a, ld(m), tau, work, lwork]
+    if name == "dtrtrs":  # (chars 'U'/'L', 'T'/'N', 'U'/'N' from rt.py's flags)
+        upper, trans, unit, n, k, a, b = args
+        char = lambda flag, yes, no: builder.select(  # noqa: E731
+            builder.icmp_signed("!=", flag, ir.Constant(flag.type, 0)), ir.Constant(I32, yes),
+            ir.Constant(I32, no))
+        return [col, char(upper, 85, 76), char(trans, 84, 78), char(unit, 85, 78), n, k, a,
+                ld(n), b, ld(n)]
     m, mc, k, q, tau, work, lwork = args  # dorgqr
     return [col, m, mc, k, q, ld(m), tau, work, lwork]
 

@@ -6,8 +6,8 @@ LAPACK as np.linalg calls it: each matrix copied transposed into a workspace (co
 LAPACK's order; in double, as NumPy computes float32 too), the routine, the results copied back.
 So they give NumPy's bits, and they compile straight to LLVM (codegen/llvm_calls.py) in a
 fraction of the seconds Numba spends on its np.linalg. Elsewhere (a NumPy built on MKL or
-Accelerate, or GRADC_BLAS=numba) they call Numba's np.linalg (SciPy's LAPACK). `trsolve` is a
-plain substitution loop (Numba has no triangular solve).
+Accelerate, or GRADC_BLAS=numba) they call Numba's np.linalg (SciPy's LAPACK), and `trsolve`
+is a plain substitution loop (Numba has no triangular solve).
 """
 import numpy as np
 
@@ -391,9 +391,37 @@ def _qr_numba(k):
 
 
 # ---------------------------------------------------------------------------------------------
-# triangular solves: no LAPACK
+# triangular solves
 
-def _trsolve_kernel(k):
+def _trsolve_lapack(k):
+    """trtrs of A and B column-major, in the workspace: A's memory read column-major is A^T,
+    so its triangle and op are the other ones. A zero on the diagonal: NaN (SciPy's
+    LinAlgError). (A substitution loop in Numba's code was 50 ms of a 500x500 Cholesky's
+    gradient, against 2 in LAPACK: cliff 1 of /tmp/perf38h, stop 38.)"""
+    lower, trans, unit = k.attr["lower"], k.attr["trans"], k.attr["unit"]
+    batch, size, count = k.inputs[1].shape
+    B, n, nrhs = k.param("batch", batch), k.param("n", size), k.param("k", count)
+    sa, sb = k.param("a_step", size * size), k.param("b_step", size * count)
+    into, back = _casts(k)
+    _workspace(k, f"{sa} + {sb}", 0)
+    k.line(f"a = w[0:{sa}]")
+    k.line(f"b = w[{sa}:{sa} + {sb}]")
+    k.line(f"for t in range({B}):")
+    with k.indent():
+        k.line(f"for i in range({sa}):")
+        k.line(f"    a[i] = {into.format(f'x0[t * {sa} + i]')}")
+        _transpose(k, "b[{}]", f"x1[t * {sb} + {{}}]", n, nrhs, into)
+        k.line(f"info = dtrtrs({int(lower)}, {int(not trans)}, {int(unit)}, {n}, {nrhs}, a, b)")
+        k.line("if info == 0:")
+        with k.indent():
+            _transpose(k, f"out[t * {sb} + {{}}]", "b[{}]", nrhs, n, back)
+        k.line("else:  # singular")
+        with k.indent():
+            _nan_fill(k, f"t * {sb}", sb)
+    k.line("lapack_free(ws)")
+
+
+def _trsolve_numba(k):
     """Substitution, forward (op(a) lower) or backward, on the right-hand sides' rows."""
     lower, trans, unit = k.attr["lower"], k.attr["trans"], k.attr["unit"]
     B, n, nrhs = (k.param(name, d) for name, d in zip(("batch", "n", "k"), k.inputs[1].shape))
@@ -425,4 +453,4 @@ KERNELS = {"cholesky": _kernel(_cholesky_lapack, _cholesky_numba),
            "eigh": _kernel(_eigh_lapack, _eigh_numba),
            "svd": _kernel(_svd_lapack, _svd_numba),
            "qr": _kernel(_qr_lapack, _qr_numba),
-           "trsolve": _trsolve_kernel}
+           "trsolve": _kernel(_trsolve_lapack, _trsolve_numba)}
