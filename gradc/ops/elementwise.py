@@ -252,7 +252,7 @@ def _np_log1p_exp_neg_abs(x):
 
 
 elementwise("relu", lambda a: np.maximum(a, 0).astype(a.dtype), lambda m, dt, a: f"max2({a}, {lit(0, dt)})",
-            vjp=lambda n, g: [fn.where(_x(n) > 0, g, 0)])
+            vjp=lambda n, g: [fn.where(_y(n) > 0, g, 0)])  # (the result: x not kept)
 elementwise("sigmoid", _np_sigmoid, lambda m, dt, a: f"{lit(1, dt)} / ({lit(1, dt)} + {m.exp}(-{a}))",
             vjp=lambda n, g: [g * _y(n) * (1 - _y(n))], scipy_ufuncs=("expit",), float_only=True)
 elementwise("softplus",  # max(x, 0) + log1p(exp(-|x|)): no overflow for large |x|
