@@ -121,15 +121,23 @@ def _solve_lapack(k):
     nrhs = k.param("k", k.inputs[1].shape[2])
     sa = k.param("a_step", k.inputs[0].shape[1] * k.inputs[0].shape[2])
     sb = k.param("b_step", k.inputs[1].shape[1] * k.inputs[1].shape[2])
+    _solve_in_workspace(k, B, n, nrhs, sa, sb, n, f"dgesv({n}, {nrhs}, a, pivots, b)",
+                        lambda into: _transpose(k, "a[{}]", f"x0[t * {sa} + {{}}]", n, n, into))
+
+
+def _solve_in_workspace(k, B, n, nrhs, sa, sb, pivots, call, load_a):
+    """Each matrix's right-hand sides solved by the LAPACK `call` (which returns info) in the
+    workspace: `load_a(cast)` writes A into `a` (column-major), B is copied in transposed and
+    back; NaN where the routine finds A singular."""
     into, back = _casts(k)
-    _workspace(k, f"{sa} + {sb}", n)
+    _workspace(k, f"{sa} + {sb}", pivots)
     k.line(f"a = w[0:{sa}]")
     k.line(f"b = w[{sa}:{sa} + {sb}]")
     k.line(f"for t in range({B}):")
     with k.indent():
-        _transpose(k, "a[{}]", f"x0[t * {sa} + {{}}]", n, n, into)
+        load_a(into)
         _transpose(k, "b[{}]", f"x1[t * {sb} + {{}}]", n, nrhs, into)
-        k.line(f"info = dgesv({n}, {nrhs}, a, pivots, b)")
+        k.line(f"info = {call}")
         k.line("if info == 0:")
         with k.indent():
             _transpose(k, f"out[t * {sb} + {{}}]", "b[{}]", nrhs, n, back)
@@ -396,29 +404,19 @@ def _qr_numba(k):
 def _trsolve_lapack(k):
     """trtrs of A and B column-major, in the workspace: A's memory read column-major is A^T,
     so its triangle and op are the other ones. A zero on the diagonal: NaN (SciPy's
-    LinAlgError). (A substitution loop in Numba's code was 50 ms of a 500x500 Cholesky's
-    gradient, against 2 in LAPACK: cliff 1 of /tmp/perf38h, stop 38.)"""
+    LinAlgError). (The substitution loop below took 50 ms of a 500x500 Cholesky's gradient,
+    twice; trtrs ~2.)"""
     lower, trans, unit = k.attr["lower"], k.attr["trans"], k.attr["unit"]
     batch, size, count = k.inputs[1].shape
     B, n, nrhs = k.param("batch", batch), k.param("n", size), k.param("k", count)
     sa, sb = k.param("a_step", size * size), k.param("b_step", size * count)
-    into, back = _casts(k)
-    _workspace(k, f"{sa} + {sb}", 0)
-    k.line(f"a = w[0:{sa}]")
-    k.line(f"b = w[{sa}:{sa} + {sb}]")
-    k.line(f"for t in range({B}):")
-    with k.indent():
+
+    def load_a(into):  # (A as it is: read column-major it is A^T)
         k.line(f"for i in range({sa}):")
         k.line(f"    a[i] = {into.format(f'x0[t * {sa} + i]')}")
-        _transpose(k, "b[{}]", f"x1[t * {sb} + {{}}]", n, nrhs, into)
-        k.line(f"info = dtrtrs({int(lower)}, {int(not trans)}, {int(unit)}, {n}, {nrhs}, a, b)")
-        k.line("if info == 0:")
-        with k.indent():
-            _transpose(k, f"out[t * {sb} + {{}}]", "b[{}]", nrhs, n, back)
-        k.line("else:  # singular")
-        with k.indent():
-            _nan_fill(k, f"t * {sb}", sb)
-    k.line("lapack_free(ws)")
+
+    call = f"dtrtrs({int(lower)}, {int(not trans)}, {int(unit)}, {n}, {nrhs}, a, b)"
+    _solve_in_workspace(k, B, n, nrhs, sa, sb, 0, call, load_a)
 
 
 def _trsolve_numba(k):

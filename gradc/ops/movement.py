@@ -138,15 +138,20 @@ def _unslice_ref(g, shape, starts, stops, steps):
 
 def _unslice_kernel(k):
     # Zero the output, then scatter g through the slice's strides (an affine index map).
-    g = k.inputs[0]
-    offset, strides = slice_index_map(k.attr["shape"], k.attr["starts"], k.attr["steps"])
     k.line(f"for i in range({k.size(k.output)}):")
     k.line(f"    out[i] = {k.zero}")
-    loops = k.loops(g.shape)
+    _write_slice(k, "x0", k.inputs[0].shape, k.attr["shape"])
+
+
+def _write_slice(k, values, shape, whole):
+    """out's slice (k.attr's starts and steps, of an array of shape `whole`) = `values` (an
+    input of `shape`), through the slice's strides."""
+    offset, strides = slice_index_map(whole, k.attr["starts"], k.attr["steps"])
+    loops = k.loops(shape)
     dst = " + ".join([k.param("offset", offset)] + [
         f"{i} * {k.param(f'stride{d}', strides[d])}" for d, i in enumerate(loops.index)])
     with loops:
-        k.line(f"out[{dst}] = x0[{loops.flat}]")
+        k.line(f"out[{dst}] = {values}[{loops.flat}]")
 
 
 # CUDA: the launches of cuda_rt.py's kernel for this op: (program, node, out Buf, input Bufs)
@@ -200,15 +205,10 @@ def _set_slice_kernel(k):
     # x copied unless the plan stored the result over it, then v written through the slice's
     # strides (an affine index map)
     x, v = k.inputs
-    offset, strides = slice_index_map(x.shape, k.attr["starts"], k.attr["steps"])
     k.line("if p_x0 != p_out:")
     k.line(f"    for i in range({k.size(k.output)}):")
     k.line("        out[i] = x0[i]")
-    loops = k.loops(v.shape)
-    dst = " + ".join([k.param("offset", offset)] + [
-        f"{i} * {k.param(f'stride{d}', strides[d])}" for d, i in enumerate(loops.index)])
-    with loops:
-        k.line(f"out[{dst}] = x1[{loops.flat}]")
+    _write_slice(k, "x1", v.shape, x.shape)
 
 
 def _cuda_set_slice(prog, node, out, ins):
