@@ -390,7 +390,8 @@ def min2(a, b):
 # no NaN scan of the input, no copy in the column-major layout; the very routines np.linalg
 # calls, so the results are NumPy's bit for bit)
 LAPACK_SYMBOLS = tuple(f"scipy_LAPACKE_d{name}_work64_"
-                       for name in ("potrf", "gesv", "getrf", "syevd", "gesdd", "geqrf", "orgqr"))
+                       for name in ("potrf", "gesv", "getrf", "syevd", "gesdd", "geqrf", "orgqr",
+                                    "trtrs"))
 
 
 # How many threads a product gets: OpenBLAS's one. OpenBLAS splits a product over all its
@@ -611,11 +612,21 @@ if BLAS == "openblas":
     _gesdd = _lapacke("gesdd", "i", "n", "n", "a", "n", "a", "a", "n", "a", "n", "a", "n", "p")
     _geqrf = _lapacke("geqrf", "n", "n", "a", "n", "a", "a", "n")
     _orgqr = _lapacke("orgqr", "n", "n", "n", "a", "n", "a", "a", "n")
+    _trtrs = _lapacke("trtrs", "i", "i", "i", "n", "n", "a", "n", "a", "n")
 
     @njit(**CALLEE_OPTIONS)
     def dpotrf(n, a):
         """The lower Cholesky factor of the column-major a, in place."""
         return _potrf(_COL_MAJOR, _LOWER, n, _f64_ptr(a.ctypes.data), max(n, 1))
+
+    @njit(**CALLEE_OPTIONS)
+    def dtrtrs(upper, trans, unit, n, k, a, b):
+        """b = op(a)^-1 b for the triangular column-major a (its upper triangle where `upper`,
+        transposed where `trans`, a unit diagonal where `unit`), b column-major n x k; info
+        > 0 where a diagonal element is 0."""
+        return _trtrs(_COL_MAJOR, np.int32(85 if upper else 76), np.int32(84 if trans else 78),
+                      np.int32(85 if unit else 78), n, k, _f64_ptr(a.ctypes.data), max(n, 1),
+                      _f64_ptr(b.ctypes.data), max(n, 1))
 
     @njit(**CALLEE_OPTIONS)
     def dgesv(n, k, a, pivots, b):
@@ -747,9 +758,9 @@ def conv2d_679652a734(p_x0, p_x1, p_out, len_x0, len_x1, len_out, N, C, H, W, OH
                             out[oq + b] += w0_0 * x0[q0 + b] + w0_1 * x0[q0 + b + np.uint64(1)] + w0_2 * x0[q0 + b + np.uint64(2)] + w1_0 * x0[q1 + b] + w1_1 * x0[q1 + b + np.uint64(1)] + w1_2 * x0[q1 + b + np.uint64(2)] + w2_0 * x0[q2 + b] + w2_1 * x0[q2 + b + np.uint64(1)] + w2_2 * x0[q2 + b + np.uint64(2)]
 
 
-# loop_add_relu_greater_f87b15887a: add, relu, greater; called by k2
+# loop_add_relu_greater_71a7f87f28: add, relu, greater; called by k2
 @njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_add_relu_greater_f87b15887a(n0, n1, n2, p0, p1, p2):
+def loop_add_relu_greater_71a7f87f28(n0, n1, n2, p0, p1, p2):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = bool_array(p2, n0 * n1 * n2)
@@ -760,7 +771,7 @@ def loop_add_relu_greater_f87b15887a(n0, n1, n2, p0, p1, p2):
                 t0 = a0[(i0 * n1 + i1) * n2 + i2]
                 t2 = t0 + t1  # add
                 t3 = max2(t2, f32(0.0))  # relu
-                t4 = t2 > f32(0.0)  # greater
+                t4 = t3 > f32(0.0)  # greater
                 a0[(i0 * n1 + i1) * n2 + i2] = t3
                 a2[(i0 * n1 + i1) * n2 + i2] = t4
 
@@ -1215,7 +1226,7 @@ def run(A, params_conv_w, params_conv_b, params_W, params_b, x, y, exp_avg_0, ex
     # k2: add, relu, greater over [32x16x8x8] -> %23, %90
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
-    loop_add_relu_greater_f87b15887a(32, 16, 64, A + 448, params_conv_b, A + 197056)
+    loop_add_relu_greater_71a7f87f28(32, 16, 64, A + 448, params_conv_b, A + 197056)
     # k3: maximum over [32x16x4x4] -> %30
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     loop_maximum_b2a3d7b8d3(2048, 4, A + 448, A + 131520, 16)

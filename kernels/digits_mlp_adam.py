@@ -390,7 +390,8 @@ def min2(a, b):
 # no NaN scan of the input, no copy in the column-major layout; the very routines np.linalg
 # calls, so the results are NumPy's bit for bit)
 LAPACK_SYMBOLS = tuple(f"scipy_LAPACKE_d{name}_work64_"
-                       for name in ("potrf", "gesv", "getrf", "syevd", "gesdd", "geqrf", "orgqr"))
+                       for name in ("potrf", "gesv", "getrf", "syevd", "gesdd", "geqrf", "orgqr",
+                                    "trtrs"))
 
 
 # How many threads a product gets: OpenBLAS's one. OpenBLAS splits a product over all its
@@ -611,11 +612,21 @@ if BLAS == "openblas":
     _gesdd = _lapacke("gesdd", "i", "n", "n", "a", "n", "a", "a", "n", "a", "n", "a", "n", "p")
     _geqrf = _lapacke("geqrf", "n", "n", "a", "n", "a", "a", "n")
     _orgqr = _lapacke("orgqr", "n", "n", "n", "a", "n", "a", "a", "n")
+    _trtrs = _lapacke("trtrs", "i", "i", "i", "n", "n", "a", "n", "a", "n")
 
     @njit(**CALLEE_OPTIONS)
     def dpotrf(n, a):
         """The lower Cholesky factor of the column-major a, in place."""
         return _potrf(_COL_MAJOR, _LOWER, n, _f64_ptr(a.ctypes.data), max(n, 1))
+
+    @njit(**CALLEE_OPTIONS)
+    def dtrtrs(upper, trans, unit, n, k, a, b):
+        """b = op(a)^-1 b for the triangular column-major a (its upper triangle where `upper`,
+        transposed where `trans`, a unit diagonal where `unit`), b column-major n x k; info
+        > 0 where a diagonal element is 0."""
+        return _trtrs(_COL_MAJOR, np.int32(85 if upper else 76), np.int32(84 if trans else 78),
+                      np.int32(85 if unit else 78), n, k, _f64_ptr(a.ctypes.data), max(n, 1),
+                      _f64_ptr(b.ctypes.data), max(n, 1))
 
     @njit(**CALLEE_OPTIONS)
     def dgesv(n, k, a, pivots, b):
@@ -700,9 +711,9 @@ def matmul_e32c5293da(p_x0, p_x1, p_out, len_x0, len_x1, len_out, m, n, k):
     sgemm(False, False, m, n, k, x0, x1, out)
 
 
-# loop_add_relu_greater_f08df3c402: add, relu, greater; called by k1
+# loop_add_relu_greater_05359b5ff0: add, relu, greater; called by k1
 @njit("void(int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_add_relu_greater_f08df3c402(n0, n1, p0, p1, p2):
+def loop_add_relu_greater_05359b5ff0(n0, n1, p0, p1, p2):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = bool_array(p2, n0 * n1)
@@ -712,7 +723,7 @@ def loop_add_relu_greater_f08df3c402(n0, n1, p0, p1, p2):
             t1 = a1[i1]
             t2 = t0 + t1  # add
             t3 = max2(t2, f32(0.0))  # relu
-            t4 = t2 > f32(0.0)  # greater
+            t4 = t3 > f32(0.0)  # greater
             a0[i0 * n1 + i1] = t3
             a2[i0 * n1 + i1] = t4
 
@@ -1001,7 +1012,7 @@ def run(A, params_W1, params_b1, params_W2, params_b2, x, y, exp_avg_0, exp_avg_
     matmul_e32c5293da(x, params_W1, A + 448, 2048, 8192, 4096, 32, 128, 64)
     # k1: add, relu, greater over [32x128] -> %22, %75
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
-    loop_add_relu_greater_f08df3c402(32, 128, A + 448, params_b1, A + 21952)
+    loop_add_relu_greater_05359b5ff0(32, 128, A + 448, params_b1, A + 21952)
     # k2: matmul over [32x10] -> %23
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     matmul_e32c5293da(A + 448, params_W2, A + 16832, 4096, 1280, 320, 32, 10, 128)

@@ -377,7 +377,8 @@ def min2(a, b):
 # no NaN scan of the input, no copy in the column-major layout; the very routines np.linalg
 # calls, so the results are NumPy's bit for bit)
 LAPACK_SYMBOLS = tuple(f"scipy_LAPACKE_d{name}_work64_"
-                       for name in ("potrf", "gesv", "getrf", "syevd", "gesdd", "geqrf", "orgqr"))
+                       for name in ("potrf", "gesv", "getrf", "syevd", "gesdd", "geqrf", "orgqr",
+                                    "trtrs"))
 
 
 # How many threads a product gets: OpenBLAS's one. OpenBLAS splits a product over all its
@@ -598,11 +599,21 @@ if BLAS == "openblas":
     _gesdd = _lapacke("gesdd", "i", "n", "n", "a", "n", "a", "a", "n", "a", "n", "a", "n", "p")
     _geqrf = _lapacke("geqrf", "n", "n", "a", "n", "a", "a", "n")
     _orgqr = _lapacke("orgqr", "n", "n", "n", "a", "n", "a", "a", "n")
+    _trtrs = _lapacke("trtrs", "i", "i", "i", "n", "n", "a", "n", "a", "n")
 
     @njit(**CALLEE_OPTIONS)
     def dpotrf(n, a):
         """The lower Cholesky factor of the column-major a, in place."""
         return _potrf(_COL_MAJOR, _LOWER, n, _f64_ptr(a.ctypes.data), max(n, 1))
+
+    @njit(**CALLEE_OPTIONS)
+    def dtrtrs(upper, trans, unit, n, k, a, b):
+        """b = op(a)^-1 b for the triangular column-major a (its upper triangle where `upper`,
+        transposed where `trans`, a unit diagonal where `unit`), b column-major n x k; info
+        > 0 where a diagonal element is 0."""
+        return _trtrs(_COL_MAJOR, np.int32(85 if upper else 76), np.int32(84 if trans else 78),
+                      np.int32(85 if unit else 78), n, k, _f64_ptr(a.ctypes.data), max(n, 1),
+                      _f64_ptr(b.ctypes.data), max(n, 1))
 
     @njit(**CALLEE_OPTIONS)
     def dgesv(n, k, a, pivots, b):
