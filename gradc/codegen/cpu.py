@@ -8,7 +8,6 @@ them in order and carries the user's names and source lines in its comments.
 """
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
 import hashlib
@@ -382,9 +381,10 @@ _PRODUCTS = frozenset({"multiply", "square"})
 
 
 def _reads_a_product_twice(nest, graph):
-    """Whether the kernel adds a product it computes that the graph reads elsewhere too (rt.py
-    EXACT_FASTMATH: then no fused multiply-adds, so every reader sees one rounded value). A
-    product only multiplied again (a learning rate times a decay) is rounded wherever read."""
+    """Whether the kernel adds a product it computes that another kernel reads too (rt.py
+    EXACT_FASTMATH: then no fused multiply-adds, so every reader sees one rounded value: the
+    max another kernel took of y = x * c, and this kernel's y - max). Within one kernel a
+    product read twice is not contracted (LLVM fuses a multiply with one use only)."""
     products = set()
     for st in nest.body:  # (a negated product too: LLVM folds x - -(a * b) into a fma)
         if st.node.op in _PRODUCTS or st.node.op == "negative" and (
@@ -394,9 +394,9 @@ def _reads_a_product_twice(nest, graph):
              for x in st.node.inputs if x.id in products}
     if not added:
         return False
-    reads = collections.Counter(x.id for node in graph.nodes for x in node.inputs
-                                if x.id in added)
-    return any(n > 1 for n in reads.values())
+    here = {id(st.node) for st in nest.body} | {id(red.node) for red in nest.reductions}
+    return any(x.id in added for node in graph.nodes if id(node) not in here
+               for x in node.inputs)
 
 
 def loop_kernel(kernel, fusion, address):
