@@ -14,6 +14,7 @@ import sys
 import numpy as np
 
 from . import indexing
+from .functions.elementwise import imaginary_part
 from .errors import ArgumentError, ShapeError, TracedBranchError, UnsupportedOpError
 from .ir import LAYOUT_HINT, Value
 from .ops import fn
@@ -608,7 +609,7 @@ _SURFACE = {
     "T": property(traced(lambda self: _viewed(self, fn.transpose(self))), _not_writable("T")),
     # (gradc's arrays are real: .real is the array, .imag its zeros, as NumPy's of a real array)
     "real": property(traced(lambda self: _viewed(self, self)), traced(_set_real)),
-    "imag": property(traced(lambda self: fn.zeros_like(self)), _refused(
+    "imag": property(traced(imaginary_part), _refused(
         "x.imag = ...: a real array has no imaginary part to set (NumPy's TypeError)")),
     "mT": property(traced(lambda self: _viewed(self, fn.swapaxes(self, -1, -2))),
                    _not_writable("mT")),

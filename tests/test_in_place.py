@@ -777,3 +777,19 @@ def test_ufunc_out_reused_dtype_loops_and_numbers_only():
         assert got.dtype == want.dtype
     with pytest.raises(gradc.ArgumentError, match="same_kind"):
         gradc.jit(lambda a: np.add(a, 1, dtype=np.int64))(X)
+
+
+def test_the_imaginary_part_of_a_real_array_is_read_only():
+    """np.imag(x) and x.imag of a real array are read-only zeros in NumPy (`y += 1` is its
+    ValueError); gradc wrote into them."""
+    for f in (lambda x: np.imag(x), lambda x: x.imag):
+        def update(x, f=f):
+            y = f(x)
+            y += 1.0
+            return y
+
+        with pytest.raises(ValueError):
+            update(X.copy())
+        with pytest.raises(gradc.UnsupportedOpError, match="read-only"):
+            gradc.jit(update)(X)
+        np.testing.assert_array_equal(gradc.jit(lambda x, f=f: f(x) + 1.0)(X), np.ones_like(X))

@@ -146,6 +146,14 @@ def _polyval(p, x):
     return y
 
 
+def imaginary_part(x):
+    """np.imag / x.imag of a real array: its zeros, read-only as NumPy's (`y = x.imag; y += 1`
+    is NumPy's ValueError)."""
+    zeros = fn.zeros_like(x)
+    zeros.graph.read_only.add(zeros.id)
+    return zeros
+
+
 def _angle(z, deg=False):
     """np.angle of a real array: arctan2(0, x) (pi for negative numbers and -0.0)."""
     a = np.arctan2(0, array_arg(z))
@@ -165,7 +173,7 @@ def _real_only(name):
 
 
 FUNCTIONS = {np.polyval: _polyval, np.real: lambda val: array_arg(val),
-             np.imag: lambda val: fn.zeros_like(array_arg(val)), np.angle: _angle,
+             np.imag: lambda val: imaginary_part(array_arg(val)), np.angle: _angle,
              np.iscomplexobj: _real_only("iscomplexobj"), np.isrealobj: _real_only("isrealobj"),
              np.isreal: _real_only("isreal"), np.real_if_close: _real_only("real_if_close"),
              np.sinc: _sinc, np.nan_to_num: _nan_to_num, np.round: _round, np.around: _round,
