@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..ir import replay
-from ..ops.elementwise import COMPARISONS
 from ..ops import fn
+from ..ops.elementwise import COMPARISONS
 from ..ops.fn import ConstArray
 from ..ops.movement import contiguous_strides
 from ..ops.registry import CONST, ELEMENTWISE, KERNEL, REDUCE, VIEW
@@ -702,8 +702,8 @@ def _overwrites_last(kernels, waits, dependents):
             continue
         x = base_layout(k.nodes[0].inputs[0])[0]
         others = readers.get(x.id, set()) - {k.index}
-        if not others:
-            continue
+        if not others or x.node is None or x.node.op == "constant":
+            continue  # (an input or a constant is never written over)
         after, stack = set(), [k.index]  # the kernels that wait for k, transitively
         while stack:
             for j in dependents[stack.pop()]:
