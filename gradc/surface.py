@@ -482,7 +482,7 @@ def _index_refused(self):
         "table), or pass the number as a static Python int", source=user_source())
 
 
-_GRADC_DIR = os.path.dirname(os.path.abspath(__file__))
+_GRADC_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _hash_refused = _branch_error(
     "hash() (a dict key or a set element: `d[y[i]]`, `y[i] in {0, 1}`, set(y), "
     "collections.Counter(y))", "; for a table of numbers indexed by a traced integer, make it "
