@@ -933,17 +933,20 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
             for x in inputs]
     if not any(isinstance(x, Value) for x in args):  # (numbers, out= the traced array)
         args[0] = fn.as_value(np.asarray(args[0]), like)
+    if out is not None and where is not True:  # (gradients kept where the mask holds)
+        from .surface import masked_inputs
+        args = masked_inputs(args, where, out, _ufunc_name(ufunc))
     if loop is not None:  # (the loop's dtype: the arrays cast to it first, as NumPy's)
-        return _in_loop_dtype(impl, args, np.dtype(loop), name, ufunc)
+        value = _in_loop_dtype(impl, args, keywords, np.dtype(loop), name, ufunc)
+    else:
+        value = _new_array(impl(*args, **keywords), args)
     if out is not None:  # (written into out: NumPy's answer, out's old value retired)
-        from .surface import masked_inputs, written_out
-        if where is not True:
-            args = masked_inputs(args, where, out, _ufunc_name(ufunc))
-        return written_out(out, impl(*args, **keywords), where, _ufunc_name(ufunc), casting)
-    return _new_array(impl(*args, **keywords), args)
+        from .surface import written_out
+        return written_out(out, value, where, _ufunc_name(ufunc), casting)
+    return value
 
 
-def _in_loop_dtype(impl, args, dtype, name, ufunc):
+def _in_loop_dtype(impl, args, keywords, dtype, name, ufunc):
     """`ufunc(*args, dtype=dtype)`: each array cast to dtype by the same_kind rule (NumPy's
     UFuncTypeError otherwise), the ufunc computed in it; a ufunc with no loop giving dtype (a
     comparison's bool) refused, as NumPy refuses it."""
@@ -956,7 +959,7 @@ def _in_loop_dtype(impl, args, dtype, name, ufunc):
                                     "'same_kind' (NumPy's refusal)")
             x = fn.astype(x, dtype)
         cast.append(x)
-    out = impl(*cast)
+    out = impl(*cast, **keywords)
     if not isinstance(out, Value) or out.dtype != dtype:
         raise ArgumentError(f"No loop matching the specified signature and casting was found "
                             f"for ufunc {ufunc.__name__} (NumPy's refusal of {name} with "
