@@ -38,7 +38,7 @@ SKIP = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, t
 # the attributes a Path takes through a function or partial (its cells, defaults, arguments): no
 # code names them, but what they hold is what the code reads
 _HELD_BY_CALLABLES = frozenset({"cell_contents", "__defaults__", "__kwdefaults__", "args",
-                                "keywords"})
+                                "keywords", "__self__"})
 
 
 def _step(x, kind, key):
@@ -57,7 +57,7 @@ def _called(x):
 def _extent(x):
     """What a loop over `x` depends on beyond its items: a list's length, a dict's keys in
     their order (a dict of layers rebuilt in another order ran the old order, silently)."""
-    return tuple(x) if type(x) is dict else len(x)
+    return tuple(x) if isinstance(x, dict) else len(x)
 
 
 def _answers_attributes(x):
@@ -278,15 +278,43 @@ _NUMPY_PLAIN = (np.number, np.bool_)  # (NumPy's scalars: np.float32(1e-5))
 _PLAIN_INSTANCES = _NUMPY_PLAIN + (enum.Enum,)
 
 
+def _carried(fun):
+    """[(key, value)] a bound method or a partial carries: ("__self__", its object), or
+    (("args", i) / ("keywords", name), an argument)."""
+    if isinstance(fun, types.MethodType):
+        return [("__self__", fun.__self__)]
+    return ([(("args", i), a) for i, a in enumerate(fun.args)]
+            + [(("keywords", k), a) for k, a in fun.keywords.items()])
+
+
+def _length(extent):
+    """A container's length from its (class, _extent) guard value."""
+    found = extent[1]
+    return len(found) if isinstance(found, tuple) else found
+
+
+def _read_to_end(read):
+    """{(id of root, steps to a container, its length)} for each container whose last item
+    (`("item", length - 1)`) is on the path of an array the trace read."""
+    ends = set()
+    for path in read:
+        for i, (kind, key) in enumerate(path.steps):
+            if kind == "item" and isinstance(key, int):
+                ends.add((id(path.root), path.steps[:i], key + 1))
+    return ends
+
+
 def _container_names(name, path):
     """The names the code may read the container by whose length `path` (named `name`,
     "len(layers)") ends at, for `for W in layers`: its key or attribute, the variable of a
     closure's cell or a default argument, the parameter a partial's positional argument is."""
     names = {path.steps[-2][1], name[len("len("):-1]}
     if isinstance(path.root, functools.partial) and path.steps[0] == ("attr", "args"):
-        code = getattr(inspect.unwrap(path.root.func), "__code__", None)
-        if len(path.steps) == 3 and code is not None and path.steps[1][1] < code.co_argcount:
-            names.add(code.co_varnames[path.steps[1][1]])
+        func = path.root.func
+        code = getattr(inspect.unwrap(getattr(func, "__func__", func)), "__code__", None)
+        at = path.steps[1][1] + isinstance(func, types.MethodType)  # (after a method's self)
+        if len(path.steps) == 3 and code is not None and at < code.co_argcount:
+            names.add(code.co_varnames[at])
     return names
 
 
@@ -461,12 +489,15 @@ class OutsideWalk:
             names = names | code_names(code)
         return names
 
-    def guards(self):
+    def guards(self, read=()):
         """[(name, value, Path)] of the numbers, strings, Nones, functions, classes and
         (class, length) of lists and dicts outside the arguments whose every name on the path
         the user code entered reads (Path.named_in): what the trace may have used. Their values
-        now, at the trace's end (what the trace itself changed, a counter, is not a change)."""
+        now, at the trace's end (what the trace itself changed, a counter, is not a change).
+        `read`: the Paths of the outside arrays the trace read (a container whose last item it
+        read was walked to its end, however the code named it)."""
         names = self.names()
+        read_to_end = _read_to_end(read)
         guards, seen = [], set()
         for name, first, path in self.plain:
             key = (id(path.root), path.steps)
@@ -481,6 +512,7 @@ class OutsideWalk:
                 continue
             if path.steps[-1][0] == "len" and (value != first or not (
                     _container_names(name, path) & names.iterated
+                    or (id(path.root), path.steps[:-1], _length(value)) in read_to_end
                     or names.methods & _WALK_METHODS
                     or names.globals & _SIZED_BUILTINS or names.methods & _LOOKUP_METHODS
                     or _FROM_THE_END in names.keys)):
@@ -525,6 +557,14 @@ class OutsideWalk:
                 for key, item in list(value.__dict__.items())[:MAX_ITEMS]:  # (its attributes:
                     self._consider(item, f"{name}.{key}", depth - 1,  # `scaled.k` as a setting)
                                    path.then("attr", key), outside)
+            elif depth and outside and id(value) not in self.scanned and (
+                    isinstance(value, (types.MethodType, functools.partial))):
+                self.scanned.add(id(value))  # (what a bound method or partial held as a value
+                # carries: self.act = lin.apply reads lin.W, lin.s; partial(f, W) reads W)
+                for key, item in _carried(value):
+                    self._consider(item, f"{name}.{key}", depth - 1, path.then("attr", key)
+                                   if key == "__self__" else path.then("attr", key[0]).then(
+                                       "item", key[1]), outside)
             return
         if type(value).__module__.startswith("gradc"):
             return  # (gradc's own objects: a compiled function, an optimizer)
@@ -547,9 +587,9 @@ class OutsideWalk:
         if isinstance(value, (list, tuple, dict, collections.deque)) and path.steps and outside:
             # (its class: an array where a list was; its length: a loop over it unrolls)
             self.plain.append((f"type({name})", type(value), path.then("type", None)))
-            if not isinstance(value, tuple):
-                self.plain.append((f"len({name})", (type(value), _extent(value)),
-                                   path.then("len", None)))
+            # (a tuple's too: the name may be bound to a longer one, LAYERS += (W3,))
+            self.plain.append((f"len({name})", (type(value), _extent(value)),
+                               path.then("len", None)))
         if isinstance(value, (list, tuple, collections.deque)):  # (a deque: as a list)
             items = [(f"{name}[{i}]", "item", i, v)
                      for i, v in enumerate(itertools.islice(value, MAX_ITEMS))]
@@ -594,9 +634,9 @@ def _users(cls):
 
 
 def _class_items(cls, name, instance_attrs):
-    """(name, "attr", key, value) of the numbers, strings, arrays and functions (its methods)
-    the user's class `cls` and its bases hold, but for `instance_attrs` (the object's own,
-    which win)."""
+    """(name, "attr", key, value) of the numbers, strings, arrays, functions (its methods) and
+    lists, dicts and tuples the user's class `cls` and its bases hold, but for
+    `instance_attrs` (the object's own, which win)."""
     items, seen = [], set(instance_attrs)
     for klass in cls.__mro__:
         if not _users(klass):
@@ -606,7 +646,8 @@ def _class_items(cls, name, instance_attrs):
                 value = value.__func__  # C.act = staticmethod(f) swapped was not seen)
             if key not in seen and not key.startswith("__") and (
                     type(value) in _PLAIN or isinstance(value, (np.ndarray, np.generic))
-                    or type(value) is types.FunctionType):  # (a method: Base.act = ... patched)
+                    or type(value) is types.FunctionType  # (a method: Base.act = ... patched)
+                    or type(value) in (list, dict, tuple)):  # (a class-level config or table)
                 seen.add(key)
                 items.append((f"{name}.{key}", "attr", key, value))
     return items

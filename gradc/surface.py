@@ -108,8 +108,8 @@ def _round(x, ndigits=None):
     """Python's round() of a traced value, as of a NumPy one: of an array, NumPy's TypeError;
     without ndigits, a Python int (its value unknown while tracing, as int()'s); with ndigits,
     a number of the value's dtype."""
-    if x.ndim != 0:
-        raise UnsupportedOpError(
+    if x.ndim != 0:  # (an ArgumentError: a TypeError, as NumPy's)
+        raise ArgumentError(
             f"round() of a {x.ndim}-d array: NumPy arrays have no round() (a TypeError); use "
             "np.round(x, decimals)", source=user_source())
     if ndigits is None:

@@ -1140,7 +1140,8 @@ def trace(fun, args, kwargs=None, capture=False):
     graph.outputs = outs
     _warn_constant_arrays(fun, graph, watch)
     if capture:
-        graph.guards = watch.guards() + content_guards(graph, watch)
+        graph.guards = watch.guards([c.path for c in graph.captures]) + content_guards(graph,
+                                                                                    watch)
     graph.outside = None  # (what it holds need not live as long as the graph)
     return graph, out_tree, outs
 

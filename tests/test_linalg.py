@@ -463,3 +463,13 @@ def test_empty_matrices_as_numpy_and_without_lapack_complaints(capfd):
             np.testing.assert_array_equal(got, want)
     printed = capfd.readouterr()
     assert "illegal value" not in printed.out + printed.err
+
+
+def test_negative_order_vector_norms_have_zero_gradients_at_zeros():
+    """norm(x, ord < 0) is 0 where an element is 0 (|0|^p = inf); its gradient there was
+    0 * inf = NaN in every element: 0, as the README's kink table says of every order."""
+    for order in (-1, -2, -0.5):
+        for x in (np.zeros(3), np.array([0.0, 1.0, 2.0])):
+            assert gradc.jit(lambda x, o=order: np.linalg.norm(x, ord=o))(x) == 0.0
+            g = gradc.grad(lambda x, o=order: np.linalg.norm(x, ord=o))(x)
+            np.testing.assert_array_equal(g, np.zeros(3))

@@ -546,9 +546,11 @@ def _vector_norm(x, ord, axis, keep):  # noqa: A002
         return fn.sum(absx, axis, keep)
     if ord is None or ord == 2:
         return _safe_sqrt(fn.sum(x * x, axis, keep))
-    if 0 < ord < 1:  # (|x|^p has an infinite slope at 0: the gradient there is 0, as abs's)
+    if ord < 1:  # (|x|^p has an infinite slope at 0: the gradient there is 0, as abs's; a
+        # negative p's |0|^p is inf, the norm 0: 0 * inf was NaN in every element's gradient)
         nonzero = fn.compare("not_equal", absx, 0)
-        powers = fn.where(nonzero, fn.power(fn.where(nonzero, absx, 1), float(ord)), 0)
+        at_zero = 0 if ord > 0 else np.inf
+        powers = fn.where(nonzero, fn.power(fn.where(nonzero, absx, 1), float(ord)), at_zero)
     else:
         powers = fn.power(absx, float(ord))
     s = fn.sum(powers, axis, keep)
