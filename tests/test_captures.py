@@ -5,6 +5,7 @@ them; another shape traces again. Numbers and flags read so are guarded (another
 again); a traced value stored outside is refused and undone. `gradc compile` compiles them in
 and says so."""
 import functools
+import types
 import warnings
 
 import numpy as np
@@ -1370,3 +1371,67 @@ def test_an_outside_array_of_new_shapes_is_no_recompile_storm():
         for n in range(1, 11):
             model.w = np.ones((3, n))
             assert f(np.ones((2, 3))) == 6.0 * n
+
+
+def _mlp(x, weights):
+    for w in weights:
+        x = np.tanh(x @ w)
+    return np.sum(x)
+
+
+class _Linear:
+    def __init__(self):
+        self.w, self.s = np.eye(2) * 0.5, 2.0
+
+    def apply(self, x):
+        return (x @ self.w) * self.s
+
+
+class _Config:
+    table = {"scale": 2.0}
+    stack = [np.eye(2) * 0.5]
+
+
+def test_outside_state_reached_however_the_code_walks_it():
+    """Each change below once kept the old program silently: a list walked by a helper under
+    another name, through a slice or an alias, in a dict; a tuple rebound to a longer one; an
+    OrderedDict reordered; a class-level dict or list; what a bound method or partial held as
+    a value carries (fuzz38j). Each now traces again or reads live: NumPy's answer."""
+    import collections
+    x = X[:, :2]
+    layers = [np.eye(2) * 0.5]
+    holder = types.SimpleNamespace(layers=layers, tup=(np.eye(2),))
+    table = {"layers": [np.eye(2) * 0.5]}
+    ordered = collections.OrderedDict(a=np.eye(2) * 0.5, b=np.eye(2) * 2.0)
+    lin = _Linear()
+    bound = types.SimpleNamespace(act=lin.apply)
+    w = np.eye(2) * 0.5
+    held = types.SimpleNamespace(f=functools.partial(lambda x, w: x @ w, w=w))
+
+    def grow(seq):
+        return lambda: seq.append(np.full((2, 2), 0.3))
+
+    cases = [
+        (lambda x: _mlp(x, holder.layers), grow(layers)),
+        (lambda x: _mlp(x, holder.layers[1:]) + np.sum(x), grow(layers)),
+        (lambda x: (lambda ls: _mlp(x, ls))(holder.layers), grow(layers)),
+        (lambda x: _mlp(x, table["layers"]), grow(table["layers"])),
+        (lambda x: _mlp(x, holder.tup),
+         lambda: setattr(holder, "tup", holder.tup + (np.eye(2) * 3,))),
+        (lambda x: _mlp(x, ordered.values()), lambda: ordered.move_to_end("a")),
+        (lambda x: np.sum(x) * _Config.table["scale"],
+         lambda: _Config.table.__setitem__("scale", 3.0)),
+        (lambda x: _mlp(x, _Config.stack), grow(_Config.stack)),
+        (lambda x: np.sum(bound.act(x)), lambda: setattr(lin, "s", 5.0)),
+        (lambda x: np.sum(bound.act(x)), lambda: lin.w.__imul__(3.0)),
+        (lambda x: np.sum(held.f(x)), lambda: w.__imul__(3.0)),
+    ]
+    try:
+        for f, change in cases:
+            compiled = gradc.jit(f)
+            np.testing.assert_allclose(compiled(x), f(x), rtol=1e-13)
+            change()
+            np.testing.assert_allclose(compiled(x), f(x), rtol=1e-13)
+    finally:
+        _Config.table["scale"] = 2.0
+        del _Config.stack[1:]
