@@ -380,7 +380,7 @@ def _arrays(nest, address):
 _PRODUCTS = frozenset({"multiply", "square"})
 
 
-def _reads_a_product_twice(nest, graph):
+def _reads_a_product_twice(nest, fusion):
     """Whether the kernel adds a product it computes that another kernel reads too (rt.py
     EXACT_FASTMATH: then no fused multiply-adds, so every reader sees one rounded value: the
     max another kernel took of y = x * c, and this kernel's y - max). Within one kernel a
@@ -395,8 +395,8 @@ def _reads_a_product_twice(nest, graph):
     if not added:
         return False
     here = {id(st.node) for st in nest.body} | {id(red.node) for red in nest.reductions}
-    return any(x.id in added for node in graph.nodes if id(node) not in here
-               for x in node.inputs)
+    readers = fusion.readers()  # (once per graph: per kernel, a Hessian's compile was n^2)
+    return any(id(node) not in here for vid in added for node in readers.get(vid, ()))
 
 
 def loop_kernel(kernel, fusion, address):
@@ -552,7 +552,7 @@ def loop_kernel(kernel, fusion, address):
 
     ks = KernelSource("loop_" + (nest.title() or "copy"), params.names, lines, params.values,
                       reassociate=False,  # (its sums through rt.radd: see `combine`)
-                      contract=not _reads_a_product_twice(nest, fusion.graph))
+                      contract=not _reads_a_product_twice(nest, fusion))
     if kernel.parallel:
         _cut_in_chunks(ks, nest, array_of, arrays, address, kernel.index)
     return ks
