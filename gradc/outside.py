@@ -279,12 +279,12 @@ _PLAIN_INSTANCES = _NUMPY_PLAIN + (enum.Enum,)
 
 
 def _carried(fun):
-    """[(key, value)] a bound method or a partial carries: ("__self__", its object), or
-    (("args", i) / ("keywords", name), an argument)."""
+    """[(label, Path steps from fun, value)] of what a bound method or a partial carries: its
+    object, or its arguments."""
     if isinstance(fun, types.MethodType):
-        return [("__self__", fun.__self__)]
-    return ([(("args", i), a) for i, a in enumerate(fun.args)]
-            + [(("keywords", k), a) for k, a in fun.keywords.items()])
+        return [("__self__", (("attr", "__self__"),), fun.__self__)]
+    return ([(f"args[{i}]", (("attr", "args"), ("item", i)), a) for i, a in enumerate(fun.args)]
+            + [(k, (("attr", "keywords"), ("item", k)), a) for k, a in fun.keywords.items()])
 
 
 def _length(extent):
@@ -561,10 +561,9 @@ class OutsideWalk:
                     isinstance(value, (types.MethodType, functools.partial))):
                 self.scanned.add(id(value))  # (what a bound method or partial held as a value
                 # carries: self.act = lin.apply reads lin.W, lin.s; partial(f, W) reads W)
-                for key, item in _carried(value):
-                    self._consider(item, f"{name}.{key}", depth - 1, path.then("attr", key)
-                                   if key == "__self__" else path.then("attr", key[0]).then(
-                                       "item", key[1]), outside)
+                for label, steps, item in _carried(value):
+                    self._consider(item, f"{name}.{label}", depth - 1,
+                                   Path(path.root, path.steps + steps), outside)
             return
         if type(value).__module__.startswith("gradc"):
             return  # (gradc's own objects: a compiled function, an optimizer)
