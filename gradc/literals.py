@@ -13,6 +13,9 @@ its argument, calls NumPy's function at once; otherwise:
 - np.full(shape, traced scalar) broadcasts it;
 - np.stack / np.concatenate / np.hstack... of lists holding traced values stack those lists
   first (NumPy dispatches on the elements of the sequence, not deeper);
+- np.sum / np.mean / np.max... and np.linalg.norm / det / solve... of a list holding traced
+  values (`np.mean([loss(x) for x in batch])`) take it as np.array of it (NumPy dispatches on
+  the list itself, which holds no array);
 - np.r_[...] and np.c_[...] holding traced values concatenate them by NumPy's rules (its own
   code converts each item with the np.array no wrapper reaches).
 `from numpy import array` binds NumPy's own function, which no wrapper can reach: it raises
