@@ -162,10 +162,15 @@ def content_guards(graph, watch):
     code names in a branch not taken (`self.running_mean` while training) traces again once
     when it changes, and is no longer checked where that made the same program
     (`unchanged_by`). See CONTENT_GUARD_SIZE."""
-    return [(name, array.copy(), path) for name, array, path in uncaptured(graph, watch)
-            if array.size <= CONTENT_GUARD_SIZE] + [
-        (name, array.copy(), path) for name, array, path in named_tables(watch)
-        if array.size <= CONTENT_GUARD_SIZE]
+    names = watch.names()
+    guards = []
+    for name, array, path in uncaptured(graph, watch):
+        if array.size <= CONTENT_GUARD_SIZE:  # (at every path that reaches it: tied weights,
+            # `m.dec = m.enc`, combined by NumPy alone, untied by `m.dec = m.enc * 5`)
+            ways = [(n, p) for n, p in watch.paths.get(id(array), []) if p.named_in(names)]
+            guards += [(n, array.copy(), p) for n, p in ways or [(name, path)]]
+    return guards + [(name, array.copy(), path) for name, array, path in named_tables(watch)
+                     if array.size <= CONTENT_GUARD_SIZE]
 
 
 def unchanged_by(captures, stale, compiled):

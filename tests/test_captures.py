@@ -1435,3 +1435,17 @@ def test_outside_state_reached_however_the_code_walks_it():
     finally:
         _Config.table["scale"] = 2.0
         del _Config.stack[1:]
+
+
+def test_tied_arrays_combined_by_numpy_alone_trace_again_when_untied():
+    """`m.dec = m.enc`, read as `x @ (m.enc + m.dec)`: NumPy adds them alone (no trace sees
+    that), so each path's contents are checked: `m.dec = m.enc * 5` traces again (the content
+    guard was kept at one path of the array only: the tied sum, silently)."""
+    m = types.SimpleNamespace(enc=np.eye(2) * 0.5)
+    m.dec = m.enc
+    f = lambda x: np.sum(x @ (m.enc + m.dec))  # noqa: E731
+    compiled = gradc.jit(f)
+    x = X[:, :2]
+    np.testing.assert_allclose(compiled(x), f(x), rtol=1e-13)
+    m.dec = m.enc * 5
+    np.testing.assert_allclose(compiled(x), f(x), rtol=1e-13)
