@@ -194,7 +194,7 @@ def _set_slice_ref(x, v, starts, stops, steps):
 def _set_slice_vjp(node, g):
     starts, stops, steps = node.attr["starts"], node.attr["stops"], node.attr["steps"]
     v = node.inputs[1]
-    # (the slice of g first: its readers then come before the zeroing that may overwrite g)
+    # (fuse.py _overwrites_last runs the zeroing after dv's readers: it may write over g)
     dv = fn.slice_(g, starts, stops, steps)
     zeros = fn.full(g.graph, v.shape, 0, g.dtype)
     dx = g.graph.apply("set_slice", (g, zeros), starts=starts, stops=stops, steps=steps)

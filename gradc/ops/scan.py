@@ -151,8 +151,8 @@ def _argsort_kernel(k):
     strictly first), NaNs last, as NumPy's kind="stable". Two halves of one workspace (malloc'd
     once, at offsets src and dst) take turns as the merges' source. Written as the direct LLVM
     route takes it (for loops only; every key read before the and/or that uses it, at an index
-    kept inside the lane): a sort compiled in ~0.05 s, where Numba's front end took 0.8 s (and
-    its own np.argsort(kind="mergesort") ~10 s per dtype)."""
+    kept inside the lane): np.sort of (256, 1000) float32 compiled cold in 0.37 s, where
+    Numba's front end took 2.5 s (and its own np.argsort(kind="mergesort") ~10 s per dtype)."""
     from ..codegen.cpu import ARRAY_OF
     from .lapack_kernels import _out_of_memory
     outer, n, inner = _fold(k.inputs[0].shape, k.attr["axis"])

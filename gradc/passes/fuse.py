@@ -105,13 +105,13 @@ def _copy(x):
     return x.graph.apply("copy", (x,))
 
 
-def _contiguous(x, reader):
-    """x as a library kernel `reader` reads it: a copy, but a scalar broadcast (np.zeros(n)
-    read by a matmul: an RNN's first state) is an array in the constant region, filled once,
-    not a copy at every call. Not for a set_slice: it writes its result over its x, which a
+def _contiguous(x, written_over):
+    """x as a library kernel reads it: a copy, but a scalar broadcast (np.zeros(n) read by a
+    matmul: an RNN's first state) is an array in the constant region, filled once, not a copy
+    at every call. Not the x a set_slice may write its result over (`written_over`), which a
     copy lets it do (a buffer of the program's whole life would not)."""
     value = fn.const_value(x)
-    if value is not None and reader != "set_slice":
+    if value is not None and not written_over:
         return x.graph.apply("constant", (), data=ConstArray(np.full(x.shape, value, x.dtype)))
     return _copy(x)
 
@@ -154,7 +154,8 @@ def legalize(graph, late=frozenset()):
             ins = tuple(_recopied(x, copies, (node.output.id, j)) if (node.output.id, j) in late
                         else x for j, x in enumerate(ins))
             fixed = tuple(x if (layout := base_layout(x)) is not None and _is_contiguous(layout, x.shape)
-                          else _contiguous(x, node.op) for x in ins)
+                          else _contiguous(x, node.op == "set_slice" and j == 0)
+                          for j, x in enumerate(ins))
             return new.apply(node.op, fixed, **node.attr)
         return None
 
