@@ -249,7 +249,7 @@ class Graph:
         what = (f"a view ({value.type_str}: a slice, a transpose, a reshape...) of an array"
                 if value.id in self.views else f"an array ({value.type_str})")
         raise UnsupportedOpError(
-            f"{reader} {what} that an in-place operator changed afterwards, at "
+            f"{reader} {what} that an in-place operator or a store (x[i] = v) changed afterwards, at "
             f"{self.stale[value.id]}, under another name (a list's element, a helper's "
             "parameter, a view): NumPy would read the changed values, and gradc's arrays are "
             "immutable (`x += y` binds x to a new array). Read the updated name, take the view "
@@ -257,6 +257,40 @@ class Graph:
             ".multiply, .set...), or write x = x + y where the other name should keep the old "
             "values" + (LAYOUT_HINT if value.id in self.stale_through_layout else ""),
             source=self.source)
+
+    def take_over(self, handle, new):
+        """`x[i] = v` while tracing: the Python object `handle` (the one the user's names, lists
+        and attributes hold, as they hold NumPy's one array object) stands for `new`, the
+        updated array, from now on; the value it stood for goes on under a new object, which
+        this returns, for the nodes that read it and the views taken of it."""
+        if new is handle:
+            return handle
+        if handle.node is None:  # (an input: surface.py refuses the store first)
+            raise ValueError(f"{handle} is an input of the graph; inputs are never written")
+        old = Value(self, handle.id, handle.shape, handle.dtype, handle.node, handle.name)
+        for node in reversed(self.nodes):  # (its readers come after its node)
+            if any(v is handle for v in node.inputs):
+                node.inputs = tuple(old if v is handle else v for v in node.inputs)
+            if node is handle.node:
+                break
+        for value, into in ((old, handle), (handle, new)):  # (hash-consing's table too)
+            node = into.node
+            node.output = value
+            self._memo[(node.op, tuple(v.id for v in node.inputs), node.attr_key)] = value
+        base = self.view_base.get(handle.id)
+        if base is not None:  # (handle a view: its base's list of views)
+            self.views_of[base.id] = [old if v is handle else v
+                                      for v in self.views_of.get(base.id, ())]
+        for view in self.views_of.get(handle.id, ()):
+            self.view_base[view.id] = old
+        for rid, (root, what) in list(self.square_roots.items()):
+            self.square_roots[rid] = (old if root is handle else root,
+                                      old if what is handle else what)
+        if handle.id in self.zero_d_arrays:
+            self.zero_d_arrays.add(new.id)
+        for field in ("id", "shape", "dtype", "node"):
+            _set(handle, field, getattr(new, field))
+        return old
 
     def rebuild(self, node, inputs):
         """`node` of another graph made again here on `inputs`, values of this graph of the same

@@ -198,6 +198,8 @@ def _in_place(symbol, binary):
     argument of the traced function or a view of one (NumPy would write into the caller's
     array), a view of a NumPy array from outside, and NumPy's read-only views."""
     def impl(self, other):
+        if _stores_back(sys._getframe(1)):  # (x[i] += y: written into x by _setitem next)
+            return _written_back(self, binary(self, other), symbol, retire=False)
         why = _unwritable(self)
         if why is None:  # (a view of a computed array: that array changed too, retired)
             out = _written_back(self, binary(self, other), symbol)
@@ -299,7 +301,7 @@ _UFUNC_OF = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", "//": 
              "|": "bitwise_or", "^": "bitwise_xor"}
 
 
-def _written_back(x, out, symbol):
+def _written_back(x, out, symbol, retire=True):
     """`x op= y`'s result as NumPy writes it into x: of x's shape (NumPy refuses a result that
     broadcasts x to more), cast to x's dtype where NumPy's same_kind rule allows (float32 +=
     float64 stays float32, int32 += int64 wraps; int64 *= 0.5 is refused), and the array x
@@ -327,7 +329,8 @@ def _written_back(x, out, symbol):
                 f"is written into x). Write x = x {symbol} y for a new {out.dtype} array",
                 source=user_source())
         out = fn.astype(out, x.dtype)
-    _retire(x, user_source())
+    if retire:
+        _retire(x, user_source())
     return note_zero_d_arrays(out) if x.ndim == 0 else out  # (still the 0-d array it was)
 
 
@@ -466,12 +469,46 @@ def _current_step(frame):
 
 
 def _setitem(self, index, value):
-    raise UnsupportedOpError(
-        "item assignment (x[i] = v) on a traced value: arrays are immutable in a traced function; "
-        "use x = gradc.at(x)[i].set(v) (or .add(v)), a new array, or np.where(mask, v, x). An "
-        "array filled slice by slice in a loop (`h[:, t] = v`) is best built from a list of the "
-        "slices, np.stack(hs, axis=1): each .set makes a new array of the whole size",
-        source=user_source())
+    """`x[index] = value`. NumPy writes into x's memory; gradc's values are immutable, so the
+    array object x (what every name, list and attribute holding it sees, as they see NumPy's
+    one array) takes the updated array, gradc.at(x)[index].set(value), and the value it held
+    goes on for what read it before (Graph.take_over). Views taken of x before, and the array
+    x views, are retired (Graph.retire): NumPy's show the store, gradc's cannot. Refused as
+    `x += y` is: x an argument or a view of one, a view of an outside array, a read-only
+    view; and a number (NumPy's scalars take no stores)."""
+    graph = self.graph
+    if self.ndim == 0 and not is_zero_d_array(self) or self.id in graph.weak:
+        raise ArgumentError(f"x[...] = v on a number ({self.type_str}: a NumPy scalar, which "
+                            "NumPy refuses too: 'numpy.float64' object does not support item "
+                            "assignment); bind the name anew, x = v", source=user_source())
+    if self.id in graph.stale:
+        graph.refuse_stale(self, "this store writes into")
+    why = _unwritable(self)
+    if why is not None:
+        name = self.name or f"a {self.type_str} array"
+        raise UnsupportedOpError(
+            f"x[...] = v on {name}: {why}. Write into a copy (x = x.copy(), then x[...] = v, "
+            "and return it for the caller), or make the updated array, x = "
+            "gradc.at(x)[index].set(v)" + (LAYOUT_HINT if _through_layout_view(self) else ""),
+            source=user_source())
+    old = graph.take_over(self, indexing._traced_update_of(self, index, "set", value))
+    if old is not self:
+        _retire(old, user_source())
+        _retire_viewed(old)
+
+
+def _stores_back(frame):
+    """Whether the in-place operator `frame` runs is one of `x[i] op= y` (its result stored
+    into x[i] next, by STORE_SUBSCR: `x.__setitem__(i, x[i].__iop__(y))`)."""
+    if frame is None:
+        return False
+    after = False
+    for instruction in dis.get_instructions(frame.f_code):
+        if instruction.offset == frame.f_lasti:
+            after = True
+        elif after and not instruction.opname.startswith(("SWAP", "ROT_", "CACHE")):
+            return instruction.opname == "STORE_SUBSCR"
+    return False
 
 
 def _index_refused(self):
