@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 import threading
 
 import numpy as np
 
+from . import fresh
 from .errors import UnsupportedOpError
 from .ir import Value
 from .ops import fn
-from .trace import (_user_frame, copy, current_graph, is_zero_d_array, mark_view,
+from .trace import (_frame_kind, _user_frame, copy, current_graph, is_zero_d_array, mark_view,
                     note_layout_view, note_zero_d_arrays, traced)
 
 _NAMES = ("array", "asarray", "asanyarray", "ascontiguousarray", "asfortranarray", "full")
@@ -49,11 +51,11 @@ def _holds_value(obj):
     return type(obj) in (list, tuple) and any(_holds_value(o) for o in obj)
 
 
-def _first_value(obj):
+def first_value(obj):
     if isinstance(obj, Value):
         return obj
     if type(obj) in (list, tuple):
-        return next((v for v in map(_first_value, obj) if v is not None), None)
+        return next((v for v in map(first_value, obj) if v is not None), None)
     return None
 
 
@@ -76,7 +78,7 @@ def _build(obj, like):
 
 
 def _literal(obj, dtype=None, ndmin=0):
-    out = _build(obj, _first_value(obj))
+    out = _build(obj, first_value(obj))
     if dtype is not None:
         out = fn.astype(out, dtype)
     if ndmin > out.ndim:
@@ -92,7 +94,7 @@ def _applies(obj):
 
 
 def _graph_of(*args, **kwargs):
-    value = _first_value(list(args) + list(kwargs.values()))
+    value = first_value(list(args) + list(kwargs.values()))
     return value.graph if value is not None else None
 
 
@@ -140,16 +142,39 @@ def _full_impl(shape, fill_value, dtype=None, order="C", *, device=None, like=No
 _full = traced(_full_impl, graph_of=_graph_of)
 
 
+def _fresh(out, caller):
+    """A new NumPy array the user's own code made while this thread traces, as a Fresh array
+    (gradc/fresh.py: stores of traced values into it are NumPy's); anything else as it is."""
+    if (type(out) is not np.ndarray or current_graph() is None
+            or _frame_kind(caller.f_code.co_filename) != "user"):
+        return out
+    order = "F" if out.flags.f_contiguous and not out.flags.c_contiguous else "C"
+    return fresh.make(out.shape, out.dtype, order, out)
+
+
 @functools.wraps(_ORIGINAL["full"])
 def _full_wrapper(*args, **kwargs):
     fill = args[1] if len(args) > 1 else kwargs.get("fill_value")
     if _applies(fill):
         return _full(*args, **kwargs)
-    return _ORIGINAL["full"](*args, **kwargs)
+    return _fresh(_ORIGINAL["full"](*args, **kwargs), sys._getframe(1))
+
+
+def _maker(name):
+    """np.zeros, np.zeros_like...: NumPy's array, Fresh where the user's code asked for it."""
+    original = _ORIGINAL[name] = getattr(np, name)
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        return _fresh(original(*args, **kwargs), sys._getframe(1))
+    return wrapper
 
 
 _WRAPPERS = {name: _wrapper(name) for name in _NAMES if name != "full"}
 _WRAPPERS["full"] = _full_wrapper
+_WRAPPERS.update({name: _maker(name) for name in (
+    "zeros", "ones", "empty", "zeros_like", "ones_like", "empty_like", "full_like", "eye",
+    "identity")})
 
 
 def _joining(name):
@@ -252,7 +277,7 @@ def _axis_concatenate(concatenator, items):
         parts.append(part)
         dtypes.append(part.dtype)
     dtype = np.result_type(*dtypes)
-    like = _first_value(list(items))
+    like = first_value(list(items))
     values = []
     for part in parts:
         value = fn.astype(fn.as_value(np.asarray(part) if not isinstance(part, Value) else part,

@@ -67,7 +67,9 @@ def subclass_meaning(x, what="an argument", error=SignatureError):
     as a product), which gradc would drop: its sum of a masked array counted the masked
     values, and one read from a global was compiled in without its mask. Refused (np.memmap,
     whose data is all it means, passes)."""
-    if not isinstance(x, np.ndarray) or type(x) is np.ndarray or isinstance(x, (np.memmap, Value)):
+    from .fresh import Fresh  # (an array the traced function made: NumPy's in every way)
+    if not isinstance(x, np.ndarray) or type(x) is np.ndarray or isinstance(
+            x, (np.memmap, Value, Fresh)):
         return
     hint = (" (x.filled(fill) for a masked array's values with the masked ones replaced)"
             if isinstance(x, np.ma.MaskedArray) else "")

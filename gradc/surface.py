@@ -21,7 +21,7 @@ from .ops import fn
 from .trace import (UFUNCS, _array_function, _array_ufunc, _call_numpy, _clip_method, _describe,
                     _integer_powers_checked, _numpy_dtype_checked, _order, _reshape_in_order,
                     _user_frame, copy, is_zero_d_array, library_call, mark_view,
-                    note_zero_d_arrays, traced, user_source)
+                    note_zero_d_arrays, stores_back, traced, user_source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,7 +198,7 @@ def _in_place(symbol, binary):
     argument of the traced function or a view of one (NumPy would write into the caller's
     array), a view of a NumPy array from outside, and NumPy's read-only views."""
     def impl(self, other):
-        if _stores_back(sys._getframe(1)):  # (x[i] += y: written into x by _setitem next)
+        if stores_back(sys._getframe(1)):  # (x[i] += y: written into x by _setitem next)
             return _written_back(self, binary(self, other), symbol, retire=False)
         why = _unwritable(self)
         if why is None:  # (a view of a computed array: that array changed too, retired)
@@ -301,6 +301,29 @@ _UFUNC_OF = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", "//": 
              "|": "bitwise_or", "^": "bitwise_xor"}
 
 
+SYMBOL_OF = {getattr(np, name): symbol for symbol, name in _UFUNC_OF.items()}
+
+
+def fitted_into(shape, dtype, out, symbol):
+    """The result `out` of `x op= y` as NumPy writes it into an x of `shape` and `dtype`: of x's
+    shape (NumPy refuses a result that broadcasts x to more), cast by the same_kind rule."""
+    ufunc = _UFUNC_OF.get(symbol, symbol)
+    if out.shape != shape:
+        raise ArgumentError(
+            f"{symbol}= : non-broadcastable output operand with shape {shape} doesn't match "
+            f"the broadcast shape {out.shape} (NumPy's refusal: the result must fit in x). "
+            f"Write x = x {symbol} y for a new array", source=user_source())
+    if out.dtype != dtype:
+        if not np.can_cast(out.dtype, dtype, casting="same_kind"):
+            raise ArgumentError(
+                f"{symbol}= : Cannot cast ufunc '{ufunc}' output from dtype('{out.dtype}') to "
+                f"dtype('{dtype}') with casting rule 'same_kind' (NumPy's refusal: the result "
+                f"is written into x). Write x = x {symbol} y for a new {out.dtype} array",
+                source=user_source())
+        out = fn.astype(out, dtype)
+    return out
+
+
 def _written_back(x, out, symbol, retire=True):
     """`x op= y`'s result as NumPy writes it into x: of x's shape (NumPy refuses a result that
     broadcasts x to more), cast to x's dtype where NumPy's same_kind rule allows (float32 +=
@@ -315,20 +338,7 @@ def _written_back(x, out, symbol, retire=True):
     graph = x.graph
     if x.ndim == 0 and not is_zero_d_array(x) or x.id in graph.weak:
         return out  # (a number: bound anew, as NumPy's scalars are; a 0-d array is written)
-    ufunc = _UFUNC_OF[symbol]
-    if out.shape != x.shape:
-        raise ArgumentError(
-            f"{symbol}= : non-broadcastable output operand with shape {x.shape} doesn't match "
-            f"the broadcast shape {out.shape} (NumPy's refusal: the result must fit in x). "
-            f"Write x = x {symbol} y for a new array", source=user_source())
-    if out.dtype != x.dtype:
-        if not np.can_cast(out.dtype, x.dtype, casting="same_kind"):
-            raise ArgumentError(
-                f"{symbol}= : Cannot cast ufunc '{ufunc}' output from dtype('{out.dtype}') to "
-                f"dtype('{x.dtype}') with casting rule 'same_kind' (NumPy's refusal: the result "
-                f"is written into x). Write x = x {symbol} y for a new {out.dtype} array",
-                source=user_source())
-        out = fn.astype(out, x.dtype)
+    out = fitted_into(x.shape, x.dtype, out, symbol)
     if retire:
         _retire(x, user_source())
     return note_zero_d_arrays(out) if x.ndim == 0 else out  # (still the 0-d array it was)
@@ -408,10 +418,9 @@ def _array(self, *args, **kwargs):
         raise TracedBranchError(library_call(library), source=user_source())
     step = _current_step(user)
     if step == "BINARY_SUBSCR":  # (table[i]: NumPy's indexing reads i as an array)
-        why = ("a traced index into a NumPy array (`table[i]`, with `table` a NumPy array): "
+        why = ("a traced index into a NumPy array from outside the function (`table[i]`): "
                "NumPy's indexing cannot take it. Use gradc.nn.embedding(table, i), or pass the "
-               "table as an argument; one-hot rows, np.eye(n)[i], are "
-               "(i[..., None] == np.arange(n)).astype(np.float64) (or your model's float32)")
+               "table as an argument (arrays the function makes, np.eye(n)[i], take one)")
     elif step == "STORE_SUBSCR":  # (buf[t] = x.dot(W): the store, not the product)
         raise UnsupportedOpError(_STORE_INTO_NUMPY, source=user_source())
     elif _line_reads_attribute(user, "dot"):  # (A.dot(x): NumPy's method converts x)
@@ -438,11 +447,13 @@ def _array(self, *args, **kwargs):
 # (one message and class for `a[i] = v` into a NumPy array however NumPy met the traced value:
 # as the value, as an index, through float() of a scalar: trace.py's _traced_value_into_...)
 _STORE_INTO_NUMPY = (
-    "a store into a NumPy array (`a[i] = v`, with `a` a NumPy array: np.zeros(...) made in the "
-    "function) of a traced value or at a traced index: a NumPy array cannot hold traced values, "
-    "since the function's Python runs once, when traced. Build the array from the values "
-    "instead (np.stack([...]) or np.array([...]) of them), or update a traced array: "
-    "a = gradc.at(a)[i].set(v) (a = gradc.at(np.zeros(n))[i].set(v) for a new one)")
+    "a store of a traced value, or at a traced index, into a NumPy array (`a[i] = v`) that is not "
+    "one the function made and holds by its local names alone (an array from outside the "
+    "function, a view, one a list, an attribute or another function holds): a NumPy array "
+    "cannot hold traced values, since the function's Python runs once, when traced. Make the "
+    "array traced from the start (a = np.zeros_like(x), a = x.copy(); stores into it are "
+    "NumPy's), build it from the values (np.stack([...]) or np.array([...]) of them), or "
+    "update it out of place: a = gradc.at(a)[i].set(v)")
 
 
 _SCALAR_TYPES = ("float64", "float32", "int64", "int32", "bool_", "double", "single", "intp")
@@ -495,20 +506,6 @@ def _setitem(self, index, value):
     if old is not self:
         _retire(old, user_source())
         _retire_viewed(old)
-
-
-def _stores_back(frame):
-    """Whether the in-place operator `frame` runs is one of `x[i] op= y` (its result stored
-    into x[i] next, by STORE_SUBSCR: `x.__setitem__(i, x[i].__iop__(y))`)."""
-    if frame is None:
-        return False
-    after = False
-    for instruction in dis.get_instructions(frame.f_code):
-        if instruction.offset == frame.f_lasti:
-            after = True
-        elif after and not instruction.opname.startswith(("SWAP", "ROT_", "CACHE")):
-            return instruction.opname == "STORE_SUBSCR"
-    return False
 
 
 def _index_refused(self):

@@ -8,6 +8,7 @@ naming that line.
 """
 from __future__ import annotations
 
+import dis
 import functools
 import inspect
 import math
@@ -107,6 +108,31 @@ def library_call(library):
             + (f"Use {mirror}, which mirrors it and traces" if mirror else
                "Write it with the NumPy functions gradc traces (README: Supported NumPy), or call "
                "it outside the traced function, on plain arrays"))
+
+
+def _instructions_from(frame):
+    """The bytecode instructions of `frame`'s code from the one it runs on."""
+    if frame is None:
+        return []
+    found = list(dis.get_instructions(frame.f_code))
+    return next((found[i:] for i, ins in enumerate(found) if ins.offset == frame.f_lasti), [])
+
+
+def in_place_operator(frame):
+    """Whether `frame` runs an in-place operator (`x += y`: its result bound to x next)."""
+    now = _instructions_from(frame)[:1]
+    return bool(now) and (now[0].opname.startswith("INPLACE_") or now[0].opname == "BINARY_OP"
+                          and now[0].argrepr.endswith("=") and now[0].argrepr != "==")
+
+
+def stores_back(frame):
+    """Whether `frame` runs the in-place operator of an `x[i] op= y` (its result stored into
+    x[i] next, by STORE_SUBSCR: `x.__setitem__(i, x[i].__iop__(y))`)."""
+    if not in_place_operator(frame):
+        return False
+    later = (ins.opname for ins in _instructions_from(frame)[1:])
+    return next((op for op in later if not op.startswith(("SWAP", "ROT_", "CACHE"))),
+                None) == "STORE_SUBSCR"
 
 
 def user_source(frame=None):
@@ -915,6 +941,11 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
                                  "see the supported list in the README")
     out, where = kwargs.pop("out", None), kwargs.pop("where", True)
     out = out[0] if isinstance(out, tuple) and len(out) == 1 else out
+    into = None  # (the NumPy element of an `acc[i] += x`, which the store after takes)
+    if type(out) is np.ndarray and where is True and _stores_back_here():
+        into, out = out, None
+        element = np.ndarray.copy(into)  # (read, never written; a constant must not hold acc)
+        inputs = [element if x is into else x for x in inputs]
     if out is not None and not isinstance(out, Value) or where is not True and out is None:
         _no_out(out, _ufunc_name(ufunc), where is not True)
     impl = UFUNCS.get(ufunc)
@@ -943,7 +974,17 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
     if out is not None:  # (written into out: NumPy's answer, out's old value retired)
         from .surface import written_out
         return written_out(out, value, where, _ufunc_name(ufunc), casting)
+    if into is not None:
+        from .surface import SYMBOL_OF, fitted_into
+        return fitted_into(into.shape, into.dtype, value, SYMBOL_OF.get(ufunc, ufunc.__name__))
     return value
+
+
+def _stores_back_here():
+    """Whether the user's line runs the in-place operator of an `acc[i] op= x`, called straight
+    from their code."""
+    frame, called = _user_frame()
+    return called is None and stores_back(frame)
 
 
 def _in_loop_dtype(impl, args, keywords, dtype, name, ufunc):

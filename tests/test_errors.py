@@ -134,14 +134,28 @@ def test_unsupported_array_feature(fun, marker, name):
 
 def stores_into_numpy_array(x):
     acc = np.zeros(3)
-    acc[0] = np.sum(x)  # STORE-ELEMENT
+    acc[0] = np.sum(x)
     return acc
 
 
 def stores_slice_into_numpy_array(x):
     acc = np.zeros(4)
-    acc[1:3] = x[:2] * 2.0  # STORE-SLICE
+    acc[1:3] = x[:2] * 2.0
     return np.sum(acc)
+
+
+def stores_at_a_traced_index(x):
+    ranks = np.zeros(3)
+    ranks[np.argsort(x)] = np.arange(3.0)
+    return np.sum(ranks * x)
+
+
+@pytest.mark.parametrize("fun", [stores_into_numpy_array, stores_slice_into_numpy_array,
+                                 stores_at_a_traced_index])
+def test_stores_into_a_numpy_array_the_function_made_are_numpys(fun):
+    """`acc = np.zeros(n); acc[i] = v` with v (or i) traced: the function's own array, held by
+    its name alone, takes the store (gradc/fresh.py), as NumPy's."""
+    np.testing.assert_allclose(gradc.jit(fun)(X3), fun(X3), rtol=1e-12)
 
 
 def _store_row(acc, row):
@@ -154,29 +168,37 @@ def stores_into_numpy_array_in_a_helper(x):
     return np.sum(acc)
 
 
-def stores_at_a_traced_index(x):
-    ranks = np.zeros(3)
-    ranks[np.argsort(x)] = np.arange(3.0)  # STORE-AT-INDEX
-    return np.sum(ranks * x)
+OUTSIDE = np.zeros(3)
+
+
+def stores_into_an_outside_array(x):
+    OUTSIDE[0] = np.sum(x)  # STORE-OUTSIDE
+    return OUTSIDE
+
+
+def stores_into_an_array_a_list_holds(x):
+    acc = np.zeros(3)
+    kept = [acc]
+    acc[np.argmax(x)] = 1.0  # STORE-LISTED
+    return np.sum(kept[0] * x)
 
 
 @pytest.mark.parametrize("fun, marker", [
-    (stores_into_numpy_array, "STORE-ELEMENT"),
-    (stores_slice_into_numpy_array, "STORE-SLICE"),
     (stores_into_numpy_array_in_a_helper, "STORE-IN-HELPER"),
-    (stores_at_a_traced_index, "STORE-AT-INDEX"),
+    (stores_into_an_outside_array, "STORE-OUTSIDE"),
+    (stores_into_an_array_a_list_holds, "STORE-LISTED"),
 ])
 @pytest.mark.parametrize("api", [gradc.jit, gradc.grad])
 def test_storing_a_traced_value_into_a_numpy_array_is_refused(fun, marker, api):
-    """`acc[i] = v` with acc a NumPy array and v (or i) traced: NumPy takes v for a sequence
-    (its ValueError "setting an array element with a sequence", or our __array__'s refusal),
-    and the user gets one UnsupportedOpError naming the line, saying to build the array with
-    np.stack or update it with gradc.at (an element's store was UnsupportedOpError, a slice's
-    TracedBranchError, and a traced index was called a traced value)."""
+    """`acc[i] = v` with acc a NumPy array and v (or i) traced, where NumPy's store would reach
+    what gradc cannot bind anew (an array from outside, one a list or another function's
+    variable holds): one UnsupportedOpError naming the line, saying to start the array traced,
+    build it with np.stack or update it with gradc.at."""
     with pytest.raises(gradc.GradcError) as excinfo:
         api(fun)(X3)
     msg = check(excinfo, gradc.UnsupportedOpError, marker)
     assert "np.stack" in msg and "gradc.at(a)" in msg and "traced index" in msg, msg
+    assert "np.zeros_like(x)" in msg, msg
 
 
 def floor_div(x):
@@ -894,8 +916,9 @@ def _add_at(x):
 
 def _local_accumulator(x):
     acc = np.zeros(3)
+    steps = [acc]  # (held twice: NumPy's += would show in the list too)
     acc += x  # ACCUMULATOR
-    return acc
+    return steps[0]
 
 
 def _returns_uint8(x):
@@ -976,6 +999,9 @@ def test_transform_and_update_misuse_names_the_line():
     assert ".add(-v)" in check(excinfo, gradc.UnsupportedOpError, "AT-SUB")
 
 
+TABLE = np.arange(8.0).reshape(4, 2)
+
+
 def test_another_librarys_function_and_a_traced_index_say_what_to_write():
     """scipy.special.logsumexp(x) on a traced x names the SciPy function and its gradc.scipy
     mirror (it gave 900 characters of generic advice, or named SciPy's own file); a NumPy
@@ -1003,11 +1029,11 @@ def test_another_librarys_function_and_a_traced_index_say_what_to_write():
         gradc.jit(lambda x: distance.cdist(x, x))(np.ones((3, 2)))
     actions = np.array([1, 2])
     with pytest.raises(gradc.TracedBranchError,
-                       match=r"test_errors\.py:\d+: a traced index into a NumPy array .*"
-                             r"gradc\.nn\.embedding.*np\.arange\(n\)"):
-        gradc.jit(lambda a: np.eye(4)[a])(actions)
-    one_hot = gradc.jit(lambda a: (a[..., None] == np.arange(4)).astype(np.float32))
-    np.testing.assert_array_equal(one_hot(actions), np.eye(4)[actions])
+                       match=r"test_errors\.py:\d+: a traced index into a NumPy array from "
+                             r"outside .*gradc\.nn\.embedding.*np\.eye\(n\)\[i\]"):
+        gradc.jit(lambda a: TABLE[a])(actions)
+    # (a table the function makes takes a traced index: np.eye(4)[a], one-hot rows)
+    np.testing.assert_array_equal(gradc.jit(lambda a: np.eye(4)[a])(actions), np.eye(4)[actions])
 
 
 def test_what_a_survey_of_user_mistakes_found():

@@ -153,3 +153,121 @@ def test_a_store_through_a_view_is_read_through_that_view():
     value, grad = gradc.value_and_grad(through_view)(X)
     assert value == pytest.approx(through_view(X.copy()))
     np.testing.assert_allclose(grad, _numeric_grad(through_view, X), atol=1e-6)
+
+
+# --- NumPy arrays the function makes (gradc/fresh.py) -----------------------------------------
+
+def _conv_naive(x):  # (cs231n's conv_forward_naive, small)
+    out = np.zeros((2, 3))
+    for i in range(2):
+        for j in range(3):
+            out[i, j] = np.sum(x[i:i + 2, j:j + 2] * np.array([[1.0, -2.0], [0.5, 3.0]]))
+    return np.sum(out ** 2)
+
+
+def _rnn_forward(x):  # (cs231n's rnn_forward: h = np.zeros((N, T, H)); h[:, t, :] = ...)
+    n, t_steps = x.shape
+    h = np.zeros((n, t_steps, 2))
+    prev = np.zeros((n, 2))
+    for t in range(t_steps):
+        prev = np.tanh(x[:, t, None] * np.array([1.0, -0.5]) + prev @ np.eye(2) * 0.5)
+        h[:, t, :] = prev
+    return np.sum(h ** 2)
+
+
+def _accumulators(x):
+    acc = np.zeros(4)
+    for i in range(3):
+        acc += x[i] * (i + 1)
+    counts = np.zeros(4, np.int64)
+    counts += 1  # (NumPy's own: nothing traced)
+    counts[np.argmax(x[0])] += 5  # (`a[i] += v` at a traced index)
+    part = np.ones(4)
+    part[1:] *= x[1, :3]
+    table = {"s": np.zeros(4)}
+    table["s"] += x[2]  # (a dict's slot: bound anew by the operator)
+    return np.sum(acc * counts) + np.sum(part ** 2) + np.sum(table["s"] ** 3)
+
+
+def _labels_and_names(x):
+    labels = np.argmax(x, axis=1)
+    one_hot = np.zeros((3, 4))
+    one_hot[np.arange(3), labels] = 1.0
+    same = one_hot  # (two names of one array: both see the next store)
+    one_hot[0, 0] = x[0, 0]
+    return np.sum(same * x) + np.sum(np.eye(4)[labels] * x) + np.sum(one_hot)
+
+
+def _made_every_way(x):
+    a = np.empty((3, 4))
+    a[...] = x * 2
+    b = np.full((3, 4), 0.5)
+    b[:, 0] = x[:, 1]
+    c = np.ones_like(np.zeros((3, 4)), order="F")
+    c[1] = x[2]
+    mask = np.zeros(4, bool)  # (used by NumPy alone: stays NumPy's)
+    mask[1] = True
+    return np.sum(a * b * c) + np.sum(x[:, mask])
+
+
+@pytest.mark.parametrize("f", [_conv_naive, _rnn_forward, _accumulators, _labels_and_names,
+                               _made_every_way])
+def test_stores_into_arrays_the_function_makes_are_numpys(f):
+    value, grad = gradc.value_and_grad(f)(X)
+    assert value == pytest.approx(f(X.copy()), rel=1e-12)
+    np.testing.assert_allclose(grad, _numeric_grad(f, X), atol=1e-6)
+
+
+def test_an_accumulator_keeps_its_dtype_and_a_made_array_is_returned_as_numpys():
+    def f(x):
+        acc = np.zeros(4, np.float32)
+        acc += x[0]  # (float64 into float32: stays float32, as NumPy's)
+        return acc, np.zeros(2)
+
+    acc, zeros = gradc.jit(f)(X)
+    assert acc.dtype == np.float32 and type(zeros) is np.ndarray
+    np.testing.assert_array_equal(acc, X[0].astype(np.float32))
+    np.testing.assert_array_equal(zeros, np.zeros(2))
+
+
+def _held_by_a_helper(x):
+    out = np.zeros(4)
+
+    def fill(buf, v):
+        buf[0] = v  # HELPER
+
+    fill(out, x[0, 0])
+    return out.sum()
+
+
+def _with_a_view_alive(x):
+    out = np.zeros((2, 4))
+    row = out[0]
+    out[1] = x[0]  # VIEW-ALIVE
+    return out.sum() + row.sum()
+
+
+def _accumulator_in_a_list(x):
+    acc = np.zeros(4)
+    steps = [acc]
+    acc += x[0]  # LISTED
+    return steps[0]
+
+
+def _explicit_out(x):
+    acc = np.zeros(4)
+    np.add(acc, x[0], out=acc)  # EXPLICIT-OUT (acc is not bound to the result)
+    return acc
+
+
+@pytest.mark.parametrize("f, marker", [(_held_by_a_helper, "HELPER"),
+                                       (_with_a_view_alive, "VIEW-ALIVE"),
+                                       (_accumulator_in_a_list, "LISTED"),
+                                       (_explicit_out, "EXPLICIT-OUT")])
+def test_a_store_into_a_made_array_something_else_holds_is_refused(f, marker):
+    with pytest.raises(gradc.UnsupportedOpError) as excinfo:
+        gradc.jit(f)(X)
+    line = next(i for i, text in enumerate(open(__file__, encoding="utf-8"), start=1)
+                if f"# {marker}" in text)
+    assert re.search(rf"test_item_assignment\.py:{line}\b", str(excinfo.value))
+    assert "np.zeros_like(x)" in str(excinfo.value)

@@ -18,8 +18,9 @@ def no_out(out, name, where=False):
         raise UnsupportedOpError(
             f"{name}(out=...) into a NumPy array (`a += traced` where `a` is a NumPy array): "
             "a NumPy array cannot hold traced values. An accumulator the function makes "
-            "(`acc = np.zeros(n); acc += x`): write acc = acc + x, or start it traced, "
-            "np.zeros_like(x). State kept outside the function (`self.mean *= m`): a compiled "
+            "(`acc = np.zeros(n); acc += x`) takes them while the name it updates holds it "
+            "alone (not also a list, a view, another name: there write acc = acc + x, or start "
+            "it traced, np.zeros_like(x)). State kept outside the function (`self.mean *= m`): a compiled "
             "function cannot change it on every call; return the new value (with has_aux=True "
             "for a gradient) and assign it after the call")
     if out is None:  # (where= alone: NumPy leaves the other elements as np.empty's)

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..capture import captured
 from .. import pytree
+from ..fresh import Fresh, plain_copy
 from ..errors import ShapeError, UnsupportedOpError
 from ..ir import SUPPORTED_DTYPES, Value
 
@@ -133,6 +134,8 @@ def as_value(x, like: Value | None = None, graph=None):
     if isinstance(x, (numbers.Number, np.bool_)) and not isinstance(x, np.generic):
         dt = _scalar_dtype(x, like.dtype if like is not None else None)
         return const(graph, x, dt)
+    if isinstance(x, Fresh):  # (an array the function made: its values now, held by no constant)
+        x = plain_copy(x)
     if isinstance(x, (np.ndarray, np.generic, list, tuple)):
         pytree.subclass_meaning(x, "an array the traced code reads", UnsupportedOpError)
         arr = np.asarray(x)

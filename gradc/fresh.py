@@ -1,0 +1,201 @@
+"""NumPy arrays the traced function makes and then stores traced values into.
+
+`out = np.zeros((n, t)); out[:, 0] = np.tanh(x[:, 0])`, `acc = np.zeros(d); acc += x`: the
+array is NumPy's, and a NumPy array cannot hold a traced value. While a trace runs, np.zeros,
+np.ones, np.empty, np.full and their *_like of NumPy arrays, called from the user's own code,
+make a `Fresh` array: NumPy's array in every way until a traced value is stored into it. Then,
+if nothing but the user's local names holds it (no list, attribute, view or other frame: the
+array's reference count, measured against a probe of the same statement, says so), those names
+are bound to a traced copy of it with the store made (surface.py's item assignment), which is
+NumPy's answer, for nothing else can see the old array. Otherwise the store is refused as
+before. `acc += x` needs no names bound (Python binds the result): the count alone.
+
+Reference counts of the same statement differ between Python versions, so each kind of store is
+measured once by running it on a probe (`_baseline`); Pythons from 3.14 on read some locals
+without a reference (LOAD_FAST_BORROW), which a probe's statement may not share, so there
+nothing is accepted."""
+from __future__ import annotations
+
+import ctypes
+import inspect
+import sys
+
+import numpy as np
+
+_SUPPORTED = sys.version_info < (3, 14)
+_PROBE = object()  # the value the probes store: a baseline is taken, nothing written
+_BASELINES = {}  # "store" / "in_place" -> the reference count of a Fresh only one name holds
+
+
+class Fresh(np.ndarray):
+    """A NumPy array the traced function made (see the module's docstring)."""
+
+    def __setitem__(self, index, value):
+        refs = sys.getrefcount(self)  # (first: the probe measures the same point)
+        if value is _PROBE:
+            _BASELINES["store"] = refs
+            return
+        if _holds_traced(value) or _holds_traced(index):
+            return _store(self, index, value, refs, sys._getframe(1))
+        np.ndarray.__setitem__(self, index, value)
+
+    def __getitem__(self, index):
+        if _holds_traced(index):  # (np.eye(n)[y]: a gather from the array's values now)
+            from .literals import first_value
+            return _traced_copy(self, first_value(index))[index]
+        out = np.ndarray.__getitem__(self, index)
+        return out.view(np.ndarray) if isinstance(out, Fresh) else out
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        refs = sys.getrefcount(self)
+        if any(x is _PROBE for x in inputs):
+            _BASELINES["in_place"] = refs
+            return self
+        traced = any(map(_holds_traced, inputs))
+        if traced and kwargs.get("out") == (self,) and method == "__call__":
+            return _in_place(self, ufunc, inputs, kwargs, refs, sys._getframe(1))
+        given = kwargs.get("out")
+        kwargs = {k: _plain(v, traced) for k, v in kwargs.items()}
+        out = getattr(ufunc, method)(*(_plain(x, traced) for x in inputs), **kwargs)
+        if given is not None and not traced:  # (NumPy returns out= itself: `k += 1` keeps k)
+            return given[0] if len(given) == 1 else given
+        return out
+
+    def __array_function__(self, func, types, args, kwargs):
+        traced = _holds_traced(args) or _holds_traced(kwargs)
+        return func(*_plain(args, traced), **_plain(kwargs, traced))
+
+
+def _holds_traced(obj):
+    from .ir import Value
+    if isinstance(obj, Value):
+        return True
+    if type(obj) in (list, tuple):
+        return any(map(_holds_traced, obj))
+    if type(obj) is dict:
+        return any(map(_holds_traced, obj.values()))
+    return False
+
+
+def _plain(obj, copy):
+    """obj with its Fresh arrays as plain ones: copies where a traced value will read them (its
+    constant must not hold the Fresh array, whose count a later store reads), views otherwise."""
+    if isinstance(obj, Fresh):
+        return plain_copy(obj) if copy else obj.view(np.ndarray)
+    if type(obj) in (list, tuple):
+        return type(obj)(_plain(o, copy) for o in obj)
+    if type(obj) is dict:
+        return {k: _plain(v, copy) for k, v in obj.items()}
+    return obj
+
+
+def plain_copy(fresh):
+    """A NumPy array (no Fresh, no view of one) of fresh's values."""
+    return np.ndarray.copy(fresh).view(np.ndarray)
+
+
+def make(shape, dtype, order, fill):
+    """A Fresh array of `shape`, `dtype` and memory `order` ("C" or "F") filled with `fill`
+    (an array or a number: NumPy's values)."""
+    out = np.ndarray.__new__(Fresh, shape, dtype, order=order)
+    out.view(np.ndarray)[...] = fill
+    return out
+
+
+def _baseline(kind):
+    if kind not in _BASELINES:
+        _probe_store()
+        _probe_in_place()
+    return _BASELINES[kind]
+
+
+def _probe_store():
+    a = make((1,), np.float64, "C", 0.0)
+    a[0] = _PROBE  # (the statement a user's `out[i] = v` is)
+
+
+def _probe_in_place():
+    a = make((1,), np.float64, "C", 0.0)
+    a += _PROBE  # (the statement a user's `acc += x` is)
+
+
+def _refused(frame, why):
+    from .errors import UnsupportedOpError
+    from .surface import _STORE_INTO_NUMPY
+    from .trace import user_source
+    return UnsupportedOpError(_STORE_INTO_NUMPY + why, source=user_source(frame))
+
+
+_HELD_ELSEWHERE = (
+    ". (This array was made by the function, but something besides its local names holds it, "
+    "which a store must reach too: a list, an attribute, a view of it, another function's "
+    "variable; store before sharing it)")
+
+
+def _user_names(fresh, refs, kind, frame):
+    """The names of `frame`'s function bound to `fresh`, where nothing else holds it, or None."""
+    from .trace import _frame_kind
+    if (not _SUPPORTED or fresh.base is not None
+            or not frame.f_code.co_flags & inspect.CO_OPTIMIZED  # (a function's frame)
+            or _frame_kind(frame.f_code.co_filename) != "user"):
+        return None
+    names = [name for name, v in frame.f_locals.items() if v is fresh]
+    if kind == "store" and (not names or refs != _baseline(kind) + len(names) - 1):
+        names = None
+    if kind == "in_place" and refs != _baseline(kind):  # (the one name Python binds anew)
+        names = None
+    _forget_locals(frame)
+    return names
+
+
+def _forget_locals(frame):
+    """Drop the dict of locals that reading f_locals made (before Python 3.13 the frame keeps it,
+    holding every local: each array it holds would count one more holder)."""
+    if sys.version_info < (3, 13):
+        frame.f_locals.clear()
+
+
+def _bind(frame, names, value):
+    if sys.version_info >= (3, 13):  # (f_locals writes through, PEP 667)
+        for name in names:
+            frame.f_locals[name] = value
+        return
+    local = frame.f_locals
+    for name in names:
+        local[name] = value
+    ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(0))
+    local.clear()
+
+
+def _traced_copy(fresh, like):
+    from .ops import fn
+    from .trace import copy
+    return copy(fn.as_value(plain_copy(fresh), like))
+
+
+def _store(fresh, index, value, refs, frame):
+    """`fresh[index] = value` with a traced value or index."""
+    from .literals import first_value
+    names = _user_names(fresh, refs, "store", frame)
+    if names is None:
+        raise _refused(frame, _HELD_ELSEWHERE)
+    traced = _traced_copy(fresh, first_value([value, index]))
+    traced[index] = value  # (surface.py's item assignment)
+    _bind(frame, names, traced)
+
+
+def _in_place(fresh, ufunc, inputs, kwargs, refs, frame):
+    """`acc += x` (an in-place operator: acc is bound to what this returns) with x traced."""
+    from .literals import first_value
+    from .trace import in_place_operator
+    if (set(kwargs) != {"out"} or not in_place_operator(frame)
+            or _user_names(fresh, refs, "in_place", frame) is None):
+        from .errors import UnsupportedOpError
+        from .functions._args import no_out
+        from .trace import user_source
+        try:
+            no_out(fresh.view(np.ndarray), ufunc.__name__)  # (its refusal, for a NumPy array)
+        except UnsupportedOpError as e:
+            raise UnsupportedOpError(e.args[0], source=user_source(frame)) from None
+    traced = _traced_copy(fresh, first_value(list(inputs)))
+    return ufunc(*(traced if x is fresh else x for x in inputs), out=traced)
