@@ -68,7 +68,8 @@ class Fresh(np.ndarray):
 
 def _holds_traced(obj):
     from .ir import Value
-    if isinstance(obj, Value):
+    from .selection import Selection
+    if isinstance(obj, (Value, Selection)):
         return True
     if type(obj) in (list, tuple):
         return any(map(_holds_traced, obj))

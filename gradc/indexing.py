@@ -21,6 +21,8 @@ from .errors import IndexOutOfRangeError, ShapeError, UnsupportedOpError
 from .ir import Value
 from .ops import fn
 from .ops.movement import contiguous_strides
+from .selection import Selection, same_value
+from .selection import store as selection_store
 from .trace import traced
 
 _MASK_ERROR = ("indexing with a traced boolean mask gives a data-dependent shape, which a "
@@ -316,8 +318,16 @@ def _update(x, index, kind, values):
             _NUMPY_AT[kind].at(out, index, np.broadcast_to(values, shape))
         return out
     x = x if isinstance(x, Value) else fn.as_value(np.asarray(x), graph=like)
-    vals = fn.astype(values if isinstance(values, Value) else fn.as_value(values, x), x.dtype)
     mask = index[0] if isinstance(index, tuple) and len(index) == 1 else index
+    if isinstance(values, Selection):  # (z[m] = f(x[m]): by the mask it was taken by)
+        if not (isinstance(mask, Value) and same_value(mask, values.mask)
+                and values.full.shape == x.shape):
+            raise UnsupportedOpError(
+                "a masked selection (x[mask], traced mask) stored by another index: its "
+                "elements line up only with the same mask's, z[mask] = f(x[mask]) (or use "
+                "np.where(mask, values, z))")
+        return selection_store(x, values, kind, _combine)
+    vals = fn.astype(values if isinstance(values, Value) else fn.as_value(values, x), x.dtype)
     if isinstance(mask, Value) and mask.dtype == np.bool_:
         return _masked_update(x, mask, kind, vals)
     basic = index if isinstance(index, tuple) else (index,)

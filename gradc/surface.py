@@ -18,6 +18,7 @@ from .functions.elementwise import imaginary_part
 from .errors import ArgumentError, ShapeError, TracedBranchError, UnsupportedOpError
 from .ir import LAYOUT_HINT, Value
 from .ops import fn
+from .selection import Selection
 from .trace import (UFUNCS, _array_function, _array_ufunc, _call_numpy, _clip_method, _describe,
                     _integer_powers_checked, _numpy_dtype_checked, _order, _reshape_in_order,
                     _user_frame, copy, is_zero_d_array, library_call, mark_view,
@@ -44,6 +45,9 @@ def _getitem(x, index):
             out = mark_view(x, out)
         return out
     if any(isinstance(index[k], Value) and index[k].dtype == np.bool_ for k in arrays):
+        mask = index[0]
+        if len(index) == 1 and mask.ndim and mask.shape == x.shape[:mask.ndim]:
+            return Selection.of(x, mask)  # (x[mask]: kept in place, gradc/selection.py)
         raise UnsupportedOpError(indexing._MASK_ERROR)
     for k in arrays:  # (masks and index tables compiled in: trace._warn_derived_constants)
         if type(index[k]) is np.ndarray:
@@ -91,11 +95,34 @@ def _basic_index(x, index):
 
 def _branch_error(what, hint=""):
     def raise_(self, *args):
+        builtin = _builtin_called()
         raise TracedBranchError(
-            f"{what} on a traced value: its value is not known while tracing. Use np.where for "
-            f"data-dependent choices, or pass the value as a static Python number{hint}",
+            (f"{builtin}() of traced values compares them with bool(), whose value is not known "
+             f"while tracing: use {_NUMPY_FOR[builtin]}" if builtin else
+             f"{what} on a traced value: its value is not known while tracing. Use np.where for "
+             f"data-dependent choices, or pass the value as a static Python number{hint}"),
             source=user_source())
     return raise_
+
+
+# (Python's builtins that compare their arguments, and NumPy's way to write each)
+_NUMPY_FOR = {"max": "np.maximum(a, b) (or np.max of an array)",
+              "min": "np.minimum(a, b) (or np.min of an array)",
+              "sorted": "np.sort of an array", "any": "np.any", "all": "np.all"}
+
+
+def _builtin_called():
+    """The name of the builtin (max, min, sorted, any, all) the user's line calls where a bool()
+    of a traced value came from inside it, or None."""
+    frame, library = _user_frame()
+    if frame is None or library is not None:
+        return None
+    names = {ins.argval for ins in dis.get_instructions(frame.f_code)
+             if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME")
+             and getattr(ins.positions, "lineno", None) == frame.f_lineno}  # (3.11 on)
+    step = _current_step(frame)
+    return next((n for n in _NUMPY_FOR if n in names), None) if step and step.startswith(
+        ("CALL", "PRECALL")) else None
 
 
 # (the math module's functions take float() of their argument)

@@ -921,6 +921,10 @@ def _local_accumulator(x):
     return steps[0]
 
 
+def _builtin_max(x):
+    return max(x[0], x[1]) + min(np.sum(x), 1.0)  # BUILTIN-MAX
+
+
 def _returns_uint8(x):
     return np.zeros(3, np.uint8), x * 2.0  # (the call line is named)
 
@@ -941,6 +945,7 @@ def _as_strided(x):
     (_math_exp, gradc.TracedBranchError, "MATH-EXP", "use np.exp"),
     (_add_at, gradc.UnsupportedOpError, "ADD-AT", "gradc.at(z)[indices].add(values)"),
     (_local_accumulator, gradc.UnsupportedOpError, "ACCUMULATOR", "acc = acc + x"),
+    (_builtin_max, gradc.TracedBranchError, "BUILTIN-MAX", "use np.maximum(a, b)"),
     (_pads_out_of_range, gradc.ArgumentError, "PAD-RANGE", "out of bounds for int32"),
     (_rounds_a_mask, gradc.UnsupportedOpError, "ROUND-MASK", "float16"),
     (_as_strided, gradc.UnsupportedOpError, "AS-STRIDED", "sliding_window_view")])

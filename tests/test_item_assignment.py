@@ -271,3 +271,61 @@ def test_a_store_into_a_made_array_something_else_holds_is_refused(f, marker):
                 if f"# {marker}" in text)
     assert re.search(rf"test_item_assignment\.py:{line}\b", str(excinfo.value))
     assert "np.zeros_like(x)" in str(excinfo.value)
+
+
+# --- x[mask] with a traced mask, kept in place (gradc/selection.py) ---------------------------
+
+def _stable_sigmoid(x):  # (cs231n's)
+    pos = x >= 0
+    neg = ~pos
+    z = np.zeros_like(x)
+    z[pos] = np.exp(-x[pos])
+    z[neg] = np.exp(x[neg])
+    top = np.ones_like(x)
+    top[neg] = z[neg]
+    return np.sum(top / (1 + z))
+
+
+def _leaky_relu(x):  # (numpy-ml's: the mask computed twice)
+    z = x * 1.0
+    _z = z.copy()
+    _z[z < 0] = _z[z < 0] * 0.1
+    return np.sum(_z ** 2)
+
+
+def _masked_sums(x):
+    m = x > 0.2
+    err = x - 0.5
+    rows = x[:, 0] > 0  # (a mask of the first axis: whole rows)
+    y = x.copy()
+    y[rows] = np.tanh(y[rows]) * 2
+    y[x < 0] *= x[x < 0]
+    return (np.sum(err[m] ** 2) + x[m].mean() + np.sum(y ** 2)
+            + np.sum(np.sum(x[rows], axis=0) ** 2))
+
+
+@pytest.mark.parametrize("f", [_stable_sigmoid, _leaky_relu, _masked_sums])
+def test_a_selection_by_a_traced_mask_is_numpys_in_math_stores_and_sums(f):
+    value, grad = gradc.value_and_grad(f)(X)
+    assert value == pytest.approx(f(X.copy()), rel=1e-12)
+    np.testing.assert_allclose(grad, _numeric_grad(f, X), atol=1e-6)
+
+
+def test_values_a_selection_computes_where_it_does_not_select_never_reach_the_gradient():
+    def f(x):
+        z = np.zeros_like(x)
+        m = x < 0.5
+        z[m] = np.exp(x[m] * 1000)  # (exp(800) = inf where x = 0.8, not selected)
+        return np.sum(z)
+
+    x = np.array([0.001, -0.01, 0.8])
+    np.testing.assert_allclose(gradc.grad(f)(x), [1000 * np.exp(1.0), 1000 * np.exp(-10.0), 0.0])
+
+
+def test_what_a_selection_cannot_be_is_refused_by_name():
+    for f, words in ((lambda x: len(x[x > 0]), "len()"),
+                     (lambda x: x[x > 0] + x[x > 1], "different masks"),
+                     (lambda x: x[x > 0] * x, "combined with an array"),
+                     (lambda x: np.max(x[x > 0]), "np.max")):
+        with pytest.raises(gradc.UnsupportedOpError, match=re.escape(words)):
+            gradc.jit(f)(X)
