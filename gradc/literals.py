@@ -170,8 +170,32 @@ def _maker(name):
     return wrapper
 
 
+def _dtype_stand_in(obj):
+    """A traced value as NumPy's dtype functions read it: a 0-d array of its dtype, or a Python
+    number for a weakly typed one (a Python float traced as an input, NEP 50)."""
+    if not isinstance(obj, Value):
+        return obj
+    if obj.id in obj.graph.weak:
+        return obj.dtype.type(0).item()
+    return _ORIGINAL["empty"]((), obj.dtype)
+
+
+def _of_dtypes(name):
+    """np.result_type(x, w), np.can_cast(x, np.float32), np.common_type(x): they read dtypes
+    alone, which a traced value has while tracing."""
+    original = _ORIGINAL[name] = getattr(np, name)
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        return original(*map(_dtype_stand_in, args),
+                        **{k: _dtype_stand_in(v) for k, v in kwargs.items()})
+    return wrapper
+
+
 _WRAPPERS = {name: _wrapper(name) for name in _NAMES if name != "full"}
 _WRAPPERS["full"] = _full_wrapper
+_WRAPPERS.update({name: _of_dtypes(name) for name in ("result_type", "can_cast", "common_type",
+                                                       "min_scalar_type")})
 _WRAPPERS.update({name: _maker(name) for name in (
     "zeros", "ones", "empty", "zeros_like", "ones_like", "empty_like", "full_like", "eye",
     "identity")})

@@ -95,6 +95,10 @@ def _basic_index(x, index):
 
 def _branch_error(what, hint=""):
     def raise_(self, *args):
+        if self.size != 1 and what in _OF_ONE_ELEMENT:  # (NumPy's refusal, by the shape alone)
+            error, message = _OF_ONE_ELEMENT[what]
+            raise error(f"{what} of a traced array of shape {self.shape}: {message} (NumPy's "
+                        "refusal, whatever the values)", source=user_source())
         builtin = _builtin_called()
         raise TracedBranchError(
             (f"{builtin}() of traced values compares them with bool(), whose value is not known "
@@ -103,6 +107,17 @@ def _branch_error(what, hint=""):
              f"data-dependent choices, or pass the value as a static Python number{hint}"),
             source=user_source())
     return raise_
+
+
+# what NumPy refuses of an array that has not one element, whatever its values
+_OF_ONE_ELEMENT = {
+    "bool() (an `if`, `while`, `and`/`or` or assert)": (
+        ShapeError, "the truth value of an array with more than one element (or none) is "
+        "ambiguous; use a.any() or a.all()"),
+    "float()": (ArgumentError, "only length-1 arrays can be converted to Python scalars"),
+    "int()": (ArgumentError, "only length-1 arrays can be converted to Python scalars"),
+    "complex()": (ArgumentError, "only length-1 arrays can be converted to Python scalars"),
+    ".item()": (ShapeError, "can only convert an array of size 1 to a Python scalar")}
 
 
 # (Python's builtins that compare their arguments, and NumPy's way to write each)

@@ -1245,3 +1245,30 @@ def test_a_traced_value_as_a_dict_key_or_set_element_is_refused():
         with pytest.raises(gradc.TracedBranchError, match=r"hash\(\) \(a dict key") as e:
             gradc.jit(f)(x, y)
         assert "test_errors.py" in str(e.value)
+
+
+def test_numpys_shape_refusals_and_dtype_questions_answer_as_numpy_does():
+    """bool()/float()/.item() of an array without one element is NumPy's ValueError/TypeError
+    whatever its values (it was a TracedBranchError saying to use np.where); a static index out
+    of range in np.take is NumPy's IndexError while tracing, where the user's `except` sees it;
+    np.result_type, np.can_cast and np.common_type read a traced value's dtype."""
+    x = np.arange(3.0)
+    for f, error in ((lambda x: 1.0 if x > 0 else 2.0, ValueError),
+                     (lambda x: float(x), TypeError), (lambda x: x.item(), ValueError)):
+        with pytest.raises(error, match="NumPy's refusal, whatever the values"):
+            gradc.jit(f)(x)
+
+    def falls_back(x):
+        try:
+            return np.take(x, [10]).sum()
+        except IndexError:
+            return x.sum() * 2
+
+    assert gradc.jit(falls_back)(x) == falls_back(x) == 6.0
+
+    def generic(x, w):
+        assert np.can_cast(x, np.float64) and np.common_type(x) is np.float32
+        return (x.astype(np.result_type(x, w)) * w).sum(), np.result_type(x, 1.0)
+
+    xf, w = np.ones(3, np.float32), np.ones(3)
+    assert gradc.jit(generic)(xf, w) == generic(xf, w)

@@ -15,7 +15,7 @@ import numpy as np
 from ..capture import captured
 from .. import pytree
 from ..fresh import Fresh, plain_copy
-from ..errors import ShapeError, UnsupportedOpError
+from ..errors import IndexOutOfRangeError, ShapeError, UnsupportedOpError
 from ..ir import SUPPORTED_DTYPES, Value
 
 
@@ -626,12 +626,26 @@ def stack(xs, axis=0):
     return concatenate([expand_dims(x, axis) for x in xs], axis)
 
 
+def _static_indices_in_range(indices, n, mode, name):
+    """NumPy's IndexError for a static index out of [-n, n), while tracing (where the user's
+    `except IndexError` sees it), not when the compiled function runs."""
+    if isinstance(indices, Value) or mode != "raise":
+        return
+    bad = np.asarray(indices)
+    if bad.size and np.issubdtype(bad.dtype, np.integer):
+        bad = bad[(bad < -n) | (bad >= n)]
+        if bad.size:
+            raise IndexOutOfRangeError(f"{name}: index {bad.flat[0]} is out of bounds for axis "
+                                       f"with size {n} (NumPy's IndexError)")
+
+
 def take(x, indices, axis=None, mode="raise"):
     """np.take; mode "raise" checks the indices when the compiled function runs, "wrap" and "clip"
     bring them into range first."""
     if axis is None:
         x, axis = reshape(x, (x.size,)), 0
     axis = normalize_axis(axis, x.ndim)
+    _static_indices_in_range(indices, x.shape[axis], mode, "take")
     idx = indices if isinstance(indices, Value) else as_value(np.asarray(indices), x)
     if not np.issubdtype(idx.dtype, np.integer):
         raise UnsupportedOpError(f"take needs integer indices, got {idx.dtype}")
@@ -650,6 +664,7 @@ def take_along_axis(x, indices, axis):
     if axis is None:  # as NumPy: along the flattened array
         x, axis = reshape(x, (x.size,)), 0
     axis = normalize_axis(axis, x.ndim)
+    _static_indices_in_range(indices, x.shape[axis], "raise", "take_along_axis")
     idx = as_value(indices, x)
     if not np.issubdtype(idx.dtype, np.integer):
         raise UnsupportedOpError(f"take_along_axis needs integer indices, got {idx.dtype}")
