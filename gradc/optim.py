@@ -1,9 +1,8 @@
 """Optimizers, written as IR so the update fuses with the gradient computation.
 
 Each optimizer follows PyTorch's update rule (torch.optim, single-tensor, non-capturable) in the
-same order of float32 operations, except that the kernels may contract a product and a sum into
-one fused multiply-add (one rounding, not two: SGD's momentum*buf + d), so a float32 result can
-differ from PyTorch's in its last bit. Per-step numbers that change without recompiling — the learning
+same order of float32 operations, each rounded as PyTorch rounds it (the CPU kernels have no
+fused multiply-adds: codegen/rt.py FASTMATH). Per-step numbers that change without recompiling — the learning
 rate (a schedule may change `opt.lr` between calls) and the bias corrections of Adam — are runtime
 scalars computed in float64 from the step count, then rounded to float32, as PyTorch does.
 

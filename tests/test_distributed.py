@@ -159,7 +159,7 @@ def test_the_update_step_applies_exactly_the_averaged_gradient(checks):
     results = checks[0]
     # the update-only step with SGD(lr=1) gives p - scale*g: bit for bit where the scaling is
     # exact (powers of two: 2, 4, 8... ranks), within one rounding of NumPy's two-step formula
-    # otherwise (the fused kernel may contract the product into the subtraction)
+    # otherwise
     ulps = results["update_gradient_exact"]
     assert ulps["1.0"] == 0 and ulps["0.5"] == 0 and ulps["0.3333333333333333"] <= 1.0, ulps
     # one rank: the same trajectory as gradc.train_step (4 ulp of fast-math rounding allowed)

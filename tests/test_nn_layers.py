@@ -940,7 +940,7 @@ def test_a_product_read_twice_is_one_rounded_value_in_every_reader():
     """`z = x * c; z - z.max()`: a fused multiply-add in the subtraction gave it the exact
     product where the max had the rounded one: a scaled, fully masked attention row of -1e30
     (float32) shifted by the product's rounding error, 1e23, whose exp is inf: NaN, and a
-    constant's `y - y.mean()` was not 0 (codegen: rt.EXACT_FASTMATH)."""
+    constant's `y - y.mean()` was not 0 (codegen: rt.FASTMATH has no `contract`)."""
     masked = np.full((2, 4), -1e30, np.float32)
     scale = 0.35355339  # (1 / sqrt(8): not a power of two, so x * scale is rounded)
 
@@ -956,3 +956,20 @@ def test_a_product_read_twice_is_one_rounded_value_in_every_reader():
     np.testing.assert_allclose(got, 7e300, rtol=1e-12)
     y = gradc.jit(lambda x: (x * 1.1 - (x * 1.1).mean(), np.std(x * 1.1)))(np.full(1000, 0.3))
     assert not y[0].any() and y[1] == 0.0
+
+
+def test_products_that_cancel_cancel_exactly_as_numpys_do():
+    """No fused multiply-adds in CPU kernels (rt.FASTMATH): a*a - b*b at a == b, a variance of
+    equal values as E[x^2] - E[x]^2 and a cross product of parallel vectors are NumPy's exact
+    zeros (contracted, they were the products' rounding errors: sqrt NaN, 1/0 finite)."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal(64) * 1e3
+    b = a.copy()
+    c = rng.standard_normal(64)
+
+    def cancels(a, b, c):
+        return np.sqrt(a * a - b * b), 1.0 / (a * c - b * c), np.mean(a * a) - np.mean(b * b)
+
+    with np.errstate(divide="ignore"):
+        for got, want in zip(gradc.jit(cancels)(a, b, c), cancels(a, b, c)):
+            np.testing.assert_array_equal(got, want)

@@ -23,7 +23,7 @@ import gradc  # tests/conftest.py points GRADC_CACHE_DIR at a session temp dir
 from gradc.optim import SGD, Adam, AdamW
 
 F32 = np.float32
-MAXULP = 4  # gradc's kernels use fast-math (contract, arcp): a few ulp of float32 rounding
+MAXULP = 4  # gradc's kernels use fast-math (afn: libm's functions): a few ulp of float32 rounding
 
 
 def here():

@@ -156,12 +156,10 @@ class KernelSource:
     `chunks`: how this call runs in chunks (Chunks), or None; `combines`: the calls that fold
     its partial results after (KernelSource each)."""
 
-    def __init__(self, title, params, body, call_args, reassociate=True, contract=True):
+    def __init__(self, title, params, body, call_args, reassociate=True):
         self.params = params
         body_text = "\n".join(body)
-        options = ("JIT_OPTIONS" if reassociate else
-                   "dict(JIT_OPTIONS, fastmath=MAP_FASTMATH)" if contract else
-                   "dict(JIT_OPTIONS, fastmath=EXACT_FASTMATH)")
+        options = "JIT_OPTIONS" if reassociate else "dict(JIT_OPTIONS, fastmath=MAP_FASTMATH)"
         digest = hashlib.sha1(f"{title}\n{params}\n{options}\n{body_text}".encode()).hexdigest()[:10]
         self.name = f"{title}_{digest}"
         self.call_args = call_args
@@ -377,28 +375,6 @@ def _arrays(nest, address):
     return array_of, arrays, shift
 
 
-_PRODUCTS = frozenset({"multiply", "square"})
-
-
-def _reads_a_product_twice(nest, fusion):
-    """Whether the kernel adds a product it computes that another kernel reads too (rt.py
-    EXACT_FASTMATH: then no fused multiply-adds, so every reader sees one rounded value: the
-    max another kernel took of y = x * c, and this kernel's y - max). Within one kernel a
-    product read twice is not contracted (LLVM fuses a multiply with one use only)."""
-    products = set()
-    for st in nest.body:  # (a negated product too: LLVM folds x - -(a * b) into a fma)
-        if st.node.op in _PRODUCTS or st.node.op == "negative" and (
-                st.node.inputs[0].id in products):
-            products.add(st.node.output.id)
-    added = {x.id for st in nest.body if st.node.op in ("add", "subtract")
-             for x in st.node.inputs if x.id in products}
-    if not added:
-        return False
-    here = {id(st.node) for st in nest.body} | {id(red.node) for red in nest.reductions}
-    readers = fusion.readers()  # (once per graph: per kernel, a Hessian's compile was n^2)
-    return any(id(node) not in here for vid in added for node in readers.get(vid, ()))
-
-
 def loop_kernel(kernel, fusion, address):
     """Source of a fused loop kernel. `address(base, offset_elements)` gives the driver's pointer
     expression for a buffer."""
@@ -551,8 +527,7 @@ def loop_kernel(kernel, fusion, address):
                 emit(depth, f"{target} = {value}")
 
     ks = KernelSource("loop_" + (nest.title() or "copy"), params.names, lines, params.values,
-                      reassociate=False,  # (its sums through rt.radd: see `combine`)
-                      contract=not _reads_a_product_twice(nest, fusion))
+                      reassociate=False)  # (its sums through rt.radd: see `combine`)
     if kernel.parallel:
         _cut_in_chunks(ks, nest, array_of, arrays, address, kernel.index)
     return ks

@@ -77,8 +77,7 @@ def kernel_module(source, symbol):
 
 
 def _fastmath(fdef):
-    """The fast-math flags the decorator names (rt.FASTMATH, MAP_FASTMATH for loop kernels,
-    EXACT_FASTMATH for those that read a product twice)."""
+    """The fast-math flags the decorator names (rt.FASTMATH, MAP_FASTMATH for loop kernels)."""
     from . import rt
     if len(fdef.decorator_list) != 1:
         raise Unsupported("decorators")
@@ -90,8 +89,6 @@ def _fastmath(fdef):
         return rt.FASTMATH
     if text.endswith("**dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))"):
         return rt.MAP_FASTMATH
-    if text.endswith("**dict(JIT_OPTIONS, fastmath=EXACT_FASTMATH))"):
-        return rt.EXACT_FASTMATH
     raise Unsupported(f"options {text}")
 
 

@@ -24,17 +24,16 @@ from numba.extending import intrinsic, overload
 # 'arcp' too: it let LLVM turn y / sqrt(x) into y * rsqrt(x), a hardware estimate refined by a
 # Newton step, NaN at x = 0 and inf and -inf at subnormals in float32 (NumPy: inf, 0, 1e20), the
 # gradient of sqrt alike; and a division by a constant into a product by its rounded
-# reciprocal, a last bit off NumPy's (np.round(x, 1) gave 0.30000000000000004).
-FASTMATH = {"nsz", "contract", "afn", "reassoc"}
+# reciprocal, a last bit off NumPy's (np.round(x, 1) gave 0.30000000000000004). Without
+# 'contract': NumPy rounds every product, and a fused multiply-add does not, so where products
+# cancel it gave their rounding error for NumPy's exact 0: sqrt(a*a - b*b) NaN at a == b, a
+# variance E[x^2] - E[x]^2 below zero, 1/(a*c - b*c) finite for inf, a softmax's max shift of a
+# scaled row 1e23 (fuzz39e, fuzz38e).
+FASTMATH = {"nsz", "afn", "reassoc"}
 # Kernels with no reduction gain nothing from reassociation (a map vectorizes without it) and
 # could lose precision to it: LLVM turns the stable log-softmax's (x - max) - log(sum) into
 # x - (max + log(sum)), hoisted out of the loop, which cancels badly at |x| ~ 1000 in float32.
 MAP_FASTMATH = FASTMATH - {"reassoc"}
-# Nor 'contract' in a loop kernel that reads a product twice (y = x * c; y - max(y)): a fused
-# multiply-add would give one reader the exact product and the others the rounded one, and
-# their difference is the product's rounding error where NumPy's is 0 (a softmax's max shift
-# of a scaled, masked row of -1e30 came out 1e23, and its exp inf: NaN). codegen/cpu.py.
-EXACT_FASTMATH = MAP_FASTMATH - {"contract"}
 JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
 # functions kernels call: compiled into each kernel that calls them (and so cached with it); not
 # cached on their own, which would write beside this file (in site-packages, or an AOT module)

@@ -54,16 +54,6 @@ class Fusion:
     layouts: dict  # value id -> (base value, offset, strides) for every value with storage
     notes: list  # refusals and decisions, for explain
     rematerialized: int = 0  # late reads served by recomputing the value (see remat.py)
-    _readers: dict = field(default=None, repr=False)  # (readers(): built on first use)
-
-    def readers(self):
-        """{value id: [the nodes that read it]} of the graph."""
-        if self._readers is None:
-            self._readers = {}
-            for node in self.graph.nodes:
-                for x in node.inputs:
-                    self._readers.setdefault(x.id, []).append(node)
-        return self._readers
 
 
 # ---------------------------------------------------------------------------------------------
