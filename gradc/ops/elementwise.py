@@ -115,8 +115,10 @@ def _power_base_cotangent(g, a, b):
     exponent = fn.const_value(b)
     if exponent == 0:
         return fn.zeros_like(a)
-    if exponent is not None:
-        return g * b * a ** (b - 1)
+    if exponent is not None:  # (b - 1 made one constant: written as two literals, x ** -0.5's
+        # -0.5 - 1.0 folded to pow(x, -1.5), which fast-math's afn rewrote as
+        # powi(x, -2) * sqrt(x): inf at x = 1e-20 in float32, where the answer is 5e29)
+        return g * b * a ** fn.broadcast_to(fn.const(a.graph, exponent - 1, b.dtype), b.shape)
     return g * b * fn.where((b == 0) & (a == 0), 1, a) ** (b - 1)
 
 

@@ -840,6 +840,19 @@ def test_power_gradient_at_zero_base_is_finite():
     np.testing.assert_allclose(g, [0.0, np.log(2.0) * 2.0 ** 1.5, 0.0])
 
 
+def test_power_gradient_of_a_half_power_of_tiny_numbers_is_finite():
+    """d/dx x**-0.5 = -0.5 x**-1.5 is 5e29 at x = 1e-20 in float32: the exponent -0.5 - 1 was two
+    literals, which LLVM folded and fast-math rewrote as powi(x, -2) * sqrt(x), inf."""
+    for dtype, x in ((np.float32, [1e-20, 1e-25, 4.0]), (np.float64, [1e-200, 1e-160, 4.0])):
+        x = np.array(x, dtype)
+        want = -0.5 * x.astype(np.float64) ** -1.5
+        for f in (lambda x: np.sum(x ** -0.5), lambda x: np.sum(np.power(x, -0.5))):
+            np.testing.assert_allclose(gradc.grad(f)(x), want.astype(dtype), rtol=1e-5)
+        hessian = gradc.hessian(lambda x: np.sum(x ** 0.5))(x)
+        np.testing.assert_allclose(np.diag(hessian), (-0.25 * x.astype(np.float64) ** -1.5)
+                                   .astype(dtype), rtol=1e-5)
+
+
 def test_take_grad_accumulates_repeated_indices():
     w = np.arange(12.0).reshape(4, 3)
     idx = np.array([1, 1, 3, 1])
