@@ -58,7 +58,8 @@ def updatable(x, target="cpu"):
     native byte order (or, for target="cuda", a C-contiguous float device array)."""
     if target == "cuda" and is_device_array(x):
         return np.issubdtype(x.dtype, np.floating) and x.is_c_contiguous()
-    return (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.flags.writeable
+    return (isinstance(x, np.ndarray) and type(x) is not Value  # (traced: check_updatable says)
+            and x.flags.c_contiguous and x.flags.writeable
             and np.issubdtype(x.dtype, np.floating) and x.dtype.isnative)
 
 
@@ -85,6 +86,13 @@ def check_updatable(leaves, src, target="cpu", names=None):
                     "a non-contiguous view")
             floating = np.issubdtype(np.asarray(x).dtype, np.floating)
             leaf = names[i] if names else "p"  # (np.array keeps a Fortran array's order)
+            if isinstance(x, np.ndarray) and not floating:  # (an index table, a generator)
+                raise SignatureError(
+                    f"train_step updates parameters in place, and {name} is {what}, which "
+                    "has no gradient to train it: pass it among the batch arguments, "
+                    "step(params, *batch) (a gradc.random.Generator there advances on every "
+                    "step), or, to train it, keep it as floats (.astype(np.float32))",
+                    source=src)
             fix = (f"np.array({leaf}, order='C') once (a writeable, C-ordered copy of the same "
                    f"dtype)" if floating else f"{leaf}.astype(np.float32) once")
             raise SignatureError(
@@ -409,7 +417,11 @@ class TrainStep(LearningRate):
                 outs = compiled.run(leaves, self._owned_addresses(), written=written)
                 # next time, recognize this call fast (LastCall.match sees `args`, the first
                 # child of the flattened `(args, {})`)
-                last = self._last_call = compiled.last_call(treedef[1][0], leaves, written)
+                try:
+                    last = self._last_call = compiled.last_call(treedef[1][0], leaves, written)
+                except CaptureChanged:  # (the step changed an array the loss reads with NumPy
+                    # alone, `np.sum(P["W"] ** 2)` of a global P: the next call traces again)
+                    last = self._last_call = None
                 if last is not None:  # (owned are in io now, where the fast way leaves them)
                     last.state, last.static = self._state, static
             loss = float(outs[0].reshape(()))  # (a loss of shape (1,) too)

@@ -1061,3 +1061,50 @@ def test_a_state_with_a_static_leaf_of_the_parameters_loads_back():
     step.load_state_dict(saved)
     assert step.state_dict()["step"] == 1
     assert_bit_identical(step.state_dict(), saved, "state_dict")
+
+
+SHARED = {}
+
+
+def _reads_its_parameter_by_a_global(p, x, y):
+    scale = 1.0 / np.sqrt(np.sum(SHARED["W"] ** 2))  # (the step's own W, read with NumPy alone)
+    return np.mean((x @ p["W"] * scale - y) ** 2)
+
+
+def test_a_loss_reading_its_own_parameters_by_numpy_alone_traces_again_each_step():
+    """The update changes an array the loss read as a number (a content guard): the step after
+    traces again. The check after the update raised CaptureChanged with the parameters updated
+    and the step not counted (momentum restarted at every call; fuzz39d)."""
+    rng = np.random.default_rng(0)
+    SHARED["W"] = rng.normal(size=(4, 3))
+    w, buf, want = SHARED["W"].copy(), None, []
+    batches = [(rng.normal(size=(5, 4)), rng.normal(size=(5, 3))) for _ in range(3)]
+    for x, y in batches:  # (torch.optim.SGD's rule, momentum 0.9)
+        s = 1.0 / np.sqrt(np.sum(w ** 2))
+        r = x @ w * s - y
+        want.append(np.mean(r ** 2))
+        g = 2 * s * x.T @ r / r.size
+        buf = g if buf is None else 0.9 * buf + g
+        w = w - 0.1 * buf
+    step = gradc.train_step(_reads_its_parameter_by_a_global, gradc.optim.SGD(0.1, momentum=0.9))
+    got = [step(SHARED, x, y) for x, y in batches]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    np.testing.assert_allclose(SHARED["W"], w, rtol=1e-12)
+    assert step.step_count == 3
+
+
+def test_a_step_in_a_traced_function_and_an_integer_parameter_say_what_to_do():
+    """A step called in a traced function after a first call outside says so (it read the
+    traced parameter's .flags: "not supported in traced code"); a Generator or an index table
+    among the parameters says to pass it in the batch (it said .astype(np.float32))."""
+    def loss(p, x):
+        return np.sum((x @ p["W"]) ** 2)
+
+    step = gradc.train_step(loss, gradc.optim.SGD(0.1))
+    params, x = {"W": np.ones((3, 2))}, np.ones((4, 3))
+    step(params, x)
+    with pytest.raises(gradc.UnsupportedOpError, match="train_step called inside a traced"):
+        gradc.jit(lambda p, x: step(p, x))(params, x)
+    with pytest.raises(gradc.SignatureError, match=r"pass it among the batch arguments"):
+        gradc.train_step(loss, gradc.optim.SGD(0.1))(
+            {"W": np.ones((3, 2)), "rng": gradc.random.Generator(0)}, x)
