@@ -39,14 +39,23 @@ def __getattr__(name):
     out (~0.1 s), and `gradc.scipy.special.logsumexp` after a bare `import gradc` was an
     AttributeError."""
     if name in ("scipy", "distributed"):
-        import importlib
-        import sys
-        # (imported without the tracing hook, if inside a trace: scipy.stats makes and draws
-        # from a generator at import, which the hook took for the user's random numbers)
-        hook = sys.getprofile()
-        sys.setprofile(None)
-        try:
-            return importlib.import_module(f"{__name__}.{name}")
-        finally:
-            sys.setprofile(hook)
+        return _import_untraced(f"{__name__}.{name}")
     raise AttributeError(f"module 'gradc' has no attribute {name!r}")
+
+
+def _import_untraced(module):
+    """Import `module` with gradc's tracing hook off, if inside a trace (scipy.stats makes and
+    draws from a generator at import, which the hook took for the user's random numbers);
+    another profiler (cProfile's) is left as it is: given back to sys.setprofile, its C
+    profiler object was called as a Python function, a TypeError."""
+    import importlib
+    import sys
+    hook = sys.getprofile()
+    ours = getattr(hook, "watch", None) is not None  # (frozen.Watch's hook)
+    if ours:
+        sys.setprofile(None)
+    try:
+        return importlib.import_module(module)
+    finally:
+        if ours:
+            sys.setprofile(hook)

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .fresh import Fresh
 from .ir import Value
 from .pytree import typed_key
 
@@ -534,7 +535,8 @@ class OutsideWalk:
                 self.plain.append((name, value, path.then("set", None)
                                    if type(value) in (set, frozenset) else path))
             return
-        if type(value) is np.ndarray or type(value) is np.memmap:  # (a memmap: read live too)
+        if type(value) in (np.ndarray, np.memmap, Fresh):  # (a memmap: read live too; Fresh:
+            # made by an earlier trace, `self.buf = np.zeros(n)`, gradc/fresh.py)
             if outside and value.size and value.dtype.kind == "f":  # (weights, data; not
                 if id(value) not in self.arrays:  # index tables and masks)
                     self.arrays[id(value)] = (name, value, path)

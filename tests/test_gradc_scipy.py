@@ -306,3 +306,21 @@ def test_solve_triangular_of_a_singular_matrix_is_nan_where_scipy_raises():
         scipy.linalg.solve_triangular(a, b, lower=True)
     got = gradc.jit(lambda a, b: gradc.scipy.linalg.solve_triangular(a, b, lower=True))(a, b)
     assert np.isnan(got).all()
+
+
+def test_gradc_scipy_imports_what_is_used_and_leaves_a_profiler_alone():
+    """gradc.scipy.linalg does not import scipy.stats (1.4-1.8 s of a GP's first call), and the
+    first use of gradc.scipy under cProfile keeps cProfile's profiler (it was handed back to
+    sys.setprofile and called as a Python function: TypeError)."""
+    import subprocess
+    import sys
+    code = ("import sys, cProfile, gradc\n"
+            "profiler = cProfile.Profile(); profiler.enable()\n"
+            "gradc.scipy.linalg.solve_triangular\n"
+            "profiler.disable()\n"
+            "assert 'scipy.stats' not in sys.modules, 'scipy.stats imported'\n"
+            "gradc.scipy.stats.norm\n"
+            "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -134,7 +134,12 @@ def as_value(x, like: Value | None = None, graph=None):
     if isinstance(x, (numbers.Number, np.bool_)) and not isinstance(x, np.generic):
         dt = _scalar_dtype(x, like.dtype if like is not None else None)
         return const(graph, x, dt)
-    if isinstance(x, Fresh):  # (an array the function made: its values now, held by no constant)
+    if isinstance(x, Fresh):  # (an array a trace made: read on every call where an object
+        # outside keeps it, `self.buf = np.zeros(n)` on a first call; else its values now, a copy
+        # no constant holds it by, for a store's count of its holders: gradc/fresh.py)
+        live = captured(graph, x)
+        if live is not None:
+            return live
         x = plain_copy(x)
     if isinstance(x, (np.ndarray, np.generic, list, tuple)):
         pytree.subclass_meaning(x, "an array the traced code reads", UnsupportedOpError)

@@ -8,4 +8,18 @@ SciPy's own Python functions (scipy.special.logsumexp, scipy.stats.norm.logpdf..
 traced: they convert their arguments with np.asarray first. Its ufuncs (scipy.special.erf...)
 can, and are the same objects here.
 """
-from . import linalg, special, stats  # noqa: F401
+
+_SUBMODULES = ("linalg", "special", "stats")
+
+
+def __getattr__(name):
+    """Each submodule on first use: gradc.scipy.linalg alone leaves scipy.stats out (its import
+    took 1.4-1.8 s of a Gaussian process's first call on a loaded machine)."""
+    if name in _SUBMODULES:
+        from .. import _import_untraced
+        return _import_untraced(f"{__name__}.{name}")
+    raise AttributeError(f"module 'gradc.scipy' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_SUBMODULES))
