@@ -222,6 +222,12 @@ def _chain(arrays, split, i, j):
     return fn.matmul(_chain(arrays, split, i, k), _chain(arrays, split, k + 1, j))
 
 
+# filters up to this many taps convolve as a sum of shifted slices (a 33-tap filter over 4096
+# samples: 0.48 ms forward and backward as a product of the windows, which it materialized, 4x
+# the signal's memory; 0.017 ms as shifted slices); longer ones as that product
+SHIFTED_TAPS = 64
+
+
 def _convolve(a, v, mode="full"):
     """np.convolve of 1-D sequences: the windows of `a` (zero-padded for 'full' and 'same')
     against `v` reversed; as NumPy, the longer one slides."""
@@ -238,8 +244,16 @@ def _convolve(a, v, mode="full"):
     if mode != "valid" and m > 1:
         zeros = fn.full(a.graph, (m - 1,), 0, a.dtype)
         a = fn.concatenate([zeros, a, zeros], 0)
-    full = fn.matmul(_sliding_window_view(a, m), fn.slice_(v, (m - 1,), (-1,), (-1,)) if m > 1
-                     else v)
+    taps = fn.slice_(v, (m - 1,), (-1,), (-1,)) if m > 1 else v
+    if m <= SHIFTED_TAPS:  # (a sum of shifted slices: one loop kernel, forward and backward)
+        length = a.shape[0] - m + 1
+        full = None
+        for j in range(m):
+            term = fn.slice_(a, (j,), (j + length,), (1,)) * fn.reshape(
+                fn.slice_(taps, (j,), (j + 1,), (1,)), ())
+            full = term if full is None else full + term
+    else:
+        full = fn.matmul(_sliding_window_view(a, m), taps)
     if mode == "same":
         start = (m - 1) // 2
         return fn.slice_(full, (start,), (start + n,), (1,))

@@ -1292,3 +1292,19 @@ def test_a_sum_reassociates_only_its_own_accumulation():
     ref = -np.mean(np.sum(onehot * (z64 - z64.max(1, keepdims=True) - np.log(np.sum(
         np.exp(z64 - z64.max(1, keepdims=True)), 1, keepdims=True))), 1))
     assert abs(gradc.jit(nll)(logits) - ref) < 1e-5
+
+
+def test_convolve_of_short_and_long_filters_is_numpys():
+    """Filters up to SHIFTED_TAPS taps are a sum of shifted slices, longer ones a product of the
+    windows: both NumPy's in every mode, whichever argument is the longer."""
+    rng = np.random.default_rng(5)
+    f = gradc.jit(lambda a, v: [np.convolve(a, v, mode) for mode in ("full", "same", "valid")])
+    for n, m in ((80, 1), (80, 3), (80, 64), (80, 65), (3, 70)):
+        a, v = rng.normal(size=n), rng.normal(size=m)
+        for got, mode in zip(f(a, v), ("full", "same", "valid")):
+            np.testing.assert_allclose(got, np.convolve(a, v, mode), rtol=1e-12, atol=1e-12)
+    a, v = rng.normal(size=40), rng.normal(size=9)
+    g = gradc.grad(lambda v: np.sum(np.convolve(a, v, "same") ** 2))(v)
+    want = [2 * np.sum(np.convolve(a, v, "same") * np.convolve(a, np.eye(9)[j], "same"))
+            for j in range(9)]
+    np.testing.assert_allclose(g, want, rtol=1e-10)
