@@ -16,7 +16,7 @@ import numpy as np
 from . import forks
 from .capture import NO_CAPTURES
 from .codegen import driver_rt
-from .errors import IndexOutOfRangeError
+from .errors import IndexOutOfRangeError, SignatureError
 from .last_call import LastCall
 from .standalone.calls import byte_span
 from .trace import user_source
@@ -100,6 +100,21 @@ class Layout(NamedTuple):
                    plan.arena_bytes, plan.output_bytes,
                    [(plan.offsets[vid], array) for vid, array in plan.constants.items()],
                    index_gathers(graph), bool(plan.aliases), len(fusion.kernels))
+
+
+def unwritable(x, dtype):
+    """Why a compiled call cannot write `x` in place as an input of np.dtype `dtype` (a
+    Generator's state, a train step's parameter), or None: a converted copy would take the
+    writes, the caller's array never changing, and read-only memory must not be written (a
+    read-only np.memmap: a crash)."""
+    if not isinstance(x, np.ndarray):
+        return f"a {type(x).__name__}, not a NumPy array"
+    if x.dtype != dtype:
+        order = "" if x.dtype.isnative else " in non-native byte order"
+        return f"an array of dtype {x.dtype.name}{order}, not {dtype.name}"
+    if not x.flags.writeable:
+        return "a read-only array"
+    return None
 
 
 def _arena_too_big(lowered):
@@ -194,6 +209,11 @@ class Compiled:
             self.fast = LastCall.make(treedef, leaves, self, writeable) or False
         return self.fast or None
 
+    def _input_name(self, i):
+        """Input i's argument path (`rng.state`, `params['W']`), for an error."""
+        graph = getattr(self.lowered, "graph", None) or self.lowered.fusion.graph
+        return graph.inputs[i].name or f"argument leaf {i}"
+
     def output_region(self, dtype):
         """The outputs (value and gradients, side by side) as one flat array of `dtype`: what a
         data-parallel step allreduces in place. Alignment padding between them stays zero."""
@@ -206,12 +226,31 @@ class Compiled:
         """Run on the caller's array `leaves`; `owned` are the addresses of the remaining inputs,
         buffers gradc owns (a train step's optimizer state), which never move. `written` are
         the positions of leaves the driver writes in place (a train step's parameters, checked
-        apart by the caller): every other leaf whose memory overlaps them or the arena (an
-        output handed out earlier, or a view of one) is read from a copy, so the result is what
-        copies of the inputs would give."""
+        apart by the caller, and Generators' states): every other leaf whose memory overlaps
+        them or the arena (an output handed out earlier, or a view of one) is read from a copy,
+        so the result is what copies of the inputs would give. A written leaf that cannot take
+        the writes is refused (SignatureError)."""
         leaves = self.with_captures(leaves)
         keep = []  # contiguous copies that must live until the driver returns
         io = self.io
+        # leaves written in place: refused unless the caller's arrays can take the writes; a
+        # view (a Generator over a column of a table of states) is written into a contiguous
+        # copy, then back into it
+        written_back = []
+        for i in written:
+            x, dtype = leaves[i], np.dtype(self.input_types[i][1])
+            why = unwritable(x, dtype)
+            if why is not None:
+                raise SignatureError(
+                    f"{self._input_name(i)} is {why}, and the compiled program writes it in "
+                    "place (a gradc.random.Generator's state, advanced on every call, or a train "
+                    f"step's parameter): pass a writeable {dtype.name} array instead, a copy "
+                    f"(a.astype(np.{dtype.name}))", source=user_source())
+            if not x.flags.c_contiguous:
+                if not written_back:
+                    leaves = list(leaves)  # (not the caller's list)
+                leaves[i] = np.ascontiguousarray(x)
+                written_back.append((x, leaves[i]))
         spans = [byte_span(leaves[i]) for i in written]
         spans.append((self.address, self.address + self.arena_bytes))
         for i, (x, (shape, dtype)) in enumerate(zip(leaves, self.input_types)):
@@ -229,7 +268,11 @@ class Compiled:
             io[j] = address
         if self.fast:
             self.fast.forget()  # io no longer holds the addresses it remembers
-        self.driver(self.handle)
+        try:
+            self.driver(self.handle)
+        finally:  # (what the driver wrote, even if it raised: as into the caller's array)
+            for x, copy in written_back:
+                x[...] = copy
         return self.outputs
 
 

@@ -129,7 +129,10 @@ class Function:
     # --- calling ---------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
         last = self._last_call
-        if last is not None:  # the same signature as the last call: no flatten, key or lookup
+        # the same signature as the last call: no flatten, key or lookup; but not while another
+        # function is traced, where this one is inlined (the program run on the arrays at hand
+        # would be a constant in that trace, and what it reads from outside no longer guarded)
+        if last is not None and current_graph() is None:
             compiled = last.compiled
             with compiled.lock:
                 if last.match((args, kwargs)):

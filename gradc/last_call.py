@@ -38,8 +38,10 @@ class LastCall:
     def __init__(self, source, consts, leaves, compiled, spans):
         self.source = source  # readable: print(f._last_call.source)
         self.refs = [_forgotten] * len(leaves)  # the first match takes every address
-        namespace = dict(consts, ndarray=np.ndarray, ref=weakref.ref, refs=self.refs,
-                         addresses=compiled.io, forget=self.forget)
+        # (`__name__`: match's frames are gradc's, never the user's code that a trace's walk
+        # of what is read from outside looks into: gradc/frozen.py's _kind)
+        namespace = dict(consts, __name__=__name__, ndarray=np.ndarray, ref=weakref.ref,
+                         refs=self.refs, addresses=compiled.io, forget=self.forget)
         if spans is not None:
             namespace.update(starts=spans.starts, params_apart=spans.apart, bisect=bisect_left,
                              param_starts=spans.lo, param_ends=spans.hi)

@@ -115,7 +115,9 @@ class Generator:
 
     @classmethod
     def from_state(cls, state):
-        """A Generator over `state`, an int64 array [seed, counter], shared (not copied). Inside
+        """A Generator over `state`, an int64 array [seed, counter], shared (not copied): draws
+        advance it in place (a view, a column of a table of states, too; a read-only one is
+        refused by the draw, as NumPy refuses, or by the compiled call). Inside
         a traced function, `state` may be a traced int64[2] argument: its draws then depend on
         that argument, which the compiled function does not advance (you choose the counter;
         the same state gives the same numbers)."""
@@ -264,13 +266,14 @@ def generator_leaves(treedef, leaves):
     in two places of a pytree) are refused: each place would draw from the same counter, the
     same numbers, and advance it once (SignatureError naming both)."""
     found = pytree.leaves_inside(treedef, Generator)
-    if len(found) > 1:
-        from .standalone.calls import first_overlap
-        pair = first_overlap([leaves[i] for i in found])
+    if len(found) > 1:  # (shares_memory, not byte ranges: a table's columns interleave apart)
+        pair = next(((i, j) for k, i in enumerate(found) for j in found[k + 1:]
+                     if isinstance(leaves[i], np.ndarray) and isinstance(leaves[j], np.ndarray)
+                     and np.shares_memory(leaves[i], leaves[j])), None)
         if pair is not None:
             raise SignatureError(
                 f"one gradc.random.Generator's state is passed in two places (leaves "
-                f"{found[pair[0]]} and {found[pair[1]]} of the arguments): both would draw the "
+                f"{pair[0]} and {pair[1]} of the arguments): both would draw the "
                 "same numbers. Pass it once and draw from it where it is needed, or pass "
                 "Generators of their own (gradc.random.default_rng(seed) for each)",
                 source=user_source())

@@ -188,8 +188,8 @@ def vjp(fun, *primals):
             "Draw the noise first and pass it as an array primal", source=user_source())
     forward = _built(fun, "jit", n, lambda: jit(fun))
     out = forward(*primals)
+    outside = _outside_read(forward, primals)
     primals = _frozen(primals)
-    outside = _outside_read(forward)
 
     def pulled_back(*args):  # args: the primals, then the cotangent
         return _inner(fun(*args[:-1]), args[-1])
@@ -209,13 +209,17 @@ def vjp(fun, *primals):
     return out, vjp_fn
 
 
-def _outside_read(function):
-    """(Captures, copies of the arrays) of what `function`'s last call read from outside its
-    arguments (a global W, self.W): vjp_fn reads them again, so it checks they are as they were
-    when the output was computed. None inside another trace (nothing ran) or where it read none."""
-    last = getattr(function, "_last_call", None)
-    captures = getattr(getattr(last, "compiled", None), "captures", None)
-    if not captures or current_graph() is not None:
+def _outside_read(function, args):
+    """(Captures, copies of the arrays) of what `function` (a jit), just called with `args`,
+    read from outside its arguments (a global W, self.W): vjp_fn reads them again, so it checks
+    they are as they were when the output was computed. None inside another trace (nothing
+    ran) or where it read none."""
+    if current_graph() is not None:
+        return None
+    # (the signature that call ran, cached by it: its fast path, `_last_call`, is not made for
+    # every call, a non-contiguous primal's)
+    captures = function.compiled_for(*args).captures
+    if not captures:
         return None
     return captures, [a.copy() for a in captures.read()]
 
