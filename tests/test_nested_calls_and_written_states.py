@@ -1,4 +1,4 @@
-"""Fuzzing round 39b's findings:
+"""A function called inside another's trace, and inputs a compiled call writes in place:
 
 - a function called inside another's trace after a call of its own (so it has a fast path) is
   inlined: its fast path ran first, and the trace walked its generated `match` as the user's

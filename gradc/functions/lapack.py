@@ -5,18 +5,26 @@ packed results and builds the composites (inv from solve, det from slogdet, pinv
 svd, matrix_power from matmul).
 
 A matrix NumPy would refuse with LinAlgError (singular for solve/inv, not positive definite for
-cholesky) gives NaN for that matrix instead; see gradc/ops/lapack.py.
+cholesky, holding NaN for the SVD) gives NaN for that matrix instead; see gradc/ops/lapack.py. So
+the functions NumPy may raise it from refuse to be traced inside a `try` whose handler would catch
+it (gradc/handlers.py): that handler would never run.
 """
 import operator
 
 import numpy as np
 
 from ..errors import ArgumentError, ShapeError, UnsupportedOpError
+from ..handlers import refuse_caught_linalg_error
 from ..ops import fn
 from ..ops import lapack as la
 from ._args import ABSENT, array_arg
 
 _results = np.linalg._linalg  # NumPy's named result tuples
+
+# when NumPy raises LinAlgError (for refuse_caught_linalg_error's message)
+_SINGULAR = "a singular matrix"
+_NOT_POSITIVE = "a matrix that is not positive definite"
+_NO_SVD = "a matrix holding NaN (its SVD does not converge)"
 
 
 def matrix_arg(a, name, square=False, like=None):
@@ -46,6 +54,7 @@ def unfold(x, lead):
 def solve(a, b):
     """np.linalg.solve: b is a vector only when 1-D (NumPy 2), else a stack of matrices; the
     leading axes broadcast."""
+    refuse_caught_linalg_error("np.linalg.solve", _SINGULAR)
     return solve_with(a, b, "np.linalg.solve", la.solve)
 
 
@@ -69,8 +78,14 @@ def solve_with(a, b, name, solver):
 
 
 def inv(a):
+    refuse_caught_linalg_error("np.linalg.inv", _SINGULAR)
+    return _inverse(a)
+
+
+def _inverse(a):
+    """inv without the check (cond's: NumPy's cond does not raise for a singular matrix)."""
     a = matrix_arg(a, "inv", square=True)
-    return solve(a, fn.broadcast_to(la.eye(a), a.shape))
+    return solve_with(a, fn.broadcast_to(la.eye(a), a.shape), "np.linalg.inv", la.solve)
 
 
 def slogdet(a):
@@ -92,6 +107,7 @@ def det(a):
 def cholesky(a, upper=False):
     """The lower factor from a's lower triangle, as NumPy; upper=True: the upper factor from the
     upper triangle."""
+    refuse_caught_linalg_error("np.linalg.cholesky", _NOT_POSITIVE)
     a = matrix_arg(a, "cholesky", square=True)
     if upper:
         return la.mT(cholesky(la.mT(a)))
@@ -128,8 +144,9 @@ def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
     nonzero singular values), of the thin U and Vh; not of the extra columns of a full U or
     rows of a full Vh."""
     a = matrix_arg(a, "svd")
-    if hermitian:
+    if hermitian:  # (through eigh, which does not raise for NaN)
         return _hermitian_svd(a, compute_uv)
+    refuse_caught_linalg_error("np.linalg.svd", _NO_SVD)
     m, n = a.shape[-2:]
     r = min(m, n)
     full = bool(full_matrices) and bool(compute_uv) and m != n
@@ -205,6 +222,8 @@ def pinv(a, rcond=None, hermitian=False, rtol=ABSENT):
     rcond = rtol if rtol is not ABSENT and rtol is not None else (1e-15 if rcond is None else rcond)
     if a.size == 0:  # (as NumPy: before the SVD, so hermitian=True takes any empty shape)
         return fn.zeros_like(la.mT(a))
+    if not hermitian:
+        refuse_caught_linalg_error("np.linalg.pinv", _NO_SVD)
     u, s, vh = svd(a, full_matrices=False, hermitian=hermitian)
     cutoff = fn.multiply(_largest(s, keepdims=True), _per_matrix(rcond, a))
     inv_s = _inverse_singular_values(s, cutoff)
@@ -229,6 +248,8 @@ def lstsq(a, b, rcond=None):
     """(x, residuals, rank, s) as NumPy, x from the SVD (gelsd's answer). NumPy's residuals have
     a shape that depends on the rank; here they have NumPy's full-rank shape ((K,) when m > n,
     else (0,)) and are NaN where the rank is below n."""
+    refuse_caught_linalg_error("np.linalg.lstsq", "a matrix holding NaN or inf (its SVD does "
+                               "not converge)")
     a = matrix_arg(a, "lstsq", like=b)
     if a.ndim != 2:
         raise ShapeError(f"np.linalg.lstsq takes a 2-D a, got {a.shape}")
@@ -272,7 +293,8 @@ def matrix_power(a, n):
         return fn.broadcast_to(la.eye(x), x.shape)
     a = x
     if n < 0:
-        a, n = inv(x), -n
+        refuse_caught_linalg_error("np.linalg.matrix_power", _SINGULAR + " (n < 0 inverts it)")
+        a, n = _inverse(x), -n
     result, power = None, a
     while n:
         if n & 1:
@@ -288,6 +310,7 @@ def cond(x, p=None):
     norm(x, p) * norm(inv(x), p)."""
     a = matrix_arg(x, "cond", square=p not in (None, 2, -2))
     if p is None or p in (2, -2):
+        refuse_caught_linalg_error("np.linalg.cond", _NO_SVD)
         s = svd(a, compute_uv=False)
         n = s.shape[-1]
         largest, smallest = (fn.reshape(fn.slice_(s, (0,) * (s.ndim - 1) + (i,),
@@ -295,7 +318,7 @@ def cond(x, p=None):
                                         s.shape[:-1]) for i in (0, n - 1))
         r = largest / smallest if p != -2 else smallest / largest
     else:  # (a singular matrix's inverse is NaN here: see gradc/ops/lapack.py)
-        r = np.linalg.norm(a, p, axis=(-2, -1)) * np.linalg.norm(inv(a), p, axis=(-2, -1))
+        r = np.linalg.norm(a, p, axis=(-2, -1)) * np.linalg.norm(_inverse(a), p, axis=(-2, -1))
     # NumPy's: a NaN from a singular matrix (0 / 0) is inf, unless the matrix held a NaN
     held_nan = fn.any(fn.compare("not_equal", a, a), (-2, -1))
     return fn.where(fn.compare("not_equal", r, r) & fn.compare("equal", held_nan, False),
@@ -312,6 +335,8 @@ def matrix_rank(A, tol=None, hermitian=False, *, rtol=None):
     if min(a.shape[-2:]) == 0:
         return fn.full(a.graph, a.shape[:-2], 0, np.int64)
     # (hermitian: NumPy's eigenvalues of the lower triangle, their magnitudes)
+    if not hermitian:
+        refuse_caught_linalg_error("np.linalg.matrix_rank", _NO_SVD)
     s = fn.unary("abs", eigvalsh(a)) if hermitian else svd(a, compute_uv=False)
 
     if tol is None:
