@@ -1,0 +1,151 @@
+"""Which `except` clauses of the user's traced code an exception raised at a call would reach.
+
+gradc's factorizations give NaN where NumPy raises LinAlgError (a compiled function cannot stop
+halfway), so a traced `try: L = np.linalg.cholesky(A) except np.linalg.LinAlgError: ...` would
+never run its handler and silently return NaN. gradc/functions/lapack.py calls
+`refuse_caught_linalg_error` at each function NumPy may raise LinAlgError from: it reads the
+exception table of the user's frames (Python 3.11+; on older Pythons it does nothing) and refuses
+the call when a handler around it would catch LinAlgError (`except np.linalg.LinAlgError`,
+`except ValueError`, `except Exception`, a bare `except:`, a tuple holding one of them).
+"""
+import builtins
+import dis
+import functools
+import linecache
+import os
+import re
+
+import numpy as np
+
+from .errors import UnsupportedOpError
+
+_LOADS = {"LOAD_GLOBAL", "LOAD_NAME", "LOAD_ATTR", "LOAD_FAST", "LOAD_FAST_CHECK",
+          "LOAD_FAST_BORROW", "LOAD_DEREF", "LOAD_CLASSDEREF", "LOAD_CONST", "BUILD_TUPLE"}
+# (a clause whose class cannot be looked up again, judged by the names it loads)
+_CATCHING_NAMES = {cls.__name__ for cls in np.linalg.LinAlgError.__mro__} - {"object"}
+
+
+def refuse_caught_linalg_error(name, when):
+    """Raise UnsupportedOpError if the user's traced code calls `name` (np.linalg.cholesky...)
+    inside a `try` with a handler that would catch LinAlgError, which NumPy raises `when` (for a
+    singular matrix...): gradc gives NaN instead, so that handler would never run."""
+    from .trace import _frame_kind, _user_frame, current_graph
+    if current_graph() is None:
+        return
+    frame, _ = _user_frame()
+    kind = frame and _frame_kind(frame.f_code.co_filename)
+    caller = frame
+    while frame is not None and _frame_kind(frame.f_code.co_filename) == kind:
+        handler = _handler_catching(frame, np.linalg.LinAlgError)
+        if handler is not None:
+            line, clause = handler
+            where = "" if frame is caller else f", in `{frame.f_code.co_name}`"
+            raise UnsupportedOpError(
+                f"{name} is called inside a `try` whose `{clause}` (line {line}{where}) catches "
+                f"LinAlgError, which NumPy raises for {when}. A compiled function cannot stop "
+                "halfway: gradc gives NaN there instead, so the handler would never run and the "
+                "result would be NaN, silently. Move the call out of the `try` and apply the "
+                "fallback unconditionally (a jitter: `np.linalg.cholesky(A + 1e-6 * "
+                "np.eye(n))`; np.linalg.pinv for inv), or check the result (`bad = "
+                "np.isnan(L).any()`) and choose with `np.where(bad, fallback, L)` (for values "
+                "only: the gradient through a NaN branch is NaN)",
+                source=f"{os.path.basename(caller.f_code.co_filename)}:{caller.f_lineno}")
+        frame = frame.f_back
+
+
+def _handler_catching(frame, error):
+    """(line, text) of the first `except` clause that an `error` raised by the instruction
+    `frame` runs would reach and be caught by, or None: it follows the exception table from
+    handler to enclosing handler, testing each clause's class (CHECK_EXC_MATCH) in turn; a bare
+    `except:` catches all; `finally:` and `with` pass it on (a context manager that suppresses
+    it is not seen)."""
+    table = _table(frame.f_code)
+    if table is None:
+        return None
+    entries, code = table
+    offset, seen = frame.f_lasti, set()
+    while True:
+        target = next((e.target for e in entries if e.start <= offset < e.end), None)
+        if target is None or target in seen:
+            return None
+        seen.add(target)
+        i = code.index(target)
+        if code[i].opname == "PUSH_EXC_INFO":
+            i += 1
+        while True:  # the clauses: loads, CHECK_EXC_MATCH, a jump to the next clause if False
+            start = i
+            while code[i].opname in _LOADS:
+                i += 1
+            test = code[i]
+            if test.opname == "POP_TOP" and i == start:  # a bare `except:`
+                return _clause(frame.f_code, test)
+            if test.opname != "CHECK_EXC_MATCH":  # (no clause matched, or a finally/with:
+                offset = test.offset  # the exception goes on to the enclosing handler)
+                break
+            if _catches(code.instructions[start:i], frame, error):
+                return _clause(frame.f_code, test)
+            jump = code[i + 1]  # (POP_JUMP_IF_FALSE to the next clause)
+            if not jump.opname.startswith("POP_JUMP"):
+                return None
+            i = code.index(jump.argval)
+
+
+class _Code:
+    """A code object's instructions, found by offset."""
+
+    def __init__(self, code):
+        self.instructions = list(dis.get_instructions(code))
+        self.at = {ins.offset: n for n, ins in enumerate(self.instructions)}
+
+    def index(self, offset):
+        return self.at[offset]
+
+    def __getitem__(self, n):
+        return self.instructions[n]
+
+
+@functools.lru_cache(maxsize=256)
+def _table(code):
+    """(exception table entries, _Code) of `code`, or None without an exception table (before
+    Python 3.11) or a handler."""
+    entries = getattr(dis.Bytecode(code), "exception_entries", None)
+    return (entries, _Code(code)) if entries else None
+
+
+def _catches(loads, frame, error):
+    """Whether the class (or tuple of classes) the `loads` of an except clause compute in
+    `frame` catches `error`; by their names (LinAlgError, ValueError, Exception...) where they
+    cannot be looked up."""
+    stack = []
+    try:
+        for ins in loads:
+            if ins.opname == "LOAD_GLOBAL":
+                stack.append(frame.f_globals[ins.argval] if ins.argval in frame.f_globals
+                             else getattr(builtins, ins.argval))
+            elif ins.opname == "LOAD_NAME":
+                scopes = (frame.f_locals, frame.f_globals, vars(builtins))
+                stack.append(next(s[ins.argval] for s in scopes if ins.argval in s))
+            elif ins.opname == "LOAD_ATTR":
+                stack.append(getattr(stack.pop(), ins.argval))
+            elif ins.opname == "LOAD_CONST":
+                stack.append(ins.argval)
+            elif ins.opname == "BUILD_TUPLE":
+                stack[len(stack) - ins.arg:] = [tuple(stack[len(stack) - ins.arg:])]
+            else:  # (a local or a closure's variable)
+                stack.append(frame.f_locals[ins.argval])
+        caught = stack[-1]
+    except Exception:  # noqa: BLE001 (a name not bound yet: judge by the names)
+        return any(ins.argval in _CATCHING_NAMES for ins in loads)
+    classes = caught if isinstance(caught, tuple) else (caught,)
+    return any(isinstance(c, type) and issubclass(error, c) for c in classes)
+
+
+def _clause(code, instruction):
+    """(line, source text) of the `except` clause `instruction` belongs to."""
+    positions = getattr(instruction, "positions", None)
+    line = positions.lineno if positions and positions.lineno else 0
+    text = re.match(r"\s*(except\b[^:#]*)", linecache.getline(code.co_filename, line))
+    return line, text.group(1).strip() if text else "except"
+
+
+__all__ = ["refuse_caught_linalg_error"]

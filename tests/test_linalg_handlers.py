@@ -1,0 +1,172 @@
+"""np.linalg calls inside a `try` whose handler would catch LinAlgError, through the public API.
+
+gradc gives NaN where NumPy raises LinAlgError (a singular matrix, one not positive definite, a
+NaN for the SVD), so such a handler (a jitter, a pinv fallback) would never run and the result
+would be NaN, silently: gradc refuses the call, naming its line (gradc/handlers.py). A handler
+that cannot catch LinAlgError, a call outside any `try`, and the functions NumPy does not raise
+it from trace as before. The refusals come while tracing, before anything compiles; the cases
+that must not be refused compile once.
+"""
+import importlib.util
+import inspect
+import os
+import sys
+from numpy.linalg import LinAlgError
+
+import numpy as np
+import pytest
+
+import gradc
+
+pytestmark = pytest.mark.skipif(sys.version_info < (3, 11),
+                                reason="reads the exception table of Python 3.11+")
+
+A = np.array([[1.0, 1.0], [1.0, 1.0]])  # positive semidefinite, singular: NumPy raises
+SPD = np.array([[4.0, 1.0], [1.0, 3.0]])
+HERE = os.path.basename(__file__)
+
+
+def _line(fun, text):
+    """`file:line` of the first line of `fun`'s source holding `text`."""
+    lines, start = inspect.getsourcelines(fun)
+    return f"{HERE}:{start + next(i for i, s in enumerate(lines) if text in s)}"
+
+
+def _refused(call, where, *parts):
+    """The refusal `call()` raises: at `where` (file:line), its message holding `parts`."""
+    with pytest.raises(gradc.UnsupportedOpError) as info:
+        call()
+    message = str(info.value)
+    assert message.startswith(where + ": "), message
+    for part in ("LinAlgError", "NaN", "the handler would never run", *parts):
+        assert part in message, (part, message)
+    return message
+
+
+def chol_with_jitter(A):
+    try:
+        L = np.linalg.cholesky(A)
+    except np.linalg.LinAlgError:
+        L = np.linalg.cholesky(A + 1e-3 * np.eye(A.shape[0]))
+    return L.sum()
+
+
+def inv_or_pinv(A):
+    try:
+        return np.linalg.inv(A).sum()
+    except LinAlgError:  # (imported by name)
+        return np.linalg.pinv(A).sum()
+
+
+def test_cholesky_in_try_except_linalgerror_is_refused_by_jit():
+    line = _line(chol_with_jitter, "except np.linalg.LinAlgError").split(":")[1]
+    _refused(lambda: gradc.jit(chol_with_jitter)(A),
+             _line(chol_with_jitter, "L = np.linalg.cholesky(A)"),
+             "np.linalg.cholesky", f"`except np.linalg.LinAlgError` (line {line})",
+             "not positive definite", "np.linalg.cholesky(A + 1e-6 * np.eye(n))")
+
+
+def test_inv_in_try_except_imported_linalgerror_is_refused_by_grad():
+    _refused(lambda: gradc.grad(inv_or_pinv)(A), _line(inv_or_pinv, "np.linalg.inv(A)"),
+             "np.linalg.inv", "`except LinAlgError`", "singular matrix")
+
+
+def _user_function(tmp_path, call, handler):
+    """f(A) from a user file: `call` on line 3, inside `try` with `handler` on line 4."""
+    path = tmp_path / "handlers_case.py"
+    path.write_text("import numpy as np\nimport gradc.scipy.linalg as gsl\n"
+                    "def f(A):\n"
+                    "    try:\n"
+                    f"        out = {call}\n"
+                    f"    {handler}\n"
+                    "        out = A\n"
+                    "    out = out[0] if isinstance(out, tuple) else out\n"
+                    "    return np.sum(out)\n")
+    spec = importlib.util.spec_from_file_location(f"handlers_case_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.f
+
+
+@pytest.mark.parametrize("handler", [
+    "except ValueError:", "except Exception:", "except BaseException:", "except:",
+    "except (KeyError, np.linalg.LinAlgError):", "except (KeyError, ValueError) as e:",
+    "except KeyError:\n        out = 1\n    except Exception as e:"])
+def test_every_handler_that_catches_linalgerror_is_refused(tmp_path, handler):
+    """LinAlgError's bases (ValueError, Exception, BaseException), a bare except, a tuple, a
+    later clause. (A handler that catches gradc's refusal too runs, and gradc raises the
+    refusal again after the trace.)"""
+    f = _user_function(tmp_path, "np.linalg.solve(A, np.ones(2))", handler)
+    clause = handler.rsplit("\n", 1)[-1].strip().rstrip(":")
+    _refused(lambda: gradc.jit(f)(A), "handlers_case.py:5", "np.linalg.solve is called",
+             f"`{clause}`", "singular matrix")
+
+
+@pytest.mark.parametrize("call, name", [
+    ("np.linalg.svd(A)", "svd"), ("np.linalg.svd(A, compute_uv=False)", "svd"),
+    ("np.linalg.pinv(A)", "pinv"), ("np.linalg.lstsq(A, np.ones(2))", "lstsq"),
+    ("np.linalg.matrix_power(A, -2)", "matrix_power"), ("np.linalg.cond(A)", "cond"),
+    ("np.linalg.matrix_rank(A)", "matrix_rank"), ("np.linalg.norm(A, 2)", "svd"),
+    ("np.linalg.cholesky(A, upper=True)", "cholesky"), ("gsl.cho_factor(A)", "cholesky")])
+def test_every_function_numpy_may_raise_from_is_refused(tmp_path, call, name):
+    """The SVD's (NumPy raises for NaN), matrix_power's inverse, norm(ord=2) through the SVD,
+    gradc.scipy.linalg.cho_factor through cholesky."""
+    f = _user_function(tmp_path, call, "except np.linalg.LinAlgError:")
+    _refused(lambda: gradc.jit(f)(A), "handlers_case.py:5", f"np.linalg.{name} is called")
+
+
+def _helper(A):
+    return np.linalg.cholesky(A)  # (no try here: the caller's catches)
+
+
+def outer(A):
+    try:
+        L = _helper(A)
+    except ValueError:
+        L = np.zeros_like(A)
+    return L.sum()
+
+
+def test_handler_of_a_calling_user_function_is_refused():
+    _refused(lambda: gradc.jit(outer)(A), _line(_helper, "np.linalg.cholesky(A)"),
+             "`except ValueError`", "in `outer`")
+
+
+def not_caught(A, B):
+    try:
+        L = np.linalg.cholesky(B)  # (KeyError cannot be a LinAlgError)
+        k = {"a": 1.0}["a"]
+    except KeyError:
+        k = 0.0
+    x = np.linalg.solve(B, np.ones(2))  # (outside any try)
+    try:
+        y = np.linalg.inv(B)
+    finally:  # (passes the exception on: no handler)
+        k = k + 1.0
+    try:
+        # (NumPy does not raise here: det, eigvalsh, qr; cond(p=1) of a singular matrix is inf)
+        d = np.linalg.det(A) + np.linalg.eigvalsh(A).sum() + np.linalg.qr(B).R.sum()
+        c = np.linalg.cond(B, 1) + np.linalg.svd(A, hermitian=True).S.sum()
+    except Exception:
+        d = c = 0.0
+    try:
+        w = {}["missing"]
+    except KeyError:  # (a fallback inside the handler is not in the try)
+        w = np.linalg.cholesky(B + 1e-3 * np.eye(2)).sum()
+    return L.sum() * k + x.sum() + y.sum() + d + c + w
+
+
+def _central_difference(f, x, h=1e-6):
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        e = np.zeros_like(x)
+        e[i] = h
+        g[i] = (f(x + e) - f(x - e)) / (2 * h)
+    return g
+
+
+def test_handlers_that_cannot_catch_it_and_calls_outside_a_try_compile():
+    np.testing.assert_allclose(gradc.jit(not_caught)(A, SPD), not_caught(A, SPD), rtol=1e-12)
+    np.testing.assert_allclose(gradc.grad(not_caught, argnums=1)(A, SPD),
+                               _central_difference(lambda B: not_caught(A, B), SPD),
+                               rtol=1e-5, atol=1e-7)
