@@ -284,3 +284,24 @@ def test_small_products_read_transposed_give_the_same_gradients(monkeypatch, dty
         up, down = ({**p, k: p[k] + s * eps * d} for s in (1, -1))
         numeric = (_rnn_loss(up, x) - _rnn_loss(down, x)) / (2 * eps)
         assert abs(np.sum(g1[k] * d) - numeric) <= max(tol, 1e-6) * 50 * abs(numeric), k
+
+
+def test_matrix_vector_products_of_every_layout_are_numpys_and_their_gradients_too():
+    """A product with one row or one column is BLAS's ?gemv (rt.vector_product_args): each
+    operand stored either way, results and gradients NumPy's, on the direct route here (and
+    Numba's in the test above's subprocess)."""
+    rng = np.random.default_rng(1)
+
+    def products(a, b):
+        return [a @ b, a.T.copy().T @ b, a @ b.T.copy().T, (b.T @ a.T).T]
+
+    for dtype, tol in ((np.float32, 1e-5), (np.float64, 1e-12)):
+        for m, k, n in ((1, 300, 200), (300, 200, 1), (1, 5, 7), (6, 5, 1), (1, 40, 1)):
+            a = rng.standard_normal((m, k)).astype(dtype)
+            b = rng.standard_normal((k, n)).astype(dtype)
+            for got in gradc.jit(products)(a, b):
+                np.testing.assert_allclose(got, a @ b, rtol=tol, atol=tol * 10)
+            ga, gb = gradc.grad(lambda a, b: np.sum((a @ b) ** 2), argnums=(0, 1))(a, b)
+            r = (a @ b).astype(np.float64)
+            np.testing.assert_allclose(ga, 2 * r @ b.T, rtol=tol * 100, atol=tol * 100)
+            np.testing.assert_allclose(gb, 2 * a.T @ r, rtol=tol * 100, atol=tol * 100)

@@ -118,6 +118,9 @@ class _Module:
         self.gemms = {double: ir.Function(m, _gemm_type(double),
                                           f"scipy_cblas_{'d' if double else 's'}gemm64_")
                       for double in (0, 1)}
+        self.gemvs = {double: ir.Function(m, _gemv_type(double),
+                                          f"scipy_cblas_{'d' if double else 's'}gemv64_")
+                      for double in (0, 1)}
         self.run_block = self._run_block()
         self.take = self._take_blocks()
         self._worker()
@@ -281,8 +284,15 @@ class _Module:
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         enter, leave = self.sections[True], self.sections[False]
         work = b.mul(b.mul(m, n), k)
+        middling = b.icmp_signed(">", work, I64(rt.SINGLE_THREADED_WORK))
+        with b.if_then(b.or_(b.icmp_signed("==", m, I64(1)), b.icmp_signed("==", n, I64(1)))):
+            with b.if_then(middling):  # (a matrix times a vector: ?gemv, rt.vector_product_args)
+                b.call(enter, [])
+            self._vector_product(b, double, fn.args)
+            with b.if_then(middling):
+                b.call(leave, [])
+            b.ret_void()
         with b.if_then(b.icmp_signed("<", work, I64(rt.SPLIT_WORK))):
-            middling = b.icmp_signed(">", work, I64(rt.SINGLE_THREADED_WORK))
             with b.if_then(middling):  # (rt.py: on the calling thread alone)
                 b.call(enter, [])
             b.call(self.gemms[double], list(fn.args))
@@ -301,6 +311,19 @@ class _Module:
                        b.icmp_signed("<", work, I64(WAKE_WORK)))
         b.call(leave, [])
         b.ret_void()
+
+    def _vector_product(self, b, double, args):
+        """rt.vector_product_args's ?gemv call, from ?gemm's arguments (n = 1: a is the matrix;
+        else m = 1: b is)."""
+        _, ta, tb, m, n, k, alpha, a, _, b_, _, beta, c, _ = args
+        ta, tb = b.icmp_signed("==", ta, I32(112)), b.icmp_signed("==", tb, I32(112))
+        of_a = b.icmp_signed("==", n, I64(1))
+        trans = b.select(of_a, ta, b.not_(tb))
+        rows = b.select(of_a, b.select(ta, k, m), b.select(tb, n, k))
+        cols = b.select(of_a, b.select(ta, m, k), b.select(tb, k, n))
+        b.call(self.gemvs[double], [I32(101), b.select(trans, I32(112), I32(111)), rows, cols,
+                                    alpha, b.select(of_a, a, b_), cols, b.select(of_a, b_, a),
+                                    I64(1), beta, c, I64(1)])
 
     def _chunks(self):
         """gradc_pool_chunks(entry, args, chunks): a chunked call's chunks 0..chunks-1, each
@@ -430,6 +453,13 @@ def _gemm_type(double):
     p = real.as_pointer()
     return ir.FunctionType(ir.VoidType(), [I32, I32, I32, I64, I64, I64, real, p, I64, p, I64,
                                            real, p, I64])
+
+
+def _gemv_type(double):
+    """CBLAS's ?gemv: (order, trans, m, n, alpha, a, lda, x, incx, beta, y, incy)."""
+    real = F64 if double else F32
+    p = real.as_pointer()
+    return ir.FunctionType(ir.VoidType(), [I32, I32, I64, I64, real, p, I64, p, I64, real, p, I64])
 
 
 def _blocks(b, m, n, k):
