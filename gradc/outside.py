@@ -7,8 +7,10 @@ levels down (`OutsideWalk`). It notes NumPy float arrays (`arrays`) and numbers,
 functions, classes and lengths (`plain`), each with the `Path` to it, which gradc/capture.py
 follows again on every call: arrays become inputs read live, the rest guards, kept where the
 code reads them (`Names`, from its bytecode). Containers it met are `held`: a traced value the
-trace stored into one is refused and undone. The same walk finds NumPy generators for the
-random-draw check (frozen.py), through `random_source`.
+trace stored into one is refused and undone, a list changed or an entry taken out warned about;
+iterators and generators are noted with what tells how far they are (`_progress`): one the trace
+drew from is warned about too. The same walk finds NumPy generators for the random-draw check
+(frozen.py), through `random_source`.
 """
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ import functools
 import gc
 import inspect
 import itertools
+import operator
 import sys
 import types
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -169,6 +173,10 @@ NO_NAMES = Names(*(frozenset(),) * 6)
 
 _LIST_CHANGES = frozenset({"append", "extend", "insert", "pop", "remove", "clear", "sort",
                            "reverse", "appendleft", "extendleft", "popleft", "rotate"})
+# what takes entries out of a dict or set (`queue.popitem()`, `pending.pop()`); one put in is a
+# table built on first use, once by NumPy's code too, as a dict key stored anew is
+_REMOVALS = frozenset({"pop", "popitem", "remove", "discard", "clear", "difference_update",
+                       "intersection_update", "symmetric_difference_update"})
 
 
 class Stores(NamedTuple):
@@ -176,7 +184,7 @@ class Stores(NamedTuple):
     attrs: frozenset  # STORE_ATTR: self.t = ...
     globals: frozenset  # STORE_GLOBAL
     cells: frozenset  # STORE_DEREF: a nonlocal
-    items: bool  # any STORE_SUBSCR: d[k] = ...
+    items: bool  # any STORE_SUBSCR or DELETE_SUBSCR: d[k] = ..., del queue[0]
 
     def __or__(self, other):
         return Stores(self.attrs | other.attrs, self.globals | other.globals,
@@ -194,9 +202,60 @@ def code_stores(code):
     for ins in dis.get_instructions(code):
         if ins.opname in found:
             found[ins.opname].add(ins.argval)
-        items = items or ins.opname == "STORE_SUBSCR"
+        items = items or ins.opname in ("STORE_SUBSCR", "DELETE_SUBSCR")
     return Stores(frozenset(found["STORE_ATTR"]), frozenset(found["STORE_GLOBAL"]),
                   frozenset(found["STORE_DEREF"]), items)
+
+
+def _entries(container):
+    """A dict's keys, or a set itself: what can be taken out of it."""
+    return container.keys() if isinstance(container, dict) else container
+
+
+def _numbered(container):
+    """(key, value) of a dict or an object's __dict__ (a set: none)."""
+    return container.items() if isinstance(container, dict) else ()
+
+
+def _progress(iterator, keep, depth=4):
+    """What moves as `iterator` is drawn from, or None where nothing tells: a generator's
+    place, locals and what it yields from; what a C iterator's own __reduce__ holds
+    (iter(list)'s index, the iterators a map or zip draws from), or a Python one's
+    attributes; its __length_hint__; itertools.count's and repeat's repr (count(2)). Objects
+    count by identity, kept alive in `keep` so that no other takes their id."""
+    if isinstance(iterator, types.GeneratorType):
+        frame = iterator.gi_frame
+        return "finished" if frame is None else (
+            frame.f_lasti, _key(tuple(frame.f_locals.values()), keep, depth),
+            _key(iterator.gi_yieldfrom, keep, depth))
+    cls = type(iterator)
+    try:
+        with warnings.catch_warnings():  # (itertools' pickling is deprecated: 3.12, 3.13)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            state = (iterator.__reduce__()[1:] if cls.__reduce__ is not object.__reduce__
+                     else vars(iterator) if isinstance(cls.__next__, types.FunctionType)
+                     else None)  # (object's __reduce__ tells nothing, nor a file's __dict__)
+        hint = operator.length_hint(iterator, -1)
+    except Exception:  # noqa: BLE001 - (none: a file, a csv reader)
+        state, hint = None, -1
+    shown = repr(iterator) if isinstance(iterator, (itertools.count, itertools.repeat)) else None
+    if state is None and hint < 0 and shown is None:
+        return None
+    return _key(state, keep, depth), hint, shown
+
+
+def _key(x, keep, depth):
+    """`x` compared by value (a number, a string), item by item (a list, tuple or dict: a
+    __reduce__ makes new ones), by _progress (an iterator), or by identity (kept in `keep`)."""
+    if type(x) in _PLAIN:
+        return x
+    if type(x) in (list, tuple, dict):  # (a few levels, a few items: what says where it is)
+        items = x.items() if type(x) is dict else x
+        return tuple(_key(v, keep, depth - 1) for v in itertools.islice(items, 16)) if depth else ()
+    if hasattr(type(x), "__next__"):
+        return _progress(x, keep, depth - 1) if depth else ()
+    keep.append(x)
+    return ("id", id(x))
 
 
 def _renumbered(old, new):
@@ -338,10 +397,14 @@ class OutsideWalk:
         # SNAPSHOT_SIZE elements: one the traced code changed in place (`self.n += 1`) is refused
         self.snapshots = {}
         self.plain = []
-        # [(name, dict, list or an object's __dict__, a copy of it, whether an object's)] of the
-        # containers walked, [(globals, name, value)] of the globals, [(name, cell, value)] of
-        # the closure cells: a traced value stored in one is undone (undo_stored_values)
+        # [(name, dict, list, set or an object's __dict__, a copy of it, whether an object's)]
+        # of the containers walked, [(globals, name, value)] of the globals, [(name, cell,
+        # value)] of the closure cells: a traced value stored in one is undone
+        # (undo_stored_values), a number or list changed is warned about (changed_numbers)
         self.held, self.held_globals, self.held_cells = [], [], []
+        # id -> (iterator, its _progress when found, [(name, Path)] of the ways to it) of the
+        # iterators and generators outside: one the trace drew from is warned about (`drawn`)
+        self.iterators = {}
         self.names_now = NO_NAMES  # what the code being entered reads (of the user's modules)
         self.top = None  # the code of the traced function (the first user frame entered)
 
@@ -408,7 +471,7 @@ class OutsideWalk:
                     container.clear()
                     container.extend(held)
                 continue
-            for key in [k for k, v in container.items()
+            for key in [k for k, v in _numbered(container)  # (a set: no traced value hashes)
                         if isinstance(v, Value) and held.get(k) is not v]:
                 stored.append(_stored(f"{name}.{key}" if attrs else f"{name}[{key!r}]",
                                       container[key]))
@@ -442,13 +505,14 @@ class OutsideWalk:
         """The Python numbers outside the arguments that the traced code stored anew
         (`self.t += 1`, `calls["n"] += 1`, `global steps; steps += 1`, a nonlocal counter), and
         the lists it changed (`history.append(1)`; traced values stored there are
-        undo_stored_values's): its Python runs once, when traced, so NumPy's code would change
+        undo_stored_values's), and the dicts and sets it took entries out of (`queue.popitem()`,
+        `pending.pop()`): its Python runs once, when traced, so NumPy's code would change
         them on every call and the compiled function once. Only names the code itself stores
-        count (STORE_ATTR, STORE_SUBSCR of a key it names, STORE_GLOBAL, STORE_DEREF, a list
-        method it calls): a warnings registry's version, another thread's counter are not its
-        doing; and only a number replaced by another number: a lazily built table (None, then
-        an array) is built once by NumPy's code too, and so is a flag set once (bools are left
-        alone)."""
+        count (STORE_ATTR, STORE_SUBSCR of a key it names, STORE_GLOBAL, STORE_DEREF, a list,
+        dict or set method it calls, on a global too): a warnings registry's version, another
+        thread's counter are not its doing; and only a number replaced by another number: a
+        lazily built table (None, then an array; a key or set entry added) is built once by
+        NumPy's code too, and so is a flag set once (bools are left alone)."""
         from .trace import _frame_kind  # (it imports this module)
         asynchronous = {getattr(cb, "__code__", None) for cb in gc.callbacks}
         stores = NO_STORES
@@ -456,15 +520,21 @@ class OutsideWalk:
             if code not in asynchronous and _frame_kind(code.co_filename) == "user":  # any time)
                 stores = stores | code_stores(code)
         names, changed = self.names(), []
-        keys, grows = names.keys, bool(names.methods & _LIST_CHANGES) or stores.items
+        # (a global's methods are global_attrs: `queue.pop()` of a module-level list)
+        called = names.methods | {attr for _, attr in names.global_attrs}
+        grows = bool(called & _LIST_CHANGES) or stores.items
+        removes = bool(called & _REMOVALS) or stores.items
         for name, container, held, attrs in self.held:
             if isinstance(container, (list, collections.deque)):
                 if grows and (len(container) != len(held)
                               or any(a is not b for a, b in zip(container, held))):
                     changed.append(name)  # (`history.append(1)`)
                 continue
-            for key, old in held.items():
-                stored = key in stores.attrs if attrs else stores.items and key in keys
+            if removes and not attrs and not _entries(held) <= _entries(container):
+                changed.append(name)  # (`queue.popitem()`, `pending.pop()`: an entry gone)
+                continue
+            for key, old in _numbered(held):
+                stored = key in stores.attrs if attrs else stores.items and key in names.keys
                 if stored and _renumbered(old, container.get(key, ABSENT)):
                     changed.append(f"{name}.{key}" if attrs else f"{name}[{key!r}]")
         changed += [name for globals_, name, old in self.held_globals
@@ -472,6 +542,26 @@ class OutsideWalk:
         changed += [name for name, cell, old in self.held_cells if name in stores.cells
                     and _renumbered(old, getattr(cell, "cell_contents", ABSENT))]
         return changed
+
+    def drawn(self):
+        """The names of the outside iterators the traced code drew from (`next(counter)` of an
+        itertools.count, a generator, iter(list)), of those the code names: its Python runs
+        once, when traced, so the values drawn then are compiled in, where NumPy's code would
+        draw new ones on every call. One whose progress nothing tells (a file, a csv reader)
+        counts where the code calls next() or loops over it."""
+        names, drawn = self.names(), []
+        for iterator, before, ways in self.iterators.values():
+            name, path = next(((n, p) for n, p in ways if p.named_in(names)), (None, None))
+            if path is None:
+                continue
+            if before is None:
+                last = path.steps[-1][1] if path.steps else name  # (for line in self.log)
+                moved = "next" in names.globals or last in names.iterated
+            else:
+                moved = _progress(iterator, []) != before
+            if moved:
+                drawn.append(name)
+        return drawn
 
     def way_to(self, array):
         """(name, Path) to `array` (one of `arrays`): the first found through names the code
@@ -534,7 +624,8 @@ class OutsideWalk:
             if path.steps and outside:  # (a set of numbers and strings: guarded by contents)
                 self.plain.append((name, value, path.then("set", None)
                                    if type(value) in (set, frozenset) else path))
-            return
+            if type(value) is not set:  # (a set: held too, below, for entries taken out)
+                return
         if type(value) in (np.ndarray, np.memmap, Fresh):  # (a memmap: read live too; Fresh:
             # made by an earlier trace, `self.buf = np.zeros(n)`, gradc/fresh.py)
             if outside and value.size and value.dtype.kind == "f":  # (weights, data; not
@@ -580,6 +671,13 @@ class OutsideWalk:
             for item_name, kind, key, item in _class_items(value, name, ()):
                 self._consider(item, item_name, depth - 1, path.then(kind, key), outside)
             return
+        if outside and hasattr(type(value), "__next__") and not _users(type(value)):
+            # (an iterator, a generator: noted with what tells it moved; one of the user's
+            # classes is walked as an object, its attributes held)
+            if id(value) not in self.iterators:
+                self.iterators[id(value)] = (value, _progress(value, self.keep), [])
+            self.iterators[id(value)][2].append((name, path))
+            return
         seen = id(value) if outside else (id(value), "inside")  # (looked at again from outside)
         if (depth == 0 or isinstance(value, SKIP) or seen in self.scanned
                 or len(self.scanned) >= SCAN_LIMIT):
@@ -599,6 +697,10 @@ class OutsideWalk:
         elif isinstance(value, dict):
             items = [(f"{name}[{k!r}]", "item", k, v)
                      for k, v in list(value.items())[:MAX_ITEMS]]
+        elif isinstance(value, (set, frozenset)):  # (its entries hash: no arrays in them)
+            items = []
+            if isinstance(value, frozenset):
+                container = None
         else:
             attrs = getattr(value, "__dict__", None)
             if type(attrs) is dict:

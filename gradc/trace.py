@@ -707,8 +707,7 @@ def _call_numpy(func, args, kwargs, name=None):
         _, library = _user_frame()
         if library is not None:  # (called inside scipy.special.logsumexp: say that)
             raise UnsupportedOpError(library_call(library) + f" (it calls {_qualified(func)})")
-        raise UnsupportedOpError(f"{_qualified(func)} is not supported in traced code; supported: "
-                                 + ", ".join(supported_numpy_names()))
+        raise UnsupportedOpError(_not_supported(_qualified(func)))
     args, kwargs = _bind(func, args, kwargs, name or _qualified(func))
     out = impl(*args, **kwargs)
     read_only = func in READ_ONLY_VIEWS
@@ -803,6 +802,9 @@ def mark_view(base, out, read_only=False):
         return type(out)(mark_view(base, v, read_only) for v in out)
     if not isinstance(out, Value):
         return out
+    if isinstance(base, Value) and base.ndim == 0 and not is_zero_d_array(base):
+        # (a NumPy scalar's `np.atleast_1d(s)`, `s.reshape(-1)`, `s[None]`: a new array)
+        return note_zero_d_arrays(copy(out) if out is base else out)
     if out is base:
         out = base.graph.apply("alias", (base,), tag="view")
     graph = out.graph
@@ -837,6 +839,19 @@ def note_layout_view(a, out, order="C"):
     if any(s != c for s, c, d in zip(strides, contiguous_strides(shape), shape) if d != 1):
         a.graph.layout_views.add(out.id)
     return out
+
+
+def _not_supported(name):
+    """The refusal of a NumPy function or ufunc gradc does not trace: the names it has that are
+    close (it listed all ~400, 3,000 characters that hid the line)."""
+    import difflib
+    names = supported_numpy_names()
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.8) or difflib.get_close_matches(
+        name.rsplit(".", 1)[-1], [n.rsplit(".", 1)[-1] for n in names], n=3, cutoff=0.8)
+    hint = f"; close: {', '.join(close)}" if close else ""
+    return (f"{name} is not supported in traced code{hint}. README's 'Supported NumPy' lists "
+            "what is (gradc.trace.supported_numpy_names()); compute it outside the function "
+            "and pass the result in, or write it with those functions")
 
 
 def supported_numpy_names():
@@ -952,8 +967,7 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
     if impl is None and name.startswith(_SCIPY_SPECIAL):
         impl = SCIPY_UFUNCS.get(name[len(_SCIPY_SPECIAL):])
     if impl is None:
-        raise UnsupportedOpError(f"{name} is not supported in traced code; supported: "
-                                 + ", ".join(supported_numpy_names()))
+        raise UnsupportedOpError(_not_supported(name))
     casting = kwargs.pop("casting", "same_kind")
     keywords = {k: kwargs.pop(k) for k in _UFUNC_KEYWORDS.get(ufunc, ()) if k in kwargs}
     loop = kwargs.pop("dtype", None)
@@ -1107,6 +1121,7 @@ def trace(fun, args, kwargs=None, capture=False):
             watch.check(_definition(fun), final=True)
             changed = watch.changed_in_place()
             renumbered = watch.changed_numbers()
+            drawn = watch.drawn()
     finally:
         _active.graphs.pop()
     if changed:
@@ -1136,6 +1151,13 @@ def trace(fun, args, kwargs=None, capture=False):
             "number as an argument (an array, or in argnums), or count and record outside the "
             "call; a count of traces is what it is (warnings.filterwarnings('ignore', "
             "category=gradc.TraceEffectWarning))"))
+    if drawn:
+        warn_at_user_line(TraceEffectWarning(
+            f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) drew "
+            f"from {', '.join(f'`{c}`' for c in drawn[:4])}, an iterator or generator outside "
+            "its arguments (`next(counter)`): its Python runs once, when traced, so the values "
+            "drawn then are compiled in, the same on every call, where NumPy's code would draw "
+            "new ones each call. Draw them outside the call and pass them as arguments"))
     if hasattr(out, "__next__"):  # (a generator, a map: its items would be trace-time values)
         raise SignatureError(f"{getattr(fun, '__name__', 'the function')} returned a "
                              f"{type(out).__name__}, whose items are made when it is read: "

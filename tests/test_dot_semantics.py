@@ -253,3 +253,11 @@ def test_long_float32_dot_and_matrix_vector_products_are_accurate():
         assert error <= (1e-7 if i < 3 else np.max(np.abs(theirs - want) / want)), (i, error)
     g = gradc.grad(lambda m, x: np.sum(x.T @ m))(m, x)
     np.testing.assert_allclose(g, np.broadcast_to(x, m.shape), rtol=1e-7)
+
+
+def test_a_batched_product_over_an_empty_axis_is_zeros():
+    """(2, 3, 0) @ (0, 4): NumPy's zeros of (2, 3, 4); its batch folded into rows by a reshape to
+    (-1, 0), which cannot tell -1 (a ShapeError naming a reshape the user never wrote)."""
+    a, b = np.ones((2, 3, 0)), np.ones((0, 4))
+    for f in (lambda a, b: a @ b, lambda a, b: np.matmul(a, b)):
+        np.testing.assert_array_equal(gradc.jit(f)(a, b), f(a, b))

@@ -793,3 +793,19 @@ def test_the_imaginary_part_of_a_real_array_is_read_only():
         with pytest.raises(gradc.UnsupportedOpError, match="read-only"):
             gradc.jit(update)(X)
         np.testing.assert_array_equal(gradc.jit(lambda x, f=f: f(x) + 1.0)(X), np.ones_like(X))
+
+
+def test_arrays_made_from_a_numpy_scalar_are_new_arrays():
+    """`s = x.sum(); v = np.atleast_1d(s); v += 1`: s is NumPy's immutable scalar, v a new array
+    (the update was refused as one NumPy would show through s)."""
+    def f(x):
+        s = x.sum()
+        v = np.atleast_1d(s)
+        v += 1
+        w = s.reshape(-1)
+        w *= 2
+        return s, v, w, s[None] + 1
+
+    got, want = gradc.jit(f)(X), f(X)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)

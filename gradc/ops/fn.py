@@ -6,6 +6,7 @@ rewrites and `gradc.nn` all build graphs through these functions.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 import warnings
@@ -704,7 +705,8 @@ def matmul(a, b):
     if a.ndim == 2 and b.ndim == 2:
         return a.graph.apply("matmul", (a, b), ta=False, tb=False)
     if b.ndim == 2:  # (..., m, k) @ (k, n): fold the batch into rows
-        out = a.graph.apply("matmul", (reshape(a, (-1, a.shape[-1])), b), ta=False, tb=False)
+        rows = math.prod(a.shape[:-1])  # (not -1: unknowable where k = 0)
+        out = a.graph.apply("matmul", (reshape(a, (rows, a.shape[-1])), b), ta=False, tb=False)
         return reshape(out, a.shape[:-1] + (b.shape[-1],))
     batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
     a = broadcast_to(a, batch + a.shape[-2:])
