@@ -22,6 +22,13 @@ def _numeric_grad(f, x, eps=1e-6):
     return g
 
 
+def _check_value_and_gradient(f):
+    """f's value is NumPy's and its gradient the central differences'."""
+    value, grad = gradc.value_and_grad(f)(X)
+    assert value == pytest.approx(f(X.copy()), rel=1e-12)
+    np.testing.assert_allclose(grad, _numeric_grad(f, X), atol=1e-6)
+
+
 def _relu_on_a_copy(x):
     y = x.copy()
     y[y < 0] = 0.0  # (a traced mask)
@@ -83,9 +90,7 @@ def _integer_and_boolean_targets(x):
                                _seen_through_a_list, _read_before_the_store,
                                _stores_of_every_kind, _integer_and_boolean_targets])
 def test_item_assignment_is_numpys_with_its_gradient(f):
-    value, grad = gradc.value_and_grad(f)(X)
-    assert value == pytest.approx(f(X.copy()), rel=1e-12)
-    np.testing.assert_allclose(grad, _numeric_grad(f, X), atol=1e-6)
+    _check_value_and_gradient(f)
 
 
 def test_a_0d_array_takes_a_store_and_a_number_does_not():
@@ -213,9 +218,7 @@ def _made_every_way(x):
 @pytest.mark.parametrize("f", [_conv_naive, _rnn_forward, _accumulators, _labels_and_names,
                                _made_every_way])
 def test_stores_into_arrays_the_function_makes_are_numpys(f):
-    value, grad = gradc.value_and_grad(f)(X)
-    assert value == pytest.approx(f(X.copy()), rel=1e-12)
-    np.testing.assert_allclose(grad, _numeric_grad(f, X), atol=1e-6)
+    _check_value_and_gradient(f)
 
 
 def test_an_accumulator_keeps_its_dtype_and_a_made_array_is_returned_as_numpys():
@@ -306,9 +309,7 @@ def _masked_sums(x):
 
 @pytest.mark.parametrize("f", [_stable_sigmoid, _leaky_relu, _masked_sums])
 def test_a_selection_by_a_traced_mask_is_numpys_in_math_stores_and_sums(f):
-    value, grad = gradc.value_and_grad(f)(X)
-    assert value == pytest.approx(f(X.copy()), rel=1e-12)
-    np.testing.assert_allclose(grad, _numeric_grad(f, X), atol=1e-6)
+    _check_value_and_gradient(f)
 
 
 def test_values_a_selection_computes_where_it_does_not_select_never_reach_the_gradient():
