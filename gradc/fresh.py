@@ -52,9 +52,10 @@ class Fresh(np.ndarray):
             _BASELINES["in_place"] = refs
             return self
         traced = any(map(_holds_traced, inputs))
-        if traced and kwargs.get("out") == (self,) and method == "__call__":
-            return _in_place(self, ufunc, inputs, kwargs, refs, sys._getframe(1))
         given = kwargs.get("out")
+        if traced and given is not None and len(given) == 1 and given[0] is self and (
+                method == "__call__"):  # (not `== (self,)`: tuples compare arrays elementwise)
+            return _in_place(self, ufunc, inputs, kwargs, refs, sys._getframe(1))
         kwargs = {k: _plain(v, traced) for k, v in kwargs.items()}
         out = getattr(ufunc, method)(*(_plain(x, traced) for x in inputs), **kwargs)
         if given is not None and not traced:  # (NumPy returns out= itself: `k += 1` keeps k)
