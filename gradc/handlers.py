@@ -40,7 +40,7 @@ def refuse_caught_linalg_error(name, when):
         if handler is not None:
             line, clause = handler
             where = "" if frame is caller else f", in `{frame.f_code.co_name}`"
-            raise UnsupportedOpError(
+            error = UnsupportedOpError(
                 f"{name} is called inside a `try` whose `{clause}` (line {line}{where}) catches "
                 f"LinAlgError, which NumPy raises for {when}. A compiled function cannot stop "
                 "halfway: gradc gives NaN there instead, so the handler would never run and the "
@@ -50,6 +50,8 @@ def refuse_caught_linalg_error(name, when):
                 "np.isnan(L).any()`) and choose with `np.where(bad, fallback, L)` (for values "
                 "only: the gradient through a NaN branch is NaN)",
                 source=f"{os.path.basename(caller.f_code.co_filename)}:{caller.f_lineno}")
+            error.about_the_handler = True  # (caught by that handler and raised again by the
+            raise error  # trace: trace.py's note that NumPy would not have raised is not for it)
         frame = frame.f_back
 
 

@@ -1418,6 +1418,8 @@ def _raise_caught_refusal(refusals):
         if tb is None or _frame_kind(tb.tb_frame.f_code.co_filename) == "gradc" \
                 and not tb.tb_frame.f_code.co_filename.startswith("<"):
             continue
+        if getattr(error, "about_the_handler", False):  # (handlers.py's: says it already)
+            raise error
         where = f"{os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
         raise type(error)(
             f"{error} [An `except` in the traced code caught this refusal (in "

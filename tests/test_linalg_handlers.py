@@ -170,3 +170,18 @@ def test_handlers_that_cannot_catch_it_and_calls_outside_a_try_compile():
     np.testing.assert_allclose(gradc.grad(not_caught, argnums=1)(A, SPD),
                                _central_difference(lambda B: not_caught(A, B), SPD),
                                rtol=1e-5, atol=1e-7)
+
+
+def test_a_refusal_its_handler_catches_is_raised_again_without_the_caught_refusal_note():
+    """`except Exception:` catches the refusal itself, which the trace raises again: without the
+    note for refusals code catches ("NumPy would not have raised there"), which is not so."""
+    def f(a):
+        try:
+            low = np.linalg.cholesky(a)
+        except Exception:
+            low = np.linalg.cholesky(a + 1e-6 * np.eye(2))
+        return low.sum()
+
+    with pytest.raises(gradc.UnsupportedOpError, match="catches LinAlgError") as info:
+        gradc.jit(f)(np.eye(2))
+    assert "would not have raised" not in str(info.value)
