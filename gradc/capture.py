@@ -28,6 +28,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .fresh import Fresh
+
 from .outside import Path
 from .pytree import typed_key
 from .errors import SignatureError
@@ -136,7 +138,7 @@ class Captures:
 
 # what a capture's path may lead to: a memmap is read live as an array is (compiled in, a
 # global once a memmap was never looked at again: rebound to an array, it stayed the memmap)
-ARRAY_TYPES = (np.ndarray, np.memmap)
+ARRAY_TYPES = (np.ndarray, np.memmap, Fresh)  # (Fresh: made by a trace, `self.buf = np.ones(4)`)
 
 
 NO_CAPTURES = Captures([], [], [])

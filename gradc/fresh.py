@@ -91,6 +91,15 @@ def _plain(obj, copy):
     return obj
 
 
+def views_fresh(x):
+    """Whether the NumPy array x is a view of a Fresh array (`out[t - 1]`)."""
+    while isinstance(x, np.ndarray) and x.base is not None:
+        if isinstance(x.base, Fresh):
+            return True
+        x = x.base
+    return False
+
+
 def plain_copy(fresh):
     """A NumPy array (no Fresh, no view of one) of fresh's values."""
     return np.ndarray.copy(fresh).view(np.ndarray)
@@ -135,29 +144,32 @@ _HELD_ELSEWHERE = (
 
 
 def _user_names(fresh, refs, kind, frame):
-    """The names of `frame`'s function bound to `fresh`, where nothing else holds it, or None."""
-    from .trace import _frame_kind
-    if (not _SUPPORTED or fresh.base is not None
+    """The names of `frame`'s function bound to `fresh` where nothing else holds it, or None.
+    `refs`: fresh's reference count at the statement, taken as the probe of that statement took
+    it; and the statement must be that one (`out.__setitem__(i, v)` holds one reference fewer:
+    a list holding `out` went unseen)."""
+    from .trace import _frame_kind, instruction_now, in_place_operator
+    statement = (in_place_operator(frame) if kind == "in_place"
+                 else instruction_now(frame) == "STORE_SUBSCR")
+    if (not _SUPPORTED or fresh.base is not None or not statement
             or not frame.f_code.co_flags & inspect.CO_OPTIMIZED  # (a function's frame)
             or _frame_kind(frame.f_code.co_filename) != "user"):
         return None
+    before = sys.getrefcount(fresh)
     names = [name for name, v in frame.f_locals.items() if v is fresh]
-    if kind == "store" and (not names or refs != _baseline(kind) + len(names) - 1):
-        names = None
-    if kind == "in_place" and refs != _baseline(kind):  # (the one name Python binds anew)
-        names = None
-    _forget_locals(frame)
-    return names
-
-
-def _forget_locals(frame):
-    """Drop the dict of locals that reading f_locals made (before Python 3.13 the frame keeps it,
-    holding every local: each array it holds would count one more holder)."""
-    if sys.version_info < (3, 13):
-        frame.f_locals.clear()
+    # (before 3.13 a frame keeps the dict of locals that f_locals made, and a trace's profile
+    # hook makes one at every call: what it held of fresh before this read refreshed it counts
+    # for no holder)
+    stale = before + len(names) - sys.getrefcount(fresh) if sys.version_info < (3, 13) else 0
+    held = refs - stale
+    if kind == "store":
+        return names if names and held == _baseline(kind) + len(names) - 1 else None
+    return names if held == _baseline(kind) else None  # (the one name Python binds anew)
 
 
 def _bind(frame, names, value):
+    """Bind `names` of `frame`'s function to `value` (before 3.13 through the dict of locals,
+    which stays the frame's: the user's own locals() is that dict)."""
     if sys.version_info >= (3, 13):  # (f_locals writes through, PEP 667)
         for name in names:
             frame.f_locals[name] = value
@@ -166,13 +178,12 @@ def _bind(frame, names, value):
     for name in names:
         local[name] = value
     ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(0))
-    local.clear()
 
 
 def _traced_copy(fresh, like):
     from .ops import fn
-    from .trace import copy
-    return copy(fn.as_value(plain_copy(fresh), like))
+    from .trace import copy, note_zero_d_arrays
+    return note_zero_d_arrays(copy(fn.as_value(plain_copy(fresh), like)))  # (0-d: an array)
 
 
 def _store(fresh, index, value, refs, frame):
@@ -189,9 +200,7 @@ def _store(fresh, index, value, refs, frame):
 def _in_place(fresh, ufunc, inputs, kwargs, refs, frame):
     """`acc += x` (an in-place operator: acc is bound to what this returns) with x traced."""
     from .literals import first_value
-    from .trace import in_place_operator
-    if (set(kwargs) != {"out"} or not in_place_operator(frame)
-            or _user_names(fresh, refs, "in_place", frame) is None):
+    if set(kwargs) != {"out"} or _user_names(fresh, refs, "in_place", frame) is None:
         from .errors import UnsupportedOpError
         from .functions._args import no_out
         from .trace import user_source

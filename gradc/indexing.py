@@ -23,7 +23,7 @@ from .ops import fn
 from .ops.movement import contiguous_strides
 from .selection import Selection, same_value
 from .selection import store as selection_store
-from .trace import traced
+from .trace import copy, traced
 
 _MASK_ERROR = ("indexing with a traced boolean mask gives a data-dependent shape, which a "
                "compiled function cannot have; use np.where(mask, x, 0), or a mask the function "
@@ -338,7 +338,7 @@ def _update(x, index, kind, values):
     vals = fn.reshape(_fitted(vals, shape), (-1,))
     flat = fn.reshape(x, (x.size,))
     if vals.size == 0:
-        return x
+        return copy(x)  # (out of place: a new array, never x itself)
     if isinstance(pos, Value):
         out = _traced_update(flat, fn.reshape(pos, (-1,)), kind, vals)
     else:
@@ -367,7 +367,7 @@ def _slice_update(x, index, kind, vals):
     sliced = [len(range(a, b, c)) for a, b, c in zip(starts, stops, steps)]
     vals = fn.reshape(_fitted(vals, shape), sliced)
     if vals.size == 0:
-        return x
+        return copy(x)  # (out of place: a new array, never x itself)
     if kind != "set":
         vals = _combine(kind, fn.slice_(x, starts, stops, steps), vals)
     return x.graph.apply("set_slice", (x, vals), starts=tuple(starts), stops=tuple(stops),

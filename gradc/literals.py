@@ -107,7 +107,7 @@ def _wrapper(name):
         dtype = args[1] if len(args) > 1 else kwargs.get("dtype")
         ndmin = 1 if name in _ORDER_OF else kwargs.get("ndmin", 0)  # (NumPy's are >= 1-d)
         out = _literal(obj, dtype, ndmin)
-        copies = name == "array" and kwargs.get("copy", True)
+        copies = kwargs.get("copy", name == "array")  # (np.asarray(y, copy=True) too)
         order = _ORDER_OF.get(name, kwargs.get("order"))
         if out is obj and (copies or out.ndim == 0 and not is_zero_d_array(out)):
             # (np.array copies: `a = np.array(h); a += 1` leaves h alone; np.asarray of a

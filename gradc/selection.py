@@ -34,14 +34,20 @@ class Selection(NDArrayOperatorsMixin):
     def of(cls, x, mask):
         full = fn.broadcast_to(fn.reshape(mask, mask.shape + (1,) * (x.ndim - mask.ndim)),
                                x.shape)
-        return cls(x.graph.apply("masked_gradient", (full, x)), mask, full)
+        # (the mask as it is now: a store into the user's mask later (Graph.take_over) gives
+        # their object another value, which must not look like this one)
+        now = Value(mask.graph, mask.id, mask.shape, mask.dtype, mask.node)
+        return cls(x.graph.apply("masked_gradient", (full, x)), now, full)
 
     def _like(self, values):
         return Selection(values, self.mask, self.full)
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         out = kwargs.pop("out", None)  # (`s += 1`: NumPy's s is a copy; bound anew here)
-        if method != "__call__" or kwargs or out not in (None, (self,)):
+        if ufunc.signature is not None:  # (x[m] @ x[m]: a product over the selected elements)
+            _refuse(f"np.{ufunc.__name__} of a masked selection (not elementwise)")
+        if method != "__call__" or kwargs or not (out is None or len(out) == 1 and
+                                                  out[0] is self):
             _refuse(f"np.{ufunc.__name__}.{method} or keywords of a masked selection")
         result = ufunc(*(self._operand(x) for x in inputs))
         return tuple(map(self._like, result)) if isinstance(result, tuple) else self._like(result)
@@ -51,7 +57,7 @@ class Selection(NDArrayOperatorsMixin):
             if not same_value(x.mask, self.mask):
                 _refuse("two selections by different masks combined")
             return x.values
-        if isinstance(x, Value) and x.ndim or isinstance(x, np.ndarray) and x.ndim:
+        if np.ndim(x) if not isinstance(x, Value) else x.ndim:  # (lists too: [1, 2])
             _refuse("a masked selection combined with an array (its elements line up with "
                     "the selected ones only by their count)")
         return x
@@ -62,17 +68,18 @@ class Selection(NDArrayOperatorsMixin):
             return getattr(self, func.__name__)(*args[1:], **kwargs)
         _refuse(f"np.{func.__name__} of a masked selection")
 
-    def sum(self, axis=None, dtype=None, keepdims=False):  # noqa: A003
-        if keepdims or axis not in (None, 0) or axis == 0 and self.mask.ndim > 1:
+    def sum(self, axis=None, dtype=None, keepdims=False, **others):  # noqa: A003
+        if others or keepdims or axis not in (None, 0) or axis == 0 and self.mask.ndim > 1:
             _refuse("a sum of a masked selection but over all of it (axis=None, or axis=0 of a "
                     "mask of the first axis)")
         axes = None if axis is None else tuple(range(self.mask.ndim))
         return np.sum(fn.where(self.full, self.values, 0), axis=axes, dtype=dtype)
 
-    def mean(self, axis=None, dtype=None, keepdims=False):
+    def mean(self, axis=None, dtype=None, keepdims=False, **others):
+        total = self.sum(axis, dtype, keepdims, **others)
         count = np.sum(self.full.astype(np.int64), axis=None if axis is None else
                        tuple(range(self.mask.ndim)))
-        return self.sum(axis, dtype, keepdims) / count
+        return total / count.astype(total.dtype if total.dtype.kind == "f" else np.float64)
 
     def astype(self, dtype, *args, **kwargs):
         return self._like(self.values.astype(dtype, *args, **kwargs))
@@ -80,16 +87,35 @@ class Selection(NDArrayOperatorsMixin):
     def __len__(self):
         _refuse("len()")
 
+    def __iter__(self):
+        _refuse("iteration (or a result of the function)")
+
+    def __getitem__(self, index):
+        _refuse("indexing")
+
+    def __setitem__(self, index, value):
+        _refuse("a store into it")
+
     def __getattr__(self, name):
+        if name.startswith("__") or name not in _ARRAY_ATTRIBUTES:  # (what other code probes
+            raise AttributeError(name)  # for, `copy_to_host`: not there)
         _refuse(f".{name}")
 
     def __array__(self, *args, **kwargs):
         _refuse("a NumPy array")
 
 
+_ARRAY_ATTRIBUTES = frozenset(dir(np.ndarray))
+
+
 def _refuse(what):
+    raise refusal(what)
+
+
+def refusal(what):
+    """The UnsupportedOpError for `what` a selection cannot be, at the user's line."""
     from .trace import user_source
-    raise UnsupportedOpError(
+    return UnsupportedOpError(
         f"{what}: `x[mask]` with a traced boolean mask has a data-dependent shape, which a "
         "compiled function cannot have. gradc takes it in elementwise math with numbers and "
         "selections by the same mask, stored back by that mask (z[m] = f(x[m])), or summed "
@@ -100,7 +126,7 @@ def same_value(a, b, depth=4):
     """Whether the traced values a and b are one computation (two `z < 0` while tracing are two
     values: nothing is merged until the passes run), looked at `depth` nodes deep; constants
     compared by their values."""
-    if a is b or a.id == b.id:
+    if a.id == b.id:  # (not `a is b`: a store gives the user's object another value)
         return True
     if depth == 0 or a.node is None or b.node is None or a.shape != b.shape:
         return False

@@ -52,8 +52,10 @@ def _getitem(x, index):
     for k in arrays:  # (masks and index tables compiled in: trace._warn_derived_constants)
         if type(index[k]) is np.ndarray:
             x.graph.constant_arrays[id(index[k])] = index[k]
+    first = x.graph._next_id
     fast = _one_axis_index(x, index, arrays)
-    return fast if fast is not None else indexing.gather(x, index)
+    out = fast if fast is not None else indexing.gather(x, index)
+    return copy(out) if out.id < first else out  # (NumPy's is a copy: an all-True mask's too)
 
 
 def _one_axis_index(x, index, arrays):

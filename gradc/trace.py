@@ -118,6 +118,12 @@ def _instructions_from(frame):
     return next((found[i:] for i, ins in enumerate(found) if ins.offset == frame.f_lasti), [])
 
 
+def instruction_now(frame):
+    """The name of the bytecode instruction `frame` runs, or None."""
+    now = _instructions_from(frame)[:1]
+    return now[0].opname if now else None
+
+
 def in_place_operator(frame):
     """Whether `frame` runs an in-place operator (`x += y`: its result bound to x next)."""
     now = _instructions_from(frame)[:1]
@@ -709,6 +715,8 @@ def _call_numpy(func, args, kwargs, name=None):
             raise UnsupportedOpError(library_call(library) + f" (it calls {_qualified(func)})")
         raise UnsupportedOpError(_not_supported(_qualified(func)))
     args, kwargs = _bind(func, args, kwargs, name or _qualified(func))
+    graph = current_graph()
+    first = graph._next_id if graph is not None else None  # (values made by this call: >= first)
     out = impl(*args, **kwargs)
     read_only = func in READ_ONLY_VIEWS
     if (func is np.broadcast_arrays or func is np.meshgrid and kwargs.get("copy") is False
@@ -721,12 +729,12 @@ def _call_numpy(func, args, kwargs, name=None):
         out = copy(out)  # (a new array, written in place or not)
     elif func is np.flip and isinstance(out, Value) and out.ndim == 0:
         # (NumPy's flip of a 0-d array is a scalar: m[()])
-        out = _new_array(out, list(args) + list(kwargs.values()))
+        out = _new_array(out, list(args) + list(kwargs.values()), first)
     elif func in VIEW_FUNCTIONS or func is np.diag and isinstance(out, Value) and out.ndim == 1:
         # (the array: the first argument, by position or by name)
         out = mark_view(args[0] if args else next(iter(kwargs.values()), None), out, read_only)
     elif func not in SAME_ARRAY_FUNCTIONS:
-        out = _new_array(out, list(args) + list(kwargs.values()))
+        out = _new_array(out, list(args) + list(kwargs.values()), first)
     if func not in SCALAR_FUNCTIONS and func not in SAME_ARRAY_FUNCTIONS:
         note_zero_d_arrays(out)
     return out
@@ -984,7 +992,8 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
     if loop is not None:  # (the loop's dtype: the arrays cast to it first, as NumPy's)
         value = _in_loop_dtype(impl, args, keywords, np.dtype(loop), name, ufunc)
     else:
-        value = _new_array(impl(*args, **keywords), args)
+        first = like.graph._next_id  # (log(exp(y)) is y: a new array all the same)
+        value = _new_array(impl(*args, **keywords), args, first)
     if out is not None:  # (written into out: NumPy's answer, out's old value retired)
         from .surface import written_out
         return written_out(out, value, where, _ufunc_name(ufunc), casting)
@@ -1022,14 +1031,18 @@ def _in_loop_dtype(impl, args, keywords, dtype, name, ufunc):
     return _new_array(out, args)
 
 
-def _new_array(out, args):
+def _new_array(out, args, first=None):
     """A NumPy function's result as a value of its own where it came back as one of its traced
-    arguments (np.conj of a real array, np.round of integers, a sum over no axis): NumPy's is
-    a new array, and an in-place update of the argument must not reach it (Graph.retire).
-    A sequence's elements count too: np.concatenate([x]) is a new array. (The copy node costs
-    nothing: the passes remove it.)"""
-    if isinstance(out, Value) and any(
-            out is a or isinstance(a, (list, tuple)) and any(out is b for b in a) for a in args):
+    arguments (np.conj of a real array, np.round of integers, a sum over no axis), or as any
+    value made before the call (ids below `first`: log(exp(y)) is y by a stability rule):
+    NumPy's is a new array, and an in-place update or a store into either must not reach the
+    other (Graph.retire, Graph.take_over). A sequence's elements count too: np.concatenate([x])
+    is a new array, np.meshgrid(y)'s are. (The copy node costs nothing: the passes remove it.)"""
+    if isinstance(out, (list, tuple)):
+        items = [_new_array(v, args, first) for v in out]
+        return type(out)(*items) if hasattr(out, "_fields") else type(out)(items)  # (eigh's)
+    if isinstance(out, Value) and (first is not None and out.id < first or any(
+            out is a or isinstance(a, (list, tuple)) and any(out is b for b in a) for a in args)):
         return copy(out)
     return out
 
@@ -1175,6 +1188,10 @@ def trace(fun, args, kwargs=None, capture=False):
             f"({holder[:80]!r}: str(), repr() or an f-string of it): a traced value has no "
             "numbers while the function is traced, so the text holds a placeholder. Return the "
             "value and format it after the call", source=user_source())
+    from .selection import Selection, refusal
+    if isinstance(holder, Selection):  # (x[mask]: its shape depends on the data)
+        raise refusal(f"{getattr(fun, '__name__', 'the function')} returned x[mask] with a "
+                      "traced mask; return np.where(mask, x, 0) or the mask and x")
     if holder is not None:
         raise UnsupportedOpError(
             f"{getattr(fun, '__name__', 'the function')} returned an object of type "

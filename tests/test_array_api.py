@@ -53,3 +53,27 @@ def test_an_unsupported_function_names_the_close_ones_not_all():
     with pytest.raises(gradc.UnsupportedOpError) as info:
         gradc.jit(lambda x: np.unwrap(x))(X)
     assert len(str(info.value)) < 400 and "Supported NumPy" in str(info.value)
+
+
+def test_edges_numpy_has_for_these_names():
+    """(fuzz39h) vector_norm over two axes is a vector norm (it took np.linalg.norm's matrix
+    norm); linspace of float32 endpoints stays float32, one sample of an endpoint is
+    start + 0 * (stop - start) (NaN for an infinite span) with a step NaN, a float count is a
+    TypeError; linalg.outer refuses 2-D arrays; convolve takes a 0-d operand as length one."""
+    x = np.random.default_rng(1).normal(size=(2, 3, 4))
+    for kw in ({"axis": (0, 1)}, {"axis": (1, 2), "ord": 1}, {"axis": (0, 2), "keepdims": True}):
+        np.testing.assert_allclose(gradc.jit(lambda x: np.linalg.vector_norm(x, **kw))(x),
+                                   np.linalg.vector_norm(x, **kw), rtol=1e-12)
+    f32 = np.float32
+    got = gradc.jit(lambda a: np.linspace(a, f32(7.25), 3, endpoint=False))(f32(1.5))
+    want = np.linspace(f32(1.5), f32(7.25), 3, endpoint=False)
+    assert got.dtype == np.float32 and np.array_equal(got, want)
+    with np.errstate(invalid="ignore"):
+        one = gradc.jit(lambda a: np.linspace(a, np.inf, 1, retstep=True))(np.float64(1.0))
+        assert np.isnan(one[0]).all() and np.ndim(one[1]) == 0 and np.isnan(one[1])
+    with pytest.raises(TypeError):
+        gradc.jit(lambda a: np.linspace(a, 2.0, 2.5))(np.float64(1.0))
+    with pytest.raises(ValueError, match="one-dimensional"):
+        gradc.jit(lambda x: np.linalg.outer(x, x))(np.ones((2, 2)))
+    np.testing.assert_array_equal(gradc.jit(lambda a: np.convolve(a, [0.0, 1.0, 2.0]))(
+        np.array(2.0)), [0.0, 2.0, 4.0])

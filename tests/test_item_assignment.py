@@ -330,3 +330,91 @@ def test_what_a_selection_cannot_be_is_refused_by_name():
                      (lambda x: np.max(x[x > 0]), "np.max")):
         with pytest.raises(gradc.UnsupportedOpError, match=re.escape(words)):
             gradc.jit(f)(X)
+
+
+# --- fuzz39g: what a store must not reach, and what it may -----------------------------------
+
+def test_a_store_never_reaches_an_array_numpy_made_anew():
+    """Calls that gave back the very traced object they were given (log(exp(y)) by a stability
+    rule, an all-True mask, meshgrid, asarray(copy=True), an empty gradc.at update): a store
+    into y showed in their results (Graph.take_over changes that one object)."""
+    ops = [lambda y: np.log(np.exp(y)), lambda y: y[np.ones(4, bool)],
+           lambda y: np.meshgrid(y)[0], lambda y: np.asarray(y, copy=True),
+           lambda y: gradc.at(y)[1:1].add(1.0)]
+    x = np.array([0.1, 0.2, 0.3, 0.4])
+    for op in ops:
+        def f(x, op=op):
+            y = x * 2.0
+            c = op(y)
+            y[0] = 100.0
+            c[1] = -1.0
+            return c, y
+        got = gradc.jit(f)(x)
+        np.testing.assert_allclose(got[0], [0.2, -1.0, 0.6, 0.8])
+        np.testing.assert_allclose(got[1], [100.0, 0.4, 0.6, 0.8])
+
+
+def test_stores_the_count_cannot_vouch_for_are_refused_and_locals_stay_whole():
+    """`out.__setitem__(i, v)` holds one reference fewer than `out[i] = v`, whose count the
+    check is measured on: a list holding out went unseen (refused now); the user's locals()
+    dict stays whole (the check cleared it: a bare KeyError after)."""
+    def by_call(x):
+        out = np.zeros(3)
+        held = [out]
+        out.__setitem__(0, x[0])  # CALL
+        return held[0]
+
+    with pytest.raises(gradc.UnsupportedOpError):
+        gradc.jit(by_call)(X[0])
+
+    def with_locals(x):
+        names = locals()
+        out = np.zeros(4)
+        out[0] = x[0]
+        return out + names["x"]
+
+    np.testing.assert_allclose(gradc.jit(with_locals)(X[0]), with_locals(X[0]))
+
+
+def _recurrence_and_closure(x):
+    rows = np.zeros((3, 4))
+    rows[0] = x[0]
+    for t in range(1, 3):
+        rows[t] = rows[t - 1] * 0.5 + x[t]  # (a view of rows read while rows is NumPy's)
+    total = np.zeros(())
+    total += np.sum(x)  # (a 0-d array the function made)
+
+    def put(i):
+        extra[i] = x[2, i] ** 2  # (through a closure)
+
+    extra = np.zeros(4)
+    for i in range(4):
+        put(i)
+    return np.sum(rows ** 2) + total + np.sum(extra)
+
+
+def test_recurrences_closures_and_0d_arrays_the_function_made_are_numpys():
+    _check_value_and_gradient(_recurrence_and_closure)
+
+
+def test_a_selection_refuses_what_is_not_elementwise_and_keeps_its_mask_and_dtype():
+    """x[m] @ x[m] (a gufunc) summed over all of x; a list operand lined up with all of x; a
+    mask changed after the selection kept matching it; a float32 mean was float64."""
+    x = np.array([1.0, -2.0, 3.0, -4.0])
+    for f in (lambda x: x[x > 0] @ x[x > 0], lambda x: np.sum(x[x > 0] * [1.0, 2.0])):
+        with pytest.raises(gradc.UnsupportedOpError):
+            gradc.jit(f)(x)
+
+    def mask_changed(x):
+        m = x > 0
+        s = x[m]
+        m[0] = False
+        m[1] = True
+        z = np.zeros_like(x)
+        z[m] = s
+        return z
+
+    with pytest.raises(gradc.UnsupportedOpError):
+        gradc.jit(mask_changed)(x)
+    mean = gradc.jit(lambda x: x[x > 0].mean())(x.astype(np.float32))
+    assert mean.dtype == np.float32 and mean == 2.0

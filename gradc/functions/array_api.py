@@ -1,6 +1,8 @@
 """np.linspace of traced endpoints, and NumPy 2's array-API names for functions gradc traces
 (np.linalg.vector_norm, matrix_norm, matmul, vecdot, outer, trace, diagonal, tensordot;
 np.astype, np.unstack): each by the NumPy function it is, on the array-API's axes."""
+import operator
+
 import numpy as np
 
 from ..errors import ArgumentError
@@ -10,24 +12,25 @@ from ._args import array_arg
 
 def _linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis=0, *,
               device=None):
-    """NumPy's: start + arange(num) * step along a new axis, the last sample `stop` itself where
-    the endpoint is kept; a step of NaN for one sample of the endpoint (NumPy's division by
-    zero), integer dtypes floored."""
-    start = array_arg(start, stop)
-    stop = array_arg(stop, start)
-    num = int(num)
+    """NumPy's: start + arange(num) * step along a new axis, in the dtype of start, stop and
+    the float num (float32 endpoints stay float32), the last sample `stop` itself where the
+    endpoint is kept; one sample of the endpoint is start + 0 * (stop - start) with a step of
+    NaN (NumPy's division by zero); integer dtypes floored. (NumPy divides before multiplying
+    where the step rounds to 0, a span near the smallest subnormal: not followed.)"""
+    num = operator.index(num)  # (NumPy's TypeError for 2.5)
     if num < 0:
         raise ArgumentError(f"np.linspace: Number of samples, {num}, must be non-negative.")
-    compute = np.result_type(start.dtype, stop.dtype, float)
+    start = array_arg(start, stop)
+    stop = array_arg(stop, start)
+    compute = np.result_type(start.dtype, stop.dtype, float(num))
     start, stop = fn.astype(start, compute), fn.astype(stop, compute)
     shape = fn.broadcast_shapes(start.shape, stop.shape)
     start, stop = fn.broadcast_to(start, shape), fn.broadcast_to(stop, shape)
     div = num - 1 if endpoint else num
     delta = stop - start
-    step = delta / div if div > 0 else delta * np.nan
-    along = (num,) + (1,) * len(shape)
-    ramp = fn.as_value(np.arange(num, dtype=compute).reshape(along), start)
-    samples = fn.broadcast_to(start, (1,) + shape) + ramp * (step if div > 0 else 0.0)
+    step = delta / div if div > 0 else np.nan
+    ramp = fn.as_value(np.arange(num, dtype=compute).reshape((num,) + (1,) * len(shape)), start)
+    samples = fn.broadcast_to(start, (1,) + shape) + ramp * (step if div > 0 else delta)
     if endpoint and num > 1:
         samples = fn.concatenate([fn.slice_(samples, (0,) * samples.ndim,
                                             (num - 1,) + shape, (1,) * samples.ndim),
@@ -40,10 +43,23 @@ def _linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axi
 
 
 def _vector_norm(x, axis=None, keepdims=False, ord=2):  # noqa: A002  (trace._bind: keywords)
-    if axis is None:  # (the array-API's: every element, one vector)
-        norm = np.linalg.norm(fn.reshape(x, (-1,)), ord)
-        return fn.reshape(norm, (1,) * x.ndim) if keepdims else norm
-    return np.linalg.norm(x, ord, axis if isinstance(axis, int) else tuple(axis), keepdims)
+    """A vector norm over `axis` (None: every element; a tuple: those axes as one vector, not
+    the matrix norm np.linalg.norm takes of two)."""
+    axes = fn.normalize_axes(axis, x.ndim)
+    kept = [d for d in range(x.ndim) if d not in axes]
+    flat = fn.reshape(fn.transpose(x, kept + list(axes)),
+                      tuple(x.shape[d] for d in kept) + (-1,))
+    norm = np.linalg.norm(flat, ord, -1)
+    if keepdims:
+        norm = fn.reshape(norm, tuple(1 if d in axes else n for d, n in enumerate(x.shape)))
+    return norm
+
+
+def _outer(x1, x2):
+    if x1.ndim != 1 or x2.ndim != 1:
+        raise ArgumentError("np.linalg.outer: Input arrays must be one-dimensional (NumPy's "
+                            "refusal; np.outer flattens them)")
+    return np.outer(x1, x2)
 
 
 FUNCTIONS = {np.linspace: _linspace}
@@ -55,7 +71,7 @@ if hasattr(_linalg, "vector_norm"):  # (NumPy 2)
             x, ord, (-2, -1), keepdims),
         _linalg.matmul: lambda x1, x2: np.matmul(x1, x2),
         _linalg.vecdot: lambda x1, x2, axis=-1: np.vecdot(x1, x2, axis=axis),
-        _linalg.outer: lambda x1, x2: np.outer(x1, x2),
+        _linalg.outer: _outer,
         _linalg.trace: lambda x, offset=0, dtype=None: np.trace(x, offset, -2, -1, dtype),
         _linalg.diagonal: lambda x, offset=0: np.diagonal(x, offset, -2, -1),
         _linalg.tensordot: lambda x1, x2, axes=2: np.tensordot(x1, x2, axes),

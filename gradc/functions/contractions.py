@@ -228,19 +228,20 @@ def _chain(arrays, split, i, j):
 SHIFTED_TAPS = 64
 
 
-def _convolve(a, v, mode="full"):
+def _convolve(a, v, mode="full", name="convolve"):
     """np.convolve of 1-D sequences: the windows of `a` (zero-padded for 'full' and 'same')
     against `v` reversed; as NumPy, the longer one slides."""
     a, v = fn.promote(array_arg(a, v), array_arg(v, a))
+    a, v = (fn.reshape(x, (1,)) if x.ndim == 0 else x for x in (a, v))  # (NumPy's ndmin=1)
     if a.ndim != 1 or v.ndim != 1:
-        raise ValueError("np.convolve: object too deep for desired array (1-D sequences only)")
+        raise ValueError(f"np.{name}: object too deep for desired array (1-D sequences only)")
     if a.shape[0] == 0 or v.shape[0] == 0:
-        raise ValueError("np.convolve: inputs cannot be empty")
+        raise ValueError(f"np.{name}: inputs cannot be empty")
     if v.shape[0] > a.shape[0]:
         a, v = v, a
     n, m = a.shape[0], v.shape[0]
     if mode not in ("full", "same", "valid"):
-        raise ValueError(f"np.convolve: mode must be 'valid', 'same', or 'full', got {mode!r}")
+        raise ValueError(f"np.{name}: mode must be 'valid', 'same', or 'full', got {mode!r}")
     if mode != "valid" and m > 1:
         zeros = fn.full(a.graph, (m - 1,), 0, a.dtype)
         a = fn.concatenate([zeros, a, zeros], 0)
@@ -265,9 +266,10 @@ def _correlate(a, v, mode="valid"):
     the result reversed where v is the longer, as NumPy's is."""
     a, v = fn.promote(array_arg(a, v), array_arg(v, a))
     if v.ndim == 1 and a.ndim == 1 and v.shape[0] > a.shape[0]:
-        out = _convolve(v, fn.slice_(a, (a.shape[0] - 1,), (-1,), (-1,)), mode)
+        out = _convolve(v, fn.slice_(a, (a.shape[0] - 1,), (-1,), (-1,)), mode, "correlate")
         return fn.slice_(out, (out.shape[0] - 1,), (-1,), (-1,))
-    return _convolve(a, fn.slice_(v, (v.shape[0] - 1,), (-1,), (-1,)) if v.ndim == 1 else v, mode)
+    return _convolve(a, fn.slice_(v, (v.shape[0] - 1,), (-1,), (-1,)) if v.ndim == 1 else v, mode,
+                     "correlate")
 
 
 FUNCTIONS = {

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..capture import captured
 from .. import pytree
-from ..fresh import Fresh, plain_copy
+from ..fresh import Fresh, plain_copy, views_fresh
 from ..errors import IndexOutOfRangeError, ShapeError, UnsupportedOpError
 from ..ir import SUPPORTED_DTYPES, Value
 
@@ -142,6 +142,8 @@ def as_value(x, like: Value | None = None, graph=None):
         if live is not None:
             return live
         x = plain_copy(x)
+    elif type(x) is np.ndarray and views_fresh(x):  # (`o[t] = o[t - 1] + v`: the view read now,
+        x = x.copy()  # by a copy, so no constant holds o for a store's count of its holders)
     if isinstance(x, (np.ndarray, np.generic, list, tuple)):
         pytree.subclass_meaning(x, "an array the traced code reads", UnsupportedOpError)
         arr = np.asarray(x)
