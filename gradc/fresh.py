@@ -22,7 +22,8 @@ import sys
 
 import numpy as np
 
-_SUPPORTED = sys.version_info < (3, 14)
+# (3.14's LOAD_FAST_BORROW takes no reference; a free-threaded build's counts are per thread)
+_SUPPORTED = sys.version_info < (3, 14) and getattr(sys, "_is_gil_enabled", lambda: True)()
 _PROBE = object()  # the value the probes store: a baseline is taken, nothing written
 _BASELINES = {}  # "store" / "in_place" -> the reference count of a Fresh only one name holds
 
