@@ -387,6 +387,8 @@ def _combine(kind, old, new):
 def _masked_update(x, mask, kind, vals):
     """A traced mask: a scalar value is written where the mask is true (np.where); an array of
     values would fill the true elements in order, a data-dependent placement."""
+    if vals.size == 1:  # (z[m] = x[:1]: one value broadcast, as a number's)
+        vals = fn.reshape(vals, ())
     if vals.ndim != 0:
         raise UnsupportedOpError(
             "gradc.at(x)[mask] with a traced boolean mask takes a scalar value only (an array "

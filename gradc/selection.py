@@ -57,10 +57,16 @@ class Selection(NDArrayOperatorsMixin):
             if not same_value(x.mask, self.mask):
                 _refuse("two selections by different masks combined")
             return x.values
-        if np.ndim(x) if not isinstance(x, Value) else x.ndim:  # (lists too: [1, 2])
-            _refuse("a masked selection combined with an array (its elements line up with "
-                    "the selected ones only by their count)")
-        return x
+        shape = x.shape if isinstance(x, Value) else np.shape(x)  # (lists too: [1, 2])
+        rest = self.values.ndim - self.mask.ndim  # (NumPy's x[m] is (count,) + those axes)
+        if len(shape) > rest + 1 or len(shape) == rest + 1 and shape[0] != 1:
+            _refuse("a masked selection combined with an array along its selected elements "
+                    "(they line up only by their count)")
+        if len(shape) == rest + 1:  # (one along the selected elements: np.array([c]))
+            x = fn.reshape(x if isinstance(x, Value) else fn.as_value(np.asarray(x),
+                                                                      self.values),
+                           (1,) * self.mask.ndim + tuple(shape[1:]))
+        return x  # (the other axes broadcast as NumPy's: x[m] * row of a first-axis mask)
 
     def __array_function__(self, func, types, args, kwargs):
         if func.__name__ in ("sum", "mean") and args and args[0] is self:  # (np.sum is

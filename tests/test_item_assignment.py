@@ -418,3 +418,21 @@ def test_a_selection_refuses_what_is_not_elementwise_and_keeps_its_mask_and_dtyp
         gradc.jit(mask_changed)(x)
     mean = gradc.jit(lambda x: x[x > 0].mean())(x.astype(np.float32))
     assert mean.dtype == np.float32 and mean == 2.0
+
+
+def test_a_selection_broadcasts_what_numpy_broadcasts_against_it():
+    """x[m] * np.array([c]) (one along the selected elements), a row across a first-axis mask's
+    selected rows, `z[m] = x[:1]` (one value): NumPy's, gradient too; an operand along the
+    selected elements (two values, a (2, 3) block) stays refused."""
+    rows = X[:, 0] > 0
+
+    def f(x):
+        z = np.zeros_like(x)
+        z[x > 0] = x[0, :1]
+        return (np.sum(x[x > 0] * np.array([2.0])) + np.sum(x[rows] * np.array([1.0, 2.0, 3.0,
+                                                                                  4.0]))
+                + np.sum(x[x[:, 0] > 0] * np.array([[1.0, -1.0, 2.0, 0.5]])) + np.sum(z))
+
+    _check_value_and_gradient(f)
+    with pytest.raises(gradc.UnsupportedOpError):
+        gradc.jit(lambda x: np.sum(x[x[:, 0] > 0] * np.ones((2, 4))))(X)
