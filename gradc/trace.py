@@ -715,6 +715,11 @@ def _call_numpy(func, args, kwargs, name=None):
             raise UnsupportedOpError(library_call(library) + f" (it calls {_qualified(func)})")
         raise UnsupportedOpError(_not_supported(_qualified(func)))
     args, kwargs = _bind(func, args, kwargs, name or _qualified(func))
+    a = kwargs.get("a")
+    if func in _AXIS_OF_A_NUMBER and isinstance(a, Value) and a.ndim == 0 and (
+            kwargs.get("axis") in (0, -1) and type(kwargs.get("axis")) is not bool):
+        kwargs["a"] = fn.reshape(a, (1,))  # (NumPy takes axis 0 or -1 of a 0-d array: its one
+        # element's, np.argmax 0, np.argsort [0])
     graph = current_graph()
     first = graph._next_id if graph is not None else None  # (values made by this call: >= first)
     out = impl(*args, **kwargs)
@@ -753,6 +758,11 @@ def _einsum_view(args):
 
 
 # NumPy functions that may return their argument itself (the same array object, not a copy)
+# functions NumPy gives an axis 0 or -1 of a 0-d array (the others gradc refuses, as NumPy; the
+# ufunc reductions are _reduction's)
+_AXIS_OF_A_NUMBER = frozenset({np.prod, np.nansum, np.nanprod, np.argmax, np.argmin, np.argsort,
+                               np.ptp, np.count_nonzero, np.nanmax, np.nanmin, np.nanmean,
+                               np.nanstd, np.nanvar})
 SAME_ARRAY_FUNCTIONS = frozenset({np.real_if_close, np.linalg.matrix_power, np.diff})  # (n=0)
 
 

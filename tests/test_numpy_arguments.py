@@ -391,3 +391,16 @@ def test_cov_with_frequency_and_analytic_weights():
     e = np.eye(6) * 1e-6
     want = [(f(x, aw + e[i]) - f(x, aw - e[i])) / 2e-6 for i in range(6)]
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("func", [np.prod, np.nansum, np.nanprod, np.argmax, np.argmin,
+                                  np.argsort, np.ptp, np.count_nonzero, np.nanmax, np.nanmin,
+                                  np.nanmean, np.nanstd, np.nanvar])
+def test_axis_0_and_minus_1_of_a_0d_array_are_numpys(func):
+    """NumPy takes axis 0 or -1 of a 0-d array (its one element); gradc said the axis was out
+    of bounds (fuzz39a)."""
+    a = np.array(2.0)
+    for axis in (0, -1):
+        got, want = gradc.jit(lambda a: func(a, axis=axis))(a), func(a, axis=axis)
+        assert np.shape(got) == np.shape(want)
+        np.testing.assert_allclose(got, want)
