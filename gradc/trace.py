@@ -949,6 +949,11 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
     if method == "accumulate" and np.ndim(inputs[0]) == 0:
         raise ArgumentError(f"{name}.accumulate of a 0-d array: NumPy cannot accumulate on "
                             "a scalar; give it an array of at least one dimension")
+    if method == "accumulate" and "axis" in kwargs and kwargs["axis"] is None:
+        if np.ndim(inputs[0]) != 1:  # (NumPy's refusal; of a 1-d array, its one axis)
+            raise ArgumentError(f"{name}.accumulate does not allow multiple axes (axis=None "
+                                f"of a {np.ndim(inputs[0])}-d array)")
+        kwargs["axis"] = 0
     if method == "accumulate" and ufunc in (np.add, np.multiply):  # (np.add.accumulate(x))
         (array,) = inputs
         kwargs.setdefault("axis", 0)

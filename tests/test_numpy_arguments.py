@@ -404,3 +404,14 @@ def test_axis_0_and_minus_1_of_a_0d_array_are_numpys(func):
         got, want = gradc.jit(lambda a: func(a, axis=axis))(a), func(a, axis=axis)
         assert np.shape(got) == np.shape(want)
         np.testing.assert_allclose(got, want)
+
+
+def test_accumulate_of_axis_none_is_numpys():
+    """ufunc.accumulate(x, axis=None): a 1-d array's one axis (np.maximum's was refused), a 2-d
+    array NumPy's refusal (np.add's flattened it)."""
+    x = np.array([3.0, 1.0, 4.0, 1.5])
+    for ufunc in (np.maximum, np.add, np.minimum, np.multiply):
+        np.testing.assert_allclose(gradc.jit(lambda x: ufunc.accumulate(x, axis=None))(x),
+                                   ufunc.accumulate(x, axis=None))
+        with pytest.raises(ValueError, match="multiple axes"):
+            gradc.jit(lambda x: ufunc.accumulate(x, axis=None))(np.ones((2, 2)))
