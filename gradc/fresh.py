@@ -32,9 +32,9 @@ class Fresh(np.ndarray):
     """A NumPy array the traced function made (see the module's docstring)."""
 
     def __setitem__(self, index, value):
-        refs = sys.getrefcount(self)  # (first: the probe measures the same point)
+        refs = sys.getrefcount(self) - _held_here(self)  # (first: as the probe measures it)
         if value is _PROBE:
-            _BASELINES["store"] = refs
+            _BASELINES["store"] = refs - _local_names(self, sys._getframe(1))[1]
             return
         if _holds_traced(value) or _holds_traced(index):
             return _store(self, index, value, refs, sys._getframe(1))
@@ -48,9 +48,9 @@ class Fresh(np.ndarray):
         return out.view(np.ndarray) if isinstance(out, Fresh) else out
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        refs = sys.getrefcount(self)
+        refs = sys.getrefcount(self) - _held_here(self)
         if any(x is _PROBE for x in inputs):
-            _BASELINES["in_place"] = refs
+            _BASELINES["in_place"] = refs - _local_names(self, sys._getframe(1))[1]
             return self
         traced = any(map(_holds_traced, inputs))
         given = kwargs.get("out")
@@ -156,16 +156,28 @@ def _user_names(fresh, refs, kind, frame):
             or not frame.f_code.co_flags & inspect.CO_OPTIMIZED  # (a function's frame)
             or _frame_kind(frame.f_code.co_filename) != "user"):
         return None
-    before = sys.getrefcount(fresh)
-    names = [name for name, v in frame.f_locals.items() if v is fresh]
-    # (before 3.13 a frame keeps the dict of locals that f_locals made, and a trace's profile
-    # hook makes one at every call: what it held of fresh before this read refreshed it counts
-    # for no holder)
-    stale = before + len(names) - sys.getrefcount(fresh) if sys.version_info < (3, 13) else 0
+    names, stale = _local_names(fresh, frame)
     held = refs - stale
     if kind == "store":
         return names if names and held == _baseline(kind) + len(names) - 1 else None
     return names if held == _baseline(kind) else None  # (the one name Python binds anew)
+
+
+def _held_here(fresh):
+    """References to fresh in the dict of locals a tracer (a debugger's) made of the calling
+    method's own frame: they count for no holder either (see _local_names)."""
+    return _local_names(fresh, sys._getframe(1))[1]
+
+
+def _local_names(fresh, frame):
+    """(names of `frame`'s function bound to fresh, how many references to fresh the frame's
+    dict of locals held before this read refreshed it). Before 3.13 a frame keeps the dict
+    f_locals made, and a trace's profile hook (or a debugger's) makes one at every call or
+    line: what it held counts for no holder, in the probes as in the user's code."""
+    before = sys.getrefcount(fresh)
+    names = [name for name, v in frame.f_locals.items() if v is fresh]
+    stale = before + len(names) - sys.getrefcount(fresh) if sys.version_info < (3, 13) else 0
+    return names, stale
 
 
 def _bind(frame, names, value):

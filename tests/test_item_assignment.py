@@ -436,3 +436,36 @@ def test_a_selection_broadcasts_what_numpy_broadcasts_against_it():
     _check_value_and_gradient(f)
     with pytest.raises(gradc.UnsupportedOpError):
         gradc.jit(lambda x: np.sum(x[x[:, 0] > 0] * np.ones((2, 4))))(X)
+
+
+def test_under_a_debuggers_tracer_a_store_still_counts_every_holder():
+    """A Python-level tracer (pdb's) makes a frame's dict of locals at every line; the probes
+    that measure a statement's count discount it as the user's frames do: an array a list
+    holds is refused, one held alone takes the store."""
+    def tracer(frame, event, arg):
+        frame.f_locals  # noqa: B018 (what pdb reads)
+        return tracer
+
+    def listed(x):
+        out = np.zeros(3)
+        held = [out]
+        out[0] = x[0]
+        return held[0]
+
+    def alone(x):
+        out = np.zeros(3)
+        out[0] = x[0]
+        acc = np.zeros(3)
+        acc += x
+        return out + acc
+
+    x = np.array([1.0, 2.0, 3.0])
+    import sys
+    sys.settrace(tracer)
+    try:
+        with pytest.raises(gradc.UnsupportedOpError):
+            gradc.jit(listed)(x)
+        got = gradc.jit(alone)(x)
+    finally:
+        sys.settrace(None)
+    np.testing.assert_array_equal(got, alone(x))
