@@ -22,6 +22,8 @@ import sys
 
 import numpy as np
 
+from .ir import Value
+
 # (3.14's LOAD_FAST_BORROW takes no reference; a free-threaded build's counts are per thread)
 _SUPPORTED = sys.version_info < (3, 14) and getattr(sys, "_is_gil_enabled", lambda: True)()
 _PROBE = object()  # the value the probes store: a baseline is taken, nothing written
@@ -32,12 +34,13 @@ class Fresh(np.ndarray):
     """A NumPy array the traced function made (see the module's docstring)."""
 
     def __setitem__(self, index, value):
-        refs = sys.getrefcount(self) - _held_here(self)  # (first: as the probe measures it)
+        refs = sys.getrefcount(self)  # (first: as the probe measures it)
         if value is _PROBE:
-            _BASELINES["store"] = refs - _local_names(self, sys._getframe(1))[1]
+            _BASELINES["store"] = (refs - _held_here(self)
+                                   - _local_names(self, sys._getframe(1))[1])
             return
         if _holds_traced(value) or _holds_traced(index):
-            return _store(self, index, value, refs, sys._getframe(1))
+            return _store(self, index, value, refs - _held_here(self), sys._getframe(1))
         np.ndarray.__setitem__(self, index, value)
 
     def __getitem__(self, index):
@@ -48,15 +51,17 @@ class Fresh(np.ndarray):
         return out.view(np.ndarray) if isinstance(out, Fresh) else out
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        refs = sys.getrefcount(self) - _held_here(self)
+        refs = sys.getrefcount(self)
         if any(x is _PROBE for x in inputs):
-            _BASELINES["in_place"] = refs - _local_names(self, sys._getframe(1))[1]
+            _BASELINES["in_place"] = (refs - _held_here(self)
+                                      - _local_names(self, sys._getframe(1))[1])
             return self
         traced = any(map(_holds_traced, inputs))
         given = kwargs.get("out")
         if traced and given is not None and len(given) == 1 and given[0] is self and (
                 method == "__call__"):  # (not `== (self,)`: tuples compare arrays elementwise)
-            return _in_place(self, ufunc, inputs, kwargs, refs, sys._getframe(1))
+            return _in_place(self, ufunc, inputs, kwargs, refs - _held_here(self),
+                             sys._getframe(1))
         kwargs = {k: _plain(v, traced) for k, v in kwargs.items()}
         out = getattr(ufunc, method)(*(_plain(x, traced) for x in inputs), **kwargs)
         if given is not None and not traced:  # (NumPy returns out= itself: `k += 1` keeps k)
@@ -69,8 +74,7 @@ class Fresh(np.ndarray):
 
 
 def _holds_traced(obj):
-    from .ir import Value
-    from .selection import Selection
+    from .selection import Selection  # (selection.py imports ops/fn.py, which imports this)
     if isinstance(obj, (Value, Selection)):
         return True
     if type(obj) in (list, tuple):
@@ -165,7 +169,8 @@ def _user_names(fresh, refs, kind, frame):
 
 def _held_here(fresh):
     """References to fresh in the dict of locals a tracer (a debugger's) made of the calling
-    method's own frame: they count for no holder either (see _local_names)."""
+    method's own frame: they count for no holder either (see _local_names). Taken only where a
+    count is used: NumPy's own stores into the array pay nothing for it."""
     return _local_names(fresh, sys._getframe(1))[1]
 
 
