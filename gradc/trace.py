@@ -114,8 +114,16 @@ def _instructions_from(frame):
     """The bytecode instructions of `frame`'s code from the one it runs on."""
     if frame is None:
         return []
-    found = list(dis.get_instructions(frame.f_code))
-    return next((found[i:] for i, ins in enumerate(found) if ins.offset == frame.f_lasti), [])
+    found, at = _decoded(frame.f_code)
+    return found[at[frame.f_lasti]:] if frame.f_lasti in at else []
+
+
+@functools.lru_cache(maxsize=256)
+def _decoded(code):
+    """(instructions, {offset: index}) of a code object, decoded once: every `x += y` of a
+    traced loop asks (ran through the whole function's bytecode each time)."""
+    found = list(dis.get_instructions(code))
+    return found, {ins.offset: i for i, ins in enumerate(found)}
 
 
 def instruction_now(frame):
