@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import gradc
+from _finite_differences import central_difference
 
 pytestmark = pytest.mark.skipif(sys.version_info < (3, 11),
                                 reason="reads the exception table of Python 3.11+")
@@ -156,19 +157,10 @@ def not_caught(A, B):
     return L.sum() * k + x.sum() + y.sum() + d + c + w
 
 
-def _central_difference(f, x, h=1e-6):
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        e = np.zeros_like(x)
-        e[i] = h
-        g[i] = (f(x + e) - f(x - e)) / (2 * h)
-    return g
-
-
 def test_handlers_that_cannot_catch_it_and_calls_outside_a_try_compile():
     np.testing.assert_allclose(gradc.jit(not_caught)(A, SPD), not_caught(A, SPD), rtol=1e-12)
     np.testing.assert_allclose(gradc.grad(not_caught, argnums=1)(A, SPD),
-                               _central_difference(lambda B: not_caught(A, B), SPD),
+                               central_difference(lambda B: not_caught(A, B), SPD),
                                rtol=1e-5, atol=1e-7)
 
 
