@@ -30,7 +30,7 @@ import numpy as np
 
 from .fresh import Fresh
 
-from .outside import Path
+from .outside import ABSENT, Path
 from .pytree import typed_key
 from .errors import SignatureError
 
@@ -208,8 +208,11 @@ def named_tables(watch):
 def _change(guard, now):
     """What changed, for the compile log and CaptureChanged."""
     was = guard.value
-    if not isinstance(was, np.ndarray):
-        return f"`{guard.name}` was {was!r} when traced, now {now!r}"
+    if not isinstance(was, np.ndarray):  # (now an array: one the trace built, outside._built)
+        now = (f"a {now.dtype.name}{list(now.shape)} array" if isinstance(now, np.ndarray)
+               else repr(now))
+        was = "not there" if was is ABSENT else repr(was)
+        return f"`{guard.name}` was {was} when traced, now {now}"
     kind = f"{was.dtype.name}{list(was.shape)}"
     if isinstance(now, np.ndarray) and (now.shape, now.dtype) == (was.shape, was.dtype):
         return (f"`{guard.name}` ({kind}, compiled in: the trace read it with NumPy alone) "

@@ -613,7 +613,27 @@ class OutsideWalk:
                     or type(value) in _GUARDED_CALLABLES
                     or path.steps[-1][0] in ("len", "type", "called")):
                 guards.append((name, value, path))
-        return guards
+        return guards + self._built()
+
+    def _built(self):
+        """Guards of the arrays the trace put where the walk found nothing, None or a number
+        (`if self.buf is None: self.buf = np.zeros(n)`, `cache["w"] = np.ones(3)`, a global
+        so built): the trace compiled in the array it made, but the next call, as NumPy's
+        code, reads what is there now, which the user may change. The guard (what the walk
+        found) makes the next call trace again, and that trace reads the array live."""
+        def first_build(before, now):
+            return isinstance(now, np.ndarray) and (before is ABSENT or type(before) in _PLAIN)
+        guards = [(f"{name}.{key}" if attrs else f"{name}[{key!r}]", held.get(key, ABSENT),
+                   Path(container, (("item", key),)))
+                  for name, container, held, attrs in self.held
+                  for key, now in list(_numbered(container))
+                  if first_build(held.get(key, ABSENT), now)]
+        guards += [(name, before, Path(globals_, (("item", name),)))
+                   for globals_, name, before in self.held_globals
+                   if first_build(before, globals_.get(name, ABSENT))]
+        return guards + [(name, before, Path(cell, (("attr", "cell_contents"),)))
+                         for name, cell, before in self.held_cells
+                         if first_build(before, getattr(cell, "cell_contents", ABSENT))]
 
     def _consider(self, value, name, depth, path, outside=True):
         """Watch `value` if it is a NumPy generator; else look `depth` levels into it. Where it

@@ -14,6 +14,8 @@ import pytest
 import gradc
 from gradc import aot, capture
 
+from _finite_differences import central_difference
+
 RNG = np.random.default_rng(7)
 X = RNG.standard_normal((4, 3))
 
@@ -1449,3 +1451,80 @@ def test_tied_arrays_combined_by_numpy_alone_trace_again_when_untied():
     np.testing.assert_allclose(compiled(x), f(x), rtol=1e-13)
     m.dec = m.enc * 5
     np.testing.assert_allclose(compiled(x), f(x), rtol=1e-13)
+
+
+_LAZY_TABLE = None
+
+
+def _lazily_built_tables():
+    """Functions that build a table the first time they run and read it from then on, each
+    with a way to change that table afterwards (as a user's code may)."""
+    class Layer:
+        mask = None  # (a class attribute: the instance has none until the first call)
+
+        def __init__(self):
+            self.scale = None
+
+        def __call__(self, x):
+            if self.mask is None:
+                self.mask = np.ones(3)
+            if self.scale is None:
+                self.scale = np.full(3, 2.0)
+            return x * self.mask * self.scale
+
+    layer = Layer()
+
+    def by_global(x):
+        global _LAZY_TABLE
+        if _LAZY_TABLE is None:
+            _LAZY_TABLE = np.zeros(3)
+        return x + _LAZY_TABLE
+
+    cache = {}
+
+    def by_dict_entry(x):
+        if "w" not in cache:
+            cache["w"] = np.ones(3)
+        return x * cache["w"]
+
+    def closure():
+        table = None
+
+        def by_cell(x):
+            nonlocal table
+            if table is None:
+                table = np.ones(3)
+            return x * table
+        return by_cell, lambda: by_cell.__closure__[0].cell_contents
+
+    by_cell, cell_table = closure()
+
+    def change_global():
+        _LAZY_TABLE[:] = 5.0
+    return [(layer, lambda: layer.mask.__setitem__(1, 4.0)),
+            (layer, lambda: setattr(layer, "scale", np.full(3, -1.0))),
+            (by_global, change_global),
+            (by_dict_entry, lambda: cache["w"].__imul__(3.0)),
+            (by_cell, lambda: cell_table().__setitem__(0, 7.0))]
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_a_table_the_function_builds_on_its_first_call_is_read_as_it_is_afterwards(case):
+    """`if self.mask is None: self.mask = np.ones(n)` makes the table once; NumPy's code reads
+    whatever is there on later calls, changed in place or rebound by the user. The first trace
+    compiled in the table it made; the next call traces again and reads it live (it was stale:
+    every later call computed with the table as first built)."""
+    global _LAZY_TABLE
+    _LAZY_TABLE = None
+    fun, change = _lazily_built_tables()[case]
+    jitted = gradc.jit(fun)
+    gradient = gradc.grad(lambda x: np.sum(fun(x) ** 2))
+    x = np.array([1.0, -2.0, 3.0])
+    np.testing.assert_allclose(jitted(x), fun(x), rtol=1e-15)
+    gradient(x)
+    change()
+    want = fun(x)
+    np.testing.assert_allclose(jitted(x), want, rtol=1e-15)
+    np.testing.assert_allclose(jitted(x), want, rtol=1e-15)  # (the fast path)
+    np.testing.assert_allclose(gradient(x), central_difference(lambda x: np.sum(fun(x) ** 2), x),
+                               rtol=1e-7)
