@@ -64,6 +64,8 @@ class CudaCompiled(Compiled):
         driver = self.driver
         types = self.input_types
         leaves = self.with_captures(leaves)
+        self.check_writable(leaves, [i for i in self.updated_inputs
+                                     if i < len(leaves) and not is_device_array(leaves[i])])
         for i, x in enumerate(leaves):
             shape, dtype = types[i]
             if is_device_array(x):

@@ -209,6 +209,18 @@ class Compiled:
             self.fast = LastCall.make(treedef, leaves, self, writeable) or False
         return self.fast or None
 
+    def check_writable(self, leaves, written):
+        """SignatureError unless each leaf of `written` can take the compiled program's writes."""
+        for i in written:
+            dtype = np.dtype(self.input_types[i][1])
+            why = unwritable(leaves[i], dtype)
+            if why is not None:
+                raise SignatureError(
+                    f"{self._input_name(i)} is {why}, and the compiled program writes it in "
+                    "place (a gradc.random.Generator's state, advanced on every call, or a train "
+                    f"step's parameter): pass a writeable {dtype.name} array instead, a copy "
+                    f"(a.astype(np.{dtype.name}))", source=user_source())
+
     def _input_name(self, i):
         """Input i's argument path (`rng.state`, `params['W']`), for an error."""
         graph = getattr(self.lowered, "graph", None) or self.lowered.fusion.graph
@@ -237,15 +249,9 @@ class Compiled:
         # view (a Generator over a column of a table of states) is written into a contiguous
         # copy, then back into it
         written_back = []
+        self.check_writable(leaves, written)
         for i in written:
-            x, dtype = leaves[i], np.dtype(self.input_types[i][1])
-            why = unwritable(x, dtype)
-            if why is not None:
-                raise SignatureError(
-                    f"{self._input_name(i)} is {why}, and the compiled program writes it in "
-                    "place (a gradc.random.Generator's state, advanced on every call, or a train "
-                    f"step's parameter): pass a writeable {dtype.name} array instead, a copy "
-                    f"(a.astype(np.{dtype.name}))", source=user_source())
+            x = leaves[i]
             if not x.flags.c_contiguous:
                 if not written_back:
                     leaves = list(leaves)  # (not the caller's list)

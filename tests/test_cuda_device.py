@@ -27,7 +27,9 @@ def results():
     "device_array_to_cpu_function_is_an_error", "reductions_match_cpu_and_repeat_exactly",
     "bool_and_int_reductions", "aux_reductions_read_the_parameters_before_the_update",
     "a_strided_device_array_is_refused_by_name",
-    "a_device_array_read_from_outside_is_refused_by_name"])
+    "a_device_array_read_from_outside_is_refused_by_name",
+    "a_generator_over_a_strided_column_is_advanced_there",
+    "a_read_only_generator_state_is_refused_by_name"])
 def test_device_residency(results, name):
     r = results[name]
     assert r["ok"], f"{name}: {r['err']}\n{r.get('trace', '')}"

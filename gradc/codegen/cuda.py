@@ -492,8 +492,11 @@ class CudaDriver:
         the host or device array x."""
         if is_device_array(x):
             x.reshape(-1).copy_to_device(self.inputs[i])
-        else:
+        elif x.flags.c_contiguous:
             self.inputs[i].copy_to_host(x.reshape(-1))
+            self.copied[1] += x.nbytes
+        else:  # (a view with gaps: reshape would copy, and the copy would take the values)
+            x[...] = self.inputs[i].copy_to_host().reshape(x.shape)
             self.copied[1] += x.nbytes
 
     def launch(self, host_arena):

@@ -219,4 +219,32 @@ def _():
     raise AssertionError("no UnsupportedOpError")
 
 
+@check("a_generator_over_a_strided_column_is_advanced_there")
+def _():
+    """A Generator's state is written in place: a view with gaps (a column of a table of
+    states) took the writes in a throwaway copy, every call drawing the same numbers."""
+    states = np.zeros((2, 3), np.int64)
+    states[0] = [7, 8, 9]
+    draw = gradc.jit(lambda x, rng: x + rng.random(3), target="cuda")
+    on_cpu = gradc.jit(lambda x, rng: x + rng.random(3))
+    column, reference = gradc.random.Generator.from_state(states[:, 0]), gradc.random.Generator(7)
+    errs = [close(draw(np.zeros(3), column), on_cpu(np.zeros(3), reference), 1e-6)
+            for _ in range(2)]
+    assert states.tolist() == [[7, 8, 9], [2, 0, 0]], states.tolist()
+    return max(errs)
+
+
+@check("a_read_only_generator_state_is_refused_by_name")
+def _():
+    rng = gradc.random.Generator(7)
+    rng.state.flags.writeable = False
+    try:
+        gradc.jit(lambda x, rng: x + rng.random(3), target="cuda")(np.zeros(3), rng)
+    except gradc.SignatureError as e:
+        assert "read-only array" in str(e) and "sim_device.py" in str(e), str(e)
+        assert rng.state.tolist() == [7, 0], rng.state.tolist()
+        return 0.0
+    raise AssertionError("no SignatureError")
+
+
 json.dump(RESULTS, sys.stdout)
