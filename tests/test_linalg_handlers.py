@@ -108,12 +108,16 @@ def test_every_handler_that_catches_linalgerror_is_refused(tmp_path, handler):
     ("np.linalg.pinv(A)", "pinv"), ("np.linalg.lstsq(A, np.ones(2))", "lstsq"),
     ("np.linalg.matrix_power(A, -2)", "matrix_power"), ("np.linalg.cond(A)", "cond"),
     ("np.linalg.matrix_rank(A)", "matrix_rank"), ("np.linalg.norm(A, 2)", "svd"),
-    ("np.linalg.cholesky(A, upper=True)", "cholesky"), ("gsl.cho_factor(A)", "cholesky")])
+    ("np.linalg.cholesky(A, upper=True)", "cholesky"), ("gsl.cho_factor(A)", "cholesky"),
+    ("gsl.solve_triangular(A, np.ones(2))", "scipy.linalg.solve_triangular"),
+    ("gsl.cho_solve((A, True), np.ones(2))", "scipy.linalg.solve_triangular")])
 def test_every_function_numpy_may_raise_from_is_refused(tmp_path, call, name):
     """The SVD's (NumPy raises for NaN), matrix_power's inverse, norm(ord=2) through the SVD,
-    gradc.scipy.linalg.cho_factor through cholesky."""
+    gradc.scipy.linalg.cho_factor through cholesky, solve_triangular (SciPy raises for a zero
+    on the diagonal: gradc gives inf) and cho_solve through it."""
     f = _user_function(tmp_path, call, "except np.linalg.LinAlgError:")
-    _refused(lambda: gradc.jit(f)(A), "handlers_case.py:5", f"np.linalg.{name} is called")
+    name = name if "." in name else f"np.linalg.{name}"
+    _refused(lambda: gradc.jit(f)(A), "handlers_case.py:5", f"{name} is called")
 
 
 def _helper(A):

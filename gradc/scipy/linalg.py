@@ -12,6 +12,7 @@ import scipy.linalg
 
 from ..ir import Value
 from ..errors import ArgumentError
+from ..handlers import refuse_caught_linalg_error
 from ..functions.lapack import cholesky, solve_with
 from ..ops import lapack as la
 from ..trace import traced
@@ -30,6 +31,8 @@ def solve_triangular(a, b, trans=0, lower=False, unit_diagonal=False, overwrite_
     if trans not in _TRANS:
         raise ArgumentError(f"solve_triangular: trans must be 0, 1, 2, 'N', 'T' or 'C', got "
                             f"{trans!r}")
+    refuse_caught_linalg_error("scipy.linalg.solve_triangular",
+                               "a zero on the diagonal (a singular matrix)")
     return solve_with(a, b, "solve_triangular",
                       lambda a2, b2: la.trsolve(a2, b2, lower, _TRANS[trans], unit_diagonal))
 
