@@ -545,7 +545,12 @@ def _np_clip(a, a_min=_ABSENT, a_max=_ABSENT, out=None, min=_ABSENT, max=_ABSENT
     lo, hi = (None if bound is _ABSENT else bound for bound in (a_min, a_max))
     if isinstance(a, (int, float)):  # (NumPy's np.clip makes a Python number an array: strong)
         a = np.asarray(a)
-    return fn.clip(_array_arg(a, lo, hi), lo, hi)
+    a = _array_arg(a, lo, hi)
+    if a.dtype.kind in "iu":  # (as NumPy: a Python int bound beyond the dtype's range bounds
+        info = np.iinfo(a.dtype)  # nothing; others beyond it raise, as in any comparison)
+        lo = None if type(lo) is int and lo <= info.min else lo
+        hi = None if type(hi) is int and hi >= info.max else hi
+    return fn.clip(a, lo, hi)
 
 
 def _clip_method(self, min=None, max=None, out=None, **kwargs):  # noqa: A002

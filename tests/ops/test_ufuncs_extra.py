@@ -292,7 +292,8 @@ def _from_a_dtype_round():
     mean of nothing: it folded them to 0) or not; np.clip of a Python number makes it an
     array (float64, int64); np.fmax.reduce and np.fmin.reduce leave NaNs out; a float-only
     ufunc of an integer array and a Python int too big for its dtype computes in float64, as
-    NumPy's (it was refused as out of bounds)."""
+    NumPy's (it was refused as out of bounds); np.clip of an integer array with a Python int
+    bound beyond its dtype's range leaves that side unbounded, as NumPy 2's (it was refused)."""
     def f(x32, x, lo32, lo_i32):
         odd = np.array([3e9, -3e9, np.inf, -np.inf, 1e20, 2.5, -2.5, 2147483647.9,
                         -2147483648.9, -2147483649.0, 9.3e18, -9.223372036854775808e18])
@@ -304,6 +305,10 @@ def _from_a_dtype_round():
                "inf_constant": (x * np.inf).astype(np.int32),
                "mean_of_nothing": np.mean(x[:0]).astype(np.int64),
                "clip_float": np.clip(0.5, lo32, None), "clip_int": np.clip(1, lo_i32, 5),
+               # (a Python int bound beyond the integer dtype's range bounds nothing)
+               "clip_wide_bounds": np.clip(lo_i32, -2**40, 2**40),
+               "clip_wide_upper": np.clip(lo_i32.astype(np.int64), 1, 2**63), "clip_wide_lower":
+                   lo_i32.clip(min=-2**31, max=2),
                "fmax_reduce": np.fmax.reduce(x / x, axis=0),
                "fmin_reduce": np.fmin.reduce(np.where(x > 0, x, np.nan)),
                # (a Python int too big for int32 fits the float64 loop these run in)
