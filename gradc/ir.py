@@ -167,6 +167,9 @@ class Graph:
         self.views = set()
         self.views_of = {}
         self.view_base = {}  # view id -> the value it views (while tracing)
+        # view id -> the basic index (a tuple) it was taken with, `r = x[0]`: a store into r
+        # is made in x too (surface.py's _setitem), as NumPy's r writes into x's memory
+        self.view_keys = {}
         self.read_only = set()  # ids of views NumPy makes read-only (np.broadcast_to...)
         # ids of reshapes (ravels, np.ascontiguousarray) of a transposed or strided view, which
         # NumPy copies or views by the memory layout of the array viewed: gradc takes them as
@@ -290,6 +293,10 @@ class Graph:
             self.zero_d_arrays.add(new.id)
         for field in ("id", "shape", "dtype", "node"):
             _set(handle, field, getattr(new, field))
+        base = self.view_base.get(new.id)
+        if base is not None:  # (new a view: handle stands for it in its base's list of views)
+            self.views_of[base.id] = [handle if v is new else v
+                                      for v in self.views_of.get(base.id, ())]
         return old
 
     def rebuild(self, node, inputs):

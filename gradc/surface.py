@@ -43,6 +43,7 @@ def _getitem(x, index):
         # (NumPy's result is a view, unless every axis takes an integer: a scalar, a copy)
         if not (len(index) == x.ndim and all(isinstance(i, (int, np.integer)) for i in index)):
             out = mark_view(x, out)
+            x.graph.view_keys[out.id] = index
         return out
     if any(isinstance(index[k], Value) and index[k].dtype == np.bool_ for k in arrays):
         mask = index[0]
@@ -245,6 +246,10 @@ def _in_place(symbol, binary):
         if stores_back(sys._getframe(1)):  # (x[i] += y: written into x by _setitem next)
             return _written_back(self, binary(self, other), symbol, retire=False)
         why = _unwritable(self)
+        through = _indexed_base(self) if why is None else None
+        if through is not None:  # (r = x[0]; r += y: x takes the update, r follows it)
+            _setitem(*through, _written_back(self, binary(self, other), symbol, retire=False))
+            return self
         if why is None:  # (a view of a computed array: that array changed too, retired)
             out = _written_back(self, binary(self, other), symbol)
             _retire_viewed(self)
@@ -384,6 +389,8 @@ def _written_back(x, out, symbol, retire=True):
         return out  # (a number: bound anew, as NumPy's scalars are; a 0-d array is written)
     out = fitted_into(x.shape, x.dtype, out, symbol)
     if retire:
+        if out is not x:
+            _follow(out, x)  # (r = x[0] shows x's update: x += y)
         _retire(x, user_source())
     return note_zero_d_arrays(out) if x.ndim == 0 else out  # (still the 0-d array it was)
 
@@ -546,10 +553,40 @@ def _setitem(self, index, value):
             "and return it for the caller), or make the updated array, x = "
             "gradc.at(x)[index].set(v)" + (LAYOUT_HINT if _through_layout_view(self) else ""),
             source=user_source())
-    old = graph.take_over(self, indexing._traced_update_of(self, index, "set", value))
-    if old is not self:
-        _retire(old, user_source())
-        _retire_viewed(old)
+    new = indexing._traced_update_of(self, index, "set", value)
+    if new is self:
+        return
+    through = _indexed_base(self)
+    if through is not None:  # (self = base[key]: base takes the update; self follows it)
+        _setitem(*through, new)
+        return
+    old = graph.take_over(self, new)
+    _follow(self, old)
+    _retire(old, user_source())
+    _retire_viewed(old)
+
+
+def _indexed_base(view):
+    """(base, key) where `view` is base[key] by basic indexing (`r = x[0]`, the temporary
+    x[0] of `x[0][1] = v`) of a base no store has retired: NumPy's store into the view writes
+    into base's memory, so gradc's base takes the update and the view follows (_follow); else
+    None (a transpose or reshape: the store retires base instead)."""
+    graph = view.graph
+    base, key = graph.view_base.get(view.id), graph.view_keys.get(view.id)
+    if key is None or base is None or base.id in graph.stale:
+        return None
+    return base, key
+
+
+def _follow(x, old):
+    """The views taken of x by basic indexing before x was updated (`old`: x's value before),
+    as NumPy's, show the update: each view object takes its view of the updated x, and the
+    views taken of it follow in turn. (Other views, transposes and reshapes, are retired.)"""
+    graph = x.graph
+    for view in list(graph.views_of.get(old.id, ())):
+        key = graph.view_keys.get(view.id)
+        if key is not None and view.id not in graph.stale:
+            _follow(view, graph.take_over(view, _getitem(x, key)))
 
 
 def _index_refused(self):

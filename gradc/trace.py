@@ -1243,8 +1243,8 @@ def trace(fun, args, kwargs=None, capture=False):
                 graph.refuse_stale(v, f"{getattr(fun, '__name__', 'the function')} (defined at "
                                       f"{_definition(fun)}) returns")
         outs.append(v)
-    graph.stale, graph.views_of, graph.view_base = {}, {}, {}  # (the backward may read what
-    # the forward read)
+    # (the backward may read what the forward read)
+    graph.stale, graph.views_of, graph.view_base, graph.view_keys = {}, {}, {}, {}
     graph.outputs = outs
     _warn_constant_arrays(fun, graph, watch)
     if capture:

@@ -115,7 +115,7 @@ def _slice(x, b):
 
 def _row(x, b):
     r = x[0] * 1.0 + x[1]
-    v = r[1:]
+    v = r[1:].T  # (a transpose: views by basic indexing follow their array's updates)
     v *= 2.0  # ROW
     return np.sum(r)
 
@@ -163,7 +163,7 @@ def _flipped(x, b):
 
 def _whole_slice(x, b):
     h = x * 2.0
-    w = h[:]  # (the whole array: a view of its own in NumPy)
+    w = h.T  # (the whole array: a view of its own in NumPy)
     w += 1.0  # WHOLE
     return np.sum(h)
 
@@ -193,9 +193,9 @@ def test_augmented_assignment_on_every_kind_of_view_is_refused(f, marker):
 
 def _view_read_after(x, b):
     h = x * 2.0
-    head = h[:1]
+    head = h.T[:1]
     h += 1.0
-    return np.sum(head * b)  # VIEW-READ
+    return np.sum(head * b[:1])  # VIEW-READ
 
 
 def _view_returned(x, b):
@@ -363,7 +363,7 @@ def test_numbers_updated_in_place_are_bound_anew_as_numpy_scalars_are():
 
 def _xor_view(x, b):
     k = np.argsort(x, axis=1)
-    row = k[0]
+    row = k.T
     row ^= 5  # XOR-VIEW
     return k
 
@@ -412,6 +412,32 @@ def _helper_updates_its_parameter(x, b):
     return np.sum(shifted) + np.sum(h)  # HELPER-READ
 
 
+
+
+def _views_follow(x, b):
+    """Views by basic indexing share their array's memory: an update of the array, or of one
+    view, shows in every other, taken before or after, as NumPy's (each was refused)."""
+    h = x * 2.0
+    r = x[0] * 1.0 + x[1]
+    v = r[1:]
+    v *= 2.0  # (r too)
+    w = h[:]
+    head = h[:1]
+    w += 1.0  # (h and head too)
+    k = np.argsort(x, axis=1)
+    row = k[0]
+    row ^= 5  # (k too)
+    s = np.array(x.sum())
+    t = s[None]
+    s += 1.0  # (t too: a 0-d array is written in place)
+    h[1] += b  # (w and head: h[1] += b is a store into h)
+    return np.sum(r) + np.sum(h) + np.sum(head * b) + np.sum(k * x) + np.sum(t) + np.sum(w)
+
+
+def test_views_by_basic_indexing_follow_their_arrays_updates():
+    assert gradc.jit(_views_follow)(X, B) == pytest.approx(_views_follow(X, B), rel=1e-12)
+    np.testing.assert_allclose(gradc.grad(_views_follow)(X, B), _numerical(_views_follow, X, B),
+                               atol=1e-6)
 
 
 def test_numpy_functions_that_make_new_arrays_are_not_their_argument():
@@ -526,7 +552,7 @@ def test_a_stale_view_returned_names_the_function_that_returns_it():
     'this line reads', naming the caller's line; it names the function that returns it."""
     def f(x):
         a = x * 1
-        b = a[0]
+        b = a.T
         a += 1
         return b
 
@@ -618,7 +644,7 @@ def test_a_0d_array_is_written_in_place_as_numpy_writes_it():
 
     def view_of_copy(x):
         a = x.copy()
-        b = a[None]
+        b = a.reshape(1)
         a += 1.0
         return b
 

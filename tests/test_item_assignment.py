@@ -115,15 +115,15 @@ def _into_a_view_of_an_argument(x):
 
 def _view_read_after(x):
     y = np.tanh(x)
-    first = y[0]
+    flipped = y.T  # (a transpose: not followed, as basic indexing's views are)
     y[0, 1] = 7.0
-    return np.sum(first)  # VIEW-READ (NumPy's view shows the 7)
+    return np.sum(flipped * x.T)  # VIEW-READ (NumPy's view shows the 7)
 
 
 def _array_read_after_a_store_through_its_view(x):
     y = np.tanh(x)
-    row = y[0]
-    row[1] = 7.0
+    flipped = y.T
+    flipped[1] = 7.0
     return np.sum(y)  # BASE-READ (NumPy's y holds the 7)
 
 
@@ -138,6 +138,37 @@ def test_a_store_numpy_would_show_elsewhere_is_refused(f, marker):
     line = next(i for i, text in enumerate(open(__file__, encoding="utf-8"), start=1)
                 if text.rstrip().endswith(f"# {marker}") or f"# {marker} " in text)
     assert re.search(rf"test_item_assignment\.py:{line}\b", str(excinfo.value))
+
+
+def _stores_through_views(x):
+    """Views by basic indexing share their array's memory: a store through one shows in the
+    array and in every other such view, before and after, as NumPy's."""
+    y = np.tanh(x)
+    row, col, corner = y[0], y[:, 1], y[1:, ::-1][0]
+    kept = [row]
+    y[0][1] = x[1, 0] * 3.0  # (a chained store, through a temporary view)
+    row[2] = -row[0]
+    corner[0] += x[1, 1]
+    y[1, :][::-1][1] = 5.0
+    col *= 2.0  # (an in-place operator on a view)
+    deep = y[1:][0][::2]
+    deep[-1] = x[0, 0] ** 2
+    return y, row, col, corner, deep, kept[0] + 0.0
+
+
+def test_stores_through_views_of_basic_indexing_show_everywhere_as_numpys():
+    """`out[i][j] = v` of beginners' loops, `row = y[0]; row[1] = v`, `col *= 2`: NumPy
+    writes into y's memory, which every view taken by basic indexing shows (each was refused,
+    or y was stale, when read after)."""
+    x = X[:2, :3].copy()
+    got, want = gradc.jit(_stores_through_views)(x), _stores_through_views(x)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-12)
+
+    def loss(x):
+        return sum(np.sum(v * v) for v in _stores_through_views(x))
+    np.testing.assert_allclose(gradc.grad(loss)(x), central_difference(loss, x), rtol=1e-6,
+                               atol=1e-8)
 
 
 def test_a_store_through_a_view_is_read_through_that_view():
