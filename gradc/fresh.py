@@ -44,9 +44,18 @@ class Fresh(np.ndarray):
         np.ndarray.__setitem__(self, index, value)
 
     def __getitem__(self, index):
+        refs = sys.getrefcount(self)
+        if index is _PROBE:
+            _BASELINES["subscript"] = (refs - _held_here(self)
+                                       - _local_names(self, sys._getframe(1))[1])
+            return np.zeros(1)  # (takes the probe's store)
         if _holds_traced(index):  # (np.eye(n)[y]: a gather from the array's values now)
             from .literals import first_value
             return _traced_copy(self, first_value(index))[index]
+        if _basic(index):  # (`out[i][j] = v`: a store into this view writes into the array)
+            traced = _stored_through_view(self, refs - _held_here(self), sys._getframe(1))
+            if traced is not None:
+                return traced[index]
         out = np.ndarray.__getitem__(self, index)
         return out.view(np.ndarray) if isinstance(out, Fresh) else out
 
@@ -122,12 +131,18 @@ def _baseline(kind):
     if kind not in _BASELINES:
         _probe_store()
         _probe_in_place()
+        _probe_subscript()
     return _BASELINES[kind]
 
 
 def _probe_store():
     a = make((1,), np.float64, "C", 0.0)
     a[0] = _PROBE  # (the statement a user's `out[i] = v` is)
+
+
+def _probe_subscript():
+    a = make((1, 1), np.float64, "C", 0.0)
+    a[_PROBE][0] = 0.0  # (the statement a user's `out[i][j] = v` is)
 
 
 def _probe_in_place():
@@ -153,8 +168,9 @@ def _user_names(fresh, refs, kind, frame):
     `refs`: fresh's reference count at the statement, taken as the probe of that statement took
     it; and the statement must be that one (`out.__setitem__(i, v)` holds one reference fewer:
     a list holding `out` went unseen)."""
-    from .trace import _frame_kind, instruction_now, in_place_operator
+    from .trace import _frame_kind, instruction_now, in_place_operator, subscript_stored_into
     statement = (in_place_operator(frame) if kind == "in_place"
+                 else subscript_stored_into(frame) if kind == "subscript"
                  else instruction_now(frame) == "STORE_SUBSCR")
     if (not _SUPPORTED or fresh.base is not None or not statement
             or not frame.f_code.co_flags & inspect.CO_OPTIMIZED  # (a function's frame)
@@ -162,7 +178,7 @@ def _user_names(fresh, refs, kind, frame):
         return None
     names, stale = _local_names(fresh, frame)
     held = refs - stale
-    if kind == "store":
+    if kind in ("store", "subscript"):
         return names if names and held == _baseline(kind) + len(names) - 1 else None
     return names if held == _baseline(kind) else None  # (the one name Python binds anew)
 
@@ -198,10 +214,33 @@ def _bind(frame, names, value):
     ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(0))
 
 
-def _traced_copy(fresh, like):
+def _traced_copy(fresh, like=None, graph=None):
     from .ops import fn
     from .trace import copy, note_zero_d_arrays
-    return note_zero_d_arrays(copy(fn.as_value(plain_copy(fresh), like)))  # (0-d: an array)
+    return note_zero_d_arrays(copy(fn.as_value(plain_copy(fresh), like, graph)))  # (0-d: an
+    # array)
+
+
+def _basic(index):
+    """Whether `index` is basic indexing (integers, slices, None, ...): a view in NumPy."""
+    parts = index if type(index) is tuple else (index,)
+    return all(k is None or k is Ellipsis or type(k) in (int, slice) or isinstance(k, np.integer)
+               for k in parts)
+
+
+def _stored_through_view(fresh, refs, frame):
+    """`out[i][j] = v` (`out[i][j] += v`...): the view out[i] is written into by the same
+    statement, which writes into out. Where only the function's local names hold out, they are
+    bound to a traced copy of it, which this returns: the store is then made through the
+    traced view (surface.py follows views by basic indexing). Else None: NumPy's view."""
+    from .trace import current_graph
+    graph = current_graph()
+    names = None if graph is None else _user_names(fresh, refs, "subscript", frame)
+    if names is None:
+        return None
+    traced = _traced_copy(fresh, graph=graph)
+    _bind(frame, names, traced)
+    return traced
 
 
 def _store(fresh, index, value, refs, frame):

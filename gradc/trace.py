@@ -149,6 +149,60 @@ def stores_back(frame):
                 None) == "STORE_SUBSCR"
 
 
+# what pushes onto the stack without reading what is there (a key's names and numbers)
+_LOADS = frozenset({"LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_BORROW", "LOAD_FAST_LOAD_FAST",
+                    "LOAD_FAST_BORROW_LOAD_FAST_BORROW", "LOAD_CONST", "LOAD_SMALL_INT",
+                    "LOAD_DEREF", "LOAD_GLOBAL", "LOAD_NAME"})
+# (name -> how many items it takes off the stack; the number it pushes is dis's)
+_KEY_MATH = {"BINARY_OP": 2, "UNARY_NEGATIVE": 1, "UNARY_INVERT": 1, "LOAD_ATTR": 1}
+
+
+def subscript_stored_into(frame):
+    """Whether what the subscript `frame` runs gives (`out[i]` of `out[i][j] = v`, of
+    `out[i][j] += v`, of `out[i][j][k] = v`) is the array a store of the same statement writes
+    into: the stack is followed, instruction by instruction, while the key is computed (names,
+    numbers, arithmetic, tuples, slices), until a STORE_SUBSCR. Anything else: False."""
+    found = _instructions_from(frame)
+    if not found or not _subscript(found[0]):
+        return False
+    stack = [True]  # (from the subscript's result up: whether each item is it, or made from it)
+    for ins in found[1:32]:
+        op, arg = ins.opname, ins.arg
+        if op in ("CACHE", "NOP", "EXTENDED_ARG"):
+            continue
+        if op in ("STORE_SUBSCR", "STORE_SLICE"):
+            under = 2 if op == "STORE_SUBSCR" else 3  # (the array under its key or bounds)
+            return len(stack) >= under and stack[-under]
+        if op in ("COPY", "SWAP"):
+            if arg > len(stack):
+                return False
+            if op == "COPY":
+                stack.append(stack[-arg])
+            else:
+                stack[-1], stack[-arg] = stack[-arg], stack[-1]
+            continue
+        if _subscript(ins):
+            takes, array = (3, -3) if op == "BINARY_SLICE" else (2, -2)
+        elif op in _LOADS or op in _KEY_MATH or op in ("BUILD_TUPLE", "BUILD_SLICE"):
+            takes, array = (arg if op.startswith("BUILD") else _KEY_MATH.get(op, 0)), None
+        else:
+            return False
+        if takes > len(stack):
+            return False  # (it reads what lay under the subscript's result)
+        made = array is not None and stack[array]  # (a subscript of it: out[i][j][k] = v)
+        gives = takes + dis.stack_effect(ins.opcode, arg, jump=False)
+        del stack[len(stack) - takes:]
+        stack += [made] + [False] * (gives - 1) if gives else []
+        if not any(stack):
+            return False
+    return False
+
+
+def _subscript(ins):
+    return ins.opname in ("BINARY_SUBSCR", "BINARY_SLICE") or (
+        ins.opname == "BINARY_OP" and ins.argrepr == "[]")
+
+
 def user_source(frame=None):
     """The `file:line` of the innermost frame of the user's own code (from `frame`, default the
     caller's): outside gradc, NumPy and other libraries (an error inside SciPy called on a traced

@@ -238,8 +238,21 @@ def _made_every_way(x):
     return np.sum(a * b * c) + np.sum(x[:, mask])
 
 
+def _chained_stores(x):  # (beginners' `out[i][j] = v`: a store through the temporary out[i])
+    out = np.zeros((3, 4))
+    for i in range(3):
+        for j in range(4):
+            out[i][j] = x[i, j] * (i - j)
+    out[0][1:3] += x[1, :2]
+    grid = np.ones((2, 2, 3))
+    grid[1][0][::2] = x[2, :2]
+    grid[0][1][-1] *= x[0, 0]
+    grid[1][1][0] = 4.0  # (a number: the array is traced from the first such store)
+    return np.sum(out ** 2) + np.sum(grid * 1.5)
+
+
 @pytest.mark.parametrize("f", [_conv_naive, _rnn_forward, _accumulators, _labels_and_names,
-                               _made_every_way])
+                               _made_every_way, _chained_stores])
 def test_stores_into_arrays_the_function_makes_are_numpys(f):
     _check_value_and_gradient(f)
 
@@ -273,6 +286,13 @@ def _with_a_view_alive(x):
     return out.sum() + row.sum()
 
 
+def _row_named_then_stored_into(x):
+    out = np.zeros((2, 4))
+    row = out[0]  # (a name holds the view: NumPy's store into it writes into out)
+    row[1] = x[0, 0]  # ROW-NAMED
+    return out.sum()
+
+
 def _accumulator_in_a_list(x):
     acc = np.zeros(4)
     steps = [acc]
@@ -288,6 +308,7 @@ def _explicit_out(x):
 
 @pytest.mark.parametrize("f, marker", [(_held_by_a_helper, "HELPER"),
                                        (_with_a_view_alive, "VIEW-ALIVE"),
+                                       (_row_named_then_stored_into, "ROW-NAMED"),
                                        (_accumulator_in_a_list, "LISTED"),
                                        (_explicit_out, "EXPLICIT-OUT")])
 def test_a_store_into_a_made_array_something_else_holds_is_refused(f, marker):
