@@ -149,6 +149,10 @@ class Compiled:
         self.fast = None  # the LastCall that recognizes this signature (see last_call)
         # arrays read from outside the arguments, inputs after the leaves (gradc/capture.py)
         self.captures = NO_CAPTURES
+        # the first run follows the trace in the same call: what the trace itself changed (a
+        # flag it cleared, a table it built) fails the guards, which hold the values it read
+        # and are for the calls after (gradc/outside.py's guards)
+        self.just_traced = False
         self.out_kind = out_kind
         self.arena_bytes = layout.arena_bytes
         try:
@@ -195,13 +199,17 @@ class Compiled:
 
     def with_captures(self, leaves):
         """The leaves, then the arrays read from outside the arguments as they are now (raises
-        capture.CaptureChanged where one is no longer of its traced shape and dtype)."""
-        return list(leaves) + self.captures.read() if self.captures else leaves
+        capture.CaptureChanged where one is no longer of its traced shape and dtype, or a
+        guarded value changed, but on the run that follows the trace)."""
+        guards, self.just_traced = not self.just_traced, False
+        return list(leaves) + self.captures.read(guards) if self.captures else leaves
 
     def last_call(self, treedef, leaves, writeable=()):
         """This signature's LastCall (made once, on a call whose leaves the driver could take as
         they are), or None: not a CPU program, a tree it does not handle, or not made yet."""
         if self.fast is None and self.io_address:
+            if not self.captures.hold():  # (the trace changed what it read: not yet)
+                return None
             leaves = self.with_captures(leaves)
         if self.fast is None and self.io_address and all(
                 type(x) is np.ndarray and x.flags.c_contiguous and x.dtype == dtype

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import inspect
 import sys
+import types
 
 import numpy as np
 
@@ -179,8 +180,40 @@ def _user_names(fresh, refs, kind, frame):
     names, stale = _local_names(fresh, frame)
     held = refs - stale
     if kind in ("store", "subscript"):
+        names += _held_in_locals(fresh, frame)
         return names if names and held == _baseline(kind) + len(names) - 1 else None
     return names if held == _baseline(kind) else None  # (the one name Python binds anew)
+
+
+def _held_in_locals(fresh, frame):
+    """(container, key) of each entry of a dict or list, or attribute of an object, that the
+    frame's local names hold and that holds fresh (`self.states = np.zeros(...)`, `xs[t] =
+    np.zeros(...)`): one level down, each one reference. Bound to the traced copy with the
+    names; an object or dict from outside the function that takes a traced value so is refused
+    when the trace ends, as any traced value stored outside."""
+    found, seen, local = [], set(), frame.f_locals
+    for value in list(local.values()):
+        if value is local:  # (`names = locals()`: the frame's own dict, counted apart)
+            continue
+        if type(value) is dict:
+            entries = value
+        elif type(value) is list:
+            entries = dict(enumerate(value))
+        elif isinstance(value, (types.ModuleType, type, types.FunctionType, np.ndarray)):
+            continue
+        else:
+            try:
+                entries = object.__getattribute__(value, "__dict__")
+            except Exception:  # noqa: BLE001 - (__slots__, or a proxy that refuses)
+                continue
+            if type(entries) is not dict:
+                continue
+            value = entries
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        found += [(value, key) for key, item in list(entries.items()) if item is fresh]
+    return found
 
 
 def _held_here(fresh):
@@ -203,7 +236,13 @@ def _local_names(fresh, frame):
 
 def _bind(frame, names, value):
     """Bind `names` of `frame`'s function to `value` (before 3.13 through the dict of locals,
-    which stays the frame's: the user's own locals() is that dict)."""
+    which stays the frame's: the user's own locals() is that dict); (container, key) entries of
+    `names` (_held_in_locals) take it too."""
+    for container, key in [n for n in names if type(n) is tuple]:
+        container[key] = value
+    names = [n for n in names if type(n) is str]
+    if not names:
+        return
     if sys.version_info >= (3, 13):  # (f_locals writes through, PEP 667)
         for name in names:
             frame.f_locals[name] = value

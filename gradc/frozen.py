@@ -163,6 +163,15 @@ class _Probe:
 
 
 # --- the watch ----------------------------------------------------------------------------------
+def _importing(frame):
+    """Whether `frame` runs inside an import (the import system's frames below it)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 class Watch(OutsideWalk):
     """While `fun` is traced on this thread (a context manager): looks for random draws, and
     walks what the traced code can reach from outside its arguments (`arrays`, `plain`, their
@@ -272,9 +281,12 @@ class Watch(OutsideWalk):
                 self.seeded.add(id(frame.f_locals.get("self")))
 
     def _c_call(self, frame, arg):
-        if arg is os.urandom:
+        if arg is os.urandom and not _importing(frame):  # (a module's first import seeds its
+            # own generator: numpy.random's, when the trace first reads np.random)
             self._record(frame, "fresh entropy from the operating system (os.urandom; "
-                                "np.random.default_rng() or random.Random() without a seed)")
+                                "np.random.default_rng() or random.Random() without a seed; "
+                                "np.random.RandomState(seed) and np.random.seed(seed) draw it "
+                                "too, before they seed: use np.random.default_rng(seed))")
         elif arg.__name__ in ("random", "getrandbits") and id(arg.__self__) not in self.seeded:
             self._record(frame, "Python's `random` module")
 

@@ -111,10 +111,13 @@ class Function:
         grads = autodiff.vjp(graph, as_scalar(loss), wrt)
         graph.outputs = [loss] + grads + aux  # (aux after the gradients: see _package)
         _advance_generators(graph, call.treedef)
+        # the gradients of Python floats are Python floats (of the signature); of NumPy
+        # scalars NumPy scalars (of the call: a 0-d array is the same signature), at `where`
         floats = [type(x) is pytree.TracedFloat for i in argnums for x in call.arg_leaves(i)]
+        where = tuple(p for i in argnums for p in call.ranges[i])
         return graph, (out_tree, [call.arg_trees[i] for i in argnums], many,
                        [len(call.ranges[i]) for i in argnums],
-                       frozenset(1 + j for j, f in enumerate(floats) if f))
+                       (frozenset(1 + j for j, f in enumerate(floats) if f), where))
 
     def traced_args(self, args):
         """The arguments with the Python floats of the differentiated ones traced (a gradient's
@@ -164,7 +167,7 @@ class Function:
                     changed = e  # (its message says what changed; its class, how)
                 else:
                     self._last_call = compiled.last_call(treedef, leaves, advanced)
-                    return self._package(compiled, outs)
+                    return self._package(compiled, outs, leaves)
             compiled = self.compiled_once(key, Call(args, kwargs, leaves, treedef), stale=compiled,
                                           why=changed)
 
@@ -234,6 +237,7 @@ class Function:
         if random.draws_from_generators(call):
             compiled.lock = random.DRAWS
         compiled.captures = Captures(captures, guards, compiled.input_types)
+        compiled.just_traced = True
         unchanged_by(compiled.captures, stale, compiled)
         if not cache:
             return compiled
@@ -257,7 +261,9 @@ class Function:
         self._last_key = key
         return compiled
 
-    def _package(self, compiled, outs):
+    def _package(self, compiled, outs, leaves=None):
+        """The call's result from the compiled program's outputs; `leaves`: the call's (the
+        fast path's calls have no NumPy scalar among them)."""
         if self.mode == "jit":  # (None: a generator's counter, advanced in place)
             return pytree.unflatten(compiled.out_kind, [_result(o, fresh=True) for o in outs
                                                         if o is not None])
@@ -271,16 +277,21 @@ class Function:
             if aux_tree is None:
                 return jac
             return jac, pytree.unflatten(aux_tree, [_result(o, fresh=True) for o in outs[count:]])
-        out_tree, grad_trees, many, counts, floats = compiled.out_kind
+        out_tree, grad_trees, many, counts, (floats, where) = compiled.out_kind
         value = _result(outs[0], fresh=True)
-        if floats:  # the gradient of a Python float is a Python float
-            outs = [float(o) if i in floats else o for i, o in enumerate(outs)]
+        scalars = () if leaves is None else {1 + j for j, p in enumerate(where)
+                                             if isinstance(leaves[p], np.generic)}
+        if floats or scalars:  # the gradient of a Python float is a Python float; of a NumPy
+            # scalar a NumPy scalar (immutable, as the point was: not a view of a buffer the
+            # next call overwrites, `list(map(gradc.grad(f), x))` over an array's elements)
+            outs = [float(o) if i in floats else o[()] if i in scalars else o
+                    for i, o in enumerate(outs)]
         fresh = self.copy or _from_a_library(sys._getframe(2))
         grads, cursor = [], 1
         for tree, n in zip(grad_trees, counts):  # (0-d gradients too are arrays, like params)
             # (a new view of the buffer each call: what the caller does to the array object,
             # `g.shape = (-1,)` or its flags, does not reach the next call's)
-            grads.append(pytree.unflatten(tree, [o if type(o) is float else
+            grads.append(pytree.unflatten(tree, [o if isinstance(o, (float, np.generic)) else
                                                  o.copy() if fresh else o.view()
                                                  for o in outs[cursor:cursor + n]]))
             cursor += n

@@ -193,9 +193,10 @@ def _is_basic(index):
 
 
 def sequence_index(i):
-    """An index entry that is a list or a range as NumPy reads it: an integer array (a list of
-    traced values, one traced array); others as they are."""
-    if isinstance(i, (list, range)):
+    """An index entry that is a list, a tuple (inside the index: x[:, (0, 1)]) or a range as
+    NumPy reads it: an integer array (a list of traced values, one traced array); others as
+    they are."""
+    if isinstance(i, (list, tuple, range)):
         return np.asarray(i) if len(i) else np.zeros(0, np.intp)  # (empty: no index)
     return i
 

@@ -52,10 +52,12 @@ class Value:
         `h.shape = (9,)` reshaped it under its node, whose kernel then read another size."""
         if isinstance(getattr(type(self), name, None), property):  # (.real's setter: refused)
             return _set(self, name, value)
+        if name == "shape":  # (NumPy's reshape in place of a contiguous array: surface.py)
+            from .surface import set_shape
+            return set_shape(self, value)
         from .errors import UnsupportedOpError
         from .trace import user_source
-        what = {"shape": "reshapes the array in place: write x = x.reshape(...)",
-                "dtype": "reinterprets the array's bytes in place: convert with x.astype(...)"}
+        what = {"dtype": "reinterprets the array's bytes in place: convert with x.astype(...)"}
         raise UnsupportedOpError(f"x.{name} = ... on a traced array: "
                                  + what.get(name, "traced arrays are immutable"),
                                  source=user_source())

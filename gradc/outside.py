@@ -258,12 +258,32 @@ def _key(x, keep, depth):
     return ("id", id(x))
 
 
+def _set_of(path):
+    """The set a ("set", None) path's contents are read from (None if gone)."""
+    try:
+        return Path(path.root, path.steps[:-1]).follow()
+    except Exception:  # noqa: BLE001 - (gone)
+        return None
+
+
 def _renumbered(old, new):
     """Whether a Python number was replaced by a different number (bools are flags, not
     counts)."""
     def number(x):
         return isinstance(x, (int, float, np.number)) and not isinstance(x, (bool, np.bool_))
     return number(old) and number(new) and typed_key(old) != typed_key(new)
+
+
+def _tables_appended(held, now):
+    """Whether the list `held` (a copy taken when walked) is `now` with arrays appended: a list
+    of tables built on first use (`if not tables: tables.append(np.linspace(...))`)."""
+    try:
+        now = list.__iter__(now) if isinstance(now, list) else iter(now)
+        now = [*now]
+    except Exception:  # noqa: BLE001 - (what cannot be listed: not a table)
+        return False
+    return (len(now) > len(held) and all(a is b for a, b in zip(held, now))
+            and all(isinstance(x, np.ndarray) for x in now[len(held):]))
 
 
 def stored_globals(code):
@@ -275,15 +295,24 @@ def stored_globals(code):
 ABSENT = object()  # a held global that did not exist: undone by deleting it
 
 
+# what runs over a sequence's items: a for loop, unpacking (a, b = pair), a starred argument
+# (f(*shape)) or list display ([*xs])
+_WALKS_ITS_ITEMS = frozenset({"GET_ITER", "UNPACK_SEQUENCE", "UNPACK_EX", "LIST_EXTEND",
+                              "CALL_FUNCTION_EX"})
+
+
 @functools.lru_cache(maxsize=4096)
 def code_names(code):
     """The Names `code` reads."""
     globals_, attrs, methods, global_attrs, iterated = set(), set(), set(), set(), set()
     previous = []
     for ins in dis.get_instructions(code):
-        if ins.opname == "GET_ITER" and previous and previous[-1].opname in (
+        if ins.opname in _WALKS_ITS_ITEMS and previous and previous[-1].opname in (
                 "LOAD_GLOBAL", "LOAD_NAME", "LOAD_ATTR", "LOAD_FAST", "LOAD_DEREF"):
             iterated.add(previous[-1].argval)
+        elif (ins.opname in _WALKS_ITS_ITEMS and len(previous) >= 2
+              and previous[-1].opname == "BINARY_SUBSCR" and previous[-2].opname == "LOAD_CONST"):
+            iterated.add(previous[-2].argval)  # (for s in cfg["scales"], a, b = cfg["ab"])
         if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
             globals_.add(ins.argval)
         elif ins.opname in ("LOAD_ATTR", "LOAD_METHOD"):
@@ -390,7 +419,8 @@ class OutsideWalk:
         # the numbers, strings, Nones, functions and lengths (`guards`: those the code reads)
         self.arrays = {}
         self.paths = {}  # id -> [(name, Path)]: every way to an array of `arrays` found
-        # id -> (name, array, Path) of the integer and boolean arrays (index tables, masks):
+        # (id, the Path's root's id, its steps) -> (name, array, Path) of the integer and
+        # boolean arrays (index tables, masks), at every way to them:
         # compiled in where the code indexes with them, so their contents are guarded
         self.tables = {}
         # id -> (name, array, Path, its bytes when found) of the numeric arrays up to
@@ -448,6 +478,8 @@ class OutsideWalk:
 
     def _scan_closure(self, fun, depth=LOCAL_DEPTH):
         code = fun.__code__
+        reading, self.names_now = self.names_now, self.names_now | code_names(code)  # (what
+        # its code reads of what the cells hold: a key of a large dict)
         for name, cell in zip(code.co_freevars, fun.__closure__ or ()):
             try:
                 value = cell.cell_contents
@@ -455,6 +487,7 @@ class OutsideWalk:
                 continue
             self.held_cells.append((name, cell, value))
             self._consider(value, name, depth, Path(cell, (("attr", "cell_contents"),)))
+        self.names_now = reading
 
     def undo_stored_values(self):
         """Undo what the traced code stored in the containers and globals it could reach that
@@ -501,6 +534,25 @@ class OutsideWalk:
         return [name for name, array, path, data in self.snapshots.values()
                 if array.tobytes() != data and path.named_in(names)]
 
+    def rebound(self, graph):
+        """The names of the outside arrays the trace read live (graph.captured, at the paths
+        of graph.captures) that those paths no longer reach at its end: the traced code bound
+        them anew, with NumPy alone (`self.W = self.W * 0.5`), which NumPy's code would do on
+        every call and the compiled function never (it would read the new array from its
+        first call on)."""
+        arrays = {id(v): self.arrays[key][1] for key, v in graph.captured.items()
+                  if key in self.arrays}
+        rebound = []
+        for capture in graph.captures:
+            array = arrays.get(id(graph.inputs[capture.position]))
+            try:
+                now = capture.path.follow()
+            except Exception:  # noqa: BLE001 - (gone: deleted by the trace)
+                now = ABSENT
+            if array is not None and now is not array:
+                rebound.append(capture.name)
+        return rebound
+
     def changed_numbers(self):
         """The Python numbers outside the arguments that the traced code stored anew
         (`self.t += 1`, `calls["n"] += 1`, `global steps; steps += 1`, a nonlocal counter), and
@@ -524,15 +576,19 @@ class OutsideWalk:
         called = names.methods | {attr for _, attr in names.global_attrs}
         grows = bool(called & _LIST_CHANGES) or stores.items
         removes = bool(called & _REMOVALS) or stores.items
+        guarded_sets = {id(_set_of(path)) for _, _, path in self.plain
+                        if path.steps and path.steps[-1][0] == "set" and path.named_in(names)}
         for name, container, held, attrs in self.held:
             if isinstance(container, (list, collections.deque)):
                 if grows and (len(container) != len(held)
-                              or any(a is not b for a, b in zip(container, held))):
-                    changed.append(name)  # (`history.append(1)`)
-                continue
-            if removes and not attrs and not _entries(held) <= _entries(container):
-                changed.append(name)  # (`queue.popitem()`, `pending.pop()`: an entry gone)
-                continue
+                              or any(a is not b for a, b in zip(container, held))) and not (
+                        not held and _tables_appended(held, container)):
+                    changed.append(name)  # (`history.append(1)`; tables built on first use
+                continue  # into an empty list: guarded, _built)
+            if (removes and not attrs and not _entries(held) <= _entries(container)
+                    and id(container) not in guarded_sets):
+                changed.append(name)  # (`queue.popitem()`, `pending.pop()`: an entry gone;
+                continue  # a set whose contents are guarded traces again, as NumPy's runs)
             for key, old in _numbered(held):
                 stored = key in stores.attrs if attrs else stores.items and key in names.keys
                 if stored and _renumbered(old, container.get(key, ABSENT)):
@@ -590,6 +646,7 @@ class OutsideWalk:
         names = self.names()
         read_to_end = _read_to_end(read)
         guards, seen = [], set()
+        from .capture import same  # (it imports this module)
         for name, first, path in self.plain:
             key = (id(path.root), path.steps)
             if key in seen:
@@ -612,22 +669,44 @@ class OutsideWalk:
             if (type(value) in (_PLAIN + (frozenset,)) or isinstance(value, _PLAIN_INSTANCES)
                     or type(value) in _GUARDED_CALLABLES
                     or path.steps[-1][0] in ("len", "type", "called")):
-                guards.append((name, value, path))
+                # (what the trace itself changed: the value it read, so that the next call,
+                # which finds the new one, traces again as NumPy's code runs again; `if
+                # self.first_call: self.first_call = False`. A number counted up is warned
+                # about instead, changed_numbers, and guarded as it is now)
+                changed = (path.steps[-1][0] in ("attr", "item", "global", "len", "set")
+                           and (type(first) in _PLAIN + (frozenset, tuple)
+                                or isinstance(first, _PLAIN_INSTANCES))
+                           and not _renumbered(first, value) and not same(first, value))
+                guards.append((name, first if changed else value, path))
+            elif ((type(first) in _PLAIN or isinstance(first, _PLAIN_INSTANCES))
+                  and path.steps[-1][0] in ("attr", "item", "global")):
+                guards.append((name, first, path))  # (a table the trace built where it found
+                # None, on a class too, `M.TABLE = ...`: see _built)
         return guards + self._built()
 
     def _built(self):
-        """Guards of the arrays the trace put where the walk found nothing, None or a number
-        (`if self.buf is None: self.buf = np.zeros(n)`, `cache["w"] = np.ones(3)`, a global
-        so built): the trace compiled in the array it made, but the next call, as NumPy's
-        code, reads what is there now, which the user may change. The guard (what the walk
-        found) makes the next call trace again, and that trace reads the array live."""
+        """Guards of what the trace put where the walk found nothing, None, a number or an
+        empty array (`if self.buf is None: self.buf = np.zeros(n)`, a dict of tables, `cache["w"]
+        = np.ones(3)`, a global so built, a table rebuilt for a new shape): the trace compiled
+        in what it made, but the next call, as NumPy's code, reads what is there now, which
+        the user may change. The guard (what the walk found) makes the next call trace again,
+        and that trace reads its arrays live. (A number counted up: changed_numbers.)"""
+        from .capture import same  # (it imports this module)
+
         def first_build(before, now):
-            return isinstance(now, np.ndarray) and (before is ABSENT or type(before) in _PLAIN)
+            placeholder = (before is ABSENT or type(before) in _PLAIN
+                           or isinstance(before, _PLAIN_INSTANCES)
+                           or type(before) is np.ndarray and before.size == 0)
+            return (placeholder and now is not before and not _renumbered(before, now)
+                    and not (before is not ABSENT and same(before, now)))
         guards = [(f"{name}.{key}" if attrs else f"{name}[{key!r}]", held.get(key, ABSENT),
                    Path(container, (("item", key),)))
                   for name, container, held, attrs in self.held
                   for key, now in list(_numbered(container))
                   if first_build(held.get(key, ABSENT), now)]
+        guards += [(f"{name}[{len(held)}]", ABSENT, Path(container, (("item", len(held)),)))
+                   for name, container, held, _ in self.held
+                   if type(container) is list and _tables_appended(held, container)]
         guards += [(name, before, Path(globals_, (("item", name),)))
                    for globals_, name, before in self.held_globals
                    if first_build(before, globals_.get(name, ABSENT))]
@@ -642,7 +721,8 @@ class OutsideWalk:
         if type(value) in _PLAIN or isinstance(value, _PLAIN_INSTANCES) or type(value) in (
                 set, frozenset) and all(type(v) in _PLAIN for v in value):
             if path.steps and outside:  # (a set of numbers and strings: guarded by contents)
-                self.plain.append((name, value, path.then("set", None)
+                self.plain.append((name, frozenset(value) if type(value) is set else value,
+                                   path.then("set", None)  # (a copy: what it held then)
                                    if type(value) in (set, frozenset) else path))
             if type(value) is not set:  # (a set: held too, below, for entries taken out)
                 return
@@ -653,7 +733,9 @@ class OutsideWalk:
                     self.arrays[id(value)] = (name, value, path)
                 self.paths.setdefault(id(value), []).append((name, path))
             elif outside and value.size and value.dtype.kind in "iub":
-                self.tables.setdefault(id(value), (name, value, path))
+                self.tables.setdefault((id(value), id(path.root), path.steps),
+                                       (name, value, path))  # (every way: `st.dst = st.src`
+                # split later by `st.dst = new` must be seen at st.dst too)
             if (outside and 0 < value.size <= SNAPSHOT_SIZE and value.dtype.kind in "biufc"
                     and id(value) not in self.snapshots):
                 self.snapshots[id(value)] = (name, value, path, value.tobytes())
@@ -707,16 +789,25 @@ class OutsideWalk:
             # (its class: an array where a list was; its length: a loop over it unrolls)
             self.plain.append((f"type({name})", type(value), path.then("type", None)))
             # (a tuple's too: the name may be bound to a longer one, LAYERS += (W3,))
-            self.plain.append((f"len({name})", (type(value), _extent(value)),
-                               path.then("len", None)))
+            try:
+                extent = _extent(value)
+            except Exception:  # noqa: BLE001 - (a subclass whose len() raises: not measured)
+                extent = None
+            if extent is not None:
+                self.plain.append((f"len({name})", (type(value), extent),
+                                   path.then("len", None)))
         if isinstance(value, (list, tuple, collections.deque)):  # (a deque: as a list)
             items = [(f"{name}[{i}]", "item", i, v)
                      for i, v in enumerate(itertools.islice(value, MAX_ITEMS))]
             if isinstance(value, tuple):  # (a namedtuple too: immutable, nothing stored)
                 container = None
         elif isinstance(value, dict):
-            items = [(f"{name}[{k!r}]", "item", k, v)
-                     for k, v in list(value.items())[:MAX_ITEMS]]
+            entries = list(value.items())
+            # (past MAX_ITEMS, the keys the code names: params["block1050.scale"] of a large
+            # state dict was compiled in, stale)
+            entries = entries[:MAX_ITEMS] + [(k, v) for k, v in entries[MAX_ITEMS:]
+                                             if type(k) is str and k in self.names_now.keys]
+            items = [(f"{name}[{k!r}]", "item", k, v) for k, v in entries]
         elif isinstance(value, (set, frozenset)):  # (its entries hash: no arrays in them)
             items = []
             if isinstance(value, frozenset):

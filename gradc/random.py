@@ -105,7 +105,8 @@ class Generator:
     call of the compiled function advances it, so each call draws new numbers. `state` is the
     int64 array [seed, counter]: copy it to save the generator, assign into it to restore.
     Methods take `dtype=` (float32 or float64; NumPy's `uniform` and `normal` have no dtype and
-    give float64, which is also the default here).
+    give float64, which is also the default here). RandomState's `randn(d0, d1, ...)` and
+    `rand(d0, d1, ...)` are there too, for code written against np.random.RandomState.
     """
 
     __slots__ = ("state",)
@@ -178,6 +179,18 @@ class Generator:
             scale = np.where(scale < 0, np.nan, scale)  # draw; check_finite=True refuses it)
         shape = self._params_shape(size, loc, scale)
         return self._affine(self._normal(shape, dtype), loc, scale, dtype)
+
+    # --- np.random.RandomState's names, for code written against it -------------------------
+    @_surface
+    def randn(self, *shape):
+        """RandomState.randn(d0, d1, ...): standard_normal((d0, d1, ...)) (autograd's examples
+        draw with `rs.randn(*shape)`)."""
+        return self.standard_normal(shape or None)
+
+    @_surface
+    def rand(self, *shape):
+        """RandomState.rand(d0, d1, ...): random((d0, d1, ...))."""
+        return self.random(shape or None)
 
     # --- building blocks ---------------------------------------------------------------------
     def _uniform(self, shape, dtype):

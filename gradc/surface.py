@@ -103,6 +103,12 @@ def _branch_error(what, hint=""):
             raise error(f"{what} of a traced array of shape {self.shape}: {message} (NumPy's "
                         "refusal, whatever the values)", source=user_source())
         builtin = _builtin_called()
+        if what.startswith("bool()") and _asserting(_user_frame()[0]):
+            raise TracedBranchError(
+                "an assert on traced values (`assert np.allclose(p.sum(1), 1)`): NumPy checks it "
+                "on every call, and a compiled function cannot stop on its values. Check the "
+                "inputs before the call (outside the compiled function), or drop the assert "
+                "from the traced code", source=user_source())
         raise TracedBranchError(
             (f"{builtin}() of traced values compares them with bool(), whose value is not known "
              f"while tracing: use {_NUMPY_FOR[builtin]}" if builtin else
@@ -310,9 +316,8 @@ def masked_inputs(args, where, like, name):
 def written_out(out, value, where, name, casting="same_kind"):
     """`name(..., out=out, where=where)`: the ufunc's `value` written into the traced array
     `out` as NumPy writes it (broadcast to out's shape, cast by the same_kind rule, where
-    `where` holds; out's old elements elsewhere) and returned: the new array. gradc's arrays
-    are immutable, so `out` keeps its old value, retired (Graph.retire): a later read of that
-    name is refused, where NumPy would read the result."""
+    `where` holds; out's old elements elsewhere) and returned: out itself, which takes the new
+    value as a store `out[...] = value` does (`_setitem`: every name holding out sees it)."""
     if not isinstance(out, Value) or out.ndim == 0 and not is_zero_d_array(out):
         raise ArgumentError(f"{name}(out=...) takes an array (NumPy: return arrays must be of "
                             "ArrayType)", source=user_source())
@@ -338,11 +343,8 @@ def written_out(out, value, where, name, casting="same_kind"):
     value = fn.broadcast_to(value, out.shape)
     if where is not True:
         value = fn.where(fn.broadcast_to(where_mask(where, out, name), out.shape), value, out)
-    else:
-        value = copy(value)  # (a new array, never one of the ufunc's inputs)
-    _retire(out, f"{user_source()} ({name}'s out=: read the array it returns)")
-    _retire_viewed(out)
-    return note_zero_d_arrays(value) if out.ndim == 0 else value
+    _setitem(out, (Ellipsis,), value)  # (out takes it: every name of out sees it, as NumPy's)
+    return out
 
 
 _UFUNC_OF = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", "//": "floor_divide",
@@ -519,6 +521,13 @@ def _line_reads_attribute(frame, name):
                for ins in dis.get_instructions(frame.f_code))
 
 
+def _asserting(frame):
+    """Whether `frame` runs an assert's test: the jump over its raise (LOAD_ASSERTION_ERROR)."""
+    from .trace import _instructions_from
+    steps = [ins.opname for ins in _instructions_from(frame)[:3] if ins.opname != "CACHE"]
+    return len(steps) > 1 and "JUMP" in steps[0] and steps[1] == "LOAD_ASSERTION_ERROR"
+
+
 def _current_step(frame):
     """The name of the bytecode instruction `frame` is running (BINARY_SUBSCR for `a[i]`), or
     None."""
@@ -564,6 +573,61 @@ def _setitem(self, index, value):
     _follow(self, old)
     _retire(old, user_source())
     _retire_viewed(old)
+
+
+def set_shape(x, shape):
+    """`x.shape = (...)`: NumPy reshapes the array object in place (cs231n's `res.shape = (F, N,
+    H, W)`), which it can for an array it made, contiguous. Here the object x takes the
+    reshaped value; views taken of it before stay views of the same elements, retired by a
+    later store into x (their indices are of the old shape). Refused on an argument (the
+    caller's array object), a view (NumPy's may not be contiguous) and a number."""
+    graph = x.graph
+    if x.ndim == 0 and not is_zero_d_array(x) or x.id in graph.weak:
+        raise ArgumentError("x.shape = ... on a number (a NumPy scalar: attribute 'shape' of "
+                            "'numpy.generic' objects is not writable, NumPy's refusal); write "
+                            "x = np.reshape(x, shape)", source=user_source())
+    if x.id in graph.stale:
+        graph.refuse_stale(x, "x.shape = ... reshapes")
+    if x.node is None or x.id in graph.views:
+        raise UnsupportedOpError(
+            "x.shape = ... reshapes the array object in place: " + (
+                "x is an argument of the traced function (the caller's array)"
+                if x.node is None else "x is a view of another array, which NumPy reshapes "
+                "only where its memory is contiguous") + "; write x = x.reshape(...)",
+            source=user_source())
+    old = graph.take_over(x, fn.reshape(x, shape))
+    views = graph.views_of.pop(old.id, [])
+    for view in views:
+        graph.view_keys.pop(view.id, None)
+        graph.view_base[view.id] = x
+    graph.views_of.setdefault(x.id, []).extend(views)
+
+
+def _sort_method(self, axis=-1, kind=None, order=None, stable=None):
+    """x.sort(): x takes its sorted values, as a store x[...] = np.sort(x) does."""
+    if order is not None:
+        raise UnsupportedOpError("x.sort(order=...) sorts structured arrays, which gradc has "
+                                 "none of", source=user_source())
+    _writes_into(self, "x.sort()", "np.sort(x, axis)")
+    _setitem(self, (Ellipsis,), _call_numpy(np.sort, (self,), {"axis": axis, "kind": kind,
+                                                               "stable": stable}))
+
+
+def _fill_method(self, value):
+    """x.fill(v): every element takes v, as a store x[...] = v does."""
+    if (value.size if isinstance(value, Value) else np.size(value)) != 1:
+        raise ArgumentError("x.fill(value) takes one value (NumPy: setting an array element "
+                            "with a sequence)", source=user_source())
+    _writes_into(self, "x.fill(v)", "np.full_like(x, v)")
+    _setitem(self, (Ellipsis,), value)
+
+
+def _writes_into(x, what, instead):
+    """UnsupportedOpError where the method `what` cannot write into x (an argument...)."""
+    why = _unwritable(x)
+    if why is not None:
+        raise UnsupportedOpError(f"{what} writes into {x.name or f'a {x.type_str} array'} in "
+                                 f"place: {why}; use {instead}, a new array", source=user_source())
 
 
 def _indexed_base(view):
@@ -734,13 +798,10 @@ _SURFACE = {
     "cumsum": _method(np.cumsum), "cumprod": _method(np.cumprod),
     "argmax": _method(np.argmax), "argmin": _method(np.argmin), "argsort": _method(np.argsort),
     "trace": _method(np.trace),
-    "sort": _refused(".sort() sorts in place, and arrays are immutable in a traced function; "
-                     "use np.sort(x, axis) and its result"),
+    "sort": traced(_sort_method),
     "ptp": _refused(".ptp() is not an ndarray method in NumPy 2; use np.ptp(x, axis)"),
-    "fill": _refused(".fill(v) writes into the array in place, and arrays are immutable in a "
-                     "traced function; use np.full_like(x, v)"),
-    "put": _refused(".put() writes into the array in place, and arrays are immutable in a "
-                    "traced function; use gradc.at(x.ravel())[ind].set(v).reshape(x.shape)"),
+    "fill": traced(_fill_method),
+    "put": _method(np.put),
     "reshape": traced(_reshape_method),
     "transpose": traced(_transpose_method),
     "swapaxes": _method(np.swapaxes),

@@ -1217,8 +1217,17 @@ def trace(fun, args, kwargs=None, capture=False):
             changed = watch.changed_in_place()
             renumbered = watch.changed_numbers()
             drawn = watch.drawn()
+            rebound = watch.rebound(graph) if capture else []
     finally:
         _active.graphs.pop()
+    if rebound:
+        raise UnsupportedOpError(
+            f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) bound "
+            f"{', '.join(f'`{r}`' for r in rebound[:4])}, outside its arguments, to a new array "
+            "after reading it (as `self.W = self.W * 0.5` does): its Python runs once, when "
+            "traced, so the compiled function would read the new array on every call and never "
+            "compute another. Compute the new value and return it (store it after the call), "
+            "or pass the array as an argument", source=user_source())
     if changed:
         raise UnsupportedOpError(
             f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) changed "

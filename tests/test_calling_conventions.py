@@ -176,15 +176,15 @@ def test_static_int_float_and_bool_are_different_values():
 # 0-d gradients are 0-d arrays (views, like every gradient; copies with copy=True)
 
 @pytest.mark.parametrize("copy", [False, True])
-def test_zero_d_parameters_get_zero_d_array_gradients(copy):
+def test_zero_d_array_parameters_get_zero_d_array_gradients_and_scalars_scalars(copy):
     def f(p):
         return p["a"] * np.sum(p["v"]) + p["b"] ** 2
 
     params = {"a": np.array(3.0), "v": X3, "b": np.float64(0.5)}
     value, grads = gradc.value_and_grad(f, copy=copy)(params)
     assert isinstance(value, np.float64)  # the value stays a NumPy scalar
-    for k in ("a", "b"):
-        assert type(grads[k]) is np.ndarray and grads[k].shape == (), k
+    assert type(grads["a"]) is np.ndarray and grads["a"].shape == ()
+    assert type(grads["b"]) is np.float64  # (a NumPy scalar's: immutable, no buffer's view)
     assert float(grads["a"]) == pytest.approx(X3.sum(), rel=1e-14)
     assert float(grads["b"]) == 1.0
     np.testing.assert_array_equal(grads["v"], [3.0, 3.0, 3.0])

@@ -1528,3 +1528,151 @@ def test_a_table_the_function_builds_on_its_first_call_is_read_as_it_is_afterwar
     np.testing.assert_allclose(jitted(x), want, rtol=1e-15)  # (the fast path)
     np.testing.assert_allclose(gradient(x), central_difference(lambda x: np.sum(fun(x) ** 2), x),
                                rtol=1e-7)
+
+
+def _state_the_trace_changes():
+    """Factories of (function, change between calls) whose function changes outside state as
+    it runs (fuzz40a): each called anew for gradc's copy and NumPy's."""
+    def flag():
+        class Model:
+            first_call = True
+
+            def f(self, x):
+                if self.first_call:  # (a data-dependent init on the first batch)
+                    self.first_call = False
+                    return x * 0.0
+                return x
+        return Model().f, None
+
+    def previous_setting():
+        class Model:
+            prev = None
+
+            def f(self, x):
+                out = x * (1.0 if self.prev is None else self.prev)
+                self.prev = 3.0
+                return out
+        return Model().f, None
+
+    def shapes_seen():
+        seen = set()
+
+        def f(x):
+            y = x if x.shape in seen else x * 0.5
+            seen.add(x.shape)
+            return y
+        return f, None
+
+    def dict_of_tables():
+        class Model:
+            cache = None
+
+            def f(self, x):
+                if self.cache is None:
+                    self.cache = {"pos": np.linspace(1, 2, x.shape[0])}
+                return x * self.cache["pos"]
+        m = Model()
+        return m.f, lambda: m.cache["pos"].__imul__(2.0)
+
+    def rebuilt_for_a_shape():
+        class Model:
+            buf = np.zeros(0)
+
+            def f(self, x):
+                if self.buf.shape != x.shape:
+                    self.buf = np.linspace(0, 1, x.shape[0])
+                return x * self.buf
+        m = Model()
+        return m.f, lambda: m.buf.__imul__(2.0)
+
+    def loop_over_a_keyed_list():
+        cfg = {"scales": [1.0, 2.0]}
+
+        def f(x):
+            for s in cfg["scales"]:
+                x = x * s + 1
+            return x
+        return f, lambda: cfg["scales"].append(3.0)
+
+    def tables_split():
+        st = types.SimpleNamespace()
+        st.src = st.dst = np.array([0, 1])
+
+        def f(x):
+            return x[st.src] + 10 * x[st.dst]
+        return f, lambda: setattr(st, "dst", np.array([2, 1]))
+
+    def large_state_dict():
+        params = {f"block{i}.scale": np.ones(3) for i in range(1100)}
+
+        def f(x):
+            return x * params["block1050.scale"]
+        return f, lambda: params["block1050.scale"].__imul__(3.0)
+
+    def appended_tables():
+        tables = []
+
+        def f(x):
+            if not tables:
+                tables.append(np.linspace(1, 2, x.shape[0]))
+            return x * tables[0]
+        return f, lambda: tables[0].__imul__(2.0)
+
+    def class_table():
+        class Model:
+            TABLE = None  # (shared by the class, built on first use)
+
+            def f(self, x):
+                if Model.TABLE is None:
+                    Model.TABLE = np.linspace(1, 2, x.shape[0])
+                return x * Model.TABLE
+        return Model().f, lambda: Model.TABLE.__imul__(2.0)
+
+    def a_list_without_len():
+        class Stream(list):
+            def __len__(self):
+                raise TypeError("Stream has no len()")
+        buf = Stream([np.full(3, 2.0)])
+
+        def f(x):
+            return x * list.__getitem__(buf, 0)
+        return f, None
+    return [flag, previous_setting, shapes_seen, dict_of_tables, rebuilt_for_a_shape,
+            loop_over_a_keyed_list, tables_split, large_state_dict, appended_tables,
+            class_table, a_list_without_len]
+
+
+@pytest.mark.parametrize("case", _state_the_trace_changes(), ids=lambda c: c.__name__)
+def test_state_the_function_changes_as_it_runs_is_read_as_numpy_reads_it(case):
+    """What the traced code changes outside (a flag it clears, a setting, a set of shapes seen,
+    tables built on first use or for a new shape) was guarded by its value after the trace, so
+    the compiled first-call program ran on every call; a list looped over by key was not
+    guarded, nor the second name of an index table, nor entries past the walk's 1024th; a list
+    whose len() raises crashed the walk. Each call is checked against NumPy's."""
+    (fun, change), (reference, change_reference) = case(), case()
+    jitted = gradc.jit(fun)
+    x = np.array([1.0, -2.0, 3.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gradc.TraceEffectWarning)  # (none is a counter)
+        for call in range(4):
+            np.testing.assert_allclose(jitted(x), reference(x), rtol=1e-14)
+            if call == 1 and change is not None:
+                change()
+                change_reference()
+
+
+def test_an_outside_array_the_function_binds_anew_after_reading_it_is_refused():
+    """`self.W = self.W * 0.5` after reading self.W: NumPy's W halves on every call; the
+    compiled function read the new W from its first call on (1.5 for 3.0), never halving it."""
+    class Decaying:
+        def __init__(self):
+            self.W = np.ones(3)
+
+        def f(self, x):
+            y = (x * self.W).sum()
+            self.W = self.W * 0.5
+            return y
+
+    with pytest.raises(gradc.UnsupportedOpError, match=r"bound `self\.W`.* to a new array after "
+                                                       r"reading it"):
+        gradc.jit(Decaying().f)(np.ones(3))

@@ -404,9 +404,9 @@ def test_stores_the_count_cannot_vouch_for_are_refused_and_locals_stay_whole():
     dict stays whole (the check cleared it: a bare KeyError after)."""
     def by_call(x):
         out = np.zeros(3)
-        held = [out]
+        held = [[out]]
         out.__setitem__(0, x[0])  # CALL
-        return held[0]
+        return held[0][0]
 
     with pytest.raises(gradc.UnsupportedOpError):
         gradc.jit(by_call)(X[0])
@@ -484,17 +484,23 @@ def test_a_selection_broadcasts_what_numpy_broadcasts_against_it():
 
 def test_under_a_debuggers_tracer_a_store_still_counts_every_holder():
     """A Python-level tracer (pdb's) makes a frame's dict of locals at every line; the probes
-    that measure a statement's count discount it as the user's frames do: an array a list
-    holds is refused, one held alone takes the store."""
+    that measure a statement's count discount it as the user's frames do: an array a list in
+    a list holds is refused, one held alone or by a list takes the store."""
     def tracer(frame, event, arg):
         frame.f_locals  # noqa: B018 (what pdb reads)
         return tracer
 
     def listed(x):
         out = np.zeros(3)
+        held = [[out]]
+        out[0] = x[0]
+        return held[0][0]
+
+    def in_a_list(x):
+        out = np.zeros(3)
         held = [out]
         out[0] = x[0]
-        return held[0]
+        return held[0] + out
 
     def alone(x):
         out = np.zeros(3)
@@ -510,6 +516,8 @@ def test_under_a_debuggers_tracer_a_store_still_counts_every_holder():
         with pytest.raises(gradc.UnsupportedOpError):
             gradc.jit(listed)(x)
         got = gradc.jit(alone)(x)
+        in_list = gradc.jit(in_a_list)(x)
     finally:
         sys.settrace(None)
     np.testing.assert_array_equal(got, alone(x))
+    np.testing.assert_array_equal(in_list, in_a_list(x))
