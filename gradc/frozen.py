@@ -38,7 +38,7 @@ import numpy as np
 from .errors import FrozenRandomError
 from .ir import Value
 from .outside import (ABSENT, GLOBAL_DEPTH, LIBRARIES, LOCAL_DEPTH, OutsideWalk, Path, code_names,
-                      stored_globals)
+                      _users_module, imported_modules, stored_globals)
 
 
 ADVICE = ("Draw fresh numbers on every call with gradc.random: pass `rng = "
@@ -303,6 +303,12 @@ class Watch(OutsideWalk):
                     self.held_globals.append((frame.f_globals, name, frame.f_globals[name]))
                     self._consider(frame.f_globals[name], name, GLOBAL_DEPTH,
                                    Path(frame.f_globals, (("global", name),)))
+            for name in imported_modules(code):  # (`import mymod` in the function: its
+                module = sys.modules.get(name)  # module's arrays, read live as a global's)
+                if module is None:
+                    self.imported_later.add(name)  # (first imported by the trace: guarded)
+                elif _users_module(module):
+                    self._consider(module, name, GLOBAL_DEPTH, Path(module, ()))
             for name in stored_globals(code) - read:  # (written, never read: held all the same)
                 self.held_globals.append((frame.f_globals, name,
                                           frame.f_globals.get(name, ABSENT)))

@@ -286,6 +286,13 @@ def _tables_appended(held, now):
             and all(isinstance(x, np.ndarray) for x in now[len(held):]))
 
 
+@functools.lru_cache(maxsize=4096)
+def imported_modules(code):
+    """The modules `code` imports (IMPORT_NAME: `import mymod` inside a function)."""
+    return frozenset(ins.argval for ins in dis.get_instructions(code)
+                     if ins.opname == "IMPORT_NAME")
+
+
 def stored_globals(code):
     """The globals `code` assigns (STORE_GLOBAL): held too, though it may never read them, so
     that a traced value stored there is refused and undone (`global LAST; LAST = x.sum()`)."""
@@ -436,6 +443,7 @@ class OutsideWalk:
         # iterators and generators outside: one the trace drew from is warned about (`drawn`)
         self.iterators = {}
         self.names_now = NO_NAMES  # what the code being entered reads (of the user's modules)
+        self.imported_later = set()  # modules the code imports that were not imported yet
         self.top = None  # the code of the traced function (the first user frame entered)
 
     def random_source(self, value, name):
@@ -682,6 +690,9 @@ class OutsideWalk:
                   and path.steps[-1][0] in ("attr", "item", "global")):
                 guards.append((name, first, path))  # (a table the trace built where it found
                 # None, on a class too, `M.TABLE = ...`: see _built)
+        guards += [(f"import {name}", ABSENT, Path(sys.modules, (("item", name),)))
+                   for name in sorted(self.imported_later) if name in sys.modules]  # (the next
+        # call walks the module the trace imported: its arrays read live)
         return guards + self._built()
 
     def _built(self):

@@ -1676,3 +1676,34 @@ def test_an_outside_array_the_function_binds_anew_after_reading_it_is_refused():
     with pytest.raises(gradc.UnsupportedOpError, match=r"bound `self\.W`.* to a new array after "
                                                        r"reading it"):
         gradc.jit(Decaying().f)(np.ones(3))
+
+
+def test_a_module_imported_inside_the_function_is_read_live(tmp_path, monkeypatch):
+    """`import mymod` inside the traced function (a lazy import): the module is no global of
+    the function, so the walk never met it and mymod.W was compiled in, stale after an update
+    in place. Imported before the first call, or first by the trace itself (the next call then
+    traces again and reads it live)."""
+    import sys
+    for name in ("lazy_weights_a", "lazy_weights_b"):
+        (tmp_path / f"{name}.py").write_text("import numpy as np\nW = np.ones(3)\nS = 2.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import lazy_weights_a  # noqa: F401 (imported before the first call)
+
+    def before(x):
+        import lazy_weights_a
+        return x * lazy_weights_a.W * lazy_weights_a.S
+
+    def by_the_trace(x):
+        import lazy_weights_b
+        return x * lazy_weights_b.W * lazy_weights_b.S
+
+    x = np.arange(3.0)
+    for fun, name in ((before, "lazy_weights_a"), (by_the_trace, "lazy_weights_b")):
+        jitted = gradc.jit(fun)
+        np.testing.assert_array_equal(jitted(x), fun(x))
+        module = sys.modules[name]
+        module.W[:] = 5.0
+        np.testing.assert_array_equal(jitted(x), fun(x))
+        module.S = 3.0
+        np.testing.assert_array_equal(jitted(x), fun(x))
+        del sys.modules[name]
