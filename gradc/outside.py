@@ -43,7 +43,7 @@ SKIP = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, t
 # the attributes a Path takes through a function or partial (its cells, defaults, arguments): no
 # code names them, but what they hold is what the code reads
 _HELD_BY_CALLABLES = frozenset({"cell_contents", "__defaults__", "__kwdefaults__", "args",
-                                "keywords", "__self__"})
+                                "keywords", "__self__", "__code__"})
 
 
 def _step(x, kind, key):
@@ -674,8 +674,8 @@ class OutsideWalk:
                     or _FROM_THE_END in names.keys)):
                 continue  # (a list the trace appends to is a log, not what a loop runs over;
                 # a list's or dict's size matters where the code walks or measures one)
-            if (type(value) in (_PLAIN + (frozenset,)) or isinstance(value, _PLAIN_INSTANCES)
-                    or type(value) in _GUARDED_CALLABLES
+            if (type(value) in (_PLAIN + (frozenset, types.CodeType))
+                    or isinstance(value, _PLAIN_INSTANCES) or type(value) in _GUARDED_CALLABLES
                     or path.steps[-1][0] in ("len", "type", "called")):
                 # (what the trace itself changed: the value it read, so that the next call,
                 # which finds the new one, traces again as NumPy's code runs again; `if
@@ -756,6 +756,9 @@ class OutsideWalk:
         if type(value) in _GUARDED_CALLABLES:  # (self.act = np.tanh: guarded as it is)
             if path.steps and outside:
                 self.plain.append((name, value, path))
+                if type(value) is types.FunctionType:  # (and its code: IPython's autoreload
+                    self.plain.append((f"{name}.__code__", value.__code__,  # puts an edited
+                                       path.then("attr", "__code__")))  # function's there)
             if (type(value) is types.FunctionType and depth and outside
                     and id(value) not in self.scanned):
                 self.scanned.add(id(value))  # (a helper's closure: read through its cells)

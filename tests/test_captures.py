@@ -1707,3 +1707,24 @@ def test_a_module_imported_inside_the_function_is_read_live(tmp_path, monkeypatc
         module.S = 3.0
         np.testing.assert_array_equal(jitted(x), fun(x))
         del sys.modules[name]
+
+
+def _doubled(z):
+    return z * 2.0
+
+
+def test_a_helper_whose_code_is_replaced_traces_again():
+    """IPython's %autoreload puts an edited function's new code into the function object
+    (`helper.__code__ = ...`): the compiled caller kept running the old code."""
+    def loss(x):
+        return np.sum(_doubled(x))
+
+    jitted, x = gradc.jit(loss), np.ones(3)
+    saved = _doubled.__code__
+    try:
+        assert jitted(x) == 6.0
+        _doubled.__code__ = (lambda z: z * 3.0).__code__
+        assert jitted(x) == loss(x) == 9.0
+        assert jitted(x) == 9.0  # (the fast path)
+    finally:
+        _doubled.__code__ = saved
