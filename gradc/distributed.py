@@ -294,6 +294,12 @@ class DataParallelStep(LearningRate):
         except CaptureChanged as e:  # an array read from outside the arguments changed
             compiled = self.grad_fn.compiled_once(key, Call(self.grad_fn.traced_args(args), {}),
                                                    stale=compiled, why=str(e))
+        if compiled.write_backs:  # (their outputs would be summed over the ranks)
+            raise UnsupportedOpError(
+                f"the loss assigns traced values outside its arguments "
+                f"({', '.join(f'`{w.where}`' for w in compiled.write_backs[:4])}), which a "
+                "data-parallel step does not write back: return them (has_aux=True) and store "
+                "them after the step", source=user_source())
         views = self._views.get(compiled)
         if views is None:
             views = self._views[compiled] = self._layout(compiled, args, user_source())[:2]

@@ -153,6 +153,9 @@ class Compiled:
         # flag it cleared, a table it built) fails the guards, which hold the values it read
         # and are for the calls after (gradc/outside.py's guards)
         self.just_traced = False
+        # [outside.Stored]: values the function assigned outside its arguments, each with the
+        # position of the output that holds it (gradc/function.py writes them after a call)
+        self.write_backs = []
         self.out_kind = out_kind
         self.arena_bytes = layout.arena_bytes
         try:

@@ -82,13 +82,17 @@ class Function:
         floats). With capture=True, arrays read from outside the arguments are inputs after
         theirs (graph.captures: gradc/capture.py); else constants."""
         if self.mode == "jit":
-            graph, out_tree, outs = trace(self.fun, call.args, call.kwargs, capture)
+            graph, out_tree, outs = trace(self.fun, call.args, call.kwargs, capture,
+                                          write_back=capture)
+            written = _after_the_results(graph, len(graph.outputs))
             graph = run_passes(graph, BEFORE_AUTODIFF, consume=True)
+            graph.write_backs = written
             _advance_generators(graph, call.treedef)
             return graph, out_tree
         argnums, many = normalize_argnums(self.argnums, len(call.args), src)
         differentiable_leaves(call, argnums, src, argument_names(self.fun))
-        graph, out_tree, outs = trace(self.fun, call.args, call.kwargs, capture)
+        graph, out_tree, outs = trace(self.fun, call.args, call.kwargs, capture,
+                                      write_back=capture and self.mode != "jacobian")
         if self.mode == "jacobian":  # (a number returned is a constant: its Jacobian is zeros)
             out_tree, outs, aux_tree, aux = transforms.split_aux(
                 out_tree, graph.outputs, self.has_aux, self.fun, src)
@@ -105,11 +109,15 @@ class Function:
                            aux_tree)
         out_tree, graph.outputs = number_loss(out_tree, outs, self.has_aux, graph)
         check_loss_output(out_tree, graph.outputs, self.has_aux, self.fun, src)
+        n = len(graph.outputs)
+        written = _after_the_results(graph, n)
         graph = run_passes(graph, BEFORE_AUTODIFF, consume=True)
         wrt = [graph.inputs[p] for i in argnums for p in call.ranges[i]]
-        loss, aux = graph.outputs[0], graph.outputs[1:]
+        loss, aux, kept = graph.outputs[0], graph.outputs[1:n], graph.outputs[n:]
         grads = autodiff.vjp(graph, as_scalar(loss), wrt)
-        graph.outputs = [loss] + grads + aux  # (aux after the gradients: see _package)
+        graph.outputs = [loss] + grads + aux + kept  # (aux after the gradients: see _package)
+        graph.write_backs = [w._replace(value=len(grads) + position) for w, position in
+                             zip(written, (w.value for w in written))]
         _advance_generators(graph, call.treedef)
         # the gradients of Python floats are Python floats (of the signature); of NumPy
         # scalars NumPy scalars (of the call: a 0-d array is the same signature), at `where`
@@ -238,6 +246,7 @@ class Function:
             compiled.lock = random.DRAWS
         compiled.captures = Captures(captures, guards, compiled.input_types)
         compiled.just_traced = True
+        compiled.write_backs = graph.write_backs  # (each with its output's position)
         unchanged_by(compiled.captures, stale, compiled)
         if not cache:
             return compiled
@@ -263,7 +272,16 @@ class Function:
 
     def _package(self, compiled, outs, leaves=None):
         """The call's result from the compiled program's outputs; `leaves`: the call's (the
-        fast path's calls have no NumPy scalar among them)."""
+        fast path's calls have no NumPy scalar among them). Values the function assigned
+        outside its arguments (`self.cache = x`) are written there first, as new arrays (or
+        NumPy scalars), as NumPy's code makes them on every call."""
+        written = compiled.write_backs
+        if written:
+            for stored in written:
+                value = outs[stored.value]
+                stored.write(value.copy() if value.ndim else value[()])
+            at = {stored.value for stored in written}
+            outs = [o for i, o in enumerate(outs) if i not in at]
         if self.mode == "jit":  # (None: a generator's counter, advanced in place)
             return pytree.unflatten(compiled.out_kind, [_result(o, fresh=True) for o in outs
                                                         if o is not None])
@@ -379,6 +397,15 @@ def _fresh_variable(graph, x):
     if type(x) is pytree.TracedFloat or fn.is_weak(x):
         graph.weak.add(fresh.id)
     return fresh
+
+
+def _after_the_results(graph, first):
+    """The values the trace assigned outside its arguments (graph.write_backs) appended to the
+    outputs, from position `first` on (before the generators' counters, _advance_generators):
+    the Stored list, each with its output's position for its value (the passes remake the
+    values, not the positions)."""
+    graph.outputs = graph.outputs + [w.value for w in graph.write_backs]
+    return [w._replace(value=first + i) for i, w in enumerate(graph.write_backs)]
 
 
 def _advance_generators(graph, treedef):

@@ -202,6 +202,9 @@ class Graph:
         self.captured = {}
         self.captures = []
         self.guards = []  # [(name, value, outside.Path)]: values read from outside, compiled in
+        # [outside.Stored]: traced values assigned outside (`self.cache = x`), the last outputs:
+        # written there after each call (gradc/function.py)
+        self.write_backs = []
         # value id -> its (base, offset, strides) through views (passes/fuse.py base_layout):
         # a value's node never changes, so it is found once; fusion asks ~40 times per node
         self.layouts = {}

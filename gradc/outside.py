@@ -500,38 +500,40 @@ class OutsideWalk:
     def undo_stored_values(self):
         """Undo what the traced code stored in the containers and globals it could reach that
         is a traced value (`self.mean = h.mean(0)`, `history.append(loss)`, `global total`):
-        it would hold a placeholder, not a number, after the trace. Returns where they were,
-        each with the line that computed the value stored there."""
-        stored = []
+        it would hold a placeholder, not a number, after the trace. Returns (where values were
+        appended to a list, each with the line that computed it; `Stored` assignments: an
+        attribute, a dict entry, a global, a nonlocal, which a compiled function can make
+        after each call, gradc/function.py's write-backs)."""
+        appended, assigned = [], []
         for name, container, held, attrs in self.held:  # (values there before are not new)
             if isinstance(container, (list, collections.deque)):
                 found = [i for i, v in enumerate(container) if isinstance(v, Value)
                          and not (i < len(held) and held[i] is v)]
                 if found:
-                    stored.append(_stored(f"{name}[{found[0]}]", container[found[0]]))
+                    appended.append(_stored(f"{name}[{found[0]}]", container[found[0]]))
                     container.clear()
                     container.extend(held)
                 continue
             for key in [k for k, v in _numbered(container)  # (a set: no traced value hashes)
                         if isinstance(v, Value) and held.get(k) is not v]:
-                stored.append(_stored(f"{name}.{key}" if attrs else f"{name}[{key!r}]",
-                                      container[key]))
+                assigned.append(Stored(f"{name}.{key}" if attrs else f"{name}[{key!r}]",
+                                       container, key, container[key]))
                 if key in held:
                     container[key] = held[key]
                 else:
                     del container[key]
         for globals_, name, value in self.held_globals:
             if isinstance(globals_.get(name), Value) and globals_.get(name) is not value:
-                stored.append(_stored(name, globals_[name]))
+                assigned.append(Stored(name, globals_, name, globals_[name]))
                 if value is ABSENT:
                     del globals_[name]
                 else:
                     globals_[name] = value
         for name, cell, value in self.held_cells:
             if isinstance(cell.cell_contents, Value) and cell.cell_contents is not value:
-                stored.append(_stored(name, cell.cell_contents))
+                assigned.append(Stored(name, cell, None, cell.cell_contents))
                 cell.cell_contents = value
-        return stored
+        return appended, assigned
 
     def changed_in_place(self):
         """The names of the outside numeric arrays (up to SNAPSHOT_SIZE elements) the code names
@@ -888,6 +890,25 @@ def _slots(cls):
         slots = vars(klass).get("__slots__", ())
         names += [slots] if isinstance(slots, str) else [n for n in slots if n != "__dict__"]
     return names
+
+
+class Stored(NamedTuple):
+    """A traced value the traced code assigned outside its arguments: `where` (its name in
+    messages), the dict (an object's __dict__, a module's globals) and key, or the closure cell
+    (key None), and the value. `write` puts a call's value there."""
+    where: str
+    container: object
+    key: object
+    value: object
+
+    def message(self):
+        return _stored(self.where, self.value)
+
+    def write(self, value):
+        if self.key is None:
+            self.container.cell_contents = value
+        else:
+            self.container[self.key] = value
 
 
 def _stored(where, value):

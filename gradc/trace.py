@@ -1168,7 +1168,7 @@ def _array_function(self, func, types, args, kwargs):
 # ---------------------------------------------------------------------------------------------
 # tracing a function
 
-def trace(fun, args, kwargs=None, capture=False):
+def trace(fun, args, kwargs=None, capture=False, write_back=False):
     """Trace `fun(*args, **kwargs)` into a new graph.
 
     Array leaves of the argument pytrees become graph inputs (named by their path); other leaves
@@ -1177,8 +1177,10 @@ def trace(fun, args, kwargs=None, capture=False):
     arguments are constants named in a ConstantArrayWarning, or with capture=True (what a
     compiled function does) inputs after the arguments', read on every call (`graph.captures`,
     and the values compiled in checked on every call, `graph.guards`: gradc/capture.py). A
-    traced value stored outside the arguments is undone and refused. Returns (graph,
-    out_tree, flat output values).
+    traced value stored outside the arguments is undone and refused; with write_back=True one
+    assigned there (`self.cache = x`, a dict entry, a global) is `graph.write_backs`
+    (outside.Stored), which the compiled function writes there after each call. Returns
+    (graph, out_tree, flat output values).
     """
     kwargs = kwargs or {}
     leaves, treedef = pytree.flatten((args, kwargs))
@@ -1212,7 +1214,7 @@ def trace(fun, args, kwargs=None, capture=False):
                 raise refusal from e
             finally:
                 graph.tracing, graph.refusals = False, []
-                stored = watch.undo_stored_values()
+                stored, assigned = watch.undo_stored_values()
             watch.check(_definition(fun), final=True)
             changed = watch.changed_in_place()
             renumbered = watch.changed_numbers()
@@ -1237,6 +1239,9 @@ def trace(fun, args, kwargs=None, capture=False):
             "it again. Compute the new value and return it (store it after the call), pass "
             "the array as an argument, or (a table made on first use) fill it before the first "
             "call", source=user_source())
+    graph.write_backs = assigned if write_back else []
+    if not write_back:
+        stored = stored + [a.message() for a in assigned]
     if stored:
         raise UnsupportedOpError(
             f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) stored "

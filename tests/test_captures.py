@@ -341,23 +341,57 @@ def test_small_arrays_read_with_numpy_alone_are_checked_and_large_ones_named(mon
         gradc.jit(big.forward)(np.ones(capture.CONTENT_GUARD_SIZE + 1))
 
 
-def test_a_traced_value_stored_outside_is_refused_and_undone():
-    class RunningMean:
+class RunningMean:
+    def __init__(self):
+        self.mean, self.history = np.zeros(2), []
+
+    def forward(self, x):
+        h = x @ np.ones((3, 2))
+        self.mean = 0.9 * self.mean + 0.1 * h.mean(0)  # NumPy-style state update
+        return h - self.mean
+
+
+def test_a_traced_value_assigned_outside_is_written_there_after_each_call():
+    """`self.mean = 0.9 * self.mean + ...`, `self.layer_input = X` (ML-From-Scratch's layers
+    keep their input for a hand-written backward), a global, a nonlocal: the compiled function
+    computes the value and writes it there after each call, a new array, as NumPy's code
+    assigns one (each was refused and undone)."""
+    model, reference = RunningMean(), RunningMean()
+    forward = gradc.jit(model.forward)
+    for scale in (1.0, 2.0, -1.0):
+        np.testing.assert_allclose(forward(X * scale), reference.forward(X * scale), rtol=1e-14)
+        np.testing.assert_allclose(model.mean, reference.mean, rtol=1e-14)
+        assert type(model.mean) is np.ndarray
+    kept = model.mean
+    forward(X)
+    assert kept is not model.mean  # (a new array each call: one held before keeps its values)
+
+    class Dense:
         def __init__(self):
-            self.mean, self.history = np.zeros(2), []
+            self.W = np.eye(3) * 0.5
 
         def forward(self, x):
-            h = x @ np.ones((3, 2))
-            self.mean = 0.9 * self.mean + 0.1 * h.mean(0)  # NumPy-style state update
-            return h - self.mean
+            self.layer_input = x
+            self.loss = np.sum((x @ self.W) ** 2)
+            return self.loss
 
+    layer = Dense()
+    value, grad = gradc.value_and_grad(layer.forward)(X)
+    np.testing.assert_array_equal(layer.layer_input, X)
+    assert type(layer.loss) is np.float64 and layer.loss == value
+    np.testing.assert_allclose(grad, X @ layer.W @ layer.W.T * 2, rtol=1e-14)
+
+
+def test_a_traced_value_appended_outside_or_stored_by_a_train_step_is_refused_and_undone():
     model = RunningMean()
     # (named with the line that computed the value: the store itself runs no traced operation)
     line = RunningMean.forward.__code__.co_firstlineno + 2
+    step = gradc.train_step(lambda p, x: np.sum(model.forward(x @ p["W"]) ** 2),
+                            gradc.optim.SGD(lr=0.1))
     with pytest.raises(gradc.UnsupportedOpError,
-                       match=r"stored traced values outside its arguments \(`self\.mean` "
+                       match=r"stored traced values outside its arguments \(`model\.mean` "
                              rf"\(a value computed at test_captures\.py:{line}\)\)"):
-        gradc.jit(model.forward)(X)
+        step({"W": np.eye(3)}, X)
     assert type(model.mean) is np.ndarray and not model.mean.any()  # (as it was)
     log = []
 
@@ -913,17 +947,20 @@ def test_a_small_outside_array_changed_to_minus_zero_traces_again():
 WRITTEN_ONLY = None
 
 
-def test_a_global_the_function_only_writes_is_refused_and_undone():
+def test_a_global_the_function_only_writes_is_written_after_each_call():
     """`global W; W = x.sum()` with W never read: the store was not seen (only read globals
-    were held) and W kept a traced value after the call."""
+    were held) and W kept a traced value after the call; it was refused then; now written."""
     def loss(x):
         global WRITTEN_ONLY
         WRITTEN_ONLY = x.sum()
         return (x ** 2).sum()
 
+    grad = gradc.grad(loss)
+    for x in (np.arange(3.0), np.ones(3)):
+        np.testing.assert_array_equal(grad(x), 2 * x)
+        assert WRITTEN_ONLY == x.sum()
     with pytest.raises(gradc.UnsupportedOpError, match="WRITTEN_ONLY"):
-        gradc.grad(loss)(np.arange(3.0))
-    assert WRITTEN_ONLY is None
+        gradc.jacobian(loss)(np.arange(3.0))  # (not written by the transforms)
 
 
 def test_an_outside_dict_walked_in_another_order_traces_again():
