@@ -355,3 +355,26 @@ def test_einsum_pairs_are_blas_products_with_the_transpose_folded():
     graph, _, _ = trace(lambda q, k: E("bhqd,bhkd->bhqk", q, k), [a, a])
     ops = [n.op for n in run_passes(run_passes(graph, BEFORE_AUTODIFF), AFTER_AUTODIFF).nodes]
     assert ops.count("bmm") == 1 and "transpose" not in ops, ops
+
+
+def test_gradients_through_an_empty_batch_are_zeros():
+    """An empty batch's loss is an empty sum: every gradient is zero. A fused loop over the
+    empty batch that also summed into a [1, 4] gradient shared its pointer with the empty
+    product it wrote (both at one address) and zeroed the sum's buffer over the empty loop's
+    extent, 0 elements: the gradient came back as whatever the arena held (fuzz40c)."""
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((4, 3))
+    for dtype in (np.float32, np.float64):
+        k1 = np.zeros((0, 4), dtype)
+        f = lambda k1, W: np.sum((k1 * np.diagonal(W @ W.T)) @ W)  # noqa: E731
+        for _ in range(2):
+            g = gradc.grad(f, argnums=1)(k1, W.astype(dtype) * rng.standard_normal())
+            np.testing.assert_array_equal(g, np.zeros((4, 3), dtype))
+    k0, k1 = rng.standard_normal((3, 0, 1)), rng.standard_normal((2, 0, 1))
+
+    def contraction(k0, k1):
+        d = k1[:1] - k0
+        return np.einsum("ajk,bjk->abk", d, d)[:, :, 0]
+
+    for block in gradc.jacobian(contraction, argnums=(0, 1))(k0, k1):
+        np.testing.assert_array_equal(block, np.zeros_like(block))

@@ -392,6 +392,7 @@ def loop_kernel(kernel, fusion, address):
     # bool buffers: array views
     viewed = {name for name, (dtype, _) in arrays.items() if np.dtype(dtype) == np.bool_}
     index, extent_of, patterns, displaced = {}, {}, {}, {}
+    extent_at = {}  # id(access) -> its own extent (an empty value may share its array's address)
     for access in nest.accesses:
         name = array_of[id(access)]
         seen = patterns.setdefault(name, [])
@@ -406,6 +407,7 @@ def loop_kernel(kernel, fusion, address):
                              displacement=displaced[name][shift[id(access)]])
         index[id(access)] = f"{name}[{idx}]"
         extent_of.setdefault(name, []).append(extent)
+        extent_at[id(access)] = extent
 
     lines = []
     emit = lambda depth, text: lines.append("    " * depth + text)  # noqa: E731
@@ -427,7 +429,7 @@ def loop_kernel(kernel, fusion, address):
     # reductions: the trailing loops they reduce over accumulate in a register
     for red in nest.reductions:
         if red.in_memory(ndim):
-            emit(1, f"for j in range({_extent_text(extent_of[array_of[id(red.access)]][0], params)}):")
+            emit(1, f"for j in range({_extent_text(extent_at[id(red.access)], params)}):")
             emit(2, f"{array_of[id(red.access)]}[j] = {red.identity()}")
 
     # Each load of an array the kernel never writes is read in the loop of the last index it
