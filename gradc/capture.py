@@ -30,7 +30,7 @@ import numpy as np
 
 from .fresh import Fresh
 
-from .outside import ABSENT, Path
+from .outside import ABSENT, ChangedByTrace, Path
 from .pytree import typed_key
 from .errors import SignatureError
 
@@ -208,6 +208,9 @@ def named_tables(watch):
 def _change(guard, now):
     """What changed, for the compile log and CaptureChanged."""
     was = guard.value
+    if isinstance(was, ChangedByTrace):
+        return (f"`{guard.name}` was {was}: traced again, as NumPy's code would run its "
+                "Python again")
     if not isinstance(was, np.ndarray):  # (now an array: one the trace built, outside._built)
         now = (f"a {now.dtype.name}{list(now.shape)} array" if isinstance(now, np.ndarray)
                else repr(now))

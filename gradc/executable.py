@@ -152,7 +152,7 @@ class Compiled:
         # the first run follows the trace in the same call: what the trace itself changed (a
         # flag it cleared, a table it built) fails the guards, which hold the values it read
         # and are for the calls after (gradc/outside.py's guards)
-        self.just_traced = False
+        self.just_traced = None  # (the thread whose trace made it, until its first run)
         # [outside.Stored]: values the function assigned outside its arguments, each with the
         # position of the output that holds it (gradc/function.py writes them after a call)
         self.write_backs = []
@@ -204,7 +204,9 @@ class Compiled:
         """The leaves, then the arrays read from outside the arguments as they are now (raises
         capture.CaptureChanged where one is no longer of its traced shape and dtype, or a
         guarded value changed, but on the run that follows the trace)."""
-        guards, self.just_traced = not self.just_traced, False
+        guards = self.just_traced != threading.get_ident()  # (the tracing thread's run)
+        if not guards:
+            self.just_traced = None
         return list(leaves) + self.captures.read(guards) if self.captures else leaves
 
     def last_call(self, treedef, leaves, writeable=()):

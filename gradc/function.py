@@ -163,7 +163,7 @@ class Function:
         compiled = self.cache.get(key)
         if compiled is None:
             compiled = self.compiled_once(key, Call(args, kwargs, leaves, treedef))
-        for retry in (True, False):
+        for retry in (True, True, False):  # (another thread may change what a trace read)
             with compiled.lock:
                 try:
                     outs = compiled.run(leaves, written=advanced)
@@ -245,7 +245,7 @@ class Function:
         if random.draws_from_generators(call):
             compiled.lock = random.DRAWS
         compiled.captures = Captures(captures, guards, compiled.input_types)
-        compiled.just_traced = True
+        compiled.just_traced = threading.get_ident()
         compiled.write_backs = graph.write_backs  # (each with its output's position)
         unchanged_by(compiled.captures, stale, compiled)
         if not cache:
@@ -275,7 +275,7 @@ class Function:
         fast path's calls have no NumPy scalar among them). Values the function assigned
         outside its arguments (`self.cache = x`) are written there first, as new arrays (or
         NumPy scalars), as NumPy's code makes them on every call."""
-        written = compiled.write_backs
+        written = getattr(compiled, "write_backs", ())  # (an interpreted one has none)
         if written:
             for stored in written:
                 value = outs[stored.value]

@@ -559,9 +559,11 @@ class OutsideWalk:
                 now = capture.path.follow()
             except Exception:  # noqa: BLE001 - (gone: deleted by the trace)
                 now = ABSENT
-            if array is not None and now is not array:
-                rebound.append(capture.name)
-        return rebound
+            if array is not None and now is not array and not (
+                    type(now) in (np.ndarray, Fresh) and now.shape == array.shape
+                    and now.dtype == array.dtype and np.array_equal(now, array)):
+                rebound.append(capture.name)  # (a copy of the same values read again
+        return rebound  # is what the compiled function reads: `self.W = self.W.copy()`)
 
     def changed_numbers(self):
         """The Python numbers outside the arguments that the traced code stored anew
@@ -687,45 +689,63 @@ class OutsideWalk:
                            and (type(first) in _PLAIN + (frozenset, tuple)
                                 or isinstance(first, _PLAIN_INSTANCES))
                            and not _renumbered(first, value) and not same(first, value))
-                guards.append((name, first if changed else value, path))
+                guards.append((name, ChangedByTrace(first, value) if changed else value, path))
             elif ((type(first) in _PLAIN or isinstance(first, _PLAIN_INSTANCES))
                   and path.steps[-1][0] in ("attr", "item", "global")):
-                guards.append((name, first, path))  # (a table the trace built where it found
-                # None, on a class too, `M.TABLE = ...`: see _built)
+                guards.append((name, ChangedByTrace(first, value), path))  # (a table the trace
+                # built where it found None, on a class too, `M.TABLE = ...`: see _built)
         guards += [(f"import {name}", ABSENT, Path(sys.modules, (("item", name),)))
                    for name in sorted(self.imported_later) if name in sys.modules]  # (the next
         # call walks the module the trace imported: its arrays read live)
         return guards + self._built()
 
     def _built(self):
-        """Guards of what the trace put where the walk found nothing, None, a number or an
-        empty array (`if self.buf is None: self.buf = np.zeros(n)`, a dict of tables, `cache["w"]
-        = np.ones(3)`, a global so built, a table rebuilt for a new shape): the trace compiled
-        in what it made, but the next call, as NumPy's code, reads what is there now, which
-        the user may change. The guard (what the walk found) makes the next call trace again,
-        and that trace reads its arrays live. (A number counted up: changed_numbers.)"""
+        """Guards of what the traced code assigned outside (its Stores: an attribute, a dict
+        entry it names, a global, a nonlocal; an empty list it appended tables to). The
+        compiled program makes no assignment, so it may run only where each would change
+        nothing: a plain value assigned is guarded by the value the trace left (`self.status
+        = "running"`, reset by the user: traced again); one the trace changed (a table built
+        where it found nothing, None, a number or an empty array: `if self.buf is None:
+        self.buf = np.zeros(n)`, a flag or string set anew) makes the program single-use
+        (ChangedByTrace): the next call traces again, and that trace reads the table live. A
+        number counted up keeps its warning instead (changed_numbers)."""
         from .capture import same  # (it imports this module)
+        from .trace import _frame_kind  # (it imports this module)
+        stores = NO_STORES
+        for code in list(self.codes):
+            if _frame_kind(code.co_filename) == "user":
+                stores = stores | code_stores(code)
+        keys = self.names().keys
 
-        def first_build(before, now):
-            placeholder = (before is ABSENT or type(before) in _PLAIN
-                           or isinstance(before, _PLAIN_INSTANCES)
+        def guard(name, before, now, path):
+            if _renumbered(before, now):
+                return []
+            if before is not ABSENT and (now is before or same(before, now)):
+                return [(name, now, path)] if _guardable(now) else []
+            placeholder = (before is ABSENT or _guardable(before)
                            or type(before) is np.ndarray and before.size == 0)
-            return (placeholder and now is not before and not _renumbered(before, now)
-                    and not (before is not ABSENT and same(before, now)))
-        guards = [(f"{name}.{key}" if attrs else f"{name}[{key!r}]", held.get(key, ABSENT),
-                   Path(container, (("item", key),)))
-                  for name, container, held, attrs in self.held
-                  for key, now in list(_numbered(container))
-                  if first_build(held.get(key, ABSENT), now)]
-        guards += [(f"{name}[{len(held)}]", ABSENT, Path(container, (("item", len(held)),)))
-                   for name, container, held, _ in self.held
-                   if type(container) is list and _tables_appended(held, container)]
-        guards += [(name, before, Path(globals_, (("item", name),)))
-                   for globals_, name, before in self.held_globals
-                   if first_build(before, globals_.get(name, ABSENT))]
-        return guards + [(name, before, Path(cell, (("attr", "cell_contents"),)))
-                         for name, cell, before in self.held_cells
-                         if first_build(before, getattr(cell, "cell_contents", ABSENT))]
+            return [(name, ChangedByTrace(before, now), path)] if placeholder else []
+
+        guards = []
+        for name, container, held, attrs in self.held:
+            stored = (lambda k: k in stores.attrs) if attrs else (
+                lambda k: stores.items and k in keys)
+            for key, now in list(_numbered(container)):
+                if stored(key) or key not in held:
+                    guards += guard(f"{name}.{key}" if attrs else f"{name}[{key!r}]",
+                                    held.get(key, ABSENT), now, Path(container, (("item", key),)))
+            if type(container) is list and not held and _tables_appended(held, container):
+                guards.append((f"{name}[0]", ChangedByTrace([], "tables appended"),
+                               Path(container, (("item", 0),))))
+        for globals_, name, before in self.held_globals:
+            if name in stores.globals:
+                guards += guard(name, before, globals_.get(name, ABSENT),
+                                Path(globals_, (("item", name),)))
+        for name, cell, before in self.held_cells:
+            if name in stores.cells:
+                guards += guard(name, before, getattr(cell, "cell_contents", ABSENT),
+                                Path(cell, (("attr", "cell_contents"),)))
+        return guards
 
     def _consider(self, value, name, depth, path, outside=True):
         """Watch `value` if it is a NumPy generator; else look `depth` levels into it. Where it
@@ -890,6 +910,29 @@ def _slots(cls):
         slots = vars(klass).get("__slots__", ())
         names += [slots] if isinstance(slots, str) else [n for n in slots if n != "__dict__"]
     return names
+
+
+def _guardable(x):
+    """Whether an assigned value is guarded by value: a number, string, None, enum member, or
+    a tuple of them (`self.last_shape = x.shape`)."""
+    return (type(x) in _PLAIN or isinstance(x, _PLAIN_INSTANCES)
+            or type(x) is tuple and len(x) <= 32 and all(map(_guardable, x)))
+
+
+class ChangedByTrace:
+    """The guard value of what the traced code itself changed outside its arguments (`before`
+    to `after`): no later call may run that program, which would not make the change (a flag
+    cleared, a table built, `self.training = False` of an eval() method), so each call traces
+    again until a trace leaves the value as it found it. Matches nothing (capture.same)."""
+    __slots__ = ("before", "after")
+
+    def __init__(self, before, after):
+        self.before, self.after = before, after
+
+    def __repr__(self):
+        shown = lambda x: "nothing" if x is ABSENT else (  # noqa: E731
+            f"a {x.dtype.name}{list(x.shape)} array" if isinstance(x, np.ndarray) else repr(x))
+        return f"{shown(self.before)}, then {shown(self.after)} by the traced code itself"
 
 
 class Stored(NamedTuple):

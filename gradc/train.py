@@ -630,7 +630,7 @@ class TrainStep(LearningRate):
         if random.draws_from_generators(call):
             compiled.lock = random.DRAWS
         compiled.captures = Captures(graph.captures, graph.guards, compiled.input_types)
-        compiled.just_traced = True
+        compiled.just_traced = threading.get_ident()
         unchanged_by(compiled.captures, stale, compiled)
         if not cache:
             return compiled

@@ -1765,3 +1765,104 @@ def test_a_helper_whose_code_is_replaced_traces_again():
         assert jitted(x) == 9.0  # (the fast path)
     finally:
         _doubled.__code__ = saved
+
+
+def _programs_that_set_state():
+    """Factories of (state, function, change between calls) whose function assigns outside
+    state (fuzz40f): each called anew for gradc's copy and NumPy's."""
+    class Model:
+        def __init__(self):
+            self.training, self.first, self.phase, self.status = True, True, False, "idle"
+            self.W, self.last_shape = None, None
+
+        def forward(self, x):
+            return x * 0.5 if self.training else x
+
+        def predict(self, x):  # (model.eval() inside: a flag set, then read by a helper)
+            self.training = False
+            return self.forward(x)
+
+        def train_out(self, x):
+            self.training = True
+            return self.forward(x)
+
+        def once(self, x):
+            if self.first:
+                self.first = False
+                return x * 2.0
+            return x * 3.0
+
+        def toggled(self, x):
+            self.phase = not self.phase
+            return x * (2.0 if self.phase else 5.0)
+
+        def lazy(self, x):
+            if self.W is None:
+                self.W = np.linspace(-1.0, 1.0, x.shape[-1])
+            self.status = "running"
+            self.last_shape = x.shape
+            return x * self.W
+
+    def reset(m):
+        m.first, m.W, m.status = True, None, "idle"
+    return Model, reset
+
+
+def test_state_the_function_sets_is_set_on_every_call_as_numpy_sets_it():
+    """A program is guarded by what its trace read, and by the value it left where the code
+    assigns: a program whose trace changed a value (model.eval()'s flag, a first-call flag, a
+    toggle, a table built where None was) never runs again, since it would not make the change;
+    a later call traces again. (Guarded by the value read alone, two compiled methods that set
+    a shared `training` flag stopped setting it; a flag or table the user reset brought back
+    the first trace's program; a value only assigned went stale.)"""
+    Model, reset = _programs_that_set_state()
+    ours, numpys = Model(), Model()
+    compiled = {name: gradc.jit(getattr(ours, name))
+                for name in ("forward", "predict", "train_out", "once", "toggled", "lazy")}
+    x = np.array([1.0, -2.0, 3.0])
+    fields = ("training", "first", "phase", "status", "last_shape")
+    for call in range(6):
+        if call == 3:
+            reset(ours)
+            reset(numpys)
+        for name, function in compiled.items():
+            xs = x if call % 2 else x[None, :]
+            np.testing.assert_array_equal(function(xs), getattr(numpys, name)(xs), err_msg=name)
+            assert [getattr(ours, f) for f in fields] == [getattr(numpys, f) for f in fields]
+            assert (ours.W is None) == (numpys.W is None)
+
+
+def test_threads_calling_a_function_that_sets_state_are_not_refused():
+    """Four threads calling one function whose trace clears a flag and builds a table: the
+    run after a trace skips the guards only in the thread that traced, and a call retries
+    while other threads change what its trace read (3 of 40 calls were refused: changed while
+    traced again)."""
+    import threading
+
+    class Layer:
+        def __init__(self):
+            self.first, self.buf = True, None
+
+        def __call__(self, x):
+            if self.buf is None:
+                self.buf = np.full(3, 2.0)
+            if self.first:
+                self.first = False
+            return x * self.buf
+
+    layer = Layer()
+    f, errors = gradc.jit(layer), []
+
+    def work():
+        try:
+            for _ in range(10):
+                np.testing.assert_array_equal(f(np.ones(3)), np.full(3, 2.0))
+        except Exception as e:  # noqa: BLE001 - (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
