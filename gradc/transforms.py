@@ -162,8 +162,9 @@ def _arrays(tree):
         return np.asarray(tree, np.float64)
     if isinstance(tree, dict):
         return {k: _arrays(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
-        return type(tree)(_arrays(v) for v in tree)
+    if isinstance(tree, (list, tuple)):
+        items = [_arrays(v) for v in tree]
+        return type(tree)(*items) if hasattr(tree, "_fields") else type(tree)(items)
     return tree
 
 
@@ -257,8 +258,9 @@ def hvp(fun, primals, tangents):
             "gradc.hvp(fun, primals, tangents) takes tuples, one entry per argument of fun (as "
             f"JAX's jvp): gradc.hvp(f, (x,), (v,)), got {type(primals).__name__} and "
             f"{type(tangents).__name__}", source=user_source())
-    # (a Python number as a tangent is a traced float64, as its primal is, never static)
-    tangents = tuple(np.float64(t) if type(t) in (int, float) else t for t in tangents)
+    # (a Python number as a tangent is a traced float64, as its primal is, never static; in a
+    # pytree too: {"w": v, "s": 0.1} along {"w": x, "s": 0.5})
+    tangents = tuple(np.float64(t) if type(t) in (int, float) else _arrays(t) for t in tangents)
     primals = tuple(primals)
     n = len(primals)
     if n == 0 or len(tangents) != n:

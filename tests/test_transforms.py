@@ -593,3 +593,27 @@ def test_second_derivatives_of_a_function_that_updates_its_own_arrays_in_place()
     v = rng.standard_normal(w.shape)
     got = gradc.hvp(in_place, (w, x), (v, np.zeros_like(x)))[1][0]
     np.testing.assert_allclose(got, np.tensordot(want, v, 2), rtol=1e-10, atol=1e-12)
+
+
+def test_python_numbers_inside_tangent_and_cotangent_pytrees():
+    """hvp's tangents and a vjp_fn's cotangents may hold Python numbers anywhere in their
+    pytrees, namedtuples too, as JAX's take them (a dict entry and a namedtuple field were
+    refused as not matching: fuzz40c)."""
+    import collections
+
+    def f(p):
+        return np.sum(np.tanh(p["w"] * p["s"]))
+
+    w = np.array([0.1, 0.2, 0.3])
+    g, hv = gradc.hvp(f, ({"w": w, "s": 0.5},), ({"w": np.ones(3), "s": 0.1},))
+    eps = 1e-6
+    up = gradc.grad(f)({"w": w + eps * np.ones(3), "s": 0.5 + eps * 0.1})
+    down = gradc.grad(f)({"w": w - eps * np.ones(3), "s": 0.5 - eps * 0.1})
+    np.testing.assert_allclose(hv["w"], (up["w"] - down["w"]) / (2 * eps), rtol=1e-6)
+    np.testing.assert_allclose(hv["s"], (up["s"] - down["s"]) / (2 * eps), rtol=1e-6)
+    assert float(g["s"]) == pytest.approx(float(np.sum(w / np.cosh(w * 0.5) ** 2)))
+
+    Pair = collections.namedtuple("Pair", "vec total")
+    out, vjp_fn = gradc.vjp(lambda x: Pair(np.sin(x), np.sum(x ** 2)), w)
+    (ct,) = vjp_fn(Pair(np.ones(3), 2.0))
+    np.testing.assert_allclose(ct, np.cos(w) + 2.0 * 2 * w, rtol=1e-14)
