@@ -342,5 +342,6 @@ def describe(treedef):
         return f"{treedef[1].__name__}(" + ", ".join(describe(c) for c in treedef[2]) + ")"
     if kind in ("list", "tuple", "namedtuple"):
         inner = ", ".join(describe(c) for c in treedef[-1])
-        return f"[{inner}]" if kind == "list" else f"({inner})"
+        return (f"[{inner}]" if kind == "list" else f"{treedef[1].__name__}({inner})"
+                if kind == "namedtuple" else f"({inner})")
     return repr(treedef[1])

@@ -617,3 +617,13 @@ def test_python_numbers_inside_tangent_and_cotangent_pytrees():
     out, vjp_fn = gradc.vjp(lambda x: Pair(np.sin(x), np.sum(x ** 2)), w)
     (ct,) = vjp_fn(Pair(np.ones(3), 2.0))
     np.testing.assert_allclose(ct, np.cos(w) + 2.0 * 2 * w, rtol=1e-14)
+
+
+def test_a_structure_mismatch_names_a_namedtuple_by_its_class():
+    """A tuple cotangent for a namedtuple output: both were described as (array, array)."""
+    import collections
+    Pair = collections.namedtuple("Pair", "a b")
+    _, vjp_fn = gradc.vjp(lambda x: Pair(x * 2, x * 3), np.ones(2))
+    with pytest.raises(gradc.NonDifferentiableError,
+                       match=r"\(array, array\) does not match the output Pair\(array, array\)"):
+        vjp_fn((np.ones(2), np.ones(2)))
