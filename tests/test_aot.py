@@ -10,13 +10,14 @@ import shlex
 import subprocess
 import sys
 import textwrap
-import threading
 
 import numpy as np
 import pytest
 
 import gradc
 from gradc import aot, cli
+
+from _threads import errors_in_threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KERNELS = os.path.join(ROOT, "kernels")
@@ -632,18 +633,7 @@ def test_what_a_fuzzing_round_of_the_modules_found(tmp_path):
     shadowing.__name__ = "next"
     with pytest.raises(aot.AotError, match="a builtin its code calls"):
         aot.compile_module(shadowing, (x,), str(tmp_path / "next.py"))
-    errors = []
-
-    def write():
-        try:
-            aot.compile_module(keyed, args, str(tmp_path / "shared.py"))
-        except Exception as e:  # noqa: BLE001
-            errors.append(e)
-
-    threads = [threading.Thread(target=write) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = errors_in_threads(lambda: aot.compile_module(keyed, args,
+                                                         str(tmp_path / "shared.py")))
     assert errors == [] and not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
     assert load_module(str(tmp_path / "shared.py"), "shared").keyed(*args)[0] == value

@@ -15,6 +15,7 @@ import gradc
 from gradc import aot, capture
 
 from _finite_differences import central_difference
+from _threads import errors_in_threads
 
 RNG = np.random.default_rng(7)
 X = RNG.standard_normal((4, 3))
@@ -1837,8 +1838,6 @@ def test_threads_calling_a_function_that_sets_state_are_not_refused():
     run after a trace skips the guards only in the thread that traced, and a call retries
     while other threads change what its trace read (3 of 40 calls were refused: changed while
     traced again)."""
-    import threading
-
     class Layer:
         def __init__(self):
             self.first, self.buf = True, None
@@ -1850,19 +1849,11 @@ def test_threads_calling_a_function_that_sets_state_are_not_refused():
                 self.first = False
             return x * self.buf
 
-    layer = Layer()
-    f, errors = gradc.jit(layer), []
+    f = gradc.jit(Layer())
 
     def work():
-        try:
-            for _ in range(10):
-                np.testing.assert_array_equal(f(np.ones(3)), np.full(3, 2.0))
-        except Exception as e:  # noqa: BLE001 - (reported below)
-            errors.append(e)
+        for _ in range(10):
+            np.testing.assert_array_equal(f(np.ones(3)), np.full(3, 2.0))
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = errors_in_threads(work)
     assert not errors, errors[0]
