@@ -24,6 +24,7 @@ ConstantArrayWarning names them (trace.py).
 """
 from __future__ import annotations
 
+from types import CodeType
 from typing import NamedTuple
 
 import numpy as np
@@ -63,6 +64,8 @@ def same(a, b):
     an array: the same shape, dtype and elements)."""
     if type(a) is not type(b):
         return False
+    if type(a) is CodeType:  # (a function's code: replaced in place by an autoreload)
+        return a is b
     if isinstance(a, np.ndarray):  # (an array, or a memmap's contents)
         return (a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
                 and (a.dtype.kind != "f" or np.array_equal(np.signbit(a), np.signbit(b))))

@@ -3,6 +3,7 @@ flattening, hashing or a cache lookup (see the class)."""
 from __future__ import annotations
 
 import math
+import types
 import weakref
 from bisect import bisect_left
 
@@ -14,6 +15,12 @@ from .capture import same
 
 def _forgotten():
     return None  # what a forgotten weak reference returns: no array is this one
+
+
+# guarded values the fast path compares by identity (capture.same would say the same, slower):
+# a function's code (replaced in place by an autoreload), functions, classes, True and False
+# (not builtin methods: `[].append` is a new object each time it is read)
+_BY_IDENTITY = frozenset({types.CodeType, types.FunctionType, type, bool})
 
 
 class LastCall:
@@ -69,8 +76,10 @@ class LastCall:
             for guard in guards:
                 name = f"G{len(consts)}"
                 consts.update({name: guard.value, "same": same})
-                lines += [f"    if not same({guard.path.expression(consts)}, {name}):",
-                          "        return False"]
+                test = (f"{guard.path.expression(consts)} is not {name}"  # (what only is itself)
+                        if guard.value is None or type(guard.value) in _BY_IDENTITY else
+                        f"not same({guard.path.expression(consts)}, {name})")
+                lines += [f"    if {test}:", "        return False"]
             for j, c in enumerate(captures):
                 lines.append(f"    l{first + j} = {c.path.expression(consts)}")
                 for _, tie in c.ties:  # (another way to that array then: untied since?)
