@@ -254,17 +254,18 @@ class Graph:
 
     def refuse_stale(self, value, reader="this line reads"):
         from .errors import UnsupportedOpError
+        from .trace import user_source  # (the line that reads: the graph's may be gradc's)
         what = (f"a view ({value.type_str}: a slice, a transpose, a reshape...) of an array"
                 if value.id in self.views else f"an array ({value.type_str})")
         raise UnsupportedOpError(
             f"{reader} {what} that an in-place operator or a store (x[i] = v) changed afterwards, at "
-            f"{self.stale[value.id]}, under another name (a list's element, a helper's "
-            "parameter, a view): NumPy would read the changed values, and gradc's arrays are "
-            "immutable (`x += y` binds x to a new array). Read the updated name, take the view "
+            f"{self.stale[value.id]}, through a view of it other than basic indexing's (a "
+            "transpose, a reshape): NumPy would read the changed values, which gradc follows "
+            "only through views by basic indexing. Read the updated name, take the view "
             "after the update, update the array itself (x = gradc.at(x)[index].add(y), "
             ".multiply, .set...), or write x = x + y where the other name should keep the old "
             "values" + (LAYOUT_HINT if value.id in self.stale_through_layout else ""),
-            source=self.source)
+            source=self.source if self.source != "<gradc>" else user_source())
 
     def take_over(self, handle, new):
         """`x[i] = v` while tracing: the Python object `handle` (the one the user's names, lists

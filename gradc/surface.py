@@ -15,7 +15,7 @@ import numpy as np
 
 from . import indexing
 from .functions.elementwise import imaginary_part
-from .errors import ArgumentError, ShapeError, TracedBranchError, UnsupportedOpError
+from .errors import ArgumentError, GradcError, ShapeError, TracedBranchError, UnsupportedOpError
 from .ir import LAYOUT_HINT, Value
 from .ops import fn
 from .selection import Selection
@@ -242,30 +242,41 @@ def _viewed(base, out):
 
 
 def _in_place(symbol, binary):
-    """`x op= y`. NumPy writes the result into x's memory; gradc's arrays are immutable, so the
-    name x is bound to a new array (`_written_back`): NumPy's answer, unless x's memory is
-    reached another way. Reached that way later (another name, a view, the array a view was
-    taken of), the old value is refused when read (Graph.retire). Refused at once: x an
-    argument of the traced function or a view of one (NumPy would write into the caller's
-    array), a view of a NumPy array from outside, and NumPy's read-only views."""
+    """`x op= y`. NumPy writes the result into x's memory: the array object x takes the new
+    value (Graph.take_over), so every name, list, dict entry and view by basic indexing that
+    holds x sees it (`d["k"] *= 3`, `hs.append(h); h *= 0.9`), and what read x before keeps the
+    old value; x a view by basic indexing writes into its array (`_indexed_base`). Other views
+    of x (transposes, reshapes) and the array another view x is were retired: refused when
+    read. A number (a NumPy scalar, a Python float) is bound anew, as NumPy's. Refused at once:
+    x an argument of the traced function or a view of one (NumPy would write into the
+    caller's array), a view of a NumPy array from outside, and NumPy's read-only views."""
     def impl(self, other):
-        if stores_back(sys._getframe(1)):  # (x[i] += y: written into x by _setitem next)
-            return _written_back(self, binary(self, other), symbol, retire=False)
         why = _unwritable(self)
-        through = _indexed_base(self) if why is None else None
+        if why is not None and stores_back(sys._getframe(1)):  # (x[i] += y: the store into
+            # x that follows is what is refused, or not)
+            return _written_back(self, binary(self, other), symbol, retire=False)
+        if why is not None:
+            name = self.name or f"a {self.type_str} array"
+            raise UnsupportedOpError(
+                f"{symbol}= on {name}: {why}. Write a new array, x = x {symbol} y (return it for "
+                "the caller), or update the array a view was taken of with "
+                "gradc.at(x)[index].add(y) (.set, .multiply...)"
+                + (LAYOUT_HINT if _through_layout_view(self) else ""), source=user_source())
+        new = _written_back(self, binary(self, other), symbol, retire=False)
+        graph = self.graph
+        if new is self or self.ndim == 0 and not is_zero_d_array(self) or self.id in graph.weak:
+            return new  # (a number: bound anew)
+        if self.id in graph.stale:
+            graph.refuse_stale(self, f"{symbol}= writes into")
+        through = _indexed_base(self)
         if through is not None:  # (r = x[0]; r += y: x takes the update, r follows it)
-            _setitem(*through, _written_back(self, binary(self, other), symbol, retire=False))
+            _setitem(*through, new)
             return self
-        if why is None:  # (a view of a computed array: that array changed too, retired)
-            out = _written_back(self, binary(self, other), symbol)
-            _retire_viewed(self)
-            return out
-        name = self.name or f"a {self.type_str} array"
-        raise UnsupportedOpError(
-            f"{symbol}= on {name}: {why}. Write a new array, x = x {symbol} y (return it for the "
-            "caller), or update the array a view was taken of with gradc.at(x)[index].add(y) "
-            "(.set, .multiply...)" + (LAYOUT_HINT if _through_layout_view(self) else ""),
-            source=user_source())
+        old = graph.take_over(self, new)
+        _follow(self, old)
+        _retire(old, user_source())
+        _retire_viewed(old)
+        return self
     return impl
 
 
@@ -562,6 +573,9 @@ def _setitem(self, index, value):
             "and return it for the caller), or make the updated array, x = "
             "gradc.at(x)[index].set(v)" + (LAYOUT_HINT if _through_layout_view(self) else ""),
             source=user_source())
+    if isinstance(value, Value) and graph.view_base.get(value.id) is self and _same_key(
+            graph.view_keys.get(value.id), index):
+        return  # (x[i] op= y: x[i], a view of x, already wrote its update into x)
     new = indexing._traced_update_of(self, index, "set", value)
     if new is self:
         return
@@ -595,7 +609,11 @@ def set_shape(x, shape):
                 if x.node is None else "x is a view of another array, which NumPy reshapes "
                 "only where its memory is contiguous") + "; write x = x.reshape(...)",
             source=user_source())
-    old = graph.take_over(x, fn.reshape(x, shape))
+    try:
+        reshaped = fn.reshape(x, shape)
+    except GradcError as e:  # (NumPy's refusal, at the user's line)
+        raise type(e)(str(e), source=user_source()) from None
+    old = graph.take_over(x, reshaped)
     views = graph.views_of.pop(old.id, [])
     for view in views:
         graph.view_keys.pop(view.id, None)
@@ -628,6 +646,14 @@ def _writes_into(x, what, instead):
     if why is not None:
         raise UnsupportedOpError(f"{what} writes into {x.name or f'a {x.type_str} array'} in "
                                  f"place: {why}; use {instead}, a new array", source=user_source())
+
+
+def _same_key(key, index):
+    """Whether `index` is the basic index `key` a view was taken with (Graph.view_keys)."""
+    index = index if isinstance(index, tuple) else (index,)
+    return key is not None and len(key) == len(index) and all(
+        type(a) is type(b) and (a is b or isinstance(a, (int, slice)) and a == b)
+        for a, b in zip(key, index))
 
 
 def _indexed_base(view):

@@ -585,7 +585,12 @@ def _np_ravel(a, order="C"):
 
 def _np_clip(a, a_min=_ABSENT, a_max=_ABSENT, out=None, min=_ABSENT, max=_ABSENT,  # noqa: A002
              **ufunc_kwargs):
-    """np.clip: the bounds as a_min and a_max (both, positionally or not) or as min/max."""
+    """np.clip: the bounds as a_min and a_max (both, positionally or not) or as min/max; out= a
+    traced array takes the result, as a ufunc's out= does (`np.clip(g, -1, 1, out=g)`)."""
+    if out is not None and isinstance(out, Value):
+        from .surface import written_out  # (it builds on this module)
+        value = _np_clip(a, a_min, a_max, None, min, max, **ufunc_kwargs)
+        return written_out(out, value, True, "np.clip")
     _no_out(out, "clip")
     if ufunc_kwargs:
         raise UnsupportedOpError(f"np.clip with {', '.join(ufunc_kwargs)}= is not supported")

@@ -179,3 +179,24 @@ def test_an_assert_on_traced_values_says_what_to_do_with_it(tmp_path):
     with pytest.raises(gradc.TracedBranchError, match=r"validating_loss\.py:4: an assert on "
                                                       r"traced values.*before the call"):
         gradc.grad(module.loss)(np.eye(2))
+
+
+def test_clip_into_its_own_array_and_a_reshape_numpy_refuses():
+    """`np.clip(g, -1, 1, out=g)` (gradient clipping in place) was refused; `y.shape = (4,)` of
+    3 elements is NumPy's refusal at the user's line (it had none)."""
+    def clipped(x):
+        g = x * 3.0
+        np.clip(g, -1.0, 1.0, out=g)
+        h = x * 1.0
+        h.clip(0.0, None, out=h)
+        return np.sum(g ** 2) + np.sum(h)
+
+    _value_and_gradient_match(clipped, np.array([0.1, -0.7, 0.5]))
+
+    def wrong_size(x):
+        y = x * 1.0
+        y.shape = (4,)
+        return y
+
+    with pytest.raises(gradc.ShapeError, match=r"test_ported_idioms\.py:\d+: cannot reshape"):
+        gradc.jit(wrong_size)(np.ones(3))
