@@ -154,7 +154,8 @@ _LOADS = frozenset({"LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_BORROW", "LOAD_FA
                     "LOAD_FAST_BORROW_LOAD_FAST_BORROW", "LOAD_CONST", "LOAD_SMALL_INT",
                     "LOAD_DEREF", "LOAD_GLOBAL", "LOAD_NAME"})
 # (name -> how many items it takes off the stack; the number it pushes is dis's)
-_KEY_MATH = {"BINARY_OP": 2, "UNARY_NEGATIVE": 1, "UNARY_INVERT": 1, "LOAD_ATTR": 1}
+_KEY_MATH = {"BINARY_OP": 2, "UNARY_NEGATIVE": 1, "UNARY_INVERT": 1, "LOAD_ATTR": 1,
+             "LOAD_METHOD": 1, "PUSH_NULL": 0}
 
 
 def subscript_stored_into(frame):
@@ -168,8 +169,8 @@ def subscript_stored_into(frame):
     stack = [True]  # (from the subscript's result up: whether each item is it, or made from it)
     for ins in found[1:32]:
         op, arg = ins.opname, ins.arg
-        if op in ("CACHE", "NOP", "EXTENDED_ARG"):
-            continue
+        if op in ("CACHE", "NOP", "EXTENDED_ARG", "PRECALL", "KW_NAMES"):
+            continue  # (3.11's PRECALL: CALL below takes the call's whole stack)
         if op in ("STORE_SUBSCR", "STORE_SLICE"):
             under = 2 if op == "STORE_SUBSCR" else 3  # (the array under its key or bounds)
             return len(stack) >= under and stack[-under]
@@ -181,16 +182,20 @@ def subscript_stored_into(frame):
             else:
                 stack[-1], stack[-arg] = stack[-arg], stack[-1]
             continue
+        gives = None
         if _subscript(ins):
             takes, array = (3, -3) if op == "BINARY_SLICE" else (2, -2)
-        elif op in _LOADS or op in _KEY_MATH or op in ("BUILD_TUPLE", "BUILD_SLICE"):
+        elif op in _LOADS or op in _KEY_MATH or op in ("BUILD_TUPLE", "BUILD_SLICE", "BUILD_LIST"):
             takes, array = (arg if op.startswith("BUILD") else _KEY_MATH.get(op, 0)), None
+        elif op == "CALL":  # (the callable, its self or NULL, its arguments: `+= np.sin(w)`)
+            takes, gives, array = arg + 2, 1, None
         else:
             return False
         if takes > len(stack):
             return False  # (it reads what lay under the subscript's result)
         made = array is not None and stack[array]  # (a subscript of it: out[i][j][k] = v)
-        gives = takes + dis.stack_effect(ins.opcode, arg, jump=False)
+        if gives is None:
+            gives = takes + dis.stack_effect(ins.opcode, arg, jump=False)
         del stack[len(stack) - takes:]
         stack += [made] + [False] * (gives - 1) if gives else []
         if not any(stack):

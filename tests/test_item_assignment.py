@@ -244,11 +244,13 @@ def _chained_stores(x):  # (beginners' `out[i][j] = v`: a store through the temp
         for j in range(4):
             out[i][j] = x[i, j] * (i - j)
     out[0][1:3] += x[1, :2]
+    calls = np.zeros((2, 2))
+    calls[1][0] += np.sin(x[2, 0])  # (a call in the value: the stack followed through it)
     grid = np.ones((2, 2, 3))
     grid[1][0][::2] = x[2, :2]
     grid[0][1][-1] *= x[0, 0]
     grid[1][1][0] = 4.0  # (a number: the array is traced from the first such store)
-    return np.sum(out ** 2) + np.sum(grid * 1.5)
+    return np.sum(out ** 2) + np.sum(grid * 1.5) + np.sum(calls ** 2)
 
 
 @pytest.mark.parametrize("f", [_conv_naive, _rnn_forward, _accumulators, _labels_and_names,
