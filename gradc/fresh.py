@@ -79,6 +79,15 @@ class Fresh(np.ndarray):
         return out
 
     def __array_function__(self, func, types, args, kwargs):
+        refs = sys.getrefcount(self)
+        if args and args[0] is self and func in _WRITERS:  # (np.copyto(buf, v): a store)
+            if any(a is _PROBE for a in args[1:]):
+                _BASELINES["call"] = (refs - _held_here(self)
+                                      - _local_names(self, sys._getframe(1))[1])
+                return None
+            if _holds_traced(args[1:]) or _holds_traced(kwargs):
+                return _written_by(self, func, args, kwargs, refs - _held_here(self),
+                                   sys._getframe(1))
         traced = _holds_traced(args) or _holds_traced(kwargs)
         return func(*_plain(args, traced), **_plain(kwargs, traced))
 
@@ -133,6 +142,7 @@ def _baseline(kind):
         _probe_store()
         _probe_in_place()
         _probe_subscript()
+        _probe_call()
     return _BASELINES[kind]
 
 
@@ -144,6 +154,28 @@ def _probe_store():
 def _probe_subscript():
     a = make((1, 1), np.float64, "C", 0.0)
     a[_PROBE][0] = 0.0  # (the statement a user's `out[i][j] = v` is)
+
+
+def _probe_call():
+    a = make((2, 2), np.float64, "C", 0.0)
+    np.copyto(a, _PROBE)  # (the statement a user's `np.copyto(buf, v)` is)
+
+
+# NumPy's functions that write into their first argument (gradc/functions/writes.py)
+_WRITERS = frozenset({np.copyto, np.fill_diagonal, np.put, np.put_along_axis})
+
+
+def _written_by(fresh, func, args, kwargs, refs, frame):
+    """`np.copyto(fresh, v)` (np.fill_diagonal, np.put, np.put_along_axis) with v traced: as
+    a store, where only the function's local names hold fresh, they are bound to a traced copy
+    the function writes into."""
+    from .literals import first_value
+    names = _user_names(fresh, refs, "call", frame)
+    if names is None:
+        raise _refused(frame, _HELD_ELSEWHERE)
+    traced = _traced_copy(fresh, first_value(list(args[1:]) + list(kwargs.values())))
+    _bind(frame, names, traced)
+    return func(traced, *args[1:], **kwargs)
 
 
 def _probe_in_place():
@@ -172,6 +204,7 @@ def _user_names(fresh, refs, kind, frame):
     from .trace import _frame_kind, instruction_now, in_place_operator, subscript_stored_into
     statement = (in_place_operator(frame) if kind == "in_place"
                  else subscript_stored_into(frame) if kind == "subscript"
+                 else (instruction_now(frame) or "").startswith("CALL") if kind == "call"
                  else instruction_now(frame) == "STORE_SUBSCR")
     if (not _SUPPORTED or fresh.base is not None or not statement
             or not frame.f_code.co_flags & inspect.CO_OPTIMIZED  # (a function's frame)
@@ -179,7 +212,7 @@ def _user_names(fresh, refs, kind, frame):
         return None
     names, stale = _local_names(fresh, frame)
     held = refs - stale
-    if kind in ("store", "subscript"):
+    if kind in ("store", "subscript", "call"):
         names += _held_in_locals(fresh, frame)
         return names if names and held == _baseline(kind) + len(names) - 1 else None
     return names if held == _baseline(kind) else None  # (the one name Python binds anew)

@@ -200,3 +200,30 @@ def test_clip_into_its_own_array_and_a_reshape_numpy_refuses():
 
     with pytest.raises(gradc.ShapeError, match=r"test_ported_idioms\.py:\d+: cannot reshape"):
         gradc.jit(wrong_size)(np.ones(3))
+
+
+def test_numpys_writing_functions_write_into_arrays_the_function_made():
+    """`M = np.zeros((n, n)); np.fill_diagonal(M, d)` with d traced (np.copyto, np.put,
+    np.put_along_axis too): as a store, the array's local names are bound to a traced copy
+    written into (refused: fuzz40e). Held by a list too, it is refused, as a store is."""
+    def made(w):
+        M = np.zeros((3, 3))
+        np.fill_diagonal(M, w)
+        buf = np.empty(3)
+        np.copyto(buf, w * 2.0)
+        flat = np.zeros(4)
+        np.put(flat, [0, 2], w[:2])
+        along = np.zeros((2, 3))
+        np.put_along_axis(along, np.array([[1], [0]]), w[:2, None], axis=1)
+        return np.sum(M @ w) + np.sum(buf ** 2) + np.sum(flat * 3.0) + np.sum(along ** 3)
+
+    _value_and_gradient_match(made, np.array([0.3, -0.5, 0.2]))
+
+    def listed(w):
+        M = np.zeros((3, 3))
+        keep = [[M]]
+        np.fill_diagonal(M, w)
+        return keep[0][0]
+
+    with pytest.raises(gradc.UnsupportedOpError, match="np.zeros_like"):
+        gradc.jit(listed)(np.ones(3))
