@@ -78,6 +78,24 @@ class Fresh(np.ndarray):
             return given[0] if len(given) == 1 else given
         return out
 
+    def fill(self, value):
+        refs = sys.getrefcount(self)
+        if value is _PROBE:
+            _BASELINES["method"] = (refs - _held_here(self)
+                                    - _local_names(self, sys._getframe(1))[1])
+            return None
+        if _holds_traced(value):  # (x.fill(v) with v traced: a store into every element)
+            return _written_by(self, lambda a, v: a.fill(v), (self, value), {},
+                               refs - _held_here(self), sys._getframe(1), "method")
+        return np.ndarray.fill(self, value)
+
+    def put(self, ind, v, mode="raise"):
+        refs = sys.getrefcount(self)
+        if _holds_traced(v) or _holds_traced(ind):
+            return _written_by(self, lambda a, i, w: a.put(i, w, mode), (self, ind, v), {},
+                               refs - _held_here(self), sys._getframe(1), "method")
+        return np.ndarray.put(self, ind, v, mode)
+
     def __array_function__(self, func, types, args, kwargs):
         refs = sys.getrefcount(self)
         if args and args[0] is self and func in _WRITERS:  # (np.copyto(buf, v): a store)
@@ -143,6 +161,7 @@ def _baseline(kind):
         _probe_in_place()
         _probe_subscript()
         _probe_call()
+        _probe_method()
     return _BASELINES[kind]
 
 
@@ -165,17 +184,22 @@ def _probe_call():
 _WRITERS = frozenset({np.copyto, np.fill_diagonal, np.put, np.put_along_axis})
 
 
-def _written_by(fresh, func, args, kwargs, refs, frame):
-    """`np.copyto(fresh, v)` (np.fill_diagonal, np.put, np.put_along_axis) with v traced: as
-    a store, where only the function's local names hold fresh, they are bound to a traced copy
-    the function writes into."""
+def _written_by(fresh, func, args, kwargs, refs, frame, kind="call"):
+    """`np.copyto(fresh, v)` (np.fill_diagonal, np.put, np.put_along_axis; `fresh.fill(v)`,
+    `fresh.put(i, v)`: kind "method") with v traced: as a store, where only the function's
+    local names hold fresh, they are bound to a traced copy the function writes into."""
     from .literals import first_value
-    names = _user_names(fresh, refs, "call", frame)
+    names = _user_names(fresh, refs, kind, frame)
     if names is None:
         raise _refused(frame, _HELD_ELSEWHERE)
     traced = _traced_copy(fresh, first_value(list(args[1:]) + list(kwargs.values())))
     _bind(frame, names, traced)
     return func(traced, *args[1:], **kwargs)
+
+
+def _probe_method():
+    a = make((2,), np.float64, "C", 0.0)
+    a.fill(_PROBE)  # (the statement a user's `buf.fill(v)` is)
 
 
 def _probe_in_place():
@@ -204,7 +228,8 @@ def _user_names(fresh, refs, kind, frame):
     from .trace import _frame_kind, instruction_now, in_place_operator, subscript_stored_into
     statement = (in_place_operator(frame) if kind == "in_place"
                  else subscript_stored_into(frame) if kind == "subscript"
-                 else (instruction_now(frame) or "").startswith("CALL") if kind == "call"
+                 else (instruction_now(frame) or "").startswith("CALL")
+                 if kind in ("call", "method")
                  else instruction_now(frame) == "STORE_SUBSCR")
     if (not _SUPPORTED or fresh.base is not None or not statement
             or not frame.f_code.co_flags & inspect.CO_OPTIMIZED  # (a function's frame)
@@ -212,7 +237,7 @@ def _user_names(fresh, refs, kind, frame):
         return None
     names, stale = _local_names(fresh, frame)
     held = refs - stale
-    if kind in ("store", "subscript", "call"):
+    if kind in ("store", "subscript", "call", "method"):
         names += _held_in_locals(fresh, frame)
         return names if names and held == _baseline(kind) + len(names) - 1 else None
     return names if held == _baseline(kind) else None  # (the one name Python binds anew)

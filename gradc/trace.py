@@ -8,6 +8,7 @@ naming that line.
 """
 from __future__ import annotations
 
+import bisect
 import dis
 import functools
 import inspect
@@ -115,7 +116,12 @@ def _instructions_from(frame):
     if frame is None:
         return []
     found, at = _decoded(frame.f_code)
-    return found[at[frame.f_lasti]:] if frame.f_lasti in at else []
+    if frame.f_lasti in at:
+        return found[at[frame.f_lasti]:]
+    # (inside a call of Python code, 3.11's f_lasti is the CALL's last inline cache entry: the
+    # instruction is the one those entries follow)
+    i = bisect.bisect_right([ins.offset for ins in found], frame.f_lasti) - 1
+    return found[i:] if i >= 0 and found[i].opname.startswith("CALL") else []
 
 
 @functools.lru_cache(maxsize=256)

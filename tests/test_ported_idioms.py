@@ -204,7 +204,7 @@ def test_clip_into_its_own_array_and_a_reshape_numpy_refuses():
 
 def test_numpys_writing_functions_write_into_arrays_the_function_made():
     """`M = np.zeros((n, n)); np.fill_diagonal(M, d)` with d traced (np.copyto, np.put,
-    np.put_along_axis too): as a store, the array's local names are bound to a traced copy
+    np.put_along_axis, the methods .fill and .put too): as a store, the array's local names are bound to a traced copy
     written into (refused: fuzz40e). Held by a list too, it is refused, as a store is."""
     def made(w):
         M = np.zeros((3, 3))
@@ -215,7 +215,12 @@ def test_numpys_writing_functions_write_into_arrays_the_function_made():
         np.put(flat, [0, 2], w[:2])
         along = np.zeros((2, 3))
         np.put_along_axis(along, np.array([[1], [0]]), w[:2, None], axis=1)
-        return np.sum(M @ w) + np.sum(buf ** 2) + np.sum(flat * 3.0) + np.sum(along ** 3)
+        filled = np.empty(2)
+        filled.fill(w[2])  # (the methods too)
+        put = np.zeros(3)
+        put.put([2], w[0] * 5.0)
+        return (np.sum(M @ w) + np.sum(buf ** 2) + np.sum(flat * 3.0) + np.sum(along ** 3)
+                + np.sum(filled ** 2) + np.sum(put ** 2))
 
     _value_and_gradient_match(made, np.array([0.3, -0.5, 0.2]))
 
