@@ -185,9 +185,10 @@ _WRITERS = frozenset({np.copyto, np.fill_diagonal, np.put, np.put_along_axis})
 
 
 def _written_by(fresh, func, args, kwargs, refs, frame, kind="call"):
-    """`np.copyto(fresh, v)` (np.fill_diagonal, np.put, np.put_along_axis; `fresh.fill(v)`,
-    `fresh.put(i, v)`: kind "method") with v traced: as a store, where only the function's
-    local names hold fresh, they are bound to a traced copy the function writes into."""
+    """`func(fresh, *args[1:], **kwargs)` that writes traced values into fresh: np.copyto
+    (np.fill_diagonal, np.put, np.put_along_axis), `fresh.fill(v)` and `fresh.put(i, v)` (kind
+    "method"), `fresh[i] = v` (kind "store"). Where only the function's local names (and what
+    they hold, _held_in_locals) hold fresh, they are bound to a traced copy it writes into."""
     from .literals import first_value
     names = _user_names(fresh, refs, kind, frame)
     if names is None:
@@ -341,14 +342,9 @@ def _stored_through_view(fresh, refs, frame):
 
 
 def _store(fresh, index, value, refs, frame):
-    """`fresh[index] = value` with a traced value or index."""
-    from .literals import first_value
-    names = _user_names(fresh, refs, "store", frame)
-    if names is None:
-        raise _refused(frame, _HELD_ELSEWHERE)
-    traced = _traced_copy(fresh, first_value([value, index]))
-    traced[index] = value  # (surface.py's item assignment)
-    _bind(frame, names, traced)
+    """`fresh[index] = value` with a traced value or index (surface.py's item assignment)."""
+    _written_by(fresh, lambda a, i, v: a.__setitem__(i, v), (fresh, index, value), {}, refs,
+                frame, "store")
 
 
 def _in_place(fresh, ufunc, inputs, kwargs, refs, frame):

@@ -116,8 +116,7 @@ class Function:
         loss, aux, kept = graph.outputs[0], graph.outputs[1:n], graph.outputs[n:]
         grads = autodiff.vjp(graph, as_scalar(loss), wrt)
         graph.outputs = [loss] + grads + aux + kept  # (aux after the gradients: see _package)
-        graph.write_backs = [w._replace(value=len(grads) + position) for w, position in
-                             zip(written, (w.value for w in written))]
+        graph.write_backs = [w._replace(value=w.value + len(grads)) for w in written]
         _advance_generators(graph, call.treedef)
         # the gradients of Python floats are Python floats (of the signature); of NumPy
         # scalars NumPy scalars (of the call: a 0-d array is the same signature), at `where`

@@ -577,12 +577,7 @@ class OutsideWalk:
         thread's counter are not its doing; and only a number replaced by another number: a
         lazily built table (None, then an array; a key or set entry added) is built once by
         NumPy's code too, and so is a flag set once (bools are left alone)."""
-        from .trace import _frame_kind  # (it imports this module)
-        asynchronous = {getattr(cb, "__code__", None) for cb in gc.callbacks}
-        stores = NO_STORES
-        for code in list(self.codes):  # (the user's own, but for gc callbacks: they run at
-            if code not in asynchronous and _frame_kind(code.co_filename) == "user":  # any time)
-                stores = stores | code_stores(code)
+        stores = self.stores()
         names, changed = self.names(), []
         # (a global's methods are global_attrs: `queue.pop()` of a module-level list)
         called = names.methods | {attr for _, attr in names.global_attrs}
@@ -640,6 +635,16 @@ class OutsideWalk:
             names = self.names()
             return next((way for way in ways if way[1].named_in(names)), ways[0])
         return ways[0]
+
+    def stores(self):
+        """The Stores of the user code entered (but gc callbacks': they run at any time)."""
+        from .trace import _frame_kind  # (it imports this module)
+        asynchronous = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+        stores = NO_STORES
+        for code in list(self.codes):  # (the profile hook may add one meanwhile)
+            if code not in asynchronous and _frame_kind(code.co_filename) == "user":
+                stores = stores | code_stores(code)
+        return stores
 
     def names(self):
         """The Names the user code entered reads."""
@@ -710,12 +715,7 @@ class OutsideWalk:
         (ChangedByTrace): the next call traces again, and that trace reads the table live. A
         number counted up keeps its warning instead (changed_numbers)."""
         from .capture import same  # (it imports this module)
-        from .trace import _frame_kind  # (it imports this module)
-        stores = NO_STORES
-        for code in list(self.codes):
-            if _frame_kind(code.co_filename) == "user":
-                stores = stores | code_stores(code)
-        keys = self.names().keys
+        stores, keys = self.stores(), self.names().keys
 
         def guard(name, before, now, path):
             if _renumbered(before, now):

@@ -252,30 +252,22 @@ def _in_place(symbol, binary):
     caller's array), a view of a NumPy array from outside, and NumPy's read-only views."""
     def impl(self, other):
         why = _unwritable(self)
-        if why is not None and stores_back(sys._getframe(1)):  # (x[i] += y: the store into
-            # x that follows is what is refused, or not)
-            return _written_back(self, binary(self, other), symbol, retire=False)
-        if why is not None:
+        if why is not None and not stores_back(sys._getframe(1)):  # (x[i] += y: the store
+            # into x that follows is what is refused, or not)
             name = self.name or f"a {self.type_str} array"
             raise UnsupportedOpError(
                 f"{symbol}= on {name}: {why}. Write a new array, x = x {symbol} y (return it for "
                 "the caller), or update the array a view was taken of with "
                 "gradc.at(x)[index].add(y) (.set, .multiply...)"
                 + (LAYOUT_HINT if _through_layout_view(self) else ""), source=user_source())
-        new = _written_back(self, binary(self, other), symbol, retire=False)
+        new = _written_back(self, binary(self, other), symbol)
         graph = self.graph
-        if new is self or self.ndim == 0 and not is_zero_d_array(self) or self.id in graph.weak:
+        if (why is not None or new is self or self.ndim == 0 and not is_zero_d_array(self)
+                or self.id in graph.weak):
             return new  # (a number: bound anew)
         if self.id in graph.stale:
             graph.refuse_stale(self, f"{symbol}= writes into")
-        through = _indexed_base(self)
-        if through is not None:  # (r = x[0]; r += y: x takes the update, r follows it)
-            _setitem(*through, new)
-            return self
-        old = graph.take_over(self, new)
-        _follow(self, old)
-        _retire(old, user_source())
-        _retire_viewed(old)
+        _takes(self, new)
         return self
     return impl
 
@@ -386,25 +378,16 @@ def fitted_into(shape, dtype, out, symbol):
     return out
 
 
-def _written_back(x, out, symbol, retire=True):
+def _written_back(x, out, symbol):
     """`x op= y`'s result as NumPy writes it into x: of x's shape (NumPy refuses a result that
     broadcasts x to more), cast to x's dtype where NumPy's same_kind rule allows (float32 +=
-    float64 stays float32, int32 += int64 wraps; int64 *= 0.5 is refused), and the array x
-    was retired with the views taken of it (Graph.retire): NumPy's are the same memory, so a
-    later read through another name (`hs.append(h); h *= 0.9`, a helper's `h += b` on its
-    parameter, a view) would see the update, which gradc's immutable arrays cannot show.
-    (Equal expressions are separate arrays while tracing, and NumPy functions that return new
-    arrays return new values: trace.py _new_array.) A number (0-d: a NumPy scalar, a Python
-    float) is immutable: `x += 1` binds x anew in NumPy too, with its result's dtype and
-    shape."""
+    float64 stays float32, int32 += int64 wraps; int64 *= 0.5 is refused). A number (0-d: a
+    NumPy scalar, a Python float) is immutable: `x += 1` binds x anew in NumPy too, with its
+    result's dtype and shape, returned as it is."""
     graph = x.graph
     if x.ndim == 0 and not is_zero_d_array(x) or x.id in graph.weak:
         return out  # (a number: bound anew, as NumPy's scalars are; a 0-d array is written)
     out = fitted_into(x.shape, x.dtype, out, symbol)
-    if retire:
-        if out is not x:
-            _follow(out, x)  # (r = x[0] shows x's update: x += y)
-        _retire(x, user_source())
     return note_zero_d_arrays(out) if x.ndim == 0 else out  # (still the 0-d array it was)
 
 
@@ -577,14 +560,21 @@ def _setitem(self, index, value):
             graph.view_keys.get(value.id), index):
         return  # (x[i] op= y: x[i], a view of x, already wrote its update into x)
     new = indexing._traced_update_of(self, index, "set", value)
-    if new is self:
-        return
-    through = _indexed_base(self)
-    if through is not None:  # (self = base[key]: base takes the update; self follows it)
+    if new is not self:
+        _takes(self, new)
+
+
+def _takes(x, new):
+    """The array object x (what every name, list and attribute holding it sees, as they see
+    NumPy's one array) takes `new`, its updated value (Graph.take_over); x a view by basic
+    indexing writes it into its array instead, and follows it. Views of x by basic indexing
+    follow (_follow); other views of x, and the array another kind of view x is, are retired."""
+    through = _indexed_base(x)
+    if through is not None:  # (x = base[key]: base takes the update; x follows it)
         _setitem(*through, new)
         return
-    old = graph.take_over(self, new)
-    _follow(self, old)
+    old = x.graph.take_over(x, new)
+    _follow(x, old)
     _retire(old, user_source())
     _retire_viewed(old)
 
