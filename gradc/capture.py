@@ -178,16 +178,11 @@ def content_guards(graph, watch):
                      if array.size <= CONTENT_GUARD_SIZE]
 
 
-def unchanged_by(captures, stale, compiled):
-    """After tracing again because a guarded array changed (`stale`, the Compiled traced
-    before): where the new trace made the same program (`compiled.digest`), what changed
-    reached no result, so its contents are not checked again (`captures` loses those guards):
-    an array the code names but did not read, `self.running_mean` in a branch not taken while
-    training, would otherwise trace again on every step."""
-    if stale is None or compiled.digest is None or compiled.digest != stale.digest:
-        return
+def changed_contents(stale):
+    """{(id(root), steps)} of the paths to the arrays whose contents `stale` (a Compiled, or
+    None) guards and that changed since."""
     changed = set()
-    for guard in stale.captures.guards:
+    for guard in stale.captures.guards if stale is not None else ():
         if isinstance(guard.value, np.ndarray):
             try:
                 now = guard.path.follow()
@@ -195,8 +190,24 @@ def unchanged_by(captures, stale, compiled):
                 continue
             if not same(guard.value, now):
                 changed.add((id(guard.path.root), guard.path.steps))
+    return changed
+
+
+def unchanged_by(captures, stale, compiled, names_run):
+    """After tracing again because a guarded array changed (`stale`, the Compiled traced
+    before), with the lines run recorded (`names_run`: what they read, frozen.Watch): an array
+    that no line run names, `self.running_mean` in a branch not taken while training, reached
+    no result, so where the new trace made the same program (`compiled.digest`) its contents
+    are not checked again (`captures` loses those guards); it would trace again on every step.
+    One a line run names stays checked: NumPy read it, and a program alike for its old and
+    new contents (np.clip saturated both) need not be for the next."""
+    if (names_run is None or stale is None or compiled.digest is None
+            or compiled.digest != stale.digest):
+        return
+    changed = changed_contents(stale)
     captures.guards = [g for g in captures.guards
-                       if (id(g.path.root), g.path.steps) not in changed]
+                       if (id(g.path.root), g.path.steps) not in changed
+                       or g.path.named_in(names_run)]
 
 
 def named_tables(watch):

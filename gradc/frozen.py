@@ -23,6 +23,7 @@ notes what the traced code can reach from outside its arguments, for gradc/captu
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import os
@@ -37,8 +38,8 @@ import numpy as np
 
 from .errors import FrozenRandomError
 from .ir import Value
-from .outside import (ABSENT, GLOBAL_DEPTH, LIBRARIES, LOCAL_DEPTH, OutsideWalk, Path, code_names,
-                      _users_module, imported_modules, stored_globals)
+from .outside import (ABSENT, GLOBAL_DEPTH, LIBRARIES, LOCAL_DEPTH, NO_NAMES, OutsideWalk, Path,
+                      code_names, _users_module, imported_modules, stored_globals)
 
 
 ADVICE = ("Draw fresh numbers on every call with gradc.random: pass `rng = "
@@ -47,6 +48,18 @@ ADVICE = ("Draw fresh numbers on every call with gradc.random: pass `rng = "
           "function and pass them in as an argument")
 
 _local = threading.local()
+
+
+@contextlib.contextmanager
+def recording_lines(on=True):
+    """The trace begun inside (its outermost Watch) records the lines of user code it runs:
+    Watch.names_run. Costs a Python call per frame and line: asked for only where it decides
+    something (gradc/capture.py unchanged_by)."""
+    _local.record_lines = on
+    try:
+        yield
+    finally:
+        _local.record_lines = False
 
 
 def active():
@@ -186,6 +199,7 @@ class Watch(OutsideWalk):
         self.seeded = set()  # ids of Python random.Random instances seeded inside the trace
         self.found = None  # (message, source) of the first draw the hook saw
         self.uses_global = False  # user code that names np.random's functions ran
+        self.lines = None  # code -> the lines of it run, where recorded (recording_lines)
 
     def __enter__(self):
         self.outer = active()
@@ -201,13 +215,47 @@ class Watch(OutsideWalk):
             for x in self.static_args:
                 self._consider(x, "an argument", LOCAL_DEPTH, Path(x, ()))
             self._scan_function(self.fun)
+        if getattr(_local, "record_lines", False) and sys.gettrace() is None:  # (a debugger's
+            _local.record_lines = False  # or coverage's own: not recorded, names_run is None)
+            self.lines = {}
+            sys.settrace(self._line_hook())
         return self
 
     def __exit__(self, *exc):
+        if self.lines is not None:
+            sys.settrace(None)
         if self.hooked:
             sys.setprofile(self.previous)
         _local.watch = self.outer
         return False
+
+    def names_run(self):
+        """The Names read by the lines of user code this trace ran (where a name appears only
+        in a branch not taken, the trace did not read what it names), or None where the lines
+        were not recorded."""
+        if self.lines is None:
+            return None
+        names = NO_NAMES
+        for code, run in list(self.lines.items()):
+            names = names | code_names(code, frozenset(run))
+        return names
+
+    def _line_hook(self):
+        """The trace function recording the lines of user code run (sys.settrace: called as a
+        frame begins; its answer is called on each line of that frame)."""
+        kinds, lines = _KIND, self.lines
+
+        def trace(frame, event, arg):
+            if (kinds.get(frame.f_code.co_filename) or _kind(frame)) != "user":
+                return None
+            run = lines.setdefault(frame.f_code, set())
+
+            def line(frame, event, arg):
+                if event == "line":
+                    run.add(frame.f_lineno)
+                return line
+            return line
+        return trace
 
     def pause(self):
         """Turn this watch's profile hook off for a call that runs no user code (gradc/trace.py

@@ -17,7 +17,7 @@ import types
 import numpy as np
 
 from . import autodiff, forks, frozen, pytree, random, transforms
-from .capture import CaptureChanged, Captures, unchanged_by
+from .capture import CaptureChanged, Captures, changed_contents, unchanged_by
 from .compile import check_target, compile_graph
 from .errors import ArgumentError, SignatureError
 from .ir import Value, gc_paused
@@ -235,7 +235,7 @@ class Function:
                 source=src)
         check_device_leaves(call.leaves, self.target, src)
         t0 = time.perf_counter()
-        with gc_paused():
+        with gc_paused(), frozen.recording_lines(bool(changed_contents(stale))):
             graph, out_info = self.trace_joint(call, src, capture)
             captures, guards = graph.captures, graph.guards
         t_trace = time.perf_counter() - t0
@@ -246,7 +246,7 @@ class Function:
         compiled.captures = Captures(captures, guards, compiled.input_types)
         compiled.just_traced = threading.get_ident()
         compiled.write_backs = graph.write_backs  # (each with its output's position)
-        unchanged_by(compiled.captures, stale, compiled)
+        unchanged_by(compiled.captures, stale, compiled, graph.names_run)
         if not cache:
             return compiled
         if why is not None and key in self.cache:  # (kept: its values may come back)

@@ -202,6 +202,7 @@ class Graph:
         self.captured = {}
         self.captures = []
         self.guards = []  # [(name, value, outside.Path)]: values read from outside, compiled in
+        self.names_run = None  # what the lines the trace ran read, where recorded (frozen.py)
         # [outside.Stored]: traced values assigned outside (`self.cache = x`), the last outputs:
         # written there after each call (gradc/function.py)
         self.write_backs = []
@@ -433,6 +434,7 @@ def replay(graph, rewrite=None, outputs=None):
     new.aliases = dict(graph.aliases) if outputs is None else {}
     new.captures = list(graph.captures)  # (the same inputs, in the same places)
     new.guards = graph.guards
+    new.names_run = graph.names_run
     return new
 
 

@@ -309,11 +309,17 @@ _WALKS_ITS_ITEMS = frozenset({"GET_ITER", "UNPACK_SEQUENCE", "UNPACK_EX", "LIST_
 
 
 @functools.lru_cache(maxsize=4096)
-def code_names(code):
-    """The Names `code` reads."""
+def code_names(code, lines=None):
+    """The Names `code` reads; `lines` (a frozenset): only those its instructions on these
+    lines read (the lines a trace ran: frozen.Watch.names_run)."""
     globals_, attrs, methods, global_attrs, iterated = set(), set(), set(), set(), set()
-    previous = []
+    previous, consts = [], []
     for ins in dis.get_instructions(code):
+        line = ins.positions.lineno
+        if lines is not None and line is not None and line not in lines:
+            continue  # (a line not run; `previous` then holds what ran before it)
+        if ins.opname in ("LOAD_CONST", "KW_NAMES"):
+            consts.append(ins.argval)
         if ins.opname in _WALKS_ITS_ITEMS and previous and previous[-1].opname in (
                 "LOAD_GLOBAL", "LOAD_NAME", "LOAD_ATTR", "LOAD_FAST", "LOAD_DEREF"):
             iterated.add(previous[-1].argval)
@@ -337,7 +343,7 @@ def code_names(code):
             attrs.add(ins.argval)
         if ins.opname not in ("CACHE", "PRECALL", "PUSH_NULL", "NOP", "EXTENDED_ARG"):
             previous = previous[-2:] + [ins]
-    keys, stack = set(), list(code.co_consts)
+    keys, stack = set(), list(code.co_consts if lines is None else consts)
     while stack:
         c = stack.pop()
         if type(c) is str:

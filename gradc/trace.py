@@ -1334,6 +1334,7 @@ def trace(fun, args, kwargs=None, capture=False, write_back=False):
     if capture:
         graph.guards = watch.guards([c.path for c in graph.captures]) + content_guards(graph,
                                                                                     watch)
+        graph.names_run = watch.names_run()
     graph.outside = None  # (what it holds need not live as long as the graph)
     return graph, out_tree, outs
 

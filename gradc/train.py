@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
-from . import autodiff, forks, pytree, random
-from .capture import CaptureChanged, Captures, unchanged_by
+from . import autodiff, forks, frozen, pytree, random
+from .capture import CaptureChanged, Captures, changed_contents, unchanged_by
 from .compile import check_target, compile_graph
 from .errors import ArgumentError, NonFiniteError, SignatureError, UnsupportedOpError
 from .ir import Graph, Value, gc_paused
@@ -572,7 +572,7 @@ class TrainStep(LearningRate):
         check_input_dtypes(key, lambda: leaf_names((call.args, {}), names), src)
         check_device_leaves(call.leaves, self.target, src)
         t0 = time.perf_counter()
-        with gc_paused():
+        with gc_paused(), frozen.recording_lines(bool(changed_contents(stale))):
             graph, params, loss, grads, before, aux = self._joint_graph(call, src, capture)
         n_params = len(params)
         with graph.at_source(f"optimizer {type(self.optimizer).__name__}"):
@@ -631,7 +631,7 @@ class TrainStep(LearningRate):
             compiled.lock = random.DRAWS
         compiled.captures = Captures(graph.captures, graph.guards, compiled.input_types)
         compiled.just_traced = threading.get_ident()
-        unchanged_by(compiled.captures, stale, compiled)
+        unchanged_by(compiled.captures, stale, compiled, graph.names_run)
         if not cache:
             return compiled
         log_compile(f"train_step({self.__name__})", src,

@@ -917,6 +917,33 @@ def test_running_statistics_named_in_a_branch_not_taken_trace_again_once(monkeyp
         bn.running_mean += 1.0
 
 
+class _Clipped:
+    def __init__(self, W):
+        self.W = W
+
+    def clipped(self, x):
+        self.W = np.clip(self.W, -1.0, 1.0)  # (saturated: -2 and -3 both clip to -1)
+        return x * self.W
+
+    def masked(self, x):
+        return np.where(self.W > 0, x, 0.0)  # (the same mask for -2 and -3)
+
+
+def test_an_array_numpy_reads_stays_checked_where_two_of_its_values_made_one_program():
+    """An outside array that NumPy alone reads on a line the trace ran (np.clip, a mask) is
+    compiled in through what NumPy made of it: two values that made the same program (both
+    saturated, the same mask) do not make its later values irrelevant. Its check was dropped
+    there and the weights the user set later were never seen (x * -1 for W = 0.5)."""
+    x = np.ones(3)
+    for method in ("clipped", "masked"):
+        m, reference = _Clipped(np.full(3, -2.0)), _Clipped(np.full(3, -2.0))
+        f = gradc.jit(getattr(m, method))
+        for w in (-2.0, -3.0, 0.5, 2.0, -0.25):
+            m.W, reference.W = np.full(3, w), np.full(3, w)
+            np.testing.assert_array_equal(f(x), getattr(reference, method)(x))
+            np.testing.assert_array_equal(m.W, reference.W)
+
+
 def test_subclasses_read_from_outside_are_refused_and_large_masks_named():
     """A masked array or np.matrix read from a global was compiled in as its data (the mask
     dropped: (x * M).sum() counted the masked element) and never checked again: refused by
