@@ -156,8 +156,13 @@ def uncaptured(graph, watch):
     """[(name, array, path)] of the float arrays outside the arguments that the code's names
     reach (frozen.Watch) but that no traced operation read."""
     names = watch.names()
-    return [(name, array, path) for i, (name, array, path) in watch.arrays.items()
-            if i not in graph.captured and path.named_in(names)]
+    found = []
+    for i, (_, array, _) in watch.arrays.items():
+        if i not in graph.captured:  # (through any of its ways: ud["W"] of a UserDict is
+            # first found as ud.data["W"], a way the code does not name)
+            found += [(name, array, path) for name, path in watch.paths.get(i, ())
+                      if path.named_in(names)][:1]
+    return found
 
 
 def content_guards(graph, watch):

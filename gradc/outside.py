@@ -25,6 +25,7 @@ import operator
 import sys
 import types
 import warnings
+import weakref
 from typing import NamedTuple
 
 import numpy as np
@@ -50,7 +51,7 @@ def _step(x, kind, key):
     """What one step of a Path reaches from `x`."""
     return (getattr(x, key) if kind == "attr" else (type(x), _extent(x)) if kind == "len"
             else type(x) if kind == "type" else frozenset(x) if kind == "set"
-            else _called(x) if kind == "called" else x[key])
+            else _called(x) if kind == "called" else x() if kind == "ref" else x[key])
 
 
 def _called(x):
@@ -62,7 +63,7 @@ def _called(x):
 def _extent(x):
     """What a loop over `x` depends on beyond its items: a list's length, a dict's keys in
     their order (a dict of layers rebuilt in another order ran the old order, silently)."""
-    return tuple(x) if isinstance(x, dict) else len(x)
+    return tuple(x) if isinstance(x, collections.abc.Mapping) else len(x)
 
 
 def _answers_attributes(x):
@@ -80,7 +81,8 @@ class Path(NamedTuple):
     every call for the arrays a compiled function reads from outside its arguments
     (gradc/capture.py)."""
     root: object
-    steps: tuple  # (("attr", name) | ("item" | "global", key) | ("len" | "type" | "set", None), ...)
+    steps: tuple  # (("attr", name) | ("item" | "global", key) | ("len" | "type" | "set" | "ref",
+    #                None), ...): "ref" calls a weak reference
 
     def then(self, kind, key):
         return Path(self.root, self.steps + ((kind, key),))
@@ -827,7 +829,14 @@ class OutsideWalk:
                 or len(self.scanned) >= SCAN_LIMIT):
             return
         container = value if outside else None  # (where a traced value stored is refused)
-        if isinstance(value, (list, tuple, dict, collections.deque)) and path.steps and outside:
+        if isinstance(value, weakref.ref):  # (self.parent = weakref.ref(p): self.parent().W)
+            self.scanned.add(seen)
+            referent = value()
+            if referent is not None:
+                self._consider(referent, f"{name}()", depth - 1, path.then("ref", None), outside)
+            return
+        sized = (list, tuple, collections.abc.Mapping, collections.deque)
+        if isinstance(value, sized) and path.steps and outside:
             # (its class: an array where a list was; its length: a loop over it unrolls)
             self.plain.append((f"type({name})", type(value), path.then("type", None)))
             # (a tuple's too: the name may be bound to a longer one, LAYERS += (W3,))
@@ -864,6 +873,10 @@ class OutsideWalk:
                          if hasattr(value, k)]
             # (what the class holds and the object does not: `training = True` in the class)
             items += _class_items(type(value), name, attrs or ())
+            if isinstance(value, collections.abc.Mapping):  # (a ChainMap, UserDict, mapping
+                # proxy, WeakValueDictionary: its entries as it serves them, cm["W"], first,
+                # then where it keeps them: cm.maps[1]["W"] is shadowed by cm["W"] = W2)
+                items = [(f"{name}[{k!r}]", "item", k, v) for k, v in _served(value)] + items
             if outside and path.steps and callable(value):  # (self.act = ReLU(): its class,
                 self.plain.append((f"type({name})", _called(value),  # and the __call__ it runs)
                                    path.then("called", None)))
@@ -874,6 +887,15 @@ class OutsideWalk:
             self.held.append((name, container, container.copy(), container is not value))
         for item_name, kind, key, item in items:
             self._consider(item, item_name, depth - 1, path.then(kind, key), outside)
+
+
+def _served(mapping):
+    """(key, value) of a mapping that is no dict, as its __getitem__ serves them (up to
+    MAX_ITEMS); none where that raises."""
+    try:
+        return [(k, mapping[k]) for k in itertools.islice(mapping.keys(), MAX_ITEMS)]
+    except Exception:  # noqa: BLE001 - (a mapping that fails to be read: not walked)
+        return []
 
 
 def _users_module(module):

@@ -4,8 +4,10 @@ are on every call, as NumPy reads them: updated in place or assigned anew, the n
 them; another shape traces again. Numbers and flags read so are guarded (another value traces
 again); a traced value stored outside is refused and undone. `gradc compile` compiles them in
 and says so."""
+import collections
 import functools
 import types
+import weakref
 import warnings
 
 import numpy as np
@@ -942,6 +944,49 @@ def test_an_array_numpy_reads_stays_checked_where_two_of_its_values_made_one_pro
             m.W, reference.W = np.full(3, w), np.full(3, w)
             np.testing.assert_array_equal(f(x), getattr(reference, method)(x))
             np.testing.assert_array_equal(m.W, reference.W)
+
+
+class _Layer:
+    def __init__(self, scale, W):
+        self.scale, self.W = scale, W
+
+
+def _mappings():
+    """(what the model reads through, how the user changes it): mappings that are no dict and
+    weak references, each serving a number and an array."""
+    chained = collections.ChainMap({"scale": 0.5}, {"W": np.full(3, 2.0)})
+    user_dict = collections.UserDict({"scale": 0.5, "W": np.full(3, 2.0)})
+    under_proxy = {"scale": 0.5, "W": np.full(3, 2.0)}
+    layer = _Layer(0.5, np.full(3, 2.0))
+    weak_values = weakref.WeakValueDictionary({"layer": layer})
+
+    def chain_shadowed(k, v):  # (a new first map entry hides the second map's W)
+        chained[k] = v
+
+    return [(lambda: chained["scale"] * chained["W"], chain_shadowed),
+            (lambda: user_dict["scale"] * user_dict["W"], user_dict.__setitem__),
+            (lambda: types.MappingProxyType(under_proxy)["scale"]
+             * types.MappingProxyType(under_proxy)["W"], under_proxy.__setitem__),
+            (lambda: weakref.ref(layer)().scale * weakref.ref(layer)().W,
+             functools.partial(setattr, layer)),
+            (lambda: weak_values["layer"].scale * weak_values["layer"].W,
+             functools.partial(setattr, layer))]
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_numbers_and_arrays_behind_other_mappings_and_weak_references_are_read_live(case):
+    """A ChainMap, UserDict, mapping proxy, WeakValueDictionary or weak reference between the
+    function and its settings: they were not walked (the walk went into a ChainMap's maps, not
+    through its lookup; a proxy and a weakref not at all), so a number set there later was
+    never seen and an array rebound there was compiled in: silent stale results."""
+    scaled, change = _mappings()[case]
+    f = gradc.jit(lambda x: x * scaled())
+    x = np.ones(3)
+    for scale, W in ((0.5, None), (0.25, None), (0.25, np.full(3, 7.0)), (2.0, np.ones(3))):
+        change("scale", scale)
+        if W is not None:
+            change("W", W)
+        np.testing.assert_array_equal(f(x), x * scaled())
 
 
 def test_subclasses_read_from_outside_are_refused_and_large_masks_named():
