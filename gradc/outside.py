@@ -72,7 +72,7 @@ def _answers_attributes(x):
     return (getattr(cls, "__getattr__", None) is not None
             or getattr(cls, "__getattribute__", None) is not object.__getattribute__
             and not isinstance(x, (dict, list, tuple, types.ModuleType, types.CellType,
-                                   types.FunctionType)))
+                                   types.FunctionType, types.MethodType, functools.partial)))
 
 
 class Path(NamedTuple):
@@ -363,6 +363,10 @@ def code_names(code, lines=None):
 # MAX_ITEMS entries of a container and SCAN_LIMIT containers in all (a large object graph
 # costs no more)
 GLOBAL_DEPTH, LOCAL_DEPTH, SCAN_LIMIT, MAX_ITEMS = 8, 9, 5000, 1024
+# an object is walked again from each new way to it, up to this many ways: what it holds gets a
+# Path through each (`self.first = self.layers[0]`: found first as self.layers[0], a way the
+# code did not name, its self.first.scale was never guarded; stale)
+WAYS_WALKED = 3
 # outside arrays up to this many elements are copied when found, to see a change in place
 SNAPSHOT_SIZE = 4096
 _PLAIN = (bool, int, float, complex, str, type(None))
@@ -427,6 +431,7 @@ class OutsideWalk:
 
     def __init__(self):
         self.scanned = set()  # ids of containers and objects already walked
+        self.ways_walked = {}  # id -> how many ways to it were walked
         self.keep = []  # (what was walked, kept alive so its id stays its own)
         self.codes = set()  # user code objects entered
         # id -> (name, NumPy array, Path) of the float arrays the traced code can reach from
@@ -825,9 +830,11 @@ class OutsideWalk:
             self.iterators[id(value)][2].append((name, path))
             return
         seen = id(value) if outside else (id(value), "inside")  # (looked at again from outside)
-        if (depth == 0 or isinstance(value, SKIP) or seen in self.scanned
+        ways = self.ways_walked.get(seen, 0)
+        if (depth == 0 or isinstance(value, SKIP) or ways >= WAYS_WALKED
                 or len(self.scanned) >= SCAN_LIMIT):
             return
+        self.ways_walked[seen] = ways + 1
         container = value if outside else None  # (where a traced value stored is refused)
         if isinstance(value, weakref.ref):  # (self.parent = weakref.ref(p): self.parent().W)
             self.scanned.add(seen)
@@ -883,7 +890,7 @@ class OutsideWalk:
             container = attrs if outside else None
         self.scanned.add(seen)
         self.keep.append(value)
-        if container is not None:
+        if container is not None and not ways:
             self.held.append((name, container, container.copy(), container is not value))
         for item_name, kind, key, item in items:
             self._consider(item, item_name, depth - 1, path.then(kind, key), outside)

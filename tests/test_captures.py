@@ -989,6 +989,31 @@ def test_numbers_and_arrays_behind_other_mappings_and_weak_references_are_read_l
         np.testing.assert_array_equal(f(x), x * scaled())
 
 
+class _Aliased:
+    def __init__(self):
+        self.layers = [_Layer(0.5, np.full(3, 2.0)), _Layer(1.0, np.ones(3))]
+        self.first = self.layers[0]  # (found first as self.layers[0], which the code never names)
+        self.by_name = {"last": self.layers[-1]}
+
+    def __call__(self, x):
+        return x * self.first.scale * (self.first.W * 2) + self.by_name["last"].scale
+
+
+def test_an_object_reached_two_ways_is_read_live_through_the_way_the_code_names():
+    """An object the walk met first through a way the code does not name (self.layers[0]) and
+    then through the one it does (self.first) was walked once: its number and the array NumPy
+    read were guarded at neither way, stale after `m.first.scale = 0.25`."""
+    model, reference = _Aliased(), _Aliased()
+    f = gradc.jit(model.__call__)
+    x = np.ones(3)
+    for change in (lambda m: None, lambda m: setattr(m.first, "scale", 0.25),
+                   lambda m: setattr(m.first, "W", np.full(3, 5.0)),
+                   lambda m: setattr(m.layers[1], "scale", 3.0)):
+        change(model)
+        change(reference)
+        np.testing.assert_array_equal(f(x), reference(x))
+
+
 def test_subclasses_read_from_outside_are_refused_and_large_masks_named():
     """A masked array or np.matrix read from a global was compiled in as its data (the mask
     dropped: (x * M).sum() counted the masked element) and never checked again: refused by
