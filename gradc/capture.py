@@ -253,6 +253,9 @@ def captured(graph, x):
     if watch is None or x.dtype not in _FLOATS or x.size == 0:
         return None
     found = watch.arrays.get(id(x))
+    if found is None and watch.frontier:
+        watch.look_beyond(x)  # (past the walk's limits: a layer deep down, a long list's)
+        found = watch.arrays.get(id(x))
     if found is not None and found[1] is x:
         return _input(graph, x, *watch.way_to(x))
     owner = owner_of(x)

@@ -367,6 +367,10 @@ GLOBAL_DEPTH, LOCAL_DEPTH, SCAN_LIMIT, MAX_ITEMS = 8, 9, 5000, 1024
 # Path through each (`self.first = self.layers[0]`: found first as self.layers[0], a way the
 # code did not name, its self.first.scale was never guarded; stale)
 WAYS_WALKED = 3
+# where the walk stopped at those limits, a float array a traced operation reads is looked for
+# beyond them (OutsideWalk.look_beyond), through at most this many more objects: an array
+# thirteen levels down or a list's 2,500th layer was compiled in, stale
+BEYOND_LIMIT = 10_000
 # outside arrays up to this many elements are copied when found, to see a change in place
 SNAPSHOT_SIZE = 4096
 _PLAIN = (bool, int, float, complex, str, type(None))
@@ -458,6 +462,10 @@ class OutsideWalk:
         self.names_now = NO_NAMES  # what the code being entered reads (of the user's modules)
         self.imported_later = set()  # modules the code imports that were not imported yet
         self.top = None  # the code of the traced function (the first user frame entered)
+        # [(value, name, Path, first)] where the walk stopped at its limits: what lies below
+        # value (its entries from `first` on) was not walked (look_beyond)
+        self.frontier = []
+        self.beyond = None  # id -> (name, array, Path) of the float arrays found past it
 
     def random_source(self, value, name):
         """Whether `value` is a source of random numbers (handled by frozen.Watch)."""
@@ -760,6 +768,33 @@ class OutsideWalk:
                                 Path(cell, (("attr", "cell_contents"),)))
         return guards
 
+    def look_beyond(self, x):
+        """Where the walk stopped at its limits (`frontier`): look for the array `x` (or the
+        array it views) further down, through at most BEYOND_LIMIT more objects, and note it
+        in `arrays` and `paths` where found (gradc/capture.py asks, for an array a traced
+        operation reads that the walk did not find; most such are made inside the trace, by
+        NumPy, and are found nowhere). The arrays found there are listed once a trace."""
+        if self.beyond is None:
+            self.beyond = {}
+            queue, visited = collections.deque(self.frontier), set(self.scanned)
+            while queue and len(visited) < BEYOND_LIMIT:
+                value, name, path, first = queue.popleft()
+                for child_name, kind, key, child in _children(value, name, first):
+                    if type(child) in (np.ndarray, np.memmap, Fresh):
+                        if child.size and child.dtype.kind == "f":
+                            self.beyond.setdefault(id(child),
+                                                   (child_name, child, path.then(kind, key)))
+                    elif id(child) not in visited and not isinstance(child, SKIP) and not (
+                            type(child).__module__.startswith("gradc")):
+                        visited.add(id(child))
+                        queue.append((child, child_name, path.then(kind, key), 0))
+        from .capture import owner_of  # (it imports this module)
+        for array in (x, owner_of(x)):
+            found = self.beyond.get(id(array))
+            if found is not None and found[1] is array and id(array) not in self.arrays:
+                self.arrays[id(array)] = found
+                self.paths.setdefault(id(array), []).append((found[0], found[2]))
+
     def _consider(self, value, name, depth, path, outside=True):
         """Watch `value` if it is a NumPy generator; else look `depth` levels into it. Where it
         lies `outside` the trace: NumPy float arrays met on the way are noted, `arrays`, with
@@ -833,6 +868,8 @@ class OutsideWalk:
         ways = self.ways_walked.get(seen, 0)
         if (depth == 0 or isinstance(value, SKIP) or ways >= WAYS_WALKED
                 or len(self.scanned) >= SCAN_LIMIT):
+            if outside and not ways and not isinstance(value, SKIP):
+                self.frontier.append((value, name, path, 0))
             return
         self.ways_walked[seen] = ways + 1
         container = value if outside else None  # (where a traced value stored is refused)
@@ -857,12 +894,16 @@ class OutsideWalk:
         if isinstance(value, (list, tuple, collections.deque)):  # (a deque: as a list)
             items = [(f"{name}[{i}]", "item", i, v)
                      for i, v in enumerate(itertools.islice(value, MAX_ITEMS))]
+            if outside and len(items) == MAX_ITEMS:  # (its len() may raise: not asked)
+                self.frontier.append((value, name, path, MAX_ITEMS))
             if isinstance(value, tuple):  # (a namedtuple too: immutable, nothing stored)
                 container = None
         elif isinstance(value, dict):
             entries = list(value.items())
             # (past MAX_ITEMS, the keys the code names: params["block1050.scale"] of a large
             # state dict was compiled in, stale)
+            if len(entries) > MAX_ITEMS and outside:
+                self.frontier.append((value, name, path, MAX_ITEMS))
             entries = entries[:MAX_ITEMS] + [(k, v) for k, v in entries[MAX_ITEMS:]
                                              if type(k) is str and k in self.names_now.keys]
             items = [(f"{name}[{k!r}]", "item", k, v) for k, v in entries]
@@ -936,6 +977,32 @@ def _class_items(cls, name, instance_attrs):
                 seen.add(key)
                 items.append((f"{name}.{key}", "attr", key, value))
     return items
+
+
+def _children(value, name, first=0):
+    """(name, step kind, key, value) of what a container or object holds, from its entry
+    number `first` on (look_beyond: lists, tuples, deques, mappings, weak references,
+    attributes)."""
+    try:
+        if isinstance(value, (list, tuple, collections.deque)):
+            return [(f"{name}[{i}]", "item", i, v)
+                    for i, v in enumerate(itertools.islice(value, first, None), first)]
+        if isinstance(value, weakref.ref):
+            referent = value()
+            return [] if referent is None else [(f"{name}()", "ref", None, referent)]
+        if isinstance(value, collections.abc.Mapping):
+            return [(f"{name}[{k!r}]", "item", k, value[k])
+                    for k in itertools.islice(value.keys(), first, None)]
+        if isinstance(value, (set, frozenset)) or hasattr(type(value), "__next__"):
+            return []  # (entries that hash hold no arrays; an iterator is not drawn from)
+        attrs = getattr(value, "__dict__", None)
+        if type(attrs) is dict:
+            return [(f"{name}.{k}", "attr", k, v)
+                    for k, v in itertools.islice(attrs.items(), first, None)]
+        return [(f"{name}.{k}", "attr", k, getattr(value, k)) for k in _slots(type(value))
+                if hasattr(value, k)]
+    except Exception:  # noqa: BLE001 - (an object that fails to be looked at holds nothing)
+        return []
 
 
 def _slots(cls):

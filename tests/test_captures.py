@@ -1014,6 +1014,44 @@ def test_an_object_reached_two_ways_is_read_live_through_the_way_the_code_names(
         np.testing.assert_array_equal(f(x), reference(x))
 
 
+class _Node:
+    pass
+
+
+def _chain(levels, W):
+    root = node = _Node()
+    for _ in range(levels):
+        node.child = node = _Node()
+    node.W = W
+    return root, node
+
+
+def test_arrays_past_the_walks_depth_and_width_are_read_live():
+    """An array deeper than the walk looks (thirteen levels below a global) or past the first
+    MAX_ITEMS entries of a list was compiled in with no warning: a weight assigned there later
+    was never seen. It is looked for past those limits where a traced operation reads it."""
+    from gradc.outside import GLOBAL_DEPTH, MAX_ITEMS
+    root, leaf = _chain(GLOBAL_DEPTH + 4, np.full(3, 2.0))
+    layers = [_Layer(1.0, np.full(3, 2.0)) for _ in range(MAX_ITEMS + 20)]
+
+    def deep(x):
+        node = root
+        while hasattr(node, "child"):
+            node = node.child
+        return x * node.W
+
+    def wide(x):
+        return x * layers[MAX_ITEMS + 10].W[::-1]  # (a view of it)
+
+    x = np.array([1.0, 2.0, 3.0])
+    for f, holder in ((deep, leaf), (wide, layers[MAX_ITEMS + 10])):
+        compiled = gradc.jit(f)
+        for W in (None, np.full(3, 5.0), np.array([1.0, -1.0, 0.5])):
+            if W is not None:
+                holder.W = W
+            np.testing.assert_array_equal(compiled(x), f(x))
+
+
 def test_subclasses_read_from_outside_are_refused_and_large_masks_named():
     """A masked array or np.matrix read from a global was compiled in as its data (the mask
     dropped: (x * M).sum() counted the masked element) and never checked again: refused by
