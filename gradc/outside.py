@@ -22,6 +22,7 @@ import gc
 import inspect
 import itertools
 import operator
+import os
 import sys
 import types
 import warnings
@@ -566,11 +567,11 @@ class OutsideWalk:
                 if array.tobytes() != data and path.named_in(names)]
 
     def rebound(self, graph):
-        """The names of the outside arrays the trace read live (graph.captured, at the paths
-        of graph.captures) that those paths no longer reach at its end: the traced code bound
-        them anew, with NumPy alone (`self.W = self.W * 0.5`), which NumPy's code would do on
-        every call and the compiled function never (it would read the new array from its
-        first call on)."""
+        """The names (each with the line that stored it, where found) of the outside arrays
+        the trace read live (graph.captured, at the paths of graph.captures) that those paths
+        no longer reach at its end: the traced code bound them anew, with NumPy alone
+        (`self.W = self.W * 0.5`), which NumPy's code would do on every call and the compiled
+        function never (it would read the new array from its first call on)."""
         arrays = {id(v): self.arrays[key][1] for key, v in graph.captured.items()
                   if key in self.arrays}
         rebound = []
@@ -583,8 +584,28 @@ class OutsideWalk:
             if array is not None and now is not array and not (
                     type(now) in (np.ndarray, Fresh) and now.shape == array.shape
                     and now.dtype == array.dtype and np.array_equal(now, array)):
-                rebound.append(capture.name)  # (a copy of the same values read again
-        return rebound  # is what the compiled function reads: `self.W = self.W.copy()`)
+                rebound.append(f"`{capture.name}`{self._stored_at(capture.path)}")  # (a copy
+        return rebound  # of the same values read again is what it reads: self.W.copy())
+
+    def _stored_at(self, path):
+        """" (at file:line)" of the user code's store into the last step of `path` (`self.W =
+        ...` for self.W, `P["W"] = ...`, `global W`), or "" where none is found."""
+        kind, key = path.steps[-1] if path.steps else (None, None)
+        wanted = {"attr": ("STORE_ATTR",), "global": ("STORE_GLOBAL", "STORE_NAME"),
+                  "item": ("STORE_SUBSCR",)}.get(kind, ())
+        from .trace import _frame_kind  # (it imports this module)
+        for code in list(self.codes):
+            if _frame_kind(code.co_filename) != "user":
+                continue
+            previous = None
+            for ins in dis.get_instructions(code):
+                if ins.opname in wanted and (ins.argval == key if kind != "item" else (
+                        previous is not None and previous.opname == "LOAD_CONST"
+                        and previous.argval == key)):
+                    return f" (at {os.path.basename(code.co_filename)}:{ins.positions.lineno})"
+                if ins.opname not in ("CACHE", "PRECALL", "NOP", "EXTENDED_ARG"):
+                    previous = ins
+        return ""
 
     def changed_numbers(self):
         """The Python numbers outside the arguments that the traced code stored anew

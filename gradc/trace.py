@@ -1241,7 +1241,7 @@ def trace(fun, args, kwargs=None, capture=False, write_back=False):
     if rebound:
         raise UnsupportedOpError(
             f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) bound "
-            f"{', '.join(f'`{r}`' for r in rebound[:4])}, outside its arguments, to a new array "
+            f"{', '.join(rebound[:4])}, outside its arguments, to a new array "
             "after reading it (as `self.W = self.W * 0.5` does): its Python runs once, when "
             "traced, so the compiled function would read the new array on every call and never "
             "compute another. Compute the new value and return it (store it after the call), "

@@ -1846,7 +1846,9 @@ def test_an_outside_array_the_function_binds_anew_after_reading_it_is_refused():
             self.W = self.W * 0.5
             return y
 
-    with pytest.raises(gradc.UnsupportedOpError, match=r"bound `self\.W`.* to a new array after "
+    line = Decaying.f.__code__.co_firstlineno + 2  # (the rebinding line, named)
+    with pytest.raises(gradc.UnsupportedOpError, match=rf"bound `self\.W` \(at test_captures"
+                                                       rf"\.py:{line}\).* to a new array after "
                                                        r"reading it"):
         gradc.jit(Decaying().f)(np.ones(3))
 
