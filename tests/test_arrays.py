@@ -689,11 +689,14 @@ def test_roll_by_a_traced_shift():
         gradc.jit(lambda x, s: np.roll(x, (s, s), (0, 1)))(x, np.int64(1))
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64, np.bool_])
 def test_pad_statistic_and_linear_ramp_modes_are_numpy_s(dtype):
     """np.pad's maximum/minimum/mean/median (stat_length too; integers' mean and median
-    rounded) and linear_ramp (end_values; floored for integers), axis by axis as NumPy pads."""
+    rounded, booleans' cast: a third True pads True, it was rounded to False) and linear_ramp
+    (end_values; floored for integers), axis by axis as NumPy pads."""
     a = (np.random.default_rng(1).standard_normal((3, 4)) * 5).astype(dtype)
+    if dtype is np.bool_:
+        a = np.array([[1, 0, 0, 1], [0, 0, 1, 0], [1, 1, 0, 0]], bool)
     cases = [("maximum", {}), ("minimum", {"stat_length": 2}), ("mean", {}),
              ("median", {"stat_length": ((1, 3), (2, 1))}), ("linear_ramp", {}),
              ("linear_ramp", {"end_values": (5, -1)})]

@@ -272,9 +272,9 @@ _STATISTICS = {"maximum": np.max, "minimum": np.min, "mean": np.mean, "median": 
 
 def _pad_from_edges(x, pairs, mode, kwargs):
     """np.pad's statistic modes (each side filled with the max/min/mean/median of its
-    `stat_length` nearest elements; integers' mean and median rounded) and linear_ramp (from
-    `end_values` to the edge, as np.linspace(end, edge, width, endpoint=False) in float64,
-    floored to integers), axis by axis as NumPy pads: an axis sees the pads of those before."""
+    `stat_length` nearest elements; integers' mean and median rounded, booleans' cast) and
+    linear_ramp (from `end_values` to the edge, as np.linspace(end, edge, width,
+    endpoint=False) in float64, floored to integers), axis by axis as NumPy pads: an axis sees the pads of those before."""
     if mode in _STATISTICS:
         lengths = kwargs.get("stat_length")
         lengths = None if lengths is None else _pad_pairs(
@@ -289,7 +289,6 @@ def _pad_from_edges(x, pairs, mode, kwargs):
         if n == 0:
             raise ValueError(f"can't extend empty axis {axis} using modes other than 'constant' "
                              "or 'empty'")
-        parts = []
         parts = {}
         for side, width in enumerate((before, after)):
             if not width:
@@ -308,8 +307,8 @@ def _pad_from_edges(x, pairs, mode, kwargs):
             shape[axis] = width
             if mode in _STATISTICS:
                 fill = _STATISTICS[mode](edge, axis=axis, keepdims=True)
-                if x.dtype.kind in "iub" and mode in ("mean", "median"):
-                    fill = np.round(fill)
+                if x.dtype.kind in "iu" and mode in ("mean", "median"):
+                    fill = np.round(fill)  # (NumPy's for integers; a bool's is its cast)
                 parts[side] = fn.broadcast_to(fn.astype(fill, x.dtype), shape)
                 continue
             end = float(ends[axis][side])
