@@ -21,6 +21,7 @@ import functools
 import gc
 import inspect
 import itertools
+import keyword
 import operator
 import os
 import sys
@@ -148,7 +149,9 @@ class Path(NamedTuple):
                 expr = f"_called({expr})"
             elif kind == "set":  # (a set's contents)
                 expr = f"frozenset({expr})"
-            elif kind == "attr" and key.isidentifier():
+            elif kind == "ref":  # (a weak reference's referent)
+                expr = f"{expr}()"
+            elif kind == "attr" and key.isidentifier() and not keyword.iskeyword(key):
                 expr += f".{key}"
             else:
                 name = f"K{len(consts)}"

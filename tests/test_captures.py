@@ -987,6 +987,7 @@ def test_numbers_and_arrays_behind_other_mappings_and_weak_references_are_read_l
         if W is not None:
             change("W", W)
         np.testing.assert_array_equal(f(x), x * scaled())
+    assert f._last_call.match(((x,), {}))  # (the fast path follows them too)
 
 
 class _Aliased:

@@ -1108,3 +1108,22 @@ def test_a_step_in_a_traced_function_and_an_integer_parameter_say_what_to_do():
     with pytest.raises(gradc.SignatureError, match=r"pass it among the batch arguments"):
         gradc.train_step(loss, gradc.optim.SGD(0.1))(
             {"W": np.ones((3, 2)), "rng": gradc.random.Generator(0)}, x)
+
+
+@pytest.mark.parametrize("key", ['w"""', 'x"""; import builtins; builtins.GRADC_INJECTED = 1; """',
+                                 "w\nimport builtins\nbuiltins.GRADC_INJECTED = 1\n#"])
+def test_names_the_user_chose_are_text_in_generated_code(key):
+    """A parameter's key is written into the generated driver module's docstring and comments:
+    `w\"\"\"` ended the docstring (a SyntaxError from inside gradc), and what followed it ran
+    as code (fuzz41b). The step is the same as under a plain key."""
+    import builtins
+
+    def loss(p, x):
+        return np.mean((x @ p[key]) ** 2)
+
+    x = np.ones((4, 3), np.float32)
+    params = {key: np.ones((3, 2), np.float32)}
+    assert gradc.train_step(loss, SGD(0.1))(params, x) == pytest.approx(9.0)
+    np.testing.assert_allclose(params[key], 1 - 0.1 * 3.0, rtol=1e-6)  # (dL/dW = 3)
+    assert gradc.value_and_grad(loss)(params, x)[0] == pytest.approx(np.mean((x @ params[key]) ** 2))
+    assert not hasattr(builtins, "GRADC_INJECTED")
