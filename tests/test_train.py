@@ -624,6 +624,27 @@ def test_state_dict_round_trip_into_a_new_step(opt):
     assert fresh.state_dict()["step"] == 20
 
 
+def test_a_state_with_a_static_leaf_loads_into_a_step_not_yet_called():
+    """Parameters holding a name beside their arrays ({"W": ..., "act": "tanh"}): their
+    state_dict holds it too, and loading it into a new step (resuming from a checkpoint) was
+    refused as not arrays; into a step already called it loaded (fuzz41b)."""
+    def loss(p, x):
+        y = x @ p["W"]
+        return np.mean((np.tanh(y) if p["act"] == "tanh" else y) ** 2)
+
+    x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)
+    params = {"W": np.full((3, 2), 0.5, np.float32), "act": "tanh"}
+    step = gradc.train_step(loss, Adam(0.1))
+    step(params, x)
+    saved, saved_params = step.state_dict(), {**params, "W": params["W"].copy()}
+    step(params, x)
+    fresh = gradc.train_step(loss, Adam(0.1))
+    fresh.load_state_dict(saved)
+    fresh(saved_params, x)
+    assert_bit_identical(saved_params["W"], params["W"], "params")
+    assert_bit_identical(fresh.state_dict(), step.state_dict(), "state_dict")
+
+
 def test_state_dict_is_a_copy():
     step, params = trained_mlp_step()
     sd = step.state_dict()
