@@ -849,9 +849,10 @@ def _interp(x, xp, fp, left=None, right=None, period=None):
     finds its segment by a count over xp (a few thousand points)."""
     if period is not None:
         raise UnsupportedOpError("np.interp(period=...) is not supported")
-    x = fn.astype(array_arg(x, xp, fp), np.float64)
-    xp = fn.astype(array_arg(xp, x), np.float64)
-    fp = fn.astype(array_arg(fp, x), np.float64)
+    graph = next(v for v in (x, xp, fp) if isinstance(v, Value)).graph
+    # (each converted to float64 itself, as NumPy's: a Python number beside float32 arrays
+    # was a float32 first, 0.3 off by 1e-8)
+    x, xp, fp = (fn.astype(fn.as_value(v, graph=graph), np.float64) for v in (x, xp, fp))
     if xp.ndim != 1 or fp.ndim != 1:
         raise ValueError("object too deep for desired array")
     if xp.size != fp.size:

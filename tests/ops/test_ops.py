@@ -1198,6 +1198,17 @@ def test_new_numpy_functions_at_their_edges():
         np.testing.assert_allclose(g, w, rtol=1e-7, err_msg=str(i))
 
 
+def test_interp_of_a_python_number_on_float32_knots_is_float64_throughout():
+    """np.interp computes in float64 whatever its arguments: a Python number beside float32
+    knots was made a float32 first (0.3 off by 1e-8; the result 5e-7 off; fuzz41a)."""
+    xp = np.array([-1.3, 0.1, 0.7, 2.2], np.float32)
+    fp = np.array([0.3, -1.7, 2.9, 0.11], np.float32)
+    f = lambda xp, fp: (np.interp(0.3, xp, fp), np.interp([0.3, 1.1], xp, fp, left=0.1))
+    for got, want in zip(gradc.jit(f)(xp, fp), f(xp, fp)):
+        assert np.asarray(got).dtype == np.float64
+        np.testing.assert_allclose(got, want, rtol=1e-14)
+
+
 def test_gradients_at_knots_and_constant_slices_are_central_differences():
     # np.interp's gradient was 0 at every interior knot (an exact-hit branch); np.std's and
     # np.nanstd's NaN (0 * inf) on a slice whose variance is 0
