@@ -61,6 +61,10 @@ class Function:
         forks.track(self, "_compiling", threading.RLock)
         self._last_key = None
         self._last_call = None  # a LastCall: the last call's signature, recognized fast
+        # (thread id, key) -> the compiled signature another thread than the one that compiled
+        # `cache[key]` runs, with buffers of its own, where gradients come back as views
+        # (`_own`): a view is overwritten by its own thread's next call, not by another's
+        self._owned = {}
         self._storm = RecompileWatch()
         self.__name__ = getattr(fun, "__name__", "fn")
         self.__doc__ = getattr(fun, "__doc__", None)
@@ -142,7 +146,8 @@ class Function:
         # the same signature as the last call: no flatten, key or lookup; but not while another
         # function is traced, where this one is inlined (the program run on the arrays at hand
         # would be a constant in that trace, and what it reads from outside no longer guarded)
-        if last is not None and current_graph() is None:
+        if last is not None and current_graph() is None and (
+                last.compiled.thread == threading.get_ident() or not self._views):
             compiled = last.compiled
             with compiled.lock:
                 if last.match((args, kwargs)):
@@ -162,6 +167,8 @@ class Function:
         compiled = self.cache.get(key)
         if compiled is None:
             compiled = self.compiled_once(key, Call(args, kwargs, leaves, treedef))
+        if self._views and getattr(compiled, "thread", None) != threading.get_ident():
+            compiled = self._own(key, Call(args, kwargs, leaves, treedef))
         for retry in (True, True, False):  # (another thread may change what a trace read)
             with compiled.lock:
                 try:
@@ -173,10 +180,35 @@ class Function:
                                              source=user_source()) from None
                     changed = e  # (its message says what changed; its class, how)
                 else:
-                    self._last_call = compiled.last_call(treedef, leaves, advanced)
+                    if compiled.thread == threading.get_ident() or not self._views:
+                        self._last_call = compiled.last_call(treedef, leaves, advanced)
                     return self._package(compiled, outs, leaves)
-            compiled = self.compiled_once(key, Call(args, kwargs, leaves, treedef), stale=compiled,
-                                          why=changed)
+            call = Call(args, kwargs, leaves, treedef)
+            compiled = (self._own(key, call, stale=compiled, why=changed)
+                        if self._owned.get((threading.get_ident(), key)) is compiled
+                        else self.compiled_once(key, call, stale=compiled, why=changed))
+
+    @property
+    def _views(self):
+        """Whether the results hold views of the compiled signature's buffers (gradients,
+        without copy=True)."""
+        return self.mode in ("grad", "value_and_grad") and not self.copy
+
+    def _own(self, key, call, stale=None, why=None):
+        """This thread's compiled signature `key`, compiled now (from the program cache: a
+        trace, no code generation) where it has none: its gradients are views of its own
+        buffers, so another thread's call does not overwrite what this one returned (nor this
+        one the other's). The 64 most recent are kept."""
+        me = threading.get_ident()
+        own = self._owned.get((me, key))
+        if own is None or own is stale:
+            with self._compiling:
+                own = self._compile(key, call, user_source(), cache=False, why=why, stale=stale)
+            self._owned.pop((me, key), None)
+            self._owned[(me, key)] = own
+            while len(self._owned) > 64:
+                del self._owned[next(iter(self._owned))]
+        return own
 
     def lower(self, *args, load=False, source=None, capture=True, **kwargs):
         """Trace and compile for these arguments without caching the result; with load=False
@@ -244,7 +276,7 @@ class Function:
         if random.draws_from_generators(call):
             compiled.lock = random.DRAWS
         compiled.captures = Captures(captures, guards, compiled.input_types)
-        compiled.just_traced = threading.get_ident()
+        compiled.just_traced = compiled.thread = threading.get_ident()
         compiled.write_backs = graph.write_backs  # (each with its output's position)
         unchanged_by(compiled.captures, stale, compiled, graph.names_run)
         if not cache:

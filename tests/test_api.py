@@ -430,8 +430,9 @@ def test_same_signature_neither_traces_nor_compiles_again(monkeypatch, capsys):
 
 def test_concurrent_first_calls_on_a_cold_cache_compile_once(tmp_path, monkeypatch, capsys):
     """Eight threads make the first call of one function at once, on an empty disk cache: the
-    signature compiles once, the other threads waiting for it, and every thread gets the
-    right gradient (no error from threads loading the same generated modules)."""
+    signature compiles once, the other threads waiting for it (then tracing it again for
+    buffers of their own, from the program cache), and every thread gets the right gradient
+    (no error from threads loading the same generated modules)."""
     monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("GRADC_LOG", "compiles")
 
@@ -919,3 +920,45 @@ def test_argnums_by_position_as_jax_and_autograd():
     assert gradc.value_and_grad(fun, 1)(0.3, 0.7)[1] == pytest.approx(want, rel=1e-14)
     assert gradc.jacobian(fun, 1)(0.3, 0.7) == pytest.approx(want, rel=1e-14)
     assert gradc.hessian(fun, (0, 1))(0.3, 0.7)[0][1] == gradc.hessian(fun, (1, 0))(0.3, 0.7)[1][0]
+
+
+def test_a_gradient_view_is_overwritten_by_its_own_threads_next_call_only():
+    """Gradients are views of the compiled signature's buffers; another thread's call of the
+    same function overwrote them (a thread pool computing gradients of its own batches got
+    the other threads' gradients). Each thread now runs the signature with buffers of its
+    own: a view holds until its own thread calls again. copy=True is unchanged."""
+    def loss(W, x):
+        return np.tanh(x @ W).sum()
+
+    vg = gradc.value_and_grad(loss)
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((4, 3))
+    xs = [rng.standard_normal((2, 4)) for _ in range(2)]
+    turns = threading.Barrier(2)
+    held, errors = [None, None], []
+
+    def worker(i):
+        try:
+            for _ in range(3):
+                if i == 1:
+                    turns.wait()  # (thread 0 has its views)
+                held[i] = vg(W, xs[i])
+                if i == 0:
+                    turns.wait()
+                turns.wait()  # (both called: each checks its own views)
+                value, grad = held[i]
+                assert value == pytest.approx(loss(W, xs[i]), rel=1e-12)
+                np.testing.assert_allclose(
+                    grad, xs[i].T @ (1 - np.tanh(xs[i] @ W) ** 2), rtol=1e-12)
+                turns.wait()
+        except BaseException as e:  # reported below
+            errors.append(e)
+            turns.abort()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(vg.cache) == 1
