@@ -1212,6 +1212,7 @@ def trace(fun, args, kwargs=None, capture=False, write_back=False):
             graph.zero_d_arrays.add(v.id)
     targs, tkwargs = pytree.unflatten(treedef, values)
     given = pytree.flatten((targs, tkwargs))
+    given_containers = _containers((targs, tkwargs))
     from .literals import numpy_constructors  # (it builds on this module)
     _active.graphs.append(graph)
     try:
@@ -1255,6 +1256,8 @@ def trace(fun, args, kwargs=None, capture=False, write_back=False):
             "it again. Compute the new value and return it (store it after the call), pass "
             "the array as an argument, or (a table made on first use) fill it before the first "
             "call", source=user_source())
+    if any(id(a.container) in given_containers for a in assigned):  # (the copies the trace
+        raise _changed_given(fun)  # ran on: written back there, the caller's never changed)
     graph.write_backs = assigned if write_back else []
     if not write_back:
         stored = stored + [a.message() for a in assigned]
@@ -1364,12 +1367,28 @@ def _check_containers_unchanged(fun, tree, given):
     except (GradcError, TypeError, ValueError, RecursionError):
         same = False
     if not same:
-        raise UnsupportedOpError(
-            f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) changed "
-            "the dicts or lists it was given (an entry stored, deleted or popped, a number "
-            "updated): NumPy code would change the caller's, and a compiled function cannot, "
-            "for its Python runs once, when traced. Build new ones (q = dict(p); q['b'] = ...) "
-            "and return what the caller should keep", source=user_source())
+        raise _changed_given(fun)
+
+
+def _changed_given(fun):
+    return UnsupportedOpError(
+        f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) changed "
+        "the dicts or lists it was given (an entry stored, deleted or popped, a number "
+        "updated): NumPy code would change the caller's, and a compiled function cannot, "
+        "for its Python runs once, when traced. Build new ones (q = dict(p); q['b'] = ...) "
+        "and return what the caller should keep", source=user_source())
+
+
+def _containers(tree):
+    """The ids of the dicts and lists in a pytree of arguments (the trace's own copies)."""
+    ids, stack = set(), [tree]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, (dict, list, tuple)):
+            if not isinstance(x, tuple):
+                ids.add(id(x))
+            stack.extend(x.values() if isinstance(x, dict) else x)
+    return ids
 
 
 def _traced_value_into_numpy_array(error):

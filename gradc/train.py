@@ -311,8 +311,8 @@ class TrainStep(LearningRate):
             shapes = [(tuple(np.shape(a)), np.asarray(a).dtype) for a in leaves]
             # (a static leaf of the parameters, a name beside the arrays, is in their state too,
             # loaded into a step not yet called as well: its parameters then are those)
-            arrays = _arrays_only(tree_value) or (spec is None or tree == spec[0]) and all(
-                isinstance(a, np.ndarray) for a in leaves)
+            arrays = _arrays_only(tree_value) or (spec is None or tree == spec[0]) and bool(
+                leaves) and all(isinstance(a, np.ndarray) for a in leaves)
             if any(d.kind != "f" for _, d in shapes) or not arrays:
                 raise ArgumentError(f"state[{slot!r}] is {_brief(tree_value)}: a state's "
                                     "slots are float arrays shaped like the parameters",

@@ -281,13 +281,19 @@ def test_changing_the_dicts_and_lists_given_is_refused():
         p["step"] += 1
         return np.sum(x @ p["W"])
 
+    def keeps_state(p, x):  # (a traced value: written back into the trace's copy, silently,
+        h = np.tanh(x @ p["W"] + p["b"])  # from 6 December 2026 until this was refused again)
+        p["b"] = h[0]
+        return np.sum(h ** 2)
+
     x = np.ones((3, 2))
-    for f in (stores, pops, counts):
-        p = {"W": np.ones((2, 2)), "b": np.ones(2), "hist": [np.ones(1)], "step": 0}
-        with pytest.raises(gradc.UnsupportedOpError) as excinfo:
-            gradc.jit(f)(p, x)
-        assert "changed the dicts or lists it was given" in str(excinfo.value)
-        assert p["b"][0] == 1.0 and len(p["hist"]) == 1 and p["step"] == 0
+    for f in (stores, pops, counts, keeps_state):
+        for transform in (gradc.jit, gradc.grad, gradc.value_and_grad):
+            p = {"W": np.ones((2, 2)), "b": np.ones(2), "hist": [np.ones(1)], "step": 0}
+            with pytest.raises(gradc.UnsupportedOpError) as excinfo:
+                transform(f)(p, x) if transform is gradc.jit else transform(f, argnums=1)(p, x)
+            assert "changed the dicts or lists it was given" in str(excinfo.value)
+            assert p["b"][0] == 1.0 and len(p["hist"]) == 1 and p["step"] == 0
 
 
 def test_traced_index_updates_keep_negative_zeros():
