@@ -60,6 +60,8 @@ def _frozen(value):
         return ("dict", tuple((repr(k), _frozen(v)) for k, v in sorted(value.items(), key=repr)))
     if isinstance(value, (list, tuple)):
         return (type(value).__name__, tuple(_frozen(v) for v in value))
+    if isinstance(value, np.ndarray):  # (a 0-d array's value, `mask={"W": np.array(True)}`:
+        return ("array", value.dtype.str, value.shape, value.tobytes())  # an array hashes not)
     return value  # a number, None, or a function (by identity)
 
 

@@ -1034,6 +1034,25 @@ def test_per_parameter_options_are_checked_as_numbers_are():
     np.testing.assert_array_equal(p["W"], np.ones(2))
 
 
+def test_per_parameter_options_may_be_0d_arrays():
+    """mask, weight_decay and lr_mult as trees of 0-d arrays (np.array(True), np.float32(0.1)):
+    per_leaf takes them, but the signature's key held the arrays, which do not hash (a bare
+    TypeError from the cache; fuzz41b). The step is the one of the same Python numbers."""
+    def loss(p, x):
+        return np.mean((x @ p["W"] + p["b"]) ** 2)
+
+    x = np.linspace(-1, 1, 12).reshape(4, 3)
+    results = []
+    for as_array in (np.array, lambda v: v):
+        p = {"W": np.ones((3, 2)), "b": np.ones(2)}
+        opt = AdamW(0.1, weight_decay={"W": as_array(0.2), "b": as_array(0.1)},
+                    mask={"W": as_array(True), "b": as_array(False)})
+        step = gradc.train_step(loss, opt)
+        results.append([step(p, x) for _ in range(2)] + [p])
+    assert results[0][:2] == results[1][:2]
+    assert_bit_identical(results[0][2], results[1][2], "params")
+
+
 def test_a_step_reloads_its_own_state_with_momentum_switched_off():
     """The momentum buffer a step keeps while momentum is off is in its state_dict, and the
     step takes that state back (it was refused: SGD without momentum keeps no state)."""
