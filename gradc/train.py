@@ -156,6 +156,16 @@ def update_step(optimizer, check_finite=False, clip_norm=None, grad_scale=1.0, t
                      grad_scale=grad_scale)
 
 
+def _counts_as_ints(state):
+    """A state whose "step" and "start" are 0-d integer arrays (np.savez and np.load make
+    them so) with them as ints; any other state as it is."""
+    if not isinstance(state, dict):
+        return state
+    counts = {k: int(v) for k, v in state.items() if k in ("step", "start")
+              and isinstance(v, np.ndarray) and v.ndim == 0 and v.dtype.kind in "iu"}
+    return {**state, **counts} if counts else state
+
+
 def _arrays_only(tree):
     """Whether every leaf of a (dict, list, tuple) tree is a NumPy array."""
     if isinstance(tree, dict):
@@ -243,7 +253,7 @@ class TrainStep(LearningRate):
         """Restore what `state_dict` returned (the step must have been called once, or the
         parameter structure is taken from the state)."""
         with self.lock:
-            state = self._from_module(state)
+            state = _counts_as_ints(self._from_module(state))
             self._check_state(state)
             self.step_count = int(state["step"])
             # a state with no slots (an SGD without momentum's, into one with): the optimizer's

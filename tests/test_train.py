@@ -645,6 +645,27 @@ def test_a_state_with_a_static_leaf_loads_into_a_step_not_yet_called():
     assert_bit_identical(fresh.state_dict(), step.state_dict(), "state_dict")
 
 
+def test_a_state_saved_with_np_savez_loads():
+    """np.savez and np.load give the step count back as a 0-d int64 array: it was refused
+    (an int wanted), the most common NumPy checkpoint (fuzz41b)."""
+    import io
+    data = batches(4, seed=3)
+    step, params = gradc.train_step(mlp_loss, Adam(0.01)), make_mlp()
+    for x, y in data[:2]:
+        step(params, x, y)
+    saved = step.state_dict()
+    buffer = io.BytesIO()
+    np.savez(buffer, step=saved["step"], **{f"{slot}/{k}": v for slot, tree in
+                                              saved["state"].items() for k, v in tree.items()})
+    buffer.seek(0)
+    loaded = np.load(buffer)
+    state = {"step": loaded["step"], "state": {slot: {k: loaded[f"{slot}/{k}"] for k in tree}
+                                               for slot, tree in saved["state"].items()}}
+    fresh = gradc.train_step(mlp_loss, Adam(0.01))
+    fresh.load_state_dict(state)
+    assert_bit_identical(fresh.state_dict(), saved, "state_dict")
+
+
 def test_state_dict_is_a_copy():
     step, params = trained_mlp_step()
     sd = step.state_dict()
