@@ -38,7 +38,8 @@ def load_attr(spec, what):
     path, sep, name = spec.rpartition(":")
     if not sep or not path or not name:
         raise CliError(f"{what} must look like MODULE.py:NAME, got {spec!r}")
-    if not os.path.isfile(path) and _dotted(path):  # (pkg.module:NAME, importable from here)
+    if not os.path.isfile(path) and _dotted(path) and not path.endswith(".py"):  # (pkg.module:
+        # NAME, importable from here; `typo.py` is a file that is not there, not module `py`)
         return _attr(_import_dotted(path), path, name)
     if not os.path.isfile(path):
         raise CliError(f"no such file: {path}")

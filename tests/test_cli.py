@@ -109,6 +109,7 @@ def test_help_for_every_command(command, capsys):
 @pytest.mark.parametrize("command", ["compile", "explain", "check"])
 @pytest.mark.parametrize("case, expected", [
     ("missing_file", "gradc: error: no such file: {d}/nope.py"),
+    ("missing_file_here", "gradc: error: no such file: nope.py"),  # (not module `py` of `nope`)
     ("missing_function", "gradc: error: {d}/cli_small.py has no function 'nope'"),
     ("not_callable", "gradc: error: {d}/cli_small.py:not_a_function is a int, not a function"),
     ("example_raises", "gradc: error: the example function {d}/cli_small.py:raises raised "
@@ -121,6 +122,8 @@ def test_error_messages(command, case, expected, small, tmp_path, capsys):
     target, example = f"{small}:loss", f"{small}:args"
     if case == "missing_file":
         target = f"{d}/nope.py:loss"
+    elif case == "missing_file_here":
+        target = "nope.py:loss"
     elif case == "missing_function":
         target = f"{small}:nope"
     elif case == "not_callable":
