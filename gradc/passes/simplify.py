@@ -18,6 +18,15 @@ def is_const(v, c):
     return value is not None and value == c
 
 
+def is_zero(v, negative):
+    """Whether v is a constant zero that leaves every value as it is when added (`negative`:
+    -0.0, as x + -0.0 is x; +0.0 is not, -0.0 + 0.0 being +0.0) or subtracted (+0.0). An
+    integer zero is both."""
+    value = const_value(v)
+    return value is not None and value == 0 and (
+        v.dtype.kind != "f" or bool(np.signbit(value)) == negative)
+
+
 def op_of(v):
     return v.node.op if v.node is not None else None
 
@@ -33,15 +42,15 @@ def _arith(graph, node, ins):
     op = node.op
     a = ins[0] if ins else None
     b = ins[1] if len(ins) > 1 else None
-    if op == "add":
-        if is_const(b, 0):
+    if op == "add":  # (x + 0.0 is not x: -0.0 + 0.0 is +0.0, which 1 / x and copysign read)
+        if is_zero(b, negative=True):
             return a
-        if is_const(a, 0):
+        if is_zero(a, negative=True):
             return b
     if op == "subtract":
-        if is_const(b, 0):
+        if is_zero(b, negative=False):
             return a
-        if is_const(a, 0):
+        if is_zero(a, negative=True):  # (-0.0 - b is -b; 0.0 - 0.0 is +0.0, not -0.0)
             return -b
     if op == "multiply":
         if is_const(b, 1):

@@ -304,7 +304,7 @@ def test_simplify_log_of_softmax_is_log_softmax():
     assert ops_of(g) == ["log_softmax"]
 
 
-@pytest.mark.parametrize("f", [lambda x: x * 1, lambda x: 1.0 * x, lambda x: x + 0.0,
+@pytest.mark.parametrize("f", [lambda x: x * 1, lambda x: 1.0 * x, lambda x: x + -0.0,
                                lambda x: x - 0, lambda x: x / 1.0, lambda x: x ** 1,
                                lambda x: -(-x), lambda x: np.log(np.exp(x)),
                                lambda x: np.where(x > 0, x, x), lambda x: x.T.T,
@@ -314,6 +314,17 @@ def test_simplify_log_of_softmax_is_log_softmax():
 def test_simplify_identities_disappear(f):
     g = simplified(lambda x: f(x), X34)
     assert g.nodes == [] and g.outputs[0] is g.inputs[0], str(g)
+
+
+def test_simplify_keeps_what_changes_a_zeros_sign():
+    """x + 0.0 is +0.0 at x = -0.0, and 0.0 - x is +0.0 at x = 0.0: the rules that dropped the
+    zero changed 1 / x and np.copysign's answer there (fuzz41a); x + -0.0 and x - 0.0 are x."""
+    for f in (lambda x: x + 0.0, lambda x: 0.0 + x, lambda x: 0.0 - x, lambda x: x - -0.0):
+        g = simplified(f, X34)
+        assert ops_of(g) != [] and not (g.outputs[0] is g.inputs[0]), str(g)
+        x = np.array([-0.0, 0.0, 1.0])
+        np.testing.assert_array_equal(np.signbit(evaluate(g, [np.resize(x, X34.shape)])[0]),
+                                      np.signbit(f(np.resize(x, X34.shape))))
 
 
 def test_simplify_x_times_zero_is_kept():
