@@ -3,6 +3,7 @@ the composites (logsumexp, softmax, log_softmax) have hand-written VJPs and max-
 sigmoid, softplus and log_sigmoid are single elementwise ops with stable scalar formulas.
 They also work on plain NumPy arrays (outside tracing), with the same semantics.
 """
+import functools
 import math
 
 import numpy as np
@@ -11,7 +12,36 @@ from .errors import ArgumentError, ShapeError
 from .ir import Value
 from .ops import fn
 from .ops.registry import get_op
-from .trace import traced
+from .trace import current_graph, traced
+
+
+def _traced(function):
+    """A gradc.nn function (trace.traced): inside a trace, its NumPy array arguments are values
+    of the graph traced into first, so that what it computes from them is traced too, and an
+    array from outside the arguments is read on every call (gradc/capture.py): a dilated
+    kernel spread out, a batch norm's `var + eps`, `embedding(self.wpe, np.arange(T))` were
+    computed with NumPy, compiled in, stale after the weights changed (fuzz41c). On plain
+    arrays outside a trace it is NumPy's computation, as before."""
+    def arrays_in_graph(*args, **kwargs):
+        graph = current_graph()
+        if graph is not None:
+            args = [_in_graph(a, graph) for a in args]
+            kwargs = {k: _in_graph(v, graph) for k, v in kwargs.items()}
+        return function(*args, **kwargs)
+    return traced(functools.wraps(function)(arrays_in_graph), graph_of=_graph_of)
+
+
+def _in_graph(x, graph):
+    return fn.as_value(x, graph=graph) if isinstance(x, np.ndarray) else x
+
+
+def _graph_of(*args, **kwargs):
+    """The graph traced into, where an argument is a traced value or a NumPy array."""
+    graph = current_graph()
+    if graph is not None and any(isinstance(a, (Value, np.ndarray))
+                                 for a in (*args, *kwargs.values())):
+        return graph
+    return next((a.graph for a in (*args, *kwargs.values()) if isinstance(a, Value)), None)
 
 
 def _value(x):
@@ -20,7 +50,7 @@ def _value(x):
 
 
 def _unary(op):
-    @traced
+    @_traced
     def f(x):
         if _value(x) is None:
             x = np.asarray(x)
@@ -41,7 +71,7 @@ log_sigmoid.__doc__ = "log(sigmoid(x)) computed as min(x, 0) - log1p(exp(-|x|)).
 
 
 def _composite(op, keepdims_out):
-    @traced
+    @_traced
     def f(x, axis=-1, keepdims=False, **others):
         if others:  # (PyTorch's spelling, dim=, is the usual slip)
             raise ArgumentError(f"gradc.nn.{op} takes axis= and keepdims= (NumPy's names), not "
@@ -77,7 +107,7 @@ softmax.__doc__ = "exp(x) / sum(exp(x), axis), max-shifted."
 log_softmax.__doc__ = "x - logsumexp(x, axis)."
 
 
-@traced
+@_traced
 def cross_entropy(logits, labels):
     """Mean softmax cross-entropy of `logits` (batch, classes) against integer `labels` (batch,),
     each in [0, classes): a negative label is an IndexOutOfRangeError, as in PyTorch (NumPy's
@@ -108,7 +138,7 @@ def cross_entropy(logits, labels):
     return -np.mean(logp[np.arange(n), labels])
 
 
-@traced
+@_traced
 def mse(pred, target):
     """Mean squared error of arrays of one shape (or a number as the target). Shapes that
     broadcast to another, (N,) against (N, 1), are refused, as PyTorch warns of them: the
@@ -161,7 +191,7 @@ def _windows(x, kernel, stride, padding, pad):
 DIRECT_MAX_TAPS = 288
 
 
-@traced
+@_traced
 def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution (cross-correlation, as in PyTorch), NCHW input x[N,C,H,W], weights
     w[OC,C/groups,KH,KW], optional bias b[OC]. Narrow inputs (C*KH*KW <= DIRECT_MAX_TAPS) take
@@ -181,6 +211,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
         raise ArgumentError(f"conv2d: groups={groups!r}: give a whole number >= 1")
     groups = int(groups)
     oc, cg, kh, kw = w.shape
+    if 0 in w.shape:  # (PyTorch's refusal; a loop over no taps had no body to generate)
+        raise ShapeError(f"conv2d takes non-empty weights, got shape {w.shape}")
     if x.shape[1] % groups or oc % groups:
         raise ShapeError(f"conv2d: groups={groups} must divide the input's {x.shape[1]} "
                          f"channels and the weights' {oc} output channels")
@@ -267,7 +299,7 @@ def _dilated(w, dh, dw):
 TILE_WINDOW = 16
 
 
-@traced
+@_traced
 def max_pool2d(x, kernel=2, stride=None, padding=0):
     """Max over kernel x kernel windows of x[N,C,H,W] (stride defaults to the kernel size;
     padding is never the max, and may be at most half the window, as in PyTorch). The gradient
@@ -294,7 +326,7 @@ def max_pool2d(x, kernel=2, stride=None, padding=0):
     return flat.reshape(idx.shape)
 
 
-@traced
+@_traced
 def avg_pool2d(x, kernel=2, stride=None, padding=0):
     """Mean over windows; padding counts as zeros (PyTorch's count_include_pad=True)."""
     return _pool(x, kernel, stride, padding, np.mean, 0.0)
@@ -317,7 +349,7 @@ def _pool(x, kernel, stride, padding, reduce, pad):
     return reduce(patches, axis=(4, 5)).transpose(0, 3, 1, 2)
 
 
-@traced
+@_traced
 def layer_norm(x, gamma=None, beta=None, eps=1e-5, axis=-1):
     """(x - mean) / sqrt(var + eps) * gamma + beta over `axis` (biased variance, as PyTorch).
     gamma and beta scale and shift the normalized elements: shaped like the normalized axes
@@ -392,7 +424,7 @@ def _channel_axis(x, axis, what):
     return int(axis) % ndim
 
 
-@traced
+@_traced
 def batch_norm(x, gamma=None, beta=None, eps=1e-5, axis=1, mean=None, var=None,
                return_stats=False):
     """Batch normalisation: (x - mean) / sqrt(var + eps) * gamma + beta, one mean and variance
@@ -427,7 +459,7 @@ def batch_norm(x, gamma=None, beta=None, eps=1e-5, axis=1, mean=None, var=None,
     return y, np.reshape(mu, (c,)), np.reshape(v, (c,))
 
 
-@traced
+@_traced
 def group_norm(x, groups, gamma=None, beta=None, eps=1e-5):
     """Group normalisation (PyTorch's F.group_norm) of x[N, C, ...]: the C channels in `groups`
     groups of C/groups, each sample's group normalised by its own mean and biased variance
@@ -451,7 +483,7 @@ def group_norm(x, groups, gamma=None, beta=None, eps=1e-5):
     return y
 
 
-@traced
+@_traced
 def embedding(table, indices):
     """Rows of `table` (vocab, dim) for integer `indices` of any shape, each in [0, vocab): a
     negative index is an IndexOutOfRangeError, as in PyTorch (np.take's wrap-around took the
@@ -473,7 +505,7 @@ def embedding(table, indices):
     return np.take(table, indices, axis=0)
 
 
-@traced
+@_traced
 def dropout(x, mask, rate):
     """Inverted dropout with an explicit `mask` (True = keep), e.g. from `dropout_mask`:
     x * mask / (1 - rate). gradc keeps no hidden random state: pass a new mask each step, or
@@ -491,7 +523,7 @@ def dropout_mask(rng, shape, rate):
     return rng.random(shape) >= rate
 
 
-@traced
+@_traced
 def gelu(x, approximate=True):
     """GELU. approximate=True (JAX's default, PyTorch's approximate="tanh"): the tanh form,
     0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), up to ~2e-3 from the exact one;
@@ -507,7 +539,7 @@ def gelu(x, approximate=True):
     return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
 
 
-@traced
+@_traced
 def flatten(x, start_axis=1):
     """Merge the axes from `start_axis` on: (N, C, H, W) -> (N, C*H*W)."""
     ndim = len(np.shape(x))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import operator
 import secrets
 import threading
 import weakref
@@ -76,9 +77,15 @@ def _seed_value(seed):
 def _shape(size):
     if size is None:
         return ()
-    if isinstance(size, (numbers.Integral, np.integer)):
+    if isinstance(size, (numbers.Integral, np.integer)) and not isinstance(size, bool):
         size = (size,)
-    shape = tuple(int(d) for d in size)
+    try:  # (NumPy's: size=(2.5, 3) and size=True are TypeErrors, not shapes (2, 3) and (1,))
+        shape = tuple(operator.index(d) for d in size)
+        if any(isinstance(d, (bool, np.bool_)) for d in size):
+            raise TypeError
+    except TypeError:
+        raise ArgumentError(f"size={size!r}: a size is an int or a tuple of ints (NumPy's "
+                            "TypeError)", source=user_source()) from None
     if any(d < 0 for d in shape):
         raise ShapeError(f"negative dimensions in size={size!r}", source=user_source())
     return shape
@@ -152,10 +159,18 @@ class Generator:
         """Floats uniform in [low, high): low + (high - low) * random(). `low` and `high` may be
         numbers, arrays or traced values (their gradients are the usual ones)."""
         dtype = _float_dtype(dtype)
-        if not isinstance(low, Value) and not isinstance(high, Value) and np.any(
-                np.asarray(high) < np.asarray(low)):
-            raise ArgumentError("Generator.uniform: high < low (NumPy's refusal: high - low < 0)",
-                                source=user_source())
+        if not isinstance(low, Value) and not isinstance(high, Value):
+            with np.errstate(all="ignore"):
+                span = np.asarray(high, dtype) - np.asarray(low, dtype)
+            if np.any(span < 0):
+                raise ArgumentError("Generator.uniform: high < low (NumPy's refusal: high - low "
+                                    "< 0)", source=user_source())
+            if not np.all(np.isfinite(span)):  # (every draw was high, or NaN)
+                raise ArgumentError(f"Generator.uniform: high - low is not a finite "
+                                    f"{dtype.name} (NumPy's OverflowError: range exceeds "
+                                    "valid bounds)",
+                                    source=user_source())
+        low, high = self._traced_params(low, high)
         shape = self._params_shape(size, low, high)
         return _under(self._affine(self._uniform(shape, dtype), low, high - low, dtype), low,
                       high, dtype)
@@ -175,6 +190,7 @@ class Generator:
         if not isinstance(scale, Value) and np.any(np.asarray(scale) < 0):
             raise ArgumentError("Generator.normal: scale < 0 (NumPy's refusal)",
                                 source=user_source())
+        loc, scale = self._traced_params(loc, scale)
         if isinstance(scale, Value):  # (unknown when traced: NaN where < 0, not a flipped
             scale = np.where(scale < 0, np.nan, scale)  # draw; check_finite=True refuses it)
         shape = self._params_shape(size, loc, scale)
@@ -215,6 +231,16 @@ class Generator:
         radius = np.sqrt(-2.0 * np.log(1.0 - u[0]))  # 1 - u in (0, 1]: the log is finite
         return radius * np.cos((2 * np.pi) * u[1])
 
+    def _traced_params(self, *params):
+        """A traced draw's NumPy array parameters as values of its graph, checked as traced
+        ones are (a negative scale: NaN) and read on every call where they come from outside
+        the arguments: `high - low` of a model's bounds was computed with NumPy, compiled in
+        (draws in [5, 6) for new bounds [5, 10); fuzz41c)."""
+        if not isinstance(self.state, Value):
+            return params
+        return tuple(fn.as_value(p, graph=self.state.graph) if isinstance(p, np.ndarray) else p
+                     for p in params)
+
     @staticmethod
     def _params_shape(size, *params):
         """The draw's shape: `size`, which the parameters must broadcast to, or theirs."""
@@ -247,7 +273,9 @@ def _under(z, low, high, dtype):
     low, high = (fn.astype(v, dtype) if isinstance(v, Value) and v.dtype != dtype else
                  v if isinstance(v, Value) else np.asarray(v, dtype) for v in (low, high))
     below = np.maximum(low, high - np.abs(high) * dtype.type(4 * info.eps) - dtype.type(info.tiny))
-    z = np.where((z < high) | (high <= low), z, below)  # (traced bounds may come in reversed)
+    z = np.where((z < high) | (high <= low), z, below)
+    if isinstance(z, Value):  # (bounds known only when it runs may come in reversed: NaN, as a
+        z = np.where(high < low, np.nan, z)  # negative scale gives; NumPy refuses them)
     return z if isinstance(z, Value) else np.asarray(z, dtype)[()]
 
 

@@ -251,8 +251,15 @@ def traced(method, graph_of=_graph_of_values):
                                 source=user_source())
         try:
             graph = graph_of(*args, **kwargs)
-            if graph is None or not graph.stamp_user_source:
+            if graph is not None and not graph.stamp_user_source:  # (an outer call stamps)
                 return method(*args, **kwargs)
+            if graph is None:  # (gradc.nn on plain arrays: its refusals name the line too)
+                try:
+                    return method(*args, **kwargs)
+                except GradcError as e:
+                    if e.source is None:
+                        raise type(e)(str(e), source=user_source()) from None
+                    raise
             src = user_source()
             if watch is not None:  # numbers drawn from NumPy's generators since the trace began?
                 watch.check(src)

@@ -973,3 +973,45 @@ def test_products_that_cancel_cancel_exactly_as_numpys_do():
     with np.errstate(divide="ignore"):
         for got, want in zip(gradc.jit(cancels)(a, b, c), cancels(a, b, c)):
             np.testing.assert_array_equal(got, want)
+
+
+class _Net:
+    """Arrays a model keeps, read by gradc.nn inside its jitted forward."""
+
+    def __init__(self):
+        self.W = RNG.standard_normal((4, 2, 3, 3))  # (a dilated kernel: spread out by gradc.nn)
+        self.running_var = np.full(2, 4.0)
+        self.wpe = RNG.standard_normal((6, 3))  # (a GPT's position table)
+
+    def forward(self, x):
+        h = nn.conv2d(x, self.W, dilation=2)
+        h = nn.batch_norm(h[:, :2], mean=np.zeros(2), var=self.running_var)
+        return h.sum((2, 3)) @ nn.embedding(self.wpe, np.arange(2))[:, :2], self.running_var
+
+
+def test_nn_on_arrays_a_model_keeps_reads_them_on_every_call():
+    """gradc.nn computed with NumPy alone on the arrays it was given that were not traced (a
+    dilated kernel spread out, a batch norm's var + eps, embedding(self.wpe, np.arange(T))):
+    compiled in, stale after the model's weights changed, in place or rebound (fuzz41c).
+    Inside a trace they are values of the graph now, read live where they come from outside."""
+    net, x = _Net(), RNG.standard_normal((2, 2, 7, 7))
+    forward = gradc.jit(net.forward)
+    for change in (lambda: None, lambda: net.W.__imul__(0.5),
+                   lambda: setattr(net, "running_var", np.full(2, 9.0)),
+                   lambda: net.wpe.__iadd__(1.0), lambda: setattr(net, "W", -net.W)):
+        change()
+        for got, want in zip(forward(x), net.forward(x)):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_an_empty_kernel_and_nn_refusals_outside_a_trace_name_the_line():
+    """conv2d of weights (1, 1, 0, 2) was a SyntaxError from generated code (jit, grad) and a
+    0-d array eagerly; PyTorch refuses it. On plain arrays gradc.nn's refusals named no line."""
+    x, w = np.ones((1, 1, 5, 5)), np.ones((1, 1, 0, 2))
+    for call in (lambda: nn.conv2d(x, w), lambda: gradc.jit(nn.conv2d)(x, w),
+                 lambda: gradc.grad(lambda x, w: nn.conv2d(x, w).sum())(x, w)):
+        with pytest.raises(gradc.ShapeError, match=r"test_nn_layers\.py:\d+: conv2d takes "
+                                                   r"non-empty weights"):
+            call()
+    with pytest.raises(gradc.ArgumentError, match=r"test_nn_layers\.py:\d+: stride=0"):
+        nn.conv2d(x, np.ones((1, 1, 2, 2)), stride=0)

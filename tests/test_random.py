@@ -453,6 +453,46 @@ def test_errors_name_the_line():
     assert rng.state.tolist() == [0, 0]  # failed traces advanced nothing
 
 
+class _Noisy:
+    def __init__(self):
+        self.low, self.high, self.scale = np.array([5.0, 5.0]), np.array([6.0, 6.0]), 1.0 + X3
+
+    def draw(self, rng):
+        return rng.uniform(self.low, self.high, size=(4000, 2)), rng.normal(0.0, self.scale)
+
+
+def test_a_draws_parameters_a_model_keeps_are_read_on_every_call():
+    """rng.uniform(self.low, self.high): `high - low` was computed with NumPy alone, compiled
+    in, so new bounds [5, 10) drew in [5, 6) (fuzz41c); a scale from outside that turned
+    negative drew flipped normals, and reversed bounds garbage: NaN now, as traced ones give
+    (NumPy refuses them; a compiled function learns them only when it runs)."""
+    model, rng = _Noisy(), gradc.random.default_rng(3)
+    draw = gradc.jit(model.draw)
+    for high in (6.0, 10.0):
+        model.high[:] = high
+        uniform, _ = draw(rng)
+        assert 5.0 <= uniform.min() and uniform.max() < high and uniform.max() > high - 0.01
+    model.scale = np.array([1.0, -1.0, 2.0])
+    model.high[0] = 4.0
+    uniform, normal = draw(rng)
+    assert np.isnan(normal[1]) and np.isfinite(normal[[0, 2]]).all()
+    assert np.isnan(uniform[:, 0]).all() and np.isfinite(uniform[:, 1]).all()
+
+
+def test_draw_arguments_numpy_refuses_are_refused():
+    """uniform(-1e308, 1e308) drew 1e308 every time (high - low overflows; float32's at 3e38),
+    size=(2.5, 3) drew (2, 3) and size=True (1,): NumPy raises for each (fuzz41c)."""
+    rng = gradc.random.default_rng(0)
+    for call in (lambda: rng.uniform(-1e308, 1e308, 3), lambda: rng.uniform(0.0, np.nan),
+                 lambda: gradc.jit(lambda x, r: x * r.uniform(-3e38, 3e38, 3, np.float32))(
+                     X3, rng),
+                 lambda: rng.random((2.5, 3)), lambda: rng.random(True),
+                 lambda: gradc.jit(lambda x, r: x * r.random(True))(X3, rng)):
+        with pytest.raises(gradc.ArgumentError, match=r"test_random\.py:\d+: "):
+            call()
+    assert rng.state.tolist() == [0, 0]
+
+
 def test_generated_modules_refuse_a_generator():
     from gradc.aot import AotError, generate
 
