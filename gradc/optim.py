@@ -214,11 +214,16 @@ class SGD(Optimizer):
     def __init__(self, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
                  mask=None, lr_mult=None):
         self.lr, self.momentum, self.dampening = lr, momentum, dampening
-        if nesterov and (self.momentum <= 0 or self.dampening != 0):
+        self.nesterov, self.weight_decay = nesterov, weight_decay
+        self._check_nesterov()
+        self._set_options(mask, lr_mult)
+
+    def _check_nesterov(self):
+        """PyTorch's refusal, at construction and at each step (`opt.nesterov = True` set later
+        was used with no momentum, silently)."""
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ArgumentError("SGD(nesterov=True) requires a momentum and zero dampening",
                                 source=user_source())
-        self.nesterov, self.weight_decay = nesterov, weight_decay
-        self._set_options(mask, lr_mult)
 
     @property
     def slots(self):
@@ -229,6 +234,7 @@ class SGD(Optimizer):
         return ("lr", "buf_keep", "buf_new") if self.momentum else ("lr",)
 
     def static(self, params=None):
+        self._check_nesterov()
         return ("SGD", self.momentum, self.dampening, self.nesterov) + self._options_key(params)
 
     def scalars(self, step):

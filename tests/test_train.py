@@ -1188,3 +1188,16 @@ def test_names_the_user_chose_are_text_in_generated_code(key):
     np.testing.assert_allclose(params[key], 1 - 0.1 * 3.0, rtol=1e-6)  # (dL/dW = 3)
     assert gradc.value_and_grad(loss)(params, x)[0] == pytest.approx(np.mean((x @ params[key]) ** 2))
     assert not hasattr(builtins, "GRADC_INJECTED")
+
+
+def test_nesterov_set_after_construction_is_checked_at_the_step():
+    """SGD(nesterov=True) without momentum is refused when constructed (PyTorch's rule); set
+    on the optimizer later it was used silently, with no momentum (fuzz41b)."""
+    opt = SGD(lr=0.1)
+    step = gradc.train_step(lambda p, x: np.sum(p["W"] * x), opt)
+    p = {"W": np.ones(3)}
+    step(p, np.ones(3))
+    opt.nesterov = True
+    with pytest.raises(gradc.ArgumentError, match="requires a momentum and zero dampening"):
+        step(p, np.ones(3))
+    np.testing.assert_allclose(p["W"], 0.9)
