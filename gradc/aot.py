@@ -476,7 +476,10 @@ class Generator:
 
     def module(self):
         vec_src, rt_src = helper_sources()
-        doc = "\n".join(self._docstring()).replace("{module}", self.module_name or "<this module>")
+        importable = self.module_name and self.module_name.isidentifier()  # (-o o-bad-name.py:
+        # `from o-bad-name import f` is no Python)
+        doc = "\n".join(self._docstring()).replace(
+            "{module}", self.module_name if importable else "<this module>")
         parts = [self._header(),
                  '"""' + docstring_safe(doc) + '\n"""',
                  "import base64",
