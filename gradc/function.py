@@ -180,7 +180,8 @@ class Function:
                                              source=user_source()) from None
                     changed = e  # (its message says what changed; its class, how)
                 else:
-                    if compiled.thread == threading.get_ident() or not self._views:
+                    if getattr(compiled, "thread", None) == threading.get_ident() or (
+                            not self._views):
                         self._last_call = compiled.last_call(treedef, leaves, advanced)
                     return self._package(compiled, outs, leaves)
             call = Call(args, kwargs, leaves, treedef)
