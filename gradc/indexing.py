@@ -328,6 +328,7 @@ def _update(x, index, kind, values):
                 "elements line up only with the same mask's, z[mask] = f(x[mask]) (or use "
                 "np.where(mask, values, z))")
         return selection_store(x, values, kind, _combine)
+    fn.check_scalars_into(values, x.dtype, "a store")
     vals = fn.astype(values if isinstance(values, Value) else fn.as_value(values, x), x.dtype)
     if isinstance(mask, Value) and mask.dtype == np.bool_:
         return _masked_update(x, mask, kind, vals)

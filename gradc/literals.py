@@ -304,6 +304,8 @@ def _axis_concatenate(concatenator, items):
     like = first_value(list(items))
     values = []
     for part in parts:
+        if type(part) in np.ScalarType:  # (NumPy's: a Python number must fit the result)
+            fn.check_scalars_into(part, dtype, "np.r_/np.c_")
         value = fn.astype(fn.as_value(np.asarray(part) if not isinstance(part, Value) else part,
                                       like), dtype)
         if value.ndim < ndmin:

@@ -523,3 +523,28 @@ def test_under_a_debuggers_tracer_a_store_still_counts_every_holder():
         sys.settrace(None)
     np.testing.assert_array_equal(got, alone(x))
     np.testing.assert_array_equal(in_list, in_a_list(x))
+
+
+@pytest.mark.parametrize("store", [
+    lambda y: y.__setitem__(0, np.inf), lambda y: y.__setitem__(slice(0, 2), [np.nan, 1]),
+    lambda y: y.__setitem__(0, 2 ** 33), lambda y: np.put(y, [0], [2 ** 33]),
+    lambda y: np.r_[y, 2 ** 33], lambda y: np.insert(y, 1, np.inf),
+    lambda y: np.pad(y, 1, constant_values=np.nan), lambda y: np.prod(y, initial=np.inf)],
+    ids=["inf", "list_nan", "big_int", "put", "r_", "insert", "pad", "prod_initial"])
+def test_a_number_that_does_not_fit_an_integer_array_is_numpys_error(store):
+    """Python numbers stored into an int32 array that do not fit it (inf, NaN, 2**33): NumPy
+    raises; gradc cast them, storing INT_MIN or a wrapped value (fuzz41a). An array of them is
+    cast as NumPy casts it."""
+    def f(x):
+        y = x.copy()
+        out = store(y)
+        return y if out is None else out
+
+    x = np.array([1, -2, 3], np.int32)
+    with pytest.raises((OverflowError, ValueError)):
+        f(x)
+    with pytest.raises(gradc.ArgumentError, match=r"test_item_assignment\.py:\d+: .*(cannot "
+                                                   r"convert float|out of bounds for int)"):
+        gradc.jit(f)(x)
+    fits = gradc.jit(lambda x: np.r_[x.copy(), 7])(x)  # (what fits is stored as before)
+    np.testing.assert_array_equal(fits, [1, -2, 3, 7])

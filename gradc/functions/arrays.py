@@ -227,8 +227,10 @@ def _pad(array, pad_width, mode="constant", **kwargs):
         if kwargs.keys() - allowed:
             raise ValueError(f"unsupported keyword arguments for mode '{mode}': "
                              f"{set(kwargs) - allowed}")
-        values = np.asarray(_static(kwargs.get("constant_values", 0), "pad",
-                                    "constant_values", "is not supported"))
+        values = _static(kwargs.get("constant_values", 0), "pad", "constant_values",
+                         "is not supported")
+        fn.check_scalars_into(values, x.dtype, "np.pad")
+        values = np.asarray(values)
         if values.size == 1 or values.size == 2 and values.shape != (2, 1):
             values = values.ravel()
         if x.dtype.kind in "iu" and values.dtype.kind in "iu" and values.size:
@@ -515,6 +517,7 @@ def _insert(arr, obj, values, axis=None):
     says, with NumPy's broadcasting of `values`, where each element comes from."""
     x = array_arg(arr, values)
     obj = _static(obj, "insert", "obj")
+    fn.check_scalars_into(values, x.dtype, "np.insert")
     vals = fn.astype(fn.as_value(values, x), x.dtype)
     codes = -1 - np.arange(vals.size).reshape(vals.shape)
     idx = np.insert(_positions(x.shape), obj, codes, axis)

@@ -294,6 +294,7 @@ def _in_dtype(initial, y):
     product is 1)."""
     if isinstance(initial, Value):
         return fn.astype(initial, y.dtype)
+    fn.check_scalars_into(initial, y.dtype, "initial=")
     return fn.as_value(np.asarray(initial).astype(y.dtype), y)
 
 

@@ -25,6 +25,7 @@ def _store_at(a, positions, values):
     np.put and np.fill_diagonal repeat a short value array)."""
     from ..surface import _setitem  # (it builds on the function tables)
     positions = np.asarray(positions, np.int64).ravel()
+    fn.check_scalars_into(values, a.dtype, "a store")
     values = values if isinstance(values, Value) else np.asarray(values)
     if values.ndim != 1 or values.size != positions.size:
         flat = fn.reshape(values, (values.size,)) if isinstance(values, Value) else values.ravel()

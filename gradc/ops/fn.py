@@ -16,7 +16,7 @@ import numpy as np
 from ..capture import captured
 from .. import pytree
 from ..fresh import Fresh, plain_copy, views_fresh
-from ..errors import IndexOutOfRangeError, ShapeError, UnsupportedOpError
+from ..errors import ArgumentError, IndexOutOfRangeError, ShapeError, UnsupportedOpError
 from ..ir import SUPPORTED_DTYPES, Value
 
 
@@ -121,6 +121,32 @@ def _scalar_dtype(value, other_dtype):
     if other_dtype is None:
         return np.result_type(value)
     return np.result_type(other_dtype, value)
+
+
+def check_scalars_into(values, dtype, what):
+    """Raise NumPy's error where Python or NumPy scalars (or a list of them) that `what` stores
+    into an integer array do not fit it: an inf or NaN, an integer out of its range (NumPy's
+    OverflowError and ValueError; they were cast, wrapped: y[0] = np.inf stored INT_MIN). An
+    array is cast as NumPy casts it."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iu" or isinstance(values, (Value, np.ndarray)):
+        return
+    try:
+        found = np.asarray(values)
+    except Exception:  # noqa: BLE001 - (a list holding traced values: theirs are cast)
+        return
+    if isinstance(found, Value) or found.dtype.kind not in "fiuO":
+        return
+    flat = found.ravel().tolist()
+    bad = next((v for v in flat if isinstance(v, float) and not math.isfinite(v)), None)
+    if bad is not None:
+        raise ArgumentError(f"{what}: cannot convert float {'NaN' if bad != bad else 'infinity'}"
+                            f" to integer (NumPy's error, storing into a {dtype.name} array)")
+    info = np.iinfo(dtype)
+    bad = next((v for v in flat if isinstance(v, int) and not info.min <= v <= info.max), None)
+    if bad is not None:
+        raise ArgumentError(f"{what}: Python integer {bad} out of bounds for {dtype.name} "
+                            "(NumPy's OverflowError)")
 
 
 def as_value(x, like: Value | None = None, graph=None):
