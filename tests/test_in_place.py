@@ -781,8 +781,13 @@ def test_a_ufunc_out_refusals_name_the_line_and_what_to_read():
     def wrong_shape(a):
         return np.add(a, np.ones((2, 1, 3)), out=np.zeros_like(a))
 
+    def made_with_numpy(a):  # (the safe-division idiom: its message names what works)
+        return np.divide(a, a - 1.0, out=np.zeros(a.shape), where=a != 1.0)
+
     for f, error, words in [(into_argument, gradc.UnsupportedOpError, "argument of the traced"),
                             (where_alone, gradc.UnsupportedOpError, "uninitialized"),
+                            (made_with_numpy, gradc.UnsupportedOpError,
+                             r"made with NumPy.*out=np\.zeros_like\(a\)"),
                             (wrong_shape, gradc.ArgumentError, "non-broadcastable output")]:
         with pytest.raises(error, match=words) as e:
             gradc.jit(f)(X)
