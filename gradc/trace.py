@@ -93,8 +93,13 @@ def library_call(library):
         module, name = wrapped[0].__module__, wrapped[0].__name__  # the function it wraps)
     parts = [p for p in module.split(".") if not p.startswith("_")]
     owner = library.f_locals.get("self")
-    if parts[:2] == ["scipy", "stats"] and isinstance(getattr(owner, "name", None), str):
-        parts = parts[:2] + [owner.name]  # (a distribution's method: scipy.stats.norm.logpdf)
+    if parts[:2] == ["scipy", "stats"] and owner is not None:  # (a distribution's method:
+        dist = getattr(owner, "name", None)  # scipy.stats.norm.logpdf; a multivariate one's
+        if not isinstance(dist, str):  # class is multivariate_normal_gen, or _frozen)
+            kind = type(owner).__name__
+            dist = next((kind[:-len(s)] for s in ("_gen", "_frozen") if kind.endswith(s)), None)
+        if dist:
+            parts = parts[:2] + [dist]
     public = ".".join(parts + [name])  # (the public path)
     mirror = None
     if parts[0] == "scipy" and len(parts) > 1:

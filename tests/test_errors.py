@@ -1023,6 +1023,8 @@ def test_another_librarys_function_and_a_traced_index_say_what_to_write():
     for f, public in ((lambda x: stats.norm.logpdf(x).sum(), r"scipy\.stats\.norm\.logpdf"),
                       (lambda x: stats.poisson.logpmf(3, x).sum(),
                        r"scipy\.stats\.poisson\.logpmf"),
+                      (lambda x: stats.multivariate_normal.logpdf(x, np.zeros(3)),  # (a class
+                       r"scipy\.stats\.multivariate_normal\.logpdf"),  # of its own: *_gen)
                       (lambda x: linalg.solve_triangular(np.eye(3), x).sum(),
                        r"scipy\.linalg\.solve_triangular")):
         with pytest.raises(gradc.TracedBranchError,
