@@ -1080,7 +1080,7 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
         element = np.ndarray.copy(into)  # (read, never written; a constant must not hold acc)
         inputs = [element if x is into else x for x in inputs]
     if out is not None and not isinstance(out, Value) or where is not True and out is None:
-        _no_out(out, _ufunc_name(ufunc), where is not True)
+        _no_out(out, _ufunc_name(ufunc), where is not True, ufunc=True)
     impl = UFUNCS.get(ufunc)
     if impl is None and name.startswith(_SCIPY_SPECIAL):
         impl = SCIPY_UFUNCS.get(name[len(_SCIPY_SPECIAL):])

@@ -9,7 +9,7 @@ from ..ops import fn
 ABSENT = np._NoValue  # NumPy's default for arguments it passes on only when given
 
 
-def no_out(out, name, where=False):
+def no_out(out, name, where=False, ufunc=False):
     if out is None and not where:
         return
     targets = out if isinstance(out, tuple) else (out,)
@@ -31,7 +31,8 @@ def no_out(out, name, where=False):
     if isinstance(out, tuple) and len(out) > 1:
         raise UnsupportedOpError(f"{name}(out=...) of {len(out)} arrays is not supported (a "
                                  "ufunc's out= takes one traced array): use the returned arrays")
-    if any(isinstance(t, np.ndarray) for t in targets):  # (np.zeros(shape) made in the trace)
+    if ufunc and any(isinstance(t, np.ndarray) for t in targets):  # (np.zeros(shape), made
+        # in the trace: a ufunc's out= takes a traced array)
         raise UnsupportedOpError(
             f"{name}(out=...) into an array the function made with NumPy (np.zeros(shape)): "
             "it holds no traced values; make it from a traced one, out=np.zeros_like(a) (then "

@@ -702,16 +702,21 @@ def _quantiles(a, q, axis, keepdims, name, scale, method="linear", weights=None,
         raise ArgumentError(f"np.{name}: method={method!r} is not one of NumPy's: "
                             + ", ".join(_QUANTILE_METHODS))
     qs = _static_q(q, name, scale)
-    x, axes, ordered, nan = _lanes(a, axis, _result_dtype(name, a, q, method=method))
+    dtype = np.dtype(_result_dtype(name, a, q, method=method))
+    given = np.dtype(a.dtype if isinstance(a, Value) else np.asarray(a).dtype)
+    # (float32 data with float64 q: NumPy's lerp takes the elements' difference in float32,
+    # then goes on in float64; in float64 throughout it was 3e-8 off. Integers: exact either way)
+    x, axes, ordered, nan = _lanes(a, axis, given if given.kind == "f" else dtype)
     lo, hi, t = _QUANTILE_METHODS[method](ordered.shape[-1], qs.reshape(-1))
     below = fn.take(ordered, lo, axis=-1)
     if t is None:  # (a discrete method: an element itself)
-        y = below
+        y = fn.astype(below, dtype)
     else:  # NumPy's lerp: from the nearer end, so t = 0 and t = 1 give the values exactly
         above = fn.take(ordered, hi, axis=-1)
-        diff = above - below
-        tw = fn.as_value(t.astype(x.dtype), x)
-        y = fn.where(fn.as_value(t >= 0.5, x), above - diff * (1 - tw), below + diff * tw)
+        diff = fn.astype(above - below, dtype)
+        below, above = fn.astype(below, dtype), fn.astype(above, dtype)
+        tw = fn.as_value(t.astype(dtype), below)
+        y = fn.where(fn.as_value(t >= 0.5, below), above - diff * (1 - tw), below + diff * tw)
     if y.dtype.kind == "f":
         y = fn.where(fn.broadcast_to(nan, y.shape), np.nan, y)
     y = fn.moveaxis(y, -1, 0)  # (the quantiles first, as NumPy)
