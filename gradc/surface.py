@@ -98,7 +98,8 @@ def _basic_index(x, index):
 
 def _branch_error(what, hint=""):
     def raise_(self, *args):
-        if self.size != 1 and what in _OF_ONE_ELEMENT:  # (NumPy's refusal, by the shape alone)
+        if self.size != 1 and what in _OF_ONE_ELEMENT and not (what == ".item()" and args):
+            # (NumPy's refusal, by the shape alone; x.item(1) takes an element of any array)
             error, message = _OF_ONE_ELEMENT[what]
             raise error(f"{what} of a traced array of shape {self.shape}: {message} (NumPy's "
                         "refusal, whatever the values)", source=user_source())
@@ -793,8 +794,9 @@ _SURFACE = {
     "__format__": lambda self, spec: str(self) if not spec else _format_error(self, spec),
     "__index__": _index_refused,
     "__complex__": _branch_error("complex()"),
-    "item": _branch_error(".item()", "; keep it an array instead: x.reshape(()) or x[0, 0] "
-                          "for the one element, which NumPy functions take as a number"),
+    "item": _branch_error(".item()", "; keep it an array instead: x.reshape(()), x[0, 0] or "
+                          "x.flat[i] (of x.item(i)) for the element, which NumPy functions take "
+                          "as a number"),
     "tolist": _branch_error(".tolist()"),
     "__array__": _array,
     "__setitem__": _setitem,
