@@ -1,6 +1,6 @@
 """np.linspace of traced endpoints, and NumPy 2's array-API names for functions gradc traces
-(np.linalg.vector_norm, matrix_norm, matmul, vecdot, outer, trace, diagonal, tensordot;
-np.astype, np.unstack): each by the NumPy function it is, on the array-API's axes."""
+(np.linalg.vector_norm, matrix_norm, matmul, vecdot, outer, trace, diagonal, tensordot,
+cross, matrix_transpose, svdvals; np.astype, np.unstack): each by the NumPy function it is, on the array-API's axes."""
 import operator
 
 import numpy as np
@@ -62,6 +62,13 @@ def _outer(x1, x2):
     return np.outer(x1, x2)
 
 
+def _cross(x1, x2, axis=-1):
+    if np.shape(x1)[axis] != 3 or np.shape(x2)[axis] != 3:
+        raise ArgumentError("np.linalg.cross: both input arrays must be (arrays of) "
+                            "3-dimensional vectors (NumPy's refusal; np.cross takes 2 too)")
+    return np.cross(x1, x2, axis=axis)
+
+
 FUNCTIONS = {np.linspace: _linspace}
 _linalg = np.linalg
 if hasattr(_linalg, "vector_norm"):  # (NumPy 2)
@@ -75,6 +82,9 @@ if hasattr(_linalg, "vector_norm"):  # (NumPy 2)
         _linalg.trace: lambda x, offset=0, dtype=None: np.trace(x, offset, -2, -1, dtype),
         _linalg.diagonal: lambda x, offset=0: np.diagonal(x, offset, -2, -1),
         _linalg.tensordot: lambda x1, x2, axes=2: np.tensordot(x1, x2, axes),
+        _linalg.cross: _cross,
+        _linalg.matrix_transpose: lambda x: np.matrix_transpose(x),
+        _linalg.svdvals: lambda x: np.linalg.svd(x, compute_uv=False),
     })
 if hasattr(np, "astype"):
     FUNCTIONS[np.astype] = lambda x, dtype, copy=True, device=None: x.astype(dtype,
