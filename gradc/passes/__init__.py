@@ -8,7 +8,7 @@ from .dce import dce
 from .lower import lower_composites
 from .products import (accumulate_products, fold_sgd_steps, long_dots_as_sums,
                        share_transposes, transpose_small_lhs)
-from .simplify import simplify
+from .simplify import clear_zero_signs, simplify
 from .slices import merge_slice_sums
 
 BEFORE_AUTODIFF = (simplify, cse, dce)
@@ -19,10 +19,11 @@ BEFORE_AUTODIFF = (simplify, cse, dce)
 # simplify, which would fold the transpose back into the products' flags), and small products
 # with B transposed read A transposed where this machine's BLAS runs them faster so; a plain
 # SGD step on a weight is folded into its gradient's product (one gemm into the weight). Long
-# float32 dot and matrix-vector products become sums first (sgemm sums them in float32).
-AFTER_AUTODIFF = (simplify, lower_composites, simplify, long_dots_as_sums, accumulate_products,
-                  merge_slice_sums, share_transposes, transpose_small_lhs, fold_sgd_steps, cse,
-                  dce)
+# float32 dot and matrix-vector products become sums first (sgemm sums them in float32). A
+# float's `x + 0.0` clears a -0.0 as NumPy's does (a select fast-math cannot fold away).
+AFTER_AUTODIFF = (simplify, lower_composites, simplify, clear_zero_signs, long_dots_as_sums,
+                  accumulate_products, merge_slice_sums, share_transposes, transpose_small_lhs,
+                  fold_sgd_steps, cse, dce)
 
 
 def run_passes(graph, passes, log=None, consume=False):

@@ -31,6 +31,28 @@ def op_of(v):
     return v.node.op if v.node is not None else None
 
 
+def clear_zero_signs(graph):
+    """`x + 0.0` and `0.0 - x` (floats) as where(x == 0, +0.0, x or -x): what NumPy computes,
+    in a form the compiled kernels keep. Their fast-math (nsz) folds the add into x, keeping a
+    -0.0 that 1 / x and np.copysign then read: -inf for NumPy's +inf (fuzz41a). After autodiff
+    only: the select's derivative at 0 is 0, the add's 1."""
+    def rewrite(new_graph, node, ins):
+        if node.op not in ("add", "subtract") or node.output.dtype.kind != "f":
+            return None
+        a, b = ins
+        if node.op == "subtract":
+            keep = is_zero(a, negative=False) and b.shape == node.output.shape
+            return _zero_sign_cleared(b, -b) if keep else None
+        x = a if is_zero(b, negative=False) else b if is_zero(a, negative=False) else None
+        return _zero_sign_cleared(x, x) if x is not None and x.shape == node.output.shape else None
+
+    return replay(graph, rewrite)
+
+
+def _zero_sign_cleared(x, y):
+    return fn.where(fn.compare("equal", x, 0), fn.const(x.graph, 0.0, x.dtype), y)
+
+
 def _fold(graph, node, ins):
     if ins and all(op_of(v) == "const" for v in ins) and node.opdef.kind == ELEMENTWISE:
         result = node.opdef.ref(*[np.array(v.node.attr["value"], v.dtype) for v in ins], **node.attr)

@@ -1209,6 +1209,20 @@ def test_interp_of_a_python_number_on_float32_knots_is_float64_throughout():
         np.testing.assert_allclose(got, want, rtol=1e-14)
 
 
+def test_compiled_x_plus_zero_clears_a_negative_zero_as_numpy():
+    """x + 0.0 is +0.0 at x = -0.0 in NumPy; the compiled kernels' fast-math (nsz) folded the
+    add away, so np.copysign(3, x + 0.0) was -3 and 1 / (x + 0.0) -inf (fuzz41a). After
+    autodiff it is a select fast-math keeps; its gradient stays the add's, 1, at 0 too."""
+    x = np.array([-0.0, 0.0, 1.0, -2.0])
+    f = lambda x: (np.copysign(3.0, x + 0.0), 1.0 / (0.0 - x), np.signbit(x + 0.0))
+    with np.errstate(divide="ignore"):
+        for got, want in zip(gradc.jit(f)(x), f(x)):
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+    grad = gradc.grad(lambda x: np.sum((x + 0.0) * 3.0) + np.sum(0.0 - x))(x)
+    np.testing.assert_array_equal(grad, [2.0, 2.0, 2.0, 2.0])
+
+
 def test_gradients_at_knots_and_constant_slices_are_central_differences():
     # np.interp's gradient was 0 at every interior knot (an exact-hit branch); np.std's and
     # np.nanstd's NaN (0 * inf) on a slice whose variance is 0
