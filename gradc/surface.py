@@ -795,8 +795,8 @@ _SURFACE = {
     "__index__": _index_refused,
     "__complex__": _branch_error("complex()"),
     "item": _branch_error(".item()", "; keep it an array instead: x.reshape(()), x[0, 0] or "
-                          "x.flat[i] (of x.item(i)) for the element, which NumPy functions take "
-                          "as a number"),
+                          "x.reshape(-1)[i] (of x.item(i)) for the element, which NumPy "
+                          "functions take as a number"),
     "tolist": _branch_error(".tolist()"),
     "__array__": _array,
     "__setitem__": _setitem,
