@@ -1186,7 +1186,8 @@ def test_names_the_user_chose_are_text_in_generated_code(key):
     params = {key: np.ones((3, 2), np.float32)}
     assert gradc.train_step(loss, SGD(0.1))(params, x) == pytest.approx(9.0)
     np.testing.assert_allclose(params[key], 1 - 0.1 * 3.0, rtol=1e-6)  # (dL/dW = 3)
-    assert gradc.value_and_grad(loss)(params, x)[0] == pytest.approx(np.mean((x @ params[key]) ** 2))
+    value = gradc.value_and_grad(loss)(params, x)[0]
+    assert value == pytest.approx(np.mean((x @ params[key]) ** 2))
     assert not hasattr(builtins, "GRADC_INJECTED")
 
 

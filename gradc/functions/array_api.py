@@ -1,6 +1,7 @@
 """np.linspace of traced endpoints, and NumPy 2's array-API names for functions gradc traces
 (np.linalg.vector_norm, matrix_norm, matmul, vecdot, outer, trace, diagonal, tensordot,
-cross, matrix_transpose, svdvals; np.astype, np.unstack): each by the NumPy function it is, on the array-API's axes."""
+cross, matrix_transpose, svdvals; np.astype, np.unstack): each by the NumPy function it is,
+on the array-API's axes."""
 import operator
 
 import numpy as np

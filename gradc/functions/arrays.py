@@ -276,7 +276,8 @@ def _pad_from_edges(x, pairs, mode, kwargs):
     """np.pad's statistic modes (each side filled with the max/min/mean/median of its
     `stat_length` nearest elements; integers' mean and median rounded, booleans' cast) and
     linear_ramp (from `end_values` to the edge, as np.linspace(end, edge, width,
-    endpoint=False) in float64, floored to integers), axis by axis as NumPy pads: an axis sees the pads of those before."""
+    endpoint=False) in float64, floored to integers), axis by axis as NumPy pads: an axis
+    sees the pads of those before."""
     if mode in _STATISTICS:
         lengths = kwargs.get("stat_length")
         lengths = None if lengths is None else _pad_pairs(
