@@ -203,8 +203,14 @@ class Function:
         me = threading.get_ident()
         own = self._owned.get((me, key))
         if own is None or own is stale:
+            src = user_source()
             with self._compiling:
-                own = self._compile(key, call, user_source(), cache=False, why=why, stale=stale)
+                t0 = time.perf_counter()
+                own = self._compile(key, call, src, cache=False, why=why, stale=stale)
+            log_compile(f"{self.mode}({self.__name__})", src,
+                        f"{why or 'a call'} in another thread than the one that compiled it "
+                        "(buffers of its own: its gradients are views)", own.layout.kernels,
+                        {"trace and load": time.perf_counter() - t0})
             self._owned.pop((me, key), None)
             self._owned[(me, key)] = own
             while len(self._owned) > 64:
