@@ -1037,6 +1037,14 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
             raise UnsupportedOpError(f"{name}.reduce of {_dtype_names((array,))} gives "
                                      f"{dtype.name} in NumPy, which gradc does not support: cast "
                                      "the input first (x.astype(np.float32))")
+        array = fn.as_value(array, like=next(v for v in inputs if isinstance(v, Value)))
+        if array.ndim == 0:  # (NumPy's: the value itself)
+            return fn.astype(array, dtype)
+        axes = fn.normalize_axes(kwargs.get("axis", 0), array.ndim)
+        if any(array.shape[a] == 0 for a in axes):  # (an empty reduction: the identity, -inf)
+            shape = tuple(1 if d in axes else n for d, n in enumerate(array.shape)) if (
+                kwargs.get("keepdims", False)) else fn._drop_axes(array.shape, axes)
+            return fn.full(array.graph, shape, -np.inf, dtype)
         log2 = math.log(2.0) if ufunc is np.logaddexp2 else None
         x = array if log2 is None else array * log2
         out = logsumexp(x, axis=kwargs.get("axis", 0), keepdims=kwargs.get("keepdims", False))

@@ -1223,6 +1223,17 @@ def test_compiled_x_plus_zero_clears_a_negative_zero_as_numpy():
     np.testing.assert_array_equal(grad, [2.0, 2.0, 2.0, 2.0])
 
 
+def test_logaddexp_reduce_of_a_0d_or_empty_array_is_numpys():
+    """np.logaddexp.reduce of a 0-d array is its value and of an empty axis -inf (the
+    identity) in NumPy; gradc refused both, the empty one saying NumPy's max raises (fuzz41a)."""
+    f = lambda a, e: (np.logaddexp.reduce(a), np.logaddexp.reduce(e),
+                      np.logaddexp2.reduce(e, axis=1, keepdims=True))
+    a, e = np.array(0.5), np.zeros((3, 0))
+    for got, want in zip(gradc.jit(f)(a, e), f(a, e)):
+        assert np.shape(got) == np.shape(want)
+        np.testing.assert_array_equal(got, want)
+
+
 def test_gradients_at_knots_and_constant_slices_are_central_differences():
     # np.interp's gradient was 0 at every interior knot (an exact-hit branch); np.std's and
     # np.nanstd's NaN (0 * inf) on a slice whose variance is 0
