@@ -580,6 +580,7 @@ def _order(order, name, a, allowed="CFA"):
 def _reshape_in_order(a, shape, order):
     if isinstance(shape, (int, np.integer)) or isinstance(shape, np.ndarray) and shape.ndim == 0:
         shape = (operator.index(shape),)  # (NumPy takes a 0-d integer array as a size)
+    shape = tuple(operator.index(d) for d in shape)  # (x.reshape(3.0, 2): NumPy's TypeError)
     if order == "C":
         return note_layout_view(a, fn.reshape(a, shape))
     # Fortran order: the first index varies fastest, i.e. C order on the reversed axes

@@ -154,6 +154,10 @@ def reshape_without_shape(x):
     return x.reshape()  # NO-SHAPE
 
 
+def reshape_by_floats(x):
+    return x.reshape(6.0, 2)  # FLOAT-SHAPE
+
+
 def concatenate_by_keyword(x):
     return np.concatenate(arrays=[x, x])  # POSITIONAL-ONLY
 
@@ -169,6 +173,7 @@ def where_by_keywords(x):
     (bad_order, "BAD-ORDER", ["order", "'Q'"]),
     (bad_take_mode, "BAD-MODE", ["mode", "'bounce'"]),
     (reshape_without_shape, "NO-SHAPE", ["reshape", "shape"]),
+    (reshape_by_floats, "FLOAT-SHAPE", ["'float'", "integer"]),  # (it reshaped; fuzz41a)
     (concatenate_by_keyword, "POSITIONAL-ONLY", ["np.concatenate", "arrays"]),
 ])
 def test_a_call_numpy_refuses_is_an_argument_error_naming_the_line(fun, marker, words):
