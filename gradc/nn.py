@@ -16,27 +16,42 @@ from .trace import current_graph, traced
 
 
 def _traced(function):
-    """A gradc.nn function (trace.traced): inside a trace, its NumPy array arguments are values
-    of the graph traced into first, so that what it computes from them is traced too, and an
-    array from outside the arguments is read on every call (gradc/capture.py): a dilated
+    """A gradc.nn function (trace.traced): inside a trace, where an argument is traced or an
+    array from outside the function's arguments (a model's weights), its NumPy arrays (of one
+    or more dimensions) are values of the graph first, so that what it computes from them is
+    traced too, and the outside ones are read on every call (gradc/capture.py): a dilated
     kernel spread out, a batch norm's `var + eps`, `embedding(self.wpe, np.arange(T))` were
-    computed with NumPy, compiled in, stale after the weights changed (fuzz41c). On plain
-    arrays outside a trace it is NumPy's computation, as before."""
+    computed with NumPy, compiled in, stale after the weights changed (fuzz41c). On arrays the
+    function made (and outside a trace) it is NumPy's computation, a NumPy result: float() of
+    it works, and 0-d arrays stay numbers (an eps from np.load)."""
     def arrays_in_graph(*args, **kwargs):
         graph = current_graph()
-        if graph is not None:
+        given = (*args, *kwargs.values())
+        if graph is not None and any(isinstance(a, Value) or _captured(a, graph) is not None
+                                     for a in given):
             args = [_in_graph(a, graph) for a in args]
             kwargs = {k: _in_graph(v, graph) for k, v in kwargs.items()}
         return function(*args, **kwargs)
     return traced(functools.wraps(function)(arrays_in_graph), graph_of=_graph_of)
 
 
+def _arrays(x):
+    return isinstance(x, np.ndarray) and x.ndim > 0
+
+
+def _captured(x, graph):
+    """The graph input reading `x` where it is an array from outside the arguments, else None."""
+    from .capture import captured  # (it imports ops, which import this module's users)
+    return captured(graph, x) if _arrays(x) else None
+
+
 def _in_graph(x, graph):
-    return fn.as_value(x, graph=graph) if isinstance(x, np.ndarray) else x
+    return fn.as_value(x, graph=graph) if _arrays(x) else x
 
 
 def _graph_of(*args, **kwargs):
-    """The graph traced into, where an argument is a traced value or a NumPy array."""
+    """The graph of the traced values among the arguments; inside a trace, the graph traced
+    into where an argument is a NumPy array (its refusals then name the user's line)."""
     graph = current_graph()
     if graph is not None and any(isinstance(a, (Value, np.ndarray))
                                  for a in (*args, *kwargs.values())):

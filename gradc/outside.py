@@ -105,7 +105,9 @@ class Path(NamedTuple):
         `o.__dict__["k"]`, `vars(o)[k]`, `getattr(o, k)` read attributes by key."""
         steps, x, served = self.steps, self.root, False
         attributes = names.attrs | names.methods | {a for _, a in names.global_attrs}
-        by_key = "__dict__" in attributes or bool(names.globals & {"vars", "getattr"})
+        by_key = "__dict__" in attributes or bool(names.globals & {"vars", "getattr"}) or (
+            "attrgetter" in attributes or "attrgetter" in names.globals)  # (operator's:
+        # attrgetter("W")(self) reads self.W by a string, as getattr does)
         for i, (kind, key) in enumerate(steps):
             served = served or _answers_attributes(x)
             try:
@@ -121,8 +123,9 @@ class Path(NamedTuple):
             elif kind == "item":  # (a key the code names, or any, where it walks items)
                 found = (key in names.keys or bool(names.methods & _WALK_METHODS)
                          or as_attribute)
-            elif i and steps[i - 1][0] == "global":  # (wmod.W; m.s read as self.s in m.fwd)
-                found = ((steps[i - 1][1], key) in names.global_attrs or key in names.attrs
+            elif i and steps[i - 1][0] == "global":  # (wmod.W; m.s read as self.s in m.fwd;
+                found = ((steps[i - 1][1], key) in names.global_attrs  # self.act(x) there)
+                         or key in names.attrs or called and key in names.methods
                          or by_key and key in names.keys or served)
             else:  # (an object on the way may be called: self.norm(x) reads self.norm.eps)
                 found = key in names.attrs or (
@@ -388,7 +391,8 @@ _FROM_THE_END = ("index from the end",)
 _SIZED_BUILTINS = frozenset({"len", "zip", "enumerate", "reversed", "sum", "map", "list",
                              "tuple", "sorted", "max", "min", "any", "all"})
 _GUARDED_CALLABLES = (types.FunctionType, types.BuiltinFunctionType, np.ufunc, functools.partial,
-                      types.MethodType)
+                      types.MethodType, type(np.mean))  # (NumPy 2's functions: a dispatcher;
+# self.pool = np.mean swapped for np.sum was not seen)
 _NUMPY_PLAIN = (np.number, np.bool_)  # (NumPy's scalars: np.float32(1e-5))
 # (and enum members: self.mode = Mode.TRAIN, compared as numbers are)
 _PLAIN_INSTANCES = _NUMPY_PLAIN + (enum.Enum,)

@@ -6,6 +6,7 @@ again); a traced value stored outside is refused and undone. `gradc compile` com
 and says so."""
 import collections
 import functools
+import operator
 import types
 import weakref
 import warnings
@@ -1051,6 +1052,40 @@ def test_arrays_past_the_walks_depth_and_width_are_read_live():
             if W is not None:
                 holder.W = W
             np.testing.assert_array_equal(compiled(x), f(x))
+
+
+class _Pooled:
+    def __init__(self):
+        self.W, self.act, self.pool = np.full(3, -2.0), np.tanh, np.mean
+
+    def clipped(self, x):
+        return x * np.clip(operator.attrgetter("W")(self), -1.0, 1.0)
+
+    def forward(self, x):
+        return self.pool(self.act(x))
+
+
+_POOLED = _Pooled()
+
+
+def _through_a_global(x):
+    return _POOLED.forward(x)
+
+
+def test_state_read_by_attrgetter_or_called_through_a_global_object_is_checked():
+    """operator.attrgetter("W")(self) read W unnamed (compiled in, stale); a function an
+    object keeps (`self.act`) called through a global object's method, and a NumPy 2 function
+    (`self.pool = np.mean`, a dispatcher object), were not guarded: swapped, not seen
+    (fuzz41d)."""
+    x = np.array([0.5, -1.0, 2.0])
+    clipped, through = gradc.jit(_POOLED.clipped), gradc.jit(_through_a_global)
+    for change in (lambda: None, lambda: _POOLED.W.fill(0.5), lambda: setattr(_POOLED, "W",
+                                                                             np.ones(3) * 0.25),
+                   lambda: setattr(_POOLED, "act", np.sin),
+                   lambda: setattr(_POOLED, "pool", np.sum)):
+        change()
+        np.testing.assert_allclose(clipped(x), _POOLED.clipped(x), rtol=1e-12)
+        np.testing.assert_allclose(through(x), _through_a_global(x), rtol=1e-12)
 
 
 def test_subclasses_read_from_outside_are_refused_and_large_masks_named():

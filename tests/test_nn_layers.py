@@ -1015,3 +1015,17 @@ def test_an_empty_kernel_and_nn_refusals_outside_a_trace_name_the_line():
             call()
     with pytest.raises(gradc.ArgumentError, match=r"test_nn_layers\.py:\d+: stride=0"):
         nn.conv2d(x, np.ones((1, 1, 2, 2)), stride=0)
+
+
+def test_nn_on_arrays_the_function_made_stays_numpy():
+    """Only where an argument is traced or comes from outside are gradc.nn's arrays graph
+    values: on arrays the function made its result is NumPy's, so float() of it, an `if` on
+    it and an eps given as a 0-d array (np.load's) work as in NumPy (refused for a while today:
+    fuzz41d)."""
+    def f(x):
+        scale = float(nn.softmax(np.array([1.0, 2.0]))[1])  # (a number from made arrays)
+        h = nn.layer_norm(x, np.ones(3), np.zeros(3), eps=np.array(1e-5))
+        return h * scale if nn.relu(np.array([1.0]))[0] > 0 else h
+
+    x = np.array([1.0, 2.0, 4.0])
+    np.testing.assert_allclose(gradc.jit(f)(x), f(x), rtol=1e-12)
