@@ -332,6 +332,14 @@ def view_recipe(view, base):
         recipe = slicing and (perm, shape) + slicing + (lengths, axes)
         if recipe and _makes(base, view, recipe):
             return recipe
+    if base.flags.c_contiguous and strides == _c_strides(list(lengths)):  # (a run of base's
+        # elements: theta[:D * H].reshape(D, H) of a flat vector whose length H does not
+        # divide, compiled in before, stale)
+        start = offset // item
+        recipe = ((tuple(range(base.ndim)), (base.size,), (start,),
+                   (start + int(np.prod(lengths, dtype=np.int64)),), (1,), lengths, axes))
+        if _makes(base, view, recipe):
+            return recipe
     return None
 
 

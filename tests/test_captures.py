@@ -114,6 +114,9 @@ def test_views_of_outside_arrays_are_read_through_the_array_they_view():
         "row": lambda: base[2, :3],
         "reversed": lambda: base[::-1, 5:2:-1],
         "reshaped": lambda: base.reshape(8, 3)[::2],
+        # (a run of a flat vector reshaped, its length not a multiple of the rows': an
+        # evolution-strategies MLP's theta[:D * H].reshape(D, H); compiled in before: fuzz41e)
+        "run_reshaped": lambda: base.reshape(-1)[1:11].reshape(2, 5),
     }
     for name, view in views.items():
         x = RNG.standard_normal(view().shape)
