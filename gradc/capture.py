@@ -46,6 +46,11 @@ class Capture(NamedTuple):
     path: Path
     position: int
     ties: tuple = ()
+    # (name, path) of the other outside arrays the code names that viewed the same memory when
+    # traced (`self.flat = self.W.reshape(-1)`): a view the code took of one (self.flat[:4]) is
+    # read through whichever was found first, so a call that finds them apart (self.W rebound:
+    # self.flat still views the old weights) traces again
+    shares: tuple = ()
 
 
 class Guard(NamedTuple):
@@ -135,6 +140,14 @@ class Captures:
                 if tied is not x:
                     raise CaptureChanged(f"`{name}` was the array `{capture.name}` is when "
                                          "traced, now another")
+            for name, path in capture.shares:
+                try:
+                    other = path.follow()
+                except Exception:  # noqa: BLE001 - (gone: apart)
+                    other = None
+                if not isinstance(other, np.ndarray) or owner_of(other) is not owner_of(x):
+                    raise CaptureChanged(f"`{name}` viewed the memory of `{capture.name}` when "
+                                         "traced, now not")
             arrays.append(x)
         return arrays
 
@@ -274,6 +287,7 @@ def captured(graph, x):
     from .ops import fn
     perm, shape, starts, stops, steps, lengths, axes = recipe
     v = fn.transpose(_input(graph, base, *watch.way_to(base)), perm)
+    _note_shares(graph, base)
     v = fn.slice_(fn.reshape(v, shape), starts, stops, steps)
     v = fn.reshape(fn.transpose(fn.reshape(v, lengths), axes), x.shape)
     if flips:  # (x[::-1]: the last element first)
@@ -300,6 +314,20 @@ def _input(graph, x, name, path):
                      if p is not path and p.named_in(names))
         graph.captures.append(Capture(name, path, len(graph.inputs) - 1, ties))
     return v
+
+
+def _note_shares(graph, base):
+    """A view read through `base` (`captured`), which was chosen among the outside arrays the
+    code names that view the same memory: those (up to eight) become its Capture's shares."""
+    watch, owner = graph.outside, owner_of(base)
+    names = watch.names()
+    shares = tuple((n, p) for n, other, p in watch.arrays.values()
+                   if other is not base and owner_of(other) is owner and p.named_in(names))[:8]
+    read = graph.captured[id(base)]
+    for k, capture in enumerate(graph.captures):
+        if graph.inputs[capture.position] is read and shares:
+            graph.captures[k] = capture._replace(
+                shares=tuple(dict.fromkeys(capture.shares + shares)))
 
 
 def view_recipe(view, base):

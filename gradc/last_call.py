@@ -10,7 +10,7 @@ from bisect import bisect_left
 import numpy as np
 
 from . import pytree
-from .capture import same
+from .capture import owner_of, same
 
 
 def _forgotten():
@@ -97,6 +97,10 @@ class LastCall:
                 for _, tie in c.ties:  # (another way to that array then: untied since?)
                     lines += [f"    if {tie.expression(consts)} is not l{first + j}:",
                               "        return False"]
+                for _, shared in c.shares:  # (an array viewing its memory then: apart since?)
+                    consts["owner_of"] = owner_of
+                    lines += [f"    if owner_of({shared.expression(consts)}) is not "
+                              f"owner_of(l{first + j}):", "        return False"]
             lines += ["except Exception:", "    return False"]
             for j in range(len(captures)):
                 lines += [f"if type(l{first + j}) is not ndarray:", "    return False"]

@@ -128,6 +128,34 @@ def test_views_of_outside_arrays_are_read_through_the_array_they_view():
         np.testing.assert_allclose(f(x), np.sum(np.sin(x * view())), rtol=1e-13, err_msg=name)
 
 
+class _KeepsAView:
+    def __init__(self, view):
+        self.W = RNG.standard_normal((4, 5))
+        self.V = view(self.W)
+
+
+@pytest.mark.parametrize("view, read", [
+    (lambda W: W.reshape(-1), lambda V: V[:4]), (lambda W: W[1:], lambda V: V[:2]),
+    (lambda W: W.T, lambda V: V[0]), (lambda W: W[:, :2], lambda V: V.T)],
+    ids=["flat", "rows", "transpose", "columns"])
+def test_a_view_of_a_kept_view_stays_with_its_memory_when_the_weight_is_rebound(view, read):
+    """`self.flat = self.W.reshape(-1)` kept, `self.flat[:4]` read: the view was read through
+    self.W (found first), so after `self.W = new` it gave the new weights where NumPy's
+    self.flat still views the old ones (fuzz41e). The arrays that viewed one memory when traced
+    are checked to view it still (Capture.shares): the next call traces again."""
+    model = _KeepsAView(view)
+
+    def f(x):
+        return np.sum(x * read(model.V)) + np.sum(model.W)
+
+    x = np.linspace(0.5, 1.5, read(model.V).size).reshape(read(model.V).shape)
+    jitted = gradc.jit(f)
+    for change in (lambda: None, lambda: model.W.__imul__(2.0),
+                   lambda: setattr(model, "W", RNG.standard_normal((4, 5)))):
+        change()
+        assert jitted(x) == pytest.approx(f(x), rel=1e-12)
+
+
 def test_a_closure_rebound_with_nonlocal_is_seen():
     scale = np.ones(3)
 
