@@ -326,8 +326,9 @@ def _note_shares(graph, base):
     read = graph.captured[id(base)]
     for k, capture in enumerate(graph.captures):
         if graph.inputs[capture.position] is read and shares:
-            graph.captures[k] = capture._replace(
-                shares=tuple(dict.fromkeys(capture.shares + shares)))
+            known = {(id(p.root), p.steps) for _, p in capture.shares}
+            graph.captures[k] = capture._replace(shares=capture.shares + tuple(
+                (n, p) for n, p in shares if (id(p.root), p.steps) not in known))
 
 
 def view_recipe(view, base):
