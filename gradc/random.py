@@ -105,6 +105,27 @@ def _no_out(out):
                                  source=user_source())
 
 
+class _MissingMethod(UnsupportedOpError, AttributeError):
+    """A numpy.random.Generator method gradc's Generator lacks (an AttributeError too: hasattr
+    answers False)."""
+
+
+_INSTEAD = {  # numpy.random.Generator's methods gradc's lacks: how to write each with its own
+    "binomial": "binomial(1, p, shape) is (rng.random(shape) < p) (a dropout mask); a count of "
+                "n trials, (rng.random((n,) + shape) < p).sum(0)",
+    "integers": "np.floor(rng.uniform(low, high, shape)).astype(np.int64)",
+    "exponential": "-np.log1p(-rng.random(shape)) * scale",
+    "choice": "draw the indices outside the compiled function and pass them as an argument",
+    "permutation": "draw the permutation outside the compiled function and pass it as an "
+                   "argument",
+    "shuffle": "shuffle outside the compiled function and pass the result as an argument",
+    "laplace": "loc - scale * np.sign(u) * np.log1p(-2 * np.abs(u)) with u = "
+               "rng.uniform(-0.5, 0.5, shape)",
+    "logistic": "loc + scale * np.log(u / (1 - u)) with u = rng.random(shape)",
+    "gumbel": "loc - scale * np.log(-np.log(rng.random(shape)))",
+}
+
+
 class Generator:
     """A random generator for compiled functions, with (part of) numpy.random.Generator's API.
 
@@ -120,6 +141,17 @@ class Generator:
 
     def __init__(self, seed=None):
         self.state = np.array([_seed_value(seed), 0], np.int64)
+
+    def __getattr__(self, name):
+        """numpy.random.Generator's other methods: what to write instead (a bare
+        AttributeError told nnfs's dropout, rng.binomial(1, keep, shape), nothing; fuzz41e)."""
+        if name.startswith("_") or not hasattr(np.random.Generator, name):
+            raise AttributeError(f"'Generator' object has no attribute {name!r}")
+        hint = _INSTEAD.get(name, "draw with random, uniform or normal and transform the "
+                                  "numbers, or draw outside the compiled function and pass them")
+        raise _MissingMethod(f"gradc.random.Generator has no {name}() (it has random, "
+                             f"uniform, standard_normal, normal, rand, randn): {hint}",
+                             source=user_source())
 
     @classmethod
     def from_state(cls, state):

@@ -619,3 +619,16 @@ def test_a_traced_negative_scale_gives_nan_not_a_flipped_draw():
     assert grad[1] == 0
     with pytest.raises(gradc.ArgumentError, match="scale < 0"):
         gradc.random.default_rng(4).normal(1.0, scale)
+
+
+def test_a_numpy_generator_method_it_lacks_says_what_to_write():
+    """rng.binomial(1, keep, shape) (nnfs's dropout, after switching to gradc.random) was a
+    bare AttributeError: a GradcError naming the line and the way to write it (fuzz41e);
+    hasattr still answers False."""
+    rng = gradc.random.default_rng(0)
+    with pytest.raises(gradc.UnsupportedOpError, match=r"test_random\.py:\d+: .*no binomial"
+                                                       r"\(\).*rng\.random\(shape\) < p"):
+        gradc.jit(lambda x, r: x * r.binomial(1, 0.5, size=x.shape))(X3, rng)
+    assert not hasattr(rng, "integers") and not hasattr(rng, "nonsense")
+    with pytest.raises(AttributeError, match="nonsense"):
+        rng.nonsense
