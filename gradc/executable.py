@@ -140,7 +140,7 @@ class Compiled:
     inputs are gradc's own (`first_owned`: the optimizer state, then `runtime_scalars` scalars
     that change every step)."""
 
-    thread = None  # the id of the thread that compiled it (gradc/function.py `_own`)
+    thread = None  # a token of the thread that compiled it (gradc/function.py this_thread)
 
     def __init__(self, lowered, driver, out_kind, driver_module=None, param_leaves=None,
                  first_owned=None, runtime_scalars=0):

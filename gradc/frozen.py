@@ -200,6 +200,7 @@ class Watch(OutsideWalk):
         self.found = None  # (message, source) of the first draw the hook saw
         self.uses_global = False  # user code that names np.random's functions ran
         self.lines = None  # code -> the lines of it run, where recorded (recording_lines)
+        self.trace_before = None  # sys.gettrace() as the lines began to be recorded
 
     def __enter__(self):
         self.outer = active()
@@ -215,15 +216,16 @@ class Watch(OutsideWalk):
             for x in self.static_args:
                 self._consider(x, "an argument", LOCAL_DEPTH, Path(x, ()))
             self._scan_function(self.fun)
-        if getattr(_local, "record_lines", False) and sys.gettrace() is None:  # (a debugger's
-            _local.record_lines = False  # or coverage's own: not recorded, names_run is None)
+        if getattr(_local, "record_lines", False):  # (a debugger's or coverage's trace function
+            _local.record_lines = False  # is called on as before: _line_hook chains it)
             self.lines = {}
-            sys.settrace(self._line_hook())
+            self.trace_before = sys.gettrace()
+            sys.settrace(self._line_hook(self.trace_before))
         return self
 
     def __exit__(self, *exc):
         if self.lines is not None:
-            sys.settrace(None)
+            sys.settrace(self.trace_before)
         if self.hooked:
             sys.setprofile(self.previous)
         _local.watch = self.outer
@@ -240,19 +242,26 @@ class Watch(OutsideWalk):
             names = names | code_names(code, frozenset(run))
         return names
 
-    def _line_hook(self):
+    def _line_hook(self, before):
         """The trace function recording the lines of user code run (sys.settrace: called as a
-        frame begins; its answer is called on each line of that frame)."""
+        frame begins; its answer is called on each line of that frame), calling on `before`,
+        the trace function that was set (a debugger's, coverage's), and its answers. Under
+        one, lines were not recorded, and an array a branch not taken names (BN's running
+        mean, updated by the user) traced again on every call (fuzz41d)."""
         kinds, lines = _KIND, self.lines
 
         def trace(frame, event, arg):
+            theirs = before(frame, event, arg) if before is not None else None
             if (kinds.get(frame.f_code.co_filename) or _kind(frame)) != "user":
-                return None
+                return theirs
             run = lines.setdefault(frame.f_code, set())
 
             def line(frame, event, arg):
+                nonlocal theirs
                 if event == "line":
                     run.add(frame.f_lineno)
+                if theirs is not None:
+                    theirs = theirs(frame, event, arg)
                 return line
             return line
         return trace

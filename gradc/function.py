@@ -61,10 +61,11 @@ class Function:
         forks.track(self, "_compiling", threading.RLock)
         self._last_key = None
         self._last_call = None  # a LastCall: the last call's signature, recognized fast
-        # (thread id, key) -> the compiled signature another thread than the one that compiled
+        # per thread, key -> the compiled signature a thread other than the one that compiled
         # `cache[key]` runs, with buffers of its own, where gradients come back as views
-        # (`_own`): a view is overwritten by its own thread's next call, not by another's
-        self._owned = {}
+        # (`_own`): a view is overwritten by its own thread's next call, not by another's.
+        # Thread-local, so a thread that ends takes them along (a new one may get its id)
+        self._threads = threading.local()
         self._storm = RecompileWatch()
         self.__name__ = getattr(fun, "__name__", "fn")
         self.__doc__ = getattr(fun, "__doc__", None)
@@ -147,7 +148,7 @@ class Function:
         # function is traced, where this one is inlined (the program run on the arrays at hand
         # would be a constant in that trace, and what it reads from outside no longer guarded)
         if last is not None and current_graph() is None and (
-                last.compiled.thread == threading.get_ident() or not self._views):
+                last.compiled.thread is this_thread() or not self._views):
             compiled = last.compiled
             with compiled.lock:
                 if last.match((args, kwargs)):
@@ -167,7 +168,7 @@ class Function:
         compiled = self.cache.get(key)
         if compiled is None:
             compiled = self.compiled_once(key, Call(args, kwargs, leaves, treedef))
-        if self._views and getattr(compiled, "thread", None) != threading.get_ident():
+        if self._views and getattr(compiled, "thread", None) is not this_thread():
             compiled = self._own(key, Call(args, kwargs, leaves, treedef))
         for retry in (True, True, False):  # (another thread may change what a trace read)
             with compiled.lock:
@@ -180,13 +181,12 @@ class Function:
                                              source=user_source()) from None
                     changed = e  # (its message says what changed; its class, how)
                 else:
-                    if getattr(compiled, "thread", None) == threading.get_ident() or (
-                            not self._views):
+                    if getattr(compiled, "thread", None) is this_thread() or not self._views:
                         self._last_call = compiled.last_call(treedef, leaves, advanced)
                     return self._package(compiled, outs, leaves)
             call = Call(args, kwargs, leaves, treedef)
             compiled = (self._own(key, call, stale=compiled, why=changed)
-                        if self._owned.get((threading.get_ident(), key)) is compiled
+                        if self._owned().get(key) is compiled
                         else self.compiled_once(key, call, stale=compiled, why=changed))
 
     @property
@@ -195,14 +195,32 @@ class Function:
         without copy=True)."""
         return self.mode in ("grad", "value_and_grad") and not self.copy
 
+    def _owned(self):
+        """This thread's own compiled signatures (key -> Compiled)."""
+        owned = getattr(self._threads, "owned", None)
+        if owned is None:
+            owned = self._threads.owned = {}
+            self._threads.variants = {}
+        return owned
+
     def _own(self, key, call, stale=None, why=None):
         """This thread's compiled signature `key`, compiled now (from the program cache: a
         trace, no code generation) where it has none: its gradients are views of its own
         buffers, so another thread's call does not overwrite what this one returned (nor this
-        one the other's). The 64 most recent are kept."""
-        me = threading.get_ident()
-        own = self._owned.get((me, key))
+        one the other's). Its earlier compiles of `key` whose outside values differ are kept
+        (MAX_VARIANTS), as `_variant` keeps the compiling thread's."""
+        owned = self._owned()
+        own = owned.get(key)
         if own is None or own is stale:
+            variants = self._threads.variants.setdefault(key, [])
+            match = next((v for v in variants if v.captures.hold()), None)
+            if stale is not None:
+                variants.append(stale)
+                del variants[:-MAX_VARIANTS]
+            if match is not None:
+                variants.remove(match)
+                owned[key] = match
+                return match
             src = user_source()
             with self._compiling:
                 t0 = time.perf_counter()
@@ -211,10 +229,9 @@ class Function:
                         f"{why or 'a call'} in another thread than the one that compiled it "
                         "(buffers of its own: its gradients are views)", own.layout.kernels,
                         {"trace and load": time.perf_counter() - t0})
-            self._owned.pop((me, key), None)
-            self._owned[(me, key)] = own
-            while len(self._owned) > 64:
-                del self._owned[next(iter(self._owned))]
+            if why is not None:
+                self._storm.note_outside(why, self.__name__, src)
+            owned[key] = own
         return own
 
     def lower(self, *args, load=False, source=None, capture=True, **kwargs):
@@ -283,7 +300,8 @@ class Function:
         if random.draws_from_generators(call):
             compiled.lock = random.DRAWS
         compiled.captures = Captures(captures, guards, compiled.input_types)
-        compiled.just_traced = compiled.thread = threading.get_ident()
+        compiled.just_traced = threading.get_ident()
+        compiled.thread = this_thread()
         compiled.write_backs = graph.write_backs  # (each with its output's position)
         unchanged_by(compiled.captures, stale, compiled, graph.names_run)
         if not cache:
@@ -468,6 +486,17 @@ _LIBRARY_CALLER = {}  # code object -> whether it is another library's
 # libraries known to keep one call's gradient while they make the next: a user's function handed
 # to them (up to HOLDER_DEPTH frames below theirs) gets fresh arrays too
 HOLDERS, HOLDER_DEPTH = ("scipy.optimize",), 3
+
+
+_THREAD = threading.local()
+
+
+def this_thread():
+    """A token of the calling thread (its id may be a later thread's once it ends)."""
+    token = getattr(_THREAD, "token", None)
+    if token is None:
+        token = _THREAD.token = object()
+    return token
 
 
 def _from_a_library(frame):

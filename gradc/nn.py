@@ -12,23 +12,26 @@ from .errors import ArgumentError, ShapeError
 from .ir import Value
 from .ops import fn
 from .ops.registry import get_op
+from .capture import CONTENT_GUARD_SIZE
 from .trace import current_graph, traced
 
 
 def _traced(function):
-    """A gradc.nn function (trace.traced): inside a trace, where an argument is traced or an
-    array from outside the function's arguments (a model's weights), its NumPy arrays (of one
-    or more dimensions) are values of the graph first, so that what it computes from them is
-    traced too, and the outside ones are read on every call (gradc/capture.py): a dilated
-    kernel spread out, a batch norm's `var + eps`, `embedding(self.wpe, np.arange(T))` were
-    computed with NumPy, compiled in, stale after the weights changed (fuzz41c). On arrays the
-    function made (and outside a trace) it is NumPy's computation, a NumPy result: float() of
-    it works, and 0-d arrays stay numbers (an eps from np.load)."""
+    """A gradc.nn function (trace.traced): inside a trace, where an argument is traced, or an
+    array from outside the function's arguments too large for its contents to be checked
+    (capture.CONTENT_GUARD_SIZE), its NumPy arrays (of one or more dimensions) are values of
+    the graph first, so that what it computes from them is traced too, and the outside ones
+    are read on every call (gradc/capture.py): a dilated kernel spread out, a batch norm's
+    `var + eps`, `embedding(self.wpe, np.arange(T))` were computed with NumPy, compiled in,
+    stale after the weights changed (fuzz41c). Else it is NumPy's computation, a NumPy result
+    (float() of it, an `if` on it work; a small outside array read so is checked by contents),
+    and 0-d arrays stay numbers (an eps from np.load)."""
     def arrays_in_graph(*args, **kwargs):
         graph = current_graph()
         given = (*args, *kwargs.values())
-        if graph is not None and any(isinstance(a, Value) or _captured(a, graph) is not None
-                                     for a in given):
+        if graph is not None and (any(isinstance(a, Value) for a in given) or any(
+                _arrays(a) and a.size > CONTENT_GUARD_SIZE and _captured(a, graph) is not None
+                for a in given)):
             args = [_in_graph(a, graph) for a in args]
             kwargs = {k: _in_graph(v, graph) for k, v in kwargs.items()}
         return function(*args, **kwargs)
@@ -41,7 +44,7 @@ def _arrays(x):
 
 def _captured(x, graph):
     """The graph input reading `x` where it is an array from outside the arguments, else None."""
-    from .capture import captured  # (it imports ops, which import this module's users)
+    from .capture import captured
     return captured(graph, x) if _arrays(x) else None
 
 

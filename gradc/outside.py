@@ -885,7 +885,9 @@ class OutsideWalk:
             for item_name, kind, key, item in _class_items(value, name, ()):
                 self._consider(item, item_name, depth - 1, path.then(kind, key), outside)
             return
-        if outside and hasattr(type(value), "__next__") and not _users(type(value)):
+        if outside and hasattr(type(value), "__next__") and not _users(type(value)) and not (
+                isinstance(value, (weakref.ProxyType, weakref.CallableProxyType))):  # (a
+            # weakref.proxy has __next__ for its referent's sake: walked as the object)
             # (an iterator, a generator: noted with what tells it moved; one of the user's
             # classes is walked as an object, its attributes held)
             if id(value) not in self.iterators:
@@ -949,9 +951,9 @@ class OutsideWalk:
                          if hasattr(value, k)]
             # (what the class holds and the object does not: `training = True` in the class)
             items += _class_items(type(value), name, attrs or ())
-            if isinstance(value, collections.abc.Mapping):  # (a ChainMap, UserDict, mapping
-                # proxy, WeakValueDictionary: its entries as it serves them, cm["W"], first,
-                # then where it keeps them: cm.maps[1]["W"] is shadowed by cm["W"] = W2)
+            if type(value) in _SERVED_MAPPINGS:  # (its entries as it serves them, cm["W"],
+                # first, then where it keeps them: cm.maps[1]["W"] is shadowed by cm["W"] = W2;
+                # not another class's: its lookup may load a checkpoint's every weight)
                 items = [(f"{name}[{k!r}]", "item", k, v) for k, v in _served(value)] + items
             if outside and path.steps and callable(value):  # (self.act = ReLU(): its class,
                 self.plain.append((f"type({name})", _called(value),  # and the __call__ it runs)
@@ -963,6 +965,11 @@ class OutsideWalk:
             self.held.append((name, container, container.copy(), container is not value))
         for item_name, kind, key, item in items:
             self._consider(item, item_name, depth - 1, path.then(kind, key), outside)
+
+
+# mappings that are no dict whose lookup reads what they hold, with no other effect
+_SERVED_MAPPINGS = (collections.ChainMap, collections.UserDict, types.MappingProxyType,
+                    weakref.WeakValueDictionary)
 
 
 def _served(mapping):
@@ -1018,10 +1025,11 @@ def _children(value, name, first=0):
         if isinstance(value, weakref.ref):
             referent = value()
             return [] if referent is None else [(f"{name}()", "ref", None, referent)]
-        if isinstance(value, collections.abc.Mapping):
+        if isinstance(value, dict) or type(value) in _SERVED_MAPPINGS:
             return [(f"{name}[{k!r}]", "item", k, value[k])
                     for k in itertools.islice(value.keys(), first, None)]
-        if isinstance(value, (set, frozenset)) or hasattr(type(value), "__next__"):
+        if isinstance(value, (set, frozenset)) or hasattr(type(value), "__next__") and not (
+                isinstance(value, (weakref.ProxyType, weakref.CallableProxyType))):
             return []  # (entries that hash hold no arrays; an iterator is not drawn from)
         attrs = getattr(value, "__dict__", None)
         if type(attrs) is dict:

@@ -77,7 +77,8 @@ def _seed_value(seed):
 def _shape(size):
     if size is None:
         return ()
-    if isinstance(size, (numbers.Integral, np.integer)) and not isinstance(size, bool):
+    if isinstance(size, (numbers.Integral, np.integer)) and not isinstance(size, bool) or (
+            isinstance(size, np.ndarray) and size.ndim == 0):  # (np.array(3): NumPy's size 3)
         size = (size,)
     try:  # (NumPy's: size=(2.5, 3) and size=True are TypeErrors, not shapes (2, 3) and (1,))
         shape = tuple(operator.index(d) for d in size)
@@ -89,6 +90,13 @@ def _shape(size):
     if any(d < 0 for d in shape):
         raise ShapeError(f"negative dimensions in size={size!r}", source=user_source())
     return shape
+
+
+def _listed(param):
+    """A draw's parameter given as a list or tuple (NumPy's: uniform([0, 10], [1, 20])) as an
+    array (high - low of two lists was a bare TypeError; fuzz41d)."""
+    return np.asarray(param) if type(param) in (list, tuple) else param  # (while traced,
+    # NumPy's constructors make a list holding traced values one: gradc/literals.py)
 
 
 def _float_dtype(dtype):
@@ -191,6 +199,7 @@ class Generator:
         """Floats uniform in [low, high): low + (high - low) * random(). `low` and `high` may be
         numbers, arrays or traced values (their gradients are the usual ones)."""
         dtype = _float_dtype(dtype)
+        low, high = _listed(low), _listed(high)
         if not isinstance(low, Value) and not isinstance(high, Value):
             with np.errstate(all="ignore"):
                 span = np.asarray(high, dtype) - np.asarray(low, dtype)
@@ -219,6 +228,7 @@ class Generator:
         arrays or traced values (the reparameterization: gradients flow into them). A scale < 0
         is refused as NumPy refuses it, or, traced, gives NaN there."""
         dtype = _float_dtype(dtype)
+        loc, scale = _listed(loc), _listed(scale)
         if not isinstance(scale, Value) and np.any(np.asarray(scale) < 0):
             raise ArgumentError("Generator.normal: scale < 0 (NumPy's refusal)",
                                 source=user_source())

@@ -964,3 +964,55 @@ def test_a_gradient_view_is_overwritten_by_its_own_threads_next_call_only():
         t.join()
     assert not errors, errors
     assert len(vg.cache) == 1
+
+
+def test_threads_one_after_another_keep_their_gradients():
+    """A thread that ends hands its id to the next: the next one took the ended thread's
+    buffers and overwrote the gradient it returned, still held (fuzz41d). Buffers are kept per
+    thread (thread-local), not per id."""
+    def loss(W, x):
+        return np.sum(W * x) ** 2
+
+    vg = gradc.value_and_grad(loss)
+    vg(np.ones(3), np.ones(3))  # (compiled by this thread)
+    W, held = np.ones(3), []
+    for k in range(1, 4):
+        worker = threading.Thread(target=lambda k=k: held.append(vg(W, np.full(3, k))[1]))
+        worker.start()
+        worker.join()
+    for k, grad in zip(range(1, 4), held):
+        np.testing.assert_allclose(grad, 2 * np.sum(W * k) * k)
+
+
+class _Switch:
+    def __init__(self):
+        self.training = True
+
+    def loss(self, W, x):
+        return np.sum(W * x) * (2.0 if self.training else 3.0)
+
+
+def test_a_thread_of_its_own_keeps_its_variants(monkeypatch, capsys):
+    """A flag switched back and forth (model.training) compiles each value once in the
+    compiling thread; in another thread every call traced again (fuzz41d): its own compiles
+    keep their variants too, and a thread tracing again and again gets the RecompileWarning."""
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+    model = _Switch()
+    vg = gradc.value_and_grad(model.loss)
+    vg(np.ones(3), np.ones(3))
+    errors = []
+
+    def worker():
+        try:
+            for i in range(8):
+                model.training = i % 2 == 0
+                value, _ = vg(np.ones(3), np.ones(3))
+                assert value == (6.0 if model.training else 9.0)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert not errors, errors
+    assert capsys.readouterr().err.count("in another thread than the one that compiled") == 2

@@ -5,6 +5,7 @@ them; another shape traces again. Numbers and flags read so are guarded (another
 again); a traced value stored outside is refused and undone. `gradc compile` compiles them in
 and says so."""
 import collections
+import collections.abc
 import functools
 import operator
 import types
@@ -1117,6 +1118,74 @@ def test_state_read_by_attrgetter_or_called_through_a_global_object_is_checked()
         change()
         np.testing.assert_allclose(clipped(x), _POOLED.clipped(x), rtol=1e-12)
         np.testing.assert_allclose(through(x), _through_a_global(x), rtol=1e-12)
+
+
+class _LazyWeights(collections.abc.Mapping):
+    """A checkpoint reader that loads a weight when it is looked up."""
+
+    def __init__(self, n):
+        self.n, self.loaded = n, []
+
+    def __getitem__(self, key):
+        self.loaded.append(key)
+        return np.full(3, float(key[1:]))
+
+    def __iter__(self):
+        return iter(f"w{i}" for i in range(self.n))
+
+    def __len__(self):
+        return self.n
+
+
+def test_the_walk_looks_nothing_up_in_a_mapping_of_the_users_own_class():
+    """Mappings that are no dict were walked through their lookup for every key (fuzz41d): a
+    lazy checkpoint reader loaded its every weight when traced (500 where NumPy loads 1). Only
+    the standard library's (ChainMap, UserDict, mapping proxies, WeakValueDictionary) are."""
+    weights = _LazyWeights(500)
+    f = gradc.jit(lambda x: x * weights["w3"])
+    np.testing.assert_array_equal(f(np.ones(3)), np.full(3, 3.0))
+    assert weights.loaded == ["w3"]
+
+
+def test_objects_behind_a_weakref_proxy_are_read_live():
+    """A weakref.proxy has __next__ (for its referent's sake): the walk took it for an
+    iterator and did not look into it, so p.W *= 2 was never seen (fuzz41d)."""
+    layer = _Layer(2.0, np.arange(3.0))
+    proxy = weakref.proxy(layer)
+    f = gradc.jit(lambda x: x * proxy.W * proxy.scale)
+    x = np.ones(3)
+    for change in (lambda: None, lambda: layer.W.__imul__(2.0),
+                   lambda: setattr(layer, "scale", 0.5)):
+        change()
+        np.testing.assert_array_equal(f(x), x * proxy.W * proxy.scale)
+
+
+def test_under_a_debuggers_trace_function_the_lines_run_are_recorded_too(monkeypatch, capsys):
+    """The retrace that decides whether an array a branch not taken names stays checked
+    records the lines it runs with sys.settrace; under a debugger's or coverage's trace
+    function it did not, and the BN running mean the user updates traced again on every call
+    (fuzz41d). It chains the trace function that was set, which still sees every line."""
+    import sys
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+    seen = []
+
+    def debugger(frame, event, arg):
+        seen.append(event)
+        return debugger
+
+    bn = _BatchNorm(3)
+    step = gradc.value_and_grad(bn.forward, argnums=1, has_aux=True)
+    W, x = RNG.standard_normal((5, 3)), RNG.standard_normal((8, 5))
+    before = sys.gettrace()
+    sys.settrace(debugger)
+    try:
+        for _ in range(6):
+            (loss, (m, v)), _ = step(x, W)
+            bn.running_mean = 0.9 * bn.running_mean + 0.1 * m
+    finally:
+        sys.settrace(before)
+    assert capsys.readouterr().err.count("compiled value_and_grad(forward)") == 2
+    assert "line" in seen and loss == pytest.approx(bn.forward(x, W)[0], rel=1e-12)
 
 
 def test_subclasses_read_from_outside_are_refused_and_large_masks_named():

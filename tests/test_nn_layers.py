@@ -1029,3 +1029,19 @@ def test_nn_on_arrays_the_function_made_stays_numpy():
 
     x = np.array([1.0, 2.0, 4.0])
     np.testing.assert_allclose(gradc.jit(f)(x), f(x), rtol=1e-12)
+
+
+GATE = np.array([0.3, -1.0])
+
+
+def test_python_code_on_nn_of_small_outside_arrays_runs_as_numpy():
+    """`if nn.sigmoid(GATE)[0] > 0.5` and int(np.argmax(nn.softmax(PRIOR))) on small outside
+    arrays: NumPy's computation (the arrays checked by contents: a change traces again); it
+    was refused as a branch on traced values for a while today (fuzz41d)."""
+    def f(x):
+        return x * 2.0 if nn.sigmoid(GATE)[0] > 0.5 else x * int(np.argmax(nn.softmax(GATE)))
+
+    jitted, x = gradc.jit(f), np.ones(2)
+    for gate in ((0.3, -1.0), (-2.0, 1.0)):
+        GATE[:] = gate
+        np.testing.assert_array_equal(jitted(x), f(x))

@@ -632,3 +632,14 @@ def test_a_numpy_generator_method_it_lacks_says_what_to_write():
     assert not hasattr(rng, "integers") and not hasattr(rng, "nonsense")
     with pytest.raises(AttributeError, match="nonsense"):
         rng.nonsense
+
+
+def test_draw_parameters_as_lists_and_a_size_as_a_0d_array():
+    """uniform([0, 10], [1, 20]) (NumPy takes lists) was a bare TypeError, and size=np.array(3)
+    was refused (fuzz41d)."""
+    rng = gradc.random.default_rng(1)
+    draws = rng.uniform([0.0, 10.0], [1.0, 20.0])
+    assert draws.shape == (2,) and 0 <= draws[0] < 1 and 10 <= draws[1] < 20
+    assert rng.random(size=np.array(3)).shape == (3,)
+    jitted = gradc.jit(lambda x, r: x * r.normal([0.0, 5.0, 9.0], (1.0, 1.0, 1.0)))(X3, rng)
+    assert jitted.shape == (3,)
