@@ -124,8 +124,9 @@ class Path(NamedTuple):
                 found = (key in names.keys or bool(names.methods & _WALK_METHODS)
                          or as_attribute)
             elif i and steps[i - 1][0] == "global":  # (wmod.W; m.s read as self.s in m.fwd;
-                found = ((steps[i - 1][1], key) in names.global_attrs  # self.act(x) there)
-                         or key in names.attrs or called and key in names.methods
+                found = ((steps[i - 1][1], key) in names.global_attrs  # self.act(x) there;
+                         or key in names.attrs  # self.block(x) of a global model, called
+                         or (called or i < len(steps) - 1) and key in names.methods  # on)
                          or by_key and key in names.keys or served)
             else:  # (an object on the way may be called: self.norm(x) reads self.norm.eps)
                 found = key in names.attrs or (

@@ -1188,6 +1188,45 @@ def test_under_a_debuggers_trace_function_the_lines_run_are_recorded_too(monkeyp
     assert "line" in seen and loss == pytest.approx(bn.forward(x, W)[0], rel=1e-12)
 
 
+class _Block:
+    def __init__(self):
+        self.scale, self.var = 2.0, np.ones(3)
+
+    def __call__(self, x):
+        return x * self.scale / np.sqrt(self.var)
+
+
+class _Net:
+    def __init__(self):
+        self.block = _Block()
+
+    def __call__(self, x):
+        return self.block(x)
+
+
+GLOBAL_NET = _Net()
+
+
+def _global_net_loss(x):
+    return np.sum(GLOBAL_NET(x) ** 2)
+
+
+def test_a_sub_layer_of_a_global_model_called_through_it_is_checked():
+    """`model(x)` of a module-level model whose __call__ runs `self.block(x)`: the block was
+    reached as model.block, a way the code names only as a method it calls, so its scale and
+    its var (read by NumPy alone) were unguarded: stale after model.block.scale = 5 (the
+    PyTorch-style module pattern; fuzz41d)."""
+    x = np.array([-1.0, 2.0, 3.0])
+    jitted, grad = gradc.jit(_global_net_loss), gradc.grad(_global_net_loss)
+    for change in (lambda: None, lambda: setattr(GLOBAL_NET.block, "scale", 5.0),
+                   lambda: GLOBAL_NET.block.var.__imul__(4.0),
+                   lambda: setattr(GLOBAL_NET, "block", _Block())):
+        change()
+        assert jitted(x) == pytest.approx(_global_net_loss(x), rel=1e-12)
+        factor = GLOBAL_NET.block.scale ** 2 / GLOBAL_NET.block.var
+        np.testing.assert_allclose(grad(x), 2 * x * factor, rtol=1e-12)
+
+
 def test_subclasses_read_from_outside_are_refused_and_large_masks_named():
     """A masked array or np.matrix read from a global was compiled in as its data (the mask
     dropped: (x * M).sum() counted the masked element) and never checked again: refused by
