@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dis
 import importlib.util
 import os
 import random as _py_random
@@ -111,6 +112,28 @@ def _kind(frame):
         kind = "user"
     _KIND[filename] = kind
     return kind
+
+
+# the draws of NumPy's generators the code calls most (names few variables have)
+_DRAWS = frozenset({"randn", "rand", "randint", "random_sample", "standard_normal", "normal",
+                    "uniform", "choice", "permutation", "shuffle", "integers", "binomial",
+                    "poisson", "exponential", "multivariate_normal", "random"})
+
+
+def _draw_line():
+    """`file:line` of the last line up to the current one of the innermost user frame that
+    names one of NumPy's random functions or methods (np.random.randn(3): the probe finds the
+    draw only at the next traced operation, a line later; NumPy's generators are Cython, which
+    the profile hook does not see called), or None."""
+    from .trace import _user_frame  # (it imports this module)
+    frame, _ = _user_frame(sys._getframe(2))
+    if frame is None:
+        return None
+    lines = [ins.positions.lineno for ins in dis.get_instructions(frame.f_code)
+             if ins.opname in ("LOAD_ATTR", "LOAD_METHOD", "LOAD_GLOBAL", "LOAD_NAME")
+             and ins.argval in _DRAWS and ins.positions.lineno is not None
+             and ins.positions.lineno <= frame.f_lineno]
+    return f"{os.path.basename(frame.f_code.co_filename)}:{max(lines)}" if lines else None
 
 
 def _line(frame):
@@ -289,10 +312,12 @@ class Watch(OutsideWalk):
                 continue  # (another thread drew from it: this trace's code never names it)
             if probe.changed(final):
                 name = getattr(self.fun, "__name__", "the function")
+                drawn_at = None if final else _draw_line()
                 raise FrozenRandomError(
-                    f"random numbers were drawn from {probe.what} while `{name}` was traced (at "
-                    "or before this line): they would be frozen into the compiled function, the "
-                    "same on every call. " + ADVICE, source=source)
+                    f"random numbers were drawn from {probe.what} while `{name}` was traced"
+                    + (" (at or before this line)" if drawn_at is None else "") + ": they would "
+                    "be frozen into the compiled function, the same on every call. " + ADVICE,
+                    source=drawn_at or source)
 
     def _record(self, frame, what):
         """A draw or fresh entropy seen by the hook at `frame`: an error if user code asked for

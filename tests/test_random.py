@@ -57,8 +57,9 @@ LEGACY = np.random.RandomState(1)
 
 def test_numpy_global_random_state():
     def f(x):
-        eps = np.random.randn(*x.shape)
-        return np.sum(x + eps)  # NP-GLOBAL
+        # (the draw's own line is named; it was the next line, where the draw is used)
+        eps = np.random.randn(*x.shape)  # NP-GLOBAL
+        return np.sum(x + eps)
     message = frozen_error(f, X3, marker="NP-GLOBAL")
     assert "np.random" in message
 
