@@ -351,6 +351,10 @@ def code_names(code, lines=None):
               and previous[-2].opname == "LOAD_GLOBAL"
               and previous[-2].argval in ("getattr", "hasattr")):
             attrs.add(ins.argval)
+        elif (ins.opname == "LOAD_CONST" and type(ins.argval) is str and previous
+              and previous[-1].opname in ("LOAD_ATTR", "LOAD_METHOD")
+              and previous[-1].argval in ("__getattribute__", "__getattr__")):
+            attrs.add(ins.argval)  # (self.__getattribute__("W"): self.W)
         if ins.opname not in ("CACHE", "PRECALL", "PUSH_NULL", "NOP", "EXTENDED_ARG"):
             previous = previous[-2:] + [ins]
     keys, stack = set(), list(code.co_consts if lines is None else consts)

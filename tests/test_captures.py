@@ -1093,6 +1093,9 @@ class _Pooled:
     def clipped(self, x):
         return x * np.clip(operator.attrgetter("W")(self), -1.0, 1.0)
 
+    def by_name(self, x):
+        return x * np.clip(self.__getattribute__("W"), -1.0, 1.0)
+
     def forward(self, x):
         return self.pool(self.act(x))
 
@@ -1111,12 +1114,14 @@ def test_state_read_by_attrgetter_or_called_through_a_global_object_is_checked()
     (fuzz41d)."""
     x = np.array([0.5, -1.0, 2.0])
     clipped, through = gradc.jit(_POOLED.clipped), gradc.jit(_through_a_global)
+    by_name = gradc.jit(_POOLED.by_name)
     for change in (lambda: None, lambda: _POOLED.W.fill(0.5), lambda: setattr(_POOLED, "W",
                                                                              np.ones(3) * 0.25),
                    lambda: setattr(_POOLED, "act", np.sin),
                    lambda: setattr(_POOLED, "pool", np.sum)):
         change()
         np.testing.assert_allclose(clipped(x), _POOLED.clipped(x), rtol=1e-12)
+        np.testing.assert_allclose(by_name(x), _POOLED.by_name(x), rtol=1e-12)
         np.testing.assert_allclose(through(x), _through_a_global(x), rtol=1e-12)
 
 
