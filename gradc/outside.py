@@ -217,6 +217,28 @@ def code_stores(code):
                   frozenset(found["STORE_DEREF"]), items)
 
 
+# what writes into an array it is given: NumPy's writers, ndarray's in-place methods
+_WRITERS = frozenset({"fill", "put", "sort", "partition", "copyto", "fill_diagonal",
+                      "put_along_axis", "place", "putmask", "itemset", "resize", "byteswap",
+                      "setfield", "setflags", "__setitem__", "__iadd__", "__isub__",
+                      "__imul__", "__itruediv__", "shuffle", "at"})
+
+
+@functools.lru_cache(maxsize=4096)
+def code_writes(code):
+    """Whether `code` may write into an array it reaches: a store into an item, an augmented
+    assignment (`W -= g`), a writer called, an `out=` keyword."""
+    for ins in dis.get_instructions(code):
+        if ins.opname in ("STORE_SUBSCR", "DELETE_SUBSCR", "STORE_SLICE") or (
+                ins.opname == "BINARY_OP" and ins.argrepr.endswith("=")) or (
+                ins.opname in ("LOAD_ATTR", "LOAD_METHOD", "LOAD_GLOBAL", "LOAD_NAME")
+                and ins.argval in _WRITERS) or (
+                ins.opname in ("KW_NAMES", "LOAD_CONST") and type(ins.argval) is tuple
+                and "out" in ins.argval) or ins.opname.startswith("INPLACE_"):
+            return True
+    return False
+
+
 def _entries(container):
     """A dict's keys, or a set itself: what can be taken out of it."""
     return container.keys() if isinstance(container, dict) else container
@@ -575,8 +597,11 @@ class OutsideWalk:
         which NumPy code would do on every call and the compiled function never. (Arrays the
         code does not name, a counter another thread bumps meanwhile, are not its doing.)"""
         names = self.names()
-        return [name for name, array, path, data in self.snapshots.values()
-                if array.tobytes() != data and path.named_in(names)]
+        changed = [name for name, array, path, data in self.snapshots.values()
+                   if array.tobytes() != data and path.named_in(names)]
+        if changed and not any(code_writes(code) for code in list(self.codes)):
+            return []  # (code that writes into no array: another thread's, `W -= lr * g` of a
+        return changed  # trainer while this one traced; a refusal before, fuzz41d)
 
     def rebound(self, graph):
         """The names (each with the line that stored it, where found) of the outside arrays

@@ -7,6 +7,7 @@ and says so."""
 import collections
 import collections.abc
 import functools
+import threading
 import operator
 import types
 import weakref
@@ -2174,3 +2175,36 @@ def test_threads_calling_a_function_that_sets_state_are_not_refused():
 
     errors = errors_in_threads(work)
     assert not errors, errors[0]
+
+
+TRAINED_W = np.ones((3, 2))
+
+
+def test_weights_another_thread_updates_in_place_while_a_trace_runs_are_not_its_doing():
+    """A trainer thread's `W -= lr * g` while another thread's jitted forward traced (a new
+    batch size) was blamed on the traced function, "changed W in place", and refused (an async
+    evaluation thread; fuzz41d). Code that writes into no array cannot have: the change is
+    another thread's, and W is read live as before."""
+    started, written = threading.Event(), threading.Event()
+
+    def wait_for_the_trainer():
+        started.set()
+        written.wait(10)
+
+    def forward(x):
+        h = x @ TRAINED_W
+        wait_for_the_trainer()
+        return h.sum(axis=1)
+
+    def trainer():
+        started.wait(10)
+        TRAINED_W[...] -= 0.5
+        written.set()
+
+    thread = threading.Thread(target=trainer)
+    thread.start()
+    f = gradc.jit(forward)
+    x = np.ones((4, 3))
+    f(x)  # (traced while the trainer wrote: refused before)
+    thread.join()
+    np.testing.assert_allclose(f(x), x @ TRAINED_W @ np.ones(2), rtol=1e-12)
