@@ -30,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .fresh import Fresh
+from .ir import Value
 
 from .outside import ABSENT, ChangedByTrace, Path
 from .pytree import typed_key
@@ -85,6 +86,10 @@ class CaptureChanged(SignatureError):
     dtype, or a guarded value changed: the caller traces again."""
 
 
+class _Placeholder(Exception):
+    """A traced value found where a capture or guard reads: another thread's trace's."""
+
+
 class CaptureReshaped(CaptureChanged):
     """An array read from outside the arguments has a new shape or dtype (or is no array)."""
 
@@ -111,13 +116,26 @@ class Captures:
 
     def read(self, guards=True):
         """The arrays at the captures' paths now; CaptureChanged if a guarded value changed
-        (where `guards`) or one is not an array of the traced shape and dtype."""
+        (where `guards`) or one is not an array of the traced shape and dtype. Where another
+        thread's trace holds a placeholder there (a traced value it assigned, `self.rm = ...`,
+        until it undoes it), after that trace."""
+        try:
+            return self._read(guards)
+        except _Placeholder:
+            from .trace import TRACING  # (it imports this module)
+            with TRACING:
+                pass
+            return self._read(guards)
+
+    def _read(self, guards):
         for guard in self.guards if guards else ():
             try:
                 now = guard.path.follow()
             except Exception as e:  # noqa: BLE001 - (whatever the path raises: it is gone)
                 raise CaptureChanged(
                     f"`{guard.name}` is gone ({type(e).__name__}: {e})") from None
+            if isinstance(now, Value):
+                raise _Placeholder
             if not same(guard.value, now):
                 raise CaptureChanged(_change(guard, now))
         arrays = []
@@ -127,6 +145,8 @@ class Captures:
             except Exception as e:  # noqa: BLE001 - (whatever the path raises: it is gone)
                 raise CaptureChanged(
                     f"`{capture.name}` is gone ({type(e).__name__}: {e})") from None
+            if isinstance(x, Value):
+                raise _Placeholder
             if type(x) not in ARRAY_TYPES or x.shape != shape or x.dtype != dtype:
                 now = (f"{x.dtype.name}{list(x.shape)}" if isinstance(x, np.ndarray)
                        else f"a {type(x).__name__}")

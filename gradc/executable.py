@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import forks
-from .capture import NO_CAPTURES
+from .capture import NO_CAPTURES, CaptureChanged
 from .codegen import driver_rt
 from .errors import IndexOutOfRangeError, SignatureError
 from .last_call import LastCall
@@ -217,7 +217,10 @@ class Compiled:
         if self.fast is None and self.io_address:
             if not self.captures.hold():  # (the trace changed what it read: not yet)
                 return None
-            leaves = self.with_captures(leaves)
+            try:
+                leaves = self.with_captures(leaves)
+            except CaptureChanged:  # (another thread changed it since: not yet)
+                return None
         if self.fast is None and self.io_address and all(
                 type(x) is np.ndarray and x.flags.c_contiguous and x.dtype == dtype
                 for x, (_, dtype) in zip(leaves, self.input_types)):

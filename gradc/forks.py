@@ -23,8 +23,9 @@ def track(obj, attribute, make=threading.Lock):
 
 
 def _after_fork_in_child():
-    from . import compile as compile_, ir, literals, random
+    from . import compile as compile_, ir, literals, random, trace
     draws = random.DRAWS
+    trace.TRACING = threading.RLock()  # (a parent thread's trace held it)
     random.DRAWS = threading.RLock()
     compile_._LOADING = threading.RLock()
     ir._PAUSES = threading.Lock()

@@ -1205,7 +1205,21 @@ def _array_function(self, func, types, args, kwargs):
 # ---------------------------------------------------------------------------------------------
 # tracing a function
 
+# held while a function is traced, by one thread at a time: the traced code's assignments
+# outside (`self.rm = ...`) hold placeholders until the trace undoes them, so a compiled call
+# of another thread that finds one waits for the trace (capture.py Captures.read), and two
+# traces never see each other's (another thread's trace read one: "belongs to another graph",
+# a bare KeyError; fuzz41d)
+TRACING = threading.RLock()
+
+
 def trace(fun, args, kwargs=None, capture=False, write_back=False):
+    """`_trace` one thread at a time (TRACING)."""
+    with TRACING:
+        return _trace(fun, args, kwargs, capture, write_back)
+
+
+def _trace(fun, args, kwargs=None, capture=False, write_back=False):
     """Trace `fun(*args, **kwargs)` into a new graph.
 
     Array leaves of the argument pytrees become graph inputs (named by their path); other leaves

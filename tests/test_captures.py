@@ -2208,3 +2208,46 @@ def test_weights_another_thread_updates_in_place_while_a_trace_runs_are_not_its_
     f(x)  # (traced while the trainer wrote: refused before)
     thread.join()
     np.testing.assert_allclose(f(x), x @ TRAINED_W @ np.ones(2), rtol=1e-12)
+
+
+class _Running:
+    def __init__(self):
+        self.rm = np.zeros(3)
+
+    def loss(self, w, x, assigned, evaluated):
+        h = x * w
+        self.rm = 0.9 * self.rm + 0.1 * h.mean(0)  # (a traced value: written back after calls)
+        assigned.set()
+        evaluated.wait(1.0)  # (the other thread's call waits for this trace to end)
+        return np.sum(h ** 2)
+
+    def evaluate(self, x):
+        return x - self.rm
+
+
+def test_a_compiled_call_waits_for_another_threads_trace_that_holds_a_placeholder():
+    """While a trace runs, what its code assigns outside (`self.rm = ...`) holds a placeholder
+    until the trace undoes it: another thread's compiled call reading self.rm then was refused
+    ("belongs to another graph") or died with a bare KeyError (fuzz41d). It waits for the trace
+    (trace.TRACING) and reads the array."""
+    model, x = _Running(), np.ones((2, 3))
+    evaluate = gradc.jit(model.evaluate)
+    evaluate(x)
+    assigned, evaluated, results = threading.Event(), threading.Event(), []
+
+    def other_thread():
+        assigned.wait(10)
+        try:
+            results.append(evaluate(x))
+        except BaseException as e:  # reported below
+            results.append(e)
+        evaluated.set()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    grad = gradc.grad(model.loss)
+    grad(np.ones(3), x, assigned, evaluated)
+    thread.join()
+    assert isinstance(results[0], np.ndarray), results
+    # (before the grad call wrote self.rm back, or after: the values either way)
+    assert np.allclose(results[0], x) or np.allclose(results[0], x - model.rm), results
