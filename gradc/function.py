@@ -148,7 +148,7 @@ class Function:
         # function is traced, where this one is inlined (the program run on the arrays at hand
         # would be a constant in that trace, and what it reads from outside no longer guarded)
         if last is not None and current_graph() is None and (
-                last.compiled.thread is this_thread() or not self._views):
+                not self._views or last.compiled.thread is this_thread()):
             compiled = last.compiled
             with compiled.lock:
                 if last.match((args, kwargs)):
@@ -181,7 +181,7 @@ class Function:
                                              source=user_source()) from None
                     changed = e  # (its message says what changed; its class, how)
                 else:
-                    if getattr(compiled, "thread", None) is this_thread() or not self._views:
+                    if not self._views or getattr(compiled, "thread", None) is this_thread():
                         self._last_call = compiled.last_call(treedef, leaves, advanced)
                     return self._package(compiled, outs, leaves)
             call = Call(args, kwargs, leaves, treedef)
@@ -213,12 +213,8 @@ class Function:
         own = owned.get(key)
         if own is None or own is stale:
             variants = self._threads.variants.setdefault(key, [])
-            match = next((v for v in variants if v.captures.hold()), None)
-            if stale is not None:
-                variants.append(stale)
-                del variants[:-MAX_VARIANTS]
-            if match is not None:
-                variants.remove(match)
+            match = stale is not None and _take_variant(variants, stale)
+            if match:
                 owned[key] = match
                 return match
             src = user_source()
@@ -231,6 +227,9 @@ class Function:
                         {"trace and load": time.perf_counter() - t0})
             if why is not None:
                 self._storm.note_outside(why, self.__name__, src)
+            if stale is not None:  # (kept: its values may come back)
+                variants.append(stale)
+                del variants[:-MAX_VARIANTS]
             owned[key] = own
         return own
 
@@ -268,11 +267,8 @@ class Function:
     def _variant(self, key, stale):
         """An earlier compile of signature `key` whose outside values are those of now (it
         replaces `stale` in the cache), or None."""
-        variants = self.variants.get(key, [])
-        match = next((v for v in variants if v.captures.hold()), None)
+        match = _take_variant(self.variants.get(key, []), stale)
         if match is not None:
-            variants.remove(match)
-            variants.append(stale)
             self.cache[key] = match
         return match
 
@@ -486,6 +482,16 @@ _LIBRARY_CALLER = {}  # code object -> whether it is another library's
 # libraries known to keep one call's gradient while they make the next: a user's function handed
 # to them (up to HOLDER_DEPTH frames below theirs) gets fresh arrays too
 HOLDERS, HOLDER_DEPTH = ("scipy.optimize",), 3
+
+
+def _take_variant(variants, stale):
+    """An earlier compile among `variants` whose outside values are those of now, taken out,
+    `stale` kept in its place; or None."""
+    match = next((v for v in variants if v.captures.hold()), None)
+    if match is not None:
+        variants.remove(match)
+        variants.append(stale)
+    return match
 
 
 _THREAD = threading.local()

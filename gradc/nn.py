@@ -12,8 +12,8 @@ from .errors import ArgumentError, ShapeError
 from .ir import Value
 from .ops import fn
 from .ops.registry import get_op
-from .capture import CONTENT_GUARD_SIZE
-from .trace import current_graph, traced
+from .capture import CONTENT_GUARD_SIZE, captured
+from .trace import _graph_of_values, current_graph, traced
 
 
 def _traced(function):
@@ -30,7 +30,7 @@ def _traced(function):
         graph = current_graph()
         given = (*args, *kwargs.values())
         if graph is not None and (any(isinstance(a, Value) for a in given) or any(
-                _arrays(a) and a.size > CONTENT_GUARD_SIZE and _captured(a, graph) is not None
+                _arrays(a) and a.size > CONTENT_GUARD_SIZE and captured(graph, a) is not None
                 for a in given)):
             args = [_in_graph(a, graph) for a in args]
             kwargs = {k: _in_graph(v, graph) for k, v in kwargs.items()}
@@ -40,12 +40,6 @@ def _traced(function):
 
 def _arrays(x):
     return isinstance(x, np.ndarray) and x.ndim > 0
-
-
-def _captured(x, graph):
-    """The graph input reading `x` where it is an array from outside the arguments, else None."""
-    from .capture import captured
-    return captured(graph, x) if _arrays(x) else None
 
 
 def _in_graph(x, graph):
@@ -59,7 +53,7 @@ def _graph_of(*args, **kwargs):
     if graph is not None and any(isinstance(a, (Value, np.ndarray))
                                  for a in (*args, *kwargs.values())):
         return graph
-    return next((a.graph for a in (*args, *kwargs.values()) if isinstance(a, Value)), None)
+    return _graph_of_values(*args, **kwargs)
 
 
 def _value(x):

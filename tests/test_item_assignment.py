@@ -529,8 +529,10 @@ def test_under_a_debuggers_tracer_a_store_still_counts_every_holder():
     lambda y: y.__setitem__(0, np.inf), lambda y: y.__setitem__(slice(0, 2), [np.nan, 1]),
     lambda y: y.__setitem__(0, 2 ** 33), lambda y: np.put(y, [0], [2 ** 33]),
     lambda y: np.r_[y, 2 ** 33], lambda y: np.insert(y, 1, np.inf),
-    lambda y: np.pad(y, 1, constant_values=np.nan), lambda y: np.prod(y, initial=np.inf)],
-    ids=["inf", "list_nan", "big_int", "put", "r_", "insert", "pad", "prod_initial"])
+    lambda y: np.pad(y, 1, constant_values=np.nan), lambda y: np.prod(y, initial=np.inf),
+    lambda y: y.__setitem__(0, 1e20), lambda y: np.pad(y, 1, constant_values=np.array(1e20))],
+    ids=["inf", "list_nan", "big_int", "put", "r_", "insert", "pad", "prod_initial",
+         "big_float", "pad_array"])
 def test_a_number_that_does_not_fit_an_integer_array_is_numpys_error(store):
     """Python numbers stored into an int32 array that do not fit it (inf, NaN, 2**33): NumPy
     raises; gradc cast them, storing INT_MIN or a wrapped value (fuzz41a). An array of them is

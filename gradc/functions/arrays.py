@@ -227,18 +227,12 @@ def _pad(array, pad_width, mode="constant", **kwargs):
         if kwargs.keys() - allowed:
             raise ValueError(f"unsupported keyword arguments for mode '{mode}': "
                              f"{set(kwargs) - allowed}")
-        values = _static(kwargs.get("constant_values", 0), "pad", "constant_values",
-                         "is not supported")
-        fn.check_scalars_into(values, x.dtype, "np.pad")
-        values = np.asarray(values)
+        values = np.asarray(_static(kwargs.get("constant_values", 0), "pad",
+                                    "constant_values", "is not supported"))
+        # (NumPy stores them as Python numbers, an array's too: out of range, inf, NaN raise)
+        fn.check_scalars_into(values.tolist(), x.dtype, "np.pad")
         if values.size == 1 or values.size == 2 and values.shape != (2, 1):
             values = values.ravel()
-        if x.dtype.kind in "iu" and values.dtype.kind in "iu" and values.size:
-            info = np.iinfo(x.dtype)  # (NumPy stores them as Python ints: out of range raises)
-            wrong = values[(values < info.min) | (values > info.max)]
-            if wrong.size:
-                raise ArgumentError(f"np.pad: Python integer {wrong.flat[0]} out of bounds for "
-                                    f"{x.dtype}")
         values = np.broadcast_to(values, (x.ndim, 2)).astype(x.dtype)
         for axis, ((before, after), fills) in enumerate(zip(pairs, values)):
             parts = []

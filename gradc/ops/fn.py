@@ -142,11 +142,12 @@ def check_scalars_into(values, dtype, what):
     if bad is not None:
         raise ArgumentError(f"{what}: cannot convert float {'NaN' if bad != bad else 'infinity'}"
                             f" to integer (NumPy's error, storing into a {dtype.name} array)")
-    info = np.iinfo(dtype)
-    bad = next((v for v in flat if isinstance(v, int) and not info.min <= v <= info.max), None)
+    info = np.iinfo(dtype)  # (a float by its integer part: y[0] = 1e20 raises too)
+    bad = next((v for v in flat if isinstance(v, (int, float)) and not isinstance(v, bool)
+                and not info.min <= int(v) <= info.max), None)
     if bad is not None:
-        raise ArgumentError(f"{what}: Python integer {bad} out of bounds for {dtype.name} "
-                            "(NumPy's OverflowError)")
+        raise ArgumentError(f"{what}: {'Python integer' if isinstance(bad, int) else 'float'} "
+                            f"{bad} out of bounds for {dtype.name} (NumPy's OverflowError)")
 
 
 def as_value(x, like: Value | None = None, graph=None):
