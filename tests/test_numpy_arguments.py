@@ -420,3 +420,31 @@ def test_accumulate_of_axis_none_is_numpys():
                                    ufunc.accumulate(x, axis=None))
         with pytest.raises(ValueError, match="multiple axes"):
             gradc.jit(lambda x: ufunc.accumulate(x, axis=None))(np.ones((2, 2)))
+
+
+@pytest.mark.parametrize("fun, error", [
+    (lambda b: np.gradient(b), TypeError),                  # boolean subtraction
+    (lambda b: np.correlate(b[0] * 1.0, b * 1.0), ValueError),  # a 0-d sequence
+    (lambda b: np.cov(np.stack([b, b]) * 1.0, ddof=1.5), ValueError),
+])
+def test_calls_numpy_refuses_are_refused_where_gradc_answered(fun, error):
+    """fuzz41a: these gave numbers under gradc; NumPy raises, and so does gradc, naming the line."""
+    b = np.array([True, False, True, True])
+    with pytest.raises(error):
+        fun(b)
+    with pytest.raises(error) as excinfo:
+        gradc.jit(fun)(b)
+    assert isinstance(excinfo.value, gradc.GradcError)
+    assert str(excinfo.value).startswith(THIS_FILE), str(excinfo.value)
+
+
+def test_argsort_and_put_of_a_0d_array_are_numpys():
+    """NumPy sorts a 0-d array as one element and puts into its only element (gradc refused)."""
+    def f(x):
+        y = (x[1:2] * 2.0).reshape(())
+        np.put(y, [0, 0], [7.0, x[2]])  # (the last value wins)
+        return np.argsort(x[0]), np.argsort(x[0], axis=None), y, np.cov(x, ddof=2.0)
+    x = np.array([3.0, 1.0, 2.0, 5.0])
+    for got, want in zip(gradc.jit(f)(x), f(x)):
+        np.testing.assert_array_equal(got, want)
+        assert np.shape(got) == np.shape(want)

@@ -265,6 +265,9 @@ def _correlate(a, v, mode="valid"):
     """np.correlate of 1-D real sequences: convolve with v reversed (NumPy's own relation),
     the result reversed where v is the longer, as NumPy's is."""
     a, v = fn.promote(array_arg(a, v), array_arg(v, a))
+    if a.ndim == 0 or v.ndim == 0:  # (np.convolve takes them as 1-D; np.correlate does not)
+        raise ShapeError("np.correlate: object of too small depth for desired array (NumPy's "
+                         "refusal of a 0-d argument); pass 1-D sequences")
     if v.ndim == 1 and a.ndim == 1 and v.shape[0] > a.shape[0]:
         out = _convolve(v, fn.slice_(a, (a.shape[0] - 1,), (-1,), (-1,)), mode, "correlate")
         return fn.slice_(out, (out.shape[0] - 1,), (-1,), (-1,))

@@ -146,6 +146,8 @@ def _cov(m, y=None, rowvar=True, bias=False, ddof=None, fweights=None, aweights=
         x, other = fn.promote(x, other)
         x = fn.concatenate([x, other], 0)
     n = x.shape[1]
+    if ddof is not None and ddof != int(ddof):
+        raise ArgumentError(f"np.cov: ddof must be integer, got {ddof} (NumPy's refusal)")
     ddof = (0 if bias else 1) if ddof is None else ddof
     weights = [_cov_weights(w, n, x, name) for w, name in ((fweights, "fweights"),
                                                             (aweights, "aweights"))]
@@ -639,7 +641,9 @@ def argsort(x, axis):
 def _argsort(a, axis=-1, kind=None, order=None, *, stable=None):
     """np.argsort, always stable (equal keys keep their order: NumPy's kind='stable')."""
     _check_sort_args("argsort", kind, order, stable)
-    x, axis = _flat_or_axis(array_arg(a), axis)
+    x = array_arg(a)
+    x, axis = _flat_or_axis(fn.reshape(x, (1,)) if x.ndim == 0 else x, axis)  # (NumPy's: 0-d
+    # sorts as one element)
     return argsort(x, axis)
 
 
@@ -918,6 +922,9 @@ def _gradient(*varargs, f, axis=None, edge_order=1):
     with NumPy's formulas and order of operations; a tuple for several axes. (f by name: the
     call is bound to NumPy's signature, whose *varargs come positionally, trace._bind.)"""
     f = array_arg(f)
+    if f.dtype == np.bool_:
+        raise ArgumentError("np.gradient of a boolean array: NumPy refuses boolean subtraction "
+                            "(TypeError); cast it first, f.astype(np.int8)")
     axes = (tuple(range(f.ndim)) if axis is None else  # (in the order given, as NumPy's)
             tuple(fn.normalize_axis(a, f.ndim) for a in (axis if isinstance(axis, (tuple, list))
                                                          else (axis,))))

@@ -33,7 +33,10 @@ def _store_at(a, positions, values):
             return
         cycle = np.arange(positions.size) % values.size
         values = fn.take(flat, cycle, axis=0) if isinstance(flat, Value) else flat[cycle]
-    _setitem(a, np.unravel_index(positions, a.shape), values)
+    if a.ndim == 0:  # (np.put into a 0-d array: every position is its element; the last wins)
+        _setitem(a, (), values[-1])
+    else:
+        _setitem(a, np.unravel_index(positions, a.shape), values)
 
 
 def _copyto(dst, src, casting="same_kind", where=True):
