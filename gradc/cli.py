@@ -157,6 +157,7 @@ def _one_line(e):
 
 def cmd_compile(ns):
     from . import aot
+    from .errors import GradcError
     train_only = (ns.lr, ns.momentum, ns.weight_decay, ns.clip_norm)
     if ns.train is None and (any(v is not None for v in train_only) or ns.check_finite):
         raise CliError("--lr, --momentum, --weight-decay, --clip-norm and --check-finite go with "
@@ -186,6 +187,12 @@ def cmd_compile(ns):
                            target=ns.target_device)
     except aot.AotError as e:
         raise CliError(str(e)) from e
+    except GradcError as e:
+        if not getattr(e, "aux_advice", None):
+            raise
+        raise CliError(str(e).replace(
+            e.aux_advice, "; gradc compile writes modules of a loss alone: return the loss, and "
+            "write what else it computes in a --jit module of its own")) from e
     if not ns.quiet:
         print(f"gradc: wrote {ns.output}")
 

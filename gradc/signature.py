@@ -266,6 +266,9 @@ def defined_at(fun):
             if code is not None else "")
 
 
+AUX_ADVICE = "; to return more beside the loss, use has_aux=True and return (loss, aux)"
+
+
 def check_loss_output(out_tree, outs, has_aux, fun, src):
     """What a differentiated function returned (`out_tree`, its array leaves `outs`, traced) is
     one loss, or with has_aux=True a pair (loss, aux) whose aux is a pytree of arrays."""
@@ -277,10 +280,11 @@ def check_loss_output(out_tree, outs, has_aux, fun, src):
                 f"(return {float(out_tree[1])!r} for a constant loss, whose gradient is zeros)",
                 source=src)
         if len(outs) != 1 or out_tree not in (pytree.LEAF, pytree.FLOAT):  # ((loss, 0.5))
-            raise NonDifferentiableError(
+            e = NonDifferentiableError(
                 f"grad needs a function that returns one scalar, got {pytree.describe(out_tree)}"
-                "; to return more beside the loss, use has_aux=True and return (loss, aux)",
-                source=src)
+                + AUX_ADVICE, source=src)
+            e.aux_advice = AUX_ADVICE  # (`gradc compile`, which has no has_aux, advises else)
+            raise e
         check_scalar_output(outs[0], src)
         return
     pair = out_tree[0] in ("tuple", "list") and len(out_tree[1]) == 2

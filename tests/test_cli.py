@@ -162,6 +162,22 @@ def test_gradc_errors_name_the_users_line(small, tmp_path, capsys):
     assert f"cli_small.py:{line_of(small, 'np.fft.fft')}: np.fft.fft is not supported" in err
 
 
+def test_a_loss_returning_more_is_told_what_the_cli_can_do(tmp_path, capsys):
+    """The library's advice (has_aux=True) is no option of `gradc compile` (fuzz41b)."""
+    path = write(tmp_path, "cli_aux.py", """
+        import numpy as np
+        def loss(w, x):
+            r = x @ w
+            return np.mean(r * r), r
+        def args():
+            return np.ones(3), np.ones((2, 3))
+        """)
+    status, _, err = run_cli(capsys, "compile", f"{path}:loss", "--example", f"{path}:args",
+                             "-o", tmp_path / "out.py")
+    assert status == 2 and err.count("\n") == 1
+    assert "returns one scalar" in err and "--jit module" in err and "has_aux" not in err
+
+
 def test_debug_shows_the_traceback(small, capsys):
     with pytest.raises(cli.CliError, match="raised RuntimeError"):
         cli.main(["check", f"{small}:loss", "--example", f"{small}:raises", "--debug"])
