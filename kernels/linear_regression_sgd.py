@@ -1158,9 +1158,12 @@ class TrainStep(Compiled):
 
     @lr.setter
     def lr(self, value):
-        if not 0.0 <= float(value) < float("inf"):  # (as gradc.optim: -1 did gradient ascent)
+        if (isinstance(value, (bool, np.bool_))  # (as gradc.optim's: a number, not "0.1" or
+                or not isinstance(value, (int, float, np.integer, np.floating))):  # an array)
+            raise TypeError(f"lr={value!r}: give a number (a {type(value).__name__} is not one)")
+        if not 0.0 <= float(value) < float("inf"):  # (-1 did gradient ascent)
             raise ValueError(f"lr={value!r}: the learning rate must be a number >= 0")
-        self.hyper.lr = value
+        self.hyper.lr = float(value)
 
     def __call__(self, *args, **kwargs):
         args = _positional(NAME, args, kwargs)

@@ -408,6 +408,12 @@ def test_train_module_matches_gradc_train_step_for_50_steps(tmp_path):
 
     with pytest.raises(ValueError, match="learning rate"):  # (as gradc.optim: not ascent)
         step.lr = -1.0
+    for bad_lr in (np.array(0.1), "0.1", True):  # (as gradc.optim's opt.lr: a number; fuzz41b)
+        with pytest.raises(TypeError, match="give a number"):
+            step.lr = bad_lr
+    step.lr = np.float32(0.5)
+    assert type(step.lr) is float and step.lr == np.float32(0.5)
+    step.lr = opt.lr
 
     with pytest.raises(ValueError, match="x must be float32"):
         step(p_aot, x[:31], y[:31])
