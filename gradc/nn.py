@@ -93,10 +93,10 @@ def _composite(op, keepdims_out):
             x = np.asarray(x)
             if not np.issubdtype(x.dtype, np.floating):
                 x = x.astype(np.float64)
-            axes = fn.normalize_axes(axis, x.ndim)
+            axes = fn.normalize_axes(axis, x.ndim, sequence=True)
             out = get_op(op).ref(x, axes=axes)
             return out if keepdims or not keepdims_out else np.squeeze(out, axis=axes)
-        axes = fn.normalize_axes(axis, x.ndim)
+        axes = fn.normalize_axes(axis, x.ndim, sequence=True)
         if any(x.shape[a] == 0 for a in axes):  # (else refused later, without the line)
             raise ShapeError(f"gradc.nn.{op} over an axis of length 0 (shape {x.shape}): its "
                              "max-shift has no maximum there (NumPy's max raises too); pass "

@@ -1026,8 +1026,6 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
     if method == "reduce" and ufunc in _REDUCTIONS:  # (np.add.reduce(x, axis=0, ...))
         (array,) = inputs
         kwargs.setdefault("axis", 0)
-        if isinstance(kwargs["axis"], (list, tuple)):  # (NumPy's tuple of axes)
-            kwargs["axis"] = tuple(kwargs["axis"])
         return FUNCTIONS[_REDUCTIONS[ufunc]](array, **kwargs)
     if method == "reduce" and ufunc in (np.logaddexp, np.logaddexp2) and set(kwargs) <= {
             "axis", "keepdims"}:  # (log(sum(exp(x))), as gradc.nn.logsumexp: one stable op)

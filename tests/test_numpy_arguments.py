@@ -448,3 +448,32 @@ def test_argsort_and_put_of_a_0d_array_are_numpys():
     for got, want in zip(gradc.jit(f)(x), f(x)):
         np.testing.assert_array_equal(got, want)
         assert np.shape(got) == np.shape(want)
+
+
+@pytest.mark.parametrize("expr", [
+    "np.sum(x, axis=[1])", "x.mean(axis=[0, 1])", "np.max(x, axis=[1])", "np.any(x, axis=[1])",
+    "np.var(x, axis=[1])", "np.prod(x, axis=[1])", "np.nansum(x, axis=[1])",
+    "np.nanmax(x, axis=[1])", "np.ptp(x, axis=[1])", "np.count_nonzero(x, axis=[1])",
+    "np.squeeze(x[:1], axis=[0])", "np.add.reduce(x, axis=[1])",
+    "np.logaddexp.reduce(x, axis=[1])", "np.concatenate([x, x], axis=[1])",
+    "np.linalg.vector_norm(x, axis=[1])",
+    # (and those NumPy takes a list of axes for)
+    "np.median(x, axis=[1])", "np.quantile(x, 0.5, axis=[1])", "np.average(x, axis=[1])",
+    "np.flip(x, [1])", "np.expand_dims(x, [0])", "np.roll(x, 1, axis=[1])",
+    "gradc.nn.softmax(x, axis=[1])",
+])
+def test_a_list_of_axes_is_taken_where_numpy_takes_one(expr):
+    """NumPy's reductions refuse axis=[1] (TypeError); gradc reduced (fuzz41a). Functions
+    written in Python on normalize_axis_tuple take one."""
+    x = np.arange(6.0).reshape(2, 3) + 1
+    f = eval("lambda x: " + expr)
+    if expr.startswith("gradc.nn"):
+        want = gradc.nn.softmax(x, axis=(1,))
+    else:
+        try:
+            want = f(x)
+        except TypeError:
+            with pytest.raises(gradc.ArgumentError, match="as a tuple"):
+                gradc.jit(f)(x)
+            return
+    np.testing.assert_allclose(gradc.jit(f)(x), want, rtol=1e-12)

@@ -331,7 +331,7 @@ def _reversed_axes(x, axes):
 
 def _flip(m, axis=None):
     x = array_arg(m)
-    return _reversed_axes(x, fn.normalize_axes(axis, x.ndim))
+    return _reversed_axes(x, fn.normalize_axes(axis, x.ndim, sequence=True))
 
 
 def _fliplr(m):

@@ -219,7 +219,7 @@ def _trapezoid(y, x=None, dx=1.0, axis=-1):
 def _average(a, axis=None, weights=None, returned=False, *, keepdims=ABSENT):
     x = array_arg(a, weights)
     keep = _keep(keepdims)
-    axes = fn.normalize_axes(axis, x.ndim)
+    axes = fn.normalize_axes(axis, x.ndim, sequence=True)
     if weights is None:
         avg = fn.mean(x, axes, keep)
         scale = fn.full(x.graph, avg.shape, x.size // max(avg.size, 1), avg.dtype)
@@ -686,7 +686,7 @@ def _lanes(a, axis, dtype):
     """x in `dtype` with the reduced axes merged last and sorted, its NaN flag per lane, and the
     axes."""
     x = fn.astype(array_arg(a), dtype)
-    axes = fn.normalize_axes(axis, x.ndim)
+    axes = fn.normalize_axes(axis, x.ndim, sequence=True)
     if _count(x, axes) == 0:
         raise ShapeError("a median or quantile of an empty slice has no value; pass non-empty "
                          "arrays")

@@ -468,11 +468,17 @@ def normalize_axis(axis, ndim):
     return a % ndim
 
 
-def normalize_axes(axis, ndim):
+def normalize_axes(axis, ndim, sequence=False):
+    """Sorted axes in range(ndim) from None (every axis), an int or a tuple of ints. A list
+    only where `sequence` (np.flip, np.median...): NumPy's reductions refuse one."""
     if axis is None:
         return tuple(range(ndim))
     if isinstance(axis, (int, np.integer)):
         axis = (axis,)
+    elif isinstance(axis, list) and not sequence:
+        raise ArgumentError(f"axis={axis!r}: 'list' object cannot be interpreted as an integer "
+                            f"(NumPy's TypeError); give several axes as a tuple, "
+                            f"axis={tuple(axis)!r}")
     out = [normalize_axis(a, ndim) for a in axis]
     if len(set(out)) != len(out):
         raise ShapeError(f"repeated axis in {axis}")
