@@ -801,6 +801,73 @@ def _median(a, axis=None, out=None, overwrite_input=False, keepdims=False):
     return fn.reshape(y, shape)
 
 
+# np.nanmedian and friends: the same sorted lanes, read at positions of each lane's count of
+# numbers (NaNs sort last, so its first `count` elements are its numbers): traced positions
+
+def _nan_positions(a, axis, dtype):
+    """(x, axes, ordered lanes, each lane's count of numbers (float64, keepdims)) of a
+    nan-ignoring median or quantile."""
+    x, axes, ordered, _ = _lanes(a, axis, dtype)
+    if not np.issubdtype(ordered.dtype, np.floating):  # (no NaN: every element counts)
+        count = fn.full(x.graph, ordered.shape[:-1] + (1,), ordered.shape[-1], np.float64)
+    else:
+        count = fn.sum(fn.astype(fn.compare("equal", ordered, ordered), np.float64), -1,
+                       keepdims=True)
+    return x, axes, ordered, count
+
+
+def _at(ordered, position):
+    """ordered[..., position] at float positions (whole numbers; clipped into the lane)."""
+    n = ordered.shape[-1]
+    index = fn.astype(fn.clip(position, 0, n - 1), np.int64)
+    return fn.take_along_axis(ordered, index, -1)
+
+
+def _nanmedian(a, axis=None, out=None, overwrite_input=False, keepdims=False):
+    """np.nanmedian: the median of each lane's numbers (the mean of the middle one or two);
+    NaN where a lane has none (NumPy warns "All-NaN slice")."""
+    no_out(out, "nanmedian")
+    x, axes, ordered, count = _nan_positions(a, axis, _result_dtype("nanmedian", a))
+    half = (count - 1.0) * 0.5
+    middle = fn.concatenate([_at(ordered, np.floor(half)), _at(ordered, np.ceil(half))], -1)
+    y = fn.where(fn.compare("equal", count, 0.0), np.nan, fn.mean(middle, -1, keepdims=True))
+    shape = (_keepdims_shape(x, axes) if keepdims else
+             tuple(d for i, d in enumerate(x.shape) if i not in axes))
+    return fn.reshape(y, shape)
+
+
+def _nan_quantiles(name, scale):
+    def impl(a, q, axis=None, out=None, overwrite_input=False, method="linear",
+             keepdims=False, *, weights=None):
+        """np.nanquantile / np.nanpercentile with the linear method (NumPy's default): each
+        lane's quantile of its numbers alone."""
+        no_out(out, name)
+        if weights is not None:
+            raise UnsupportedOpError(f"np.{name}(weights=...) is not supported")
+        if method != "linear":
+            raise UnsupportedOpError(f"np.{name}(method={method!r}): gradc traces the linear "
+                                     f"method (the default) of np.{name}; np.{name[3:]} takes "
+                                     "every method where there is no NaN")
+        qs = _static_q(q, name, scale)
+        dtype = np.dtype(_result_dtype(name, a, q))
+        given = np.dtype(a.dtype if isinstance(a, Value) else np.asarray(a).dtype)
+        x, axes, ordered, count = _nan_positions(a, axis, given if given.kind == "f" else dtype)
+        index = (count - 1.0) * fn.as_value(qs.reshape(-1), count)  # (a lane per q, last)
+        lo = np.floor(index)
+        t = fn.astype(index - lo, dtype)
+        below = _at(ordered, lo)
+        above = _at(ordered, fn.minimum(lo + 1.0, count - 1.0))  # (not a NaN past the numbers)
+        diff = fn.astype(above - below, dtype)  # (NumPy's lerp, as np.quantile's)
+        below, above = fn.astype(below, dtype), fn.astype(above, dtype)
+        y = fn.where(t >= 0.5, above - diff * (1 - t), below + diff * t)
+        y = fn.where(fn.broadcast_to(fn.compare("equal", count, 0.0), y.shape), np.nan, y)
+        y = fn.moveaxis(y, -1, 0)
+        shape = (_keepdims_shape(x, axes) if keepdims else
+                 tuple(d for i, d in enumerate(x.shape) if i not in axes))
+        return fn.reshape(y, qs.shape + shape)
+    impl.__name__ = f"_{name}"
+    return impl
+
 
 # ---------------------------------------------------------------------------------------------
 # searching sorted values, interpolating, differences
@@ -1004,7 +1071,9 @@ FUNCTIONS = {
     np.count_nonzero: _count_nonzero, np.nansum: _nansum, np.nanmean: _nanmean,
     np.nanmax: _nan_extremum("nanmax"), np.nanmin: _nan_extremum("nanmin"), np.nanprod: _nanprod,
     np.nancumsum: _nan_cum("nancumsum"), np.nancumprod: _nan_cum("nancumprod"),
-    np.nanvar: _nan_var("nanvar"), np.nanstd: _nan_var("nanstd"),
+    np.nanvar: _nan_var("nanvar"), np.nanstd: _nan_var("nanstd"), np.nanmedian: _nanmedian,
+    np.nanquantile: _nan_quantiles("nanquantile", 1),
+    np.nanpercentile: _nan_quantiles("nanpercentile", 100),
     np.searchsorted: _searchsorted, np.digitize: _digitize, np.interp: _interp,
     np.gradient: _gradient,
 }

@@ -697,3 +697,50 @@ def test_norms_at_zero_and_of_empty_arrays_and_squared_roots():
     rbf = lambda x, y: np.exp(-0.5 * np.linalg.norm(x - y) ** 2)  # noqa: E731
     np.testing.assert_allclose(gradc.jacobian(gradc.grad(rbf), argnums=1)(zero, zero), eye,
                                atol=1e-15)
+
+
+def test_nanmedian_nanquantile_nanpercentile_as_numpy():
+    """np.nanmedian / nanquantile / nanpercentile (refused before): each lane's median or
+    quantile of its numbers alone, NaN for a lane of NaNs; ranks, axes, keepdims, q of any
+    shape, float32/float64/int data, ties. The reference interpreter over the argument space,
+    one compiled program bit for bit, and gradients as JAX's (0 at the NaNs)."""
+    rng = _rng("nanmedian")
+    with _quiet():
+        for trial in range(60):
+            shape = tuple(int(d) for d in rng.integers(1, 5, size=rng.integers(1, 4)))
+            dtype = (np.float64, np.float32, np.int64)[trial % 3]
+            x = (rng.standard_normal(shape) * 3).astype(dtype)
+            if dtype != np.int64:
+                x[rng.random(shape) < 0.35] = np.nan
+                if trial % 5 == 0:
+                    x = np.round(x)  # (ties)
+            axis = (None, 0, -1, (0, len(shape) - 1))[trial % 4]
+            if isinstance(axis, tuple) and len(set(a % len(shape) for a in axis)) < 2:
+                axis = None
+            keepdims = bool(trial % 2)
+            q = (0.5, [0.1, 0.9], 0.0, 1.0, np.array([[0.25, 0.3]]))[trial % 5]
+            calls = {"nanmedian": lambda x: np.nanmedian(x, axis=axis, keepdims=keepdims),
+                     "nanquantile": lambda x: np.nanquantile(x, q, axis=axis, keepdims=keepdims),
+                     "nanpercentile": lambda x: np.nanpercentile(x, percents, axis=axis,
+                                                                 keepdims=keepdims)}
+            # (a Python float: NumPy's dtype for np.float64(q) beside float32 data depends on
+            # whether a NaN is there: float32 if so, float64 if not. gradc's is the latter)
+            percents = q * 100 if isinstance(q, float) else np.multiply(q, 100)
+            for name, f in calls.items():
+                want = f(x)
+                got = _interpret(f, x)
+                what = f"{name} of {dtype.__name__}{shape} axis={axis} q={q}"
+                assert np.shape(got) == np.shape(want) and got.dtype == want.dtype, what
+                np.testing.assert_array_equal(got, want, err_msg=what)
+        x = np.array([[1.0, np.nan, 3.0, 2.5], [np.nan] * 4, [4.0, 1.0, 2.0, 3.0]])
+        both = gradc.jit(lambda x: (np.nanmedian(x, axis=1), np.nanquantile(x, [0.0, 0.4, 1.0], 1),
+                                    np.nanpercentile(x.astype(np.float32), 40, axis=0)))
+        for got, want in zip(both(x), (np.nanmedian(x, axis=1), np.nanquantile(x, [0, 0.4, 1], 1),
+                                       np.nanpercentile(x.astype(np.float32), 40, axis=0))):
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+        g = gradc.grad(lambda x: np.nansum(np.nanmedian(x, axis=1))
+                       + np.nansum(np.nanquantile(x, 0.4, axis=1)))(x)
+    np.testing.assert_allclose(g, [[0.2, 0, 0, 1.8], [0, 0, 0, 0], [0, 0, 1.3, 0.7]], atol=1e-12)
+    with pytest.raises(gradc.UnsupportedOpError, match="linear"):
+        gradc.jit(lambda x: np.nanquantile(x, 0.5, method="nearest"))(x)
