@@ -759,7 +759,9 @@ class OutsideWalk:
                     or (id(path.root), path.steps[:-1], _length(value)) in read_to_end
                     or names.methods & _WALK_METHODS
                     or names.globals & _SIZED_BUILTINS or names.methods & _LOOKUP_METHODS
-                    or _FROM_THE_END in names.keys)):
+                    or _FROM_THE_END in names.keys
+                    or names.keys and hasattr(value[0], "__missing__"))):  # (a key it lacked
+                # was served by __missing__, a default: one added later is another value)
                 continue  # (a list the trace appends to is a log, not what a loop runs over;
                 # a list's or dict's size matters where the code walks or measures one)
             if (type(value) in (_PLAIN + (frozenset, types.CodeType))
@@ -981,7 +983,7 @@ class OutsideWalk:
                          if hasattr(value, k)]
             # (what the class holds and the object does not: `training = True` in the class)
             items += _class_items(type(value), name, attrs or ())
-            if type(value) in _SERVED_MAPPINGS:  # (its entries as it serves them, cm["W"],
+            if _serves_plainly(value):  # (its entries as it serves them, cm["W"],
                 # first, then where it keeps them: cm.maps[1]["W"] is shadowed by cm["W"] = W2;
                 # not another class's: its lookup may load a checkpoint's every weight)
                 items = [(f"{name}[{k!r}]", "item", k, v) for k, v in _served(value)] + items
@@ -1000,6 +1002,13 @@ class OutsideWalk:
 # mappings that are no dict whose lookup reads what they hold, with no other effect
 _SERVED_MAPPINGS = (collections.ChainMap, collections.UserDict, types.MappingProxyType,
                     weakref.WeakValueDictionary)
+
+
+def _serves_plainly(x):
+    """Whether x is one of _SERVED_MAPPINGS, or of a subclass that keeps its lookup (a
+    UserDict with a __missing__ default)."""
+    base = next((m for m in _SERVED_MAPPINGS if isinstance(x, m)), None)
+    return base is not None and type(x).__getitem__ is base.__getitem__
 
 
 def _served(mapping):
@@ -1055,7 +1064,7 @@ def _children(value, name, first=0):
         if isinstance(value, weakref.ref):
             referent = value()
             return [] if referent is None else [(f"{name}()", "ref", None, referent)]
-        if isinstance(value, dict) or type(value) in _SERVED_MAPPINGS:
+        if isinstance(value, dict) or _serves_plainly(value):
             return [(f"{name}[{k!r}]", "item", k, value[k])
                     for k in itertools.islice(value.keys(), first, None)]
         if isinstance(value, (set, frozenset)) or hasattr(type(value), "__next__") and not (

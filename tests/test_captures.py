@@ -1024,6 +1024,32 @@ def test_numbers_and_arrays_behind_other_mappings_and_weak_references_are_read_l
     assert f._last_call.match(((x,), {}))  # (the fast path follows them too)
 
 
+class _WithDefault(dict):
+    def __missing__(self, key):
+        return 1.0
+
+
+class _UserWithDefault(collections.UserDict):
+    def __missing__(self, key):
+        return 4.0
+
+
+@pytest.mark.parametrize("mapping", [_WithDefault, _UserWithDefault])
+def test_a_key_served_by_missing_and_added_later_is_seen(mapping):
+    """A mapping with __missing__ (a default for an absent key): the key added after the trace
+    (a number, then an array) was never seen: the default stayed compiled in (fuzz41d)."""
+    cfg = mapping()
+    f = gradc.jit(lambda x: x * cfg["scale"])
+    x = np.ones(2)
+    for value in (None, 3.0, np.array([5.0, 6.0]), None):
+        if value is None:
+            if "scale" in cfg:
+                del cfg["scale"]
+        else:
+            cfg["scale"] = value
+        np.testing.assert_array_equal(f(x), x * cfg["scale"])
+
+
 class _Aliased:
     def __init__(self):
         self.layers = [_Layer(0.5, np.full(3, 2.0)), _Layer(1.0, np.ones(3))]
