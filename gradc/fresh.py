@@ -20,6 +20,7 @@ import ctypes
 import inspect
 import sys
 import types
+import warnings
 
 import numpy as np
 
@@ -73,7 +74,13 @@ class Fresh(np.ndarray):
             return _in_place(self, ufunc, inputs, kwargs, refs - _held_here(self),
                              sys._getframe(1))
         kwargs = {k: _plain(v, traced) for k, v in kwargs.items()}
-        out = getattr(ufunc, method)(*(_plain(x, traced) for x in inputs), **kwargs)
+        with warnings.catch_warnings(record=True) as caught:  # (NumPy's RuntimeWarnings, a
+            warnings.simplefilter("always")  # log of 0, at the user's line, not this one)
+            out = getattr(ufunc, method)(*(_plain(x, traced) for x in inputs), **kwargs)
+        if caught:
+            from .trace import warn_at_user_line
+            for found in caught:
+                warn_at_user_line(found.message)
         if given is not None and not traced:  # (NumPy returns out= itself: `k += 1` keeps k)
             return given[0] if len(given) == 1 else given
         return out

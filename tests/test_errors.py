@@ -1276,3 +1276,18 @@ def test_numpys_shape_refusals_and_dtype_questions_answer_as_numpy_does():
 
     xf, w = np.ones(3, np.float32), np.ones(3)
     assert gradc.jit(generic)(xf, w) == generic(xf, w)
+
+
+def logs_of_zeros_it_made(x):
+    zeros = np.zeros(3)
+    return x + np.log(zeros)  # LOG-OF-ZEROS
+
+
+def test_numpys_warning_on_an_array_the_trace_made_names_the_users_line():
+    """NumPy's RuntimeWarning while tracing, on an array the function made (np.log of its own
+    np.zeros), was shown at gradc's fresh.py (fuzz41b)."""
+    with pytest.warns(RuntimeWarning, match="divide by zero") as caught:
+        np.testing.assert_array_equal(gradc.jit(logs_of_zeros_it_made)(X3), np.full(3, -np.inf))
+    found = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert found and all(os.path.basename(w.filename) == THIS_FILE
+                         and w.lineno == line_of("LOG-OF-ZEROS") for w in found)
