@@ -120,9 +120,10 @@ class Path(NamedTuple):
             as_attribute = served and key in attributes
             if kind == "global":
                 found = key in names.globals
-            elif kind == "item":  # (a key the code names, or any, where it walks items)
-                found = (key in names.keys or bool(names.methods & _WALK_METHODS)
-                         or as_attribute)
+            elif kind == "item":  # (a key the code names, or any, where it walks items:
+                found = (key in names.keys or bool(names.methods & _WALK_METHODS)  # d.items(),
+                         or as_attribute or i and steps[i - 1][1] in names.iterated)  # for k
+                # in d: d[k], f(**d))
             elif i and steps[i - 1][0] == "global":  # (wmod.W; m.s read as self.s in m.fwd;
                 found = ((steps[i - 1][1], key) in names.global_attrs  # self.act(x) there;
                          or key in names.attrs  # self.block(x) of a global model, called
@@ -337,7 +338,7 @@ ABSENT = object()  # a held global that did not exist: undone by deleting it
 # what runs over a sequence's items: a for loop, unpacking (a, b = pair), a starred argument
 # (f(*shape)) or list display ([*xs])
 _WALKS_ITS_ITEMS = frozenset({"GET_ITER", "UNPACK_SEQUENCE", "UNPACK_EX", "LIST_EXTEND",
-                              "CALL_FUNCTION_EX"})
+                              "CALL_FUNCTION_EX", "DICT_MERGE", "DICT_UPDATE"})  # (f(**cfg))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -407,7 +408,7 @@ WAYS_WALKED = 3
 BEYOND_LIMIT = 10_000
 # outside arrays up to this many elements are copied when found, to see a change in place
 SNAPSHOT_SIZE = 4096
-_PLAIN = (bool, int, float, complex, str, type(None))
+_PLAIN = (bool, int, float, complex, str, type(None), slice, range)  # (x[WINDOW], a slice)
 # what tells that code walks or measures a list or dict (besides `for x in self.layers`)
 _WALK_METHODS = frozenset({"items", "values", "keys"})
 # ...or reads entries that may come and go (d.get("k", default), `k in d`), and what a negative
@@ -422,7 +423,7 @@ _GUARDED_CALLABLES = (types.FunctionType, types.BuiltinFunctionType, np.ufunc, f
 # self.pool = np.mean swapped for np.sum was not seen)
 _NUMPY_PLAIN = (np.number, np.bool_)  # (NumPy's scalars: np.float32(1e-5))
 # (and enum members: self.mode = Mode.TRAIN, compared as numbers are)
-_PLAIN_INSTANCES = _NUMPY_PLAIN + (enum.Enum,)
+_PLAIN_INSTANCES = _NUMPY_PLAIN + (enum.Enum, np.dtype)  # (a dtype: x.astype(DTYPE))
 
 
 def _carried(fun):
@@ -449,6 +450,18 @@ def _read_to_end(read):
             if kind == "item" and isinstance(key, int):
                 ends.add((id(path.root), path.steps[:i], key + 1))
     return ends
+
+
+def _numbers(length_path):
+    """Whether the list or tuple whose length `length_path` ends at holds numbers alone (up
+    to 64 of them: its length matters wherever the code names it)."""
+    try:
+        container = Path(length_path.root, length_path.steps[:-1]).follow()
+    except Exception:  # noqa: BLE001 - (gone since)
+        return False
+    return isinstance(container, (list, tuple, collections.deque)) and all(
+        type(v) in _PLAIN or isinstance(v, _NUMPY_PLAIN)
+        for v in itertools.islice(container, 64))
 
 
 def _container_names(name, path):
@@ -755,7 +768,9 @@ class OutsideWalk:
             if not path.named_in(names, called=callable(value)):
                 continue
             if path.steps[-1][0] == "len" and (value != first or not (
-                    _container_names(name, path) & names.iterated
+                    _numbers(path)  # (coefficients NumPy walks, np.polyval(COEFFS, x); not
+                    # a buffer of arrays read by index, which may grow)
+                    or _container_names(name, path) & names.iterated
                     or (id(path.root), path.steps[:-1], _length(value)) in read_to_end
                     or names.methods & _WALK_METHODS
                     or names.globals & _SIZED_BUILTINS or names.methods & _LOOKUP_METHODS
@@ -766,6 +781,7 @@ class OutsideWalk:
                 # a list's or dict's size matters where the code walks or measures one)
             if (type(value) in (_PLAIN + (frozenset, types.CodeType))
                     or isinstance(value, _PLAIN_INSTANCES) or type(value) in _GUARDED_CALLABLES
+                    or isinstance(value, type)
                     or path.steps[-1][0] in ("len", "type", "called")):
                 # (what the trace itself changed: the value it read, so that the next call,
                 # which finds the new one, traces again as NumPy's code runs again; `if
@@ -903,6 +919,10 @@ class OutsideWalk:
                 for label, steps, item in _carried(value):
                     self._consider(item, f"{name}.{label}", depth - 1,
                                    Path(path.root, path.steps + steps), outside)
+            return
+        if isinstance(value, type) and not _users(value):  # (DTYPE = np.float32 given to
+            if path.steps and outside:  # x.astype: compiled in; guarded as it is)
+                self.plain.append((name, value, path))
             return
         if type(value).__module__.startswith("gradc"):
             return  # (gradc's own objects: a compiled function, an optimizer)
@@ -1045,7 +1065,8 @@ def _class_items(cls, name, instance_attrs):
             if isinstance(value, staticmethod):  # (read through the object: the function;
                 value = value.__func__  # C.act = staticmethod(f) swapped was not seen)
             if key not in seen and not key.startswith("__") and (
-                    type(value) in _PLAIN or isinstance(value, (np.ndarray, np.generic))
+                    type(value) in _PLAIN or isinstance(value, (np.ndarray, np.generic, np.dtype))
+                    or isinstance(value, type) and not _users(value)  # (DTYPE = np.float32)
                     or type(value) is types.FunctionType  # (a method: Base.act = ... patched)
                     or type(value) in (list, dict, tuple)):  # (a class-level config or table)
                 seen.add(key)

@@ -2277,3 +2277,40 @@ def test_a_compiled_call_waits_for_another_threads_trace_that_holds_a_placeholde
     assert isinstance(results[0], np.ndarray), results
     # (before the grad call wrote self.rm back, or after: the values either way)
     assert np.allclose(results[0], x) or np.allclose(results[0], x - model.rm), results
+
+
+DTYPE, WINDOW, COEFFS, HYPER = np.float32, slice(0, 2), [1.0, 2.0], {"a": 1.0, "b": 2.0}
+
+
+def _hyper_sum(x, a, b):
+    return x * a + b
+
+
+def _settings_reads(x):
+    total = 0.0
+    for key in HYPER:  # (HYPER[key]: no key the code names)
+        total = total + x * HYPER[key]
+    return ((x * 1.5).astype(DTYPE), x[WINDOW], np.polyval(COEFFS, x), total,
+            _hyper_sum(x, **HYPER))
+
+
+def test_dtypes_slices_number_lists_and_dicts_walked_by_the_code_are_guarded():
+    """fuzz42b: a global dtype given to .astype, a slice as an index, a list of coefficients
+    NumPy walks (np.polyval) that grows or is rebound longer, a dict's values read by a loop
+    over its keys or unpacked with ** were compiled in unchecked: stale after a change."""
+    global DTYPE, WINDOW, COEFFS
+    f = gradc.jit(_settings_reads)
+    x = np.linspace(-1.0, 1.0, 4)
+    changes = [lambda: None, lambda: globals().update(DTYPE=np.float64),
+               lambda: globals().update(WINDOW=slice(1, 4)), lambda: COEFFS.append(3.0),
+               lambda: globals().update(COEFFS=(1.0, 2.0, 3.0, 4.0)),
+               lambda: HYPER.update(a=5.0), lambda: globals().update(DTYPE=np.dtype("f4"))]
+    try:
+        for change in changes:
+            change()
+            for got, want in zip(f(x), _settings_reads(x)):
+                assert got.dtype == want.dtype and got.shape == want.shape
+                np.testing.assert_array_equal(got, want)
+    finally:
+        DTYPE, WINDOW, COEFFS = np.float32, slice(0, 2), [1.0, 2.0]
+        HYPER.update(a=1.0)
