@@ -56,7 +56,20 @@ def _getitem(x, index):
     first = x.graph._next_id
     fast = _one_axis_index(x, index, arrays)
     out = fast if fast is not None else indexing.gather(x, index)
-    return copy(out) if out.id < first else out  # (NumPy's is a copy: an all-True mask's too)
+    out = copy(out) if out.id < first else out  # (NumPy's is a copy: an all-True mask's too)
+    if all(_scalar_integer(index[k]) for k in arrays) and not (
+            len(index) == x.ndim and all(isinstance(i, (int, np.integer, Value)) for i in index)):
+        # (NumPy indexes by a NumPy integer scalar, np.argmax's, as by an int: a view, which a
+        # store through it or into x shows, as a view by a static int does)
+        out = mark_view(x, out)
+        x.graph.view_keys[out.id] = index
+    return out
+
+
+def _scalar_integer(i):
+    """Whether the index entry i is a traced NumPy integer scalar (not a 0-d array)."""
+    return (isinstance(i, Value) and i.ndim == 0 and np.issubdtype(i.dtype, np.integer)
+            and not is_zero_d_array(i))
 
 
 def _one_axis_index(x, index, arrays):

@@ -550,3 +550,34 @@ def test_a_number_that_does_not_fit_an_integer_array_is_numpys_error(store):
         gradc.jit(f)(x)
     fits = gradc.jit(lambda x: np.r_[x.copy(), 7])(x)  # (what fits is stored as before)
     np.testing.assert_array_equal(fits, [1, -2, 3, 7])
+
+
+def _row_of_the_max(x):
+    y = x * 1.0
+    i = np.argmax(x[:, 0])  # (a NumPy integer scalar: y[i] is a view, as y[2] is)
+    r = y[i]
+    r[1] = -1.0  # (NumPy's store through the view writes into y)
+    y[i, 0] = 50.0  # (...and a store into y shows in the view)
+    y[0] = 3.0
+    column = y[:, i - 2]  # (scalar arithmetic keeps it a scalar)
+    copied = y[np.asarray(i)]  # (a 0-d array indexes as an array: a copy)
+    copied[0] = 99.0
+    return r, y, column, copied
+
+
+def test_a_traced_integer_scalar_index_makes_a_view_as_numpy():
+    """fuzz42d: y[np.argmax(...)] was a gather (a copy): a store through it was lost, and a
+    store into y did not show in it. NumPy indexes by a NumPy integer scalar as by an int."""
+    x = np.arange(12.0).reshape(3, 4)
+    for got, want in zip(gradc.jit(_row_of_the_max)(x), _row_of_the_max(x)):
+        np.testing.assert_array_equal(got, want)
+    loss = lambda x: np.sum(_row_of_the_max(x)[0] ** 2) + np.sum(_row_of_the_max(x)[1])
+    g = gradc.grad(loss)(x)  # (r = [50, -1, 10, 11]: x[2, 2:] reach the loss squared)
+    np.testing.assert_array_equal(g, [[0, 0, 0, 0], [1, 1, 1, 1], [0, 0, 21, 23]])
+
+    def into_argument(x):
+        r = x[np.argmax(x[:, 0])]  # (a view of the caller's x: the write is refused)
+        r += 1
+        return x.sum()
+    with pytest.raises(gradc.UnsupportedOpError, match="argument"):
+        gradc.jit(into_argument)(x)
