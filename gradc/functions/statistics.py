@@ -12,7 +12,7 @@ import operator
 
 import numpy as np
 
-from ..errors import ArgumentError, ShapeError, UnsupportedOpError
+from ..errors import ArgumentError, IndexOutOfRangeError, ShapeError, UnsupportedOpError
 from ..ir import Value
 from ..ops import fn
 from ..ops.scan import scan
@@ -687,14 +687,28 @@ def _lanes(a, axis, dtype):
     axes."""
     x = fn.astype(array_arg(a), dtype)
     axes = fn.normalize_axes(axis, x.ndim, sequence=True)
-    if _count(x, axes) == 0:
-        raise ShapeError("a median or quantile of an empty slice has no value; pass non-empty "
-                         "arrays")
+    if _count(x, axes) == 0:  # (np.median's, the nan-functions', are NaN: _of_nothing)
+        raise IndexOutOfRangeError("index -1 is out of bounds for axis 0 with size 0 (NumPy's "
+                                   "error for a quantile of an empty slice)")
     flat, rest = _axes_last(x, axes)
     ordered = sort(flat, len(rest))
     n = flat.shape[-1]
     last = fn.take(ordered, [n - 1], axis=-1)
     return x, axes, ordered, _isnan(last)
+
+
+def _of_nothing(a, axis, dtype, keepdims):
+    """NumPy's median (nanmedian, nanquantile) of lanes with no element: NaN, with its
+    RuntimeWarning; None where the lanes have elements."""
+    x = array_arg(a)
+    axes = fn.normalize_axes(axis, x.ndim, sequence=True)
+    if _count(x, axes):
+        return None
+    from ..trace import warn_at_user_line
+    warn_at_user_line(RuntimeWarning("Mean of empty slice"))
+    shape = (_keepdims_shape(x, axes) if keepdims else
+             tuple(d for i, d in enumerate(x.shape) if i not in axes))
+    return fn.full(x.graph, shape, np.nan, dtype)
 
 
 def _quantiles(a, q, axis, keepdims, name, scale, method="linear", weights=None,
@@ -791,6 +805,9 @@ def _percentile(a, q, axis=None, out=None, overwrite_input=False, method="linear
 
 def _median(a, axis=None, out=None, overwrite_input=False, keepdims=False):
     no_out(out, "median")
+    nothing = _of_nothing(a, axis, _result_dtype("median", a), keepdims)
+    if nothing is not None:
+        return nothing
     x, axes, ordered, nan = _lanes(a, axis, _result_dtype("median", a))
     n = ordered.shape[-1]
     middle = fn.take(ordered, [(n - 1) // 2, n // 2], axis=-1)
@@ -827,6 +844,9 @@ def _nanmedian(a, axis=None, out=None, overwrite_input=False, keepdims=False):
     """np.nanmedian: the median of each lane's numbers (the mean of the middle one or two);
     NaN where a lane has none (NumPy warns "All-NaN slice")."""
     no_out(out, "nanmedian")
+    nothing = _of_nothing(a, axis, _result_dtype("nanmedian", a), keepdims)
+    if nothing is not None:
+        return nothing
     x, axes, ordered, count = _nan_positions(a, axis, _result_dtype("nanmedian", a))
     half = (count - 1.0) * 0.5
     middle = fn.concatenate([_at(ordered, np.floor(half)), _at(ordered, np.ceil(half))], -1)
@@ -850,6 +870,10 @@ def _nan_quantiles(name, scale):
                                      "every method where there is no NaN")
         qs = _static_q(q, name, scale)
         dtype = np.dtype(_result_dtype(name, a, q))
+        nothing = _of_nothing(a, axis, dtype, keepdims)  # (NumPy's: np.nanmean's, of no q
+        # shape)
+        if nothing is not None:
+            return nothing
         given = np.dtype(a.dtype if isinstance(a, Value) else np.asarray(a).dtype)
         x, axes, ordered, count = _nan_positions(a, axis, given if given.kind == "f" else dtype)
         index = (count - 1.0) * fn.as_value(qs.reshape(-1), count)  # (a lane per q, last)

@@ -258,7 +258,7 @@ ERRORS = [
     (lambda x: np.percentile(x, -1), gradc.ArgumentError, "range"),
     (lambda x: np.quantile(x, x[0, 0]), gradc.UnsupportedOpError, "static"),
     (lambda x: np.quantile(x, 0.5, method="nearestest"), gradc.ArgumentError, "hazen"),
-    (lambda x: np.median(x[:, :0], axis=1), gradc.ShapeError, "empty"),
+    (lambda x: np.quantile(x[:, :0], 0.5, axis=1), gradc.IndexOutOfRangeError, "empty slice"),
     (lambda x: np.sort(x, order="a"), gradc.UnsupportedOpError, "structured"),
     (lambda x: np.sort(x, kind="bogo"), gradc.ArgumentError, "kind"),
     (lambda x: np.argmax(x[:, :0], axis=1), gradc.ShapeError, "empty"),
@@ -744,3 +744,22 @@ def test_nanmedian_nanquantile_nanpercentile_as_numpy():
     np.testing.assert_allclose(g, [[0.2, 0, 0, 1.8], [0, 0, 0, 0], [0, 0, 1.3, 0.7]], atol=1e-12)
     with pytest.raises(gradc.UnsupportedOpError, match="linear"):
         gradc.jit(lambda x: np.nanquantile(x, 0.5, method="nearest"))(x)
+
+
+def test_a_median_of_an_empty_slice_is_nan_as_numpys():
+    """np.median (nanmedian, nanquantile) of lanes with no element is NaN in NumPy, with a
+    RuntimeWarning; gradc refused it with a ShapeError, which a user's `except ValueError`
+    fallback then caught: a silent other answer (fuzz42d)."""
+    x = np.arange(6.0).reshape(2, 3)
+    calls = [lambda x: np.median(x[:, :0], axis=1), lambda x: np.median(x[:, :0]),
+             lambda x: np.median(x[:, :0].astype(np.float32), axis=1, keepdims=True),
+             lambda x: np.nanmedian(x[:, :0], axis=1),
+             lambda x: np.nanquantile(x[:, :0], [0.5, 0.7], axis=1),  # (NumPy's: no q axis)
+             lambda x: np.median(x[:0], axis=1)]
+    for f in calls:
+        with pytest.warns(RuntimeWarning) if f(x).size else _quiet():
+            got = gradc.jit(f)(x)
+        with _quiet():
+            want = f(x)
+        assert np.shape(got) == np.shape(want) and np.asarray(got).dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
