@@ -21,34 +21,58 @@ from .errors import UnsupportedOpError
 
 _LOADS = {"LOAD_GLOBAL", "LOAD_NAME", "LOAD_ATTR", "LOAD_FAST", "LOAD_FAST_CHECK",
           "LOAD_FAST_BORROW", "LOAD_DEREF", "LOAD_CLASSDEREF", "LOAD_CONST", "BUILD_TUPLE"}
-# (a clause whose class cannot be looked up again, judged by the names it loads)
-_CATCHING_NAMES = {cls.__name__ for cls in np.linalg.LinAlgError.__mro__} - {"object"}
 
 
 def refuse_caught_linalg_error(name, when):
     """Raise UnsupportedOpError if the user's traced code calls `name` (np.linalg.cholesky...)
     inside a `try` with a handler that would catch LinAlgError, which NumPy raises `when` (for a
     singular matrix...): gradc gives NaN instead, so that handler would never run."""
+    _refuse_caught(np.linalg.LinAlgError, lambda handler: (
+        f"{name} is called inside a `try` whose {handler} catches "
+        f"LinAlgError, which NumPy raises for {when}. A compiled function cannot stop "
+        "halfway: gradc gives NaN there instead, so the handler would never run and the "
+        "result would be NaN, silently. Move the call out of the `try` and apply the "
+        "fallback unconditionally (a jitter: `np.linalg.cholesky(A + 1e-6 * "
+        "np.eye(n))`; np.linalg.pinv for inv), or check the result (`bad = "
+        "np.isnan(L).any()`) and choose with `np.where(bad, fallback, L)` (for values "
+        "only: the gradient through a NaN branch is NaN)"))
+
+
+def refuse_caught_index_error(*indices):
+    """Raise UnsupportedOpError if the user's traced code indexes by traced positions (any of
+    `indices` a traced integer array) inside a `try` with a handler that would catch IndexError:
+    the positions are checked when the compiled function runs, which then raises
+    IndexOutOfRangeError out of the call, so that handler would never run."""
+    from .ir import Value
+    traced = [i for i in indices if isinstance(i, Value) and i.dtype.kind in "iu"
+              and i.id not in i.graph.in_range]
+    if not traced or traced[0].graph.nested:  # (positions known now are checked now: NumPy's
+        return  # IndexError, caught as NumPy's; gradc's own index, in range, is not the user's)
+    _refuse_caught(IndexError, lambda handler: (
+        f"an index by traced positions inside a `try` whose {handler} catches IndexError: "
+        "the positions are checked when the compiled function runs, which cannot go on into "
+        "the handler (it raises gradc.IndexOutOfRangeError out of the call). Move the index "
+        "out of the `try`, and check or clip the positions first (np.clip(i, 0, n - 1), "
+        "np.take(x, i, mode='clip')), choosing the fallback with np.where"))
+
+
+def _refuse_caught(error_class, message):
+    """Raise UnsupportedOpError(message(the handler)) if an `except` of the user's frames
+    around the current call would catch `error_class`."""
     from .trace import _frame_kind, _user_frame, current_graph
-    if current_graph() is None:
+    graph = current_graph()
+    if graph is None or not graph.tracing:
         return
     frame, _ = _user_frame()
     kind = frame and _frame_kind(frame.f_code.co_filename)
     caller = frame
     while frame is not None and _frame_kind(frame.f_code.co_filename) == kind:
-        handler = _handler_catching(frame, np.linalg.LinAlgError)
+        handler = _handler_catching(frame, error_class)
         if handler is not None:
             line, clause = handler
             where = "" if frame is caller else f", in `{frame.f_code.co_name}`"
             error = UnsupportedOpError(
-                f"{name} is called inside a `try` whose `{clause}` (line {line}{where}) catches "
-                f"LinAlgError, which NumPy raises for {when}. A compiled function cannot stop "
-                "halfway: gradc gives NaN there instead, so the handler would never run and the "
-                "result would be NaN, silently. Move the call out of the `try` and apply the "
-                "fallback unconditionally (a jitter: `np.linalg.cholesky(A + 1e-6 * "
-                "np.eye(n))`; np.linalg.pinv for inv), or check the result (`bad = "
-                "np.isnan(L).any()`) and choose with `np.where(bad, fallback, L)` (for values "
-                "only: the gradient through a NaN branch is NaN)",
+                message(f"`{clause}` (line {line}{where})"),
                 source=f"{os.path.basename(caller.f_code.co_filename)}:{caller.f_lineno}")
             error.about_the_handler = True  # (caught by that handler and raised again by the
             raise error  # trace: trace.py's note that NumPy would not have raised is not for it)
@@ -137,7 +161,8 @@ def _catches(loads, frame, error):
                 stack.append(frame.f_locals[ins.argval])
         caught = stack[-1]
     except Exception:  # noqa: BLE001 (a name not bound yet: judge by the names)
-        return any(ins.argval in _CATCHING_NAMES for ins in loads)
+        return any(ins.argval in {cls.__name__ for cls in error.__mro__} for ins in loads)
+        # (a clause whose class cannot be looked up again, judged by the names it loads)
     classes = caught if isinstance(caught, tuple) else (caught,)
     return any(isinstance(c, type) and issubclass(error, c) for c in classes)
 
@@ -150,4 +175,4 @@ def _clause(code, instruction):
     return line, text.group(1).strip() if text else "except"
 
 
-__all__ = ["refuse_caught_linalg_error"]
+__all__ = ["refuse_caught_index_error", "refuse_caught_linalg_error"]

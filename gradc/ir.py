@@ -172,6 +172,8 @@ class Graph:
         # view id -> the basic index (a tuple) it was taken with, `r = x[0]`: a store into r
         # is made in x too (surface.py's _setitem), as NumPy's r writes into x's memory
         self.view_keys = {}
+        self.nested = 0  # surface calls inside a surface call (trace.traced): gradc's own
+        self.in_range = set()  # ids of positions in range by construction (np.argmax's)
         self.read_only = set()  # ids of views NumPy makes read-only (np.broadcast_to...)
         # ids of reshapes (ravels, np.ascontiguousarray) of a transposed or strided view, which
         # NumPy copies or views by the memory layout of the array viewed: gradc takes them as

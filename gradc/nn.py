@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from .errors import ArgumentError, ShapeError
+from .handlers import refuse_caught_index_error
 from .ir import Value
 from .ops import fn
 from .ops.registry import get_op
@@ -133,6 +134,7 @@ def cross_entropy(logits, labels):
     if not np.issubdtype(label_dtype, np.integer):  # (an internal op's message named it)
         raise ArgumentError(f"cross_entropy takes integer class labels, got {label_dtype.name} "
                             "labels: pass labels.astype(np.int64)")
+    refuse_caught_index_error(labels)
     if isinstance(labels, Value) and not isinstance(logits, Value):  # (constant logits)
         logits = fn.as_value(logits, labels)
     logp = log_softmax(logits, axis=-1)
@@ -508,6 +510,7 @@ def embedding(table, indices):
     if type(table) is np.ndarray and isinstance(indices, Value):  # (np.take would not see it:
         table = fn.as_value(table, like=indices)  # a table from outside is read on every call)
     rows = np.shape(table)[0] if np.ndim(table) else 0
+    refuse_caught_index_error(indices)
     if isinstance(indices, Value):
         if kind == "i":  # (a negative one: out of range, found when the kernel runs)
             indices = fn.where(fn.compare("less", indices, 0), rows, indices)

@@ -16,6 +16,7 @@ import numpy as np
 from . import indexing
 from .functions.elementwise import imaginary_part
 from .errors import ArgumentError, GradcError, ShapeError, TracedBranchError, UnsupportedOpError
+from .handlers import refuse_caught_index_error
 from .ir import LAYOUT_HINT, Value
 from .ops import fn
 from .selection import Selection
@@ -53,6 +54,7 @@ def _getitem(x, index):
     for k in arrays:  # (masks and index tables compiled in: trace._warn_derived_constants)
         if type(index[k]) is np.ndarray:
             x.graph.constant_arrays[id(index[k])] = index[k]
+    refuse_caught_index_error(*(index[k] for k in arrays))
     first = x.graph._next_id
     fast = _one_axis_index(x, index, arrays)
     out = fast if fast is not None else indexing.gather(x, index)

@@ -34,6 +34,7 @@ from .functions._args import ABSENT as _ABSENT
 from .functions._args import array_arg as _array_arg
 from .functions._args import no_out as _no_out
 from .functions._args import no_where as _no_where
+from .handlers import refuse_caught_index_error
 from .ir import SUPPORTED_DTYPES, Graph, Value
 from .ops import all_ops, fn
 
@@ -257,7 +258,11 @@ def traced(method, graph_of=_graph_of_values):
         try:
             graph = graph_of(*args, **kwargs)
             if graph is not None and not graph.stamp_user_source:  # (an outer call stamps)
-                return method(*args, **kwargs)
+                graph.nested += 1  # (gradc's own code calling NumPy's functions)
+                try:
+                    return method(*args, **kwargs)
+                finally:
+                    graph.nested -= 1
             if graph is None:  # (gradc.nn on plain arrays: its refusals name the line too)
                 try:
                     return method(*args, **kwargs)
@@ -682,7 +687,14 @@ def _joined(join, name):
 
 def _np_take(a, indices, axis=None, out=None, mode="raise"):
     _no_out(out, "take")
+    if mode == "raise":
+        refuse_caught_index_error(indices)
     return fn.take(_array_arg(a, indices), indices, axis, mode)
+
+
+def _np_take_along_axis(arr, indices, axis=-1):
+    refuse_caught_index_error(indices)
+    return fn.take_along_axis(_array_arg(arr, indices), indices, axis)
 
 
 def _np_size(a, axis=None):
@@ -717,8 +729,7 @@ FUNCTIONS = {
     np.where: _where, np.clip: _np_clip,
     np.dot: _without_out(fn.dot, "dot"), np.outer: _without_out(fn.outer, "outer"),
     np.take: _np_take,
-    np.take_along_axis: lambda arr, indices, axis=-1: fn.take_along_axis(
-        _array_arg(arr, indices), indices, axis),
+    np.take_along_axis: _np_take_along_axis,
     np.zeros_like: _like(0), np.ones_like: _like(1), np.full_like: _like(None),
     # (NumPy leaves its values unset: zeros are as good; its array is named `prototype`)
     np.empty_like: lambda prototype, dtype=None, order="K", subok=True, shape=None, device=None:

@@ -181,3 +181,57 @@ def test_a_refusal_its_handler_catches_is_raised_again_without_the_caught_refusa
     with pytest.raises(gradc.UnsupportedOpError, match="catches LinAlgError") as info:
         gradc.jit(f)(np.eye(2))
     assert "would not have raised" not in str(info.value)
+
+
+TABLE = np.arange(15.0).reshape(5, 3)
+
+
+def index_fallback(x, i):
+    try:
+        v = x[i]  # INDEX-IN-TRY
+    except IndexError:
+        v = x[0] * 0
+    return v
+
+
+def indexes_caught_as_numpys(x, i):
+    try:
+        v = x[[0, 9]]  # (static positions: NumPy's IndexError while tracing, its handler runs)
+    except IndexError:
+        v = x[:2] * 0
+    try:
+        w = np.take(x, i, mode="clip") + x[np.argmax(x)]  # (no IndexError can come)
+    except IndexError:
+        w = 0.0
+    return v * w
+
+
+def index_in_a_caller_try(x, i):
+    try:
+        return np.take(x, i) + index_fallback(x, i)
+    except Exception:
+        return x[0]
+
+
+@pytest.mark.parametrize("fun", [index_fallback, index_in_a_caller_try])
+def test_an_index_by_traced_positions_inside_a_try_catching_index_error_is_refused(fun):
+    """fuzz42d: positions known only when the compiled function runs are checked then, and an
+    IndexOutOfRangeError comes out of the call: the user's `except IndexError` fallback, which
+    NumPy runs, never ran. Refused at trace time, naming the handler."""
+    x = np.arange(6.0)
+    with pytest.raises(gradc.UnsupportedOpError, match="catches IndexError") as info:
+        gradc.jit(fun)(x, np.array(2))
+    assert "np.clip" in str(info.value)
+    np.testing.assert_array_equal(gradc.jit(indexes_caught_as_numpys)(x, np.array(9)),
+                                  indexes_caught_as_numpys(x, np.array(9)))
+
+
+def test_embedding_and_cross_entropy_inside_a_try_catching_index_error_are_refused():
+    def f(x, ids, y):
+        try:
+            e = gradc.nn.embedding(TABLE, ids).sum() + gradc.nn.cross_entropy(x, y)
+        except IndexError:
+            e = 0.0
+        return e
+    with pytest.raises(gradc.UnsupportedOpError, match="catches IndexError"):
+        gradc.jit(f)(np.ones((2, 4)), np.array([1, 2]), np.array([0, 3]))

@@ -616,6 +616,7 @@ def _arg_extremum(name):
         first = fn.min(fn.where(hit, _iota(x, ax), x.shape[ax]), ax, _keep(keepdims))
         if _keep(keepdims) and axis is None:
             first = fn.reshape(first, (1,) * len(shape))
+        first.graph.in_range.add(first.id)  # (an index by it raises no IndexError)
         return first
     return impl
 
@@ -635,7 +636,9 @@ def _check_sort_args(name, kind, order, stable):
 
 def argsort(x, axis):
     """The stable argsort of x along `axis` (normalized)."""
-    return x.graph.apply("argsort", (_sort_keys(x),), axis=axis)
+    order = x.graph.apply("argsort", (_sort_keys(x),), axis=axis)
+    x.graph.in_range.add(order.id)  # (an index by it raises no IndexError)
+    return order
 
 
 def _argsort(a, axis=-1, kind=None, order=None, *, stable=None):
