@@ -7,6 +7,7 @@ The spellings share one compiled function; the reference is the same function ru
 import inspect
 import os
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -477,3 +478,18 @@ def test_a_list_of_axes_is_taken_where_numpy_takes_one(expr):
                 gradc.jit(f)(x)
             return
     np.testing.assert_allclose(gradc.jit(f)(x), want, rtol=1e-12)
+
+
+def test_cov_of_one_row_with_rowvar_false_is_one_observation_as_numpy_2s():
+    """fuzz42b: np.cov(X, rowvar=False) of a (1, n) batch is the n x n covariance of one
+    observation (NumPy 2 transposes any 2-D m); gradc kept it as one variable: a number."""
+    X = np.array([[1.0, 2.5, -0.5]])
+    for f in (lambda X: np.cov(X, rowvar=False, ddof=0), lambda X: np.cov(X, rowvar=False),
+              lambda X: np.corrcoef(X, rowvar=False), lambda X: np.cov(X[0], rowvar=False)):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want, got = f(X), gradc.jit(f)(X)
+        assert np.shape(got) == np.shape(want)
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError):
+        gradc.jit(lambda X: np.cov(X, X, rowvar=False))(X)

@@ -134,10 +134,11 @@ def _cov(m, y=None, rowvar=True, bias=False, ddof=None, fweights=None, aweights=
         raise ValueError("np.cov: m has more than 2 dimensions")
     dtype = np.result_type(x.dtype, np.float64) if dtype is None else dtype  # (NumPy's: float64)
     x = _floating(x, dtype, "cov")
+    vector = x.ndim == 1
     if x.ndim < 2:
         x = fn.reshape(x, (1, -1))
-    if not rowvar and x.shape[0] != 1:
-        x = fn.transpose(x)
+    if not rowvar and not vector:  # (NumPy 2's rule: a one-row matrix is one observation of
+        x = fn.transpose(x)  # its columns; y keeps the older one, below)
     if y is not None:
         other = fn.astype(array_arg(y, x), dtype)
         other = fn.reshape(other, (1, -1)) if other.ndim < 2 else other
