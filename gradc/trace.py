@@ -1440,17 +1440,21 @@ def _traced_value_into_numpy_array(error):
     code (none of gradc's, NumPy's or a library's frames between): `acc[i] = v` with `acc` a
     NumPy array and `v` traced, which NumPy takes for a sequence it cannot store. A refusal
     that names the line and says what to do, or None for another error."""
-    if not str(error).startswith("setting an array element with a sequence"):
+    if not str(error).startswith(("setting an array element with a sequence",
+                                  "Error setting single item of array")):  # (a.flat[0] = v)
         return None
     tb = error.__traceback__
     while tb.tb_next is not None:
         tb = tb.tb_next
-    if _user_frame(tb.tb_frame)[0] is not tb.tb_frame:
+    user, library = _user_frame(tb.tb_frame)
+    if user is None:
         return None
-    from .surface import _STORE_INTO_NUMPY
-    return UnsupportedOpError(
-        _STORE_INTO_NUMPY,
-        source=f"{os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}")
+    where = f"{os.path.basename(user.f_code.co_filename)}:{user.f_lineno}"
+    if user is tb.tb_frame:
+        from .surface import _STORE_INTO_NUMPY
+        return UnsupportedOpError(_STORE_INTO_NUMPY, source=where)
+    # (a library's Python code stores it, or NumPy's own: P.polyder(c)'s `der[j] = ...`)
+    return UnsupportedOpError(library_call(library or tb.tb_frame), source=where)
 
 
 def _static_values(treedef):

@@ -1291,3 +1291,17 @@ def test_numpys_warning_on_an_array_the_trace_made_names_the_users_line():
     found = [w for w in caught if issubclass(w.category, RuntimeWarning)]
     assert found and all(os.path.basename(w.filename) == THIS_FILE
                          and w.lineno == line_of("LOG-OF-ZEROS") for w in found)
+
+
+def slope_by_polyder(c):
+    from numpy.polynomial import polynomial as P
+    return np.sum(P.polyval(X4, P.polyder(c)) ** 2)  # POLYDER
+
+
+def test_a_library_storing_a_traced_value_into_its_array_is_refused_at_the_users_line():
+    """fuzz42b: numpy.polynomial's polyder stores the coefficients into an array it makes:
+    NumPy's bare "setting an array element with a sequence" came out, naming no user line."""
+    with pytest.raises(gradc.UnsupportedOpError) as excinfo:
+        gradc.grad(slope_by_polyder)(np.array([0.5, -1.0, 2.0, 0.3]))
+    check(excinfo, gradc.UnsupportedOpError, "POLYDER")
+    assert "polyder" in str(excinfo.value)
