@@ -126,11 +126,12 @@ class Path(NamedTuple):
                 # in d: d[k], f(**d))
             elif i and steps[i - 1][0] == "global":  # (wmod.W; m.s read as self.s in m.fwd;
                 found = ((steps[i - 1][1], key) in names.global_attrs  # self.act(x) there;
+                         or steps[i - 1][1] in names.iterated  # asdict(CFG), vars(CFG)
                          or key in names.attrs  # self.block(x) of a global model, called
                          or (called or i < len(steps) - 1) and key in names.methods  # on)
                          or by_key and key in names.keys or served)
             else:  # (an object on the way may be called: self.norm(x) reads self.norm.eps)
-                found = key in names.attrs or (
+                found = key in names.attrs or (i and steps[i - 1][1] in names.iterated) or (
                     called or i < len(steps) - 1) and key in names.methods or (
                     by_key and key in names.keys) or served and (i < len(steps) - 1
                                                                    or as_attribute)
@@ -341,16 +342,27 @@ _WALKS_ITS_ITEMS = frozenset({"GET_ITER", "UNPACK_SEQUENCE", "UNPACK_EX", "LIST_
                               "CALL_FUNCTION_EX", "DICT_MERGE", "DICT_UPDATE"})  # (f(**cfg))
 
 
+_LOADS_A_NAME = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_ATTR", "LOAD_METHOD", "LOAD_FAST",
+                           "LOAD_DEREF"})
+_READ_WHOLE = frozenset({"asdict", "astuple", "vars"})  # (functions that read every attribute)
+
+
 @functools.lru_cache(maxsize=4096)
 def code_names(code, lines=None):
     """The Names `code` reads; `lines` (a frozenset): only those its instructions on these
     lines read (the lines a trace ran: frozen.Watch.names_run)."""
     globals_, attrs, methods, global_attrs, iterated = set(), set(), set(), set(), set()
-    previous, consts = [], []
+    previous, consts, whole = [], [], False
     for ins in dis.get_instructions(code):
         line = ins.positions.lineno
         if lines is not None and line is not None and line not in lines:
             continue  # (a line not run; `previous` then holds what ran before it)
+        if ins.opname in _LOADS_A_NAME:  # (what asdict(cfg), vars(self.cfg) read whole: each
+            if whole:  # attribute, as `for k in d` reads each entry)
+                iterated.add(ins.argval)
+            whole = whole or ins.argval in _READ_WHOLE
+        elif ins.opname not in ("CACHE", "PRECALL", "PUSH_NULL", "NOP", "EXTENDED_ARG"):
+            whole = False
         if ins.opname in ("LOAD_CONST", "KW_NAMES"):
             consts.append(ins.argval)
         if ins.opname in _WALKS_ITS_ITEMS and previous and previous[-1].opname in (
@@ -459,9 +471,15 @@ def _numbers(length_path):
         container = Path(length_path.root, length_path.steps[:-1]).follow()
     except Exception:  # noqa: BLE001 - (gone since)
         return False
-    return isinstance(container, (list, tuple, collections.deque)) and all(
-        type(v) in _PLAIN or isinstance(v, _NUMPY_PLAIN)
-        for v in itertools.islice(container, 64))
+    return _of_numbers(container, 3)
+
+
+def _of_numbers(x, depth):
+    """Whether x is a list, tuple or deque of numbers or of such sequences (a matrix as rows,
+    np.matmul(ROWS, x)), `depth` levels down, up to 64 entries a level."""
+    return isinstance(x, (list, tuple, collections.deque)) and all(
+        type(v) in _PLAIN or isinstance(v, _NUMPY_PLAIN) or depth and _of_numbers(v, depth - 1)
+        for v in itertools.islice(x, 64))
 
 
 def _container_names(name, path):

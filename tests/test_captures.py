@@ -6,6 +6,7 @@ again); a traced value stored outside is refused and undone. `gradc compile` com
 and says so."""
 import collections
 import collections.abc
+import dataclasses
 import functools
 import threading
 import operator
@@ -2314,3 +2315,38 @@ def test_dtypes_slices_number_lists_and_dicts_walked_by_the_code_are_guarded():
     finally:
         DTYPE, WINDOW, COEFFS = np.float32, slice(0, 2), [1.0, 2.0]
         HYPER.update(a=1.0)
+
+
+@dataclasses.dataclass
+class _Kernel:
+    ls: float = 1.0
+    sf: float = 1.0
+
+
+KERNEL, ROWS = _Kernel(), [[1.0, 0.5, 0.0], [0.0, 1.0, 2.0]]
+
+
+def _rbf(d2, ls, sf):
+    return sf ** 2 * np.exp(-0.5 * d2 / ls ** 2)
+
+
+def _read_whole(x):
+    return (np.sum(_rbf((x[:, None] - x[None, :]) ** 2, **dataclasses.asdict(KERNEL)))
+            + sum(vars(KERNEL).values()), np.matmul(ROWS, x))
+
+
+def test_attributes_read_whole_and_a_matrix_kept_as_rows_are_guarded():
+    """fuzz42b: `**dataclasses.asdict(cfg)` and `vars(cfg)` read every field, and a matrix kept
+    as a list of rows grows by a row: each was compiled in, stale."""
+    global ROWS
+    f = gradc.jit(_read_whole)
+    x = np.linspace(-1.0, 1.0, 3)
+    changes = [lambda: None, lambda: setattr(KERNEL, "ls", 0.3), lambda: ROWS.append([1.0] * 3),
+               lambda: globals().update(ROWS=tuple(ROWS) + ((2.0, 2.0, 2.0),))]
+    try:
+        for change in changes:
+            change()
+            for got, want in zip(f(x), _read_whole(x)):
+                np.testing.assert_allclose(got, want, rtol=1e-13)
+    finally:
+        KERNEL.ls, ROWS = 1.0, [[1.0, 0.5, 0.0], [0.0, 1.0, 2.0]]
