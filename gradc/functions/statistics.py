@@ -201,8 +201,6 @@ def _trapezoid(y, x=None, dx=1.0, axis=-1):
     dx or sample points x (1-D along the axis, or y's shape)."""
     y = array_arg(y, x)
     axis = fn.normalize_axis(axis, y.ndim)
-    if y.shape[axis] < 2:
-        return fn.sum(fn.elementwise("multiply", _floating(y), 0.0), axis)
     if x is None:
         spacing = dx
     else:

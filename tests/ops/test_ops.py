@@ -1344,3 +1344,18 @@ def test_convolve_of_short_and_long_filters_is_numpys():
     want = [2 * np.sum(np.convolve(a, v, "same") * np.convolve(a, np.eye(9)[j], "same"))
             for j in range(9)]
     np.testing.assert_allclose(g, want, rtol=1e-10)
+
+
+def test_trapezoid_of_one_sample_has_numpys_dtype():
+    """fuzz42b: a single sample along the axis returned zeros in y's dtype; NumPy's come from
+    the (empty) products of the spacing: float64 for float64 points or an np.float64 dx."""
+    y = np.ones((4, 1), np.float32)
+
+    def f(y):
+        return (np.trapezoid(y, x=np.array([0.0]), axis=1), np.trapezoid(y, axis=1),
+                np.trapezoid(y, dx=np.float64(2), axis=1), np.trapezoid(y.astype(np.int32)),
+                np.trapezoid(y[:, :0] > 0, axis=1), np.trapezoid(y, x=np.array([3]), axis=1))
+
+    for got, want in zip(gradc.jit(f)(y), f(y)):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
