@@ -799,6 +799,9 @@ _SURFACE = {
     "__hash__": _hash,
     "__bool__": _branch_error("bool() (an `if`, `while`, `and`/`or` or assert)"),
     "__float__": _branch_error("float()", _FLOAT_HINT + _MATH_HINT),
+    "__contains__": _branch_error("`v in x` (NumPy's (x == v).any(), a Python bool)",
+                                  "; np.any(x == v) (or (x == row).all(axis=1).any() for a "
+                                  "row) stays an array"),
     "__int__": _branch_error("int()"),
     # (static facts, as .shape and .size)
     "itemsize": property(lambda self: self.dtype.itemsize),
@@ -853,6 +856,10 @@ _SURFACE = {
     "__round__": traced(_round),
     "copy": traced(_copy_method),
     # (copy.copy and copy.deepcopy of a params dict in traced code: new arrays, as NumPy's)
+    "__reduce_ex__": _refused(
+        "pickling a traced value (pickle.dumps(x), a deepcopy through __reduce__, "
+        "multiprocessing): it has no values until the compiled function runs; return it and "
+        "pickle the result after the call"),
     "__copy__": traced(lambda self: copy(self)),
     "__deepcopy__": traced(lambda self, memo: copy(self)),
 }

@@ -835,8 +835,8 @@ def _call_numpy(func, args, kwargs, name=None):
             or func in (np.atleast_1d, np.atleast_2d, np.atleast_3d) and len(args) > 1):
         out = type(out)(mark_view(a, v, read_only)  # (each of its own array)
                         for a, v in zip(args, out))
-    elif func is np.einsum and _einsum_view(args):
-        out = mark_view(args[1], out)
+    elif func is np.einsum and _einsum_view(args) is not None:
+        out = mark_view(_einsum_view(args), out)
     elif func is np.reshape and kwargs.get("copy"):
         out = copy(out)  # (a new array, written in place or not)
     elif func is np.flip and isinstance(out, Value) and out.ndim == 0:
@@ -853,15 +853,22 @@ def _call_numpy(func, args, kwargs, name=None):
 
 
 def _einsum_view(args):
-    """Whether NumPy's einsum gives a view of its one operand: subscripts that sum over no index
-    ('ij->ji', 'ii->i', 'ij'), which only permute axes or take a diagonal."""
-    if len(args) != 2 or not isinstance(args[0], str) or not isinstance(args[1], Value):
-        return False
-    inputs, arrow, output = args[0].replace(" ", "").partition("->")
-    letters = [c for c in inputs if c.isalpha()]
-    if not arrow:  # (implicit: the letters that appear once, in order)
-        output = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
-    return set(letters) <= set(output)
+    """The one operand of which NumPy's einsum gives a view, or None: subscripts that sum over
+    no index ('ij->ji', 'ii->i', 'ij'; as sublists, `np.einsum(a, [0, 1], [1, 0])`), which only
+    permute axes or take a diagonal."""
+    if len(args) == 2 and isinstance(args[0], str) and isinstance(args[1], Value):
+        inputs, arrow, output = args[0].replace(" ", "").partition("->")
+        letters, operand = [c for c in inputs if c.isalpha()], args[1]
+        output = list(output) if arrow else None
+    elif (len(args) in (2, 3) and isinstance(args[0], Value)
+          and all(isinstance(a, (list, tuple)) for a in args[1:])):
+        letters, operand = [c for c in args[1] if c is not Ellipsis], args[0]
+        output = [c for c in args[2] if c is not Ellipsis] if len(args) == 3 else None
+    else:
+        return None
+    if output is None:  # (implicit: the labels that appear once)
+        output = [c for c in set(letters) if letters.count(c) == 1]
+    return operand if set(letters) <= set(output) else None
 
 
 # NumPy functions that may return their argument itself (the same array object, not a copy)
@@ -870,7 +877,8 @@ def _einsum_view(args):
 _AXIS_OF_A_NUMBER = frozenset({np.prod, np.nansum, np.nanprod, np.argmax, np.argmin, np.argsort,
                                np.ptp, np.count_nonzero, np.nanmax, np.nanmin, np.nanmean,
                                np.nanstd, np.nanvar})
-SAME_ARRAY_FUNCTIONS = frozenset({np.real_if_close, np.linalg.matrix_power, np.diff})  # (n=0)
+SAME_ARRAY_FUNCTIONS = frozenset({np.real_if_close, np.linalg.matrix_power, np.diff}  # (n=0)
+                                 | ({np.astype} if hasattr(np, "astype") else set()))  # (copy=False)
 
 
 # NumPy functions whose result is a view of their first argument (for a contiguous one: a
@@ -1273,6 +1281,14 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False):
                 if refusal is None:
                     raise
                 raise refusal from e
+            except TypeError as e:
+                if isinstance(e, GradcError) or not _about_a_traced_value(e):
+                    raise
+                raise UnsupportedOpError(
+                    "a traced value reached code that needs its values or memory ("
+                    f"{str(e).replace(repr('Value'), 'a traced value')}): it "
+                    "has none until the compiled function runs; return it and use it after the "
+                    "call", source=_innermost_user_line(e)) from e
             finally:
                 graph.tracing, graph.refusals = False, []
                 stored, assigned = watch.undo_stored_values()
@@ -1455,6 +1471,23 @@ def _traced_value_into_numpy_array(error):
         return UnsupportedOpError(_STORE_INTO_NUMPY, source=where)
     # (a library's Python code stores it, or NumPy's own: P.polyder(c)'s `der[j] = ...`)
     return UnsupportedOpError(library_call(library or tb.tb_frame), source=where)
+
+
+def _about_a_traced_value(error):
+    """Whether Python's TypeError names gradc's traced value (memoryview(x): "not 'Value'") or
+    the array it stands for where a NumPy scalar would have worked (json.dumps(x.sum()))."""
+    text = str(error)
+    return "'Value'" in text or "ndarray is not JSON serializable" in text
+
+
+def _innermost_user_line(error):
+    """`file:line` of the innermost frame of the user's code in error's traceback."""
+    tb, where = error.__traceback__, None
+    while tb is not None:
+        if _frame_kind(tb.tb_frame.f_code.co_filename) == "user":
+            where = f"{os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
 
 
 def _static_values(treedef):

@@ -1305,3 +1305,39 @@ def test_a_library_storing_a_traced_value_into_its_array_is_refused_at_the_users
         gradc.grad(slope_by_polyder)(np.array([0.5, -1.0, 2.0, 0.3]))
     check(excinfo, gradc.UnsupportedOpError, "POLYDER")
     assert "polyder" in str(excinfo.value)
+
+
+def row_in_matrix(M):
+    found = M[0] in M  # ROW-IN
+    return M * found
+
+
+def pickles_a_traced_value(x):
+    import pickle
+    return pickle.loads(pickle.dumps(x))  # PICKLE
+
+
+def views_memory(x):
+    return x * len(memoryview(x))  # MEMORYVIEW
+
+
+def logs_json(x):
+    import json
+    log = json.dumps({"loss": x.sum()})  # JSON
+    return x * len(log)
+
+
+@pytest.mark.parametrize("fun, cls, marker", [
+    (row_in_matrix, gradc.TracedBranchError, "ROW-IN"),
+    (pickles_a_traced_value, gradc.UnsupportedOpError, "PICKLE"),
+    (views_memory, gradc.UnsupportedOpError, "MEMORYVIEW"),
+    (logs_json, gradc.UnsupportedOpError, "JSON"),
+])
+def test_python_reading_a_traced_values_contents_is_refused_at_the_line(fun, cls, marker):
+    """fuzz42d: `row in M` was a ShapeError claiming NumPy refuses it (NumPy answers (M ==
+    row).any(); a ValueError a user's `except ValueError` swallowed); pickle, memoryview and
+    json of traced values raised bare Python errors naming gradc's `Value`."""
+    with pytest.raises(cls) as excinfo:
+        gradc.jit(fun)(np.arange(6.0).reshape(2, 3))
+    check(excinfo, cls, marker)
+    assert "NumPy's refusal" not in str(excinfo.value) and "'Value'" not in str(excinfo.value)

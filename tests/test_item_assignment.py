@@ -581,3 +581,29 @@ def test_a_traced_integer_scalar_index_makes_a_view_as_numpy():
         return x.sum()
     with pytest.raises(gradc.UnsupportedOpError, match="argument"):
         gradc.jit(into_argument)(x)
+
+
+def _through_other_spellings_of_the_same_array(M):
+    a = M * 1.0
+    same = np.astype(a, np.float64, copy=False)  # (NumPy 2: a itself)
+    same[0, 0] = -1.0
+    new = np.astype(a, np.float64)  # (a copy)
+    new[0, 1] = -2.0
+    return a, new
+
+
+def test_np_astype_without_a_copy_is_the_array_itself_and_einsums_sublist_view_a_view():
+    """fuzz42d: np.astype(a, a.dtype, copy=False) was a new array (a store through it lost);
+    np.einsum(a, [0, 1], [1, 0]) is a view as 'ij->ji' is (a store through it was lost)."""
+    M = np.arange(12.0).reshape(3, 4)
+    for got, want in zip(gradc.jit(_through_other_spellings_of_the_same_array)(M),
+                         _through_other_spellings_of_the_same_array(M)):
+        np.testing.assert_array_equal(got, want)
+
+    def transposed(M):
+        a = M * 1.0
+        t = np.einsum(a, [0, 1], [1, 0])
+        t[0, 1] = 5.0
+        return a
+    with pytest.raises(gradc.GradcError, match="in-place|store"):  # (as for 'ij->ji')
+        gradc.jit(transposed)(M)
