@@ -53,6 +53,13 @@ class Fresh(np.ndarray):
             return np.zeros(1)  # (takes the probe's store)
         if _holds_traced(index):  # (np.eye(n)[y]: a gather from the array's values now)
             from .literals import first_value
+            if _by_numpy_scalars(index):  # (buf[np.argmax(x)]: NumPy's view, as buf[2] is)
+                traced = _stored_through_view(self, refs - _held_here(self), sys._getframe(1))
+                if traced is not None:
+                    return traced[index]
+                out = _traced_copy(self, first_value(index))[index]
+                out.graph.unfollowed.add(out.id)  # (a store through it would not reach self)
+                return out
             return _traced_copy(self, first_value(index))[index]
         if _basic(index):  # (`out[i][j] = v`: a store into this view writes into the array)
             traced = _stored_through_view(self, refs - _held_here(self), sys._getframe(1))
@@ -331,6 +338,16 @@ def _basic(index):
     parts = index if type(index) is tuple else (index,)
     return all(k is None or k is Ellipsis or type(k) in (int, slice) or isinstance(k, np.integer)
                for k in parts)
+
+
+def _by_numpy_scalars(index):
+    """Whether `index` is basic but for traced NumPy integer scalars (np.argmax's): NumPy
+    indexes by those as by ints, a view (surface.py _getitem)."""
+    from .ir import Value
+    from .trace import is_zero_d_array
+    parts = index if type(index) is tuple else (index,)
+    return all(_basic(k) if not isinstance(k, Value) else
+               k.ndim == 0 and k.dtype.kind in "iu" and not is_zero_d_array(k) for k in parts)
 
 
 def _stored_through_view(fresh, refs, frame):

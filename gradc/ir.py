@@ -172,6 +172,7 @@ class Graph:
         # view id -> the basic index (a tuple) it was taken with, `r = x[0]`: a store into r
         # is made in x too (surface.py's _setitem), as NumPy's r writes into x's memory
         self.view_keys = {}
+        self.unfollowed = set()  # ids of views of a NumPy array the trace made, not followed
         self.nested = 0  # surface calls inside a surface call (trace.traced): gradc's own
         self.in_range = set()  # ids of positions in range by construction (np.argmax's)
         self.read_only = set()  # ids of views NumPy makes read-only (np.broadcast_to...)

@@ -297,6 +297,11 @@ def _unwritable(x):
                 if root is not None else
                 "it is a view of a NumPy array from outside the function, which a compiled "
                 "function cannot change")
+    if x.id in x.graph.unfollowed:
+        return ("it is NumPy's view of an array the function made with NumPy, taken by a traced "
+                "integer (`row = buf[np.argmax(x)]`), whose stores would reach that array: "
+                "store by its name instead (buf[i] += v), or make it traced from the start "
+                "(np.zeros_like(x))")
     if x.id in x.graph.read_only:
         return ("NumPy's view is read-only (output array is read-only; np.broadcast_arrays' "
                 "results still take a write with a DeprecationWarning, and a broadcast "

@@ -607,3 +607,23 @@ def test_np_astype_without_a_copy_is_the_array_itself_and_einsums_sublist_view_a
         return a
     with pytest.raises(gradc.GradcError, match="in-place|store"):  # (as for 'ij->ji')
         gradc.jit(transposed)(M)
+
+
+def test_a_numpy_buffers_view_by_a_traced_integer_scalar_takes_stores_or_is_refused():
+    """fuzz42d: `buf[np.argmax(x)][1] = v` into an array the function made with NumPy dropped
+    the store; `row = buf[i]; row += v` too (now refused: the view is not followed)."""
+    def chained(x):
+        buf = np.zeros((3, 2))
+        buf[np.argmax(x[:, 0])][1] = x[0, 0] + 1.0
+        return buf
+
+    def through_a_name(x):
+        buf = np.zeros((3, 2))
+        row = buf[np.argmax(x[:, 0])]
+        row += x[0] + 1.0
+        return buf
+
+    x = np.arange(6.0).reshape(3, 2)
+    np.testing.assert_array_equal(gradc.jit(chained)(x), chained(x))
+    with pytest.raises(gradc.UnsupportedOpError, match="store by its name"):
+        gradc.jit(through_a_name)(x)
