@@ -41,10 +41,13 @@ def _getitem(x, index):
     arrays = [k for k, i in enumerate(index) if isinstance(i, (Value, np.ndarray, bool, np.bool_))]
     if not arrays:
         out = _basic_index(x, index)
-        # (NumPy's result is a view, unless every axis takes an integer: a scalar, a copy)
+        # (NumPy's result is a view, unless every axis takes an integer: a scalar, a copy;
+        # a 0-d array's a[()] too)
         if not (len(index) == x.ndim and all(isinstance(i, (int, np.integer)) for i in index)):
             out = mark_view(x, out)
             x.graph.view_keys[out.id] = index
+        elif out is x:
+            out = copy(x)
         return out
     if any(isinstance(index[k], Value) and index[k].dtype == np.bool_ for k in arrays):
         mask = index[0]

@@ -844,7 +844,11 @@ def _call_numpy(func, args, kwargs, name=None):
         out = _new_array(out, list(args) + list(kwargs.values()), first)
     elif func in VIEW_FUNCTIONS or func is np.diag and isinstance(out, Value) and out.ndim == 1:
         # (the array: the first argument, by position or by name)
-        out = mark_view(args[0] if args else next(iter(kwargs.values()), None), out, read_only)
+        viewed = args[0] if args else next(iter(kwargs.values()), None)
+        out = mark_view(viewed, out, read_only)
+        if (isinstance(viewed, Value) and viewed.ndim == 0 and not is_zero_d_array(viewed)
+                and isinstance(out, Value) and out.ndim == 0 and not read_only):
+            return out  # (np.squeeze(s), np.reshape(s, ()) of a NumPy scalar: a scalar)
     elif func not in SAME_ARRAY_FUNCTIONS:
         out = _new_array(out, list(args) + list(kwargs.values()), first)
     if func not in SCALAR_FUNCTIONS and func not in SAME_ARRAY_FUNCTIONS:
@@ -936,8 +940,15 @@ def mark_view(base, out, read_only=False):
     if not isinstance(out, Value):
         return out
     if isinstance(base, Value) and base.ndim == 0 and not is_zero_d_array(base):
-        # (a NumPy scalar's `np.atleast_1d(s)`, `s.reshape(-1)`, `s[None]`: a new array)
-        return note_zero_d_arrays(copy(out) if out is base else out)
+        # (a NumPy scalar's `np.atleast_1d(s)`, `s.reshape(-1)`, `s[None]`: a new array;
+        # `s.reshape(())`, `s.T`, `np.squeeze(s)`: a new scalar; np.broadcast_to(s, ()): a
+        # read-only 0-d array)
+        out = copy(out) if out is base else out
+        if out.ndim == 0 and not read_only:
+            return out
+        if read_only:
+            out.graph.read_only.add(out.id)
+        return note_zero_d_arrays(out)
     if out is base:
         out = base.graph.apply("alias", (base,), tag="view")
     graph = out.graph

@@ -874,3 +874,34 @@ def test_arrays_made_from_a_numpy_scalar_are_new_arrays():
     got, want = gradc.jit(f)(X), f(X)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
+
+
+def _scalars_made_anew(x):
+    s = x.sum()  # (a NumPy scalar)
+    outs = []
+    for make in (lambda s: s.reshape(()), lambda s: s.squeeze(), lambda s: s.T,
+                 lambda s: np.squeeze(s), lambda s: np.reshape(s, ()), lambda s: s.real,
+                 lambda s: np.real(s), lambda s: s.conj()):
+        u = make(s)
+        t = u
+        u += 1  # (a scalar: bound anew; t keeps its value)
+        outs += [t, u]
+    a = np.array(x.sum())  # (a 0-d array)
+    b = a[()]  # (a scalar: a copy)
+    v = a[...]  # (a 0-d view)
+    v += 1
+    return outs + [a, b]
+
+
+def test_a_numpy_scalars_reshape_squeeze_and_real_are_scalars_and_a_0d_arrays_item_a_copy():
+    """fuzz42d: gradc took these for 0-d arrays (views): `u += 1` changed t too."""
+    x = np.array([0.5, -1.0, 2.0])
+    for got, want in zip(gradc.jit(_scalars_made_anew)(x), _scalars_made_anew(x)):
+        np.testing.assert_array_equal(got, want)
+
+    def read_only(x):
+        y = np.broadcast_to(x.sum(), ())
+        y += 1  # (NumPy: "output array is read-only")
+        return y
+    with pytest.raises(gradc.UnsupportedOpError, match="read-only"):
+        gradc.jit(read_only)(x)
