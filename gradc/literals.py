@@ -78,6 +78,8 @@ def _build(obj, like):
 
 
 def _literal(obj, dtype=None, ndmin=0):
+    if dtype is not None and np.dtype(dtype) == object:  # (a ValueError of NumPy's for ragged
+        raise UnsupportedOpError(fn._OBJECT_ARRAYS)  # parts, which a handler may catch)
     out = _build(obj, first_value(obj))
     if dtype is not None:
         out = fn.astype(out, dtype)

@@ -1341,3 +1341,28 @@ def test_python_reading_a_traced_values_contents_is_refused_at_the_line(fun, cls
         gradc.jit(fun)(np.arange(6.0).reshape(2, 3))
     check(excinfo, cls, marker)
     assert "NumPy's refusal" not in str(excinfo.value) and "'Value'" not in str(excinfo.value)
+
+
+def object_array_of_parts(c):
+    parts = np.empty(2, dtype=object)
+    parts[0] = c[:1]  # OBJECT-STORE
+    parts[1] = c[1:]
+    return np.sum(parts[0]) + np.sum(parts[1] ** 2)
+
+
+def ragged_parts_caught(c):
+    try:
+        parts = np.array([c[:2], c[:1]], dtype=object)  # OBJECT-LITERAL
+        return c * 0
+    except (TypeError, ValueError):  # (meant for NumPy's own errors: NumPy raises none here)
+        return c
+
+
+@pytest.mark.parametrize("fun, marker", [(object_array_of_parts, "OBJECT-STORE"),
+                                         (ragged_parts_caught, "OBJECT-LITERAL")])
+def test_object_arrays_of_traced_values_are_refused_at_the_line_past_handlers(fun, marker):
+    """fuzz42b/d: the refusal named no line; np.array(parts, dtype=object) raised a ValueError
+    that the user's handler caught, silently taking its fallback."""
+    with pytest.raises(gradc.UnsupportedOpError, match="Python list") as excinfo:
+        gradc.jit(fun)(np.array([0.5, -1.0, 2.0]))
+    check(excinfo, gradc.UnsupportedOpError, marker)

@@ -150,6 +150,10 @@ def check_scalars_into(values, dtype, what):
                             f"{bad} out of bounds for {dtype.name} (NumPy's OverflowError)")
 
 
+_OBJECT_ARRAYS = ("object arrays (np.empty(n, dtype=object), np.array(parts, dtype=object) of "
+                  "ragged parts) cannot hold traced values: keep the parts in a Python list")
+
+
 def as_value(x, like: Value | None = None, graph=None):
     """Turn a Python number or NumPy array into a constant value in the graph of `like`."""
     if isinstance(x, Value):
@@ -177,7 +181,8 @@ def as_value(x, like: Value | None = None, graph=None):
         if isinstance(arr, Value):  # a list holding traced values (gradc/literals.py)
             return arr
         if arr.dtype == object:
-            raise UnsupportedOpError("object arrays cannot be used in a traced function")
+            from ..trace import user_source  # (it builds on this module)
+            raise UnsupportedOpError(_OBJECT_ARRAYS, source=user_source())
         if type(x) is np.ndarray:
             live = captured(graph, x)  # (read from outside the arguments: read on every call)
             if live is not None:
