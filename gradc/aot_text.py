@@ -202,15 +202,28 @@ def comment_safe(text):
 
 
 def top_level_names(text):
-    """Every name bound at the top level of a module (with repeats)."""
-    names = []
-    for node in parse(text).body:
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+    """Every name bound at the top level of a module (with repeats): by def, class, import or
+    assignment, a tuple's too (`f32, f64 = ...`), in if/try/with/for blocks as well (a name
+    the generated module binds so was missed: a callable named `f64` then replaced the type
+    its kernels call)."""
+    names, pending = [], list(parse(text).body)
+    while pending:
+        node = pending.pop(0)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.append(node.name)
-        elif isinstance(node, ast.Assign):
-            names += [t.id for t in node.targets if isinstance(t, ast.Name)]
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names += [(a.asname or a.name).split(".")[0] for a in node.names]
+        else:
+            targets = (node.targets if isinstance(node, ast.Assign) else
+                       [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign, ast.For))
+                       else [item.optional_vars for item in node.items
+                             if item.optional_vars is not None]
+                       if isinstance(node, ast.With) else [])
+            names += [n.id for t in targets for n in ast.walk(t)
+                      if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
+            for field in ("body", "orelse", "finalbody"):  # (blocks, not functions' bodies)
+                pending += getattr(node, field, [])
+            pending += [h for handler in getattr(node, "handlers", []) for h in handler.body]
     return names
 
 

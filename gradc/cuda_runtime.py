@@ -72,12 +72,13 @@ class CudaCompiled(Compiled):
                 if x.dtype != dtype or tuple(x.shape) != tuple(shape):
                     raise TypeError(f"device array input {i} is {x.dtype}{tuple(x.shape)}, "
                                     f"compiled for {np.dtype(dtype)}{tuple(shape)}")
-                if not _contiguous(x):
+                if not _c_contiguous(x):
                     raise SignatureError(
-                        f"device array input {i} ({x.dtype}{tuple(x.shape)}) is a strided view "
-                        "with gaps (x[::2]): gradc's CUDA kernels read contiguous memory; "
-                        "pass a contiguous copy (cupy.ascontiguousarray, or to_device of the "
-                        "host array)", source=user_source())
+                        f"device array input {i} ({x.dtype}{tuple(x.shape)}) is not in C order "
+                        "(a strided view with gaps, x[::2], or Fortran order, d_x.T): gradc's "
+                        "CUDA kernels read its memory as rows; pass a C-ordered copy "
+                        "(cupy.ascontiguousarray, or to_device of np.ascontiguousarray(host))",
+                        source=user_source())
                 driver.upload(i, _numba_array(x, driver.cuda))
             else:
                 driver.upload(i, np.ascontiguousarray(x, dtype=dtype))
@@ -107,20 +108,21 @@ class CudaCompiled(Compiled):
         self.owned_on_device = False
 
 
-def _contiguous(x):
-    """Whether a device array's memory is its elements in C or Fortran order, without gaps
-    (Numba's own flags, or its __cuda_array_interface__ strides: None is C order)."""
+def _c_contiguous(x):
+    """Whether a device array's memory is its elements in C order, without gaps (Numba's own
+    flags, or its __cuda_array_interface__ strides: None is C order). Fortran order is not:
+    the upload's x.reshape(-1) of Numba's device array is then a view in memory order, not
+    NumPy's row order (the kernels read the input transposed; the simulator's copy hid it)."""
     if hasattr(x, "is_c_contiguous"):  # (Numba's device arrays, the simulator's too)
-        return x.is_c_contiguous() or x.is_f_contiguous()
+        return x.is_c_contiguous()
     interface = x.__cuda_array_interface__
     strides, shape = interface.get("strides"), tuple(interface["shape"])
     if strides is None or 0 in shape:
         return True
     itemsize = np.dtype(interface["typestr"]).itemsize
     c_order = [itemsize * int(np.prod(shape[i + 1:], dtype=np.int64)) for i in range(len(shape))]
-    f_order = [itemsize * int(np.prod(shape[:i], dtype=np.int64)) for i in range(len(shape))]
     used = [i for i, n in enumerate(shape) if n > 1]  # (a stride of a length-1 axis is moot)
-    return any(all(strides[i] == want[i] for i in used) for want in (c_order, f_order))
+    return all(strides[i] == c_order[i] for i in used)
 
 
 def _numba_array(x, cuda):

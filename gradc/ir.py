@@ -11,8 +11,11 @@ VJP rules and rewrites all read like NumPy (see `gradc.ops.fn` and `gradc.trace`
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import math
+import os
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -26,6 +29,24 @@ SUPPORTED_DTYPES = tuple(np.dtype(d) for d in ("float32", "float64", "int32", "i
 _set = object.__setattr__  # (how gradc sets a Value's fields: Value.__setattr__ refuses)
 
 
+def _users_code(frame):
+    """Whether `frame` runs the user's code, or NumPy's Python code the user's calls
+    (np.isscalar(s))."""
+    kind = _kind_of_file(frame.f_code.co_filename)
+    while kind == "numpy" and frame.f_back is not None:
+        frame = frame.f_back
+        kind = _kind_of_file(frame.f_code.co_filename)
+    return kind == "user"
+
+
+@functools.lru_cache(maxsize=1024)
+def _kind_of_file(filename):
+    from .trace import _NUMPY_DIR, _frame_kind
+    if os.path.abspath(filename).startswith(_NUMPY_DIR + os.sep):
+        return "numpy"
+    return _frame_kind(filename)
+
+
 class Value:
     """One SSA value: a static shape and dtype, owned by the graph that made it."""
 
@@ -35,8 +56,13 @@ class Value:
     @property
     def __class__(self):
         """np.ndarray, for isinstance() in the user's code: a traced value stands for an array
-        (`x * 2 if isinstance(x, np.ndarray) else x + 100` took the other branch).
+        (`x * 2 if isinstance(x, np.ndarray) else x + 100` took the other branch); a 0-d one
+        that stands for a NumPy scalar (x.sum(), a float argument), to the user's code, that
+        scalar's type (np.float64: `isinstance(s, float)`, np.isscalar(s) are NumPy's True).
         type(x) is still Value."""
+        if not self.shape and self.id not in self.graph.zero_d_arrays and _users_code(
+                sys._getframe(1)):
+            return self.dtype.type
         return np.ndarray
 
     def __init__(self, graph, vid, shape, dtype, node=None, name=None):

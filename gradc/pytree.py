@@ -13,9 +13,13 @@ A gradient function traces the Python floats of its differentiated arguments ins
 (`trace_floats`): they become `TracedFloat` leaves, whose tree is `FLOAT`.
 """
 import array
+import collections
 import collections.abc
+import copy
+import enum
 import math
 import numbers
+import types
 
 import numpy as np
 
@@ -129,6 +133,17 @@ def _walk(x, leaves):
             f"cannot pass a `{'array.array' if isinstance(x, array.array) else type(x).__name__}`"
             " to a compiled function: its contents can change "
             "in place, and it is not an array; pass np.asarray(x) (or np.frombuffer)")
+    if isinstance(x, (collections.deque, collections.UserList, collections.UserDict)):
+        raise SignatureError(  # (told apart by identity, their items changed unseen: stale)
+            f"cannot pass a {type(x).__name__} to a compiled function: it takes plain dicts, "
+            "lists, tuples and namedtuples of arrays (and hashable static values); pass "
+            f"{'dict' if isinstance(x, collections.UserDict) else 'list'}(x)")
+    if any(hasattr(type(x), a) for a in ("__array__", "__array_interface__", "__dlpack__")):
+        raise SignatureError(  # (a torch.Tensor hashes by identity: its values were compiled
+            # in, stale after t.add_(1); a JAX array crashed the trace)
+            f"cannot pass a {type(x).__module__.split('.')[0]}.{type(x).__name__} to a "
+            "compiled function: it is another library's array, whose values a compiled "
+            "function would read once, when traced; pass np.asarray(x) (a NumPy array)")
     if _compared_by_identity(x):  # (a @dataclass model: unhashable, told apart by identity)
         return static_node(x)
     try:
@@ -268,24 +283,36 @@ def static_numbers(treedef, path):
     return []
 
 
-def unflatten(treedef, leaves):
-    return _build(treedef, iter(leaves))  # (no closure: see _walk)
+def unflatten(treedef, leaves, fresh=False):
+    """The tree `treedef` with `leaves`; `fresh`: a result's, its static objects copies (a
+    dataclass returned holding no traced values was one object every call returned, and the
+    caller's edit of one call's showed in the next's), as NumPy's code makes them anew."""
+    return _build(treedef, iter(leaves), fresh)  # (no closure: see _walk)
 
 
-def _build(t, it):
+def _build(t, it, fresh=False):
     if t == LEAF or t == FLOAT:
         return next(it)
     kind = t[0]
     if kind == "dict":
-        return {k: _build(c, it) for k, c in zip(t[1], t[2])}
+        return {k: _build(c, it, fresh) for k, c in zip(t[1], t[2])}
     if kind == "namedtuple":
-        return t[1](*[_build(c, it) for c in t[2]])
+        return t[1](*[_build(c, it, fresh) for c in t[2]])
     if kind == "node":
-        return t[1]._from_children(*[_build(c, it) for c in t[2]])
+        return t[1]._from_children(*[_build(c, it, fresh) for c in t[2]])
     if kind in ("list", "tuple"):
-        items = [_build(c, it) for c in t[1]]
+        items = [_build(c, it, fresh) for c in t[1]]
         return items if kind == "list" else tuple(items)
+    if fresh and not isinstance(t[1], _IMMUTABLE):
+        try:
+            return copy.deepcopy(t[1])
+        except Exception:  # noqa: BLE001 - (what cannot be copied, a module: as it is)
+            return t[1]
     return t[1]
+
+
+_IMMUTABLE = (numbers.Number, str, bytes, type(None), type, np.dtype, frozenset, slice, range,
+              enum.Enum, types.FunctionType, types.BuiltinFunctionType, types.ModuleType)
 
 
 _NUMBERS = (bool, int, float, complex)

@@ -185,7 +185,7 @@ def _round(x, ndigits=None):
     if ndigits is None:
         _branch_error("round() (a Python int)", "; np.round(x) rounds to a float of x's dtype, "
                       "np.round(x).astype(np.int64) to an integer array")(x)
-    return np.round(x, ndigits)
+    return _python_result(np.round(x, ndigits), x)
 
 
 def _format_error(value, spec):
@@ -799,8 +799,8 @@ _SURFACE = {
         ("__lshift__", "<<"), ("__rlshift__", "<<"), ("__rshift__", ">>"), ("__rrshift__", ">>"))},
     "__neg__": traced(lambda self: _python_result(
         _numpy_dtype_checked(operator.neg, fn.negative, "the unary - operator")(self), self)),
-    "__pos__": traced(lambda self: _numpy_dtype_checked(  # (NumPy's +x is a new array;
-        operator.pos, copy, "the unary + operator")(self)),  # +mask NumPy refuses)
+    "__pos__": traced(lambda self: _python_result(_numpy_dtype_checked(  # (NumPy's +x is a
+        operator.pos, copy, "the unary + operator")(self), self)),  # new array; +mask refused)
     "__abs__": traced(lambda self: _python_result(fn.unary("abs", self, float_only=False), self)),
     "__getitem__": traced(_getitem),
     "__iter__": _iter,
@@ -831,8 +831,10 @@ _SURFACE = {
     "__array_function__": _array_function,
     "T": property(traced(lambda self: _viewed(self, fn.transpose(self))), _not_writable("T")),
     # (gradc's arrays are real: .real is the array, .imag its zeros, as NumPy's of a real array)
-    "real": property(traced(lambda self: _viewed(self, self)), traced(_set_real)),
-    "imag": property(traced(imaginary_part), _refused(
+    # (of a Python float argument, weak: Python floats' .real, .imag, +s, round(s, 2) are)
+    "real": property(traced(lambda self: _python_result(_viewed(self, self), self)),
+                     traced(_set_real)),
+    "imag": property(traced(lambda self: _python_result(imaginary_part(self), self)), _refused(
         "x.imag = ...: a real array has no imaginary part to set (NumPy's TypeError)")),
     "mT": property(traced(lambda self: _viewed(self, fn.swapaxes(self, -1, -2))),
                    _not_writable("mT")),
@@ -859,8 +861,8 @@ _SURFACE = {
     "compress": traced(lambda self, condition, axis=None: np.compress(condition, self, axis)),
     "clip": traced(_clip_method), "round": _method(np.round),
     # (of a real array NumPy's methods return the array itself, np.conj a new one)
-    "conj": traced(lambda self: _viewed(self, self)),
-    "conjugate": traced(lambda self: _viewed(self, self)),
+    "conj": traced(lambda self: _python_result(_viewed(self, self), self)),
+    "conjugate": traced(lambda self: _python_result(_viewed(self, self), self)),
     "__round__": traced(_round),
     "copy": traced(_copy_method),
     # (copy.copy and copy.deepcopy of a params dict in traced code: new arrays, as NumPy's)

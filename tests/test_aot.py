@@ -282,6 +282,27 @@ def test_compiling_is_deterministic_and_refuses_what_it_cannot_write(model):
 
     with pytest.raises(aot.AotError, match="rename the function"):
         aot.generate(run, (np.ones(3, np.float32),))
+
+    def fmaximum(p):  # (bound by a tuple assignment, `f32, f64, fmaximum = ...`: fuzz42c)
+        return np.sum(p * p)
+    with pytest.raises(aot.AotError, match="rename the function"):
+        aot.generate(fmaximum, (np.ones(3, np.float32),))
+    from gradc.aot_text import top_level_names
+    assert sorted(top_level_names(textwrap.dedent("""
+        f32, (f64, i64) = 1, (2, 3)
+        if True:
+            take = 1
+        else:
+            from x import rows_sum
+        try:
+            import numpy as np
+        except ImportError:
+            fallback: int = 0
+        for k in range(2):
+            pass
+        def f():
+            hidden = 1
+        """))) == ["f", "f32", "f64", "fallback", "i64", "k", "np", "rows_sum", "take"]
     with pytest.raises(aot.AotError, match="lambda"):
         aot.generate(lambda p: np.sum(p), (np.ones(3, np.float32),))
 

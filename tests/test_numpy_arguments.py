@@ -493,3 +493,33 @@ def test_cov_of_one_row_with_rowvar_false_is_one_observation_as_numpy_2s():
         np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError):
         gradc.jit(lambda X: np.cov(X, X, rowvar=False))(X)
+
+
+def test_a_traced_number_is_its_numpy_scalar_type_to_isinstance():
+    """fuzz42a: `isinstance(s, float)` / np.isscalar(s) of a float argument (and of x.sum())
+    were False, NumPy's True: the scalar branch silently not taken (value 6 for 3, gradient 0)."""
+    def loss(scale, x):
+        total = np.sum(x * scale) if isinstance(scale, float) and np.isscalar(scale) else 0.0
+        s = x.sum()
+        picked = s * 2.0 if isinstance(s, np.floating) and not isinstance(s, np.ndarray) else s
+        zero_d = np.array(s)  # (a 0-d array: an ndarray, as NumPy's)
+        return total + picked + (1.0 if isinstance(zero_d, np.ndarray) else -50.0)
+
+    x = np.array([1.0, 2.0, 3.0])
+    for scale in (0.5, np.float64(0.5)):
+        value, grads = gradc.value_and_grad(loss, argnums=(0, 1))(scale, x)
+        assert value == loss(scale, x) == 16.0
+        assert grads[0] == 6.0
+        np.testing.assert_array_equal(grads[1], np.full(3, 2.5))
+
+
+def test_a_python_float_arguments_plus_real_conjugate_and_round_stay_weak():
+    """fuzz42a: +s, s.real, s.imag, s.conjugate(), round(s, 2) of a Python float argument are
+    Python floats in NumPy (weak: x32 * +s stays float32); gradc made them float64."""
+    def f(s, x):
+        return (x * +s, x * s.real, x * s.conjugate(), x * round(s, 2), x + s.imag, x * -s)
+
+    x = np.ones(3, np.float32)
+    for got, want in zip(gradc.jit(f)(0.5, x), f(0.5, x)):
+        assert got.dtype == want.dtype == np.float32
+        np.testing.assert_array_equal(got, want)

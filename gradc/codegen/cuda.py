@@ -31,6 +31,7 @@ or set when there is no CUDA.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -402,7 +403,8 @@ class CudaProgram:
 
     def error_code(self, node):
         code = len(self.err_sources) + 1
-        self.err_sources[code] = f"{node.op} at {node.source}"
+        op = node.op.removesuffix("_grad")  # (the user wrote the gather: its scatter-add in
+        self.err_sources[code] = f"{op} at {node.source}"  # the backward checks the same indices)
         return code
 
     # --- loading ---------------------------------------------------------------------------
@@ -427,6 +429,9 @@ class CudaProgram:
             self.describe() + "\n\n" + self.module_source
 
 
+_SIMULATED = threading.Lock()  # (Numba's simulator: "concurrent simulated kernel not supported")
+
+
 # threads per block, and the most blocks a launch uses (grid-stride loops cover the rest); the
 # simulator runs every thread as a Python thread, so it gets small launches
 def launch_size(total, simulator, threads=None):
@@ -441,7 +446,7 @@ class CudaDriver:
     def __init__(self, program, kernels, cuda):
         self.program, self.cuda = program, cuda
         from numba import config
-        simulator = bool(config.ENABLE_CUDASIM)
+        simulator = self.simulated = bool(config.ENABLE_CUDASIM)
         # zeroed once: the alignment padding between outputs is copied back with them and must
         # read as zero (gradc.distributed allreduces the region, padding and all)
         self.arena = cuda.to_device(np.zeros(max(program.device_bytes, 1), np.uint8))
@@ -501,7 +506,14 @@ class CudaDriver:
 
     def launch(self, host_arena):
         """Run every kernel in order, then copy the outputs region (the values that are not
-        written in place: a loss, gradients, a jit's results) into the host arena."""
+        written in place: a loss, gradients, a jit's results) into the host arena. Under the
+        simulator, one thread's launches at a time (it cannot run two kernels at once)."""
+        if not self.simulated:
+            return self._launch(host_arena)
+        with _SIMULATED:
+            return self._launch(host_arena)
+
+    def _launch(self, host_arena):
         for i, (kernel, args) in enumerate(self.calls):
             if i == self.check_at:
                 self._raise_index_error()

@@ -199,13 +199,17 @@ def _():
 
 @check("a_strided_device_array_is_refused_by_name")
 def _():
-    strided = cuda.to_device(np.arange(20.0))[::2]
-    try:
-        gradc.jit(lambda x: x * 2.0, target="cuda")(strided)
-    except gradc.SignatureError as e:
-        assert "contiguous" in str(e), str(e)
-        return 0.0
-    raise AssertionError("no SignatureError")
+    # (and one in Fortran order: on a GPU its upload, a reshape of Numba's device array, is a
+    # view in memory order, which the kernels read transposed; fuzz42c)
+    fortran = cuda.to_device(np.asfortranarray(np.arange(12.0).reshape(3, 4)))
+    for given in (cuda.to_device(np.arange(20.0))[::2], fortran):
+        try:
+            gradc.jit(lambda x: x * 2.0, target="cuda")(given)
+        except gradc.SignatureError as e:
+            assert "C order" in str(e) and "ascontiguousarray" in str(e), str(e)
+            continue
+        raise AssertionError("no SignatureError")
+    return 0.0
 
 
 @check("a_device_array_read_from_outside_is_refused_by_name")
