@@ -77,7 +77,9 @@ class Function:
     def __get__(self, obj, objtype=None):
         """As a method (`@gradc.jit` in a class body): `model.forward(x)` calls it with the
         object first, a static argument (each object compiles its own signature)."""
-        return self if obj is None else types.MethodType(self, obj)
+        if obj is None or isinstance(self.fun, staticmethod):  # (@gradc.grad over a
+            return self  # @staticmethod takes no object)
+        return types.MethodType(self, obj)
 
     # --- tracing ---------------------------------------------------------------------------
     def trace_joint(self, call, src, capture=False):
@@ -137,7 +139,8 @@ class Function:
         if self.mode == "jit":
             return args
         nums = self.argnums if isinstance(self.argnums, (tuple, list)) else (self.argnums,)
-        nums = {a % len(args) for a in nums if isinstance(a, int) and -len(args) <= a < len(args)}
+        nums = {int(a) % len(args) for a in nums if isinstance(a, (int, np.integer))
+                and not isinstance(a, (bool, np.bool_)) and -len(args) <= a < len(args)}
         traced = tuple(pytree.trace_floats(a) if i in nums else a for i, a in enumerate(args))
         return args if all(a is b for a, b in zip(traced, args)) else traced
 

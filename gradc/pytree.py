@@ -49,7 +49,12 @@ def register_node(cls, fields):
 
 
 def is_array_leaf(x):
-    return isinstance(x, (np.ndarray, np.generic, Value, TracedFloat)) or is_device_array(x)
+    return (isinstance(x, (np.ndarray, np.generic, Value, TracedFloat))
+            and not isinstance(x, _TEXT_SCALARS) or is_device_array(x))
+
+
+_TEXT_SCALARS = (np.str_, np.bytes_)  # (np.str_("tanh") from a NumPy array of names: a static
+# value, as a str is)
 
 
 def is_device_array(x):
@@ -103,6 +108,11 @@ def _walk(x, leaves):
         leaves.append(x)
         return FLOAT if type(x) is TracedFloat else LEAF
     if isinstance(x, dict):
+        if hasattr(type(x), "__missing__"):  # (the function would get a plain dict: a key it
+            raise SignatureError(  # lacks was a bare KeyError, not the default)
+                f"cannot pass a {type(x).__name__} (a dict with a default for missing keys) to "
+                "a compiled function: it takes plain dicts, whose missing keys are KeyErrors; "
+                "pass dict(x) with every key the function reads")
         # in the dict's own order: the function sees the dict it was given (a loop over
         # params.values() of {"layer2": .., "layer10": ..} ran layer10 first when sorted), and
         # another order is another signature
@@ -138,7 +148,8 @@ def _walk(x, leaves):
             f"cannot pass a {type(x).__name__} to a compiled function: it takes plain dicts, "
             "lists, tuples and namedtuples of arrays (and hashable static values); pass "
             f"{'dict' if isinstance(x, collections.UserDict) else 'list'}(x)")
-    if any(hasattr(type(x), a) for a in ("__array__", "__array_interface__", "__dlpack__")):
+    if not isinstance(x, np.generic) and any(
+            hasattr(type(x), a) for a in ("__array__", "__array_interface__", "__dlpack__")):
         raise SignatureError(  # (a torch.Tensor hashes by identity: its values were compiled
             # in, stale after t.add_(1); a JAX array crashed the trace)
             f"cannot pass a {type(x).__module__.split('.')[0]}.{type(x).__name__} to a "

@@ -6,6 +6,7 @@ refused), the memory plan, and the generated driver; and the lines where float32
 computed in float64 (NumPy's promotion by a float64 scalar: a common slip that doubles memory).
 """
 import inspect
+import types
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,6 +77,9 @@ def explain(fun, *args, **kwargs):
         raise ArgumentError("gradc.explain(fun, *args): give the arguments to compile `fun` "
                             "for, as you would call it (example arrays of the right shapes and "
                             "dtypes)", source=user_source())
+    if isinstance(fun, types.MethodType) and isinstance(fun.__func__, (Function, TrainStep)):
+        args = (fun.__self__,) + args  # (m.forward of a @gradc.jit method: the object first)
+        fun = fun.__func__
     if isinstance(fun, TrainStep):
         return report(fun.lower(*args, source=user_source()), fun)
     if isinstance(getattr(fun, "grad_fn", None), Function) and isinstance(

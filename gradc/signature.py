@@ -204,12 +204,21 @@ def differentiable_leaves(call, argnums, src, names=()):
             raise NonDifferentiableError(
                 f"{label} is a {tree[1].__module__}.{tree[1].__name__}, which has no gradient: "
                 "leave it out of argnums", source=src)
-        for x in leaves:
+        for j, x in enumerate(leaves):
             dt = pytree.leaf_type(x)[1]
             if not np.issubdtype(dt, np.floating):
+                from .trace import leaf_names  # (it builds on this module)
+                value = call.args[a] if 0 <= a < len(call.args) else None
+                paths = leaf_names(((value,), {}), [names[a] if 0 <= a < len(names)
+                                                    else f"argument {a}"])
+                path = paths[j] if j < len(paths) else label
+                what = ("the state of a gradc.random.Generator, which has no gradient: pass "
+                        "the generator as an argument of its own, out of argnums"
+                        if path.endswith(".state") else "leave integer and boolean arrays "
+                        "out of the differentiated arguments (argnums)")
                 raise NonDifferentiableError(
-                    f"{label} has a {dt} array: gradients need floating-point arguments; "
-                    "leave integer and boolean arguments out of argnums", source=src)
+                    f"{label}: {path} holds {dt} values, and gradients need floating-point "
+                    f"arrays; {what}", source=src)
 
 
 def check_device_leaves(leaves, target, src):

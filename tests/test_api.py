@@ -1044,3 +1044,35 @@ def test_arguments_that_would_be_compiled_in_stale_are_refused_and_results_are_n
     first = g(x)[1]
     first.tags.append("mine")
     assert g(x)[1] == Info(3, ["a"])
+
+
+def test_what_fuzz42a_found_in_the_calling_conventions():
+    """argnums as a NumPy integer traces a Python float argument; @gradc.grad over
+    @staticmethod takes no object; gradc.explain of a @gradc.jit method bound to an object;
+    np.str_ arguments are static values as str is; a defaultdict argument is refused (the
+    function got a plain dict: a bare KeyError); a Generator inside the differentiated
+    argument is named."""
+    assert gradc.grad(lambda a, x: a * x, argnums=np.int64(0))(3.0, 2.0) == 2.0
+
+    class Model:
+        @gradc.grad
+        @staticmethod
+        def loss_grad(w):
+            return np.sum(w ** 2)
+
+        @gradc.jit
+        def forward(self, x):
+            return x * 2
+
+    w = np.array([1.0, 2.0])
+    np.testing.assert_array_equal(Model().loss_grad(w), 2 * w)
+    assert gradc.explain(Model().forward, w).splitlines()[0] == "gradc.explain: jit of forward"
+    act = np.array(["tanh", "relu"])
+    f = gradc.jit(lambda x, a: np.tanh(x) if a == "tanh" else np.maximum(x, 0))
+    np.testing.assert_array_equal(f(w, act[1]), w)
+    import collections
+    with pytest.raises(gradc.SignatureError, match=re.escape("dict(x)")):
+        gradc.jit(lambda d: d["W"] * 2)(collections.defaultdict(float, W=w))
+    with pytest.raises(gradc.NonDifferentiableError, match=re.escape("p['rng'].state")):
+        gradc.grad(lambda p: np.sum(p["W"] * p["rng"].random(2)))(
+            {"W": w, "rng": gradc.random.Generator(0)})

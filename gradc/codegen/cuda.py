@@ -64,7 +64,9 @@ def require_cuda():
     except Exception:  # noqa: BLE001 - a broken driver or toolkit
         available = False
     if not available:
-        raise CudaUnavailableError(f"target='cuda' but no CUDA GPU is available here; {hint}")
+        from ..trace import user_source  # (the call that asked for it)
+        raise CudaUnavailableError(f"target='cuda' but no CUDA GPU is available here; {hint}",
+                                   source=user_source())
     return cuda
 
 
