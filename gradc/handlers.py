@@ -14,6 +14,7 @@ import functools
 import linecache
 import os
 import re
+import sys
 
 import numpy as np
 
@@ -59,12 +60,18 @@ def refuse_caught_index_error(*indices):
 def _refuse_caught(error_class, message):
     """Raise UnsupportedOpError(message(the handler)) if an `except` of the user's frames
     around the current call would catch `error_class`."""
-    from .trace import _frame_kind, _user_frame, current_graph
+    from .trace import _frame_kind, _trace, current_graph
     graph = current_graph()
     if graph is None or not graph.tracing:
         return
-    frame, _ = _user_frame()
-    kind = frame and _frame_kind(frame.f_code.co_filename)
+    frame = sys._getframe(1)  # (the user's innermost frame inside the trace: a try around the
+    while frame is not None and frame.f_code is not _trace.__code__:  # compiled call, as
+        if _frame_kind(frame.f_code.co_filename) == "user":  # gradc.jit(np.linalg.solve)(A,
+            break  # b) is, catches nothing the compiled function raises later)
+        frame = frame.f_back
+    if frame is None or frame.f_code is _trace.__code__:
+        return
+    kind = _frame_kind(frame.f_code.co_filename)
     caller = frame
     while frame is not None and _frame_kind(frame.f_code.co_filename) == kind:
         handler = _handler_catching(frame, error_class)

@@ -235,3 +235,15 @@ def test_embedding_and_cross_entropy_inside_a_try_catching_index_error_are_refus
         return e
     with pytest.raises(gradc.UnsupportedOpError, match="catches IndexError"):
         gradc.jit(f)(np.ones((2, 4)), np.array([1, 2]), np.array([0, 3]))
+
+
+def test_a_try_around_the_compiled_call_is_no_handler_inside_the_trace():
+    """fuzz42b: gradc.jit(np.linalg.solve)(A, b) inside the caller's own `try` was refused:
+    the handler search went past the traced function (NumPy's own) into the caller."""
+    try:
+        x = gradc.jit(np.linalg.solve)(SPD, np.ones(2))
+        i = gradc.jit(lambda v, i: v[i])(np.arange(3.0), np.array(1))
+    except Exception:  # (what the compiled calls raise when they run: not a traced handler)
+        raise AssertionError("refused")
+    np.testing.assert_allclose(x, np.linalg.solve(SPD, np.ones(2)))
+    assert i == 1.0
