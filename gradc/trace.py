@@ -812,8 +812,8 @@ def _call_numpy(func, args, kwargs, name=None):
     impl = FUNCTIONS.get(func)
     if impl is None:
         if func in REFUSED:
-            raise UnsupportedOpError(f"{_qualified(func)} is not supported in traced code: "
-                                     f"{REFUSED[func]}")
+            raise UnsupportedOpError(f"{_qualified(func)}{_called_by_numpy()} is not supported "
+                                     f"in traced code: {REFUSED[func]}")
         if getattr(func, "__module__", "").startswith("numpy.fft"):
             raise UnsupportedOpError(f"{_qualified(func)} is not supported in traced code: gradc "
                                      "has no Fourier transforms (they need complex numbers)")
@@ -1030,6 +1030,23 @@ def update_readme(path):
     _, tail = rest.split(README_END, 1)
     with open(path, "w", encoding="utf-8") as f:
         f.write(head + README_BEGIN + "\n" + supported_markdown() + README_END + tail)
+
+
+def _called_by_numpy():
+    """" (called by NumPy's np.poly1d, which your code called)" where NumPy's own Python code
+    between the user's line and here made the call (np.poly1d(c) calls np.trim_zeros), else
+    ""."""
+    frame, outermost = sys._getframe(2), None
+    while frame is not None and _frame_kind(frame.f_code.co_filename) != "user":
+        if os.path.abspath(frame.f_code.co_filename).startswith(_NUMPY_DIR + os.sep):
+            outermost = frame
+        frame = frame.f_back
+    if frame is None or outermost is None:
+        return ""
+    owner = outermost.f_locals.get("self")
+    name = (type(owner).__name__ if owner is not None and outermost.f_code.co_name.startswith("__")
+            else outermost.f_code.co_name)
+    return f" (called by NumPy's np.{name}, which your code called)"
 
 
 def _qualified(func):

@@ -1366,3 +1366,15 @@ def test_object_arrays_of_traced_values_are_refused_at_the_line_past_handlers(fu
     with pytest.raises(gradc.UnsupportedOpError, match="Python list") as excinfo:
         gradc.jit(fun)(np.array([0.5, -1.0, 2.0]))
     check(excinfo, gradc.UnsupportedOpError, marker)
+
+
+def poly1d_of_traced(c):
+    return np.sum(np.poly1d(c)(X4) ** 2)  # POLY1D
+
+
+def test_a_refused_function_numpys_own_code_calls_names_what_the_user_called():
+    """fuzz42b: np.poly1d(c) calls np.trim_zeros: the refusal named only trim_zeros."""
+    with pytest.raises(gradc.UnsupportedOpError) as excinfo:
+        gradc.grad(poly1d_of_traced)(np.array([1.0, -2.0, 0.5]))
+    check(excinfo, gradc.UnsupportedOpError, "POLY1D")
+    assert "np.trim_zeros (called by NumPy's np.poly1d" in str(excinfo.value)
