@@ -15,6 +15,8 @@ A traced boolean mask would give a data-dependent shape: UnsupportedOpError.
 """
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from .errors import IndexOutOfRangeError, ShapeError, UnsupportedOpError
@@ -65,7 +67,9 @@ def _entries(x, index):
         elif i is None or i is Ellipsis or isinstance(i, (slice, int, np.integer, np.ndarray)):
             entries.append(i)
         else:
-            raise UnsupportedOpError(f"cannot index with a {type(i).__name__}")
+            raise UnsupportedOpError(f"cannot index with a {type(i).__name__}: NumPy's indices "
+                                     "are integers, slices, None, Ellipsis and integer or "
+                                     "boolean arrays")
     real = sum(1 for e in entries if e is not None and e is not Ellipsis)
     if real > x.ndim:
         raise IndexOutOfRangeError(f"too many indices for array: array is {x.ndim}-dimensional, "
@@ -198,6 +202,9 @@ def sequence_index(i):
     they are."""
     if isinstance(i, (list, tuple, range)):
         return np.asarray(i) if len(i) else np.zeros(0, np.intp)  # (empty: no index)
+    if not isinstance(i, (Value, np.ndarray, np.generic, int, slice)) and i is not None and (
+            i is not Ellipsis and hasattr(type(i), "__index__")):
+        return operator.index(i)  # (an object that is an integer to NumPy)
     return i
 
 

@@ -216,8 +216,16 @@ def _binary(f, reflected=False, op=None):
     if op is not None:
         f = _numpy_dtype_checked(op, f, f"the {_SYMBOL[op]} operator")
     if reflected:
-        return traced(lambda self, other: _python_result(f(other, self), self, other))
-    return traced(lambda self, other: _python_result(f(self, other), self, other))
+        return traced(lambda self, other, *mod: _python_result(
+            f(other, self) if not mod else _three_argument_pow(self), self, other))
+    return traced(lambda self, other, *mod: _python_result(
+        f(self, other) if not mod else _three_argument_pow(self), self, other))
+
+
+def _three_argument_pow(x):
+    """pow(x, y, m) of an array: NumPy's TypeError (its operators take no modulus)."""
+    raise ArgumentError("pow(x, y, mod) of arrays: unsupported operand type(s) for ** or pow() "
+                        "(NumPy's TypeError); write np.mod(x ** y, mod)", source=user_source())
 
 
 def _python_result(out, *operands):
@@ -757,6 +765,12 @@ def _getattr(self, name):
             source=user_source())
     if name.startswith("__"):  # (NumPy's C code probes these: not there, it goes on)
         raise AttributeError(name)
+    if name == "flags":  # (np.isfortran reads it)
+        raise UnsupportedOpError(
+            "x.flags (np.isfortran(x), x.flags.c_contiguous...): a traced value's memory layout "
+            "is not known while tracing (an argument's is the caller's array's, which may "
+            "differ from call to call); decide it outside the compiled function, or drop it",
+            source=user_source())
     if not hasattr(np.ndarray, name):  # (NumPy's own error: getattr(x, "scale", 2.0) and
         raise AttributeError(  # hasattr(x, "mask") answer as for an array)
             f"'numpy.ndarray' object has no attribute '{name}'")

@@ -1378,3 +1378,29 @@ def test_a_refused_function_numpys_own_code_calls_names_what_the_user_called():
         gradc.grad(poly1d_of_traced)(np.array([1.0, -2.0, 0.5]))
     check(excinfo, gradc.UnsupportedOpError, "POLY1D")
     assert "np.trim_zeros (called by NumPy's np.poly1d" in str(excinfo.value)
+
+
+class _IndexLike:
+    def __index__(self):
+        return 1
+
+
+def three_argument_pow(x):
+    return pow(x, 2, 3)  # POW3
+
+
+def reads_flags(x):
+    return x * np.isfortran(x)  # FLAGS
+
+
+def test_pow_with_a_modulus_flags_and_index_objects_as_numpy():
+    """fuzz42d: pow(x, 2, 3) leaked gradc's lambda in the message; np.isfortran blamed an
+    attribute the user never wrote; an object with __index__ is an integer index to NumPy."""
+    with pytest.raises(gradc.ArgumentError) as excinfo:
+        gradc.jit(three_argument_pow)(X3)
+    check(excinfo, gradc.ArgumentError, "POW3")
+    assert "lambda" not in str(excinfo.value) and isinstance(excinfo.value, TypeError)
+    with pytest.raises(gradc.UnsupportedOpError, match="np.isfortran") as excinfo:
+        gradc.jit(reads_flags)(X3)
+    check(excinfo, gradc.UnsupportedOpError, "FLAGS")
+    assert gradc.jit(lambda x: x[_IndexLike()] + x[_IndexLike(), None])(X3).tolist() == [0.0]
