@@ -950,9 +950,30 @@ def _digitize(x, bins, right=False):
 def _interp(x, xp, fp, left=None, right=None, period=None):
     """np.interp: piecewise-linear through (xp, fp), xp increasing; float64 as NumPy's. Each x
     finds its segment by a count over xp (a few thousand points)."""
-    if period is not None:
-        raise UnsupportedOpError("np.interp(period=...) is not supported")
     graph = next(v for v in (x, xp, fp) if isinstance(v, Value)).graph
+    if period is not None:  # (NumPy's: x and xp brought into [0, period), xp sorted, a knot
+        # repeated a period below and above; left and right not used)
+        if isinstance(period, Value):
+            raise UnsupportedOpError("np.interp(period=...) takes a Python number, not a traced "
+                                     "value")
+        if period == 0:
+            raise ValueError("period must be a non-zero value")
+        period = abs(float(period))
+        x, xp, fp = (fn.as_value(v, graph=graph) for v in (x, xp, fp))
+        if xp.ndim != 1 or fp.ndim != 1:
+            raise ValueError("Data points must be 1-D sequences")
+        if xp.shape[0] != fp.shape[0]:
+            raise ValueError("fp and xp are not of the same length")
+        x = fn.remainder(fn.astype(x, np.float64), period)
+        xp = fn.remainder(fn.astype(xp, np.float64), period)
+        order = argsort(xp, 0)
+        xp, fp = fn.take_along_axis(xp, order, 0), fn.take_along_axis(fp, order, 0)
+        n = xp.shape[0]
+        xp = fn.concatenate([fn.slice_(xp, (n - 1,), (n,), (1,)) - period, xp,
+                             fn.slice_(xp, (0,), (1,), (1,)) + period], 0)
+        fp = fn.concatenate([fn.slice_(fp, (n - 1,), (n,), (1,)), fp,
+                             fn.slice_(fp, (0,), (1,), (1,))], 0)
+        return _interp(x, xp, fp)
     # (each converted to float64 itself, as NumPy's: a Python number beside float32 arrays
     # was a float32 first, 0.3 off by 1e-8)
     x, xp, fp = (fn.astype(fn.as_value(v, graph=graph), np.float64) for v in (x, xp, fp))

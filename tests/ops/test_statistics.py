@@ -763,3 +763,20 @@ def test_a_median_of_an_empty_slice_is_nan_as_numpys():
             want = f(x)
         assert np.shape(got) == np.shape(want) and np.asarray(got).dtype == want.dtype
         np.testing.assert_array_equal(got, want)
+
+
+def test_interp_with_a_period_as_numpy():
+    """np.interp(period=...) (angles, periodic splines) was refused by name (fuzz42b): x and
+    xp brought into [0, period), xp sorted, its knots repeated a period below and above."""
+    xp, fp = np.array([190.0, -190, 350, -350]), np.array([5.0, 10, 3, 4])
+    x = np.array([-180.0, -170, -185, 185, -10, -5, 0, 365])
+
+    def f(x, fp):
+        return np.interp(x, xp, fp, period=360), np.interp(x, xp, fp, period=-360.0)
+
+    for got, want in zip(gradc.jit(f)(x, fp), f(x, fp)):
+        np.testing.assert_array_equal(got, want)
+    loss = lambda fp: np.sum(np.interp(x, xp, fp, period=360) ** 2)
+    np.testing.assert_allclose(gradc.grad(loss)(fp), [31.25, 23.75, 16.25, 10.75], rtol=1e-12)
+    with pytest.raises(ValueError, match="non-zero"):
+        gradc.jit(lambda x: np.interp(x, xp, fp, period=0))(x)
