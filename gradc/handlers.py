@@ -64,34 +64,36 @@ def _refuse_caught(error_class, message):
     graph = current_graph()
     if graph is None or not graph.tracing:
         return
-    frame = sys._getframe(1)  # (the user's innermost frame inside the trace: a try around the
-    while frame is not None and frame.f_code is not _trace.__code__:  # compiled call, as
-        if _frame_kind(frame.f_code.co_filename) == "user":  # gradc.jit(np.linalg.solve)(A,
-            break  # b) is, catches nothing the compiled function raises later)
-        frame = frame.f_back
-    if frame is None or frame.f_code is _trace.__code__:
-        return
-    kind = _frame_kind(frame.f_code.co_filename)
-    caller = frame
-    while frame is not None and _frame_kind(frame.f_code.co_filename) == kind:
-        handler = _handler_catching(frame, error_class)
-        if handler is not None:
-            line, clause = handler
-            where = "" if frame is caller else f", in `{frame.f_code.co_name}`"
-            error = UnsupportedOpError(
-                message(f"`{clause}` (line {line}{where})"),
-                source=f"{os.path.basename(caller.f_code.co_filename)}:{caller.f_lineno}")
-            error.about_the_handler = True  # (caught by that handler and raised again by the
-            raise error  # trace: trace.py's note that NumPy would not have raised is not for it)
+    # The user's frames inside the trace; then, past it, those around the compiled call, where
+    # only a clause naming error_class itself counts (an `except LinAlgError` around
+    # gradc.jit(np.linalg.cholesky)(A) expects it; an `except Exception` around a training
+    # loop does not: gradc.jit(np.linalg.solve)(A, b) there was refused)
+    frame, caller, inside = sys._getframe(1), None, True
+    while frame is not None:
+        if frame.f_code is _trace.__code__:
+            inside = False
+        elif _frame_kind(frame.f_code.co_filename) == "user":
+            caller = caller or frame
+            handler = _handler_catching(frame, error_class, exactly=not inside)
+            if handler is not None:
+                line, clause = handler
+                where = "" if frame is caller else f", in `{frame.f_code.co_name}`"
+                error = UnsupportedOpError(
+                    message(f"`{clause}` (line {line}{where})"),
+                    source=f"{os.path.basename(caller.f_code.co_filename)}:{caller.f_lineno}")
+                error.about_the_handler = True  # (caught by that handler and raised again by
+                raise error  # the trace: trace.py's note that NumPy would not have raised is
+                # not for it)
         frame = frame.f_back
 
 
-def _handler_catching(frame, error):
+def _handler_catching(frame, error, exactly=False):
     """(line, text) of the first `except` clause that an `error` raised by the instruction
-    `frame` runs would reach and be caught by, or None: it follows the exception table from
-    handler to enclosing handler, testing each clause's class (CHECK_EXC_MATCH) in turn; a bare
-    `except:` catches all; `finally:` and `with` pass it on (a context manager that suppresses
-    it is not seen)."""
+    `frame` runs would reach and be caught by, and that does not raise again (`except
+    Exception as e: raise RuntimeError(...) from e`), or None: it follows the exception table
+    from handler to enclosing handler, testing each clause's class (CHECK_EXC_MATCH) in turn; a
+    bare `except:` catches all; `finally:` and `with` pass it on (a context manager that
+    suppresses it is not seen). `exactly`: only a clause of `error`'s class or a subclass."""
     table = _table(frame.f_code)
     if table is None:
         return None
@@ -111,11 +113,15 @@ def _handler_catching(frame, error):
                 i += 1
             test = code[i]
             if test.opname == "POP_TOP" and i == start:  # a bare `except:`
+                if exactly or _raises_again(code, i + 1):
+                    return None
                 return _clause(frame.f_code, test)
             if test.opname != "CHECK_EXC_MATCH":  # (no clause matched, or a finally/with:
                 offset = test.offset  # the exception goes on to the enclosing handler)
                 break
-            if _catches(code.instructions[start:i], frame, error):
+            if _catches(code.instructions[start:i], frame, error, exactly):
+                if _raises_again(code, i + 2):
+                    return None
                 return _clause(frame.f_code, test)
             jump = code[i + 1]  # (POP_JUMP_IF_FALSE to the next clause)
             if not jump.opname.startswith("POP_JUMP"):
@@ -145,7 +151,16 @@ def _table(code):
     return (entries, _Code(code)) if entries else None
 
 
-def _catches(loads, frame, error):
+def _raises_again(code, i):
+    """Whether the handler body starting at instruction i raises (before its POP_EXCEPT)."""
+    while i < len(code.instructions) and code[i].opname != "POP_EXCEPT":
+        if code[i].opname in ("RAISE_VARARGS", "RERAISE"):
+            return True
+        i += 1
+    return False
+
+
+def _catches(loads, frame, error, exactly=False):
     """Whether the class (or tuple of classes) the `loads` of an except clause compute in
     `frame` catches `error`; by their names (LinAlgError, ValueError, Exception...) where they
     cannot be looked up."""
@@ -168,10 +183,12 @@ def _catches(loads, frame, error):
                 stack.append(frame.f_locals[ins.argval])
         caught = stack[-1]
     except Exception:  # noqa: BLE001 (a name not bound yet: judge by the names)
-        return any(ins.argval in {cls.__name__ for cls in error.__mro__} for ins in loads)
+        names = {error.__name__} if exactly else {cls.__name__ for cls in error.__mro__}
+        return any(ins.argval in names for ins in loads)
         # (a clause whose class cannot be looked up again, judged by the names it loads)
     classes = caught if isinstance(caught, tuple) else (caught,)
-    return any(isinstance(c, type) and issubclass(error, c) for c in classes)
+    return any(isinstance(c, type) and (issubclass(c, error) if exactly else issubclass(error, c))
+               for c in classes)
 
 
 def _clause(code, instruction):

@@ -247,3 +247,24 @@ def test_a_try_around_the_compiled_call_is_no_handler_inside_the_trace():
         raise AssertionError("refused")
     np.testing.assert_allclose(x, np.linalg.solve(SPD, np.ones(2)))
     assert i == 1.0
+
+
+def wraps_and_raises_again(table, i):
+    try:
+        row = gradc.nn.embedding(table, i)
+    except Exception as e:  # (raises again: the error reaches the caller either way)
+        raise RuntimeError("lookup failed") from e
+    return row.sum()
+
+
+def test_a_handler_that_raises_again_is_no_fallback_and_one_around_the_compiled_call_counts():
+    """fuzz42e: `except Exception as e: raise ... from e` around a gather was refused (it
+    changes nothing the compiled function computes); an `except LinAlgError` around
+    gradc.jit(np.linalg.cholesky)(A) is one the compiled function would never reach (NaN)."""
+    table = np.arange(12.0).reshape(4, 3)
+    assert gradc.jit(wraps_and_raises_again)(table, np.array([1, 2])) == 33.0
+    with pytest.raises(gradc.UnsupportedOpError, match="catches LinAlgError"):
+        try:
+            gradc.jit(np.linalg.cholesky)(np.array([[1.0, 2.0], [2.0, 1.0]]))
+        except np.linalg.LinAlgError:
+            pass
