@@ -339,7 +339,7 @@ class Function:
             outs = [o for i, o in enumerate(outs) if i not in at]
         if self.mode == "jit":  # (None: a generator's counter, advanced in place)
             return pytree.unflatten(compiled.out_kind, [_result(o, fresh=True) for o in outs
-                                                        if o is not None], fresh=True)
+                                                        if o is not None])
         if self.mode == "jacobian":  # per output, a block per differentiated leaf; then aux
             out_tree, arg_trees, many, n, aux_tree = compiled.out_kind
             count = n * pytree.leaf_count(out_tree)
@@ -349,8 +349,7 @@ class Function:
             jac = transforms.jacobian_tree(out_tree, arg_trees, many, per_output)
             if aux_tree is None:
                 return jac
-            return jac, pytree.unflatten(aux_tree, [_result(o, fresh=True) for o in outs[count:]],
-                                         fresh=True)
+            return jac, pytree.unflatten(aux_tree, [_result(o, fresh=True) for o in outs[count:]])
         out_tree, grad_trees, many, counts, (floats, where) = compiled.out_kind
         value = _result(outs[0], fresh=True)
         scalars = () if leaves is None else {1 + j for j, p in enumerate(where)
@@ -373,7 +372,7 @@ class Function:
         if self.has_aux:  # out_tree is that of (loss, aux); aux follows the gradients
             aux_tree = out_tree[1][1]
             aux = outs[cursor:cursor + pytree.leaf_count(aux_tree)]
-            aux = pytree.unflatten(aux_tree, [_result(o, fresh=fresh) for o in aux], fresh=True)
+            aux = pytree.unflatten(aux_tree, [_result(o, fresh=fresh) for o in aux])
             return (grads, aux) if self.mode == "grad" else ((value, aux), grads)
         return grads if self.mode == "grad" else (value, grads)
 

@@ -10,6 +10,7 @@ VJP rules and rewrites all read like NumPy (see `gradc.ops.fn` and `gradc.trace`
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import functools
 import gc
@@ -33,7 +34,8 @@ def _users_code(frame):
     """Whether `frame` runs the user's code, or NumPy's Python code the user's calls
     (np.isscalar(s))."""
     kind = _kind_of_file(frame.f_code.co_filename)
-    while kind == "numpy" and frame.f_back is not None:
+    while kind in ("numpy", "abc") and frame.f_back is not None:  # (isinstance(s,
+        # numbers.Number) asks through abc.py's __instancecheck__)
         frame = frame.f_back
         kind = _kind_of_file(frame.f_code.co_filename)
     return kind == "user"
@@ -44,6 +46,8 @@ def _kind_of_file(filename):
     from .trace import _NUMPY_DIR, _frame_kind
     if os.path.abspath(filename).startswith(_NUMPY_DIR + os.sep):
         return "numpy"
+    if filename in (abc.__file__, "<frozen abc>"):
+        return "abc"
     return _frame_kind(filename)
 
 
@@ -62,7 +66,8 @@ class Value:
         type(x) is still Value."""
         if not self.shape and self.id not in self.graph.zero_d_arrays and _users_code(
                 sys._getframe(1)):
-            return self.dtype.type
+            return float if self.id in self.graph.weak else self.dtype.type  # (a Python float
+            # argument: no np.generic)
         return np.ndarray
 
     def __init__(self, graph, vid, shape, dtype, node=None, name=None):

@@ -464,6 +464,18 @@ def _read_to_end(read):
     return ends
 
 
+def _served_by_default(extent, names):
+    """Whether a mapping with a __missing__ that does not store the key (its guard value
+    `extent`: class, keys) lacks a key the code names: that key was served by default. (A
+    defaultdict stores it: the key is there, guarded by value; guarding its keys made a log of
+    new keys kept beside the one read trace again on every call.)"""
+    cls, keys = extent
+    missing = getattr(cls, "__missing__", None)
+    return (missing is not None and missing is not collections.defaultdict.__missing__
+            and isinstance(keys, tuple)
+            and any(type(k) is str and k not in keys for k in names.keys))
+
+
 def _numbers(length_path):
     """Whether the list or tuple whose length `length_path` ends at holds numbers alone (up
     to 64 of them: its length matters wherever the code names it)."""
@@ -793,8 +805,8 @@ class OutsideWalk:
                     or names.methods & _WALK_METHODS
                     or names.globals & _SIZED_BUILTINS or names.methods & _LOOKUP_METHODS
                     or _FROM_THE_END in names.keys
-                    or names.keys and hasattr(value[0], "__missing__"))):  # (a key it lacked
-                # was served by __missing__, a default: one added later is another value)
+                    or _served_by_default(value, names))):  # (a key it lacked was served
+                # by __missing__, a default: one added later is another value)
                 continue  # (a list the trace appends to is a log, not what a loop runs over;
                 # a list's or dict's size matters where the code walks or measures one)
             if (type(value) in (_PLAIN + (frozenset, types.CodeType))

@@ -15,11 +15,8 @@ A gradient function traces the Python floats of its differentiated arguments ins
 import array
 import collections
 import collections.abc
-import copy
-import enum
 import math
 import numbers
-import types
 
 import numpy as np
 
@@ -294,36 +291,24 @@ def static_numbers(treedef, path):
     return []
 
 
-def unflatten(treedef, leaves, fresh=False):
-    """The tree `treedef` with `leaves`; `fresh`: a result's, its static objects copies (a
-    dataclass returned holding no traced values was one object every call returned, and the
-    caller's edit of one call's showed in the next's), as NumPy's code makes them anew."""
-    return _build(treedef, iter(leaves), fresh)  # (no closure: see _walk)
+def unflatten(treedef, leaves):
+    return _build(treedef, iter(leaves))  # (no closure: see _walk)
 
 
-def _build(t, it, fresh=False):
+def _build(t, it):
     if t == LEAF or t == FLOAT:
         return next(it)
     kind = t[0]
     if kind == "dict":
-        return {k: _build(c, it, fresh) for k, c in zip(t[1], t[2])}
+        return {k: _build(c, it) for k, c in zip(t[1], t[2])}
     if kind == "namedtuple":
-        return t[1](*[_build(c, it, fresh) for c in t[2]])
+        return t[1](*[_build(c, it) for c in t[2]])
     if kind == "node":
-        return t[1]._from_children(*[_build(c, it, fresh) for c in t[2]])
+        return t[1]._from_children(*[_build(c, it) for c in t[2]])
     if kind in ("list", "tuple"):
-        items = [_build(c, it, fresh) for c in t[1]]
+        items = [_build(c, it) for c in t[1]]
         return items if kind == "list" else tuple(items)
-    if fresh and not isinstance(t[1], _IMMUTABLE):
-        try:
-            return copy.deepcopy(t[1])
-        except Exception:  # noqa: BLE001 - (what cannot be copied, a module: as it is)
-            return t[1]
     return t[1]
-
-
-_IMMUTABLE = (numbers.Number, str, bytes, type(None), type, np.dtype, frozenset, slice, range,
-              enum.Enum, types.FunctionType, types.BuiltinFunctionType, types.ModuleType)
 
 
 _NUMBERS = (bool, int, float, complex)

@@ -43,6 +43,8 @@ def _getitem(x, index):
         out = _basic_index(x, index)
         # (NumPy's result is a view, unless every axis takes an integer: a scalar, a copy;
         # a 0-d array's a[()] too)
+        if x.ndim == 0 and not is_zero_d_array(x) and out.ndim == 0 and Ellipsis in index:
+            return note_zero_d_arrays(copy(x))  # (a NumPy scalar's s[...]: a new 0-d array)
         if not (len(index) == x.ndim and all(isinstance(i, (int, np.integer)) for i in index)):
             out = mark_view(x, out)
             x.graph.view_keys[out.id] = index

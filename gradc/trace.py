@@ -853,6 +853,10 @@ def _call_numpy(func, args, kwargs, name=None):
         out = _new_array(out, list(args) + list(kwargs.values()), first)
     if func not in SCALAR_FUNCTIONS and func not in SAME_ARRAY_FUNCTIONS:
         note_zero_d_arrays(out)
+    elif func in SCALAR_FUNCTIONS and graph is not None:  # (its 0-d results are NumPy scalars,
+        for v in out if isinstance(out, tuple) else (out,):  # whatever the NumPy functions
+            if isinstance(v, Value) and v.ndim == 0 and v.id >= first:  # gradc's code called
+                graph.zero_d_arrays.discard(v.id)  # made of them: slogdet's logabsdet)
     return out
 
 

@@ -523,3 +523,25 @@ def test_a_python_float_arguments_plus_real_conjugate_and_round_stay_weak():
     for got, want in zip(gradc.jit(f)(0.5, x), f(0.5, x)):
         assert got.dtype == want.dtype == np.float32
         np.testing.assert_array_equal(got, want)
+
+
+def test_the_scalar_type_isinstance_sees_is_numpys_for_floats_abcs_ellipsis_and_slogdet():
+    """fuzz42e, on the change above: a Python float argument is a float, not an np.generic;
+    isinstance(s, numbers.Number) (through abc) is True; s[...] of a NumPy scalar is a 0-d
+    array; slogdet's logabsdet a scalar."""
+    import numbers
+
+    def f(s, x, m):
+        m_ = x.mean()
+        u = m_[...]
+        u[...] = 5.0  # (a 0-d array takes a store)
+        ld = np.linalg.slogdet(m).logabsdet
+        return (x * (2.0 if isinstance(s, np.generic) else 3.0),
+                x * (m_ if isinstance(m_, numbers.Number) else 0.0),
+                u, ld * (10.0 if isinstance(ld, np.ndarray) else 1.0))
+
+    x, m = np.array([1.0, 2.0, 4.0]), np.array([[2.0, 1.0], [1.0, 3.0]])
+    for got, want in zip(gradc.jit(f)(0.5, x, m), f(0.5, x, m)):
+        np.testing.assert_allclose(got, want, rtol=1e-13)
+    assert gradc.grad(lambda s, x: np.sum(x * s) if not isinstance(s, np.generic) else 0.0)(
+        0.5, x) == 7.0
