@@ -31,7 +31,7 @@ import threading
 import numpy as np
 
 from . import fresh
-from .errors import UnsupportedOpError
+from .errors import ShapeError, UnsupportedOpError
 from .ir import Value
 from .ops import fn
 from .trace import (_frame_kind, _user_frame, copy, current_graph, is_zero_d_array, mark_view,
@@ -110,6 +110,10 @@ def _wrapper(name):
         ndmin = 1 if name in _ORDER_OF else kwargs.get("ndmin", 0)  # (NumPy's are >= 1-d)
         out = _literal(obj, dtype, ndmin)
         copies = kwargs.get("copy", name == "array")  # (np.asarray(y, copy=True) too)
+        if copies is False and isinstance(obj, Value) and out.dtype != obj.dtype:
+            raise ShapeError("Unable to avoid copy while creating an array as requested "
+                             f"(copy=False of a {obj.dtype} array as {out.dtype}: NumPy 2's "
+                             "ValueError); use copy=None to copy only where needed")
         order = _ORDER_OF.get(name, kwargs.get("order"))
         if out is obj and (copies or out.ndim == 0 and not is_zero_d_array(out)):
             # (np.array copies: `a = np.array(h); a += 1` leaves h alone; np.asarray of a

@@ -50,6 +50,8 @@ def signature_key(leaves, treedef):
 
 def _leaf_key(x):
     shape, dtype = pytree.leaf_type(x)
+    if isinstance(x, np.generic):  # (a NumPy scalar is traced as one, not as a 0-d array:
+        return shape, dtype.str, "scalar"  # its x[i] is a view, its reshape a scalar...)
     return shape, dtype.str
 
 
@@ -63,7 +65,9 @@ def what_changed(old, new, names=None):
     if old[2:] != new[2:]:
         return "the optimizer's hyperparameters changed"
     names = names or [f"input {i}" for i in range(len(new[1]))]
-    changes = [f"{names[i]}: {a[0]}/{np.dtype(a[1]).name} -> {b[0]}/{np.dtype(b[1]).name}"
+    def leaf(a):
+        return f"{a[0]}/{np.dtype(a[1]).name}" + (" (a NumPy scalar)" if len(a) > 2 else "")
+    changes = [f"{names[i]}: {leaf(a)} -> {leaf(b)}"
                for i, (a, b) in enumerate(zip(old[1], new[1])) if a != b]
     return "new signature (" + "; ".join(changes) + ")"
 
@@ -232,7 +236,7 @@ def check_device_leaves(leaves, target, src):
 def check_input_dtypes(key, names, src):
     """Every input of a signature `key` has a dtype the kernels read (in native byte order).
     `names()`: the inputs' names, for a message (made only when one is needed)."""
-    for i, (_, dtype) in enumerate(key[1]):
+    for i, (_, dtype, *_) in enumerate(key[1]):
         dtype = np.dtype(dtype)
         if dtype in SUPPORTED_DTYPES:
             continue

@@ -224,6 +224,18 @@ def _binary(f, reflected=False, op=None):
         f(self, other) if not mod else _three_argument_pow(self), self, other))
 
 
+def _compared_with_objects(compare, answer):
+    """`x == None`, `x != "auto"` (`scale in (None, "auto")`): NumPy's answer is known while
+    tracing, a Python bool for a number and that bool everywhere for an array; else `compare`."""
+    def impl(self, other):
+        if other is None or isinstance(other, (str, bytes)):
+            if self.ndim == 0:
+                return answer
+            return fn.as_value(np.full(self.shape, answer), self)
+        return compare(self, other)
+    return impl
+
+
 def _three_argument_pow(x):
     """pow(x, y, m) of an array: NumPy's TypeError (its operators take no modulus)."""
     raise ArgumentError("pow(x, y, mod) of arrays: unsupported operand type(s) for ** or pow() "
@@ -804,8 +816,8 @@ _SURFACE = {
     "__le__": _binary(functools.partial(fn.compare, "less_equal")),
     "__gt__": _binary(functools.partial(fn.compare, "greater")),
     "__ge__": _binary(functools.partial(fn.compare, "greater_equal")),
-    "__eq__": _binary(functools.partial(fn.compare, "equal")),
-    "__ne__": _binary(functools.partial(fn.compare, "not_equal")),
+    "__eq__": _compared_with_objects(_binary(functools.partial(fn.compare, "equal")), False),
+    "__ne__": _compared_with_objects(_binary(functools.partial(fn.compare, "not_equal")), True),
     # (NumPy's: bitwise of integers, logical of booleans, refused for floats)
     "__and__": _binary(UFUNCS[np.bitwise_and]), "__rand__": _binary(UFUNCS[np.bitwise_and], True),
     "__or__": _binary(UFUNCS[np.bitwise_or]), "__ror__": _binary(UFUNCS[np.bitwise_or], True),

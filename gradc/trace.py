@@ -958,8 +958,8 @@ def mark_view(base, out, read_only=False):
     graph = out.graph
     graph.views.add(out.id)
     note_zero_d_arrays(out)  # (a view is an array)
-    if read_only:
-        graph.read_only.add(out.id)
+    if read_only or isinstance(base, Value) and base.id in graph.read_only:  # (a view of a
+        graph.read_only.add(out.id)  # read-only one is read-only too: broadcast_to(...)[0])
     if isinstance(base, Value):  # (a view of a NumPy array: refused in place all the same)
         graph.views_of.setdefault(base.id, []).append(out)
         graph.view_base[out.id] = base

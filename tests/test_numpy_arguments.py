@@ -545,3 +545,33 @@ def test_the_scalar_type_isinstance_sees_is_numpys_for_floats_abcs_ellipsis_and_
         np.testing.assert_allclose(got, want, rtol=1e-13)
     assert gradc.grad(lambda s, x: np.sum(x * s) if not isinstance(s, np.generic) else 0.0)(
         0.5, x) == 7.0
+
+
+def test_what_fuzz42e_found_in_scalars_signatures_and_options():
+    """A NumPy scalar argument and a 0-d array share no compiled program (their x[i] differ:
+    a view and a copy); `scale in (None, "auto")` is NumPy's False, not a refusal;
+    np.array(y, copy=False, dtype=...) that must copy is NumPy 2's ValueError; a reshape of a
+    read-only broadcast is read-only too."""
+    def pick(W, i):
+        y = W * 1.0
+        r = y[i]
+        r += 1.0  # (a view for a NumPy scalar i: y changes; a copy for a 0-d array)
+        return y.sum()
+
+    W = np.arange(12.0).reshape(3, 4)
+    f = gradc.jit(pick)
+    for i in (np.int64(2), np.array(2), np.int64(2)):
+        assert f(W, i) == pick(W, i)
+
+    def options(x, scale):
+        return x / (x.std() if scale in (None, "auto") else scale)
+    x = np.array([1.0, 4.0, -2.0])
+    np.testing.assert_array_equal(gradc.jit(options)(x, x.std()), options(x, x.std()))
+    with pytest.raises(ValueError, match="copy"):
+        gradc.jit(lambda y: np.array(y * 1.0, copy=False, dtype=np.float32))(x)
+    with pytest.raises(gradc.UnsupportedOpError, match="read-only"):
+        def store(x):
+            b = np.broadcast_to(x[:1] * 1.0, (3,)).reshape(3)
+            b[0] = 7.0
+            return b
+        gradc.jit(store)(x)
