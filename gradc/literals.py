@@ -110,7 +110,7 @@ def _wrapper(name):
         ndmin = 1 if name in _ORDER_OF else kwargs.get("ndmin", 0)  # (NumPy's are >= 1-d)
         out = _literal(obj, dtype, ndmin)
         copies = kwargs.get("copy", name == "array")  # (np.asarray(y, copy=True) too)
-        if copies is False and isinstance(obj, Value) and out.dtype != obj.dtype:
+        if kwargs.get("copy") is False and isinstance(obj, Value) and out.dtype != obj.dtype:
             raise ShapeError("Unable to avoid copy while creating an array as requested "
                              f"(copy=False of a {obj.dtype} array as {out.dtype}: NumPy 2's "
                              "ValueError); use copy=None to copy only where needed")
