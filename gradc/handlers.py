@@ -64,17 +64,17 @@ def _refuse_caught(error_class, message):
     graph = current_graph()
     if graph is None or not graph.tracing:
         return
-    # The user's frames inside the trace; then, past it, those around the compiled call, where
-    # only a clause naming error_class itself counts (an `except LinAlgError` around
-    # gradc.jit(np.linalg.cholesky)(A) expects it; an `except Exception` around a training
-    # loop does not: gradc.jit(np.linalg.solve)(A, b) there was refused)
-    frame, caller, inside = sys._getframe(1), None, True
+    # The user's frames inside the trace, one after another; where the traced function is
+    # NumPy's own (gradc.jit(np.linalg.cholesky)(A)), those around the compiled call: a
+    # LinAlgError it would raise never comes (NaN), an IndexError does (IndexOutOfRangeError)
+    frame, caller = sys._getframe(1), None
     while frame is not None:
         if frame.f_code is _trace.__code__:
-            inside = False
+            if caller is not None or error_class is IndexError:
+                return
         elif _frame_kind(frame.f_code.co_filename) == "user":
             caller = caller or frame
-            handler = _handler_catching(frame, error_class, exactly=not inside)
+            handler = _handler_catching(frame, error_class)
             if handler is not None:
                 line, clause = handler
                 where = "" if frame is caller else f", in `{frame.f_code.co_name}`"
@@ -84,16 +84,18 @@ def _refuse_caught(error_class, message):
                 error.about_the_handler = True  # (caught by that handler and raised again by
                 raise error  # the trace: trace.py's note that NumPy would not have raised is
                 # not for it)
+        elif caller is not None:
+            return  # (past the user's frames: gradc's, a library's)
         frame = frame.f_back
 
 
-def _handler_catching(frame, error, exactly=False):
+def _handler_catching(frame, error):
     """(line, text) of the first `except` clause that an `error` raised by the instruction
     `frame` runs would reach and be caught by, and that does not raise again (`except
     Exception as e: raise RuntimeError(...) from e`), or None: it follows the exception table
     from handler to enclosing handler, testing each clause's class (CHECK_EXC_MATCH) in turn; a
     bare `except:` catches all; `finally:` and `with` pass it on (a context manager that
-    suppresses it is not seen). `exactly`: only a clause of `error`'s class or a subclass."""
+    suppresses it is not seen)."""
     table = _table(frame.f_code)
     if table is None:
         return None
@@ -113,13 +115,13 @@ def _handler_catching(frame, error, exactly=False):
                 i += 1
             test = code[i]
             if test.opname == "POP_TOP" and i == start:  # a bare `except:`
-                if exactly or _raises_again(code, i + 1):
+                if _raises_again(code, i + 1):
                     return None
                 return _clause(frame.f_code, test)
             if test.opname != "CHECK_EXC_MATCH":  # (no clause matched, or a finally/with:
                 offset = test.offset  # the exception goes on to the enclosing handler)
                 break
-            if _catches(code.instructions[start:i], frame, error, exactly):
+            if _catches(code.instructions[start:i], frame, error):
                 if _raises_again(code, i + 2):
                     return None
                 return _clause(frame.f_code, test)
@@ -152,15 +154,21 @@ def _table(code):
 
 
 def _raises_again(code, i):
-    """Whether the handler body starting at instruction i raises (before its POP_EXCEPT)."""
+    """Whether the handler body starting at instruction i raises on every path: straight-line
+    code up to a raise (no branch, loop, `with` or `try` before it: `if STRICT: raise`, an
+    assert, a fallback in a `with np.errstate():` block may go on)."""
     while i < len(code.instructions) and code[i].opname != "POP_EXCEPT":
-        if code[i].opname in ("RAISE_VARARGS", "RERAISE"):
+        name = code[i].opname
+        if name in ("RAISE_VARARGS", "RERAISE"):
             return True
+        if "JUMP" in name or name in ("BEFORE_WITH", "SETUP_WITH", "PUSH_EXC_INFO",
+                                      "FOR_ITER", "SEND"):
+            return False
         i += 1
     return False
 
 
-def _catches(loads, frame, error, exactly=False):
+def _catches(loads, frame, error):
     """Whether the class (or tuple of classes) the `loads` of an except clause compute in
     `frame` catches `error`; by their names (LinAlgError, ValueError, Exception...) where they
     cannot be looked up."""
@@ -183,12 +191,10 @@ def _catches(loads, frame, error, exactly=False):
                 stack.append(frame.f_locals[ins.argval])
         caught = stack[-1]
     except Exception:  # noqa: BLE001 (a name not bound yet: judge by the names)
-        names = {error.__name__} if exactly else {cls.__name__ for cls in error.__mro__}
-        return any(ins.argval in names for ins in loads)
+        return any(ins.argval in {cls.__name__ for cls in error.__mro__} for ins in loads)
         # (a clause whose class cannot be looked up again, judged by the names it loads)
     classes = caught if isinstance(caught, tuple) else (caught,)
-    return any(isinstance(c, type) and (issubclass(c, error) if exactly else issubclass(error, c))
-               for c in classes)
+    return any(isinstance(c, type) and issubclass(error, c) for c in classes)
 
 
 def _clause(code, instruction):

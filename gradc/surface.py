@@ -892,6 +892,9 @@ _SURFACE = {
     "conj": traced(lambda self: _python_result(_viewed(self, self), self)),
     "conjugate": traced(lambda self: _python_result(_viewed(self, self), self)),
     "__round__": traced(_round),
+    "__trunc__": _branch_error("math.trunc()", "; np.trunc(x) stays an array"),
+    "is_integer": _branch_error("x.is_integer() (a Python bool)",
+                                "; np.equal(x, np.round(x)) stays an array"),
     "copy": traced(_copy_method),
     # (copy.copy and copy.deepcopy of a params dict in traced code: new arrays, as NumPy's)
     "__reduce_ex__": _refused(

@@ -1404,3 +1404,16 @@ def test_pow_with_a_modulus_flags_and_index_objects_as_numpy():
         gradc.jit(reads_flags)(X3)
     check(excinfo, gradc.UnsupportedOpError, "FLAGS")
     assert gradc.jit(lambda x: x[_IndexLike()] + x[_IndexLike(), None])(X3).tolist() == [0.0]
+
+
+def truncates(x):
+    return x * math.trunc(x.sum())  # TRUNC
+
+
+def test_math_trunc_and_is_integer_of_a_traced_number_name_the_line():
+    """fuzz42e: they were bare TypeError / AttributeError naming gradc's Value."""
+    with pytest.raises(gradc.TracedBranchError, match="np.trunc") as excinfo:
+        gradc.jit(truncates)(X3)
+    check(excinfo, gradc.TracedBranchError, "TRUNC")
+    with pytest.raises(gradc.TracedBranchError, match="is_integer"):
+        gradc.jit(lambda x: x * x.sum().is_integer())(X3)

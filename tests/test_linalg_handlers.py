@@ -237,16 +237,30 @@ def test_embedding_and_cross_entropy_inside_a_try_catching_index_error_are_refus
         gradc.jit(f)(np.ones((2, 4)), np.array([1, 2]), np.array([0, 3]))
 
 
-def test_a_try_around_the_compiled_call_is_no_handler_inside_the_trace():
-    """fuzz42b: gradc.jit(np.linalg.solve)(A, b) inside the caller's own `try` was refused:
-    the handler search went past the traced function (NumPy's own) into the caller."""
+def test_a_try_around_the_compiled_call_counts_where_numpys_own_function_is_traced():
+    """gradc.jit(np.linalg.solve)(A, b) has no user frame inside the trace: the handlers around
+    the compiled call are the ones a LinAlgError would reach (NaN instead: refused, `except
+    ValueError` too, fuzz42e); an IndexError does come out of a compiled call (taken)."""
     try:
-        x = gradc.jit(np.linalg.solve)(SPD, np.ones(2))
         i = gradc.jit(lambda v, i: v[i])(np.arange(3.0), np.array(1))
-    except Exception:  # (what the compiled calls raise when they run: not a traced handler)
+    except Exception:  # (the compiled call's IndexOutOfRangeError would reach it: fine)
         raise AssertionError("refused")
-    np.testing.assert_allclose(x, np.linalg.solve(SPD, np.ones(2)))
     assert i == 1.0
+    with pytest.raises(gradc.UnsupportedOpError, match="catches LinAlgError"):
+        try:
+            gradc.jit(np.linalg.cholesky)(np.array([[1.0, 2.0], [2.0, 1.0]]))
+        except ValueError:  # (LinAlgError is a ValueError)
+            pass
+
+
+def strict_or_fallback(A, strict=False):
+    try:
+        L = np.linalg.cholesky(A)
+    except np.linalg.LinAlgError:
+        if strict:  # (raises only where asked: else the fallback runs)
+            raise
+        L = np.linalg.cholesky(A + 1e-3 * np.eye(2))
+    return L
 
 
 def wraps_and_raises_again(table, i):
@@ -268,3 +282,5 @@ def test_a_handler_that_raises_again_is_no_fallback_and_one_around_the_compiled_
             gradc.jit(np.linalg.cholesky)(np.array([[1.0, 2.0], [2.0, 1.0]]))
         except np.linalg.LinAlgError:
             pass
+    with pytest.raises(gradc.UnsupportedOpError, match="catches LinAlgError"):
+        gradc.jit(strict_or_fallback)(SPD)  # (a conditional raise is no raise again)
