@@ -65,7 +65,10 @@ def _called(x):
 def _extent(x):
     """What a loop over `x` depends on beyond its items: a list's length, a dict's keys in
     their order (a dict of layers rebuilt in another order ran the old order, silently)."""
-    return tuple(x) if isinstance(x, collections.abc.Mapping) else len(x)
+    return (tuple(x) if isinstance(x, collections.abc.Mapping) else x.shape
+            if isinstance(x, np.ndarray) else len(x))  # (an empty array's shape: captured()
+    # reads arrays with elements, and an empty one compiled in kept its shape: a KV cache
+    # grown by np.concatenate outside)
 
 
 def _answers_attributes(x):
@@ -805,8 +808,9 @@ class OutsideWalk:
                     or names.methods & _WALK_METHODS
                     or names.globals & _SIZED_BUILTINS or names.methods & _LOOKUP_METHODS
                     or _FROM_THE_END in names.keys
-                    or _served_by_default(value, names))):  # (a key it lacked was served
-                # by __missing__, a default: one added later is another value)
+                    or _served_by_default(value, names)  # (a key it lacked was served
+                    # by __missing__, a default: one added later is another value)
+                    or issubclass(value[0], np.ndarray))):  # (an empty array: its shape)
                 continue  # (a list the trace appends to is a log, not what a loop runs over;
                 # a list's or dict's size matters where the code walks or measures one)
             if (type(value) in (_PLAIN + (frozenset, types.CodeType))
@@ -923,6 +927,9 @@ class OutsideWalk:
                 self.tables.setdefault((id(value), id(path.root), path.steps),
                                        (name, value, path))  # (every way: `st.dst = st.src`
                 # split later by `st.dst = new` must be seen at st.dst too)
+            if outside and not value.size and path.steps:  # (its shape: grown, it traces again)
+                self.plain.append((f"len({name})", (type(value), value.shape),
+                                   path.then("len", None)))
             if (outside and 0 < value.size <= SNAPSHOT_SIZE and value.dtype.kind in "biufc"
                     and id(value) not in self.snapshots):
                 self.snapshots[id(value)] = (name, value, path, value.tobytes())

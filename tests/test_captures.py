@@ -2350,3 +2350,23 @@ def test_attributes_read_whole_and_a_matrix_kept_as_rows_are_guarded():
                 np.testing.assert_allclose(got, want, rtol=1e-13)
     finally:
         KERNEL.ls, ROWS = 1.0, [[1.0, 0.5, 0.0], [0.0, 1.0, 2.0]]
+
+
+class _KeyMemory:
+    def __init__(self):
+        self.keys = np.empty((0, 2))
+
+    def read(self, q):
+        return np.sum(np.exp(self.keys @ q)) + q.sum()
+
+
+def test_an_outside_array_with_no_elements_is_guarded_by_its_shape():
+    """fuzz42f: an empty array (a KV cache or memory started as np.zeros((0, d)), an empty
+    index table) was compiled in: grown or rebound later, it was never seen."""
+    memory, reference = _KeyMemory(), _KeyMemory()
+    f = gradc.jit(memory.read)
+    q = np.ones(2)
+    for rows in (None, np.ones((3, 2)), np.full((1, 2), 0.5)):
+        if rows is not None:
+            memory.keys = reference.keys = rows
+        np.testing.assert_allclose(f(q), reference.read(q), rtol=1e-13)
