@@ -1119,14 +1119,22 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
         a, b = (fn.as_value(np.asarray(x) if not isinstance(x, Value) else x, like)
                 for x in inputs)
         return UFUNCS[ufunc](fn.reshape(a, a.shape + (1,) * b.ndim), b)
-    if method == "at":  # (an update in place: gradc's arrays are immutable)
+    if method == "at":  # (an update in place: the traced array object takes it, as a store)
         kind = {"add": "add", "multiply": "multiply", "maximum": "max", "minimum": "min"}.get(
             ufunc.__name__)
         hint = (f"z = gradc.at(z)[indices].{kind}(values) gives the updated array (repeated "
                 "indices accumulate, as np.add.at's)" if kind else
                 "gradc.at(z)[indices].add/.multiply/.max/.min/.set(values) give updated arrays")
-        raise UnsupportedOpError(f"{name}.at updates its array in place, which traced arrays "
-                                 f"never are: {hint}")
+        if kind and len(inputs) == 3 and not kwargs and isinstance(inputs[0], Value):
+            from .indexing import at
+            from .surface import _setitem, _writes_into
+            target, index, values = inputs
+            _writes_into(target, f"{name}.at", hint)
+            _setitem(target, (Ellipsis,), getattr(at(target)[index], kind)(values))
+            return None
+        raise UnsupportedOpError(f"{name}.at updates its array in place, which gradc does for "
+                                 "a traced array the function made (np.zeros_like(x), not "
+                                 f"np.zeros(n)) with add, multiply, maximum or minimum: {hint}")
     if method != "__call__":
         raise UnsupportedOpError(f"{name}.{method} is not supported in traced code; "
                                  "see the supported list in the README")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import gradc
+from _finite_differences import central_difference
 
 X = np.arange(1.0, 7.0).reshape(2, 3) / 7.0
 B = np.array([0.5, -1.0, 2.0])
@@ -905,3 +906,27 @@ def test_a_numpy_scalars_reshape_squeeze_and_real_are_scalars_and_a_0d_arrays_it
         return y
     with pytest.raises(gradc.UnsupportedOpError, match="read-only"):
         gradc.jit(read_only)(x)
+
+
+def _scatter_backward(W, idx, dout):
+    dW = np.zeros_like(W)  # (cs231n's word_embedding_backward)
+    np.add.at(dW, idx, dout)
+    rows = dW[1:]  # (a view: the update through it reaches dW)
+    np.maximum.at(rows, [0, 0, 2], 0.25)
+    return dW
+
+
+def test_ufunc_at_updates_a_traced_array_in_place_as_numpy():
+    """fuzz42f: np.add.at (hand-written backward passes, word2vec's sparse updates) was refused
+    for every traced array; on one the function made it is NumPy's in-place update now."""
+    W = np.arange(12.0).reshape(4, 3)
+    idx = np.array([0, 2, 0, 3])
+    dout = np.linspace(-1.0, 1.0, 12).reshape(4, 3)
+    np.testing.assert_array_equal(gradc.jit(_scatter_backward)(W, idx, dout),
+                                  _scatter_backward(W, idx, dout))
+    loss = lambda W, dout: np.sum(_scatter_backward(W, idx, dout) ** 2)
+    np.testing.assert_allclose(gradc.grad(loss, argnums=1)(W, dout),
+                               central_difference(lambda d: loss(W, d), dout),
+                               rtol=1e-6, atol=1e-8)
+    with pytest.raises(gradc.UnsupportedOpError, match="argument"):
+        gradc.jit(lambda W: np.add.at(W, [0], 1.0))(W)
