@@ -225,10 +225,12 @@ def _binary(f, reflected=False, op=None):
 
 
 def _compared_with_objects(compare, answer):
-    """`x == None`, `x != "auto"` (`scale in (None, "auto")`): NumPy's answer is known while
-    tracing, a Python bool for a number and that bool everywhere for an array; else `compare`."""
+    """`x == None`, `x != "auto"` (`scale in (None, "auto")`), `x == {}`: NumPy's answer is
+    known while tracing, a Python bool for a number and that bool everywhere for an array; else
+    `compare`."""
     def impl(self, other):
-        if other is None or isinstance(other, (str, bytes)):
+        if other is None or isinstance(other, (str, bytes, dict, set, frozenset)) or (
+                type(other) is object):  # (x == {}: NumPy's elementwise False too)
             if self.ndim == 0:
                 return answer
             return fn.as_value(np.full(self.shape, answer), self)

@@ -566,8 +566,8 @@ def test_what_fuzz42e_found_in_scalars_signatures_and_options():
         return x / (x.std() if scale in (None, "auto") else scale)
     x = np.array([1.0, 4.0, -2.0])
     np.testing.assert_array_equal(gradc.jit(options)(x, x.std()), options(x, x.std()))
-    compared = gradc.jit(lambda x: (x == "a", x != None))(x)  # noqa: E711
-    for got, want in zip(compared, (x == "a", x != None)):  # noqa: E711
+    compared = gradc.jit(lambda x: (x == "a", x != None, x == {}))(x)  # noqa: E711
+    for got, want in zip(compared, (x == "a", x != None, x == {})):  # noqa: E711
         np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match="copy"):
         gradc.jit(lambda y: np.array(y * 1.0, copy=False, dtype=np.float32))(x)
