@@ -178,12 +178,14 @@ class Names(NamedTuple):
     global_attrs: frozenset  # (global, attribute): wmod.W, np.log
     keys: frozenset  # string constants (dict keys; in tuples too: for k in ("w1", "w2"): p[k])
     iterated: frozenset  # what a for loop runs over directly: for k in params
+    whole: frozenset = frozenset()  # names whose value is used whole (np.stack(BUF)), not only
+    # indexed by a simple index, nor an attribute of it taken: a list's length matters there
 
     def __or__(self, other):
         return Names(*(a | b for a, b in zip(self, other)))
 
 
-NO_NAMES = Names(*(frozenset(),) * 6)
+NO_NAMES = Names(*(frozenset(),) * 7)
 
 
 _LIST_CHANGES = frozenset({"append", "extend", "insert", "pop", "remove", "clear", "sort",
@@ -404,7 +406,39 @@ def code_names(code, lines=None):
             keys.add(_FROM_THE_END)
         elif type(c) in (tuple, frozenset):
             stack.extend(c)
-    return Names(*map(frozenset, (globals_, attrs, methods, global_attrs, keys, iterated)))
+    return Names(*map(frozenset, (globals_, attrs, methods, global_attrs, keys, iterated,
+                                  _used_whole(code, lines))))
+
+
+_QUIET = frozenset({"CACHE", "PRECALL", "PUSH_NULL", "NOP", "EXTENDED_ARG"})
+_INDEXED = frozenset({"BINARY_SUBSCR", "BINARY_SLICE", "STORE_SUBSCR", "DELETE_SUBSCR",
+                      "STORE_SLICE"})
+_SIMPLE_INDEX = frozenset({"LOAD_CONST", "LOAD_FAST", "LOAD_DEREF", "LOAD_GLOBAL", "LOAD_NAME",
+                           "LOAD_SMALL_INT"})
+
+
+def _used_whole(code, lines=None):
+    """The names of `code` whose loaded value goes on whole (an argument, `np.stack(BUF)`, a
+    result), not only indexed by one simple index (`BUF[0]`, `BUF[i]`, `BUF[a:b]`), iterated, or
+    asked for an attribute."""
+    run = [ins for ins in dis.get_instructions(code) if ins.opname not in _QUIET and (
+        lines is None or ins.positions.lineno is None or ins.positions.lineno in lines)]
+    whole = set()
+    for i, ins in enumerate(run):
+        if ins.opname not in _LOADS_A_NAME or i + 1 >= len(run):
+            continue
+        after = run[i + 1:i + 4]
+        first = after[0].opname
+        if first in ("LOAD_ATTR", "LOAD_METHOD", "GET_ITER", "STORE_ATTR", "DELETE_ATTR"):
+            continue
+        indexed = [a.opname in _INDEXED or a.opname == "BINARY_OP" and a.argrepr == "[]"
+                   for a in after]
+        if first in _SIMPLE_INDEX and len(after) > 1 and (indexed[1] or (
+                after[1].opname in _SIMPLE_INDEX and len(after) > 2
+                and (indexed[2] or after[2].opname == "BUILD_SLICE"))):
+            continue  # (x[k], x[a:b])
+        whole.add(ins.argval)
+    return whole
 
 
 # how far the walk looks into what user code can reach: eight levels below a global, nine below
@@ -803,7 +837,7 @@ class OutsideWalk:
             if path.steps[-1][0] == "len" and (value != first or not (
                     _numbers(path)  # (coefficients NumPy walks, np.polyval(COEFFS, x); not
                     # a buffer of arrays read by index, which may grow)
-                    or _container_names(name, path) & names.iterated
+                    or _container_names(name, path) & (names.iterated | names.whole)
                     or (id(path.root), path.steps[:-1], _length(value)) in read_to_end
                     or names.methods & _WALK_METHODS
                     or names.globals & _SIZED_BUILTINS or names.methods & _LOOKUP_METHODS

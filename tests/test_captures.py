@@ -2370,3 +2370,23 @@ def test_an_outside_array_with_no_elements_is_guarded_by_its_shape():
         if rows is not None:
             memory.keys = reference.keys = rows
         np.testing.assert_allclose(f(q), reference.read(q), rtol=1e-13)
+
+
+MEMORY = [np.full(3, 1.0), np.full(3, 2.0)]
+
+
+def _stacked(x):
+    return x * np.stack(MEMORY).sum(0)  # (the whole list: its length matters)
+
+
+def test_a_list_of_arrays_read_whole_traces_again_when_it_grows():
+    """fuzz42e: np.stack(BUF) of an outside list that grows kept its old length (a replay
+    memory stacked each call); a list only indexed (BUFFER[0]) may still grow untraced."""
+    f = gradc.jit(_stacked)
+    x = np.ones(3)
+    try:
+        for _ in range(3):
+            np.testing.assert_array_equal(f(x), _stacked(x))
+            MEMORY.append(np.full(3, float(len(MEMORY) + 1)))
+    finally:
+        del MEMORY[2:]
