@@ -781,6 +781,11 @@ def _getattr(self, name):
             source=user_source())
     if name.startswith("__"):  # (NumPy's C code probes these: not there, it goes on)
         raise AttributeError(name)
+    _, library = _user_frame()
+    if library is not None and hasattr(np.ndarray, name):  # (a numba.njit helper's .flags, a
+        # fitted scikit-learn scaler's .device: say whose code it is)
+        raise UnsupportedOpError(f"{library_call(library)} (it reads x.{name})",
+                                 source=user_source())
     if name == "flags":  # (np.isfortran reads it)
         raise UnsupportedOpError(
             "x.flags (np.isfortran(x), x.flags.c_contiguous...): a traced value's memory layout "
