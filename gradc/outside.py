@@ -52,6 +52,7 @@ _HELD_BY_CALLABLES = frozenset({"cell_contents", "__defaults__", "__kwdefaults__
 def _step(x, kind, key):
     """What one step of a Path reaches from `x`."""
     return (getattr(x, key) if kind == "attr" else (type(x), _extent(x)) if kind == "len"
+            else getattr(x, key, ABSENT) if kind == "has"
             else type(x) if kind == "type" else frozenset(x) if kind == "set"
             else _called(x) if kind == "called" else x() if kind == "ref" else x[key])
 
@@ -160,6 +161,10 @@ class Path(NamedTuple):
                 expr = f"frozenset({expr})"
             elif kind == "ref":  # (a weak reference's referent)
                 expr = f"{expr}()"
+            elif kind == "has":  # (an attribute hasattr/getattr(o, k, default) probes, or ABSENT)
+                name = f"K{len(consts)}"
+                consts[name], consts["_ABSENT"] = key, ABSENT
+                expr = f"getattr({expr}, {name}, _ABSENT)"
             elif kind == "attr" and key.isidentifier() and not keyword.iskeyword(key):
                 expr += f".{key}"
             else:
@@ -180,12 +185,14 @@ class Names(NamedTuple):
     iterated: frozenset  # what a for loop runs over directly: for k in params
     whole: frozenset = frozenset()  # names whose value is used whole (np.stack(BUF)), not only
     # indexed by a simple index, nor an attribute of it taken: a list's length matters there
+    probed: frozenset = frozenset()  # attributes asked for by name: hasattr(o, "k"), getattr(o,
+    # "k", default): one absent may be set later
 
     def __or__(self, other):
         return Names(*(a | b for a, b in zip(self, other)))
 
 
-NO_NAMES = Names(*(frozenset(),) * 7)
+NO_NAMES = Names(*(frozenset(),) * 8)
 
 
 _LIST_CHANGES = frozenset({"append", "extend", "insert", "pop", "remove", "clear", "sort",
@@ -357,7 +364,7 @@ def code_names(code, lines=None):
     """The Names `code` reads; `lines` (a frozenset): only those its instructions on these
     lines read (the lines a trace ran: frozen.Watch.names_run)."""
     globals_, attrs, methods, global_attrs, iterated = set(), set(), set(), set(), set()
-    previous, consts, whole = [], [], False
+    previous, consts, whole, probed = [], [], False, set()
     for ins in dis.get_instructions(code):
         line = ins.positions.lineno
         if lines is not None and line is not None and line not in lines:
@@ -391,6 +398,7 @@ def code_names(code, lines=None):
               and previous[-2].opname == "LOAD_GLOBAL"
               and previous[-2].argval in ("getattr", "hasattr")):
             attrs.add(ins.argval)
+            probed.add(ins.argval)
         elif (ins.opname == "LOAD_CONST" and type(ins.argval) is str and previous
               and previous[-1].opname in ("LOAD_ATTR", "LOAD_METHOD")
               and previous[-1].argval in ("__getattribute__", "__getattr__")):
@@ -407,7 +415,7 @@ def code_names(code, lines=None):
         elif type(c) in (tuple, frozenset):
             stack.extend(c)
     return Names(*map(frozenset, (globals_, attrs, methods, global_attrs, keys, iterated,
-                                  _used_whole(code, lines))))
+                                  _used_whole(code, lines), probed)))
 
 
 _QUIET = frozenset({"CACHE", "PRECALL", "PUSH_NULL", "NOP", "EXTENDED_ARG"})
@@ -850,7 +858,7 @@ class OutsideWalk:
             if (type(value) in (_PLAIN + (frozenset, types.CodeType))
                     or isinstance(value, _PLAIN_INSTANCES) or type(value) in _GUARDED_CALLABLES
                     or isinstance(value, type)
-                    or path.steps[-1][0] in ("len", "type", "called")):
+                    or path.steps[-1][0] in ("len", "type", "called", "has")):
                 # (what the trace itself changed: the value it read, so that the next call,
                 # which finds the new one, traces again as NumPy's code runs again; `if
                 # self.first_call: self.first_call = False`. A number counted up is warned
@@ -1074,6 +1082,10 @@ class OutsideWalk:
                          if hasattr(value, k)]
             # (what the class holds and the object does not: `training = True` in the class)
             items += _class_items(type(value), name, attrs or ())
+            if outside and path.steps is not None and _users(type(value)):
+                for key in sorted(self.names_now.probed):  # (hasattr(self, "t"): set later,
+                    if not hasattr(value, key):  # another answer)
+                        self.plain.append((f"{name}.{key}", ABSENT, path.then("has", key)))
             if _serves_plainly(value):  # (its entries as it serves them, cm["W"],
                 # first, then where it keeps them: cm.maps[1]["W"] is shadowed by cm["W"] = W2;
                 # not another class's: its lookup may load a checkpoint's every weight)

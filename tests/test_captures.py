@@ -2390,3 +2390,31 @@ def test_a_list_of_arrays_read_whole_traces_again_when_it_grows():
             MEMORY.append(np.full(3, float(len(MEMORY) + 1)))
     finally:
         del MEMORY[2:]
+
+
+class _Optional:
+    def __init__(self):
+        self.W = np.ones((3, 2))
+
+    def forward(self, x):
+        h = x @ self.W
+        if hasattr(self, "temperature"):
+            h = h / self.temperature
+        return h.sum() * getattr(self, "gain", 1.0)
+
+
+def test_an_attribute_asked_for_by_name_and_set_later_is_seen(monkeypatch, capsys):
+    """fuzz42f: hasattr(self, "temperature") / getattr(self, "gain", 1.0) kept their first
+    answer after the attributes were set; absent and unchanged, nothing traces again."""
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+    net, reference = _Optional(), _Optional()
+    f = gradc.jit(net.forward)
+    x = np.ones((2, 3))
+    for _ in range(3):
+        assert f(x) == reference.forward(x)
+    assert capsys.readouterr().err.count("compiled jit(") == 1
+    for obj in (net, reference):
+        obj.temperature, obj.gain = 2.0, 10.0
+    assert f(x) == reference.forward(x) == 60.0
+    del net.temperature, reference.temperature
+    assert f(x) == reference.forward(x)
