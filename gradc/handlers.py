@@ -64,17 +64,23 @@ def _refuse_caught(error_class, message):
     graph = current_graph()
     if graph is None or not graph.tracing:
         return
-    # The user's frames inside the trace, one after another; where the traced function is
-    # NumPy's own (gradc.jit(np.linalg.cholesky)(A)), those around the compiled call: a
-    # LinAlgError it would raise never comes (NaN), an IndexError does (IndexOutOfRangeError)
-    frame, caller = sys._getframe(1), None
+    # Every user frame out from here (a library's or gradc's frames between are passed over:
+    # a decorator's wrapper, singledispatch). Past the traced function, into the code around
+    # the compiled call, a LinAlgError it would raise never comes (NaN): where the traced
+    # function is the user's, only a clause naming LinAlgError counts there (an `except
+    # Exception` around a training loop is no fallback for it); where it is NumPy's own
+    # (gradc.jit(np.linalg.cholesky)(A)), any. An IndexError does come out of the compiled
+    # call (IndexOutOfRangeError): its search ends there.
+    frame, caller, past, users_inside = sys._getframe(1), None, False, False
     while frame is not None:
         if frame.f_code is _trace.__code__:
-            if caller is not None or error_class is IndexError:
+            if error_class is IndexError:
                 return
+            past = True
         elif _frame_kind(frame.f_code.co_filename) == "user":
             caller = caller or frame
-            handler = _handler_catching(frame, error_class)
+            users_inside = users_inside or not past
+            handler = _handler_catching(frame, error_class, exactly=past and users_inside)
             if handler is not None:
                 line, clause = handler
                 where = "" if frame is caller else f", in `{frame.f_code.co_name}`"
@@ -84,18 +90,16 @@ def _refuse_caught(error_class, message):
                 error.about_the_handler = True  # (caught by that handler and raised again by
                 raise error  # the trace: trace.py's note that NumPy would not have raised is
                 # not for it)
-        elif caller is not None:
-            return  # (past the user's frames: gradc's, a library's)
         frame = frame.f_back
 
 
-def _handler_catching(frame, error):
+def _handler_catching(frame, error, exactly=False):
     """(line, text) of the first `except` clause that an `error` raised by the instruction
     `frame` runs would reach and be caught by, and that does not raise again (`except
     Exception as e: raise RuntimeError(...) from e`), or None: it follows the exception table
     from handler to enclosing handler, testing each clause's class (CHECK_EXC_MATCH) in turn; a
     bare `except:` catches all; `finally:` and `with` pass it on (a context manager that
-    suppresses it is not seen)."""
+    suppresses it is not seen). `exactly`: only a clause of `error`'s class or a subclass."""
     table = _table(frame.f_code)
     if table is None:
         return None
@@ -115,13 +119,13 @@ def _handler_catching(frame, error):
                 i += 1
             test = code[i]
             if test.opname == "POP_TOP" and i == start:  # a bare `except:`
-                if _raises_again(code, i + 1):
+                if exactly or _raises_again(code, i + 1):
                     return None
                 return _clause(frame.f_code, test)
             if test.opname != "CHECK_EXC_MATCH":  # (no clause matched, or a finally/with:
                 offset = test.offset  # the exception goes on to the enclosing handler)
                 break
-            if _catches(code.instructions[start:i], frame, error):
+            if _catches(code.instructions[start:i], frame, error, exactly):
                 if _raises_again(code, i + 2):
                     return None
                 return _clause(frame.f_code, test)
@@ -168,7 +172,7 @@ def _raises_again(code, i):
     return False
 
 
-def _catches(loads, frame, error):
+def _catches(loads, frame, error, exactly=False):
     """Whether the class (or tuple of classes) the `loads` of an except clause compute in
     `frame` catches `error`; by their names (LinAlgError, ValueError, Exception...) where they
     cannot be looked up."""
@@ -191,10 +195,12 @@ def _catches(loads, frame, error):
                 stack.append(frame.f_locals[ins.argval])
         caught = stack[-1]
     except Exception:  # noqa: BLE001 (a name not bound yet: judge by the names)
-        return any(ins.argval in {cls.__name__ for cls in error.__mro__} for ins in loads)
+        names = {error.__name__} if exactly else {cls.__name__ for cls in error.__mro__}
+        return any(ins.argval in names for ins in loads)
         # (a clause whose class cannot be looked up again, judged by the names it loads)
     classes = caught if isinstance(caught, tuple) else (caught,)
-    return any(isinstance(c, type) and issubclass(error, c) for c in classes)
+    return any(isinstance(c, type) and (issubclass(c, error) if exactly else issubclass(error, c))
+               for c in classes)
 
 
 def _clause(code, instruction):

@@ -52,7 +52,7 @@ _HELD_BY_CALLABLES = frozenset({"cell_contents", "__defaults__", "__kwdefaults__
 def _step(x, kind, key):
     """What one step of a Path reaches from `x`."""
     return (getattr(x, key) if kind == "attr" else (type(x), _extent(x)) if kind == "len"
-            else getattr(x, key, ABSENT) if kind == "has"
+            else hasattr(x, key) if kind == "has"
             else type(x) if kind == "type" else frozenset(x) if kind == "set"
             else _called(x) if kind == "called" else x() if kind == "ref" else x[key])
 
@@ -122,7 +122,9 @@ class Path(NamedTuple):
                     i and steps[i - 1][1] in ("keywords", "__kwdefaults__")):
                 continue
             as_attribute = served and key in attributes
-            if kind == "global":
+            if kind == "has":  # (hasattr(o, "k"), getattr(o, "k", default))
+                found = key in names.probed
+            elif kind == "global":
                 found = key in names.globals
             elif kind == "item":  # (a key the code names, or any, where it walks items:
                 found = (key in names.keys or bool(names.methods & _WALK_METHODS)  # d.items(),
@@ -161,10 +163,10 @@ class Path(NamedTuple):
                 expr = f"frozenset({expr})"
             elif kind == "ref":  # (a weak reference's referent)
                 expr = f"{expr}()"
-            elif kind == "has":  # (an attribute hasattr/getattr(o, k, default) probes, or ABSENT)
+            elif kind == "has":  # (whether it has the attribute hasattr/getattr(o, k, d) asks)
                 name = f"K{len(consts)}"
-                consts[name], consts["_ABSENT"] = key, ABSENT
-                expr = f"getattr({expr}, {name}, _ABSENT)"
+                consts[name] = key
+                expr = f"hasattr({expr}, {name})"
             elif kind == "attr" and key.isidentifier() and not keyword.iskeyword(key):
                 expr += f".{key}"
             else:
@@ -397,8 +399,9 @@ def code_names(code, lines=None):
         elif (ins.opname == "LOAD_CONST" and type(ins.argval) is str and len(previous) >= 2
               and previous[-2].opname == "LOAD_GLOBAL"
               and previous[-2].argval in ("getattr", "hasattr")):
-            attrs.add(ins.argval)
-            probed.add(ins.argval)
+            probed.add(ins.argval)  # (hasattr: whether it is there; getattr: its value too)
+            if previous[-2].argval == "getattr":
+                attrs.add(ins.argval)
         elif (ins.opname == "LOAD_CONST" and type(ins.argval) is str and previous
               and previous[-1].opname in ("LOAD_ATTR", "LOAD_METHOD")
               and previous[-1].argval in ("__getattribute__", "__getattr__")):
@@ -435,16 +438,21 @@ def _used_whole(code, lines=None):
     for i, ins in enumerate(run):
         if ins.opname not in _LOADS_A_NAME or i + 1 >= len(run):
             continue
-        after = run[i + 1:i + 4]
-        first = after[0].opname
-        if first in ("LOAD_ATTR", "LOAD_METHOD", "GET_ITER", "STORE_ATTR", "DELETE_ATTR"):
+        if run[i + 1].opname in ("LOAD_ATTR", "LOAD_METHOD", "GET_ITER", "STORE_ATTR",
+                                 "DELETE_ATTR") or run[i + 1].opname.endswith("_NONE"):
+            continue  # (an attribute of it; `if x is not None:`, a jump if None)
+        j = i + 1  # (past an index expression of loads and arithmetic: x[k], x[self.slot],
+        while j < min(len(run), i + 9) and (  # x[i + 1], x[a:b])
+                run[j].opname in _SIMPLE_INDEX or run[j].opname in ("LOAD_ATTR", "BUILD_SLICE")
+                or run[j].opname == "BINARY_OP" and run[j].argrepr != "[]"):
+            j += 1
+        end = run[j] if j < len(run) else None
+        if end is not None and j > i + 1 and (
+                end.opname in _INDEXED or end.opname == "BINARY_OP" and end.argrepr == "[]"):
             continue
-        indexed = [a.opname in _INDEXED or a.opname == "BINARY_OP" and a.argrepr == "[]"
-                   for a in after]
-        if first in _SIMPLE_INDEX and len(after) > 1 and (indexed[1] or (
-                after[1].opname in _SIMPLE_INDEX and len(after) > 2
-                and (indexed[2] or after[2].opname == "BUILD_SLICE"))):
-            continue  # (x[k], x[a:b])
+        if end is not None and end.opname in ("IS_OP", "COMPARE_OP") and j == i + 2 and (
+                run[i + 1].opname == "LOAD_CONST" and run[i + 1].argval is None):
+            continue  # (x is None, x is not None: its length does not matter)
         whole.add(ins.argval)
     return whole
 
@@ -519,24 +527,6 @@ def _served_by_default(extent, names):
     return (missing is not None and missing is not collections.defaultdict.__missing__
             and isinstance(keys, tuple)
             and any(type(k) is str and k not in keys for k in names.keys))
-
-
-def _numbers(length_path):
-    """Whether the list or tuple whose length `length_path` ends at holds numbers alone (up
-    to 64 of them: its length matters wherever the code names it)."""
-    try:
-        container = Path(length_path.root, length_path.steps[:-1]).follow()
-    except Exception:  # noqa: BLE001 - (gone since)
-        return False
-    return _of_numbers(container, 3)
-
-
-def _of_numbers(x, depth):
-    """Whether x is a list, tuple or deque of numbers or of such sequences (a matrix as rows,
-    np.matmul(ROWS, x)), `depth` levels down, up to 64 entries a level."""
-    return isinstance(x, (list, tuple, collections.deque)) and all(
-        type(v) in _PLAIN or isinstance(v, _NUMPY_PLAIN) or depth and _of_numbers(v, depth - 1)
-        for v in itertools.islice(x, 64))
 
 
 def _container_names(name, path):
@@ -843,9 +833,9 @@ class OutsideWalk:
             if not path.named_in(names, called=callable(value)):
                 continue
             if path.steps[-1][0] == "len" and (value != first or not (
-                    _numbers(path)  # (coefficients NumPy walks, np.polyval(COEFFS, x); not
-                    # a buffer of arrays read by index, which may grow)
-                    or _container_names(name, path) & (names.iterated | names.whole)
+                    _container_names(name, path) & (names.iterated | names.whole)  # (a loop
+                    # over it, np.polyval(COEFFS, x), np.stack(BUF); not a buffer read by index,
+                    # which may grow)
                     or (id(path.root), path.steps[:-1], _length(value)) in read_to_end
                     or names.methods & _WALK_METHODS
                     or names.globals & _SIZED_BUILTINS or names.methods & _LOOKUP_METHODS
@@ -1082,10 +1072,10 @@ class OutsideWalk:
                          if hasattr(value, k)]
             # (what the class holds and the object does not: `training = True` in the class)
             items += _class_items(type(value), name, attrs or ())
-            if outside and path.steps is not None and _users(type(value)):
-                for key in sorted(self.names_now.probed):  # (hasattr(self, "t"): set later,
-                    if not hasattr(value, key):  # another answer)
-                        self.plain.append((f"{name}.{key}", ABSENT, path.then("has", key)))
+            if outside and path.steps is not None:  # (hasattr(self, "t"), getattr(cfg, "t",
+                for key in sorted(self.names_now.probed):  # 1.0): set or deleted later, another
+                    self.plain.append((f"hasattr({name}, {key!r})", hasattr(value, key),  # answer
+                                       path.then("has", key)))
             if _serves_plainly(value):  # (its entries as it serves them, cm["W"],
                 # first, then where it keeps them: cm.maps[1]["W"] is shadowed by cm["W"] = W2;
                 # not another class's: its lookup may load a checkpoint's every weight)

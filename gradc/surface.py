@@ -231,9 +231,20 @@ def _compared_with_objects(compare, answer):
     def impl(self, other):
         if other is None or isinstance(other, (str, bytes, dict, set, frozenset)) or (
                 type(other) is object):  # (x == {}: NumPy's elementwise False too)
-            if self.ndim == 0:
-                return answer
+            if self.ndim == 0:  # (a NumPy scalar's is a bool, a 0-d array's np.bool_)
+                return np.bool_(answer) if is_zero_d_array(self) else answer
             return fn.as_value(np.full(self.shape, answer), self)
+        return compare(self, other)
+    return impl
+
+
+def _ordered(compare, symbol):
+    """`x < None`, `x >= "a"`: NumPy's TypeError (no order between them); else `compare`."""
+    def impl(self, other):
+        if other is None or isinstance(other, (str, bytes, dict, set, frozenset)):
+            raise ArgumentError(f"'{symbol}' not supported between instances of "
+                                f"'numpy.ndarray' and '{type(other).__name__}' (NumPy's "
+                                "TypeError)", source=user_source())
         return compare(self, other)
     return impl
 
@@ -819,10 +830,10 @@ _SURFACE = {
     "__divmod__": lambda self, other: (self // other, self % other),
     "__rdivmod__": lambda self, other: (other // self, other % self),
     "__matmul__": _binary(fn.matmul), "__rmatmul__": _binary(fn.matmul, True),
-    "__lt__": _binary(functools.partial(fn.compare, "less")),
-    "__le__": _binary(functools.partial(fn.compare, "less_equal")),
-    "__gt__": _binary(functools.partial(fn.compare, "greater")),
-    "__ge__": _binary(functools.partial(fn.compare, "greater_equal")),
+    "__lt__": _ordered(_binary(functools.partial(fn.compare, "less")), "<"),
+    "__le__": _ordered(_binary(functools.partial(fn.compare, "less_equal")), "<="),
+    "__gt__": _ordered(_binary(functools.partial(fn.compare, "greater")), ">"),
+    "__ge__": _ordered(_binary(functools.partial(fn.compare, "greater_equal")), ">="),
     "__eq__": _compared_with_objects(_binary(functools.partial(fn.compare, "equal")), False),
     "__ne__": _compared_with_objects(_binary(functools.partial(fn.compare, "not_equal")), True),
     # (NumPy's: bitwise of integers, logical of booleans, refused for floats)

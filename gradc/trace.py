@@ -1130,6 +1130,7 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
             from .surface import _setitem, _writes_into
             target, index, values = inputs
             _writes_into(target, f"{name}.at", hint)
+            refuse_caught_index_error(*(index if isinstance(index, tuple) else (index,)))
             _setitem(target, (Ellipsis,), getattr(at(target)[index], kind)(values))
             return None
         raise UnsupportedOpError(f"{name}.at updates its array in place, which gradc does for "

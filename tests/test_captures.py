@@ -2418,3 +2418,30 @@ def test_an_attribute_asked_for_by_name_and_set_later_is_seen(monkeypatch, capsy
     assert f(x) == reference.forward(x) == 60.0
     del net.temperature, reference.temperature
     assert f(x) == reference.forward(x)
+
+
+class _Stepper:
+    def __init__(self):
+        self.W = np.ones(3)
+        self.history = []
+
+
+def test_presence_tests_and_none_tests_do_not_trace_again_as_values_change():
+    """fuzz42g: `if not hasattr(m, "steps")` with the loop setting m.steps = i, and
+    `if m.history is not None` with the loop appending to it, traced again on every call
+    (their presence and None-ness are what the code reads, not the value or the length)."""
+    import warnings as _warnings
+    m = _Stepper()
+
+    def f(x):
+        scale = 2.0 if not hasattr(m, "steps") else 3.0
+        return x * m.W * scale * (1.0 if m.history is not None else 0.0)
+
+    jf = gradc.jit(f)
+    x = np.ones(3)
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("error", gradc.RecompileWarning)
+        for i in range(12):
+            np.testing.assert_array_equal(jf(x), f(x))
+            m.steps = i
+            m.history.append(i)

@@ -284,3 +284,33 @@ def test_a_handler_that_raises_again_is_no_fallback_and_one_around_the_compiled_
             pass
     with pytest.raises(gradc.UnsupportedOpError, match="catches LinAlgError"):
         gradc.jit(strict_or_fallback)(SPD)  # (a conditional raise is no raise again)
+
+
+def test_a_compiled_user_function_inside_a_try_naming_linalgerror_is_refused():
+    """fuzz42g: `try: f(A) except LinAlgError:` around a compiled function of the user's (the
+    Gaussian-process retry) ran into NaN silently; so did gradc.grad inside traced code under
+    such a try, and a caller's handler behind a library's frame (an @np.errstate decorator).
+    An `except Exception` around the call (a training loop's) is no fallback for it."""
+    f = gradc.jit(lambda A: np.linalg.cholesky(A))
+    with pytest.raises(gradc.UnsupportedOpError, match="catches LinAlgError"):
+        try:
+            f(SPD)
+        except np.linalg.LinAlgError:
+            pass
+
+    @np.errstate(all="ignore")
+    def helper(A):
+        return np.linalg.cholesky(A)
+
+    def calls_helper(A):
+        try:
+            return helper(A)
+        except np.linalg.LinAlgError:
+            return np.eye(2)
+    with pytest.raises(gradc.UnsupportedOpError, match="catches LinAlgError"):
+        gradc.jit(calls_helper)(SPD)
+    g = gradc.jit(lambda A: np.linalg.cholesky(A) * 2)
+    try:
+        np.testing.assert_allclose(g(SPD), 2 * np.linalg.cholesky(SPD))
+    except Exception:  # (no fallback for a LinAlgError: taken)
+        raise
