@@ -436,7 +436,12 @@ def _used_whole(code, lines=None):
         lines is None or ins.positions.lineno is None or ins.positions.lineno in lines)]
     whole = set()
     for i, ins in enumerate(run):
-        if ins.opname not in _LOADS_A_NAME or i + 1 >= len(run):
+        if (ins.opname in _INDEXED or ins.opname == "BINARY_OP" and ins.argrepr == "[]") and (
+                i and run[i - 1].opname == "LOAD_CONST" and type(run[i - 1].argval) is str):
+            ins = run[i - 1]  # (d["obs"] goes on as an entry read by its key: np.stack of it)
+        elif ins.opname not in _LOADS_A_NAME:
+            continue
+        if i + 1 >= len(run):
             continue
         if run[i + 1].opname in ("LOAD_ATTR", "LOAD_METHOD", "GET_ITER", "STORE_ATTR",
                                  "DELETE_ATTR") or run[i + 1].opname.endswith("_NONE"):

@@ -2445,3 +2445,23 @@ def test_presence_tests_and_none_tests_do_not_trace_again_as_values_change():
             np.testing.assert_array_equal(jf(x), f(x))
             m.steps = i
             m.history.append(i)
+
+
+REPLAY = {"obs": [np.full(3, 1.0), np.full(3, 2.0)], "step": 0}
+
+
+def _stacked_entry(x):
+    return x * np.stack(REPLAY["obs"]).sum(0)
+
+
+def test_a_list_kept_in_a_dict_and_used_whole_traces_again_when_it_grows():
+    """fuzz42g: np.stack(self.memory["obs"]) kept its traced length after the loop appended."""
+    f = gradc.jit(_stacked_entry)
+    x = np.ones(3)
+    try:
+        for _ in range(3):
+            np.testing.assert_array_equal(f(x), _stacked_entry(x))
+            REPLAY["obs"].append(np.full(3, 5.0))
+            REPLAY["step"] += 1  # (read by no code: no retrace for it)
+    finally:
+        del REPLAY["obs"][2:]
