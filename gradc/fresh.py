@@ -343,11 +343,9 @@ def _basic(index):
 def _by_numpy_scalars(index):
     """Whether `index` is basic but for traced NumPy integer scalars (np.argmax's): NumPy
     indexes by those as by ints, a view (surface.py _getitem)."""
-    from .ir import Value
-    from .trace import is_zero_d_array
+    from .surface import _scalar_integer  # (it imports this module)
     parts = index if type(index) is tuple else (index,)
-    return all(_basic(k) if not isinstance(k, Value) else
-               k.ndim == 0 and k.dtype.kind in "iu" and not is_zero_d_array(k) for k in parts)
+    return all(_scalar_integer(k) if isinstance(k, Value) else _basic(k) for k in parts)
 
 
 def _stored_through_view(fresh, refs, frame):

@@ -194,10 +194,9 @@ def _catches(loads, frame, error, exactly=False):
             else:  # (a local or a closure's variable)
                 stack.append(frame.f_locals[ins.argval])
         caught = stack[-1]
-    except Exception:  # noqa: BLE001 (a name not bound yet: judge by the names)
+    except Exception:  # noqa: BLE001 (a name not bound yet: judge by the names it loads)
         names = {error.__name__} if exactly else {cls.__name__ for cls in error.__mro__}
         return any(ins.argval in names for ins in loads)
-        # (a clause whose class cannot be looked up again, judged by the names it loads)
     classes = caught if isinstance(caught, tuple) else (caught,)
     return any(isinstance(c, type) and (issubclass(c, error) if exactly else issubclass(error, c))
                for c in classes)

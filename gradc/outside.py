@@ -359,6 +359,7 @@ _WALKS_ITS_ITEMS = frozenset({"GET_ITER", "UNPACK_SEQUENCE", "UNPACK_EX", "LIST_
 _LOADS_A_NAME = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_ATTR", "LOAD_METHOD", "LOAD_FAST",
                            "LOAD_DEREF"})
 _READ_WHOLE = frozenset({"asdict", "astuple", "vars"})  # (functions that read every attribute)
+_QUIET = frozenset({"CACHE", "PRECALL", "PUSH_NULL", "NOP", "EXTENDED_ARG"})  # (no step)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -375,7 +376,7 @@ def code_names(code, lines=None):
             if whole:  # attribute, as `for k in d` reads each entry)
                 iterated.add(ins.argval)
             whole = whole or ins.argval in _READ_WHOLE
-        elif ins.opname not in ("CACHE", "PRECALL", "PUSH_NULL", "NOP", "EXTENDED_ARG"):
+        elif ins.opname not in _QUIET:
             whole = False
         if ins.opname in ("LOAD_CONST", "KW_NAMES"):
             consts.append(ins.argval)
@@ -406,7 +407,7 @@ def code_names(code, lines=None):
               and previous[-1].opname in ("LOAD_ATTR", "LOAD_METHOD")
               and previous[-1].argval in ("__getattribute__", "__getattr__")):
             attrs.add(ins.argval)  # (self.__getattribute__("W"): self.W)
-        if ins.opname not in ("CACHE", "PRECALL", "PUSH_NULL", "NOP", "EXTENDED_ARG"):
+        if ins.opname not in _QUIET:
             previous = previous[-2:] + [ins]
     keys, stack = set(), list(code.co_consts if lines is None else consts)
     while stack:
@@ -421,7 +422,6 @@ def code_names(code, lines=None):
                                   _used_whole(code, lines), probed)))
 
 
-_QUIET = frozenset({"CACHE", "PRECALL", "PUSH_NULL", "NOP", "EXTENDED_ARG"})
 _INDEXED = frozenset({"BINARY_SUBSCR", "BINARY_SLICE", "STORE_SUBSCR", "DELETE_SUBSCR",
                       "STORE_SLICE"})
 _SIMPLE_INDEX = frozenset({"LOAD_CONST", "LOAD_FAST", "LOAD_DEREF", "LOAD_GLOBAL", "LOAD_NAME",
@@ -853,7 +853,7 @@ class OutsideWalk:
             if (type(value) in (_PLAIN + (frozenset, types.CodeType))
                     or isinstance(value, _PLAIN_INSTANCES) or type(value) in _GUARDED_CALLABLES
                     or isinstance(value, type)
-                    or path.steps[-1][0] in ("len", "type", "called", "has")):
+                    or path.steps[-1][0] in ("len", "type", "called")):
                 # (what the trace itself changed: the value it read, so that the next call,
                 # which finds the new one, traces again as NumPy's code runs again; `if
                 # self.first_call: self.first_call = False`. A number counted up is warned
@@ -1077,7 +1077,7 @@ class OutsideWalk:
                          if hasattr(value, k)]
             # (what the class holds and the object does not: `training = True` in the class)
             items += _class_items(type(value), name, attrs or ())
-            if outside and path.steps is not None:  # (hasattr(self, "t"), getattr(cfg, "t",
+            if outside:  # (hasattr(self, "t"), getattr(cfg, "t",
                 for key in sorted(self.names_now.probed):  # 1.0): set or deleted later, another
                     self.plain.append((f"hasattr({name}, {key!r})", hasattr(value, key),  # answer
                                        path.then("has", key)))

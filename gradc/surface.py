@@ -229,8 +229,7 @@ def _compared_with_objects(compare, answer):
     known while tracing, a Python bool for a number and that bool everywhere for an array; else
     `compare`."""
     def impl(self, other):
-        if other is None or isinstance(other, (str, bytes, dict, set, frozenset)) or (
-                type(other) is object):  # (x == {}: NumPy's elementwise False too)
+        if _no_number(other) or type(other) is object:  # (x == {}: NumPy's elementwise False)
             if self.ndim == 0:  # (a NumPy scalar's is a bool, a 0-d array's np.bool_)
                 return np.bool_(answer) if is_zero_d_array(self) else answer
             return fn.as_value(np.full(self.shape, answer), self)
@@ -238,10 +237,15 @@ def _compared_with_objects(compare, answer):
     return impl
 
 
+def _no_number(other):
+    """Whether `other` is None, text or a dict or set: nothing NumPy compares elementwise."""
+    return other is None or isinstance(other, (str, bytes, dict, set, frozenset))
+
+
 def _ordered(compare, symbol):
     """`x < None`, `x >= "a"`: NumPy's TypeError (no order between them); else `compare`."""
     def impl(self, other):
-        if other is None or isinstance(other, (str, bytes, dict, set, frozenset)):
+        if _no_number(other):
             raise ArgumentError(f"'{symbol}' not supported between instances of "
                                 f"'numpy.ndarray' and '{type(other).__name__}' (NumPy's "
                                 "TypeError)", source=user_source())

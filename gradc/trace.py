@@ -835,8 +835,8 @@ def _call_numpy(func, args, kwargs, name=None):
             or func in (np.atleast_1d, np.atleast_2d, np.atleast_3d) and len(args) > 1):
         out = type(out)(mark_view(a, v, read_only)  # (each of its own array)
                         for a, v in zip(args, out))
-    elif func is np.einsum and _einsum_view(args) is not None:
-        out = mark_view(_einsum_view(args), out)
+    elif func is np.einsum and (operand := _einsum_view(args)) is not None:
+        out = mark_view(operand, out)
     elif func is np.reshape and kwargs.get("copy"):
         out = copy(out)  # (a new array, written in place or not)
     elif func is np.flip and isinstance(out, Value) and out.ndim == 0:
