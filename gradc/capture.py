@@ -24,6 +24,10 @@ ConstantArrayWarning names them (trace.py).
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
+import warnings
 from types import CodeType
 from typing import NamedTuple
 
@@ -73,12 +77,19 @@ def same(a, b):
     if type(a) is CodeType:  # (a function's code: replaced in place by an autoreload)
         return a is b
     if isinstance(a, np.ndarray):  # (an array, or a memmap's contents)
-        return (a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if a.dtype.kind not in "biufc":  # (structured, text, dates: their bits)
+            return a.tobytes() == b.tobytes()
+        return (np.array_equal(a, b, equal_nan=True)
                 and (a.dtype.kind != "f" or np.array_equal(np.signbit(a), np.signbit(b))))
     if isinstance(a, (float, np.floating, set, frozenset)):
         return typed_key(frozenset(a) if isinstance(a, set) else a) == typed_key(
             frozenset(b) if isinstance(b, set) else b)
-    return a == b
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - (a signalling Decimal NaN: compared, it raises)
+        return False
 
 
 class CaptureChanged(SignatureError):
@@ -214,6 +225,131 @@ def content_guards(graph, watch):
             guards += [(n, array.copy(), p) for n, p in ways or [(name, path)]]
     return guards + [(name, array.copy(), path) for name, array, path in named_tables(watch)
                      if array.size <= CONTENT_GUARD_SIZE]
+
+
+def read_by_numpy(graph, watch, retrace, program_text):
+    """[(name, array, path)] of the outside arrays whose contents the traced program depends
+    on though no trace saw them read: NumPy computed from them alone, and what it computed
+    is compiled in (cs231n's `loss += reg * np.sum(W * W)` beside a traced `X.dot(W)`: the
+    penalty of the first weights on every later step). Found by tracing again with their
+    contents changed (`_scaled`): where the program (`program_text` of `retrace()`) is not
+    the same, or the trace raises, the contents count, and halves of the arrays are tried
+    until each one that counts is found. Arrays tried: those the program reads live (graph
+    inputs: their contents are not in the program unless NumPy read them too) and the others
+    the code names too large to have their contents guarded anyway (content_guards). A
+    function whose trace moved a counter or drew from an iterator is not traced again (it
+    would do that twice)."""
+    inputs = {v.id: watch.arrays[key][1] for key, v in graph.captured.items()
+              if key in watch.arrays}
+    tried = [(c.name, inputs[graph.inputs[c.position].id], c.path) for c in graph.captures
+             if graph.inputs[c.position].id in inputs]
+    tried += [t for t in uncaptured(graph, watch) if t[1].size > CONTENT_GUARD_SIZE]
+    if not tried:
+        return []
+    try:
+        traced = program_text(graph)
+    except Exception:  # noqa: BLE001 - (an attribute the text does not know: not compared)
+        return []
+
+    def counts(arrays):
+        with _scaled([a for _, a, _ in arrays]) as changed:
+            if not changed:
+                return False
+            try:
+                return program_text(retrace()) != traced
+            except Exception:  # noqa: BLE001 - (the code refused those contents: they count)
+                return True
+
+    def which(arrays):
+        if not counts(arrays):
+            return []
+        if len(arrays) == 1:
+            return arrays
+        half = len(arrays) // 2
+        return which(arrays[:half]) + which(arrays[half:]) or arrays
+
+    with OUTSIDE_READS.paused() as paused, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if not paused:  # (a run of another thread that reads them would not end: not tried)
+            return []
+        found = which(tried)
+        if found:  # (a program that differs on each trace, reading the clock, is no sign)
+            try:
+                steady = program_text(retrace()) == traced
+            except Exception:  # noqa: BLE001
+                steady = False
+            return found if steady else []
+    return found
+
+
+@contextlib.contextmanager
+def _scaled(arrays):
+    """The memory of `arrays` changed in place and changed back exactly on leaving: elements
+    at even positions times 2, at odd positions times 4 (in scale, and in direction:
+    W / norm(W) changes too). No copy is kept: x * 2 * 0.5 is x, but where x * 4 overflows or
+    x is subnormal (flushed to zero where a library set the CPU so). What cannot be changed so
+    is left as it is: read-only memory, memory NumPy does not own (a memmap, a buffer of
+    another library), other dtypes. Yields whether anything was changed."""
+    flats = {}
+    for a in arrays:
+        owner = owner_of(a)
+        flat = owner.ravel(order="K") if _scalable(owner) else None
+        if flat is not None and flat.base is owner:
+            flats[id(owner)] = flat
+    done = []
+    try:
+        for flat in flats.values():
+            flat[0::2] *= 2.0
+            flat[1::2] *= 4.0
+            done.append(flat)
+        yield bool(done)
+    finally:
+        for flat in done:
+            flat[0::2] *= 0.5
+            flat[1::2] *= 0.25
+
+
+def _scalable(owner):
+    if (type(owner) is not np.ndarray or not owner.flags.owndata or not owner.flags.writeable
+            or owner.dtype not in _FLOATS or owner.size == 0):
+        return False
+    info = np.finfo(owner.dtype)
+    with np.errstate(all="ignore"):
+        size = np.abs(owner)
+        return not np.any(((size > info.max / 4) & np.isfinite(size))
+                          | ((size < info.tiny) & (size != 0)))
+
+
+class _OutsideReads:
+    """Runs of compiled programs that read arrays from outside their arguments keep out of
+    the way of `read_by_numpy`, which changes those arrays for a moment: a run waits while
+    it does (`with OUTSIDE_READS:` around the driver), and it waits for the runs under way
+    (up to WAIT seconds; past that it tries nothing). The thread that pauses them may run
+    programs meanwhile (a compiled function the traced code calls on NumPy arrays)."""
+
+    WAIT = 10.0
+
+    def __init__(self):
+        self._gate = threading.RLock()
+        self._running = []  # one item per run under way (append and pop: atomic)
+
+    def __enter__(self):
+        with self._gate:
+            self._running.append(None)
+
+    def __exit__(self, *exc):
+        self._running.pop()
+
+    @contextlib.contextmanager
+    def paused(self):
+        with self._gate:
+            deadline = time.monotonic() + self.WAIT
+            while self._running and time.monotonic() < deadline:
+                time.sleep(0.0005)
+            yield not self._running
+
+
+OUTSIDE_READS = _OutsideReads()
 
 
 def changed_contents(stale):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .capture import OUTSIDE_READS
 from .errors import SignatureError
 from .pytree import is_device_array
 from .trace import user_source
@@ -60,10 +61,17 @@ class CudaCompiled(Compiled):
         buffers for the remaining inputs (optimizer state, then runtime scalars). Every input
         is copied to the device before the launches, and the new values come back after them,
         so inputs that overlap each other, the host arena or the parameters (`written`) need
-        no copy here."""
+        no copy here. (The uploads read the arrays from outside the arguments:
+        capture.OUTSIDE_READS.)"""
+        leaves = self.with_captures(leaves)
+        if not self.captures.captures:
+            return self._run(leaves, owned, written)
+        with OUTSIDE_READS:
+            return self._run(leaves, owned, written)
+
+    def _run(self, leaves, owned, written):
         driver = self.driver
         types = self.input_types
-        leaves = self.with_captures(leaves)
         self.check_writable(leaves, [i for i in self.updated_inputs
                                      if i < len(leaves) and not is_device_array(leaves[i])])
         for i, x in enumerate(leaves):

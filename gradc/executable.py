@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import forks
-from .capture import NO_CAPTURES, CaptureChanged
+from .capture import NO_CAPTURES, OUTSIDE_READS, CaptureChanged
 from .codegen import driver_rt
 from .errors import IndexOutOfRangeError, SignatureError
 from .last_call import LastCall
@@ -293,7 +293,11 @@ class Compiled:
         if self.fast:
             self.fast.forget()  # io no longer holds the addresses it remembers
         try:
-            self.driver(self.handle)
+            if self.captures.captures:  # (see capture.OUTSIDE_READS)
+                with OUTSIDE_READS:
+                    self.driver(self.handle)
+            else:
+                self.driver(self.handle)
         finally:  # (what the driver wrote, even if it raised: as into the caller's array)
             for x, copy in written_back:
                 x[...] = copy

@@ -17,7 +17,7 @@ import types
 import numpy as np
 
 from . import autodiff, forks, frozen, pytree, random, transforms
-from .capture import CaptureChanged, Captures, changed_contents, unchanged_by
+from .capture import OUTSIDE_READS, CaptureChanged, Captures, changed_contents, unchanged_by
 from .compile import check_target, compile_graph
 from .errors import ArgumentError, SignatureError
 from .ir import Value, gc_paused
@@ -155,7 +155,11 @@ class Function:
             compiled = last.compiled
             with compiled.lock:
                 if last.match((args, kwargs)):
-                    compiled.driver(compiled.handle)
+                    if compiled.captures.captures:  # (see capture.OUTSIDE_READS)
+                        with OUTSIDE_READS:
+                            compiled.driver(compiled.handle)
+                    else:
+                        compiled.driver(compiled.handle)
                     return self._package(compiled, compiled.outputs)
         args = self.traced_args(args)
         try:

@@ -72,6 +72,7 @@ def _refuse_caught(error_class, message):
     # (gradc.jit(np.linalg.cholesky)(A)), any. An IndexError does come out of the compiled
     # call (IndexOutOfRangeError): its search ends there.
     frame, caller, past, users_inside = sys._getframe(1), None, False, False
+    error = error_class  # (what goes on out: a handler may raise another, `raise FitError`)
     while frame is not None:
         if frame.f_code is _trace.__code__:
             if error_class is IndexError:
@@ -80,10 +81,12 @@ def _refuse_caught(error_class, message):
         elif _frame_kind(frame.f_code.co_filename) == "user":
             caller = caller or frame
             users_inside = users_inside or not past
-            handler = _handler_catching(frame, error_class, exactly=past and users_inside)
+            handler, error = _handler_catching(frame, error, exactly=past and users_inside)
             if handler is not None:
                 line, clause = handler
                 where = "" if frame is caller else f", in `{frame.f_code.co_name}`"
+                if error is not error_class:
+                    where += f", reached as the {error.__name__} a handler raises instead"
                 error = UnsupportedOpError(
                     message(f"`{clause}` (line {line}{where})"),
                     source=f"{os.path.basename(caller.f_code.co_filename)}:{caller.f_lineno}")
@@ -94,21 +97,23 @@ def _refuse_caught(error_class, message):
 
 
 def _handler_catching(frame, error, exactly=False):
-    """(line, text) of the first `except` clause that an `error` raised by the instruction
-    `frame` runs would reach and be caught by, and that does not raise again (`except
-    Exception as e: raise RuntimeError(...) from e`), or None: it follows the exception table
-    from handler to enclosing handler, testing each clause's class (CHECK_EXC_MATCH) in turn; a
-    bare `except:` catches all; `finally:` and `with` pass it on (a context manager that
-    suppresses it is not seen). `exactly`: only a clause of `error`'s class or a subclass."""
+    """(handler, error out): handler is (line, text) of the first `except` clause that an
+    `error` raised by the instruction `frame` runs would reach and be caught by, and that does
+    not raise again on every path, or None; error out is the class that leaves the frame,
+    `error` or what a clause raises instead (`except LinAlgError as e: raise FitError(...) from
+    e`: FitError is sought from there on). It follows the exception table from handler to
+    enclosing handler, testing each clause's class (CHECK_EXC_MATCH) in turn; a bare `except:`
+    catches all; `finally:` and `with` pass it on (a context manager that suppresses it is not
+    seen). `exactly`: only a clause of `error`'s class or a subclass."""
     table = _table(frame.f_code)
     if table is None:
-        return None
+        return None, error
     entries, code = table
     offset, seen = frame.f_lasti, set()
     while True:
         target = next((e.target for e in entries if e.start <= offset < e.end), None)
         if target is None or target in seen:
-            return None
+            return None, error
         seen.add(target)
         i = code.index(target)
         if code[i].opname == "PUSH_EXC_INFO":
@@ -119,20 +124,25 @@ def _handler_catching(frame, error, exactly=False):
                 i += 1
             test = code[i]
             if test.opname == "POP_TOP" and i == start:  # a bare `except:`
-                if exactly or _raises_again(code, i + 1):
-                    return None
-                return _clause(frame.f_code, test)
-            if test.opname != "CHECK_EXC_MATCH":  # (no clause matched, or a finally/with:
+                if exactly:
+                    return None, error
+                body = i + 1
+            elif test.opname != "CHECK_EXC_MATCH":  # (no clause matched, or a finally/with:
                 offset = test.offset  # the exception goes on to the enclosing handler)
                 break
-            if _catches(code.instructions[start:i], frame, error, exactly):
-                if _raises_again(code, i + 2):
-                    return None
-                return _clause(frame.f_code, test)
-            jump = code[i + 1]  # (POP_JUMP_IF_FALSE to the next clause)
-            if not jump.opname.startswith("POP_JUMP"):
-                return None
-            i = code.index(jump.argval)
+            elif _catches(code.instructions[start:i], frame, error, exactly):
+                body = i + 2
+            else:
+                jump = code[i + 1]  # (POP_JUMP_IF_FALSE to the next clause)
+                if not jump.opname.startswith("POP_JUMP"):
+                    return None, error
+                i = code.index(jump.argval)
+                continue
+            raised = _raises_again(code, body)
+            if raised is None:  # (a fallback)
+                return _clause(frame.f_code, test), error
+            offset, error = raised.offset, _raised_class(code, body, raised, frame) or error
+            break
 
 
 class _Code:
@@ -158,18 +168,47 @@ def _table(code):
 
 
 def _raises_again(code, i):
-    """Whether the handler body starting at instruction i raises on every path: straight-line
-    code up to a raise (no branch, loop, `with` or `try` before it: `if STRICT: raise`, an
-    assert, a fallback in a `with np.errstate():` block may go on)."""
+    """The raise instruction the handler body starting at instruction i reaches on every path,
+    or None: straight-line code up to a raise (no branch, loop, `with` or `try` before it:
+    `if STRICT: raise`, an assert, a fallback in a `with np.errstate():` block may go on)."""
     while i < len(code.instructions) and code[i].opname != "POP_EXCEPT":
         name = code[i].opname
         if name in ("RAISE_VARARGS", "RERAISE"):
-            return True
+            return code[i]
         if "JUMP" in name or name in ("BEFORE_WITH", "SETUP_WITH", "PUSH_EXC_INFO",
                                       "FOR_ITER", "SEND"):
-            return False
+            return None
         i += 1
-    return False
+    return None
+
+
+def _raised_class(code, body, raised, frame):
+    """The class a handler's `raise X(...)` / `raise X from e` raises (`raised` its
+    RAISE_VARARGS, `body` where the handler starts), looked up in `frame`; None for `raise`,
+    `raise e` of the exception caught, or a class it cannot look up."""
+    if raised.opname != "RAISE_VARARGS" or not raised.arg:
+        return None
+    line = raised.positions.lineno if getattr(raised, "positions", None) else None
+    k = code.index(raised.offset)
+    start = next((j for j in range(body, k) if getattr(code[j], "positions", None)
+                  and code[j].positions.lineno == line), k)
+    stack = []
+    for ins in code.instructions[start:k]:  # (the class: the first value the raise loads)
+        try:
+            if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+                stack.append(frame.f_globals[ins.argval] if ins.argval in frame.f_globals
+                             else getattr(builtins, ins.argval))
+            elif ins.opname == "LOAD_ATTR" and stack:
+                stack.append(getattr(stack.pop(), ins.argval))
+            elif ins.opname in ("LOAD_DEREF", "LOAD_FAST", "LOAD_FAST_CHECK",
+                                "LOAD_FAST_BORROW") and not stack:
+                stack.append(frame.f_locals[ins.argval])
+            else:
+                break
+        except (KeyError, AttributeError):
+            break
+    found = stack[0] if stack else None
+    return found if isinstance(found, type) and issubclass(found, BaseException) else None
 
 
 def _catches(loads, frame, error, exactly=False):

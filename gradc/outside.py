@@ -15,8 +15,10 @@ drew from is warned about too. The same walk finds NumPy generators for the rand
 from __future__ import annotations
 
 import collections
+import decimal
 import dis
 import enum
+import fractions
 import functools
 import gc
 import inspect
@@ -478,7 +480,8 @@ WAYS_WALKED = 3
 BEYOND_LIMIT = 10_000
 # outside arrays up to this many elements are copied when found, to see a change in place
 SNAPSHOT_SIZE = 4096
-_PLAIN = (bool, int, float, complex, str, type(None), slice, range)  # (x[WINDOW], a slice)
+_PLAIN = (bool, int, float, complex, str, type(None), slice, range,  # (x[WINDOW], a slice)
+          fractions.Fraction, decimal.Decimal, bytes)  # (settings kept as fractions, a tag)
 # what tells that code walks or measures a list or dict (besides `for x in self.layers`)
 _WALK_METHODS = frozenset({"items", "values", "keys"})
 # ...or reads entries that may come and go (d.get("k", default), `k in d`), and what a negative
@@ -954,13 +957,14 @@ class OutsideWalk:
                                    if type(value) in (set, frozenset) else path))
             if type(value) is not set:  # (a set: held too, below, for entries taken out)
                 return
-        if type(value) in (np.ndarray, np.memmap, Fresh):  # (a memmap: read live too; Fresh:
-            # made by an earlier trace, `self.buf = np.zeros(n)`, gradc/fresh.py)
+        if type(value) in (np.ndarray, np.memmap, Fresh) and not _object_array(value):  # (a
+            # memmap: read live too; Fresh: made by an earlier trace, `self.buf = np.zeros(n)`)
             if outside and value.size and value.dtype.kind == "f":  # (weights, data; not
                 if id(value) not in self.arrays:  # index tables and masks)
                     self.arrays[id(value)] = (name, value, path)
                 self.paths.setdefault(id(value), []).append((name, path))
-            elif outside and value.size and value.dtype.kind in "iub":
+            elif outside and value.size:  # (index tables, masks; complex, structured and
+                # text arrays, which NumPy alone reads: compiled in, checked by contents)
                 self.tables.setdefault((id(value), id(path.root), path.steps),
                                        (name, value, path))  # (every way: `st.dst = st.src`
                 # split later by `st.dst = new` must be seen at st.dst too)
@@ -1005,6 +1009,10 @@ class OutsideWalk:
             for key in read & value.__dict__.keys():  # (the names the code reads of it)
                 self._consider(value.__dict__[key], f"{name}.{key}", depth - 1,
                                path.then("attr", key), outside)
+            if outside:  # (getattr(config, "scale", 1.0): set or deleted later)
+                for key in sorted(self.names_now.probed):
+                    self.plain.append((f"hasattr({name}, {key!r})", hasattr(value, key),
+                                       path.then("has", key)))
             return
         if isinstance(value, type) and depth and _users(value) and id(value) not in self.scanned:
             self.scanned.add(id(value))  # (a class: Model.lr, cls.W)
@@ -1022,9 +1030,11 @@ class OutsideWalk:
             return
         seen = id(value) if outside else (id(value), "inside")  # (looked at again from outside)
         ways = self.ways_walked.get(seen, 0)
-        if (depth == 0 or isinstance(value, SKIP) or ways >= WAYS_WALKED
+        if (depth == 0 or isinstance(value, SKIP) and not _object_array(value)
+                or ways >= WAYS_WALKED
                 or len(self.scanned) >= SCAN_LIMIT):
-            if outside and not ways and not isinstance(value, SKIP):
+            if outside and not ways and not (isinstance(value, SKIP)
+                                             and not _object_array(value)):
                 self.frontier.append((value, name, path, 0))
             return
         self.ways_walked[seen] = ways + 1
@@ -1036,7 +1046,7 @@ class OutsideWalk:
                 self._consider(referent, f"{name}()", depth - 1, path.then("ref", None), outside)
             return
         sized = (list, tuple, collections.abc.Mapping, collections.deque)
-        if isinstance(value, sized) and path.steps and outside:
+        if (isinstance(value, sized) or _object_array(value)) and path.steps and outside:
             # (its class: an array where a list was; its length: a loop over it unrolls)
             self.plain.append((f"type({name})", type(value), path.then("type", None)))
             # (a tuple's too: the name may be bound to a longer one, LAYERS += (W3,))
@@ -1047,13 +1057,14 @@ class OutsideWalk:
             if extent is not None:
                 self.plain.append((f"len({name})", (type(value), extent),
                                    path.then("len", None)))
-        if isinstance(value, (list, tuple, collections.deque)):  # (a deque: as a list)
+        if isinstance(value, (list, tuple, collections.deque)) or _object_array(value):  # (a
+            # deque, and an object array of layers' weights, as a list)
             items = [(f"{name}[{i}]", "item", i, v)
                      for i, v in enumerate(itertools.islice(value, MAX_ITEMS))]
             if outside and len(items) == MAX_ITEMS:  # (its len() may raise: not asked)
                 self.frontier.append((value, name, path, MAX_ITEMS))
-            if isinstance(value, tuple):  # (a namedtuple too: immutable, nothing stored)
-                container = None
+            if not isinstance(value, (list, collections.deque)):  # (a namedtuple too:
+                container = None  # immutable, nothing stored)
         elif isinstance(value, dict):
             entries = list(value.items())
             # (past MAX_ITEMS, the keys the code names: params["block1050.scale"] of a large
@@ -1102,6 +1113,12 @@ _SERVED_MAPPINGS = (collections.ChainMap, collections.UserDict, types.MappingPro
                     weakref.WeakValueDictionary)
 
 
+def _object_array(x):
+    """Whether x is a NumPy array of objects with an axis (weights kept as
+    np.array(list_of_arrays, dtype=object)): walked as a list of its rows."""
+    return type(x) is np.ndarray and x.dtype.kind == "O" and x.ndim > 0
+
+
 def _serves_plainly(x):
     """Whether x is one of _SERVED_MAPPINGS, or of a subclass that keeps its lookup (a
     UserDict with a __missing__ default)."""
@@ -1119,10 +1136,13 @@ def _served(mapping):
 
 
 def _users_module(module):
-    """Whether a module is the user's own (`import mymodel; mymodel.W`)."""
+    """Whether a module is the user's own (`import mymodel; mymodel.W`, or a config module
+    made in code, types.ModuleType("config"), which has no file)."""
     name = module.__name__.split(".")[0]
     return not (name in LIBRARIES or name in sys.stdlib_module_names
-                or getattr(module, "__file__", None) is None)
+                or name in sys.builtin_module_names
+                or getattr(module, "__file__", None) is None and hasattr(module, "__path__"))
+    # (a namespace package: a folder of modules, no file)
 
 
 def _users(cls):

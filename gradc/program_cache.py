@@ -61,7 +61,7 @@ def graph_digest(graph, title, target):
     """The hex digest of what `graph` lowers to (graph_key's, cache or not), or None where the
     graph has an attribute the digest does not know."""
     try:
-        text = _graph_text(graph)
+        text = graph_text(graph)
     except Uncacheable:
         return None
     h = hashlib.sha256()
@@ -72,7 +72,7 @@ def graph_digest(graph, title, target):
     return h.hexdigest()
 
 
-def _graph_text(graph):
+def graph_text(graph):
     """The canonical text of `graph`: a line per input, per node and for the outputs."""
     lines = [f"in %{v.id} {v.dtype.str}{v.shape} {v.name!r}" for v in graph.inputs]
     for n in graph.nodes:

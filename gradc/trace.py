@@ -27,7 +27,7 @@ import numpy as np
 
 from . import errors, frozen, functions, pytree
 from .capture import (CONTENT_GUARD_SIZE, content_guards, named_tables, owner_of,
-                      uncaptured)
+                      read_by_numpy, uncaptured)
 from .errors import (ArgumentError, ConstantArrayWarning, GradcError, IndexOutOfRangeError,
                      SignatureError, TraceEffectWarning, UnsupportedOpError)
 from .functions._args import ABSENT as _ABSENT
@@ -1277,7 +1277,7 @@ def trace(fun, args, kwargs=None, capture=False, write_back=False):
         return _trace(fun, args, kwargs, capture, write_back)
 
 
-def _trace(fun, args, kwargs=None, capture=False, write_back=False):
+def _trace(fun, args, kwargs=None, capture=False, write_back=False, probe=True):
     """Trace `fun(*args, **kwargs)` into a new graph.
 
     Array leaves of the argument pytrees become graph inputs (named by their path); other leaves
@@ -1434,10 +1434,16 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False):
     # (the backward may read what the forward read)
     graph.stale, graph.views_of, graph.view_base, graph.view_keys = {}, {}, {}, {}
     graph.outputs = outs
-    _warn_constant_arrays(fun, graph, watch)
+    read = []  # outside arrays whose contents the program depends on: NumPy read them alone
+    if capture and probe and not (renumbered or drawn):
+        from .program_cache import graph_text  # (it imports the passes, which import this)
+        read = read_by_numpy(graph, watch, lambda: _trace(fun, args, kwargs, capture,
+                                                          write_back, probe=False)[0], graph_text)
+    _warn_constant_arrays(fun, graph, watch, {id(a) for _, a, _ in read})
     if capture:
-        graph.guards = watch.guards([c.path for c in graph.captures]) + content_guards(graph,
-                                                                                    watch)
+        graph.guards = (watch.guards([c.path for c in graph.captures])
+                        + content_guards(graph, watch)
+                        + [(name, a.copy(), path) for name, a, path in read])
         graph.names_run = watch.names_run()
     graph.outside = None  # (what it holds need not live as long as the graph)
     return graph, out_tree, outs
@@ -1540,10 +1546,11 @@ def _static_values(treedef):
     return [v for child in treedef[-1] for v in _static_values(child)]
 
 
-def _warn_constant_arrays(fun, graph, watch):
+def _warn_constant_arrays(fun, graph, watch, guarded=frozenset()):
     """ConstantArrayWarning for the arrays the traced function read from outside its arguments
     and compiled in (frozen.Watch's arrays of the globals, closures and objects it could
-    reach): where capturing is off (gradc compile), and views capture.py cannot make."""
+    reach): where capturing is off (gradc compile), and views capture.py cannot make.
+    `guarded`: ids of arrays whose contents are checked on every call (capture.read_by_numpy)."""
     reachable = watch.arrays
     read = []
     for a in graph.constant_arrays.values():
@@ -1554,7 +1561,7 @@ def _warn_constant_arrays(fun, graph, watch):
         if found is not None and a.size > 1:
             read.append((found[0] if found[1] is a else f"a view of {found[0]}", a))
     if graph.outside is not None:
-        _warn_derived_constants(fun, graph, watch, {id(a) for _, a in read})
+        _warn_derived_constants(fun, graph, watch, {id(a) for _, a in read}, guarded)
         _warn_large_tables(fun, watch)
     if not read:
         return
@@ -1568,13 +1575,14 @@ def _warn_constant_arrays(fun, graph, watch):
         "never change, warnings.filterwarnings('ignore', category=gradc.ConstantArrayWarning)"))
 
 
-def _warn_derived_constants(fun, graph, watch, named):
+def _warn_derived_constants(fun, graph, watch, named, guarded):
     """ConstantArrayWarning for a float array or mask compiled in that has the size of an outside
     array the trace found but never read as a traced operand (not captured), too large for its
     contents to be guarded (capture.CONTENT_GUARD_SIZE): it was likely computed from it with
     NumPy alone (`np.sqrt(self.running_var + eps)`), which no trace sees, so a later change to
     that array is not seen in it."""
-    unread = [(name, r) for name, r, _ in uncaptured(graph, watch) if r.size > CONTENT_GUARD_SIZE]
+    unread = [(name, r) for name, r, _ in uncaptured(graph, watch)
+              if r.size > CONTENT_GUARD_SIZE and id(r) not in guarded]
     if not unread:
         return
     for a in graph.constant_arrays.values():

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from . import autodiff, forks, frozen, pytree, random
-from .capture import CaptureChanged, Captures, changed_contents, unchanged_by
+from .capture import OUTSIDE_READS, CaptureChanged, Captures, changed_contents, unchanged_by
 from .compile import check_target, compile_graph
 from .errors import ArgumentError, NonFiniteError, SignatureError, UnsupportedOpError
 from .ir import Graph, Value, gc_paused
@@ -419,7 +419,11 @@ class TrainStep(LearningRate):
             for name, value in self.optimizer.scalars(step - self._born).items():
                 self._scalars[name][()] = value
             if fast:
-                compiled.driver(compiled.handle)  # io: see LastCall
+                if compiled.captures.captures:  # (see capture.OUTSIDE_READS)
+                    with OUTSIDE_READS:
+                        compiled.driver(compiled.handle)  # io: see LastCall
+                else:
+                    compiled.driver(compiled.handle)
                 outs = compiled.outputs
             else:
                 if self.target == "cuda":

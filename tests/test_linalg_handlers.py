@@ -314,3 +314,59 @@ def test_a_compiled_user_function_inside_a_try_naming_linalgerror_is_refused():
         np.testing.assert_allclose(g(SPD), 2 * np.linalg.cholesky(SPD))
     except Exception:  # (no fallback for a LinAlgError: taken)
         raise
+
+
+class FitError(Exception):
+    pass
+
+
+def factor(A):
+    try:
+        return np.linalg.cholesky(A)
+    except np.linalg.LinAlgError as e:
+        raise FitError("not positive definite") from e  # (translated: raised on every path)
+
+
+def fit_or_identity(A):
+    try:
+        L = factor(A)
+    except FitError:
+        L = np.eye(2)
+    return L.sum()
+
+
+def translated_in_one_function(A):
+    try:
+        try:
+            L = np.linalg.cholesky(A)
+        except np.linalg.LinAlgError:
+            raise KeyError("no factor")
+    except LookupError:  # (KeyError's base)
+        L = np.eye(2)
+    return L.sum()
+
+
+def test_a_linalgerror_raised_again_as_another_exception_is_followed_to_its_handler():
+    """fuzz42g: a helper that turns LinAlgError into its own exception, which a caller catches
+    and falls back on, ran into NaN silently (the helper's handler raises on every path, so it
+    was no fallback, and the search stopped there). The exception raised instead is what the
+    handlers out from there are tested against: in the same function, in a caller, and around
+    the compiled call (a clause naming it); one nobody catches, or only `except KeyError`,
+    compiles."""
+    _refused(lambda: gradc.jit(fit_or_identity)(SPD), _line(factor, "np.linalg.cholesky"),
+             "`except FitError`", "reached as the FitError a handler raises instead")
+    _refused(lambda: gradc.jit(translated_in_one_function)(SPD),
+             _line(translated_in_one_function, "np.linalg.cholesky"), "`except LookupError`")
+    with pytest.raises(gradc.UnsupportedOpError, match="except FitError"):
+        try:
+            gradc.jit(factor)(SPD)
+        except FitError:
+            pass
+    np.testing.assert_allclose(gradc.jit(factor)(SPD), np.linalg.cholesky(SPD))
+
+    def only_key_errors(A):
+        try:
+            return factor(A).sum()
+        except KeyError:
+            return 0.0
+    np.testing.assert_allclose(gradc.jit(only_key_errors)(SPD), np.linalg.cholesky(SPD).sum())
