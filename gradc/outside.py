@@ -54,6 +54,7 @@ _HELD_BY_CALLABLES = frozenset({"cell_contents", "__defaults__", "__kwdefaults__
 def _step(x, kind, key):
     """What one step of a Path reaches from `x`."""
     return (getattr(x, key) if kind == "attr" else (type(x), _extent(x)) if kind == "len"
+            else x.cell_contents if kind == "cell"  # (a closure's cell; key: its variable)
             else hasattr(x, key) if kind == "has"
             else type(x) if kind == "type" else frozenset(x) if kind == "set"
             else _called(x) if kind == "called" else x() if kind == "ref" else x[key])
@@ -114,18 +115,23 @@ class Path(NamedTuple):
         by_key = "__dict__" in attributes or bool(names.globals & {"vars", "getattr"}) or (
             "attrgetter" in attributes or "attrgetter" in names.globals)  # (operator's:
         # attrgetter("W")(self) reads self.W by a string, as getattr does)
+        # (below a name read with all it holds, asdict(cfg), every step is read)
+        deep = bool(steps) and steps[0][0] == "attr" and THE_OBJECT in names.deep
         for i, (kind, key) in enumerate(steps):
             served = served or _answers_attributes(x)
             try:
                 x = _step(x, kind, key)
             except Exception:  # noqa: BLE001 - (gone since: what follows is not served)
                 x = None
-            if not isinstance(key, str) or kind == "attr" and key in _HELD_BY_CALLABLES or (
+            if deep or not isinstance(key, str) or kind == "attr" and key in _HELD_BY_CALLABLES or (
                     i and steps[i - 1][1] in ("keywords", "__kwdefaults__")):
                 continue
+            deep = key in names.deep
             as_attribute = served and key in attributes
             if kind == "has":  # (hasattr(o, "k"), getattr(o, "k", default))
                 found = key in names.probed
+            elif kind == "cell":  # (a variable of the closure: its code names it)
+                found = True
             elif kind == "global":
                 found = key in names.globals
             elif kind == "item":  # (a key the code names, or any, where it walks items:
@@ -139,7 +145,8 @@ class Path(NamedTuple):
                          or (called or i < len(steps) - 1) and key in names.methods  # on)
                          or by_key and key in names.keys or served)
             else:  # (an object on the way may be called: self.norm(x) reads self.norm.eps)
-                found = key in names.attrs or (i and steps[i - 1][1] in names.iterated) or (
+                found = key in names.attrs or (steps[i - 1][1] in names.iterated if i else (
+                    kind == "attr" and THE_OBJECT in names.iterated)) or (
                     called or i < len(steps) - 1) and key in names.methods or (
                     by_key and key in names.keys) or served and (i < len(steps) - 1
                                                                    or as_attribute)
@@ -165,6 +172,8 @@ class Path(NamedTuple):
                 expr = f"frozenset({expr})"
             elif kind == "ref":  # (a weak reference's referent)
                 expr = f"{expr}()"
+            elif kind == "cell":  # (a closure's variable)
+                expr += ".cell_contents"
             elif kind == "has":  # (whether it has the attribute hasattr/getattr(o, k, d) asks)
                 name = f"K{len(consts)}"
                 consts[name] = key
@@ -191,12 +200,17 @@ class Names(NamedTuple):
     # indexed by a simple index, nor an attribute of it taken: a list's length matters there
     probed: frozenset = frozenset()  # attributes asked for by name: hasattr(o, "k"), getattr(o,
     # "k", default): one absent may be set later
+    deep: frozenset = frozenset()  # names read whole with all they hold: asdict(cfg) reads
+    # cfg.opt.lr too
 
     def __or__(self, other):
         return Names(*(a | b for a, b in zip(self, other)))
 
 
-NO_NAMES = Names(*(frozenset(),) * 8)
+NO_NAMES = Names(*(frozenset(),) * 9)
+# (in Names.iterated and .deep: the function's first argument, a method's `self`, read whole:
+# asdict(self), vars(self); a path from a method's object starts at its attributes)
+THE_OBJECT = ("the function's first argument",)
 
 
 _LIST_CHANGES = frozenset({"append", "extend", "insert", "pop", "remove", "clear", "sort",
@@ -361,6 +375,7 @@ _WALKS_ITS_ITEMS = frozenset({"GET_ITER", "UNPACK_SEQUENCE", "UNPACK_EX", "LIST_
 _LOADS_A_NAME = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_ATTR", "LOAD_METHOD", "LOAD_FAST",
                            "LOAD_DEREF"})
 _READ_WHOLE = frozenset({"asdict", "astuple", "vars"})  # (functions that read every attribute)
+_READ_DEEP = frozenset({"asdict", "astuple"})  # (and every attribute of the dataclasses in them)
 _QUIET = frozenset({"CACHE", "PRECALL", "PUSH_NULL", "NOP", "EXTENDED_ARG"})  # (no step)
 
 
@@ -369,17 +384,22 @@ def code_names(code, lines=None):
     """The Names `code` reads; `lines` (a frozenset): only those its instructions on these
     lines read (the lines a trace ran: frozen.Watch.names_run)."""
     globals_, attrs, methods, global_attrs, iterated = set(), set(), set(), set(), set()
-    previous, consts, whole, probed = [], [], False, set()
+    previous, consts, whole, probed, deep = [], [], None, set(), set()
+    first = code.co_varnames[0] if code.co_argcount else None
     for ins in dis.get_instructions(code):
         line = ins.positions.lineno
         if lines is not None and line is not None and line not in lines:
             continue  # (a line not run; `previous` then holds what ran before it)
         if ins.opname in _LOADS_A_NAME:  # (what asdict(cfg), vars(self.cfg) read whole: each
             if whole:  # attribute, as `for k in d` reads each entry)
-                iterated.add(ins.argval)
-            whole = whole or ins.argval in _READ_WHOLE
+                read = [ins.argval] + ([THE_OBJECT] if ins.argval == first and ins.opname in (
+                    "LOAD_FAST", "LOAD_DEREF") else [])
+                iterated.update(read)
+                if whole in _READ_DEEP:
+                    deep.update(read)
+            whole = whole or (ins.argval if ins.argval in _READ_WHOLE else None)
         elif ins.opname not in _QUIET:
-            whole = False
+            whole = None
         if ins.opname in ("LOAD_CONST", "KW_NAMES"):
             consts.append(ins.argval)
         if ins.opname in _WALKS_ITS_ITEMS and previous and previous[-1].opname in (
@@ -421,7 +441,7 @@ def code_names(code, lines=None):
         elif type(c) in (tuple, frozenset):
             stack.extend(c)
     return Names(*map(frozenset, (globals_, attrs, methods, global_attrs, keys, iterated,
-                                  _used_whole(code, lines), probed)))
+                                  _used_whole(code, lines), probed, deep)))
 
 
 _INDEXED = frozenset({"BINARY_SUBSCR", "BINARY_SLICE", "STORE_SUBSCR", "DELETE_SUBSCR",
@@ -438,6 +458,11 @@ def _used_whole(code, lines=None):
         lines is None or ins.positions.lineno is None or ins.positions.lineno in lines)]
     whole = set()
     for i, ins in enumerate(run):
+        if (ins.opname == "LOAD_CONST" and type(ins.argval) is str and i >= 2
+                and run[i - 2].opname in ("LOAD_GLOBAL", "LOAD_NAME")
+                and run[i - 2].argval == "getattr"):
+            whole.add(ins.argval)  # (getattr(self, "buf") goes on as self.buf would)
+            continue
         if (ins.opname in _INDEXED or ins.opname == "BINARY_OP" and ins.argrepr == "[]") and (
                 i and run[i - 1].opname == "LOAD_CONST" and type(run[i - 1].argval) is str):
             ins = run[i - 1]  # (d["obs"] goes on as an entry read by its key: np.stack of it)
@@ -636,7 +661,7 @@ class OutsideWalk:
             except ValueError:  # (an empty cell)
                 continue
             self.held_cells.append((name, cell, value))
-            self._consider(value, name, depth, Path(cell, (("attr", "cell_contents"),)))
+            self._consider(value, name, depth, Path(cell, (("cell", name),)))
         self.names_now = reading
 
     def undo_stored_values(self):
@@ -715,7 +740,7 @@ class OutsideWalk:
         ...` for self.W, `P["W"] = ...`, `global W`), or "" where none is found."""
         kind, key = path.steps[-1] if path.steps else (None, None)
         wanted = {"attr": ("STORE_ATTR",), "global": ("STORE_GLOBAL", "STORE_NAME"),
-                  "item": ("STORE_SUBSCR",)}.get(kind, ())
+                  "item": ("STORE_SUBSCR",), "cell": ("STORE_DEREF",)}.get(kind, ())
         from .trace import _frame_kind  # (it imports this module)
         for code in list(self.codes):
             if _frame_kind(code.co_filename) != "user":
@@ -861,13 +886,13 @@ class OutsideWalk:
                 # which finds the new one, traces again as NumPy's code runs again; `if
                 # self.first_call: self.first_call = False`. A number counted up is warned
                 # about instead, changed_numbers, and guarded as it is now)
-                changed = (path.steps[-1][0] in ("attr", "item", "global", "len", "set")
+                changed = (path.steps[-1][0] in ("attr", "item", "global", "cell", "len", "set")
                            and (type(first) in _PLAIN + (frozenset, tuple)
                                 or isinstance(first, _PLAIN_INSTANCES))
                            and not _renumbered(first, value) and not same(first, value))
                 guards.append((name, ChangedByTrace(first, value) if changed else value, path))
             elif ((type(first) in _PLAIN or isinstance(first, _PLAIN_INSTANCES))
-                  and path.steps[-1][0] in ("attr", "item", "global")):
+                  and path.steps[-1][0] in ("attr", "item", "global", "cell")):
                 guards.append((name, ChangedByTrace(first, value), path))  # (a table the trace
                 # built where it found None, on a class too, `M.TABLE = ...`: see _built)
         guards += [(f"import {name}", ABSENT, Path(sys.modules, (("item", name),)))
@@ -915,7 +940,7 @@ class OutsideWalk:
         for name, cell, before in self.held_cells:
             if name in stores.cells:
                 guards += guard(name, before, getattr(cell, "cell_contents", ABSENT),
-                                Path(cell, (("attr", "cell_contents"),)))
+                                Path(cell, (("cell", name),)))
         return guards
 
     def look_beyond(self, x):

@@ -2548,3 +2548,56 @@ def test_settings_kept_as_fractions_decimals_or_in_a_module_made_in_code_are_che
         np.testing.assert_allclose(jf(x), f(x), rtol=1e-12)
         change()
     np.testing.assert_allclose(jf(x), f(x), rtol=1e-12)
+
+
+@dataclasses.dataclass
+class _Opt:
+    lr: float = 0.1
+
+
+@dataclasses.dataclass
+class _Cfg:
+    scale: float = 2.0
+    opt: _Opt = dataclasses.field(default_factory=_Opt)
+
+    def __call__(self, x):  # (the dataclass's own method reads itself whole)
+        return x * dataclasses.asdict(self)["scale"] * dataclasses.astuple(self)[1][0]
+
+
+def test_nested_dataclasses_read_whole_and_asdict_of_self_are_checked():
+    """fuzz42e: asdict(cfg) reads cfg.opt.lr too (only cfg's own fields were guarded), and
+    asdict(self) in the dataclass's method read self's fields unguarded: stale after a change."""
+    cfg = _Cfg()
+
+    def f(x):
+        return x * dataclasses.asdict(cfg)["opt"]["lr"]
+
+    jf, jm = gradc.jit(f), gradc.jit(cfg.__call__)
+    x = np.ones(3)
+    for change in (lambda: setattr(cfg.opt, "lr", 0.7), lambda: setattr(cfg, "scale", 5.0),
+                   lambda: setattr(cfg, "opt", _Opt(0.25))):
+        np.testing.assert_allclose(jf(x), f(x))
+        np.testing.assert_allclose(jm(x), cfg(x))
+        change()
+    np.testing.assert_allclose(jf(x), f(x))
+    np.testing.assert_allclose(jm(x), cfg(x))
+
+
+def test_a_list_read_by_getattr_or_vars_and_used_whole_has_its_length_checked():
+    """fuzz42g: np.stack(getattr(self, "buf")) kept the length of the list when traced."""
+    class Memory:
+        def __init__(self):
+            self.buf = [np.ones(2)]
+
+        def by_getattr(self, x):
+            return x * np.stack(getattr(self, "buf")).sum()
+
+        def by_vars(self, x):
+            return x * np.stack(vars(self)["buf"]).sum()
+
+    for name in ("by_getattr", "by_vars"):
+        m = Memory()
+        f, x = gradc.jit(getattr(m, name)), np.ones(2)
+        np.testing.assert_allclose(f(x), getattr(m, name)(x))
+        m.buf.append(np.full(2, 3.0))
+        np.testing.assert_allclose(f(x), getattr(m, name)(x), err_msg=name)
