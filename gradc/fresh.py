@@ -71,10 +71,14 @@ class Fresh(np.ndarray):
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         refs = sys.getrefcount(self)
         if any(x is _PROBE for x in inputs):
-            _BASELINES["in_place"] = (refs - _held_here(self)
-                                      - _local_names(self, sys._getframe(1))[1])
-            return self
+            _BASELINES["at" if method == "at" else "in_place"] = (
+                refs - _held_here(self) - _local_names(self, sys._getframe(1))[1])
+            return None if method == "at" else self
         traced = any(map(_holds_traced, inputs))
+        if traced and method == "at" and inputs[0] is self:  # (np.add.at(dW, x, dout): a
+            # store, into the traced copy the names are bound to)
+            return _written_by(self, getattr(ufunc, "at"), inputs, kwargs,
+                               refs - _held_here(self), sys._getframe(1), "at")
         given = kwargs.get("out")
         if traced and given is not None and len(given) == 1 and given[0] is self and (
                 method == "__call__"):  # (not `== (self,)`: tuples compare arrays elementwise)
@@ -176,6 +180,7 @@ def _baseline(kind):
         _probe_subscript()
         _probe_call()
         _probe_method()
+        _probe_at()
     return _BASELINES[kind]
 
 
@@ -212,6 +217,11 @@ def _written_by(fresh, func, args, kwargs, refs, frame, kind="call"):
     return func(traced, *args[1:], **kwargs)
 
 
+def _probe_at():
+    a = make((1,), np.float64, "C", 0.0)
+    np.add.at(a, 0, _PROBE)  # (the statement a user's `np.add.at(dW, x, dout)` is)
+
+
 def _probe_method():
     a = make((2,), np.float64, "C", 0.0)
     a.fill(_PROBE)  # (the statement a user's `buf.fill(v)` is)
@@ -244,7 +254,7 @@ def _user_names(fresh, refs, kind, frame):
     statement = (in_place_operator(frame) if kind == "in_place"
                  else subscript_stored_into(frame) if kind == "subscript"
                  else (instruction_now(frame) or "").startswith("CALL")
-                 if kind in ("call", "method")
+                 if kind in ("call", "method", "at")
                  else instruction_now(frame) == "STORE_SUBSCR")
     if (not _SUPPORTED or fresh.base is not None or not statement
             or not frame.f_code.co_flags & inspect.CO_OPTIMIZED  # (a function's frame)
@@ -252,7 +262,7 @@ def _user_names(fresh, refs, kind, frame):
         return None
     names, stale = _local_names(fresh, frame)
     held = refs - stale
-    if kind in ("store", "subscript", "call", "method"):
+    if kind in ("store", "subscript", "call", "method", "at"):
         names += _held_in_locals(fresh, frame)
         return names if names and held == _baseline(kind) + len(names) - 1 else None
     return names if held == _baseline(kind) else None  # (the one name Python binds anew)

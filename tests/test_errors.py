@@ -909,9 +909,10 @@ def _math_exp(x):
 
 
 def _add_at(x):
-    z = np.zeros(3)  # (a NumPy array: np.add.at into a traced one, np.zeros_like(x), traces)
+    z = np.zeros(3)  # (a NumPy array the function made, but a view of it is kept)
+    tail = z[1:]
     np.add.at(z, np.array([0, 0]), x[:2])  # ADD-AT
-    return z
+    return z, tail
 
 
 def _local_accumulator(x):
@@ -943,7 +944,7 @@ def _as_strided(x):
 
 @pytest.mark.parametrize("f, cls, marker, words", [
     (_math_exp, gradc.TracedBranchError, "MATH-EXP", "use np.exp"),
-    (_add_at, gradc.UnsupportedOpError, "ADD-AT", "gradc.at(z)[indices].add(values)"),
+    (_add_at, gradc.UnsupportedOpError, "ADD-AT", "something besides its local names holds it"),
     (_local_accumulator, gradc.UnsupportedOpError, "ACCUMULATOR", "acc = acc + x"),
     (_builtin_max, gradc.TracedBranchError, "BUILTIN-MAX", "use np.maximum(a, b)"),
     (_pads_out_of_range, gradc.ArgumentError, "PAD-RANGE", "out of bounds for int32"),

@@ -930,3 +930,24 @@ def test_ufunc_at_updates_a_traced_array_in_place_as_numpy():
                                rtol=1e-6, atol=1e-8)
     with pytest.raises(gradc.UnsupportedOpError, match="argument"):
         gradc.jit(lambda W: np.add.at(W, [0], 1.0))(W)
+
+
+def _word_embedding_backward(dout, x, V):
+    dW = np.zeros((V, dout.shape[-1]))  # (a NumPy array: its names are bound to a traced copy)
+    np.add.at(dW, x, dout)
+    counts = np.zeros(V, dtype=np.int64)
+    np.add.at(counts, x.reshape(-1), 1)  # (by traced positions, a number added)
+    return dW, counts
+
+
+def test_ufunc_at_into_a_numpy_array_the_function_made_is_numpys():
+    """fuzz42f: cs231n's word_embedding_backward, np.add.at into np.zeros((V, D)), was refused
+    (only np.zeros_like of a traced array was taken)."""
+    dout = np.arange(12.0).reshape(2, 3, 2)
+    x = np.array([[0, 1, 1], [3, 1, 0]])
+    for got, want in zip(gradc.jit(_word_embedding_backward)(dout, x, 4),
+                         _word_embedding_backward(dout, x, 4)):
+        np.testing.assert_array_equal(got, want)
+    loss = lambda d: np.sum(_word_embedding_backward(d, x, 4)[0] ** 2)
+    np.testing.assert_allclose(gradc.grad(loss)(dout), central_difference(loss, dout),
+                               rtol=1e-6, atol=1e-8)
