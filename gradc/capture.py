@@ -25,6 +25,8 @@ ConstantArrayWarning names them (trace.py).
 from __future__ import annotations
 
 import contextlib
+import io
+import mmap
 import threading
 import time
 import warnings
@@ -227,23 +229,27 @@ def content_guards(graph, watch):
                      if array.size <= CONTENT_GUARD_SIZE]
 
 
-def read_by_numpy(graph, watch, retrace, program_text):
+def read_by_numpy(graph, watch, retrace, program_text, seconds):
     """[(name, array, path)] of the outside arrays whose contents the traced program depends
     on though no trace saw them read: NumPy computed from them alone, and what it computed
     is compiled in (cs231n's `loss += reg * np.sum(W * W)` beside a traced `X.dot(W)`: the
     penalty of the first weights on every later step). Found by tracing again with their
-    contents changed (`_scaled`): where the program (`program_text` of `retrace()`) is not
-    the same, or the trace raises, the contents count, and halves of the arrays are tried
-    until each one that counts is found. Arrays tried: those the program reads live (graph
-    inputs: their contents are not in the program unless NumPy read them too) and the others
-    the code names too large to have their contents guarded anyway (content_guards). A
-    function whose trace moved a counter or drew from an iterator is not traced again (it
-    would do that twice)."""
+    contents changed (`_changed`): where the program (`program_text` of `retrace()`) is not
+    the same, or that trace raises or runs past a time limit (`_within`, `seconds`), the
+    contents count, and halves of the arrays are tried until each one that counts is found.
+    Arrays tried: those the program reads live (graph inputs: their contents are not in the
+    program unless NumPy read them too) and the others the code names too large to have their
+    contents guarded anyway (content_guards). What those traces change outside (a branch
+    taken only on other contents: `self.lr *= 0.5`) is put back (outside.restore); what they
+    print is not shown. A function whose trace drew from an outside iterator is not traced
+    again (that cannot be put back); where runs of other threads reading the arrays do not
+    end (OUTSIDE_READS), every array tried counts."""
     inputs = {v.id: watch.arrays[key][1] for key, v in graph.captured.items()
               if key in watch.arrays}
     tried = [(c.name, inputs[graph.inputs[c.position].id], c.path) for c in graph.captures
              if graph.inputs[c.position].id in inputs]
     tried += [t for t in uncaptured(graph, watch) if t[1].size > CONTENT_GUARD_SIZE]
+    tried = [t for t in tried if _changeable(owner_of(t[1]))]
     if not tried:
         return []
     try:
@@ -252,13 +258,11 @@ def read_by_numpy(graph, watch, retrace, program_text):
         return []
 
     def counts(arrays):
-        with _scaled([a for _, a, _ in arrays]) as changed:
-            if not changed:
-                return False
+        with _changed([a for _, a, _ in arrays]):
             try:
-                return program_text(retrace()) != traced
-            except Exception:  # noqa: BLE001 - (the code refused those contents: they count)
-                return True
+                return program_text(_within(retrace, seconds)) != traced
+            except (Exception, SystemExit):  # noqa: BLE001 - (those contents were refused,
+                return True  # an assert, a sys.exit: they count)
 
     def which(arrays):
         if not counts(arrays):
@@ -268,56 +272,95 @@ def read_by_numpy(graph, watch, retrace, program_text):
         half = len(arrays) // 2
         return which(arrays[:half]) + which(arrays[half:]) or arrays
 
-    with OUTSIDE_READS.paused() as paused, warnings.catch_warnings():
+    with OUTSIDE_READS.paused() as paused, warnings.catch_warnings(), \
+            contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
-        if not paused:  # (a run of another thread that reads them would not end: not tried)
-            return []
+        if not paused:  # (a run of another thread that reads them did not end)
+            return tried
         found = which(tried)
         if found:  # (a program that differs on each trace, reading the clock, is no sign)
             try:
-                steady = program_text(retrace()) == traced
-            except Exception:  # noqa: BLE001
+                steady = program_text(_within(retrace, seconds)) == traced
+            except (Exception, SystemExit):  # noqa: BLE001
                 steady = False
             return found if steady else []
     return found
 
 
+# what `_changed` multiplies the elements by, in turn: in scale, in direction, in sign, past
+# thresholds (W / norm(W), W > 0 and min(1, c / norm(W)) change too)
+_FACTORS = np.array([2.0, -3.0, 1000.0, 0.25])
+
+
 @contextlib.contextmanager
-def _scaled(arrays):
-    """The memory of `arrays` changed in place and changed back exactly on leaving: elements
-    at even positions times 2, at odd positions times 4 (in scale, and in direction:
-    W / norm(W) changes too). No copy is kept: x * 2 * 0.5 is x, but where x * 4 overflows or
-    x is subnormal (flushed to zero where a library set the CPU so). What cannot be changed so
-    is left as it is: read-only memory, memory NumPy does not own (a memmap, a buffer of
-    another library), other dtypes. Yields whether anything was changed."""
-    flats = {}
+def _changed(arrays):
+    """The memory of `arrays` changed in place (each element times one of _FACTORS) and put
+    back bit for bit on leaving, from a copy."""
+    owners = {}
     for a in arrays:
-        owner = owner_of(a)
-        flat = owner.ravel(order="K") if _scalable(owner) else None
-        if flat is not None and flat.base is owner:
-            flats[id(owner)] = flat
-    done = []
+        owners.setdefault(id(owner_of(a)), owner_of(a))
+    saved = []
     try:
-        for flat in flats.values():
-            flat[0::2] *= 2.0
-            flat[1::2] *= 4.0
-            done.append(flat)
-        yield bool(done)
+        for owner in owners.values():
+            saved.append((owner, owner.copy(order="K")))
+            with np.errstate(all="ignore"):
+                owner *= np.resize(_FACTORS.astype(owner.dtype), owner.size).reshape(owner.shape)
+        yield
     finally:
-        for flat in done:
-            flat[0::2] *= 0.5
-            flat[1::2] *= 0.25
+        for owner, copy in saved:
+            np.copyto(owner, copy)
 
 
-def _scalable(owner):
-    if (type(owner) is not np.ndarray or not owner.flags.owndata or not owner.flags.writeable
-            or owner.dtype not in _FLOATS or owner.size == 0):
+def _changeable(owner):
+    """Whether `_changed` may write into the memory of `owner` (an array that views no other
+    array): a writeable float array whose memory is no file's (a memmap, np.frombuffer of an
+    mmap: its pages would be written out)."""
+    if (not isinstance(owner, np.ndarray) or isinstance(owner, np.memmap)
+            or owner.dtype.kind != "f" or not owner.size or not owner.flags.writeable):
         return False
-    info = np.finfo(owner.dtype)
-    with np.errstate(all="ignore"):
-        size = np.abs(owner)
-        return not np.any(((size > info.max / 4) & np.isfinite(size))
-                          | ((size < info.tiny) & (size != 0)))
+    base = owner.base
+    while base is not None:  # (what holds the memory: bytes, a bytearray, a torch tensor...)
+        if isinstance(base, (mmap.mmap, np.memmap)):
+            return False
+        base = getattr(base, "base", None) or getattr(base, "obj", None)
+    return True
+
+
+class _TimeUp(BaseException):
+    """Raised in a thread whose `_within` call ran past its time."""
+
+
+def _within(call, seconds):
+    """call(), raising TimeoutError if it runs past `seconds` (a loop over the changed contents
+    of read_by_numpy that never ends: a series that diverges). The limit is an asynchronous
+    exception (_TimeUp) raised in this thread, so between Python's instructions only: a long
+    NumPy call finishes first. (It is never cleared once set: setting none, NULL, left
+    CPython 3.11's eval breaker set, and the next trace stalled.)"""
+    import ctypes
+    ident, lock, state = threading.get_ident(), threading.Lock(), {"armed": True, "fired": False}
+
+    def stop():
+        with lock:
+            if state["armed"]:
+                state["fired"] = True
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident),
+                                                           ctypes.py_object(_TimeUp))
+
+    timer = threading.Timer(seconds, stop)
+    timer.daemon = True
+    try:
+        try:
+            timer.start()
+            return call()
+        finally:
+            timer.cancel()
+            with lock:
+                state["armed"] = False
+            if state["fired"]:  # (raised, or about to be: at one of these instructions)
+                for _ in range(10_000_000):
+                    pass
+    except _TimeUp:
+        raise TimeoutError(f"traced again past {seconds:.1f} s") from None
 
 
 class _OutsideReads:

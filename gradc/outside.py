@@ -702,6 +702,37 @@ class OutsideWalk:
                 cell.cell_contents = value
         return appended, assigned
 
+    def restore(self):
+        """Put back what the code changed in the containers, globals and closure cells the
+        walk held, and in the small numeric arrays it copied (the probe of
+        capture.read_by_numpy traces on other contents, which may take branches with effects
+        the first trace did not have: `self.lr *= 0.5`, `self.W = ...`, `events.append(...)`)."""
+        for _, container, held, _ in self.held:
+            if isinstance(container, (list, collections.deque)):
+                if len(container) != len(held) or any(a is not b for a, b in zip(container, held)):
+                    container.clear()
+                    container.extend(held)
+            elif isinstance(container, (set, frozenset)):
+                if container != held:
+                    container.clear()
+                    container.update(held)
+            elif len(container) != len(held) or any(
+                    held.get(k, ABSENT) is not v for k, v in container.items()):
+                container.clear()
+                container.update(held)
+        for globals_, name, value in self.held_globals:
+            if globals_.get(name, ABSENT) is not value:
+                if value is ABSENT:
+                    globals_.pop(name, None)
+                else:
+                    globals_[name] = value
+        for _, cell, value in self.held_cells:
+            if getattr(cell, "cell_contents", ABSENT) is not value and value is not ABSENT:
+                cell.cell_contents = value
+        for _, array, _, data in self.snapshots.values():
+            if array.flags.writeable and array.tobytes() != data:
+                array[...] = np.frombuffer(data, array.dtype).reshape(array.shape)
+
     def changed_in_place(self):
         """The names of the outside numeric arrays (up to SNAPSHOT_SIZE elements) the code names
         whose bytes changed since the walk found them: the traced code changed them in place,

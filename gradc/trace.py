@@ -20,6 +20,7 @@ import site
 import sys
 import sysconfig
 import threading
+import time
 import types
 import warnings
 
@@ -1277,7 +1278,7 @@ def trace(fun, args, kwargs=None, capture=False, write_back=False):
         return _trace(fun, args, kwargs, capture, write_back)
 
 
-def _trace(fun, args, kwargs=None, capture=False, write_back=False, probe=True):
+def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=False):
     """Trace `fun(*args, **kwargs)` into a new graph.
 
     Array leaves of the argument pytrees become graph inputs (named by their path); other leaves
@@ -1289,8 +1290,10 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probe=True):
     traced value stored outside the arguments is undone and refused; with write_back=True one
     assigned there (`self.cache = x`, a dict entry, a global) is `graph.write_backs`
     (outside.Stored), which the compiled function writes there after each call. Returns
-    (graph, out_tree, flat output values).
+    (graph, out_tree, flat output values). `probing`: this trace is capture.read_by_numpy's,
+    on other contents: what it changes outside is put back.
     """
+    started = time.perf_counter()
     kwargs = kwargs or {}
     leaves, treedef = pytree.flatten((args, kwargs))
     graph = Graph()
@@ -1333,6 +1336,8 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probe=True):
             finally:
                 graph.tracing, graph.refusals = False, []
                 stored, assigned = watch.undo_stored_values()
+                if probing:
+                    watch.restore()
             watch.check(_definition(fun), final=True)
             changed = watch.changed_in_place()
             renumbered = watch.changed_numbers()
@@ -1435,10 +1440,11 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probe=True):
     graph.stale, graph.views_of, graph.view_base, graph.view_keys = {}, {}, {}, {}
     graph.outputs = outs
     read = []  # outside arrays whose contents the program depends on: NumPy read them alone
-    if capture and probe and not (renumbered or drawn):
+    if capture and not probing and not drawn:
         from .program_cache import graph_text  # (it imports the passes, which import this)
-        read = read_by_numpy(graph, watch, lambda: _trace(fun, args, kwargs, capture,
-                                                          write_back, probe=False)[0], graph_text)
+        read = read_by_numpy(
+            graph, watch, lambda: _trace(fun, args, kwargs, capture, write_back, True)[0],
+            graph_text, max(2.0, 20 * (time.perf_counter() - started)))
     _warn_constant_arrays(fun, graph, watch, {id(a) for _, a, _ in read})
     if capture:
         graph.guards = (watch.guards([c.path for c in graph.captures])

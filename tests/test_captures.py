@@ -1390,13 +1390,19 @@ def test_equal_objects_of_a_class_with_its_own_eq_are_told_apart():
     np.testing.assert_array_equal(a.forward(x), x)
 
 
-def test_a_mask_numpy_made_from_a_large_outside_array_is_named():
-    """x[W > 0]: the mask NumPy computed is compiled in; W, too large to be checked by contents,
-    is named in the warning (it was silent: only float arrays were compared by size)."""
+def test_a_mask_numpy_made_from_a_large_outside_array_is_checked():
+    """x[W > 0]: the mask NumPy computed is compiled in; W, over 4096 elements, was only named
+    in a warning (silent before that: only float arrays were compared by size). Tracing again
+    with W's signs changed (capture.read_by_numpy) makes another program: W is checked."""
     W = np.where(np.arange(capture.CONTENT_GUARD_SIZE + 1) % 2 == 0, 1.0, -1.0)
-    with pytest.warns(gradc.ConstantArrayWarning, match=r"bool\[4097\] array that NumPy "
-                                                        r"computed alone, it seems from `W`"):
-        gradc.jit(lambda x: x[W > 0].sum())(np.ones(W.size))
+    f = lambda x: x[W > 0].sum()
+    x = np.arange(W.size, dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        jf = gradc.jit(f)
+        assert jf(x) == f(x)
+        W[:10] *= -1.0
+        assert jf(x) == f(x)
 
 
 class Counting:
