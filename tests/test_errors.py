@@ -915,6 +915,13 @@ def _add_at(x):
     return z, tail
 
 
+_FILTERS = np.ones((3, 2)) + 1j * np.ones((3, 2))
+
+
+def _complex_constant(x):
+    return np.sum(np.abs(x[:3] @ _FILTERS))  # COMPLEX
+
+
 def _local_accumulator(x):
     acc = np.zeros(3)
     steps = [acc]  # (held twice: NumPy's += would show in the list too)
@@ -945,6 +952,7 @@ def _as_strided(x):
 @pytest.mark.parametrize("f, cls, marker, words", [
     (_math_exp, gradc.TracedBranchError, "MATH-EXP", "use np.exp"),
     (_add_at, gradc.UnsupportedOpError, "ADD-AT", "something besides its local names holds it"),
+    (_complex_constant, gradc.UnsupportedOpError, "COMPLEX", "parts apart (W.real, W.imag)"),
     (_local_accumulator, gradc.UnsupportedOpError, "ACCUMULATOR", "acc = acc + x"),
     (_builtin_max, gradc.TracedBranchError, "BUILTIN-MAX", "use np.maximum(a, b)"),
     (_pads_out_of_range, gradc.ArgumentError, "PAD-RANGE", "out of bounds for int32"),

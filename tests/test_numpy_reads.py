@@ -115,10 +115,11 @@ def test_code_that_refuses_other_contents_keeps_them_checked():
 
 
 def test_outside_arrays_are_changed_back_to_their_exact_bits():
-    """NaN payloads, -0.0, infinities, subnormals, Fortran order, float32; values within a factor
-    4 of overflow and read-only arrays are not changed at all."""
+    """NaN payloads (a signalling NaN too), -0.0, infinities, subnormals, values near overflow,
+    Fortran order, float32: put back from a copy; read-only arrays are not changed at all."""
     tiny = np.finfo(np.float64).tiny
     special = np.array([np.nan, -0.0, np.inf, -np.inf, tiny / 8, 1e300, -2.5, 3.0])
+    special.view(np.uint64)[6] = 0x7FF0000000000001  # (a signalling NaN: multiplied, quiet)
     weights = np.asfortranarray(RNG.standard_normal((4, 3)))
     single = RNG.standard_normal((3, 4)).astype(np.float32)
     huge = np.array([np.finfo(np.float64).max / 2, 1.0, 2.0, 3.0])
@@ -132,12 +133,13 @@ def test_outside_arrays_are_changed_back_to_their_exact_bits():
         return y, np.sum(x) * special + np.sum(weights * weights)
 
     jf = gradc.jit(f)
-    for got, want in zip(jf(X), f(X)):
-        np.testing.assert_allclose(got, want, rtol=1e-12)
-    assert [a.tobytes() for a in arrays] == before
-    assert weights.flags.f_contiguous and np.signbit(special[1])
-    weights[0, 0] += 1.0  # (they were changed and changed back: NumPy's read of them counts)
-    np.testing.assert_allclose(jf(X)[1], f(X)[1], rtol=1e-12)
+    with np.errstate(invalid="ignore"):  # (the signalling NaN, multiplied)
+        for got, want in zip(jf(X), f(X)):
+            np.testing.assert_allclose(got, want, rtol=1e-12)
+        assert [a.tobytes() for a in arrays] == before
+        assert weights.flags.f_contiguous and np.signbit(special[1])
+        weights[0, 0] += 1.0  # (changed and changed back: NumPy's read of them counts)
+        np.testing.assert_allclose(jf(X)[1], f(X)[1], rtol=1e-12)
 
 
 def test_a_program_that_differs_on_every_trace_is_no_sign_of_numpy_reads(monkeypatch, capsys):
@@ -186,3 +188,79 @@ def test_runs_in_other_threads_never_see_the_arrays_changed():
         done.set()
         runner.join()
     assert errors == []
+
+
+class Clipped:
+    """A max-norm scale and a divergence check computed with NumPy alone, and effects in the
+    branch the check guards (a learning rate halved, a flag, a log), as a user writes them."""
+
+    def __init__(self):
+        self.W = RNG.standard_normal((4, 3))
+        self.lr, self.diverged, self.events = 0.1, False, []
+
+    def loss(self, x):
+        scale = min(1.0, 10.0 / np.linalg.norm(self.W))  # (1 until the weights grow)
+        if np.abs(self.W).max() > 100.0:  # (never, on these weights)
+            self.lr *= 0.5
+            self.diverged = True
+            self.events.append("diverged")
+            print("weights diverged")
+        return np.sum((x @ self.W) ** 2) * scale
+
+
+def test_thresholds_numpy_computes_and_the_effects_of_branches_not_taken(capsys):
+    """A scale that stays 1 on small changes (min(1, c / norm(W))) is found by large ones; the
+    branch the changed contents take has its effects put back, and prints nothing."""
+    m = Clipped()
+    loss = gradc.jit(m.loss)
+    np.testing.assert_allclose(loss(X), m.loss(X), rtol=1e-12)
+    assert (m.lr, m.diverged, m.events) == (0.1, False, [])
+    assert "diverged" not in capsys.readouterr().out
+    m.W *= 10.0  # (past the max norm)
+    np.testing.assert_allclose(loss(X), m.loss(X), rtol=1e-12)
+
+
+def test_code_that_exits_or_never_ends_on_other_contents_counts_them():
+    """A sys.exit on contents the weights never have, and a loop that ends at once on the
+    weights and never on other contents, mean the contents count: the probe stops at its time
+    limit (2 s at least) and the compile goes on."""
+    P = np.full((3, 3), 0.5)
+    Q = np.full((3, 3), 0.5)
+
+    def exits(x):
+        if np.abs(P).max() > 1.0:
+            raise SystemExit("bad weights")
+        return x @ P + np.sum(P)
+
+    def waits(x):
+        while np.any(Q < 0):  # (never on these weights)
+            pass
+        return x @ Q + np.sum(Q)
+
+    x = RNG.standard_normal(3)
+    for f, W in ((exits, P), (waits, Q)):
+        jf = gradc.jit(f)
+        np.testing.assert_allclose(jf(x), f(x), rtol=1e-12)
+        W[0, 0] = 0.25
+        np.testing.assert_allclose(jf(x), f(x), rtol=1e-12)
+
+
+def test_memory_numpy_does_not_own_is_probed_and_a_files_never_written(tmp_path):
+    """Weights in a bytearray (pickle protocol 5's buffers, torch's .numpy()) are probed and put
+    back; a memmap's pages are never written (its file keeps its bytes)."""
+    buf = bytearray(RNG.standard_normal(12).tobytes())
+    W = np.frombuffer(buf, dtype=np.float64).reshape(4, 3)
+    path = tmp_path / "w.bin"
+    RNG.standard_normal(12).tofile(path)
+    M = np.memmap(path, dtype=np.float64, mode="r+", shape=(4, 3))
+    before = path.read_bytes()
+
+    def f(x):
+        return x @ W + x @ M + np.sum(W * W)
+
+    jf = gradc.jit(f)
+    np.testing.assert_allclose(jf(X), f(X), rtol=1e-12)
+    W *= 2.0
+    np.testing.assert_allclose(jf(X), f(X), rtol=1e-12)
+    del M
+    assert path.read_bytes() == before

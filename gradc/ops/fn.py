@@ -100,6 +100,13 @@ def array_const(graph, array):
             "meets a traced value: gradc computes in "
             f"{', '.join(d.name for d in SUPPORTED_DTYPES)}; convert it first "
             f"(.astype(np.float32) or np.int64)")
+    if array.dtype not in SUPPORTED_DTYPES:  # (complex, text, dates, records)
+        raise UnsupportedOpError(
+            f"a {array.dtype.name} array meets a traced value: gradc computes in "
+            f"{', '.join(d.name for d in SUPPORTED_DTYPES)}"
+            + (", with no complex numbers; compute with its real and imaginary parts apart "
+               "(W.real, W.imag) or with np.abs(W)" if array.dtype.kind == "c" else
+               "; convert it to numbers first"))
     if array.ndim == 0:
         return const(graph, array.item(), array.dtype)
     if array.size > 1 and _uniform(array):  # (np.zeros((N, T, H)) filled by a loop of steps:
