@@ -63,6 +63,26 @@ def recording_lines(on=True):
         _local.record_lines = False
 
 
+class Diverged(BaseException):
+    """Raised at the first line of user code a trace that follows another's steps runs where
+    that trace ran another (`following`): an Exception's sibling, which no `except Exception`
+    of the user's takes."""
+
+
+@contextlib.contextmanager
+def following(steps, follow=False):
+    """The trace begun inside (its outermost Watch) records the lines of user code it runs,
+    in order, into the list `steps`; with follow=True it runs those of an earlier trace
+    instead, and raises Diverged at the first line that earlier trace did not run there
+    (before the line runs: what a branch the earlier trace did not take would do is not
+    done). capture.read_by_numpy's trace on other contents follows the first."""
+    _local.steps = (steps, follow)
+    try:
+        yield
+    finally:
+        _local.steps = None
+
+
 def active():
     """The Watch of the trace running on this thread, or None."""
     return getattr(_local, "watch", None)
@@ -224,6 +244,7 @@ class Watch(OutsideWalk):
         self.uses_global = False  # user code that names np.random's functions ran
         self.lines = None  # code -> the lines of it run, where recorded (recording_lines)
         self.trace_before = None  # sys.gettrace() as the lines began to be recorded
+        self.steps = None  # ([(code, line)] of the user code run, in order; whether followed)
 
     def __enter__(self):
         self.outer = active()
@@ -239,9 +260,10 @@ class Watch(OutsideWalk):
             for x in self.static_args:
                 self._consider(x, "an argument", LOCAL_DEPTH, Path(x, ()))
             self._scan_function(self.fun)
-        if getattr(_local, "record_lines", False):  # (a debugger's or coverage's trace function
-            _local.record_lines = False  # is called on as before: _line_hook chains it)
-            self.lines = {}
+        self.steps, _local.steps = getattr(_local, "steps", None), None
+        if getattr(_local, "record_lines", False) or self.steps is not None:  # (a debugger's
+            _local.record_lines = False  # or coverage's trace function is called on as
+            self.lines = {}  # before: _line_hook chains it)
             self.trace_before = sys.gettrace()
             sys.settrace(self._line_hook(self.trace_before))
         return self
@@ -272,17 +294,33 @@ class Watch(OutsideWalk):
         one, lines were not recorded, and an array a branch not taken names (BN's running
         mean, updated by the user) traced again on every call (fuzz41d)."""
         kinds, lines = _KIND, self.lines
+        steps, follow = self.steps or (None, False)
+        at = [0]  # (where a followed trace is in its steps)
 
         def trace(frame, event, arg):
             theirs = before(frame, event, arg) if before is not None else None
             if (kinds.get(frame.f_code.co_filename) or _kind(frame)) != "user":
                 return theirs
-            run = lines.setdefault(frame.f_code, set())
+            code = frame.f_code
+            run = lines.setdefault(code, set())
+            # (steps of the user's files only: code made by exec, a namedtuple's __new__ that
+            # gradc's own dis calls run, comes and goes with gradc's caches)
+            stepped = steps is not None and (not code.co_filename.startswith("<")
+                                             or code.co_filename.startswith("<ipython"))
 
             def line(frame, event, arg):
                 nonlocal theirs
                 if event == "line":
                     run.add(frame.f_lineno)
+                    if not stepped:
+                        pass
+                    elif follow:
+                        step = steps[at[0]] if at[0] < len(steps) else None
+                        if step is None or step[0] is not code or step[1] != frame.f_lineno:
+                            raise Diverged
+                        at[0] += 1
+                    else:
+                        steps.append((code, frame.f_lineno))
                 if theirs is not None:
                     theirs = theirs(frame, event, arg)
                 return line

@@ -17,7 +17,8 @@ import types
 import numpy as np
 
 from . import autodiff, forks, frozen, pytree, random, transforms
-from .capture import OUTSIDE_READS, CaptureChanged, Captures, changed_contents, unchanged_by
+from .capture import (OUTSIDE_READS, CaptureChanged, Captures, changed_contents,
+                      numpy_read_before, unchanged_by)
 from .compile import check_target, compile_graph
 from .errors import ArgumentError, SignatureError
 from .ir import Value, gc_paused
@@ -294,7 +295,8 @@ class Function:
                 source=src)
         check_device_leaves(call.leaves, self.target, src)
         t0 = time.perf_counter()
-        with gc_paused(), frozen.recording_lines(bool(changed_contents(stale))):
+        with gc_paused(), frozen.recording_lines(bool(changed_contents(stale))), \
+                numpy_read_before(stale):
             graph, out_info = self.trace_joint(call, src, capture)
             captures, guards = graph.captures, graph.guards
         t_trace = time.perf_counter() - t0
@@ -302,7 +304,8 @@ class Function:
         compiled = compile_graph(graph, title, out_info, load, self.target)
         if random.draws_from_generators(call):
             compiled.lock = random.DRAWS
-        compiled.captures = Captures(captures, guards, compiled.input_types)
+        compiled.captures = Captures(captures, guards, compiled.input_types,
+                                     graph.numpy_read)
         compiled.just_traced = threading.get_ident()
         compiled.thread = this_thread()
         compiled.write_backs = graph.write_backs  # (each with its output's position)

@@ -237,6 +237,7 @@ class Graph:
         self.captures = []
         self.guards = []  # [(name, value, outside.Path)]: values read from outside, compiled in
         self.names_run = None  # what the lines the trace ran read, where recorded (frozen.py)
+        self.numpy_read = frozenset()  # {(id(root), steps)}: capture.read_by_numpy's finds
         # [outside.Stored]: traced values assigned outside (`self.cache = x`), the last outputs:
         # written there after each call (gradc/function.py)
         self.write_backs = []
@@ -469,6 +470,7 @@ def replay(graph, rewrite=None, outputs=None):
     new.captures = list(graph.captures)  # (the same inputs, in the same places)
     new.guards = graph.guards
     new.names_run = graph.names_run
+    new.numpy_read = graph.numpy_read
     return new
 
 

@@ -219,6 +219,7 @@ _LIST_CHANGES = frozenset({"append", "extend", "insert", "pop", "remove", "clear
 # table built on first use, once by NumPy's code too, as a dict key stored anew is
 _REMOVALS = frozenset({"pop", "popitem", "remove", "discard", "clear", "difference_update",
                        "intersection_update", "symmetric_difference_update"})
+_ADDITIONS = frozenset({"add", "update", "setdefault", "__setitem__"})  # (a dict's, a set's)
 
 
 class Stores(NamedTuple):
@@ -237,11 +238,15 @@ NO_STORES = Stores(frozenset(), frozenset(), frozenset(), False)
 
 
 @functools.lru_cache(maxsize=4096)
-def code_stores(code):
-    """The Stores of `code`."""
+def code_stores(code, lines=None):
+    """The Stores of `code`; `lines` (a frozenset): of those its instructions on these lines
+    make (the lines a trace ran)."""
     found = {"STORE_ATTR": set(), "STORE_GLOBAL": set(), "STORE_DEREF": set()}
     items = False
     for ins in dis.get_instructions(code):
+        line = ins.positions.lineno
+        if lines is not None and line is not None and line not in lines:
+            continue
         if ins.opname in found:
             found[ins.opname].add(ins.argval)
         items = items or ins.opname in ("STORE_SUBSCR", "DELETE_SUBSCR")
@@ -703,34 +708,48 @@ class OutsideWalk:
         return appended, assigned
 
     def restore(self):
-        """Put back what the code changed in the containers, globals and closure cells the
-        walk held, and in the small numeric arrays it copied (the probe of
-        capture.read_by_numpy traces on other contents, which may take branches with effects
-        the first trace did not have: `self.lr *= 0.5`, `self.W = ...`, `events.append(...)`)."""
-        for _, container, held, _ in self.held:
+        """Put back what the lines of user code this trace ran (`lines`) changed in the
+        containers, globals and closure cells the walk held, and in the small numeric arrays
+        it copied: the probe of capture.read_by_numpy runs the first trace's lines on other
+        contents (`self.last_norm = float(np.linalg.norm(self.W))` stores another number).
+        Only what those lines store into, by their bytecode: a value another thread sets
+        meanwhile (a scheduler's `net.lr = 0.01`) is not undone."""
+        stores, called = NO_STORES, set()
+        for code, run in list((self.lines or {}).items()):
+            stores = stores | code_stores(code, frozenset(run))
+            called |= code_names(code, frozenset(run)).methods
+        items = stores.items or bool(called & (_LIST_CHANGES | _REMOVALS | _ADDITIONS))
+        for _, container, held, attrs in self.held:
             if isinstance(container, (list, collections.deque)):
-                if len(container) != len(held) or any(a is not b for a, b in zip(container, held)):
+                if items and (len(container) != len(held)
+                              or any(a is not b for a, b in zip(container, held))):
                     container.clear()
                     container.extend(held)
             elif isinstance(container, (set, frozenset)):
-                if container != held:
+                if items and container != held:
                     container.clear()
                     container.update(held)
-            elif len(container) != len(held) or any(
-                    held.get(k, ABSENT) is not v for k, v in container.items()):
-                container.clear()
-                container.update(held)
+            else:
+                for key in set(container) | set(held):
+                    if (key in stores.attrs if attrs else items) and (
+                            container.get(key, ABSENT) is not held.get(key, ABSENT)):
+                        if key in held:
+                            container[key] = held[key]
+                        else:
+                            del container[key]
         for globals_, name, value in self.held_globals:
-            if globals_.get(name, ABSENT) is not value:
+            if name in stores.globals and globals_.get(name, ABSENT) is not value:
                 if value is ABSENT:
                     globals_.pop(name, None)
                 else:
                     globals_[name] = value
-        for _, cell, value in self.held_cells:
-            if getattr(cell, "cell_contents", ABSENT) is not value and value is not ABSENT:
+        for name, cell, value in self.held_cells:
+            if (name in stores.cells and value is not ABSENT
+                    and getattr(cell, "cell_contents", ABSENT) is not value):
                 cell.cell_contents = value
+        writes = any(code_writes(code) for code in list(self.lines or {}))
         for _, array, _, data in self.snapshots.values():
-            if array.flags.writeable and array.tobytes() != data:
+            if writes and array.flags.writeable and array.tobytes() != data:
                 array[...] = np.frombuffer(data, array.dtype).reshape(array.shape)
 
     def changed_in_place(self):

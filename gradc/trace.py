@@ -9,6 +9,7 @@ naming that line.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dis
 import functools
 import inspect
@@ -1278,7 +1279,7 @@ def trace(fun, args, kwargs=None, capture=False, write_back=False):
         return _trace(fun, args, kwargs, capture, write_back)
 
 
-def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=False):
+def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None):
     """Trace `fun(*args, **kwargs)` into a new graph.
 
     Array leaves of the argument pytrees become graph inputs (named by their path); other leaves
@@ -1291,7 +1292,9 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=Fals
     assigned there (`self.cache = x`, a dict entry, a global) is `graph.write_backs`
     (outside.Stored), which the compiled function writes there after each call. Returns
     (graph, out_tree, flat output values). `probing`: this trace is capture.read_by_numpy's,
-    on other contents: what it changes outside is put back.
+    on other contents, following the first trace's steps (the lines of user code it ran, in
+    order: frozen.following; Diverged where it leaves them); what it changes outside is put
+    back.
     """
     started = time.perf_counter()
     kwargs = kwargs or {}
@@ -1311,9 +1314,11 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=Fals
     given_containers = _containers((targs, tkwargs))
     from .literals import numpy_constructors  # (it builds on this module)
     _active.graphs.append(graph)
+    steps = [] if probing is None else probing  # (the lines of user code run, in order)
     try:
         with graph.stamping_user_source(True), numpy_constructors(), \
-                frozen.Watch(fun, _static_values(treedef)) as watch:
+                frozen.following(steps, follow=probing is not None) if capture else \
+                contextlib.nullcontext(), frozen.Watch(fun, _static_values(treedef)) as watch:
             graph.outside = watch if capture else None
             _check_call(fun, targs, tkwargs)
             graph.tracing, graph.refusals = True, []
@@ -1336,7 +1341,7 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=Fals
             finally:
                 graph.tracing, graph.refusals = False, []
                 stored, assigned = watch.undo_stored_values()
-                if probing:
+                if probing is not None:
                     watch.restore()
             watch.check(_definition(fun), final=True)
             changed = watch.changed_in_place()
@@ -1440,16 +1445,17 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=Fals
     graph.stale, graph.views_of, graph.view_base, graph.view_keys = {}, {}, {}, {}
     graph.outputs = outs
     read = []  # outside arrays whose contents the program depends on: NumPy read them alone
-    if capture and not probing and not drawn:
+    if capture and probing is None and not drawn:
         from .program_cache import graph_text  # (it imports the passes, which import this)
         read = read_by_numpy(
-            graph, watch, lambda: _trace(fun, args, kwargs, capture, write_back, True)[0],
+            graph, watch, lambda: _trace(fun, args, kwargs, capture, write_back, steps)[0],
             graph_text, max(2.0, 20 * (time.perf_counter() - started)))
     _warn_constant_arrays(fun, graph, watch, {id(a) for _, a, _ in read})
     if capture:
         graph.guards = (watch.guards([c.path for c in graph.captures])
                         + content_guards(graph, watch)
                         + [(name, a.copy(), path) for name, a, path in read])
+        graph.numpy_read = frozenset((id(path.root), path.steps) for _, _, path in read)
         graph.names_run = watch.names_run()
     graph.outside = None  # (what it holds need not live as long as the graph)
     return graph, out_tree, outs

@@ -19,7 +19,8 @@ import time
 import numpy as np
 
 from . import autodiff, forks, frozen, pytree, random
-from .capture import OUTSIDE_READS, CaptureChanged, Captures, changed_contents, unchanged_by
+from .capture import (OUTSIDE_READS, CaptureChanged, Captures, changed_contents,
+                      numpy_read_before, unchanged_by)
 from .compile import check_target, compile_graph
 from .errors import ArgumentError, NonFiniteError, SignatureError, UnsupportedOpError
 from .ir import Graph, Value, gc_paused
@@ -587,7 +588,8 @@ class TrainStep(LearningRate):
         check_input_dtypes(key, lambda: leaf_names((call.args, {}), names), src)
         check_device_leaves(call.leaves, self.target, src)
         t0 = time.perf_counter()
-        with gc_paused(), frozen.recording_lines(bool(changed_contents(stale))):
+        with gc_paused(), frozen.recording_lines(bool(changed_contents(stale))), \
+                numpy_read_before(stale):
             graph, params, loss, grads, before, aux = self._joint_graph(call, src, capture)
         n_params = len(params)
         with graph.at_source(f"optimizer {type(self.optimizer).__name__}"):
@@ -644,7 +646,8 @@ class TrainStep(LearningRate):
                                  first_owned=first_owned, runtime_scalars=len(scalars))
         if random.draws_from_generators(call):
             compiled.lock = random.DRAWS
-        compiled.captures = Captures(graph.captures, graph.guards, compiled.input_types)
+        compiled.captures = Captures(graph.captures, graph.guards, compiled.input_types,
+                                     graph.numpy_read)
         compiled.just_traced = threading.get_ident()
         unchanged_by(compiled.captures, stale, compiled, graph.names_run)
         if not cache:
