@@ -86,7 +86,9 @@ def _refuse_caught(error_class, message):
                 line, clause = handler
                 where = "" if frame is caller else f", in `{frame.f_code.co_name}`"
                 if error is not error_class:
-                    where += f", reached as the {error.__name__} a handler raises instead"
+                    where += (f", reached as the {error.__name__} a handler raises instead"
+                              if error is not ANY else ", reached as what a handler raises "
+                              "instead")
                 error = UnsupportedOpError(
                     message(f"`{clause}` (line {line}{where})"),
                     source=f"{os.path.basename(caller.f_code.co_filename)}:{caller.f_lineno}")
@@ -115,6 +117,7 @@ def _handler_catching(frame, error, exactly=False):
         if target is None or target in seen:
             return None, error
         seen.add(target)
+        caught = error
         i = code.index(target)
         if code[i].opname == "PUSH_EXC_INFO":
             i += 1
@@ -141,7 +144,11 @@ def _handler_catching(frame, error, exactly=False):
             raised = _raises_again(code, body)
             if raised is None:  # (a fallback)
                 return _clause(frame.f_code, test), error
-            offset, error = raised.offset, _raised_class(code, body, raised, frame) or error
+            out = {_raised_class(code, body, r, frame) for r in raised}
+            offset = raised[0].offset
+            error = next(iter(out)) if len(out) == 1 else ANY  # (two classes: either may come)
+            if error is None:  # (raise, raise e: the same)
+                error = caught
             break
 
 
@@ -168,26 +175,45 @@ def _table(code):
 
 
 def _raises_again(code, i):
-    """The raise instruction the handler body starting at instruction i reaches on every path,
-    or None: straight-line code up to a raise (no branch, loop, `with` or `try` before it:
-    `if STRICT: raise`, an assert, a fallback in a `with np.errstate():` block may go on)."""
-    while i < len(code.instructions) and code[i].opname != "POP_EXCEPT":
-        name = code[i].opname
+    """The raise instructions the handler body starting at instruction i ends at, where every
+    path through it ends at one (`if strict: raise X from e` then `raise`), or None: a path
+    that goes on past the handler or returns (`if STRICT: raise`, a fallback), or one through
+    a `with` or `try` inside it, a loop, or code it cannot follow."""
+    raises, todo, seen = [], [i], set()
+    while todo:
+        i = todo.pop()
+        if i in seen or i >= len(code.instructions):
+            return None  # (a loop: judged a fallback)
+        seen.add(i)
+        ins = code[i]
+        name = ins.opname
         if name in ("RAISE_VARARGS", "RERAISE"):
-            return code[i]
-        if "JUMP" in name or name in ("BEFORE_WITH", "SETUP_WITH", "PUSH_EXC_INFO",
-                                      "FOR_ITER", "SEND"):
+            raises.append(ins)
+        elif name in ("POP_EXCEPT", "RETURN_VALUE", "RETURN_CONST", "BEFORE_WITH", "SETUP_WITH",
+                      "PUSH_EXC_INFO", "FOR_ITER", "SEND", "JUMP_BACKWARD",
+                      "JUMP_BACKWARD_NO_INTERRUPT"):
             return None
-        i += 1
-    return None
+        elif name in ("JUMP_FORWARD", "JUMP", "JUMP_ABSOLUTE", "JUMP_NO_INTERRUPT"):
+            todo.append(code.index(ins.argval))
+        elif "JUMP" in name:  # (a branch: both ways)
+            todo += [code.index(ins.argval), i + 1]
+        else:
+            todo.append(i + 1)
+    return raises or None
+
+
+# what a handler raises where its class cannot be looked up (`raise self.Error(...)`, `raise
+# make_error(e)`): any clause further out may take it (one naming LinAlgError past the trace)
+ANY = type("AnyException", (Exception,), {})
 
 
 def _raised_class(code, body, raised, frame):
     """The class a handler's `raise X(...)` / `raise X from e` raises (`raised` its
-    RAISE_VARARGS, `body` where the handler starts), looked up in `frame`; None for `raise`,
-    `raise e` of the exception caught, or a class it cannot look up."""
+    RAISE_VARARGS, `body` where the handler starts), looked up in `frame`; None for `raise`
+    and `raise e` of the exception caught; ANY for one it cannot look up."""
     if raised.opname != "RAISE_VARARGS" or not raised.arg:
         return None
+    caught_as = code[body].argval if code[body].opname in ("STORE_FAST", "STORE_NAME") else None
     line = raised.positions.lineno if getattr(raised, "positions", None) else None
     k = code.index(raised.offset)
     start = next((j for j in range(body, k) if getattr(code[j], "positions", None)
@@ -207,8 +233,12 @@ def _raised_class(code, body, raised, frame):
                 break
         except (KeyError, AttributeError):
             break
+    first = code[start]
+    if (caught_as is not None and k - start == 1 and first.opname.startswith("LOAD_")
+            and first.argval == caught_as):
+        return None  # (raise e)
     found = stack[0] if stack else None
-    return found if isinstance(found, type) and issubclass(found, BaseException) else None
+    return found if isinstance(found, type) and issubclass(found, BaseException) else ANY
 
 
 def _catches(loads, frame, error, exactly=False):
@@ -237,6 +267,8 @@ def _catches(loads, frame, error, exactly=False):
         names = {error.__name__} if exactly else {cls.__name__ for cls in error.__mro__}
         return any(ins.argval in names for ins in loads)
     classes = caught if isinstance(caught, tuple) else (caught,)
+    if error is ANY:  # (a class no name tells: any clause may take it, but past the trace)
+        return not exactly and any(isinstance(c, type) for c in classes)
     return any(isinstance(c, type) and (issubclass(c, error) if exactly else issubclass(error, c))
                for c in classes)
 

@@ -370,3 +370,39 @@ def test_a_linalgerror_raised_again_as_another_exception_is_followed_to_its_hand
         except KeyError:
             return 0.0
     np.testing.assert_allclose(gradc.jit(only_key_errors)(SPD), np.linalg.cholesky(SPD).sum())
+
+
+def solve_or_explain(A, b):
+    try:
+        return np.linalg.solve(A, b)
+    except np.linalg.LinAlgError as e:
+        if "Singular" in str(e):  # (raises on every path: through a branch)
+            raise FitError("singular system") from e
+        raise
+
+
+class Solver:
+    Error = FitError
+
+    def factor(self, A):
+        try:
+            return np.linalg.cholesky(A)
+        except np.linalg.LinAlgError as e:
+            raise self.Error("not positive definite") from e  # (a class no name tells)
+
+    def fit(self, A):
+        try:
+            return self.factor(A).sum()
+        except Exception:  # (takes what factor raises: a fallback)
+            return 0.0
+
+
+def test_handlers_that_raise_on_every_branch_or_a_class_found_at_run_time():
+    """fuzz43b: a handler raising on every path through an `if` was taken for a fallback (a
+    false refusal where nothing further out catches); `raise self.Error(...) from e`, a class
+    no name tells, stopped the search (a caller's fallback ran into NaN): any clause further
+    out in the traced code takes it now."""
+    b = np.array([1.0, 2.0])
+    np.testing.assert_allclose(gradc.jit(solve_or_explain)(SPD, b), np.linalg.solve(SPD, b))
+    _refused(lambda: gradc.jit(Solver().fit)(SPD), _line(Solver.factor, "np.linalg.cholesky"),
+             "`except Exception`", "reached as what a handler raises instead")
