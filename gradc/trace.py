@@ -1133,7 +1133,16 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
             target, index, values = inputs
             _writes_into(target, f"{name}.at", hint)
             refuse_caught_index_error(*(index if isinstance(index, tuple) else (index,)))
-            _setitem(target, (Ellipsis,), getattr(at(target)[index], kind)(values))
+            try:
+                updated = getattr(at(target)[index], kind)(values)
+            except UnsupportedOpError:  # (named as the user called it)
+                raise UnsupportedOpError(
+                    f"{name}.at by traced positions is not supported (np.add.at is): give "
+                    "the positions as a NumPy array, known when traced, or compute it "
+                    "another way (a segment maximum: the maximum over a one-hot mask, "
+                    "np.where(seg[:, None] == np.arange(n), vals[:, None], -np.inf).max(0))",
+                    source=user_source()) from None
+            _setitem(target, (Ellipsis,), updated)
             return None
         raise UnsupportedOpError(f"{name}.at updates its array in place, which gradc does for "
                                  "a traced array the function made (np.zeros_like(x), not "

@@ -915,6 +915,12 @@ def _add_at(x):
     return z, tail
 
 
+def _segment_max(x):
+    out = np.full(2, -np.inf)
+    np.maximum.at(out, (x[:3] > 0).astype(np.int64), x[:3])  # MAXIMUM-AT
+    return out
+
+
 _FILTERS = np.ones((3, 2)) + 1j * np.ones((3, 2))
 
 
@@ -953,6 +959,7 @@ def _as_strided(x):
     (_math_exp, gradc.TracedBranchError, "MATH-EXP", "use np.exp"),
     (_add_at, gradc.UnsupportedOpError, "ADD-AT", "something besides its local names holds it"),
     (_complex_constant, gradc.UnsupportedOpError, "COMPLEX", "parts apart (W.real, W.imag)"),
+    (_segment_max, gradc.UnsupportedOpError, "MAXIMUM-AT", "np.maximum.at by traced positions"),
     (_local_accumulator, gradc.UnsupportedOpError, "ACCUMULATOR", "acc = acc + x"),
     (_builtin_max, gradc.TracedBranchError, "BUILTIN-MAX", "use np.maximum(a, b)"),
     (_pads_out_of_range, gradc.ArgumentError, "PAD-RANGE", "out of bounds for int32"),
