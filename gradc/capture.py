@@ -224,8 +224,11 @@ def content_guards(graph, watch):
     names = watch.names()
     guards = []
     for name, array, path in uncaptured(graph, watch):
-        if array.size <= CONTENT_GUARD_SIZE:  # (at every path that reaches it: tied weights,
-            # `m.dec = m.enc`, combined by NumPy alone, untied by `m.dec = m.enc * 5`)
+        # (a larger one too where the code bound it anew, `self.W = np.clip(self.W, -1, 1)`:
+        # the array it left there is another, so the next call traces again and binds it, as
+        # NumPy's code runs; it was compiled in once, stale. At every path that reaches it:
+        # tied weights, `m.dec = m.enc`, combined by NumPy alone, untied by `m.dec = m.enc * 5`)
+        if array.size <= CONTENT_GUARD_SIZE or watch.bound_anew(path, array):
             ways = [(n, p) for n, p in watch.paths.get(id(array), []) if p.named_in(names)]
             guards += [(n, array.copy(), p) for n, p in ways or [(name, path)]]
     return guards + [(name, array.copy(), path) for name, array, path in named_tables(watch)

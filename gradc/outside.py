@@ -783,7 +783,17 @@ class OutsideWalk:
                     type(now) in (np.ndarray, Fresh) and now.shape == array.shape
                     and now.dtype == array.dtype and np.array_equal(now, array)):
                 rebound.append(f"`{capture.name}`{self._stored_at(capture.path)}")  # (a copy
-        return rebound  # of the same values read again is what it reads: self.W.copy())
+                # of the same values read again is what it reads: self.W.copy())
+        return rebound
+
+    def bound_anew(self, path, array):
+        """Whether the code bound `path`, where the walk found `array`, to another array
+        (`self.W = np.clip(self.W, -1, 1)` of an array only NumPy read)."""
+        try:
+            now = path.follow()
+        except Exception:  # noqa: BLE001 - (gone)
+            return False
+        return isinstance(now, np.ndarray) and now is not array and bool(self._stored_at(path))
 
     def _stored_at(self, path):
         """" (at file:line)" of the user code's store into the last step of `path` (`self.W =

@@ -2607,3 +2607,24 @@ def test_a_list_read_by_getattr_or_vars_and_used_whole_has_its_length_checked():
         np.testing.assert_allclose(f(x), getattr(m, name)(x))
         m.buf.append(np.full(2, 3.0))
         np.testing.assert_allclose(f(x), getattr(m, name)(x), err_msg=name)
+
+
+def test_a_large_array_numpy_alone_reads_and_the_code_binds_anew_is_checked():
+    """fuzz43b: `self.W = np.clip(self.W, -0.1, 0.1)` of a W over 4096 elements (which only
+    NumPy reads) compiled the first call's W in: an SGD step rebinding W was never seen. Its
+    contents are checked now, as a small one's are (the next call traces again and binds it)."""
+    class Net:
+        def __init__(self):
+            self.W = np.full((80, 80), 0.05)
+
+        def loss(self, x):
+            self.W = np.clip(self.W, -0.1, 0.1)
+            return np.sum(np.tanh(x @ self.W))
+
+    net, reference, x = Net(), Net(), np.ones((5, 80))
+    f = gradc.jit(net.loss)
+    for step in range(3):
+        np.testing.assert_allclose(f(x), reference.loss(x), rtol=1e-12, err_msg=f"step {step}")
+        np.testing.assert_array_equal(net.W, reference.W)
+        net.W = net.W - 0.07
+        reference.W = reference.W - 0.07
