@@ -434,6 +434,10 @@ def code_names(code, lines=None):
               and previous[-1].opname in ("LOAD_ATTR", "LOAD_METHOD")
               and previous[-1].argval in ("__getattribute__", "__getattr__")):
             attrs.add(ins.argval)  # (self.__getattribute__("W"): self.W)
+        elif (ins.opname == "LOAD_CONST" and type(ins.argval) is str and previous
+              and previous[-1].opname in ("LOAD_ATTR", "LOAD_METHOD")
+              and previous[-1].argval == "get"):
+            probed.add(ins.argval)  # (vars(self).get("scale", 1.0): an attribute set later)
         if ins.opname not in _QUIET:
             previous = previous[-2:] + [ins]
     keys, stack = set(), list(code.co_consts if lines is None else consts)

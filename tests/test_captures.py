@@ -2628,3 +2628,22 @@ def test_a_large_array_numpy_alone_reads_and_the_code_binds_anew_is_checked():
         np.testing.assert_array_equal(net.W, reference.W)
         net.W = net.W - 0.07
         reference.W = reference.W - 0.07
+
+
+def test_an_attribute_read_by_vars_get_with_a_default_and_set_later_is_seen():
+    """fuzz43b: vars(self).get("scale", 1.0) and self.__dict__.get(...) of an attribute absent
+    when traced were compiled in (getattr with a default was guarded)."""
+    class Net:
+        def by_vars(self, x):
+            return x * vars(self).get("scale", 1.0)
+
+        def by_dict(self, x):
+            return x * self.__dict__.get("shift", 0.0) + x
+
+    net, x = Net(), np.ones(3)
+    by_vars, by_dict = gradc.jit(net.by_vars), gradc.jit(net.by_dict)
+    np.testing.assert_allclose(by_vars(x), x)
+    np.testing.assert_allclose(by_dict(x), x)
+    net.scale, net.shift = 0.5, 2.0
+    np.testing.assert_allclose(by_vars(x), net.by_vars(x))
+    np.testing.assert_allclose(by_dict(x), net.by_dict(x))
