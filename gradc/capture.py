@@ -263,8 +263,10 @@ def read_by_numpy(graph, watch, retrace, program_text, seconds):
     except Exception:  # noqa: BLE001 - (an attribute the text does not know: not compared)
         return []
 
+    everyone = [a for _, a, _ in tried]
+
     def counts(arrays):
-        with _changed([a for _, a, _ in arrays]):
+        with _changed([a for _, a, _ in arrays], everyone):
             try:
                 return program_text(_within(retrace, seconds)) != traced
             except (Exception, SystemExit, Diverged):  # noqa: BLE001 - (those contents took
@@ -348,18 +350,23 @@ _FACTORS = np.array([2.0, -3.0, 1000.0, 0.25])
 
 
 @contextlib.contextmanager
-def _changed(arrays):
-    """The memory of `arrays` changed in place (each element times one of _FACTORS) and put
-    back bit for bit on leaving, from a copy."""
+def _changed(arrays, kept=()):
+    """The memory of `arrays` changed in place (each element times one of _FACTORS), and that
+    of `kept` too where the code writes into it meanwhile: both put back bit for bit on
+    leaving, from copies (`self.flags[0] = 1.0` in a branch only the changed contents take
+    runs before the first call stops it: frozen.following)."""
     owners = {}
-    for a in arrays:
+    for a in list(arrays) + list(kept):
         owners.setdefault(id(owner_of(a)), owner_of(a))
+    changed = {id(owner_of(a)) for a in arrays}
     saved = []
     try:
-        for owner in owners.values():
+        for key, owner in owners.items():
             saved.append((owner, owner.copy(order="K")))
-            with np.errstate(all="ignore"):
-                owner *= np.resize(_FACTORS.astype(owner.dtype), owner.size).reshape(owner.shape)
+            if key in changed:
+                with np.errstate(all="ignore"):
+                    owner *= np.resize(_FACTORS.astype(owner.dtype),
+                                       owner.size).reshape(owner.shape)
         yield
     finally:
         for owner, copy in saved:

@@ -64,18 +64,21 @@ def recording_lines(on=True):
 
 
 class Diverged(BaseException):
-    """Raised at the first line of user code a trace that follows another's steps runs where
-    that trace ran another (`following`): an Exception's sibling, which no `except Exception`
-    of the user's takes."""
+    """Raised at the first call user code makes where a trace that follows another's steps
+    made another (`following`): an Exception's sibling, which no `except Exception` of the
+    user's takes."""
 
 
 @contextlib.contextmanager
 def following(steps, follow=False):
-    """The trace begun inside (its outermost Watch) records the lines of user code it runs,
-    in order, into the list `steps`; with follow=True it runs those of an earlier trace
-    instead, and raises Diverged at the first line that earlier trace did not run there
-    (before the line runs: what a branch the earlier trace did not take would do is not
-    done). capture.read_by_numpy's trace on other contents follows the first."""
+    """The trace begun inside (its outermost Watch) records the calls user code makes, in
+    order, as (code, line) into the list `steps`; with follow=True it makes those of an
+    earlier trace instead, and raises Diverged at the first call that earlier trace did not
+    make there, before the call runs (a branch the earlier trace did not take draws no random
+    number, sets no np.seterr, appends nothing: each is a call; its plain stores, `self.lr *=
+    0.5`, are put back, outside.restore). From the profile hook: no line tracing, which
+    doubled the trace time. capture.read_by_numpy's trace on other contents follows the
+    first. Under another profiler (no hook) nothing is recorded: `steps` stays empty."""
     _local.steps = (steps, follow)
     try:
         yield
@@ -244,11 +247,13 @@ class Watch(OutsideWalk):
         self.uses_global = False  # user code that names np.random's functions ran
         self.lines = None  # code -> the lines of it run, where recorded (recording_lines)
         self.trace_before = None  # sys.gettrace() as the lines began to be recorded
-        self.steps = None  # ([(code, line)] of the user code run, in order; whether followed)
+        # ([(code, line)] of the calls user code made, in order; whether followed: `following`)
+        self.steps = None
 
     def __enter__(self):
         self.outer = active()
         _local.watch = self
+        self.steps, _local.steps = getattr(_local, "steps", None), None
         self.previous = sys.getprofile()
         # a Watch of an enclosing trace is replaced meanwhile; another profiler is left alone
         self.hooked = self.previous is None or getattr(self.previous, "watch", None) is not None
@@ -260,10 +265,9 @@ class Watch(OutsideWalk):
             for x in self.static_args:
                 self._consider(x, "an argument", LOCAL_DEPTH, Path(x, ()))
             self._scan_function(self.fun)
-        self.steps, _local.steps = getattr(_local, "steps", None), None
-        if getattr(_local, "record_lines", False) or self.steps is not None:  # (a debugger's
-            _local.record_lines = False  # or coverage's trace function is called on as
-            self.lines = {}  # before: _line_hook chains it)
+        if getattr(_local, "record_lines", False):  # (a debugger's or coverage's trace function
+            _local.record_lines = False  # is called on as before: _line_hook chains it)
+            self.lines = {}
             self.trace_before = sys.gettrace()
             sys.settrace(self._line_hook(self.trace_before))
         return self
@@ -294,33 +298,17 @@ class Watch(OutsideWalk):
         one, lines were not recorded, and an array a branch not taken names (BN's running
         mean, updated by the user) traced again on every call (fuzz41d)."""
         kinds, lines = _KIND, self.lines
-        steps, follow = self.steps or (None, False)
-        at = [0]  # (where a followed trace is in its steps)
 
         def trace(frame, event, arg):
             theirs = before(frame, event, arg) if before is not None else None
             if (kinds.get(frame.f_code.co_filename) or _kind(frame)) != "user":
                 return theirs
-            code = frame.f_code
-            run = lines.setdefault(code, set())
-            # (steps of the user's files only: code made by exec, a namedtuple's __new__ that
-            # gradc's own dis calls run, comes and goes with gradc's caches)
-            stepped = steps is not None and (not code.co_filename.startswith("<")
-                                             or code.co_filename.startswith("<ipython"))
+            run = lines.setdefault(frame.f_code, set())
 
             def line(frame, event, arg):
                 nonlocal theirs
                 if event == "line":
                     run.add(frame.f_lineno)
-                    if not stepped:
-                        pass
-                    elif follow:
-                        step = steps[at[0]] if at[0] < len(steps) else None
-                        if step is None or step[0] is not code or step[1] != frame.f_lineno:
-                            raise Diverged
-                        at[0] += 1
-                    else:
-                        steps.append((code, frame.f_lineno))
                 if theirs is not None:
                     theirs = theirs(frame, event, arg)
                 return line
@@ -373,8 +361,31 @@ class Watch(OutsideWalk):
         """The profile function. Most events are gradc's and NumPy's own calls, which cost two
         dictionary lookups here; user frames, `random` and entropy go to the methods below."""
         kinds, random_owner, urandom = _KIND, _RANDOM_OWNER, os.urandom
+        steps, follow = self.steps or (None, False)
+        at = [0]  # (where a trace that follows is in the steps)
+
+        def step(caller):
+            """The call `caller` (a frame) makes now, as a step of `following`: of the user's
+            own files only (code made by exec, a namedtuple's __new__ that gradc's own calls
+            of dis run, comes and goes with gradc's caches)."""
+            code = caller.f_code
+            name = code.co_filename
+            if (kinds.get(name) or _kind(caller)) != "user" or (
+                    name.startswith("<") and not name.startswith("<ipython")):
+                return
+            if not follow:
+                steps.append((code, caller.f_lineno))
+                return
+            expected = steps[at[0]] if at[0] < len(steps) else None
+            if expected is None or expected[0] is not code or expected[1] != caller.f_lineno:
+                raise Diverged
+            at[0] += 1
 
         def profile(frame, event, arg):
+            if steps is not None and event in ("call", "c_call"):
+                caller = frame.f_back if event == "call" else frame
+                if caller is not None:
+                    step(caller)
             if event == "call":
                 kind = kinds.get(frame.f_code.co_filename) or _kind(frame)
                 if kind != "library":

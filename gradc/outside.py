@@ -611,6 +611,7 @@ class OutsideWalk:
         # value)] of the closure cells: a traced value stored in one is undone
         # (undo_stored_values), a number or list changed is warned about (changed_numbers)
         self.held, self.held_globals, self.held_cells = [], [], []
+        self.classes = {}  # id -> (a user's class walked, what it held then): restore
         # id -> (iterator, its _progress when found, [(name, Path)] of the ways to it) of the
         # iterators and generators outside: one the trace drew from is warned about (`drawn`)
         self.iterators = {}
@@ -711,17 +712,24 @@ class OutsideWalk:
                 cell.cell_contents = value
         return appended, assigned
 
+    def _hold_class(self, cls):
+        """Keep what a class of the user's holds as the walk finds it (restore: `Net.n += 1`)."""
+        if _users(cls) and id(cls) not in self.classes:
+            self.classes[id(cls)] = (cls, dict(vars(cls)))
+
     def restore(self):
-        """Put back what the lines of user code this trace ran (`lines`) changed in the
-        containers, globals and closure cells the walk held, and in the small numeric arrays
-        it copied: the probe of capture.read_by_numpy runs the first trace's lines on other
-        contents (`self.last_norm = float(np.linalg.norm(self.W))` stores another number).
-        Only what those lines store into, by their bytecode: a value another thread sets
-        meanwhile (a scheduler's `net.lr = 0.01`) is not undone."""
+        """Put back what the user code this trace entered changed in the containers, globals
+        and closure cells the walk held, and in the small numeric arrays it copied: the probe
+        of capture.read_by_numpy runs the first trace's calls on other contents
+        (`self.last_norm = float(np.linalg.norm(self.W))` stores another number; a branch
+        the first trace did not take, stopped at its first call, `self.lr *= 0.5` before it).
+        Only what that code stores into, by its bytecode: a value another thread sets
+        meanwhile (a scheduler's `net.best = loss`) is not undone unless the code stores
+        that attribute too."""
         stores, called = NO_STORES, set()
-        for code, run in list((self.lines or {}).items()):
-            stores = stores | code_stores(code, frozenset(run))
-            called |= code_names(code, frozenset(run)).methods
+        for code in list(self.codes):
+            stores = stores | code_stores(code)
+            called |= code_names(code).methods
         items = stores.items or bool(called & (_LIST_CHANGES | _REMOVALS | _ADDITIONS))
         for _, container, held, attrs in self.held:
             if isinstance(container, (list, collections.deque)):
@@ -741,6 +749,13 @@ class OutsideWalk:
                             container[key] = held[key]
                         else:
                             del container[key]
+        for cls, held in self.classes.values():
+            for key in stores.attrs:
+                if vars(cls).get(key, ABSENT) is not held.get(key, ABSENT):
+                    if key in held:
+                        setattr(cls, key, held[key])
+                    else:
+                        delattr(cls, key)
         for globals_, name, value in self.held_globals:
             if name in stores.globals and globals_.get(name, ABSENT) is not value:
                 if value is ABSENT:
@@ -751,7 +766,7 @@ class OutsideWalk:
             if (name in stores.cells and value is not ABSENT
                     and getattr(cell, "cell_contents", ABSENT) is not value):
                 cell.cell_contents = value
-        writes = any(code_writes(code) for code in list(self.lines or {}))
+        writes = any(code_writes(code) for code in list(self.codes))
         for _, array, _, data in self.snapshots.values():
             if writes and array.flags.writeable and array.tobytes() != data:
                 array[...] = np.frombuffer(data, array.dtype).reshape(array.shape)
@@ -1104,6 +1119,7 @@ class OutsideWalk:
                                        path.then("has", key)))
             return
         if isinstance(value, type) and depth and _users(value) and id(value) not in self.scanned:
+            self._hold_class(value)
             self.scanned.add(id(value))  # (a class: Model.lr, cls.W)
             for item_name, kind, key, item in _class_items(value, name, ()):
                 self._consider(item, item_name, depth - 1, path.then(kind, key), outside)
@@ -1177,6 +1193,7 @@ class OutsideWalk:
                          if hasattr(value, k)]
             # (what the class holds and the object does not: `training = True` in the class)
             items += _class_items(type(value), name, attrs or ())
+            self._hold_class(type(value))
             if outside:  # (hasattr(self, "t"), getattr(cfg, "t",
                 for key in sorted(self.names_now.probed):  # 1.0): set or deleted later, another
                     self.plain.append((f"hasattr({name}, {key!r})", hasattr(value, key),  # answer

@@ -1454,7 +1454,8 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
     graph.stale, graph.views_of, graph.view_base, graph.view_keys = {}, {}, {}, {}
     graph.outputs = outs
     read = []  # outside arrays whose contents the program depends on: NumPy read them alone
-    if capture and probing is None and not drawn:
+    if capture and probing is None and not drawn and watch.hooked:  # (under another
+        # profiler the calls are not seen: the trace on other contents could not follow)
         from .program_cache import graph_text  # (it imports the passes, which import this)
         read = read_by_numpy(
             graph, watch, lambda: _trace(fun, args, kwargs, capture, write_back, steps)[0],

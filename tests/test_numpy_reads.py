@@ -312,3 +312,29 @@ def test_a_training_loop_traces_again_once_per_step_with_two_probes(monkeypatch)
     traces.clear()
     np.testing.assert_allclose(f(X), loss(X), rtol=1e-12)
     assert len(traces) <= 2
+
+
+class Recorded:
+    """A branch the weights never take whose first statements call nothing: a class counter
+    and a store into a record of over 4096 elements, before a log call."""
+    clipped = 0
+
+    def __init__(self):
+        self.W = np.linspace(-2.0, 2.0, 12).reshape(4, 3)
+        self.record = np.zeros(5000)
+
+    def loss(self, x):
+        if np.linalg.norm(self.W) > 10.0:
+            Recorded.clipped += 1
+            self.record[0] = 1.0
+            print("clipped")
+        return np.sum(np.tanh(x @ self.W)) + 0.1 * np.sum(self.W * self.W)
+
+
+def test_what_a_branch_not_taken_does_before_its_first_call_is_put_back():
+    """fuzz43b: the trace on other contents stops at the first call the first trace did not make
+    (frozen.following, from the profile hook); what it did before, a class attribute and an
+    outside array over 4096 elements written, is put back (both stayed changed)."""
+    m = Recorded()
+    np.testing.assert_allclose(gradc.jit(m.loss)(X), m.loss(X), rtol=1e-12)
+    assert Recorded.clipped == 0 and not m.record.any()
