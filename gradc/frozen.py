@@ -249,6 +249,7 @@ class Watch(OutsideWalk):
         self.trace_before = None  # sys.gettrace() as the lines began to be recorded
         # ([(code, line)] of the calls user code made, in order; whether followed: `following`)
         self.steps = None
+        self.diverged = False  # (a followed trace left the steps: `following`)
 
     def __enter__(self):
         self.outer = active()
@@ -378,6 +379,7 @@ class Watch(OutsideWalk):
                 return
             expected = steps[at[0]] if at[0] < len(steps) else None
             if expected is None or expected[0] is not code or expected[1] != caller.f_lineno:
+                self.diverged = True  # (a bare `except:` of the user's may take it: it counts)
                 raise Diverged
             at[0] += 1
 

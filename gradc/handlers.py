@@ -220,11 +220,13 @@ def _raised_class(code, body, raised, frame):
                   and code[j].positions.lineno == line), k)
     stack = []
     for ins in code.instructions[start:k]:  # (the class: the first value the raise loads)
+        if ins.opname in ("PUSH_NULL", "PRECALL", "CACHE", "NOP", "EXTENDED_ARG"):
+            continue
         try:
             if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
                 stack.append(frame.f_globals[ins.argval] if ins.argval in frame.f_globals
                              else getattr(builtins, ins.argval))
-            elif ins.opname == "LOAD_ATTR" and stack:
+            elif ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and stack:  # (self.Error(...))
                 stack.append(getattr(stack.pop(), ins.argval))
             elif ins.opname in ("LOAD_DEREF", "LOAD_FAST", "LOAD_FAST_CHECK",
                                 "LOAD_FAST_BORROW") and not stack:

@@ -726,10 +726,14 @@ class OutsideWalk:
         Only what that code stores into, by its bytecode: a value another thread sets
         meanwhile (a scheduler's `net.best = loss`) is not undone unless the code stores
         that attribute too."""
-        stores, called = NO_STORES, set()
+        stores, called, by_name = NO_STORES, set(), False
         for code in list(self.codes):
             stores = stores | code_stores(code)
-            called |= code_names(code).methods
+            names = code_names(code)
+            called |= names.methods
+            by_name = by_name or bool(names.globals & {"setattr", "vars"}) or bool(
+                (names.attrs | names.methods) & {"__dict__", "__setattr__"})  # (setattr(self,
+            # "last", v), self.__dict__[k] = v: any attribute)
         items = stores.items or bool(called & (_LIST_CHANGES | _REMOVALS | _ADDITIONS))
         for _, container, held, attrs in self.held:
             if isinstance(container, (list, collections.deque)):
@@ -743,7 +747,7 @@ class OutsideWalk:
                     container.update(held)
             else:
                 for key in set(container) | set(held):
-                    if (key in stores.attrs if attrs else items) and (
+                    if ((key in stores.attrs or by_name) if attrs else items) and (
                             container.get(key, ABSENT) is not held.get(key, ABSENT)):
                         if key in held:
                             container[key] = held[key]

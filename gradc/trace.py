@@ -1352,6 +1352,8 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
                 stored, assigned = watch.undo_stored_values()
                 if probing is not None:
                     watch.restore()
+                    if watch.diverged:  # (and the user's code took Diverged and went on)
+                        raise frozen.Diverged
             watch.check(_definition(fun), final=True)
             changed = watch.changed_in_place()
             renumbered = watch.changed_numbers()
@@ -1454,12 +1456,13 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
     graph.stale, graph.views_of, graph.view_base, graph.view_keys = {}, {}, {}, {}
     graph.outputs = outs
     read = []  # outside arrays whose contents the program depends on: NumPy read them alone
-    if capture and probing is None and not drawn and watch.hooked:  # (under another
-        # profiler the calls are not seen: the trace on other contents could not follow)
+    if capture and probing is None and not drawn:
         from .program_cache import graph_text  # (it imports the passes, which import this)
         read = read_by_numpy(
             graph, watch, lambda: _trace(fun, args, kwargs, capture, write_back, steps)[0],
-            graph_text, max(2.0, 20 * (time.perf_counter() - started)))
+            graph_text, max(2.0, 20 * (time.perf_counter() - started)),
+            follows=watch.hooked)  # (under another profiler, cProfile's, the calls are not
+        # seen: no trace on other contents, which could not follow the first)
     _warn_constant_arrays(fun, graph, watch, {id(a) for _, a, _ in read})
     if capture:
         graph.guards = (watch.guards([c.path for c in graph.captures])

@@ -401,8 +401,31 @@ def test_handlers_that_raise_on_every_branch_or_a_class_found_at_run_time():
     """fuzz43b: a handler raising on every path through an `if` was taken for a fallback (a
     false refusal where nothing further out catches); `raise self.Error(...) from e`, a class
     no name tells, stopped the search (a caller's fallback ran into NaN): any clause further
-    out in the traced code takes it now."""
+    out in the traced code takes it now (self.Error: looked up, FitError)."""
     b = np.array([1.0, 2.0])
     np.testing.assert_allclose(gradc.jit(solve_or_explain)(SPD, b), np.linalg.solve(SPD, b))
     _refused(lambda: gradc.jit(Solver().fit)(SPD), _line(Solver.factor, "np.linalg.cholesky"),
-             "`except Exception`", "reached as what a handler raises instead")
+             "`except Exception`", "reached as the FitError a handler raises instead")
+
+
+class _OwnErrors:
+    Error = FitError
+
+    def solve(self, A, b):
+        try:
+            return np.linalg.solve(A, b)
+        except np.linalg.LinAlgError as e:
+            raise self.Error("singular system") from e  # (a class found through self)
+
+    def fit(self, A, b):
+        try:
+            return self.solve(A, b)
+        except KeyError:  # (takes no FitError: no fallback for it)
+            return np.zeros(2)
+
+
+def test_a_class_a_handler_raises_through_self_is_looked_up():
+    """fuzz43c: `raise self.Error(...)` (LOAD_METHOD) was a class no name tells, so an unrelated
+    `except KeyError` further out was taken for its handler: a false refusal."""
+    b = np.array([1.0, 2.0])
+    np.testing.assert_allclose(gradc.jit(_OwnErrors().fit)(SPD, b), np.linalg.solve(SPD, b))

@@ -338,3 +338,48 @@ def test_what_a_branch_not_taken_does_before_its_first_call_is_put_back():
     m = Recorded()
     np.testing.assert_allclose(gradc.jit(m.loss)(X), m.loss(X), rtol=1e-12)
     assert Recorded.clipped == 0 and not m.record.any()
+
+
+def test_a_bare_except_around_the_branch_and_another_profiler_keep_the_weights_checked():
+    """fuzz43c: a bare `except:` took the probe's Diverged and the program looked the same (W
+    unchecked, stale once it grew); under another profiler (cProfile) the probe did not run at
+    all (stale). Both count now; what the branch did before its call is put back (a value
+    stored with setattr, a scalar draw from NumPy's generator)."""
+    import cProfile
+    W = RNG.standard_normal((4, 2)) * 0.01
+    U = RNG.standard_normal((4, 2)) * 0.01
+    state = {}
+
+    def f(x):
+        damp = 1.0
+        try:
+            if np.abs(W).max() > 1.0:
+                damp = min(0.5, damp)
+        except:  # noqa: E722 - (the user's)
+            pass
+        return x @ W * damp
+
+    def g(x):
+        if np.abs(U).max() > 1.0:  # (never: U stays small)
+            setattr(g, "note", "big")
+            state["draw"] = np.random.standard_normal()
+        return x @ U
+
+    before = np.random.get_state()[1].copy()
+    jf, jg = gradc.jit(f), gradc.jit(g)
+    np.testing.assert_allclose(jf(X), f(X), rtol=1e-12)
+    np.testing.assert_allclose(jg(X), g(X), rtol=1e-12)
+    assert np.array_equal(np.random.get_state()[1], before)
+    assert not hasattr(g, "note") and state == {}
+    W *= 1000.0
+    np.testing.assert_allclose(jf(X), f(X), rtol=1e-12)
+    V = RNG.standard_normal((4, 2))
+    g = gradc.jit(lambda x: x @ V + np.sum(V * V))
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        np.testing.assert_allclose(g(X), X @ V + np.sum(V * V), rtol=1e-12)
+        V += 1.0
+        np.testing.assert_allclose(g(X), X @ V + np.sum(V * V), rtol=1e-12)
+    finally:
+        profiler.disable()
