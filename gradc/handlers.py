@@ -9,6 +9,7 @@ the call when a handler around it would catch LinAlgError (`except np.linalg.Lin
 `except ValueError`, `except Exception`, a bare `except:`, a tuple holding one of them).
 """
 import builtins
+import contextlib
 import dis
 import functools
 import linecache
@@ -29,7 +30,7 @@ def refuse_caught_linalg_error(name, when):
     inside a `try` with a handler that would catch LinAlgError, which NumPy raises `when` (for a
     singular matrix...): gradc gives NaN instead, so that handler would never run."""
     _refuse_caught(np.linalg.LinAlgError, lambda handler: (
-        f"{name} is called inside a `try` whose {handler} catches "
+        f"{name} is called inside a `try` or `with` whose {handler} catches "
         f"LinAlgError, which NumPy raises for {when}. A compiled function cannot stop "
         "halfway: gradc gives NaN there instead, so the handler would never run and the "
         "result would be NaN, silently. Move the call out of the `try` and apply the "
@@ -121,6 +122,12 @@ def _handler_catching(frame, error, exactly=False):
         i = code.index(target)
         if code[i].opname == "PUSH_EXC_INFO":
             i += 1
+        if code[i].opname == "WITH_EXCEPT_START":  # (the end of a `with`: one of
+            start = next(e.start for e in entries if e.start <= offset < e.end)
+            if _suppresses(code, code.index(start), frame, error, exactly):  # contextlib.
+                return _with_clause(frame.f_code, code[code.index(start) - 1]), error  # suppress)
+            offset = code[i].offset
+            continue
         while True:  # the clauses: loads, CHECK_EXC_MATCH, a jump to the next clause if False
             start = i
             while code[i].opname in _LOADS:
@@ -150,6 +157,39 @@ def _handler_catching(frame, error, exactly=False):
             if error is None:  # (raise, raise e: the same)
                 error = caught
             break
+
+
+def _suppresses(code, body, frame, error, exactly):
+    """Whether the `with` whose block starts at instruction `body` (its BEFORE_WITH's POP_TOP)
+    is contextlib.suppress of a class that takes `error` (`with suppress(LinAlgError):` around
+    a solve: a fallback)."""
+    k = body - 1
+    if k < 0 or code[k].opname != "BEFORE_WITH":
+        return False
+    line = code[k].positions.lineno if getattr(code[k], "positions", None) else None
+    start = next((j for j in range(k) if getattr(code[j], "positions", None)
+                  and code[j].positions.lineno == line), k)
+    stack = []
+    for ins in code.instructions[start:k]:
+        if ins.opname in ("PUSH_NULL", "PRECALL", "CACHE", "NOP", "EXTENDED_ARG", "CALL"):
+            continue
+        try:
+            if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+                stack.append(frame.f_globals[ins.argval] if ins.argval in frame.f_globals
+                             else getattr(builtins, ins.argval))
+            elif ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and stack:
+                stack.append(getattr(stack.pop(), ins.argval))
+            elif ins.opname.startswith("LOAD_FAST") or ins.opname == "LOAD_DEREF":
+                stack.append(frame.f_locals[ins.argval])
+            else:
+                return False
+        except (KeyError, AttributeError):
+            return False
+    if not stack or stack[0] is not contextlib.suppress:
+        return False
+    return any(isinstance(c, type) and (issubclass(c, error) if exactly else
+                                        error is not ANY and issubclass(error, c))
+               for c in stack[1:])
 
 
 class _Code:
@@ -273,6 +313,14 @@ def _catches(loads, frame, error, exactly=False):
         return not exactly and any(isinstance(c, type) for c in classes)
     return any(isinstance(c, type) and (issubclass(c, error) if exactly else issubclass(error, c))
                for c in classes)
+
+
+def _with_clause(code, instruction):
+    """(line, source text) of the `with` statement `instruction` (its BEFORE_WITH) begins."""
+    positions = getattr(instruction, "positions", None)
+    line = positions.lineno if positions and positions.lineno else 0
+    text = re.match(r"\s*(with\b[^:#]*)", linecache.getline(code.co_filename, line))
+    return line, text.group(1).strip() if text else "with"
 
 
 def _clause(code, instruction):

@@ -7,6 +7,7 @@ that cannot catch LinAlgError, a call outside any `try`, and the functions NumPy
 it from trace as before. The refusals come while tracing, before anything compiles; the cases
 that must not be refused compile once.
 """
+import contextlib
 import importlib.util
 import inspect
 import os
@@ -429,3 +430,24 @@ def test_a_class_a_handler_raises_through_self_is_looked_up():
     `except KeyError` further out was taken for its handler: a false refusal."""
     b = np.array([1.0, 2.0])
     np.testing.assert_allclose(gradc.jit(_OwnErrors().fit)(SPD, b), np.linalg.solve(SPD, b))
+
+
+def solve_or_zero(A, b):
+    x = np.zeros_like(b)
+    with contextlib.suppress(np.linalg.LinAlgError):
+        x = np.linalg.solve(A, b)
+    return x
+
+
+def test_contextlib_suppress_of_linalgerror_is_a_handler_too():
+    """fuzz43c: `with contextlib.suppress(np.linalg.LinAlgError):` around a solve kept NumPy's
+    fallback (zeros) where gradc gave NaN, silently; it is refused as `except` is. A suppress of
+    another class compiles."""
+    b = np.array([1.0, 2.0])
+    _refused(lambda: gradc.jit(solve_or_zero)(A, b), _line(solve_or_zero, "np.linalg.solve"),
+             "`with contextlib.suppress(np.linalg.LinAlgError)`")
+
+    def keys_only(A, b):
+        with contextlib.suppress(KeyError):
+            return np.linalg.solve(A, b)
+    np.testing.assert_allclose(gradc.jit(keys_only)(SPD, b), np.linalg.solve(SPD, b))
