@@ -391,12 +391,15 @@ def code_names(code, lines=None):
     globals_, attrs, methods, global_attrs, iterated = set(), set(), set(), set(), set()
     previous, consts, whole, probed, deep = [], [], None, set(), set()
     first = code.co_varnames[0] if code.co_argcount else None
-    for ins in dis.get_instructions(code):
+    instructions = list(dis.get_instructions(code))
+    for n, ins in enumerate(instructions):
         line = ins.positions.lineno
         if lines is not None and line is not None and line not in lines:
             continue  # (a line not run; `previous` then holds what ran before it)
         if ins.opname in _LOADS_A_NAME:  # (what asdict(cfg), vars(self.cfg) read whole: each
-            if whole:  # attribute, as `for k in d` reads each entry)
+            if whole and not (whole == "vars" and _one_entry_of(instructions, n)):  # attribute,
+                # as `for k in d` reads each entry; not vars(self)["k"], vars(self).get("k"):
+                # one, by its key (a counter the loop keeps in self traced again every step)
                 read = [ins.argval] + ([THE_OBJECT] if ins.argval == first and ins.opname in (
                     "LOAD_FAST", "LOAD_DEREF") else [])
                 iterated.update(read)
@@ -451,6 +454,18 @@ def code_names(code, lines=None):
             stack.extend(c)
     return Names(*map(frozenset, (globals_, attrs, methods, global_attrs, keys, iterated,
                                   _used_whole(code, lines), probed, deep)))
+
+
+def _one_entry_of(instructions, n):
+    """Whether what the call taking the value loaded at instruction n returns is read for one
+    entry by a constant key: vars(self)["k"], vars(self).get("k", d)."""
+    after = [ins for ins in instructions[n + 1:n + 8] if ins.opname not in _QUIET]
+    if len(after) < 3 or not after[0].opname.startswith("CALL"):
+        return False
+    return (after[1].opname == "LOAD_CONST" and type(after[1].argval) is str
+            and (after[2].opname == "BINARY_SUBSCR" or after[2].argrepr == "[]")) or (
+        after[1].opname in ("LOAD_ATTR", "LOAD_METHOD") and after[1].argval == "get"
+        and after[2].opname == "LOAD_CONST" and type(after[2].argval) is str)
 
 
 _INDEXED = frozenset({"BINARY_SUBSCR", "BINARY_SLICE", "STORE_SUBSCR", "DELETE_SUBSCR",

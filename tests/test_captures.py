@@ -2647,3 +2647,26 @@ def test_an_attribute_read_by_vars_get_with_a_default_and_set_later_is_seen():
     net.scale, net.shift = 0.5, 2.0
     np.testing.assert_allclose(by_vars(x), net.by_vars(x))
     np.testing.assert_allclose(by_dict(x), net.by_dict(x))
+
+
+def test_one_attribute_read_through_vars_does_not_check_the_others(monkeypatch, capsys):
+    """fuzz43c: vars(self).get("scale", 1.0) and vars(self)["shift"] read one attribute each
+    but checked every attribute, so a step counter the loop keeps on the model traced again on
+    every step (and the warning named the counter)."""
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+
+    class Net:
+        def __init__(self):
+            self.shift, self.step = 1.0, 0
+
+        def forward(self, x):
+            return x * vars(self).get("scale", 1.0) + vars(self)["shift"]
+
+    net, x = Net(), np.ones(3)
+    f = gradc.jit(net.forward)
+    for _ in range(5):
+        np.testing.assert_allclose(f(x), net.forward(x))
+        net.step += 1
+    assert capsys.readouterr().err.count("compiled jit(forward)") == 1
+    net.shift = 2.0
+    np.testing.assert_allclose(f(x), net.forward(x))
