@@ -214,16 +214,20 @@ def uncaptured(graph, watch):
     return found
 
 
-def content_guards(graph, watch):
+def content_guards(graph, watch, given=frozenset()):
     """Guards on the contents of the small uncaptured arrays (what NumPy may have computed
     from alone: no trace sees its reads; np.diag(1 / self.prior_var) was compiled in and never
     checked, as it had another size): every one up to CONTENT_GUARD_SIZE elements. One the
     code names in a branch not taken (`self.running_mean` while training) traces again once
     when it changes, and is no longer checked where that made the same program
-    (`unchanged_by`). See CONTENT_GUARD_SIZE."""
+    (`unchanged_by`). See CONTENT_GUARD_SIZE. Not those that are arguments too (`given`: ids;
+    the model's own params dict passed to train_step, `self.params["W"].shape` read through
+    self): their contents change every step, so read_by_numpy tries them instead."""
     names = watch.names()
     guards = []
     for name, array, path in uncaptured(graph, watch):
+        if id(array) in given:
+            continue
         # (a larger one too where the code bound it anew, `self.W = np.clip(self.W, -1, 1)`:
         # the array it left there is another, so the next call traces again and binds it, as
         # NumPy's code runs; it was compiled in once, stale. At every path that reaches it:
@@ -235,7 +239,8 @@ def content_guards(graph, watch):
                      if array.size <= CONTENT_GUARD_SIZE]
 
 
-def read_by_numpy(graph, watch, retrace, program_text, seconds, follows=True):
+def read_by_numpy(graph, watch, retrace, program_text, seconds, follows=True,
+                  given=frozenset()):
     """[(name, array, path)] of the outside arrays whose contents the traced program depends
     on though no trace saw them read: NumPy computed from them alone, and what it computed
     is compiled in (cs231n's `loss += reg * np.sum(W * W)` beside a traced `X.dot(W)`: the
@@ -245,7 +250,7 @@ def read_by_numpy(graph, watch, retrace, program_text, seconds, follows=True):
     contents count, and halves of the arrays are tried until each one that counts is found.
     Arrays tried: those the program reads live (graph inputs: their contents are not in the
     program unless NumPy read them too) and the others the code names too large to have their
-    contents guarded anyway (content_guards). What those traces change outside (a branch
+    contents guarded anyway, or that are arguments too (content_guards; `given`: their ids). What those traces change outside (a branch
     taken only on other contents: `self.lr *= 0.5`) is put back (outside.restore); what they
     print is not shown. A function whose trace drew from an outside iterator is not traced
     again (that cannot be put back); where runs of other threads reading the arrays do not
@@ -255,7 +260,8 @@ def read_by_numpy(graph, watch, retrace, program_text, seconds, follows=True):
               if key in watch.arrays}
     tried = [(c.name, inputs[graph.inputs[c.position].id], c.path) for c in graph.captures
              if graph.inputs[c.position].id in inputs]
-    tried += [t for t in uncaptured(graph, watch) if t[1].size > CONTENT_GUARD_SIZE]
+    tried += [t for t in uncaptured(graph, watch)
+              if t[1].size > CONTENT_GUARD_SIZE or id(t[1]) in given]
     tried = [t for t in tried if _changeable(owner_of(t[1]))]
     if not tried:
         return []

@@ -1456,17 +1456,18 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
     graph.stale, graph.views_of, graph.view_base, graph.view_keys = {}, {}, {}, {}
     graph.outputs = outs
     read = []  # outside arrays whose contents the program depends on: NumPy read them alone
+    given_arrays = frozenset(id(x) for x in leaves if isinstance(x, np.ndarray))
     if capture and probing is None and not drawn:
         from .program_cache import graph_text  # (it imports the passes, which import this)
         read = read_by_numpy(
             graph, watch, lambda: _trace(fun, args, kwargs, capture, write_back, steps)[0],
             graph_text, max(2.0, 20 * (time.perf_counter() - started)),
-            follows=watch.hooked)  # (under another profiler, cProfile's, the calls are not
+            follows=watch.hooked, given=given_arrays)  # (under another profiler, cProfile's, the calls are not
         # seen: no trace on other contents, which could not follow the first)
     _warn_constant_arrays(fun, graph, watch, {id(a) for _, a, _ in read})
     if capture:
         graph.guards = (watch.guards([c.path for c in graph.captures])
-                        + content_guards(graph, watch)
+                        + content_guards(graph, watch, given_arrays)
                         + [(name, a.copy(), path) for name, a, path in read])
         graph.numpy_read = frozenset((id(path.root), path.steps) for _, _, path in read)
         graph.names_run = watch.names_run()

@@ -383,3 +383,37 @@ def test_a_bare_except_around_the_branch_and_another_profiler_keep_the_weights_c
         np.testing.assert_allclose(g(X), X @ V + np.sum(V * V), rtol=1e-12)
     finally:
         profiler.disable()
+
+
+class SelfParams:
+    """A model keeping its parameters in self.params and passing that dict to its train step."""
+
+    def __init__(self, reg):
+        self.params, self.reg = {"W": np.ones((4, 8)) * 0.1, "b": np.zeros(8)}, reg
+
+    def loss(self, p, x):
+        hidden = self.params["W"].shape[1]  # (its shape only, through self)
+        penalty = self.reg * np.sum(self.params["W"] ** 2)  # (its values, by NumPy alone)
+        return np.mean((x @ p["W"] + p["b"]) ** 2) / hidden + penalty
+
+
+def test_arrays_that_are_arguments_too_are_checked_only_where_numpy_reads_them(monkeypatch,
+                                                                            capsys):
+    """fuzz43d: an argument also read through self (its shape: self.params["W"].shape[1]) was
+    checked by contents, so every train step traced again; now it is probed (read_by_numpy),
+    and checked only where NumPy alone reads its values (an L2 penalty through self)."""
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+    x = np.ones((5, 4))
+    for reg in (0.0, 0.5):
+        m, reference = SelfParams(reg), SelfParams(reg)
+        step = gradc.train_step(m.loss, gradc.optim.SGD(lr=0.1))
+        for _ in range(4):
+            want_loss = reference.loss(reference.params, x)  # (NumPy's)
+            grads = gradc.grad(reference.loss)(reference.params, x)
+            want = {k: reference.params[k] - 0.1 * grads[k] for k in grads}
+            np.testing.assert_allclose(step(m.params, x), want_loss, rtol=1e-12)
+            for k in want:
+                np.testing.assert_allclose(m.params[k], want[k], rtol=1e-12)
+                reference.params[k][...] = want[k]
+        compiles = capsys.readouterr().err.count("compiled train_step(loss)")
+        assert compiles == 1 if reg == 0.0 else compiles > 1
