@@ -300,7 +300,7 @@ def read_by_numpy(graph, watch, retrace, program_text, seconds, follows=True,
     rest = [t for t in tried if (id(t[2].root), t[2].steps) not in known]
 
     with OUTSIDE_READS.paused() as paused, warnings.catch_warnings(), _quiet("stdout"), \
-            _quiet("stderr"), _process_state(watch):
+            _quiet("stderr"), _quiet_logging(), _process_state(watch):
         warnings.simplefilter("ignore")
         if not paused:  # (a run of another thread that reads them did not end)
             return tried
@@ -356,6 +356,29 @@ def _quiet(name):
         quiet.ident = None  # (one another thread's redirect_stdout put back later forwards all)
         if getattr(sys, name) is quiet:
             setattr(sys, name, stream)
+
+
+@contextlib.contextmanager
+def _quiet_logging():
+    """The `logging` handlers of every logger drop this thread's records meanwhile (a handler
+    holds its own stream: the probe's `log.info(f"norm {np.linalg.norm(W)}")` showed the
+    changed weights' norm); other threads' records go on."""
+    import logging
+    ident = threading.get_ident()
+
+    def others(record):
+        return record.thread != ident
+
+    loggers = [logging.getLogger()] + [x for x in list(logging.Logger.manager.loggerDict.values())
+                                       if isinstance(x, logging.Logger)]
+    handlers = {id(h): h for x in loggers for h in x.handlers}.values()
+    for handler in handlers:
+        handler.addFilter(others)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(others)
 
 
 class _Quiet:

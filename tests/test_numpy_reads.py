@@ -417,3 +417,20 @@ def test_arrays_that_are_arguments_too_are_checked_only_where_numpy_reads_them(m
                 reference.params[k][...] = want[k]
         compiles = capsys.readouterr().err.count("compiled train_step(loss)")
         assert compiles == 1 if reg == 0.0 else compiles > 1
+
+
+def test_the_probes_log_records_are_not_shown(caplog):
+    """fuzz43c: a loss that logs a statistic of its weights logged it twice per compile, the
+    second time for the changed contents (`weight norm 1337.9` after the true 2.55): a handler
+    holds its own stream, which hiding stdout did not reach."""
+    import logging
+    W = np.linspace(-1.0, 1.0, 8).reshape(4, 2)
+    log = logging.getLogger("gradc_test_probe")
+
+    def f(x):
+        log.warning("weight norm %.3f", np.linalg.norm(W))
+        return x @ W + np.sum(W * W)
+
+    with caplog.at_level(logging.WARNING, logger="gradc_test_probe"):
+        np.testing.assert_allclose(gradc.jit(f)(X), f(X), rtol=1e-12)
+    assert {r.getMessage() for r in caplog.records} == {f"weight norm {np.linalg.norm(W):.3f}"}
