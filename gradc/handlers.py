@@ -216,25 +216,29 @@ def _table(code):
 
 def _raises_again(code, i):
     """The raise instructions the handler body starting at instruction i ends at, where every
-    path through it ends at one (`if strict: raise X from e` then `raise`), or None: a path
-    that goes on past the handler or returns (`if STRICT: raise`, a fallback), or one through
-    a `with` or `try` inside it, a loop, or code it cannot follow."""
+    path through it ends at one (`if strict: raise X from e` then `raise`; after a `with lock:`
+    block or a loop flushing the log handlers), or None: a path that goes on past the handler
+    or returns (`if STRICT: raise`, a fallback), or code it cannot follow (a `try` inside)."""
     raises, todo, seen = [], [i], set()
     while todo:
         i = todo.pop()
-        if i in seen or i >= len(code.instructions):
-            return None  # (a loop: judged a fallback)
+        if i >= len(code.instructions):
+            return None
+        if i in seen:  # (a loop back: that path is walked already)
+            continue
         seen.add(i)
         ins = code[i]
         name = ins.opname
         if name in ("RAISE_VARARGS", "RERAISE"):
             raises.append(ins)
-        elif name in ("POP_EXCEPT", "RETURN_VALUE", "RETURN_CONST", "BEFORE_WITH", "SETUP_WITH",
-                      "PUSH_EXC_INFO", "FOR_ITER", "SEND", "JUMP_BACKWARD",
-                      "JUMP_BACKWARD_NO_INTERRUPT"):
+        elif name in ("POP_EXCEPT", "RETURN_VALUE", "RETURN_CONST", "SETUP_WITH",
+                      "PUSH_EXC_INFO", "SEND"):
             return None
-        elif name in ("JUMP_FORWARD", "JUMP", "JUMP_ABSOLUTE", "JUMP_NO_INTERRUPT"):
+        elif name in ("JUMP_FORWARD", "JUMP", "JUMP_ABSOLUTE", "JUMP_NO_INTERRUPT",
+                      "JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT"):
             todo.append(code.index(ins.argval))
+        elif name == "FOR_ITER":  # (the loop's body, and past it when it is done)
+            todo += [code.index(ins.argval), i + 1]
         elif "JUMP" in name:  # (a branch: both ways)
             todo += [code.index(ins.argval), i + 1]
         else:

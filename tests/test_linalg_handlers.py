@@ -451,3 +451,36 @@ def test_contextlib_suppress_of_linalgerror_is_a_handler_too():
         with contextlib.suppress(KeyError):
             return np.linalg.solve(A, b)
     np.testing.assert_allclose(gradc.jit(keys_only)(SPD, b), np.linalg.solve(SPD, b))
+
+
+_LOCK = __import__("threading").Lock()
+_FAILURES = []
+
+
+def solve_logged(A, b):
+    try:
+        return np.linalg.solve(A, b)
+    except np.linalg.LinAlgError:
+        with _LOCK:  # (bookkeeping, then the error goes on)
+            _FAILURES.append("solve")
+        for note in ("singular",):
+            _FAILURES.append(note)
+        raise
+
+
+def solve_or_identity(A, b):
+    try:
+        return np.linalg.solve(A, b)
+    except np.linalg.LinAlgError:
+        with _LOCK:
+            x = b.copy()  # (a fallback inside a `with`)
+        return x
+
+
+def test_a_handler_that_raises_after_a_with_block_or_a_loop_is_no_fallback():
+    """fuzz43c: a handler that re-raised after `with lock:` bookkeeping (or a loop flushing log
+    handlers) was taken for a fallback: a false refusal. A fallback inside a `with` is one."""
+    b = np.array([1.0, 2.0])
+    np.testing.assert_allclose(gradc.jit(solve_logged)(SPD, b), np.linalg.solve(SPD, b))
+    _refused(lambda: gradc.jit(solve_or_identity)(A, b),
+             _line(solve_or_identity, "np.linalg.solve"), "`except np.linalg.LinAlgError`")
