@@ -250,12 +250,13 @@ def read_by_numpy(graph, watch, retrace, program_text, seconds, follows=True,
     contents count, and halves of the arrays are tried until each one that counts is found.
     Arrays tried: those the program reads live (graph inputs: their contents are not in the
     program unless NumPy read them too) and the others the code names too large to have their
-    contents guarded anyway, or that are arguments too (content_guards; `given`: their ids). What those traces change outside (a branch
-    taken only on other contents: `self.lr *= 0.5`) is put back (outside.restore); what they
-    print is not shown. A function whose trace drew from an outside iterator is not traced
-    again (that cannot be put back); where runs of other threads reading the arrays do not
-    end (OUTSIDE_READS), or where the first trace's calls were not seen (`follows`: under
-    another profiler, cProfile's), every array tried counts."""
+    contents guarded anyway, or that are arguments too (content_guards; `given`: their ids).
+    Those traces follow the first's calls (frozen.following); what they change outside is put
+    back (outside.restore, _process_state); what they print or log is not shown. A function
+    whose trace drew from an outside iterator is not traced again (that cannot be put back);
+    where runs of other threads reading the arrays do not end (OUTSIDE_READS), where the first
+    trace's calls were not seen (`follows`: under another profiler, cProfile's), or where the
+    program has no text to compare, every array tried counts."""
     inputs = {v.id: watch.arrays[key][1] for key, v in graph.captured.items()
               if key in watch.arrays}
     tried = [(c.name, inputs[graph.inputs[c.position].id], c.path) for c in graph.captures
@@ -269,8 +270,8 @@ def read_by_numpy(graph, watch, retrace, program_text, seconds, follows=True,
         return tried
     try:
         traced = program_text(graph)
-    except Exception:  # noqa: BLE001 - (an attribute the text does not know: not compared)
-        return []
+    except Exception:  # noqa: BLE001 - (an attribute the text does not know: not compared,
+        return tried  # so not known not to count)
 
     everyone = [a for _, a, _ in tried]
 
@@ -506,7 +507,7 @@ class _OutsideReads:
     """Runs of compiled programs that read arrays from outside their arguments keep out of
     the way of `read_by_numpy`, which changes those arrays for a moment: a run waits while
     it does (`with OUTSIDE_READS:` around the driver), and it waits for the runs under way
-    (up to WAIT seconds; past that it tries nothing). The thread that pauses them may run
+    (up to WAIT seconds; past that every array counts). The thread that pauses them may run
     programs meanwhile (a compiled function the traced code calls on NumPy arrays)."""
 
     WAIT = 10.0

@@ -166,25 +166,7 @@ def _suppresses(code, body, frame, error, exactly):
     k = body - 1
     if k < 0 or code[k].opname != "BEFORE_WITH":
         return False
-    line = code[k].positions.lineno if getattr(code[k], "positions", None) else None
-    start = next((j for j in range(k) if getattr(code[j], "positions", None)
-                  and code[j].positions.lineno == line), k)
-    stack = []
-    for ins in code.instructions[start:k]:
-        if ins.opname in ("PUSH_NULL", "PRECALL", "CACHE", "NOP", "EXTENDED_ARG", "CALL"):
-            continue
-        try:
-            if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
-                stack.append(frame.f_globals[ins.argval] if ins.argval in frame.f_globals
-                             else getattr(builtins, ins.argval))
-            elif ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and stack:
-                stack.append(getattr(stack.pop(), ins.argval))
-            elif ins.opname.startswith("LOAD_FAST") or ins.opname == "LOAD_DEREF":
-                stack.append(frame.f_locals[ins.argval])
-            else:
-                return False
-        except (KeyError, AttributeError):
-            return False
+    _, stack = _statement_values(code, 0, k, frame)
     if not stack or stack[0] is not contextlib.suppress:
         return False
     return any(isinstance(c, type) and (issubclass(c, error) if exactly else
@@ -258,33 +240,44 @@ def _raised_class(code, body, raised, frame):
     if raised.opname != "RAISE_VARARGS" or not raised.arg:
         return None
     caught_as = code[body].argval if code[body].opname in ("STORE_FAST", "STORE_NAME") else None
-    line = raised.positions.lineno if getattr(raised, "positions", None) else None
     k = code.index(raised.offset)
-    start = next((j for j in range(body, k) if getattr(code[j], "positions", None)
-                  and code[j].positions.lineno == line), k)
-    stack = []
-    for ins in code.instructions[start:k]:  # (the class: the first value the raise loads)
-        if ins.opname in ("PUSH_NULL", "PRECALL", "CACHE", "NOP", "EXTENDED_ARG"):
-            continue
-        try:
-            if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
-                stack.append(frame.f_globals[ins.argval] if ins.argval in frame.f_globals
-                             else getattr(builtins, ins.argval))
-            elif ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and stack:  # (self.Error(...))
-                stack.append(getattr(stack.pop(), ins.argval))
-            elif ins.opname in ("LOAD_DEREF", "LOAD_FAST", "LOAD_FAST_CHECK",
-                                "LOAD_FAST_BORROW") and not stack:
-                stack.append(frame.f_locals[ins.argval])
-            else:
-                break
-        except (KeyError, AttributeError):
-            break
+    start, stack = _statement_values(code, body, k, frame)  # (the class: the first value)
     first = code[start]
     if (caught_as is not None and k - start == 1 and first.opname.startswith("LOAD_")
             and first.argval == caught_as):
         return None  # (raise e)
     found = stack[0] if stack else None
     return found if isinstance(found, type) and issubclass(found, BaseException) else ANY
+
+
+_NO_VALUE = frozenset({"PUSH_NULL", "PRECALL", "CALL", "CACHE", "NOP", "EXTENDED_ARG"})
+
+
+def _statement_values(code, first, k, frame):
+    """(start, values): the values the statement that instruction k ends loads, from its first
+    instruction on k's line (`start`, not before `first`), looked up in `frame`, in order up to
+    the first instruction that is no plain load or whose name is not bound: `raise
+    self.Error(...)`'s class, `with contextlib.suppress(LinAlgError)`'s function and class."""
+    line = code[k].positions.lineno if getattr(code[k], "positions", None) else None
+    start = next((j for j in range(first, k) if getattr(code[j], "positions", None)
+                  and code[j].positions.lineno == line), k)
+    values = []
+    for ins in code.instructions[start:k]:
+        if ins.opname in _NO_VALUE:
+            continue
+        try:
+            if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+                values.append(frame.f_globals[ins.argval] if ins.argval in frame.f_globals
+                              else getattr(builtins, ins.argval))
+            elif ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and values:  # (self.Error)
+                values.append(getattr(values.pop(), ins.argval))
+            elif ins.opname.startswith("LOAD_FAST") or ins.opname == "LOAD_DEREF":
+                values.append(frame.f_locals[ins.argval])
+            else:
+                break
+        except (KeyError, AttributeError):
+            break
+    return start, values
 
 
 def _catches(loads, frame, error, exactly=False):

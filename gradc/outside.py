@@ -238,15 +238,11 @@ NO_STORES = Stores(frozenset(), frozenset(), frozenset(), False)
 
 
 @functools.lru_cache(maxsize=4096)
-def code_stores(code, lines=None):
-    """The Stores of `code`; `lines` (a frozenset): of those its instructions on these lines
-    make (the lines a trace ran)."""
+def code_stores(code):
+    """The Stores of `code`."""
     found = {"STORE_ATTR": set(), "STORE_GLOBAL": set(), "STORE_DEREF": set()}
     items = False
     for ins in dis.get_instructions(code):
-        line = ins.positions.lineno
-        if lines is not None and line is not None and line not in lines:
-            continue
         if ins.opname in found:
             found[ins.opname].add(ins.argval)
         items = items or ins.opname in ("STORE_SUBSCR", "DELETE_SUBSCR")
@@ -1154,11 +1150,9 @@ class OutsideWalk:
             return
         seen = id(value) if outside else (id(value), "inside")  # (looked at again from outside)
         ways = self.ways_walked.get(seen, 0)
-        if (depth == 0 or isinstance(value, SKIP) and not _object_array(value)
-                or ways >= WAYS_WALKED
-                or len(self.scanned) >= SCAN_LIMIT):
-            if outside and not ways and not (isinstance(value, SKIP)
-                                             and not _object_array(value)):
+        skipped = isinstance(value, SKIP) and not _object_array(value)  # (an object array:
+        if depth == 0 or skipped or ways >= WAYS_WALKED or len(self.scanned) >= SCAN_LIMIT:
+            if outside and not ways and not skipped:  # walked as a list of its rows)
                 self.frontier.append((value, name, path, 0))
             return
         self.ways_walked[seen] = ways + 1

@@ -1301,7 +1301,7 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
     assigned there (`self.cache = x`, a dict entry, a global) is `graph.write_backs`
     (outside.Stored), which the compiled function writes there after each call. Returns
     (graph, out_tree, flat output values). `probing`: this trace is capture.read_by_numpy's,
-    on other contents, following the first trace's steps (the lines of user code it ran, in
+    on other contents, following the first trace's steps (the calls its user code made, in
     order: frozen.following; Diverged where it leaves them); what it changes outside is put
     back.
     """
@@ -1323,7 +1323,7 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
     given_containers = _containers((targs, tkwargs))
     from .literals import numpy_constructors  # (it builds on this module)
     _active.graphs.append(graph)
-    steps = [] if probing is None else probing  # (the lines of user code run, in order)
+    steps = [] if probing is None else probing  # (the calls of user code, in order)
     try:
         with graph.stamping_user_source(True), numpy_constructors(), \
                 frozen.following(steps, follow=probing is not None) if capture else \
@@ -1462,8 +1462,8 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
         read = read_by_numpy(
             graph, watch, lambda: _trace(fun, args, kwargs, capture, write_back, steps)[0],
             graph_text, max(2.0, 20 * (time.perf_counter() - started)),
-            follows=watch.hooked, given=given_arrays)  # (under another profiler, cProfile's, the calls are not
-        # seen: no trace on other contents, which could not follow the first)
+            follows=watch.hooked, given=given_arrays)  # (under another profiler, cProfile's,
+        # the calls are not seen: no trace on other contents, which could not follow them)
     _warn_constant_arrays(fun, graph, watch, {id(a) for _, a, _ in read})
     if capture:
         graph.guards = (watch.guards([c.path for c in graph.captures])
