@@ -287,7 +287,7 @@ class Watch(OutsideWalk):
         were not recorded."""
         if self.lines is None:
             return None
-        names = NO_NAMES
+        names = self.given()
         for code, run in list(self.lines.items()):
             names = names | code_names(code, frozenset(run))
         return names
@@ -452,6 +452,8 @@ class Watch(OutsideWalk):
         # computed): looked into for generators only (what is outside was found from the top)
         outside = code is self.top
         for name, value in frame.f_locals.items():
+            if type(value) is str:  # (a key it may look up: counts[key], `key` given)
+                self.given_strings.add(value)
             self._consider(value, name, LOCAL_DEPTH, Path(value, ()), outside=outside)
 
     def _scan_function(self, fun):

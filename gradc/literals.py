@@ -34,8 +34,8 @@ from . import fresh
 from .errors import ShapeError, UnsupportedOpError
 from .ir import Value
 from .ops import fn
-from .trace import (_frame_kind, _user_frame, copy, current_graph, is_zero_d_array, mark_view,
-                    note_layout_view, note_zero_d_arrays, traced)
+from .trace import (_call_numpy, _frame_kind, _user_frame, copy, current_graph, is_zero_d_array,
+                    mark_view, note_layout_view, note_zero_d_arrays, traced)
 
 _NAMES = ("array", "asarray", "asanyarray", "ascontiguousarray", "asfortranarray", "full")
 # the memory order the function asks for: a reshape of a strided view may be a copy in NumPy
@@ -245,6 +245,26 @@ def _of_a_list(name, module=np):
 # code never names at trace time: a wrapper is not NumPy's function, `func is np.reshape`)
 _WRAPPERS.update({name: _of_a_list(name) for name in (
     "sum", "mean", "average", "max", "min", "amax", "amin", "prod", "std", "var", "median")})
+
+
+def _take_wrapper():
+    """np.take(table, i) with a traced i and a NumPy table: NumPy dispatches on the table alone
+    (its indices are no dispatch argument), so it would convert i; gradc's take reads the table
+    as a constant (or live, where it is an outside array a traced value reads)."""
+    original = _ORIGINAL["take"] = np.take
+    take = traced(lambda *args, **kwargs: _call_numpy(original, args, kwargs), graph_of=_graph_of)
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        a = args[0] if args else kwargs.get("a")
+        indices = args[1] if len(args) > 1 else kwargs.get("indices")
+        if not isinstance(a, Value) and _applies(indices):
+            return take(*args, **kwargs)
+        return original(*args, **kwargs)
+    return wrapper
+
+
+_WRAPPERS["take"] = _take_wrapper()
 _LINALG = {name: getattr(np.linalg, name) for name in (
     "norm", "det", "slogdet", "inv", "solve", "cholesky", "eigh", "eigvalsh")}
 _LINALG_WRAPPERS = {name: _of_a_list(name, np.linalg) for name in _LINALG}

@@ -26,6 +26,7 @@ import itertools
 import keyword
 import operator
 import os
+import re
 import sys
 import types
 import warnings
@@ -135,7 +136,7 @@ class Path(NamedTuple):
             elif kind == "global":
                 found = key in names.globals
             elif kind == "item":  # (a key the code names, or any, where it walks items:
-                found = (key in names.keys or bool(names.methods & _WALK_METHODS)  # d.items(),
+                found = (names.key(key) or bool(names.methods & _WALK_METHODS)  # d.items(),
                          or as_attribute or i and steps[i - 1][1] in names.iterated)  # for k
                 # in d: d[k], f(**d))
             elif i and steps[i - 1][0] == "global":  # (wmod.W; m.s read as self.s in m.fwd;
@@ -143,12 +144,12 @@ class Path(NamedTuple):
                          or steps[i - 1][1] in names.iterated  # asdict(CFG), vars(CFG)
                          or key in names.attrs  # self.block(x) of a global model, called
                          or (called or i < len(steps) - 1) and key in names.methods  # on)
-                         or by_key and key in names.keys or served)
+                         or by_key and names.key(key) or served)
             else:  # (an object on the way may be called: self.norm(x) reads self.norm.eps)
                 found = key in names.attrs or (steps[i - 1][1] in names.iterated if i else (
                     kind == "attr" and THE_OBJECT in names.iterated)) or (
                     called or i < len(steps) - 1) and key in names.methods or (
-                    by_key and key in names.keys) or served and (i < len(steps) - 1
+                    by_key and names.key(key)) or served and (i < len(steps) - 1
                                                                    or as_attribute)
             if not found:
                 return False
@@ -202,12 +203,38 @@ class Names(NamedTuple):
     # "k", default): one absent may be set later
     deep: frozenset = frozenset()  # names read whole with all they hold: asdict(cfg) reads
     # cfg.opt.lr too
+    formats: frozenset = frozenset()  # keys the code formats (KeyFormat: f"W{i}", "W%d" % i,
+    # "b{}".format(i)); and the strings the user code was called with (`counts[key]`)
 
     def __or__(self, other):
         return Names(*(a | b for a, b in zip(self, other)))
 
+    def key(self, key):
+        """Whether the code may name dict key `key`: a constant it loads, a key it formats, or
+        a string it was given."""
+        return key in self.keys or type(key) is str and any(
+            f.matches(key) for f in self.formats)
 
-NO_NAMES = Names(*(frozenset(),) * 9)
+
+class KeyFormat(NamedTuple):
+    """A string the code builds from constant parts and values (f"W{i}": ("W", "")), or one it
+    was given (a single part, no value)."""
+    parts: tuple
+
+    def matches(self, key):
+        return _format_pattern(self.parts).fullmatch(key) is not None
+
+
+@functools.lru_cache(maxsize=1024)
+def _format_pattern(parts):
+    return re.compile(".*".join(map(re.escape, parts)), re.DOTALL)
+
+
+# a %-format's or str.format's fields in a constant (a key made by "W%d" % i, "W{}".format(i))
+_FIELDS = re.compile(r"%[-#0 +]*[\d*]*(?:\.[\d*]+)?[diouxXeEfFgGcrsa]|\{[^{}]*\}")
+
+
+NO_NAMES = Names(*(frozenset(),) * 10)
 # (in Names.iterated and .deep: the function's first argument, a method's `self`, read whole:
 # asdict(self), vars(self); a path from a method's object starts at its attributes)
 THE_OBJECT = ("the function's first argument",)
@@ -440,16 +467,73 @@ def code_names(code, lines=None):
         if ins.opname not in _QUIET:
             previous = previous[-2:] + [ins]
     keys, stack = set(), list(code.co_consts if lines is None else consts)
+    formats = _built_keys(instructions, lines)
     while stack:
         c = stack.pop()
         if type(c) is str:
             keys.add(c)
+            parts = tuple(_FIELDS.split(c))
+            if len(parts) > 1 and any(parts):  # ("%s" alone would name every key: not taken)
+                formats.add(KeyFormat(parts))
         elif type(c) is int and c < 0:  # (xs[-1]: which element depends on the length)
             keys.add(_FROM_THE_END)
         elif type(c) in (tuple, frozenset):
             stack.extend(c)
     return Names(*map(frozenset, (globals_, attrs, methods, global_attrs, keys, iterated,
-                                  _used_whole(code, lines), probed, deep)))
+                                  _used_whole(code, lines), probed, deep, formats)))
+
+
+def _built_keys(instructions, lines):
+    """The KeyFormats of the strings the code joins: f"W{i}" (BUILD_STRING of its parts), and
+    "W" + str(i) (a constant string added to a value)."""
+    formats = set()
+    for n, ins in enumerate(instructions):
+        if lines is not None and ins.positions.lineno not in lines:
+            continue
+        if ins.opname == "BUILD_STRING":
+            operands = _operands(instructions, n, ins.arg)
+        elif ins.opname == "BINARY_OP" and ins.argrepr in ("+", "+="):
+            operands = _operands(instructions, n, 2)
+        else:
+            continue
+        if operands is None:
+            continue
+        parts = [op[0].argval if len(op) == 1 and op[0].opname == "LOAD_CONST" else None
+                 for op in operands]
+        if not any(type(p) is str and p for p in parts) or (
+                ins.opname == "BINARY_OP" and None not in parts):
+            continue
+        joined = [""]  # (the constant text between the values, a value's place "")
+        for part in parts:
+            if type(part) is str:
+                joined[-1] += part
+            else:
+                joined.append("")
+        formats.add(KeyFormat(tuple(joined)))
+    return formats
+
+
+def _operands(instructions, n, count):
+    """The instructions that push each of the `count` values instruction n takes (straight-line
+    code: their stack effects summed back from n), or None where they cannot be told."""
+    operands, end, depth = [], n, 0
+    for j in range(n - 1, -1, -1):
+        ins = instructions[j]
+        if ins.opname in ("CACHE", "EXTENDED_ARG", "NOP"):
+            continue
+        try:
+            depth += dis.stack_effect(ins.opcode, ins.arg if ins.opcode >= dis.HAVE_ARGUMENT
+                                      else None, jump=False)
+        except ValueError:
+            return None
+        if depth == 1:
+            operands.append([i for i in instructions[j:end] if i.opname not in _QUIET])
+            end, depth = j, 0
+            if len(operands) == count:
+                return operands[::-1]
+        elif depth > 1 or ins.is_jump_target or "JUMP" in ins.opname:
+            return None
+    return None
 
 
 def _one_entry_of(instructions, n):
@@ -604,6 +688,7 @@ class OutsideWalk:
         self.ways_walked = {}  # id -> how many ways to it were walked
         self.keep = []  # (what was walked, kept alive so its id stays its own)
         self.codes = set()  # user code objects entered
+        self.given_strings = set()  # the strings among their arguments as each was entered
         # id -> (name, NumPy array, Path) of the float arrays the traced code can reach from
         # outside (gradc/capture.py reads them on every call), and [(name, value, Path)] of
         # the numbers, strings, Nones, functions and lengths (`guards`: those the code reads)
@@ -881,7 +966,7 @@ class OutsideWalk:
                 changed.append(name)  # (`queue.popitem()`, `pending.pop()`: an entry gone;
                 continue  # a set whose contents are guarded traces again, as NumPy's runs)
             for key, old in _numbered(held):
-                stored = key in stores.attrs if attrs else stores.items and key in names.keys
+                stored = key in stores.attrs if attrs else stores.items and names.key(key)
                 if stored and _renumbered(old, container.get(key, ABSENT)):
                     changed.append(f"{name}.{key}" if attrs else f"{name}[{key!r}]")
         changed += [name for globals_, name, old in self.held_globals
@@ -930,9 +1015,13 @@ class OutsideWalk:
                 stores = stores | code_stores(code)
         return stores
 
+    def given(self):
+        """The Names of the strings the user code was called with: keys it may look up."""
+        return NO_NAMES._replace(formats=frozenset(KeyFormat((s,)) for s in self.given_strings))
+
     def names(self):
         """The Names the user code entered reads."""
-        names = NO_NAMES
+        names = self.given()
         for code in list(self.codes):  # (the profile hook may add one meanwhile)
             names = names | code_names(code)
         return names
@@ -1190,7 +1279,7 @@ class OutsideWalk:
             if len(entries) > MAX_ITEMS and outside:
                 self.frontier.append((value, name, path, MAX_ITEMS))
             entries = entries[:MAX_ITEMS] + [(k, v) for k, v in entries[MAX_ITEMS:]
-                                             if type(k) is str and k in self.names_now.keys]
+                                             if type(k) is str and self.names_now.key(k)]
             items = [(f"{name}[{k!r}]", "item", k, v) for k, v in entries]
         elif isinstance(value, (set, frozenset)):  # (its entries hash: no arrays in them)
             items = []
