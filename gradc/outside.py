@@ -204,7 +204,9 @@ class Names(NamedTuple):
     deep: frozenset = frozenset()  # names read whole with all they hold: asdict(cfg) reads
     # cfg.opt.lr too
     formats: frozenset = frozenset()  # keys the code formats (KeyFormat: f"W{i}", "W%d" % i,
-    # "b{}".format(i)); and the strings the user code was called with (`counts[key]`)
+    # "b{}".format(i))
+    given: frozenset = frozenset()  # strings the user code was called with (`counts[key]`) or
+    # found outside (`for n in self.names: self.masks[n]`)
 
     def __or__(self, other):
         return Names(*(a | b for a, b in zip(self, other)))
@@ -212,13 +214,12 @@ class Names(NamedTuple):
     def key(self, key):
         """Whether the code may name dict key `key`: a constant it loads, a key it formats, or
         a string it was given."""
-        return key in self.keys or type(key) is str and any(
+        return key in self.keys or key in self.given or type(key) is str and any(
             f.matches(key) for f in self.formats)
 
 
 class KeyFormat(NamedTuple):
-    """A string the code builds from constant parts and values (f"W{i}": ("W", "")), or one it
-    was given (a single part, no value)."""
+    """A string the code builds from constant parts and values: f"W{i}" is ("W", "")."""
     parts: tuple
 
     def matches(self, key):
@@ -234,7 +235,7 @@ def _format_pattern(parts):
 _FIELDS = re.compile(r"%[-#0 +]*[\d*]*(?:\.[\d*]+)?[diouxXeEfFgGcrsa]|\{[^{}]*\}")
 
 
-NO_NAMES = Names(*(frozenset(),) * 10)
+NO_NAMES = Names(*(frozenset(),) * 11)
 # (in Names.iterated and .deep: the function's first argument, a method's `self`, read whole:
 # asdict(self), vars(self); a path from a method's object starts at its attributes)
 THE_OBJECT = ("the function's first argument",)
@@ -1016,8 +1017,10 @@ class OutsideWalk:
         return stores
 
     def given(self):
-        """The Names of the strings the user code was called with: keys it may look up."""
-        return NO_NAMES._replace(formats=frozenset(KeyFormat((s,)) for s in self.given_strings))
+        """The Names of the strings the user code was called with, or found outside (`for n in
+        self.names: self.masks[n]`): keys it may look up."""
+        found = {v for _, v, _ in self.plain if type(v) is str}
+        return NO_NAMES._replace(given=frozenset(self.given_strings | found))
 
     def names(self):
         """The Names the user code entered reads."""

@@ -418,6 +418,19 @@ def test_entries_read_by_keys_the_code_builds_or_is_given_are_checked(monkeypatc
     np.testing.assert_allclose(f(x, 1, "counts"), forward(x, 1, "counts"), rtol=1e-13)
     assert capsys.readouterr().err.count("compiled jit(forward)") == 0 and compiles == 6
 
+    class Pruned:  # (the keys kept on the model: `for n in self.names`)
+        names = ["enc", "dec"]
+        masks = {"enc": np.array([1.0, 0.0, 1.0]), "dec": np.array([0.0, 1.0, 1.0])}
+
+        def forward(self, x):
+            return sum((x * (self.masks[n] > 0)).sum() for n in self.names)
+
+    model = Pruned()
+    f = gradc.jit(model.forward)
+    for bit in (1.0, 0.0, 1.0):
+        np.testing.assert_allclose(f(x[0]), model.forward(x[0]), rtol=1e-13)
+        model.masks["enc"][1] = bit
+
 
 class RunningMean:
     def __init__(self):
