@@ -30,7 +30,7 @@ import threading
 
 import numpy as np
 
-from . import fresh
+from . import fresh, subscript
 from .errors import ShapeError, UnsupportedOpError
 from .ir import Value
 from .ops import fn
@@ -280,6 +280,7 @@ def numpy_constructors():
                 setattr(np, name, wrapper)
             for name, wrapper in _LINALG_WRAPPERS.items():
                 setattr(np.linalg, name, wrapper)
+            subscript.install()  # (ndarray's indexing takes traced indices: self.C[X])
         _tracing += 1
     try:
         yield
@@ -291,6 +292,7 @@ def numpy_constructors():
                     setattr(np, name, original)
                 for name, original in _LINALG.items():
                     setattr(np.linalg, name, original)
+                subscript.remove()
 
 
 def _axis_concatenate(concatenator, items):

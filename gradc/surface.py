@@ -528,11 +528,11 @@ def _array(self, *args, **kwargs):
         raise TracedBranchError(library_call(library), source=user_source())
     step = _current_step(user)
     if step == "BINARY_SUBSCR":  # (table[i]: NumPy's indexing reads i as an array)
-        why = ("a traced index into a NumPy array (`table[i]`, a table from outside the function "
-               "or one NumPy computed from such): NumPy's indexing cannot take it. Write "
-               "np.take(table, i, axis=0) (rows; index its result further: np.take(P, i, "
-               "axis=0)[np.arange(len(i)), j] for P[i, j]) or gradc.nn.embedding(table, i), or "
-               "pass the table as an argument (arrays the function makes, np.eye(n)[i], take one)")
+        why = ("a traced index into a NumPy array whose own indexing cannot take it (`table[i]` "
+               "of an np.memmap or another ndarray subclass; gradc takes over a plain ndarray's, "
+               "subscript.py). Write np.take(table, i, axis=0) (rows; index its result further: "
+               "np.take(P, i, axis=0)[np.arange(len(i)), j] for P[i, j]) or "
+               "gradc.nn.embedding(table, i), or pass the table as an argument")
     elif step == "STORE_SUBSCR":  # (buf[t] = x.dot(W): the store, not the product)
         raise UnsupportedOpError(_STORE_INTO_NUMPY, source=user_source())
     elif _line_reads_attribute(user, "dot"):  # (A.dot(x): NumPy's method converts x)
@@ -548,9 +548,9 @@ def _array(self, *args, **kwargs):
             "a traced value was converted to a NumPy array (np.asarray, np.array, or a NumPy "
             "function gradc does not trace); keep traced values symbolic: use the NumPy "
             "functions, operators and gradc.nn functions listed in the README. A traced index "
-            "into a NumPy array (`table[i]` with `table` a NumPy array) is such a conversion: "
-            "write np.take(table, i, axis=0) or gradc.nn.embedding(table, i), or pass the table "
-            "as an argument. A list of traced values: call np.array([...]) or np.stack as attributes "
+            "into an array NumPy indexes itself (`table[i]` of an np.memmap) is such a "
+            "conversion: write np.take(table, i, axis=0) or gradc.nn.embedding(table, i), or "
+            "pass the table as an argument. A list of traced values: call np.array([...]) or np.stack as attributes "
             "of the numpy module (a function imported by name, `from numpy import array`, is "
             "NumPy's own and cannot take traced values)")
     raise TracedBranchError(why, source=user_source())

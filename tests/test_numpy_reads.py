@@ -438,8 +438,8 @@ def test_the_probes_log_records_are_not_shown(caplog):
 
 def test_np_take_of_a_table_numpy_computes_from_outside_counts_follows_them():
     """makemore's bigram: P = N / N.sum(1) of an outside count table, then its entries at the
-    traced pairs. NumPy's np.take dispatches on the table alone; gradc's take reads it (`P[xs,
-    ys]` itself is refused by name: NumPy's indexing cannot take a traced index)."""
+    traced pairs, by np.take (NumPy dispatches on the table alone: gradc's take reads it) and
+    by NumPy's indexing (gradc/subscript.py)."""
     counts = {"small": np.arange(1.0, 17.0).reshape(4, 4),
               "large": RNG.integers(1, 9, (70, 70)).astype(float)}  # (> 4096: probed)
 
@@ -447,8 +447,8 @@ def test_np_take_of_a_table_numpy_computes_from_outside_counts_follows_them():
         N = counts[key]
         P = N / N.sum(1, keepdims=True)
         rows = np.take(P, xs, axis=0)
-        return -np.log(rows[np.arange(len(xs)), ys]).mean() + np.take(a=P, indices=ys,
-                                                                      mode="clip").sum()
+        return (-np.log(rows[np.arange(len(xs)), ys]).mean() - np.log(P[xs, ys]).sum()
+                + np.take(a=P, indices=ys, mode="clip").sum())
 
     xs, ys = np.array([0, 1, 2, 3]), np.array([1, 2, 3, 0])
     f = gradc.jit(nll)  # (a string argument is part of the signature)
@@ -456,5 +456,3 @@ def test_np_take_of_a_table_numpy_computes_from_outside_counts_follows_them():
         for _ in range(3):
             np.testing.assert_allclose(f(xs, ys, key), nll(xs, ys, key), rtol=1e-13)
             counts[key][xs, ys] += 5.0  # (the counts grow as the data is read)
-    with pytest.raises(gradc.TracedBranchError, match=r"np\.take\(table, i, axis=0\)"):
-        gradc.jit(lambda i: counts["small"][i, i])(xs)
