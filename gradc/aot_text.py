@@ -93,6 +93,10 @@ def portable_tree(treedef, what):
         return treedef
     kind = treedef[0]
     if kind == "dict":
+        mapping = getattr(treedef[1], "mapping", dict)
+        if mapping is not dict:
+            raise AotError(f"{what}: a {mapping.__name__} (a subclass of dict) cannot be "
+                           "written into a generated module; use a dict")
         for k in treedef[1]:
             literal(k, f"{what}: dict key")
         return ("dict", treedef[1], tuple(portable_tree(c, what) for c in treedef[2]))

@@ -604,6 +604,9 @@ def captured(graph, x):
     watch = graph.outside
     if watch is None or x.dtype not in _FLOATS or x.size == 0:
         return None
+    updated = graph.in_place.get(id(x))
+    if updated is not None and updated[0] is x:  # (`params["W"] -= g` before: its new value)
+        return updated[1]
     found = watch.arrays.get(id(x))
     if found is None and watch.frontier:
         watch.look_beyond(x)  # (past the walk's limits: a layer deep down, a long list's)

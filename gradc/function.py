@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import types
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from .errors import ArgumentError, SignatureError
 from .ir import Value, gc_paused
 from .log import log_compile
 from .ops import fn
+from .outside import Given
 from .passes import BEFORE_AUTODIFF, run_passes
 from .signature import (Call, RecompileWatch, as_scalar, check_device_leaves, check_input_dtypes,
                         check_loss_output, check_scalar_output, differentiable_leaves, number_loss,
@@ -124,7 +126,7 @@ class Function:
         loss, aux, kept = graph.outputs[0], graph.outputs[1:n], graph.outputs[n:]
         grads = autodiff.vjp(graph, as_scalar(loss), wrt)
         graph.outputs = [loss] + grads + aux + kept  # (aux after the gradients: see _package)
-        graph.write_backs = [w._replace(value=w.value + len(grads)) for w in written]
+        graph.write_backs = [_shifted(w, len(grads)) for w in written]
         _advance_generators(graph, call.treedef)
         # the gradients of Python floats are Python floats (of the signature); of NumPy
         # scalars NumPy scalars (of the call: a 0-d array is the same signature), at `where`
@@ -161,7 +163,7 @@ class Function:
                             compiled.driver(compiled.handle)
                     else:
                         compiled.driver(compiled.handle)
-                    return self._package(compiled, compiled.outputs)
+                    return self._package(compiled, compiled.outputs, given=(args, kwargs))
         args = self.traced_args(args)
         try:
             leaves, treedef = pytree.flatten((args, kwargs))
@@ -191,7 +193,7 @@ class Function:
                 else:
                     if not self._views or getattr(compiled, "thread", None) is this_thread():
                         self._last_call = compiled.last_call(treedef, leaves, advanced)
-                    return self._package(compiled, outs, leaves)
+                    return self._package(compiled, outs, leaves, given=(args, kwargs))
             call = Call(args, kwargs, leaves, treedef)
             compiled = (self._own(key, call, stale=compiled, why=changed)
                         if self._owned().get(key) is compiled
@@ -332,17 +334,24 @@ class Function:
         self._last_key = key
         return compiled
 
-    def _package(self, compiled, outs, leaves=None):
+    def _package(self, compiled, outs, leaves=None, given=None):
         """The call's result from the compiled program's outputs; `leaves`: the call's (the
         fast path's calls have no NumPy scalar among them). Values the function assigned
         outside its arguments (`self.cache = x`) are written there first, as new arrays (or
-        NumPy scalars), as NumPy's code makes them on every call."""
+        NumPy scalars), as NumPy's code makes them on every call; what it was given
+        (`net.params = params`), as the call's own objects (`given`: its (args, kwargs))."""
         written = getattr(compiled, "write_backs", ())  # (an interpreted one has none)
         if written:
+            at = set()
             for stored in written:
-                value = outs[stored.value]
-                stored.write(value.copy() if value.ndim else value[()])
-            at = {stored.value for stored in written}
+                if isinstance(stored.value, Given):  # (the caller's own: `net.params = p`)
+                    stored.write(stored.value.follow(given))
+                elif isinstance(stored.value, Made):
+                    stored.write(stored.value.build(outs))
+                    at.update(stored.value.positions())
+                else:
+                    stored.write(_written(outs[stored.value]))
+                    at.add(stored.value)
             outs = [o for i, o in enumerate(outs) if i not in at]
         if self.mode == "jit":  # (None: a generator's counter, advanced in place)
             return pytree.unflatten(compiled.out_kind, [_result(o, fresh=True) for o in outs
@@ -461,13 +470,61 @@ def _fresh_variable(graph, x):
     return fresh
 
 
+def _written(value):
+    """A value written back: a new array, or a NumPy scalar for a 0-d one."""
+    return value.copy() if value.ndim else value[()]
+
+
+class Made(NamedTuple):
+    """A dict, list or tuple of values the trace assigned outside (`self.cache = {"h": h}`):
+    its tree and leaves, each an output's position (a traced value) or an array as it was."""
+    treedef: tuple
+    leaves: tuple
+
+    def positions(self):
+        return [x for x in self.leaves if type(x) is int]
+
+    def build(self, outs):
+        return pytree.unflatten(self.treedef, [
+            _written(outs[x]) if type(x) is int else x.copy() if isinstance(x, np.ndarray)
+            else x for x in self.leaves])
+
+
 def _after_the_results(graph, first):
     """The values the trace assigned outside its arguments (graph.write_backs) appended to the
     outputs, from position `first` on (before the generators' counters, _advance_generators):
-    the Stored list, each with its output's position for its value (the passes remake the
-    values, not the positions)."""
-    graph.outputs = graph.outputs + [w.value for w in graph.write_backs]
-    return [w._replace(value=first + i) for i, w in enumerate(graph.write_backs)]
+    the Stored list, each with its output's position for its value, or Made, for a dict or
+    list holding values (the passes remake the values, not the positions); what the function
+    was given (outside.Given) is the call's own object, no output."""
+    assert len(graph.outputs) == first
+    outputs, written = list(graph.outputs), []
+    for w in graph.write_backs:
+        if isinstance(w.value, Value):
+            written.append(w._replace(value=len(outputs)))
+            outputs.append(w.value)
+        elif isinstance(w.value, Given):
+            written.append(w)
+        else:
+            leaves, treedef = pytree.flatten(w.value)
+            at = []
+            for x in leaves:
+                at.append(len(outputs) if isinstance(x, Value) else x)
+                if isinstance(x, Value):
+                    outputs.append(x)
+            written.append(w._replace(value=Made(treedef, tuple(at))))
+    graph.outputs = outputs
+    return written
+
+
+def _shifted(stored, by):
+    """A write-back whose values' outputs moved `by` places (the gradients came before them)."""
+    value = stored.value
+    if type(value) is int:
+        return stored._replace(value=value + by)
+    if isinstance(value, Made):
+        return stored._replace(value=value._replace(leaves=tuple(
+            x + by if type(x) is int else x for x in value.leaves)))
+    return stored
 
 
 def _advance_generators(graph, treedef):

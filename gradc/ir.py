@@ -233,6 +233,10 @@ class Graph:
         # them (an outside.OutsideWalk; None: capturing off), id -> input value, and the
         # Captures (kept by the passes: the inputs stay where they are)
         self.outside = None
+        # id -> (an outside array, its new value) of those a trace updated in place through a
+        # dict entry (`params["W"] -= lr * g`): read as the new value after, written into
+        # after each call (outside.Stored.into)
+        self.in_place = {}
         self.captured = {}
         self.captures = []
         self.guards = []  # [(name, value, outside.Path)]: values read from outside, compiled in

@@ -196,7 +196,7 @@ def _match_lines(tree, expr, lines, consts, leaf_ids):
                    for field, child in zip(pytree.NODE_TYPES[tree[1]], tree[2]))
     if kind == "dict":
         keys, children = tree[1], tree[2]
-        container = dict
+        container = getattr(keys, "mapping", dict)  # (an OrderedDict's type is checked too)
     elif kind == "namedtuple":
         keys, children, container = range(len(tree[2])), tree[2], tree[1]
     else:
@@ -206,8 +206,9 @@ def _match_lines(tree, expr, lines, consts, leaf_ids):
     lines += [f"{var} = {expr}", f"if type({var}) is not {ctype} or len({var}) != {len(children)}:",
               "    return False"]
     if kind == "dict":  # (its keys in the order compiled: another order is another signature)
-        if not all(type(k) in (str, int) for k in keys):
-            return False  # (float and bool keys: 1.0 == 1 == True, 0.0 == -0.0; the slow way)
+        if container.__getitem__ is not dict.__getitem__ or not all(
+                type(k) in (str, int) for k in keys):  # (an attribute dict's own lookup, or
+            return False  # float and bool keys, 1.0 == 1 == True, 0.0 == -0.0: the slow way)
         order = f"K{len(consts)}"
         consts[order] = tuple(keys)
         lines += [f"if tuple({var}) != {order}:", "    return False"]

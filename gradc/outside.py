@@ -771,17 +771,27 @@ class OutsideWalk:
             self._consider(value, name, depth, Path(cell, (("cell", name),)))
         self.names_now = reading
 
-    def undo_stored_values(self):
+    def undo_stored_values(self, given=None, in_place=None):
         """Undo what the traced code stored in the containers and globals it could reach that
-        is a traced value (`self.mean = h.mean(0)`, `history.append(loss)`, `global total`):
-        it would hold a placeholder, not a number, after the trace. Returns (where values were
-        appended to a list, each with the line that computed it; `Stored` assignments: an
-        attribute, a dict entry, a global, a nonlocal, which a compiled function can make
-        after each call, gradc/function.py's write-backs)."""
+        is a traced value (`self.mean = h.mean(0)`, `history.append(loss)`, `global total`), a
+        dict, list or tuple holding one (`self.cache = {"h": h}`), or what the function was
+        given (`net.params = params`; `given`: {id: steps} of those objects): it would hold a
+        placeholder, not a number, after the trace. Returns (where values were appended to a
+        list, each with the line that computed it; `Stored` assignments: an attribute, a dict
+        entry, a global, a nonlocal, which a compiled function can make after each call,
+        gradc/function.py's write-backs; the value, of what was given, Given). `in_place`:
+        Graph.in_place; an entry that held one of those arrays is written into it (`into`)."""
+        given, in_place = given or {}, in_place or {}
+
+        def stored(v):  # (what to write back for v, or None: v holds no traced value)
+            if id(v) in given:
+                return Given(given[id(v)])
+            return v if isinstance(v, Value) or _holds_value(v) else None
+
         appended, assigned = [], []
         for name, container, held, attrs in self.held:  # (values there before are not new)
             if isinstance(container, (list, collections.deque)):
-                found = [i for i, v in enumerate(container) if isinstance(v, Value)
+                found = [i for i, v in enumerate(container) if stored(v) is not None
                          and not (i < len(held) and held[i] is v)]
                 if found:
                     appended.append(_stored(f"{name}[{found[0]}]", container[found[0]]))
@@ -789,23 +799,28 @@ class OutsideWalk:
                     container.extend(held)
                 continue
             for key in [k for k, v in _numbered(container)  # (a set: no traced value hashes)
-                        if isinstance(v, Value) and held.get(k) is not v]:
+                        if held.get(k) is not v and stored(v) is not None]:
+                updated = in_place.get(id(held.get(key)))
                 assigned.append(Stored(f"{name}.{key}" if attrs else f"{name}[{key!r}]",
-                                       container, key, container[key]))
+                                       container, key, stored(container[key]),
+                                       into=updated is not None and updated[0] is held[key]
+                                       and updated[1] is container[key]))
                 if key in held:
                     container[key] = held[key]
                 else:
                     del container[key]
         for globals_, name, value in self.held_globals:
-            if isinstance(globals_.get(name), Value) and globals_.get(name) is not value:
-                assigned.append(Stored(name, globals_, name, globals_[name]))
+            now = globals_.get(name)
+            if now is not value and stored(now) is not None:
+                assigned.append(Stored(name, globals_, name, stored(now)))
                 if value is ABSENT:
                     del globals_[name]
                 else:
                     globals_[name] = value
         for name, cell, value in self.held_cells:
-            if isinstance(cell.cell_contents, Value) and cell.cell_contents is not value:
-                assigned.append(Stored(name, cell, None, cell.cell_contents))
+            now = getattr(cell, "cell_contents", ABSENT)
+            if now is not value and stored(now) is not None:
+                assigned.append(Stored(name, cell, None, stored(now)))
                 cell.cell_contents = value
         return appended, assigned
 
@@ -1442,6 +1457,27 @@ class ChangedByTrace:
         return f"{shown(self.before)}, then {shown(self.after)} by the traced code itself"
 
 
+class Given(NamedTuple):
+    """What the function was given, assigned outside (`net.params = params`): written back
+    as the caller's own object of each call, at these steps (keys, indices) into its (args,
+    kwargs), as NumPy's code binds it."""
+    steps: tuple
+
+    def follow(self, tree):
+        for step in self.steps:
+            tree = tree[step]
+        return tree
+
+
+def _holds_value(x, depth=0):
+    """Whether a dict, list or tuple holds a traced value (a few levels down)."""
+    if isinstance(x, Value):
+        return True
+    if depth > 8 or not isinstance(x, (dict, list, tuple)):
+        return False
+    return any(_holds_value(v, depth + 1) for v in (x.values() if isinstance(x, dict) else x))
+
+
 class Stored(NamedTuple):
     """A traced value the traced code assigned outside its arguments: `where` (its name in
     messages), the dict (an object's __dict__, a module's globals) and key, or the closure cell
@@ -1450,6 +1486,7 @@ class Stored(NamedTuple):
     container: object
     key: object
     value: object
+    into: bool = False  # (written into the array there, as `params["W"] -= g` writes)
 
     def message(self):
         return _stored(self.where, self.value)
@@ -1457,6 +1494,11 @@ class Stored(NamedTuple):
     def write(self, value):
         if self.key is None:
             self.container.cell_contents = value
+            return
+        now = self.container.get(self.key) if self.into else None
+        if (type(now) is np.ndarray and now.shape == np.shape(value) and now.dtype == value.dtype
+                and now.flags.writeable):
+            np.copyto(now, value)  # (every other holder of the array sees it, as in NumPy)
         else:
             self.container[self.key] = value
 
@@ -1464,6 +1506,6 @@ class Stored(NamedTuple):
 def _stored(where, value):
     """`where` a traced value was stored, and the line that computed it (the store itself runs
     no traced operation, so no line of it is known)."""
-    node = value.node
+    node = value.node if isinstance(value, Value) else None  # (a dict of them, what was given)
     source = node.source if node is not None and node.source != "<gradc>" else None
     return f"`{where}` (a value computed at {source})" if source else f"`{where}`"

@@ -57,8 +57,21 @@ _TEXT_SCALARS = (np.str_, np.bytes_)  # (np.str_("tanh") from a NumPy array of n
 def is_device_array(x):
     """A CUDA device array (for target="cuda"): Numba's, the simulator's, or any object with
     `__cuda_array_interface__` (CuPy, PyTorch)."""
-    return hasattr(x, "__cuda_array_interface__") or (
-        hasattr(x, "copy_to_host") and hasattr(x, "shape") and hasattr(x, "dtype"))
+    return _has(x, "__cuda_array_interface__") or (
+        _has(x, "copy_to_host") and _has(x, "shape") and _has(x, "dtype"))
+
+
+def _has(x, name):
+    """Whether x's class has the attribute `name` and x answers it (an attribute dict's
+    __getattr__, `__getattr__ = dict.get`, answers any name, or raises KeyError; a CPU torch
+    tensor's __cuda_array_interface__ raises)."""
+    if not hasattr(type(x), name):
+        return False
+    try:
+        getattr(x, name)
+    except Exception:  # noqa: BLE001 - (whatever the property raises: not one)
+        return False
+    return True
 
 
 def leaf_type(x):
@@ -114,9 +127,11 @@ def _walk(x, leaves):
         # params.values() of {"layer2": .., "layer10": ..} ran layer10 first when sorted), and
         # another order is another signature
         keys = tuple(x)
-        if not all(type(k) is str for k in keys):  # (1, 1.0 and True are one key to ==)
+        if type(x) is not dict:  # (an OrderedDict, an attribute dict: rebuilt as one)
+            keys = _Keys(keys, type(x))
+        elif not all(type(k) is str for k in keys):  # (1, 1.0 and True are one key to ==)
             keys = _Keys(keys)
-        return ("dict", keys, tuple(_walk(x[k], leaves) for k in keys))
+        return ("dict", keys, tuple(_walk(dict.__getitem__(x, k), leaves) for k in keys))
     if isinstance(x, tuple) and hasattr(x, "_fields"):
         return ("namedtuple", type(x), tuple(_walk(v, leaves) for v in x))
     if isinstance(x, (list, tuple)):
@@ -181,20 +196,46 @@ def typed_key(x):
 
 
 class _Keys(tuple):
-    """A dict's keys in a tree description when not all are strings: equal only to keys of the
-    same types and signs (`typed_key`), so {1: x} and {1.0: x} are two signatures."""
+    """A dict's keys in a tree description when not all are strings, or when the dict is of a
+    subclass (`mapping`: an OrderedDict, an attribute dict, rebuilt as one): equal only to keys
+    of the same types and signs (`typed_key`), so {1: x} and {1.0: x} are two signatures, and
+    of the same mapping class."""
 
-    __slots__ = ()
+    def __new__(cls, keys, mapping=dict):
+        self = tuple.__new__(cls, keys)
+        self.mapping = mapping
+        return self
 
     def __eq__(self, other):
         return (isinstance(other, _Keys) and tuple.__eq__(self, other)
+                and self.mapping is other.mapping
                 and typed_key(tuple(self)) == typed_key(tuple(other)))
 
     def __ne__(self, other):
         return not self == other
 
     def __hash__(self):
-        return hash(typed_key(tuple(self)))
+        return hash((typed_key(tuple(self)), self.mapping))
+
+    def like(self, keys):
+        """These keys in another order, of the same mapping class."""
+        return _Keys(keys, self.mapping)
+
+
+def _mapping(cls, items):
+    """A dict subclass holding `items`, made as a copy of one would be (no __init__, which may
+    want arguments; each item set through the class's own __setitem__, which an attribute dict
+    also makes an attribute)."""
+    try:
+        out = cls.__new__(cls)
+        for k, v in items:
+            out[k] = v
+        return out
+    except Exception as e:  # noqa: BLE001 - (the class's own error: named)
+        raise SignatureError(
+            f"a {cls.__name__} (a subclass of dict) cannot be rebuilt to go in or out of a "
+            f"compiled function ({type(e).__name__}: {e}): pass dict(x) and rebuild it "
+            "outside") from None
 
 
 def sorted_keys(treedef):
@@ -202,7 +243,8 @@ def sorted_keys(treedef):
     of their dicts' keys have the same)."""
     if treedef[0] == "dict":
         pairs = sorted(zip(treedef[1], treedef[2]), key=lambda kv: repr(kv[0]))
-        keys = type(treedef[1])(k for k, _ in pairs)  # (_Keys stay typed: 1 is not 1.0)
+        keys = tuple(k for k, _ in pairs)
+        keys = treedef[1].like(keys) if isinstance(treedef[1], _Keys) else keys  # (typed)
         return ("dict", keys, tuple(sorted_keys(c) for _, c in pairs))
     if treedef[0] in ("list", "tuple"):
         return (treedef[0], tuple(sorted_keys(c) for c in treedef[1]))
@@ -300,7 +342,10 @@ def _build(t, it):
         return next(it)
     kind = t[0]
     if kind == "dict":
-        return {k: _build(c, it) for k, c in zip(t[1], t[2])}
+        mapping = getattr(t[1], "mapping", dict)
+        if mapping is dict:
+            return {k: _build(c, it) for k, c in zip(t[1], t[2])}
+        return _mapping(mapping, [(k, _build(c, it)) for k, c in zip(t[1], t[2])])
     if kind == "namedtuple":
         return t[1](*[_build(c, it) for c in t[2]])
     if kind == "node":

@@ -28,7 +28,7 @@ import warnings
 import numpy as np
 
 from . import errors, frozen, functions, pytree
-from .capture import (CONTENT_GUARD_SIZE, content_guards, named_tables, owner_of,
+from .capture import (CONTENT_GUARD_SIZE, captured, content_guards, named_tables, owner_of,
                       read_by_numpy, uncaptured)
 from .errors import (ArgumentError, ConstantArrayWarning, GradcError, IndexOutOfRangeError,
                      SignatureError, TraceEffectWarning, UnsupportedOpError)
@@ -1153,10 +1153,13 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
     out, where = kwargs.pop("out", None), kwargs.pop("where", True)
     out = out[0] if isinstance(out, tuple) and len(out) == 1 else out
     into = None  # (the NumPy element of an `acc[i] += x`, which the store after takes)
+    live = None  # (the value of an outside array updated in place through a dict entry)
     if type(out) is np.ndarray and where is True and _stores_back_here():
         into, out = out, None
-        element = np.ndarray.copy(into)  # (read, never written; a constant must not hold acc)
-        inputs = [element if x is into else x for x in inputs]
+        live = captured(current_graph(), into)  # (`params["W"] -= g`: read on every call)
+        element = live if live is not None else np.ndarray.copy(into)  # (read, never
+        inputs = [element if x is into else x for x in inputs]  # written; a constant must
+        # not hold acc)
     if out is not None and not isinstance(out, Value) or where is not True and out is None:
         _no_out(out, _ufunc_name(ufunc), where is not True, ufunc=True)
     impl = UFUNCS.get(ufunc)
@@ -1187,7 +1190,9 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
         return written_out(out, value, where, _ufunc_name(ufunc), casting)
     if into is not None:
         from .surface import SYMBOL_OF, fitted_into
-        return fitted_into(into.shape, into.dtype, value, SYMBOL_OF.get(ufunc, ufunc.__name__))
+        value = fitted_into(into.shape, into.dtype, value, SYMBOL_OF.get(ufunc, ufunc.__name__))
+        if live is not None:  # (NumPy's writes into it: what reads it next, by any way, and
+            like.graph.in_place[id(into)] = (into, value)  # the array after the call)
     return value
 
 
@@ -1349,7 +1354,8 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
                     "call", source=_innermost_user_line(e)) from e
             finally:
                 graph.tracing, graph.refusals = False, []
-                stored, assigned = watch.undo_stored_values()
+                stored, assigned = watch.undo_stored_values(_given_paths((targs, tkwargs)),
+                                                            graph.in_place)
                 if probing is not None:
                     watch.restore()
                     if watch.diverged:  # (and the user's code took Diverged and went on)
@@ -1408,7 +1414,8 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
             "its arguments (`next(counter)`): its Python runs once, when traced, so the values "
             "drawn then are compiled in, the same on every call, where NumPy's code would draw "
             "new ones each call. Draw them outside the call and pass them as arguments"))
-    if hasattr(out, "__next__"):  # (a generator, a map: its items would be trace-time values)
+    if hasattr(type(out), "__next__"):  # (a generator, a map: its items would be values
+        # of the trace; asked of the class: an attribute dict answers any name)
         raise SignatureError(f"{getattr(fun, '__name__', 'the function')} returned a "
                              f"{type(out).__name__}, whose items are made when it is read: "
                              "return a list or tuple of them (list(...))", source=user_source())
@@ -1522,6 +1529,23 @@ def _containers(tree):
                 ids.add(id(x))
             stack.extend(x.values() if isinstance(x, dict) else x)
     return ids
+
+
+def _given_paths(tree):
+    """{id: steps} of the containers and traced values in the pytree (args, kwargs) the traced
+    function was given (the trace's copies), each with its steps (keys, indices) from there:
+    one the function assigns outside (`net.params = params`, `layer.weight = W`) is the
+    caller's own object in NumPy's code (outside.Given)."""
+    paths, stack = {}, [(tree, ())]
+    while stack:
+        x, steps = stack.pop()
+        if steps and (isinstance(x, (dict, list, tuple, Value))):
+            paths[id(x)] = steps
+        if isinstance(x, dict):
+            stack.extend((v, steps + (k,)) for k, v in x.items())
+        elif isinstance(x, (list, tuple)):
+            stack.extend((v, steps + (i,)) for i, v in enumerate(x))
+    return paths
 
 
 def _traced_value_into_numpy_array(error):

@@ -297,6 +297,51 @@ def test_a_dict_argument_keeps_its_keys_order():
         step({k: v.copy() for k, v in reordered.items()}, x)
 
 
+class AttrDict(dict):  # (EasyDict/Munch-style parameters: p.W is p["W"])
+    __getattr__ = dict.__getitem__
+
+
+class DotDict(dict):  # (the common recipe: a missing attribute is None)
+    __getattr__ = dict.get
+
+
+class NeedsArguments(dict):
+    def __init__(self, items, tag):
+        super().__init__(items)
+        self.tag = tag
+
+    def __setitem__(self, key, value):
+        self.tag.append(key)  # (its own state, made by __init__)
+        super().__setitem__(key, value)
+
+
+def test_dict_subclasses_go_in_and_out_as_themselves():
+    """An attribute dict given or returned crashed inside gradc (its __getattr__ answered
+    gradc's `hasattr(x, "__cuda_array_interface__")` with None or a KeyError); any dict subclass
+    reached the function as a plain dict (p.W an AttributeError; isinstance(p, OrderedDict)
+    another branch, silently) and came back as one."""
+    import collections
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3))
+
+    def net(p, x):
+        branch = 2.0 if isinstance(p, collections.OrderedDict) else 1.0
+        return branch * np.sum(np.tanh(x @ p.W if hasattr(p, "W") and p.W is not None
+                                       else x @ p["W"]) ** 2)
+
+    for cls in (AttrDict, DotDict, collections.OrderedDict):
+        p = cls(W=rng.standard_normal((3, 2)))
+        value, grads = gradc.value_and_grad(net)(p, x)
+        assert value == pytest.approx(net(p, x), rel=1e-12) and type(grads) is cls
+        assert gradc.jit(net)(p, x) == pytest.approx(net(p, x), rel=1e-12)
+        out = gradc.jit(lambda p: cls(y=p["W"] * 2, n=p["W"].sum()))(p)
+        assert type(out) is cls and np.allclose(out["y"], 2 * p["W"])
+    with pytest.raises(gradc.SignatureError, match=r"a NeedsArguments \(a subclass of dict\) "
+                                                   r"cannot be rebuilt.*pass dict\(x\)"):
+        gradc.jit(lambda p: p["W"] * 2)(NeedsArguments({"W": x}, []))
+
+
 def test_sequence_subclasses_and_buffers_are_refused_by_name():
     """A list or tuple subclass (not a namedtuple) came back rebuilt from gradc's own leaf
     markers (('*', '*')); an array.array was compiled in by identity (a change in place

@@ -473,6 +473,72 @@ def test_a_traced_value_assigned_outside_is_written_there_after_each_call():
     np.testing.assert_allclose(grad, X @ layer.W @ layer.W.T * 2, rtol=1e-14)
 
 
+def test_what_the_function_was_given_or_updates_in_place_is_bound_as_numpys_code_binds_it():
+    """fuzz44a, teaching code: `net.params = params` (DLFS's TwoLayerNet: its predict reads
+    self.params) crashed inside gradc; `layer.weight = W` (makemore's layer classes, D2L's
+    `global W, b`) bound a copy, so the author's `W -= lr * g` after the call never reached the
+    model; a lazily made optimizer state (`self.v = {}` then its entries, DLFS's Momentum)
+    left traced values in the user's dict; `self.params["W"] -= lr * g` (DLFS's SGD) bound the
+    entry to a new array, so the layer holding the same array (`self.W`) kept the old one."""
+    class Net:
+        def __init__(self):
+            self.params = {"W": np.eye(3)}
+            self.W = self.params["W"]  # (the layer's reference to the same array)
+            self.v = None
+
+        def predict(self, x):
+            return x @ self.params["W"]
+
+        def sgd_step(self, x):
+            g = x.T @ (x @ self.W - 1.0)
+            self.params["W"] -= 0.1 * g  # (in place: self.W sees it, as in NumPy)
+            return np.sum((x @ self.W - 1.0) ** 2)
+
+        def momentum_step(self, x):
+            if self.v is None:
+                self.v = {}
+                self.v["W"] = np.zeros_like(self.params["W"])
+            self.v["W"] = 0.9 * self.v["W"] - 0.1 * (x.T @ (x @ self.params["W"]))
+            return np.sum(self.v["W"])
+
+    net, reference = Net(), Net()
+
+    def loss(params, x):
+        net.params = params
+        return np.sum(net.predict(x) ** 2)
+
+    params = {"W": np.eye(3) * 2}
+    value, grads = gradc.value_and_grad(loss)(params, X[:, :3])
+    assert net.params is params and value == loss(params, X[:, :3])
+    np.testing.assert_allclose(grads["W"], 2 * X[:, :3].T @ (X[:, :3] @ params["W"]))
+    net = Net()
+    step, momentum = gradc.jit(net.sgd_step), gradc.jit(net.momentum_step)
+    for _ in range(3):
+        assert step(X[:, :3]) == pytest.approx(reference.sgd_step(X[:, :3]), rel=1e-13)
+        assert net.params["W"] is net.W
+        np.testing.assert_allclose(net.W, reference.W, rtol=1e-13)
+        assert momentum(X[:, :3]) == pytest.approx(reference.momentum_step(X[:, :3]), rel=1e-13)
+        assert type(net.v) is dict and type(net.v["W"]) is np.ndarray
+
+    class Layer:
+        weight = None
+
+        def __call__(self, x):
+            return x @ self.weight
+
+    layer = Layer()
+
+    def layer_loss(W, x):
+        layer.weight = W
+        return np.sum(layer(x) ** 2)
+
+    W = np.eye(3)
+    for _ in range(2):
+        g = gradc.grad(layer_loss)(W, X[:, :3])
+        W -= 0.01 * g  # (the author's update, after the call)
+        assert layer.weight is W
+
+
 def test_a_traced_value_appended_outside_or_stored_by_a_train_step_is_refused_and_undone():
     model = RunningMean()
     # (named with the line that computed the value: the store itself runs no traced operation)
