@@ -567,6 +567,31 @@ def unchanged_by(captures, stale, compiled, names_run):
                        or g.path.named_in(names_run)]
 
 
+def unwritten(captures, stale, compiled):
+    """After tracing again because a value the function assigns outside changed (DLFS's
+    `self.loss = ...; return self.loss`: its write-back after each call changes the number the
+    next call finds there), where the new trace made the same program, that value is not
+    checked again: the program writes it and never read the old one (one it read and compiled
+    in, `0.9 * self.loss + ...`, makes another program, and stays checked)."""
+    if stale is None or compiled.digest is None or compiled.digest != stale.digest:
+        return
+    targets = [(w.container, w.key) for w in getattr(compiled, "write_backs", ())]
+
+    def written(path):
+        if not path.steps or not targets:
+            return False
+        kind, key = path.steps[-1]
+        try:
+            parent = Path(path.root, path.steps[:-1]).follow()
+        except Exception:  # noqa: BLE001 - (gone)
+            return False
+        holder = parent if kind == "item" else getattr(parent, "__dict__", None)
+        return any(c is holder and k == key for c, k in targets)
+
+    captures.guards = [g for g in captures.guards
+                       if isinstance(g.value, np.ndarray) or not written(g.path)]
+
+
 def named_tables(watch):
     """[(name, array, path)] of the integer and boolean arrays outside the arguments that the
     code's names reach: index tables and masks, which a trace compiles in where it indexes with

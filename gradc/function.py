@@ -19,7 +19,7 @@ import numpy as np
 
 from . import autodiff, forks, frozen, pytree, random, transforms
 from .capture import (OUTSIDE_READS, CaptureChanged, Captures, changed_contents,
-                      numpy_read_before, unchanged_by)
+                      numpy_read_before, unchanged_by, unwritten)
 from .compile import check_target, compile_graph
 from .errors import ArgumentError, SignatureError
 from .ir import Value, gc_paused
@@ -312,6 +312,7 @@ class Function:
         compiled.thread = this_thread()
         compiled.write_backs = graph.write_backs  # (each with its output's position)
         unchanged_by(compiled.captures, stale, compiled, graph.names_run)
+        unwritten(compiled.captures, stale, compiled)
         if not cache:
             return compiled
         if why is not None and key in self.cache:  # (kept: its values may come back)

@@ -349,7 +349,8 @@ def _update(x, index, kind, values):
     if vals.size == 0:
         return copy(x)  # (out of place: a new array, never x itself)
     if isinstance(pos, Value):
-        out = _traced_update(flat, fn.reshape(pos, (-1,)), kind, vals)
+        out = _traced_update(flat, fn.reshape(pos, (-1,)), kind, vals,
+                             distinct=_told_apart(x.shape, index, shape))
     else:
         out = _static_update(flat, np.asarray(pos).ravel(), kind, vals)
     return fn.reshape(out, x.shape)
@@ -440,10 +441,36 @@ def _scatter_add(vals, pos, size):
     return vals.graph.apply("take_grad", (vals, pos), axis=0, size=size)
 
 
-def _traced_update(flat, pos, kind, vals):
+def _told_apart(shape, index, written):
+    """Whether a static index array of the tuple `index` (into an array of `shape`), broadcast
+    to the `written` shape, names another position of its axis at every element written
+    (DLFS's pooling backward: `dmax[np.arange(n), arg_max.flatten()] = dout.flatten()`): then
+    no two writes share a position, whatever the traced indices."""
+    if not isinstance(index, tuple):
+        return False
+    axis = 0
+    for item in index:
+        if item is None:
+            continue
+        if item is Ellipsis:
+            return False  # (its axes: not counted here)
+        if (not isinstance(item, Value) and not isinstance(item, (slice, bool, np.bool_))
+                and np.ndim(item) > 0 and np.asarray(item).dtype.kind in "iu"):
+            try:
+                told = np.broadcast_to(np.asarray(item) % shape[axis], written)
+            except (ValueError, IndexError, ZeroDivisionError):
+                return False
+            if np.unique(told).size == told.size:
+                return True
+        axis += 1
+    return False
+
+
+def _traced_update(flat, pos, kind, vals, distinct=False):
     """Traced positions: .add is a scatter-add; .set gathers each written position's value
-    from the last index that names it (found by comparing every pair of indices). Positions no
-    index names keep their elements as they are (a -0.0 too: 0.0 added would make it +0.0)."""
+    from the last index that names it (found by comparing every pair of indices, unless the
+    positions are `distinct`). Positions no index names keep their elements as they are (a
+    -0.0 too: 0.0 added would make it +0.0)."""
     if kind == "add" and flat.dtype == np.bool_:  # (x or any value added there: every
         # written position was True, whatever the values, a False added too)
         added = _scatter_add(fn.astype(vals, np.int64), pos, flat.size)
@@ -456,16 +483,21 @@ def _traced_update(flat, pos, kind, vals):
         raise UnsupportedOpError(f"gradc.at(x)[idx].{kind} with traced index arrays is not "
                                  "supported; use static (NumPy) indices, or .set/.add")
     m = pos.size
+    number = fn.as_value(np.arange(1, m + 1, dtype=np.int64), flat)
+    if distinct:  # (each position written once: its writer's number is the sum there)
+        last = _scatter_add(number, pos, flat.size)
+        values = fn.take(fn.astype(vals, flat.dtype), last - 1, axis=0, mode="clip")
+        return fn.where(written, values, flat)
     if m > _TRACED_SET_LIMIT:
         raise UnsupportedOpError(
-            f"gradc.at(x)[idx].set with {m} traced indices: finding repeated ones compares every "
-            f"pair, supported up to {_TRACED_SET_LIMIT}; use static (NumPy) indices, or .add "
-            "into zeros where the indices are known to be distinct")
+            f"a store at {m} traced indices (`x[idx] = v`, gradc.at(x)[idx].set): finding "
+            f"repeated ones compares every pair, supported up to {_TRACED_SET_LIMIT}; use static "
+            "(NumPy) indices, a static index array that tells the writes apart (x[np.arange(n), "
+            "idx] = v), or .add into zeros where the indices are known to be distinct")
     same = fn.compare("equal", fn.reshape(pos, (m, 1)), fn.reshape(pos, (1, m)))
     later = fn.as_value(np.triu(np.ones((m, m), bool), 1), flat)
     repeated_later = fn.any(fn.where(later, same, False), axis=1)
     # each position's last writer, as its number + 1 (a sum over the one writer kept)
-    number = fn.as_value(np.arange(1, m + 1, dtype=np.int64), flat)
     last = _scatter_add(fn.where(repeated_later, 0, number), pos, flat.size)
     values = fn.take(fn.astype(vals, flat.dtype), last - 1, axis=0, mode="clip")
     return fn.where(written, values, flat)

@@ -627,3 +627,29 @@ def test_a_numpy_buffers_view_by_a_traced_integer_scalar_takes_stores_or_is_refu
     np.testing.assert_array_equal(gradc.jit(chained)(x), chained(x))
     with pytest.raises(gradc.UnsupportedOpError, match="store by its name"):
         gradc.jit(through_a_name)(x)
+
+
+def test_a_store_whose_static_rows_tell_the_writes_apart_takes_any_number_of_them():
+    """DLFS's Pooling.backward: `dmax[np.arange(n), arg_max.flatten()] = dout.flatten()`. The
+    static rows name another position at each write, so no two writes meet: it was refused past
+    4096 traced indices (finding repeats compares every pair), at the book's own sizes."""
+    n, k = 4200, 4
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, k))
+
+    def pool_backward(x, dout):
+        arg_max = np.argmax(x, axis=1)
+        dmax = np.zeros((arg_max.size, k))
+        dmax[np.arange(arg_max.size), arg_max.flatten()] = dout.flatten()
+        return dmax
+
+    dout = rng.standard_normal(n)
+    np.testing.assert_array_equal(gradc.jit(pool_backward)(x, dout), pool_backward(x, dout))
+
+    def repeated_rows(x, dout):  # (rows that repeat: writes may meet, refused by name)
+        dmax = np.zeros((n, k))
+        dmax[np.arange(n) // 2, np.argmax(x, axis=1)] = dout
+        return dmax
+
+    with pytest.raises(gradc.UnsupportedOpError, match="4200 traced indices"):
+        gradc.jit(repeated_rows)(x, dout)
