@@ -295,17 +295,22 @@ def read_by_numpy(graph, watch, retrace, program_text, seconds, follows=True,
         half = len(arrays) // 2
         return which(arrays[:half]) + which(arrays[half:]) or arrays
 
-    # (traced again because one that counted changed: those found then are tried together)
+    # (traced again because one that counted changed: those found then count still, and those
+    # of them that changed are tried together: a model's trained weights, found beside frozen
+    # ones that count, each step)
     known = getattr(_numpy_read, "paths", None) or frozenset()
+    moved = getattr(_numpy_read, "changed", None) or frozenset()
     again = [t for t in tried if (id(t[2].root), t[2].steps) in known]
     rest = [t for t in tried if (id(t[2].root), t[2].steps) not in known]
+    kept = [t for t in again if (id(t[2].root), t[2].steps) not in moved]
+    again = [t for t in again if (id(t[2].root), t[2].steps) in moved]
 
     with OUTSIDE_READS.paused() as paused, warnings.catch_warnings(), _quiet("stdout"), \
             _quiet("stderr"), _quiet_logging(), _process_state(watch):
         warnings.simplefilter("ignore")
         if not paused:  # (a run of another thread that reads them did not end)
             return tried
-        found = again if again and counts(again) else which(again) if again else []
+        found = kept + (again if again and counts(again) else [])
         return found + which(rest)  # (a program that differs on each trace, one that
         # compiles in the clock, makes them all count: checked, traced again as they change)
 
@@ -397,15 +402,17 @@ _numpy_read = threading.local()
 
 
 @contextlib.contextmanager
-def numpy_read_before(stale):
-    """read_by_numpy, in a trace begun inside, tries first, together, the arrays `stale` (the
-    Compiled traced before, or None) found NumPy read (Captures.numpy_read): one trace, where
-    finding each anew took two per array, on every step of a training loop that updates them."""
+def numpy_read_before(stale, changed=frozenset()):
+    """read_by_numpy, in a trace begun inside, takes the arrays `stale` (the Compiled traced
+    before, or None) found NumPy read (Captures.numpy_read) as found again, and tries those of
+    them whose contents `changed` (changed_contents) together: one trace, where finding each
+    anew took two per array, on every step of a training loop that updates them."""
     _numpy_read.paths = getattr(getattr(stale, "captures", None), "numpy_read", None)
+    _numpy_read.changed = changed
     try:
         yield
     finally:
-        _numpy_read.paths = None
+        _numpy_read.paths = _numpy_read.changed = None
 
 
 # how many traces on changed contents read_by_numpy takes at most to find which arrays count

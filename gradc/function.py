@@ -297,8 +297,9 @@ class Function:
                 source=src)
         check_device_leaves(call.leaves, self.target, src)
         t0 = time.perf_counter()
-        with gc_paused(), frozen.recording_lines(bool(changed_contents(stale))), \
-                numpy_read_before(stale):
+        changed = changed_contents(stale)
+        with gc_paused(), frozen.recording_lines(bool(changed)), \
+                numpy_read_before(stale, changed):
             graph, out_info = self.trace_joint(call, src, capture)
             captures, guards = graph.captures, graph.guards
         t_trace = time.perf_counter() - t0

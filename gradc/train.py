@@ -588,8 +588,9 @@ class TrainStep(LearningRate):
         check_input_dtypes(key, lambda: leaf_names((call.args, {}), names), src)
         check_device_leaves(call.leaves, self.target, src)
         t0 = time.perf_counter()
-        with gc_paused(), frozen.recording_lines(bool(changed_contents(stale))), \
-                numpy_read_before(stale):
+        changed = changed_contents(stale)
+        with gc_paused(), frozen.recording_lines(bool(changed)), \
+                numpy_read_before(stale, changed):
             graph, params, loss, grads, before, aux = self._joint_graph(call, src, capture)
         n_params = len(params)
         with graph.at_source(f"optimizer {type(self.optimizer).__name__}"):

@@ -456,3 +456,34 @@ def test_np_take_of_a_table_numpy_computes_from_outside_counts_follows_them():
         for _ in range(3):
             np.testing.assert_allclose(f(xs, ys, key), nll(xs, ys, key), rtol=1e-13)
             counts[key][xs, ys] += 5.0  # (the counts grow as the data is read)
+
+
+def test_trained_weights_found_beside_frozen_ones_numpy_reads_stop_tracing_again(monkeypatch,
+                                                                                 capsys):
+    """fuzz43c: eight trained A beside eight frozen B that NumPy also reads alone, in turn: the
+    probe's cap on traces made whole groups count, so the A's were checked and every SGD step
+    traced again. A trace again takes those found before as found, and tries the ones that
+    changed together: the A's are let go at the first retrace."""
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+    rng = np.random.default_rng(0)
+
+    class Net:
+        def __init__(self):
+            self.A = [rng.standard_normal((4, 4)) * 0.3 for _ in range(8)]  # trained
+            self.B = [rng.standard_normal((4, 4)) * 0.3 for _ in range(8)]  # frozen
+
+        def loss(self, x):
+            h = x
+            for A, B in zip(self.A, self.B):
+                h = np.tanh(h @ A) @ B / np.abs(B).sum()
+            return np.sum(h * h)
+
+    net, x = Net(), rng.standard_normal((3, 4))
+    loss = gradc.jit(net.loss)
+    for _ in range(8):
+        assert loss(x) == pytest.approx(Net.loss(net, x), rel=1e-12)
+        for A in net.A:
+            A -= 0.01 * np.sign(A)
+    assert capsys.readouterr().err.count("compiled jit(loss)") <= 2
+    net.B[3] *= 2.0  # (a frozen one changed after all: its contents were checked)
+    assert loss(x) == pytest.approx(Net.loss(net, x), rel=1e-12)
