@@ -237,6 +237,7 @@ class Graph:
         # dict entry (`params["W"] -= lr * g`): read as the new value after, written into
         # after each call (outside.Stored.into)
         self.in_place = {}
+        self.stored_text = ""  # what the trace stored outside with NumPy (outside.stored_text)
         self.captured = {}
         self.captures = []
         self.guards = []  # [(name, value, outside.Path)]: values read from outside, compiled in

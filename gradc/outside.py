@@ -21,6 +21,7 @@ import enum
 import fractions
 import functools
 import gc
+import hashlib
 import inspect
 import itertools
 import keyword
@@ -823,6 +824,33 @@ class OutsideWalk:
                 assigned.append(Stored(name, cell, None, stored(now)))
                 cell.cell_contents = value
         return appended, assigned
+
+    def stored_text(self):
+        """What the user code stored outside with NumPy alone, as text: the arrays (by their
+        bytes) and numbers it assigned to the attributes, dict entries and globals the walk
+        held (`self.col_norms = np.linalg.norm(self.W, axis=0)`): the compiled program makes
+        no such store, so a probe (capture.read_by_numpy) whose contents store other values
+        counts as one that makes another program."""
+        lines = []
+
+        def line(where, value):
+            if isinstance(value, np.ndarray) and value.dtype != object:
+                digest = hashlib.sha256(np.ascontiguousarray(value).view(np.uint8)).hexdigest()
+                lines.append(f"\nstored {where} {value.dtype.str}{value.shape} {digest}")
+            elif type(value) in (int, float, bool, str, type(None)) or isinstance(
+                    value, np.generic):
+                lines.append(f"\nstored {where} {type(value).__name__}:{value!r}")
+
+        for name, container, held, attrs in self.held:
+            if isinstance(container, (list, collections.deque, set, frozenset)):
+                continue
+            for key, value in list(container.items()):
+                if held.get(key, ABSENT) is not value:
+                    line(f"{name}[{key!r}]", value)
+        for globals_, name, value in self.held_globals:
+            if globals_.get(name, ABSENT) is not value:
+                line(name, globals_.get(name))
+        return "".join(sorted(lines))
 
     def _hold_class(self, cls):
         """Keep what a class of the user's holds as the walk finds it (restore: `Net.n += 1`)."""

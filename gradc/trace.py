@@ -1356,6 +1356,7 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
                 graph.tracing, graph.refusals = False, []
                 stored, assigned = watch.undo_stored_values(_given_paths((targs, tkwargs)),
                                                             graph.in_place)
+                graph.stored_text = watch.stored_text() if capture else ""
                 if probing is not None:
                     watch.restore()
                     if watch.diverged:  # (and the user's code took Diverged and went on)
@@ -1468,7 +1469,8 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
         from .program_cache import graph_text  # (it imports the passes, which import this)
         read = read_by_numpy(
             graph, watch, lambda: _trace(fun, args, kwargs, capture, write_back, steps)[0],
-            graph_text, max(2.0, 20 * (time.perf_counter() - started)),
+            lambda g: graph_text(g) + g.stored_text,  # (what it stores outside counts too)
+            max(2.0, 20 * (time.perf_counter() - started)),
             follows=watch.hooked, given=given_arrays)  # (under another profiler, cProfile's,
         # the calls are not seen: no trace on other contents, which could not follow them)
     _warn_constant_arrays(fun, graph, watch, {id(a) for _, a, _ in read})

@@ -487,3 +487,24 @@ def test_trained_weights_found_beside_frozen_ones_numpy_reads_stop_tracing_again
     assert capsys.readouterr().err.count("compiled jit(loss)") <= 2
     net.B[3] *= 2.0  # (a frozen one changed after all: its contents were checked)
     assert loss(x) == pytest.approx(Net.loss(net, x), rel=1e-12)
+
+
+def test_what_numpy_stores_outside_from_outside_arrays_follows_them():
+    """fuzz43b: `self.col_norms = np.linalg.norm(self.W, axis=0)`, a monitoring statistic of a
+    W over 4096 elements read live by the traced product: the probe compared programs only, and
+    the store is in none, so the statistic kept the first W's."""
+    class Net:
+        def __init__(self):
+            self.W = np.linspace(-1, 1, 4900).reshape(70, 70)
+            self.col_norms = None
+
+        def loss(self, x):
+            self.col_norms = np.linalg.norm(self.W, axis=0)
+            return np.sum(np.tanh(x @ self.W))
+
+    net, x = Net(), np.ones((2, 70))
+    loss = gradc.jit(net.loss)
+    for _ in range(3):
+        assert loss(x) == pytest.approx(np.sum(np.tanh(x @ net.W)), rel=1e-12)
+        np.testing.assert_allclose(net.col_norms, np.linalg.norm(net.W, axis=0), rtol=1e-13)
+        net.W *= 1.1
