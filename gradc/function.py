@@ -293,7 +293,10 @@ class Function:
                 and len(self.cache) >= self.max_signatures):
             raise SignatureError(
                 f"{self.__name__} would compile signature number {len(self.cache) + 1}, over "
-                f"max_signatures={self.max_signatures}: {what_changed(self._last_key, key)}",
+                f"max_signatures={self.max_signatures}: " + what_changed(
+                    self._last_key, key, leaf_names((call.args, call.kwargs),
+                                                    argument_names(self.fun)),
+                    argument_names(self.fun)),
                 source=src)
         check_device_leaves(call.leaves, self.target, src)
         t0 = time.perf_counter()
@@ -322,7 +325,7 @@ class Function:
             del variants[:-MAX_VARIANTS]
         names = leaf_names((call.args, call.kwargs), argument_names(self.fun))
         log_compile(f"{self.mode}({self.__name__})", src,
-                    why or what_changed(self._last_key, key, names),
+                    why or what_changed(self._last_key, key, names, argument_names(self.fun)),
                     compiled.layout.kernels, {"trace": t_trace, **compiled.lowered.timings})
         if why is not None:
             self._storm.note_outside(why, self.__name__, src)

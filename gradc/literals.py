@@ -265,6 +265,21 @@ def _take_wrapper():
 
 
 _WRAPPERS["take"] = _take_wrapper()
+def _of_lists(name):
+    """np.dot(v, v) of a list of traced values: NumPy dispatches on neither list; each becomes
+    a value first."""
+    original = _ORIGINAL[name] = getattr(np, name)
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        if any(type(a) in (list, tuple) for a in args) and _applies(list(args)):
+            args = tuple(_WRAPPERS["asarray"](a) if type(a) in (list, tuple) and _applies(a)
+                         else a for a in args)
+        return original(*args, **kwargs)
+    return wrapper
+
+
+_WRAPPERS.update({name: _of_lists(name) for name in ("dot", "vdot", "inner", "outer")})
 _LINALG = {name: getattr(np.linalg, name) for name in (
     "norm", "det", "slogdet", "inv", "solve", "cholesky", "eigh", "eigvalsh")}
 _LINALG_WRAPPERS = {name: _of_a_list(name, np.linalg) for name in _LINALG}

@@ -55,12 +55,17 @@ def _leaf_key(x):
     return shape, dtype.str
 
 
-def what_changed(old, new, names=None):
+def what_changed(old, new, names=None, argnames=()):
     """Why signature key `new` compiles anew after `old` (the last one compiled, or None);
-    `names`, the leaves' argument paths (`params['W1']`), name the inputs that changed."""
+    `names`, the leaves' argument paths (`params['W1']`), name the inputs that changed, and
+    `argnames` (the function's parameters) the static values."""
     if old is None:
         return "first call"
     if old[0] != new[0]:
+        changes = static_changes(old, new, argnames)
+        if changes:
+            return "static values changed (" + "; ".join(
+                f"{path}: {a!r} -> {b!r}" for path, a, b in changes[:4]) + ")"
         return "the argument structure or static values changed"
     if old[2:] != new[2:]:
         return "the optimizer's hyperparameters changed"

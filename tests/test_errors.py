@@ -581,8 +581,12 @@ def test_max_signatures_caps_recompiles():
     with pytest.raises(gradc.SignatureError) as excinfo:
         f(X4)  # MAX-SIGNATURES
     msg = check(excinfo, gradc.SignatureError, "MAX-SIGNATURES")
-    assert "(3,)" in msg and "(4,)" in msg
+    assert "x: (3,)/float64 -> (4,)/float64" in msg  # (the argument's name, not "input 0")
     assert len(f.cache) == 1
+    g = gradc.jit(lambda x, s: x * s, max_signatures=1)
+    g(X3, 2.0)
+    with pytest.raises(gradc.SignatureError, match=r"static values changed \(s: 2\.0 -> 3\.0\)"):
+        g(X3, 3.0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -232,3 +232,19 @@ def test_numpys_writing_functions_write_into_arrays_the_function_made():
 
     with pytest.raises(gradc.UnsupportedOpError, match="np.zeros_like"):
         gradc.jit(listed)(np.ones(3))
+
+
+def test_products_of_lists_of_traced_values_and_clips_promote_as_numpys():
+    """fuzz44c: np.dot(v, v) of a list of traced scalars was refused (NumPy dispatches on
+    neither list) with a message about `A.dot(x)`; np.clip of a boolean mask with a Python and
+    a NumPy bound promoted in two steps (np.clip(mask, 0, np.int32(3)) int64, NumPy's int32)."""
+    def dot(a, b):
+        v = [a, b]
+        return np.dot(v, v) + np.inner((a, b), [b, a]) + np.outer([a, b], [1.0, 2.0]).sum()
+
+    a, b = np.float64(1.5), np.float64(-0.5)
+    assert gradc.jit(dot)(a, b) == pytest.approx(dot(a, b), rel=1e-14)
+    mask = np.array([True, False, True])
+    for hi in (np.int32(3), np.float32(2.0), 2, 2.5):
+        got, want = gradc.jit(lambda m, h: np.clip(m, 0, h))(mask, hi), np.clip(mask, 0, hi)
+        assert got.dtype == want.dtype and np.array_equal(got, want)

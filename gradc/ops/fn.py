@@ -462,6 +462,14 @@ def not_equal(a, b):
 
 
 def clip(x, lo, hi):
+    # (NumPy's clip is one ufunc of three operands, promoted at once: np.clip(mask, 0,
+    # np.int32(3)) is int32, where bool with 0 (int64), then with int32, was int64)
+    operands = [x] + [b for b in (lo, hi) if b is not None]
+    dtype = np.result_type(*[(v.dtype.type(0).item() if is_weak(v) else np.empty((), v.dtype))
+                             if isinstance(v, Value) else np.asarray(v)
+                             if isinstance(v, (list, tuple)) else v for v in operands])
+    if dtype != x.dtype:
+        x = astype(x, dtype)
     if lo is not None:
         x = maximum(x, lo)
     if hi is not None:
