@@ -22,8 +22,8 @@ from .ops import fn
 from .selection import Selection
 from .trace import (UFUNCS, _array_function, _array_ufunc, _call_numpy, _clip_method, _describe,
                     _integer_powers_checked, _numpy_dtype_checked, _order, _reshape_in_order,
-                    _user_frame, copy, is_zero_d_array, library_call, mark_view,
-                    note_zero_d_arrays, stores_back, traced, user_source)
+                    _user_frame, augmented_store, copy, is_zero_d_array, library_call,
+                    mark_view, note_zero_d_arrays, stores_back, traced, user_source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -623,10 +623,23 @@ def _setitem(self, index, value):
             source=user_source())
     if isinstance(value, Value) and graph.view_base.get(value.id) is self and _same_key(
             graph.view_keys.get(value.id), index):
+        if augmented_store(_user_frame()[0]):  # (the view x[i] was the statement's own: no
+            _forget_view(value)  # name holds it, so later stores need not update it)
         return  # (x[i] op= y: x[i], a view of x, already wrote its update into x)
     new = indexing._traced_update_of(self, index, "set", value)
     if new is not self:
         _takes(self, new)
+
+
+def _forget_view(view):
+    """Drop a view no Python name holds (the temporary x[i] of `x[i] += y`) from its base's
+    views: every later store into x updated each such view by a new gather (a loop of `dC[ix]
+    += v` traced in time growing as the square of its stores)."""
+    graph = view.graph
+    base = graph.view_base.pop(view.id, None)
+    graph.view_keys.pop(view.id, None)
+    if base is not None and base.id in graph.views_of:
+        graph.views_of[base.id] = [v for v in graph.views_of[base.id] if v is not view]
 
 
 def _takes(x, new):

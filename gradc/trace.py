@@ -163,6 +163,23 @@ def stores_back(frame):
                 None) == "STORE_SUBSCR"
 
 
+def augmented_store(frame):
+    """Whether `frame` runs the store of an `x[i] op= y` (STORE_SUBSCR of the in-place
+    operator's result, which only the stack held: the view x[i] it was computed on is gone
+    after, where `r = x[i]; r += y; x[i] = r` keeps r)."""
+    if frame is None:
+        return False
+    found, at = _decoded(frame.f_code)
+    i = at.get(frame.f_lasti)
+    if i is None or found[i].opname != "STORE_SUBSCR":
+        return False
+    before = next((ins for ins in reversed(found[:i])
+                   if not ins.opname.startswith(("SWAP", "ROT_", "CACHE"))), None)
+    return before is not None and (before.opname.startswith("INPLACE_") or (
+        before.opname == "BINARY_OP" and before.argrepr.endswith("=")
+        and before.argrepr != "=="))
+
+
 # what pushes onto the stack without reading what is there (a key's names and numbers)
 _LOADS = frozenset({"LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_BORROW", "LOAD_FAST_LOAD_FAST",
                     "LOAD_FAST_BORROW_LOAD_FAST_BORROW", "LOAD_CONST", "LOAD_SMALL_INT",

@@ -653,3 +653,28 @@ def test_a_store_whose_static_rows_tell_the_writes_apart_takes_any_number_of_the
 
     with pytest.raises(gradc.UnsupportedOpError, match="4200 traced indices"):
         gradc.jit(repeated_rows)(x, dout)
+
+
+def test_a_loop_of_augmented_stores_traces_in_time_linear_in_its_stores():
+    """`dx[:, t, :] += dh[:, t, :]` over t (a hand-written RNN backward), `dC[ix] += demb[k, j]`
+    (makemore's backprop ninja): each store updated every earlier statement's own view x[i] by
+    a new gather, so the trace grew as the square of the stores (17 s for the lecture's 96).
+    A view a name holds (`r` below) still follows every store, as NumPy's does."""
+    from gradc.trace import trace
+
+    def backward(dh):
+        n, steps, h = dh.shape
+        dx = np.zeros((n, steps, h))
+        for t in reversed(range(steps)):
+            dx[:, t, :] += dh[:, t, :] * 2.0
+        r = dx[:, 0, :]
+        for t in range(steps):
+            dx[:, t, :] += 1.0
+        return dx, r
+
+    sizes = [len(trace(backward, (np.ones((2, steps, 3)),))[0].nodes) for steps in (20, 40)]
+    assert sizes[1] < 2.2 * sizes[0]
+    dh = np.arange(2 * 5 * 3.0).reshape(2, 5, 3)
+    got, want = gradc.jit(backward)(dh), backward(dh)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])  # (r saw the second loop's stores)
