@@ -582,21 +582,9 @@ def unwritten(captures, stale, compiled):
     in, `0.9 * self.loss + ...`, makes another program, and stays checked)."""
     if stale is None or compiled.digest is None or compiled.digest != stale.digest:
         return
-    targets = [(w.container, w.key) for w in getattr(compiled, "write_backs", ())]
-
-    def written(path):
-        if not path.steps or not targets:
-            return False
-        kind, key = path.steps[-1]
-        try:
-            parent = Path(path.root, path.steps[:-1]).follow()
-        except Exception:  # noqa: BLE001 - (gone)
-            return False
-        holder = parent if kind == "item" else getattr(parent, "__dict__", None)
-        return any(c is holder and k == key for c, k in targets)
-
+    written = getattr(compiled, "write_backs", ())
     captures.guards = [g for g in captures.guards
-                       if isinstance(g.value, np.ndarray) or not written(g.path)]
+                       if isinstance(g.value, np.ndarray) or not g.path.assigned_by(written)]
 
 
 def named_tables(watch):

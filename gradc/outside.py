@@ -104,6 +104,19 @@ class Path(NamedTuple):
             x = _step(x, kind, key)
         return x
 
+    def assigned_by(self, stored):
+        """Whether the path ends where one of `stored` (Stored write-backs) assigns: the
+        attribute or dict entry the traced code itself assigns after each call."""
+        if not self.steps or not stored:
+            return False
+        kind, key = self.steps[-1]
+        try:
+            parent = Path(self.root, self.steps[:-1]).follow()
+        except Exception:  # noqa: BLE001 - (gone)
+            return False
+        holder = parent if kind == "item" else getattr(parent, "__dict__", None)
+        return any(w.container is holder and w.key == key for w in stored)
+
     def named_in(self, names, called=False):
         """Whether the code entered reads each name on the path (`names`, a Names): a global,
         an attribute (of a global: that global's; a method the code calls, where `called`),

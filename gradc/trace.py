@@ -1631,7 +1631,7 @@ def _warn_constant_arrays(fun, graph, watch, guarded=frozenset()):
             read.append((found[0] if found[1] is a else f"a view of {found[0]}", a))
     if graph.outside is not None:
         _warn_derived_constants(fun, graph, watch, {id(a) for _, a in read}, guarded)
-        _warn_large_tables(fun, watch)
+        _warn_large_tables(fun, watch, graph)
     if not read:
         return
     names = ", ".join(f"`{name}` {a.dtype.name}{list(a.shape)}" for name, a in read[:4])
@@ -1671,11 +1671,15 @@ def _warn_derived_constants(fun, graph, watch, named, guarded):
             return
 
 
-def _warn_large_tables(fun, watch):
+def _warn_large_tables(fun, watch, graph):
     """ConstantArrayWarning for the integer and boolean arrays outside the arguments that the
     code names (index tables, masks: compiled in, since they may decide shapes) too large for
-    their contents to be checked on every call (capture.CONTENT_GUARD_SIZE)."""
-    large = [(name, a) for name, a, _ in named_tables(watch) if a.size > CONTENT_GUARD_SIZE]
+    their contents to be checked on every call (capture.CONTENT_GUARD_SIZE). Not for one the
+    code assigns anew and no traced operation read (DLFS's Relu: `self.mask = (x <= 0);
+    out[self.mask] = 0` reads the mask it made)."""
+    constants = {id(a) for a in graph.constant_arrays.values()}
+    large = [(name, a) for name, a, path in named_tables(watch) if a.size > CONTENT_GUARD_SIZE
+             and (id(a) in constants or not path.assigned_by(graph.write_backs))]
     if not large:
         return
     names = ", ".join(f"`{name}` {a.dtype.name}{list(a.shape)}" for name, a in large[:4])

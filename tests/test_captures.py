@@ -574,6 +574,31 @@ def test_a_value_the_function_stores_and_reads_back_does_not_trace_again_each_ca
         assert forward(X * scale) == pytest.approx(total, rel=1e-13)
 
 
+def test_a_mask_the_function_makes_and_reads_back_is_not_warned_about():
+    """DLFS's Relu, `self.mask = (x <= 0); out[self.mask] = 0`, after a NumPy call left a mask
+    of over 4096 elements there: a ConstantArrayWarning said that mask was compiled in and a
+    later change would not be seen, though the code reads only the one it makes."""
+    class Relu:
+        def __init__(self):
+            self.mask = None
+
+        def forward(self, x):
+            self.mask = (x <= 0)
+            out = x.copy()
+            out[self.mask] = 0
+            return out
+
+    relu, x = Relu(), RNG.standard_normal((70, 70))
+    relu.forward(x)  # (NumPy's call: a mask of 4900 elements there)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gradc.ConstantArrayWarning)
+        forward = gradc.jit(relu.forward)
+        for _ in range(2):
+            x = RNG.standard_normal((70, 70))
+            np.testing.assert_array_equal(forward(x), np.maximum(x, 0))
+            np.testing.assert_array_equal(relu.mask, x <= 0)
+
+
 def test_a_traced_value_appended_outside_or_stored_by_a_train_step_is_refused_and_undone():
     model = RunningMean()
     # (named with the line that computed the value: the store itself runs no traced operation)
