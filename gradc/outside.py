@@ -1498,6 +1498,34 @@ class ChangedByTrace:
         return f"{shown(self.before)}, then {shown(self.after)} by the traced code itself"
 
 
+class WrittenInto(NamedTuple):
+    """An outside array the traced code updated in place, by no store the walk saw (`W =
+    self.W; W -= lr * g`, `np.subtract(W, g, out=W)`): its new value written into the array
+    at `path` after each call, as NumPy's code writes into it."""
+    where: str
+    path: Path
+    value: object
+    container: object = None
+
+    def message(self):
+        return _stored(self.where, self.value)
+
+    def write(self, value):
+        np.copyto(self.path.follow(), value)  # (the same array the call read: its capture)
+
+
+def written_into(in_place, stored, watch):
+    """WrittenInto for each array of Graph.in_place that no Stored of `stored` writes into."""
+    covered = {id(w.container.get(w.key)) for w in stored
+               if getattr(w, "into", False) and w.key is not None}
+    found = []
+    for array, value in in_place.values():
+        if id(array) not in covered and id(array) in watch.paths:
+            name, path = watch.way_to(array)
+            found.append(WrittenInto(name, path, value))
+    return found
+
+
 class Given(NamedTuple):
     """What the function was given, assigned outside (`net.params = params`): written back
     as the caller's own object of each call, at these steps (keys, indices) into its (args,

@@ -39,6 +39,7 @@ from .functions._args import no_where as _no_where
 from .handlers import refuse_caught_index_error
 from .ir import SUPPORTED_DTYPES, Graph, Value
 from .ops import all_ops, fn
+from .outside import written_into
 
 _GRADC_DIR = os.path.dirname(os.path.abspath(__file__))
 _NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__))
@@ -1170,10 +1171,13 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
     out, where = kwargs.pop("out", None), kwargs.pop("where", True)
     out = out[0] if isinstance(out, tuple) and len(out) == 1 else out
     into = None  # (the NumPy element of an `acc[i] += x`, which the store after takes)
-    live = None  # (the value of an outside array updated in place through a dict entry)
-    if type(out) is np.ndarray and where is True and _stores_back_here():
+    live = None  # (the value of an outside array updated in place: `self.W -= lr * g`)
+    outside = type(out) is np.ndarray and _walked_array(current_graph(), out)
+    if type(out) is np.ndarray and where is True and (outside or _stores_back_here()):
         into, out = out, None
-        live = captured(current_graph(), into)  # (`params["W"] -= g`: read on every call)
+        if outside and not into.flags.writeable:
+            raise ValueError("output array is read-only")  # (NumPy's)
+        live = captured(current_graph(), into)  # (an outside array's: read on every call)
         element = live if live is not None else np.ndarray.copy(into)  # (read, never
         inputs = [element if x is into else x for x in inputs]  # written; a constant must
         # not hold acc)
@@ -1208,9 +1212,17 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
     if into is not None:
         from .surface import SYMBOL_OF, fitted_into
         value = fitted_into(into.shape, into.dtype, value, SYMBOL_OF.get(ufunc, ufunc.__name__))
-        if live is not None:  # (NumPy's writes into it: what reads it next, by any way, and
-            like.graph.in_place[id(into)] = (into, value)  # the array after the call)
+        if outside:  # (NumPy's writes into it: what reads it next, by any way, sees the
+            like.graph.in_place[id(into)] = (into, value)  # value, written into it after
+            # each call: outside.WrittenInto)
     return value
+
+
+def _walked_array(graph, x):
+    """Whether x is an array the trace's walk found outside the arguments (not a view of one)."""
+    watch = graph.outside if graph is not None else None
+    found = watch.arrays.get(id(x)) if watch is not None else None
+    return found is not None and found[1] is x
 
 
 def _stores_back_here():
@@ -1402,6 +1414,7 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
             "it again. Compute the new value and return it (store it after the call), pass "
             "the array as an argument, or (a table made on first use) fill it before the first "
             "call", source=user_source())
+    assigned = assigned + written_into(graph.in_place, assigned, watch)
     if any(id(a.container) in given_containers for a in assigned):  # (the copies the trace
         raise _changed_given(fun)  # ran on: written back there, the caller's never changed)
     graph.write_backs = assigned if write_back else []

@@ -917,7 +917,11 @@ def test_a_gpt_layout_sub_layer_numbers_scalar_elements_and_an_outside_table():
     np.testing.assert_allclose(forward(X, ids), want(), rtol=1e-12)
 
 
-def test_updating_outside_state_in_place_with_a_traced_value_says_what_to_do():
+def test_outside_arrays_updated_in_place_with_traced_values_are_written_into_after_each_call():
+    """`running += 0.1 * h.mean(0)` into a default argument's array, nnfs's optimizer
+    (`layer.weights += -lr * layer.dweights`), `W = self.W; W -= lr * g`, np.subtract(...,
+    out=): NumPy writes into the array itself; the compiled function writes its new value into
+    that array after each call, and reads of it later in the call see it (they were refused)."""
     running = np.zeros(2)
 
     def forward(x, running=running):
@@ -925,9 +929,44 @@ def test_updating_outside_state_in_place_with_a_traced_value_says_what_to_do():
         running += 0.1 * h.mean(0)  # (NumPy: into the default array, in place)
         return h
 
-    with pytest.raises(gradc.UnsupportedOpError, match=r"into a NumPy array .*has_aux=True"):
-        gradc.jit(forward)(X)
-    assert not running.any()
+    f = gradc.jit(forward)
+    for step in range(1, 3):
+        f(X)
+        np.testing.assert_allclose(running, 0.1 * step * (X @ np.ones((3, 2))).mean(0))
+
+    class Dense:
+        def __init__(self):
+            self.weights, self.biases = np.ones((3, 2)), np.zeros(2)
+
+    class SGD:
+        def update_params(self, layer, dW, db):
+            layer.weights += -0.1 * dW
+            np.subtract(layer.biases, 0.1 * db, out=layer.biases)
+
+    class Net:
+        def __init__(self):
+            self.dense, self.optimizer = Dense(), SGD()
+            self.kept = self.dense.weights  # (another holder of the same array)
+
+        def step(self, x, y):
+            err = x @ self.dense.weights + self.dense.biases - y
+            self.optimizer.update_params(self.dense, x.T @ err, err.sum(0))
+            W = self.dense.weights
+            W -= 0.01 * W  # (through a local name)
+            return np.sum(err ** 2) + np.sum(x @ self.kept)
+
+    net, reference = Net(), Net()
+    step = gradc.jit(net.step)
+    y = np.ones((len(X), 2))
+    for _ in range(3):
+        assert step(X, y) == pytest.approx(reference.step(X, y), rel=1e-12)
+        assert net.kept is net.dense.weights
+        np.testing.assert_allclose(net.dense.weights, reference.dense.weights, rtol=1e-12)
+        np.testing.assert_allclose(net.dense.biases, reference.dense.biases, rtol=1e-12)
+    frozen = np.ones(3)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):  # (NumPy's)
+        gradc.jit(lambda x: frozen.__isub__(x))(np.ones(3))
 
 
 def test_an_array_read_with_numpy_alone_that_keeps_changing_is_named_with_its_fix():
