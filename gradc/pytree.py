@@ -58,7 +58,7 @@ def is_device_array(x):
     """A CUDA device array (for target="cuda"): Numba's, the simulator's, or any object with
     `__cuda_array_interface__` (CuPy, PyTorch)."""
     return _has(x, "__cuda_array_interface__") or (
-        _has(x, "copy_to_host") and _has(x, "shape") and _has(x, "dtype"))
+        _has(x, "copy_to_host") and hasattr(x, "shape") and hasattr(x, "dtype"))
 
 
 def _has(x, name):
