@@ -77,6 +77,13 @@ class Function:
     def __repr__(self):
         return f"<gradc.{self.mode} of {self.__name__}>"
 
+    def __reduce__(self):
+        """A copy (copy.deepcopy of a model holding `self.fwd = gradc.jit(self.forward)`, a
+        DQN's target network; pickle) is the same compiled function of the copied `fun`, its
+        compiles anew (they hold locks and graphs: deepcopy walked them without end)."""
+        return Function, (self.fun, self.mode, self.argnums, self.copy, self.target,
+                          self.max_signatures, self.has_aux)
+
     def __get__(self, obj, objtype=None):
         """As a method (`@gradc.jit` in a class body): `model.forward(x)` calls it with the
         object first, a static argument (each object compiles its own signature)."""

@@ -722,6 +722,7 @@ class OutsideWalk:
         # value)] of the closure cells: a traced value stored in one is undone
         # (undo_stored_values), a number or list changed is warned about (changed_numbers)
         self.held, self.held_globals, self.held_cells = [], [], []
+        self.held_at = {}  # id(container) -> the Path to it (to the object, for its __dict__)
         self.classes = {}  # id -> (a user's class walked, what it held then): restore
         # id -> (iterator, its _progress when found, [(name, Path)] of the ways to it) of the
         # iterators and generators outside: one the trace drew from is warned about (`drawn`)
@@ -762,15 +763,20 @@ class OutsideWalk:
         fun = inspect.unwrap(fun) if isinstance(fun, types.FunctionType) else fun
         if not isinstance(fun, types.FunctionType):
             return None
-        defaults = fun.__defaults__ or ()
-        params = fun.__code__.co_varnames[:fun.__code__.co_argcount][-len(defaults):]
-        for i, (param, value) in enumerate(zip(params, defaults)):  # (named by the parameter)
-            self._consider(value, param, depth, Path(fun, (("attr", "__defaults__"), ("item", i))))
-        for key, value in (fun.__kwdefaults__ or {}).items():
-            self._consider(value, key, depth,
-                           Path(fun, (("attr", "__kwdefaults__"), ("item", key))))
+        self._scan_defaults(fun, depth, Path(fun, ()))
         self._scan_closure(fun, depth)
         return fun
+
+    def _scan_defaults(self, fun, depth, path):
+        """A function's default arguments, each named by its parameter (`lambda h, W=W: ...`,
+        the loop-capture idiom: W is the weights array, outside), `path` the way to fun."""
+        defaults = fun.__defaults__ or ()
+        params = fun.__code__.co_varnames[:fun.__code__.co_argcount][-len(defaults):]
+        for i, (param, value) in enumerate(zip(params, defaults)):
+            self._consider(value, param, depth, path.then("attr", "__defaults__").then("item", i))
+        for key, value in (fun.__kwdefaults__ or {}).items():
+            self._consider(value, key, depth,
+                           path.then("attr", "__kwdefaults__").then("item", key))
 
     def _scan_closure(self, fun, depth=LOCAL_DEPTH):
         code = fun.__code__
@@ -818,7 +824,8 @@ class OutsideWalk:
                 assigned.append(Stored(f"{name}.{key}" if attrs else f"{name}[{key!r}]",
                                        container, key, stored(container[key]),
                                        into=updated is not None and updated[0] is held[key]
-                                       and updated[1] is container[key]))
+                                       and updated[1] is container[key],
+                                       holder=self.held_at.get(id(container)), attrs=attrs))
                 if key in held:
                     container[key] = held[key]
                 else:
@@ -1252,8 +1259,9 @@ class OutsideWalk:
                                        path.then("attr", "__code__")))  # function's there)
             if (type(value) is types.FunctionType and depth and outside
                     and id(value) not in self.scanned):
-                self.scanned.add(id(value))  # (a helper's closure: read through its cells)
-                self._scan_closure(value, depth - 1)
+                self.scanned.add(id(value))  # (a helper's closure: read through its cells,
+                self._scan_closure(value, depth - 1)  # and its defaults)
+                self._scan_defaults(value, depth - 1, path)
                 for key, item in list(value.__dict__.items())[:MAX_ITEMS]:  # (its attributes:
                     self._consider(item, f"{name}.{key}", depth - 1,  # `scaled.k` as a setting)
                                    path.then("attr", key), outside)
@@ -1371,6 +1379,7 @@ class OutsideWalk:
         self.keep.append(value)
         if container is not None and not ways:
             self.held.append((name, container, container.copy(), container is not value))
+            self.held_at[id(container)] = path  # (the way to it: a write-back follows it)
         for item_name, kind, key, item in items:
             self._consider(item, item_name, depth - 1, path.then(kind, key), outside)
 
@@ -1556,6 +1565,8 @@ class Stored(NamedTuple):
     key: object
     value: object
     into: bool = False  # (written into the array there, as `params["W"] -= g` writes)
+    holder: object = None  # (the Path to the dict, or the object whose __dict__ it is: one the
+    attrs: bool = False  # user put there since, `m.stats = {}` each epoch, is written into)
 
     def message(self):
         return _stored(self.where, self.value)
@@ -1564,12 +1575,20 @@ class Stored(NamedTuple):
         if self.key is None:
             self.container.cell_contents = value
             return
-        now = self.container.get(self.key) if self.into else None
+        container = self.container
+        if self.holder is not None:
+            try:
+                now = self.holder.follow()
+                now = vars(now) if self.attrs else now
+            except Exception:  # noqa: BLE001 - (gone, or no __dict__: the one traced)
+                now = None
+            container = now if isinstance(now, dict) else container
+        now = container.get(self.key) if self.into else None
         if (type(now) is np.ndarray and now.shape == np.shape(value) and now.dtype == value.dtype
                 and now.flags.writeable):
             np.copyto(now, value)  # (every other holder of the array sees it, as in NumPy)
         else:
-            self.container[self.key] = value
+            container[self.key] = value
 
 
 def _stored(where, value):

@@ -234,6 +234,19 @@ class TrainStep(LearningRate):
         self._owned = (None, [], [])  # (ids, addresses, arrays) of the owned inputs: _owned_addresses
         self._on_device = None  # target="cuda": the CudaCompiled holding the current state
 
+    def __reduce__(self):
+        """A copy (copy.deepcopy of a trainer holding its step; pickle): the same step of the
+        copied loss and optimizer, with its optimizer state (state_dict), compiled anew."""
+        return (TrainStep, (self.loss_fn, self.optimizer, self.argnums, self.check_finite,
+                            self.clip_norm, self.target, self.grad_scale, self.has_aux),
+                self.state_dict())
+
+    def __setstate__(self, state):
+        if state["state"]:
+            self.load_state_dict(state)
+        else:
+            self.step_count = int(state["step"])
+
     # --- state -----------------------------------------------------------------------------
     def state_dict(self):
         """Optimizer state as plain NumPy arrays (copies): step count and every slot, as after
@@ -354,10 +367,13 @@ class TrainStep(LearningRate):
     # --- calling ---------------------------------------------------------------------------
     def _static(self, args):
         """The optimizer's compiled-in hyperparameters for a call with `args` (options given
-        as functions are called with its parameters)."""
+        as functions are called with its parameters), and the step's own (check_finite,
+        clip_norm, grad_scale: one set after the first call compiles again, where it was
+        ignored, and check_finite read a flag the program had not computed)."""
         at = self.argnums if self.loss_fn is not None else 0
         params = args[at] if -len(args) <= at < len(args) else None
-        return self.optimizer.static(params)
+        return (self.optimizer.static(params), bool(self.check_finite), self.clip_norm,
+                self.grad_scale)
 
     def __call__(self, *args, **kwargs):
         if kwargs:
@@ -587,6 +603,10 @@ class TrainStep(LearningRate):
         names = argument_names(self.loss_fn) if self.loss_fn is not None else ["params", "grads"]
         check_input_dtypes(key, lambda: leaf_names((call.args, {}), names), src)
         check_device_leaves(call.leaves, self.target, src)
+        try:  # (step.clip_norm = ... set since: checked as the constructor checks it)
+            _check_options(self.optimizer, self.clip_norm)
+        except ArgumentError as e:
+            raise ArgumentError(str(e), source=src) from None
         t0 = time.perf_counter()
         changed = changed_contents(stale)
         with gc_paused(), frozen.recording_lines(bool(changed)), \

@@ -1064,3 +1064,46 @@ def test_what_fuzz42a_found_in_the_calling_conventions():
     with pytest.raises(gradc.NonDifferentiableError, match=re.escape("p['rng'].state")):
         gradc.grad(lambda p: np.sum(p["W"] * p["rng"].random(2)))(
             {"W": w, "rng": gradc.random.Generator(0)})
+
+
+def _module_level_loss(p, x):
+    return np.sum((x @ p["w"]) ** 2)
+
+
+def test_copies_of_models_holding_compiled_functions_and_steps_are_independent():
+    """fuzz44b: copy.deepcopy of a model that keeps `self.fwd = gradc.jit(self.forward)` (a
+    DQN's target network) ran without end, to 20 GB (it walked the compiled graphs); before a
+    call it was a bare TypeError (a lock). A copy is the same compiled function of the copied
+    model; a train step's copy keeps its optimizer state."""
+    import copy
+    import pickle
+
+    class QNet:
+        def __init__(self):
+            self.W = np.eye(2) * 0.5
+            self.fwd = gradc.jit(self.forward)
+            self.grad = gradc.grad(self.loss)
+
+        def forward(self, x):
+            return np.tanh(x @ self.W)
+
+        def loss(self, x):
+            return np.sum(self.forward(x))
+
+    x = np.ones((1, 2))
+    online = QNet()
+    copy.deepcopy(online)  # (before a call)
+    online.fwd(x)
+    target = copy.deepcopy(online)
+    online.W += 1.0
+    np.testing.assert_allclose(target.fwd(x), np.tanh(x @ (np.eye(2) * 0.5)))
+    np.testing.assert_allclose(online.fwd(x), np.tanh(x @ (np.eye(2) * 0.5 + 1.0)))
+    np.testing.assert_allclose(target.grad(x), gradc.grad(target.loss)(x))
+    step = gradc.train_step(_module_level_loss, gradc.optim.Adam(lr=0.01))
+    params, batch = {"w": np.ones((2, 1))}, np.ones((3, 2))
+    step(params, batch)
+    twin, twin_params = pickle.loads(pickle.dumps(step)), copy.deepcopy(params)
+    for _ in range(2):
+        assert step(params, batch) == twin(twin_params, batch)
+    np.testing.assert_array_equal(params["w"], twin_params["w"])
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(gradc.jit(np.tanh)))(x), np.tanh(x))

@@ -599,6 +599,43 @@ def test_a_mask_the_function_makes_and_reads_back_is_not_warned_about():
             np.testing.assert_array_equal(relu.mask, x <= 0)
 
 
+def test_helpers_defaults_and_containers_replaced_between_calls_are_followed():
+    """fuzz44b: layers as lambdas binding their weights by a default argument (`lambda h, W=W:
+    ...`, the loop-capture idiom) read the first call's weights, stale after `W -= lr * g`; a
+    write-back went into the dict seen when traced, so a metrics dict replaced each epoch
+    (`m.stats = {}`) stayed empty."""
+    weights = [np.eye(2), np.eye(2) * 2]
+    layers = [lambda h, W=W: np.tanh(h @ W) for W in weights]
+
+    def forward(x):
+        for layer in layers:
+            x = layer(x)
+        return x
+
+    f, x = gradc.jit(forward), np.ones((1, 2))
+    f(x)
+    for W in weights:
+        W -= 0.3
+    np.testing.assert_allclose(f(x), forward(x), rtol=1e-13)
+
+    class Model:
+        def __init__(self):
+            self.W = np.eye(2) * 0.5
+            self.stats = {}
+
+        def forward(self, x):
+            h = np.tanh(x @ self.W)
+            self.stats["h_mean"] = h.mean()
+            return h
+
+    model = Model()
+    forward = gradc.jit(model.forward)
+    forward(x)
+    model.stats = {}  # (a new epoch's metrics)
+    forward(2 * x)
+    assert model.stats["h_mean"] == pytest.approx(np.tanh(2 * x @ model.W).mean(), rel=1e-13)
+
+
 def test_a_traced_value_appended_outside_or_stored_by_a_train_step_is_refused_and_undone():
     model = RunningMean()
     # (named with the line that computed the value: the store itself runs no traced operation)

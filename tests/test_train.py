@@ -539,6 +539,30 @@ def test_without_check_finite_nan_goes_through():
     assert np.isnan(loss) and np.isnan(params["w"][1])
 
 
+def test_check_finite_and_clip_norm_set_after_the_first_call_take_effect():
+    """fuzz44b: `step.clip_norm = ...` after the first call was ignored (compiled in); `step.
+    check_finite = True` raised NonFiniteError saying the parameters were left unchanged while
+    they, and the momentum, held NaN (the program had no check: the flag read was another)."""
+    step = gradc.train_step(sqrt_loss, SGD(lr=0.1, momentum=0.9))
+    params = {"w": np.array([1.0, 2.0, 3.0], F32)}
+    step(params, np.array([1.0, 1.0, 1.0], F32))
+    step.check_finite = True
+    saved_params, saved_state = copy_tree(params), step.state_dict()
+    with pytest.raises(gradc.NonFiniteError):
+        step(params, np.array([1.0, np.nan, 1.0], F32))
+    assert_bit_identical(params, saved_params, "params")
+    assert_bit_identical(step.state_dict(), saved_state, "state_dict")
+    plain = gradc.train_step(sqrt_loss, SGD(lr=0.1))
+    plain(params, np.array([1.0, 1.0, 1.0], F32))
+    plain.clip_norm = 1e-3
+    before = params["w"].copy()
+    plain(params, np.array([1.0, 1.0, 1.0], F32))
+    assert np.linalg.norm(params["w"] - before) <= 0.1 * 1e-3 * (1 + 1e-5)
+    step.clip_norm = -1.0
+    with pytest.raises(gradc.ArgumentError, match="clip_norm"):
+        step(params, np.array([1.0, 1.0, 1.0], F32))
+
+
 @functools.cache
 def trained_mlp_step():
     """A step with some optimizer state, shared by the error tests."""
