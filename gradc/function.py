@@ -359,7 +359,7 @@ class Function:
                 if isinstance(stored.value, Given):  # (the caller's own: `net.params = p`)
                     stored.write(stored.value.follow(given))
                 elif isinstance(stored.value, Made):
-                    stored.write(stored.value.build(outs))
+                    stored.write(stored.value.build(outs, given))
                     at.update(stored.value.positions())
                 else:
                     stored.write(_written(outs[stored.value]))
@@ -488,18 +488,21 @@ def _written(value):
 
 
 class Made(NamedTuple):
-    """A dict, list or tuple of values the trace assigned outside (`self.cache = {"h": h}`):
-    its tree and leaves, each an output's position (a traced value) or an array as it was."""
+    """A dict, list or tuple of values the trace assigned outside (`self.cache = (x, self.W,
+    h)`): its tree and leaves, each an output's position (a traced value; one value twice is
+    one array twice), what the function was given (Given: the call's own), or an object from
+    outside as it is (self.W itself, as NumPy's tuple holds it)."""
     treedef: tuple
     leaves: tuple
 
     def positions(self):
         return [x for x in self.leaves if type(x) is int]
 
-    def build(self, outs):
+    def build(self, outs, given):
+        made = {}
         return pytree.unflatten(self.treedef, [
-            _written(outs[x]) if type(x) is int else x.copy() if isinstance(x, np.ndarray)
-            else x for x in self.leaves])
+            made.setdefault(x, _written(outs[x])) if type(x) is int
+            else x.follow(given) if isinstance(x, Given) else x for x in self.leaves])
 
 
 def _after_the_results(graph, first):
@@ -518,11 +521,17 @@ def _after_the_results(graph, first):
             written.append(w)
         else:
             leaves, treedef = pytree.flatten(w.value)
-            at = []
+            at, position = [], {}
             for x in leaves:
-                at.append(len(outputs) if isinstance(x, Value) else x)
-                if isinstance(x, Value):
-                    outputs.append(x)
+                if isinstance(x, Value) and id(x) in graph.given_paths:
+                    at.append(Given(graph.given_paths[id(x)]))
+                elif isinstance(x, Value):
+                    if id(x) not in position:
+                        position[id(x)] = len(outputs)
+                        outputs.append(x)
+                    at.append(position[id(x)])
+                else:
+                    at.append(x)
             written.append(w._replace(value=Made(treedef, tuple(at))))
     graph.outputs = outputs
     return written

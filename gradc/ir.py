@@ -238,6 +238,7 @@ class Graph:
         # after each call (outside.Stored.into)
         self.in_place = {}
         self.stored_text = ""  # what the trace stored outside with NumPy (outside.stored_text)
+        self.given_paths = {}  # id -> steps of what the traced function was given (trace.py)
         self.captured = {}
         self.captures = []
         self.guards = []  # [(name, value, outside.Path)]: values read from outside, compiled in

@@ -818,6 +818,14 @@ class OutsideWalk:
                     container.clear()
                     container.extend(held)
                 continue
+            for key in [k for k, v in _numbered(container)
+                        if held.get(k) is not v and _object_holding_value(v)]:
+                appended.append(_stored(f"{name}.{key}" if attrs else f"{name}[{key!r}]",
+                                        container[key]))  # (an object of traced values made
+                if key in held:  # in the trace, `self.cache = SimpleNamespace(h=h)`: refused)
+                    container[key] = held[key]
+                else:
+                    del container[key]
             for key in [k for k, v in _numbered(container)  # (a set: no traced value hashes)
                         if held.get(k) is not v and stored(v) is not None]:
                 updated = in_place.get(id(held.get(key)))
@@ -1381,7 +1389,10 @@ class OutsideWalk:
             self.held.append((name, container, container.copy(), container is not value))
             self.held_at[id(container)] = path  # (the way to it: a write-back follows it)
         for item_name, kind, key, item in items:
-            self._consider(item, item_name, depth - 1, path.then(kind, key), outside)
+            try:
+                self._consider(item, item_name, depth - 1, path.then(kind, key), outside)
+            except (AttributeError, ReferenceError, LookupError):  # (an object whose every
+                continue  # attribute raises, np.load's BagObj: `__class__`; a dead one)
 
 
 # mappings that are no dict whose lookup reads what they hold, with no other effect
@@ -1545,6 +1556,14 @@ class Given(NamedTuple):
         for step in self.steps:
             tree = tree[step]
         return tree
+
+
+def _object_holding_value(x):
+    """Whether x is an object (no dict, list or tuple) whose attributes hold traced values."""
+    if isinstance(x, (dict, list, tuple, Value, np.ndarray)):
+        return False
+    attrs = getattr(x, "__dict__", None) if not isinstance(x, type) else None
+    return type(attrs) is dict and any(_holds_value(v, 1) for v in list(attrs.values())[:64])
 
 
 def _holds_value(x, depth=0):

@@ -1383,8 +1383,8 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
                     "call", source=_innermost_user_line(e)) from e
             finally:
                 graph.tracing, graph.refusals = False, []
-                stored, assigned = watch.undo_stored_values(_given_paths((targs, tkwargs)),
-                                                            graph.in_place)
+                graph.given_paths = _given_paths((targs, tkwargs))
+                stored, assigned = watch.undo_stored_values(graph.given_paths, graph.in_place)
                 graph.stored_text = watch.stored_text() if capture else ""
                 if probing is not None:
                     watch.restore()

@@ -636,6 +636,47 @@ def test_helpers_defaults_and_containers_replaced_between_calls_are_followed():
     assert model.stats["h_mean"] == pytest.approx(np.tanh(2 * x @ model.W).mean(), rel=1e-13)
 
 
+def test_a_cache_tuple_written_back_holds_the_objects_numpys_holds():
+    """fuzz44b: cs231n's `self.cache = (x, self.W, h)` was written back with copies of x and
+    self.W (an update of W in place never showed through the cache) and `(h, h)` as two arrays;
+    an object of traced values (`SimpleNamespace(h=h)`) was left holding placeholders; an
+    np.load'ed .npz in a closure crashed the walk (its BagObj raises on `__class__`)."""
+    import io
+    import types
+
+    class Affine:
+        def __init__(self):
+            self.W = np.eye(2) * 0.5
+
+        def forward(self, x):
+            h = x @ self.W
+            self.cache = (x, self.W, h, h)
+            return h
+
+        def record(self, x):
+            h = x @ self.W
+            self.cache = types.SimpleNamespace(x=x, h=h)
+            return h
+
+    layer, x = Affine(), np.ones((1, 2))
+    gradc.jit(layer.forward)(x)
+    assert layer.cache[0] is x and layer.cache[1] is layer.W and layer.cache[2] is layer.cache[3]
+    np.testing.assert_array_equal(layer.cache[2], x @ layer.W)
+    with pytest.raises(gradc.UnsupportedOpError, match=r"`self\.cache`"):
+        gradc.jit(layer.record)(x)
+    assert not hasattr(layer.cache, "h")  # (undone)
+
+    def load():
+        buffer = io.BytesIO()
+        np.savez(buffer, W=np.eye(2))
+        buffer.seek(0)
+        checkpoint = np.load(buffer)
+        return lambda x: np.tanh(x @ checkpoint["W"])
+
+    predict = load()
+    np.testing.assert_allclose(gradc.jit(predict)(x), predict(x))
+
+
 def test_a_traced_value_appended_outside_or_stored_by_a_train_step_is_refused_and_undone():
     model = RunningMean()
     # (named with the line that computed the value: the store itself runs no traced operation)
