@@ -171,7 +171,7 @@ class Function:
                     else:
                         compiled.driver(compiled.handle)
                     return self._package(compiled, compiled.outputs, given=(args, kwargs))
-        args = self.traced_args(args)
+        given, args = (args, kwargs), self.traced_args(args)  # (given: the caller's own)
         try:
             leaves, treedef = pytree.flatten((args, kwargs))
         except SignatureError as e:
@@ -200,7 +200,7 @@ class Function:
                 else:
                     if not self._views or getattr(compiled, "thread", None) is this_thread():
                         self._last_call = compiled.last_call(treedef, leaves, advanced)
-                    return self._package(compiled, outs, leaves, given=(args, kwargs))
+                    return self._package(compiled, outs, leaves, given=given)
             call = Call(args, kwargs, leaves, treedef)
             compiled = (self._own(key, call, stale=compiled, why=changed)
                         if self._owned().get(key) is compiled

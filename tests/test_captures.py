@@ -507,7 +507,7 @@ def test_what_the_function_was_given_or_updates_in_place_is_bound_as_numpys_code
         net.params = params
         return np.sum(net.predict(x) ** 2)
 
-    params = {"W": np.eye(3) * 2}
+    params = {"W": np.eye(3) * 2, "scale": 1.0}  # (a Python float: traced, the dict copied)
     value, grads = gradc.value_and_grad(loss)(params, X[:, :3])
     assert net.params is params and value == loss(params, X[:, :3])
     np.testing.assert_allclose(grads["W"], 2 * X[:, :3].T @ (X[:, :3] @ params["W"]))
