@@ -442,10 +442,15 @@ def _scatter_add(vals, pos, size):
 
 
 def _told_apart(shape, index, written):
-    """Whether a static index array of the tuple `index` (into an array of `shape`), broadcast
-    to the `written` shape, names another position of its axis at every element written
-    (DLFS's pooling backward: `dmax[np.arange(n), arg_max.flatten()] = dout.flatten()`): then
-    no two writes share a position, whatever the traced indices."""
+    """Whether no two writes of a store at `index` (into an array of `shape`, `written` the
+    shape written) share a position, whatever the traced indices: they are scalars beside
+    slices (`dC[ix] += row`), or a static index array of the tuple, broadcast to `written`,
+    names another position of its axis at every element written (DLFS's pooling backward:
+    `dmax[np.arange(n), arg_max.flatten()] = dout.flatten()`)."""
+    items = index if isinstance(index, tuple) else (index,)
+    if all(x.ndim == 0 for x in items if isinstance(x, Value)) and not any(
+            isinstance(x, (list, np.ndarray)) and np.ndim(x) > 0 for x in items):
+        return True  # (traced scalars and slices, `dC[ix] += row`: one position per element)
     if not isinstance(index, tuple):
         return False
     axis = 0
@@ -475,6 +480,12 @@ def _traced_update(flat, pos, kind, vals, distinct=False):
         # written position was True, whatever the values, a False added too)
         added = _scatter_add(fn.astype(vals, np.int64), pos, flat.size)
         return fn.maximum(flat, fn.compare("greater", added, 0))
+    if kind == "set" and distinct:  # (each position written once: its writer's number, from
+        # 1, is the sum there, 0 where none writes)
+        number = fn.as_value(np.arange(1, pos.size + 1, dtype=np.int64), flat)
+        last = _scatter_add(number, pos, flat.size)
+        values = fn.take(fn.astype(vals, flat.dtype), last - 1, axis=0, mode="clip")
+        return fn.where(fn.compare("greater", last, 0), values, flat)
     writes = _scatter_add(fn.full(flat.graph, (pos.size,), 1, np.int64), pos, flat.size)
     written = fn.compare("greater", writes, 0)
     if kind == "add":
@@ -484,10 +495,6 @@ def _traced_update(flat, pos, kind, vals, distinct=False):
                                  "supported; use static (NumPy) indices, or .set/.add")
     m = pos.size
     number = fn.as_value(np.arange(1, m + 1, dtype=np.int64), flat)
-    if distinct:  # (each position written once: its writer's number is the sum there)
-        last = _scatter_add(number, pos, flat.size)
-        values = fn.take(fn.astype(vals, flat.dtype), last - 1, axis=0, mode="clip")
-        return fn.where(written, values, flat)
     if m > _TRACED_SET_LIMIT:
         raise UnsupportedOpError(
             f"a store at {m} traced indices (`x[idx] = v`, gradc.at(x)[idx].set): finding "
