@@ -356,6 +356,9 @@ class Function:
         if written:
             at = set()
             for stored in written:
+                if getattr(stored, "given", None) is not None:  # (into the caller's dict)
+                    stored = stored._replace(container=Given(stored.given).follow(given),
+                                             holder=None)
                 if isinstance(stored.value, Given):  # (the caller's own: `net.params = p`)
                     stored.write(stored.value.follow(given))
                 elif isinstance(stored.value, Made):

@@ -1586,6 +1586,8 @@ class Stored(NamedTuple):
     into: bool = False  # (written into the array there, as `params["W"] -= g` writes)
     holder: object = None  # (the Path to the dict, or the object whose __dict__ it is: one the
     attrs: bool = False  # user put there since, `m.stats = {}` each epoch, is written into)
+    given: tuple = None  # (steps to the dict among the arguments: the trace ran on a copy, so
+    # each call's own dict is written into, `bn_param["running_mean"] = ...`)
 
     def message(self):
         return _stored(self.where, self.value)

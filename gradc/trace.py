@@ -1354,6 +1354,7 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
             graph.zero_d_arrays.add(v.id)
     targs, tkwargs = pytree.unflatten(treedef, values)
     given = pytree.flatten((targs, tkwargs))
+    graph.given_paths = _given_paths((targs, tkwargs))  # (before the function changes them)
     given_containers = _containers((targs, tkwargs))
     from .literals import numpy_constructors  # (it builds on this module)
     _active.graphs.append(graph)
@@ -1383,7 +1384,6 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
                     "call", source=_innermost_user_line(e)) from e
             finally:
                 graph.tracing, graph.refusals = False, []
-                graph.given_paths = _given_paths((targs, tkwargs))
                 stored, assigned = watch.undo_stored_values(graph.given_paths, graph.in_place)
                 graph.stored_text = watch.stored_text() if capture else ""
                 if probing is not None:
@@ -1416,7 +1416,10 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
             "call", source=user_source())
     assigned = assigned + written_into(graph.in_place, assigned, watch)
     if any(id(a.container) in given_containers for a in assigned):  # (the copies the trace
-        raise _changed_given(fun)  # ran on: written back there, the caller's never changed)
+        if not write_back:  # ran on: a traced value stored there, cs231n's `bn_param[
+            raise _changed_given(fun)  # "running_mean"] = ...`, is written into the caller's)
+        assigned = [a._replace(given=graph.given_paths[id(a.container)])
+                    if id(a.container) in given_containers else a for a in assigned]
     graph.write_backs = assigned if write_back else []
     if not write_back:
         stored = stored + [a.message() for a in assigned]

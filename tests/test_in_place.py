@@ -267,7 +267,7 @@ def test_augmented_assignment_numpy_refuses_is_refused(f, marker):
     _names_line(excinfo.value, marker)
 
 
-def test_changing_the_dicts_and_lists_given_is_refused():
+def test_changing_the_dicts_and_lists_given_is_refused_or_written_into_them():
     # NumPy code changes the caller's containers; the trace ran on copies, once, and the
     # compiled function kept p["b"] = zeros as a constant
     def stores(p, x):
@@ -282,13 +282,19 @@ def test_changing_the_dicts_and_lists_given_is_refused():
         p["step"] += 1
         return np.sum(x @ p["W"])
 
-    def keeps_state(p, x):  # (a traced value: written back into the trace's copy, silently,
-        h = np.tanh(x @ p["W"] + p["b"])  # from 6 December 2026 until this was refused again)
-        p["b"] = h[0]
+    def keeps_state(p, x):  # (a traced value: written into the caller's dict after each call,
+        h = np.tanh(x @ p["W"] + p["b"])  # as cs231n's batchnorm_forward writes bn_param's
+        p["b"] = h[0]  # running mean; it went into the trace's copy, silently, once)
         return np.sum(h ** 2)
 
     x = np.ones((3, 2))
-    for f in (stores, pops, counts, keeps_state):
+    for transform in (gradc.jit, gradc.grad, gradc.value_and_grad):  # (cs231n's bn_param)
+        p = {"W": np.ones((2, 2)), "b": np.ones(2)}
+        want = np.tanh(x @ p["W"] + p["b"])[0]
+        transform(keeps_state)(p, x) if transform is gradc.jit else transform(
+            keeps_state, argnums=1)(p, x)
+        np.testing.assert_allclose(p["b"], want, rtol=1e-14)
+    for f in (stores, pops, counts):
         for transform in (gradc.jit, gradc.grad, gradc.value_and_grad):
             p = {"W": np.ones((2, 2)), "b": np.ones(2), "hist": [np.ones(1)], "step": 0}
             with pytest.raises(gradc.UnsupportedOpError) as excinfo:
