@@ -248,3 +248,38 @@ def test_products_of_lists_of_traced_values_and_clips_promote_as_numpys():
     for hi in (np.int32(3), np.float32(2.0), 2, 2.5):
         got, want = gradc.jit(lambda m, h: np.clip(m, 0, h))(mask, hi), np.clip(mask, 0, hi)
         assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_cs231n_batchnorm_forward_keeps_its_running_statistics_in_bn_param():
+    """cs231n's batchnorm_forward(x, gamma, beta, bn_param) writes its running mean and
+    variance into bn_param, the dict it is given: refused before (the trace ran on a copy)."""
+    def batchnorm_forward(x, gamma, beta, bn_param):
+        momentum = bn_param.get("momentum", 0.9)
+        running_mean = bn_param.get("running_mean", np.zeros(x.shape[1], dtype=x.dtype))
+        running_var = bn_param.get("running_var", np.zeros(x.shape[1], dtype=x.dtype))
+        if bn_param["mode"] == "train":
+            mu, var = x.mean(axis=0), x.var(axis=0)
+            out = gamma * (x - mu) / np.sqrt(var + 1e-5) + beta
+            running_mean = momentum * running_mean + (1 - momentum) * mu
+            running_var = momentum * running_var + (1 - momentum) * var
+        else:
+            out = gamma * (x - running_mean) / np.sqrt(running_var + 1e-5) + beta
+        bn_param["running_mean"], bn_param["running_var"] = running_mean, running_var
+        return out
+
+    def loss(x, gamma, beta, bn_param):
+        return np.sum(batchnorm_forward(x, gamma, beta, bn_param) ** 2)
+
+    rng = np.random.default_rng(0)
+    gamma, beta = np.ones(3), np.zeros(3)
+    ours, theirs = {"mode": "train"}, {"mode": "train"}
+    step = gradc.value_and_grad(loss, argnums=(1, 2))
+    for _ in range(3):
+        x = rng.standard_normal((5, 3))
+        assert step(x, gamma, beta, ours)[0] == pytest.approx(loss(x, gamma, beta, theirs))
+        for key in ("running_mean", "running_var"):
+            np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-13)
+    ours["mode"] = theirs["mode"] = "test"
+    x = rng.standard_normal((5, 3))
+    np.testing.assert_allclose(gradc.jit(batchnorm_forward)(x, gamma, beta, ours),
+                               batchnorm_forward(x, gamma, beta, theirs), rtol=1e-13)
