@@ -23,6 +23,7 @@ from .capture import (OUTSIDE_READS, CaptureChanged, Captures, changed_contents,
 from .compile import check_target, compile_graph
 from .errors import ArgumentError, SignatureError
 from .ir import Value, gc_paused
+from .live import written_back_live
 from .log import log_compile
 from .ops import fn
 from .outside import Given
@@ -309,7 +310,7 @@ class Function:
         t0 = time.perf_counter()
         changed = changed_contents(stale)
         with gc_paused(), frozen.recording_lines(bool(changed)), \
-                numpy_read_before(stale, changed):
+                numpy_read_before(stale, changed), written_back_live(stale):
             graph, out_info = self.trace_joint(call, src, capture)
             captures, guards = graph.captures, graph.guards
         t_trace = time.perf_counter() - t0

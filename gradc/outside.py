@@ -37,6 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .fresh import Fresh
+from .live import Live
 from .ir import Value
 from .pytree import typed_key
 
@@ -970,6 +971,8 @@ class OutsideWalk:
                 now = capture.path.follow()
             except Exception:  # noqa: BLE001 - (gone: deleted by the trace)
                 now = ABSENT
+            if type(now) is Live:  # (the array itself while this trace runs: gradc/live.py)
+                now = now.base
             if array is not None and now is not array and not (
                     type(now) in (np.ndarray, Fresh) and now.shape == array.shape
                     and now.dtype == array.dtype and np.array_equal(now, array)):
@@ -984,6 +987,7 @@ class OutsideWalk:
             now = path.follow()
         except Exception:  # noqa: BLE001 - (gone)
             return False
+        now = now.base if type(now) is Live else now
         return isinstance(now, np.ndarray) and now is not array and bool(self._stored_at(path))
 
     def _stored_at(self, path):
@@ -1239,6 +1243,8 @@ class OutsideWalk:
                                    if type(value) in (set, frozenset) else path))
             if type(value) is not set:  # (a set: held too, below, for entries taken out)
                 return
+        if type(value) is Live and type(value.base) is np.ndarray:  # (the array it stands for
+            value = value.base  # while this trace runs: gradc/live.py)
         if type(value) in (np.ndarray, np.memmap, Fresh) and not _object_array(value):  # (a
             # memmap: read live too; Fresh: made by an earlier trace, `self.buf = np.zeros(n)`)
             if outside and value.size and value.dtype.kind == "f":  # (weights, data; not

@@ -508,3 +508,33 @@ def test_what_numpy_stores_outside_from_outside_arrays_follows_them():
         assert loss(x) == pytest.approx(np.sum(np.tanh(x @ net.W)), rel=1e-12)
         np.testing.assert_allclose(net.col_norms, np.linalg.norm(net.W, axis=0), rtol=1e-13)
         net.W *= 1.1
+
+
+def test_state_the_function_writes_back_and_numpy_reads_stops_tracing_again(monkeypatch, capsys):
+    """A batch norm's `self.rm = 0.9 * self.rm + 0.1 * mu`, ML-From-Scratch's momentum
+    `self.w_updt = m * self.w_updt + (1 - m) * g`: NumPy alone computes `0.9 * self.rm`, so the
+    array the compiled function wrote back after a call was compiled in by the next trace, and
+    every step traced again (25 compiles in 30 steps; 65 ms a step, NumPy's 0.3). A trace after
+    such a call reads those arrays live (gradc/live.py); nothing the user keeps changes type."""
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+
+    class BatchNorm:
+        def __init__(self):
+            self.rm, self.rv, self.W = np.zeros(3), np.ones(3), np.eye(3)
+
+        def forward(self, x):
+            h = x @ self.W
+            mu, var = h.mean(0), h.var(0)
+            self.rm = 0.9 * self.rm + 0.1 * mu
+            self.rv = 0.9 * self.rv + 0.1 * var
+            return np.sum((h - mu) / np.sqrt(var + 1e-5))
+
+    model, reference = BatchNorm(), BatchNorm()
+    forward = gradc.jit(model.forward)
+    for _ in range(12):
+        x = RNG.standard_normal((4, 3))
+        assert forward(x) == pytest.approx(reference.forward(x), rel=1e-12)
+        np.testing.assert_allclose(model.rm, reference.rm, rtol=1e-13)
+        np.testing.assert_allclose(model.rv, reference.rv, rtol=1e-13)
+        assert type(model.rm) is np.ndarray
+    assert capsys.readouterr().err.count("compiled jit(forward)") <= 2

@@ -18,6 +18,8 @@ from .. import pytree
 from ..fresh import Fresh, plain_copy, views_fresh
 from ..errors import ArgumentError, IndexOutOfRangeError, ShapeError, UnsupportedOpError
 from ..ir import SUPPORTED_DTYPES, Value
+from ..live import Live
+from ..live import read as read_live
 
 
 class ConstArray:
@@ -165,6 +167,10 @@ def as_value(x, like: Value | None = None, graph=None):
     """Turn a Python number or NumPy array into a constant value in the graph of `like`."""
     if isinstance(x, Value):
         return x
+    if isinstance(x, Live):  # (an array written back, while a trace runs: gradc/live.py)
+        x = read_live(x)
+        if isinstance(x, Value):
+            return x
     if pytree.is_device_array(x):  # (a traced function reads outside arrays from the host)
         raise UnsupportedOpError(
             f"a device array ({type(x).__name__}) read from outside the function's arguments: "

@@ -1,0 +1,76 @@
+"""Outside arrays the compiled function itself writes back, read live by NumPy's code too.
+
+A batch norm's `self.rm = 0.9 * self.rm + 0.1 * mu`, ML-From-Scratch's optimizers'
+`self.w_updt = momentum * self.w_updt + (1 - momentum) * g`: the compiled function writes the
+new value there after each call (function.py's write-backs), and NumPy alone computes
+`0.9 * self.rm` when traced, so that product was compiled in: the probe (capture.read_by_numpy)
+found it, and every call, finding the array written anew, traced again.
+
+When a signature is traced again after such a call, the arrays at the places the previous
+compile wrote back are, while the trace runs, `Live` views of themselves: NumPy's ufuncs and
+functions on one, while a trace runs, take it as the graph value that reads the array on every
+call (capture.captured), so `0.9 * self.rm` is traced. The arrays are put back when the trace
+ends; nothing the user keeps is a Live.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+
+class Live(np.ndarray):
+    """A view of an outside array a trace reads live through NumPy's own operations."""
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        inputs = tuple(read(x) for x in inputs)
+        if "out" in kwargs:
+            kwargs["out"] = tuple(read(x) for x in kwargs["out"])
+        return getattr(ufunc, method)(*inputs, **kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return func(*_read_all(args), **dict(zip(kwargs, _read_all(kwargs.values()))))
+
+
+def read(x):
+    """x as the trace reads it: a Live as the graph value of the array it stands for (read on
+    every call), or as NumPy's plain array outside a trace and for a view taken of a Live
+    (`self.rm[0]`: its values, as before)."""
+    if not isinstance(x, Live):
+        return x
+    from .capture import captured  # (they build on this module's users)
+    from .trace import current_graph
+    real, graph = x.base, current_graph()
+    if (graph is not None and type(real) is np.ndarray and real.shape == x.shape
+            and real.strides == x.strides):
+        value = captured(graph, real)
+        if value is not None:
+            return value
+    return x.view(np.ndarray)
+
+
+def _read_all(items):
+    return [type(x)(read(v) for v in x) if type(x) in (list, tuple) else read(x)
+            for x in items]
+
+
+@contextlib.contextmanager
+def written_back_live(stale):
+    """While a trace runs: the arrays `stale` (the Compiled traced before, or None) wrote back
+    after its calls, where they are still there, as Live views (put back after)."""
+    swapped = []
+    for stored in getattr(stale, "write_backs", ()) or ():
+        if (type(stored.value) is not int or stored.key is None or getattr(stored, "into", False)
+                or getattr(stored, "given", None) is not None):
+            continue
+        container = stored.container
+        now = container.get(stored.key) if isinstance(container, dict) else None
+        if type(now) is np.ndarray and now.dtype.kind == "f" and now.size:
+            container[stored.key] = now.view(Live)
+            swapped.append((container, stored.key, now))
+    try:
+        yield
+    finally:
+        for container, key, array in swapped:
+            if isinstance(container.get(key), Live):
+                container[key] = array
