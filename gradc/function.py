@@ -21,7 +21,7 @@ from . import autodiff, forks, frozen, pytree, random, transforms
 from .capture import (OUTSIDE_READS, CaptureChanged, Captures, changed_contents,
                       numpy_read_before, unchanged_by, unwritten)
 from .compile import check_target, compile_graph
-from .errors import ArgumentError, SignatureError
+from .errors import ArgumentError, GradcError, SignatureError
 from .ir import Value, gc_paused
 from .live import written_back_live
 from .log import log_compile
@@ -110,7 +110,8 @@ class Function:
         argnums, many = normalize_argnums(self.argnums, len(call.args), src)
         differentiable_leaves(call, argnums, src, argument_names(self.fun))
         graph, out_tree, outs = trace(self.fun, call.args, call.kwargs, capture,
-                                      write_back=capture and self.mode != "jacobian")
+                                      write_back=capture and self.mode != "jacobian" and (
+                                          getattr(self, "stores", True)))
         if self.mode == "jacobian":  # (a number returned is a constant: its Jacobian is zeros)
             out_tree, outs, aux_tree, aux = transforms.split_aux(
                 out_tree, graph.outputs, self.has_aux, self.fun, src)
@@ -309,10 +310,8 @@ class Function:
         check_device_leaves(call.leaves, self.target, src)
         t0 = time.perf_counter()
         changed = changed_contents(stale)
-        with gc_paused(), frozen.recording_lines(bool(changed)), \
-                numpy_read_before(stale, changed), written_back_live(stale):
-            graph, out_info = self.trace_joint(call, src, capture)
-            captures, guards = graph.captures, graph.guards
+        graph, out_info = self._trace_joint_live(call, src, capture, stale, changed)
+        captures, guards = graph.captures, graph.guards
         t_trace = time.perf_counter() - t0
         title = f"{self.mode} of {self.__name__} from {src}"
         compiled = compile_graph(graph, title, out_info, load, self.target)
@@ -346,6 +345,22 @@ class Function:
             self.cache[key] = compiled
         self._last_key = key
         return compiled
+
+    def _trace_joint_live(self, call, src, capture, stale, changed):
+        """trace_joint after a call of `stale` (the Compiled traced before, or None) changed
+        arrays read from outside (`changed`), with the arrays stale writes back read live
+        (gradc/live.py); where that trace is refused (the code's Python decided on their
+        values: `if (self.rv < 0).any()`), traced again without, as before, from then on."""
+        live = stale if getattr(self, "_live", True) else None
+        while True:
+            try:
+                with gc_paused(), frozen.recording_lines(bool(changed)), \
+                        numpy_read_before(stale, changed), written_back_live(live) as swapped:
+                    return self.trace_joint(call, src, capture)
+            except GradcError:
+                if live is None or not swapped:
+                    raise
+                self._live, live = False, None
 
     def _package(self, compiled, outs, leaves=None, given=None):
         """The call's result from the compiled program's outputs; `leaves`: the call's (the
@@ -526,8 +541,11 @@ def _after_the_results(graph, first):
         else:
             leaves, treedef = pytree.flatten(w.value)
             at, position = [], {}
+            updated = {id(v): array for array, v in graph.in_place.values()}
             for x in leaves:
-                if isinstance(x, Value) and id(x) in graph.given_paths:
+                if isinstance(x, Value) and id(x) in updated:  # (self.W after `self.W -= g`:
+                    at.append(updated[id(x)])  # the array itself, written into after the call)
+                elif isinstance(x, Value) and id(x) in graph.given_paths:
                     at.append(Given(graph.given_paths[id(x)]))
                 elif isinstance(x, Value):
                     if id(x) not in position:

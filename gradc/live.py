@@ -19,8 +19,22 @@ import contextlib
 import numpy as np
 
 
+# what a Live answers as itself; any other attribute (a method: .copy(), .max(), .T) is its
+# plain view's, as before: NumPy's own result, no Live leaking into what the code keeps
+_OWN = frozenset({"base", "shape", "dtype", "ndim", "size", "strides", "itemsize", "nbytes",
+                  "flags"})
+
+
 class Live(np.ndarray):
-    """A view of an outside array a trace reads live through NumPy's own operations."""
+    """A view of an outside array a trace reads live through NumPy's ufuncs and functions."""
+
+    def __getattribute__(self, name):
+        if name in _OWN or name.startswith("__"):
+            return np.ndarray.__getattribute__(self, name)
+        return getattr(np.ndarray.view(self, np.ndarray), name)
+
+    def __getitem__(self, index):
+        return np.ndarray.view(self, np.ndarray)[index]
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         inputs = tuple(read(x) for x in inputs)
@@ -46,7 +60,7 @@ def read(x):
         value = captured(graph, real)
         if value is not None:
             return value
-    return x.view(np.ndarray)
+    return np.ndarray.view(x, np.ndarray)
 
 
 def _read_all(items):
@@ -60,16 +74,16 @@ def written_back_live(stale):
     after its calls, where they are still there, as Live views (put back after)."""
     swapped = []
     for stored in getattr(stale, "write_backs", ()) or ():
-        if (type(stored.value) is not int or stored.key is None or getattr(stored, "into", False)
-                or getattr(stored, "given", None) is not None):
-            continue
+        if (type(stored.value) is not int or getattr(stored, "key", None) is None
+                or getattr(stored, "into", False) or getattr(stored, "given", None) is not None):
+            continue  # (a value, assigned: not one written into, nor into the caller's dict)
         container = stored.container
         now = container.get(stored.key) if isinstance(container, dict) else None
         if type(now) is np.ndarray and now.dtype.kind == "f" and now.size:
             container[stored.key] = now.view(Live)
             swapped.append((container, stored.key, now))
     try:
-        yield
+        yield bool(swapped)
     finally:
         for container, key, array in swapped:
             if isinstance(container.get(key), Live):

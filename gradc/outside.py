@@ -1235,6 +1235,10 @@ class OutsideWalk:
         """Watch `value` if it is a NumPy generator; else look `depth` levels into it. Where it
         lies `outside` the trace: NumPy float arrays met on the way are noted, `arrays`, with
         their `path`, and numbers, strings, None and functions with a path too, `plain`."""
+        try:  # (an object that answers no attribute: np.load's BagObj, a dead weakref.proxy)
+            value.__class__
+        except Exception:  # noqa: BLE001 - (nothing to walk in it)
+            return
         if type(value) in _PLAIN or isinstance(value, _PLAIN_INSTANCES) or type(value) in (
                 set, frozenset) and all(type(v) in _PLAIN for v in value):
             if path.steps and outside:  # (a set of numbers and strings: guarded by contents)
@@ -1531,7 +1535,8 @@ class WrittenInto(NamedTuple):
     where: str
     path: Path
     value: object
-    container: object = None
+    container: object = None  # (no dict entry or attribute is assigned: Stored's fields)
+    key: object = None
 
     def message(self):
         return _stored(self.where, self.value)

@@ -1420,8 +1420,8 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
             raise _changed_given(fun)  # "running_mean"] = ...`, is written into the caller's)
         assigned = [a._replace(given=graph.given_paths[id(a.container)])
                     if id(a.container) in given_containers else a for a in assigned]
-    graph.write_backs = assigned if write_back else []
-    if not write_back:
+    graph.write_backs = assigned if write_back is True else []  # ("discard": a pullback's,
+    if not write_back:  # whose forward wrote them back already)
         stored = stored + [a.message() for a in assigned]
     if stored:
         raise UnsupportedOpError(
@@ -1506,6 +1506,20 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
             max(2.0, 20 * (time.perf_counter() - started)),
             follows=watch.hooked, given=given_arrays)  # (under another profiler, cProfile's,
         # the calls are not seen: no trace on other contents, which could not follow them)
+    both = [name for name, a, _ in read if id(a) in graph.in_place] + [
+        watch.way_to(a)[0] for a, _ in graph.in_place.values() if id(a) in given_arrays
+        and id(a) in watch.paths]  # (an argument too: its traced value is the one before)
+    if both:  # (NumPy's read after the update sees it; the compiled one, the values before)
+        both = list(dict.fromkeys(both))
+        raise UnsupportedOpError(
+            f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) "
+            f"updates {', '.join(f'`{n}`' for n in both[:4])} in place with a traced value "
+            "and reads it with NumPy alone (W.sum(), np.sum(W * W) of the NumPy array), or as "
+            "an argument too: the "
+            "compiled function would compute that read from the values before the call, where "
+            "NumPy's code sees the update. Read it with the traced values it meets "
+            "(np.sum(W * W) after W = W - lr * g, out of place), or pass the array as an "
+            "argument", source=user_source())
     _warn_constant_arrays(fun, graph, watch, {id(a) for _, a, _ in read})
     if capture:
         graph.guards = (watch.guards([c.path for c in graph.captures])

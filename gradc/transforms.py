@@ -168,6 +168,13 @@ def _arrays(tree):
     return tree
 
 
+def _discarding_stores(function):
+    """A pullback's gradient function: what fun assigns outside (`self.h = h`, `m.W -= g`) the
+    forward's call wrote already; the pullback computes the forward again without writing it."""
+    function.stores = "discard"
+    return function
+
+
 def vjp(fun, *primals):
     """(out, vjp_fn), as JAX's vjp: `out = fun(*primals)`, and `vjp_fn(cotangent)` returns the
     tuple of cotangents of the primals (one per primal, shaped like it): `cotangent` has the
@@ -196,7 +203,8 @@ def vjp(fun, *primals):
         return _inner(fun(*args[:-1]), args[-1])
 
     pulled_back.__name__ = f"vjp of {getattr(fun, '__name__', 'fn')}"
-    backward = _built(fun, "vjp", n, lambda: grad(pulled_back, argnums=tuple(range(n)), copy=True))
+    backward = _built(fun, "vjp", n, lambda: _discarding_stores(
+        grad(pulled_back, argnums=tuple(range(n)), copy=True)))
 
     def vjp_fn(*cotangent, **keywords):  # (Python numbers as arrays: traced, not one compile
         if len(cotangent) != 1 or keywords:  # per value)

@@ -677,6 +677,67 @@ def test_a_cache_tuple_written_back_holds_the_objects_numpys_holds():
     np.testing.assert_allclose(gradc.jit(predict)(x), predict(x))
 
 
+def test_what_an_in_place_update_cannot_show_is_refused_and_the_rest_follows_it():
+    """fuzz44d, on this session's in-place write-backs: a NumPy read after the update (`np.
+    subtract(W, x, out=W); W.sum()`, a zero buffer `np.tanh(x, out=self.buf); self.buf + 1`)
+    saw the values before it, silently; so did the argument that is the same array; a vjp's
+    pullback wrote the update a second time; `self.cache = (x, self.W)` after `self.W -= g`
+    held a copy; closure cells that answer no attribute (a dead weakref.proxy) crashed the
+    walk."""
+    import weakref
+
+    W = np.ones((2, 2))
+
+    def subtract_then_sum(x):
+        np.subtract(W, x, out=W)
+        return W.sum()
+
+    class Layer:
+        def __init__(self):
+            self.buf, self.W = np.zeros(3), np.ones(3)
+
+        def forward(self, x):
+            np.tanh(x, out=self.buf)
+            return self.buf + 1.0
+
+        def step(self, x):
+            self.W -= 0.1 * x
+            self.cache = (x, self.W)
+            return x.sum()
+
+    layer, x = Layer(), np.full((2, 2), 0.5)
+    for f, args in ((subtract_then_sum, (x,)), (layer.forward, (x[0].repeat(2)[:3],)),
+                    (lambda x, V: (W.__isub__(x), V.sum())[1], (x, W))):
+        with pytest.raises(gradc.UnsupportedOpError, match="in place with a traced value"):
+            gradc.jit(f)(*args)
+    np.testing.assert_array_equal(W, np.ones((2, 2)))
+    gradc.jit(layer.step)(np.ones(3))
+    assert layer.cache[1] is layer.W and np.allclose(layer.W, 0.9)
+
+    class Model:
+        pass
+
+    model = Model()
+    model.W = np.zeros(2)
+
+    def updates(v):
+        model.W -= 0.1 * v
+        return np.tanh(v)
+
+    out, pullback = gradc.vjp(updates, np.ones(2))
+    pullback(np.ones(2))
+    np.testing.assert_allclose(model.W, -0.1)  # (once, as NumPy's one call)
+
+    class Gone:
+        pass
+
+    def closing_over_a_dead_proxy():
+        proxy = weakref.proxy(Gone())
+        return lambda x: np.tanh(x) if proxy is not None else x
+
+    np.testing.assert_allclose(gradc.jit(closing_over_a_dead_proxy())(x), np.tanh(x))
+
+
 def test_a_traced_value_appended_outside_or_stored_by_a_train_step_is_refused_and_undone():
     model = RunningMean()
     # (named with the line that computed the value: the store itself runs no traced operation)
