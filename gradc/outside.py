@@ -814,6 +814,16 @@ class OutsideWalk:
             if isinstance(container, (list, collections.deque)):
                 found = [i for i, v in enumerate(container) if stored(v) is not None
                          and not (i < len(held) and held[i] is v)]
+                updated = [i for i in found if type(container) is list and i < len(held)
+                           and len(container) == len(held)
+                           and in_place.get(id(held[i]), (None, None))[0] is held[i]
+                           and in_place[id(held[i])][1] is container[i]]
+                if found and updated == found:  # (`self.params[i] -= lr * g`: written into
+                    for i in found:  # each array after the call, as into a dict entry's)
+                        assigned.append(Stored(f"{name}[{i}]", container, i, container[i],
+                                               into=True))
+                        container[i] = held[i]
+                    continue
                 if found:
                     appended.append(_stored(f"{name}[{found[0]}]", container[found[0]]))
                     container.clear()
@@ -1547,8 +1557,8 @@ class WrittenInto(NamedTuple):
 
 def written_into(in_place, stored, watch):
     """WrittenInto for each array of Graph.in_place that no Stored of `stored` writes into."""
-    covered = {id(w.container.get(w.key)) for w in stored
-               if getattr(w, "into", False) and w.key is not None}
+    covered = {id(w.container[w.key] if type(w.container) is list else w.container.get(w.key))
+               for w in stored if getattr(w, "into", False) and w.key is not None}
     found = []
     for array, value in in_place.values():
         if id(array) not in covered and id(array) in watch.paths:
@@ -1615,7 +1625,8 @@ class Stored(NamedTuple):
             except Exception:  # noqa: BLE001 - (gone, or no __dict__: the one traced)
                 now = None
             container = now if isinstance(now, dict) else container
-        now = container.get(self.key) if self.into else None
+        now = (container[self.key] if type(container) is list else container.get(self.key)
+               ) if self.into else None
         if (type(now) is np.ndarray and now.shape == np.shape(value) and now.dtype == value.dtype
                 and now.flags.writeable):
             np.copyto(now, value)  # (every other holder of the array sees it, as in NumPy)

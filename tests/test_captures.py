@@ -1102,6 +1102,23 @@ def test_outside_arrays_updated_in_place_with_traced_values_are_written_into_aft
         assert net.kept is net.dense.weights
         np.testing.assert_allclose(net.dense.weights, reference.dense.weights, rtol=1e-12)
         np.testing.assert_allclose(net.dense.biases, reference.dense.biases, rtol=1e-12)
+    class ListNet:  # (`for i in range(len(self.params)): self.params[i] -= lr * grads[i]`)
+        def __init__(self):
+            self.params = [np.ones((2, 2)), np.zeros(2)]
+
+        def step(self, x):
+            grads = [x, x.sum(0)]
+            for i in range(len(self.params)):
+                self.params[i] -= 0.1 * grads[i]
+            return x.sum()
+
+    listed, listed_reference, x2 = ListNet(), ListNet(), np.full((2, 2), 0.5)
+    kept = listed.params[0]
+    for _ in range(2):
+        gradc.jit(listed.step)(x2), listed_reference.step(x2)
+        for a, b in zip(listed.params, listed_reference.params):
+            np.testing.assert_allclose(a, b, rtol=1e-13)
+    assert listed.params[0] is kept
     frozen = np.ones(3)
     frozen.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):  # (NumPy's)
