@@ -506,16 +506,30 @@ def _built_keys(instructions, lines):
     for n, ins in enumerate(instructions):
         if lines is not None and ins.positions.lineno not in lines:
             continue
+        separator = None
         if ins.opname == "BUILD_STRING":
             operands = _operands(instructions, n, ins.arg)
         elif ins.opname == "BINARY_OP" and ins.argrepr in ("+", "+="):
             operands = _operands(instructions, n, 2)
+        elif ins.opname in ("BUILD_LIST", "BUILD_TUPLE"):  # ("_".join([name, "W"]))
+            operands = _operands(instructions, n, ins.arg)
+            first = n - sum(len(op) for op in operands or ()) - 1
+            while first >= 0 and instructions[first].opname in ("CACHE", "EXTENDED_ARG", "NOP"):
+                first -= 1
+            if (operands is None or first < 1 or instructions[first].argval != "join"
+                    or instructions[first - 1].opname != "LOAD_CONST"
+                    or type(instructions[first - 1].argval) is not str):
+                continue
+            separator = instructions[first - 1].argval
         else:
             continue
         if operands is None:
             continue
         parts = [op[0].argval if len(op) == 1 and op[0].opname == "LOAD_CONST" else None
                  for op in operands]
+        if separator is not None:  # (the separator between each two items)
+            parts = [x for i, part in enumerate(parts)
+                     for x in ((separator,) if i else ()) + (part,)]
         if not any(type(p) is str and p for p in parts) or (
                 ins.opname == "BINARY_OP" and None not in parts):
             continue

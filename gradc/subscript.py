@@ -42,13 +42,20 @@ def _read_pointer(address):
 def _traced_index(table, index):
     """`table[index]` met by the native slot: gradc's indexing where a user's trace asked for
     it, NumPy's (and its refusal of the traced index, by name) anywhere else."""
+    from .errors import GradcError
     from .ops import fn
-    from .trace import _user_frame, current_graph  # (they build on this module's users)
-    like = index if isinstance(index, Value) else next(
+    from .trace import _user_frame, current_graph, user_source  # (they build on this module's
+    like = index if isinstance(index, Value) else next(  # users)
         (i for i in index if isinstance(i, Value)), None)
     if like is None or current_graph() is None or _user_frame()[1] is not None:
         return _NUMPY_GETITEM(table, index)
-    return fn.as_value(table, like)[index]
+    try:
+        table = fn.as_value(table, like)
+    except GradcError as e:  # (a complex or text table: its refusal names the line)
+        if e.source:
+            raise
+        raise type(e)(str(e), source=user_source()) from None
+    return table[index]
 
 
 def _build(numpy_subscript):

@@ -395,12 +395,13 @@ def test_entries_read_by_keys_the_code_builds_or_is_given_are_checked(monkeypatc
     normalized table, a scale) was compiled in unchecked: stale after the user's change."""
     monkeypatch.setenv("GRADC_LOG", "compiles")
     tables = {"m1": np.array([1.0, 0.0, 1.0]), "W1": np.arange(1.0, 10.0).reshape(3, 3),
+              "W_1": np.ones((3, 3)),
               "b1": np.array(2.0), "gain1": 0.5, "counts": np.arange(1.0, 10.0).reshape(3, 3),
               "unread": np.zeros(3)}
 
     def forward(x, i, key):
         mask = tables[f"m{i}"] > 0
-        W = tables["W%d" % i]
+        W = tables["W%d" % i] + tables["_".join(["W", str(i)])]  # (and "W_1")
         scale = np.sqrt(tables["b" + str(i)]) * tables["gain{}".format(i)]
         P = tables[key] / tables[key].sum(1, keepdims=True)
         return (x * mask) @ (W / np.abs(W).max()) * scale + x @ P
@@ -409,14 +410,15 @@ def test_entries_read_by_keys_the_code_builds_or_is_given_are_checked(monkeypatc
     x = X[:, :3]
     for change in (lambda: tables["m1"].__setitem__(1, 1.0), lambda: tables["W1"].__imul__(-1),
                    lambda: tables["b1"].__iadd__(2.0), lambda: tables.__setitem__("gain1", 2.0),
-                   lambda: tables["counts"].__setitem__((0, 0), 50.0)):
+                   lambda: tables["counts"].__setitem__((0, 0), 50.0),
+                   lambda: tables["W_1"].__imul__(3.0)):
         np.testing.assert_allclose(f(x, 1, "counts"), forward(x, 1, "counts"), rtol=1e-13)
         change()
     np.testing.assert_allclose(f(x, 1, "counts"), forward(x, 1, "counts"), rtol=1e-13)
     compiles = capsys.readouterr().err.count("compiled jit(forward)")
     tables["unread"] += 1.0  # (no key the code builds or is given names it: no trace)
     np.testing.assert_allclose(f(x, 1, "counts"), forward(x, 1, "counts"), rtol=1e-13)
-    assert capsys.readouterr().err.count("compiled jit(forward)") == 0 and compiles == 6
+    assert capsys.readouterr().err.count("compiled jit(forward)") == 0 and compiles == 7
 
     class Pruned:  # (the keys kept on the model: `for n in self.names`)
         names = ["enc", "dec"]

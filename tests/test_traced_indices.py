@@ -77,3 +77,12 @@ def test_numpy_keeps_its_own_indexing_outside_traces_and_in_other_threads():
         assert subscript._state["slot"].value == subscript._state["numpy"]
     with pytest.raises(IndexError):
         G[10]
+
+
+def test_a_table_gradc_cannot_compute_with_is_refused_at_the_users_line():
+    """fuzz44d: a complex table indexed by a traced index was refused without the file and
+    line (the refusal came from inside the native slot's call)."""
+    table = np.array([1 + 2j, 3 - 1j, 0.5j])
+    with pytest.raises(gradc.UnsupportedOpError, match=r"test_traced_indices\.py:\d+: a "
+                                                       r"complex128 array"):
+        gradc.jit(lambda i: table[i])(np.array([0, 2]))
