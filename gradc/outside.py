@@ -1245,7 +1245,7 @@ class OutsideWalk:
                             self.beyond.setdefault(id(child),
                                                    (child_name, child, path.then(kind, key)))
                     elif id(child) not in visited and not isinstance(child, SKIP) and not (
-                            type(child).__module__.startswith("gradc")):
+                            _gradcs(child)):
                         visited.add(id(child))
                         queue.append((child, child_name, path.then(kind, key), 0))
         from .capture import owner_of  # (it imports this module)
@@ -1319,7 +1319,7 @@ class OutsideWalk:
             if path.steps and outside:  # x.astype: compiled in; guarded as it is)
                 self.plain.append((name, value, path))
             return
-        if type(value).__module__.startswith("gradc"):
+        if _gradcs(value):
             return  # (gradc's own objects: a compiled function, an optimizer)
         if isinstance(value, types.ModuleType) and depth and _users_module(value):
             read = {a for g, a in self.names_now.global_attrs} | self.names_now.attrs
@@ -1599,6 +1599,13 @@ def _object_holding_value(x):
         return False
     attrs = getattr(x, "__dict__", None) if not isinstance(x, type) else None
     return type(attrs) is dict and any(_holds_value(v, 1) for v in list(attrs.values())[:64])
+
+
+def _gradcs(x):
+    """Whether x is an object of gradc's own (a compiled function, an optimizer); not one of a
+    module `gradc compile` imported as gradc_user_<name>."""
+    module = type(x).__module__ or ""
+    return module == "gradc" or module.startswith("gradc.")
 
 
 def _holds_value(x, depth=0):

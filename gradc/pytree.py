@@ -160,7 +160,9 @@ def _walk(x, leaves):
             f"cannot pass a {type(x).__name__} to a compiled function: it takes plain dicts, "
             "lists, tuples and namedtuples of arrays (and hashable static values); pass "
             f"{'dict' if isinstance(x, collections.UserDict) else 'list'}(x)")
-    if not isinstance(x, np.generic) and not type(x).__module__.startswith("gradc") and any(
+    module = type(x).__module__ or ""
+    if not isinstance(x, np.generic) and module != "gradc" and not module.startswith(
+            "gradc.") and any(
             hasattr(type(x), a) for a in ("__array__", "__array_interface__", "__dlpack__")):
         raise SignatureError(  # (a torch.Tensor hashes by identity: its values were compiled
             # in, stale after t.add_(1); a JAX array crashed the trace)

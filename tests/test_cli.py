@@ -178,6 +178,28 @@ def test_a_loss_returning_more_is_told_what_the_cli_can_do(tmp_path, capsys):
     assert "returns one scalar" in err and "--jit module" in err and "has_aux" not in err
 
 
+def test_a_store_outside_the_arguments_is_refused_in_a_module_the_cli_imports(tmp_path, capsys):
+    """fuzz44d: `m.cache = h` of an object of the user's module: the CLI imports it as
+    gradc_user_<name>, which the walk took for gradc's own module, so nothing of it was walked:
+    the written module silently never set m.cache (refused as the library refuses it)."""
+    path = write(tmp_path, "cli_store.py", """
+        import numpy as np
+        class Model:
+            cache = None
+        m = Model()
+        def f(x):
+            h = np.tanh(x)
+            m.cache = h
+            return np.sum(h)
+        def args():
+            return (np.ones((3, 2)),)
+        """)
+    status, _, err = run_cli(capsys, "compile", f"{path}:f", "--example", f"{path}:args",
+                             "--jit", "-o", tmp_path / "out.py")
+    assert status == 2 and "stored traced values outside its arguments (`m.cache`" in err
+    assert not (tmp_path / "out.py").exists()
+
+
 def test_debug_shows_the_traceback(small, capsys):
     with pytest.raises(cli.CliError, match="raised RuntimeError"):
         cli.main(["check", f"{small}:loss", "--example", f"{small}:raises", "--debug"])
