@@ -587,8 +587,17 @@ def unwritten(captures, stale, compiled):
     if stale is None or compiled.digest is None or compiled.digest != stale.digest:
         return
     written = getattr(compiled, "write_backs", ())
-    captures.guards = [g for g in captures.guards
-                       if isinstance(g.value, np.ndarray) or not g.path.assigned_by(written)]
+    before = {(id(g.path.root), g.path.steps): g.value for g in stale.captures.guards}
+
+    def other_value(g):  # (the old value traced again was another: 0.0 then np.float64(0.0)
+        old = before.get((id(g.path.root), g.path.steps), ABSENT)  # is the same, and an
+        try:  # EMA's `0.9 * self.smooth` of it made the same program)
+            return old is not ABSENT and bool(old != g.value)
+        except Exception:  # noqa: BLE001 - (no answer: not known to be another)
+            return False
+
+    captures.guards = [g for g in captures.guards if isinstance(g.value, np.ndarray)
+                       or not (g.path.assigned_by(written) and other_value(g))]
 
 
 def named_tables(watch):

@@ -370,7 +370,7 @@ class Function:
         (`net.params = params`), as the call's own objects (`given`: its (args, kwargs))."""
         written = getattr(compiled, "write_backs", ())  # (an interpreted one has none)
         if written:
-            at = set()
+            at, made = set(), {}  # (made: position -> the array written, one per value)
             for stored in written:
                 if getattr(stored, "given", None) is not None:  # (into the caller's dict)
                     stored = stored._replace(container=Given(stored.given).follow(given),
@@ -378,10 +378,10 @@ class Function:
                 if isinstance(stored.value, Given):  # (the caller's own: `net.params = p`)
                     stored.write(stored.value.follow(given))
                 elif isinstance(stored.value, Made):
-                    stored.write(stored.value.build(outs, given))
+                    stored.write(stored.value.build(outs, given, made))
                     at.update(stored.value.positions())
                 else:
-                    stored.write(_written(outs[stored.value]))
+                    stored.write(made.setdefault(stored.value, _written(outs[stored.value])))
                     at.add(stored.value)
             outs = [o for i, o in enumerate(outs) if i not in at]
         if self.mode == "jit":  # (None: a generator's counter, advanced in place)
@@ -517,8 +517,7 @@ class Made(NamedTuple):
     def positions(self):
         return [x for x in self.leaves if type(x) is int]
 
-    def build(self, outs, given):
-        made = {}
+    def build(self, outs, given, made):
         return pytree.unflatten(self.treedef, [
             made.setdefault(x, _written(outs[x])) if type(x) is int
             else x.follow(given) if isinstance(x, Given) else x for x in self.leaves])
@@ -531,16 +530,18 @@ def _after_the_results(graph, first):
     list holding values (the passes remake the values, not the positions); what the function
     was given (outside.Given) is the call's own object, no output."""
     assert len(graph.outputs) == first
-    outputs, written = list(graph.outputs), []
+    outputs, written, position = list(graph.outputs), [], {}
     for w in graph.write_backs:
-        if isinstance(w.value, Value):
-            written.append(w._replace(value=len(outputs)))
-            outputs.append(w.value)
+        if isinstance(w.value, Value):  # (one value assigned twice, `self.cache = self.out =
+            if id(w.value) not in position:  # h`: one output, one array in both)
+                position[id(w.value)] = len(outputs)
+                outputs.append(w.value)
+            written.append(w._replace(value=position[id(w.value)]))
         elif isinstance(w.value, Given):
             written.append(w)
         else:
             leaves, treedef = pytree.flatten(w.value)
-            at, position = [], {}
+            at = []
             updated = {id(v): array for array, v in graph.in_place.values()}
             for x in leaves:
                 if isinstance(x, Value) and id(x) in updated:  # (self.W after `self.W -= g`:

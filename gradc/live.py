@@ -85,6 +85,9 @@ def written_back_live(stale):
     try:
         yield bool(swapped)
     finally:
-        for container, key, array in swapped:
-            if isinstance(container.get(key), Live):
-                container[key] = array
+        views = {id(view): array for container, key, array in swapped
+                 for view in (container.get(key),) if isinstance(view, Live)}
+        for container, _, _ in swapped:  # (the view, and every name of it the code bound
+            for key, value in list(container.items()):  # there, `self.prev = self.rm`: the
+                if id(value) in views:  # array itself, as NumPy's code holds it)
+                    container[key] = views[id(value)]

@@ -12,7 +12,7 @@ import weakref
 import numpy as np
 
 from . import autodiff, pytree
-from .capture import CaptureChanged
+from .capture import CaptureChanged, same
 from .errors import ArgumentError, NonDifferentiableError, SignatureError, UnsupportedOpError
 from .ops import fn
 from .signature import defined_at
@@ -230,7 +230,23 @@ def _outside_read(function, args):
     captures = function.compiled_for(*args).captures
     if not captures:
         return None
-    return captures, [a.copy() for a in captures.read()]
+    # (the guarded values as the call left them: what it wrote back, `self.cache = h`, is not
+    # what the trace found there, and is no change of the function)
+    return captures, [a.copy() for a in captures.read(guards=False)], _guarded_now(captures)
+
+
+def _guarded_now(captures):
+    now = []
+    for guard in captures.guards:
+        try:
+            value = guard.path.follow()
+        except Exception:  # noqa: BLE001 - (gone: a change, if it was there)
+            value = _GONE
+        now.append(value.copy() if isinstance(value, np.ndarray) else value)
+    return now
+
+
+_GONE = object()
 
 
 def _check_outside_unchanged(outside, fun):
@@ -238,14 +254,18 @@ def _check_outside_unchanged(outside, fun):
     gradc.vjp ran it: the cotangents would be those of another function than the output's."""
     if outside is None:
         return
-    captures, then = outside
+    captures, then, guarded = outside
     try:
-        now = captures.read()
+        now = captures.read(guards=False)
         changed = next((f"`{c.name}`, which it reads from outside its arguments, changed"
                         for c, a, b in zip(captures.captures, then, now)
                         if not np.array_equal(a, b, equal_nan=True)), None)
-    except CaptureChanged as e:  # (a guarded number, or an array of another shape)
+    except CaptureChanged as e:  # (an array of another shape)
         changed = f"what it reads from outside its arguments changed ({e})"
+    if changed is None:
+        changed = next((f"`{g.name}`, which it reads from outside its arguments, changed"
+                        for g, a, b in zip(captures.guards, guarded, _guarded_now(captures))
+                        if not same(a, b)), None)
     if changed is not None:
         raise SignatureError(
             f"vjp_fn of {getattr(fun, '__name__', 'fn')}: {changed} since gradc.vjp computed "

@@ -740,6 +740,37 @@ def test_what_an_in_place_update_cannot_show_is_refused_and_the_rest_follows_it(
     np.testing.assert_allclose(gradc.jit(closing_over_a_dead_proxy())(x), np.tanh(x))
 
 
+def test_written_back_values_keep_numpys_identities_and_their_reads():
+    """fuzz44e: `self.prev = self.rm` during the trace that reads rm live left a gradc Live view
+    on the model; `self.cache = self.out = np.tanh(x)` wrote two arrays; an EMA of a Python
+    float, `self.smooth = 0.9 * self.smooth + 0.1 * loss`, stopped tracing again once 0.0 and
+    np.float64(0.0) made the same program, and then kept that constant (stale); a vjp of a
+    function that keeps its activation (`self.cache = h`) raised CaptureChanged."""
+    class Layer:
+        def __init__(self):
+            self.rm, self.prev, self.smooth = np.zeros(3), None, 0.0
+
+        def forward(self, x):
+            self.prev = self.rm
+            self.rm = 0.9 * self.rm + 0.1 * x.mean(0)
+            self.cache = self.out = np.tanh(x)
+            loss = (x ** 2).mean()
+            self.smooth = 0.9 * self.smooth + 0.1 * loss
+            return loss
+
+    layer, reference = Layer(), Layer()
+    forward = gradc.jit(layer.forward)
+    for i in range(4):
+        x = np.full((2, 3), float(i))
+        old = layer.rm
+        assert forward(x) == reference.forward(x)
+        assert type(layer.prev) is np.ndarray and layer.prev is old
+        assert layer.cache is layer.out
+        assert layer.smooth == pytest.approx(reference.smooth, rel=1e-14)
+    out, pullback = gradc.vjp(layer.forward, np.ones((2, 3)))
+    np.testing.assert_allclose(pullback(np.float64(1.0))[0], np.full((2, 3), 2 / 6))
+
+
 def test_a_traced_value_appended_outside_or_stored_by_a_train_step_is_refused_and_undone():
     model = RunningMean()
     # (named with the line that computed the value: the store itself runs no traced operation)
