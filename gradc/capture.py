@@ -580,10 +580,11 @@ def unchanged_by(captures, stale, compiled, names_run):
 
 def unwritten(captures, stale, compiled):
     """After tracing again because a value the function assigns outside changed (DLFS's
-    `self.loss = ...; return self.loss`: its write-back after each call changes the number the
-    next call finds there), where the new trace made the same program, that value is not
-    checked again: the program writes it and never read the old one (one it read and compiled
-    in, `0.9 * self.loss + ...`, makes another program, and stays checked)."""
+    `self.loss = ...; return self.loss`, a metrics dict's `self.stats["mu"] = mu`: the
+    write-back after each call changes what the next call finds there), where the new trace,
+    on another value, made the same program, that value is not checked again: the program
+    writes it and never read the old one (one it read and compiled in, `0.9 * self.loss +
+    ...`, makes another program, and stays checked)."""
     if stale is None or compiled.digest is None or compiled.digest != stale.digest:
         return
     written = getattr(compiled, "write_backs", ())
@@ -591,13 +592,17 @@ def unwritten(captures, stale, compiled):
 
     def other_value(g):  # (the old value traced again was another: 0.0 then np.float64(0.0)
         old = before.get((id(g.path.root), g.path.steps), ABSENT)  # is the same, and an
-        try:  # EMA's `0.9 * self.smooth` of it made the same program)
-            return old is not ABSENT and bool(old != g.value)
+        if old is ABSENT:  # EMA's `0.9 * self.smooth` of it made the same program)
+            return False
+        if isinstance(old, np.ndarray) or isinstance(g.value, np.ndarray):
+            return not same(old, g.value)  # (an array written back, `self.stats["mu"] = mu`)
+        try:
+            return bool(old != g.value)
         except Exception:  # noqa: BLE001 - (no answer: not known to be another)
             return False
 
-    captures.guards = [g for g in captures.guards if isinstance(g.value, np.ndarray)
-                       or not (g.path.assigned_by(written) and other_value(g))]
+    captures.guards = [g for g in captures.guards
+                       if not (g.path.assigned_by(written) and other_value(g))]
 
 
 def named_tables(watch):
