@@ -78,7 +78,7 @@ def written_back_live(stale):
                 or getattr(stored, "into", False) or getattr(stored, "given", None) is not None):
             continue  # (a value, assigned: not one written into, nor into the caller's dict)
         container = stored.container
-        now = container.get(stored.key) if isinstance(container, dict) else None
+        now = _entry(container, stored.key)
         if type(now) is np.ndarray and now.dtype.kind == "f" and now.size:
             container[stored.key] = now.view(Live)
             swapped.append((container, stored.key, now))
@@ -86,8 +86,16 @@ def written_back_live(stale):
         yield bool(swapped)
     finally:
         views = {id(view): array for container, key, array in swapped
-                 for view in (container.get(key),) if isinstance(view, Live)}
+                 for view in (_entry(container, key),) if isinstance(view, Live)}
         for container, _, _ in swapped:  # (the view, and every name of it the code bound
-            for key, value in list(container.items()):  # there, `self.prev = self.rm`: the
-                if id(value) in views:  # array itself, as NumPy's code holds it)
-                    container[key] = views[id(value)]
+            keys = container.keys() if isinstance(container, dict) else range(len(container))
+            for key in list(keys):  # there, `self.prev = self.rm`: the array itself, as
+                if id(container[key]) in views:  # NumPy's code holds it)
+                    container[key] = views[id(container[key])]
+
+
+def _entry(container, key):
+    """What a dict or list holds at key, or None."""
+    if isinstance(container, dict):
+        return container.get(key)
+    return container[key] if type(container) is list and 0 <= key < len(container) else None

@@ -832,10 +832,11 @@ class OutsideWalk:
                            and len(container) == len(held)
                            and in_place.get(id(held[i]), (None, None))[0] is held[i]
                            and in_place[id(held[i])][1] is container[i]]
-                if found and updated == found:  # (`self.params[i] -= lr * g`: written into
-                    for i in found:  # each array after the call, as into a dict entry's)
-                        assigned.append(Stored(f"{name}[{i}]", container, i, container[i],
-                                               into=True))
+                if found and type(container) is list and len(container) == len(held):
+                    for i in found:  # (`self.m[0] = 0.9 * self.m[0] + g`, `self.params[i] -=
+                        # lr * g`: written there after each call, into the array for the second)
+                        assigned.append(Stored(f"{name}[{i}]", container, i, stored(container[i]),
+                                               into=i in updated))
                         container[i] = held[i]
                     continue
                 if found:
