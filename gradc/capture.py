@@ -315,6 +315,35 @@ def read_by_numpy(graph, watch, retrace, program_text, seconds, follows=True,
         # compiles in the clock, makes them all count: checked, traced again as they change)
 
 
+def numpy_writes(arrays, watch, retrace, seconds):
+    """The names of the outside arrays NumPy alone writes into where `arrays` (those the trace
+    updated in place with a traced value) hold other contents: `self.v *= 0.9; self.v += g`,
+    `np.add(self.v, g, out=self.v); self.W -= 0.1 * self.v`. The compiled function makes only
+    the traced updates; the first trace's bytes could not tell (zeros times 0.9 are zeros, W
+    minus 0.1 times zeros is W). Traced again with their contents changed (_changed: zeros are
+    0.75 there), the arrays compared after that trace (Graph.written, before its restore puts
+    them back)."""
+    arrays = [a for a in arrays if _changeable(owner_of(a))]
+    if not arrays:
+        return []
+    with OUTSIDE_READS.paused() as paused, warnings.catch_warnings(), _quiet("stdout"), \
+            _quiet("stderr"), _quiet_logging(), _process_state(watch):
+        warnings.simplefilter("ignore")
+        if not paused:
+            return []
+        with _changed(arrays, arrays):
+            before = [a.copy() for a in arrays]
+            try:
+                graph = _within(retrace, seconds)
+            except (Exception, SystemExit, Diverged):  # noqa: BLE001 - (that trace took
+                return []  # another way: not known to write; the first trace's checks stand)
+            written = dict(getattr(graph, "written", {}))
+            for a, b in zip(arrays, before):
+                if id(a) not in written and not np.array_equal(a, b, equal_nan=True):
+                    written[id(a)] = watch.way_to(a)[0]
+            return list(written.values())
+
+
 @contextlib.contextmanager
 def _process_state(watch):
     """NumPy's error mode, the environment, and the states of the random generators the first

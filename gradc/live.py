@@ -15,6 +15,7 @@ ends; nothing the user keeps is a Live.
 from __future__ import annotations
 
 import contextlib
+import gc
 
 import numpy as np
 
@@ -35,6 +36,12 @@ class Live(np.ndarray):
 
     def __getitem__(self, index):
         return np.ndarray.view(self, np.ndarray)[index]
+
+    def __copy__(self):  # (copy.copy(self.rm), copy.deepcopy: NumPy's array, as .copy() is)
+        return np.ndarray.view(self, np.ndarray).copy()
+
+    def __deepcopy__(self, memo):
+        return self.__copy__()
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         inputs = tuple(read(x) for x in inputs)
@@ -87,11 +94,18 @@ def written_back_live(stale):
     finally:
         views = {id(view): array for container, key, array in swapped
                  for view in (_entry(container, key),) if isinstance(view, Live)}
-        for container, _, _ in swapped:  # (the view, and every name of it the code bound
+        holders = [c for c, _, _ in swapped] + [  # (the view, and every name of it the code
+            r for view in _views(swapped) for r in gc.get_referrers(view)  # bound, `self.prev
+            if type(r) in (dict, list)]  # = self.rm`, `log["rm"] = self.rm`: the array
+        for container in holders:  # itself, as NumPy's code holds it)
             keys = container.keys() if isinstance(container, dict) else range(len(container))
-            for key in list(keys):  # there, `self.prev = self.rm`: the array itself, as
-                if id(container[key]) in views:  # NumPy's code holds it)
+            for key in list(keys):
+                if id(container[key]) in views:
                     container[key] = views[id(container[key])]
+
+
+def _views(swapped):
+    return [v for c, k, _ in swapped for v in (_entry(c, k),) if isinstance(v, Live)]
 
 
 def _entry(container, key):

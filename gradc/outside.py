@@ -836,7 +836,8 @@ class OutsideWalk:
                     for i in found:  # (`self.m[0] = 0.9 * self.m[0] + g`, `self.params[i] -=
                         # lr * g`: written there after each call, into the array for the second)
                         assigned.append(Stored(f"{name}[{i}]", container, i, stored(container[i]),
-                                               into=i in updated))
+                                               into=i in updated,
+                                               holder=self.held_at.get(id(container))))
                         container[i] = held[i]
                     continue
                 if found:
@@ -1646,7 +1647,7 @@ class Stored(NamedTuple):
                 now = vars(now) if self.attrs else now
             except Exception:  # noqa: BLE001 - (gone, or no __dict__: the one traced)
                 now = None
-            container = now if isinstance(now, dict) else container
+            container = now if isinstance(now, (dict, list)) else container
         now = (container[self.key] if type(container) is list else container.get(self.key)
                ) if self.into else None
         if (type(now) is np.ndarray and now.shape == np.shape(value) and now.dtype == value.dtype

@@ -28,8 +28,8 @@ import warnings
 import numpy as np
 
 from . import errors, frozen, functions, pytree
-from .capture import (CONTENT_GUARD_SIZE, captured, content_guards, named_tables, owner_of,
-                      read_by_numpy, uncaptured)
+from .capture import (CONTENT_GUARD_SIZE, captured, content_guards, named_tables, numpy_writes,
+                      owner_of, read_by_numpy, uncaptured)
 from .errors import (ArgumentError, ConstantArrayWarning, GradcError, IndexOutOfRangeError,
                      SignatureError, TraceEffectWarning, UnsupportedOpError)
 from .functions._args import ABSENT as _ABSENT
@@ -1386,7 +1386,9 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
                 graph.tracing, graph.refusals = False, []
                 stored, assigned = watch.undo_stored_values(graph.given_paths, graph.in_place)
                 graph.stored_text = watch.stored_text() if capture else ""
-                if probing is not None:
+                if probing is not None:  # (what NumPy alone wrote into: capture.numpy_writes)
+                    graph.written = {id(array): name for name, array, _, data in
+                                     watch.snapshots.values() if array.tobytes() != data}
                     watch.restore()
                     if watch.diverged:  # (and the user's code took Diverged and went on)
                         raise frozen.Diverged
@@ -1506,6 +1508,20 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
             max(2.0, 20 * (time.perf_counter() - started)),
             follows=watch.hooked, given=given_arrays)  # (under another profiler, cProfile's,
         # the calls are not seen: no trace on other contents, which could not follow them)
+    if capture and probing is None and not drawn and graph.in_place:
+        written = numpy_writes(
+            [a for a, _ in graph.in_place.values()], watch,
+            lambda: _trace(fun, args, kwargs, capture, write_back, steps)[0],
+            max(2.0, 20 * (time.perf_counter() - started)))
+        if written:
+            raise UnsupportedOpError(
+                f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) "
+                f"changes {', '.join(f'`{n}`' for n in written[:4])} in place "
+                "with NumPy alone (`v *= 0.9`, `buf[...] = 0`, `W -= 0.1 * v` of a NumPy v) "
+                "beside updates in place with traced values (`v += g`): the compiled function "
+                "makes only the traced ones, after each call. Write the whole update with "
+                "traced values (v = 0.9 * v + g, out of place), or pass the arrays as "
+                "arguments", source=user_source())
     both = [name for name, a, _ in read if id(a) in graph.in_place] + [
         watch.way_to(a)[0] for a, _ in graph.in_place.values() if id(a) in given_arrays
         and id(a) in watch.paths]  # (an argument too: its traced value is the one before)

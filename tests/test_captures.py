@@ -771,6 +771,68 @@ def test_written_back_values_keep_numpys_identities_and_their_reads():
     np.testing.assert_allclose(pullback(np.float64(1.0))[0], np.full((2, 3), 2 / 6))
 
 
+def test_numpy_writes_beside_traced_in_place_updates_are_refused_and_state_follows_the_user():
+    """fuzz44e: `self.v *= 0.9; self.v += g` of a v of zeros (the walk's copy saw no change:
+    0.9 times 0 is 0) compiled only the traced `+= g` (momentum that never decays; an
+    accumulator reset by `buf[...] = 0` that never reset); `np.add(self.v, g, out=self.v);
+    self.W -= 0.1 * self.v` never updated W. A list of state the user replaced between calls
+    (`opt.v = [np.zeros(2)]`) was written into the old list; `log["rm"] = self.rm` and
+    copy.deepcopy(self.rm) during a trace that reads rm live kept a gradc Live view."""
+    import copy
+
+    class Momentum:
+        def __init__(self):
+            self.v, self.W = np.zeros(2), np.ones(2)
+
+        def decay(self, g):
+            self.v *= 0.9
+            self.v += g
+            return self.v.sum()
+
+        def chained(self, g):
+            np.add(self.v, g, out=self.v)
+            self.W -= 0.1 * self.v
+            return g.sum()
+
+    for method in ("decay", "chained"):
+        with pytest.raises(gradc.UnsupportedOpError, match="in place with NumPy alone"):
+            gradc.jit(getattr(Momentum(), method))(np.ones(2))
+
+    class ListState:
+        def __init__(self):
+            self.v = [np.zeros(2)]
+
+        def step(self, g):
+            self.v[0] = 0.9 * self.v[0] + g
+            return self.v[0].sum()
+
+    opt, reference = ListState(), ListState()
+    step = gradc.jit(opt.step)
+    for call in range(3):
+        if call == 2:
+            opt.v, reference.v = [np.zeros(2)], [np.zeros(2)]  # (a reset)
+        assert step(np.ones(2)) == reference.step(np.ones(2))
+        np.testing.assert_allclose(opt.v[0], reference.v[0], rtol=1e-14)
+
+    class Logged:
+        def __init__(self):
+            self.rm, self.log = np.zeros(3), {}
+
+        def forward(self, x):
+            self.log["rm"] = self.rm
+            self.best = copy.deepcopy(self.rm)
+            self.rm = 0.9 * self.rm + 0.1 * x.mean(0)
+            return x.sum()
+
+    logged = Logged()
+    forward = gradc.jit(logged.forward)
+    for i in range(3):
+        old = logged.rm
+        forward(np.full((2, 3), float(i)))
+        assert type(logged.log["rm"]) is np.ndarray and logged.log["rm"] is old
+        assert type(logged.best) is np.ndarray
+
+
 def test_a_traced_value_appended_outside_or_stored_by_a_train_step_is_refused_and_undone():
     model = RunningMean()
     # (named with the line that computed the value: the store itself runs no traced operation)
