@@ -738,6 +738,7 @@ class OutsideWalk:
         # (undo_stored_values), a number or list changed is warned about (changed_numbers)
         self.held, self.held_globals, self.held_cells = [], [], []
         self.held_at = {}  # id(container) -> the Path to it (to the object, for its __dict__)
+        self.slotted = []  # [(name, object with __slots__, its slots' values when found)]
         self.classes = {}  # id -> (a user's class walked, what it held then): restore
         # id -> (iterator, its _progress when found, [(name, Path)] of the ways to it) of the
         # iterators and generators outside: one the trace drew from is warned about (`drawn`)
@@ -865,6 +866,18 @@ class OutsideWalk:
                     container[key] = held[key]
                 else:
                     del container[key]
+        for name, obj, held in self.slotted + [  # (slots, and a class's attributes: refused,
+                (cls.__name__, cls, held) for cls, held in self.classes.values()]:  # not written)
+            for key, before in held.items():
+                now = getattr(obj, key, ABSENT)
+                if now is not before and (isinstance(now, Value) or _holds_value(now)):
+                    appended.append(_stored(f"{name}.{key}", now))
+                    setattr(obj, key, before)
+            if isinstance(obj, type):  # (a class attribute set anew: Shared.rm = ...)
+                for key in [k for k, v in list(vars(obj).items())
+                            if k not in held and isinstance(v, Value)]:
+                    appended.append(_stored(f"{name}.{key}", vars(obj)[key]))
+                    delattr(obj, key)
         for globals_, name, value in self.held_globals:
             now = globals_.get(name)
             if now is not value and stored(now) is not None:
@@ -1404,6 +1417,8 @@ class OutsideWalk:
                 attrs = None
                 items = [(f"{name}.{k}", "attr", k, getattr(value, k)) for k in _slots(type(value))
                          if hasattr(value, k)]
+                if outside:  # (a traced value stored there is refused: undo_stored_values)
+                    self.slotted.append((name, value, {k: v for _, _, k, v in items}))
             # (what the class holds and the object does not: `training = True` in the class)
             items += _class_items(type(value), name, attrs or ())
             self._hold_class(type(value))

@@ -833,6 +833,32 @@ def test_numpy_writes_beside_traced_in_place_updates_are_refused_and_state_follo
         assert type(logged.best) is np.ndarray
 
 
+def test_a_traced_value_stored_in_slots_or_on_a_class_is_refused_and_undone():
+    """fuzz44e: `self.rm = ...` of an object with __slots__, `Shared.rm = ...` of a class: not
+    undone (the walk held __dict__s only): the internal _Placeholder, a tracer left there."""
+    class Shared:
+        rm = np.zeros(3)
+
+        def forward(self, x):
+            Shared.rm = 0.9 * Shared.rm + 0.1 * x.mean(0)
+            return x.sum()
+
+    class Slotted:
+        __slots__ = ("rm",)
+
+        def __init__(self):
+            self.rm = np.zeros(3)
+
+        def forward(self, x):
+            self.rm = 0.9 * self.rm + 0.1 * x.mean(0)
+            return x.sum()
+
+    for model, where in ((Shared(), "Shared.rm"), (Slotted(), "self.rm")):
+        with pytest.raises(gradc.UnsupportedOpError, match=rf"`{where}`"):
+            gradc.jit(model.forward)(np.ones((2, 3)))
+        assert type(model.rm) is np.ndarray and not model.rm.any()
+
+
 def test_a_traced_value_appended_outside_or_stored_by_a_train_step_is_refused_and_undone():
     model = RunningMean()
     # (named with the line that computed the value: the store itself runs no traced operation)
