@@ -344,6 +344,37 @@ def numpy_writes(arrays, watch, retrace, seconds):
             return list(written.values())
 
 
+# set while read_after_update's trace runs: what the trace then updates in place with a traced
+# value has its memory changed at that moment (trace.py's _array_ufunc), put back at its end
+AFTER_UPDATES = threading.local()
+
+
+def read_after_update(graph, watch, retrace, program_text, seconds):
+    """Whether NumPy alone reads an array after the code updated it in place with a traced
+    value (`np.subtract(W, g, out=W); W.sum()`, `self.total += x; self.total * 2` of a NumPy
+    read): that read would see the update, which the trace has no numbers for. Traced again
+    with each such array's memory changed at its update: a program (or what NumPy stored
+    outside) unlike the first, or a trace that goes another way, says it was read after. (A
+    read before the update, an L2 penalty `np.sum(W * W)` before `W -= lr * dW`, is one the
+    first trace's checks take, and traces again as W changes.)"""
+    try:
+        first = program_text(graph)
+    except Exception:  # noqa: BLE001 - (no text to compare: not known)
+        return True
+    with OUTSIDE_READS.paused() as paused, warnings.catch_warnings(), _quiet("stdout"), \
+            _quiet("stderr"), _quiet_logging(), _process_state(watch):
+        warnings.simplefilter("ignore")
+        if not paused:
+            return True
+        AFTER_UPDATES.on = True
+        try:
+            return program_text(_within(retrace, seconds)) != first
+        except (Exception, SystemExit, Diverged):  # noqa: BLE001 - (it went another way)
+            return True
+        finally:
+            AFTER_UPDATES.on = False
+
+
 @contextlib.contextmanager
 def _process_state(watch):
     """NumPy's error mode, the environment, and the states of the random generators the first

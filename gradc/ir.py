@@ -239,6 +239,8 @@ class Graph:
         self.in_place = {}
         self.stored_text = ""  # what the trace stored outside with NumPy (outside.stored_text)
         self.given_paths = {}  # id -> steps of what the traced function was given (trace.py)
+        self.changed_after = []  # (array, its contents) changed at its update in place while
+        # capture.read_after_update traces
         self.captured = {}
         self.captures = []
         self.guards = []  # [(name, value, outside.Path)]: values read from outside, compiled in

@@ -28,8 +28,9 @@ import warnings
 import numpy as np
 
 from . import errors, frozen, functions, pytree
-from .capture import (CONTENT_GUARD_SIZE, captured, content_guards, named_tables, numpy_writes,
-                      owner_of, read_by_numpy, uncaptured)
+from .capture import (AFTER_UPDATES, CONTENT_GUARD_SIZE, _scale, captured, content_guards,
+                      named_tables, numpy_writes, owner_of, read_after_update, read_by_numpy,
+                      uncaptured)
 from .errors import (ArgumentError, ConstantArrayWarning, GradcError, IndexOutOfRangeError,
                      SignatureError, TraceEffectWarning, UnsupportedOpError)
 from .functions._args import ABSENT as _ABSENT
@@ -1215,6 +1216,9 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
         if outside:  # (NumPy's writes into it: what reads it next, by any way, sees the
             like.graph.in_place[id(into)] = (into, value)  # value, written into it after
             # each call: outside.WrittenInto)
+            if getattr(AFTER_UPDATES, "on", False) and like.graph.changed_after is not None:
+                like.graph.changed_after.append((into, into.copy()))  # (what NumPy reads of
+                _scale(into)  # it from here on differs: capture.read_after_update)
     return value
 
 
@@ -1386,6 +1390,8 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
                 graph.tracing, graph.refusals = False, []
                 stored, assigned = watch.undo_stored_values(graph.given_paths, graph.in_place)
                 graph.stored_text = watch.stored_text() if capture else ""
+                for array, contents in graph.changed_after or ():  # (put back, as found)
+                    np.copyto(array, contents)
                 if probing is not None:  # (what NumPy alone wrote into: capture.numpy_writes)
                     graph.written = {id(array): name for name, array, _, data in
                                      watch.snapshots.values() if array.tobytes() != data}
@@ -1522,20 +1528,26 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
                 "makes only the traced ones, after each call. Write the whole update with "
                 "traced values (v = 0.9 * v + g, out of place), or pass the arrays as "
                 "arguments", source=user_source())
-    both = [name for name, a, _ in read if id(a) in graph.in_place] + [
-        watch.way_to(a)[0] for a, _ in graph.in_place.values() if id(a) in given_arrays
-        and id(a) in watch.paths]  # (an argument too: its traced value is the one before)
+    after = [watch.way_to(a)[0] for a, _ in graph.in_place.values() if id(a) in watch.paths]
+    both = [watch.way_to(a)[0] for a, _ in graph.in_place.values() if id(a) in given_arrays
+            and id(a) in watch.paths]  # (an argument too: its traced value is the one before)
+    if capture and probing is None and not drawn and after and not both:
+        from .program_cache import graph_text  # (it imports the passes, which import this)
+        if read_after_update(graph, watch,
+                             lambda: _trace(fun, args, kwargs, capture, write_back, steps)[0],
+                             lambda g: graph_text(g) + g.stored_text,
+                             max(2.0, 20 * (time.perf_counter() - started))):
+            both = after
     if both:  # (NumPy's read after the update sees it; the compiled one, the values before)
         both = list(dict.fromkeys(both))
         raise UnsupportedOpError(
             f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) "
             f"updates {', '.join(f'`{n}`' for n in both[:4])} in place with a traced value "
-            "and reads it with NumPy alone (W.sum(), np.sum(W * W) of the NumPy array), or as "
-            "an argument too: the "
-            "compiled function would compute that read from the values before the call, where "
-            "NumPy's code sees the update. Read it with the traced values it meets "
-            "(np.sum(W * W) after W = W - lr * g, out of place), or pass the array as an "
-            "argument", source=user_source())
+            "and then reads it with NumPy alone (W.sum(), np.sum(W * W) of the NumPy array), "
+            "or it is an argument too: the compiled function would compute that read from the "
+            "values before the update, where NumPy's code sees it. Read it with the traced "
+            "values it meets (np.sum(W * W) after W = W - lr * g, out of place), or pass the "
+            "array as an argument", source=user_source())
     _warn_constant_arrays(fun, graph, watch, {id(a) for _, a, _ in read})
     if capture:
         graph.guards = (watch.guards([c.path for c in graph.captures])

@@ -1240,6 +1240,21 @@ def test_outside_arrays_updated_in_place_with_traced_values_are_written_into_aft
         for a, b in zip(listed.params, listed_reference.params):
             np.testing.assert_allclose(a, b, rtol=1e-13)
     assert listed.params[0] is kept  # (an entry assigned anew: test_numpy_writes_beside_...)
+    class Softmax:  # (cs231n-style: the L2 penalty read with NumPy before the update)
+        def __init__(self):
+            self.W = np.ones((3, 2)) * 0.1
+
+        def step(self, x):
+            loss = np.sum((x @ self.W) ** 2) + 0.5 * np.sum(self.W * self.W)
+            dW = 2 * x.T @ (x @ self.W) + self.W
+            self.W -= 0.1 * dW
+            return loss
+
+    softmax, softmax_reference = Softmax(), Softmax()
+    step = gradc.jit(softmax.step)
+    for _ in range(3):
+        assert step(X) == pytest.approx(softmax_reference.step(X), rel=1e-12)
+        np.testing.assert_allclose(softmax.W, softmax_reference.W, rtol=1e-12)
     frozen = np.ones(3)
     frozen.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):  # (NumPy's)
