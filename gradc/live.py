@@ -45,8 +45,8 @@ class Live(np.ndarray):
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         inputs = tuple(read(x) for x in inputs)
-        if "out" in kwargs:
-            kwargs["out"] = tuple(read(x) for x in kwargs["out"])
+        if "out" in kwargs:  # (`self.W -= lr * dW`: into the array itself, which the trace
+            kwargs["out"] = tuple(array_of(x) for x in kwargs["out"])  # writes into after)
         return getattr(ufunc, method)(*inputs, **kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
@@ -70,6 +70,13 @@ def read(x):
     return np.ndarray.view(x, np.ndarray)
 
 
+def array_of(x):
+    """A Live as the array it stands for (a plain view of a view taken of one)."""
+    if not isinstance(x, Live):
+        return x
+    return x.base if type(x.base) is np.ndarray else np.ndarray.view(x, np.ndarray)
+
+
 def _read_all(items):
     return [type(x)(read(v) for v in x) if type(x) in (list, tuple) else read(x)
             for x in items]
@@ -82,8 +89,8 @@ def written_back_live(stale):
     swapped = []
     for stored in getattr(stale, "write_backs", ()) or ():
         if (type(stored.value) is not int or getattr(stored, "key", None) is None
-                or getattr(stored, "into", False) or getattr(stored, "given", None) is not None):
-            continue  # (a value, assigned: not one written into, nor into the caller's dict)
+                or getattr(stored, "given", None) is not None):
+            continue  # (a value, assigned or written into: not into the caller's dict)
         container = stored.container
         now = _entry(container, stored.key)
         if type(now) is np.ndarray and now.dtype.kind == "f" and now.size:

@@ -38,6 +38,7 @@ import numpy as np
 
 from .fresh import Fresh
 from .live import Live
+from .live import array_of
 from .ir import Value
 from .pytree import typed_key
 
@@ -831,8 +832,9 @@ class OutsideWalk:
                          and not (i < len(held) and held[i] is v)]
                 updated = [i for i in found if type(container) is list and i < len(held)
                            and len(container) == len(held)
-                           and in_place.get(id(held[i]), (None, None))[0] is held[i]
-                           and in_place[id(held[i])][1] is container[i]]
+                           and in_place.get(id(array_of(held[i])), (None, None))[0]
+                           is array_of(held[i]) and in_place[id(array_of(held[i]))][1]
+                           is container[i]]
                 if found and type(container) is list and len(container) == len(held):
                     for i in found:  # (`self.m[0] = 0.9 * self.m[0] + g`, `self.params[i] -=
                         # lr * g`: written there after each call, into the array for the second)
@@ -856,10 +858,11 @@ class OutsideWalk:
                     del container[key]
             for key in [k for k, v in _numbered(container)  # (a set: no traced value hashes)
                         if held.get(k) is not v and stored(v) is not None]:
-                updated = in_place.get(id(held.get(key)))
+                updated = in_place.get(id(array_of(held.get(key))))
                 assigned.append(Stored(f"{name}.{key}" if attrs else f"{name}[{key!r}]",
                                        container, key, stored(container[key]),
-                                       into=updated is not None and updated[0] is held[key]
+                                       into=updated is not None
+                                       and updated[0] is array_of(held[key])
                                        and updated[1] is container[key],
                                        holder=self.held_at.get(id(container)), attrs=attrs))
                 if key in held:
@@ -1588,7 +1591,8 @@ class WrittenInto(NamedTuple):
 
 def written_into(in_place, stored, watch):
     """WrittenInto for each array of Graph.in_place that no Stored of `stored` writes into."""
-    covered = {id(w.container[w.key] if type(w.container) is list else w.container.get(w.key))
+    covered = {id(array_of(w.container[w.key] if type(w.container) is list
+                         else w.container.get(w.key)))
                for w in stored if getattr(w, "into", False) and w.key is not None}
     found = []
     for array, value in in_place.values():
