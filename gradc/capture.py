@@ -500,14 +500,14 @@ def _changed(arrays, kept=()):
         for key, owner in owners.items():
             saved.append((owner, owner.copy(order="K")))
             if key in changed:
-                _scale(owner)
+                scale_contents(owner)
         yield
     finally:
         for owner, copy in saved:
             np.copyto(owner, copy)
 
 
-def _scale(owner):
+def scale_contents(owner):
     """Multiply the elements of `owner` by _FACTORS in turn, in place, and make its zeros 0.75
     (zeros times anything stay zeros: `self.total += x.sum(); return self.total * 2` of a total
     begun at 0, `W != 0` of a sparse W, were not seen to count)."""

@@ -28,9 +28,9 @@ import warnings
 import numpy as np
 
 from . import errors, frozen, functions, pytree
-from .capture import (AFTER_UPDATES, CONTENT_GUARD_SIZE, _scale, captured, content_guards,
+from .capture import (AFTER_UPDATES, CONTENT_GUARD_SIZE, captured, content_guards,
                       named_tables, numpy_writes, owner_of, read_after_update, read_by_numpy,
-                      uncaptured)
+                      scale_contents, uncaptured)
 from .errors import (ArgumentError, ConstantArrayWarning, GradcError, IndexOutOfRangeError,
                      SignatureError, TraceEffectWarning, UnsupportedOpError)
 from .functions._args import ABSENT as _ABSENT
@@ -1218,7 +1218,7 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
             # each call: outside.WrittenInto)
             if getattr(AFTER_UPDATES, "on", False) and like.graph.changed_after is not None:
                 like.graph.changed_after.append((into, into.copy()))  # (what NumPy reads of
-                _scale(into)  # it from here on differs: capture.read_after_update)
+                scale_contents(into)  # it from here on differs: capture.read_after_update)
     return value
 
 
@@ -1515,39 +1515,9 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
             follows=watch.hooked, given=given_arrays)  # (under another profiler, cProfile's,
         # the calls are not seen: no trace on other contents, which could not follow them)
     if capture and probing is None and not drawn and graph.in_place:
-        written = numpy_writes(
-            [a for a, _ in graph.in_place.values()], watch,
-            lambda: _trace(fun, args, kwargs, capture, write_back, steps)[0],
-            max(2.0, 20 * (time.perf_counter() - started)))
-        if written:
-            raise UnsupportedOpError(
-                f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) "
-                f"changes {', '.join(f'`{n}`' for n in written[:4])} in place "
-                "with NumPy alone (`v *= 0.9`, `buf[...] = 0`, `W -= 0.1 * v` of a NumPy v) "
-                "beside updates in place with traced values (`v += g`): the compiled function "
-                "makes only the traced ones, after each call. Write the whole update with "
-                "traced values (v = 0.9 * v + g, out of place), or pass the arrays as "
-                "arguments", source=user_source())
-    after = [watch.way_to(a)[0] for a, _ in graph.in_place.values() if id(a) in watch.paths]
-    both = [watch.way_to(a)[0] for a, _ in graph.in_place.values() if id(a) in given_arrays
-            and id(a) in watch.paths]  # (an argument too: its traced value is the one before)
-    if capture and probing is None and not drawn and after and not both:
-        from .program_cache import graph_text  # (it imports the passes, which import this)
-        if read_after_update(graph, watch,
-                             lambda: _trace(fun, args, kwargs, capture, write_back, steps)[0],
-                             lambda g: graph_text(g) + g.stored_text,
-                             max(2.0, 20 * (time.perf_counter() - started))):
-            both = after
-    if both:  # (NumPy's read after the update sees it; the compiled one, the values before)
-        both = list(dict.fromkeys(both))
-        raise UnsupportedOpError(
-            f"{getattr(fun, '__name__', 'the function')} (defined at {_definition(fun)}) "
-            f"updates {', '.join(f'`{n}`' for n in both[:4])} in place with a traced value "
-            "and then reads it with NumPy alone (W.sum(), np.sum(W * W) of the NumPy array), "
-            "or it is an argument too: the compiled function would compute that read from the "
-            "values before the update, where NumPy's code sees it. Read it with the traced "
-            "values it meets (np.sum(W * W) after W = W - lr * g, out of place), or pass the "
-            "array as an argument", source=user_source())
+        _check_in_place_updates(fun, graph, watch, given_arrays,
+                                lambda: _trace(fun, args, kwargs, capture, write_back, steps)[0],
+                                max(2.0, 20 * (time.perf_counter() - started)))
     _warn_constant_arrays(fun, graph, watch, {id(a) for _, a, _ in read})
     if capture:
         graph.guards = (watch.guards([c.path for c in graph.captures])
@@ -1557,6 +1527,40 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
         graph.names_run = watch.names_run()
     graph.outside = None  # (what it holds need not live as long as the graph)
     return graph, out_tree, outs
+
+
+def _check_in_place_updates(fun, graph, watch, given, retrace, seconds):
+    """Refuse what the write-backs of outside arrays updated in place with traced values
+    (Graph.in_place, outside.WrittenInto) cannot make NumPy's: NumPy alone writing into outside
+    arrays too (`v *= 0.9; v += g`: capture.numpy_writes), such an array also an argument
+    (`given`: the ids of the argument arrays; the argument's traced value is the one before),
+    or read with NumPy alone after its update (`W.sum()`: capture.read_after_update)."""
+    name = getattr(fun, '__name__', 'the function')
+    written = numpy_writes([a for a, _ in graph.in_place.values()], watch, retrace, seconds)
+    if written:
+        raise UnsupportedOpError(
+            f"{name} (defined at {_definition(fun)}) changes "
+            f"{', '.join(f'`{n}`' for n in written[:4])} in place with NumPy alone (`v *= 0.9`, "
+            "`buf[...] = 0`, `W -= 0.1 * v` of a NumPy v) beside updates in place with traced "
+            "values (`v += g`): the compiled function makes only the traced ones, after each "
+            "call. Write the whole update with traced values (v = 0.9 * v + g, out of place), "
+            "or pass the arrays as arguments", source=user_source())
+    updated = [a for a, _ in graph.in_place.values() if id(a) in watch.paths]
+    misread = [watch.way_to(a)[0] for a in updated if id(a) in given]
+    if not misread and updated:
+        from .program_cache import graph_text  # (it imports the passes, which import this)
+        if read_after_update(graph, watch, retrace, lambda g: graph_text(g) + g.stored_text,
+                             seconds):
+            misread = [watch.way_to(a)[0] for a in updated]
+    if misread:  # (NumPy's read after the update sees it; the compiled one, the values before)
+        raise UnsupportedOpError(
+            f"{name} (defined at {_definition(fun)}) updates "
+            f"{', '.join(f'`{n}`' for n in list(dict.fromkeys(misread))[:4])} in place with a "
+            "traced value and then reads it with NumPy alone (W.sum(), np.sum(W * W) of the "
+            "NumPy array), or it is an argument too: the compiled function would compute that "
+            "read from the values before the update, where NumPy's code sees it. Read it with "
+            "the traced values it meets (np.sum(W * W) after W = W - lr * g, out of place), or "
+            "pass the array as an argument", source=user_source())
 
 
 def _check_call(fun, args, kwargs):
