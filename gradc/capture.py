@@ -305,9 +305,7 @@ def read_by_numpy(graph, watch, retrace, program_text, seconds, follows=True,
     kept = [t for t in again if (id(t[2].root), t[2].steps) not in moved]
     again = [t for t in again if (id(t[2].root), t[2].steps) in moved]
 
-    with OUTSIDE_READS.paused() as paused, warnings.catch_warnings(), _quiet("stdout"), \
-            _quiet("stderr"), _quiet_logging(), _process_state(watch):
-        warnings.simplefilter("ignore")
+    with _probing(watch) as paused:
         if not paused:  # (a run of another thread that reads them did not end)
             return tried
         found = kept + (again if again and counts(again) else [])
@@ -326,11 +324,9 @@ def numpy_writes(arrays, watch, retrace, seconds):
     arrays = [a for a in arrays if _changeable(owner_of(a))]
     if not arrays:
         return []
-    with OUTSIDE_READS.paused() as paused, warnings.catch_warnings(), _quiet("stdout"), \
-            _quiet("stderr"), _quiet_logging(), _process_state(watch):
-        warnings.simplefilter("ignore")
-        if not paused:
-            return []
+    with _probing(watch) as paused:
+        if not paused:  # (another thread's run did not end: not known not to, so they count)
+            return [watch.way_to(a)[0] for a in arrays]
         with _changed(arrays, arrays):
             before = [a.copy() for a in arrays]
             try:
@@ -356,14 +352,12 @@ def read_after_update(graph, watch, retrace, program_text, seconds):
     with each such array's memory changed at its update: a program (or what NumPy stored
     outside) unlike the first, or a trace that goes another way, says it was read after. (A
     read before the update, an L2 penalty `np.sum(W * W)` before `W -= lr * dW`, is one the
-    first trace's checks take, and traces again as W changes.)"""
+    first trace's checks take; the trace after a call reads it live, gradc/live.py.)"""
     try:
         first = program_text(graph)
     except Exception:  # noqa: BLE001 - (no text to compare: not known)
         return True
-    with OUTSIDE_READS.paused() as paused, warnings.catch_warnings(), _quiet("stdout"), \
-            _quiet("stderr"), _quiet_logging(), _process_state(watch):
-        warnings.simplefilter("ignore")
+    with _probing(watch) as paused:
         if not paused:
             return True
         AFTER_UPDATES.on = True
@@ -373,6 +367,18 @@ def read_after_update(graph, watch, retrace, program_text, seconds):
             return True
         finally:
             AFTER_UPDATES.on = False
+
+
+@contextlib.contextmanager
+def _probing(watch):
+    """Around a trace on other contents: other threads' compiled runs that read outside arrays
+    wait (OUTSIDE_READS; yields whether they did: False where one did not end), its warnings,
+    output and log records are not shown, and what it changes of the process is put back
+    (_process_state)."""
+    with OUTSIDE_READS.paused() as paused, warnings.catch_warnings(), _quiet("stdout"), \
+            _quiet("stderr"), _quiet_logging(), _process_state(watch):
+        warnings.simplefilter("ignore")
+        yield paused
 
 
 @contextlib.contextmanager

@@ -71,6 +71,10 @@ class Function:
         # Thread-local, so a thread that ends takes them along (a new one may get its id)
         self._threads = threading.local()
         self._storm = RecompileWatch()
+        # what the function assigns outside: written back after each call (True), or, for a
+        # pullback whose forward wrote it already, dropped ("discard": transforms.vjp)
+        self.stores = True
+        self._live = True  # (arrays written back read live in the next trace: gradc/live.py)
         self.__name__ = getattr(fun, "__name__", "fn")
         self.__doc__ = getattr(fun, "__doc__", None)
         self.__wrapped__ = fun
@@ -110,8 +114,8 @@ class Function:
         argnums, many = normalize_argnums(self.argnums, len(call.args), src)
         differentiable_leaves(call, argnums, src, argument_names(self.fun))
         graph, out_tree, outs = trace(self.fun, call.args, call.kwargs, capture,
-                                      write_back=capture and self.mode != "jacobian" and (
-                                          getattr(self, "stores", True)))
+                                      write_back=capture and self.mode != "jacobian"
+                                      and self.stores)
         if self.mode == "jacobian":  # (a number returned is a constant: its Jacobian is zeros)
             out_tree, outs, aux_tree, aux = transforms.split_aux(
                 out_tree, graph.outputs, self.has_aux, self.fun, src)
@@ -351,7 +355,7 @@ class Function:
         arrays read from outside (`changed`), with the arrays stale writes back read live
         (gradc/live.py); where that trace is refused (the code's Python decided on their
         values: `if (self.rv < 0).any()`), traced again without, as before, from then on."""
-        live = stale if getattr(self, "_live", True) else None
+        live = stale if self._live else None
         while True:
             try:
                 with gc_paused(), frozen.recording_lines(bool(changed)), \
@@ -531,6 +535,7 @@ def _after_the_results(graph, first):
     was given (outside.Given) is the call's own object, no output."""
     assert len(graph.outputs) == first
     outputs, written, position = list(graph.outputs), [], {}
+    updated = {id(v): array for array, v in graph.in_place.values()}
     for w in graph.write_backs:
         if isinstance(w.value, Value):  # (one value assigned twice, `self.cache = self.out =
             if id(w.value) not in position:  # h`: one output, one array in both)
@@ -542,7 +547,6 @@ def _after_the_results(graph, first):
         else:
             leaves, treedef = pytree.flatten(w.value)
             at = []
-            updated = {id(v): array for array, v in graph.in_place.values()}
             for x in leaves:
                 if isinstance(x, Value) and id(x) in updated:  # (self.W after `self.W -= g`:
                     at.append(updated[id(x)])  # the array itself, written into after the call)

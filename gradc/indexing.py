@@ -457,12 +457,12 @@ def _told_apart(shape, index, written):
     for item in index:
         if item is None:
             continue
-        if item is Ellipsis:
-            return False  # (its axes: not counted here)
-        if (not isinstance(item, Value) and not isinstance(item, (slice, bool, np.bool_))
-                and np.ndim(item) > 0 and np.asarray(item).dtype.kind in "iu"):
+        array = item if isinstance(item, Value) else np.asarray(item)
+        if item is Ellipsis or array.ndim > 0 and array.dtype == np.bool_:
+            return False  # (their axes: not counted here)
+        if not isinstance(item, Value) and array.ndim > 0 and array.dtype.kind in "iu":
             try:
-                told = np.broadcast_to(np.asarray(item) % shape[axis], written)
+                told = np.broadcast_to(array % shape[axis], written)
             except (ValueError, IndexError, ZeroDivisionError):
                 return False
             if np.unique(told).size == told.size:

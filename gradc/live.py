@@ -92,30 +92,26 @@ def written_back_live(stale):
                 or getattr(stored, "given", None) is not None):
             continue  # (a value, assigned or written into: not into the caller's dict)
         container = stored.container
-        now = _entry(container, stored.key)
+        now = entry_of(container, stored.key)
         if type(now) is np.ndarray and now.dtype.kind == "f" and now.size:
             container[stored.key] = now.view(Live)
             swapped.append((container, stored.key, now))
     try:
         yield bool(swapped)
     finally:
-        views = {id(view): array for container, key, array in swapped
-                 for view in (_entry(container, key),) if isinstance(view, Live)}
+        views = {id(view): (view, array) for container, key, array in swapped
+                 for view in (entry_of(container, key),) if isinstance(view, Live)}
         holders = [c for c, _, _ in swapped] + [  # (the view, and every name of it the code
-            r for view in _views(swapped) for r in gc.get_referrers(view)  # bound, `self.prev
-            if type(r) in (dict, list)]  # = self.rm`, `log["rm"] = self.rm`: the array
+            r for view, _ in views.values() for r in gc.get_referrers(view)  # bound, `self.
+            if type(r) in (dict, list)]  # prev = self.rm`, `log["rm"] = self.rm`: the array
         for container in holders:  # itself, as NumPy's code holds it)
             keys = container.keys() if isinstance(container, dict) else range(len(container))
             for key in list(keys):
                 if id(container[key]) in views:
-                    container[key] = views[id(container[key])]
+                    container[key] = views[id(container[key])][1]
 
 
-def _views(swapped):
-    return [v for c, k, _ in swapped for v in (_entry(c, k),) if isinstance(v, Live)]
-
-
-def _entry(container, key):
+def entry_of(container, key):
     """What a dict or list holds at key, or None."""
     if isinstance(container, dict):
         return container.get(key)

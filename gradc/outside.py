@@ -37,8 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .fresh import Fresh
-from .live import Live
-from .live import array_of
+from .live import Live, array_of, entry_of
 from .ir import Value
 from .pytree import typed_key
 
@@ -825,21 +824,26 @@ class OutsideWalk:
                 return Given(given[id(v)])
             return v if isinstance(v, Value) or _holds_value(v) else None
 
+        def written_into(before, now):  # (`now` is the value an in-place update gave the
+            update = in_place.get(id(array_of(before)))  # array held there before)
+            return update is not None and update[0] is array_of(before) and update[1] is now
+
+        def put_back(container, held, key):
+            if key in held:
+                container[key] = held[key]
+            else:
+                del container[key]
+
         appended, assigned = [], []
         for name, container, held, attrs in self.held:  # (values there before are not new)
             if isinstance(container, (list, collections.deque)):
                 found = [i for i, v in enumerate(container) if stored(v) is not None
                          and not (i < len(held) and held[i] is v)]
-                updated = [i for i in found if type(container) is list and i < len(held)
-                           and len(container) == len(held)
-                           and in_place.get(id(array_of(held[i])), (None, None))[0]
-                           is array_of(held[i]) and in_place[id(array_of(held[i]))][1]
-                           is container[i]]
                 if found and type(container) is list and len(container) == len(held):
                     for i in found:  # (`self.m[0] = 0.9 * self.m[0] + g`, `self.params[i] -=
                         # lr * g`: written there after each call, into the array for the second)
                         assigned.append(Stored(f"{name}[{i}]", container, i, stored(container[i]),
-                                               into=i in updated,
+                                               into=written_into(held[i], container[i]),
                                                holder=self.held_at.get(id(container))))
                         container[i] = held[i]
                     continue
@@ -852,23 +856,14 @@ class OutsideWalk:
                         if held.get(k) is not v and _object_holding_value(v)]:
                 appended.append(_stored(f"{name}.{key}" if attrs else f"{name}[{key!r}]",
                                         container[key]))  # (an object of traced values made
-                if key in held:  # in the trace, `self.cache = SimpleNamespace(h=h)`: refused)
-                    container[key] = held[key]
-                else:
-                    del container[key]
+                put_back(container, held, key)  # in the trace, `SimpleNamespace(h=h)`: refused)
             for key in [k for k, v in _numbered(container)  # (a set: no traced value hashes)
                         if held.get(k) is not v and stored(v) is not None]:
-                updated = in_place.get(id(array_of(held.get(key))))
                 assigned.append(Stored(f"{name}.{key}" if attrs else f"{name}[{key!r}]",
                                        container, key, stored(container[key]),
-                                       into=updated is not None
-                                       and updated[0] is array_of(held[key])
-                                       and updated[1] is container[key],
+                                       into=written_into(held.get(key), container[key]),
                                        holder=self.held_at.get(id(container)), attrs=attrs))
-                if key in held:
-                    container[key] = held[key]
-                else:
-                    del container[key]
+                put_back(container, held, key)
         for name, obj, held in self.slotted + [  # (slots, and a class's attributes: refused,
                 (cls.__name__, cls, held) for cls, held in self.classes.values()]:  # not written)
             for key, before in held.items():
@@ -878,7 +873,7 @@ class OutsideWalk:
                     setattr(obj, key, before)
             if isinstance(obj, type):  # (a class attribute set anew: Shared.rm = ...)
                 for key in [k for k, v in list(vars(obj).items())
-                            if k not in held and isinstance(v, Value)]:
+                            if k not in held and _holds_value(v)]:
                     appended.append(_stored(f"{name}.{key}", vars(obj)[key]))
                     delattr(obj, key)
         for globals_, name, value in self.held_globals:
@@ -1443,10 +1438,7 @@ class OutsideWalk:
             self.held.append((name, container, container.copy(), container is not value))
             self.held_at[id(container)] = path  # (the way to it: a write-back follows it)
         for item_name, kind, key, item in items:
-            try:
-                self._consider(item, item_name, depth - 1, path.then(kind, key), outside)
-            except (AttributeError, ReferenceError, LookupError):  # (an object whose every
-                continue  # attribute raises, np.load's BagObj: `__class__`; a dead one)
+            self._consider(item, item_name, depth - 1, path.then(kind, key), outside)
 
 
 # mappings that are no dict whose lookup reads what they hold, with no other effect
@@ -1591,8 +1583,7 @@ class WrittenInto(NamedTuple):
 
 def written_into(in_place, stored, watch):
     """WrittenInto for each array of Graph.in_place that no Stored of `stored` writes into."""
-    covered = {id(array_of(w.container[w.key] if type(w.container) is list
-                         else w.container.get(w.key)))
+    covered = {id(array_of(entry_of(w.container, w.key)))
                for w in stored if getattr(w, "into", False) and w.key is not None}
     found = []
     for array, value in in_place.values():
@@ -1667,10 +1658,10 @@ class Stored(NamedTuple):
             except Exception:  # noqa: BLE001 - (gone, or no __dict__: the one traced)
                 now = None
             container = now if isinstance(now, (dict, list)) else container
-        now = (container[self.key] if type(container) is list else container.get(self.key)
-               ) if self.into else None
-        if (type(now) is np.ndarray and now.shape == np.shape(value) and now.dtype == value.dtype
-                and now.flags.writeable):
+        now = entry_of(container, self.key) if self.into else None
+        if type(now) is np.ndarray and now.shape == np.shape(value) and now.dtype == value.dtype:
+            if not now.flags.writeable:  # (made read-only since the trace: NumPy's refusal)
+                raise ValueError(f"{self.where}: output array is read-only")
             np.copyto(now, value)  # (every other holder of the array sees it, as in NumPy)
         else:
             container[self.key] = value
