@@ -756,8 +756,9 @@ def _input(graph, x, name, path):
         v = graph.captured[id(x)] = graph.add_input(x.shape, x.dtype, name=name)
         watch = graph.outside
         names = watch.names()
-        ties = tuple((n, p) for n, p in watch.paths.get(id(x), ())
-                     if p is not path and p.named_in(names))
+        ties = tuple((n, p) for n, p in watch.paths.get(id(x), ())  # (a frame's local, the
+                     if p is not path and p.steps and p.named_in(names))  # array itself: no way
+        # that can change; as a tie it kept `nonlocal state; state = state + x` tracing again)
         graph.captures.append(Capture(name, path, len(graph.inputs) - 1, ties))
     return v
 

@@ -23,7 +23,7 @@ from .capture import (OUTSIDE_READS, CaptureChanged, Captures, changed_contents,
 from .compile import check_target, compile_graph
 from .errors import ArgumentError, GradcError, SignatureError
 from .ir import Value, gc_paused
-from .live import written_back_live
+from .live import live_outside
 from .log import log_compile
 from .ops import fn
 from .outside import Given
@@ -326,6 +326,7 @@ class Function:
         compiled.just_traced = threading.get_ident()
         compiled.thread = this_thread()
         compiled.write_backs = graph.write_backs  # (each with its output's position)
+        compiled.live_paths = graph.live_paths  # (read live again by the next trace)
         unchanged_by(compiled.captures, stale, compiled, graph.names_run)
         unwritten(compiled.captures, stale, compiled)
         if not cache:
@@ -352,15 +353,18 @@ class Function:
 
     def _trace_joint_live(self, call, src, capture, stale, changed):
         """trace_joint after a call of `stale` (the Compiled traced before, or None) changed
-        arrays read from outside (`changed`), with the arrays stale writes back read live
-        (gradc/live.py); where that trace is refused (the code's Python decided on their
+        arrays read from outside (`changed`), with the arrays stale writes back and those that
+        changed read live (gradc/live.py); where that trace is refused (the code's Python decided on their
         values: `if (self.rv < 0).any()`), traced again without, as before, from then on."""
         live = stale if self._live else None
         while True:
             try:
                 with gc_paused(), frozen.recording_lines(bool(changed)), \
-                        numpy_read_before(stale, changed), written_back_live(live) as swapped:
-                    return self.trace_joint(call, src, capture)
+                        numpy_read_before(stale, changed), \
+                        live_outside(live, changed) as (live_paths, swapped):
+                    graph, out_info = self.trace_joint(call, src, capture)
+                    graph.live_paths = live_paths
+                    return graph, out_info
             except GradcError:
                 if live is None or not swapped:
                     raise

@@ -15,15 +15,22 @@ ends; nothing the user keeps is a Live.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
+import types
 
 import numpy as np
 
 
-# what a Live answers as itself; any other attribute (a method: .copy(), .max(), .T) is its
+# what a Live answers as itself; any other attribute (a method: .copy(), .reshape(), .T) is its
 # plain view's, as before: NumPy's own result, no Live leaking into what the code keeps
 _OWN = frozenset({"base", "shape", "dtype", "ndim", "size", "strides", "itemsize", "nbytes",
                   "flags"})
+# methods that are NumPy's functions of the array, with the same arguments (`self.rm.mean()`
+# is np.mean(self.rm)): traced as those are (as NumPy's, they were compiled in, and every call
+# traced again)
+_FUNCTIONS = frozenset({"sum", "mean", "std", "var", "max", "min", "prod", "cumsum", "cumprod",
+                        "dot", "clip", "round", "any", "all", "argmax", "argmin"})
 
 
 class Live(np.ndarray):
@@ -32,6 +39,8 @@ class Live(np.ndarray):
     def __getattribute__(self, name):
         if name in _OWN or name.startswith("__"):
             return np.ndarray.__getattribute__(self, name)
+        if name in _FUNCTIONS:
+            return functools.partial(getattr(np, name), self)
         return getattr(np.ndarray.view(self, np.ndarray), name)
 
     def __getitem__(self, index):
@@ -83,32 +92,87 @@ def _read_all(items):
 
 
 @contextlib.contextmanager
-def written_back_live(stale):
-    """While a trace runs: the arrays `stale` (the Compiled traced before, or None) wrote back
-    after its calls, where they are still there, as Live views (put back after)."""
-    swapped = []
-    for stored in getattr(stale, "write_backs", ()) or ():
-        if (type(stored.value) is not int or getattr(stored, "key", None) is None
-                or getattr(stored, "given", None) is not None):
-            continue  # (a value, assigned or written into: not into the caller's dict)
-        container = stored.container
-        now = entry_of(container, stored.key)
+def live_outside(stale, changed):
+    """While a trace runs: the float arrays `stale` (the Compiled traced before, or None) wrote
+    back after its calls, those whose contents `changed` since it was traced (paths, as
+    capture.changed_contents gives them: a cache another function writes, `self.caches["A1"]`
+    read by a hand-written backward; a `nonlocal` running mean), and those stale's own trace
+    read live, where they are still there, as Live views (put back after). Yields the Paths
+    of the last two kinds made Live (kept as the new compile's `live_paths`, for the trace
+    after it) and whether any array was made Live."""
+    swapped, seen, paths = [], set(), []
+    for holder, key, path in _written_back(stale) + _changed(stale, changed):
+        if (id(holder), key) in seen:
+            continue
+        seen.add((id(holder), key))
+        now = _get(holder, key)
         if type(now) is np.ndarray and now.dtype.kind == "f" and now.size:
-            container[stored.key] = now.view(Live)
-            swapped.append((container, stored.key, now))
+            _set(holder, key, now.view(Live))
+            swapped.append((holder, key, now))
+            if path is not None:
+                paths.append(path)
     try:
-        yield bool(swapped)
+        yield paths, bool(swapped)
     finally:
-        views = {id(view): (view, array) for container, key, array in swapped
-                 for view in (entry_of(container, key),) if isinstance(view, Live)}
-        holders = [c for c, _, _ in swapped] + [  # (the view, and every name of it the code
-            r for view, _ in views.values() for r in gc.get_referrers(view)  # bound, `self.
-            if type(r) in (dict, list)]  # prev = self.rm`, `log["rm"] = self.rm`: the array
-        for container in holders:  # itself, as NumPy's code holds it)
-            keys = container.keys() if isinstance(container, dict) else range(len(container))
-            for key in list(keys):
-                if id(container[key]) in views:
-                    container[key] = views[id(container[key])][1]
+        views = {id(view): (view, array) for holder, key, array in swapped
+                 for view in (_get(holder, key),) if isinstance(view, Live)}
+        holders = [(h, k) for h, k, _ in swapped] + [  # (the view, and every name of it the
+            (r, k) for view, _ in views.values() for r in gc.get_referrers(view)  # code bound,
+            if type(r) in (dict, list)  # `self.prev = self.rm`, `log["rm"] = self.rm`: the
+            for k in (r.keys() if type(r) is dict else range(len(r)))]  # array itself, as
+        for holder, key in holders:  # NumPy's code holds it)
+            if id(_get(holder, key)) in views:
+                _set(holder, key, views[id(_get(holder, key))][1])
+
+
+def _written_back(stale):
+    """(holder, key, None) of the arrays `stale` writes back (assigns; not into the caller's
+    dict)."""
+    return [(stored.container, stored.key, None)
+            for stored in getattr(stale, "write_backs", ()) or ()
+            if type(stored.value) is int and getattr(stored, "given", None) is None]
+
+
+def _changed(stale, changed):
+    """(holder, key, path) of the arrays `stale` checks by contents whose contents changed,
+    and of those its trace read live (its `live_paths`): a dict's or list's entry, an
+    attribute in an object's __dict__, a closure cell's (key None)."""
+    if stale is None:
+        return []
+    paths = [g.path for g in stale.captures.guards
+             if changed and (id(g.path.root), g.path.steps) in changed]
+    places = []
+    for path in paths + list(getattr(stale, "live_paths", ())):
+        if not path.steps:
+            continue
+        kind, key = path.steps[-1]
+        try:
+            parent = type(path)(path.root, path.steps[:-1]).follow()
+        except Exception:  # noqa: BLE001 - (gone since)
+            continue
+        if kind == "cell":
+            places.append((parent, None, path))
+        elif kind == "attr" and key in (getattr(parent, "__dict__", None) or ()):
+            places.append((vars(parent), key, path))
+        elif kind in ("item", "global") and type(parent) in (dict, list):
+            places.append((parent, key, path))
+    return places
+
+
+def _get(holder, key):
+    if isinstance(holder, types.CellType):
+        try:
+            return holder.cell_contents
+        except ValueError:  # (empty)
+            return None
+    return entry_of(holder, key)
+
+
+def _set(holder, key, value):
+    if isinstance(holder, types.CellType):
+        holder.cell_contents = value
+    else:
+        holder[key] = value
 
 
 def entry_of(container, key):

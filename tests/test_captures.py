@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import threading
 import operator
+import re
 import types
 import weakref
 import warnings
@@ -418,7 +419,8 @@ def test_entries_read_by_keys_the_code_builds_or_is_given_are_checked(monkeypatc
     compiles = capsys.readouterr().err.count("compiled jit(forward)")
     tables["unread"] += 1.0  # (no key the code builds or is given names it: no trace)
     np.testing.assert_allclose(f(x, 1, "counts"), forward(x, 1, "counts"), rtol=1e-13)
-    assert capsys.readouterr().err.count("compiled jit(forward)") == 0 and compiles == 7
+    # (a changed entry is read live by the traces after: gradc/live.py; fewer may trace again)
+    assert capsys.readouterr().err.count("compiled jit(forward)") == 0 and 2 <= compiles <= 7
 
     class Pruned:  # (the keys kept on the model: `for n in self.names`)
         names = ["enc", "dec"]
@@ -1267,13 +1269,24 @@ def test_outside_arrays_updated_in_place_with_traced_values_are_written_into_aft
 
 
 def test_an_array_read_with_numpy_alone_that_keeps_changing_is_named_with_its_fix():
-    bn = BatchNormEval(3)
-    forward = gradc.jit(bn.forward)
-    with pytest.warns(gradc.RecompileWarning, match=r"`self\.var` .*NumPy alone.*pass the array "
-                                                    r"as an argument"):
-        for _ in range(10):
-            bn.var += 1.0
-            np.testing.assert_allclose(forward(X), bn.forward(X), rtol=1e-13)
+    """NumPy's ufuncs and functions on a changed array are traced from the next trace on
+    (gradc/live.py); a view a method takes of it (`.reshape`) is NumPy's own, compiled in."""
+    class Reshaped(BatchNormEval):
+        def forward(self, x):
+            return (x - self.mean) / np.sqrt(self.var.reshape(1, -1) + 1e-5)
+
+    for model, storms in ((BatchNormEval(3), False), (Reshaped(3), True)):
+        forward = gradc.jit(model.forward)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(10):
+                model.var += 1.0
+                np.testing.assert_allclose(forward(X), model.forward(X), rtol=1e-13)
+        messages = [str(w.message) for w in caught if w.category is gradc.RecompileWarning]
+        assert bool(messages) == storms
+        if storms:
+            assert re.search(r"`self\.var` .*NumPy alone.*pass the array as an argument",
+                             messages[0])
 
 
 def test_a_method_patched_on_the_class_or_a_new_class_traces_again():

@@ -7,6 +7,7 @@ cs231n's and nnfs's L2 penalty kept the first weights' value). The arrays are ch
 exactly, and runs of compiled programs that read them wait meanwhile."""
 import threading
 import time
+import types
 import warnings
 
 import numpy as np
@@ -47,7 +48,9 @@ def test_an_l2_penalty_numpy_computes_from_live_weights_follows_their_updates(mo
         net.params["W1"] -= 0.1 * want_dW1  # (the Solver's in-place SGD)
     np.testing.assert_allclose(loss(X, 0.5)[0], net.loss(X, 0.5)[0], rtol=1e-12)
     log = capsys.readouterr().err
-    assert log.count("compiled jit(loss)") == 4
+    # (the trace after W1 changed reads it live, NumPy's L2 penalty too: gradc/live.py; it
+    # traced again on every step before)
+    assert log.count("compiled jit(loss)") == 2
     assert "`self.params['W1']` (float64[4, 3], compiled in: the trace read it with NumPy alone)" \
         " changed" in log
     # W2 meets only traced values: read live, its contents not checked (no trace again)
@@ -541,3 +544,86 @@ def test_state_the_function_writes_back_and_numpy_reads_stops_tracing_again(monk
         assert type(model.rm) is np.ndarray
         np.testing.assert_allclose(model.stats["mu"], (x @ model.W).mean(0), rtol=1e-13)
     assert capsys.readouterr().err.count("compiled jit(forward)") <= 3
+
+
+def test_caches_another_function_writes_are_read_live_by_a_hand_written_backward(monkeypatch,
+                                                                                   capsys):
+    """A deeplearning.ai-style network: forward stores its activations in `self.caches[f"A{l}"]`
+    (a jitted function of its own), backward reads them (`1 - A ** 2` with NumPy alone) and
+    stores `self.grads[f"dW{l}"]`, the update is NumPy's. The caches, new arrays each step, were
+    compiled in, and backward traced again on every step (30 ms a step): the trace after one
+    changed reads them live, and those it read live stay so in the traces after."""
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+
+    class Net:
+        def __init__(self):
+            self.params = {"W1": np.full((3, 3), 0.3), "W2": np.full((3, 3), 0.2)}
+            self.caches, self.grads = {}, {}
+
+        def forward(self, X):
+            A = X
+            self.caches["A0"] = X
+            for layer in (1, 2):
+                A = np.tanh(A @ self.params[f"W{layer}"])
+                self.caches[f"A{layer}"] = A
+            return A
+
+        def backward(self, Y):
+            dA = self.caches["A2"] - Y
+            for layer in (2, 1):
+                dZ = dA * (1 - self.caches[f"A{layer}"] ** 2)
+                self.grads[f"dW{layer}"] = self.caches[f"A{layer - 1}"].T @ dZ
+                dA = dZ @ self.params[f"W{layer}"].T
+            return dA
+
+        def update(self, lr):
+            for layer in (1, 2):
+                self.params[f"W{layer}"] -= lr * self.grads[f"dW{layer}"]
+
+    net, reference = Net(), Net()
+    forward, backward = gradc.jit(net.forward), gradc.jit(net.backward)
+    for _ in range(12):
+        X, Y = RNG.standard_normal((4, 3)), RNG.standard_normal((4, 3))
+        np.testing.assert_allclose(forward(X), reference.forward(X), rtol=1e-13)
+        np.testing.assert_allclose(backward(Y), reference.backward(Y), rtol=1e-12)
+        for key in ("dW1", "dW2"):
+            np.testing.assert_allclose(net.grads[key], reference.grads[key], rtol=1e-12)
+        net.update(0.1)
+        reference.update(0.1)
+    log = capsys.readouterr().err
+    assert log.count("compiled jit(backward)") <= 4 and log.count("compiled jit(forward)") <= 4
+
+
+@pytest.mark.parametrize("case", ["traced", "numpy", "method"])
+def test_state_in_a_closure_or_read_by_a_method_stops_tracing_again(case, monkeypatch, capsys):
+    """A running mean kept in a closure (`nonlocal running_mean`), rebound on every call: read by
+    a traced operation, it traced again on every call all the same (the frame's own name for the
+    array was taken as a second way to it that must not change); read with NumPy alone (`0.9 *
+    running_mean`), it was compiled in. A batch norm's `self.rm.mean()` (a method, NumPy's
+    np.mean) was compiled in. All traced again on every call; now at most twice."""
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+
+    def make():
+        running_mean, model = np.zeros(3), types.SimpleNamespace(rm=np.zeros(3))
+
+        def step(x):
+            nonlocal running_mean
+            if case == "traced":
+                running_mean = running_mean + 0.1 * x.mean(0)
+                return x - running_mean
+            if case == "numpy":
+                running_mean = 0.9 * running_mean + 0.1 * x.mean(0)
+                return x - x.mean(0)
+            drift = model.rm.mean()
+            model.rm = 0.9 * model.rm + 0.1 * x.mean(0)
+            return x - drift
+        return step, lambda: running_mean if case != "method" else model.rm
+
+    (step, state), (reference, reference_state) = make(), make()
+    compiled = gradc.jit(step)
+    for i in range(10):
+        x = RNG.standard_normal((2, 3)) + i
+        np.testing.assert_allclose(compiled(x), reference(x), rtol=1e-13)
+        np.testing.assert_allclose(state(), reference_state(), rtol=1e-13)
+        assert type(state()) is np.ndarray
+    assert capsys.readouterr().err.count("compiled jit(step)") <= 2
