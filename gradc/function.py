@@ -26,7 +26,7 @@ from .ir import Value, gc_paused
 from .live import live_outside
 from .log import log_compile
 from .ops import fn
-from .outside import Given
+from .outside import Given, Outside
 from .passes import BEFORE_AUTODIFF, run_passes
 from .signature import (Call, RecompileWatch, as_scalar, check_device_leaves, check_input_dtypes,
                         check_loss_output, check_scalar_output, differentiable_leaves, number_loss,
@@ -379,14 +379,17 @@ class Function:
         written = getattr(compiled, "write_backs", ())  # (an interpreted one has none)
         if written:
             at, made = set(), {}  # (made: position -> the array written, one per value)
-            for stored in written:
+            found = {id(o): o.path.follow() for o in _outsides(written)}  # (as the call
+            for stored in written:  # found them: before a write-back rebinds one)
                 if getattr(stored, "given", None) is not None:  # (into the caller's dict)
                     stored = stored._replace(container=Given(stored.given).follow(given),
                                              holder=None)
                 if isinstance(stored.value, Given):  # (the caller's own: `net.params = p`)
                     stored.write(stored.value.follow(given))
+                elif isinstance(stored.value, Outside):  # (`self.prev = self.rm`)
+                    stored.write(stored.value.follow(found))
                 elif isinstance(stored.value, Made):
-                    stored.write(stored.value.build(outs, given, made))
+                    stored.write(stored.value.build(outs, given, made, found))
                     at.update(stored.value.positions())
                 else:
                     stored.write(made.setdefault(stored.value, _written(outs[stored.value])))
@@ -525,10 +528,20 @@ class Made(NamedTuple):
     def positions(self):
         return [x for x in self.leaves if type(x) is int]
 
-    def build(self, outs, given, made):
+    def build(self, outs, given, made, found):
         return pytree.unflatten(self.treedef, [
             made.setdefault(x, _written(outs[x])) if type(x) is int
-            else x.follow(given) if isinstance(x, Given) else x for x in self.leaves])
+            else x.follow(given) if isinstance(x, Given)
+            else x.follow(found) if isinstance(x, Outside) else x for x in self.leaves])
+
+
+def _outsides(written):
+    """The Outside values among write-backs (assigned, or leaves of what was)."""
+    for stored in written:
+        if isinstance(stored.value, Outside):
+            yield stored.value
+        elif isinstance(stored.value, Made):
+            yield from (x for x in stored.value.leaves if isinstance(x, Outside))
 
 
 def _after_the_results(graph, first):
@@ -546,7 +559,7 @@ def _after_the_results(graph, first):
                 position[id(w.value)] = len(outputs)
                 outputs.append(w.value)
             written.append(w._replace(value=position[id(w.value)]))
-        elif isinstance(w.value, Given):
+        elif isinstance(w.value, (Given, Outside)):
             written.append(w)
         else:
             leaves, treedef = pytree.flatten(w.value)
@@ -561,8 +574,8 @@ def _after_the_results(graph, first):
                         position[id(x)] = len(outputs)
                         outputs.append(x)
                     at.append(position[id(x)])
-                else:
-                    at.append(x)
+                else:  # (self.W itself: the array at its path each call; anything else as
+                    at.append(graph.outside_leaves.get(id(x), x))  # it is)
             written.append(w._replace(value=Made(treedef, tuple(at))))
     graph.outputs = outputs
     return written

@@ -249,6 +249,7 @@ class Graph:
         # [outside.Stored]: traced values assigned outside (`self.cache = x`), the last outputs:
         # written there after each call (gradc/function.py)
         self.write_backs = []
+        self.outside_leaves = {}  # id -> outside.Outside: arrays from outside among them
         # value id -> its (base, offset, strides) through views (passes/fuse.py base_layout):
         # a value's node never changes, so it is found once; fusion asks ~40 times per node
         self.layouts = {}

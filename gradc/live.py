@@ -29,6 +29,7 @@ _OWN = frozenset({"base", "shape", "dtype", "ndim", "size", "strides", "itemsize
 # methods that are NumPy's functions of the array, with the same arguments (`self.rm.mean()`
 # is np.mean(self.rm)): traced as those are (as NumPy's, they were compiled in, and every call
 # traced again)
+SCALARS = (np.float64, np.float32)  # NumPy's float scalars, read live as 0-d arrays
 _FUNCTIONS = frozenset({"sum", "mean", "std", "var", "max", "min", "prod", "cumsum", "cumprod",
                         "dot", "clip", "round", "any", "all", "argmax", "argmin"})
 
@@ -86,6 +87,15 @@ def array_of(x):
     return x.base if type(x.base) is np.ndarray else np.ndarray.view(x, np.ndarray)
 
 
+def without_views(tree):
+    """A dict, list or tuple (nested) with each Live in it replaced by the array it stands for
+    (what the trace assigned outside: `self.cache = (x, self.rm)`)."""
+    if type(tree) in (dict, list, tuple):
+        items = [without_views(v) for v in (tree.values() if type(tree) is dict else tree)]
+        return dict(zip(tree, items)) if type(tree) is dict else type(tree)(items)
+    return array_of(tree)
+
+
 def _read_all(items):
     return [type(x)(read(v) for v in x) if type(x) in (list, tuple) else read(x)
             for x in items]
@@ -106,11 +116,16 @@ def live_outside(stale, changed):
             continue
         seen.add((id(holder), key))
         now = _get(holder, key)
-        if type(now) is np.ndarray and now.dtype.kind == "f" and now.size:
-            _set(holder, key, now.view(Live))
-            swapped.append((holder, key, now))
-            if path is not None:
-                paths.append(path)
+        if type(now) in SCALARS:  # (`self.smooth = 0.9 * self.smooth + 0.1 * loss`: NumPy's
+            view = np.asarray(now).view(Live)  # code makes a NumPy scalar, read as a 0-d
+        elif type(now) is np.ndarray and now.dtype.kind == "f" and now.size:  # array:
+            view = now.view(Live)  # capture.Captures._read)
+        else:
+            continue
+        _set(holder, key, view)
+        swapped.append((holder, key, now))
+        if path is not None:
+            paths.append(path)
     try:
         yield paths, bool(swapped)
     finally:

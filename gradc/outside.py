@@ -822,7 +822,7 @@ class OutsideWalk:
         def stored(v):  # (what to write back for v, or None: v holds no traced value)
             if id(v) in given:
                 return Given(given[id(v)])
-            return v if isinstance(v, Value) or _holds_value(v) else None
+            return v if isinstance(v, Value) or _holds_value(v) else self.outside_array(v)
 
         def written_into(before, now):  # (`now` is the value an in-place update gave the
             update = in_place.get(id(array_of(before)))  # array held there before)
@@ -890,6 +890,13 @@ class OutsideWalk:
                 assigned.append(Stored(name, cell, None, stored(now)))
                 cell.cell_contents = value
         return appended, assigned
+
+    def outside_array(self, x):
+        """Outside(path) where x is a float array the walk found outside (a Live view too: the
+        array it stands for), else None."""
+        array = array_of(x) if isinstance(x, np.ndarray) else None
+        found = self.arrays.get(id(array)) if array is not None else None
+        return Outside(found[2]) if found is not None and found[1] is array else None
 
     def stored_text(self):
         """What the user code stored outside with NumPy alone, as text: the arrays (by their
@@ -1591,6 +1598,18 @@ def written_into(in_place, stored, watch):
             name, path = watch.way_to(array)
             found.append(WrittenInto(name, path, value))
     return found
+
+
+class Outside(NamedTuple):
+    """An array from outside the arguments that the function assigned elsewhere outside
+    (`self.prev = self.rm`, `self.cache = (x, self.rm)`): written back as the array `path`
+    holds when the call starts, as NumPy's code binds it on every call (the trace's binding was
+    that of the traced call: once the function stopped tracing again, it stayed)."""
+    path: Path
+
+    def follow(self, found):
+        """The array at `path` now, or as the call found it (`found`: id(self) -> array)."""
+        return found[id(self)] if id(self) in found else self.path.follow()
 
 
 class Given(NamedTuple):

@@ -773,6 +773,42 @@ def test_written_back_values_keep_numpys_identities_and_their_reads():
     np.testing.assert_allclose(pullback(np.float64(1.0))[0], np.full((2, 3), 2 / 6))
 
 
+@pytest.mark.parametrize("cached", [False, True])
+def test_outside_arrays_assigned_elsewhere_outside_are_bound_on_every_call(cached, monkeypatch,
+                                                                           capsys):
+    """`self.prev = self.rm` (rm rebound each call), `self.cache = (x, self.rm, self.W)`: the
+    trace's binding was that of its own call, so once the function stopped tracing again,
+    `self.prev` held one old array on every later call (and the cache one old rm). Each call
+    binds the arrays those paths hold when it starts, as NumPy's code does."""
+    class Layer:
+        def __init__(self):
+            self.rm, self.prev, self.W = np.zeros(3), None, np.eye(3)
+
+        def forward(self, x):
+            self.prev = self.rm
+            if cached:
+                self.cache = (x, self.rm, self.W, {"rm": self.rm})
+            self.rm = 0.9 * self.rm + 0.1 * x.mean(0)
+            return np.sum(x @ self.W)
+
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+    layer, reference = Layer(), Layer()
+    forward = gradc.jit(layer.forward)
+    for i in range(8):
+        x = np.full((2, 3), i + 1.0)
+        old_rm, old_W = layer.rm, layer.W
+        assert forward(x) == reference.forward(x)
+        assert layer.prev is old_rm
+        if cached:
+            assert layer.cache[1] is old_rm and layer.cache[3]["rm"] is old_rm
+            assert layer.cache[2] is old_W
+            np.testing.assert_array_equal(layer.cache[0], x)
+        np.testing.assert_allclose(layer.rm, reference.rm, rtol=1e-14)
+        if i == 4:
+            layer.W = reference.W = 2 * np.eye(3)
+    assert capsys.readouterr().err.count("compiled jit(forward)") <= 4
+
+
 def test_numpy_writes_beside_traced_in_place_updates_are_refused_and_state_follows_the_user():
     """fuzz44e: `self.v *= 0.9; self.v += g` of a v of zeros (the walk's copy saw no change:
     0.9 times 0 is 0) compiled only the traced `+= g` (momentum that never decays; an

@@ -627,3 +627,36 @@ def test_state_in_a_closure_or_read_by_a_method_stops_tracing_again(case, monkey
         np.testing.assert_allclose(state(), reference_state(), rtol=1e-13)
         assert type(state()) is np.ndarray
     assert capsys.readouterr().err.count("compiled jit(step)") <= 2
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_numpy_scalar_the_function_keeps_on_the_model_stops_tracing_again(dtype, monkeypatch,
+                                                                            capsys):
+    """`self.smooth = 0.9 * self.smooth + 0.1 * loss` (a smoothed loss on the model): NumPy's code
+    leaves a NumPy scalar there, and `0.9 * self.smooth` was compiled in: every call traced again
+    (4 ms a call). It is read live, as a 0-d array, from the second trace on; what the model
+    holds stays NumPy's scalar, and a value the user puts there is the one read."""
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+
+    class Model:
+        def __init__(self):
+            self.smooth = 0.0
+
+        def loss(self, x):
+            loss = (x ** 2).mean()
+            self.smooth = 0.9 * self.smooth + 0.1 * loss
+            return loss
+
+    model, reference = Model(), Model()
+    loss = gradc.jit(model.loss)
+    for i in range(10):
+        x = np.full(3, i + 1.0, dtype)
+        assert loss(x) == reference.loss(x)
+        assert type(model.smooth) is type(reference.smooth) is dtype
+        assert model.smooth == pytest.approx(reference.smooth, rel=1e-6)
+        if i == 6:
+            model.smooth = reference.smooth = dtype(100.0)
+    assert capsys.readouterr().err.count("compiled jit(loss)") <= 2
+    model.smooth = reference.smooth = 5.0  # (a Python float now: traced again, as it reads)
+    assert loss(x) == reference.loss(x)
+    assert model.smooth == pytest.approx(reference.smooth, rel=1e-6)
