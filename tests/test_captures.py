@@ -809,6 +809,24 @@ def test_outside_arrays_assigned_elsewhere_outside_are_bound_on_every_call(cache
     assert capsys.readouterr().err.count("compiled jit(forward)") <= 4
 
 
+def test_an_outside_array_appended_to_a_list_outside_is_refused_by_name():
+    """`self.hist.append(self.W)`: appended once, by the trace (NumPy's code appends on every
+    call: the list stayed one long). Refused, naming the entry, undone."""
+    class Model:
+        def __init__(self):
+            self.W, self.hist = np.ones(3), []
+
+        def f(self, x):
+            self.hist.append(self.W)
+            return np.sum(x * self.W)
+
+    model = Model()
+    with pytest.raises(gradc.GradcError, match=r"`self\.hist\[0\]` \(an array from outside, put "
+                                               r"there once"):
+        gradc.jit(model.f)(np.ones(3))
+    assert model.hist == []
+
+
 def test_numpy_writes_beside_traced_in_place_updates_are_refused_and_state_follows_the_user():
     """fuzz44e: `self.v *= 0.9; self.v += g` of a v of zeros (the walk's copy saw no change:
     0.9 times 0 is 0) compiled only the traced `+= g` (momentum that never decays; an
