@@ -38,7 +38,6 @@ import numpy as np
 from .fresh import Fresh
 from .frozen import Diverged
 from .ir import Value
-from .live import SCALARS
 
 from .outside import ABSENT, ChangedByTrace, Path
 from .pytree import typed_key
@@ -164,9 +163,6 @@ class Captures:
                     f"`{capture.name}` is gone ({type(e).__name__}: {e})") from None
             if isinstance(x, Value):
                 raise _Placeholder
-            found = x  # (what the path holds, for the other ways to it)
-            if type(x) in SCALARS and shape == ():  # (state NumPy's code keeps as a NumPy
-                x = np.asarray(x)  # scalar, read live: gradc/live.py)
             if type(x) not in ARRAY_TYPES or x.shape != shape or x.dtype != dtype:
                 now = (f"{x.dtype.name}{list(x.shape)}" if isinstance(x, np.ndarray)
                        else f"a {type(x).__name__}")
@@ -177,7 +173,7 @@ class Captures:
                     tied = path.follow()
                 except Exception:  # noqa: BLE001 - (gone: the trace read it as capture's array)
                     tied = None
-                if tied is not found:
+                if tied is not x:
                     raise CaptureChanged(f"`{name}` was the array `{capture.name}` is when "
                                          "traced, now another")
             for name, path in capture.shares:

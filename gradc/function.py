@@ -23,7 +23,7 @@ from .capture import (OUTSIDE_READS, CaptureChanged, Captures, changed_contents,
 from .compile import check_target, compile_graph
 from .errors import ArgumentError, GradcError, SignatureError
 from .ir import Value, gc_paused
-from .live import live_outside
+from .live import asked_types, live_outside
 from .log import log_compile
 from .ops import fn
 from .outside import Given, Outside
@@ -354,8 +354,9 @@ class Function:
     def _trace_joint_live(self, call, src, capture, stale, changed):
         """trace_joint after a call of `stale` (the Compiled traced before, or None) changed
         arrays read from outside (`changed`), with the arrays stale writes back and those that
-        changed read live (gradc/live.py); where that trace is refused (the code's Python decided on their
-        values: `if (self.rv < 0).any()`), traced again without, as before, from then on."""
+        changed read live (gradc/live.py); where that trace is refused (the code's Python
+        decided on their values: `if (self.rv < 0).any()`), or its code asks types
+        (live.asked_types), traced again without, as before, from then on."""
         live = stale if self._live else None
         while True:
             try:
@@ -363,9 +364,11 @@ class Function:
                         numpy_read_before(stale, changed), \
                         live_outside(live, changed) as (live_paths, swapped):
                     graph, out_info = self.trace_joint(call, src, capture)
+                    if swapped and asked_types():
+                        raise _AskedTypes
                     graph.live_paths = live_paths
                     return graph, out_info
-            except GradcError:
+            except (GradcError, _AskedTypes):
                 if live is None or not swapped:
                     raise
                 self._live, live = False, None
@@ -515,6 +518,10 @@ def _fresh_variable(graph, x):
 def _written(value):
     """A value written back: a new array, or a NumPy scalar for a 0-d one."""
     return value.copy() if value.ndim else value[()]
+
+
+class _AskedTypes(Exception):
+    """A trace with Live views in place ran code that asks types (gradc/live.py)."""
 
 
 class Made(NamedTuple):

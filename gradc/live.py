@@ -15,8 +15,8 @@ ends; nothing the user keeps is a Live.
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
+import threading
 import types
 
 import numpy as np
@@ -29,7 +29,6 @@ _OWN = frozenset({"base", "shape", "dtype", "ndim", "size", "strides", "itemsize
 # methods that are NumPy's functions of the array, with the same arguments (`self.rm.mean()`
 # is np.mean(self.rm)): traced as those are (as NumPy's, they were compiled in, and every call
 # traced again)
-SCALARS = (np.float64, np.float32)  # NumPy's float scalars, read live as 0-d arrays
 _FUNCTIONS = frozenset({"sum", "mean", "std", "var", "max", "min", "prod", "cumsum", "cumprod",
                         "dot", "clip", "round", "any", "all", "argmax", "argmin"})
 
@@ -41,7 +40,7 @@ class Live(np.ndarray):
         if name in _OWN or name.startswith("__"):
             return np.ndarray.__getattribute__(self, name)
         if name in _FUNCTIONS:
-            return functools.partial(getattr(np, name), self)
+            return _Method(self, name)
         return getattr(np.ndarray.view(self, np.ndarray), name)
 
     def __getitem__(self, index):
@@ -53,6 +52,12 @@ class Live(np.ndarray):
     def __deepcopy__(self, memo):
         return self.__copy__()
 
+    def __reduce_ex__(self, protocol):  # (pickled, a checkpoint: NumPy's array)
+        return np.ndarray.view(self, np.ndarray).__reduce_ex__(protocol)
+
+    def __reduce__(self):
+        return np.ndarray.view(self, np.ndarray).__reduce__()
+
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         inputs = tuple(read(x) for x in inputs)
         if "out" in kwargs:  # (`self.W -= lr * dW`: into the array itself, which the trace
@@ -61,6 +66,22 @@ class Live(np.ndarray):
 
     def __array_function__(self, func, types, args, kwargs):
         return func(*_read_all(args), **dict(zip(kwargs, _read_all(kwargs.values()))))
+
+
+class _Method:
+    """`live.mean`: np.mean of the array (traced); one the code keeps (`self.total = W.sum`)
+    is given the array itself back with the others (live_outside)."""
+    __slots__ = ("array", "name")
+
+    def __init__(self, array, name):
+        self.array, self.name = array, name
+
+    def __call__(self, *args, **kwargs):
+        return getattr(np, self.name)(self.array, *args, **kwargs)
+
+    @property
+    def __self__(self):  # (as a bound method's)
+        return self.array
 
 
 def read(x):
@@ -110,19 +131,17 @@ def live_outside(stale, changed):
     read live, where they are still there, as Live views (put back after). Yields the Paths
     of the last two kinds made Live (kept as the new compile's `live_paths`, for the trace
     after it) and whether any array was made Live."""
-    swapped, seen, paths = [], set(), []
+    swapped, seen, paths, views_of = [], set(), [], {}
+    _local.codes = set()  # (the user code the trace runs: note_codes)
     for holder, key, path in _written_back(stale) + _changed(stale, changed):
         if (id(holder), key) in seen:
             continue
         seen.add((id(holder), key))
         now = _get(holder, key)
-        if type(now) in SCALARS:  # (`self.smooth = 0.9 * self.smooth + 0.1 * loss`: NumPy's
-            view = np.asarray(now).view(Live)  # code makes a NumPy scalar, read as a 0-d
-        elif type(now) is np.ndarray and now.dtype.kind == "f" and now.size:  # array:
-            view = now.view(Live)  # capture.Captures._read)
-        else:
+        if not (type(now) is np.ndarray and now.dtype.kind == "f" and now.size):
             continue
-        _set(holder, key, view)
+        view = views_of.setdefault(id(now), now.view(Live))  # (one view of one array: `if
+        _set(holder, key, view)  # self.W_out is self.W_in`, tied weights, stays True)
         swapped.append((holder, key, now))
         if path is not None:
             paths.append(path)
@@ -131,6 +150,7 @@ def live_outside(stale, changed):
     finally:
         views = {id(view): (view, array) for holder, key, array in swapped
                  for view in (_get(holder, key),) if isinstance(view, Live)}
+        _local.codes = None
         holders = [(h, k) for h, k, _ in swapped] + [  # (the view, and every name of it the
             (r, k) for view, _ in views.values() for r in gc.get_referrers(view)  # code bound,
             if type(r) in (dict, list)  # `self.prev = self.rm`, `log["rm"] = self.rm`: the
@@ -138,6 +158,39 @@ def live_outside(stale, changed):
         for holder, key in holders:  # NumPy's code holds it)
             if id(_get(holder, key)) in views:
                 _set(holder, key, views[id(_get(holder, key))][1])
+        for view, array in views.values():  # (and in __slots__: `self.keep.w = self.W`)
+            for r in gc.get_referrers(view):
+                for slot in _slots(type(r)):
+                    if getattr(r, slot, None) is view:
+                        setattr(r, slot, array)
+
+
+def _slots(cls):
+    """The __slots__ names of a class and its bases."""
+    names = []
+    for c in getattr(cls, "__mro__", ()):
+        slots = c.__dict__.get("__slots__", ())
+        names += [slots] if isinstance(slots, str) else list(slots)
+    return [n for n in names if n not in ("__dict__", "__weakref__")]
+
+
+_local = threading.local()
+
+
+def note_codes(codes):
+    """The user code a trace ran (trace.py, at its end), while live_outside has Live views in
+    place."""
+    if getattr(_local, "codes", None) is not None:
+        _local.codes.update(codes)
+
+
+def asked_types():
+    """Whether the user code the trace ran while Live views were in place asks an object's
+    type (`type(x) is np.ndarray`, `x.__class__`): a Live answers Live, and the branch it
+    took would be compiled in for good. That trace is made again without (function.py)."""
+    from .outside import code_names  # (it imports this module)
+    return any("type" in code_names(code).globals or "__class__" in code_names(code).attrs
+               for code in getattr(_local, "codes", None) or ())
 
 
 def _written_back(stale):

@@ -822,7 +822,9 @@ class OutsideWalk:
         def stored(v):  # (what to write back for v, or None: v holds no traced value)
             if id(v) in given:
                 return Given(given[id(v)])
-            return v if isinstance(v, Value) or _holds_value(v) else self.outside_array(v)
+            if isinstance(v, Value) or _holds_value(v) or self._holds_outside_array(v):
+                return v  # (`self.prev = (self.W, 1)`: each call's self.W, function.Made)
+            return self.outside_array(v)
 
         def written_into(before, now):  # (`now` is the value an in-place update gave the
             update = in_place.get(id(array_of(before)))  # array held there before)
@@ -890,6 +892,15 @@ class OutsideWalk:
                 assigned.append(Stored(name, cell, None, stored(now)))
                 cell.cell_contents = value
         return appended, assigned
+
+    def _holds_outside_array(self, x, depth=3):
+        """Whether x is a dict, list or tuple holding (a few levels down) a float array the
+        walk found outside."""
+        if type(x) not in (dict, list, tuple) or not depth:
+            return False
+        items = list(x.values() if type(x) is dict else x)[:256]
+        return any(self.outside_array(v) is not None or self._holds_outside_array(v, depth - 1)
+                   for v in items)
 
     def outside_array(self, x):
         """Outside(path) where x is a float array the walk found outside (a Live view too: the
@@ -1689,7 +1700,8 @@ class Stored(NamedTuple):
 def _stored(where, value):
     """`where` a traced value was stored, and the line that computed it (the store itself runs
     no traced operation, so no line of it is known)."""
-    if isinstance(value, np.ndarray):  # (`self.hist.append(self.W)`: outside_array)
+    if isinstance(value, np.ndarray) and not isinstance(value, Value):  # (an outside array,
+        # `self.hist.append(self.W)`: outside_array)
         return (f"`{where}` (an array from outside, put there once, where NumPy's code puts it "
                 "there on every call)")
     node = value.node if isinstance(value, Value) else None  # (a dict of them, what was given)

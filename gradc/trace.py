@@ -40,7 +40,7 @@ from .functions._args import no_where as _no_where
 from .handlers import refuse_caught_index_error
 from .ir import SUPPORTED_DTYPES, Graph, Value
 from .ops import all_ops, fn
-from .live import without_views
+from .live import note_codes, without_views
 from .outside import written_into
 
 _GRADC_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -1532,6 +1532,7 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
                         + [(name, a.copy(), path) for name, a, path in read])
         graph.numpy_read = frozenset((id(path.root), path.steps) for _, _, path in read)
         graph.names_run = watch.names_run()
+    note_codes(watch.codes)  # (gradc/live.py: asked_types)
     graph.outside = None  # (what it holds need not live as long as the graph)
     return graph, out_tree, outs
 
