@@ -1700,8 +1700,8 @@ class Stored(NamedTuple):
 def _stored(where, value):
     """`where` a traced value was stored, and the line that computed it (the store itself runs
     no traced operation, so no line of it is known)."""
-    if isinstance(value, np.ndarray) and not isinstance(value, Value):  # (an outside array,
-        # `self.hist.append(self.W)`: outside_array)
+    if isinstance(value, Outside) or isinstance(value, np.ndarray) and not isinstance(
+            value, Value):  # (an outside array, `self.hist.append(self.W)`: outside_array)
         return (f"`{where}` (an array from outside, put there once, where NumPy's code puts it "
                 "there on every call)")
     node = value.node if isinstance(value, Value) else None  # (a dict of them, what was given)
