@@ -74,7 +74,8 @@ class Function:
         # what the function assigns outside: written back after each call (True), or, for a
         # pullback whose forward wrote it already, dropped ("discard": transforms.vjp)
         self.stores = True
-        self._live = True  # (arrays written back read live in the next trace: gradc/live.py)
+        self._live = 2  # (arrays read live in the trace after a call, gradc/live.py: 2, those
+        # written back and those that changed; 1, those written back; 0, none)
         self.__name__ = getattr(fun, "__name__", "fn")
         self.__doc__ = getattr(fun, "__doc__", None)
         self.__wrapped__ = fun
@@ -356,13 +357,14 @@ class Function:
         arrays read from outside (`changed`), with the arrays stale writes back and those that
         changed read live (gradc/live.py); where that trace is refused (the code's Python
         decided on their values: `if (self.rv < 0).any()`), or its code asks types
-        (live.asked_types), traced again without, as before, from then on."""
-        live = stale if self._live else None
+        (live.asked_types), traced again with fewer (those written back alone, then none),
+        from then on."""
         while True:
+            live = stale if self._live else None
             try:
                 with gc_paused(), frozen.recording_lines(bool(changed)), \
                         numpy_read_before(stale, changed), \
-                        live_outside(live, changed) as (live_paths, swapped):
+                        live_outside(live, changed, self._live > 1) as (live_paths, swapped):
                     graph, out_info = self.trace_joint(call, src, capture)
                     if swapped and asked_types():
                         raise _AskedTypes
@@ -371,7 +373,8 @@ class Function:
             except (GradcError, _AskedTypes):
                 if live is None or not swapped:
                     raise
-                self._live, live = False, None
+                self._live -= 1  # (a threshold changed once, `if self.clip.max() > 2`, keeps
+                # the arrays written back read live: a running mean beside it)
 
     def _package(self, compiled, outs, leaves=None, given=None):
         """The call's result from the compiled program's outputs; `leaves`: the call's (the

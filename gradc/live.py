@@ -65,7 +65,12 @@ class Live(np.ndarray):
         return getattr(ufunc, method)(*inputs, **kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
-        return func(*_read_all(args), **dict(zip(kwargs, _read_all(kwargs.values()))))
+        if func in _ABOUT_THE_ARRAY:  # (its dtype or shape: NumPy's answer, of its plain view;
+            read_item = array_of  # a traced value has no np.result_type)
+        else:
+            read_item = read
+        return func(*_read_all(args, read_item),
+                    **dict(zip(kwargs, _read_all(kwargs.values(), read_item))))
 
 
 class _Method:
@@ -117,23 +122,31 @@ def without_views(tree):
     return array_of(tree)
 
 
-def _read_all(items):
-    return [type(x)(read(v) for v in x) if type(x) in (list, tuple) else read(x)
+def _read_all(items, read_item=read):
+    return [type(x)(read_item(v) for v in x) if type(x) in (list, tuple) else read_item(x)
             for x in items]
 
 
+# NumPy's functions of an array's dtype, shape or memory, not its values
+_ABOUT_THE_ARRAY = frozenset({np.result_type, np.shape, np.ndim, np.size, np.iscomplexobj,
+                              np.isrealobj, np.can_cast, np.min_scalar_type, np.may_share_memory,
+                              np.shares_memory})
+
+
 @contextlib.contextmanager
-def live_outside(stale, changed):
+def live_outside(stale, changed, changed_too=True):
     """While a trace runs: the float arrays `stale` (the Compiled traced before, or None) wrote
     back after its calls, those whose contents `changed` since it was traced (paths, as
     capture.changed_contents gives them: a cache another function writes, `self.caches["A1"]`
     read by a hand-written backward; a `nonlocal` running mean), and those stale's own trace
     read live, where they are still there, as Live views (put back after). Yields the Paths
     of the last two kinds made Live (kept as the new compile's `live_paths`, for the trace
-    after it) and whether any array was made Live."""
+    after it) and whether any array was made Live. `changed_too` False: those stale wrote
+    back alone."""
     swapped, seen, paths, views_of = [], set(), [], {}
     _local.codes = set()  # (the user code the trace runs: note_codes)
-    for holder, key, path in _written_back(stale) + _changed(stale, changed):
+    places = _written_back(stale) + (_changed(stale, changed) if changed_too else [])
+    for holder, key, path in places:
         if (id(holder), key) in seen:
             continue
         seen.add((id(holder), key))

@@ -709,3 +709,36 @@ def test_code_around_an_array_read_live_sees_numpys_objects(case):
                 assert m.prev[0] is m.W and m.prev[1] == 1
             m.W += 0.1
             m_reference.W += 0.1
+
+
+@pytest.mark.parametrize("case", ["where", "threshold"])
+def test_a_running_mean_stays_live_beside_other_outside_arrays_that_change(case, monkeypatch,
+                                                                           capsys):
+    """fuzz45a: a running mean written back (read live from the second trace on) beside an
+    outside array changed once: `np.where(x > 0, m.scale, 0.0)` of it asked np.result_type of a
+    traced value (refused), and a Python decision on one, `if m.clip.max() > 2`, is refused;
+    either made the function trace without live arrays from then on, the running mean
+    compiled in again: a trace on every call. Now the dtype question is NumPy's, and a
+    refusal keeps the arrays the function writes back live."""
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+
+    def make():
+        m = types.SimpleNamespace(rm=np.zeros(3), scale=np.ones(3), clip=np.array([5.0]))
+
+        def f(x):
+            m.rm = 0.9 * m.rm + 0.1 * x.mean(0)
+            if case == "where":
+                return np.where(x > 0, m.scale, 0.0) * (x - m.rm)
+            return (x - m.rm) * (1.0 if m.clip.max() > 2 else 0.5)
+        return f, m
+
+    (f, m), (reference, m_reference) = make(), make()
+    compiled = gradc.jit(f)
+    for i in range(12):
+        x = RNG.standard_normal((4, 3))
+        np.testing.assert_allclose(compiled(x), reference(x), rtol=1e-13)
+        np.testing.assert_allclose(m.rm, m_reference.rm, rtol=1e-13)
+        if i == 3:
+            m.scale, m.clip = m.scale * 2.0, np.array([1.0])
+            m_reference.scale, m_reference.clip = m_reference.scale * 2.0, np.array([1.0])
+    assert capsys.readouterr().err.count("compiled jit(f)") <= 4
