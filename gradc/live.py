@@ -116,10 +116,15 @@ def array_of(x):
 def without_views(tree):
     """A dict, list or tuple (nested) with each Live in it replaced by the array it stands for
     (what the trace assigned outside: `self.cache = (x, self.rm)`)."""
-    if type(tree) in (dict, list, tuple):
+    if type(tree) in (dict, list, tuple) or is_namedtuple(tree):
         items = [without_views(v) for v in (tree.values() if type(tree) is dict else tree)]
-        return dict(zip(tree, items)) if type(tree) is dict else type(tree)(items)
+        return (dict(zip(tree, items)) if type(tree) is dict else type(tree)(*items)
+                if is_namedtuple(tree) else type(tree)(items))
     return array_of(tree)
+
+
+def is_namedtuple(x):
+    return isinstance(x, tuple) and hasattr(x, "_fields")
 
 
 def _read_all(items, read_item=read):
@@ -198,12 +203,18 @@ def note_codes(codes):
 
 
 def asked_types():
-    """Whether the user code the trace ran while Live views were in place asks an object's
-    type (`type(x) is np.ndarray`, `x.__class__`): a Live answers Live, and the branch it
-    took would be compiled in for good. That trace is made again without (function.py)."""
+    """Whether the user code the trace ran while Live views were in place asks whether an
+    object is NumPy's array by its type (`type(x) is np.ndarray`, `x.__class__`): a Live
+    answers otherwise, and the branch it took would be compiled in for good. That trace is
+    made again without (function.py). (`type(layer) is Dropout` names no ndarray.)"""
     from .outside import code_names  # (it imports this module)
-    return any("type" in code_names(code).globals or "__class__" in code_names(code).attrs
-               for code in getattr(_local, "codes", None) or ())
+    for code in getattr(_local, "codes", None) or ():
+        names = code_names(code)
+        if "__class__" in names.attrs or "type" in names.globals and (
+                "ndarray" in names.attrs | names.globals | {a for _, a in names.global_attrs}
+                or "ndarray" in code.co_consts):
+            return True
+    return False
 
 
 def _written_back(stale):

@@ -37,7 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .fresh import Fresh
-from .live import Live, array_of, entry_of
+from .live import Live, array_of, entry_of, is_namedtuple
 from .ir import Value
 from .pytree import typed_key
 
@@ -896,7 +896,7 @@ class OutsideWalk:
     def _holds_outside_array(self, x, depth=3):
         """Whether x is a dict, list or tuple holding (a few levels down) a float array the
         walk found outside."""
-        if type(x) not in (dict, list, tuple) or not depth:
+        if not (type(x) in (dict, list, tuple) or is_namedtuple(x)) or not depth:
             return False
         items = list(x.values() if type(x) is dict else x)[:256]
         return any(self.outside_array(v) is not None or self._holds_outside_array(v, depth - 1)

@@ -40,7 +40,7 @@ from .functions._args import no_where as _no_where
 from .handlers import refuse_caught_index_error
 from .ir import SUPPORTED_DTYPES, Graph, Value
 from .ops import all_ops, fn
-from .live import note_codes, without_views
+from .live import is_namedtuple, note_codes, without_views
 from .outside import written_into
 
 _GRADC_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -1429,12 +1429,12 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
             raise _changed_given(fun)  # "running_mean"] = ...`, is written into the caller's)
         assigned = [a._replace(given=graph.given_paths[id(a.container)])
                     if id(a.container) in given_containers else a for a in assigned]
-    assigned = [a._replace(value=without_views(a.value)) if type(a.value) in (dict, list, tuple)
-                else a for a in assigned]  # (a Live in a tuple: the array, gradc/live.py)
+    assigned = [a._replace(value=without_views(a.value)) if _container(a.value) else a
+                for a in assigned]  # (a Live in a tuple: the array, gradc/live.py)
     graph.write_backs = assigned if write_back is True else []  # ("discard": a pullback's,
     graph.outside_leaves = {  # (the outside arrays in a dict, list or tuple assigned outside,
         id(x): watch.outside_array(x) for a in graph.write_backs  # `self.cache = (x, self.W)`:
-        if type(a.value) in (dict, list, tuple)  # each call's self.W: function.Made)
+        if _container(a.value)  # each call's self.W: function.Made)
         for x in pytree.flatten(a.value)[0] if watch.outside_array(x) is not None}
     if not write_back:  # whose forward wrote them back already)
         stored = stored + [a.message() for a in assigned]
@@ -1535,6 +1535,11 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
     note_codes(watch.codes)  # (gradc/live.py: asked_types)
     graph.outside = None  # (what it holds need not live as long as the graph)
     return graph, out_tree, outs
+
+
+def _container(x):
+    """A dict, list, tuple or namedtuple (what a write-back rebuilds, function.Made)."""
+    return type(x) in (dict, list, tuple) or is_namedtuple(x)
 
 
 def _check_in_place_updates(fun, graph, watch, given, retrace, seconds):

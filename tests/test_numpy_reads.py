@@ -5,6 +5,7 @@ with those arrays' contents changed; where the program changes, their contents a
 every call, so a training loop that updates them sees the new values (it was silently stale:
 cs231n's and nnfs's L2 penalty kept the first weights' value). The arrays are changed back
 exactly, and runs of compiled programs that read them wait meanwhile."""
+import collections
 import json
 import pickle
 import threading
@@ -660,7 +661,8 @@ def test_a_numpy_scalar_the_function_keeps_on_the_model_stays_numpys(dtype):
             assert model.log == reference.log
 
 
-@pytest.mark.parametrize("case", ["tied", "type", "tuple", "slots", "pickle", "method"])
+@pytest.mark.parametrize("case", ["tied", "type", "tuple", "namedtuple", "slots", "pickle",
+                                  "method"])
 def test_code_around_an_array_read_live_sees_numpys_objects(case):
     """fuzz45a, on the arrays a trace reads live after they changed (gradc/live.py): tied
     weights (`if m.W_out is m.W_in`) were two views, untied; `type(m.W) is np.ndarray` took the
@@ -670,6 +672,7 @@ def test_code_around_an_array_read_live_sees_numpys_objects(case):
     class Keep:
         __slots__ = ("w",)
 
+    Cache = collections.namedtuple("Cache", "W step")
     W = np.linspace(-1, 1, 6).reshape(2, 3)
 
     def make():
@@ -685,6 +688,8 @@ def test_code_around_an_array_read_live_sees_numpys_objects(case):
                 scale = 1.0
             if case == "tuple":
                 m.prev = (m.W, 1)
+            elif case == "namedtuple":
+                m.prev = Cache(m.W, 1)
             elif case == "slots":
                 m.keep.w = m.W
             elif case == "pickle":
@@ -701,17 +706,18 @@ def test_code_around_an_array_read_live_sees_numpys_objects(case):
         warnings.simplefilter("ignore", gradc.RecompileWarning)
         for _ in range(5):
             np.testing.assert_allclose(compiled(x), reference(x), rtol=1e-14)
-            held = {"tuple": lambda: m.prev[0], "slots": lambda: m.keep.w,
+            held = {"tuple": lambda: m.prev[0], "namedtuple": lambda: m.prev.W,
+                    "slots": lambda: m.keep.w,
                     "pickle": lambda: m.held, "method": lambda: m.held.__self__}.get(case)
             if held is not None:
                 assert type(held()) is np.ndarray
-            if case == "tuple":
-                assert m.prev[0] is m.W and m.prev[1] == 1
+            if case in ("tuple", "namedtuple"):
+                assert m.prev[0] is m.W and m.prev[1] == 1 and type(m.prev) is type(m_reference.prev)
             m.W += 0.1
             m_reference.W += 0.1
 
 
-@pytest.mark.parametrize("case", ["where", "threshold"])
+@pytest.mark.parametrize("case", ["where", "threshold", "layer type"])
 def test_a_running_mean_stays_live_beside_other_outside_arrays_that_change(case, monkeypatch,
                                                                            capsys):
     """fuzz45a: a running mean written back (read live from the second trace on) beside an
@@ -719,16 +725,20 @@ def test_a_running_mean_stays_live_beside_other_outside_arrays_that_change(case,
     traced value (refused), and a Python decision on one, `if m.clip.max() > 2`, is refused;
     either made the function trace without live arrays from then on, the running mean
     compiled in again: a trace on every call. Now the dtype question is NumPy's, and a
-    refusal keeps the arrays the function writes back live."""
+    refusal keeps the arrays the function writes back live. Code asking a layer's type
+    (`type(layer) is Dropout`) asks nothing of an array: read live too."""
     monkeypatch.setenv("GRADC_LOG", "compiles")
 
     def make():
-        m = types.SimpleNamespace(rm=np.zeros(3), scale=np.ones(3), clip=np.array([5.0]))
+        m = types.SimpleNamespace(rm=np.zeros(3), scale=np.ones(3), clip=np.array([5.0]),
+                                  layer=types.SimpleNamespace())
 
         def f(x):
             m.rm = 0.9 * m.rm + 0.1 * x.mean(0)
             if case == "where":
                 return np.where(x > 0, m.scale, 0.0) * (x - m.rm)
+            if case == "layer type":
+                return (x - m.rm) * (2.0 if type(m.layer) is types.SimpleNamespace else 1.0)
             return (x - m.rm) * (1.0 if m.clip.max() > 2 else 0.5)
         return f, m
 
