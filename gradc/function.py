@@ -366,8 +366,8 @@ class Function:
                         numpy_read_before(stale, changed), \
                         live_outside(live, changed, self._live > 1) as (live_paths, swapped):
                     graph, out_info = self.trace_joint(call, src, capture)
-                    if swapped and asked_types():
-                        raise _AskedTypes
+                    if swapped and self._live > 1 and asked_types():
+                        raise _AskedTypes  # (those written back alone: README's caveat)
                     graph.live_paths = live_paths
                     return graph, out_info
             except (GradcError, _AskedTypes):

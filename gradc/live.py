@@ -15,6 +15,7 @@ ends; nothing the user keeps is a Live.
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import threading
 import types
@@ -116,15 +117,21 @@ def array_of(x):
 def without_views(tree):
     """A dict, list or tuple (nested) with each Live in it replaced by the array it stands for
     (what the trace assigned outside: `self.cache = (x, self.rm)`)."""
-    if type(tree) in (dict, list, tuple) or is_namedtuple(tree):
-        items = [without_views(v) for v in (tree.values() if type(tree) is dict else tree)]
-        return (dict(zip(tree, items)) if type(tree) is dict else type(tree)(*items)
-                if is_namedtuple(tree) else type(tree)(items))
+    if isinstance(tree, (dict, list)):
+        copied = copy.copy(tree)  # (of its class: an OrderedDict, a defaultdict's default)
+        for key in (list(tree) if isinstance(tree, dict) else range(len(tree))):
+            copied[key] = without_views(tree[key])
+        return copied
+    if type(tree) is tuple or is_namedtuple(tree):
+        items = [without_views(v) for v in tree]
+        return type(tree)(*items) if is_namedtuple(tree) else tuple(items)
     return array_of(tree)
 
 
 def is_namedtuple(x):
-    return isinstance(x, tuple) and hasattr(x, "_fields")
+    """A namedtuple of the user's (not one of gradc's own records: outside.Outside...)."""
+    return (isinstance(x, tuple) and hasattr(x, "_fields")
+            and not (type(x).__module__ or "").startswith("gradc"))
 
 
 def _read_all(items, read_item=read):
@@ -212,9 +219,12 @@ def asked_types():
         names = code_names(code)
         if "__class__" in names.attrs or "type" in names.globals and (
                 "ndarray" in names.attrs | names.globals | {a for _, a in names.global_attrs}
-                or "ndarray" in code.co_consts):
+                or "ndarray" in code.co_consts or names.attrs & _TYPE_NAMES):
             return True
     return False
+
+
+_TYPE_NAMES = frozenset({"__name__", "__qualname__", "__module__"})  # (`type(x).__name__`)
 
 
 def _written_back(stale):

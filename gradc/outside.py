@@ -896,9 +896,9 @@ class OutsideWalk:
     def _holds_outside_array(self, x, depth=3):
         """Whether x is a dict, list or tuple holding (a few levels down) a float array the
         walk found outside."""
-        if not (type(x) in (dict, list, tuple) or is_namedtuple(x)) or not depth:
+        if not (isinstance(x, (dict, list)) or type(x) is tuple or is_namedtuple(x)) or not depth:
             return False
-        items = list(x.values() if type(x) is dict else x)[:256]
+        items = list(x.values() if isinstance(x, dict) else x)[:256]
         return any(self.outside_array(v) is not None or self._holds_outside_array(v, depth - 1)
                    for v in items)
 
@@ -907,7 +907,10 @@ class OutsideWalk:
         array it stands for), else None."""
         array = array_of(x) if isinstance(x, np.ndarray) else None
         found = self.arrays.get(id(array)) if array is not None else None
-        return Outside(found[2]) if found is not None and found[1] is array else None
+        if found is None or found[1] is not array:
+            return None
+        return Outside(self.way_to(array)[1])  # (the way the code names: `a, b = m.pair` of
+        # a pair whose first array is m.W too reads m.pair[0], which a swap rebinds)
 
     def stored_text(self):
         """What the user code stored outside with NumPy alone, as text: the arrays (by their

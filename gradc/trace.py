@@ -1539,7 +1539,7 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
 
 def _container(x):
     """A dict, list, tuple or namedtuple (what a write-back rebuilds, function.Made)."""
-    return type(x) in (dict, list, tuple) or is_namedtuple(x)
+    return isinstance(x, (dict, list)) or type(x) is tuple or is_namedtuple(x)
 
 
 def _check_in_place_updates(fun, graph, watch, given, retrace, seconds):

@@ -3242,3 +3242,57 @@ def test_one_attribute_read_through_vars_does_not_check_the_others(monkeypatch, 
     assert capsys.readouterr().err.count("compiled jit(forward)") == 1
     net.shift = 2.0
     np.testing.assert_allclose(f(x), net.forward(x))
+
+
+@pytest.mark.parametrize("case", ["remember", "swap attributes", "swap entries", "rotate",
+                                  "ordered cache"])
+def test_outside_arrays_moved_between_places_outside_follow_numpy(case):
+    """fuzz45a: a closure's model (`m` a cell) remembering its previous weights (`m.prev =
+    m.W`), swapping attributes or dict entries, rotating a pair of buffers of which the model
+    also names one (`a, b = m.pair; m.pair = (b, a)`, m.W is pair[0]), an OrderedDict cache
+    of the weights: refused with a message about cells, or silently wrong (the rotation
+    wrote one array into both places; the OrderedDict kept an old W), once outside arrays
+    were written back on every call."""
+    def make():
+        W = np.full(3, 1.0)
+        m = types.SimpleNamespace(W=W, prev=None, cur=np.full(3, 2.0), old=np.full(3, 10.0),
+                                  pair=(W, W * 10), cache=None)
+        m.d = {"a": m.cur, "b": m.old}
+
+        def f(x):
+            if case == "remember":
+                old = m.prev if m.prev is not None else m.W
+                m.prev = m.W
+                return x * (m.W - old)
+            if case == "swap attributes":
+                a, b = m.cur, m.old
+                m.cur, m.old = m.old, m.cur
+                return x * a - b
+            if case == "swap entries":
+                m.d["a"], m.d["b"] = m.d["b"], m.d["a"]
+                return x * m.d["a"] - m.d["b"]
+            if case == "rotate":
+                a, b = m.pair
+                m.pair = (b, a)
+                return x * a - b
+            m.cache = collections.OrderedDict(x=x, W=m.W)
+            return x @ np.diag(m.W)
+        return f, m
+
+    (f, m), (reference, m_reference) = make(), make()
+    compiled = gradc.jit(f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gradc.RecompileWarning)
+        for i in range(6):
+            x = np.full(3, i + 1.0)
+            np.testing.assert_allclose(compiled(x), reference(x), rtol=1e-14)
+            if case == "ordered cache":
+                assert type(m.cache) is collections.OrderedDict and m.cache["W"] is m.W
+            if i % 2:
+                m.W = m.W + 0.5
+                m_reference.W = m_reference.W + 0.5
+            else:
+                m.W += 0.25
+                m_reference.W += 0.25
+            if case == "rotate" and i % 2:  # (the model's W rebound: the pair keeps its own)
+                m.W, m_reference.W = m.pair[0], m_reference.pair[0]

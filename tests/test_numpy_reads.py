@@ -717,7 +717,7 @@ def test_code_around_an_array_read_live_sees_numpys_objects(case):
             m_reference.W += 0.1
 
 
-@pytest.mark.parametrize("case", ["where", "threshold", "layer type"])
+@pytest.mark.parametrize("case", ["where", "threshold", "layer type", "argument type"])
 def test_a_running_mean_stays_live_beside_other_outside_arrays_that_change(case, monkeypatch,
                                                                            capsys):
     """fuzz45a: a running mean written back (read live from the second trace on) beside an
@@ -739,6 +739,10 @@ def test_a_running_mean_stays_live_beside_other_outside_arrays_that_change(case,
                 return np.where(x > 0, m.scale, 0.0) * (x - m.rm)
             if case == "layer type":
                 return (x - m.rm) * (2.0 if type(m.layer) is types.SimpleNamespace else 1.0)
+            if case == "argument type":
+                if type(x) is not np.ndarray:
+                    x = np.asarray(x)
+                return x - m.rm
             return (x - m.rm) * (1.0 if m.clip.max() > 2 else 0.5)
         return f, m
 
