@@ -1654,10 +1654,10 @@ def _gradcs(x):
 
 
 def _holds_value(x, depth=0):
-    """Whether a dict, list or tuple holds a traced value (a few levels down)."""
+    """Whether a dict, list, tuple or deque holds a traced value (a few levels down)."""
     if isinstance(x, Value):
         return True
-    if depth > 8 or not isinstance(x, (dict, list, tuple)):
+    if depth > 8 or not isinstance(x, (dict, list, tuple, collections.deque)):
         return False
     return any(_holds_value(v, depth + 1) for v in (x.values() if isinstance(x, dict) else x))
 

@@ -9,6 +9,7 @@ naming that line.
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import dis
 import functools
@@ -1431,6 +1432,18 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
                     if id(a.container) in given_containers else a for a in assigned]
     assigned = [a._replace(value=without_views(a.value)) if _container(a.value) else a
                 for a in assigned]  # (a Live in a tuple: the array, gradc/live.py)
+    for a in assigned:
+        if isinstance(a.value, (dict, list, tuple, collections.deque)) and not (
+                type(a.value).__module__ or "").startswith("gradc"):  # (not outside.Outside)
+            try:
+                pytree.flatten(a.value)
+            except errors.SignatureError:  # (a defaultdict, a deque, a tuple subclass)
+                raise UnsupportedOpError(
+                    f"{getattr(fun, '__name__', 'the function')} stored a "
+                    f"{type(a.value).__name__} holding traced values or arrays from outside its "
+                    f"arguments (`{a.where}`): gradc writes such values there after each call "
+                    "in dicts, lists, tuples and namedtuples only; store one of those (a plain "
+                    "dict for a defaultdict, a list for a deque)", source=user_source()) from None
     graph.write_backs = assigned if write_back is True else []  # ("discard": a pullback's,
     graph.outside_leaves = {  # (the outside arrays in a dict, list or tuple assigned outside,
         id(x): watch.outside_array(x) for a in graph.write_backs  # `self.cache = (x, self.W)`:

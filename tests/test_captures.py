@@ -3296,3 +3296,28 @@ def test_outside_arrays_moved_between_places_outside_follow_numpy(case):
                 m_reference.W += 0.25
             if case == "rotate" and i % 2:  # (the model's W rebound: the pair keeps its own)
                 m.W, m_reference.W = m.pair[0], m_reference.pair[0]
+
+
+@pytest.mark.parametrize("kind", ["deque", "defaultdict", "tuple subclass"])
+def test_a_cache_in_a_container_gradc_cannot_write_back_is_refused_at_its_line(kind):
+    """fuzz45a: `self.cache = collections.deque([x, self.W])` left gradc's placeholder in the
+    model (a NumPy backward then computed with it); a defaultdict or a tuple subclass was
+    refused as one "passed to a compiled function", with no line."""
+    class Pair(tuple):
+        pass
+
+    class Dense:
+        def __init__(self):
+            self.W, self.cache = np.linspace(-1, 1, 6).reshape(3, 2), None
+
+        def forward(self, x):
+            self.cache = {"deque": lambda: collections.deque([x, self.W]),
+                          "defaultdict": lambda: collections.defaultdict(int, x=x, W=self.W),
+                          "tuple subclass": lambda: Pair((x, self.W))}[kind]()
+            return x @ self.W
+
+    layer = Dense()
+    with pytest.raises(gradc.UnsupportedOpError, match=r"test_captures\.py:\d+: forward stored "
+                                                       r"a \w+ holding .*`self\.cache`"):
+        gradc.jit(layer.forward)(np.ones((4, 3)))
+    assert layer.cache is None
