@@ -1,16 +1,18 @@
-"""Outside arrays the compiled function itself writes back, read live by NumPy's code too.
+"""Outside arrays read live by NumPy's code too, in the trace after they changed.
 
 A batch norm's `self.rm = 0.9 * self.rm + 0.1 * mu`, ML-From-Scratch's optimizers'
-`self.w_updt = momentum * self.w_updt + (1 - momentum) * g`: the compiled function writes the
-new value there after each call (function.py's write-backs), and NumPy alone computes
-`0.9 * self.rm` when traced, so that product was compiled in: the probe (capture.read_by_numpy)
-found it, and every call, finding the array written anew, traced again.
+`self.w_updt = momentum * self.w_updt + (1 - momentum) * g`, a hand-written backward's
+`1 - self.caches["A1"] ** 2` of caches the forward writes: NumPy alone computes `0.9 *
+self.rm`, so when traced that product was compiled in (the probe, capture.read_by_numpy, found
+it), and every call, finding the array written anew or changed, traced again.
 
-When a signature is traced again after such a call, the arrays at the places the previous
-compile wrote back are, while the trace runs, `Live` views of themselves: NumPy's ufuncs and
-functions on one, while a trace runs, take it as the graph value that reads the array on every
-call (capture.captured), so `0.9 * self.rm` is traced. The arrays are put back when the trace
-ends; nothing the user keeps is a Live.
+When a signature is traced again after a call, the arrays the previous compile wrote back,
+those whose contents changed since, and those read live before are, while the trace runs,
+`Live` views of themselves: NumPy's ufuncs, functions and reductions on one, while a trace
+runs, take it as the graph value that reads the array on every call (capture.captured), so
+`0.9 * self.rm` is traced. The arrays are put back when the trace ends; nothing the user keeps
+is a Live. Code that asks whether an object is NumPy's array by its type would see a Live:
+such a trace is made again with fewer (asked_types, function.py).
 """
 from __future__ import annotations
 
@@ -159,12 +161,11 @@ def live_outside(stale, changed, changed_too=True):
     _local.codes = set()  # (the user code the trace runs: note_codes)
     places = _written_back(stale) + (_changed(stale, changed) if changed_too else [])
     for holder, key, path in places:
-        if (id(holder), key) in seen:
+        now = _get(holder, key)
+        if (id(holder), key) in seen or not (
+                type(now) is np.ndarray and now.dtype.kind == "f" and now.size):
             continue
         seen.add((id(holder), key))
-        now = _get(holder, key)
-        if not (type(now) is np.ndarray and now.dtype.kind == "f" and now.size):
-            continue
         view = views_of.setdefault(id(now), now.view(Live))  # (one view of one array: `if
         _set(holder, key, view)  # self.W_out is self.W_in`, tied weights, stays True)
         swapped.append((holder, key, now))
@@ -173,21 +174,34 @@ def live_outside(stale, changed, changed_too=True):
     try:
         yield paths, bool(swapped)
     finally:
-        views = {id(view): (view, array) for holder, key, array in swapped
-                 for view in (_get(holder, key),) if isinstance(view, Live)}
         _local.codes = None
-        holders = [(h, k) for h, k, _ in swapped] + [  # (the view, and every name of it the
-            (r, k) for view, _ in views.values() for r in gc.get_referrers(view)  # code bound,
-            if type(r) in (dict, list)  # `self.prev = self.rm`, `log["rm"] = self.rm`: the
-            for k in (r.keys() if type(r) is dict else range(len(r)))]  # array itself, as
-        for holder, key in holders:  # NumPy's code holds it)
-            if id(_get(holder, key)) in views:
-                _set(holder, key, views[id(_get(holder, key))][1])
-        for view, array in views.values():  # (and in __slots__: `self.keep.w = self.W`)
-            for r in gc.get_referrers(view):
-                for slot in _slots(type(r)):
-                    if getattr(r, slot, None) is view:
-                        setattr(r, slot, array)
+        _put_back({id(views_of[id(array)]): (views_of[id(array)], array)
+                   for _, _, array in swapped}, [(h, k) for h, k, _ in swapped])
+
+
+_SLOT = object()  # (a place in an object's __slots__: (_SLOT, name))
+
+
+def _put_back(views, places):
+    """The arrays themselves where their Live views are (`views`: id -> (view, array)): at the
+    places swapped, and wherever the code put a view meanwhile (`self.prev = self.rm`,
+    `log["rm"] = self.rm`, a __slots__ attribute, a kept method `self.rm.sum`), as NumPy's
+    code holds it."""
+    for view, _ in list(views.values()):
+        for r in gc.get_referrers(view):
+            if type(r) is dict:
+                places += [(r, k) for k in list(r)]
+            elif type(r) is list:
+                places += [(r, i) for i in range(len(r))]
+            else:
+                places += [(r, (_SLOT, name)) for name in _slots(type(r))]
+    for holder, key in places:
+        if type(key) is tuple and key[:1] == (_SLOT,):
+            now = getattr(holder, key[1], None)
+            if id(now) in views and now is views[id(now)][0]:
+                setattr(holder, key[1], views[id(now)][1])
+        elif id(_get(holder, key)) in views:
+            _set(holder, key, views[id(_get(holder, key))][1])
 
 
 def _slots(cls):
