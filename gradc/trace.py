@@ -1430,20 +1430,7 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
             raise _changed_given(fun)  # "running_mean"] = ...`, is written into the caller's)
         assigned = [a._replace(given=graph.given_paths[id(a.container)])
                     if id(a.container) in given_containers else a for a in assigned]
-    assigned = [a._replace(value=without_views(a.value)) if _container(a.value) else a
-                for a in assigned]  # (a Live in a tuple: the array, gradc/live.py)
-    for a in assigned:
-        if isinstance(a.value, (dict, list, tuple, collections.deque)) and not (
-                type(a.value).__module__ or "").startswith("gradc"):  # (not outside.Outside)
-            try:
-                pytree.flatten(a.value)
-            except errors.SignatureError:  # (a defaultdict, a deque, a tuple subclass)
-                raise UnsupportedOpError(
-                    f"{getattr(fun, '__name__', 'the function')} stored a "
-                    f"{type(a.value).__name__} holding traced values or arrays from outside its "
-                    f"arguments (`{a.where}`): gradc writes such values there after each call "
-                    "in dicts, lists, tuples and namedtuples only; store one of those (a plain "
-                    "dict for a defaultdict, a list for a deque)", source=user_source()) from None
+    assigned = _containers_written_back(fun, assigned)
     graph.write_backs = assigned if write_back is True else []  # ("discard": a pullback's,
     graph.outside_leaves = {  # (the outside arrays in a dict, list or tuple assigned outside,
         id(x): watch.outside_array(x) for a in graph.write_backs  # `self.cache = (x, self.W)`:
@@ -1553,6 +1540,28 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
 def _container(x):
     """A dict, list, tuple or namedtuple (what a write-back rebuilds, function.Made)."""
     return isinstance(x, (dict, list)) or type(x) is tuple or is_namedtuple(x)
+
+
+def _containers_written_back(fun, assigned):
+    """The Stored assignments with the Live views in their containers replaced by the arrays
+    (gradc/live.py: `self.cache = (x, self.rm)`); a container gradc cannot rebuild (a deque, a
+    defaultdict, a tuple subclass) is refused at the user's line: the trace's own would stay,
+    placeholders in it."""
+    assigned = [a._replace(value=without_views(a.value)) if _container(a.value) else a
+                for a in assigned]
+    for a in assigned:
+        if isinstance(a.value, (dict, list, tuple, collections.deque)) and not (
+                type(a.value).__module__ or "").startswith("gradc"):  # (not outside.Outside)
+            try:
+                pytree.flatten(a.value)
+            except errors.SignatureError:
+                raise UnsupportedOpError(
+                    f"{getattr(fun, '__name__', 'the function')} stored a "
+                    f"{type(a.value).__name__} holding traced values or arrays from outside its "
+                    f"arguments (`{a.where}`): gradc writes such values there after each call "
+                    "in dicts, lists, tuples and namedtuples only; store one of those (a plain "
+                    "dict for a defaultdict, a list for a deque)", source=user_source()) from None
+    return assigned
 
 
 def _check_in_place_updates(fun, graph, watch, given, retrace, seconds):
