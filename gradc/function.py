@@ -26,7 +26,7 @@ from .ir import Value, gc_paused
 from .live import asked_types, live_outside
 from .log import log_compile
 from .ops import fn
-from .outside import Given, Outside
+from .outside import Given, Outside, Rebuilt
 from .passes import BEFORE_AUTODIFF, run_passes
 from .signature import (Call, RecompileWatch, as_scalar, check_device_leaves, check_input_dtypes,
                         check_loss_output, check_scalar_output, differentiable_leaves, number_loss,
@@ -394,6 +394,8 @@ class Function:
                     stored.write(stored.value.follow(given))
                 elif isinstance(stored.value, Outside):  # (`self.prev = self.rm`)
                     stored.write(stored.value.follow(found))
+                elif isinstance(stored.value, Rebuilt):  # (`self.used = Record(w=self.W)`)
+                    stored.write(stored.value.build(found))
                 elif isinstance(stored.value, Made):
                     stored.write(stored.value.build(outs, given, made, found))
                     at.update(stored.value.positions())
@@ -550,6 +552,8 @@ def _outsides(written):
     for stored in written:
         if isinstance(stored.value, Outside):
             yield stored.value
+        elif isinstance(stored.value, Rebuilt):
+            yield from (outside for _, outside in stored.value.fields)
         elif isinstance(stored.value, Made):
             yield from (x for x in stored.value.leaves if isinstance(x, Outside))
 
@@ -569,7 +573,7 @@ def _after_the_results(graph, first):
                 position[id(w.value)] = len(outputs)
                 outputs.append(w.value)
             written.append(w._replace(value=position[id(w.value)]))
-        elif isinstance(w.value, (Given, Outside)):
+        elif isinstance(w.value, (Given, Outside, Rebuilt)):
             written.append(w)
         else:
             leaves, treedef = pytree.flatten(w.value)

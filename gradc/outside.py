@@ -15,6 +15,7 @@ drew from is warned about too. The same walk finds NumPy generators for the rand
 from __future__ import annotations
 
 import collections
+import copy
 import decimal
 import dis
 import enum
@@ -824,7 +825,9 @@ class OutsideWalk:
                 return Given(given[id(v)])
             if isinstance(v, Value) or _holds_value(v) or self._holds_outside_array(v):
                 return v  # (`self.prev = (self.W, 1)`: each call's self.W, function.Made)
-            return self.outside_array(v)
+            return self.outside_array(v) or self.rebuilt(v, known)
+
+        known = {id(c) for _, c, _, _ in self.held}  # (the objects' __dicts the walk held)
 
         def written_into(before, now):  # (`now` is the value an in-place update gave the
             update = in_place.get(id(array_of(before)))  # array held there before)
@@ -901,6 +904,19 @@ class OutsideWalk:
         items = list(x.values() if isinstance(x, dict) else x)[:256]
         return any(self.outside_array(v) is not None or self._holds_outside_array(v, depth - 1)
                    for v in items)
+
+    def rebuilt(self, x, known=()):
+        """Rebuilt(x, fields) where x is an object the trace made (its __dict__ not among
+        `known`) whose attributes hold float arrays the walk found outside (`Record(w=self.W)`,
+        a dataclass or SimpleNamespace): made again on every call with each call's arrays,
+        else None."""
+        attrs = getattr(x, "__dict__", None)
+        if (type(attrs) is not dict or id(attrs) in known or isinstance(x, (
+                type, types.ModuleType, types.FunctionType, np.ndarray, Value))):
+            return None
+        fields = tuple((k, self.outside_array(v)) for k, v in list(attrs.items())[:64]
+                       if self.outside_array(v) is not None)
+        return Rebuilt(x, fields) if fields else None
 
     def outside_array(self, x):
         """Outside(path) where x is a float array the walk found outside (a Live view too: the
@@ -1626,6 +1642,19 @@ class Outside(NamedTuple):
         return found[id(self)] if id(self) in found else self.path.follow()
 
 
+class Rebuilt(NamedTuple):
+    """An object the trace made holding arrays from outside (`self.used = Record(w=self.W)`):
+    written back as a copy of it, its `fields` (name, Outside) the arrays each call found
+    there, as NumPy's code makes it on every call."""
+    template: object
+    fields: tuple
+
+    def build(self, found):
+        made = copy.copy(self.template)
+        vars(made).update({name: outside.follow(found) for name, outside in self.fields})
+        return made
+
+
 class Given(NamedTuple):
     """What the function was given, assigned outside (`net.params = params`): written back
     as the caller's own object of each call, at these steps (keys, indices) into its (args,
@@ -1703,7 +1732,7 @@ class Stored(NamedTuple):
 def _stored(where, value):
     """`where` a traced value was stored, and the line that computed it (the store itself runs
     no traced operation, so no line of it is known)."""
-    if isinstance(value, Outside) or isinstance(value, np.ndarray) and not isinstance(
+    if isinstance(value, (Outside, Rebuilt)) or isinstance(value, np.ndarray) and not isinstance(
             value, Value):  # (an outside array, `self.hist.append(self.W)`: outside_array)
         return (f"`{where}` (an array from outside, put there once, where NumPy's code puts it "
                 "there on every call)")

@@ -3245,14 +3245,20 @@ def test_one_attribute_read_through_vars_does_not_check_the_others(monkeypatch, 
 
 
 @pytest.mark.parametrize("case", ["remember", "swap attributes", "swap entries", "rotate",
-                                  "ordered cache"])
+                                  "ordered cache", "record"])
 def test_outside_arrays_moved_between_places_outside_follow_numpy(case):
     """fuzz45a: a closure's model (`m` a cell) remembering its previous weights (`m.prev =
     m.W`), swapping attributes or dict entries, rotating a pair of buffers of which the model
     also names one (`a, b = m.pair; m.pair = (b, a)`, m.W is pair[0]), an OrderedDict cache
     of the weights: refused with a message about cells, or silently wrong (the rotation
     wrote one array into both places; the OrderedDict kept an old W), once outside arrays
-    were written back on every call."""
+    were written back on every call. A record made each call (`m.used = Record(w=m.W)`)
+    kept the W of the trace."""
+    @dataclasses.dataclass(frozen=True)
+    class Record:
+        w: np.ndarray
+        step: int
+
     def make():
         W = np.full(3, 1.0)
         m = types.SimpleNamespace(W=W, prev=None, cur=np.full(3, 2.0), old=np.full(3, 10.0),
@@ -3275,6 +3281,9 @@ def test_outside_arrays_moved_between_places_outside_follow_numpy(case):
                 a, b = m.pair
                 m.pair = (b, a)
                 return x * a - b
+            if case == "record":
+                m.used = Record(w=m.W, step=3)
+                return x * np.tanh(m.W)
             m.cache = collections.OrderedDict(x=x, W=m.W)
             return x @ np.diag(m.W)
         return f, m
@@ -3288,6 +3297,9 @@ def test_outside_arrays_moved_between_places_outside_follow_numpy(case):
             np.testing.assert_allclose(compiled(x), reference(x), rtol=1e-14)
             if case == "ordered cache":
                 assert type(m.cache) is collections.OrderedDict and m.cache["W"] is m.W
+            if case == "record":
+                assert m.used.w is m.W and m.used.step == 3
+                np.testing.assert_array_equal(m.used.w, m_reference.used.w)
             if i % 2:
                 m.W = m.W + 0.5
                 m_reference.W = m_reference.W + 0.5
