@@ -634,14 +634,18 @@ def unchanged_by(captures, stale, compiled, names_run):
     no result, so where the new trace made the same program (`compiled.digest`) its contents
     are not checked again (`captures` loses those guards); it would trace again on every step.
     One a line run names stays checked: NumPy read it, and a program alike for its old and
-    new contents (np.clip saturated both) need not be for the next."""
+    new contents (np.clip saturated both) need not be for the next; unless the new trace read
+    it live through NumPy's functions alone (gradc/live.py: traced, its contents made no
+    constant; `x, w, b = self.cache` of a b the backward never uses; not `b[0] > 1`)."""
     if (names_run is None or stale is None or compiled.digest is None
             or compiled.digest != stale.digest):
         return
     changed = changed_contents(stale)
+    live = {(id(p.root), p.steps) for p in getattr(compiled, "read_live", ())}
     captures.guards = [g for g in captures.guards
                        if (id(g.path.root), g.path.steps) not in changed
-                       or g.path.named_in(names_run)]
+                       or g.path.named_in(names_run)
+                       and (id(g.path.root), g.path.steps) not in live]
 
 
 def unwritten(captures, stale, compiled):
@@ -667,8 +671,15 @@ def unwritten(captures, stale, compiled):
         except Exception:  # noqa: BLE001 - (no answer: not known to be another)
             return False
 
+    def dropped_before(g):  # (stale wrote it back too, and did not check it: a value it
+        # did not have, or a check an earlier retrace dropped; kept, two values written back
+        # in turn, `self.cache = x` and `self.dW = ...`, traced again on every call)
+        return ((id(g.path.root), g.path.steps) not in before
+                and g.path.assigned_by(getattr(stale, "write_backs", ())))
+
     captures.guards = [g for g in captures.guards
-                       if not (g.path.assigned_by(written) and other_value(g))]
+                       if not (g.path.assigned_by(written)
+                               and (other_value(g) or dropped_before(g)))]
 
 
 def named_tables(watch):

@@ -328,6 +328,7 @@ class Function:
         compiled.thread = this_thread()
         compiled.write_backs = graph.write_backs  # (each with its output's position)
         compiled.live_paths = graph.live_paths  # (read live again by the next trace)
+        compiled.read_live = graph.read_live  # (capture.unchanged_by)
         unchanged_by(compiled.captures, stale, compiled, graph.names_run)
         unwritten(compiled.captures, stale, compiled)
         if not cache:
@@ -360,18 +361,19 @@ class Function:
         (live.asked_types), traced again with fewer (those written back alone, then none),
         from then on."""
         while True:
-            live = stale if self._live else None
+            live, made_live = (stale if self._live else None), None
             try:
                 with gc_paused(), frozen.recording_lines(bool(changed)), \
                         numpy_read_before(stale, changed), \
-                        live_outside(live, changed, self._live > 1) as (live_paths, swapped):
+                        live_outside(live, changed, self._live > 1) as made_live:
                     graph, out_info = self.trace_joint(call, src, capture)
-                    if swapped and self._live > 1 and asked_types():
+                    if made_live.swapped and self._live > 1 and asked_types():
                         raise _AskedTypes  # (those written back alone: README's caveat)
-                    graph.live_paths = live_paths
+                    graph.live_paths = made_live.live_paths()
+                    graph.read_live = made_live.read_by_functions_alone()
                     return graph, out_info
             except (GradcError, _AskedTypes):
-                if live is None or not swapped:
+                if live is None or made_live is None or not made_live.swapped:
                     raise
                 self._live -= 1  # (a threshold changed once, `if self.clip.max() > 2`, keeps
                 # the arrays written back read live: a running mean beside it)

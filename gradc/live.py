@@ -44,10 +44,28 @@ class Live(np.ndarray):
             return np.ndarray.__getattribute__(self, name)
         if name in _FUNCTIONS:
             return _Method(self, name)
-        return getattr(np.ndarray.view(self, np.ndarray), name)
+        value = getattr(np.ndarray.view(self, np.ndarray), name)
+        if callable(value):  # (a method: `.tolist()`, `.item()` give values, `.copy()` arrays)
+            return lambda *args, **kwargs: _noted(self, value(*args, **kwargs))
+        return _noted(self, value)
 
     def __getitem__(self, index):
-        return np.ndarray.view(self, np.ndarray)[index]
+        return _noted(self, np.ndarray.view(self, np.ndarray)[index])
+
+    def __float__(self):
+        return float(_noted(self, np.ndarray.view(self, np.ndarray), True))
+
+    def __int__(self):
+        return int(_noted(self, np.ndarray.view(self, np.ndarray), True))
+
+    def __index__(self):
+        return _noted(self, np.ndarray.view(self, np.ndarray), True).__index__()
+
+    def __bool__(self):
+        return bool(_noted(self, np.ndarray.view(self, np.ndarray), True))
+
+    def __iter__(self):
+        return iter(_noted(self, np.ndarray.view(self, np.ndarray), True))
 
     def __copy__(self):  # (copy.copy(self.rm), copy.deepcopy: NumPy's array, as .copy() is)
         return np.ndarray.view(self, np.ndarray).copy()
@@ -74,6 +92,17 @@ class Live(np.ndarray):
             read_item = read
         return func(*_read_all(args, read_item),
                     **dict(zip(kwargs, _read_all(kwargs.values(), read_item))))
+
+
+def _noted(live, result, values=False):
+    """`result`, what the code got from a Live past NumPy's functions; where it is values
+    (`b[0]`, `float(b)`, `.tolist()`; not a view, `b.T`), which Python may decide on and the
+    trace compile in, the array is noted (read_plainly: its contents stay checked)."""
+    read_plainly = getattr(_local, "read_plainly", None)
+    if read_plainly is not None and (values or not isinstance(result, np.ndarray)
+                                     or result.ndim == 0):
+        read_plainly.add(id(array_of(live)))
+    return result
 
 
 class _Method:
@@ -153,12 +182,12 @@ def live_outside(stale, changed, changed_too=True):
     back after its calls, those whose contents `changed` since it was traced (paths, as
     capture.changed_contents gives them: a cache another function writes, `self.caches["A1"]`
     read by a hand-written backward; a `nonlocal` running mean), and those stale's own trace
-    read live, where they are still there, as Live views (put back after). Yields the Paths
-    of the last two kinds made Live (kept as the new compile's `live_paths`, for the trace
-    after it) and whether any array was made Live. `changed_too` False: those stale wrote
-    back alone."""
+    read live, where they are still there, as Live views (put back after). Yields a LiveTrace
+    (the Paths of the last two kinds, kept as the new compile's `live_paths`, for the trace
+    after it). `changed_too` False: those stale wrote back alone."""
     swapped, seen, paths, views_of = [], set(), [], {}
     _local.codes = set()  # (the user code the trace runs: note_codes)
+    _local.read_plainly = set()  # (ids of the arrays read past NumPy's functions: _plain)
     places = _written_back(stale) + (_changed(stale, changed) if changed_too else [])
     for holder, key, path in places:
         now = _get(holder, key)
@@ -170,13 +199,33 @@ def live_outside(stale, changed, changed_too=True):
         _set(holder, key, view)  # self.W_out is self.W_in`, tied weights, stays True)
         swapped.append((holder, key, now))
         if path is not None:
-            paths.append(path)
+            paths.append((path, now))
     try:
-        yield paths, bool(swapped)
+        yield LiveTrace(paths, bool(swapped))
     finally:
-        _local.codes = None
+        _local.codes = _local.read_plainly = None
+        for holder, _, _ in swapped:
+            if isinstance(holder, _Tuple):  # (the tuple itself back: `self.cache`)
+                _set(holder.holder, holder.key, holder.original)
         _put_back({id(views_of[id(array)]): (views_of[id(array)], array)
                    for _, _, array in swapped}, [(h, k) for h, k, _ in swapped])
+
+
+class LiveTrace:
+    """What live_outside made Live: `paths` [(Path, array)] (the changed and earlier live
+    ones), `swapped` whether any array (those written back too)."""
+
+    def __init__(self, paths, swapped):
+        self.paths, self.swapped = paths, swapped
+
+    def live_paths(self):
+        return [path for path, _ in self.paths]
+
+    def read_by_functions_alone(self):
+        """The Paths of those the trace read through NumPy's functions alone (so far): their
+        contents made no constant."""
+        plainly = getattr(_local, "read_plainly", None) or set()
+        return [path for path, array in self.paths if id(array) not in plainly]
 
 
 _SLOT = object()  # (a place in an object's __slots__: (_SLOT, name))
@@ -214,6 +263,12 @@ def _slots(cls):
 
 
 _local = threading.local()
+
+
+def read_plainly():
+    """The ids of the arrays whose Live views the running trace read past NumPy's functions
+    (`b[0] > 1`, `float(b)`): what it compiled in of them must stay checked (trace.py)."""
+    return getattr(_local, "read_plainly", None) or set()
 
 
 def note_codes(codes):
@@ -257,25 +312,54 @@ def _changed(stale, changed):
         return []
     paths = [g.path for g in stale.captures.guards
              if changed and (id(g.path.root), g.path.steps) in changed]
-    places = []
+    places, tuples = [], {}
     for path in paths + list(getattr(stale, "live_paths", ())):
-        if not path.steps:
-            continue
-        kind, key = path.steps[-1]
-        try:
-            parent = type(path)(path.root, path.steps[:-1]).follow()
-        except Exception:  # noqa: BLE001 - (gone since)
-            continue
-        if kind == "cell":
-            places.append((parent, None, path))
-        elif kind == "attr" and key in (getattr(parent, "__dict__", None) or ()):
-            places.append((vars(parent), key, path))
-        elif kind in ("item", "global") and type(parent) in (dict, list):
-            places.append((parent, key, path))
+        place = _place(path, tuples)
+        if place is not None:
+            places.append(place + (path,))
     return places
 
 
+def _place(path, tuples):
+    """(holder, key) of the place `path` ends at, or None: a dict's or list's entry, an
+    attribute in an object's __dict__, a closure cell's (key None), a tuple's entry (holder a
+    _Tuple of the tuple's own place, one per place in `tuples`: `x, w, b = self.cache`)."""
+    if not path.steps:
+        return None
+    kind, key = path.steps[-1]
+    up = type(path)(path.root, path.steps[:-1])
+    try:
+        parent = up.follow()
+    except Exception:  # noqa: BLE001 - (gone since)
+        return None
+    if kind == "cell":
+        return parent, None
+    if kind == "attr" and key in (getattr(parent, "__dict__", None) or ()):
+        return vars(parent), key
+    if kind in ("item", "global") and type(parent) in (dict, list):
+        return parent, key
+    if kind == "item" and (type(parent) is tuple or is_namedtuple(parent)):
+        outer = _place(up, tuples)
+        if outer is not None:
+            holder = tuples.setdefault((id(outer[0]), outer[1]), _Tuple(*outer))
+            return holder, key
+    return None
+
+
+class _Tuple:
+    """The tuple at a place (holder, key), as the holder of its entries: setting one puts a
+    copy with that entry there; the tuple itself is put back when the trace ends."""
+    __slots__ = ("holder", "key", "original")
+
+    def __init__(self, holder, key):
+        self.holder, self.key = holder, key
+        self.original = _get(holder, key)
+
+
 def _get(holder, key):
+    if isinstance(holder, _Tuple):
+        items = _get(holder.holder, holder.key)
+        return items[key] if isinstance(items, tuple) and 0 <= key < len(items) else None
     if isinstance(holder, types.CellType):
         try:
             return holder.cell_contents
@@ -285,7 +369,13 @@ def _get(holder, key):
 
 
 def _set(holder, key, value):
-    if isinstance(holder, types.CellType):
+    if isinstance(holder, _Tuple):
+        items = list(_get(holder.holder, holder.key))
+        items[key] = value
+        original = holder.original
+        _set(holder.holder, holder.key, type(original)(*items) if is_namedtuple(original)
+             else tuple(items))
+    elif isinstance(holder, types.CellType):
         holder.cell_contents = value
     else:
         holder[key] = value

@@ -41,7 +41,7 @@ from .functions._args import no_where as _no_where
 from .handlers import refuse_caught_index_error
 from .ir import SUPPORTED_DTYPES, Graph, Value
 from .ops import all_ops, fn
-from .live import is_namedtuple, note_codes, without_views
+from .live import is_namedtuple, note_codes, read_plainly, without_views
 from .outside import written_into
 
 _GRADC_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -1530,6 +1530,11 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
         graph.guards = (watch.guards([c.path for c in graph.captures])
                         + content_guards(graph, watch, given_arrays)
                         + [(name, a.copy(), path) for name, a, path in read])
+        plainly = read_plainly()  # (a Live's values read by Python, `if self.t[0] > 1`,
+        if plainly:  # though its NumPy functions were traced: still checked by contents)
+            have = {(id(path.root), path.steps) for _, _, path in graph.guards}
+            graph.guards += [(name, a.copy(), path) for name, a, path in watch.arrays.values()
+                             if id(a) in plainly and (id(path.root), path.steps) not in have]
         graph.numpy_read = frozenset((id(path.root), path.steps) for _, _, path in read)
         graph.names_run = watch.names_run()
     note_codes(watch.codes)  # (gradc/live.py: asked_types)

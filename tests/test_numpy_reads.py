@@ -756,3 +756,22 @@ def test_a_running_mean_stays_live_beside_other_outside_arrays_that_change(case,
             m.scale, m.clip = m.scale * 2.0, np.array([1.0])
             m_reference.scale, m_reference.clip = m_reference.scale * 2.0, np.array([1.0])
     assert capsys.readouterr().err.count("compiled jit(f)") <= 4
+
+
+def test_python_decisions_on_an_array_read_live_are_still_checked():
+    """An array read live after it changed (gradc/live.py) whose values Python also reads,
+    `2.0 if m.t[0] > 1 else 1.0` beside `np.sum(m.t)`: the branch is compiled in, and the
+    array, read by a traced operation, had no check of its contents left: the branch stayed
+    when t[0] fell below 1."""
+    m = types.SimpleNamespace(t=np.array([3.0, 1.0]))
+
+    def f(x):
+        k = 2.0 if m.t[0] > 1 else 1.0
+        return x * k * np.sum(m.t)
+
+    compiled = gradc.jit(f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gradc.RecompileWarning)
+        for value in (3.0, 4.0, 5.0, 0.5, 0.25, 2.0):
+            m.t[0] = value
+            np.testing.assert_allclose(compiled(np.ones(2)), f(np.ones(2)), rtol=1e-15)
