@@ -570,7 +570,11 @@ def _after_the_results(graph, first):
     outputs, written, position = list(graph.outputs), [], {}
     updated = {id(v): array for array, v in graph.in_place.values()}
     for w in graph.write_backs:
-        if isinstance(w.value, Value):  # (one value assigned twice, `self.cache = self.out =
+        if (isinstance(w.value, Value) and id(w.value) in updated
+                and not getattr(w, "into", True)
+                and id(w.value) in graph.outside_leaves):  # (`self.W -= g; self.tW = self.W`:
+            written.append(w._replace(value=graph.outside_leaves[id(w.value)]))  # W itself)
+        elif isinstance(w.value, Value):  # (one value assigned twice, `self.cache = self.out =
             if id(w.value) not in position:  # h`: one output, one array in both)
                 position[id(w.value)] = len(outputs)
                 outputs.append(w.value)
@@ -582,7 +586,8 @@ def _after_the_results(graph, first):
             at = []
             for x in leaves:
                 if isinstance(x, Value) and id(x) in updated:  # (self.W after `self.W -= g`:
-                    at.append(updated[id(x)])  # the array itself, written into after the call)
+                    at.append(graph.outside_leaves.get(id(x), updated[id(x)]))  # the array
+                    # itself, written into after the call)
                 elif isinstance(x, Value) and id(x) in graph.given_paths:
                     at.append(Given(graph.given_paths[id(x)]))
                 elif isinstance(x, Value):

@@ -44,6 +44,8 @@ class Live(np.ndarray):
             return np.ndarray.__getattribute__(self, name)
         if name in _FUNCTIONS:
             return _Method(self, name)
+        if name == "copy":  # (`self.prev = self.W.copy()`: a traced copy, written back)
+            return _Method(self, "copy")
         value = getattr(np.ndarray.view(self, np.ndarray), name)
         if callable(value):  # (a method: `.tolist()`, `.item()` give values, `.copy()` arrays)
             return lambda *args, **kwargs: _noted(self, value(*args, **kwargs))

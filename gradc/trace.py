@@ -1436,6 +1436,9 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
         id(x): watch.outside_array(x) for a in graph.write_backs  # `self.cache = (x, self.W)`:
         if _container(a.value)  # each call's self.W: function.Made)
         for x in pytree.flatten(a.value)[0] if watch.outside_array(x) is not None}
+    graph.outside_leaves.update({  # (and an array updated in place, as its new value: `self.W
+        id(value): watch.outside_array(array) for array, value in graph.in_place.values()
+        if watch.outside_array(array) is not None})  # -= g; self.tW = self.W`: W itself)
     if not write_back:  # whose forward wrote them back already)
         stored = stored + [a.message() for a in assigned]
     if stored:

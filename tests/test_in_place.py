@@ -5,6 +5,7 @@ a number), and those must match NumPy with their gradients; where NumPy would al
 another array (x is an argument: the caller's array; x is a view: the array it views) gradc
 refuses by name and line rather than answer differently."""
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -957,3 +958,40 @@ def test_ufunc_at_into_a_numpy_array_the_function_made_is_numpys():
     loss = lambda d: np.sum(_word_embedding_backward(d, x, 4)[0] ** 2)
     np.testing.assert_allclose(gradc.grad(loss)(dout), central_difference(loss, dout),
                                rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("case", ["sync after update", "heavy ball"])
+def test_an_array_updated_in_place_then_bound_or_copied_outside_follows_numpy(case):
+    """fuzz45b: a DQN's target network synced by reference after the in-place update
+    (`self.W -= ...; self.tW = self.W`) got a copy, not W itself (tW stopped following W); a
+    heavy-ball step (`v = W - prev; prev = W.copy(); W += 0.9 * v - lr * g`) kept the trace's
+    copy: other weights from the second call on."""
+    class Model:
+        def __init__(self):
+            self.W = np.arange(8.0).reshape(4, 2) * 0.1
+            self.tW, self.prev = self.W.copy(), self.W.copy()
+
+        def step(self, x, sync):
+            q = x @ self.W
+            if case == "sync after update":
+                loss = np.mean((q - 0.9 * (x @ self.tW) - 1.0) ** 2)
+                self.W -= 0.1 * (x.T @ (q - 1.0))
+                if sync:
+                    self.tW = self.W
+                return loss
+            v = self.W - self.prev
+            self.prev = self.W.copy()
+            self.W += 0.9 * v - 0.05 * (x.T @ q)
+            return q.sum()
+
+    model, reference = Model(), Model()
+    step = gradc.jit(model.step)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gradc.RecompileWarning)
+        for i in range(5):
+            x = np.random.default_rng(i).standard_normal((3, 4))
+            sync = case == "sync after update" and i == 1
+            np.testing.assert_allclose(step(x, sync), reference.step(x, sync), rtol=1e-12)
+            np.testing.assert_allclose(model.W, reference.W, rtol=1e-12)
+            assert (model.tW is model.W) == (reference.tW is reference.W)
+            np.testing.assert_allclose(model.prev, reference.prev, rtol=1e-12)
