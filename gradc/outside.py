@@ -739,6 +739,7 @@ class OutsideWalk:
         # (undo_stored_values), a number or list changed is warned about (changed_numbers)
         self.held, self.held_globals, self.held_cells = [], [], []
         self.held_at = {}  # id(container) -> the Path to it (to the object, for its __dict__)
+        self.absent = []  # (name, Path) of the dict entries the trace made (undo_stored_values)
         self.slotted = []  # [(name, object with __slots__, its slots' values when found)]
         self.classes = {}  # id -> (a user's class walked, what it held then): restore
         # id -> (iterator, its _progress when found, [(name, Path)] of the ways to it) of the
@@ -864,11 +865,15 @@ class OutsideWalk:
                 put_back(container, held, key)  # in the trace, `SimpleNamespace(h=h)`: refused)
             for key in [k for k, v in _numbered(container)  # (a set: no traced value hashes)
                         if held.get(k) is not v and stored(v) is not None]:
-                assigned.append(Stored(f"{name}.{key}" if attrs else f"{name}[{key!r}]",
-                                       container, key, stored(container[key]),
+                where = f"{name}.{key}" if attrs else f"{name}[{key!r}]"
+                assigned.append(Stored(where, container, key, stored(container[key]),
                                        into=written_into(held.get(key), container[key]),
                                        holder=self.held_at.get(id(container)), attrs=attrs))
-                put_back(container, held, key)
+                if key not in held and not attrs and id(container) in self.held_at:
+                    self.absent.append((where, self.held_at[id(container)].then("item", key)))
+                put_back(container, held, key)  # (a new entry: checked absent, so that the
+                # next call, which finds the one written back, traces again: `log.setdefault(
+                # "loss", []).append(l)` appends to it then, `stats["mu"] = mu` assigns)
         for name, obj, held in self.slotted + [  # (slots, and a class's attributes: refused,
                 (cls.__name__, cls, held) for cls, held in self.classes.values()]:  # not written)
             for key, before in held.items():
@@ -1233,6 +1238,7 @@ class OutsideWalk:
         guards += [(f"import {name}", ABSENT, Path(sys.modules, (("item", name),)))
                    for name in sorted(self.imported_later) if name in sys.modules]  # (the next
         # call walks the module the trace imported: its arrays read live)
+        guards += [(name, ABSENT, path) for name, path in self.absent]  # (made by the trace)
         return guards + self._built()
 
     def _built(self):

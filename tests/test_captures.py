@@ -3333,3 +3333,33 @@ def test_a_cache_in_a_container_gradc_cannot_write_back_is_refused_at_its_line(k
                                                        r"a \w+ holding .*`self\.cache`"):
         gradc.jit(layer.forward)(np.ones((4, 3)))
     assert layer.cache is None
+
+
+def test_a_list_the_trace_made_in_a_dict_outside_is_appended_to_next_call_and_refused():
+    """fuzz45b: `log.setdefault("loss", []).append(l)` (and a defaultdict(list)'s): the trace
+    made the entry, and every call wrote back a list of its own one value, where NumPy's grows.
+    The entry, made by the trace, is checked absent: the next call traces again, finds the
+    list, and its append is refused by name. `stats["mu"] = mu` of a new key settles."""
+    W = np.ones((3, 2)) * 0.1
+    log, history, stats = {}, collections.defaultdict(list), {}
+
+    def logged(x):
+        total = np.sum(x @ W)
+        log.setdefault("loss", []).append(total)
+        history["loss"].append(total)
+        return total
+
+    def mean(x):
+        total = np.sum(x @ W)
+        stats["mu"] = total / 6
+        return total
+
+    f = gradc.jit(logged)
+    f(np.ones((4, 3)))
+    with pytest.raises(gradc.UnsupportedOpError, match=r"`log\['loss'\]\[1\]`"):
+        f(np.ones((4, 3)))
+    g = gradc.jit(mean)
+    for i in range(4):
+        x = np.full((4, 3), i + 1.0)
+        assert g(x) == pytest.approx(np.sum(x @ W))
+        assert stats["mu"] == pytest.approx(np.sum(x @ W) / 6)
