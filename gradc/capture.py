@@ -376,9 +376,48 @@ def _probing(watch):
     output and log records are not shown, and what it changes of the process is put back
     (_process_state)."""
     with OUTSIDE_READS.paused() as paused, warnings.catch_warnings(), _quiet("stdout"), \
-            _quiet("stderr"), _quiet_logging(), _process_state(watch):
+            _quiet("stderr"), _quiet_logging(), _process_state(watch), _plain_as_found(watch):
         warnings.simplefilter("ignore")
         yield paused
+
+
+_SIMPLE = (int, float, bool, str, type(None))
+
+
+@contextlib.contextmanager
+def _plain_as_found(watch):
+    """The numbers and strings outside that the first trace changed (nnfs's `self.iterations
+    += 1`) as that trace found them while a probe traces again, and as it left them after: the
+    probe's stores (`stored self['iterations'] int:2`) differed from the first's by that
+    change alone, and an in-place update beside the counter was refused as read after it."""
+    changed = []
+    for _, value, path in list(getattr(watch, "plain", ())):
+        if type(value) not in _SIMPLE or not path.steps or path.steps[-1][0] not in (
+                "attr", "item", "global"):
+            continue
+        try:
+            parent, now = Path(path.root, path.steps[:-1]).follow(), path.follow()
+        except Exception:  # noqa: BLE001 - (gone)
+            continue
+        if type(now) in _SIMPLE and (type(now) is not type(value) or now != value):
+            changed.append((parent, path.steps[-1], now))
+            _put(parent, path.steps[-1], value)
+    try:
+        yield
+    finally:
+        for parent, step, now in reversed(changed):
+            _put(parent, step, now)
+
+
+def _put(parent, step, value):
+    kind, key = step
+    try:
+        if kind == "attr":
+            setattr(parent, key, value)
+        else:
+            parent[key] = value
+    except Exception:  # noqa: BLE001 - (a property, a frozen object: left as it is)
+        pass
 
 
 @contextlib.contextmanager

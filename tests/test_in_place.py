@@ -995,3 +995,26 @@ def test_an_array_updated_in_place_then_bound_or_copied_outside_follows_numpy(ca
             np.testing.assert_allclose(model.W, reference.W, rtol=1e-12)
             assert (model.tW is model.W) == (reference.tW is reference.W)
             np.testing.assert_allclose(model.prev, reference.prev, rtol=1e-12)
+
+
+def test_an_in_place_update_beside_an_iteration_counter_is_compiled():
+    """fuzz45b: nnfs's optimizer counts its steps (`self.iterations += 1`) beside `self.W -=
+    lr * g`: the probe that looks for reads after the update traced again from the counter the
+    first trace had left at 1, stored 2, and refused the update as read after it."""
+    class Model:
+        def __init__(self):
+            self.W = np.arange(6.0).reshape(3, 2) * 0.1
+            self.iterations = 0
+
+        def step(self, x):
+            out = x @ self.W
+            self.W -= 0.1 * (x.T @ out)
+            self.iterations += 1
+            return out.sum()
+
+    model, reference = Model(), Model()
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gradc.TraceEffectWarning)  # (the counter: README)
+        assert gradc.jit(model.step)(x) == pytest.approx(reference.step(x), rel=1e-13)
+    np.testing.assert_allclose(model.W, reference.W, rtol=1e-13)
