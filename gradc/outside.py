@@ -608,6 +608,9 @@ def _used_whole(code, lines=None):
         if run[i + 1].opname in ("LOAD_ATTR", "LOAD_METHOD", "GET_ITER", "STORE_ATTR",
                                  "DELETE_ATTR") or run[i + 1].opname.endswith("_NONE"):
             continue  # (an attribute of it; `if x is not None:`, a jump if None)
+        if run[i + 1].opname == "BINARY_OP" and run[i + 1].argrepr != "[]":
+            whole.add(ins.argval)  # (its own arithmetic: `[self.W] + self.hist`)
+            continue
         j = i + 1  # (past an index expression of loads and arithmetic: x[k], x[self.slot],
         while j < min(len(run), i + 9) and (  # x[i + 1], x[a:b])
                 run[j].opname in _SIMPLE_INDEX or run[j].opname in ("LOAD_ATTR", "BUILD_SLICE")

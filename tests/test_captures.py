@@ -3363,3 +3363,26 @@ def test_a_list_the_trace_made_in_a_dict_outside_is_appended_to_next_call_and_re
         x = np.full((4, 3), i + 1.0)
         assert g(x) == pytest.approx(np.sum(x @ W))
         assert stats["mu"] == pytest.approx(np.sum(x @ W) / 6)
+
+
+def test_a_list_of_the_last_weights_kept_on_the_model_grows_as_numpys():
+    """fuzz45b: `self.hist = ([self.W] + self.hist)[:3]`: the list's length, read by its own
+    `+`, was not checked (taken for an index expression, x[i + 1]): gradc's stayed one long."""
+    class Model:
+        def __init__(self):
+            self.W, self.hist = np.arange(6.0).reshape(3, 2) * 0.1, []
+
+        def step(self, x):
+            out = x @ self.W
+            self.hist = ([self.W] + self.hist)[:3]
+            self.W = self.W - 0.05 * (x.T @ out)
+            return out.sum()
+
+    model, reference = Model(), Model()
+    step = gradc.jit(model.step)
+    for i in range(5):
+        x = np.random.default_rng(i).standard_normal((4, 3))
+        assert step(x) == pytest.approx(reference.step(x), rel=1e-12)
+        assert len(model.hist) == len(reference.hist)
+        for mine, theirs in zip(model.hist, reference.hist):
+            np.testing.assert_allclose(mine, theirs, rtol=1e-12)
