@@ -680,7 +680,8 @@ def unchanged_by(captures, stale, compiled, names_run):
             or compiled.digest != stale.digest):
         return
     changed = changed_contents(stale)
-    live = {(id(p.root), p.steps) for p in getattr(compiled, "read_live", ())}
+    live = {(id(p.root), p.steps) for p in getattr(compiled, "read_live", ())} - set(
+        captures.numpy_read or ())  # (but what its probe found NumPy read: np.array(W) stored)
     captures.guards = [g for g in captures.guards
                        if (id(g.path.root), g.path.steps) not in changed
                        or g.path.named_in(names_run)

@@ -47,7 +47,7 @@ class Live(np.ndarray):
         if name == "copy":  # (`self.prev = self.W.copy()`: a traced copy, written back)
             return _Method(self, "copy")
         value = getattr(np.ndarray.view(self, np.ndarray), name)
-        if callable(value):  # (a method: `.tolist()`, `.item()` give values, `.copy()` arrays)
+        if callable(value):  # (a method: `.tolist()`, `.item()`, `.astype()`)
             return lambda *args, **kwargs: _noted(self, value(*args, **kwargs))
         return _noted(self, value)
 
@@ -69,8 +69,8 @@ class Live(np.ndarray):
     def __iter__(self):
         return iter(_noted(self, np.ndarray.view(self, np.ndarray), True))
 
-    def __copy__(self):  # (copy.copy(self.rm), copy.deepcopy: NumPy's array, as .copy() is)
-        return np.ndarray.view(self, np.ndarray).copy()
+    def __copy__(self):  # (copy.copy(self.rm), copy.deepcopy: NumPy's array, compiled in)
+        return _noted(self, np.ndarray.view(self, np.ndarray), True).copy()
 
     def __deepcopy__(self, memo):
         return self.__copy__()
@@ -97,12 +97,15 @@ class Live(np.ndarray):
 
 
 def _noted(live, result, values=False):
-    """`result`, what the code got from a Live past NumPy's functions; where it is values
-    (`b[0]`, `float(b)`, `.tolist()`; not a view, `b.T`), which Python may decide on and the
-    trace compile in, the array is noted (read_plainly: its contents stay checked)."""
+    """`result`, what the code got from a Live past NumPy's functions: where it is values or a
+    copy (`b[0]`, `float(b)`, `.tolist()`, `.astype()`, `.flatten()`; not a view of it, `b.T`,
+    `b[:, :2]`, which a traced operation reads live), Python may decide on it or NumPy compute
+    from it, and the trace compile that in: the array is noted (read_plainly: its contents
+    stay checked)."""
     read_plainly = getattr(_local, "read_plainly", None)
-    if read_plainly is not None and (values or not isinstance(result, np.ndarray)
-                                     or result.ndim == 0):
+    if read_plainly is not None and (
+            values or not isinstance(result, np.ndarray) or result.ndim == 0
+            or not np.shares_memory(result, np.ndarray.view(live, np.ndarray))):
         read_plainly.add(id(array_of(live)))
     return result
 

@@ -827,7 +827,11 @@ class OutsideWalk:
         def stored(v):  # (what to write back for v, or None: v holds no traced value)
             if id(v) in given:
                 return Given(given[id(v)])
-            if isinstance(v, Value) or _holds_value(v) or self._holds_outside_array(v):
+            if isinstance(v, Value) or _holds_value(v):
+                return v
+            if in_place:  # (outside arrays moved beside updates in place, `self.A, self.B =
+                return None  # self.B, self.A; self.A -= g`: refused as rebound, trace.py)
+            if self._holds_outside_array(v):
                 return v  # (`self.prev = (self.W, 1)`: each call's self.W, function.Made)
             return self.outside_array(v) or self.rebuilt(v, known)
 

@@ -1018,3 +1018,21 @@ def test_an_in_place_update_beside_an_iteration_counter_is_compiled():
         warnings.simplefilter("ignore", gradc.TraceEffectWarning)  # (the counter: README)
         assert gradc.jit(model.step)(x) == pytest.approx(reference.step(x), rel=1e-13)
     np.testing.assert_allclose(model.W, reference.W, rtol=1e-13)
+
+
+def test_outside_arrays_swapped_beside_an_update_in_place_are_refused():
+    """fuzz45b: `self.A, self.B = self.B, self.A` and `self.A -= lr * g` (Double Q-learning's
+    role swap): written back as each call's arrays, the update went into the wrong one (both
+    -2.5 where NumPy has -2.5 and 1). Refused, as before the write-back of outside arrays."""
+    class Model:
+        def __init__(self):
+            self.A, self.B = np.full(2, 1.0), np.full(2, 2.0)
+
+        def step(self, x):
+            self.A, self.B = self.B, self.A
+            self.A -= 0.5 * x * self.B
+            return np.sum(self.A)
+
+    model = Model()
+    with pytest.raises(gradc.UnsupportedOpError, match=r"bound `self\.\w`"):
+        gradc.jit(model.step)(np.ones(2) * 3.0)

@@ -775,3 +775,38 @@ def test_python_decisions_on_an_array_read_live_are_still_checked():
         for value in (3.0, 4.0, 5.0, 0.5, 0.25, 2.0):
             m.t[0] = value
             np.testing.assert_allclose(compiled(np.ones(2)), f(np.ones(2)), rtol=1e-15)
+
+
+@pytest.mark.parametrize("form", ["deepcopy", "np.array", "asarray times one", "astype",
+                                  "slice times one", "sorted max"])
+def test_what_numpy_keeps_of_an_array_read_live_follows_it(form):
+    """fuzz45b: a snapshot or a log of the weights kept on the model with NumPy alone
+    (`copy.deepcopy(self.W)`, `np.array(self.W)`, `np.sort(self.W.ravel())[-1]`...), the
+    weights updated between calls: once W was read live (gradc/live.py) the retrace that
+    made the same program stopped checking it, and the kept values went stale."""
+    import copy
+    forms = {"deepcopy": copy.deepcopy, "np.array": np.array,
+             "asarray times one": lambda W: np.asarray(W) * 1.0,
+             "astype": lambda W: W.astype(np.float64), "slice times one": lambda W: W[:, :] * 1.0,
+             "sorted max": lambda W: np.sort(W.ravel())[-1]}
+
+    class Model:
+        def __init__(self):
+            self.W, self.kept = np.arange(6.0).reshape(3, 2) * 0.1, None
+
+        def step(self, x):
+            g = x.T @ (x @ self.W)
+            self.kept = forms[form](self.W)
+            return g
+
+    model, reference = Model(), Model()
+    step = gradc.jit(model.step)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gradc.RecompileWarning)
+        for i in range(5):
+            x = np.random.default_rng(i).standard_normal((4, 3))
+            g, want = step(x), reference.step(x)
+            np.testing.assert_allclose(g, want, rtol=1e-12)
+            np.testing.assert_allclose(model.kept, reference.kept, rtol=1e-12)
+            model.W -= 0.05 * g
+            reference.W -= 0.05 * want
