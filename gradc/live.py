@@ -241,14 +241,13 @@ def _put_back(views, places):
     places swapped, and wherever the code put a view meanwhile (`self.prev = self.rm`,
     `log["rm"] = self.rm`, a __slots__ attribute, a kept method `self.rm.sum`), as NumPy's
     code holds it."""
-    for view, _ in list(views.values()):
-        for r in gc.get_referrers(view):
-            if type(r) is dict:
-                places += [(r, k) for k in list(r)]
-            elif type(r) is list:
-                places += [(r, i) for i in range(len(r))]
-            else:
-                places += [(r, (_SLOT, name)) for name in _slots(type(r))]
+    for r in gc.get_referrers(*[view for view, _ in views.values()]) if views else ():
+        if type(r) is dict:  # (one scan of the heap for all the views)
+            places += [(r, k) for k in list(r)]
+        elif type(r) is list:
+            places += [(r, i) for i in range(len(r))]
+        else:
+            places += [(r, (_SLOT, name)) for name in _slots(type(r))]
     for holder, key in places:
         if type(key) is tuple and key[:1] == (_SLOT,):
             now = getattr(holder, key[1], None)
