@@ -237,6 +237,9 @@ class Graph:
         # dict entry (`params["W"] -= lr * g`): read as the new value after, written into
         # after each call (outside.Stored.into)
         self.in_place = {}
+        # id(value) -> (refusal, source): `p["W"] -= g` of an argument's entry, refused where the
+        # value is written back into the caller's dict (NumPy writes into the caller's array)
+        self.argument_updates = {}
         self.stored_text = ""  # what the trace stored outside with NumPy (outside.stored_text)
         self.given_paths = {}  # id -> steps of what the traced function was given (trace.py)
         self.changed_after = []  # (array, its contents) changed at its update in place while

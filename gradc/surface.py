@@ -320,6 +320,12 @@ def _in_place(symbol, binary):
                 + (LAYOUT_HINT if _through_layout_view(self) else ""), source=user_source())
         new = _written_back(self, binary(self, other), symbol)
         graph = self.graph
+        if why is not None and _viewed_array(self) is not None and new is not self:
+            graph.argument_updates[id(new)] = (  # (`p["W"] -= g`: trace.py refuses its store
+                f"{symbol}= on {self.name or 'an entry'}: {why}. Write a new array into the "
+                f"entry, p[k] = p[k] {symbol} g (the caller's array then stays as it is: NumPy's "
+                "would change, and every other holder of it with it), or update the arrays "
+                "outside the compiled function", user_source())
         if (why is not None or new is self or self.ndim == 0 and not is_zero_d_array(self)
                 or self.id in graph.weak):
             return new  # (a number: bound anew)

@@ -1425,6 +1425,10 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
             "the array as an argument, or (a table made on first use) fill it before the first "
             "call", source=user_source())
     assigned = assigned + written_into(graph.in_place, assigned, watch)
+    for a in assigned:  # (`params[k] -= lr * g` of a dict given: NumPy writes into the array)
+        if id(a.container) in given_containers and id(a.value) in graph.argument_updates:
+            message, source = graph.argument_updates[id(a.value)]
+            raise UnsupportedOpError(message, source=source)
     if any(id(a.container) in given_containers for a in assigned):  # (the copies the trace
         if not write_back:  # ran on: a traced value stored there, cs231n's `bn_param[
             raise _changed_given(fun)  # "running_mean"] = ...`, is written into the caller's)

@@ -1036,3 +1036,22 @@ def test_outside_arrays_swapped_beside_an_update_in_place_are_refused():
     model = Model()
     with pytest.raises(gradc.UnsupportedOpError, match=r"bound `self\.\w`"):
         gradc.jit(model.step)(np.ones(2) * 3.0)
+
+
+@pytest.mark.parametrize("container", ["dict", "list"])
+def test_an_update_in_place_of_an_argument_entry_is_refused(container):
+    """fuzz45b: Deep Learning from Scratch's `gradc.jit(optimizer.update)(network.params,
+    grads)` with `params[key] -= lr * grads[key]`: NumPy writes into the arrays the layers
+    share; gradc put new arrays in the caller's dict, and the layers never learned. Refused,
+    as `W -= g` of an argument is, naming the entry."""
+    def update(params, grads):
+        for key in (range(len(params)) if isinstance(params, list) else params):
+            params[key] -= 0.1 * grads[key]
+        return 0.0
+
+    W = np.ones(2)
+    params = {"W1": W} if container == "dict" else [W]
+    grads = {"W1": np.ones(2)} if container == "dict" else [np.ones(2)]
+    with pytest.raises(gradc.UnsupportedOpError, match=r"-= on params\[.*argument"):
+        gradc.jit(update)(params, grads)
+    assert (params["W1"] if container == "dict" else params[0]) is W and W[0] == 1.0
