@@ -1055,3 +1055,27 @@ def test_an_update_in_place_of_an_argument_entry_is_refused(container):
     with pytest.raises(gradc.UnsupportedOpError, match=r"-= on params\[.*argument"):
         gradc.jit(update)(params, grads)
     assert (params["W1"] if container == "dict" else params[0]) is W and W[0] == 1.0
+
+
+def test_an_update_in_place_then_a_new_array_at_the_same_place_follows_numpy():
+    """fuzz45b: `self.W -= lr * g` then a max-norm `self.W = self.W * c`: NumPy updates the
+    array in place (self.params[0], the same array, sees it), then binds self.W anew; gradc
+    wrote the update into the new array and never into the old one."""
+    class Model:
+        def __init__(self):
+            self.W = np.ones((2, 2))
+            self.params = [self.W]
+
+        def step(self, g):
+            self.W -= 0.3 * g
+            self.W = self.W * min(1.0, 1.0 / float(np.sqrt(2.0)))
+            return 0.0
+
+    model, reference = Model(), Model()
+    step = gradc.jit(model.step)
+    for _ in range(3):
+        g = np.ones((2, 2))
+        step(g)
+        reference.step(g)
+        np.testing.assert_allclose(model.W, reference.W, rtol=1e-13)
+        np.testing.assert_allclose(model.params[0], reference.params[0], rtol=1e-13)
