@@ -237,6 +237,7 @@ class Graph:
         # dict entry (`params["W"] -= lr * g`): read as the new value after, written into
         # after each call (outside.Stored.into)
         self.in_place = {}
+        self.in_place_results = {}  # id(value) -> id(array): each value an update gave it
         # id(value) -> (refusal, source): `p["W"] -= g` of an argument's entry, refused where the
         # value is written back into the caller's dict (NumPy writes into the caller's array)
         self.argument_updates = {}

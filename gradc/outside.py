@@ -812,7 +812,7 @@ class OutsideWalk:
             self._consider(value, name, depth, Path(cell, (("cell", name),)))
         self.names_now = reading
 
-    def undo_stored_values(self, given=None, in_place=None):
+    def undo_stored_values(self, given=None, in_place=None, results=None):
         """Undo what the traced code stored in the containers and globals it could reach that
         is a traced value (`self.mean = h.mean(0)`, `history.append(loss)`, `global total`), a
         dict, list or tuple holding one (`self.cache = {"h": h}`), or what the function was
@@ -822,7 +822,7 @@ class OutsideWalk:
         entry, a global, a nonlocal, which a compiled function can make after each call,
         gradc/function.py's write-backs; the value, of what was given, Given). `in_place`:
         Graph.in_place; an entry that held one of those arrays is written into it (`into`)."""
-        given, in_place = given or {}, in_place or {}
+        given, in_place, results = given or {}, in_place or {}, results or {}
 
         def stored(v):  # (what to write back for v, or None: v holds no traced value)
             if id(v) in given:
@@ -837,9 +837,14 @@ class OutsideWalk:
 
         known = {id(c) for _, c, _, _ in self.held}  # (the objects' __dicts the walk held)
 
-        def written_into(before, now):  # (`now` is the value an in-place update gave the
-            update = in_place.get(id(array_of(before)))  # array held there before)
-            return update is not None and update[0] is array_of(before) and update[1] is now
+        def written_into(before, now):  # (`now` is a value an in-place update gave the
+            update = in_place.get(id(array_of(before)))  # array held there before: the last,
+            return update is not None and update[0] is array_of(before) and (  # or an
+                update[1] is now or results.get(id(now)) == id(update[0]))  # earlier one: tied
+            # `self.E -= g1; self.D -= g2` of one array)
+
+        def value_of(before, now):  # (written into the array: its last value)
+            return in_place[id(array_of(before))][1] if written_into(before, now) else now
 
         def put_back(container, held, key):
             if key in held:
@@ -855,7 +860,8 @@ class OutsideWalk:
                 if found and type(container) is list and len(container) == len(held):
                     for i in found:  # (`self.m[0] = 0.9 * self.m[0] + g`, `self.params[i] -=
                         # lr * g`: written there after each call, into the array for the second)
-                        assigned.append(Stored(f"{name}[{i}]", container, i, stored(container[i]),
+                        assigned.append(Stored(f"{name}[{i}]", container, i,
+                                               stored(value_of(held[i], container[i])),
                                                into=written_into(held[i], container[i]),
                                                holder=self.held_at.get(id(container))))
                         container[i] = held[i]
@@ -873,7 +879,8 @@ class OutsideWalk:
             for key in [k for k, v in _numbered(container)  # (a set: no traced value hashes)
                         if held.get(k) is not v and stored(v) is not None]:
                 where = f"{name}.{key}" if attrs else f"{name}[{key!r}]"
-                assigned.append(Stored(where, container, key, stored(container[key]),
+                assigned.append(Stored(where, container, key,
+                                       stored(value_of(held.get(key), container[key])),
                                        into=written_into(held.get(key), container[key]),
                                        holder=self.held_at.get(id(container)), attrs=attrs))
                 if key not in held and not attrs and id(container) in self.held_at:

@@ -1216,6 +1216,7 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
         from .surface import SYMBOL_OF, fitted_into
         value = fitted_into(into.shape, into.dtype, value, SYMBOL_OF.get(ufunc, ufunc.__name__))
         if outside:  # (NumPy's writes into it: what reads it next, by any way, sees the
+            like.graph.in_place_results[id(value)] = id(into)
             like.graph.in_place[id(into)] = (into, value)  # value, written into it after
             # each call: outside.WrittenInto)
             if getattr(AFTER_UPDATES, "on", False) and like.graph.changed_after is not None:
@@ -1390,7 +1391,8 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
                     "call", source=_innermost_user_line(e)) from e
             finally:
                 graph.tracing, graph.refusals = False, []
-                stored, assigned = watch.undo_stored_values(graph.given_paths, graph.in_place)
+                stored, assigned = watch.undo_stored_values(graph.given_paths, graph.in_place,
+                                                            graph.in_place_results)
                 graph.stored_text = watch.stored_text() if capture else ""
                 for array, contents in graph.changed_after or ():  # (put back, as found)
                     np.copyto(array, contents)

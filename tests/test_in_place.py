@@ -1079,3 +1079,28 @@ def test_an_update_in_place_then_a_new_array_at_the_same_place_follows_numpy():
         reference.step(g)
         np.testing.assert_allclose(model.W, reference.W, rtol=1e-13)
         np.testing.assert_allclose(model.params[0], reference.params[0], rtol=1e-13)
+
+
+def test_tied_weights_each_updated_in_place_stay_one_array():
+    """fuzz45b: an autoencoder's tied weights (`self.D = self.E`), each updated in place with its
+    own gradient: NumPy applies both updates to the one array; gradc bound E to a new array
+    holding the first update alone (untied, one update lost)."""
+    class AutoEncoder:
+        def __init__(self):
+            self.E = np.arange(9.0).reshape(3, 3) * 0.1
+            self.D = self.E
+
+        def step(self, x):
+            h = x @ self.E
+            out = h @ self.D.T
+            self.E -= 0.1 * (x.T @ (out @ self.D))
+            self.D -= 0.1 * (out.T @ h)
+            return out.sum()
+
+    model, reference = AutoEncoder(), AutoEncoder()
+    step = gradc.jit(model.step)
+    for i in range(3):
+        x = np.ones((2, 3)) * 0.3 * (i + 1)
+        assert step(x) == pytest.approx(reference.step(x), rel=1e-12)
+        assert model.D is model.E
+        np.testing.assert_allclose(model.E, reference.E, rtol=1e-12)
