@@ -205,6 +205,7 @@ def live_outside(stale, changed, changed_too=True):
         swapped.append((holder, key, now))
         if path is not None:
             paths.append((path, now))
+    swapped += _other_holders(views_of, {id(h) for h, _, _ in swapped})
     try:
         yield LiveTrace(paths, bool(swapped))
     finally:
@@ -231,6 +232,23 @@ class LiveTrace:
         contents made no constant."""
         plainly = getattr(_local, "read_plainly", None) or set()
         return [path for path, array in self.paths if id(array) not in plainly]
+
+
+def _other_holders(views_of, done):
+    """The other dicts and lists holding the arrays made Live (`self.params[i]`, the same
+    array as `self.W`: an optimizer's loop over the parameters read it there), given the same
+    view: [(holder, key, array)] for the put-back."""
+    arrays = {id(a): a for a in (view.base for view in views_of.values())}
+    swapped = []
+    for holder in gc.get_referrers(*arrays.values()) if arrays else ():
+        if id(holder) in done or type(holder) not in (dict, list):
+            continue
+        for key in (list(holder) if type(holder) is dict else range(len(holder))):
+            array = arrays.get(id(holder[key]))
+            if array is not None and holder[key] is array:
+                holder[key] = views_of[id(array)]
+                swapped.append((holder, key, array))
+    return swapped
 
 
 _SLOT = object()  # (a place in an object's __slots__: (_SLOT, name))

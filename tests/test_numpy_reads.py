@@ -810,3 +810,40 @@ def test_what_numpy_keeps_of_an_array_read_live_follows_it(form):
             np.testing.assert_allclose(model.kept, reference.kept, rtol=1e-12)
             model.W -= 0.05 * g
             reference.W -= 0.05 * want
+
+
+@pytest.mark.parametrize("case", ["weight decay over a list", "cache beside an alias"])
+def test_an_array_read_through_another_name_is_read_live_there_too(case, monkeypatch, capsys):
+    """fuzz45b: a changed array is made a Live view where it was checked (`self.W`), and read
+    with NumPy through another holder (`for p in self.params: p -= lr * (g + wd * p)`, the
+    same array as self.W; `1 - self.h ** 2` of the array also held as `l2.cache[0]`): it was
+    compiled in there, and the step traced again on every call. Every dict and list holding
+    the array now holds the view while the trace runs."""
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+
+    class Model:
+        def __init__(self):
+            self.W = np.arange(6.0).reshape(3, 2) * 0.1
+            self.params = [self.W]
+            self.h, self.cache = None, None
+
+        def step(self, x):
+            if case == "weight decay over a list":
+                g = x.T @ (x @ self.W)
+                for p in self.params:
+                    p -= 0.05 * (g + 0.01 * p)
+                return g.sum()
+            return np.sum((1 - self.h ** 2) * (x @ self.cache[0].T)[:, :3])
+
+    model, reference = Model(), Model()
+    step = gradc.jit(model.step)
+    for i in range(8):
+        x = np.random.default_rng(i).standard_normal((4, 3))
+        if case == "cache beside an alias":  # (a NumPy forward between the steps)
+            for m in (model, reference):
+                m.h = np.tanh(x @ m.W @ m.W.T)
+                m.cache = (m.h, 1)
+        assert step(x) == pytest.approx(reference.step(x), rel=1e-12)
+        np.testing.assert_allclose(model.W, reference.W, rtol=1e-12)
+        assert model.params[0] is model.W
+    assert capsys.readouterr().err.count("compiled jit(step)") <= 3
