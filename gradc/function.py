@@ -26,7 +26,7 @@ from .ir import Value, gc_paused
 from .live import asked_types, live_outside
 from .log import log_compile
 from .ops import fn
-from .outside import Given, Outside, Rebuilt, WrittenInto
+from .outside import Given, Outside, Rebuilt
 from .passes import BEFORE_AUTODIFF, run_passes
 from .signature import (Call, RecompileWatch, as_scalar, check_device_leaves, check_input_dtypes,
                         check_loss_output, check_scalar_output, differentiable_leaves, number_loss,
@@ -388,10 +388,7 @@ class Function:
         if written:
             at, made = set(), {}  # (made: position -> the array written, one per value)
             found = {id(o): o.path.follow() for o in _outsides(written)}  # (as the call
-            for stored in sorted(written, key=lambda w: not isinstance(w, WrittenInto)):
-                # (found them: before a write-back rebinds one; the arrays updated in place
-                # first, each at its place as the call found it: `self.W -= g; self.W =
-                # self.W * c` wrote the update into the new array, never into the old one)
+            for stored in written:  # found them: before a write-back rebinds one)
                 if getattr(stored, "given", None) is not None:  # (into the caller's dict)
                     stored = stored._replace(container=Given(stored.given).follow(given),
                                              holder=None)

@@ -170,6 +170,12 @@ def is_namedtuple(x):
             and not (type(x).__module__ or "").startswith("gradc"))
 
 
+def is_container(x):
+    """A dict or list (of any class), a tuple or a user's namedtuple: what a write-back
+    rebuilds (function.Made)."""
+    return isinstance(x, (dict, list)) or type(x) is tuple or is_namedtuple(x)
+
+
 def _read_all(items, read_item=read):
     return [type(x)(read_item(v) for v in x) if type(x) in (list, tuple) else read_item(x)
             for x in items]

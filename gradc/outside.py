@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .fresh import Fresh
-from .live import Live, array_of, entry_of, is_namedtuple
+from .live import Live, array_of, entry_of, is_container
 from .ir import Value
 from .pytree import typed_key
 
@@ -918,7 +918,7 @@ class OutsideWalk:
     def _holds_outside_array(self, x, depth=3):
         """Whether x is a dict, list or tuple holding (a few levels down) a float array the
         walk found outside."""
-        if not (isinstance(x, (dict, list)) or type(x) is tuple or is_namedtuple(x)) or not depth:
+        if not is_container(x) or not depth:
             return False
         items = list(x.values() if isinstance(x, dict) else x)[:256]
         return any(self.outside_array(v) is not None or self._holds_outside_array(v, depth - 1)
@@ -933,8 +933,8 @@ class OutsideWalk:
         if (type(attrs) is not dict or id(attrs) in known or isinstance(x, (
                 type, types.ModuleType, types.FunctionType, np.ndarray, Value))):
             return None
-        fields = tuple((k, self.outside_array(v)) for k, v in list(attrs.items())[:64]
-                       if self.outside_array(v) is not None)
+        fields = tuple((k, outside) for k, v in list(attrs.items())[:64]
+                       for outside in (self.outside_array(v),) if outside is not None)
         return Rebuilt(x, fields) if fields else None
 
     def outside_array(self, x):

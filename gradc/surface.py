@@ -320,7 +320,7 @@ def _in_place(symbol, binary):
                 + (LAYOUT_HINT if _through_layout_view(self) else ""), source=user_source())
         new = _written_back(self, binary(self, other), symbol)
         graph = self.graph
-        if why is not None and _viewed_array(self) is not None and new is not self:
+        if why is not None and _of_an_argument(self) and new is not self:
             graph.argument_updates[id(new)] = (  # (`p["W"] -= g`: trace.py refuses its store
                 f"{symbol}= on {self.name or 'an entry'}: {why}. Write a new array into the "
                 f"entry, p[k] = p[k] {symbol} g (the caller's array then stays as it is: NumPy's "
@@ -336,10 +336,16 @@ def _in_place(symbol, binary):
     return impl
 
 
+def _of_an_argument(x):
+    """Whether x is an argument of the traced function or a view of one."""
+    root = _viewed_array(x)
+    return root is not None and root.node is None and root.id not in x.graph.scalar_inputs
+
+
 def _unwritable(x):
     """Why NumPy's write into the traced array x in place cannot be followed, or None."""
     root = _viewed_array(x)
-    if root is None or root.node is None and root.id not in x.graph.scalar_inputs:
+    if root is None or _of_an_argument(x):
         return ("it is an argument of the traced function, or a view of one: NumPy would "
                 "write into the caller's array, and gradc never changes its inputs"
                 if root is not None else

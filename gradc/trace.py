@@ -41,7 +41,7 @@ from .functions._args import no_where as _no_where
 from .handlers import refuse_caught_index_error
 from .ir import SUPPORTED_DTYPES, Graph, Value
 from .ops import all_ops, fn
-from .live import is_namedtuple, note_codes, read_plainly, without_views
+from .live import is_container, note_codes, read_plainly, without_views
 from .outside import written_into
 
 _GRADC_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -1426,7 +1426,9 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
             "it again. Compute the new value and return it (store it after the call), pass "
             "the array as an argument, or (a table made on first use) fill it before the first "
             "call", source=user_source())
-    assigned = assigned + written_into(graph.in_place, assigned, watch)
+    assigned = written_into(graph.in_place, assigned, watch) + assigned  # (written into
+    # first, each at its place as the call found it: `self.W -= g; self.W = self.W * c` wrote
+    # the update into the new array, never into the old one)
     for a in assigned:  # (`params[k] -= lr * g` of a dict given: NumPy writes into the array)
         if id(a.container) in given_containers and id(a.value) in graph.argument_updates:
             message, source = graph.argument_updates[id(a.value)]
@@ -1438,13 +1440,13 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
                     if id(a.container) in given_containers else a for a in assigned]
     assigned = _containers_written_back(fun, assigned)
     graph.write_backs = assigned if write_back is True else []  # ("discard": a pullback's,
-    graph.outside_leaves = {  # (the outside arrays in a dict, list or tuple assigned outside,
-        id(x): watch.outside_array(x) for a in graph.write_backs  # `self.cache = (x, self.W)`:
-        if _container(a.value)  # each call's self.W: function.Made)
-        for x in pytree.flatten(a.value)[0] if watch.outside_array(x) is not None}
-    graph.outside_leaves.update({  # (and an array updated in place, as its new value: `self.W
-        id(value): watch.outside_array(array) for array, value in graph.in_place.values()
-        if watch.outside_array(array) is not None})  # -= g; self.tW = self.W`: W itself)
+    stored_arrays = [(x, x) for a in graph.write_backs if is_container(a.value)  # (the
+                     for x in pytree.flatten(a.value)[0]]  # outside arrays in a container
+    stored_arrays += [(value, array) for array, value in graph.in_place.values()]  # assigned
+    graph.outside_leaves = {  # outside, `self.cache = (x, self.W)`: each call's self.W,
+        id(key): outside for key, x in stored_arrays  # function.Made; and one updated in
+        for outside in (watch.outside_array(x),) if outside is not None}  # place, as its new
+    # value: `self.W -= g; self.tW = self.W`: W itself)
     if not write_back:  # whose forward wrote them back already)
         stored = stored + [a.message() for a in assigned]
     if stored:
@@ -1551,17 +1553,12 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
     return graph, out_tree, outs
 
 
-def _container(x):
-    """A dict, list, tuple or namedtuple (what a write-back rebuilds, function.Made)."""
-    return isinstance(x, (dict, list)) or type(x) is tuple or is_namedtuple(x)
-
-
 def _containers_written_back(fun, assigned):
     """The Stored assignments with the Live views in their containers replaced by the arrays
     (gradc/live.py: `self.cache = (x, self.rm)`); a container gradc cannot rebuild (a deque, a
     defaultdict, a tuple subclass) is refused at the user's line: the trace's own would stay,
     placeholders in it."""
-    assigned = [a._replace(value=without_views(a.value)) if _container(a.value) else a
+    assigned = [a._replace(value=without_views(a.value)) if is_container(a.value) else a
                 for a in assigned]
     for a in assigned:
         if isinstance(a.value, (dict, list, tuple, collections.deque)) and not (
