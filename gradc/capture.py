@@ -801,6 +801,22 @@ def owner_of(x):
     return x
 
 
+def tie_stored_places(graph, watch):
+    """Add to each capture's ties the other places that held its array when traced which the
+    code entered stores into, though it never reads them (`self.prev = self.W`, where
+    __init__ set prev to W: the store binds nothing new when traced, so nothing is written
+    back; a call that finds prev and W apart traces again, and that trace writes prev back)."""
+    array_ids = {v.id: key for key, v in graph.captured.items()}
+    for n, capture in enumerate(graph.captures):
+        ways = watch.paths.get(array_ids.get(graph.inputs[capture.position].id), ())
+        known = {(id(p.root), p.steps) for _, p in capture.ties} | {
+            (id(capture.path.root), capture.path.steps)}
+        more = tuple((name, p) for name, p in ways if p.steps
+                     and (id(p.root), p.steps) not in known and watch._stored_at(p))
+        if more:
+            graph.captures[n] = capture._replace(ties=capture.ties + more)
+
+
 def _input(graph, x, name, path):
     v = graph.captured.get(id(x))
     if v is None:

@@ -443,8 +443,11 @@ class Watch(OutsideWalk):
                 elif _users_module(module):
                     self._consider(module, name, GLOBAL_DEPTH, Path(module, ()))
             for name in stored_globals(code) - read:  # (written, never read: held all the same)
-                self.held_globals.append((frame.f_globals, name,
-                                          frame.f_globals.get(name, ABSENT)))
+                value = frame.f_globals.get(name, ABSENT)
+                self.held_globals.append((frame.f_globals, name, value))
+                if id(value) in self.paths:  # (`prev = W` where prev held W: a tie,
+                    self.paths[id(value)].append(  # capture.tie_stored_places)
+                        (name, Path(frame.f_globals, (("global", name),))))
         if self.top is None:
             self.top = code
         # the traced function's own locals are its arguments (and self) from outside; a

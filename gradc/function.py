@@ -26,7 +26,7 @@ from .ir import Value, gc_paused
 from .live import asked_types, live_outside
 from .log import log_compile
 from .ops import fn
-from .outside import Given, Outside, Rebuilt
+from .outside import Given, Outside, Rebuilt, objects_in, with_objects
 from .passes import BEFORE_AUTODIFF, run_passes
 from .signature import (Call, RecompileWatch, as_scalar, check_device_leaves, check_input_dtypes,
                         check_loss_output, check_scalar_output, differentiable_leaves, number_loss,
@@ -538,15 +538,24 @@ class Made(NamedTuple):
     outside as it is (self.W itself, as NumPy's tuple holds it)."""
     treedef: tuple
     leaves: tuple
+    objects: tuple = ()  # (Rebuilt: the objects the trace made in it holding outside arrays,
+    # `self.log = [Record(w=self.W)]`, made again with each call's)
 
     def positions(self):
         return [x for x in self.leaves if type(x) is int]
 
     def build(self, outs, given, made, found):
+        if self.objects:
+            return with_objects(self._build(outs, given, made, found), {
+                id(o.template): o.build(found) for o in self.objects})
+        return self._build(outs, given, made, found)
+
+    def _build(self, outs, given, made, found):
         return pytree.unflatten(self.treedef, [
             made.setdefault(x, _written(outs[x])) if type(x) is int
             else x.follow(given) if isinstance(x, Given)
-            else x.follow(found) if isinstance(x, Outside) else x for x in self.leaves])
+            else x.follow(found) if isinstance(x, Outside)
+            else x.build(found) if isinstance(x, Rebuilt) else x for x in self.leaves])
 
 
 def _outsides(written):
@@ -558,6 +567,8 @@ def _outsides(written):
             yield from (outside for _, outside in stored.value.fields)
         elif isinstance(stored.value, Made):
             yield from (x for x in stored.value.leaves if isinstance(x, Outside))
+            yield from (outside for x in stored.value.leaves + stored.value.objects
+                        if isinstance(x, Rebuilt) for _, outside in x.fields)
 
 
 def _after_the_results(graph, first):
@@ -597,7 +608,9 @@ def _after_the_results(graph, first):
                     at.append(position[id(x)])
                 else:  # (self.W itself: the array at its path each call; anything else as
                     at.append(graph.outside_leaves.get(id(x), x))  # it is)
-            written.append(w._replace(value=Made(treedef, tuple(at))))
+            objects = tuple(graph.outside_leaves[id(o)] for o in objects_in(w.value)
+                            if isinstance(graph.outside_leaves.get(id(o)), Rebuilt))
+            written.append(w._replace(value=Made(treedef, tuple(at), objects)))
     graph.outputs = outputs
     return written
 

@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .fresh import Fresh
-from .live import Live, array_of, entry_of, is_container
+from .live import Live, array_of, entry_of, is_container, is_namedtuple
 from .ir import Value
 from .pytree import typed_key
 
@@ -895,6 +895,13 @@ class OutsideWalk:
                 if now is not before and (isinstance(now, Value) or _holds_value(now)):
                     appended.append(_stored(f"{name}.{key}", now))
                     setattr(obj, key, before)
+                elif (now is not before and not isinstance(obj, type)
+                      and stored(now) is not None):  # (`self.keep.w = self.W` of a slot:
+                    assigned.append(Stored(f"{name}.{key}", _Slots(obj), key, stored(now)))
+                    if before is ABSENT:  # each call's self.W)
+                        delattr(obj, key)
+                    else:
+                        setattr(obj, key, before)
             if isinstance(obj, type):  # (a class attribute set anew: Shared.rm = ...)
                 for key in [k for k, v in list(vars(obj).items())
                             if k not in held and _holds_value(v)]:
@@ -921,15 +928,17 @@ class OutsideWalk:
         if not is_container(x) or not depth:
             return False
         items = list(x.values() if isinstance(x, dict) else x)[:256]
-        return any(self.outside_array(v) is not None or self._holds_outside_array(v, depth - 1)
-                   for v in items)
+        return any(self.outside_array(v) is not None or self.rebuilt(v) is not None
+                   or self._holds_outside_array(v, depth - 1) for v in items)
 
-    def rebuilt(self, x, known=()):
+    def rebuilt(self, x, known=None):
         """Rebuilt(x, fields) where x is an object the trace made (its __dict__ not among
-        `known`) whose attributes hold float arrays the walk found outside (`Record(w=self.W)`,
-        a dataclass or SimpleNamespace): made again on every call with each call's arrays,
-        else None."""
+        `known`, by default those the walk held) whose attributes hold float arrays the walk
+        found outside (`Record(w=self.W)`, a dataclass or SimpleNamespace, also in a list the
+        trace made): made again on every call with each call's arrays, else None."""
         attrs = getattr(x, "__dict__", None)
+        if known is None:
+            known = {id(c) for _, c, _, _ in self.held}
         if (type(attrs) is not dict or id(attrs) in known or isinstance(x, (
                 type, types.ModuleType, types.FunctionType, np.ndarray, Value))):
             return None
@@ -955,8 +964,12 @@ class OutsideWalk:
         counts as one that makes another program."""
         lines = []
 
-        def line(where, value):
-            if isinstance(value, np.ndarray) and value.dtype != object:
+        def line(where, value, depth=3):
+            if is_container(value) and depth:  # (`self.snap = copy.deepcopy(self.params)`)
+                for k, v in list(value.items() if isinstance(value, dict)
+                                 else enumerate(value))[:256]:
+                    line(f"{where}[{k!r}]", v, depth - 1)
+            elif isinstance(value, np.ndarray) and value.dtype != object:
                 digest = hashlib.sha256(np.ascontiguousarray(value).view(np.uint8)).hexdigest()
                 lines.append(f"\nstored {where} {value.dtype.str}{value.shape} {digest}")
             elif type(value) in (int, float, bool, str, type(None)) or isinstance(
@@ -1673,6 +1686,41 @@ class Rebuilt(NamedTuple):
         made = copy.copy(self.template)
         vars(made).update({name: outside.follow(found) for name, outside in self.fields})
         return made
+
+
+class _Slots:
+    """An object's __slots__ as the container of a write-back (Stored.write assigns items)."""
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __getitem__(self, key):
+        return getattr(self.obj, key)
+
+    def __setitem__(self, key, value):
+        setattr(self.obj, key, value)
+
+
+def objects_in(x, depth=4):
+    """The objects (no dict, list, tuple or array) a dict, list or tuple holds, a few levels
+    down: those the trace made holding outside arrays are Rebuilt on every call."""
+    for v in (list(x.values()) if isinstance(x, dict) else x)[:256]:
+        if is_container(v):
+            if depth:
+                yield from objects_in(v, depth - 1)
+        elif not isinstance(v, (np.ndarray, Value)):
+            yield v
+
+
+def with_objects(x, made, depth=4):
+    """x (a dict, list or tuple) with the objects that `made` maps by id replaced."""
+    def swap(v):
+        return (with_objects(v, made, depth - 1) if is_container(v) and depth
+                else made.get(id(v), v))
+    if isinstance(x, dict):
+        return type(x)((k, swap(v)) for k, v in x.items())
+    items = [swap(v) for v in x]
+    return type(x)(*items) if is_namedtuple(x) else type(x)(items)
 
 
 class Given(NamedTuple):

@@ -30,6 +30,7 @@ import numpy as np
 
 from . import errors, frozen, functions, pytree
 from .capture import (AFTER_UPDATES, CONTENT_GUARD_SIZE, captured, content_guards,
+                      tie_stored_places,
                       named_tables, numpy_writes, owner_of, read_after_update, read_by_numpy,
                       scale_contents, uncaptured)
 from .errors import (ArgumentError, ConstantArrayWarning, GradcError, IndexOutOfRangeError,
@@ -42,7 +43,7 @@ from .handlers import refuse_caught_index_error
 from .ir import SUPPORTED_DTYPES, Graph, Value
 from .ops import all_ops, fn
 from .live import is_container, note_codes, read_plainly, without_views
-from .outside import written_into
+from .outside import objects_in, written_into
 
 _GRADC_DIR = os.path.dirname(os.path.abspath(__file__))
 _NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__))
@@ -1441,12 +1442,14 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
     assigned = _containers_written_back(fun, assigned)
     graph.write_backs = assigned if write_back is True else []  # ("discard": a pullback's,
     stored_arrays = [(x, x) for a in graph.write_backs if is_container(a.value)  # (the
-                     for x in pytree.flatten(a.value)[0]]  # outside arrays in a container
+                     for x in [*pytree.flatten(a.value)[0], *objects_in(a.value)]]  # outside
+    # arrays in a container, and objects made holding them)
     stored_arrays += [(value, array) for array, value in graph.in_place.values()]  # assigned
     graph.outside_leaves = {  # outside, `self.cache = (x, self.W)`: each call's self.W,
         id(key): outside for key, x in stored_arrays  # function.Made; and one updated in
-        for outside in (watch.outside_array(x),) if outside is not None}  # place, as its new
-    # value: `self.W -= g; self.tW = self.W`: W itself)
+        for outside in (watch.outside_array(x) or watch.rebuilt(x),)  # place, as its new
+        if outside is not None}  # value: `self.W -= g; self.tW = self.W`: W itself; an
+    # object made holding it, `self.log = [Record(w=self.W)]`, made again)
     if not write_back:  # whose forward wrote them back already)
         stored = stored + [a.message() for a in assigned]
     if stored:
@@ -1538,6 +1541,7 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
                                 max(2.0, 20 * (time.perf_counter() - started)))
     _warn_constant_arrays(fun, graph, watch, {id(a) for _, a, _ in read})
     if capture:
+        tie_stored_places(graph, watch)
         graph.guards = (watch.guards([c.path for c in graph.captures])
                         + content_guards(graph, watch, given_arrays)
                         + [(name, a.copy(), path) for name, a, path in read])

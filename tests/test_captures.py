@@ -4,6 +4,7 @@ are on every call, as NumPy reads them: updated in place or assigned anew, the n
 them; another shape traces again. Numbers and flags read so are guarded (another value traces
 again); a traced value stored outside is refused and undone. `gradc compile` compiles them in
 and says so."""
+import copy
 import collections
 import collections.abc
 import dataclasses
@@ -3245,7 +3246,8 @@ def test_one_attribute_read_through_vars_does_not_check_the_others(monkeypatch, 
 
 
 @pytest.mark.parametrize("case", ["remember", "swap attributes", "swap entries", "rotate",
-                                  "ordered cache", "record"])
+                                  "ordered cache", "record", "records in a list", "slot",
+                                  "snapshot"])
 def test_outside_arrays_moved_between_places_outside_follow_numpy(case):
     """fuzz45a: a closure's model (`m` a cell) remembering its previous weights (`m.prev =
     m.W`), swapping attributes or dict entries, rotating a pair of buffers of which the model
@@ -3253,19 +3255,34 @@ def test_outside_arrays_moved_between_places_outside_follow_numpy(case):
     of the weights: refused with a message about cells, or silently wrong (the rotation
     wrote one array into both places; the OrderedDict kept an old W), once outside arrays
     were written back on every call. A record made each call (`m.used = Record(w=m.W)`)
-    kept the W of the trace."""
+    kept the W of the trace. Stop 46: so did records made in a list (`m.log =
+    [SimpleNamespace(w=m.W)]`), a __slots__ attribute (`m.keep.w = m.W`), a copy.deepcopy of
+    a dict holding W (no check of W's contents)."""
     @dataclasses.dataclass(frozen=True)
     class Record:
         w: np.ndarray
         step: int
 
+    class Keep:
+        __slots__ = ("w",)
+
     def make():
         W = np.full(3, 1.0)
         m = types.SimpleNamespace(W=W, prev=None, cur=np.full(3, 2.0), old=np.full(3, 10.0),
-                                  pair=(W, W * 10), cache=None)
+                                  pair=(W, W * 10), cache=None, keep=Keep(),
+                                  registry={"w": W})
         m.d = {"a": m.cur, "b": m.old}
 
         def f(x):
+            if case == "records in a list":
+                m.log = [types.SimpleNamespace(w=m.W), {"w": m.W}]
+                return x * np.tanh(m.W)
+            if case == "slot":
+                m.keep.w = m.W
+                return x * m.W
+            if case == "snapshot":
+                m.snap = copy.deepcopy(m.registry)
+                return x * m.W
             if case == "remember":
                 old = m.prev if m.prev is not None else m.W
                 m.prev = m.W
@@ -3300,7 +3317,13 @@ def test_outside_arrays_moved_between_places_outside_follow_numpy(case):
             if case == "record":
                 assert m.used.w is m.W and m.used.step == 3
                 np.testing.assert_array_equal(m.used.w, m_reference.used.w)
-            if i % 2:
+            if case == "records in a list":
+                assert m.log[0].w is m.W and m.log[1]["w"] is m.W
+            if case == "slot":
+                assert m.keep.w is m.W
+            if case == "snapshot":
+                np.testing.assert_array_equal(m.snap["w"], m_reference.snap["w"])
+            if i % 2 and case != "snapshot":  # (updated in place on every call)
                 m.W = m.W + 0.5
                 m_reference.W = m_reference.W + 0.5
             else:
@@ -3308,6 +3331,54 @@ def test_outside_arrays_moved_between_places_outside_follow_numpy(case):
                 m_reference.W += 0.25
             if case == "rotate" and i % 2:  # (the model's W rebound: the pair keeps its own)
                 m.W, m_reference.W = m.pair[0], m_reference.pair[0]
+
+
+PREVIOUS_W = CURRENT_W = np.arange(6.0).reshape(3, 2) * 0.1
+
+
+def _step_remembering_the_global_weights(x):
+    global PREVIOUS_W, CURRENT_W
+    g = x.T @ (x @ CURRENT_W)
+    PREVIOUS_W = CURRENT_W
+    CURRENT_W = CURRENT_W - 0.1 * g
+    return g.sum()
+
+
+@pytest.mark.parametrize("where", ["attribute", "global"])
+def test_remembering_the_weights_in_a_place_that_starts_out_holding_them(where):
+    """fuzz45b: `self.prev = self.W; self.W = self.W - lr * g` where __init__ set prev to W
+    (and so with module globals): the store bound nothing new when traced, so nothing was
+    written back, and from the second call on prev held an older array than NumPy's."""
+    global PREVIOUS_W, CURRENT_W
+
+    class Model:
+        def __init__(self):
+            self.W = np.arange(6.0).reshape(3, 2) * 0.1
+            self.prev = self.W
+
+        def step(self, x):
+            g = x.T @ (x @ self.W)
+            self.prev = self.W
+            self.W = self.W - 0.1 * g
+            return g.sum()
+
+    model, reference = Model(), Model()
+    if where == "attribute":
+        compiled = gradc.jit(model.step)
+    else:
+        PREVIOUS_W = CURRENT_W = np.arange(6.0).reshape(3, 2) * 0.1
+        compiled = gradc.jit(_step_remembering_the_global_weights)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gradc.RecompileWarning)
+        for i in range(4):
+            x = np.random.default_rng(i).standard_normal((4, 3))
+            start = model.W if where == "attribute" else CURRENT_W
+            np.testing.assert_allclose(compiled(x), reference.step(x), rtol=1e-12)
+            previous, now = ((model.prev, model.W) if where == "attribute"
+                             else (PREVIOUS_W, CURRENT_W))
+            assert previous is start
+            np.testing.assert_allclose(previous, reference.prev, rtol=1e-12)
+            np.testing.assert_allclose(now, reference.W, rtol=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["deque", "defaultdict", "tuple subclass"])
