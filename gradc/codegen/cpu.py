@@ -19,8 +19,7 @@ import numpy as np
 from ..errors import CompileError
 from ..ops.elementwise import lit
 from ..ops.movement import contiguous_strides
-from ..ops.fn import const_value
-from ..ops.registry import ELEMENTWISE, KERNEL, VIEW
+from ..ops.registry import KERNEL
 from ..passes.fuse import CHUNKS
 from .loops import collapse, lower, wrapped_int32
 from .special_math import FUNCTIONS as SPECIAL_FUNCTIONS
@@ -40,6 +39,8 @@ class _CpuMath:
             return f"sp_{name}"
         if name == "cbrt":
             return "libm_cbrt"
+        if name == "exp":  # (arithmetic: libmvec's vector exp is 5-15x slower on lanes < -87)
+            return "fexp"
         if not hasattr(np, name):
             raise AttributeError(f"no NumPy function {name!r} for the CPU's scalar math")
         return f"np.{name}"
@@ -48,49 +49,12 @@ class _CpuMath:
 CPU_MATH = _CpuMath()
 
 
-# Below these, exp underflows to 0 (e^x < half the smallest subnormal: x < -150 ln 2, -1075 ln 2)
-EXP_ZERO_BELOW = {"float32": -104.0, "float64": -746.0}
-
-
-def _made_from_below(v, bound, depth=8):
-    """Whether `v` is computed, through at most `depth` elementwise ops and views, from a
-    constant holding a number below `bound` (a mask's -inf or -1e9)."""
-    stack, seen = [(v, 0)], set()
-    while stack:
-        x, d = stack.pop()
-        value = const_value(x)
-        if value is not None and value < bound:
-            return True
-        node = x.node
-        if node is None or x.id in seen:
-            continue
-        seen.add(x.id)
-        if node.op == "constant":
-            data = node.attr["data"].array
-            if data.dtype.kind == "f" and data.size and np.nanmin(data) < bound:
-                return True
-        elif d < depth and node.opdef.kind in (ELEMENTWISE, VIEW):
-            stack += [(i, d + 1) for i in node.inputs]
-    return False
-
-
 def scalar(statement):
     """The CPU expression of one statement of a loop nest's body."""
     node = statement.node
     dtype = node.output.dtype
     text = node.opdef.scalar(CPU_MATH, dtype, *statement.args, **node.attr)
-    if (node.op == "exp" and dtype.name in EXP_ZERO_BELOW
-            and _made_from_below(node.inputs[0], EXP_ZERO_BELOW[dtype.name])):
-        # libmvec's vector exp calls the scalar expf once for every lane outside its fast range
-        # (|x| > ~87): a causal softmax's masked lanes, exp(-inf), made its loop 5x slower.
-        # Lanes below the underflow bound get 0, what exp gives them, and exp gets 0 there in
-        # their place (NaN still goes in); `freeze` (rt.py) keeps LLVM from seeing that the
-        # result ignores those lanes and passing x itself again. (Only where the argument is
-        # made from such a constant, a mask's: the guard cost W3's exp loop ~5%.)
-        (x,) = statement.args
-        zero, under = lit(0, dtype), f"{x} < {lit(EXP_ZERO_BELOW[dtype.name], dtype)}"
-        text = f"{zero} if {under} else {CPU_MATH.exp}(freeze({zero} if {under} else {x}))"
-    elif node.op == "astype" and node.inputs[0].dtype.kind == "f" and dtype.kind == "i":
+    if node.op == "astype" and node.inputs[0].dtype.kind == "f" and dtype.kind == "i":
         text = _float_to_int(statement.args[0], node.inputs[0].dtype, dtype, text)
     return wrapped_int32(text, dtype)
 

@@ -430,7 +430,7 @@ def _exact(name):
     name = name.removeprefix("np.")
     return name in CASTS or name in CLASSIFY or name in (
         "max2", "min2", "sign", "range", "sqrt", "floor", "ceil", "trunc", "rint", "abs",
-        "copysign", "fmaximum", "fminimum", "freeze")
+        "copysign", "fmaximum", "fminimum", "freeze", "fexp")
 
 
 def _moves_with(index, var):

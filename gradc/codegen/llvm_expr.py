@@ -13,7 +13,7 @@ import operator
 import numpy as np
 from llvmlite import ir
 
-from .rt import emit_freeze
+from .rt import emit_exp, emit_freeze
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 LL = {"float32": ir.FloatType(), "float64": ir.DoubleType(), "int64": I64, "uint64": I64,
@@ -371,6 +371,11 @@ class Expressions:
         if name == "freeze" and len(e.args) == 1:
             value, dtype = self._expr(e.args[0])
             return emit_freeze(self.builder, value), dtype
+        if name == "fexp" and len(e.args) == 1:  # (rt.fexp: exp as arithmetic)
+            value, dtype = self._expr(e.args[0])
+            if dtype not in FLOATS:
+                raise Unsupported(ast.unparse(e))
+            return emit_exp(self.builder, value), dtype
         if name == "radd" and len(e.args) == 2:  # (rt.radd: a sum's reassociable add)
             (a, dtype), (b, _) = self._same_type(e, FLOATS)
             return self.builder.fadd(a, b, flags=("reassoc",)), dtype
