@@ -226,8 +226,8 @@ def content_guards(graph, watch, given=frozenset()):
     names = watch.names()
     guards = []
     for name, array, path in uncaptured(graph, watch):
-        if id(array) in given:
-            continue
+        if id(array) in given or id(array) in graph.moved:  # (moved by reference alone,
+            continue  # `self.hist = [self.W] + self.hist[:1]`: read_by_numpy tries them)
         # (a larger one too where the code bound it anew, `self.W = np.clip(self.W, -1, 1)`:
         # the array it left there is another, so the next call traces again and binds it, as
         # NumPy's code runs; it was compiled in once, stale. At every path that reaches it:
@@ -262,7 +262,7 @@ def read_by_numpy(graph, watch, retrace, program_text, seconds, follows=True,
     tried = [(c.name, inputs[graph.inputs[c.position].id], c.path) for c in graph.captures
              if graph.inputs[c.position].id in inputs]
     tried += [t for t in uncaptured(graph, watch)
-              if t[1].size > CONTENT_GUARD_SIZE or id(t[1]) in given]
+              if t[1].size > CONTENT_GUARD_SIZE or id(t[1]) in given or id(t[1]) in graph.moved]
     tried = [t for t in tried if _changeable(owner_of(t[1]))]
     if not tried:
         return []

@@ -254,6 +254,7 @@ class Graph:
         # written there after each call (gradc/function.py)
         self.write_backs = []
         self.outside_leaves = {}  # id -> outside.Outside: arrays from outside among them
+        self.moved = frozenset()  # ids of the arrays from outside written back as themselves
         self.live_paths = self.read_live = ()  # (gradc/live.py: function._trace_joint_live)
         # value id -> its (base, offset, strides) through views (passes/fuse.py base_layout):
         # a value's node never changes, so it is found once; fusion asks ~40 times per node

@@ -969,7 +969,10 @@ class OutsideWalk:
                 for k, v in list(value.items() if isinstance(value, dict)
                                  else enumerate(value))[:256]:
                     line(f"{where}[{k!r}]", v, depth - 1)
-            elif isinstance(value, np.ndarray) and value.dtype != object:
+            elif isinstance(value, np.ndarray) and value.dtype != object and (
+                    self.outside_array(value) is None):  # (an array from outside stored by
+                # reference, `self.hist = [self.W] + ...`, is written back as itself: its
+                # contents were not read)
                 digest = hashlib.sha256(np.ascontiguousarray(value).view(np.uint8)).hexdigest()
                 lines.append(f"\nstored {where} {value.dtype.str}{value.shape} {digest}")
             elif type(value) in (int, float, bool, str, type(None)) or isinstance(
@@ -1219,6 +1222,8 @@ class OutsideWalk:
         read was walked to its end, however the code named it)."""
         names = self.names()
         read_to_end = _read_to_end(read)
+        stores = self.stores()
+        rebound = stores.attrs | stores.globals | stores.cells
         guards, seen = [], set()
         from .capture import same  # (it imports this module)
         for name, first, path in self.plain:
@@ -1242,7 +1247,9 @@ class OutsideWalk:
                     or _FROM_THE_END in names.keys
                     or _served_by_default(value, names)  # (a key it lacked was served
                     # by __missing__, a default: one added later is another value)
-                    or issubclass(value[0], np.ndarray))):  # (an empty array: its shape)
+                    or issubclass(value[0], np.ndarray)  # (an empty array: its shape)
+                    or _container_names(name, path) & rebound)):  # (`self.hist = [self.W] +
+                # self.hist[:1]`: made again from itself, its length decides the new one's)
                 continue  # (a list the trace appends to is a log, not what a loop runs over;
                 # a list's or dict's size matters where the code walks or measures one)
             if (type(value) in (_PLAIN + (frozenset, types.CodeType))

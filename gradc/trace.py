@@ -42,8 +42,8 @@ from .functions._args import no_where as _no_where
 from .handlers import refuse_caught_index_error
 from .ir import SUPPORTED_DTYPES, Graph, Value
 from .ops import all_ops, fn
-from .live import is_container, note_codes, read_plainly, without_views
-from .outside import objects_in, written_into
+from .live import array_of, is_container, note_codes, read_plainly, without_views
+from .outside import Outside, objects_in, written_into
 
 _GRADC_DIR = os.path.dirname(os.path.abspath(__file__))
 _NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__))
@@ -1450,6 +1450,9 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
         for outside in (watch.outside_array(x) or watch.rebuilt(x),)  # place, as its new
         if outside is not None}  # value: `self.W -= g; self.tW = self.W`: W itself; an
     # object made holding it, `self.log = [Record(w=self.W)]`, made again)
+    graph.moved = frozenset(  # (their contents were not read for it: capture.content_guards)
+        [id(array_of(x)) for x, _ in stored_arrays if watch.outside_array(x) is not None]
+        + [id(w.value.path.follow()) for w in graph.write_backs if isinstance(w.value, Outside)])
     if not write_back:  # whose forward wrote them back already)
         stored = stored + [a.message() for a in assigned]
     if stored:

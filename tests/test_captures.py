@@ -3381,6 +3381,34 @@ def test_remembering_the_weights_in_a_place_that_starts_out_holding_them(where):
             np.testing.assert_allclose(now, reference.W, rtol=1e-12)
 
 
+def test_a_history_of_weights_made_again_from_itself_grows_as_numpys(monkeypatch, capsys):
+    """fuzz45b: `self.hist = [self.W] + self.hist[:1]` (the last two weights): the list's length,
+    read only by a slice, was not checked, so the list stayed one long (the trace's)."""
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+    class Model:
+        def __init__(self):
+            self.W = np.arange(6.0).reshape(3, 2) * 0.1
+            self.hist = []
+
+        def step(self, x):
+            out = x @ self.W
+            self.hist = [self.W] + self.hist[:1]
+            self.W = self.W - 0.05 * (x.T @ out)
+            return out.sum()
+
+    model, reference = Model(), Model()
+    compiled = gradc.jit(model.step)
+    for i in range(8):
+        x = np.random.default_rng(i).standard_normal((4, 3))
+        np.testing.assert_allclose(compiled(x), reference.step(x), rtol=1e-12)
+        assert len(model.hist) == len(reference.hist) == min(i + 1, 2)
+        for mine, theirs in zip(model.hist, reference.hist):
+            np.testing.assert_allclose(mine, theirs, rtol=1e-12)
+    compiles = capsys.readouterr().err.count("compiled jit(step)")
+    assert 1 <= compiles <= 4, compiles  # (the length grows twice; an entry no longer moved
+    # is checked by contents once)
+
+
 @pytest.mark.parametrize("kind", ["deque", "defaultdict", "tuple subclass"])
 def test_a_cache_in_a_container_gradc_cannot_write_back_is_refused_at_its_line(kind):
     """fuzz45a: `self.cache = collections.deque([x, self.W])` left gradc's placeholder in the
