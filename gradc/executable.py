@@ -155,6 +155,7 @@ class Compiled:
         # flag it cleared, a table it built) fails the guards, which hold the values it read
         # and are for the calls after (gradc/outside.py's guards)
         self.just_traced = None  # (the thread whose trace made it, until its first run)
+        self.traced_run = False  # (whether the last run was that first run)
         # [outside.Stored]: values the function assigned outside its arguments, each with the
         # position of the output that holds it (gradc/function.py writes them after a call)
         self.write_backs = []
@@ -260,7 +261,8 @@ class Compiled:
         them or the arena (an output handed out earlier, or a view of one) is read from a copy,
         so the result is what copies of the inputs would give. A written leaf that cannot take
         the writes is refused (SignatureError)."""
-        leaves = self.with_captures(leaves)
+        self.traced_run = self.just_traced == threading.get_ident()  # (its write-backs:
+        leaves = self.with_captures(leaves)  # function.py _package)
         keep = []  # contiguous copies that must live until the driver returns
         io = self.io
         # leaves written in place: refused unless the caller's arrays can take the writes; a

@@ -387,8 +387,10 @@ class Function:
         written = getattr(compiled, "write_backs", ())  # (an interpreted one has none)
         if written:
             at, made = set(), {}  # (made: position -> the array written, one per value)
-            found = {id(o): o.path.follow() for o in _outsides(written)}  # (as the call
-            for stored in written:  # found them: before a write-back rebinds one)
+            traced, compiled.traced_run = getattr(compiled, "traced_run", False), False
+            found = {id(o): o.found(traced) for o in _outsides(written)}  # (as the call
+            for stored in written:  # found them: before a write-back rebinds one; the traced
+                # call's, as its trace stored them)
                 if getattr(stored, "given", None) is not None:  # (into the caller's dict)
                     stored = stored._replace(container=Given(stored.given).follow(given),
                                              holder=None)

@@ -58,6 +58,7 @@ _HELD_BY_CALLABLES = frozenset({"cell_contents", "__defaults__", "__kwdefaults__
 def _step(x, kind, key):
     """What one step of a Path reaches from `x`."""
     return (getattr(x, key) if kind == "attr" else (type(x), _extent(x)) if kind == "len"
+            else x is key.path.follow() if kind == "is"  # (key: a SameAs)
             else x.cell_contents if kind == "cell"  # (a closure's cell; key: its variable)
             else hasattr(x, key) if kind == "has"
             else type(x) if kind == "type" else frozenset(x) if kind == "set"
@@ -953,15 +954,18 @@ class OutsideWalk:
         found = self.arrays.get(id(array)) if array is not None else None
         if found is None or found[1] is not array:
             return None
-        return Outside(self.way_to(array)[1])  # (the way the code names: `a, b = m.pair` of
-        # a pair whose first array is m.W too reads m.pair[0], which a swap rebinds)
+        return Outside(self.way_to(array)[1], array)  # (the way the code
+        # names: `a, b = m.pair` of a pair whose first array is m.W too reads m.pair[0], which
+        # a swap rebinds)
 
-    def stored_text(self):
+    def stored_text(self, assigned=()):
         """What the user code stored outside with NumPy alone, as text: the arrays (by their
         bytes) and numbers it assigned to the attributes, dict entries and globals the walk
-        held (`self.col_norms = np.linalg.norm(self.W, axis=0)`): the compiled program makes
-        no such store, so a probe (capture.read_by_numpy) whose contents store other values
-        counts as one that makes another program."""
+        held (`self.col_norms = np.linalg.norm(self.W, axis=0)`), and those in the containers
+        it assigned that are written back (`assigned`: Stored, `self.hist = [self.hist[-1],
+        self.W.copy()]`: the copy, compiled in): the compiled program makes no such store, so
+        a probe (capture.read_by_numpy) whose contents store other values counts as one that
+        makes another program."""
         lines = []
 
         def line(where, value, depth=3):
@@ -969,8 +973,8 @@ class OutsideWalk:
                 for k, v in list(value.items() if isinstance(value, dict)
                                  else enumerate(value))[:256]:
                     line(f"{where}[{k!r}]", v, depth - 1)
-            elif isinstance(value, np.ndarray) and value.dtype != object and (
-                    self.outside_array(value) is None):  # (an array from outside stored by
+            elif isinstance(value, np.ndarray) and not isinstance(value, Value) and (
+                    value.dtype != object and self.outside_array(value) is None):  # (an array from outside stored by
                 # reference, `self.hist = [self.W] + ...`, is written back as itself: its
                 # contents were not read)
                 digest = hashlib.sha256(np.ascontiguousarray(value).view(np.uint8)).hexdigest()
@@ -988,6 +992,9 @@ class OutsideWalk:
         for globals_, name, value in self.held_globals:
             if globals_.get(name, ABSENT) is not value:
                 line(name, globals_.get(name))
+        for stored in assigned:
+            if is_container(stored.value):
+                line(stored.where, stored.value)
         return "".join(sorted(lines))
 
     def _hold_class(self, cls):
@@ -1179,6 +1186,24 @@ class OutsideWalk:
             if moved:
                 drawn.append(name)
         return drawn
+
+    def ties(self, moved):
+        """Guards that the other places the code names that held an array written back as
+        itself (`moved`: Outside and Rebuilt write-backs) when traced hold it still: the trace
+        took one way to it (`self.hist[0]` where hist[1] was the same array, W appended twice),
+        which a later call may find apart (the write-back then took hist[0] for hist[1])."""
+        names, guards = self.names(), []
+        outsides = [o for x in moved for o in (
+            [x] if isinstance(x, Outside) else [f for _, f in getattr(x, "fields", ())])
+            if isinstance(o, Outside) and o.traced is not None]
+        for o in outsides:
+            ways = [(n, p) for n, p in self.paths.get(id(o.traced), ()) if p.named_in(names)]
+            chosen = next((n for n, p in ways if (id(p.root), p.steps) == (
+                id(o.path.root), o.path.steps)), None)
+            guards += [(f"{name} is {chosen}", True, path.then("is", SameAs(o.path)))
+                       for name, path in ways if chosen is not None and path.steps
+                       and (id(path.root), path.steps) != (id(o.path.root), o.path.steps)]
+        return guards
 
     def way_to(self, array):
         """(name, Path) to `array` (one of `arrays`): the first found through names the code
@@ -1670,16 +1695,40 @@ def written_into(in_place, stored, watch):
     return found
 
 
-class Outside(NamedTuple):
+class SameAs:
+    """A step of a Path (kind "is") that asks whether what it reaches is the object at `path`
+    (hashed by identity, as Paths in guards' keys are)."""
+    __slots__ = ("path",)
+
+    def __init__(self, path):
+        self.path = path
+
+
+class Outside:
     """An array from outside the arguments that the function assigned elsewhere outside
     (`self.prev = self.rm`, `self.cache = (x, self.rm)`): written back as the array `path`
     holds when the call starts, as NumPy's code binds it on every call (the trace's binding was
-    that of the traced call: once the function stopped tracing again, it stayed)."""
-    path: Path
+    that of the traced call: once the function stopped tracing again, it stayed). The traced
+    call's own run writes back the array the trace stored (`traced`, dropped then): by then the
+    place may hold another, one NumPy made there in the trace (`self.c = self.b; self.b =
+    self.a; self.a = self.W.copy()`: b took a's copy, and nothing else held a's array)."""
+    __slots__ = ("path", "traced")
+
+    def __init__(self, path, traced=None):
+        self.path, self.traced = path, traced
+
+    def __repr__(self):
+        return f"Outside({self.path!r})"
 
     def follow(self, found):
         """The array at `path` now, or as the call found it (`found`: id(self) -> array)."""
         return found[id(self)] if id(self) in found else self.path.follow()
+
+    def found(self, traced_run):
+        """The array to write back as a call starts: the one the traced code stored on the
+        traced call's run (then forgotten either way), else the one at `path` now."""
+        array, self.traced = self.traced, None
+        return array if traced_run and array is not None else self.path.follow()
 
 
 class Rebuilt(NamedTuple):

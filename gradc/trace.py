@@ -1394,7 +1394,7 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
                 graph.tracing, graph.refusals = False, []
                 stored, assigned = watch.undo_stored_values(graph.given_paths, graph.in_place,
                                                             graph.in_place_results)
-                graph.stored_text = watch.stored_text() if capture else ""
+                graph.stored_text = watch.stored_text(assigned) if capture else ""
                 for array, contents in graph.changed_after or ():  # (put back, as found)
                     np.copyto(array, contents)
                 if probing is not None:  # (what NumPy alone wrote into: capture.numpy_writes)
@@ -1546,6 +1546,8 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
     if capture:
         tie_stored_places(graph, watch)
         graph.guards = (watch.guards([c.path for c in graph.captures])
+                        + watch.ties([w.value for w in graph.write_backs]
+                                     + list(graph.outside_leaves.values()))
                         + content_guards(graph, watch, given_arrays)
                         + [(name, a.copy(), path) for name, a, path in read])
         plainly = read_plainly()  # (a Live's values read by Python, `if self.t[0] > 1`,

@@ -3409,6 +3409,53 @@ def test_a_history_of_weights_made_again_from_itself_grows_as_numpys(monkeypatch
     # is checked by contents once)
 
 
+@pytest.mark.parametrize("case", ["lagged copies", "last two copies", "last four by reference"])
+def test_weights_shifted_through_places_each_call_follow_numpy(case):
+    """fuzz46b: `self.c = self.b; self.b = self.a; self.a = self.W.copy()` (lagged weights in
+    the loss): the traced call's write-back of b read a's place after the trace had put its
+    copy there (b took the copy; the loss of the third call was 96 for NumPy's 56); `self.hist
+    = [self.hist[-1], self.W.copy()]` kept the first copy (it sat in the written-back list,
+    unchecked); `self.hist = self.hist[-3:] + [self.W]` where W was appended twice (updated
+    in place between) took hist[0] for hist[1] once they parted."""
+    class Model:
+        def __init__(self):
+            self.W = np.ones((3, 2))
+            self.a, self.b, self.c = self.W.copy(), self.W.copy(), self.W.copy()
+            self.hist = [self.W.copy(), self.W.copy()] if case == "last two copies" else []
+
+        def step(self, x):
+            if case == "lagged copies":
+                y = x @ self.W + 10 * (x @ self.c)
+                self.c = self.b
+                self.b = self.a
+                self.a = self.W.copy()
+            elif case == "last two copies":
+                y = x @ self.W
+                self.hist = [self.hist[-1], self.W.copy()]
+            else:
+                y = x @ self.W
+                self.hist = self.hist[-3:] + [self.W]
+            return (y ** 2).sum()
+
+    model, reference = Model(), Model()
+    compiled = gradc.jit(model.step)
+    x = np.full((4, 3), 0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gradc.RecompileWarning)
+        for i in range(8):
+            np.testing.assert_allclose(compiled(x), reference.step(x), rtol=1e-13)
+            for name in "abc":
+                np.testing.assert_array_equal(getattr(model, name), getattr(reference, name))
+            assert len(model.hist) == len(reference.hist)
+            for mine, theirs in zip(model.hist, reference.hist):
+                np.testing.assert_array_equal(mine, theirs)
+            if i % 2:  # (rebound, and updated in place)
+                model.W, reference.W = model.W * 0.9, reference.W * 0.9
+            else:
+                model.W += 0.01
+                reference.W += 0.01
+
+
 @pytest.mark.parametrize("kind", ["deque", "defaultdict", "tuple subclass"])
 def test_a_cache_in_a_container_gradc_cannot_write_back_is_refused_at_its_line(kind):
     """fuzz45a: `self.cache = collections.deque([x, self.W])` left gradc's placeholder in the
