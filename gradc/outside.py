@@ -832,6 +832,8 @@ class OutsideWalk:
                 return v
             if in_place:  # (outside arrays moved beside updates in place, `self.A, self.B =
                 return None  # self.B, self.A; self.A -= g`: refused as rebound, trace.py)
+            if type(v) in (dict, list) and self._found_as(v):  # (one from outside, `self.first
+                return Outside(self.held_at[id(v)], v)  # = self.layers[0]`: itself, each call)
             if self._holds_outside_array(v):
                 return v  # (`self.prev = (self.W, 1)`: each call's self.W, function.Made)
             return self.outside_array(v) or self.rebuilt(v, known)
@@ -923,6 +925,15 @@ class OutsideWalk:
                 cell.cell_contents = value
         return appended, assigned
 
+    def _found_as(self, x):
+        """Whether the walk held the dict or list x where it found it (held_at's Path leads
+        to it still)."""
+        path = self.held_at.get(id(x))
+        try:
+            return path is not None and path.follow() is x
+        except Exception:  # noqa: BLE001 - (gone)
+            return False
+
     def _holds_outside_array(self, x, depth=3):
         """Whether x is a dict, list or tuple holding (a few levels down) a float array the
         walk found outside."""
@@ -973,6 +984,9 @@ class OutsideWalk:
                 for k, v in list(value.items() if isinstance(value, dict)
                                  else enumerate(value))[:256]:
                     line(f"{where}[{k!r}]", v, depth - 1)
+            elif depth and _record(value):  # (`self.used = Snap(self.W.copy())`)
+                for k, v in list(vars(value).items())[:64]:
+                    line(f"{where}.{k}", v, depth - 1)
             elif isinstance(value, np.ndarray) and not isinstance(value, Value) and (
                     value.dtype != object and self.outside_array(value) is None):  # (an array from outside stored by
                 # reference, `self.hist = [self.W] + ...`, is written back as itself: its
@@ -1755,6 +1769,13 @@ class _Slots:
 
     def __setitem__(self, key, value):
         setattr(self.obj, key, value)
+
+
+def _record(x):
+    """Whether x is an object of the user's whose attributes are data (a dataclass, a
+    SimpleNamespace, a class's instance): not a module, class, function or array."""
+    return type(getattr(x, "__dict__", None)) is dict and not isinstance(x, (
+        type, types.ModuleType, types.FunctionType, types.MethodType, np.ndarray, Value))
 
 
 def objects_in(x, depth=4):

@@ -3409,21 +3409,36 @@ def test_a_history_of_weights_made_again_from_itself_grows_as_numpys(monkeypatch
     # is checked by contents once)
 
 
-@pytest.mark.parametrize("case", ["lagged copies", "last two copies", "last four by reference"])
+@pytest.mark.parametrize("case", ["lagged copies", "last two copies", "last four by reference",
+                                  "record of a copy", "checkpoint", "handle on a dict"])
 def test_weights_shifted_through_places_each_call_follow_numpy(case):
     """fuzz46b: `self.c = self.b; self.b = self.a; self.a = self.W.copy()` (lagged weights in
     the loss): the traced call's write-back of b read a's place after the trace had put its
     copy there (b took the copy; the loss of the third call was 96 for NumPy's 56); `self.hist
     = [self.hist[-1], self.W.copy()]` kept the first copy (it sat in the written-back list,
     unchecked); `self.hist = self.hist[-3:] + [self.W]` where W was appended twice (updated
-    in place between) took hist[0] for hist[1] once they parted."""
+    in place between) took hist[0] for hist[1] once they parted. A record made of a copy
+    (`self.used = SimpleNamespace(w=self.W.copy())`) and a checkpoint (`copy.deepcopy(self.
+    layer)`) kept the first call's copy; `self.first = self.layers[0]` stored a copy of the
+    dict, which the layers' own no longer reached."""
     class Model:
         def __init__(self):
             self.W = np.ones((3, 2))
             self.a, self.b, self.c = self.W.copy(), self.W.copy(), self.W.copy()
             self.hist = [self.W.copy(), self.W.copy()] if case == "last two copies" else []
+            self.layer = types.SimpleNamespace(W=self.W)
+            self.layers = [{"W": self.W}]
 
         def step(self, x):
+            if case == "record of a copy":
+                self.used = types.SimpleNamespace(w=self.W.copy())
+                return (x @ self.W).sum()
+            if case == "checkpoint":
+                self.checkpoint = copy.deepcopy(self.layer)
+                return (x @ self.layer.W).sum()
+            if case == "handle on a dict":
+                self.first = self.layers[0]
+                return (x @ self.layers[0]["W"]).sum()
             if case == "lagged copies":
                 y = x @ self.W + 10 * (x @ self.c)
                 self.c = self.b
@@ -3449,8 +3464,16 @@ def test_weights_shifted_through_places_each_call_follow_numpy(case):
             assert len(model.hist) == len(reference.hist)
             for mine, theirs in zip(model.hist, reference.hist):
                 np.testing.assert_array_equal(mine, theirs)
+            if case == "record of a copy":
+                np.testing.assert_array_equal(model.used.w, reference.used.w)
+            if case == "checkpoint":
+                np.testing.assert_array_equal(model.checkpoint.W, reference.checkpoint.W)
+            if case == "handle on a dict":
+                assert model.first is model.layers[0]
             if i % 2:  # (rebound, and updated in place)
                 model.W, reference.W = model.W * 0.9, reference.W * 0.9
+                model.layer.W, reference.layer.W = model.W, reference.W
+                model.layers[0]["W"], reference.layers[0]["W"] = model.W, reference.W
             else:
                 model.W += 0.01
                 reference.W += 0.01

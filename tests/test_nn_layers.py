@@ -936,6 +936,18 @@ def test_softmax_of_a_fully_masked_row_is_uniform_on_plain_arrays_and_traced(dty
     np.testing.assert_allclose(gradc.jit(lambda x: x * nn.softmax(rows[0]))(ones), 0.25, rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_of_rows_with_infinities_and_nan_is_scipys(dtype):
+    """fuzz46a: a row holding +inf gave [0, nan, 0] (shifted by 0 where its max was not
+    finite); SciPy's, PyTorch's and JAX's softmax are NaN throughout there, as for a NaN or a
+    row of -inf (0/0). log_softmax and logsumexp already followed SciPy."""
+    rows = np.array([[1.0, np.inf, 2.0], [1.0, np.nan, 2.0], [-np.inf] * 3,
+                     [-np.inf, 0.0, 1.0]], dtype)
+    for got in (nn.softmax(rows, axis=-1), gradc.jit(lambda r: nn.softmax(r, axis=-1))(rows)):
+        assert np.isnan(got[:3]).all()
+        np.testing.assert_allclose(got[3], [0, 1 / (1 + np.e), np.e / (1 + np.e)], rtol=1e-6)
+
+
 def test_a_product_read_twice_is_one_rounded_value_in_every_reader():
     """`z = x * c; z - z.max()`: a fused multiply-add in the subtraction gave it the exact
     product where the max had the rounded one: a scaled, fully masked attention row of -1e30

@@ -24,6 +24,14 @@ def finite_max(x, axes):
     return fn.where(np.abs(m) < np.inf, m, 0)
 
 
+def _softmax_shift(x, axes):
+    """The max over `axes` (keepdims), 0 where it is -inf (a fully masked row: 0/0, NaN, as
+    SciPy's); +inf stays, so a row holding +inf is NaN throughout, as SciPy's, PyTorch's and
+    JAX's (shifted by 0 it was [0, nan, 0])."""
+    m = fn.max(x, axes, keepdims=True)
+    return fn.where(m == -np.inf, 0, m)
+
+
 def _lse_lower(x, axes):
     m = finite_max(x, axes)
     shifted = x - fn.broadcast_to(m, x.shape)
@@ -31,7 +39,7 @@ def _lse_lower(x, axes):
 
 
 def _softmax_lower(x, axes):
-    e = np.exp(x - fn.broadcast_to(finite_max(x, axes), x.shape))
+    e = np.exp(x - fn.broadcast_to(_softmax_shift(x, axes), x.shape))
     return e / fn.broadcast_to(fn.sum(e, axes, keepdims=True), x.shape)
 
 
@@ -75,8 +83,9 @@ def _np_softmax(x, axes):
     # (exp(x - m) / sum, the lowered form: exp(x - logsumexp(x)) lost log(n) added to a huge
     # max, and gave ones for a row of finfo.min, a fully masked attention row)
     m = np.max(x, axis=axes, keepdims=True)
-    e = np.exp(x - np.where(np.isfinite(m), m, 0))
-    return (e / np.sum(e, axis=axes, keepdims=True)).astype(x.dtype)
+    with np.errstate(invalid="ignore"):  # (+inf - +inf, 0 / 0: NaN, as SciPy's)
+        e = np.exp(x - np.where(m == -np.inf, 0, m))
+        return (e / np.sum(e, axis=axes, keepdims=True)).astype(x.dtype)
 
 
 register(OpDef("softmax", COMPOSITE, _same_infer, ref=_np_softmax, vjp=_softmax_vjp,
