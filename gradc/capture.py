@@ -223,7 +223,7 @@ def content_guards(graph, watch, given=frozenset()):
     (`unchanged_by`). See CONTENT_GUARD_SIZE. Not those that are arguments too (`given`: ids;
     the model's own params dict passed to train_step, `self.params["W"].shape` read through
     self): their contents change every step, so read_by_numpy tries them instead."""
-    names = watch.names()
+    names, cells = watch.names(), watch.cells_read()
     guards = []
     for name, array, path in uncaptured(graph, watch):
         if id(array) in given or id(array) in graph.moved:  # (moved by reference alone,
@@ -233,7 +233,11 @@ def content_guards(graph, watch, given=frozenset()):
         # NumPy's code runs; it was compiled in once, stale. At every path that reaches it:
         # tied weights, `m.dec = m.enc`, combined by NumPy alone, untied by `m.dec = m.enc * 5`)
         if array.size <= CONTENT_GUARD_SIZE or watch.bound_anew(path, array):
-            ways = [(n, p) for n, p in watch.paths.get(id(array), []) if p.named_in(names)]
+            named = [(n, p) for n, p in watch.paths.get(id(array), []) if p.named_in(names)]
+            ways = [(n, p) for n, p in named if not (
+                p.steps and p.steps[-1][0] == "cell" and p.steps[-1][1] not in cells)]
+            if named and not ways:  # (a closure variable only assigned, `nonlocal prev;
+                continue  # prev = W`: its array was never read)
             guards += [(n, array.copy(), p) for n, p in ways or [(name, path)]]
     return guards + [(name, array.copy(), path) for name, array, path in named_tables(watch)
                      if array.size <= CONTENT_GUARD_SIZE]

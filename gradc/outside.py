@@ -1201,6 +1201,11 @@ class OutsideWalk:
                 drawn.append(name)
         return drawn
 
+    def cells_read(self):
+        """The closure variables the user code entered reads (LOAD_DEREF): one it only
+        assigns (`nonlocal prev; prev = W`) never had its array read."""
+        return frozenset().union(*(_cells_read(code) for code in list(self.codes)))
+
     def ties(self, moved):
         """Guards that the other places the code names that held an array written back as
         itself (`moved`: Outside and Rebuilt write-backs) when traced hold it still: the trace
@@ -1769,6 +1774,12 @@ class _Slots:
 
     def __setitem__(self, key, value):
         setattr(self.obj, key, value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cells_read(code):
+    return frozenset(ins.argval for ins in dis.get_instructions(code)
+                     if ins.opname in ("LOAD_DEREF", "LOAD_CLASSDEREF"))
 
 
 def _record(x):

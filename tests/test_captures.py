@@ -3479,6 +3479,33 @@ def test_weights_shifted_through_places_each_call_follow_numpy(case):
                 reference.W += 0.01
 
 
+def test_a_closure_remembering_its_previous_weights_traces_twice(monkeypatch, capsys):
+    """fuzz46b: `nonlocal W, prev; prev = W; W = W - lr * g`: prev, only assigned, had its
+    old array checked by contents, and every call traced again (25-35 ms a call)."""
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+
+    def make():
+        W, prev = np.ones((3, 2)), None
+
+        def step(x):
+            nonlocal W, prev
+            y = x @ W
+            prev = W
+            W = W - 0.1 * (x.T @ y)
+            return (y ** 2).sum()
+        return step, lambda: (W, prev)
+
+    (step, state), (reference, reference_state) = make(), make()
+    compiled = gradc.jit(step)
+    x = np.full((4, 3), 0.1)
+    for _ in range(6):
+        np.testing.assert_allclose(compiled(x), reference(x), rtol=1e-13)
+        for mine, theirs in zip(state(), reference_state()):
+            np.testing.assert_allclose(mine, theirs, rtol=1e-13)
+    compiles = capsys.readouterr().err.count("compiled jit(step)")
+    assert 1 <= compiles <= 2, compiles  # (the second: prev was None)
+
+
 @pytest.mark.parametrize("kind", ["deque", "defaultdict", "tuple subclass"])
 def test_a_cache_in_a_container_gradc_cannot_write_back_is_refused_at_its_line(kind):
     """fuzz45a: `self.cache = collections.deque([x, self.W])` left gradc's placeholder in the
