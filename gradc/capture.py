@@ -393,7 +393,9 @@ def _plain_as_found(watch):
     """The numbers and strings outside that the first trace changed (nnfs's `self.iterations
     += 1`) as that trace found them while a probe traces again, and as it left them after: the
     probe's stores (`stored self['iterations'] int:2`) differed from the first's by that
-    change alone, and an in-place update beside the counter was refused as read after it."""
+    change alone, and an in-place update beside the counter was refused as read after it; an
+    array the first trace made where it found None, `if self.W0 is None: self.W0 = ...`, too:
+    the probe took the other way)."""
     changed = []
     for _, value, path in list(getattr(watch, "plain", ())):
         if type(value) not in _SIMPLE or not path.steps or path.steps[-1][0] not in (
@@ -403,9 +405,10 @@ def _plain_as_found(watch):
             parent, now = Path(path.root, path.steps[:-1]).follow(), path.follow()
         except Exception:  # noqa: BLE001 - (gone)
             continue
-        if type(now) in _SIMPLE and (type(now) is not type(value) or now != value):
-            changed.append((parent, path.steps[-1], now))
-            _put(parent, path.steps[-1], value)
+        if (type(now) in _SIMPLE or type(now) is np.ndarray) and (  # (or an array it made
+                type(now) is not type(value) or now != value):  # where it found None: `if
+            changed.append((parent, path.steps[-1], now))  # self.W0 is None: self.W0 =
+            _put(parent, path.steps[-1], value)  # self.W.copy()`, taken the other way)
     try:
         yield
     finally:

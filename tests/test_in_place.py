@@ -1020,6 +1020,32 @@ def test_an_in_place_update_beside_an_iteration_counter_is_compiled():
     np.testing.assert_allclose(model.W, reference.W, rtol=1e-13)
 
 
+def test_an_in_place_update_beside_a_snapshot_made_on_the_first_step_is_compiled():
+    """fuzz46b: `if self.W0 is None: self.W0 = self.W.copy()` (the initial weights kept for an
+    L2-SP penalty) beside `self.W -= lr * g`: the probe traced again from the copy the first
+    trace had left, took the other way, and refused the update as read after it."""
+    class Model:
+        def __init__(self):
+            self.W, self.W0 = np.ones((3, 2)), None
+
+        def step(self, x, t):
+            if self.W0 is None:
+                self.W0 = self.W.copy()
+            d = x @ self.W - t
+            self.W -= 0.1 * (x.T @ d)
+            return (d ** 2).sum() + np.sum((self.W0 - 1.0) ** 2)
+
+    model, reference = Model(), Model()
+    compiled = gradc.jit(model.step)
+    x, t = np.full((4, 3), 0.5), np.ones((4, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gradc.RecompileWarning)
+        for _ in range(4):
+            assert compiled(x, t) == pytest.approx(reference.step(x, t), rel=1e-13)
+            np.testing.assert_allclose(model.W, reference.W, rtol=1e-13)
+            np.testing.assert_array_equal(model.W0, reference.W0)
+
+
 def test_outside_arrays_swapped_beside_an_update_in_place_are_refused():
     """fuzz45b: `self.A, self.B = self.B, self.A` and `self.A -= lr * g` (Double Q-learning's
     role swap): written back as each call's arrays, the update went into the wrong one (both
