@@ -2649,6 +2649,24 @@ def test_an_outside_array_the_function_binds_anew_after_reading_it_is_refused():
                                                        r"reading it"):
         gradc.jit(Decaying().f)(np.ones(3))
 
+    class Agent:  # (fuzz46b: a DQN's target synced by deepcopy rebinds what holds the array:
+        def __init__(self):  # the line of that store is named)
+            self.online = types.SimpleNamespace(W=np.ones(3))
+            self.target = copy.deepcopy(self.online)
+
+        def f(self, x):
+            y = (x * self.online.W).sum() + (x * self.target.W).sum()
+            self.target = copy.deepcopy(self.online)
+            return y
+
+    line, agent = Agent.f.__code__.co_firstlineno + 2, Agent()
+    step = gradc.jit(agent.f)
+    with pytest.raises(gradc.UnsupportedOpError, match=rf"bound `self\.target\.W` \(at "
+                                                       rf"test_captures\.py:{line}\)"):
+        for _ in range(3):  # (the first copy holds the same values: what the trace read)
+            step(np.ones(3))
+            agent.online.W -= 0.5
+
 
 def test_a_module_imported_inside_the_function_is_read_live(tmp_path, monkeypatch):
     """`import mymod` inside the traced function (a lazy import): the module is no global of
