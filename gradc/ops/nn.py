@@ -24,14 +24,6 @@ def finite_max(x, axes):
     return fn.where(np.abs(m) < np.inf, m, 0)
 
 
-def _softmax_shift(x, axes):
-    """The max over `axes` (keepdims), 0 where it is -inf (a fully masked row: 0/0, NaN, as
-    SciPy's); +inf stays, so a row holding +inf is NaN throughout, as SciPy's, PyTorch's and
-    JAX's (shifted by 0 it was [0, nan, 0])."""
-    m = fn.max(x, axes, keepdims=True)
-    return fn.where(m == -np.inf, 0, m)
-
-
 def _lse_lower(x, axes):
     m = finite_max(x, axes)
     shifted = x - fn.broadcast_to(m, x.shape)
@@ -39,8 +31,12 @@ def _lse_lower(x, axes):
 
 
 def _softmax_lower(x, axes):
-    e = np.exp(x - fn.broadcast_to(_softmax_shift(x, axes), x.shape))
-    return e / fn.broadcast_to(fn.sum(e, axes, keepdims=True), x.shape)
+    m = finite_max(x, axes)  # (logsumexp's, so that CSE merges their exps: cross-entropy's
+    e = np.exp(x - fn.broadcast_to(m, x.shape))  # forward and backward)
+    y = e / fn.broadcast_to(fn.sum(e, axes, keepdims=True), x.shape)
+    # a row holding +inf is NaN throughout, as SciPy's, PyTorch's and JAX's softmax (shifted
+    # by 0 it was [0, nan, 0])
+    return fn.where(fn.broadcast_to(fn.max(x, axes, keepdims=True) == np.inf, x.shape), np.nan, y)
 
 
 def _log_softmax_lower(x, axes):
