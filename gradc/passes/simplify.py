@@ -86,9 +86,11 @@ def _arith(graph, node, ins):
     if op == "divide":
         if is_const(b, 1):
             return a
-        if is_const(a, 1) and op_of(b) == "add" and is_const(b.node.inputs[0], 1) and \
+        if op_of(b) == "add" and is_const(b.node.inputs[0], 1) and \
                 op_of(b.node.inputs[1]) == "exp" and op_of(b.node.inputs[1].node.inputs[0]) == "negative":
-            return fn.unary("sigmoid", b.node.inputs[1].node.inputs[0].node.inputs[0])  # 1/(1+e^-x)
+            s = fn.unary("sigmoid", b.node.inputs[1].node.inputs[0].node.inputs[0])  # 1/(1+e^-x)
+            return s if is_const(a, 1) else fn.multiply(a, s)  # (SiLU's x / (1 + e^-x): its
+            # gradient through the quotient was x * inf / inf, NaN, where e^-x overflows)
     if op == "power":
         for c, rewrite in ((1, lambda x: x), (2, lambda x: fn.unary("square", x, float_only=False)),
                            (0.5, lambda x: fn.unary("sqrt", x)), (-1, lambda x: fn.unary("reciprocal", x))):

@@ -289,6 +289,21 @@ def test_simplify_naive_sigmoid_formula():
     assert ops_of(g) == ["sigmoid"]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_silu_written_as_a_quotient_has_a_finite_gradient_where_exp_overflows(dtype):
+    """fuzz46a: `x / (1 + np.exp(-x))` (SiLU; the sigmoid GELU alike): its gradient through
+    the quotient was x * inf / inf, NaN, below x = -88.7 in float32 (-709.8 in float64), where
+    finite differences give 0. Now x * sigmoid(x): the forward within an ulp of NumPy's."""
+    assert ops_of(simplified(lambda x: x / (1 + np.exp(-x)), X34)) == ["sigmoid", "multiply"]
+    x = np.array([-800.0, -100.0, -3.0, 0.0, 2.5], dtype)
+    silu = lambda v: np.sum(v / (1 + np.exp(-v)))  # noqa: E731
+    g = gradc.grad(silu)(x)
+    with np.errstate(over="ignore"):
+        s = 1 / (1 + np.exp(-x.astype(np.float64)))
+        np.testing.assert_allclose(gradc.jit(silu)(x), silu(x), rtol=4 * np.finfo(dtype).eps)
+    np.testing.assert_allclose(g, s * (1 + x * (1 - s)), rtol=1e-5, atol=1e-30)
+
+
 def test_simplify_log_one_plus_exp_is_softplus():
     g = simplified(lambda x: np.log(1 + np.exp(x)), X34)
     assert ops_of(g) == ["softplus"]
