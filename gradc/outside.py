@@ -828,12 +828,16 @@ class OutsideWalk:
         def stored(v):  # (what to write back for v, or None: v holds no traced value)
             if id(v) in given:
                 return Given(given[id(v)])
+            if type(v) in (dict, list) and self._found_as(v):  # (one from outside, `self.best
+                return Outside(self.held_at[id(v)], v)  # = self.params`: itself, each call,
+                # its entries written back where they are)
             if isinstance(v, Value) or _holds_value(v):
                 return v
             if in_place:  # (outside arrays moved beside updates in place, `self.A, self.B =
                 return None  # self.B, self.A; self.A -= g`: refused as rebound, trace.py)
-            if type(v) in (dict, list) and self._found_as(v):  # (one from outside, `self.first
-                return Outside(self.held_at[id(v)], v)  # = self.layers[0]`: itself, each call)
+            if isinstance(v, collections.deque) and any(  # (refused: trace.py
+                    self.outside_array(x) is not None for x in list(v)[:256]):
+                return v  # _containers_written_back)
             if self._holds_outside_array(v):
                 return v  # (`self.prev = (self.W, 1)`: each call's self.W, function.Made)
             return self.outside_array(v) or self.rebuilt(v, known)
@@ -1473,6 +1477,10 @@ class OutsideWalk:
                 for key in sorted(self.names_now.probed):
                     self.plain.append((f"hasattr({name}, {key!r})", hasattr(value, key),
                                        path.then("has", key)))
+                if id(value.__dict__) not in self.held_at:  # (what the code stores there,
+                    # `sharedmod.w = h`: written back, or refused, as an object's attributes)
+                    self.held.append((name, value.__dict__, dict(value.__dict__), True))
+                    self.held_at[id(value.__dict__)] = path
             return
         if isinstance(value, type) and depth and _users(value) and id(value) not in self.scanned:
             self._hold_class(value)

@@ -900,16 +900,17 @@ def loop_add_max_f42d8df26e(n0, n1, p0, p1, p2):
         a2[i0] = acc2
 
 
-# loop_abs_less_where_07faff2616: abs, less, where; called by k6
-@njit("void(int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_abs_less_where_07faff2616(n0, p0):
+# loop_abs_less_where_4dbd4b392d: abs, less, where; called by k6
+@njit("void(int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_abs_less_where_4dbd4b392d(n0, p0, p1):
     a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
     for i0 in range(n0):
         t0 = a0[i0]
         t1 = abs(t0)  # abs
         t2 = t1 < f32(np.inf)  # less
         t3 = t0 if t2 else f32(0.0)  # where
-        a0[i0] = t3
+        a1[i0] = t3
 
 
 # loop_add_subtract_exp_sum_6cdd706cfc: add, subtract, exp, sum; called by k7
@@ -992,20 +993,25 @@ def take_along_axis_1a2b1c0126(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer
                 out[(a * m + t) * inner + b] = x0[(a * n + j) * inner + b]
 
 
-# loop_sum_12dbf15462: sum, copy; called by k12
-@njit("void(int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_sum_12dbf15462(n0, p0, p1, p2):
+# loop_sum_equal_7e34b57d13: sum, copy, equal; called by k12
+@njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_sum_equal_7e34b57d13(n0, p0, p1, p2, p3, p4):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
+    a3 = f32_ptr(p3)
+    a4 = bool_array(p4, n0)
     t2 = a1[0]
-    acc2 = f32(0.0)
+    acc3 = f32(0.0)
     for i0 in range(n0):
         t0 = a0[i0]
+        t4 = a2[i0]
         t3 = t2  # copy
-        acc2 = radd(acc2, t0)  # sum
-        a0[i0] = t3
-    a2[0] = acc2
+        t5 = t4 == f32(np.inf)  # equal
+        acc3 = radd(acc3, t0)  # sum
+        a2[i0] = t3
+        a4[i0] = t5
+    a3[0] = acc3
 
 
 # loop_multiply_negative_b69756544a: multiply, negative; called by k13
@@ -1044,17 +1050,23 @@ def take_along_axis_grad_40ce20dbc9(p_x0, p_x1, p_out, len_x0, len_x1, len_out, 
                 out[(a * n + j) * inner + b] += x0[(a * m + t) * inner + b]
 
 
-# loop_sum_5b2d14212c: sum; called by k15
-@njit("void(int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_sum_5b2d14212c(n0, n1, p0, p1):
-    a0 = f32_ptr(p0)
+# loop_where_sum_3ba9d86dbb: where, sum; called by k15
+@njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_where_sum_3ba9d86dbb(n0, n1, p0, p1, p2, p3):
+    a0 = bool_array(p0, n0)
     a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
+    a3 = f32_ptr(p3)
     for i0 in range(n0):
-        acc1 = f32(0.0)
+        t0 = a0[i0]
+        acc3 = f32(0.0)
         for i1 in range(n1):
-            t0 = a0[i0 * n1 + i1]
-            acc1 = radd(acc1, t0)  # sum
-        a1[i0] = acc1
+            t1 = a1[i0 * n1 + i1]
+            t3 = a2[i0 * n1 + i1]
+            t2 = f32(np.nan) if t0 else t1  # where
+            a1[i0 * n1 + i1] = t2
+            acc3 = radd(acc3, t3)  # sum
+        a3[i0] = acc3
 
 
 # loop_multiply_subtract_sum_1fe1a853ce: multiply, subtract, sum; called by k16
@@ -1305,7 +1317,7 @@ def run(A, params_conv_w, params_conv_b, params_W, params_b, x, y, exp_avg_0, ex
     # k1: conv2d over [32x16x8x8] -> %19
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     conv2d_679652a734(A + 262592, params_conv_w, A + 448, 3200, 144, 32768, 32, 1, 10, 10, 8, 8, 16)
-    # k2: add, relu, greater over [32x16x8x8] -> %23, %90
+    # k2: add, relu, greater over [32x16x8x8] -> %23, %96
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     loop_add_relu_greater_71a7f87f28(32, 16, 64, A + 448, params_conv_b, A + 197056)
@@ -1318,10 +1330,10 @@ def run(A, params_conv_w, params_conv_b, params_W, params_b, x, y, exp_avg_0, ex
     # k5: add, max over [32x10] -> %36
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_max_f42d8df26e(32, 10, A + 164288, params_b, A + 165568)
+    loop_add_max_f42d8df26e(32, 10, A + 164288, params_b, A + 167104)
     # k6: abs, less, where over [32x1] -> %45
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_abs_less_where_07faff2616(32, A + 165568)
+    loop_abs_less_where_4dbd4b392d(32, A + 167104, A + 165568)
     # k7: add, subtract, exp, sum over [32x10] -> %47, %49
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
@@ -1337,53 +1349,53 @@ def run(A, params_conv_w, params_conv_b, params_W, params_b, x, y, exp_avg_0, ex
     loop_less_where_a494359928(32, y, A + 166848)
     # k11: take_along_axis over [32x1] -> %62
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_1a2b1c0126(A + 164288, A + 166848, A + 167104, 320, 32, 32, 32, 10, 1, 1)
-    # k12: sum, copy over [32x1] -> %63, %71
+    take_along_axis_1a2b1c0126(A + 164288, A + 166848, A + 167232, 320, 32, 32, 32, 10, 1, 1)
+    # k12: sum, copy, equal over [32x1] -> %63, %71, %75
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_12dbf15462(32, A + 167104, A + 128, A + 285632)
-    # k13: multiply, negative over [scalar] -> %67, %119
+    loop_sum_equal_7e34b57d13(32, A + 167232, A + 128, A + 167104, A + 285632, A + 167360)
+    # k13: multiply, negative over [scalar] -> %67, %125
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     #   optimizer Adam
     loop_multiply_negative_b69756544a(A + 285632, A + 64, step_size, A)
     # k14: take_along_axis_grad over [32x10] -> %72
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     take_along_axis_grad_40ce20dbc9(A + 167104, A + 166848, A + 164288, 32, 32, 320, 32, 10, 1, 1)
-    # k15: sum over [32x10] -> %75
+    # k15: where, sum over [32x10] -> %80, %81
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_5b2d14212c(32, 10, A + 164288, A + 166848)
-    # k16: multiply, subtract, sum over [32x10] -> %78, %79
+    loop_where_sum_3ba9d86dbb(32, 10, A + 167360, A + 165568, A + 164288, A + 166848)
+    # k16: multiply, subtract, sum over [32x10] -> %84, %85
     #   digits_cnn.py:62  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     loop_multiply_subtract_sum_1fe1a853ce(32, 10, A + 165568, A + 166848, A + 164288, A + 285696)
-    # k17: matmul over [256x10] -> %81
+    # k17: matmul over [256x10] -> %87
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     matmul_0f49ec896f(A + 131520, A + 164288, A + 275392, 8192, 320, 2560, 256, 10, 32)
-    # k18: matmul over [32x256] -> %82
+    # k18: matmul over [32x256] -> %88
     #   digits_cnn.py:58  return gradc.nn.flatten(h) @ params["W"] + params["b"]
     matmul_d12a859f29(A + 164288, params_W, A + 229824, 320, 2560, 8192, 32, 256, 10)
-    # k19: pool_argmax over [32x16x4x4] -> %83
+    # k19: pool_argmax over [32x16x4x4] -> %89
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     pool_argmax_b7b6c00d96(A + 448, A + 131520, 32768, 8192, 8, 8, 4, 4, 0, 0, 512)
-    # k20: take_along_axis_grad over [32x16x64] -> %86
+    # k20: take_along_axis_grad over [32x16x64] -> %92
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     take_along_axis_grad_03bdf1311a(A + 229824, A + 131520, A + 448, 8192, 8192, 32768, 512, 64, 1, 16)
-    # k21: subtract, multiply, add, sqrt, divide over [256x10] -> %154, %162, %174
+    # k21: subtract, multiply, add, sqrt, divide over [256x10] -> %160, %168, %180
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_13294a7a63(2560, A + 275392, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, A + 285632, params_W)
-    # k22: subtract, multiply, add, sqrt, divide over [10] -> %178, %184, %193
+    # k22: subtract, multiply, add, sqrt, divide over [10] -> %184, %190, %199
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_13294a7a63(10, A + 285696, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, A + 285632, params_b)
-    # k23: where, sum over [32x16x8x8] -> %91, %92
+    # k23: where, sum over [32x16x8x8] -> %97, %98
     #   digits_cnn.py:57  h = gradc.nn.max_pool2d(gradc.nn.relu(h), 2) # n,C,4,4
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     loop_where_sum_c7c3e407fe(32, 16, 64, A + 197056, A + 448, A + 131520)
-    # k24: subtract, multiply, add, sqrt, divide over [16] -> %129, %137, %149
+    # k24: subtract, multiply, add, sqrt, divide over [16] -> %135, %143, %155
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_13294a7a63(16, A + 131520, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, A + 285632, params_conv_b)
-    # k25: conv2d_grad_weight over [16x1x3x3] -> %94
+    # k25: conv2d_grad_weight over [16x1x3x3] -> %100
     #   digits_cnn.py:56  h = gradc.nn.conv2d(x, params["conv_w"], params["conv_b"], stride=1, padding=1) # n,C,8,8
     conv2d_grad_weight_d4061d812d(A + 262592, A + 448, A + 131520, 3200, 32768, 144, 32, 1, 10, 10, 8, 8, 16)
-    # k26: subtract, multiply, add, sqrt, divide over [16x1x3x3] -> %100, %110, %124
+    # k26: subtract, multiply, add, sqrt, divide over [16x1x3x3] -> %106, %116, %130
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_13294a7a63(144, A + 131520, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, A + 285632, params_conv_w)
 

@@ -826,16 +826,17 @@ def loop_add_max_f42d8df26e(n0, n1, p0, p1, p2):
         a2[i0] = acc2
 
 
-# loop_abs_less_where_07faff2616: abs, less, where; called by k4
-@njit("void(int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_abs_less_where_07faff2616(n0, p0):
+# loop_abs_less_where_4dbd4b392d: abs, less, where; called by k4
+@njit("void(int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_abs_less_where_4dbd4b392d(n0, p0, p1):
     a0 = f32_ptr(p0)
+    a1 = f32_ptr(p1)
     for i0 in range(n0):
         t0 = a0[i0]
         t1 = abs(t0)  # abs
         t2 = t1 < f32(np.inf)  # less
         t3 = t0 if t2 else f32(0.0)  # where
-        a0[i0] = t3
+        a1[i0] = t3
 
 
 # loop_add_subtract_exp_sum_6cdd706cfc: add, subtract, exp, sum; called by k5
@@ -918,20 +919,25 @@ def take_along_axis_316db551a1(p_x0, p_x1, p_out, len_x0, len_x1, len_out, outer
                 out[(a * m + t) * inner + b] = x0[(a * n + j) * inner + b]
 
 
-# loop_sum_12dbf15462: sum, copy; called by k10
-@njit("void(int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_sum_12dbf15462(n0, p0, p1, p2):
+# loop_sum_equal_7e34b57d13: sum, copy, equal; called by k10
+@njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_sum_equal_7e34b57d13(n0, p0, p1, p2, p3, p4):
     a0 = f32_ptr(p0)
     a1 = f32_ptr(p1)
     a2 = f32_ptr(p2)
+    a3 = f32_ptr(p3)
+    a4 = bool_array(p4, n0)
     t2 = a1[0]
-    acc2 = f32(0.0)
+    acc3 = f32(0.0)
     for i0 in range(n0):
         t0 = a0[i0]
+        t4 = a2[i0]
         t3 = t2  # copy
-        acc2 = radd(acc2, t0)  # sum
-        a0[i0] = t3
-    a2[0] = acc2
+        t5 = t4 == f32(np.inf)  # equal
+        acc3 = radd(acc3, t0)  # sum
+        a2[i0] = t3
+        a4[i0] = t5
+    a3[0] = acc3
 
 
 # loop_multiply_negative_b69756544a: multiply, negative; called by k11
@@ -970,17 +976,23 @@ def take_along_axis_grad_c5e74b05a9(p_x0, p_x1, p_out, len_x0, len_x1, len_out, 
                 out[(a * n + j) * inner + b] += x0[(a * m + t) * inner + b]
 
 
-# loop_sum_5b2d14212c: sum; called by k13
-@njit("void(int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
-def loop_sum_5b2d14212c(n0, n1, p0, p1):
-    a0 = f32_ptr(p0)
+# loop_where_sum_3ba9d86dbb: where, sum; called by k13
+@njit("void(int64, int64, int64, int64, int64, int64)", **dict(JIT_OPTIONS, fastmath=MAP_FASTMATH))
+def loop_where_sum_3ba9d86dbb(n0, n1, p0, p1, p2, p3):
+    a0 = bool_array(p0, n0)
     a1 = f32_ptr(p1)
+    a2 = f32_ptr(p2)
+    a3 = f32_ptr(p3)
     for i0 in range(n0):
-        acc1 = f32(0.0)
+        t0 = a0[i0]
+        acc3 = f32(0.0)
         for i1 in range(n1):
-            t0 = a0[i0 * n1 + i1]
-            acc1 = radd(acc1, t0)  # sum
-        a1[i0] = acc1
+            t1 = a1[i0 * n1 + i1]
+            t3 = a2[i0 * n1 + i1]
+            t2 = f32(np.nan) if t0 else t1  # where
+            a1[i0 * n1 + i1] = t2
+            acc3 = radd(acc3, t3)  # sum
+        a3[i0] = acc3
 
 
 # loop_multiply_subtract_sum_1fe1a853ce: multiply, subtract, sum; called by k14
@@ -1092,7 +1104,7 @@ def run(A, params_W1, params_b1, params_W2, params_b2, x, y, exp_avg_0, exp_avg_
     # k0: matmul over [32x128] -> %18
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
     matmul_e32c5293da(x, params_W1, A + 448, 2048, 8192, 4096, 32, 128, 64)
-    # k1: add, relu, greater over [32x128] -> %22, %75
+    # k1: add, relu, greater over [32x128] -> %22, %81
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
     loop_add_relu_greater_05359b5ff0(32, 128, A + 448, params_b1, A + 21952)
     # k2: matmul over [32x10] -> %23
@@ -1101,10 +1113,10 @@ def run(A, params_W1, params_b1, params_W2, params_b2, x, y, exp_avg_0, exp_avg_
     # k3: add, max over [32x10] -> %27
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_add_max_f42d8df26e(32, 10, A + 16832, params_b2, A + 18112)
+    loop_add_max_f42d8df26e(32, 10, A + 16832, params_b2, A + 19648)
     # k4: abs, less, where over [32x1] -> %36
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_abs_less_where_07faff2616(32, A + 18112)
+    loop_abs_less_where_4dbd4b392d(32, A + 19648, A + 18112)
     # k5: add, subtract, exp, sum over [32x10] -> %38, %40
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
@@ -1120,46 +1132,46 @@ def run(A, params_W1, params_b1, params_W2, params_b2, x, y, exp_avg_0, exp_avg_
     loop_less_where_a494359928(32, y, A + 19392)
     # k9: take_along_axis over [32x1] -> %53
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    take_along_axis_316db551a1(A + 16832, A + 19392, A + 19648, 320, 32, 32, 32, 10, 1, 1)
-    # k10: sum, copy over [32x1] -> %54, %62
+    take_along_axis_316db551a1(A + 16832, A + 19392, A + 19776, 320, 32, 32, 32, 10, 1, 1)
+    # k10: sum, copy, equal over [32x1] -> %54, %62, %66
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_12dbf15462(32, A + 19648, A + 128, A + 49600)
-    # k11: multiply, negative over [scalar] -> %58, %104
+    loop_sum_equal_7e34b57d13(32, A + 19776, A + 128, A + 19648, A + 49600, A + 16960)
+    # k11: multiply, negative over [scalar] -> %58, %110
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     #   optimizer Adam
     loop_multiply_negative_b69756544a(A + 49600, A + 64, step_size, A)
     # k12: take_along_axis_grad over [32x10] -> %63
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     take_along_axis_grad_c5e74b05a9(A + 19648, A + 19392, A + 26048, 32, 32, 320, 32, 10, 1, 1)
-    # k13: sum over [32x10] -> %66
+    # k13: where, sum over [32x10] -> %71, %72
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
-    loop_sum_5b2d14212c(32, 10, A + 26048, A + 16832)
-    # k14: multiply, subtract, sum over [32x10] -> %69, %70
+    loop_where_sum_3ba9d86dbb(32, 10, A + 16960, A + 18112, A + 26048, A + 16832)
+    # k14: multiply, subtract, sum over [32x10] -> %75, %76
     #   digits_mlp.py:59  return gradc.nn.cross_entropy(forward(params, x), y)
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     loop_multiply_subtract_sum_1fe1a853ce(32, 10, A + 18112, A + 16832, A + 26048, A + 16960)
-    # k15: subtract, multiply, add, sqrt, divide over [10] -> %157, %163, %172
+    # k15: subtract, multiply, add, sqrt, divide over [10] -> %163, %169, %178
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_13294a7a63(10, A + 16960, exp_avg_3, A + 192, exp_avg_sq_3, A + 256, A + 320, bias_correction2_sqrt, A + 384, A + 49600, params_b2)
-    # k16: matmul over [128x10] -> %72
+    # k16: matmul over [128x10] -> %78
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     matmul_0f49ec896f(A + 448, A + 26048, A + 16832, 4096, 320, 1280, 128, 10, 32)
-    # k17: matmul over [32x128] -> %73
+    # k17: matmul over [32x128] -> %79
     #   digits_mlp.py:55  return h @ params["W2"] + params["b2"]
     matmul_d12a859f29(A + 26048, params_W2, A + 33216, 320, 1280, 4096, 32, 128, 10)
-    # k18: subtract, multiply, add, sqrt, divide over [128x10] -> %138, %144, %153
+    # k18: subtract, multiply, add, sqrt, divide over [128x10] -> %144, %150, %159
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_13294a7a63(1280, A + 16832, exp_avg_2, A + 192, exp_avg_sq_2, A + 256, A + 320, bias_correction2_sqrt, A + 384, A + 49600, params_W2)
-    # k19: where, sum over [32x128] -> %76, %77
+    # k19: where, sum over [32x128] -> %82, %83
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
     loop_where_sum_fd6baf4cb7(32, 128, A + 21952, A + 33216, A + 448)
-    # k20: subtract, multiply, add, sqrt, divide over [128] -> %114, %122, %134
+    # k20: subtract, multiply, add, sqrt, divide over [128] -> %120, %128, %140
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_13294a7a63(128, A + 448, exp_avg_1, A + 192, exp_avg_sq_1, A + 256, A + 320, bias_correction2_sqrt, A + 384, A + 49600, params_b1)
-    # k21: matmul over [64x128] -> %79
+    # k21: matmul over [64x128] -> %85
     #   digits_mlp.py:54  h = gradc.nn.relu(x @ params["W1"] + params["b1"])
     matmul_0f49ec896f(x, A + 33216, A + 448, 2048, 4096, 8192, 64, 128, 32)
-    # k22: subtract, multiply, add, sqrt, divide over [64x128] -> %85, %95, %109
+    # k22: subtract, multiply, add, sqrt, divide over [64x128] -> %91, %101, %115
     #   optimizer Adam
     loop_subtract_multiply_add_sqrt_divide_13294a7a63(8192, A + 448, exp_avg_0, A + 192, exp_avg_sq_0, A + 256, A + 320, bias_correction2_sqrt, A + 384, A + 49600, params_W1)
 

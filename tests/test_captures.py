@@ -3524,7 +3524,62 @@ def test_a_closure_remembering_its_previous_weights_traces_twice(monkeypatch, ca
     assert 1 <= compiles <= 2, compiles  # (the second: prev was None)
 
 
-@pytest.mark.parametrize("kind", ["deque", "defaultdict", "tuple subclass"])
+@pytest.mark.parametrize("update", ["rebound", "in place"])
+def test_a_dict_from_outside_kept_elsewhere_stays_one_dict_beside_its_entries_updates(update):
+    """fuzz46c: `self.best = self.params` beside `self.params["W"] = ...` (or `-=`): the
+    dict held a traced value when written back, so best became a copy of it, holding the
+    weights before the update from the first call on."""
+    class Model:
+        def __init__(self):
+            self.params, self.best = {"W": np.ones((3, 2))}, None
+
+        def step(self, x):
+            g = x.T @ (x @ self.params["W"])
+            self.best = self.params
+            if update == "rebound":
+                self.params["W"] = self.params["W"] - 0.1 * g
+            else:
+                self.params["W"] -= 0.1 * g
+            return g.sum()
+
+    model, reference = Model(), Model()
+    compiled = gradc.jit(model.step)
+    x = np.full((4, 3), 0.1)
+    for _ in range(4):
+        np.testing.assert_allclose(compiled(x), reference.step(x), rtol=1e-13)
+        assert model.best is model.params
+        np.testing.assert_allclose(model.best["W"], reference.best["W"], rtol=1e-13)
+
+
+def test_a_user_modules_attribute_the_function_assigns_is_written_back(tmp_path, monkeypatch):
+    """fuzz46c: `sharedmod.w = np.tanh(x)` kept gradc's placeholder in the module after every
+    call; `sharedmod.w = W` (an outside array) kept the first call's array."""
+    import importlib
+    import sys
+    (tmp_path / "shared_state_mod.py").write_text("w = None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    shared = importlib.import_module("shared_state_mod")
+    state = types.SimpleNamespace(W=np.ones(2))
+
+    def step(x):
+        h = np.tanh(x * state.W)
+        shared.w = h
+        shared.last_W = state.W
+        return np.sum(h)
+
+    compiled = gradc.jit(step)
+    try:
+        for i in range(3):
+            x = np.full(2, 0.5 + i)
+            assert compiled(x) == pytest.approx(np.sum(np.tanh(x * state.W)), rel=1e-13)
+            assert type(shared.w) is np.ndarray and shared.last_W is state.W
+            np.testing.assert_allclose(shared.w, np.tanh(x * state.W), rtol=1e-13)
+            state.W = state.W + 1.0
+    finally:
+        sys.modules.pop("shared_state_mod", None)
+
+
+@pytest.mark.parametrize("kind", ["deque", "defaultdict", "tuple subclass", "deque of weights"])
 def test_a_cache_in_a_container_gradc_cannot_write_back_is_refused_at_its_line(kind):
     """fuzz45a: `self.cache = collections.deque([x, self.W])` left gradc's placeholder in the
     model (a NumPy backward then computed with it); a defaultdict or a tuple subclass was
@@ -3538,6 +3593,7 @@ def test_a_cache_in_a_container_gradc_cannot_write_back_is_refused_at_its_line(k
 
         def forward(self, x):
             self.cache = {"deque": lambda: collections.deque([x, self.W]),
+                          "deque of weights": lambda: collections.deque([self.W]),
                           "defaultdict": lambda: collections.defaultdict(int, x=x, W=self.W),
                           "tuple subclass": lambda: Pair((x, self.W))}[kind]()
             return x @ self.W
