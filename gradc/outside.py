@@ -833,8 +833,8 @@ class OutsideWalk:
                 # its entries written back where they are)
             if isinstance(v, Value) or _holds_value(v):
                 return v
-            if in_place:  # (outside arrays moved beside updates in place, `self.A, self.B =
-                return None  # self.B, self.A; self.A -= g`: refused as rebound, trace.py)
+            if moved_apart:  # (outside arrays moved beside updates in place, `self.A, self.B
+                return None  # = self.B, self.A; self.A -= g`: refused as rebound, trace.py)
             if isinstance(v, collections.deque) and any(  # (refused: trace.py
                     self.outside_array(x) is not None for x in list(v)[:256]):
                 return v  # _containers_written_back)
@@ -849,6 +849,19 @@ class OutsideWalk:
             return update is not None and update[0] is array_of(before) and (  # or an
                 update[1] is now or results.get(id(now)) == id(update[0]))  # earlier one: tied
             # `self.E -= g1; self.D -= g2` of one array)
+
+        def moved(array):  # (no longer where it was found, nor updated there)
+            try:
+                now = self.way_to(array)[1].follow()
+            except Exception:  # noqa: BLE001 - (gone)
+                return True
+            return array_of(now) is not array and not written_into(array, now)
+
+        # an array updated in place that left its place: the places holding outside arrays
+        # stay as the trace left them (`self.prev = self.W` beside `self.W -= g` is written
+        # back; a swap beside one is refused as rebound)
+        moved_apart = any(moved(array) for array, _ in in_place.values()
+                          if id(array) in self.paths)
 
         def value_of(before, now):  # (written into the array: its last value)
             return in_place[id(array_of(before))][1] if written_into(before, now) else now

@@ -5,6 +5,7 @@ a number), and those must match NumPy with their gradients; where NumPy would al
 another array (x is an argument: the caller's array; x is a view: the array it views) gradc
 refuses by name and line rather than answer differently."""
 import re
+import types
 import warnings
 
 import numpy as np
@@ -1044,6 +1045,39 @@ def test_an_in_place_update_beside_a_snapshot_made_on_the_first_step_is_compiled
             assert compiled(x, t) == pytest.approx(reference.step(x, t), rel=1e-13)
             np.testing.assert_allclose(model.W, reference.W, rtol=1e-13)
             np.testing.assert_array_equal(model.W0, reference.W0)
+
+
+@pytest.mark.parametrize("keep", ["prev", "cache", "record in a list"])
+def test_places_holding_the_weights_beside_their_update_in_place_follow_numpy(keep):
+    """fuzz46c: `self.prev = self.W` (or a cache dict, a record in a list) beside `self.W -=
+    lr * g`: beside any update in place, outside arrays were never written back elsewhere, so
+    once the caller rebound W, prev kept an old array."""
+    class Model:
+        def __init__(self):
+            self.W = np.ones((3, 2))
+
+        def step(self, x):
+            g = x.T @ (x @ self.W)
+            if keep == "prev":
+                self.prev = self.W
+            elif keep == "cache":
+                self.cache = {"w": self.W}
+            else:
+                self.log = [types.SimpleNamespace(w=self.W)]
+            self.W -= 0.1 * g
+            return g.sum()
+
+    model, reference = Model(), Model()
+    compiled = gradc.jit(model.step)
+    x = np.full((4, 3), 0.1)
+    for i in range(6):
+        np.testing.assert_allclose(compiled(x), reference.step(x), rtol=1e-13)
+        kept = {"prev": lambda m: m.prev, "cache": lambda m: m.cache["w"],
+                "record in a list": lambda m: m.log[0].w}[keep]
+        assert kept(model) is model.W
+        np.testing.assert_allclose(kept(model), kept(reference), rtol=1e-13)
+        if i % 2:
+            model.W, reference.W = model.W * 0.5, reference.W * 0.5
 
 
 def test_outside_arrays_swapped_beside_an_update_in_place_are_refused():
