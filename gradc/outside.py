@@ -1228,8 +1228,9 @@ class OutsideWalk:
         return drawn
 
     def cells_read(self):
-        """The closure variables the user code entered reads (LOAD_DEREF): one it only
-        assigns (`nonlocal prev; prev = W`) never had its array read."""
+        """The closure variables the user code entered may read as it found them (LOAD_DEREF
+        before a STORE_DEREF): one it only assigns, or assigns first (`nonlocal prev; prev =
+        W`), never had its old array read."""
         return frozenset().union(*(_cells_read(code) for code in list(self.codes)))
 
     def ties(self, moved):
@@ -1808,8 +1809,18 @@ class _Slots:
 
 @functools.lru_cache(maxsize=4096)
 def _cells_read(code):
-    return frozenset(ins.argval for ins in dis.get_instructions(code)
-                     if ins.opname in ("LOAD_DEREF", "LOAD_CLASSDEREF"))
+    """The closure variables `code` may read before it assigns them: not one it assigns first,
+    in the straight run of code before any jump (`prev = W; ... x @ prev`: the old array in
+    prev is never read)."""
+    read, assigned, jumped = set(), set(), False
+    for ins in dis.get_instructions(code):
+        if ins.opname in ("LOAD_DEREF", "LOAD_CLASSDEREF") and ins.argval not in assigned:
+            read.add(ins.argval)
+        elif ins.opname == "STORE_DEREF" and not jumped:
+            assigned.add(ins.argval)
+        elif "JUMP" in ins.opname or ins.opname in ("FOR_ITER", "SEND", "RETURN_VALUE"):
+            jumped = True
+    return frozenset(read)
 
 
 def _record(x):

@@ -3497,9 +3497,12 @@ def test_weights_shifted_through_places_each_call_follow_numpy(case):
                 reference.W += 0.01
 
 
-def test_a_closure_remembering_its_previous_weights_traces_twice(monkeypatch, capsys):
+@pytest.mark.parametrize("reads_prev", [False, True])
+def test_a_closure_remembering_its_previous_weights_traces_twice(monkeypatch, capsys,
+                                                                 reads_prev):
     """fuzz46b: `nonlocal W, prev; prev = W; W = W - lr * g`: prev, only assigned, had its
-    old array checked by contents, and every call traced again (25-35 ms a call)."""
+    old array checked by contents, and every call traced again (25-35 ms a call); fuzz46c:
+    so did prev assigned first and read after (`x @ prev`)."""
     monkeypatch.setenv("GRADC_LOG", "compiles")
 
     def make():
@@ -3510,7 +3513,7 @@ def test_a_closure_remembering_its_previous_weights_traces_twice(monkeypatch, ca
             y = x @ W
             prev = W
             W = W - 0.1 * (x.T @ y)
-            return (y ** 2).sum()
+            return (y ** 2).sum() + (np.sum(np.tanh(x @ prev)) if reads_prev else 0.0)
         return step, lambda: (W, prev)
 
     (step, state), (reference, reference_state) = make(), make()
