@@ -566,11 +566,11 @@ def _outsides(written):
         if isinstance(stored.value, Outside):
             yield stored.value
         elif isinstance(stored.value, Rebuilt):
-            yield from (outside for _, outside in stored.value.fields)
+            yield from stored.value.outsides()
         elif isinstance(stored.value, Made):
             yield from (x for x in stored.value.leaves if isinstance(x, Outside))
             yield from (outside for x in stored.value.leaves + stored.value.objects
-                        if isinstance(x, Rebuilt) for _, outside in x.fields)
+                        if isinstance(x, Rebuilt) for outside in x.outsides())
 
 
 def _after_the_results(graph, first):

@@ -271,7 +271,7 @@ def _put_back(views, places):
         elif type(r) is list:
             places += [(r, i) for i in range(len(r))]
         else:
-            places += [(r, (_SLOT, name)) for name in _slots(type(r))]
+            places += [(r, (_SLOT, name)) for name in slots_of(type(r))]
     for holder, key in places:
         if type(key) is tuple and key[:1] == (_SLOT,):
             now = getattr(holder, key[1], None)
@@ -281,7 +281,7 @@ def _put_back(views, places):
             _set(holder, key, views[id(_get(holder, key))][1])
 
 
-def _slots(cls):
+def slots_of(cls):
     """The __slots__ names of a class and its bases."""
     names = []
     for c in getattr(cls, "__mro__", ()):

@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .fresh import Fresh
-from .live import Live, array_of, entry_of, is_container, is_namedtuple
+from .live import Live, array_of, entry_of, is_container, is_namedtuple, slots_of
 from .ir import Value
 from .pytree import typed_key
 
@@ -960,20 +960,37 @@ class OutsideWalk:
         return any(self.outside_array(v) is not None or self.rebuilt(v) is not None
                    or self._holds_outside_array(v, depth - 1) for v in items)
 
-    def rebuilt(self, x, known=None):
+    def rebuilt(self, x, known=None, depth=3):
         """Rebuilt(x, fields) where x is an object the trace made (its __dict__ not among
         `known`, by default those the walk held) whose attributes hold float arrays the walk
         found outside (`Record(w=self.W)`, a dataclass or SimpleNamespace, also in a list the
-        trace made): made again on every call with each call's arrays, else None."""
-        attrs = getattr(x, "__dict__", None)
+        trace made), or such objects, or dicts, lists and tuples of them, a few levels down
+        (`NS(a=NS(b=self.b))`, `NS(l=[self.b])`): made again on every call with each call's
+        arrays, else None."""
         if known is None:
             known = {id(c) for _, c, _, _ in self.held}
-        if (type(attrs) is not dict or id(attrs) in known or isinstance(x, (
-                type, types.ModuleType, types.FunctionType, np.ndarray, Value))):
-            return None
-        fields = tuple((k, outside) for k, v in list(attrs.items())[:64]
-                       for outside in (self.outside_array(v),) if outside is not None)
-        return Rebuilt(x, fields) if fields else None
+        if is_container(x):
+            if self._found_as(x):  # (one from outside: itself, not a copy)
+                return None
+            items = list(x.items() if isinstance(x, dict) else enumerate(x))[:256]
+        else:
+            attrs = getattr(x, "__dict__", None)
+            if isinstance(x, (type, types.ModuleType, types.FunctionType, np.ndarray, Value)) or (
+                    attrs is not None and (type(attrs) is not dict or id(attrs) in known)):
+                return None
+            items = (list(attrs.items())[:64] if attrs is not None else  # (or its __slots__:
+                     [(k, getattr(x, k)) for k in slots_of(type(x))[:64] if hasattr(x, k)])
+            # `@dataclass(slots=True)`)
+        fields = []
+        for key, v in items:
+            part = self.outside_array(v)
+            if part is None and is_container(v) and self._found_as(v):
+                part = Outside(self.held_at[id(v)], v)
+            if part is None and depth:
+                part = self.rebuilt(v, known, depth - 1)
+            if part is not None:
+                fields.append((key, part))
+        return Rebuilt(x, tuple(fields)) if fields else None
 
     def outside_array(self, x):
         """Outside(path) where x is a float array the walk found outside (a Live view too: the
@@ -1240,8 +1257,8 @@ class OutsideWalk:
         which a later call may find apart (the write-back then took hist[0] for hist[1])."""
         names, guards = self.names(), []
         outsides = [o for x in moved for o in (
-            [x] if isinstance(x, Outside) else [f for _, f in getattr(x, "fields", ())])
-            if isinstance(o, Outside) and o.traced is not None]
+            [x] if isinstance(x, Outside) else x.outsides() if isinstance(x, Rebuilt) else [])
+            if o.traced is not None]
         for o in outsides:
             ways = [(n, p) for n, p in self.paths.get(id(o.traced), ()) if p.named_in(names)]
             chosen = next((n for n, p in ways if (id(p.root), p.steps) == (
@@ -1565,8 +1582,8 @@ class OutsideWalk:
                 items = [(f"{name}.{k}", "attr", k, v) for k, v in list(attrs.items())[:MAX_ITEMS]]
             else:  # (__slots__)
                 attrs = None
-                items = [(f"{name}.{k}", "attr", k, getattr(value, k)) for k in _slots(type(value))
-                         if hasattr(value, k)]
+                items = [(f"{name}.{k}", "attr", k, getattr(value, k))
+                         for k in slots_of(type(value)) if hasattr(value, k)]
                 if outside:  # (a traced value stored there is refused: undo_stored_values)
                     self.slotted.append((name, value, {k: v for _, _, k, v in items}))
             # (what the class holds and the object does not: `training = True` in the class)
@@ -1678,19 +1695,10 @@ def _children(value, name, first=0):
         if type(attrs) is dict:
             return [(f"{name}.{k}", "attr", k, v)
                     for k, v in itertools.islice(attrs.items(), first, None)]
-        return [(f"{name}.{k}", "attr", k, getattr(value, k)) for k in _slots(type(value))
+        return [(f"{name}.{k}", "attr", k, getattr(value, k)) for k in slots_of(type(value))
                 if hasattr(value, k)]
     except Exception:  # noqa: BLE001 - (an object that fails to be looked at holds nothing)
         return []
-
-
-def _slots(cls):
-    """The attribute names the __slots__ of `cls` and its bases declare."""
-    names = []
-    for klass in cls.__mro__:
-        slots = vars(klass).get("__slots__", ())
-        names += [slots] if isinstance(slots, str) else [n for n in slots if n != "__dict__"]
-    return names
 
 
 def _guardable(x):
@@ -1782,16 +1790,37 @@ class Outside:
 
 
 class Rebuilt(NamedTuple):
-    """An object the trace made holding arrays from outside (`self.used = Record(w=self.W)`):
-    written back as a copy of it, its `fields` (name, Outside) the arrays each call found
-    there, as NumPy's code makes it on every call."""
+    """An object the trace made holding arrays from outside (`self.used = Record(w=self.W)`),
+    or a dict, list or tuple inside one: written back as a copy of it, its `fields` (name or
+    key, Outside or Rebuilt) what each call found there, as NumPy's code makes it on every
+    call."""
     template: object
     fields: tuple
 
     def build(self, found):
-        made = copy.copy(self.template)
-        vars(made).update({name: outside.follow(found) for name, outside in self.fields})
+        parts = {key: part.build(found) if isinstance(part, Rebuilt) else part.follow(found)
+                 for key, part in self.fields}
+        template = self.template
+        if isinstance(template, dict):
+            made = type(template)(template)
+            made.update(parts)
+            return made
+        if isinstance(template, (list, tuple)):
+            items = [parts.get(i, v) for i, v in enumerate(template)]
+            return (type(template)(*items) if is_namedtuple(template)
+                    else type(template)(items))
+        made = copy.copy(template)
+        if hasattr(made, "__dict__"):
+            vars(made).update(parts)
+        else:  # (__slots__; frozen or not)
+            for key, part in parts.items():
+                object.__setattr__(made, key, part)
         return made
+
+    def outsides(self):
+        """Its Outside parts, at every level."""
+        for _, part in self.fields:
+            yield from part.outsides() if isinstance(part, Rebuilt) else (part,)
 
 
 class _Slots:

@@ -3265,7 +3265,7 @@ def test_one_attribute_read_through_vars_does_not_check_the_others(monkeypatch, 
 
 @pytest.mark.parametrize("case", ["remember", "swap attributes", "swap entries", "rotate",
                                   "ordered cache", "record", "records in a list", "slot",
-                                  "snapshot"])
+                                  "snapshot", "nested records", "slotted record"])
 def test_outside_arrays_moved_between_places_outside_follow_numpy(case):
     """fuzz45a: a closure's model (`m` a cell) remembering its previous weights (`m.prev =
     m.W`), swapping attributes or dict entries, rotating a pair of buffers of which the model
@@ -3284,6 +3284,10 @@ def test_outside_arrays_moved_between_places_outside_follow_numpy(case):
     class Keep:
         __slots__ = ("w",)
 
+    @dataclasses.dataclass(slots=True, frozen=True)
+    class Slotted:
+        w: np.ndarray
+
     def make():
         W = np.full(3, 1.0)
         m = types.SimpleNamespace(W=W, prev=None, cur=np.full(3, 2.0), old=np.full(3, 10.0),
@@ -3295,6 +3299,12 @@ def test_outside_arrays_moved_between_places_outside_follow_numpy(case):
             if case == "records in a list":
                 m.log = [types.SimpleNamespace(w=m.W), {"w": m.W}]
                 return x * np.tanh(m.W)
+            if case == "nested records":
+                m.rec = types.SimpleNamespace(a=types.SimpleNamespace(b=m.W), l=[m.W])
+                return x * m.W
+            if case == "slotted record":
+                m.rec = Slotted(m.W)
+                return x * m.W
             if case == "slot":
                 m.keep.w = m.W
                 return x * m.W
@@ -3339,6 +3349,10 @@ def test_outside_arrays_moved_between_places_outside_follow_numpy(case):
                 assert m.log[0].w is m.W and m.log[1]["w"] is m.W
             if case == "slot":
                 assert m.keep.w is m.W
+            if case == "nested records":
+                assert m.rec.a.b is m.W and m.rec.l[0] is m.W
+            if case == "slotted record":
+                assert m.rec.w is m.W
             if case == "snapshot":
                 np.testing.assert_array_equal(m.snap["w"], m_reference.snap["w"])
             if i % 2 and case != "snapshot":  # (updated in place on every call)
