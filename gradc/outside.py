@@ -1012,37 +1012,20 @@ class OutsideWalk:
         a probe (capture.read_by_numpy) whose contents store other values counts as one that
         makes another program."""
         lines = []
-
-        def line(where, value, depth=3):
-            if is_container(value) and depth:  # (`self.snap = copy.deepcopy(self.params)`)
-                for k, v in list(value.items() if isinstance(value, dict)
-                                 else enumerate(value))[:256]:
-                    line(f"{where}[{k!r}]", v, depth - 1)
-            elif depth and _record(value):  # (`self.used = Snap(self.W.copy())`)
-                for k, v in list(vars(value).items())[:64]:
-                    line(f"{where}.{k}", v, depth - 1)
-            elif isinstance(value, np.ndarray) and not isinstance(value, Value) and (
-                    value.dtype != object and self.outside_array(value) is None):  # (an array from outside stored by
-                # reference, `self.hist = [self.W] + ...`, is written back as itself: its
-                # contents were not read)
-                digest = hashlib.sha256(np.ascontiguousarray(value).view(np.uint8)).hexdigest()
-                lines.append(f"\nstored {where} {value.dtype.str}{value.shape} {digest}")
-            elif type(value) in (int, float, bool, str, type(None)) or isinstance(
-                    value, np.generic):
-                lines.append(f"\nstored {where} {type(value).__name__}:{value!r}")
-
+        moved = self.outside_array  # (an array from outside stored by reference, `self.hist =
+        # [self.W] + ...`, is written back as itself: its contents were not read)
         for name, container, held, attrs in self.held:
             if isinstance(container, (list, collections.deque, set, frozenset)):
                 continue
             for key, value in list(container.items()):
                 if held.get(key, ABSENT) is not value:
-                    line(f"{name}[{key!r}]", value)
+                    _stored_lines(lines, f"{name}[{key!r}]", value, moved)
         for globals_, name, value in self.held_globals:
             if globals_.get(name, ABSENT) is not value:
-                line(name, globals_.get(name))
+                _stored_lines(lines, name, globals_.get(name), moved)
         for stored in assigned:
             if is_container(stored.value):
-                line(stored.where, stored.value)
+                _stored_lines(lines, stored.where, stored.value, moved)
         return "".join(sorted(lines))
 
     def _hold_class(self, cls):
@@ -1850,6 +1833,25 @@ def _cells_read(code):
         elif "JUMP" in ins.opname or ins.opname in ("FOR_ITER", "SEND", "RETURN_VALUE"):
             jumped = True
     return frozenset(read)
+
+
+def _stored_lines(lines, where, value, moved, depth=3):
+    """Append to `lines` what OutsideWalk.stored_text says of `value` stored at `where`: its
+    arrays by their bytes (but those `moved(array)` names: outside arrays), its numbers by
+    value, in dicts, lists, tuples and records a few levels down. (A function of the module:
+    a closure calling itself is a reference cycle, which kept the walk and its graph alive.)"""
+    if is_container(value) and depth:  # (`self.snap = copy.deepcopy(self.params)`)
+        for k, v in list(value.items() if isinstance(value, dict) else enumerate(value))[:256]:
+            _stored_lines(lines, f"{where}[{k!r}]", v, moved, depth - 1)
+    elif depth and _record(value):  # (`self.used = Snap(self.W.copy())`)
+        for k, v in list(vars(value).items())[:64]:
+            _stored_lines(lines, f"{where}.{k}", v, moved, depth - 1)
+    elif (isinstance(value, np.ndarray) and not isinstance(value, Value)
+          and value.dtype != object and moved(value) is None):
+        digest = hashlib.sha256(np.ascontiguousarray(value).view(np.uint8)).hexdigest()
+        lines.append(f"\nstored {where} {value.dtype.str}{value.shape} {digest}")
+    elif type(value) in (int, float, bool, str, type(None)) or isinstance(value, np.generic):
+        lines.append(f"\nstored {where} {type(value).__name__}:{value!r}")
 
 
 def _record(x):
