@@ -275,8 +275,8 @@ def _put_back(views, places):
     for holder, key in places:
         if type(key) is tuple and key[:1] == (_SLOT,):
             now = getattr(holder, key[1], None)
-            if id(now) in views and now is views[id(now)][0]:
-                setattr(holder, key[1], views[id(now)][1])
+            if id(now) in views and now is views[id(now)][0]:  # (object's: a frozen
+                object.__setattr__(holder, key[1], views[id(now)][1])  # dataclass's too)
         elif id(_get(holder, key)) in views:
             _set(holder, key, views[id(_get(holder, key))][1])
 

@@ -828,9 +828,11 @@ class OutsideWalk:
         def stored(v):  # (what to write back for v, or None: v holds no traced value)
             if id(v) in given:
                 return Given(given[id(v)])
-            if type(v) in (dict, list) and self._found_as(v):  # (one from outside, `self.best
-                return Outside(self.held_at[id(v)], v)  # = self.params`: itself, each call,
-                # its entries written back where they are)
+            if (type(v) in (dict, list) or _record(v)) and self._found_as(v):  # (one from
+                # outside, `self.best = self.params`, `self.first = self.layers[0]`: itself,
+                # each call, its entries written back where they are)
+                return Outside(self.held_at[id(v) if type(v) in (dict, list) else id(vars(v))],
+                               v)
             if isinstance(v, Value) or _holds_value(v):
                 return v
             if moved_apart:  # (outside arrays moved beside updates in place, `self.A, self.B
@@ -891,8 +893,8 @@ class OutsideWalk:
                     container.clear()
                     container.extend(held)
                 continue
-            for key in [k for k, v in _numbered(container)
-                        if held.get(k) is not v and _object_holding_value(v)]:
+            for key in [k for k, v in _numbered(container) if held.get(k) is not v
+                        and _object_holding_value(v) and not self._found_as(v)]:
                 appended.append(_stored(f"{name}.{key}" if attrs else f"{name}[{key!r}]",
                                         container[key]))  # (an object of traced values made
                 put_back(container, held, key)  # in the trace, `SimpleNamespace(h=h)`: refused)
@@ -943,9 +945,10 @@ class OutsideWalk:
         return appended, assigned
 
     def _found_as(self, x):
-        """Whether the walk held the dict or list x where it found it (held_at's Path leads
-        to it still)."""
-        path = self.held_at.get(id(x))
+        """Whether the walk held the dict or list x, or the object whose attributes x holds,
+        where it found it (held_at's Path leads to it still)."""
+        attrs = getattr(x, "__dict__", None) if not is_container(x) else None
+        path = self.held_at.get(id(x) if attrs is None else id(attrs))
         try:
             return path is not None and path.follow() is x
         except Exception:  # noqa: BLE001 - (gone)
@@ -1895,12 +1898,18 @@ class Given(NamedTuple):
         return tree
 
 
-def _object_holding_value(x):
-    """Whether x is an object (no dict, list or tuple) whose attributes hold traced values."""
-    if isinstance(x, (dict, list, tuple, Value, np.ndarray)):
+def _object_holding_value(x, depth=3):
+    """Whether x is an object (no dict, list or tuple) whose attributes hold traced values, a
+    few levels down (`s.rec = NS(a=NS(h=None)); s.rec.a.h = np.tanh(x)`), in its __slots__
+    too."""
+    if isinstance(x, (dict, list, tuple, Value, np.ndarray, type)) or not depth:
         return False
-    attrs = getattr(x, "__dict__", None) if not isinstance(x, type) else None
-    return type(attrs) is dict and any(_holds_value(v, 1) for v in list(attrs.values())[:64])
+    attrs = getattr(x, "__dict__", None)
+    if attrs is not None and type(attrs) is not dict:
+        return False
+    values = (list(attrs.values())[:64] if attrs is not None else
+              [getattr(x, k) for k in slots_of(type(x))[:64] if hasattr(x, k)])
+    return any(_holds_value(v, 1) or _object_holding_value(v, depth - 1) for v in values)
 
 
 def _gradcs(x):

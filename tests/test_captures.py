@@ -3541,6 +3541,21 @@ def test_a_closure_remembering_its_previous_weights_traces_twice(monkeypatch, ca
     assert 1 <= compiles <= 2, compiles  # (the second: prev was None)
 
 
+def test_a_traced_value_stored_in_a_record_nested_in_a_record_is_refused():
+    """fuzz46d: `s.rec = NS(a=NS(h=None)); s.rec.a.h = np.tanh(x)` left gradc's placeholder in
+    the record (one level down was refused; two were not looked at)."""
+    s = types.SimpleNamespace(rec=None)
+
+    def f(x):
+        s.rec = types.SimpleNamespace(a=types.SimpleNamespace(h=None))
+        s.rec.a.h = np.tanh(x)
+        return np.sum(x)
+
+    with pytest.raises(gradc.UnsupportedOpError, match=r"stored traced values .*`s\.rec`"):
+        gradc.jit(f)(np.ones(3))
+    assert s.rec is None
+
+
 @pytest.mark.parametrize("update", ["rebound", "in place"])
 def test_a_dict_from_outside_kept_elsewhere_stays_one_dict_beside_its_entries_updates(update):
     """fuzz46c: `self.best = self.params` beside `self.params["W"] = ...` (or `-=`): the

@@ -4,6 +4,7 @@ answer whenever x's memory is reached through x alone (a value the function comp
 a number), and those must match NumPy with their gradients; where NumPy would also change
 another array (x is an argument: the caller's array; x is a view: the array it views) gradc
 refuses by name and line rather than answer differently."""
+import dataclasses
 import re
 import types
 import warnings
@@ -1047,14 +1048,20 @@ def test_an_in_place_update_beside_a_snapshot_made_on_the_first_step_is_compiled
             np.testing.assert_array_equal(model.W0, reference.W0)
 
 
-@pytest.mark.parametrize("keep", ["prev", "cache", "record in a list"])
+@pytest.mark.parametrize("keep", ["prev", "cache", "record in a list", "first layer",
+                                  "frozen slotted record"])
 def test_places_holding_the_weights_beside_their_update_in_place_follow_numpy(keep):
     """fuzz46c: `self.prev = self.W` (or a cache dict, a record in a list) beside `self.W -=
     lr * g`: beside any update in place, outside arrays were never written back elsewhere, so
     once the caller rebound W, prev kept an old array."""
+    @dataclasses.dataclass(slots=True, frozen=True)
+    class Record:
+        w: np.ndarray
+
     class Model:
         def __init__(self):
             self.W = np.ones((3, 2))
+            self.layers = [types.SimpleNamespace(W=np.ones((3, 2)))]
 
         def step(self, x):
             g = x.T @ (x @ self.W)
@@ -1062,6 +1069,11 @@ def test_places_holding_the_weights_beside_their_update_in_place_follow_numpy(ke
                 self.prev = self.W
             elif keep == "cache":
                 self.cache = {"w": self.W}
+            elif keep == "first layer":  # (fuzz46d: refused as storing traced values)
+                self.first = self.layers[0]
+                self.layers[0].W -= 0.1 * g
+            elif keep == "frozen slotted record":  # (fuzz46d: a FrozenInstanceError)
+                self.rec = Record(w=self.W)
             else:
                 self.log = [types.SimpleNamespace(w=self.W)]
             self.W -= 0.1 * g
@@ -1073,11 +1085,14 @@ def test_places_holding_the_weights_beside_their_update_in_place_follow_numpy(ke
     for i in range(6):
         np.testing.assert_allclose(compiled(x), reference.step(x), rtol=1e-13)
         kept = {"prev": lambda m: m.prev, "cache": lambda m: m.cache["w"],
-                "record in a list": lambda m: m.log[0].w}[keep]
-        assert kept(model) is model.W
+                "record in a list": lambda m: m.log[0].w, "first layer": lambda m: m.first.W,
+                "frozen slotted record": lambda m: m.rec.w}[keep]
+        assert kept(model) is (model.layers[0].W if keep == "first layer" else model.W)
         np.testing.assert_allclose(kept(model), kept(reference), rtol=1e-13)
         if i % 2:
             model.W, reference.W = model.W * 0.5, reference.W * 0.5
+            for m in (model, reference):
+                m.layers[0].W = m.layers[0].W * 0.5
 
 
 def test_outside_arrays_swapped_beside_an_update_in_place_are_refused():
