@@ -743,6 +743,7 @@ class OutsideWalk:
         # (undo_stored_values), a number or list changed is warned about (changed_numbers)
         self.held, self.held_globals, self.held_cells = [], [], []
         self.held_at = {}  # id(container) -> the Path to it (to the object, for its __dict__)
+        self.marks = {}  # id(_Mark) -> its Held (marked)
         self.absent = []  # (name, Path) of the dict entries the trace made (undo_stored_values)
         self.slotted = []  # [(name, object with __slots__, its slots' values when found)]
         self.classes = {}  # id -> (a user's class walked, what it held then): restore
@@ -963,6 +964,21 @@ class OutsideWalk:
         return any(self.outside_array(v) is not None or self.rebuilt(v) is not None
                    or self._holds_outside_array(v, depth - 1) for v in items)
 
+    def marked(self, x, depth=4):
+        """x (a dict, list or tuple the trace made, written back) with the dicts and lists from
+        outside in it in their marks (Held): a copy of one made on every call was another dict
+        than the caller's (`self.both = (self.params, ...)`; `both[0] is params` was False)."""
+        def mark(v):
+            if type(v) in (dict, list) and self._found_as(v):
+                place = _Mark()
+                self.marks[id(place)] = Held(place, ((None, Outside(self.held_at[id(v)], v)),))
+                return place
+            return self.marked(v, depth - 1) if is_container(v) and depth else v
+        if isinstance(x, dict):
+            return type(x)((k, mark(v)) for k, v in x.items())
+        items = [mark(v) for v in x]
+        return type(x)(*items) if is_namedtuple(x) else type(x)(items)
+
     def rebuilt(self, x, known=None, depth=3):
         """Rebuilt(x, fields) where x is an object the trace made (its __dict__ not among
         `known`, by default those the walk held) whose attributes hold float arrays the walk
@@ -970,6 +986,8 @@ class OutsideWalk:
         trace made), or such objects, or dicts, lists and tuples of them, a few levels down
         (`NS(a=NS(b=self.b))`, `NS(l=[self.b])`): made again on every call with each call's
         arrays, else None."""
+        if id(x) in self.marks:
+            return self.marks[id(x)]
         if known is None:
             known = {id(c) for _, c, _, _ in self.held}
         if is_container(x):
@@ -1884,6 +1902,20 @@ def with_objects(x, made, depth=4):
         return type(x)((k, swap(v)) for k, v in x.items())
     items = [swap(v) for v in x]
     return type(x)(*items) if is_namedtuple(x) else type(x)(items)
+
+
+class Held(Rebuilt):
+    """A dict or list from outside in a container the trace made (`self.both = (self.params,
+    self.layers)`): written back as that very dict or list (the one its `fields`' Outside finds),
+    where the container's mark (`template`, a _Mark) is."""
+
+    def build(self, found):
+        return self.fields[0][1].follow(found)
+
+
+class _Mark:
+    """The place of a Held in the container a write-back builds (function.Made)."""
+    __slots__ = ()
 
 
 class Given(NamedTuple):

@@ -3557,17 +3557,24 @@ def test_a_traced_value_stored_in_a_record_nested_in_a_record_is_refused():
 
 
 @pytest.mark.parametrize("update", ["rebound", "in place"])
-def test_a_dict_from_outside_kept_elsewhere_stays_one_dict_beside_its_entries_updates(update):
+@pytest.mark.parametrize("kept", ["itself", "in a tuple"])
+def test_a_dict_from_outside_kept_elsewhere_stays_one_dict_beside_its_entries_updates(
+        update, kept):
     """fuzz46c: `self.best = self.params` beside `self.params["W"] = ...` (or `-=`): the
     dict held a traced value when written back, so best became a copy of it, holding the
-    weights before the update from the first call on."""
+    weights before the update from the first call on; fuzz46d: so did `self.best =
+    (self.params, self.layers)`."""
     class Model:
         def __init__(self):
-            self.params, self.best = {"W": np.ones((3, 2))}, None
+            self.params, self.best, self.layers = {"W": np.ones((3, 2))}, None, [np.ones(2)]
 
         def step(self, x):
             g = x.T @ (x @ self.params["W"])
-            self.best = self.params
+            if kept == "itself":
+                self.best = self.params
+            else:
+                self.pair = (self.params, self.layers)
+                self.best = self.pair[0]
             if update == "rebound":
                 self.params["W"] = self.params["W"] - 0.1 * g
             else:
@@ -3580,6 +3587,8 @@ def test_a_dict_from_outside_kept_elsewhere_stays_one_dict_beside_its_entries_up
     for _ in range(4):
         np.testing.assert_allclose(compiled(x), reference.step(x), rtol=1e-13)
         assert model.best is model.params
+        if kept == "in a tuple":
+            assert model.pair[0] is model.params and model.pair[1] is model.layers
         np.testing.assert_allclose(model.best["W"], reference.best["W"], rtol=1e-13)
 
 
