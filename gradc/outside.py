@@ -974,10 +974,17 @@ class OutsideWalk:
                 self.marks[id(place)] = Held(place, ((None, Outside(self.held_at[id(v)], v)),))
                 return place
             return self.marked(v, depth - 1) if is_container(v) and depth else v
-        if isinstance(x, dict):
-            return type(x)((k, mark(v)) for k, v in x.items())
-        items = [mark(v) for v in x]
-        return type(x)(*items) if is_namedtuple(x) else type(x)(items)
+        items = list(x.items() if isinstance(x, dict) else enumerate(x))
+        marked = [(k, mark(v)) for k, v in items]
+        if all(m is v for (_, v), (_, m) in zip(items, marked)):
+            return x  # (nothing from outside in it: as it is)
+        if isinstance(x, tuple):
+            return type(x)(*[m for _, m in marked]) if is_namedtuple(x) else type(x)(
+                m for _, m in marked)
+        made = copy.copy(x)  # (a dict or list of any class: a defaultdict keeps its default)
+        for k, m in marked:
+            made[k] = m
+        return made
 
     def rebuilt(self, x, known=None, depth=3):
         """Rebuilt(x, fields) where x is an object the trace made (its __dict__ not among
