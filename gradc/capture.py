@@ -318,7 +318,8 @@ def read_by_numpy(graph, watch, retrace, program_text, seconds, follows=True,
 
 
 def numpy_writes(arrays, watch, retrace, seconds):
-    """The names of the outside arrays NumPy alone writes into where `arrays` (those the trace
+    """The names (`self.v`, with the line that stores into it where found) of the outside
+    arrays NumPy alone writes into where `arrays` (those the trace
     updated in place with a traced value) hold other contents: `self.v *= 0.9; self.v += g`,
     `np.add(self.v, g, out=self.v); self.W -= 0.1 * self.v`. The compiled function makes only
     the traced updates; the first trace's bytes could not tell (zeros times 0.9 are zeros, W
@@ -328,9 +329,17 @@ def numpy_writes(arrays, watch, retrace, seconds):
     arrays = [a for a in arrays if _changeable(owner_of(a))]
     if not arrays:
         return []
+
+    def named(array_id, name=None):
+        found = watch.arrays.get(array_id)
+        if found is None:
+            return f"`{name}`"
+        name, path = watch.way_to(found[1])
+        return f"`{name}`{watch._stored_along(path)}"  # (`self.v *= 0.9`'s line)
+
     with _probing(watch) as paused:
         if not paused:  # (another thread's run did not end: not known not to, so they count)
-            return [watch.way_to(a)[0] for a in arrays]
+            return [named(id(a)) for a in arrays]
         with _changed(arrays, arrays):
             before = [a.copy() for a in arrays]
             try:
@@ -340,8 +349,8 @@ def numpy_writes(arrays, watch, retrace, seconds):
             written = dict(getattr(graph, "written", {}))
             for a, b in zip(arrays, before):
                 if id(a) not in written and not np.array_equal(a, b, equal_nan=True):
-                    written[id(a)] = watch.way_to(a)[0]
-            return list(written.values())
+                    written[id(a)] = None
+            return [named(i, name) for i, name in written.items()]
 
 
 # set while read_after_update's trace runs: what the trace then updates in place with a traced

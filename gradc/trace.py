@@ -1597,7 +1597,7 @@ def _check_in_place_updates(fun, graph, watch, given, retrace, seconds):
     if written:
         raise UnsupportedOpError(
             f"{name} (defined at {_definition(fun)}) changes "
-            f"{', '.join(f'`{n}`' for n in written[:4])} in place with NumPy alone (`v *= 0.9`, "
+            f"{', '.join(written[:4])} in place with NumPy alone (`v *= 0.9`, "
             "`buf[...] = 0`, `W -= 0.1 * v` of a NumPy v) beside updates in place with traced "
             "values (`v += g`): the compiled function makes only the traced ones, after each "
             "call. Write the whole update with traced values (v = 0.9 * v + g, out of place), "
