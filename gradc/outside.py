@@ -86,9 +86,7 @@ def _answers_attributes(x):
     return (getattr(cls, "__getattr__", None) is not None
             or getattr(cls, "__getattribute__", None) is not object.__getattribute__
             and not isinstance(x, (dict, list, tuple, types.ModuleType, types.CellType,
-                                   types.FunctionType, types.MethodType, functools.partial,
-                                   types.SimpleNamespace)))  # (its own __getattribute__ is
-    # object's lookup: it serves its __dict__ alone, as any object does)
+                                   types.FunctionType, types.MethodType, functools.partial)))
 
 
 class Path(NamedTuple):
