@@ -59,6 +59,7 @@ def _step(x, kind, key):
     """What one step of a Path reaches from `x`."""
     return (getattr(x, key) if kind == "attr" else (type(x), _extent(x)) if kind == "len"
             else x is key.path.follow() if kind == "is"  # (key: a SameAs)
+            else tuple(vars(x)) if kind == "keys"  # (an object's attribute names, in order)
             else x.cell_contents if kind == "cell"  # (a closure's cell; key: its variable)
             else hasattr(x, key) if kind == "has"
             else type(x) if kind == "type" else frozenset(x) if kind == "set"
@@ -192,6 +193,12 @@ class Path(NamedTuple):
                 expr = f"{expr}()"
             elif kind == "cell":  # (a closure's variable)
                 expr += ".cell_contents"
+            elif kind == "keys":  # (an object's attribute names)
+                expr = f"tuple(vars({expr}))"
+            elif kind == "is":  # (whether it is the object another path reaches: SameAs)
+                name = f"K{len(consts)}"
+                consts[name] = key
+                expr = f"({expr} is {name}.path.follow())"
             elif kind == "has":  # (whether it has the attribute hasattr/getattr(o, k, d) asks)
                 name = f"K{len(consts)}"
                 consts[name] = key
@@ -648,6 +655,8 @@ _PLAIN = (bool, int, float, complex, str, type(None), slice, range,  # (x[WINDOW
           fractions.Fraction, decimal.Decimal, bytes)  # (settings kept as fractions, a tag)
 # what tells that code walks or measures a list or dict (besides `for x in self.layers`)
 _WALK_METHODS = frozenset({"items", "values", "keys"})
+# ...and what walks an object's attributes
+_WALKS_ATTRIBUTES = frozenset({"vars", "dir", "getmembers", "asdict", "astuple"})
 # ...or reads entries that may come and go (d.get("k", default), `k in d`), and what a negative
 # index constant notes in Names.keys (L[-1] is another element once L grows)
 _LOOKUP_METHODS = frozenset({"get", "__contains__"})
@@ -1336,6 +1345,10 @@ class OutsideWalk:
                 continue
             if not path.named_in(names, called=callable(value)):
                 continue
+            if path.steps[-1][0] == "keys" and not (
+                    names.globals & _WALKS_ATTRIBUTES or "__dict__" in names.attrs):
+                continue  # (`vars(cfg)`, `cfg.__dict__`, `dir(cfg)`: a field added or removed
+                # is another walk; `**vars(cfg)` another call)
             if path.steps[-1][0] == "len" and (value != first or not (
                     _container_names(name, path) & (names.iterated | names.whole)  # (a loop
                     # over it, np.polyval(COEFFS, x), np.stack(BUF); not a buffer read by index,
@@ -1354,12 +1367,13 @@ class OutsideWalk:
             if (type(value) in (_PLAIN + (frozenset, types.CodeType))
                     or isinstance(value, _PLAIN_INSTANCES) or type(value) in _GUARDED_CALLABLES
                     or isinstance(value, type)
-                    or path.steps[-1][0] in ("len", "type", "called")):
+                    or path.steps[-1][0] in ("len", "type", "called", "keys")):
                 # (what the trace itself changed: the value it read, so that the next call,
                 # which finds the new one, traces again as NumPy's code runs again; `if
                 # self.first_call: self.first_call = False`. A number counted up is warned
                 # about instead, changed_numbers, and guarded as it is now)
-                changed = (path.steps[-1][0] in ("attr", "item", "global", "cell", "len", "set")
+                changed = (path.steps[-1][0] in ("attr", "item", "global", "cell", "len", "set",
+                                                 "keys")
                            and (type(first) in _PLAIN + (frozenset, tuple)
                                 or isinstance(first, _PLAIN_INSTANCES))
                            and not _renumbered(first, value) and not same(first, value))
@@ -1591,6 +1605,9 @@ class OutsideWalk:
             attrs = getattr(value, "__dict__", None)
             if type(attrs) is dict:
                 items = [(f"{name}.{k}", "attr", k, v) for k, v in list(attrs.items())[:MAX_ITEMS]]
+                if outside and path.steps:  # (its attribute names, where the code walks them:
+                    self.plain.append((f"vars({name})", tuple(attrs),  # guards, _WALKS_ATTRS)
+                                       path.then("keys", None)))
             else:  # (__slots__)
                 attrs = None
                 items = [(f"{name}.{k}", "attr", k, getattr(value, k))

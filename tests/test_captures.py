@@ -3544,6 +3544,34 @@ def test_a_closure_remembering_its_previous_weights_traces_twice(monkeypatch, ca
     assert 1 <= compiles <= 2, compiles  # (the second: prev was None)
 
 
+@pytest.mark.parametrize("walk", ["items", "keyword arguments", "membership"])
+def test_a_field_added_to_an_object_whose_attributes_the_code_walks_traces_again(walk):
+    """fuzz46e: `for k, v in vars(cfg).items()`, `f(**vars(cfg))`, `"bias" in vars(cfg)`: a
+    field the caller added or removed between calls was not seen (each field's value was
+    checked, not which fields there are)."""
+    cfg = types.SimpleNamespace(a=1.0, b=2.0)
+
+    def scale(a, b, c=0.0):
+        return a + b + c
+
+    def f(x):
+        if walk == "items":
+            return x * sum(v for _, v in vars(cfg).items())
+        if walk == "keyword arguments":
+            return x * scale(**vars(cfg))
+        return x * (3.0 if "c" in vars(cfg) else 1.0)
+
+    compiled = gradc.jit(f)
+    x = np.ones(2)
+    for i in range(5):
+        np.testing.assert_allclose(compiled(x), f(x))
+        if i == 1:
+            cfg.c = 10.0
+        if i == 3:
+            del cfg.a, cfg.c
+            cfg.a = 4.0  # (the same names, another order: vars' order)
+
+
 def test_a_traced_value_stored_in_a_record_nested_in_a_record_is_refused():
     """fuzz46d: `s.rec = NS(a=NS(h=None)); s.rec.a.h = np.tanh(x)` left gradc's placeholder in
     the record (one level down was refused; two were not looked at)."""
