@@ -1605,9 +1605,9 @@ class OutsideWalk:
             attrs = getattr(value, "__dict__", None)
             if type(attrs) is dict:
                 items = [(f"{name}.{k}", "attr", k, v) for k, v in list(attrs.items())[:MAX_ITEMS]]
-                if outside and path.steps:  # (its attribute names, where the code walks them:
-                    self.plain.append((f"vars({name})", tuple(attrs),  # guards, _WALKS_ATTRS)
-                                       path.then("keys", None)))
+                if outside:  # (its attribute names, where the code walks them: guards,
+                    self.plain.append((f"vars({name})", tuple(attrs),  # _WALKS_ATTRIBUTES;
+                                       path.then("keys", None)))  # a bound method's self too)
             else:  # (__slots__)
                 attrs = None
                 items = [(f"{name}.{k}", "attr", k, getattr(value, k))

@@ -30,9 +30,8 @@ import numpy as np
 
 from . import errors, frozen, functions, pytree
 from .capture import (AFTER_UPDATES, CONTENT_GUARD_SIZE, captured, content_guards,
-                      tie_stored_places,
                       named_tables, numpy_writes, owner_of, read_after_update, read_by_numpy,
-                      scale_contents, uncaptured)
+                      scale_contents, tie_stored_places, uncaptured)
 from .errors import (ArgumentError, ConstantArrayWarning, GradcError, IndexOutOfRangeError,
                      SignatureError, TraceEffectWarning, UnsupportedOpError)
 from .functions._args import ABSENT as _ABSENT

@@ -3544,6 +3544,33 @@ def test_a_closure_remembering_its_previous_weights_traces_twice(monkeypatch, ca
     assert 1 <= compiles <= 2, compiles  # (the second: prev was None)
 
 
+@pytest.mark.parametrize("held", ["self", "argument"])
+def test_fields_added_to_self_or_an_argument_the_code_walks_are_seen(held):
+    """fuzz46f: `len(vars(self))` in a jitted bound method, and `vars(m)` of an object passed
+    to value_and_grad: a cache the caller set and deleted between calls was not seen (the
+    root object's attribute names were not checked, only those of objects reached from it)."""
+    class Model:
+        def __init__(self):
+            self.W = np.ones(2)
+
+        def forward(self, x):
+            return np.sum(x * self.W) * len(vars(self))
+
+    def loss(x, m):
+        return np.sum(x * m.W) * len(vars(m))
+
+    model, x = Model(), np.ones(2)
+    compiled = (gradc.jit(model.forward) if held == "self"
+                else gradc.value_and_grad(loss))
+    for i in range(5):
+        got = compiled(x) if held == "self" else compiled(x, model)[0]
+        assert got == pytest.approx(2.0 * len(vars(model)))
+        if i % 2:
+            del model.cache
+        else:
+            model.cache = np.zeros(2)
+
+
 @pytest.mark.parametrize("walk", ["items", "keyword arguments", "membership"])
 def test_a_field_added_to_an_object_whose_attributes_the_code_walks_traces_again(walk):
     """fuzz46e: `for k, v in vars(cfg).items()`, `f(**vars(cfg))`, `"bias" in vars(cfg)`: a
