@@ -1226,3 +1226,28 @@ def test_nesterov_set_after_construction_is_checked_at_the_step():
     with pytest.raises(gradc.ArgumentError, match="requires a momentum and zero dampening"):
         step(p, np.ones(3))
     np.testing.assert_allclose(p["W"], 0.9)
+
+
+def test_a_setting_the_caller_flips_on_alternate_steps_compiles_each_state_once(
+        monkeypatch, capsys):
+    """fuzz46f: a loss reading `CONFIG["scale"]` that the training loop alternates between two
+    values traced again on every step under train_step (3.5 ms a step), where gradc.jit keeps
+    the earlier compile of a signature and takes it back when its outside values return."""
+    monkeypatch.setenv("GRADC_LOG", "compiles")
+    config = {"scale": 1.0}
+
+    def loss(p, x):
+        return np.sum((x @ p["W"]) ** 2) * config["scale"]
+
+    params = {"W": np.full((3, 2), 0.1)}
+    reference = {"W": params["W"].copy()}
+    step = gradc.train_step(loss, gradc.optim.SGD(lr=0.01))
+    x = np.full((4, 3), 0.5)
+    for i in range(8):
+        config["scale"] = 1.0 if i % 2 else 2.0
+        got = step(params, x)
+        want = loss(reference, x)
+        reference["W"] -= 0.01 * 2 * config["scale"] * x.T @ (x @ reference["W"])
+        assert got == pytest.approx(want, rel=1e-12)
+        np.testing.assert_allclose(params["W"], reference["W"], rtol=1e-12)
+    assert capsys.readouterr().err.count("compiled train_step(loss)") == 2
