@@ -838,11 +838,10 @@ class OutsideWalk:
         def stored(v):  # (what to write back for v, or None: v holds no traced value)
             if id(v) in given:
                 return Given(given[id(v)])
-            if (type(v) in (dict, list) or _record(v)) and self._found_as(v):  # (one from
-                # outside, `self.best = self.params`, `self.first = self.layers[0]`: itself,
-                # each call, its entries written back where they are)
-                return Outside(self.held_at[id(v) if type(v) in (dict, list) else id(vars(v))],
-                               v)
+            path = self._held_path(v) if type(v) in (dict, list) or _record(v) else None
+            if path is not None:  # (one from outside, `self.best = self.params`, `self.first
+                return Outside(path, v)  # = self.layers[0]`: itself, each call, its entries
+                # written back where they are)
             if isinstance(v, Value) or _holds_value(v):
                 return v
             if moved_apart:  # (outside arrays moved beside updates in place, `self.A, self.B
@@ -904,7 +903,7 @@ class OutsideWalk:
                     container.extend(held)
                 continue
             for key in [k for k, v in _numbered(container) if held.get(k) is not v
-                        and _object_holding_value(v) and not self._found_as(v)]:
+                        and _object_holding_value(v) and self._held_path(v) is None]:
                 appended.append(_stored(f"{name}.{key}" if attrs else f"{name}[{key!r}]",
                                         container[key]))  # (an object of traced values made
                 put_back(container, held, key)  # in the trace, `SimpleNamespace(h=h)`: refused)
@@ -954,15 +953,15 @@ class OutsideWalk:
                 cell.cell_contents = value
         return appended, assigned
 
-    def _found_as(self, x):
-        """Whether the walk held the dict or list x, or the object whose attributes x holds,
-        where it found it (held_at's Path leads to it still)."""
+    def _held_path(self, x):
+        """The Path by which the walk held the dict or list x, or the object whose attributes
+        x holds, where it leads to x still; else None (not from outside)."""
         attrs = getattr(x, "__dict__", None) if not is_container(x) else None
         path = self.held_at.get(id(x) if attrs is None else id(attrs))
         try:
-            return path is not None and path.follow() is x
+            return path if path is not None and path.follow() is x else None
         except Exception:  # noqa: BLE001 - (gone)
-            return False
+            return None
 
     def _holds_outside_array(self, x, depth=3):
         """Whether x is a dict, list or tuple holding (a few levels down) a float array the
@@ -977,23 +976,14 @@ class OutsideWalk:
         """x (a dict, list or tuple the trace made, written back) with the dicts and lists from
         outside in it in their marks (Held): a copy of one made on every call was another dict
         than the caller's (`self.both = (self.params, ...)`; `both[0] is params` was False)."""
-        def mark(v):
-            if type(v) in (dict, list) and self._found_as(v):
+        def mark(_, v):
+            path = self._held_path(v) if type(v) in (dict, list) else None
+            if path is not None:
                 place = _Mark()
-                self.marks[id(place)] = Held(place, ((None, Outside(self.held_at[id(v)], v)),))
+                self.marks[id(place)] = Held(place, ((None, Outside(path, v)),))
                 return place
             return self.marked(v, depth - 1) if is_container(v) and depth else v
-        items = list(x.items() if isinstance(x, dict) else enumerate(x))
-        marked = [(k, mark(v)) for k, v in items]
-        if all(m is v for (_, v), (_, m) in zip(items, marked)):
-            return x  # (nothing from outside in it: as it is)
-        if isinstance(x, tuple):
-            return type(x)(*[m for _, m in marked]) if is_namedtuple(x) else type(x)(
-                m for _, m in marked)
-        made = copy.copy(x)  # (a dict or list of any class: a defaultdict keeps its default)
-        for k, m in marked:
-            made[k] = m
-        return made
+        return replaced(x, mark)  # (nothing from outside in it: x as it is)
 
     def rebuilt(self, x, known=None, depth=3):
         """Rebuilt(x, fields) where x is an object the trace made (its __dict__ not among
@@ -1007,7 +997,7 @@ class OutsideWalk:
         if known is None:
             known = {id(c) for _, c, _, _ in self.held}
         if is_container(x):
-            if self._found_as(x):  # (one from outside: itself, not a copy)
+            if self._held_path(x) is not None:  # (one from outside: itself, not a copy)
                 return None
             items = list(x.items() if isinstance(x, dict) else enumerate(x))[:256]
         else:
@@ -1021,8 +1011,9 @@ class OutsideWalk:
         fields = []
         for key, v in items:
             part = self.outside_array(v)
-            if part is None and is_container(v) and self._found_as(v):
-                part = Outside(self.held_at[id(v)], v)
+            path = self._held_path(v) if part is None and is_container(v) else None
+            if path is not None:
+                part = Outside(path, v)
             if part is None and depth:
                 part = self.rebuilt(v, known, depth - 1)
             if part is not None:
@@ -1829,14 +1820,8 @@ class Rebuilt(NamedTuple):
         parts = {key: part.build(found) if isinstance(part, Rebuilt) else part.follow(found)
                  for key, part in self.fields}
         template = self.template
-        if isinstance(template, dict):
-            made = type(template)(template)
-            made.update(parts)
-            return made
-        if isinstance(template, (list, tuple)):
-            items = [parts.get(i, v) for i, v in enumerate(template)]
-            return (type(template)(*items) if is_namedtuple(template)
-                    else type(template)(items))
+        if is_container(template):
+            return replaced(template, lambda key, v: parts.get(key, v), fresh=True)
         made = copy.copy(template)
         if hasattr(made, "__dict__"):
             vars(made).update(parts)
@@ -1919,13 +1904,25 @@ def objects_in(x, depth=4):
 
 def with_objects(x, made, depth=4):
     """x (a dict, list or tuple) with the objects that `made` maps by id replaced."""
-    def swap(v):
-        return (with_objects(v, made, depth - 1) if is_container(v) and depth
-                else made.get(id(v), v))
-    if isinstance(x, dict):
-        return type(x)((k, swap(v)) for k, v in x.items())
-    items = [swap(v) for v in x]
-    return type(x)(*items) if is_namedtuple(x) else type(x)(items)
+    return replaced(x, lambda _, v: with_objects(v, made, depth - 1)
+                    if is_container(v) and depth else made.get(id(v), v))
+
+
+def replaced(x, swap, fresh=False):
+    """x (a dict, list or tuple) with each item v, at key or index k, swap(k, v): x itself
+    where none changed (unless `fresh`); a dict or list of any class copied (a defaultdict
+    keeps its default), a tuple or namedtuple made anew."""
+    items = list(x.items() if isinstance(x, dict) else enumerate(x))
+    new = [(k, swap(k, v)) for k, v in items]
+    if not fresh and all(n is v for (_, v), (_, n) in zip(items, new)):
+        return x
+    if isinstance(x, tuple):
+        values = [n for _, n in new]
+        return type(x)(*values) if is_namedtuple(x) else type(x)(values)
+    made = copy.copy(x)
+    for k, n in new:
+        made[k] = n
+    return made
 
 
 class Held(Rebuilt):
