@@ -823,12 +823,17 @@ def tie_stored_places(graph, watch):
     __init__ set prev to W: the store binds nothing new when traced, so nothing is written
     back; a call that finds prev and W apart traces again, and that trace writes prev back)."""
     array_ids = {v.id: key for key, v in graph.captured.items()}
+    stores = watch.stores()  # (by code, cached: the bytecode scan for a line only where the
+    stored = {"attr": stores.attrs, "global": stores.globals, "cell": stores.cells}  # name is)
     for n, capture in enumerate(graph.captures):
         ways = watch.paths.get(array_ids.get(graph.inputs[capture.position].id), ())
         known = {(id(p.root), p.steps) for _, p in capture.ties} | {
             (id(capture.path.root), capture.path.steps)}
         more = tuple((name, p) for name, p in ways if p.steps
-                     and (id(p.root), p.steps) not in known and watch._stored_at(p))
+                     and (id(p.root), p.steps) not in known
+                     and (p.steps[-1][1] in stored[p.steps[-1][0]]
+                          if p.steps[-1][0] in stored else stores.items)
+                     and watch._stored_at(p))
         if more:
             graph.captures[n] = capture._replace(ties=capture.ties + more)
 
