@@ -319,8 +319,8 @@ def read_by_numpy(graph, watch, retrace, program_text, seconds, follows=True,
 
 def numpy_writes(arrays, watch, retrace, seconds):
     """The names (`self.v`, with the line that stores into it where found) of the outside
-    arrays NumPy alone writes into where `arrays` (those the trace
-    updated in place with a traced value) hold other contents: `self.v *= 0.9; self.v += g`,
+    arrays NumPy alone writes into where `arrays` (those the trace updated in place with a
+    traced value) hold other contents: `self.v *= 0.9; self.v += g`,
     `np.add(self.v, g, out=self.v); self.W -= 0.1 * self.v`. The compiled function makes only
     the traced updates; the first trace's bytes could not tell (zeros times 0.9 are zeros, W
     minus 0.1 times zeros is W). Traced again with their contents changed (_changed: zeros are
@@ -335,7 +335,7 @@ def numpy_writes(arrays, watch, retrace, seconds):
         if found is None:
             return f"`{name}`"
         name, path = watch.way_to(found[1])
-        return f"`{name}`{watch._stored_along(path)}"  # (`self.v *= 0.9`'s line)
+        return f"`{name}`{watch.stored_along(path)}"  # (`self.v *= 0.9`'s line)
 
     with _probing(watch) as paused:
         if not paused:  # (another thread's run did not end: not known not to, so they count)
@@ -833,7 +833,7 @@ def tie_stored_places(graph, watch):
                      and (id(p.root), p.steps) not in known
                      and (p.steps[-1][1] in stored[p.steps[-1][0]]
                           if p.steps[-1][0] in stored else stores.items)
-                     and watch._stored_at(p))
+                     and watch.stored_at(p))
         if more:
             graph.captures[n] = capture._replace(ties=capture.ties + more)
 

@@ -1151,7 +1151,7 @@ class OutsideWalk:
             if array is not None and now is not array and not (
                     type(now) in (np.ndarray, Fresh) and now.shape == array.shape
                     and now.dtype == array.dtype and np.array_equal(now, array)):
-                rebound.append(f"`{capture.name}`{self._stored_along(capture.path)}")  # (a copy
+                rebound.append(f"`{capture.name}`{self.stored_along(capture.path)}")  # (a copy
                 # of the same values read again is what it reads: self.W.copy())
         return rebound
 
@@ -1163,18 +1163,18 @@ class OutsideWalk:
         except Exception:  # noqa: BLE001 - (gone)
             return False
         now = now.base if type(now) is Live else now
-        return isinstance(now, np.ndarray) and now is not array and bool(self._stored_at(path))
+        return isinstance(now, np.ndarray) and now is not array and bool(self.stored_at(path))
 
-    def _stored_along(self, path):
-        """_stored_at of `path`, or of the longest way to what holds it that the code stores
+    def stored_along(self, path):
+        """stored_at of `path`, or of the longest way to what holds it that the code stores
         (`self.target = copy.deepcopy(self.online)` rebinds self.target.W)."""
         for end in range(len(path.steps), 0, -1):
-            at = self._stored_at(Path(path.root, path.steps[:end]))
+            at = self.stored_at(Path(path.root, path.steps[:end]))
             if at:
                 return at
         return ""
 
-    def _stored_at(self, path):
+    def stored_at(self, path):
         """" (at file:line)" of the user code's store into the last step of `path` (`self.W =
         ...` for self.W, `P["W"] = ...`, `global W`), or "" where none is found."""
         kind, key = path.steps[-1] if path.steps else (None, None)
