@@ -287,10 +287,10 @@ class Watch(OutsideWalk):
         were not recorded."""
         if self.lines is None:
             return None
-        names = self.given()
+        names = NO_NAMES
         for code, run in list(self.lines.items()):
             names = names | code_names(code, frozenset(run))
-        return names
+        return self.given(names)
 
     def _line_hook(self, before):
         """The trace function recording the lines of user code run (sys.settrace: called as a

@@ -427,7 +427,8 @@ _WALKS_ITS_ITEMS = frozenset({"GET_ITER", "UNPACK_SEQUENCE", "UNPACK_EX", "LIST_
 
 _LOADS_A_NAME = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_ATTR", "LOAD_METHOD", "LOAD_FAST",
                            "LOAD_DEREF"})
-_READ_WHOLE = frozenset({"asdict", "astuple", "vars"})  # (functions that read every attribute)
+_READ_WHOLE = frozenset({"asdict", "astuple", "vars", "dir", "getmembers"})  # (functions that
+# read every attribute, or name each: `for k in dir(cfg): getattr(cfg, k)`)
 _READ_DEEP = frozenset({"asdict", "astuple"})  # (and every attribute of the dataclasses in them)
 _QUIET = frozenset({"CACHE", "PRECALL", "PUSH_NULL", "NOP", "EXTENDED_ARG"})  # (no step)
 
@@ -473,6 +474,11 @@ def code_names(code, lines=None):
                     methods.add(ins.argval)  # read its entries as self.d.items() does)
             else:
                 (attrs if ins.opname == "LOAD_ATTR" else methods).add(ins.argval)
+            if (ins.argval == "__dict__" and previous and previous[-1].opname in _LOADS_A_NAME
+                    and not _one_entry_read(instructions, n)):  # (`for k in cfg.__dict__:
+                owner = previous[-1]  # getattr(cfg, k)`: each attribute, as vars(cfg))
+                iterated.update([owner.argval] + ([THE_OBJECT] if owner.argval == first and (
+                    owner.opname in ("LOAD_FAST", "LOAD_DEREF")) else []))
         elif ins.opname == "CONTAINS_OP":  # (`k in d`: what d holds decides, as d.get does)
             methods.add("__contains__")
         elif (ins.opname == "LOAD_CONST" and type(ins.argval) is str and len(previous) >= 2
@@ -578,13 +584,21 @@ def _operands(instructions, n, count):
 def _one_entry_of(instructions, n):
     """Whether what the call taking the value loaded at instruction n returns is read for one
     entry by a constant key: vars(self)["k"], vars(self).get("k", d)."""
+    call = next((i for i in range(n + 1, min(n + 8, len(instructions)))
+                 if instructions[i].opname not in _QUIET), None)
+    return (call is not None and instructions[call].opname.startswith("CALL")
+            and _one_entry_read(instructions, call))
+
+
+def _one_entry_read(instructions, n):
+    """Whether the dict instruction n leaves is read for one entry by a constant key:
+    self.__dict__["k"], self.__dict__.get("k", d)."""
     after = [ins for ins in instructions[n + 1:n + 8] if ins.opname not in _QUIET]
-    if len(after) < 3 or not after[0].opname.startswith("CALL"):
-        return False
-    return (after[1].opname == "LOAD_CONST" and type(after[1].argval) is str
-            and (after[2].opname == "BINARY_SUBSCR" or after[2].argrepr == "[]")) or (
-        after[1].opname in ("LOAD_ATTR", "LOAD_METHOD") and after[1].argval == "get"
-        and after[2].opname == "LOAD_CONST" and type(after[2].argval) is str)
+    return len(after) >= 2 and ((
+        after[0].opname == "LOAD_CONST" and type(after[0].argval) is str
+        and (after[1].opname == "BINARY_SUBSCR" or after[1].argrepr == "[]")) or (
+        after[0].opname in ("LOAD_ATTR", "LOAD_METHOD") and after[0].argval == "get"
+        and after[1].opname == "LOAD_CONST" and type(after[1].argval) is str))
 
 
 _INDEXED = frozenset({"BINARY_SUBSCR", "BINARY_SLICE", "STORE_SUBSCR", "DELETE_SUBSCR",
@@ -670,6 +684,13 @@ _GUARDED_CALLABLES = (types.FunctionType, types.BuiltinFunctionType, np.ufunc, f
 _NUMPY_PLAIN = (np.number, np.bool_)  # (NumPy's scalars: np.float32(1e-5))
 # (and enum members: self.mode = Mode.TRAIN, compared as numbers are)
 _PLAIN_INSTANCES = _NUMPY_PLAIN + (enum.Enum, np.dtype)  # (a dtype: x.astype(DTYPE))
+
+
+def _walks_attributes(names):
+    """Whether code that reads `names` walks an object's attributes: vars(cfg), dir(cfg),
+    inspect.getmembers(cfg), cfg.__dict__ (of a global cfg too)."""
+    read = names.globals | names.attrs | {a for _, a in names.global_attrs}  # (inspect.getmembers)
+    return bool(read & _WALKS_ATTRIBUTES or "__dict__" in read)
 
 
 def _carried(fun):
@@ -886,8 +907,14 @@ class OutsideWalk:
         appended, assigned = [], []
         for name, container, held, attrs in self.held:  # (values there before are not new)
             if isinstance(container, (list, collections.deque)):
-                found = [i for i, v in enumerate(container) if stored(v) is not None
-                         and not (i < len(held) and held[i] is v)]
+                new = [i for i, v in enumerate(container) if not (i < len(held) and held[i] is v)]
+                refused = [i for i in new if self._made_holding_value(container[i])]
+                if refused:  # (`self.hooks.append(lambda y: y * h)`)
+                    appended.append(_stored(f"{name}[{refused[0]}]", container[refused[0]]))
+                    container.clear()
+                    container.extend(held)
+                    continue
+                found = [i for i in new if stored(container[i]) is not None]
                 if found and type(container) is list and len(container) == len(held):
                     for i in found:  # (`self.m[0] = 0.9 * self.m[0] + g`, `self.params[i] -=
                         # lr * g`: written there after each call, into the array for the second)
@@ -903,7 +930,7 @@ class OutsideWalk:
                     container.extend(held)
                 continue
             for key in [k for k, v in _numbered(container) if held.get(k) is not v
-                        and _object_holding_value(v) and self._held_path(v) is None]:
+                        and self._made_holding_value(v)]:
                 appended.append(_stored(f"{name}.{key}" if attrs else f"{name}[{key!r}]",
                                         container[key]))  # (an object of traced values made
                 put_back(container, held, key)  # in the trace, `SimpleNamespace(h=h)`: refused)
@@ -923,7 +950,8 @@ class OutsideWalk:
                 (cls.__name__, cls, held) for cls, held in self.classes.values()]:  # not written)
             for key, before in held.items():
                 now = getattr(obj, key, ABSENT)
-                if now is not before and (isinstance(now, Value) or _holds_value(now)):
+                if now is not before and (isinstance(now, Value) or _holds_value(now)
+                                          or self._made_holding_value(now)):
                     appended.append(_stored(f"{name}.{key}", now))
                     setattr(obj, key, before)
                 elif (now is not before and not isinstance(obj, type)
@@ -940,7 +968,13 @@ class OutsideWalk:
                     delattr(obj, key)
         for globals_, name, value in self.held_globals:
             now = globals_.get(name)
-            if now is not value and stored(now) is not None:
+            if now is not value and self._made_holding_value(now):  # (`ACT = partial(f, h)`)
+                appended.append(_stored(name, now))
+                if value is ABSENT:
+                    del globals_[name]
+                else:
+                    globals_[name] = value
+            elif now is not value and stored(now) is not None:
                 assigned.append(Stored(name, globals_, name, stored(now)))
                 if value is ABSENT:
                     del globals_[name]
@@ -948,10 +982,18 @@ class OutsideWalk:
                     globals_[name] = value
         for name, cell, value in self.held_cells:
             now = getattr(cell, "cell_contents", ABSENT)
-            if now is not value and stored(now) is not None:
+            if now is not value and self._made_holding_value(now):
+                appended.append(_stored(name, now))
+                cell.cell_contents = value
+            elif now is not value and stored(now) is not None:
                 assigned.append(Stored(name, cell, None, stored(now)))
                 cell.cell_contents = value
         return appended, assigned
+
+    def _made_holding_value(self, x):
+        """Whether x is an object, function, partial or bound method made in the trace that
+        holds a traced value (_object_holding_value): refused where stored outside."""
+        return _object_holding_value(x) and self._held_path(x) is None
 
     def _held_path(self, x):
         """The Path by which the walk held the dict or list x, or the object whose attributes
@@ -1299,18 +1341,18 @@ class OutsideWalk:
                 stores = stores | code_stores(code)
         return stores
 
-    def given(self):
-        """The Names of the strings the user code was called with, or found outside (`for n in
-        self.names: self.masks[n]`): keys it may look up."""
+    def given(self, names):
+        """`names` (what the code reads) with the strings the user code was called with, or
+        found outside (`for n in self.names: self.masks[n]`): keys it may look up."""
         found = {v for _, v, _ in self.plain if type(v) is str}
-        return NO_NAMES._replace(given=frozenset(self.given_strings | found))
+        return names._replace(given=names.given | self.given_strings | found)
 
     def names(self):
         """The Names the user code entered reads."""
-        names = self.given()
+        names = NO_NAMES
         for code in list(self.codes):  # (the profile hook may add one meanwhile)
             names = names | code_names(code)
-        return names
+        return self.given(names)
 
     def guards(self, read=()):
         """[(name, value, Path)] of the numbers, strings, Nones, functions, classes and
@@ -1336,8 +1378,7 @@ class OutsideWalk:
                 continue
             if not path.named_in(names, called=callable(value)):
                 continue
-            if path.steps[-1][0] == "keys" and not (
-                    names.globals & _WALKS_ATTRIBUTES or "__dict__" in names.attrs):
+            if path.steps[-1][0] == "keys" and not _walks_attributes(names):
                 continue  # (`vars(cfg)`, `cfg.__dict__`, `dir(cfg)`: a field added or removed
                 # is another walk; `**vars(cfg)` another call)
             if path.steps[-1][0] == "len" and (value != first or not (
@@ -1954,15 +1995,37 @@ class Given(NamedTuple):
 def _object_holding_value(x, depth=3):
     """Whether x is an object (no dict, list or tuple) whose attributes hold traced values, a
     few levels down (`s.rec = NS(a=NS(h=None)); s.rec.a.h = np.tanh(x)`), in its __slots__
-    too."""
+    too; or a function, partial or bound method made in the trace that carries one (`self.act
+    = lambda y: y * h`: called after the call, it would compute with the trace's h)."""
     if isinstance(x, (dict, list, tuple, Value, np.ndarray, type)) or not depth:
         return False
+    carried = _carried_by_callable(x)
+    if carried is not None:
+        return any(_holds_value(v, 1) or _object_holding_value(v, depth - 1) for v in carried)
     attrs = getattr(x, "__dict__", None)
     if attrs is not None and type(attrs) is not dict:
         return False
     values = (list(attrs.values())[:64] if attrs is not None else
               [getattr(x, k) for k in slots_of(type(x))[:64] if hasattr(x, k)])
     return any(_holds_value(v, 1) or _object_holding_value(v, depth - 1) for v in values)
+
+
+def _carried_by_callable(x):
+    """The values a function (its closure's cells, its defaults), a partial (its arguments) or
+    a bound method (its object) carries; None for anything else."""
+    if isinstance(x, types.FunctionType):
+        cells = []
+        for cell in x.__closure__ or ():
+            try:
+                cells.append(cell.cell_contents)
+            except ValueError:  # (a variable not yet assigned)
+                pass
+        return cells + list(x.__defaults__ or ()) + list((x.__kwdefaults__ or {}).values())
+    if isinstance(x, functools.partial):
+        return [x.func, *x.args, *x.keywords.values()]
+    if isinstance(x, types.MethodType):
+        return [x.__self__]
+    return None
 
 
 def _gradcs(x):
@@ -2026,6 +2089,12 @@ def _stored(where, value):
             value, Value):  # (an outside array, `self.hist.append(self.W)`: outside_array)
         return (f"`{where}` (an array from outside, put there once, where NumPy's code puts it "
                 "there on every call)")
+    carried = _carried_by_callable(value)
+    held = next((v for v in carried or () if isinstance(v, Value)), None)
+    value = held if held is not None else value
     node = value.node if isinstance(value, Value) else None  # (a dict of them, what was given)
     source = node.source if node is not None and node.source != "<gradc>" else None
+    if carried is not None:  # (a function made in the trace: it computes with the trace's value)
+        return (f"`{where}` (a function holding a value computed at {source})" if source else
+                f"`{where}` (a function holding a traced value)")
     return f"`{where}` (a value computed at {source})" if source else f"`{where}`"

@@ -3755,3 +3755,129 @@ def test_a_list_of_the_last_weights_kept_on_the_model_grows_as_numpys():
         assert len(model.hist) == len(reference.hist)
         for mine, theirs in zip(model.hist, reference.hist):
             np.testing.assert_allclose(mine, theirs, rtol=1e-12)
+
+
+@pytest.mark.parametrize("made", ["lambda", "partial", "nested closure", "default argument",
+                                  "bound method"])
+@pytest.mark.parametrize("where", ["attribute", "list", "dict entry", "global", "nonlocal"])
+def test_a_function_made_in_the_trace_holding_a_traced_value_is_refused_and_undone(made, where):
+    """Stop 47: `self.act = lambda y: y * h` (h traced) kept gradc's placeholder in the
+    function stored outside; called after the call, it computed with no number at all (a
+    partial, a default argument and a bound method of an object holding h too)."""
+    global _MADE_FUNCTION
+    s = types.SimpleNamespace(act=None, hooks=[], table={})
+    _MADE_FUNCTION, cell = None, None
+
+    class Scale:
+        def __init__(self, v):
+            self.v = v
+
+        def __call__(self, y):
+            return y * self.v
+
+    def make(h):
+        if made == "lambda":
+            return lambda y: y * h
+        if made == "partial":
+            return functools.partial(np.multiply, h)
+        if made == "nested closure":
+            return (lambda hh: (lambda y: y * hh))(h)
+        if made == "default argument":
+            return lambda y, h=h: y * h
+        return Scale(h).__call__
+
+    def f(x):
+        global _MADE_FUNCTION
+        nonlocal cell
+        h = np.tanh(x)
+        if where == "attribute":
+            s.act = make(h)
+        elif where == "list":
+            s.hooks.append(make(h))
+        elif where == "dict entry":
+            s.table["act"] = make(h)
+        elif where == "global":
+            _MADE_FUNCTION = make(h)
+        else:
+            cell = make(h)
+        return np.sum(h)
+
+    with pytest.raises(gradc.UnsupportedOpError,
+                       match=r"stored traced values .*a function holding a"):
+        gradc.jit(f)(np.ones(3))
+    assert (s.act, s.hooks, s.table, _MADE_FUNCTION, cell) == (None, [], {}, None, None)
+
+
+_MADE_FUNCTION = None
+
+
+def test_a_function_made_in_the_trace_holding_only_outside_state_is_kept():
+    """Stop 47's refusal is of functions holding traced values: one that reads the model's
+    weights when called (`self.predict = lambda y: y @ self.W`) is stored as NumPy stores it."""
+    s = types.SimpleNamespace(W=np.ones((3, 2)), predict=None)
+
+    def f(x):
+        s.predict = lambda y: y @ s.W
+        return np.sum(x @ s.W)
+
+    g = gradc.jit(f)
+    for i in range(2):
+        assert g(np.full((2, 3), i + 1.0)) == pytest.approx(f(np.full((2, 3), i + 1.0)))
+        np.testing.assert_allclose(s.predict(np.ones((1, 3))), np.full((1, 2), 3.0))
+    s.W += 1
+    np.testing.assert_allclose(s.predict(np.ones((1, 3))), np.full((1, 2), 6.0))
+
+
+@pytest.mark.parametrize("walk", ["__dict__", "__dict__.items()", "vars", "dir", "getmembers",
+                                  "self.__dict__"])
+@pytest.mark.parametrize("change", ["changed", "added", "deleted"])
+def test_attributes_named_at_run_time_by_a_walk_of_an_object_are_checked(walk, change):
+    """Stop 47: `for k in cfg.__dict__: getattr(cfg, k)` (and dir(cfg), inspect.getmembers,
+    self.__dict__.items()) read every attribute by a name built at run time: a changed value
+    was compiled in, the first call's sum returned again."""
+    import inspect
+
+    class Config:
+        def __init__(self):
+            self.a, self.b = 1.0, 2.0
+
+        def total(self, x):  # (the walk of its own attributes)
+            t = x * 0
+            for k, v in self.__dict__.items():
+                t = t + v * x
+            return np.sum(t)
+
+    cfg = Config()
+
+    def total(x):
+        t = x * 0
+        if walk == "__dict__":
+            for k in cfg.__dict__:
+                t = t + getattr(cfg, k) * x
+        elif walk == "__dict__.items()":
+            for _, v in cfg.__dict__.items():
+                t = t + v * x
+        elif walk == "vars":
+            for k in vars(cfg):
+                t = t + getattr(cfg, k) * x
+        elif walk == "dir":
+            for k in dir(cfg):
+                if not k.startswith("_") and not callable(getattr(cfg, k)):
+                    t = t + getattr(cfg, k) * x
+        else:
+            for k, v in inspect.getmembers(cfg):
+                if not k.startswith("_") and not callable(v):
+                    t = t + v * x
+        return np.sum(t)
+
+    f = gradc.jit(cfg.total if walk == "self.__dict__" else total)
+    reference = cfg.total if walk == "self.__dict__" else total
+    x = np.ones(3)
+    assert f(x) == pytest.approx(reference(x))
+    if change == "changed":
+        cfg.a = 5.0
+    elif change == "added":
+        cfg.c = 4.0
+    else:
+        del cfg.b
+    assert f(x) == pytest.approx(reference(x))
