@@ -733,8 +733,12 @@ def unwritten(captures, stale, compiled):
         return ((id(g.path.root), g.path.steps) not in before
                 and g.path.assigned_by(getattr(stale, "write_backs", ())))
 
+    numpy_read = captures.numpy_read or frozenset()  # (NumPy alone read it too, `self.snap =
+    # self.W.astype(np.float32)` beside `self.W -= lr * g`: what it made from the old value
+    # is no part of the program, so an alike program says nothing; checked still)
     captures.guards = [g for g in captures.guards
                        if not (g.path.assigned_by(written)
+                               and (id(g.path.root), g.path.steps) not in numpy_read
                                and (other_value(g) or dropped_before(g)))]
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from . import fresh, subscript
 from .errors import ShapeError, UnsupportedOpError
 from .ir import Value
+from .live import Live, read as read_live
 from .ops import fn
 from .trace import (_call_numpy, _frame_kind, _user_frame, copy, current_graph, is_zero_d_array,
                     mark_view, note_layout_view, note_zero_d_arrays, traced)
@@ -132,10 +133,31 @@ def _wrapper(name):
 
     @functools.wraps(original)
     def wrapper(*args, **kwargs):
-        if _applies(args[0] if args else kwargs.get(first)):
+        obj = args[0] if args else kwargs.get(first)
+        if isinstance(obj, Live) and _copies(name, obj, args, kwargs):  # (np.array(self.W):
+            value = read_live(obj)  # a traced copy, made on every call; NumPy's, compiled
+            if isinstance(value, Value) and _user_frame()[1] is None:  # in, went stale
+                args, kwargs = _replace_first(args, kwargs, first, value)  # once the program
+        obj = args[0] if args else kwargs.get(first)  # updated the array in place)
+        if _applies(obj):
             return literal(*args, **kwargs)
         return original(*args, **kwargs)
     return wrapper
+
+
+def _copies(name, array, args, kwargs):
+    """Whether np.<name>(array, ...) makes a copy: np.array (unless copy=False or None), or
+    another dtype asked for."""
+    dtype = args[1] if len(args) > 1 and name != "full" else kwargs.get("dtype")
+    if name == "array" and kwargs.get("copy", True):
+        return True
+    return dtype is not None and np.dtype(dtype) != array.dtype
+
+
+def _replace_first(args, kwargs, first, value):
+    if args:
+        return (value,) + tuple(args[1:]), kwargs
+    return args, {**kwargs, first: value}
 
 
 def _full_impl(shape, fill_value, dtype=None, order="C", *, device=None, like=None):

@@ -46,6 +46,8 @@ class Live(np.ndarray):
             return _Method(self, name)
         if name == "copy":  # (`self.prev = self.W.copy()`: a traced copy, written back)
             return _Method(self, "copy")
+        if name in _COPIES:  # (`self.snap = self.W.astype(np.float32)`: a traced copy too)
+            return _Copy(self, name)
         value = getattr(np.ndarray.view(self, np.ndarray), name)
         if callable(value):  # (a method: `.tolist()`, `.item()`, `.astype()`)
             return lambda *args, **kwargs: _noted(self, value(*args, **kwargs))
@@ -69,8 +71,8 @@ class Live(np.ndarray):
     def __iter__(self):
         return iter(_noted(self, np.ndarray.view(self, np.ndarray), True))
 
-    def __copy__(self):  # (copy.copy(self.rm), copy.deepcopy: NumPy's array, compiled in)
-        return _noted(self, np.ndarray.view(self, np.ndarray), True).copy()
+    def __copy__(self):  # (copy.copy(self.rm), copy.deepcopy: a traced copy, as .copy())
+        return _Copy(self, "copy")()
 
     def __deepcopy__(self, memo):
         return self.__copy__()
@@ -108,6 +110,32 @@ def _noted(live, result, values=False):
             or not np.shares_memory(result, np.ndarray.view(live, np.ndarray))):
         read_plainly.add(id(array_of(live)))
     return result
+
+
+# methods that copy the array (NumPy's array, compiled in, where the code keeps it: stale
+# once the program updated the array in place; traced, the copy is made on every call)
+_COPIES = frozenset({"astype", "flatten"})
+
+
+class _Copy:
+    """`live.astype`, `live.flatten`, copy.copy(live): the traced value's method, where the
+    array reads as one (read); else NumPy's, its values noted."""
+    __slots__ = ("array", "name")
+
+    def __init__(self, array, name):
+        self.array, self.name = array, name
+
+    def __call__(self, *args, **kwargs):
+        from .ir import Value
+        value = read(self.array)
+        if isinstance(value, Value):
+            return getattr(value, self.name)(*args, **kwargs)
+        plain = np.ndarray.view(self.array, np.ndarray)
+        return getattr(_noted(self.array, plain, True), self.name)(*args, **kwargs)
+
+    @property
+    def __self__(self):  # (as a bound method's)
+        return self.array
 
 
 class _Method:

@@ -1552,11 +1552,14 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
                         + content_guards(graph, watch, given_arrays)
                         + [(name, a.copy(), path) for name, a, path in read])
         plainly = read_plainly()  # (a Live's values read by Python, `if self.t[0] > 1`,
-        if plainly:  # though its NumPy functions were traced: still checked by contents)
-            have = {(id(path.root), path.steps) for _, _, path in graph.guards}
-            graph.guards += [(name, a.copy(), path) for name, a, path in watch.arrays.values()
-                             if id(a) in plainly and (id(path.root), path.steps) not in have]
-        graph.numpy_read = frozenset((id(path.root), path.steps) for _, _, path in read)
+        # though its NumPy functions were traced: still checked by contents)
+        plain = [(name, a, path) for name, a, path in watch.arrays.values() if id(a) in plainly]
+        have = {(id(path.root), path.steps) for _, _, path in graph.guards}
+        graph.guards += [(name, a.copy(), path) for name, a, path in plain
+                         if (id(path.root), path.steps) not in have]
+        graph.numpy_read = frozenset((id(path.root), path.steps) for _, _, path in read + plain)
+        # (read plainly, `self.snap = self.W.astype(np.float32)` beside `self.W -= lr * g`:
+        # NumPy's, compiled in, though W is read live too; unchanged_by keeps its check)
         graph.names_run = watch.names_run()
     note_codes(watch.codes)  # (gradc/live.py: asked_types)
     graph.outside = None  # (what it holds need not live as long as the graph)

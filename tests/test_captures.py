@@ -3881,3 +3881,49 @@ def test_attributes_named_at_run_time_by_a_walk_of_an_object_are_checked(walk, c
     else:
         del cfg.b
     assert f(x) == pytest.approx(reference(x))
+
+
+@pytest.mark.parametrize("snapshot", ["np.array", "astype", "flatten", "copy.copy",
+                                      "copy.deepcopy", "record of a copy", "float"])
+def test_a_snapshot_of_weights_the_step_updates_in_place_follows_numpy(snapshot):
+    """Stop 47: `self.snap = np.array(self.W)` (or .astype, .flatten, copy.copy, a deepcopy,
+    a record of W.copy(), float(W[0, 0])) before `self.W -= lr * g`: after two traces the
+    snapshot stayed the third call's on every later step; the check of W's contents was
+    dropped as one of a value the program writes, though NumPy alone had read it."""
+    def make():
+        return types.SimpleNamespace(W=np.arange(6.0).reshape(3, 2) / 10, snap=None)
+
+    def unwrap(snap):
+        if snapshot == "copy.deepcopy":
+            return snap["W"]
+        return snap.w if snapshot == "record of a copy" else snap
+
+    def step(m, x):
+        g = x.T @ (x @ m.W)
+        if snapshot == "np.array":
+            m.snap = np.array(m.W)
+        elif snapshot == "astype":
+            m.snap = m.W.astype(np.float32)
+        elif snapshot == "flatten":
+            m.snap = m.W.flatten()
+        elif snapshot == "copy.copy":
+            m.snap = copy.copy(m.W)
+        elif snapshot == "copy.deepcopy":
+            m.snap = copy.deepcopy({"W": m.W})
+        elif snapshot == "record of a copy":
+            m.snap = types.SimpleNamespace(w=m.W.copy())
+        else:
+            m.snap = float(m.W[0, 0])
+        m.W -= 0.01 * g
+        return g.sum()
+
+    model, reference = make(), make()
+    f = gradc.jit(lambda x: step(model, x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gradc.TraceEffectWarning)
+        for i in range(6):
+            x = np.full((4, 3), i + 1.0)
+            assert f(x) == pytest.approx(step(reference, x), rel=1e-12)
+            np.testing.assert_allclose(model.W, reference.W, rtol=1e-12)
+            np.testing.assert_allclose(unwrap(model.snap), unwrap(reference.snap), rtol=1e-6,
+                                       err_msg=f"step {i}")
