@@ -124,7 +124,8 @@ def _kind(frame):
     if filename.startswith("<"):  # exec'd code (a dataclass's __init__, python -c): by module
         module = frame.f_globals.get("__name__") or ""
         return "library" if filename.startswith("<frozen") or module.split(".")[0] in (
-            _LIBRARIES) else "user"
+            _LIBRARIES) or module.startswith("namedtuple_") else "user"  # (a namedtuple's
+        # __new__, made by collections: its names are no user code's reads)
     path = os.path.abspath(filename)
     if path in _RANDOM_FILES:
         kind = "random"
