@@ -24,7 +24,8 @@ import numpy as np
 
 
 # dtypes that graph values (and so inputs) may have; the CPU kernels have buffers of these
-SUPPORTED_DTYPES = tuple(np.dtype(d) for d in ("float32", "float64", "int32", "int64", "bool"))
+SUPPORTED_DTYPES = tuple(np.dtype(d) for d in ("float32", "float64", "int32", "int64", "bool",
+                                                "uint8", "int8", "int16", "uint16"))
 
 
 _set = object.__setattr__  # (how gradc sets a Value's fields: Value.__setattr__ refuses)

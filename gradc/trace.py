@@ -844,6 +844,7 @@ def _call_numpy(func, args, kwargs, name=None):
         if library is not None:  # (called inside scipy.special.logsumexp: say that)
             raise UnsupportedOpError(library_call(library) + f" (it calls {_qualified(func)})")
         raise UnsupportedOpError(_not_supported(_qualified(func)))
+    called = args, kwargs  # (as the code called it: _check_narrow_dtypes calls NumPy so)
     args, kwargs = _bind(func, args, kwargs, name or _qualified(func))
     a = kwargs.get("a")
     if func in _AXIS_OF_A_NUMBER and isinstance(a, Value) and a.ndim == 0 and (
@@ -853,6 +854,7 @@ def _call_numpy(func, args, kwargs, name=None):
     graph = current_graph()
     first = graph._next_id if graph is not None else None  # (values made by this call: >= first)
     out = impl(*args, **kwargs)
+    _check_narrow_dtypes(func, *called, out, name)
     read_only = func in READ_ONLY_VIEWS
     if (func is np.broadcast_arrays or func is np.meshgrid and kwargs.get("copy") is False
             or func in (np.atleast_1d, np.atleast_2d, np.atleast_3d) and len(args) > 1):
@@ -881,6 +883,54 @@ def _call_numpy(func, args, kwargs, name=None):
             if isinstance(v, Value) and v.ndim == 0 and v.id >= first:  # gradc's code called
                 graph.zero_d_arrays.discard(v.id)  # made of them: slogdet's logabsdet)
     return out
+
+
+NARROW_INTS = frozenset(np.dtype(d) for d in ("int8", "uint8", "int16", "uint16"))
+
+
+def _values_in(x, depth=0):
+    """The traced values in x, a value or a (nested) list or tuple of them."""
+    if isinstance(x, Value):
+        return [x]
+    if depth < 3 and type(x) in (list, tuple):
+        return [v for item in x for v in _values_in(item, depth + 1)]
+    return []
+
+
+def _check_narrow_dtypes(func, args, kwargs, out, name=None):
+    """Refuse a NumPy function of int8, uint8, int16 or uint16 arrays whose results gradc gives
+    in another dtype than NumPy's (np.sum and np.cumsum of uint8 are uint64 in NumPy, which
+    gradc has not; gradc's own ops were written for the wider dtypes). NumPy's dtypes are
+    those of the same call on arrays of zeros of the same shapes (broadcast, no memory)."""
+    given = _values_in(list(args) + list(kwargs.values()))
+    if not any(v.dtype in NARROW_INTS for v in given):
+        return
+
+    def sample(x, depth=0):
+        if isinstance(x, Value):
+            return np.broadcast_to(np.zeros((), x.dtype), x.shape)
+        if depth < 3 and type(x) in (list, tuple):
+            return type(x)(sample(item, depth + 1) for item in x)
+        return x
+
+    narrow = next(v.dtype for v in given if v.dtype in NARROW_INTS)
+    what = f"{name or _qualified(func)} of {narrow.name} arrays"
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = func(*sample(list(args)), **{k: sample(v) for k, v in kwargs.items()})
+    except Exception:  # noqa: BLE001 - (NumPy's answer on zeros is no answer for the values)
+        expected = None
+    got = _values_in(out)
+    if not got:  # (np.ndim, np.shape: numbers)
+        return
+    theirs = [np.asarray(e) for e in (expected if isinstance(expected, (tuple, list)) else
+                                      (expected,))] if expected is not None else []
+    if len(theirs) != len(got) or any(np.asarray(e).dtype != v.dtype for e, v in zip(theirs, got)):
+        wanted = ", ".join(e.dtype.name for e in theirs) or "no answer on zeros"
+        raise UnsupportedOpError(
+            f"{what} gives {wanted} in NumPy, which gradc does not compute from them: cast the "
+            "input first (x.astype(np.int64), or x.astype(np.float32) for values)")
 
 
 def _einsum_view(args):

@@ -86,6 +86,7 @@ CHECKS = ["elementwise", "transcendental", "activations", "where_compare", "floo
           "take_embedding", "take_axis1", "take_along_axis", "slice_concat", "stride_slice_grad",
           "slice_sums", "set_slice_steps", "conv2d", "pooling", "pooling_tiles", "cross_entropy",
           "softmax_log_softmax", "scans_sorting", "argsort_jit", "float64", "integers_jit",
+          "narrow_integers_jit",
           "train_step_adam", "index_error", "index_error_train_step", "empty_refused"]
 
 

@@ -51,6 +51,7 @@ def spellings(x, y3, z, v):
         # indexing
         np.take(x, indices=[2, 0], axis=1), np.take(x, [5, -1]), np.take(x, [13, -14], mode="wrap"),
         np.take(x, [7, -1], axis=1, mode="clip"), np.take(a=v, indices=1),
+        np.take(x, [], axis=0), np.take(x, [[]], axis=1), x.take(()),  # (empty: integers)
         np.take_along_axis(x, IDX, axis=0), np.take_along_axis(arr=x, indices=IDX[:1, :3], axis=1),
         np.take_along_axis(x, np.array([11, 0, 5]), axis=None),
         # products

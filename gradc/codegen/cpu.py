@@ -21,11 +21,12 @@ from ..ops.elementwise import lit
 from ..ops.movement import contiguous_strides
 from ..ops.registry import KERNEL
 from ..passes.fuse import CHUNKS
-from .loops import collapse, lower, wrapped_int32
+from .loops import collapse, lower, wrapped_narrow
 from .special_math import FUNCTIONS as SPECIAL_FUNCTIONS
 
 ARRAY_OF = {"float32": "f32_array", "float64": "f64_array", "int64": "i64_array",
-            "int32": "i32_array", "bool": "bool_array"}
+            "int32": "i32_array", "bool": "bool_array", "int16": "i16_array", "int8": "i8_array",
+            "uint16": "u16_array", "uint8": "u8_array"}
 
 
 class _CpuMath:
@@ -56,7 +57,7 @@ def scalar(statement):
     text = node.opdef.scalar(CPU_MATH, dtype, *statement.args, **node.attr)
     if node.op == "astype" and node.inputs[0].dtype.kind == "f" and dtype.kind == "i":
         text = _float_to_int(statement.args[0], node.inputs[0].dtype, dtype, text)
-    return wrapped_int32(text, dtype)
+    return wrapped_narrow(text, dtype)
 
 
 def _float_to_int(x, source, target, cast):
@@ -188,7 +189,8 @@ def _array_ctor(dtype):
         raise CompileError(f"no CPU buffers of dtype {np.dtype(dtype).name}") from None
 
 
-POINTER_OF = {"float32": "f32_ptr", "float64": "f64_ptr", "int64": "i64_ptr", "int32": "i32_ptr"}
+POINTER_OF = {"float32": "f32_ptr", "float64": "f64_ptr", "int64": "i64_ptr", "int32": "i32_ptr",
+              "int16": "i16_ptr", "int8": "i8_ptr", "uint16": "u16_ptr", "uint8": "u8_ptr"}
 
 
 def _pointer_ctor(dtype):

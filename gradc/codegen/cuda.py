@@ -40,7 +40,7 @@ from ..errors import CompileError, GradcError
 from ..ops.elementwise import CODE_DTYPE
 from ..passes.memory import ALIGN, nbytes
 from ..pytree import is_device_array
-from .loops import lower, wrapped_int32
+from .loops import lower, wrapped_narrow
 from .modules import content_name, load_module
 
 
@@ -122,7 +122,7 @@ class CudaMath:
 def scalar(statement):
     """The CUDA expression of one statement of a loop nest's body."""
     node = statement.node
-    return wrapped_int32(node.opdef.scalar(CudaMath(node), node.output.dtype, *statement.args,
+    return wrapped_narrow(node.opdef.scalar(CudaMath(node), node.output.dtype, *statement.args,
                                            **node.attr), node.output.dtype)
 
 

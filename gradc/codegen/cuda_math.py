@@ -12,8 +12,8 @@ import numpy as np
 from numba import config, cuda
 from numba.cuda import libdevice
 
-f32, f64, i64, i32, i16, i8, u8, bool_ = (np.float32, np.float64, np.int64, np.int32, np.int16,
-                                          np.int8, np.uint8, np.bool_)
+f32, f64, i64, i32, i16, i8, u8, u16, bool_ = (np.float32, np.float64, np.int64, np.int32,
+                                               np.int16, np.int8, np.uint8, np.uint16, np.bool_)
 
 
 # --- scalar helpers (device functions) ------------------------------------------------------

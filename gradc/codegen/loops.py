@@ -134,11 +134,18 @@ class LoopNest:
         return name.rstrip("_")
 
 
-def wrapped_int32(text, dtype):
-    """A statement's int32 result cast back to int32 (both targets): Numba computes int32
-    arithmetic in int64, so an intermediate that overflowed did not wrap as NumPy's does
-    ((a + 1) of 2**31 - 1 was +2**31 when fused into a cast, a max or a sum)."""
-    return f"i32({text})" if dtype == np.int32 else text
+# the integers narrower than Numba's arithmetic (it computes them in int64), by their casts
+NARROW = {np.dtype(np.int32): "i32", np.dtype(np.int16): "i16", np.dtype(np.int8): "i8",
+          np.dtype(np.uint16): "u16", np.dtype(np.uint8): "u8"}
+
+
+def wrapped_narrow(text, dtype):
+    """A statement's result in a narrow integer dtype cast back to it (both targets): Numba
+    computes int32, int16, int8, uint16 and uint8 arithmetic in int64, so an intermediate that
+    overflowed did not wrap as NumPy's does ((a + 1) of 2**31 - 1 was +2**31 when fused into a
+    cast, a max or a sum; 255 + 1 of uint8 is 0)."""
+    cast = NARROW.get(np.dtype(dtype))
+    return f"{cast}({text})" if cast else text
 
 
 def collapse(shape, strides_list):

@@ -40,8 +40,8 @@ JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy
 # cached on their own, which would write beside this file (in site-packages, or an AOT module)
 CALLEE_OPTIONS = dict(nogil=True, fastmath=FASTMATH, error_model="numpy")
 
-f32, f64, i64, i32, i16, i8, u8, bool_ = (np.float32, np.float64, np.int64, np.int32, np.int16,
-                                          np.int8, np.uint8, np.bool_)
+f32, f64, i64, i32, i16, i8, u8, u16, bool_ = (np.float32, np.float64, np.int64, np.int32,
+                                               np.int16, np.int8, np.uint8, np.uint16, np.bool_)
 
 
 def _pointer_intrinsic(numba_type):
@@ -62,6 +62,10 @@ _f64_ptr = _pointer_intrinsic(types.float64)
 _i64_ptr = _pointer_intrinsic(types.int64)
 _i32_ptr = _pointer_intrinsic(types.int32)
 _bool_ptr = _pointer_intrinsic(types.boolean)
+_i16_ptr = _pointer_intrinsic(types.int16)
+_i8_ptr = _pointer_intrinsic(types.int8)
+_u16_ptr = _pointer_intrinsic(types.uint16)
+_u8_ptr = _pointer_intrinsic(types.uint8)
 
 
 def _array_view(as_pointer):
@@ -76,12 +80,14 @@ def _array_view(as_pointer):
 
 f32_array, f64_array, i64_array, i32_array, bool_array = map(
     _array_view, (_f32_ptr, _f64_ptr, _i64_ptr, _i32_ptr, _bool_ptr))
+i16_array, i8_array, u16_array, u8_array = map(_array_view, (_i16_ptr, _i8_ptr, _u16_ptr, _u8_ptr))
 
 # `<dtype>_ptr(address)`: a buffer as a raw pointer, indexed like an array (`p[i]`, no bounds, no
 # negative-index wrap). Sequential loop kernels use these: a pointer types and lowers in a
 # fraction of a carray's work, ~35% of such a kernel's Numba compile time. (bool buffers keep
 # bool_array: NumPy stores a bool in a byte, Numba's pointer would store one bit's register.)
 f32_ptr, f64_ptr, i64_ptr, i32_ptr = _f32_ptr, _f64_ptr, _i64_ptr, _i32_ptr
+i16_ptr, i8_ptr, u16_ptr, u8_ptr = _i16_ptr, _i8_ptr, _u16_ptr, _u8_ptr
 
 
 def emit_freeze(builder, value):

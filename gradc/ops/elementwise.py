@@ -14,7 +14,7 @@ from . import fn
 from .registry import COMPOSITE, CONST, ELEMENTWISE, OpDef, register
 
 CODE_DTYPE = {"float32": "f32", "float64": "f64", "int64": "i64", "int32": "i32", "bool": "bool_",
-              "int8": "i8", "uint8": "u8", "int16": "i16", "float16": "f16"}
+              "int8": "i8", "uint8": "u8", "int16": "i16", "uint16": "u16", "float16": "f16"}
 
 
 def lit(value, dtype):

@@ -244,6 +244,10 @@ def astype(x, dtype):
     if x.dtype == dtype:
         return x
     _check_supported(dtype)
+    if x.dtype.kind == "f" and dtype.kind in "iu" and dtype.itemsize < 4:
+        # (NumPy's on x86: through an int32, then its low bits: 300.0 as uint8 is 44, -1.0 is
+        # 255, a NaN 0)
+        x = x.graph.apply("astype", (x,), dtype=np.dtype(np.int32))
     return x.graph.apply("astype", (x,), dtype=dtype)
 
 
@@ -712,6 +716,8 @@ def take(x, indices, axis=None, mode="raise"):
     if axis is None:
         x, axis = reshape(x, (x.size,)), 0
     axis = normalize_axis(axis, x.ndim)
+    if type(indices) in (list, tuple) and np.size(indices) == 0:  # (an empty list: integers
+        indices = np.zeros(np.shape(indices), np.int64)  # to NumPy's take, as x[[]] reads it)
     _static_indices_in_range(indices, x.shape[axis], mode, "take")
     idx = indices if isinstance(indices, Value) else as_value(np.asarray(indices), x)
     if not np.issubdtype(idx.dtype, np.integer):

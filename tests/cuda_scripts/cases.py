@@ -80,6 +80,13 @@ case("integers_jit", lambda i, e, m, z: [(m + m) * np.float32(1.5), np.fmod(i, n
                                           np.floor(m), np.ceil(m), np.floor(i)],
      ints32, exps, np.array([True, False, True, True]),
      np.array([-0.0, 0.0, -2.0, 3.0], np.float32), mode="jit")
+# int8, uint8, int16, uint16 in their own dtypes, wrapping as NumPy's; floats out of range as
+# NumPy casts them (through an int32)
+bytes8 = np.array([[0, 1, 127, 128], [200, 254, 255, 3]], np.uint8)
+case("narrow_integers_jit", lambda b, w: [
+    b + 100, (b / np.float32(255.0)) @ w, b.astype(np.int8) * 3,
+    (b * np.float32(3.7) - np.float32(100.0)).astype(np.uint8), b.max(axis=1),
+    b.astype(np.int16) * 300, b.astype(np.uint16) - 1], bytes8, f32(4, 2), mode="jit")
 # NumPy's further math ufuncs (gradc/ops/math.py), inside their domains
 case("math_ufuncs", lambda a, b: (
     np.tan(a * 0.5) + np.sinh(a) + np.cosh(b) + np.arcsin(np.tanh(a) * 0.9)
