@@ -854,141 +854,20 @@ class OutsideWalk:
         entry, a global, a nonlocal, which a compiled function can make after each call,
         gradc/function.py's write-backs; the value, of what was given, Given). `in_place`:
         Graph.in_place; an entry that held one of those arrays is written into it (`into`)."""
-        given, in_place, results = given or {}, in_place or {}, results or {}
-
-        def stored(v):  # (what to write back for v, or None: v holds no traced value)
-            if id(v) in given:
-                return Given(given[id(v)])
-            path = self._held_path(v) if type(v) in (dict, list) or _record(v) else None
-            if path is not None:  # (one from outside, `self.best = self.params`, `self.first
-                return Outside(path, v)  # = self.layers[0]`: itself, each call, its entries
-                # written back where they are)
-            if isinstance(v, Value) or _holds_value(v):
-                return v
-            if moved_apart:  # (outside arrays moved beside updates in place, `self.A, self.B
-                return None  # = self.B, self.A; self.A -= g`: refused as rebound, trace.py)
-            if isinstance(v, collections.deque) and any(  # (refused: trace.py
-                    self.outside_array(x) is not None for x in list(v)[:256]):
-                return v  # _containers_written_back)
-            if self._holds_outside_array(v):
-                return v  # (`self.prev = (self.W, 1)`: each call's self.W, function.Made)
-            return self.outside_array(v) or self.rebuilt(v, known)
-
-        known = {id(c) for _, c, _, _ in self.held}  # (the objects' __dicts the walk held)
-
-        def written_into(before, now):  # (`now` is a value an in-place update gave the
-            update = in_place.get(id(array_of(before)))  # array held there before: the last,
-            return update is not None and update[0] is array_of(before) and (  # or an
-                update[1] is now or results.get(id(now)) == id(update[0]))  # earlier one: tied
-            # `self.E -= g1; self.D -= g2` of one array)
-
-        def moved(array):  # (no longer where it was found, nor updated there)
-            try:
-                now = self.way_to(array)[1].follow()
-            except Exception:  # noqa: BLE001 - (gone)
-                return True
-            return array_of(now) is not array and not written_into(array, now)
-
-        # an array updated in place that left its place: the places holding outside arrays
-        # stay as the trace left them (`self.prev = self.W` beside `self.W -= g` is written
-        # back; a swap beside one is refused as rebound)
-        moved_apart = any(moved(array) for array, _ in in_place.values()
-                          if id(array) in self.paths)
-
-        def value_of(before, now):  # (written into the array: its last value)
-            return in_place[id(array_of(before))][1] if written_into(before, now) else now
-
-        def put_back(container, held, key):
-            if key in held:
-                container[key] = held[key]
-            else:
-                del container[key]
-
-        appended, assigned = [], []
+        undo = _Undo(self, given or {}, in_place or {}, results or {})
         for name, container, held, attrs in self.held:  # (values there before are not new)
             if isinstance(container, (list, collections.deque)):
-                new = [i for i, v in enumerate(container) if not (i < len(held) and held[i] is v)]
-                refused = [i for i in new if self._made_holding_value(container[i])]
-                if refused:  # (`self.hooks.append(lambda y: y * h)`)
-                    appended.append(_stored(f"{name}[{refused[0]}]", container[refused[0]]))
-                    container.clear()
-                    container.extend(held)
-                    continue
-                found = [i for i in new if stored(container[i]) is not None]
-                if found and type(container) is list and len(container) == len(held):
-                    for i in found:  # (`self.m[0] = 0.9 * self.m[0] + g`, `self.params[i] -=
-                        # lr * g`: written there after each call, into the array for the second)
-                        assigned.append(Stored(f"{name}[{i}]", container, i,
-                                               stored(value_of(held[i], container[i])),
-                                               into=written_into(held[i], container[i]),
-                                               holder=self.held_at.get(id(container))))
-                        container[i] = held[i]
-                    continue
-                if found:
-                    appended.append(_stored(f"{name}[{found[0]}]", container[found[0]]))
-                    container.clear()
-                    container.extend(held)
-                continue
-            for key in [k for k, v in _numbered(container) if held.get(k) is not v
-                        and self._made_holding_value(v)]:
-                appended.append(_stored(f"{name}.{key}" if attrs else f"{name}[{key!r}]",
-                                        container[key]))  # (an object of traced values made
-                put_back(container, held, key)  # in the trace, `SimpleNamespace(h=h)`: refused)
-            for key in [k for k, v in _numbered(container)  # (a set: no traced value hashes)
-                        if held.get(k) is not v and stored(v) is not None]:
-                where = f"{name}.{key}" if attrs else f"{name}[{key!r}]"
-                assigned.append(Stored(where, container, key,
-                                       stored(value_of(held.get(key), container[key])),
-                                       into=written_into(held.get(key), container[key]),
-                                       holder=self.held_at.get(id(container)), attrs=attrs))
-                if key not in held and not attrs and id(container) in self.held_at:
-                    self.absent.append((where, self.held_at[id(container)].then("item", key)))
-                put_back(container, held, key)  # (a new entry: checked absent, so that the
-                # next call, which finds the one written back, traces again: `log.setdefault(
-                # "loss", []).append(l)` appends to it then, `stats["mu"] = mu` assigns)
+                undo.sequence(name, container, held)
+            else:
+                undo.mapping(name, container, held, attrs)
         for name, obj, held in self.slotted + [  # (slots, and a class's attributes: refused,
                 (cls.__name__, cls, held) for cls, held in self.classes.values()]:  # not written)
-            for key, before in held.items():
-                now = getattr(obj, key, ABSENT)
-                if now is not before and (isinstance(now, Value) or _holds_value(now)
-                                          or self._made_holding_value(now)):
-                    appended.append(_stored(f"{name}.{key}", now))
-                    setattr(obj, key, before)
-                elif (now is not before and not isinstance(obj, type)
-                      and stored(now) is not None):  # (`self.keep.w = self.W` of a slot:
-                    assigned.append(Stored(f"{name}.{key}", _Slots(obj), key, stored(now)))
-                    if before is ABSENT:  # each call's self.W)
-                        delattr(obj, key)
-                    else:
-                        setattr(obj, key, before)
-            if isinstance(obj, type):  # (a class attribute set anew: Shared.rm = ...)
-                for key in [k for k, v in list(vars(obj).items())
-                            if k not in held and _holds_value(v)]:
-                    appended.append(_stored(f"{name}.{key}", vars(obj)[key]))
-                    delattr(obj, key)
+            undo.slots(name, obj, held)
         for globals_, name, value in self.held_globals:
-            now = globals_.get(name)
-            if now is not value and self._made_holding_value(now):  # (`ACT = partial(f, h)`)
-                appended.append(_stored(name, now))
-                if value is ABSENT:
-                    del globals_[name]
-                else:
-                    globals_[name] = value
-            elif now is not value and stored(now) is not None:
-                assigned.append(Stored(name, globals_, name, stored(now)))
-                if value is ABSENT:
-                    del globals_[name]
-                else:
-                    globals_[name] = value
+            undo.place(name, _Globals(globals_, name), value, globals_, name)
         for name, cell, value in self.held_cells:
-            now = getattr(cell, "cell_contents", ABSENT)
-            if now is not value and self._made_holding_value(now):
-                appended.append(_stored(name, now))
-                cell.cell_contents = value
-            elif now is not value and stored(now) is not None:
-                assigned.append(Stored(name, cell, None, stored(now)))
-                cell.cell_contents = value
-        return appended, assigned
+            undo.place(name, _Cell(cell), value, cell, None)
+        return undo.appended, undo.assigned
 
     def _made_holding_value(self, x):
         """Whether x is an object, function, partial or bound method made in the trace that
@@ -1820,6 +1699,174 @@ class SameAs:
 
     def __init__(self, path):
         self.path = path
+
+
+class _Undo:
+    """One OutsideWalk.undo_stored_values: what to write back for each value the trace stored
+    (`stored`), the refusals (`appended`: where, with the line) and the write-backs
+    (`assigned`: Stored), each place put back as the walk found it."""
+
+    def __init__(self, walk, given, in_place, results):
+        self.walk, self.given, self.in_place, self.results = walk, given, in_place, results
+        self.known = {id(c) for _, c, _, _ in walk.held}  # (the objects' __dicts the walk held)
+        self.appended, self.assigned = [], []
+        # an array updated in place that left its place: the places holding outside arrays
+        # stay as the trace left them (`self.prev = self.W` beside `self.W -= g` is written
+        # back; a swap beside one is refused as rebound)
+        self.moved_apart = any(self.moved(array) for array, _ in in_place.values()
+                               if id(array) in walk.paths)
+
+    def stored(self, v):
+        """What to write back for v, or None: v holds no traced value."""
+        walk = self.walk
+        if id(v) in self.given:
+            return Given(self.given[id(v)])
+        path = walk._held_path(v) if type(v) in (dict, list) or _record(v) else None
+        if path is not None:  # (one from outside, `self.best = self.params`, `self.first =
+            return Outside(path, v)  # self.layers[0]`: itself, each call, its entries written
+            # back where they are)
+        if isinstance(v, Value) or _holds_value(v):
+            return v
+        if self.moved_apart:  # (outside arrays moved beside updates in place, `self.A, self.B
+            return None  # = self.B, self.A; self.A -= g`: refused as rebound, trace.py)
+        if isinstance(v, collections.deque) and any(  # (refused: trace.py
+                walk.outside_array(x) is not None for x in list(v)[:256]):
+            return v  # _containers_written_back)
+        if walk._holds_outside_array(v):
+            return v  # (`self.prev = (self.W, 1)`: each call's self.W, function.Made)
+        return walk.outside_array(v) or walk.rebuilt(v, self.known)
+
+    def written_into(self, before, now):
+        """Whether `now` is a value an in-place update gave the array held there before: the
+        last, or an earlier one (tied: `self.E -= g1; self.D -= g2` of one array)."""
+        update = self.in_place.get(id(array_of(before)))
+        return update is not None and update[0] is array_of(before) and (
+            update[1] is now or self.results.get(id(now)) == id(update[0]))
+
+    def moved(self, array):
+        """Whether an outside array is no longer where it was found, nor updated there."""
+        try:
+            now = self.walk.way_to(array)[1].follow()
+        except Exception:  # noqa: BLE001 - (gone)
+            return True
+        return array_of(now) is not array and not self.written_into(array, now)
+
+    def write_back(self, where, container, key, before, now, **kwargs):
+        """A Stored of `now` (at `where`), into the array held there before where it is an
+        update of it (its last value)."""
+        into = self.written_into(before, now)
+        value = self.in_place[id(array_of(before))][1] if into else now
+        self.assigned.append(Stored(where, container, key, self.stored(value), into=into,
+                                    **kwargs))
+
+    def sequence(self, name, container, held):
+        """A list or deque: new items that are traced values (or hold one) refused as appended,
+        and the list as it was; an item replaced in a list of the same length written back."""
+        new = [i for i, v in enumerate(container) if not (i < len(held) and held[i] is v)]
+        refused = [i for i in new if self.walk._made_holding_value(container[i])]
+        found = refused or [i for i in new if self.stored(container[i]) is not None]
+        if found and not refused and type(container) is list and len(container) == len(held):
+            for i in found:  # (`self.m[0] = 0.9 * self.m[0] + g`, `self.params[i] -= lr * g`:
+                # written there after each call, into the array for the second)
+                self.write_back(f"{name}[{i}]", container, i, held[i], container[i],
+                                holder=self.walk.held_at.get(id(container)))
+                container[i] = held[i]
+        elif found:  # (`history.append(loss)`, `self.hooks.append(lambda y: y * h)`)
+            self.appended.append(_stored(f"{name}[{found[0]}]", container[found[0]]))
+            container.clear()
+            container.extend(held)
+
+    def mapping(self, name, container, held, attrs):
+        """A dict, or an object's __dict__ (`attrs`): an object of traced values made in the
+        trace refused (`SimpleNamespace(h=h)`); other entries that hold traced values written
+        back, each place put back."""
+        walk = self.walk
+        where = (lambda key: f"{name}.{key}") if attrs else (lambda key: f"{name}[{key!r}]")
+        for key in [k for k, v in _numbered(container) if held.get(k) is not v
+                    and walk._made_holding_value(v)]:
+            self.appended.append(_stored(where(key), container[key]))
+            _put_back(container, held, key)
+        for key in [k for k, v in _numbered(container)  # (a set: no traced value hashes)
+                    if held.get(k) is not v and self.stored(v) is not None]:
+            self.write_back(where(key), container, key, held.get(key), container[key],
+                            holder=walk.held_at.get(id(container)), attrs=attrs)
+            if key not in held and not attrs and id(container) in walk.held_at:
+                walk.absent.append((where(key), walk.held_at[id(container)].then("item", key)))
+            _put_back(container, held, key)  # (a new entry: checked absent, so that the next
+            # call, which finds the one written back, traces again: `log.setdefault("loss",
+            # []).append(l)` appends to it then, `stats["mu"] = mu` assigns)
+
+    def slots(self, name, obj, held):
+        """An object's __slots__, or a class's attributes: a traced value refused (a class's
+        never written back); an outside array kept in a slot written back (`self.keep.w =
+        self.W`: each call's self.W)."""
+        for key, before in held.items():
+            now = getattr(obj, key, ABSENT)
+            if now is before:
+                continue
+            if isinstance(now, Value) or _holds_value(now) or self.walk._made_holding_value(now):
+                self.appended.append(_stored(f"{name}.{key}", now))
+            elif isinstance(obj, type) or self.stored(now) is None:
+                continue
+            else:
+                self.assigned.append(Stored(f"{name}.{key}", _Slots(obj), key, self.stored(now)))
+            if before is ABSENT:
+                delattr(obj, key)
+            else:
+                setattr(obj, key, before)
+        if isinstance(obj, type):  # (a class attribute set anew: Shared.rm = ...)
+            for key in [k for k, v in list(vars(obj).items()) if k not in held and _holds_value(v)]:
+                self.appended.append(_stored(f"{name}.{key}", vars(obj)[key]))
+                delattr(obj, key)
+
+    def place(self, name, place, before, container, key):
+        """A global or a closure's cell (`place`, _Globals or _Cell): a function made in the
+        trace holding a traced value refused (`ACT = partial(f, h)`), a traced value written
+        back; put back as found."""
+        now = place.get()
+        if now is before:
+            return
+        if self.walk._made_holding_value(now):
+            self.appended.append(_stored(name, now))
+        elif self.stored(now) is not None:
+            self.assigned.append(Stored(name, container, key, self.stored(now)))
+        else:
+            return
+        place.set(before)
+
+
+class _Globals(NamedTuple):
+    """A global of a module's namespace, as a place: get, set (ABSENT: deleted)."""
+    namespace: dict
+    name: str
+
+    def get(self):
+        return self.namespace.get(self.name)
+
+    def set(self, value):
+        if value is ABSENT:
+            del self.namespace[self.name]
+        else:
+            self.namespace[self.name] = value
+
+
+class _Cell(NamedTuple):
+    """A closure's cell, as a place."""
+    cell: object
+
+    def get(self):
+        return getattr(self.cell, "cell_contents", ABSENT)
+
+    def set(self, value):
+        self.cell.cell_contents = value
+
+
+def _put_back(container, held, key):
+    """container[key] as `held` (a copy of it) has it: deleted where held has no such key."""
+    if key in held:
+        container[key] = held[key]
+    else:
+        del container[key]
 
 
 class Outside:
