@@ -1523,8 +1523,10 @@ class OutsideWalk:
                 attrs = None
                 items = [(f"{name}.{k}", "attr", k, getattr(value, k))
                          for k in slots_of(type(value)) if hasattr(value, k)]
-                if outside:  # (a traced value stored there is refused: undo_stored_values)
-                    self.slotted.append((name, value, {k: v for _, _, k, v in items}))
+                if outside:  # (a traced value stored there is refused: undo_stored_values;
+                    # in a slot empty before too)
+                    self.slotted.append((name, value, {
+                        k: getattr(value, k, ABSENT) for k in slots_of(type(value))}))
             # (what the class holds and the object does not: `training = True` in the class)
             items += _class_items(type(value), name, attrs or ())
             self._hold_class(type(value))

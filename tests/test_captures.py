@@ -918,6 +918,21 @@ def test_a_traced_value_stored_in_slots_or_on_a_class_is_refused_and_undone():
             gradc.jit(model.forward)(np.ones((2, 3)))
         assert type(model.rm) is np.ndarray and not model.rm.any()
 
+    class Lazy:  # (stop 47: a slot empty before the trace kept the placeholder, not refused)
+        __slots__ = ("h", "W")
+
+        def __init__(self):
+            self.W = np.ones((3, 2))
+
+        def forward(self, x):
+            self.h = np.tanh(x @ self.W)
+            return self.h.sum()
+
+    model = Lazy()
+    with pytest.raises(gradc.UnsupportedOpError, match=r"`self\.h`"):
+        gradc.jit(model.forward)(np.ones((2, 3)))
+    assert not hasattr(model, "h")
+
 
 def test_a_traced_value_appended_outside_or_stored_by_a_train_step_is_refused_and_undone():
     model = RunningMean()
