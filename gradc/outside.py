@@ -856,7 +856,7 @@ class OutsideWalk:
         Graph.in_place; an entry that held one of those arrays is written into it (`into`)."""
         undo = _Undo(self, given or {}, in_place or {}, results or {})
         for name, container, held, attrs in self.held:  # (values there before are not new)
-            if isinstance(container, (list, collections.deque)):
+            if isinstance(container, (list, collections.deque, np.ndarray)):
                 undo.sequence(name, container, held)
             else:
                 undo.mapping(name, container, held, attrs)
@@ -964,7 +964,7 @@ class OutsideWalk:
         moved = self.outside_array  # (an array from outside stored by reference, `self.hist =
         # [self.W] + ...`, is written back as itself: its contents were not read)
         for name, container, held, attrs in self.held:
-            if isinstance(container, (list, collections.deque, set, frozenset)):
+            if isinstance(container, (list, collections.deque, set, frozenset, np.ndarray)):
                 continue
             for key, value in list(container.items()):
                 if held.get(key, ABSENT) is not value:
@@ -1001,7 +1001,10 @@ class OutsideWalk:
             # "last", v), self.__dict__[k] = v: any attribute)
         items = stores.items or bool(called & (_LIST_CHANGES | _REMOVALS | _ADDITIONS))
         for _, container, held, attrs in self.held:
-            if isinstance(container, (list, collections.deque)):
+            if isinstance(container, np.ndarray):  # (an object array: its items)
+                if items and any(a is not b for a, b in zip(container, held)):
+                    container[:] = held
+            elif isinstance(container, (list, collections.deque)):
                 if items and (len(container) != len(held)
                               or any(a is not b for a, b in zip(container, held))):
                     container.clear()
@@ -1136,7 +1139,7 @@ class OutsideWalk:
         guarded_sets = {id(_set_of(path)) for _, _, path in self.plain
                         if path.steps and path.steps[-1][0] == "set" and path.named_in(names)}
         for name, container, held, attrs in self.held:
-            if isinstance(container, (list, collections.deque)):
+            if isinstance(container, (list, collections.deque, np.ndarray)):
                 if grows and (len(container) != len(held)
                               or any(a is not b for a, b in zip(container, held))) and not (
                         not held and _tables_appended(held, container)):
@@ -1497,8 +1500,9 @@ class OutsideWalk:
                      for i, v in enumerate(itertools.islice(value, MAX_ITEMS))]
             if outside and len(items) == MAX_ITEMS:  # (its len() may raise: not asked)
                 self.frontier.append((value, name, path, MAX_ITEMS))
-            if not isinstance(value, (list, collections.deque)):  # (a namedtuple too:
-                container = None  # immutable, nothing stored)
+            if not (isinstance(value, (list, collections.deque))  # (a namedtuple too:
+                    or _object_array(value) and value.ndim == 1):  # immutable, nothing stored;
+                container = None  # an object array's items are stored into as a list's)
         elif isinstance(value, dict):
             entries = list(value.items())
             # (past MAX_ITEMS, the keys the code names: params["block1050.scale"] of a large
@@ -1767,7 +1771,8 @@ class _Undo:
         new = [i for i, v in enumerate(container) if not (i < len(held) and held[i] is v)]
         refused = [i for i in new if self.walk._made_holding_value(container[i])]
         found = refused or [i for i in new if self.stored(container[i]) is not None]
-        if found and not refused and type(container) is list and len(container) == len(held):
+        if found and not refused and type(container) in (list, np.ndarray) and len(
+                container) == len(held):
             for i in found:  # (`self.m[0] = 0.9 * self.m[0] + g`, `self.params[i] -= lr * g`:
                 # written there after each call, into the array for the second)
                 self.write_back(f"{name}[{i}]", container, i, held[i], container[i],
@@ -1775,8 +1780,11 @@ class _Undo:
                 container[i] = held[i]
         elif found:  # (`history.append(loss)`, `self.hooks.append(lambda y: y * h)`)
             self.appended.append(_stored(f"{name}[{found[0]}]", container[found[0]]))
-            container.clear()
-            container.extend(held)
+            if isinstance(container, np.ndarray):  # (an object array: its items as they were)
+                container[:] = held
+            else:
+                container.clear()
+                container.extend(held)
 
     def mapping(self, name, container, held, attrs):
         """A dict, or an object's __dict__ (`attrs`): an object of traced values made in the

@@ -3942,3 +3942,26 @@ def test_a_snapshot_of_weights_the_step_updates_in_place_follows_numpy(snapshot)
             np.testing.assert_allclose(model.W, reference.W, rtol=1e-12)
             np.testing.assert_allclose(unwrap(model.snap), unwrap(reference.snap), rtol=1e-6,
                                        err_msg=f"step {i}")
+
+
+def test_a_traced_value_stored_into_an_outside_object_array_is_written_there_as_numpys():
+    """Stop 47: `store[0] = np.tanh(x)` of a global object array (layers kept as
+    np.empty(n, dtype=object)) left gradc's placeholder in it, and the next call raised
+    gradc's internal _Placeholder: object arrays were walked as lists but not held."""
+    store = np.empty(2, dtype=object)
+    layers = np.empty(2, dtype=object)
+    layers[0], layers[1] = np.full((3, 2), 0.5), np.ones((2, 1))
+    reference = layers.copy()
+
+    def step(layers, x):
+        store[0] = np.tanh(x[0])
+        h = np.tanh(x @ layers[0])
+        layers[1] = layers[1] - 0.1 * (h.T @ (h @ layers[1]))
+        return np.sum(h @ layers[1])
+
+    f = gradc.jit(lambda x: step(layers, x))
+    for i in range(3):
+        x = np.full((4, 3), 0.1 * (i + 1))
+        assert f(x) == pytest.approx(step(reference, x), rel=1e-12)
+        np.testing.assert_allclose(layers[1], reference[1], rtol=1e-12)
+        np.testing.assert_allclose(store[0], np.tanh(x[0]))
