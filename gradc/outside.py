@@ -1424,6 +1424,11 @@ class OutsideWalk:
                 for key, item in list(value.__dict__.items())[:MAX_ITEMS]:  # (its attributes:
                     self._consider(item, f"{name}.{key}", depth - 1,  # `scaled.k` as a setting)
                                    path.then("attr", key), outside)
+                if _users(value) and id(value.__dict__) not in self.held_at:  # (what the code
+                    # stores there, `helper.last = h`: written back, or refused, as an
+                    # object's attributes)
+                    self.held.append((name, value.__dict__, dict(value.__dict__), True))
+                    self.held_at[id(value.__dict__)] = path
             elif depth and outside and id(value) not in self.scanned and (
                     isinstance(value, (types.MethodType, functools.partial))):
                 self.scanned.add(id(value))  # (what a bound method or partial held as a value

@@ -3965,3 +3965,21 @@ def test_a_traced_value_stored_into_an_outside_object_array_is_written_there_as_
         assert f(x) == pytest.approx(step(reference, x), rel=1e-12)
         np.testing.assert_allclose(layers[1], reference[1], rtol=1e-12)
         np.testing.assert_allclose(store[0], np.tanh(x[0]))
+
+
+def test_a_traced_value_stored_as_an_attribute_of_a_function_is_written_there_as_numpys():
+    """Stop 47: `helper.last = h` (a function's attribute as a cache, a memo of the last
+    activation) kept gradc's placeholder: functions' attributes were read, not held."""
+    def helper(x):
+        return np.tanh(x)
+
+    def f(x):
+        h = helper(x)
+        helper.last = h
+        return np.sum(h)
+
+    g = gradc.jit(f)
+    for i in range(3):
+        x = np.full(3, i + 0.5)
+        assert g(x) == pytest.approx(np.sum(np.tanh(x)))
+        np.testing.assert_allclose(helper.last, np.tanh(x))
