@@ -75,11 +75,7 @@ def split_aux(out_tree, outs, has_aux, fun, src):
     if not has_aux:
         return out_tree, outs, None, []
     if not (out_tree[0] in ("tuple", "list") and len(out_tree[1]) == 2):
-        raise NonDifferentiableError(
-            f"has_aux=True: {getattr(fun, '__name__', 'the function')}{defined_at(fun)} must "
-            f"return a pair (out, aux), aux a pytree of arrays; it returned "
-            f"{pytree.describe(out_tree)}. "
-            "Return `out, aux`, or drop has_aux=True", source=src)
+        raise _not_a_pair(fun, pytree.describe(out_tree), src)
     main, aux = out_tree[1]
     n = pytree.leaf_count(main)
     return main, list(outs[:n]), aux, list(outs[n:])
@@ -175,13 +171,14 @@ def _discarding_stores(function):
     return function
 
 
-def vjp(fun, *primals):
+def vjp(fun, *primals, has_aux=False):
     """(out, vjp_fn), as JAX's vjp: `out = fun(*primals)`, and `vjp_fn(cotangent)` returns the
     tuple of cotangents of the primals (one per primal, shaped like it): `cotangent` has the
     structure of `out`. Both are compiled; vjp_fn's program computes the forward again (gradc
     keeps no residuals between programs) and returns fresh arrays. The primals are copied; an
     array or number the function reads from outside its arguments that changed before vjp_fn
-    runs is refused (SignatureError), as its cotangents would be another function's."""
+    runs is refused (SignatureError), as its cotangents would be another function's.
+    has_aux=True: `fun` returns (out, aux), and vjp returns (out, vjp_fn, aux), as JAX's."""
     from .api import grad, jit
     n = len(primals)
     if n == 0:
@@ -196,14 +193,17 @@ def vjp(fun, *primals):
             "Draw the noise first and pass it as an array primal", source=user_source())
     forward = _built(fun, "jit", n, lambda: jit(fun))
     out = forward(*primals)
+    if has_aux:
+        out, aux = _out_and_aux(out, fun)
     outside = _outside_read(forward, primals)
     primals = _frozen(primals)
 
     def pulled_back(*args):  # args: the primals, then the cotangent
-        return _inner(fun(*args[:-1]), args[-1])
+        out = fun(*args[:-1])
+        return _inner(out[0] if has_aux else out, args[-1])
 
     pulled_back.__name__ = f"vjp of {getattr(fun, '__name__', 'fn')}"
-    backward = _built(fun, "vjp", n, lambda: _discarding_stores(
+    backward = _built(fun, "vjp with aux" if has_aux else "vjp", n, lambda: _discarding_stores(
         grad(pulled_back, argnums=tuple(range(n)), copy=True)))
 
     def vjp_fn(*cotangent, **keywords):  # (Python numbers as arrays: traced, not one compile
@@ -215,7 +215,22 @@ def vjp(fun, *primals):
         _check_outside_unchanged(outside, fun)
         return backward(*primals, _arrays(cotangent[0]))
 
-    return out, vjp_fn
+    return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
+
+
+def _out_and_aux(result, fun):
+    """(out, aux) of what a has_aux function returned."""
+    if not (isinstance(result, (tuple, list)) and len(result) == 2):
+        name = type(result).__name__
+        raise _not_a_pair(fun, f"{'an' if name[0] in 'aeiou' else 'a'} {name}", user_source())
+    return result[0], result[1]
+
+
+def _not_a_pair(fun, returned, src):
+    return NonDifferentiableError(
+        f"has_aux=True: {getattr(fun, '__name__', 'the function')}{defined_at(fun)} must return "
+        f"a pair (out, aux), aux a pytree of arrays; it returned {returned}. Return `out, aux`, "
+        "or drop has_aux=True", source=src)
 
 
 def _outside_read(function, args):

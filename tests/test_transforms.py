@@ -264,6 +264,23 @@ def test_vjp_and_hvp():
     np.testing.assert_allclose(hv, 6 * X * v, rtol=1e-12)
 
 
+def test_vjp_with_aux_returns_out_vjp_fn_and_aux_as_jaxs():
+    """fuzz47d: gradc.vjp(f, x, has_aux=True) was Python's TypeError (JAX takes has_aux)."""
+    def f(x, y):
+        return np.sin(x) * y, {"norm": np.sum(x * x), "y": y * 2.0}
+
+    out, vjp_fn, aux = gradc.vjp(f, X, X[::-1], has_aux=True)
+    np.testing.assert_allclose(out, np.sin(X) * X[::-1], rtol=1e-12)
+    assert aux["norm"] == pytest.approx(np.sum(X * X), rel=1e-12)
+    np.testing.assert_allclose(aux["y"], X[::-1] * 2.0, rtol=1e-12)
+    ct = np.arange(4.0)
+    ct_x, ct_y = vjp_fn(ct)
+    np.testing.assert_allclose(ct_x, ct * np.cos(X) * X[::-1], rtol=1e-12)
+    np.testing.assert_allclose(ct_y, ct * np.sin(X), rtol=1e-12)
+    with pytest.raises(gradc.NonDifferentiableError, match=r"must return a pair \(out, aux\)"):
+        gradc.vjp(np.sin, X, has_aux=True)
+
+
 _SCALE = np.array([2.0, 3.0, 4.0, 5.0])
 _POWER = 2.0
 
