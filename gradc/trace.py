@@ -33,7 +33,7 @@ from .capture import (AFTER_UPDATES, CONTENT_GUARD_SIZE, captured, content_guard
                       named_tables, numpy_writes, owner_of, read_after_update, read_by_numpy,
                       scale_contents, tie_stored_places, uncaptured)
 from .errors import (ArgumentError, ConstantArrayWarning, GradcError, IndexOutOfRangeError,
-                     SignatureError, TraceEffectWarning, UnsupportedOpError)
+                     ShapeError, SignatureError, TraceEffectWarning, UnsupportedOpError)
 from .functions._args import ABSENT as _ABSENT
 from .functions._args import array_arg as _array_arg
 from .functions._args import no_out as _no_out
@@ -831,7 +831,28 @@ REFUSED.update({
 })
 
 
+# NumPy functions whose `out=` of a traced array gradc takes as a store of the result into it
+# (`np.sum(x, axis=0, out=buf)` is `buf[...] = np.sum(x, axis=0)`, NumPy's unsafe cast
+# included; into a NumPy array, refused by the functions as before: _no_out)
+_STORED_OUT = frozenset({np.sum, np.mean, np.prod, np.max, np.min, np.amax, np.amin, np.cumsum,
+                         np.cumprod, np.round, np.around, np.var, np.std, np.dot, np.nansum,
+                         np.nanmean, np.nanmax, np.nanmin, np.any, np.all, np.ptp, np.trace,
+                         np.take, np.matmul, np.argmax, np.argmin})
+
+
 def _call_numpy(func, args, kwargs, name=None):
+    if func in _STORED_OUT and isinstance(kwargs.get("out"), np.ndarray) and not isinstance(
+            kwargs["out"], Value):  # (np.zeros(n): refused as a ufunc's out= of it is)
+        _no_out(kwargs["out"], name or _qualified(func), ufunc=True)
+    if func in _STORED_OUT and isinstance(kwargs.get("out"), Value):
+        out, kwargs = kwargs["out"], {k: v for k, v in kwargs.items() if k != "out"}
+        result = _call_numpy(func, args, kwargs, name)
+        if np.shape(out) != np.shape(result):  # (NumPy's ValueError)
+            raise ShapeError(f"{name or _qualified(func)}(out=...): the output has shape "
+                             f"{np.shape(out)}, the result {np.shape(result)}; NumPy needs "
+                             "the result's shape")
+        out[...] = result
+        return out
     impl = FUNCTIONS.get(func)
     if impl is None:
         if func in REFUSED:

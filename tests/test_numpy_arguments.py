@@ -578,3 +578,46 @@ def test_what_fuzz42e_found_in_scalars_signatures_and_options():
             b[0] = 7.0
             return b
         gradc.jit(store)(x)
+
+
+def _stored_outs(x):
+    sums = np.zeros_like(x[0])
+    total = np.sum(x, axis=0, out=sums)  # (returns out itself, as NumPy's)
+    counts = np.zeros_like(x[0], dtype=np.int64)
+    np.cumsum(x[0], out=counts)  # (NumPy's unsafe cast into int64)
+    means = np.empty_like(x[:, 0])
+    x.mean(axis=1, out=means)
+    gram = np.zeros_like(x[:, :2])
+    np.dot(x, x.T, out=gram)
+    rounded = x.copy()
+    np.round(x * 1.37, 1, out=rounded)
+    return total, sums, counts, means * 2.0, gram, rounded, total is sums
+
+
+def _stored_out_of_the_wrong_shape(x):
+    return np.sum(x, axis=0, out=np.zeros_like(x[:, 0]))  # OUT-SHAPE
+
+
+def _stored_out_into_numpys(x):
+    buf = np.zeros(3)
+    np.sum(x, axis=0, out=buf)  # OUT-NUMPY
+    return buf
+
+
+def test_out_of_numpy_functions_takes_a_traced_array_as_numpys():
+    """fuzz47a: `np.sum(x, axis=0, out=buf)` (np.cumsum, np.mean, np.dot, np.round...) was
+    refused whatever buf was; into a traced array it is NumPy's store now, its gradient too."""
+    x = np.arange(6.0).reshape(2, 3) + 0.5
+    for got, want in zip(gradc.jit(_stored_outs)(x), _stored_outs(x)):
+        assert np.asarray(got).dtype == np.asarray(want).dtype
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    grad = gradc.grad(lambda x: np.sum(_stored_outs(x)[1] ** 2))(x)
+    np.testing.assert_allclose(grad, 2 * x.sum(axis=0) * np.ones_like(x), rtol=1e-12)
+    for fun, error, marker, word in ((_stored_out_of_the_wrong_shape, gradc.ShapeError,
+                                      "OUT-SHAPE", "(2,)"),
+                                     (_stored_out_into_numpys, gradc.UnsupportedOpError,
+                                      "OUT-NUMPY", "np.zeros_like")):
+        with pytest.raises(error) as excinfo:
+            gradc.jit(fun)(x)
+        msg = str(excinfo.value)
+        assert re.match(rf"{re.escape(THIS_FILE)}:{line_of(marker)}: ", msg) and word in msg, msg

@@ -32,14 +32,15 @@ def no_out(out, name, where=False, ufunc=False):
         raise UnsupportedOpError(f"{name}(out=...) of {len(out)} arrays is not supported (a "
                                  "ufunc's out= takes one traced array): use the returned arrays")
     if ufunc and any(isinstance(t, np.ndarray) for t in targets):  # (np.zeros(shape), made
-        # in the trace: a ufunc's out= takes a traced array)
+        # in the trace: a ufunc's out= takes a traced array, as np.sum's and others' do)
         raise UnsupportedOpError(
             f"{name}(out=...) into an array the function made with NumPy (np.zeros(shape)): "
             "it holds no traced values; make it from a traced one, out=np.zeros_like(a) (then "
             "out= takes the result, as NumPy's: np.divide(a, b, out=np.zeros_like(a), where=b "
             "!= 0)), or use the returned value")
     raise UnsupportedOpError(f"{name}(out=...) cannot be traced: arrays are immutable in a "
-                             "traced function (only a ufunc's out= takes a traced array); use "
+                             "traced function (a ufunc's out= takes a traced array, and "
+                             "np.sum's, np.mean's, np.cumsum's, np.dot's...); use "
                              "the returned value")
 
 
