@@ -33,9 +33,9 @@ import numpy as np
 
 from . import pytree, standalone
 from ._version import __version__
-from .aot_text import (AotError, SourceLines, banner, comment_safe, constants_table,  # noqa: F401
-                       describe_tree, display_path, docstring_safe, file_sha256, helper_sources,
-                       literal, literal_text, parameter_names, portable_tree,
+from .aot_text import (AotError, SourceLines, banner, comment_safe, compiled_defaults,  # noqa: F401
+                       constants_table, describe_tree, display_path, docstring_safe, file_sha256,
+                       helper_sources, literal, literal_text, parameter_names, portable_tree,
                        read_names, special_math_source, top_level_names, type_name)
 from .passes import products
 from .trace import _definition, argument_names
@@ -434,7 +434,8 @@ class Generator:
         return out + ["]", f"ARGS_TREE = {literal_text(self.args_tree)}",
                       f"NAME = {self.name!r}",
                       f"N_ARGS = {len(self.args)}",
-                      f"ARG_NAMES = {tuple(parameter_names(self.fun, len(self.args)))!r}"]
+                      f"ARG_NAMES = {tuple(parameter_names(self.fun, len(self.args)))!r}",
+                      "DEFAULTS = " + literal_text(compiled_defaults(self.fun, len(self.args)))]
 
     def _callable(self):
         mode = self.mode

@@ -257,6 +257,20 @@ def parameter_names(fun, n):
     return names
 
 
+def compiled_defaults(fun, n):
+    """{name: default} of `fun`'s parameters after its first n (those the example did not
+    pass, so the module was compiled with their defaults) whose default is a Python literal:
+    a call may name one with that value."""
+    try:
+        params = list(inspect.signature(fun).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    later = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)][n:]
+    plain = (bool, int, float, str, type(None))
+    return {p.name: p.default for p in later
+            if p.default is not p.empty and type(p.default) in plain}
+
+
 def constants_table(constants):
     """The CONSTANTS table's rows: (byte offset, little-endian dtype, shape, base64 data) of
     each (offset, array) in `constants`, by offset."""

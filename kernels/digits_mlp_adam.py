@@ -1249,6 +1249,7 @@ ARGS_TREE = ('tuple', (('dict', ('W1', 'b1', 'W2', 'b2'), (('*',), ('*',), ('*',
 NAME = 'loss'
 N_ARGS = 3
 ARG_NAMES = ('params', 'x', 'y')
+DEFAULTS = {}
 
 
 # copied from gradc/standalone/calls.py
@@ -1321,6 +1322,11 @@ def _positional(name, args, kwargs):
         return args
     filled = list(args) + [_MISSING] * (N_ARGS - len(args))
     for key, value in kwargs.items():
+        if key in DEFAULTS and key not in ARG_NAMES:  # (compiled with its default)
+            if not _same_static(value, DEFAULTS[key]):
+                raise TypeError(f"{name}() was compiled with {key}={DEFAULTS[key]!r}, its "
+                                f"default; got {value!r} (compile with an example that passes it)")
+            continue
         if key not in ARG_NAMES:
             raise TypeError(f"{name}() has no argument {key!r}; it takes {', '.join(ARG_NAMES)}")
         at = ARG_NAMES.index(key)

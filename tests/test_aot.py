@@ -343,6 +343,24 @@ def cube(p):
     return p["a"] ** 3
 
 
+def scaled_by_mode(x, scale, mode="tanh", eps=1e-5):
+    y = x * scale + eps
+    return np.sum(np.tanh(y) if mode == "tanh" else y)
+
+
+def test_a_module_takes_the_defaults_it_was_compiled_with_by_name(tmp_path):
+    """fuzz47d: `mod.f(x, s, mode="tanh")` of a module compiled without `mode` (so with its
+    default) was "f() has no argument 'mode'"; it is the compiled value, and another is
+    refused with the reason."""
+    x = np.linspace(-1.0, 1.0, 4)
+    aot.compile_module(scaled_by_mode, (x, 2.0), str(tmp_path / "by_mode.py"), mode="jit")
+    mod = load_module(str(tmp_path / "by_mode.py"), "by_mode")
+    want = gradc.jit(scaled_by_mode)(x, 2.0)
+    assert same_bits(mod.scaled_by_mode(x, 2.0, mode="tanh", eps=1e-5), want)
+    with pytest.raises(TypeError, match=r"compiled with mode='tanh', its default; got 'identity'"):
+        mod.scaled_by_mode(x, 2.0, mode="identity")
+
+
 def test_spec_placeholders():
     s = aot.Spec((2, 3), np.int64)
     assert s == aot.Spec([2, 3], "int64") and repr(s) == "Spec((2, 3), int64)"

@@ -2,8 +2,10 @@
 structure and flattened, the results rebuilt, and the memory checks of a call.
 
 Copied verbatim (from the first definition on) into every module `gradc compile` writes, after
-the tables they read: NAME, N_ARGS, ARG_NAMES, ARGS_TREE (the arguments' structure: a pytree
-description whose static values are literals), INPUTS ((name, shape, dtype) per input). NumPy only. gradc itself uses `byte_span` and `first_overlap`.
+the tables they read: NAME, N_ARGS, ARG_NAMES, DEFAULTS (the parameters the example left to
+their defaults, compiled with them), ARGS_TREE (the arguments' structure: a pytree description
+whose static values are literals), INPUTS ((name, shape, dtype) per input). NumPy only. gradc
+itself uses `byte_span` and `first_overlap`.
 """
 import math
 import os
@@ -82,6 +84,11 @@ def _positional(name, args, kwargs):
         return args
     filled = list(args) + [_MISSING] * (N_ARGS - len(args))
     for key, value in kwargs.items():
+        if key in DEFAULTS and key not in ARG_NAMES:  # (compiled with its default)
+            if not _same_static(value, DEFAULTS[key]):
+                raise TypeError(f"{name}() was compiled with {key}={DEFAULTS[key]!r}, its "
+                                f"default; got {value!r} (compile with an example that passes it)")
+            continue
         if key not in ARG_NAMES:
             raise TypeError(f"{name}() has no argument {key!r}; it takes {', '.join(ARG_NAMES)}")
         at = ARG_NAMES.index(key)
