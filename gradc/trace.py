@@ -1167,6 +1167,16 @@ def _ufunc_name(ufunc):
 
 @traced
 def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
+    given = dict(kwargs)
+    out = _ufunc_call(ufunc, method, *inputs, **kwargs)
+    if method != "__call__":  # (a call's dtypes are checked as it is computed:
+        # _numpy_dtype_checked; np.add.reduce and .accumulate of uint8 are uint64 in NumPy)
+        _check_narrow_dtypes(getattr(ufunc, method), inputs, given, out,
+                             f"{_ufunc_name(ufunc)}.{method}")
+    return out
+
+
+def _ufunc_call(ufunc, method, *inputs, **kwargs):
     name = _ufunc_name(ufunc)
     if method == "reduce" and ufunc in _REDUCTIONS:  # (np.add.reduce(x, axis=0, ...))
         (array,) = inputs

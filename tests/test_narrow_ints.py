@@ -27,6 +27,7 @@ CASES = {
     "multiply wraps": lambda x: x * x,
     "negative": lambda x: -x,
     "absolute": lambda x: np.abs(x),
+    "sign": lambda x: np.sign(x),  # (fuzz47c: uint8's 128 and up were 255)
     "power": lambda x: x ** 2,
     "floor divide": lambda x: x // 3,
     "remainder": lambda x: x % 5,
@@ -72,6 +73,11 @@ def test_sums_numpy_gives_as_uint64_are_refused_with_the_line(dtype):
         gradc.jit(lambda x: x.sum())(x)
     with pytest.raises(gradc.UnsupportedOpError, match=r"np\.cumsum of .* gives uint64"):
         gradc.jit(lambda x: np.cumsum(x, axis=1))(x)
+    for method in ("reduce", "accumulate"):  # (fuzz47c: uint8 wrapped, silently)
+        for ufunc in (np.add, np.multiply):
+            with pytest.raises(gradc.UnsupportedOpError, match=rf"{ufunc.__name__}\.{method} of "
+                                                               r".* gives uint64"):
+                gradc.jit(lambda x: getattr(ufunc, method)(x, axis=1))(x)
     # (cast first, as the message says: the sum of the values)
     assert gradc.jit(lambda x: x.astype(np.int64).sum())(x) == x.astype(np.int64).sum()
 

@@ -197,7 +197,10 @@ elementwise("abs", np.abs, lambda m, dt, a: f"abs({a})",
             vjp=lambda n, g: [g * np.sign(_x(n))],
             ufuncs=(np.abs, np.absolute))
 def _sign_scalar(m, dt, a):
-    """NumPy's sign: 0.0 for both zeros (Numba's, and C's, give -0.0 back for -0.0)."""
+    """NumPy's sign: 0.0 for both zeros (Numba's, and C's, give -0.0 back for -0.0); 1 for
+    every unsigned integer but 0 (Numba's compares uint8's 128 as signed: -1, wrapped 255)."""
+    if np.dtype(dt).kind == "u":
+        return f"({lit(0, dt)} if {a} == {lit(0, dt)} else {lit(1, dt)})"
     if np.dtype(dt).kind != "f":
         return f"{m.sign}({a})"
     return f"({lit(0, dt)} if {a} == {lit(0, dt)} else {m.sign}({a}))"
