@@ -851,7 +851,12 @@ def _call_numpy(func, args, kwargs, name=None):
             raise ShapeError(f"{name or _qualified(func)}(out=...): the output has shape "
                              f"{np.shape(out)}, the result {np.shape(result)}; NumPy needs "
                              "the result's shape")
-        out[...] = result
+        try:
+            out[...] = result
+        except UnsupportedOpError as e:  # (into an argument: named as the call the user wrote)
+            message = str(e)[len(f"{e.source}: "):] if e.source else str(e)
+            raise type(e)(f"{name or _qualified(func)}(out=...) stores its result into out, "
+                          f"and {message}", source=e.source) from None
         return out
     impl = FUNCTIONS.get(func)
     if impl is None:
