@@ -142,7 +142,8 @@ def cross_entropy(logits, labels):
     classes = logits.shape[1]
     if isinstance(logp, Value):
         labels = fn.as_value(labels, logp)
-        if np.issubdtype(labels.dtype, np.signedinteger):  # (a negative one: out of range)
+        if np.issubdtype(labels.dtype, np.signedinteger):  # (a negative one: out of range;
+            labels = fn.astype(labels, np.int64)  # int8 labels of 200 classes: 200 in int64)
             labels = fn.where(fn.compare("less", labels, 0), classes, labels)
         picked = fn.take_along_axis(logp, fn.reshape(labels, (n, 1)), 1)
         return -fn.mean(picked)
@@ -512,7 +513,8 @@ def embedding(table, indices):
     rows = np.shape(table)[0] if np.ndim(table) else 0
     refuse_caught_index_error(indices)
     if isinstance(indices, Value):
-        if kind == "i":  # (a negative one: out of range, found when the kernel runs)
+        if kind == "i":  # (a negative one: out of range, found when the kernel runs; the
+            indices = fn.astype(indices, np.int64)  # row count in int64, int8's too)
             indices = fn.where(fn.compare("less", indices, 0), rows, indices)
     elif np.size(indices) and np.min(indices) < 0:
         raise IndexError(f"embedding: index {np.min(indices)} is no row of a table of {rows} "

@@ -98,6 +98,18 @@ def test_narrow_indices_and_labels_index_as_numpy():
     np.testing.assert_array_equal(got[1], np.eye(256)[labels].sum(axis=0))
 
 
+def test_narrow_labels_and_indices_of_larger_tables_in_gradc_nn():
+    """fuzz47c: int8 indices into a 300-row table (gradc.nn.embedding) and int8 labels of 200
+    classes (cross_entropy) were refused: the row count met them as an int8."""
+    rng = np.random.default_rng(2)
+    table, logits = rng.standard_normal((300, 2)), rng.standard_normal((3, 200))
+    i8 = np.array([1, 99, 5], np.int8)
+    np.testing.assert_array_equal(
+        gradc.jit(lambda t, i: gradc.nn.embedding(t, i))(table, i8), table[i8])
+    assert gradc.jit(gradc.nn.cross_entropy)(logits, i8) == pytest.approx(
+        gradc.nn.cross_entropy(logits, i8.astype(np.int64)), rel=1e-12)
+
+
 def test_a_narrow_array_made_in_the_trace_is_written_in_place_as_numpy():
     def f(x):
         buf = np.zeros(4, np.uint8)
