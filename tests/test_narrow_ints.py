@@ -29,6 +29,7 @@ CASES = {
     "absolute": lambda x: np.abs(x),
     "sign": lambda x: np.sign(x),  # (fuzz47c: uint8's 128 and up were 255)
     "power": lambda x: x ** 2,
+    "power of arrays": lambda x: x ** (x % 4),
     "floor divide": lambda x: x // 3,
     "remainder": lambda x: x % 5,
     "true divide": lambda x: x / 255.0,

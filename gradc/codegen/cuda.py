@@ -40,7 +40,7 @@ from ..errors import CompileError, GradcError
 from ..ops.elementwise import CODE_DTYPE
 from ..passes.memory import ALIGN, nbytes
 from ..pytree import is_device_array
-from .loops import lower, wrapped_narrow
+from .loops import NARROW, lower, wrapped_narrow
 from .modules import content_name, load_module
 
 
@@ -122,8 +122,11 @@ class CudaMath:
 def scalar(statement):
     """The CUDA expression of one statement of a loop nest's body."""
     node = statement.node
-    return wrapped_narrow(node.opdef.scalar(CudaMath(node), node.output.dtype, *statement.args,
-                                           **node.attr), node.output.dtype)
+    text = node.opdef.scalar(CudaMath(node), node.output.dtype, *statement.args, **node.attr)
+    dtype = np.dtype(node.output.dtype)
+    if dtype.kind in "iu" and dtype.itemsize < 4:  # (cuda_math.wrap_u8...)
+        return f"wrap_{NARROW[dtype]}({text})"
+    return wrapped_narrow(text, dtype)
 
 
 class _LoopWriter:

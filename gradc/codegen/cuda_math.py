@@ -30,6 +30,29 @@ def min2(a, b):
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 
 
+# a statement's result in a narrow integer dtype, wrapped as NumPy wraps it: through an int64
+# (on the device the cast alone truncates; the simulator's NumPy scalars refuse a Python int
+# out of their range, `i8(65536)`)
+@cuda.jit(device=True)
+def wrap_i8(x):
+    return i8(((int(x) + 128) & 255) - 128)
+
+
+@cuda.jit(device=True)
+def wrap_u8(x):
+    return u8(int(x) & 255)
+
+
+@cuda.jit(device=True)
+def wrap_i16(x):
+    return i16(((int(x) + 32768) & 65535) - 32768)
+
+
+@cuda.jit(device=True)
+def wrap_u16(x):
+    return u16(int(x) & 65535)
+
+
 # --- float32 sin, cos (and tan) ---------------------------------------------------------------
 # libdevice's sinf/cosf reduce large arguments (|x| > 105615) in double precision; these reduce
 # in float32 and 64-bit integers only, so a float32 graph's PTX has no .f64. Accuracy: at most

@@ -132,8 +132,9 @@ def _power_scalar(m, dt, a, b):
     if np.dtype(dt).kind not in "iu":
         return f"{a} ** {b}"
     one, zero = lit(1, dt), lit(0, dt)
-    return (f"(({a} ** {b} if {b} <= {lit(1 << 16, dt)} else {_power_by_16_bits(a, b, dt)}) "
-            f"if {b} >= {zero} else ({one} if {a} == {one} else (({one} if "
+    power = (f"{a} ** {b}" if np.dtype(dt).itemsize <= 2 else  # (int16's exponents: < 2**16)
+             f"{a} ** {b} if {b} <= {lit(1 << 16, dt)} else {_power_by_16_bits(a, b, dt)}")
+    return (f"(({power}) if {b} >= {zero} else ({one} if {a} == {one} else (({one} if "
             f"{b} % {lit(2, dt)} == {zero} else -{one}) if {a} == -{one} else {zero})))")
 
 
