@@ -33,24 +33,18 @@ SIMULATOR = bool(config.ENABLE_CUDASIM)
 # a statement's result in a narrow integer dtype, wrapped as NumPy wraps it: through an int64
 # (on the device the cast alone truncates; the simulator's NumPy scalars refuse a Python int
 # out of their range, `i8(65536)`)
-@cuda.jit(device=True)
-def wrap_i8(x):
-    return i8(((int(x) + 128) & 255) - 128)
+def _wrapping(cast, bits, signed):
+    mask, half = (1 << bits) - 1, 1 << (bits - 1) if signed else 0
+
+    @cuda.jit(device=True)
+    def wrap(x):
+        return cast(((int(x) + half) & mask) - half)
+
+    return wrap
 
 
-@cuda.jit(device=True)
-def wrap_u8(x):
-    return u8(int(x) & 255)
-
-
-@cuda.jit(device=True)
-def wrap_i16(x):
-    return i16(((int(x) + 32768) & 65535) - 32768)
-
-
-@cuda.jit(device=True)
-def wrap_u16(x):
-    return u16(int(x) & 65535)
+wrap_i8, wrap_u8 = _wrapping(i8, 8, True), _wrapping(u8, 8, False)
+wrap_i16, wrap_u16 = _wrapping(i16, 16, True), _wrapping(u16, 16, False)
 
 
 # --- float32 sin, cos (and tan) ---------------------------------------------------------------
