@@ -364,6 +364,8 @@ def _gufunc_operands(name, x1, x2, dtype, core_dims):
 
 
 def _logical(op, a, b):
+    a, b = (bool(x) if type(x) in (int, float) else x for x in (a, b))  # (np.logical_and(x, 300)
+    # of an int8 x: 300 is True, no int8)
     a, b = fn._operands(a, b)
     a, b = fn.broadcast_all(fn.astype(a, bool), fn.astype(b, bool))
     return a.graph.apply(op, (a, b))
@@ -393,6 +395,10 @@ def _ufunc_bindings():
         np.logical_xor: lambda a, b: _logical("not_equal", a, b),
         np.vecdot: _vecdot,
     })
+    for name in ("less", "less_equal", "greater", "greater_equal", "equal", "not_equal"):
+        ufunc = getattr(np, name)  # (as the operators: np.less(x, 300) of an int8 x is NumPy's
+        table[ufunc] = _numpy_dtype_checked(ufunc, functools.partial(fn.compare, name))  # exact
+        # comparison, not an int8 300)
     if hasattr(np, "matvec"):  # (NumPy 2.2)
         table.update({np.matvec: _matvec, np.vecmat: _vecmat})
     table[np.divmod] = lambda a, b: (table[np.floor_divide](a, b), table[np.remainder](a, b))

@@ -37,6 +37,8 @@ CASES = {
     "with a float32 array": lambda x: x * W.T.astype(np.float32),
     "with int64": lambda x: x + np.arange(4),
     "compare": lambda x: x > 3,
+    "compare beyond the dtype": lambda x: (np.less(x, 300), np.greater_equal(x, -200),
+                                           np.not_equal(70000, x), np.logical_and(x, 300)),
     "maximum": lambda x: np.maximum(x, x[::-1]),
     "where": lambda x: np.where(x > 3, x, 0),
     "clip": lambda x: np.clip(x, 1, 5),
@@ -61,9 +63,11 @@ def test_narrow_integers_compute_as_numpy(dtype, case):
         warnings.simplefilter("ignore")
         expected = f(x)
         got = gradc.jit(f)(x)
-    assert np.asarray(got).dtype == expected.dtype
-    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-6 if
-                               expected.dtype.kind == "f" else 0)
+    for got, expected in zip(*((got, expected) if type(expected) is tuple else
+                               ((got,), (expected,)))):
+        assert np.asarray(got).dtype == expected.dtype
+        np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-6 if
+                                   expected.dtype.kind == "f" else 0)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16], ids=lambda d: np.dtype(d).name)

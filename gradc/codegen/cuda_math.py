@@ -192,7 +192,8 @@ if SIMULATOR:
     cu_tan_f32 = _device_math(np.tan, None)
     cu_floor_f32 = cu_floor_f64 = _device_math(np.floor, None)
     cu_ceil_f32 = cu_ceil_f64 = _device_math(np.ceil, None)
-    cu_sign_f32 = cu_sign_f64 = cu_sign_i64 = cu_sign_i32 = _device_math(np.sign, None)
+    cu_sign_f32 = cu_sign_f64 = cu_sign_i64 = cu_sign_i32 = cu_sign_i16 = cu_sign_i8 = (
+        _device_math(np.sign, None))
 else:
     fmaf = libdevice.fmaf
     trig_reduce_f32 = cuda.jit(device=True)(trig_reduce_f32)
@@ -243,6 +244,14 @@ else:
     @cuda.jit(device=True)
     def cu_sign_i32(x):
         return i32(1) if x > 0 else (i32(-1) if x < 0 else i32(0))
+
+    @cuda.jit(device=True)
+    def cu_sign_i16(x):
+        return i16(1) if x > 0 else (i16(-1) if x < 0 else i16(0))
+
+    @cuda.jit(device=True)
+    def cu_sign_i8(x):
+        return i8(1) if x > 0 else (i8(-1) if x < 0 else i8(0))
 
 
 # --- special functions (gradc/ops/special.py): the scalar code of special_math.py compiled as

@@ -86,7 +86,8 @@ bytes8 = np.array([[0, 1, 127, 128], [200, 254, 255, 3]], np.uint8)
 case("narrow_integers_jit", lambda b, w: [
     b + 100, (b / np.float32(255.0)) @ w, b.astype(np.int8) * 3,
     (b * np.float32(3.7) - np.float32(100.0)).astype(np.uint8), b.max(axis=1),
-    b.astype(np.int16) * 300, b.astype(np.uint16) - 1, b ** 3, b.astype(np.int16) ** 3],
+    b.astype(np.int16) * 300, b.astype(np.uint16) - 1, b ** 3, b.astype(np.int16) ** 3,
+    np.sign(b.astype(np.int8)), np.sign(b.astype(np.int16) - 100), np.sign(b)],
      bytes8, f32(4, 2), mode="jit")  # (** of them: fuzz47c, `i8(65536)` in the simulator)
 # NumPy's further math ufuncs (gradc/ops/math.py), inside their domains
 case("math_ufuncs", lambda a, b: (
