@@ -237,21 +237,14 @@ else:
     def cu_sign_f64(x):
         return f64(1) if x > 0 else (f64(-1) if x < 0 else x)
 
-    @cuda.jit(device=True)
-    def cu_sign_i64(x):
-        return i64(1) if x > 0 else (i64(-1) if x < 0 else i64(0))
+    def _integer_sign(cast):
+        @cuda.jit(device=True)
+        def sign(x):
+            return cast(1) if x > 0 else (cast(-1) if x < 0 else cast(0))
 
-    @cuda.jit(device=True)
-    def cu_sign_i32(x):
-        return i32(1) if x > 0 else (i32(-1) if x < 0 else i32(0))
+        return sign
 
-    @cuda.jit(device=True)
-    def cu_sign_i16(x):
-        return i16(1) if x > 0 else (i16(-1) if x < 0 else i16(0))
-
-    @cuda.jit(device=True)
-    def cu_sign_i8(x):
-        return i8(1) if x > 0 else (i8(-1) if x < 0 else i8(0))
+    cu_sign_i64, cu_sign_i32, cu_sign_i16, cu_sign_i8 = map(_integer_sign, (i64, i32, i16, i8))
 
 
 # --- special functions (gradc/ops/special.py): the scalar code of special_math.py compiled as
