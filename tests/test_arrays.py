@@ -714,3 +714,18 @@ def test_pad_statistic_and_linear_ramp_modes_are_numpy_s(dtype):
             loss = lambda a, mode=mode, kw=kw: np.sum(np.pad(a, widths, mode, **kw) * w)
             np.testing.assert_allclose(gradc.grad(loss)(a), finite_differences(loss, [a], [0])[0],
                                        rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int64, np.uint8])
+def test_isin_is_numpys(dtype):
+    """fuzz47c: np.isin was refused; it is `==` against each test element (any shape, in any
+    dtype, a Python int beyond the element's dtype too), invert=True its negation."""
+    x = np.array([[1, 5, 3], [7, 2, 2]]).astype(dtype)
+    cases = (lambda x: np.isin(x, [2, 3]), lambda x: np.isin(x, np.array([[7], [9]]), invert=True),
+             lambda x: np.isin(x, []), lambda x: np.isin(x / 2, [1.0, 2.5]),
+             lambda x: np.isin(x, x[0]), lambda x: np.isin(3, x),
+             lambda x: np.isin(element=x, test_elements=[2, 300]))
+    for i, f in enumerate(cases):
+        got, want = gradc.jit(f)(x), f(x)
+        assert np.shape(got) == np.shape(want) and np.asarray(got).dtype == np.bool_, i
+        np.testing.assert_array_equal(got, want, err_msg=str(i))

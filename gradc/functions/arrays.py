@@ -493,6 +493,16 @@ def _extract(condition, arr):
     return _rearranged(array_arg(arr), lambda at: np.extract(condition, at))
 
 
+def _isin(element, test_elements, assume_unique=False, invert=False, *, kind=None):
+    """np.isin: whether each element is among test_elements (any shape, flattened), compared
+    as `==` compares (NumPy's result for every `kind`)."""
+    x = array_arg(element, test_elements)
+    tests = array_arg(test_elements, x)
+    tests = fn.reshape(tests, (1,) * x.ndim + (tests.size,))
+    hit = fn.any(fn.compare("equal", fn.reshape(x, x.shape + (1,)), tests), -1)
+    return fn.unary("logical_not", hit, float_only=False) if invert else hit
+
+
 def _broadcast_arrays(*args, subok=False):
     # (a Python number is an array of its own dtype here, as NumPy's np.array makes it)
     values = [array_arg(a if isinstance(a, Value) else np.asarray(a), *args) for a in args]
@@ -610,5 +620,5 @@ FUNCTIONS = {
     np.tril: _triangle(True), np.triu: _triangle(False),
     np.diag: _diag, np.diagonal: _diagonal, np.diagflat: _diagflat, np.vander: _vander,
     np.delete: _delete, np.insert: _insert, np.resize: _resize, np.compress: _compress,
-    np.extract: _extract, np.broadcast_arrays: _broadcast_arrays,
+    np.extract: _extract, np.broadcast_arrays: _broadcast_arrays, np.isin: _isin,
 }
