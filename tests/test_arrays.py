@@ -729,3 +729,18 @@ def test_isin_is_numpys(dtype):
         got, want = gradc.jit(f)(x), f(x)
         assert np.shape(got) == np.shape(want) and np.asarray(got).dtype == np.bool_, i
         np.testing.assert_array_equal(got, want, err_msg=str(i))
+
+
+def test_ediff1d_is_numpys():
+    """np.ediff1d was refused: the differences of the flattened array between to_begin's and
+    to_end's values, in its dtype (another kind refused, as NumPy refuses it)."""
+    x = np.array([[1, 4], [9, 16]])
+    cases = (lambda x: np.ediff1d(x), lambda x: np.ediff1d(x, to_begin=-99, to_end=[7, 8]),
+             lambda x: np.ediff1d(x.astype(np.float32), to_end=1.5),
+             lambda x: np.ediff1d(x * 1.5, to_begin=x[0]))
+    for i, f in enumerate(cases):
+        got, want = gradc.jit(f)(x), f(x)
+        assert got.dtype == want.dtype, i
+        np.testing.assert_array_equal(got, want, err_msg=str(i))
+    with pytest.raises(gradc.ArgumentError, match="same_kind"):
+        gradc.jit(lambda x: np.ediff1d(x, to_end=1.5))(x)

@@ -464,6 +464,24 @@ def _diff(a, n=1, axis=-1, prepend=ABSENT, append=ABSENT):
     return x
 
 
+def _ediff1d(ary, to_end=None, to_begin=None):
+    """np.ediff1d: the differences of the flattened array, between to_begin's and to_end's
+    values (flattened, cast to its dtype by NumPy's same_kind rule)."""
+    x = fn.reshape(array_arg(ary), (-1,))
+
+    def flat(extra, name):
+        extra = fn.reshape(extra if isinstance(extra, Value) else fn.as_value(
+            np.asarray(extra), x), (-1,))
+        if not np.can_cast(extra.dtype, x.dtype, casting="same_kind"):
+            raise ArgumentError(f"dtype of `{name}` must be compatible with input `ary` under "
+                                "the `same_kind` rule (NumPy's TypeError)")
+        return fn.astype(extra, x.dtype)
+
+    parts = ([flat(to_begin, "to_begin")] if to_begin is not None else []) + [
+        fn.subtract(*_neighbours(x, 0))] + ([flat(to_end, "to_end")] if to_end is not None else [])
+    return fn.concatenate(parts, 0) if len(parts) > 1 else parts[0]
+
+
 def _neighbours(x, axis):
     """(x[1:], x[:-1]) along `axis` (np.diff's and np.trapezoid's pairs)."""
     m = x.shape[axis]
@@ -1111,7 +1129,7 @@ FUNCTIONS = {
     np.prod: _prod, np.cumsum: _cum("cumsum"), np.cumprod: _cum("cumprod"),
     np.cumulative_sum: _cumulative_numpy2("cumulative_sum"),
     np.cumulative_prod: _cumulative_numpy2("cumulative_prod"),
-    np.diff: _diff, np.trace: _trace, np.linalg.norm: _norm,
+    np.diff: _diff, np.ediff1d: _ediff1d, np.trace: _trace, np.linalg.norm: _norm,
     np.argmax: _arg_extremum("argmax"), np.argmin: _arg_extremum("argmin"),
     np.sort: _sort, np.argsort: _argsort,
     np.median: _median, np.quantile: _quantile, np.percentile: _percentile,

@@ -400,6 +400,7 @@ GRADIENTS = {  # name: (function of one float64 array, generator)
     "trace": (lambda x: np.trace(x, 1, 1, 2), _normal(2, 3, 4)),
     "trace_negative": (lambda x: x.trace(-1), _normal(3, 4)),
     "diff": (lambda x: np.diff(x, 2, axis=0, prepend=x[:1] * 3.0, append=1.0), _normal(3, 4)),
+    "ediff1d": (lambda x: np.ediff1d(x, to_begin=x[0] * 2.0, to_end=[1.0, -2.0]), _normal(3, 4)),
     "sort_axis0": (lambda x: np.sort(x, axis=0), _spread(3, 4)),
     "sort_flat": (lambda x: np.sort(x, axis=None), _spread(2, 3)),
     "median": (lambda x: np.median(x, axis=1), _spread(3, 4)),
