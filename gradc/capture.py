@@ -41,7 +41,7 @@ from .ir import Value
 
 from .outside import ABSENT, ChangedByTrace, Path
 from .pytree import typed_key
-from .errors import SignatureError
+from .errors import SignatureError, UnsupportedOpError
 
 
 class Capture(NamedTuple):
@@ -112,12 +112,22 @@ class Captures:
     """The captured arrays of one compiled signature, in input order (they follow the
     arguments' inputs), and its guards."""
 
-    def __init__(self, captures, guards, input_types, numpy_read=()):
+    def __init__(self, captures, guards, input_types, numpy_read=(), updated=frozenset()):
         self.captures = list(captures)
         self.guards = [Guard(*g) for g in guards]
         self.types = [input_types[c.position] for c in self.captures]
         # {(id(root), steps)} of the paths to the arrays read_by_numpy found
         self.numpy_read = frozenset(numpy_read)
+        self.apart = _apart(self.captures, updated)
+
+    def _moved_together(self, arrays):
+        """CaptureChanged where two arrays apart when traced, one of them updated in place, now
+        share their memory (`m.b = m.a` tied by the user since: the program reads one as it
+        was before the other's update)."""
+        for i, j in self.apart:
+            if owner_of(arrays[i]) is owner_of(arrays[j]):
+                raise CaptureChanged(f"`{self.captures[i].name}` and `{self.captures[j].name}` "
+                                     "were apart when traced, now one array's memory")
 
     def __len__(self):
         return len(self.captures) + len(self.guards)
@@ -185,7 +195,20 @@ class Captures:
                     raise CaptureChanged(f"`{name}` viewed the memory of `{capture.name}` when "
                                          "traced, now not")
             arrays.append(x)
+        self._moved_together(arrays)
         return arrays
+
+
+def _apart(captures, updated):
+    """[(i, j)] of the captures i updated in place (`updated`: their arrays' ids, Graph.updated)
+    and the others j whose arrays had other memory when traced."""
+    try:
+        arrays = [c.path.follow() for c in captures]
+    except Exception:  # noqa: BLE001 - (gone meanwhile: the next call traces again anyway)
+        return []
+    owners = [owner_of(a) if isinstance(a, np.ndarray) else a for a in arrays]
+    return [(i, j) for i, a in enumerate(arrays) if id(a) in updated
+            for j in range(len(arrays)) if j != i and owners[j] is not owners[i]]
 
 
 # what a capture's path may lead to: a memmap is read live as an array is (compiled in, a
@@ -782,6 +805,9 @@ def captured(graph, x):
     updated = graph.in_place.get(id(x))
     if updated is not None and updated[0] is x:  # (`params["W"] -= g` before: its new value)
         return updated[1]
+    through = _updated_through_alias(graph, x)
+    if through is not None:
+        return through
     found = watch.arrays.get(id(x))
     if found is None and watch.frontier:
         watch.look_beyond(x)  # (past the walk's limits: a layer deep down, a long list's)
@@ -791,9 +817,7 @@ def captured(graph, x):
     owner = owner_of(x)
     if owner is x:
         return None
-    flips = [k for k in range(x.ndim) if x.strides[k] < 0 and x.shape[k] > 1]
-    unflipped = x[tuple(slice(None, None, -1) if k in flips else slice(None)
-                        for k in range(x.ndim))]
+    unflipped, flips = _unflipped(x)
     for _, base, _ in watch.arrays.values():  # (an array found outside that x views)
         if owner_of(base) is owner:
             recipe = view_recipe(unflipped, base)
@@ -801,17 +825,60 @@ def captured(graph, x):
                 break
     else:
         return None
-    from .ops import fn
-    perm, shape, starts, stops, steps, lengths, axes = recipe
-    v = fn.transpose(_input(graph, base, *watch.way_to(base)), perm)
+    v = _input(graph, base, *watch.way_to(base))
     _note_shares(graph, base)
-    v = fn.slice_(fn.reshape(v, shape), starts, stops, steps)
-    v = fn.reshape(fn.transpose(fn.reshape(v, lengths), axes), x.shape)
+    return _made_by(v, recipe, x.shape, flips)
+
+
+def _unflipped(x):
+    """(x with its reversed axes turned forward, those axes): view_recipe makes no reversal."""
+    flips = [k for k in range(x.ndim) if x.strides[k] < 0 and x.shape[k] > 1]
+    return x[tuple(slice(None, None, -1) if k in flips else slice(None)
+                   for k in range(x.ndim))], flips
+
+
+def _made_by(v, recipe, shape, flips):
+    """The value of a view of shape `shape` made from `v` (the value of the array it views) by
+    view_recipe's `recipe`, its `flips` axes reversed after."""
+    from .ops import fn
+    perm, base_shape, starts, stops, steps, lengths, axes = recipe
+    v = fn.slice_(fn.reshape(fn.transpose(v, perm), base_shape), starts, stops, steps)
+    v = fn.reshape(fn.transpose(fn.reshape(v, lengths), axes), shape)
     if flips:  # (x[::-1]: the last element first)
-        v = fn.slice_(v, [n - 1 if k in flips else 0 for k, n in enumerate(x.shape)],
-                      [-1 if k in flips else n for k, n in enumerate(x.shape)],
-                      [-1 if k in flips else 1 for k in range(x.ndim)])
+        v = fn.slice_(v, [n - 1 if k in flips else 0 for k, n in enumerate(shape)],
+                      [-1 if k in flips else n for k, n in enumerate(shape)],
+                      [-1 if k in flips else 1 for k in range(len(shape))])
     return v
+
+
+def _user_source():
+    from .trace import user_source  # (it imports this module)
+    return user_source()
+
+
+def _updated_through_alias(graph, x):
+    """The value of x where the code updated in place, before this read, another outside array
+    whose memory x shares (`self.flat -= lr * g`, then `self.W`, a view of flat): made from
+    the updated value, as NumPy's x shows the update; None where none such was updated. One x
+    cannot be made from (a view of x was updated, `self.b = self.a[:]; self.b -= g`, then
+    `self.a` read) is refused: its read would miss the update."""
+    for into, value in list(graph.in_place.values()):
+        if into is x or owner_of(into) is not owner_of(x) or not np.shares_memory(into, x):
+            continue
+        unflipped, flips = _unflipped(x)
+        recipe = view_recipe(unflipped, into)
+        if recipe is not None:
+            return _made_by(value, recipe, x.shape, flips)
+        watch = graph.outside
+        name = watch.way_to(x)[0] if id(x) in watch.arrays else "an array"
+        updated = watch.way_to(into)[0] if id(into) in watch.arrays else "an array"
+        raise UnsupportedOpError(
+            f"`{name}` shares memory with `{updated}`, which the function updated in place "
+            "before this read: NumPy reads the update through it, and gradc can make it only "
+            "where it views the updated array (`self.W` a view of `self.flat`, after `self.flat "
+            "-= g`). Update the array it views instead, or read the updated array itself",
+            source=_user_source())
+    return None
 
 
 def owner_of(x):

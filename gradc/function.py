@@ -323,7 +323,7 @@ class Function:
         if random.draws_from_generators(call):
             compiled.lock = random.DRAWS
         compiled.captures = Captures(captures, guards, compiled.input_types,
-                                     graph.numpy_read)
+                                     graph.numpy_read, graph.updated)
         compiled.just_traced = threading.get_ident()
         compiled.thread = this_thread()
         compiled.write_backs = graph.write_backs  # (each with its output's position)

@@ -251,6 +251,7 @@ class Graph:
         self.guards = []  # [(name, value, outside.Path)]: values read from outside, compiled in
         self.names_run = None  # what the lines the trace ran read, where recorded (frozen.py)
         self.numpy_read = frozenset()  # {(id(root), steps)}: capture.read_by_numpy's finds
+        self.updated = frozenset()  # ids of the outside arrays the trace updated in place
         # [outside.Stored]: traced values assigned outside (`self.cache = x`), the last outputs:
         # written there after each call (gradc/function.py)
         self.write_backs = []
@@ -487,6 +488,7 @@ def replay(graph, rewrite=None, outputs=None):
     new.guards = graph.guards
     new.names_run = graph.names_run
     new.numpy_read = graph.numpy_read
+    new.updated = graph.updated
     return new
 
 

@@ -101,6 +101,10 @@ class LastCall:
                     consts["owner_of"] = owner_of
                     lines += [f"    if owner_of({shared.expression(consts)}) is not "
                               f"owner_of(l{first + j}):", "        return False"]
+            for i, j in compiled.captures.apart:  # (one updated in place, apart then: together?)
+                consts["owner_of"] = owner_of
+                lines += [f"    if owner_of(l{first + i}) is owner_of(l{first + j}):",
+                          "        return False"]
             lines += ["except Exception:", "    return False"]
             for j in range(len(captures)):
                 lines += [f"if type(l{first + j}) is not ndarray:", "    return False"]

@@ -1650,6 +1650,7 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
         graph.guards += [(name, a.copy(), path) for name, a, path in plain
                          if (id(path.root), path.steps) not in have]
         graph.numpy_read = frozenset((id(path.root), path.steps) for _, _, path in read + plain)
+        graph.updated = frozenset(graph.in_place)  # (capture.Captures.apart)
         # (read plainly, `self.snap = self.W.astype(np.float32)` beside `self.W -= lr * g`:
         # NumPy's, compiled in, though W is read live too; unchanged_by keeps its check)
         graph.names_run = watch.names_run()

@@ -1179,3 +1179,80 @@ def test_tied_weights_each_updated_in_place_stay_one_array():
         assert step(x) == pytest.approx(reference.step(x), rel=1e-12)
         assert model.D is model.E
         np.testing.assert_allclose(model.E, reference.E, rtol=1e-12)
+
+
+class _FlatParameters:
+    """Weights as views of one flat vector, updated through the vector."""
+
+    def __init__(self):
+        self.flat = np.linspace(-1.0, 1.0, 15)
+        self.W, self.c = self.flat[:12].reshape(4, 3), self.flat[12:]
+
+    def step(self, x):
+        y = x @ self.W + self.c
+        self.flat -= 0.01 * np.concatenate([(x.T @ y).ravel(), y.sum(0)])
+        return ((x @ self.W + self.c) ** 2).mean()  # (after the update: through the views)
+
+
+class _FullView:
+    """b = a[:], updated through b, read through a."""
+
+    def __init__(self):
+        self.a = np.linspace(-1.0, 1.0, 12).reshape(4, 3)
+        self.b = self.a[:]
+
+    def step(self, x):
+        self.b -= 0.01 * (x.T @ (x @ self.a))
+        return (x @ self.a).sum()
+
+
+@pytest.mark.parametrize("model", [_FlatParameters, _FullView])
+def test_an_update_in_place_is_seen_through_the_arrays_sharing_its_memory(model):
+    """fuzz47e: `self.flat -= lr * g` then `self.W` (a view of flat) read the values before
+    the update, from the first call on: a view read after an update of the array it views is
+    made from the updated value now, as NumPy's shows it."""
+    m, reference = model(), model()
+    f = gradc.jit(m.step)
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        x = rng.standard_normal((3, 4))
+        assert f(x) == pytest.approx(reference.step(x), rel=1e-12), k
+        for name in vars(reference):
+            np.testing.assert_allclose(getattr(m, name), getattr(reference, name), rtol=1e-12)
+
+
+def test_a_read_of_an_array_a_view_of_it_was_updated_through_is_refused():
+    class Part:
+        def __init__(self):
+            self.flat = np.linspace(-1.0, 1.0, 15)
+            self.W = self.flat[:12].reshape(4, 3)
+
+        def step(self, x):
+            self.W -= 0.01 * (x.T @ (x @ self.W))
+            return (self.flat * x[0, 0]).sum()  # (the whole vector: no view of the part)
+
+    with pytest.raises(gradc.UnsupportedOpError, match=r"`self\.flat` shares memory with "
+                                                       r"`self\.W`"):
+        gradc.jit(Part().step)(np.ones((3, 4)))
+
+
+def test_weights_the_user_ties_after_the_trace_trace_again():
+    """fuzz47e: `m.b = m.a` after the first calls (b updated in place, a read after): the
+    program compiled for two arrays ran on, reading a as it was before b's update."""
+    class Model:
+        def __init__(self):
+            self.a = np.linspace(-1.0, 1.0, 12).reshape(4, 3)
+            self.b = self.a.copy()
+
+        def step(self, x):
+            self.b -= 0.01 * (x.T @ (x @ self.a))
+            return (x @ self.a).sum()
+
+    m, reference = Model(), Model()
+    f = gradc.jit(m.step)
+    rng = np.random.default_rng(1)
+    for k in range(4):
+        x = rng.standard_normal((3, 4))
+        assert f(x) == pytest.approx(reference.step(x), rel=1e-12), k
+        if k == 1:
+            m.b, reference.b = m.a, reference.a
