@@ -438,7 +438,9 @@ def _set(holder, key, value):
 
 
 def entry_of(container, key):
-    """What a dict or list holds at key, or None."""
+    """What a dict, list or 1-d object array holds at key, or None."""
     if isinstance(container, dict):
         return container.get(key)
-    return container[key] if type(container) is list and 0 <= key < len(container) else None
+    sequence = type(container) is list or (type(container) is np.ndarray
+                                           and container.dtype == object and container.ndim == 1)
+    return container[key] if sequence and 0 <= key < len(container) else None

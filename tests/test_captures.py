@@ -3967,6 +3967,25 @@ def test_a_traced_value_stored_into_an_outside_object_array_is_written_there_as_
         np.testing.assert_allclose(layers[1], reference[1], rtol=1e-12)
         np.testing.assert_allclose(store[0], np.tanh(x[0]))
 
+    # (fuzz47e: `L[1] -= g` of an array two items hold bound a new array to L[1], untying
+    # them; it writes into the array, as NumPy's)
+    tied = np.empty(2, dtype=object)
+    tied[0] = tied[1] = np.linspace(-1.0, 1.0, 12).reshape(4, 3)
+    reference = np.empty(2, dtype=object)
+    reference[0] = reference[1] = tied[0].copy()
+
+    def update(L, x):
+        y = x @ L[0]
+        L[1] -= 0.01 * (x.T @ y)
+        return y.sum()
+
+    g, weights = gradc.jit(lambda x: update(tied, x)), tied[0]
+    for i in range(3):
+        x = np.full((3, 4), 0.1 * (i + 1))
+        assert g(x) == pytest.approx(update(reference, x), rel=1e-12)
+        assert tied[0] is tied[1] is weights
+        np.testing.assert_allclose(weights, reference[0], rtol=1e-12)
+
 
 def test_a_traced_value_stored_as_an_attribute_of_a_function_is_written_there_as_numpys():
     """Stop 47: `helper.last = h` (a function's attribute as a cache, a memo of the last
