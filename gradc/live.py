@@ -90,12 +90,20 @@ class Live(np.ndarray):
         return getattr(ufunc, method)(*inputs, **kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
+        if func in _ITSELF_IF_FIT and len(args) == 1 and args[0] is self and not kwargs:
+            plain = np.ndarray.view(self, np.ndarray)  # (np.atleast_2d(self.W) of a 2-d W:
+            if func(plain) is plain:  # W itself, as NumPy's; a traced read would be a copy
+                return self  # written back on every call)
         if func in _ABOUT_THE_ARRAY:  # (its dtype or shape: NumPy's answer, of its plain view;
             read_item = array_of  # a traced value has no np.result_type)
         else:
             read_item = read
         return func(*_read_all(args, read_item),
                     **dict(zip(kwargs, _read_all(kwargs.values(), read_item))))
+
+
+# functions that give back the array itself where it fits already
+_ITSELF_IF_FIT = frozenset({np.atleast_1d, np.atleast_2d, np.atleast_3d})
 
 
 def _noted(live, result, values=False):
@@ -127,6 +135,10 @@ class _Copy:
 
     def __call__(self, *args, **kwargs):
         from .ir import Value
+        dtype = args[0] if args else kwargs.get("dtype")
+        if (self.name == "astype" and kwargs.get("copy", True) is False and dtype is not None
+                and np.dtype(dtype) == self.array.dtype):  # (`W.astype(np.float64,
+            return self.array  # copy=False)`: W itself, as NumPy's)
         value = read(self.array)
         if isinstance(value, Value):
             return getattr(value, self.name)(*args, **kwargs)
