@@ -1021,6 +1021,13 @@ class OutsideWalk:
                             container[key] = held[key]
                         else:
                             del container[key]
+        for _, obj, held in self.slotted:  # (an object's __slots__)
+            for key, before in held.items():
+                if (key in stores.attrs or by_name) and getattr(obj, key, ABSENT) is not before:
+                    if before is ABSENT:
+                        delattr(obj, key)
+                    else:
+                        setattr(obj, key, before)
         for cls, held in self.classes.values():
             for key in stores.attrs:
                 if vars(cls).get(key, ABSENT) is not held.get(key, ABSENT):

@@ -1416,12 +1416,20 @@ TRACING = threading.RLock()
 
 
 def trace(fun, args, kwargs=None, capture=False, write_back=False):
-    """`_trace` one thread at a time (TRACING)."""
+    """`_trace` one thread at a time (TRACING). A trace refused (a GradcError) puts back what
+    the user code stored outside with NumPy too (`self.hist.append(self.W.copy())` before the
+    refused line): the call leaves the state as it found it, not half of one NumPy step."""
     with TRACING:
-        return _trace(fun, args, kwargs, capture, write_back)
+        watches = []
+        try:
+            return _trace(fun, args, kwargs, capture, write_back, watches=watches)
+        except GradcError:
+            if capture and watches:
+                watches[0].restore()
+            raise
 
 
-def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None):
+def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None, watches=None):
     """Trace `fun(*args, **kwargs)` into a new graph.
 
     Array leaves of the argument pytrees become graph inputs (named by their path); other leaves
@@ -1462,6 +1470,8 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
         with graph.stamping_user_source(True), numpy_constructors(), \
                 frozen.following(steps, follow=probing is not None) if capture else \
                 contextlib.nullcontext(), frozen.Watch(fun, _static_values(treedef)) as watch:
+            if watches is not None:  # (trace: put back where the trace is refused)
+                watches.append(watch)
             graph.outside = watch if capture else None
             _check_call(fun, targs, tkwargs)
             graph.tracing, graph.refusals = True, []

@@ -4030,3 +4030,40 @@ def test_the_weights_themselves_kept_beside_an_update_in_place_stay_them(form):
         assert f(x) == pytest.approx(reference.step(x), rel=1e-12)
         assert m.s is m.W
         np.testing.assert_allclose(m.W, reference.W, rtol=1e-12)
+
+
+def test_a_refused_call_leaves_the_state_outside_as_it_found_it():
+    """fuzz47e: a refused call kept what NumPy stored outside before the refusal
+    (`self.hist.append(self.W.copy())`, a __slots__ attribute) while the traced stores were
+    undone: a state NumPy never makes, and a second update where the caller fell back to
+    NumPy."""
+    class Model:
+        def __init__(self):
+            self.W, self.hist = np.linspace(-1.0, 1.0, 12).reshape(4, 3), []
+
+        def step(self, x):
+            self.hist = self.hist + [self.W.copy()]  # (refused beside the update in place)
+            y = x @ self.W
+            self.W -= 0.01 * (x.T @ y)
+            return y.sum()
+
+    class Slotted:
+        __slots__ = ("W", "snap", "h")
+
+        def __init__(self):
+            self.W, self.snap, self.h = np.ones((4, 3)), None, np.zeros(3)
+
+        def step(self, x):
+            self.snap = np.array(self.W)
+            y = x @ self.W + self.h
+            self.h = y.mean(0)  # (a traced value into a slot: refused)
+            return y.sum()
+
+    m = Model()
+    with pytest.raises(gradc.UnsupportedOpError):
+        gradc.jit(m.step)(np.ones((3, 4)))
+    assert m.hist == [] and np.array_equal(m.W, np.linspace(-1.0, 1.0, 12).reshape(4, 3))
+    s = Slotted()
+    with pytest.raises(gradc.UnsupportedOpError, match=r"`self\.h`"):
+        gradc.jit(s.step)(np.ones((3, 4)))
+    assert s.snap is None and not s.h.any()
