@@ -107,9 +107,10 @@ class Function:
         if self.mode == "jit":
             graph, out_tree, outs = trace(self.fun, call.args, call.kwargs, capture,
                                           write_back=capture)
-            written = _after_the_results(graph, len(graph.outputs))
+            results = len(graph.outputs)
+            written = _after_the_results(graph, results, returned=True)
             graph = run_passes(graph, BEFORE_AUTODIFF, consume=True)
-            graph.write_backs = written
+            graph.write_backs, graph.results = written, results
             _advance_generators(graph, call.treedef)
             return graph, out_tree
         argnums, many = normalize_argnums(self.argnums, len(call.args), src)
@@ -327,6 +328,7 @@ class Function:
         compiled.just_traced = threading.get_ident()
         compiled.thread = this_thread()
         compiled.write_backs = graph.write_backs  # (each with its output's position)
+        compiled.results = getattr(graph, "results", 0)  # (jit's: those before write-backs)
         compiled.live_paths = graph.live_paths  # (read live again by the next trace)
         compiled.read_live = graph.read_live  # (capture.unchanged_by)
         unchanged_by(compiled.captures, stale, compiled, graph.names_run)
@@ -406,10 +408,16 @@ class Function:
                 else:
                     stored.write(made.setdefault(stored.value, _written(outs[stored.value])))
                     at.add(stored.value)
-            outs = [o for i, o in enumerate(outs) if i not in at]
+            results = getattr(compiled, "results", 0)  # (a result written back too: the
+            outs = [made[i] if i < results and i in made else o  # array written, itself)
+                    for i, o in enumerate(outs) if i not in at or i < results]
+            made = {id(x) for x in made.values()}
+        else:
+            made = ()
         if self.mode == "jit":  # (None: a generator's counter, advanced in place)
-            return pytree.unflatten(compiled.out_kind, [_result(o, fresh=True) for o in outs
-                                                        if o is not None])
+            return pytree.unflatten(compiled.out_kind, [
+                o if id(o) in made and isinstance(o, np.ndarray) else _result(o, fresh=True)
+                for o in outs if o is not None])
         if self.mode == "jacobian":  # per output, a block per differentiated leaf; then aux
             out_tree, arg_trees, many, n, aux_tree = compiled.out_kind
             count = n * pytree.leaf_count(out_tree)
@@ -573,14 +581,16 @@ def _outsides(written):
                         if isinstance(x, Rebuilt) for outside in x.outsides())
 
 
-def _after_the_results(graph, first):
+def _after_the_results(graph, first, returned=False):
     """The values the trace assigned outside its arguments (graph.write_backs) appended to the
     outputs, from position `first` on (before the generators' counters, _advance_generators):
     the Stored list, each with its output's position for its value, or Made, for a dict or
     list holding values (the passes remake the values, not the positions); what the function
-    was given (outside.Given) is the call's own object, no output."""
+    was given (outside.Given) is the call's own object, no output. `returned`: a value it also
+    returns is that result's position (`self.h = h; return h`: one array, as NumPy's)."""
     assert len(graph.outputs) == first
-    outputs, written, position = list(graph.outputs), [], {}
+    outputs, written = list(graph.outputs), []
+    position = {id(v): i for i, v in enumerate(outputs)} if returned else {}
     updated = {id(v): array for array, v in graph.in_place.values()}
     for w in graph.write_backs:
         if (isinstance(w.value, Value) and id(w.value) in updated

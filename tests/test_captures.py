@@ -4067,3 +4067,28 @@ def test_a_refused_call_leaves_the_state_outside_as_it_found_it():
     with pytest.raises(gradc.UnsupportedOpError, match=r"`self\.h`"):
         gradc.jit(s.step)(np.ones((3, 4)))
     assert s.snap is None and not s.h.any()
+
+
+def test_a_value_stored_and_returned_is_one_array_as_numpys():
+    """fuzz47e: `self.h = h; return h` returned a copy of what it stored (NumPy returns the
+    stored array itself): a state reset through the returned array (`h[...] = 0`) was lost.
+    So for a tuple holding it, `self.state = (h, c); return h`, and a global."""
+    class Cell:
+        def __init__(self):
+            self.W, self.h, self.state = np.full((3, 3), 0.3), np.zeros(3), None
+
+        def step(self, x):
+            h = np.tanh(x + self.h @ self.W)
+            self.h = h
+            self.state = (h, h * 2.0)
+            return h
+
+    m, reference = Cell(), Cell()
+    f = gradc.jit(m.step)
+    for i in range(3):
+        x = np.full(3, 0.5 * (i + 1))
+        got, want = f(x), reference.step(x)
+        assert got is m.h and got is m.state[0]
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+        got[...] = 0.0  # (a reset through the returned array: the next step starts from it)
+        want[...] = 0.0
