@@ -412,7 +412,8 @@ def _probing(watch):
     output and log records are not shown, and what it changes of the process is put back
     (_process_state)."""
     with OUTSIDE_READS.paused() as paused, warnings.catch_warnings(), _quiet("stdout"), \
-            _quiet("stderr"), _quiet_logging(), _process_state(watch), _plain_as_found(watch):
+            _quiet("stderr"), _quiet_logging(), _process_state(watch), _plain_as_found(watch), \
+            _stores_as_found(watch):
         warnings.simplefilter("ignore")
         yield paused
 
@@ -446,6 +447,42 @@ def _plain_as_found(watch):
     finally:
         for parent, step, now in reversed(changed):
             _put(parent, step, now)
+
+
+@contextlib.contextmanager
+def _stores_as_found(watch):
+    """What the first trace stored with NumPy alone into the dicts, lists, objects' attributes
+    and globals the walk held (`self.ema = 0.9 * self.ema + 0.1 * self.W`, `self.hist =
+    self.hist + [self.W.copy()]`, before `self.W -= g`) as that trace found them while a probe
+    traces again, and as it left them after: the probe started from the first trace's results,
+    stored others, and that counted as NumPy reading W after its update."""
+    saved = []
+    for _, container, held, _ in list(getattr(watch, "held", ())):
+        if type(container) is dict:
+            for key in [k for k in set(container) | set(held)
+                        if container.get(k, ABSENT) is not held.get(k, ABSENT)]:
+                saved.append((container, key, container.get(key, ABSENT)))
+                _put_entry(container, key, held.get(key, ABSENT))
+        elif type(container) is list and (len(container) != len(held) or any(
+                a is not b for a, b in zip(container, held))):
+            saved.append((container, slice(None), list(container)))
+            container[:] = held
+    for namespace, name, value in list(getattr(watch, "held_globals", ())):
+        if namespace.get(name, ABSENT) is not value:
+            saved.append((namespace, name, namespace.get(name, ABSENT)))
+            _put_entry(namespace, name, value)
+    try:
+        yield
+    finally:
+        for container, key, now in reversed(saved):
+            _put_entry(container, key, now)
+
+
+def _put_entry(container, key, value):
+    if value is ABSENT:
+        container.pop(key, None)
+    else:
+        container[key] = value
 
 
 def _put(parent, step, value):

@@ -1256,3 +1256,35 @@ def test_weights_the_user_ties_after_the_trace_trace_again():
         assert f(x) == pytest.approx(reference.step(x), rel=1e-12), k
         if k == 1:
             m.b, reference.b = m.a, reference.a
+
+
+@pytest.mark.parametrize("kept", ["ema", "history"])
+def test_numpy_reads_of_weights_before_their_update_in_place_are_numpys(kept):
+    """fuzz47e: an EMA of the weights or a history of their copies taken before `self.W -= g`
+    was refused as a read after the update: the probe that looks for one started from what
+    the first trace had stored (the EMA moved once more, the list one longer), so its program
+    differed. It starts from what the first trace found now; both follow NumPy."""
+    class Model:
+        def __init__(self):
+            self.W = np.linspace(-1.0, 1.0, 12).reshape(4, 3)
+            self.ema, self.hist = np.zeros((4, 3)), []
+
+        def step(self, x):
+            if kept == "ema":
+                self.ema = 0.9 * self.ema + 0.1 * self.W
+            else:
+                self.hist = self.hist + [self.W.copy()]
+            y = x @ self.W
+            self.W -= 0.01 * (x.T @ y)
+            return y.sum()
+
+    m, reference = Model(), Model()
+    f = gradc.jit(m.step)
+    for i in range(4):
+        x = np.full((3, 4), 0.1 * (i + 1))
+        assert f(x) == pytest.approx(reference.step(x), rel=1e-12)
+        np.testing.assert_allclose(m.W, reference.W, rtol=1e-12)
+        np.testing.assert_allclose(m.ema, reference.ema, rtol=1e-12)
+        assert len(m.hist) == len(reference.hist)
+        for mine, theirs in zip(m.hist, reference.hist):
+            np.testing.assert_allclose(mine, theirs, rtol=1e-12)
