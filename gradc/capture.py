@@ -39,7 +39,7 @@ from .fresh import Fresh
 from .frozen import Diverged
 from .ir import Value
 
-from .outside import ABSENT, ChangedByTrace, Path
+from .outside import ABSENT, ChangedByTrace, Path, owner_of
 from .pytree import typed_key
 from .errors import SignatureError, UnsupportedOpError
 
@@ -916,13 +916,6 @@ def _updated_through_alias(graph, x):
             "-= g`). Update the array it views instead, or read the updated array itself",
             source=_user_source())
     return None
-
-
-def owner_of(x):
-    """The array that owns the memory `x` views (x itself if it owns it)."""
-    while type(x.base) is np.ndarray:
-        x = x.base
-    return x
 
 
 def tie_stored_places(graph, watch):

@@ -961,8 +961,13 @@ class OutsideWalk:
         a probe (capture.read_by_numpy) whose contents store other values counts as one that
         makes another program."""
         lines = []
-        moved = self.outside_array  # (an array from outside stored by reference, `self.hist =
-        # [self.W] + ...`, is written back as itself: its contents were not read)
+        owners = {id(owner_of(a)) for _, a, _ in self.arrays.values()}
+
+        def moved(x):  # (an array from outside stored by reference, `self.hist = [self.W] +
+            # ...`, is written back as itself, and a view of one, `self.v = self.W.T`, views
+            # it still: their contents were not read)
+            return self.outside_array(x) or (x.base is not None and id(owner_of(x)) in owners
+                                               or None)
         for name, container, held, attrs in self.held:
             if isinstance(container, (list, collections.deque, set, frozenset, np.ndarray)):
                 continue
@@ -1973,6 +1978,13 @@ def _cells_read(code):
         elif "JUMP" in ins.opname or ins.opname in ("FOR_ITER", "SEND", "RETURN_VALUE"):
             jumped = True
     return frozenset(read)
+
+
+def owner_of(x):
+    """The array that owns the memory `x` views (x itself if it owns it)."""
+    while type(x.base) is np.ndarray:
+        x = x.base
+    return x
 
 
 def _stored_lines(lines, where, value, moved, depth=3):

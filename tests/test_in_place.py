@@ -1288,3 +1288,26 @@ def test_numpy_reads_of_weights_before_their_update_in_place_are_numpys(kept):
         assert len(m.hist) == len(reference.hist)
         for mine, theirs in zip(m.hist, reference.hist):
             np.testing.assert_allclose(mine, theirs, rtol=1e-12)
+
+
+def test_a_view_of_the_weights_kept_before_their_update_in_place_views_them_as_numpys():
+    """fuzz47e: `self.v = self.W.T` before `self.W -= g` was refused as NumPy reading W after
+    its update (the stored view's bytes moved with W's in the probe); a view kept is no read,
+    and it views the updated W after each call, as NumPy's."""
+    class Model:
+        def __init__(self):
+            self.W, self.v = np.linspace(-1.0, 1.0, 12).reshape(4, 3), None
+
+        def step(self, x):
+            self.v = self.W.T
+            y = x @ self.W
+            self.W -= 0.01 * (x.T @ y)
+            return y.sum()
+
+    m, reference = Model(), Model()
+    f = gradc.jit(m.step)
+    for i in range(3):
+        x = np.full((3, 4), 0.1 * (i + 1))
+        assert f(x) == pytest.approx(reference.step(x), rel=1e-12)
+        np.testing.assert_allclose(m.v, reference.v, rtol=1e-12)
+        assert np.shares_memory(m.v, m.W)
