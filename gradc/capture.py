@@ -118,16 +118,17 @@ class Captures:
         self.types = [input_types[c.position] for c in self.captures]
         # {(id(root), steps)} of the paths to the arrays read_by_numpy found
         self.numpy_read = frozenset(numpy_read)
-        self.apart = _apart(self.captures, updated)
+        # the captures updated in place and those apart from one of them when traced, and how
+        # many memories they were then: fewer now, two came together (`m.b = m.a` tied by the
+        # user since: the program reads one as it was before the other's update)
+        self.apart, self.memories = _apart(self.captures, updated)
 
     def _moved_together(self, arrays):
         """CaptureChanged where two arrays apart when traced, one of them updated in place, now
-        share their memory (`m.b = m.a` tied by the user since: the program reads one as it
-        was before the other's update)."""
-        for i, j in self.apart:
-            if owner_of(arrays[i]) is owner_of(arrays[j]):
-                raise CaptureChanged(f"`{self.captures[i].name}` and `{self.captures[j].name}` "
-                                     "were apart when traced, now one array's memory")
+        share their memory."""
+        if len({id(owner_of(arrays[k])) for k in self.apart}) < self.memories:
+            raise CaptureChanged(f"`{', '.join(self.captures[k].name for k in self.apart)}` "
+                                 "were apart when traced, and two of them now share memory")
 
     def __len__(self):
         return len(self.captures) + len(self.guards)
@@ -200,15 +201,18 @@ class Captures:
 
 
 def _apart(captures, updated):
-    """[(i, j)] of the captures i updated in place (`updated`: their arrays' ids, Graph.updated)
-    and the others j whose arrays had other memory when traced."""
+    """(the positions of the captures updated in place (`updated`: their arrays' ids,
+    Graph.updated) and of those whose memory was another than one of theirs when traced, the
+    number of memories among them then)."""
     try:
         arrays = [c.path.follow() for c in captures]
     except Exception:  # noqa: BLE001 - (gone meanwhile: the next call traces again anyway)
-        return []
+        return (), 0
     owners = [owner_of(a) if isinstance(a, np.ndarray) else a for a in arrays]
-    return [(i, j) for i, a in enumerate(arrays) if id(a) in updated
-            for j in range(len(arrays)) if j != i and owners[j] is not owners[i]]
+    changed = [i for i, a in enumerate(arrays) if id(a) in updated]
+    apart = tuple(sorted({k for i in changed for j in range(len(arrays))
+                          if owners[j] is not owners[i] for k in (i, j)}))
+    return apart, len({id(owners[k]) for k in apart})
 
 
 # what a capture's path may lead to: a memmap is read live as an array is (compiled in, a
@@ -413,7 +417,7 @@ def _probing(watch):
     (_process_state)."""
     with OUTSIDE_READS.paused() as paused, warnings.catch_warnings(), _quiet("stdout"), \
             _quiet("stderr"), _quiet_logging(), _process_state(watch), _plain_as_found(watch), \
-            _stores_as_found(watch):
+            watch.stores_as_found():
         warnings.simplefilter("ignore")
         yield paused
 
@@ -447,42 +451,6 @@ def _plain_as_found(watch):
     finally:
         for parent, step, now in reversed(changed):
             _put(parent, step, now)
-
-
-@contextlib.contextmanager
-def _stores_as_found(watch):
-    """What the first trace stored with NumPy alone into the dicts, lists, objects' attributes
-    and globals the walk held (`self.ema = 0.9 * self.ema + 0.1 * self.W`, `self.hist =
-    self.hist + [self.W.copy()]`, before `self.W -= g`) as that trace found them while a probe
-    traces again, and as it left them after: the probe started from the first trace's results,
-    stored others, and that counted as NumPy reading W after its update."""
-    saved = []
-    for _, container, held, _ in list(getattr(watch, "held", ())):
-        if type(container) is dict:
-            for key in [k for k in set(container) | set(held)
-                        if container.get(k, ABSENT) is not held.get(k, ABSENT)]:
-                saved.append((container, key, container.get(key, ABSENT)))
-                _put_entry(container, key, held.get(key, ABSENT))
-        elif type(container) is list and (len(container) != len(held) or any(
-                a is not b for a, b in zip(container, held))):
-            saved.append((container, slice(None), list(container)))
-            container[:] = held
-    for namespace, name, value in list(getattr(watch, "held_globals", ())):
-        if namespace.get(name, ABSENT) is not value:
-            saved.append((namespace, name, namespace.get(name, ABSENT)))
-            _put_entry(namespace, name, value)
-    try:
-        yield
-    finally:
-        for container, key, now in reversed(saved):
-            _put_entry(container, key, now)
-
-
-def _put_entry(container, key, value):
-    if value is ABSENT:
-        container.pop(key, None)
-    else:
-        container[key] = value
 
 
 def _put(parent, step, value):

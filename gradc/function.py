@@ -411,12 +411,12 @@ class Function:
             results = getattr(compiled, "results", 0)  # (a result written back too: the
             outs = [made[i] if i < results and i in made else o  # array written, itself)
                     for i, o in enumerate(outs) if i not in at or i < results]
-            made = {id(x) for x in made.values()}
+            stored = {id(x) for x in made.values()}
         else:
-            made = ()
+            stored = ()
         if self.mode == "jit":  # (None: a generator's counter, advanced in place)
             return pytree.unflatten(compiled.out_kind, [
-                o if id(o) in made and isinstance(o, np.ndarray) else _result(o, fresh=True)
+                o if id(o) in stored and isinstance(o, np.ndarray) else _result(o, fresh=True)
                 for o in outs if o is not None])
         if self.mode == "jacobian":  # per output, a block per differentiated leaf; then aux
             out_tree, arg_trees, many, n, aux_tree = compiled.out_kind

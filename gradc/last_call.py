@@ -101,9 +101,11 @@ class LastCall:
                     consts["owner_of"] = owner_of
                     lines += [f"    if owner_of({shared.expression(consts)}) is not "
                               f"owner_of(l{first + j}):", "        return False"]
-            for i, j in compiled.captures.apart:  # (one updated in place, apart then: together?)
+            apart = compiled.captures.apart  # (one updated in place, apart then: together?)
+            if apart:
                 consts["owner_of"] = owner_of
-                lines += [f"    if owner_of(l{first + i}) is owner_of(l{first + j}):",
+                owners = ", ".join(f"id(owner_of(l{first + k}))" for k in apart)
+                lines += [f"    if len({{{owners}}}) < {compiled.captures.memories}:",
                           "        return False"]
             lines += ["except Exception:", "    return False"]
             for j in range(len(captures)):

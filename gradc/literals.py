@@ -148,7 +148,7 @@ def _wrapper(name):
 def _copies(name, array, args, kwargs):
     """Whether np.<name>(array, ...) makes a copy: np.array (unless copy=False or None), or
     another dtype asked for."""
-    dtype = args[1] if len(args) > 1 and name != "full" else kwargs.get("dtype")
+    dtype = args[1] if len(args) > 1 else kwargs.get("dtype")
     if name == "array" and kwargs.get("copy", True):
         return True
     return dtype is not None and np.dtype(dtype) != array.dtype

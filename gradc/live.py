@@ -44,10 +44,8 @@ class Live(np.ndarray):
             return np.ndarray.__getattribute__(self, name)
         if name in _FUNCTIONS:
             return _Method(self, name)
-        if name == "copy":  # (`self.prev = self.W.copy()`: a traced copy, written back)
-            return _Method(self, "copy")
-        if name in _COPIES:  # (`self.snap = self.W.astype(np.float32)`: a traced copy too)
-            return _Copy(self, name)
+        if name in _COPIES:  # (`self.prev = self.W.copy()`, `self.snap = self.W.astype(
+            return _Copy(self, name)  # np.float32)`: a traced copy, written back)
         value = getattr(np.ndarray.view(self, np.ndarray), name)
         if callable(value):  # (a method: `.tolist()`, `.item()`, `.astype()`)
             return lambda *args, **kwargs: _noted(self, value(*args, **kwargs))
@@ -72,7 +70,7 @@ class Live(np.ndarray):
         return iter(_noted(self, np.ndarray.view(self, np.ndarray), True))
 
     def __copy__(self):  # (copy.copy(self.rm), copy.deepcopy: a traced copy, as .copy())
-        return _Copy(self, "copy")()
+        return self.copy()
 
     def __deepcopy__(self, memo):
         return self.__copy__()
@@ -122,12 +120,12 @@ def _noted(live, result, values=False):
 
 # methods that copy the array (NumPy's array, compiled in, where the code keeps it: stale
 # once the program updated the array in place; traced, the copy is made on every call)
-_COPIES = frozenset({"astype", "flatten"})
+_COPIES = frozenset({"copy", "astype", "flatten"})
 
 
 class _Copy:
-    """`live.astype`, `live.flatten`, copy.copy(live): the traced value's method, where the
-    array reads as one (read); else NumPy's, its values noted."""
+    """`live.copy`, `live.astype`, `live.flatten`, copy.copy(live): the traced value's method,
+    where the array reads as one (read); else NumPy's, its values noted."""
     __slots__ = ("array", "name")
 
     def __init__(self, array, name):

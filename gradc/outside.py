@@ -15,6 +15,7 @@ drew from is warned about too. The same walk finds NumPy generators for the rand
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import decimal
 import dis
@@ -987,6 +988,36 @@ class OutsideWalk:
         if _users(cls) and id(cls) not in self.classes:
             self.classes[id(cls)] = (cls, dict(vars(cls)))
 
+    @contextlib.contextmanager
+    def stores_as_found(self):
+        """What the trace stored with NumPy alone into the dicts, lists, objects' attributes
+        and globals the walk held (`self.ema = 0.9 * self.ema + 0.1 * self.W`, `self.hist =
+        self.hist + [self.W.copy()]`, before `self.W -= g`) as the walk found them, inside,
+        and as the trace left them, after (capture._probing: a probe that started from the
+        first trace's results stored others, and that counted as NumPy reading W after its
+        update). Where `restore` puts back for good what the code stores into, this puts
+        back everything held, for a while."""
+        saved = []
+        for _, container, held, _ in list(self.held):
+            if type(container) is dict:
+                for key in [k for k in set(container) | set(held)
+                            if container.get(k, ABSENT) is not held.get(k, ABSENT)]:
+                    saved.append((container, key, container.get(key, ABSENT)))
+                    put_entry(container, key, held.get(key, ABSENT))
+            elif type(container) is list and (len(container) != len(held) or any(
+                    a is not b for a, b in zip(container, held))):
+                saved.append((container, slice(None), list(container)))
+                container[:] = held
+        for namespace, name, value in list(self.held_globals):
+            if namespace.get(name, ABSENT) is not value:
+                saved.append((namespace, name, namespace.get(name, ABSENT)))
+                put_entry(namespace, name, value)
+        try:
+            yield
+        finally:
+            for container, key, now in reversed(saved):
+                put_entry(container, key, now)
+
     def restore(self):
         """Put back what the user code this trace entered changed in the containers, globals
         and closure cells the walk held, and in the small numeric arrays it copied: the probe
@@ -1022,10 +1053,7 @@ class OutsideWalk:
                 for key in set(container) | set(held):
                     if ((key in stores.attrs or by_name) if attrs else items) and (
                             container.get(key, ABSENT) is not held.get(key, ABSENT)):
-                        if key in held:
-                            container[key] = held[key]
-                        else:
-                            del container[key]
+                        put_entry(container, key, held.get(key, ABSENT))
         for _, obj, held in self.slotted:  # (an object's __slots__)
             for key, before in held.items():
                 if (key in stores.attrs or by_name) and getattr(obj, key, ABSENT) is not before:
@@ -1042,10 +1070,7 @@ class OutsideWalk:
                         delattr(cls, key)
         for globals_, name, value in self.held_globals:
             if name in stores.globals and globals_.get(name, ABSENT) is not value:
-                if value is ABSENT:
-                    globals_.pop(name, None)
-                else:
-                    globals_[name] = value
+                put_entry(globals_, name, value)
         for name, cell, value in self.held_cells:
             if (name in stores.cells and value is not ABSENT
                     and getattr(cell, "cell_contents", ABSENT) is not value):
@@ -1812,14 +1837,14 @@ class _Undo:
         for key in [k for k, v in _numbered(container) if held.get(k) is not v
                     and walk._made_holding_value(v)]:
             self.appended.append(_stored(where(key), container[key]))
-            _put_back(container, held, key)
+            put_entry(container, key, held.get(key, ABSENT))
         for key in [k for k, v in _numbered(container)  # (a set: no traced value hashes)
                     if held.get(k) is not v and self.stored(v) is not None]:
             self.write_back(where(key), container, key, held.get(key), container[key],
                             holder=walk.held_at.get(id(container)), attrs=attrs)
             if key not in held and not attrs and id(container) in walk.held_at:
                 walk.absent.append((where(key), walk.held_at[id(container)].then("item", key)))
-            _put_back(container, held, key)  # (a new entry: checked absent, so that the next
+            put_entry(container, key, held.get(key, ABSENT))  # (a new entry: checked absent, so that the next
             # call, which finds the one written back, traces again: `log.setdefault("loss",
             # []).append(l)` appends to it then, `stats["mu"] = mu` assigns)
 
@@ -1871,10 +1896,7 @@ class _Globals(NamedTuple):
         return self.namespace.get(self.name)
 
     def set(self, value):
-        if value is ABSENT:
-            del self.namespace[self.name]
-        else:
-            self.namespace[self.name] = value
+        put_entry(self.namespace, self.name, value)
 
 
 class _Cell(NamedTuple):
@@ -1888,12 +1910,12 @@ class _Cell(NamedTuple):
         self.cell.cell_contents = value
 
 
-def _put_back(container, held, key):
-    """container[key] as `held` (a copy of it) has it: deleted where held has no such key."""
-    if key in held:
-        container[key] = held[key]
+def put_entry(container, key, value):
+    """container[key] = value; the entry deleted where value is ABSENT."""
+    if value is ABSENT:
+        container.pop(key, None)
     else:
-        del container[key]
+        container[key] = value
 
 
 class Outside:

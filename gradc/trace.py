@@ -847,11 +847,11 @@ _STORED_OUT = frozenset({np.sum, np.mean, np.prod, np.max, np.min, np.amax, np.a
 
 
 def _call_numpy(func, args, kwargs, name=None):
-    if func in _STORED_OUT and isinstance(kwargs.get("out"), np.ndarray) and not isinstance(
-            kwargs["out"], Value):  # (np.zeros(n): refused as a ufunc's out= of it is)
-        _no_out(kwargs["out"], name or _qualified(func), ufunc=True)
-    if func in _STORED_OUT and isinstance(kwargs.get("out"), Value):
-        out, kwargs = kwargs["out"], {k: v for k, v in kwargs.items() if k != "out"}
+    out = kwargs.get("out") if func in _STORED_OUT else None
+    if isinstance(out, np.ndarray) and not isinstance(out, Value):  # (np.zeros(n): refused
+        _no_out(out, name or _qualified(func), ufunc=True)  # as a ufunc's out= of it is)
+    if isinstance(out, Value):
+        kwargs = {k: v for k, v in kwargs.items() if k != "out"}
         result = _call_numpy(func, args, kwargs, name)
         if np.shape(out) != np.shape(result):  # (NumPy's ValueError)
             raise ShapeError(f"{name or _qualified(func)}(out=...): the output has shape "
@@ -860,7 +860,7 @@ def _call_numpy(func, args, kwargs, name=None):
         try:
             out[...] = result
         except UnsupportedOpError as e:  # (into an argument: named as the call the user wrote)
-            message = str(e)[len(f"{e.source}: "):] if e.source else str(e)
+            message = str(e).removeprefix(f"{e.source}: ")
             raise type(e)(f"{name or _qualified(func)}(out=...) stores its result into out, "
                           f"and {message}", source=e.source) from None
         return out
@@ -958,7 +958,7 @@ def _check_narrow_dtypes(func, args, kwargs, out, name=None):
         return
     theirs = [np.asarray(e) for e in (expected if isinstance(expected, (tuple, list)) else
                                       (expected,))] if expected is not None else []
-    if len(theirs) != len(got) or any(np.asarray(e).dtype != v.dtype for e, v in zip(theirs, got)):
+    if len(theirs) != len(got) or any(e.dtype != v.dtype for e, v in zip(theirs, got)):
         wanted = ", ".join(e.dtype.name for e in theirs) or "no answer on zeros"
         raise UnsupportedOpError(
             f"{what} gives {wanted} in NumPy, which gradc does not compute from them: cast the "

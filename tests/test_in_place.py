@@ -1258,22 +1258,34 @@ def test_weights_the_user_ties_after_the_trace_trace_again():
             m.b, reference.b = m.a, reference.a
 
 
-@pytest.mark.parametrize("kept", ["ema", "history"])
-def test_numpy_reads_of_weights_before_their_update_in_place_are_numpys(kept):
-    """fuzz47e: an EMA of the weights or a history of their copies taken before `self.W -= g`
-    was refused as a read after the update: the probe that looks for one started from what
-    the first trace had stored (the EMA moved once more, the list one longer), so its program
-    differed. It starts from what the first trace found now; both follow NumPy."""
+# what a step keeps of its weights before `self.W -= g`, made from the model and what it kept
+_KEPT_BEFORE_THE_UPDATE = {
+    "ema": lambda m, kept: 0.9 * (0.0 if kept is None else kept) + 0.1 * m.W,
+    "history": lambda m, kept: (kept or []) + [m.W.copy()],
+    "view": lambda m, kept: m.W.T,
+    "astype copy=False": lambda m, kept: m.W.astype(np.float64, copy=False),
+    "atleast_2d": lambda m, kept: np.atleast_2d(m.W),
+    "atleast_1d": lambda m, kept: np.atleast_1d(m.W),
+}
+
+
+@pytest.mark.parametrize("kept", list(_KEPT_BEFORE_THE_UPDATE))
+def test_what_a_step_keeps_of_its_weights_before_updating_them_in_place_is_numpys(kept):
+    """fuzz47e: an EMA of the weights, a history of their copies or a view of them (self.W.T)
+    taken before `self.W -= g` was refused as a read after the update: the probe that looks
+    for one started from what the first trace had stored (the EMA moved once more, the list
+    one longer), and the stored view's bytes moved with W's; it starts from what the first
+    trace found now, and a view kept is no read. `W.astype(np.float64, copy=False)` and
+    np.atleast_2d(W) are W itself in NumPy; from the second call on gradc's was a copy
+    holding W before its update (the trace reading W live took it as a traced value)."""
+    make = _KEPT_BEFORE_THE_UPDATE[kept]
+
     class Model:
         def __init__(self):
-            self.W = np.linspace(-1.0, 1.0, 12).reshape(4, 3)
-            self.ema, self.hist = np.zeros((4, 3)), []
+            self.W, self.kept = np.linspace(-1.0, 1.0, 12).reshape(4, 3), None
 
         def step(self, x):
-            if kept == "ema":
-                self.ema = 0.9 * self.ema + 0.1 * self.W
-            else:
-                self.hist = self.hist + [self.W.copy()]
+            self.kept = make(self, self.kept)
             y = x @ self.W
             self.W -= 0.01 * (x.T @ y)
             return y.sum()
@@ -1284,30 +1296,13 @@ def test_numpy_reads_of_weights_before_their_update_in_place_are_numpys(kept):
         x = np.full((3, 4), 0.1 * (i + 1))
         assert f(x) == pytest.approx(reference.step(x), rel=1e-12)
         np.testing.assert_allclose(m.W, reference.W, rtol=1e-12)
-        np.testing.assert_allclose(m.ema, reference.ema, rtol=1e-12)
-        assert len(m.hist) == len(reference.hist)
-        for mine, theirs in zip(m.hist, reference.hist):
-            np.testing.assert_allclose(mine, theirs, rtol=1e-12)
-
-
-def test_a_view_of_the_weights_kept_before_their_update_in_place_views_them_as_numpys():
-    """fuzz47e: `self.v = self.W.T` before `self.W -= g` was refused as NumPy reading W after
-    its update (the stored view's bytes moved with W's in the probe); a view kept is no read,
-    and it views the updated W after each call, as NumPy's."""
-    class Model:
-        def __init__(self):
-            self.W, self.v = np.linspace(-1.0, 1.0, 12).reshape(4, 3), None
-
-        def step(self, x):
-            self.v = self.W.T
-            y = x @ self.W
-            self.W -= 0.01 * (x.T @ y)
-            return y.sum()
-
-    m, reference = Model(), Model()
-    f = gradc.jit(m.step)
-    for i in range(3):
-        x = np.full((3, 4), 0.1 * (i + 1))
-        assert f(x) == pytest.approx(reference.step(x), rel=1e-12)
-        np.testing.assert_allclose(m.v, reference.v, rtol=1e-12)
-        assert np.shares_memory(m.v, m.W)
+        if kept == "history":
+            assert len(m.kept) == len(reference.kept)
+            for mine, theirs in zip(m.kept, reference.kept):
+                np.testing.assert_allclose(mine, theirs, rtol=1e-12)
+        else:
+            np.testing.assert_allclose(m.kept, reference.kept, rtol=1e-12)
+        if kept == "view":
+            assert np.shares_memory(m.kept, m.W)
+        elif kept not in ("ema", "history"):
+            assert m.kept is m.W
