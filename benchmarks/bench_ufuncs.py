@@ -24,6 +24,8 @@ import gradc  # noqa: E402
 
 # name: (function, number of inputs, low, high) - inputs uniform in [low, high)
 FUNCTIONS = {
+    "exp": (np.exp, 1, -10, 10),
+    "exp_masked": (np.exp, 1, -1e30, -1e9),  # a mask's exp(-1e9) or exp(-inf): 0
     "tan": (np.tan, 1, -1.5, 1.5), "sinh": (np.sinh, 1, -5, 5), "cosh": (np.cosh, 1, -5, 5),
     "arcsin": (np.arcsin, 1, -1, 1), "arccos": (np.arccos, 1, -1, 1),
     "arctan2": (np.arctan2, 2, -3, 3), "arcsinh": (np.arcsinh, 1, -10, 10),

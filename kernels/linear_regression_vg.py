@@ -307,15 +307,19 @@ def freeze(typingctx, x):
 
 
 # e^x as arithmetic (emit_exp): x = k ln2 + r, |r| <= ln2/2, e^x = p(r) 2^k. Per type: the
-# clamp (beyond it e^x is inf or 0 alike), ln2 in two parts (k * hi exact for every k reached),
+# clamp (beyond it e^x is inf or 0 alike; `low` is where k = -2 bias, whose half 2^(k/2) is
+# exactly 0.0, so that a lane far below the float's range, a causal mask's exp(-inf), makes its
+# 0 with no subnormal on the way, which this Zen 5's FPU takes a slow path for: 131K exps of
+# -inf took 62 us against 28 of -50 when clamped at the float's bound, -104; a lane between
+# the two still takes it), ln2 in two parts (k * hi exact for every k reached),
 # and p's coefficients, constant term first: for float32 a least-squares fit on Chebyshev nodes
 # (relative error 3.6e-9, against float32's 6e-8), for float64 Taylor's 1/n! to n = 13 (2e-18).
 EXP_ARITHMETIC = {
-    "float": dict(low=-104.0, high=88.75, ln2_hi=0.693359375, ln2_lo=-2.12194440e-4,
-                  int_bits=32, bits=23, bias=127, poly=(1.0, 1.0, 0.49999988595112765, 0.16666518459980317,
-                                           0.04166953310922207, 0.008368916341378523,
-                                           0.0013751407895950859)),
-    "double": dict(low=-746.0, high=709.8, ln2_hi=0.6931471803691238,
+    "float": dict(low=-176.0, high=88.75, ln2_hi=0.693359375,
+                  ln2_lo=-2.12194440e-4, int_bits=32, bits=23, bias=127,
+                  poly=(1.0, 1.0, 0.49999988595112765, 0.16666518459980317, 0.04166953310922207,
+                        0.008368916341378523, 0.0013751407895950859)),
+    "double": dict(low=-1418.5, high=709.8, ln2_hi=0.6931471803691238,
                    ln2_lo=1.9082149292705877e-10, int_bits=64, bits=52, bias=1023,
                    poly=tuple(1.0 / math.factorial(n) for n in range(14))),
 }
@@ -334,13 +338,9 @@ def emit_exp(builder, x):
                                            llvmlite.ir.FunctionType(ty, [ty, ty, ty]))
     rint = builder.module.declare_intrinsic("llvm.rint", [ty], llvmlite.ir.FunctionType(ty, [ty]))
     int_ty = llvmlite.ir.IntType(c["int_bits"])
-    # Below `low` e^x rounds to 0: such a lane (a causal mask's exp(-inf)) computes from 0 and
-    # gives 0 by a select, as the lanes of the float's subnormal results must not: their last
-    # multiply makes a subnormal, which costs this CPU's FPU a slow path (a masked softmax's
-    # loop 2.4x slower; 131K exps of -inf 62 us against 28 of -50; the same bits either way).
-    under = builder.fcmp_ordered("<", x, const(c["low"]))
     clamped = builder.select(builder.fcmp_ordered(">", x, const(c["high"])), const(c["high"]), x)
-    clamped = builder.select(under, const(0.0), clamped)  # (NaN passes both: restored below)
+    clamped = builder.select(builder.fcmp_ordered("<", clamped, const(c["low"])),
+                             const(c["low"]), clamped)  # (NaN passes both: restored below)
     k = builder.call(rint, [builder.fmul(clamped, const(1.4426950408889634))])  # (x / ln2)
     r = builder.call(fma, [k, const(-c["ln2_hi"]), clamped])
     r = builder.call(fma, [k, const(-c["ln2_lo"]), r])
@@ -356,7 +356,6 @@ def emit_exp(builder, x):
 
     y = builder.fmul(emit_freeze(builder, builder.fmul(p, power_of_two(half))),  # (freeze: not
                      power_of_two(builder.sub(n, half)))  # reassociated into p * 2^k, inf at k=128)
-    y = builder.select(under, const(0.0), y)
     return builder.select(builder.fcmp_unordered("uno", x, x), x, y)
 
 
