@@ -150,7 +150,8 @@ def build(fun, args, mode="value_and_grad", argnums=0, optimizer=None, clip_norm
     f = Function(fun, mode, argnums=argnums)
     f.target = target
     with products.portable():
-        return f.lower(*args, load=False, source=src, capture=False), f
+        return f.lower(*args, load=False, source=src, capture=False,
+                       fresh_outputs=False), f
 
 
 # ---------------------------------------------------------------------------------------------

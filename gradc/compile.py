@@ -67,15 +67,15 @@ class SavedLowered:
     stages, kernels, plan and full Program are those of the graph lowered again, when first
     asked for (explain, profiling)."""
 
-    def __init__(self, graph, title, runnable, layout, timings):
+    def __init__(self, graph, title, runnable, layout, timings, fresh_outputs=False):
         self.graph, self.title, self.runnable, self.layout = graph, title, runnable, layout
-        self.target, self.timings = "cpu", timings
+        self.target, self.timings, self.fresh_outputs = "cpu", timings, fresh_outputs
         self._lowered = None
 
     def relowered(self):
         if self._lowered is None:
             with gc_paused():
-                self._lowered = lower(self.graph, self.title, self.target)
+                self._lowered = lower(self.graph, self.title, self.target, self.fresh_outputs)
         return self._lowered
 
     stages = property(lambda self: self.relowered().stages)
@@ -140,8 +140,10 @@ def _refuse_empty_arrays(graph, target):
                                      source=node.source)
 
 
-def lower(graph, title, target="cpu"):
-    """Run the passes after autodiff, fuse, plan the buffers and generate the target's code."""
+def lower(graph, title, target="cpu", fresh_outputs=False):
+    """Run the passes after autodiff, fuse, plan the buffers and generate the target's code.
+    fresh_outputs (CPU): the program writes its outputs into new arrays passed on each call
+    (gradc.jit's results), not into the arena (memory.plan_buffers)."""
     if target != "cpu":
         _refuse_empty_arrays(graph, target)
     timings = {}
@@ -156,10 +158,11 @@ def lower(graph, title, target="cpu"):
     # the CPU's long loops are cut into chunks for gradc's threads)
     cpu = target == "cpu"
     fusion = fuse(graph, repeats=cpu, parallel=cpu)
-    plan = plan_buffers(fusion)
+    fresh_outputs = fresh_outputs and cpu
+    plan = plan_buffers(fusion, fresh_outputs)
     if fusion.rematerialized:  # recomputed late reads: kept only where the arena is smaller
         plain = fuse(graph, remat=False, repeats=cpu, parallel=cpu)
-        plain_plan = plan_buffers(plain)
+        plain_plan = plan_buffers(plain, fresh_outputs)
         if plain_plan.arena_bytes <= plan.arena_bytes:
             fusion, plan, plain = plain, plain_plan, fusion
         release(plain.graph)  # (the one not taken)
@@ -172,18 +175,22 @@ def lower(graph, title, target="cpu"):
     return Lowered(stages, fusion, plan, program, target, timings)
 
 
-def compile_graph(graph, title, out_kind, load=True, target="cpu", **fields):
+def compile_graph(graph, title, out_kind, load=True, target="cpu", fresh_outputs=False,
+                  **fields):
     """The Compiled of `graph`: lowered, and loaded unless load=False (then it has no driver:
-    what `gradc compile` writes out and `gradc.explain` reports). A CPU program to load is
+    what `gradc compile` writes out and `gradc.explain` reports); with fresh_outputs (a CPU
+    program), writing its outputs into new arrays on each call (gradc.jit). A CPU program to load is
     taken from the program cache when an earlier compile of the same graph left it there
     (gradc/program_cache.py). `fields`: a train step's (Compiled's keyword arguments). Its
     `lowered.timings` says where the time went."""
     with gc_paused():
         t0 = time.perf_counter()
-        key = program_cache.graph_key(graph, title, target)  # (None: no cache, or uncacheable)
+        fresh_outputs = fresh_outputs and target == "cpu"
+        key = program_cache.graph_key(graph, title, target, fresh_outputs)  # (None: no cache,
         digest = key if key is not None or program_cache.programs_dir() is not None else (
-            program_cache.graph_digest(graph, title, target))
-        lowered = _lowered(graph, title, target, load, key, time.perf_counter() - t0)
+            program_cache.graph_digest(graph, title, target, fresh_outputs))  # or uncacheable)
+        lowered = _lowered(graph, title, target, load, key, time.perf_counter() - t0,
+                           fresh_outputs)
         t0 = time.perf_counter()
         with _LOADING:
             compiled = target_named(target).executable(lowered, out_kind, load, **fields)
@@ -192,31 +199,32 @@ def compile_graph(graph, title, out_kind, load=True, target="cpu", **fields):
     return compiled
 
 
-def _lowered(graph, title, target, load, key, t_key):
+def _lowered(graph, title, target, load, key, t_key, fresh_outputs=False):
     """lower(), or for a CPU program to load, the cache's entry `key` (a SavedLowered) when it
     has one; a program lowered here goes into the cache. `t_key`: the time the key took."""
     if not (load and target == "cpu"):
-        return lower(graph, title, target)
+        return lower(graph, title, target, fresh_outputs)
     t0 = time.perf_counter() - t_key
     saved = program_cache.load(key)
     if saved is not None:
-        return SavedLowered(graph, title, *saved, {"cached program": time.perf_counter() - t0})
+        return SavedLowered(graph, title, *saved, {"cached program": time.perf_counter() - t0},
+                            fresh_outputs)
     t_key = time.perf_counter() - t0
-    lowered = lower(graph, title, target)
+    lowered = lower(graph, title, target, fresh_outputs)
     t0 = time.perf_counter()
     program_cache.store(key, lowered.program, lowered.layout)
     lowered.timings["program cache"] = t_key + time.perf_counter() - t0
-    return _kept(lowered, graph, title)
+    return _kept(lowered, graph, title, fresh_outputs)
 
 
-def _kept(lowered, graph, title):
+def _kept(lowered, graph, title, fresh_outputs=False):
     """What a loaded CPU program keeps of its lowering: the traced graph, the program as the
     program cache holds it and the layout (a SavedLowered: explain lowers again). Every other
     graph (each pass's, the fusion's) is released: a graph's nodes and values hold each other,
     so only the cyclic collector would free them (10-20 ms of a new batch size's 60 ms compile
     of W7), and kept, a signature held ten times the objects every full collection walks."""
     saved = SavedLowered(graph, title, program_cache.saved(lowered.program), lowered.layout,
-                         lowered.timings)
+                         lowered.timings, fresh_outputs)
     for g in {id(g): g for g in [s.graph for s in lowered.stages] + [lowered.fusion.graph]}.values():
         if g is not graph:
             release(g)

@@ -81,7 +81,9 @@ class Layout(NamedTuple):
     program cache keeps it: gradc/program_cache.py): the inputs' and outputs' types, each
     output's byte offset in the arena (None: written in place into an input), the arena's size,
     the outputs' region, the constants to copy in once (offset, array), the index checks'
-    `index_gathers`, whether the program writes inputs in place, and its number of kernels."""
+    `index_gathers`, whether the program writes inputs in place, its number of kernels, and per
+    output, the index of the output whose new array it is written into (plan.fresh; None: the
+    arena's or an input's)."""
     inputs: list  # [(shape, dtype)]
     outputs: list  # [(offset or None, shape, dtype)]
     arena_bytes: int
@@ -90,16 +92,18 @@ class Layout(NamedTuple):
     gathers: dict
     in_place: bool
     kernels: int
+    fresh: list  # [output index or None]
 
     @classmethod
     def of(cls, fusion, plan):
         graph = fusion.graph
         return cls([(v.shape, v.dtype) for v in graph.inputs],
-                   [(None if v.id in plan.aliases else plan.offsets[v.id], v.shape, v.dtype)
-                    for v in graph.outputs],
+                   [(plan.offsets.get(v.id) if v.id not in plan.aliases else None, v.shape,
+                     v.dtype) for v in graph.outputs],
                    plan.arena_bytes, plan.output_bytes,
                    [(plan.offsets[vid], array) for vid, array in plan.constants.items()],
-                   index_gathers(graph), bool(plan.aliases), len(fusion.kernels))
+                   index_gathers(graph), bool(plan.aliases), len(fusion.kernels),
+                   [plan.fresh.get(v.id) for v in graph.outputs])
 
 
 def unwritable(x, dtype):
@@ -173,7 +177,14 @@ class Compiled:
         # what a CPU driver runs on (codegen/driver_rt.py): `words` (the program's table, the
         # arena, `io`, the inputs' addresses, then what a failed call leaves), passed to the
         # driver as `handle`, their address, a prepared ctypes argument
-        self.io = np.zeros(max(1, len(layout.inputs)), np.int64)
+        # outputs written into new arrays (gradc.jit's): (output index, io slot) of each array
+        # made per call, (output index, that of the output whose array holds it) of the others
+        owners = [i for i, owner in enumerate(layout.fresh) if owner == i]
+        self.fresh_made = [(i, len(layout.inputs) + j) for j, i in enumerate(owners)]
+        self.fresh_shared = [(i, owner) for i, owner in enumerate(layout.fresh)
+                             if owner is not None and owner != i]
+        self.fresh_positions = frozenset(owners)
+        self.io = np.zeros(max(1, len(layout.inputs) + len(owners)), np.int64)
         self.io_address = self.words = self.handle = None
         if driver_module is not None:
             self.io_address = self.io.ctypes.data
@@ -182,7 +193,7 @@ class Compiled:
             self.handle = ctypes.c_int64(self.words.ctypes.data)
         self.input_types = layout.inputs
         self.outputs = [None if off is None else self.view(off, shape, dtype)
-                        for off, shape, dtype in layout.outputs]
+                        for off, shape, dtype in layout.outputs]  # (None: in place, or fresh)
         self.lock = threading.Lock()
         forks.track(self, "lock")
         if driver is not None and layout.gathers:
@@ -250,6 +261,21 @@ class Compiled:
         data-parallel step allreduces in place. Alignment padding between them stays zero."""
         return self.arena[:self.layout.output_bytes].view(dtype)
 
+    def call_outputs(self):
+        """The outputs the next run writes: the arena's views, and the arrays made now for the
+        outputs written into new arrays (their addresses put in io), the second of two over one
+        array a view of it (the caller copies it). Called with the lock held."""
+        if not self.fresh_made:
+            return self.outputs
+        outs, io = list(self.outputs), self.io
+        for i, slot in self.fresh_made:
+            _, shape, dtype = self.layout.outputs[i]
+            outs[i] = np.empty(shape, dtype)
+            io[slot] = outs[i].__array_interface__["data"][0]
+        for i, owner in self.fresh_shared:
+            outs[i] = outs[owner].reshape(self.layout.outputs[i][1])
+        return outs
+
     def view(self, off, shape, dtype):
         return self.arena[off:off + math.prod(shape) * dtype.itemsize].view(dtype).reshape(shape)
 
@@ -294,6 +320,7 @@ class Compiled:
             io[j] = address
         if self.fast:
             self.fast.forget()  # io no longer holds the addresses it remembers
+        outs = self.call_outputs()
         try:
             if self.captures.captures:  # (see capture.OUTSIDE_READS)
                 with OUTSIDE_READS:
@@ -303,7 +330,7 @@ class Compiled:
         finally:  # (what the driver wrote, even if it raised: as into the caller's array)
             for x, copy in written_back:
                 x[...] = copy
-        return self.outputs
+        return outs
 
 
 def _negatives_refused(v):

@@ -173,12 +173,13 @@ class Function:
             compiled = last.compiled
             with compiled.lock:
                 if last.match((args, kwargs)):
+                    outs = compiled.call_outputs()
                     if compiled.captures.captures:  # (see capture.OUTSIDE_READS)
                         with OUTSIDE_READS:
                             compiled.driver(compiled.handle)
                     else:
                         compiled.driver(compiled.handle)
-                    return self._package(compiled, compiled.outputs, given=(args, kwargs))
+                    return self._package(compiled, outs, given=(args, kwargs))
         given, args = (args, kwargs), self.traced_args(args)  # (given: the caller's own)
         try:
             leaves, treedef = pytree.flatten((args, kwargs))
@@ -258,14 +259,16 @@ class Function:
             owned[key] = own
         return own
 
-    def lower(self, *args, load=False, source=None, capture=True, **kwargs):
+    def lower(self, *args, load=False, source=None, capture=True, fresh_outputs=True,
+              **kwargs):
         """Trace and compile for these arguments without caching the result; with load=False
         nothing is Numba-compiled and the Compiled has no driver (what `gradc compile` writes
-        out, with capture=False: arrays read from outside the arguments compiled in). `source`
-        names the caller in the generated code (default: the calling line)."""
+        out, with capture=False: arrays read from outside the arguments compiled in, and
+        fresh_outputs=False: jit's results in the arena). `source` names the caller in the
+        generated code (default: the calling line)."""
         call = Call(self.traced_args(args), kwargs)
         return self._compile(call.key(), call, source or user_source(), load=load, cache=False,
-                             capture=capture)
+                             capture=capture, fresh_outputs=fresh_outputs)
 
     def compiled_for(self, *args, **kwargs):
         """The compiled signature for these arguments (compiling it if needed)."""
@@ -298,10 +301,11 @@ class Function:
         return match
 
     def _compile(self, key, call, src, load=True, cache=True, capture=True, why=None,
-                 stale=None):
+                 stale=None, fresh_outputs=True):
         """Trace, differentiate and compile the signature `key` of `call` (a Call); cache it
         unless cache=False. `src`: the calling line; `why`: what changed, if not the key, in
-        what `stale` (the Compiled before) read."""
+        what `stale` (the Compiled before) read. jit's results are written into new arrays
+        on each call, not copied out of the arena (unless fresh_outputs=False)."""
         check_input_dtypes(key, lambda: leaf_names((call.args, call.kwargs),
                                                    argument_names(self.fun)), src)
         if (cache and self.max_signatures is not None and key not in self.cache
@@ -320,7 +324,8 @@ class Function:
         captures, guards = graph.captures, graph.guards
         t_trace = time.perf_counter() - t0
         title = f"{self.mode} of {self.__name__} from {src}"
-        compiled = compile_graph(graph, title, out_info, load, self.target)
+        compiled = compile_graph(graph, title, out_info, load, self.target,
+                                 fresh_outputs=fresh_outputs and not self._views)
         if random.draws_from_generators(call):
             compiled.lock = random.DRAWS
         compiled.captures = Captures(captures, guards, compiled.input_types,
@@ -386,9 +391,13 @@ class Function:
         outside its arguments (`self.cache = x`) are written there first, as new arrays (or
         NumPy scalars), as NumPy's code makes them on every call; what it was given
         (`net.params = params`), as the call's own objects (`given`: its (args, kwargs))."""
+        # outputs the program wrote into new arrays, made for this call: returned (and written
+        # back) as they are
+        new_arrays = getattr(compiled, "fresh_positions", ())
         written = getattr(compiled, "write_backs", ())  # (an interpreted one has none)
         if written:
-            at, made = set(), {}  # (made: position -> the array written, one per value)
+            at = set()  # made: position -> the array written, one per value
+            made = {i: outs[i] for i in new_arrays if outs[i].ndim}
             traced, compiled.traced_run = getattr(compiled, "traced_run", False), False
             found = {id(o): o.found(traced) for o in _outsides(written)}  # (as the call
             for stored in written:  # found them: before a write-back rebinds one; the traced
@@ -416,20 +425,22 @@ class Function:
             stored = ()
         if self.mode == "jit":  # (None: a generator's counter, advanced in place)
             return pytree.unflatten(compiled.out_kind, [
-                o if id(o) in stored and isinstance(o, np.ndarray) else _result(o, fresh=True)
-                for o in outs if o is not None])
+                o if (id(o) in stored or i in new_arrays) and isinstance(o, np.ndarray)
+                else _result(o, fresh=True) for i, o in enumerate(outs) if o is not None])
         if self.mode == "jacobian":  # per output, a block per differentiated leaf; then aux
             out_tree, arg_trees, many, n, aux_tree = compiled.out_kind
             count = n * pytree.leaf_count(out_tree)
-            blocks = [o.copy() for o in outs[:count]]  # (arrays, 0-d too: JAX's jacrev)
+            blocks = [o if i in new_arrays else o.copy()  # (arrays, 0-d too: JAX's jacrev)
+                      for i, o in enumerate(outs[:count])]
             per_output = ([blocks[i:i + n] for i in range(0, len(blocks), n)] if n else
                           [[] for _ in range(pytree.leaf_count(out_tree))])  # (argnums=())
             jac = transforms.jacobian_tree(out_tree, arg_trees, many, per_output)
             if aux_tree is None:
                 return jac
-            return jac, pytree.unflatten(aux_tree, [_result(o, fresh=True) for o in outs[count:]])
+            return jac, pytree.unflatten(aux_tree, [o if i in new_arrays else _result(o, fresh=True)
+                                                    for i, o in enumerate(outs[count:], count)])
         out_tree, grad_trees, many, counts, (floats, where) = compiled.out_kind
-        value = _result(outs[0], fresh=True)
+        value = outs[0] if 0 in new_arrays else _result(outs[0], fresh=True)
         scalars = () if leaves is None else {1 + j for j, p in enumerate(where)
                                              if isinstance(leaves[p], np.generic)}
         if floats or scalars:  # the gradient of a Python float is a Python float; of a NumPy
@@ -442,15 +453,16 @@ class Function:
         for tree, n in zip(grad_trees, counts):  # (0-d gradients too are arrays, like params)
             # (a new view of the buffer each call: what the caller does to the array object,
             # `g.shape = (-1,)` or its flags, does not reach the next call's)
-            grads.append(pytree.unflatten(tree, [o if isinstance(o, (float, np.generic)) else
-                                                 o.copy() if fresh else o.view()
-                                                 for o in outs[cursor:cursor + n]]))
+            grads.append(pytree.unflatten(tree, [
+                o if isinstance(o, (float, np.generic)) or i in new_arrays else
+                o.copy() if fresh else o.view() for i, o in enumerate(outs[cursor:cursor + n], cursor)]))
             cursor += n
         grads = tuple(grads) if many else grads[0]
         if self.has_aux:  # out_tree is that of (loss, aux); aux follows the gradients
             aux_tree = out_tree[1][1]
-            aux = outs[cursor:cursor + pytree.leaf_count(aux_tree)]
-            aux = pytree.unflatten(aux_tree, [_result(o, fresh=fresh) for o in aux])
+            end = cursor + pytree.leaf_count(aux_tree)
+            aux = pytree.unflatten(aux_tree, [o if i in new_arrays else _result(o, fresh=fresh)
+                                              for i, o in enumerate(outs[cursor:end], cursor)])
             return (grads, aux) if self.mode == "grad" else ((value, aux), grads)
         return grads if self.mode == "grad" else (value, grads)
 

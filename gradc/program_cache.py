@@ -35,7 +35,7 @@ from .ops.fn import ConstArray
 from .passes.fuse import parallel_min_iterations
 from .passes.products import transposed_lhs_choice
 
-FORMAT = "gradc-program 5"  # (5: an index check's low bound)
+FORMAT = "gradc-program 6"  # (5: an index check's low bound; 6: outputs into new arrays)
 # an entry holds the constants' bytes (base64): graphs with more are lowered every time
 MAX_CONSTANT_BYTES = 8 << 20
 
@@ -49,23 +49,25 @@ class Uncacheable(Exception):
 
 # --- the key ---------------------------------------------------------------------------------
 
-def graph_key(graph, title, target):
+def graph_key(graph, title, target, fresh_outputs=False):
     """The hex digest that names `graph`'s lowered program, or None: not cacheable, or no
     directory to cache in."""
     if programs_dir() is None:
         return None
-    return graph_digest(graph, title, target)
+    return graph_digest(graph, title, target, fresh_outputs)
 
 
-def graph_digest(graph, title, target):
+def graph_digest(graph, title, target, fresh_outputs=False):
     """The hex digest of what `graph` lowers to (graph_key's, cache or not), or None where the
-    graph has an attribute the digest does not know."""
+    graph has an attribute the digest does not know. `fresh_outputs`: lowered to write its
+    outputs into new arrays (compile.lower's)."""
     try:
         text = graph_text(graph)
     except Uncacheable:
         return None
     h = hashlib.sha256()
-    for part in (FORMAT, modules.cache_tag(), _code_digest(), target, title,
+    for part in (FORMAT, modules.cache_tag(), _code_digest(), target,
+                 "fresh outputs" if fresh_outputs else "arena outputs", title,
                  repr(parallel_min_iterations()), repr(transposed_lhs_choice()), text):
         h.update(part.encode("utf-8", "surrogatepass"))
         h.update(b"\0")
@@ -149,18 +151,20 @@ def programs_dir():
 class SavedProgram:
     """A CPU Program as the cache keeps it: what gradc.compile.load_driver loads."""
 
-    def __init__(self, kernel_modules, driver_source, input_names, calls):
+    def __init__(self, kernel_modules, driver_source, input_names, calls, output_names=()):
         self.kernel_modules, self.driver_source = kernel_modules, driver_source
         self.input_names, self._calls = input_names, calls
+        self.output_names = output_names  # (outputs written into new arrays: plan.fresh)
 
     def encoded_calls(self):
         return self._calls
 
 
 def saved(program):
-    """What the cache keeps of a Program (kernel modules, driver, input names, calls)."""
+    """What the cache keeps of a Program (kernel modules, driver, input and output names,
+    calls)."""
     return SavedProgram(program.kernel_modules, program.driver_source, program.input_names,
-                        program.encoded_calls())
+                        program.encoded_calls(), program.output_names)
 
 
 def load(key):
@@ -195,6 +199,7 @@ def store(key, program, layout):
              "program": {"kernel_modules": program.kernel_modules,
                          "driver_source": program.driver_source,
                          "input_names": program.input_names,
+                         "output_names": program.output_names,
                          "calls": program.encoded_calls()},
              "layout": {"inputs": [[list(s), d.str] for s, d in layout.inputs],
                         "outputs": [[o, list(s), d.str] for o, s, d in layout.outputs],
@@ -204,7 +209,8 @@ def store(key, program, layout):
                                       for o, a in layout.constants],
                         "gathers": [[*where, [list(c) for c in checked]]
                                     for where, checked in layout.gathers.items()],
-                        "in_place": layout.in_place, "kernels": layout.kernels}}
+                        "in_place": layout.in_place, "kernels": layout.kernels,
+                        "fresh": layout.fresh}}
     body = json.dumps(entry, separators=(",", ":")).encode("utf-8")
     data = f"{FORMAT} {hashlib.sha256(body).hexdigest()}\n".encode("ascii") + body
     try:
@@ -214,14 +220,14 @@ def store(key, program, layout):
 
 
 def _program(p):
-    names = _strs(p["input_names"])
+    names, outputs = _strs(p["input_names"]), _strs(p["output_names"])
     kernels = {_str(k): _str(v) for k, v in p["kernel_modules"].items()}
     calls = []
     for name, args, chunks in p["calls"]:
         if name not in kernels:
             raise ValueError(f"a call of {name}, not a kernel of the entry")
         pairs = [(_int(base), _int(value)) for base, value in args]
-        if any(not 0 <= base < 2 + len(names) for base, _ in pairs):
+        if any(not 0 <= base < 2 + len(names) + len(outputs) for base, _ in pairs):
             raise ValueError("an argument's base is out of range")
         if chunks is not None:
             count, steps, per_chunk = chunks
@@ -229,7 +235,7 @@ def _program(p):
             if not (0 <= chunks[0] < len(pairs) and len(chunks[1]) == len(chunks[2]) == len(pairs)):
                 raise ValueError("a chunked call's description does not fit its arguments")
         calls.append((name, pairs, chunks))
-    return SavedProgram(kernels, _str(p["driver_source"]), names, calls)
+    return SavedProgram(kernels, _str(p["driver_source"]), names, calls, outputs)
 
 
 def _layout(d):
@@ -249,9 +255,14 @@ def _layout(d):
     gathers = {(_str(op), _str(src)): [(_str(name), _int(size), _int(low))
                                        for name, size, low in checked]
                for op, src, checked in d["gathers"]}
+    fresh = [None if i is None else _int(i) for i in d["fresh"]]
+    if len(fresh) != len(outputs) or any(i is not None and not (
+            0 <= i < len(fresh) and fresh[i] == i and outputs[j][0] is None)
+            for j, i in enumerate(fresh)):
+        raise ValueError("an output's new array is not one of the outputs'")
     return Layout([(_shape(s), np.dtype(_str(t))) for s, t in d["inputs"]], outputs, arena,
                   _int(d["output_bytes"]), constants, gathers, d["in_place"] is True,
-                  _int(d["kernels"]))
+                  _int(d["kernels"]), fresh)
 
 
 def _int(x):

@@ -44,12 +44,18 @@ CHILD = textwrap.dedent('''
         error = str(e)
     # what explain shows of a program from the cache: the graph lowered again, in this process
     # (another hash seed): the same program
-    lowered = vg.last_compiled().lowered
-    again = lowered.relowered() if hasattr(lowered, "relowered") else lowered
-    same = (again.program.driver_source == lowered.runnable.driver_source
-            and again.program.kernel_modules == lowered.runnable.kernel_modules
-            and again.layout.outputs == lowered.layout.outputs)
+    same = True
+    jit = gradc.jit(lambda w, x: (np.tanh(x * w), w @ x))  # (results written into new arrays)
+    results = [r.tobytes().hex() for call in (jit(w, x), jit(x, w)) for r in call]
+    for f in (vg, jit):
+        lowered = f.last_compiled().lowered
+        again = lowered.relowered() if hasattr(lowered, "relowered") else lowered
+        same = same and (again.program.driver_source == lowered.runnable.driver_source
+                         and again.program.kernel_modules == lowered.runnable.kernel_modules
+                         and again.layout.outputs == lowered.layout.outputs
+                         and again.layout.fresh == lowered.layout.fresh)
     print(json.dumps({"value": value.tobytes().hex(), "grad": grad.tobytes().hex(), "same": same,
+                      "jit": results,
                       "losses": [float(l).hex() for l in losses],
                       "params": params["w"].tobytes().hex(), "error": error}))
 ''')
@@ -68,10 +74,15 @@ def run_child(cache):
 def test_a_warm_start_takes_the_program_from_the_cache_and_computes_the_same_bits(tmp_path):
     cold, cold_log = run_child(tmp_path)
     warm, warm_log = run_child(tmp_path)
-    assert len(cold_log) == len(warm_log) == 2  # value_and_grad, train_step
+    assert len(cold_log) == len(warm_log) == 3  # value_and_grad, train_step, jit
     assert all("passes" in line and "cached program" not in line for line in cold_log)
     assert all("cached program" in line and "passes" not in line for line in warm_log)
     assert warm == cold and warm["same"]
+    w, x = np.linspace(-1.0, 1.0, 6, dtype=np.float32), np.linspace(0.0, 2.0, 6, dtype=np.float32)
+    want = [np.tanh(x * w), w @ x, np.tanh(w * x), x @ w]
+    got = [np.frombuffer(bytes.fromhex(h), np.float32) for h in warm["jit"]]
+    for g, r in zip(got, want):
+        np.testing.assert_allclose(g.reshape(np.shape(r)), r, rtol=1e-6)
     assert "idx holds an index outside [-4, 4)" in warm["error"]
 
 
@@ -83,9 +94,9 @@ def lowerings(monkeypatch):
     seen = []
     lower = gradc_compile.lower
 
-    def counting(graph, title, target="cpu"):
+    def counting(graph, title, *rest):
         seen.append(title)
-        return lower(graph, title, target)
+        return lower(graph, title, *rest)
 
     monkeypatch.setattr(gradc_compile, "lower", counting)
     return seen

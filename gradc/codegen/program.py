@@ -109,6 +109,11 @@ class Program:
         taken = set()
         self.input_names = [identifier(v.name or f"in{i}", taken) for i, v in enumerate(graph.inputs)]
         input_of = {v.id: name for v, name in zip(graph.inputs, self.input_names)}
+        # outputs written into new arrays the caller passes (plan.fresh), named after the inputs
+        self.fresh_outputs = sorted(set(plan.fresh.values()))  # (their output indices)
+        self.output_names = [identifier(f"out{i}", taken) for i in self.fresh_outputs]
+        output_of = {vid: self.output_names[self.fresh_outputs.index(i)]
+                     for vid, i in plan.fresh.items()}
 
         def address(base, offset_elements):
             if isinstance(base, tuple):  # a kernel's private scratch ("partial", kernel, value)
@@ -117,6 +122,8 @@ class Program:
             base = plan.aliases.get(base.id, base)  # written in place into an input's buffer
             if base.id in input_of:
                 root = input_of[base.id]
+            elif base.id in output_of:
+                root = output_of[base.id]
             else:
                 root, byte = "A", byte + plan.offsets[base.id]
             return f"{root} + {byte}" if byte else root
@@ -140,7 +147,7 @@ class Program:
             if root.lstrip("-").isdigit():
                 out.append(int(text))
             else:
-                assert root == "A" or root in self.input_names, text
+                assert root == "A" or root in self.input_names or root in self.output_names, text
                 out.append((root, int(offset or 0)))
         return out
 
@@ -159,10 +166,18 @@ class Program:
                  'and a byte offset, ("A", offset) in the arena or (input, offset); run_program walks them',
                  "(gradc/codegen/driver_rt.py). A call with a third item runs in 16 chunks of its kernel's",
                  "outer loop, on gradc's threads: (the argument that holds the loop's length, the bytes each",
-                 "argument moves per iteration, per chunk). Outputs are written at fixed offsets of the arena:"]
+                 "argument moves per iteration, per chunk). Outputs are written at fixed offsets of the arena:"
+                 if not self.output_names else
+                 "argument moves per iteration, per chunk). Outputs are written at fixed offsets of the arena,",
+                 *(["or into new arrays, one per call, named in OUTPUTS (their addresses follow the inputs'",
+                    "in that int64 array):"] if self.output_names else [])]
         for i, v in enumerate(fusion.graph.outputs):
             if v.id in self.plan.aliases:
                 where = f"in place, into input {docstring_safe(self.plan.aliases[v.id].name)}"
+            elif v.id in self.plan.fresh:
+                owner = self.plan.fresh[v.id]
+                where = (f"into {self.output_names[self.fresh_outputs.index(owner)]}" +
+                         (f" (output {owner}'s array: the same bytes)" if owner != i else ""))
             else:
                 where = f"at byte {self.plan.offsets[v.id]} ({nbytes(v)} bytes)"
             lines.append(f"    output {i}: {v.type_str} {where}")
@@ -174,6 +189,7 @@ class Program:
                   f"run_program = runner({counts!r})  # calls of these argument counts",
                   "",
                   f"INPUTS = {_tuple(self.input_names)}",
+                  *([f"OUTPUTS = {_tuple(self.output_names)}"] if self.output_names else []),
                   "",
                   "CALLS = (  # (kernel, arguments), in order"]
         for (k, _, combine), (name, args, chunks) in zip(self.calls, calls):
@@ -210,7 +226,7 @@ class Program:
     def encoded_calls(self):
         """CALLS for driver_rt.program_table: [(kernel module, [(base, value)...], chunks:
         [count index, steps, per-chunk steps] or None)...]."""
-        index = {name: i for i, name in enumerate(self.input_names)}
+        index = {name: i for i, name in enumerate(self.input_names + self.output_names)}
         out = []
         for _, ks, _ in self.calls:
             args = []

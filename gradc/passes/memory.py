@@ -41,20 +41,31 @@ class BufferPlan:
     shared: dict = field(default_factory=dict)
     # value id -> id of the concatenation whose buffer it is stored in (see _concat_members)
     members: dict = field(default_factory=dict)
+    # value id -> index of the output whose array, the caller's, it is written into (outputs
+    # written into new arrays: plan_buffers' fresh_outputs)
+    fresh: dict = field(default_factory=dict)
+    fresh_bytes: int = 0  # those outputs' bytes (the caller's memory, as the inputs')
 
 
 def nbytes(v):
     return v.size * v.dtype.itemsize
 
 
-def plan_buffers(fusion):
+def plan_buffers(fusion, fresh_outputs=False):
+    """The plan of `fusion`'s buffers. With fresh_outputs, each output a kernel stores whole
+    (itself or a reshape) is written into an array the caller passes on every call (gradc.jit's
+    results: new arrays, not copies of the arena's): `plan.fresh`, no arena bytes."""
     graph = fusion.graph
     offsets, cursor = {}, 0
     aliases = {}  # value id -> the input whose buffer it is written into
+    fresh = _fresh_outputs(fusion) if fresh_outputs else {}
     for i, v in enumerate(graph.outputs):
         base = fusion.layouts[v.id][0]  # an output may be a contiguous view (reshape) of a store
         if i in graph.aliases:
             aliases[v.id] = aliases[base.id] = graph.inputs[graph.aliases[i]]
+            continue
+        if base.id in fresh:
+            fresh[v.id] = fresh[base.id]
             continue
         offsets[v.id] = offsets[base.id] = cursor
         cursor += _aligned(nbytes(v))
@@ -87,7 +98,8 @@ def plan_buffers(fusion):
 
     # values stored straight into their concatenation's buffer: the concatenation is placed
     # when its first member is stored, and lives until its last member's read
-    members = _concat_members(fusion, offsets, aliases)
+    fixed = {**offsets, **fresh}  # (values whose place is decided: not the scratch region's)
+    members = _concat_members(fusion, fixed, aliases)
     first = {}  # concatenation id -> the kernel storing its first member
     for k in fusion.kernels:
         for v in k.stores:
@@ -113,9 +125,9 @@ def plan_buffers(fusion):
     grouped = set(members) | {c.id for c, _ in members.values()}
     overwritable = {new: old for new, old in _overwritable(fusion, last_read).items()
                     if new not in grouped and old not in grouped}
-    scratch = [_place_scratch(stores, offsets, aliases, last_read, scratch_start, grow,
+    scratch = [_place_scratch(stores, fixed, aliases, last_read, scratch_start, grow,
                               overwritable) for grow in (False, True)]
-    scratch.append(_place_by_size(stores, offsets, aliases, last_read, scratch_start, overwritable))
+    scratch.append(_place_by_size(stores, fixed, aliases, last_read, scratch_start, overwritable))
     placed, end = min(scratch, key=lambda p: p[1])
     shared = {new: old for new, old in overwritable.items() if new in placed and old in placed}
     for vid, (concat, at) in members.items():
@@ -127,7 +139,28 @@ def plan_buffers(fusion):
     input_bytes = sum(nbytes(v) for v in graph.inputs)
     return BufferPlan(offsets, end, output_bytes, constant_bytes, end - scratch_start, naive,
                       input_bytes, constants, aliases, shared,
-                      {vid: concat.id for vid, (concat, _) in members.items()})
+                      {vid: concat.id for vid, (concat, _) in members.items()}, fresh,
+                      sum(nbytes(graph.outputs[i]) for i in set(fresh.values())))
+
+
+def _fresh_outputs(fusion):
+    """{stored value id: the index of the first output that is it}: the outputs that can be
+    written straight into an array of their own, those stored whole by a kernel (not an
+    input, a constant or an in-place write), every output over that store being all of it
+    (itself or a reshape, not a slice, and not 0-d: a NumPy scalar is made of it). Two outputs over one store share its array (the
+    caller copies it for the second: `return y, y` gives two arrays, as NumPy's code would
+    after a merged `a = x * 2; b = x * 2`)."""
+    graph = fusion.graph
+    stored = {v.id for k in fusion.kernels for v in k.stores}
+    fresh, whole = {}, {}
+    for i, v in enumerate(graph.outputs):
+        base, start, strides = fusion.layouts[v.id][:3]
+        ok = (i not in graph.aliases and base.id in stored and start == 0 and v.shape != ()
+              and nbytes(base) == nbytes(v) and base.dtype == v.dtype
+              and tuple(strides) == tuple(contiguous_strides(v.shape)))
+        whole[base.id] = whole.get(base.id, True) and ok
+        fresh.setdefault(base.id, i)
+    return {vid: i for vid, i in fresh.items() if whole[vid]}
 
 
 def _concat_members(fusion, fixed, aliases):
@@ -384,6 +417,8 @@ def describe(plan):
     return "\n".join([
         f"inputs (parameters and data, caller's memory): {kib(plan.input_bytes)}",
         f"outputs (value and gradients, one flat region): {kib(plan.output_bytes)}",
+        *([f"outputs written into new arrays on each call (the caller's): {kib(plan.fresh_bytes)}"]
+          if plan.fresh else []),
         f"constants: {kib(plan.constant_bytes)}",
         f"activations and scratch (peak, with reuse): {kib(plan.scratch_bytes)}",
         f"arena total: {kib(plan.arena_bytes)}   without reuse: {kib(plan.naive_bytes)}",
