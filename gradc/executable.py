@@ -17,7 +17,7 @@ from . import forks
 from .capture import NO_CAPTURES, OUTSIDE_READS, CaptureChanged
 from .codegen import driver_rt
 from .errors import IndexOutOfRangeError, SignatureError
-from .last_call import LastCall
+from .last_call import LastCall, data_address
 from .standalone.calls import byte_span
 from .trace import user_source
 
@@ -180,9 +180,10 @@ class Compiled:
         # outputs written into new arrays (gradc.jit's): (output index, io slot) of each array
         # made per call, (output index, that of the output whose array holds it) of the others
         owners = [i for i, owner in enumerate(layout.fresh) if owner == i]
-        self.fresh_made = [(i, len(layout.inputs) + j) for j, i in enumerate(owners)]
-        self.fresh_shared = [(i, owner) for i, owner in enumerate(layout.fresh)
-                             if owner is not None and owner != i]
+        self.fresh_made = [(i, len(layout.inputs) + j, *layout.outputs[i][1:])
+                           for j, i in enumerate(owners)]
+        self.fresh_shared = [(i, owner, layout.outputs[i][1]) for i, owner in
+                             enumerate(layout.fresh) if owner is not None and owner != i]
         self.fresh_positions = frozenset(owners)
         self.io = np.zeros(max(1, len(layout.inputs) + len(owners)), np.int64)
         self.io_address = self.words = self.handle = None
@@ -268,12 +269,11 @@ class Compiled:
         if not self.fresh_made:
             return self.outputs
         outs, io = list(self.outputs), self.io
-        for i, slot in self.fresh_made:
-            _, shape, dtype = self.layout.outputs[i]
-            outs[i] = np.empty(shape, dtype)
-            io[slot] = outs[i].__array_interface__["data"][0]
-        for i, owner in self.fresh_shared:
-            outs[i] = outs[owner].reshape(self.layout.outputs[i][1])
+        for i, slot, shape, dtype in self.fresh_made:
+            outs[i] = made = np.empty(shape, dtype)
+            io[slot] = data_address(made)
+        for i, owner, shape in self.fresh_shared:
+            outs[i] = outs[owner].reshape(shape)
         return outs
 
     def view(self, off, shape, dtype):
@@ -309,12 +309,12 @@ class Compiled:
             if not (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.dtype == dtype):
                 x = np.ascontiguousarray(x, dtype=dtype)
                 keep.append(x)
-            address = x.__array_interface__["data"][0]  # (x.ctypes leaves GC garbage)
+            address = data_address(x)  # (x.ctypes leaves GC garbage)
             if i not in written and any(start < address + x.nbytes and address < end
                                         for start, end in spans):
                 x = x.copy()  # the driver would overwrite what it still has to read
                 keep.append(x)
-                address = x.__array_interface__["data"][0]
+                address = data_address(x)
             io[i] = address
         for j, address in enumerate(owned, start=len(leaves)):
             io[j] = address

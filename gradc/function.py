@@ -173,7 +173,7 @@ class Function:
             compiled = last.compiled
             with compiled.lock:
                 if last.match((args, kwargs)):
-                    outs = compiled.call_outputs()
+                    outs = compiled.call_outputs() if compiled.fresh_made else compiled.outputs
                     if compiled.captures.captures:  # (see capture.OUTSIDE_READS)
                         with OUTSIDE_READS:
                             compiled.driver(compiled.handle)
@@ -420,13 +420,13 @@ class Function:
             results = getattr(compiled, "results", 0)  # (a result written back too: the
             outs = [made[i] if i < results and i in made else o  # array written, itself)
                     for i, o in enumerate(outs) if i not in at or i < results]
-            stored = {id(x) for x in made.values()}
+            stored = {id(x) for x in made.values()}  # (arrays returned as they are)
         else:
-            stored = ()
+            stored = {id(outs[i]) for i in new_arrays} if new_arrays else ()
         if self.mode == "jit":  # (None: a generator's counter, advanced in place)
             return pytree.unflatten(compiled.out_kind, [
-                o if (id(o) in stored or i in new_arrays) and isinstance(o, np.ndarray)
-                else _result(o, fresh=True) for i, o in enumerate(outs) if o is not None])
+                o if id(o) in stored and isinstance(o, np.ndarray) else _result(o, fresh=True)
+                for o in outs if o is not None])
         if self.mode == "jacobian":  # per output, a block per differentiated leaf; then aux
             out_tree, arg_trees, many, n, aux_tree = compiled.out_kind
             count = n * pytree.leaf_count(out_tree)

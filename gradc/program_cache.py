@@ -32,6 +32,7 @@ import numpy as np
 from .codegen import modules
 from .executable import Layout
 from .ops.fn import ConstArray
+from .passes import memory
 from .passes.fuse import parallel_min_iterations
 from .passes.products import transposed_lhs_choice
 
@@ -67,7 +68,8 @@ def graph_digest(graph, title, target, fresh_outputs=False):
         return None
     h = hashlib.sha256()
     for part in (FORMAT, modules.cache_tag(), _code_digest(), target,
-                 "fresh outputs" if fresh_outputs else "arena outputs", title,
+                 f"fresh outputs from {memory.FRESH_MIN_BYTES} bytes" if fresh_outputs
+                 else "arena outputs", title,
                  repr(parallel_min_iterations()), repr(transposed_lhs_choice()), text):
         h.update(part.encode("utf-8", "surrogatepass"))
         h.update(b"\0")

@@ -9,6 +9,15 @@ from _finite_differences import central_difference
 import gradc
 
 RNG = np.random.default_rng(7)
+
+
+@pytest.fixture(autouse=True)
+def small_results_too(monkeypatch):
+    """Results of any size written into new arrays (by default only those of 64 KiB or more
+    are: a smaller one's copy out of the arena is cheaper than a new array's making)."""
+    monkeypatch.setattr(gradc.passes.memory, "FRESH_MIN_BYTES", 0)
+
+
 X = RNG.standard_normal((6, 5)).astype(np.float32)
 W = RNG.standard_normal((5, 4)).astype(np.float32)
 
@@ -174,3 +183,15 @@ def test_scalars_and_values_written_back():
         assert m.cache is h and m.scaled[1] is h
         np.testing.assert_allclose(m.scaled[0], 2 * want, rtol=2e-5, atol=1e-6)
         own_arrays([h, m.scaled[0]])
+
+
+def test_by_default_small_results_are_copied_out_of_the_arena(monkeypatch):
+    monkeypatch.setattr(gradc.passes.memory, "FRESH_MIN_BYTES", 64 << 10)
+    jf = gradc.jit(lambda x: (x * 2, np.tanh(x)))
+    small, large = X, RNG.standard_normal((128, 128)).astype(np.float32)  # 64 KiB
+    for x in (small, large, small, large):
+        out = jf(x)
+        np.testing.assert_allclose(out[0], x * 2, rtol=1e-6)
+        own_arrays(list(out))
+    assert gradc.explain(jf, small).memory.output_bytes == 2 * 128  # (two 120-byte buffers)
+    assert gradc.explain(jf, large).memory.output_bytes == 0
