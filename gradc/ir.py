@@ -457,11 +457,13 @@ def format_graph(graph, title=None):
     return "\n".join(lines)
 
 
-def replay(graph, rewrite=None, outputs=None):
+def replay(graph, rewrite=None, outputs=None, order=None):
     """Rebuild `graph` node by node into a fresh graph (hash-consing merges duplicates).
 
     `rewrite(new_graph, node, new_inputs)` may return a replacement value for a node, or None to
     rebuild it unchanged. Only nodes that the outputs need are rebuilt, so replay is also DCE.
+    `order`: the nodes in another topological order than graph.nodes' (a replacement that reads
+    values made after the node it replaces: passes/products.py stack_products).
     Returns the new graph; its inputs correspond one to one with the old graph's inputs.
     """
     live = live_nodes(graph, outputs if outputs is not None else graph.outputs)
@@ -470,7 +472,7 @@ def replay(graph, rewrite=None, outputs=None):
     for v in graph.inputs:
         env[v.id] = new.add_input(v.shape, v.dtype, name=v.name)
     default_source = new.source
-    for node in graph.nodes:
+    for node in graph.nodes if order is None else order:
         if node.output.id not in live:
             continue
         ins = tuple(env[v.id] for v in node.inputs)

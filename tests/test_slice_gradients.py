@@ -205,3 +205,10 @@ def test_lstm_gradient_is_a_concatenation_and_copies_no_small_weight(results):
     # Wh (32x128) is below passes/products.py SHARED_TRANSPOSE_MIN_ELEMENTS: read transposed,
     # not copied (a copy would stay alive through the backward for no gain)
     assert copies == []
+    # Wh's gradient, a product a step, is one product of the states stacked with the gates'
+    # gradients as they are concatenated (passes/products.py stack_products); nothing
+    # accumulates a step at a time
+    assert [k.shape for k in kernels if k.kind == "addmm" and k.nodes[0].attr["ta"]] == []
+    stacked = [k.nodes[0] for k in kernels if k.kind == "matmul" and k.nodes[0].attr["ta"]
+               and k.nodes[0].inputs[0].node.op == "concatenate"]
+    assert [n.output.shape for n in stacked] == [(32, 128)]

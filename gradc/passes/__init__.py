@@ -7,7 +7,7 @@ from .cse import cse
 from .dce import dce
 from .lower import lower_composites
 from .products import (accumulate_products, fold_sgd_steps, long_dots_as_sums,
-                       share_transposes, transpose_small_lhs)
+                       share_transposes, stack_products, transpose_small_lhs)
 from .simplify import clear_zero_signs, simplify
 from .slices import merge_slice_sums
 
@@ -22,8 +22,8 @@ BEFORE_AUTODIFF = (simplify, cse, dce)
 # float32 dot and matrix-vector products become sums first (sgemm sums them in float32). A
 # float's `x + 0.0` clears a -0.0 as NumPy's does (a select fast-math cannot fold away).
 AFTER_AUTODIFF = (simplify, lower_composites, simplify, clear_zero_signs, long_dots_as_sums,
-                  accumulate_products, merge_slice_sums, share_transposes, transpose_small_lhs,
-                  fold_sgd_steps, cse, dce)
+                  accumulate_products, merge_slice_sums, stack_products, share_transposes,
+                  transpose_small_lhs, fold_sgd_steps, cse, dce)
 
 
 def run_passes(graph, passes, log=None, consume=False):

@@ -11,7 +11,9 @@ step (passes/memory.py). Left as a sum, the adds fuse into one loop kernel after
 product, keeping every product alive until then; one product over the concatenated operands
 (an earlier form of this pass) kept every step's operands alive instead, twice the hidden
 states of an RNN. A gemm a step is no slower than the one long product here (31 steps of the
-RNN: ~300 us against ~330 us and the concatenations' copies).
+RNN: ~300 us against ~330 us and the concatenations' copies). Where the products' right
+operands are stored side by side already (the blocks of an input projection's gradient),
+`stack_products` makes the chain one product again, with nothing copied or kept longer.
 
 Products join when they have the same flags, dtype and shape, and are used nowhere else.
 
@@ -28,10 +30,11 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from ..ir import replay
+from ..ir import consumers, replay
 from ..ops import fn
 from ..ops.linalg import SMALL_MATMUL
 from ..ops.registry import ELEMENTWISE, KERNEL, REDUCE
+from .dce import dce
 from .sums import add_trees
 
 
@@ -83,6 +86,122 @@ def accumulate_products(graph):
         return out
 
     return replay(graph, rewrite)
+
+
+def stack_products(graph):
+    """An accumulated weight gradient (accumulate_products' chain of addmms, op(a_t).T @ b_t a
+    step) whose b_t are a run of consecutive blocks of one concatenation along axis 0 (an RNN's
+    per-step gate gradients, which merge_slice_sums made its input projection's gradient)
+    becomes one product: concatenate(a_t).T @ those rows of the concatenation (or the same with
+    a and b swapped). One long product runs at BLAS's full rate, on both cores, where each
+    step's had 32 rows to sum (W8's recurrent weight: 47 products of 128x32 by 32x512), and
+    nothing is copied: the concatenation is stored already, and the plan stores each a_t
+    straight into its block of the new one (memory.py _concat_members). Where neither side is
+    stored so already, the chain stays (W5: one concatenation more kept every step's gradient
+    alive to the end). The product runs where its last operand is made, later than the chain's
+    last addmm: only where nothing reads the sum before then."""
+    blocks = {}  # value id -> (concatenation node, row offset) of axis-0 concatenations' inputs
+    for n in graph.nodes:
+        if n.op == "concatenate" and n.attr["axis"] == 0 and n.output.ndim == 2:
+            row = 0
+            for x in n.inputs:
+                blocks.setdefault(x.id, (n, row))
+                row += x.shape[0]
+    if not blocks:
+        return graph
+    uses = Counter(v.id for n in graph.nodes for v in n.inputs)
+    uses.update(v.id for v in graph.outputs)
+    position = {n.output.id: i for i, n in enumerate(graph.nodes)}
+    readers = consumers(graph)
+    stacked, anchors = {}, defaultdict(list)
+    for end in graph.nodes:
+        plan = _stack_plan(end, blocks, uses, position)
+        if plan is None:
+            continue
+        last = plan[-1]
+        if last is not None and any(position[r.output.id] <= position[last.output.id]
+                                    for r in readers.get(end.output.id, ())):
+            continue  # (read before its operands are all made)
+        stacked[end.output.id] = plan
+        if last is not None and position[last.output.id] > position[end.output.id]:
+            anchors[last.output.id].append(end)
+    if not stacked:
+        return graph
+    moved = {n.output.id for ends in anchors.values() for n in ends}
+    order = []
+    for n in graph.nodes:
+        if n.output.id not in moved:
+            order.append(n)
+            order += anchors.get(n.output.id, [])
+    input_index = {v.id: i for i, v in enumerate(graph.inputs)}
+    new_of = {}
+
+    def rewrite(new_graph, node, ins):
+        def new(v):
+            return new_of[v.id] if v.id in new_of else new_graph.inputs[input_index[v.id]]
+
+        plan = stacked.get(node.output.id)
+        if plan is None:
+            out = new_graph.rebuild(node, ins)
+        else:
+            seed, a_side, b_side, _ = plan
+            a, b = (_operand(side, new) for side in (a_side, b_side))
+            out = (new_graph.apply("matmul", (a, b), ta=True, tb=False) if seed is None else
+                   new_graph.apply("addmm", (new(seed), a, b), ta=True, tb=False))
+        new_of[node.output.id] = out
+        return out
+
+    return dce(replay(graph, rewrite, order=order))
+
+
+def _stack_plan(end, blocks, uses, position):
+    """(seed or None, a side, b side, the node made last among the operands) that make the
+    chain of addmms ending at `end` one product, or None. A side is ("rows", concatenation,
+    first row, last row) or ("join", values in order)."""
+    if end.op != "addmm" or len(end.inputs) != 3 or not end.attr["ta"] or end.attr["tb"]:
+        return None
+    terms, v = [], end.output
+    while v.node is not None and v.node.op in ("addmm", "matmul") and (
+            v is end.output or uses[v.id] == 1) and len(v.node.inputs) == 3 - (
+            v.node.op == "matmul") and v.node.attrs == end.attrs and v.dtype == end.output.dtype:
+        terms.append(v.node.inputs[-2:])
+        if v.node.op == "matmul":
+            v = None
+            break
+        v = v.node.inputs[0]
+    if len(terms) < 2 or len(terms) > MAX_STACKED:
+        return None
+    for side in (1, 0):  # (the b's a run of a concatenation's blocks, else the a's)
+        found = [blocks.get(t[side].id) for t in terms]
+        if None in found or len({id(n) for n, _ in found}) > 1:
+            continue
+        order = sorted(range(len(terms)), key=lambda i: found[i][1])
+        rows = [found[i][1] for i in order]
+        ends = [r + terms[i][side].shape[0] for r, i in zip(rows, order)]
+        if any(e != r for e, r in zip(ends, rows[1:])):
+            continue  # (not consecutive blocks, or one twice)
+        concat = found[0][0]
+        sliced = ("rows", concat, rows[0], ends[-1])
+        joined = ("join", [terms[i][1 - side] for i in order])
+        a_side, b_side = (joined, sliced) if side == 1 else (sliced, joined)
+        made = [concat.output] + joined[1] + ([v] if v is not None else [])
+        last = max((x for x in made if x.node is not None), key=lambda x: position[x.id],
+                   default=None)
+        return v, a_side, b_side, None if last is None else last.node
+    return None
+
+
+# products one stacked product may join (its new concatenation is one kernel: fn.concatenate
+# splits longer ones into groups, whose blocks the plan would copy)
+MAX_STACKED = 64
+
+
+def _operand(side, new):
+    if side[0] == "rows":
+        _, concat, start, stop = side
+        whole = new(concat.output)
+        return fn.slice_(whole, (start, 0), (stop, whole.shape[1]), (1, 1))
+    return fn.concatenate([new(x) for x in side[1]], axis=0)
 
 
 def _seed(group, terms, joined, position, uses):

@@ -22,11 +22,12 @@ import gradc
 from gradc import autodiff
 from gradc.interpret import evaluate
 from gradc.ir import Graph
+from gradc.ops import fn
 from gradc.passes import AFTER_AUTODIFF, BEFORE_AUTODIFF, run_passes
 from gradc.passes.cse import cse
 from gradc.passes.dce import dce
 from gradc.passes.lower import lower_composites
-from gradc.passes.products import accumulate_products
+from gradc.passes.products import accumulate_products, stack_products
 from gradc.passes.simplify import simplify
 from gradc.passes.slices import merge_slice_sums
 from gradc.passes.fuse import fuse
@@ -196,8 +197,8 @@ def test_pass_order_is_pinned():
     assert [p.__name__ for p in BEFORE_AUTODIFF] == ["simplify", "cse", "dce"]
     assert [p.__name__ for p in AFTER_AUTODIFF] == [
         "simplify", "lower_composites", "simplify", "clear_zero_signs", "long_dots_as_sums",
-        "accumulate_products", "merge_slice_sums", "share_transposes", "transpose_small_lhs",
-        "fold_sgd_steps", "cse", "dce"]
+        "accumulate_products", "merge_slice_sums", "stack_products", "share_transposes",
+        "transpose_small_lhs", "fold_sgd_steps", "cse", "dce"]
 
 
 @pytest.mark.parametrize("name,fn,make,argnums", GRAPHS, ids=GRAPH_IDS)
@@ -497,7 +498,7 @@ def test_slice_gradients_that_tile_an_array_are_its_concatenation():
     graph = run_passes(joint_graph(fn, make, argnums), AFTER_AUTODIFF)
     (concat,) = [n for n in graph.nodes if n.op == "concatenate" and n.output.shape == (6, 8)]
     readers = {n.op for n in graph.nodes if any(v is concat.output for v in n.inputs)}
-    assert readers == {"reshape"}  # (wh's gradient: one addmm a step, accumulate_products)
+    assert readers == {"reshape", "matmul"}  # (wh's gradient: stack_products)
     shapes = [n.output.shape for n in graph.nodes if n.op == "unslice_sum"]
     assert shapes.count((2, 8)) == 3 and (3, 2, 8) not in shapes  # (the gates: 3 steps)
     name, fn, make, argnums = GRAPHS[GRAPH_IDS.index("slice_sums")]
@@ -864,6 +865,79 @@ def test_accumulate_products_adds_each_step_of_a_weight_gradient_into_one_buffer
     sums = [k.nodes[0] for k in fusion.kernels if k.kind == "addmm"]
     assert any(plan.shared.get(n.output.id) == n.inputs[0].id for n in sums), plan.shared
     assert plan.arena_bytes < plan_buffers(fuse(plain)).arena_bytes
+
+
+def _rnn_projected_from_its_first_step(x, wx, wh, b):
+    """As _rnn_projected, its first step without a recurrent product: the recurrent weight's
+    gradient reads the gates' gradients of the later steps only, a run of the projection's
+    gradient's blocks."""
+    xw = x @ wx + b
+    h = np.tanh(xw[0][:, :4]) * nn.sigmoid(xw[0][:, 4:])
+    for t in range(1, x.shape[0]):
+        z = xw[t] + h @ wh
+        h = np.tanh(z[:, :4]) * nn.sigmoid(z[:, 4:])
+    return np.sum(h * h)
+
+
+@pytest.mark.parametrize("fun,rows", [(_rnn_projected, (0, 6)),
+                                      (_rnn_projected_from_its_first_step, (2, 8))])
+def test_stack_products_makes_a_weight_gradient_one_product_over_a_concatenation(fun, rows):
+    """A weight gradient a product a step, whose per-step gradients are the blocks of a
+    concatenation (the input projection's gradient), is one product: the states stacked
+    (stored straight into their concatenation: no copy) by the concatenation's rows, whole or
+    sliced; the same results, and no more memory, than the addmm a step."""
+    make = _gen([N(4, 2, 3), N(3, 8), N(4, 8), N(8)])
+    joint = joint_graph(fun, make, (1, 2, 3))
+    stacked = run_passes(joint, AFTER_AUTODIFF)
+    plain = _after_autodiff_without(joint, stack_products)
+    assert_same_results(plain, stacked, make, "stack_products")
+    (product,) = [n for n in stacked.nodes if n.op == "matmul" and n.output.shape == (4, 8)]
+    states, gates = product.inputs
+    assert states.node.op == "concatenate" and product.attr["ta"] and not product.attr["tb"]
+    if rows == (0, 6):
+        assert gates.node.op == "concatenate"
+    else:
+        assert gates.node.op == "slice" and gates.node.attr["starts"][0] == rows[0]
+        assert gates.node.inputs[0].node.op == "concatenate"
+    assert not any(n.op == "addmm" and n.output.shape == (4, 8) for n in stacked.nodes)
+    fusion = fuse(stacked)
+    plan = plan_buffers(fusion)
+    (product,) = [n for k in fusion.kernels for n in k.nodes
+                  if n.op == "matmul" and n.output.shape == (4, 8)]
+    states = product.inputs[0]
+    kept = [x for x in states.node.inputs if x.node.op != "constant"]
+    assert kept and all(plan.members.get(x.id) == states.id for x in kept), plan.members
+    assert plan.arena_bytes <= plan_buffers(fuse(plain)).arena_bytes
+
+
+def test_stack_products_leaves_a_sum_read_before_its_operands_are_made():
+    """The stacked product runs where its last operand is made: a sum read before then (here,
+    a concatenation of the products' right operands made after a reader of the sum) stays the
+    chain of addmms; read after, it becomes one product."""
+    def build(read_first):
+        g = Graph()
+        a1, a2, b1, b2 = (g.add_input(s, np.dtype(np.float64)) for s in
+                          [(2, 3), (2, 3), (2, 4), (2, 4)])
+        total = g.apply("addmm", (g.apply("matmul", (a1, b1), ta=True, tb=False), a2, b2),
+                        ta=True, tb=False)
+        if read_first:
+            early = fn.multiply(total, fn.as_value(2.0, total))
+        joined = fn.concatenate([b1, b2], axis=0)
+        if not read_first:
+            early = fn.multiply(total, fn.as_value(2.0, total))
+        g.outputs = [early, fn.sum(joined)]
+        return g
+
+    make = _gen([N(2, 3), N(2, 3), N(2, 4), N(2, 4)])
+    for read_first in (True, False):
+        g = build(read_first)
+        out = stack_products(g)
+        assert_same_results(g, out, make, "stack_products")
+        assert ("addmm" in ops_of(out)) is read_first
+    # W5's form (each step's own input product: no concatenation of its gradients) keeps it
+    rnn = run_passes(joint_graph(_rnn, _gen([N(5, 2, 3), N(3, 8), N(8, 8), N(8)]), (1, 2, 3)),
+                     AFTER_AUTODIFF)
+    assert _count(rnn, "addmm") >= 3
 
 
 def test_accumulate_products_keeps_products_used_elsewhere():
