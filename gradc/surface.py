@@ -199,15 +199,6 @@ def _format_error(value, spec):
         source=user_source())
 
 
-def _unsupported_operator(symbol):
-    def raise_(self, *args):
-        raise UnsupportedOpError(
-            f"the {symbol} operator on a traced value is not supported (NumPy's shifts of "
-            "integers): multiply or floor-divide by a power of two instead",
-            source=user_source())
-    return raise_
-
-
 _SYMBOL = {operator.add: "+", operator.sub: "-", operator.mul: "*", operator.truediv: "/",
            operator.pow: "**", operator.floordiv: "//", operator.mod: "%"}
 
@@ -427,7 +418,7 @@ def written_out(out, value, where, name, casting="same_kind"):
 
 _UFUNC_OF = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", "//": "floor_divide",
              "%": "remainder", "**": "power", "@": "matmul", "&": "bitwise_and",
-             "|": "bitwise_or", "^": "bitwise_xor"}
+             "|": "bitwise_or", "^": "bitwise_xor", "<<": "left_shift", ">>": "right_shift"}
 
 
 SYMBOL_OF = {getattr(np, name): symbol for symbol, name in _UFUNC_OF.items()}
@@ -872,8 +863,10 @@ _SURFACE = {
     "__or__": _binary(UFUNCS[np.bitwise_or]), "__ror__": _binary(UFUNCS[np.bitwise_or], True),
     "__xor__": _binary(UFUNCS[np.bitwise_xor]), "__rxor__": _binary(UFUNCS[np.bitwise_xor], True),
     "__invert__": traced(lambda self: UFUNCS[np.invert](self)),
-    **{name: _unsupported_operator(symbol) for name, symbol in (
-        ("__lshift__", "<<"), ("__rlshift__", "<<"), ("__rshift__", ">>"), ("__rrshift__", ">>"))},
+    "__lshift__": _binary(UFUNCS[np.left_shift]),
+    "__rlshift__": _binary(UFUNCS[np.left_shift], True),
+    "__rshift__": _binary(UFUNCS[np.right_shift]),
+    "__rrshift__": _binary(UFUNCS[np.right_shift], True),
     "__neg__": traced(lambda self: _python_result(
         _numpy_dtype_checked(operator.neg, fn.negative, "the unary - operator")(self), self)),
     "__pos__": traced(lambda self: _python_result(_numpy_dtype_checked(  # (NumPy's +x is a

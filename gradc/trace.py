@@ -394,6 +394,11 @@ def _ufunc_bindings():
         np.logical_not: lambda x: x.graph.apply("logical_not", (fn.astype(x, bool),)),
         np.logical_xor: lambda a, b: _logical("not_equal", a, b),
         np.vecdot: _vecdot,
+        # (booleans shift as int8: NumPy's loop for them)
+        np.left_shift: _numpy_dtype_checked(np.left_shift,
+                                            lambda a, b: _shifted("left_shift", a, b)),
+        np.right_shift: _numpy_dtype_checked(np.right_shift,
+                                             lambda a, b: _shifted("right_shift", a, b)),
     })
     for name in ("less", "less_equal", "greater", "greater_equal", "equal", "not_equal"):
         ufunc = getattr(np, name)  # (as the operators: np.less(x, 300) of an int8 x is NumPy's
@@ -473,6 +478,13 @@ def _dtype_names(xs):
             return f"a Python {type(x).__name__}"
         return np.asarray(x).dtype.name
     return ", ".join(map(name, xs))
+
+
+def _shifted(op, a, b):
+    a, b = fn.promote(a, b)
+    if a.dtype == np.bool_:
+        a, b = fn.astype(a, np.int8), fn.astype(b, np.int8)
+    return fn.elementwise(op, a, b)
 
 
 def _integer_powers_checked(power):
@@ -1229,6 +1241,8 @@ def _ufunc_call(ufunc, method, *inputs, **kwargs):
     if method == "accumulate" and ufunc in _RUNNING and set(kwargs) <= {"axis"}:
         (array,) = inputs
         return _running(UFUNCS[ufunc], array, kwargs.get("axis", 0))
+    if method == "reduceat" and ufunc in _REDUCTIONS and len(inputs) == 2:
+        return _reduceat(ufunc, name, *inputs, **kwargs)
     if method == "outer" and ufunc in UFUNCS and len(inputs) == 2 and not kwargs:
         like = next(x for x in inputs if isinstance(x, Value))
         a, b = (fn.as_value(np.asarray(x) if not isinstance(x, Value) else x, like)
@@ -1390,6 +1404,57 @@ def _running(combine, x, axis):
         y = fn.concatenate([part(y, 0, k), combine(part(y, 0, n - k), part(y, k, n))], axis)
         k *= 2
     return y
+
+
+def _reduceat(ufunc, name, array, indices, axis=0, dtype=None, out=None):
+    """np.add.reduceat(x, indices, axis) (and the other reductions'): for each i, the reduction
+    of x[indices[i]:indices[i + 1]] along the axis (to its end after the last index), or
+    x[indices[i]] where indices[i + 1] is not past it; as a concatenation of those slices'
+    reductions, so the gradient is theirs. The indices must be known when traced."""
+    what = f"{name}.reduceat"
+    _no_out(out, what)
+    if isinstance(indices, Value) or isinstance(indices, (list, tuple)) and any(
+            isinstance(i, Value) for i in indices):
+        raise UnsupportedOpError(
+            f"{what} by traced indices is not supported: give the indices as a NumPy array "
+            "known when traced (a sum by traced segment ids: np.add.at(np.zeros(k), ids, x))",
+            source=user_source())
+    x = _array_arg(array, indices)
+    if x.ndim == 0:
+        raise ArgumentError(f"{what}: cannot reduceat on a scalar (NumPy's TypeError)")
+    if axis is None or isinstance(axis, (tuple, list)):
+        raise ArgumentError(f"{what} does not allow multiple axes (axis={axis!r})")
+    axis = fn.normalize_axis(axis, x.ndim)
+    found = np.asarray(indices)
+    if found.ndim != 1:
+        raise ArgumentError(f"{what}: the indices must be one-dimensional, got shape "
+                            f"{found.shape}")
+    starts, n = found.astype(np.intp).tolist(), x.shape[axis]
+    bad = next((i for i in starts if not 0 <= i < n), None)
+    if bad is not None:
+        raise IndexOutOfRangeError(f"{what}: index {bad} out-of-bounds [0, {n}) (NumPy's "
+                                   "IndexError)", source=user_source())
+    result = ufunc.reduceat(np.zeros(1, x.dtype), [0], dtype=dtype).dtype  # (NumPy's rule)
+    if result not in SUPPORTED_DTYPES:
+        raise UnsupportedOpError(f"{what} of {x.dtype.name} gives {result.name} in NumPy, "
+                                 "which gradc does not support: cast the input first",
+                                 source=user_source())
+    reduce = FUNCTIONS[_REDUCTIONS[ufunc]]
+
+    def part(start, stop):  # (x[start:stop] along the axis)
+        return fn.slice_(x, [start if a == axis else 0 for a in range(x.ndim)],
+                         [stop if a == axis else d for a, d in enumerate(x.shape)],
+                         (1,) * x.ndim)
+    pieces = []
+    for i, start in enumerate(starts):
+        stop = starts[i + 1] if i + 1 < len(starts) else n
+        piece = (reduce(part(start, stop), axis=axis, keepdims=True) if start < stop
+                 else part(start, start + 1))
+        pieces.append(fn.astype(piece, result))
+    if not pieces:  # (no indices: NumPy's empty result)
+        return fn.full(x.graph, tuple(0 if a == axis else d for a, d in enumerate(x.shape)),
+                       0, result)
+    return fn.concatenate(pieces, axis)
 
 
 # ufunc.reduce as the NumPy function that is that reduction (np.sum(a, where=traced_mask) of a

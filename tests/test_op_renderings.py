@@ -28,6 +28,8 @@ def _dtypes(op):
     integer inputs are not made float first; booleans for logic."""
     if op.name.startswith("logical_"):
         return [np.bool_]
+    if op.name.endswith("_shift"):  # (of integers only: floats are refused when built)
+        return [np.int64, np.int32, np.uint8]
     if op.float_only:
         return [np.float32, np.float64]
     return [np.float32, np.float64, np.int64, np.int32]

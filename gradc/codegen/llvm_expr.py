@@ -248,7 +248,9 @@ class Expressions:
             emit = {ast.Add: b.add, ast.Sub: b.sub, ast.Mult: b.mul}.get(op)
             if emit is not None:
                 return emit(a, c, flags=INT_FLAGS[ta]), ta
-            emit = {ast.BitOr: b.or_, ast.BitAnd: b.and_, ast.BitXor: b.xor}.get(op)
+            emit = {ast.BitOr: b.or_, ast.BitAnd: b.and_, ast.BitXor: b.xor, ast.LShift: b.shl,
+                    ast.RShift: b.ashr if ta == "int64" else b.lshr}.get(op)  # (a count
+            # outside [0, 64) is poison: ops/elementwise.py's shifts select around it)
             if op in (ast.FloorDiv, ast.Mod):  # Python's: floor, the divisor's sign
                 quotient, remainder = self._int_divmod(a, c, ta)
                 return (quotient if op is ast.FloorDiv else remainder), ta

@@ -1,6 +1,6 @@
 """Reductions, statistics, scans and sorting: np.var, np.std, np.average, np.ptp, np.prod,
 np.linalg.norm, np.trace, np.diff, np.cumsum, np.cumprod, np.argmax, np.argmin, np.sort,
-np.argsort, np.median, np.quantile, np.percentile, np.count_nonzero, np.nansum, np.nanmean.
+np.argsort, np.lexsort, np.median, np.quantile, np.percentile, np.count_nonzero, np.nansum, np.nanmean.
 
 All are composites of gradc.ops.fn and two ops of gradc/ops/scan.py: `scan` (the cumulative sums
 and products, and np.prod: the last element of a cumulative product, so its gradient at a zero
@@ -667,6 +667,27 @@ def _argsort(a, axis=-1, kind=None, order=None, *, stable=None):
     return argsort(x, axis)
 
 
+def _lexsort(keys, axis=-1):
+    """np.lexsort: the order that sorts by the last key, then by the one before it among its
+    equals...: a stable argsort by each key in turn, first to last, each of the keys as the
+    order so far leaves them (NaNs last, as NumPy's)."""
+    keys = (list(keys) if isinstance(keys, (list, tuple)) else
+            [keys[i] for i in range(keys.shape[0])] if np.ndim(keys) > 0 else [keys])
+    if not keys:
+        raise ArgumentError("np.lexsort: need a sequence of keys with len > 0")
+    keys = [array_arg(k, *keys) for k in keys]
+    if len({k.shape for k in keys}) > 1:
+        raise ArgumentError("np.lexsort: all keys need to be the same shape (NumPy's ValueError)")
+    if keys[0].ndim == 0:  # (NumPy's: the one position, 0)
+        return fn.as_value(np.int64(0), keys[0])
+    axis = fn.normalize_axis(axis, keys[0].ndim)
+    order = argsort(keys[0], axis)
+    for key in keys[1:]:
+        order = fn.take_along_axis(order, argsort(fn.take_along_axis(key, order, axis), axis),
+                                   axis)
+    return order
+
+
 def sort(x, axis):
     return fn.take_along_axis(x, argsort(x, axis), axis)
 
@@ -1131,7 +1152,7 @@ FUNCTIONS = {
     np.cumulative_prod: _cumulative_numpy2("cumulative_prod"),
     np.diff: _diff, np.ediff1d: _ediff1d, np.trace: _trace, np.linalg.norm: _norm,
     np.argmax: _arg_extremum("argmax"), np.argmin: _arg_extremum("argmin"),
-    np.sort: _sort, np.argsort: _argsort,
+    np.sort: _sort, np.argsort: _argsort, np.lexsort: _lexsort,
     np.median: _median, np.quantile: _quantile, np.percentile: _percentile,
     np.count_nonzero: _count_nonzero, np.nansum: _nansum, np.nanmean: _nanmean,
     np.nanmax: _nan_extremum("nanmax"), np.nanmin: _nan_extremum("nanmin"), np.nanprod: _nanprod,

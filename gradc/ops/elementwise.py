@@ -292,6 +292,35 @@ for _name, _ref, _sym in [("bitwise_and", np.bitwise_and, "&"), ("bitwise_or", n
                           ("bitwise_xor", np.bitwise_xor, "^")]:
     elementwise(_name, _ref, (lambda sym: lambda m, dt, a, b: f"{a} {sym} {b}")(_sym),
                 vjp=lambda n, g: [None, None], nondiff=(0, 1), ufuncs=(_ref,))
+
+
+def _shift(op):
+    """`a << b` / `a >> b` as NumPy's shifts give them where C's are undefined: a count that is
+    negative or not below 64 gives 0 (or -1 for a negative number shifted right); counts from
+    the type's width up to 63 shift in int64, whose extra bits a narrower type's store drops
+    (NumPy's 0 or -1 again)."""
+    def text(m, dt, a, b):
+        if np.dtype(dt).kind not in "iu":
+            raise TypeError(f"shifts of integers only, not {np.dtype(dt).name}")
+        zero, unsigned = lit(0, dt), np.dtype(dt).kind == "u"
+        inside = (f"{b} < {lit(64, dt)}" if unsigned else
+                  f"({b} >= {zero}) & ({b} < {lit(64, dt)})")
+        outside = (zero if op == "<<" or unsigned else
+                   f"({lit(-1, dt)} if {a} < {zero} else {zero})")
+        return f"({a} {op} {b}) if {inside} else {outside}"
+    return text
+
+
+def _infer_shift(a, b):
+    if a.dtype.kind not in "iu" or b.dtype != a.dtype:
+        raise TypeError("shifts take integers of one dtype; promote first")
+    return same_shape((a, b), a.dtype)
+
+
+for _name, _ref, _sym in [("left_shift", np.left_shift, "<<"),
+                          ("right_shift", np.right_shift, ">>")]:
+    elementwise(_name, _ref, _shift(_sym), vjp=lambda n, g: [None, None], nondiff=(0, 1),
+                infer=_infer_shift, ufuncs=(_ref,))
 elementwise("invert", np.invert,  # (Python's ~True is -2)
             lambda m, dt, a: f"not {a}" if dt == np.bool_ else f"~{a}",
             vjp=lambda n, g: [None], nondiff=(0,), ufuncs=(np.invert,))

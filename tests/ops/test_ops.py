@@ -211,6 +211,9 @@ CASES = [
          grad=False),
     Case("bitwise_mixed", lambda x, i: np.bitwise_and(x > 0, i) * x,
          [normal(3, 4), lambda rng: rng.integers(0, 4, (3, 4))]),
+    # (every count, tests/test_shifts.py)
+    Case("shifts", lambda i, j: (i << j) + np.right_shift(i, j) + (i >> 1) + (3 << j),
+         lambda rng: [rng.integers(-9, 9, (3, 4)), rng.integers(-2, 70, (4,))], grad=False),
     Case("round_whole", lambda x: np.round(x) * x + np.around(x * 3.0) + x.round(),
          [away_from([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5], 3, 4)]),
     Case("round_decimals", lambda x: np.round(x * 100.0, 1) + np.around(x, 2) * x

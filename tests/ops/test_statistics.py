@@ -783,3 +783,34 @@ def test_interp_with_a_period_as_numpy():
     np.testing.assert_allclose(gradc.grad(loss)(fp), [31.25, 23.75, 16.25, 10.75], rtol=1e-12)
     with pytest.raises(ValueError, match="non-zero"):
         gradc.jit(lambda x: np.interp(x, xp, fp, period=0))(x)
+
+
+def test_lexsort_is_numpys():
+    """np.lexsort over keys with ties, NaNs (last), booleans and integers, as a tuple or as an
+    array's rows, along either axis, of 0-d keys; a gather by it differentiates; keys of two
+    shapes are NumPy's error."""
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 3, (4, 7)).astype(np.float64)
+    a[1, 2] = a[3, 5] = np.nan
+    b, c = rng.integers(-2, 2, (4, 7)), rng.standard_normal((4, 7)) > 0
+    calls = {
+        "two keys": lambda a, b, c: np.lexsort((b, a)),
+        "three keys, axis 0": lambda a, b, c: np.lexsort((c, b, a), axis=0),
+        "an array's rows": lambda a, b, c: np.lexsort(a),
+        "stacked, axis 1": lambda a, b, c: np.lexsort(np.stack([a, b]), axis=1),
+        "0-d keys": lambda a, b, c: np.lexsort((a[0, 0], b[0, 0])),
+        "one key": lambda a, b, c: np.lexsort((b[2],)),
+    }
+    for what, call in calls.items():
+        got, want = gradc.jit(call)(a, b, c), call(a, b, c)
+        assert got.dtype == want.dtype and np.shape(got) == np.shape(want), what
+        np.testing.assert_array_equal(got, want, err_msg=what)
+    x = rng.standard_normal(7)
+
+    def ranked(x, b, c):
+        return np.sum(x[np.lexsort((b[0], c[0]))] * np.arange(7.0))
+
+    grad = gradc.grad(ranked)(x, b, c)
+    np.testing.assert_allclose(grad, central_difference(lambda x: ranked(x, b, c), x), rtol=1e-7)
+    with pytest.raises(gradc.ArgumentError, match="same shape"):
+        gradc.jit(lambda a, b: np.lexsort((a, b[:, :3])))(a, b)
