@@ -948,7 +948,8 @@ _SURFACE = {
 }
 for _symbol, _op in (("+", "add"), ("-", "sub"), ("*", "mul"), ("/", "truediv"),
                      ("//", "floordiv"), ("%", "mod"), ("**", "pow"), ("@", "matmul"),
-                     ("&", "and"), ("|", "or"), ("^", "xor")):
+                     ("&", "and"), ("|", "or"), ("^", "xor"), ("<<", "lshift"),
+                     (">>", "rshift")):
     _SURFACE[f"__i{_op}__"] = _in_place(_symbol, _SURFACE[f"__{_op}__"])
 
 

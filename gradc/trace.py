@@ -1241,8 +1241,9 @@ def _ufunc_call(ufunc, method, *inputs, **kwargs):
     if method == "accumulate" and ufunc in _RUNNING and set(kwargs) <= {"axis"}:
         (array,) = inputs
         return _running(UFUNCS[ufunc], array, kwargs.get("axis", 0))
-    if method == "reduceat" and ufunc in _REDUCTIONS and len(inputs) == 2:
-        return _reduceat(ufunc, name, *inputs, **kwargs)
+    if method == "reduceat" and ufunc in _REDUCTIONS:  # (NumPy passes indices= in both)
+        indices = kwargs.pop("indices", inputs[1] if len(inputs) > 1 else None)
+        return _reduceat(ufunc, name, inputs[0], indices, **kwargs)
     if method == "outer" and ufunc in UFUNCS and len(inputs) == 2 and not kwargs:
         like = next(x for x in inputs if isinstance(x, Value))
         a, b = (fn.as_value(np.asarray(x) if not isinstance(x, Value) else x, like)
@@ -1425,11 +1426,15 @@ def _reduceat(ufunc, name, array, indices, axis=0, dtype=None, out=None):
     if axis is None or isinstance(axis, (tuple, list)):
         raise ArgumentError(f"{what} does not allow multiple axes (axis={axis!r})")
     axis = fn.normalize_axis(axis, x.ndim)
-    found = np.asarray(indices)
+    if isinstance(indices, (np.ndarray, np.generic)) and not np.can_cast(
+            indices.dtype, np.intp, "safe"):  # (an array's as NumPy casts it; a list's: any)
+        raise ArgumentError(f"{what}: Cannot cast array data from dtype('{indices.dtype}') to "
+                            "dtype('int64') according to the rule 'safe' (NumPy's TypeError)")
+    found = np.asarray(indices, dtype=np.intp)
     if found.ndim != 1:
         raise ArgumentError(f"{what}: the indices must be one-dimensional, got shape "
                             f"{found.shape}")
-    starts, n = found.astype(np.intp).tolist(), x.shape[axis]
+    starts, n = found.tolist(), x.shape[axis]
     bad = next((i for i in starts if not 0 <= i < n), None)
     if bad is not None:
         raise IndexOutOfRangeError(f"{what}: index {bad} out-of-bounds [0, {n}) (NumPy's "
@@ -1440,6 +1445,7 @@ def _reduceat(ufunc, name, array, indices, axis=0, dtype=None, out=None):
                                  "which gradc does not support: cast the input first",
                                  source=user_source())
     reduce = FUNCTIONS[_REDUCTIONS[ufunc]]
+    x = fn.astype(x, result)  # (NumPy reduces in the result's dtype: each element cast first)
 
     def part(start, stop):  # (x[start:stop] along the axis)
         return fn.slice_(x, [start if a == axis else 0 for a in range(x.ndim)],
@@ -1450,7 +1456,7 @@ def _reduceat(ufunc, name, array, indices, axis=0, dtype=None, out=None):
         stop = starts[i + 1] if i + 1 < len(starts) else n
         piece = (reduce(part(start, stop), axis=axis, keepdims=True) if start < stop
                  else part(start, start + 1))
-        pieces.append(fn.astype(piece, result))
+        pieces.append(fn.astype(piece, result))  # (np.sum of int8: int64)
     if not pieces:  # (no indices: NumPy's empty result)
         return fn.full(x.graph, tuple(0 if a == axis else d for a, d in enumerate(x.shape)),
                        0, result)

@@ -39,6 +39,21 @@ def test_reduceat_is_numpys(dtype, axis):
         np.testing.assert_allclose(g, w, rtol=1e-5, equal_nan=True, err_msg=what)
 
 
+def test_reduceat_with_dtype_casts_each_element_first_as_numpy():
+    """dtype= is the dtype NumPy reduces in: each element cast to it, then reduced (not the
+    reduction cast after); indices= by keyword."""
+    x = np.array([0.6, 0.6, 1.9, -1.5, 2.5])
+    calls = [lambda x: np.add.reduceat(x, [0, 2], dtype=np.int64),
+             lambda x: np.add.reduceat(x.astype(np.float32) * 1e-3 + 1, [0, 2], dtype=np.float64),
+             lambda x: np.multiply.reduceat((x * 20).astype(np.uint8), [0, 4], dtype=np.int64),
+             lambda x: np.maximum.reduceat((x * -5).astype(np.int8), [0, 3], dtype=np.uint8),
+             lambda x: np.add.reduceat(x, indices=[1, 3], axis=0)]
+    for call in calls:
+        got, want = gradc.jit(call)(x), call(x)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+
+
 def test_reduceat_gradients_match_finite_differences():
     x = np.random.default_rng(6).standard_normal((4, 7))
 
@@ -64,6 +79,9 @@ def test_reduceat_gradients_match_finite_differences():
     (lambda x: np.add.reduceat(x, (x > 0).astype(np.int64)), gradc.UnsupportedOpError,
      "traced indices"),
     (lambda x: np.subtract.reduceat(x, [0, 2]), gradc.UnsupportedOpError, "np.subtract"),
+    (lambda x: np.add.reduceat(x, np.array([0, 2], np.uint64)), gradc.ArgumentError,
+     "uint64.*'safe'"),
+    (lambda x: np.add.reduceat(x, np.array([0.0, 2.0])), gradc.ArgumentError, "float64"),
 ])
 def test_reduceat_refusals_name_the_line(call, error, words):
     x = np.arange(7.0)

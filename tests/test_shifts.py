@@ -55,3 +55,24 @@ def test_shifting_a_float_is_numpys_refusal(call):
     with pytest.raises(gradc.ArgumentError, match="not supported for the input types") as e:
         gradc.jit(call)(np.ones(3))
     assert "test_shifts.py" in str(e.value)
+
+
+def test_shifts_in_place_keep_the_arrays_dtype_or_are_numpys_refusal():
+    def f(x, c):
+        y, z = x.copy(), x.copy()
+        y <<= c  # (int8 <<= int64: the int64 result cast back, same_kind)
+        z >>= np.int64(1)
+        return y, z
+
+    x, c = np.array([1, -3, 64], np.int8), np.array([1, 2, 3], np.int64)
+    for got, want in zip(gradc.jit(f)(x, c), f(x, c)):
+        assert got.dtype == want.dtype == np.int8
+        np.testing.assert_array_equal(got, want)
+
+    def onto_a_mask(x, c):
+        y = x > 0
+        y <<= c  # (NumPy: int64 cannot go into a bool array)
+        return y
+
+    with pytest.raises(gradc.ArgumentError, match="same_kind"):
+        gradc.jit(onto_a_mask)(x, c)

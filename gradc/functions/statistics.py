@@ -672,9 +672,9 @@ def _lexsort(keys, axis=-1):
     equals...: a stable argsort by each key in turn, first to last, each of the keys as the
     order so far leaves them (NaNs last, as NumPy's)."""
     keys = (list(keys) if isinstance(keys, (list, tuple)) else
-            [keys[i] for i in range(keys.shape[0])] if np.ndim(keys) > 0 else [keys])
-    if not keys:
-        raise ArgumentError("np.lexsort: need a sequence of keys with len > 0")
+            [keys[i] for i in range(keys.shape[0])] if np.ndim(keys) > 0 else [])
+    if not keys:  # (a 0-d array is no sequence of keys, to NumPy either)
+        raise ArgumentError("np.lexsort: need sequence of keys with len > 0 (NumPy's TypeError)")
     keys = [array_arg(k, *keys) for k in keys]
     if len({k.shape for k in keys}) > 1:
         raise ArgumentError("np.lexsort: all keys need to be the same shape (NumPy's ValueError)")

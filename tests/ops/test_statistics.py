@@ -814,3 +814,5 @@ def test_lexsort_is_numpys():
     np.testing.assert_allclose(grad, central_difference(lambda x: ranked(x, b, c), x), rtol=1e-7)
     with pytest.raises(gradc.ArgumentError, match="same shape"):
         gradc.jit(lambda a, b: np.lexsort((a, b[:, :3])))(a, b)
+    with pytest.raises(gradc.ArgumentError, match="sequence of keys"):  # (NumPy's TypeError)
+        gradc.jit(lambda k: np.lexsort(k))(np.array(3.0))
