@@ -177,8 +177,9 @@ class Compiled:
         # what a CPU driver runs on (codegen/driver_rt.py): `words` (the program's table, the
         # arena, `io`, the inputs' addresses, then what a failed call leaves), passed to the
         # driver as `handle`, their address, a prepared ctypes argument
-        # outputs written into new arrays (gradc.jit's): (output index, io slot) of each array
-        # made per call, (output index, that of the output whose array holds it) of the others
+        # outputs written into new arrays (gradc.jit's): (output index, io slot, shape, dtype)
+        # of each array made per call; (output index, the index of the output whose array
+        # holds it, shape) of the others
         owners = [i for i, owner in enumerate(layout.fresh) if owner == i]
         self.fresh_made = [(i, len(layout.inputs) + j, *layout.outputs[i][1:])
                            for j, i in enumerate(owners)]

@@ -57,9 +57,10 @@ def nbytes(v):
 
 
 def plan_buffers(fusion, fresh_outputs=False):
-    """The plan of `fusion`'s buffers. With fresh_outputs, each output a kernel stores whole
-    (itself or a reshape) is written into an array the caller passes on every call (gradc.jit's
-    results: new arrays, not copies of the arena's): `plan.fresh`, no arena bytes."""
+    """The plan of `fusion`'s buffers. With fresh_outputs, each output of FRESH_MIN_BYTES or more
+    that a kernel stores whole (itself or a reshape) is written into an array the caller passes
+    on every call (gradc.jit's results: new arrays, not copies of the arena's): `plan.fresh`,
+    no arena bytes (_fresh_outputs)."""
     graph = fusion.graph
     offsets, cursor = {}, 0
     aliases = {}  # value id -> the input whose buffer it is written into
