@@ -15,8 +15,10 @@ BEFORE_AUTODIFF = (simplify, cse, dce)
 # Composites are lowered after autodiff (their VJPs are hand-written), then simplified again so
 # the stability rewrites and CSE also reach the backward graph; sums of products (a weight's
 # gradient over time steps) are accumulated a product at a time, and sums of slice gradients
-# become one accumulation; a matrix many products read transposed is transposed once (after
-# simplify, which would fold the transpose back into the products' flags), and small products
+# become one accumulation (an accumulation whose steps' operands are blocks of such a
+# concatenation is one product again: stack_products); a matrix many products read transposed
+# is transposed once (after simplify, which would fold the transpose back into the products'
+# flags), and small products
 # with B transposed read A transposed where this machine's BLAS runs them faster so; a plain
 # SGD step on a weight is folded into its gradient's product (one gemm into the weight). Long
 # float32 dot and matrix-vector products become sums first (sgemm sums them in float32). A
