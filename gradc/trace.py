@@ -945,26 +945,37 @@ def _check_narrow_dtypes(func, args, kwargs, out, name=None):
     """Refuse a NumPy function of int8, uint8, int16 or uint16 arrays whose results gradc gives
     in another dtype than NumPy's (np.sum and np.cumsum of uint8 are uint64 in NumPy, which
     gradc has not; gradc's own ops were written for the wider dtypes). NumPy's dtypes are
-    those of the same call on arrays of zeros of the same shapes (broadcast, no memory)."""
+    those of the same call on arrays of zeros of the same shapes (broadcast, no memory), or
+    where zeros give no answer (np.linalg.inv: a singular matrix), on identity matrices."""
     given = _values_in(list(args) + list(kwargs.values()))
     if not any(v.dtype in NARROW_INTS for v in given):
         return
 
-    def sample(x, depth=0):
+    def sample(x, fill, depth=0):
         if isinstance(x, Value):
-            return np.broadcast_to(np.zeros((), x.dtype), x.shape)
+            return np.broadcast_to(fill(x), x.shape)
         if depth < 3 and type(x) in (list, tuple):
-            return type(x)(sample(item, depth + 1) for item in x)
+            return type(x)(sample(item, fill, depth + 1) for item in x)
         return x
+
+    def zeros(x):
+        return np.zeros((), x.dtype)
+
+    def identities(x):
+        return np.eye(*x.shape[-2:], dtype=x.dtype) if x.ndim >= 2 else np.ones((), x.dtype)
 
     narrow = next(v.dtype for v in given if v.dtype in NARROW_INTS)
     what = f"{name or _qualified(func)} of {narrow.name} arrays"
-    try:
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            expected = func(*sample(list(args)), **{k: sample(v) for k, v in kwargs.items()})
-    except Exception:  # noqa: BLE001 - (NumPy's answer on zeros is no answer for the values)
-        expected = None
+    expected = None
+    for fill in (zeros, identities):
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                expected = func(*sample(list(args), fill),
+                                **{k: sample(v, fill) for k, v in kwargs.items()})
+            break
+        except Exception:  # noqa: BLE001 - (NumPy's answer on zeros is no answer for the values)
+            continue
     got = _values_in(out)
     if not got:  # (np.ndim, np.shape: numbers)
         return

@@ -160,3 +160,19 @@ def test_a_train_step_on_uint8_batches_updates_as_numpy_by_hand():
 def test_a_narrow_argument_is_not_differentiable():
     with pytest.raises(gradc.GradcError, match="uint8"):
         gradc.grad(lambda x: np.sum(x / 255.0))(_data(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.uint16])
+def test_linear_algebra_of_narrow_integer_matrices_is_numpys(dtype):
+    """np.linalg's functions of narrow integer matrices compute in float64 as NumPy's; those
+    that have no answer on a matrix of zeros (inv, solve, cholesky: singular) were refused,
+    NumPy's dtype being asked on zeros alone."""
+    a = np.array([[4, 1, 0], [1, 3, 1], [0, 1, 2]], dtype)
+    b = np.array([1, 2, 3], dtype)
+    calls = [lambda a, b: np.linalg.inv(a), lambda a, b: np.linalg.solve(a, b),
+             lambda a, b: np.linalg.cholesky(a), lambda a, b: np.linalg.det(a),
+             lambda a, b: np.linalg.eigh(a)[0], lambda a, b: np.linalg.slogdet(a)[1]]
+    for call in calls:
+        got, want = gradc.jit(call)(a, b), call(a, b)
+        assert np.asarray(got).dtype == np.asarray(want).dtype
+        np.testing.assert_allclose(got, want, rtol=1e-12)
