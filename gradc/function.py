@@ -397,7 +397,7 @@ class Function:
         written = getattr(compiled, "write_backs", ())  # (an interpreted one has none)
         if written:
             at = set()  # made: position -> the array written, one per value
-            made = {i: outs[i] for i in new_arrays if outs[i].ndim}
+            made = {i: outs[i] for i in new_arrays}  # (never 0-d: memory._fresh_outputs)
             traced, compiled.traced_run = getattr(compiled, "traced_run", False), False
             found = {id(o): o.found(traced) for o in _outsides(written)}  # (as the call
             for stored in written:  # found them: before a write-back rebinds one; the traced

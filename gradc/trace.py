@@ -974,7 +974,7 @@ def _check_narrow_dtypes(func, args, kwargs, out, name=None):
                 expected = func(*sample(list(args), fill),
                                 **{k: sample(v, fill) for k, v in kwargs.items()})
             break
-        except Exception:  # noqa: BLE001 - (NumPy's answer on zeros is no answer for the values)
+        except Exception:  # noqa: BLE001 - (no answer on this sample: try the next)
             continue
     got = _values_in(out)
     if not got:  # (np.ndim, np.shape: numbers)
@@ -1400,6 +1400,12 @@ if hasattr(np, "matvec"):
 _RUNNING = (np.maximum, np.minimum, np.fmax, np.fmin)
 
 
+def _along(v, axis, start, stop):
+    """v[start:stop] along `axis`."""
+    return fn.slice_(v, [start if a == axis else 0 for a in range(v.ndim)],
+                     [stop if a == axis else d for a, d in enumerate(v.shape)], (1,) * v.ndim)
+
+
 def _running(combine, x, axis):
     """np.maximum.accumulate(x, axis) and the like: y[i] = combine(y[i-1], x[i]), as log2(n)
     rounds of combine(y, y shifted 2**k along the axis), each element with the one 2**k before
@@ -1407,13 +1413,9 @@ def _running(combine, x, axis):
     cotangent to the element it came from."""
     axis = fn.normalize_axis(axis, x.ndim)
     n, y, k = x.shape[axis], x, 1
-
-    def part(v, start, stop):  # (v[start:stop] along the axis)
-        return fn.slice_(v, [start if a == axis else 0 for a in range(v.ndim)],
-                         [stop if a == axis else d for a, d in enumerate(v.shape)],
-                         (1,) * v.ndim)
     while k < n:
-        y = fn.concatenate([part(y, 0, k), combine(part(y, 0, n - k), part(y, k, n))], axis)
+        y = fn.concatenate([_along(y, axis, 0, k), combine(_along(y, axis, 0, n - k),
+                                                             _along(y, axis, k, n))], axis)
         k *= 2
     return y
 
@@ -1457,16 +1459,11 @@ def _reduceat(ufunc, name, array, indices, axis=0, dtype=None, out=None):
                                  source=user_source())
     reduce = FUNCTIONS[_REDUCTIONS[ufunc]]
     x = fn.astype(x, result)  # (NumPy reduces in the result's dtype: each element cast first)
-
-    def part(start, stop):  # (x[start:stop] along the axis)
-        return fn.slice_(x, [start if a == axis else 0 for a in range(x.ndim)],
-                         [stop if a == axis else d for a, d in enumerate(x.shape)],
-                         (1,) * x.ndim)
     pieces = []
     for i, start in enumerate(starts):
         stop = starts[i + 1] if i + 1 < len(starts) else n
-        piece = (reduce(part(start, stop), axis=axis, keepdims=True) if start < stop
-                 else part(start, start + 1))
+        piece = (reduce(_along(x, axis, start, stop), axis=axis, keepdims=True) if start < stop
+                 else _along(x, axis, start, start + 1))
         pieces.append(fn.astype(piece, result))  # (np.sum of int8: int64)
     if not pieces:  # (no indices: NumPy's empty result)
         return fn.full(x.graph, tuple(0 if a == axis else d for a, d in enumerate(x.shape)),

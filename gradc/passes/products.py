@@ -115,6 +115,9 @@ def stack_products(graph):
     readers = consumers(graph)
     stacked, anchors = {}, defaultdict(list)
     for end in graph.nodes:
+        if any(r.op == "addmm" and r.inputs[0] is end.output
+               for r in readers.get(end.output.id, ())):
+            continue  # (not the chain's end: an addmm adds to it)
         plan = _stack_plan(end, blocks, uses, position)
         if plan is None:
             continue
@@ -161,9 +164,10 @@ def _stack_plan(end, blocks, uses, position):
     if end.op != "addmm" or len(end.inputs) != 3 or not end.attr["ta"] or end.attr["tb"]:
         return None
     terms, v = [], end.output
-    while v.node is not None and v.node.op in ("addmm", "matmul") and (
-            v is end.output or uses[v.id] == 1) and len(v.node.inputs) == 3 - (
-            v.node.op == "matmul") and v.node.attrs == end.attrs and v.dtype == end.output.dtype:
+    while len(terms) <= MAX_STACKED and v.node is not None and v.node.op in (
+            "addmm", "matmul") and (v is end.output or uses[v.id] == 1) and len(
+            v.node.inputs) == 3 - (v.node.op == "matmul") and v.node.attrs == end.attrs and (
+            v.dtype == end.output.dtype):
         terms.append(v.node.inputs[-2:])
         if v.node.op == "matmul":
             v = None
