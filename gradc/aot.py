@@ -477,7 +477,7 @@ class Generator:
                 f"{self.name} = TrainStep()", ""]
 
     def module(self):
-        vec_src, rt_src = helper_sources()
+        vec_src, gemm_src, rt_src = helper_sources()
         importable = self.module_name and self.module_name.isidentifier()  # (-o o-bad-name.py:
         # `from o-bad-name import f` is no Python)
         doc = "\n".join(self._docstring()).replace(
@@ -502,6 +502,11 @@ class Generator:
                  vec_src.rstrip("\n"),
                  "",
                  "",
+                 banner("runtime helpers, copied from gradc/codegen/gemm_rt.py: the matrix "
+                        "product on AVX-512 CPUs"),
+                 gemm_src.rstrip("\n"),
+                 "",
+                 "",
                  banner("runtime helpers, copied from gradc/codegen/rt.py"),
                  rt_src.rstrip("\n"),
                  "",
@@ -512,10 +517,11 @@ class Generator:
                  "GRADC_VECMATH=0 turns it off)",
                  "# rewrites what Numba compiles for these kernels. Numba's disk cache is "
                  "used only with the",
-                 "# hook on and NumPy's OpenBLAS bound (BLAS), so machine code that calls "
-                 "libmvec or OpenBLAS",
-                 "# never loads into a process without them (Numba keys its cache on the "
-                 "source alone), only when",
+                 "# hook on, NumPy's OpenBLAS bound (BLAS) and the products this CPU takes "
+                 "(no GRADC_GEMM set),",
+                 "# so machine code that calls libmvec, OpenBLAS or gradc's products never "
+                 "loads into a process",
+                 "# without them (Numba keys its cache on the source and the CPU), only when",
                  "# this module is in sys.modules (Numba cannot reload cached kernels of a "
                  "module that is not), and",
                  "# only where Numba can write a cache (imported from a read-only folder by "
@@ -525,7 +531,10 @@ class Generator:
                  "",
                  *self._standalone(numba_cache),
                  "_VECMATH = enable()",
+                 "if GEMM == \"avx512\":  # (gradc's own products, compiled for this CPU: ~60 ms)",
+                 "    bind_products(uncached_engine())",
                  "JIT_OPTIONS = dict(JIT_OPTIONS, cache=_VECMATH and BLAS == \"openblas\"\n"
+                 "                   and \"GRADC_GEMM\" not in os.environ\n"
                  "                   and sys.modules.get(__name__) is not None and "
                  "_numba_can_cache())",
                  '_state["active"] = True  # the kernels below compile (eagerly: explicit '

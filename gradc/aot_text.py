@@ -36,11 +36,19 @@ def strip_docstring(source):
     return source
 
 
+# rt.py's import of gemm_rt.py, whose text a CPU module holds above rt.py's
+GEMM_IMPORT = "from .gemm_rt import GEMM_SYMBOLS, usable"
+
+
 def helper_sources():
-    """The source of the runtime helpers a CPU module holds: gradc/codegen/vecmath.py and
-    gradc/codegen/rt.py, without their docstrings."""
-    from .codegen import rt, vecmath
-    return (strip_docstring(inspect.getsource(vecmath)), strip_docstring(inspect.getsource(rt)))
+    """The source of the runtime helpers a CPU module holds: gradc/codegen/vecmath.py,
+    gemm_rt.py and rt.py, without their docstrings (and rt.py without its import of gemm_rt)."""
+    from .codegen import gemm_rt, rt, vecmath
+    rt_source = strip_docstring(inspect.getsource(rt))
+    import_line = next(line for line in rt_source.splitlines() if line.startswith(GEMM_IMPORT))
+    return (strip_docstring(inspect.getsource(vecmath)),
+            strip_docstring(inspect.getsource(gemm_rt)),
+            rt_source.replace(import_line + "\n", "", 1))
 
 
 def special_math_source():

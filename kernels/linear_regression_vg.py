@@ -202,6 +202,298 @@ def tag():
 
 
 # ================================================================================================
+# runtime helpers, copied from gradc/codegen/gemm_rt.py: the matrix product on AVX-512 CPUs
+# ================================================================================================
+# gradc's own matrix product for CPUs with AVX-512: c = alpha * op(a) @ op(b) + beta * c.
+KC = 256
+MR = (12, 8, 4, 2, 1)  # strip heights: a strip of 12 rows, the rest in strips of these
+# (LLVM type, lanes per vector, NR, prefix) of each precision
+TYPES = {"s": ("float", 16, 32), "d": ("double", 8, 16)}
+GEMM_SYMBOLS = {"s": "gradc_avx512_sgemm", "d": "gradc_avx512_dgemm"}  # CBLAS's signature
+
+
+def _vec(p):
+    real, lanes, _ = TYPES[p]
+    return f"<{lanes} x {real}>"
+
+
+def _splat(out, p, scalar):
+    """Lines setting %<out> to a vector of `scalar` in every lane."""
+    real, lanes, _ = TYPES[p]
+    vt = _vec(p)
+    return [f"  %{out}.1 = insertelement {vt} poison, {real} {scalar}, i64 0",
+            f"  %{out} = shufflevector {vt} %{out}.1, {vt} poison, <{lanes} x i32> zeroinitializer"]
+
+
+def _lane_masks(p, valid):
+    """Lines setting %mask0, %mask1: the lanes of each of a panel's two vectors below `valid`
+    columns."""
+    _, lanes, _ = TYPES[p]
+    lines = []
+    for v in range(2):
+        lines += [f"  %left{v} = sub i64 {valid}, {lanes * v}",
+                  f"  %atleast{v} = call i64 @llvm.smax.i64(i64 %left{v}, i64 0)",
+                  f"  %count{v} = call i64 @llvm.smin.i64(i64 %atleast{v}, i64 {lanes})",
+                  f"  %bit{v} = shl i64 1, %count{v}",
+                  f"  %bits{v} = sub i64 %bit{v}, 1",
+                  f"  %word{v} = trunc i64 %bits{v} to i{lanes}",
+                  f"  %mask{v} = bitcast i{lanes} %word{v} to <{lanes} x i1>"]
+    return lines
+
+
+def micro_kernel(p, mr):
+    """@<p>strip<mr>(a, a_row, a_k, b, b_row, kc, c, ldc, nv, alpha, beta): c's mr x NR block at
+    c (nv columns of it valid) = alpha * sum over k < kc of a[r, k] * b[k, :] + beta * c;
+    a[r, k] at a + r * a_row + k * a_k; b[k, j] at b + k * b_row + j."""
+    real, lanes, _ = TYPES[p]
+    vt, acc = _vec(p), [(r, v) for r in range(mr) for v in range(2)]
+    L = [f"define internal void @{p}strip{mr}(ptr noalias %a, i64 %a_row, i64 %a_k, ptr noalias "
+         f"%b, i64 %b_row, i64 %kc, ptr noalias %c, i64 %ldc, i64 %nv, {real} %alpha, "
+         f"{real} %beta) alwaysinline {{",
+         "entry:",
+         "  %empty = icmp sle i64 %kc, 0",
+         "  br i1 %empty, label %store, label %loop",
+         "loop:",
+         "  %k = phi i64 [0, %entry], [%k.next, %loop]"]
+    L += [f"  %acc{r}.{v} = phi {vt} [zeroinitializer, %entry], [%sum{r}.{v}, %loop]"
+          for r, v in acc]
+    L += ["  %b.at = mul i64 %k, %b_row"]
+    for v in range(2):
+        L += [f"  %b.at{v} = add i64 %b.at, {lanes * v}",
+              f"  %b.ptr{v} = getelementptr {real}, ptr %b, i64 %b.at{v}",
+              f"  %b{v} = load {vt}, ptr %b.ptr{v}, align 4"]
+    L += ["  %a.k = mul i64 %k, %a_k"]
+    for r in range(mr):
+        L += [f"  %a.row{r} = mul i64 {r}, %a_row",
+              f"  %a.at{r} = add i64 %a.row{r}, %a.k",
+              f"  %a.ptr{r} = getelementptr {real}, ptr %a, i64 %a.at{r}",
+              f"  %a{r} = load {real}, ptr %a.ptr{r}, align 4"]
+        L += _splat(f"a.all{r}", p, f"%a{r}")
+        L += [f"  %sum{r}.{v} = call {vt} @llvm.fma.v{lanes}f{32 if p == 's' else 64}("
+              f"{vt} %a.all{r}, {vt} %b{v}, {vt} %acc{r}.{v})" for v in range(2)]
+    L += ["  %k.next = add i64 %k, 1",
+          "  %more = icmp slt i64 %k.next, %kc",
+          "  br i1 %more, label %loop, label %store",
+          "store:"]
+    L += [f"  %total{r}.{v} = phi {vt} [zeroinitializer, %entry], [%sum{r}.{v}, %loop]"
+          for r, v in acc]
+    L += _splat("alphas", p, "%alpha") + _splat("betas", p, "%beta")
+    L += [f"  %beta.zero = fcmp oeq {real} %beta, 0.0"] + _lane_masks(p, "%nv")
+    fma = f"@llvm.fma.v{lanes}f{32 if p == 's' else 64}"
+    suffix = f"v{lanes}f{32 if p == 's' else 64}.p0"
+    for r, v in acc:
+        at = f"{r}.{v}"
+        L += [f"  %c.row{at} = mul i64 {r}, %ldc",
+              f"  %c.at{at} = add i64 %c.row{at}, {lanes * v}",
+              f"  %c.ptr{at} = getelementptr {real}, ptr %c, i64 %c.at{at}",
+              f"  %old{at} = call {vt} @llvm.masked.load.{suffix}(ptr %c.ptr{at}, i32 4, "
+              f"<{lanes} x i1> %mask{v}, {vt} zeroinitializer)",
+              f"  %scaled{at} = fmul {vt} %old{at}, %betas",
+              f"  %kept{at} = select i1 %beta.zero, {vt} zeroinitializer, {vt} %scaled{at}",
+              f"  %new{at} = call {vt} {fma}({vt} %total{at}, {vt} %alphas, {vt} %kept{at})",
+              f"  call void @llvm.masked.store.{suffix}({vt} %new{at}, ptr %c.ptr{at}, i32 4, "
+              f"<{lanes} x i1> %mask{v})"]
+    return "\n".join(L + ["  ret void", "}"])
+
+
+def _pack(p, transposed):
+    """Lines of the loop `pack.t` / `pack.n` that copies op(b)'s kc x NR block at (k0, j0) into
+    %packed, nv columns of it (%mask0, %mask1) and zeros after them; then `br label %strips`."""
+    real, lanes, nr = TYPES[p]
+    vt, name = _vec(p), "pack.t" if transposed else "pack.n"
+    index = ", ".join(f"i64 {i}" for i in range(lanes))
+    L = [f"{name}:",
+         f"  %{name}.empty = icmp sle i64 %kc, 0",
+         f"  br i1 %{name}.empty, label %{name}.done, label %{name}.row",
+         f"{name}.row:",
+         f"  %{name}.k = phi i64 [0, %{name}], [%{name}.k.next, %{name}.row]",
+         f"  %{name}.kg = add i64 %k0, %{name}.k",
+         f"  %{name}.to = mul i64 %{name}.k, {nr}"]
+    for v in range(2):
+        at = f"%{name}.{v}"
+        if transposed:  # b[j, k] at b + j * ldb + k: a gather of nv rows' element k
+            L += [f"  {at}.j = add i64 %j0, {lanes * v}",
+                  f"  {at}.j1 = insertelement <{lanes} x i64> poison, i64 {at}.j, i64 0",
+                  f"  {at}.js = shufflevector <{lanes} x i64> {at}.j1, <{lanes} x i64> poison, "
+                  f"<{lanes} x i32> zeroinitializer",
+                  f"  {at}.cols = add <{lanes} x i64> {at}.js, <{index}>",
+                  f"  {at}.rows = mul <{lanes} x i64> {at}.cols, %ldbs",
+                  f"  {at}.k1 = insertelement <{lanes} x i64> poison, i64 %{name}.kg, i64 0",
+                  f"  {at}.ks = shufflevector <{lanes} x i64> {at}.k1, <{lanes} x i64> poison, "
+                  f"<{lanes} x i32> zeroinitializer",
+                  f"  {at}.at = add <{lanes} x i64> {at}.rows, {at}.ks",
+                  f"  {at}.ptrs = getelementptr {real}, ptr %b, <{lanes} x i64> {at}.at",
+                  f"  {at}.val = call {vt} @llvm.masked.gather.v{lanes}{_bits(p)}.v{lanes}p0("
+                  f"<{lanes} x ptr> {at}.ptrs, i32 4, <{lanes} x i1> %mask{v}, {vt} "
+                  "zeroinitializer)"]
+        else:  # b[k, j] at b + k * ldb + j: nv consecutive numbers
+            L += [f"  {at}.row = mul i64 %{name}.kg, %ldb",
+                  f"  {at}.j = add i64 %j0, {lanes * v}",
+                  f"  {at}.at = add i64 {at}.row, {at}.j",
+                  f"  {at}.ptr = getelementptr {real}, ptr %b, i64 {at}.at",
+                  f"  {at}.val = call {vt} @llvm.masked.load.v{lanes}{_bits(p)}.p0(ptr "
+                  f"{at}.ptr, i32 4, <{lanes} x i1> %mask{v}, {vt} zeroinitializer)"]
+        L += [f"  {at}.to = add i64 %{name}.to, {lanes * v}",
+              f"  {at}.dst = getelementptr {real}, ptr %packed, i64 {at}.to",
+              f"  store {vt} {at}.val, ptr {at}.dst, align 64"]
+    L += [f"  %{name}.k.next = add i64 %{name}.k, 1",
+          f"  %{name}.more = icmp slt i64 %{name}.k.next, %kc",
+          f"  br i1 %{name}.more, label %{name}.row, label %{name}.done",
+          f"{name}.done:",
+          "  br label %strips"]
+    return L
+
+
+def _bits(p):
+    return "f32" if p == "s" else "f64"
+
+
+def gemm(p):
+    """@gradc_avx512_<p>gemm: CBLAS's row-major ?gemm (order, transa, transb, m, n, k, alpha,
+    a, lda, b, ldb, beta, c, ldc), transa/transb 112 (CblasTrans) or 111."""
+    real, lanes, nr = TYPES[p]
+    L = [f"define void @{GEMM_SYMBOLS[p]}(i32 %order, i32 %transa, i32 %transb, i64 %m, i64 %n, "
+         f"i64 %k, {real} %alpha, ptr noalias %a, i64 %lda, ptr noalias %b, i64 %ldb, {real} "
+         f"%beta, ptr noalias %c, i64 %ldc) {{",
+         "entry:",
+         f"  %packed = alloca {real}, i64 {KC * nr}, align 64",
+         "  %ta = icmp eq i32 %transa, 112",
+         "  %tb = icmp eq i32 %transb, 112",
+         "  %a_row = select i1 %ta, i64 1, i64 %lda",  # op(a)[i, k] at a + i * a_row + k * a_k
+         "  %a_k = select i1 %ta, i64 %lda, i64 1",
+         f"  %ldb1 = insertelement <{lanes} x i64> poison, i64 %ldb, i64 0",
+         f"  %ldbs = shufflevector <{lanes} x i64> %ldb1, <{lanes} x i64> poison, "
+         f"<{lanes} x i32> zeroinitializer",
+         "  %no.m = icmp sle i64 %m, 0",
+         "  %no.n = icmp sle i64 %n, 0",
+         "  %nothing = or i1 %no.m, %no.n",
+         "  br i1 %nothing, label %done, label %chunk",
+         "chunk:",  # k0 = 0, KC, ...: once at least, so that k = 0 gives beta * c
+         "  %k0 = phi i64 [0, %entry], [%k0.next, %chunk.next]",
+         "  %k.left = sub i64 %k, %k0",
+         f"  %kc = call i64 @llvm.smin.i64(i64 %k.left, i64 {KC})",
+         "  %first = icmp eq i64 %k0, 0",
+         f"  %beta.here = select i1 %first, {real} %beta, {real} 1.0",
+         "  br label %panel",
+         "panel:",
+         "  %j0 = phi i64 [0, %chunk], [%j0.next, %panel.next]",
+         "  %n.left = sub i64 %n, %j0",
+         f"  %nv = call i64 @llvm.smin.i64(i64 %n.left, i64 {nr})",
+         *_lane_masks(p, "%nv"),
+         f"  %whole = icmp eq i64 %nv, {nr}",
+         "  %tb.no = xor i1 %tb, true",
+         "  %in.place = and i1 %whole, %tb.no",
+         "  br i1 %in.place, label %direct, label %pack",
+         "direct:",  # a whole panel of an untransposed b: read where it is
+         "  %d.row = mul i64 %k0, %ldb",
+         "  %d.at = add i64 %d.row, %j0",
+         f"  %d.ptr = getelementptr {real}, ptr %b, i64 %d.at",
+         "  br label %strips",
+         "pack:",
+         "  br i1 %tb, label %pack.t, label %pack.n",
+         *_pack(p, True),
+         *_pack(p, False),
+         "strips:",
+         "  %panel.ptr = phi ptr [%d.ptr, %direct], [%packed, %pack.t.done], "
+         "[%packed, %pack.n.done]",
+         f"  %panel.row = phi i64 [%ldb, %direct], [{nr}, %pack.t.done], [{nr}, %pack.n.done]",
+         "  %a.k0 = mul i64 %k0, %a_k",
+         "  br label %strip",
+         "strip:",
+         "  %i0 = phi i64 [0, %strips], [%i0.next, %strip.next]",
+         "  %m.left = sub i64 %m, %i0",
+         "  %a.i0 = mul i64 %i0, %a_row",
+         "  %a.at = add i64 %a.i0, %a.k0",
+         f"  %a.ptr = getelementptr {real}, ptr %a, i64 %a.at",
+         "  %c.i0 = mul i64 %i0, %ldc",
+         "  %c.at = add i64 %c.i0, %j0",
+         f"  %c.ptr = getelementptr {real}, ptr %c, i64 %c.at",
+         "  br label %pick" + str(MR[0])]
+    args = (f"ptr %a.ptr, i64 %a_row, i64 %a_k, ptr %panel.ptr, i64 %panel.row, i64 %kc, "
+            f"ptr %c.ptr, i64 %ldc, i64 %nv, {real} %alpha, {real} %beta.here")
+    for mr, smaller in zip(MR, MR[1:] + (None,)):  # the tallest strip the rows left allow
+        L += [f"pick{mr}:"]
+        if smaller is not None:
+            L += [f"  %fits{mr} = icmp sge i64 %m.left, {mr}",
+                  f"  br i1 %fits{mr}, label %run{mr}, label %pick{smaller}"]
+        else:
+            L += [f"  br label %run{mr}"]
+        L += [f"run{mr}:", f"  call void @{p}strip{mr}({args})", "  br label %strip.next"]
+    L += ["strip.next:",
+          "  %mr = phi i64 " + ", ".join(f"[{mr}, %run{mr}]" for mr in MR),
+          "  %i0.next = add i64 %i0, %mr",
+          "  %rows.more = icmp slt i64 %i0.next, %m",
+          "  br i1 %rows.more, label %strip, label %panel.next",
+          "panel.next:",
+          f"  %j0.next = add i64 %j0, {nr}",
+          "  %cols.more = icmp slt i64 %j0.next, %n",
+          "  br i1 %cols.more, label %panel, label %chunk.next",
+          "chunk.next:",
+          f"  %k0.next = add i64 %k0, {KC}",
+          "  %k.more = icmp slt i64 %k0.next, %k",
+          "  br i1 %k.more, label %chunk, label %done",
+          "done:",
+          "  ret void",
+          "}"]
+    return "\n".join(L)
+
+
+def module_ir():
+    """The LLVM IR of both products and the strips they call."""
+    decls = []
+    for p in TYPES:
+        _, lanes, _ = TYPES[p]
+        vt, t = _vec(p), f"v{lanes}{_bits(p)}"
+        decls += [f"declare {vt} @llvm.fma.{t}({vt}, {vt}, {vt})",
+                  f"declare {vt} @llvm.masked.load.{t}.p0(ptr, i32, <{lanes} x i1>, {vt})",
+                  f"declare void @llvm.masked.store.{t}.p0({vt}, ptr, i32, <{lanes} x i1>)",
+                  f"declare {vt} @llvm.masked.gather.{t}.v{lanes}p0(<{lanes} x ptr>, i32, "
+                  f"<{lanes} x i1>, {vt})"]
+    decls += ["declare i64 @llvm.smin.i64(i64, i64)", "declare i64 @llvm.smax.i64(i64, i64)"]
+    parts = ["\n".join(decls)]
+    for p in TYPES:
+        parts += [micro_kernel(p, mr) for mr in MR] + [gemm(p)]
+    return "\n\n".join(parts) + "\n"
+
+
+def usable(features):
+    """Whether the CPU (llvmlite's host feature string, '+avx512f,...') runs these products."""
+    return "+avx512f" in features.split(",")
+
+
+def uncached_engine():
+    """An LLVM execution engine holding module_ir() compiled for this CPU (~60 ms: LLVM's code
+    generator alone, at its highest level; the IR needs no passes). gradc itself keeps the
+    machine code in its disk cache (codegen/native.py); `gradc compile`'s modules call this."""
+    from llvmlite import binding as ll
+    ll.initialize_native_target()
+    ll.initialize_native_asmprinter()
+    machine = ll.Target.from_default_triple().create_target_machine(
+        cpu=ll.get_host_cpu_name(), features=ll.get_host_cpu_features().flatten(), opt=3,
+        codemodel="jitdefault")
+    engine = ll.create_mcjit_compiler(ll.parse_assembly(""), machine)
+    engine.add_object_file(ll.ObjectFileRef.from_data(
+        machine.emit_object(ll.parse_assembly(module_ir()))))
+    engine.finalize_object()
+    return engine
+
+
+STATS = {"compiled": 0, "loaded": 0}  # (gradc's disk cache: codegen/native.py)
+_bound = []  # the engine whose products the symbols name (kept while the process runs)
+
+
+def bind_products(engine):
+    """Give the JIT the products of `engine` (machine code of module_ir()) by their symbols,
+    once per process: kernels that call them link against these addresses."""
+    from llvmlite import binding as ll
+    if _bound:
+        return
+    for symbol in GEMM_SYMBOLS.values():
+        ll.add_symbol(symbol, engine.get_function_address(symbol))
+    _bound.append(engine)
+
+
+# ================================================================================================
 # runtime helpers, copied from gradc/codegen/rt.py
 # ================================================================================================
 # Helpers that generated kernels use: raw addresses as arrays, NaN-propagating max/min, and the
@@ -218,6 +510,7 @@ import llvmlite.ir
 import numpy as np
 from numba import carray, njit, types
 from numba.extending import intrinsic, overload
+
 
 # Fast-math without 'nnan' and 'ninf': vectorized reductions and reassociation are allowed, but
 # NaN and Inf keep their meaning, so check_finite and NaN propagation still work. Without
@@ -500,6 +793,17 @@ def _numpy_openblas():
 
 OPENBLAS = _numpy_openblas()  # (its ctypes handle, or None)
 BLAS = "openblas" if OPENBLAS is not None else "numba"  # (part of the cache key)
+# Which ?gemm the kernels call: gradc's own (gemm_rt.py) where the CPU has AVX-512, else
+# OpenBLAS's; GRADC_GEMM=openblas chooses OpenBLAS's. The matrix-vector products (?gemv) and
+# LAPACK stay OpenBLAS's. Part of the cache key. Bound by gradc's module_dir() (codegen/modules.py)
+# before the first kernel links, and by a `gradc compile` module as it is imported.
+GEMM = ("avx512" if BLAS == "openblas" and os.environ.get("GRADC_GEMM", "") != "openblas"
+        and usable(llvmlite.binding.get_host_cpu_features().flatten()) else "openblas")
+
+
+def gemm_symbol(p):
+    """The symbol of the ?gemm the kernels call, p "s" (float32) or "d" (float64)."""
+    return GEMM_SYMBOLS[p] if GEMM == "avx512" else f"scipy_cblas_{p}gemm64_"
 
 
 def _bind_integer_powers():
@@ -554,16 +858,16 @@ def vector_product_args(ta, tb, m, n, k):
     return not tb, (n if tb else k), (k if tb else n), 1  # (a @ op(b): y = op(b)^T a)
 
 
-def _cblas_gemm(name, numba_type, pointer, beta):
-    """c[m,n] = alpha * op(a) @ op(b) + beta * c on flat C-ordered arrays; op transposes where
-    ta/tb is set. beta is 0 (a product) or 1 (a product added into c: an accumulated weight
+def _cblas_gemm(p, numba_type, pointer, beta):
+    """c[m,n] = alpha * op(a) @ op(b) + beta * c on flat C-ordered arrays, by the ?gemm of
+    gemm_symbol(p); op transposes where ta/tb is set. beta is 0 (a product) or 1 (a product added into c: an accumulated weight
     gradient, or an SGD step folded into its gradient's product, alpha = -lr). Returns
     (product(ta, tb, m, n, k, a, b, c), alpha 1, and scaled(..., c, alpha))."""
     ptr = types.CPointer(numba_type)
-    gemm = types.ExternalFunction(name, types.void(
+    gemm = types.ExternalFunction(gemm_symbol(p), types.void(
         types.int32, types.int32, types.int32, types.int64, types.int64, types.int64, numba_type,
         ptr, types.int64, ptr, types.int64, numba_type, ptr, types.int64))
-    gemv = types.ExternalFunction(name.replace("gemm", "gemv"), types.void(
+    gemv = types.ExternalFunction(f"scipy_cblas_{p}gemv64_", types.void(
         types.int32, types.int32, types.int64, types.int64, numba_type, ptr, types.int64, ptr,
         types.int64, numba_type, ptr, types.int64))
     one, beta = numba_type(1), numba_type(beta)
@@ -636,10 +940,10 @@ def _numba_gemm_add(ta, tb, m, n, k, a, b, c):
 # sgemm_add/dgemm_add: c += op(a) @ op(b); sgemm_scaled/dgemm_scaled: c += alpha * op(a) @ op(b)
 if BLAS == "openblas":
     _set_threads = types.ExternalFunction(SET_BLAS_THREADS, types.int32(types.int32))
-    sgemm, _ = _cblas_gemm("scipy_cblas_sgemm64_", types.float32, _f32_ptr, 0)
-    dgemm, _ = _cblas_gemm("scipy_cblas_dgemm64_", types.float64, _f64_ptr, 0)
-    sgemm_add, sgemm_scaled = _cblas_gemm("scipy_cblas_sgemm64_", types.float32, _f32_ptr, 1)
-    dgemm_add, dgemm_scaled = _cblas_gemm("scipy_cblas_dgemm64_", types.float64, _f64_ptr, 1)
+    sgemm, _ = _cblas_gemm("s", types.float32, _f32_ptr, 0)
+    dgemm, _ = _cblas_gemm("d", types.float64, _f64_ptr, 0)
+    sgemm_add, sgemm_scaled = _cblas_gemm("s", types.float32, _f32_ptr, 1)
+    dgemm_add, dgemm_scaled = _cblas_gemm("d", types.float64, _f64_ptr, 1)
 else:
     sgemm = dgemm = _numba_gemm
     sgemm_add = dgemm_add = _numba_gemm_add
@@ -751,8 +1055,9 @@ if BLAS == "openblas":
 # ================================================================================================
 # As in gradc: the libmvec hook (where the machine has libmvec; GRADC_VECMATH=0 turns it off)
 # rewrites what Numba compiles for these kernels. Numba's disk cache is used only with the
-# hook on and NumPy's OpenBLAS bound (BLAS), so machine code that calls libmvec or OpenBLAS
-# never loads into a process without them (Numba keys its cache on the source alone), only when
+# hook on, NumPy's OpenBLAS bound (BLAS) and the products this CPU takes (no GRADC_GEMM set),
+# so machine code that calls libmvec, OpenBLAS or gradc's products never loads into a process
+# without them (Numba keys its cache on the source and the CPU), only when
 # this module is in sys.modules (Numba cannot reload cached kernels of a module that is not), and
 # only where Numba can write a cache (imported from a read-only folder by a user with no writable
 # home, the kernels compile on every import).
@@ -771,7 +1076,10 @@ def _numba_can_cache():
 
 
 _VECMATH = enable()
+if GEMM == "avx512":  # (gradc's own products, compiled for this CPU: ~60 ms)
+    bind_products(uncached_engine())
 JIT_OPTIONS = dict(JIT_OPTIONS, cache=_VECMATH and BLAS == "openblas"
+                   and "GRADC_GEMM" not in os.environ
                    and sys.modules.get(__name__) is not None and _numba_can_cache())
 _state["active"] = True  # the kernels below compile (eagerly: explicit signatures) with the hook
 

@@ -46,7 +46,7 @@ from numba.core.caching import FunctionCache
 
 from .._version import __version__
 from ..errors import CacheWarning
-from . import driver_rt, llvm_calls, llvm_cpu, llvm_expr, native, pool_rt, rt, vecmath
+from . import driver_rt, gemm_rt, llvm_calls, llvm_cpu, llvm_expr, native, pool_rt, rt, vecmath
 
 
 def _numba_without_scipy_linalg():
@@ -95,19 +95,20 @@ def cache_tag():
     differently, is ever loaded."""
     vecmath.enable()  # before the first kernel compiles; decides the tag
     tag = (f"gradc{__version__}-numba{numba.__version__}-numpy{np.__version__}"
-           f"-py{sys.version_info[0]}{sys.version_info[1]}-{vecmath.tag()}-{rt.BLAS}"
+           f"-py{sys.version_info[0]}{sys.version_info[1]}-{vecmath.tag()}-{rt.BLAS}-{rt.GEMM}"
            f"-{llvm_cpu.route()}-{_runtime_digest()}")
     return tag.replace(".", "_")
 
 
 def _runtime_digest():
     """The code-generation inputs outside a module's own text, which is its name: the helpers
-    generated kernels and drivers call (rt.py, driver_rt.py, pool_rt.py, and native.py, which
-    compiles the last two), the libmvec rewrite of their IR (vecmath.py) and the kernels'
+    generated kernels and drivers call (rt.py, gemm_rt.py, driver_rt.py, pool_rt.py, and
+    native.py, which compiles the last three), the libmvec rewrite of their IR (vecmath.py) and the kernels'
     compiler (llvm_cpu.py, llvm_expr.py, llvm_calls.py). Editing one must not load code
     compiled with the old ones."""
     digest = hashlib.sha1()
-    for module in (rt, driver_rt, pool_rt, native, vecmath, llvm_cpu, llvm_expr, llvm_calls):
+    for module in (rt, gemm_rt, driver_rt, pool_rt, native, vecmath, llvm_cpu, llvm_expr,
+                   llvm_calls):
         with open(module.__file__, "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()[:8]
@@ -123,6 +124,9 @@ def module_dir():
         vecmath.enable()
         _places[root] = _first_usable((root, _temporary_root))
         _tell(_places[root])
+        if rt.GEMM == "avx512":  # (once per process: kernels link against these addresses)
+            gemm_rt.bind_products(native.native_engine("gradc_gemm", "gemm", gemm_rt.module_ir,
+                                                       3, gemm_rt.STATS))
     return _places[root]
 
 

@@ -116,7 +116,7 @@ class _Module:
         self.yield_cpu = ir.Function(m, ir.FunctionType(I32, []), "sched_yield")
         self.clock = ir.Function(m, ir.FunctionType(I64, []), "llvm.readcyclecounter")
         self.gemms = {double: ir.Function(m, _gemm_type(double),
-                                          f"scipy_cblas_{'d' if double else 's'}gemm64_")
+                                          rt.gemm_symbol("d" if double else "s"))
                       for double in (0, 1)}
         self.gemvs = {double: ir.Function(m, _gemv_type(double),
                                           f"scipy_cblas_{'d' if double else 's'}gemv64_")
@@ -487,7 +487,7 @@ class Pool:
         # (codegen/native.py; its loops wait, or call OpenBLAS and the kernels: the code
         # generator at its lowest level, ~9 ms, against ~35 ms at opt=2; W7's, W8's and W10's
         # steps at default threads the same within noise)
-        self.engine = native_engine("gradc_pool", "pool", module_ir, 0, STATS)
+        self.engine = native_engine("gradc_pool", f"pool {rt.GEMM}", module_ir, 0, STATS)
         for name in ("gradc_sgemm64", "gradc_dgemm64", "gradc_pool_chunks"):
             ll.add_symbol(name, self.engine.get_function_address(name))
         work = ctypes.CFUNCTYPE(None)(self.engine.get_function_address("gradc_pool_work"))

@@ -20,6 +20,8 @@ import numpy as np
 from numba import carray, njit, types
 from numba.extending import intrinsic, overload
 
+from .gemm_rt import GEMM_SYMBOLS, usable  # (a standalone module has gemm_rt.py's text above)
+
 # Fast-math without 'nnan' and 'ninf': vectorized reductions and reassociation are allowed, but
 # NaN and Inf keep their meaning, so check_finite and NaN propagation still work. Without
 # 'arcp' too: it let LLVM turn y / sqrt(x) into y * rsqrt(x), a hardware estimate refined by a
@@ -301,6 +303,17 @@ def _numpy_openblas():
 
 OPENBLAS = _numpy_openblas()  # (its ctypes handle, or None)
 BLAS = "openblas" if OPENBLAS is not None else "numba"  # (part of the cache key)
+# Which ?gemm the kernels call: gradc's own (gemm_rt.py) where the CPU has AVX-512, else
+# OpenBLAS's; GRADC_GEMM=openblas chooses OpenBLAS's. The matrix-vector products (?gemv) and
+# LAPACK stay OpenBLAS's. Part of the cache key. Bound by gradc's module_dir() (codegen/modules.py)
+# before the first kernel links, and by a `gradc compile` module as it is imported.
+GEMM = ("avx512" if BLAS == "openblas" and os.environ.get("GRADC_GEMM", "") != "openblas"
+        and usable(llvmlite.binding.get_host_cpu_features().flatten()) else "openblas")
+
+
+def gemm_symbol(p):
+    """The symbol of the ?gemm the kernels call, p "s" (float32) or "d" (float64)."""
+    return GEMM_SYMBOLS[p] if GEMM == "avx512" else f"scipy_cblas_{p}gemm64_"
 
 
 def _bind_integer_powers():
@@ -355,16 +368,16 @@ def vector_product_args(ta, tb, m, n, k):
     return not tb, (n if tb else k), (k if tb else n), 1  # (a @ op(b): y = op(b)^T a)
 
 
-def _cblas_gemm(name, numba_type, pointer, beta):
-    """c[m,n] = alpha * op(a) @ op(b) + beta * c on flat C-ordered arrays; op transposes where
-    ta/tb is set. beta is 0 (a product) or 1 (a product added into c: an accumulated weight
+def _cblas_gemm(p, numba_type, pointer, beta):
+    """c[m,n] = alpha * op(a) @ op(b) + beta * c on flat C-ordered arrays, by the ?gemm of
+    gemm_symbol(p); op transposes where ta/tb is set. beta is 0 (a product) or 1 (a product added into c: an accumulated weight
     gradient, or an SGD step folded into its gradient's product, alpha = -lr). Returns
     (product(ta, tb, m, n, k, a, b, c), alpha 1, and scaled(..., c, alpha))."""
     ptr = types.CPointer(numba_type)
-    gemm = types.ExternalFunction(name, types.void(
+    gemm = types.ExternalFunction(gemm_symbol(p), types.void(
         types.int32, types.int32, types.int32, types.int64, types.int64, types.int64, numba_type,
         ptr, types.int64, ptr, types.int64, numba_type, ptr, types.int64))
-    gemv = types.ExternalFunction(name.replace("gemm", "gemv"), types.void(
+    gemv = types.ExternalFunction(f"scipy_cblas_{p}gemv64_", types.void(
         types.int32, types.int32, types.int64, types.int64, numba_type, ptr, types.int64, ptr,
         types.int64, numba_type, ptr, types.int64))
     one, beta = numba_type(1), numba_type(beta)
@@ -437,10 +450,10 @@ def _numba_gemm_add(ta, tb, m, n, k, a, b, c):
 # sgemm_add/dgemm_add: c += op(a) @ op(b); sgemm_scaled/dgemm_scaled: c += alpha * op(a) @ op(b)
 if BLAS == "openblas":
     _set_threads = types.ExternalFunction(SET_BLAS_THREADS, types.int32(types.int32))
-    sgemm, _ = _cblas_gemm("scipy_cblas_sgemm64_", types.float32, _f32_ptr, 0)
-    dgemm, _ = _cblas_gemm("scipy_cblas_dgemm64_", types.float64, _f64_ptr, 0)
-    sgemm_add, sgemm_scaled = _cblas_gemm("scipy_cblas_sgemm64_", types.float32, _f32_ptr, 1)
-    dgemm_add, dgemm_scaled = _cblas_gemm("scipy_cblas_dgemm64_", types.float64, _f64_ptr, 1)
+    sgemm, _ = _cblas_gemm("s", types.float32, _f32_ptr, 0)
+    dgemm, _ = _cblas_gemm("d", types.float64, _f64_ptr, 0)
+    sgemm_add, sgemm_scaled = _cblas_gemm("s", types.float32, _f32_ptr, 1)
+    dgemm_add, dgemm_scaled = _cblas_gemm("d", types.float64, _f64_ptr, 1)
 else:
     sgemm = dgemm = _numba_gemm
     sgemm_add = dgemm_add = _numba_gemm_add

@@ -338,7 +338,7 @@ def _tt_faster_than_nt():
         raise CompileError(f"GRADC_TRANSPOSED_LHS={value!r}: set it to 1 (small a @ B.T products "
                            "read a transposed copy of a), 0 (never), or unset it (measured)")
     from ..codegen import modules, rt
-    if rt.BLAS != "openblas":
+    if rt.BLAS != "openblas" or rt.GEMM == "avx512":  # (gradc's own products: NT is not slow)
         return False
     # Measured once per cache: where the two are close, a measurement per process flipped
     # between processes (and so did the program cache's key, and the products' last bits)
