@@ -3,8 +3,9 @@ fast-math flags. Kernels take buffer addresses (plain integers) instead of array
 costs well under a microsecond and allocates nothing (unboxing a NumPy array allocates a Numba
 MemInfo on every call).
 
-Matrix products call NumPy's own OpenBLAS (`sgemm`, `dgemm` below), so gradc and the user's NumPy
-code share one BLAS and one thread pool.
+Matrix products (`sgemm`, `dgemm` below) call gradc's own product (gemm_rt.py) where the CPU has
+AVX-512, else NumPy's own OpenBLAS, so gradc and the user's NumPy code share one BLAS and one
+thread pool; matrix-vector products and LAPACK are always OpenBLAS's.
 
 `gradc compile` copies this file's source into standalone modules, so it imports only NumPy and
 Numba (and llvmlite, which Numba brings).
