@@ -4,10 +4,11 @@ its blocking (strips of 12/8/4/2/1 rows, panels of two vectors, chunks of KC alo
 and degenerate ones; the same bits whole as in the blocks gradc's threads take; and, end to
 end, what `gradc.jit` and `gradc.grad` compute with it and with OpenBLAS's (GRADC_GEMM=openblas).
 
-The IR is compiled here for this CPU whatever it has (LLVM splits the wide vectors where it
-lacks AVX-512), so the product's arithmetic is checked on every machine."""
+The IR is compiled here for this CPU whatever it has, and for older x86 CPUs (AVX2, SSE2: LLVM
+splits the wide vectors), so the product's arithmetic is checked on every machine."""
 import ctypes
 import os
+import platform
 import subprocess
 import sys
 
@@ -19,9 +20,25 @@ from gradc.codegen import gemm_rt, rt
 CTYPES = {np.float32: ctypes.c_float, np.float64: ctypes.c_double}
 
 
-@pytest.fixture(scope="module")
-def engine():
-    return gemm_rt.uncached_engine()
+# this CPU; and, where it can run them, an AVX2 CPU's code and x86-64's first (SSE2)
+TARGETS = [None] + ([("haswell", ""), ("x86-64", "")] if platform.machine() == "x86_64" else [])
+
+
+@pytest.fixture(scope="module", params=TARGETS, ids=lambda t: t[0] if t else "host")
+def engine(request):
+    if request.param and not _runs(request.param[0]):
+        pytest.skip(f"this CPU cannot run {request.param[0]}'s code")
+    return gemm_rt.uncached_engine(*(request.param or ()))
+
+
+def _runs(cpu):
+    """Whether this CPU has what LLVM's `cpu` may use (haswell: AVX2, FMA, BMI2...)."""
+    from llvmlite import binding as ll
+    if cpu == "x86-64":
+        return True
+    have = ll.get_host_cpu_features()
+    return all(have.get(f, False) for f in ("avx2", "fma", "bmi", "bmi2", "f16c", "lzcnt",
+                                             "movbe", "popcnt"))
 
 
 def product(engine, dtype):

@@ -342,16 +342,18 @@ def usable(features):
     return "+avx512f" in features.split(",")
 
 
-def uncached_engine():
-    """An LLVM execution engine holding module_ir() compiled for this CPU (~60 ms: LLVM's code
-    generator alone, at its highest level; the IR needs no passes). gradc itself keeps the
-    machine code in its disk cache (codegen/native.py); `gradc compile`'s modules call this."""
+def uncached_engine(cpu=None, features=None):
+    """An LLVM execution engine holding module_ir() compiled for this CPU, or for `cpu` with
+    `features` (~80 ms: LLVM's code generator alone, at its highest level; the IR needs no
+    passes). gradc itself keeps the machine code in its disk cache (codegen/native.py);
+    `gradc compile`'s modules call this."""
     from llvmlite import binding as ll
     ll.initialize_native_target()
     ll.initialize_native_asmprinter()
     machine = ll.Target.from_default_triple().create_target_machine(
-        cpu=ll.get_host_cpu_name(), features=ll.get_host_cpu_features().flatten(), opt=3,
-        codemodel="jitdefault")
+        cpu=cpu or ll.get_host_cpu_name(),
+        features=ll.get_host_cpu_features().flatten() if features is None else features,
+        opt=3, codemodel="jitdefault")
     engine = ll.create_mcjit_compiler(ll.parse_assembly(""), machine)
     engine.add_object_file(ll.ObjectFileRef.from_data(
         machine.emit_object(ll.parse_assembly(module_ir()))))
