@@ -225,7 +225,8 @@ def tag():
 # gradc's own matrix product for CPUs with AVX-512: c = alpha * op(a) @ op(b) + beta * c.
 KC = 256
 MR = (12, 8, 4, 2, 1)  # strip heights: a strip of 12 rows, the rest in strips of these
-# (LLVM type, lanes per vector, NR, prefix) of each precision
+# each precision's (LLVM type, lanes per vector, NR: a panel's columns, two vectors), by the
+# letter BLAS names it with
 TYPES = {"s": ("float", 16, 32), "d": ("double", 8, 16)}
 GEMM_SYMBOLS = {"s": "gradc_avx512_sgemm", "d": "gradc_avx512_dgemm"}  # CBLAS's signature
 
@@ -267,7 +268,7 @@ def micro_kernel(p, mr):
     vt, acc = _vec(p), [(r, v) for r in range(mr) for v in range(2)]
     L = [f"define internal void @{p}strip{mr}(ptr noalias %a, i64 %a_row, i64 %a_k, ptr noalias "
          f"%b, i64 %b_row, i64 %kc, ptr noalias %c, i64 %ldc, i64 %nv, {real} %alpha, "
-         f"{real} %beta) alwaysinline {{",
+         f"{real} %beta) {{",
          "entry:",
          "  %empty = icmp sle i64 %kc, 0",
          "  br i1 %empty, label %store, label %loop",
@@ -287,8 +288,8 @@ def micro_kernel(p, mr):
               f"  %a.ptr{r} = getelementptr {real}, ptr %a, i64 %a.at{r}",
               f"  %a{r} = load {real}, ptr %a.ptr{r}, align 4"]
         L += _splat(f"a.all{r}", p, f"%a{r}")
-        L += [f"  %sum{r}.{v} = call {vt} @llvm.fma.v{lanes}f{32 if p == 's' else 64}("
-              f"{vt} %a.all{r}, {vt} %b{v}, {vt} %acc{r}.{v})" for v in range(2)]
+        L += [f"  %sum{r}.{v} = call {vt} @llvm.fma.v{lanes}{_bits(p)}({vt} %a.all{r}, "
+              f"{vt} %b{v}, {vt} %acc{r}.{v})" for v in range(2)]
     L += ["  %k.next = add i64 %k, 1",
           "  %more = icmp slt i64 %k.next, %kc",
           "  br i1 %more, label %loop, label %store",
@@ -297,8 +298,7 @@ def micro_kernel(p, mr):
           for r, v in acc]
     L += _splat("alphas", p, "%alpha") + _splat("betas", p, "%beta")
     L += [f"  %beta.zero = fcmp oeq {real} %beta, 0.0"] + _lane_masks(p, "%nv")
-    fma = f"@llvm.fma.v{lanes}f{32 if p == 's' else 64}"
-    suffix = f"v{lanes}f{32 if p == 's' else 64}.p0"
+    fma, suffix = f"@llvm.fma.v{lanes}{_bits(p)}", f"v{lanes}{_bits(p)}.p0"
     for r, v in acc:
         at = f"{r}.{v}"
         L += [f"  %c.row{at} = mul i64 {r}, %ldc",
@@ -541,16 +541,18 @@ def usable(features):
     return "+avx512f" in features.split(",")
 
 
-def uncached_engine():
-    """An LLVM execution engine holding module_ir() compiled for this CPU (~60 ms: LLVM's code
-    generator alone, at its highest level; the IR needs no passes). gradc itself keeps the
-    machine code in its disk cache (codegen/native.py); `gradc compile`'s modules call this."""
+def uncached_engine(cpu=None, features=None):
+    """An LLVM execution engine holding module_ir() compiled for this CPU, or for `cpu` with
+    `features` (~80 ms: LLVM's code generator alone, at its highest level; the IR needs no
+    passes). gradc itself keeps the machine code in its disk cache (codegen/native.py);
+    `gradc compile`'s modules call this."""
     from llvmlite import binding as ll
     ll.initialize_native_target()
     ll.initialize_native_asmprinter()
     machine = ll.Target.from_default_triple().create_target_machine(
-        cpu=ll.get_host_cpu_name(), features=ll.get_host_cpu_features().flatten(), opt=3,
-        codemodel="jitdefault")
+        cpu=cpu or ll.get_host_cpu_name(),
+        features=ll.get_host_cpu_features().flatten() if features is None else features,
+        opt=3, codemodel="jitdefault")
     engine = ll.create_mcjit_compiler(ll.parse_assembly(""), machine)
     engine.add_object_file(ll.ObjectFileRef.from_data(
         machine.emit_object(ll.parse_assembly(module_ir()))))
