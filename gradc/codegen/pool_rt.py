@@ -39,7 +39,7 @@ I32, I64, F32, F64 = ir.IntType(32), ir.IntType(64), ir.FloatType(), ir.DoubleTy
 I8P = ir.IntType(8).as_pointer()
 LINE = 8  # int64 words per cache line
 (GENERATION, SLEEPERS, NEXT, DONE, BUSY, STOP, WORKERS, LOCK, USERS, SAVED, ALONE, LAST,
- JOB) = (LINE * i for i in range(13))
+ TICKET, JOB) = (LINE * i for i in range(14))
 # a job's fields, in the JOB line(s): the product (CBLAS's arguments) and its blocks
 FIELDS = ("double", "ta", "tb", "m", "n", "k", "a", "b", "c", "alpha", "beta", "by_rows",
           "block", "blocks", "call", "args", "time")  # call: a loop kernel's chunk entry (0: a
@@ -50,6 +50,15 @@ assert len(FIELDS) <= WORDS - JOB
 SPINS = 1000  # ~26 us of `pause` (AMD EPYC) before a pool thread sleeps (and before a waiting caller
 # yields its CPU: the thread with the block it waits for may need it)
 CLOSED = 1 << 62  # NEXT while a job is being written: no block to take
+# A job's number (its `seq`, counting jobs modulo 2**29) is in the high half of NEXT, the next
+# block's index in the low half; TICKET holds the job's number and its count of blocks, in one
+# word written before NEXT opens. A thread takes block i of the job it incremented NEXT for
+# only if TICKET names that same job and i < its count. (Comparing i with the count alone
+# raced: a thread that drew an index past the end of one job, then lost its CPU before it read
+# the count, read the next job's count, and ran that job's block i a second time, beside the
+# thread that drew it there: an addmm's block added twice, and the caller, counting DONE,
+# returned before the last block was done.)
+SEQ_MASK, INDEX_BITS = (1 << 29) - 1, 32
 # After a job whose caller took every block (no thread awake came in time) or, done with
 # its own, waited for the other threads' blocks longer than those blocks would have taken it
 # (sharing lost time: a thread ran slow or was set aside, another process holds the cores),
@@ -192,9 +201,14 @@ class _Module:
         loop, work, done = (fn.append_basic_block(n) for n in ("loop", "work", "done"))
         b.branch(loop)
         b.position_at_end(loop)
-        i = b.atomic_rmw("add", self.word(b, NEXT), I64(1), "seq_cst")
-        blocks = b.load(self.word(b, JOB + FIELDS.index("blocks")))
-        b.cbranch(b.icmp_signed("<", i, blocks), work, done)
+        drawn = b.atomic_rmw("add", self.word(b, NEXT), I64(1), "seq_cst")
+        ticket = b.load_atomic(self.word(b, TICKET), "seq_cst", 8)
+        index_mask = I64((1 << INDEX_BITS) - 1)
+        same_job = b.icmp_unsigned("==", b.lshr(drawn, I64(INDEX_BITS)),
+                                   b.lshr(ticket, I64(INDEX_BITS)))
+        i = b.and_(drawn, index_mask)
+        b.cbranch(b.and_(same_job, b.icmp_unsigned("<", i, b.and_(ticket, index_mask))),
+                  work, done)
         b.position_at_end(work)
         b.call(self.run_block, [b.bitcast(self.word(b, JOB), I64.as_pointer()), i])
         b.atomic_rmw("add", self.word(b, DONE), I64(1), "seq_cst")
@@ -381,7 +395,10 @@ class _Module:
         for at, name in enumerate(FIELDS):
             b.store(job[name], self.word(b, JOB + at))
         b.store_atomic(I64(0), self.word(b, DONE), "seq_cst", 8)
-        b.store_atomic(I64(0), self.word(b, NEXT), "seq_cst", 8)
+        last = b.lshr(b.load_atomic(self.word(b, TICKET), "seq_cst", 8), I64(INDEX_BITS))
+        opened = b.shl(b.and_(b.add(last, I64(1)), I64(SEQ_MASK)), I64(INDEX_BITS))
+        b.store_atomic(b.or_(opened, job["blocks"]), self.word(b, TICKET), "seq_cst", 8)
+        b.store_atomic(opened, self.word(b, NEXT), "seq_cst", 8)
         b.atomic_rmw("add", self.word(b, GENERATION), I64(1), "seq_cst")
         sleepers = b.load_atomic(self.word(b, SLEEPERS), "seq_cst", 8)
         with b.if_then(b.icmp_signed(">", sleepers, I64(0))):
