@@ -306,15 +306,20 @@ class _Module:
             with b.if_then(middling):
                 b.call(leave, [])
             b.ret_void()
+        # (OpenBLAS's thread count matters only where OpenBLAS runs the product)
+        openblas = rt.GEMM != "avx512"
         with b.if_then(b.icmp_signed("<", work, I64(rt.SPLIT_WORK))):
-            with b.if_then(middling):  # (rt.py: on the calling thread alone)
-                b.call(enter, [])
+            if openblas:
+                with b.if_then(middling):  # (rt.py: on the calling thread alone)
+                    b.call(enter, [])
             b.call(self.gemms[double], list(fn.args))
-            with b.if_then(middling):
-                b.call(leave, [])
+            if openblas:
+                with b.if_then(middling):
+                    b.call(leave, [])
             b.ret_void()
         by_rows, block, blocks = _blocks(b, m, n, k)
-        b.call(enter, [])
+        if openblas:
+            b.call(enter, [])
         job = {"double": I64(double), "ta": b.zext(b.icmp_signed("==", ta, I32(112)), I64),
                "tb": b.zext(b.icmp_signed("==", tb, I32(112)), I64), "m": m, "n": n, "k": k,
                "a": b.ptrtoint(a, I64), "b": b.ptrtoint(b_, I64), "c": b.ptrtoint(c, I64),
@@ -323,7 +328,8 @@ class _Module:
                "blocks": blocks, "call": I64(0), "args": I64(0), "time": I64(0)}
         self._dispatch(b, job, b.icmp_signed(">=", b.sdiv(work, blocks), I64(LONG_BLOCK_WORK)),
                        b.icmp_signed("<", work, I64(WAKE_WORK)))
-        b.call(leave, [])
+        if openblas:
+            b.call(leave, [])
         b.ret_void()
 
     def _vector_product(self, b, double, args):

@@ -388,7 +388,8 @@ def _cblas_gemm(p, numba_type, pointer, beta):
         alpha = numba_type(alpha)
         pa, pb, pc, size = a.ctypes.data, b.ctypes.data, c.ctypes.data, a.itemsize
         lda, ldb = (m if ta else k), (k if tb else n)
-        middling = m * n * k > SINGLE_THREADED_WORK
+        # (OpenBLAS's thread count matters only where OpenBLAS runs the product)
+        middling = m * n * k > SINGLE_THREADED_WORK and (GEMM != "avx512" or m == 1 or n == 1)
         threads = _set_threads(1) if middling else 0
         if m == 1 or n == 1:
             trans, rows, cols, of_b = vector_product_args(ta, tb, m, n, k)
