@@ -32,6 +32,7 @@ import threading
 import numpy as np
 
 from . import pytree, standalone
+from .codegen import gemm_rt
 from ._version import __version__
 from .aot_text import (AotError, SourceLines, banner, comment_safe, compiled_defaults,  # noqa: F401
                        constants_table, describe_tree, display_path, docstring_safe, file_sha256,
@@ -531,8 +532,7 @@ class Generator:
                  "",
                  *self._standalone(numba_cache),
                  "_VECMATH = enable()",
-                 "if GEMM == \"avx512\":  # (gradc's own products, compiled for this CPU: ~60 ms)",
-                 "    bind_products(uncached_engine())",
+                 *self._products(),
                  "JIT_OPTIONS = dict(JIT_OPTIONS, cache=_VECMATH and BLAS == \"openblas\"\n"
                  "                   and \"GRADC_GEMM\" not in os.environ\n"
                  "                   and sys.modules.get(__name__) is not None and "
@@ -559,6 +559,16 @@ class Generator:
 
     # the code that runs the program: gradc/standalone/, copied verbatim
     executable = host
+
+    def _products(self):
+        """The lines that bind gradc's own products the kernels call (gemm_rt.py), on a CPU
+        with AVX-512: compiled for it as the module is imported (~60 ms a precision)."""
+        called = gemm_rt.precisions_called(
+            "\n".join(ks.source for _, ks, _ in self.program.calls))
+        if not called:
+            return []
+        return [f"if GEMM == \"avx512\":  # (gradc's own products, compiled for this CPU)",
+                f"    bind_products(uncached_engine({called!r}), {called!r})"]
 
     def _standalone(self, module):
         """The lines of a gradc/standalone module's code (see gradc/standalone/__init__.py)."""

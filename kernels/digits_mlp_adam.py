@@ -526,10 +526,11 @@ def gemm(p):
     return "\n".join(L)
 
 
-def module_ir():
-    """The LLVM IR of both products and the strips they call."""
-    decls = []
-    for p in TYPES:
+def module_ir(precisions="sd"):
+    """The LLVM IR of the products of `precisions` ("s": float32, "d": float64) and the strips
+    they call."""
+    decls = ["declare i64 @llvm.smin.i64(i64, i64)", "declare i64 @llvm.smax.i64(i64, i64)"]
+    for p in precisions:
         _, lanes, _ = TYPES[p]
         vt, t = _vec(p), f"v{lanes}{_bits(p)}"
         decls += [f"declare {vt} @llvm.fma.{t}({vt}, {vt}, {vt})",
@@ -537,9 +538,8 @@ def module_ir():
                   f"declare void @llvm.masked.store.{t}.p0({vt}, ptr, i32, <{lanes} x i1>)",
                   f"declare {vt} @llvm.masked.gather.{t}.v{lanes}p0(<{lanes} x ptr>, i32, "
                   f"<{lanes} x i1>, {vt})"]
-    decls += ["declare i64 @llvm.smin.i64(i64, i64)", "declare i64 @llvm.smax.i64(i64, i64)"]
     parts = ["\n".join(decls)]
-    for p in TYPES:
+    for p in precisions:
         parts += [micro_kernel(p, mr, vectors) for vectors in (1, 2) for mr in MR] + [gemm(p)]
     return "\n\n".join(parts) + "\n"
 
@@ -549,11 +549,17 @@ def usable(features):
     return "+avx512f" in features.split(",")
 
 
-def uncached_engine(cpu=None, features=None):
-    """An LLVM execution engine holding module_ir() compiled for this CPU, or for `cpu` with
-    `features` (~80 ms: LLVM's code generator alone, at its highest level; the IR needs no
-    passes). gradc itself keeps the machine code in its disk cache (codegen/native.py);
-    `gradc compile`'s modules call this."""
+def precisions_called(text):
+    """The precisions ("s", "d") whose product kernel source `text` calls (rt.py's sgemm,
+    sgemm_add, sgemm_scaled; dgemm...)."""
+    return "".join(p for p in TYPES if f"{p}gemm" in text)
+
+
+def uncached_engine(precisions="sd", cpu=None, features=None):
+    """An LLVM execution engine holding module_ir(precisions) compiled for this CPU, or for
+    `cpu` with `features` (~60 ms a precision: LLVM's code generator alone, at its highest
+    level; the IR needs no passes). gradc itself keeps the machine code in its disk cache
+    (codegen/native.py); `gradc compile`'s modules call this."""
     from llvmlite import binding as ll
     ll.initialize_native_target()
     ll.initialize_native_asmprinter()
@@ -563,24 +569,30 @@ def uncached_engine(cpu=None, features=None):
         opt=3, codemodel="jitdefault")
     engine = ll.create_mcjit_compiler(ll.parse_assembly(""), machine)
     engine.add_object_file(ll.ObjectFileRef.from_data(
-        machine.emit_object(ll.parse_assembly(module_ir()))))
+        machine.emit_object(ll.parse_assembly(module_ir(precisions)))))
     engine.finalize_object()
     return engine
 
 
 STATS = {"compiled": 0, "loaded": 0}  # (gradc's disk cache: codegen/native.py)
-_bound = []  # the engine whose products the symbols name (kept while the process runs)
+_bound = {}  # precision: the engine whose product its symbol names (kept while the process runs)
 
 
-def bind_products(engine):
-    """Give the JIT the products of `engine` (machine code of module_ir()) by their symbols,
-    once per process: kernels that call them link against these addresses."""
+def bind_products(engine, precisions="sd"):
+    """Give the JIT the products of `precisions` in `engine` (machine code of
+    module_ir(precisions)) by their symbols: kernels that call them link against these
+    addresses. Compiled only when a program first calls them: a model without products, or
+    without float64 ones, compiles none (~60 ms each)."""
     from llvmlite import binding as ll
-    if _bound:
-        return
-    for symbol in GEMM_SYMBOLS.values():
-        ll.add_symbol(symbol, engine.get_function_address(symbol))
-    _bound.append(engine)
+    for p in precisions:
+        if p not in _bound:
+            ll.add_symbol(GEMM_SYMBOLS[p], engine.get_function_address(GEMM_SYMBOLS[p]))
+            _bound[p] = engine
+
+
+def address(p):
+    """The address of the product of precision p, 0 while it is not bound."""
+    return _bound[p].get_function_address(GEMM_SYMBOLS[p]) if p in _bound else 0
 
 
 # ================================================================================================
@@ -967,7 +979,8 @@ def _cblas_gemm(p, numba_type, pointer, beta):
         alpha = numba_type(alpha)
         pa, pb, pc, size = a.ctypes.data, b.ctypes.data, c.ctypes.data, a.itemsize
         lda, ldb = (m if ta else k), (k if tb else n)
-        middling = m * n * k > SINGLE_THREADED_WORK
+        # (OpenBLAS's thread count matters only where OpenBLAS runs the product)
+        middling = m * n * k > SINGLE_THREADED_WORK and (GEMM != "avx512" or m == 1 or n == 1)
         threads = _set_threads(1) if middling else 0
         if m == 1 or n == 1:
             trans, rows, cols, of_b = vector_product_args(ta, tb, m, n, k)
@@ -1166,8 +1179,8 @@ def _numba_can_cache():
 
 
 _VECMATH = enable()
-if GEMM == "avx512":  # (gradc's own products, compiled for this CPU: ~60 ms)
-    bind_products(uncached_engine())
+if GEMM == "avx512":  # (gradc's own products, compiled for this CPU)
+    bind_products(uncached_engine('s'), 's')
 JIT_OPTIONS = dict(JIT_OPTIONS, cache=_VECMATH and BLAS == "openblas"
                    and "GRADC_GEMM" not in os.environ
                    and sys.modules.get(__name__) is not None and _numba_can_cache())

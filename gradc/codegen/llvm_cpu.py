@@ -485,12 +485,13 @@ def load_kernels(sources, folder):
     Kernels missing from the answer are for Numba."""
     from numba.core.compiler_lock import global_compiler_lock
     from numba.core.registry import cpu_target
-    from . import pool_rt, rt
+    from . import modules, pool_rt, rt
     todo = {n: s for n, s in sources.items() if n not in _loaded}
     if todo:
         vecmath.enable()  # (decides the rewrite, as for Numba's kernels)
         if rt.BLAS == "openblas" and any("gemm" in s for s in todo.values()):
             pool_rt.pool()  # (its products, gradc_?gemm64, before a kernel links to them)
+            modules.bind_products("\n".join(todo.values()))  # (the ?gemm they call)
         codegen = cpu_target.target_context.codegen()
         # keyed by the kernels and the machine code's target (triple, CPU, features), as
         # Numba's own cache is: a cache shared by two machines never runs the other's code

@@ -124,10 +124,20 @@ def module_dir():
         vecmath.enable()
         _places[root] = _first_usable((root, _temporary_root))
         _tell(_places[root])
-        if rt.GEMM == "avx512":  # (once per process: kernels link against these addresses)
-            gemm_rt.bind_products(native.native_engine("gradc_gemm", "gemm", gemm_rt.module_ir,
-                                                       3, gemm_rt.STATS))
     return _places[root]
+
+
+def bind_products(source):
+    """Bind gradc's own products (codegen/gemm_rt.py) that the kernels of `source` call before
+    they link, each compiled (or read from the disk cache) the first time a program calls it:
+    a model without float64 products, or without products, compiles none (~60 ms each)."""
+    if rt.GEMM != "avx512":
+        return
+    for p in gemm_rt.precisions_called(source):
+        if not gemm_rt.address(p):
+            gemm_rt.bind_products(native.native_engine(
+                f"gradc_gemm_{p}", f"gemm {p}", lambda: gemm_rt.module_ir(p), 3, gemm_rt.STATS), p)
+            pool_rt.products_bound()
 
 
 def _first_usable(roots):
@@ -392,6 +402,7 @@ def load_from(folder, name, source):
 def _run_module(name, source, filename):
     """Run `source` as a fresh module `name`, compiled here (never from a `.pyc`). It is in
     sys.modules while it runs, as with an import: Numba finds cached kernels' globals there."""
+    bind_products(source)
     code = compile(source, filename, "exec", dont_inherit=True)
     module = types.ModuleType(name)
     module.__file__ = filename

@@ -39,7 +39,11 @@ I32, I64, F32, F64 = ir.IntType(32), ir.IntType(64), ir.FloatType(), ir.DoubleTy
 I8P = ir.IntType(8).as_pointer()
 LINE = 8  # int64 words per cache line
 (GENERATION, SLEEPERS, NEXT, DONE, BUSY, STOP, WORKERS, LOCK, USERS, SAVED, ALONE, LAST,
- TICKET, JOB) = (LINE * i for i in range(14))
+ TICKET, GEMMS, JOB) = (LINE * i for i in range(15))
+# GEMMS, GEMMS + 1: the addresses of gradc's own float32 and float64 products (gemm_rt.py),
+# written as each is bound (0 before: no product kernel has linked yet), where the pool calls
+# them (rt.GEMM "avx512"); it is compiled before any of them, which a model without products,
+# or without float64 ones, never binds
 # a job's fields, in the JOB line(s): the product (CBLAS's arguments) and its blocks
 FIELDS = ("double", "ta", "tb", "m", "n", "k", "a", "b", "c", "alpha", "beta", "by_rows",
           "block", "blocks", "call", "args", "time")  # call: a loop kernel's chunk entry (0: a
@@ -126,7 +130,7 @@ class _Module:
         self.clock = ir.Function(m, ir.FunctionType(I64, []), "llvm.readcyclecounter")
         self.gemms = {double: ir.Function(m, _gemm_type(double),
                                           rt.gemm_symbol("d" if double else "s"))
-                      for double in (0, 1)}
+                      for double in (0, 1)} if rt.GEMM != "avx512" else None
         self.gemvs = {double: ir.Function(m, _gemv_type(double),
                                           f"scipy_cblas_{'d' if double else 's'}gemv64_")
                       for double in (0, 1)}
@@ -137,6 +141,14 @@ class _Module:
         for double in (0, 1):
             self._product(double)
         self._chunks()
+
+    def gemm(self, b, double):
+        """The ?gemm the pool calls: OpenBLAS's by its symbol, or gradc's own by the address in
+        its GEMMS word."""
+        if self.gemms is not None:
+            return self.gemms[double]
+        address = b.load_atomic(self.word(b, GEMMS + double), "seq_cst", 8)
+        return b.inttoptr(address, _gemm_type(double).as_pointer())
 
     def word(self, b, i):
         """The address of the pool's word i."""
@@ -185,7 +197,7 @@ class _Module:
                     def ptr(base, at):
                         return b.inttoptr(b.add(base, b.mul(at, size)), real.as_pointer())
                     alpha = b.bitcast(f["alpha"], F64)
-                    b.call(self.gemms[double], [
+                    b.call(self.gemm(b, double), [
                         I32(101), *trans, mm, nn, f["k"],
                         alpha if double else b.fptrunc(alpha, F32),
                         ptr(f["a"], a_at), lda, ptr(f["b"], b_at), ldb,
@@ -312,7 +324,7 @@ class _Module:
             if openblas:
                 with b.if_then(middling):  # (rt.py: on the calling thread alone)
                     b.call(enter, [])
-            b.call(self.gemms[double], list(fn.args))
+            b.call(self.gemm(b, double), list(fn.args))
             if openblas:
                 with b.if_then(middling):
                     b.call(leave, [])
@@ -524,10 +536,17 @@ class Pool:
         for at in range(WORDS):
             self.words[at] = 0
         self.words[WORKERS] = self.workers
+        self.bind_products()
         self.threads = [threading.Thread(target=self.work, name=f"gradc-pool-{i}", daemon=True)
                         for i in range(self.workers)]
         for t in self.threads:
             t.start()
+
+    def bind_products(self):
+        """Write the addresses of gradc's own products bound so far (gemm_rt.py) into GEMMS."""
+        from . import gemm_rt
+        for at, p in enumerate("sd"):
+            self.words[GEMMS + at] = gemm_rt.address(p)
 
     def stop(self):
         """Let the threads return (at exit): STOP, then a new generation that wakes them."""
@@ -571,3 +590,10 @@ def chunks_address():
     if rt.BLAS != "openblas":
         return 0
     return pool().engine.get_function_address("gradc_pool_chunks")
+
+
+def products_bound():
+    """gradc's own products were bound (codegen/modules.py bind_products): the pool, if it has
+    started, takes their addresses."""
+    if pool.cache_info().currsize:
+        pool().bind_products()
