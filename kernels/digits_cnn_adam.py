@@ -374,54 +374,60 @@ def _pack(p, transposed):
 
 def _pack_blocks(p):
     """Lines of `pack.w`: a whole panel of a transposed b (b[j, k] at b + j * ldb + k) packed a
-    square block of lanes x lanes at a time: a vector per row of b (lanes numbers along k),
-    transposed in registers (log2(lanes) rounds, each swapping the off-diagonal quarters of
-    blocks half the size of the last's), stored as rows of the panel; %pack.w.end: the k done.
-    A gather a row of the panel took twice as long."""
+    square block of lanes x lanes at a time (one loop over the squares: k's blocks, each of the
+    panel's two vectors): a vector per row of b (lanes numbers along k), transposed in registers
+    (log2(lanes) rounds, each swapping the off-diagonal quarters of blocks half the size of the
+    last's), stored as rows of the panel; %pack.w.end: the k done. A gather a row of the panel
+    took twice as long."""
     real, lanes, nr = TYPES[p]
     vt = _vec(p)
     L = ["pack.w:",
          f"  %pack.w.blocks = sdiv i64 %kc, {lanes}",
          f"  %pack.w.end = mul i64 %pack.w.blocks, {lanes}",
+         "  %pack.w.squares = mul i64 %pack.w.blocks, 2",
          "  %pack.w.none = icmp eq i64 %pack.w.end, 0",
-         "  br i1 %pack.w.none, label %pack.w.done, label %pack.w.block",
-         "pack.w.block:",
-         "  %w.k = phi i64 [0, %pack.w], [%w.k.next, %pack.w.block]",
-         "  %w.kg = add i64 %k0, %w.k"]
-    for v in range(2):
-        rows = []
-        for r in range(lanes):
-            at = f"%w{v}.{r}"
-            L += [f"  {at}.j = add i64 %j0, {lanes * v + r}",
-                  f"  {at}.row = mul i64 {at}.j, %ldb",
-                  f"  {at}.at = add i64 {at}.row, %w.kg",
-                  f"  {at}.ptr = getelementptr {real}, ptr %b, i64 {at}.at",
-                  f"  {at}.x = load {vt}, ptr {at}.ptr, align 4"]
-            rows.append(f"{at}.x")
-        half, round_ = lanes // 2, 0
-        while half:
-            new = list(rows)
-            for i in range(lanes):
-                if i & half:
-                    continue
-                low = [c if not c & half else lanes + c - half for c in range(lanes)]
-                high = [c + half if not c & half else lanes + c for c in range(lanes)]
-                for target, mask in ((i, low), (i + half, high)):
-                    name = f"%w{v}.t{round_}.{target}"
-                    L.append(f"  {name} = shufflevector {vt} {rows[i]}, {vt} {rows[i + half]}, "
-                             f"<{lanes} x i32> <{', '.join(f'i32 {c}' for c in mask)}>")
-                    new[target] = name
-            rows, half, round_ = new, half // 2, round_ + 1
-        for t in range(lanes):
-            at = f"%w{v}.out{t}"
-            L += [f"  {at}.k = add i64 %w.k, {t}",
-                  f"  {at}.row = mul i64 {at}.k, {nr}",
-                  f"  {at}.at = add i64 {at}.row, {lanes * v}",
-                  f"  {at}.ptr = getelementptr {real}, ptr %packed, i64 {at}.at",
-                  f"  store {vt} {rows[t]}, ptr {at}.ptr, align 64"]
-    return L + [f"  %w.k.next = add i64 %w.k, {lanes}",
-                "  %w.more = icmp slt i64 %w.k.next, %pack.w.end",
-                "  br i1 %w.more, label %pack.w.block, label %pack.w.done",
+         "  br i1 %pack.w.none, label %pack.w.done, label %pack.w.square",
+         "pack.w.square:",
+         "  %w.q = phi i64 [0, %pack.w], [%w.q.next, %pack.w.square]",
+         "  %w.v = and i64 %w.q, 1",  # (which vector of the panel)
+         "  %w.kb = lshr i64 %w.q, 1",
+         f"  %w.k = mul i64 %w.kb, {lanes}",
+         "  %w.kg = add i64 %k0, %w.k",
+         f"  %w.jv = mul i64 %w.v, {lanes}",
+         "  %w.j = add i64 %j0, %w.jv"]
+    rows = []
+    for r in range(lanes):
+        at = f"%w.{r}"
+        L += [f"  {at}.j = add i64 %w.j, {r}",
+              f"  {at}.row = mul i64 {at}.j, %ldb",
+              f"  {at}.at = add i64 {at}.row, %w.kg",
+              f"  {at}.ptr = getelementptr {real}, ptr %b, i64 {at}.at",
+              f"  {at}.x = load {vt}, ptr {at}.ptr, align 4"]
+        rows.append(f"{at}.x")
+    half, round_ = lanes // 2, 0
+    while half:
+        new = list(rows)
+        for i in range(lanes):
+            if i & half:
+                continue
+            low = [c if not c & half else lanes + c - half for c in range(lanes)]
+            high = [c + half if not c & half else lanes + c for c in range(lanes)]
+            for target, mask in ((i, low), (i + half, high)):
+                name = f"%w.t{round_}.{target}"
+                L.append(f"  {name} = shufflevector {vt} {rows[i]}, {vt} {rows[i + half]}, "
+                         f"<{lanes} x i32> <{', '.join(f'i32 {c}' for c in mask)}>")
+                new[target] = name
+        rows, half, round_ = new, half // 2, round_ + 1
+    for t in range(lanes):
+        at = f"%w.out{t}"
+        L += [f"  {at}.k = add i64 %w.k, {t}",
+              f"  {at}.row = mul i64 {at}.k, {nr}",
+              f"  {at}.at = add i64 {at}.row, %w.jv",
+              f"  {at}.ptr = getelementptr {real}, ptr %packed, i64 {at}.at",
+              f"  store {vt} {rows[t]}, ptr {at}.ptr, align 64"]
+    return L + ["  %w.q.next = add i64 %w.q, 1",
+                "  %w.more = icmp slt i64 %w.q.next, %pack.w.squares",
+                "  br i1 %w.more, label %pack.w.square, label %pack.w.done",
                 "pack.w.done:",
                 "  br label %pack.t.tail"]
 
