@@ -562,7 +562,7 @@ class Generator:
 
     def _products(self):
         """The lines that bind gradc's own products the kernels call (gemm_rt.py), on a CPU
-        with AVX-512: compiled for it as the module is imported (~60 ms a precision)."""
+        with AVX-512: compiled for it as the module is imported (~45 ms a precision)."""
         called = gemm_rt.precisions_called(
             "\n".join(ks.source for _, ks, _ in self.program.calls))
         if not called:

@@ -224,7 +224,8 @@ def tag():
 # ================================================================================================
 # gradc's own matrix product for CPUs with AVX-512: c = alpha * op(a) @ op(b) + beta * c.
 KC = 256
-MR = (12, 8, 4, 2, 1)  # strip heights: a strip of 12 rows, the rest in strips of these
+MR = (12, 4, 1)  # strip heights: strips of 12 rows, the rest in strips of 4 and 1 (with 8 and 2
+# too, the float32 product took 60 ms to compile, not 46, and ran as fast within 2%)
 # each precision's (LLVM type, lanes per vector, NR: a panel's columns, two vectors), by the
 # letter BLAS names it with
 TYPES = {"s": ("float", 16, 32), "d": ("double", 8, 16)}
@@ -563,7 +564,7 @@ def precisions_called(text):
 
 def uncached_engine(precisions="sd", cpu=None, features=None):
     """An LLVM execution engine holding module_ir(precisions) compiled for this CPU, or for
-    `cpu` with `features` (~60 ms a precision: LLVM's code generator alone, at its highest
+    `cpu` with `features` (~45 ms a precision: LLVM's code generator alone, at its highest
     level; the IR needs no passes). gradc itself keeps the machine code in its disk cache
     (codegen/native.py); `gradc compile`'s modules call this."""
     from llvmlite import binding as ll
@@ -588,7 +589,7 @@ def bind_products(engine, precisions="sd"):
     """Give the JIT the products of `precisions` in `engine` (machine code of
     module_ir(precisions)) by their symbols: kernels that call them link against these
     addresses. Compiled only when a program first calls them: a model without products, or
-    without float64 ones, compiles none (~60 ms each)."""
+    without float64 ones, compiles none (~45 ms each)."""
     from llvmlite import binding as ll
     for p in precisions:
         if p not in _bound:

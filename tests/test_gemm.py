@@ -1,6 +1,6 @@
 """gradc's own matrix product (gradc/codegen/gemm_rt.py), which the kernels call where the CPU has
 AVX-512: CBLAS's row-major ?gemm over every transposition, alpha and beta, shapes at and around
-its blocking (strips of 12/8/4/2/1 rows, panels of two vectors, chunks of KC along k), empty
+its blocking (strips of 12/4/1 rows, panels of two vectors, chunks of KC along k), empty
 and degenerate ones; the same bits whole as in the blocks gradc's threads take; and, end to
 end, what `gradc.jit` and `gradc.grad` compute with it and with OpenBLAS's (GRADC_GEMM=openblas).
 
@@ -195,7 +195,7 @@ print(sorted(gemm_rt._bound))
 
 
 def test_products_are_compiled_when_a_program_first_calls_them(tmp_path):
-    """A model without products compiles none of gradc's own (~60 ms each on a fresh cache);
+    """A model without products compiles none of gradc's own (~45 ms each on a fresh cache);
     a float32 product binds the float32 one alone; a float64 one split over gradc's threads
     (the pool started before it was bound) binds the other."""
     env = {k: v for k, v in os.environ.items() if k != "GRADC_GEMM"}

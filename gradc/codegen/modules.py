@@ -130,7 +130,7 @@ def module_dir():
 def bind_products(source):
     """Bind gradc's own products (codegen/gemm_rt.py) that the kernels of `source` call before
     they link, each compiled (or read from the disk cache) the first time a program calls it:
-    a model without float64 products, or without products, compiles none (~60 ms each)."""
+    a model without float64 products, or without products, compiles none (~45 ms each)."""
     if rt.GEMM != "avx512":
         return
     for p in gemm_rt.precisions_called(source):
