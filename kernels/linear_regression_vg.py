@@ -224,7 +224,8 @@ def _splat(out, p, scalar):
     real, lanes, _ = TYPES[p]
     vt = _vec(p)
     return [f"  %{out}.1 = insertelement {vt} poison, {real} {scalar}, i64 0",
-            f"  %{out} = shufflevector {vt} %{out}.1, {vt} poison, <{lanes} x i32> zeroinitializer"]
+            f"  %{out} = shufflevector {vt} %{out}.1, {vt} poison, "
+            f"<{lanes} x i32> zeroinitializer"]
 
 
 def _lane_masks(p, valid, vectors=2):
@@ -251,8 +252,8 @@ def micro_kernel(p, mr, vectors=2):
     classifier's 10 outputs), at twice the speed of two vectors with one masked off."""
     real, lanes, _ = TYPES[p]
     vt, acc = _vec(p), [(r, v) for r in range(mr) for v in range(vectors)]
-    L = [f"define internal void @{p}strip{mr}x{vectors}(ptr noalias %a, i64 %a_row, i64 %a_k, ptr noalias "
-         f"%b, i64 %b_row, i64 %kc, ptr noalias %c, i64 %ldc, i64 %nv, {real} %alpha, "
+    L = [f"define internal void @{p}strip{mr}x{vectors}(ptr noalias %a, i64 %a_row, i64 %a_k, "
+         f"ptr noalias %b, i64 %b_row, i64 %kc, ptr noalias %c, i64 %ldc, i64 %nv, {real} %alpha, "
          f"{real} %beta) {{",
          "entry:",
          "  %empty = icmp sle i64 %kc, 0",

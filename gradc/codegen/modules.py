@@ -103,8 +103,8 @@ def cache_tag():
 def _runtime_digest():
     """The code-generation inputs outside a module's own text, which is its name: the helpers
     generated kernels and drivers call (rt.py, gemm_rt.py, driver_rt.py, pool_rt.py, and
-    native.py, which compiles the last three), the libmvec rewrite of their IR (vecmath.py) and the kernels'
-    compiler (llvm_cpu.py, llvm_expr.py, llvm_calls.py). Editing one must not load code
+    native.py, which compiles the last three), the libmvec rewrite of their IR (vecmath.py)
+    and the kernels' compiler (llvm_cpu.py, llvm_expr.py, llvm_calls.py). Editing one must not load code
     compiled with the old ones."""
     digest = hashlib.sha1()
     for module in (rt, gemm_rt, driver_rt, pool_rt, native, vecmath, llvm_cpu, llvm_expr,

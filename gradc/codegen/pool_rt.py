@@ -2,8 +2,9 @@
 
 A product of at least rt.SPLIT_WORK multiply-adds is cut into blocks of rows (or columns)
 of its result by rt.product_blocks, a rule of the shape alone; each block is one
-single-threaded call of the kernels' ?gemm (rt.gemm_symbol: gradc's own, or OpenBLAS's). The calling thread publishes the blocks and takes them one at a
-time, as do the pool's threads; it then waits only for blocks already taken.
+single-threaded call of the kernels' ?gemm (rt.gemm_symbol: gradc's own, or OpenBLAS's).
+The calling thread publishes the blocks and takes them one at a time, as do the pool's
+threads; it then waits only for blocks already taken.
 
 Why not OpenBLAS's threads: they synchronize many times inside one product and wait by
 yielding the CPU, so while another process holds the cores each wait costs a time slice (W2's
