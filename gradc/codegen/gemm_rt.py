@@ -10,8 +10,9 @@ on what OpenBLAS was told.
 The algorithm is GotoBLAS's, cut down to what gradc's products need (row-major, contiguous rows):
 - k is cut into chunks of KC; n into panels of NR columns (two vectors); m into strips of MR rows.
 - For each chunk and panel, op(b)'s KC x NR block is copied into a buffer on the stack (packed:
-  a transposed b is gathered, the columns past n are zeros), unless it is a whole panel of an
-  untransposed b, which is read where it is.
+  a transposed b's whole panel in square blocks transposed in registers, its last columns
+  gathered; the columns past n are zeros), unless it is a whole panel of an untransposed b,
+  which is read where it is.
 - A strip's MR x NR block of c is held in 2 * MR vector registers while k runs: per k, two
   vectors of b, MR numbers of op(a) broadcast, 2 * MR fused multiply-adds. The block is then
   scaled by alpha and added to beta * c (beta for the first chunk, 1 after it; c is not read
