@@ -905,8 +905,9 @@ OPENBLAS = _numpy_openblas()  # (its ctypes handle, or None)
 BLAS = "openblas" if OPENBLAS is not None else "numba"  # (part of the cache key)
 # Which ?gemm the kernels call: gradc's own (gemm_rt.py) where the CPU has AVX-512, else
 # OpenBLAS's; GRADC_GEMM=openblas chooses OpenBLAS's. The matrix-vector products (?gemv) and
-# LAPACK stay OpenBLAS's. Part of the cache key. Bound by gradc's module_dir() (codegen/modules.py)
-# before the first kernel links, and by a `gradc compile` module as it is imported.
+# LAPACK stay OpenBLAS's. Part of the cache key. Each precision is bound before the first kernel
+# that calls it links (codegen/modules.py bind_products), and by a `gradc compile` module as it
+# is imported.
 GEMM = ("avx512" if BLAS == "openblas" and os.environ.get("GRADC_GEMM", "") != "openblas"
         and usable(llvmlite.binding.get_host_cpu_features().flatten()) else "openblas")
 
@@ -970,9 +971,10 @@ def vector_product_args(ta, tb, m, n, k):
 
 def _cblas_gemm(p, numba_type, pointer, beta):
     """c[m,n] = alpha * op(a) @ op(b) + beta * c on flat C-ordered arrays, by the ?gemm of
-    gemm_symbol(p); op transposes where ta/tb is set. beta is 0 (a product) or 1 (a product added into c: an accumulated weight
-    gradient, or an SGD step folded into its gradient's product, alpha = -lr). Returns
-    (product(ta, tb, m, n, k, a, b, c), alpha 1, and scaled(..., c, alpha))."""
+    gemm_symbol(p); op transposes where ta/tb is set. beta is 0 (a product) or 1 (a product
+    added into c: an accumulated weight gradient, or an SGD step folded into its gradient's
+    product, alpha = -lr). Returns (product(ta, tb, m, n, k, a, b, c), alpha 1, and
+    scaled(..., c, alpha))."""
     ptr = types.CPointer(numba_type)
     gemm = types.ExternalFunction(gemm_symbol(p), types.void(
         types.int32, types.int32, types.int32, types.int64, types.int64, types.int64, numba_type,
