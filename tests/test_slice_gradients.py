@@ -177,10 +177,12 @@ def test_float32_gradients_agree_with_float64(results, name):
 @pytest.mark.parametrize("name", ["rnn_T6", "slice_mix", "conv_pool"])
 def test_no_zero_padded_buffer_per_slice(results, name):
     """The compiled program has no unslice (a full-size zero-padded slice gradient) left: every
-    sum of slice gradients is one unslice_sum kernel."""
+    sum of slice gradients is one unslice_sum kernel, or a concatenation where the slices tile
+    the array (the RNN's xw[:, t] along its second axis)."""
     _, _, vg, args = results[name][np.float64]
     kinds = [k.kind for k in vg.compiled_for(*args).fusion.kernels]
-    assert "unslice" not in kinds and "unslice_sum" in kinds, kinds
+    assert "unslice" not in kinds, kinds
+    assert ("concatenate" if name == "rnn_T6" else "unslice_sum") in kinds, kinds
 
 
 def test_rnn_projection_arena_grows_linearly_in_steps():
@@ -199,8 +201,19 @@ def test_rnn_projection_arena_grows_linearly_in_steps():
 
 def test_lstm_gradient_is_a_concatenation_and_copies_no_small_weight(results):
     _, _, vg, args = results["lstm"][np.float32]
-    kernels = vg.compiled_for(*args).fusion.kernels
-    assert [k.shape for k in kernels if k.kind == "unslice_sum"] == [(8, 128)] * 4  # the gates
+    compiled = vg.compiled_for(*args)
+    kernels, plan = compiled.fusion.kernels, compiled.plan
+    assert [k.shape for k in kernels if k.kind == "unslice_sum"] == []
+    # each step's four gate gradients tile its z's gradient along the columns: a concatenation
+    # whose blocks the gates' kernel stores in place (fuse.py block_stores), so it copies
+    # nothing; and each step's gradient is in turn a block of xw's gradient
+    steps = [k.nodes[0] for k in kernels if k.kind == "concatenate" and k.shape == (8, 128)]
+    assert len(steps) == 4
+    for step in steps:
+        assert [compiled.fusion.block_stores[x.id][1] for x in step.inputs] == [0, 32, 64, 96]
+        assert [plan.offsets[x.id] - plan.offsets[step.output.id] for x in step.inputs] == [
+            0, 128, 256, 384]  # (bytes: the blocks' first row)
+        assert plan.members[step.output.id] == plan.members[steps[0].output.id]
     copies = [k for k in kernels if k.kind == "loop" and [n.op for n in k.nodes] == ["copy"]]
     # Wh (32x128) is below passes/products.py SHARED_TRANSPOSE_MIN_ELEMENTS: read transposed,
     # not copied (a copy would stay alive through the backward for no gain)

@@ -258,8 +258,13 @@ class CudaProgram:
         for access in nest.accesses:
             base = access.base
             if base.id not in arrays:
+                # (a block of a concatenation, stored with its rows' strides, spans more than
+                # its own elements: passes/fuse.py block_stores)
+                extent = max([base.size, 1] + [
+                    1 + sum((n - 1) * s for n, s in zip(nest.sizes, a.strides))
+                    for a in nest.stores if a.base is base and base.id in self.fusion.block_stores])
                 arrays[base.id] = (f"a{len(arrays)}",
-                                   Buf(self._base_offset(base), base.dtype, max(base.size, 1)))
+                                   Buf(self._base_offset(base), base.dtype, extent))
             array_of[id(access)] = arrays[base.id][0]
         # group the reductions by the loop dims they reduce over (none: a reduction of size-1
         # axes only, a copy); each group is one kernel, the last also does the plain stores:

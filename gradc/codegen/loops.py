@@ -185,6 +185,8 @@ def lower(kernel, fusion):
         if node.opdef.kind == REDUCE:
             strides = tuple(0 if d in node.attr["axes"] else s
                             for d, s in enumerate(contiguous_strides(v.shape)))
+        elif v.id in fusion.block_stores:  # (its block of a concatenation: the rows' strides)
+            strides = fusion.block_stores[v.id][2]
         else:
             strides = contiguous_strides(kernel.shape)
         accesses.append(Access(v, 0, tuple(strides), v.dtype, STORE, node=node))

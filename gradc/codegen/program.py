@@ -47,6 +47,13 @@ def _tuple(items):
     return f"({', '.join(map(repr, items))}{',' if len(items) == 1 else ''})"
 
 
+def _outermost(members, i):
+    """The concatenation whose buffer holds value i (through blocks in blocks), or i."""
+    while i in members:
+        i = members[i]
+    return i
+
+
 def verify_plan(fusion, plan):
     """Check a memory plan against what the generated code reads: no scratch value's bytes are
     taken by another value between the kernel that stores it and the last kernel whose code
@@ -79,8 +86,8 @@ def verify_plan(fusion, plan):
         for start2, end2, a2, b2, i2 in spans[j + 1:]:
             if start2 >= end:
                 break
-            if b < a2 or b2 < a or plan.members.get(i) == i2 or plan.members.get(i2) == i:
-                continue  # (never alive together; a value in its block of a concatenation)
+            if b < a2 or b2 < a or _outermost(plan.members, i) == _outermost(plan.members, i2):
+                continue  # (never alive together; blocks of one concatenation, or it and one)
             old, new = (i, i2) if plan.shared.get(i2) == i else (i2, i)
             assert plan.shared.get(new) == old and live[old][1] == live[new][0], (
                 f"%{i} (kernels {a}-{b}) and %{i2} (kernels {a2}-{b2}) share arena bytes "

@@ -382,7 +382,9 @@ def _cuda_concatenate(prog, node, out, ins):
     launches, col = [], 0
     for x, buf in zip(node.inputs, ins):
         width = int(np.prod(x.shape[axis:], dtype=np.int64))
-        launches.append(prog.launch("copy_rows", [out, buf, outer, width, row, col], outer * width))
+        if prog.plan.members.get(x.id) != node.output.id:  # (else stored in its block already)
+            launches.append(prog.launch("copy_rows", [out, buf, outer, width, row, col],
+                                        outer * width))
         col += width
     return launches
 

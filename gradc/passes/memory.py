@@ -106,17 +106,18 @@ def plan_buffers(fusion, fresh_outputs=False):
     # when its first member is stored, and lives until its last member's read
     fixed = {**offsets, **fresh}  # (values whose place is decided: not the scratch region's)
     members = _concat_members(fusion, fixed, aliases)
-    first = {}  # concatenation id -> the kernel storing its first member
+    outermost = _outermost(members)
+    first = {}  # outermost concatenation id -> the kernel storing its first member
     for k in fusion.kernels:
         for v in k.stores:
             if v.id in members:
-                concat = members[v.id][0]
+                concat = outermost[v.id][0]
                 first.setdefault(concat.id, k.index)
                 last_read[concat.id] = max(last_read.get(concat.id, -1),
                                            last_read.get(v.id, -1), k.index)
     stores = {k.index: [v for v in k.stores if v.id not in members and v.id not in first]
               for k in fusion.kernels}
-    for concat, _ in {c.id: (c, 0) for c, _ in members.values()}.values():
+    for concat, _ in {c.id: (c, 0) for c, _ in outermost.values()}.values():
         stores[first[concat.id]].append(concat)
 
     # three placements, the smallest kept: in schedule order, best fit, and best fit that grows
@@ -136,7 +137,7 @@ def plan_buffers(fusion, fresh_outputs=False):
     scratch.append(_place_by_size(stores, fixed, aliases, last_read, scratch_start, overwritable))
     placed, end = min(scratch, key=lambda p: p[1])
     shared = {new: old for new, old in overwritable.items() if new in placed and old in placed}
-    for vid, (concat, at) in members.items():
+    for vid, (concat, at) in outermost.items():
         placed[vid] = placed[concat.id] + at
     offsets.update(placed)
     naive = output_bytes + constant_bytes + sum(  # every scratch value in a slot of its own
@@ -173,11 +174,14 @@ def _fresh_outputs(fusion):
 
 def _concat_members(fusion, fixed, aliases):
     """{value id: (concatenation, byte offset)} of values that can be stored straight into the
-    buffer of a concatenation that reads them, each as a contiguous block of it (an LSTM's
-    per-step gate gradients, concatenated as its input projection's gradient): the
-    concatenation kernel then skips that block. A value qualifies when
-    it is read there as itself (no view), is stored by a kernel in the scratch region, has the
-    concatenation's dtype, and is in no other concatenation."""
+    buffer of a concatenation that reads them, each in its block: the concatenation kernel then
+    skips that block. A block of a concatenation along its first axis (or after axes of length
+    1) is contiguous (an LSTM's per-step gradients, concatenated as its input projection's
+    gradient): a value qualifies when it is read there as itself (no view), is stored by a
+    kernel in the scratch region, has the concatenation's dtype, and is in no other
+    concatenation. A block along an inner axis is strided: fuse.py's block_stores chose the
+    values whose loop kernel stores them with the concatenation's strides (a step's four gate
+    gradients, side by side). A member may itself be a concatenation with members."""
     stored = {v.id for k in fusion.kernels for v in k.stores}
     members, seen = {}, set()
     for k in fusion.kernels:
@@ -185,20 +189,35 @@ def _concat_members(fusion, fixed, aliases):
             continue
         node = k.nodes[0]
         out, axis = node.output, node.attr["axis"]
-        if out.id in fixed or out.id in aliases or int(np.prod(out.shape[:axis])) != 1:
+        strided = [x for x in node.inputs if x.id in fusion.block_stores]
+        if out.id in fixed or out.id in aliases:
+            assert not strided, f"%{out.id}: strided blocks stored into a fixed concatenation"
             continue
+        contiguous = int(np.prod(out.shape[:axis])) == 1
         group, at = {}, 0
         for x in node.inputs:
             layout = fusion.layouts.get(x.id)
-            if (layout is not None and layout[0] is x and x.id in stored and x.id not in fixed
-                    and x.id not in aliases and x.dtype == out.dtype and x.id not in seen
-                    and x.id not in group and x.node is not None and x.node.op != "constant"
-                    and at % 64 == 0):  # (every buffer starts 64-byte aligned)
+            if x.id in fusion.block_stores or (
+                    contiguous and layout is not None and layout[0] is x and x.id in stored
+                    and x.id not in fixed and x.id not in aliases and x.dtype == out.dtype
+                    and x.id not in seen and x.id not in group and x.node is not None
+                    and x.node.op != "constant" and at % 64 == 0):  # (buffers: 64-byte aligned)
                 group[x.id] = (out, at)
-            at += nbytes(x)
+            at += int(np.prod(x.shape[axis:])) * x.dtype.itemsize
         seen.update(group)
         members.update(group)
     return members
+
+
+def _outermost(members):
+    """{member id: (the concatenation it is in, not itself a member), its byte offset there}."""
+    placed = {}
+    for vid, (concat, at) in members.items():
+        while concat.id in members:
+            concat, more = members[concat.id]
+            at += more
+        placed[vid] = (concat, at)
+    return placed
 
 
 def _place_scratch(stores, fixed, aliases, last_read, start, grow_top, overwritable):

@@ -127,6 +127,11 @@ logits, labels = f32(4, 5), np.array([1, 0, 4, 4], np.int64)
 case("take_along_axis", lambda l, y: (l[np.arange(4), y] ** 2.0).sum(), logits, labels)
 case("slice_concat", lambda a, b: (np.concatenate([a[:, 1:3], b], axis=1) ** 2.0).sum()
      + (np.concatenate([a, b[:, :1]], axis=1) * 3.0).sum(), x, f32(4, 2), argnums=(0, 1))
+# an LSTM cell's gates: their gradients are column blocks of z's, each stored in place by its
+# kernel with z's row strides (passes/fuse.py block_stores)
+case("gate_blocks", lambda a, w: (lambda z: ((1.0 / (1.0 + np.exp(-z[:, 16:32]))) * 0.5
+                                             + np.tanh(z[:, :16]) * np.tanh(z[:, 32:])).sum())(
+    a @ w), f32(4, 5), f32(5, 48), argnums=(0, 1))
 case("stride_slice_grad", lambda a: (a[1::2, ::3] ** 3.0).sum() + a[:2].sum(), x)
 # a sum of slice gradients (unslice_sum): per-step, overlapping, reversed slices and a dense term
 case("slice_sums", lambda a: sum((np.tanh(a[:, t]) * (t + 1.0)).sum() for t in range(4))

@@ -492,15 +492,16 @@ def test_transposed_lhs_setting(monkeypatch):
 def test_slice_gradients_that_tile_an_array_are_its_concatenation():
     """merge_slice_sums: the steps' slices xw[t] cover xw once, in blocks along its first axis:
     their gradients' sum is a concatenation (in the blocks' order), not a zero-filled buffer
-    and adds; the gates' column blocks (rows of blocks) and overlapping slices stay an
-    unslice_sum."""
+    and adds; so are each step's gates' column blocks (along the second axis); overlapping
+    slices stay an unslice_sum."""
     name, fn, make, argnums = GRAPHS[GRAPH_IDS.index("rnn_projected")]
     graph = run_passes(joint_graph(fn, make, argnums), AFTER_AUTODIFF)
     (concat,) = [n for n in graph.nodes if n.op == "concatenate" and n.output.shape == (6, 8)]
     readers = {n.op for n in graph.nodes if any(v is concat.output for v in n.inputs)}
     assert readers == {"reshape", "matmul"}  # (wh's gradient: stack_products)
-    shapes = [n.output.shape for n in graph.nodes if n.op == "unslice_sum"]
-    assert shapes.count((2, 8)) == 3 and (3, 2, 8) not in shapes  # (the gates: 3 steps)
+    assert (2, 8) not in [n.output.shape for n in graph.nodes if n.op == "unslice_sum"]
+    gates = [n for n in graph.nodes if n.op == "concatenate" and n.output.shape == (2, 8)]
+    assert [(n.attr["axis"], len(n.inputs)) for n in gates] == [(1, 2)] * 3  # (3 steps)
     name, fn, make, argnums = GRAPHS[GRAPH_IDS.index("slice_sums")]
     assert "unslice_sum" in ops_of(run_passes(joint_graph(fn, make, argnums), AFTER_AUTODIFF))
 
@@ -1022,16 +1023,17 @@ def _projected_rnn(x, wx, wh):
 
 
 def test_merge_slice_sums_accumulates_an_rnn_projection_gradient_in_one_buffer():
-    """The gradient of xw over the steps (one unslice per step) becomes one unslice_sum: no
-    zero-padded full-size buffer per step, the same results, and a smaller plan."""
+    """The gradient of xw over the steps (one unslice per step) becomes one concatenation along
+    the steps' axis (the slices xw[:, t] tile it): no zero-padded full-size buffer per step,
+    the same results, and a smaller plan."""
     make = _gen([N(2, 6, 3), N(3, 4), N(4, 4)])
     joint = joint_graph(_projected_rnn, make, (0, 1, 2))
     merged = run_passes(joint, AFTER_AUTODIFF)
     plain = _after_autodiff_without(joint, merge_slice_sums)
     assert _count(plain, "unslice") == 6
-    assert _count(merged, "unslice") == 0 and _count(merged, "unslice_sum") == 1
-    (node,) = [n for n in merged.nodes if n.op == "unslice_sum"]
-    assert len(node.attr["slices"]) == len(node.inputs) == 6
+    assert _count(merged, "unslice") == 0 and _count(merged, "unslice_sum") == 0
+    (node,) = [n for n in merged.nodes if n.op == "concatenate"]
+    assert node.attr["axis"] == 1 and len(node.inputs) == 6
     assert_same_results(plain, merged, make, "merge_slice_sums")
     arena = [plan_buffers(fuse(g)).arena_bytes for g in (merged, plain)]
     assert arena[0] < arena[1], arena
