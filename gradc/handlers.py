@@ -79,7 +79,9 @@ def _refuse_caught(error_class, message):
             if error_class is IndexError:
                 return
             past = True
-        elif _frame_kind(frame.f_code.co_filename) == "user":
+        elif (kind := _frame_kind(frame.f_code.co_filename)) == "user" or (
+                kind == "library" and not past):  # (an installed package's code the trace
+            # runs: its own `except LinAlgError` fallback, a GP library's jitter, gave NaN)
             caller = caller or frame
             users_inside = users_inside or not past
             handler, error = _handler_catching(frame, error, exactly=past and users_inside)

@@ -62,15 +62,21 @@ def _value(x):
     return x if isinstance(x, Value) else None
 
 
+def _named(op, f):
+    """gradc.nn's function `op`, made from `f`, named so in a wrong call's message
+    ("softplus() got an unexpected keyword argument 'beta'", not "_unary.<locals>.f()")."""
+    f.__name__ = f.__qualname__ = op
+    f.__module__ = __name__
+    return _traced(f)
+
+
 def _unary(op):
-    @_traced
     def f(x):
         if _value(x) is None:
             x = np.asarray(x)
             return get_op(op).ref(x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float64))
         return fn.unary(op, x)
-    f.__name__ = op
-    return f
+    return _named(op, f)
 
 
 relu = _unary("relu")
@@ -84,7 +90,6 @@ log_sigmoid.__doc__ = "log(sigmoid(x)) computed as min(x, 0) - log1p(exp(-|x|)).
 
 
 def _composite(op, keepdims_out):
-    @_traced
     def f(x, axis=-1, keepdims=False, **others):
         if others:  # (PyTorch's spelling, dim=, is the usual slip)
             raise ArgumentError(f"gradc.nn.{op} takes axis= and keepdims= (NumPy's names), not "
@@ -108,8 +113,7 @@ def _composite(op, keepdims_out):
         if keepdims_out and not keepdims:
             out = fn.reshape(out, tuple(d for i, d in enumerate(x.shape) if i not in axes))
         return out
-    f.__name__ = op
-    return f
+    return _named(op, f)
 
 
 logsumexp = _composite("logsumexp", keepdims_out=True)

@@ -14,6 +14,7 @@ drew from is warned about too. The same walk finds NumPy generators for the rand
 """
 from __future__ import annotations
 
+import builtins
 import collections
 import contextlib
 import copy
@@ -1635,9 +1636,22 @@ def _users_module(module):
 
 
 def _users(cls):
-    """Whether the class is the user's (not NumPy's, gradc's, the standard library's)."""
+    """Whether the class is the user's (not NumPy's, gradc's, the standard library's). A class
+    made by exec() with globals that have no __name__ is in module "builtins" too: one made by
+    a class statement (a heap type, not one of C's: a generator, a list's iterator) is the
+    user's (its attributes, changed, were read stale)."""
     module = cls.__module__.split(".")[0]
-    return not (module in LIBRARIES or module in sys.stdlib_module_names or module == "builtins")
+    if module == "builtins":
+        return bool(getattr(cls, "__flags__", 0) & _HEAP_TYPE) and getattr(
+            builtins, cls.__name__, None) is not cls
+    return not (module in LIBRARIES or module in sys.stdlib_module_names)
+
+
+_HEAP_TYPE = 1 << 9  # (Py_TPFLAGS_HEAPTYPE: a class made at run time, not a static C type)
+
+
+# callables other than functions a class may hold as an attribute and the code call
+_CALLABLES = (np.ufunc, types.BuiltinFunctionType, functools.partial)
 
 
 def _class_items(cls, name, instance_attrs):
@@ -1655,6 +1669,7 @@ def _class_items(cls, name, instance_attrs):
                     type(value) in _PLAIN or isinstance(value, (np.ndarray, np.generic, np.dtype))
                     or isinstance(value, type) and not _users(value)  # (DTYPE = np.float32)
                     or type(value) is types.FunctionType  # (a method: Base.act = ... patched)
+                    or isinstance(value, _CALLABLES)  # (act = np.tanh, swapped for np.sin)
                     or type(value) in (list, dict, tuple)):  # (a class-level config or table)
                 seen.add(key)
                 items.append((f"{name}.{key}", "attr", key, value))

@@ -20,7 +20,7 @@ from .handlers import refuse_caught_index_error
 from .ir import LAYOUT_HINT, Value
 from .ops import fn
 from .selection import Selection
-from .trace import (UFUNCS, _array_function, _array_ufunc, _call_numpy, _clip_method, _describe,
+from .trace import (_NUMPY_DIR, UFUNCS, _array_function, _array_ufunc, _call_numpy, _clip_method, _describe,
                     _integer_powers_checked, _numpy_dtype_checked, _order, _reshape_in_order,
                     _user_frame, augmented_store, copy, is_zero_d_array, library_call,
                     mark_view, note_zero_d_arrays, stores_back, traced, user_source)
@@ -525,6 +525,19 @@ def _iter(self):
     return (self[i] for i in range(self.shape[0]))
 
 
+def _in_numpy_call(qualname_prefix, user):
+    """Whether a NumPy function or method whose qualified name starts so is running between
+    here and the user's frame `user` (np.vectorize's __call__: "vectorize.")."""
+    frame = sys._getframe(2)
+    while frame is not None and frame is not user:
+        code = frame.f_code
+        if (getattr(code, "co_qualname", code.co_name).startswith(qualname_prefix)
+                and os.path.abspath(code.co_filename).startswith(_NUMPY_DIR + os.sep)):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _array(self, *args, **kwargs):
     user, library = _user_frame()
     if library is not None:  # (scipy.special.logsumexp(x): its np.asarray)
@@ -542,6 +555,10 @@ def _array(self, *args, **kwargs):
         why = ("a traced value given to a NumPy array's .dot method (`A.dot(x)`, with A a NumPy "
                "array), which converts it to an array: write A @ x or np.dot(A, x) (x.dot(A) "
                "traces too)")
+    elif _in_numpy_call("vectorize.", user):  # (its __call__ converts its inputs)
+        why = ("np.vectorize calls its Python function once per element, on NumPy scalars, "
+               "which gradc cannot trace: write the function over whole arrays (NumPy's "
+               "operators and functions broadcast; np.where(cond, a, b) for an `if`)")
     elif scalar_type := next((t for t in _SCALAR_TYPES if _line_reads_attribute(user, t)), None):
         why = (f"np.{scalar_type}(x) makes a NumPy scalar of a traced value, which has no "
                f"number until the compiled function runs: write x.astype(np.{scalar_type}) "

@@ -54,14 +54,23 @@ _LIBRARY_DIRS = tuple(sorted({os.path.abspath(p) + os.sep for p in (
     *site.getsitepackages(), site.getusersitepackages())}))
 
 
+_GRADC_STRINGS = ("<gradc", "<__array_function__ internals>")  # (NumPy's, before 1.25)
+
+
 @functools.lru_cache(maxsize=4096)
 def _frame_kind(filename):
     """"gradc" for gradc's and NumPy's own code, "library" for another installed library's or the
     standard library's, "user" for the rest."""
+    if filename.startswith("<"):  # (code compiled from a string: gradc's own is "<gradc ...>",
+        # the standard library's frozen modules "<frozen runpy>"; the rest is the user's:
+        # exec'd, `python -c`, stdin, doctests, notebooks and REPLs, a code generator's
+        # "<generated>": one with its own `try: cholesky ... except LinAlgError` gave NaN)
+        return ("gradc" if filename.startswith(_GRADC_STRINGS) else
+                "library" if filename.startswith("<frozen ") else "user")
     path = os.path.abspath(filename)
     if path in _USER_FACING:
         return "gradc"
-    if filename.startswith("<") or path.startswith((_GRADC_DIR + os.sep, _NUMPY_DIR + os.sep)):
+    if path.startswith((_GRADC_DIR + os.sep, _NUMPY_DIR + os.sep)):
         return "gradc"
     parts = path.split(os.sep)
     if path.startswith(_LIBRARY_DIRS) or "site-packages" in parts or "dist-packages" in parts:
@@ -432,6 +441,8 @@ def _numpy_dtype_checked(ufunc, impl, name=None):
                 f"{name or _ufunc_name(ufunc)} of {_dtype_names(xs)} gives {out.name} in NumPy, "
                 "which gradc does not support: cast the input first (x.astype(np.float32))")
         result = impl(*xs)
+        if isinstance(result, Value) and result.dtype != out:
+            result = _in_numpys_loop(impl, xs, out, result)
         if isinstance(result, Value) and result.dtype != out:  # (np.reciprocal of integers)
             raise UnsupportedOpError(
                 f"{name or _ufunc_name(ufunc)} of {_dtype_names(xs)} gives {out.name} in NumPy, "
@@ -440,6 +451,20 @@ def _numpy_dtype_checked(ufunc, impl, name=None):
         return result
     checked.__name__ = checked.__qualname__ = getattr(ufunc, "__name__", str(name))
     return checked
+
+
+def _in_numpys_loop(impl, xs, out, result):
+    """`impl` of the array operands cast to `out` (Python numbers as they are), where NumPy's
+    loop for them is out's: a math ufunc of int16 or uint16 runs NumPy's float32 loop
+    (gradc's op of an integer computes in float64), a boolean's `** 2` the int8 one. The
+    `result` of the operands as they are where another cast would be needed."""
+    arrays = [x for x in xs if isinstance(x, (Value, np.ndarray))]
+    if not arrays or not all(np.can_cast(x.dtype, out) for x in arrays):
+        return result
+    cast = [fn.astype(x, out) if isinstance(x, Value) and x.dtype != out else
+            x.astype(out) if isinstance(x, np.ndarray) else x for x in xs]
+    again = impl(*cast)
+    return again if isinstance(again, Value) and again.dtype == out else result
 
 
 # (ufunc, each operand's (dtype, weak)) -> NumPy's result dtype: asking NumPy on samples for

@@ -2108,6 +2108,45 @@ def test_a_staticmethod_swapped_on_the_class_traces_again():
     np.testing.assert_allclose(f(x), 2 * np.sin(x))
 
 
+@pytest.mark.parametrize("new", [np.sin, staticmethod(np.sin), np.cos])
+def test_a_ufunc_held_by_the_class_swapped_traces_again(new):
+    """`act = np.tanh` on the class, then `C.act = np.sin`: a ufunc (or a builtin function,
+    a functools.partial) the class holds is checked as its functions are (it was not: the
+    traced tanh ran on, silently)."""
+    class C:
+        act = np.tanh
+
+        def __call__(self, z):
+            return (self.act(z) * 2.0).sum()
+
+    c, x = C(), np.linspace(-0.5, 1.0, 5)
+    f = gradc.jit(c)
+    assert np.isclose(f(x), c(x))
+    C.act = new
+    assert np.isclose(f(x), c(x)) and not np.isclose(c(x), 2 * np.tanh(x).sum())
+
+
+@pytest.mark.parametrize("scope", [{}, {"__name__": "generated_models"}])
+def test_a_class_made_by_exec_is_the_users(scope):
+    """A class exec'd with globals that have no __name__ is in module "builtins": it was taken
+    for a built-in one, and its attributes, changed between calls, were read stale."""
+    exec("import numpy as np\n"
+         "class Model:\n"
+         "    scale = 2.0\n"
+         "    W = np.array([1.0, -1.0, 0.5])\n"
+         "    def __call__(self, x):\n"
+         "        return (np.tanh(self.W * x) * self.scale).sum()\n", scope)
+    Model, x = scope["Model"], np.array([0.5, -1.0, 2.0])
+    m = Model()
+    f = gradc.jit(m)
+    assert np.isclose(f(x), m(x))
+    for change in (lambda: setattr(Model, "scale", 5.0), lambda: Model.W.__setitem__(0, 3.0),
+                   lambda: setattr(Model, "W", np.array([2.0, 2.0, 2.0]))):
+        before = m(x)
+        change()
+        assert not np.isclose(m(x), before) and np.isclose(f(x), m(x))
+
+
 # --- what a fuzzing round of retraces found ---------------------------------------------------
 
 def test_tied_outside_arrays_untied_later_trace_again():

@@ -484,3 +484,58 @@ def test_a_handler_that_raises_after_a_with_block_or_a_loop_is_no_fallback():
     np.testing.assert_allclose(gradc.jit(solve_logged)(SPD, b), np.linalg.solve(SPD, b))
     _refused(lambda: gradc.jit(solve_or_identity)(A, b),
              _line(solve_or_identity, "np.linalg.solve"), "`except np.linalg.LinAlgError`")
+
+
+@pytest.mark.parametrize("filename", ["<string>", "<generated>", "<doctest m.f[0]>",
+                                      "<python-input-0>", "<ipython-input-1-abc>"])
+def test_a_function_made_by_exec_is_the_users_code(filename):
+    """A code generator's function (exec'd: its file is "<string>", as `python -c` code's, a
+    doctest's, a REPL's or a generator's own name) is the user's code: its own `except
+    LinAlgError` is refused (it gave NaN silently, its frames taken for gradc's), and like a
+    def in a file it may be called inside a caller's `try` that does not name LinAlgError."""
+    scope = {"np": np}
+    exec(compile("def f(A):\n"
+         "    try:\n"
+         "        L = np.linalg.cholesky(A)\n"
+         "    except np.linalg.LinAlgError:\n"
+         "        L = np.linalg.cholesky(A + 10.0 * np.eye(2))\n"
+         "    return np.sum(L)\n"
+         "def g(A):\n"
+         "    return np.sum(np.linalg.inv(A))\n", filename, "exec"), scope)
+    _refused(lambda: gradc.jit(scope["f"])(np.array([[1.0, 2.0], [2.0, 1.0]])),
+             f"{filename}:3", "(line 4)")  # (the clause's text: no source to read it from)
+    try:
+        got = gradc.grad(scope["g"])(SPD)
+    except Exception as e:  # (an ordinary caller-side handler: not a fallback for it)
+        raise AssertionError(f"refused: {e}")
+    np.testing.assert_allclose(got, central_difference(scope["g"], SPD), rtol=1e-6)
+
+
+def test_an_installed_librarys_own_handler_is_refused(tmp_path, monkeypatch):
+    """A package's function the trace runs (a GP library's `try: cholesky except LinAlgError:
+    add jitter`, an `except IndexError` around a traced index) is refused at its line: its
+    handler would never run (NaN, or IndexOutOfRangeError out of the call) and its frames
+    were passed over, as a decorator's are."""
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    (site / "gplib_case.py").write_text(
+        "import numpy as np\n"
+        "def chol(K):\n"
+        "    try:\n"
+        "        return np.linalg.cholesky(K)\n"
+        "    except np.linalg.LinAlgError:\n"
+        "        return np.linalg.cholesky(K + 3.0 * np.eye(K.shape[0]))\n"
+        "def row(table, i):\n"
+        "    try:\n"
+        "        return table[i]\n"
+        "    except IndexError:\n"
+        "        return table[0]\n")
+    monkeypatch.syspath_prepend(str(site))
+    import gplib_case
+    K = np.array([[1.0, 2.0], [2.0, 1.0]])
+    _refused(lambda: gradc.jit(gplib_case.chol)(K), "gplib_case.py:4",
+             "`except np.linalg.LinAlgError` (line 5)")
+    _refused(lambda: gradc.grad(lambda K: np.sum(gplib_case.chol(K)))(K), "gplib_case.py:4")
+    with pytest.raises(gradc.UnsupportedOpError, match=r"gplib_case\.py:9: an index by traced "
+                                                       r"positions inside a `try`"):
+        gradc.jit(gplib_case.row)(np.arange(6.0).reshape(3, 2), np.array([1, 5]))

@@ -176,3 +176,37 @@ def test_linear_algebra_of_narrow_integer_matrices_is_numpys(dtype):
         got, want = gradc.jit(call)(a, b), call(a, b)
         assert np.asarray(got).dtype == np.asarray(want).dtype
         np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+FLOAT_LOOPS = {  # NumPy runs these on int16 / uint16 in its float32 loop (float16 for 8 bits)
+    "sin": lambda x: np.sin(x), "sqrt": lambda x: np.sqrt(np.abs(x)),
+    "tanh": lambda x: np.tanh(x), "log1p": lambda x: np.log1p(np.abs(x)),
+    "hypot": lambda x: np.hypot(x, x[::-1]), "arctan2": lambda x: np.arctan2(x, x + 1),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name", ["sin", "sqrt", "tanh", "log1p", "hypot", "arctan2"])
+def test_float_ufuncs_of_16_bit_integers_compute_in_float32_as_numpy(dtype, name):
+    """A math ufunc of int16 or uint16 is float32 in NumPy (its float32 loop on the integers
+    cast): gradc computes it so (it was refused, gradc's op computing integers in float64)."""
+    f, x = FLOAT_LOOPS[name], _data(dtype)
+    with np.errstate(all="ignore"):
+        expected = f(x)
+    got = gradc.jit(f)(x)
+    assert expected.dtype == np.float32 and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=2e-6, atol=1e-6)
+
+
+def test_narrow_loops_numpy_runs_in_another_dtype_than_gradcs():
+    """A boolean's `** 2` is NumPy's int8 square (computed so); 8-bit integers' math ufuncs are
+    float16 in NumPy (refused, with the line); np.reciprocal of integers stays refused (NumPy's
+    integer reciprocal: 1 // x)."""
+    mask = np.array([[True, False], [False, True]])
+    got = gradc.jit(lambda m: m ** 2)(mask)
+    assert got.dtype == np.int8 and np.array_equal(got, mask ** 2)
+    with pytest.raises(gradc.UnsupportedOpError,
+                       match=r"test_narrow_ints\.py:\d+: np\.sin of int8 gives float16"):
+        gradc.jit(lambda x: np.sin(x))(_data(np.int8))
+    with pytest.raises(gradc.UnsupportedOpError, match=r"np\.reciprocal of int16 gives int16"):
+        gradc.jit(lambda x: np.reciprocal(x))(_data(np.int16))

@@ -136,8 +136,9 @@ def _operand_arrays():
 def test_operators_follow_numpys_dtypes_or_refuse():
     """Every arithmetic operator between arrays of each dtype and Python or NumPy numbers, both
     ways round: NumPy's dtype and values where NumPy answers in a dtype gradc has; a refusal
-    (a GradcError) where NumPy refuses or answers in int8 (mask ** 2 is np.square: int8, while
-    np.power(mask, 2) is int64; before, gradc answered int64 for both)."""
+    (a GradcError) where NumPy refuses or answers in a dtype gradc has not. mask ** 2 is
+    np.square, int8, while np.power(mask, 2) is int64 (before, gradc answered int64 for both;
+    then refused int8: now it runs NumPy's int8 loop, as mask // True and mask % True)."""
     arrays, cases, refused = _operand_arrays(), [], []
     for (a, x), (o, op), (n, k) in itertools.product(arrays.items(), OPERATORS.items(),
                                                       NUMBERS.items()):
@@ -148,7 +149,8 @@ def test_operators_follow_numpys_dtypes_or_refuse():
             except (TypeError, ValueError):
                 refused.append((a, o, n, reflected))
                 continue
-            (cases if want.dtype.name in ("bool", "int32", "int64", "float32", "float64")
+            (cases if want.dtype.name in ("bool", "int8", "int32", "int64", "float32",
+                                          "float64")
              else refused).append((a, o, n, reflected))
 
     def every_case(**xs):
@@ -161,7 +163,7 @@ def test_operators_follow_numpys_dtypes_or_refuse():
             rtol = {"f": 4e-7 if want.dtype == np.float32 else 1e-15}.get(want.dtype.kind, 0)
             np.testing.assert_allclose(got, want, rtol=rtol, err_msg=str(case))  # (fast math's
             # x / 3 is x * (1 / 3), to an ulp)
-    assert len(refused) > 10
+    assert len(refused) > 5  # (mask - True, k ** negative integers...)
     for a, o, n, r in refused:
         if o == "**" and r and a in ("i64", "i32"):
             continue  # (k ** i: NumPy refuses i's negative values, known only when it runs)
@@ -186,14 +188,26 @@ def test_a_ufunc_numpy_computes_in_the_inputs_integer_dtype_is_refused():
     np.testing.assert_array_equal(gradc.jit(np.reciprocal)(np.array([2.0, -4.0])), [0.5, -0.25])
 
 
-@pytest.mark.parametrize("f", [np.sin, np.exp2, np.hypot, np.conjugate, np.fmod, np.copysign])
-def test_booleans_numpy_computes_in_float16_or_int8_are_refused(f):
-    """NumPy's math ufuncs compute booleans in float16 (np.conj and np.fmod give int8): gradc has
-    neither, so it refuses with what to do instead of answering in float64."""
+@pytest.mark.parametrize("f", [np.sin, np.exp2, np.hypot, np.copysign])
+def test_booleans_numpy_computes_in_float16_are_refused(f):
+    """NumPy's math ufuncs compute booleans in float16: gradc has none, so it refuses with what
+    to do instead of answering in float64."""
     b = np.array([True, False])
     args = (b,) * f.nin
     with pytest.raises(gradc.UnsupportedOpError, match="astype"):
         gradc.jit(lambda *a: f(*a))(*args)
+
+
+@pytest.mark.parametrize("f", [np.conjugate, np.fmod, np.floor_divide, np.remainder])
+def test_booleans_numpy_computes_in_int8_are_int8(f):
+    """np.conj, np.fmod, // and % of booleans are NumPy's int8 loops (by zero: 0): gradc runs
+    them so (it refused them while it had no int8)."""
+    a, b = np.array([True, False, True, False]), np.array([True, True, False, False])
+    with np.errstate(all="ignore"):
+        want = f(a, b) if f.nin == 2 else f(a)
+    got = gradc.jit(lambda a, b: f(a, b) if f.nin == 2 else f(a))(a, b)
+    assert want.dtype == got.dtype == np.int8
+    np.testing.assert_array_equal(got, want)
 
 
 def _weak(x, i):
