@@ -681,11 +681,21 @@ _FROM_THE_END = ("index from the end",)
 _SIZED_BUILTINS = frozenset({"len", "zip", "enumerate", "reversed", "sum", "map", "list",
                              "tuple", "sorted", "max", "min", "any", "all"})
 _GUARDED_CALLABLES = (types.FunctionType, types.BuiltinFunctionType, np.ufunc, functools.partial,
-                      types.MethodType, type(np.mean))  # (NumPy 2's functions: a dispatcher;
-# self.pool = np.mean swapped for np.sum was not seen)
+                      types.MethodType, type(np.mean),  # (NumPy 2's functions: a dispatcher;
+                      # self.pool = np.mean swapped for np.sum was not seen)
+                      operator.itemgetter, operator.attrgetter, operator.methodcaller,
+                      types.MethodWrapperType, types.WrapperDescriptorType,
+                      functools.partialmethod,  # (self.pick = itemgetter(0) swapped for
+                      # itemgetter(1), an instance's __mul__ for another's, were not seen:
+                      # compared as objects; an lru_cache'd function, which NumPy's code
+                      # calls as it was cached)
+                      type(functools.lru_cache()(lambda: None)))
 _NUMPY_PLAIN = (np.number, np.bool_)  # (NumPy's scalars: np.float32(1e-5))
 # (and enum members: self.mode = Mode.TRAIN, compared as numbers are)
-_PLAIN_INSTANCES = _NUMPY_PLAIN + (enum.Enum, np.dtype)  # (a dtype: x.astype(DTYPE))
+_PLAIN_INSTANCES = _NUMPY_PLAIN + (enum.Enum, np.dtype,  # (a dtype: x.astype(DTYPE))
+                                    int, float, complex, str, bytes)  # (a subclass of a number
+# or a string as a setting, `class LR(float)`: swapped, it was read stale; guarded by type and
+# value as the numbers are)
 
 
 def _walks_attributes(names):
@@ -1498,7 +1508,10 @@ class OutsideWalk:
         if isinstance(value, type) and depth and _users(value) and id(value) not in self.scanned:
             self._hold_class(value)
             self.scanned.add(id(value))  # (a class: Model.lr, cls.W)
-            for item_name, kind, key, item in _class_items(value, name, ()):
+            items = _class_items(value, name, ())
+            if _users(type(value)):  # (its metaclass's, which the class serves too: M.k)
+                items += _class_items(type(value), name, {key for _, _, key, _ in items})
+            for item_name, kind, key, item in items:
                 self._consider(item, item_name, depth - 1, path.then(kind, key), outside)
             return
         if outside and hasattr(type(value), "__next__") and not _users(type(value)) and not (
@@ -1639,25 +1652,23 @@ def _users(cls):
     """Whether the class is the user's (not NumPy's, gradc's, the standard library's). A class
     made by exec() with globals that have no __name__ is in module "builtins" too: one made by
     a class statement (a heap type, not one of C's: a generator, a list's iterator) is the
-    user's (its attributes, changed, were read stale)."""
+    user's (its attributes, changed, were read stale); so is one of types.new_class or
+    dataclasses.make_dataclass, which Python 3.11 puts in module "types"."""
     module = cls.__module__.split(".")[0]
-    if module == "builtins":
+    if module in ("builtins", "types"):  # (types.new_class, dataclasses.make_dataclass)
         return bool(getattr(cls, "__flags__", 0) & _HEAP_TYPE) and getattr(
-            builtins, cls.__name__, None) is not cls
+            sys.modules.get(module), cls.__name__, None) is not cls
     return not (module in LIBRARIES or module in sys.stdlib_module_names)
 
 
 _HEAP_TYPE = 1 << 9  # (Py_TPFLAGS_HEAPTYPE: a class made at run time, not a static C type)
 
 
-# callables other than functions a class may hold as an attribute and the code call
-_CALLABLES = (np.ufunc, types.BuiltinFunctionType, functools.partial)
-
-
 def _class_items(cls, name, instance_attrs):
-    """(name, "attr", key, value) of the numbers, strings, arrays, functions (its methods) and
-    lists, dicts and tuples the user's class `cls` and its bases hold, but for
-    `instance_attrs` (the object's own, which win)."""
+    """(name, "attr", key, value) of what the user's class `cls` and its bases hold (numbers,
+    arrays, functions, containers, objects: `hp = SimpleNamespace(k=2.0)`, a nested class, an
+    enum member), but for `instance_attrs` (the object's own, which win) and descriptors other
+    than functions and staticmethods (a property computes from what is walked anyway)."""
     items, seen = [], set(instance_attrs)
     for klass in cls.__mro__:
         if not _users(klass):
@@ -1666,11 +1677,11 @@ def _class_items(cls, name, instance_attrs):
             if isinstance(value, staticmethod):  # (read through the object: the function;
                 value = value.__func__  # C.act = staticmethod(f) swapped was not seen)
             if key not in seen and not key.startswith("__") and (
-                    type(value) in _PLAIN or isinstance(value, (np.ndarray, np.generic, np.dtype))
-                    or isinstance(value, type) and not _users(value)  # (DTYPE = np.float32)
-                    or type(value) is types.FunctionType  # (a method: Base.act = ... patched)
-                    or isinstance(value, _CALLABLES)  # (act = np.tanh, swapped for np.sin)
-                    or type(value) in (list, dict, tuple)):  # (a class-level config or table)
+                    type(value) is types.FunctionType  # (a method: Base.act = ... patched)
+                    or not hasattr(type(value), "__get__")  # (class-level objects, held as
+                    # the instance's are: only numbers, arrays, functions and lists were, and
+                    # a `Model.hp.scale` changed between calls was read stale)
+                    or isinstance(value, functools.partialmethod)):  # (swapped: seen)
                 seen.add(key)
                 items.append((f"{name}.{key}", "attr", key, value))
     return items

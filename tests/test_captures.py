@@ -6,6 +6,7 @@ again); a traced value stored outside is refused and undone. `gradc compile` com
 and says so."""
 import copy
 import collections
+import enum
 import collections.abc
 import dataclasses
 import functools
@@ -2145,6 +2146,128 @@ def test_a_class_made_by_exec_is_the_users(scope):
         before = m(x)
         change()
         assert not np.isclose(m(x), before) and np.isclose(f(x), m(x))
+
+
+class _Mode(enum.Enum):
+    A = 1
+    B = 2
+
+
+def _class_held(kind):
+    """(object whose __call__ reads a value the class holds, how to change that value)."""
+    if kind == "object":
+        class C:
+            hp = types.SimpleNamespace(k=2.0, W=np.array([1.0, 2.0, 3.0]))
+
+            def __call__(self, x):
+                return np.sum(x * self.hp.k * self.hp.W)
+        return C(), lambda: setattr(C.hp, "k", 5.0)
+    if kind == "array in an object":
+        class C:
+            hp = types.SimpleNamespace(W=np.array([1.0, 2.0, 3.0]))
+
+            def __call__(self, x):
+                return np.sum(x * self.hp.W)
+        return C(), lambda: C.hp.W.__imul__(2.0)
+    if kind == "OrderedDict":
+        class C:
+            cfg = collections.OrderedDict(k=2.0)
+
+            def __call__(self, x):
+                return np.sum(x * self.cfg["k"])
+        return C(), lambda: C.cfg.__setitem__("k", 5.0)
+    if kind == "enum member":
+        class C:
+            mode = _Mode.A
+
+            def __call__(self, x):
+                return np.sum(np.tanh(x) if self.mode is _Mode.A else np.sin(x))
+        return C(), lambda: setattr(C, "mode", _Mode.B)
+    if kind == "set":
+        class C:
+            allowed = {1, 2}
+
+            def __call__(self, x):
+                return np.sum(x * (2.0 if 3 in self.allowed else 1.0))
+        return C(), lambda: C.allowed.add(3)
+    if kind == "nested class":
+        class C:
+            class Cfg:
+                k = 2.0
+
+            def __call__(self, x):
+                return np.sum(x * self.Cfg.k)
+        return C(), lambda: setattr(C.Cfg, "k", 5.0)
+    if kind == "metaclass":
+        class Meta(type):
+            k = 2.0
+
+        class M(metaclass=Meta):
+            pass
+        return (lambda x: np.sum(x * M.k)), lambda: setattr(Meta, "k", 7.0)
+    if kind == "types.new_class":
+        NC = types.new_class("NC", (), {}, lambda ns: ns.update(k=2.0))
+        return (lambda x: np.sum(x * NC.k)), lambda: setattr(NC, "k", 8.0)
+    if kind == "float subclass":
+        class LR(float):
+            pass
+
+        class C:
+            lr = LR(0.1)
+
+            def __call__(self, x):
+                return np.sum(x * self.lr)
+        return C(), lambda: setattr(C, "lr", LR(0.5))
+    holder = types.SimpleNamespace(pick=operator.itemgetter(0), mul=(2.0).__mul__,
+                                   cached=functools.lru_cache(lambda n: n * 2.0))
+    if kind == "itemgetter":
+        return (lambda x: np.sum(x * holder.pick((2.0, 5.0)))), lambda: setattr(
+            holder, "pick", operator.itemgetter(1))
+    if kind == "method-wrapper":
+        return (lambda x: np.sum(x * holder.mul(3.0))), lambda: setattr(
+            holder, "mul", (5.0).__mul__)
+    assert kind == "lru_cache"
+    return (lambda x: np.sum(x * holder.cached(3))), lambda: setattr(
+        holder, "cached", functools.lru_cache(lambda n: n * 5.0))
+
+
+@pytest.mark.parametrize("kind", [
+    "object", "array in an object", "OrderedDict", "enum member", "set", "nested class",
+    "metaclass", "types.new_class", "float subclass", "itemgetter", "method-wrapper",
+    "lru_cache"])
+def test_what_a_class_holds_or_a_callable_swapped_is_seen(kind):
+    """A sweep of the object model (stop 51): these were read stale, silently (class-level
+    objects and containers, a metaclass's attributes, a class of types.new_class, a float
+    subclass as a setting, callables swapped for another of their type): each is checked on
+    every call now, and a change traces again (or is read live), as NumPy's code sees it."""
+    f, change = _class_held(kind)
+    x = np.array([0.5, -1.0, 2.0])
+    compiled = gradc.jit(f)
+    assert np.isclose(compiled(x), f(x))
+    before = f(x)
+    change()
+    assert not np.isclose(f(x), before)
+    assert np.isclose(compiled(x), f(x))
+    np.testing.assert_allclose(gradc.grad(f)(x), central_difference(f, x), rtol=1e-6)
+
+
+def test_a_train_step_sees_a_setting_on_a_class_level_object():
+    """`Model.hp.scale` changed between steps: the loss and the update use the new scale."""
+    class Model:
+        hp = types.SimpleNamespace(scale=1.0)
+
+        def loss(self, p, x):
+            return np.sum((p["w"] * x * self.hp.scale) ** 2)
+
+    m, x = Model(), np.array([0.5, -1.0, 2.0])
+    params = {"w": np.array([1.0, 2.0, 3.0])}
+    step = gradc.train_step(m.loss, gradc.optim.SGD(lr=0.01))
+    step(params, x)
+    Model.hp.scale = 3.0
+    w = params["w"].copy()
+    loss = step(params, x)
+    assert np.isclose(loss, m.loss({"w": w}, x))
+    np.testing.assert_allclose(params["w"], w - 0.01 * 2 * w * (x * 3.0) ** 2)
 
 
 # --- what a fuzzing round of retraces found ---------------------------------------------------
