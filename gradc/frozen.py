@@ -432,6 +432,10 @@ class Watch(OutsideWalk):
             if not self.uses_global and not _GLOBAL_NAMES.isdisjoint(code.co_names):
                 self.uses_global = True
             read = code_names(code).globals
+            if "globals" in read and "globals" not in frame.f_globals:  # (globals()["W"]: the
+                # globals it may name, read as the globals they are; stale before)
+                read = read | {k for k in frame.f_globals
+                               if type(k) is str and self.names_now.key(k)}
             for name in read:
                 if name in frame.f_globals:
                     self.held_globals.append((frame.f_globals, name, frame.f_globals[name]))

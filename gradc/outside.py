@@ -153,8 +153,8 @@ class Path(NamedTuple):
                 found = key in names.probed
             elif kind == "cell":  # (a variable of the closure: its code names it)
                 found = True
-            elif kind == "global":
-                found = key in names.globals
+            elif kind == "global":  # (or a key of globals() the code names: globals()["K"])
+                found = key in names.globals or "globals" in names.globals and names.key(key)
             elif kind == "item":  # (a key the code names, or any, where it walks items:
                 found = (names.key(key) or bool(names.methods & _WALK_METHODS)  # d.items(),
                          or as_attribute or i and steps[i - 1][1] in names.iterated)  # for k
@@ -1493,6 +1493,8 @@ class OutsideWalk:
             return  # (gradc's own objects: a compiled function, an optimizer)
         if isinstance(value, types.ModuleType) and depth and _users_module(value):
             read = {a for g, a in self.names_now.global_attrs} | self.names_now.attrs
+            if "vars" in self.names_now.globals:  # (vars(config)["W"]: the keys it may name)
+                read |= {k for k in value.__dict__ if type(k) is str and self.names_now.key(k)}
             for key in read & value.__dict__.keys():  # (the names the code reads of it)
                 self._consider(value.__dict__[key], f"{name}.{key}", depth - 1,
                                path.then("attr", key), outside)

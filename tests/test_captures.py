@@ -2251,6 +2251,27 @@ def test_what_a_class_holds_or_a_callable_swapped_is_seen(kind):
     np.testing.assert_allclose(gradc.grad(f)(x), central_difference(f, x), rtol=1e-6)
 
 
+GLOBAL_W = np.array([1.0, 2.0, 3.0])
+GLOBAL_K = 2.0
+CONFIG_MODULE = types.ModuleType("config_made_in_code")
+CONFIG_MODULE.V = np.array([1.0, 2.0, 3.0])
+
+
+def test_globals_and_a_modules_vars_read_by_a_constant_key_are_read_live():
+    """`globals()["W"]` and `vars(config)["V"]` (keys the code names): the arrays are read live
+    and the numbers checked, as when read by name (they were compiled in, stale)."""
+    global GLOBAL_W, GLOBAL_K
+    x = np.array([0.5, -1.0, 2.0])
+    f = gradc.jit(lambda x: np.sum(x * globals()["GLOBAL_W"] * globals()["GLOBAL_K"]))
+    g = gradc.jit(lambda x: np.sum(x * vars(CONFIG_MODULE)["V"]))
+    assert np.isclose(f(x), np.sum(x * GLOBAL_W * 2.0)) and np.isclose(g(x), 4.5)
+    GLOBAL_W *= 2.0
+    CONFIG_MODULE.V *= 3.0
+    assert np.isclose(f(x), np.sum(x * GLOBAL_W * 2.0)) and np.isclose(g(x), 13.5)
+    GLOBAL_W, GLOBAL_K = np.array([5.0, 5.0, 5.0]), 3.0
+    assert np.isclose(f(x), np.sum(x * 15.0))
+
+
 def test_a_train_step_sees_a_setting_on_a_class_level_object():
     """`Model.hp.scale` changed between steps: the loss and the update use the new scale."""
     class Model:
