@@ -400,13 +400,18 @@ class Function:
             made = {i: outs[i] for i in new_arrays}  # (never 0-d: memory._fresh_outputs)
             traced, compiled.traced_run = getattr(compiled, "traced_run", False), False
             found = {id(o): o.found(traced) for o in _outsides(written)}  # (as the call
-            for stored in written:  # found them: before a write-back rebinds one; the traced
-                # call's, as its trace stored them)
-                if getattr(stored, "given", None) is not None:  # (into the caller's dict)
-                    stored = stored._replace(container=Given(stored.given).follow(given),
-                                             holder=None)
+            # found them: before a write-back rebinds one; the traced call's, as its trace
+            # stored them). So are the caller's own containers and values, each named by
+            # where the call found it: `p["b"], p["rm"] = p["rm"], p["b"]` made both entries
+            # the old rm, the second write-back following p["b"] after the first rebound it
+            written = [stored._replace(container=Given(stored.given).follow(given), holder=None)
+                       if getattr(stored, "given", None) is not None else stored
+                       for stored in written]
+            own = [stored.value.follow(given) if isinstance(stored.value, Given) else None
+                   for stored in written]
+            for stored, value in zip(written, own):
                 if isinstance(stored.value, Given):  # (the caller's own: `net.params = p`)
-                    stored.write(stored.value.follow(given))
+                    stored.write(value)
                 elif isinstance(stored.value, Outside):  # (`self.prev = self.rm`)
                     stored.write(stored.value.follow(found))
                 elif isinstance(stored.value, Rebuilt):  # (`self.used = Record(w=self.W)`)

@@ -1306,3 +1306,40 @@ def test_what_a_step_keeps_of_its_weights_before_updating_them_in_place_is_numpy
             assert np.shares_memory(m.kept, m.W)
         elif kept not in ("ema", "history"):
             assert m.kept is m.W
+
+
+def _swap(p, x):
+    p["b"], p["rm"] = p["rm"], p["b"]
+    return x.sum()
+
+
+def _rotate(l, x):
+    l[0], l[1], l[2] = l[1], l[2], l[0]
+    return x.sum()
+
+
+def _sequential(p, x):
+    p["b"] = p["rm"]
+    p["rm"] = p["b"]
+    return x.sum()
+
+
+@pytest.mark.parametrize("fun, make", [
+    (_swap, lambda k: {"b": np.full(2, 10.0 + k), "rm": np.full(2, 20.0 + k)}),
+    (_rotate, lambda k: [np.full(2, 0.0 + k), np.full(2, 1.0 + k), np.full(2, 2.0 + k)]),
+    (_sequential, lambda k: {"b": np.full(2, 10.0 + k), "rm": np.full(2, 20.0 + k)}),
+])
+def test_entries_of_an_argument_swapped_are_swapped_as_numpys(fun, make):
+    """`p["b"], p["rm"] = p["rm"], p["b"]`: each entry is bound to the array the call found at
+    the other (the second write-back followed p["b"] after the first had rebound it: both
+    entries held the old rm, on every call); written one after the other, both are rm."""
+    compiled = gradc.jit(fun)
+    for k in range(3):
+        by_numpy, by_gradc = make(k), make(k)
+        fun(by_numpy, np.ones(2))
+        compiled(by_gradc, np.ones(2))
+        entries = (lambda p: list(p.values()) if isinstance(p, dict) else list(p))
+        for a, b in zip(entries(by_numpy), entries(by_gradc)):
+            np.testing.assert_array_equal(a, b)
+        ids = lambda p: [[id(v) for v in entries(p)].index(id(v)) for v in entries(p)]  # noqa
+        assert ids(by_numpy) == ids(by_gradc)  # (which entries are one array)
