@@ -26,7 +26,7 @@ from .ir import Value, gc_paused
 from .live import asked_types, live_outside
 from .log import log_compile
 from .ops import fn
-from .outside import Given, Outside, Rebuilt, objects_in, with_objects
+from .outside import Given, HeldGiven, Outside, Rebuilt, objects_in, with_objects
 from .passes import BEFORE_AUTODIFF, run_passes
 from .signature import (Call, RecompileWatch, as_scalar, check_device_leaves, check_input_dtypes,
                         check_loss_output, check_scalar_output, differentiable_leaves, number_loss,
@@ -574,7 +574,8 @@ class Made(NamedTuple):
     def build(self, outs, given, made, found):
         if self.objects:
             return with_objects(self._build(outs, given, made, found), {
-                id(o.template): o.build(found) for o in self.objects})
+                id(o.template): o.build_given(given) if isinstance(o, HeldGiven) else
+                o.build(found) for o in self.objects})
         return self._build(outs, given, made, found)
 
     def _build(self, outs, given, made, found):

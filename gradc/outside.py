@@ -908,17 +908,24 @@ class OutsideWalk:
         return any(self.outside_array(v) is not None or self.rebuilt(v) is not None
                    or self._holds_outside_array(v, depth - 1) for v in items)
 
-    def marked(self, x, depth=4):
+    def marked(self, x, given=None, depth=4):
         """x (a dict, list or tuple the trace made, written back) with the dicts and lists from
         outside in it in their marks (Held): a copy of one made on every call was another dict
-        than the caller's (`self.both = (self.params, ...)`; `both[0] is params` was False)."""
+        than the caller's (`self.both = (self.params, ...)`; `both[0] is params` was False).
+        So are those the function was given (`given`: {id: steps}, trace.py _given_paths;
+        HeldGiven): `p["me"] = [p["l"]]` wrote the trace's own copy of p["l"], which holds
+        traced values, into the caller's dict."""
         def mark(_, v):
+            if given is not None and type(v) in (dict, list) and id(v) in given:
+                place = _Mark()
+                self.marks[id(place)] = HeldGiven(place, ((None, Given(given[id(v)])),))
+                return place
             path = self._held_path(v) if type(v) in (dict, list) else None
             if path is not None:
                 place = _Mark()
                 self.marks[id(place)] = Held(place, ((None, Outside(path, v)),))
                 return place
-            return self.marked(v, depth - 1) if is_container(v) and depth else v
+            return self.marked(v, given, depth - 1) if is_container(v) and depth else v
         return replaced(x, mark)  # (nothing from outside in it: x as it is)
 
     def rebuilt(self, x, known=None, depth=3):
@@ -2107,6 +2114,18 @@ class Held(Rebuilt):
 
     def build(self, found):
         return self.fields[0][1].follow(found)
+
+
+class HeldGiven(Held):
+    """A dict or list the function was given, in a container the trace made (`p["me"] =
+    [p["l"]]`): written back as the caller's own of each call (its field: a Given), where the
+    container's mark is (function.Made.build)."""
+
+    def build_given(self, given):
+        return self.fields[0][1].follow(given)
+
+    def outsides(self):
+        return iter(())
 
 
 class _Mark:

@@ -1644,9 +1644,10 @@ def _trace(fun, args, kwargs=None, capture=False, write_back=False, probing=None
             raise _changed_given(fun)  # "running_mean"] = ...`, is written into the caller's)
         assigned = [a._replace(given=graph.given_paths[id(a.container)])
                     if id(a.container) in given_containers else a for a in assigned]
-    assigned = _containers_written_back(fun, [  # (dicts and lists from outside in them
-        a._replace(value=watch.marked(a.value)) if is_container(a.value) else a  # written
-        for a in assigned])  # back as themselves: marked before the views are taken out)
+    assigned = _containers_written_back(fun, [  # (dicts and lists from outside, or given, in
+        a._replace(value=watch.marked(a.value, graph.given_paths))  # them written back as
+        if is_container(a.value) else a  # themselves: marked before the views are taken out)
+        for a in assigned])
     graph.write_backs = assigned if write_back is True else []  # ("discard": a pullback's,
     stored_arrays = [(x, x) for a in graph.write_backs if is_container(a.value)  # (the
                      for x in [*pytree.flatten(a.value)[0], *objects_in(a.value)]]  # outside

@@ -1343,3 +1343,31 @@ def test_entries_of_an_argument_swapped_are_swapped_as_numpys(fun, make):
             np.testing.assert_array_equal(a, b)
         ids = lambda p: [[id(v) for v in entries(p)].index(id(v)) for v in entries(p)]  # noqa
         assert ids(by_numpy) == ids(by_gradc)  # (which entries are one array)
+
+
+class _Holder:
+    pass
+
+
+_HOLDER = _Holder()
+
+
+def _wrap_given(p, x):
+    p["me"] = [p["l"], (p["d"], 1)]
+    _HOLDER.keep = {"l": p["l"], "h": x * 2.0}
+    return x.sum()
+
+
+def test_a_given_list_or_dict_inside_a_new_container_is_the_callers_own():
+    """`p["me"] = [p["l"]]`: the caller's own list, as NumPy binds it (the trace's copy of it,
+    which holds traced values, leaked into the caller's dict), in a dict argument's entry and in
+    an object's attribute alike."""
+    compiled = gradc.jit(_wrap_given)
+    for k in range(3):
+        p = {"l": [np.full(2, 7.0 + k)], "d": {"w": np.ones(2) * k}}
+        x = np.full(2, float(k))
+        compiled(p, x)
+        assert p["me"][0] is p["l"] and p["me"][1][0] is p["d"] and p["me"][1][1] == 1
+        assert _HOLDER.keep["l"] is p["l"]
+        np.testing.assert_array_equal(_HOLDER.keep["h"], x * 2.0)
+        np.testing.assert_array_equal(p["l"][0], np.full(2, 7.0 + k))
