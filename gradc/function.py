@@ -21,7 +21,7 @@ from . import autodiff, forks, frozen, pytree, random, transforms
 from .capture import (OUTSIDE_READS, CaptureChanged, Captures, changed_contents,
                       numpy_read_before, unchanged_by, unwritten)
 from .compile import check_target, compile_graph
-from .errors import ArgumentError, GradcError, SignatureError
+from .errors import ArgumentError, GradcError, SignatureError, UnsupportedOpError
 from .ir import Value, gc_paused
 from .live import asked_types, live_outside
 from .log import log_compile
@@ -407,6 +407,7 @@ class Function:
             written = [stored._replace(container=Given(stored.given).follow(given), holder=None)
                        if getattr(stored, "given", None) is not None else stored
                        for stored in written]
+            _refuse_shared_containers(self.__name__, written, given, compiled)
             own = [stored.value.follow(given) if isinstance(stored.value, Given) else None
                    for stored in written]
             for stored, value in zip(written, own):
@@ -556,6 +557,53 @@ def _written(value):
 
 class _AskedTypes(Exception):
     """A trace with Live views in place ran code that asks types (gradc/live.py)."""
+
+
+def _refuse_shared_containers(name, written, given, compiled):
+    """Refuse a call where a dict or list the function stores into is one the call's arguments
+    reach another way too (`f(d, d, x)`, an outside dict also passed: cs231n's bn_param read
+    as a global). The trace ran on a copy of each argument's containers, so a store through
+    one name was not seen through the other, as NumPy's code sees it: wrong results, and a
+    wrong dict after the call, silently. Checked after the run, before anything is written
+    back (nothing is); once for the same top-level arguments as the call before (a walk of a
+    dict of parameters on every call would cost microseconds)."""
+    stores = [s for s in written if isinstance(s.container, (dict, list))]
+    if not stores or given is None:
+        return
+    key = tuple(map(id, given[0])) + tuple(map(id, given[1].values()))
+    if getattr(compiled, "shared_checked", None) == key:
+        return
+    places, stack = {}, [(given, ())]  # (container id -> where the arguments hold it)
+    while stack:
+        x, steps = stack.pop()
+        if isinstance(x, (dict, list)):
+            seen = id(x) in places
+            places.setdefault(id(x), []).append(steps)
+            if seen:
+                continue
+        if isinstance(x, (dict, list, tuple)):
+            stack.extend((v, steps + (k,)) for k, v in (
+                x.items() if isinstance(x, dict) else enumerate(x)))
+    for s in stores:
+        ways = places.get(id(s.container), [])
+        if len(ways) > 1 or ways and s.given is None:
+            shown = " and ".join(_argument_name(w) for w in sorted(ways, key=repr)[:2])
+            raise UnsupportedOpError(
+                f"{name} stores into {s.where}, a {type(s.container).__name__} that the call "
+                f"passes as {shown}" + ("" if s.given is not None else ", and the function "
+                                        "reaches from outside too") + ": the compiled function "
+                "traced them as separate containers, so a store through one name is not seen "
+                "through the other, as NumPy's code sees it. Pass it once (or pass a copy, "
+                "dict(d)); nothing was written back")
+    compiled.shared_checked = key
+
+
+def _argument_name(steps):
+    """`argument 1['bn']` or `cfg=['lr']` for steps (0 or 1: args or kwargs, then keys)."""
+    if len(steps) < 2:
+        return "the arguments"
+    head = f"argument {steps[1]}" if steps[0] == 0 else f"{steps[1]}="
+    return head + "".join(f"[{k!r}]" for k in steps[2:])
 
 
 class Made(NamedTuple):
