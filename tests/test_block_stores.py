@@ -119,8 +119,7 @@ def test_blocks_stored_in_place(results, name):
         for vid, (concat, offset, strides) in stored.items():
             # the block's first element, in bytes, where the plan put the block
             at = compiled.plan.offsets[vid] - compiled.plan.offsets[concat.id]
-            if concat.id in compiled.plan.members:  # (inside a block of an outer one)
-                assert compiled.plan.members[vid] == concat.id
+            assert compiled.plan.members[vid] == concat.id  # (in its block, nested or not)
             assert at == offset * np.dtype(dtype).itemsize
             assert strides == tuple(s // 8 for s in np.zeros(concat.shape).strides)
 

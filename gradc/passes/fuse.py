@@ -226,6 +226,20 @@ def fuse(graph, remat=True, repeats=True, parallel=True):
                   block_stores(graph, ordered, layouts))
 
 
+def buffer_reads(kernels, layouts):
+    """(kernel, base value) for every read of a stored buffer, in schedule order, through any
+    view; not a value computed (or recomputed) earlier in the same kernel, which it reads from
+    a register."""
+    for k in kernels:
+        local = set()
+        for node in k.nodes:
+            for x in node.inputs:
+                layout = layouts.get(x.id)
+                if layout is not None and not (x is layout[0] and x.id in local):
+                    yield k, layout[0]
+            local.add(node.output.id)
+
+
 def block_stores(graph, kernels, layouts):
     """{value id: (concatenation, element offset, strides)}: the values that the loop kernel
     computing them stores straight into their block of a concatenation along an inner axis,
@@ -239,14 +253,8 @@ def block_stores(graph, kernels, layouts):
     contiguous blocks: memory.py's _concat_members stores those without new strides."""
     storer = {v.id: k for k in kernels for v in k.stores}
     reads = {}  # value id -> kernels reading its buffer
-    for k in kernels:
-        local = set()
-        for node in k.nodes:
-            for x in node.inputs:
-                base = layouts[x.id][0] if x.id in layouts else x
-                if not (base is x and x.id in local):
-                    reads.setdefault(base.id, set()).add(k.index)
-            local.add(node.output.id)
+    for k, base in buffer_reads(kernels, layouts):
+        reads.setdefault(base.id, set()).add(k.index)
     outputs = {layouts[v.id][0].id for v in graph.outputs if v.id in layouts}
     found = {}
     for k in kernels:

@@ -83,7 +83,7 @@ def plan_buffers(fusion, fresh_outputs=False):
             offsets[node.output.id] = cursor
             constants[node.output.id] = node.attr["data"].array
             cursor += _aligned(nbytes(node.output))
-    from .fuse import CHUNKS, partial_slots
+    from .fuse import CHUNKS, buffer_reads, partial_slots
     for k in fusion.kernels:  # per-chunk partial results of parallel reductions
         for v in partial_slots(k):
             offsets[("partial", k.index, v.id)] = cursor
@@ -92,15 +92,7 @@ def plan_buffers(fusion, fresh_outputs=False):
     scratch_start = cursor
 
     # liveness: the last kernel reading each stored value (through any view)
-    last_read = {}
-    for k in fusion.kernels:
-        local = set()  # computed (or recomputed) earlier in the kernel: read from a register
-        for node in k.nodes:
-            for x in node.inputs:
-                layout = fusion.layouts.get(x.id)
-                if layout is not None and not (x is layout[0] and x.id in local):
-                    last_read[layout[0].id] = k.index
-            local.add(node.output.id)
+    last_read = {base.id: k.index for k, base in buffer_reads(fusion.kernels, fusion.layouts)}
 
     # values stored straight into their concatenation's buffer: the concatenation is placed
     # when its first member is stored, and lives until its last member's read
